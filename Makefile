@@ -1,0 +1,226 @@
+# Schakel — build, test, demo, run, install.
+#
+#   make deps        install missing Debian packages (apt-get, only what pkg-config lacks)
+#   make / make all  build schakeld, libschakel, schakel, schakelctl
+#   make test        deps + build + every unit, fuzz-corpus and integration test
+#   make check-asan  the same suite built with AddressSanitizer + UBSan
+#   make demo        deps + build + the seven-partner scenario on loopback
+#   make run         the broker in the foreground with the demo config (state in var/)
+#   make install     PREFIX=/usr/local DESTDIR=
+#   make clean
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+BUILD ?= build
+GEN := $(BUILD)/gen
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+
+# pkg-config module -> Debian package that provides it
+PKGS_RUNTIME := libzmq libprotobuf-c libsodium sqlite3 libcyaml libsystemd
+PKGS_TEST := cmocka
+PKGS_CLI := jansson
+DEB_libzmq := libzmq3-dev
+DEB_libprotobuf-c := libprotobuf-c-dev
+DEB_libsodium := libsodium-dev
+DEB_sqlite3 := libsqlite3-dev
+DEB_libcyaml := libcyaml-dev
+DEB_libsystemd := libsystemd-dev
+DEB_cmocka := libcmocka-dev
+DEB_jansson := libjansson-dev
+
+WARNINGS := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+	-Wpointer-arith -Wcast-qual -Wformat=2 -Wvla -Wimplicit-fallthrough
+HARDEN := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
+HARDEN_LD := -pie -Wl,-z,relro,-z,now
+ifeq ($(CI),true)
+WERROR := -Werror
+endif
+
+ifeq ($(SAN),1)
+OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+	-DSCHAKEL_PLAIN_ALLOC
+HARDEN := -fstack-protector-strong -fPIE
+SAN_LD := -fsanitize=address,undefined
+else
+OPT := -O2 -g
+endif
+
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS_RUNTIME) 2>/dev/null)
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS_RUNTIME) 2>/dev/null)
+TEST_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS_TEST) 2>/dev/null)
+TEST_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS_TEST) 2>/dev/null)
+CLI_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS_CLI) 2>/dev/null)
+CLI_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS_CLI) 2>/dev/null)
+
+BASE_CFLAGS := -std=c11 -D_DEFAULT_SOURCE -D_POSIX_C_SOURCE=200809L $(OPT) $(HARDEN) \
+	-I$(GEN) -Icommon -Ibroker -Iclients/libschakel
+CFLAGS_ALL = $(BASE_CFLAGS) $(WARNINGS) $(WERROR) $(PKG_CFLAGS) $(CLI_CFLAGS) $(CFLAGS)
+# Generated protobuf-c code is not ours to fix; it gets the base flags only.
+CFLAGS_GEN = $(BASE_CFLAGS) $(PKG_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(HARDEN_LD) $(SAN_LD) $(LDFLAGS)
+
+PROTO_C := $(GEN)/schakel.pb-c.c
+PROTO_H := $(GEN)/schakel.pb-c.h
+PROTO_O := $(GEN)/schakel.pb-c.o
+
+COMMON_SRC := $(wildcard common/*.c)
+BROKER_SRC := $(filter-out broker/main.c,$(wildcard broker/*.c))
+LIB_SRC := $(wildcard clients/libschakel/*.c)
+CLI_SRC := $(wildcard clients/schakel/*.c)
+CTL_SRC := $(wildcard clients/schakelctl/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+INTEG_SRC := $(wildcard tests/integration/test_*.c)
+INTEG_SUPPORT := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+COMMON_O := $(PROTO_O) $(call obj,$(COMMON_SRC))
+BROKER_O := $(call obj,$(BROKER_SRC))
+LIB_O := $(call obj,$(LIB_SRC))
+INTEG_SUPPORT_O := $(call obj,$(INTEG_SUPPORT))
+
+SCHAKELD := $(BUILD)/schakeld
+SCHAKEL := $(BUILD)/schakel
+SCHAKELCTL := $(BUILD)/schakelctl
+LIBA := $(BUILD)/libschakel.a
+LIBSO := $(BUILD)/libschakel.so.1
+UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+INTEG_BIN := $(patsubst tests/integration/%.c,$(BUILD)/tests/integration/%,$(INTEG_SRC))
+FUZZ_REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ_SRC))
+
+PROGRAMS := $(SCHAKELD) $(SCHAKEL) $(if $(CTL_SRC),$(SCHAKELCTL))
+
+.PHONY: all deps test check-asan demo run install clean tests-build format
+.DEFAULT_GOAL := all
+
+all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
+
+# ---------------------------------------------------------------- packages
+# apt-get only for what pkg-config (or the protoc-c binary) does not find.
+deps:
+	@missing=""; \
+	for m in $(PKGS_RUNTIME) $(PKGS_TEST) $(PKGS_CLI); do \
+	  $(PKG_CONFIG) --exists $$m 2>/dev/null || missing="$$missing $$m"; \
+	done; \
+	debs=""; \
+	for m in $$missing; do \
+	  case $$m in \
+	    libzmq) debs="$$debs $(DEB_libzmq)";; libprotobuf-c) debs="$$debs $(DEB_libprotobuf-c)";; \
+	    libsodium) debs="$$debs $(DEB_libsodium)";; sqlite3) debs="$$debs $(DEB_sqlite3)";; \
+	    libcyaml) debs="$$debs $(DEB_libcyaml)";; libsystemd) debs="$$debs $(DEB_libsystemd)";; \
+	    cmocka) debs="$$debs $(DEB_cmocka)";; jansson) debs="$$debs $(DEB_jansson)";; \
+	  esac; \
+	done; \
+	command -v protoc-c >/dev/null 2>&1 || debs="$$debs protobuf-c-compiler"; \
+	command -v $(PKG_CONFIG) >/dev/null 2>&1 || debs="$$debs pkg-config"; \
+	if [ -n "$$debs" ]; then \
+	  echo "deps: installing$$debs"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$debs; \
+	else echo "deps: all libraries found by pkg-config"; fi
+
+# ---------------------------------------------------------------- code generation
+$(PROTO_C) $(PROTO_H): proto/schakel.proto
+	@mkdir -p $(GEN)
+	protoc-c --proto_path=proto --c_out=$(GEN) proto/schakel.proto
+
+$(PROTO_O): $(PROTO_C) $(PROTO_H)
+	$(CC) $(CFLAGS_GEN) -c $< -o $@
+
+# every object depends on the generated header (it is included via wire.h)
+$(BUILD)/obj/%.o: %.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fPIC -MMD -MP -c $< -o $@
+
+# ---------------------------------------------------------------- programs
+$(SCHAKELD): $(call obj,broker/main.c) $(BROKER_O) $(COMMON_O)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+$(LIBA): $(LIB_O) $(COMMON_O)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBSO): $(LIB_O) $(COMMON_O)
+	$(CC) -shared -Wl,-soname,libschakel.so.1 $(LDFLAGS_ALL:-pie=) -o $@ $^ $(PKG_LIBS)
+	ln -sf libschakel.so.1 $(BUILD)/libschakel.so
+
+$(SCHAKEL): $(call obj,$(CLI_SRC)) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CLI_SRC)) $(LIBA) $(PKG_LIBS) $(CLI_LIBS) -lm
+
+$(SCHAKELCTL): $(call obj,$(CTL_SRC)) $(BROKER_O) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CTL_SRC)) $(BROKER_O) $(LIBA) $(PKG_LIBS) $(CLI_LIBS) -lm
+
+$(BUILD)/libschakel.pc: clients/libschakel/libschakel.pc.in
+	@mkdir -p $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' $< > $@
+
+# ---------------------------------------------------------------- tests
+$(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(TEST_CFLAGS) -Itests/integration -MMD -MP -c $< -o $@
+
+# A unit test test_M links the common code, the module M of broker/ or
+# clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
+UNIT_EXTRA_test_router := broker/policy.c broker/store.c broker/session.c broker/zap.c
+.SECONDEXPANSION:
+$(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
+		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \
+		$(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INTEG_SUPPORT_O) $(LIB_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+
+$(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+$(BUILD)/obj/tests/fuzz/replay_main.o: tests/fuzz/replay_main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN)
+
+test: deps
+	@$(MAKE) --no-print-directory tests-build
+	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN)
+
+check-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 tests-build
+	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  sh tests/run.sh $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN))
+
+# ---------------------------------------------------------------- demo and run
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) sh deploy/demo/run-demo.sh
+
+run: all
+	@BUILD=$(BUILD) sh deploy/demo/run-broker.sh
+
+# ---------------------------------------------------------------- install
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libschakel.so.1 $(DESTDIR)$(PREFIX)/lib/libschakel.so
+	install -m 0644 clients/libschakel/schakel.h $(DESTDIR)$(PREFIX)/include/
+	install -m 0644 $(BUILD)/libschakel.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	for m in docs/man/*.1; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man1/; done; true
+	for m in docs/man/*.8; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man8/; done; true
+
+format:
+	clang-format -i $(COMMON_SRC) common/*.h broker/*.c broker/*.h clients/*/*.c clients/*/*.h \
+		tests/*/*.c $(wildcard tests/*/*.h)
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,132 @@
+/*
+ * policy.h — the access policy: partners, principals, rules; and decisions.
+ *
+ * Loads the YAML policy (docs/POLICY.md) with libcyaml, validates it with
+ * file:line errors, and builds indexes so that a decision does not scan all
+ * rules. A loaded policy is immutable: a reload builds a new one and swaps
+ * it in whole. Decisions are pure functions of a validated signal and the
+ * policy. Default deny is in the types: a zeroed decision denies.
+ */
+#ifndef SCHAKEL_POLICY_H
+#define SCHAKEL_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schakel_limits.h"
+
+typedef enum verdict { VERDICT_DENY = 0, VERDICT_ALLOW = 1 } verdict_t;
+
+typedef enum role { ROLE_NONE = 0, ROLE_SYSTEM = 1, ROLE_CASEWORKER = 2, ROLE_OPERATOR = 4 } role_t;
+
+/* Fields of a Signal a rule may pass to the recipient. sender, kind and
+ * theme always pass: they say what the delivery is and who stands behind
+ * it. Everything not in a rule's mask is removed before delivery. */
+enum signal_field {
+    FIELD_AREA = 1u << 0,
+    FIELD_ADDRESS = 1u << 1,
+    FIELD_SUBJECT = 1u << 2,
+    FIELD_GROUNDS = 1u << 3,
+    FIELD_CASE_REF = 1u << 4,
+    FIELD_SEVERITY = 1u << 5,
+    FIELD_OBSERVED_AT = 1u << 6,
+    FIELD_SUMMARY = 1u << 7,
+    FIELD_SOURCE_REF = 1u << 8,
+    FIELD_RECIPIENTS = 1u << 9,
+};
+
+typedef struct policy_partner {
+    char *id;   /* "gemeente" */
+    char *name; /* display name */
+    size_t index; /* position in the policy, 0..n_partners-1 */
+} policy_partner_t;
+
+typedef struct policy_principal {
+    char *id; /* "politie/bvh-koppeling" */
+    const policy_partner_t *partner;
+    role_t role;
+    uint8_t sign_pk[32];  /* Ed25519 */
+    uint8_t curve_pk[32]; /* X25519, what ZAP presents */
+} policy_principal_t;
+
+typedef struct policy_rule {
+    char *id;
+    char hash_hex[65];   /* BLAKE2b-256 over the rule's canonical content */
+    char *purpose;       /* doelbinding */
+    char *legal_basis;   /* grondslag */
+    uint32_t fields;     /* enum signal_field mask */
+    int64_t retention_s; /* bewaartermijn in seconds */
+    int require_case_ref;
+    unsigned line;       /* line in the policy file, for explanations */
+} policy_rule_t;
+
+/* The facts of a validated signal that decisions look at. */
+typedef struct policy_signal_facts {
+    const char *kind;
+    const char *theme;
+    const char *area;
+    int has_subject;
+    int has_case_ref;
+    const char *const *recipients; /* partner ids the sender names; may be empty */
+    size_t n_recipients;
+} policy_signal_facts_t;
+
+/* One entitled recipient partner and the rule that entitles it. */
+typedef struct policy_grant {
+    const policy_partner_t *partner;
+    const policy_rule_t *rule;
+} policy_grant_t;
+
+typedef struct policy_decision {
+    verdict_t verdict;               /* VERDICT_DENY unless set otherwise */
+    size_t n_grants;
+    policy_grant_t grants[SCHAKEL_MAX_PARTNERS];
+    char reason[256];                /* on deny: for which sender, recipient, kind, theme */
+} policy_decision_t;
+
+typedef struct policy policy_t;
+
+/* Load and validate a policy file. Secret material is not involved. Keys are
+ * given inline (`key: Z85`) or as `key_file:` relative to the policy file's
+ * folder. On error returns NULL and writes "FILE:LINE: message" into err. */
+policy_t *policy_load(const char *path, char *err, size_t errlen);
+void policy_destroy(policy_t **policy);
+
+/* Hex BLAKE2b-256 of the policy file's bytes. */
+const char *policy_hash_hex(const policy_t *policy);
+
+const policy_principal_t *policy_principal_by_curve_key(const policy_t *policy,
+                                                        const uint8_t curve_pk[32]);
+const policy_principal_t *policy_principal_by_id(const policy_t *policy, const char *id);
+const policy_partner_t *policy_partner_by_id(const policy_t *policy, const char *id);
+
+size_t policy_partner_count(const policy_t *policy);
+const policy_partner_t *policy_partner_at(const policy_t *policy, size_t index);
+size_t policy_principal_count(const policy_t *policy);
+const policy_principal_t *policy_principal_at(const policy_t *policy, size_t index);
+size_t policy_rule_count(const policy_t *policy);
+const policy_rule_t *policy_rule_at(const policy_t *policy, size_t index);
+
+/* Principals of a partner that a delivery under `rule` goes to: every
+ * principal of the partner whose role the rule's `to_roles` admits (default:
+ * system and caseworker; operators never). Fills out (up to max) and returns
+ * the count. */
+size_t policy_recipients(const policy_t *policy, const policy_rule_t *rule,
+                         const policy_partner_t *partner, const policy_principal_t **out,
+                         size_t max);
+
+/* Decide who may receive a signal from `sender`. Without named recipients:
+ * ALLOW with one grant per partner some rule entitles (first matching rule
+ * in file order per partner), DENY if there is none. With named recipients:
+ * ALLOW only if every named partner is entitled (grants for exactly those),
+ * else DENY naming the first partner no rule allows. A rule with
+ * require_case_ref does not match a signal without case_ref. Operators
+ * never send. Cost: hash lookups on (sender partner, theme), then only the
+ * rules indexed there; it does not grow with the total number of rules. */
+verdict_t policy_decide_signal(const policy_t *policy, const policy_principal_t *sender,
+                               const policy_signal_facts_t *facts, policy_decision_t *out);
+
+/* "system", "caseworker", "operator". */
+const char *policy_role_name(role_t role);
+
+#endif

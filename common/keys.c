@@ -1,0 +1,263 @@
+/*
+ * keys.c — principal key files: generate, load, convert, sign (see keys.h).
+ *
+ * Trusts nothing in a key file: mode, type, size and syntax are checked
+ * before a byte is used. Secret material lives in sodium_malloc memory (plain
+ * malloc under SCHAKEL_PLAIN_ALLOC, for sanitizer builds) and every temporary
+ * copy is wiped on every path. Errors are returned as text for the caller.
+ */
+#include "keys.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <zmq.h>
+
+#define KEY_FILE_MAX_BYTES 4096
+
+static void *secret_alloc(size_t len)
+{
+#ifdef SCHAKEL_PLAIN_ALLOC
+    return malloc(len);
+#else
+    return sodium_malloc(len);
+#endif
+}
+
+static void secret_free(void *p, size_t len)
+{
+    if (p == NULL)
+        return;
+    sodium_memzero(p, len);
+#ifdef SCHAKEL_PLAIN_ALLOC
+    free(p);
+#else
+    (void)len;
+    sodium_free(p);
+#endif
+}
+
+int keys_init(void)
+{
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+void keys_public_z85(const uint8_t pk[32], char out[41])
+{
+    /* 32 bytes is a multiple of 4, so zmq_z85_encode cannot fail. */
+    if (zmq_z85_encode(out, pk, 32) == NULL)
+        out[0] = '\0';
+}
+
+int keys_sign_pk_to_curve(const uint8_t sign_pk[32], uint8_t curve_pk[32])
+{
+    return crypto_sign_ed25519_pk_to_curve25519(curve_pk, sign_pk) == 0 ? 0 : -1;
+}
+
+int keys_parse_public_z85(const char *z85, uint8_t sign_pk[32])
+{
+    uint8_t curve[32];
+    if (z85 == NULL || strlen(z85) != KEYS_Z85_LEN)
+        return -1;
+    if (zmq_z85_decode(sign_pk, z85) == NULL)
+        return -1;
+    /* Refuse points that are not valid Ed25519 public keys. */
+    if (keys_sign_pk_to_curve(sign_pk, curve) != 0)
+        return -1;
+    return 0;
+}
+
+/* Read a small text key file into buf and return the first line that is not
+ * blank and not a '#' comment, trimmed. `secret` adds the mode check. */
+static int read_key_line(const char *path, int secret, char *line, size_t linelen, char *err,
+                         size_t errlen)
+{
+    char buf[KEY_FILE_MAX_BYTES + 1];
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "key file %s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+        snprintf(err, errlen,
+                 "secret key file %s is accessible by group or others (mode %03o); "
+                 "run: chmod 600 %s",
+                 path, (unsigned)(st.st_mode & 0777), path);
+        close(fd);
+        return -1;
+    }
+    ssize_t n = read(fd, buf, KEY_FILE_MAX_BYTES + 1);
+    close(fd);
+    if (n < 0 || n > KEY_FILE_MAX_BYTES) {
+        snprintf(err, errlen, "key file %s is unreadable or larger than %d bytes", path,
+                 KEY_FILE_MAX_BYTES);
+        sodium_memzero(buf, sizeof buf);
+        return -1;
+    }
+    buf[n] = '\0';
+    int rc = -1;
+    char *save = NULL;
+    for (char *l = strtok_r(buf, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+        while (*l == ' ' || *l == '\t')
+            l++;
+        size_t len = strlen(l);
+        while (len > 0 && (l[len - 1] == '\r' || l[len - 1] == ' ' || l[len - 1] == '\t'))
+            l[--len] = '\0';
+        if (len == 0 || l[0] == '#')
+            continue;
+        if (len >= linelen) {
+            snprintf(err, errlen, "key file %s: key line has %zu characters, expected %u", path,
+                     len, KEYS_Z85_LEN);
+            break;
+        }
+        memcpy(line, l, len + 1);
+        rc = 0;
+        break;
+    }
+    if (rc != 0 && err[0] == '\0')
+        snprintf(err, errlen, "key file %s holds no key", path);
+    sodium_memzero(buf, sizeof buf);
+    return rc;
+}
+
+int keys_load_public(const char *path, uint8_t sign_pk[32], char *err, size_t errlen)
+{
+    char line[64];
+    err[0] = '\0';
+    if (read_key_line(path, 0, line, sizeof line, err, errlen) != 0)
+        return -1;
+    if (keys_parse_public_z85(line, sign_pk) != 0) {
+        snprintf(err, errlen, "key file %s: not a Z85 Ed25519 public key (40 characters)", path);
+        return -1;
+    }
+    return 0;
+}
+
+void keys_destroy(keypair_t **kp)
+{
+    if (kp == NULL || *kp == NULL)
+        return;
+    secret_free((*kp)->sign_sk, crypto_sign_SECRETKEYBYTES);
+    secret_free((*kp)->curve_sk, crypto_scalarmult_curve25519_BYTES);
+    free(*kp);
+    *kp = NULL;
+}
+
+/* Build a keypair from a 32-byte seed. */
+static keypair_t *keypair_from_seed(const uint8_t seed[32])
+{
+    keypair_t *kp = calloc(1, sizeof *kp);
+    if (kp == NULL)
+        return NULL;
+    kp->sign_sk = secret_alloc(crypto_sign_SECRETKEYBYTES);
+    kp->curve_sk = secret_alloc(crypto_scalarmult_curve25519_BYTES);
+    if (kp->sign_sk == NULL || kp->curve_sk == NULL ||
+        crypto_sign_seed_keypair(kp->sign_pk, kp->sign_sk, seed) != 0 ||
+        crypto_sign_ed25519_pk_to_curve25519(kp->curve_pk, kp->sign_pk) != 0 ||
+        crypto_sign_ed25519_sk_to_curve25519(kp->curve_sk, kp->sign_sk) != 0) {
+        keys_destroy(&kp);
+        return NULL;
+    }
+    return kp;
+}
+
+keypair_t *keys_load_secret(const char *path, char *err, size_t errlen)
+{
+    char line[64];
+    uint8_t seed[32];
+    keypair_t *kp = NULL;
+    err[0] = '\0';
+    if (read_key_line(path, 1, line, sizeof line, err, errlen) != 0)
+        return NULL;
+    if (strlen(line) != KEYS_Z85_LEN || zmq_z85_decode(seed, line) == NULL) {
+        snprintf(err, errlen, "key file %s: not a Z85 secret key seed (40 characters)", path);
+    } else if ((kp = keypair_from_seed(seed)) == NULL) {
+        snprintf(err, errlen, "key file %s: cannot derive a key pair (out of memory?)", path);
+    }
+    sodium_memzero(line, sizeof line);
+    sodium_memzero(seed, sizeof seed);
+    return kp;
+}
+
+/* Write text to path with the given mode; O_EXCL so an existing key is never
+ * overwritten. */
+static int write_new_file(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t len = strlen(text);
+    ssize_t n = write(fd, text, len);
+    int rc = (n == (ssize_t)len && fsync(fd) == 0) ? 0 : -1;
+    if (close(fd) != 0)
+        rc = -1;
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        unlink(path);
+    }
+    return rc;
+}
+
+int keys_generate(const char *path_base, char *err, size_t errlen)
+{
+    char key_path[4096], pub_path[4096];
+    char seed_z85[41], pk_z85[41];
+    char text[256];
+    uint8_t seed[32], pk[32], sk[64];
+    int rc = -1;
+
+    err[0] = '\0';
+    if (snprintf(key_path, sizeof key_path, "%s.key", path_base) >= (int)sizeof key_path ||
+        snprintf(pub_path, sizeof pub_path, "%s.pub", path_base) >= (int)sizeof pub_path) {
+        snprintf(err, errlen, "key path too long");
+        return -1;
+    }
+    randombytes_buf(seed, sizeof seed);
+    if (crypto_sign_seed_keypair(pk, sk, seed) != 0 || zmq_z85_encode(seed_z85, seed, 32) == NULL)
+        goto out;
+    keys_public_z85(pk, pk_z85);
+    snprintf(text, sizeof text,
+             "# Schakel secret key (Ed25519 seed, Z85). Keep private: mode 0600.\n%s\n", seed_z85);
+    if (write_new_file(key_path, text, 0600, err, errlen) != 0)
+        goto out;
+    snprintf(text, sizeof text, "# Schakel public key (Ed25519, Z85)\n%s\n", pk_z85);
+    if (write_new_file(pub_path, text, 0644, err, errlen) != 0) {
+        unlink(key_path);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0 && err[0] == '\0')
+        snprintf(err, errlen, "cannot generate a key pair");
+    sodium_memzero(seed, sizeof seed);
+    sodium_memzero(sk, sizeof sk);
+    sodium_memzero(seed_z85, sizeof seed_z85);
+    sodium_memzero(text, sizeof text);
+    return rc;
+}
+
+int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len, uint8_t sig[64])
+{
+    if (kp == NULL || kp->sign_sk == NULL)
+        return -1;
+    return crypto_sign_detached(sig, NULL, msg, len, kp->sign_sk) == 0 ? 0 : -1;
+}
+
+int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len, const uint8_t sig[64])
+{
+    return crypto_sign_verify_detached(sig, msg, len, sign_pk) == 0 ? 0 : -1;
+}

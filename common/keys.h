@@ -1,0 +1,65 @@
+/*
+ * keys.h — principal key files: generate, load, convert.
+ *
+ * Owns the on-disk key formats (docs/PROTOCOL.md "Keys"): NAME.key holds the
+ * 32-byte Ed25519 seed in Z85, NAME.pub the 32-byte Ed25519 public key in
+ * Z85. The CurveZMQ (X25519) pair is derived from the Ed25519 pair, so one
+ * file serves signing and transport. Secrets live in sodium_malloc memory and
+ * are wiped on every path. Loading trusts nothing in the file: sizes, syntax
+ * and file mode are checked; errors are returned as text, never printed.
+ */
+#ifndef SCHAKEL_KEYS_H
+#define SCHAKEL_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define KEYS_PUBLIC_BYTES 32u
+#define KEYS_Z85_LEN 40u /* Z85 text of 32 bytes, without NUL */
+
+#define KEYS_WARN_UNUSED __attribute__((warn_unused_result))
+
+typedef struct keypair {
+    uint8_t sign_pk[32];  /* Ed25519 public key */
+    uint8_t curve_pk[32]; /* X25519 public key derived from sign_pk */
+    uint8_t *sign_sk;     /* 64 bytes, sodium_malloc (plain malloc in sanitizer builds) */
+    uint8_t *curve_sk;    /* 32 bytes, likewise */
+} keypair_t;
+
+/* Generate a fresh pair and write PATH_BASE.key (mode 0600, refused if it
+ * exists) and PATH_BASE.pub (0644). Returns 0, or -1 with err filled. */
+int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
+
+/* Load a secret key file. Refuses a file that is group- or world-readable,
+ * not a regular file, or not in the expected format. Returns a new keypair
+ * (caller destroys it with keys_destroy), or NULL with err filled. */
+keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
+
+/* Wipe and free; sets *kp to NULL; safe on NULL and on *kp == NULL. */
+void keys_destroy(keypair_t **kp);
+
+/* Load a .pub file (Z85 Ed25519 public key, '#' comment lines allowed).
+ * Returns 0, or -1 with err filled. */
+int keys_load_public(const char *path, uint8_t sign_pk[32], char *err, size_t errlen) KEYS_WARN_UNUSED;
+
+/* Parse exactly 40 Z85 characters into a 32-byte Ed25519 public key and check
+ * it is a valid curve point (convertible to X25519). Returns 0 or -1. */
+int keys_parse_public_z85(const char *z85, uint8_t sign_pk[32]) KEYS_WARN_UNUSED;
+
+/* Write the Z85 text of a 32-byte key into out (41 bytes with NUL). */
+void keys_public_z85(const uint8_t pk[32], char out[41]);
+
+/* Ed25519 public key to X25519 (CurveZMQ) public key. Returns 0 or -1. */
+int keys_sign_pk_to_curve(const uint8_t sign_pk[32], uint8_t curve_pk[32]) KEYS_WARN_UNUSED;
+
+/* Sign msg with the pair's Ed25519 key into sig (64 bytes). Returns 0 or -1. */
+int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len, uint8_t sig[64]) KEYS_WARN_UNUSED;
+
+/* Verify an Ed25519 detached signature. Returns 0 when valid, -1 otherwise. */
+int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
+                const uint8_t sig[64]) KEYS_WARN_UNUSED;
+
+/* sodium_init() once; returns 0 or -1. Every entry point above needs it. */
+int keys_init(void) KEYS_WARN_UNUSED;
+
+#endif

@@ -1,0 +1,64 @@
+/*
+ * schakel_limits.h — every size, count and time limit of Schakel, in one place.
+ *
+ * The broker and the client library both include this file; a limit that
+ * appears as a bare number anywhere else is a bug. Values that operators may
+ * tune are defaults; the broker's config can lower (not raise past the hard
+ * caps) some of them.
+ */
+#ifndef SCHAKEL_LIMITS_H
+#define SCHAKEL_LIMITS_H
+
+#define SCHAKEL_PROTOCOL_VERSION 1u
+
+/* Wire */
+#define SCHAKEL_MAX_FRAME_BYTES (256u * 1024u)  /* one ZMQ frame, checked before decoding */
+#define SCHAKEL_DECODE_BUDGET_BYTES (1024u * 1024u) /* allocator budget per decoded frame */
+#define SCHAKEL_MAX_ITEMS 256u                  /* items in one Publish */
+#define SCHAKEL_MAX_ITEM_BYTES (32u * 1024u)    /* one serialized Signal */
+#define SCHAKEL_MESSAGE_ID_BYTES 16u
+#define SCHAKEL_SIGNATURE_BYTES 64u
+#define SCHAKEL_MAX_ACKS 1024u                  /* seqs in one Ack */
+#define SCHAKEL_MAX_RECIPIENTS 16u              /* Signal.recipients */
+
+/* Strings (bytes, UTF-8) */
+#define SCHAKEL_MAX_ID_LEN 64u           /* partner id, rule id, kind token */
+#define SCHAKEL_MAX_PRINCIPAL_LEN 129u   /* "partner/name" */
+#define SCHAKEL_MAX_SUMMARY_LEN 2000u
+#define SCHAKEL_MAX_GROUNDS_LEN 2000u
+#define SCHAKEL_MAX_REF_LEN 128u         /* source_ref, case_ref */
+#define SCHAKEL_MIN_SUBJECT_LEN 8u
+#define SCHAKEL_MAX_SUBJECT_LEN 64u
+#define SCHAKEL_MAX_ADDITION_LEN 8u
+#define SCHAKEL_MAX_HOUSE_NUMBER 99999u
+#define SCHAKEL_MAX_REJECT_TEXT 256u
+
+/* Time window for Signal.observed_at, relative to the broker's clock */
+#define SCHAKEL_MAX_FUTURE_SKEW_S 300                    /* five minutes ahead */
+#define SCHAKEL_MAX_PAST_S (10LL * 366 * 24 * 3600)      /* ten years back */
+
+/* Flow control */
+#define SCHAKEL_DEFAULT_WINDOW 64u      /* deliveries in flight per receiver */
+#define SCHAKEL_MAX_WINDOW 1024u        /* a larger Flow.window is clamped */
+
+/* Liveness (milliseconds) */
+#define SCHAKEL_HANDSHAKE_IVL_MS 5000   /* a CURVE handshake must finish in this */
+#define SCHAKEL_ZMTP_HEARTBEAT_IVL_MS 2000
+#define SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS 6000
+#define SCHAKEL_CLIENT_HEARTBEAT_MS 5000  /* client sends Heartbeat this often when idle */
+#define SCHAKEL_SESSION_TIMEOUT_MS 20000  /* no traffic this long: receiver is gone */
+
+/* Socket buffers (messages); 0 would mean unbounded */
+#define SCHAKEL_SNDHWM 10000
+#define SCHAKEL_RCVHWM 10000
+
+/* Broker loop */
+#define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */
+
+/* Policy */
+#define SCHAKEL_MAX_PARTNERS 64u
+#define SCHAKEL_MAX_PRINCIPALS 4096u
+#define SCHAKEL_MAX_RULES 100000u
+#define SCHAKEL_MAX_POLICY_BYTES (4u * 1024u * 1024u)
+
+#endif

@@ -1,0 +1,245 @@
+/*
+ * syntax.c — syntax of Schakel's identifiers and codes (see syntax.h).
+ *
+ * Pure functions over untrusted strings: no allocation, no state, NULL is
+ * always invalid. These are the single definition of what a theme, an area
+ * code, a postcode or an id looks like; nothing else re-implements them.
+ */
+#include "syntax.h"
+
+#include <string.h>
+
+#include "schakel_limits.h"
+
+const char *const syntax_themes[] = {
+    "ondermijning",   "overlast",     "woninginbraak", "zakkenrollerij",    "voertuigcriminaliteit",
+    "brandveiligheid", "woonfraude",  "zorg",          "mensenhandel",      "drugs",
+    "jeugdcriminaliteit", "radicalisering", "huiselijk-geweld", "geweld", NULL,
+};
+
+int syntax_is_theme(const char *theme)
+{
+    if (theme == NULL)
+        return 0;
+    for (size_t i = 0; syntax_themes[i] != NULL; i++)
+        if (strcmp(theme, syntax_themes[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+static int is_upper_alnum(char c)
+{
+    return is_digit(c) || (c >= 'A' && c <= 'Z');
+}
+
+/* CBS code body after the two-letter prefix: 4 digits (municipality), then
+ * `extra` positions of [0-9A-Z] (district, neighbourhood). */
+static int cbs_body_ok(const char *body, size_t extra, size_t len)
+{
+    if (len < 4 || len > 4 + extra)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        if (i < 4 ? !is_digit(body[i]) : !is_upper_alnum(body[i]))
+            return 0;
+    }
+    return 1;
+}
+
+static size_t cbs_extra_for(const char *code)
+{
+    if (strncmp(code, "GM", 2) == 0)
+        return 0;
+    if (strncmp(code, "WK", 2) == 0)
+        return 2;
+    if (strncmp(code, "BU", 2) == 0)
+        return 4;
+    return (size_t)-1;
+}
+
+int syntax_is_area_code(const char *area)
+{
+    if (area == NULL || strlen(area) < 2)
+        return 0;
+    size_t extra = cbs_extra_for(area);
+    if (extra == (size_t)-1)
+        return 0;
+    size_t len = strlen(area + 2);
+    return len == 4 + extra && cbs_body_ok(area + 2, extra, len);
+}
+
+/* A rule's area prefix: a whole code, or a code cut short after the
+ * municipality (GM0935, WK0935, BU0935) or after the district (BU093501). */
+int syntax_is_area_prefix(const char *prefix)
+{
+    if (prefix == NULL)
+        return 0;
+    if (strcmp(prefix, "*") == 0)
+        return 1;
+    if (strlen(prefix) < 2)
+        return 0;
+    size_t extra = cbs_extra_for(prefix);
+    if (extra == (size_t)-1)
+        return 0;
+    size_t len = strlen(prefix + 2);
+    if (len % 2 != 0)
+        return 0;
+    return cbs_body_ok(prefix + 2, extra, len);
+}
+
+int syntax_is_postcode(const char *postcode)
+{
+    if (postcode == NULL || strlen(postcode) != 6)
+        return 0;
+    if (postcode[0] < '1' || postcode[0] > '9')
+        return 0;
+    for (int i = 1; i < 4; i++)
+        if (!is_digit(postcode[i]))
+            return 0;
+    for (int i = 4; i < 6; i++)
+        if (postcode[i] < 'A' || postcode[i] > 'Z')
+            return 0;
+    /* PostNL never issues SA, SD or SS (historical connotations). */
+    const char *letters = postcode + 4;
+    return strcmp(letters, "SA") != 0 && strcmp(letters, "SD") != 0 && strcmp(letters, "SS") != 0;
+}
+
+static int is_token_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || is_digit(c) || c == '.' || c == '_' || c == '-';
+}
+
+/* Length of the id token at s, stopping at NUL or `stop`; 0 if invalid. */
+static size_t token_len(const char *s, char stop)
+{
+    size_t n = 0;
+    if (!((s[0] >= 'a' && s[0] <= 'z') || is_digit(s[0])))
+        return 0;
+    while (s[n] != '\0' && s[n] != stop) {
+        if (!is_token_char(s[n]) || n >= SCHAKEL_MAX_ID_LEN)
+            return 0;
+        n++;
+    }
+    return n;
+}
+
+int syntax_is_id_token(const char *id)
+{
+    if (id == NULL)
+        return 0;
+    size_t n = token_len(id, '\0');
+    return n > 0 && id[n] == '\0';
+}
+
+int syntax_is_principal_id(const char *id)
+{
+    if (id == NULL)
+        return 0;
+    size_t partner = token_len(id, '/');
+    if (partner == 0 || id[partner] != '/')
+        return 0;
+    return syntax_is_id_token(id + partner + 1);
+}
+
+int syntax_is_pseudonym(const char *subject)
+{
+    if (subject == NULL)
+        return 0;
+    size_t len = strlen(subject);
+    if (len < SCHAKEL_MIN_SUBJECT_LEN || len > SCHAKEL_MAX_SUBJECT_LEN)
+        return 0;
+    int all_digits = 1;
+    for (size_t i = 0; i < len; i++) {
+        char c = subject[i];
+        int ok = is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '.' ||
+                 c == '_' || c == ':' || c == '-';
+        if (!ok)
+            return 0;
+        if (!is_digit(c))
+            all_digits = 0;
+    }
+    /* A string of digits only could be a BSN (or another national number):
+     * a pseudonym always carries at least one non-digit. */
+    return !all_digits;
+}
+
+int syntax_is_utf8(const uint8_t *bytes, size_t len)
+{
+    if (bytes == NULL && len > 0)
+        return 0;
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = bytes[i];
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t need;
+        uint32_t cp;
+        if ((c & 0xE0) == 0xC0) {
+            need = 1;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            need = 2;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            need = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (len - i <= need)
+            return 0;
+        for (size_t k = 1; k <= need; k++) {
+            if ((bytes[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (bytes[i + k] & 0x3F);
+        }
+        static const uint32_t min_for_len[4] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_for_len[need] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += need + 1;
+    }
+    return 1;
+}
+
+void syntax_hex(const uint8_t *bytes, size_t len, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        out[2 * i] = digits[bytes[i] >> 4];
+        out[2 * i + 1] = digits[bytes[i] & 0x0F];
+    }
+    out[2 * len] = '\0';
+}
+
+static int hex_value(char c)
+{
+    if (is_digit(c))
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int syntax_unhex(const char *hex, uint8_t *bytes, size_t len)
+{
+    if (hex == NULL || strlen(hex) != 2 * len)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        int hi = hex_value(hex[2 * i]);
+        int lo = hex_value(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        bytes[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}

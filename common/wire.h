@@ -1,0 +1,79 @@
+/*
+ * wire.h — the frame codec: the only code that touches raw frames.
+ *
+ * Decoding checks sizes before protobuf-c sees a byte, unpacks with an
+ * allocator that enforces a per-frame byte budget, refuses unknown fields
+ * and unknown versions, and validates every field of a Signal (lengths,
+ * UTF-8, no NUL, theme vocabulary, CBS area syntax, postcode syntax, time
+ * window). The rest of the broker and the client library only ever see
+ * validated structures. Every refusal carries a Schakel__Reason and a
+ * specific human-readable text. Safe on untrusted input.
+ */
+#ifndef SCHAKEL_WIRE_H
+#define SCHAKEL_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schakel.pb-c.h"
+#include "syntax.h"
+
+typedef struct wire_error {
+    Schakel__Reason reason; /* REASON_NONE when no error */
+    int item_index;         /* item at fault, -1 for the frame as a whole */
+    char text[256];         /* specific, safe to show to the sender; no contents */
+} wire_error_t;
+
+/* Decode one frame received from a peer. Checks len <= SCHAKEL_MAX_FRAME_BYTES
+ * (FRAME_TOO_LARGE), unpacks with a budgeted allocator (INVALID_MESSAGE),
+ * refuses unknown fields anywhere in the tree (INVALID_MESSAGE), a version
+ * other than SCHAKEL_PROTOCOL_VERSION (UNSUPPORTED_VERSION) and a frame
+ * without a body (INVALID_MESSAGE). For a Publish it also checks message id
+ * length, item count (TOO_MANY_ITEMS), item sizes and signature length; for
+ * an Ack the count of seqs. Items are NOT unpacked here (see
+ * wire_decode_signal). Returns the frame (free with wire_frame_free) or NULL
+ * with err filled. */
+Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err);
+void wire_frame_free(Schakel__Frame **frame);
+
+/* Unpack one item as a Signal (budgeted, unknown fields refused) and
+ * validate it with wire_validate_signal. Returns the signal (free with
+ * wire_signal_free) or NULL with err filled (err->item_index is NOT set). */
+Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
+                                    wire_error_t *err);
+void wire_signal_free(Schakel__Signal **signal);
+
+/* Validate a Signal against the rules of docs/PROTOCOL.md "Signal": sender,
+ * kind, theme and area are mandatory; theme in the vocabulary
+ * (INVALID_THEME); area a CBS code (INVALID_AREA); postcode 1234AB without
+ * SA/SD/SS (INVALID_POSTCODE); subject a pseudonym, never BSN-like, and then
+ * grounds mandatory (MISSING_GROUNDS); observed_at within the accepted window
+ * around now (INVALID_FIELD); every string valid UTF-8, no NUL, within its
+ * limit; recipients syntactically partner ids, at most SCHAKEL_MAX_RECIPIENTS.
+ * Returns 0, or -1 with err filled. */
+int wire_validate_signal(const Schakel__Signal *signal, int64_t now, wire_error_t *err);
+
+/* Root of the BLAKE2b-256 hash tree over items (docs/PROTOCOL.md "Signing"):
+ * leaf = H(0x00 || item), node = H(0x01 || left || right), split at the
+ * largest power of two below n. n >= 1. */
+void wire_items_root(const ProtobufCBinaryData *items, size_t n, uint8_t root[32]);
+
+/* The 64 bytes an Ed25519 publish signature covers:
+ * "schakel-publish1" (16 ASCII bytes) || message_id (16) || root (32). */
+void wire_signed_bytes(const uint8_t message_id[16], const uint8_t root[32], uint8_t out[64]);
+
+/* Content hash of a publish for idempotency: BLAKE2b-256 over the
+ * signed bytes and the signature. Same id + same hash = same publish. */
+void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32]);
+
+/* Pack a frame into a new malloc'd buffer; sets the version field. Returns
+ * NULL on allocation failure. Caller frees with free(). */
+uint8_t *wire_encode_frame(Schakel__Frame *frame, size_t *len);
+
+/* Pack a Signal into a new malloc'd buffer (NULL on allocation failure). */
+uint8_t *wire_encode_signal(const Schakel__Signal *signal, size_t *len);
+
+/* Stable name of a reason code ("POLICY_DENIED"); "UNKNOWN" if out of range. */
+const char *wire_reason_name(Schakel__Reason reason);
+
+#endif

@@ -1,0 +1,38 @@
+#!/bin/sh
+# run.sh — run test binaries, show their output, and close with one line
+# "N passed, N failed" that CI reads. Counts come from cmocka's own summary
+# lines ("[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s), listed below:")
+# and from the fuzz replay drivers' "N passed, N failed" line. A binary that
+# exits non-zero without a summary (a crash, a sanitizer report) counts as
+# one failure, so a crash can never pass silently.
+set -u
+passed=0
+failed=0
+failed_names=""
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+for bin in "$@"; do
+    echo "== $bin"
+    "$bin" >"$out" 2>&1
+    rc=$?
+    cat "$out"
+    p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
+    f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
+    rp=$(sed -n 's/^replay: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
+    rf=$(sed -n 's/^replay: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\2/p' "$out" | awk '{s+=$1} END {print s+0}')
+    p=$((p + rp))
+    f=$((f + rf))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1
+    fi
+    if [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+        echo "run.sh: $bin ran no test" >&2
+        f=1
+    fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    [ "$f" -ne 0 ] && failed_names="$failed_names $bin"
+done
+[ -n "$failed_names" ] && echo "failing:$failed_names"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
