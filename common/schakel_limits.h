@@ -58,7 +58,11 @@
 /* Policy */
 #define SCHAKEL_MAX_PARTNERS 64u
 #define SCHAKEL_MAX_PRINCIPALS 4096u
+#define SCHAKEL_MAX_PRINCIPALS_PER_PARTNER 256u
 #define SCHAKEL_MAX_RULES 100000u
 #define SCHAKEL_MAX_POLICY_BYTES (4u * 1024u * 1024u)
+#define SCHAKEL_MAX_POLICY_TEXT_LEN 1000u /* purpose, legal_basis, partner name (bytes) */
+#define SCHAKEL_MAX_RULE_LIST 1024u       /* entries in one rule's kinds or areas */
+#define SCHAKEL_MAX_RETENTION_S (30LL * 365 * 24 * 3600) /* retention cap: 30 years of 365 days */
 
 #endif

@@ -1,0 +1,454 @@
+/*
+ * broker.c — the event loop: receive, dispatch, commit, reply, push.
+ *
+ * Trusts only the ZAP User-Id for identity; every frame goes through the
+ * wire module before anything else looks at it. A bad frame from a client
+ * is answered Rejected and the loop carries on; a broken invariant or a
+ * dead socket is fatal (the supervisor restarts us; nothing acknowledged
+ * is lost because nothing is acknowledged before its commit).
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "log.h"
+#include "record.h"
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
+
+void broker_request_stop(void)
+{
+    stop_requested = 1;
+}
+
+void broker_request_reload(void)
+{
+    reload_requested = 1;
+}
+
+static int64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Socket options of the partner endpoint: CURVE server with our key, ZAP
+ * domain, mandatory routing (so an unroutable send is reported, not
+ * dropped), finite queues, dead-peer detection, and a per-frame cap that
+ * disconnects peers sending frames far over the limit (frames just over it
+ * are still read and refused FRAME_TOO_LARGE). */
+static int router_configure(void *router, const keypair_t *key)
+{
+    int one = 1, zero = 0;
+    int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_RCVHWM;
+    int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
+    int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
+    int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;
+    const char *domain = ZAP_DOMAIN_PARTNERS;
+    return zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+           zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) ||
+           zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) ||
+           zmq_setsockopt(router, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+           zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero) ||
+           zmq_setsockopt(router, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) ||
+           zmq_setsockopt(router, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
+           zmq_setsockopt(router, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake) ||
+           zmq_setsockopt(router, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+           zmq_setsockopt(router, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
+           zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+}
+
+broker_t *broker_new(const char *listen, const char *key_file, const char *policy_path,
+                     const char *store_path, char *err, size_t errlen)
+{
+    broker_t *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (!zmq_has("curve")) {
+        snprintf(err, errlen, "this libzmq was built without CURVE support; refusing to run");
+        goto fail;
+    }
+    if ((b->key = keys_load_secret(key_file, err, errlen)) == NULL)
+        goto fail;
+    if ((b->policy = policy_load(policy_path, err, errlen)) == NULL)
+        goto fail;
+    if ((b->policy_path = strdup(policy_path)) == NULL ||
+        (b->sessions = sessions_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if ((b->store = store_open(store_path, err, errlen)) == NULL)
+        goto fail;
+    if ((b->ctx = zmq_ctx_new()) == NULL) {
+        snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    /* The ZAP handler must exist before the CURVE socket binds. */
+    if ((b->zap = zap_new(b->ctx, err, errlen)) == NULL)
+        goto fail;
+    b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
+    if (b->router == NULL || router_configure(b->router, b->key) != 0 ||
+        zmq_bind(b->router, listen) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", listen, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t len = sizeof b->endpoint;
+    if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0) {
+        snprintf(err, errlen, "cannot read the bound endpoint: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    return b;
+fail:
+    broker_destroy(&b);
+    return NULL;
+}
+
+void broker_destroy(broker_t **bp)
+{
+    if (bp == NULL || *bp == NULL)
+        return;
+    broker_t *b = *bp;
+    for (size_t i = 0; i < b->n_replies; i++)
+        free(b->replies[i].frame);
+    free(b->replies);
+    if (b->router != NULL)
+        zmq_close(b->router);
+    zap_destroy(&b->zap);
+    if (b->ctx != NULL)
+        zmq_ctx_term(b->ctx);
+    sessions_destroy(&b->sessions);
+    store_close(&b->store);
+    policy_destroy(&b->policy);
+    free(b->policy_path);
+    keys_destroy(&b->key);
+    free(b);
+    *bp = NULL;
+}
+
+/* ------------------------------------------------------------ replies */
+
+int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_len, uint8_t *frame,
+                       size_t frame_len, const uint8_t *accept_message_id)
+{
+    if (b->n_replies == b->cap_replies) {
+        size_t cap = b->cap_replies ? b->cap_replies * 2 : 64;
+        pending_reply_t *grown = realloc(b->replies, cap * sizeof *grown);
+        if (grown == NULL) {
+            free(frame);
+            return -1;
+        }
+        b->replies = grown;
+        b->cap_replies = cap;
+    }
+    pending_reply_t *r = &b->replies[b->n_replies++];
+    memcpy(r->routing_id, routing_id, routing_len);
+    r->routing_len = routing_len;
+    r->frame = frame;
+    r->frame_len = frame_len;
+    r->is_accept = accept_message_id != NULL;
+    if (accept_message_id != NULL)
+        memcpy(r->message_id, accept_message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    return 0;
+}
+
+static uint8_t *encode_rejected(Schakel__Reason reason, const char *text,
+                                const uint8_t *message_id, int item_index, uint64_t seq,
+                                size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    rejected.has_reason = 1;
+    rejected.reason = reason;
+    rejected.text = (char *)(uintptr_t)text;
+    rejected.has_item_index = 1;
+    rejected.item_index = item_index;
+    if (message_id != NULL) {
+        rejected.has_message_id = 1;
+        rejected.message_id.data = (uint8_t *)(uintptr_t)message_id;
+        rejected.message_id.len = SCHAKEL_MESSAGE_ID_BYTES;
+    }
+    if (seq != 0) {
+        rejected.has_seq = 1;
+        rejected.seq = seq;
+    }
+    frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frame.rejected = &rejected;
+    return wire_encode_frame(&frame, len);
+}
+
+void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason,
+                   const char *text, const uint8_t *message_id, int item_index, uint64_t seq)
+{
+    size_t len = 0;
+    b->stats.refused++;
+    record_refused(session->principal, message_id, reason, text, item_index);
+    uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
+    if (frame == NULL ||
+        broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, NULL) != 0)
+        log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
+                  "out of memory", NULL);
+}
+
+int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
+                size_t frame_len)
+{
+    if (zmq_send(b->router, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+        return -1;
+    /* With ROUTER_MANDATORY the routing frame is only accepted if the whole
+     * message can be queued, so the body cannot fail halfway for EAGAIN. */
+    if (zmq_send(b->router, frame, frame_len, ZMQ_DONTWAIT) < 0)
+        return -1;
+    return 0;
+}
+
+/* After the commit: send every queued reply. If the commit failed, every
+ * Accepted becomes Rejected INTERNAL_ERROR: nothing of it was stored. */
+static void flush_replies(broker_t *b, int committed)
+{
+    for (size_t i = 0; i < b->n_replies; i++) {
+        pending_reply_t *r = &b->replies[i];
+        if (r->is_accept && !committed) {
+            size_t len = 0;
+            uint8_t *frame = encode_rejected(SCHAKEL__REASON__INTERNAL_ERROR,
+                                             "the broker could not commit; nothing was stored, "
+                                             "publish again with the same message id",
+                                             r->message_id, -1, 0, &len);
+            free(r->frame);
+            r->frame = frame;
+            r->frame_len = len;
+        }
+        if (r->frame != NULL &&
+            broker_send(b, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0) {
+            /* The client is gone or not reading; it will retry with the same
+             * message id and get the same answer from the store. */
+            log_event(LOG_WARN, "reply.undeliverable", "errno", zmq_strerror(zmq_errno()), NULL);
+        }
+        free(r->frame);
+        r->frame = NULL;
+    }
+    b->n_replies = 0;
+}
+
+/* ------------------------------------------------------------ heartbeat */
+
+static void heartbeat_reply(broker_t *b, const session_t *session,
+                            const policy_principal_t *principal)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__Heartbeat hb = SCHAKEL__HEARTBEAT__INIT;
+    int64_t backlog = store_mailbox_count(b->store, principal->id);
+    hb.has_time = 1;
+    hb.time = b->now_s * 1000;
+    hb.principal = principal->id;
+    hb.partner = principal->partner->id;
+    hb.role = (char *)(uintptr_t)policy_role_name(principal->role);
+    if (backlog >= 0) {
+        hb.has_backlog = 1;
+        hb.backlog = (uint64_t)backlog;
+    }
+    frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+    frame.heartbeat = &hb;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(&frame, &len);
+    if (bytes != NULL)
+        broker_queue_reply(b, session->routing_id, session->routing_len, bytes, len, NULL);
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static void dispatch(broker_t *b, session_t *session, const policy_principal_t *principal,
+                     const uint8_t *data, size_t len)
+{
+    wire_error_t err = {0};
+    Schakel__Frame *frame = wire_decode_frame(data, len, &err);
+    if (frame == NULL) {
+        broker_reject(b, session, err.reason, err.text, NULL, err.item_index, 0);
+        return;
+    }
+    switch (frame->body_case) {
+    case SCHAKEL__FRAME__BODY_PUBLISH:
+        publish_handle(b, session, principal, frame->publish);
+        break;
+    case SCHAKEL__FRAME__BODY_ACK:
+        deliver_ack(b, session, frame->ack);
+        break;
+    case SCHAKEL__FRAME__BODY_FLOW:
+        deliver_flow(b, session, frame->flow);
+        break;
+    case SCHAKEL__FRAME__BODY_HEARTBEAT:
+        heartbeat_reply(b, session, principal);
+        break;
+    default:
+        broker_reject(b, session, SCHAKEL__REASON__UNEXPECTED_BODY,
+                      "this body is only ever sent by the broker", NULL, -1, 0);
+        break;
+    }
+    wire_frame_free(&frame);
+}
+
+/* Receive one ROUTER message: routing id, then exactly one data frame.
+ * Returns 1 when a message was handled, 0 when none was pending, -1 on a
+ * socket error. */
+static int receive_one(broker_t *b)
+{
+    zmq_msg_t routing, data;
+    zmq_msg_init(&routing);
+    if (zmq_msg_recv(&routing, b->router, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&routing);
+        return zmq_errno() == EAGAIN ? 0 : -1;
+    }
+    zmq_msg_init(&data);
+    int parts = 0;
+    int more = zmq_msg_more(&routing);
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_t *target = parts == 0 ? &data : &extra;
+        if (parts > 0)
+            zmq_msg_init(&extra);
+        if (zmq_msg_recv(target, b->router, 0) < 0) {
+            if (parts > 0)
+                zmq_msg_close(&extra);
+            break;
+        }
+        more = zmq_msg_more(target);
+        if (parts > 0)
+            zmq_msg_close(&extra);
+        parts++;
+    }
+    const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
+    if (user_id == NULL) {
+        /* CURVE with our ZAP handler always sets a User-Id; a message
+         * without one cannot be attributed and is dropped. */
+        log_event(LOG_ERROR, "frame.unattributed", NULL);
+    } else {
+        const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
+        session_t *session = sessions_touch(b->sessions, zmq_msg_data(&routing),
+                                            zmq_msg_size(&routing), user_id, b->now_ms);
+        if (session == NULL) {
+            log_event(LOG_ERROR, "session.refused", "principal", user_id, "why",
+                      "out of memory or oversized routing id", NULL);
+        } else if (principal == NULL || principal->role == ROLE_OPERATOR) {
+            broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
+                          "this key is no longer registered for the partner endpoint", NULL, -1,
+                          0);
+        } else if (parts != 1) {
+            broker_reject(b, session, SCHAKEL__REASON__TOO_MANY_FRAMES,
+                          "send exactly one frame per message", NULL, -1, 0);
+        } else {
+            dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
+        }
+    }
+    zmq_msg_close(&data);
+    zmq_msg_close(&routing);
+    return 1;
+}
+
+/* ------------------------------------------------------------ reload */
+
+static int principal_gone(const char *principal, void *arg)
+{
+    const policy_t *policy = arg;
+    const policy_principal_t *p = policy_principal_by_id(policy, principal);
+    return p == NULL || p->role == ROLE_OPERATOR;
+}
+
+static void reload_policy(broker_t *b)
+{
+    char err[512];
+    policy_t *fresh = policy_load(b->policy_path, err, sizeof err);
+    if (fresh == NULL) {
+        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                  policy_hash_hex(b->policy), NULL);
+        return;
+    }
+    log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
+              policy_hash_hex(fresh), NULL);
+    policy_destroy(&b->policy);
+    b->policy = fresh;
+    /* Sessions of removed principals stop at once; their next frame is
+     * refused and the ZAP handler refuses their next handshake. */
+    size_t dropped = sessions_drop_where(b->sessions, principal_gone, b->policy);
+    if (dropped > 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", dropped);
+        log_event(LOG_INFO, "policy.sessions_dropped", "count", n, NULL);
+    }
+}
+
+/* ------------------------------------------------------------ loop */
+
+static void commit_turn(broker_t *b)
+{
+    int committed = 1;
+    if (b->turn_failed) {
+        store_rollback(b->store);
+        committed = 0;
+        b->turn_failed = 0;
+    } else if (store_in_transaction(b->store) && store_commit(b->store) != 0) {
+        log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
+        store_rollback(b->store);
+        committed = 0;
+    }
+    flush_replies(b, committed);
+}
+
+static void clock_turn(broker_t *b)
+{
+    b->now_s = (int64_t)time(NULL);
+    b->now_ms = monotonic_ms();
+}
+
+int broker_run(broker_t *b)
+{
+    int64_t next_housekeeping = 0;
+    while (!stop_requested) {
+        if (reload_requested) {
+            reload_requested = 0;
+            reload_policy(b);
+        }
+        zmq_pollitem_t items[] = {
+            {.socket = b->router, .events = ZMQ_POLLIN},
+            {.socket = zap_socket(b->zap), .events = ZMQ_POLLIN},
+        };
+        if (zmq_poll(items, 2, 1000) < 0) {
+            if (zmq_errno() == EINTR)
+                continue;
+            log_event(LOG_ERROR, "loop.poll_failed", "error", zmq_strerror(zmq_errno()), NULL);
+            return -1;
+        }
+        clock_turn(b);
+        if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy) < 0) {
+            log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
+            return -1;
+        }
+        for (unsigned n = 0; n < SCHAKEL_MAX_BATCH; n++) {
+            int rc = receive_one(b);
+            if (rc == 0)
+                break;
+            if (rc < 0 && zmq_errno() != EINTR) {
+                log_event(LOG_ERROR, "loop.recv_failed", "error", zmq_strerror(zmq_errno()),
+                          NULL);
+                return -1;
+            }
+        }
+        commit_turn(b);
+        deliver_push_all(b);
+        if (b->now_ms >= next_housekeeping) {
+            sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS);
+            next_housekeeping = b->now_ms + 1000;
+        }
+    }
+    log_event(LOG_INFO, "broker.stopping", NULL);
+    return 0;
+}

@@ -1,0 +1,103 @@
+/*
+ * broker.h — the broker: one thread, one event loop, one commit per turn.
+ *
+ * The loop (broker.c) polls the ROUTER and the ZAP socket, handles up to
+ * SCHAKEL_MAX_BATCH frames, commits the store once, then sends the replies
+ * that commit made true and pushes mailboxes to receivers within their
+ * windows. Nothing is answered Accepted or delivered before its commit.
+ * publish.c owns the publish path, deliver.c the mailbox push, acks and
+ * flow; record.c is the one place where decisions are recorded.
+ */
+#ifndef SCHAKEL_BROKER_H
+#define SCHAKEL_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+#include "policy.h"
+#include "schakel.pb-c.h"
+#include "session.h"
+#include "store.h"
+#include "wire.h"
+#include "zap.h"
+
+/* A reply waiting for the turn's commit. */
+typedef struct pending_reply {
+    uint8_t routing_id[SESSION_ROUTING_MAX];
+    size_t routing_len;
+    uint8_t *frame; /* encoded Frame, owned */
+    size_t frame_len;
+    int is_accept;  /* an Accepted whose truth depends on the commit */
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+} pending_reply_t;
+
+typedef struct broker_stats {
+    unsigned long accepted, refused, delivered, acked, duplicates;
+} broker_stats_t;
+
+typedef struct broker {
+    void *ctx;
+    void *router;
+    zap_t *zap;
+    policy_t *policy;
+    char *policy_path;
+    store_t *store;
+    sessions_t *sessions;
+    keypair_t *key;
+    char endpoint[256];
+    pending_reply_t *replies;
+    size_t n_replies, cap_replies;
+    broker_stats_t stats;
+    int turn_failed; /* a store write failed: roll the turn back, commit nothing */
+    int64_t now_s;  /* wall clock of this loop turn */
+    int64_t now_ms; /* monotonic clock of this loop turn */
+} broker_t;
+
+/* Create the broker: load key and policy, open the store, start the ZAP
+ * handler and bind the CURVE ROUTER on `listen` (ZAP first, as PITFALLS
+ * demands). Returns NULL with err filled. */
+broker_t *broker_new(const char *listen, const char *key_file, const char *policy_path,
+                     const char *store_path, char *err, size_t errlen);
+void broker_destroy(broker_t **broker);
+
+/* Prove that an unknown key cannot complete a handshake: connect a probe
+ * with a fresh random key and require that the ZAP handler refused it and
+ * the ROUTER never saw a message. Returns 0, or -1 with err filled. */
+int broker_self_check(broker_t *broker, char *err, size_t errlen);
+
+/* Run until broker_request_stop. Returns 0 on a clean stop, -1 on a fatal
+ * error (logged). */
+int broker_run(broker_t *broker);
+
+/* Async-signal-safe requests, for the signal handlers. */
+void broker_request_stop(void);
+void broker_request_reload(void);
+
+/* Queue a reply frame for after the commit (takes ownership of frame). An
+ * Accepted passes its message id so a failed commit can turn it into
+ * Rejected INTERNAL_ERROR. Returns 0 or -1 (OOM: frame freed). */
+int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_len,
+                       uint8_t *frame, size_t frame_len, const uint8_t *accept_message_id);
+
+/* Send one frame to a routing id without ever blocking. Returns 0 when
+ * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)
+ * or EHOSTUNREACH (peer gone). */
+int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
+                size_t frame_len);
+
+/* Queue a Rejected reply. */
+void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason,
+                   const char *text, const uint8_t *message_id, int item_index, uint64_t seq);
+
+/* publish.c */
+void publish_handle(broker_t *b, session_t *session, const policy_principal_t *sender,
+                    const Schakel__Publish *publish);
+
+/* deliver.c */
+void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
+void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack);
+/* Push every dirty receiver's mailbox within its window (after commit). */
+void deliver_push_all(broker_t *b);
+
+#endif

@@ -1,0 +1,171 @@
+/*
+ * deliver.c — mailboxes to receivers: flow (window), push, acks.
+ *
+ * A delivery leaves a mailbox only on the recipient's ack. The push reads
+ * at most `window - inflight` rows per receiver per turn from the store, so
+ * memory does not grow with a backlog: a queue waits on disk. Sends never
+ * block: a full peer queue (EAGAIN) leaves the rest for a later turn, an
+ * unroutable peer (EHOSTUNREACH) ends its session. Trusts the store and the
+ * session table; acks are checked against the caller's own mailbox.
+ */
+#include "broker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zmq.h>
+
+#include "log.h"
+#include "record.h"
+
+void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
+{
+    uint32_t window = flow->window;
+    if (window == 0)
+        window = SCHAKEL_DEFAULT_WINDOW;
+    if (window > SCHAKEL_MAX_WINDOW)
+        window = SCHAKEL_MAX_WINDOW;
+    if (sessions_receive(b->sessions, session, window) == NULL)
+        log_event(LOG_ERROR, "flow.refused", "principal", session->principal, "why",
+                  "out of memory", NULL);
+}
+
+void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
+{
+    receiver_t *receiver = sessions_receiver(b->sessions, session->principal);
+    if (store_begin(b->store) != 0) {
+        b->turn_failed = 1;
+        return;
+    }
+    for (size_t i = 0; i < ack->n_seqs; i++) {
+        uint64_t seq = ack->seqs[i];
+        int rc = store_delivery_ack(b->store, session->principal, seq);
+        if (rc < 0) {
+            log_event(LOG_ERROR, "store.ack_failed", "error", store_errmsg(b->store), NULL);
+            b->turn_failed = 1;
+            return;
+        }
+        if (rc == 0) {
+            char text[128];
+            snprintf(text, sizeof text,
+                     "sequence %llu is not a pending delivery in your mailbox (unknown, "
+                     "already acked, or not yours)",
+                     (unsigned long long)seq);
+            broker_reject(b, session, SCHAKEL__REASON__UNKNOWN_DELIVERY, text, NULL, -1, seq);
+            continue;
+        }
+        b->stats.acked++;
+        record_acked(session->principal, seq);
+        if (receiver != NULL && receiver->session == session && seq <= receiver->cursor &&
+            receiver->inflight > 0) {
+            receiver->inflight--;
+            receiver->dirty = 1;
+        }
+    }
+}
+
+typedef struct push_state {
+    broker_t *broker;
+    receiver_t *receiver;
+    int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
+} push_state_t;
+
+static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
+    deliver.has_seq = 1;
+    deliver.seq = d->seq;
+    deliver.has_message_id = 1;
+    deliver.message_id.data = (uint8_t *)(uintptr_t)d->message_id;
+    deliver.message_id.len = SCHAKEL_MESSAGE_ID_BYTES;
+    deliver.has_item_index = 1;
+    deliver.item_index = d->item_index;
+    deliver.has_item_seq = 1;
+    deliver.item_seq = d->item_seq;
+    deliver.sender = (char *)(uintptr_t)d->sender;
+    deliver.sender_partner = (char *)(uintptr_t)d->sender_partner;
+    deliver.rule_id = (char *)(uintptr_t)d->rule_id;
+    deliver.rule_hash = (char *)(uintptr_t)d->rule_hash;
+    deliver.purpose = (char *)(uintptr_t)d->purpose;
+    deliver.legal_basis = (char *)(uintptr_t)d->legal_basis;
+    deliver.has_accepted_at = 1;
+    deliver.accepted_at = d->accepted_at;
+    deliver.has_expires_at = 1;
+    deliver.expires_at = d->expires_at;
+    deliver.has_signal = 1;
+    deliver.signal.data = (uint8_t *)(uintptr_t)d->body;
+    deliver.signal.len = d->body_len;
+    deliver.has_redelivery = 1;
+    deliver.redelivery = redelivery != 0;
+    frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
+    frame.deliver = &deliver;
+    return wire_encode_frame(&frame, len);
+}
+
+static int push_one(const store_delivery_t *d, void *arg)
+{
+    push_state_t *st = arg;
+    receiver_t *r = st->receiver;
+    int redelivery = d->seq <= r->highest_sent;
+    size_t len = 0;
+    uint8_t *frame = encode_deliver(d, redelivery, &len);
+    if (frame == NULL) {
+        st->stop_errno = EAGAIN; /* out of memory: try again next turn */
+        return 1;
+    }
+    int rc = broker_send(st->broker, r->session->routing_id, r->session->routing_len, frame, len);
+    free(frame);
+    if (rc != 0) {
+        st->stop_errno = zmq_errno();
+        return 1;
+    }
+    r->cursor = d->seq;
+    r->inflight++;
+    if (d->seq > r->highest_sent)
+        r->highest_sent = d->seq;
+    st->broker->stats.delivered++;
+    record_delivered(r->principal, d->seq, redelivery);
+    return 0;
+}
+
+static void push_receiver(broker_t *b, receiver_t *r)
+{
+    while (r->session != NULL && r->inflight < r->window) {
+        push_state_t st = {.broker = b, .receiver = r};
+        size_t room = r->window - r->inflight;
+        int visited = store_mailbox_scan(b->store, r->principal, r->cursor, room, push_one, &st);
+        if (visited < 0) {
+            log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
+            return; /* stays dirty: retried next turn */
+        }
+        if (st.stop_errno == EHOSTUNREACH) {
+            log_event(LOG_INFO, "session.gone", "principal", r->principal, NULL);
+            sessions_drop(b->sessions, r->session);
+            r->dirty = 0;
+            return;
+        }
+        if (st.stop_errno != 0)
+            return; /* peer queue full: stays dirty */
+        if ((size_t)visited < room) {
+            r->dirty = 0; /* mailbox drained up to the window */
+            return;
+        }
+    }
+    /* Window full: an ack makes it dirty again. */
+    r->dirty = 0;
+}
+
+void deliver_push_all(broker_t *b)
+{
+    size_t cursor = 0;
+    receiver_t *r;
+    /* push_receiver may drop a session but never adds or removes receivers,
+     * so iterating the receiver table stays valid. */
+    while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL) {
+        if (r->dirty && r->session != NULL)
+            push_receiver(b, r);
+    }
+}

@@ -1,0 +1,199 @@
+/*
+ * main.c — schakeld: command line, configuration, signals, readiness.
+ *
+ * Reads the config file and command-line overrides, builds the broker,
+ * runs the start-up self-check and only then announces readiness (a READY
+ * line on --ready-fd, and sd_notify under systemd). Any start-up failure
+ * is one clear line on stderr and exit status 1; usage errors exit 2.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "broker.h"
+#include "config.h"
+#include "log.h"
+
+#ifndef SCHAKEL_VERSION
+#define SCHAKEL_VERSION "0.1.0"
+#endif
+
+typedef struct options {
+    const char *config;
+    const char *listen;
+    const char *policy;
+    const char *store;
+    const char *key;
+    int ready_fd;
+    log_level_t log_level;
+} options_t;
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
+            "                [--key FILE] [--ready-fd N] [--log-level debug|info|warn|error]\n"
+            "       schakeld --version\n"
+            "\n"
+            "  --config FILE     broker config (YAML: listen, key_file, policy, store)\n"
+            "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
+            "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
+            "  --store FILE      SQLite store\n"
+            "  --key FILE        the broker's secret key file (mode 0600)\n"
+            "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n");
+}
+
+static int parse_level(const char *s, log_level_t *level)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        if (strcmp(s, names[i]) == 0) {
+            *level = (log_level_t)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Returns 0 to run, 1 to exit 0 (--version/--help), 2 on usage error. */
+static int parse_args(int argc, char **argv, options_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--version") == 0) {
+            printf("schakeld %s (protocol %u)\n", SCHAKEL_VERSION, SCHAKEL_PROTOCOL_VERSION);
+            return 1;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 1;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "schakeld: %s needs a value (or is unknown)\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (strcmp(a, "--config") == 0)
+            o->config = v;
+        else if (strcmp(a, "--listen") == 0)
+            o->listen = v;
+        else if (strcmp(a, "--policy") == 0)
+            o->policy = v;
+        else if (strcmp(a, "--store") == 0)
+            o->store = v;
+        else if (strcmp(a, "--key") == 0)
+            o->key = v;
+        else if (strcmp(a, "--ready-fd") == 0) {
+            char *end = NULL;
+            long fd = strtol(v, &end, 10);
+            if (end == v || *end != '\0' || fd < 0 || fd > 1024) {
+                fprintf(stderr, "schakeld: --ready-fd needs a file descriptor number\n");
+                return 2;
+            }
+            o->ready_fd = (int)fd;
+        } else if (strcmp(a, "--log-level") == 0) {
+            if (parse_level(v, &o->log_level) != 0) {
+                fprintf(stderr, "schakeld: --log-level is one of debug, info, warn, error\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "schakeld: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static void on_stop(int sig)
+{
+    (void)sig;
+    broker_request_stop();
+}
+
+static void on_reload(int sig)
+{
+    (void)sig;
+    broker_request_reload();
+}
+
+/* No SA_RESTART: zmq_poll must return EINTR so the loop sees the flag. */
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_stop;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_reload;
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void announce_ready(int fd, const char *endpoint)
+{
+    if (fd >= 0) {
+        char line[320];
+        int n = snprintf(line, sizeof line, "READY %s\n", endpoint);
+        if (write(fd, line, (size_t)n) != n)
+            log_event(LOG_WARN, "ready_fd.write_failed", "error", strerror(errno), NULL);
+        close(fd);
+    }
+    sd_notify(0, "READY=1");
+}
+
+int main(int argc, char **argv)
+{
+    options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
+    int rc = parse_args(argc, argv, &o);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    log_set_level(o.log_level);
+    if (keys_init() != 0) {
+        fprintf(stderr, "schakeld: libsodium failed to initialise\n");
+        return 1;
+    }
+    char err[1024] = "";
+    broker_config_t *cfg = NULL;
+    if (o.config != NULL && (cfg = config_load(o.config, err, sizeof err)) == NULL) {
+        fprintf(stderr, "schakeld: %s\n", err);
+        return 1;
+    }
+    const char *listen = o.listen ? o.listen : cfg ? cfg->listen : NULL;
+    const char *key = o.key ? o.key : cfg ? cfg->key_file : NULL;
+    const char *policy = o.policy ? o.policy : cfg ? cfg->policy_path : NULL;
+    const char *store = o.store ? o.store : cfg ? cfg->store_path : NULL;
+    if (listen == NULL || key == NULL || policy == NULL || store == NULL) {
+        fprintf(stderr, "schakeld: listen, key, policy and store must all be set "
+                        "(in --config or as options)\n");
+        config_destroy(&cfg);
+        usage(stderr);
+        return 2;
+    }
+    broker_t *b = broker_new(listen, key, policy, store, err, sizeof err);
+    config_destroy(&cfg);
+    if (b == NULL) {
+        fprintf(stderr, "schakeld: %s\n", err);
+        return 1;
+    }
+    install_signals();
+    if (broker_self_check(b, err, sizeof err) != 0) {
+        log_event(LOG_ERROR, "selfcheck.failed", "error", err, NULL);
+        fprintf(stderr, "schakeld: %s\n", err);
+        broker_destroy(&b);
+        return 1;
+    }
+    log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
+              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, NULL);
+    announce_ready(o.ready_fd, b->endpoint);
+    rc = broker_run(b);
+    sd_notify(0, "STOPPING=1");
+    broker_destroy(&b);
+    return rc == 0 ? 0 : 1;
+}

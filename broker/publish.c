@@ -1,0 +1,314 @@
+/*
+ * publish.c — the publish path: signature, validation, policy, store, reply.
+ *
+ * Order matters and is the design: the signature is verified before any
+ * item is decoded; every item is validated and decided before anything is
+ * written; a publish is refused as a whole (nothing stored) or stored whole
+ * in the turn's transaction, and its Accepted waits for the commit.
+ * Trusts: the frame was decoded by wire_decode_frame (sizes, counts, id and
+ * signature lengths checked); the sender principal comes from ZAP.
+ */
+#include "broker.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "log.h"
+#include "record.h"
+
+/* One item after validation and decision. */
+typedef struct item_plan {
+    Schakel__Signal *signal;
+    policy_decision_t decision;
+} item_plan_t;
+
+static void plans_free(item_plan_t *plans, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        wire_signal_free(&plans[i].signal);
+    free(plans);
+}
+
+/* The copy of a signal a recipient may see: sender, kind and theme always,
+ * the rest only where the rule's field mask allows. A shallow copy: it
+ * borrows the original's strings and is only packed, never freed deeply. */
+static uint8_t *signal_for_recipient(const Schakel__Signal *s, uint32_t fields, size_t *len)
+{
+    Schakel__Signal copy = SCHAKEL__SIGNAL__INIT;
+    copy.sender = s->sender;
+    copy.kind = s->kind;
+    copy.theme = s->theme;
+    if (fields & FIELD_AREA)
+        copy.area = s->area;
+    if (fields & FIELD_ADDRESS)
+        copy.address = s->address;
+    if (fields & FIELD_SUBJECT)
+        copy.subject = s->subject;
+    if (fields & FIELD_GROUNDS)
+        copy.grounds = s->grounds;
+    if (fields & FIELD_CASE_REF)
+        copy.case_ref = s->case_ref;
+    if (fields & FIELD_SEVERITY) {
+        copy.has_severity = s->has_severity;
+        copy.severity = s->severity;
+    }
+    if (fields & FIELD_OBSERVED_AT) {
+        copy.has_observed_at = s->has_observed_at;
+        copy.observed_at = s->observed_at;
+    }
+    if (fields & FIELD_SUMMARY)
+        copy.summary = s->summary;
+    if (fields & FIELD_SOURCE_REF)
+        copy.source_ref = s->source_ref;
+    if (fields & FIELD_RECIPIENTS) {
+        copy.n_recipients = s->n_recipients;
+        copy.recipients = s->recipients;
+    }
+    return wire_encode_signal(&copy, len);
+}
+
+/* Validate and decide every item. Returns 0, or -1 after queueing the
+ * refusal. */
+static int plan_items(broker_t *b, const session_t *session, const policy_principal_t *sender,
+                      const Schakel__Publish *publish, item_plan_t *plans)
+{
+    const uint8_t *id = publish->message_id.data;
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    for (size_t i = 0; i < publish->n_items; i++) {
+        wire_error_t err = {0};
+        item_plan_t *plan = &plans[i];
+        plan->signal = wire_decode_signal(publish->items[i].data, publish->items[i].len, b->now_s,
+                                          &err);
+        if (plan->signal == NULL) {
+            broker_reject(b, session, err.reason, err.text, id, (int)i, 0);
+            return -1;
+        }
+        if (strcmp(plan->signal->sender, sender->id) != 0) {
+            snprintf(text, sizeof text,
+                     "item %zu names sender %s but this connection is authenticated as %s", i,
+                     plan->signal->sender, sender->id);
+            broker_reject(b, session, SCHAKEL__REASON__SENDER_MISMATCH, text, id, (int)i, 0);
+            return -1;
+        }
+        const Schakel__Signal *s = plan->signal;
+        policy_signal_facts_t facts = {
+            .kind = s->kind,
+            .theme = s->theme,
+            .area = s->area,
+            .has_subject = s->subject != NULL,
+            .has_case_ref = s->case_ref != NULL,
+            .recipients = (const char *const *)s->recipients,
+            .n_recipients = s->n_recipients,
+        };
+        if (policy_decide_signal(b->policy, sender, &facts, &plan->decision) != VERDICT_ALLOW) {
+            broker_reject(b, session, SCHAKEL__REASON__POLICY_DENIED, plan->decision.reason, id,
+                          (int)i, 0);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Queue one item's deliveries: for every granted partner, every principal
+ * the rule delivers to. Returns the number queued, or -1 on a store error. */
+static long store_deliveries(broker_t *b, const policy_principal_t *sender,
+                             const Schakel__Publish *publish, size_t index, int64_t item_seq,
+                             const item_plan_t *plan)
+{
+    long queued = 0;
+    for (size_t g = 0; g < plan->decision.n_grants; g++) {
+        const policy_grant_t *grant = &plan->decision.grants[g];
+        const policy_principal_t *to[SCHAKEL_MAX_PRINCIPALS_PER_PARTNER];
+        size_t n_to = policy_recipients(b->policy, grant->rule, grant->partner, to,
+                                        SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
+        if (n_to == 0)
+            continue;
+        size_t body_len = 0;
+        uint8_t *body = signal_for_recipient(plan->signal, grant->rule->fields, &body_len);
+        if (body == NULL)
+            return -1;
+        store_delivery_t d = {
+            .item_seq = (uint64_t)item_seq,
+            .message_id = publish->message_id.data,
+            .item_index = (uint32_t)index,
+            .sender = sender->id,
+            .sender_partner = sender->partner->id,
+            .rule_id = grant->rule->id,
+            .rule_hash = grant->rule->hash_hex,
+            .purpose = grant->rule->purpose,
+            .legal_basis = grant->rule->legal_basis,
+            .accepted_at = b->now_s,
+            .expires_at = b->now_s + grant->rule->retention_s,
+            .body = body,
+            .body_len = body_len,
+        };
+        for (size_t r = 0; r < n_to; r++) {
+            d.recipient = to[r]->id;
+            int64_t seq = store_delivery_add(b->store, &d);
+            if (seq < 0) {
+                free(body);
+                return -1;
+            }
+            record_queued(sender->id, to[r]->id, (uint64_t)seq, (uint64_t)item_seq,
+                          grant->rule->id, grant->rule->hash_hex);
+            receiver_t *receiver = sessions_receiver(b->sessions, to[r]->id);
+            if (receiver != NULL)
+                receiver->dirty = 1;
+            queued++;
+        }
+        free(body);
+    }
+    return queued;
+}
+
+/* Encode the Accepted frame of a publish. */
+static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAccepted *items,
+                                size_t n, int duplicate, size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__Accepted accepted = SCHAKEL__ACCEPTED__INIT;
+    Schakel__ItemAccepted *ptrs[SCHAKEL_MAX_ITEMS];
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = (Schakel__ItemAccepted *)(uintptr_t)&items[i];
+    accepted.has_message_id = 1;
+    accepted.message_id.data = (uint8_t *)(uintptr_t)message_id;
+    accepted.message_id.len = SCHAKEL_MESSAGE_ID_BYTES;
+    accepted.n_items = n;
+    accepted.items = ptrs;
+    accepted.has_duplicate = duplicate != 0;
+    accepted.duplicate = duplicate != 0;
+    frame.body_case = SCHAKEL__FRAME__BODY_ACCEPTED;
+    frame.accepted = &accepted;
+    return wire_encode_frame(&frame, len);
+}
+
+/* Store the publish, its items and deliveries, and queue the Accepted.
+ * Returns 0, or -1 on a store error: the caller then fails the whole turn,
+ * so that no half-written publish is ever committed. */
+static int store_publish(broker_t *b, const session_t *session, const policy_principal_t *sender,
+                         const Schakel__Publish *publish, const uint8_t hash[32],
+                         const uint8_t root[32], const item_plan_t *plans)
+{
+    Schakel__ItemAccepted results[SCHAKEL_MAX_ITEMS];
+    const uint8_t *id = publish->message_id.data;
+    long deliveries = 0;
+    if (store_begin(b->store) != 0)
+        return -1;
+    int64_t publish_id = store_publish_add(b->store, sender->id, id, hash,
+                                           publish->signature.data, root, b->now_s);
+    if (publish_id < 0)
+        return -1;
+    for (size_t i = 0; i < publish->n_items; i++) {
+        int64_t item_seq = store_item_add(b->store, publish_id, (uint32_t)i,
+                                          publish->items[i].data, publish->items[i].len);
+        if (item_seq < 0)
+            return -1;
+        long queued = store_deliveries(b, sender, publish, i, item_seq, &plans[i]);
+        if (queued < 0)
+            return -1;
+        schakel__item_accepted__init(&results[i]);
+        results[i].has_seq = 1;
+        results[i].seq = (uint64_t)item_seq;
+        results[i].has_recipients = 1;
+        results[i].recipients = (uint32_t)queued;
+        deliveries += queued;
+    }
+    size_t len = 0;
+    uint8_t *frame = encode_accepted(id, results, publish->n_items, 0, &len);
+    if (frame == NULL || store_publish_set_reply(b->store, publish_id, frame, len) != 0) {
+        free(frame);
+        return -1;
+    }
+    if (broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, id) != 0)
+        return -1;
+    b->stats.accepted++;
+    record_accepted(sender->id, id, publish->n_items, (size_t)deliveries, 0);
+    return 0;
+}
+
+/* A repeat of a known message id: same content gets the original Accepted
+ * (marked duplicate), other content is a conflict. Returns 1 when handled,
+ * 0 when the id is new, -1 on a store error. */
+static int answer_repeat(broker_t *b, const session_t *session, const policy_principal_t *sender,
+                         const Schakel__Publish *publish, const uint8_t hash[32])
+{
+    const uint8_t *id = publish->message_id.data;
+    uint8_t stored_hash[32];
+    uint8_t *reply = NULL;
+    size_t reply_len = 0;
+    int found = store_publish_find(b->store, sender->id, id, stored_hash, &reply, &reply_len);
+    if (found <= 0)
+        return found;
+    if (sodium_memcmp(stored_hash, hash, 32) != 0) {
+        free(reply);
+        broker_reject(b, session, SCHAKEL__REASON__DUPLICATE_CONFLICT,
+                      "this message id was already used by this sender for other content", id,
+                      -1, 0);
+        return 1;
+    }
+    wire_error_t err = {0};
+    Schakel__Frame *original = reply ? wire_decode_frame(reply, reply_len, &err) : NULL;
+    free(reply);
+    if (original == NULL || original->body_case != SCHAKEL__FRAME__BODY_ACCEPTED) {
+        wire_frame_free(&original);
+        return -1;
+    }
+    original->accepted->has_duplicate = 1;
+    original->accepted->duplicate = 1;
+    size_t len = 0;
+    uint8_t *frame = wire_encode_frame(original, &len);
+    wire_frame_free(&original);
+    if (frame == NULL)
+        return -1;
+    /* Passed as an accept: if the original is in this very turn and the turn
+     * fails, the repeat must not claim it either. */
+    broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, id);
+    b->stats.duplicates++;
+    record_accepted(sender->id, id, publish->n_items, 0, 1);
+    return 1;
+}
+
+void publish_handle(broker_t *b, session_t *session, const policy_principal_t *sender,
+                    const Schakel__Publish *publish)
+{
+    const uint8_t *id = publish->message_id.data;
+    uint8_t root[32], signed_bytes[64], hash[32];
+
+    wire_items_root(publish->items, publish->n_items, root);
+    wire_signed_bytes(id, root, signed_bytes);
+    if (keys_verify(sender->sign_pk, signed_bytes, sizeof signed_bytes,
+                    publish->signature.data) != 0) {
+        broker_reject(b, session, SCHAKEL__REASON__BAD_SIGNATURE,
+                      "the signature does not verify with the sender's registered key", id, -1,
+                      0);
+        return;
+    }
+    wire_publish_hash(publish, hash);
+    int repeat = answer_repeat(b, session, sender, publish, hash);
+    if (repeat != 0) {
+        if (repeat < 0)
+            broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR,
+                          "the broker could not read its store; publish again", id, -1, 0);
+        return;
+    }
+    item_plan_t *plans = calloc(publish->n_items, sizeof *plans);
+    if (plans == NULL) {
+        broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory", id, -1, 0);
+        return;
+    }
+    if (plan_items(b, session, sender, publish, plans) == 0 &&
+        store_publish(b, session, sender, publish, hash, root, plans) != 0) {
+        log_event(LOG_ERROR, "store.write_failed", "error", store_errmsg(b->store), NULL);
+        /* Fail the whole turn: it is rolled back instead of committed, and
+         * every Accepted queued in it becomes INTERNAL_ERROR. */
+        b->turn_failed = 1;
+        broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR,
+                      "the broker could not store this publish; nothing was stored, publish "
+                      "again with the same message id",
+                      id, -1, 0);
+    }
+    plans_free(plans, publish->n_items);
+}

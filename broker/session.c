@@ -1,0 +1,178 @@
+/*
+ * session.c — connection and receiver state (see session.h).
+ *
+ * Trusts only what the broker loop passes in: principal ids come from the
+ * ZAP User-Id. Routing ids are client-chosen bytes and only ever used as
+ * opaque hash keys. Out-of-memory is returned as NULL.
+ */
+#include "session.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "table.h"
+
+struct sessions {
+    table_t *by_routing;   /* routing id -> session_t */
+    table_t *receivers;    /* principal id -> receiver_t */
+};
+
+sessions_t *sessions_new(void)
+{
+    sessions_t *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->by_routing = table_new();
+    s->receivers = table_new();
+    if (s->by_routing == NULL || s->receivers == NULL) {
+        sessions_destroy(&s);
+        return NULL;
+    }
+    return s;
+}
+
+void sessions_destroy(sessions_t **sp)
+{
+    if (sp == NULL || *sp == NULL)
+        return;
+    sessions_t *s = *sp;
+    size_t cursor = 0;
+    void *v;
+    if (s->by_routing != NULL)
+        while ((v = table_next(s->by_routing, &cursor)) != NULL)
+            free(v);
+    cursor = 0;
+    if (s->receivers != NULL)
+        while ((v = table_next(s->receivers, &cursor)) != NULL)
+            free(v);
+    table_destroy(&s->by_routing);
+    table_destroy(&s->receivers);
+    free(s);
+    *sp = NULL;
+}
+
+static void receiver_detach(sessions_t *s, const session_t *session)
+{
+    receiver_t *r = table_get(s->receivers, session->principal, strlen(session->principal));
+    if (r != NULL && r->session == session) {
+        r->session = NULL;
+        r->inflight = 0;
+        r->cursor = 0;
+    }
+}
+
+void sessions_drop(sessions_t *s, session_t *session)
+{
+    receiver_detach(s, session);
+    table_remove(s->by_routing, session->routing_id, session->routing_len);
+    free(session);
+}
+
+session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
+                          const char *principal, int64_t now_ms)
+{
+    if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return NULL;
+    session_t *session = table_get(s->by_routing, routing_id, len);
+    if (session != NULL && strcmp(session->principal, principal) != 0) {
+        sessions_drop(s, session);
+        session = NULL;
+    }
+    if (session == NULL) {
+        session = calloc(1, sizeof *session);
+        if (session == NULL)
+            return NULL;
+        memcpy(session->routing_id, routing_id, len);
+        session->routing_len = len;
+        strcpy(session->principal, principal);
+        if (table_put(s->by_routing, routing_id, len, session) != 0) {
+            free(session);
+            return NULL;
+        }
+    }
+    session->last_seen_ms = now_ms;
+    return session;
+}
+
+receiver_t *sessions_receiver(sessions_t *s, const char *principal)
+{
+    return table_get(s->receivers, principal, strlen(principal));
+}
+
+receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
+{
+    receiver_t *r = sessions_receiver(s, session->principal);
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return NULL;
+        strcpy(r->principal, session->principal);
+        if (table_put(s->receivers, r->principal, strlen(r->principal), r) != 0) {
+            free(r);
+            return NULL;
+        }
+    }
+    if (r->session != session) {
+        /* A new receiving connection: whatever was in flight to the old one
+         * may never have arrived, so the push restarts at the oldest unacked. */
+        r->session = session;
+        r->inflight = 0;
+        r->cursor = 0;
+    }
+    r->window = window;
+    r->dirty = 1;
+    return r;
+}
+
+size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
+{
+    size_t dropped = 0;
+    int again = 1;
+    /* Removing during iteration is not allowed: collect one at a time. The
+     * table is small (one entry per connection), so the rescans are cheap. */
+    while (again) {
+        again = 0;
+        size_t cursor = 0;
+        session_t *session;
+        while ((session = table_next(s->by_routing, &cursor)) != NULL) {
+            if (now_ms - session->last_seen_ms > timeout_ms) {
+                sessions_drop(s, session);
+                dropped++;
+                again = 1;
+                break;
+            }
+        }
+    }
+    return dropped;
+}
+
+size_t sessions_drop_where(sessions_t *s, int (*gone)(const char *principal, void *arg),
+                           void *arg)
+{
+    size_t dropped = 0;
+    int again = 1;
+    while (again) {
+        again = 0;
+        size_t cursor = 0;
+        session_t *session;
+        while ((session = table_next(s->by_routing, &cursor)) != NULL) {
+            if (gone(session->principal, arg)) {
+                sessions_drop(s, session);
+                dropped++;
+                again = 1;
+                break;
+            }
+        }
+    }
+    return dropped;
+}
+
+receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor)
+{
+    return table_next(s->receivers, cursor);
+}
+
+size_t sessions_count(const sessions_t *s)
+{
+    return table_count(s->by_routing);
+}

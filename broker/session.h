@@ -1,0 +1,73 @@
+/*
+ * session.h — who is connected, and who is receiving with how much credit.
+ *
+ * A session is one client connection as the ROUTER sees it (its routing id)
+ * bound to the principal the ZAP handler authenticated. A receiver is the
+ * per-principal delivery state: the session that asked to receive (Flow),
+ * its window, what is in flight, and how far the mailbox has been pushed.
+ * One principal has at most one receiving session: a newer Flow takes over,
+ * and everything unacked is sent again to it. State is in memory only; the
+ * mailbox itself is in the store, so losing this state loses nothing.
+ */
+#ifndef SCHAKEL_SESSION_H
+#define SCHAKEL_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schakel_limits.h"
+
+#define SESSION_ROUTING_MAX 256
+
+typedef struct session {
+    uint8_t routing_id[SESSION_ROUTING_MAX];
+    size_t routing_len;
+    char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    int64_t last_seen_ms;
+} session_t;
+
+typedef struct receiver {
+    char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    session_t *session;     /* receiving session, NULL when none */
+    uint32_t window;        /* max deliveries in flight */
+    uint32_t inflight;      /* sent in this session, not yet acked */
+    uint64_t cursor;        /* highest seq sent in this session */
+    uint64_t highest_sent;  /* highest seq ever sent since start: redelivery flag */
+    int dirty;              /* mailbox may have something to push */
+} receiver_t;
+
+typedef struct sessions sessions_t;
+
+sessions_t *sessions_new(void);
+void sessions_destroy(sessions_t **sessions);
+
+/* The session for a routing id, created (or re-bound) for `principal`.
+ * A routing id that arrives with another principal than before gets a fresh
+ * session: identity is the ZAP User-Id, never the routing id. NULL on OOM. */
+session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
+                          const char *principal, int64_t now_ms);
+
+/* Make `session` its principal's receiver with `window`. If it already is,
+ * only the window changes; otherwise in-flight state restarts so that every
+ * unacked delivery is sent again. Returns the receiver, NULL on OOM. */
+receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window);
+
+/* The receiver state of a principal, or NULL. */
+receiver_t *sessions_receiver(sessions_t *s, const char *principal);
+
+/* Forget a session (gone, timed out, unroutable); its receiver, if any,
+ * stops receiving until a new Flow. */
+void sessions_drop(sessions_t *s, session_t *session);
+
+/* Drop every session silent for longer than timeout_ms. Returns how many. */
+size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
+
+/* Drop every session whose principal `keep` says no longer exists. */
+size_t sessions_drop_where(sessions_t *s, int (*gone)(const char *principal, void *arg),
+                           void *arg);
+
+/* Iterate receivers (cursor starts at 0); NULL at the end. */
+receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor);
+size_t sessions_count(const sessions_t *s);
+
+#endif
