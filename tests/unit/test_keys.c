@@ -1,0 +1,154 @@
+/* test_keys.c — key files: generate, load, refuse what must be refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "keys.h"
+
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    if (keys_init() != 0)
+        return -1;
+    strcpy(dir, "/tmp/schakel-keys-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void path(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+static void write_file(const char *name, const char *text, mode_t mode)
+{
+    char p[256];
+    path(p, sizeof p, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void test_generate_and_load(void **state)
+{
+    (void)state;
+    char base[256], key[300], pub[300], err[256];
+    path(base, sizeof base, "alice");
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    snprintf(key, sizeof key, "%s.key", base);
+    snprintf(pub, sizeof pub, "%s.pub", base);
+    struct stat st;
+    assert_int_equal(stat(key, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    keypair_t *kp = keys_load_secret(key, err, sizeof err);
+    assert_non_null(kp);
+    uint8_t pk[32];
+    assert_int_equal(keys_load_public(pub, pk, err, sizeof err), 0);
+    assert_memory_equal(pk, kp->sign_pk, 32);
+
+    /* The CURVE pair is the Ed25519 pair converted. */
+    uint8_t curve_pk[32], derived[32];
+    assert_int_equal(keys_sign_pk_to_curve(pk, curve_pk), 0);
+    assert_memory_equal(curve_pk, kp->curve_pk, 32);
+    assert_int_equal(crypto_scalarmult_base(derived, kp->curve_sk), 0);
+    assert_memory_equal(derived, kp->curve_pk, 32);
+
+    /* Sign and verify; a changed byte or another key fails. */
+    uint8_t msg[5] = "hello", sig[64];
+    assert_int_equal(keys_sign(kp, msg, sizeof msg, sig), 0);
+    assert_int_equal(keys_verify(pk, msg, sizeof msg, sig), 0);
+    msg[0] ^= 1;
+    assert_int_equal(keys_verify(pk, msg, sizeof msg, sig), -1);
+    keys_destroy(&kp);
+    assert_null(kp);
+    keys_destroy(&kp); /* idempotent */
+
+    /* Never overwrites an existing key. */
+    assert_int_equal(keys_generate(base, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot create"));
+}
+
+typedef struct bad_key {
+    const char *name;
+    const char *text;
+    mode_t mode;
+    const char *expect;
+} bad_key_t;
+
+static void test_refused_secret_files(void **state)
+{
+    (void)state;
+    static const bad_key_t rows[] = {
+        {"open.key", "# c\n0000000000000000000000000000000000000000\n", 0644, "group or others"},
+        {"group.key", "0000000000000000000000000000000000000000\n", 0640, "group or others"},
+        {"short.key", "abc\n", 0600, "not a Z85"},
+        {"long.key", "00000000000000000000000000000000000000000000\n", 0600, "not a Z85"},
+        {"bad.key", "000000000000000000000000000000000000000\"\n", 0600, "not a Z85"},
+        {"empty.key", "# only a comment\n\n", 0600, "holds no key"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char p[256], err[256] = "";
+        write_file(rows[i].name, rows[i].text, rows[i].mode);
+        path(p, sizeof p, rows[i].name);
+        keypair_t *kp = keys_load_secret(p, err, sizeof err);
+        if (kp != NULL || strstr(err, rows[i].expect) == NULL)
+            fail_msg("%s: expected refusal with \"%s\", got \"%s\"", rows[i].name,
+                     rows[i].expect, err);
+    }
+    char err[256];
+    char missing[256];
+    path(missing, sizeof missing, "missing.key");
+    assert_null(keys_load_secret(missing, err, sizeof err));
+    assert_non_null(strstr(err, "cannot open"));
+    assert_null(keys_load_secret(dir, err, sizeof err)); /* a directory */
+}
+
+static void test_public_keys(void **state)
+{
+    (void)state;
+    uint8_t pk[32], sk[64], back[32];
+    char z85[41], err[256];
+    crypto_sign_keypair(pk, sk);
+    keys_public_z85(pk, z85);
+    assert_int_equal(strlen(z85), 40);
+    assert_int_equal(keys_parse_public_z85(z85, back), 0);
+    assert_memory_equal(pk, back, 32);
+    assert_int_equal(keys_parse_public_z85("tooshort", back), -1);
+    assert_int_equal(keys_parse_public_z85(NULL, back), -1);
+    write_file("junk.pub", "not a key at all, not a key at all, xx\n", 0644);
+    char p[256];
+    path(p, sizeof p, "junk.pub");
+    assert_int_equal(keys_load_public(p, back, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a Z85"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_generate_and_load),
+        cmocka_unit_test(test_refused_secret_files),
+        cmocka_unit_test(test_public_keys),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,103 @@
+/* test_session.c — sessions and receivers: identity, takeover, expiry. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "session.h"
+
+static const uint8_t rid_a[5] = {0, 'a', 'a', 'a', 'a'};
+static const uint8_t rid_b[5] = {0, 'b', 'b', 'b', 'b'};
+
+static void test_identity_is_the_principal(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    session_t *one = sessions_touch(s, rid_a, 5, "politie/bvh", 1000);
+    assert_non_null(one);
+    assert_ptr_equal(sessions_touch(s, rid_a, 5, "politie/bvh", 2000), one);
+    assert_int_equal(one->last_seen_ms, 2000);
+    /* The same routing id with another authenticated principal is another
+     * session: the routing id is client-chosen and proves nothing. */
+    receiver_t *r = sessions_receive(s, one, 10);
+    assert_non_null(r);
+    session_t *two = sessions_touch(s, rid_a, 5, "gemeente/meldingen", 3000);
+    assert_non_null(two);
+    assert_string_equal(two->principal, "gemeente/meldingen");
+    assert_null(r->session); /* the old principal's receiver lost its session */
+    assert_int_equal(sessions_count(s), 1);
+    /* Refused inputs. */
+    assert_null(sessions_touch(s, rid_a, 0, "x/y", 0));
+    sessions_destroy(&s);
+    assert_null(s);
+}
+
+static void test_receiver_takeover_restarts_inflight(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", 0);
+    receiver_t *r = sessions_receive(s, first, 8);
+    r->inflight = 5;
+    r->cursor = 42;
+    r->highest_sent = 42;
+    /* Resizing the window on the same session keeps what is in flight. */
+    assert_ptr_equal(sessions_receive(s, first, 16), r);
+    assert_int_equal(r->inflight, 5);
+    assert_int_equal(r->window, 16);
+    /* A new session takes over: everything unacked goes out again. */
+    session_t *second = sessions_touch(s, rid_b, 5, "om/parket", 0);
+    assert_ptr_equal(sessions_receive(s, second, 8), r);
+    assert_ptr_equal(r->session, second);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->cursor, 0);
+    assert_int_equal(r->highest_sent, 42); /* so resent ones are flagged */
+    assert_int_equal(r->dirty, 1);
+    sessions_destroy(&s);
+}
+
+static void test_expiry(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    session_t *old = sessions_touch(s, rid_a, 5, "om/parket", 0);
+    sessions_touch(s, rid_b, 5, "riec/analyse", 15000);
+    receiver_t *r = sessions_receive(s, old, 8);
+    assert_int_equal(sessions_expire(s, 20000, 10000), 1);
+    assert_int_equal(sessions_count(s), 1);
+    assert_null(r->session);
+    assert_ptr_equal(sessions_receiver(s, "om/parket"), r);
+    assert_int_equal(sessions_expire(s, 20000, 10000), 0);
+    sessions_destroy(&s);
+}
+
+static int is_riec(const char *principal, void *arg)
+{
+    (void)arg;
+    return strncmp(principal, "riec/", 5) == 0;
+}
+
+static void test_drop_where(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    sessions_touch(s, rid_a, 5, "om/parket", 0);
+    sessions_touch(s, rid_b, 5, "riec/analyse", 0);
+    assert_int_equal(sessions_drop_where(s, is_riec, NULL), 1);
+    assert_int_equal(sessions_count(s), 1);
+    sessions_destroy(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_identity_is_the_principal),
+        cmocka_unit_test(test_receiver_takeover_restarts_inflight),
+        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_drop_where),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
