@@ -18,7 +18,8 @@
 typedef struct store store_t;
 
 /* Open (creating if needed) the store at path and apply the schema. Returns
- * NULL with err filled on failure. */
+ * NULL with err filled on failure. A new file is created mode 0600. A store
+ * whose schema version is newer than this code knows is refused. */
 store_t *store_open(const char *path, char *err, size_t errlen);
 void store_close(store_t **store);
 const char *store_errmsg(const store_t *store);
@@ -26,7 +27,9 @@ const char *store_errmsg(const store_t *store);
 /* Transactions. store_begin is idempotent within an open transaction
  * (returns 0 and does nothing), so callers may call it before each write.
  * store_in_transaction tells whether one is open. store_rollback is safe
- * without one. */
+ * without one. store_commit without an open transaction fails (-1): SQLite
+ * rolls a transaction back by itself after some I/O errors, and that must
+ * never look committed. A failed commit rolls back: nothing of it is kept. */
 int store_begin(store_t *store);
 int store_commit(store_t *store);
 int store_rollback(store_t *store);
@@ -34,7 +37,8 @@ int store_in_transaction(const store_t *store);
 
 /* A publish seen before: returns 1 and fills content_hash and the stored
  * Accepted frame bytes (malloc'd, caller frees) if (sender, message_id) is
- * known; 0 if not; -1 on error. */
+ * known; 0 if not; -1 on error. content_hash, accepted and accepted_len may
+ * be NULL; *accepted is NULL (len 0) when no reply has been attached yet. */
 int store_publish_find(store_t *store, const char *sender, const uint8_t message_id[16],
                        uint8_t content_hash[32], uint8_t **accepted, size_t *accepted_len);
 
@@ -58,10 +62,12 @@ typedef struct store_delivery {
     uint64_t seq;          /* mailbox sequence number, increasing per store */
     const char *recipient; /* principal id */
     uint64_t item_seq;
+    /* message_id, item_index, sender and accepted_at are the item's publish's;
+     * store_delivery_add refuses values that differ from item_seq's rows. */
     const uint8_t *message_id; /* 16 bytes */
     uint32_t item_index;
     const char *sender;
-    const char *sender_partner;
+    const char *sender_partner; /* the part of sender before '/' */
     const char *rule_id;
     const char *rule_hash;
     const char *purpose;
@@ -78,7 +84,9 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
 
 /* Call fn for up to `limit` deliveries of `recipient` with seq > after_seq,
  * in seq order. The delivery passed to fn is only valid during the call. fn
- * returns 0 to continue, non-zero to stop. Returns the number visited or -1. */
+ * returns 0 to continue, non-zero to stop. Returns the number visited or -1.
+ * fn must not call store functions: the scan's statement is live, and they
+ * return -1. */
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
                        store_delivery_fn fn, void *arg);
@@ -88,7 +96,7 @@ int64_t store_mailbox_count(store_t *store, const char *recipient);
 
 /* Remove an acked delivery. Returns 1 when removed, 0 when the recipient
  * has no such pending delivery (unknown, already acked, or someone
- * else's), -1 on error. */
+ * else's), -1 on error. Seqs are never reused. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq);
 
 #endif
