@@ -127,7 +127,7 @@ $(PROTO_C) $(PROTO_H): proto/schakel.proto
 	protoc-c --proto_path=proto --c_out=$(GEN) proto/schakel.proto
 
 $(PROTO_O): $(PROTO_C) $(PROTO_H)
-	$(CC) $(CFLAGS_GEN) -c $< -o $@
+	$(CC) $(CFLAGS_GEN) -fPIC -c $< -o $@
 
 # every object depends on the generated header (it is included via wire.h)
 $(BUILD)/obj/%.o: %.c $(PROTO_H)

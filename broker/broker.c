@@ -273,7 +273,8 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
     wire_error_t err = {0};
     Schakel__Frame *frame = wire_decode_frame(data, len, &err);
     if (frame == NULL) {
-        broker_reject(b, session, err.reason, err.text, NULL, err.item_index, 0);
+        broker_reject(b, session, err.reason, err.text,
+                      err.has_message_id ? err.message_id : NULL, err.item_index, 0);
         return;
     }
     switch (frame->body_case) {

@@ -90,6 +90,13 @@ typedef struct policy policy_t;
  * given inline (`key: Z85`) or as `key_file:` relative to the policy file's
  * folder. On error returns NULL and writes "FILE:LINE: message" into err. */
 policy_t *policy_load(const char *path, char *err, size_t errlen);
+
+/* The same from bytes already in memory (at most SCHAKEL_MAX_POLICY_BYTES);
+ * `name` is used in messages ("NAME:LINE: ..."). `key_file:` entries are
+ * resolved against base_dir; with base_dir NULL they are refused, so that
+ * untrusted input never makes the loader open files. Safe on untrusted input. */
+policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len,
+                             const char *base_dir, char *err, size_t errlen);
 void policy_destroy(policy_t **policy);
 
 /* Hex BLAKE2b-256 of the policy file's bytes. */
@@ -110,7 +117,7 @@ const policy_rule_t *policy_rule_at(const policy_t *policy, size_t index);
 /* Principals of a partner that a delivery under `rule` goes to: every
  * principal of the partner whose role the rule's `to_roles` admits (default:
  * system and caseworker; operators never). Fills out (up to max) and returns
- * the count. */
+ * the count written, in file order of the principals. */
 size_t policy_recipients(const policy_t *policy, const policy_rule_t *rule,
                          const policy_partner_t *partner, const policy_principal_t **out,
                          size_t max);

@@ -16,12 +16,17 @@
 #include <stdint.h>
 
 #include "schakel.pb-c.h"
+#include "schakel_limits.h"
 #include "syntax.h"
 
 typedef struct wire_error {
     Schakel__Reason reason; /* REASON_NONE when no error */
     int item_index;         /* item at fault, -1 for the frame as a whole */
     char text[256];         /* specific, safe to show to the sender; no contents */
+    /* Set by wire_decode_frame when a refused frame was a Publish with a
+     * well-formed message id, so that the Rejected can name it. */
+    int has_message_id;
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
 } wire_error_t;
 
 /* Decode one frame received from a peer. Checks len <= SCHAKEL_MAX_FRAME_BYTES
@@ -31,8 +36,12 @@ typedef struct wire_error {
  * without a body (INVALID_MESSAGE). For a Publish it also checks message id
  * length, item count (TOO_MANY_ITEMS), item sizes and signature length; for
  * an Ack the count of seqs. Items are NOT unpacked here (see
- * wire_decode_signal). Returns the frame (free with wire_frame_free) or NULL
- * with err filled. */
+ * wire_decode_signal). Also refused anywhere in the frame: an enum value
+ * the schema does not name, and a string that is not UTF-8 or holds a NUL
+ * byte (both INVALID_FIELD; strings are checked on their wire bytes).
+ * Returns the frame (free with wire_frame_free) or NULL with err filled;
+ * err->item_index is set (-1 unless an item is at fault) and, for a refused
+ * Publish whose message id is 16 bytes, err->has_message_id/message_id. */
 Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err);
 void wire_frame_free(Schakel__Frame **frame);
 

@@ -1,0 +1,434 @@
+/*
+ * config.c — loads the broker's configuration file (see config.h).
+ *
+ * Trusts nothing in the file: it is size-capped and read once, walked by
+ * libyaml for syntax errors and the lines of its keys (aliases and a second
+ * document refused), then loaded by libcyaml against a strict schema.
+ * Errors come back as "FILE:LINE: message"; nothing is printed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cyaml/cyaml.h>
+#include <yaml.h>
+
+#define CONFIG_MAX_BYTES (64u * 1024u)
+#define CONFIG_MAX_VALUE 4096u
+
+typedef struct config_doc {
+    char *listen;
+    char *key_file;
+    char *policy;
+    char *store;
+} config_doc_t;
+
+static const cyaml_schema_field_t config_schema_fields[] = {
+    CYAML_FIELD_STRING_PTR("listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, listen,
+                           1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("key_file", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           key_file, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("policy", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, policy,
+                           1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, store,
+                           1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_END};
+
+static const cyaml_schema_value_t config_schema = {
+    CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, config_doc_t, config_schema_fields)};
+
+enum { KEY_LISTEN, KEY_KEY_FILE, KEY_POLICY, KEY_STORE, KEY_COUNT };
+static const char *const config_keys[KEY_COUNT] = {"listen", "key_file", "policy", "store"};
+
+typedef struct config_load_ctx {
+    const char *path;
+    char *err;
+    size_t errlen;
+    unsigned key_line[KEY_COUNT]; /* line of each top-level key, 0 if absent */
+} config_load_ctx_t;
+
+static int config_fail(config_load_ctx_t *ctx, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int config_fail(config_load_ctx_t *ctx, unsigned line, const char *fmt, ...)
+{
+    char message[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof message, fmt, args);
+    va_end(args);
+    if (line > 0)
+        snprintf(ctx->err, ctx->errlen, "%s:%u: %s", ctx->path, line, message);
+    else
+        snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->path, message);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+static char *config_read(config_load_ctx_t *ctx, size_t *len)
+{
+    int fd = open(ctx->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        config_fail(ctx, 0, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        config_fail(ctx, 0, "not a regular file");
+        return NULL;
+    }
+    char *buf = malloc(CONFIG_MAX_BYTES + 1);
+    size_t used = 0;
+    while (buf != NULL && used <= CONFIG_MAX_BYTES) {
+        ssize_t n = read(fd, buf + used, CONFIG_MAX_BYTES + 1 - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0) {
+                config_fail(ctx, 0, "cannot read: %s", strerror(errno));
+                free(buf);
+                buf = NULL;
+            }
+            break;
+        }
+        used += (size_t)n;
+    }
+    close(fd);
+    if (buf == NULL) {
+        if (ctx->err[0] == '\0')
+            config_fail(ctx, 0, "out of memory");
+        return NULL;
+    }
+    if (used > CONFIG_MAX_BYTES) {
+        free(buf);
+        config_fail(ctx, 0, "config is larger than %u bytes", CONFIG_MAX_BYTES);
+        return NULL;
+    }
+    *len = used;
+    return buf;
+}
+
+/* ------------------------------------------------------------------ libyaml pass */
+
+/* A top-level key: known, and not seen before. libcyaml would refuse both
+ * too, but cannot name the key's own line. */
+static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned line)
+{
+    for (int k = 0; k < KEY_COUNT; k++) {
+        if (strcmp(key, config_keys[k]) != 0)
+            continue;
+        if (ctx->key_line[k] != 0)
+            return config_fail(ctx, line, "duplicate key \"%s\" (first at line %u)", key,
+                               ctx->key_line[k]);
+        ctx->key_line[k] = line;
+        return 0;
+    }
+    return config_fail(ctx, line,
+                       "unknown key \"%.64s\" (allowed: listen, key_file, policy, store)", key);
+}
+
+/* One walk over the events: YAML syntax errors with libyaml's line, no
+ * aliases, one document, known top-level keys once each, and their lines. */
+static int config_scan(config_load_ctx_t *ctx, const char *buf, size_t len)
+{
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return config_fail(ctx, 0, "cannot initialise the YAML parser");
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    int rc = 0, depth = 0, documents = 0;
+    bool expect_key = true, root_is_mapping = false;
+    for (bool done = false; !done && rc == 0;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&parser, &ev)) {
+            rc = config_fail(ctx, (unsigned)parser.problem_mark.line + 1, "YAML syntax: %s",
+                             parser.problem ? parser.problem : "error");
+            break;
+        }
+        unsigned line = (unsigned)ev.start_mark.line + 1;
+        bool top_value = depth == 1 && !expect_key;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_DOCUMENT_START_EVENT:
+            if (++documents > 1)
+                rc = config_fail(ctx, line, "only one YAML document is allowed");
+            break;
+        case YAML_ALIAS_EVENT:
+            rc = config_fail(ctx, line, "aliases (*name) are not allowed");
+            break;
+        case YAML_SCALAR_EVENT:
+            if (depth == 1 && expect_key && root_is_mapping)
+                rc = config_scan_key(ctx, (const char *)ev.data.scalar.value, line);
+            if (depth == 1)
+                expect_key = !expect_key;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (top_value)
+                expect_key = true;
+            if (depth == 0)
+                root_is_mapping = ev.type == YAML_MAPPING_START_EVENT;
+            if (++depth > 8)
+                rc = config_fail(ctx, line, "nesting too deep");
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ libcyaml pass */
+
+typedef struct config_capture {
+    char message[200];
+    unsigned line;
+    bool in_backtrace;
+} config_capture_t;
+
+/* libcyaml logs an error message, then a backtrace whose first entry names
+ * the line of the innermost value being loaded. */
+static void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+{
+    config_capture_t *cap = ctx;
+    char text[256];
+    if (level < CYAML_LOG_ERROR)
+        return;
+    vsnprintf(text, sizeof text, fmt, args);
+    if (strncmp(text, "Load: Backtrace:", 16) == 0) {
+        cap->in_backtrace = true;
+        return;
+    }
+    const char *at = strstr(text, "(line: ");
+    if (cap->in_backtrace) {
+        if (cap->line == 0 && at)
+            cap->line = (unsigned)strtoul(at + 7, NULL, 10);
+        return;
+    }
+    if (cap->message[0] != '\0')
+        return;
+    const char *msg = strncmp(text, "Load: ", 6) == 0 ? text + 6 : text;
+    size_t n = 0;
+    for (; msg[n] && n + 1 < sizeof cap->message; n++)
+        cap->message[n] = (msg[n] >= 0x20 && msg[n] < 0x7f) ? msg[n] : ' ';
+    while (n > 0 && cap->message[n - 1] == ' ')
+        n--;
+    cap->message[n] = '\0';
+}
+
+static cyaml_config_t config_cyaml(config_capture_t *cap)
+{
+    return (cyaml_config_t){
+        .log_fn = cap ? config_cyaml_log : NULL,
+        .log_ctx = cap,
+        .mem_fn = cyaml_mem,
+        .log_level = CYAML_LOG_ERROR,
+        .flags = CYAML_CFG_NO_ALIAS,
+    };
+}
+
+static void config_doc_free(config_doc_t *doc)
+{
+    if (doc == NULL)
+        return;
+    cyaml_config_t cfg = config_cyaml(NULL);
+    cyaml_free(&cfg, &config_schema, doc, 0);
+}
+
+static int config_parse(config_load_ctx_t *ctx, const char *buf, size_t len, config_doc_t **out)
+{
+    config_capture_t cap = {.line = 0};
+    cyaml_config_t cfg = config_cyaml(&cap);
+    cyaml_data_t *data = NULL;
+    cyaml_err_t rc = cyaml_load_data((const uint8_t *)buf, len, &cfg, &config_schema, &data, NULL);
+    if (rc == CYAML_OK) {
+        *out = data;
+        return 0;
+    }
+    unsigned line = cap.line ? cap.line : 1;
+    if (rc == CYAML_ERR_INVALID_KEY && strncmp(cap.message, "Unexpected key: ", 16) == 0)
+        return config_fail(ctx, line,
+                           "unknown key \"%s\" (allowed: listen, key_file, policy, store)",
+                           cap.message + 16);
+    if (cap.message[0] != '\0')
+        return config_fail(ctx, line, "%s (%s)", cap.message, cyaml_strerror(rc));
+    return config_fail(ctx, line, "%s", cyaml_strerror(rc));
+}
+
+/* ------------------------------------------------------------------ values */
+
+static const char *config_value_problem(int key, const char *value)
+{
+    if (value == NULL || value[0] == '\0')
+        return "must not be empty";
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            return "contains a control character";
+    if (key == KEY_LISTEN) {
+        if (strncmp(value, "tcp://", 6) != 0 || value[6] == '\0')
+            return "must be a tcp:// endpoint (CURVE over TCP is the only transport)";
+        if (strchr(value, ' ') != NULL)
+            return "must not contain spaces";
+    }
+    return NULL;
+}
+
+/* Relative paths are relative to the config file's folder. */
+static char *config_resolve(const char *config_path, const char *value)
+{
+    const char *slash = strrchr(config_path, '/');
+    if (value[0] == '/' || slash == NULL)
+        return strdup(value);
+    size_t dir_len = (size_t)(slash - config_path);
+    size_t len = dir_len + 1 + strlen(value) + 1;
+    char *out = malloc(len);
+    if (out == NULL)
+        return NULL;
+    if (dir_len == 0) /* "/config.yaml": the root folder */
+        snprintf(out, len, "/%s", value);
+    else
+        snprintf(out, len, "%.*s/%s", (int)dir_len, config_path, value);
+    return out;
+}
+
+static char **config_slot(broker_config_t *cfg, int key)
+{
+    switch (key) {
+    case KEY_LISTEN:
+        return &cfg->listen;
+    case KEY_KEY_FILE:
+        return &cfg->key_file;
+    case KEY_POLICY:
+        return &cfg->policy_path;
+    default:
+        return &cfg->store_path;
+    }
+}
+
+static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
+{
+    const char *values[KEY_COUNT] = {doc->listen, doc->key_file, doc->policy, doc->store};
+    for (int k = 0; k < KEY_COUNT; k++) {
+        if (values[k] == NULL)
+            continue;
+        const char *problem = config_value_problem(k, values[k]);
+        if (problem)
+            return config_fail(ctx, ctx->key_line[k], "%s %s", config_keys[k], problem);
+        char *v = k == KEY_LISTEN ? strdup(values[k]) : config_resolve(ctx->path, values[k]);
+        if (v == NULL)
+            return config_fail(ctx, ctx->key_line[k], "out of memory");
+        *config_slot(cfg, k) = v;
+    }
+    return 0;
+}
+
+broker_config_t *config_load(const char *path, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    err[0] = '\0';
+    config_load_ctx_t ctx = {.path = path ? path : "config", .err = err, .errlen = errlen};
+    if (path == NULL) {
+        config_fail(&ctx, 0, "no config path");
+        return NULL;
+    }
+    size_t len = 0;
+    char *buf = config_read(&ctx, &len);
+    if (buf == NULL)
+        return NULL;
+    config_doc_t *doc = NULL;
+    broker_config_t *cfg = NULL;
+    if (config_scan(&ctx, buf, len) == 0 && config_parse(&ctx, buf, len, &doc) == 0) {
+        cfg = calloc(1, sizeof *cfg);
+        if (cfg == NULL)
+            config_fail(&ctx, 0, "out of memory");
+        else if (doc != NULL && config_fill(&ctx, doc, cfg) != 0)
+            config_destroy(&cfg);
+    }
+    config_doc_free(doc);
+    free(buf);
+    return cfg;
+}
+
+void config_destroy(broker_config_t **cfg)
+{
+    if (cfg == NULL || *cfg == NULL)
+        return;
+    free((*cfg)->listen);
+    free((*cfg)->key_file);
+    free((*cfg)->policy_path);
+    free((*cfg)->store_path);
+    free(*cfg);
+    *cfg = NULL;
+}
+
+int config_set(broker_config_t *cfg, const char *field, const char *value, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    int key = -1;
+    for (int k = 0; k < KEY_COUNT && field != NULL; k++)
+        if (strcmp(field, config_keys[k]) == 0)
+            key = k;
+    if (cfg == NULL || key < 0) {
+        snprintf(err, errlen, "unknown config field \"%s\"", field ? field : "");
+        return -1;
+    }
+    const char *problem = config_value_problem(key, value);
+    if (problem) {
+        snprintf(err, errlen, "%s %s", config_keys[key], problem);
+        return -1;
+    }
+    char *copy = strdup(value);
+    if (copy == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    char **slot = config_slot(cfg, key);
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+int config_complete(const broker_config_t *cfg, char *err, size_t errlen)
+{
+    char dummy[1];
+    if (err == NULL || errlen == 0) {
+        err = dummy;
+        errlen = sizeof dummy;
+    }
+    const char *values[KEY_COUNT] = {cfg ? cfg->listen : NULL, cfg ? cfg->key_file : NULL,
+                                     cfg ? cfg->policy_path : NULL, cfg ? cfg->store_path : NULL};
+    for (int k = 0; k < KEY_COUNT; k++) {
+        if (values[k] == NULL) {
+            snprintf(err, errlen, "%s is not set (in the config file or on the command line)",
+                     config_keys[k]);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,49 @@
+/*
+ * config.h — the broker's configuration file (YAML, docs/OPERATIONS.md).
+ *
+ *   listen: "tcp://0.0.0.0:7450"   # ZeroMQ endpoint; CURVE over TCP only
+ *   key_file: keys/broker.key      # the broker's secret key
+ *   policy: policy.yaml            # access policy (docs/POLICY.md)
+ *   store: var/schakel.db          # SQLite store
+ *
+ * Every key is optional in the file, because each can also be given on the
+ * command line; config_complete says whether the merged result is usable.
+ * Relative paths are resolved against the folder of the config file;
+ * `listen` is an endpoint, not a path, and is kept as written.
+ */
+#ifndef SCHAKEL_CONFIG_H
+#define SCHAKEL_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct broker_config {
+    char *listen;      /* endpoint, or NULL if not set */
+    char *key_file;    /* path (resolved), or NULL */
+    char *policy_path; /* path (resolved), or NULL */
+    char *store_path;  /* path (resolved), or NULL */
+} broker_config_t;
+
+/* Load and check a config file: strict (an unknown key is an error), at most
+ * 64 KiB, no anchors or aliases, one document. `listen` must be a tcp://
+ * endpoint; paths must be non-empty and free of control characters. Returns
+ * a new config (caller frees with config_destroy) or NULL with
+ * "FILE:LINE: message" (or "FILE: message" when no line applies) in err.
+ * Safe on untrusted input. */
+broker_config_t *config_load(const char *path, char *err, size_t errlen);
+
+/* Free the config and set *cfg to NULL; safe on NULL and *cfg == NULL. */
+void config_destroy(broker_config_t **cfg);
+
+/* Override one field from the command line. field is "listen", "key_file",
+ * "policy" or "store" (the YAML key names). The value is taken as given:
+ * a relative path stays relative to the working directory. Checks the
+ * value like config_load does. Returns 0, or -1 with err filled (unknown
+ * field, bad value, out of memory); cfg is unchanged on error. */
+int config_set(broker_config_t *cfg, const char *field, const char *value, char *err,
+               size_t errlen);
+
+/* 0 if listen, key_file, policy and store are all set; otherwise -1 with
+ * err naming the first missing one. */
+int config_complete(const broker_config_t *cfg, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * identity.c — `schakel keygen` (a new key pair on disk) and `schakel whoami`
+ * (who the broker authenticated us as). Key files are written and read by
+ * the library (common/keys.c); this file only talks to the user.
+ */
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keys.h"
+
+#define IDENTITY_WHOAMI_TIMEOUT_MS 5000
+
+static const char identity_keygen_usage[] =
+    "usage: schakel keygen NAME\n"
+    "\n"
+    "Write a new Ed25519 key pair: NAME.key (secret, mode 0600) and NAME.pub,\n"
+    "and print the public key (Z85, 40 characters) for the broker's policy.\n"
+    "Existing files are never overwritten.\n";
+
+static const char identity_whoami_usage[] =
+    "usage: schakel whoami [OPTIONS]\n"
+    "\n"
+    "Connect and print the principal, partner and role the broker\n"
+    "authenticated us as.\n"
+    "\n" CLI_COMMON_HELP;
+
+int identity_keygen_main(int argc, char **argv)
+{
+    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(identity_keygen_usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (argc != 2 || argv[1][0] == '\0' || argv[1][0] == '-')
+        return cli_usage_error("keygen", "keygen wants exactly one NAME");
+    schakel_error_t err;
+    memset(&err, 0, sizeof err);
+    schakel_status_t status = schakel_keygen(argv[1], &err);
+    if (status != SCHAKEL_OK) {
+        cli_say("keygen: %s", err.text);
+        return status == SCHAKEL_ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+    }
+    char pub_path[4096], text[256] = "", z85[41];
+    uint8_t sign_pk[32];
+    snprintf(pub_path, sizeof pub_path, "%s.pub", argv[1]);
+    if (keys_load_public(pub_path, sign_pk, text, sizeof text) != 0) {
+        cli_say("keygen: wrote the key pair but cannot read %s back: %s", pub_path, text);
+        return CLI_EXIT_FAILURE;
+    }
+    keys_public_z85(sign_pk, z85);
+    printf("%s\n", z85);
+    return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+}
+
+static int identity_print(const cli_options_t *opts, const char *principal, const char *partner,
+                          const char *role)
+{
+    if (!opts->json) {
+        printf("principal=%s partner=%s role=%s\n", principal, partner, role);
+        return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+    }
+    json_t *obj = json_pack("{s:s, s:s, s:s}", "principal", principal, "partner", partner,
+                            "role", role);
+    int rc = obj != NULL && cli_print_json(obj) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
+    json_decref(obj);
+    return rc;
+}
+
+int identity_whoami_main(int argc, char **argv)
+{
+    static const struct option options[] = {CLI_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
+    cli_options_t opts;
+    cli_options_init(&opts);
+    int option;
+    opterr = 0;
+    while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        int rc = cli_common_option(&opts, option, optarg);
+        if (rc < 0)
+            return CLI_EXIT_USAGE;
+        if (rc == 0)
+            return cli_usage_error("whoami", "unknown or incomplete option '%s'",
+                                   argv[optind - 1]);
+    }
+    if (opts.help) {
+        fputs(identity_whoami_usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    if (optind != argc)
+        return cli_usage_error("whoami", "whoami takes no arguments ('%s')", argv[optind]);
+    schakel_client_t *client = NULL;
+    int rc = cli_connect(&opts, &client);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    char principal[130], partner[130], role[130];
+    schakel_status_t status = schakel_whoami(client, principal, partner, role,
+                                             IDENTITY_WHOAMI_TIMEOUT_MS);
+    if (status == SCHAKEL_OK)
+        rc = identity_print(&opts, principal, partner, role);
+    else
+        rc = cli_report("whoami", status, schakel_last_error(client));
+    schakel_close(&client);
+    return rc;
+}

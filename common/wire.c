@@ -1,0 +1,877 @@
+/*
+ * wire.c — the frame codec: size check, budgeted unpack, checks of the
+ * decoded tree and of the raw string bytes, Signal validation, the publish
+ * hash tree and signed bytes, and packing.
+ *
+ * Trusts nothing it decodes; trusts protobuf-c only to parse the wire format
+ * within the byte budget it is given. Every refusal returns NULL or -1 with a
+ * wire_error_t holding a Schakel__Reason and a text that names the field and
+ * the rule broken, never the field's contents.
+ */
+#include "wire.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "schakel_limits.h"
+
+#define WIRE_HASH_BYTES 32u
+/* Our schema nests at most Frame > Accepted > ItemAccepted; anything deeper
+ * than this is a broken descriptor, not a peer's doing. */
+#define WIRE_MAX_DEPTH 8
+
+static const char signed_prefix[16] = {'s', 'c', 'h', 'a', 'k', 'e', 'l', '-',
+                                       'p', 'u', 'b', 'l', 'i', 's', 'h', '1'};
+
+/* ------------------------------------------------------------------ errors */
+
+/* Clears reason and text; item_index is the caller's (see wire.h). */
+static void error_reset(wire_error_t *err)
+{
+    if (err == NULL)
+        return;
+    err->reason = SCHAKEL__REASON__REASON_NONE;
+    err->text[0] = '\0';
+}
+
+static void error_set(wire_error_t *err, Schakel__Reason reason, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void error_set(wire_error_t *err, Schakel__Reason reason, const char *format, ...)
+{
+    if (err == NULL)
+        return;
+    va_list args;
+    va_start(args, format);
+    err->reason = reason;
+    vsnprintf(err->text, sizeof err->text, format, args);
+    va_end(args);
+}
+
+/* ------------------------------------------------------- budgeted allocator */
+
+/* protobuf-c has no size or depth limit of its own. Each unpack gets an
+ * allocator whose allocator_data is this struct on the caller's stack; it
+ * counts every byte handed out during that one unpack (temporaries
+ * included, so the count bounds peak use from above) and refuses past the
+ * limit, which makes the unpack fail. The blocks are plain malloc blocks, so
+ * freeing needs no budget state: one shared allocator frees every tree. */
+struct decode_budget {
+    size_t used;
+    size_t limit;
+    int exceeded;
+    int out_of_memory;
+};
+
+static void *budget_alloc(void *allocator_data, size_t size)
+{
+    struct decode_budget *budget = allocator_data;
+    if (size > budget->limit - budget->used) {
+        budget->exceeded = 1;
+        return NULL;
+    }
+    void *block = malloc(size > 0 ? size : 1);
+    if (block == NULL) {
+        budget->out_of_memory = 1;
+        return NULL;
+    }
+    budget->used += size;
+    return block;
+}
+
+static void budget_free(void *allocator_data, void *pointer)
+{
+    (void)allocator_data;
+    free(pointer);
+}
+
+/* Freeing never allocates; an alloc through this allocator is a bug. */
+static void *release_alloc(void *allocator_data, size_t size)
+{
+    (void)allocator_data;
+    (void)size;
+    return NULL;
+}
+
+static ProtobufCAllocator release_allocator = {release_alloc, budget_free, NULL};
+
+static ProtobufCMessage *unpack_budgeted(const ProtobufCMessageDescriptor *descriptor,
+                                         const uint8_t *buf, size_t len, const char *what,
+                                         wire_error_t *err)
+{
+    struct decode_budget budget = {0, SCHAKEL_DECODE_BUDGET_BYTES, 0, 0};
+    ProtobufCAllocator allocator = {budget_alloc, budget_free, &budget};
+    ProtobufCMessage *message = protobuf_c_message_unpack(descriptor, &allocator, len, buf);
+    if (message != NULL)
+        return message;
+    if (budget.exceeded)
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                  "%s needs more than %u bytes of memory to decode", what,
+                  SCHAKEL_DECODE_BUDGET_BYTES);
+    else if (budget.out_of_memory)
+        error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s", what);
+    else
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not a valid Schakel %s", what,
+                  descriptor->short_name);
+    return NULL;
+}
+
+/* ------------------------------------------------- decoded tree: fields, enums */
+
+static int field_is_present(const ProtobufCMessage *message, const ProtobufCFieldDescriptor *field)
+{
+    const char *base = (const char *)message;
+    if (field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)
+        return *(const uint32_t *)(const void *)(base + field->quantifier_offset) == field->id;
+    if (field->label == PROTOBUF_C_LABEL_REQUIRED)
+        return 1;
+    if (field->type == PROTOBUF_C_TYPE_STRING || field->type == PROTOBUF_C_TYPE_MESSAGE)
+        return *(void *const *)(const void *)(base + field->offset) != NULL;
+    return *(const protobuf_c_boolean *)(const void *)(base + field->quantifier_offset);
+}
+
+static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *err);
+
+/* Enum values protobuf-c accepted without knowing them, and nested messages. */
+static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDescriptor *field,
+                       int depth, wire_error_t *err)
+{
+    const char *base = (const char *)message;
+    const void *values = base + field->offset;
+    size_t count = 1;
+    if (field->label == PROTOBUF_C_LABEL_REPEATED) {
+        count = *(const size_t *)(const void *)(base + field->quantifier_offset);
+        values = *(const void *const *)values;
+    } else if (!field_is_present(message, field)) {
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (field->type == PROTOBUF_C_TYPE_ENUM) {
+            int value = ((const int *)values)[i];
+            if (protobuf_c_enum_descriptor_get_value(field->descriptor, value) == NULL) {
+                error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s has the unknown value %d",
+                          message->descriptor->short_name, field->name, value);
+                return -1;
+            }
+        } else if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
+            const ProtobufCMessage *nested = ((const ProtobufCMessage *const *)values)[i];
+            if (nested != NULL && tree_check(nested, depth + 1, err) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* Unknown fields are refused, never forwarded: protobuf-c would keep them
+ * and pack them again into whatever we relay. */
+static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *err)
+{
+    const ProtobufCMessageDescriptor *descriptor = message->descriptor;
+    if (depth > WIRE_MAX_DEPTH) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
+                  descriptor->short_name);
+        return -1;
+    }
+    if (message->n_unknown_fields > 0) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s carries unknown field %u",
+                  descriptor->short_name, (unsigned)message->unknown_fields[0].tag);
+        return -1;
+    }
+    for (unsigned i = 0; i < descriptor->n_fields; i++)
+        if (field_check(message, &descriptor->fields[i], depth, err) < 0)
+            return -1;
+    return 0;
+}
+
+/* --------------------------------------------------- raw bytes: string fields */
+
+/* protobuf-c copies a wire string into a NUL-terminated buffer and keeps no
+ * length, so an embedded NUL would silently cut the string short (and what
+ * the broker checked would differ from what it stored and signed). We
+ * therefore walk the raw bytes once more, after protobuf-c accepted them,
+ * and check every known string field's exact wire bytes with
+ * syntax_is_utf8 (which refuses NUL). Nested messages are walked with their
+ * own descriptor; bytes fields (items, Deliver.signal) are not entered. */
+struct wire_reader {
+    const uint8_t *bytes;
+    size_t len;
+    size_t pos;
+};
+
+static int reader_varint(struct wire_reader *reader, uint64_t *value)
+{
+    uint64_t result = 0;
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        if (reader->pos >= reader->len)
+            return -1;
+        uint8_t byte = reader->bytes[reader->pos++];
+        result |= (uint64_t)(byte & 0x7F) << shift;
+        if ((byte & 0x80) == 0) {
+            *value = result;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int reader_skip(struct wire_reader *reader, uint64_t count)
+{
+    if (count > reader->len - reader->pos)
+        return -1;
+    reader->pos += (size_t)count;
+    return 0;
+}
+
+static int scan_strings(const uint8_t *bytes, size_t len,
+                        const ProtobufCMessageDescriptor *descriptor, int depth, wire_error_t *err);
+
+static int scan_length_delimited(const uint8_t *bytes, size_t len,
+                                 const ProtobufCMessageDescriptor *descriptor, uint32_t tag,
+                                 int depth, wire_error_t *err)
+{
+    const ProtobufCFieldDescriptor *field =
+        protobuf_c_message_descriptor_get_field(descriptor, (unsigned)tag);
+    if (field == NULL)
+        return 0; /* unknown: refused by tree_check */
+    if (field->type == PROTOBUF_C_TYPE_MESSAGE)
+        return scan_strings(bytes, len, field->descriptor, depth + 1, err);
+    if (field->type != PROTOBUF_C_TYPE_STRING || syntax_is_utf8(bytes, len))
+        return 0;
+    error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s %s", descriptor->short_name, field->name,
+              memchr(bytes, 0, len) != NULL ? "contains a NUL byte" : "is not valid UTF-8");
+    return -1;
+}
+
+static int scan_strings(const uint8_t *bytes, size_t len,
+                        const ProtobufCMessageDescriptor *descriptor, int depth, wire_error_t *err)
+{
+    struct wire_reader reader = {bytes, len, 0};
+    if (depth > WIRE_MAX_DEPTH) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
+                  descriptor->short_name);
+        return -1;
+    }
+    while (reader.pos < reader.len) {
+        uint64_t key = 0, value = 0;
+        int bad = reader_varint(&reader, &key);
+        switch (bad ? 7u : (unsigned)(key & 7u)) {
+        case 0: /* varint */
+            bad = reader_varint(&reader, &value);
+            break;
+        case 1: /* 64-bit */
+            bad = reader_skip(&reader, 8);
+            break;
+        case 5: /* 32-bit */
+            bad = reader_skip(&reader, 4);
+            break;
+        case 2: /* length-delimited */
+            bad = reader_varint(&reader, &value) || value > reader.len - reader.pos;
+            if (!bad && key >> 3 <= UINT32_MAX &&
+                scan_length_delimited(reader.bytes + reader.pos, (size_t)value, descriptor,
+                                      (uint32_t)(key >> 3), depth, err) < 0)
+                return -1;
+            if (!bad)
+                reader.pos += (size_t)value;
+            break;
+        default: /* groups, which protobuf-c refuses too, or a broken key */
+            bad = 1;
+            break;
+        }
+        if (bad) {
+            /* Defensive: protobuf-c parsed these bytes before we got here. */
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not well-formed protobuf",
+                      descriptor->short_name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- frame bodies */
+
+static int check_message_id(const ProtobufCBinaryData *message_id, protobuf_c_boolean present,
+                            const char *body, wire_error_t *err)
+{
+    if (!present) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no message_id", body);
+        return -1;
+    }
+    if (message_id->len != SCHAKEL_MESSAGE_ID_BYTES) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "%s message_id is %zu bytes; it must be exactly %u", body, message_id->len,
+                  SCHAKEL_MESSAGE_ID_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
+{
+    if (check_message_id(&publish->message_id, publish->has_message_id, "publish", err) < 0)
+        return -1;
+    if (publish->n_items == 0) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "publish carries no items");
+        return -1;
+    }
+    if (publish->n_items > SCHAKEL_MAX_ITEMS) {
+        error_set(err, SCHAKEL__REASON__TOO_MANY_ITEMS,
+                  "publish carries %zu items; at most %u are allowed", publish->n_items,
+                  SCHAKEL_MAX_ITEMS);
+        return -1;
+    }
+    for (size_t i = 0; i < publish->n_items; i++) {
+        size_t item_len = publish->items[i].len;
+        if (item_len == 0 || item_len > SCHAKEL_MAX_ITEM_BYTES) {
+            if (err != NULL)
+                err->item_index = (int)i;
+            error_set(err,
+                      item_len == 0 ? SCHAKEL__REASON__INVALID_MESSAGE
+                                    : SCHAKEL__REASON__INVALID_FIELD,
+                      "item %zu is %zu bytes; an item must be 1..%u bytes", i, item_len,
+                      SCHAKEL_MAX_ITEM_BYTES);
+            return -1;
+        }
+    }
+    if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
+        error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
+                  publish->has_signature ? "publish signature is not %u bytes"
+                                         : "publish carries no signature (%u bytes expected)",
+                  SCHAKEL_SIGNATURE_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+/* Any refusal of a Publish should name its id, if it has a usable one, so
+ * that a client with several publishes in flight knows which was refused. */
+static void note_message_id(const Schakel__Frame *frame, wire_error_t *err)
+{
+    if (err == NULL || frame->body_case != SCHAKEL__FRAME__BODY_PUBLISH)
+        return;
+    const Schakel__Publish *publish = frame->publish;
+    if (publish->has_message_id && publish->message_id.len == SCHAKEL_MESSAGE_ID_BYTES) {
+        err->has_message_id = 1;
+        memcpy(err->message_id, publish->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
+    }
+}
+
+static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
+{
+    if (ack->n_seqs == 0) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "ack names no seqs");
+        return -1;
+    }
+    if (ack->n_seqs > SCHAKEL_MAX_ACKS) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack names %zu seqs; at most %u are allowed",
+                  ack->n_seqs, SCHAKEL_MAX_ACKS);
+        return -1;
+    }
+    for (size_t i = 0; i < ack->n_seqs; i++) {
+        if (ack->seqs[i] == 0) {
+            error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack seqs[%zu] is 0; seqs start at 1",
+                      i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Bodies only the broker sends: the client library relies on these. */
+static int check_broker_bodies(const Schakel__Frame *frame, wire_error_t *err)
+{
+    switch (frame->body_case) {
+    case SCHAKEL__FRAME__BODY_ACCEPTED:
+        return check_message_id(&frame->accepted->message_id, frame->accepted->has_message_id,
+                                "accepted", err);
+    case SCHAKEL__FRAME__BODY_REJECTED:
+        if (!frame->rejected->has_reason ||
+            frame->rejected->reason == SCHAKEL__REASON__REASON_NONE) {
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "rejected carries no reason");
+            return -1;
+        }
+        return 0;
+    case SCHAKEL__FRAME__BODY_DELIVER:
+        if (!frame->deliver->has_seq || frame->deliver->seq == 0) {
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no seq");
+            return -1;
+        }
+        if (!frame->deliver->has_signal) {
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no signal");
+            return -1;
+        }
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static int check_body(const Schakel__Frame *frame, wire_error_t *err)
+{
+    switch (frame->body_case) {
+    case SCHAKEL__FRAME__BODY__NOT_SET:
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame carries no body");
+        return -1;
+    case SCHAKEL__FRAME__BODY_PUBLISH:
+        return check_publish(frame->publish, err);
+    case SCHAKEL__FRAME__BODY_ACK:
+        return check_ack(frame->ack, err);
+    case SCHAKEL__FRAME__BODY_FLOW:
+        if (!frame->flow->has_window) {
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "flow carries no window");
+            return -1;
+        }
+        return 0;
+    case SCHAKEL__FRAME__BODY_HEARTBEAT:
+        return 0;
+    default:
+        return check_broker_bodies(frame, err);
+    }
+}
+
+static int check_version(const Schakel__Frame *frame, wire_error_t *err)
+{
+    if (!frame->has_version) {
+        error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
+                  "frame carries no protocol version; version %u is spoken here",
+                  SCHAKEL_PROTOCOL_VERSION);
+        return -1;
+    }
+    if (frame->version != SCHAKEL_PROTOCOL_VERSION) {
+        error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
+                  "protocol version %u is not supported; version %u is spoken here",
+                  (unsigned)frame->version, SCHAKEL_PROTOCOL_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err)
+{
+    error_reset(err);
+    if (err != NULL) {
+        err->item_index = -1;
+        err->has_message_id = 0;
+    }
+    if (len > SCHAKEL_MAX_FRAME_BYTES) {
+        error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
+                  "frame is %zu bytes; at most %u are allowed", len, SCHAKEL_MAX_FRAME_BYTES);
+        return NULL;
+    }
+    if (len == 0 || buf == NULL) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame is empty");
+        return NULL;
+    }
+    ProtobufCMessage *message =
+        unpack_budgeted(&schakel__frame__descriptor, buf, len, "frame", err);
+    if (message == NULL)
+        return NULL;
+    /* Version first: a newer peer's frame may well carry fields we do not
+     * know, and "unsupported version" is the useful answer then. */
+    Schakel__Frame *frame = (Schakel__Frame *)message;
+    note_message_id(frame, err);
+    if (check_version(frame, err) < 0 || tree_check(message, 0, err) < 0 ||
+        scan_strings(buf, len, &schakel__frame__descriptor, 0, err) < 0 ||
+        check_body(frame, err) < 0) {
+        wire_frame_free(&frame);
+        return NULL;
+    }
+    return frame;
+}
+
+void wire_frame_free(Schakel__Frame **frame)
+{
+    if (frame == NULL || *frame == NULL)
+        return;
+    schakel__frame__free_unpacked(*frame, &release_allocator);
+    *frame = NULL;
+}
+
+/* ------------------------------------------------------------------- signals */
+
+enum text_class {
+    TEXT_TOKEN,     /* checked further by a syntax predicate */
+    TEXT_PRINTABLE, /* no control characters at all (references) */
+    TEXT_PROSE,     /* free text: tab and line breaks allowed, no other controls */
+};
+
+/* C0 controls, DEL and the C1 range U+0080..U+009F (0xC2 0x80..0x9F in
+ * UTF-8). Free text reaches caseworkers' terminals: an ESC sequence in it
+ * could rewrite what they see. */
+static int has_control(const char *text, int allow_line_breaks)
+{
+    const unsigned char *bytes = (const unsigned char *)text;
+    for (size_t i = 0; bytes[i] != '\0'; i++) {
+        unsigned char c = bytes[i];
+        if (allow_line_breaks && (c == '\t' || c == '\n' || c == '\r'))
+            continue;
+        if (c < 0x20 || c == 0x7F)
+            return 1;
+        if (c == 0xC2 && bytes[i + 1] >= 0x80 && bytes[i + 1] <= 0x9F)
+            return 1;
+    }
+    return 0;
+}
+
+/* A present string: not empty, within max_len bytes, UTF-8, and of its class. */
+static int check_text(const char *value, const char *name, size_t max_len, enum text_class cls,
+                      Schakel__Reason reason, wire_error_t *err)
+{
+    size_t len = strlen(value);
+    if (len == 0) {
+        error_set(err, reason, "%s is present but empty", name);
+        return -1;
+    }
+    if (len > max_len) {
+        error_set(err, reason, "%s is %zu bytes; at most %zu are allowed", name, len, max_len);
+        return -1;
+    }
+    if (!syntax_is_utf8((const uint8_t *)value, len)) {
+        error_set(err, reason, "%s is not valid UTF-8", name);
+        return -1;
+    }
+    if (cls != TEXT_TOKEN && has_control(value, cls == TEXT_PROSE)) {
+        error_set(err, reason, "%s contains a control character", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* A mandatory token-like field: present, text-checked, then its syntax. */
+static int check_token(const char *value, const char *name, size_t max_len,
+                       int (*is_valid)(const char *), Schakel__Reason reason, const char *rule,
+                       wire_error_t *err)
+{
+    if (value == NULL) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "signal has no %s", name);
+        return -1;
+    }
+    if (check_text(value, name, max_len, TEXT_TOKEN, reason, err) < 0)
+        return -1;
+    if (!is_valid(value)) {
+        error_set(err, reason, "%s %s", name, rule);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_identity(const Schakel__Signal *signal, wire_error_t *err)
+{
+    if (check_token(signal->sender, "sender", SCHAKEL_MAX_PRINCIPAL_LEN, syntax_is_principal_id,
+                    SCHAKEL__REASON__INVALID_FIELD, "is not a principal id (partner/name)",
+                    err) < 0)
+        return -1;
+    if (check_token(signal->kind, "kind", SCHAKEL_MAX_ID_LEN, syntax_is_id_token,
+                    SCHAKEL__REASON__INVALID_FIELD,
+                    "is not a kind token ([a-z0-9][a-z0-9._-]{0,63})", err) < 0)
+        return -1;
+    if (check_token(signal->theme, "theme", SCHAKEL_MAX_ID_LEN, syntax_is_theme,
+                    SCHAKEL__REASON__INVALID_THEME, "is not in the theme vocabulary", err) < 0)
+        return -1;
+    return check_token(signal->area, "area", SCHAKEL_MAX_ID_LEN, syntax_is_area_code,
+                       SCHAKEL__REASON__INVALID_AREA,
+                       "is not a CBS code (GM + 4 digits, WK + 6 or BU + 8 positions)", err);
+}
+
+static int is_addition_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ' ' ||
+           c == '-';
+}
+
+static int check_address(const Schakel__Address *address, wire_error_t *err)
+{
+    if (address->postcode == NULL) {
+        error_set(err, SCHAKEL__REASON__INVALID_POSTCODE, "address has no postcode");
+        return -1;
+    }
+    if (check_text(address->postcode, "address.postcode", SCHAKEL_MAX_ID_LEN, TEXT_TOKEN,
+                   SCHAKEL__REASON__INVALID_POSTCODE, err) < 0)
+        return -1;
+    if (!syntax_is_postcode(address->postcode)) {
+        error_set(err, SCHAKEL__REASON__INVALID_POSTCODE,
+                  "address.postcode is not a Dutch postcode (1234AB: no space, capitals, "
+                  "not SA/SD/SS)");
+        return -1;
+    }
+    if (!address->has_house_number || address->house_number < 1 ||
+        address->house_number > SCHAKEL_MAX_HOUSE_NUMBER) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "address.house_number must be 1..%u",
+                  SCHAKEL_MAX_HOUSE_NUMBER);
+        return -1;
+    }
+    if (address->addition == NULL)
+        return 0;
+    if (check_text(address->addition, "address.addition", SCHAKEL_MAX_ADDITION_LEN, TEXT_TOKEN,
+                   SCHAKEL__REASON__INVALID_FIELD, err) < 0)
+        return -1;
+    for (const char *c = address->addition; *c != '\0'; c++) {
+        if (!is_addition_char(*c)) {
+            error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                      "address.addition may hold only letters, digits, space and '-'");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* WGS: a signal about a person names a pseudonym and states its grounds. */
+static int check_person(const Schakel__Signal *signal, wire_error_t *err)
+{
+    if (signal->subject != NULL) {
+        if (check_text(signal->subject, "subject", SCHAKEL_MAX_SUBJECT_LEN, TEXT_TOKEN,
+                       SCHAKEL__REASON__INVALID_FIELD, err) < 0)
+            return -1;
+        if (!syntax_is_pseudonym(signal->subject)) {
+            error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                      "subject must be a pseudonym, never a BSN (%u..%u of [A-Za-z0-9._:-], "
+                      "not all digits)",
+                      SCHAKEL_MIN_SUBJECT_LEN, SCHAKEL_MAX_SUBJECT_LEN);
+            return -1;
+        }
+        if (signal->grounds == NULL) {
+            error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
+                      "a signal about a person (subject) must state its grounds");
+            return -1;
+        }
+    }
+    if (signal->grounds == NULL)
+        return 0;
+    if (signal->subject != NULL && signal->grounds[0] == '\0') {
+        error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
+                  "a signal about a person (subject) must state its grounds; grounds is empty");
+        return -1;
+    }
+    return check_text(signal->grounds, "grounds", SCHAKEL_MAX_GROUNDS_LEN, TEXT_PROSE,
+                      SCHAKEL__REASON__INVALID_FIELD, err);
+}
+
+static int check_free_texts(const Schakel__Signal *signal, wire_error_t *err)
+{
+    const Schakel__Reason reason = SCHAKEL__REASON__INVALID_FIELD;
+    if (signal->case_ref != NULL && check_text(signal->case_ref, "case_ref", SCHAKEL_MAX_REF_LEN,
+                                               TEXT_PRINTABLE, reason, err) < 0)
+        return -1;
+    if (signal->source_ref != NULL &&
+        check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, TEXT_PRINTABLE, reason,
+                   err) < 0)
+        return -1;
+    if (signal->summary != NULL && check_text(signal->summary, "summary", SCHAKEL_MAX_SUMMARY_LEN,
+                                              TEXT_PROSE, reason, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, wire_error_t *err)
+{
+    if (signal->has_severity && (signal->severity < SCHAKEL__SEVERITY__SEVERITY_LOW ||
+                                 signal->severity > SCHAKEL__SEVERITY__SEVERITY_CRITICAL)) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "severity must be 1 (low) .. 4 (critical) when present");
+        return -1;
+    }
+    if (!signal->has_observed_at)
+        return 0;
+    /* Bounds saturate instead of overflowing for a clock near the ends. */
+    int64_t earliest = now < INT64_MIN + SCHAKEL_MAX_PAST_S ? INT64_MIN : now - SCHAKEL_MAX_PAST_S;
+    int64_t latest =
+        now > INT64_MAX - SCHAKEL_MAX_FUTURE_SKEW_S ? INT64_MAX : now + SCHAKEL_MAX_FUTURE_SKEW_S;
+    if (signal->observed_at < earliest || signal->observed_at > latest) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "observed_at must lie between %lld s before and %d s after the broker's clock",
+                  (long long)SCHAKEL_MAX_PAST_S, SCHAKEL_MAX_FUTURE_SKEW_S);
+        return -1;
+    }
+    return 0;
+}
+
+/* n <= SCHAKEL_MAX_RECIPIENTS, so the pairwise duplicate check is cheap. */
+static int check_recipients(const Schakel__Signal *signal, wire_error_t *err)
+{
+    if (signal->n_recipients > SCHAKEL_MAX_RECIPIENTS) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "signal names %zu recipients; at most %u are allowed", signal->n_recipients,
+                  SCHAKEL_MAX_RECIPIENTS);
+        return -1;
+    }
+    for (size_t i = 0; i < signal->n_recipients; i++) {
+        /* Defensive: only a struct built by hand can lack the array. */
+        const char *recipient = signal->recipients != NULL ? signal->recipients[i] : NULL;
+        if (recipient == NULL || !syntax_is_id_token(recipient)) {
+            error_set(err, SCHAKEL__REASON__INVALID_FIELD, "recipients[%zu] is not a partner id",
+                      i);
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(recipient, signal->recipients[j]) == 0) {
+                error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                          "recipients[%zu] repeats recipients[%zu]", i, j);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+int wire_validate_signal(const Schakel__Signal *signal, int64_t now, wire_error_t *err)
+{
+    error_reset(err);
+    if (signal == NULL) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "no signal");
+        return -1;
+    }
+    if (check_identity(signal, err) < 0)
+        return -1;
+    if (signal->address != NULL && check_address(signal->address, err) < 0)
+        return -1;
+    if (check_person(signal, err) < 0 || check_free_texts(signal, err) < 0 ||
+        check_severity_and_time(signal, now, err) < 0 || check_recipients(signal, err) < 0)
+        return -1;
+    return 0;
+}
+
+Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now, wire_error_t *err)
+{
+    error_reset(err);
+    if (len > SCHAKEL_MAX_ITEM_BYTES) {
+        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "item is %zu bytes; at most %u are allowed",
+                  len, SCHAKEL_MAX_ITEM_BYTES);
+        return NULL;
+    }
+    if (len == 0 || buf == NULL) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "item is empty");
+        return NULL;
+    }
+    ProtobufCMessage *message =
+        unpack_budgeted(&schakel__signal__descriptor, buf, len, "item", err);
+    if (message == NULL)
+        return NULL;
+    Schakel__Signal *signal = (Schakel__Signal *)message;
+    if (tree_check(message, 0, err) < 0 ||
+        scan_strings(buf, len, &schakel__signal__descriptor, 0, err) < 0 ||
+        wire_validate_signal(signal, now, err) < 0) {
+        wire_signal_free(&signal);
+        return NULL;
+    }
+    return signal;
+}
+
+void wire_signal_free(Schakel__Signal **signal)
+{
+    if (signal == NULL || *signal == NULL)
+        return;
+    schakel__signal__free_unpacked(*signal, &release_allocator);
+    *signal = NULL;
+}
+
+/* -------------------------------------------------------------- signing */
+
+static void hash_leaf(const ProtobufCBinaryData *item, uint8_t out[WIRE_HASH_BYTES])
+{
+    static const uint8_t leaf_tag = 0x00;
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, WIRE_HASH_BYTES);
+    crypto_generichash_update(&state, &leaf_tag, 1);
+    if (item->len > 0)
+        crypto_generichash_update(&state, item->data, item->len);
+    crypto_generichash_final(&state, out, WIRE_HASH_BYTES);
+}
+
+/* RFC 6962 shape: the left subtree holds the largest power of two strictly
+ * below n items. Recursion depth is log2(n), at most 8 for 256 items. */
+static void hash_subtree(const ProtobufCBinaryData *items, size_t n, uint8_t out[WIRE_HASH_BYTES])
+{
+    if (n == 1) {
+        hash_leaf(items, out);
+        return;
+    }
+    size_t split = 1;
+    while (split * 2 < n)
+        split *= 2;
+    static const uint8_t node_tag = 0x01;
+    uint8_t left[WIRE_HASH_BYTES], right[WIRE_HASH_BYTES];
+    hash_subtree(items, split, left);
+    hash_subtree(items + split, n - split, right);
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, WIRE_HASH_BYTES);
+    crypto_generichash_update(&state, &node_tag, 1);
+    crypto_generichash_update(&state, left, sizeof left);
+    crypto_generichash_update(&state, right, sizeof right);
+    crypto_generichash_final(&state, out, WIRE_HASH_BYTES);
+}
+
+void wire_items_root(const ProtobufCBinaryData *items, size_t n, uint8_t root[32])
+{
+    /* n == 0 breaks the contract; answer as RFC 6962 does for an empty
+     * tree (the hash of nothing) rather than read out of bounds. */
+    if (n == 0) {
+        crypto_generichash(root, WIRE_HASH_BYTES, NULL, 0, NULL, 0);
+        return;
+    }
+    hash_subtree(items, n, root);
+}
+
+void wire_signed_bytes(const uint8_t message_id[16], const uint8_t root[32], uint8_t out[64])
+{
+    memcpy(out, signed_prefix, sizeof signed_prefix);
+    memcpy(out + sizeof signed_prefix, message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    memcpy(out + sizeof signed_prefix + SCHAKEL_MESSAGE_ID_BYTES, root, WIRE_HASH_BYTES);
+}
+
+/* Defined for publishes that passed wire_decode_frame; a message id of the
+ * wrong length is zero-padded or cut, which only such a publish avoids. */
+void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32])
+{
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES] = {0};
+    uint8_t root[WIRE_HASH_BYTES], signed_bytes[64];
+    size_t id_len =
+        publish->message_id.len < sizeof message_id ? publish->message_id.len : sizeof message_id;
+    if (id_len > 0)
+        memcpy(message_id, publish->message_id.data, id_len);
+    wire_items_root(publish->items, publish->n_items, root);
+    wire_signed_bytes(message_id, root, signed_bytes);
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, WIRE_HASH_BYTES);
+    crypto_generichash_update(&state, signed_bytes, sizeof signed_bytes);
+    if (publish->signature.len > 0)
+        crypto_generichash_update(&state, publish->signature.data, publish->signature.len);
+    crypto_generichash_final(&state, out, WIRE_HASH_BYTES);
+}
+
+/* -------------------------------------------------------------- encoding */
+
+static uint8_t *pack_message(const ProtobufCMessage *message, size_t *len)
+{
+    if (message == NULL || len == NULL)
+        return NULL;
+    size_t size = protobuf_c_message_get_packed_size(message);
+    uint8_t *buf = malloc(size > 0 ? size : 1);
+    if (buf == NULL)
+        return NULL;
+    *len = protobuf_c_message_pack(message, buf);
+    return buf;
+}
+
+uint8_t *wire_encode_frame(Schakel__Frame *frame, size_t *len)
+{
+    if (frame == NULL)
+        return NULL;
+    frame->has_version = 1;
+    frame->version = SCHAKEL_PROTOCOL_VERSION;
+    return pack_message(&frame->base, len);
+}
+
+uint8_t *wire_encode_signal(const Schakel__Signal *signal, size_t *len)
+{
+    return signal != NULL ? pack_message(&signal->base, len) : NULL;
+}
+
+const char *wire_reason_name(Schakel__Reason reason)
+{
+    const ProtobufCEnumValue *value =
+        protobuf_c_enum_descriptor_get_value(&schakel__reason__descriptor, (int)reason);
+    return value != NULL ? value->name : "UNKNOWN";
+}

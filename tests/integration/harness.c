@@ -1,0 +1,1058 @@
+/*
+ * harness.c — runs a real schakeld for integration tests and talks to it
+ * through libschakel and the schakel CLI.
+ *
+ * Owns the test folder (keys, policy, config, store, broker log) and the
+ * broker and CLI processes it starts; it ends only those PIDs. Trusts the
+ * programs under test for nothing: every wait is bounded (poll on pipes and
+ * process descriptors, never sleep), and every failure ends the cmocka test
+ * with a message and the broker's log.
+ */
+/* asprintf, nftw */
+#define _GNU_SOURCE
+
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+
+#include "keys.h"
+
+extern char **environ;
+
+/* ------------------------------------------------------------------ data */
+
+struct h_principal_def {
+    const char *id;
+    int registered;
+};
+
+/* Every principal an env generates a key for. */
+static const struct h_principal_def h_principals[] = {
+    {H_GEMEENTE, 1},       {H_OPERATOR, 1},        {H_POLITIE, 1},
+    {H_OM, 1},             {H_VEILIGHEIDSHUIS, 1}, {H_RIEC, 1},
+    {H_RIEC_CASEWORKER, 1}, {H_WOCO_MAASOEVER, 1}, {H_WOCO_JEKERDAL, 1},
+    {H_BRANDWEER, 1},      {H_UNREGISTERED, 0},
+};
+
+const char *const h_receiving_principals[] = {
+    H_GEMEENTE,       H_POLITIE,        H_OM,          H_VEILIGHEIDSHUIS, H_RIEC,
+    H_RIEC_CASEWORKER, H_WOCO_MAASOEVER, H_WOCO_JEKERDAL, H_BRANDWEER,   NULL,
+};
+
+const char h_policy_header[] =
+    "version: 1\n"
+    "partners:\n"
+    "  - id: gemeente\n"
+    "    name: Gemeente Maastricht\n"
+    "  - id: politie\n"
+    "    name: Politie Eenheid Limburg\n"
+    "  - id: om\n"
+    "    name: Openbaar Ministerie, parket Limburg\n"
+    "  - id: veiligheidshuis\n"
+    "    name: Veiligheidshuis Maastricht-Heuvelland\n"
+    "  - id: riec\n"
+    "    name: RIEC Limburg\n"
+    "  - id: woco-maasoever\n"
+    "    name: Woonstichting Maasoever\n"
+    "  - id: woco-jekerdal\n"
+    "    name: Wooncorporatie Jekerdal\n"
+    "  - id: brandweer\n"
+    "    name: Brandweer Zuid-Limburg\n"
+    "principals:\n"
+    "  - id: gemeente/meldingen\n"
+    "    role: system\n"
+    "    key_file: keys/gemeente-meldingen.pub\n"
+    "  - id: gemeente/beheer\n"
+    "    role: operator\n"
+    "    key_file: keys/gemeente-beheer.pub\n"
+    "  - id: politie/bvh-koppeling\n"
+    "    role: system\n"
+    "    key_file: keys/politie-bvh-koppeling.pub\n"
+    "  - id: om/parket\n"
+    "    role: system\n"
+    "    key_file: keys/om-parket.pub\n"
+    "  - id: veiligheidshuis/coordinatie\n"
+    "    role: caseworker\n"
+    "    key_file: keys/veiligheidshuis-coordinatie.pub\n"
+    "  - id: riec/analyse\n"
+    "    role: system\n"
+    "    key_file: keys/riec-analyse.pub\n"
+    "  - id: riec/m.janssen\n"
+    "    role: caseworker\n"
+    "    key_file: keys/riec-m.janssen.pub\n"
+    "  - id: woco-maasoever/meldingen\n"
+    "    role: system\n"
+    "    key_file: keys/woco-maasoever-meldingen.pub\n"
+    "  - id: woco-jekerdal/meldingen\n"
+    "    role: system\n"
+    "    key_file: keys/woco-jekerdal-meldingen.pub\n"
+    "  - id: brandweer/meldkamer\n"
+    "    role: system\n"
+    "    key_file: keys/brandweer-meldkamer.pub\n";
+
+/* Field lists differ per recipient on purpose: the tests check that each
+ * recipient sees exactly its rule's fields. */
+const char h_default_rules[] =
+    "rules:\n"
+    "  - id: woco-ondermijning-politie\n"
+    "    from: [woco-maasoever, woco-jekerdal]\n"
+    "    to: [politie]\n"
+    "    kinds: [\"*\"]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Opsporing van ondermijnende criminaliteit\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 5; Wpg art. 16 lid 1\"\n"
+    "    fields: [area, address, subject, grounds, case_ref, severity, observed_at, summary, "
+    "source_ref]\n"
+    "    retention: 365d\n"
+    "  - id: woco-ondermijning-riec\n"
+    "    from: [woco-maasoever, woco-jekerdal]\n"
+    "    to: [riec]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Integrale analyse van ondermijning\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"
+    "    fields: [area, address, subject, grounds, severity, observed_at, summary]\n"
+    "    retention: 730d\n"
+    "  - id: woco-ondermijning-gemeente\n"
+    "    from: [woco-maasoever, woco-jekerdal]\n"
+    "    to: [gemeente]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Bestuurlijke aanpak van ondermijning\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 6; Opiumwet art. 13b\"\n"
+    "    fields: [area, address, severity, observed_at, summary]\n"
+    "    retention: 180d\n"
+    "  - id: brandweer-brandveiligheid\n"
+    "    from: [brandweer]\n"
+    "    to: [gemeente, woco-maasoever, woco-jekerdal]\n"
+    "    themes: [brandveiligheid]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Toezicht op brandveiligheid van woningen\"\n"
+    "    legal_basis: \"Wet veiligheidsregio's art. 10\"\n"
+    "    fields: [area, address, severity, observed_at, summary, source_ref]\n"
+    "    retention: 365d\n"
+    "  - id: politie-woninginbraak-gemeente\n"
+    "    from: [politie]\n"
+    "    to: [gemeente]\n"
+    "    kinds: [inbraakreeks]\n"
+    "    themes: [woninginbraak]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Gebiedsgerichte preventie van woninginbraak\"\n"
+    "    legal_basis: \"Wpg art. 19 lid 1\"\n"
+    "    fields: [area, severity, observed_at, summary]\n"
+    "    retention: 90d\n"
+    "  - id: politie-ondermijning-om\n"
+    "    from: [politie]\n"
+    "    to: [om]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [\"*\"]\n"
+    "    purpose: \"Strafrechtelijke beoordeling\"\n"
+    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"
+    "    fields: [area, address, subject, grounds, case_ref, severity, observed_at, summary, "
+    "source_ref]\n"
+    "    retention: 1825d\n"
+    "  - id: politie-zorg-veiligheidshuis\n"
+    "    from: [politie]\n"
+    "    to: [veiligheidshuis]\n"
+    "    themes: [zorg, huiselijk-geweld]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Persoonsgerichte aanpak in het Veiligheidshuis\"\n"
+    "    legal_basis: \"Convenant Veiligheidshuis Maastricht-Heuvelland, art. 7; Wpg art. 20\"\n"
+    "    fields: [area, subject, grounds, case_ref, severity, observed_at, summary]\n"
+    "    retention: 365d\n"
+    "    require_case_ref: true\n";
+
+/* ------------------------------------------------------------------ small helpers */
+
+static int h_write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text);
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return close(fd);
+}
+
+/* Milliseconds on the monotonic clock. */
+static int64_t h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int h_remaining_ms(int64_t deadline)
+{
+    int64_t left = deadline - h_now_ms();
+    return left < 0 ? 0 : (int)left;
+}
+
+static int h_pidfd_open(pid_t pid)
+{
+    return (int)syscall(SYS_pidfd_open, pid, 0);
+}
+
+/* Wait for pid (with its pidfd) to exit within timeout_ms. Returns the
+ * waitpid status, or -1 if it is still running after the bound. */
+static int h_wait_exit(pid_t pid, int pidfd, int timeout_ms)
+{
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (pidfd < 0 || h_remaining_ms(deadline) == 0)
+            return -1;
+        struct pollfd p = {.fd = pidfd, .events = POLLIN};
+        if (poll(&p, 1, h_remaining_ms(deadline)) < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static int h_status_code(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+static void h_key_base(const h_env_t *env, const char *principal, char *out, size_t outlen)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s", principal);
+    for (char *p = name; *p; p++)
+        if (*p == '/')
+            *p = '-';
+    snprintf(out, outlen, "%s/keys/%s", env->dir, name);
+}
+
+const char *h_key_file(const h_env_t *env, const char *principal)
+{
+    static char buffers[4][256];
+    static unsigned next;
+    char *out = buffers[next++ % 4];
+    char base[240];
+    h_key_base(env, principal, base, sizeof base);
+    snprintf(out, 256, "%s.key", base);
+    return out;
+}
+
+const char *h_pub_file(const h_env_t *env, const char *principal)
+{
+    static char buffers[4][256];
+    static unsigned next;
+    char *out = buffers[next++ % 4];
+    char base[240];
+    h_key_base(env, principal, base, sizeof base);
+    snprintf(out, 256, "%s.pub", base);
+    return out;
+}
+
+static const char *h_program_path(const char *override_var, const char *name, char *buf,
+                                   size_t buflen)
+{
+    const char *explicit_path = getenv(override_var);
+    if (explicit_path && *explicit_path)
+        return explicit_path;
+    const char *build = getenv("BUILD");
+    snprintf(buf, buflen, "%s/%s", build && *build ? build : "build", name);
+    return buf;
+}
+
+const char *h_schakeld_path(void)
+{
+    static char buf[PATH_MAX];
+    return h_program_path("SCHAKELD", "schakeld", buf, sizeof buf);
+}
+
+const char *h_schakel_path(void)
+{
+    static char buf[PATH_MAX];
+    return h_program_path("SCHAKEL", "schakel", buf, sizeof buf);
+}
+
+/* ------------------------------------------------------------------ env */
+
+static h_env_t *h_env_create(const char *rules_yaml)
+{
+    if (keys_init() != 0)
+        fail_msg("keys_init failed");
+    h_env_t *env = calloc(1, sizeof *env);
+    assert_non_null(env);
+    env->broker_pidfd = -1;
+    snprintf(env->dir, sizeof env->dir, "/tmp/schakel-it-XXXXXX");
+    if (!mkdtemp(env->dir))
+        fail_msg("mkdtemp: %s", strerror(errno));
+    snprintf(env->config_path, sizeof env->config_path, "%s/schakeld.yaml", env->dir);
+    snprintf(env->policy_path, sizeof env->policy_path, "%s/policy.yaml", env->dir);
+    snprintf(env->store_path, sizeof env->store_path, "%s/store.db", env->dir);
+    snprintf(env->log_path, sizeof env->log_path, "%s/schakeld.log", env->dir);
+    snprintf(env->broker_pub, sizeof env->broker_pub, "%s/keys/broker.pub", env->dir);
+
+    char path[256];
+    snprintf(path, sizeof path, "%s/keys", env->dir);
+    if (mkdir(path, 0700) != 0)
+        fail_msg("mkdir %s: %s", path, strerror(errno));
+
+    char err[256];
+    snprintf(path, sizeof path, "%s/keys/broker", env->dir);
+    if (keys_generate(path, err, sizeof err) != 0)
+        fail_msg("keys_generate %s: %s", path, err);
+    for (size_t i = 0; i < sizeof h_principals / sizeof h_principals[0]; i++) {
+        h_key_base(env, h_principals[i].id, path, sizeof path);
+        if (keys_generate(path, err, sizeof err) != 0)
+            fail_msg("keys_generate %s: %s", path, err);
+    }
+
+    h_env_write_policy(env, "%s%s", h_policy_header, rules_yaml);
+    const char *config = "# schakeld configuration of one integration test\n"
+                         "listen: tcp://127.0.0.1:*\n"
+                         "key_file: keys/broker.key\n"
+                         "policy: policy.yaml\n"
+                         "store: store.db\n";
+    if (h_write_file(env->config_path, config, 0644) != 0)
+        fail_msg("write %s: %s", env->config_path, strerror(errno));
+    return env;
+}
+
+h_env_t *h_env_new(void)
+{
+    return h_env_create(h_default_rules);
+}
+
+h_env_t *h_env_new_with_rules(const char *rules_yaml)
+{
+    return h_env_create(rules_yaml);
+}
+
+void h_env_write_policy(h_env_t *env, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = NULL;
+    int n = vasprintf(&text, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        fail_msg("policy text: out of memory");
+    int rc = h_write_file(env->policy_path, text, 0644);
+    free(text);
+    if (rc != 0)
+        fail_msg("write %s: %s", env->policy_path, strerror(errno));
+}
+
+static int h_remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (type == FTW_DP)
+        return rmdir(path);
+    return unlink(path);
+}
+
+void h_dump_log(const h_env_t *env)
+{
+    FILE *f = fopen(env->log_path, "r");
+    if (!f) {
+        fprintf(stderr, "--- no broker log at %s\n", env->log_path);
+        return;
+    }
+    /* The tail is what explains a failure; keep the output bounded. */
+    const long max_bytes = 16384;
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long size = ftell(f);
+        if (size > max_bytes)
+            fseek(f, size - max_bytes, SEEK_SET);
+        else
+            rewind(f);
+    }
+    fprintf(stderr, "--- broker log %s (tail) ---\n", env->log_path);
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        fputs(line, stderr);
+    fprintf(stderr, "--- end of broker log ---\n");
+    fclose(f);
+}
+
+void h_env_free(h_env_t **envp)
+{
+    if (!envp || !*envp)
+        return;
+    h_env_t *env = *envp;
+    if (env->broker_pid > 0)
+        h_broker_kill9(env);
+    if (!env->completed)
+        h_dump_log(env);
+    if (getenv("SCHAKEL_TEST_KEEP"))
+        fprintf(stderr, "keeping %s\n", env->dir);
+    else
+        nftw(env->dir, h_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(env);
+    *envp = NULL;
+}
+
+void h_done(h_env_t *env)
+{
+    env->completed = 1;
+}
+
+/* ------------------------------------------------------------------ broker process */
+
+/* In the child between fork and exec: only async-signal-safe calls. */
+static void h_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        _exit(126);
+    if (ready_w == 3) {
+        if (fcntl(3, F_SETFD, 0) < 0)
+            _exit(126);
+    } else if (dup2(ready_w, 3) < 0) {
+        _exit(126);
+    }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    execve(program, argv, environ);
+    _exit(127);
+}
+
+/* Read the READY line from the pipe, watching the process. Returns 0 with
+ * the endpoint filled, or -1 with why in problem. */
+static int h_await_ready(h_env_t *env, int ready_r, char *problem, size_t problem_len)
+{
+    char line[256];
+    size_t used = 0;
+    int64_t deadline = h_now_ms() + H_START_TIMEOUT_MS;
+    for (;;) {
+        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
+                              {.fd = env->broker_pidfd, .events = POLLIN}};
+        int left = h_remaining_ms(deadline);
+        if (left == 0) {
+            snprintf(problem, problem_len, "no READY line within %d ms", H_START_TIMEOUT_MS);
+            return -1;
+        }
+        int n = poll(p, 2, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(problem, problem_len, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (p[0].revents) {
+            ssize_t got = read(ready_r, line + used, sizeof line - 1 - used);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {
+                snprintf(problem, problem_len, "ready fd closed without a READY line");
+                return -1;
+            }
+            used += (size_t)got;
+            line[used] = '\0';
+            char *nl = strchr(line, '\n');
+            if (nl) {
+                *nl = '\0';
+                break;
+            }
+            if (used == sizeof line - 1) {
+                snprintf(problem, problem_len, "ready line too long");
+                return -1;
+            }
+        } else if (p[1].revents) {
+            snprintf(problem, problem_len, "schakeld exited before it was ready");
+            return -1;
+        }
+    }
+    const char *prefix = "READY tcp://127.0.0.1:";
+    const char *port = line + strlen(prefix);
+    if (strncmp(line, prefix, strlen(prefix)) != 0 || *port == '\0' ||
+        strspn(port, "0123456789") != strlen(port) || atoi(port) <= 0 || atoi(port) > 65535) {
+        snprintf(problem, problem_len, "unexpected ready line \"%.120s\"", line);
+        return -1;
+    }
+    snprintf(env->endpoint, sizeof env->endpoint, "%.64s", line + strlen("READY "));
+    return 0;
+}
+
+void h_broker_start(h_env_t *env)
+{
+    h_broker_start_at(env, "tcp://127.0.0.1:*");
+}
+
+void h_broker_start_at(h_env_t *env, const char *listen)
+{
+    assert_int_equal(env->broker_pid, 0);
+    const char *program = h_schakeld_path();
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
+                 strerror(errno));
+
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        fail_msg("open %s: %s", env->log_path, strerror(errno));
+    env->starts++;
+    dprintf(log_fd, "=== harness: start %u of %s\n", env->starts, program);
+
+    int pipefd[2];
+    if (pipe(pipefd) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);
+    fcntl(pipefd[1], F_SETFD, FD_CLOEXEC);
+
+    char *const argv[] = {(char *)(uintptr_t)program,   "--config",
+                          env->config_path,              "--listen",
+                          (char *)(uintptr_t)listen,     "--store",
+                          env->store_path,               "--ready-fd",
+                          "3",                           NULL};
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        h_exec_broker(program, argv, pipefd[1], log_fd);
+    close(pipefd[1]);
+    close(log_fd);
+    env->broker_pid = pid;
+    env->broker_pidfd = h_pidfd_open(pid);
+    if (env->broker_pidfd < 0)
+        fail_msg("pidfd_open: %s", strerror(errno));
+
+    char problem[256];
+    int rc = h_await_ready(env, pipefd[0], problem, sizeof problem);
+    close(pipefd[0]);
+    if (rc != 0) {
+        h_broker_kill9(env);
+        h_dump_log(env);
+        fail_msg("schakeld did not start: %s", problem);
+    }
+    if (strcmp(listen, "tcp://127.0.0.1:*") != 0 && strcmp(listen, env->endpoint) != 0) {
+        h_broker_kill9(env);
+        fail_msg("schakeld asked to listen on %s reported READY %s", listen, env->endpoint);
+    }
+}
+
+static void h_broker_forget(h_env_t *env)
+{
+    if (env->broker_pidfd >= 0)
+        close(env->broker_pidfd);
+    env->broker_pidfd = -1;
+    env->broker_pid = 0;
+    env->endpoint[0] = '\0';
+}
+
+int h_broker_stop(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0);
+    kill(env->broker_pid, SIGTERM);
+    int status = h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS);
+    int code;
+    if (status == -1) {
+        fprintf(stderr, "harness: schakeld (pid %ld) ignored SIGTERM for %d ms; killing it\n",
+                (long)env->broker_pid, H_TIMEOUT_MS);
+        kill(env->broker_pid, SIGKILL);
+        (void)h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS);
+        code = -1;
+    } else {
+        code = h_status_code(status);
+    }
+    h_broker_forget(env);
+    return code;
+}
+
+void h_broker_kill9(h_env_t *env)
+{
+    if (env->broker_pid <= 0)
+        return;
+    kill(env->broker_pid, SIGKILL);
+    if (h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS) == -1)
+        fprintf(stderr, "harness: schakeld (pid %ld) did not die after SIGKILL\n",
+                (long)env->broker_pid);
+    h_broker_forget(env);
+}
+
+/* ------------------------------------------------------------------ client helpers */
+
+schakel_status_t h_try_connect(h_env_t *env, const char *key_file, schakel_client_t **out,
+                               schakel_error_t *err)
+{
+    memset(err, 0, sizeof *err);
+    *out = NULL;
+    return schakel_connect(out, env->endpoint, env->broker_pub, key_file, H_TIMEOUT_MS, err);
+}
+
+schakel_client_t *h_connect(h_env_t *env, const char *principal)
+{
+    assert_true(env->endpoint[0] != '\0');
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    schakel_status_t st = h_try_connect(env, h_key_file(env, principal), &client, &err);
+    if (st != SCHAKEL_OK || !client)
+        fail_msg("connect as %s to %s: %s (%s)", principal, env->endpoint, schakel_strerror(st),
+                 err.text);
+    return client;
+}
+
+uint64_t h_publish_ok(schakel_client_t *client, const schakel_signal_t *signal,
+                      const uint8_t *message_id, uint8_t id_out[16], uint32_t *recipients,
+                      int *duplicate)
+{
+    schakel_item_result_t result = {0};
+    int dup = -1;
+    schakel_status_t st =
+        schakel_publish(client, NULL, signal, 1, message_id, id_out, &result, &dup, H_TIMEOUT_MS);
+    if (st != SCHAKEL_OK) {
+        const schakel_error_t *e = schakel_last_error(client);
+        fail_msg("publish %s/%s refused: %s %s: %s", signal->kind, signal->theme,
+                 schakel_strerror(st), e->reason_name, e->text);
+    }
+    assert_true(dup == 0 || dup == 1);
+    assert_true(result.seq > 0);
+    if (recipients)
+        *recipients = result.recipients;
+    if (duplicate)
+        *duplicate = dup;
+    return result.seq;
+}
+
+const schakel_error_t *h_publish_refused(schakel_client_t *client, const char *sender,
+                                         const schakel_signal_t *signal, const char *reason_name)
+{
+    schakel_item_result_t result = {0};
+    schakel_status_t st =
+        schakel_publish(client, sender, signal, 1, NULL, NULL, &result, NULL, H_TIMEOUT_MS);
+    const schakel_error_t *e = schakel_last_error(client);
+    if (st != SCHAKEL_ERR_REFUSED)
+        fail_msg("publish %s/%s: expected refusal %s, got %s (seq %llu, %s)", signal->kind,
+                 signal->theme, reason_name, schakel_strerror(st),
+                 (unsigned long long)result.seq, e->text);
+    if (strcmp(e->reason_name, reason_name) != 0)
+        fail_msg("publish %s/%s: expected reason %s, got %s (%s)", signal->kind, signal->theme,
+                 reason_name, e->reason_name, e->text);
+    assert_int_equal(e->status, SCHAKEL_ERR_REFUSED);
+    assert_true(e->text[0] != '\0');
+    return e;
+}
+
+schakel_delivery_t *h_receive(schakel_client_t *client)
+{
+    schakel_delivery_t *d = NULL;
+    schakel_status_t st = schakel_receive(client, &d, H_TIMEOUT_MS);
+    if (st != SCHAKEL_OK || !d)
+        fail_msg("receive: %s (%s)", schakel_strerror(st), schakel_last_error(client)->text);
+    return d;
+}
+
+uint64_t h_backlog(schakel_client_t *client)
+{
+    uint64_t backlog = UINT64_MAX;
+    schakel_status_t st = schakel_backlog(client, &backlog, H_TIMEOUT_MS);
+    if (st != SCHAKEL_OK)
+        fail_msg("backlog: %s (%s)", schakel_strerror(st), schakel_last_error(client)->text);
+    assert_true(backlog != UINT64_MAX);
+    return backlog;
+}
+
+uint64_t h_backlog_of(h_env_t *env, const char *principal)
+{
+    schakel_client_t *client = h_connect(env, principal);
+    uint64_t backlog = h_backlog(client);
+    schakel_close(&client);
+    assert_null(client);
+    return backlog;
+}
+
+static int h_listed(const char *principal, const char *const *list)
+{
+    for (size_t i = 0; list && list[i]; i++)
+        if (strcmp(list[i], principal) == 0)
+            return 1;
+    return 0;
+}
+
+void h_assert_nobody_else(h_env_t *env, const char *const *except)
+{
+    for (size_t i = 0; h_receiving_principals[i]; i++) {
+        const char *p = h_receiving_principals[i];
+        if (h_listed(p, except))
+            continue;
+        uint64_t backlog = h_backlog_of(env, p);
+        if (backlog != 0)
+            fail_msg("%s has %llu deliveries in its mailbox; it should have none", p,
+                     (unsigned long long)backlog);
+    }
+}
+
+/* ------------------------------------------------------------------ delivery fields */
+
+unsigned h_delivery_fields(const schakel_delivery_t *d)
+{
+    unsigned mask = 0;
+    if (d->area)
+        mask |= H_F_AREA;
+    if (d->postcode || d->house_number || d->addition)
+        mask |= H_F_ADDRESS;
+    if (d->subject)
+        mask |= H_F_SUBJECT;
+    if (d->grounds)
+        mask |= H_F_GROUNDS;
+    if (d->case_ref)
+        mask |= H_F_CASE_REF;
+    if (d->severity)
+        mask |= H_F_SEVERITY;
+    if (d->observed_at)
+        mask |= H_F_OBSERVED_AT;
+    if (d->summary)
+        mask |= H_F_SUMMARY;
+    if (d->source_ref)
+        mask |= H_F_SOURCE_REF;
+    if (d->n_recipients)
+        mask |= H_F_RECIPIENTS;
+    return mask;
+}
+
+void h_field_names(unsigned mask, char *out, size_t outlen)
+{
+    static const char *const names[] = {"area",        "address", "subject",    "grounds",
+                                        "case_ref",    "severity", "observed_at", "summary",
+                                        "source_ref",  "recipients"};
+    size_t used = 0;
+    out[0] = '\0';
+    for (unsigned bit = 0; bit < sizeof names / sizeof names[0]; bit++) {
+        if (!(mask & (1u << bit)))
+            continue;
+        int n = snprintf(out + used, outlen - used, "%s%s", used ? "," : "", names[bit]);
+        if (n < 0 || (size_t)n >= outlen - used)
+            return;
+        used += (size_t)n;
+    }
+}
+
+static void h_assert_same_text(const char *what, const char *got, const char *sent)
+{
+    if (!got || !sent || strcmp(got, sent) != 0)
+        fail_msg("delivered %s \"%s\" differs from the published \"%s\"", what,
+                 got ? got : "(absent)", sent ? sent : "(absent)");
+}
+
+void h_assert_delivery_fields(const schakel_delivery_t *d, const schakel_signal_t *sent,
+                              unsigned expected)
+{
+    h_assert_same_text("kind", d->kind, sent->kind);
+    h_assert_same_text("theme", d->theme, sent->theme);
+    assert_non_null(d->sender);
+    assert_non_null(d->sender_partner);
+    if (!d->rule_id || !*d->rule_id || !d->purpose || !*d->purpose || !d->legal_basis ||
+        !*d->legal_basis || !d->rule_hash || strlen(d->rule_hash) != 64)
+        fail_msg("delivery %llu lacks rule_id/rule_hash/purpose/legal_basis",
+                 (unsigned long long)d->seq);
+    unsigned got = h_delivery_fields(d);
+    if (got != expected) {
+        char got_names[160], want_names[160];
+        h_field_names(got, got_names, sizeof got_names);
+        h_field_names(expected, want_names, sizeof want_names);
+        fail_msg("delivery %llu under rule %s carries fields [%s], the rule allows [%s]",
+                 (unsigned long long)d->seq, d->rule_id, got_names, want_names);
+    }
+    if (got & H_F_AREA)
+        h_assert_same_text("area", d->area, sent->area);
+    if (got & H_F_ADDRESS) {
+        h_assert_same_text("postcode", d->postcode, sent->postcode);
+        assert_int_equal(d->house_number, sent->house_number);
+    }
+    if (got & H_F_SUBJECT)
+        h_assert_same_text("subject", d->subject, sent->subject);
+    if (got & H_F_GROUNDS)
+        h_assert_same_text("grounds", d->grounds, sent->grounds);
+    if (got & H_F_CASE_REF)
+        h_assert_same_text("case_ref", d->case_ref, sent->case_ref);
+    if (got & H_F_SEVERITY)
+        assert_int_equal(d->severity, sent->severity);
+    if (got & H_F_OBSERVED_AT)
+        assert_int_equal(d->observed_at, sent->observed_at);
+    if (got & H_F_SUMMARY)
+        h_assert_same_text("summary", d->summary, sent->summary);
+    if (got & H_F_SOURCE_REF)
+        h_assert_same_text("source_ref", d->source_ref, sent->source_ref);
+    assert_true(d->expires_at > d->accepted_at);
+    assert_true(d->accepted_at > 0);
+}
+
+/* ------------------------------------------------------------------ CLI */
+
+/* envp for the CLI: ours without SCHAKEL_*, plus the three variables. */
+static char **h_cli_envp(const char *endpoint, const char *broker_pub, const char *key_file)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = calloc(n + 4, sizeof *envp);
+    assert_non_null(envp);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "SCHAKEL_", 8) != 0)
+            envp[used++] = strdup(environ[i]);
+    if (endpoint && asprintf(&envp[used++], "SCHAKEL_BROKER=%s", endpoint) < 0)
+        fail_msg("out of memory");
+    if (broker_pub && asprintf(&envp[used++], "SCHAKEL_BROKER_KEY=%s", broker_pub) < 0)
+        fail_msg("out of memory");
+    if (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0)
+        fail_msg("out of memory");
+    envp[used] = NULL;
+    return envp;
+}
+
+static void h_free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+typedef struct h_buf {
+    char *data;
+    size_t len, cap;
+} h_buf_t;
+
+static int h_buf_read(h_buf_t *b, int fd)
+{
+    if (b->cap - b->len < 4097) {
+        size_t cap = b->cap ? b->cap * 2 : 8192;
+        char *data = realloc(b->data, cap);
+        if (!data)
+            return -1;
+        b->data = data;
+        b->cap = cap;
+        b->data[b->len] = '\0';
+    }
+    ssize_t n = read(fd, b->data + b->len, b->cap - b->len - 1);
+    if (n < 0 && errno == EINTR)
+        return 1;
+    if (n <= 0)
+        return 0;
+    b->len += (size_t)n;
+    b->data[b->len] = '\0';
+    return 1;
+}
+
+static char *h_buf_take(h_buf_t *b)
+{
+    if (!b->data)
+        return strdup("");
+    return b->data;
+}
+
+/* Child side of a CLI run: stdin, stdout, stderr from the pipes, then exec. */
+static void h_exec_cli(const char *program, char *const argv[], char *const envp[], int in_r,
+                       int out_w, int err_w)
+{
+    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+        _exit(126);
+    syscall(SYS_close_range, 3u, ~0u, 0u);
+    execve(program, argv, envp);
+    _exit(127);
+}
+
+/* Pump stdin text in and stdout/stderr out until both close or the deadline. */
+static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_buf_t *out,
+                      h_buf_t *err, int64_t deadline)
+{
+    size_t in_len = stdin_text ? strlen(stdin_text) : 0, in_done = 0;
+    int open_out = 1, open_err = 1;
+    if (in_w >= 0 && in_len == 0) {
+        close(in_w);
+        in_w = -1;
+    }
+    while (open_out || open_err) {
+        struct pollfd p[3] = {{.fd = open_out ? out_r : -1, .events = POLLIN},
+                              {.fd = open_err ? err_r : -1, .events = POLLIN},
+                              {.fd = in_w, .events = POLLOUT}};
+        int left = h_remaining_ms(deadline);
+        if (left == 0)
+            break;
+        int n = poll(p, 3, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            break;
+        if (p[0].revents && (open_out = h_buf_read(out, out_r)) < 0)
+            return -1;
+        if (p[1].revents && (open_err = h_buf_read(err, err_r)) < 0)
+            return -1;
+        if (in_w >= 0 && p[2].revents) {
+            ssize_t w = write(in_w, stdin_text + in_done, in_len - in_done);
+            if (w > 0)
+                in_done += (size_t)w;
+            if (w < 0 && errno != EINTR && errno != EAGAIN)
+                in_done = in_len;
+            if (in_done == in_len) {
+                close(in_w);
+                in_w = -1;
+            }
+        }
+    }
+    if (in_w >= 0)
+        close(in_w);
+    return (open_out || open_err) ? -1 : 0;
+}
+
+int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *target,
+                   const char *const *args, h_cli_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    const char *program = h_schakel_path();
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKEL", program,
+                 strerror(errno));
+    h_cli_target_t t = target ? *target : (h_cli_target_t){0};
+    const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
+    const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
+    const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
+    char **envp = h_cli_envp(endpoint, broker_pub, key_file);
+
+    size_t argc = 0;
+    while (args[argc])
+        argc++;
+    char **argv = calloc(argc + 2, sizeof *argv);
+    assert_non_null(argv);
+    argv[0] = strdup(program);
+    for (size_t i = 0; i < argc; i++)
+        argv[i + 1] = strdup(args[i]);
+
+    int in[2], out[2], err[2];
+    if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        fcntl(in[i], F_SETFD, FD_CLOEXEC);
+        fcntl(out[i], F_SETFD, FD_CLOEXEC);
+        fcntl(err[i], F_SETFD, FD_CLOEXEC);
+    }
+    /* A CLI that exits without reading stdin must not kill us with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        h_exec_cli(program, argv, envp, in[0], out[1], err[1]);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    int pidfd = h_pidfd_open(pid);
+
+    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
+    h_buf_t out_buf = {0}, err_buf = {0};
+    int pumped = h_cli_pump(in[1], t.stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
+    close(out[0]);
+    close(err[0]);
+    int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
+    if (status == -1 || pumped != 0) {
+        kill(pid, SIGKILL);
+        (void)h_wait_exit(pid, pidfd, H_TIMEOUT_MS);
+        res->status = -1;
+    } else {
+        res->status = h_status_code(status);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    res->out = h_buf_take(&out_buf);
+    res->err = h_buf_take(&err_buf);
+    h_free_strv(argv);
+    h_free_strv(envp);
+    return res->status;
+}
+
+int h_run_cli(h_env_t *env, const char *principal, h_cli_result_t *res, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, res);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        assert_true(n < sizeof args / sizeof args[0] - 1);
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return h_run_cli_argv(env, principal, NULL, args, res);
+}
+
+void h_cli_result_free(h_cli_result_t *res)
+{
+    free(res->out);
+    free(res->err);
+    res->out = res->err = NULL;
+}
+
+int h_closed_port(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        fail_msg("socket: %s", strerror(errno));
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = 0};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+        fail_msg("bind 127.0.0.1:0: %s", strerror(errno));
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+void h_closed_port_release(int fd)
+{
+    if (fd >= 0)
+        close(fd);
+}
+
+/* ------------------------------------------------------------------ fixtures */
+
+int h_setup_env(void **state)
+{
+    *state = h_env_new();
+    return 0;
+}
+
+int h_setup_broker(void **state)
+{
+    h_env_t *env = h_env_new();
+    *state = env;
+    h_broker_start(env);
+    return 0;
+}
+
+int h_teardown(void **state)
+{
+    h_env_t *env = *state;
+    h_env_free(&env);
+    *state = NULL;
+    return 0;
+}

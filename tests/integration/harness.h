@@ -1,0 +1,216 @@
+/*
+ * harness.h — the integration-test harness: a real schakeld on a random
+ * loopback port, driven by the real client library and the real CLI.
+ *
+ * Every helper that can fail ends the running cmocka test with a message
+ * that says what went wrong (and prints the broker's log), so tests read as
+ * the scenario they check. Nothing here waits by sleeping: it waits on pipes,
+ * process descriptors, replies and backlog queries, each with a bound.
+ */
+#ifndef SCHAKEL_TEST_HARNESS_H
+#define SCHAKEL_TEST_HARNESS_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <sys/types.h>
+
+#include <cmocka.h>
+
+#include "schakel.h"
+
+/* The fixed principals of every test environment: one system principal per
+ * partner, a RIEC caseworker, an operator, and one key that the policy does
+ * not know. Key files live in DIR/keys/<partner>-<name>.{key,pub}. */
+#define H_GEMEENTE "gemeente/meldingen"
+#define H_POLITIE "politie/bvh-koppeling"
+#define H_OM "om/parket"
+#define H_VEILIGHEIDSHUIS "veiligheidshuis/coordinatie"
+#define H_RIEC "riec/analyse"
+#define H_RIEC_CASEWORKER "riec/m.janssen"
+#define H_WOCO_MAASOEVER "woco-maasoever/meldingen"
+#define H_WOCO_JEKERDAL "woco-jekerdal/meldingen"
+#define H_BRANDWEER "brandweer/meldkamer"
+#define H_OPERATOR "gemeente/beheer"
+#define H_UNREGISTERED "woco-maasoever/onbekend" /* key generated, not in the policy */
+
+/* Every registered principal that can receive signals, for "nobody else got
+ * it" checks; NULL-terminated. */
+extern const char *const h_receiving_principals[];
+
+/* Bounds of every wait (milliseconds). Only a failing test waits this long. */
+#define H_TIMEOUT_MS 10000
+#define H_START_TIMEOUT_MS 15000
+#define H_CLI_TIMEOUT_MS 30000
+
+/* The partners and principals block of a policy (version, partners,
+ * principals with key_file: keys/...). Tests append their own `rules:`. */
+extern const char h_policy_header[];
+/* The rules of the default test policy (see harness.c for the full text). */
+extern const char h_default_rules[];
+
+typedef struct h_env {
+    char dir[64];           /* mkdtemp folder under /tmp, removed by h_env_free */
+    char config_path[128];  /* DIR/schakeld.yaml */
+    char policy_path[128];  /* DIR/policy.yaml */
+    char store_path[128];   /* DIR/store.db */
+    char log_path[128];     /* DIR/schakeld.log: the broker's stdout and stderr */
+    char broker_pub[128];   /* DIR/keys/broker.pub */
+    char endpoint[128];     /* from the READY line; "" while no broker runs */
+    pid_t broker_pid;       /* 0 while no broker runs */
+    int broker_pidfd;       /* -1 while no broker runs */
+    unsigned starts;        /* how many times a broker was started here */
+    int completed;          /* set by h_done; if unset at h_env_free the log is printed */
+} h_env_t;
+
+/* A new folder with keys for every principal (and the broker), the default
+ * policy and a schakeld.yaml. Fails the test on error. Free with h_env_free. */
+h_env_t *h_env_new(void);
+
+/* As h_env_new, with h_policy_header followed by rules_yaml as the policy. */
+h_env_t *h_env_new_with_rules(const char *rules_yaml);
+
+/* Replace DIR/policy.yaml with the printf-style text (key files are
+ * keys/<partner>-<name>.pub relative to it). Fails the test on error. */
+void h_env_write_policy(h_env_t *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Stop a broker still running (SIGKILL), print its log unless h_done was
+ * called, remove the folder, free, set *env to NULL. Safe on NULL. */
+void h_env_free(h_env_t **env);
+
+/* Mark the test as having reached its end (its log is then not printed). */
+void h_done(h_env_t *env);
+
+/* Print the broker's log to stderr (the tail if it is long). */
+void h_dump_log(const h_env_t *env);
+
+/* Path of a principal's secret key file (or, with ".pub", its public one);
+ * the returned string lives in a static buffer until the next call. */
+const char *h_key_file(const h_env_t *env, const char *principal);
+const char *h_pub_file(const h_env_t *env, const char *principal);
+
+/* Path of a program: build/schakeld and build/schakel, or $SCHAKELD /
+ * $SCHAKEL, or $BUILD/schakeld and $BUILD/schakel. */
+const char *h_schakeld_path(void);
+const char *h_schakel_path(void);
+
+/* Start schakeld on tcp://127.0.0.1:* with the env's config and store, and
+ * wait (bounded) for its READY line; env->endpoint then names the real port.
+ * Fails the test (printing the log) if it exits or does not become ready. */
+void h_broker_start(h_env_t *env);
+
+/* The same on an explicit endpoint, e.g. the port of a broker that was just
+ * killed, so that connected clients find the new one. */
+void h_broker_start_at(h_env_t *env, const char *listen);
+
+/* SIGTERM and wait (bounded). Returns the exit code, 128+signal if a signal
+ * ended it, or -1 if it did not stop in time (it is then killed). */
+int h_broker_stop(h_env_t *env);
+
+/* SIGKILL and reap: a crash at an arbitrary moment. */
+void h_broker_kill9(h_env_t *env);
+
+/* Connect as a principal; fails the test if that does not succeed. */
+schakel_client_t *h_connect(h_env_t *env, const char *principal);
+
+/* Try to connect with a key file; returns the status, fills err. */
+schakel_status_t h_try_connect(h_env_t *env, const char *key_file, schakel_client_t **out,
+                               schakel_error_t *err);
+
+/* Publish one signal as the connected principal; fails the test unless it is
+ * Accepted. Returns the item's broker seq; fills id_out, recipients (may be
+ * NULL) and duplicate (may be NULL). */
+uint64_t h_publish_ok(schakel_client_t *client, const schakel_signal_t *signal,
+                      const uint8_t *message_id, uint8_t id_out[16], uint32_t *recipients,
+                      int *duplicate);
+
+/* Publish one signal (sender NULL = as authenticated) expecting a refusal
+ * with the named reason ("POLICY_DENIED"); fails the test otherwise. Returns
+ * the client's last error (valid until the next call on the client). */
+const schakel_error_t *h_publish_refused(schakel_client_t *client, const char *sender,
+                                         const schakel_signal_t *signal,
+                                         const char *reason_name);
+
+/* Receive the next delivery within H_TIMEOUT_MS; fails the test otherwise. */
+schakel_delivery_t *h_receive(schakel_client_t *client);
+
+/* The backlog of a connected client; fails the test on error. */
+uint64_t h_backlog(schakel_client_t *client);
+
+/* Connect as principal, query the backlog, disconnect: for "who got what"
+ * checks that must not disturb the mailbox. */
+uint64_t h_backlog_of(h_env_t *env, const char *principal);
+
+/* Assert that every receiving principal not listed in `except`
+ * (NULL-terminated, may be NULL) has an empty mailbox. */
+void h_assert_nobody_else(h_env_t *env, const char *const *except);
+
+/* Signal fields, as bits, for "exactly these fields arrived" checks. */
+enum h_field {
+    H_F_AREA = 1u << 0,
+    H_F_ADDRESS = 1u << 1, /* postcode and house number */
+    H_F_SUBJECT = 1u << 2,
+    H_F_GROUNDS = 1u << 3,
+    H_F_CASE_REF = 1u << 4,
+    H_F_SEVERITY = 1u << 5,
+    H_F_OBSERVED_AT = 1u << 6,
+    H_F_SUMMARY = 1u << 7,
+    H_F_SOURCE_REF = 1u << 8,
+    H_F_RECIPIENTS = 1u << 9,
+};
+
+/* The fields present in a delivery (sender, kind and theme are not bits:
+ * they must always be there, see h_assert_delivery_fields). */
+unsigned h_delivery_fields(const schakel_delivery_t *delivery);
+
+/* Assert that a delivery carries exactly `expected` fields, that those equal
+ * the published signal's values, that sender/kind/theme are kept, and that
+ * rule_id, rule_hash, purpose and legal_basis are present. */
+void h_assert_delivery_fields(const schakel_delivery_t *delivery, const schakel_signal_t *sent,
+                              unsigned expected);
+
+/* Names of the fields in a mask ("area,address,...") into out. */
+void h_field_names(unsigned mask, char *out, size_t outlen);
+
+/* Result of one CLI run. */
+typedef struct h_cli_result {
+    int status;  /* exit code, 128+signal, or -1 when it did not finish in time */
+    char *out;   /* its stdout, NUL-terminated */
+    char *err;   /* its stderr */
+} h_cli_result_t;
+
+/* Where a CLI run points: NULL fields take the env's broker, the env's
+ * broker key, the principal's key. */
+typedef struct h_cli_target {
+    const char *endpoint;
+    const char *broker_pub;
+    const char *key_file;
+    const char *stdin_text; /* NULL: /dev/null */
+} h_cli_target_t;
+
+/* Run build/schakel with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and SCHAKEL_KEY
+ * set for `principal` (NULL: SCHAKEL_KEY unset), arguments NULL-terminated.
+ * Returns the exit status (also in res->status); free res with
+ * h_cli_result_free. */
+int h_run_cli(h_env_t *env, const char *principal, h_cli_result_t *res, ...)
+    __attribute__((sentinel));
+
+/* The same with an explicit target and an argv array (NULL-terminated). */
+int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *target,
+                   const char *const *argv, h_cli_result_t *res);
+
+void h_cli_result_free(h_cli_result_t *res);
+
+/* A loopback TCP port that nobody listens on (bound, not listening, kept
+ * until h_closed_port_release), for "broker unreachable" checks. */
+int h_closed_port(int *port);
+void h_closed_port_release(int fd);
+
+/* cmocka fixtures: an env with the default policy and a running broker, or
+ * the env alone. The teardown frees it. */
+int h_setup_broker(void **state);
+int h_setup_env(void **state);
+int h_teardown(void **state);
+
+#endif

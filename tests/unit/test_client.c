@@ -1,0 +1,950 @@
+/*
+ * test_client.c — libschakel against a fake broker in a thread.
+ *
+ * The fake has its own zmq context: a CURVE ROUTER on tcp://127.0.0.1:* and a
+ * ZAP handler on inproc://zeromq.zap.01 that admits one key. It verifies
+ * every Publish (signature with wire_* + keys_verify, items, sender) and
+ * answers as the test tells it to. Keys are generated at run time in a
+ * mkdtemp folder. Tests wait on the library's own round trips, never sleep.
+ * Garbage bytes from the broker end the waiting call with
+ * SCHAKEL_ERR_PROTOCOL; the client stays usable afterwards.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <zmq.h>
+
+#include "keys.h"
+#include "schakel.h"
+#include "schakel_limits.h"
+#include "wire.h"
+
+#define PRINCIPAL "politie/bvh-koppeling"
+#define PARTNER "politie"
+#define ROLE "system"
+#define WAIT_MS 5000        /* generous: every wait ends on an event well before */
+#define SHORT_TIMEOUT_MS 800 /* for waits that must time out */
+#define DELIVERED_SEQ 7u
+#define FAKE_REJECT_TEXT "no rule lets politie send woonfraude to riec"
+
+/* ------------------------------------------------------------ fake broker */
+
+enum fake_publish_mode {
+    FAKE_ACCEPT,
+    FAKE_ACCEPT_DUPLICATE,
+    FAKE_REJECT,
+    FAKE_GARBAGE,
+    FAKE_SILENT,
+    FAKE_STALE_THEN_ACCEPT,   /* an Accepted for another id first */
+    FAKE_DELIVER_THEN_ACCEPT, /* a Deliver before the Accepted */
+};
+
+enum fake_flow_mode {
+    FAKE_FLOW_QUIET,
+    FAKE_FLOW_DELIVER,     /* answer Flow with one Deliver */
+    FAKE_FLOW_BAD_DELIVER, /* answer Flow with a Deliver whose signal is garbage */
+};
+
+typedef struct fake_broker {
+    void *context;
+    void *router;
+    void *zap;
+    pthread_t thread;
+    char endpoint[128];
+    uint8_t broker_curve_sk[32];
+    uint8_t admitted_curve_pk[32];
+    uint8_t client_sign_pk[32];
+
+    pthread_mutex_t lock; /* guards everything below */
+    enum fake_publish_mode publish_mode;
+    enum fake_flow_mode flow_mode;
+    int zap_admitted, zap_denied;
+    int publishes;
+    int signature_ok;
+    int items_ok;
+    size_t n_items;
+    char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char first_kind[SCHAKEL_MAX_ID_LEN + 1];
+    uint8_t message_id[16];
+    int flows;
+    unsigned window;
+    int acks;
+    uint64_t acked_seq;
+    uint64_t unacked;
+} fake_broker_t;
+
+static void fake_send(fake_broker_t *fake, zmq_msg_t *routing, const void *data, size_t len)
+{
+    zmq_send(fake->router, zmq_msg_data(routing), zmq_msg_size(routing), ZMQ_SNDMORE);
+    zmq_send(fake->router, data, len, 0);
+}
+
+static void fake_send_frame(fake_broker_t *fake, zmq_msg_t *routing, Schakel__Frame *frame)
+{
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(frame, &len);
+    if (bytes != NULL)
+        fake_send(fake, routing, bytes, len);
+    free(bytes);
+}
+
+/* RFC 27: admit the one registered key with User-Id PRINCIPAL, refuse others. */
+static void fake_zap(fake_broker_t *fake)
+{
+    zmq_msg_t parts[8];
+    int n = 0, more = 1;
+    while (more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, fake->zap, 0) == -1) {
+            zmq_msg_close(&part);
+            break;
+        }
+        more = zmq_msg_more(&part);
+        if (n < 8)
+            parts[n++] = part;
+        else
+            zmq_msg_close(&part);
+    }
+    int admit = n >= 7 && zmq_msg_size(&parts[6]) == 32 &&
+                memcmp(zmq_msg_data(&parts[6]), fake->admitted_curve_pk, 32) == 0;
+    pthread_mutex_lock(&fake->lock);
+    admit ? fake->zap_admitted++ : fake->zap_denied++;
+    pthread_mutex_unlock(&fake->lock);
+    zmq_send(fake->zap, "1.0", 3, ZMQ_SNDMORE);
+    zmq_send(fake->zap, n > 1 ? zmq_msg_data(&parts[1]) : "", n > 1 ? zmq_msg_size(&parts[1]) : 0,
+             ZMQ_SNDMORE);
+    zmq_send(fake->zap, admit ? "200" : "400", 3, ZMQ_SNDMORE);
+    zmq_send(fake->zap, admit ? "OK" : "unknown key", admit ? 2 : 11, ZMQ_SNDMORE);
+    zmq_send(fake->zap, admit ? PRINCIPAL : "", admit ? strlen(PRINCIPAL) : 0, ZMQ_SNDMORE);
+    zmq_send(fake->zap, "", 0, 0);
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&parts[i]);
+}
+
+/* Verify a Publish as the broker would, and record what was seen. */
+static void fake_check_publish(fake_broker_t *fake, const Schakel__Publish *publish)
+{
+    uint8_t root[32], signed_bytes[64];
+    wire_items_root(publish->items, publish->n_items, root);
+    wire_signed_bytes(publish->message_id.data, root, signed_bytes);
+    int signature_ok = publish->has_signature && publish->signature.len == 64 &&
+                       keys_verify(fake->client_sign_pk, signed_bytes, sizeof signed_bytes,
+                                   publish->signature.data) == 0;
+    int items_ok = 1;
+    char sender[sizeof fake->sender] = "", kind[sizeof fake->first_kind] = "";
+    for (size_t i = 0; i < publish->n_items; i++) {
+        wire_error_t err;
+        Schakel__Signal *signal = wire_decode_signal(publish->items[i].data,
+                                                     publish->items[i].len, time(NULL), &err);
+        if (signal == NULL) {
+            items_ok = 0;
+            continue;
+        }
+        if (i == 0) {
+            snprintf(sender, sizeof sender, "%s", signal->sender);
+            snprintf(kind, sizeof kind, "%s", signal->kind);
+        } else if (strcmp(sender, signal->sender) != 0) {
+            items_ok = 0;
+        }
+        wire_signal_free(&signal);
+    }
+    pthread_mutex_lock(&fake->lock);
+    fake->publishes++;
+    fake->signature_ok = signature_ok;
+    fake->items_ok = items_ok;
+    fake->n_items = publish->n_items;
+    memcpy(fake->sender, sender, sizeof sender);
+    memcpy(fake->first_kind, kind, sizeof kind);
+    memcpy(fake->message_id, publish->message_id.data, 16);
+    pthread_mutex_unlock(&fake->lock);
+}
+
+static void fake_send_accepted(fake_broker_t *fake, zmq_msg_t *routing, const uint8_t *id,
+                               size_t n_items, int duplicate)
+{
+    Schakel__ItemAccepted items[SCHAKEL_MAX_ITEMS], *pointers[SCHAKEL_MAX_ITEMS];
+    Schakel__Accepted accepted = SCHAKEL__ACCEPTED__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    for (size_t i = 0; i < n_items; i++) {
+        Schakel__ItemAccepted init = SCHAKEL__ITEM_ACCEPTED__INIT;
+        items[i] = init;
+        items[i].has_seq = items[i].has_recipients = 1;
+        items[i].seq = 100 + i;
+        items[i].recipients = 2;
+        pointers[i] = &items[i];
+    }
+    accepted.has_message_id = 1;
+    accepted.message_id.data = (uint8_t *)(uintptr_t)id;
+    accepted.message_id.len = 16;
+    accepted.n_items = n_items;
+    accepted.items = pointers;
+    accepted.has_duplicate = duplicate;
+    accepted.duplicate = duplicate;
+    frame.body_case = SCHAKEL__FRAME__BODY_ACCEPTED;
+    frame.accepted = &accepted;
+    fake_send_frame(fake, routing, &frame);
+}
+
+static void fake_send_rejected(fake_broker_t *fake, zmq_msg_t *routing, const uint8_t *id,
+                               uint64_t seq, Schakel__Reason reason, const char *text)
+{
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    rejected.has_reason = 1;
+    rejected.reason = reason;
+    rejected.text = (char *)(uintptr_t)text;
+    rejected.has_item_index = 1;
+    rejected.item_index = id != NULL ? 0 : -1;
+    if (id != NULL) {
+        rejected.has_message_id = 1;
+        rejected.message_id.data = (uint8_t *)(uintptr_t)id;
+        rejected.message_id.len = 16;
+    }
+    if (seq != 0) {
+        rejected.has_seq = 1;
+        rejected.seq = seq;
+    }
+    frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frame.rejected = &rejected;
+    fake_send_frame(fake, routing, &frame);
+}
+
+/* A delivery reduced as a rule without `area` would leave it. */
+static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, int garbage_signal)
+{
+    static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x0f, 0x01};
+    static const uint8_t id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    char *recipients[] = {"politie"};
+    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
+    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
+    signal.sender = "woco-servatius/meldingen";
+    signal.kind = "hennepkwekerij";
+    signal.theme = "ondermijning";
+    address.postcode = "6211AB";
+    address.has_house_number = 1;
+    address.house_number = 12;
+    signal.address = &address;
+    signal.has_severity = 1;
+    signal.severity = SCHAKEL__SEVERITY__SEVERITY_HIGH;
+    signal.summary = "Stroomverbruik verdubbeld, ramen afgeplakt";
+    signal.n_recipients = 1;
+    signal.recipients = recipients;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_signal(&signal, &len);
+    Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    deliver.has_seq = deliver.has_message_id = deliver.has_item_index = 1;
+    deliver.seq = DELIVERED_SEQ;
+    deliver.message_id.data = (uint8_t *)(uintptr_t)id;
+    deliver.message_id.len = 16;
+    deliver.item_index = 0;
+    deliver.sender = "woco-servatius/meldingen";
+    deliver.sender_partner = "woco-servatius";
+    deliver.rule_id = "woco-ondermijning";
+    deliver.rule_hash = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    deliver.purpose = "Aanpak ondermijning";
+    deliver.legal_basis = "Convenant RIEC Limburg 2023, art. 6";
+    deliver.has_accepted_at = deliver.has_expires_at = deliver.has_item_seq = 1;
+    deliver.accepted_at = 1790000000;
+    deliver.expires_at = 1790000000 + 365 * 86400;
+    deliver.item_seq = 55;
+    deliver.has_signal = 1;
+    deliver.signal.data = garbage_signal ? (uint8_t *)(uintptr_t)garbage : bytes;
+    deliver.signal.len = garbage_signal ? sizeof garbage : len;
+    frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
+    frame.deliver = &deliver;
+    pthread_mutex_lock(&fake->lock);
+    fake->unacked = 1;
+    pthread_mutex_unlock(&fake->lock);
+    fake_send_frame(fake, routing, &frame);
+    free(bytes);
+}
+
+static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
+                            const Schakel__Publish *publish)
+{
+    static const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x13, 0x37};
+    static const uint8_t other_id[16] = {0x55};
+    fake_check_publish(fake, publish);
+    pthread_mutex_lock(&fake->lock);
+    enum fake_publish_mode mode = fake->publish_mode;
+    pthread_mutex_unlock(&fake->lock);
+    const uint8_t *id = publish->message_id.data;
+    switch (mode) {
+    case FAKE_ACCEPT:
+    case FAKE_ACCEPT_DUPLICATE:
+        fake_send_accepted(fake, routing, id, publish->n_items, mode == FAKE_ACCEPT_DUPLICATE);
+        break;
+    case FAKE_REJECT:
+        fake_send_rejected(fake, routing, id, 0, SCHAKEL__REASON__POLICY_DENIED,
+                           FAKE_REJECT_TEXT);
+        break;
+    case FAKE_GARBAGE:
+        fake_send(fake, routing, garbage, sizeof garbage);
+        break;
+    case FAKE_SILENT:
+        break;
+    case FAKE_STALE_THEN_ACCEPT:
+        fake_send_accepted(fake, routing, other_id, publish->n_items, 0);
+        fake_send_rejected(fake, routing, other_id, 0, SCHAKEL__REASON__BAD_SIGNATURE, "stale");
+        fake_send_accepted(fake, routing, id, publish->n_items, 0);
+        break;
+    case FAKE_DELIVER_THEN_ACCEPT:
+        fake_send_deliver(fake, routing, 0);
+        fake_send_accepted(fake, routing, id, publish->n_items, 0);
+        break;
+    }
+}
+
+static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const char *user_id)
+{
+    Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    pthread_mutex_lock(&fake->lock);
+    heartbeat.has_backlog = 1;
+    heartbeat.backlog = fake->unacked;
+    pthread_mutex_unlock(&fake->lock);
+    heartbeat.principal = (char *)(uintptr_t)user_id;
+    heartbeat.partner = PARTNER;
+    heartbeat.role = ROLE;
+    frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+    frame.heartbeat = &heartbeat;
+    fake_send_frame(fake, routing, &frame);
+}
+
+static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Ack *ack)
+{
+    for (size_t i = 0; i < ack->n_seqs; i++) {
+        pthread_mutex_lock(&fake->lock);
+        int known = fake->unacked > 0 && ack->seqs[i] == DELIVERED_SEQ;
+        fake->acks++;
+        fake->acked_seq = ack->seqs[i];
+        if (known)
+            fake->unacked = 0;
+        pthread_mutex_unlock(&fake->lock);
+        if (!known)
+            fake_send_rejected(fake, routing, NULL, ack->seqs[i],
+                               SCHAKEL__REASON__UNKNOWN_DELIVERY, "no such delivery");
+    }
+}
+
+static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Flow *flow)
+{
+    pthread_mutex_lock(&fake->lock);
+    fake->flows++;
+    fake->window = flow->window;
+    enum fake_flow_mode mode = fake->flow_mode;
+    pthread_mutex_unlock(&fake->lock);
+    if (mode != FAKE_FLOW_QUIET)
+        fake_send_deliver(fake, routing, mode == FAKE_FLOW_BAD_DELIVER);
+}
+
+static void fake_router(fake_broker_t *fake)
+{
+    zmq_msg_t routing, data;
+    zmq_msg_init(&routing);
+    zmq_msg_init(&data);
+    if (zmq_msg_recv(&routing, fake->router, 0) == -1 || !zmq_msg_more(&routing) ||
+        zmq_msg_recv(&data, fake->router, 0) == -1) {
+        zmq_msg_close(&routing);
+        zmq_msg_close(&data);
+        return;
+    }
+    const char *user_id = zmq_msg_gets(&data, "User-Id");
+    wire_error_t err;
+    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&data), zmq_msg_size(&data), &err);
+    if (frame != NULL && user_id != NULL) {
+        switch (frame->body_case) {
+        case SCHAKEL__FRAME__BODY_PUBLISH: fake_on_publish(fake, &routing, frame->publish); break;
+        case SCHAKEL__FRAME__BODY_HEARTBEAT: fake_on_heartbeat(fake, &routing, user_id); break;
+        case SCHAKEL__FRAME__BODY_ACK: fake_on_ack(fake, &routing, frame->ack); break;
+        case SCHAKEL__FRAME__BODY_FLOW: fake_on_flow(fake, &routing, frame->flow); break;
+        default: break;
+        }
+    }
+    wire_frame_free(&frame);
+    zmq_msg_close(&routing);
+    zmq_msg_close(&data);
+}
+
+static void *fake_run(void *arg)
+{
+    fake_broker_t *fake = arg;
+    for (;;) {
+        zmq_pollitem_t items[2] = {{fake->zap, 0, ZMQ_POLLIN, 0},
+                                   {fake->router, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, -1) == -1) {
+            if (errno == EINTR)
+                continue;
+            break; /* ETERM: the test shut the context down */
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            fake_zap(fake);
+        if (items[1].revents & ZMQ_POLLIN)
+            fake_router(fake);
+    }
+    zmq_close(fake->zap);
+    zmq_close(fake->router);
+    return NULL;
+}
+
+/* Bind (endpoint, or tcp://127.0.0.1:* when NULL) and start the thread. */
+static int fake_start(fake_broker_t *fake, const char *endpoint)
+{
+    int zero = 0, one = 1;
+    fake->context = zmq_ctx_new();
+    fake->zap = zmq_socket(fake->context, ZMQ_REP);
+    fake->router = zmq_socket(fake->context, ZMQ_ROUTER);
+    if (fake->zap == NULL || fake->router == NULL)
+        return -1;
+    zmq_setsockopt(fake->zap, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(fake->router, ZMQ_LINGER, &zero, sizeof zero);
+    /* The ZAP handler first, in the same context, before the bind. */
+    if (zmq_bind(fake->zap, "inproc://zeromq.zap.01") != 0 ||
+        zmq_setsockopt(fake->router, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
+        zmq_setsockopt(fake->router, ZMQ_CURVE_SECRETKEY, fake->broker_curve_sk, 32) != 0 ||
+        zmq_bind(fake->router, endpoint != NULL ? endpoint : "tcp://127.0.0.1:*") != 0)
+        return -1;
+    size_t len = sizeof fake->endpoint;
+    if (zmq_getsockopt(fake->router, ZMQ_LAST_ENDPOINT, fake->endpoint, &len) != 0)
+        return -1;
+    return pthread_create(&fake->thread, NULL, fake_run, fake) == 0 ? 0 : -1;
+}
+
+static void fake_stop(fake_broker_t *fake)
+{
+    zmq_ctx_shutdown(fake->context);
+    pthread_join(fake->thread, NULL);
+    zmq_ctx_term(fake->context);
+    fake->context = NULL;
+}
+
+static void fake_reset(fake_broker_t *fake)
+{
+    pthread_mutex_lock(&fake->lock);
+    fake->publish_mode = FAKE_ACCEPT;
+    fake->flow_mode = FAKE_FLOW_QUIET;
+    fake->publishes = fake->signature_ok = fake->items_ok = 0;
+    fake->n_items = 0;
+    fake->sender[0] = fake->first_kind[0] = '\0';
+    fake->flows = 0;
+    fake->window = 0;
+    fake->acks = 0;
+    fake->acked_seq = 0;
+    fake->unacked = 0;
+    pthread_mutex_unlock(&fake->lock);
+}
+
+static void fake_set_modes(fake_broker_t *fake, enum fake_publish_mode publish_mode,
+                           enum fake_flow_mode flow_mode)
+{
+    pthread_mutex_lock(&fake->lock);
+    fake->publish_mode = publish_mode;
+    fake->flow_mode = flow_mode;
+    pthread_mutex_unlock(&fake->lock);
+}
+
+/* ------------------------------------------------------------ fixture */
+
+static char dir[64];
+static fake_broker_t fake = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void path_of(char *out, size_t len, const char *name)
+{
+    snprintf(out, len, "%s/%s", dir, name);
+}
+
+static int make_keys(const char *name)
+{
+    char base[128], err[256];
+    path_of(base, sizeof base, name);
+    return keys_generate(base, err, sizeof err);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    char path[160], err[256];
+    if (keys_init() != 0)
+        return -1;
+    strcpy(dir, "/tmp/schakel-client-XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        return -1;
+    if (make_keys("broker") != 0 || make_keys("other-broker") != 0 || make_keys("alice") != 0 ||
+        make_keys("mallory") != 0 || make_keys("open") != 0)
+        return -1;
+    path_of(path, sizeof path, "open.key");
+    if (chmod(path, 0644) != 0)
+        return -1;
+    path_of(path, sizeof path, "broker.key");
+    keypair_t *broker = keys_load_secret(path, err, sizeof err);
+    path_of(path, sizeof path, "alice.key");
+    keypair_t *alice = keys_load_secret(path, err, sizeof err);
+    if (broker == NULL || alice == NULL)
+        return -1;
+    memcpy(fake.broker_curve_sk, broker->curve_sk, 32);
+    memcpy(fake.admitted_curve_pk, alice->curve_pk, 32);
+    memcpy(fake.client_sign_pk, alice->sign_pk, 32);
+    keys_destroy(&broker);
+    keys_destroy(&alice);
+    return fake_start(&fake, NULL);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    fake_stop(&fake);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static schakel_status_t connect_as(schakel_client_t **client, const char *key,
+                                   const char *broker_pub, int timeout_ms, schakel_error_t *err)
+{
+    char key_path[160], pub_path[160];
+    path_of(key_path, sizeof key_path, key);
+    path_of(pub_path, sizeof pub_path, broker_pub);
+    return schakel_connect(client, fake.endpoint, pub_path, key_path, timeout_ms, err);
+}
+
+/* Per-test: a connected client as alice, fake answering Accepted. */
+static int client_setup(void **state)
+{
+    schakel_client_t *client = NULL;
+    fake_reset(&fake);
+    if (connect_as(&client, "alice.key", "broker.pub", WAIT_MS, NULL) != SCHAKEL_OK)
+        return -1;
+    *state = client;
+    return 0;
+}
+
+static int client_teardown(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_close(&client);
+    assert_null(client);
+    return 0;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------ connect */
+
+static void test_connect_table(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *key;
+        const char *broker_pub;
+        schakel_status_t expected;
+        const char *text; /* must appear in the error text */
+    } rows[] = {
+        {"alice.key", "broker.pub", SCHAKEL_OK, ""},
+        {"mallory.key", "broker.pub", SCHAKEL_ERR_AUTH, "status 400"},
+        {"alice.key", "other-broker.pub", SCHAKEL_ERR_CONNECT, "CURVE handshake"},
+        {"open.key", "broker.pub", SCHAKEL_ERR_KEY, "open.key"},
+        {"missing.key", "broker.pub", SCHAKEL_ERR_KEY, "missing.key"},
+        {"alice.key", "missing.pub", SCHAKEL_ERR_KEY, "missing.pub"},
+        {"alice.pub", "broker.pub", SCHAKEL_ERR_KEY, ""},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        schakel_client_t *client = NULL;
+        schakel_error_t err;
+        memset(&err, 0, sizeof err);
+        int64_t start = now_ms();
+        schakel_status_t status = connect_as(&client, rows[i].key, rows[i].broker_pub,
+                                             SHORT_TIMEOUT_MS, &err);
+        int64_t elapsed = now_ms() - start;
+        if (status != rows[i].expected)
+            print_error("row %zu: got %d (%s)\n", i, status, err.text);
+        assert_int_equal(status, rows[i].expected);
+        assert_int_equal(err.status, rows[i].expected);
+        assert_non_null(strstr(err.text, rows[i].text));
+        /* a failed handshake is reported within the timeout, not later */
+        assert_true(elapsed < SHORT_TIMEOUT_MS + 1000);
+        if (status == SCHAKEL_OK)
+            assert_non_null(client);
+        else
+            assert_null(client);
+        schakel_close(&client);
+    }
+}
+
+static void test_connect_bad_arguments(void **state)
+{
+    (void)state;
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    char key[160], pub[160];
+    path_of(key, sizeof key, "alice.key");
+    path_of(pub, sizeof pub, "broker.pub");
+    assert_int_equal(schakel_connect(&client, NULL, pub, key, 100, &err), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_connect(&client, fake.endpoint, pub, key, 0, &err),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_connect(&client, "no-such-transport://x", pub, key, 200, &err),
+                     SCHAKEL_ERR_CONNECT);
+    assert_non_null(strstr(err.text, "endpoint"));
+    assert_null(client);
+    /* nothing listens on this port: refused quickly, no TCP connection */
+    void *context = zmq_ctx_new();
+    void *probe = zmq_socket(context, ZMQ_ROUTER);
+    char closed_endpoint[128];
+    size_t len = sizeof closed_endpoint;
+    assert_int_equal(zmq_bind(probe, "tcp://127.0.0.1:*"), 0);
+    assert_int_equal(zmq_getsockopt(probe, ZMQ_LAST_ENDPOINT, closed_endpoint, &len), 0);
+    zmq_close(probe);
+    zmq_ctx_term(context);
+    assert_int_equal(schakel_connect(&client, closed_endpoint, pub, key, 300, &err),
+                     SCHAKEL_ERR_CONNECT);
+    assert_non_null(strstr(err.text, "no TCP connection"));
+    assert_null(client);
+}
+
+static void test_whoami(void **state)
+{
+    schakel_client_t *client = *state;
+    char principal[130], partner[130], role[130];
+    assert_int_equal(schakel_whoami(client, principal, partner, role, WAIT_MS), SCHAKEL_OK);
+    assert_string_equal(principal, PRINCIPAL);
+    assert_string_equal(partner, PARTNER);
+    assert_string_equal(role, ROLE);
+    assert_int_equal(schakel_whoami(client, principal, partner, role, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_whoami(NULL, principal, partner, role, WAIT_MS), SCHAKEL_ERR_USAGE);
+}
+
+/* ------------------------------------------------------------ publish */
+
+static schakel_signal_t sample_signal(void)
+{
+    static const char *const recipients[] = {"riec", "gemeente"};
+    schakel_signal_t signal = {0};
+    signal.kind = "hennepkwekerij";
+    signal.theme = "ondermijning";
+    signal.area = "BU09350101";
+    signal.postcode = "6211AB";
+    signal.house_number = 12;
+    signal.addition = "a";
+    signal.subject = "pseudo-4f9a2c71";
+    signal.grounds = "Stroomverbruik verdubbeld en ramen afgeplakt (melding 2026-114)";
+    signal.severity = SCHAKEL_SEVERITY_HIGH;
+    signal.observed_at = (int64_t)time(NULL) - 3600;
+    signal.summary = "Vermoeden hennepkwekerij";
+    signal.source_ref = "BVH-2026-0042";
+    signal.recipients = recipients;
+    signal.n_recipients = 2;
+    return signal;
+}
+
+static void test_publish_table(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_publish_mode mode;
+        size_t n;
+        schakel_status_t expected;
+        int duplicate;
+    } rows[] = {
+        {FAKE_ACCEPT, 1, SCHAKEL_OK, 0},
+        {FAKE_ACCEPT, 3, SCHAKEL_OK, 0},   /* hash tree over 3 items */
+        {FAKE_ACCEPT, 256, SCHAKEL_OK, 0}, /* the largest batch */
+        {FAKE_ACCEPT_DUPLICATE, 2, SCHAKEL_OK, 1},
+        {FAKE_STALE_THEN_ACCEPT, 1, SCHAKEL_OK, 0},
+        {FAKE_REJECT, 1, SCHAKEL_ERR_REFUSED, 0},
+        {FAKE_GARBAGE, 1, SCHAKEL_ERR_PROTOCOL, 0},
+    };
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    static schakel_item_result_t results[SCHAKEL_MAX_ITEMS];
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signals[i] = sample_signal();
+    signals[1].kind = "woonfraude";
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        fake_set_modes(&fake, rows[r].mode, FAKE_FLOW_QUIET);
+        uint8_t id[16];
+        int duplicate = -1;
+        memset(results, 0, sizeof results);
+        schakel_status_t status = schakel_publish(client, NULL, signals, rows[r].n, NULL, id,
+                                                  results, &duplicate, WAIT_MS);
+        if (status != rows[r].expected)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, rows[r].expected);
+        /* the broker saw a valid signature by alice over every item, sender learnt */
+        pthread_mutex_lock(&fake.lock);
+        assert_int_equal(fake.signature_ok, 1);
+        assert_int_equal(fake.items_ok, 1);
+        assert_int_equal(fake.n_items, rows[r].n);
+        assert_string_equal(fake.sender, PRINCIPAL);
+        assert_string_equal(fake.first_kind, "hennepkwekerij");
+        assert_memory_equal(fake.message_id, id, 16);
+        pthread_mutex_unlock(&fake.lock);
+        if (status != SCHAKEL_OK)
+            continue;
+        assert_int_equal(duplicate, rows[r].duplicate);
+        for (size_t i = 0; i < rows[r].n; i++) {
+            assert_int_equal(results[i].seq, 100 + i);
+            assert_int_equal(results[i].recipients, 2);
+        }
+    }
+    /* after garbage the client still works */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+static void test_publish_rejected_reason(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    fake_set_modes(&fake, FAKE_REJECT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    const schakel_error_t *err = schakel_last_error(client);
+    assert_int_equal(err->status, SCHAKEL_ERR_REFUSED);
+    assert_int_equal(err->reason, SCHAKEL__REASON__POLICY_DENIED);
+    assert_string_equal(err->reason_name, "POLICY_DENIED");
+    assert_int_equal(err->item_index, 0);
+    assert_non_null(strstr(err->text, FAKE_REJECT_TEXT));
+}
+
+static void test_publish_explicit_sender_and_id(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    const uint8_t id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    uint8_t echoed[16] = {0};
+    assert_int_equal(schakel_publish(client, PRINCIPAL, &signal, 1, id, echoed, NULL, NULL,
+                                     WAIT_MS),
+                     SCHAKEL_OK);
+    assert_memory_equal(echoed, id, 16);
+    pthread_mutex_lock(&fake.lock);
+    assert_memory_equal(fake.message_id, id, 16);
+    pthread_mutex_unlock(&fake.lock);
+    /* a forged sender is signed as given; the fake (like the broker) sees it */
+    assert_int_equal(schakel_publish(client, "politie/someone-else", &signal, 1, NULL, NULL,
+                                     NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_string_equal(fake.sender, "politie/someone-else");
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static void test_publish_bad_arguments(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    assert_int_equal(schakel_publish(client, NULL, &signal, 0, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish(client, NULL, &signal, SCHAKEL_MAX_ITEMS + 1, NULL, NULL,
+                                     NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish(client, NULL, NULL, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish(NULL, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 0);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static void test_publish_timeout_then_retry(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    uint8_t id[16];
+    fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
+    int64_t start = now_ms();
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, id, NULL, NULL,
+                                     SHORT_TIMEOUT_MS),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_true(now_ms() - start >= SHORT_TIMEOUT_MS);
+    assert_non_null(strstr(schakel_last_error(client)->text, "same message id"));
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+    schakel_item_result_t result;
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, id, NULL, &result, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_int_equal(result.seq, 100);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 2);
+    assert_memory_equal(fake.message_id, id, 16);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* ------------------------------------------------------------ receive */
+
+static void check_delivery(const schakel_delivery_t *d)
+{
+    static const uint8_t id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
+    assert_int_equal(d->seq, DELIVERED_SEQ);
+    assert_memory_equal(d->message_id, id, 16);
+    assert_int_equal(d->item_seq, 55);
+    assert_string_equal(d->sender, "woco-servatius/meldingen");
+    assert_string_equal(d->sender_partner, "woco-servatius");
+    assert_string_equal(d->rule_id, "woco-ondermijning");
+    assert_string_equal(d->purpose, "Aanpak ondermijning");
+    assert_int_equal(d->accepted_at, 1790000000);
+    assert_string_equal(d->kind, "hennepkwekerij");
+    assert_string_equal(d->theme, "ondermijning");
+    assert_null(d->area); /* removed by the rule */
+    assert_null(d->subject);
+    assert_string_equal(d->postcode, "6211AB");
+    assert_int_equal(d->house_number, 12);
+    assert_int_equal(d->severity, SCHAKEL_SEVERITY_HIGH);
+    assert_int_equal(d->n_recipients, 1);
+    assert_string_equal(d->recipients[0], "politie");
+}
+
+static void test_receive_and_ack(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    uint64_t backlog = 99;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_subscribe(client, 5000), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    assert_non_null(d);
+    check_delivery(d);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.window, SCHAKEL_MAX_WINDOW); /* clamped */
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1);
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_null(d);
+    /* the Heartbeat round trip comes after the Ack on the same connection */
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.acks, 1);
+    assert_int_equal(fake.acked_seq, DELIVERED_SEQ);
+    pthread_mutex_unlock(&fake.lock);
+    /* nothing more: a timeout, not an error */
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+}
+
+static void test_receive_queued_during_publish(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    schakel_delivery_t *d = NULL;
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    fake_set_modes(&fake, FAKE_DELIVER_THEN_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    /* the Deliver that came before the Accepted was kept, not lost */
+    assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_OK);
+    check_delivery(d);
+    schakel_delivery_free(&d);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.window, SCHAKEL_DEFAULT_WINDOW);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+static void test_receive_malformed_delivery(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_BAD_DELIVER);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=7"));
+}
+
+static void test_ack_refused_is_recorded(void **state)
+{
+    schakel_client_t *client = *state;
+    uint64_t backlog = 5;
+    assert_int_equal(schakel_ack(client, 4242), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+    const schakel_error_t *err = schakel_last_error(client);
+    assert_int_equal(err->status, SCHAKEL_ERR_REFUSED);
+    assert_int_equal(err->reason, SCHAKEL__REASON__UNKNOWN_DELIVERY);
+    assert_non_null(strstr(err->text, "4242"));
+    assert_int_equal(schakel_ack(NULL, 1), SCHAKEL_ERR_USAGE);
+}
+
+/* The broker restarts: the client reconnects by itself and sends Flow again,
+ * so what is owed is pushed without the caller doing anything. */
+static void test_resubscribe_after_restart(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    char endpoint[sizeof fake.endpoint];
+    assert_int_equal(schakel_subscribe(client, 16), SCHAKEL_OK);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_receive(client, &d, 3 * WAIT_MS), SCHAKEL_OK);
+    check_delivery(d);
+    schakel_delivery_free(&d);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.window, 16);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* ------------------------------------------------------------ misc */
+
+static void test_keygen_and_strerror(void **state)
+{
+    (void)state;
+    char base[160];
+    schakel_error_t err;
+    path_of(base, sizeof base, "fresh");
+    assert_int_equal(schakel_keygen(base, &err), SCHAKEL_OK);
+    assert_int_equal(schakel_keygen(base, &err), SCHAKEL_ERR_KEY); /* never overwritten */
+    assert_true(strlen(err.text) > 0);
+    assert_int_equal(schakel_keygen(NULL, &err), SCHAKEL_ERR_USAGE);
+    for (int s = SCHAKEL_ERR_INTERNAL; s <= SCHAKEL_OK; s++)
+        assert_true(strlen(schakel_strerror((schakel_status_t)s)) > 0);
+    assert_non_null(schakel_last_error(NULL));
+    schakel_close(NULL);
+    schakel_delivery_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_connect_table),
+        cmocka_unit_test(test_connect_bad_arguments),
+        cmocka_unit_test_setup_teardown(test_whoami, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_rejected_reason, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_explicit_sender_and_id, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_bad_arguments, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_timeout_then_retry, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_and_ack, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_malformed_delivery, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_refused_is_recorded, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_resubscribe_after_restart, client_setup,
+                                        client_teardown),
+        cmocka_unit_test(test_keygen_and_strerror),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

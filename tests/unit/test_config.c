@@ -1,0 +1,244 @@
+/*
+ * test_config.c — the broker config loader (broker/config.c).
+ *
+ * Good configs load with relative paths resolved against the config file's
+ * folder; broken ones fail with FILE:LINE; command-line overrides are
+ * checked like file values. Files are written into a mkdtemp() folder,
+ * which is removed afterwards.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+typedef struct fixture {
+    char dir[64];
+    char path[128]; /* DIR/schakeld.yaml */
+} fixture_t;
+
+static int fixture_setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-test-config-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/schakeld.yaml", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int fixture_teardown(void **state)
+{
+    fixture_t *f = *state;
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void write_text(const char *path, const char *text, size_t len)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(text, 1, len, fp), len);
+    assert_int_equal(fclose(fp), 0);
+}
+
+static broker_config_t *load_text(const fixture_t *f, const char *text, char *err, size_t errlen)
+{
+    write_text(f->path, text, strlen(text));
+    return config_load(f->path, err, errlen);
+}
+
+static void test_good_config(void **state)
+{
+    const fixture_t *f = *state;
+    char err[512] = "", expected[256];
+    broker_config_t *cfg = load_text(f,
+                                     "# broker\n"
+                                     "listen: \"tcp://127.0.0.1:*\"\n"
+                                     "key_file: keys/broker.key\n"
+                                     "policy: /etc/schakel/policy.yaml\n"
+                                     "store: var/schakel.db\n",
+                                     err, sizeof err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->listen, "tcp://127.0.0.1:*");
+    snprintf(expected, sizeof expected, "%s/keys/broker.key", f->dir);
+    assert_string_equal(cfg->key_file, expected);
+    assert_string_equal(cfg->policy_path, "/etc/schakel/policy.yaml");
+    snprintf(expected, sizeof expected, "%s/var/schakel.db", f->dir);
+    assert_string_equal(cfg->store_path, expected);
+    assert_int_equal(config_complete(cfg, err, sizeof err), 0);
+    config_destroy(&cfg);
+    assert_null(cfg);
+    config_destroy(&cfg); /* idempotent */
+    config_destroy(NULL);
+}
+
+static void test_partial_config(void **state)
+{
+    const fixture_t *f = *state;
+    char err[512] = "";
+    broker_config_t *cfg = load_text(f, "listen: tcp://0.0.0.0:7450\n", err, sizeof err);
+    if (cfg == NULL)
+        fail_msg("%s", err);
+    assert_string_equal(cfg->listen, "tcp://0.0.0.0:7450");
+    assert_null(cfg->key_file);
+    assert_null(cfg->policy_path);
+    assert_null(cfg->store_path);
+    assert_int_equal(config_complete(cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "key_file is not set"));
+
+    /* command-line overrides fill the rest; paths stay as given */
+    assert_int_equal(config_set(cfg, "key_file", "broker.key", err, sizeof err), 0);
+    assert_int_equal(config_set(cfg, "policy", "policy.yaml", err, sizeof err), 0);
+    assert_int_equal(config_complete(cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "store is not set"));
+    assert_int_equal(config_set(cfg, "store", "/var/lib/schakel/schakel.db", err, sizeof err), 0);
+    assert_int_equal(config_set(cfg, "listen", "tcp://127.0.0.1:*", err, sizeof err), 0);
+    assert_int_equal(config_complete(cfg, err, sizeof err), 0);
+    assert_string_equal(cfg->key_file, "broker.key");
+    assert_string_equal(cfg->policy_path, "policy.yaml");
+    assert_string_equal(cfg->listen, "tcp://127.0.0.1:*");
+    config_destroy(&cfg);
+
+    /* an empty file is a config with nothing set */
+    cfg = load_text(f, "", err, sizeof err);
+    assert_non_null(cfg);
+    assert_int_equal(config_complete(cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "listen is not set"));
+    config_destroy(&cfg);
+    assert_int_equal(config_complete(NULL, err, sizeof err), -1);
+}
+
+typedef struct set_row {
+    const char *field, *value;
+    int ok;
+    const char *error;
+} set_row_t;
+
+static const set_row_t set_rows[] = {
+    {"listen", "tcp://[::1]:7450", 1, NULL},
+    {"listen", "ipc:///tmp/schakel", 0, "must be a tcp:// endpoint"},
+    {"listen", "tcp://", 0, "must be a tcp:// endpoint"},
+    {"listen", "tcp://1.2.3.4:5 6", 0, "spaces"},
+    {"store", "", 0, "must not be empty"},
+    {"store", "a\nb", 0, "control character"},
+    {"policy", NULL, 0, "must not be empty"},
+    {"password", "x", 0, "unknown config field \"password\""},
+    {NULL, "x", 0, "unknown config field"},
+    {"key_file", "/etc/schakel/broker.key", 1, NULL},
+};
+
+static void test_config_set(void **state)
+{
+    (void)state;
+    broker_config_t cfg = {NULL, NULL, NULL, NULL};
+    for (size_t i = 0; i < sizeof set_rows / sizeof set_rows[0]; i++) {
+        const set_row_t *row = &set_rows[i];
+        char err[256] = "";
+        broker_config_t before = cfg;
+        int rc = config_set(&cfg, row->field, row->value, err, sizeof err);
+        if ((rc == 0) != row->ok)
+            fail_msg("row %zu: rc %d (%s)", i, rc, err);
+        if (!row->ok) {
+            if (strstr(err, row->error) == NULL)
+                fail_msg("row %zu: \"%s\" lacks \"%s\"", i, err, row->error);
+            /* unchanged on error */
+            assert_ptr_equal(cfg.listen, before.listen);
+            assert_ptr_equal(cfg.store_path, before.store_path);
+            assert_ptr_equal(cfg.policy_path, before.policy_path);
+        }
+    }
+    assert_string_equal(cfg.listen, "tcp://[::1]:7450");
+    assert_string_equal(cfg.key_file, "/etc/schakel/broker.key");
+    assert_null(cfg.store_path);
+    free(cfg.listen);
+    free(cfg.key_file);
+    assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
+}
+
+typedef struct bad_row {
+    const char *text;
+    const char *where; /* "schakeld.yaml:N:" */
+    const char *what;
+} bad_row_t;
+
+static const bad_row_t bad_rows[] = {
+    {"listen: tcp://127.0.0.1:7450\nstore: db\nlisten_admin: tcp://127.0.0.1:7451\n",
+     "schakeld.yaml:3:", "unknown key \"listen_admin\""},
+    {"# c\nlisten: ipc:///run/schakel.sock\n", "schakeld.yaml:2:", "listen must be a tcp://"},
+    {"listen: tcp://x:1\nstore: \"\"\n", "schakeld.yaml:2:", "String length too short"},
+    {"listen: tcp://x:1\npolicy: \"a\\tb\"\n", "schakeld.yaml:2:", "control character"},
+    {"listen: tcp://x:1\nlisten: tcp://y:2\n",
+     "schakeld.yaml:2:", "duplicate key \"listen\" (first at line 1)"},
+    {"listen: &ep tcp://x:1\nstore: *ep\n", "schakeld.yaml:2:", "aliases"},
+    {"listen: [tcp://x:1\n", "schakeld.yaml:2:", "YAML syntax"},
+    {"listen: tcp://x:1\n---\nstore: db\n", "schakeld.yaml:2:", "only one YAML document"},
+    {"- listen: tcp://x:1\n", "schakeld.yaml:1:", "Invalid value"},
+    {"listen:\n  - tcp://x:1\n", "schakeld.yaml:", "Invalid value"},
+};
+
+static void test_bad_configs(void **state)
+{
+    const fixture_t *f = *state;
+    int failures = 0;
+    for (size_t i = 0; i < sizeof bad_rows / sizeof bad_rows[0]; i++) {
+        char err[512] = "";
+        broker_config_t *cfg = load_text(f, bad_rows[i].text, err, sizeof err);
+        if (cfg != NULL) {
+            print_error("row %zu: loaded, but must fail\n", i);
+            config_destroy(&cfg);
+            failures++;
+        } else if (strstr(err, bad_rows[i].where) == NULL ||
+                   strstr(err, bad_rows[i].what) == NULL) {
+            print_error("row %zu:\n  got      %s\n  expected %s ... %s\n", i, err,
+                        bad_rows[i].where, bad_rows[i].what);
+            failures++;
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
+static void test_file_errors(void **state)
+{
+    const fixture_t *f = *state;
+    char err[512] = "", path[160];
+    snprintf(path, sizeof path, "%s/missing.yaml", f->dir);
+    assert_null(config_load(path, err, sizeof err));
+    assert_non_null(strstr(err, "missing.yaml: cannot open"));
+    assert_null(config_load(f->dir, err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_null(config_load(NULL, err, sizeof err));
+
+    size_t big = 64 * 1024 + 1;
+    char *text = malloc(big);
+    assert_non_null(text);
+    memset(text, '#', big);
+    write_text(f->path, text, big);
+    free(text);
+    assert_null(config_load(f->path, err, sizeof err));
+    assert_non_null(strstr(err, "larger than"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_good_config, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_partial_config, fixture_setup, fixture_teardown),
+        cmocka_unit_test(test_config_set),
+        cmocka_unit_test_setup_teardown(test_bad_configs, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1225 @@
+/*
+ * test_wire.c — tests of the frame codec (common/wire.c).
+ *
+ * Table-driven: signal fields one at a time (validated as a struct and
+ * again after a pack/decode round trip), raw frames and raw signal bytes
+ * written in hex, publish and ack shapes, the decode budget, the hash tree
+ * against a root computed here by hand, the signed bytes, and round trips.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "schakel_limits.h"
+#include "wire.h"
+
+#define NOW INT64_C(1700000000)
+#define R(name) SCHAKEL__REASON__##name
+
+/* ------------------------------------------------------------------ helpers */
+
+struct bytes {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+};
+
+static void bytes_put(struct bytes *b, const void *data, size_t len)
+{
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        while (cap < b->len + len)
+            cap *= 2;
+        b->data = realloc(b->data, cap);
+        assert_non_null(b->data);
+        b->cap = cap;
+    }
+    if (len > 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static void bytes_varint(struct bytes *b, uint64_t value)
+{
+    do {
+        uint8_t byte = (uint8_t)(value & 0x7F);
+        value >>= 7;
+        if (value != 0)
+            byte |= 0x80;
+        bytes_put(b, &byte, 1);
+    } while (value != 0);
+}
+
+static void bytes_key(struct bytes *b, uint32_t field, unsigned wire_type)
+{
+    bytes_varint(b, (uint64_t)field << 3 | wire_type);
+}
+
+static void bytes_field(struct bytes *b, uint32_t field, const void *data, size_t len)
+{
+    bytes_key(b, field, 2);
+    bytes_varint(b, len);
+    bytes_put(b, data, len);
+}
+
+/* "08 01 b2 01 00" -> bytes; whitespace between pairs is ignored. */
+static void bytes_hex(struct bytes *b, const char *hex)
+{
+    while (*hex != '\0') {
+        if (*hex == ' ') {
+            hex++;
+            continue;
+        }
+        unsigned value;
+        assert_int_equal(sscanf(hex, "%2x", &value), 1);
+        uint8_t byte = (uint8_t)value;
+        bytes_put(b, &byte, 1);
+        hex += 2;
+    }
+}
+
+static void bytes_free(struct bytes *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+static void expect_error(const char *row, const wire_error_t *err, Schakel__Reason reason,
+                         const char *fragment)
+{
+    if (err->reason != reason)
+        fail_msg("%s: reason %s (\"%s\"), want %s", row, wire_reason_name(err->reason), err->text,
+                 wire_reason_name(reason));
+    if (reason == R(REASON_NONE)) {
+        if (err->text[0] != '\0')
+            fail_msg("%s: success with text \"%s\"", row, err->text);
+        return;
+    }
+    if (err->text[0] == '\0')
+        fail_msg("%s: refusal without a text", row);
+    if (fragment != NULL && strstr(err->text, fragment) == NULL)
+        fail_msg("%s: text \"%s\" lacks \"%s\"", row, err->text, fragment);
+}
+
+/* ------------------------------------------------------- signal field table */
+
+enum signal_field {
+    F_NONE,
+    F_SENDER,
+    F_KIND,
+    F_THEME,
+    F_AREA,
+    F_ADDRESS, /* value NULL removes the whole address */
+    F_POSTCODE,
+    F_HOUSE_NUMBER, /* number; -1 = absent */
+    F_ADDITION,
+    F_SUBJECT,
+    F_GROUNDS,
+    F_CASE_REF,
+    F_SEVERITY,    /* number; -1 = absent */
+    F_OBSERVED_AT, /* number = offset from NOW */
+    F_OBSERVED_ABSENT,
+    F_SUMMARY,
+    F_SOURCE_REF,
+    F_RECIPIENTS,      /* value: comma-separated list */
+    F_RECIPIENT_COUNT, /* number distinct valid ids */
+};
+
+struct signal_row {
+    const char *name;
+    enum signal_field field;
+    const char *value; /* NULL: field absent */
+    size_t repeat;     /* >0: value repeated this many times */
+    int64_t number;
+    Schakel__Reason reason;
+    const char *fragment; /* expected in the error text */
+};
+
+#define OK R(REASON_NONE)
+
+static const struct signal_row signal_rows[] = {
+    {"full signal", F_NONE, NULL, 0, 0, OK, NULL},
+    /* sender */
+    {"sender absent", F_SENDER, NULL, 0, 0, R(INVALID_MESSAGE), "no sender"},
+    {"sender woco", F_SENDER, "woco-servatius/meldingen", 0, 0, OK, NULL},
+    {"sender without name", F_SENDER, "politie", 0, 0, R(INVALID_FIELD), "sender"},
+    {"sender with capital", F_SENDER, "Politie/bvh", 0, 0, R(INVALID_FIELD), "principal id"},
+    {"sender two slashes", F_SENDER, "politie/bvh/x", 0, 0, R(INVALID_FIELD), "sender"},
+    {"sender empty", F_SENDER, "", 0, 0, R(INVALID_FIELD), "empty"},
+    {"sender too long", F_SENDER, "a", 130, 0, R(INVALID_FIELD), "at most 129"},
+    {"sender bad utf-8", F_SENDER, "politie/\xff", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    /* kind */
+    {"kind absent", F_KIND, NULL, 0, 0, R(INVALID_MESSAGE), "no kind"},
+    {"kind capital", F_KIND, "Hennep", 0, 0, R(INVALID_FIELD), "kind"},
+    {"kind space", F_KIND, "hennep kwekerij", 0, 0, R(INVALID_FIELD), "kind"},
+    {"kind 64 long", F_KIND, "k", 64, 0, OK, NULL},
+    {"kind 65 long", F_KIND, "k", 65, 0, R(INVALID_FIELD), "at most 64"},
+    /* theme */
+    {"theme absent", F_THEME, NULL, 0, 0, R(INVALID_MESSAGE), "no theme"},
+    {"theme unknown", F_THEME, "fietsendiefstal", 0, 0, R(INVALID_THEME), "vocabulary"},
+    {"theme capital", F_THEME, "Ondermijning", 0, 0, R(INVALID_THEME), "vocabulary"},
+    {"theme empty", F_THEME, "", 0, 0, R(INVALID_THEME), "empty"},
+    {"theme zorg", F_THEME, "zorg", 0, 0, OK, NULL},
+    {"theme huiselijk-geweld", F_THEME, "huiselijk-geweld", 0, 0, OK, NULL},
+    /* area */
+    {"area absent", F_AREA, NULL, 0, 0, R(INVALID_MESSAGE), "no area"},
+    {"area GM", F_AREA, "GM0935", 0, 0, OK, NULL},
+    {"area WK", F_AREA, "WK093501", 0, 0, OK, NULL},
+    {"area WK letters", F_AREA, "WK0363AF", 0, 0, OK, NULL},
+    {"area BU", F_AREA, "BU09350101", 0, 0, OK, NULL},
+    {"area BU letters", F_AREA, "BU0363AF09", 0, 0, OK, NULL},
+    {"area GM short", F_AREA, "GM935", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area GM long", F_AREA, "GM09351", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area GM letter", F_AREA, "GM093A", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area WK short", F_AREA, "WK09350", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area BU short", F_AREA, "BU0935010", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area BU long", F_AREA, "BU093501011", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area BU letter in municipality", F_AREA, "BUA9350101", 0, 0, R(INVALID_AREA), "CBS"},
+    {"area BU lower case", F_AREA, "BU0935ab01", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area lower prefix", F_AREA, "gm0935", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area unknown prefix", F_AREA, "XX0935", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area with space", F_AREA, "GM 0935", 0, 0, R(INVALID_AREA), "CBS code"},
+    {"area empty", F_AREA, "", 0, 0, R(INVALID_AREA), "empty"},
+    /* address */
+    {"address absent", F_ADDRESS, NULL, 0, 0, OK, NULL},
+    {"postcode absent", F_POSTCODE, NULL, 0, 0, R(INVALID_POSTCODE), "no postcode"},
+    {"postcode 9999ZZ", F_POSTCODE, "9999ZZ", 0, 0, OK, NULL},
+    {"postcode 1000AA", F_POSTCODE, "1000AA", 0, 0, OK, NULL},
+    {"postcode leading zero", F_POSTCODE, "0123AB", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode SA", F_POSTCODE, "1234SA", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode SD", F_POSTCODE, "1234SD", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode SS", F_POSTCODE, "1234SS", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode with space", F_POSTCODE, "1234 AB", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode lower case", F_POSTCODE, "1234ab", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode three digits", F_POSTCODE, "123AB", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode five digits", F_POSTCODE, "12345A", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"postcode empty", F_POSTCODE, "", 0, 0, R(INVALID_POSTCODE), "empty"},
+    {"house number absent", F_HOUSE_NUMBER, NULL, 0, -1, R(INVALID_FIELD), "house_number"},
+    {"house number 0", F_HOUSE_NUMBER, NULL, 0, 0, R(INVALID_FIELD), "house_number"},
+    {"house number 1", F_HOUSE_NUMBER, NULL, 0, 1, OK, NULL},
+    {"house number 99999", F_HOUSE_NUMBER, NULL, 0, 99999, OK, NULL},
+    {"house number 100000", F_HOUSE_NUMBER, NULL, 0, 100000, R(INVALID_FIELD), "1..99999"},
+    {"addition absent", F_ADDITION, NULL, 0, 0, OK, NULL},
+    {"addition 'bis 2-a'", F_ADDITION, "bis 2-a", 0, 0, OK, NULL},
+    {"addition 8 long", F_ADDITION, "A", 8, 0, OK, NULL},
+    {"addition 9 long", F_ADDITION, "A", 9, 0, R(INVALID_FIELD), "at most 8"},
+    {"addition slash", F_ADDITION, "A/B", 0, 0, R(INVALID_FIELD), "addition"},
+    {"addition accent", F_ADDITION, "\xc3\xa9", 0, 0, R(INVALID_FIELD), "addition"},
+    {"addition empty", F_ADDITION, "", 0, 0, R(INVALID_FIELD), "empty"},
+    /* subject and grounds */
+    {"subject absent", F_SUBJECT, NULL, 0, 0, OK, NULL},
+    {"subject BSN", F_SUBJECT, "123456782", 0, 0, R(INVALID_FIELD), "never a BSN"},
+    {"subject short", F_SUBJECT, "psn:12", 0, 0, R(INVALID_FIELD), "pseudonym"},
+    {"subject space", F_SUBJECT, "psn 4f9a2c77", 0, 0, R(INVALID_FIELD), "pseudonym"},
+    {"subject 64 long", F_SUBJECT, "p", 64, 0, OK, NULL},
+    {"subject 65 long", F_SUBJECT, "p", 65, 0, R(INVALID_FIELD), "at most 64"},
+    {"subject empty", F_SUBJECT, "", 0, 0, R(INVALID_FIELD), "empty"},
+    {"grounds absent with subject", F_GROUNDS, NULL, 0, 0, R(MISSING_GROUNDS), "grounds"},
+    {"grounds empty with subject", F_GROUNDS, "", 0, 0, R(MISSING_GROUNDS), "grounds"},
+    {"grounds 2000 long", F_GROUNDS, "g", 2000, 0, OK, NULL},
+    {"grounds 2001 long", F_GROUNDS, "g", 2001, 0, R(INVALID_FIELD), "at most 2000"},
+    {"grounds escape", F_GROUNDS, "kleur \x1b[31mrood", 0, 0, R(INVALID_FIELD), "control"},
+    {"grounds bad utf-8", F_GROUNDS, "geur\xc0\xaf", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    /* references */
+    {"case_ref absent", F_CASE_REF, NULL, 0, 0, OK, NULL},
+    {"case_ref 128", F_CASE_REF, "c", 128, 0, OK, NULL},
+    {"case_ref 129", F_CASE_REF, "c", 129, 0, R(INVALID_FIELD), "at most 128"},
+    {"case_ref tab", F_CASE_REF, "RIEC\t17", 0, 0, R(INVALID_FIELD), "control"},
+    {"case_ref C1 control", F_CASE_REF,
+     "RIEC\xc2\x9b"
+     "17",
+     0, 0, R(INVALID_FIELD), "control"},
+    {"source_ref accent", F_SOURCE_REF, "ref-\xc3\xa9t\xc3\xa9", 0, 0, OK, NULL},
+    {"source_ref newline", F_SOURCE_REF, "BVH\n2024", 0, 0, R(INVALID_FIELD), "control"},
+    {"source_ref DEL", F_SOURCE_REF, "BVH\x7f", 0, 0, R(INVALID_FIELD), "control"},
+    {"source_ref 129", F_SOURCE_REF, "s", 129, 0, R(INVALID_FIELD), "at most 128"},
+    {"source_ref empty", F_SOURCE_REF, "", 0, 0, R(INVALID_FIELD), "empty"},
+    /* summary */
+    {"summary absent", F_SUMMARY, NULL, 0, 0, OK, NULL},
+    {"summary 2000", F_SUMMARY, "s", 2000, 0, OK, NULL},
+    {"summary 2001", F_SUMMARY, "s", 2001, 0, R(INVALID_FIELD), "at most 2000"},
+    {"summary 1000 two-byte chars", F_SUMMARY, "\xc3\xa9", 1000, 0, OK, NULL},
+    {"summary 1001 two-byte chars", F_SUMMARY, "\xc3\xa9", 1001, 0, R(INVALID_FIELD), "2002"},
+    {"summary tab and CRLF", F_SUMMARY, "a\tb\r\nc", 0, 0, OK, NULL},
+    {"summary bell", F_SUMMARY, "geluid\x07", 0, 0, R(INVALID_FIELD), "control"},
+    {"summary invalid byte", F_SUMMARY, "melding \xff", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    {"summary surrogate", F_SUMMARY, "x\xed\xa0\x80", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    {"summary truncated", F_SUMMARY, "x\xe2\x82", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    {"summary beyond U+10FFFF", F_SUMMARY, "\xf4\x90\x80\x80", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    {"summary 4-byte char", F_SUMMARY, "\xf0\x9f\x9a\xa8 brand", 0, 0, OK, NULL},
+    /* severity and time */
+    {"severity absent", F_SEVERITY, NULL, 0, -1, OK, NULL},
+    {"severity unspecified", F_SEVERITY, NULL, 0, 0, R(INVALID_FIELD), "severity"},
+    {"severity low", F_SEVERITY, NULL, 0, 1, OK, NULL},
+    {"severity critical", F_SEVERITY, NULL, 0, 4, OK, NULL},
+    {"severity 5", F_SEVERITY, NULL, 0, 5, R(INVALID_FIELD), "severity"},
+    {"observed_at absent", F_OBSERVED_ABSENT, NULL, 0, 0, OK, NULL},
+    {"observed_at now", F_OBSERVED_AT, NULL, 0, 0, OK, NULL},
+    {"observed_at skew edge", F_OBSERVED_AT, NULL, 0, SCHAKEL_MAX_FUTURE_SKEW_S, OK, NULL},
+    {"observed_at too far ahead", F_OBSERVED_AT, NULL, 0, SCHAKEL_MAX_FUTURE_SKEW_S + 1,
+     R(INVALID_FIELD), "observed_at"},
+    {"observed_at oldest", F_OBSERVED_AT, NULL, 0, -SCHAKEL_MAX_PAST_S, OK, NULL},
+    {"observed_at too old", F_OBSERVED_AT, NULL, 0, -SCHAKEL_MAX_PAST_S - 1, R(INVALID_FIELD),
+     "observed_at"},
+    {"observed_at epoch", F_OBSERVED_AT, NULL, 0, -NOW, R(INVALID_FIELD), "observed_at"},
+    /* recipients */
+    {"recipients none", F_RECIPIENTS, "", 0, 0, OK, NULL},
+    {"recipients one", F_RECIPIENTS, "politie", 0, 0, OK, NULL},
+    {"recipients 16", F_RECIPIENT_COUNT, NULL, 0, 16, OK, NULL},
+    {"recipients 17", F_RECIPIENT_COUNT, NULL, 0, 17, R(INVALID_FIELD), "at most 16"},
+    {"recipient capital", F_RECIPIENTS, "politie,Riec", 0, 0, R(INVALID_FIELD), "recipients[1]"},
+    {"recipient principal", F_RECIPIENTS, "politie/bvh", 0, 0, R(INVALID_FIELD), "partner id"},
+    {"recipient empty", F_RECIPIENTS, "politie,", 0, 0, R(INVALID_FIELD), "recipients[1]"},
+    {"recipient repeated", F_RECIPIENTS, "politie,riec,politie", 0, 0, R(INVALID_FIELD),
+     "recipients[2] repeats recipients[0]"},
+};
+
+struct signal_fixture {
+    Schakel__Signal signal;
+    Schakel__Address address;
+    char *recipients[SCHAKEL_MAX_RECIPIENTS + 4];
+    char recipient_text[SCHAKEL_MAX_RECIPIENTS + 4][16];
+    char list[128];
+    char value[8192];
+};
+
+static void fixture_init(struct signal_fixture *f)
+{
+    static char sender[] = "politie/bvh-koppeling", kind[] = "hennepkwekerij",
+                theme[] = "ondermijning", area[] = "BU09350101", postcode[] = "6211AB",
+                addition[] = "A", subject[] = "psn:4f9a2c77",
+                grounds[] = "Stroomverbruik viermaal normaal; geurmelding buren",
+                case_ref[] = "RIEC-2024-017", summary[] = "Vermoedelijke kwekerij\nop zolder",
+                source_ref[] = "BVH 2024/123456", riec[] = "riec", gemeente[] = "gemeente";
+    memset(f, 0, sizeof *f);
+    schakel__signal__init(&f->signal);
+    schakel__address__init(&f->address);
+    f->address.postcode = postcode;
+    f->address.has_house_number = 1;
+    f->address.house_number = 12;
+    f->address.addition = addition;
+    f->signal.sender = sender;
+    f->signal.kind = kind;
+    f->signal.theme = theme;
+    f->signal.area = area;
+    f->signal.address = &f->address;
+    f->signal.subject = subject;
+    f->signal.grounds = grounds;
+    f->signal.case_ref = case_ref;
+    f->signal.has_severity = 1;
+    f->signal.severity = SCHAKEL__SEVERITY__SEVERITY_HIGH;
+    f->signal.has_observed_at = 1;
+    f->signal.observed_at = NOW - 3600;
+    f->signal.summary = summary;
+    f->signal.source_ref = source_ref;
+    f->recipients[0] = riec;
+    f->recipients[1] = gemeente;
+    f->signal.recipients = f->recipients;
+    f->signal.n_recipients = 2;
+}
+
+static char *row_value(struct signal_fixture *f, const struct signal_row *row)
+{
+    if (row->value == NULL)
+        return NULL;
+    size_t unit = strlen(row->value), count = row->repeat ? row->repeat : 1;
+    assert_true(unit * count < sizeof f->value);
+    for (size_t i = 0; i < count; i++)
+        memcpy(f->value + i * unit, row->value, unit);
+    f->value[unit * count] = '\0';
+    return f->value;
+}
+
+static void set_recipient_list(struct signal_fixture *f, const char *list)
+{
+    f->signal.n_recipients = 0;
+    if (list[0] == '\0')
+        return;
+    snprintf(f->list, sizeof f->list, "%s", list);
+    char *start = f->list;
+    for (;;) {
+        char *comma = strchr(start, ',');
+        if (comma != NULL)
+            *comma = '\0';
+        f->recipients[f->signal.n_recipients++] = start;
+        if (comma == NULL)
+            break;
+        start = comma + 1;
+    }
+}
+
+/* Where a row's string value goes; NULL for the fields that are not strings. */
+static char **string_slot(struct signal_fixture *f, enum signal_field field)
+{
+    Schakel__Signal *s = &f->signal;
+    char **slots[] = {
+        [F_SENDER] = &s->sender,
+        [F_KIND] = &s->kind,
+        [F_THEME] = &s->theme,
+        [F_AREA] = &s->area,
+        [F_POSTCODE] = &f->address.postcode,
+        [F_ADDITION] = &f->address.addition,
+        [F_SUBJECT] = &s->subject,
+        [F_GROUNDS] = &s->grounds,
+        [F_CASE_REF] = &s->case_ref,
+        [F_SUMMARY] = &s->summary,
+        [F_SOURCE_REF] = &s->source_ref,
+    };
+    return (size_t)field < sizeof slots / sizeof slots[0] ? slots[field] : NULL;
+}
+
+static void apply_row(struct signal_fixture *f, const struct signal_row *row)
+{
+    Schakel__Signal *s = &f->signal;
+    char **slot = string_slot(f, row->field);
+    if (slot != NULL) {
+        *slot = row_value(f, row);
+        return;
+    }
+    switch (row->field) {
+    case F_ADDRESS:
+        s->address = NULL;
+        break;
+    case F_HOUSE_NUMBER:
+        f->address.has_house_number = row->number >= 0;
+        f->address.house_number = row->number >= 0 ? (uint32_t)row->number : 0;
+        break;
+    case F_SEVERITY:
+        s->has_severity = row->number >= 0;
+        s->severity = (Schakel__Severity)(row->number >= 0 ? row->number : 0);
+        break;
+    case F_OBSERVED_AT:
+        s->observed_at = NOW + row->number;
+        break;
+    case F_OBSERVED_ABSENT:
+        s->has_observed_at = 0;
+        break;
+    case F_RECIPIENTS:
+        row_value(f, row);
+        set_recipient_list(f, row->value);
+        break;
+    case F_RECIPIENT_COUNT:
+        for (int64_t i = 0; i < row->number; i++) {
+            snprintf(f->recipient_text[i], sizeof f->recipient_text[i], "partner-%d", (int)i);
+            f->recipients[i] = f->recipient_text[i];
+        }
+        s->n_recipients = (size_t)row->number;
+        break;
+    default: /* F_NONE: the full signal as it is */
+        break;
+    }
+}
+
+/* The text names the field and the rule, never what the sender wrote. */
+static void expect_no_echo(const struct signal_row *row, const wire_error_t *err,
+                           const struct signal_fixture *f)
+{
+    if (row->value == NULL || row->reason == OK || strlen(f->value) < 4)
+        return;
+    if (strstr(err->text, f->value) != NULL)
+        fail_msg("%s: text \"%s\" echoes the value", row->name, err->text);
+}
+
+static void test_signal_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof signal_rows / sizeof signal_rows[0]; i++) {
+        const struct signal_row *row = &signal_rows[i];
+        struct signal_fixture f;
+        fixture_init(&f);
+        apply_row(&f, row);
+
+        wire_error_t err;
+        memset(&err, 0x5a, sizeof err);
+        int rc = wire_validate_signal(&f.signal, NOW, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        if (rc != (row->reason == OK ? 0 : -1))
+            fail_msg("%s: validate returned %d", row->name, rc);
+        expect_no_echo(row, &err, &f);
+
+        /* Same verdict once packed and decoded from bytes. */
+        size_t len = 0;
+        uint8_t *buf = wire_encode_signal(&f.signal, &len);
+        assert_non_null(buf);
+        wire_error_t decode_err;
+        Schakel__Signal *decoded = wire_decode_signal(buf, len, NOW, &decode_err);
+        expect_error(row->name, &decode_err, row->reason, row->fragment);
+        expect_no_echo(row, &decode_err, &f);
+        assert_true((decoded != NULL) == (row->reason == OK));
+        wire_signal_free(&decoded);
+        assert_null(decoded);
+        free(buf);
+    }
+}
+
+static void test_signal_every_theme(void **state)
+{
+    (void)state;
+    size_t count = 0;
+    for (size_t i = 0; syntax_themes[i] != NULL; i++, count++) {
+        struct signal_fixture f;
+        fixture_init(&f);
+        char theme[SCHAKEL_MAX_ID_LEN + 1];
+        snprintf(theme, sizeof theme, "%s", syntax_themes[i]);
+        f.signal.theme = theme;
+        wire_error_t err;
+        if (wire_validate_signal(&f.signal, NOW, &err) != 0)
+            fail_msg("theme %s refused: %s", syntax_themes[i], err.text);
+    }
+    assert_int_equal(count, 14);
+}
+
+/* The clock bounds saturate instead of overflowing. */
+static void test_signal_clock_extremes(void **state)
+{
+    (void)state;
+    static const struct {
+        int64_t now, observed_at;
+        int valid;
+    } rows[] = {
+        {INT64_MAX, INT64_MAX, 1},         {INT64_MAX, INT64_MIN, 0},
+        {INT64_MIN, INT64_MIN, 1},         {INT64_MIN, INT64_MAX, 0},
+        {0, SCHAKEL_MAX_FUTURE_SKEW_S, 1}, {0, -SCHAKEL_MAX_PAST_S - 1, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct signal_fixture f;
+        fixture_init(&f);
+        f.signal.observed_at = rows[i].observed_at;
+        wire_error_t err;
+        int rc = wire_validate_signal(&f.signal, rows[i].now, &err);
+        if (rc != (rows[i].valid ? 0 : -1))
+            fail_msg("clock row %zu: rc %d (%s)", i, rc, err.text);
+    }
+}
+
+static void test_signal_validate_null(void **state)
+{
+    (void)state;
+    wire_error_t err;
+    assert_int_equal(wire_validate_signal(NULL, NOW, &err), -1);
+    assert_int_equal(err.reason, R(INVALID_MESSAGE));
+    struct signal_fixture f;
+    fixture_init(&f);
+    f.signal.recipients = NULL;
+    assert_int_equal(wire_validate_signal(&f.signal, NOW, &err), -1);
+    expect_error("recipients array missing", &err, R(INVALID_FIELD), "recipients[0]");
+}
+
+/* decode_signal leaves item_index to the caller (wire.h). */
+static void test_signal_item_index_untouched(void **state)
+{
+    (void)state;
+    wire_error_t err;
+    err.item_index = 7;
+    assert_null(wire_decode_signal((const uint8_t *)"\xff", 1, NOW, &err));
+    assert_int_equal(err.item_index, 7);
+}
+
+/* --------------------------------------------------- raw signal bytes table */
+
+struct raw_signal_row {
+    const char *name;
+    int with_base; /* prefix the bytes of a minimal valid signal */
+    const char *hex;
+    Schakel__Reason reason;
+    const char *fragment;
+};
+
+/* Field keys: 3 theme 0x1a, 5 address 0x2a, 9 severity 0x48, 11 summary
+ * 0x5a, 13 recipients 0x6a. A later occurrence of a singular field wins. */
+static const struct raw_signal_row raw_signal_rows[] = {
+    {"minimal", 1, "", OK, NULL},
+    {"severity 2", 1, "48 02", OK, NULL},
+    {"summary e-acute", 1, "5a 02 c3 a9", OK, NULL},
+    {"theme repeated, last valid", 1, "1a 04 7a 6f 72 67", OK, NULL},
+    {"summary with NUL", 1, "5a 07 61 62 63 00 64 65 66", R(INVALID_FIELD),
+     "Signal.summary contains a NUL byte"},
+    {"theme with NUL after a valid theme", 1, "1a 0e 6f 6e 64 65 72 6d 69 6a 6e 69 6e 67 00 78",
+     R(INVALID_FIELD), "Signal.theme contains a NUL byte"},
+    {"recipient with NUL", 1, "6a 03 61 00 62", R(INVALID_FIELD), "Signal.recipients"},
+    {"postcode with NUL", 1, "2a 0a 0a 06 36 32 31 31 41 00 10 0c", R(INVALID_FIELD),
+     "Address.postcode contains a NUL byte"},
+    {"summary invalid byte", 1, "5a 01 ff", R(INVALID_FIELD), "Signal.summary is not valid UTF-8"},
+    {"summary overlong slash", 1, "5a 02 c0 af", R(INVALID_FIELD), "not valid UTF-8"},
+    {"summary surrogate", 1, "5a 03 ed a0 80", R(INVALID_FIELD), "not valid UTF-8"},
+    {"unknown varint field 99", 1, "98 06 01", R(INVALID_MESSAGE),
+     "Signal carries unknown field 99"},
+    {"unknown string field 14", 1, "72 01 41", R(INVALID_MESSAGE), "unknown field 14"},
+    {"unknown field in address", 1, "2a 0c 0a 06 36 32 31 31 41 42 10 0c 48 01", R(INVALID_MESSAGE),
+     "Address carries unknown field 9"},
+    {"severity 9", 1, "48 09", R(INVALID_FIELD), "Signal.severity has the unknown value 9"},
+    {"severity -1", 1, "48 ff ff ff ff ff ff ff ff ff 01", R(INVALID_FIELD), "severity"},
+    {"theme as varint", 1, "18 01", R(INVALID_MESSAGE), "not a valid"},
+    {"truncated string", 1, "5a 05 61", R(INVALID_MESSAGE), "not a valid"},
+    {"group start", 1, "0b", R(INVALID_MESSAGE), NULL},
+    {"varint never ends", 1, "48 ff ff ff ff ff ff ff ff ff ff ff", R(INVALID_MESSAGE), NULL},
+    {"empty item", 0, "", R(INVALID_MESSAGE), "empty"},
+    {"garbage", 0, "ff ff ff", R(INVALID_MESSAGE), NULL},
+    {"kind only", 0, "12 01 61", R(INVALID_MESSAGE), "no sender"},
+};
+
+static void minimal_signal_bytes(struct bytes *b)
+{
+    bytes_field(b, 1, "gemeente/meldingen", 18);
+    bytes_field(b, 2, "overlast-melding", 16);
+    bytes_field(b, 3, "overlast", 8);
+    bytes_field(b, 4, "GM0935", 6);
+}
+
+static void test_raw_signal_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof raw_signal_rows / sizeof raw_signal_rows[0]; i++) {
+        const struct raw_signal_row *row = &raw_signal_rows[i];
+        struct bytes b = {0};
+        if (row->with_base)
+            minimal_signal_bytes(&b);
+        bytes_hex(&b, row->hex);
+        /* An exact-size copy, so that any read past the end is caught. */
+        uint8_t *exact = malloc(b.len ? b.len : 1);
+        assert_non_null(exact);
+        if (b.len)
+            memcpy(exact, b.data, b.len);
+        wire_error_t err;
+        Schakel__Signal *signal = wire_decode_signal(exact, b.len, NOW, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        assert_true((signal != NULL) == (row->reason == OK));
+        wire_signal_free(&signal);
+        free(exact);
+        bytes_free(&b);
+    }
+}
+
+static void test_signal_item_size(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t len;
+        Schakel__Reason reason;
+    } rows[] = {
+        {SCHAKEL_MAX_ITEM_BYTES, OK},
+        {SCHAKEL_MAX_ITEM_BYTES + 1, R(INVALID_FIELD)},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        /* A minimal signal whose summary fills the item to the byte; the
+         * summary is over its own limit, so the exact-size item fails the
+         * summary rule, and the larger one the size rule. */
+        struct bytes b = {0};
+        minimal_signal_bytes(&b);
+        size_t room = rows[i].len - b.len - 4; /* key + 3-byte length */
+        char *summary = malloc(room);
+        assert_non_null(summary);
+        memset(summary, 's', room);
+        bytes_key(&b, 11, 2);
+        uint8_t length[3] = {(uint8_t)(room | 0x80), (uint8_t)((room >> 7) | 0x80),
+                             (uint8_t)(room >> 14)};
+        bytes_put(&b, length, 3);
+        bytes_put(&b, summary, room);
+        assert_int_equal(b.len, rows[i].len);
+        wire_error_t err;
+        Schakel__Signal *signal = wire_decode_signal(b.data, b.len, NOW, &err);
+        assert_null(signal);
+        if (rows[i].reason == OK)
+            expect_error("item at limit", &err, R(INVALID_FIELD), "summary is");
+        else
+            expect_error("item over limit", &err, R(INVALID_FIELD), "item is 32769 bytes");
+        free(summary);
+        bytes_free(&b);
+    }
+}
+
+/* ------------------------------------------------------------ raw frames */
+
+struct raw_frame_row {
+    const char *name;
+    const char *hex;
+    Schakel__Reason reason;
+    const char *fragment;
+    Schakel__Frame__BodyCase body;
+};
+
+#define ZERO16 "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+
+/* Frame keys: 1 version 0x08; bodies 16 publish 0x82 01, 17 accepted
+ * 0x8a 01, 18 rejected 0x92 01, 19 deliver 0x9a 01, 20 ack 0xa2 01, 21
+ * flow 0xaa 01, 22 heartbeat 0xb2 01. */
+static const struct raw_frame_row raw_frame_rows[] = {
+    {"heartbeat", "08 01 b2 01 00", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat with time", "08 01 b2 01 03 08 e8 07", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"version after body", "b2 01 00 08 01", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"flow window 0", "08 01 aa 01 02 08 00", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
+    {"flow window 64", "08 01 aa 01 02 08 40", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
+    {"ack one seq", "08 01 a2 01 02 08 05", OK, NULL, SCHAKEL__FRAME__BODY_ACK},
+    {"ack packed seqs", "08 01 a2 01 05 0a 03 01 02 03", OK, NULL, SCHAKEL__FRAME__BODY_ACK},
+    {"rejected", "08 01 92 01 02 10 08", OK, NULL, SCHAKEL__FRAME__BODY_REJECTED},
+    {"deliver", "08 01 9a 01 05 08 05 62 01 00", OK, NULL, SCHAKEL__FRAME__BODY_DELIVER},
+    {"accepted", "08 01 8a 01 16 0a 10 " ZERO16 " 12 02 08 01", OK, NULL,
+     SCHAKEL__FRAME__BODY_ACCEPTED},
+    {"two bodies, last wins", "08 01 aa 01 02 08 40 b2 01 00", OK, NULL,
+     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"empty frame", "", R(INVALID_MESSAGE), "empty", 0},
+    {"garbage", "ff ff ff ff", R(INVALID_MESSAGE), "not a valid Schakel Frame", 0},
+    {"truncated", "08 01 b2 01 05 12", R(INVALID_MESSAGE), "not a valid", 0},
+    {"version as string", "0a 01 31 b2 01 00", R(INVALID_MESSAGE), "not a valid", 0},
+    {"group", "08 01 0b", R(INVALID_MESSAGE), NULL, 0},
+    {"version absent", "b2 01 00", R(UNSUPPORTED_VERSION), "version 1 is spoken", 0},
+    {"version 0", "08 00 b2 01 00", R(UNSUPPORTED_VERSION), "version 0 is not supported", 0},
+    {"version 2", "08 02 b2 01 00", R(UNSUPPORTED_VERSION), "version 1 is spoken", 0},
+    {"version 2 with unknown field", "08 02 b2 01 00 98 06 01", R(UNSUPPORTED_VERSION), NULL, 0},
+    {"no body", "08 01", R(INVALID_MESSAGE), "no body", 0},
+    {"unknown field in frame", "08 01 b2 01 00 98 06 01", R(INVALID_MESSAGE),
+     "Frame carries unknown field 99", 0},
+    {"unknown body 32", "08 01 82 02 00", R(INVALID_MESSAGE), "Frame carries unknown field 32", 0},
+    {"unknown field in heartbeat", "08 01 b2 01 02 48 01", R(INVALID_MESSAGE),
+     "Heartbeat carries unknown field 9", 0},
+    {"unknown field in publish", "08 01 82 01 02 38 01", R(INVALID_MESSAGE),
+     "Publish carries unknown field 7", 0},
+    {"unknown field in item accepted", "08 01 8a 01 16 0a 10 " ZERO16 " 12 02 28 01",
+     R(INVALID_MESSAGE), "ItemAccepted carries unknown field 5", 0},
+    {"flow without window", "08 01 aa 01 00", R(INVALID_MESSAGE), "no window", 0},
+    {"ack without seqs", "08 01 a2 01 00", R(INVALID_MESSAGE), "no seqs", 0},
+    {"ack seq 0", "08 01 a2 01 04 08 05 08 00", R(INVALID_FIELD), "seqs[1] is 0", 0},
+    {"rejected reason 99", "08 01 92 01 02 10 63", R(INVALID_FIELD),
+     "Rejected.reason has the unknown value 99", 0},
+    {"rejected reason 19", "08 01 92 01 02 10 13", R(INVALID_FIELD), "unknown value 19", 0},
+    {"rejected reason none", "08 01 92 01 02 10 00", R(INVALID_MESSAGE), "no reason", 0},
+    {"rejected without reason", "08 01 92 01 00", R(INVALID_MESSAGE), "no reason", 0},
+    {"rejected text not UTF-8", "08 01 92 01 05 10 08 1a 01 ff", R(INVALID_FIELD),
+     "Rejected.text is not valid UTF-8", 0},
+    {"heartbeat principal with NUL", "08 01 b2 01 05 12 03 61 00 62", R(INVALID_FIELD),
+     "Heartbeat.principal contains a NUL byte", 0},
+    {"deliver without seq", "08 01 9a 01 03 62 01 00", R(INVALID_MESSAGE), "no seq", 0},
+    {"deliver without signal", "08 01 9a 01 02 08 05", R(INVALID_MESSAGE), "no signal", 0},
+    {"accepted without id", "08 01 8a 01 04 12 02 08 01", R(INVALID_MESSAGE), "no message_id", 0},
+    {"accepted short id", "08 01 8a 01 03 0a 01 00", R(INVALID_FIELD), "is 1 bytes", 0},
+};
+
+static void test_raw_frame_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof raw_frame_rows / sizeof raw_frame_rows[0]; i++) {
+        const struct raw_frame_row *row = &raw_frame_rows[i];
+        struct bytes b = {0};
+        bytes_hex(&b, row->hex);
+        uint8_t *exact = malloc(b.len ? b.len : 1);
+        assert_non_null(exact);
+        if (b.len)
+            memcpy(exact, b.data, b.len);
+        wire_error_t err;
+        memset(&err, 0x5a, sizeof err);
+        Schakel__Frame *frame = wire_decode_frame(exact, b.len, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        assert_int_equal(err.item_index, -1);
+        assert_int_equal(err.has_message_id, 0);
+        if (row->reason == OK) {
+            assert_non_null(frame);
+            if (frame->body_case != row->body)
+                fail_msg("%s: body %d, want %d", row->name, frame->body_case, row->body);
+        } else {
+            assert_null(frame);
+        }
+        wire_frame_free(&frame);
+        assert_null(frame);
+        free(exact);
+        bytes_free(&b);
+    }
+}
+
+/* ---------------------------------------------------------- publish table */
+
+struct publish_row {
+    const char *name;
+    int id_len; /* -1 absent */
+    size_t n_items;
+    size_t item_len;
+    int odd_index; /* item with another length, -1 none */
+    size_t odd_len;
+    int sig_len; /* -1 absent */
+    Schakel__Reason reason;
+    int item_index;
+    int names_id;
+    const char *fragment;
+};
+
+static const struct publish_row publish_rows[] = {
+    {"one item", 16, 1, 40, -1, 0, 64, OK, -1, 0, NULL},
+    {"256 items", 16, 256, 20, -1, 0, 64, OK, -1, 0, NULL},
+    {"item at size limit", 16, 3, 40, 1, SCHAKEL_MAX_ITEM_BYTES, 64, OK, -1, 0, NULL},
+    {"no message id", -1, 1, 40, -1, 0, 64, R(INVALID_MESSAGE), -1, 0, "no message_id"},
+    {"empty message id", 0, 1, 40, -1, 0, 64, R(INVALID_FIELD), -1, 0, "is 0 bytes"},
+    {"15-byte message id", 15, 1, 40, -1, 0, 64, R(INVALID_FIELD), -1, 0, "exactly 16"},
+    {"17-byte message id", 17, 1, 40, -1, 0, 64, R(INVALID_FIELD), -1, 0, "is 17 bytes"},
+    {"no items", 16, 0, 0, -1, 0, 64, R(INVALID_MESSAGE), -1, 1, "no items"},
+    {"257 items", 16, 257, 20, -1, 0, 64, R(TOO_MANY_ITEMS), -1, 1, "at most 256"},
+    {"empty item 2", 16, 4, 40, 2, 0, 64, R(INVALID_MESSAGE), 2, 1, "item 2 is 0 bytes"},
+    {"item 0 too large", 16, 2, 40, 0, SCHAKEL_MAX_ITEM_BYTES + 1, 64, R(INVALID_FIELD), 0, 1,
+     "1..32768"},
+    {"no signature", 16, 1, 40, -1, 0, -1, R(BAD_SIGNATURE), -1, 1, "no signature"},
+    {"empty signature", 16, 1, 40, -1, 0, 0, R(BAD_SIGNATURE), -1, 1, "not 64 bytes"},
+    {"63-byte signature", 16, 1, 40, -1, 0, 63, R(BAD_SIGNATURE), -1, 1, "not 64 bytes"},
+    {"65-byte signature", 16, 1, 40, -1, 0, 65, R(BAD_SIGNATURE), -1, 1, "not 64 bytes"},
+};
+
+static void build_publish(const struct publish_row *row, struct bytes *out, uint8_t id[16])
+{
+    uint8_t filler[SCHAKEL_MAX_ITEM_BYTES + 1];
+    memset(filler, 0x0a, sizeof filler);
+    randombytes_buf(id, 16);
+    struct bytes publish = {0};
+    if (row->id_len >= 0) {
+        uint8_t long_id[32];
+        memset(long_id, 0x77, sizeof long_id);
+        memcpy(long_id, id, 16);
+        bytes_field(&publish, 1, long_id, (size_t)row->id_len);
+    }
+    for (size_t i = 0; i < row->n_items; i++)
+        bytes_field(&publish, 2, filler, (int)i == row->odd_index ? row->odd_len : row->item_len);
+    if (row->sig_len >= 0)
+        bytes_field(&publish, 3, filler, (size_t)row->sig_len);
+    bytes_hex(out, "08 01");
+    bytes_field(out, 16, publish.data, publish.len);
+    bytes_free(&publish);
+}
+
+static void test_publish_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof publish_rows / sizeof publish_rows[0]; i++) {
+        const struct publish_row *row = &publish_rows[i];
+        struct bytes b = {0};
+        uint8_t id[16];
+        build_publish(row, &b, id);
+        wire_error_t err;
+        Schakel__Frame *frame = wire_decode_frame(b.data, b.len, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        if (err.item_index != row->item_index)
+            fail_msg("%s: item_index %d, want %d", row->name, err.item_index, row->item_index);
+        if (row->reason == OK) {
+            assert_non_null(frame);
+            assert_int_equal(frame->publish->n_items, row->n_items);
+            assert_memory_equal(frame->publish->message_id.data, id, 16);
+        } else {
+            assert_null(frame);
+            assert_int_equal(err.has_message_id, row->names_id);
+            if (row->names_id)
+                assert_memory_equal(err.message_id, id, 16);
+        }
+        wire_frame_free(&frame);
+        bytes_free(&b);
+    }
+}
+
+static void test_ack_counts(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t n_seqs;
+        Schakel__Reason reason;
+    } rows[] = {
+        {1, OK},
+        {SCHAKEL_MAX_ACKS, OK},
+        {SCHAKEL_MAX_ACKS + 1, R(INVALID_FIELD)},
+        {5000, R(INVALID_FIELD)},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct bytes ack = {0}, frame_bytes = {0};
+        for (size_t k = 0; k < rows[i].n_seqs; k++) {
+            bytes_key(&ack, 1, 0);
+            bytes_varint(&ack, k + 1);
+        }
+        bytes_hex(&frame_bytes, "08 01");
+        bytes_field(&frame_bytes, 20, ack.data, ack.len);
+        wire_error_t err;
+        Schakel__Frame *frame = wire_decode_frame(frame_bytes.data, frame_bytes.len, &err);
+        expect_error("ack count", &err, rows[i].reason, rows[i].reason ? "at most 1024" : NULL);
+        if (frame != NULL) {
+            assert_int_equal(frame->ack->n_seqs, rows[i].n_seqs);
+            assert_int_equal(frame->ack->seqs[rows[i].n_seqs - 1], rows[i].n_seqs);
+        }
+        wire_frame_free(&frame);
+        bytes_free(&ack);
+        bytes_free(&frame_bytes);
+    }
+}
+
+/* ------------------------------------------------------- sizes and budget */
+
+static void test_frame_size_limit(void **state)
+{
+    (void)state;
+    /* A Publish of exactly SCHAKEL_MAX_FRAME_BYTES: accepted (and so within
+     * the decode budget); one byte more in the last item: refused by size. */
+    for (int extra = 0; extra <= 1; extra++) {
+        uint8_t filler[SCHAKEL_MAX_ITEM_BYTES];
+        memset(filler, 0x0a, sizeof filler);
+        size_t last = 700;
+        struct bytes b = {0};
+        for (int attempt = 0; attempt < 4; attempt++) {
+            struct bytes publish = {0};
+            bytes_field(&publish, 1, filler, 16);
+            for (int i = 0; i < 9; i++)
+                bytes_field(&publish, 2, filler, i < 8 ? SCHAKEL_MAX_ITEM_BYTES - 100 : last);
+            bytes_field(&publish, 3, filler, 64);
+            bytes_free(&b);
+            bytes_hex(&b, "08 01");
+            bytes_field(&b, 16, publish.data, publish.len);
+            bytes_free(&publish);
+            if (b.len == SCHAKEL_MAX_FRAME_BYTES + (size_t)extra)
+                break;
+            last = last + SCHAKEL_MAX_FRAME_BYTES + (size_t)extra - b.len;
+        }
+        assert_int_equal(b.len, SCHAKEL_MAX_FRAME_BYTES + (size_t)extra);
+        wire_error_t err;
+        Schakel__Frame *frame = wire_decode_frame(b.data, b.len, &err);
+        if (extra == 0) {
+            expect_error("frame at limit", &err, OK, NULL);
+            assert_non_null(frame);
+            assert_int_equal(frame->publish->n_items, 9);
+        } else {
+            expect_error("frame over limit", &err, R(FRAME_TOO_LARGE), "262145 bytes");
+            assert_null(frame);
+        }
+        wire_frame_free(&frame);
+        bytes_free(&b);
+    }
+    /* The size check comes before parsing: zeros would not parse. */
+    uint8_t *zeros = calloc(SCHAKEL_MAX_FRAME_BYTES + 1, 1);
+    assert_non_null(zeros);
+    wire_error_t err;
+    assert_null(wire_decode_frame(zeros, SCHAKEL_MAX_FRAME_BYTES + 1, &err));
+    expect_error("zeros over limit", &err, R(FRAME_TOO_LARGE), NULL);
+    free(zeros);
+}
+
+/* Frames under the size limit whose decoded form would not be: each small
+ * field becomes a much larger struct or array slot. */
+static void test_decode_budget(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        uint32_t body;
+        const char *element_hex; /* repeated inside the body */
+        size_t repeat;
+        int packed;
+    } rows[] = {
+        {"packed ack seqs", 20, "01", 200000, 1},
+        {"unpacked ack seqs", 20, "08 01", 120000, 0},
+        {"empty publish items", 16, "12 00", 120000, 0},
+        {"accepted item records", 17, "12 00", 120000, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct bytes element = {0}, body = {0}, inner = {0}, frame_bytes = {0};
+        bytes_hex(&element, rows[i].element_hex);
+        for (size_t k = 0; k < rows[i].repeat; k++)
+            bytes_put(&inner, element.data, element.len);
+        if (rows[i].packed)
+            bytes_field(&body, 1, inner.data, inner.len);
+        else
+            bytes_put(&body, inner.data, inner.len);
+        bytes_hex(&frame_bytes, "08 01");
+        bytes_field(&frame_bytes, rows[i].body, body.data, body.len);
+        assert_true(frame_bytes.len <= SCHAKEL_MAX_FRAME_BYTES);
+        wire_error_t err;
+        Schakel__Frame *frame = wire_decode_frame(frame_bytes.data, frame_bytes.len, &err);
+        expect_error(rows[i].name, &err, R(INVALID_MESSAGE), "bytes of memory to decode");
+        assert_null(frame);
+        bytes_free(&element);
+        bytes_free(&body);
+        bytes_free(&inner);
+        bytes_free(&frame_bytes);
+    }
+}
+
+/* ------------------------------------------------------------- hash tree */
+
+static void hand_leaf(const uint8_t *item, size_t len, uint8_t out[32])
+{
+    uint8_t buf[256];
+    assert_true(len < sizeof buf);
+    buf[0] = 0x00;
+    memcpy(buf + 1, item, len);
+    crypto_generichash(out, 32, buf, len + 1, NULL, 0);
+}
+
+static void hand_node(const uint8_t left[32], const uint8_t right[32], uint8_t out[32])
+{
+    uint8_t buf[65];
+    buf[0] = 0x01;
+    memcpy(buf + 1, left, 32);
+    memcpy(buf + 33, right, 32);
+    crypto_generichash(out, 32, buf, sizeof buf, NULL, 0);
+}
+
+static void test_items_root(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {"alpha", "bravo", "charlie", "delta", "echo"};
+    uint8_t text_bytes[5][8];
+    ProtobufCBinaryData items[5];
+    uint8_t leaf[5][32];
+    for (int i = 0; i < 5; i++) {
+        items[i].len = strlen(texts[i]);
+        memcpy(text_bytes[i], texts[i], items[i].len);
+        items[i].data = text_bytes[i];
+        hand_leaf(items[i].data, items[i].len, leaf[i]);
+    }
+    uint8_t ab[32], cd[32], abc[32], abcd[32], abcde[32];
+    hand_node(leaf[0], leaf[1], ab);
+    hand_node(leaf[2], leaf[3], cd);
+    hand_node(ab, leaf[2], abc);     /* n = 3: split 2 | 1 */
+    hand_node(ab, cd, abcd);         /* n = 4: split 2 | 2 */
+    hand_node(abcd, leaf[4], abcde); /* n = 5: split 4 | 1 */
+    const struct {
+        size_t n;
+        const uint8_t *expected;
+    } rows[] = {{1, leaf[0]}, {2, ab}, {3, abc}, {4, abcd}, {5, abcde}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t root[32];
+        wire_items_root(items, rows[i].n, root);
+        if (memcmp(root, rows[i].expected, 32) != 0)
+            fail_msg("root of %zu items differs from the hand computation", rows[i].n);
+    }
+    /* Rows that must differ: order matters, the leaf prefix matters, and a
+     * balanced split of 5 (3 | 2) is not the RFC 6962 shape. */
+    ProtobufCBinaryData swapped[2] = {items[1], items[0]};
+    uint8_t root[32], plain[32], wrong_shape[32], cde[32];
+    wire_items_root(swapped, 2, root);
+    assert_memory_not_equal(root, ab, 32);
+    crypto_generichash(plain, 32, items[0].data, items[0].len, NULL, 0);
+    wire_items_root(items, 1, root);
+    assert_memory_not_equal(root, plain, 32);
+    hand_node(cd, leaf[4], cde);
+    hand_node(abc, cde, wrong_shape);
+    wire_items_root(items, 5, root);
+    assert_memory_not_equal(root, wrong_shape, 32);
+}
+
+static void test_signed_bytes_and_hash(void **state)
+{
+    (void)state;
+    uint8_t id[16], root[32], out[64];
+    for (int i = 0; i < 16; i++)
+        id[i] = (uint8_t)(0xa0 + i);
+    for (int i = 0; i < 32; i++)
+        root[i] = (uint8_t)i;
+    wire_signed_bytes(id, root, out);
+    assert_memory_equal(out, "schakel-publish1", 16);
+    assert_memory_equal(out + 16, id, 16);
+    assert_memory_equal(out + 32, root, 32);
+
+    uint8_t item_bytes[] = "item";
+    uint8_t signature[64];
+    memset(signature, 0x42, sizeof signature);
+    ProtobufCBinaryData item = {4, item_bytes};
+    Schakel__Publish publish = SCHAKEL__PUBLISH__INIT;
+    publish.has_message_id = 1;
+    publish.message_id.data = id;
+    publish.message_id.len = 16;
+    publish.n_items = 1;
+    publish.items = &item;
+    publish.has_signature = 1;
+    publish.signature.data = signature;
+    publish.signature.len = 64;
+
+    uint8_t leaf[32], signed_bytes[64], concatenated[128], expected[32], got[32];
+    hand_leaf(item_bytes, 4, leaf);
+    memcpy(signed_bytes, "schakel-publish1", 16);
+    memcpy(signed_bytes + 16, id, 16);
+    memcpy(signed_bytes + 32, leaf, 32);
+    memcpy(concatenated, signed_bytes, 64);
+    memcpy(concatenated + 64, signature, 64);
+    crypto_generichash(expected, 32, concatenated, sizeof concatenated, NULL, 0);
+    wire_publish_hash(&publish, got);
+    assert_memory_equal(got, expected, 32);
+
+    /* A different signature over the same content is a different publish. */
+    signature[63] ^= 1;
+    wire_publish_hash(&publish, got);
+    assert_memory_not_equal(got, expected, 32);
+}
+
+/* ------------------------------------------------------------ round trips */
+
+static void test_publish_round_trip(void **state)
+{
+    (void)state;
+    struct signal_fixture f[3];
+    uint8_t *packed[3];
+    ProtobufCBinaryData items[3];
+    for (int i = 0; i < 3; i++) {
+        fixture_init(&f[i]);
+        f[i].signal.observed_at = NOW - i;
+        packed[i] = wire_encode_signal(&f[i].signal, &items[i].len);
+        assert_non_null(packed[i]);
+        items[i].data = packed[i];
+    }
+    uint8_t id[16], signature[64];
+    randombytes_buf(id, sizeof id);
+    randombytes_buf(signature, sizeof signature);
+    Schakel__Publish publish = SCHAKEL__PUBLISH__INIT;
+    publish.has_message_id = 1;
+    publish.message_id = (ProtobufCBinaryData){16, id};
+    publish.n_items = 3;
+    publish.items = items;
+    publish.has_signature = 1;
+    publish.signature = (ProtobufCBinaryData){64, signature};
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    frame.body_case = SCHAKEL__FRAME__BODY_PUBLISH;
+    frame.publish = &publish;
+    assert_false(frame.has_version);
+
+    size_t len = 0;
+    uint8_t *buf = wire_encode_frame(&frame, &len);
+    assert_non_null(buf);
+    assert_true(frame.has_version);
+    wire_error_t err;
+    Schakel__Frame *decoded = wire_decode_frame(buf, len, &err);
+    expect_error("publish round trip", &err, OK, NULL);
+    assert_non_null(decoded);
+    assert_int_equal(decoded->version, SCHAKEL_PROTOCOL_VERSION);
+    assert_int_equal(decoded->body_case, SCHAKEL__FRAME__BODY_PUBLISH);
+    assert_memory_equal(decoded->publish->message_id.data, id, 16);
+    assert_memory_equal(decoded->publish->signature.data, signature, 64);
+    assert_int_equal(decoded->publish->n_items, 3);
+    uint8_t root_sent[32], root_received[32], hash_sent[32], hash_received[32];
+    wire_items_root(items, 3, root_sent);
+    wire_items_root(decoded->publish->items, 3, root_received);
+    assert_memory_equal(root_sent, root_received, 32);
+    wire_publish_hash(&publish, hash_sent);
+    wire_publish_hash(decoded->publish, hash_received);
+    assert_memory_equal(hash_sent, hash_received, 32);
+    for (int i = 0; i < 3; i++) {
+        const ProtobufCBinaryData *item = &decoded->publish->items[i];
+        assert_int_equal(item->len, items[i].len);
+        Schakel__Signal *signal = wire_decode_signal(item->data, item->len, NOW, &err);
+        expect_error("item round trip", &err, OK, NULL);
+        assert_string_equal(signal->sender, f[i].signal.sender);
+        assert_string_equal(signal->area, f[i].signal.area);
+        assert_string_equal(signal->summary, f[i].signal.summary);
+        assert_string_equal(signal->address->postcode, "6211AB");
+        assert_int_equal(signal->address->house_number, 12);
+        assert_int_equal(signal->severity, SCHAKEL__SEVERITY__SEVERITY_HIGH);
+        assert_int_equal(signal->observed_at, NOW - i);
+        assert_int_equal(signal->n_recipients, 2);
+        assert_string_equal(signal->recipients[1], "gemeente");
+        wire_signal_free(&signal);
+        free(packed[i]);
+    }
+    wire_frame_free(&decoded);
+    free(buf);
+}
+
+static void test_small_bodies_round_trip(void **state)
+{
+    (void)state;
+    uint64_t seqs[] = {1, 2, UINT64_MAX};
+    Schakel__Ack ack = SCHAKEL__ACK__INIT;
+    ack.n_seqs = 3;
+    ack.seqs = seqs;
+    Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+    flow.has_window = 1;
+    flow.window = 64;
+    char text[] = "theme is not in the theme vocabulary";
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    rejected.has_reason = 1;
+    rejected.reason = SCHAKEL__REASON__INVALID_THEME;
+    rejected.text = text;
+    rejected.has_item_index = 1;
+    rejected.item_index = -1;
+
+    Schakel__Frame frames[3] = {SCHAKEL__FRAME__INIT, SCHAKEL__FRAME__INIT, SCHAKEL__FRAME__INIT};
+    frames[0].body_case = SCHAKEL__FRAME__BODY_ACK;
+    frames[0].ack = &ack;
+    frames[1].body_case = SCHAKEL__FRAME__BODY_FLOW;
+    frames[1].flow = &flow;
+    frames[2].body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frames[2].rejected = &rejected;
+    frames[2].version = 9; /* overwritten by the encoder */
+    for (int i = 0; i < 3; i++) {
+        size_t len = 0;
+        uint8_t *buf = wire_encode_frame(&frames[i], &len);
+        assert_non_null(buf);
+        wire_error_t err;
+        Schakel__Frame *decoded = wire_decode_frame(buf, len, &err);
+        expect_error("small body round trip", &err, OK, NULL);
+        assert_int_equal(decoded->body_case, frames[i].body_case);
+        if (i == 0)
+            assert_memory_equal(decoded->ack->seqs, seqs, sizeof seqs);
+        if (i == 1)
+            assert_int_equal(decoded->flow->window, 64);
+        if (i == 2) {
+            assert_int_equal(decoded->rejected->reason, SCHAKEL__REASON__INVALID_THEME);
+            assert_string_equal(decoded->rejected->text, text);
+            assert_int_equal(decoded->rejected->item_index, -1);
+        }
+        wire_frame_free(&decoded);
+        free(buf);
+    }
+}
+
+static void test_encode_null(void **state)
+{
+    (void)state;
+    size_t len = 99;
+    assert_null(wire_encode_frame(NULL, &len));
+    assert_null(wire_encode_signal(NULL, &len));
+    Schakel__Frame *frame = NULL;
+    wire_frame_free(&frame);
+    wire_frame_free(NULL);
+    Schakel__Signal *signal = NULL;
+    wire_signal_free(&signal);
+    wire_signal_free(NULL);
+}
+
+/* ---------------------------------------------------------- reason names */
+
+static void test_reason_names(void **state)
+{
+    (void)state;
+    static const char *const names[] = {
+        "REASON_NONE",         "INVALID_MESSAGE", "FRAME_TOO_LARGE", "TOO_MANY_FRAMES",
+        "UNSUPPORTED_VERSION", "SENDER_MISMATCH", "BAD_SIGNATURE",   "DUPLICATE_CONFLICT",
+        "POLICY_DENIED",       "INVALID_THEME",   "INVALID_AREA",    "INVALID_POSTCODE",
+        "INVALID_FIELD",       "MISSING_GROUNDS", "TOO_MANY_ITEMS",  "NOT_PERMITTED",
+        "UNKNOWN_DELIVERY",    "UNEXPECTED_BODY", "INTERNAL_ERROR",
+    };
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        assert_string_equal(wire_reason_name((Schakel__Reason)i), names[i]);
+    assert_string_equal(wire_reason_name((Schakel__Reason)19), "UNKNOWN");
+    assert_string_equal(wire_reason_name((Schakel__Reason)-1), "UNKNOWN");
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_signal_table),
+        cmocka_unit_test(test_signal_every_theme),
+        cmocka_unit_test(test_signal_clock_extremes),
+        cmocka_unit_test(test_signal_validate_null),
+        cmocka_unit_test(test_signal_item_index_untouched),
+        cmocka_unit_test(test_raw_signal_table),
+        cmocka_unit_test(test_signal_item_size),
+        cmocka_unit_test(test_raw_frame_table),
+        cmocka_unit_test(test_publish_table),
+        cmocka_unit_test(test_ack_counts),
+        cmocka_unit_test(test_frame_size_limit),
+        cmocka_unit_test(test_decode_budget),
+        cmocka_unit_test(test_items_root),
+        cmocka_unit_test(test_signed_bytes_and_hash),
+        cmocka_unit_test(test_publish_round_trip),
+        cmocka_unit_test(test_small_bodies_round_trip),
+        cmocka_unit_test(test_encode_null),
+        cmocka_unit_test(test_reason_names),
+    };
+    return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
+}
