@@ -18,8 +18,8 @@ for bin in "$@"; do
     cat "$out"
     p=$(sed -n 's/^\[  PASSED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
     f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
-    rp=$(sed -n 's/^replay: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
-    rf=$(sed -n 's/^replay: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\2/p' "$out" | awk '{s+=$1} END {print s+0}')
+    rp=$(sed -n 's/^[A-Za-z_0-9]*: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
+    rf=$(sed -n 's/^[A-Za-z_0-9]*: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\2/p' "$out" | awk '{s+=$1} END {print s+0}')
     p=$((p + rp))
     f=$((f + rf))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then

@@ -532,15 +532,16 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
 static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait,
                                     int64_t deadline)
 {
+    int polled = 0; /* poll at least once: a zero timeout still reads what is there */
     for (;;) {
         if (wait->kind == CLIENT_WAIT_DELIVERY && client->fifo_count > 0)
             client_wait_finish(wait, SCHAKEL_OK);
         if (wait->done)
             return wait->status;
         int64_t now = client_now_ms();
-        if (deadline >= 0 && now >= deadline)
+        if (deadline >= 0 && now >= deadline && polled)
             return SCHAKEL_ERR_TIMEOUT;
-        int64_t sleep_ms = deadline >= 0 ? deadline - now : -1;
+        int64_t sleep_ms = deadline < 0 ? -1 : deadline > now ? deadline - now : 0;
         if (wait->kind == CLIENT_WAIT_DELIVERY) {
             int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
             if (now >= due) {
@@ -554,6 +555,7 @@ static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wai
             {client->monitor, 0, ZMQ_POLLIN, 0},
             {client->socket, 0, client->fifo_count < CLIENT_FIFO_CAPACITY ? ZMQ_POLLIN : 0, 0},
         };
+        polled = 1;
         if (zmq_poll(items, 2, (long)sleep_ms) == -1) {
             if (errno == EINTR)
                 continue;

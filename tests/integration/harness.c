@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/inotify.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -44,67 +45,73 @@ struct h_principal_def {
 
 /* Every principal an env generates a key for. */
 static const struct h_principal_def h_principals[] = {
-    {H_GEMEENTE, 1},       {H_OPERATOR, 1},        {H_POLITIE, 1},
-    {H_OM, 1},             {H_VEILIGHEIDSHUIS, 1}, {H_RIEC, 1},
-    {H_RIEC_CASEWORKER, 1}, {H_WOCO_MAASOEVER, 1}, {H_WOCO_JEKERDAL, 1},
-    {H_BRANDWEER, 1},      {H_UNREGISTERED, 0},
+    {H_GEMEENTE, 1},        {H_OPERATOR, 1},  {H_POLITIE, 1},         {H_OM, 1},
+    {H_VEILIGHEIDSHUIS, 1}, {H_RIEC, 1},      {H_RIEC_CASEWORKER, 1}, {H_WOCO_MAASOEVER, 1},
+    {H_WOCO_JEKERDAL, 1},   {H_BRANDWEER, 1}, {H_UNREGISTERED, 0},
 };
 
 const char *const h_receiving_principals[] = {
-    H_GEMEENTE,       H_POLITIE,        H_OM,          H_VEILIGHEIDSHUIS, H_RIEC,
-    H_RIEC_CASEWORKER, H_WOCO_MAASOEVER, H_WOCO_JEKERDAL, H_BRANDWEER,   NULL,
+    H_GEMEENTE,
+    H_POLITIE,
+    H_OM,
+    H_VEILIGHEIDSHUIS,
+    H_RIEC,
+    H_RIEC_CASEWORKER,
+    H_WOCO_MAASOEVER,
+    H_WOCO_JEKERDAL,
+    H_BRANDWEER,
+    NULL,
 };
 
-const char h_policy_header[] =
-    "version: 1\n"
-    "partners:\n"
-    "  - id: gemeente\n"
-    "    name: Gemeente Maastricht\n"
-    "  - id: politie\n"
-    "    name: Politie Eenheid Limburg\n"
-    "  - id: om\n"
-    "    name: Openbaar Ministerie, parket Limburg\n"
-    "  - id: veiligheidshuis\n"
-    "    name: Veiligheidshuis Maastricht-Heuvelland\n"
-    "  - id: riec\n"
-    "    name: RIEC Limburg\n"
-    "  - id: woco-maasoever\n"
-    "    name: Woonstichting Maasoever\n"
-    "  - id: woco-jekerdal\n"
-    "    name: Wooncorporatie Jekerdal\n"
-    "  - id: brandweer\n"
-    "    name: Brandweer Zuid-Limburg\n"
-    "principals:\n"
-    "  - id: gemeente/meldingen\n"
-    "    role: system\n"
-    "    key_file: keys/gemeente-meldingen.pub\n"
-    "  - id: gemeente/beheer\n"
-    "    role: operator\n"
-    "    key_file: keys/gemeente-beheer.pub\n"
-    "  - id: politie/bvh-koppeling\n"
-    "    role: system\n"
-    "    key_file: keys/politie-bvh-koppeling.pub\n"
-    "  - id: om/parket\n"
-    "    role: system\n"
-    "    key_file: keys/om-parket.pub\n"
-    "  - id: veiligheidshuis/coordinatie\n"
-    "    role: caseworker\n"
-    "    key_file: keys/veiligheidshuis-coordinatie.pub\n"
-    "  - id: riec/analyse\n"
-    "    role: system\n"
-    "    key_file: keys/riec-analyse.pub\n"
-    "  - id: riec/m.janssen\n"
-    "    role: caseworker\n"
-    "    key_file: keys/riec-m.janssen.pub\n"
-    "  - id: woco-maasoever/meldingen\n"
-    "    role: system\n"
-    "    key_file: keys/woco-maasoever-meldingen.pub\n"
-    "  - id: woco-jekerdal/meldingen\n"
-    "    role: system\n"
-    "    key_file: keys/woco-jekerdal-meldingen.pub\n"
-    "  - id: brandweer/meldkamer\n"
-    "    role: system\n"
-    "    key_file: keys/brandweer-meldkamer.pub\n";
+const char h_policy_header[] = "version: 1\n"
+                               "partners:\n"
+                               "  - id: gemeente\n"
+                               "    name: Gemeente Maastricht\n"
+                               "  - id: politie\n"
+                               "    name: Politie Eenheid Limburg\n"
+                               "  - id: om\n"
+                               "    name: Openbaar Ministerie, parket Limburg\n"
+                               "  - id: veiligheidshuis\n"
+                               "    name: Veiligheidshuis Maastricht-Heuvelland\n"
+                               "  - id: riec\n"
+                               "    name: RIEC Limburg\n"
+                               "  - id: woco-maasoever\n"
+                               "    name: Woonstichting Maasoever\n"
+                               "  - id: woco-jekerdal\n"
+                               "    name: Wooncorporatie Jekerdal\n"
+                               "  - id: brandweer\n"
+                               "    name: Brandweer Zuid-Limburg\n"
+                               "principals:\n"
+                               "  - id: gemeente/meldingen\n"
+                               "    role: system\n"
+                               "    key_file: keys/gemeente-meldingen.pub\n"
+                               "  - id: gemeente/beheer\n"
+                               "    role: operator\n"
+                               "    key_file: keys/gemeente-beheer.pub\n"
+                               "  - id: politie/bvh-koppeling\n"
+                               "    role: system\n"
+                               "    key_file: keys/politie-bvh-koppeling.pub\n"
+                               "  - id: om/parket\n"
+                               "    role: system\n"
+                               "    key_file: keys/om-parket.pub\n"
+                               "  - id: veiligheidshuis/coordinatie\n"
+                               "    role: caseworker\n"
+                               "    key_file: keys/veiligheidshuis-coordinatie.pub\n"
+                               "  - id: riec/analyse\n"
+                               "    role: system\n"
+                               "    key_file: keys/riec-analyse.pub\n"
+                               "  - id: riec/m.janssen\n"
+                               "    role: caseworker\n"
+                               "    key_file: keys/riec-m.janssen.pub\n"
+                               "  - id: woco-maasoever/meldingen\n"
+                               "    role: system\n"
+                               "    key_file: keys/woco-maasoever-meldingen.pub\n"
+                               "  - id: woco-jekerdal/meldingen\n"
+                               "    role: system\n"
+                               "    key_file: keys/woco-jekerdal-meldingen.pub\n"
+                               "  - id: brandweer/meldkamer\n"
+                               "    role: system\n"
+                               "    key_file: keys/brandweer-meldkamer.pub\n";
 
 /* Field lists differ per recipient on purpose: the tests check that each
  * recipient sees exactly its rule's fields. */
@@ -282,7 +289,7 @@ const char *h_pub_file(const h_env_t *env, const char *principal)
 }
 
 static const char *h_program_path(const char *override_var, const char *name, char *buf,
-                                   size_t buflen)
+                                  size_t buflen)
 {
     const char *explicit_path = getenv(override_var);
     if (explicit_path && *explicit_path)
@@ -529,11 +536,16 @@ void h_broker_start_at(h_env_t *env, const char *listen)
     fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);
     fcntl(pipefd[1], F_SETFD, FD_CLOEXEC);
 
-    char *const argv[] = {(char *)(uintptr_t)program,   "--config",
-                          env->config_path,              "--listen",
-                          (char *)(uintptr_t)listen,     "--store",
-                          env->store_path,               "--ready-fd",
-                          "3",                           NULL};
+    char *const argv[] = {(char *)(uintptr_t)program,
+                          "--config",
+                          env->config_path,
+                          "--listen",
+                          (char *)(uintptr_t)listen,
+                          "--store",
+                          env->store_path,
+                          "--ready-fd",
+                          "3",
+                          NULL};
     pid_t pid = fork();
     if (pid < 0)
         fail_msg("fork: %s", strerror(errno));
@@ -586,6 +598,66 @@ int h_broker_stop(h_env_t *env)
     }
     h_broker_forget(env);
     return code;
+}
+
+long h_log_offset(const h_env_t *env)
+{
+    struct stat st;
+    return stat(env->log_path, &st) == 0 ? (long)st.st_size : 0;
+}
+
+/* Search the log from offset for needle. Returns 1 found, 0 not (yet). */
+static int h_log_contains(const h_env_t *env, long offset, const char *needle)
+{
+    FILE *f = fopen(env->log_path, "r");
+    if (!f)
+        return 0;
+    int found = 0;
+    char line[2048];
+    if (fseek(f, offset, SEEK_SET) == 0)
+        while (!found && fgets(line, sizeof line, f))
+            found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms)
+{
+    int watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (watch_fd < 0 || inotify_add_watch(watch_fd, env->log_path, IN_MODIFY) < 0)
+        fail_msg("inotify on %s: %s", env->log_path, strerror(errno));
+    int64_t deadline = h_now_ms() + timeout_ms;
+    int found;
+    /* Check after arming the watch, so that a line written in between is
+     * seen either by the search or as an event. */
+    while (!(found = h_log_contains(env, offset, needle)) && h_remaining_ms(deadline) > 0) {
+        struct pollfd p = {.fd = watch_fd, .events = POLLIN};
+        if (poll(&p, 1, h_remaining_ms(deadline)) > 0) {
+            char events[4096];
+            while (read(watch_fd, events, sizeof events) > 0)
+                ;
+        }
+    }
+    close(watch_fd);
+    return found ? 0 : -1;
+}
+
+int h_broker_reload(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0);
+    long offset = h_log_offset(env);
+    kill(env->broker_pid, SIGHUP);
+    if (h_await_log(env, offset, "event=policy.", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("schakeld logged no policy reload outcome within %d ms", H_TIMEOUT_MS);
+    }
+    if (h_log_contains(env, offset, "event=policy.reloaded "))
+        return 1;
+    if (h_log_contains(env, offset, "event=policy.reload_refused "))
+        return 0;
+    h_dump_log(env);
+    fail_msg("schakeld logged a policy event that is neither reloaded nor reload_refused");
+    return -1;
 }
 
 void h_broker_kill9(h_env_t *env)
@@ -652,8 +724,8 @@ const schakel_error_t *h_publish_refused(schakel_client_t *client, const char *s
     const schakel_error_t *e = schakel_last_error(client);
     if (st != SCHAKEL_ERR_REFUSED)
         fail_msg("publish %s/%s: expected refusal %s, got %s (seq %llu, %s)", signal->kind,
-                 signal->theme, reason_name, schakel_strerror(st),
-                 (unsigned long long)result.seq, e->text);
+                 signal->theme, reason_name, schakel_strerror(st), (unsigned long long)result.seq,
+                 e->text);
     if (strcmp(e->reason_name, reason_name) != 0)
         fail_msg("publish %s/%s: expected reason %s, got %s (%s)", signal->kind, signal->theme,
                  reason_name, e->reason_name, e->text);
@@ -741,9 +813,9 @@ unsigned h_delivery_fields(const schakel_delivery_t *d)
 
 void h_field_names(unsigned mask, char *out, size_t outlen)
 {
-    static const char *const names[] = {"area",        "address", "subject",    "grounds",
-                                        "case_ref",    "severity", "observed_at", "summary",
-                                        "source_ref",  "recipients"};
+    static const char *const names[] = {"area",       "address",   "subject",     "grounds",
+                                        "case_ref",   "severity",  "observed_at", "summary",
+                                        "source_ref", "recipients"};
     size_t used = 0;
     out[0] = '\0';
     for (unsigned bit = 0; bit < sizeof names / sizeof names[0]; bit++) {
@@ -930,8 +1002,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     memset(res, 0, sizeof *res);
     const char *program = h_schakel_path();
     if (access(program, X_OK) != 0)
-        fail_msg("%s is not an executable (%s); build it or set SCHAKEL", program,
-                 strerror(errno));
+        fail_msg("%s is not an executable (%s); build it or set SCHAKEL", program, strerror(errno));
     h_cli_target_t t = target ? *target : (h_cli_target_t){0};
     const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;

@@ -51,17 +51,17 @@ extern const char h_policy_header[];
 extern const char h_default_rules[];
 
 typedef struct h_env {
-    char dir[64];           /* mkdtemp folder under /tmp, removed by h_env_free */
-    char config_path[128];  /* DIR/schakeld.yaml */
-    char policy_path[128];  /* DIR/policy.yaml */
-    char store_path[128];   /* DIR/store.db */
-    char log_path[128];     /* DIR/schakeld.log: the broker's stdout and stderr */
-    char broker_pub[128];   /* DIR/keys/broker.pub */
-    char endpoint[128];     /* from the READY line; "" while no broker runs */
-    pid_t broker_pid;       /* 0 while no broker runs */
-    int broker_pidfd;       /* -1 while no broker runs */
-    unsigned starts;        /* how many times a broker was started here */
-    int completed;          /* set by h_done; if unset at h_env_free the log is printed */
+    char dir[64];          /* mkdtemp folder under /tmp, removed by h_env_free */
+    char config_path[128]; /* DIR/schakeld.yaml */
+    char policy_path[128]; /* DIR/policy.yaml */
+    char store_path[128];  /* DIR/store.db */
+    char log_path[128];    /* DIR/schakeld.log: the broker's stdout and stderr */
+    char broker_pub[128];  /* DIR/keys/broker.pub */
+    char endpoint[128];    /* from the READY line; "" while no broker runs */
+    pid_t broker_pid;      /* 0 while no broker runs */
+    int broker_pidfd;      /* -1 while no broker runs */
+    unsigned starts;       /* how many times a broker was started here */
+    int completed;         /* set by h_done; if unset at h_env_free the log is printed */
 } h_env_t;
 
 /* A new folder with keys for every principal (and the broker), the default
@@ -76,7 +76,8 @@ h_env_t *h_env_new_with_rules(const char *rules_yaml);
 void h_env_write_policy(h_env_t *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Stop a broker still running (SIGKILL), print its log unless h_done was
- * called, remove the folder, free, set *env to NULL. Safe on NULL. */
+ * called, remove the folder (kept, and named on stderr, when the variable
+ * SCHAKEL_TEST_KEEP is set), free, set *env to NULL. Safe on NULL. */
 void h_env_free(h_env_t **env);
 
 /* Mark the test as having reached its end (its log is then not printed). */
@@ -108,6 +109,20 @@ void h_broker_start_at(h_env_t *env, const char *listen);
  * ended it, or -1 if it did not stop in time (it is then killed). */
 int h_broker_stop(h_env_t *env);
 
+/* Size of the broker log now: the offset h_await_log searches from. */
+long h_log_offset(const h_env_t *env);
+
+/* Wait (bounded, on inotify events of the log file) until a line containing
+ * `needle` appears in the broker log after `offset`. Returns 0, or -1 on
+ * timeout. */
+int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms);
+
+/* Send SIGHUP and wait for the broker to log the outcome of the reload.
+ * Returns 1 if it took the new policy ("policy.reloaded"), 0 if it refused
+ * it and kept the old one ("policy.reload_refused"); fails the test if
+ * neither is logged in time. */
+int h_broker_reload(h_env_t *env);
+
 /* SIGKILL and reap: a crash at an arbitrary moment. */
 void h_broker_kill9(h_env_t *env);
 
@@ -129,8 +144,7 @@ uint64_t h_publish_ok(schakel_client_t *client, const schakel_signal_t *signal,
  * with the named reason ("POLICY_DENIED"); fails the test otherwise. Returns
  * the client's last error (valid until the next call on the client). */
 const schakel_error_t *h_publish_refused(schakel_client_t *client, const char *sender,
-                                         const schakel_signal_t *signal,
-                                         const char *reason_name);
+                                         const schakel_signal_t *signal, const char *reason_name);
 
 /* Receive the next delivery within H_TIMEOUT_MS; fails the test otherwise. */
 schakel_delivery_t *h_receive(schakel_client_t *client);
@@ -175,9 +189,9 @@ void h_field_names(unsigned mask, char *out, size_t outlen);
 
 /* Result of one CLI run. */
 typedef struct h_cli_result {
-    int status;  /* exit code, 128+signal, or -1 when it did not finish in time */
-    char *out;   /* its stdout, NUL-terminated */
-    char *err;   /* its stderr */
+    int status; /* exit code, 128+signal, or -1 when it did not finish in time */
+    char *out;  /* its stdout, NUL-terminated */
+    char *err;  /* its stderr */
 } h_cli_result_t;
 
 /* Where a CLI run points: NULL fields take the env's broker, the env's

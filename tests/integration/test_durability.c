@@ -104,8 +104,8 @@ static void test_idempotent_republish_and_duplicate_conflict(void **state)
 
     schakel_signal_t other = s;
     other.summary = "Andere inhoud onder hetzelfde berichtnummer";
-    schakel_status_t st = schakel_publish(politie, NULL, &other, 1, id, NULL, NULL, NULL,
-                                          H_TIMEOUT_MS);
+    schakel_status_t st =
+        schakel_publish(politie, NULL, &other, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS);
     assert_int_equal(st, SCHAKEL_ERR_REFUSED);
     assert_string_equal(schakel_last_error(politie)->reason_name, "DUPLICATE_CONFLICT");
     schakel_close(&politie);
@@ -335,8 +335,7 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_republish_and_duplicate_conflict,
                                         h_setup_broker, h_teardown),
-        cmocka_unit_test_setup_teardown(test_accepted_survives_kill9, h_setup_broker,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_accepted_survives_kill9, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_unacked_delivery_is_redelivered_after_reconnect,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_unacked_delivery_survives_kill9, h_setup_broker,

@@ -128,8 +128,8 @@ static void test_brandweer_brandveiligheid_to_gemeente_and_woco(void **state)
     assert_int_equal(recipients, 2);
     schakel_close(&brandweer);
 
-    const unsigned fields = H_F_AREA | H_F_ADDRESS | H_F_SEVERITY | H_F_OBSERVED_AT |
-                            H_F_SUMMARY | H_F_SOURCE_REF;
+    const unsigned fields =
+        H_F_AREA | H_F_ADDRESS | H_F_SEVERITY | H_F_OBSERVED_AT | H_F_SUMMARY | H_F_SOURCE_REF;
     const char *const receivers[] = {H_GEMEENTE, H_WOCO_MAASOEVER, NULL};
     /* woco-jekerdal is entitled by the rule but was not named: it must not
      * receive. */
@@ -205,29 +205,59 @@ static void test_policy_refusals_name_sender_recipient_kind_theme(void **state)
         const char *text_must_name[5];
     } rows[] = {
         /* a theme the fire service may not share at all */
-        {H_BRANDWEER, "hennepkwekerij", "ondermijning", "BU09350101", NULL, 1,
+        {H_BRANDWEER,
+         "hennepkwekerij",
+         "ondermijning",
+         "BU09350101",
+         NULL,
+         1,
          {"brandweer", "politie", "hennepkwekerij", "ondermijning", NULL}},
-        {H_BRANDWEER, "hennepkwekerij", "ondermijning", "BU09350101", NULL, 0,
+        {H_BRANDWEER,
+         "hennepkwekerij",
+         "ondermijning",
+         "BU09350101",
+         NULL,
+         0,
          {"brandweer", "hennepkwekerij", "ondermijning", NULL}},
         /* one intended recipient no rule allows spoils the whole signal */
-        {H_WOCO_MAASOEVER, "hennepkwekerij", "ondermijning", "BU09350101", NULL, 2,
+        {H_WOCO_MAASOEVER,
+         "hennepkwekerij",
+         "ondermijning",
+         "BU09350101",
+         NULL,
+         2,
          {"woco-maasoever", "brandweer", "hennepkwekerij", "ondermijning", NULL}},
         /* kind outside the rule's kinds */
-        {H_POLITIE, "losse-inbraak", "woninginbraak", "WK093501", NULL, 0,
+        {H_POLITIE,
+         "losse-inbraak",
+         "woninginbraak",
+         "WK093501",
+         NULL,
+         0,
          {"politie", "losse-inbraak", "woninginbraak", NULL}},
         /* area outside the rule's areas (Heerlen) */
-        {H_POLITIE, "inbraakreeks", "woninginbraak", "GM0917", NULL, 0,
+        {H_POLITIE,
+         "inbraakreeks",
+         "woninginbraak",
+         "GM0917",
+         NULL,
+         0,
          {"politie", "inbraakreeks", "woninginbraak", NULL}},
         /* rule requires a case reference */
-        {H_POLITIE, "zorgmelding", "zorg", "BU09350101", NULL, 0,
+        {H_POLITIE,
+         "zorgmelding",
+         "zorg",
+         "BU09350101",
+         NULL,
+         0,
          {"politie", "zorgmelding", "zorg", NULL}},
     };
     schakel_client_t *clients[3] = {h_connect(env, H_BRANDWEER), h_connect(env, H_WOCO_MAASOEVER),
                                     h_connect(env, H_POLITIE)};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        schakel_client_t *client = strcmp(rows[i].sender, H_BRANDWEER) == 0 ? clients[0]
+        schakel_client_t *client = strcmp(rows[i].sender, H_BRANDWEER) == 0        ? clients[0]
                                    : strcmp(rows[i].sender, H_WOCO_MAASOEVER) == 0 ? clients[1]
-                                                                                     : clients[2];
+                                                                                   : clients[2];
         schakel_signal_t s = {.kind = rows[i].kind,
                               .theme = rows[i].theme,
                               .area = rows[i].area,
@@ -287,8 +317,8 @@ static void test_unregistered_key_cannot_connect(void **state)
         schakel_error_t err;
         schakel_status_t st = h_try_connect(env, h_key_file(env, refused[i]), &client, &err);
         if (st != SCHAKEL_ERR_AUTH)
-            fail_msg("%s: expected SCHAKEL_ERR_AUTH, got %s (%s)", refused[i],
-                     schakel_strerror(st), err.text);
+            fail_msg("%s: expected SCHAKEL_ERR_AUTH, got %s (%s)", refused[i], schakel_strerror(st),
+                     err.text);
         assert_null(client);
         assert_int_equal(err.status, SCHAKEL_ERR_AUTH);
     }
@@ -371,16 +401,14 @@ static void test_validation_refusals_through_the_broker(void **state)
         {"unknown theme", "hennep", NULL, NULL, NULL, NULL, 0, "INVALID_THEME"},
         {"theme in capitals", "Ondermijning", NULL, NULL, NULL, NULL, 0, "INVALID_THEME"},
         {"municipality code too short", NULL, "GM935", NULL, NULL, NULL, 0, "INVALID_AREA"},
-        {"neighbourhood code too long", NULL, "BU093501011", NULL, NULL, NULL, 0,
-         "INVALID_AREA"},
+        {"neighbourhood code too long", NULL, "BU093501011", NULL, NULL, NULL, 0, "INVALID_AREA"},
         {"district code of four", NULL, "WK0935", NULL, NULL, NULL, 0, "INVALID_AREA"},
         {"lower-case area", NULL, "bu09350101", NULL, NULL, NULL, 0, "INVALID_AREA"},
         {"postcode starting with 0", NULL, NULL, "0211AB", NULL, NULL, 0, "INVALID_POSTCODE"},
         {"postcode with a space", NULL, NULL, "6211 AB", NULL, NULL, 0, "INVALID_POSTCODE"},
         {"postcode letters SA", NULL, NULL, "6211SA", NULL, NULL, 0, "INVALID_POSTCODE"},
         {"subject without grounds", NULL, NULL, NULL, SUBJECT, "", 0, "MISSING_GROUNDS"},
-        {"subject that looks like a BSN", NULL, NULL, NULL, "123456782", NULL, 0,
-         "INVALID_FIELD"},
+        {"subject that looks like a BSN", NULL, NULL, NULL, "123456782", NULL, 0, "INVALID_FIELD"},
         {"observed a day in the future", NULL, NULL, NULL, NULL, NULL, 86400, "INVALID_FIELD"},
     };
     schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
@@ -435,8 +463,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_sender_mismatch_is_refused, h_setup_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_validation_refusals_through_the_broker,
-                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_validation_refusals_through_the_broker, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests_name("integration: scenario", tests, NULL, NULL);
 }

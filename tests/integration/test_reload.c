@@ -1,0 +1,174 @@
+/*
+ * test_reload.c — SIGHUP reloads the policy of a running schakeld: a good
+ * policy applies at once (new rules, new rule hashes, removed principals cut
+ * off mid-session), a bad one is refused whole and the old one stays.
+ *
+ * The harness waits for the broker's own log line about the reload (inotify
+ * on the log file), never for a fixed time.
+ */
+#include "harness.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char JEKERDAL_PRINCIPAL_BLOCK[] = "  - id: woco-jekerdal/meldingen\n"
+                                               "    role: system\n"
+                                               "    key_file: keys/woco-jekerdal-meldingen.pub\n";
+
+static const char BRANDWEER_TO[] = "    to: [gemeente, woco-maasoever, woco-jekerdal]\n";
+
+/* Copy of text with the first occurrence of what replaced by with. */
+static char *replaced(const char *text, const char *what, const char *with)
+{
+    const char *at = strstr(text, what);
+    if (!at)
+        fail_msg("policy text lacks \"%s\"", what);
+    size_t head = (size_t)(at - text), len = strlen(text) - strlen(what) + strlen(with);
+    char *out = malloc(len + 1);
+    assert_non_null(out);
+    memcpy(out, text, head);
+    strcpy(out + head, with);
+    strcat(out, at + strlen(what));
+    return out;
+}
+
+/* The second version: woco-jekerdal's system is no longer registered, and
+ * the fire service may also inform the RIEC. */
+static void write_policy_v2(h_env_t *env)
+{
+    char *header = replaced(h_policy_header, JEKERDAL_PRINCIPAL_BLOCK, "");
+    char *rules = replaced(h_default_rules, BRANDWEER_TO,
+                           "    to: [gemeente, woco-maasoever, woco-jekerdal, riec]\n");
+    h_env_write_policy(env, "%s%s", header, rules);
+    free(header);
+    free(rules);
+}
+
+static schakel_signal_t fire_signal(const char *const *to, size_t n_to)
+{
+    schakel_signal_t s = {
+        .kind = "brandonveilige-situatie",
+        .theme = "brandveiligheid",
+        .area = "BU09350101",
+        .postcode = "6211AB",
+        .house_number = 12,
+        .summary = "Vluchtweg geblokkeerd",
+        .recipients = to,
+        .n_recipients = n_to,
+    };
+    return s;
+}
+
+/* Receive one delivery as gemeente, ack it, return its rule hash (caller
+ * frees). */
+static char *gemeente_rule_hash(h_env_t *env)
+{
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_delivery_t *d = h_receive(gemeente);
+    assert_string_equal(d->rule_id, "brandweer-brandveiligheid");
+    char *hash = strdup(d->rule_hash);
+    assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(gemeente), 0);
+    schakel_close(&gemeente);
+    return hash;
+}
+
+static void test_reload_applies_new_policy_at_once(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    const char *const to_riec[] = {"riec"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    char principal[130], partner[130], role[130];
+    assert_int_equal(schakel_whoami(jekerdal, principal, partner, role, H_TIMEOUT_MS), SCHAKEL_OK);
+
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    char *hash_before = gemeente_rule_hash(env);
+    s = fire_signal(to_riec, 1);
+    (void)h_publish_refused(brandweer, NULL, &s, "POLICY_DENIED");
+
+    write_policy_v2(env);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    /* The new rule applies on the connection that existed before. */
+    uint32_t recipients = 0;
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 2); /* riec/analyse and riec/m.janssen */
+    /* A changed rule is a new version: same id, other hash. */
+    s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    char *hash_after = gemeente_rule_hash(env);
+    assert_string_not_equal(hash_before, hash_after);
+    free(hash_before);
+    free(hash_after);
+
+    /* The removed principal is cut off mid-session and cannot reconnect. */
+    schakel_signal_t report = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
+    (void)h_publish_refused(jekerdal, NULL, &report, "NOT_PERMITTED");
+    schakel_close(&jekerdal);
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_WOCO_JEKERDAL), &jekerdal, &err),
+                     SCHAKEL_ERR_AUTH);
+    assert_null(jekerdal);
+    assert_int_equal(h_backlog_of(env, H_POLITIE), 0);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
+static void test_bad_policy_is_refused_and_old_one_stays(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *what;
+        const char *rules;
+    } rows[] = {
+        {"not YAML", "rules: [\n  - id: x\n"},
+        {"rule naming an unknown partner",
+         "rules:\n  - id: naar-niemand\n    from: [politie]\n    to: [dierenbescherming]\n"
+         "    themes: [overlast]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
+         "    fields: [area]\n    retention: 30d\n"},
+        {"theme outside the vocabulary",
+         "rules:\n  - id: onbekend-thema\n    from: [politie]\n    to: [gemeente]\n"
+         "    themes: [parkeren]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
+         "    fields: [area]\n    retention: 30d\n"},
+        {"rule without a legal basis",
+         "rules:\n  - id: zonder-grondslag\n    from: [politie]\n    to: [gemeente]\n"
+         "    themes: [overlast]\n    areas: [GM0935]\n    purpose: x\n"
+         "    fields: [area]\n    retention: 30d\n"},
+    };
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_env_write_policy(env, "%s%s", h_policy_header, rows[i].rules);
+        if (h_broker_reload(env) != 0)
+            fail_msg("the broker took a policy with %s", rows[i].what);
+        /* Still the old policy, on the same connection. */
+        schakel_signal_t s = fire_signal(to_gemeente, 1);
+        uint32_t recipients = 0;
+        (void)h_publish_ok(brandweer, &s, NULL, NULL, &recipients, NULL);
+        assert_int_equal(recipients, 1);
+    }
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), sizeof rows / sizeof rows[0]);
+    schakel_close(&brandweer);
+    /* A good policy after the bad ones is taken. */
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_reload_applies_new_policy_at_once, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
+                                        h_setup_broker, h_teardown),
+    };
+    return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
+}
