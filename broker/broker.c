@@ -90,6 +90,12 @@ broker_t *broker_new(const char *listen, const char *key_file, const char *polic
     }
     if ((b->store = store_open(store_path, err, errlen)) == NULL)
         goto fail;
+    int64_t last_seq = store_delivery_last_seq(b->store);
+    if (last_seq < 0) {
+        snprintf(err, errlen, "cannot read the store: %s", store_errmsg(b->store));
+        goto fail;
+    }
+    b->seq_at_start = (uint64_t)last_seq;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
         snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;
@@ -248,8 +254,10 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     Schakel__Heartbeat hb = SCHAKEL__HEARTBEAT__INIT;
     int64_t backlog = store_mailbox_count(b->store, principal->id);
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
     hb.has_time = 1;
-    hb.time = b->now_s * 1000;
+    hb.time = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
     hb.principal = principal->id;
     hb.partner = principal->partner->id;
     hb.role = (char *)(uintptr_t)policy_role_name(principal->role);
@@ -298,6 +306,17 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
     wire_frame_free(&frame);
 }
 
+/* The key a connection authenticated with must still be its principal's
+ * key: a policy reload that replaces a key cuts off connections made with
+ * the old one at their next frame (libzmq cannot close one ROUTER peer). */
+static int key_still_registered(zmq_msg_t *msg, const policy_principal_t *principal)
+{
+    const char *key = zmq_msg_gets(msg, ZAP_PROPERTY_KEY);
+    char current[41];
+    keys_public_z85(principal->curve_pk, current);
+    return key != NULL && strcmp(key, current) == 0;
+}
+
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
@@ -339,7 +358,8 @@ static int receive_one(broker_t *b)
         if (session == NULL) {
             log_event(LOG_ERROR, "session.refused", "principal", user_id, "why",
                       "out of memory or oversized routing id", NULL);
-        } else if (principal == NULL || principal->role == ROLE_OPERATOR) {
+        } else if (principal == NULL || principal->role == ROLE_OPERATOR ||
+                   !key_still_registered(&data, principal)) {
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
                           "this key is no longer registered for the partner endpoint", NULL, -1,
                           0);

@@ -49,6 +49,7 @@ typedef struct broker {
     pending_reply_t *replies;
     size_t n_replies, cap_replies;
     broker_stats_t stats;
+    uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
     int turn_failed; /* a store write failed: roll the turn back, commit nothing */
     int64_t now_s;  /* wall clock of this loop turn */
     int64_t now_ms; /* monotonic clock of this loop turn */

@@ -58,7 +58,9 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         }
         b->stats.acked++;
         record_acked(session->principal, seq);
-        if (receiver != NULL && receiver->session == session && seq <= receiver->cursor &&
+        /* Counted against the window if the current receiving session was
+         * sent it, whichever connection of this principal acks it. */
+        if (receiver != NULL && receiver->session != NULL && seq <= receiver->cursor &&
             receiver->inflight > 0) {
             receiver->inflight--;
             receiver->dirty = 1;
@@ -109,7 +111,9 @@ static int push_one(const store_delivery_t *d, void *arg)
 {
     push_state_t *st = arg;
     receiver_t *r = st->receiver;
-    int redelivery = d->seq <= r->highest_sent;
+    /* Sent before in this process, or pending since before a restart (a
+     * crash forgets what was sent, so those are flagged as possibly sent). */
+    int redelivery = d->seq <= r->highest_sent || d->seq <= st->broker->seq_at_start;
     size_t len = 0;
     uint8_t *frame = encode_deliver(d, redelivery, &len);
     if (frame == NULL) {

@@ -124,6 +124,16 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
     return r;
 }
 
+/* A receiving session is never expired for silence: a quiet recipient
+ * with nothing to receive is not a dead one. Dead peers are found by ZMTP
+ * heartbeats, after which libzmq drops the pipe and the next send is
+ * unroutable (deliver.c ends the session then). */
+static int is_receiving(sessions_t *s, const session_t *session)
+{
+    const receiver_t *r = table_get(s->receivers, session->principal, strlen(session->principal));
+    return r != NULL && r->session == session;
+}
+
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
 {
     size_t dropped = 0;
@@ -135,7 +145,7 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
         size_t cursor = 0;
         session_t *session;
         while ((session = table_next(s->by_routing, &cursor)) != NULL) {
-            if (now_ms - session->last_seen_ms > timeout_ms) {
+            if (now_ms - session->last_seen_ms > timeout_ms && !is_receiving(s, session)) {
                 sessions_drop(s, session);
                 dropped++;
                 again = 1;

@@ -59,7 +59,8 @@ receiver_t *sessions_receiver(sessions_t *s, const char *principal);
  * stops receiving until a new Flow. */
 void sessions_drop(sessions_t *s, session_t *session);
 
-/* Drop every session silent for longer than timeout_ms. Returns how many. */
+/* Drop every session silent for longer than timeout_ms, except receiving
+ * ones (see session.c). Returns how many. */
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
 
 /* Drop every session whose principal `keep` says no longer exists. */

@@ -112,6 +112,7 @@ enum stmt_id {
     STMT_MAILBOX_SCAN,
     STMT_MAILBOX_COUNT,
     STMT_DELIVERY_ACK,
+    STMT_DELIVERY_LAST_SEQ,
     STMT_COUNT
 };
 
@@ -144,6 +145,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " FROM deliveries WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
+    [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
 };
 
 /* Result columns of STMT_MAILBOX_SCAN, in order. */
@@ -896,6 +898,21 @@ int64_t store_mailbox_count(store_t *store, const char *recipient)
         store_fail(store, "mailbox_count");
     stmt_finish(stmt);
     return count;
+}
+
+/* Cost: max() of the rowid is one step to the end of the table's b-tree. */
+int64_t store_delivery_last_seq(store_t *store)
+{
+    if (store_enter(store, "delivery_last_seq") != 0)
+        return -1;
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_LAST_SEQ];
+    int64_t seq = -1;
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        seq = sqlite3_column_int64(stmt, 0);
+    else
+        store_fail(store, "delivery_last_seq");
+    stmt_finish(stmt);
+    return seq;
 }
 
 /* Cost: one rowid lookup, the row delete and its index entry delete,

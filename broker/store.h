@@ -94,6 +94,9 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);
 
+/* The highest seq of any pending delivery (0 when none), -1 on error. */
+int64_t store_delivery_last_seq(store_t *store);
+
 /* Remove an acked delivery. Returns 1 when removed, 0 when the recipient
  * has no such pending delivery (unknown, already acked, or someone
  * else's), -1 on error. Seqs are never reused. */

@@ -99,16 +99,35 @@ static int zap_receive(void *socket, zap_part_t *parts, int max)
     return n;
 }
 
-static int zap_reply(void *socket, const zap_part_t *request_id, const char *status,
-                     const char *text, const char *user_id)
+/* ZAP metadata (ZMTP property list): one property naming the admitted
+ * CURVE key, so that every frame can be checked against the key the
+ * current policy registers for its principal (see broker.c). */
+static size_t zap_metadata(const char *key_z85, uint8_t *out)
 {
+    static const char name[] = ZAP_PROPERTY_KEY;
+    size_t name_len = sizeof name - 1, value_len = strlen(key_z85);
+    out[0] = (uint8_t)name_len;
+    memcpy(out + 1, name, name_len);
+    out[1 + name_len] = 0;
+    out[2 + name_len] = 0;
+    out[3 + name_len] = 0;
+    out[4 + name_len] = (uint8_t)value_len;
+    memcpy(out + 5 + name_len, key_z85, value_len);
+    return 5 + name_len + value_len;
+}
+
+static int zap_reply(void *socket, const zap_part_t *request_id, const char *status,
+                     const char *text, const char *user_id, const char *key_z85)
+{
+    uint8_t metadata[64];
+    size_t metadata_len = key_z85 != NULL ? zap_metadata(key_z85, metadata) : 0;
     int rc = 0;
     rc |= zmq_send(socket, "1.0", 3, ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, request_id->data, request_id->len, ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, status, strlen(status), ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, text, strlen(text), ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, user_id, strlen(user_id), ZMQ_SNDMORE) < 0;
-    rc |= zmq_send(socket, "", 0, 0) < 0;
+    rc |= zmq_send(socket, metadata, metadata_len, 0) < 0;
     return rc ? -1 : 0;
 }
 
@@ -175,7 +194,7 @@ int zap_handle(zap_t *zap, const policy_t *policy)
         zap_part_t empty = {0};
         const zap_part_t *request_id = n >= 2 ? &parts[1] : &empty;
         if (zap_reply(zap->socket, request_id, p ? "200" : "400", p ? "OK" : why,
-                      p ? p->id : "") != 0)
+                      p ? p->id : "", p ? key_z85 : NULL) != 0)
             return -1;
         answered++;
     }

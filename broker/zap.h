@@ -16,6 +16,10 @@
  * uses its own. */
 #define ZAP_DOMAIN_PARTNERS "schakel"
 
+/* Message property set on every admitted connection: the Z85 of the CURVE
+ * key it authenticated with. */
+#define ZAP_PROPERTY_KEY "X-Curve-Key"
+
 typedef struct zap zap_t;
 
 /* Bind the handler in ctx; must happen before any CURVE server socket binds.

@@ -20,6 +20,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "delivery.h"
 #include "keys.h"
 #include "schakel_limits.h"
 #include "syntax.h"
@@ -75,6 +76,8 @@ enum client_wait_kind {
 typedef struct client_wait {
     enum client_wait_kind kind;
     const uint8_t *message_id; /* CLIENT_WAIT_ANSWER: the publish we wait for */
+    const uint8_t *publish;    /* its encoded frame, sent again after a reconnect */
+    size_t publish_len;
     Schakel__Frame *answer;    /* its Accepted or Rejected, owned by the wait */
     int done;
     schakel_status_t status;   /* result once done */
@@ -250,16 +253,11 @@ static void client_fifo_forget(schakel_client_t *client, uint64_t seq)
 /* Encode and send one frame without blocking. With ZMQ_IMMEDIATE off the
  * DEALER queues while (re)connecting, so EAGAIN only means the send queue
  * (SCHAKEL_SNDHWM messages) is full. */
-static schakel_status_t client_send(schakel_client_t *client, Schakel__Frame *frame,
-                                    const char *what)
+static schakel_status_t client_send_bytes(schakel_client_t *client, const uint8_t *buf,
+                                          size_t len, const char *what)
 {
-    size_t len = 0;
-    uint8_t *buf = wire_encode_frame(frame, &len);
-    if (buf == NULL)
-        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding %s", what);
     int rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
     int saved_errno = errno;
-    free(buf);
     if (rc == -1 && saved_errno == EAGAIN)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT,
                            "cannot send %s: the queue to broker %s is full (broker unreachable?)",
@@ -269,6 +267,18 @@ static schakel_status_t client_send(schakel_client_t *client, Schakel__Frame *fr
                            zmq_strerror(saved_errno));
     client->last_send_ms = client_now_ms();
     return SCHAKEL_OK;
+}
+
+static schakel_status_t client_send(schakel_client_t *client, Schakel__Frame *frame,
+                                    const char *what)
+{
+    size_t len = 0;
+    uint8_t *buf = wire_encode_frame(frame, &len);
+    if (buf == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding %s", what);
+    schakel_status_t status = client_send_bytes(client, buf, len, what);
+    free(buf);
+    return status;
 }
 
 static schakel_status_t client_send_heartbeat(schakel_client_t *client)
@@ -336,7 +346,8 @@ static void client_wait_finish(client_wait_t *wait, schakel_status_t status)
 
 /* A new connection is up: the broker keeps no session state across
  * connections, so re-announce our window, and re-ask a question whose answer
- * may have been lost with the old connection. */
+ * may have been lost with the old connection. A publish is sent again as
+ * is: the broker answers a repeated message id with the original answer. */
 static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
 {
     client->handshakes++;
@@ -344,6 +355,10 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     if (client->handshakes > 1) {
         if (client->subscribed)
             (void)client_send_flow(client); /* on failure the next reconnect retries */
+        if (wait->kind == CLIENT_WAIT_ANSWER && wait->publish != NULL &&
+            client_send_bytes(client, wait->publish, wait->publish_len, "Publish") !=
+                SCHAKEL_OK)
+            client_wait_finish(wait, client->last_error.status);
         int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
         client->heartbeats_pending = 0;
         if (asking && client_send_heartbeat(client) != SCHAKEL_OK)
@@ -897,10 +912,11 @@ static void client_free_items(ProtobufCBinaryData *items, size_t n)
     free(items);
 }
 
-/* Serialize, sign and send one Publish. */
-static schakel_status_t client_send_publish(schakel_client_t *client, const char *sender,
-                                            const schakel_signal_t *signals, size_t n,
-                                            const uint8_t message_id[16])
+/* Serialize and sign one Publish frame into *frame_out (caller frees). */
+static schakel_status_t client_encode_publish(schakel_client_t *client, const char *sender,
+                                              const schakel_signal_t *signals, size_t n,
+                                              const uint8_t message_id[16], uint8_t **frame_out,
+                                              size_t *frame_len)
 {
     ProtobufCBinaryData *items = calloc(n, sizeof *items);
     if (items == NULL)
@@ -931,9 +947,11 @@ static schakel_status_t client_send_publish(schakel_client_t *client, const char
     publish.signature.len = sizeof signature;
     frame.body_case = SCHAKEL__FRAME__BODY_PUBLISH;
     frame.publish = &publish;
-    schakel_status_t status = client_send(client, &frame, "Publish");
+    *frame_out = wire_encode_frame(&frame, frame_len);
     client_free_items(items, n);
-    return status;
+    if (*frame_out == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding the publish");
+    return SCHAKEL_OK;
 }
 
 /* Turn the broker's answer into results, or a refusal into the last error. */
@@ -982,11 +1000,19 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
         *duplicate = 0;
 
     int64_t deadline = client_deadline(timeout_ms);
-    schakel_status_t status = client_send_publish(client, sender, signals, n, id);
-    if (status != SCHAKEL_OK)
-        return status;
     client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id};
+    uint8_t *frame = NULL;
+    schakel_status_t status = client_encode_publish(client, sender, signals, n, id, &frame,
+                                                    &wait.publish_len);
+    if (status == SCHAKEL_OK)
+        status = client_send_bytes(client, frame, wait.publish_len, "Publish");
+    if (status != SCHAKEL_OK) {
+        free(frame);
+        return status;
+    }
+    wait.publish = frame;
     status = client_wait(client, &wait, deadline);
+    free(frame);
     if (status == SCHAKEL_OK)
         status = client_take_answer(client, wait.answer, n, results, duplicate);
     else if (status == SCHAKEL_ERR_TIMEOUT)
@@ -1002,173 +1028,6 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
 }
 
 /* ------------------------------------------------------------------ receive */
-
-/* A byte budget for unpacking a delivered signal: protobuf-c has no limit. */
-typedef struct client_budget {
-    size_t used;
-} client_budget_t;
-
-static void *client_budget_alloc(void *data, size_t size)
-{
-    client_budget_t *budget = data;
-    if (size > SCHAKEL_DECODE_BUDGET_BYTES - budget->used)
-        return NULL;
-    budget->used += size;
-    return malloc(size > 0 ? size : 1);
-}
-
-static void client_budget_free(void *data, void *ptr)
-{
-    (void)data;
-    free(ptr);
-}
-
-/* Copy a delivered string (NULL stays NULL) after checking its UTF-8.
- * Returns 0, -1 for bad text, -2 for no memory. */
-static int client_copy_text(const char *in, char **out)
-{
-    *out = NULL;
-    if (in == NULL)
-        return 0;
-    size_t len = strlen(in);
-    if (!syntax_is_utf8((const uint8_t *)in, len))
-        return -1;
-    *out = malloc(len + 1);
-    if (*out == NULL)
-        return -2;
-    memcpy(*out, in, len + 1);
-    return 0;
-}
-
-/* Fill the signal part of a delivery. Returns 0, -1 bad text, -2 no memory. */
-static int client_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
-{
-    struct { const char *in; char **out; } texts[] = {
-        {s->kind, &d->kind},       {s->theme, &d->theme},     {s->area, &d->area},
-        {s->subject, &d->subject}, {s->grounds, &d->grounds}, {s->case_ref, &d->case_ref},
-        {s->summary, &d->summary}, {s->source_ref, &d->source_ref},
-        {s->address != NULL ? s->address->postcode : NULL, &d->postcode},
-        {s->address != NULL ? s->address->addition : NULL, &d->addition},
-    };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        int rc = client_copy_text(texts[i].in, texts[i].out);
-        if (rc != 0)
-            return rc;
-    }
-    if (s->address != NULL && s->address->has_house_number)
-        d->house_number = s->address->house_number;
-    if (s->has_severity) {
-        if ((int)s->severity < SCHAKEL_SEVERITY_UNSPECIFIED ||
-            (int)s->severity > SCHAKEL_SEVERITY_CRITICAL)
-            return -1;
-        d->severity = (int)s->severity;
-    }
-    if (s->has_observed_at)
-        d->observed_at = s->observed_at;
-    if (s->n_recipients > SCHAKEL_MAX_RECIPIENTS)
-        return -1;
-    if (s->n_recipients > 0) {
-        d->recipients = calloc(s->n_recipients, sizeof *d->recipients);
-        if (d->recipients == NULL)
-            return -2;
-        d->n_recipients = s->n_recipients;
-        for (size_t i = 0; i < s->n_recipients; i++) {
-            int rc = client_copy_text(s->recipients[i], &d->recipients[i]);
-            if (rc != 0)
-                return rc;
-        }
-    }
-    return 0;
-}
-
-/* Fill the envelope part of a delivery. Returns 0, -1 bad text, -2 no memory. */
-static int client_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver *in,
-                                const Schakel__Signal *signal)
-{
-    const char *sender = in->sender != NULL ? in->sender : signal->sender;
-    struct { const char *in; char **out; } texts[] = {
-        {sender, &d->sender},           {in->sender_partner, &d->sender_partner},
-        {in->rule_id, &d->rule_id},     {in->rule_hash, &d->rule_hash},
-        {in->purpose, &d->purpose},     {in->legal_basis, &d->legal_basis},
-    };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        int rc = client_copy_text(texts[i].in, texts[i].out);
-        if (rc != 0)
-            return rc;
-    }
-    d->seq = in->seq;
-    memcpy(d->message_id, in->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
-    d->item_index = in->has_item_index ? in->item_index : 0;
-    d->item_seq = in->has_item_seq ? in->item_seq : 0;
-    d->redelivery = in->has_redelivery && in->redelivery;
-    d->accepted_at = in->has_accepted_at ? in->accepted_at : 0;
-    d->expires_at = in->has_expires_at ? in->expires_at : 0;
-    return 0;
-}
-
-/* Decode a Deliver into a new schakel_delivery_t. The signal inside was
- * reduced to the deciding rule's fields, so wire_decode_signal (which demands
- * area and checks the time window against our clock) is not used: it is
- * unpacked under the byte budget and only kind and theme, which every rule
- * keeps, are required. Unknown fields of a newer broker are ignored. */
-static schakel_status_t client_delivery_decode(schakel_client_t *client,
-                                               const Schakel__Deliver *in,
-                                               schakel_delivery_t **out)
-{
-    if (!in->has_seq || !in->has_message_id ||
-        in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES || !in->has_signal ||
-        in->signal.len > SCHAKEL_MAX_ITEM_BYTES)
-        return client_fail(client, SCHAKEL_ERR_PROTOCOL,
-                           "delivery seq=%llu from broker %s lacks seq, message id or signal",
-                           (unsigned long long)in->seq, client->endpoint);
-    client_budget_t budget = {0};
-    ProtobufCAllocator allocator = {client_budget_alloc, client_budget_free, &budget};
-    Schakel__Signal *signal = schakel__signal__unpack(&allocator, in->signal.len,
-                                                      in->signal.data);
-    if (signal == NULL || signal->kind == NULL || signal->theme == NULL ||
-        (in->sender == NULL && signal->sender == NULL)) {
-        if (signal != NULL)
-            schakel__signal__free_unpacked(signal, &allocator);
-        return client_fail(client, SCHAKEL_ERR_PROTOCOL,
-                           "delivery seq=%llu from broker %s: the signal is not a valid Signal "
-                           "with sender, kind and theme",
-                           (unsigned long long)in->seq, client->endpoint);
-    }
-    schakel_delivery_t *d = calloc(1, sizeof *d);
-    int rc = d == NULL ? -2 : client_copy_envelope(d, in, signal);
-    if (rc == 0)
-        rc = client_copy_signal(d, signal);
-    schakel__signal__free_unpacked(signal, &allocator);
-    if (rc != 0) {
-        schakel_delivery_free(&d);
-        if (rc == -2)
-            return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory decoding a delivery");
-        return client_fail(client, SCHAKEL_ERR_PROTOCOL,
-                           "delivery seq=%llu from broker %s has a field that is not valid "
-                           "UTF-8 or out of range",
-                           (unsigned long long)in->seq, client->endpoint);
-    }
-    *out = d;
-    return SCHAKEL_OK;
-}
-
-void schakel_delivery_free(schakel_delivery_t **delivery)
-{
-    if (delivery == NULL || *delivery == NULL)
-        return;
-    schakel_delivery_t *d = *delivery;
-    char *texts[] = {d->sender,  d->sender_partner, d->rule_id,  d->rule_hash, d->purpose,
-                     d->legal_basis, d->kind,       d->theme,    d->area,      d->postcode,
-                     d->addition, d->subject,       d->grounds,  d->case_ref,  d->summary,
-                     d->source_ref};
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        free(texts[i]);
-    for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
-        free(d->recipients[i]);
-    free(d->recipients);
-    free(d);
-    *delivery = NULL;
-}
 
 schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window)
 {
@@ -1204,8 +1063,11 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
     if (status != SCHAKEL_OK)
         return status;
     Schakel__Frame *frame = client_fifo_pop(client);
-    status = client_delivery_decode(client, frame->deliver, out);
+    char text[200] = "";
+    status = delivery_decode(frame->deliver, out, text, sizeof text);
     wire_frame_free(&frame);
+    if (status != SCHAKEL_OK)
+        return client_fail(client, status, "%s (from broker %s)", text, client->endpoint);
     return status;
 }
 

@@ -616,7 +616,8 @@ static int h_log_contains(const h_env_t *env, long offset, const char *needle)
     char line[2048];
     if (fseek(f, offset, SEEK_SET) == 0)
         while (!found && fgets(line, sizeof line, f))
-            found = strstr(line, needle) != NULL;
+            /* only whole lines: the broker may be writing the last one */
+            found = strchr(line, '\n') != NULL && strstr(line, needle) != NULL;
     fclose(f);
     return found;
 }

@@ -8,6 +8,7 @@
  */
 #include "harness.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -444,6 +445,65 @@ static void test_validation_refusals_through_the_broker(void **state)
     h_done(env);
 }
 
+/* A batch of items under one signature (a hash tree over five items, so the
+ * split is uneven): every item is accepted and delivered with its index; a
+ * batch with one bad item is refused whole, naming that item. */
+static void test_batch_publish_is_signed_and_refused_whole(void **state)
+{
+    h_env_t *env = *state;
+    enum { N = 5 };
+    schakel_signal_t batch[N];
+    char refs[N][24];
+    for (int i = 0; i < N; i++) {
+        snprintf(refs[i], sizeof refs[i], "BVH-2024-%05d", 61000 + i);
+        batch[i] = (schakel_signal_t){.kind = "witwassen",
+                                      .theme = "ondermijning",
+                                      .area = "GM0935",
+                                      .summary = "Verdachte transactie",
+                                      .source_ref = refs[i]};
+    }
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_item_result_t results[N];
+    uint8_t id[16];
+    int duplicate = -1;
+    assert_int_equal(
+        schakel_publish(politie, NULL, batch, N, NULL, id, results, &duplicate, H_TIMEOUT_MS),
+        SCHAKEL_OK);
+    assert_int_equal(duplicate, 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(results[i].recipients, 1);
+        if (i > 0)
+            assert_true(results[i].seq > results[i - 1].seq);
+    }
+
+    /* Item 3 of a second batch is invalid: nothing of that batch is kept. */
+    batch[3].area = "GM09350";
+    uint64_t om_backlog_before = h_backlog_of(env, H_OM);
+    assert_int_equal(om_backlog_before, N);
+    schakel_status_t st =
+        schakel_publish(politie, NULL, batch, N, NULL, NULL, NULL, NULL, H_TIMEOUT_MS);
+    assert_int_equal(st, SCHAKEL_ERR_REFUSED);
+    assert_string_equal(schakel_last_error(politie)->reason_name, "INVALID_AREA");
+    assert_int_equal(schakel_last_error(politie)->item_index, 3);
+    assert_int_equal(h_backlog_of(env, H_OM), N);
+    schakel_close(&politie);
+
+    schakel_client_t *om = h_connect(env, H_OM);
+    for (int i = 0; i < N; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        assert_memory_equal(d->message_id, id, 16);
+        assert_int_equal(d->item_index, (uint32_t)i);
+        assert_int_equal(d->item_seq, results[i].seq);
+        assert_string_equal(d->source_ref, refs[i]);
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    h_assert_nobody_else(env, NULL);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -465,6 +525,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_validation_refusals_through_the_broker, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_publish_is_signed_and_refused_whole,
+                                        h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: scenario", tests, NULL, NULL);
 }

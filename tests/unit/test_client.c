@@ -50,10 +50,16 @@ enum fake_publish_mode {
     FAKE_DELIVER_THEN_ACCEPT, /* a Deliver before the Accepted */
 };
 
+/* How the fake answers a Flow: not at all, or with one Deliver, well-formed
+ * or broken in one way. */
 enum fake_flow_mode {
     FAKE_FLOW_QUIET,
-    FAKE_FLOW_DELIVER,     /* answer Flow with one Deliver */
-    FAKE_FLOW_BAD_DELIVER, /* answer Flow with a Deliver whose signal is garbage */
+    FAKE_FLOW_DELIVER,
+    FAKE_FLOW_GARBAGE_SIGNAL,
+    FAKE_FLOW_NO_KIND,
+    FAKE_FLOW_BAD_UTF8,
+    FAKE_FLOW_NO_MESSAGE_ID,
+    FAKE_FLOW_BAD_SEVERITY,
 };
 
 typedef struct fake_broker {
@@ -67,6 +73,7 @@ typedef struct fake_broker {
     uint8_t client_sign_pk[32];
 
     pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t changed; /* broadcast when a publish was recorded */
     enum fake_publish_mode publish_mode;
     enum fake_flow_mode flow_mode;
     int zap_admitted, zap_denied;
@@ -133,8 +140,10 @@ static void fake_zap(fake_broker_t *fake)
         zmq_msg_close(&parts[i]);
 }
 
-/* Verify a Publish as the broker would, and record what was seen. */
-static void fake_check_publish(fake_broker_t *fake, const Schakel__Publish *publish)
+/* Verify a Publish as the broker would, and record what was seen. Returns
+ * the answer mode in force when it was recorded. */
+static enum fake_publish_mode fake_check_publish(fake_broker_t *fake,
+                                                 const Schakel__Publish *publish)
 {
     uint8_t root[32], signed_bytes[64];
     wire_items_root(publish->items, publish->n_items, root);
@@ -168,7 +177,10 @@ static void fake_check_publish(fake_broker_t *fake, const Schakel__Publish *publ
     memcpy(fake->sender, sender, sizeof sender);
     memcpy(fake->first_kind, kind, sizeof kind);
     memcpy(fake->message_id, publish->message_id.data, 16);
+    enum fake_publish_mode mode = fake->publish_mode;
+    pthread_cond_broadcast(&fake->changed);
     pthread_mutex_unlock(&fake->lock);
+    return mode;
 }
 
 static void fake_send_accepted(fake_broker_t *fake, zmq_msg_t *routing, const uint8_t *id,
@@ -221,8 +233,9 @@ static void fake_send_rejected(fake_broker_t *fake, zmq_msg_t *routing, const ui
     fake_send_frame(fake, routing, &frame);
 }
 
-/* A delivery reduced as a rule without `area` would leave it. */
-static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, int garbage_signal)
+/* A delivery reduced as a rule without `area` would leave it, or broken as
+ * `mode` says. */
+static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake_flow_mode mode)
 {
     static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x0f, 0x01};
     static const uint8_t id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
@@ -230,14 +243,15 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, int garba
     Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
     Schakel__Address address = SCHAKEL__ADDRESS__INIT;
     signal.sender = "woco-servatius/meldingen";
-    signal.kind = "hennepkwekerij";
+    signal.kind = mode == FAKE_FLOW_NO_KIND ? NULL : "hennepkwekerij";
     signal.theme = "ondermijning";
     address.postcode = "6211AB";
     address.has_house_number = 1;
     address.house_number = 12;
     signal.address = &address;
     signal.has_severity = 1;
-    signal.severity = SCHAKEL__SEVERITY__SEVERITY_HIGH;
+    signal.severity = mode == FAKE_FLOW_BAD_SEVERITY ? (Schakel__Severity)9
+                                                     : SCHAKEL__SEVERITY__SEVERITY_HIGH;
     signal.summary = "Stroomverbruik verdubbeld, ramen afgeplakt";
     signal.n_recipients = 1;
     signal.recipients = recipients;
@@ -245,7 +259,8 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, int garba
     uint8_t *bytes = wire_encode_signal(&signal, &len);
     Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
-    deliver.has_seq = deliver.has_message_id = deliver.has_item_index = 1;
+    deliver.has_seq = deliver.has_item_index = 1;
+    deliver.has_message_id = mode != FAKE_FLOW_NO_MESSAGE_ID;
     deliver.seq = DELIVERED_SEQ;
     deliver.message_id.data = (uint8_t *)(uintptr_t)id;
     deliver.message_id.len = 16;
@@ -254,13 +269,14 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, int garba
     deliver.sender_partner = "woco-servatius";
     deliver.rule_id = "woco-ondermijning";
     deliver.rule_hash = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
-    deliver.purpose = "Aanpak ondermijning";
+    deliver.purpose = mode == FAKE_FLOW_BAD_UTF8 ? "Aanpak \xc3\x28" : "Aanpak ondermijning";
     deliver.legal_basis = "Convenant RIEC Limburg 2023, art. 6";
     deliver.has_accepted_at = deliver.has_expires_at = deliver.has_item_seq = 1;
     deliver.accepted_at = 1790000000;
     deliver.expires_at = 1790000000 + 365 * 86400;
     deliver.item_seq = 55;
     deliver.has_signal = 1;
+    int garbage_signal = mode == FAKE_FLOW_GARBAGE_SIGNAL;
     deliver.signal.data = garbage_signal ? (uint8_t *)(uintptr_t)garbage : bytes;
     deliver.signal.len = garbage_signal ? sizeof garbage : len;
     frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
@@ -277,10 +293,7 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
 {
     static const uint8_t garbage[] = {0x0a, 0xff, 0xff, 0xff, 0xff, 0x13, 0x37};
     static const uint8_t other_id[16] = {0x55};
-    fake_check_publish(fake, publish);
-    pthread_mutex_lock(&fake->lock);
-    enum fake_publish_mode mode = fake->publish_mode;
-    pthread_mutex_unlock(&fake->lock);
+    enum fake_publish_mode mode = fake_check_publish(fake, publish);
     const uint8_t *id = publish->message_id.data;
     switch (mode) {
     case FAKE_ACCEPT:
@@ -302,7 +315,7 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
         fake_send_accepted(fake, routing, id, publish->n_items, 0);
         break;
     case FAKE_DELIVER_THEN_ACCEPT:
-        fake_send_deliver(fake, routing, 0);
+        fake_send_deliver(fake, routing, FAKE_FLOW_DELIVER);
         fake_send_accepted(fake, routing, id, publish->n_items, 0);
         break;
     }
@@ -348,7 +361,7 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     enum fake_flow_mode mode = fake->flow_mode;
     pthread_mutex_unlock(&fake->lock);
     if (mode != FAKE_FLOW_QUIET)
-        fake_send_deliver(fake, routing, mode == FAKE_FLOW_BAD_DELIVER);
+        fake_send_deliver(fake, routing, mode);
 }
 
 static void fake_router(fake_broker_t *fake)
@@ -459,7 +472,8 @@ static void fake_set_modes(fake_broker_t *fake, enum fake_publish_mode publish_m
 /* ------------------------------------------------------------ fixture */
 
 static char dir[64];
-static fake_broker_t fake = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static fake_broker_t fake = {.lock = PTHREAD_MUTEX_INITIALIZER,
+                             .changed = PTHREAD_COND_INITIALIZER};
 
 static void path_of(char *out, size_t len, const char *name)
 {
@@ -784,6 +798,47 @@ static void test_publish_timeout_then_retry(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
+/* Restarts the fake (answering Accepted from then on) as soon as it has
+ * received, and left unanswered, one publish. */
+static void *restart_after_first_publish(void *arg)
+{
+    char endpoint[sizeof fake.endpoint];
+    (void)arg;
+    pthread_mutex_lock(&fake.lock);
+    while (fake.publishes < 1)
+        pthread_cond_wait(&fake.changed, &fake.lock);
+    fake.publish_mode = FAKE_ACCEPT;
+    pthread_mutex_unlock(&fake.lock);
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    return fake_start(&fake, endpoint) == 0 ? arg : &fake;
+}
+
+/* The broker restarts while a publish waits for its answer: the client sends
+ * the same signed publish again on the new connection, within its timeout. */
+static void test_publish_survives_restart(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    schakel_item_result_t result = {0};
+    uint8_t id[16];
+    pthread_t helper;
+    void *helper_failed = NULL;
+    fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
+    assert_int_equal(pthread_create(&helper, NULL, restart_after_first_publish, NULL), 0);
+    schakel_status_t status = schakel_publish(client, NULL, &signal, 1, NULL, id, &result, NULL,
+                                              3 * WAIT_MS);
+    assert_int_equal(pthread_join(helper, &helper_failed), 0);
+    assert_null(helper_failed);
+    assert_int_equal(status, SCHAKEL_OK);
+    assert_int_equal(result.seq, 100);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 2);
+    assert_int_equal(fake.signature_ok, 1);
+    assert_memory_equal(fake.message_id, id, 16);
+    pthread_mutex_unlock(&fake.lock);
+}
+
 /* ------------------------------------------------------------ receive */
 
 static void check_delivery(const schakel_delivery_t *d)
@@ -856,14 +911,40 @@ static void test_receive_queued_during_publish(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
-static void test_receive_malformed_delivery(void **state)
+/* Each Flow (schakel_subscribe) makes the fake send one Deliver. */
+static void test_receive_delivery_table(void **state)
 {
     schakel_client_t *client = *state;
-    schakel_delivery_t *d = NULL;
-    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_BAD_DELIVER);
-    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
-    assert_null(d);
-    assert_non_null(strstr(schakel_last_error(client)->text, "seq=7"));
+    static const struct {
+        enum fake_flow_mode mode;
+        schakel_status_t expected;
+        const char *text; /* in the error text */
+    } rows[] = {
+        {FAKE_FLOW_DELIVER, SCHAKEL_OK, ""},
+        {FAKE_FLOW_GARBAGE_SIGNAL, SCHAKEL_ERR_PROTOCOL, "seq=7"},
+        {FAKE_FLOW_NO_KIND, SCHAKEL_ERR_PROTOCOL, "seq=7"},
+        {FAKE_FLOW_BAD_UTF8, SCHAKEL_ERR_PROTOCOL, "UTF-8"}, /* refused by the frame codec */
+        {FAKE_FLOW_NO_MESSAGE_ID, SCHAKEL_ERR_PROTOCOL, "seq=7"},
+        {FAKE_FLOW_BAD_SEVERITY, SCHAKEL_ERR_PROTOCOL, "seq=7"},
+        {FAKE_FLOW_DELIVER, SCHAKEL_OK, ""}, /* still works after every failure */
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_delivery_t *d = NULL;
+        fake_set_modes(&fake, FAKE_ACCEPT, rows[r].mode);
+        assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+        schakel_status_t status = schakel_receive(client, &d, WAIT_MS);
+        if (status != rows[r].expected)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, rows[r].expected);
+        if (status != SCHAKEL_OK) {
+            assert_null(d);
+            assert_non_null(strstr(schakel_last_error(client)->text, rows[r].text));
+            continue;
+        }
+        check_delivery(d);
+        assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
 }
 
 static void test_ack_refused_is_recorded(void **state)
@@ -935,10 +1016,12 @@ int main(void)
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_timeout_then_retry, client_setup,
                                         client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_survives_restart, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_and_ack, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
                                         client_teardown),
-        cmocka_unit_test_setup_teardown(test_receive_malformed_delivery, client_setup,
+        cmocka_unit_test_setup_teardown(test_receive_delivery_table, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_ack_refused_is_recorded, client_setup,
                                         client_teardown),

@@ -63,14 +63,23 @@ static void test_expiry(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    session_t *old = sessions_touch(s, rid_a, 5, "om/parket", 0);
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    session_t *receiving = sessions_touch(s, rid_a, 5, "om/parket", 0);
     sessions_touch(s, rid_b, 5, "riec/analyse", 15000);
-    receiver_t *r = sessions_receive(s, old, 8);
+    sessions_touch(s, rid_c, 5, "politie/bvh", 0);
+    receiver_t *r = sessions_receive(s, receiving, 8);
+    /* The silent publisher goes; the silent receiver stays (quiet is not
+     * dead); the recent one stays. */
     assert_int_equal(sessions_expire(s, 20000, 10000), 1);
-    assert_int_equal(sessions_count(s), 1);
-    assert_null(r->session);
-    assert_ptr_equal(sessions_receiver(s, "om/parket"), r);
-    assert_int_equal(sessions_expire(s, 20000, 10000), 0);
+    assert_int_equal(sessions_count(s), 2);
+    assert_ptr_equal(r->session, receiving);
+    assert_null(sessions_receiver(s, "politie/bvh"));
+    /* Once it no longer receives (another connection took over), it can go. */
+    session_t *newer = sessions_touch(s, rid_c, 5, "om/parket", 20000);
+    assert_ptr_equal(sessions_receive(s, newer, 8), r);
+    assert_int_equal(sessions_expire(s, 20000, 10000), 1);
+    assert_int_equal(sessions_count(s), 2);
+    assert_ptr_equal(r->session, newer);
     sessions_destroy(&s);
 }
 

@@ -1,0 +1,189 @@
+/*
+ * delivery.c — a broker's Deliver turned into the caller's schakel_delivery_t.
+ *
+ * Owns the decoding of delivered signals and the delivery's memory. Trusts
+ * nothing of the broker's bytes: the signal is unpacked under a byte budget,
+ * kind and theme are required, strings must be UTF-8, severity in range.
+ * Returns SCHAKEL_ERR_PROTOCOL or SCHAKEL_ERR_NOMEM with a text, never aborts.
+ */
+#include "delivery.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "schakel_limits.h"
+#include "syntax.h"
+
+/* A byte budget for unpacking a delivered signal: protobuf-c has no limit. */
+typedef struct delivery_budget {
+    size_t used;
+} delivery_budget_t;
+
+static void *delivery_budget_alloc(void *data, size_t size)
+{
+    delivery_budget_t *budget = data;
+    if (size > SCHAKEL_DECODE_BUDGET_BYTES - budget->used)
+        return NULL;
+    budget->used += size;
+    return malloc(size > 0 ? size : 1);
+}
+
+static void delivery_budget_free(void *data, void *ptr)
+{
+    (void)data;
+    free(ptr);
+}
+
+/* Copy a delivered string (NULL stays NULL) after checking its UTF-8.
+ * Returns 0, -1 for bad text, -2 for no memory. */
+static int delivery_copy_text(const char *in, char **out)
+{
+    *out = NULL;
+    if (in == NULL)
+        return 0;
+    size_t len = strlen(in);
+    if (!syntax_is_utf8((const uint8_t *)in, len))
+        return -1;
+    *out = malloc(len + 1);
+    if (*out == NULL)
+        return -2;
+    memcpy(*out, in, len + 1);
+    return 0;
+}
+
+/* Fill the signal part of a delivery. Returns 0, -1 bad text, -2 no memory. */
+static int delivery_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
+{
+    struct { const char *in; char **out; } texts[] = {
+        {s->kind, &d->kind},       {s->theme, &d->theme},     {s->area, &d->area},
+        {s->subject, &d->subject}, {s->grounds, &d->grounds}, {s->case_ref, &d->case_ref},
+        {s->summary, &d->summary}, {s->source_ref, &d->source_ref},
+        {s->address != NULL ? s->address->postcode : NULL, &d->postcode},
+        {s->address != NULL ? s->address->addition : NULL, &d->addition},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int rc = delivery_copy_text(texts[i].in, texts[i].out);
+        if (rc != 0)
+            return rc;
+    }
+    if (s->address != NULL && s->address->has_house_number)
+        d->house_number = s->address->house_number;
+    if (s->has_severity) {
+        if ((int)s->severity < SCHAKEL_SEVERITY_UNSPECIFIED ||
+            (int)s->severity > SCHAKEL_SEVERITY_CRITICAL)
+            return -1;
+        d->severity = (int)s->severity;
+    }
+    if (s->has_observed_at)
+        d->observed_at = s->observed_at;
+    if (s->n_recipients > SCHAKEL_MAX_RECIPIENTS)
+        return -1;
+    if (s->n_recipients > 0) {
+        d->recipients = calloc(s->n_recipients, sizeof *d->recipients);
+        if (d->recipients == NULL)
+            return -2;
+        d->n_recipients = s->n_recipients;
+        for (size_t i = 0; i < s->n_recipients; i++) {
+            int rc = delivery_copy_text(s->recipients[i], &d->recipients[i]);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Fill the envelope part of a delivery. Returns 0, -1 bad text, -2 no memory. */
+static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver *in,
+                                const Schakel__Signal *signal)
+{
+    const char *sender = in->sender != NULL ? in->sender : signal->sender;
+    struct { const char *in; char **out; } texts[] = {
+        {sender, &d->sender},           {in->sender_partner, &d->sender_partner},
+        {in->rule_id, &d->rule_id},     {in->rule_hash, &d->rule_hash},
+        {in->purpose, &d->purpose},     {in->legal_basis, &d->legal_basis},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int rc = delivery_copy_text(texts[i].in, texts[i].out);
+        if (rc != 0)
+            return rc;
+    }
+    d->seq = in->seq;
+    memcpy(d->message_id, in->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
+    d->item_index = in->has_item_index ? in->item_index : 0;
+    d->item_seq = in->has_item_seq ? in->item_seq : 0;
+    d->redelivery = in->has_redelivery && in->redelivery;
+    d->accepted_at = in->has_accepted_at ? in->accepted_at : 0;
+    d->expires_at = in->has_expires_at ? in->expires_at : 0;
+    return 0;
+}
+
+/* The signal inside a Deliver was reduced to the deciding rule's fields, so
+ * wire_decode_signal (which demands area and checks the time window against
+ * our clock) is not used: the signal is unpacked under the byte budget and
+ * only kind and theme, which every rule keeps, are required. Unknown fields a
+ * newer broker may add are ignored. */
+schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out,
+                                 char *text, size_t textlen)
+{
+    *out = NULL;
+    if (!in->has_seq || !in->has_message_id ||
+        in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES || !in->has_signal ||
+        in->signal.len > SCHAKEL_MAX_ITEM_BYTES) {
+        snprintf(text, textlen, "delivery seq=%llu lacks seq, message id or signal",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
+    delivery_budget_t budget = {0};
+    ProtobufCAllocator allocator = {delivery_budget_alloc, delivery_budget_free, &budget};
+    Schakel__Signal *signal = schakel__signal__unpack(&allocator, in->signal.len,
+                                                      in->signal.data);
+    if (signal == NULL || signal->kind == NULL || signal->theme == NULL ||
+        (in->sender == NULL && signal->sender == NULL)) {
+        if (signal != NULL)
+            schakel__signal__free_unpacked(signal, &allocator);
+        snprintf(text, textlen,
+                 "delivery seq=%llu: the signal is not a valid Signal with sender, kind and "
+                 "theme",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
+    schakel_delivery_t *d = calloc(1, sizeof *d);
+    int rc = d == NULL ? -2 : delivery_copy_envelope(d, in, signal);
+    if (rc == 0)
+        rc = delivery_copy_signal(d, signal);
+    schakel__signal__free_unpacked(signal, &allocator);
+    if (rc != 0) {
+        schakel_delivery_free(&d);
+        if (rc == -2) {
+            snprintf(text, textlen, "out of memory decoding delivery seq=%llu",
+                     (unsigned long long)in->seq);
+            return SCHAKEL_ERR_NOMEM;
+        }
+        snprintf(text, textlen,
+                 "delivery seq=%llu has a field that is not valid UTF-8 or out of range",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
+    *out = d;
+    return SCHAKEL_OK;
+}
+
+void schakel_delivery_free(schakel_delivery_t **delivery)
+{
+    if (delivery == NULL || *delivery == NULL)
+        return;
+    schakel_delivery_t *d = *delivery;
+    char *texts[] = {d->sender,  d->sender_partner, d->rule_id,  d->rule_hash, d->purpose,
+                     d->legal_basis, d->kind,       d->theme,    d->area,      d->postcode,
+                     d->addition, d->subject,       d->grounds,  d->case_ref,  d->summary,
+                     d->source_ref};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        free(texts[i]);
+    for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
+        free(d->recipients[i]);
+    free(d->recipients);
+    free(d);
+    *delivery = NULL;
+}
+
