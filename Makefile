@@ -73,6 +73,8 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_SUPPORT := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+# the independent Python client (docs/PROTOCOL.md alone) against the real broker
+INTEROP := $(wildcard tests/interop/test_interop.py)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_O := $(PROTO_O) $(call obj,$(COMMON_SRC))
@@ -113,6 +115,10 @@ deps:
 	  esac; \
 	done; \
 	command -v protoc-c >/dev/null 2>&1 || debs="$$debs protobuf-c-compiler"; \
+	command -v protoc >/dev/null 2>&1 || debs="$$debs protobuf-compiler"; \
+	/usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || debs="$$debs python3-zmq"; \
+	/usr/bin/python3 -c 'import nacl' >/dev/null 2>&1 || debs="$$debs python3-nacl"; \
+	/usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || debs="$$debs python3-protobuf"; \
 	command -v $(PKG_CONFIG) >/dev/null 2>&1 || debs="$$debs pkg-config"; \
 	if [ -n "$$debs" ]; then \
 	  echo "deps: installing$$debs"; \
@@ -186,7 +192,7 @@ tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory tests-build
-	@BUILD=$(BUILD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN)
+	@BUILD=$(BUILD) SCHAKELD=$(SCHAKELD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN) $(INTEROP)
 
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 tests-build

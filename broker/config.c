@@ -207,6 +207,9 @@ typedef struct config_capture {
 /* libcyaml logs an error message, then a backtrace whose first entry names
  * the line of the innermost value being loaded. */
 static void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+    __attribute__((format(printf, 3, 0)));
+
+static void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
 {
     config_capture_t *cap = ctx;
     char text[256];

@@ -160,23 +160,31 @@ int main(int argc, char **argv)
         return 1;
     }
     char err[1024] = "";
-    broker_config_t *cfg = NULL;
-    if (o.config != NULL && (cfg = config_load(o.config, err, sizeof err)) == NULL) {
-        fprintf(stderr, "schakeld: %s\n", err);
+    broker_config_t *cfg = o.config != NULL ? config_load(o.config, err, sizeof err)
+                                            : calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        fprintf(stderr, "schakeld: %s\n", err[0] ? err : "out of memory");
         return 1;
     }
-    const char *listen = o.listen ? o.listen : cfg ? cfg->listen : NULL;
-    const char *key = o.key ? o.key : cfg ? cfg->key_file : NULL;
-    const char *policy = o.policy ? o.policy : cfg ? cfg->policy_path : NULL;
-    const char *store = o.store ? o.store : cfg ? cfg->store_path : NULL;
-    if (listen == NULL || key == NULL || policy == NULL || store == NULL) {
-        fprintf(stderr, "schakeld: listen, key, policy and store must all be set "
-                        "(in --config or as options)\n");
+    /* Command-line options override the file, checked as the file is. */
+    const char *overrides[][2] = {
+        {"listen", o.listen}, {"key_file", o.key}, {"policy", o.policy}, {"store", o.store}};
+    for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
+        if (overrides[i][1] != NULL &&
+            config_set(cfg, overrides[i][0], overrides[i][1], err, sizeof err) != 0) {
+            fprintf(stderr, "schakeld: %s\n", err);
+            config_destroy(&cfg);
+            return 2;
+        }
+    }
+    if (config_complete(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "schakeld: %s\n", err);
         config_destroy(&cfg);
         usage(stderr);
         return 2;
     }
-    broker_t *b = broker_new(listen, key, policy, store, err, sizeof err);
+    broker_t *b = broker_new(cfg->listen, cfg->key_file, cfg->policy_path, cfg->store_path, err,
+                             sizeof err);
     config_destroy(&cfg);
     if (b == NULL) {
         fprintf(stderr, "schakeld: %s\n", err);

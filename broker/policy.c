@@ -187,7 +187,7 @@ struct policy {
     uint32_t *slot_rules; /* rule indexes, file order within a slot */
 };
 
-/* ------------------------------------------------------------------ errors */
+/* ------------------------------------------------------------------ load context */
 
 /* Line map: one node per YAML value, in document order, with the line of
  * the value (for a mapping value: the line of its key). libcyaml cannot say
@@ -539,6 +539,9 @@ typedef struct cyaml_capture {
     unsigned line;
     bool in_backtrace;
 } cyaml_capture_t;
+
+static void policy_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+    __attribute__((format(printf, 3, 0)));
 
 static void policy_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
 {
@@ -1612,24 +1615,32 @@ static bool rule_matches(const rule_entry_t *r, const policy_principal_t *sender
 typedef struct decide_state {
     uint64_t wanted, granted;
     const rule_entry_t *by_partner[SCHAKEL_MAX_PARTNERS];
-    const rule_entry_t *needs_case_ref[SCHAKEL_MAX_PARTNERS]; /* for the deny reason */
+    /* For the deny reason: a rule that would have matched but for case_ref,
+     * and one that matched but reaches no principal of that partner. */
+    const rule_entry_t *needs_case_ref[SCHAKEL_MAX_PARTNERS];
+    const rule_entry_t *no_receiver[SCHAKEL_MAX_PARTNERS];
 } decide_state_t;
 
 static void decide_consider(decide_state_t *s, const rule_entry_t *r,
                             const policy_principal_t *sender, const policy_signal_facts_t *facts)
 {
-    uint64_t gain = r->to_reachable & s->wanted & ~s->granted;
-    if (gain == 0 || !rule_matches(r, sender, facts))
+    uint64_t open = s->wanted & ~s->granted;
+    uint64_t gain = r->to_reachable & open, unreachable = r->to_partners & ~r->to_reachable & open;
+    if ((gain | unreachable) == 0 || !rule_matches(r, sender, facts))
         return;
-    for (size_t k = 0; k < SCHAKEL_MAX_PARTNERS; k++) {
-        if (!(gain >> k & 1))
-            continue;
-        if (r->pub.require_case_ref && !facts->has_case_ref) {
-            if (s->needs_case_ref[k] == NULL)
-                s->needs_case_ref[k] = r;
-        } else {
+    for (uint64_t m = unreachable; m; m &= m - 1) {
+        size_t k = (size_t)__builtin_ctzll(m);
+        if (s->no_receiver[k] == NULL)
+            s->no_receiver[k] = r;
+    }
+    bool blocked = r->pub.require_case_ref && !facts->has_case_ref;
+    for (uint64_t m = gain; m; m &= m - 1) {
+        size_t k = (size_t)__builtin_ctzll(m);
+        if (!blocked) {
             s->by_partner[k] = r;
             s->granted |= UINT64_C(1) << k;
+        } else if (s->needs_case_ref[k] == NULL) {
+            s->needs_case_ref[k] = r;
         }
     }
 }
@@ -1671,18 +1682,30 @@ static verdict_t decide_deny(policy_decision_t *out, const char *fmt, ...)
     return VERDICT_DENY;
 }
 
-static verdict_t decide_deny_no_rule(const policy_principal_t *sender,
-                                     const policy_signal_facts_t *facts, const char *recipient,
-                                     const rule_entry_t *needs_case_ref, policy_decision_t *out)
+/* "no rule lets ..." naming the recipient (partner index k, or NO_INDEX
+ * for "any partner"), with a hint when a rule came close. */
+static verdict_t decide_deny_no_rule(const policy_t *p, const decide_state_t *s,
+                                     const policy_principal_t *sender,
+                                     const policy_signal_facts_t *facts, size_t k,
+                                     policy_decision_t *out)
 {
-    char hint[96] = "";
-    if (needs_case_ref)
-        snprintf(hint, sizeof hint, " (rule \"%s\" requires case_ref)", needs_case_ref->pub.id);
+    char hint[160] = "";
+    for (size_t i = k == NO_INDEX ? 0 : k; i < p->n_partners && hint[0] == '\0'; i++) {
+        if (s->needs_case_ref[i])
+            snprintf(hint, sizeof hint, " (rule \"%s\" requires case_ref)",
+                     s->needs_case_ref[i]->pub.id);
+        else if (s->no_receiver[i])
+            snprintf(hint, sizeof hint,
+                     " (rule \"%s\" matches, but %s has no principal with a role it delivers to)",
+                     s->no_receiver[i]->pub.id, p->partners[i].id);
+        if (k != NO_INDEX)
+            break;
+    }
     return decide_deny(out,
                        "no rule lets %s (%s) send signal kind \"%s\" theme \"%s\" in area %s "
                        "to %s%s",
                        sender->partner->id, sender->id, facts->kind, facts->theme, facts->area,
-                       recipient, hint);
+                       k == NO_INDEX ? "any partner" : p->partners[k].id, hint);
 }
 
 static int decide_wanted(const policy_t *p, const policy_signal_facts_t *facts, decide_state_t *s,
@@ -1731,23 +1754,19 @@ verdict_t policy_decide_signal(const policy_t *policy, const policy_principal_t 
             const policy_partner_t *partner = policy_partner_by_id(policy, facts->recipients[i]);
             size_t k = partner->index;
             if (!(s.granted >> k & 1))
-                return decide_deny_no_rule(sender, facts, partner->id, s.needs_case_ref[k], out);
+                return decide_deny_no_rule(policy, &s, sender, facts, k, out);
             if (s.by_partner[k] == NULL)
                 continue; /* named twice: granted once already */
             out->grants[out->n_grants++] = (policy_grant_t){partner, &s.by_partner[k]->pub};
             s.by_partner[k] = NULL;
         }
     } else {
-        const rule_entry_t *hint = NULL;
-        for (size_t k = 0; k < policy->n_partners; k++) {
+        for (size_t k = 0; k < policy->n_partners; k++)
             if (s.by_partner[k])
                 out->grants[out->n_grants++] =
                     (policy_grant_t){&policy->partners[k], &s.by_partner[k]->pub};
-            else if (hint == NULL)
-                hint = s.needs_case_ref[k];
-        }
         if (out->n_grants == 0)
-            return decide_deny_no_rule(sender, facts, "any partner", hint, out);
+            return decide_deny_no_rule(policy, &s, sender, facts, NO_INDEX, out);
     }
     out->verdict = VERDICT_ALLOW;
     return VERDICT_ALLOW;

@@ -475,7 +475,7 @@ static const decision_row_t decision_rows[] = {
     {"named partner without principals",
      "politie/analist", "zorgmelding", "zorg", "GM0935", 1, {"om", NULL},
      VERDICT_DENY, {NULL},
-     0, "to om"},
+     0, "to om (rule \"politie-casus\" matches, but om has no principal with a role it delivers to)"},
     {"wrong role",
      "politie/bvh-koppeling", "zorgmelding", "zorg", "GM0935", 1, {NULL},
      VERDICT_DENY, {NULL},
