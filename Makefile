@@ -169,6 +169,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c
+UNIT_EXTRA_test_client := clients/libschakel/delivery.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

@@ -939,8 +939,15 @@ static int principals_build(load_ctx_t *ctx, policy_t *p)
     /* Group members per partner, file order within a partner. */
     p->partner_members_start = xcalloc(p->n_partners + 1, sizeof *p->partner_members_start);
     p->partner_members = xcalloc(n, sizeof *p->partner_members);
-    for (size_t i = 0; i < n; i++)
-        p->partner_members_start[p->principals[i].partner->index + 1]++;
+    for (size_t i = 0; i < n; i++) {
+        /* The broker delivers to at most this many principals of a partner:
+         * refuse more here rather than skip some at delivery. */
+        if (++p->partner_members_start[p->principals[i].partner->index + 1] >
+            SCHAKEL_MAX_PRINCIPALS_PER_PARTNER)
+            return load_fail(ctx, linemap_where(ctx, "principals", i, "id", NO_INDEX),
+                             "partner \"%s\" has more than %u principals",
+                             p->principals[i].partner->id, SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
+    }
     for (size_t k = 0; k < p->n_partners; k++)
         p->partner_members_start[k + 1] += p->partner_members_start[k];
     uint32_t *fill = xcalloc(p->n_partners, sizeof *fill);

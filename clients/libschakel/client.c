@@ -4,8 +4,8 @@
  * Owns the client's zmq context, its DEALER socket and handshake monitor, the
  * publish/answer exchange, heartbeats, flow control and a bounded FIFO of
  * deliveries that arrive while the caller waits for something else. Trusts
- * nothing the broker sends: frames go through wire_decode_frame, delivered
- * signals are unpacked under a byte budget and checked for UTF-8. Never aborts
+ * nothing the broker sends: frames go through wire_decode_frame, deliveries
+ * through delivery_decode (budgeted unpacking, UTF-8 checks). Never aborts
  * the host: every failure returns a schakel_status_t and fills the last error.
  */
 #include "schakel.h"
@@ -27,8 +27,8 @@
 #include "wire.h"
 
 /* Client-side socket tuning. Not protocol limits, so they live here. */
-#define CLIENT_LINGER_MS 500            /* let a last Ack leave on close, not more */
-#define CLIENT_RECONNECT_IVL_MS 200     /* first retry after a lost connection */
+#define CLIENT_LINGER_MS 500             /* let a last Ack leave on close, not more */
+#define CLIENT_RECONNECT_IVL_MS 200      /* first retry after a lost connection */
 #define CLIENT_RECONNECT_IVL_MAX_MS 5000 /* back-off cap while the broker is away */
 #define CLIENT_MONITOR_ENDPOINT "inproc://schakel-client-monitor"
 #define CLIENT_NAME_BYTES (SCHAKEL_MAX_PRINCIPAL_LEN + 1u)
@@ -54,12 +54,13 @@ struct schakel_client {
     uint64_t backlog;
     unsigned window;
     int subscribed;
-    int handshakes;            /* successful CURVE handshakes so far */
-    int tcp_connects;          /* TCP connections made (for error texts) */
-    int handshake_failures;    /* connections closed during a handshake */
+    int handshakes;         /* successful CURVE handshakes so far */
+    int connected;          /* a handshake succeeded and the connection has not dropped */
+    int tcp_connects;       /* TCP connections made (for error texts) */
+    int handshake_failures; /* connections closed during a handshake */
     unsigned heartbeats_pending;
     int64_t last_send_ms;
-    Schakel__Frame **fifo;     /* ring of Deliver frames, CLIENT_FIFO_CAPACITY */
+    Schakel__Frame **fifo; /* ring of Deliver frames, CLIENT_FIFO_CAPACITY */
     size_t fifo_head;
     size_t fifo_count;
     schakel_error_t last_error;
@@ -78,9 +79,9 @@ typedef struct client_wait {
     const uint8_t *message_id; /* CLIENT_WAIT_ANSWER: the publish we wait for */
     const uint8_t *publish;    /* its encoded frame, sent again after a reconnect */
     size_t publish_len;
-    Schakel__Frame *answer;    /* its Accepted or Rejected, owned by the wait */
+    Schakel__Frame *answer; /* its Accepted or Rejected, owned by the wait */
     int done;
-    schakel_status_t status;   /* result once done */
+    schakel_status_t status; /* result once done */
 } client_wait_t;
 
 /* ------------------------------------------------------------------ errors */
@@ -134,8 +135,8 @@ static void client_error_rejected(schakel_error_t *err, const Schakel__Rejected 
                                   const char *what)
 {
     Schakel__Reason reason = rejected->has_reason ? rejected->reason : SCHAKEL__REASON__REASON_NONE;
-    const char *text = rejected->text != NULL && rejected->text[0] != '\0' ? rejected->text
-                                                                           : "(no text)";
+    const char *text =
+        rejected->text != NULL && rejected->text[0] != '\0' ? rejected->text : "(no text)";
 
     if (!syntax_is_utf8((const uint8_t *)text, strlen(text)))
         text = "(reason text not valid UTF-8)";
@@ -149,16 +150,26 @@ static void client_error_rejected(schakel_error_t *err, const Schakel__Rejected 
 const char *schakel_strerror(schakel_status_t status)
 {
     switch (status) {
-    case SCHAKEL_OK: return "success";
-    case SCHAKEL_ERR_USAGE: return "invalid argument";
-    case SCHAKEL_ERR_KEY: return "key file missing, unreadable, too open or malformed";
-    case SCHAKEL_ERR_CONNECT: return "cannot reach the broker or complete the handshake";
-    case SCHAKEL_ERR_AUTH: return "the broker refused our key";
-    case SCHAKEL_ERR_TIMEOUT: return "timed out";
-    case SCHAKEL_ERR_REFUSED: return "refused by the broker";
-    case SCHAKEL_ERR_PROTOCOL: return "malformed or unexpected message from the broker";
-    case SCHAKEL_ERR_NOMEM: return "out of memory";
-    case SCHAKEL_ERR_INTERNAL: return "internal error";
+    case SCHAKEL_OK:
+        return "success";
+    case SCHAKEL_ERR_USAGE:
+        return "invalid argument";
+    case SCHAKEL_ERR_KEY:
+        return "key file missing, unreadable, too open or malformed";
+    case SCHAKEL_ERR_CONNECT:
+        return "cannot reach the broker or complete the handshake";
+    case SCHAKEL_ERR_AUTH:
+        return "the broker refused our key";
+    case SCHAKEL_ERR_TIMEOUT:
+        return "timed out";
+    case SCHAKEL_ERR_REFUSED:
+        return "refused by the broker";
+    case SCHAKEL_ERR_PROTOCOL:
+        return "malformed or unexpected message from the broker";
+    case SCHAKEL_ERR_NOMEM:
+        return "out of memory";
+    case SCHAKEL_ERR_INTERNAL:
+        return "internal error";
     }
     return "unknown status";
 }
@@ -253,8 +264,8 @@ static void client_fifo_forget(schakel_client_t *client, uint64_t seq)
 /* Encode and send one frame without blocking. With ZMQ_IMMEDIATE off the
  * DEALER queues while (re)connecting, so EAGAIN only means the send queue
  * (SCHAKEL_SNDHWM messages) is full. */
-static schakel_status_t client_send_bytes(schakel_client_t *client, const uint8_t *buf,
-                                          size_t len, const char *what)
+static schakel_status_t client_send_bytes(schakel_client_t *client, const uint8_t *buf, size_t len,
+                                          const char *what)
 {
     int rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
     int saved_errno = errno;
@@ -351,13 +362,13 @@ static void client_wait_finish(client_wait_t *wait, schakel_status_t status)
 static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
 {
     client->handshakes++;
+    client->connected = 1;
     client->handshake_failures = 0;
     if (client->handshakes > 1) {
         if (client->subscribed)
             (void)client_send_flow(client); /* on failure the next reconnect retries */
         if (wait->kind == CLIENT_WAIT_ANSWER && wait->publish != NULL &&
-            client_send_bytes(client, wait->publish, wait->publish_len, "Publish") !=
-                SCHAKEL_OK)
+            client_send_bytes(client, wait->publish, wait->publish_len, "Publish") != SCHAKEL_OK)
             client_wait_finish(wait, client->last_error.status);
         int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
         client->heartbeats_pending = 0;
@@ -374,6 +385,9 @@ static void client_on_event(schakel_client_t *client, uint16_t event, int32_t va
     switch (event) {
     case ZMQ_EVENT_CONNECTED:
         client->tcp_connects++;
+        break;
+    case ZMQ_EVENT_DISCONNECTED:
+        client->connected = 0;
         break;
     case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
         client_on_handshake(client, wait);
@@ -528,8 +542,7 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
     zmq_msg_close(&msg);
     if (frame == NULL) {
         client_fail(client, SCHAKEL_ERR_PROTOCOL, "malformed frame from broker %s: %s: %s",
-                    client->endpoint,
-                    multipart ? "TOO_MANY_FRAMES" : wire_reason_name(werr.reason),
+                    client->endpoint, multipart ? "TOO_MANY_FRAMES" : wire_reason_name(werr.reason),
                     multipart ? "a multipart message" : werr.text);
         client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
         return;
@@ -544,8 +557,7 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
  * (monotonic ms; -1 = none) passes. While waiting for a delivery, a
  * Heartbeat goes out after SCHAKEL_CLIENT_HEARTBEAT_MS without sending, so
  * the broker keeps the session. Returns the wait's status or TIMEOUT. */
-static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait,
-                                    int64_t deadline)
+static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait, int64_t deadline)
 {
     int polled = 0; /* poll at least once: a zero timeout still reads what is there */
     for (;;) {
@@ -560,7 +572,10 @@ static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wai
         if (wait->kind == CLIENT_WAIT_DELIVERY) {
             int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
             if (now >= due) {
-                (void)client_send_heartbeat(client); /* best effort keep-alive */
+                /* Best-effort keep-alive; none is queued while disconnected,
+                 * where it would only pile up and answer later questions. */
+                if (client->connected)
+                    (void)client_send_heartbeat(client);
                 due = now + SCHAKEL_CLIENT_HEARTBEAT_MS;
             }
             if (sleep_ms < 0 || due - now < sleep_ms)
@@ -574,8 +589,7 @@ static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wai
         if (zmq_poll(items, 2, (long)sleep_ms) == -1) {
             if (errno == EINTR)
                 continue;
-            return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s",
-                               zmq_strerror(errno));
+            return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
         }
         if (items[0].revents & ZMQ_POLLIN)
             client_drain_events(client, wait);
@@ -601,8 +615,8 @@ static schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, in
     status = client_wait(client, &wait, deadline);
     if (status == SCHAKEL_ERR_TIMEOUT)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT,
-                           "broker %s did not answer a Heartbeat within %d ms%s",
-                           client->endpoint, timeout_ms,
+                           "broker %s did not answer a Heartbeat within %d ms%s", client->endpoint,
+                           timeout_ms,
                            client->fifo_count == CLIENT_FIFO_CAPACITY
                                ? " (deliveries are waiting: call schakel_receive)"
                                : "");
@@ -653,8 +667,7 @@ static schakel_status_t client_load_keys(schakel_client_t *client, const char *b
         return client_error_set(err, SCHAKEL_ERR_KEY, "broker key: %s", text);
     if (keys_sign_pk_to_curve(broker_sign_pk, broker_curve_pk) != 0)
         return client_error_set(err, SCHAKEL_ERR_KEY,
-                                "broker key %s is not a valid Ed25519 public key",
-                                broker_pub_file);
+                                "broker key %s is not a valid Ed25519 public key", broker_pub_file);
     return SCHAKEL_OK;
 }
 
@@ -665,8 +678,7 @@ static int client_set_int(void *socket, int option, int value)
 
 /* The DEALER with CURVE keys, bounded queues and liveness checks. */
 static schakel_status_t client_make_socket(schakel_client_t *client,
-                                           const uint8_t broker_curve_pk[32],
-                                           schakel_error_t *err)
+                                           const uint8_t broker_curve_pk[32], schakel_error_t *err)
 {
     client->socket = zmq_socket(client->context, ZMQ_DEALER);
     if (client->socket == NULL)
@@ -690,7 +702,7 @@ static schakel_status_t client_make_socket(schakel_client_t *client,
     if (rc != 0)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "cannot configure the socket: %s",
                                 zmq_strerror(errno));
-    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     if (zmq_socket_monitor(client->socket, CLIENT_MONITOR_ENDPOINT, events) != 0)
@@ -735,8 +747,8 @@ static schakel_status_t client_open(schakel_client_t *client, const char *endpoi
     uint8_t broker_curve_pk[32];
     int64_t deadline = client_deadline(timeout_ms);
 
-    schakel_status_t status = client_load_keys(client, broker_pub_file, key_file,
-                                               broker_curve_pk, err);
+    schakel_status_t status =
+        client_load_keys(client, broker_pub_file, key_file, broker_curve_pk, err);
     if (status != SCHAKEL_OK)
         return status;
     client->fifo = calloc(CLIENT_FIFO_CAPACITY, sizeof *client->fifo);
@@ -769,8 +781,8 @@ static schakel_status_t client_open(schakel_client_t *client, const char *endpoi
 }
 
 schakel_status_t schakel_connect(schakel_client_t **out, const char *endpoint,
-                                 const char *broker_pub_file, const char *key_file,
-                                 int timeout_ms, schakel_error_t *err)
+                                 const char *broker_pub_file, const char *key_file, int timeout_ms,
+                                 schakel_error_t *err)
 {
     schakel_error_t local_err;
     if (err == NULL)
@@ -788,8 +800,8 @@ schakel_status_t schakel_connect(schakel_client_t **out, const char *endpoint,
         return client_error_set(err, SCHAKEL_ERR_NOMEM, "out of memory");
     snprintf(client->endpoint, sizeof client->endpoint, "%s", endpoint);
     client->last_error.item_index = -1;
-    schakel_status_t status = client_open(client, endpoint, broker_pub_file, key_file,
-                                          timeout_ms, err);
+    schakel_status_t status =
+        client_open(client, endpoint, broker_pub_file, key_file, timeout_ms, err);
     if (status != SCHAKEL_OK) {
         client_destroy(client);
         return status;
@@ -870,8 +882,7 @@ static char **client_lend_array(const char *const *texts)
 }
 
 /* Serialize one schakel_signal_t as a Signal item from sender. */
-static uint8_t *client_encode_signal(const schakel_signal_t *in, const char *sender,
-                                     size_t *len)
+static uint8_t *client_encode_signal(const schakel_signal_t *in, const char *sender, size_t *len)
 {
     Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
     Schakel__Address address = SCHAKEL__ADDRESS__INIT;
@@ -956,8 +967,7 @@ static schakel_status_t client_encode_publish(schakel_client_t *client, const ch
 
 /* Turn the broker's answer into results, or a refusal into the last error. */
 static schakel_status_t client_take_answer(schakel_client_t *client, const Schakel__Frame *answer,
-                                           size_t n, schakel_item_result_t *results,
-                                           int *duplicate)
+                                           size_t n, schakel_item_result_t *results, int *duplicate)
 {
     if (answer->body_case == SCHAKEL__FRAME__BODY_REJECTED) {
         client_error_rejected(&client->last_error, answer->rejected, NULL);
@@ -1002,8 +1012,8 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
     int64_t deadline = client_deadline(timeout_ms);
     client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id};
     uint8_t *frame = NULL;
-    schakel_status_t status = client_encode_publish(client, sender, signals, n, id, &frame,
-                                                    &wait.publish_len);
+    schakel_status_t status =
+        client_encode_publish(client, sender, signals, n, id, &frame, &wait.publish_len);
     if (status == SCHAKEL_OK)
         status = client_send_bytes(client, frame, wait.publish_len, "Publish");
     if (status != SCHAKEL_OK) {
@@ -1042,8 +1052,7 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window)
     return client_send_flow(client);
 }
 
-schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out,
-                                 int timeout_ms)
+schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out, int timeout_ms)
 {
     if (client == NULL)
         return SCHAKEL_ERR_USAGE;
@@ -1056,8 +1065,8 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
             return status;
     }
     client_wait_t wait = {.kind = CLIENT_WAIT_DELIVERY};
-    schakel_status_t status = client_wait(client, &wait,
-                                          timeout_ms < 0 ? -1 : client_deadline(timeout_ms));
+    schakel_status_t status =
+        client_wait(client, &wait, timeout_ms < 0 ? -1 : client_deadline(timeout_ms));
     if (status == SCHAKEL_ERR_TIMEOUT)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT, "no delivery within %d ms", timeout_ms);
     if (status != SCHAKEL_OK)

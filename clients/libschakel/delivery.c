@@ -55,10 +55,18 @@ static int delivery_copy_text(const char *in, char **out)
 /* Fill the signal part of a delivery. Returns 0, -1 bad text, -2 no memory. */
 static int delivery_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
 {
-    struct { const char *in; char **out; } texts[] = {
-        {s->kind, &d->kind},       {s->theme, &d->theme},     {s->area, &d->area},
-        {s->subject, &d->subject}, {s->grounds, &d->grounds}, {s->case_ref, &d->case_ref},
-        {s->summary, &d->summary}, {s->source_ref, &d->source_ref},
+    struct {
+        const char *in;
+        char **out;
+    } texts[] = {
+        {s->kind, &d->kind},
+        {s->theme, &d->theme},
+        {s->area, &d->area},
+        {s->subject, &d->subject},
+        {s->grounds, &d->grounds},
+        {s->case_ref, &d->case_ref},
+        {s->summary, &d->summary},
+        {s->source_ref, &d->source_ref},
         {s->address != NULL ? s->address->postcode : NULL, &d->postcode},
         {s->address != NULL ? s->address->addition : NULL, &d->addition},
     };
@@ -95,13 +103,16 @@ static int delivery_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
 
 /* Fill the envelope part of a delivery. Returns 0, -1 bad text, -2 no memory. */
 static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver *in,
-                                const Schakel__Signal *signal)
+                                  const Schakel__Signal *signal)
 {
     const char *sender = in->sender != NULL ? in->sender : signal->sender;
-    struct { const char *in; char **out; } texts[] = {
-        {sender, &d->sender},           {in->sender_partner, &d->sender_partner},
-        {in->rule_id, &d->rule_id},     {in->rule_hash, &d->rule_hash},
-        {in->purpose, &d->purpose},     {in->legal_basis, &d->legal_basis},
+    struct {
+        const char *in;
+        char **out;
+    } texts[] = {
+        {sender, &d->sender},       {in->sender_partner, &d->sender_partner},
+        {in->rule_id, &d->rule_id}, {in->rule_hash, &d->rule_hash},
+        {in->purpose, &d->purpose}, {in->legal_basis, &d->legal_basis},
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         int rc = delivery_copy_text(texts[i].in, texts[i].out);
@@ -123,21 +134,19 @@ static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver 
  * our clock) is not used: the signal is unpacked under the byte budget and
  * only kind and theme, which every rule keeps, are required. Unknown fields a
  * newer broker may add are ignored. */
-schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out,
-                                 char *text, size_t textlen)
+schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
+                                 size_t textlen)
 {
     *out = NULL;
-    if (!in->has_seq || !in->has_message_id ||
-        in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES || !in->has_signal ||
-        in->signal.len > SCHAKEL_MAX_ITEM_BYTES) {
+    if (!in->has_seq || !in->has_message_id || in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES ||
+        !in->has_signal || in->signal.len > SCHAKEL_MAX_ITEM_BYTES) {
         snprintf(text, textlen, "delivery seq=%llu lacks seq, message id or signal",
                  (unsigned long long)in->seq);
         return SCHAKEL_ERR_PROTOCOL;
     }
     delivery_budget_t budget = {0};
     ProtobufCAllocator allocator = {delivery_budget_alloc, delivery_budget_free, &budget};
-    Schakel__Signal *signal = schakel__signal__unpack(&allocator, in->signal.len,
-                                                      in->signal.data);
+    Schakel__Signal *signal = schakel__signal__unpack(&allocator, in->signal.len, in->signal.data);
     if (signal == NULL || signal->kind == NULL || signal->theme == NULL ||
         (in->sender == NULL && signal->sender == NULL)) {
         if (signal != NULL)
@@ -174,10 +183,10 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
     if (delivery == NULL || *delivery == NULL)
         return;
     schakel_delivery_t *d = *delivery;
-    char *texts[] = {d->sender,  d->sender_partner, d->rule_id,  d->rule_hash, d->purpose,
-                     d->legal_basis, d->kind,       d->theme,    d->area,      d->postcode,
-                     d->addition, d->subject,       d->grounds,  d->case_ref,  d->summary,
-                     d->source_ref};
+    char *texts[] = {d->sender,  d->sender_partner, d->rule_id,  d->rule_hash,
+                     d->purpose, d->legal_basis,    d->kind,     d->theme,
+                     d->area,    d->postcode,       d->addition, d->subject,
+                     d->grounds, d->case_ref,       d->summary,  d->source_ref};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
         free(texts[i]);
     for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
@@ -186,4 +195,3 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
     free(d);
     *delivery = NULL;
 }
-

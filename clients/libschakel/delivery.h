@@ -16,7 +16,7 @@
  * string is checked for UTF-8. Returns SCHAKEL_OK with *out set, or
  * SCHAKEL_ERR_PROTOCOL / SCHAKEL_ERR_NOMEM with *out NULL and a text naming
  * the delivery's seq in text. */
-schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out,
-                                 char *text, size_t textlen);
+schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
+                                 size_t textlen);
 
 #endif

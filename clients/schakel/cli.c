@@ -79,18 +79,35 @@ void cli_say(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
-int cli_usage_error(const char *command, const char *fmt, ...)
+static void cli_vusage(const char *command, const char *fmt, va_list args)
+    __attribute__((format(printf, 2, 0)));
+
+static void cli_vusage(const char *command, const char *fmt, va_list args)
 {
-    va_list args;
     fputs("schakel: ", stderr);
-    va_start(args, fmt);
     vfprintf(stderr, fmt, args);
-    va_end(args);
     if (command != NULL)
         fprintf(stderr, "\nTry 'schakel %s --help'.\n", command);
     else
         fputs("\nTry 'schakel --help'.\n", stderr);
+}
+
+int cli_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    cli_vusage(command, fmt, args);
+    va_end(args);
     return CLI_EXIT_USAGE;
+}
+
+int cli_bad_value(const char *command, const char *fmt, ...)
+{
+    va_list args;
+    va_start(args, fmt);
+    cli_vusage(command, fmt, args);
+    va_end(args);
+    return -1;
 }
 
 int cli_exit_for(schakel_status_t status)
@@ -102,7 +119,7 @@ int cli_exit_for(schakel_status_t status)
         return CLI_EXIT_USAGE;
     case SCHAKEL_ERR_REFUSED:
         return CLI_EXIT_REFUSED;
-    case SCHAKEL_ERR_KEY:     /* without a usable key we cannot authenticate */
+    case SCHAKEL_ERR_KEY: /* without a usable key we cannot authenticate */
     case SCHAKEL_ERR_CONNECT:
     case SCHAKEL_ERR_AUTH:
     case SCHAKEL_ERR_TIMEOUT: /* the broker did not answer */
@@ -120,8 +137,7 @@ int cli_report(const char *what, schakel_status_t status, const schakel_error_t 
     const char *text = err != NULL && err->text[0] != '\0' ? err->text : schakel_strerror(status);
     if (status == SCHAKEL_ERR_REFUSED && err != NULL && err->reason_name[0] != '\0') {
         if (err->item_index >= 0)
-            fprintf(stderr, "refused: %s: item %d: %s\n", err->reason_name, err->item_index,
-                    text);
+            fprintf(stderr, "refused: %s: item %d: %s\n", err->reason_name, err->item_index, text);
         else
             fprintf(stderr, "refused: %s: %s\n", err->reason_name, text);
     } else {
@@ -135,8 +151,7 @@ int cli_connect(const cli_options_t *opts, schakel_client_t **client)
     if (opts->broker == NULL || opts->broker[0] == '\0')
         return cli_usage_error(NULL, "no broker endpoint: give --broker or set SCHAKEL_BROKER");
     if (opts->broker_key == NULL || opts->broker_key[0] == '\0')
-        return cli_usage_error(NULL,
-                               "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY");
+        return cli_usage_error(NULL, "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY");
     if (opts->key == NULL || opts->key[0] == '\0')
         return cli_usage_error(NULL, "no key of ours: give --key or set SCHAKEL_KEY");
     schakel_error_t err;

@@ -36,18 +36,21 @@ enum cli_common_option {
 };
 
 /* getopt_long rows for the common options; spread into a subcommand's table. */
-#define CLI_COMMON_LONG_OPTIONS                                                              \
-    {"broker", 1, NULL, CLI_OPT_BROKER}, {"broker-key", 1, NULL, CLI_OPT_BROKER_KEY},         \
-        {"key", 1, NULL, CLI_OPT_KEY}, {"connect-timeout", 1, NULL, CLI_OPT_CONNECT_TIMEOUT}, \
-        {"help", 0, NULL, CLI_OPT_HELP}, {"json", 0, NULL, CLI_OPT_JSON}
+#define CLI_COMMON_LONG_OPTIONS                                                                    \
+    {"broker", 1, NULL, CLI_OPT_BROKER}, {"broker-key", 1, NULL, CLI_OPT_BROKER_KEY},              \
+        {"key", 1, NULL, CLI_OPT_KEY}, {"connect-timeout", 1, NULL, CLI_OPT_CONNECT_TIMEOUT},      \
+        {"help", 0, NULL, CLI_OPT_HELP},                                                           \
+    {                                                                                              \
+        "json", 0, NULL, CLI_OPT_JSON                                                              \
+    }
 
 /* Help text of the common options, for the subcommands' usage texts. */
-#define CLI_COMMON_HELP                                                                  \
-    "  --broker EP          broker endpoint (default: $SCHAKEL_BROKER)\n"               \
-    "  --broker-key FILE    the broker's public key, .pub (default: $SCHAKEL_BROKER_KEY)\n" \
-    "  --key FILE           our secret key, .key (default: $SCHAKEL_KEY)\n"             \
-    "  --connect-timeout S  seconds to wait for the handshake (default 5)\n"            \
-    "  --json               machine-readable output, one JSON object per line\n"        \
+#define CLI_COMMON_HELP                                                                            \
+    "  --broker EP          broker endpoint (default: $SCHAKEL_BROKER)\n"                          \
+    "  --broker-key FILE    the broker's public key, .pub (default: $SCHAKEL_BROKER_KEY)\n"        \
+    "  --key FILE           our secret key, .key (default: $SCHAKEL_KEY)\n"                        \
+    "  --connect-timeout S  seconds to wait for the handshake (default 5)\n"                       \
+    "  --json               machine-readable output, one JSON object per line\n"                   \
     "  --help               this text\n"
 
 typedef struct cli_options {
@@ -72,6 +75,10 @@ void cli_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Print a usage error and a pointer to --help; returns CLI_EXIT_USAGE. */
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* Report a bad option value like cli_usage_error, and return -1 (for the
+ * option parsers' "bad value" result). */
+int cli_bad_value(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Exit code for a library status (docs/man/schakel.1 "EXIT STATUS"). */
 int cli_exit_for(schakel_status_t status);

@@ -61,8 +61,8 @@ static int identity_print(const cli_options_t *opts, const char *principal, cons
         printf("principal=%s partner=%s role=%s\n", principal, partner, role);
         return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
     }
-    json_t *obj = json_pack("{s:s, s:s, s:s}", "principal", principal, "partner", partner,
-                            "role", role);
+    json_t *obj =
+        json_pack("{s:s, s:s, s:s}", "principal", principal, "partner", partner, "role", role);
     int rc = obj != NULL && cli_print_json(obj) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
     json_decref(obj);
     return rc;
@@ -80,8 +80,7 @@ int identity_whoami_main(int argc, char **argv)
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("whoami", "unknown or incomplete option '%s'",
-                                   argv[optind - 1]);
+            return cli_usage_error("whoami", "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     if (opts.help) {
         fputs(identity_whoami_usage, stdout);
@@ -94,8 +93,8 @@ int identity_whoami_main(int argc, char **argv)
     if (rc != CLI_EXIT_OK)
         return rc;
     char principal[130], partner[130], role[130];
-    schakel_status_t status = schakel_whoami(client, principal, partner, role,
-                                             IDENTITY_WHOAMI_TIMEOUT_MS);
+    schakel_status_t status =
+        schakel_whoami(client, principal, partner, role, IDENTITY_WHOAMI_TIMEOUT_MS);
     if (status == SCHAKEL_OK)
         rc = identity_print(&opts, principal, partner, role);
     else

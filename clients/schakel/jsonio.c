@@ -15,8 +15,7 @@
 #include "syntax.h"
 
 /* A string member, or absent (missing or null). Returns 0 or -1 with err. */
-static int jsonio_string(json_t *obj, const char *name, const char **out, char *err,
-                         size_t errlen)
+static int jsonio_string(json_t *obj, const char *name, const char **out, char *err, size_t errlen)
 {
     json_t *value = json_object_get(obj, name);
     *out = NULL;
@@ -41,7 +40,8 @@ static int jsonio_address(json_t *obj, schakel_signal_t *signal, char *err, size
     }
     const char *key;
     json_t *value;
-    json_object_foreach(address, key, value) {
+    json_object_foreach(address, key, value)
+    {
         if (strcmp(key, "postcode") != 0 && strcmp(key, "house_number") != 0 &&
             strcmp(key, "addition") != 0) {
             snprintf(err, errlen, "unknown member \"address.%.64s\"", key);
@@ -74,8 +74,8 @@ static int jsonio_severity(json_t *obj, schakel_signal_t *signal, char *err, siz
         signal->severity = (int)json_integer_value(value);
         return 0;
     }
-    if (json_is_string(value) && fields_parse_severity(json_string_value(value),
-                                                       &signal->severity) == 0)
+    if (json_is_string(value) &&
+        fields_parse_severity(json_string_value(value), &signal->severity) == 0)
         return 0;
     snprintf(err, errlen, "\"severity\" must be low, medium, high, critical or 1..4");
     return -1;
@@ -90,8 +90,8 @@ static int jsonio_observed_at(json_t *obj, schakel_signal_t *signal, char *err, 
         signal->observed_at = json_integer_value(value);
         return 0;
     }
-    if (json_is_string(value) && fields_parse_time(json_string_value(value),
-                                                   &signal->observed_at) == 0)
+    if (json_is_string(value) &&
+        fields_parse_time(json_string_value(value), &signal->observed_at) == 0)
         return 0;
     snprintf(err, errlen,
              "\"observed_at\" must be Unix seconds or ISO-8601 UTC like \"2026-11-20T14:00:00Z\"");
@@ -130,15 +130,15 @@ static int jsonio_recipients(json_t *obj, schakel_signal_t *signal, const char *
 }
 
 static const char *const jsonio_signal_members[] = {
-    "kind",     "theme",       "area",    "address",    "subject",    "grounds",
-    "case_ref", "severity",    "summary", "source_ref", "observed_at", "recipients",
-    "message_id", NULL};
+    "kind",     "theme",   "area",       "address",     "subject",    "grounds",    "case_ref",
+    "severity", "summary", "source_ref", "observed_at", "recipients", "message_id", NULL};
 
 static int jsonio_known_members(json_t *obj, char *err, size_t errlen)
 {
     const char *key;
     json_t *value;
-    json_object_foreach(obj, key, value) {
+    json_object_foreach(obj, key, value)
+    {
         size_t i = 0;
         while (jsonio_signal_members[i] != NULL && strcmp(jsonio_signal_members[i], key) != 0)
             i++;
@@ -160,11 +160,14 @@ int jsonio_signal_from_json(json_t *obj, schakel_signal_t *signal, const char **
         snprintf(err, errlen, "expected a JSON object");
         return -1;
     }
-    struct { const char *name; const char **out; } strings[] = {
-        {"kind", &signal->kind},         {"theme", &signal->theme},
-        {"area", &signal->area},         {"subject", &signal->subject},
-        {"grounds", &signal->grounds},   {"case_ref", &signal->case_ref},
-        {"summary", &signal->summary},   {"source_ref", &signal->source_ref},
+    struct {
+        const char *name;
+        const char **out;
+    } strings[] = {
+        {"kind", &signal->kind},        {"theme", &signal->theme},
+        {"area", &signal->area},        {"subject", &signal->subject},
+        {"grounds", &signal->grounds},  {"case_ref", &signal->case_ref},
+        {"summary", &signal->summary},  {"source_ref", &signal->source_ref},
         {"message_id", message_id_hex},
     };
     if (jsonio_known_members(obj, err, errlen) != 0)

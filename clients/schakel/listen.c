@@ -16,7 +16,7 @@
 #include "schakel_limits.h"
 #include "syntax.h"
 
-#define LISTEN_SLICE_MS 500        /* longest wait between checks of signals and deadline */
+#define LISTEN_SLICE_MS 500 /* longest wait between checks of signals and deadline */
 #define LISTEN_BACKLOG_TIMEOUT_MS 5000
 #define LISTEN_MAX_TIMEOUT_S 31536000 /* a year */
 
@@ -36,7 +36,8 @@ static const char listen_usage[] =
     "  --drain              exit 0 once the broker reports nothing left to deliver\n"
     "  --timeout S          stop after S seconds: exit 0, or 1 if --count or --drain\n"
     "                       was not satisfied by then\n"
-    "  --window N           deliveries in flight before we ack (default 64, max 1024)\n" CLI_COMMON_HELP;
+    "  --window N           deliveries in flight before we ack (default 64, max "
+    "1024)\n" CLI_COMMON_HELP;
 
 static const struct option listen_options[] = {
     CLI_COMMON_LONG_OPTIONS,
@@ -48,9 +49,9 @@ static const struct option listen_options[] = {
 };
 
 typedef struct listen_settings {
-    long long count;      /* 0 = no limit */
+    long long count; /* 0 = no limit */
     int drain;
-    long long timeout_s;  /* 0 = none */
+    long long timeout_s; /* 0 = none */
     unsigned window;
 } listen_settings_t;
 
@@ -152,7 +153,8 @@ static void listen_confirm_acks(schakel_client_t *client)
     uint64_t backlog;
     if (schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS) != SCHAKEL_OK)
         cli_say("listen: could not confirm the last acks (%s); those deliveries may come "
-                "again", schakel_last_error(client)->text);
+                "again",
+                schakel_last_error(client)->text);
 }
 
 /* Receive one delivery (up to wait_ms), print it, ack it. Returns 1 when a
@@ -183,8 +185,7 @@ static int listen_one(const cli_options_t *opts, schakel_client_t *client, int w
 static int listen_loop(const cli_options_t *opts, const listen_settings_t *settings,
                        schakel_client_t *client)
 {
-    int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000
-                                               : -1;
+    int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000 : -1;
     long long received = 0;
     while (!listen_stop) {
         int wait_ms = LISTEN_SLICE_MS;
@@ -205,8 +206,7 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
         }
         if (got == 0 && settings->drain) {
             uint64_t backlog = 0;
-            schakel_status_t status = schakel_backlog(client, &backlog,
-                                                      LISTEN_BACKLOG_TIMEOUT_MS);
+            schakel_status_t status = schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS);
             if (status != SCHAKEL_OK)
                 return cli_report("listen: backlog", status, schakel_last_error(client));
             if (backlog == 0)
@@ -216,8 +216,8 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
     if (listen_stop)
         return CLI_EXIT_OK;
     if (settings->count > 0) {
-        cli_say("listen: received %lld of %lld deliveries within %lld s", received,
-                settings->count, settings->timeout_s);
+        cli_say("listen: received %lld of %lld deliveries within %lld s", received, settings->count,
+                settings->timeout_s);
         return CLI_EXIT_FAILURE;
     }
     if (settings->drain) {
@@ -233,20 +233,19 @@ static int listen_option(listen_settings_t *settings, int option, const char *ar
     switch (option) {
     case LISTEN_OPT_COUNT:
         if (cli_parse_number(arg, 1, INT64_MAX, &settings->count) != 0)
-            return cli_usage_error("listen", "--count wants a positive number, not '%s'", arg),
-                   -1;
+            return cli_bad_value("listen", "--count wants a positive number, not '%s'", arg);
         return 1;
     case LISTEN_OPT_DRAIN:
         settings->drain = 1;
         return 1;
     case LISTEN_OPT_TIMEOUT:
         if (cli_parse_number(arg, 1, LISTEN_MAX_TIMEOUT_S, &settings->timeout_s) != 0)
-            return cli_usage_error("listen", "--timeout wants whole seconds, not '%s'", arg), -1;
+            return cli_bad_value("listen", "--timeout wants whole seconds, not '%s'", arg);
         return 1;
     case LISTEN_OPT_WINDOW:
         if (cli_parse_number(arg, 1, SCHAKEL_MAX_WINDOW, &number) != 0)
-            return cli_usage_error("listen", "--window wants a number from 1 to %u, not '%s'",
-                                   SCHAKEL_MAX_WINDOW, arg), -1;
+            return cli_bad_value("listen", "--window wants a number from 1 to %u, not '%s'",
+                                 SCHAKEL_MAX_WINDOW, arg);
         settings->window = (unsigned)number;
         return 1;
     default:
@@ -268,8 +267,7 @@ int listen_main(int argc, char **argv)
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("listen", "unknown or incomplete option '%s'",
-                                   argv[optind - 1]);
+            return cli_usage_error("listen", "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     if (opts.help) {
         fputs(listen_usage, stdout);

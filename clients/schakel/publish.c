@@ -7,6 +7,7 @@
 #include "cli.h"
 
 #include <getopt.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,7 +97,7 @@ typedef struct publish_batch {
     const char **recipients[SCHAKEL_MAX_ITEMS]; /* arrays owned here */
     json_t *objects[SCHAKEL_MAX_ITEMS];         /* JSON the strings point into */
     size_t n;
-    const char *to[SCHAKEL_MAX_RECIPIENTS];     /* --to, borrowed from argv */
+    const char *to[SCHAKEL_MAX_RECIPIENTS]; /* --to, borrowed from argv */
     size_t n_to;
     const char *message_id_hex;
     int from_options; /* a signal option was given */
@@ -112,62 +113,86 @@ static void publish_batch_free(publish_batch_t *batch)
     free(batch);
 }
 
-/* Apply one signal option or --message-id / --timeout. Returns 1 if taken,
- * 0 if not ours, -1 on a bad value (reported). */
-static int publish_option(publish_batch_t *batch, int option, const char *arg)
+/* Signal options whose value is stored as given. */
+static const struct {
+    int option;
+    size_t offset; /* of the const char * in schakel_signal_t */
+} publish_text_options[] = {
+    {PUBLISH_OPT_KIND, offsetof(schakel_signal_t, kind)},
+    {PUBLISH_OPT_THEME, offsetof(schakel_signal_t, theme)},
+    {PUBLISH_OPT_AREA, offsetof(schakel_signal_t, area)},
+    {PUBLISH_OPT_POSTCODE, offsetof(schakel_signal_t, postcode)},
+    {PUBLISH_OPT_ADDITION, offsetof(schakel_signal_t, addition)},
+    {PUBLISH_OPT_SUBJECT, offsetof(schakel_signal_t, subject)},
+    {PUBLISH_OPT_GROUNDS, offsetof(schakel_signal_t, grounds)},
+    {PUBLISH_OPT_CASE_REF, offsetof(schakel_signal_t, case_ref)},
+    {PUBLISH_OPT_SUMMARY, offsetof(schakel_signal_t, summary)},
+    {PUBLISH_OPT_SOURCE_REF, offsetof(schakel_signal_t, source_ref)},
+};
+
+/* Signal options that need parsing. Returns 1, 0 if not one, -1 if bad. */
+static int publish_parsed_option(publish_batch_t *batch, int option, const char *arg)
 {
     schakel_signal_t *s = &batch->signals[0];
     long long number;
-    const char **text = NULL;
     switch (option) {
-    case PUBLISH_OPT_KIND: text = &s->kind; break;
-    case PUBLISH_OPT_THEME: text = &s->theme; break;
-    case PUBLISH_OPT_AREA: text = &s->area; break;
-    case PUBLISH_OPT_POSTCODE: text = &s->postcode; break;
-    case PUBLISH_OPT_ADDITION: text = &s->addition; break;
-    case PUBLISH_OPT_SUBJECT: text = &s->subject; break;
-    case PUBLISH_OPT_GROUNDS: text = &s->grounds; break;
-    case PUBLISH_OPT_CASE_REF: text = &s->case_ref; break;
-    case PUBLISH_OPT_SUMMARY: text = &s->summary; break;
-    case PUBLISH_OPT_SOURCE_REF: text = &s->source_ref; break;
     case PUBLISH_OPT_HOUSE_NUMBER:
         if (cli_parse_number(arg, 1, SCHAKEL_MAX_HOUSE_NUMBER, &number) != 0)
-            return cli_usage_error("publish", "--house-number wants a number from 1 to %u, "
-                                   "not '%s'", SCHAKEL_MAX_HOUSE_NUMBER, arg), -1;
+            return cli_bad_value("publish", "--house-number wants a number from 1 to %u, not '%s'",
+                                 SCHAKEL_MAX_HOUSE_NUMBER, arg);
         s->house_number = (uint32_t)number;
-        break;
+        return 1;
     case PUBLISH_OPT_SEVERITY:
         if (fields_parse_severity(arg, &s->severity) != 0)
-            return cli_usage_error("publish", "--severity wants low, medium, high or critical, "
-                                   "not '%s'", arg), -1;
-        break;
+            return cli_bad_value("publish",
+                                 "--severity wants low, medium, high or critical, not '%s'", arg);
+        return 1;
     case PUBLISH_OPT_OBSERVED_AT:
         if (fields_parse_time(arg, &s->observed_at) != 0)
-            return cli_usage_error("publish", "--observed-at wants Unix seconds or ISO-8601 "
-                                   "UTC like 2026-11-20T14:00:00Z, not '%s'", arg), -1;
-        break;
+            return cli_bad_value("publish",
+                                 "--observed-at wants Unix seconds or ISO-8601 UTC like "
+                                 "2026-11-20T14:00:00Z, not '%s'",
+                                 arg);
+        return 1;
     case PUBLISH_OPT_TO:
         if (batch->n_to == SCHAKEL_MAX_RECIPIENTS)
-            return cli_usage_error("publish", "at most %u --to partners",
-                                   SCHAKEL_MAX_RECIPIENTS), -1;
+            return cli_bad_value("publish", "at most %u --to partners", SCHAKEL_MAX_RECIPIENTS);
         batch->to[batch->n_to++] = arg;
-        break;
-    case PUBLISH_OPT_MESSAGE_ID:
-        batch->message_id_hex = arg;
-        return 1;
-    case PUBLISH_OPT_TIMEOUT:
-        if (cli_parse_number(arg, 1, PUBLISH_MAX_TIMEOUT_S, &number) != 0)
-            return cli_usage_error("publish", "--timeout wants whole seconds from 1 to %d, "
-                                   "not '%s'", PUBLISH_MAX_TIMEOUT_S, arg), -1;
-        batch->timeout_ms = (int)number * 1000;
         return 1;
     default:
         return 0;
     }
-    if (text != NULL)
-        *text = arg;
-    batch->from_options = 1;
-    return 1;
+}
+
+/* Apply one signal option or --message-id / --timeout. Returns 1 if taken,
+ * 0 if not ours, -1 on a bad value (reported). */
+static int publish_option(publish_batch_t *batch, int option, const char *arg)
+{
+    long long seconds;
+    if (option == PUBLISH_OPT_MESSAGE_ID) {
+        batch->message_id_hex = arg;
+        return 1;
+    }
+    if (option == PUBLISH_OPT_TIMEOUT) {
+        if (cli_parse_number(arg, 1, PUBLISH_MAX_TIMEOUT_S, &seconds) != 0)
+            return cli_bad_value("publish", "--timeout wants whole seconds from 1 to %d, not '%s'",
+                                 PUBLISH_MAX_TIMEOUT_S, arg);
+        batch->timeout_ms = (int)seconds * 1000;
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof publish_text_options / sizeof publish_text_options[0]; i++) {
+        if (publish_text_options[i].option == option) {
+            /* store the pointer at the field's offset (memcpy: no aliasing cast) */
+            char *field = (char *)&batch->signals[0] + publish_text_options[i].offset;
+            memcpy(field, &arg, sizeof arg);
+            batch->from_options = 1;
+            return 1;
+        }
+    }
+    int rc = publish_parsed_option(batch, option, arg);
+    if (rc == 1)
+        batch->from_options = 1;
+    return rc;
 }
 
 /* Parse one stdin line into the next item. Returns 0 or an exit code. */
@@ -177,9 +202,10 @@ static int publish_add_json(publish_batch_t *batch, const char *line, size_t lin
     char err[200];
     const char *message_id_hex = NULL;
     if (batch->n == SCHAKEL_MAX_ITEMS)
-        return cli_usage_error("publish", "more than %u signals on stdin: one publish carries "
-                               "at most %u; split the input", SCHAKEL_MAX_ITEMS,
-                               SCHAKEL_MAX_ITEMS);
+        return cli_usage_error("publish",
+                               "more than %u signals on stdin: one publish carries "
+                               "at most %u; split the input",
+                               SCHAKEL_MAX_ITEMS, SCHAKEL_MAX_ITEMS);
     json_t *obj = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
     if (obj == NULL)
         return cli_usage_error("publish", "stdin line %zu: not JSON: %s", lineno, jerr.text);
@@ -191,8 +217,10 @@ static int publish_add_json(publish_batch_t *batch, const char *line, size_t lin
         return cli_usage_error("publish", "stdin line %zu: %s", lineno, err);
     if (message_id_hex != NULL) {
         if (batch->message_id_hex != NULL && strcmp(batch->message_id_hex, message_id_hex) != 0)
-            return cli_usage_error("publish", "stdin line %zu: message_id differs from an "
-                                   "earlier one; a batch has one message id", lineno);
+            return cli_usage_error("publish",
+                                   "stdin line %zu: message_id differs from an "
+                                   "earlier one; a batch has one message id",
+                                   lineno);
         batch->message_id_hex = message_id_hex;
     }
     return 0;
@@ -229,8 +257,7 @@ static int publish_read_stdin(publish_batch_t *batch)
 }
 
 static int publish_print(const cli_options_t *opts, const publish_batch_t *batch,
-                         const uint8_t id[16], const schakel_item_result_t *results,
-                         int duplicate)
+                         const uint8_t id[16], const schakel_item_result_t *results, int duplicate)
 {
     char id_hex[2 * SCHAKEL_MESSAGE_ID_BYTES + 1];
     syntax_hex(id, SCHAKEL_MESSAGE_ID_BYTES, id_hex);
@@ -241,13 +268,13 @@ static int publish_print(const cli_options_t *opts, const publish_batch_t *batch
         return fflush(stdout) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
     }
     json_t *items = json_array();
-    json_t *obj = json_pack("{s:s, s:b, s:o*}", "message_id", id_hex, "duplicate", duplicate,
-                            "items", items);
+    json_t *obj =
+        json_pack("{s:s, s:b, s:o*}", "message_id", id_hex, "duplicate", duplicate, "items", items);
     int failed = obj == NULL || items == NULL;
     for (size_t i = 0; !failed && i < batch->n; i++) {
-        json_t *item = json_pack("{s:I, s:I, s:I}", "item_index", (json_int_t)i, "seq",
-                                 (json_int_t)results[i].seq, "recipients",
-                                 (json_int_t)results[i].recipients);
+        json_t *item =
+            json_pack("{s:I, s:I, s:I}", "item_index", (json_int_t)i, "seq",
+                      (json_int_t)results[i].seq, "recipients", (json_int_t)results[i].recipients);
         failed = item == NULL || json_array_append_new(items, item) != 0;
     }
     if (!failed)
@@ -288,7 +315,8 @@ static int publish_send(const cli_options_t *opts, publish_batch_t *batch)
         syntax_hex(id, sizeof id, id_hex);
         if (status == SCHAKEL_ERR_TIMEOUT)
             cli_say("the publish may or may not have been accepted; retry with "
-                    "--message-id %s to be sure it is stored once", id_hex);
+                    "--message-id %s to be sure it is stored once",
+                    id_hex);
     }
     free(results);
     schakel_close(&client);
@@ -315,13 +343,13 @@ static int publish_parse(int argc, char **argv, cli_options_t *opts, publish_bat
         fputs(publish_usage, stdout);
         return -1;
     }
-    *from_stdin = !batch->from_options && batch->n_to == 0;
+    *from_stdin = !batch->from_options;
     if (optind < argc) {
         if (optind + 1 != argc || strcmp(argv[optind], "-") != 0)
             return cli_usage_error("publish", "unexpected argument '%s'", argv[optind]);
         if (!*from_stdin)
             return cli_usage_error("publish", "give signal options or '-' (JSON on stdin), "
-                                   "not both");
+                                              "not both");
     }
     return 0;
 }

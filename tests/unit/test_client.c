@@ -33,7 +33,7 @@
 #define PRINCIPAL "politie/bvh-koppeling"
 #define PARTNER "politie"
 #define ROLE "system"
-#define WAIT_MS 5000        /* generous: every wait ends on an event well before */
+#define WAIT_MS 5000         /* generous: every wait ends on an event well before */
 #define SHORT_TIMEOUT_MS 800 /* for waits that must time out */
 #define DELIVERED_SEQ 7u
 #define FAKE_REJECT_TEXT "no rule lets politie send woonfraude to riec"
@@ -72,7 +72,7 @@ typedef struct fake_broker {
     uint8_t admitted_curve_pk[32];
     uint8_t client_sign_pk[32];
 
-    pthread_mutex_t lock; /* guards everything below */
+    pthread_mutex_t lock;   /* guards everything below */
     pthread_cond_t changed; /* broadcast when a publish was recorded */
     enum fake_publish_mode publish_mode;
     enum fake_flow_mode flow_mode;
@@ -155,8 +155,8 @@ static enum fake_publish_mode fake_check_publish(fake_broker_t *fake,
     char sender[sizeof fake->sender] = "", kind[sizeof fake->first_kind] = "";
     for (size_t i = 0; i < publish->n_items; i++) {
         wire_error_t err;
-        Schakel__Signal *signal = wire_decode_signal(publish->items[i].data,
-                                                     publish->items[i].len, time(NULL), &err);
+        Schakel__Signal *signal =
+            wire_decode_signal(publish->items[i].data, publish->items[i].len, time(NULL), &err);
         if (signal == NULL) {
             items_ok = 0;
             continue;
@@ -250,8 +250,8 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake
     address.house_number = 12;
     signal.address = &address;
     signal.has_severity = 1;
-    signal.severity = mode == FAKE_FLOW_BAD_SEVERITY ? (Schakel__Severity)9
-                                                     : SCHAKEL__SEVERITY__SEVERITY_HIGH;
+    signal.severity =
+        mode == FAKE_FLOW_BAD_SEVERITY ? (Schakel__Severity)9 : SCHAKEL__SEVERITY__SEVERITY_HIGH;
     signal.summary = "Stroomverbruik verdubbeld, ramen afgeplakt";
     signal.n_recipients = 1;
     signal.recipients = recipients;
@@ -301,8 +301,7 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
         fake_send_accepted(fake, routing, id, publish->n_items, mode == FAKE_ACCEPT_DUPLICATE);
         break;
     case FAKE_REJECT:
-        fake_send_rejected(fake, routing, id, 0, SCHAKEL__REASON__POLICY_DENIED,
-                           FAKE_REJECT_TEXT);
+        fake_send_rejected(fake, routing, id, 0, SCHAKEL__REASON__POLICY_DENIED, FAKE_REJECT_TEXT);
         break;
     case FAKE_GARBAGE:
         fake_send(fake, routing, garbage, sizeof garbage);
@@ -348,8 +347,8 @@ static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__
             fake->unacked = 0;
         pthread_mutex_unlock(&fake->lock);
         if (!known)
-            fake_send_rejected(fake, routing, NULL, ack->seqs[i],
-                               SCHAKEL__REASON__UNKNOWN_DELIVERY, "no such delivery");
+            fake_send_rejected(fake, routing, NULL, ack->seqs[i], SCHAKEL__REASON__UNKNOWN_DELIVERY,
+                               "no such delivery");
     }
 }
 
@@ -380,11 +379,20 @@ static void fake_router(fake_broker_t *fake)
     Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&data), zmq_msg_size(&data), &err);
     if (frame != NULL && user_id != NULL) {
         switch (frame->body_case) {
-        case SCHAKEL__FRAME__BODY_PUBLISH: fake_on_publish(fake, &routing, frame->publish); break;
-        case SCHAKEL__FRAME__BODY_HEARTBEAT: fake_on_heartbeat(fake, &routing, user_id); break;
-        case SCHAKEL__FRAME__BODY_ACK: fake_on_ack(fake, &routing, frame->ack); break;
-        case SCHAKEL__FRAME__BODY_FLOW: fake_on_flow(fake, &routing, frame->flow); break;
-        default: break;
+        case SCHAKEL__FRAME__BODY_PUBLISH:
+            fake_on_publish(fake, &routing, frame->publish);
+            break;
+        case SCHAKEL__FRAME__BODY_HEARTBEAT:
+            fake_on_heartbeat(fake, &routing, user_id);
+            break;
+        case SCHAKEL__FRAME__BODY_ACK:
+            fake_on_ack(fake, &routing, frame->ack);
+            break;
+        case SCHAKEL__FRAME__BODY_FLOW:
+            fake_on_flow(fake, &routing, frame->flow);
+            break;
+        default:
+            break;
         }
     }
     wire_frame_free(&frame);
@@ -396,8 +404,7 @@ static void *fake_run(void *arg)
 {
     fake_broker_t *fake = arg;
     for (;;) {
-        zmq_pollitem_t items[2] = {{fake->zap, 0, ZMQ_POLLIN, 0},
-                                   {fake->router, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t items[2] = {{fake->zap, 0, ZMQ_POLLIN, 0}, {fake->router, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, -1) == -1) {
             if (errno == EINTR)
                 continue;
@@ -584,8 +591,8 @@ static void test_connect_table(void **state)
         schakel_error_t err;
         memset(&err, 0, sizeof err);
         int64_t start = now_ms();
-        schakel_status_t status = connect_as(&client, rows[i].key, rows[i].broker_pub,
-                                             SHORT_TIMEOUT_MS, &err);
+        schakel_status_t status =
+            connect_as(&client, rows[i].key, rows[i].broker_pub, SHORT_TIMEOUT_MS, &err);
         int64_t elapsed = now_ms() - start;
         if (status != rows[i].expected)
             print_error("row %zu: got %d (%s)\n", i, status, err.text);
@@ -611,8 +618,7 @@ static void test_connect_bad_arguments(void **state)
     path_of(key, sizeof key, "alice.key");
     path_of(pub, sizeof pub, "broker.pub");
     assert_int_equal(schakel_connect(&client, NULL, pub, key, 100, &err), SCHAKEL_ERR_USAGE);
-    assert_int_equal(schakel_connect(&client, fake.endpoint, pub, key, 0, &err),
-                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_connect(&client, fake.endpoint, pub, key, 0, &err), SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_connect(&client, "no-such-transport://x", pub, key, 200, &err),
                      SCHAKEL_ERR_CONNECT);
     assert_non_null(strstr(err.text, "endpoint"));
@@ -741,16 +747,16 @@ static void test_publish_explicit_sender_and_id(void **state)
     schakel_signal_t signal = sample_signal();
     const uint8_t id[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     uint8_t echoed[16] = {0};
-    assert_int_equal(schakel_publish(client, PRINCIPAL, &signal, 1, id, echoed, NULL, NULL,
-                                     WAIT_MS),
-                     SCHAKEL_OK);
+    assert_int_equal(
+        schakel_publish(client, PRINCIPAL, &signal, 1, id, echoed, NULL, NULL, WAIT_MS),
+        SCHAKEL_OK);
     assert_memory_equal(echoed, id, 16);
     pthread_mutex_lock(&fake.lock);
     assert_memory_equal(fake.message_id, id, 16);
     pthread_mutex_unlock(&fake.lock);
     /* a forged sender is signed as given; the fake (like the broker) sees it */
-    assert_int_equal(schakel_publish(client, "politie/someone-else", &signal, 1, NULL, NULL,
-                                     NULL, NULL, WAIT_MS),
+    assert_int_equal(schakel_publish(client, "politie/someone-else", &signal, 1, NULL, NULL, NULL,
+                                     NULL, WAIT_MS),
                      SCHAKEL_OK);
     pthread_mutex_lock(&fake.lock);
     assert_string_equal(fake.sender, "politie/someone-else");
@@ -763,8 +769,8 @@ static void test_publish_bad_arguments(void **state)
     schakel_signal_t signal = sample_signal();
     assert_int_equal(schakel_publish(client, NULL, &signal, 0, NULL, NULL, NULL, NULL, WAIT_MS),
                      SCHAKEL_ERR_USAGE);
-    assert_int_equal(schakel_publish(client, NULL, &signal, SCHAKEL_MAX_ITEMS + 1, NULL, NULL,
-                                     NULL, NULL, WAIT_MS),
+    assert_int_equal(schakel_publish(client, NULL, &signal, SCHAKEL_MAX_ITEMS + 1, NULL, NULL, NULL,
+                                     NULL, WAIT_MS),
                      SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_publish(client, NULL, NULL, 1, NULL, NULL, NULL, NULL, WAIT_MS),
                      SCHAKEL_ERR_USAGE);
@@ -782,9 +788,9 @@ static void test_publish_timeout_then_retry(void **state)
     uint8_t id[16];
     fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
     int64_t start = now_ms();
-    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, id, NULL, NULL,
-                                     SHORT_TIMEOUT_MS),
-                     SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(
+        schakel_publish(client, NULL, &signal, 1, NULL, id, NULL, NULL, SHORT_TIMEOUT_MS),
+        SCHAKEL_ERR_TIMEOUT);
     assert_true(now_ms() - start >= SHORT_TIMEOUT_MS);
     assert_non_null(strstr(schakel_last_error(client)->text, "same message id"));
     fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
@@ -826,8 +832,8 @@ static void test_publish_survives_restart(void **state)
     void *helper_failed = NULL;
     fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
     assert_int_equal(pthread_create(&helper, NULL, restart_after_first_publish, NULL), 0);
-    schakel_status_t status = schakel_publish(client, NULL, &signal, 1, NULL, id, &result, NULL,
-                                              3 * WAIT_MS);
+    schakel_status_t status =
+        schakel_publish(client, NULL, &signal, 1, NULL, id, &result, NULL, 3 * WAIT_MS);
     assert_int_equal(pthread_join(helper, &helper_failed), 0);
     assert_null(helper_failed);
     assert_int_equal(status, SCHAKEL_OK);
@@ -1012,8 +1018,7 @@ int main(void)
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_explicit_sender_and_id, client_setup,
                                         client_teardown),
-        cmocka_unit_test_setup_teardown(test_publish_bad_arguments, client_setup,
-                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_bad_arguments, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_timeout_then_retry, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_survives_restart, client_setup,
@@ -1021,8 +1026,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_receive_and_ack, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
                                         client_teardown),
-        cmocka_unit_test_setup_teardown(test_receive_delivery_table, client_setup,
-                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_delivery_table, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_ack_refused_is_recorded, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_resubscribe_after_restart, client_setup,

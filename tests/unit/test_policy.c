@@ -475,7 +475,8 @@ static const decision_row_t decision_rows[] = {
     {"named partner without principals",
      "politie/analist", "zorgmelding", "zorg", "GM0935", 1, {"om", NULL},
      VERDICT_DENY, {NULL},
-     0, "to om (rule \"politie-casus\" matches, but om has no principal with a role it delivers to)"},
+     0, "to om (rule \"politie-casus\" matches, but om has no principal with a role "
+        "it delivers to)"},
     {"wrong role",
      "politie/bvh-koppeling", "zorgmelding", "zorg", "GM0935", 1, {NULL},
      VERDICT_DENY, {NULL},
@@ -751,13 +752,69 @@ static void rule_hash_of(const fixture_t *f, const char *rule, char out[65])
     policy_destroy(&p);
 }
 
+/* The canonical form of docs/POLICY.md "Rule hash", written out for
+ * hash_base: u32 big-endian lengths and counts, fields in fixed order,
+ * defaults for absent keys, retention in seconds. */
+static void canon_u32(crypto_generichash_state *st, uint32_t v)
+{
+    uint8_t be[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
+    crypto_generichash_update(st, be, sizeof be);
+}
+
+static void canon_text(crypto_generichash_state *st, const char *text)
+{
+    canon_u32(st, (uint32_t)strlen(text));
+    crypto_generichash_update(st, (const uint8_t *)text, strlen(text));
+}
+
+static void canon_field(crypto_generichash_state *st, const char *name, const char *const *values,
+                        uint32_t n)
+{
+    canon_text(st, name);
+    canon_u32(st, n);
+    for (uint32_t i = 0; i < n; i++)
+        canon_text(st, values[i]);
+}
+
+static void canonical_base_hash(char hex[65])
+{
+    static const char *const id[] = {"r1"}, *const from[] = {"gemeente"},
+                             *const roles[] = {"system", "caseworker"},
+                             *const to[] = {"politie", "riec"}, *const kinds[] = {"*"},
+                             *const themes[] = {"zorg", "overlast"}, *const areas[] = {"GM0935"},
+                             *const purpose[] = {"Zorg en veiligheid"},
+                             *const legal[] = {"Wmo 2015"}, *const fields[] = {"area", "summary"},
+                             *const retention[] = {"31536000"}, *const flag[] = {"false"};
+    crypto_generichash_state st;
+    uint8_t digest[32];
+    crypto_generichash_init(&st, NULL, 0, sizeof digest);
+    crypto_generichash_update(&st, (const uint8_t *)"schakel-rule-v1", 15);
+    canon_field(&st, "id", id, 1);
+    canon_field(&st, "from", from, 1);
+    canon_field(&st, "from_roles", roles, 2);
+    canon_field(&st, "to", to, 2);
+    canon_field(&st, "to_roles", roles, 2);
+    canon_field(&st, "kinds", kinds, 1);
+    canon_field(&st, "themes", themes, 2);
+    canon_field(&st, "areas", areas, 1);
+    canon_field(&st, "purpose", purpose, 1);
+    canon_field(&st, "legal_basis", legal, 1);
+    canon_field(&st, "fields", fields, 2);
+    canon_field(&st, "retention", retention, 1);
+    canon_field(&st, "require_case_ref", flag, 1);
+    crypto_generichash_final(&st, digest, sizeof digest);
+    syntax_hex(digest, sizeof digest, hex);
+}
+
 static void test_rule_hash(void **state)
 {
     const fixture_t *f = *state;
-    char base[65], again[65];
+    char base[65], again[65], documented[65];
     rule_hash_of(f, hash_base, base);
     rule_hash_of(f, hash_base, again);
     assert_string_equal(base, again);
+    canonical_base_hash(documented);
+    assert_string_equal(base, documented);
     char seen[sizeof hash_rows / sizeof hash_rows[0]][65];
     for (size_t i = 0; i < sizeof hash_rows / sizeof hash_rows[0]; i++) {
         rule_hash_of(f, hash_rows[i].rule, seen[i]);
@@ -828,6 +885,29 @@ static void test_load_buffer(void **state)
     assert_null(p);
     assert_non_null(strstr(err, "larger than"));
     free(huge);
+
+    /* one principal more than a partner may have; the error names its line */
+    size_t cap = 128 * 1024, used = 0;
+    char *many = malloc(cap);
+    assert_non_null(many);
+    used += (size_t)snprintf(many, cap, "version: 1\npartners: [{id: a}]\nprincipals:\n");
+    for (unsigned i = 0; i <= SCHAKEL_MAX_PRINCIPALS_PER_PARTNER; i++) {
+        crypto_sign_keypair(pk, sk);
+        sodium_memzero(sk, sizeof sk);
+        keys_public_z85(pk, z85);
+        used += (size_t)snprintf(many + used, cap - used,
+                                 "  - {id: a/p%u, role: system, key: \"%s\"}\n", i, z85);
+    }
+    used += (size_t)snprintf(many + used, cap - used, "rules: []\n");
+    assert_true(used < cap);
+    p = policy_load_buffer("mem", (const uint8_t *)many, used, NULL, err, sizeof err);
+    assert_null(p);
+    char where[64];
+    snprintf(where, sizeof where, "mem:%u: partner \"a\" has more than",
+             4 + SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
+    if (strstr(err, where) == NULL)
+        fail_msg("got \"%s\", expected \"%s\"", err, where);
+    free(many);
 
     /* nesting bomb */
     char deep[4096];

@@ -1,0 +1,505 @@
+"""schakel_client.py — an independent client of the Schakel wire protocol, version 1.
+
+Written from docs/PROTOCOL.md and proto/schakel.proto only. It covers what a
+partner system needs: key files (section 2), the CurveZMQ keys derived from
+Ed25519 (2.4), the DEALER connection with its socket monitor (3, 7.1),
+"who am I" and backlog via Heartbeat (4.9, 7.7), signed publishing with the
+item hash tree (6), receiving with Flow, Deliver and Ack (7.4), and following
+reconnects (7.10).
+
+The protobuf module is generated from proto/schakel.proto at run time
+(`load_schema`); nothing generated is kept in the tree.
+"""
+
+import collections
+import hashlib
+import importlib.util
+import os
+import stat
+import subprocess
+import time
+
+import nacl.signing
+import zmq
+import zmq.utils.monitor
+import zmq.utils.z85
+
+# --- constants of the protocol (PROTOCOL.md section 10) -------------------
+
+PROTOCOL_VERSION = 1
+PUBLISH_TAG = b"schakel-publish1"          # 6.1, 16 ASCII bytes
+MESSAGE_ID_BYTES = 16
+SIGNATURE_BYTES = 64
+MAX_FRAME_BYTES = 262144
+MAX_ITEMS = 256
+MAX_ITEM_BYTES = 32768
+MAX_ACKS = 1024
+DEFAULT_WINDOW = 64
+CLIENT_HEARTBEAT_S = 5.0                    # SCHAKEL_CLIENT_HEARTBEAT_MS
+ZAP_REFUSED_STATUS = 400                    # 3.3
+
+Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                ".-:+=^!/*?&<>()[]{}@%$#")
+KEY_FILE_MAX_BYTES = 4096
+
+SECRET_KEY_COMMENT = "# Schakel secret key (Ed25519 seed, Z85). Keep private: mode 0600."
+PUBLIC_KEY_COMMENT = "# Schakel public key (Ed25519, Z85)"
+
+
+class KeyFileError(ValueError):
+    """A key file that section 2.2 says must be refused."""
+
+
+class HandshakeRefused(Exception):
+    """The broker's ZAP handler refused our key (3.3)."""
+
+    def __init__(self, event, value):
+        super().__init__("handshake refused: event 0x%x, value %d" % (event, value))
+        self.event = event
+        self.value = value
+
+
+class ProtocolError(Exception):
+    """The broker sent something this page does not allow."""
+
+
+class NoAnswer(TimeoutError):
+    """No answer within the caller's timeout."""
+
+
+class Refusal(Exception):
+    """A request was answered with Rejected."""
+
+    def __init__(self, rejected, schema):
+        name = schema.Reason.Name(rejected.reason) if rejected.HasField("reason") else "?"
+        super().__init__("%s: %s" % (name, rejected.text))
+        self.rejected = rejected
+
+
+# --- protobuf schema ------------------------------------------------------
+
+def load_schema(proto_dir, out_dir, proto_name="schakel.proto"):
+    """Run protoc on PROTO_DIR/PROTO_NAME into OUT_DIR and import the result."""
+    subprocess.run(["protoc", "--python_out=" + out_dir, "--proto_path=" + proto_dir,
+                    os.path.join(proto_dir, proto_name)], check=True)
+    module_name = proto_name[:-len(".proto")] + "_pb2"
+    path = os.path.join(out_dir, module_name + ".py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- keys (section 2) -----------------------------------------------------
+
+def z85_encode(raw):
+    return zmq.utils.z85.encode(raw).decode("ascii")
+
+
+def z85_decode(text):
+    if isinstance(text, bytes):
+        text = text.decode("ascii")
+    if len(text) % 5 or any(c not in Z85_ALPHABET for c in text):
+        raise KeyFileError("not Z85 text: %r" % text)
+    return zmq.utils.z85.decode(text.encode("ascii"))
+
+
+def read_key_line(path):
+    """The key line of a key file, read as section 2.2 describes."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyFileError(path + ": not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(KEY_FILE_MAX_BYTES + 1)
+    if len(data) > KEY_FILE_MAX_BYTES:
+        raise KeyFileError(path + ": larger than 4096 bytes")
+    for raw in data.split(b"\n"):
+        line = raw.lstrip(b" \t").rstrip(b" \t\r")
+        if not line or line.startswith(b"#"):
+            continue
+        try:
+            text = line.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFileError(path + ": key line is not ASCII") from None
+        if len(text) != 40 or any(c not in Z85_ALPHABET for c in text):
+            raise KeyFileError(path + ": key line is not 40 Z85 characters")
+        return text
+    raise KeyFileError(path + ": no key line")
+
+
+def load_signing_key(path):
+    """NAME.key -> nacl SigningKey (the file holds the 32-byte seed)."""
+    if os.lstat(path).st_mode & 0o077:
+        raise KeyFileError(path + ": secret key readable by group or others")
+    return nacl.signing.SigningKey(z85_decode(read_key_line(path)))
+
+
+def load_verify_key(path):
+    """NAME.pub -> nacl VerifyKey (the Ed25519 public key)."""
+    return nacl.signing.VerifyKey(z85_decode(read_key_line(path)))
+
+
+def write_key_pair(directory, name, seed=None):
+    """Write NAME.key (0600) and NAME.pub (0644) as the reference tools do."""
+    if seed is None:
+        seed = os.urandom(32)
+    if len(seed) != 32:
+        raise ValueError("an Ed25519 seed is 32 bytes")
+    sk = nacl.signing.SigningKey(seed)
+    files = ((name + ".key", SECRET_KEY_COMMENT, seed, 0o600),
+             (name + ".pub", PUBLIC_KEY_COMMENT, bytes(sk.verify_key), 0o644))
+    for filename, comment, raw, mode in files:
+        path = os.path.join(directory, filename)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(comment + "\n" + z85_encode(raw) + "\n")
+        os.chmod(path, mode)  # independent of the umask
+    return sk
+
+
+def curve_public(verify_key):
+    """X25519 public key derived from an Ed25519 public key (2.4)."""
+    return bytes(verify_key.to_curve25519_public_key())
+
+
+def curve_secret(signing_key):
+    """X25519 secret key derived from an Ed25519 key (2.4)."""
+    return bytes(signing_key.to_curve25519_private_key())
+
+
+_P = 2 ** 255 - 19
+
+
+def curve_public_math(ed_pk):
+    """The same derivation in plain arithmetic (2.4), for cross-checking."""
+    y = int.from_bytes(ed_pk, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow((1 - y) % _P, _P - 2, _P) % _P).to_bytes(32, "little")
+
+
+def curve_secret_math(seed):
+    h = bytearray(hashlib.sha512(seed).digest()[:32])
+    h[0] &= 248
+    h[31] &= 127
+    h[31] |= 64
+    return bytes(h)
+
+
+# --- signing (section 6) --------------------------------------------------
+
+def blake2b256(data):
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def leaf_hash(item):
+    return blake2b256(b"\x00" + item)
+
+
+def node_hash(left, right):
+    return blake2b256(b"\x01" + left + right)
+
+
+def tree_root(items):
+    """Root of the RFC 6962-shaped tree over the exact item bytes."""
+    n = len(items)
+    if n == 0:
+        raise ValueError("a publish has at least one item")
+    if n == 1:
+        return leaf_hash(items[0])
+    k = 1 << ((n - 1).bit_length() - 1)     # largest power of two strictly below n
+    return node_hash(tree_root(items[:k]), tree_root(items[k:]))
+
+
+def signed_bytes(message_id, items):
+    if len(message_id) != MESSAGE_ID_BYTES:
+        raise ValueError("message_id must be 16 bytes")
+    data = PUBLISH_TAG + message_id + tree_root(items)
+    assert len(data) == 64
+    return data
+
+
+def sign_publish(signing_key, message_id, items):
+    """64-byte detached Ed25519 signature of a publish (6.1)."""
+    return signing_key.sign(signed_bytes(message_id, items)).signature
+
+
+def content_hash(message_id, items, signature):
+    """What the broker remembers a publish by (7.3)."""
+    return blake2b256(signed_bytes(message_id, items) + signature)
+
+
+# --- connection -----------------------------------------------------------
+
+PublishResult = collections.namedtuple("PublishResult",
+                                       "message_id items signature frame answer")
+
+_MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH |
+              zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL |
+              zmq.EVENT_DISCONNECTED)
+
+
+class Connection:
+    """One DEALER connection of one principal to the broker."""
+
+    def __init__(self, schema, endpoint, signing_key, broker_key, context=None):
+        self.pb = schema
+        self.signing_key = signing_key
+        self._own_context = context is None
+        self.ctx = context or zmq.Context()
+        s = self.sock = self.ctx.socket(zmq.DEALER)       # never a ROUTING_ID (3.2)
+        s.curve_serverkey = curve_public(broker_key)
+        s.curve_publickey = curve_public(signing_key.verify_key)
+        s.curve_secretkey = curve_secret(signing_key)
+        for option, value in ((zmq.LINGER, 500), (zmq.SNDHWM, 10000), (zmq.RCVHWM, 10000),
+                              (zmq.MAXMSGSIZE, MAX_FRAME_BYTES), (zmq.HANDSHAKE_IVL, 5000),
+                              (zmq.HEARTBEAT_IVL, 2000), (zmq.HEARTBEAT_TIMEOUT, 6000),
+                              (zmq.HEARTBEAT_TTL, 6000), (zmq.RECONNECT_IVL, 200),
+                              (zmq.RECONNECT_IVL_MAX, 5000)):
+            s.setsockopt(option, value)
+        self.monitor = s.get_monitor_socket(_MONITORED)
+        self.events = []            # (event, value) as the monitor reported them
+        self.handshakes = 0
+        self.window = None          # set once this client receives
+        self.last_send = 0.0
+        self.deliveries = collections.deque()   # Deliver frames kept while waiting
+        self.ack_refusals = []      # Rejected{UNKNOWN_DELIVERY, seq}
+        self.unmatched = []         # any other frame nobody waited for
+        s.connect(endpoint)
+
+    # -- lifecycle --
+
+    def close(self, linger_ms=500):
+        if self.sock is None:
+            return
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(linger_ms)
+        self.sock = None
+        if self._own_context:
+            self.ctx.term()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- monitor --
+
+    def _poll_events(self):
+        while self.monitor.poll(0):
+            ev = zmq.utils.monitor.recv_monitor_message(self.monitor)
+            self.events.append((ev["event"], ev["value"]))
+            if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshakes += 1
+                if self.window is not None and self.handshakes > 1:
+                    # a new connection has no receiving state (7.4, 7.10)
+                    self.send(flow=self.pb.Flow(window=self.window))
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                raise HandshakeRefused(ev["event"], ev["value"])
+
+    def wait_handshake(self, timeout_s=5.0):
+        """Wait for HANDSHAKE_SUCCEEDED; HandshakeRefused on a ZAP refusal."""
+        deadline = time.monotonic() + timeout_s
+        start = self.handshakes
+        while self.handshakes == start:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NoAnswer("no handshake within %.1f s (events %r)" % (timeout_s, self.events))
+            self.monitor.poll(int(min(left, 0.2) * 1000) + 1)
+            self._poll_events()
+
+    def wait_event(self, wanted, timeout_s):
+        """Wait for a monitor event of one of the types in WANTED (no raising)."""
+        deadline = time.monotonic() + timeout_s
+        seen = len(self.events)
+        while True:
+            while self.monitor.poll(0):
+                ev = zmq.utils.monitor.recv_monitor_message(self.monitor)
+                self.events.append((ev["event"], ev["value"]))
+            for event, value in self.events[seen:]:
+                if event & wanted:
+                    return event, value
+            seen = len(self.events)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self.monitor.poll(int(min(left, 0.2) * 1000) + 1)
+
+    # -- frames --
+
+    def frame(self, **body):
+        return self.pb.Frame(version=PROTOCOL_VERSION, **body).SerializeToString()
+
+    def send_bytes(self, data):
+        """Send one ZMQ message (bytes) or a multipart message (list)."""
+        if isinstance(data, (list, tuple)):
+            self.sock.send_multipart(list(data))
+        else:
+            self.sock.send(data)
+        self.last_send = time.monotonic()
+
+    def send(self, **body):
+        self.send_bytes(self.frame(**body))
+
+    def _keepalive(self):
+        if self.window is not None and time.monotonic() - self.last_send >= CLIENT_HEARTBEAT_S:
+            self.send(heartbeat=self.pb.Heartbeat(time=int(time.time() * 1000)))
+
+    def recv_frame(self, timeout_s):
+        """The next frame from the broker, or None after TIMEOUT_S."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._poll_events()
+            self._keepalive()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if self.sock.poll(int(min(left, 0.2) * 1000) + 1, zmq.POLLIN):
+                parts = self.sock.recv_multipart()
+                if len(parts) != 1:
+                    raise ProtocolError("broker sent a %d-part message" % len(parts))
+                f = self.pb.Frame()
+                f.ParseFromString(parts[0])
+                if not f.HasField("version") or f.version != PROTOCOL_VERSION:
+                    raise ProtocolError("frame of protocol version %r" %
+                                        (f.version if f.HasField("version") else None))
+                return f
+
+    def wait_for(self, is_answer, timeout_s):
+        """Read frames until IS_ANSWER(frame); keep deliveries and stray frames."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            if f is None:
+                raise NoAnswer("no answer within %.1f s" % timeout_s)
+            if is_answer(f):
+                return f
+            body = f.WhichOneof("body")
+            if body == "deliver":
+                self.deliveries.append(f.deliver)
+            elif body == "rejected" and f.rejected.HasField("seq"):
+                self.ack_refusals.append(f.rejected)
+            else:
+                self.unmatched.append(f)
+
+    @staticmethod
+    def is_anonymous_refusal(f):
+        """A Rejected that names neither a message_id nor a seq (4.5)."""
+        return (f.WhichOneof("body") == "rejected" and not f.rejected.HasField("message_id")
+                and not f.rejected.HasField("seq"))
+
+    def request(self, data, timeout_s=5.0):
+        """Send raw frame bytes and return the next answer that is not a Deliver or ack refusal."""
+        self.send_bytes(data)
+        return self.wait_for(lambda f: f.WhichOneof("body") in ("accepted", "heartbeat")
+                             or (f.WhichOneof("body") == "rejected"
+                                 and not f.rejected.HasField("seq")), timeout_s)
+
+    # -- who am I / backlog (4.9, 7.1, 7.7) --
+
+    def heartbeat(self, timeout_s=5.0):
+        """Send Heartbeat{time}; return the broker's Heartbeat (Refusal if refused)."""
+        self.send(heartbeat=self.pb.Heartbeat(time=int(time.time() * 1000)))
+        f = self.wait_for(lambda f: (f.WhichOneof("body") == "heartbeat"
+                                     and f.heartbeat.HasField("principal"))
+                          or self.is_anonymous_refusal(f), timeout_s)
+        if f.WhichOneof("body") == "rejected":
+            raise Refusal(f.rejected, self.pb)
+        return f.heartbeat
+
+    whoami = heartbeat
+
+    def backlog(self, timeout_s=5.0):
+        hb = self.heartbeat(timeout_s)
+        if not hb.HasField("backlog"):
+            raise ProtocolError("Heartbeat answer without backlog")
+        return hb.backlog
+
+    # -- publishing (4.3, 6, 7.2, 7.3) --
+
+    def publish_frame(self, message_id, items, signature):
+        """Serialized Frame{publish}; absent arguments (None) are left unset."""
+        p = self.pb.Publish()
+        if message_id is not None:
+            p.message_id = message_id
+        p.items.extend(items)
+        if signature is not None:
+            p.signature = signature
+        return self.frame(publish=p)
+
+    def _publish_answer(self, message_id, timeout_s):
+        def is_answer(f):
+            body = f.WhichOneof("body")
+            if body == "accepted":
+                return f.accepted.message_id == message_id
+            if body == "rejected":
+                r = f.rejected
+                if r.HasField("seq"):
+                    return False
+                return (not r.HasField("message_id")) or r.message_id == message_id
+            return False
+        return self.wait_for(is_answer, timeout_s)
+
+    def publish_items(self, items, message_id=None, signature=None, timeout_s=10.0):
+        """Publish already serialized items. Sign them unless SIGNATURE is given."""
+        if message_id is None:
+            message_id = os.urandom(MESSAGE_ID_BYTES)
+        if signature is None:
+            signature = sign_publish(self.signing_key, message_id, items)
+        frame = self.publish_frame(message_id, items, signature)
+        self.send_bytes(frame)
+        answer = self._publish_answer(message_id, timeout_s)
+        return PublishResult(message_id, list(items), signature, frame, answer)
+
+    def publish(self, signals, message_id=None, timeout_s=10.0):
+        """Serialize, sign and publish Signal messages. Keep the result to retry."""
+        items = [s.SerializeToString() for s in signals]
+        return self.publish_items(items, message_id=message_id, timeout_s=timeout_s)
+
+    def retry(self, result, timeout_s=10.0):
+        """Send the exact same publish frame again (7.3)."""
+        self.send_bytes(result.frame)
+        answer = self._publish_answer(result.message_id, timeout_s)
+        return result._replace(answer=answer)
+
+    # -- receiving (4.6 - 4.8, 7.4 - 7.8) --
+
+    def flow(self, window=DEFAULT_WINDOW):
+        self.window = window
+        self.send(flow=self.pb.Flow(window=window))
+
+    def receive(self, timeout_s, window=DEFAULT_WINDOW):
+        """The next Deliver (its body), or None after TIMEOUT_S."""
+        if self.window is None:
+            self.flow(window)
+        if self.deliveries:
+            return self.deliveries.popleft()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            f = self.recv_frame(left)
+            if f is None:
+                return None
+            body = f.WhichOneof("body")
+            if body == "deliver":
+                return f.deliver
+            if body == "rejected" and f.rejected.HasField("seq"):
+                self.ack_refusals.append(f.rejected)
+            else:
+                self.unmatched.append(f)
+
+    def ack(self, *seqs):
+        seqs = list(seqs)
+        for i in range(0, len(seqs), MAX_ACKS):
+            self.send(ack=self.pb.Ack(seqs=seqs[i:i + MAX_ACKS]))
+
+
+def connect(schema, endpoint, key_file, broker_pub_file, context=None):
+    """Open a connection with the key files of section 2.2."""
+    return Connection(schema, endpoint, load_signing_key(key_file),
+                      load_verify_key(broker_pub_file), context)
