@@ -4,7 +4,7 @@
 #   make / make all  build schakeld, libschakel, schakel, schakelctl
 #   make test        deps + build + every unit, fuzz-corpus and integration test
 #   make check-asan  the same suite built with AddressSanitizer + UBSan
-#   make demo        deps + build + the seven-partner scenario on loopback
+#   make demo        deps + build + the partner scenario on loopback (eight partners)
 #   make run         the broker in the foreground with the demo config (state in var/)
 #   make install     PREFIX=/usr/local DESTDIR=
 #   make clean

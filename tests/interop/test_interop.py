@@ -1,0 +1,911 @@
+#!/usr/bin/python3
+"""test_interop.py — the independent Python client against the real broker.
+
+Starts build/schakeld (or $SCHAKELD) on a loopback port chosen at run time,
+with keys and a policy generated into a temporary directory, and runs named
+checks of docs/PROTOCOL.md with tests/interop/schakel_client.py. Prints one
+line per check and ends with exactly one line "interop: N passed, M failed";
+exits non-zero if any check failed.
+
+Run from anywhere (paths are taken relative to this file):
+    tests/interop/test_interop.py [-v] [CHECK-NAME-SUBSTRING ...]
+"""
+
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import zmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import schakel_client as sc  # noqa: E402
+
+PROTOCOL_MD = os.path.join(ROOT, "docs", "PROTOCOL.md")
+READY_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 10.0
+ANSWER_S = 5.0          # how long to wait for an answer the broker must send
+SILENCE_S = 1.0         # how long to wait to conclude that nothing comes
+
+VERBOSE = False
+
+# Principals of the test policy: name -> (principal id, role). "gemeente"
+# uses the seed of the document's test vector (2.6, 6.3), so that the
+# document's own Publish frame (6.4) can be sent to the broker as is.
+VECTOR_SEED = b"\x01" * 32
+PRINCIPALS = {
+    "gemeente": ("gemeente/meldingen", "system"),
+    "politie": ("politie/bvh-koppeling", "system"),
+    "politie-beheer": ("politie/beheer", "operator"),
+    "woco": ("woco/medewerker", "caseworker"),
+}
+
+POLICY = """\
+version: 1
+partners:
+  - id: gemeente
+    name: Gemeente
+  - id: politie
+    name: Politie
+  - id: woco
+    name: Woningcorporatie
+principals:
+  - id: gemeente/meldingen
+    role: system
+    key_file: keys/gemeente.pub
+  - id: politie/bvh-koppeling
+    role: system
+    key_file: keys/politie.pub
+  - id: politie/beheer
+    role: operator
+    key_file: keys/politie-beheer.pub
+  - id: woco/medewerker
+    role: caseworker
+    key_file: keys/woco.pub
+rules:
+  - id: gemeente-ondermijning
+    from: [gemeente]
+    to: [politie]
+    themes: [ondermijning]
+    areas: [GM0935]
+    purpose: "Aanpak ondermijning"
+    legal_basis: "Convenant art. 5"
+    fields: [area, address, summary]
+    retention: 90d
+  - id: gemeente-overlast
+    from: [gemeente]
+    to: [politie]
+    themes: [overlast]
+    areas: [BU09350101]
+    purpose: "Aanpak overlast"
+    legal_basis: "Convenant art. 6"
+    fields: [area, address, severity, observed_at]
+    retention: 30d
+"""
+
+RULE_FIELDS = {
+    "gemeente-ondermijning": ("Aanpak ondermijning", "Convenant art. 5", 90 * 86400,
+                              {"area", "address", "summary"}),
+    "gemeente-overlast": ("Aanpak overlast", "Convenant art. 6", 30 * 86400,
+                          {"area", "address", "severity", "observed_at"}),
+}
+
+
+class CheckFailed(AssertionError):
+    pass
+
+
+def expect(cond, what):
+    if not cond:
+        raise CheckFailed(what)
+
+
+def expect_eq(got, want, what):
+    if got != want:
+        raise CheckFailed("%s: got %r, want %r" % (what, got, want))
+
+
+def log(*args):
+    if VERBOSE:
+        print("   ", *args, flush=True)
+
+
+# --- the broker -----------------------------------------------------------
+
+def broker_binary():
+    path = os.environ.get("SCHAKELD") or os.path.join(os.environ.get("BUILD") or "build",
+                                                      "schakeld")
+    if not os.path.isabs(path):
+        path = os.path.join(ROOT, path)
+    return path
+
+
+class Broker:
+    """schakeld in a temporary directory, ready when it wrote READY."""
+
+    def __init__(self, workdir):
+        self.workdir = workdir
+        self.proc = None
+        self.endpoint = None
+        self.log_path = os.path.join(workdir, "schakeld.log")
+
+    def start(self):
+        binary = broker_binary()
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("broker binary %s missing (run `make all`)" % binary)
+        rfd, wfd = os.pipe()
+        args = [binary, "--listen", "tcp://127.0.0.1:*",
+                "--key", os.path.join(self.workdir, "keys", "broker.key"),
+                "--policy", os.path.join(self.workdir, "policy.yaml"),
+                "--store", os.path.join(self.workdir, "store.db"),
+                "--ready-fd", str(wfd)]
+        with open(self.log_path, "wb") as logf:
+            try:
+                self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf,
+                                             stderr=subprocess.STDOUT, pass_fds=(wfd,),
+                                             cwd=self.workdir)
+            finally:
+                os.close(wfd)
+        try:
+            line = self._read_ready(rfd)
+        finally:
+            os.close(rfd)
+        m = re.fullmatch(r"READY (tcp://127\.0\.0\.1:[0-9]+)", line)
+        if not m:
+            raise RuntimeError("unexpected ready line %r" % line)
+        self.endpoint = m.group(1)
+
+    def _read_ready(self, rfd):
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        data = b""
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError("broker not ready within %.0f s:\n%s"
+                                   % (READY_TIMEOUT_S, self.log_text()))
+            ready, _, _ = select.select([rfd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(rfd, 256)
+            if not chunk:
+                raise RuntimeError("broker closed the ready pipe without READY "
+                                   "(exit %r):\n%s" % (self.proc.poll(), self.log_text()))
+            data += chunk
+        return data.split(b"\n", 1)[0].decode("ascii", "replace")
+
+    def log_text(self):
+        try:
+            with open(self.log_path, "r", errors="replace") as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        rc = self.proc.returncode
+        self.proc = None
+        return rc
+
+
+# --- the environment shared by the checks ---------------------------------
+
+class Env:
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="schakel-interop-")
+        self.keydir = os.path.join(self.tmp, "keys")
+        os.mkdir(self.keydir, 0o700)
+        gen = os.path.join(self.tmp, "gen")
+        os.mkdir(gen)
+        self.pb = sc.load_schema(os.path.join(ROOT, "proto"), gen)
+        self.keys = {}
+        for name in ("broker", "stranger") + tuple(PRINCIPALS):
+            seed = VECTOR_SEED if name == "gemeente" else None
+            self.keys[name] = sc.write_key_pair(self.keydir, name, seed)
+        with open(os.path.join(self.tmp, "policy.yaml"), "w") as f:
+            f.write(POLICY)
+        self.ctx = zmq.Context()
+        self.open = []
+        self.broker = Broker(self.tmp)
+        self.broker.start()
+
+    def key_file(self, name):
+        return os.path.join(self.keydir, name + ".key")
+
+    def connect(self, name, broker_pub=None):
+        """A connection of principal NAME, with its key files."""
+        conn = sc.connect(self.pb, self.broker.endpoint, self.key_file(name),
+                          broker_pub or os.path.join(self.keydir, "broker.pub"), self.ctx)
+        self.open.append(conn)
+        return conn
+
+    def close(self, conn):
+        conn.close()
+        if conn in self.open:
+            self.open.remove(conn)
+
+    def close_all(self):
+        for conn in list(self.open):
+            self.close(conn)
+
+    def shutdown(self):
+        self.close_all()
+        self.ctx.term()
+        rc = self.broker.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return rc
+
+    # helpers used by several checks
+
+    def signal(self, **fields):
+        """A publishable Signal from gemeente/meldingen (rule gemeente-ondermijning)."""
+        s = self.pb.Signal(sender="gemeente/meldingen", kind="hennepkwekerij",
+                           theme="ondermijning", area="GM0935")
+        for name, value in fields.items():
+            if name == "address":
+                s.address.CopyFrom(value)
+            elif name == "recipients":
+                s.recipients.extend(value)
+            else:
+                setattr(s, name, value)
+        return s
+
+    def drain(self, name):
+        """Receive and acknowledge everything in NAME's mailbox; return the deliveries."""
+        conn = self.connect(name)
+        got = []
+        try:
+            left = conn.backlog()
+            while left:
+                d = conn.receive(ANSWER_S)
+                expect(d is not None, "backlog %d but no delivery came" % left)
+                got.append(d)
+                conn.ack(d.seq)
+                left = conn.backlog()
+        finally:
+            self.close(conn)
+        return got
+
+
+def reason_name(env, rejected):
+    return env.pb.Reason.Name(rejected.reason) if rejected.HasField("reason") else None
+
+
+def expect_rejected(env, answer, reason, message_id=None, item_index=None):
+    body = answer.WhichOneof("body")
+    expect(body == "rejected", "want Rejected %s, got %s %s" % (reason, body, answer))
+    r = answer.rejected
+    log("Rejected", reason_name(env, r), "item_index", r.item_index, "text", repr(r.text))
+    expect_eq(reason_name(env, r), reason, "Rejected.reason")
+    expect(r.HasField("text") and r.text and len(r.text.encode()) <= 255,
+           "Rejected.text present and at most 255 bytes (4.5)")
+    expect(r.HasField("item_index"), "Rejected.item_index always present (4.5)")
+    if item_index is not None:
+        expect_eq(r.item_index, item_index, "Rejected.item_index")
+    if message_id is not None:
+        expect(r.HasField("message_id"), "Rejected names the message_id (4.5)")
+        expect_eq(r.message_id, message_id, "Rejected.message_id")
+    return r
+
+
+def expect_accepted(answer, message_id, n_items):
+    body = answer.WhichOneof("body")
+    if body == "rejected":
+        raise CheckFailed("want Accepted, got Rejected %s: %s"
+                          % (answer.rejected.reason, answer.rejected.text))
+    expect_eq(body, "accepted", "answer body")
+    a = answer.accepted
+    expect_eq(a.message_id, message_id, "Accepted.message_id")
+    expect_eq(len(a.items), n_items, "number of ItemAccepted")
+    for i, item in enumerate(a.items):
+        expect(item.HasField("seq") and item.HasField("recipients"),
+               "ItemAccepted %d has seq and recipients (4.4)" % i)
+    return a
+
+
+def check_delivery(env, d, rule_id, item_seq=None, sender="gemeente/meldingen"):
+    """The fields of 4.6 on a delivery decided by RULE_ID; returns the Signal."""
+    for field in ("seq", "message_id", "item_index", "sender", "sender_partner", "rule_id",
+                  "rule_hash", "purpose", "legal_basis", "accepted_at", "expires_at",
+                  "signal", "item_seq", "redelivery"):
+        expect(d.HasField(field), "Deliver.%s set (4.6: the broker always sets every field)"
+               % field)
+    purpose, legal_basis, retention, _ = RULE_FIELDS[rule_id]
+    expect(d.seq >= 1, "Deliver.seq >= 1")
+    expect_eq(len(d.message_id), 16, "Deliver.message_id length")
+    expect_eq(d.sender, sender, "Deliver.sender")
+    expect_eq(d.sender_partner, sender.split("/")[0], "Deliver.sender_partner")
+    expect_eq(d.rule_id, rule_id, "Deliver.rule_id")
+    expect(re.fullmatch(r"[0-9a-f]{64}", d.rule_hash), "rule_hash is 64 lower-case hex digits")
+    expect_eq(d.purpose, purpose, "Deliver.purpose")
+    expect_eq(d.legal_basis, legal_basis, "Deliver.legal_basis")
+    now = int(time.time())
+    expect(now - 600 <= d.accepted_at <= now + 5, "accepted_at is the broker's recent clock")
+    expect_eq(d.expires_at, d.accepted_at + retention, "expires_at = accepted_at + retention")
+    if item_seq is not None:
+        expect_eq(d.item_seq, item_seq, "Deliver.item_seq = ItemAccepted.seq")
+    s = env.pb.Signal()
+    s.ParseFromString(d.signal)
+    return s
+
+
+def signal_fields(s):
+    return {fd.name for fd, _ in s.ListFields()}
+
+
+# --- the document's own values --------------------------------------------
+
+def document():
+    with open(PROTOCOL_MD, encoding="utf-8") as f:
+        return f.read()
+
+
+def doc_section(text, heading):
+    """The text of the section whose heading line starts with HEADING."""
+    m = re.search(r"^#+ " + re.escape(heading) + r".*?$(.*?)(?=^#+ )", text, re.M | re.S)
+    if not m:
+        raise CheckFailed("PROTOCOL.md has no section %r" % heading)
+    return m.group(1)
+
+
+def doc_table_hex(section, label):
+    """The hex value (in backquotes) of a table row whose first cell starts with LABEL."""
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith(label):
+            parts = re.findall(r"`([0-9a-f]+)`", cells[-1])
+            if parts:
+                return bytes.fromhex("".join(parts))
+    raise CheckFailed("PROTOCOL.md: no table row %r" % label)
+
+
+def doc_code_blocks(section):
+    return re.findall(r"^```[a-z]*\n(.*?)^```", section, re.M | re.S)
+
+
+# --- the checks -----------------------------------------------------------
+
+CHECKS = []
+
+
+def check(name):
+    def register(fn):
+        CHECKS.append((name, fn))
+        return fn
+    return register
+
+
+@check("1 whoami: Heartbeat names principal, partner, role")
+def check_whoami(env):
+    for name, (principal, role) in PRINCIPALS.items():
+        if role == "operator":
+            continue
+        conn = env.connect(name)
+        conn.wait_handshake(ANSWER_S)
+        before = int(time.time() * 1000)
+        hb = conn.whoami()
+        after = int(time.time() * 1000)
+        expect_eq(hb.principal, principal, "Heartbeat.principal")
+        expect_eq(hb.partner, principal.split("/")[0], "Heartbeat.partner")
+        expect_eq(hb.role, role, "Heartbeat.role")
+        expect(hb.HasField("backlog"), "Heartbeat.backlog present")
+        expect(hb.HasField("time") and before - 5000 <= hb.time <= after + 5000,
+               "Heartbeat.time is the broker's clock in milliseconds")
+        env.close(conn)
+
+
+@check("2 single publish: Accepted, delivered with the rule's fields only, ack, backlog 0")
+def check_single(env):
+    pb = env.pb
+    g = env.connect("gemeente")
+    p = env.connect("politie")
+    expect_eq(p.backlog(), 0, "politie backlog before")
+    observed = int(time.time()) - 3600
+    sig = env.signal(address=pb.Address(postcode="6211AB", house_number=12, addition="A"),
+                     subject="p-12345678", grounds="Stroomverbruik en geurmelding",
+                     case_ref="ZAAK-2026-001", severity=pb.SEVERITY_HIGH,
+                     observed_at=observed, summary="Vermoedelijke hennepkwekerij",
+                     source_ref="MELD-42")
+    res = g.publish([sig])
+    a = expect_accepted(res.answer, res.message_id, 1)
+    expect(not a.HasField("duplicate"), "duplicate absent on a first answer (4.4)")
+    expect_eq(a.items[0].recipients, 1,
+              "recipients: politie's system principal, not its operator (5.4)")
+    d = p.receive(ANSWER_S)
+    expect(d is not None, "politie receives the delivery")
+    s = check_delivery(env, d, "gemeente-ondermijning", a.items[0].seq)
+    expect_eq(d.message_id, res.message_id, "Deliver.message_id")
+    expect_eq(d.item_index, 0, "Deliver.item_index")
+    expect_eq(d.redelivery, False, "Deliver.redelivery on a first delivery")
+    expect_eq(signal_fields(s), {"sender", "kind", "theme", "area", "address", "summary"},
+              "fields of the delivered Signal (5.5)")
+    expect_eq((s.sender, s.kind, s.theme, s.area), (sig.sender, sig.kind, sig.theme, sig.area),
+              "delivered sender/kind/theme/area")
+    expect_eq(s.address, sig.address, "delivered address")
+    expect_eq(s.summary, sig.summary, "delivered summary")
+    expect_eq(p.backlog(), 1, "backlog counts the delivery in flight (7.7)")
+    p.ack(d.seq)
+    expect_eq(p.backlog(), 0, "backlog after the ack")
+    expect_eq(p.ack_refusals, [], "no UNKNOWN_DELIVERY for the ack")
+    expect(p.receive(SILENCE_S) is None, "nothing else delivered")
+
+
+@check("3 batch of 3 (tree): Accepted with 3 item results, delivered in order")
+def check_batch(env):
+    g = env.connect("gemeente")
+    signals = [env.signal(kind="kind-%d" % i, summary="item %d" % i) for i in range(3)]
+    res = g.publish(signals)
+    a = expect_accepted(res.answer, res.message_id, 3)
+    seqs = [it.seq for it in a.items]
+    expect(len(set(seqs)) == 3, "three distinct item seqs")
+    expect(all(it.recipients == 1 for it in a.items), "each item queued for 1 mailbox")
+    p = env.connect("politie")
+    got = []
+    for _ in range(3):
+        d = p.receive(ANSWER_S)
+        expect(d is not None, "politie receives 3 deliveries")
+        got.append(d)
+    for i, d in enumerate(got):
+        check_delivery(env, d, "gemeente-ondermijning", seqs[i])
+        expect_eq((d.message_id, d.item_index), (res.message_id, i),
+                  "delivery %d names the publish and its item index" % i)
+        s = env.pb.Signal()
+        s.ParseFromString(d.signal)
+        expect_eq(s.kind, "kind-%d" % i, "delivered kind of item %d" % i)
+    expect([d.seq for d in got] == sorted(d.seq for d in got), "deliveries in seq order (7.6)")
+    p.ack(*[d.seq for d in got])
+    expect_eq(p.backlog(), 0, "backlog after acking all three")
+
+
+@check("4 signing test vector of 6.3 reproduced (items, leaves, root, signed bytes, signature)")
+def check_vector(env):
+    pb = env.pb
+    sec = doc_section(document(), "6.3 Test vector")
+    blocks = [b for b in doc_code_blocks(sec) if re.fullmatch(r"[0-9a-f\s]+", b)]
+    expect_eq(len(blocks), 2, "hex item blocks in 6.3")
+    doc_items = [bytes.fromhex(b) for b in blocks]
+    sk = sc.load_signing_key(env.key_file("gemeente"))       # seed 32 x 0x01
+    expect_eq(bytes(sk.verify_key).hex(), re.search(r"public key\s+`([0-9a-f]{64})`", sec)
+              .group(1), "public key of the vector seed")
+    item0 = pb.Signal(sender="gemeente/meldingen", kind="hennepkwekerij",
+                      theme="ondermijning", area="GM0935").SerializeToString()
+    item1 = pb.Signal(sender="gemeente/meldingen", kind="overlast-melding", theme="overlast",
+                      area="BU09350101",
+                      address=pb.Address(postcode="6211AB", house_number=12),
+                      severity=pb.SEVERITY_MEDIUM, observed_at=1767225600).SerializeToString()
+    expect_eq(item0, doc_items[0], "item 0 as Python protobuf serializes it")
+    expect_eq(item1, doc_items[1], "item 1 as Python protobuf serializes it")
+    expect_eq(len(item0), 58, "item 0 length")
+    expect_eq(len(item1), 80, "item 1 length")
+    leaf0, leaf1 = sc.leaf_hash(item0), sc.leaf_hash(item1)
+    expect_eq(leaf0, doc_table_hex(sec, "leaf0"), "leaf0")
+    expect_eq(leaf1, doc_table_hex(sec, "leaf1"), "leaf1")
+    root = sc.tree_root([item0, item1])
+    expect_eq(root, doc_table_hex(sec, "root"), "root")
+    mid = doc_table_hex(sec, "message_id")
+    expect_eq(mid, bytes(range(16)), "message_id")
+    signed = sc.signed_bytes(mid, [item0, item1])
+    expect_eq(signed, doc_table_hex(sec, "signed bytes"), "signed bytes")
+    sig = sc.sign_publish(sk, mid, [item0, item1])
+    expect_eq(sig, doc_table_hex(sec, "signature"), "signature")
+    sk.verify_key.verify(signed, sig)
+    # 6.4: the whole frame
+    sec64 = doc_section(document(), "6.4 The whole Publish frame")
+    frame_hex = "".join(doc_code_blocks(sec64)[0].split())
+    frame = pb.Frame(version=1, publish=pb.Publish(message_id=mid, items=[item0, item1],
+                                                   signature=sig)).SerializeToString()
+    expect_eq(len(frame), 232, "frame length (6.4)")
+    expect_eq(frame.hex(), frame_hex, "whole Publish frame (6.4)")
+
+
+@check("4b tree-shape vectors of 6.5 reproduced")
+def check_tree_vectors(env):
+    sec = doc_section(document(), "6.5 Tree-shape vectors")
+    rows = re.findall(r"^\|\s*([0-9]+)\s*\|[^|]*\|\s*`([0-9a-f]{64})`\s*\|", sec, re.M)
+    expect_eq(len(rows), 7, "rows in 6.5")
+    for n, want in rows:
+        items = [bytes([ord("a") + i]) for i in range(int(n))]
+        expect_eq(sc.tree_root(items).hex(), want, "root of %s items" % n)
+
+
+@check("4c key test vector of 2.6 reproduced (Z85, Ed25519, X25519 both ways)")
+def check_key_vector(env):
+    sec = doc_section(document(), "2.6 Key test vector")
+    val = {}
+    for line in sec.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[1].startswith("`"):
+            val[cells[0]] = cells[1].strip("`")
+    seed = bytes.fromhex(val["seed (32 bytes of 0x01), hex"])
+    expect_eq(seed, VECTOR_SEED, "seed")
+    expect_eq(sc.z85_encode(seed), val["seed, Z85 (the `.key` line)"], "seed Z85")
+    sk = sc.load_signing_key(env.key_file("gemeente"))
+    expect_eq(bytes(sk), seed, "seed read back from the written .key file")
+    pk = bytes(sk.verify_key)
+    expect_eq(pk.hex(), val["Ed25519 public key, hex"], "Ed25519 public key")
+    expect_eq(sc.z85_encode(pk), val["Ed25519 public key, Z85 (the `.pub` line)"],
+              "Ed25519 public Z85")
+    expect_eq(sc.read_key_line(os.path.join(env.keydir, "gemeente.pub")),
+              val["Ed25519 public key, Z85 (the `.pub` line)"], ".pub file line")
+    xpk, xsk = sc.curve_public(sk.verify_key), sc.curve_secret(sk)
+    expect_eq(xpk.hex(), val["X25519 public key, hex"], "X25519 public (PyNaCl)")
+    expect_eq(sc.curve_public_math(pk), xpk, "X25519 public (arithmetic of 2.4)")
+    expect_eq(sc.z85_encode(xpk), val["X25519 public key, Z85"], "X25519 public Z85")
+    expect_eq(xsk.hex(), val["X25519 secret key, hex"], "X25519 secret (PyNaCl)")
+    expect_eq(sc.curve_secret_math(seed), xsk, "X25519 secret (arithmetic of 2.4)")
+    expect_eq(sc.z85_encode(xsk), val["X25519 secret key, Z85"], "X25519 secret Z85")
+
+
+@check("4d example frames of 4.10 reproduced")
+def check_example_frames(env):
+    pb = env.pb
+    sec = doc_section(document(), "4.10 Example frames")
+    rows = dict(re.findall(r"^\|\s*`(Frame\{[^`]*\})`\s*\|\s*`([0-9a-f]+)`", sec, re.M))
+    built = {
+        "Frame{version: 1, heartbeat: {time: 1767225600123}}":
+            pb.Frame(version=1, heartbeat=pb.Heartbeat(time=1767225600123)),
+        "Frame{version: 1, flow: {window: 64}}": pb.Frame(version=1, flow=pb.Flow(window=64)),
+        "Frame{version: 1, ack: {seqs: [7, 300]}}": pb.Frame(version=1,
+                                                             ack=pb.Ack(seqs=[7, 300])),
+    }
+    expect_eq(set(rows), set(built), "example frames listed in 4.10")
+    for text, frame in built.items():
+        expect_eq(frame.SerializeToString().hex(), rows[text], text)
+
+
+@check("4e the document's Publish frame (6.4) sent as is: Accepted, delivered by rule")
+def check_vector_on_broker(env):
+    sec64 = doc_section(document(), "6.4 The whole Publish frame")
+    frame = bytes.fromhex("".join(doc_code_blocks(sec64)[0].split()))
+    g = env.connect("gemeente")
+    answer = g.request(frame, ANSWER_S)
+    a = expect_accepted(answer, bytes(range(16)), 2)
+    log("accepted", a)
+    got = env.drain("politie")
+    expect_eq(len(got), 2, "politie gets both items")
+    rules = [d.rule_id for d in sorted(got, key=lambda d: d.item_index)]
+    expect_eq(rules, ["gemeente-ondermijning", "gemeente-overlast"], "deciding rules")
+    for d in got:
+        s = check_delivery(env, d, d.rule_id)
+        want = {"sender", "kind", "theme"} | {f for f in RULE_FIELDS[d.rule_id][3]
+                                               if f in ("area", "address", "severity",
+                                                        "observed_at")}
+        if d.item_index == 0:
+            want = {"sender", "kind", "theme", "area"}
+        expect_eq(signal_fields(s), want, "delivered fields of item %d" % d.item_index)
+
+
+@check("5a tampered signature: BAD_SIGNATURE; the id stays unused")
+def check_bad_signature(env):
+    g = env.connect("gemeente")
+    items = [env.signal().SerializeToString()]
+    mid = os.urandom(16)
+    good = sc.sign_publish(g.signing_key, mid, items)
+    bad = bytes([good[0] ^ 0x01]) + good[1:]
+    res = g.publish_items(items, message_id=mid, signature=bad)
+    expect_rejected(env, res.answer, "BAD_SIGNATURE", mid, -1)
+    # signature by another registered key over the right bytes
+    other = sc.sign_publish(env.keys["politie"], mid, items)
+    res = g.publish_items(items, message_id=mid, signature=other)
+    expect_rejected(env, res.answer, "BAD_SIGNATURE", mid, -1)
+    # 7.3: a refused publish is not remembered, the id may be used again
+    res = g.publish_items(items, message_id=mid)
+    expect_accepted(res.answer, mid, 1)
+    expect_eq(len(env.drain("politie")), 1, "one delivery")
+
+
+@check("5b sender mismatch: SENDER_MISMATCH names the item, nothing stored")
+def check_sender_mismatch(env):
+    g = env.connect("gemeente")
+    good = env.signal()
+    wrong = env.signal(sender="politie/bvh-koppeling")
+    res = g.publish([good, wrong])
+    expect_rejected(env, res.answer, "SENDER_MISMATCH", res.message_id, 1)
+    expect_eq(env.connect("politie").backlog(), 0, "nothing of the refused publish stored")
+
+
+@check("5c theme no rule allows: POLICY_DENIED")
+def check_policy_denied(env):
+    g = env.connect("gemeente")
+    res = g.publish([env.signal(theme="woonfraude")])
+    expect_rejected(env, res.answer, "POLICY_DENIED", res.message_id, 0)
+    res = g.publish([env.signal(recipients=["woco"])])
+    expect_rejected(env, res.answer, "POLICY_DENIED", res.message_id, 0)
+    expect_eq(env.connect("politie").backlog(), 0, "nothing stored")
+
+
+def with_unknown_field(data, field=99):
+    """DATA (a serialized message) plus a varint field FIELD = 1."""
+    tag = field << 3
+    out = bytearray()
+    while True:
+        b = tag & 0x7F
+        tag >>= 7
+        out.append(b | (0x80 if tag else 0))
+        if not tag:
+            break
+    return data + bytes(out) + b"\x01"
+
+
+@check("5d unknown field (in an item, in Publish, in Frame): INVALID_MESSAGE")
+def check_unknown_field(env):
+    pb = env.pb
+    g = env.connect("gemeente")
+    # in an item, correctly signed: 4.1 / 8
+    item = with_unknown_field(env.signal().SerializeToString())
+    res = g.publish_items([item])
+    r = expect_rejected(env, res.answer, "INVALID_MESSAGE", res.message_id)
+    log("unknown field in item: item_index", r.item_index)
+    # in the Publish body
+    mid = os.urandom(16)
+    items = [env.signal().SerializeToString()]
+    body = pb.Publish(message_id=mid, items=items,
+                      signature=sc.sign_publish(g.signing_key, mid, items)).SerializeToString()
+    frame = pb.Frame(version=1)
+    frame.publish.ParseFromString(with_unknown_field(body))
+    answer = g.request(frame.SerializeToString(), ANSWER_S)
+    expect_rejected(env, answer, "INVALID_MESSAGE", mid, -1)
+    # in the Frame itself
+    mid = os.urandom(16)
+    data = with_unknown_field(g.publish_frame(mid, items,
+                                              sc.sign_publish(g.signing_key, mid, items)))
+    answer = g.request(data, ANSWER_S)
+    expect_rejected(env, answer, "INVALID_MESSAGE", mid, -1)
+    # in a Heartbeat
+    data = with_unknown_field(pb.Frame(version=1, heartbeat=pb.Heartbeat(
+        time=int(time.time() * 1000))).SerializeToString())
+    answer = g.request(data, ANSWER_S)
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    expect_eq(env.connect("politie").backlog(), 0, "nothing stored")
+
+
+@check("6 idempotent retry: duplicate=true; same id, other content: DUPLICATE_CONFLICT")
+def check_idempotent(env):
+    g = env.connect("gemeente")
+    res = g.publish([env.signal(summary="eerste")])
+    first = expect_accepted(res.answer, res.message_id, 1)
+    again = g.retry(res)
+    dup = expect_accepted(again.answer, res.message_id, 1)
+    expect_eq(dup.duplicate, True, "Accepted.duplicate on a repeat")
+    expect_eq(list(dup.items), list(first.items), "duplicate answer repeats the item results")
+    other = g.publish([env.signal(summary="andere inhoud")], message_id=res.message_id)
+    expect_rejected(env, other.answer, "DUPLICATE_CONFLICT", res.message_id, -1)
+    # same items, another (valid) signature cannot exist for Ed25519; same items in
+    # another order is other content too
+    two = [env.signal(kind="a"), env.signal(kind="b")]
+    res2 = g.publish(two)
+    expect_accepted(res2.answer, res2.message_id, 2)
+    swapped = g.publish(list(reversed(two)), message_id=res2.message_id)
+    expect_rejected(env, swapped.answer, "DUPLICATE_CONFLICT", res2.message_id, -1)
+    # the id is still bound to the accepted publish after a conflict
+    again = g.retry(res)
+    expect_eq(expect_accepted(again.answer, res.message_id, 1).duplicate, True,
+              "duplicate after a conflict")
+    # scope is per sender: woco may not publish ondermijning, but the broker must not
+    # treat gemeente's id as woco's (it checks policy, not DUPLICATE_CONFLICT)
+    w = env.connect("woco")
+    ws = env.pb.Signal(sender="woco/medewerker", kind="x", theme="ondermijning", area="GM0935")
+    wres = w.publish([ws], message_id=res.message_id)
+    expect_rejected(env, wres.answer, "POLICY_DENIED", res.message_id, 0)
+    got = env.drain("politie")
+    expect_eq(len(got), 3, "deliveries: one for the first publish, two for the pair, "
+              "none for the repeats")
+
+
+@check("7 unregistered key: refused at the handshake (HANDSHAKE_FAILED_AUTH, 400)")
+def check_unregistered(env):
+    conn = env.connect("stranger")
+    conn.send(heartbeat=env.pb.Heartbeat(time=int(time.time() * 1000)))
+    try:
+        conn.wait_handshake(ANSWER_S)
+    except sc.HandshakeRefused as e:
+        expect_eq(e.event, zmq.EVENT_HANDSHAKE_FAILED_AUTH, "monitor event")
+        expect_eq(e.value, sc.ZAP_REFUSED_STATUS, "event value (ZAP status)")
+    else:
+        raise CheckFailed("handshake of an unregistered key succeeded")
+    f = conn.sock.poll(int(SILENCE_S * 1000))
+    expect_eq(f, 0, "a frame on a refused socket is never answered")
+
+
+@check("7b operator key: refused at the handshake (3.3)")
+def check_operator(env):
+    conn = env.connect("politie-beheer")
+    try:
+        conn.wait_handshake(ANSWER_S)
+    except sc.HandshakeRefused as e:
+        expect_eq(e.value, sc.ZAP_REFUSED_STATUS, "event value (ZAP status)")
+    else:
+        raise CheckFailed("handshake of an operator key succeeded")
+
+
+@check("7c wrong pinned broker key: HANDSHAKE_FAILED_NO_DETAIL (3.3)")
+def check_wrong_broker_key(env):
+    conn = env.connect("gemeente", broker_pub=os.path.join(env.keydir, "stranger.pub"))
+    ev = conn.wait_event(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH |
+                         zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                         zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, ANSWER_S)
+    expect(ev is not None, "a handshake event")
+    expect_eq(ev[0], zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, "monitor event")
+
+
+@check("8 redelivery: unacked delivery comes again on a new connection")
+def check_redelivery(env):
+    g = env.connect("gemeente")
+    res = g.publish([env.signal(summary="opnieuw")])
+    a = expect_accepted(res.answer, res.message_id, 1)
+    p1 = env.connect("politie")
+    d1 = p1.receive(ANSWER_S)
+    expect(d1 is not None, "first delivery")
+    check_delivery(env, d1, "gemeente-ondermijning", a.items[0].seq)
+    expect_eq(d1.redelivery, False, "redelivery flag the first time")
+    env.close(p1)                                   # no ack
+    p2 = env.connect("politie")
+    d2 = p2.receive(ANSWER_S)
+    expect(d2 is not None, "the delivery comes again after reconnecting")
+    expect_eq((d2.seq, d2.item_seq, d2.message_id), (d1.seq, d1.item_seq, d1.message_id),
+              "same seq, item seq and message id")
+    expect_eq(d2.redelivery, True, "redelivery flag the second time")
+    expect_eq(d2.signal, d1.signal, "same delivered signal")
+    expect_eq(p2.backlog(), 1, "still in the mailbox before the ack")
+    p2.ack(d2.seq)
+    expect_eq(p2.backlog(), 0, "backlog after the ack")
+
+
+@check("8b takeover: Flow on a second connection resends what the first did not ack (7.8)")
+def check_takeover(env):
+    g = env.connect("gemeente")
+    res = g.publish([env.signal(summary="overname")])
+    expect_accepted(res.answer, res.message_id, 1)
+    a = env.connect("politie")
+    d1 = a.receive(ANSWER_S)
+    expect(d1 is not None, "delivery on A")
+    b = env.connect("politie")
+    d2 = b.receive(ANSWER_S)
+    expect(d2 is not None, "delivery again on B")
+    expect_eq((d2.seq, d2.redelivery), (d1.seq, True), "B gets the same seq, flagged")
+    res = g.publish([env.signal(summary="na overname")])
+    expect_accepted(res.answer, res.message_id, 1)
+    d3 = b.receive(ANSWER_S)
+    expect(d3 is not None and d3.seq > d2.seq, "new deliveries go to B")
+    expect(a.receive(SILENCE_S) is None, "A gets no more deliveries")
+    a.ack(d1.seq)                                   # an ack on A still counts
+    b.ack(d3.seq)
+    expect_eq(b.backlog(), 0, "backlog after acks on A and B")
+
+
+@check("9 frame checks: version, body, multipart, unexpected body, Flow, Ack")
+def check_frame_refusals(env):
+    pb = env.pb
+    g = env.connect("gemeente")
+    hb = pb.Heartbeat(time=1)
+    answer = g.request(pb.Frame(heartbeat=hb).SerializeToString())
+    expect_rejected(env, answer, "UNSUPPORTED_VERSION", None, -1)
+    answer = g.request(pb.Frame(version=2, heartbeat=hb).SerializeToString())
+    expect_rejected(env, answer, "UNSUPPORTED_VERSION", None, -1)
+    answer = g.request(pb.Frame(version=1).SerializeToString())
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    answer = g.request(b"")
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    answer = g.request(b"\xff\xff\xff")
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    one = pb.Frame(version=1, heartbeat=hb).SerializeToString()
+    answer = g.request([one, one])
+    expect_rejected(env, answer, "TOO_MANY_FRAMES", None, -1)
+    answer = g.request(pb.Frame(version=1, accepted=pb.Accepted(
+        message_id=os.urandom(16))).SerializeToString())
+    expect_rejected(env, answer, "UNEXPECTED_BODY", None, -1)
+    answer = g.request(pb.Frame(version=1, flow=pb.Flow()).SerializeToString())
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    answer = g.request(pb.Frame(version=1, ack=pb.Ack()).SerializeToString())
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    answer = g.request(pb.Frame(version=1, ack=pb.Ack(seqs=[5, 0])).SerializeToString())
+    expect_rejected(env, answer, "INVALID_FIELD", None, -1)
+    # the connection stays open through all of this
+    expect_eq(g.whoami().principal, "gemeente/meldingen", "still answered afterwards")
+
+
+@check("9b Ack of a seq not pending: one UNKNOWN_DELIVERY per seq, naming it")
+def check_unknown_delivery(env):
+    g = env.connect("gemeente")
+    g.ack(999999, 999998)
+    got = []
+    for _ in range(2):
+        f = g.wait_for(lambda f: f.WhichOneof("body") == "rejected", ANSWER_S)
+        got.append(f.rejected)
+    for r, seq in zip(got, (999999, 999998)):
+        expect_eq(reason_name(env, r), "UNKNOWN_DELIVERY", "reason")
+        expect_eq(r.seq, seq, "Rejected.seq")
+        expect_eq(r.item_index, -1, "Rejected.item_index")
+        expect(not r.HasField("message_id"), "no message_id on an ack refusal")
+
+
+@check("9c publish frame refusals: message_id, items, signature, item size")
+def check_publish_refusals(env):
+    g = env.connect("gemeente")
+    items = [env.signal().SerializeToString()]
+    mid = os.urandom(16)
+    sig = sc.sign_publish(g.signing_key, mid, items)
+    answer = g.request(g.publish_frame(None, items, sig))
+    expect_rejected(env, answer, "INVALID_MESSAGE", None, -1)
+    answer = g.request(g.publish_frame(mid[:15], items, sig))
+    r = expect_rejected(env, answer, "INVALID_FIELD", None, -1)
+    expect(not r.HasField("message_id"), "no message_id when it is not 16 bytes (4.5)")
+    answer = g.request(g.publish_frame(mid, [], sig))
+    expect_rejected(env, answer, "INVALID_MESSAGE", mid, -1)
+    answer = g.request(g.publish_frame(mid, items, None))
+    expect_rejected(env, answer, "BAD_SIGNATURE", mid, -1)
+    answer = g.request(g.publish_frame(mid, items, sig[:63]))
+    expect_rejected(env, answer, "BAD_SIGNATURE", mid, -1)
+    answer = g.request(g.publish_frame(mid, items + [b""],
+                                       sc.sign_publish(g.signing_key, mid, items + [b""])))
+    expect_rejected(env, answer, "INVALID_MESSAGE", mid)
+    many = [b"\x0a\x01a"] * 257
+    answer = g.request(g.publish_frame(mid, many, sc.sign_publish(g.signing_key, mid, many)))
+    expect_rejected(env, answer, "TOO_MANY_ITEMS", mid, -1)
+    huge = [env.signal(summary="x" * sc.MAX_ITEM_BYTES).SerializeToString()]
+    answer = g.request(g.publish_frame(mid, huge, sc.sign_publish(g.signing_key, mid, huge)))
+    expect_rejected(env, answer, "INVALID_FIELD", mid, 0)
+    expect_eq(env.connect("politie").backlog(), 0, "nothing stored")
+
+
+# --- runner ---------------------------------------------------------------
+
+def main(argv):
+    global VERBOSE
+    args = [a for a in argv[1:] if a != "-v"]
+    VERBOSE = len(args) != len(argv) - 1
+    selected = [(n, fn) for n, fn in CHECKS if not args or any(a in n for a in args)]
+    passed = failed = 0
+    env = None
+    try:
+        env = Env()
+    except Exception as e:      # the broker did not start: every check fails
+        print("setup failed: %s" % e, flush=True)
+        failed = len(selected)
+    if env is not None:
+        for name, fn in selected:
+            try:
+                fn(env)
+            except Exception as e:
+                failed += 1
+                print("FAIL %s: %s: %s" % (name, type(e).__name__, e), flush=True)
+                if VERBOSE or not isinstance(e, CheckFailed):
+                    traceback.print_exc(limit=4)
+            else:
+                passed += 1
+                print("ok   %s" % name, flush=True)
+            finally:
+                env.close_all()
+                if not env.broker.alive():
+                    print("broker exited (%r):\n%s" % (env.broker.proc.returncode,
+                                                       env.broker.log_text()), flush=True)
+                    env.broker.start()
+        rc = env.shutdown()
+        if rc not in (0, -signal.SIGTERM):
+            failed += 1
+            print("FAIL broker stop: exit status %r after SIGTERM" % rc, flush=True)
+    print("interop: %d passed, %d failed" % (passed, failed), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
