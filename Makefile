@@ -148,7 +148,9 @@ $(LIBA): $(LIB_O) $(COMMON_O)
 	rm -f $@ && ar rcs $@ $^
 
 $(LIBSO): $(LIB_O) $(COMMON_O)
-	$(CC) -shared -Wl,-soname,libschakel.so.1 $(LDFLAGS_ALL:-pie=) -o $@ $^ $(PKG_LIBS)
+$(LIBSO): clients/libschakel/libschakel.map
+	$(CC) -shared -Wl,-soname,libschakel.so.1 -Wl,--version-script=clients/libschakel/libschakel.map \
+		$(LDFLAGS_ALL:-pie=) -o $@ $(LIB_O) $(COMMON_O) $(PKG_LIBS)
 	ln -sf libschakel.so.1 $(BUILD)/libschakel.so
 
 $(SCHAKEL): $(call obj,$(CLI_SRC)) $(LIBA)

@@ -138,12 +138,12 @@ class Broker:
         self.endpoint = None
         self.log_path = os.path.join(workdir, "schakeld.log")
 
-    def start(self):
+    def start(self, listen="tcp://127.0.0.1:*"):
         binary = broker_binary()
         if not os.access(binary, os.X_OK):
             raise RuntimeError("broker binary %s missing (run `make all`)" % binary)
         rfd, wfd = os.pipe()
-        args = [binary, "--listen", "tcp://127.0.0.1:*",
+        args = [binary, "--listen", listen,
                 "--key", os.path.join(self.workdir, "keys", "broker.key"),
                 "--policy", os.path.join(self.workdir, "policy.yaml"),
                 "--store", os.path.join(self.workdir, "store.db"),
