@@ -261,3 +261,38 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len, const
 {
     return crypto_sign_verify_detached(sig, msg, len, sign_pk) == 0 ? 0 : -1;
 }
+
+int keys_write_symmetric(const char *path, const char *comment, char *err, size_t errlen)
+{
+    uint8_t key[32];
+    char z85[41], text[256];
+    err[0] = '\0';
+    randombytes_buf(key, sizeof key);
+    int rc = -1;
+    if (zmq_z85_encode(z85, key, sizeof key) != NULL) {
+        snprintf(text, sizeof text, "# %s\n%s\n", comment, z85);
+        rc = write_new_file(path, text, 0600, err, errlen);
+    } else {
+        snprintf(err, errlen, "cannot encode a key");
+    }
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(z85, sizeof z85);
+    sodium_memzero(text, sizeof text);
+    return rc;
+}
+
+int keys_load_symmetric(const char *path, uint8_t key[32], char *err, size_t errlen)
+{
+    char line[64];
+    err[0] = '\0';
+    if (read_key_line(path, 1, line, sizeof line, err, errlen) != 0)
+        return -1;
+    int rc = 0;
+    if (strlen(line) != KEYS_Z85_LEN || zmq_z85_decode(key, line) == NULL) {
+        snprintf(err, errlen, "key file %s: not a Z85 key (40 characters)", path);
+        sodium_memzero(key, 32);
+        rc = -1;
+    }
+    sodium_memzero(line, sizeof line);
+    return rc;
+}

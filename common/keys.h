@@ -59,6 +59,15 @@ int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len, uint8_t sig[6
 int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
                 const uint8_t sig[64]) KEYS_WARN_UNUSED;
 
+/* A symmetric secret (the store's sealing key): 32 random bytes in Z85 in
+ * a text file of the same layout as a .key file. keys_write_symmetric
+ * creates path with mode 0600 and refuses an existing file;
+ * keys_load_symmetric refuses a file group or others can read. Both return
+ * 0, or -1 with err filled; key is wiped on failure. */
+int keys_write_symmetric(const char *path, const char *comment, char *err,
+                         size_t errlen) KEYS_WARN_UNUSED;
+int keys_load_symmetric(const char *path, uint8_t key[32], char *err, size_t errlen) KEYS_WARN_UNUSED;
+
 /* sodium_init() once; returns 0 or -1. Every entry point above needs it. */
 int keys_init(void) KEYS_WARN_UNUSED;
 

@@ -143,12 +143,37 @@ static void test_public_keys(void **state)
     assert_non_null(strstr(err, "not a Z85"));
 }
 
+static void test_symmetric_keys(void **state)
+{
+    (void)state;
+    char p[256], err[256];
+    uint8_t key[32], again[32];
+    path(p, sizeof p, "store.key");
+    assert_int_equal(keys_write_symmetric(p, "Schakel store key", err, sizeof err), 0);
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), 0);
+    assert_int_equal(keys_load_symmetric(p, again, err, sizeof err), 0);
+    assert_memory_equal(key, again, 32);
+    /* never overwritten; refused when readable by others or malformed */
+    assert_int_equal(keys_write_symmetric(p, "x", err, sizeof err), -1);
+    assert_int_equal(chmod(p, 0640), 0);
+    assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), -1);
+    assert_non_null(strstr(err, "group or others"));
+    write_file("short.sym", "abc\n", 0600);
+    path(p, sizeof p, "short.sym");
+    assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a Z85 key"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_and_load),
         cmocka_unit_test(test_refused_secret_files),
         cmocka_unit_test(test_public_keys),
+        cmocka_unit_test(test_symmetric_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
