@@ -96,6 +96,7 @@ broker_t *broker_new(const char *listen, const char *key_file, const char *polic
         goto fail;
     }
     b->seq_at_start = (uint64_t)last_seq;
+    b->ack_timeout_ms = SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
         snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;
@@ -467,6 +468,8 @@ int broker_run(broker_t *b)
         deliver_push_all(b);
         if (b->now_ms >= next_housekeeping) {
             sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS);
+            if (deliver_check_ack_timeouts(b) > 0)
+                deliver_push_all(b);
             next_housekeeping = b->now_ms + 1000;
         }
     }

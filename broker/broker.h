@@ -53,6 +53,7 @@ typedef struct broker {
     int turn_failed; /* a store write failed: roll the turn back, commit nothing */
     int64_t now_s;  /* wall clock of this loop turn */
     int64_t now_ms; /* monotonic clock of this loop turn */
+    int64_t ack_timeout_ms; /* in-flight deliveries unacked this long are sent again */
 } broker_t;
 
 /* Create the broker: load key and policy, open the store, start the ZAP
@@ -100,5 +101,8 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack);
 /* Push every dirty receiver's mailbox within its window (after commit). */
 void deliver_push_all(broker_t *b);
+/* Receivers that acked nothing for ack_timeout_ms while deliveries were in
+ * flight get everything unacked again. Returns how many were restarted. */
+size_t deliver_check_ack_timeouts(broker_t *b);
 
 #endif

@@ -27,7 +27,10 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
         window = SCHAKEL_DEFAULT_WINDOW;
     if (window > SCHAKEL_MAX_WINDOW)
         window = SCHAKEL_MAX_WINDOW;
-    if (sessions_receive(b->sessions, session, window) == NULL)
+    receiver_t *r = sessions_receive(b->sessions, session, window);
+    if (r != NULL)
+        r->progress_ms = b->now_ms;
+    else
         log_event(LOG_ERROR, "flow.refused", "principal", session->principal, "why",
                   "out of memory", NULL);
 }
@@ -65,6 +68,8 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
             receiver->inflight--;
             receiver->dirty = 1;
         }
+        if (receiver != NULL)
+            receiver->progress_ms = b->now_ms;
     }
 }
 
@@ -127,7 +132,8 @@ static int push_one(const store_delivery_t *d, void *arg)
         return 1;
     }
     r->cursor = d->seq;
-    r->inflight++;
+    if (r->inflight++ == 0)
+        r->progress_ms = st->broker->now_ms; /* the ack clock starts now */
     if (d->seq > r->highest_sent)
         r->highest_sent = d->seq;
     st->broker->stats.delivered++;
@@ -172,4 +178,28 @@ void deliver_push_all(broker_t *b)
         if (r->dirty && r->session != NULL)
             push_receiver(b, r);
     }
+}
+
+size_t deliver_check_ack_timeouts(broker_t *b)
+{
+    size_t restarted = 0, cursor = 0;
+    receiver_t *r;
+    while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL) {
+        if (r->session == NULL || r->inflight == 0 ||
+            b->now_ms - r->progress_ms < b->ack_timeout_ms)
+            continue;
+        /* Nothing acked for the whole timeout: whatever is in flight may be
+         * lost on the way (or the recipient dropped it). Start again at the
+         * oldest unacked delivery; what was sent before is flagged. */
+        char inflight[24];
+        snprintf(inflight, sizeof inflight, "%u", r->inflight);
+        log_event(LOG_WARN, "delivery.ack_timeout", "recipient", r->principal, "inflight",
+                  inflight, NULL);
+        r->cursor = 0;
+        r->inflight = 0;
+        r->dirty = 1;
+        r->progress_ms = b->now_ms;
+        restarted++;
+    }
+    return restarted;
 }

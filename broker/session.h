@@ -34,6 +34,7 @@ typedef struct receiver {
     uint64_t cursor;        /* highest seq sent in this session */
     uint64_t highest_sent;  /* highest seq ever sent since start: redelivery flag */
     int dirty;              /* mailbox may have something to push */
+    int64_t progress_ms;    /* last ack, takeover, or first send into an empty window */
 } receiver_t;
 
 typedef struct sessions sessions_t;

@@ -40,6 +40,7 @@
 /* Flow control */
 #define SCHAKEL_DEFAULT_WINDOW 64u      /* deliveries in flight per receiver */
 #define SCHAKEL_MAX_WINDOW 1024u        /* a larger Flow.window is clamped */
+#define SCHAKEL_DEFAULT_ACK_TIMEOUT_MS 60000 /* no ack for this long: resend what is in flight */
 
 /* Liveness (milliseconds) */
 #define SCHAKEL_HANDSHAKE_IVL_MS 5000   /* a CURVE handshake must finish in this */
