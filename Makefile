@@ -17,7 +17,7 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 
 # pkg-config module -> Debian package that provides it
-PKGS_RUNTIME := libzmq libprotobuf-c libsodium sqlite3 libcyaml libsystemd
+PKGS_RUNTIME := libzmq libprotobuf-c libsodium sqlite3 libcyaml yaml-0.1 libsystemd
 PKGS_TEST := cmocka
 PKGS_CLI := jansson
 DEB_libzmq := libzmq3-dev
@@ -25,6 +25,7 @@ DEB_libprotobuf-c := libprotobuf-c-dev
 DEB_libsodium := libsodium-dev
 DEB_sqlite3 := libsqlite3-dev
 DEB_libcyaml := libcyaml-dev
+DEB_yaml-0.1 := libyaml-dev
 DEB_libsystemd := libsystemd-dev
 DEB_cmocka := libcmocka-dev
 DEB_jansson := libjansson-dev
@@ -110,7 +111,8 @@ deps:
 	  case $$m in \
 	    libzmq) debs="$$debs $(DEB_libzmq)";; libprotobuf-c) debs="$$debs $(DEB_libprotobuf-c)";; \
 	    libsodium) debs="$$debs $(DEB_libsodium)";; sqlite3) debs="$$debs $(DEB_sqlite3)";; \
-	    libcyaml) debs="$$debs $(DEB_libcyaml)";; libsystemd) debs="$$debs $(DEB_libsystemd)";; \
+	    libcyaml) debs="$$debs $(DEB_libcyaml)";; yaml-0.1) debs="$$debs $(DEB_yaml-0.1)";; \
+	    libsystemd) debs="$$debs $(DEB_libsystemd)";; \
 	    cmocka) debs="$$debs $(DEB_cmocka)";; jansson) debs="$$debs $(DEB_jansson)";; \
 	  esac; \
 	done; \
@@ -172,6 +174,8 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c
+UNIT_EXTRA_test_policy := broker/policy_load.c broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_config := broker/yamlguard.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

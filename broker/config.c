@@ -3,24 +3,23 @@
  *
  * Trusts nothing in the file: it is size-capped and read once, walked by
  * libyaml for syntax errors and the lines of its keys (aliases and a second
- * document refused), then loaded by libcyaml against a strict schema.
- * Errors come back as "FILE:LINE: message"; nothing is printed.
+ * document refused), then loaded by libcyaml against a strict schema; the
+ * shared pieces are yamlguard.c. Errors come back as "FILE:LINE: message";
+ * nothing is printed.
  */
 #include "config.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cyaml/cyaml.h>
 #include <yaml.h>
+
+#include "yamlguard.h"
 
 #define CONFIG_MAX_BYTES (64u * 1024u)
 #define CONFIG_MAX_VALUE 4096u
@@ -50,9 +49,7 @@ enum { KEY_LISTEN, KEY_KEY_FILE, KEY_POLICY, KEY_STORE, KEY_COUNT };
 static const char *const config_keys[KEY_COUNT] = {"listen", "key_file", "policy", "store"};
 
 typedef struct config_load_ctx {
-    const char *path;
-    char *err;
-    size_t errlen;
+    yamlguard_report_t report;    /* name: the config file's path */
     unsigned key_line[KEY_COUNT]; /* line of each top-level key, 0 if absent */
 } config_load_ctx_t;
 
@@ -61,62 +58,11 @@ static int config_fail(config_load_ctx_t *ctx, unsigned line, const char *fmt, .
 
 static int config_fail(config_load_ctx_t *ctx, unsigned line, const char *fmt, ...)
 {
-    char message[512];
     va_list args;
     va_start(args, fmt);
-    vsnprintf(message, sizeof message, fmt, args);
+    yamlguard_vfail(&ctx->report, line, fmt, args);
     va_end(args);
-    if (line > 0)
-        snprintf(ctx->err, ctx->errlen, "%s:%u: %s", ctx->path, line, message);
-    else
-        snprintf(ctx->err, ctx->errlen, "%s: %s", ctx->path, message);
     return -1;
-}
-
-/* ------------------------------------------------------------------ reading */
-
-static char *config_read(config_load_ctx_t *ctx, size_t *len)
-{
-    int fd = open(ctx->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        config_fail(ctx, 0, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        config_fail(ctx, 0, "not a regular file");
-        return NULL;
-    }
-    char *buf = malloc(CONFIG_MAX_BYTES + 1);
-    size_t used = 0;
-    while (buf != NULL && used <= CONFIG_MAX_BYTES) {
-        ssize_t n = read(fd, buf + used, CONFIG_MAX_BYTES + 1 - used);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            if (n < 0) {
-                config_fail(ctx, 0, "cannot read: %s", strerror(errno));
-                free(buf);
-                buf = NULL;
-            }
-            break;
-        }
-        used += (size_t)n;
-    }
-    close(fd);
-    if (buf == NULL) {
-        if (ctx->err[0] == '\0')
-            config_fail(ctx, 0, "out of memory");
-        return NULL;
-    }
-    if (used > CONFIG_MAX_BYTES) {
-        free(buf);
-        config_fail(ctx, 0, "config is larger than %u bytes", CONFIG_MAX_BYTES);
-        return NULL;
-    }
-    *len = used;
-    return buf;
 }
 
 /* ------------------------------------------------------------------ libyaml pass */
@@ -138,139 +84,69 @@ static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned lin
                        "unknown key \"%.64s\" (allowed: listen, key_file, policy, store)", key);
 }
 
+typedef struct config_scan_state {
+    config_load_ctx_t *ctx;
+    int depth;
+    bool expect_key, root_is_mapping;
+} config_scan_state_t;
+
+/* An event yamlguard_walk passes on (it refuses aliases and a second
+ * document itself): known top-level keys once each, and their lines. */
+static int config_scan_event(void *state, const yaml_event_t *ev, unsigned line)
+{
+    config_scan_state_t *scan = state;
+    bool top_value = scan->depth == 1 && !scan->expect_key;
+    int rc = 0;
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        if (scan->depth == 1 && scan->expect_key && scan->root_is_mapping)
+            rc = config_scan_key(scan->ctx, (const char *)ev->data.scalar.value, line);
+        if (scan->depth == 1)
+            scan->expect_key = !scan->expect_key;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT:
+        if (top_value)
+            scan->expect_key = true;
+        if (scan->depth == 0)
+            scan->root_is_mapping = ev->type == YAML_MAPPING_START_EVENT;
+        if (++scan->depth > 8)
+            rc = config_fail(scan->ctx, line, "nesting too deep");
+        break;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        scan->depth--;
+        break;
+    default:
+        break;
+    }
+    return rc;
+}
+
 /* One walk over the events: YAML syntax errors with libyaml's line, no
  * aliases, one document, known top-level keys once each, and their lines. */
-static int config_scan(config_load_ctx_t *ctx, const char *buf, size_t len)
+static int config_scan(config_load_ctx_t *ctx, const uint8_t *buf, size_t len)
 {
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser))
-        return config_fail(ctx, 0, "cannot initialise the YAML parser");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
-    int rc = 0, depth = 0, documents = 0;
-    bool expect_key = true, root_is_mapping = false;
-    for (bool done = false; !done && rc == 0;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&parser, &ev)) {
-            rc = config_fail(ctx, (unsigned)parser.problem_mark.line + 1, "YAML syntax: %s",
-                             parser.problem ? parser.problem : "error");
-            break;
-        }
-        unsigned line = (unsigned)ev.start_mark.line + 1;
-        bool top_value = depth == 1 && !expect_key;
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = true;
-            break;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++documents > 1)
-                rc = config_fail(ctx, line, "only one YAML document is allowed");
-            break;
-        case YAML_ALIAS_EVENT:
-            rc = config_fail(ctx, line, "aliases (*name) are not allowed");
-            break;
-        case YAML_SCALAR_EVENT:
-            if (depth == 1 && expect_key && root_is_mapping)
-                rc = config_scan_key(ctx, (const char *)ev.data.scalar.value, line);
-            if (depth == 1)
-                expect_key = !expect_key;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            if (top_value)
-                expect_key = true;
-            if (depth == 0)
-                root_is_mapping = ev.type == YAML_MAPPING_START_EVENT;
-            if (++depth > 8)
-                rc = config_fail(ctx, line, "nesting too deep");
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
-        default:
-            break;
-        }
-        yaml_event_delete(&ev);
-    }
-    yaml_parser_delete(&parser);
-    return rc;
+    config_scan_state_t scan = {.ctx = ctx, .depth = 0, .expect_key = true};
+    return yamlguard_walk(&ctx->report, buf, len, 0, config_scan_event, &scan);
 }
 
 /* ------------------------------------------------------------------ libcyaml pass */
 
-typedef struct config_capture {
-    char message[200];
-    unsigned line;
-    bool in_backtrace;
-} config_capture_t;
-
-/* libcyaml logs an error message, then a backtrace whose first entry names
- * the line of the innermost value being loaded. */
-static void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
-    __attribute__((format(printf, 3, 0)));
-
-static void config_cyaml_log(cyaml_log_t level, void *ctx, const char *fmt, va_list args)
+static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, config_doc_t **out)
 {
-    config_capture_t *cap = ctx;
-    char text[256];
-    if (level < CYAML_LOG_ERROR)
-        return;
-    vsnprintf(text, sizeof text, fmt, args);
-    if (strncmp(text, "Load: Backtrace:", 16) == 0) {
-        cap->in_backtrace = true;
-        return;
-    }
-    const char *at = strstr(text, "(line: ");
-    if (cap->in_backtrace) {
-        if (cap->line == 0 && at)
-            cap->line = (unsigned)strtoul(at + 7, NULL, 10);
-        return;
-    }
-    if (cap->message[0] != '\0')
-        return;
-    const char *msg = strncmp(text, "Load: ", 6) == 0 ? text + 6 : text;
-    size_t n = 0;
-    for (; msg[n] && n + 1 < sizeof cap->message; n++)
-        cap->message[n] = (msg[n] >= 0x20 && msg[n] < 0x7f) ? msg[n] : ' ';
-    while (n > 0 && cap->message[n - 1] == ' ')
-        n--;
-    cap->message[n] = '\0';
-}
-
-static cyaml_config_t config_cyaml(config_capture_t *cap)
-{
-    return (cyaml_config_t){
-        .log_fn = cap ? config_cyaml_log : NULL,
-        .log_ctx = cap,
-        .mem_fn = cyaml_mem,
-        .log_level = CYAML_LOG_ERROR,
-        .flags = CYAML_CFG_NO_ALIAS,
-    };
-}
-
-static void config_doc_free(config_doc_t *doc)
-{
-    if (doc == NULL)
-        return;
-    cyaml_config_t cfg = config_cyaml(NULL);
-    cyaml_free(&cfg, &config_schema, doc, 0);
-}
-
-static int config_parse(config_load_ctx_t *ctx, const char *buf, size_t len, config_doc_t **out)
-{
-    config_capture_t cap = {.line = 0};
-    cyaml_config_t cfg = config_cyaml(&cap);
+    yamlguard_capture_t cap;
     cyaml_data_t *data = NULL;
-    cyaml_err_t rc = cyaml_load_data((const uint8_t *)buf, len, &cfg, &config_schema, &data, NULL);
+    cyaml_err_t rc = yamlguard_load(buf, len, &config_schema, &data, &cap);
     if (rc == CYAML_OK) {
         *out = data;
         return 0;
     }
     unsigned line = cap.line ? cap.line : 1;
-    if (rc == CYAML_ERR_INVALID_KEY && strncmp(cap.message, "Unexpected key: ", 16) == 0)
+    const char *key = yamlguard_unknown_key(rc, &cap);
+    if (key != NULL)
         return config_fail(ctx, line,
-                           "unknown key \"%s\" (allowed: listen, key_file, policy, store)",
-                           cap.message + 16);
+                           "unknown key \"%s\" (allowed: listen, key_file, policy, store)", key);
     if (cap.message[0] != '\0')
         return config_fail(ctx, line, "%s (%s)", cap.message, cyaml_strerror(rc));
     return config_fail(ctx, line, "%s", cyaml_strerror(rc));
@@ -335,7 +211,7 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         const char *problem = config_value_problem(k, values[k]);
         if (problem)
             return config_fail(ctx, ctx->key_line[k], "%s %s", config_keys[k], problem);
-        char *v = k == KEY_LISTEN ? strdup(values[k]) : config_resolve(ctx->path, values[k]);
+        char *v = k == KEY_LISTEN ? strdup(values[k]) : config_resolve(ctx->report.name, values[k]);
         if (v == NULL)
             return config_fail(ctx, ctx->key_line[k], "out of memory");
         *config_slot(cfg, k) = v;
@@ -351,14 +227,15 @@ broker_config_t *config_load(const char *path, char *err, size_t errlen)
         errlen = sizeof dummy;
     }
     err[0] = '\0';
-    config_load_ctx_t ctx = {.path = path ? path : "config", .err = err, .errlen = errlen};
+    config_load_ctx_t ctx = {
+        .report = {.name = path ? path : "config", .err = err, .errlen = errlen}};
     if (path == NULL) {
         config_fail(&ctx, 0, "no config path");
         return NULL;
     }
+    uint8_t *buf = NULL;
     size_t len = 0;
-    char *buf = config_read(&ctx, &len);
-    if (buf == NULL)
+    if (yamlguard_read_file(&ctx.report, "config", CONFIG_MAX_BYTES, &buf, &len) != 0)
         return NULL;
     config_doc_t *doc = NULL;
     broker_config_t *cfg = NULL;
@@ -369,7 +246,7 @@ broker_config_t *config_load(const char *path, char *err, size_t errlen)
         else if (doc != NULL && config_fill(&ctx, doc, cfg) != 0)
             config_destroy(&cfg);
     }
-    config_doc_free(doc);
+    yamlguard_free(&config_schema, doc);
     free(buf);
     return cfg;
 }

@@ -1,0 +1,93 @@
+/*
+ * yamlguard.h — what the broker's YAML loaders (config.c, policy_load.c)
+ * share: "NAME:LINE: message" errors, a size-capped file read, a libyaml
+ * event walk that refuses aliases and a second document, and libcyaml
+ * loading that captures libcyaml's error message and line instead of
+ * printing them. Nothing here knows a schema; the callers bring theirs.
+ */
+#ifndef SCHAKEL_YAMLGUARD_H
+#define SCHAKEL_YAMLGUARD_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cyaml/cyaml.h>
+#include <yaml.h>
+
+/* Where a loader's errors go. name is the file (or buffer) name that every
+ * message starts with; err may be NULL or errlen 0, then errors are only
+ * returned, not written. */
+typedef struct yamlguard_report {
+    const char *name;
+    char *err;
+    size_t errlen;
+} yamlguard_report_t;
+
+/* Write "NAME:LINE: message" into report->err (line 0: "NAME: message"),
+ * truncated to errlen. Always returns -1, so that `return yamlguard_fail(...)`
+ * ends a failing check. */
+int yamlguard_fail(const yamlguard_report_t *report, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int yamlguard_vfail(const yamlguard_report_t *report, unsigned line, const char *fmt, va_list args)
+    __attribute__((format(printf, 3, 0)));
+
+/* yamlguard_read_file returns this when only memory was lacking. */
+#define YAMLGUARD_NOMEM (-2)
+
+/* Read the regular file report->name whole, refusing one of more than
+ * max_bytes without trusting st_size ("NAME: <what> is larger than N bytes").
+ * On success returns 0 and *buf (caller frees) holding *len bytes. On error
+ * returns -1, or YAMLGUARD_NOMEM when an allocation failed, with
+ * "NAME: message" in report->err (cannot open, not a regular file, cannot
+ * read, out of memory, too large). */
+int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size_t max_bytes,
+                        uint8_t **buf, size_t *len);
+
+/* yamlguard_walk option: a syntax error also names the construct libyaml
+ * was parsing and the line it started on. */
+#define YAMLGUARD_SYNTAX_CONTEXT 1u
+
+/* Called for every event the walk does not refuse itself, stream end
+ * included; line is the event's 1-based start line. Nonzero stops the walk
+ * and is returned by it (the callback writes its own error). */
+typedef int (*yamlguard_event_fn)(void *ctx, const yaml_event_t *event, unsigned line);
+
+/* Parse buf[0..len) with libyaml, event by event. Refuses, with the line:
+ * YAML syntax errors ("YAML syntax: ..."), aliases and a second document.
+ * Every other event goes to on_event. Returns 0 at the end of the stream,
+ * -1 on a refusal (message written), or what on_event returned. Safe on
+ * untrusted input; libyaml's memory is freed on every path. */
+int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t len,
+                   unsigned options, yamlguard_event_fn on_event, void *ctx);
+
+/* Longest mapping field name a capture keeps. */
+#define YAMLGUARD_FIELD_MAX 64
+
+/* What libcyaml said about a failed load: its first error message (printable
+ * ASCII, without the "Load: " prefix), and from the backtrace that follows,
+ * the line of the innermost value and the innermost mapping field named
+ * before it ("" if none). line 0: libcyaml named no line. */
+typedef struct yamlguard_capture {
+    char message[200];
+    char field[YAMLGUARD_FIELD_MAX + 1];
+    unsigned line;
+    bool in_backtrace;
+} yamlguard_capture_t;
+
+/* Load buf[0..len) against schema with libcyaml, strictly: unknown keys are
+ * errors, aliases refused, nothing printed. cap is reset first and filled on
+ * error. Returns libcyaml's result; on CYAML_OK *out is the loaded data (NULL
+ * for an empty document), to be freed with yamlguard_free. */
+cyaml_err_t yamlguard_load(const uint8_t *buf, size_t len, const cyaml_schema_value_t *schema,
+                           cyaml_data_t **out, yamlguard_capture_t *cap);
+
+/* Free data loaded by yamlguard_load with the same schema; NULL is fine. */
+void yamlguard_free(const cyaml_schema_value_t *schema, cyaml_data_t *data);
+
+/* The key named by libcyaml's "Unexpected key: KEY" error, or NULL when rc
+ * and cap describe another error. Borrowed from cap. */
+const char *yamlguard_unknown_key(cyaml_err_t rc, const yamlguard_capture_t *cap);
+
+#endif
