@@ -310,12 +310,11 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
 /* The key a connection authenticated with must still be its principal's
  * key: a policy reload that replaces a key cuts off connections made with
  * the old one at their next frame (libzmq cannot close one ROUTER peer). */
-static int key_still_registered(zmq_msg_t *msg, const policy_principal_t *principal)
+static int key_still_registered(const session_t *session, const policy_principal_t *principal)
 {
-    const char *key = zmq_msg_gets(msg, ZAP_PROPERTY_KEY);
     char current[41];
     keys_public_z85(principal->curve_pk, current);
-    return key != NULL && strcmp(key, current) == 0;
+    return strcmp(session->key, current) == 0;
 }
 
 /* Receive one ROUTER message: routing id, then exactly one data frame.
@@ -354,16 +353,21 @@ static int receive_one(broker_t *b)
         log_event(LOG_ERROR, "frame.unattributed", NULL);
     } else {
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
+        const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
         session_t *session = sessions_touch(b->sessions, zmq_msg_data(&routing),
-                                            zmq_msg_size(&routing), user_id, b->now_ms);
+                                            zmq_msg_size(&routing), user_id, key ? key : "",
+                                            b->now_ms);
         if (session == NULL) {
             log_event(LOG_ERROR, "session.refused", "principal", user_id, "why",
                       "out of memory or oversized routing id", NULL);
         } else if (principal == NULL || principal->role == ROLE_OPERATOR ||
-                   !key_still_registered(&data, principal)) {
+                   !key_still_registered(session, principal)) {
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
                           "this key is no longer registered for the partner endpoint", NULL, -1,
                           0);
+            /* The reply has its own copy of the routing id; the session and
+             * any receiving state go, so nothing more is pushed to it. */
+            sessions_drop(b->sessions, session);
         } else if (parts != 1) {
             broker_reject(b, session, SCHAKEL__REASON__TOO_MANY_FRAMES,
                           "send exactly one frame per message", NULL, -1, 0);
@@ -378,11 +382,13 @@ static int receive_one(broker_t *b)
 
 /* ------------------------------------------------------------ reload */
 
-static int principal_gone(const char *principal, void *arg)
+/* After a reload: the session's principal is gone, became an operator, or
+ * now has another key than the one this connection authenticated with. */
+static int session_revoked(const session_t *session, void *arg)
 {
     const policy_t *policy = arg;
-    const policy_principal_t *p = policy_principal_by_id(policy, principal);
-    return p == NULL || p->role == ROLE_OPERATOR;
+    const policy_principal_t *p = policy_principal_by_id(policy, session->principal);
+    return p == NULL || p->role == ROLE_OPERATOR || !key_still_registered(session, p);
 }
 
 static void reload_policy(broker_t *b)
@@ -398,9 +404,10 @@ static void reload_policy(broker_t *b)
               policy_hash_hex(fresh), NULL);
     policy_destroy(&b->policy);
     b->policy = fresh;
-    /* Sessions of removed principals stop at once; their next frame is
-     * refused and the ZAP handler refuses their next handshake. */
-    size_t dropped = sessions_drop_where(b->sessions, principal_gone, b->policy);
+    /* Sessions of removed principals and replaced keys stop at once: no
+     * more deliveries, their next frame is refused, and the ZAP handler
+     * refuses their next handshake. */
+    size_t dropped = sessions_drop_where(b->sessions, session_revoked, b->policy);
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", dropped);

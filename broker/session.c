@@ -69,12 +69,14 @@ void sessions_drop(sessions_t *s, session_t *session)
 }
 
 session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
-                          const char *principal, int64_t now_ms)
+                          const char *principal, const char *key, int64_t now_ms)
 {
-    if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN)
+    if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN ||
+        strlen(key) >= sizeof ((session_t *)0)->key)
         return NULL;
     session_t *session = table_get(s->by_routing, routing_id, len);
-    if (session != NULL && strcmp(session->principal, principal) != 0) {
+    if (session != NULL &&
+        (strcmp(session->principal, principal) != 0 || strcmp(session->key, key) != 0)) {
         sessions_drop(s, session);
         session = NULL;
     }
@@ -85,6 +87,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         memcpy(session->routing_id, routing_id, len);
         session->routing_len = len;
         strcpy(session->principal, principal);
+        strcpy(session->key, key);
         if (table_put(s->by_routing, routing_id, len, session) != 0) {
             free(session);
             return NULL;
@@ -156,7 +159,7 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
     return dropped;
 }
 
-size_t sessions_drop_where(sessions_t *s, int (*gone)(const char *principal, void *arg),
+size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg)
 {
     size_t dropped = 0;
@@ -166,7 +169,7 @@ size_t sessions_drop_where(sessions_t *s, int (*gone)(const char *principal, voi
         size_t cursor = 0;
         session_t *session;
         while ((session = table_next(s->by_routing, &cursor)) != NULL) {
-            if (gone(session->principal, arg)) {
+            if (gone(session, arg)) {
                 sessions_drop(s, session);
                 dropped++;
                 again = 1;

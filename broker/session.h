@@ -23,6 +23,7 @@ typedef struct session {
     uint8_t routing_id[SESSION_ROUTING_MAX];
     size_t routing_len;
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char key[41]; /* Z85 of the CURVE key the connection authenticated with */
     int64_t last_seen_ms;
 } session_t;
 
@@ -42,11 +43,12 @@ typedef struct sessions sessions_t;
 sessions_t *sessions_new(void);
 void sessions_destroy(sessions_t **sessions);
 
-/* The session for a routing id, created (or re-bound) for `principal`.
- * A routing id that arrives with another principal than before gets a fresh
- * session: identity is the ZAP User-Id, never the routing id. NULL on OOM. */
+/* The session for a routing id, created (or re-bound) for `principal`
+ * authenticated with CURVE key `key` (Z85). A routing id that arrives with
+ * another principal or key than before gets a fresh session: identity is
+ * the ZAP User-Id, never the routing id. NULL on OOM or bad arguments. */
 session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
-                          const char *principal, int64_t now_ms);
+                          const char *principal, const char *key, int64_t now_ms);
 
 /* Make `session` its principal's receiver with `window`. If it already is,
  * only the window changes; otherwise in-flight state restarts so that every
@@ -64,8 +66,9 @@ void sessions_drop(sessions_t *s, session_t *session);
  * ones (see session.c). Returns how many. */
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
 
-/* Drop every session whose principal `keep` says no longer exists. */
-size_t sessions_drop_where(sessions_t *s, int (*gone)(const char *principal, void *arg),
+/* Drop every session for which `gone` returns non-zero (after a policy
+ * reload: principal removed, or key replaced). Returns how many. */
+size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg);
 
 /* Iterate receivers (cursor starts at 0); NULL at the end. */

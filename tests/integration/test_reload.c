@@ -1,17 +1,22 @@
 /*
  * test_reload.c — SIGHUP reloads the policy of a running schakeld: a good
  * policy applies at once (new rules, new rule hashes, removed principals cut
- * off mid-session), a bad one is refused whole and the old one stays.
+ * off mid-session, replaced keys likewise), a bad one is refused whole and
+ * the old one stays.
  *
  * The harness waits for the broker's own log line about the reload (inotify
  * on the log file), never for a fixed time.
  */
 #include "harness.h"
 
+#include <stdio.h>
+
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "keys.h"
 
 static const char JEKERDAL_PRINCIPAL_BLOCK[] = "  - id: woco-jekerdal/meldingen\n"
                                                "    role: system\n"
@@ -162,6 +167,60 @@ static void test_bad_policy_is_refused_and_old_one_stays(void **state)
     h_done(env);
 }
 
+/* Replacing a principal's key cuts off the connection made with the old
+ * key at once: it receives nothing more, its next frame is refused, and the
+ * old key cannot handshake again; the new key gets what is owed. */
+static void test_replaced_key_is_cut_off_at_once(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *old = h_connect(env, H_GEMEENTE);
+    assert_int_equal(schakel_subscribe(old, 0), SCHAKEL_OK);
+    assert_int_equal(h_backlog(old), 0); /* the Flow is processed */
+
+    /* A new key pair next to the old one, and a policy that names it. */
+    char base[512], err[256];
+    snprintf(base, sizeof base, "%s", h_key_file(env, H_GEMEENTE));
+    *strrchr(base, '.') = '\0';
+    strncat(base, "-new", sizeof base - strlen(base) - 1);
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    char *header = replaced(h_policy_header, "keys/gemeente-meldingen.pub",
+                            "keys/gemeente-meldingen-new.pub");
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    /* The old-key connection gets nothing pushed ... */
+    schakel_delivery_t *d = NULL;
+    assert_int_equal(schakel_receive(old, &d, 1000), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+    /* ... its next frame is refused, and it cannot come back. */
+    uint64_t backlog = 0;
+    assert_int_equal(schakel_backlog(old, &backlog, H_TIMEOUT_MS), SCHAKEL_ERR_REFUSED);
+    assert_string_equal(schakel_last_error(old)->reason_name, "NOT_PERMITTED");
+    schakel_close(&old);
+    schakel_error_t cerr;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_GEMEENTE), &old, &cerr),
+                     SCHAKEL_ERR_AUTH);
+
+    /* The new key receives what is owed. */
+    char new_key[600];
+    snprintf(new_key, sizeof new_key, "%s.key", base);
+    schakel_client_t *fresh = NULL;
+    assert_int_equal(h_try_connect(env, new_key, &fresh, &cerr), SCHAKEL_OK);
+    d = h_receive(fresh);
+    assert_string_equal(d->rule_id, "brandweer-brandveiligheid");
+    assert_int_equal(schakel_ack(fresh, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(fresh), 0);
+    schakel_close(&fresh);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -169,6 +228,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
 }

@@ -16,21 +16,26 @@ static void test_identity_is_the_principal(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    session_t *one = sessions_touch(s, rid_a, 5, "politie/bvh", 1000);
+    session_t *one = sessions_touch(s, rid_a, 5, "politie/bvh", "K", 1000);
     assert_non_null(one);
-    assert_ptr_equal(sessions_touch(s, rid_a, 5, "politie/bvh", 2000), one);
+    assert_ptr_equal(sessions_touch(s, rid_a, 5, "politie/bvh", "K", 2000), one);
     assert_int_equal(one->last_seen_ms, 2000);
     /* The same routing id with another authenticated principal is another
      * session: the routing id is client-chosen and proves nothing. */
     receiver_t *r = sessions_receive(s, one, 10);
     assert_non_null(r);
-    session_t *two = sessions_touch(s, rid_a, 5, "gemeente/meldingen", 3000);
+    session_t *two = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "K", 3000);
     assert_non_null(two);
     assert_string_equal(two->principal, "gemeente/meldingen");
     assert_null(r->session); /* the old principal's receiver lost its session */
     assert_int_equal(sessions_count(s), 1);
+    /* The same routing id and principal with another key: a new session. */
+    session_t *three = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "OTHER", 3000);
+    assert_non_null(three);
+    assert_string_equal(three->key, "OTHER");
+    assert_int_equal(sessions_count(s), 1);
     /* Refused inputs. */
-    assert_null(sessions_touch(s, rid_a, 0, "x/y", 0));
+    assert_null(sessions_touch(s, rid_a, 0, "x/y", "K", 0));
     sessions_destroy(&s);
     assert_null(s);
 }
@@ -39,7 +44,7 @@ static void test_receiver_takeover_restarts_inflight(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", 0);
+    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
     receiver_t *r = sessions_receive(s, first, 8);
     r->inflight = 5;
     r->cursor = 42;
@@ -49,7 +54,7 @@ static void test_receiver_takeover_restarts_inflight(void **state)
     assert_int_equal(r->inflight, 5);
     assert_int_equal(r->window, 16);
     /* A new session takes over: everything unacked goes out again. */
-    session_t *second = sessions_touch(s, rid_b, 5, "om/parket", 0);
+    session_t *second = sessions_touch(s, rid_b, 5, "om/parket", "K", 0);
     assert_ptr_equal(sessions_receive(s, second, 8), r);
     assert_ptr_equal(r->session, second);
     assert_int_equal(r->inflight, 0);
@@ -64,9 +69,9 @@ static void test_expiry(void **state)
     (void)state;
     sessions_t *s = sessions_new();
     static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
-    session_t *receiving = sessions_touch(s, rid_a, 5, "om/parket", 0);
-    sessions_touch(s, rid_b, 5, "riec/analyse", 15000);
-    sessions_touch(s, rid_c, 5, "politie/bvh", 0);
+    session_t *receiving = sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
+    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 15000);
+    sessions_touch(s, rid_c, 5, "politie/bvh", "K", 0);
     receiver_t *r = sessions_receive(s, receiving, 8);
     /* The silent publisher goes; the silent receiver stays (quiet is not
      * dead); the recent one stays. */
@@ -75,7 +80,7 @@ static void test_expiry(void **state)
     assert_ptr_equal(r->session, receiving);
     assert_null(sessions_receiver(s, "politie/bvh"));
     /* Once it no longer receives (another connection took over), it can go. */
-    session_t *newer = sessions_touch(s, rid_c, 5, "om/parket", 20000);
+    session_t *newer = sessions_touch(s, rid_c, 5, "om/parket", "K", 20000);
     assert_ptr_equal(sessions_receive(s, newer, 8), r);
     assert_int_equal(sessions_expire(s, 20000, 10000), 1);
     assert_int_equal(sessions_count(s), 2);
@@ -83,18 +88,18 @@ static void test_expiry(void **state)
     sessions_destroy(&s);
 }
 
-static int is_riec(const char *principal, void *arg)
+static int is_riec(const session_t *session, void *arg)
 {
     (void)arg;
-    return strncmp(principal, "riec/", 5) == 0;
+    return strncmp(session->principal, "riec/", 5) == 0;
 }
 
 static void test_drop_where(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    sessions_touch(s, rid_a, 5, "om/parket", 0);
-    sessions_touch(s, rid_b, 5, "riec/analyse", 0);
+    sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
+    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 0);
     assert_int_equal(sessions_drop_where(s, is_riec, NULL), 1);
     assert_int_equal(sessions_count(s), 1);
     sessions_destroy(&s);
