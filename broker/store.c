@@ -1,28 +1,31 @@
 /*
  * store.c — the broker's durable state in one SQLite file (WAL, synchronous=FULL).
  *
- * Owns the schema, its version and every SQL statement; nothing else in the
- * broker knows SQL. Trusts its caller (the router) to pass validated ids and
- * bodies: it checks presence, sizes and that a delivery matches its item, not
- * id syntax. Every failure returns -1 (NULL from store_open) and leaves a
- * message for store_errmsg; bad data never aborts the daemon.
+ * Owns the schema, its version, every SQL statement, the sealing of bodies
+ * under the store key, and retention expiry. Trusts its caller (the router)
+ * to pass validated ids and bodies: it checks presence, sizes and that a
+ * delivery matches its item, not id syntax. Trusts nothing read back from
+ * the file: a body that does not authenticate is an error. Every failure
+ * returns -1 (NULL from store_open) and leaves a message for store_errmsg
+ * and a class for store_last_error_is_unavailable; bad data never aborts.
  */
 #include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "schakel_limits.h"
+
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 1
-#define STORE_STRINGIFY_(x) #x
-#define STORE_STRINGIFY(x) STORE_STRINGIFY_(x)
+#define STORE_SCHEMA_VERSION 2
 
 /* How long a statement waits for a lock held by another process (an
  * operator's backup, say) before failing. The broker is the only writer in
@@ -35,69 +38,172 @@
 #define STORE_SIGNATURE_BYTES 64
 #define STORE_MESSAGE_ID_BYTES 16
 
+/* A sealed body: nonce || ciphertext || tag. */
+#define STORE_NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define STORE_SEAL_OVERHEAD (STORE_NONCE_BYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES)
+_Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+               "the store key is an XChaCha20-Poly1305 key");
+
+/* Associated data (store.h documents the layout). Each domain tag ends in
+ * its NUL, so no tag is a prefix of another's data. The recipient is the
+ * last field, so its length needs no prefix. */
+static const char ad_item_tag[] = "schakel-store-item-v1";
+static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
+static const char ad_keycheck_tag[] = "schakel-store-keycheck";
+#define STORE_AD_MAX (sizeof ad_delivery_tag + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN)
+
+/* The key check: this text, sealed under the store key at creation. */
+static const char keycheck_text[] = "schakel store key check, version 1";
+
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
  * ends by setting user_version. store_open runs the missing steps in one
- * transaction, so a store is at one version or the next, never between.
+ * transaction, so a store is at one version or the next, never between. A
+ * step may have a precheck that refuses a store it cannot migrate.
  *
  * Why deliveries repeat sender, sender_partner, message_id, item_index and
  * accepted_at instead of joining items and publishes at scan time: the
  * mailbox scan is the hot path (every reconnect, every credit refill) and
  * this way it is a single range over the (recipient, seq) index plus one
- * rowid lookup per row, in one table. A join would add two more B-tree
- * descents per row, into tables whose rows hold the large signed bodies.
- * A delivery row is also what the recipient was given, under which rule and
- * purpose (copied at decision time, since policies change), so it stands on
- * its own as a record. The copy costs about 200 bytes per delivery;
+ * rowid lookup per row, in one table. A delivery row is also what the
+ * recipient was given, under which rule and purpose (copied at decision
+ * time, since policies change), so it stands on its own as a record.
  * store_delivery_add copies the fields from the item's own rows and refuses
  * a caller whose values disagree, so the copies cannot drift.
  *
- * AUTOINCREMENT on items and deliveries: a seq is never reused, even after
- * the highest delivery has been acked and removed, so an Ack for an old seq
- * can never remove a newer delivery.
+ * Seqs: items and deliveries get explicit seqs from counters kept in memory
+ * (the associated data of a body names its seq, so the seq must be known
+ * before the insert). AUTOINCREMENT keeps sqlite_sequence at the highest
+ * seq ever inserted, from which the counters start at open, so a seq is
+ * never reused even after the highest delivery was acked or expired: an
+ * Ack for an old seq can never remove a newer delivery.
  *
- * deliveries.item_seq has no index of its own: nothing deletes items yet.
- * The retention work that purges items must add one (a parent delete checks
- * its children through it) and purge by expires_at, which is stored.
+ * Retention: deliveries carry their rule's expires_at; a trigger raises the
+ * item's and the publish's expires_at to the latest of their deliveries
+ * (they start at the publish's accepted_at). Expiry walks the expires_at
+ * indexes; the index on deliveries.item_seq serves both the "still
+ * referenced?" test and the foreign-key check when an item is deleted (for
+ * publishes, the UNIQUE (publish_id, item_index) index does). Tombstones
+ * record expired deliveries without content and without foreign keys: what
+ * they name is gone.
+ *
+ * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
+ * sealed in SQL, so the step takes only an empty version-1 store (there
+ * were never deployed ones) and refuses one that holds publishes.
  */
-static const char *const schema_steps[STORE_SCHEMA_VERSION] = {
+typedef struct schema_step {
+    const char *sql;
+    int (*precheck)(store_t *store);
+} schema_step_t;
+
+static int schema_v1_is_empty(store_t *store);
+
+static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
     /* 0 -> 1 */
-    "CREATE TABLE IF NOT EXISTS publishes ("
-    "  id INTEGER PRIMARY KEY,"
-    "  sender TEXT NOT NULL,"
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-    "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
-    "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
-    "  root BLOB NOT NULL CHECK (length(root) = 32),"
-    "  accepted_at INTEGER NOT NULL,"
-    "  reply BLOB,"
-    "  UNIQUE (sender, message_id)"
-    ");"
-    "CREATE TABLE IF NOT EXISTS items ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
-    "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
-    "  body BLOB NOT NULL,"
-    "  UNIQUE (publish_id, item_index)"
-    ");"
-    "CREATE TABLE IF NOT EXISTS deliveries ("
-    "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    "  recipient TEXT NOT NULL,"
-    "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-    "  sender TEXT NOT NULL,"
-    "  sender_partner TEXT NOT NULL,"
-    "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-    "  item_index INTEGER NOT NULL,"
-    "  accepted_at INTEGER NOT NULL,"
-    "  rule_id TEXT NOT NULL,"
-    "  rule_hash TEXT NOT NULL,"
-    "  purpose TEXT NOT NULL,"
-    "  legal_basis TEXT NOT NULL,"
-    "  expires_at INTEGER NOT NULL,"
-    "  body BLOB NOT NULL"
-    ");"
-    "CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON deliveries (recipient, seq);"
-    "PRAGMA user_version = 1;",
+    {"CREATE TABLE IF NOT EXISTS publishes ("
+     "  id INTEGER PRIMARY KEY,"
+     "  sender TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
+     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
+     "  root BLOB NOT NULL CHECK (length(root) = 32),"
+     "  accepted_at INTEGER NOT NULL,"
+     "  reply BLOB,"
+     "  UNIQUE (sender, message_id)"
+     ");"
+     "CREATE TABLE IF NOT EXISTS items ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
+     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
+     "  body BLOB NOT NULL,"
+     "  UNIQUE (publish_id, item_index)"
+     ");"
+     "CREATE TABLE IF NOT EXISTS deliveries ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+     "  sender TEXT NOT NULL,"
+     "  sender_partner TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  item_index INTEGER NOT NULL,"
+     "  accepted_at INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  purpose TEXT NOT NULL,"
+     "  legal_basis TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL"
+     ");"
+     "CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON deliveries (recipient, seq);"
+     "PRAGMA user_version = 1;",
+     NULL},
+    /* 1 -> 2: sealed bodies, retention, tombstones, the key check */
+    {"DROP TABLE deliveries;"
+     "DROP TABLE items;"
+     "DROP TABLE publishes;"
+     "CREATE TABLE meta ("
+     "  name TEXT PRIMARY KEY,"
+     "  value BLOB NOT NULL"
+     ") WITHOUT ROWID;"
+     "CREATE TABLE publishes ("
+     "  id INTEGER PRIMARY KEY,"
+     "  sender TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
+     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
+     "  root BLOB NOT NULL CHECK (length(root) = 32),"
+     "  accepted_at INTEGER NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  reply BLOB,"
+     "  UNIQUE (sender, message_id)"
+     ");"
+     "CREATE INDEX publishes_by_expiry ON publishes (expires_at);"
+     "CREATE TABLE items ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
+     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL,"
+     "  UNIQUE (publish_id, item_index)"
+     ");"
+     "CREATE INDEX items_by_expiry ON items (expires_at);"
+     "CREATE TABLE deliveries ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+     "  sender TEXT NOT NULL,"
+     "  sender_partner TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  item_index INTEGER NOT NULL,"
+     "  accepted_at INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  purpose TEXT NOT NULL,"
+     "  legal_basis TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL"
+     ");"
+     "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
+     "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
+     "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
+     "CREATE TRIGGER deliveries_extend_retention AFTER INSERT ON deliveries BEGIN"
+     "  UPDATE items SET expires_at = NEW.expires_at"
+     "   WHERE seq = NEW.item_seq AND expires_at < NEW.expires_at;"
+     "  UPDATE publishes SET expires_at = NEW.expires_at"
+     "   WHERE id = (SELECT publish_id FROM items WHERE seq = NEW.item_seq)"
+     "   AND expires_at < NEW.expires_at;"
+     " END;"
+     "CREATE TABLE tombstones ("
+     "  seq INTEGER PRIMARY KEY,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  expired_at INTEGER NOT NULL"
+     ");"
+     "PRAGMA user_version = 2;",
+     schema_v1_is_empty},
 };
 
 enum stmt_id {
@@ -113,6 +219,11 @@ enum stmt_id {
     STMT_MAILBOX_COUNT,
     STMT_DELIVERY_ACK,
     STMT_DELIVERY_LAST_SEQ,
+    STMT_EXPIRE_NEXT_DELIVERY,
+    STMT_TOMBSTONE_ADD,
+    STMT_DELIVERY_REMOVE,
+    STMT_EXPIRE_ITEMS,
+    STMT_EXPIRE_PUBLISHES,
     STMT_COUNT
 };
 
@@ -124,17 +235,20 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_ROLLBACK] = "ROLLBACK",
     [STMT_PUBLISH_FIND] = "SELECT content_hash, reply FROM publishes"
                           " WHERE sender = ?1 AND message_id = ?2",
-    [STMT_PUBLISH_ADD] = "INSERT INTO publishes"
-                         " (sender, message_id, content_hash, signature, root, accepted_at)"
-                         " VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [STMT_PUBLISH_ADD] =
+        "INSERT INTO publishes"
+        " (sender, message_id, content_hash, signature, root, accepted_at, expires_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
     [STMT_PUBLISH_SET_REPLY] = "UPDATE publishes SET reply = ?2 WHERE id = ?1",
-    [STMT_ITEM_ADD] = "INSERT INTO items (publish_id, item_index, body) VALUES (?1, ?2, ?3)",
+    /* Selecting from the publish makes an unknown publish insert nothing. */
+    [STMT_ITEM_ADD] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
+                      " SELECT ?1, id, ?3, accepted_at, ?4 FROM publishes WHERE id = ?2",
     /* Copies the publish's facts from its own rows; the WHERE clause makes a
      * caller whose copy disagrees insert nothing (detected by changes()). */
     [STMT_DELIVERY_ADD] =
-        "INSERT INTO deliveries (recipient, item_seq, sender, sender_partner, message_id,"
+        "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
         " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body)"
-        " SELECT ?1, i.seq, p.sender, ?2, p.message_id, i.item_index, p.accepted_at,"
+        " SELECT ?14, ?1, i.seq, p.sender, ?2, p.message_id, i.item_index, p.accepted_at,"
         " ?3, ?4, ?5, ?6, ?7, ?8"
         " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
         " WHERE i.seq = ?9 AND p.sender = ?10 AND p.message_id = ?11"
@@ -146,6 +260,24 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
     [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
+    [STMT_EXPIRE_NEXT_DELIVERY] =
+        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
+        " FROM deliveries WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    [STMT_TOMBSTONE_ADD] =
+        "INSERT INTO tombstones"
+        " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STMT_DELIVERY_REMOVE] = "DELETE FROM deliveries WHERE seq = ?1",
+    /* Looks at no more than ?2 due rows: one still referenced is skipped
+     * this time and taken once its deliveries (due no later) are gone. */
+    [STMT_EXPIRE_ITEMS] =
+        "DELETE FROM items WHERE seq IN"
+        " (SELECT seq FROM items WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.item_seq = items.seq)",
+    [STMT_EXPIRE_PUBLISHES] =
+        "DELETE FROM publishes WHERE id IN"
+        " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)",
 };
 
 /* Result columns of STMT_MAILBOX_SCAN, in order. */
@@ -166,10 +298,24 @@ enum scan_col {
     SCAN_BODY
 };
 
+/* A growable buffer for one body on its way in (sealed) or out (opened). */
+typedef struct scratch {
+    uint8_t *bytes;
+    size_t cap;
+} scratch_t;
+
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[STMT_COUNT];
-    int scanning; /* inside a store_mailbox_scan callback */
+    uint8_t *seal_key;         /* STORE_KEY_BYTES, sodium_malloc'd */
+    int64_t next_item_seq;     /* never reused: see the schema comment */
+    int64_t next_delivery_seq;
+    scratch_t sealed;          /* ciphertext only */
+    scratch_t opened;          /* plaintext: wiped after each use */
+    int in_callback;           /* inside a scan or expiry callback */
+    int txn_open;              /* store_begin began one; commit/rollback not yet called */
+    int last_rc;               /* SQLite code of the last failure; 0 if not SQLite's */
+    int txn_lost_rc;           /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
 };
 
@@ -181,24 +327,46 @@ static const uint8_t empty_bytes[1];
 
 static void store_fail(store_t *store, const char *what)
 {
+    store->last_rc = sqlite3_extended_errcode(store->db);
     snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what, sqlite3_errmsg(store->db));
+    /* SQLite ends the transaction by itself after some storage errors;
+     * remember why, for the commit that will find it gone. */
+    if (store->txn_open && sqlite3_get_autocommit(store->db) && store->txn_lost_rc == 0)
+        store->txn_lost_rc = store->last_rc != 0 ? store->last_rc : SQLITE_ERROR;
 }
 
 static void store_refuse(store_t *store, const char *what, const char *why)
 {
+    store->last_rc = 0;
     snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what, why);
 }
 
-/* Every entry point but store_close and store_errmsg starts here: the scan
- * callback runs while the scan statement is live, so the store must not be
- * re-entered from it (a nested scan would reset the running statement, and
- * writes to the table being read give undefined scan results). */
+int store_last_error_is_unavailable(const store_t *store)
+{
+    if (store == NULL)
+        return 0;
+    switch (store->last_rc & 0xff) { /* the primary code of an extended one */
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_BUSY:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Every entry point but store_close and store_errmsg starts here: callbacks
+ * run while a statement is live, so the store must not be re-entered from
+ * them (a nested scan would reset the running statement, and writes to the
+ * table being read give undefined scan results). */
 static int store_enter(store_t *store, const char *what)
 {
     if (store == NULL)
         return -1;
-    if (store->scanning) {
-        store_refuse(store, what, "called from inside a mailbox scan callback");
+    if (store->in_callback) {
+        store_refuse(store, what, "called from inside a store callback (mailbox scan or expiry)");
         return -1;
     }
     return 0;
@@ -272,40 +440,175 @@ static const uint8_t *column_bytes(sqlite3_stmt *stmt, int col, size_t *len)
     return bytes;
 }
 
-/* ------------------------------------------------------------------ bodies */
+/* ------------------------------------------------------------------ sealing */
 
-/*
- * Bodies at rest. Every body (an item's signed bytes, a delivery's filtered
- * Signal) is written through body_bind and read back through body_column,
- * and nowhere else. Sealing bodies (XChaCha20-Poly1305 with associated data
- * naming the row: items by (publish_id, item_index), deliveries by
- * (recipient, item_seq), both known before the insert) changes these two
- * functions and the kind of value they pass, not their callers. Until then
- * a body is stored as given.
- */
-enum body_kind { BODY_ITEM, BODY_DELIVERY };
-
-static int body_bind(store_t *store, sqlite3_stmt *stmt, int param, enum body_kind kind,
-                     const uint8_t *body, size_t len)
+/* Long-term secrets live in guarded, locked pages; sanitizer builds use
+ * plain allocation, which ASan understands. */
+static uint8_t *secret_alloc(size_t len)
 {
-    (void)kind;
-    return bind_bytes(store, stmt, param, body, len);
+#ifdef SCHAKEL_PLAIN_ALLOC
+    return malloc(len);
+#else
+    return sodium_malloc(len);
+#endif
 }
 
-/* *body stays valid until the statement steps or resets again. */
-static int body_column(store_t *store, sqlite3_stmt *stmt, int col, enum body_kind kind,
-                       const uint8_t **body, size_t *len)
+static void secret_free(uint8_t *secret, size_t len)
 {
-    (void)kind;
-    *body = column_bytes(stmt, col, len);
-    if (*body == NULL) {
-        store_refuse(store, "read body", "missing or out of memory");
+    if (secret == NULL)
+        return;
+#ifdef SCHAKEL_PLAIN_ALLOC
+    sodium_memzero(secret, len);
+    free(secret);
+#else
+    (void)len;
+    sodium_free(secret); /* wipes before freeing */
+#endif
+}
+
+/* Make room for len bytes. The old contents are wiped, not copied: every
+ * user overwrites the buffer whole. */
+static int scratch_reserve(scratch_t *s, size_t len)
+{
+    if (len <= s->cap && s->bytes != NULL)
+        return 0;
+    uint8_t *bigger = malloc(len > 0 ? len : 1);
+    if (bigger == NULL)
         return -1;
+    if (s->bytes != NULL) {
+        sodium_memzero(s->bytes, s->cap);
+        free(s->bytes);
     }
+    s->bytes = bigger;
+    s->cap = len > 0 ? len : 1;
     return 0;
 }
 
-/* ------------------------------------------------------------------ open and close */
+static void scratch_free(scratch_t *s)
+{
+    if (s->bytes != NULL)
+        sodium_memzero(s->bytes, s->cap);
+    free(s->bytes);
+    s->bytes = NULL;
+    s->cap = 0;
+}
+
+typedef struct ad {
+    uint8_t bytes[STORE_AD_MAX];
+    size_t len;
+} ad_t;
+
+static void ad_put(ad_t *ad, const void *bytes, size_t len)
+{
+    memcpy(ad->bytes + ad->len, bytes, len);
+    ad->len += len;
+}
+
+static void ad_put_be(ad_t *ad, uint64_t value, size_t width)
+{
+    for (size_t i = 0; i < width; i++)
+        ad->bytes[ad->len + i] = (uint8_t)(value >> (8 * (width - 1 - i)));
+    ad->len += width;
+}
+
+static void ad_item(ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index)
+{
+    ad->len = 0;
+    ad_put(ad, ad_item_tag, sizeof ad_item_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, (uint64_t)publish_id, 8);
+    ad_put_be(ad, item_index, 4);
+}
+
+/* Returns -1 for a recipient longer than any principal id can be. */
+static int ad_delivery(ad_t *ad, int64_t seq, int64_t item_seq, const char *recipient)
+{
+    size_t recipient_len = strlen(recipient);
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return -1;
+    ad->len = 0;
+    ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, (uint64_t)item_seq, 8);
+    ad_put(ad, recipient, recipient_len);
+    return 0;
+}
+
+/* Seal body into store->sealed under a fresh random nonce (192 bits: random
+ * nonces never collide in practice). Returns the sealed length, 0 on
+ * failure (a sealed body is never empty). */
+static size_t body_seal(store_t *store, const ad_t *ad, const uint8_t *body, size_t len)
+{
+    if (len > SIZE_MAX - STORE_SEAL_OVERHEAD ||
+        scratch_reserve(&store->sealed, len + STORE_SEAL_OVERHEAD) != 0) {
+        store_refuse(store, "seal body", "out of memory");
+        return 0;
+    }
+    uint8_t *nonce = store->sealed.bytes;
+    unsigned long long sealed_len = 0;
+    randombytes_buf(nonce, STORE_NONCE_BYTES);
+    /* Cannot fail for a message this size (libsodium aborts beyond 256 GiB). */
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(
+        nonce + STORE_NONCE_BYTES, &sealed_len, len > 0 ? body : empty_bytes, len, ad->bytes,
+        ad->len, NULL, nonce, store->seal_key);
+    return STORE_NONCE_BYTES + (size_t)sealed_len;
+}
+
+/* Open a sealed body into store->opened. Returns 0; -1 when it does not
+ * authenticate (errmsg untouched: the caller names the row); -2 when memory
+ * runs out (errmsg set). Nothing is decrypted unless the tag verifies. */
+static int body_open(store_t *store, const ad_t *ad, const uint8_t *sealed, size_t sealed_len,
+                     const uint8_t **body, size_t *len)
+{
+    if (sealed_len < STORE_SEAL_OVERHEAD)
+        return -1;
+    if (scratch_reserve(&store->opened, sealed_len - STORE_SEAL_OVERHEAD) != 0) {
+        store_refuse(store, "open body", "out of memory");
+        return -2;
+    }
+    unsigned long long opened_len = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+            store->opened.bytes, &opened_len, NULL, sealed + STORE_NONCE_BYTES,
+            sealed_len - STORE_NONCE_BYTES, ad->bytes, ad->len, sealed, store->seal_key) != 0)
+        return -1;
+    *body = store->opened.bytes;
+    *len = (size_t)opened_len;
+    return 0;
+}
+
+/* Bind the sealed form of body. The sealed bytes stay in store->sealed
+ * until the next seal, after the statement has run. */
+static int body_bind(store_t *store, sqlite3_stmt *stmt, int param, const ad_t *ad,
+                     const uint8_t *body, size_t len)
+{
+    size_t sealed_len = body_seal(store, ad, body, len);
+    if (sealed_len == 0)
+        return -1;
+    return bind_bytes(store, stmt, param, store->sealed.bytes, sealed_len);
+}
+
+/* Read and open the body in column col of the delivery with this seq.
+ * *body stays valid until the next body is opened; the caller wipes it. */
+static int body_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq, const ad_t *ad,
+                       const uint8_t **body, size_t *len)
+{
+    size_t sealed_len = 0;
+    const uint8_t *sealed = column_bytes(stmt, col, &sealed_len);
+    if (sealed == NULL) {
+        store_refuse(store, "read body", "missing or out of memory");
+        return -1;
+    }
+    int rc = body_open(store, ad, sealed, sealed_len, body, len);
+    if (rc == -1) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "body of delivery %lld does not authenticate: store key wrong or row tampered",
+                 (long long)seq);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ one-off statements */
 
 static void open_error(char *err, size_t errlen, const char *what, const char *why)
 {
@@ -313,8 +616,8 @@ static void open_error(char *err, size_t errlen, const char *what, const char *w
         snprintf(err, errlen, "%s: %s", what, why);
 }
 
-/* Run a one-off statement at open that yields one row with one value, and
- * copy that value as text (PRAGMA answers). Returns 0 or -1. */
+/* Run a one-off statement that yields one row with one value, and copy that
+ * value as text (PRAGMA answers). Returns 0 or -1. */
 static int pragma_text(store_t *store, const char *sql, char *out, size_t outlen)
 {
     sqlite3_stmt *stmt = NULL;
@@ -339,7 +642,28 @@ static int pragma_text(store_t *store, const char *sql, char *out, size_t outlen
     return rc == SQLITE_ROW ? 0 : -1;
 }
 
-/* Run a one-off statement at open whose rows, if any, do not matter. */
+static int text_to_int64(store_t *store, const char *what, const char *text, int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0') {
+        store_refuse(store, what, "not a number");
+        return -1;
+    }
+    *out = (int64_t)value;
+    return 0;
+}
+
+static int query_int64(store_t *store, const char *sql, int64_t *out)
+{
+    char value[32];
+    if (pragma_text(store, sql, value, sizeof value) != 0)
+        return -1;
+    return text_to_int64(store, sql, value, out);
+}
+
+/* Run a one-off statement whose rows, if any, do not matter. */
 static int pragma_set(store_t *store, const char *sql)
 {
     sqlite3_stmt *stmt = NULL;
@@ -377,18 +701,27 @@ static int pragma_require(store_t *store, const char *set_sql, const char *get_s
     return 0;
 }
 
+static int exec_fixed(store_t *store, const char *sql, const char *what)
+{
+    char *message = NULL;
+    int rc = sqlite3_exec(store->db, sql, NULL, NULL, &message);
+    if (rc == SQLITE_OK)
+        return 0;
+    store->last_rc = sqlite3_extended_errcode(store->db);
+    snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what,
+             message != NULL ? message : sqlite3_errstr(rc));
+    sqlite3_free(message);
+    return -1;
+}
+
+/* ------------------------------------------------------------------ schema and key check */
+
 static int schema_version(store_t *store, long *version)
 {
-    char value[32];
-    char *end = NULL;
-    if (pragma_text(store, "PRAGMA user_version", value, sizeof value) != 0)
+    int64_t value = 0;
+    if (query_int64(store, "PRAGMA user_version", &value) != 0)
         return -1;
-    errno = 0;
-    *version = strtol(value, &end, 10);
-    if (errno != 0 || end == value || *end != '\0') {
-        store_refuse(store, "PRAGMA user_version", "not a number");
-        return -1;
-    }
+    *version = (long)value;
     return 0;
 }
 
@@ -403,21 +736,98 @@ static int schema_check_not_newer(store_t *store, long version)
     return -1;
 }
 
-static int exec_fixed(store_t *store, const char *sql, const char *what)
+static int schema_v1_is_empty(store_t *store)
 {
-    char *message = NULL;
-    int rc = sqlite3_exec(store->db, sql, NULL, NULL, &message);
-    if (rc == SQLITE_OK)
+    int64_t publishes = 0;
+    if (query_int64(store, "SELECT EXISTS (SELECT 1 FROM publishes)", &publishes) != 0)
+        return -1;
+    if (publishes == 0)
         return 0;
-    snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what,
-             message != NULL ? message : sqlite3_errstr(rc));
-    sqlite3_free(message);
+    store_refuse(store, "schema migration",
+                 "this version-1 store holds unsealed bodies and cannot be sealed in place; "
+                 "move it aside and let schakeld create a new store");
     return -1;
 }
 
-/* Bring the schema to STORE_SCHEMA_VERSION in one immediate transaction; the
- * version is read again inside it, so two processes opening a new store at
- * once do not both migrate. */
+/* The sealed key check, read in the open schema transaction. *found = 0 when
+ * the store has none yet. */
+static int keycheck_read(store_t *store, uint8_t *sealed, size_t cap, size_t *len, int *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    *found = 0;
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'keycheck'", -1,
+                           &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "read the key check");
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = 0;
+    if (rc == SQLITE_ROW) {
+        const uint8_t *value = column_bytes(stmt, 0, len);
+        if (value == NULL || *len > cap) {
+            store_refuse(store, "read the key check", "damaged");
+            result = -1;
+        } else {
+            memcpy(sealed, value, *len);
+            *found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "read the key check");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt); /* repeats the step's code, handled above */
+    return result;
+}
+
+static int keycheck_write(store_t *store, const ad_t *ad)
+{
+    sqlite3_stmt *stmt = NULL;
+    size_t sealed_len =
+        body_seal(store, ad, (const uint8_t *)keycheck_text, sizeof keycheck_text);
+    if (sealed_len == 0)
+        return -1;
+    if (sqlite3_prepare_v2(store->db, "INSERT INTO meta (name, value) VALUES ('keycheck', ?1)",
+                           -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "write the key check");
+        return -1;
+    }
+    int result = bind_bytes(store, stmt, 1, store->sealed.bytes, sealed_len);
+    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
+        store_fail(store, "write the key check");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt);
+    return result;
+}
+
+/* A store remembers the key it was created with as a sealed known text: a
+ * wrong key file is found at start-up, not at the first delivery. */
+static int keycheck(store_t *store)
+{
+    uint8_t sealed[sizeof keycheck_text + STORE_SEAL_OVERHEAD];
+    size_t sealed_len = 0;
+    int found = 0;
+    ad_t ad = {.len = 0};
+    ad_put(&ad, ad_keycheck_tag, sizeof ad_keycheck_tag);
+    if (keycheck_read(store, sealed, sizeof sealed, &sealed_len, &found) != 0)
+        return -1;
+    if (!found)
+        return keycheck_write(store, &ad);
+    const uint8_t *text = NULL;
+    size_t text_len = 0;
+    int ok = body_open(store, &ad, sealed, sealed_len, &text, &text_len) == 0 &&
+             text_len == sizeof keycheck_text &&
+             sodium_memcmp(text, keycheck_text, sizeof keycheck_text) == 0;
+    if (!ok) {
+        store_refuse(store, "store key",
+                     "the store key does not open this store (wrong store key file?)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
+ * immediate transaction; the version is read again inside it, so two
+ * processes opening a new store at once do not both migrate. */
 static int schema_apply(store_t *store)
 {
     long version = 0;
@@ -429,10 +839,13 @@ static int schema_apply(store_t *store)
         store_refuse(store, "schema", "negative user_version: not a Schakel store");
         goto fail;
     }
-    for (long step = version; step < STORE_SCHEMA_VERSION; step++)
-        if (exec_fixed(store, schema_steps[step], "schema migration") != 0)
+    for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
+        const schema_step_t *s = &schema_steps[step];
+        if ((s->precheck != NULL && s->precheck(store) != 0) ||
+            exec_fixed(store, s->sql, "schema migration") != 0)
             goto fail;
-    if (exec_fixed(store, "COMMIT", "schema") != 0)
+    }
+    if (keycheck(store) != 0 || exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;
 fail:
@@ -454,6 +867,34 @@ static int statements_prepare(store_t *store)
     return 0;
 }
 
+/* The next seqs: past the highest ever inserted (sqlite_sequence keeps it
+ * after deletes), and past anything in the tables or tombstones, should
+ * sqlite_sequence ever have been edited. */
+static int counters_load(store_t *store)
+{
+    int64_t items = 0, deliveries = 0;
+    if (query_int64(store,
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
+                    " coalesce((SELECT max(seq) FROM items), 0))",
+                    &items) != 0 ||
+        query_int64(store,
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                    " WHERE name = 'deliveries'), 0),"
+                    " coalesce((SELECT max(seq) FROM deliveries), 0),"
+                    " coalesce((SELECT max(seq) FROM tombstones), 0))",
+                    &deliveries) != 0)
+        return -1;
+    if (items < 0 || items == INT64_MAX || deliveries < 0 || deliveries == INT64_MAX) {
+        store_refuse(store, "store", "sequence numbers out of range");
+        return -1;
+    }
+    store->next_item_seq = items + 1;
+    store->next_delivery_seq = deliveries + 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ open and close */
+
 /* The store holds personal data: create it owner-only. SQLite gives its -wal
  * and -shm files the mode of the database file. An existing file keeps its
  * mode. */
@@ -472,7 +913,9 @@ static int file_create_private(const char *path, char *err, size_t errlen)
 }
 
 /* Connection settings, then the version check before anything is written
- * (switching to WAL writes the file header), then the rest. */
+ * (switching to WAL writes the file header), then the rest. secure_delete
+ * overwrites removed rows (acked and expired bodies) in the file instead of
+ * leaving them in free space. */
 static int store_configure(store_t *store)
 {
     long version = 0;
@@ -486,20 +929,43 @@ static int store_configure(store_t *store)
         return -1;
     if (pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
         pragma_require(store, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2") != 0 ||
-        pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0)
+        pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0 ||
+        pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0)
         return -1;
     return 0;
 }
 
-store_t *store_open(const char *path, char *err, size_t errlen)
+static store_t *store_new(const uint8_t seal_key[STORE_KEY_BYTES])
+{
+    store_t *store = calloc(1, sizeof *store);
+    if (store == NULL)
+        return NULL;
+    if ((store->seal_key = secret_alloc(STORE_KEY_BYTES)) == NULL) {
+        free(store);
+        return NULL;
+    }
+    memcpy(store->seal_key, seal_key, STORE_KEY_BYTES);
+    return store;
+}
+
+static store_t *store_open_keyed(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
+                                 char *err, size_t errlen)
 {
     if (path == NULL || path[0] == '\0' || strcmp(path, ":memory:") == 0) {
         open_error(err, errlen, "store", "the store must be a file path");
         return NULL;
     }
+    if (seal_key == NULL) {
+        open_error(err, errlen, path, "no store key");
+        return NULL;
+    }
+    if (sodium_init() < 0) {
+        open_error(err, errlen, path, "libsodium cannot initialise");
+        return NULL;
+    }
     if (file_create_private(path, err, errlen) != 0)
         return NULL;
-    store_t *store = calloc(1, sizeof *store);
+    store_t *store = store_new(seal_key);
     if (store == NULL) {
         open_error(err, errlen, path, "out of memory");
         return NULL;
@@ -512,12 +978,24 @@ store_t *store_open(const char *path, char *err, size_t errlen)
         return NULL;
     }
     if (store_configure(store) != 0 || schema_apply(store) != 0 ||
-        statements_prepare(store) != 0) {
+        statements_prepare(store) != 0 || counters_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
         return NULL;
     }
     return store;
+}
+
+static uint8_t transitional_key[STORE_KEY_BYTES];
+
+void store_transitional_set_key(const uint8_t seal_key[STORE_KEY_BYTES])
+{
+    memcpy(transitional_key, seal_key, STORE_KEY_BYTES);
+}
+
+store_t *store_open(const char *path, char *err, size_t errlen)
+{
+    return store_open_keyed(path, transitional_key, err, errlen);
 }
 
 void store_close(store_t **store)
@@ -535,6 +1013,9 @@ void store_close(store_t **store)
          * returns SQLITE_OK in every case by design. */
         (void)sqlite3_close_v2(s->db);
     }
+    secret_free(s->seal_key, STORE_KEY_BYTES);
+    scratch_free(&s->sealed);
+    scratch_free(&s->opened);
     free(s);
     *store = NULL;
 }
@@ -557,29 +1038,49 @@ int store_begin(store_t *store)
         return -1;
     if (!sqlite3_get_autocommit(store->db))
         return 0;
-    return stmt_run(store, store->stmt[STMT_BEGIN], "begin");
+    store->txn_open = 0;
+    store->txn_lost_rc = 0;
+    if (stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
+        return -1;
+    store->txn_open = 1;
+    return 0;
+}
+
+/* The transaction is gone without a COMMIT or ROLLBACK from us: SQLite
+ * rolled it back by itself (after an I/O or full-disk error), or none was
+ * begun. Saying 0 would let the caller acknowledge writes that are gone. */
+static int commit_lost(store_t *store)
+{
+    int lost_rc = store->txn_open ? store->txn_lost_rc : 0;
+    store_refuse(store, "commit",
+                 lost_rc != 0 ? "the transaction was rolled back after a storage error"
+                              : "no transaction is open (rolled back?)");
+    store->last_rc = lost_rc;
+    store->txn_open = 0;
+    store->txn_lost_rc = 0;
+    return -1;
 }
 
 int store_commit(store_t *store)
 {
     if (store_enter(store, "commit") != 0)
         return -1;
-    /* No transaction: SQLite may have rolled it back by itself after an
-     * I/O or full-disk error. Saying 0 here would let the caller
-     * acknowledge writes that are gone. */
-    if (sqlite3_get_autocommit(store->db)) {
-        store_refuse(store, "commit", "no transaction is open (rolled back?)");
-        return -1;
-    }
-    if (stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0)
+    if (sqlite3_get_autocommit(store->db))
+        return commit_lost(store);
+    if (stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
+        store->txn_open = 0;
         return 0;
+    }
     /* Leave no half-state behind: the caller treats all of it as lost. */
     if (!sqlite3_get_autocommit(store->db)) {
         char kept[STORE_ERRMSG_LEN];
+        int kept_rc = store->last_rc;
         memcpy(kept, store->errmsg, sizeof kept);
         (void)stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback after failed commit");
         memcpy(store->errmsg, kept, sizeof kept);
+        store->last_rc = kept_rc;
     }
+    store->txn_open = 0;
     return -1;
 }
 
@@ -587,6 +1088,7 @@ int store_rollback(store_t *store)
 {
     if (store_enter(store, "rollback") != 0)
         return -1;
+    store->txn_open = 0;
     if (sqlite3_get_autocommit(store->db))
         return 0;
     return stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback");
@@ -600,6 +1102,37 @@ int store_in_transaction(const store_t *store)
 }
 
 /* ------------------------------------------------------------------ publishes and items */
+
+/* Copy the found publish's hash and reply out of the current row. */
+static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_hash[32],
+                         uint8_t **accepted, size_t *accepted_len)
+{
+    size_t hash_len = 0, reply_len = 0;
+    const uint8_t *hash = column_bytes(stmt, 0, &hash_len);
+    const uint8_t *reply = column_bytes(stmt, 1, &reply_len);
+    uint8_t *copy = NULL;
+    if (hash == NULL || hash_len != STORE_HASH_BYTES) {
+        store_refuse(store, "publish_find", "stored content hash is damaged");
+        return -1;
+    }
+    if (reply == NULL && sqlite3_column_type(stmt, 1) != SQLITE_NULL) {
+        store_refuse(store, "publish_find", "out of memory reading the reply");
+        return -1;
+    }
+    if (reply != NULL && accepted != NULL && (copy = malloc(reply_len > 0 ? reply_len : 1)) == NULL) {
+        store_refuse(store, "publish_find", "out of memory");
+        return -1;
+    }
+    if (content_hash != NULL)
+        memcpy(content_hash, hash, STORE_HASH_BYTES);
+    if (copy != NULL && reply_len > 0)
+        memcpy(copy, reply, reply_len);
+    if (accepted != NULL)
+        *accepted = copy;
+    if (accepted_len != NULL)
+        *accepted_len = reply != NULL ? reply_len : 0;
+    return 1;
+}
 
 /* Cost: one lookup in the UNIQUE (sender, message_id) index, O(log n). */
 int store_publish_find(store_t *store, const char *sender, const uint8_t message_id[16],
@@ -623,39 +1156,18 @@ int store_publish_find(store_t *store, const char *sender, const uint8_t message
     }
     int found = -1;
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE) {
+    if (rc == SQLITE_DONE)
         found = 0;
-    } else if (rc != SQLITE_ROW) {
+    else if (rc == SQLITE_ROW)
+        found = publish_found(store, stmt, content_hash, accepted, accepted_len);
+    else
         store_fail(store, "publish_find");
-    } else {
-        size_t hash_len = 0, reply_len = 0;
-        const uint8_t *hash = column_bytes(stmt, 0, &hash_len);
-        const uint8_t *reply = column_bytes(stmt, 1, &reply_len);
-        uint8_t *copy = NULL;
-        if (hash == NULL || hash_len != STORE_HASH_BYTES) {
-            store_refuse(store, "publish_find", "stored content hash is damaged");
-        } else if (reply == NULL && sqlite3_column_type(stmt, 1) != SQLITE_NULL) {
-            store_refuse(store, "publish_find", "out of memory reading the reply");
-        } else if (reply != NULL && accepted != NULL &&
-                   (copy = malloc(reply_len > 0 ? reply_len : 1)) == NULL) {
-            store_refuse(store, "publish_find", "out of memory");
-        } else {
-            if (content_hash != NULL)
-                memcpy(content_hash, hash, STORE_HASH_BYTES);
-            if (copy != NULL && reply_len > 0)
-                memcpy(copy, reply, reply_len);
-            if (accepted != NULL)
-                *accepted = copy;
-            if (accepted_len != NULL)
-                *accepted_len = reply != NULL ? reply_len : 0;
-            found = 1;
-        }
-    }
     stmt_finish(stmt);
     return found;
 }
 
-/* Cost: one table insert plus one (sender, message_id) index insert, O(log n). */
+/* Cost: one table insert plus the (sender, message_id) and expires_at index
+ * inserts, O(log n). */
 int64_t store_publish_add(store_t *store, const char *sender, const uint8_t message_id[16],
                           const uint8_t content_hash[32], const uint8_t signature[64],
                           const uint8_t root[32], int64_t accepted_at)
@@ -707,9 +1219,21 @@ int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *a
     return 0;
 }
 
-/* Cost: one table append (seq is the rowid) plus one (publish_id,
- * item_index) index insert and the foreign-key lookup of the publish,
- * each O(log n). */
+/* The next seq from a counter, or -1 when the counter is exhausted. The
+ * counter moves on only when the insert succeeds; after a rollback it has
+ * moved on all the same (a gap). */
+static int64_t seq_peek(store_t *store, const int64_t *counter, const char *what)
+{
+    if (*counter <= 0 || *counter == INT64_MAX) {
+        store_refuse(store, what, "sequence numbers exhausted");
+        return -1;
+    }
+    return *counter;
+}
+
+/* Cost: the publish's rowid lookup, one table append (seq is the rowid) and
+ * the (publish_id, item_index) and expires_at index inserts, each O(log n);
+ * sealing is linear in len. */
 int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
                        const uint8_t *item, size_t len)
 {
@@ -719,16 +1243,26 @@ int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
         store_refuse(store, "item_add", "item bytes missing");
         return -1;
     }
+    int64_t seq = seq_peek(store, &store->next_item_seq, "item_add");
+    if (seq < 0)
+        return -1;
+    ad_t ad;
+    ad_item(&ad, seq, publish_id, item_index);
     sqlite3_stmt *stmt = store->stmt[STMT_ITEM_ADD];
-    if (bind_int64(store, stmt, 1, publish_id) != 0 ||
-        bind_int64(store, stmt, 2, (int64_t)item_index) != 0 ||
-        body_bind(store, stmt, 3, BODY_ITEM, item, len) != 0) {
+    if (bind_int64(store, stmt, 1, seq) != 0 || bind_int64(store, stmt, 2, publish_id) != 0 ||
+        bind_int64(store, stmt, 3, (int64_t)item_index) != 0 ||
+        body_bind(store, stmt, 4, &ad, item, len) != 0) {
         stmt_finish(stmt);
         return -1;
     }
     if (stmt_run(store, stmt, "item_add") != 0)
         return -1;
-    return (int64_t)sqlite3_last_insert_rowid(store->db);
+    if (sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "item_add", "no such publish");
+        return -1;
+    }
+    store->next_item_seq = seq + 1;
+    return seq;
 }
 
 /* ------------------------------------------------------------------ deliveries */
@@ -748,9 +1282,10 @@ static int delivery_fields_present(const store_delivery_t *d)
            (d->body != NULL || d->body_len == 0);
 }
 
-/* Parameters of STMT_DELIVERY_ADD: ?1..?8 are written, ?9..?13 must match
- * the item's rows. */
-static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d)
+/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14 are written, ?9..?13 must
+ * match the item's rows. */
+static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d,
+                         int64_t seq, const ad_t *ad)
 {
     if (bind_text(store, stmt, 1, d->recipient) != 0 ||
         bind_text(store, stmt, 2, d->sender_partner) != 0 ||
@@ -759,7 +1294,8 @@ static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_deliver
         bind_text(store, stmt, 5, d->purpose) != 0 ||
         bind_text(store, stmt, 6, d->legal_basis) != 0 ||
         bind_int64(store, stmt, 7, d->expires_at) != 0 ||
-        body_bind(store, stmt, 8, BODY_DELIVERY, d->body, d->body_len) != 0)
+        body_bind(store, stmt, 8, ad, d->body, d->body_len) != 0 ||
+        bind_int64(store, stmt, 14, seq) != 0)
         return -1;
     if (bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
         bind_text(store, stmt, 10, d->sender) != 0 ||
@@ -770,12 +1306,8 @@ static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_deliver
     return 0;
 }
 
-/* Cost: rowid lookups of the item and its publish, one table append and one
- * (recipient, seq) index insert, each O(log n). */
-int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+static int delivery_check(store_t *store, const store_delivery_t *d)
 {
-    if (store_enter(store, "delivery_add") != 0)
-        return -1;
     if (d == NULL || !delivery_fields_present(d)) {
         store_refuse(store, "delivery_add", "a required field is missing");
         return -1;
@@ -788,8 +1320,26 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
         store_refuse(store, "delivery_add", "no such item");
         return -1;
     }
+    return 0;
+}
+
+/* Cost: rowid lookups of the item and its publish, one table append, the
+ * (recipient, seq), expires_at and item_seq index inserts, and the
+ * trigger's two rowid updates, each O(log n); sealing is linear in the body. */
+int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+{
+    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0)
+        return -1;
+    int64_t seq = seq_peek(store, &store->next_delivery_seq, "delivery_add");
+    if (seq < 0)
+        return -1;
+    ad_t ad;
+    if (ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient) != 0) {
+        store_refuse(store, "delivery_add", "recipient id too long");
+        return -1;
+    }
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
-    if (delivery_bind(store, stmt, d) != 0) {
+    if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
         stmt_finish(stmt);
         return -1;
     }
@@ -800,10 +1350,12 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
                      "item unknown, or its sender, message id, index or accepted_at differ");
         return -1;
     }
-    return (int64_t)sqlite3_last_insert_rowid(store->db);
+    store->next_delivery_seq = seq + 1;
+    return seq;
 }
 
-/* Fill d from the current row of the scan. Pointers borrow the row. */
+/* Fill d from the current row of the scan. Pointers borrow the row; the
+ * body is opened into store->opened. */
 static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
 {
     size_t id_len = 0;
@@ -826,13 +1378,18 @@ static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
         store_refuse(store, "mailbox_scan", "damaged row or out of memory");
         return -1;
     }
-    return body_column(store, stmt, SCAN_BODY, BODY_DELIVERY, &d->body, &d->body_len);
+    ad_t ad;
+    if (ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient) != 0) {
+        store_refuse(store, "mailbox_scan", "damaged row: recipient id too long");
+        return -1;
+    }
+    return body_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len);
 }
 
-/* Cost: one descent of the (recipient, seq) index, then one rowid lookup per
- * row visited; no sort (the index is in seq order) and no temporary storage.
- * Rows are stepped one at a time, so memory stays at one row whatever the
- * mailbox holds. */
+/* Cost: one descent of the (recipient, seq) index, then one rowid lookup and
+ * one decryption per row visited; no sort (the index is in seq order) and no
+ * temporary storage. Rows are stepped one at a time, so memory stays at one
+ * row whatever the mailbox holds. */
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
                        store_delivery_fn fn, void *arg)
 {
@@ -854,18 +1411,20 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
         return -1;
     }
     int visited = 0, result = -1, rc;
-    store->scanning = 1;
+    store->in_callback = 1;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         store_delivery_t d;
         if (scan_row(store, stmt, &d) != 0)
             break;
         visited++;
-        if (fn(&d, arg) != 0) {
+        int stop = fn(&d, arg);
+        sodium_memzero(store->opened.bytes, d.body_len); /* the plaintext is fn's no longer */
+        if (stop != 0) {
             rc = SQLITE_DONE;
             break;
         }
     }
-    store->scanning = 0;
+    store->in_callback = 0;
     if (rc == SQLITE_DONE)
         result = visited;
     else if (rc != SQLITE_ROW)
@@ -915,7 +1474,7 @@ int64_t store_delivery_last_seq(store_t *store)
     return seq;
 }
 
-/* Cost: one rowid lookup, the row delete and its index entry delete,
+/* Cost: one rowid lookup, the row delete and its index entry deletes,
  * O(log n). The recipient is part of the WHERE clause, so one principal's
  * Ack can never remove another's delivery. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
@@ -937,4 +1496,167 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     if (stmt_run(store, stmt, "delivery_ack") != 0)
         return -1;
     return sqlite3_changes(store->db) == 1 ? 1 : 0;
+}
+
+/* ------------------------------------------------------------------ retention */
+
+static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
+    if (bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
+        bind_text(store, stmt, 2, e->recipient) != 0 ||
+        bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
+        bind_text(store, stmt, 4, e->rule_id) != 0 ||
+        bind_text(store, stmt, 5, e->rule_hash) != 0 ||
+        bind_int64(store, stmt, 6, e->expires_at) != 0 || bind_int64(store, stmt, 7, now) != 0) {
+        stmt_finish(stmt);
+        return -1;
+    }
+    return stmt_run(store, stmt, "expire: tombstone");
+}
+
+static int delivery_remove(store_t *store, int64_t seq)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_REMOVE];
+    if (bind_int64(store, stmt, 1, seq) != 0) {
+        stmt_finish(stmt);
+        return -1;
+    }
+    if (stmt_run(store, stmt, "expire: remove delivery") != 0)
+        return -1;
+    if (sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "expire", "the expired delivery vanished");
+        return -1;
+    }
+    return 0;
+}
+
+/* Expire the delivery that is due first, if any: tombstone, tell fn, remove.
+ * Returns 1 when one was expired, 0 when none is due, -1 on error. Cost:
+ * one descent of the expires_at index and O(log n) writes. */
+static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg)
+{
+    sqlite3_stmt *next = store->stmt[STMT_EXPIRE_NEXT_DELIVERY];
+    if (bind_int64(store, next, 1, now) != 0) {
+        stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE)
+            store_fail(store, "expire: next due delivery");
+        stmt_finish(next);
+        return rc == SQLITE_DONE ? 0 : -1;
+    }
+    store_expired_t e = {
+        .seq = (uint64_t)sqlite3_column_int64(next, 0),
+        .recipient = column_text(next, 1),
+        .item_seq = (uint64_t)sqlite3_column_int64(next, 2),
+        .rule_id = column_text(next, 3),
+        .rule_hash = column_text(next, 4),
+        .expires_at = sqlite3_column_int64(next, 5),
+    };
+    int result = -1;
+    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
+        store_refuse(store, "expire", "damaged row or out of memory");
+    else
+        result = tombstone_add(store, &e, now);
+    if (result == 0 && fn != NULL) {
+        store->in_callback = 1;
+        fn(&e, arg);
+        store->in_callback = 0;
+    }
+    stmt_finish(next); /* e's strings end here */
+    if (result == 0)
+        result = delivery_remove(store, (int64_t)e.seq);
+    return result == 0 ? 1 : -1;
+}
+
+/* One of the bounded DELETEs of due, unreferenced items or publishes.
+ * Returns the number removed or -1. */
+static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,
+                               const char *what)
+{
+    sqlite3_stmt *stmt = store->stmt[id];
+    if (bind_int64(store, stmt, 1, now) != 0 || bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
+        stmt_finish(stmt);
+        return -1;
+    }
+    if (stmt_run(store, stmt, what) != 0)
+        return -1;
+    return sqlite3_changes(store->db);
+}
+
+/* Cost: up to limit descents of the deliveries' expires_at index with
+ * O(log n) writes each, then two DELETEs that look at no more than limit
+ * candidates each: O(limit * log n) in all, whatever is due. */
+int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg)
+{
+    if (store_enter(store, "expire") != 0)
+        return -1;
+    if (sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "expire", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    if (limit > INT_MAX / 3)
+        limit = INT_MAX / 3; /* the total returned is an int */
+    if (limit == 0)
+        return 0;
+    int removed = 0;
+    for (size_t i = 0; i < limit; i++) {
+        int one = expire_one_delivery(store, now, fn, arg);
+        if (one < 0)
+            return -1;
+        if (one == 0)
+            break;
+        removed++;
+    }
+    int items = expire_unreferenced(store, STMT_EXPIRE_ITEMS, now, limit, "expire: items");
+    if (items < 0)
+        return -1;
+    int publishes =
+        expire_unreferenced(store, STMT_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
+    if (publishes < 0)
+        return -1;
+    return removed + items + publishes;
+}
+
+/* Cost: copies every WAL frame not yet in the database file, fsyncs, and
+ * truncates the WAL: proportional to what was written since the last one. */
+int store_checkpoint(store_t *store)
+{
+    char busy[32];
+    if (store_enter(store, "checkpoint") != 0)
+        return -1;
+    if (!sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "checkpoint", "a transaction is open");
+        return -1;
+    }
+    /* The first column of the answer is 1 when a reader kept the
+     * checkpoint from completing. */
+    if (pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy) != 0)
+        return -1;
+    if (strcmp(busy, "0") != 0) {
+        store_refuse(store, "checkpoint", "another connection is reading; try again later");
+        store->last_rc = SQLITE_BUSY;
+        return -1;
+    }
+    return 0;
+}
+
+int64_t store_test_limit_pages(store_t *store, int64_t max_pages)
+{
+    char sql[64];
+    int64_t in_force = -1;
+    if (store_enter(store, "limit pages") != 0)
+        return -1;
+    if (max_pages > 0) {
+        /* An integer formatted here, not input text. */
+        snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)max_pages);
+        if (pragma_set(store, sql) != 0)
+            return -1;
+    }
+    if (query_int64(store, "PRAGMA max_page_count", &in_force) != 0)
+        return -1;
+    return in_force;
 }

@@ -2,12 +2,33 @@
  * store.h — the broker's durable state, behind one narrow interface.
  *
  * Owns every byte on disk: publishes (for idempotency and as signed
- * evidence), items, and per-recipient mailboxes of deliveries. The default
- * backend is SQLite in WAL mode with synchronous=FULL: a commit that returns
- * 0 is on disk. Callers group many operations into one transaction per loop
- * turn (store_begin .. store_commit). Nothing outside store.c knows SQL, so
- * a later backend (PostgreSQL) replaces this file only. Errors are returned
- * (-1) with a message retrievable by store_errmsg; the caller decides.
+ * evidence), items, per-recipient mailboxes of deliveries, and tombstones of
+ * expired deliveries. The default backend is SQLite in WAL mode with
+ * synchronous=FULL: a commit that returns 0 is on disk. Callers group many
+ * operations into one transaction per loop turn (store_begin ..
+ * store_commit). Nothing outside store.c knows SQL, so a later backend
+ * (PostgreSQL) replaces this file only. Errors are returned (-1) with a
+ * message retrievable by store_errmsg; the caller decides.
+ *
+ * Sealed at rest. Every body (an item's signed bytes, a delivery's filtered
+ * Signal) is stored as nonce(24) || XChaCha20-Poly1305-IETF ciphertext+tag
+ * under the 32-byte store key. The associated data names the row, so a body
+ * moved to another row, or a row whose bound columns are edited, does not
+ * authenticate (all integers big-endian):
+ *   item:     "schakel-store-item-v1\0"     || seq(8) || publish_id(8) || item_index(4)
+ *   delivery: "schakel-store-delivery-v1\0" || seq(8) || item_seq(8) || recipient (bytes, no NUL)
+ * A body that does not authenticate is an error for the call that reads it,
+ * never handed out. What stays in clear, because routing, idempotency and
+ * evidence need it: principal ids (sender, recipient, sender partner),
+ * message ids, item indexes and seqs, rule id and rule hash, purpose and
+ * legal basis (policy text, not personal data), timestamps (accepted_at,
+ * expires_at, expired_at), the publish's content hash, signature and signed
+ * root (digests over whole items, including the random message id), and the
+ * stored Accepted reply (message id and item seqs only).
+ *
+ * Sequence numbers (item seq, delivery seq) are increasing and never reused,
+ * not even after the rows are acked or expired, but they are not dense: a
+ * write that was rolled back leaves a gap.
  */
 #ifndef SCHAKEL_STORE_H
 #define SCHAKEL_STORE_H
@@ -15,21 +36,38 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define STORE_KEY_BYTES 32u
+
 typedef struct store store_t;
 
 /* Open (creating if needed) the store at path and apply the schema. Returns
  * NULL with err filled on failure. A new file is created mode 0600. A store
  * whose schema version is newer than this code knows is refused. */
 store_t *store_open(const char *path, char *err, size_t errlen);
+/* Transitional: the key the three-argument store_open seals with. */
+void store_transitional_set_key(const uint8_t seal_key[STORE_KEY_BYTES]);
+
+/* Roll back an open transaction, wipe the key and free; *store = NULL.
+ * Safe on NULL and on *store == NULL. */
 void store_close(store_t **store);
 const char *store_errmsg(const store_t *store);
+
+/* True (1) when the last failure is a storage condition that may pass by
+ * itself: disk full, I/O error, read-only file, cannot open, busy. The
+ * broker refuses publishes with UNAVAILABLE then and tries again next turn;
+ * the store is usable for the next transaction once the condition is gone.
+ * 0 for every other failure (refused input, damaged or tampered data, a
+ * wrong key), and for a NULL store. */
+int store_last_error_is_unavailable(const store_t *store);
 
 /* Transactions. store_begin is idempotent within an open transaction
  * (returns 0 and does nothing), so callers may call it before each write.
  * store_in_transaction tells whether one is open. store_rollback is safe
  * without one. store_commit without an open transaction fails (-1): SQLite
  * rolls a transaction back by itself after some I/O errors, and that must
- * never look committed. A failed commit rolls back: nothing of it is kept. */
+ * never look committed (the failure that caused it is what
+ * store_last_error_is_unavailable then classifies). A failed commit rolls
+ * back: nothing of it is kept. */
 int store_begin(store_t *store);
 int store_commit(store_t *store);
 int store_rollback(store_t *store);
@@ -38,23 +76,27 @@ int store_in_transaction(const store_t *store);
 /* A publish seen before: returns 1 and fills content_hash and the stored
  * Accepted frame bytes (malloc'd, caller frees) if (sender, message_id) is
  * known; 0 if not; -1 on error. content_hash, accepted and accepted_len may
- * be NULL; *accepted is NULL (len 0) when no reply has been attached yet. */
+ * be NULL; *accepted is NULL (len 0) when no reply has been attached yet.
+ * Publishes are kept until their retention ends (see store_expire), across
+ * restarts; a repeat after that is a new publish. */
 int store_publish_find(store_t *store, const char *sender, const uint8_t message_id[16],
                        uint8_t content_hash[32], uint8_t **accepted, size_t *accepted_len);
 
 /* Record a publish: sender, id, content hash, the signature and the signed
- * root (evidence). Returns the publish's row id (>0) or -1. */
+ * root (evidence). Its retention starts at accepted_at and is raised by
+ * every delivery of its items. Returns the publish's row id (>0) or -1. */
 int64_t store_publish_add(store_t *store, const char *sender, const uint8_t message_id[16],
                           const uint8_t content_hash[32], const uint8_t signature[64],
                           const uint8_t root[32], int64_t accepted_at);
 
 /* Attach the Accepted frame bytes that answer this publish (sent again for a
- * repeat). Returns 0 or -1. */
+ * repeat). Stored in clear: it must hold ids and seqs only. Returns 0 or -1. */
 int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *accepted,
                             size_t len);
 
-/* Store one signed item (its exact bytes, as evidence). Returns the item's
- * broker sequence number (>0) or -1. */
+/* Store one signed item (its exact bytes, sealed, as evidence). Its
+ * retention starts at the publish's accepted_at and is raised by each of its
+ * deliveries. Returns the item's broker sequence number (>0) or -1. */
 int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
                        const uint8_t *item, size_t len);
 
@@ -73,20 +115,23 @@ typedef struct store_delivery {
     const char *purpose;
     const char *legal_basis;
     int64_t accepted_at;
-    int64_t expires_at;
-    const uint8_t *body; /* serialized, filtered Signal */
+    int64_t expires_at; /* the rule's retention ends here; store_expire removes it then */
+    const uint8_t *body; /* serialized, filtered Signal (sealed at rest) */
     size_t body_len;
 } store_delivery_t;
 
 /* Queue a delivery into a recipient's mailbox. Reads every field of d except
- * seq. Returns the new seq (>0) or -1. */
+ * seq; raises the retention of the item and its publish to d->expires_at.
+ * Returns the new seq (>0) or -1. */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
 
 /* Call fn for up to `limit` deliveries of `recipient` with seq > after_seq,
- * in seq order. The delivery passed to fn is only valid during the call. fn
- * returns 0 to continue, non-zero to stop. Returns the number visited or -1.
- * fn must not call store functions: the scan's statement is live, and they
- * return -1. */
+ * in seq order. The delivery passed to fn is only valid during the call
+ * (its body is wiped when fn returns). fn returns 0 to continue, non-zero to
+ * stop. Returns the number visited or -1; a body that does not authenticate
+ * (wrong key, tampered row) stops the scan with -1 and the message "body of
+ * delivery N does not authenticate: ...". fn must not call store functions:
+ * the scan's statement is live, and they return -1. */
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
                        store_delivery_fn fn, void *arg);
@@ -101,5 +146,48 @@ int64_t store_delivery_last_seq(store_t *store);
  * has no such pending delivery (unknown, already acked, or someone
  * else's), -1 on error. Seqs are never reused. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq);
+
+/* ------------------------------------------------------------------ retention */
+
+/* One expired delivery, as recorded in its tombstone. Borrowed: valid only
+ * during the callback. */
+typedef struct store_expired {
+    uint64_t seq;
+    const char *recipient;
+    uint64_t item_seq;
+    const char *rule_id;
+    const char *rule_hash;
+    int64_t expires_at;
+} store_expired_t;
+
+typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
+
+/* Retention expiry, one bounded step. Inside the caller's open transaction
+ * (-1 with an error if none is open): removes up to `limit` deliveries whose
+ * expires_at <= now, whether or not their recipient ever came back, each leaving a
+ * tombstone (seq, recipient, item_seq, rule id and hash, expires_at,
+ * expired_at = now; no content) and calling fn (may be NULL); then up to
+ * `limit` items, and up to `limit` publishes, whose expires_at <= now and
+ * that no remaining delivery or item references. Bodies are removed, not
+ * flagged; with secure_delete their bytes are overwritten in the database
+ * file (store_checkpoint clears the WAL). fn runs inside the transaction: a
+ * rollback undoes what it was told; it must not call store functions.
+ * Returns the number of rows removed (0 = nothing due), or -1.
+ * Cost: O(limit * log n) whatever the backlog, so the broker can call it
+ * every turn without stalling routing. */
+int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg);
+
+/* Checkpoint the WAL into the database file and truncate the WAL, so old
+ * page images (expired ciphertext among them) do not linger in the -wal
+ * file. Call on clean shutdown and after expiry sweeps now and then; not
+ * inside a transaction (-1). Returns 0, or -1 (busy while another
+ * connection reads: unavailable, try later). */
+int store_checkpoint(store_t *store);
+
+/* For tests only: limit the database to max_pages pages on this connection
+ * (PRAGMA max_page_count), which makes writes fail with "database or disk is
+ * full" as a full disk would. SQLite never sets it below the current size;
+ * max_pages <= 0 only reads it. Returns the limit in force, or -1. */
+int64_t store_test_limit_pages(store_t *store, int64_t max_pages);
 
 #endif

@@ -519,20 +519,41 @@ void h_broker_start(h_env_t *env)
 void h_broker_start_at(h_env_t *env, const char *listen)
 {
     assert_int_equal(env->broker_pid, 0);
+    char problem[256];
+    if (h_broker_try_start_at(env, listen, problem, sizeof problem) != 0) {
+        h_dump_log(env);
+        fail_msg("%s", problem);
+    }
+}
+
+int h_broker_try_start_at(h_env_t *env, const char *listen, char *problem, size_t problem_len)
+{
     const char *program = h_schakeld_path();
-    if (access(program, X_OK) != 0)
-        fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
-                 strerror(errno));
+    if (env->broker_pid != 0) {
+        snprintf(problem, problem_len, "a broker (pid %ld) is still running",
+                 (long)env->broker_pid);
+        return -1;
+    }
+    if (access(program, X_OK) != 0) {
+        snprintf(problem, problem_len, "%s is not an executable (%s); build it or set SCHAKELD",
+                 program, strerror(errno));
+        return -1;
+    }
 
     int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (log_fd < 0)
-        fail_msg("open %s: %s", env->log_path, strerror(errno));
+    if (log_fd < 0) {
+        snprintf(problem, problem_len, "open %s: %s", env->log_path, strerror(errno));
+        return -1;
+    }
     env->starts++;
     dprintf(log_fd, "=== harness: start %u of %s\n", env->starts, program);
 
     int pipefd[2];
-    if (pipe(pipefd) != 0)
-        fail_msg("pipe: %s", strerror(errno));
+    if (pipe(pipefd) != 0) {
+        snprintf(problem, problem_len, "pipe: %s", strerror(errno));
+        close(log_fd);
+        return -1;
+    }
     fcntl(pipefd[0], F_SETFD, FD_CLOEXEC);
     fcntl(pipefd[1], F_SETFD, FD_CLOEXEC);
 
@@ -547,29 +568,62 @@ void h_broker_start_at(h_env_t *env, const char *listen)
                           "3",
                           NULL};
     pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
+    if (pid < 0) {
+        snprintf(problem, problem_len, "fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(log_fd);
+        return -1;
+    }
     if (pid == 0)
         h_exec_broker(program, argv, pipefd[1], log_fd);
     close(pipefd[1]);
     close(log_fd);
     env->broker_pid = pid;
     env->broker_pidfd = h_pidfd_open(pid);
-    if (env->broker_pidfd < 0)
-        fail_msg("pidfd_open: %s", strerror(errno));
+    if (env->broker_pidfd < 0) {
+        snprintf(problem, problem_len, "pidfd_open: %s", strerror(errno));
+        close(pipefd[0]);
+        h_broker_kill9(env);
+        return -1;
+    }
 
-    char problem[256];
-    int rc = h_await_ready(env, pipefd[0], problem, sizeof problem);
+    char why[200];
+    int rc = h_await_ready(env, pipefd[0], why, sizeof why);
     close(pipefd[0]);
     if (rc != 0) {
         h_broker_kill9(env);
-        h_dump_log(env);
-        fail_msg("schakeld did not start: %s", problem);
+        snprintf(problem, problem_len, "schakeld did not start: %s", why);
+        return -1;
     }
     if (strcmp(listen, "tcp://127.0.0.1:*") != 0 && strcmp(listen, env->endpoint) != 0) {
+        snprintf(problem, problem_len, "schakeld asked to listen on %.100s reported READY %.100s",
+                 listen, env->endpoint);
         h_broker_kill9(env);
-        fail_msg("schakeld asked to listen on %s reported READY %s", listen, env->endpoint);
+        return -1;
     }
+    return 0;
+}
+
+int h_broker_crash_restart(h_env_t *env, char *problem, size_t problem_len)
+{
+    if (env->broker_pid <= 0 || env->endpoint[0] == '\0') {
+        snprintf(problem, problem_len, "no broker is running to crash");
+        return -1;
+    }
+    char endpoint[sizeof env->endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+    h_broker_kill9(env);
+    /* While the port is free, a client reconnecting to it can, rarely, be
+     * given that very port as its own source port (a TCP self-connect) and
+     * hold it until its handshake fails; a second attempt finds it free. */
+    for (int attempt = 1; attempt <= H_RESTART_ATTEMPTS; attempt++) {
+        if (h_broker_try_start_at(env, endpoint, problem, problem_len) == 0)
+            return 0;
+        fprintf(stderr, "harness: restart %d of %d on %s failed: %s\n", attempt,
+                H_RESTART_ATTEMPTS, endpoint, problem);
+    }
+    return -1;
 }
 
 static void h_broker_forget(h_env_t *env)

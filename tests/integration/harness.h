@@ -105,6 +105,19 @@ void h_broker_start(h_env_t *env);
  * killed, so that connected clients find the new one. */
 void h_broker_start_at(h_env_t *env, const char *listen);
 
+/* As h_broker_start_at, but nothing fails the test: returns 0, or -1 with
+ * the reason in problem (the broker's log is not printed). For callers that
+ * must stop their own threads before they fail the test. */
+int h_broker_try_start_at(h_env_t *env, const char *listen, char *problem, size_t problem_len);
+
+/* A crash and a restart in place: SIGKILL the running broker, reap it, and
+ * start a new one on the same endpoint and store, so that connected clients
+ * reconnect to it by themselves (libzmq binds with SO_REUSEADDR). Tries up
+ * to H_RESTART_ATTEMPTS starts. Returns 0, or -1 with the reason in problem;
+ * never fails the test itself. */
+#define H_RESTART_ATTEMPTS 3
+int h_broker_crash_restart(h_env_t *env, char *problem, size_t problem_len);
+
 /* SIGTERM and wait (bounded). Returns the exit code, 128+signal if a signal
  * ended it, or -1 if it did not stop in time (it is then killed). */
 int h_broker_stop(h_env_t *env);

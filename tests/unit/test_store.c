@@ -3,8 +3,10 @@
  *
  * Each test gets its own mkdtemp() folder under /tmp, removed afterwards.
  * The store's file is also inspected through a second, raw SQLite
- * connection (WAL mode, schema version), and a crash is simulated by a
- * child process that exits in the middle of a transaction.
+ * connection (WAL mode, schema version, sealed bodies, tampering) and as raw
+ * bytes (no plaintext, expired bodies gone); a crash is simulated by a child
+ * process that exits in the middle of a transaction, a full disk by a page
+ * limit. The store key is random per run.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -19,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "store.h"
@@ -59,10 +62,19 @@ static void fixture_path(const fixture_t *f, const char *name, char *out, size_t
     assert_true(n > 0 && (size_t)n < outlen);
 }
 
+static uint8_t test_key[STORE_KEY_BYTES];
+
+static store_t *open_with(const char *path, const uint8_t key[STORE_KEY_BYTES], char *err,
+                          size_t errlen)
+{
+    store_transitional_set_key(key);
+    return store_open(path, err, errlen);
+}
+
 static store_t *open_ok(const char *path)
 {
     char err[512] = "";
-    store_t *store = store_open(path, err, sizeof err);
+    store_t *store = open_with(path, test_key, err, sizeof err);
     if (store == NULL)
         fail_msg("store_open(%s): %s", path, err);
     return store;
@@ -315,7 +327,7 @@ static void test_open_refuses(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char path[256], err[512] = "";
         const char *p = bad_store_path(f, rows[i].kind, path, sizeof path);
-        store_t *store = store_open(p, err, sizeof err);
+        store_t *store = open_with(p, test_key, err, sizeof err);
         if (store != NULL) {
             store_close(&store);
             fail_msg("row %zu: store_open accepted a bad store", i);
@@ -332,7 +344,7 @@ static void test_too_new_store_left_untouched(void **state)
     bad_store_path(f, BAD_TOO_NEW, path, sizeof path);
     long version = raw_user_version(path);
 
-    assert_null(store_open(path, err, sizeof err));
+    assert_null(open_with(path, test_key, err, sizeof err));
     /* Refused before anything was written: not switched to WAL, version kept. */
     sqlite3 *db = raw_open(path);
     raw_text(db, "PRAGMA journal_mode", mode, sizeof mode);
@@ -798,7 +810,7 @@ static void test_close_without_commit_loses_transaction(void **state)
 static int crash_child(const char *path)
 {
     char err[512];
-    store_t *store = store_open(path, err, sizeof err);
+    store_t *store = open_with(path, test_key, err, sizeof err);
     if (store == NULL || store_begin(store) != 0)
         return 2;
     int64_t first = publish(store, WOCO, 1, 1700000000);
@@ -845,6 +857,9 @@ static void test_crash_without_commit(void **state)
 
 int main(void)
 {
+    if (sodium_init() < 0)
+        return 1;
+    randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates_wal_private_versioned_file, setup,
                                         teardown),
