@@ -219,17 +219,24 @@ int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, cons
     return 0;
 }
 
+Schakel__Reason broker_store_failure_reason(const broker_t *b)
+{
+    return store_last_error_is_unavailable(b->store) ? SCHAKEL__REASON__UNAVAILABLE
+                                                     : SCHAKEL__REASON__INTERNAL_ERROR;
+}
+
 /* After the commit: send every queued reply. If the commit failed, every
- * Accepted becomes Rejected INTERNAL_ERROR: nothing of it was stored. */
-static void flush_replies(broker_t *b, int committed)
+ * Accepted becomes Rejected (UNAVAILABLE or INTERNAL_ERROR): nothing of it
+ * was stored, and the client retries with the same message id. */
+static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
 {
     for (size_t i = 0; i < b->n_replies; i++) {
         pending_reply_t *r = &b->replies[i];
         if (r->is_accept && !committed) {
             size_t len = 0;
-            uint8_t *frame = encode_rejected(SCHAKEL__REASON__INTERNAL_ERROR,
-                                             "the broker could not commit; nothing was stored, "
-                                             "publish again with the same message id",
+            uint8_t *frame = encode_rejected(failure,
+                                             "the broker could not store this publish; nothing "
+                                             "was stored, publish again with the same message id",
                                              r->message_id, -1, 0, &len);
             free(r->frame);
             r->frame = frame;
@@ -420,16 +427,27 @@ static void reload_policy(broker_t *b)
 static void commit_turn(broker_t *b)
 {
     int committed = 1;
+    Schakel__Reason failure = SCHAKEL__REASON__INTERNAL_ERROR;
     if (b->turn_failed) {
+        failure = b->turn_failure;
         store_rollback(b->store);
         committed = 0;
         b->turn_failed = 0;
     } else if (store_in_transaction(b->store) && store_commit(b->store) != 0) {
+        failure = broker_store_failure_reason(b);
         log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
         store_rollback(b->store);
         committed = 0;
     }
-    flush_replies(b, committed);
+    flush_replies(b, committed, failure);
+}
+
+void broker_fail_turn(broker_t *b)
+{
+    if (!b->turn_failed) {
+        b->turn_failed = 1;
+        b->turn_failure = broker_store_failure_reason(b);
+    }
 }
 
 static void clock_turn(broker_t *b)

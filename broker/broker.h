@@ -51,6 +51,7 @@ typedef struct broker {
     broker_stats_t stats;
     uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
     int turn_failed; /* a store write failed: roll the turn back, commit nothing */
+    Schakel__Reason turn_failure; /* what the turn's publishers are told then */
     int64_t now_s;  /* wall clock of this loop turn */
     int64_t now_ms; /* monotonic clock of this loop turn */
     int64_t ack_timeout_ms; /* in-flight deliveries unacked this long are sent again */
@@ -87,6 +88,15 @@ int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_le
  * or EHOSTUNREACH (peer gone). */
 int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
                 size_t frame_len);
+
+/* A store write of this turn failed: the turn is rolled back instead of
+ * committed, and every Accepted queued in it becomes a refusal with the
+ * reason of the failure (UNAVAILABLE for a storage condition). */
+void broker_fail_turn(broker_t *b);
+
+/* UNAVAILABLE when the store's last failure is a storage condition that may
+ * pass (disk full, I/O error, read-only), INTERNAL_ERROR otherwise. */
+Schakel__Reason broker_store_failure_reason(const broker_t *b);
 
 /* Queue a Rejected reply. */
 void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason,

@@ -17,6 +17,9 @@
 #include <string.h>
 
 #include <cyaml/cyaml.h>
+#include <errno.h>
+#include <stdint.h>
+
 #include <yaml.h>
 
 #include "yamlguard.h"
@@ -29,6 +32,8 @@ typedef struct config_doc {
     char *key_file;
     char *policy;
     char *store;
+    char *store_key_file;
+    char *ack_timeout;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -40,13 +45,21 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, store,
                            1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("store_key_file", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, store_key_file, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("ack_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           ack_timeout, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, config_doc_t, config_schema_fields)};
 
-enum { KEY_LISTEN, KEY_KEY_FILE, KEY_POLICY, KEY_STORE, KEY_COUNT };
-static const char *const config_keys[KEY_COUNT] = {"listen", "key_file", "policy", "store"};
+enum { KEY_LISTEN, KEY_KEY_FILE, KEY_POLICY, KEY_STORE, KEY_STORE_KEY, KEY_ACK_TIMEOUT, KEY_COUNT };
+static const char *const config_keys[KEY_COUNT] = {"listen", "key_file",       "policy",
+                                                   "store",  "store_key_file", "ack_timeout"};
+#define CONFIG_ALLOWED "listen, key_file, policy, store, store_key_file, ack_timeout"
+/* Keys the broker cannot run without; ack_timeout has a default. */
+static const bool config_required[KEY_COUNT] = {true, true, true, true, true, false};
 
 typedef struct config_load_ctx {
     yamlguard_report_t report;    /* name: the config file's path */
@@ -81,7 +94,7 @@ static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned lin
         return 0;
     }
     return config_fail(ctx, line,
-                       "unknown key \"%.64s\" (allowed: listen, key_file, policy, store)", key);
+                       "unknown key \"%.64s\" (allowed: " CONFIG_ALLOWED ")", key);
 }
 
 typedef struct config_scan_state {
@@ -146,13 +159,35 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
     const char *key = yamlguard_unknown_key(rc, &cap);
     if (key != NULL)
         return config_fail(ctx, line,
-                           "unknown key \"%s\" (allowed: listen, key_file, policy, store)", key);
+                           "unknown key \"%s\" (allowed: " CONFIG_ALLOWED ")", key);
     if (cap.message[0] != '\0')
         return config_fail(ctx, line, "%s (%s)", cap.message, cyaml_strerror(rc));
     return config_fail(ctx, line, "%s", cyaml_strerror(rc));
 }
 
 /* ------------------------------------------------------------------ values */
+
+int64_t config_duration_ms(const char *value)
+{
+    static const struct {
+        const char *unit;
+        int64_t ms;
+    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+    char *end = NULL;
+    if (value == NULL || value[0] < '0' || value[0] > '9')
+        return -1;
+    errno = 0;
+    long long n = strtoll(value, &end, 10);
+    if (errno != 0 || n <= 0 || n > 100000000)
+        return -1;
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (strcmp(end, units[i].unit) != 0)
+            continue;
+        int64_t ms = n * units[i].ms;
+        return ms >= 1000 && ms <= 24 * 3600000LL ? ms : -1;
+    }
+    return -1;
+}
 
 static const char *config_value_problem(int key, const char *value)
 {
@@ -161,6 +196,9 @@ static const char *config_value_problem(int key, const char *value)
     for (const unsigned char *c = (const unsigned char *)value; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
             return "contains a control character";
+    if (key == KEY_ACK_TIMEOUT && config_duration_ms(value) < 0)
+        return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
+               "at most 24h";
     if (key == KEY_LISTEN) {
         if (strncmp(value, "tcp://", 6) != 0 || value[6] == '\0')
             return "must be a tcp:// endpoint (CURVE over TCP is the only transport)";
@@ -197,6 +235,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->key_file;
     case KEY_POLICY:
         return &cfg->policy_path;
+    case KEY_STORE_KEY:
+        return &cfg->store_key_path;
+    case KEY_ACK_TIMEOUT:
+        return &cfg->ack_timeout;
     default:
         return &cfg->store_path;
     }
@@ -204,14 +246,16 @@ static char **config_slot(broker_config_t *cfg, int key)
 
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
-    const char *values[KEY_COUNT] = {doc->listen, doc->key_file, doc->policy, doc->store};
+    const char *values[KEY_COUNT] = {doc->listen, doc->key_file,       doc->policy,
+                                     doc->store,  doc->store_key_file, doc->ack_timeout};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
         const char *problem = config_value_problem(k, values[k]);
         if (problem)
             return config_fail(ctx, ctx->key_line[k], "%s %s", config_keys[k], problem);
-        char *v = k == KEY_LISTEN ? strdup(values[k]) : config_resolve(ctx->report.name, values[k]);
+        bool is_path = k != KEY_LISTEN && k != KEY_ACK_TIMEOUT;
+        char *v = is_path ? config_resolve(ctx->report.name, values[k]) : strdup(values[k]);
         if (v == NULL)
             return config_fail(ctx, ctx->key_line[k], "out of memory");
         *config_slot(cfg, k) = v;
@@ -259,6 +303,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->key_file);
     free((*cfg)->policy_path);
     free((*cfg)->store_path);
+    free((*cfg)->store_key_path);
+    free((*cfg)->ack_timeout);
     free(*cfg);
     *cfg = NULL;
 }
@@ -301,10 +347,12 @@ int config_complete(const broker_config_t *cfg, char *err, size_t errlen)
         err = dummy;
         errlen = sizeof dummy;
     }
-    const char *values[KEY_COUNT] = {cfg ? cfg->listen : NULL, cfg ? cfg->key_file : NULL,
-                                     cfg ? cfg->policy_path : NULL, cfg ? cfg->store_path : NULL};
+    if (cfg == NULL) {
+        snprintf(err, errlen, "no configuration");
+        return -1;
+    }
     for (int k = 0; k < KEY_COUNT; k++) {
-        if (values[k] == NULL) {
+        if (config_required[k] && *config_slot((broker_config_t *)(uintptr_t)cfg, k) == NULL) {
             snprintf(err, errlen, "%s is not set (in the config file or on the command line)",
                      config_keys[k]);
             return -1;

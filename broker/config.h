@@ -5,6 +5,8 @@
  *   key_file: keys/broker.key      # the broker's secret key
  *   policy: policy.yaml            # access policy (docs/POLICY.md)
  *   store: var/schakel.db          # SQLite store
+ *   store_key_file: keys/store.key # sealing key of the store (schakeld --init)
+ *   ack_timeout: 60s               # optional: resend in-flight deliveries after this
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -15,12 +17,15 @@
 #define SCHAKEL_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct broker_config {
     char *listen;      /* endpoint, or NULL if not set */
     char *key_file;    /* path (resolved), or NULL */
     char *policy_path; /* path (resolved), or NULL */
     char *store_path;  /* path (resolved), or NULL */
+    char *store_key_path; /* the store's sealing key file (resolved), or NULL */
+    char *ack_timeout; /* duration text ("60s"), or NULL for the default */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most
@@ -34,16 +39,20 @@ broker_config_t *config_load(const char *path, char *err, size_t errlen);
 /* Free the config and set *cfg to NULL; safe on NULL and *cfg == NULL. */
 void config_destroy(broker_config_t **cfg);
 
-/* Override one field from the command line. field is "listen", "key_file",
- * "policy" or "store" (the YAML key names). The value is taken as given:
+/* Override one field from the command line. field is one of the YAML key
+ * names. The value is taken as given:
  * a relative path stays relative to the working directory. Checks the
  * value like config_load does. Returns 0, or -1 with err filled (unknown
  * field, bad value, out of memory); cfg is unchanged on error. */
 int config_set(broker_config_t *cfg, const char *field, const char *value, char *err,
                size_t errlen);
 
-/* 0 if listen, key_file, policy and store are all set; otherwise -1 with
- * err naming the first missing one. */
+/* A duration ("500ms" is too short; "30s", "2m", "1h") in milliseconds:
+ * a whole number with unit ms, s, m or h, from 1 s to 24 h; -1 if invalid. */
+int64_t config_duration_ms(const char *value);
+
+/* 0 if listen, key_file, policy, store and store_key_file are all set;
+ * otherwise -1 with err naming the first missing one. */
 int config_complete(const broker_config_t *cfg, char *err, size_t errlen);
 
 #endif

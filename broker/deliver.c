@@ -39,7 +39,7 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
 {
     receiver_t *receiver = sessions_receiver(b->sessions, session->principal);
     if (store_begin(b->store) != 0) {
-        b->turn_failed = 1;
+        broker_fail_turn(b);
         return;
     }
     for (size_t i = 0; i < ack->n_seqs; i++) {
@@ -47,7 +47,7 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         int rc = store_delivery_ack(b->store, session->principal, seq);
         if (rc < 0) {
             log_event(LOG_ERROR, "store.ack_failed", "error", store_errmsg(b->store), NULL);
-            b->turn_failed = 1;
+            broker_fail_turn(b);
             return;
         }
         if (rc == 0) {

@@ -290,7 +290,7 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     int repeat = answer_repeat(b, session, sender, publish, hash);
     if (repeat != 0) {
         if (repeat < 0)
-            broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR,
+            broker_reject(b, session, broker_store_failure_reason(b),
                           "the broker could not read its store; publish again", id, -1, 0);
         return;
     }
@@ -302,10 +302,8 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     if (plan_items(b, session, sender, publish, plans) == 0 &&
         store_publish(b, session, sender, publish, hash, root, plans) != 0) {
         log_event(LOG_ERROR, "store.write_failed", "error", store_errmsg(b->store), NULL);
-        /* Fail the whole turn: it is rolled back instead of committed, and
-         * every Accepted queued in it becomes INTERNAL_ERROR. */
-        b->turn_failed = 1;
-        broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR,
+        broker_fail_turn(b);
+        broker_reject(b, session, b->turn_failure,
                       "the broker could not store this publish; nothing was stored, publish "
                       "again with the same message id",
                       id, -1, 0);

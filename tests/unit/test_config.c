@@ -68,7 +68,9 @@ static void test_good_config(void **state)
                                      "listen: \"tcp://127.0.0.1:*\"\n"
                                      "key_file: keys/broker.key\n"
                                      "policy: /etc/schakel/policy.yaml\n"
-                                     "store: var/schakel.db\n",
+                                     "store: var/schakel.db\n"
+                                     "store_key_file: keys/store.key\n"
+                                     "ack_timeout: 2m\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -78,6 +80,10 @@ static void test_good_config(void **state)
     assert_string_equal(cfg->policy_path, "/etc/schakel/policy.yaml");
     snprintf(expected, sizeof expected, "%s/var/schakel.db", f->dir);
     assert_string_equal(cfg->store_path, expected);
+    snprintf(expected, sizeof expected, "%s/keys/store.key", f->dir);
+    assert_string_equal(cfg->store_key_path, expected);
+    assert_string_equal(cfg->ack_timeout, "2m");
+    assert_int_equal(config_duration_ms(cfg->ack_timeout), 120000);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -106,7 +112,10 @@ static void test_partial_config(void **state)
     assert_non_null(strstr(err, "store is not set"));
     assert_int_equal(config_set(cfg, "store", "/var/lib/schakel/schakel.db", err, sizeof err), 0);
     assert_int_equal(config_set(cfg, "listen", "tcp://127.0.0.1:*", err, sizeof err), 0);
-    assert_int_equal(config_complete(cfg, err, sizeof err), 0);
+    assert_int_equal(config_complete(cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "store_key_file is not set"));
+    assert_int_equal(config_set(cfg, "store_key_file", "store.key", err, sizeof err), 0);
+    assert_int_equal(config_complete(cfg, err, sizeof err), 0); /* ack_timeout is optional */
     assert_string_equal(cfg->key_file, "broker.key");
     assert_string_equal(cfg->policy_path, "policy.yaml");
     assert_string_equal(cfg->listen, "tcp://127.0.0.1:*");
@@ -138,12 +147,21 @@ static const set_row_t set_rows[] = {
     {"password", "x", 0, "unknown config field \"password\""},
     {NULL, "x", 0, "unknown config field"},
     {"key_file", "/etc/schakel/broker.key", 1, NULL},
+    {"ack_timeout", "30s", 1, NULL},
+    {"ack_timeout", "1h", 1, NULL},
+    {"ack_timeout", "500ms", 0, "must be a duration"},
+    {"ack_timeout", "25h", 0, "must be a duration"},
+    {"ack_timeout", "60", 0, "must be a duration"},
+    {"ack_timeout", "-5s", 0, "must be a duration"},
+    {"ack_timeout", "5 s", 0, "must be a duration"},
+    {"ack_timeout", "99999999999999999999s", 0, "must be a duration"},
+    {"store_key_file", "/etc/schakel/store.key", 1, NULL},
 };
 
 static void test_config_set(void **state)
 {
     (void)state;
-    broker_config_t cfg = {NULL, NULL, NULL, NULL};
+    broker_config_t cfg = {NULL, NULL, NULL, NULL, NULL, NULL};
     for (size_t i = 0; i < sizeof set_rows / sizeof set_rows[0]; i++) {
         const set_row_t *row = &set_rows[i];
         char err[256] = "";
@@ -163,8 +181,12 @@ static void test_config_set(void **state)
     assert_string_equal(cfg.listen, "tcp://[::1]:7450");
     assert_string_equal(cfg.key_file, "/etc/schakel/broker.key");
     assert_null(cfg.store_path);
+    assert_string_equal(cfg.ack_timeout, "1h");
+    assert_string_equal(cfg.store_key_path, "/etc/schakel/store.key");
     free(cfg.listen);
     free(cfg.key_file);
+    free(cfg.ack_timeout);
+    free(cfg.store_key_path);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
@@ -180,6 +202,7 @@ static const bad_row_t bad_rows[] = {
     {"# c\nlisten: ipc:///run/schakel.sock\n", "schakeld.yaml:2:", "listen must be a tcp://"},
     {"listen: tcp://x:1\nstore: \"\"\n", "schakeld.yaml:2:", "String length too short"},
     {"listen: tcp://x:1\npolicy: \"a\\tb\"\n", "schakeld.yaml:2:", "control character"},
+    {"listen: tcp://x:1\n\nack_timeout: soon\n", "schakeld.yaml:3:", "ack_timeout must be a duration"},
     {"listen: tcp://x:1\nlisten: tcp://y:2\n",
      "schakeld.yaml:2:", "duplicate key \"listen\" (first at line 1)"},
     {"listen: &ep tcp://x:1\nstore: *ep\n", "schakeld.yaml:2:", "aliases"},
