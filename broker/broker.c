@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
 #include <zmq.h>
 
 #include "log.h"
@@ -67,8 +68,23 @@ static int router_configure(void *router, const keypair_t *key)
            zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
 }
 
-broker_t *broker_new(const char *listen, const char *key_file, const char *policy_path,
-                     const char *store_path, char *err, size_t errlen)
+/* Open the store with the sealing key from its key file; the key copy on
+ * our stack is wiped on every path. */
+static store_t *open_sealed_store(const char *store_path, const char *store_key_path, char *err,
+                                  size_t errlen)
+{
+    uint8_t seal_key[STORE_KEY_BYTES];
+    store_t *store = NULL;
+    if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
+        store = store_open(store_path, seal_key, err, errlen);
+    else
+        snprintf(err + strlen(err), errlen - strlen(err),
+                 " (create a store key once with: schakeld --init --config FILE)");
+    sodium_memzero(seal_key, sizeof seal_key);
+    return store;
+}
+
+broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
 {
     broker_t *b = calloc(1, sizeof *b);
     if (b == NULL) {
@@ -79,16 +95,16 @@ broker_t *broker_new(const char *listen, const char *key_file, const char *polic
         snprintf(err, errlen, "this libzmq was built without CURVE support; refusing to run");
         goto fail;
     }
-    if ((b->key = keys_load_secret(key_file, err, errlen)) == NULL)
+    if ((b->key = keys_load_secret(o->key_file, err, errlen)) == NULL)
         goto fail;
-    if ((b->policy = policy_load(policy_path, err, errlen)) == NULL)
+    if ((b->policy = policy_load(o->policy_path, err, errlen)) == NULL)
         goto fail;
-    if ((b->policy_path = strdup(policy_path)) == NULL ||
+    if ((b->policy_path = strdup(o->policy_path)) == NULL ||
         (b->sessions = sessions_new()) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if ((b->store = store_open(store_path, err, errlen)) == NULL)
+    if ((b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL)
         goto fail;
     int64_t last_seq = store_delivery_last_seq(b->store);
     if (last_seq < 0) {
@@ -96,7 +112,7 @@ broker_t *broker_new(const char *listen, const char *key_file, const char *polic
         goto fail;
     }
     b->seq_at_start = (uint64_t)last_seq;
-    b->ack_timeout_ms = SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
+    b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
         snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;
@@ -106,8 +122,8 @@ broker_t *broker_new(const char *listen, const char *key_file, const char *polic
         goto fail;
     b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
     if (b->router == NULL || router_configure(b->router, b->key) != 0 ||
-        zmq_bind(b->router, listen) != 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", listen, zmq_strerror(zmq_errno()));
+        zmq_bind(b->router, o->listen) != 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;
     }
     size_t len = sizeof b->endpoint;
@@ -450,6 +466,19 @@ void broker_fail_turn(broker_t *b)
     }
 }
 
+/* Expired bodies are overwritten in the database (secure_delete), but old
+ * page images stay in the WAL until a checkpoint truncates it. */
+static void checkpoint_if_due(broker_t *b)
+{
+    if (b->expired_since_checkpoint == 0 || b->now_ms < b->next_checkpoint_ms)
+        return;
+    b->next_checkpoint_ms = b->now_ms + SCHAKEL_CHECKPOINT_IVL_MS;
+    if (store_checkpoint(b->store) == 0)
+        b->expired_since_checkpoint = 0;
+    else /* a reader (a backup) holds the WAL: try again later */
+        log_event(LOG_WARN, "store.checkpoint_deferred", "error", store_errmsg(b->store), NULL);
+}
+
 static void clock_turn(broker_t *b)
 {
     b->now_s = (int64_t)time(NULL);
@@ -489,9 +518,13 @@ int broker_run(broker_t *b)
                 return -1;
             }
         }
+        int housekeeping = b->now_ms >= next_housekeeping;
+        if (housekeeping || b->expiry_due)
+            deliver_expire(b);
         commit_turn(b);
         deliver_push_all(b);
-        if (b->now_ms >= next_housekeeping) {
+        checkpoint_if_due(b);
+        if (housekeeping) {
             sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS);
             if (deliver_check_ack_timeouts(b) > 0)
                 deliver_push_all(b);
@@ -499,5 +532,7 @@ int broker_run(broker_t *b)
         }
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
+    if (store_checkpoint(b->store) != 0)
+        log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
     return 0;
 }

@@ -55,13 +55,24 @@ typedef struct broker {
     int64_t now_s;  /* wall clock of this loop turn */
     int64_t now_ms; /* monotonic clock of this loop turn */
     int64_t ack_timeout_ms; /* in-flight deliveries unacked this long are sent again */
+    int expiry_due;         /* the last sweep hit its limit: sweep again next turn */
+    size_t expired_since_checkpoint;
+    int64_t next_checkpoint_ms;
 } broker_t;
 
-/* Create the broker: load key and policy, open the store, start the ZAP
- * handler and bind the CURVE ROUTER on `listen` (ZAP first, as PITFALLS
- * demands). Returns NULL with err filled. */
-broker_t *broker_new(const char *listen, const char *key_file, const char *policy_path,
-                     const char *store_path, char *err, size_t errlen);
+typedef struct broker_options {
+    const char *listen;
+    const char *key_file;       /* the broker's secret key */
+    const char *policy_path;
+    const char *store_path;
+    const char *store_key_path; /* the store's sealing key (schakeld --init) */
+    int64_t ack_timeout_ms;     /* 0: SCHAKEL_DEFAULT_ACK_TIMEOUT_MS */
+} broker_options_t;
+
+/* Create the broker: load key and policy, open the sealed store, start the
+ * ZAP handler and bind the CURVE ROUTER (ZAP first, as PITFALLS demands).
+ * Returns NULL with err filled. */
+broker_t *broker_new(const broker_options_t *options, char *err, size_t errlen);
 void broker_destroy(broker_t **broker);
 
 /* Prove that an unknown key cannot complete a handshake: connect a probe
@@ -111,6 +122,10 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack);
 /* Push every dirty receiver's mailbox within its window (after commit). */
 void deliver_push_all(broker_t *b);
+/* Retention: remove up to SCHAKEL_EXPIRY_BATCH expired deliveries (and
+ * unreferenced expired items) inside the turn's transaction. */
+void deliver_expire(broker_t *b);
+
 /* Receivers that acked nothing for ack_timeout_ms while deliveries were in
  * flight get everything unacked again. Returns how many were restarted. */
 size_t deliver_check_ack_timeouts(broker_t *b);

@@ -203,3 +203,33 @@ size_t deliver_check_ack_timeouts(broker_t *b)
     }
     return restarted;
 }
+
+static void on_expired(const store_expired_t *e, void *arg)
+{
+    broker_t *b = arg;
+    record_expired(e->recipient, e->seq, e->rule_id, e->rule_hash);
+    /* An expired delivery in flight will never be acked: free its slot. */
+    receiver_t *r = sessions_receiver(b->sessions, e->recipient);
+    if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0) {
+        r->inflight--;
+        r->dirty = 1;
+    }
+}
+
+void deliver_expire(broker_t *b)
+{
+    if (store_begin(b->store) != 0) {
+        broker_fail_turn(b);
+        return;
+    }
+    int removed = store_expire(b->store, b->now_s, SCHAKEL_EXPIRY_BATCH, on_expired, b);
+    if (removed < 0) {
+        log_event(LOG_ERROR, "store.expire_failed", "error", store_errmsg(b->store), NULL);
+        broker_fail_turn(b);
+        return;
+    }
+    /* A full batch means more may be due: continue next turn, a batch at a
+     * time, so that routing never waits for a long sweep. */
+    b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;
+    b->expired_since_checkpoint += (size_t)removed;
+}

@@ -29,6 +29,9 @@ typedef struct options {
     const char *policy;
     const char *store;
     const char *key;
+    const char *store_key;
+    const char *ack_timeout;
+    int init;
     int ready_fd;
     log_level_t log_level;
 } options_t;
@@ -37,10 +40,16 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
-            "                [--key FILE] [--ready-fd N] [--log-level debug|info|warn|error]\n"
+            "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
+            "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
+            "       schakeld --init --config FILE | --init --store-key FILE\n"
             "       schakeld --version\n"
             "\n"
-            "  --config FILE     broker config (YAML: listen, key_file, policy, store)\n"
+            "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
+            "                    store_key_file, ack_timeout)\n"
+            "  --init            create the store's sealing key file (mode 0600) and exit\n"
+            "  --store-key FILE  the store's sealing key file\n"
+            "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
             "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
             "  --store FILE      SQLite store\n"
@@ -73,6 +82,10 @@ static int parse_args(int argc, char **argv, options_t *o)
             usage(stdout);
             return 1;
         }
+        if (strcmp(a, "--init") == 0) {
+            o->init = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "schakeld: %s needs a value (or is unknown)\n", a);
             return 2;
@@ -88,6 +101,10 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->store = v;
         else if (strcmp(a, "--key") == 0)
             o->key = v;
+        else if (strcmp(a, "--store-key") == 0)
+            o->store_key = v;
+        else if (strcmp(a, "--ack-timeout") == 0)
+            o->ack_timeout = v;
         else if (strcmp(a, "--ready-fd") == 0) {
             char *end = NULL;
             long fd = strtol(v, &end, 10);
@@ -148,6 +165,25 @@ static void announce_ready(int fd, const char *endpoint)
     sd_notify(0, "READY=1");
 }
 
+/* schakeld --init: create the store's sealing key, never overwriting one
+ * (a lost or replaced key makes the store unreadable). */
+static int init_store_key(const char *path)
+{
+    char err[512];
+    if (path == NULL) {
+        fprintf(stderr, "schakeld: --init needs store_key_file (in --config or --store-key)\n");
+        return 2;
+    }
+    if (keys_write_symmetric(path, "Schakel store sealing key (XChaCha20-Poly1305). Keep it "
+                                   "private and backed up: without it the store is unreadable.",
+                             err, sizeof err) != 0) {
+        fprintf(stderr, "schakeld: %s\n", err);
+        return 1;
+    }
+    printf("created store key %s (mode 0600); back it up apart from the store\n", path);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
@@ -168,7 +204,9 @@ int main(int argc, char **argv)
     }
     /* Command-line options override the file, checked as the file is. */
     const char *overrides[][2] = {
-        {"listen", o.listen}, {"key_file", o.key}, {"policy", o.policy}, {"store", o.store}};
+        {"listen", o.listen},           {"key_file", o.key},
+        {"policy", o.policy},           {"store", o.store},
+        {"store_key_file", o.store_key}, {"ack_timeout", o.ack_timeout}};
     for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
         if (overrides[i][1] != NULL &&
             config_set(cfg, overrides[i][0], overrides[i][1], err, sizeof err) != 0) {
@@ -177,14 +215,26 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    if (o.init) {
+        rc = init_store_key(cfg->store_key_path);
+        config_destroy(&cfg);
+        return rc;
+    }
     if (config_complete(cfg, err, sizeof err) != 0) {
         fprintf(stderr, "schakeld: %s\n", err);
         config_destroy(&cfg);
         usage(stderr);
         return 2;
     }
-    broker_t *b = broker_new(cfg->listen, cfg->key_file, cfg->policy_path, cfg->store_path, err,
-                             sizeof err);
+    broker_options_t bo = {
+        .listen = cfg->listen,
+        .key_file = cfg->key_file,
+        .policy_path = cfg->policy_path,
+        .store_path = cfg->store_path,
+        .store_key_path = cfg->store_key_path,
+        .ack_timeout_ms = cfg->ack_timeout ? config_duration_ms(cfg->ack_timeout) : 0,
+    };
+    broker_t *b = broker_new(&bo, err, sizeof err);
     config_destroy(&cfg);
     if (b == NULL) {
         fprintf(stderr, "schakeld: %s\n", err);

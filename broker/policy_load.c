@@ -490,7 +490,8 @@ static int principals_build(load_ctx_t *ctx, policy_t *p)
 
 /* ------------------------------------------------------------------ rules */
 
-/* Retention "N" + unit: m(inutes), h(ours), d(ays), y(ears of 365 days).
+/* Retention "N" + unit: s(econds), m(inutes), h(ours), d(ays), y(ears of
+ * 365 days). Seconds exist for short-lived data and for tests of expiry.
  * Returns 0, -1 for bad syntax, -2 for a value over the cap. */
 static int retention_parse(const char *text, int64_t *seconds)
 {
@@ -499,6 +500,9 @@ static int retention_parse(const char *text, int64_t *seconds)
         return -1;
     int64_t unit;
     switch (text[len - 1]) {
+    case 's':
+        unit = 1;
+        break;
     case 'm':
         unit = 60;
         break;
@@ -651,7 +655,7 @@ static int rule_texts(rule_ctx_t *rc)
     if (rc_ret != 0)
         return load_fail(rc->load, rule_line(rc, "retention", NO_INDEX),
                          "rule \"%s\": retention \"%.16s\" is not a positive number followed "
-                         "by m, h, d or y (e.g. 365d)",
+                         "by s, m, h, d or y (e.g. 365d)",
                          d->id, d->retention);
     return 0;
 }

@@ -59,3 +59,11 @@ void record_acked(const char *recipient, uint64_t seq)
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
     log_event(LOG_DEBUG, "delivery.acked", "recipient", recipient, "seq", seq_s, NULL);
 }
+
+void record_expired(const char *recipient, uint64_t seq, const char *rule_id, const char *rule_hash)
+{
+    char seq_s[24];
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
+    log_event(LOG_INFO, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule", rule_id,
+              "rule_hash", rule_hash, NULL);
+}

@@ -23,5 +23,8 @@ void record_queued(const char *sender, const char *recipient, uint64_t seq, uint
                    const char *rule_id, const char *rule_hash);
 void record_delivered(const char *recipient, uint64_t seq, int redelivery);
 void record_acked(const char *recipient, uint64_t seq);
+/* A delivery's retention ended: its body is gone, a tombstone stays. */
+void record_expired(const char *recipient, uint64_t seq, const char *rule_id,
+                    const char *rule_hash);
 
 #endif

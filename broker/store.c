@@ -87,6 +87,10 @@ static const char keycheck_text[] = "schakel store key check, version 1";
  * record expired deliveries without content and without foreign keys: what
  * they name is gone.
  *
+ * Sealed columns: items.body, deliveries.body and meta.value (the key
+ * check). Every other column is in clear because routing, idempotency or
+ * evidence needs it (store.h lists them); tombstones hold no content.
+ *
  * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
  * sealed in SQL, so the step takes only an empty version-1 store (there
  * were never deployed ones) and refuses one that holds publishes.
@@ -948,8 +952,8 @@ static store_t *store_new(const uint8_t seal_key[STORE_KEY_BYTES])
     return store;
 }
 
-static store_t *store_open_keyed(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
-                                 char *err, size_t errlen)
+store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
+                    size_t errlen)
 {
     if (path == NULL || path[0] == '\0' || strcmp(path, ":memory:") == 0) {
         open_error(err, errlen, "store", "the store must be a file path");
@@ -984,18 +988,6 @@ static store_t *store_open_keyed(const char *path, const uint8_t seal_key[STORE_
         return NULL;
     }
     return store;
-}
-
-static uint8_t transitional_key[STORE_KEY_BYTES];
-
-void store_transitional_set_key(const uint8_t seal_key[STORE_KEY_BYTES])
-{
-    memcpy(transitional_key, seal_key, STORE_KEY_BYTES);
-}
-
-store_t *store_open(const char *path, char *err, size_t errlen)
-{
-    return store_open_keyed(path, transitional_key, err, errlen);
 }
 
 void store_close(store_t **store)
@@ -1622,7 +1614,10 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
 }
 
 /* Cost: copies every WAL frame not yet in the database file, fsyncs, and
- * truncates the WAL: proportional to what was written since the last one. */
+ * truncates the WAL: proportional to what was written since the last one.
+ * It does not wait for readers (the busy timeout is lifted meanwhile): the
+ * event loop must not stall on an operator's backup; the broker tries again
+ * later. */
 int store_checkpoint(store_t *store)
 {
     char busy[32];
@@ -1632,9 +1627,12 @@ int store_checkpoint(store_t *store)
         store_refuse(store, "checkpoint", "a transaction is open");
         return -1;
     }
+    (void)sqlite3_busy_timeout(store->db, 0); /* cannot fail on an open connection */
     /* The first column of the answer is 1 when a reader kept the
      * checkpoint from completing. */
-    if (pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy) != 0)
+    int rc = pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy);
+    (void)sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
+    if (rc != 0)
         return -1;
     if (strcmp(busy, "0") != 0) {
         store_refuse(store, "checkpoint", "another connection is reading; try again later");

@@ -24,7 +24,7 @@
  * legal basis (policy text, not personal data), timestamps (accepted_at,
  * expires_at, expired_at), the publish's content hash, signature and signed
  * root (digests over whole items, including the random message id), and the
- * stored Accepted reply (message id and item seqs only).
+ * stored Accepted reply (message id, item seqs, recipient counts).
  *
  * Sequence numbers (item seq, delivery seq) are increasing and never reused,
  * not even after the rows are acked or expired, but they are not dense: a
@@ -40,12 +40,17 @@
 
 typedef struct store store_t;
 
-/* Open (creating if needed) the store at path and apply the schema. Returns
- * NULL with err filled on failure. A new file is created mode 0600. A store
- * whose schema version is newer than this code knows is refused. */
-store_t *store_open(const char *path, char *err, size_t errlen);
-/* Transitional: the key the three-argument store_open seals with. */
-void store_transitional_set_key(const uint8_t seal_key[STORE_KEY_BYTES]);
+/* Open (creating if needed) the store at path, apply the schema and check
+ * the key. seal_key (STORE_KEY_BYTES, from keys_load_symmetric) is copied
+ * into sodium_malloc memory (plain malloc under SCHAKEL_PLAIN_ALLOC) and
+ * wiped on close; the caller wipes its own copy. The first open of a new
+ * store records a sealed key check; a later open with another key fails
+ * with "the store key does not open this store (wrong store key file?)"
+ * and writes nothing. Returns NULL with err filled on failure. A new file is
+ * created mode 0600. A store whose schema version is newer than this code
+ * knows is refused. */
+store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
+                    size_t errlen);
 
 /* Roll back an open transaction, wipe the key and free; *store = NULL.
  * Safe on NULL and on *store == NULL. */
@@ -180,8 +185,9 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
 /* Checkpoint the WAL into the database file and truncate the WAL, so old
  * page images (expired ciphertext among them) do not linger in the -wal
  * file. Call on clean shutdown and after expiry sweeps now and then; not
- * inside a transaction (-1). Returns 0, or -1 (busy while another
- * connection reads: unavailable, try later). */
+ * inside a transaction (-1). Does not wait: while another connection (an
+ * operator's backup) reads, it returns -1 at once, classified unavailable;
+ * try again later. Returns 0 when the WAL is empty. */
 int store_checkpoint(store_t *store);
 
 /* For tests only: limit the database to max_pages pages on this connection

@@ -39,6 +39,9 @@ for file in policy.yaml schakeld.yaml; do
         echo "run-broker: copied deploy/demo/$file to $RUN/$file"
     fi
 done
+if [ ! -f "$RUN/keys/store.key" ]; then
+    "$SCHAKELD" --init --config "$RUN/schakeld.yaml"
+fi
 
 ENDPOINT=tcp://127.0.0.1:7450
 cat <<EOF

@@ -47,6 +47,8 @@ for name in broker gemeente politie om veiligheidshuis riec woco-maasoever woco-
     "$SCHAKEL" keygen "$DEMO/keys/$name" >/dev/null
 done
 cp deploy/demo/policy.yaml deploy/demo/schakeld.yaml "$DEMO/"
+# The store's sealing key: bodies are encrypted at rest under it.
+"$SCHAKELD" --init --config "$DEMO/schakeld.yaml" >/dev/null
 
 mkfifo "$DEMO/ready"
 "$SCHAKELD" --config "$DEMO/schakeld.yaml" --listen 'tcp://127.0.0.1:*' \

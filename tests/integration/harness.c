@@ -344,10 +344,16 @@ static h_env_t *h_env_create(const char *rules_yaml)
             fail_msg("keys_generate %s: %s", path, err);
     }
 
+    /* The store's sealing key, as `schakeld --init` makes it. */
+    snprintf(path, sizeof path, "%s/keys/store.key", env->dir);
+    if (keys_write_symmetric(path, "store key of one integration test", err, sizeof err) != 0)
+        fail_msg("store key %s: %s", path, err);
+
     h_env_write_policy(env, "%s%s", h_policy_header, rules_yaml);
     const char *config = "# schakeld configuration of one integration test\n"
                          "listen: tcp://127.0.0.1:*\n"
                          "key_file: keys/broker.key\n"
+                         "store_key_file: keys/store.key\n"
                          "policy: policy.yaml\n"
                          "store: store.db\n";
     if (h_write_file(env->config_path, config, 0644) != 0)

@@ -139,6 +139,14 @@ class Broker:
         self.endpoint = None
         self.log_path = os.path.join(workdir, "schakeld.log")
 
+    def store_key(self):
+        """The store's sealing key, made once with `schakeld --init`."""
+        path = os.path.join(self.workdir, "keys", "store.key")
+        if not os.path.exists(path):
+            subprocess.run([broker_binary(), "--init", "--store-key", path], check=True,
+                           stdout=subprocess.DEVNULL)
+        return path
+
     def start(self, listen="tcp://127.0.0.1:*"):
         binary = broker_binary()
         if not os.access(binary, os.X_OK):
@@ -148,6 +156,7 @@ class Broker:
                 "--key", os.path.join(self.workdir, "keys", "broker.key"),
                 "--policy", os.path.join(self.workdir, "policy.yaml"),
                 "--store", os.path.join(self.workdir, "store.db"),
+                "--store-key", self.store_key(),
                 "--ready-fd", str(wfd)]
         with open(self.log_path, "wb") as logf:
             try:

@@ -638,6 +638,12 @@ static const hash_row_t hash_rows[] = {
      "    purpose: \"Zorg en veiligheid\"\n    legal_basis: \"Wmo 2015\"\n"
      "    fields: [area, summary]\n    retention: 8760h\n",
      1},
+    {"retention in seconds",
+     "  - id: r1\n    from: [gemeente]\n    to: [politie, riec]\n"
+     "    themes: [zorg, overlast]\n    areas: [GM0935]\n"
+     "    purpose: \"Zorg en veiligheid\"\n    legal_basis: \"Wmo 2015\"\n"
+     "    fields: [area, summary]\n    retention: 31536000s\n",
+     1},
     {"id",
      "  - id: r2\n    from: [gemeente]\n    to: [politie, riec]\n"
      "    themes: [zorg, overlast]\n    areas: [GM0935]\n"

@@ -67,8 +67,7 @@ static uint8_t test_key[STORE_KEY_BYTES];
 static store_t *open_with(const char *path, const uint8_t key[STORE_KEY_BYTES], char *err,
                           size_t errlen)
 {
-    store_transitional_set_key(key);
-    return store_open(path, err, errlen);
+    return store_open(path, key, err, errlen);
 }
 
 static store_t *open_ok(const char *path)
@@ -335,6 +334,9 @@ static void test_open_refuses(void **state)
         if (strstr(err, rows[i].reason) == NULL)
             fail_msg("row %zu: error \"%s\" lacks \"%s\"", i, err, rows[i].reason);
     }
+    char err[512] = "";
+    assert_null(store_open(f->path, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "no store key"));
 }
 
 static void test_too_new_store_left_untouched(void **state)
@@ -855,6 +857,913 @@ static void test_crash_without_commit(void **state)
     store_close(&store);
 }
 
+/* ------------------------------------------------------------------ raw file access */
+
+typedef struct file_bytes {
+    uint8_t *bytes;
+    size_t len;
+} file_bytes_t;
+
+/* The whole file, or nothing (len 0) when it does not exist. */
+static void file_read(const char *path, file_bytes_t *out)
+{
+    out->bytes = NULL;
+    out->len = 0;
+    FILE *file = fopen(path, "rb");
+    if (file == NULL)
+        return;
+    assert_int_equal(fseek(file, 0, SEEK_END), 0);
+    long size = ftell(file);
+    assert_true(size >= 0);
+    assert_int_equal(fseek(file, 0, SEEK_SET), 0);
+    out->bytes = malloc((size_t)size + 1);
+    assert_non_null(out->bytes);
+    out->len = fread(out->bytes, 1, (size_t)size, file);
+    assert_int_equal(out->len, (size_t)size);
+    assert_int_equal(fclose(file), 0);
+}
+
+static int bytes_contain(const uint8_t *hay, size_t hay_len, const void *needle, size_t len)
+{
+    for (size_t i = 0; len > 0 && i + len <= hay_len; i++)
+        if (memcmp(hay + i, needle, len) == 0)
+            return 1;
+    return 0;
+}
+
+/* Whether the database file or its WAL holds these bytes anywhere. */
+static int store_files_contain(const char *db_path, const void *needle, size_t len)
+{
+    char wal_path[256];
+    snprintf(wal_path, sizeof wal_path, "%s-wal", db_path);
+    const char *paths[2] = {db_path, wal_path};
+    int found = 0;
+    for (int i = 0; i < 2; i++) {
+        file_bytes_t file;
+        file_read(paths[i], &file);
+        found |= bytes_contain(file.bytes, file.len, needle, len);
+        free(file.bytes);
+    }
+    return found;
+}
+
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : -1;
+}
+
+/* One blob that a raw query yields, copied into out; returns its length. */
+static size_t raw_blob(sqlite3 *db, const char *sql, int64_t param, uint8_t *out, size_t cap)
+{
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(stmt, 1, param), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+    assert_true(len <= cap);
+    memcpy(out, sqlite3_column_blob(stmt, 0), len);
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    return len;
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    char value[32];
+    sqlite3 *db = raw_open(path);
+    raw_text(db, sql, value, sizeof value);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return strtoll(value, NULL, 10);
+}
+
+static void raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = raw_open(path);
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("raw %s: %s", sql, message);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* ------------------------------------------------------------------ sealing */
+
+/* A publish by WOCO (number n) with one item of the given bytes, delivered
+ * to recipient with the given bytes and expiry. Returns the delivery seq;
+ * *item_seq_out gets the item's. */
+static int64_t deliver_bytes(store_t *store, const char *recipient, unsigned n,
+                             const char *item_text, const char *body_text, int64_t expires_at,
+                             int64_t *item_seq_out)
+{
+    int64_t accepted_at = 1700000000 + n;
+    int64_t publish_id = publish(store, WOCO, n, accepted_at);
+    assert_true(publish_id > 0);
+    int64_t item_seq = store_item_add(store, publish_id, 0, (const uint8_t *)item_text,
+                                      strlen(item_text));
+    assert_true(item_seq > 0);
+    delivery_spec_t spec;
+    delivery_spec(&spec, recipient, WOCO, "woco-servatius", n, accepted_at, item_seq, 0);
+    spec.d.body = (const uint8_t *)body_text;
+    spec.d.body_len = strlen(body_text);
+    spec.d.expires_at = expires_at;
+    int64_t seq = store_delivery_add(store, &spec.d);
+    if (seq <= 0)
+        fail_msg("store_delivery_add: %s", store_errmsg(store));
+    if (item_seq_out != NULL)
+        *item_seq_out = item_seq;
+    return seq;
+}
+
+#define MARK_SUMMARY "MARKER-summary-7f3a"
+#define MARK_SUBJECT "PSEUDO-c81d44e2b9"
+#define MARK_GROUNDS "GROUNDS-herhaalde-overlast-19"
+static const char marked_item[] = "summary=" MARK_SUMMARY ";subject=" MARK_SUBJECT
+                                  ";grounds=" MARK_GROUNDS ";address=6211AB 12";
+static const char marked_body[] = "subject=" MARK_SUBJECT ";summary=" MARK_SUMMARY;
+
+typedef struct body_seen {
+    char text[128];
+    size_t n;
+} body_seen_t;
+
+static int collect_body(const store_delivery_t *d, void *arg)
+{
+    body_seen_t *seen = arg;
+    assert_true(d->body_len < sizeof seen->text);
+    memcpy(seen->text, d->body, d->body_len);
+    seen->text[d->body_len] = '\0';
+    seen->n++;
+    return 0;
+}
+
+/* What must and must not be found in the raw files. */
+static void check_file_contents(const char *path)
+{
+    static const struct {
+        const char *needle;
+        int present;
+    } rows[] = {
+        {MARK_SUMMARY, 0},
+        {MARK_SUBJECT, 0},
+        {MARK_GROUNDS, 0},
+        {"6211AB", 0},
+        {POLITIE, 1},               /* routing: the recipient */
+        {"woco-ondermijning", 1},   /* routing: the rule id */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int found = store_files_contain(path, rows[i].needle, strlen(rows[i].needle));
+        if (found != rows[i].present)
+            fail_msg("row %zu: \"%s\" %s in the store's files", i, rows[i].needle,
+                     found ? "found" : "not found");
+    }
+}
+
+static void test_bodies_sealed_in_file(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    (void)deliver_bytes(f->store, POLITIE, 1, marked_item, marked_body, 1800000000, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* The body went in and comes out whole... */
+    body_seen_t seen = {.n = 0};
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect_body, &seen), 1);
+    assert_string_equal(seen.text, marked_body);
+    /* ...and is nowhere in clear: in the WAL while open, in the file after. */
+    check_file_contents(f->path);
+    store_close(&f->store);
+    check_file_contents(f->path);
+    f->store = open_ok(f->path);
+}
+
+/* The documented associated data of an item (store.h). */
+static size_t item_ad(uint8_t *ad, int64_t seq, int64_t publish_id, uint32_t index)
+{
+    static const char tag[] = "schakel-store-item-v1";
+    size_t len = sizeof tag;
+    memcpy(ad, tag, sizeof tag);
+    for (int i = 7; i >= 0; i--)
+        ad[len++] = (uint8_t)((uint64_t)seq >> (8 * i));
+    for (int i = 7; i >= 0; i--)
+        ad[len++] = (uint8_t)((uint64_t)publish_id >> (8 * i));
+    for (int i = 3; i >= 0; i--)
+        ad[len++] = (uint8_t)(index >> (8 * i));
+    return len;
+}
+
+static void test_item_body_sealed_to_its_row(void **state)
+{
+    fixture_t *f = *state;
+    int64_t publish_id = publish(f->store, WOCO, 1, 1700000001);
+    int64_t item_seq = store_item_add(f->store, publish_id, 3, (const uint8_t *)marked_item,
+                                      strlen(marked_item));
+    assert_true(item_seq > 0);
+    uint8_t sealed[512], opened[512], ad[64];
+    sqlite3 *db = raw_open(f->path);
+    size_t sealed_len =
+        raw_blob(db, "SELECT body FROM items WHERE seq = ?1", item_seq, sealed, sizeof sealed);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_int_equal(sealed_len, 24 + strlen(marked_item) + 16);
+
+    static const struct {
+        int64_t seq_delta, publish_delta;
+        uint32_t index;
+        int flip_key;
+        int opens;
+    } rows[] = {
+        {0, 0, 3, 0, 1}, {1, 0, 3, 0, 0}, {0, 1, 3, 0, 0}, {0, 0, 2, 0, 0}, {0, 0, 3, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t key[STORE_KEY_BYTES];
+        memcpy(key, test_key, sizeof key);
+        key[0] ^= (uint8_t)rows[i].flip_key;
+        size_t ad_len = item_ad(ad, item_seq + rows[i].seq_delta,
+                                publish_id + rows[i].publish_delta, rows[i].index);
+        unsigned long long opened_len = 0;
+        int rc = crypto_aead_xchacha20poly1305_ietf_decrypt(
+            opened, &opened_len, NULL, sealed + 24, sealed_len - 24, ad, ad_len, sealed, key);
+        if ((rc == 0) != rows[i].opens)
+            fail_msg("row %zu: decrypt gave %d", i, rc);
+        if (rc == 0) {
+            assert_int_equal(opened_len, strlen(marked_item));
+            assert_memory_equal(opened, marked_item, opened_len);
+        }
+    }
+}
+
+enum tamper { TAMPER_NONE, TAMPER_SWAP, TAMPER_RECIPIENT, TAMPER_ITEM_SEQ, TAMPER_FLIP,
+              TAMPER_CUT, TAMPER_SEQ };
+
+/* Flip one bit of a delivery's stored body, at offset `at`. */
+static void raw_flip_body_byte(const char *path, int64_t seq, size_t at)
+{
+    uint8_t body[512];
+    sqlite3 *db = raw_open(path);
+    size_t len = raw_blob(db, "SELECT body FROM deliveries WHERE seq = ?1", seq, body,
+                          sizeof body);
+    assert_true(at < len);
+    body[at] ^= 0x01;
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE deliveries SET body = ?1 WHERE seq = ?2",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(stmt, 1, body, (int)len, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(stmt, 2, seq), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void tamper(const char *path, enum tamper how, int64_t a, int64_t b)
+{
+    char sql[512];
+    switch (how) {
+    case TAMPER_NONE:
+        return;
+    case TAMPER_SWAP:
+        snprintf(sql, sizeof sql,
+                 "UPDATE deliveries SET body = CASE seq"
+                 " WHEN %lld THEN (SELECT body FROM deliveries WHERE seq = %lld)"
+                 " ELSE (SELECT body FROM deliveries WHERE seq = %lld) END"
+                 " WHERE seq IN (%lld, %lld)",
+                 (long long)a, (long long)b, (long long)a, (long long)a, (long long)b);
+        break;
+    case TAMPER_RECIPIENT: /* a's row moved into b's recipient's mailbox */
+        snprintf(sql, sizeof sql,
+                 "UPDATE deliveries SET recipient = (SELECT recipient FROM deliveries"
+                 " WHERE seq = %lld) WHERE seq = %lld",
+                 (long long)b, (long long)a);
+        break;
+    case TAMPER_ITEM_SEQ:
+        snprintf(sql, sizeof sql,
+                 "UPDATE deliveries SET item_seq = item_seq + 1 WHERE seq = %lld", (long long)a);
+        break;
+    case TAMPER_FLIP:
+        raw_flip_body_byte(path, a, 30);
+        return;
+    case TAMPER_CUT:
+        snprintf(sql, sizeof sql,
+                 "UPDATE deliveries SET body = substr(body, 1, length(body) - 1) WHERE seq = %lld",
+                 (long long)a);
+        break;
+    case TAMPER_SEQ: /* the row renumbered past every other */
+        snprintf(sql, sizeof sql, "UPDATE deliveries SET seq = seq + 1000 WHERE seq = %lld",
+                 (long long)a);
+        break;
+    }
+    raw_exec(path, sql);
+}
+
+static void test_tampered_rows_do_not_authenticate(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        enum tamper how;
+        int fails; /* the scan of a's recipient fails */
+    } rows[] = {
+        {TAMPER_NONE, 0},    {TAMPER_SWAP, 1}, {TAMPER_RECIPIENT, 1}, {TAMPER_ITEM_SEQ, 1},
+        {TAMPER_FLIP, 1},    {TAMPER_CUT, 1},  {TAMPER_SEQ, 1},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char first[64], second[64];
+        snprintf(first, sizeof first, "politie/rij-%zu", i);
+        snprintf(second, sizeof second, "riec/rij-%zu", i);
+        assert_int_equal(store_begin(f->store), 0);
+        int64_t a = deliver_bytes(f->store, first, 100 + 2 * (unsigned)i, "item a",
+                                  "body a of the first", 1800000000, NULL);
+        /* a second item, so that item_seq + 1 names a real item too */
+        int64_t b = deliver_bytes(f->store, second, 101 + 2 * (unsigned)i, "item b",
+                                  "body b, the second", 1800000000, NULL);
+        assert_int_equal(store_commit(f->store), 0);
+        tamper(f->path, rows[i].how, a, b);
+
+        const char *mailbox = rows[i].how == TAMPER_RECIPIENT ? second : first;
+        body_seen_t seen = {.n = 0};
+        int visited = store_mailbox_scan(f->store, mailbox, 0, 10, collect_body, &seen);
+        if (!rows[i].fails) {
+            assert_int_equal(visited, 1);
+            assert_string_equal(seen.text, "body a of the first");
+            continue;
+        }
+        if (visited != -1)
+            fail_msg("row %zu: a tampered row was read (%d): \"%s\"", i, visited, seen.text);
+        assert_int_equal(seen.n, 0); /* not a byte of garbage handed out */
+        assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
+        assert_false(store_last_error_is_unavailable(f->store));
+    }
+}
+
+static void test_wrong_key_refused_at_open(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t seq = deliver_bytes(f->store, POLITIE, 1, "item", "body", 1800000000, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    store_close(&f->store);
+
+    uint8_t other[STORE_KEY_BYTES], one_bit[STORE_KEY_BYTES];
+    randombytes_buf(other, sizeof other);
+    memcpy(one_bit, test_key, sizeof one_bit);
+    one_bit[31] ^= 0x80;
+    static const struct {
+        int which; /* 0 the right key, 1 another key, 2 one bit off */
+        int opens;
+    } rows[] = {{1, 0}, {2, 0}, {0, 1}, {1, 0}, {0, 1}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const uint8_t *key = rows[i].which == 0 ? test_key : rows[i].which == 1 ? other : one_bit;
+        char err[512] = "";
+        store_t *store = open_with(f->path, key, err, sizeof err);
+        if ((store != NULL) != rows[i].opens)
+            fail_msg("row %zu: open %s (%s)", i, store ? "succeeded" : "failed", err);
+        if (store == NULL) {
+            assert_non_null(strstr(err, "the store key does not open this store"));
+            continue;
+        }
+        /* A refused key changed nothing: the data is all there. */
+        body_seen_t seen = {.n = 0};
+        assert_int_equal(store_mailbox_scan(store, POLITIE, 0, 10, collect_body, &seen), 1);
+        assert_string_equal(seen.text, "body");
+        assert_int_equal(store_delivery_last_seq(store), seq);
+        store_close(&store);
+    }
+    f->store = open_ok(f->path);
+}
+
+/* ------------------------------------------------------------------ retention */
+
+#define NOW 1750000000LL
+
+typedef struct expired_seen {
+    uint64_t seq[MAX_SEEN];
+    int64_t expires_at[MAX_SEEN];
+    char recipient[MAX_SEEN][64];
+    size_t n;
+} expired_seen_t;
+
+static void collect_expired(const store_expired_t *e, void *arg)
+{
+    expired_seen_t *seen = arg;
+    assert_string_equal(e->rule_id, "woco-ondermijning");
+    assert_string_equal(e->rule_hash, "9f2c0d4e");
+    if (seen->n < MAX_SEEN) {
+        seen->seq[seen->n] = e->seq;
+        seen->expires_at[seen->n] = e->expires_at;
+        snprintf(seen->recipient[seen->n], sizeof seen->recipient[0], "%s", e->recipient);
+    }
+    seen->n++;
+}
+
+static void test_expire_removes_due_deliveries_with_tombstones(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *recipient;
+        int64_t expires_at;
+        int due;
+    } rows[] = {
+        {POLITIE, NOW - 3600, 1},
+        {RIEC, NOW, 1},            /* due at its second */
+        {POLITIE, NOW + 1, 0},
+        {"om/nooit-terug", NOW - 86400, 1}, /* a partner that never came back */
+        {RIEC, NOW + 365 * 86400LL, 0},
+    };
+    enum { N = sizeof rows / sizeof rows[0] };
+    int64_t seqs[N];
+    assert_int_equal(store_begin(f->store), 0);
+    for (size_t i = 0; i < N; i++)
+        seqs[i] = deliver_bytes(f->store, rows[i].recipient, 1 + (unsigned)i, "item",
+                                "body", rows[i].expires_at, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* Rows that must fail or do nothing: no transaction, limit 0. */
+    assert_int_equal(store_expire(f->store, NOW, 10, collect_expired, NULL), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "transaction"));
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_expire(f->store, NOW, 0, NULL, NULL), 0);
+
+    expired_seen_t seen = {.n = 0};
+    int removed = store_expire(f->store, NOW, 10, collect_expired, &seen);
+    assert_int_equal(store_commit(f->store), 0);
+    size_t due = 0;
+    for (size_t i = 0; i < N; i++)
+        due += (size_t)rows[i].due;
+    assert_int_equal(seen.n, due);
+    /* Each due delivery, its item and its publish (one of each per row). */
+    assert_int_equal(removed, 3 * (int)due);
+    for (size_t i = 0; i < N; i++) {
+        int told = 0;
+        for (size_t k = 0; k < seen.n; k++)
+            if (seen.seq[k] == (uint64_t)seqs[i]) {
+                told = 1;
+                assert_int_equal(seen.expires_at[k], rows[i].expires_at);
+                assert_string_equal(seen.recipient[k], rows[i].recipient);
+            }
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM tombstones WHERE seq = %lld"
+                 " AND expired_at = %lld", (long long)seqs[i], NOW);
+        int64_t tombstones = raw_int(f->path, sql);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
+                 (long long)seqs[i]);
+        int64_t left = raw_int(f->path, sql);
+        if (told != rows[i].due || tombstones != rows[i].due || left != !rows[i].due)
+            fail_msg("row %zu: told %d, tombstones %lld, left %lld", i, told,
+                     (long long)tombstones, (long long)left);
+    }
+    /* A tombstone holds no content, and the mailboxes agree. */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_table_info('tombstones')"
+                                      " WHERE name = 'body'"), 0);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 1);
+    assert_int_equal(store_mailbox_count(f->store, RIEC), 1);
+    assert_int_equal(store_mailbox_count(f->store, "om/nooit-terug"), 0);
+    /* Nothing more is due now. */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_expire(f->store, NOW, 10, collect_expired, &seen), 0);
+    assert_int_equal(store_commit(f->store), 0);
+}
+
+static void test_expire_items_and_publishes_once_unreferenced(void **state)
+{
+    fixture_t *f = *state;
+    const int64_t accepted_at = NOW - 1000;
+    const int64_t t1 = NOW, t2 = NOW + 1000;
+    /* Publish 1: item 0 to politie (t1) and riec (t2), item 1 to nobody.
+     * Publish 2: one item to politie (t1), acked at once. */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t p1 = publish(f->store, WOCO, 1, accepted_at);
+    int64_t a = item(f->store, p1, 0), b = item(f->store, p1, 1);
+    int64_t p2 = publish(f->store, WOCO, 2, accepted_at);
+    int64_t c = item(f->store, p2, 0);
+    assert_true(a > 0 && b > 0 && c > 0);
+    struct { const char *to; int64_t item_seq; unsigned n; int64_t expires_at; } plan[] = {
+        {POLITIE, a, 1, t1}, {RIEC, a, 1, t2}, {POLITIE, c, 2, t1}};
+    int64_t acked = 0;
+    for (size_t i = 0; i < 3; i++) {
+        delivery_spec_t spec;
+        delivery_spec(&spec, plan[i].to, WOCO, "woco-servatius", plan[i].n, accepted_at,
+                      plan[i].item_seq, 0);
+        spec.d.expires_at = plan[i].expires_at;
+        acked = store_delivery_add(f->store, &spec.d);
+        assert_true(acked > 0);
+    }
+    assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)acked), 1);
+    assert_int_equal(store_commit(f->store), 0);
+
+    static const struct {
+        const char *setup_sql; /* raw change before the sweep, or NULL */
+        int64_t now;
+        int64_t deliveries, items, publishes, tombstones; /* left afterwards */
+        int p1_known, p2_known;
+    } rows[] = {
+        /* before anything is due */
+        {NULL, NOW - 1001, 2, 3, 2, 0, 1, 1},
+        /* item 1 (nobody's) is due at accepted_at */
+        {NULL, NOW - 1000, 2, 2, 2, 0, 1, 1},
+        /* politie's copy of item 0 expires; publish 2's item and publish go */
+        {NULL, NOW, 1, 1, 1, 1, 1, 0},
+        /* item 0 forced due while riec still holds it: kept, no error */
+        {"UPDATE items SET expires_at = 0", NOW, 1, 1, 1, 1, 1, 0},
+        /* riec's copy expires; then the item, then the publish */
+        {NULL, NOW + 1000, 0, 0, 0, 2, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (rows[i].setup_sql != NULL)
+            raw_exec(f->path, rows[i].setup_sql);
+        assert_int_equal(store_begin(f->store), 0);
+        if (store_expire(f->store, rows[i].now, 100, NULL, NULL) < 0)
+            fail_msg("row %zu: %s", i, store_errmsg(f->store));
+        assert_int_equal(store_commit(f->store), 0);
+        int64_t got[4] = {raw_int(f->path, "SELECT count(*) FROM deliveries"),
+                          raw_int(f->path, "SELECT count(*) FROM items"),
+                          raw_int(f->path, "SELECT count(*) FROM publishes"),
+                          raw_int(f->path, "SELECT count(*) FROM tombstones")};
+        int64_t want[4] = {rows[i].deliveries, rows[i].items, rows[i].publishes,
+                           rows[i].tombstones};
+        for (int k = 0; k < 4; k++)
+            if (got[k] != want[k])
+                fail_msg("row %zu: count %d is %lld, want %lld", i, k, (long long)got[k],
+                         (long long)want[k]);
+        assert_int_equal(publish_known(f->store, WOCO, 1), rows[i].p1_known);
+        assert_int_equal(publish_known(f->store, WOCO, 2), rows[i].p2_known);
+    }
+}
+
+enum removal { REMOVE_BY_EXPIRY, REMOVE_BY_ACK };
+
+/* The first bytes of a sealed body: nonce and ciphertext, unique to it. */
+static void sealed_prefix(const char *path, const char *sql, int64_t seq, uint8_t out[40])
+{
+    uint8_t sealed[512];
+    sqlite3 *db = raw_open(path);
+    size_t len = raw_blob(db, sql, seq, sealed, sizeof sealed);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_true(len >= 40);
+    memcpy(out, sealed, 40);
+}
+
+static void test_removed_bodies_gone_from_file(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        enum removal how;
+    } rows[] = {{REMOVE_BY_EXPIRY}, {REMOVE_BY_ACK}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int64_t item_seq = 0;
+        assert_int_equal(store_begin(f->store), 0);
+        int64_t seq = deliver_bytes(f->store, POLITIE, 10 + (unsigned)i, marked_item,
+                                    marked_body, NOW - 1, &item_seq);
+        assert_int_equal(store_commit(f->store), 0);
+        uint8_t delivery_bytes[40], item_bytes[40];
+        sealed_prefix(f->path, "SELECT body FROM deliveries WHERE seq = ?1", seq, delivery_bytes);
+        sealed_prefix(f->path, "SELECT body FROM items WHERE seq = ?1", item_seq, item_bytes);
+        /* The search finds them while they are stored... */
+        assert_true(store_files_contain(f->path, delivery_bytes, sizeof delivery_bytes));
+        assert_int_equal(store_checkpoint(f->store), 0);
+        assert_true(store_files_contain(f->path, delivery_bytes, sizeof delivery_bytes));
+        assert_true(store_files_contain(f->path, item_bytes, sizeof item_bytes));
+
+        assert_int_equal(store_begin(f->store), 0);
+        if (rows[i].how == REMOVE_BY_ACK)
+            assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)seq), 1);
+        assert_true(store_expire(f->store, NOW, 100, NULL, NULL) > 0);
+        assert_int_equal(store_commit(f->store), 0);
+        assert_int_equal(store_checkpoint(f->store), 0);
+        /* ...and nowhere once removed and checkpointed. */
+        char wal[256];
+        snprintf(wal, sizeof wal, "%s-wal", f->path);
+        assert_int_equal(file_size(wal), 0);
+        if (store_files_contain(f->path, delivery_bytes, sizeof delivery_bytes) ||
+            store_files_contain(f->path, item_bytes, sizeof item_bytes))
+            fail_msg("row %zu: removed ciphertext still in the file", i);
+    }
+    /* Not inside a transaction. */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_checkpoint(f->store), -1);
+    assert_int_equal(store_rollback(f->store), 0);
+}
+
+static void test_checkpoint_refusals(void **state)
+{
+    fixture_t *f = *state;
+    enum obstacle { NONE, OWN_TRANSACTION, READER };
+    static const struct {
+        enum obstacle obstacle;
+        int result;
+        int unavailable;
+    } rows[] = {{NONE, 0, 0}, {OWN_TRANSACTION, -1, 0}, {READER, -1, 1}, {NONE, 0, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        assert_int_equal(store_begin(f->store), 0);
+        (void)deliver_new(f->store, POLITIE, 1 + (unsigned)i);
+        assert_int_equal(store_commit(f->store), 0);
+        sqlite3 *reader = NULL;
+        if (rows[i].obstacle == OWN_TRANSACTION)
+            assert_int_equal(store_begin(f->store), 0);
+        if (rows[i].obstacle == READER) {
+            /* An operator's backup holding a read snapshot of the WAL. */
+            reader = raw_open(f->path);
+            assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM deliveries;",
+                                          NULL, NULL, NULL),
+                             SQLITE_OK);
+        }
+        int result = store_checkpoint(f->store);
+        if (result != rows[i].result ||
+            (result != 0 && store_last_error_is_unavailable(f->store) != rows[i].unavailable))
+            fail_msg("row %zu: checkpoint gave %d (%s)", i, result, store_errmsg(f->store));
+        if (reader != NULL) {
+            assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+            assert_int_equal(sqlite3_close(reader), SQLITE_OK);
+        }
+        assert_int_equal(store_rollback(f->store), 0);
+    }
+}
+
+static void test_expire_bounded_by_limit(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 10, LIMIT = 3 };
+    int64_t seqs[N];
+    assert_int_equal(store_begin(f->store), 0);
+    /* Inserted in an order unlike their expiry order. */
+    for (unsigned i = 0; i < N; i++) {
+        unsigned rank = (i * 7) % N;
+        seqs[rank] = deliver_bytes(f->store, POLITIE, 1 + i, "item", "body",
+                                   NOW - 100 + (int64_t)rank, NULL);
+    }
+    assert_int_equal(store_commit(f->store), 0);
+
+    size_t total = 0, calls = 0;
+    for (;;) {
+        expired_seen_t seen = {.n = 0};
+        assert_int_equal(store_begin(f->store), 0);
+        int removed = store_expire(f->store, NOW, LIMIT, collect_expired, &seen);
+        assert_int_equal(store_commit(f->store), 0);
+        assert_true(removed >= 0 && removed <= 3 * LIMIT);
+        assert_true(seen.n <= LIMIT);
+        /* Earliest expiry first. */
+        for (size_t k = 0; k < seen.n; k++)
+            assert_int_equal(seen.seq[k], (uint64_t)seqs[total + k]);
+        total += seen.n;
+        if (removed == 0)
+            break;
+        assert_true(++calls <= N); /* it does come to an end */
+    }
+    assert_int_equal(total, N);
+    assert_int_equal(calls, (N + LIMIT - 1) / LIMIT);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM items"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM publishes"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), N);
+}
+
+static void test_expiry_uses_indexes(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *table, *columns;
+    } rows[] = {
+        {"deliveries", "(expires_at)"},
+        {"deliveries", "(item_seq)"},
+        {"deliveries", "(recipient, seq)"},
+        {"items", "(expires_at)"},
+        {"publishes", "(expires_at)"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char sql[256];
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = '%s'"
+                 " AND sql LIKE '%%%s'",
+                 rows[i].table, rows[i].columns);
+        if (raw_int(f->path, sql) != 1)
+            fail_msg("row %zu: no index on %s %s", i, rows[i].table, rows[i].columns);
+    }
+}
+
+typedef struct expire_reentry {
+    store_t *store;
+    int count_result;
+    int expire_result;
+} expire_reentry_t;
+
+static void expire_reenter(const store_expired_t *e, void *arg)
+{
+    expire_reentry_t *r = arg;
+    r->count_result = (int)store_mailbox_count(r->store, e->recipient);
+    r->expire_result = store_expire(r->store, NOW, 1, NULL, NULL);
+}
+
+static void test_expire_callback_cannot_reenter(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    (void)deliver_bytes(f->store, POLITIE, 1, "item", "body", NOW - 1, NULL);
+    expire_reentry_t r = {.store = f->store};
+    assert_int_equal(store_expire(f->store, NOW, 10, expire_reenter, &r), 3);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(r.count_result, -1);
+    assert_int_equal(r.expire_result, -1);
+}
+
+/* ------------------------------------------------------------------ restarts and failures */
+
+static void test_idempotency_survives_reopen(void **state)
+{
+    fixture_t *f = *state;
+    const uint8_t accepted[] = {0x0a, 0x10, 0x11, 0x12, 0x13, 0x00, 0x7f};
+    uint8_t id[16], hash[32];
+    fill(id, sizeof id, 4, 1);
+    fill(hash, sizeof hash, 4, 2);
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t publish_id = publish(f->store, WOCO, 4, 1700000004);
+    assert_true(publish_id > 0);
+    assert_int_equal(store_publish_set_reply(f->store, publish_id, accepted, sizeof accepted), 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    for (int round = 0; round < 2; round++) {
+        reopen(f);
+        uint8_t found_hash[32], *reply = NULL;
+        size_t reply_len = 0;
+        assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len),
+                         1);
+        assert_memory_equal(found_hash, hash, sizeof hash);
+        assert_int_equal(reply_len, sizeof accepted);
+        assert_memory_equal(reply, accepted, sizeof accepted);
+        free(reply);
+        /* The same id is still taken. */
+        assert_int_equal(publish(f->store, WOCO, 4, 1700000004), -1);
+        assert_int_equal(publish_known(f->store, WOCO, 5), 0);
+    }
+}
+
+/* Write publish n with `items` items of 16 KiB; returns 0 when every write
+ * succeeded, -1 at the first failure. */
+static int write_big_publish(store_t *store, unsigned n, unsigned items)
+{
+    static uint8_t big[16 * 1024];
+    int64_t publish_id = publish(store, WOCO, n, 1700000000 + n);
+    if (publish_id <= 0)
+        return -1;
+    for (uint32_t i = 0; i < items; i++) {
+        fill(big, sizeof big, i, 8);
+        if (store_item_add(store, publish_id, i, big, sizeof big) <= 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Write `count` small publishes from number n on; 0, or -1 at the first failure. */
+static int write_many_publishes(store_t *store, unsigned n, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        if (publish(store, GEMEENTE, n + i, 1700000000) <= 0)
+            return -1;
+    return 0;
+}
+
+enum full_write { FULL_BIG_ITEMS, FULL_MANY_PUBLISHES };
+
+static int full_write(store_t *store, enum full_write what)
+{
+    return what == FULL_BIG_ITEMS ? write_big_publish(store, 2, 16)
+                                  : write_many_publishes(store, 1000, 200);
+}
+
+static void test_full_store_fails_closed_and_recovers(void **state)
+{
+    fixture_t *f = *state;
+    /* Big items fail inside a multi-row statement, which SQLite undoes
+     * alone; small single-row inserts make SQLite roll back the whole
+     * transaction by itself. Both must end the same way. */
+    static const struct {
+        enum full_write what;
+    } rows[] = {{FULL_BIG_ITEMS}, {FULL_MANY_PUBLISHES}};
+    int rolled_back_by_sqlite = 0;
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t last = deliver_new(f->store, POLITIE, 1);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t unlimited = store_test_limit_pages(f->store, 0);
+    assert_true(unlimited > 0);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int64_t items_before = raw_int(f->path, "SELECT count(*) FROM items");
+        int64_t publishes_before = raw_int(f->path, "SELECT count(*) FROM publishes");
+        int64_t limit = store_test_limit_pages(f->store, 1); /* SQLite keeps the current size */
+        assert_true(limit > 0 && limit < unlimited);
+
+        /* The disk is full: a write fails, the failure is "unavailable". */
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(full_write(f->store, rows[i].what), -1);
+        assert_true(store_last_error_is_unavailable(f->store));
+        assert_non_null(strstr(store_errmsg(f->store), "full"));
+        /* A caller that commits anyway after SQLite's own rollback is
+         * refused, and told why: still "unavailable". */
+        if (!store_in_transaction(f->store)) {
+            rolled_back_by_sqlite++;
+            assert_int_equal(store_commit(f->store), -1);
+            assert_true(store_last_error_is_unavailable(f->store));
+            assert_non_null(strstr(store_errmsg(f->store), "rolled back"));
+        }
+        /* The caller fails the turn: nothing of it is kept. */
+        assert_int_equal(store_rollback(f->store), 0);
+        assert_false(store_in_transaction(f->store));
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM items"), items_before);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM publishes"), publishes_before);
+        /* Reading what is stored goes on meanwhile. */
+        seen_t seen = {.recipient = POLITIE};
+        assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect, &seen),
+                         (int)i + 1);
+
+        /* Space is back: the same writes commit, seqs move on. */
+        assert_true(store_test_limit_pages(f->store, unlimited) >= unlimited);
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(full_write(f->store, rows[i].what), 0);
+        int64_t next = deliver_new(f->store, POLITIE, 10 + (unsigned)i);
+        assert_int_equal(store_commit(f->store), 0);
+        assert_true(next > last);
+        last = next;
+    }
+    /* SQLite's own rollback was met at least once (so that path is tested). */
+    assert_true(rolled_back_by_sqlite >= 1);
+    reopen(f);
+    assert_int_equal(publish_known(f->store, WOCO, 2), 1);
+    assert_int_equal(publish_known(f->store, GEMEENTE, 1199), 1);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 3);
+}
+
+static void test_failure_classification(void **state)
+{
+    fixture_t *f = *state;
+    int64_t seq = deliver_new(f->store, POLITIE, 1);
+    assert_true(seq > 0);
+    enum cause { DUPLICATE, MISMATCH, NO_TRANSACTION, MISSING, FULL };
+    static const struct {
+        enum cause cause;
+        int unavailable;
+    } rows[] = {
+        {DUPLICATE, 0}, {MISMATCH, 0}, {NO_TRANSACTION, 0}, {MISSING, 0}, {FULL, 1},
+        {MISMATCH, 0}, /* a later refusal is not still "unavailable" */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        delivery_spec_t spec;
+        int rc = 0;
+        switch (rows[i].cause) {
+        case DUPLICATE:
+            rc = (int)publish(f->store, WOCO, 1, 1700000001);
+            break;
+        case MISMATCH:
+            delivery_spec(&spec, RIEC, WOCO, "woco-servatius", 1, 1700000001, 1, 0);
+            spec.d.accepted_at++;
+            rc = (int)store_delivery_add(f->store, &spec.d);
+            break;
+        case NO_TRANSACTION:
+            rc = store_commit(f->store);
+            break;
+        case MISSING:
+            rc = store_mailbox_count(f->store, NULL) < 0 ? -1 : 0;
+            break;
+        case FULL:
+            assert_true(store_test_limit_pages(f->store, 1) > 0);
+            rc = write_big_publish(f->store, 9, 16);
+            assert_true(store_test_limit_pages(f->store, 1 << 30) > 1);
+            break;
+        }
+        assert_int_equal(rc, -1);
+        if (store_last_error_is_unavailable(f->store) != rows[i].unavailable)
+            fail_msg("row %zu: \"%s\" classified wrongly", i, store_errmsg(f->store));
+    }
+    assert_false(store_last_error_is_unavailable(NULL));
+}
+
+static void test_v1_store_migrates_only_when_empty(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        int with_data;
+        int opens;
+    } rows[] = {{0, 1}, {1, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[256], err[512] = "";
+        char name[32];
+        snprintf(name, sizeof name, "v1-%zu.db", i);
+        fixture_path(f, name, path, sizeof path);
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        raw_exec(path, "CREATE TABLE publishes (id INTEGER PRIMARY KEY);"
+                       "CREATE TABLE items (seq INTEGER PRIMARY KEY, body BLOB);"
+                       "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, body BLOB);"
+                       "PRAGMA user_version = 1;");
+        if (rows[i].with_data)
+            raw_exec(path, "INSERT INTO publishes VALUES (1)");
+        store_t *store = open_with(path, test_key, err, sizeof err);
+        if ((store != NULL) != rows[i].opens)
+            fail_msg("row %zu: open gave %p (%s)", i, (void *)store, err);
+        if (store == NULL) {
+            assert_non_null(strstr(err, "unsealed"));
+            assert_int_equal(raw_user_version(path), 1); /* left as it was */
+            continue;
+        }
+        assert_true(deliver_new(store, POLITIE, 1) > 0);
+        store_close(&store);
+        assert_true(raw_user_version(path) > 1);
+    }
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -883,6 +1792,21 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_close_without_commit_loses_transaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_crash_without_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bodies_sealed_in_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_item_body_sealed_to_its_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_rows_do_not_authenticate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_key_refused_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_removes_due_deliveries_with_tombstones, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_items_and_publishes_once_unreferenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_removed_bodies_gone_from_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_bounded_by_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_uses_indexes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_callback_cannot_reenter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_survives_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_store_fails_closed_and_recovers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_classification, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v1_store_migrates_only_when_empty, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
