@@ -94,7 +94,7 @@ FUZZ_REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ
 
 PROGRAMS := $(SCHAKELD) $(SCHAKEL) $(if $(CTL_SRC),$(SCHAKELCTL))
 
-.PHONY: all deps test check-asan demo run install clean tests-build format
+.PHONY: all deps test check-asan demo run install clean tests-build format bench
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
@@ -206,6 +206,21 @@ check-asan: deps
 	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tests/run.sh $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN))
+
+# ---------------------------------------------------------------- benchmarks
+# Never part of `make test`: timings on shared machines are for reading, not
+# asserting. Each bench_X.c in tests/bench/ links the client library and the
+# common code; tests/bench/run.sh runs them and writes tests/bench/results/.
+BENCH_SRC := $(wildcard tests/bench/bench_*.c)
+BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+
+$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(LIB_O) $(COMMON_O)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@BUILD=$(BUILD) sh tests/bench/run.sh $(BENCH_BIN)
 
 # ---------------------------------------------------------------- demo and run
 demo: deps

@@ -151,6 +151,9 @@ static void install_signals(void)
     sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* Over a file-size limit, a write must fail (EFBIG -> the store reports
+     * a storage condition, publishes get UNAVAILABLE), not kill us. */
+    sigaction(SIGXFSZ, &sa, NULL);
 }
 
 static void announce_ready(int fd, const char *endpoint)
