@@ -1188,3 +1188,174 @@ int h_teardown(void **state)
     *state = NULL;
     return 0;
 }
+
+/* ------------------------------------------------------------------ extra options, one-shot */
+
+/* argv of a broker start: the harness's options, then the caller's extra
+ * words (which override them), then the ready fd. Returns 0, or -1 when
+ * there are more than H_MAX_EXTRA_ARGS extra words. */
+static int h_broker_argv(const h_env_t *env, const char *program, const char *listen,
+                         const char *const *extra, char **argv, size_t argv_len)
+{
+    size_t n_extra = 0;
+    while (extra && extra[n_extra])
+        n_extra++;
+    if (n_extra > H_MAX_EXTRA_ARGS || 10 + n_extra > argv_len)
+        return -1;
+    size_t argc = 0;
+    argv[argc++] = (char *)(uintptr_t)program;
+    argv[argc++] = "--config";
+    argv[argc++] = (char *)(uintptr_t)env->config_path;
+    argv[argc++] = "--listen";
+    argv[argc++] = (char *)(uintptr_t)listen;
+    argv[argc++] = "--store";
+    argv[argc++] = (char *)(uintptr_t)env->store_path;
+    for (size_t i = 0; i < n_extra; i++)
+        argv[argc++] = (char *)(uintptr_t)extra[i];
+    argv[argc++] = "--ready-fd";
+    argv[argc++] = "3";
+    argv[argc] = NULL;
+    return 0;
+}
+
+int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const *extra,
+                            char *problem, size_t problem_len)
+{
+    const char *program = h_schakeld_path();
+    char *argv[H_MAX_EXTRA_ARGS + 11];
+    if (env->broker_pid != 0) {
+        snprintf(problem, problem_len, "a broker (pid %ld) is still running",
+                 (long)env->broker_pid);
+        return -1;
+    }
+    if (access(program, X_OK) != 0) {
+        snprintf(problem, problem_len, "%s is not an executable (%s); build it or set SCHAKELD",
+                 program, strerror(errno));
+        return -1;
+    }
+    if (h_broker_argv(env, program, listen, extra, argv, sizeof argv / sizeof argv[0]) != 0) {
+        snprintf(problem, problem_len, "more than %d extra schakeld options", H_MAX_EXTRA_ARGS);
+        return -1;
+    }
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0) {
+        snprintf(problem, problem_len, "open %s: %s", env->log_path, strerror(errno));
+        return -1;
+    }
+    env->starts++;
+    dprintf(log_fd, "=== harness: start %u of %s (with extra options)\n", env->starts, program);
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(problem, problem_len, "pipe: %s", strerror(errno));
+        close(log_fd);
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(problem, problem_len, "fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(log_fd);
+        return -1;
+    }
+    if (pid == 0)
+        h_exec_broker(program, argv, pipefd[1], log_fd);
+    close(pipefd[1]);
+    close(log_fd);
+    env->broker_pid = pid;
+    env->broker_pidfd = h_pidfd_open(pid);
+    char why[200];
+    int rc = -1;
+    if (env->broker_pidfd < 0)
+        snprintf(why, sizeof why, "pidfd_open: %s", strerror(errno));
+    else
+        rc = h_await_ready(env, pipefd[0], why, sizeof why);
+    close(pipefd[0]);
+    if (rc == 0 && strcmp(listen, "tcp://127.0.0.1:*") != 0 && strcmp(listen, env->endpoint) != 0) {
+        snprintf(why, sizeof why, "asked to listen on %.80s it reported READY %.80s", listen,
+                 env->endpoint);
+        rc = -1;
+    }
+    if (rc != 0) {
+        h_broker_kill9(env);
+        snprintf(problem, problem_len, "schakeld did not start: %s", why);
+    }
+    return rc;
+}
+
+void h_broker_start_with(h_env_t *env, const char *const *extra)
+{
+    assert_int_equal(env->broker_pid, 0);
+    char problem[256];
+    if (h_broker_try_start_with(env, "tcp://127.0.0.1:*", extra, problem, sizeof problem) != 0) {
+        h_dump_log(env);
+        fail_msg("%s", problem);
+    }
+}
+
+int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    const char *program = h_schakeld_path();
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
+                 strerror(errno));
+    size_t argc = 0;
+    while (args[argc])
+        argc++;
+    char **argv = calloc(argc + 2, sizeof *argv);
+    assert_non_null(argv);
+    argv[0] = strdup(program);
+    for (size_t i = 0; i < argc; i++)
+        argv[i + 1] = strdup(args[i]);
+
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        h_exec_cli(program, argv, environ, in[0], out[1], err[1]);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    int pidfd = h_pidfd_open(pid);
+
+    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
+    h_buf_t out_buf = {0}, err_buf = {0};
+    int pumped = h_cli_pump(in[1], NULL, out[0], err[0], &out_buf, &err_buf, deadline);
+    close(out[0]);
+    close(err[0]);
+    int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
+    if (status == -1 || pumped != 0) {
+        kill(pid, SIGKILL);
+        (void)h_wait_exit(pid, pidfd, H_TIMEOUT_MS);
+        res->status = -1;
+    } else {
+        res->status = h_status_code(status);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    res->out = h_buf_take(&out_buf);
+    res->err = h_buf_take(&err_buf);
+    h_free_strv(argv);
+    return res->status;
+}
+
+int h_run_schakeld(h_cli_result_t *res, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, res);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        assert_true(n < sizeof args / sizeof args[0] - 1);
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return h_run_schakeld_argv(args, res);
+}

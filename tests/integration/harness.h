@@ -240,4 +240,27 @@ int h_setup_broker(void **state);
 int h_setup_env(void **state);
 int h_teardown(void **state);
 
+/* Most extra command-line options (words) h_broker_try_start_with takes. */
+#define H_MAX_EXTRA_ARGS 16
+
+/* As h_broker_try_start_at, with extra schakeld options (NULL-terminated
+ * words, e.g. {"--ack-timeout", "1s", NULL}; NULL = none) after the
+ * harness's own --config/--listen/--store, so they override those and the
+ * config file. Returns 0, or -1 with the reason in problem; never fails
+ * the test itself. */
+int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const *extra,
+                            char *problem, size_t problem_len);
+
+/* h_broker_try_start_with on tcp://127.0.0.1:*; fails the test (printing
+ * the log) unless the broker becomes ready. */
+void h_broker_start_with(h_env_t *env, const char *const *extra);
+
+/* Run schakeld (h_schakeld_path) with the arguments (NULL-terminated,
+ * without the program name) to its end, stdin /dev/null, within
+ * H_CLI_TIMEOUT_MS: for one-shot uses (--init) and start-ups that must
+ * fail. Returns the exit status (also in res->status; -1 when it did not
+ * finish in time and was killed); free res with h_cli_result_free. */
+int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res);
+int h_run_schakeld(h_cli_result_t *res, ...) __attribute__((sentinel));
+
 #endif

@@ -1,0 +1,949 @@
+/*
+ * test_storage.c — what schakeld keeps on disk and how it behaves when it
+ * cannot write: bodies sealed at rest, the store key and `schakeld --init`,
+ * retention expiry with tombstones, publishing that fails closed under a
+ * file-size limit and recovers, idempotency across restarts, acks and the
+ * ack timeout.
+ *
+ * Every test runs its own schakeld and reads its store files byte by byte
+ * (or with a read-only SQLite connection), as someone holding the disk
+ * would. Waits are on log lines, replies and receives, each bounded.
+ */
+/* memmem, prlimit */
+#define _GNU_SOURCE
+
+#include "harness.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "keys.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static int64_t storage_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The whole file (malloc'd, *len set), or NULL with *len 0 if it does not
+ * exist. Any other failure fails the test. */
+static uint8_t *storage_slurp(const char *path, size_t *len)
+{
+    *len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT)
+            return NULL;
+        fail_msg("open %s: %s", path, strerror(errno));
+    }
+    uint8_t *data = NULL;
+    size_t cap = 0;
+    for (;;) {
+        if (cap - *len < 65536) {
+            cap = cap ? cap * 2 : 1u << 20;
+            data = realloc(data, cap);
+            assert_non_null(data);
+        }
+        size_t n = fread(data + *len, 1, cap - *len, f);
+        *len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f))
+        fail_msg("read %s: %s", path, strerror(errno));
+    fclose(f);
+    return data;
+}
+
+/* The store's files: the database, its write-ahead log, its WAL index. */
+enum { STORAGE_N_FILES = 3 };
+static const char *const storage_suffixes[STORAGE_N_FILES] = {"", "-wal", "-shm"};
+
+typedef struct storage_snapshot {
+    uint8_t *data[STORAGE_N_FILES];
+    size_t len[STORAGE_N_FILES];
+    size_t total;
+} storage_snapshot_t;
+
+static void storage_snapshot_take(const h_env_t *env, storage_snapshot_t *snap)
+{
+    memset(snap, 0, sizeof *snap);
+    for (int i = 0; i < STORAGE_N_FILES; i++) {
+        char path[192];
+        snprintf(path, sizeof path, "%s%s", env->store_path, storage_suffixes[i]);
+        snap->data[i] = storage_slurp(path, &snap->len[i]);
+        snap->total += snap->len[i];
+    }
+}
+
+static void storage_snapshot_free(storage_snapshot_t *snap)
+{
+    for (int i = 0; i < STORAGE_N_FILES; i++)
+        free(snap->data[i]);
+    memset(snap, 0, sizeof *snap);
+}
+
+/* Bit i set: file i of the snapshot holds the needle. */
+static unsigned storage_snapshot_find(const storage_snapshot_t *snap, const void *needle,
+                                      size_t len)
+{
+    unsigned found = 0;
+    for (int i = 0; i < STORAGE_N_FILES; i++)
+        if (snap->data[i] && memmem(snap->data[i], snap->len[i], needle, len))
+            found |= 1u << i;
+    return found;
+}
+
+static const char *storage_file_names(unsigned mask)
+{
+    static char names[64];
+    names[0] = '\0';
+    for (int i = 0; i < STORAGE_N_FILES; i++)
+        if (mask & (1u << i))
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%sstore.db%s",
+                     names[0] ? ", " : "", storage_suffixes[i]);
+    return names;
+}
+
+/* Assert that no part of a sealed body is left in the store files: not the
+ * whole, and none of its 16-byte pieces (a remnant of a partly overwritten
+ * row would still hold some). */
+static void storage_assert_gone(const storage_snapshot_t *snap, const uint8_t *body, size_t len,
+                                const char *when)
+{
+    unsigned in = storage_snapshot_find(snap, body, len);
+    if (in)
+        fail_msg("%s: the expired delivery's sealed body (%zu bytes) is still in %s", when, len,
+                 storage_file_names(in));
+    for (size_t off = 0; off + 16 <= len; off += 16) {
+        in = storage_snapshot_find(snap, body + off, 16);
+        if (in)
+            fail_msg("%s: bytes %zu..%zu of the expired delivery's sealed body are still in %s",
+                     when, off, off + 15, storage_file_names(in));
+    }
+}
+
+static off_t storage_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/* A police signal for the public prosecutor (default rule
+ * politie-ondermijning-om: every field passes). */
+static schakel_signal_t storage_police_signal(const char *source_ref)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .severity = SCHAKEL_SEVERITY_HIGH,
+        .observed_at = (int64_t)time(NULL) - 7200,
+        .summary = "Contante aankoop van drie panden via een stichting",
+        .source_ref = source_ref,
+    };
+    return s;
+}
+
+/* Distinctive values in every content field; none may be on disk in clear. */
+static const char *const storage_markers[] = {
+    "MARKER-7f3a-summary",
+    "MARKER-7f3a-grounds",
+    "MARKER-7f3a-subject",
+    "MARKER-7f3a-case",
+    "MARKER-7f3a-source",
+    "7391QX",  /* postcode */
+    "MRK7F3A", /* house number addition */
+    NULL,
+};
+
+static schakel_signal_t storage_marked_signal(void)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .postcode = "7391QX",
+        .house_number = 4711,
+        .addition = "MRK7F3A",
+        .subject = "MARKER-7f3a-subject",
+        .grounds = "MARKER-7f3a-grounds: drie contante aankopen in een maand",
+        .case_ref = "MARKER-7f3a-case",
+        .severity = SCHAKEL_SEVERITY_HIGH,
+        .observed_at = (int64_t)time(NULL) - 3600,
+        .summary = "MARKER-7f3a-summary: panden gekocht via een stichting",
+        .source_ref = "MARKER-7f3a-source",
+    };
+    return s;
+}
+
+static const unsigned storage_all_fields = H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS |
+                                           H_F_CASE_REF | H_F_SEVERITY | H_F_OBSERVED_AT |
+                                           H_F_SUMMARY | H_F_SOURCE_REF;
+
+/* No marker in any store file, while the recipient's principal id (a
+ * routing field, kept in clear) is there: proof these are the right files. */
+static void storage_assert_markers_sealed(const h_env_t *env, const char *when)
+{
+    storage_snapshot_t snap;
+    storage_snapshot_take(env, &snap);
+    if (snap.total == 0)
+        fail_msg("%s: no store files at %s", when, env->store_path);
+    for (size_t i = 0; storage_markers[i]; i++) {
+        unsigned in = storage_snapshot_find(&snap, storage_markers[i], strlen(storage_markers[i]));
+        if (in)
+            fail_msg("%s: \"%s\" is in clear in %s", when, storage_markers[i],
+                     storage_file_names(in));
+    }
+    if (!storage_snapshot_find(&snap, H_OM, strlen(H_OM)))
+        fail_msg("%s: the recipient id %s is in none of the %zu bytes of the store files: "
+                 "not the broker's store?",
+                 when, H_OM, snap.total);
+    storage_snapshot_free(&snap);
+}
+
+/* Receive one delivery of the marked signal and check every field arrived. */
+static void storage_receive_marked(h_env_t *env, const schakel_signal_t *sent, const uint8_t id[16])
+{
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(h_backlog(om), 1);
+    schakel_delivery_t *d = h_receive(om);
+    assert_memory_equal(d->message_id, id, 16);
+    h_assert_delivery_fields(d, sent, storage_all_fields);
+    assert_string_equal(d->addition, sent->addition);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+}
+
+/* Open the store read-only beside (or after) the broker. */
+static sqlite3 *storage_db_open(const h_env_t *env)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        fail_msg("open %s read-only: %s", env->store_path, db ? sqlite3_errmsg(db) : "no memory");
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    return db;
+}
+
+static sqlite3_stmt *storage_prepare(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("prepare \"%s\": %s", sql, sqlite3_errmsg(db));
+    return stmt;
+}
+
+/* The single delivery of a recipient as stored: its seq and sealed body. */
+static uint8_t *storage_stored_body(const h_env_t *env, const char *recipient, uint64_t *seq,
+                                    size_t *len)
+{
+    sqlite3 *db = storage_db_open(env);
+    sqlite3_stmt *stmt =
+        storage_prepare(db, "SELECT seq, body FROM deliveries WHERE recipient = ?1");
+    sqlite3_bind_text(stmt, 1, recipient, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW)
+        fail_msg("no stored delivery for %s (%s)", recipient, sqlite3_errmsg(db));
+    *seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+    *len = (size_t)sqlite3_column_bytes(stmt, 1);
+    assert_true(*len >= 64);
+    uint8_t *body = malloc(*len);
+    assert_non_null(body);
+    memcpy(body, sqlite3_column_blob(stmt, 1), *len);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        fail_msg("%s has more than one stored delivery", recipient);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return body;
+}
+
+/* ------------------------------------------------------------------ sealed at rest */
+
+/* Signal content is sealed in store.db and its WAL, both while the broker
+ * runs and after a clean stop; the recipient still receives all of it. */
+static void test_content_is_sealed_at_rest(void **state)
+{
+    h_env_t *env = *state;
+    schakel_signal_t s = storage_marked_signal();
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint8_t id[16];
+    uint32_t recipients = 0;
+    h_publish_ok(politie, &s, NULL, id, &recipients, NULL);
+    assert_int_equal(recipients, 1);
+    schakel_close(&politie);
+
+    /* Accepted means committed: the rows are in the WAL now. */
+    storage_assert_markers_sealed(env, "while the broker runs");
+    assert_int_equal(h_broker_stop(env), 0);
+    storage_assert_markers_sealed(env, "after a clean stop");
+
+    size_t log_len = 0;
+    uint8_t *log = storage_slurp(env->log_path, &log_len);
+    for (size_t i = 0; storage_markers[i]; i++)
+        if (log && memmem(log, log_len, storage_markers[i], strlen(storage_markers[i])))
+            fail_msg("the broker log holds \"%s\"", storage_markers[i]);
+    free(log);
+
+    h_broker_start(env);
+    storage_receive_marked(env, &s, id);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ the store key */
+
+/* Another store key on an existing store: schakeld exits 1 at once, says
+ * it is the store key, serves nothing and changes nothing; the right key
+ * then delivers what was stored. */
+static void test_wrong_store_key_refuses_to_start(void **state)
+{
+    h_env_t *env = *state;
+    schakel_signal_t s = storage_marked_signal();
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint8_t id[16];
+    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    char other[192], err[256];
+    snprintf(other, sizeof other, "%s/keys/other-store.key", env->dir);
+    if (keys_write_symmetric(other, "a store key of another installation", err, sizeof err) != 0)
+        fail_msg("write %s: %s", other, err);
+    size_t before_len = 0, after_len = 0;
+    uint8_t *before = storage_slurp(env->store_path, &before_len);
+    assert_non_null(before);
+
+    h_cli_result_t res;
+    int64_t started = storage_now_ms();
+    /* --ready-fd 1: had it served, its READY line would be on stdout. */
+    int status =
+        h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                       "--store", env->store_path, "--store-key", other, "--ready-fd", "1", NULL);
+    int64_t took = storage_now_ms() - started;
+    if (status != 1 || !strstr(res.err, "store key") || strstr(res.out, "READY"))
+        fail_msg("with another store key schakeld exited %d; stdout \"%s\" stderr \"%s\"", status,
+                 res.out, res.err);
+    if (took > H_TIMEOUT_MS)
+        fail_msg("schakeld took %lld ms to refuse a wrong store key", (long long)took);
+    h_cli_result_free(&res);
+
+    uint8_t *after = storage_slurp(env->store_path, &after_len);
+    if (after_len != before_len || memcmp(before, after, before_len) != 0)
+        fail_msg("a start with the wrong store key changed store.db (%zu -> %zu bytes)", before_len,
+                 after_len);
+    free(before);
+    free(after);
+
+    h_broker_start(env);
+    storage_receive_marked(env, &s, id);
+    h_done(env);
+}
+
+/* No store key file: schakeld exits 1 and says how to make one; it does
+ * not create a store it could not seal. */
+static void test_missing_store_key_says_run_init(void **state)
+{
+    h_env_t *env = *state;
+    char absent[192];
+    snprintf(absent, sizeof absent, "%s/keys/absent-store.key", env->dir);
+    h_cli_result_t res;
+    int status =
+        h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                       "--store", env->store_path, "--store-key", absent, "--ready-fd", "1", NULL);
+    if (status != 1 || !strstr(res.err, "schakeld --init") || strstr(res.out, "READY"))
+        fail_msg("without a store key file schakeld exited %d; stdout \"%s\" stderr \"%s\"", status,
+                 res.out, res.err);
+    h_cli_result_free(&res);
+    struct stat st;
+    if (stat(env->store_path, &st) == 0)
+        fail_msg("schakeld created %s without a store key", env->store_path);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ schakeld --init */
+
+static void storage_assert_private_key(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        fail_msg("schakeld --init did not create %s: %s", path, strerror(errno));
+    if (!S_ISREG(st.st_mode) || (st.st_mode & 07777) != 0600)
+        fail_msg("%s has mode %04o, not 0600", path, (unsigned)(st.st_mode & 07777));
+    uint8_t key[32];
+    char err[256];
+    if (keys_load_symmetric(path, key, err, sizeof err) != 0)
+        fail_msg("the key made by schakeld --init does not load: %s", err);
+    sodium_memzero(key, sizeof key);
+}
+
+/* A second --init on an existing key file fails and leaves it as it was. */
+static void storage_assert_init_refused(const char *path, const char *const *args)
+{
+    size_t before_len = 0, after_len = 0;
+    uint8_t *before = storage_slurp(path, &before_len);
+    assert_non_null(before);
+    h_cli_result_t res;
+    int status = h_run_schakeld_argv(args, &res);
+    if (status == 0 || status == -1 || res.err[0] == '\0')
+        fail_msg("schakeld --init over the existing %s exited %d (stderr \"%s\")", path, status,
+                 res.err);
+    h_cli_result_free(&res);
+    uint8_t *after = storage_slurp(path, &after_len);
+    if (after_len != before_len || memcmp(before, after, before_len) != 0)
+        fail_msg("schakeld --init changed the existing %s", path);
+    free(before);
+    free(after);
+    storage_assert_private_key(path);
+}
+
+static void test_init_creates_private_key_and_never_overwrites(void **state)
+{
+    h_env_t *env = *state;
+    char fresh[192];
+    snprintf(fresh, sizeof fresh, "%s/keys/fresh-store.key", env->dir);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--init", "--store-key", fresh, NULL);
+    if (status != 0)
+        fail_msg("schakeld --init --store-key exited %d: %s", status, res.err);
+    h_cli_result_free(&res);
+    storage_assert_private_key(fresh);
+
+    /* Through the config file, relative to its folder. */
+    char config[192], via_config[192];
+    snprintf(config, sizeof config, "%s/init.yaml", env->dir);
+    snprintf(via_config, sizeof via_config, "%s/keys/via-config.key", env->dir);
+    FILE *f = fopen(config, "w");
+    assert_non_null(f);
+    fprintf(f, "store_key_file: keys/via-config.key\n");
+    assert_int_equal(fclose(f), 0);
+    status = h_run_schakeld(&res, "--init", "--config", config, NULL);
+    if (status != 0)
+        fail_msg("schakeld --init --config exited %d: %s", status, res.err);
+    h_cli_result_free(&res);
+    storage_assert_private_key(via_config);
+
+    const char *again_key[] = {"--init", "--store-key", fresh, NULL};
+    storage_assert_init_refused(fresh, again_key);
+    const char *again_config[] = {"--init", "--config", config, NULL};
+    storage_assert_init_refused(via_config, again_config);
+    /* The env's own key, named by its broker config. */
+    char env_key[192];
+    snprintf(env_key, sizeof env_key, "%s/keys/store.key", env->dir);
+    const char *over_env[] = {"--init", "--config", env->config_path, NULL};
+    storage_assert_init_refused(env_key, over_env);
+
+    /* The key made by --init opens a new store. */
+    const char *with_fresh[] = {"--store-key", fresh, NULL};
+    h_broker_start_with(env, with_fresh);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = storage_police_signal("BVH-2024-11001");
+    h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ retention */
+
+#define STORAGE_SHORT_RULE "politie-kort-om"
+#define STORAGE_LONG_RULE "politie-lang-riec"
+
+static const char storage_retention_rules[] =
+    "rules:\n"
+    "  - id: " STORAGE_SHORT_RULE "\n"
+    "    from: [politie]\n"
+    "    to: [om]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [\"*\"]\n"
+    "    purpose: \"Kortstondige afstemming met het parket\"\n"
+    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"
+    "    fields: [area, severity, summary, source_ref]\n"
+    "    retention: 2s\n"
+    "  - id: " STORAGE_LONG_RULE "\n"
+    "    from: [politie]\n"
+    "    to: [riec]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [\"*\"]\n"
+    "    purpose: \"Integrale analyse van ondermijning\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"
+    "    fields: [area, severity, summary, source_ref]\n"
+    "    retention: 365d\n";
+
+static int storage_setup_retention(void **state)
+{
+    h_env_t *env = h_env_new_with_rules(storage_retention_rules);
+    *state = env;
+    h_broker_start(env);
+    return 0;
+}
+
+/* The expired body is gone from every store file; the long-lived body is
+ * still there (so the search would have found it). */
+static void storage_assert_expired_on_disk(const h_env_t *env, const uint8_t *expired,
+                                           size_t expired_len, const uint8_t *kept, size_t kept_len,
+                                           const char *when)
+{
+    storage_snapshot_t snap;
+    storage_snapshot_take(env, &snap);
+    storage_assert_gone(&snap, expired, expired_len, when);
+    if (!storage_snapshot_find(&snap, kept, kept_len))
+        fail_msg("%s: the sealed body of the %s delivery is in none of the store files", when,
+                 STORAGE_LONG_RULE);
+    storage_snapshot_free(&snap);
+}
+
+/* The tombstone of the expired delivery: routing facts, no content. */
+static void storage_assert_tombstone(const h_env_t *env, uint64_t om_seq, uint64_t riec_seq)
+{
+    sqlite3 *db = storage_db_open(env);
+    sqlite3_stmt *stmt = storage_prepare(
+        db, "SELECT recipient, rule_id, length(rule_hash) FROM tombstones WHERE seq = ?1");
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)om_seq);
+    if (sqlite3_step(stmt) != SQLITE_ROW)
+        fail_msg("no tombstone for the expired delivery %llu", (unsigned long long)om_seq);
+    assert_string_equal((const char *)sqlite3_column_text(stmt, 0), H_OM);
+    assert_string_equal((const char *)sqlite3_column_text(stmt, 1), STORAGE_SHORT_RULE);
+    assert_int_equal(sqlite3_column_int(stmt, 2), 64);
+    sqlite3_finalize(stmt);
+
+    stmt = storage_prepare(db, "SELECT name, type FROM pragma_table_info('tombstones')");
+    int columns = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(stmt, 0);
+        const char *type = (const char *)sqlite3_column_text(stmt, 1);
+        columns++;
+        if (strcmp(name, "body") == 0 || strcasecmp(type, "BLOB") == 0)
+            fail_msg("tombstones has a content column %s %s", name, type);
+    }
+    sqlite3_finalize(stmt);
+    assert_true(columns > 0);
+
+    stmt = storage_prepare(db, "SELECT count(*) FROM deliveries WHERE seq = ?1");
+    const uint64_t seqs[2] = {om_seq, riec_seq};
+    for (int i = 0; i < 2; i++) {
+        sqlite3_reset(stmt);
+        sqlite3_bind_int64(stmt, 1, (sqlite3_int64)seqs[i]);
+        assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+        assert_int_equal(sqlite3_column_int(stmt, 0), i == 0 ? 0 : 1);
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+}
+
+/* A principal has an empty mailbox and receives nothing. */
+static void storage_assert_nothing_for(h_env_t *env, const char *principal)
+{
+    schakel_client_t *client = h_connect(env, principal);
+    assert_int_equal(h_backlog(client), 0);
+    schakel_delivery_t *d = NULL;
+    schakel_status_t st = schakel_receive(client, &d, 1500);
+    if (st != SCHAKEL_ERR_TIMEOUT)
+        fail_msg("%s received a delivery after its retention ended (%s, seq %llu)", principal,
+                 schakel_strerror(st), d ? (unsigned long long)d->seq : 0ULL);
+    schakel_close(&client);
+}
+
+/* A delivery under a 2 s rule expires although its recipient never came:
+ * it leaves a tombstone, its body leaves the disk, the recipient gets
+ * nothing. The same item's delivery under a 365 d rule stays. */
+static void test_retention_expires_delivery_and_wipes_body(void **state)
+{
+    h_env_t *env = *state;
+    long offset = h_log_offset(env);
+    schakel_signal_t s = storage_police_signal("BVH-2024-12001");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint32_t recipients = 0;
+    h_publish_ok(politie, &s, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 3); /* om/parket; riec/analyse and riec/m.janssen */
+    schakel_close(&politie);
+
+    uint64_t om_seq = 0, riec_seq = 0;
+    size_t om_len = 0, riec_len = 0;
+    uint8_t *om_body = storage_stored_body(env, H_OM, &om_seq, &om_len);
+    uint8_t *riec_body = storage_stored_body(env, H_RIEC, &riec_seq, &riec_len);
+    /* Before expiry the search finds it: the check below can fail. */
+    storage_snapshot_t snap;
+    storage_snapshot_take(env, &snap);
+    assert_true(storage_snapshot_find(&snap, om_body, om_len) != 0);
+    storage_snapshot_free(&snap);
+
+    char needle[160];
+    snprintf(needle, sizeof needle, "event=delivery.expired recipient=%s seq=%llu rule=%s", H_OM,
+             (unsigned long long)om_seq, STORAGE_SHORT_RULE);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no \"%s\" within %d ms of a 2 s retention", needle, H_TIMEOUT_MS);
+
+    /* The heartbeat is answered in a later loop turn than the expiry, so
+     * that turn's checkpoint has run when the backlog comes back. */
+    storage_assert_nothing_for(env, H_OM);
+    storage_assert_expired_on_disk(env, om_body, om_len, riec_body, riec_len,
+                                   "after expiry, broker running");
+
+    assert_int_equal(h_broker_stop(env), 0);
+    storage_assert_expired_on_disk(env, om_body, om_len, riec_body, riec_len, "after a clean stop");
+    storage_assert_tombstone(env, om_seq, riec_seq);
+    free(om_body);
+    free(riec_body);
+
+    /* Expiry is per rule: riec still gets its copy, om still nothing. */
+    h_broker_start(env);
+    storage_assert_nothing_for(env, H_OM);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_delivery_t *d = h_receive(riec);
+    assert_int_equal(d->seq, riec_seq);
+    assert_string_equal(d->rule_id, STORAGE_LONG_RULE);
+    assert_string_equal(d->summary, s.summary);
+    assert_int_equal(d->expires_at - d->accepted_at, 365 * 86400);
+    assert_int_equal(schakel_ack(riec, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(riec), 0);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ storage failure */
+
+enum { STORAGE_MAX_PUBLISHES = 160, STORAGE_MORE_REFUSALS = 3 };
+
+typedef struct storage_ledger {
+    uint8_t accepted[STORAGE_MAX_PUBLISHES][16];
+    size_t n_accepted;
+    uint8_t refused[STORAGE_MAX_PUBLISHES][16];
+    size_t n_refused;
+    int seen[STORAGE_MAX_PUBLISHES];         /* accepted[i] was delivered */
+    uint64_t unacked[STORAGE_MAX_PUBLISHES]; /* delivery seqs received, not yet acked */
+    size_t n_unacked;
+} storage_ledger_t;
+
+/* Publish one signal; record it as accepted or refused. Returns 1 when
+ * Accepted, 0 when refused UNAVAILABLE; anything else fails the test. */
+static int storage_publish_one(schakel_client_t *politie, storage_ledger_t *ledger, int n,
+                               const uint8_t *reuse_id)
+{
+    char ref[32];
+    snprintf(ref, sizeof ref, "BVH-FSZ-%04d", n);
+    schakel_signal_t s = storage_police_signal(ref);
+    uint8_t id[16];
+    schakel_item_result_t result = {0};
+    int duplicate = -1;
+    assert_true(ledger->n_accepted < STORAGE_MAX_PUBLISHES &&
+                ledger->n_refused < STORAGE_MAX_PUBLISHES);
+    schakel_status_t st =
+        schakel_publish(politie, NULL, &s, 1, reuse_id, id, &result, &duplicate, H_TIMEOUT_MS);
+    if (st == SCHAKEL_OK) {
+        /* A refused id used again was not stored: new, not a duplicate. */
+        assert_int_equal(duplicate, 0);
+        assert_int_equal(result.recipients, 1);
+        memcpy(ledger->accepted[ledger->n_accepted++], id, 16);
+        return 1;
+    }
+    const schakel_error_t *e = schakel_last_error(politie);
+    if (st != SCHAKEL_ERR_REFUSED || e->reason != 23 || strcmp(e->reason_name, "UNAVAILABLE") != 0)
+        fail_msg("publish %d under a full disk: %s %s (%d): %s; expected UNAVAILABLE", n,
+                 schakel_strerror(st), e->reason_name, e->reason, e->text);
+    memcpy(ledger->refused[ledger->n_refused++], id, 16);
+    return 0;
+}
+
+/* Receive until every accepted publish was delivered at least once; a
+ * delivery of a refused publish fails the test. Acks each when ack is set,
+ * else keeps its seq in ledger->unacked. */
+static void storage_receive_accepted(schakel_client_t *om, storage_ledger_t *ledger, int ack)
+{
+    for (;;) {
+        size_t missing = 0;
+        for (size_t i = 0; i < ledger->n_accepted; i++)
+            missing += !ledger->seen[i];
+        if (missing == 0)
+            return;
+        schakel_delivery_t *d = h_receive(om);
+        int known = 0;
+        for (size_t i = 0; i < ledger->n_accepted; i++)
+            if (memcmp(ledger->accepted[i], d->message_id, 16) == 0)
+                known = ledger->seen[i] = 1;
+        for (size_t i = 0; i < ledger->n_refused; i++)
+            if (!known && memcmp(ledger->refused[i], d->message_id, 16) == 0)
+                fail_msg("a publish refused UNAVAILABLE was delivered (seq %llu)",
+                         (unsigned long long)d->seq);
+        if (!known)
+            fail_msg("om received a delivery (seq %llu) of no publish of this test",
+                     (unsigned long long)d->seq);
+        if (ack) {
+            assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        } else {
+            assert_true(ledger->n_unacked < STORAGE_MAX_PUBLISHES);
+            ledger->unacked[ledger->n_unacked++] = d->seq;
+        }
+        schakel_delivery_free(&d);
+    }
+}
+
+/* Over a file-size limit (EFBIG on the store's writes) every publish is
+ * refused UNAVAILABLE, never Accepted and lost; what was stored before is
+ * still routed; once the limit is lifted publishing works again, without
+ * a restart. */
+static void test_storage_failure_fails_closed_and_recovers(void **state)
+{
+    h_env_t *env = *state;
+    static storage_ledger_t ledger;
+    memset(&ledger, 0, sizeof ledger);
+    const pid_t serving_pid = env->broker_pid;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    int n = 0;
+    for (; n < 2; n++)
+        assert_int_equal(storage_publish_one(politie, &ledger, n, NULL), 1);
+
+    char wal[192];
+    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
+    off_t largest = storage_file_size(env->store_path);
+    if (storage_file_size(wal) > largest)
+        largest = storage_file_size(wal);
+    struct rlimit old, lowered;
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, NULL, &old) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+    lowered = old;
+    lowered.rlim_cur = (rlim_t)largest + 64 * 1024;
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &lowered, NULL) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+
+    while (n < STORAGE_MAX_PUBLISHES / 2 && storage_publish_one(politie, &ledger, n, NULL) == 1)
+        n++;
+    if (ledger.n_refused == 0)
+        fail_msg("%d publishes were accepted with RLIMIT_FSIZE at %lld bytes: the limit does not "
+                 "reach the store's writes",
+                 n, (long long)lowered.rlim_cur);
+    for (int more = 0; more < STORAGE_MORE_REFUSALS; more++)
+        if (storage_publish_one(politie, &ledger, ++n, NULL) != 0)
+            fail_msg("a publish was accepted while the file-size limit still holds");
+
+    /* Reading and routing go on: everything accepted is delivered now. */
+    assert_int_equal(h_backlog(om), ledger.n_accepted);
+    storage_receive_accepted(om, &ledger, 0);
+
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &old, NULL) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+    /* The first refused id, published again, is new to the broker: had
+     * anything of it been stored, this would be a duplicate or a conflict. */
+    assert_int_equal(storage_publish_one(politie, &ledger, ++n, ledger.refused[0]), 1);
+    for (int more = 0; more < 2; more++)
+        assert_int_equal(storage_publish_one(politie, &ledger, ++n, NULL), 1);
+
+    /* Acks written now, then the rest of what was accepted. */
+    for (size_t i = 0; i < ledger.n_unacked; i++)
+        assert_int_equal(schakel_ack(om, ledger.unacked[i]), SCHAKEL_OK);
+    storage_receive_accepted(om, &ledger, 1);
+    /* Everything accepted was acked and nothing else is owed. */
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    /* The same process throughout: it recovered by itself. */
+    assert_int_equal(env->broker_pid, serving_pid);
+    assert_int_equal(env->starts, 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ idempotency */
+
+/* Publish, restart the broker (clean stop or SIGKILL), publish the same id
+ * and bytes again: the original Accepted (duplicate) and one copy. */
+static void storage_republish_across_restart(h_env_t *env, int crash)
+{
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    schakel_signal_t s = storage_police_signal(crash ? "BVH-2024-13002" : "BVH-2024-13001");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint32_t recipients = 0, recipients_again = 0;
+    int duplicate = -1;
+    uint64_t seq = h_publish_ok(politie, &s, id, NULL, &recipients, &duplicate);
+    assert_int_equal(duplicate, 0);
+    assert_int_equal(recipients, 1);
+    schakel_close(&politie);
+
+    if (crash)
+        h_broker_kill9(env);
+    else
+        assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start(env);
+
+    politie = h_connect(env, H_POLITIE);
+    assert_int_equal(h_publish_ok(politie, &s, id, NULL, &recipients_again, &duplicate), seq);
+    assert_int_equal(duplicate, 1);
+    assert_int_equal(recipients_again, recipients);
+
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(h_backlog(om), 1);
+    schakel_delivery_t *d = h_receive(om);
+    assert_memory_equal(d->message_id, id, 16);
+    assert_int_equal(d->item_seq, seq);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(om), 0);
+
+    /* After the ack, another repeat is still the same publish, not a new
+     * delivery. */
+    assert_int_equal(h_publish_ok(politie, &s, id, NULL, NULL, &duplicate), seq);
+    assert_int_equal(duplicate, 1);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+static void test_idempotency_survives_clean_restart(void **state)
+{
+    storage_republish_across_restart(*state, 0);
+}
+
+static void test_idempotency_survives_kill9(void **state)
+{
+    storage_republish_across_restart(*state, 1);
+}
+
+/* ------------------------------------------------------------------ acks */
+
+static void storage_assert_ack_refused(h_env_t *env, schakel_client_t *om, uint64_t seq,
+                                       uint64_t backlog)
+{
+    long offset = h_log_offset(env);
+    assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
+    /* The answer to the heartbeat comes after the refusal of the ack. */
+    assert_int_equal(h_backlog(om), backlog);
+    const schakel_error_t *e = schakel_last_error(om);
+    char what[64];
+    snprintf(what, sizeof what, "seq=%llu refused", (unsigned long long)seq);
+    if (e->reason != 16 || strcmp(e->reason_name, "UNKNOWN_DELIVERY") != 0 ||
+        !strstr(e->text, what))
+        fail_msg("ack of %llu: last error %s (%d) \"%s\"; expected UNKNOWN_DELIVERY for it",
+                 (unsigned long long)seq, e->reason_name, e->reason, e->text);
+    if (h_await_log(env, offset,
+                    "event=request.refused principal=" H_OM " message_id=- reason=UNKNOWN_DELIVERY",
+                    H_TIMEOUT_MS) != 0)
+        fail_msg("the broker did not log the refused ack of %llu", (unsigned long long)seq);
+}
+
+enum { STORAGE_ACK_N = 3 };
+
+/* Nothing acked: within the bound (far below the default 60 s) the ack
+ * timeout sends all three again on the same connection, oldest first,
+ * same seqs, flagged as redeliveries. */
+static void storage_receive_resent(schakel_client_t *om, const uint64_t seqs[STORAGE_ACK_N],
+                                   const uint64_t item_seqs[STORAGE_ACK_N])
+{
+    int again[STORAGE_ACK_N] = {0};
+    for (int got = 0; !(again[0] && again[1] && again[2]); got++) {
+        if (got >= 4 * STORAGE_ACK_N)
+            fail_msg("the ack timeout resent other deliveries than the three in flight");
+        schakel_delivery_t *d = h_receive(om);
+        int which = -1;
+        for (int i = 0; i < STORAGE_ACK_N; i++)
+            if (d->seq == seqs[i])
+                which = i;
+        if (which < 0 || !d->redelivery || (got == 0 && which != 0))
+            fail_msg("after the ack timeout got seq %llu (redelivery %d); expected %llu again",
+                     (unsigned long long)d->seq, d->redelivery, (unsigned long long)seqs[0]);
+        assert_int_equal(d->item_seq, item_seqs[which]);
+        again[which] = 1;
+        schakel_delivery_free(&d);
+    }
+}
+
+/* With --ack-timeout 1s an unacked delivery comes again on the same
+ * connection, same seq, flagged; acks may come in any order; an ack of a
+ * seq that is not pending is refused UNKNOWN_DELIVERY and nothing else
+ * changes. */
+static void test_ack_timeout_and_ack_handling(void **state)
+{
+    h_env_t *env = *state;
+    const char *options[] = {"--ack-timeout", "1s", NULL};
+    h_broker_start_with(env, options);
+    uint64_t item_seqs[STORAGE_ACK_N], seqs[STORAGE_ACK_N];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    for (int i = 0; i < STORAGE_ACK_N; i++) {
+        char ref[32];
+        snprintf(ref, sizeof ref, "BVH-2024-%05d", 14001 + i);
+        schakel_signal_t s = storage_police_signal(ref);
+        item_seqs[i] = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    }
+
+    schakel_client_t *om = h_connect(env, H_OM);
+    for (int i = 0; i < STORAGE_ACK_N; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(d->item_seq, item_seqs[i]);
+        assert_int_equal(d->redelivery, 0);
+        seqs[i] = d->seq;
+        schakel_delivery_free(&d);
+    }
+    storage_receive_resent(om, seqs, item_seqs);
+    assert_int_equal(h_await_log(env, 0, "event=delivery.ack_timeout recipient=" H_OM, 1), 0);
+
+    /* Out of order: the third first. */
+    assert_int_equal(schakel_ack(om, seqs[2]), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 2);
+    assert_string_not_equal(schakel_last_error(om)->reason_name, "UNKNOWN_DELIVERY");
+    assert_int_equal(schakel_ack(om, seqs[1]), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 1);
+    assert_int_equal(schakel_ack(om, seqs[0]), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 0);
+    assert_string_not_equal(schakel_last_error(om)->reason_name, "UNKNOWN_DELIVERY");
+
+    storage_assert_ack_refused(env, om, seqs[2], 0);            /* acked twice */
+    storage_assert_ack_refused(env, om, seqs[2] + 1000000u, 0); /* never existed */
+
+    /* The broker still serves: a new delivery arrives as new. */
+    schakel_signal_t s = storage_police_signal("BVH-2024-14100");
+    uint64_t item_seq = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_delivery_t *d = h_receive(om);
+    while (d->item_seq != item_seq) { /* a resend still queued from before the acks */
+        assert_true(d->seq <= seqs[STORAGE_ACK_N - 1]);
+        schakel_delivery_free(&d);
+        d = h_receive(om);
+    }
+    assert_int_equal(d->redelivery, 0);
+    assert_true(d->seq > seqs[STORAGE_ACK_N - 1]);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_store_key_refuses_to_start, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_store_key_says_run_init, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
+                                        h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_expires_delivery_and_wipes_body,
+                                        storage_setup_retention, h_teardown),
+        cmocka_unit_test_setup_teardown(test_storage_failure_fails_closed_and_recovers,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_survives_clean_restart, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_survives_kill9, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_timeout_and_ack_handling, h_setup_env, h_teardown),
+    };
+    return cmocka_run_group_tests_name("integration: storage", tests, NULL, NULL);
+}
