@@ -161,8 +161,8 @@ void broker_destroy(broker_t **bp)
 
 /* ------------------------------------------------------------ replies */
 
-int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_len, uint8_t *frame,
-                       size_t frame_len, const uint8_t *accept_message_id)
+int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, size_t frame_len,
+                       const uint8_t *accept_message_id)
 {
     if (b->n_replies == b->cap_replies) {
         size_t cap = b->cap_replies ? b->cap_replies * 2 : 64;
@@ -175,8 +175,9 @@ int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_le
         b->cap_replies = cap;
     }
     pending_reply_t *r = &b->replies[b->n_replies++];
-    memcpy(r->routing_id, routing_id, routing_len);
-    r->routing_len = routing_len;
+    memcpy(r->routing_id, session->routing_id, session->routing_len);
+    r->routing_len = session->routing_len;
+    strcpy(r->principal, session->principal);
     r->frame = frame;
     r->frame_len = frame_len;
     r->is_accept = accept_message_id != NULL;
@@ -218,7 +219,7 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     record_refused(session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
     if (frame == NULL ||
-        broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, NULL) != 0)
+        broker_queue_reply(b, session, frame, len, NULL) != 0)
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
                   "out of memory", NULL);
 }
@@ -249,11 +250,14 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
     for (size_t i = 0; i < b->n_replies; i++) {
         pending_reply_t *r = &b->replies[i];
         if (r->is_accept && !committed) {
+            static const char text[] = "the broker could not store this publish; nothing was "
+                                       "stored, publish again with the same message id";
             size_t len = 0;
-            uint8_t *frame = encode_rejected(failure,
-                                             "the broker could not store this publish; nothing "
-                                             "was stored, publish again with the same message id",
-                                             r->message_id, -1, 0, &len);
+            uint8_t *frame = encode_rejected(failure, text, r->message_id, -1, 0, &len);
+            /* Its acceptance was recorded before the commit: record that the
+             * turn was rolled back and this publish refused after all. */
+            b->stats.refused++;
+            record_refused(r->principal, r->message_id, failure, text, -1);
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
@@ -294,7 +298,7 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
     size_t len = 0;
     uint8_t *bytes = wire_encode_frame(&frame, &len);
     if (bytes != NULL)
-        broker_queue_reply(b, session->routing_id, session->routing_len, bytes, len, NULL);
+        broker_queue_reply(b, session, bytes, len, NULL);
 }
 
 /* ------------------------------------------------------------ dispatch */

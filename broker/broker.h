@@ -26,6 +26,7 @@
 typedef struct pending_reply {
     uint8_t routing_id[SESSION_ROUTING_MAX];
     size_t routing_len;
+    char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t *frame; /* encoded Frame, owned */
     size_t frame_len;
     int is_accept;  /* an Accepted whose truth depends on the commit */
@@ -88,11 +89,11 @@ int broker_run(broker_t *broker);
 void broker_request_stop(void);
 void broker_request_reload(void);
 
-/* Queue a reply frame for after the commit (takes ownership of frame). An
- * Accepted passes its message id so a failed commit can turn it into
- * Rejected INTERNAL_ERROR. Returns 0 or -1 (OOM: frame freed). */
-int broker_queue_reply(broker_t *b, const uint8_t *routing_id, size_t routing_len,
-                       uint8_t *frame, size_t frame_len, const uint8_t *accept_message_id);
+/* Queue a reply frame to a session for after the commit (takes ownership
+ * of frame). An Accepted passes its message id so a failed commit can turn
+ * it into a refusal (and record that). Returns 0 or -1 (OOM: frame freed). */
+int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, size_t frame_len,
+                       const uint8_t *accept_message_id);
 
 /* Send one frame to a routing id without ever blocking. Returns 0 when
  * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
 #include <systemd/sd-daemon.h>
 
 #include "broker.h"
@@ -32,6 +33,8 @@ typedef struct options {
     const char *store_key;
     const char *ack_timeout;
     int init;
+    int rekey;                 /* --rekey */
+    const char *new_store_key; /* --new-store-key */
     int ready_fd;
     log_level_t log_level;
 } options_t;
@@ -43,12 +46,15 @@ static void usage(FILE *out)
             "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
             "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
             "       schakeld --init --config FILE | --init --store-key FILE\n"
+            "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
+            "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE\n"
             "       schakeld --version\n"
             "\n"
             "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
             "                    store_key_file, ack_timeout)\n"
             "  --init            create the store's sealing key file (mode 0600) and exit\n"
             "  --store-key FILE  the store's sealing key file\n"
+            "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
             "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
             "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
@@ -86,6 +92,10 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->init = 1;
             continue;
         }
+        if (strcmp(a, "--rekey") == 0) {
+            o->rekey = 1;
+            continue;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "schakeld: %s needs a value (or is unknown)\n", a);
             return 2;
@@ -103,6 +113,8 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->key = v;
         else if (strcmp(a, "--store-key") == 0)
             o->store_key = v;
+        else if (strcmp(a, "--new-store-key") == 0)
+            o->new_store_key = v;
         else if (strcmp(a, "--ack-timeout") == 0)
             o->ack_timeout = v;
         else if (strcmp(a, "--ready-fd") == 0) {
@@ -122,6 +134,10 @@ static int parse_args(int argc, char **argv, options_t *o)
             fprintf(stderr, "schakeld: unknown option %s\n", a);
             return 2;
         }
+    }
+    if ((o->new_store_key != NULL) != o->rekey || (o->rekey && o->init)) {
+        fprintf(stderr, "schakeld: --rekey goes with --new-store-key, and not with --init\n");
+        return 2;
     }
     return 0;
 }
@@ -187,6 +203,56 @@ static int init_store_key(const char *path)
     return 0;
 }
 
+/* schakeld --rekey: re-seal the store under a new key, made beforehand
+ * with --init. Run with the broker stopped: store_rekey locks the store
+ * and fails while another process has it open. The store is not created
+ * if missing (store_open would make an empty one). */
+static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path)
+{
+    char err[1024] = "";
+    uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
+    store_rekey_counts_t counts = {0, 0};
+    store_t *store = NULL;
+    int rc = 1;
+    if (store_path == NULL || key_path == NULL) {
+        fprintf(stderr, "schakeld: --rekey needs store and store_key_file (--config, or --store "
+                        "and --store-key)\n");
+        return 2;
+    }
+    if (access(store_path, F_OK) != 0)
+        snprintf(err, sizeof err, "%s: %s", store_path, strerror(errno));
+    else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||
+             keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0)
+        ; /* err says which file and why */
+    else if (sodium_memcmp(key, new_key, sizeof key) == 0)
+        snprintf(err, sizeof err,
+                 "%s holds the current store key; make a new one with: "
+                 "schakeld --init --store-key NEWFILE",
+                 new_key_path);
+    else if ((store = store_open(store_path, key, err, sizeof err)) == NULL)
+        ; /* err is store_open's */
+    else if (store_rekey(store, new_key, &counts) != 0)
+        snprintf(err, sizeof err, "%s: %s (the store is unchanged, still under %s)", store_path,
+                 store_errmsg(store), key_path);
+    else
+        rc = 0;
+    if (rc == 0) {
+        printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n"
+               "set store_key_file to %s before schakeld starts again\n",
+               (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
+               new_key_path, new_key_path);
+        /* Old ciphertexts leave the WAL; the broker would do it later. */
+        if (store_checkpoint(store) != 0)
+            fprintf(stderr, "schakeld: warning: %s\n", store_errmsg(store));
+    } else {
+        fprintf(stderr, "schakeld: %s\n", err);
+    }
+    store_close(&store);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(new_key, sizeof new_key);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
@@ -220,6 +286,11 @@ int main(int argc, char **argv)
     }
     if (o.init) {
         rc = init_store_key(cfg->store_key_path);
+        config_destroy(&cfg);
+        return rc;
+    }
+    if (o.rekey) {
+        rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key);
         config_destroy(&cfg);
         return rc;
     }

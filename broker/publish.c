@@ -222,7 +222,7 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         free(frame);
         return -1;
     }
-    if (broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, id) != 0)
+    if (broker_queue_reply(b, session, frame, len, id) != 0)
         return -1;
     b->stats.accepted++;
     record_accepted(sender->id, id, publish->n_items, (size_t)deliveries, 0);
@@ -265,7 +265,7 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
         return -1;
     /* Passed as an accept: if the original is in this very turn and the turn
      * fails, the repeat must not claim it either. */
-    broker_queue_reply(b, session->routing_id, session->routing_len, frame, len, id);
+    broker_queue_reply(b, session, frame, len, id);
     b->stats.duplicates++;
     record_accepted(sender->id, id, publish->n_items, 0, 1);
     return 1;

@@ -1,13 +1,15 @@
 /*
  * store.c — the broker's durable state in one SQLite file (WAL, synchronous=FULL).
  *
- * Owns the schema, its version, every SQL statement, the sealing of bodies
- * under the store key, and retention expiry. Trusts its caller (the router)
- * to pass validated ids and bodies: it checks presence, sizes and that a
- * delivery matches its item, not id syntax. Trusts nothing read back from
- * the file: a body that does not authenticate is an error. Every failure
- * returns -1 (NULL from store_open) and leaves a message for store_errmsg
- * and a class for store_last_error_is_unavailable; bad data never aborts.
+ * Owns the schema, its version, transactions and the statements of
+ * routing and retention; store_seal.c seals and opens bodies, keeps the key
+ * and its check, and rekeys (store_internal.h joins the two). Trusts its
+ * caller (the router) to pass validated ids and bodies: it checks presence,
+ * sizes and that a delivery matches its item, not id syntax. Trusts nothing
+ * read back from the file: a body that does not authenticate is an error.
+ * Every failure returns -1 (NULL from store_open) and leaves a message for
+ * store_errmsg and a class for store_last_error_is_unavailable; bad data
+ * never aborts.
  */
 #include "store.h"
 
@@ -22,6 +24,7 @@
 #include <unistd.h>
 
 #include "schakel_limits.h"
+#include "store_internal.h"
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
@@ -33,27 +36,9 @@
  * blocks the event loop while it lasts, hence short. */
 #define STORE_BUSY_TIMEOUT_MS 2000
 
-#define STORE_ERRMSG_LEN 512
 #define STORE_HASH_BYTES 32
 #define STORE_SIGNATURE_BYTES 64
 #define STORE_MESSAGE_ID_BYTES 16
-
-/* A sealed body: nonce || ciphertext || tag. */
-#define STORE_NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
-#define STORE_SEAL_OVERHEAD (STORE_NONCE_BYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES)
-_Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
-               "the store key is an XChaCha20-Poly1305 key");
-
-/* Associated data (store.h documents the layout). Each domain tag ends in
- * its NUL, so no tag is a prefix of another's data. The recipient is the
- * last field, so its length needs no prefix. */
-static const char ad_item_tag[] = "schakel-store-item-v1";
-static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
-static const char ad_keycheck_tag[] = "schakel-store-keycheck";
-#define STORE_AD_MAX (sizeof ad_delivery_tag + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN)
-
-/* The key check: this text, sealed under the store key at creation. */
-static const char keycheck_text[] = "schakel store key check, version 1";
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -210,27 +195,6 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      schema_v1_is_empty},
 };
 
-enum stmt_id {
-    STMT_BEGIN,
-    STMT_COMMIT,
-    STMT_ROLLBACK,
-    STMT_PUBLISH_FIND,
-    STMT_PUBLISH_ADD,
-    STMT_PUBLISH_SET_REPLY,
-    STMT_ITEM_ADD,
-    STMT_DELIVERY_ADD,
-    STMT_MAILBOX_SCAN,
-    STMT_MAILBOX_COUNT,
-    STMT_DELIVERY_ACK,
-    STMT_DELIVERY_LAST_SEQ,
-    STMT_EXPIRE_NEXT_DELIVERY,
-    STMT_TOMBSTONE_ADD,
-    STMT_DELIVERY_REMOVE,
-    STMT_EXPIRE_ITEMS,
-    STMT_EXPIRE_PUBLISHES,
-    STMT_COUNT
-};
-
 /* Every statement the store runs, prepared once at open. Parameters only:
  * no SQL text is ever built from input. */
 static const char *const stmt_sql[STMT_COUNT] = {
@@ -267,10 +231,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_EXPIRE_NEXT_DELIVERY] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
         " FROM deliveries WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
-    [STMT_TOMBSTONE_ADD] =
-        "INSERT INTO tombstones"
-        " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STMT_TOMBSTONE_ADD] = "INSERT INTO tombstones"
+                           " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [STMT_DELIVERY_REMOVE] = "DELETE FROM deliveries WHERE seq = ?1",
     /* Looks at no more than ?2 due rows: one still referenced is skipped
      * this time and taken once its deliveries (due no later) are gone. */
@@ -302,34 +265,13 @@ enum scan_col {
     SCAN_BODY
 };
 
-/* A growable buffer for one body on its way in (sealed) or out (opened). */
-typedef struct scratch {
-    uint8_t *bytes;
-    size_t cap;
-} scratch_t;
-
-struct store {
-    sqlite3 *db;
-    sqlite3_stmt *stmt[STMT_COUNT];
-    uint8_t *seal_key;         /* STORE_KEY_BYTES, sodium_malloc'd */
-    int64_t next_item_seq;     /* never reused: see the schema comment */
-    int64_t next_delivery_seq;
-    scratch_t sealed;          /* ciphertext only */
-    scratch_t opened;          /* plaintext: wiped after each use */
-    int in_callback;           /* inside a scan or expiry callback */
-    int txn_open;              /* store_begin began one; commit/rollback not yet called */
-    int last_rc;               /* SQLite code of the last failure; 0 if not SQLite's */
-    int txn_lost_rc;           /* the failure after which SQLite rolled back by itself */
-    char errmsg[STORE_ERRMSG_LEN];
-};
-
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite
  * binds a NULL pointer as SQL NULL, so empty input points here instead. */
 static const uint8_t empty_bytes[1];
 
 /* ------------------------------------------------------------------ errors */
 
-static void store_fail(store_t *store, const char *what)
+void store_fail(store_t *store, const char *what)
 {
     store->last_rc = sqlite3_extended_errcode(store->db);
     snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what, sqlite3_errmsg(store->db));
@@ -339,7 +281,7 @@ static void store_fail(store_t *store, const char *what)
         store->txn_lost_rc = store->last_rc != 0 ? store->last_rc : SQLITE_ERROR;
 }
 
-static void store_refuse(store_t *store, const char *what, const char *why)
+void store_refuse(store_t *store, const char *what, const char *why)
 {
     store->last_rc = 0;
     snprintf(store->errmsg, sizeof store->errmsg, "%s: %s", what, why);
@@ -365,7 +307,7 @@ int store_last_error_is_unavailable(const store_t *store)
  * run while a statement is live, so the store must not be re-entered from
  * them (a nested scan would reset the running statement, and writes to the
  * table being read give undefined scan results). */
-static int store_enter(store_t *store, const char *what)
+int store_enter(store_t *store, const char *what)
 {
     if (store == NULL)
         return -1;
@@ -381,7 +323,7 @@ static int store_enter(store_t *store, const char *what)
 /* Return a statement to its prepared state. sqlite3_reset repeats the code
  * of the statement's last step, which the caller has already examined and
  * recorded; it reports nothing new. sqlite3_clear_bindings always succeeds. */
-static void stmt_finish(sqlite3_stmt *stmt)
+void store_stmt_finish(sqlite3_stmt *stmt)
 {
     (void)sqlite3_reset(stmt);
     (void)sqlite3_clear_bindings(stmt);
@@ -395,46 +337,46 @@ static int bind_checked(store_t *store, int rc, const char *what)
     return -1;
 }
 
-static int bind_text(store_t *store, sqlite3_stmt *stmt, int param, const char *text)
+int store_bind_text(store_t *store, sqlite3_stmt *stmt, int param, const char *text)
 {
     return bind_checked(store, sqlite3_bind_text(stmt, param, text, -1, SQLITE_STATIC),
                         "bind text");
 }
 
-static int bind_bytes(store_t *store, sqlite3_stmt *stmt, int param, const uint8_t *bytes,
-                      size_t len)
+int store_bind_bytes(store_t *store, sqlite3_stmt *stmt, int param, const uint8_t *bytes,
+                     size_t len)
 {
     const void *data = len == 0 ? empty_bytes : bytes;
-    return bind_checked(
-        store, sqlite3_bind_blob64(stmt, param, data, (sqlite3_uint64)len, SQLITE_STATIC),
-        "bind blob");
+    return bind_checked(store,
+                        sqlite3_bind_blob64(stmt, param, data, (sqlite3_uint64)len, SQLITE_STATIC),
+                        "bind blob");
 }
 
-static int bind_int64(store_t *store, sqlite3_stmt *stmt, int param, int64_t value)
+int store_bind_int64(store_t *store, sqlite3_stmt *stmt, int param, int64_t value)
 {
     return bind_checked(store, sqlite3_bind_int64(stmt, param, (sqlite3_int64)value),
                         "bind integer");
 }
 
 /* Step a statement that returns no rows, then reset it. Returns 0 or -1. */
-static int stmt_run(store_t *store, sqlite3_stmt *stmt, const char *what)
+int store_stmt_run(store_t *store, sqlite3_stmt *stmt, const char *what)
 {
     int rc = sqlite3_step(stmt);
     if (rc != SQLITE_DONE)
         store_fail(store, what);
-    stmt_finish(stmt);
+    store_stmt_finish(stmt);
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* A text column of a NOT NULL column. NULL means the value was NULL (the
  * schema forbids it) or SQLite ran out of memory converting it. */
-static const char *column_text(sqlite3_stmt *stmt, int col)
+const char *store_column_text(sqlite3_stmt *stmt, int col)
 {
     return (const char *)sqlite3_column_text(stmt, col);
 }
 
 /* A blob column; *len set. NULL on out-of-memory or an SQL NULL. */
-static const uint8_t *column_bytes(sqlite3_stmt *stmt, int col, size_t *len)
+const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len)
 {
     const uint8_t *bytes = sqlite3_column_blob(stmt, col);
     int n = sqlite3_column_bytes(stmt, col);
@@ -442,174 +384,6 @@ static const uint8_t *column_bytes(sqlite3_stmt *stmt, int col, size_t *len)
     if (bytes == NULL && sqlite3_column_type(stmt, col) == SQLITE_BLOB)
         return empty_bytes; /* a zero-length blob */
     return bytes;
-}
-
-/* ------------------------------------------------------------------ sealing */
-
-/* Long-term secrets live in guarded, locked pages; sanitizer builds use
- * plain allocation, which ASan understands. */
-static uint8_t *secret_alloc(size_t len)
-{
-#ifdef SCHAKEL_PLAIN_ALLOC
-    return malloc(len);
-#else
-    return sodium_malloc(len);
-#endif
-}
-
-static void secret_free(uint8_t *secret, size_t len)
-{
-    if (secret == NULL)
-        return;
-#ifdef SCHAKEL_PLAIN_ALLOC
-    sodium_memzero(secret, len);
-    free(secret);
-#else
-    (void)len;
-    sodium_free(secret); /* wipes before freeing */
-#endif
-}
-
-/* Make room for len bytes. The old contents are wiped, not copied: every
- * user overwrites the buffer whole. */
-static int scratch_reserve(scratch_t *s, size_t len)
-{
-    if (len <= s->cap && s->bytes != NULL)
-        return 0;
-    uint8_t *bigger = malloc(len > 0 ? len : 1);
-    if (bigger == NULL)
-        return -1;
-    if (s->bytes != NULL) {
-        sodium_memzero(s->bytes, s->cap);
-        free(s->bytes);
-    }
-    s->bytes = bigger;
-    s->cap = len > 0 ? len : 1;
-    return 0;
-}
-
-static void scratch_free(scratch_t *s)
-{
-    if (s->bytes != NULL)
-        sodium_memzero(s->bytes, s->cap);
-    free(s->bytes);
-    s->bytes = NULL;
-    s->cap = 0;
-}
-
-typedef struct ad {
-    uint8_t bytes[STORE_AD_MAX];
-    size_t len;
-} ad_t;
-
-static void ad_put(ad_t *ad, const void *bytes, size_t len)
-{
-    memcpy(ad->bytes + ad->len, bytes, len);
-    ad->len += len;
-}
-
-static void ad_put_be(ad_t *ad, uint64_t value, size_t width)
-{
-    for (size_t i = 0; i < width; i++)
-        ad->bytes[ad->len + i] = (uint8_t)(value >> (8 * (width - 1 - i)));
-    ad->len += width;
-}
-
-static void ad_item(ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index)
-{
-    ad->len = 0;
-    ad_put(ad, ad_item_tag, sizeof ad_item_tag);
-    ad_put_be(ad, (uint64_t)seq, 8);
-    ad_put_be(ad, (uint64_t)publish_id, 8);
-    ad_put_be(ad, item_index, 4);
-}
-
-/* Returns -1 for a recipient longer than any principal id can be. */
-static int ad_delivery(ad_t *ad, int64_t seq, int64_t item_seq, const char *recipient)
-{
-    size_t recipient_len = strlen(recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN)
-        return -1;
-    ad->len = 0;
-    ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
-    ad_put_be(ad, (uint64_t)seq, 8);
-    ad_put_be(ad, (uint64_t)item_seq, 8);
-    ad_put(ad, recipient, recipient_len);
-    return 0;
-}
-
-/* Seal body into store->sealed under a fresh random nonce (192 bits: random
- * nonces never collide in practice). Returns the sealed length, 0 on
- * failure (a sealed body is never empty). */
-static size_t body_seal(store_t *store, const ad_t *ad, const uint8_t *body, size_t len)
-{
-    if (len > SIZE_MAX - STORE_SEAL_OVERHEAD ||
-        scratch_reserve(&store->sealed, len + STORE_SEAL_OVERHEAD) != 0) {
-        store_refuse(store, "seal body", "out of memory");
-        return 0;
-    }
-    uint8_t *nonce = store->sealed.bytes;
-    unsigned long long sealed_len = 0;
-    randombytes_buf(nonce, STORE_NONCE_BYTES);
-    /* Cannot fail for a message this size (libsodium aborts beyond 256 GiB). */
-    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(
-        nonce + STORE_NONCE_BYTES, &sealed_len, len > 0 ? body : empty_bytes, len, ad->bytes,
-        ad->len, NULL, nonce, store->seal_key);
-    return STORE_NONCE_BYTES + (size_t)sealed_len;
-}
-
-/* Open a sealed body into store->opened. Returns 0; -1 when it does not
- * authenticate (errmsg untouched: the caller names the row); -2 when memory
- * runs out (errmsg set). Nothing is decrypted unless the tag verifies. */
-static int body_open(store_t *store, const ad_t *ad, const uint8_t *sealed, size_t sealed_len,
-                     const uint8_t **body, size_t *len)
-{
-    if (sealed_len < STORE_SEAL_OVERHEAD)
-        return -1;
-    if (scratch_reserve(&store->opened, sealed_len - STORE_SEAL_OVERHEAD) != 0) {
-        store_refuse(store, "open body", "out of memory");
-        return -2;
-    }
-    unsigned long long opened_len = 0;
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
-            store->opened.bytes, &opened_len, NULL, sealed + STORE_NONCE_BYTES,
-            sealed_len - STORE_NONCE_BYTES, ad->bytes, ad->len, sealed, store->seal_key) != 0)
-        return -1;
-    *body = store->opened.bytes;
-    *len = (size_t)opened_len;
-    return 0;
-}
-
-/* Bind the sealed form of body. The sealed bytes stay in store->sealed
- * until the next seal, after the statement has run. */
-static int body_bind(store_t *store, sqlite3_stmt *stmt, int param, const ad_t *ad,
-                     const uint8_t *body, size_t len)
-{
-    size_t sealed_len = body_seal(store, ad, body, len);
-    if (sealed_len == 0)
-        return -1;
-    return bind_bytes(store, stmt, param, store->sealed.bytes, sealed_len);
-}
-
-/* Read and open the body in column col of the delivery with this seq.
- * *body stays valid until the next body is opened; the caller wipes it. */
-static int body_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq, const ad_t *ad,
-                       const uint8_t **body, size_t *len)
-{
-    size_t sealed_len = 0;
-    const uint8_t *sealed = column_bytes(stmt, col, &sealed_len);
-    if (sealed == NULL) {
-        store_refuse(store, "read body", "missing or out of memory");
-        return -1;
-    }
-    int rc = body_open(store, ad, sealed, sealed_len, body, len);
-    if (rc == -1) {
-        store->last_rc = 0;
-        snprintf(store->errmsg, sizeof store->errmsg,
-                 "body of delivery %lld does not authenticate: store key wrong or row tampered",
-                 (long long)seq);
-    }
-    return rc == 0 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ one-off statements */
@@ -632,7 +406,7 @@ static int pragma_text(store_t *store, const char *sql, char *out, size_t outlen
     }
     rc = sqlite3_step(stmt);
     if (rc == SQLITE_ROW) {
-        const char *value = column_text(stmt, 0);
+        const char *value = store_column_text(stmt, 0);
         snprintf(out, outlen, "%s", value != NULL ? value : "");
     } else if (rc == SQLITE_DONE) {
         store_refuse(store, sql, "no answer (not supported by this SQLite)");
@@ -698,14 +472,14 @@ static int pragma_require(store_t *store, const char *set_sql, const char *get_s
     if (pragma_set(store, set_sql) != 0 || pragma_text(store, get_sql, value, sizeof value) != 0)
         return -1;
     if (strcmp(value, expected) != 0) {
-        snprintf(store->errmsg, sizeof store->errmsg, "%s: got \"%s\", need \"%s\"", get_sql,
-                 value, expected);
+        snprintf(store->errmsg, sizeof store->errmsg, "%s: got \"%s\", need \"%s\"", get_sql, value,
+                 expected);
         return -1;
     }
     return 0;
 }
 
-static int exec_fixed(store_t *store, const char *sql, const char *what)
+int store_exec_fixed(store_t *store, const char *sql, const char *what)
 {
     char *message = NULL;
     int rc = sqlite3_exec(store->db, sql, NULL, NULL, &message);
@@ -753,89 +527,13 @@ static int schema_v1_is_empty(store_t *store)
     return -1;
 }
 
-/* The sealed key check, read in the open schema transaction. *found = 0 when
- * the store has none yet. */
-static int keycheck_read(store_t *store, uint8_t *sealed, size_t cap, size_t *len, int *found)
-{
-    sqlite3_stmt *stmt = NULL;
-    *found = 0;
-    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'keycheck'", -1,
-                           &stmt, NULL) != SQLITE_OK) {
-        store_fail(store, "read the key check");
-        return -1;
-    }
-    int rc = sqlite3_step(stmt), result = 0;
-    if (rc == SQLITE_ROW) {
-        const uint8_t *value = column_bytes(stmt, 0, len);
-        if (value == NULL || *len > cap) {
-            store_refuse(store, "read the key check", "damaged");
-            result = -1;
-        } else {
-            memcpy(sealed, value, *len);
-            *found = 1;
-        }
-    } else if (rc != SQLITE_DONE) {
-        store_fail(store, "read the key check");
-        result = -1;
-    }
-    (void)sqlite3_finalize(stmt); /* repeats the step's code, handled above */
-    return result;
-}
-
-static int keycheck_write(store_t *store, const ad_t *ad)
-{
-    sqlite3_stmt *stmt = NULL;
-    size_t sealed_len =
-        body_seal(store, ad, (const uint8_t *)keycheck_text, sizeof keycheck_text);
-    if (sealed_len == 0)
-        return -1;
-    if (sqlite3_prepare_v2(store->db, "INSERT INTO meta (name, value) VALUES ('keycheck', ?1)",
-                           -1, &stmt, NULL) != SQLITE_OK) {
-        store_fail(store, "write the key check");
-        return -1;
-    }
-    int result = bind_bytes(store, stmt, 1, store->sealed.bytes, sealed_len);
-    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
-        store_fail(store, "write the key check");
-        result = -1;
-    }
-    (void)sqlite3_finalize(stmt);
-    return result;
-}
-
-/* A store remembers the key it was created with as a sealed known text: a
- * wrong key file is found at start-up, not at the first delivery. */
-static int keycheck(store_t *store)
-{
-    uint8_t sealed[sizeof keycheck_text + STORE_SEAL_OVERHEAD];
-    size_t sealed_len = 0;
-    int found = 0;
-    ad_t ad = {.len = 0};
-    ad_put(&ad, ad_keycheck_tag, sizeof ad_keycheck_tag);
-    if (keycheck_read(store, sealed, sizeof sealed, &sealed_len, &found) != 0)
-        return -1;
-    if (!found)
-        return keycheck_write(store, &ad);
-    const uint8_t *text = NULL;
-    size_t text_len = 0;
-    int ok = body_open(store, &ad, sealed, sealed_len, &text, &text_len) == 0 &&
-             text_len == sizeof keycheck_text &&
-             sodium_memcmp(text, keycheck_text, sizeof keycheck_text) == 0;
-    if (!ok) {
-        store_refuse(store, "store key",
-                     "the store key does not open this store (wrong store key file?)");
-        return -1;
-    }
-    return 0;
-}
-
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
  * immediate transaction; the version is read again inside it, so two
  * processes opening a new store at once do not both migrate. */
 static int schema_apply(store_t *store)
 {
     long version = 0;
-    if (exec_fixed(store, "BEGIN IMMEDIATE", "schema") != 0)
+    if (store_exec_fixed(store, "BEGIN IMMEDIATE", "schema") != 0)
         return -1;
     if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
         goto fail;
@@ -846,10 +544,10 @@ static int schema_apply(store_t *store)
     for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
         const schema_step_t *s = &schema_steps[step];
         if ((s->precheck != NULL && s->precheck(store) != 0) ||
-            exec_fixed(store, s->sql, "schema migration") != 0)
+            store_exec_fixed(store, s->sql, "schema migration") != 0)
             goto fail;
     }
-    if (keycheck(store) != 0 || exec_fixed(store, "COMMIT", "schema") != 0)
+    if (store_seal_keycheck(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;
 fail:
@@ -877,10 +575,11 @@ static int statements_prepare(store_t *store)
 static int counters_load(store_t *store)
 {
     int64_t items = 0, deliveries = 0;
-    if (query_int64(store,
-                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
-                    " coalesce((SELECT max(seq) FROM items), 0))",
-                    &items) != 0 ||
+    if (query_int64(
+            store,
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
+            " coalesce((SELECT max(seq) FROM items), 0))",
+            &items) != 0 ||
         query_int64(store,
                     "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
                     " WHERE name = 'deliveries'), 0),"
@@ -925,8 +624,7 @@ static int store_configure(store_t *store)
     long version = 0;
     if (bind_checked(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
                      "busy_timeout") != 0 ||
-        bind_checked(store,
-                     sqlite3_db_config(store->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL),
+        bind_checked(store, sqlite3_db_config(store->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL),
                      "defensive mode") != 0)
         return -1;
     if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
@@ -944,11 +642,10 @@ static store_t *store_new(const uint8_t seal_key[STORE_KEY_BYTES])
     store_t *store = calloc(1, sizeof *store);
     if (store == NULL)
         return NULL;
-    if ((store->seal_key = secret_alloc(STORE_KEY_BYTES)) == NULL) {
+    if ((store->seal_key = store_seal_key_new(seal_key)) == NULL) {
         free(store);
         return NULL;
     }
-    memcpy(store->seal_key, seal_key, STORE_KEY_BYTES);
     return store;
 }
 
@@ -981,8 +678,8 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
         store_close(&store);
         return NULL;
     }
-    if (store_configure(store) != 0 || schema_apply(store) != 0 ||
-        statements_prepare(store) != 0 || counters_load(store) != 0) {
+    if (store_configure(store) != 0 || schema_apply(store) != 0 || statements_prepare(store) != 0 ||
+        counters_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
         return NULL;
@@ -1005,9 +702,7 @@ void store_close(store_t **store)
          * returns SQLITE_OK in every case by design. */
         (void)sqlite3_close_v2(s->db);
     }
-    secret_free(s->seal_key, STORE_KEY_BYTES);
-    scratch_free(&s->sealed);
-    scratch_free(&s->opened);
+    store_seal_free(s);
     free(s);
     *store = NULL;
 }
@@ -1032,7 +727,7 @@ int store_begin(store_t *store)
         return 0;
     store->txn_open = 0;
     store->txn_lost_rc = 0;
-    if (stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
+    if (store_stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
         return -1;
     store->txn_open = 1;
     return 0;
@@ -1059,7 +754,7 @@ int store_commit(store_t *store)
         return -1;
     if (sqlite3_get_autocommit(store->db))
         return commit_lost(store);
-    if (stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
+    if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
         return 0;
     }
@@ -1068,7 +763,7 @@ int store_commit(store_t *store)
         char kept[STORE_ERRMSG_LEN];
         int kept_rc = store->last_rc;
         memcpy(kept, store->errmsg, sizeof kept);
-        (void)stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback after failed commit");
+        (void)store_stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback after failed commit");
         memcpy(store->errmsg, kept, sizeof kept);
         store->last_rc = kept_rc;
     }
@@ -1083,7 +778,7 @@ int store_rollback(store_t *store)
     store->txn_open = 0;
     if (sqlite3_get_autocommit(store->db))
         return 0;
-    return stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback");
+    return store_stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback");
 }
 
 int store_in_transaction(const store_t *store)
@@ -1100,8 +795,8 @@ static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_has
                          uint8_t **accepted, size_t *accepted_len)
 {
     size_t hash_len = 0, reply_len = 0;
-    const uint8_t *hash = column_bytes(stmt, 0, &hash_len);
-    const uint8_t *reply = column_bytes(stmt, 1, &reply_len);
+    const uint8_t *hash = store_column_bytes(stmt, 0, &hash_len);
+    const uint8_t *reply = store_column_bytes(stmt, 1, &reply_len);
     uint8_t *copy = NULL;
     if (hash == NULL || hash_len != STORE_HASH_BYTES) {
         store_refuse(store, "publish_find", "stored content hash is damaged");
@@ -1111,7 +806,8 @@ static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_has
         store_refuse(store, "publish_find", "out of memory reading the reply");
         return -1;
     }
-    if (reply != NULL && accepted != NULL && (copy = malloc(reply_len > 0 ? reply_len : 1)) == NULL) {
+    if (reply != NULL && accepted != NULL &&
+        (copy = malloc(reply_len > 0 ? reply_len : 1)) == NULL) {
         store_refuse(store, "publish_find", "out of memory");
         return -1;
     }
@@ -1141,9 +837,9 @@ int store_publish_find(store_t *store, const char *sender, const uint8_t message
     if (accepted_len != NULL)
         *accepted_len = 0;
     sqlite3_stmt *stmt = store->stmt[STMT_PUBLISH_FIND];
-    if (bind_text(store, stmt, 1, sender) != 0 ||
-        bind_bytes(store, stmt, 2, message_id, STORE_MESSAGE_ID_BYTES) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_text(store, stmt, 1, sender) != 0 ||
+        store_bind_bytes(store, stmt, 2, message_id, STORE_MESSAGE_ID_BYTES) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
     int found = -1;
@@ -1154,7 +850,7 @@ int store_publish_find(store_t *store, const char *sender, const uint8_t message
         found = publish_found(store, stmt, content_hash, accepted, accepted_len);
     else
         store_fail(store, "publish_find");
-    stmt_finish(stmt);
+    store_stmt_finish(stmt);
     return found;
 }
 
@@ -1172,23 +868,22 @@ int64_t store_publish_add(store_t *store, const char *sender, const uint8_t mess
         return -1;
     }
     sqlite3_stmt *stmt = store->stmt[STMT_PUBLISH_ADD];
-    if (bind_text(store, stmt, 1, sender) != 0 ||
-        bind_bytes(store, stmt, 2, message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
-        bind_bytes(store, stmt, 3, content_hash, STORE_HASH_BYTES) != 0 ||
-        bind_bytes(store, stmt, 4, signature, STORE_SIGNATURE_BYTES) != 0 ||
-        bind_bytes(store, stmt, 5, root, STORE_HASH_BYTES) != 0 ||
-        bind_int64(store, stmt, 6, accepted_at) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_text(store, stmt, 1, sender) != 0 ||
+        store_bind_bytes(store, stmt, 2, message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
+        store_bind_bytes(store, stmt, 3, content_hash, STORE_HASH_BYTES) != 0 ||
+        store_bind_bytes(store, stmt, 4, signature, STORE_SIGNATURE_BYTES) != 0 ||
+        store_bind_bytes(store, stmt, 5, root, STORE_HASH_BYTES) != 0 ||
+        store_bind_int64(store, stmt, 6, accepted_at) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "publish_add") != 0)
+    if (store_stmt_run(store, stmt, "publish_add") != 0)
         return -1;
     return (int64_t)sqlite3_last_insert_rowid(store->db);
 }
 
 /* Cost: one rowid lookup and row rewrite, O(log n). */
-int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *accepted,
-                            size_t len)
+int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *accepted, size_t len)
 {
     if (store_enter(store, "publish_set_reply") != 0)
         return -1;
@@ -1197,12 +892,12 @@ int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *a
         return -1;
     }
     sqlite3_stmt *stmt = store->stmt[STMT_PUBLISH_SET_REPLY];
-    if (bind_int64(store, stmt, 1, publish_id) != 0 ||
-        bind_bytes(store, stmt, 2, accepted, len) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, publish_id) != 0 ||
+        store_bind_bytes(store, stmt, 2, accepted, len) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "publish_set_reply") != 0)
+    if (store_stmt_run(store, stmt, "publish_set_reply") != 0)
         return -1;
     if (sqlite3_changes(store->db) != 1) {
         store_refuse(store, "publish_set_reply", "no such publish");
@@ -1226,8 +921,8 @@ static int64_t seq_peek(store_t *store, const int64_t *counter, const char *what
 /* Cost: the publish's rowid lookup, one table append (seq is the rowid) and
  * the (publish_id, item_index) and expires_at index inserts, each O(log n);
  * sealing is linear in len. */
-int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
-                       const uint8_t *item, size_t len)
+int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, const uint8_t *item,
+                       size_t len)
 {
     if (store_enter(store, "item_add") != 0)
         return -1;
@@ -1238,16 +933,17 @@ int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
     int64_t seq = seq_peek(store, &store->next_item_seq, "item_add");
     if (seq < 0)
         return -1;
-    ad_t ad;
-    ad_item(&ad, seq, publish_id, item_index);
+    store_seal_ad_t ad;
+    store_seal_ad_item(&ad, seq, publish_id, item_index);
     sqlite3_stmt *stmt = store->stmt[STMT_ITEM_ADD];
-    if (bind_int64(store, stmt, 1, seq) != 0 || bind_int64(store, stmt, 2, publish_id) != 0 ||
-        bind_int64(store, stmt, 3, (int64_t)item_index) != 0 ||
-        body_bind(store, stmt, 4, &ad, item, len) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, seq) != 0 ||
+        store_bind_int64(store, stmt, 2, publish_id) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)item_index) != 0 ||
+        store_seal_bind(store, stmt, 4, &ad, item, len) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "item_add") != 0)
+    if (store_stmt_run(store, stmt, "item_add") != 0)
         return -1;
     if (sqlite3_changes(store->db) != 1) {
         store_refuse(store, "item_add", "no such publish");
@@ -1276,24 +972,24 @@ static int delivery_fields_present(const store_delivery_t *d)
 
 /* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14 are written, ?9..?13 must
  * match the item's rows. */
-static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d,
-                         int64_t seq, const ad_t *ad)
+static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d, int64_t seq,
+                         const store_seal_ad_t *ad)
 {
-    if (bind_text(store, stmt, 1, d->recipient) != 0 ||
-        bind_text(store, stmt, 2, d->sender_partner) != 0 ||
-        bind_text(store, stmt, 3, d->rule_id) != 0 ||
-        bind_text(store, stmt, 4, d->rule_hash) != 0 ||
-        bind_text(store, stmt, 5, d->purpose) != 0 ||
-        bind_text(store, stmt, 6, d->legal_basis) != 0 ||
-        bind_int64(store, stmt, 7, d->expires_at) != 0 ||
-        body_bind(store, stmt, 8, ad, d->body, d->body_len) != 0 ||
-        bind_int64(store, stmt, 14, seq) != 0)
+    if (store_bind_text(store, stmt, 1, d->recipient) != 0 ||
+        store_bind_text(store, stmt, 2, d->sender_partner) != 0 ||
+        store_bind_text(store, stmt, 3, d->rule_id) != 0 ||
+        store_bind_text(store, stmt, 4, d->rule_hash) != 0 ||
+        store_bind_text(store, stmt, 5, d->purpose) != 0 ||
+        store_bind_text(store, stmt, 6, d->legal_basis) != 0 ||
+        store_bind_int64(store, stmt, 7, d->expires_at) != 0 ||
+        store_seal_bind(store, stmt, 8, ad, d->body, d->body_len) != 0 ||
+        store_bind_int64(store, stmt, 14, seq) != 0)
         return -1;
-    if (bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
-        bind_text(store, stmt, 10, d->sender) != 0 ||
-        bind_bytes(store, stmt, 11, d->message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
-        bind_int64(store, stmt, 12, (int64_t)d->item_index) != 0 ||
-        bind_int64(store, stmt, 13, d->accepted_at) != 0)
+    if (store_bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
+        store_bind_text(store, stmt, 10, d->sender) != 0 ||
+        store_bind_bytes(store, stmt, 11, d->message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
+        store_bind_int64(store, stmt, 12, (int64_t)d->item_index) != 0 ||
+        store_bind_int64(store, stmt, 13, d->accepted_at) != 0)
         return -1;
     return 0;
 }
@@ -1325,17 +1021,17 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     int64_t seq = seq_peek(store, &store->next_delivery_seq, "delivery_add");
     if (seq < 0)
         return -1;
-    ad_t ad;
-    if (ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient) != 0) {
+    store_seal_ad_t ad;
+    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
     if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
-        stmt_finish(stmt);
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "delivery_add") != 0)
+    if (store_stmt_run(store, stmt, "delivery_add") != 0)
         return -1;
     if (sqlite3_changes(store->db) != 1) {
         store_refuse(store, "delivery_add",
@@ -1356,26 +1052,26 @@ static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
     d->item_index = (uint32_t)sqlite3_column_int64(stmt, SCAN_ITEM_INDEX);
     d->accepted_at = sqlite3_column_int64(stmt, SCAN_ACCEPTED_AT);
     d->expires_at = sqlite3_column_int64(stmt, SCAN_EXPIRES_AT);
-    d->recipient = column_text(stmt, SCAN_RECIPIENT);
-    d->message_id = column_bytes(stmt, SCAN_MESSAGE_ID, &id_len);
-    d->sender = column_text(stmt, SCAN_SENDER);
-    d->sender_partner = column_text(stmt, SCAN_SENDER_PARTNER);
-    d->rule_id = column_text(stmt, SCAN_RULE_ID);
-    d->rule_hash = column_text(stmt, SCAN_RULE_HASH);
-    d->purpose = column_text(stmt, SCAN_PURPOSE);
-    d->legal_basis = column_text(stmt, SCAN_LEGAL_BASIS);
+    d->recipient = store_column_text(stmt, SCAN_RECIPIENT);
+    d->message_id = store_column_bytes(stmt, SCAN_MESSAGE_ID, &id_len);
+    d->sender = store_column_text(stmt, SCAN_SENDER);
+    d->sender_partner = store_column_text(stmt, SCAN_SENDER_PARTNER);
+    d->rule_id = store_column_text(stmt, SCAN_RULE_ID);
+    d->rule_hash = store_column_text(stmt, SCAN_RULE_HASH);
+    d->purpose = store_column_text(stmt, SCAN_PURPOSE);
+    d->legal_basis = store_column_text(stmt, SCAN_LEGAL_BASIS);
     if (d->recipient == NULL || d->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES ||
         d->sender == NULL || d->sender_partner == NULL || d->rule_id == NULL ||
         d->rule_hash == NULL || d->purpose == NULL || d->legal_basis == NULL) {
         store_refuse(store, "mailbox_scan", "damaged row or out of memory");
         return -1;
     }
-    ad_t ad;
-    if (ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient) != 0) {
+    store_seal_ad_t ad;
+    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient) != 0) {
         store_refuse(store, "mailbox_scan", "damaged row: recipient id too long");
         return -1;
     }
-    return body_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len);
+    return store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len);
 }
 
 /* Cost: one descent of the (recipient, seq) index, then one rowid lookup and
@@ -1396,10 +1092,10 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
     if (limit > INT_MAX)
         limit = INT_MAX; /* the count returned is an int */
     sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_SCAN];
-    if (bind_text(store, stmt, 1, recipient) != 0 ||
-        bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
-        bind_int64(store, stmt, 3, (int64_t)limit) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_text(store, stmt, 1, recipient) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)limit) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
     int visited = 0, result = -1, rc;
@@ -1421,7 +1117,7 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
         result = visited;
     else if (rc != SQLITE_ROW)
         store_fail(store, "mailbox_scan");
-    stmt_finish(stmt);
+    store_stmt_finish(stmt);
     return result;
 }
 
@@ -1437,8 +1133,8 @@ int64_t store_mailbox_count(store_t *store, const char *recipient)
         return -1;
     }
     sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_COUNT];
-    if (bind_text(store, stmt, 1, recipient) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_text(store, stmt, 1, recipient) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
     int64_t count = -1;
@@ -1447,7 +1143,7 @@ int64_t store_mailbox_count(store_t *store, const char *recipient)
         count = sqlite3_column_int64(stmt, 0);
     else
         store_fail(store, "mailbox_count");
-    stmt_finish(stmt);
+    store_stmt_finish(stmt);
     return count;
 }
 
@@ -1462,7 +1158,7 @@ int64_t store_delivery_last_seq(store_t *store)
         seq = sqlite3_column_int64(stmt, 0);
     else
         store_fail(store, "delivery_last_seq");
-    stmt_finish(stmt);
+    store_stmt_finish(stmt);
     return seq;
 }
 
@@ -1480,12 +1176,12 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     if (seq == 0 || seq > INT64_MAX)
         return 0; /* never a seq */
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ACK];
-    if (bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
-        bind_text(store, stmt, 2, recipient) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
+        store_bind_text(store, stmt, 2, recipient) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "delivery_ack") != 0)
+    if (store_stmt_run(store, stmt, "delivery_ack") != 0)
         return -1;
     return sqlite3_changes(store->db) == 1 ? 1 : 0;
 }
@@ -1495,26 +1191,27 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
 static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
 {
     sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
-    if (bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
-        bind_text(store, stmt, 2, e->recipient) != 0 ||
-        bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
-        bind_text(store, stmt, 4, e->rule_id) != 0 ||
-        bind_text(store, stmt, 5, e->rule_hash) != 0 ||
-        bind_int64(store, stmt, 6, e->expires_at) != 0 || bind_int64(store, stmt, 7, now) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
+        store_bind_text(store, stmt, 2, e->recipient) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
+        store_bind_text(store, stmt, 4, e->rule_id) != 0 ||
+        store_bind_text(store, stmt, 5, e->rule_hash) != 0 ||
+        store_bind_int64(store, stmt, 6, e->expires_at) != 0 ||
+        store_bind_int64(store, stmt, 7, now) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    return stmt_run(store, stmt, "expire: tombstone");
+    return store_stmt_run(store, stmt, "expire: tombstone");
 }
 
 static int delivery_remove(store_t *store, int64_t seq)
 {
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_REMOVE];
-    if (bind_int64(store, stmt, 1, seq) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, seq) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, "expire: remove delivery") != 0)
+    if (store_stmt_run(store, stmt, "expire: remove delivery") != 0)
         return -1;
     if (sqlite3_changes(store->db) != 1) {
         store_refuse(store, "expire", "the expired delivery vanished");
@@ -1529,23 +1226,23 @@ static int delivery_remove(store_t *store, int64_t seq)
 static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg)
 {
     sqlite3_stmt *next = store->stmt[STMT_EXPIRE_NEXT_DELIVERY];
-    if (bind_int64(store, next, 1, now) != 0) {
-        stmt_finish(next);
+    if (store_bind_int64(store, next, 1, now) != 0) {
+        store_stmt_finish(next);
         return -1;
     }
     int rc = sqlite3_step(next);
     if (rc != SQLITE_ROW) {
         if (rc != SQLITE_DONE)
             store_fail(store, "expire: next due delivery");
-        stmt_finish(next);
+        store_stmt_finish(next);
         return rc == SQLITE_DONE ? 0 : -1;
     }
     store_expired_t e = {
         .seq = (uint64_t)sqlite3_column_int64(next, 0),
-        .recipient = column_text(next, 1),
+        .recipient = store_column_text(next, 1),
         .item_seq = (uint64_t)sqlite3_column_int64(next, 2),
-        .rule_id = column_text(next, 3),
-        .rule_hash = column_text(next, 4),
+        .rule_id = store_column_text(next, 3),
+        .rule_hash = store_column_text(next, 4),
         .expires_at = sqlite3_column_int64(next, 5),
     };
     int result = -1;
@@ -1558,7 +1255,7 @@ static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn,
         fn(&e, arg);
         store->in_callback = 0;
     }
-    stmt_finish(next); /* e's strings end here */
+    store_stmt_finish(next); /* e's strings end here */
     if (result == 0)
         result = delivery_remove(store, (int64_t)e.seq);
     return result == 0 ? 1 : -1;
@@ -1570,11 +1267,12 @@ static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, siz
                                const char *what)
 {
     sqlite3_stmt *stmt = store->stmt[id];
-    if (bind_int64(store, stmt, 1, now) != 0 || bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, now) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    if (stmt_run(store, stmt, what) != 0)
+    if (store_stmt_run(store, stmt, what) != 0)
         return -1;
     return sqlite3_changes(store->db);
 }

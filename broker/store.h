@@ -6,9 +6,10 @@
  * expired deliveries. The default backend is SQLite in WAL mode with
  * synchronous=FULL: a commit that returns 0 is on disk. Callers group many
  * operations into one transaction per loop turn (store_begin ..
- * store_commit). Nothing outside store.c knows SQL, so a later backend
- * (PostgreSQL) replaces this file only. Errors are returned (-1) with a
- * message retrievable by store_errmsg; the caller decides.
+ * store_commit). Nothing outside store.c and store_seal.c (joined by
+ * store_internal.h) knows SQL, so a later backend (PostgreSQL) replaces
+ * those files only. Errors are returned (-1) with a message retrievable by
+ * store_errmsg; the caller decides.
  *
  * Sealed at rest. Every body (an item's signed bytes, a delivery's filtered
  * Signal) is stored as nonce(24) || XChaCha20-Poly1305-IETF ciphertext+tag
@@ -189,6 +190,33 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
  * operator's backup) reads, it returns -1 at once, classified unavailable;
  * try again later. Returns 0 when the WAL is empty. */
 int store_checkpoint(store_t *store);
+
+/* ------------------------------------------------------------------ key rotation */
+
+typedef struct store_rekey_counts {
+    uint64_t items;      /* item bodies re-sealed */
+    uint64_t deliveries; /* delivery bodies re-sealed */
+} store_rekey_counts_t;
+
+/* Re-seal the store under new_key (STORE_KEY_BYTES; copied, the caller
+ * wipes its own). In one transaction: every item and delivery body is
+ * opened under the current key and sealed under new_key with a fresh nonce
+ * and the same associated data, and the key check is rewritten; after the
+ * commit the store uses new_key, and store_open accepts only new_key from
+ * then on. On any failure (a body that does not authenticate, a storage
+ * error) nothing changes: the store stays under the old key, on disk and
+ * in memory. Refused (-1) inside an open transaction and from callbacks.
+ * Locks the store exclusively for its duration and fails ("the store is
+ * open elsewhere", classified unavailable) after the busy timeout while
+ * any other connection has it open, such as a running broker: run it with
+ * the broker stopped. After that refusal, close this handle: SQLite keeps
+ * a pending lock on it that keeps new connections out until then. Memory
+ * is bounded (one row at a time); time and WAL growth are linear in the
+ * store's size. Fills *counts (may be NULL; zeros on failure). Returns 0
+ * or -1. Old ciphertexts stay in the WAL until store_checkpoint, and in
+ * backups made before. */
+int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                store_rekey_counts_t *counts);
 
 /* For tests only: limit the database to max_pages pages on this connection
  * (PRAGMA max_page_count), which makes writes fail with "database or disk is

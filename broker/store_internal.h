@@ -1,0 +1,140 @@
+/*
+ * store_internal.h — the store's private layout, shared by store.c (schema,
+ * statements, routing data, retention) and store_seal.c (sealing bodies,
+ * the key check, key memory, rekeying). Private to those two files: every
+ * other module sees store.h only, and nothing outside them knows SQL.
+ */
+#ifndef SCHAKEL_STORE_INTERNAL_H
+#define SCHAKEL_STORE_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schakel_limits.h"
+#include "store.h"
+
+#define STORE_ERRMSG_LEN 512
+
+/* Statements prepared once at open (store.c lists their SQL). */
+enum stmt_id {
+    STMT_BEGIN,
+    STMT_COMMIT,
+    STMT_ROLLBACK,
+    STMT_PUBLISH_FIND,
+    STMT_PUBLISH_ADD,
+    STMT_PUBLISH_SET_REPLY,
+    STMT_ITEM_ADD,
+    STMT_DELIVERY_ADD,
+    STMT_MAILBOX_SCAN,
+    STMT_MAILBOX_COUNT,
+    STMT_DELIVERY_ACK,
+    STMT_DELIVERY_LAST_SEQ,
+    STMT_EXPIRE_NEXT_DELIVERY,
+    STMT_TOMBSTONE_ADD,
+    STMT_DELIVERY_REMOVE,
+    STMT_EXPIRE_ITEMS,
+    STMT_EXPIRE_PUBLISHES,
+    STMT_COUNT
+};
+
+/* A growable buffer for one body on its way in (sealed) or out (opened). */
+typedef struct store_scratch {
+    uint8_t *bytes;
+    size_t cap;
+} store_scratch_t;
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[STMT_COUNT];
+    uint8_t *seal_key;     /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
+    int64_t next_item_seq; /* never reused: see the schema comment in store.c */
+    int64_t next_delivery_seq;
+    store_scratch_t sealed; /* ciphertext only */
+    store_scratch_t opened; /* plaintext: wiped after each use */
+    int in_callback;        /* inside a scan or expiry callback */
+    int txn_open;           /* store_begin began one; commit/rollback not yet called */
+    int last_rc;            /* SQLite code of the last failure; 0 if not SQLite's */
+    int txn_lost_rc;        /* the failure after which SQLite rolled back by itself */
+    char errmsg[STORE_ERRMSG_LEN];
+};
+
+/* ------------------------------------------------------------------ store.c */
+
+/* Record a failure of SQLite's ("what: sqlite's message", with its code
+ * for store_last_error_is_unavailable) or a refusal of ours ("what: why",
+ * never unavailable). */
+void store_fail(store_t *store, const char *what);
+void store_refuse(store_t *store, const char *what, const char *why);
+
+/* The check at every entry point: -1 for a NULL store, and for a call from
+ * inside a scan or expiry callback (errmsg set). */
+int store_enter(store_t *store, const char *what);
+
+/* Statement helpers. The bind_ functions bind without copying (the data
+ * must outlive the step) and return 0 or -1 with the failure recorded;
+ * an empty blob binds as an empty blob, never as NULL. store_stmt_run steps
+ * a statement that yields no rows and resets it (0 or -1). store_stmt_finish
+ * resets and clears the bindings; it reports nothing new. */
+int store_bind_text(store_t *store, sqlite3_stmt *stmt, int param, const char *text);
+int store_bind_bytes(store_t *store, sqlite3_stmt *stmt, int param, const uint8_t *bytes,
+                     size_t len);
+int store_bind_int64(store_t *store, sqlite3_stmt *stmt, int param, int64_t value);
+int store_stmt_run(store_t *store, sqlite3_stmt *stmt, const char *what);
+void store_stmt_finish(sqlite3_stmt *stmt);
+
+/* Columns of the current row, borrowed until the statement steps again.
+ * NULL for an SQL NULL or when SQLite runs out of memory; a zero-length
+ * blob is a non-NULL pointer with *len 0. */
+const char *store_column_text(sqlite3_stmt *stmt, int col);
+const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len);
+
+/* Run fixed SQL text (never built from input); 0, or -1 with the failure
+ * recorded as "what: message". */
+int store_exec_fixed(store_t *store, const char *sql, const char *what);
+
+/* ------------------------------------------------------------------ store_seal.c */
+
+/* The associated data of one sealed body (store.h documents the layouts).
+ * Big enough for the longest: the delivery tag with its NUL, two seqs and
+ * a recipient of SCHAKEL_MAX_PRINCIPAL_LEN bytes. */
+#define STORE_SEAL_AD_MAX (sizeof "schakel-store-delivery-v1" + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN)
+
+typedef struct store_seal_ad {
+    uint8_t bytes[STORE_SEAL_AD_MAX];
+    size_t len;
+} store_seal_ad_t;
+
+void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index);
+/* -1 (ad unusable) for a recipient longer than any principal id can be. */
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
+                           const char *recipient);
+
+/* A copy of key in guarded memory (plain malloc under SCHAKEL_PLAIN_ALLOC),
+ * or NULL when out of memory. Freed, wiped, by store_seal_free. */
+uint8_t *store_seal_key_new(const uint8_t key[STORE_KEY_BYTES]);
+
+/* Wipe and free the store's key and both body buffers. Safe on a store
+ * whose key or buffers were never allocated. */
+void store_seal_free(store_t *store);
+
+/* Seal body under the store key with a fresh nonce and bind the sealed
+ * bytes to param. They stay in store->sealed until the next seal, after the
+ * statement has run. 0, or -1 with errmsg set. */
+int store_seal_bind(store_t *store, sqlite3_stmt *stmt, int param, const store_seal_ad_t *ad,
+                    const uint8_t *body, size_t len);
+
+/* Read and open the sealed body in column col of the delivery with this
+ * seq. *body points into store->opened, valid until the next body is
+ * opened; the caller wipes it. -1 when it does not authenticate ("body of
+ * delivery N does not authenticate: ...") or memory runs out. */
+int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
+                      const store_seal_ad_t *ad, const uint8_t **body, size_t *len);
+
+/* Inside the open schema transaction: check that the store key opens the
+ * store's sealed key check, or record one for a new store. -1 with
+ * "store key: the store key does not open this store (wrong store key
+ * file?)" for another key. */
+int store_seal_keycheck(store_t *store);
+
+#endif

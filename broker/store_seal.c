@@ -1,0 +1,514 @@
+/*
+ * store_seal.c — bodies sealed at rest: the store key in guarded memory,
+ * the associated data that binds a ciphertext to its row, sealing and
+ * opening, the key check, and store_rekey (store.h). Trusts nothing read
+ * from the file: a body is handed out only once its tag verifies. Errors
+ * are -1 with store_errmsg set, as everywhere in the store.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* A sealed body: nonce || ciphertext || tag. */
+#define STORE_NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
+#define STORE_SEAL_OVERHEAD (STORE_NONCE_BYTES + crypto_aead_xchacha20poly1305_ietf_ABYTES)
+_Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
+               "the store key is an XChaCha20-Poly1305 key");
+
+/* Associated data (store.h documents the layout). Each domain tag ends in
+ * its NUL, so no tag is a prefix of another's data. The recipient is the
+ * last field, so its length needs no prefix. */
+static const char ad_item_tag[] = "schakel-store-item-v1";
+static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
+static const char ad_keycheck_tag[] = "schakel-store-keycheck";
+_Static_assert(STORE_SEAL_AD_MAX == sizeof ad_delivery_tag + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN,
+               "store_seal_ad_t holds the longest associated data");
+
+/* The key check: this text, sealed under the store key at creation. */
+static const char keycheck_text[] = "schakel store key check, version 1";
+
+/* An empty body is sealed from here: libsodium is never handed NULL. */
+static const uint8_t empty_bytes[1];
+
+/* ------------------------------------------------------------------ key memory */
+
+/* Long-term secrets live in guarded, locked pages; sanitizer builds use
+ * plain allocation, which ASan understands. */
+static uint8_t *secret_alloc(size_t len)
+{
+#ifdef SCHAKEL_PLAIN_ALLOC
+    return malloc(len);
+#else
+    return sodium_malloc(len);
+#endif
+}
+
+static void secret_free(uint8_t *secret, size_t len)
+{
+    if (secret == NULL)
+        return;
+#ifdef SCHAKEL_PLAIN_ALLOC
+    sodium_memzero(secret, len);
+    free(secret);
+#else
+    (void)len;
+    sodium_free(secret); /* wipes before freeing */
+#endif
+}
+
+uint8_t *store_seal_key_new(const uint8_t key[STORE_KEY_BYTES])
+{
+    uint8_t *copy = secret_alloc(STORE_KEY_BYTES);
+    if (copy != NULL)
+        memcpy(copy, key, STORE_KEY_BYTES);
+    return copy;
+}
+
+/* Make room for len bytes. The old contents are wiped, not copied: every
+ * user overwrites the buffer whole. */
+static int scratch_reserve(store_scratch_t *s, size_t len)
+{
+    if (len <= s->cap && s->bytes != NULL)
+        return 0;
+    uint8_t *bigger = malloc(len > 0 ? len : 1);
+    if (bigger == NULL)
+        return -1;
+    if (s->bytes != NULL) {
+        sodium_memzero(s->bytes, s->cap);
+        free(s->bytes);
+    }
+    s->bytes = bigger;
+    s->cap = len > 0 ? len : 1;
+    return 0;
+}
+
+static void scratch_free(store_scratch_t *s)
+{
+    if (s->bytes != NULL)
+        sodium_memzero(s->bytes, s->cap);
+    free(s->bytes);
+    s->bytes = NULL;
+    s->cap = 0;
+}
+
+void store_seal_free(store_t *store)
+{
+    secret_free(store->seal_key, STORE_KEY_BYTES);
+    store->seal_key = NULL;
+    scratch_free(&store->sealed);
+    scratch_free(&store->opened);
+}
+
+/* ------------------------------------------------------------------ associated data */
+
+static void ad_put(store_seal_ad_t *ad, const void *bytes, size_t len)
+{
+    memcpy(ad->bytes + ad->len, bytes, len);
+    ad->len += len;
+}
+
+static void ad_put_be(store_seal_ad_t *ad, uint64_t value, size_t width)
+{
+    for (size_t i = 0; i < width; i++)
+        ad->bytes[ad->len + i] = (uint8_t)(value >> (8 * (width - 1 - i)));
+    ad->len += width;
+}
+
+void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index)
+{
+    ad->len = 0;
+    ad_put(ad, ad_item_tag, sizeof ad_item_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, (uint64_t)publish_id, 8);
+    ad_put_be(ad, item_index, 4);
+}
+
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
+                           const char *recipient)
+{
+    size_t recipient_len = strlen(recipient);
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return -1;
+    ad->len = 0;
+    ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, (uint64_t)item_seq, 8);
+    ad_put(ad, recipient, recipient_len);
+    return 0;
+}
+
+static void ad_keycheck(store_seal_ad_t *ad)
+{
+    ad->len = 0;
+    ad_put(ad, ad_keycheck_tag, sizeof ad_keycheck_tag);
+}
+
+/* ------------------------------------------------------------------ seal and open */
+
+/* Seal body into store->sealed under key with a fresh random nonce (192
+ * bits: random nonces never collide in practice). Returns the sealed
+ * length, 0 on failure (a sealed body is never empty). */
+static size_t seal_under(store_t *store, const uint8_t *key, const store_seal_ad_t *ad,
+                         const uint8_t *body, size_t len)
+{
+    if (len > SIZE_MAX - STORE_SEAL_OVERHEAD ||
+        scratch_reserve(&store->sealed, len + STORE_SEAL_OVERHEAD) != 0) {
+        store_refuse(store, "seal body", "out of memory");
+        return 0;
+    }
+    uint8_t *nonce = store->sealed.bytes;
+    unsigned long long sealed_len = 0;
+    randombytes_buf(nonce, STORE_NONCE_BYTES);
+    /* Cannot fail for a message this size (libsodium aborts beyond 256 GiB). */
+    (void)crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + STORE_NONCE_BYTES, &sealed_len,
+                                                     len > 0 ? body : empty_bytes, len, ad->bytes,
+                                                     ad->len, NULL, nonce, key);
+    return STORE_NONCE_BYTES + (size_t)sealed_len;
+}
+
+/* Open a sealed body into store->opened under the store key. Returns 0;
+ * -1 when it does not authenticate (errmsg untouched: the caller names the
+ * row); -2 when memory runs out (errmsg set). Nothing is decrypted unless
+ * the tag verifies. */
+static int body_open(store_t *store, const store_seal_ad_t *ad, const uint8_t *sealed,
+                     size_t sealed_len, const uint8_t **body, size_t *len)
+{
+    if (sealed_len < STORE_SEAL_OVERHEAD)
+        return -1;
+    if (scratch_reserve(&store->opened, sealed_len - STORE_SEAL_OVERHEAD) != 0) {
+        store_refuse(store, "open body", "out of memory");
+        return -2;
+    }
+    unsigned long long opened_len = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(
+            store->opened.bytes, &opened_len, NULL, sealed + STORE_NONCE_BYTES,
+            sealed_len - STORE_NONCE_BYTES, ad->bytes, ad->len, sealed, store->seal_key) != 0)
+        return -1;
+    *body = store->opened.bytes;
+    *len = (size_t)opened_len;
+    return 0;
+}
+
+int store_seal_bind(store_t *store, sqlite3_stmt *stmt, int param, const store_seal_ad_t *ad,
+                    const uint8_t *body, size_t len)
+{
+    size_t sealed_len = seal_under(store, store->seal_key, ad, body, len);
+    if (sealed_len == 0)
+        return -1;
+    return store_bind_bytes(store, stmt, param, store->sealed.bytes, sealed_len);
+}
+
+/* Read and open the body in column col of the row `what` (item, delivery)
+ * with this seq. */
+static int column_open(store_t *store, sqlite3_stmt *stmt, int col, const char *what, int64_t seq,
+                       const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
+{
+    size_t sealed_len = 0;
+    const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
+    if (sealed == NULL) {
+        store_refuse(store, "read body", "missing or out of memory");
+        return -1;
+    }
+    int rc = body_open(store, ad, sealed, sealed_len, body, len);
+    if (rc == -1) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "body of %s %lld does not authenticate: store key wrong or row tampered", what,
+                 (long long)seq);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
+                      const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
+{
+    return column_open(store, stmt, col, "delivery", seq, ad, body, len);
+}
+
+/* ------------------------------------------------------------------ the key check */
+
+/* The sealed key check, read in the open schema transaction. *found = 0 when
+ * the store has none yet. */
+static int keycheck_read(store_t *store, uint8_t *sealed, size_t cap, size_t *len, int *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    *found = 0;
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'keycheck'", -1, &stmt,
+                           NULL) != SQLITE_OK) {
+        store_fail(store, "read the key check");
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = 0;
+    if (rc == SQLITE_ROW) {
+        const uint8_t *value = store_column_bytes(stmt, 0, len);
+        if (value == NULL || *len > cap) {
+            store_refuse(store, "read the key check", "damaged");
+            result = -1;
+        } else {
+            memcpy(sealed, value, *len);
+            *found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "read the key check");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt); /* repeats the step's code, handled above */
+    return result;
+}
+
+/* Seal the key check under key and store it with sql (an INSERT for a new
+ * store, an UPDATE when rekeying), which must change exactly one row. */
+static int keycheck_write(store_t *store, const uint8_t *key, const char *sql, const char *what)
+{
+    sqlite3_stmt *stmt = NULL;
+    store_seal_ad_t ad;
+    ad_keycheck(&ad);
+    size_t sealed_len =
+        seal_under(store, key, &ad, (const uint8_t *)keycheck_text, sizeof keycheck_text);
+    if (sealed_len == 0)
+        return -1;
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, what);
+        return -1;
+    }
+    int result = store_bind_bytes(store, stmt, 1, store->sealed.bytes, sealed_len);
+    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
+        store_fail(store, what);
+        result = -1;
+    }
+    if (result == 0 && sqlite3_changes(store->db) != 1) {
+        store_refuse(store, what, "the store has no key check");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt);
+    return result;
+}
+
+/* A store remembers the key it was created with as a sealed known text: a
+ * wrong key file is found at start-up, not at the first delivery. */
+int store_seal_keycheck(store_t *store)
+{
+    uint8_t sealed[sizeof keycheck_text + STORE_SEAL_OVERHEAD];
+    size_t sealed_len = 0;
+    int found = 0;
+    store_seal_ad_t ad;
+    ad_keycheck(&ad);
+    if (keycheck_read(store, sealed, sizeof sealed, &sealed_len, &found) != 0)
+        return -1;
+    if (!found)
+        return keycheck_write(store, store->seal_key,
+                              "INSERT INTO meta (name, value) VALUES ('keycheck', ?1)",
+                              "write the key check");
+    const uint8_t *text = NULL;
+    size_t text_len = 0;
+    int ok = body_open(store, &ad, sealed, sealed_len, &text, &text_len) == 0 &&
+             text_len == sizeof keycheck_text &&
+             sodium_memcmp(text, keycheck_text, sizeof keycheck_text) == 0;
+    if (!ok) {
+        store_refuse(store, "store key",
+                     "the store key does not open this store (wrong store key file?)");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ rekeying */
+
+/* One table of sealed bodies, walked once per rekey: the next row after a
+ * seq, with the columns its associated data names (body last), and the
+ * rewrite of one body. Rare, so prepared per rekey and not kept. */
+typedef struct rekey_table {
+    const char *what; /* in error texts: "item", "delivery" */
+    const char *next_sql;
+    const char *update_sql;
+    int body_col;
+    /* The associated data of the current row; -1 for a damaged row. */
+    int (*row_ad)(sqlite3_stmt *row, store_seal_ad_t *ad);
+} rekey_table_t;
+
+static int rekey_item_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
+{
+    int64_t item_index = sqlite3_column_int64(row, 2);
+    if (item_index < 0 || item_index > UINT32_MAX)
+        return -1;
+    store_seal_ad_item(ad, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
+                       (uint32_t)item_index);
+    return 0;
+}
+
+static int rekey_delivery_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
+{
+    const char *recipient = store_column_text(row, 2);
+    if (recipient == NULL)
+        return -1;
+    return store_seal_ad_delivery(ad, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
+                                  recipient);
+}
+
+static const rekey_table_t rekey_tables[] = {
+    {"item",
+     "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
+     "UPDATE items SET body = ?2 WHERE seq = ?1", 3, rekey_item_ad},
+    {"delivery",
+     "SELECT seq, item_seq, recipient, body FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
+     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 3, rekey_delivery_ad},
+};
+
+/* Open the body of the first row after *after_seq under the store key, into
+ * store->opened, and set *after_seq to its seq. 1 when a row was opened, 0
+ * when none is left, -1 on error. The statement is reset before returning:
+ * no SELECT is pending while the table is rewritten (SQLite leaves parts
+ * of that case undefined). */
+static int rekey_open_next(store_t *store, const rekey_table_t *t, sqlite3_stmt *next,
+                           int64_t *after_seq, store_seal_ad_t *ad, size_t *len)
+{
+    if (store_bind_int64(store, next, 1, *after_seq) != 0) {
+        store_stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next), result = -1;
+    const uint8_t *body = NULL;
+    int64_t seq = rc == SQLITE_ROW ? sqlite3_column_int64(next, 0) : 0;
+    if (rc == SQLITE_DONE) {
+        result = 0;
+    } else if (rc != SQLITE_ROW) {
+        store_fail(store, "rekey: read");
+    } else if (t->row_ad(next, ad) != 0) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg, "rekey: %s %lld: damaged row", t->what,
+                 (long long)seq);
+    } else if (column_open(store, next, t->body_col, t->what, seq, ad, &body, len) == 0) {
+        *after_seq = seq;
+        result = 1;
+    }
+    store_stmt_finish(next);
+    return result;
+}
+
+/* Re-seal every body of one table: each opened under the store key and
+ * sealed under new_key with a fresh nonce and the same associated data.
+ * Returns the number of rows, or -1. Memory: one row at a time, however
+ * many there are; cost O(n log n), one index descent per row. */
+static int64_t rekey_table(store_t *store, const rekey_table_t *t, const uint8_t *new_key)
+{
+    sqlite3_stmt *next = NULL, *update = NULL;
+    int64_t count = 0, after_seq = 0;
+    if (sqlite3_prepare_v2(store->db, t->next_sql, -1, &next, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(store->db, t->update_sql, -1, &update, NULL) != SQLITE_OK) {
+        store_fail(store, "rekey: prepare");
+        count = -1;
+    }
+    while (count >= 0) {
+        store_seal_ad_t ad;
+        size_t len = 0;
+        int found = rekey_open_next(store, t, next, &after_seq, &ad, &len);
+        if (found <= 0) {
+            count = found < 0 ? -1 : count;
+            break;
+        }
+        size_t sealed_len = seal_under(store, new_key, &ad, store->opened.bytes, len);
+        sodium_memzero(store->opened.bytes, len); /* the plaintext is needed no longer */
+        if (sealed_len == 0 || store_bind_int64(store, update, 1, after_seq) != 0 ||
+            store_bind_bytes(store, update, 2, store->sealed.bytes, sealed_len) != 0 ||
+            store_stmt_run(store, update, "rekey: rewrite body") != 0) {
+            store_stmt_finish(update);
+            count = -1;
+        } else {
+            count++;
+        }
+    }
+    (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
+    (void)sqlite3_finalize(next);
+    return count;
+}
+
+/* The whole rekey as one transaction. BEGIN EXCLUSIVE under
+ * locking_mode=EXCLUSIVE takes an exclusive lock on the database file,
+ * which SQLite cannot get while another connection has the store open in
+ * WAL mode (each holds a shared lock on it while open): a running broker
+ * makes the rekey fail with "database is locked" after the busy timeout,
+ * and a broker started meanwhile cannot open the store until it is done.
+ *
+ * One transaction, so the store is never under two keys, which the single
+ * key check could not describe. Its cost: every sealed page is written to
+ * the WAL before the commit, so a very large store needs about its own size
+ * in free disk and holds the lock for the whole pass; acceptable for an
+ * operation run with the broker stopped, and a failure anywhere leaves the
+ * store exactly as it was. */
+static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey_counts_t *counts)
+{
+    int64_t done[2] = {0, 0};
+    if (store_exec_fixed(store, "BEGIN EXCLUSIVE", "rekey: lock the store") != 0) {
+        if ((store->last_rc & 0xff) == SQLITE_BUSY) {
+            store_refuse(store, "rekey", "the store is open elsewhere (stop schakeld first)");
+            store->last_rc = SQLITE_BUSY; /* passes once the other one has closed it */
+        }
+        return -1;
+    }
+    int failed = 0;
+    for (size_t i = 0; i < 2 && !failed; i++)
+        failed = (done[i] = rekey_table(store, &rekey_tables[i], new_key)) < 0;
+    if (!failed)
+        failed =
+            keycheck_write(store, new_key, "UPDATE meta SET value = ?1 WHERE name = 'keycheck'",
+                           "rekey: rewrite the key check") != 0;
+    if (!failed && sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "rekey", "the transaction was rolled back after a storage error");
+        failed = 1;
+    }
+    if (!failed)
+        failed = store_exec_fixed(store, "COMMIT", "rekey: commit") != 0;
+    if (failed) {
+        if (!sqlite3_get_autocommit(store->db))
+            (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */
+        return -1;
+    }
+    counts->items = (uint64_t)done[0];
+    counts->deliveries = (uint64_t)done[1];
+    return 0;
+}
+
+int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                store_rekey_counts_t *counts)
+{
+    store_rekey_counts_t tally = {0, 0};
+    if (counts != NULL)
+        *counts = tally;
+    if (store_enter(store, "rekey") != 0)
+        return -1;
+    if (new_key == NULL) {
+        store_refuse(store, "rekey", "no new key");
+        return -1;
+    }
+    if (!sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "rekey", "a transaction is open (commit or roll it back first)");
+        return -1;
+    }
+    /* Allocated before anything is written, so that once the commit has
+     * succeeded switching keys cannot fail. */
+    uint8_t *key = store_seal_key_new(new_key);
+    if (key == NULL) {
+        store_refuse(store, "rekey", "out of memory");
+        return -1;
+    }
+    int rc = store_exec_fixed(store, "PRAGMA locking_mode = EXCLUSIVE", "rekey: locking mode");
+    if (rc == 0)
+        rc = rekey_transaction(store, key, &tally);
+    /* Back to shared locking; the exclusive lock goes with the next read.
+     * Neither can fail in a way that matters: at worst the lock is held
+     * until the store is closed. */
+    (void)sqlite3_exec(store->db, "PRAGMA locking_mode = NORMAL; SELECT count(*) FROM meta", NULL,
+                       NULL, NULL);
+    if (rc == 0) {
+        uint8_t *old_key = store->seal_key;
+        store->seal_key = key;
+        key = old_key;
+        if (counts != NULL)
+            *counts = tally;
+    }
+    secret_free(key, STORE_KEY_BYTES);
+    return rc;
+}
