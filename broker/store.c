@@ -492,7 +492,7 @@ int store_exec_fixed(store_t *store, const char *sql, const char *what)
     return -1;
 }
 
-/* ------------------------------------------------------------------ schema and key check */
+/* ------------------------------------------------------------------ schema */
 
 static int schema_version(store_t *store, long *version)
 {

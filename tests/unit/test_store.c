@@ -10,12 +10,14 @@
  */
 #include <dirent.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1764,6 +1766,424 @@ static void test_v1_store_migrates_only_when_empty(void **state)
     }
 }
 
+/* ------------------------------------------------------------------ key rotation */
+
+#define REKEY_PUBLISHES 4
+#define REKEY_ITEMS_PER_PUBLISH 3
+#define REKEY_ITEMS (REKEY_PUBLISHES * REKEY_ITEMS_PER_PUBLISH)
+#define REKEY_DELIVERIES 24 /* item k goes to k % 3 + 1 recipients */
+#define REKEY_BODY_MAX 20000
+
+/* Empty, tiny, in-page and overflow-page bodies. */
+static const size_t rekey_body_sizes[] = {0, 1, 57, 300, 4096, REKEY_BODY_MAX};
+static const char *const rekey_recipients[] = {POLITIE, RIEC, "om/officier"};
+
+/* What a rekey test stored: body k of a table is rekey_body(k, table). */
+typedef struct rekey_data {
+    size_t items, deliveries;
+    int64_t item_seq[REKEY_ITEMS];
+    int64_t delivery_seq[REKEY_DELIVERIES];
+    const char *recipient[REKEY_DELIVERIES];
+} rekey_data_t;
+
+enum rekey_table { REKEY_ITEM_BODY, REKEY_DELIVERY_BODY };
+
+static size_t rekey_body(uint8_t *out, size_t k, enum rekey_table table)
+{
+    size_t len = rekey_body_sizes[(k + 3 * (size_t)table) % 6];
+    fill(out, len, (unsigned)k, table == REKEY_ITEM_BODY ? 0x11 : 0x22);
+    return len;
+}
+
+static void rekey_fill(store_t *store, rekey_data_t *data)
+{
+    static uint8_t body[REKEY_BODY_MAX];
+    memset(data, 0, sizeof *data);
+    assert_int_equal(store_begin(store), 0);
+    for (unsigned p = 0; p < REKEY_PUBLISHES; p++) {
+        int64_t accepted_at = 1700000050 + p;
+        int64_t publish_id = publish(store, WOCO, 50 + p, accepted_at);
+        assert_true(publish_id > 0);
+        for (uint32_t i = 0; i < REKEY_ITEMS_PER_PUBLISH; i++) {
+            size_t k = data->items++;
+            size_t len = rekey_body(body, k, REKEY_ITEM_BODY);
+            int64_t item_seq = store_item_add(store, publish_id, i, body, len);
+            assert_true(item_seq > 0);
+            data->item_seq[k] = item_seq;
+            for (size_t r = 0; r <= k % 3; r++) {
+                size_t d = data->deliveries++;
+                delivery_spec_t spec;
+                data->recipient[d] = rekey_recipients[(k + r) % 3];
+                delivery_spec(&spec, data->recipient[d], WOCO, "woco-servatius", 50 + p,
+                              accepted_at, item_seq, i);
+                spec.d.body = body;
+                spec.d.body_len = rekey_body(body, d, REKEY_DELIVERY_BODY);
+                data->delivery_seq[d] = store_delivery_add(store, &spec.d);
+                assert_true(data->delivery_seq[d] > 0);
+                (void)rekey_body(body, k, REKEY_ITEM_BODY); /* the next delivery's item */
+            }
+        }
+    }
+    assert_int_equal(store_commit(store), 0);
+    assert_int_equal(data->items, REKEY_ITEMS);
+    assert_int_equal(data->deliveries, REKEY_DELIVERIES);
+}
+
+/* Index of seq among the stored ones; fails the test for an unknown seq. */
+static size_t rekey_index(const int64_t *seqs, size_t n, int64_t seq)
+{
+    for (size_t k = 0; k < n; k++)
+        if (seqs[k] == seq)
+            return k;
+    fail_msg("seq %lld was not stored by the test", (long long)seq);
+    return 0;
+}
+
+static void rekey_expect(const rekey_data_t *data, enum rekey_table table, int64_t seq,
+                         const uint8_t *body, size_t len)
+{
+    static uint8_t expected[REKEY_BODY_MAX];
+    size_t k = table == REKEY_ITEM_BODY ? rekey_index(data->item_seq, data->items, seq)
+                                        : rekey_index(data->delivery_seq, data->deliveries, seq);
+    size_t expected_len = rekey_body(expected, k, table);
+    if (len != expected_len || (len > 0 && memcmp(body, expected, len) != 0))
+        fail_msg("%s %lld: body differs (%zu bytes, want %zu)",
+                 table == REKEY_ITEM_BODY ? "item" : "delivery", (long long)seq, len, expected_len);
+}
+
+typedef struct rekey_seen {
+    const rekey_data_t *data;
+    size_t n;
+} rekey_seen_t;
+
+static int rekey_check_delivery(const store_delivery_t *d, void *arg)
+{
+    rekey_seen_t *seen = arg;
+    size_t k = rekey_index(seen->data->delivery_seq, seen->data->deliveries, (int64_t)d->seq);
+    assert_string_equal(d->recipient, seen->data->recipient[k]);
+    rekey_expect(seen->data, REKEY_DELIVERY_BODY, (int64_t)d->seq, d->body, d->body_len);
+    seen->n++;
+    return 0;
+}
+
+/* Every delivery comes out of its mailbox through the store, as stored. */
+static void rekey_check_mailboxes(store_t *store, const rekey_data_t *data)
+{
+    rekey_seen_t seen = {.data = data};
+    for (size_t r = 0; r < sizeof rekey_recipients / sizeof rekey_recipients[0]; r++)
+        if (store_mailbox_scan(store, rekey_recipients[r], 0, 1000, rekey_check_delivery, &seen) <
+            0)
+            fail_msg("scan of %s: %s", rekey_recipients[r], store_errmsg(store));
+    assert_int_equal(seen.n, data->deliveries);
+}
+
+/* The documented associated data of a delivery (store.h). */
+static size_t delivery_ad(uint8_t *ad, int64_t seq, int64_t item_seq, const char *recipient)
+{
+    static const char tag[] = "schakel-store-delivery-v1";
+    size_t len = sizeof tag;
+    memcpy(ad, tag, sizeof tag);
+    for (int i = 7; i >= 0; i--)
+        ad[len++] = (uint8_t)((uint64_t)seq >> (8 * i));
+    for (int i = 7; i >= 0; i--)
+        ad[len++] = (uint8_t)((uint64_t)item_seq >> (8 * i));
+    memcpy(ad + len, recipient, strlen(recipient));
+    return len + strlen(recipient);
+}
+
+/* How many item and delivery bodies in the file open under key, with the
+ * documented associated data, read past the store's own code. Each one
+ * that opens must hold what was stored. */
+static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_BYTES],
+                                 const rekey_data_t *data)
+{
+    static const char *const sql[] = {
+        [REKEY_ITEM_BODY] = "SELECT seq, publish_id, item_index, body FROM items",
+        [REKEY_DELIVERY_BODY] = "SELECT seq, item_seq, recipient, body FROM deliveries"};
+    static uint8_t opened[REKEY_BODY_MAX];
+    size_t count = 0;
+    sqlite3 *db = raw_open(path);
+    for (int table = REKEY_ITEM_BODY; table <= REKEY_DELIVERY_BODY; table++) {
+        sqlite3_stmt *stmt = NULL;
+        assert_int_equal(sqlite3_prepare_v2(db, sql[table], -1, &stmt, NULL), SQLITE_OK);
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+            uint8_t ad[128];
+            int64_t seq = sqlite3_column_int64(stmt, 0), second = sqlite3_column_int64(stmt, 1);
+            size_t ad_len =
+                table == REKEY_ITEM_BODY
+                    ? item_ad(ad, seq, second, (uint32_t)sqlite3_column_int64(stmt, 2))
+                    : delivery_ad(ad, seq, second, (const char *)sqlite3_column_text(stmt, 2));
+            const uint8_t *sealed = sqlite3_column_blob(stmt, 3);
+            size_t sealed_len = (size_t)sqlite3_column_bytes(stmt, 3);
+            assert_true(sealed_len >= 40 && sealed_len - 40 <= sizeof opened);
+            unsigned long long opened_len = 0;
+            if (crypto_aead_xchacha20poly1305_ietf_decrypt(opened, &opened_len, NULL, sealed + 24,
+                                                           sealed_len - 24, ad, ad_len, sealed,
+                                                           key) != 0)
+                continue;
+            rekey_expect(data, (enum rekey_table)table, seq, opened, (size_t)opened_len);
+            count++;
+        }
+        assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return count;
+}
+
+/* Which key the file is under: every body opens under `opens`, none under
+ * `refused`. */
+static void rekey_check_file(const char *path, const uint8_t opens[STORE_KEY_BYTES],
+                             const uint8_t refused[STORE_KEY_BYTES], const rekey_data_t *data)
+{
+    assert_int_equal(raw_bodies_opening(path, opens, data), REKEY_ITEMS + REKEY_DELIVERIES);
+    assert_int_equal(raw_bodies_opening(path, refused, data), 0);
+}
+
+/* Open with each key: only `opens` is accepted; the others are refused by
+ * the key check, changing nothing. Returns the store opened with `opens`. */
+static store_t *rekey_open_only(const char *path, const uint8_t opens[STORE_KEY_BYTES],
+                                const uint8_t refused[STORE_KEY_BYTES])
+{
+    uint8_t one_bit[STORE_KEY_BYTES];
+    memcpy(one_bit, opens, sizeof one_bit);
+    one_bit[7] ^= 0x04;
+    const struct {
+        const uint8_t *key;
+        int opens;
+    } rows[] = {{refused, 0}, {one_bit, 0}, {opens, 1}};
+    store_t *store = NULL;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char err[512] = "";
+        store = open_with(path, rows[i].key, err, sizeof err);
+        if ((store != NULL) != rows[i].opens)
+            fail_msg("row %zu: open %s (%s)", i, store ? "succeeded" : "failed", err);
+        if (store == NULL)
+            assert_non_null(strstr(err, "the store key does not open this store"));
+    }
+    return store;
+}
+
+static void test_rekey_reseals_every_body(void **state)
+{
+    fixture_t *f = *state;
+    rekey_data_t data;
+    uint8_t new_key[STORE_KEY_BYTES], old_sealed[64];
+    randombytes_buf(new_key, sizeof new_key);
+    rekey_fill(f->store, &data);
+    rekey_check_file(f->path, test_key, new_key, &data);
+    sqlite3 *db = raw_open(f->path);
+    int64_t big_item = data.item_seq[5]; /* REKEY_BODY_MAX bytes, on overflow pages */
+    uint8_t *whole = malloc(REKEY_BODY_MAX + 40);
+    assert_non_null(whole);
+    assert_int_equal(
+        raw_blob(db, "SELECT body FROM items WHERE seq = ?1", big_item, whole, REKEY_BODY_MAX + 40),
+        REKEY_BODY_MAX + 40);
+    memcpy(old_sealed, whole + REKEY_BODY_MAX - 24, sizeof old_sealed); /* from its last page */
+    free(whole);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    store_rekey_counts_t counts = {99, 99};
+    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    assert_int_equal(counts.items, REKEY_ITEMS);
+    assert_int_equal(counts.deliveries, REKEY_DELIVERIES);
+    /* The same handle goes on under the new key... */
+    rekey_check_mailboxes(f->store, &data);
+    rekey_check_file(f->path, new_key, test_key, &data);
+    /* ...and has let go of its exclusive lock: another connection opens. */
+    char err[512] = "";
+    store_t *other = open_with(f->path, new_key, err, sizeof err);
+    if (other == NULL)
+        fail_msg("second open after rekey: %s", err);
+    store_close(&other);
+    /* Once the WAL is checkpointed, the old ciphertext is gone from the files. */
+    assert_true(store_files_contain(f->path, old_sealed, sizeof old_sealed));
+    assert_int_equal(store_checkpoint(f->store), 0);
+    assert_false(store_files_contain(f->path, old_sealed, sizeof old_sealed));
+
+    int64_t last_seq = store_delivery_last_seq(f->store);
+    store_close(&f->store);
+    f->store = rekey_open_only(f->path, new_key, test_key);
+    rekey_check_mailboxes(f->store, &data);
+    assert_int_equal(store_delivery_last_seq(f->store), last_seq);
+    /* New writes are sealed under the new key and read back. */
+    assert_int_equal(store_begin(f->store), 0);
+    body_seen_t seen = {.n = 0};
+    (void)deliver_bytes(f->store, "brandweer/meldkamer", 90, "item", "after rekey", NOW, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        store_mailbox_scan(f->store, "brandweer/meldkamer", 0, 10, collect_body, &seen), 1);
+    assert_string_equal(seen.text, "after rekey");
+}
+
+typedef struct rekey_reentry {
+    store_t *store;
+    const uint8_t *key;
+    store_rekey_counts_t *counts;
+    int result;
+} rekey_reentry_t;
+
+static int rekey_reenter(const store_delivery_t *d, void *arg)
+{
+    rekey_reentry_t *r = arg;
+    (void)d;
+    r->result = store_rekey(r->store, r->key, r->counts);
+    return 1;
+}
+
+static void test_rekey_refusals(void **state)
+{
+    fixture_t *f = *state;
+    enum cause { IN_TRANSACTION, NO_KEY, IN_CALLBACK, OPEN_ELSEWHERE, NONE };
+    static const struct {
+        enum cause cause;
+        const char *message;
+        int unavailable;
+    } rows[] = {
+        {IN_TRANSACTION, "a transaction is open", 0},
+        {NO_KEY, "no new key", 0},
+        {IN_CALLBACK, "called from inside a store callback", 0},
+        {OPEN_ELSEWHERE, "the store is open elsewhere (stop schakeld first)", 1},
+        {NONE, NULL, 0}, /* and then it works */
+    };
+    rekey_data_t data;
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    rekey_fill(f->store, &data);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        store_rekey_counts_t counts = {99, 99};
+        store_t *other = NULL;
+        rekey_reentry_t reentry = {.store = f->store, .key = new_key, .counts = &counts};
+        int rc = 0;
+        switch (rows[i].cause) {
+        case IN_TRANSACTION:
+            assert_int_equal(store_begin(f->store), 0);
+            rc = store_rekey(f->store, new_key, &counts);
+            assert_true(store_in_transaction(f->store)); /* the caller's, left alone */
+            assert_int_equal(store_rollback(f->store), 0);
+            break;
+        case NO_KEY:
+            rc = store_rekey(f->store, NULL, &counts);
+            break;
+        case IN_CALLBACK:
+            assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, rekey_reenter, &reentry),
+                             1);
+            rc = reentry.result;
+            break;
+        case OPEN_ELSEWHERE: /* a running broker, say */
+            other = open_ok(f->path);
+            rc = store_rekey(f->store, new_key, &counts);
+            store_close(&other);
+            break;
+        case NONE:
+            rc = store_rekey(f->store, new_key, &counts);
+            break;
+        }
+        if (rows[i].message == NULL) {
+            assert_int_equal(rc, 0);
+            assert_int_equal(counts.items + counts.deliveries, REKEY_ITEMS + REKEY_DELIVERIES);
+            continue;
+        }
+        if (rc != -1)
+            fail_msg("row %zu: rekey was not refused", i);
+        assert_int_equal(counts.items + counts.deliveries, 0);
+        if (strstr(store_errmsg(f->store), rows[i].message) == NULL)
+            fail_msg("row %zu: \"%s\"", i, store_errmsg(f->store));
+        assert_int_equal(store_last_error_is_unavailable(f->store), rows[i].unavailable);
+        if (rows[i].cause == OPEN_ELSEWHERE) {
+            /* As store.h says: close the refused handle (SQLite keeps a
+             * pending lock on it); the store opens again at once. */
+            store_close(&f->store);
+            f->store = open_ok(f->path);
+        }
+        /* Refused means untouched: the file and the handle are under the old key. */
+        rekey_check_file(f->path, test_key, new_key, &data);
+        rekey_check_mailboxes(f->store, &data);
+    }
+    rekey_check_file(f->path, new_key, test_key, &data);
+    assert_int_equal(store_rekey(NULL, new_key, NULL), -1);
+}
+
+/* Make the next writes fail as on a full disk: a file size limit lets the
+ * WAL (emptied first) take no more than one page. SIGXFSZ is ignored, so
+ * the write fails with EFBIG instead of ending the test. */
+typedef struct file_limit {
+    struct rlimit saved;
+    void (*saved_handler)(int);
+} file_limit_t;
+
+static void file_limit_set(file_limit_t *limit, rlim_t bytes)
+{
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &limit->saved), 0);
+    struct rlimit small = limit->saved;
+    assert_true(limit->saved.rlim_max == RLIM_INFINITY || limit->saved.rlim_max > bytes);
+    small.rlim_cur = bytes;
+    limit->saved_handler = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+}
+
+static void file_limit_clear(file_limit_t *limit)
+{
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &limit->saved), 0);
+    (void)signal(SIGXFSZ, limit->saved_handler);
+}
+
+static void test_rekey_failure_keeps_old_key(void **state)
+{
+    fixture_t *f = *state;
+    enum cause { TAMPERED_ROW, DISK_FULL };
+    static const struct {
+        enum cause cause;
+        const char *message;
+        int unavailable;
+    } rows[] = {
+        /* a delivery halfway: every item and some deliveries were re-sealed */
+        {TAMPERED_ROW, "does not authenticate", 0},
+        /* the WAL cannot grow: the commit (or a spill before it) fails.
+         * (store_test_limit_pages cannot cause this: a re-sealed body is
+         * as long as before and SQLite rewrites it in place, so the
+         * database needs no new page; the WAL does.) */
+        {DISK_FULL, "I/O error", 1},
+    };
+    rekey_data_t data;
+    rekey_fill(f->store, &data);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t new_key[STORE_KEY_BYTES];
+        randombytes_buf(new_key, sizeof new_key);
+        store_rekey_counts_t counts = {99, 99};
+        file_limit_t limit;
+        int64_t tampered = data.delivery_seq[REKEY_DELIVERIES / 2];
+        int rc = 0;
+        switch (rows[i].cause) {
+        case TAMPERED_ROW:
+            raw_flip_body_byte(f->path, tampered, 30);
+            rc = store_rekey(f->store, new_key, &counts);
+            raw_flip_body_byte(f->path, tampered, 30); /* and back */
+            break;
+        case DISK_FULL:
+            assert_int_equal(store_checkpoint(f->store), 0);
+            file_limit_set(&limit, 8192);
+            rc = store_rekey(f->store, new_key, &counts);
+            file_limit_clear(&limit);
+            break;
+        }
+        if (rc != -1)
+            fail_msg("row %zu: rekey succeeded", i);
+        assert_int_equal(counts.items + counts.deliveries, 0);
+        if (strstr(store_errmsg(f->store), rows[i].message) == NULL)
+            fail_msg("row %zu: \"%s\"", i, store_errmsg(f->store));
+        if (store_last_error_is_unavailable(f->store) != rows[i].unavailable)
+            fail_msg("row %zu: \"%s\" classified wrongly", i, store_errmsg(f->store));
+        assert_false(store_in_transaction(f->store));
+        /* Nothing changed: the handle still reads with the old key, the file
+         * is all under it, and only the old key opens the store. */
+        rekey_check_mailboxes(f->store, &data);
+        rekey_check_file(f->path, test_key, new_key, &data);
+        store_close(&f->store);
+        f->store = rekey_open_only(f->path, test_key, new_key);
+        rekey_check_mailboxes(f->store, &data);
+    }
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -1807,6 +2227,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_full_store_fails_closed_and_recovers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_classification, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v1_store_migrates_only_when_empty, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_reseals_every_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
