@@ -41,7 +41,7 @@ void record_queued(const char *sender, const char *recipient, uint64_t seq, uint
     char seq_s[24], item_s[24];
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)item_seq);
-    log_event(LOG_INFO, "delivery.queued", "sender", sender, "recipient", recipient, "seq",
+    log_event(LOG_DEBUG, "delivery.queued", "sender", sender, "recipient", recipient, "seq",
               seq_s, "item_seq", item_s, "rule", rule_id, "rule_hash", rule_hash, NULL);
 }
 
