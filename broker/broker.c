@@ -113,6 +113,9 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     }
     b->seq_at_start = (uint64_t)last_seq;
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
+    b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
+    b->max_connections = o->max_connections > 0 ? o->max_connections
+                                                : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
         snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;
@@ -344,6 +347,25 @@ static int key_still_registered(const session_t *session, const policy_principal
     return strcmp(session->key, current) == 0;
 }
 
+/* A principal over its connection cap: answered on the new connection
+ * (which gets no session) with TOO_MANY_CONNECTIONS. */
+static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *principal)
+{
+    session_t probe;
+    memset(&probe, 0, sizeof probe);
+    size_t len = zmq_msg_size(routing);
+    if (len == 0 || len > sizeof probe.routing_id || strlen(principal) >= sizeof probe.principal)
+        return;
+    memcpy(probe.routing_id, zmq_msg_data(routing), len);
+    probe.routing_len = len;
+    strcpy(probe.principal, principal);
+    char text[128];
+    snprintf(text, sizeof text,
+             "this principal already has %u connections, the most the broker allows",
+             b->max_connections);
+    broker_reject(b, &probe, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, text, NULL, -1, 0);
+}
+
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
@@ -381,10 +403,13 @@ static int receive_one(broker_t *b)
     } else {
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
+        int over_limit = 0;
         session_t *session = sessions_touch(b->sessions, zmq_msg_data(&routing),
                                             zmq_msg_size(&routing), user_id, key ? key : "",
-                                            b->now_ms);
-        if (session == NULL) {
+                                            b->now_ms, b->max_connections, &over_limit);
+        if (over_limit) {
+            refuse_connection(b, &routing, user_id);
+        } else if (session == NULL) {
             log_event(LOG_ERROR, "session.refused", "principal", user_id, "why",
                       "out of memory or oversized routing id", NULL);
         } else if (principal == NULL || principal->role == ROLE_OPERATOR ||

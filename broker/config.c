@@ -22,6 +22,7 @@
 
 #include <yaml.h>
 
+#include "schakel_limits.h"
 #include "yamlguard.h"
 
 #define CONFIG_MAX_BYTES (64u * 1024u)
@@ -34,6 +35,8 @@ typedef struct config_doc {
     char *store;
     char *store_key_file;
     char *ack_timeout;
+    char *max_publish_rate;
+    char *max_connections;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -49,17 +52,35 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, store_key_file, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("ack_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            ack_timeout, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_publish_rate", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_publish_rate, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_connections_per_principal",
+                           CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           max_connections, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, config_doc_t, config_schema_fields)};
 
-enum { KEY_LISTEN, KEY_KEY_FILE, KEY_POLICY, KEY_STORE, KEY_STORE_KEY, KEY_ACK_TIMEOUT, KEY_COUNT };
-static const char *const config_keys[KEY_COUNT] = {"listen", "key_file",       "policy",
-                                                   "store",  "store_key_file", "ack_timeout"};
-#define CONFIG_ALLOWED "listen, key_file, policy, store, store_key_file, ack_timeout"
-/* Keys the broker cannot run without; ack_timeout has a default. */
-static const bool config_required[KEY_COUNT] = {true, true, true, true, true, false};
+enum {
+    KEY_LISTEN,
+    KEY_KEY_FILE,
+    KEY_POLICY,
+    KEY_STORE,
+    KEY_STORE_KEY,
+    KEY_ACK_TIMEOUT,
+    KEY_PUBLISH_RATE,
+    KEY_CONNECTIONS,
+    KEY_COUNT
+};
+static const char *const config_keys[KEY_COUNT] = {
+    "listen",         "key_file",    "policy",           "store",
+    "store_key_file", "ack_timeout", "max_publish_rate", "max_connections_per_principal"};
+#define CONFIG_ALLOWED                                                                             \
+    "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "            \
+    "max_connections_per_principal"
+/* Keys the broker cannot run without; the tuning keys have defaults. */
+static const bool config_required[KEY_COUNT] = {true, true, true, true, true, false, false, false};
 
 typedef struct config_load_ctx {
     yamlguard_report_t report;    /* name: the config file's path */
@@ -167,6 +188,21 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
 
 /* ------------------------------------------------------------------ values */
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+int64_t config_count(const char *value, int64_t max)
+{
+    char *end = NULL;
+    if (value == NULL || value[0] < '1' || value[0] > '9')
+        return -1;
+    errno = 0;
+    long long n = strtoll(value, &end, 10);
+    if (errno != 0 || *end != '\0' || n < 1 || n > max)
+        return -1;
+    return n;
+}
+
 int64_t config_duration_ms(const char *value)
 {
     static const struct {
@@ -196,6 +232,11 @@ static const char *config_value_problem(int key, const char *value)
     for (const unsigned char *c = (const unsigned char *)value; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
             return "contains a control character";
+    if (key == KEY_PUBLISH_RATE && config_count(value, SCHAKEL_MAX_PUBLISH_RATE) < 0)
+        return "must be a whole number of publishes per second, 1 to " STR(
+            SCHAKEL_MAX_PUBLISH_RATE);
+    if (key == KEY_CONNECTIONS && config_count(value, SCHAKEL_MAX_CONNECTIONS_CAP) < 0)
+        return "must be a whole number of connections, 1 to " STR(SCHAKEL_MAX_CONNECTIONS_CAP);
     if (key == KEY_ACK_TIMEOUT && config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
@@ -239,6 +280,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->store_key_path;
     case KEY_ACK_TIMEOUT:
         return &cfg->ack_timeout;
+    case KEY_PUBLISH_RATE:
+        return &cfg->max_publish_rate;
+    case KEY_CONNECTIONS:
+        return &cfg->max_connections;
     default:
         return &cfg->store_path;
     }
@@ -246,15 +291,16 @@ static char **config_slot(broker_config_t *cfg, int key)
 
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
-    const char *values[KEY_COUNT] = {doc->listen, doc->key_file,       doc->policy,
-                                     doc->store,  doc->store_key_file, doc->ack_timeout};
+    const char *values[KEY_COUNT] = {doc->listen,         doc->key_file,    doc->policy,
+                                     doc->store,          doc->store_key_file, doc->ack_timeout,
+                                     doc->max_publish_rate, doc->max_connections};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
         const char *problem = config_value_problem(k, values[k]);
         if (problem)
             return config_fail(ctx, ctx->key_line[k], "%s %s", config_keys[k], problem);
-        bool is_path = k != KEY_LISTEN && k != KEY_ACK_TIMEOUT;
+        bool is_path = k == KEY_KEY_FILE || k == KEY_POLICY || k == KEY_STORE || k == KEY_STORE_KEY;
         char *v = is_path ? config_resolve(ctx->report.name, values[k]) : strdup(values[k]);
         if (v == NULL)
             return config_fail(ctx, ctx->key_line[k], "out of memory");
@@ -305,6 +351,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->store_path);
     free((*cfg)->store_key_path);
     free((*cfg)->ack_timeout);
+    free((*cfg)->max_publish_rate);
+    free((*cfg)->max_connections);
     free(*cfg);
     *cfg = NULL;
 }

@@ -7,6 +7,8 @@
  *   store: var/schakel.db          # SQLite store
  *   store_key_file: keys/store.key # sealing key of the store (schakeld --init)
  *   ack_timeout: 60s               # optional: resend in-flight deliveries after this
+ *   max_publish_rate: 1000         # optional: publishes per second per principal
+ *   max_connections_per_principal: 16   # optional
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -26,6 +28,8 @@ typedef struct broker_config {
     char *store_path;  /* path (resolved), or NULL */
     char *store_key_path; /* the store's sealing key file (resolved), or NULL */
     char *ack_timeout; /* duration text ("60s"), or NULL for the default */
+    char *max_publish_rate; /* publishes per second per principal, or NULL: default */
+    char *max_connections;  /* connections per principal, or NULL: default */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most
@@ -46,6 +50,9 @@ void config_destroy(broker_config_t **cfg);
  * field, bad value, out of memory); cfg is unchanged on error. */
 int config_set(broker_config_t *cfg, const char *field, const char *value, char *err,
                size_t errlen);
+
+/* A whole number 1..max written in decimal; -1 if invalid. */
+int64_t config_count(const char *value, int64_t max);
 
 /* A duration ("500ms" is too short; "30s", "2m", "1h") in milliseconds:
  * a whole number with unit ms, s, m or h, from 1 s to 24 h; -1 if invalid. */

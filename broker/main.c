@@ -32,6 +32,8 @@ typedef struct options {
     const char *key;
     const char *store_key;
     const char *ack_timeout;
+    const char *publish_rate;
+    const char *max_connections;
     int init;
     int rekey;                 /* --rekey */
     const char *new_store_key; /* --new-store-key */
@@ -56,6 +58,8 @@ static void usage(FILE *out)
             "  --store-key FILE  the store's sealing key file\n"
             "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
             "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
+            "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
+            "  --max-connections N    connections per principal (default 16)\n"
             "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
             "  --store FILE      SQLite store\n"
@@ -117,6 +121,10 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->new_store_key = v;
         else if (strcmp(a, "--ack-timeout") == 0)
             o->ack_timeout = v;
+        else if (strcmp(a, "--max-publish-rate") == 0)
+            o->publish_rate = v;
+        else if (strcmp(a, "--max-connections") == 0)
+            o->max_connections = v;
         else if (strcmp(a, "--ready-fd") == 0) {
             char *end = NULL;
             long fd = strtol(v, &end, 10);
@@ -275,7 +283,8 @@ int main(int argc, char **argv)
     const char *overrides[][2] = {
         {"listen", o.listen},           {"key_file", o.key},
         {"policy", o.policy},           {"store", o.store},
-        {"store_key_file", o.store_key}, {"ack_timeout", o.ack_timeout}};
+        {"store_key_file", o.store_key}, {"ack_timeout", o.ack_timeout},
+        {"max_publish_rate", o.publish_rate}, {"max_connections_per_principal", o.max_connections}};
     for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
         if (overrides[i][1] != NULL &&
             config_set(cfg, overrides[i][0], overrides[i][1], err, sizeof err) != 0) {
@@ -307,6 +316,13 @@ int main(int argc, char **argv)
         .store_path = cfg->store_path,
         .store_key_path = cfg->store_key_path,
         .ack_timeout_ms = cfg->ack_timeout ? config_duration_ms(cfg->ack_timeout) : 0,
+        .publish_rate = cfg->max_publish_rate
+                            ? (uint32_t)config_count(cfg->max_publish_rate, SCHAKEL_MAX_PUBLISH_RATE)
+                            : 0,
+        .max_connections =
+            cfg->max_connections
+                ? (uint32_t)config_count(cfg->max_connections, SCHAKEL_MAX_CONNECTIONS_CAP)
+                : 0,
     };
     broker_t *b = broker_new(&bo, err, sizeof err);
     config_destroy(&cfg);

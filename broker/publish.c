@@ -277,6 +277,16 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     const uint8_t *id = publish->message_id.data;
     uint8_t root[32], signed_bytes[64], hash[32];
 
+    /* First and cheapest: a flood is refused before any signature work. */
+    if (!sessions_allow_publish(b->sessions, sender->id, b->now_ms, b->publish_rate)) {
+        char text[128];
+        snprintf(text, sizeof text,
+                 "more than %u publishes per second from this principal; slow down and retry "
+                 "with the same message id",
+                 b->publish_rate);
+        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, id, -1, 0);
+        return;
+    }
     wire_items_root(publish->items, publish->n_items, root);
     wire_signed_bytes(id, root, signed_bytes);
     if (keys_verify(sender->sign_pk, signed_bytes, sizeof signed_bytes,

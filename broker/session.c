@@ -12,10 +12,60 @@
 
 #include "table.h"
 
+/* Per-principal accounting: how many sessions it has, and its publish
+ * rate bucket. Kept while the broker runs (one small entry per principal
+ * ever seen, bounded by the policy's principals). */
+typedef struct principal_state {
+    char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    unsigned sessions;
+    double tokens;     /* publishes it may still make now */
+    int64_t refill_ms; /* when tokens was last topped up */
+    int bucket_started;
+} principal_state_t;
+
 struct sessions {
     table_t *by_routing;   /* routing id -> session_t */
     table_t *receivers;    /* principal id -> receiver_t */
+    table_t *principals;   /* principal id -> principal_state_t */
 };
+
+static principal_state_t *principal_state(sessions_t *s, const char *principal)
+{
+    principal_state_t *p = table_get(s->principals, principal, strlen(principal));
+    if (p != NULL)
+        return p;
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    strcpy(p->principal, principal);
+    if (table_put(s->principals, p->principal, strlen(p->principal), p) != 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms, uint32_t rate)
+{
+    principal_state_t *p = principal_state(s, principal);
+    if (p == NULL)
+        return 0; /* out of memory: refusing is the safe side */
+    /* Token bucket: `rate` per second, at most one second's worth saved. */
+    if (!p->bucket_started) {
+        p->tokens = rate;
+        p->refill_ms = now_ms;
+        p->bucket_started = 1;
+    } else if (now_ms > p->refill_ms) {
+        p->tokens += (double)(now_ms - p->refill_ms) * rate / 1000.0;
+        if (p->tokens > rate)
+            p->tokens = rate;
+        p->refill_ms = now_ms;
+    }
+    if (p->tokens < 1.0)
+        return 0;
+    p->tokens -= 1.0;
+    return 1;
+}
 
 sessions_t *sessions_new(void)
 {
@@ -24,7 +74,8 @@ sessions_t *sessions_new(void)
         return NULL;
     s->by_routing = table_new();
     s->receivers = table_new();
-    if (s->by_routing == NULL || s->receivers == NULL) {
+    s->principals = table_new();
+    if (s->by_routing == NULL || s->receivers == NULL || s->principals == NULL) {
         sessions_destroy(&s);
         return NULL;
     }
@@ -45,8 +96,13 @@ void sessions_destroy(sessions_t **sp)
     if (s->receivers != NULL)
         while ((v = table_next(s->receivers, &cursor)) != NULL)
             free(v);
+    cursor = 0;
+    if (s->principals != NULL)
+        while ((v = table_next(s->principals, &cursor)) != NULL)
+            free(v);
     table_destroy(&s->by_routing);
     table_destroy(&s->receivers);
+    table_destroy(&s->principals);
     free(s);
     *sp = NULL;
 }
@@ -63,14 +119,20 @@ static void receiver_detach(sessions_t *s, const session_t *session)
 
 void sessions_drop(sessions_t *s, session_t *session)
 {
+    principal_state_t *p =
+        table_get(s->principals, session->principal, strlen(session->principal));
+    if (p != NULL && p->sessions > 0)
+        p->sessions--;
     receiver_detach(s, session);
     table_remove(s->by_routing, session->routing_id, session->routing_len);
     free(session);
 }
 
 session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
-                          const char *principal, const char *key, int64_t now_ms)
+                          const char *principal, const char *key, int64_t now_ms,
+                          unsigned max_per_principal, int *over_limit)
 {
+    *over_limit = 0;
     if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN ||
         strlen(key) >= sizeof ((session_t *)0)->key)
         return NULL;
@@ -81,6 +143,13 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         session = NULL;
     }
     if (session == NULL) {
+        principal_state_t *p = principal_state(s, principal);
+        if (p == NULL)
+            return NULL;
+        if (p->sessions >= max_per_principal) {
+            *over_limit = 1;
+            return NULL;
+        }
         session = calloc(1, sizeof *session);
         if (session == NULL)
             return NULL;
@@ -92,6 +161,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
             free(session);
             return NULL;
         }
+        p->sessions++;
     }
     session->last_seen_ms = now_ms;
     return session;

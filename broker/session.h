@@ -46,9 +46,16 @@ void sessions_destroy(sessions_t **sessions);
 /* The session for a routing id, created (or re-bound) for `principal`
  * authenticated with CURVE key `key` (Z85). A routing id that arrives with
  * another principal or key than before gets a fresh session: identity is
- * the ZAP User-Id, never the routing id. NULL on OOM or bad arguments. */
+ * the ZAP User-Id, never the routing id. A new session is refused (NULL,
+ * *over_limit set) when the principal already has max_per_principal
+ * sessions. NULL on OOM or bad arguments (*over_limit 0). */
 session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
-                          const char *principal, const char *key, int64_t now_ms);
+                          const char *principal, const char *key, int64_t now_ms,
+                          unsigned max_per_principal, int *over_limit);
+
+/* Rate limit: 1 if `principal` may publish now at `rate` publishes per
+ * second (a token bucket holding at most one second's worth), 0 if not. */
+int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms, uint32_t rate);
 
 /* Make `session` its principal's receiver with `window`. If it already is,
  * only the window changes; otherwise in-flight state restarts so that every

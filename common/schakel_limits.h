@@ -37,6 +37,12 @@
 #define SCHAKEL_MAX_FUTURE_SKEW_S 300                    /* five minutes ahead */
 #define SCHAKEL_MAX_PAST_S (10LL * 366 * 24 * 3600)      /* ten years back */
 
+/* Abuse limits per principal (configurable up to the caps) */
+#define SCHAKEL_DEFAULT_PUBLISH_RATE 1000  /* publishes per second; a second's worth may burst */
+#define SCHAKEL_MAX_PUBLISH_RATE 1000000
+#define SCHAKEL_DEFAULT_MAX_CONNECTIONS 16 /* sessions (connections that sent a frame) */
+#define SCHAKEL_MAX_CONNECTIONS_CAP 4096
+
 /* Flow control */
 #define SCHAKEL_DEFAULT_WINDOW 64u      /* deliveries in flight per receiver */
 #define SCHAKEL_MAX_WINDOW 1024u        /* a larger Flow.window is clamped */

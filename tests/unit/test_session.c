@@ -11,31 +11,32 @@
 
 static const uint8_t rid_a[5] = {0, 'a', 'a', 'a', 'a'};
 static const uint8_t rid_b[5] = {0, 'b', 'b', 'b', 'b'};
+static int over;
 
 static void test_identity_is_the_principal(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    session_t *one = sessions_touch(s, rid_a, 5, "politie/bvh", "K", 1000);
+    session_t *one = sessions_touch(s, rid_a, 5, "politie/bvh", "K", 1000, 16, &over);
     assert_non_null(one);
-    assert_ptr_equal(sessions_touch(s, rid_a, 5, "politie/bvh", "K", 2000), one);
+    assert_ptr_equal(sessions_touch(s, rid_a, 5, "politie/bvh", "K", 2000, 16, &over), one);
     assert_int_equal(one->last_seen_ms, 2000);
     /* The same routing id with another authenticated principal is another
      * session: the routing id is client-chosen and proves nothing. */
     receiver_t *r = sessions_receive(s, one, 10);
     assert_non_null(r);
-    session_t *two = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "K", 3000);
+    session_t *two = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "K", 3000, 16, &over);
     assert_non_null(two);
     assert_string_equal(two->principal, "gemeente/meldingen");
     assert_null(r->session); /* the old principal's receiver lost its session */
     assert_int_equal(sessions_count(s), 1);
     /* The same routing id and principal with another key: a new session. */
-    session_t *three = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "OTHER", 3000);
+    session_t *three = sessions_touch(s, rid_a, 5, "gemeente/meldingen", "OTHER", 3000, 16, &over);
     assert_non_null(three);
     assert_string_equal(three->key, "OTHER");
     assert_int_equal(sessions_count(s), 1);
     /* Refused inputs. */
-    assert_null(sessions_touch(s, rid_a, 0, "x/y", "K", 0));
+    assert_null(sessions_touch(s, rid_a, 0, "x/y", "K", 0, 16, &over));
     sessions_destroy(&s);
     assert_null(s);
 }
@@ -44,7 +45,7 @@ static void test_receiver_takeover_restarts_inflight(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
+    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
     receiver_t *r = sessions_receive(s, first, 8);
     r->inflight = 5;
     r->cursor = 42;
@@ -54,7 +55,7 @@ static void test_receiver_takeover_restarts_inflight(void **state)
     assert_int_equal(r->inflight, 5);
     assert_int_equal(r->window, 16);
     /* A new session takes over: everything unacked goes out again. */
-    session_t *second = sessions_touch(s, rid_b, 5, "om/parket", "K", 0);
+    session_t *second = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
     assert_ptr_equal(sessions_receive(s, second, 8), r);
     assert_ptr_equal(r->session, second);
     assert_int_equal(r->inflight, 0);
@@ -69,9 +70,9 @@ static void test_expiry(void **state)
     (void)state;
     sessions_t *s = sessions_new();
     static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
-    session_t *receiving = sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
-    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 15000);
-    sessions_touch(s, rid_c, 5, "politie/bvh", "K", 0);
+    session_t *receiving = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 15000, 16, &over);
+    sessions_touch(s, rid_c, 5, "politie/bvh", "K", 0, 16, &over);
     receiver_t *r = sessions_receive(s, receiving, 8);
     /* The silent publisher goes; the silent receiver stays (quiet is not
      * dead); the recent one stays. */
@@ -80,7 +81,7 @@ static void test_expiry(void **state)
     assert_ptr_equal(r->session, receiving);
     assert_null(sessions_receiver(s, "politie/bvh"));
     /* Once it no longer receives (another connection took over), it can go. */
-    session_t *newer = sessions_touch(s, rid_c, 5, "om/parket", "K", 20000);
+    session_t *newer = sessions_touch(s, rid_c, 5, "om/parket", "K", 20000, 16, &over);
     assert_ptr_equal(sessions_receive(s, newer, 8), r);
     assert_int_equal(sessions_expire(s, 20000, 10000), 1);
     assert_int_equal(sessions_count(s), 2);
@@ -98,10 +99,56 @@ static void test_drop_where(void **state)
 {
     (void)state;
     sessions_t *s = sessions_new();
-    sessions_touch(s, rid_a, 5, "om/parket", "K", 0);
-    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 0);
+    sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    sessions_touch(s, rid_b, 5, "riec/analyse", "K", 0, 16, &over);
     assert_int_equal(sessions_drop_where(s, is_riec, NULL), 1);
     assert_int_equal(sessions_count(s), 1);
+    sessions_destroy(&s);
+}
+
+static void test_connection_cap(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    assert_non_null(sessions_touch(s, rid_a, 5, "politie/bvh", "K", 0, 2, &over));
+    assert_non_null(sessions_touch(s, rid_b, 5, "politie/bvh", "K", 0, 2, &over));
+    /* an existing session is still found at the cap ... */
+    assert_non_null(sessions_touch(s, rid_a, 5, "politie/bvh", "K", 1, 2, &over));
+    assert_int_equal(over, 0);
+    /* ... a third is refused, and says why */
+    assert_null(sessions_touch(s, rid_c, 5, "politie/bvh", "K", 0, 2, &over));
+    assert_int_equal(over, 1);
+    /* another principal is not affected */
+    assert_non_null(sessions_touch(s, rid_c, 5, "om/parket", "K", 0, 2, &over));
+    assert_int_equal(over, 0);
+    /* a dropped session frees its slot (expiry drops the two idle ones) */
+    assert_int_equal(sessions_expire(s, 100000, 1000), 3);
+    static const uint8_t rid_d[5] = {0, 'd', 'd', 'd', 'd'};
+    assert_non_null(sessions_touch(s, rid_d, 5, "politie/bvh", "K", 100000, 2, &over));
+    sessions_destroy(&s);
+}
+
+static void test_publish_rate(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    /* 10 per second: a full bucket of 10, then refused ... */
+    int allowed = 0;
+    for (int i = 0; i < 25; i++)
+        allowed += sessions_allow_publish(s, "politie/bvh", 1000, 10);
+    assert_int_equal(allowed, 10);
+    /* ... other principals have their own bucket ... */
+    assert_int_equal(sessions_allow_publish(s, "om/parket", 1000, 10), 1);
+    /* ... 300 ms later three more, and never more than a second's worth */
+    allowed = 0;
+    for (int i = 0; i < 10; i++)
+        allowed += sessions_allow_publish(s, "politie/bvh", 1300, 10);
+    assert_int_equal(allowed, 3);
+    allowed = 0;
+    for (int i = 0; i < 50; i++)
+        allowed += sessions_allow_publish(s, "politie/bvh", 60000, 10);
+    assert_int_equal(allowed, 10);
     sessions_destroy(&s);
 }
 
@@ -112,6 +159,8 @@ int main(void)
         cmocka_unit_test(test_receiver_takeover_restarts_inflight),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_drop_where),
+        cmocka_unit_test(test_connection_cap),
+        cmocka_unit_test(test_publish_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
