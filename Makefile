@@ -176,7 +176,7 @@ UNIT_EXTRA_test_session := broker/table.c
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c
 UNIT_EXTRA_test_policy := broker/policy_load.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
-UNIT_EXTRA_test_store := broker/store_seal.c
+UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

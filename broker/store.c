@@ -1,12 +1,15 @@
 /*
  * store.c — the broker's durable state in one SQLite file (WAL, synchronous=FULL).
  *
- * Owns the schema, its version, transactions and the statements of
- * routing and retention; store_seal.c seals and opens bodies, keeps the key
- * and its check, and rekeys (store_internal.h joins the two). Trusts its
- * caller (the router) to pass validated ids and bodies: it checks presence,
- * sizes and that a delivery matches its item, not id syntax. Trusts nothing
- * read back from the file: a body that does not authenticate is an error.
+ * Owns opening and closing, the prepared statements (all their SQL, expiry's
+ * included), transactions and the routing data: publishes, items,
+ * deliveries, mailbox scans and acks. store_schema.c creates, migrates and
+ * checks the schema; store_expire.c applies retention; store_seal.c seals
+ * and opens bodies, keeps the key and its check, and rekeys
+ * (store_internal.h joins them). Trusts its caller (the router) to pass
+ * validated ids and bodies: it checks presence, sizes and that a delivery
+ * matches its item, not id syntax. Trusts nothing read back from the file:
+ * a body that does not authenticate is an error.
  * Every failure returns -1 (NULL from store_open) and leaves a message for
  * store_errmsg and a class for store_last_error_is_unavailable; bad data
  * never aborts.
@@ -26,174 +29,9 @@
 #include "schakel_limits.h"
 #include "store_internal.h"
 
-/* The schema version this code writes and understands (PRAGMA user_version).
- * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 2
-
-/* How long a statement waits for a lock held by another process (an
- * operator's backup, say) before failing. The broker is the only writer in
- * normal operation, so this is only ever waited in exceptional cases; it
- * blocks the event loop while it lasts, hence short. */
-#define STORE_BUSY_TIMEOUT_MS 2000
-
 #define STORE_HASH_BYTES 32
 #define STORE_SIGNATURE_BYTES 64
 #define STORE_MESSAGE_ID_BYTES 16
-
-/*
- * Schema migrations: step i takes a store from user_version i to i + 1 and
- * ends by setting user_version. store_open runs the missing steps in one
- * transaction, so a store is at one version or the next, never between. A
- * step may have a precheck that refuses a store it cannot migrate.
- *
- * Why deliveries repeat sender, sender_partner, message_id, item_index and
- * accepted_at instead of joining items and publishes at scan time: the
- * mailbox scan is the hot path (every reconnect, every credit refill) and
- * this way it is a single range over the (recipient, seq) index plus one
- * rowid lookup per row, in one table. A delivery row is also what the
- * recipient was given, under which rule and purpose (copied at decision
- * time, since policies change), so it stands on its own as a record.
- * store_delivery_add copies the fields from the item's own rows and refuses
- * a caller whose values disagree, so the copies cannot drift.
- *
- * Seqs: items and deliveries get explicit seqs from counters kept in memory
- * (the associated data of a body names its seq, so the seq must be known
- * before the insert). AUTOINCREMENT keeps sqlite_sequence at the highest
- * seq ever inserted, from which the counters start at open, so a seq is
- * never reused even after the highest delivery was acked or expired: an
- * Ack for an old seq can never remove a newer delivery.
- *
- * Retention: deliveries carry their rule's expires_at; a trigger raises the
- * item's and the publish's expires_at to the latest of their deliveries
- * (they start at the publish's accepted_at). Expiry walks the expires_at
- * indexes; the index on deliveries.item_seq serves both the "still
- * referenced?" test and the foreign-key check when an item is deleted (for
- * publishes, the UNIQUE (publish_id, item_index) index does). Tombstones
- * record expired deliveries without content and without foreign keys: what
- * they name is gone.
- *
- * Sealed columns: items.body, deliveries.body and meta.value (the key
- * check). Every other column is in clear because routing, idempotency or
- * evidence needs it (store.h lists them); tombstones hold no content.
- *
- * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
- * sealed in SQL, so the step takes only an empty version-1 store (there
- * were never deployed ones) and refuses one that holds publishes.
- */
-typedef struct schema_step {
-    const char *sql;
-    int (*precheck)(store_t *store);
-} schema_step_t;
-
-static int schema_v1_is_empty(store_t *store);
-
-static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
-    /* 0 -> 1 */
-    {"CREATE TABLE IF NOT EXISTS publishes ("
-     "  id INTEGER PRIMARY KEY,"
-     "  sender TEXT NOT NULL,"
-     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
-     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
-     "  root BLOB NOT NULL CHECK (length(root) = 32),"
-     "  accepted_at INTEGER NOT NULL,"
-     "  reply BLOB,"
-     "  UNIQUE (sender, message_id)"
-     ");"
-     "CREATE TABLE IF NOT EXISTS items ("
-     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
-     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
-     "  body BLOB NOT NULL,"
-     "  UNIQUE (publish_id, item_index)"
-     ");"
-     "CREATE TABLE IF NOT EXISTS deliveries ("
-     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     "  recipient TEXT NOT NULL,"
-     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-     "  sender TEXT NOT NULL,"
-     "  sender_partner TEXT NOT NULL,"
-     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-     "  item_index INTEGER NOT NULL,"
-     "  accepted_at INTEGER NOT NULL,"
-     "  rule_id TEXT NOT NULL,"
-     "  rule_hash TEXT NOT NULL,"
-     "  purpose TEXT NOT NULL,"
-     "  legal_basis TEXT NOT NULL,"
-     "  expires_at INTEGER NOT NULL,"
-     "  body BLOB NOT NULL"
-     ");"
-     "CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON deliveries (recipient, seq);"
-     "PRAGMA user_version = 1;",
-     NULL},
-    /* 1 -> 2: sealed bodies, retention, tombstones, the key check */
-    {"DROP TABLE deliveries;"
-     "DROP TABLE items;"
-     "DROP TABLE publishes;"
-     "CREATE TABLE meta ("
-     "  name TEXT PRIMARY KEY,"
-     "  value BLOB NOT NULL"
-     ") WITHOUT ROWID;"
-     "CREATE TABLE publishes ("
-     "  id INTEGER PRIMARY KEY,"
-     "  sender TEXT NOT NULL,"
-     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
-     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
-     "  root BLOB NOT NULL CHECK (length(root) = 32),"
-     "  accepted_at INTEGER NOT NULL,"
-     "  expires_at INTEGER NOT NULL,"
-     "  reply BLOB,"
-     "  UNIQUE (sender, message_id)"
-     ");"
-     "CREATE INDEX publishes_by_expiry ON publishes (expires_at);"
-     "CREATE TABLE items ("
-     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
-     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
-     "  expires_at INTEGER NOT NULL,"
-     "  body BLOB NOT NULL,"
-     "  UNIQUE (publish_id, item_index)"
-     ");"
-     "CREATE INDEX items_by_expiry ON items (expires_at);"
-     "CREATE TABLE deliveries ("
-     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-     "  recipient TEXT NOT NULL,"
-     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
-     "  sender TEXT NOT NULL,"
-     "  sender_partner TEXT NOT NULL,"
-     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
-     "  item_index INTEGER NOT NULL,"
-     "  accepted_at INTEGER NOT NULL,"
-     "  rule_id TEXT NOT NULL,"
-     "  rule_hash TEXT NOT NULL,"
-     "  purpose TEXT NOT NULL,"
-     "  legal_basis TEXT NOT NULL,"
-     "  expires_at INTEGER NOT NULL,"
-     "  body BLOB NOT NULL"
-     ");"
-     "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
-     "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
-     "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
-     "CREATE TRIGGER deliveries_extend_retention AFTER INSERT ON deliveries BEGIN"
-     "  UPDATE items SET expires_at = NEW.expires_at"
-     "   WHERE seq = NEW.item_seq AND expires_at < NEW.expires_at;"
-     "  UPDATE publishes SET expires_at = NEW.expires_at"
-     "   WHERE id = (SELECT publish_id FROM items WHERE seq = NEW.item_seq)"
-     "   AND expires_at < NEW.expires_at;"
-     " END;"
-     "CREATE TABLE tombstones ("
-     "  seq INTEGER PRIMARY KEY,"
-     "  recipient TEXT NOT NULL,"
-     "  item_seq INTEGER NOT NULL,"
-     "  rule_id TEXT NOT NULL,"
-     "  rule_hash TEXT NOT NULL,"
-     "  expires_at INTEGER NOT NULL,"
-     "  expired_at INTEGER NOT NULL"
-     ");"
-     "PRAGMA user_version = 2;",
-     schema_v1_is_empty},
-};
 
 /* Every statement the store runs, prepared once at open. Parameters only:
  * no SQL text is ever built from input. */
@@ -329,7 +167,7 @@ void store_stmt_finish(sqlite3_stmt *stmt)
     (void)sqlite3_clear_bindings(stmt);
 }
 
-static int bind_checked(store_t *store, int rc, const char *what)
+int store_check_rc(store_t *store, int rc, const char *what)
 {
     if (rc == SQLITE_OK)
         return 0;
@@ -339,23 +177,23 @@ static int bind_checked(store_t *store, int rc, const char *what)
 
 int store_bind_text(store_t *store, sqlite3_stmt *stmt, int param, const char *text)
 {
-    return bind_checked(store, sqlite3_bind_text(stmt, param, text, -1, SQLITE_STATIC),
-                        "bind text");
+    return store_check_rc(store, sqlite3_bind_text(stmt, param, text, -1, SQLITE_STATIC),
+                          "bind text");
 }
 
 int store_bind_bytes(store_t *store, sqlite3_stmt *stmt, int param, const uint8_t *bytes,
                      size_t len)
 {
     const void *data = len == 0 ? empty_bytes : bytes;
-    return bind_checked(store,
-                        sqlite3_bind_blob64(stmt, param, data, (sqlite3_uint64)len, SQLITE_STATIC),
-                        "bind blob");
+    return store_check_rc(
+        store, sqlite3_bind_blob64(stmt, param, data, (sqlite3_uint64)len, SQLITE_STATIC),
+        "bind blob");
 }
 
 int store_bind_int64(store_t *store, sqlite3_stmt *stmt, int param, int64_t value)
 {
-    return bind_checked(store, sqlite3_bind_int64(stmt, param, (sqlite3_int64)value),
-                        "bind integer");
+    return store_check_rc(store, sqlite3_bind_int64(stmt, param, (sqlite3_int64)value),
+                          "bind integer");
 }
 
 /* Step a statement that returns no rows, then reset it. Returns 0 or -1. */
@@ -396,7 +234,7 @@ static void open_error(char *err, size_t errlen, const char *what, const char *w
 
 /* Run a one-off statement that yields one row with one value, and copy that
  * value as text (PRAGMA answers). Returns 0 or -1. */
-static int pragma_text(store_t *store, const char *sql, char *out, size_t outlen)
+int store_pragma_text(store_t *store, const char *sql, char *out, size_t outlen)
 {
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL);
@@ -433,16 +271,16 @@ static int text_to_int64(store_t *store, const char *what, const char *text, int
     return 0;
 }
 
-static int query_int64(store_t *store, const char *sql, int64_t *out)
+int store_query_int64(store_t *store, const char *sql, int64_t *out)
 {
     char value[32];
-    if (pragma_text(store, sql, value, sizeof value) != 0)
+    if (store_pragma_text(store, sql, value, sizeof value) != 0)
         return -1;
     return text_to_int64(store, sql, value, out);
 }
 
 /* Run a one-off statement whose rows, if any, do not matter. */
-static int pragma_set(store_t *store, const char *sql)
+int store_pragma_set(store_t *store, const char *sql)
 {
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL);
@@ -462,23 +300,6 @@ static int pragma_set(store_t *store, const char *sql)
     return rc == SQLITE_DONE ? 0 : -1;
 }
 
-/* Set a PRAGMA and read it back, since SQLite ignores what it cannot do
- * (foreign_keys in a build without them, WAL on a file system without
- * shared memory) rather than failing. */
-static int pragma_require(store_t *store, const char *set_sql, const char *get_sql,
-                          const char *expected)
-{
-    char value[32];
-    if (pragma_set(store, set_sql) != 0 || pragma_text(store, get_sql, value, sizeof value) != 0)
-        return -1;
-    if (strcmp(value, expected) != 0) {
-        snprintf(store->errmsg, sizeof store->errmsg, "%s: got \"%s\", need \"%s\"", get_sql, value,
-                 expected);
-        return -1;
-    }
-    return 0;
-}
-
 int store_exec_fixed(store_t *store, const char *sql, const char *what)
 {
     char *message = NULL;
@@ -492,70 +313,6 @@ int store_exec_fixed(store_t *store, const char *sql, const char *what)
     return -1;
 }
 
-/* ------------------------------------------------------------------ schema */
-
-static int schema_version(store_t *store, long *version)
-{
-    int64_t value = 0;
-    if (query_int64(store, "PRAGMA user_version", &value) != 0)
-        return -1;
-    *version = (long)value;
-    return 0;
-}
-
-static int schema_check_not_newer(store_t *store, long version)
-{
-    if (version <= STORE_SCHEMA_VERSION)
-        return 0;
-    snprintf(store->errmsg, sizeof store->errmsg,
-             "store schema version %ld is newer than this schakeld understands (%d); "
-             "run the schakeld that wrote it, or a newer one",
-             version, STORE_SCHEMA_VERSION);
-    return -1;
-}
-
-static int schema_v1_is_empty(store_t *store)
-{
-    int64_t publishes = 0;
-    if (query_int64(store, "SELECT EXISTS (SELECT 1 FROM publishes)", &publishes) != 0)
-        return -1;
-    if (publishes == 0)
-        return 0;
-    store_refuse(store, "schema migration",
-                 "this version-1 store holds unsealed bodies and cannot be sealed in place; "
-                 "move it aside and let schakeld create a new store");
-    return -1;
-}
-
-/* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
- * immediate transaction; the version is read again inside it, so two
- * processes opening a new store at once do not both migrate. */
-static int schema_apply(store_t *store)
-{
-    long version = 0;
-    if (store_exec_fixed(store, "BEGIN IMMEDIATE", "schema") != 0)
-        return -1;
-    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
-        goto fail;
-    if (version < 0) {
-        store_refuse(store, "schema", "negative user_version: not a Schakel store");
-        goto fail;
-    }
-    for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
-        const schema_step_t *s = &schema_steps[step];
-        if ((s->precheck != NULL && s->precheck(store) != 0) ||
-            store_exec_fixed(store, s->sql, "schema migration") != 0)
-            goto fail;
-    }
-    if (store_seal_keycheck(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
-        goto fail;
-    return 0;
-fail:
-    if (!sqlite3_get_autocommit(store->db))
-        (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */
-    return -1;
-}
-
 static int statements_prepare(store_t *store)
 {
     for (int i = 0; i < STMT_COUNT; i++) {
@@ -566,33 +323,6 @@ static int statements_prepare(store_t *store)
             return -1;
         }
     }
-    return 0;
-}
-
-/* The next seqs: past the highest ever inserted (sqlite_sequence keeps it
- * after deletes), and past anything in the tables or tombstones, should
- * sqlite_sequence ever have been edited. */
-static int counters_load(store_t *store)
-{
-    int64_t items = 0, deliveries = 0;
-    if (query_int64(
-            store,
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
-            " coalesce((SELECT max(seq) FROM items), 0))",
-            &items) != 0 ||
-        query_int64(store,
-                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                    " WHERE name = 'deliveries'), 0),"
-                    " coalesce((SELECT max(seq) FROM deliveries), 0),"
-                    " coalesce((SELECT max(seq) FROM tombstones), 0))",
-                    &deliveries) != 0)
-        return -1;
-    if (items < 0 || items == INT64_MAX || deliveries < 0 || deliveries == INT64_MAX) {
-        store_refuse(store, "store", "sequence numbers out of range");
-        return -1;
-    }
-    store->next_item_seq = items + 1;
-    store->next_delivery_seq = deliveries + 1;
     return 0;
 }
 
@@ -612,28 +342,6 @@ static int file_create_private(const char *path, char *err, size_t errlen)
         open_error(err, errlen, path, strerror(errno));
         return -1;
     }
-    return 0;
-}
-
-/* Connection settings, then the version check before anything is written
- * (switching to WAL writes the file header), then the rest. secure_delete
- * overwrites removed rows (acked and expired bodies) in the file instead of
- * leaving them in free space. */
-static int store_configure(store_t *store)
-{
-    long version = 0;
-    if (bind_checked(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
-                     "busy_timeout") != 0 ||
-        bind_checked(store, sqlite3_db_config(store->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL),
-                     "defensive mode") != 0)
-        return -1;
-    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
-        return -1;
-    if (pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
-        pragma_require(store, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2") != 0 ||
-        pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0 ||
-        pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0)
-        return -1;
     return 0;
 }
 
@@ -678,8 +386,8 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
         store_close(&store);
         return NULL;
     }
-    if (store_configure(store) != 0 || schema_apply(store) != 0 || statements_prepare(store) != 0 ||
-        counters_load(store) != 0) {
+    if (store_schema_configure(store) != 0 || store_schema_apply(store) != 0 ||
+        statements_prepare(store) != 0 || store_schema_counters_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
         return NULL;
@@ -1186,160 +894,6 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     return sqlite3_changes(store->db) == 1 ? 1 : 0;
 }
 
-/* ------------------------------------------------------------------ retention */
-
-static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
-{
-    sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
-    if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
-        store_bind_text(store, stmt, 2, e->recipient) != 0 ||
-        store_bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
-        store_bind_text(store, stmt, 4, e->rule_id) != 0 ||
-        store_bind_text(store, stmt, 5, e->rule_hash) != 0 ||
-        store_bind_int64(store, stmt, 6, e->expires_at) != 0 ||
-        store_bind_int64(store, stmt, 7, now) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    return store_stmt_run(store, stmt, "expire: tombstone");
-}
-
-static int delivery_remove(store_t *store, int64_t seq)
-{
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_REMOVE];
-    if (store_bind_int64(store, stmt, 1, seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "expire: remove delivery") != 0)
-        return -1;
-    if (sqlite3_changes(store->db) != 1) {
-        store_refuse(store, "expire", "the expired delivery vanished");
-        return -1;
-    }
-    return 0;
-}
-
-/* Expire the delivery that is due first, if any: tombstone, tell fn, remove.
- * Returns 1 when one was expired, 0 when none is due, -1 on error. Cost:
- * one descent of the expires_at index and O(log n) writes. */
-static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg)
-{
-    sqlite3_stmt *next = store->stmt[STMT_EXPIRE_NEXT_DELIVERY];
-    if (store_bind_int64(store, next, 1, now) != 0) {
-        store_stmt_finish(next);
-        return -1;
-    }
-    int rc = sqlite3_step(next);
-    if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE)
-            store_fail(store, "expire: next due delivery");
-        store_stmt_finish(next);
-        return rc == SQLITE_DONE ? 0 : -1;
-    }
-    store_expired_t e = {
-        .seq = (uint64_t)sqlite3_column_int64(next, 0),
-        .recipient = store_column_text(next, 1),
-        .item_seq = (uint64_t)sqlite3_column_int64(next, 2),
-        .rule_id = store_column_text(next, 3),
-        .rule_hash = store_column_text(next, 4),
-        .expires_at = sqlite3_column_int64(next, 5),
-    };
-    int result = -1;
-    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
-        store_refuse(store, "expire", "damaged row or out of memory");
-    else
-        result = tombstone_add(store, &e, now);
-    if (result == 0 && fn != NULL) {
-        store->in_callback = 1;
-        fn(&e, arg);
-        store->in_callback = 0;
-    }
-    store_stmt_finish(next); /* e's strings end here */
-    if (result == 0)
-        result = delivery_remove(store, (int64_t)e.seq);
-    return result == 0 ? 1 : -1;
-}
-
-/* One of the bounded DELETEs of due, unreferenced items or publishes.
- * Returns the number removed or -1. */
-static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,
-                               const char *what)
-{
-    sqlite3_stmt *stmt = store->stmt[id];
-    if (store_bind_int64(store, stmt, 1, now) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, what) != 0)
-        return -1;
-    return sqlite3_changes(store->db);
-}
-
-/* Cost: up to limit descents of the deliveries' expires_at index with
- * O(log n) writes each, then two DELETEs that look at no more than limit
- * candidates each: O(limit * log n) in all, whatever is due. */
-int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg)
-{
-    if (store_enter(store, "expire") != 0)
-        return -1;
-    if (sqlite3_get_autocommit(store->db)) {
-        store_refuse(store, "expire", "no transaction is open (call store_begin first)");
-        return -1;
-    }
-    if (limit > INT_MAX / 3)
-        limit = INT_MAX / 3; /* the total returned is an int */
-    if (limit == 0)
-        return 0;
-    int removed = 0;
-    for (size_t i = 0; i < limit; i++) {
-        int one = expire_one_delivery(store, now, fn, arg);
-        if (one < 0)
-            return -1;
-        if (one == 0)
-            break;
-        removed++;
-    }
-    int items = expire_unreferenced(store, STMT_EXPIRE_ITEMS, now, limit, "expire: items");
-    if (items < 0)
-        return -1;
-    int publishes =
-        expire_unreferenced(store, STMT_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
-    if (publishes < 0)
-        return -1;
-    return removed + items + publishes;
-}
-
-/* Cost: copies every WAL frame not yet in the database file, fsyncs, and
- * truncates the WAL: proportional to what was written since the last one.
- * It does not wait for readers (the busy timeout is lifted meanwhile): the
- * event loop must not stall on an operator's backup; the broker tries again
- * later. */
-int store_checkpoint(store_t *store)
-{
-    char busy[32];
-    if (store_enter(store, "checkpoint") != 0)
-        return -1;
-    if (!sqlite3_get_autocommit(store->db)) {
-        store_refuse(store, "checkpoint", "a transaction is open");
-        return -1;
-    }
-    (void)sqlite3_busy_timeout(store->db, 0); /* cannot fail on an open connection */
-    /* The first column of the answer is 1 when a reader kept the
-     * checkpoint from completing. */
-    int rc = pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy);
-    (void)sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
-    if (rc != 0)
-        return -1;
-    if (strcmp(busy, "0") != 0) {
-        store_refuse(store, "checkpoint", "another connection is reading; try again later");
-        store->last_rc = SQLITE_BUSY;
-        return -1;
-    }
-    return 0;
-}
-
 int64_t store_test_limit_pages(store_t *store, int64_t max_pages)
 {
     char sql[64];
@@ -1349,10 +903,10 @@ int64_t store_test_limit_pages(store_t *store, int64_t max_pages)
     if (max_pages > 0) {
         /* An integer formatted here, not input text. */
         snprintf(sql, sizeof sql, "PRAGMA max_page_count = %lld", (long long)max_pages);
-        if (pragma_set(store, sql) != 0)
+        if (store_pragma_set(store, sql) != 0)
             return -1;
     }
-    if (query_int64(store, "PRAGMA max_page_count", &in_force) != 0)
+    if (store_query_int64(store, "PRAGMA max_page_count", &in_force) != 0)
         return -1;
     return in_force;
 }

@@ -6,10 +6,10 @@
  * expired deliveries. The default backend is SQLite in WAL mode with
  * synchronous=FULL: a commit that returns 0 is on disk. Callers group many
  * operations into one transaction per loop turn (store_begin ..
- * store_commit). Nothing outside store.c and store_seal.c (joined by
- * store_internal.h) knows SQL, so a later backend (PostgreSQL) replaces
- * those files only. Errors are returned (-1) with a message retrievable by
- * store_errmsg; the caller decides.
+ * store_commit). Nothing outside store.c, store_schema.c, store_expire.c
+ * and store_seal.c (joined by store_internal.h) knows SQL, so a later
+ * backend (PostgreSQL) replaces those files only. Errors are returned (-1)
+ * with a message retrievable by store_errmsg; the caller decides.
  *
  * Sealed at rest. Every body (an item's signed bytes, a delivery's filtered
  * Signal) is stored as nonce(24) || XChaCha20-Poly1305-IETF ciphertext+tag

@@ -1,8 +1,10 @@
 /*
- * store_internal.h — the store's private layout, shared by store.c (schema,
- * statements, routing data, retention) and store_seal.c (sealing bodies,
- * the key check, key memory, rekeying). Private to those two files: every
- * other module sees store.h only, and nothing outside them knows SQL.
+ * store_internal.h — the store's private layout, shared by store.c
+ * (statements, transactions, routing data), store_schema.c (schema,
+ * migrations, connection checks, counters), store_expire.c (retention,
+ * checkpoints) and store_seal.c (sealing bodies, the key check, key memory,
+ * rekeying). Private to those four files: every other module sees store.h
+ * only, and nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
 #define SCHAKEL_STORE_INTERNAL_H
@@ -15,6 +17,13 @@
 #include "store.h"
 
 #define STORE_ERRMSG_LEN 512
+
+/* How long a statement waits for a lock held by another process (an
+ * operator's backup, say) before failing. The broker is the only writer in
+ * normal operation, so this is only ever waited in exceptional cases; it
+ * blocks the event loop while it lasts, hence short. store_checkpoint lifts
+ * it for its duration and puts it back. */
+#define STORE_BUSY_TIMEOUT_MS 2000
 
 /* Statements prepared once at open (store.c lists their SQL). */
 enum stmt_id {
@@ -48,7 +57,7 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[STMT_COUNT];
     uint8_t *seal_key;     /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
-    int64_t next_item_seq; /* never reused: see the schema comment in store.c */
+    int64_t next_item_seq; /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
     store_scratch_t sealed; /* ciphertext only */
     store_scratch_t opened; /* plaintext: wiped after each use */
@@ -92,6 +101,41 @@ const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len);
 /* Run fixed SQL text (never built from input); 0, or -1 with the failure
  * recorded as "what: message". */
 int store_exec_fixed(store_t *store, const char *sql, const char *what);
+
+/* 0 when rc (a SQLite result code) is SQLITE_OK, else -1 with the failure
+ * recorded by store_fail under what. */
+int store_check_rc(store_t *store, int rc, const char *what);
+
+/* One-off statements of fixed SQL text (PRAGMAs, schema queries), prepared
+ * and finalized on each call; sql doubles as the "what" of a failure.
+ * store_pragma_text copies the first column of the first row as text into
+ * out (truncated to outlen); no row is an error. store_query_int64 reads
+ * that value as a decimal integer ("not a number" otherwise).
+ * store_pragma_set steps through any rows and ignores them. Each returns 0
+ * or -1 with the failure recorded. */
+int store_pragma_text(store_t *store, const char *sql, char *out, size_t outlen);
+int store_query_int64(store_t *store, const char *sql, int64_t *out);
+int store_pragma_set(store_t *store, const char *sql);
+
+/* ------------------------------------------------------------------ store_schema.c */
+
+/* store_open calls these in this order, each returning 0 or -1 with errmsg
+ * set. */
+
+/* Connection settings (busy timeout, defensive mode); then, before anything
+ * is written, a refusal of a schema newer than this code; then the PRAGMAs
+ * every store runs under (WAL, synchronous=FULL, foreign keys,
+ * secure_delete), each read back since SQLite ignores what it cannot do. */
+int store_schema_configure(store_t *store);
+
+/* Run the missing migration steps and the key check (store_seal_keycheck)
+ * in one immediate transaction: the store ends at the current version, or
+ * unchanged. */
+int store_schema_apply(store_t *store);
+
+/* Set next_item_seq and next_delivery_seq past every seq ever used, so none
+ * is reused after deletes. */
+int store_schema_counters_load(store_t *store);
 
 /* ------------------------------------------------------------------ store_seal.c */
 

@@ -30,6 +30,32 @@ static const char signed_prefix[16] = {'s', 'c', 'h', 'a', 'k', 'e', 'l', '-',
 /* ------------------------------------------------------------------ errors */
 
 /* Clears reason and text; item_index is the caller's (see wire.h). */
+/* The limits in force: the compiled caps unless the broker lowered them. */
+static wire_limits_t limits = {
+    .max_frame_bytes = SCHAKEL_MAX_FRAME_BYTES,
+    .max_items = SCHAKEL_MAX_ITEMS,
+    .max_summary_len = SCHAKEL_MAX_SUMMARY_LEN,
+    .max_grounds_len = SCHAKEL_MAX_GROUNDS_LEN,
+};
+
+static uint32_t capped(uint32_t value, uint32_t cap)
+{
+    return value == 0 || value > cap ? cap : value;
+}
+
+void wire_set_limits(const wire_limits_t *wanted)
+{
+    limits.max_frame_bytes = capped(wanted->max_frame_bytes, SCHAKEL_MAX_FRAME_BYTES);
+    limits.max_items = capped(wanted->max_items, SCHAKEL_MAX_ITEMS);
+    limits.max_summary_len = capped(wanted->max_summary_len, SCHAKEL_MAX_SUMMARY_LEN);
+    limits.max_grounds_len = capped(wanted->max_grounds_len, SCHAKEL_MAX_GROUNDS_LEN);
+}
+
+wire_limits_t wire_get_limits(void)
+{
+    return limits;
+}
+
 static void error_reset(wire_error_t *err)
 {
     if (err == NULL)
@@ -317,10 +343,10 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
         error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "publish carries no items");
         return -1;
     }
-    if (publish->n_items > SCHAKEL_MAX_ITEMS) {
+    if (publish->n_items > limits.max_items) {
         error_set(err, SCHAKEL__REASON__TOO_MANY_ITEMS,
                   "publish carries %zu items; at most %u are allowed", publish->n_items,
-                  SCHAKEL_MAX_ITEMS);
+                  limits.max_items);
         return -1;
     }
     for (size_t i = 0; i < publish->n_items; i++) {
@@ -456,9 +482,9 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
         err->item_index = -1;
         err->has_message_id = 0;
     }
-    if (len > SCHAKEL_MAX_FRAME_BYTES) {
+    if (len > limits.max_frame_bytes) {
         error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
-                  "frame is %zu bytes; at most %u are allowed", len, SCHAKEL_MAX_FRAME_BYTES);
+                  "frame is %zu bytes; at most %u are allowed", len, limits.max_frame_bytes);
         return NULL;
     }
     if (len == 0 || buf == NULL) {
@@ -645,7 +671,7 @@ static int check_person(const Schakel__Signal *signal, wire_error_t *err)
                   "a signal about a person (subject) must state its grounds; grounds is empty");
         return -1;
     }
-    return check_text(signal->grounds, "grounds", SCHAKEL_MAX_GROUNDS_LEN, TEXT_PROSE,
+    return check_text(signal->grounds, "grounds", limits.max_grounds_len, TEXT_PROSE,
                       SCHAKEL__REASON__INVALID_FIELD, err);
 }
 
@@ -659,7 +685,7 @@ static int check_free_texts(const Schakel__Signal *signal, wire_error_t *err)
         check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, TEXT_PRINTABLE, reason,
                    err) < 0)
         return -1;
-    if (signal->summary != NULL && check_text(signal->summary, "summary", SCHAKEL_MAX_SUMMARY_LEN,
+    if (signal->summary != NULL && check_text(signal->summary, "summary", limits.max_summary_len,
                                               TEXT_PROSE, reason, err) < 0)
         return -1;
     return 0;

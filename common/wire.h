@@ -29,6 +29,21 @@ typedef struct wire_error {
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
 } wire_error_t;
 
+/* Limits a process may lower below the compiled caps of schakel_limits.h
+ * (the broker does, from its config). */
+typedef struct wire_limits {
+    uint32_t max_frame_bytes; /* <= SCHAKEL_MAX_FRAME_BYTES */
+    uint32_t max_items;       /* <= SCHAKEL_MAX_ITEMS */
+    uint32_t max_summary_len; /* <= SCHAKEL_MAX_SUMMARY_LEN */
+    uint32_t max_grounds_len; /* <= SCHAKEL_MAX_GROUNDS_LEN */
+} wire_limits_t;
+
+/* Set this process's limits. A field of 0, or above its cap, keeps the cap.
+ * Call before decoding starts (not thread-safe against a running decode). */
+void wire_set_limits(const wire_limits_t *limits);
+/* The limits in force. */
+wire_limits_t wire_get_limits(void);
+
 /* Decode one frame received from a peer. Checks len <= SCHAKEL_MAX_FRAME_BYTES
  * (FRAME_TOO_LARGE), unpacks with a budgeted allocator (INVALID_MESSAGE),
  * refuses unknown fields anywhere in the tree (INVALID_MESSAGE), a version

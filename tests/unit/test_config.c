@@ -161,7 +161,8 @@ static const set_row_t set_rows[] = {
 static void test_config_set(void **state)
 {
     (void)state;
-    broker_config_t cfg = {NULL, NULL, NULL, NULL, NULL, NULL};
+    broker_config_t cfg;
+    memset(&cfg, 0, sizeof cfg);
     for (size_t i = 0; i < sizeof set_rows / sizeof set_rows[0]; i++) {
         const set_row_t *row = &set_rows[i];
         char err[256] = "";

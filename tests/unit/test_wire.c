@@ -688,7 +688,7 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"ack seq 0", "08 01 a2 01 04 08 05 08 00", R(INVALID_FIELD), "seqs[1] is 0", 0},
     {"rejected reason 99", "08 01 92 01 02 10 63", R(INVALID_FIELD),
      "Rejected.reason has the unknown value 99", 0},
-    {"rejected reason 19", "08 01 92 01 02 10 13", R(INVALID_FIELD), "unknown value 19", 0},
+    {"rejected reason 20 (reserved)", "08 01 92 01 02 10 14", R(INVALID_FIELD), "unknown value 20", 0},
     {"rejected reason none", "08 01 92 01 02 10 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected without reason", "08 01 92 01 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected text not UTF-8", "08 01 92 01 05 10 08 1a 01 ff", R(INVALID_FIELD),
@@ -1189,11 +1189,16 @@ static void test_reason_names(void **state)
         "UNSUPPORTED_VERSION", "SENDER_MISMATCH", "BAD_SIGNATURE",   "DUPLICATE_CONFLICT",
         "POLICY_DENIED",       "INVALID_THEME",   "INVALID_AREA",    "INVALID_POSTCODE",
         "INVALID_FIELD",       "MISSING_GROUNDS", "TOO_MANY_ITEMS",  "NOT_PERMITTED",
-        "UNKNOWN_DELIVERY",    "UNEXPECTED_BODY", "INTERNAL_ERROR",
+        "UNKNOWN_DELIVERY",    "UNEXPECTED_BODY", "INTERNAL_ERROR",  "RATE_LIMITED",
     };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         assert_string_equal(wire_reason_name((Schakel__Reason)i), names[i]);
-    assert_string_equal(wire_reason_name((Schakel__Reason)19), "UNKNOWN");
+    /* 20 and 21 are reserved, not yet names */
+    assert_string_equal(wire_reason_name((Schakel__Reason)20), "UNKNOWN");
+    assert_string_equal(wire_reason_name((Schakel__Reason)21), "UNKNOWN");
+    assert_string_equal(wire_reason_name((Schakel__Reason)22), "TOO_MANY_CONNECTIONS");
+    assert_string_equal(wire_reason_name((Schakel__Reason)23), "UNAVAILABLE");
+    assert_string_equal(wire_reason_name((Schakel__Reason)24), "UNKNOWN");
     assert_string_equal(wire_reason_name((Schakel__Reason)-1), "UNKNOWN");
 }
 

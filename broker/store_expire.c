@@ -1,0 +1,170 @@
+/*
+ * store_expire.c — retention: store_expire removes the deliveries whose
+ * rule's retention has ended (each leaving a tombstone without content),
+ * then the items and publishes nothing references any more, and
+ * store_checkpoint clears their old page images from the WAL. Trusts the
+ * schema's expires_at trigger and indexes (store_schema.c). Errors are -1
+ * with store_errmsg set, a row that reads back damaged included.
+ */
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* ------------------------------------------------------------------ expiry */
+
+static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
+    if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
+        store_bind_text(store, stmt, 2, e->recipient) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
+        store_bind_text(store, stmt, 4, e->rule_id) != 0 ||
+        store_bind_text(store, stmt, 5, e->rule_hash) != 0 ||
+        store_bind_int64(store, stmt, 6, e->expires_at) != 0 ||
+        store_bind_int64(store, stmt, 7, now) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return store_stmt_run(store, stmt, "expire: tombstone");
+}
+
+static int delivery_remove(store_t *store, int64_t seq)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_REMOVE];
+    if (store_bind_int64(store, stmt, 1, seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "expire: remove delivery") != 0)
+        return -1;
+    if (sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "expire", "the expired delivery vanished");
+        return -1;
+    }
+    return 0;
+}
+
+/* Expire the delivery that is due first, if any: tombstone, tell fn, remove.
+ * Returns 1 when one was expired, 0 when none is due, -1 on error. Cost:
+ * one descent of the expires_at index and O(log n) writes. */
+static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg)
+{
+    sqlite3_stmt *next = store->stmt[STMT_EXPIRE_NEXT_DELIVERY];
+    if (store_bind_int64(store, next, 1, now) != 0) {
+        store_stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE)
+            store_fail(store, "expire: next due delivery");
+        store_stmt_finish(next);
+        return rc == SQLITE_DONE ? 0 : -1;
+    }
+    store_expired_t e = {
+        .seq = (uint64_t)sqlite3_column_int64(next, 0),
+        .recipient = store_column_text(next, 1),
+        .item_seq = (uint64_t)sqlite3_column_int64(next, 2),
+        .rule_id = store_column_text(next, 3),
+        .rule_hash = store_column_text(next, 4),
+        .expires_at = sqlite3_column_int64(next, 5),
+    };
+    int result = -1;
+    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
+        store_refuse(store, "expire", "damaged row or out of memory");
+    else
+        result = tombstone_add(store, &e, now);
+    if (result == 0 && fn != NULL) {
+        store->in_callback = 1;
+        fn(&e, arg);
+        store->in_callback = 0;
+    }
+    store_stmt_finish(next); /* e's strings end here */
+    if (result == 0)
+        result = delivery_remove(store, (int64_t)e.seq);
+    return result == 0 ? 1 : -1;
+}
+
+/* One of the bounded DELETEs of due, unreferenced items or publishes.
+ * Returns the number removed or -1. */
+static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,
+                               const char *what)
+{
+    sqlite3_stmt *stmt = store->stmt[id];
+    if (store_bind_int64(store, stmt, 1, now) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, what) != 0)
+        return -1;
+    return sqlite3_changes(store->db);
+}
+
+/* Cost: up to limit descents of the deliveries' expires_at index with
+ * O(log n) writes each, then two DELETEs that look at no more than limit
+ * candidates each: O(limit * log n) in all, whatever is due. */
+int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg)
+{
+    if (store_enter(store, "expire") != 0)
+        return -1;
+    if (sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "expire", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    if (limit > INT_MAX / 3)
+        limit = INT_MAX / 3; /* the total returned is an int */
+    if (limit == 0)
+        return 0;
+    int removed = 0;
+    for (size_t i = 0; i < limit; i++) {
+        int one = expire_one_delivery(store, now, fn, arg);
+        if (one < 0)
+            return -1;
+        if (one == 0)
+            break;
+        removed++;
+    }
+    int items = expire_unreferenced(store, STMT_EXPIRE_ITEMS, now, limit, "expire: items");
+    if (items < 0)
+        return -1;
+    int publishes =
+        expire_unreferenced(store, STMT_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
+    if (publishes < 0)
+        return -1;
+    return removed + items + publishes;
+}
+
+/* ------------------------------------------------------------------ checkpoint */
+
+/* Cost: copies every WAL frame not yet in the database file, fsyncs, and
+ * truncates the WAL: proportional to what was written since the last one.
+ * It does not wait for readers (the busy timeout is lifted meanwhile): the
+ * event loop must not stall on an operator's backup; the broker tries again
+ * later. */
+int store_checkpoint(store_t *store)
+{
+    char busy[32];
+    if (store_enter(store, "checkpoint") != 0)
+        return -1;
+    if (!sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "checkpoint", "a transaction is open");
+        return -1;
+    }
+    (void)sqlite3_busy_timeout(store->db, 0); /* cannot fail on an open connection */
+    /* The first column of the answer is 1 when a reader kept the
+     * checkpoint from completing. */
+    int rc = store_pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy);
+    (void)sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
+    if (rc != 0)
+        return -1;
+    if (strcmp(busy, "0") != 0) {
+        store_refuse(store, "checkpoint", "another connection is reading; try again later");
+        store->last_rc = SQLITE_BUSY;
+        return -1;
+    }
+    return 0;
+}

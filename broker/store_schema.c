@@ -1,0 +1,311 @@
+/*
+ * store_schema.c — the store's schema: its version, the migration steps and
+ * their prechecks, the connection settings and PRAGMAs every store runs
+ * under, and the seq counters read at open. Trusts store.c for an open
+ * connection and nothing in the file: a newer or negative version, a
+ * PRAGMA SQLite ignored or seqs out of range refuse the open. Errors are
+ * -1 with store_errmsg set, as everywhere in the store.
+ */
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* The schema version this code writes and understands (PRAGMA user_version).
+ * A store with a higher version was written by a newer schakeld: refused. */
+#define STORE_SCHEMA_VERSION 2
+
+/*
+ * Schema migrations: step i takes a store from user_version i to i + 1 and
+ * ends by setting user_version. store_open runs the missing steps in one
+ * transaction, so a store is at one version or the next, never between. A
+ * step may have a precheck that refuses a store it cannot migrate.
+ *
+ * Why deliveries repeat sender, sender_partner, message_id, item_index and
+ * accepted_at instead of joining items and publishes at scan time: the
+ * mailbox scan is the hot path (every reconnect, every credit refill) and
+ * this way it is a single range over the (recipient, seq) index plus one
+ * rowid lookup per row, in one table. A delivery row is also what the
+ * recipient was given, under which rule and purpose (copied at decision
+ * time, since policies change), so it stands on its own as a record.
+ * store_delivery_add copies the fields from the item's own rows and refuses
+ * a caller whose values disagree, so the copies cannot drift.
+ *
+ * Seqs: items and deliveries get explicit seqs from counters kept in memory
+ * (the associated data of a body names its seq, so the seq must be known
+ * before the insert). AUTOINCREMENT keeps sqlite_sequence at the highest
+ * seq ever inserted, from which the counters start at open, so a seq is
+ * never reused even after the highest delivery was acked or expired: an
+ * Ack for an old seq can never remove a newer delivery.
+ *
+ * Retention: deliveries carry their rule's expires_at; a trigger raises the
+ * item's and the publish's expires_at to the latest of their deliveries
+ * (they start at the publish's accepted_at). Expiry walks the expires_at
+ * indexes; the index on deliveries.item_seq serves both the "still
+ * referenced?" test and the foreign-key check when an item is deleted (for
+ * publishes, the UNIQUE (publish_id, item_index) index does). Tombstones
+ * record expired deliveries without content and without foreign keys: what
+ * they name is gone.
+ *
+ * Sealed columns: items.body, deliveries.body and meta.value (the key
+ * check). Every other column is in clear because routing, idempotency or
+ * evidence needs it (store.h lists them); tombstones hold no content.
+ *
+ * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
+ * sealed in SQL, so the step takes only an empty version-1 store (there
+ * were never deployed ones) and refuses one that holds publishes.
+ */
+typedef struct schema_step {
+    const char *sql;
+    int (*precheck)(store_t *store);
+} schema_step_t;
+
+static int schema_v1_is_empty(store_t *store);
+
+static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
+    /* 0 -> 1 */
+    {"CREATE TABLE IF NOT EXISTS publishes ("
+     "  id INTEGER PRIMARY KEY,"
+     "  sender TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
+     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
+     "  root BLOB NOT NULL CHECK (length(root) = 32),"
+     "  accepted_at INTEGER NOT NULL,"
+     "  reply BLOB,"
+     "  UNIQUE (sender, message_id)"
+     ");"
+     "CREATE TABLE IF NOT EXISTS items ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
+     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
+     "  body BLOB NOT NULL,"
+     "  UNIQUE (publish_id, item_index)"
+     ");"
+     "CREATE TABLE IF NOT EXISTS deliveries ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+     "  sender TEXT NOT NULL,"
+     "  sender_partner TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  item_index INTEGER NOT NULL,"
+     "  accepted_at INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  purpose TEXT NOT NULL,"
+     "  legal_basis TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL"
+     ");"
+     "CREATE INDEX IF NOT EXISTS deliveries_by_recipient ON deliveries (recipient, seq);"
+     "PRAGMA user_version = 1;",
+     NULL},
+    /* 1 -> 2: sealed bodies, retention, tombstones, the key check */
+    {"DROP TABLE deliveries;"
+     "DROP TABLE items;"
+     "DROP TABLE publishes;"
+     "CREATE TABLE meta ("
+     "  name TEXT PRIMARY KEY,"
+     "  value BLOB NOT NULL"
+     ") WITHOUT ROWID;"
+     "CREATE TABLE publishes ("
+     "  id INTEGER PRIMARY KEY,"
+     "  sender TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  content_hash BLOB NOT NULL CHECK (length(content_hash) = 32),"
+     "  signature BLOB NOT NULL CHECK (length(signature) = 64),"
+     "  root BLOB NOT NULL CHECK (length(root) = 32),"
+     "  accepted_at INTEGER NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  reply BLOB,"
+     "  UNIQUE (sender, message_id)"
+     ");"
+     "CREATE INDEX publishes_by_expiry ON publishes (expires_at);"
+     "CREATE TABLE items ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  publish_id INTEGER NOT NULL REFERENCES publishes(id),"
+     "  item_index INTEGER NOT NULL CHECK (item_index >= 0),"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL,"
+     "  UNIQUE (publish_id, item_index)"
+     ");"
+     "CREATE INDEX items_by_expiry ON items (expires_at);"
+     "CREATE TABLE deliveries ("
+     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+     "  sender TEXT NOT NULL,"
+     "  sender_partner TEXT NOT NULL,"
+     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+     "  item_index INTEGER NOT NULL,"
+     "  accepted_at INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  purpose TEXT NOT NULL,"
+     "  legal_basis TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL"
+     ");"
+     "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
+     "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
+     "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
+     "CREATE TRIGGER deliveries_extend_retention AFTER INSERT ON deliveries BEGIN"
+     "  UPDATE items SET expires_at = NEW.expires_at"
+     "   WHERE seq = NEW.item_seq AND expires_at < NEW.expires_at;"
+     "  UPDATE publishes SET expires_at = NEW.expires_at"
+     "   WHERE id = (SELECT publish_id FROM items WHERE seq = NEW.item_seq)"
+     "   AND expires_at < NEW.expires_at;"
+     " END;"
+     "CREATE TABLE tombstones ("
+     "  seq INTEGER PRIMARY KEY,"
+     "  recipient TEXT NOT NULL,"
+     "  item_seq INTEGER NOT NULL,"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  expired_at INTEGER NOT NULL"
+     ");"
+     "PRAGMA user_version = 2;",
+     schema_v1_is_empty},
+};
+
+/* ------------------------------------------------------------------ version */
+
+static int schema_version(store_t *store, long *version)
+{
+    int64_t value = 0;
+    if (store_query_int64(store, "PRAGMA user_version", &value) != 0)
+        return -1;
+    *version = (long)value;
+    return 0;
+}
+
+static int schema_check_not_newer(store_t *store, long version)
+{
+    if (version <= STORE_SCHEMA_VERSION)
+        return 0;
+    snprintf(store->errmsg, sizeof store->errmsg,
+             "store schema version %ld is newer than this schakeld understands (%d); "
+             "run the schakeld that wrote it, or a newer one",
+             version, STORE_SCHEMA_VERSION);
+    return -1;
+}
+
+static int schema_v1_is_empty(store_t *store)
+{
+    int64_t publishes = 0;
+    if (store_query_int64(store, "SELECT EXISTS (SELECT 1 FROM publishes)", &publishes) != 0)
+        return -1;
+    if (publishes == 0)
+        return 0;
+    store_refuse(store, "schema migration",
+                 "this version-1 store holds unsealed bodies and cannot be sealed in place; "
+                 "move it aside and let schakeld create a new store");
+    return -1;
+}
+
+/* ------------------------------------------------------------------ connection */
+
+/* Set a PRAGMA and read it back, since SQLite ignores what it cannot do
+ * (foreign_keys in a build without them, WAL on a file system without
+ * shared memory) rather than failing. */
+static int pragma_require(store_t *store, const char *set_sql, const char *get_sql,
+                          const char *expected)
+{
+    char value[32];
+    if (store_pragma_set(store, set_sql) != 0 ||
+        store_pragma_text(store, get_sql, value, sizeof value) != 0)
+        return -1;
+    if (strcmp(value, expected) != 0) {
+        snprintf(store->errmsg, sizeof store->errmsg, "%s: got \"%s\", need \"%s\"", get_sql, value,
+                 expected);
+        return -1;
+    }
+    return 0;
+}
+
+/* Connection settings, then the version check before anything is written
+ * (switching to WAL writes the file header), then the rest. secure_delete
+ * overwrites removed rows (acked and expired bodies) in the file instead of
+ * leaving them in free space. */
+int store_schema_configure(store_t *store)
+{
+    long version = 0;
+    if (store_check_rc(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
+                       "busy_timeout") != 0 ||
+        store_check_rc(store,
+                       sqlite3_db_config(store->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL),
+                       "defensive mode") != 0)
+        return -1;
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+        return -1;
+    if (pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
+        pragma_require(store, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2") != 0 ||
+        pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0 ||
+        pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0)
+        return -1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ migration */
+
+/* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
+ * immediate transaction; the version is read again inside it, so two
+ * processes opening a new store at once do not both migrate. */
+int store_schema_apply(store_t *store)
+{
+    long version = 0;
+    if (store_exec_fixed(store, "BEGIN IMMEDIATE", "schema") != 0)
+        return -1;
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+        goto fail;
+    if (version < 0) {
+        store_refuse(store, "schema", "negative user_version: not a Schakel store");
+        goto fail;
+    }
+    for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
+        const schema_step_t *s = &schema_steps[step];
+        if ((s->precheck != NULL && s->precheck(store) != 0) ||
+            store_exec_fixed(store, s->sql, "schema migration") != 0)
+            goto fail;
+    }
+    if (store_seal_keycheck(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
+        goto fail;
+    return 0;
+fail:
+    if (!sqlite3_get_autocommit(store->db))
+        (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */
+    return -1;
+}
+
+/* ------------------------------------------------------------------ counters */
+
+/* The next seqs: past the highest ever inserted (sqlite_sequence keeps it
+ * after deletes), and past anything in the tables or tombstones, should
+ * sqlite_sequence ever have been edited. */
+int store_schema_counters_load(store_t *store)
+{
+    int64_t items = 0, deliveries = 0;
+    if (store_query_int64(
+            store,
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
+            " coalesce((SELECT max(seq) FROM items), 0))",
+            &items) != 0 ||
+        store_query_int64(store,
+                          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                          " WHERE name = 'deliveries'), 0),"
+                          " coalesce((SELECT max(seq) FROM deliveries), 0),"
+                          " coalesce((SELECT max(seq) FROM tombstones), 0))",
+                          &deliveries) != 0)
+        return -1;
+    if (items < 0 || items == INT64_MAX || deliveries < 0 || deliveries == INT64_MAX) {
+        store_refuse(store, "store", "sequence numbers out of range");
+        return -1;
+    }
+    store->next_item_seq = items + 1;
+    store->next_delivery_seq = deliveries + 1;
+    return 0;
+}
