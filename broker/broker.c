@@ -116,6 +116,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
     b->max_connections = o->max_connections > 0 ? o->max_connections
                                                 : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
+    b->max_window = o->max_window > 0 && o->max_window < SCHAKEL_MAX_WINDOW ? o->max_window
+                                                                            : SCHAKEL_MAX_WINDOW;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
         snprintf(err, errlen, "cannot create a ZMQ context: %s", zmq_strerror(zmq_errno()));
         goto fail;

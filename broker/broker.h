@@ -58,6 +58,7 @@ typedef struct broker {
     int64_t ack_timeout_ms; /* in-flight deliveries unacked this long are sent again */
     uint32_t publish_rate;  /* publishes per second per principal */
     uint32_t max_connections; /* sessions per principal */
+    uint32_t max_window;      /* a larger Flow.window is clamped to this */
     int expiry_due;         /* the last sweep hit its limit: sweep again next turn */
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
@@ -72,6 +73,7 @@ typedef struct broker_options {
     int64_t ack_timeout_ms;     /* 0: SCHAKEL_DEFAULT_ACK_TIMEOUT_MS */
     uint32_t publish_rate;      /* per principal per second; 0: SCHAKEL_DEFAULT_PUBLISH_RATE */
     uint32_t max_connections;   /* per principal; 0: SCHAKEL_DEFAULT_MAX_CONNECTIONS */
+    uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
 } broker_options_t;
 
 /* Create the broker: load key and policy, open the sealed store, start the

@@ -37,6 +37,11 @@ typedef struct config_doc {
     char *ack_timeout;
     char *max_publish_rate;
     char *max_connections;
+    char *max_frame_bytes;
+    char *max_items;
+    char *max_summary;
+    char *max_grounds;
+    char *max_window;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -57,6 +62,16 @@ static const cyaml_schema_field_t config_schema_fields[] = {
     CYAML_FIELD_STRING_PTR("max_connections_per_principal",
                            CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            max_connections, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_frame_bytes", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_frame_bytes, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_items_per_publish", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_items, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_summary_length", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_summary, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_grounds_length", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_grounds, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_window", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           max_window, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -71,16 +86,53 @@ enum {
     KEY_ACK_TIMEOUT,
     KEY_PUBLISH_RATE,
     KEY_CONNECTIONS,
+    KEY_FRAME_BYTES,
+    KEY_ITEMS,
+    KEY_SUMMARY,
+    KEY_GROUNDS,
+    KEY_WINDOW,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {
-    "listen",         "key_file",    "policy",           "store",
-    "store_key_file", "ack_timeout", "max_publish_rate", "max_connections_per_principal"};
+    "listen",          "key_file",
+    "policy",          "store",
+    "store_key_file",  "ack_timeout",
+    "max_publish_rate", "max_connections_per_principal",
+    "max_frame_bytes", "max_items_per_publish",
+    "max_summary_length", "max_grounds_length",
+    "max_window"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "            \
-    "max_connections_per_principal"
+    "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                     \
+    "max_summary_length, max_grounds_length, max_window"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {true, true, true, true, true, false, false, false};
+static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
+                                                false, false, false, false, false, false};
+
+/* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
+ * key that is not a count. A config can only lower a limit, never raise it
+ * past what the code was built and tested for. */
+static int64_t config_count_cap(int key)
+{
+    switch (key) {
+    case KEY_PUBLISH_RATE:
+        return SCHAKEL_MAX_PUBLISH_RATE;
+    case KEY_CONNECTIONS:
+        return SCHAKEL_MAX_CONNECTIONS_CAP;
+    case KEY_FRAME_BYTES:
+        return SCHAKEL_MAX_FRAME_BYTES;
+    case KEY_ITEMS:
+        return SCHAKEL_MAX_ITEMS;
+    case KEY_SUMMARY:
+        return SCHAKEL_MAX_SUMMARY_LEN;
+    case KEY_GROUNDS:
+        return SCHAKEL_MAX_GROUNDS_LEN;
+    case KEY_WINDOW:
+        return SCHAKEL_MAX_WINDOW;
+    default:
+        return 0;
+    }
+}
 
 typedef struct config_load_ctx {
     yamlguard_report_t report;    /* name: the config file's path */
@@ -188,8 +240,13 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
 
 /* ------------------------------------------------------------------ values */
 
-#define STR_(x) #x
-#define STR(x) STR_(x)
+int64_t config_limit(const char *value, const char *field)
+{
+    for (int k = 0; k < KEY_COUNT; k++)
+        if (strcmp(field, config_keys[k]) == 0 && config_count_cap(k) > 0)
+            return value != NULL ? config_count(value, config_count_cap(k)) : 0;
+    return -1;
+}
 
 int64_t config_count(const char *value, int64_t max)
 {
@@ -232,11 +289,9 @@ static const char *config_value_problem(int key, const char *value)
     for (const unsigned char *c = (const unsigned char *)value; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
             return "contains a control character";
-    if (key == KEY_PUBLISH_RATE && config_count(value, SCHAKEL_MAX_PUBLISH_RATE) < 0)
-        return "must be a whole number of publishes per second, 1 to " STR(
-            SCHAKEL_MAX_PUBLISH_RATE);
-    if (key == KEY_CONNECTIONS && config_count(value, SCHAKEL_MAX_CONNECTIONS_CAP) < 0)
-        return "must be a whole number of connections, 1 to " STR(SCHAKEL_MAX_CONNECTIONS_CAP);
+    if (config_count_cap(key) > 0 && config_count(value, config_count_cap(key)) < 0)
+        return "must be a whole number from 1 up to the built-in limit (see "
+               "docs/OPERATIONS.md, Limits)";
     if (key == KEY_ACK_TIMEOUT && config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
@@ -284,6 +339,16 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_publish_rate;
     case KEY_CONNECTIONS:
         return &cfg->max_connections;
+    case KEY_FRAME_BYTES:
+        return &cfg->max_frame_bytes;
+    case KEY_ITEMS:
+        return &cfg->max_items;
+    case KEY_SUMMARY:
+        return &cfg->max_summary;
+    case KEY_GROUNDS:
+        return &cfg->max_grounds;
+    case KEY_WINDOW:
+        return &cfg->max_window;
     default:
         return &cfg->store_path;
     }
@@ -291,9 +356,11 @@ static char **config_slot(broker_config_t *cfg, int key)
 
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
-    const char *values[KEY_COUNT] = {doc->listen,         doc->key_file,    doc->policy,
-                                     doc->store,          doc->store_key_file, doc->ack_timeout,
-                                     doc->max_publish_rate, doc->max_connections};
+    const char *values[KEY_COUNT] = {
+        doc->listen,          doc->key_file,        doc->policy,      doc->store,
+        doc->store_key_file,  doc->ack_timeout,     doc->max_publish_rate,
+        doc->max_connections, doc->max_frame_bytes, doc->max_items,   doc->max_summary,
+        doc->max_grounds,     doc->max_window};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -353,6 +420,11 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->ack_timeout);
     free((*cfg)->max_publish_rate);
     free((*cfg)->max_connections);
+    free((*cfg)->max_frame_bytes);
+    free((*cfg)->max_items);
+    free((*cfg)->max_summary);
+    free((*cfg)->max_grounds);
+    free((*cfg)->max_window);
     free(*cfg);
     *cfg = NULL;
 }

@@ -9,6 +9,8 @@
  *   ack_timeout: 60s               # optional: resend in-flight deliveries after this
  *   max_publish_rate: 1000         # optional: publishes per second per principal
  *   max_connections_per_principal: 16   # optional
+ *   max_frame_bytes / max_items_per_publish / max_summary_length /
+ *   max_grounds_length / max_window: optional, lower the built-in caps
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -30,6 +32,11 @@ typedef struct broker_config {
     char *ack_timeout; /* duration text ("60s"), or NULL for the default */
     char *max_publish_rate; /* publishes per second per principal, or NULL: default */
     char *max_connections;  /* connections per principal, or NULL: default */
+    char *max_frame_bytes;  /* the limits below only lower the built-in caps */
+    char *max_items;
+    char *max_summary;
+    char *max_grounds;
+    char *max_window;
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most
@@ -53,6 +60,11 @@ int config_set(broker_config_t *cfg, const char *field, const char *value, char 
 
 /* A whole number 1..max written in decimal; -1 if invalid. */
 int64_t config_count(const char *value, int64_t max);
+
+/* The value of numeric key `field` (its YAML name) checked against that
+ * key's built-in cap: the number, 0 when value is NULL (not set: use the
+ * default), -1 when invalid or when field is not a numeric key. */
+int64_t config_limit(const char *value, const char *field);
 
 /* A duration ("500ms" is too short; "30s", "2m", "1h") in milliseconds:
  * a whole number with unit ms, s, m or h, from 1 s to 24 h; -1 if invalid. */

@@ -25,8 +25,8 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
     uint32_t window = flow->window;
     if (window == 0)
         window = SCHAKEL_DEFAULT_WINDOW;
-    if (window > SCHAKEL_MAX_WINDOW)
-        window = SCHAKEL_MAX_WINDOW;
+    if (window > b->max_window)
+        window = b->max_window;
     receiver_t *r = sessions_receive(b->sessions, session, window);
     if (r != NULL)
         r->progress_ms = b->now_ms;

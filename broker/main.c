@@ -34,6 +34,8 @@ typedef struct options {
     const char *ack_timeout;
     const char *publish_rate;
     const char *max_connections;
+    const char *sets[16]; /* --set KEY=VALUE, any config key */
+    size_t n_sets;
     int init;
     int rekey;                 /* --rekey */
     const char *new_store_key; /* --new-store-key */
@@ -60,6 +62,7 @@ static void usage(FILE *out)
             "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
             "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
             "  --max-connections N    connections per principal (default 16)\n"
+            "  --set KEY=VALUE   any config key, e.g. --set max_items_per_publish=64\n"
             "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
             "  --store FILE      SQLite store\n"
@@ -125,6 +128,13 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->publish_rate = v;
         else if (strcmp(a, "--max-connections") == 0)
             o->max_connections = v;
+        else if (strcmp(a, "--set") == 0) {
+            if (o->n_sets == sizeof o->sets / sizeof o->sets[0] || strchr(v, '=') == NULL) {
+                fprintf(stderr, "schakeld: --set takes KEY=VALUE (at most 16 times)\n");
+                return 2;
+            }
+            o->sets[o->n_sets++] = v;
+        }
         else if (strcmp(a, "--ready-fd") == 0) {
             char *end = NULL;
             long fd = strtol(v, &end, 10);
@@ -293,6 +303,17 @@ int main(int argc, char **argv)
             return 2;
         }
     }
+    for (size_t i = 0; i < o.n_sets; i++) {
+        char field[64];
+        const char *eq = strchr(o.sets[i], '=');
+        size_t len = (size_t)(eq - o.sets[i]);
+        snprintf(field, sizeof field, "%.*s", (int)(len < sizeof field ? len : 0), o.sets[i]);
+        if (config_set(cfg, field, eq + 1, err, sizeof err) != 0) {
+            fprintf(stderr, "schakeld: --set %s: %s\n", o.sets[i], err);
+            config_destroy(&cfg);
+            return 2;
+        }
+    }
     if (o.init) {
         rc = init_store_key(cfg->store_key_path);
         config_destroy(&cfg);
@@ -316,14 +337,19 @@ int main(int argc, char **argv)
         .store_path = cfg->store_path,
         .store_key_path = cfg->store_key_path,
         .ack_timeout_ms = cfg->ack_timeout ? config_duration_ms(cfg->ack_timeout) : 0,
-        .publish_rate = cfg->max_publish_rate
-                            ? (uint32_t)config_count(cfg->max_publish_rate, SCHAKEL_MAX_PUBLISH_RATE)
-                            : 0,
+        /* all checked by config_load / config_set: config_limit cannot fail */
+        .publish_rate = (uint32_t)config_limit(cfg->max_publish_rate, "max_publish_rate"),
         .max_connections =
-            cfg->max_connections
-                ? (uint32_t)config_count(cfg->max_connections, SCHAKEL_MAX_CONNECTIONS_CAP)
-                : 0,
+            (uint32_t)config_limit(cfg->max_connections, "max_connections_per_principal"),
+        .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
     };
+    wire_limits_t limits = {
+        .max_frame_bytes = (uint32_t)config_limit(cfg->max_frame_bytes, "max_frame_bytes"),
+        .max_items = (uint32_t)config_limit(cfg->max_items, "max_items_per_publish"),
+        .max_summary_len = (uint32_t)config_limit(cfg->max_summary, "max_summary_length"),
+        .max_grounds_len = (uint32_t)config_limit(cfg->max_grounds, "max_grounds_length"),
+    };
+    wire_set_limits(&limits);
     broker_t *b = broker_new(&bo, err, sizeof err);
     config_destroy(&cfg);
     if (b == NULL) {

@@ -156,6 +156,16 @@ static const set_row_t set_rows[] = {
     {"ack_timeout", "5 s", 0, "must be a duration"},
     {"ack_timeout", "99999999999999999999s", 0, "must be a duration"},
     {"store_key_file", "/etc/schakel/store.key", 1, NULL},
+    {"max_publish_rate", "50", 1, NULL},
+    {"max_publish_rate", "0", 0, "whole number from 1 up to the built-in limit"},
+    {"max_connections_per_principal", "4097", 0, "built-in limit"},
+    {"max_frame_bytes", "262144", 1, NULL},
+    {"max_frame_bytes", "262145", 0, "built-in limit"},
+    {"max_items_per_publish", "12x", 0, "whole number"},
+    {"max_window", "1024", 1, NULL},
+    {"max_window", "-1", 0, "whole number"},
+    {"max_summary_length", "80", 1, NULL},
+    {"max_grounds_length", "2001", 0, "built-in limit"},
 };
 
 static void test_config_set(void **state)
@@ -188,6 +198,14 @@ static void test_config_set(void **state)
     free(cfg.key_file);
     free(cfg.ack_timeout);
     free(cfg.store_key_path);
+    assert_int_equal(config_limit(cfg.max_publish_rate, "max_publish_rate"), 50);
+    assert_int_equal(config_limit(cfg.max_window, "max_window"), 1024);
+    assert_int_equal(config_limit(NULL, "max_window"), 0);
+    assert_int_equal(config_limit("5", "listen"), -1);
+    free(cfg.max_publish_rate);
+    free(cfg.max_frame_bytes);
+    free(cfg.max_window);
+    free(cfg.max_summary);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
