@@ -61,7 +61,7 @@ static void usage(FILE *out)
             "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
             "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
             "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
-            "  --max-connections N    connections per principal (default 16)\n"
+            "  --max-connections N    connections per principal (default 64)\n"
             "  --set KEY=VALUE   any config key, e.g. --set max_items_per_publish=64\n"
             "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"

@@ -23,6 +23,8 @@ typedef struct principal_state {
     int bucket_started;
 } principal_state_t;
 
+static int is_receiving(sessions_t *s, const session_t *session);
+
 struct sessions {
     table_t *by_routing;   /* routing id -> session_t */
     table_t *receivers;    /* principal id -> receiver_t */
@@ -128,6 +130,28 @@ void sessions_drop(sessions_t *s, session_t *session)
     free(session);
 }
 
+/* At the cap: a client that reconnected leaves its old session behind
+ * (libzmq does not tell a ROUTER who left), so the least recently seen
+ * session of the principal that is not receiving and has been quiet for
+ * SCHAKEL_SESSION_ACTIVE_MS makes room. Only when all are in use is a new
+ * one refused. O(sessions), on this path only. */
+static int evict_idle(sessions_t *s, const char *principal, int64_t now_ms)
+{
+    session_t *oldest = NULL, *session;
+    size_t cursor = 0;
+    while ((session = table_next(s->by_routing, &cursor)) != NULL) {
+        if (strcmp(session->principal, principal) != 0 || is_receiving(s, session) ||
+            now_ms - session->last_seen_ms < SCHAKEL_SESSION_ACTIVE_MS)
+            continue;
+        if (oldest == NULL || session->last_seen_ms < oldest->last_seen_ms)
+            oldest = session;
+    }
+    if (oldest == NULL)
+        return 0;
+    sessions_drop(s, oldest);
+    return 1;
+}
+
 session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
                           const char *principal, const char *key, int64_t now_ms,
                           unsigned max_per_principal, int *over_limit)
@@ -146,7 +170,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         principal_state_t *p = principal_state(s, principal);
         if (p == NULL)
             return NULL;
-        if (p->sessions >= max_per_principal) {
+        if (p->sessions >= max_per_principal && !evict_idle(s, principal, now_ms)) {
             *over_limit = 1;
             return NULL;
         }

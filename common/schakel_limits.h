@@ -40,7 +40,8 @@
 /* Abuse limits per principal (configurable up to the caps) */
 #define SCHAKEL_DEFAULT_PUBLISH_RATE 1000  /* publishes per second; a second's worth may burst */
 #define SCHAKEL_MAX_PUBLISH_RATE 1000000
-#define SCHAKEL_DEFAULT_MAX_CONNECTIONS 16 /* sessions (connections that sent a frame) */
+#define SCHAKEL_DEFAULT_MAX_CONNECTIONS 64 /* sessions (connections that sent a frame) */
+#define SCHAKEL_SESSION_ACTIVE_MS 1000     /* a session quieter than this may make room */
 #define SCHAKEL_MAX_CONNECTIONS_CAP 4096
 
 /* Flow control */

@@ -120,12 +120,25 @@ static void test_connection_cap(void **state)
     assert_null(sessions_touch(s, rid_c, 5, "politie/bvh", "K", 0, 2, &over));
     assert_int_equal(over, 1);
     /* another principal is not affected */
-    assert_non_null(sessions_touch(s, rid_c, 5, "om/parket", "K", 0, 2, &over));
-    assert_int_equal(over, 0);
-    /* a dropped session frees its slot (expiry drops the two idle ones) */
-    assert_int_equal(sessions_expire(s, 100000, 1000), 3);
     static const uint8_t rid_d[5] = {0, 'd', 'd', 'd', 'd'};
-    assert_non_null(sessions_touch(s, rid_d, 5, "politie/bvh", "K", 100000, 2, &over));
+    assert_non_null(sessions_touch(s, rid_d, 5, "om/parket", "K", 0, 2, &over));
+    assert_int_equal(over, 0);
+    /* once the old ones are quiet, a reconnecting client's new session
+     * takes the place of the least recently seen one (rid_b, seen at 0) */
+    int64_t later = SCHAKEL_SESSION_ACTIVE_MS + 10;
+    session_t *fresh = sessions_touch(s, rid_c, 5, "politie/bvh", "K", later, 2, &over);
+    assert_non_null(fresh);
+    assert_int_equal(over, 0);
+    assert_int_equal(sessions_count(s), 3);
+    /* rid_b is gone: touching it again is a new session, which in turn
+     * evicts rid_a (seen at 1), never the receiving one */
+    assert_non_null(sessions_receive(s, fresh, 8));
+    assert_non_null(sessions_touch(s, rid_b, 5, "politie/bvh", "K", later, 2, &over));
+    assert_int_equal(sessions_count(s), 3);
+    static const uint8_t rid_e[5] = {0, 'e', 'e', 'e', 'e'};
+    /* now both are active (seen at `later`): a third is refused */
+    assert_null(sessions_touch(s, rid_e, 5, "politie/bvh", "K", later, 2, &over));
+    assert_int_equal(over, 1);
     sessions_destroy(&s);
 }
 
