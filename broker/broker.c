@@ -552,6 +552,7 @@ int broker_run(broker_t *b)
         int housekeeping = b->now_ms >= next_housekeeping;
         if (housekeeping || b->expiry_due)
             deliver_expire(b);
+        deliver_revoke(b);
         commit_turn(b);
         deliver_push_all(b);
         checkpoint_if_due(b);

@@ -33,6 +33,13 @@ typedef struct pending_reply {
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
 } pending_reply_t;
 
+/* A waiting delivery the policy in force no longer allows: withheld at
+ * push time, removed (with a tombstone) in the next turn's transaction. */
+typedef struct revocation {
+    uint64_t seq;
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+} revocation_t;
+
 typedef struct broker_stats {
     unsigned long accepted, refused, delivered, acked, duplicates;
 } broker_stats_t;
@@ -60,6 +67,8 @@ typedef struct broker {
     uint32_t max_connections; /* sessions per principal */
     uint32_t max_window;      /* a larger Flow.window is clamped to this */
     int expiry_due;         /* the last sweep hit its limit: sweep again next turn */
+    revocation_t revocations[SCHAKEL_REVOKE_BATCH];
+    size_t n_revocations;
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
 } broker_t;
@@ -132,6 +141,10 @@ void deliver_push_all(broker_t *b);
 /* Retention: remove up to SCHAKEL_EXPIRY_BATCH expired deliveries (and
  * unreferenced expired items) inside the turn's transaction. */
 void deliver_expire(broker_t *b);
+
+/* Remove the deliveries withheld since the last turn because the policy no
+ * longer allows them (inside the turn's transaction). */
+void deliver_revoke(broker_t *b);
 
 /* Receivers that acked nothing for ack_timeout_ms while deliveries were in
  * flight get everything unacked again. Returns how many were restarted. */

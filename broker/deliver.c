@@ -112,10 +112,34 @@ static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t
     return wire_encode_frame(&frame, len);
 }
 
+/* The policy in force still allows this delivery: its rule, in the very
+ * version that decided it (same id and content hash), still delivers to
+ * this principal. A reload that removes or changes the rule, or the
+ * recipient, stops what waits in mailboxes too. */
+static int still_allowed(const broker_t *b, const store_delivery_t *d, const char *recipient)
+{
+    const policy_rule_t *rule = policy_rule_by_id(b->policy, d->rule_id);
+    if (rule == NULL || strcmp(rule->hash_hex, d->rule_hash) != 0)
+        return 0;
+    return policy_rule_reaches(b->policy, rule, policy_principal_by_id(b->policy, recipient));
+}
+
 static int push_one(const store_delivery_t *d, void *arg)
 {
     push_state_t *st = arg;
     receiver_t *r = st->receiver;
+    broker_t *b = st->broker;
+    if (!still_allowed(b, d, r->principal)) {
+        if (b->n_revocations == SCHAKEL_REVOKE_BATCH) {
+            st->stop_errno = EAGAIN; /* the next turn removes these first */
+            return 1;
+        }
+        revocation_t *v = &b->revocations[b->n_revocations++];
+        v->seq = d->seq;
+        strcpy(v->recipient, r->principal);
+        r->cursor = d->seq; /* never sent; gone after the next commit */
+        return 0;
+    }
     /* Sent before in this process, or pending since before a restart (a
      * crash forgets what was sent, so those are flagged as possibly sent). */
     int redelivery = d->seq <= r->highest_sent || d->seq <= st->broker->seq_at_start;
@@ -232,4 +256,29 @@ void deliver_expire(broker_t *b)
      * time, so that routing never waits for a long sweep. */
     b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;
     b->expired_since_checkpoint += (size_t)removed;
+}
+
+static void on_revoked(const store_expired_t *e, void *arg)
+{
+    (void)arg;
+    record_revoked(e->recipient, e->seq, e->rule_id, e->rule_hash);
+}
+
+void deliver_revoke(broker_t *b)
+{
+    if (b->n_revocations == 0)
+        return;
+    if (store_begin(b->store) != 0) {
+        broker_fail_turn(b);
+        return;
+    }
+    for (size_t i = 0; i < b->n_revocations; i++) {
+        const revocation_t *v = &b->revocations[i];
+        if (store_delivery_revoke(b->store, v->recipient, v->seq, b->now_s, on_revoked, b) < 0) {
+            log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+            broker_fail_turn(b);
+            return; /* kept: the push withholds them again after the rollback */
+        }
+    }
+    b->n_revocations = 0;
 }

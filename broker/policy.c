@@ -159,6 +159,31 @@ static bool principal_is_ours(const policy_t *p, const policy_principal_t *princ
            (at - base) % sizeof *p->principals == 0;
 }
 
+static int cmp_id_rule(const void *key, const void *element)
+{
+    const rule_entry_t *const *r = element;
+    return strcmp(key, (*r)->pub.id);
+}
+
+const policy_rule_t *policy_rule_by_id(const policy_t *policy, const char *id)
+{
+    if (policy == NULL || id == NULL || policy->n_rules == 0)
+        return NULL;
+    const rule_entry_t *const *found = bsearch(id, policy->rules_by_id, policy->n_rules,
+                                               sizeof *policy->rules_by_id, cmp_id_rule);
+    return found != NULL ? &(*found)->pub : NULL;
+}
+
+int policy_rule_reaches(const policy_t *policy, const policy_rule_t *rule,
+                        const policy_principal_t *principal)
+{
+    const rule_entry_t *r = rule_entry_of(policy, rule);
+    if (r == NULL || principal == NULL || principal->role == ROLE_OPERATOR)
+        return 0;
+    return (r->to_partners >> principal->partner->index & 1) &&
+           (r->to_roles & (unsigned)principal->role) != 0;
+}
+
 size_t policy_recipients(const policy_t *policy, const policy_rule_t *rule,
                          const policy_partner_t *partner, const policy_principal_t **out,
                          size_t max)

@@ -114,6 +114,14 @@ const policy_principal_t *policy_principal_at(const policy_t *policy, size_t ind
 size_t policy_rule_count(const policy_t *policy);
 const policy_rule_t *policy_rule_at(const policy_t *policy, size_t index);
 
+/* The rule with this id in the policy, or NULL. O(log rules). */
+const policy_rule_t *policy_rule_by_id(const policy_t *policy, const char *id);
+
+/* 1 if a delivery under `rule` may go to `principal` (its partner is in the
+ * rule's `to` and its role in `to_roles`); 0 otherwise. */
+int policy_rule_reaches(const policy_t *policy, const policy_rule_t *rule,
+                        const policy_principal_t *principal);
+
 /* Principals of a partner that a delivery under `rule` goes to: every
  * principal of the partner whose role the rule's `to_roles` admits (default:
  * system and caseworker; operators never). Fills out (up to max) and returns

@@ -51,6 +51,7 @@ struct policy {
     uint32_t *partner_members;       /* principal indexes grouped by partner */
     rule_entry_t *rules;
     size_t n_rules;
+    const rule_entry_t **rules_by_id; /* sorted by id, for policy_rule_by_id */
     size_t n_themes;      /* theme slots per partner: n_themes + 1 ("*" last) */
     uint32_t *slot_start; /* n_partners * (n_themes + 1) + 1 offsets into slot_rules */
     uint32_t *slot_rules; /* rule indexes, file order within a slot */

@@ -801,10 +801,13 @@ static int rules_build(load_ctx_t *ctx, policy_t *p)
         p->rules[i].pub.line = entry ? map->nodes[entry].line : 0;
         entry = entry ? map->nodes[entry].next_sibling : 0;
     }
-    const rule_entry_t **sorted = xcalloc(n, sizeof *sorted);
+    /* Sorted by id: duplicates are neighbours, and the array stays as the
+     * index behind policy_rule_by_id. */
+    const rule_entry_t **sorted = xcalloc(n ? n : 1, sizeof *sorted);
     for (size_t i = 0; i < n; i++)
         sorted[i] = &p->rules[i];
     qsort(sorted, n, sizeof *sorted, cmp_rule_id);
+    p->rules_by_id = sorted;
     int rc = 0;
     for (size_t i = 1; i < n && rc == 0; i++) {
         if (strcmp(sorted[i - 1]->pub.id, sorted[i]->pub.id) == 0)
@@ -812,7 +815,6 @@ static int rules_build(load_ctx_t *ctx, policy_t *p)
                            "duplicate rule id \"%s\" (first at line %u)", sorted[i]->pub.id,
                            sorted[i - 1]->pub.line);
     }
-    free(sorted);
     return rc;
 }
 
@@ -950,6 +952,7 @@ void policy_destroy(policy_t **policy)
     free(p->partner_members_start);
     free(p->partner_members);
     free(p->rules);
+    free(p->rules_by_id);
     free(p->slot_start);
     free(p->slot_rules);
     free(p);

@@ -67,3 +67,11 @@ void record_expired(const char *recipient, uint64_t seq, const char *rule_id, co
     log_event(LOG_INFO, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule", rule_id,
               "rule_hash", rule_hash, NULL);
 }
+
+void record_revoked(const char *recipient, uint64_t seq, const char *rule_id, const char *rule_hash)
+{
+    char seq_s[24];
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
+    log_event(LOG_INFO, "delivery.revoked", "recipient", recipient, "seq", seq_s, "rule", rule_id,
+              "rule_hash", rule_hash, "why", "the policy in force no longer allows it", NULL);
+}

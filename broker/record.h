@@ -23,6 +23,10 @@ void record_queued(const char *sender, const char *recipient, uint64_t seq, uint
                    const char *rule_id, const char *rule_hash);
 void record_delivered(const char *recipient, uint64_t seq, int redelivery);
 void record_acked(const char *recipient, uint64_t seq);
+/* A waiting delivery the policy in force no longer allows was removed
+ * without being sent: its body is gone, a tombstone stays. */
+void record_revoked(const char *recipient, uint64_t seq, const char *rule_id,
+                    const char *rule_hash);
 /* A delivery's retention ended: its body is gone, a tombstone stays. */
 void record_expired(const char *recipient, uint64_t seq, const char *rule_id,
                     const char *rule_hash);

@@ -73,6 +73,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
                            " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [STMT_DELIVERY_REMOVE] = "DELETE FROM deliveries WHERE seq = ?1",
+    [STMT_REVOKE_FIND] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
+                         " FROM deliveries WHERE seq = ?1 AND recipient = ?2",
     /* Looks at no more than ?2 due rows: one still referenced is skipped
      * this time and taken once its deliveries (due no later) are gone. */
     [STMT_EXPIRE_ITEMS] =

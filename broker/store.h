@@ -183,6 +183,14 @@ typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
  * every turn without stalling routing. */
 int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg);
 
+/* Remove one pending delivery of `recipient` before its retention ends,
+ * because the policy in force no longer allows it: a tombstone (expired_at
+ * = now) stays and fn is told, as for an expiry. Inside the caller's
+ * transaction. Returns 1 when removed, 0 when it is no longer pending
+ * (acked or expired meanwhile), -1 on error. */
+int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, int64_t now,
+                          store_expired_fn fn, void *arg);
+
 /* Checkpoint the WAL into the database file and truncate the WAL, so old
  * page images (expired ciphertext among them) do not linger in the -wal
  * file. Call on clean shutdown and after expiry sweeps now and then; not

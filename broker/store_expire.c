@@ -88,6 +88,54 @@ static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn,
     return result == 0 ? 1 : -1;
 }
 
+/* Remove one pending delivery before its retention ends (the policy no
+ * longer allows it): like an expiry, with a tombstone and the callback. */
+int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, int64_t now,
+                          store_expired_fn fn, void *arg)
+{
+    if (store_enter(store, "revoke") != 0)
+        return -1;
+    if (sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "revoke", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    sqlite3_stmt *find = store->stmt[STMT_REVOKE_FIND];
+    if (store_bind_int64(store, find, 1, (int64_t)seq) != 0 ||
+        store_bind_text(store, find, 2, recipient) != 0) {
+        store_stmt_finish(find);
+        return -1;
+    }
+    int rc = sqlite3_step(find);
+    if (rc != SQLITE_ROW) {
+        if (rc != SQLITE_DONE)
+            store_fail(store, "revoke: find");
+        store_stmt_finish(find);
+        return rc == SQLITE_DONE ? 0 : -1; /* acked or expired meanwhile */
+    }
+    store_expired_t e = {
+        .seq = (uint64_t)sqlite3_column_int64(find, 0),
+        .recipient = store_column_text(find, 1),
+        .item_seq = (uint64_t)sqlite3_column_int64(find, 2),
+        .rule_id = store_column_text(find, 3),
+        .rule_hash = store_column_text(find, 4),
+        .expires_at = sqlite3_column_int64(find, 5),
+    };
+    int result = -1;
+    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
+        store_refuse(store, "revoke", "damaged row or out of memory");
+    else
+        result = tombstone_add(store, &e, now);
+    if (result == 0 && fn != NULL) {
+        store->in_callback = 1;
+        fn(&e, arg);
+        store->in_callback = 0;
+    }
+    store_stmt_finish(find);
+    if (result == 0)
+        result = delivery_remove(store, (int64_t)seq);
+    return result == 0 ? 1 : -1;
+}
+
 /* One of the bounded DELETEs of due, unreferenced items or publishes.
  * Returns the number removed or -1. */
 static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,

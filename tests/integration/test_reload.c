@@ -221,6 +221,61 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     h_done(env);
 }
 
+/* What already waits in a mailbox is withheld once the policy no longer
+ * allows it: a reload that narrows a rule stops delivery of what no longer
+ * passes, and leaves a tombstone (logged as delivery.revoked). */
+static void test_narrowed_rule_stops_waiting_deliveries(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente_and_woco[] = {"gemeente", "woco-maasoever"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = fire_signal(to_gemeente_and_woco, 2);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+    assert_int_equal(h_backlog_of(env, H_WOCO_MAASOEVER), 1);
+
+    /* The fire service may no longer inform the municipality. */
+    char *rules = replaced(h_default_rules, BRANDWEER_TO,
+                           "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    /* gemeente connects: nothing is delivered, the waiting one is removed */
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    assert_int_equal(schakel_subscribe(gemeente, 0), SCHAKEL_OK);
+    assert_int_equal(h_await_log(env, offset, "event=delivery.revoked recipient=gemeente/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    schakel_delivery_t *d = NULL;
+    assert_int_equal(schakel_receive(gemeente, &d, 500), SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(h_backlog(gemeente), 0);
+    schakel_close(&gemeente);
+
+    /* The woco's copy was decided by the same rule, whose content changed:
+     * a changed rule is a new version, so that copy is withheld too. */
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    assert_int_equal(schakel_subscribe(woco, 0), SCHAKEL_OK);
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=delivery.revoked recipient=woco-maasoever/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(h_backlog(woco), 0);
+    /* what is published under the new version is delivered */
+    const char *const to_woco[] = {"woco-maasoever"};
+    s = fire_signal(to_woco, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    d = h_receive(woco);
+    assert_string_equal(d->rule_id, "brandweer-brandveiligheid");
+    assert_int_equal(schakel_ack(woco, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(woco), 0);
+    schakel_close(&woco);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +285,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries,
+                                        h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
 }
