@@ -6,18 +6,21 @@
 #   make check-asan  the same suite built with AddressSanitizer + UBSan
 #   make demo        deps + build + the partner scenario on loopback (eight partners)
 #   make run         the broker in the foreground with the demo config (state in var/)
-#   make install     PREFIX=/usr/local DESTDIR=
+#   make install     PREFIX=/usr/local DESTDIR= (UNITDIR, SYSUSERSDIR: see below)
 #   make clean
 
 PREFIX ?= /usr/local
 DESTDIR ?=
+# where `make install` puts deploy/systemd/schakeld.service and schakel.sysusers
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
 BUILD ?= build
 GEN := $(BUILD)/gen
 CC ?= cc
 PKG_CONFIG ?= pkg-config
 
 # pkg-config module -> Debian package that provides it
-PKGS_RUNTIME := libzmq libprotobuf-c libsodium sqlite3 libcyaml yaml-0.1 libsystemd
+PKGS_RUNTIME := libzmq libprotobuf-c libsodium sqlite3 libcyaml yaml-0.1 libsystemd libmicrohttpd
 PKGS_TEST := cmocka
 PKGS_CLI := jansson
 DEB_libzmq := libzmq3-dev
@@ -27,6 +30,7 @@ DEB_sqlite3 := libsqlite3-dev
 DEB_libcyaml := libcyaml-dev
 DEB_yaml-0.1 := libyaml-dev
 DEB_libsystemd := libsystemd-dev
+DEB_libmicrohttpd := libmicrohttpd-dev
 DEB_cmocka := libcmocka-dev
 DEB_jansson := libjansson-dev
 
@@ -94,13 +98,16 @@ FUZZ_REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ
 
 PROGRAMS := $(SCHAKELD) $(SCHAKEL) $(if $(CTL_SRC),$(SCHAKELCTL))
 
-.PHONY: all deps test check-asan demo run install clean tests-build format bench
+.PHONY: all deps test check-asan fuzz check-valgrind demo run install clean tests-build format bench
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
 
 # ---------------------------------------------------------------- packages
 # apt-get only for what pkg-config (or the protoc-c binary) does not find.
+# promtool, which the tests use to check /metrics, comes only in Debian's
+# prometheus package: deps installs it for that and stops and disables the
+# Prometheus server the package would start.
 deps:
 	@missing=""; \
 	for m in $(PKGS_RUNTIME) $(PKGS_TEST) $(PKGS_CLI); do \
@@ -113,11 +120,13 @@ deps:
 	    libsodium) debs="$$debs $(DEB_libsodium)";; sqlite3) debs="$$debs $(DEB_sqlite3)";; \
 	    libcyaml) debs="$$debs $(DEB_libcyaml)";; yaml-0.1) debs="$$debs $(DEB_yaml-0.1)";; \
 	    libsystemd) debs="$$debs $(DEB_libsystemd)";; \
+	    libmicrohttpd) debs="$$debs $(DEB_libmicrohttpd)";; \
 	    cmocka) debs="$$debs $(DEB_cmocka)";; jansson) debs="$$debs $(DEB_jansson)";; \
 	  esac; \
 	done; \
 	command -v protoc-c >/dev/null 2>&1 || debs="$$debs protobuf-c-compiler"; \
 	command -v protoc >/dev/null 2>&1 || debs="$$debs protobuf-compiler"; \
+	command -v promtool >/dev/null 2>&1 || debs="$$debs prometheus"; \
 	/usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || debs="$$debs python3-zmq"; \
 	/usr/bin/python3 -c 'import nacl' >/dev/null 2>&1 || debs="$$debs python3-nacl"; \
 	/usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || debs="$$debs python3-protobuf"; \
@@ -126,7 +135,11 @@ deps:
 	  echo "deps: installing$$debs"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$debs; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$debs && \
+	  case " $$debs " in *" prometheus "*) \
+	    if [ -d /run/systemd/system ]; then \
+	      $$SUDO systemctl disable --now prometheus.service >/dev/null 2>&1; fi; true;; \
+	  esac; \
 	else echo "deps: all libraries found by pkg-config"; fi
 
 # ---------------------------------------------------------------- code generation
@@ -174,15 +187,20 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c
+UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c
+# every allocation of the program's own objects goes through the test's wrappers
+UNIT_LDFLAGS_test_client_alloc := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
 UNIT_EXTRA_test_policy := broker/policy_load.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c
+UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \
+	broker/store_expire.c broker/store_audit.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \
 		$(COMMON_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) $(UNIT_LDFLAGS_test_$*) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
 $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INTEG_SUPPORT_O) $(LIB_O) $(COMMON_O)
 	@mkdir -p $(dir $@)
@@ -207,6 +225,70 @@ check-asan: deps
 	@BUILD=build/asan ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  sh tests/run.sh $(patsubst $(BUILD)/%,build/asan/%,$(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN))
+
+# Neither `fuzz` nor `check-valgrind` is part of `make test`.
+# `make fuzz` builds every tests/fuzz/fuzz_X.c as a libFuzzer binary
+# build/fuzz/fuzz_X (clang, ASan + UBSan, coverage on the project's code)
+# and runs each for FUZZ_SECONDS with tests/fuzz/run-fuzz.sh; an input that
+# fails is kept in tests/fuzz/corpus/X/, where the replay of `make test`
+# finds it. clang's libFuzzer runtime is installed when missing.
+FUZZ_SECONDS ?= 60
+FUZZ_CC ?= clang
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
+
+# Made only with BUILD=build/fuzz SAN=1 CC=clang, as `make fuzz` does.
+$(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BROKER_O) $(COMMON_O)
+	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
+
+fuzz: deps
+	@mkdir -p build/fuzz; probe=build/fuzz/libfuzzer-probe; \
+	echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n) { return d && n; }' >$$probe.c; \
+	if ! $(FUZZ_CC) -fsanitize=fuzzer,address,undefined $$probe.c -o $$probe >/dev/null 2>&1; then \
+	  echo "fuzz: $(FUZZ_CC) cannot link a libFuzzer binary; installing clang libclang-rt-dev"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends \
+	    clang libclang-rt-dev; \
+	fi; rm -f $$probe $$probe.c
+	@$(MAKE) --no-print-directory BUILD=build/fuzz SAN=1 CC=$(FUZZ_CC) \
+	  CFLAGS="-fsanitize=fuzzer-no-link $(CFLAGS)" $(FUZZ_BIN)
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run-fuzz.sh $(FUZZ_BIN)
+
+# `make check-valgrind` builds the suite without sanitizers into
+# build/valgrind, with plain malloc for secrets (sodium_malloc's guard pages
+# confuse memcheck), and runs unit tests, fuzz replays and integration tests
+# under memcheck. Each runs through a wrapper in build/valgrind/vg/; the
+# brokers the integration tests start run under memcheck too (SCHAKELD
+# names the wrapper), with their reports in build/valgrind/vg/logs/.
+VALGRIND ?= valgrind
+VALGRIND_FLAGS := --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+	--show-leak-kinds=definite --child-silent-after-fork=yes --num-callers=30
+VG_BUILD := build/valgrind
+VG_TESTS := $(patsubst $(BUILD)/%,$(VG_BUILD)/%,$(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN))
+VG_ERRORS := ERROR SUMMARY: [1-9]|Invalid (read|write|free)|uninitialised|Syscall param|Mismatched free|overlap|definitely lost in loss
+
+check-valgrind: deps
+	@command -v $(VALGRIND) >/dev/null 2>&1 || { \
+	  echo "check-valgrind: installing valgrind"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends valgrind; }
+	@$(MAKE) --no-print-directory BUILD=$(VG_BUILD) CFLAGS="-DSCHAKEL_PLAIN_ALLOC $(CFLAGS)" tests-build
+	@rm -rf $(VG_BUILD)/vg && mkdir -p $(VG_BUILD)/vg/logs && \
+	for b in $(VG_TESTS); do \
+	  w=$(VG_BUILD)/vg/$${b#$(VG_BUILD)/}; mkdir -p $$(dirname $$w) && \
+	  { echo '#!/bin/sh'; echo "exec $(VALGRIND) -q $(VALGRIND_FLAGS) $(CURDIR)/$$b \"\$$@\""; } \
+	    >$$w && chmod +x $$w || exit 1; \
+	done && \
+	{ echo '#!/bin/sh'; echo "exec $(VALGRIND) $(VALGRIND_FLAGS) \
+	  --log-file=$(CURDIR)/$(VG_BUILD)/vg/logs/schakeld.%p.log $(CURDIR)/$(VG_BUILD)/schakeld \"\$$@\""; } \
+	  >$(VG_BUILD)/vg/schakeld && chmod +x $(VG_BUILD)/vg/schakeld
+	@BUILD=$(VG_BUILD) SCHAKELD=$(CURDIR)/$(VG_BUILD)/vg/schakeld \
+	  sh tests/run.sh $(patsubst $(VG_BUILD)/%,$(VG_BUILD)/vg/%,$(VG_TESTS)); \
+	rc=$$?; bad=$$(grep -l -E '$(VG_ERRORS)' $(VG_BUILD)/vg/logs/*.log 2>/dev/null); \
+	for f in $$bad; do echo "check-valgrind: memcheck found errors in a broker: $$f"; cat "$$f"; done; \
+	[ -z "$$bad" ] && echo "check-valgrind: $$(ls $(VG_BUILD)/vg/logs | wc -l) broker runs, no memcheck errors"; \
+	[ $$rc -eq 0 ] && [ -z "$$bad" ]
 
 # ---------------------------------------------------------------- benchmarks
 # Never part of `make test`: timings on shared machines are for reading, not
@@ -235,15 +317,21 @@ run: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man8
+		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libschakel.so.1 $(DESTDIR)$(PREFIX)/lib/libschakel.so
 	install -m 0644 clients/libschakel/schakel.h $(DESTDIR)$(PREFIX)/include/
 	install -m 0644 $(BUILD)/libschakel.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	for m in docs/man/*.1; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man1/; done; true
-	for m in docs/man/*.8; do [ -f "$$m" ] && install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man8/; done; true
+	for s in 1 5 8; do for m in docs/man/*.$$s; do \
+	  [ ! -f "$$m" ] || install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; \
+	done; done
+	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/systemd/schakeld.service \
+		>$(DESTDIR)$(UNITDIR)/schakeld.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/schakeld.service
+	install -m 0644 deploy/systemd/schakel.sysusers $(DESTDIR)$(SYSUSERSDIR)/schakel.conf
 
 format:
 	clang-format -i $(COMMON_SRC) common/*.h broker/*.c broker/*.h clients/*/*.c clients/*/*.h \

@@ -112,6 +112,11 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     }
     b->seq_at_start = (uint64_t)last_seq;
+    /* The trail notes each start (key, policy, version). If it cannot be
+     * written the broker starts all the same: every action then needs an
+     * entry of its own and is refused while none can be written. */
+    (void)record_started(b);
+    b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
     b->max_connections = o->max_connections > 0 ? o->max_connections
@@ -136,6 +141,12 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "cannot read the bound endpoint: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    if (o->admin_listen != NULL &&
+        (b->admin = admin_new(b->ctx, b->key, o->admin_listen, o->store_path, err, errlen)) == NULL)
+        goto fail;
+    if ((b->metrics = metrics_new(o->metrics_listen, o->store_path, o->version, err, errlen)) ==
+        NULL)
+        goto fail;
     return b;
 fail:
     broker_destroy(&b);
@@ -147,11 +158,13 @@ void broker_destroy(broker_t **bp)
     if (bp == NULL || *bp == NULL)
         return;
     broker_t *b = *bp;
+    metrics_destroy(&b->metrics); /* stops the HTTP thread first */
     for (size_t i = 0; i < b->n_replies; i++)
         free(b->replies[i].frame);
     free(b->replies);
     if (b->router != NULL)
         zmq_close(b->router);
+    admin_destroy(&b->admin);
     zap_destroy(&b->zap);
     if (b->ctx != NULL)
         zmq_ctx_term(b->ctx);
@@ -220,8 +233,9 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
                    const char *text, const uint8_t *message_id, int item_index, uint64_t seq)
 {
     size_t len = 0;
-    b->stats.refused++;
-    record_refused(session->principal, message_id, reason, text, item_index);
+    metrics_refused(b, reason);
+    sessions_count_refusal(b->sessions, session->principal);
+    record_refused(b, session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
     if (frame == NULL ||
         broker_queue_reply(b, session, frame, len, NULL) != 0)
@@ -261,8 +275,8 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
             uint8_t *frame = encode_rejected(failure, text, r->message_id, -1, 0, &len);
             /* Its acceptance was recorded before the commit: record that the
              * turn was rolled back and this publish refused after all. */
-            b->stats.refused++;
-            record_refused(r->principal, r->message_id, failure, text, -1);
+            metrics_refused(b, failure);
+            record_refused(b, r->principal, r->message_id, failure, text, -1);
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
@@ -330,6 +344,10 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
         break;
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
         heartbeat_reply(b, session, principal);
+        break;
+    case SCHAKEL__FRAME__BODY_ADMIN_REQUEST:
+        broker_reject(b, session, SCHAKEL__REASON__UNEXPECTED_BODY,
+                      "admin requests go to the admin endpoint, from operator keys", NULL, -1, 0);
         break;
     default:
         broker_reject(b, session, SCHAKEL__REASON__UNEXPECTED_BODY,
@@ -445,19 +463,30 @@ static int session_revoked(const session_t *session, void *arg)
     return p == NULL || p->role == ROLE_OPERATOR || !key_still_registered(session, p);
 }
 
-static void reload_policy(broker_t *b)
+int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen)
 {
-    char err[512];
-    policy_t *fresh = policy_load(b->policy_path, err, sizeof err);
+    policy_t *fresh = policy_load(b->policy_path, err, errlen);
     if (fresh == NULL) {
         log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                  policy_hash_hex(b->policy), NULL);
-        return;
+                  policy_hash_hex(b->policy), "by", requested_by, NULL);
+        (void)record_policy_refused(b, requested_by, policy_hash_hex(b->policy), err);
+        return -1;
+    }
+    /* Fail closed: the new policy applies only once its record is on disk. */
+    if (record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
+                               policy_hash_hex(fresh)) != 0) {
+        snprintf(err, errlen, "the audit trail cannot record the reload (%s); the old policy "
+                 "stays", store_errmsg(b->store));
+        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                  policy_hash_hex(b->policy), "by", requested_by, NULL);
+        policy_destroy(&fresh);
+        return -1;
     }
     log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
-              policy_hash_hex(fresh), NULL);
+              policy_hash_hex(fresh), "by", requested_by, NULL);
     policy_destroy(&b->policy);
     b->policy = fresh;
+    b->policy_loaded_at = (int64_t)time(NULL);
     /* Sessions of removed principals and replaced keys stop at once: no
      * more deliveries, their next frame is refused, and the ZAP handler
      * refuses their next handshake. */
@@ -467,13 +496,14 @@ static void reload_policy(broker_t *b)
         snprintf(n, sizeof n, "%zu", dropped);
         log_event(LOG_INFO, "policy.sessions_dropped", "count", n, NULL);
     }
+    return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }
 
 /* ------------------------------------------------------------ loop */
 
-static void commit_turn(broker_t *b)
+static int commit_turn(broker_t *b)
 {
-    int committed = 1;
+    int committed = 1, wrote = b->turn_failed || store_in_transaction(b->store);
     Schakel__Reason failure = SCHAKEL__REASON__INTERNAL_ERROR;
     if (b->turn_failed) {
         failure = b->turn_failure;
@@ -487,6 +517,14 @@ static void commit_turn(broker_t *b)
         committed = 0;
     }
     flush_replies(b, committed, failure);
+    /* Handshakes are admitted only now, and only if their records committed. */
+    zap_flush(b->zap, committed);
+    /* Admin requests run only now: their records are committed (or the
+     * turn was rolled back, and they are refused unexecuted). */
+    if (b->admin != NULL)
+        admin_after_commit(b->admin, b, committed);
+    return !committed ? METRICS_TURN_ROLLED_BACK
+                      : wrote ? METRICS_TURN_COMMITTED : METRICS_TURN_IDLE;
 }
 
 void broker_fail_turn(broker_t *b)
@@ -516,26 +554,37 @@ static void clock_turn(broker_t *b)
     b->now_ms = monotonic_ms();
 }
 
+int broker_serve_zap(broker_t *b)
+{
+    clock_turn(b);
+    int handled = zap_handle(b->zap, b->policy, record_auth, b);
+    (void)commit_turn(b);
+    return handled;
+}
+
 int broker_run(broker_t *b)
 {
     int64_t next_housekeeping = 0;
     while (!stop_requested) {
         if (reload_requested) {
             reload_requested = 0;
-            reload_policy(b);
+            char err[512];
+            (void)broker_reload_policy(b, "SIGHUP", err, sizeof err); /* logged either way */
         }
         zmq_pollitem_t items[] = {
             {.socket = b->router, .events = ZMQ_POLLIN},
             {.socket = zap_socket(b->zap), .events = ZMQ_POLLIN},
+            {.socket = b->admin != NULL ? admin_socket(b->admin) : NULL, .events = ZMQ_POLLIN},
         };
-        if (zmq_poll(items, 2, 1000) < 0) {
+        if (zmq_poll(items, b->admin != NULL ? 3 : 2, metrics_poll_timeout_ms(b, 1000)) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             log_event(LOG_ERROR, "loop.poll_failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
         clock_turn(b);
-        if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy) < 0) {
+        metrics_turn_begin(b);
+        if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy, record_auth, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
@@ -549,11 +598,16 @@ int broker_run(broker_t *b)
                 return -1;
             }
         }
+        if (b->admin != NULL && admin_receive(b->admin, b) < 0 && zmq_errno() != EINTR) {
+            log_event(LOG_ERROR, "admin.recv_failed", "error", zmq_strerror(zmq_errno()), NULL);
+            return -1;
+        }
         int housekeeping = b->now_ms >= next_housekeeping;
         if (housekeeping || b->expiry_due)
             deliver_expire(b);
         deliver_revoke(b);
-        commit_turn(b);
+        record_turn_end(b);
+        int turn = commit_turn(b);
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
@@ -562,8 +616,10 @@ int broker_run(broker_t *b)
                 deliver_push_all(b);
             next_housekeeping = b->now_ms + 1000;
         }
+        metrics_turn_end(b, turn);
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
+    (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
     if (store_checkpoint(b->store) != 0)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
     return 0;

@@ -14,7 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admin.h"
 #include "keys.h"
+#include "metrics.h"
 #include "policy.h"
 #include "schakel.pb-c.h"
 #include "session.h"
@@ -40,8 +42,12 @@ typedef struct revocation {
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
 } revocation_t;
 
+/* Counters since start. accepted, duplicates and acked count committed
+ * turns only (metrics_turn_end takes back those of a rolled-back turn). */
 typedef struct broker_stats {
     unsigned long accepted, refused, delivered, acked, duplicates;
+    unsigned long redelivered; /* deliveries sent with the redelivery flag */
+    unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
 } broker_stats_t;
 
 typedef struct broker {
@@ -71,6 +77,10 @@ typedef struct broker {
     size_t n_revocations;
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
+    admin_t *admin;           /* the admin endpoint, NULL unless admin_listen is set */
+    int64_t started_at;       /* Unix seconds when the broker was built */
+    int64_t policy_loaded_at; /* Unix seconds when the policy in force was loaded */
+    metrics_t *metrics;       /* watchdog, counters' snapshot, HTTP endpoint if configured */
 } broker_t;
 
 typedef struct broker_options {
@@ -83,6 +93,9 @@ typedef struct broker_options {
     uint32_t publish_rate;      /* per principal per second; 0: SCHAKEL_DEFAULT_PUBLISH_RATE */
     uint32_t max_connections;   /* per principal; 0: SCHAKEL_DEFAULT_MAX_CONNECTIONS */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
+    const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
+    const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
+    const char *version;        /* for schakel_build_info */
 } broker_options_t;
 
 /* Create the broker: load key and policy, open the sealed store, start the
@@ -90,6 +103,11 @@ typedef struct broker_options {
  * Returns NULL with err filled. */
 broker_t *broker_new(const broker_options_t *options, char *err, size_t errlen);
 void broker_destroy(broker_t **broker);
+
+/* Answer the ZAP requests pending now as one turn: decide, record, commit,
+ * reply (zap_flush). For the start-up self-check, which runs before
+ * broker_run. Returns the number handled, or -1 on a socket error. */
+int broker_serve_zap(broker_t *b);
 
 /* Prove that an unknown key cannot complete a handshake: connect a probe
  * with a fresh random key and require that the ZAP handler refused it and
@@ -103,6 +121,14 @@ int broker_run(broker_t *broker);
 /* Async-signal-safe requests, for the signal handlers. */
 void broker_request_stop(void);
 void broker_request_reload(void);
+
+/* Reload the policy file now (SIGHUP, or an operator's `schakelctl reload`;
+ * requested_by names which, for the record). The new policy is parsed and
+ * validated whole first; on any error the old one stays and -1 is returned
+ * with "FILE:LINE: message" in err. On success it replaces the old one at
+ * once, sessions of principals that were removed, became operators or had
+ * their key replaced are dropped, and the number dropped is returned. */
+int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen);
 
 /* Queue a reply frame to a session for after the commit (takes ownership
  * of frame). An Accepted passes its message id so a failed commit can turn

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
 #include <cyaml/cyaml.h>
 #include <errno.h>
 #include <stdint.h>
@@ -42,6 +43,8 @@ typedef struct config_doc {
     char *max_summary;
     char *max_grounds;
     char *max_window;
+    char *metrics_listen;
+    char *admin_listen;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -72,6 +75,10 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, max_grounds, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_window", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            max_window, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, metrics_listen, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("admin_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, admin_listen, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -91,6 +98,8 @@ enum {
     KEY_SUMMARY,
     KEY_GROUNDS,
     KEY_WINDOW,
+    KEY_METRICS_LISTEN,
+    KEY_ADMIN_LISTEN,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {
@@ -100,14 +109,16 @@ static const char *const config_keys[KEY_COUNT] = {
     "max_publish_rate", "max_connections_per_principal",
     "max_frame_bytes", "max_items_per_publish",
     "max_summary_length", "max_grounds_length",
-    "max_window"};
+    "max_window",      "metrics_listen",
+    "admin_listen"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "            \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                     \
-    "max_summary_length, max_grounds_length, max_window"
+    "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
-                                                false, false, false, false, false, false};
+                                                false, false, false, false, false, false,
+                                                false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -282,6 +293,30 @@ int64_t config_duration_ms(const char *value)
     return -1;
 }
 
+/* metrics_listen: "HOST:PORT" with an IPv4 or a bracketed IPv6 literal;
+ * metrics.c binds exactly that, and no name is looked up. */
+static const char *config_hostport_problem(const char *value)
+{
+    const char *colon = strrchr(value, ':');
+    size_t len = colon ? (size_t)(colon - value) : 0;
+    char host[64];
+    unsigned char addr[16];
+    if (len == 0 || len >= sizeof host || colon[1] == '\0' || strlen(colon + 1) > 5 ||
+        strspn(colon + 1, "0123456789") != strlen(colon + 1) || atol(colon + 1) > 65535)
+        return "must be HOST:PORT, e.g. 127.0.0.1:9750 (port 0: any free port)";
+    memcpy(host, value, len);
+    host[len] = '\0';
+    if (host[0] == '[' && len > 2 && host[len - 1] == ']') {
+        host[len - 1] = '\0';
+        if (inet_pton(AF_INET6, host + 1, addr) == 1)
+            return NULL;
+    } else if (inet_pton(AF_INET, host, addr) == 1) {
+        return NULL;
+    }
+    return "must name an IPv4 address or a bracketed IPv6 address (127.0.0.1:9750, "
+           "[::1]:9750)";
+}
+
 static const char *config_value_problem(int key, const char *value)
 {
     if (value == NULL || value[0] == '\0')
@@ -295,12 +330,14 @@ static const char *config_value_problem(int key, const char *value)
     if (key == KEY_ACK_TIMEOUT && config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
-    if (key == KEY_LISTEN) {
+    if (key == KEY_LISTEN || key == KEY_ADMIN_LISTEN) {
         if (strncmp(value, "tcp://", 6) != 0 || value[6] == '\0')
             return "must be a tcp:// endpoint (CURVE over TCP is the only transport)";
         if (strchr(value, ' ') != NULL)
             return "must not contain spaces";
     }
+    if (key == KEY_METRICS_LISTEN)
+        return config_hostport_problem(value);
     return NULL;
 }
 
@@ -349,6 +386,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_grounds;
     case KEY_WINDOW:
         return &cfg->max_window;
+    case KEY_METRICS_LISTEN:
+        return &cfg->metrics_listen;
+    case KEY_ADMIN_LISTEN:
+        return &cfg->admin_listen;
     default:
         return &cfg->store_path;
     }
@@ -360,7 +401,8 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         doc->listen,          doc->key_file,        doc->policy,      doc->store,
         doc->store_key_file,  doc->ack_timeout,     doc->max_publish_rate,
         doc->max_connections, doc->max_frame_bytes, doc->max_items,   doc->max_summary,
-        doc->max_grounds,     doc->max_window};
+        doc->max_grounds,     doc->max_window,      doc->metrics_listen,
+        doc->admin_listen};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -425,6 +467,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->max_summary);
     free((*cfg)->max_grounds);
     free((*cfg)->max_window);
+    free((*cfg)->metrics_listen);
+    free((*cfg)->admin_listen);
     free(*cfg);
     *cfg = NULL;
 }

@@ -59,8 +59,9 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
             broker_reject(b, session, SCHAKEL__REASON__UNKNOWN_DELIVERY, text, NULL, -1, seq);
             continue;
         }
+        if (record_acked(b, session->principal, seq) != 0)
+            return; /* the turn fails: this ack and the turn's others do not happen */
         b->stats.acked++;
-        record_acked(session->principal, seq);
         /* Counted against the window if the current receiving session was
          * sent it, whichever connection of this principal acks it. */
         if (receiver != NULL && receiver->session != NULL && seq <= receiver->cursor &&
@@ -158,9 +159,13 @@ static int push_one(const store_delivery_t *d, void *arg)
     r->cursor = d->seq;
     if (r->inflight++ == 0)
         r->progress_ms = st->broker->now_ms; /* the ack clock starts now */
-    if (d->seq > r->highest_sent)
+    if (d->seq > r->highest_sent) {
         r->highest_sent = d->seq;
+        metrics_first_send(st->broker->metrics, d->item_seq, d->accepted_at);
+    }
     st->broker->stats.delivered++;
+    if (redelivery)
+        st->broker->stats.redelivered++;
     record_delivered(r->principal, d->seq, redelivery);
     return 0;
 }
@@ -228,10 +233,42 @@ size_t deliver_check_ack_timeouts(broker_t *b)
     return restarted;
 }
 
+/* Expiries and revocations are told inside a store callback, where the
+ * store must not be written to: each is copied here and recorded (an
+ * audit entry) once the store call has returned, in the same transaction. */
+typedef struct removed_copy {
+    store_expired_t view; /* points into the copies below */
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} removed_copy_t;
+
+static void removed_copy_set(removed_copy_t *c, const store_expired_t *e)
+{
+    snprintf(c->recipient, sizeof c->recipient, "%s", e->recipient);
+    snprintf(c->rule_id, sizeof c->rule_id, "%s", e->rule_id);
+    snprintf(c->rule_hash, sizeof c->rule_hash, "%s", e->rule_hash);
+    c->view = *e;
+    c->view.recipient = c->recipient;
+    c->view.rule_id = c->rule_id;
+    c->view.rule_hash = c->rule_hash;
+}
+
+typedef struct expiry_batch {
+    broker_t *broker;
+    removed_copy_t copies[SCHAKEL_EXPIRY_BATCH];
+    size_t n;
+    int overflow;
+} expiry_batch_t;
+
 static void on_expired(const store_expired_t *e, void *arg)
 {
-    broker_t *b = arg;
-    record_expired(e->recipient, e->seq, e->rule_id, e->rule_hash);
+    expiry_batch_t *batch = arg;
+    broker_t *b = batch->broker;
+    if (batch->n < SCHAKEL_EXPIRY_BATCH)
+        removed_copy_set(&batch->copies[batch->n++], e);
+    else
+        batch->overflow = 1; /* store_expire tells at most its limit: a bug */
     /* An expired delivery in flight will never be acked: free its slot. */
     receiver_t *r = sessions_receiver(b->sessions, e->recipient);
     if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0) {
@@ -246,12 +283,19 @@ void deliver_expire(broker_t *b)
         broker_fail_turn(b);
         return;
     }
-    int removed = store_expire(b->store, b->now_s, SCHAKEL_EXPIRY_BATCH, on_expired, b);
-    if (removed < 0) {
+    static expiry_batch_t batch; /* ~90 KB, not on the stack; one loop thread */
+    batch.broker = b;
+    batch.n = 0;
+    batch.overflow = 0;
+    int removed = store_expire(b->store, b->now_s, SCHAKEL_EXPIRY_BATCH, on_expired, &batch);
+    if (removed < 0 || batch.overflow) {
         log_event(LOG_ERROR, "store.expire_failed", "error", store_errmsg(b->store), NULL);
         broker_fail_turn(b);
         return;
     }
+    for (size_t i = 0; i < batch.n; i++)
+        if (record_expired(b, &batch.copies[i].view) != 0)
+            return; /* the turn fails: these expiries are rolled back, tried again later */
     /* A full batch means more may be due: continue next turn, a batch at a
      * time, so that routing never waits for a long sweep. */
     b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;
@@ -260,8 +304,7 @@ void deliver_expire(broker_t *b)
 
 static void on_revoked(const store_expired_t *e, void *arg)
 {
-    (void)arg;
-    record_revoked(e->recipient, e->seq, e->rule_id, e->rule_hash);
+    removed_copy_set(arg, e);
 }
 
 void deliver_revoke(broker_t *b)
@@ -274,11 +317,15 @@ void deliver_revoke(broker_t *b)
     }
     for (size_t i = 0; i < b->n_revocations; i++) {
         const revocation_t *v = &b->revocations[i];
-        if (store_delivery_revoke(b->store, v->recipient, v->seq, b->now_s, on_revoked, b) < 0) {
+        removed_copy_t copy;
+        int rc = store_delivery_revoke(b->store, v->recipient, v->seq, b->now_s, on_revoked, &copy);
+        if (rc < 0) {
             log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
             broker_fail_turn(b);
             return; /* kept: the push withholds them again after the rollback */
         }
+        if (rc == 1 && record_revoked(b, &copy.view) != 0)
+            return; /* the turn fails (recorded by record.c); kept, as above */
     }
     b->n_revocations = 0;
 }

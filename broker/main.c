@@ -55,7 +55,7 @@ static void usage(FILE *out)
             "       schakeld --version\n"
             "\n"
             "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
-            "                    store_key_file, ack_timeout)\n"
+            "                    store_key_file, ack_timeout, metrics_listen, admin_listen)\n"
             "  --init            create the store's sealing key file (mode 0600) and exit\n"
             "  --store-key FILE  the store's sealing key file\n"
             "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
@@ -67,7 +67,8 @@ static void usage(FILE *out)
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
             "  --store FILE      SQLite store\n"
             "  --key FILE        the broker's secret key file (mode 0600)\n"
-            "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n");
+            "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n"
+            "                    (after \"METRICS <host:port>\\n\" when metrics_listen is set)\n");
 }
 
 static int parse_level(const char *s, log_level_t *level)
@@ -190,11 +191,14 @@ static void install_signals(void)
     sigaction(SIGXFSZ, &sa, NULL);
 }
 
-static void announce_ready(int fd, const char *endpoint)
+/* With metrics on, a "METRICS <host:port>" line comes first: READY is the
+ * last line, after which the fd is closed. */
+static void announce_ready(int fd, const char *endpoint, const char *metrics)
 {
     if (fd >= 0) {
-        char line[320];
-        int n = snprintf(line, sizeof line, "READY %s\n", endpoint);
+        char line[400];
+        int n = snprintf(line, sizeof line, "%s%s%sREADY %s\n", metrics ? "METRICS " : "",
+                         metrics ? metrics : "", metrics ? "\n" : "", endpoint);
         if (write(fd, line, (size_t)n) != n)
             log_event(LOG_WARN, "ready_fd.write_failed", "error", strerror(errno), NULL);
         close(fd);
@@ -342,6 +346,9 @@ int main(int argc, char **argv)
         .max_connections =
             (uint32_t)config_limit(cfg->max_connections, "max_connections_per_principal"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
+        .metrics_listen = cfg->metrics_listen,
+        .admin_listen = cfg->admin_listen,
+        .version = SCHAKEL_VERSION,
     };
     wire_limits_t limits = {
         .max_frame_bytes = (uint32_t)config_limit(cfg->max_frame_bytes, "max_frame_bytes"),
@@ -363,9 +370,16 @@ int main(int argc, char **argv)
         broker_destroy(&b);
         return 1;
     }
+    metrics_serving(b); /* before READY: /readyz must agree with it */
+    const char *metrics = metrics_address(b->metrics);
+    if (metrics != NULL && !metrics_address_is_loopback(b->metrics))
+        log_event(LOG_WARN, "metrics.not_loopback", "address", metrics, "why",
+                  "metrics_listen names a non-loopback address; /metrics is unauthenticated",
+                  NULL);
     log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
-              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, NULL);
-    announce_ready(o.ready_fd, b->endpoint);
+              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "metrics", metrics, "admin",
+              b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);
+    announce_ready(o.ready_fd, b->endpoint, metrics);
     rc = broker_run(b);
     sd_notify(0, "STOPPING=1");
     broker_destroy(&b);

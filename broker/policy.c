@@ -410,3 +410,31 @@ verdict_t policy_decide_signal(const policy_t *policy, const policy_principal_t 
     out->verdict = VERDICT_ALLOW;
     return VERDICT_ALLOW;
 }
+
+/* ------------------------------------------------------------------ listings */
+
+int policy_rule_scope(const policy_t *policy, const policy_rule_t *rule, policy_rule_scope_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const rule_entry_t *r = policy ? rule_entry_of(policy, rule) : NULL;
+    if (r == NULL)
+        return -1;
+    out->from_partners = r->from_partners;
+    out->to_partners = r->to_partners;
+    out->from_roles = r->from_roles;
+    out->to_roles = r->to_roles;
+    out->any_kind = r->any_kind;
+    out->any_theme = r->any_theme;
+    out->any_area = r->any_area;
+    if (!r->any_kind) {
+        out->kinds = (const char *const *)r->kinds;
+        out->n_kinds = r->n_kinds;
+    }
+    if (!r->any_theme)
+        out->themes = r->themes;
+    if (!r->any_area) {
+        out->areas = (const char *const *)r->areas;
+        out->n_areas = r->n_areas;
+    }
+    return 0;
+}

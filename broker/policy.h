@@ -144,4 +144,27 @@ verdict_t policy_decide_signal(const policy_t *policy, const policy_principal_t 
 /* "system", "caseworker", "operator". */
 const char *policy_role_name(role_t role);
 
+/* The policy's name of one signal field (a single enum signal_field bit):
+ * "area", "address", ...; NULL for anything else. */
+const char *policy_field_name(uint32_t field);
+
+/* What a rule matches and whom it reaches, for explanations and listings
+ * (schakelctl rules). Borrowed from the policy: valid while it lives. */
+typedef struct policy_rule_scope {
+    uint64_t from_partners; /* bit i: policy_partner_at(policy, i) */
+    uint64_t to_partners;
+    unsigned from_roles;    /* role_t bits, defaults filled in */
+    unsigned to_roles;
+    int any_kind, any_theme, any_area; /* "*" (or kinds left out) */
+    const char *const *kinds; /* as written, when !any_kind */
+    size_t n_kinds;
+    uint64_t themes;          /* bit i: syntax_themes[i], when !any_theme */
+    const char *const *areas; /* codes or prefixes as written, when !any_area */
+    size_t n_areas;
+} policy_rule_scope_t;
+
+/* Fill *out for a rule of this policy. Returns 0, or -1 when rule is not
+ * one of the policy's (out zeroed). */
+int policy_rule_scope(const policy_t *policy, const policy_rule_t *rule, policy_rule_scope_t *out);
+
 #endif

@@ -256,6 +256,14 @@ static const struct {
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 
+const char *policy_field_name(uint32_t field)
+{
+    for (size_t k = 0; k < COUNT_OF(field_names); k++)
+        if (field_names[k].field == field)
+            return field_names[k].name;
+    return NULL;
+}
+
 static size_t theme_count(void)
 {
     size_t n = 0;

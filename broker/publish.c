@@ -152,8 +152,28 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                 free(body);
                 return -1;
             }
-            record_queued(sender->id, to[r]->id, (uint64_t)seq, (uint64_t)item_seq,
-                          grant->rule->id, grant->rule->hash_hex);
+            record_delivery_t rd = {
+                .sender = sender->id,
+                .recipient = to[r]->id,
+                .recipient_partner = to[r]->partner->id,
+                .seq = (uint64_t)seq,
+                .item_seq = (uint64_t)item_seq,
+                .message_id = publish->message_id.data,
+                .item_index = (uint32_t)index,
+                .kind = plan->signal->kind,
+                .theme = plan->signal->theme,
+                .subject = plan->signal->subject,
+                .rule_id = grant->rule->id,
+                .rule_hash = grant->rule->hash_hex,
+                .purpose = grant->rule->purpose,
+                .legal_basis = grant->rule->legal_basis,
+                .fields = grant->rule->fields,
+                .expires_at = d.expires_at,
+            };
+            if (record_queued(b, &rd) != 0) {
+                free(body);
+                return -1;
+            }
             receiver_t *receiver = sessions_receiver(b->sessions, to[r]->id);
             if (receiver != NULL)
                 receiver->dirty = 1;
@@ -206,6 +226,7 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
                                           publish->items[i].data, publish->items[i].len);
         if (item_seq < 0)
             return -1;
+        metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);
         long queued = store_deliveries(b, sender, publish, i, item_seq, &plans[i]);
         if (queued < 0)
             return -1;
@@ -222,10 +243,15 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         free(frame);
         return -1;
     }
+    /* Recorded before the reply is queued: an acceptance that cannot be
+     * recorded is not given. */
+    if (record_accepted(b, sender->id, id, publish->n_items, (size_t)deliveries, 0) != 0) {
+        free(frame);
+        return -1;
+    }
     if (broker_queue_reply(b, session, frame, len, id) != 0)
         return -1;
     b->stats.accepted++;
-    record_accepted(sender->id, id, publish->n_items, (size_t)deliveries, 0);
     return 0;
 }
 
@@ -267,7 +293,7 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
      * fails, the repeat must not claim it either. */
     broker_queue_reply(b, session, frame, len, id);
     b->stats.duplicates++;
-    record_accepted(sender->id, id, publish->n_items, 0, 1);
+    (void)record_accepted(b, sender->id, id, publish->n_items, 0, 1); /* failing fails the turn */
     return 1;
 }
 

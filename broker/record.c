@@ -1,48 +1,192 @@
 /*
- * record.c — decisions recorded as key=value events (see record.h).
+ * record.c — decisions recorded as key=value events and as audit entries
+ * (see record.h).
  *
  * Records ids and metadata only, never contents. Trusts its callers: every
- * string passed here was validated by the wire module or comes from the
- * policy.
+ * id passed here was validated by the wire module or comes from the policy;
+ * free texts (refusal texts, policy errors, operator details) are cleaned
+ * to printable UTF-8 before they are kept. A failure to write an entry
+ * fails the turn: the action is then not committed (fail closed).
  */
 #include "record.h"
 
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
+#include "audit.h"
+#include "broker.h"
 #include "log.h"
 #include "syntax.h"
 #include "wire.h"
 
-void record_accepted(const char *sender, const uint8_t message_id[16], size_t n_items,
-                     size_t n_deliveries, int duplicate)
+/* ------------------------------------------------------------------ helpers */
+
+static int64_t record_now(const broker_t *b)
 {
-    char id_hex[33], items[24], deliveries[24];
+    return b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
+}
+
+/* Append one entry in the turn's transaction; on failure log it and fail
+ * the turn. */
+static int record_append(broker_t *b, store_audit_entry_t *entry)
+{
+    if (audit_append(b->store, b->key, record_now(b), entry) == 0)
+        return 0;
+    log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+              "error", store_errmsg(b->store), NULL);
+    broker_fail_turn(b);
+    return -1;
+}
+
+/* Append and commit at once (actions that are not part of a turn). */
+static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
+{
+    if (b->turn_failed) {
+        log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+                  "error", "the current turn already failed", NULL);
+        return -1;
+    }
+    if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
+        return 0;
+    log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+              "error", store_errmsg(b->store), NULL);
+    store_rollback(b->store);
+    return -1;
+}
+
+/* A copy of free text fit to keep: printable, valid UTF-8 (other bytes and
+ * control characters become '?'), cut at SCHAKEL_AUDIT_MAX_TEXT_LEN bytes
+ * on a character boundary. */
+static const char *record_clean(const char *text, char *out, size_t outlen)
+{
+    size_t n = 0;
+    if (text == NULL)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)text; *p != '\0' && n + 5 < outlen;) {
+        size_t len = *p < 0x80 ? 1 : *p >= 0xF0 ? 4 : *p >= 0xE0 ? 3 : *p >= 0xC0 ? 2 : 0;
+        size_t have = strnlen((const char *)p, len > 0 ? len : 1);
+        if (len == 0 || have < len || !syntax_is_utf8(p, len) || *p < 0x20 || *p == 0x7F) {
+            out[n++] = '?';
+            p++;
+            continue;
+        }
+        memcpy(out + n, p, len);
+        n += len;
+        p += len;
+    }
+    out[n] = '\0';
+    return out;
+}
+
+static void record_set_message_id(store_audit_entry_t *e, const uint8_t *message_id,
+                                  char hex[2 * SCHAKEL_MESSAGE_ID_BYTES + 1])
+{
+    if (message_id == NULL)
+        return;
+    syntax_hex(message_id, SCHAKEL_MESSAGE_ID_BYTES, hex);
+    audit_set_text(e, STORE_AUDIT_MESSAGE_ID, hex);
+}
+
+/* An id that names a principal is the actor; anything else (a signal
+ * name) goes into the detail. */
+static const char *record_actor(const char *requested_by)
+{
+    return requested_by != NULL && syntax_is_principal_id(requested_by) ? requested_by : NULL;
+}
+
+/* "sender,kind,theme" and the names of the mask's fields, in POLICY.md's
+ * words. */
+static void record_field_names(uint32_t mask, char *out, size_t outlen)
+{
+    static const struct {
+        uint32_t field;
+        const char *name;
+    } names[] = {
+        {FIELD_AREA, "area"},           {FIELD_ADDRESS, "address"},
+        {FIELD_SUBJECT, "subject"},     {FIELD_GROUNDS, "grounds"},
+        {FIELD_CASE_REF, "case_ref"},   {FIELD_SEVERITY, "severity"},
+        {FIELD_OBSERVED_AT, "observed_at"}, {FIELD_SUMMARY, "summary"},
+        {FIELD_SOURCE_REF, "source_ref"}, {FIELD_RECIPIENTS, "recipients"},
+    };
+    snprintf(out, outlen, "sender,kind,theme");
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        size_t used = strlen(out);
+        if (mask & names[i].field)
+            snprintf(out + used, outlen - used, ",%s", names[i].name);
+    }
+}
+
+/* ------------------------------------------------------------------ publishes */
+
+int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16], size_t n_items,
+                    size_t n_deliveries, int duplicate)
+{
+    char id_hex[33], items[24], deliveries[24], detail[64];
+    store_audit_entry_t e;
     syntax_hex(message_id, 16, id_hex);
     snprintf(items, sizeof items, "%zu", n_items);
     snprintf(deliveries, sizeof deliveries, "%zu", n_deliveries);
     log_event(LOG_INFO, duplicate ? "publish.duplicate" : "publish.accepted", "principal",
               sender, "message_id", id_hex, "items", items, "deliveries", deliveries, NULL);
+    snprintf(detail, sizeof detail, "items=%zu deliveries=%zu", n_items, n_deliveries);
+    audit_entry_init(&e, duplicate ? "publish.duplicate" : "publish.accepted");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, sender);
+    audit_set_text(&e, STORE_AUDIT_MESSAGE_ID, id_hex);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
 }
 
-void record_refused(const char *principal, const uint8_t *message_id, Schakel__Reason reason,
-                    const char *text, int item_index)
+int record_refused(broker_t *b, const char *principal, const uint8_t *message_id,
+                   Schakel__Reason reason, const char *text, int item_index)
 {
-    char id_hex[33] = "-", item[16];
+    char id_hex[33] = "-", item[16], clean[SCHAKEL_MAX_REJECT_TEXT + 8];
+    store_audit_entry_t e;
     if (message_id != NULL)
         syntax_hex(message_id, 16, id_hex);
     snprintf(item, sizeof item, "%d", item_index);
     log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex,
               "reason", wire_reason_name(reason), "item", item, "text", text, NULL);
+    audit_entry_init(&e, message_id != NULL ? "publish.refused" : "request.refused");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
+    record_set_message_id(&e, message_id, id_hex);
+    if (item_index >= 0)
+        audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, item_index);
+    audit_set_text(&e, STORE_AUDIT_REASON, wire_reason_name(reason));
+    audit_set_text(&e, STORE_AUDIT_DETAIL, record_clean(text, clean, sizeof clean));
+    return record_append(b, &e);
 }
 
-void record_queued(const char *sender, const char *recipient, uint64_t seq, uint64_t item_seq,
-                   const char *rule_id, const char *rule_hash)
+/* ------------------------------------------------------------------ deliveries */
+
+int record_queued(broker_t *b, const record_delivery_t *d)
 {
-    char seq_s[24], item_s[24];
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
-    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)item_seq);
-    log_event(LOG_DEBUG, "delivery.queued", "sender", sender, "recipient", recipient, "seq",
-              seq_s, "item_seq", item_s, "rule", rule_id, "rule_hash", rule_hash, NULL);
+    char seq_s[24], item_s[24], id_hex[33], fields[160];
+    store_audit_entry_t e;
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
+    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
+    log_event(LOG_DEBUG, "delivery.queued", "sender", d->sender, "recipient", d->recipient,
+              "seq", seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash,
+              NULL);
+    record_field_names(d->fields, fields, sizeof fields);
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, d->sender);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, d->recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT_PARTNER, d->recipient_partner);
+    record_set_message_id(&e, d->message_id, id_hex);
+    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, d->item_index);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)d->item_seq);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
+    audit_set_text(&e, STORE_AUDIT_KIND, d->kind);
+    audit_set_text(&e, STORE_AUDIT_THEME, d->theme);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT, d->subject);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
+    audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
+    audit_set_text(&e, STORE_AUDIT_LEGAL_BASIS, d->legal_basis);
+    audit_set_text(&e, STORE_AUDIT_FIELDS, fields);
+    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, d->expires_at);
+    return record_append(b, &e);
 }
 
 void record_delivered(const char *recipient, uint64_t seq, int redelivery)
@@ -53,25 +197,179 @@ void record_delivered(const char *recipient, uint64_t seq, int redelivery)
               redelivery ? "true" : "false", NULL);
 }
 
-void record_acked(const char *recipient, uint64_t seq)
+int record_acked(broker_t *b, const char *recipient, uint64_t seq)
 {
     char seq_s[24];
+    store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
     log_event(LOG_DEBUG, "delivery.acked", "recipient", recipient, "seq", seq_s, NULL);
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)seq);
+    return record_append(b, &e);
 }
 
-void record_expired(const char *recipient, uint64_t seq, const char *rule_id, const char *rule_hash)
+int record_expired(broker_t *b, const store_expired_t *x)
 {
     char seq_s[24];
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
-    log_event(LOG_INFO, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule", rule_id,
-              "rule_hash", rule_hash, NULL);
+    store_audit_entry_t e;
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
+    log_event(LOG_INFO, "delivery.expired", "recipient", x->recipient, "seq", seq_s, "rule",
+              x->rule_id, "rule_hash", x->rule_hash, NULL);
+    audit_entry_init(&e, "delivery.expired");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, x->recipient);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->seq);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, x->rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
+    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, x->expires_at);
+    return record_append(b, &e);
 }
 
-void record_revoked(const char *recipient, uint64_t seq, const char *rule_id, const char *rule_hash)
+int record_revoked(broker_t *b, const store_expired_t *x)
 {
+    static const char why[] = "the policy in force no longer allows it";
     char seq_s[24];
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
-    log_event(LOG_INFO, "delivery.revoked", "recipient", recipient, "seq", seq_s, "rule", rule_id,
-              "rule_hash", rule_hash, "why", "the policy in force no longer allows it", NULL);
+    store_audit_entry_t e;
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
+    log_event(LOG_INFO, "delivery.revoked", "recipient", x->recipient, "seq", seq_s, "rule",
+              x->rule_id, "rule_hash", x->rule_hash, "why", why, NULL);
+    audit_entry_init(&e, "delivery.revoked");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, x->recipient);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->seq);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, x->rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
+    audit_set_text(&e, STORE_AUDIT_REASON, why);
+    return record_append(b, &e);
+}
+
+/* ------------------------------------------------------------------ handshakes */
+
+int record_auth(void *broker, const zap_decision_t *d)
+{
+    broker_t *b = broker;
+    char peer[128], domain[64], detail[160];
+    store_audit_entry_t e;
+    record_clean(d->peer, peer, sizeof peer);
+    record_clean(d->domain, domain, sizeof domain);
+    if (d->admitted)
+        log_event(LOG_INFO, "auth.admitted", "principal", d->principal, "curve_key", d->key_z85,
+                  "peer", peer, "domain", domain, NULL);
+    else
+        log_event(LOG_WARN, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer",
+                  peer, "domain", domain, NULL);
+    snprintf(detail, sizeof detail, "domain=%s", domain[0] != '\0' ? domain : "-");
+    audit_entry_init(&e, d->admitted ? "auth.admitted" : "auth.refused");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, d->admitted ? d->principal : NULL);
+    audit_set_text(&e, STORE_AUDIT_PEER, peer);
+    audit_set_text(&e, STORE_AUDIT_CURVE_KEY, d->key_z85);
+    if (!d->admitted)
+        audit_set_text(&e, STORE_AUDIT_REASON, d->why);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+/* ------------------------------------------------------------------ policy */
+
+int record_policy_reloaded(broker_t *b, const char *requested_by, const char *old_hash,
+                           const char *new_hash)
+{
+    char detail[256], by[80];
+    store_audit_entry_t e;
+    snprintf(detail, sizeof detail, "old_policy=%s new_policy=%s requested_by=%s", old_hash,
+             new_hash, record_clean(requested_by != NULL ? requested_by : "-", by, sizeof by));
+    audit_entry_init(&e, "policy.reloaded");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, record_actor(requested_by));
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append_commit(b, &e);
+}
+
+int record_policy_refused(broker_t *b, const char *requested_by, const char *kept_hash,
+                          const char *error)
+{
+    char detail[256], by[80], why[1024];
+    store_audit_entry_t e;
+    snprintf(detail, sizeof detail, "kept_policy=%s requested_by=%s", kept_hash,
+             record_clean(requested_by != NULL ? requested_by : "-", by, sizeof by));
+    audit_entry_init(&e, "policy.reload_refused");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, record_actor(requested_by));
+    audit_set_text(&e, STORE_AUDIT_REASON, record_clean(error, why, sizeof why));
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+/* ------------------------------------------------------------------ operators */
+
+int record_admin(broker_t *b, const char *operator_principal, const char *action,
+                 const char *details)
+{
+    char event[96], clean[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    store_audit_entry_t e;
+    if (action == NULL || !syntax_is_id_token(action)) {
+        log_event(LOG_ERROR, "audit.write_failed", "event", "admin", "error",
+                  "the action is not an id token", NULL);
+        broker_fail_turn(b);
+        return -1;
+    }
+    snprintf(event, sizeof event, "admin.%s", action);
+    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", action, NULL);
+    audit_entry_init(&e, event);
+    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, record_clean(details, clean, sizeof clean));
+    return record_append(b, &e);
+}
+
+int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,
+                          size_t entries)
+{
+    char detail[48];
+    store_audit_entry_t e;
+    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action",
+              "audit_subject", NULL);
+    snprintf(detail, sizeof detail, "entries=%zu", entries);
+    audit_entry_init(&e, "admin.audit_subject");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT, pseudonym);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+/* ------------------------------------------------------------------ the broker itself */
+
+int record_started(broker_t *b)
+{
+    char key[41], detail[200];
+    store_audit_entry_t e;
+    keys_public_z85(b->key->sign_pk, key);
+    snprintf(detail, sizeof detail, "broker_key=%s policy=%s version=%s", key,
+             policy_hash_hex(b->policy), SCHAKEL_VERSION);
+    audit_entry_init(&e, "broker.started");
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append_commit(b, &e);
+}
+
+int record_stopped(broker_t *b)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "broker.stopped");
+    if (audit_append(b->store, b->key, record_now(b), &e) != 0 ||
+        audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
+        log_event(LOG_ERROR, "audit.write_failed", "event", "broker.stopped", "error",
+                  store_errmsg(b->store), NULL);
+        store_rollback(b->store);
+        return -1;
+    }
+    return 0;
+}
+
+void record_turn_end(broker_t *b)
+{
+    if (b->turn_failed)
+        return; /* rolled back anyway; the next turn checks again */
+    if (audit_checkpoint(b->store, b->key, record_now(b), 0) < 0) {
+        log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);
+        broker_fail_turn(b);
+    }
 }

@@ -1,10 +1,17 @@
 /*
  * record.h — the one place where the broker records what it decided.
  *
- * Every acceptance, refusal, delivery, ack and authentication decision goes
- * through here, with the rule (id and content hash) that decided it. Today a
- * record is a log line; the audit trail (hash-chained, in the store's
- * transaction) hooks in here, so no decision can bypass it.
+ * Every acceptance, refusal, delivery, ack, expiry, authentication
+ * decision, policy reload and operator action goes through here. Each
+ * writes a key=value log line and an entry of the audit trail (audit.h) in
+ * the turn's open transaction (begun here if none is), so the entry
+ * commits with the action or neither does. When the entry cannot be
+ * written the function fails the turn (broker_fail_turn) and returns -1:
+ * the turn is rolled back instead of committed, publishes of the turn are
+ * refused (UNAVAILABLE on a storage condition), acks and expiries do not
+ * happen, admissions are not granted. Ids and metadata only, never
+ * contents. Trusts its callers: strings come from the wire module
+ * (validated) or the policy; free texts are cleaned before they are kept.
  */
 #ifndef SCHAKEL_RECORD_H
 #define SCHAKEL_RECORD_H
@@ -13,22 +20,95 @@
 #include <stdint.h>
 
 #include "schakel.pb-c.h"
+#include "store.h"
+#include "zap.h"
 
-void record_accepted(const char *sender, const uint8_t message_id[16], size_t n_items,
-                     size_t n_deliveries, int duplicate);
-void record_refused(const char *principal, const uint8_t *message_id, Schakel__Reason reason,
-                    const char *text, int item_index);
-/* One delivery queued to a recipient under a rule. */
-void record_queued(const char *sender, const char *recipient, uint64_t seq, uint64_t item_seq,
-                   const char *rule_id, const char *rule_hash);
+struct broker;
+
+int record_accepted(struct broker *b, const char *sender, const uint8_t message_id[16],
+                    size_t n_items, size_t n_deliveries, int duplicate);
+
+/* A refusal: the principal, the publish's message id (NULL when the
+ * request was no publish), the item at fault (-1: the whole request), the
+ * reason code and its text. A refusal never names a rule: the policy has
+ * no deny rules, so what decided is the absence of an allowing one. */
+int record_refused(struct broker *b, const char *principal, const uint8_t *message_id,
+                   Schakel__Reason reason, const char *text, int item_index);
+
+/* One delivery queued to a recipient under a rule: what the data-subject
+ * export needs. */
+typedef struct record_delivery {
+    const char *sender;
+    const char *recipient;
+    const char *recipient_partner;
+    uint64_t seq;      /* mailbox seq */
+    uint64_t item_seq;
+    const uint8_t *message_id; /* 16 bytes */
+    uint32_t item_index;
+    const char *kind;
+    const char *theme;
+    const char *subject; /* the signal's pseudonym, NULL when it names none */
+    const char *rule_id;
+    const char *rule_hash;
+    const char *purpose;
+    const char *legal_basis;
+    uint32_t fields;    /* the rule's enum signal_field mask: what the recipient gets */
+    int64_t expires_at;
+} record_delivery_t;
+int record_queued(struct broker *b, const record_delivery_t *delivery);
+
+/* A delivery sent (or sent again) to a receiving session: a log line only.
+ * Sends happen after the commit and cannot wait for another one without a
+ * second fsync per turn; what was delivered under which rule is the
+ * queued entry, and receipt is the ack entry. */
 void record_delivered(const char *recipient, uint64_t seq, int redelivery);
-void record_acked(const char *recipient, uint64_t seq);
+
+int record_acked(struct broker *b, const char *recipient, uint64_t seq);
+
+/* A delivery's retention ended: its body is gone, a tombstone stays. */
+int record_expired(struct broker *b, const store_expired_t *expired);
+
 /* A waiting delivery the policy in force no longer allows was removed
  * without being sent: its body is gone, a tombstone stays. */
-void record_revoked(const char *recipient, uint64_t seq, const char *rule_id,
-                    const char *rule_hash);
-/* A delivery's retention ended: its body is gone, a tombstone stays. */
-void record_expired(const char *recipient, uint64_t seq, const char *rule_id,
-                    const char *rule_hash);
+int record_revoked(struct broker *b, const store_expired_t *revoked);
+
+/* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
+ * granted only if the turn that holds this entry commits (zap_flush). */
+int record_auth(void *broker, const zap_decision_t *decision);
+
+/* A policy reload took effect: old and new policy hash; requested_by is
+ * an operator principal or a word such as "SIGHUP". Unlike the others this
+ * commits at once (a reload is not part of a turn) and returns 0 only when
+ * the entry is on disk: the caller swaps the policy only then. */
+int record_policy_reloaded(struct broker *b, const char *requested_by, const char *old_hash,
+                           const char *new_hash);
+/* A reload that was refused (the old policy stays): why, and the kept hash. */
+int record_policy_refused(struct broker *b, const char *requested_by, const char *kept_hash,
+                          const char *error);
+
+/* An operator action (the admin endpoint): event "admin.<action>" (action
+ * an id token, e.g. "reload", "status"), the operator principal, and
+ * details (metadata only; cleaned). In the turn's transaction: execute the
+ * action only after that turn committed. */
+int record_admin(struct broker *b, const char *operator_principal, const char *action,
+                 const char *details);
+
+/* A data-subject export through the broker (audit_subject_export): event
+ * "admin.audit_subject" naming the pseudonym, so that the export itself
+ * shows in the subject's next export. In the turn's transaction: hand the
+ * export out only after that turn committed. */
+int record_subject_export(struct broker *b, const char *operator_principal,
+                          const char *pseudonym, size_t entries);
+
+/* The broker starts (its key, the policy hash, the version) and stops (a
+ * final entry and a checkpoint over everything). Both commit at once;
+ * 0 or -1 (logged). */
+int record_started(struct broker *b);
+int record_stopped(struct broker *b);
+
+/* Before each turn's commit: a signed checkpoint when entries have waited
+ * SCHAKEL_AUDIT_CHECKPOINT_IVL_S (the count-based one happens on append).
+ * On failure the turn fails. */
+void record_turn_end(struct broker *b);
 
 #endif

@@ -3,7 +3,7 @@
  *
  * A CURVE server without a working ZAP handler admits anyone who knows its
  * public key (PITFALLS.md). So before serving, the broker connects a probe
- * with a fresh random key to its own endpoint, services the ZAP handler
+ * with a fresh random key to its own endpoint (and to its admin endpoint), services the ZAP handler
  * while it waits, and requires the probe's own monitor to report an
  * authentication failure (not a completed handshake) and the ZAP handler to
  * have refused a key. Anything else refuses start-up. Partners that connect
@@ -41,8 +41,13 @@ static void probe_endpoint(const char *bound, char *out, size_t len)
         snprintf(out, len, "%s", bound);
 }
 
+/* Each probe gets its own monitor endpoint: libzmq releases an inproc
+ * name only some time after its monitor stopped. */
 static void *probe_new(broker_t *b, void **monitor, const char *endpoint)
 {
+    static unsigned probes;
+    char monitor_endpoint[64];
+    snprintf(monitor_endpoint, sizeof monitor_endpoint, "%s-%u", SELFCHECK_MONITOR, probes++);
     char pub[41], sec[41], server[41];
     int zero = 0;
     void *probe = zmq_socket(b->ctx, ZMQ_DEALER);
@@ -54,14 +59,14 @@ static void *probe_new(broker_t *b, void **monitor, const char *endpoint)
         zmq_setsockopt(probe, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
         zmq_setsockopt(probe, ZMQ_CURVE_SECRETKEY, sec, 40) != 0 ||
         zmq_setsockopt(probe, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_socket_monitor(probe, SELFCHECK_MONITOR, ZMQ_EVENT_ALL) != 0) {
+        zmq_socket_monitor(probe, monitor_endpoint, ZMQ_EVENT_ALL) != 0) {
         zmq_close(probe);
         return NULL;
     }
     memset(sec, 0, sizeof sec);
     *monitor = zmq_socket(b->ctx, ZMQ_PAIR);
     if (*monitor == NULL || zmq_setsockopt(*monitor, ZMQ_LINGER, &zero, sizeof zero) != 0 ||
-        zmq_connect(*monitor, SELFCHECK_MONITOR) != 0 || zmq_connect(probe, endpoint) != 0) {
+        zmq_connect(*monitor, monitor_endpoint) != 0 || zmq_connect(probe, endpoint) != 0) {
         if (*monitor != NULL)
             zmq_close(*monitor);
         zmq_close(probe);
@@ -91,11 +96,13 @@ static int monitor_event(void *monitor)
     return event;
 }
 
-int broker_self_check(broker_t *b, char *err, size_t errlen)
+/* One endpoint (the partner endpoint, or the admin endpoint bound to the
+ * same ZAP handler under its own domain) must refuse the probe. */
+static int self_check_endpoint(broker_t *b, const char *bound, char *err, size_t errlen)
 {
     char endpoint[300];
     void *monitor = NULL;
-    probe_endpoint(b->endpoint, endpoint, sizeof endpoint);
+    probe_endpoint(bound, endpoint, sizeof endpoint);
     zap_counts_t before = zap_counts(b->zap);
     void *probe = probe_new(b, &monitor, endpoint);
     if (probe == NULL) {
@@ -113,7 +120,7 @@ int broker_self_check(broker_t *b, char *err, size_t errlen)
         if (zmq_poll(items, 2, 100) < 0)
             continue;
         if (items[0].revents & ZMQ_POLLIN)
-            zap_handle(b->zap, b->policy);
+            broker_serve_zap(b);
         int event;
         while (verdict == 0 && (event = monitor_event(monitor)) != 0) {
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
@@ -138,4 +145,11 @@ int broker_self_check(broker_t *b, char *err, size_t errlen)
                  "self-check failed: no authentication verdict for a probe on %s within %d ms",
                  endpoint, SELFCHECK_TIMEOUT_MS);
     return -1;
+}
+
+int broker_self_check(broker_t *b, char *err, size_t errlen)
+{
+    if (self_check_endpoint(b, b->endpoint, err, errlen) != 0)
+        return -1;
+    return b->admin != NULL ? self_check_endpoint(b, admin_endpoint(b->admin), err, errlen) : 0;
 }

@@ -18,6 +18,8 @@
 typedef struct principal_state {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     unsigned sessions;
+    unsigned long refusals; /* frames of it refused since start (operators' statistics) */
+    int64_t last_seen_ms;   /* last frame of any of its sessions; 0: none yet */
     double tokens;     /* publishes it may still make now */
     int64_t refill_ms; /* when tokens was last topped up */
     int bucket_started;
@@ -188,7 +190,30 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         p->sessions++;
     }
     session->last_seen_ms = now_ms;
+    principal_state_t *seen = table_get(s->principals, principal, strlen(principal));
+    if (seen != NULL)
+        seen->last_seen_ms = now_ms;
     return session;
+}
+
+void sessions_count_refusal(sessions_t *s, const char *principal)
+{
+    principal_state_t *p = principal_state(s, principal);
+    if (p != NULL)
+        p->refusals++;
+}
+
+int sessions_principal_stats(const sessions_t *s, const char *principal,
+                             sessions_principal_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    const principal_state_t *p = table_get(s->principals, principal, strlen(principal));
+    if (p == NULL)
+        return 0;
+    out->sessions = p->sessions;
+    out->refusals = p->refusals;
+    out->last_seen_ms = p->last_seen_ms;
+    return 1;
 }
 
 receiver_t *sessions_receiver(sessions_t *s, const char *principal)

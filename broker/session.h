@@ -78,6 +78,22 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
 size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg);
 
+/* Count one refused frame of `principal` (broker_reject does, for every
+ * refusal). Out of memory loses the count, nothing else. */
+void sessions_count_refusal(sessions_t *s, const char *principal);
+
+/* What the broker knows of a principal since it started, for operators. */
+typedef struct sessions_principal_stats {
+    unsigned sessions;      /* live sessions now (see sessions_expire) */
+    unsigned long refusals; /* frames refused */
+    int64_t last_seen_ms;   /* monotonic time of its last frame; 0: none */
+} sessions_principal_stats_t;
+
+/* Fill *out for `principal`; returns 1 if it was seen since start, 0 if not
+ * (*out zeroed). O(1). */
+int sessions_principal_stats(const sessions_t *s, const char *principal,
+                             sessions_principal_stats_t *out);
+
 /* Iterate receivers (cursor starts at 0); NULL at the end. */
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor);
 size_t sessions_count(const sessions_t *s);

@@ -155,6 +155,13 @@ int store_enter(store_t *store, const char *what)
         store_refuse(store, what, "called from inside a store callback (mailbox scan or expiry)");
         return -1;
     }
+    /* A keyless read-only opening (store_open_reader) has neither the key
+     * nor the routing statements: it serves the audit trail's calls only,
+     * whose names all start with "audit". */
+    if (store->audit_reader && strncmp(what, "audit", 5) != 0) {
+        store_refuse(store, what, "this store was opened read-only for the audit trail");
+        return -1;
+    }
     return 0;
 }
 
@@ -408,6 +415,8 @@ void store_close(store_t **store)
             (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
         for (int i = 0; i < STMT_COUNT; i++)
             (void)sqlite3_finalize(s->stmt[i]); /* NULL-safe; repeats old errors only */
+        for (int i = 0; i < AUDIT_STMT_COUNT; i++)
+            (void)sqlite3_finalize(s->audit_stmt[i]);
         /* With every statement finalized this closes at once; close_v2
          * returns SQLITE_OK in every case by design. */
         (void)sqlite3_close_v2(s->db);
@@ -440,6 +449,7 @@ int store_begin(store_t *store)
     if (store_stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
         return -1;
     store->txn_open = 1;
+    store->txn_serial++; /* a new transaction: the cached audit tail is stale */
     return 0;
 }
 
@@ -870,6 +880,17 @@ int64_t store_delivery_last_seq(store_t *store)
         store_fail(store, "delivery_last_seq");
     store_stmt_finish(stmt);
     return seq;
+}
+
+/* Cost: O(pending deliveries): SQLite counts the rows of the smallest
+ * index. Only operators ask (schakelctl status), never the routing path. */
+int64_t store_backlog_total(store_t *store)
+{
+    int64_t count = -1;
+    if (store_enter(store, "backlog_total") != 0 ||
+        store_query_int64(store, "SELECT count(*) FROM deliveries", &count) != 0)
+        return -1;
+    return count;
 }
 
 /* Cost: one rowid lookup, the row delete and its index entry deletes,

@@ -145,6 +145,10 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);
 
+/* Pending (unacked) deliveries in every mailbox together; -1 on error.
+ * O(pending deliveries): for operators' status, not for the routing path. */
+int64_t store_backlog_total(store_t *store);
+
 /* The highest seq of any pending delivery (0 when none), -1 on error. */
 int64_t store_delivery_last_seq(store_t *store);
 
@@ -225,6 +229,138 @@ typedef struct store_rekey_counts {
  * backups made before. */
 int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
                 store_rekey_counts_t *counts);
+
+/* ------------------------------------------------------------------ audit trail */
+
+/*
+ * The audit trail (store_audit.c): append-only rows of metadata, never
+ * sealed, so that an auditor can check it with the store file and the
+ * broker's public key alone. The store keeps the rows; audit.c computes
+ * each entry's chain hash and signs the checkpoints.
+ *
+ * Fields of an entry, in the order of its canonical encoding
+ * (docs/OPERATIONS.md "Audit trail"). Each is absent, text or an integer
+ * (store_audit_fields says which and names its column).
+ */
+enum store_audit_field {
+    STORE_AUDIT_EVENT,             /* text, always present: "delivery.queued" */
+    STORE_AUDIT_ACTOR,             /* text: the principal who acted */
+    STORE_AUDIT_PEER,              /* text: network address (handshakes) */
+    STORE_AUDIT_CURVE_KEY,         /* text: Z85 CURVE key (handshakes) */
+    STORE_AUDIT_RECIPIENT,         /* text: principal a delivery is for */
+    STORE_AUDIT_RECIPIENT_PARTNER, /* text: that principal's partner */
+    STORE_AUDIT_MESSAGE_ID,        /* text: hex of the publish's message id */
+    STORE_AUDIT_ITEM_INDEX,        /* integer */
+    STORE_AUDIT_ITEM_SEQ,          /* integer */
+    STORE_AUDIT_DELIVERY_SEQ,      /* integer: mailbox seq */
+    STORE_AUDIT_KIND,              /* text */
+    STORE_AUDIT_THEME,             /* text */
+    STORE_AUDIT_SUBJECT,           /* text: the subject's pseudonym (indexed) */
+    STORE_AUDIT_RULE_ID,           /* text */
+    STORE_AUDIT_RULE_HASH,         /* text */
+    STORE_AUDIT_PURPOSE,           /* text */
+    STORE_AUDIT_LEGAL_BASIS,       /* text */
+    STORE_AUDIT_FIELDS,            /* text: signal fields the recipient got, comma-separated */
+    STORE_AUDIT_EXPIRES_AT,        /* integer: Unix seconds */
+    STORE_AUDIT_REASON,            /* text: reason code or cause of a refusal */
+    STORE_AUDIT_DETAIL,            /* text: further metadata, key=value words */
+    STORE_AUDIT_FIELD_COUNT
+};
+
+typedef struct store_audit_field_info {
+    const char *name; /* column name, and the entry's JSON key */
+    int is_integer;
+} store_audit_field_info_t;
+
+/* Indexed by enum store_audit_field. */
+extern const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT];
+
+typedef struct store_audit_value {
+    int present;
+    const char *text; /* text fields: borrowed, NUL-terminated UTF-8 */
+    int64_t number;   /* integer fields */
+} store_audit_value_t;
+
+#define STORE_AUDIT_HASH_BYTES 32u
+
+/* One entry. seq counts from 1 without gaps (a rolled-back transaction
+ * leaves none: its entries never existed); at is Unix seconds. */
+typedef struct store_audit_entry {
+    uint64_t seq;
+    int64_t at;
+    store_audit_value_t field[STORE_AUDIT_FIELD_COUNT];
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+    /* Set by the scans on a row that cannot be an honest entry (a field of
+     * the wrong type, an embedded NUL, a hash of the wrong size): why. */
+    const char *damage;
+} store_audit_entry_t;
+
+/* A signed checkpoint: the broker's Ed25519 signature over (seq, hash, at)
+ * of the entry with that seq, and the public key it signed with. */
+typedef struct store_audit_checkpoint {
+    uint64_t seq;
+    int64_t at;
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+    uint8_t key[32];
+    uint8_t signature[64];
+    const char *damage; /* as for entries */
+} store_audit_checkpoint_t;
+
+/* Where the trail ends: the last entry (seq 0 and a zero hash when there is
+ * none) and the last checkpoint (seq 0, at 0 when there is none). */
+typedef struct store_audit_tail {
+    uint64_t seq;
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+    uint64_t checkpoint_seq;
+    int64_t checkpoint_at;
+} store_audit_tail_t;
+
+/* The tail as this connection sees it, this transaction's own entries
+ * included. Cost: two index descents, or none when cached (within one
+ * transaction begun with store_begin). Returns 0 or -1. */
+int store_audit_tail(store_t *store, store_audit_tail_t *tail);
+
+/* Inside the caller's open transaction (store_begin; -1 without one):
+ * insert one entry whose seq must be the tail's + 1 and whose hash the
+ * caller computed (audit.c). Text fields are refused unless valid UTF-8 of
+ * at most SCHAKEL_AUDIT_MAX_TEXT_LEN bytes; a text field given an integer,
+ * or the other way round, is refused; event is required. A failed insert
+ * leaves the transaction without the entry. Returns 0 or -1; on a full
+ * disk store_last_error_is_unavailable says so. Cost: one table append and
+ * up to two index inserts (subject, delivery_seq), O(log n). */
+int store_audit_append(store_t *store, const store_audit_entry_t *entry);
+
+/* Inside the caller's open transaction: insert a checkpoint for an entry
+ * that exists (seq <= tail) and comes after the last checkpoint. The
+ * signature is not checked here. Returns 0 or -1. */
+int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *checkpoint);
+
+/* Scans. fn is called per row with an entry (or checkpoint) that is valid
+ * only during the call; it returns 0 to continue, non-zero to stop; it
+ * must not call store functions. A row that reads back damaged is passed
+ * with its damage set, not refused: the verifier names it. Each returns the
+ * number of rows visited, or -1.
+ * store_audit_scan: entries with seq > after_seq in seq order, at most
+ * limit. store_audit_scan_subject: entries whose subject is exactly
+ * `subject`, in seq order (the subject index: O(log n + matches)).
+ * store_audit_scan_delivery: entries that name this delivery seq, in seq
+ * order (index). store_audit_checkpoint_scan: checkpoints with
+ * after_seq < seq <= up_to_seq, in seq order. */
+typedef int (*store_audit_fn)(const store_audit_entry_t *entry, void *arg);
+typedef int (*store_audit_checkpoint_fn)(const store_audit_checkpoint_t *checkpoint, void *arg);
+int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn, void *arg);
+int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg);
+int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
+int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
+                                store_audit_checkpoint_fn fn, void *arg);
+
+/* Open a store file read-only without its key, for offline readers of the
+ * audit trail (schakelctl audit): no schema change, no write, nothing
+ * sealed can be read (only the store_audit_* reads and store_close work).
+ * Refuses a file that is not a Schakel store, one older than the audit
+ * trail, and one newer than this code. Safe while a broker writes the same
+ * file (WAL readers do not block it). Returns NULL with err filled. */
+store_t *store_open_reader(const char *path, char *err, size_t errlen);
 
 /* For tests only: limit the database to max_pages pages on this connection
  * (PRAGMA max_page_count), which makes writes fail with "database or disk is

@@ -48,6 +48,21 @@ enum stmt_id {
     STMT_COUNT
 };
 
+/* Audit statements, prepared at their first use by store_audit.c (their
+ * SQL is there) and finalized by store_close; a reader opened with
+ * store_open_reader prepares only these. */
+enum store_audit_stmt_id {
+    AUDIT_STMT_TAIL,
+    AUDIT_STMT_CHECKPOINT_TAIL,
+    AUDIT_STMT_APPEND,
+    AUDIT_STMT_CHECKPOINT_ADD,
+    AUDIT_STMT_SCAN,
+    AUDIT_STMT_SCAN_SUBJECT,
+    AUDIT_STMT_SCAN_DELIVERY,
+    AUDIT_STMT_CHECKPOINT_SCAN,
+    AUDIT_STMT_COUNT
+};
+
 /* A growable buffer for one body on its way in (sealed) or out (opened). */
 typedef struct store_scratch {
     uint8_t *bytes;
@@ -67,6 +82,11 @@ struct store {
     int last_rc;            /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;        /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
+    sqlite3_stmt *audit_stmt[AUDIT_STMT_COUNT]; /* store_audit.c */
+    int audit_reader;          /* opened by store_open_reader: audit reads only */
+    uint64_t txn_serial;       /* transactions store_begin began, for the audit tail cache */
+    uint64_t audit_tail_serial; /* the txn_serial audit_tail was read in; 0: none */
+    store_audit_tail_t audit_tail;
 };
 
 /* ------------------------------------------------------------------ store.c */
@@ -137,6 +157,13 @@ int store_schema_apply(store_t *store);
 /* Set next_item_seq and next_delivery_seq past every seq ever used, so none
  * is reused after deletes. */
 int store_schema_counters_load(store_t *store);
+
+/* For store_open_reader: the store's schema version is at least
+ * min_version and not newer than this code knows. 0, or -1 with errmsg. */
+int store_schema_check_readable(store_t *store, long min_version);
+
+/* The schema version that added the audit trail. */
+#define STORE_SCHEMA_AUDIT_VERSION 3
 
 /* ------------------------------------------------------------------ store_seal.c */
 

@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -56,6 +56,16 @@
  * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
  * sealed in SQL, so the step takes only an empty version-1 store (there
  * were never deployed ones) and refuses one that holds publishes.
+ *
+ * Step 2 -> 3 adds the audit trail (store_audit.c, audit.c): entries with
+ * explicit seqs (dense from 1; audit.c assigns them in the transaction,
+ * so a rolled-back seq is used again: its entry never existed), each with
+ * its chain hash, and signed checkpoints. Metadata only, in clear, so that
+ * it can be verified without the store key. Partial indexes on subject
+ * (the data-subject export) and on delivery_seq (a delivery's ack and
+ * expiry) hold only the rows that have one. Triggers refuse UPDATE and
+ * DELETE: nothing in the broker rewrites history, and a bug that tried
+ * would fail rather than break the chain.
  */
 typedef struct schema_step {
     const char *sql;
@@ -170,6 +180,53 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      ");"
      "PRAGMA user_version = 2;",
      schema_v1_is_empty},
+    /* 2 -> 3: the audit trail (the column order is the encoding's, see
+     * store_audit_fields) */
+    {"CREATE TABLE audit ("
+     "  seq INTEGER PRIMARY KEY CHECK (seq > 0),"
+     "  at INTEGER NOT NULL,"
+     "  event TEXT NOT NULL,"
+     "  actor TEXT,"
+     "  peer TEXT,"
+     "  curve_key TEXT,"
+     "  recipient TEXT,"
+     "  recipient_partner TEXT,"
+     "  message_id TEXT,"
+     "  item_index INTEGER,"
+     "  item_seq INTEGER,"
+     "  delivery_seq INTEGER,"
+     "  kind TEXT,"
+     "  theme TEXT,"
+     "  subject TEXT,"
+     "  rule_id TEXT,"
+     "  rule_hash TEXT,"
+     "  purpose TEXT,"
+     "  legal_basis TEXT,"
+     "  fields TEXT,"
+     "  expires_at INTEGER,"
+     "  reason TEXT,"
+     "  detail TEXT,"
+     "  hash BLOB NOT NULL CHECK (length(hash) = 32)"
+     ");"
+     "CREATE INDEX audit_by_subject ON audit (subject) WHERE subject IS NOT NULL;"
+     "CREATE INDEX audit_by_delivery ON audit (delivery_seq) WHERE delivery_seq IS NOT NULL;"
+     "CREATE TABLE audit_checkpoints ("
+     "  seq INTEGER PRIMARY KEY CHECK (seq > 0),"
+     "  at INTEGER NOT NULL,"
+     "  hash BLOB NOT NULL CHECK (length(hash) = 32),"
+     "  key BLOB NOT NULL CHECK (length(key) = 32),"
+     "  signature BLOB NOT NULL CHECK (length(signature) = 64)"
+     ");"
+     "CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER audit_checkpoints_append_only_update BEFORE UPDATE ON audit_checkpoints"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER audit_checkpoints_append_only_delete BEFORE DELETE ON audit_checkpoints"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "PRAGMA user_version = 3;",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -205,6 +262,22 @@ static int schema_v1_is_empty(store_t *store)
                  "this version-1 store holds unsealed bodies and cannot be sealed in place; "
                  "move it aside and let schakeld create a new store");
     return -1;
+}
+
+int store_schema_check_readable(store_t *store, long min_version)
+{
+    long version = 0;
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+        return -1;
+    if (version < min_version) {
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "store schema version %ld predates what this reader needs (%ld): %s", version,
+                 min_version,
+                 version == 0 ? "not a Schakel store (or an empty file)"
+                              : "let a current schakeld open it once to upgrade it");
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ connection */

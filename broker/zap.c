@@ -4,7 +4,9 @@
  * Trusts nothing in a request but the CURVE key libzmq itself authenticated:
  * the identity frame and the routing id are client-chosen and ignored.
  * A malformed request is answered 400 (or dropped when it cannot even be
- * answered) and logged; the broker carries on.
+ * answered) and logged; the broker carries on. Replies wait for the
+ * turn's commit (zap_flush): an admission is granted only once its audit
+ * entry is on disk.
  */
 #include "zap.h"
 
@@ -21,10 +23,31 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define ZAP_MAX_PARTS 8
 #define ZAP_PART_MAX 256
+/* The ROUTER's envelope before a request: the pipe's routing id and the
+ * empty delimiter of libzmq's REQ-style ZAP client. */
+#define ZAP_ENVELOPE 2
+
+typedef struct zap_part {
+    size_t len;
+    char data[ZAP_PART_MAX + 1]; /* NUL-terminated copy, truncated parts are flagged */
+    int truncated;
+} zap_part_t;
+
+/* A reply waiting for the turn's commit. */
+typedef struct zap_pending {
+    zap_part_t routing_id;
+    zap_part_t request_id;
+    int admitted;
+    const char *why; /* refused: a static reason text */
+    char user_id[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char key_z85[41];
+} zap_pending_t;
 
 struct zap {
-    void *socket;
+    void *socket; /* ROUTER */
     zap_counts_t counts;
+    zap_pending_t *pending; /* decided this turn, answered by zap_flush */
+    size_t n_pending, cap_pending;
 };
 
 zap_t *zap_new(void *ctx, char *err, size_t errlen)
@@ -34,7 +57,7 @@ zap_t *zap_new(void *ctx, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    zap->socket = zmq_socket(ctx, ZMQ_REP);
+    zap->socket = zmq_socket(ctx, ZMQ_ROUTER);
     int linger = 0;
     if (zap->socket == NULL || zmq_setsockopt(zap->socket, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_bind(zap->socket, ZAP_ENDPOINT) != 0) {
@@ -52,6 +75,7 @@ void zap_destroy(zap_t **zap)
         return;
     if ((*zap)->socket != NULL)
         zmq_close((*zap)->socket);
+    free((*zap)->pending);
     free(*zap);
     *zap = NULL;
 }
@@ -65,12 +89,6 @@ zap_counts_t zap_counts(const zap_t *zap)
 {
     return zap->counts;
 }
-
-typedef struct zap_part {
-    size_t len;
-    char data[ZAP_PART_MAX + 1]; /* NUL-terminated copy, truncated parts are flagged */
-    int truncated;
-} zap_part_t;
 
 /* Receive all parts of one request (non-blocking). Returns the count of
  * parts, 0 when nothing is pending, -1 on error. Extra parts are drained. */
@@ -116,12 +134,17 @@ static size_t zap_metadata(const char *key_z85, uint8_t *out)
     return 5 + name_len + value_len;
 }
 
-static int zap_reply(void *socket, const zap_part_t *request_id, const char *status,
-                     const char *text, const char *user_id, const char *key_z85)
+/* Never blocks: a pipe whose handshake went away meanwhile is unknown to
+ * the ROUTER and the reply is dropped (not MANDATORY), which is right. */
+static int zap_reply(void *socket, const zap_part_t *routing_id, const zap_part_t *request_id,
+                     const char *status, const char *text, const char *user_id,
+                     const char *key_z85)
 {
     uint8_t metadata[64];
     size_t metadata_len = key_z85 != NULL ? zap_metadata(key_z85, metadata) : 0;
-    int rc = 0;
+    int rc = 0, more = ZMQ_SNDMORE | ZMQ_DONTWAIT;
+    rc |= zmq_send(socket, routing_id->data, routing_id->len, more) < 0;
+    rc |= zmq_send(socket, "", 0, more) < 0;
     rc |= zmq_send(socket, "1.0", 3, ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, request_id->data, request_id->len, ZMQ_SNDMORE) < 0;
     rc |= zmq_send(socket, status, strlen(status), ZMQ_SNDMORE) < 0;
@@ -145,7 +168,8 @@ static const policy_principal_t *zap_decide(const policy_t *policy, const zap_pa
         *why = "mechanism is not CURVE";
         return NULL;
     }
-    if (strcmp(parts[2].data, ZAP_DOMAIN_PARTNERS) != 0) {
+    int admin = strcmp(parts[2].data, ZAP_DOMAIN_ADMIN) == 0;
+    if (!admin && strcmp(parts[2].data, ZAP_DOMAIN_PARTNERS) != 0) {
         *why = "unknown ZAP domain";
         return NULL;
     }
@@ -155,47 +179,114 @@ static const policy_principal_t *zap_decide(const policy_t *policy, const zap_pa
         *why = "key not registered";
         return NULL;
     }
-    if (p->role == ROLE_OPERATOR) {
+    /* Operators monitor and never see signals; partners never administer. */
+    if (!admin && p->role == ROLE_OPERATOR) {
         *why = "operator keys may not use the partner endpoint";
+        return NULL;
+    }
+    if (admin && p->role != ROLE_OPERATOR) {
+        *why = "only operator keys may use the admin endpoint";
         return NULL;
     }
     return p;
 }
 
-int zap_handle(zap_t *zap, const policy_t *policy)
+/* Queue the reply to one request for zap_flush. Returns 0, or -1 when out
+ * of memory (the request then goes unanswered; the client's handshake
+ * times out and it tries again). */
+static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t *request_id,
+                     const policy_principal_t *p, const char *why, const char *key_z85)
 {
-    int answered = 0;
-    for (;;) {
-        zap_part_t parts[ZAP_MAX_PARTS];
-        int n = zap_receive(zap->socket, parts, ZAP_MAX_PARTS);
+    if (zap->n_pending == zap->cap_pending) {
+        size_t cap = zap->cap_pending ? zap->cap_pending * 2 : 16;
+        zap_pending_t *grown = realloc(zap->pending, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        zap->pending = grown;
+        zap->cap_pending = cap;
+    }
+    zap_pending_t *r = &zap->pending[zap->n_pending++];
+    memset(r, 0, sizeof *r);
+    r->routing_id = *routing_id;
+    r->request_id = *request_id;
+    r->admitted = p != NULL;
+    r->why = why;
+    if (p != NULL) {
+        snprintf(r->user_id, sizeof r->user_id, "%s", p->id);
+        snprintf(r->key_z85, sizeof r->key_z85, "%s", key_z85);
+    }
+    return 0;
+}
+
+/* Decide, count, record and queue one request (parts without envelope). */
+static void zap_decide_one(zap_t *zap, const policy_t *policy, const zap_part_t *routing_id,
+                           const zap_part_t *parts, int n, zap_record_fn record, void *arg)
+{
+    const char *why = NULL;
+    const policy_principal_t *p = zap_decide(policy, parts, n, &why);
+    char key_z85[41] = "-";
+    if (n == 7 && parts[6].len == 32)
+        keys_public_z85((const uint8_t *)parts[6].data, key_z85);
+    zap_decision_t decision = {
+        .admitted = p != NULL,
+        .principal = p != NULL ? p->id : NULL,
+        .key_z85 = key_z85,
+        .peer = n >= 4 ? parts[3].data : "-",
+        .domain = n >= 3 ? parts[2].data : "-",
+        .why = why,
+    };
+    if (p != NULL)
+        zap->counts.admitted++;
+    else
+        zap->counts.refused++;
+    if (record != NULL)
+        (void)record(arg, &decision); /* a failure fails the turn: see zap_flush */
+    /* A reply must carry the request id; with fewer than two parts there is
+     * nothing to answer it with, and it is answered with an empty one. */
+    zap_part_t empty = {0};
+    if (zap_queue(zap, routing_id, n >= 2 ? &parts[1] : &empty, p, why, key_z85) != 0)
+        log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
+}
+
+int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg)
+{
+    int handled = 0;
+    while (handled < (int)SCHAKEL_MAX_BATCH) {
+        zap_part_t frames[ZAP_ENVELOPE + ZAP_MAX_PARTS];
+        int n = zap_receive(zap->socket, frames, ZAP_ENVELOPE + ZAP_MAX_PARTS);
         if (n == 0)
-            return answered;
+            break;
         if (n < 0)
             return -1;
-        if (n > ZAP_MAX_PARTS)
-            n = ZAP_MAX_PARTS;
-        const char *why = NULL;
-        const policy_principal_t *p = zap_decide(policy, parts, n, &why);
-        char key_z85[41] = "-";
-        if (n == 7 && parts[6].len == 32)
-            keys_public_z85((const uint8_t *)parts[6].data, key_z85);
-        const char *address = n >= 4 ? parts[3].data : "-";
-        if (p != NULL) {
-            zap->counts.admitted++;
-            log_event(LOG_INFO, "auth.admitted", "principal", p->id, "curve_key", key_z85,
-                      "peer", address, NULL);
-        } else {
-            zap->counts.refused++;
-            log_event(LOG_WARN, "auth.refused", "reason", why, "curve_key", key_z85, "peer",
-                      address, NULL);
+        handled++;
+        if (n > ZAP_ENVELOPE + ZAP_MAX_PARTS)
+            n = ZAP_ENVELOPE + ZAP_MAX_PARTS;
+        /* Only libzmq itself connects here; without the envelope there is
+         * no way to answer, and nothing to admit. */
+        if (n < ZAP_ENVELOPE || frames[0].truncated || frames[1].len != 0) {
+            log_event(LOG_ERROR, "zap.malformed", "why", "no routing envelope", NULL);
+            continue;
         }
-        /* A reply must carry the request id; with fewer than two parts there
-         * is nothing to answer, and REP needs a reply before the next request. */
-        zap_part_t empty = {0};
-        const zap_part_t *request_id = n >= 2 ? &parts[1] : &empty;
-        if (zap_reply(zap->socket, request_id, p ? "200" : "400", p ? "OK" : why,
-                      p ? p->id : "", p ? key_z85 : NULL) != 0)
-            return -1;
-        answered++;
+        zap_decide_one(zap, policy, &frames[0], frames + ZAP_ENVELOPE, n - ZAP_ENVELOPE, record,
+                       arg);
     }
+    return handled;
+}
+
+void zap_flush(zap_t *zap, int committed)
+{
+    static const char unrecorded[] =
+        "the audit trail could not record this admission; try again";
+    if (zap == NULL)
+        return;
+    for (size_t i = 0; i < zap->n_pending; i++) {
+        const zap_pending_t *r = &zap->pending[i];
+        int admit = r->admitted && committed;
+        const char *status = admit ? "200" : r->admitted ? "300" : "400";
+        const char *text = admit ? "OK" : r->admitted ? unrecorded : r->why;
+        if (zap_reply(zap->socket, &r->routing_id, &r->request_id, status, text,
+                      admit ? r->user_id : "", admit ? r->key_z85 : NULL) != 0)
+            log_event(LOG_WARN, "zap.reply_failed", "error", zmq_strerror(zmq_errno()), NULL);
+    }
+    zap->n_pending = 0;
 }

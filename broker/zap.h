@@ -3,18 +3,25 @@
  *
  * Runs in the broker's thread and context; the broker polls zap_socket()
  * and calls zap_handle() when it is readable. Admits only keys registered in
- * the current policy whose role fits the domain, and answers with the
- * principal id as User-Id. Every decision is logged with key and peer
- * address. Unknown mechanisms, domains and malformed requests are refused.
+ * the current policy whose role fits the domain (operators on the admin
+ * domain only, everyone else on the partner domain only), and answers with the
+ * principal id as User-Id. Every decision is recorded (log line and audit
+ * entry, record.c) with key and peer address, and answered only after the
+ * turn that recorded it commits. Unknown mechanisms, domains and malformed
+ * requests are refused.
  */
 #ifndef SCHAKEL_ZAP_H
 #define SCHAKEL_ZAP_H
 
 #include "policy.h"
+#include "schakel_limits.h"
 
-/* ZAP domain of the partner endpoint (signals); later the admin endpoint
- * uses its own. */
+/* ZAP domain of the partner endpoint (signals): system and caseworker
+ * keys only. */
 #define ZAP_DOMAIN_PARTNERS "schakel"
+
+/* ZAP domain of the admin endpoint (admin.h): operator keys only. */
+#define ZAP_DOMAIN_ADMIN "admin"
 
 /* Message property set on every admitted connection: the Z85 of the CURVE
  * key it authenticated with. */
@@ -35,8 +42,35 @@ typedef struct zap_counts {
 } zap_counts_t;
 zap_counts_t zap_counts(const zap_t *zap);
 
-/* Answer every pending ZAP request (non-blocking) under `policy`. Returns
- * the number answered, or -1 on a socket error. */
-int zap_handle(zap_t *zap, const policy_t *policy);
+/* One decision, for the record (record.c). Borrowed: valid during the
+ * call only. */
+typedef struct zap_decision {
+    int admitted;
+    const char *principal; /* admitted: the principal id; refused: NULL */
+    const char *key_z85;   /* the CURVE key in Z85; "-" when the request had none */
+    const char *peer;      /* the peer's address as libzmq reports it */
+    const char *domain;    /* the ZAP domain; "-" when the request had none */
+    const char *why;       /* refused: the reason */
+} zap_decision_t;
+
+/* Records a decision (an audit entry in the turn's transaction). Returns 0
+ * or -1; either way the reply waits for zap_flush, which grants an
+ * admission only when the turn that holds its record committed. */
+typedef int (*zap_record_fn)(void *arg, const zap_decision_t *decision);
+
+/* Read up to SCHAKEL_MAX_BATCH pending ZAP requests (non-blocking), decide
+ * each under `policy`, record it with record(arg, ...) (may be NULL) and
+ * queue its reply: nothing is answered yet. Returns the number read, or -1
+ * on a socket error. The handler is a ROUTER, so that replies can wait
+ * for the commit while further requests are read (RFC 27's REQ client
+ * speaks to it through the empty delimiter frame). */
+int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg);
+
+/* After the turn's commit: send every queued reply. Refusals go as they
+ * are (400). An admission goes as 200 when committed is set; otherwise its
+ * record was rolled back and it is answered 300 (temporary failure):
+ * libzmq then closes that connection without an ERROR, and the client
+ * reconnects and tries again. Safe on NULL. */
+void zap_flush(zap_t *zap, int committed);
 
 #endif

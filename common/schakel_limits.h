@@ -11,6 +11,11 @@
 
 #define SCHAKEL_PROTOCOL_VERSION 1u
 
+/* Release of the programs (schakeld --version, the admin `status`). */
+#ifndef SCHAKEL_VERSION
+#define SCHAKEL_VERSION "0.1.0"
+#endif
+
 /* Wire */
 #define SCHAKEL_MAX_FRAME_BYTES (256u * 1024u)  /* one ZMQ frame, checked before decoding */
 #define SCHAKEL_DECODE_BUDGET_BYTES (1024u * 1024u) /* allocator budget per decoded frame */
@@ -65,6 +70,21 @@
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_CHECKPOINT_IVL_MS 10000 /* after expiries, truncate the WAL at most this often */
+
+/* Admin endpoint (docs/PROTOCOL.md "Admin endpoint") */
+#define SCHAKEL_ADMIN_MAX_COMMAND_LEN 32u  /* AdminRequest.command */
+#define SCHAKEL_ADMIN_MAX_ARGS 8u          /* AdminRequest.args */
+#define SCHAKEL_ADMIN_MAX_ARG_LEN 256u     /* bytes of one argument */
+#define SCHAKEL_ADMIN_BATCH 64u            /* admin requests handled per loop turn */
+#define SCHAKEL_ADMIN_CHUNK_BYTES (128u * 1024u) /* JSON bytes in one AdminResponse */
+#define SCHAKEL_ADMIN_MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a whole answer, client side */
+
+/* Audit trail (docs/OPERATIONS.md "Audit trail") */
+#define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES 1000u /* a signed checkpoint at least every this many entries */
+#define SCHAKEL_AUDIT_CHECKPOINT_IVL_S 60      /* ... and for entries older than this (seconds) */
+#define SCHAKEL_AUDIT_MAX_TEXT_LEN 4096u       /* bytes of one text field of an entry */
+#define SCHAKEL_AUDIT_TAIL_POLL_MS 500         /* `schakelctl audit tail` reads the store this often */
+#define SCHAKEL_AUDIT_VERIFY_BATCH 4096u       /* entries read per step of a verification */
 
 /* Policy */
 #define SCHAKEL_MAX_PARTNERS 64u

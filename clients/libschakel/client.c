@@ -2,11 +2,11 @@
  * client.c — libschakel: one CurveZMQ connection from a partner to schakeld.
  *
  * Owns the client's zmq context, its DEALER socket and handshake monitor, the
- * publish/answer exchange, heartbeats, flow control and a bounded FIFO of
- * deliveries that arrive while the caller waits for something else. Trusts
- * nothing the broker sends: frames go through wire_decode_frame, deliveries
- * through delivery_decode (budgeted unpacking, UTF-8 checks). Never aborts
- * the host: every failure returns a schakel_status_t and fills the last error.
+ * publish/answer exchange, heartbeats and flow control. Trusts nothing the
+ * broker sends: frames go through wire_decode_frame, deliveries through
+ * delivery_decode (budgeted unpacking, UTF-8 checks). Never aborts the host
+ * and never loses what the broker sent to a passing allocation failure:
+ * every failure returns a schakel_status_t and fills the last error.
  */
 #include "schakel.h"
 
@@ -30,9 +30,19 @@
 #define CLIENT_LINGER_MS 500             /* let a last Ack leave on close, not more */
 #define CLIENT_RECONNECT_IVL_MS 200      /* first retry after a lost connection */
 #define CLIENT_RECONNECT_IVL_MAX_MS 5000 /* back-off cap while the broker is away */
-#define CLIENT_MONITOR_ENDPOINT "inproc://schakel-client-monitor"
+#define CLIENT_MONITOR_PREFIX "inproc://schakel-client-monitor-" /* + a per-socket number */
+/* libzmq announces its reconnect (CONNECT_RETRIED) within microseconds of a
+ * lost connection; a drop this long without it was abandoned (see
+ * client_connection_abandoned). */
+#define CLIENT_RETRY_GRACE_MS 500
 #define CLIENT_NAME_BYTES (SCHAKEL_MAX_PRINCIPAL_LEN + 1u)
 #define CLIENT_ENDPOINT_BYTES 256u
+/* ZMQ_MAXMSGSIZE counts a frame as it travels: the CurveZMQ MESSAGE command
+ * adds its name (8 bytes), nonce (8), MAC (16) and flags (1) to our bytes.
+ * We accept every frame wire_decode_frame accepts, and send none that the
+ * broker's socket (limit SCHAKEL_MAX_FRAME_BYTES on the wire) would drop. */
+#define CLIENT_CURVE_OVERHEAD 33u
+#define CLIENT_MAX_SEND_BYTES (SCHAKEL_MAX_FRAME_BYTES - CLIENT_CURVE_OVERHEAD)
 
 /* Deliveries that arrive while the caller waits for an answer are queued.
  * The broker never has more than `window` unacked deliveries in flight to us
@@ -44,9 +54,12 @@
 
 struct schakel_client {
     void *context;
-    void *socket;  /* DEALER to the broker */
+    void *socket;  /* DEALER to the broker; NULL if replacing it failed */
     void *monitor; /* PAIR receiving the DEALER's socket events */
+    unsigned sockets_made;
+    int64_t retry_awaited_since; /* a drop not yet followed by CONNECT_RETRIED, or 0 */
     keypair_t *keys;
+    uint8_t broker_curve_pk[32];
     char endpoint[CLIENT_ENDPOINT_BYTES];
     char principal[CLIENT_NAME_BYTES];
     char partner[CLIENT_NAME_BYTES];
@@ -54,15 +67,17 @@ struct schakel_client {
     uint64_t backlog;
     unsigned window;
     int subscribed;
+    int flow_owed;          /* a Flow must (still) be sent for this connection */
     int handshakes;         /* successful CURVE handshakes so far */
     int connected;          /* a handshake succeeded and the connection has not dropped */
     int tcp_connects;       /* TCP connections made (for error texts) */
     int handshake_failures; /* connections closed during a handshake */
+    int drops;              /* connections lost after they were up (for error texts) */
     unsigned heartbeats_pending;
     int64_t last_send_ms;
-    Schakel__Frame **fifo; /* ring of Deliver frames, CLIENT_FIFO_CAPACITY */
-    size_t fifo_head;
-    size_t fifo_count;
+    delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
+    zmq_msg_t held;         /* a message we had no memory to decode, if holding */
+    int holding;
     schakel_error_t last_error;
 };
 
@@ -196,79 +211,27 @@ static int64_t client_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ------------------------------------------------------------------ FIFO */
-
-static void client_fifo_clear(schakel_client_t *client)
-{
-    while (client->fifo_count > 0) {
-        wire_frame_free(&client->fifo[client->fifo_head]);
-        client->fifo_head = (client->fifo_head + 1) % CLIENT_FIFO_CAPACITY;
-        client->fifo_count--;
-    }
-}
-
-static Schakel__Frame **client_fifo_find(schakel_client_t *client, uint64_t seq)
-{
-    for (size_t i = 0; i < client->fifo_count; i++) {
-        Schakel__Frame **slot = &client->fifo[(client->fifo_head + i) % CLIENT_FIFO_CAPACITY];
-        if ((*slot)->deliver->seq == seq)
-            return slot;
-    }
-    return NULL;
-}
-
-/* Queue a Deliver frame (ownership moves to the FIFO). A redelivery of a seq
- * already queued replaces the queued copy in place. The caller checked there
- * is room (the socket is not read while the FIFO is full). */
-static void client_fifo_push(schakel_client_t *client, Schakel__Frame *frame)
-{
-    Schakel__Frame **same = client_fifo_find(client, frame->deliver->seq);
-    if (same != NULL) {
-        wire_frame_free(same);
-        *same = frame;
-        return;
-    }
-    client->fifo[(client->fifo_head + client->fifo_count) % CLIENT_FIFO_CAPACITY] = frame;
-    client->fifo_count++;
-}
-
-static Schakel__Frame *client_fifo_pop(schakel_client_t *client)
-{
-    if (client->fifo_count == 0)
-        return NULL;
-    Schakel__Frame *frame = client->fifo[client->fifo_head];
-    client->fifo[client->fifo_head] = NULL;
-    client->fifo_head = (client->fifo_head + 1) % CLIENT_FIFO_CAPACITY;
-    client->fifo_count--;
-    return frame;
-}
-
-/* Remove a queued copy of an acked seq, so it is not handed out again. */
-static void client_fifo_forget(schakel_client_t *client, uint64_t seq)
-{
-    size_t kept = 0;
-    for (size_t i = 0; i < client->fifo_count; i++) {
-        size_t from = (client->fifo_head + i) % CLIENT_FIFO_CAPACITY;
-        if (client->fifo[from]->deliver->seq == seq) {
-            wire_frame_free(&client->fifo[from]);
-            continue;
-        }
-        client->fifo[(client->fifo_head + kept) % CLIENT_FIFO_CAPACITY] = client->fifo[from];
-        kept++;
-    }
-    client->fifo_count = kept;
-}
-
 /* ------------------------------------------------------------------ sending */
 
-/* Encode and send one frame without blocking. With ZMQ_IMMEDIATE off the
- * DEALER queues while (re)connecting, so EAGAIN only means the send queue
- * (SCHAKEL_SNDHWM messages) is full. */
+static schakel_status_t client_replace_socket(schakel_client_t *client);
+
+/* Send encoded bytes without blocking. With ZMQ_IMMEDIATE off the DEALER
+ * queues while (re)connecting, so EAGAIN means the send queue
+ * (SCHAKEL_SNDHWM messages) is full, or libzmq abandoned the connection. */
 static schakel_status_t client_send_bytes(schakel_client_t *client, const uint8_t *buf, size_t len,
                                           const char *what)
 {
+    if (client->socket == NULL && client_replace_socket(client) != SCHAKEL_OK)
+        return client->last_error.status;
     int rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
     int saved_errno = errno;
+    /* A live connection keeps its queue while reconnecting, so a full queue
+     * right after an unannounced drop is an abandoned connection. */
+    if (rc == -1 && saved_errno == EAGAIN && client->retry_awaited_since != 0 &&
+        client_replace_socket(client) == SCHAKEL_OK) {
+        rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
+        saved_errno = errno;
+    }
     if (rc == -1 && saved_errno == EAGAIN)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT,
                            "cannot send %s: the queue to broker %s is full (broker unreachable?)",
@@ -315,6 +278,19 @@ static schakel_status_t client_send_flow(schakel_client_t *client)
     frame.body_case = SCHAKEL__FRAME__BODY_FLOW;
     frame.flow = &flow;
     return client_send(client, &frame, "Flow");
+}
+
+/* Send the Flow this connection is owed. A Flow that could not be sent
+ * stays owed and is tried again by the next wait: a receiver whose Flow was
+ * lost would otherwise never be pushed to until the next reconnect. */
+static schakel_status_t client_send_owed_flow(schakel_client_t *client)
+{
+    if (!client->flow_owed)
+        return SCHAKEL_OK;
+    schakel_status_t status = client_send_flow(client);
+    if (status == SCHAKEL_OK)
+        client->flow_owed = 0;
+    return status;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -365,8 +341,8 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     client->connected = 1;
     client->handshake_failures = 0;
     if (client->handshakes > 1) {
-        if (client->subscribed)
-            (void)client_send_flow(client); /* on failure the next reconnect retries */
+        client->flow_owed = client->subscribed;
+        (void)client_send_owed_flow(client); /* on failure the wait loop retries */
         if (wait->kind == CLIENT_WAIT_ANSWER && wait->publish != NULL &&
             client_send_bytes(client, wait->publish, wait->publish_len, "Publish") != SCHAKEL_OK)
             client_wait_finish(wait, client->last_error.status);
@@ -385,9 +361,19 @@ static void client_on_event(schakel_client_t *client, uint16_t event, int32_t va
     switch (event) {
     case ZMQ_EVENT_CONNECTED:
         client->tcp_connects++;
+        client->retry_awaited_since = 0;
+        break;
+    case ZMQ_EVENT_CONNECT_DELAYED:
+    case ZMQ_EVENT_CONNECT_RETRIED:
+        client->retry_awaited_since = 0;
         break;
     case ZMQ_EVENT_DISCONNECTED:
+        if (client->connected)
+            client->drops++;
+        else
+            client->handshake_failures++; /* closed before the handshake completed */
         client->connected = 0;
+        client->retry_awaited_since = client_now_ms() | 1; /* never 0 */
         break;
     case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
         client_on_handshake(client, wait);
@@ -490,7 +476,12 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
 {
     switch (frame->body_case) {
     case SCHAKEL__FRAME__BODY_DELIVER:
-        client_fifo_push(client, frame);
+        /* Never full here: the socket is not read while the queue is full. */
+        if (delivery_queue_push(&client->queue, frame) != 0) {
+            client_fail(client, SCHAKEL_ERR_INTERNAL, "delivery queue overflow");
+            client_wait_finish(wait, SCHAKEL_ERR_INTERNAL);
+            return 0;
+        }
         if (wait->kind == CLIENT_WAIT_DELIVERY)
             client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -515,24 +506,50 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
     }
 }
 
+/* The next message to act on: the one held back after an allocation
+ * failure first, else one from the socket. Returns 0, or -1 if none. */
+static int client_next_message(schakel_client_t *client, zmq_msg_t *msg)
+{
+    zmq_msg_init(msg);
+    if (client->holding) {
+        client->holding = 0;
+        if (zmq_msg_move(msg, &client->held) == 0)
+            return 0;
+    } else if (zmq_msg_recv(msg, client->socket, ZMQ_DONTWAIT) != -1) {
+        return 0;
+    }
+    zmq_msg_close(msg);
+    return -1;
+}
+
 /* Read one ZMQ message from the broker and act on it. A message the codec
  * refuses (not a Frame, wrong version, multipart, over the size limit) ends
  * the current wait with SCHAKEL_ERR_PROTOCOL: the broker is not speaking our
- * protocol, and waiting on would only hide that behind a timeout. */
+ * protocol, and waiting on would only hide that behind a timeout. A message
+ * we lacked the memory to decode (the codec's INTERNAL_ERROR) ends the wait
+ * with SCHAKEL_ERR_NOMEM and is held, to be decoded first by the next wait:
+ * it may be the answer or delivery the broker will not send again. */
 static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
 {
     zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    if (zmq_msg_recv(&msg, client->socket, ZMQ_DONTWAIT) == -1) {
-        zmq_msg_close(&msg);
+    if (client_next_message(client, &msg) != 0)
         return;
-    }
     int multipart = zmq_msg_more(&msg);
     wire_error_t werr;
     memset(&werr, 0, sizeof werr);
     Schakel__Frame *frame = NULL;
     if (!multipart)
         frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &werr);
+    if (frame == NULL && !multipart && werr.reason == SCHAKEL__REASON__INTERNAL_ERROR &&
+        zmq_msg_move(&client->held, &msg) == 0) {
+        client->holding = 1;
+        zmq_msg_close(&msg);
+        client_fail(client, SCHAKEL_ERR_NOMEM,
+                    "out of memory decoding a frame from broker %s (kept for the next call)",
+                    client->endpoint);
+        client_wait_finish(wait, SCHAKEL_ERR_NOMEM);
+        return;
+    }
     while (zmq_msg_more(&msg)) { /* drop the rest of a multipart message */
         zmq_msg_close(&msg);
         zmq_msg_init(&msg);
@@ -553,40 +570,81 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
 
 /* ------------------------------------------------------------------ waiting */
 
+/* libzmq reconnects a lost connection and says so at once (CONNECT_RETRIED),
+ * except after a protocol error on an established connection (a frame over
+ * ZMQ_MAXMSGSIZE, a frame failing CURVE authentication): then it abandons
+ * the connection for good, silently, and every send fails with EAGAIN. A
+ * drop without that word for CLIENT_RETRY_GRACE_MS is taken as abandoned,
+ * and the socket is replaced. */
+static int client_connection_abandoned(const schakel_client_t *client, int64_t now)
+{
+    return client->retry_awaited_since != 0 &&
+           now - client->retry_awaited_since >= CLIENT_RETRY_GRACE_MS;
+}
+
+/* What a wait does before it polls: hand out what is queued, replace an
+ * abandoned socket, decode a held message, send an owed Flow. */
+static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, int64_t now)
+{
+    if (wait->kind == CLIENT_WAIT_DELIVERY && client->queue.count > 0)
+        client_wait_finish(wait, SCHAKEL_OK);
+    if (!wait->done && client_connection_abandoned(client, now))
+        client_drain_events(client, wait); /* the word may have come while no call read it */
+    if (!wait->done && (client->socket == NULL || client_connection_abandoned(client, now)) &&
+        client_replace_socket(client) != SCHAKEL_OK)
+        client_wait_finish(wait, client->last_error.status);
+    if (!wait->done && client->holding && !delivery_queue_full(&client->queue))
+        client_read_frame(client, wait);
+    if (!wait->done)
+        (void)client_send_owed_flow(client); /* stays owed on failure */
+}
+
+/* How long the wait may sleep in zmq_poll (-1 = no limit): until its
+ * deadline, the moment an unannounced drop counts as abandoned, and, while
+ * waiting for a delivery, the next keep-alive Heartbeat (sent here when due,
+ * so that the broker keeps the session). */
+static int64_t client_wait_sleep_ms(schakel_client_t *client, const client_wait_t *wait,
+                                    int64_t deadline, int64_t now)
+{
+    int64_t sleep_ms = deadline < 0 ? -1 : deadline > now ? deadline - now : 0;
+    int64_t wake = -1;
+    if (client->retry_awaited_since != 0)
+        wake = client->retry_awaited_since + CLIENT_RETRY_GRACE_MS;
+    if (wait->kind == CLIENT_WAIT_DELIVERY) {
+        int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
+        if (now >= due) {
+            /* Best-effort keep-alive; none is queued while disconnected,
+             * where it would only pile up and answer later questions. */
+            if (client->connected)
+                (void)client_send_heartbeat(client);
+            due = now + SCHAKEL_CLIENT_HEARTBEAT_MS;
+        }
+        if (wake < 0 || due < wake)
+            wake = due;
+    }
+    if (wake >= 0 && (sleep_ms < 0 || wake - now < sleep_ms))
+        sleep_ms = wake > now ? wake - now : 0;
+    return sleep_ms;
+}
+
 /* Poll the socket and the monitor until the wait is done or the deadline
- * (monotonic ms; -1 = none) passes. While waiting for a delivery, a
- * Heartbeat goes out after SCHAKEL_CLIENT_HEARTBEAT_MS without sending, so
- * the broker keeps the session. Returns the wait's status or TIMEOUT. */
+ * (monotonic ms; -1 = none) passes. Returns the wait's status or TIMEOUT. */
 static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait, int64_t deadline)
 {
     int polled = 0; /* poll at least once: a zero timeout still reads what is there */
     for (;;) {
-        if (wait->kind == CLIENT_WAIT_DELIVERY && client->fifo_count > 0)
-            client_wait_finish(wait, SCHAKEL_OK);
+        int64_t now = client_now_ms();
+        client_wait_chores(client, wait, now);
         if (wait->done)
             return wait->status;
-        int64_t now = client_now_ms();
         if (deadline >= 0 && now >= deadline && polled)
             return SCHAKEL_ERR_TIMEOUT;
-        int64_t sleep_ms = deadline < 0 ? -1 : deadline > now ? deadline - now : 0;
-        if (wait->kind == CLIENT_WAIT_DELIVERY) {
-            int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
-            if (now >= due) {
-                /* Best-effort keep-alive; none is queued while disconnected,
-                 * where it would only pile up and answer later questions. */
-                if (client->connected)
-                    (void)client_send_heartbeat(client);
-                due = now + SCHAKEL_CLIENT_HEARTBEAT_MS;
-            }
-            if (sleep_ms < 0 || due - now < sleep_ms)
-                sleep_ms = due - now;
-        }
         zmq_pollitem_t items[2] = {
             {client->monitor, 0, ZMQ_POLLIN, 0},
-            {client->socket, 0, client->fifo_count < CLIENT_FIFO_CAPACITY ? ZMQ_POLLIN : 0, 0},
+            {client->socket, 0, delivery_queue_full(&client->queue) ? 0 : ZMQ_POLLIN, 0},
         };
         polled = 1;
-        if (zmq_poll(items, 2, (long)sleep_ms) == -1) {
+        if (zmq_poll(items, 2, (long)client_wait_sleep_ms(client, wait, deadline, now)) == -1) {
             if (errno == EINTR)
                 continue;
             return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
@@ -604,11 +662,33 @@ static int64_t client_deadline(int timeout_ms)
     return client_now_ms() + timeout_ms;
 }
 
+/* What else a timed-out wait may owe its silence to, for the error text:
+ * a full delivery queue (we stopped reading), connections lost meanwhile
+ * (a broker restarting, or one sending frames over our size limit, which
+ * libzmq answers by dropping the connection), or no connection at all. */
+static const char *client_timeout_hint(const schakel_client_t *client, int drops_before, char *buf,
+                                       size_t len)
+{
+    int drops = client->drops - drops_before;
+    if (delivery_queue_full(&client->queue))
+        return " (deliveries are waiting: call schakel_receive)";
+    if (drops > 0) {
+        snprintf(buf, len,
+                 " (the connection dropped %d time%s meanwhile: broker restarting, or sending "
+                 "frames over %u bytes?)",
+                 drops, drops == 1 ? "" : "s", SCHAKEL_MAX_FRAME_BYTES);
+        return buf;
+    }
+    return client->connected ? "" : " (not connected to the broker)";
+}
+
 /* One Heartbeat round trip: refreshes principal, partner, role, backlog. */
 static schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, int timeout_ms)
 {
     client_wait_t wait = {.kind = CLIENT_WAIT_HEARTBEAT};
     int64_t deadline = client_deadline(timeout_ms);
+    int drops_before = client->drops;
+    char hint[160];
     schakel_status_t status = client_send_heartbeat(client);
     if (status != SCHAKEL_OK)
         return status;
@@ -617,26 +697,36 @@ static schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, in
         return client_fail(client, SCHAKEL_ERR_TIMEOUT,
                            "broker %s did not answer a Heartbeat within %d ms%s", client->endpoint,
                            timeout_ms,
-                           client->fifo_count == CLIENT_FIFO_CAPACITY
-                               ? " (deliveries are waiting: call schakel_receive)"
-                               : "");
+                           client_timeout_hint(client, drops_before, hint, sizeof hint));
     return status;
 }
 
 /* ------------------------------------------------------------------ connect */
 
-static void client_destroy(schakel_client_t *client)
+/* Close the DEALER and its monitor; linger_ms < 0 keeps the socket's own. */
+static void client_close_socket(schakel_client_t *client, int linger_ms)
 {
-    if (client == NULL)
-        return;
-    client_fifo_clear(client);
-    free(client->fifo);
-    if (client->socket != NULL)
+    if (client->socket != NULL) {
         (void)zmq_socket_monitor(client->socket, NULL, 0);
+        if (linger_ms >= 0)
+            (void)zmq_setsockopt(client->socket, ZMQ_LINGER, &linger_ms, sizeof linger_ms);
+    }
     if (client->monitor != NULL)
         zmq_close(client->monitor);
     if (client->socket != NULL)
         zmq_close(client->socket);
+    client->monitor = client->socket = NULL;
+    client->connected = 0;
+    client->retry_awaited_since = 0;
+}
+
+static void client_destroy(schakel_client_t *client)
+{
+    if (client == NULL)
+        return;
+    delivery_queue_destroy(&client->queue);
+    zmq_msg_close(&client->held);
+    client_close_socket(client, -1);
     if (client->context != NULL)
         zmq_ctx_term(client->context);
     keys_destroy(&client->keys);
@@ -654,18 +744,24 @@ void schakel_close(schakel_client_t **client)
 
 /* Load our key pair and the broker's pinned public key (as X25519). */
 static schakel_status_t client_load_keys(schakel_client_t *client, const char *broker_pub_file,
-                                         const char *key_file, uint8_t broker_curve_pk[32],
-                                         schakel_error_t *err)
+                                         const char *key_file, schakel_error_t *err)
 {
     char text[256] = "";
     uint8_t broker_sign_pk[32];
 
+    /* keys_load_secret names no cause; the allocators (malloc and
+     * sodium_malloc) leave ENOMEM in errno, and a shortage of memory must not
+     * send the user off to inspect a key file. */
+    errno = 0;
     client->keys = keys_load_secret(key_file, text, sizeof text);
+    if (client->keys == NULL && errno == ENOMEM)
+        return client_error_set(err, SCHAKEL_ERR_NOMEM, "out of memory loading our key %s",
+                                key_file);
     if (client->keys == NULL)
         return client_error_set(err, SCHAKEL_ERR_KEY, "our key: %s", text);
     if (keys_load_public(broker_pub_file, broker_sign_pk, text, sizeof text) != 0)
         return client_error_set(err, SCHAKEL_ERR_KEY, "broker key: %s", text);
-    if (keys_sign_pk_to_curve(broker_sign_pk, broker_curve_pk) != 0)
+    if (keys_sign_pk_to_curve(broker_sign_pk, client->broker_curve_pk) != 0)
         return client_error_set(err, SCHAKEL_ERR_KEY,
                                 "broker key %s is not a valid Ed25519 public key", broker_pub_file);
     return SCHAKEL_OK;
@@ -676,17 +772,18 @@ static int client_set_int(void *socket, int option, int value)
     return zmq_setsockopt(socket, option, &value, sizeof value);
 }
 
-/* The DEALER with CURVE keys, bounded queues and liveness checks. */
-static schakel_status_t client_make_socket(schakel_client_t *client,
-                                           const uint8_t broker_curve_pk[32], schakel_error_t *err)
+/* The DEALER with CURVE keys, bounded queues and liveness checks, and the
+ * PAIR that receives its events. */
+static schakel_status_t client_make_socket(schakel_client_t *client, schakel_error_t *err)
 {
+    char monitor_endpoint[64];
     client->socket = zmq_socket(client->context, ZMQ_DEALER);
     if (client->socket == NULL)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "cannot create a socket: %s",
                                 zmq_strerror(errno));
-    int64_t max_frame = SCHAKEL_MAX_FRAME_BYTES;
+    int64_t max_frame = SCHAKEL_MAX_FRAME_BYTES + CLIENT_CURVE_OVERHEAD;
     int rc = 0;
-    rc |= zmq_setsockopt(client->socket, ZMQ_CURVE_SERVERKEY, broker_curve_pk, 32);
+    rc |= zmq_setsockopt(client->socket, ZMQ_CURVE_SERVERKEY, client->broker_curve_pk, 32);
     rc |= zmq_setsockopt(client->socket, ZMQ_CURVE_PUBLICKEY, client->keys->curve_pk, 32);
     rc |= zmq_setsockopt(client->socket, ZMQ_CURVE_SECRETKEY, client->keys->curve_sk, 32);
     rc |= client_set_int(client->socket, ZMQ_LINGER, CLIENT_LINGER_MS);
@@ -702,18 +799,41 @@ static schakel_status_t client_make_socket(schakel_client_t *client,
     if (rc != 0)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "cannot configure the socket: %s",
                                 zmq_strerror(errno));
-    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+    int events = ZMQ_EVENT_CONNECTED | ZMQ_EVENT_CONNECT_DELAYED | ZMQ_EVENT_CONNECT_RETRIED |
+                 ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
                  ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
                  ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
-    if (zmq_socket_monitor(client->socket, CLIENT_MONITOR_ENDPOINT, events) != 0)
+    /* a fresh name for each socket: the old one's may still be in use */
+    snprintf(monitor_endpoint, sizeof monitor_endpoint, "%s%u", CLIENT_MONITOR_PREFIX,
+             client->sockets_made++);
+    if (zmq_socket_monitor(client->socket, monitor_endpoint, events) != 0)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "cannot monitor the socket: %s",
                                 zmq_strerror(errno));
     client->monitor = zmq_socket(client->context, ZMQ_PAIR);
     if (client->monitor == NULL || client_set_int(client->monitor, ZMQ_LINGER, 0) != 0 ||
-        zmq_connect(client->monitor, CLIENT_MONITOR_ENDPOINT) != 0)
+        zmq_connect(client->monitor, monitor_endpoint) != 0)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "cannot monitor the socket: %s",
                                 zmq_strerror(errno));
+    if (zmq_connect(client->socket, client->endpoint) != 0)
+        return client_error_set(err, SCHAKEL_ERR_CONNECT, "invalid broker endpoint '%s': %s",
+                                client->endpoint, zmq_strerror(errno));
     return SCHAKEL_OK;
+}
+
+/* Replace an abandoned (or missing) socket by a new one, connecting at once.
+ * What was queued on the old one is lost: the calls that wait send their
+ * question again after the handshake (client_on_handshake), and an Ack lost
+ * here only means the broker delivers that seq once more. */
+static schakel_status_t client_replace_socket(schakel_client_t *client)
+{
+    schakel_error_t err;
+    client_close_socket(client, 0);
+    schakel_status_t status = client_make_socket(client, &err);
+    if (status != SCHAKEL_OK) {
+        client_close_socket(client, 0);
+        client->last_error = err;
+    }
+    return status;
 }
 
 /* Wait for the CURVE handshake and explain a failure in words. */
@@ -728,31 +848,28 @@ static schakel_status_t client_await_handshake(schakel_client_t *client, int64_t
         *err = client->last_error;
         return status;
     }
-    const char *why = "broker down, wrong address, or wrong broker key";
+    const char *why = "the server accepted the connection but never completed the handshake: "
+                      "not a Schakel broker at that address, or one overloaded?";
     if (client->tcp_connects == 0)
         why = "no TCP connection: broker down or wrong address";
     else if (client->handshake_failures > 0)
-        why = "the broker closed the connection during the handshake: wrong broker key "
-              "pinned?";
+        why = "the connection was closed during the handshake: wrong broker key pinned, or "
+              "not a Schakel broker at that address?";
     return client_error_set(err, SCHAKEL_ERR_CONNECT,
                             "could not complete a CURVE handshake with %s within %d ms: %s",
                             client->endpoint, timeout_ms, why);
 }
 
 /* Everything after the client is allocated; err is always filled on error. */
-static schakel_status_t client_open(schakel_client_t *client, const char *endpoint,
-                                    const char *broker_pub_file, const char *key_file,
-                                    int timeout_ms, schakel_error_t *err)
+static schakel_status_t client_open(schakel_client_t *client, const char *broker_pub_file,
+                                    const char *key_file, int timeout_ms, schakel_error_t *err)
 {
-    uint8_t broker_curve_pk[32];
     int64_t deadline = client_deadline(timeout_ms);
 
-    schakel_status_t status =
-        client_load_keys(client, broker_pub_file, key_file, broker_curve_pk, err);
+    schakel_status_t status = client_load_keys(client, broker_pub_file, key_file, err);
     if (status != SCHAKEL_OK)
         return status;
-    client->fifo = calloc(CLIENT_FIFO_CAPACITY, sizeof *client->fifo);
-    if (client->fifo == NULL)
+    if (delivery_queue_init(&client->queue, CLIENT_FIFO_CAPACITY) != 0)
         return client_error_set(err, SCHAKEL_ERR_NOMEM, "out of memory");
     client->context = zmq_ctx_new();
     if (client->context == NULL)
@@ -761,12 +878,9 @@ static schakel_status_t client_open(schakel_client_t *client, const char *endpoi
     if (!zmq_has("curve"))
         return client_error_set(err, SCHAKEL_ERR_INTERNAL,
                                 "this libzmq was built without CURVE support");
-    status = client_make_socket(client, broker_curve_pk, err);
+    status = client_make_socket(client, err);
     if (status != SCHAKEL_OK)
         return status;
-    if (zmq_connect(client->socket, endpoint) != 0)
-        return client_error_set(err, SCHAKEL_ERR_CONNECT, "invalid broker endpoint '%s': %s",
-                                client->endpoint, zmq_strerror(errno));
     status = client_await_handshake(client, deadline, timeout_ms, err);
     if (status != SCHAKEL_OK)
         return status;
@@ -793,15 +907,19 @@ schakel_status_t schakel_connect(schakel_client_t **out, const char *endpoint,
                                 "schakel_connect needs out, endpoint, broker key file, key file "
                                 "and a positive timeout");
     *out = NULL;
+    /* kept whole: every replacement socket connects to it again */
+    if (strlen(endpoint) >= CLIENT_ENDPOINT_BYTES)
+        return client_error_set(err, SCHAKEL_ERR_USAGE, "broker endpoint longer than %u bytes",
+                                CLIENT_ENDPOINT_BYTES - 1);
     if (keys_init() != 0)
         return client_error_set(err, SCHAKEL_ERR_INTERNAL, "libsodium failed to initialise");
     schakel_client_t *client = calloc(1, sizeof *client);
     if (client == NULL)
         return client_error_set(err, SCHAKEL_ERR_NOMEM, "out of memory");
+    zmq_msg_init(&client->held); /* closed by client_destroy, on every path */
     snprintf(client->endpoint, sizeof client->endpoint, "%s", endpoint);
     client->last_error.item_index = -1;
-    schakel_status_t status =
-        client_open(client, endpoint, broker_pub_file, key_file, timeout_ms, err);
+    schakel_status_t status = client_open(client, broker_pub_file, key_file, timeout_ms, err);
     if (status != SCHAKEL_OK) {
         client_destroy(client);
         return status;
@@ -881,6 +999,16 @@ static char **client_lend_array(const char *const *texts)
     return u.lent;
 }
 
+static uint64_t *client_lend_seqs(const uint64_t *seqs)
+{
+    union {
+        const uint64_t *borrowed;
+        uint64_t *lent;
+    } u;
+    u.borrowed = seqs;
+    return u.lent;
+}
+
 /* Serialize one schakel_signal_t as a Signal item from sender. */
 static uint8_t *client_encode_signal(const schakel_signal_t *in, const char *sender, size_t *len)
 {
@@ -938,6 +1066,13 @@ static schakel_status_t client_encode_publish(schakel_client_t *client, const ch
             client_free_items(items, n);
             return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding item %zu", i);
         }
+        if (items[i].len > SCHAKEL_MAX_ITEM_BYTES) {
+            size_t len = items[i].len;
+            client_free_items(items, n);
+            return client_fail(client, SCHAKEL_ERR_USAGE,
+                               "signal %zu encodes to %zu bytes; at most %u are allowed", i, len,
+                               SCHAKEL_MAX_ITEM_BYTES);
+        }
     }
     uint8_t root[32], signed_bytes[64], signature[SCHAKEL_SIGNATURE_BYTES];
     wire_items_root(items, n, root);
@@ -962,6 +1097,17 @@ static schakel_status_t client_encode_publish(schakel_client_t *client, const ch
     client_free_items(items, n);
     if (*frame_out == NULL)
         return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding the publish");
+    /* The broker's socket drops a connection that sends a larger frame (its
+     * ZMQ_MAXMSGSIZE), and our resend after each reconnect would repeat that
+     * until the timeout: refuse it here, with the reason. */
+    if (*frame_len > CLIENT_MAX_SEND_BYTES) {
+        free(*frame_out);
+        *frame_out = NULL;
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "the publish of %zu signals encodes to %zu bytes; at most %u fit in "
+                           "one frame: publish fewer signals at once",
+                           n, *frame_len, CLIENT_MAX_SEND_BYTES);
+    }
     return SCHAKEL_OK;
 }
 
@@ -970,7 +1116,13 @@ static schakel_status_t client_take_answer(schakel_client_t *client, const Schak
                                            size_t n, schakel_item_result_t *results, int *duplicate)
 {
     if (answer->body_case == SCHAKEL__FRAME__BODY_REJECTED) {
-        client_error_rejected(&client->last_error, answer->rejected, NULL);
+        const Schakel__Rejected *rejected = answer->rejected;
+        if (rejected->has_item_index &&
+            (rejected->item_index < -1 || (int64_t)rejected->item_index >= (int64_t)n))
+            return client_fail(client, SCHAKEL_ERR_PROTOCOL,
+                               "broker refused (%s) item %d of a publish of %zu items",
+                               wire_reason_name(rejected->reason), (int)rejected->item_index, n);
+        client_error_rejected(&client->last_error, rejected, NULL);
         return SCHAKEL_ERR_REFUSED;
     }
     const Schakel__Accepted *accepted = answer->accepted;
@@ -1010,6 +1162,8 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
         *duplicate = 0;
 
     int64_t deadline = client_deadline(timeout_ms);
+    int drops_before = client->drops;
+    char hint[160];
     client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id};
     uint8_t *frame = NULL;
     schakel_status_t status =
@@ -1030,9 +1184,7 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                     "no answer from broker %s to the publish within %d ms; retrying with the "
                     "same message id is safe%s",
                     client->endpoint, timeout_ms,
-                    client->fifo_count == CLIENT_FIFO_CAPACITY
-                        ? " (deliveries are waiting: call schakel_receive)"
-                        : "");
+                    client_timeout_hint(client, drops_before, hint, sizeof hint));
     wire_frame_free(&wait.answer);
     return status;
 }
@@ -1049,7 +1201,8 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window)
         window = SCHAKEL_MAX_WINDOW;
     client->window = window;
     client->subscribed = 1;
-    return client_send_flow(client);
+    client->flow_owed = 1;
+    return client_send_owed_flow(client);
 }
 
 schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out, int timeout_ms)
@@ -1071,27 +1224,56 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
         return client_fail(client, SCHAKEL_ERR_TIMEOUT, "no delivery within %d ms", timeout_ms);
     if (status != SCHAKEL_OK)
         return status;
-    Schakel__Frame *frame = client_fifo_pop(client);
     char text[200] = "";
-    status = delivery_decode(frame->deliver, out, text, sizeof text);
-    wire_frame_free(&frame);
+    status = delivery_decode(delivery_queue_peek(&client->queue)->deliver, out, text, sizeof text);
+    /* Short of memory, the delivery stays queued for the next call: the
+     * broker would not send it again before its ack timeout. */
+    if (status != SCHAKEL_ERR_NOMEM)
+        delivery_queue_drop_front(&client->queue);
     if (status != SCHAKEL_OK)
         return client_fail(client, status, "%s (from broker %s)", text, client->endpoint);
     return status;
 }
 
-schakel_status_t schakel_ack(schakel_client_t *client, uint64_t seq)
+schakel_status_t schakel_ack_many(schakel_client_t *client, const uint64_t *seqs, size_t n)
 {
     if (client == NULL)
         return SCHAKEL_ERR_USAGE;
-    Schakel__Ack ack = SCHAKEL__ACK__INIT;
-    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
-    ack.n_seqs = 1;
-    ack.seqs = &seq;
-    frame.body_case = SCHAKEL__FRAME__BODY_ACK;
-    frame.ack = &ack;
-    client_fifo_forget(client, seq);
-    return client_send(client, &frame, "Ack");
+    if (seqs == NULL && n > 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE, "schakel_ack_many needs seqs");
+    /* The broker refuses a whole Ack naming seq 0, and such an unnamed
+     * refusal could be taken for the answer to a publish: check first. */
+    for (size_t i = 0; i < n; i++)
+        if (seqs[i] == 0)
+            return client_fail(client, SCHAKEL_ERR_USAGE,
+                               "cannot ack seq 0 (entry %zu): delivery seqs start at 1", i);
+    for (size_t sent = 0; sent < n;) {
+        size_t count = n - sent < SCHAKEL_MAX_ACKS ? n - sent : SCHAKEL_MAX_ACKS;
+        Schakel__Ack ack = SCHAKEL__ACK__INIT;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        ack.n_seqs = count;
+        ack.seqs = client_lend_seqs(seqs + sent);
+        frame.body_case = SCHAKEL__FRAME__BODY_ACK;
+        frame.ack = &ack;
+        schakel_status_t status = client_send(client, &frame, "Ack");
+        if (status != SCHAKEL_OK) {
+            char text[sizeof client->last_error.text];
+            memcpy(text, client->last_error.text, sizeof text);
+            return client_fail(client, status, "%.400s (%zu of %zu seqs were acked before)", text,
+                               sent, n);
+        }
+        /* Forget queued copies only once the Ack is on its way: after a
+         * failed send, the caller acks again and the broker still owes it. */
+        for (size_t i = 0; i < count && client->queue.count > 0; i++)
+            delivery_queue_forget(&client->queue, seqs[sent + i]);
+        sent += count;
+    }
+    return SCHAKEL_OK;
+}
+
+schakel_status_t schakel_ack(schakel_client_t *client, uint64_t seq)
+{
+    return schakel_ack_many(client, &seq, 1);
 }
 
 /* ------------------------------------------------------------------ keys */

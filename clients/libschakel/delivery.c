@@ -1,10 +1,11 @@
 /*
- * delivery.c — a broker's Deliver turned into the caller's schakel_delivery_t.
+ * delivery.c — a broker's Deliver frames inside libschakel: the bounded queue
+ * of received frames, and their decoding into the caller's schakel_delivery_t.
  *
- * Owns the decoding of delivered signals and the delivery's memory. Trusts
- * nothing of the broker's bytes: the signal is unpacked under a byte budget,
- * kind and theme are required, strings must be UTF-8, severity in range.
- * Returns SCHAKEL_ERR_PROTOCOL or SCHAKEL_ERR_NOMEM with a text, never aborts.
+ * Owns the queued frames and each delivery's memory. Trusts nothing of the
+ * broker's bytes: the signal is unpacked under a byte budget, kind and theme
+ * are required, strings must be UTF-8, severity in range. Returns
+ * SCHAKEL_ERR_PROTOCOL or SCHAKEL_ERR_NOMEM with a text, never aborts.
  */
 #include "delivery.h"
 
@@ -15,9 +16,96 @@
 #include "schakel_limits.h"
 #include "syntax.h"
 
-/* A byte budget for unpacking a delivered signal: protobuf-c has no limit. */
+/* ------------------------------------------------------------------ queue */
+
+int delivery_queue_init(delivery_queue_t *q, size_t capacity)
+{
+    memset(q, 0, sizeof *q);
+    q->frames = calloc(capacity, sizeof *q->frames);
+    if (q->frames == NULL)
+        return -1;
+    q->capacity = capacity;
+    return 0;
+}
+
+void delivery_queue_destroy(delivery_queue_t *q)
+{
+    while (q->count > 0)
+        delivery_queue_drop_front(q);
+    free(q->frames);
+    q->frames = NULL;
+    q->capacity = 0;
+}
+
+int delivery_queue_full(const delivery_queue_t *q)
+{
+    return q->count >= q->capacity;
+}
+
+static Schakel__Frame **delivery_queue_slot(const delivery_queue_t *q, size_t position)
+{
+    return &q->frames[(q->head + position) % q->capacity];
+}
+
+int delivery_queue_push(delivery_queue_t *q, Schakel__Frame *frame)
+{
+    for (size_t i = 0; i < q->count; i++) {
+        Schakel__Frame **slot = delivery_queue_slot(q, i);
+        if ((*slot)->deliver->seq == frame->deliver->seq) {
+            wire_frame_free(slot);
+            *slot = frame;
+            return 0;
+        }
+    }
+    if (delivery_queue_full(q))
+        return -1;
+    *delivery_queue_slot(q, q->count) = frame;
+    q->count++;
+    return 0;
+}
+
+Schakel__Frame *delivery_queue_peek(const delivery_queue_t *q)
+{
+    return q->count > 0 ? *delivery_queue_slot(q, 0) : NULL;
+}
+
+void delivery_queue_drop_front(delivery_queue_t *q)
+{
+    if (q->count == 0)
+        return;
+    wire_frame_free(delivery_queue_slot(q, 0));
+    q->head = (q->head + 1) % q->capacity;
+    q->count--;
+}
+
+void delivery_queue_forget(delivery_queue_t *q, uint64_t seq)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < q->count; i++) {
+        Schakel__Frame **from = delivery_queue_slot(q, i);
+        if ((*from)->deliver->seq == seq) {
+            wire_frame_free(from);
+            continue;
+        }
+        Schakel__Frame **to = delivery_queue_slot(q, kept);
+        if (to != from) {
+            *to = *from;
+            *from = NULL;
+        }
+        kept++;
+    }
+    q->count = kept;
+}
+
+/* ------------------------------------------------------------------ decoding */
+
+/* A byte budget for unpacking a delivered signal: protobuf-c has no limit.
+ * An allocation refused for the budget means a hostile or broken signal
+ * (PROTOCOL); one refused by malloc means we are short of memory (NOMEM),
+ * and the same Deliver may decode fine later. */
 typedef struct delivery_budget {
     size_t used;
+    int out_of_memory;
 } delivery_budget_t;
 
 static void *delivery_budget_alloc(void *data, size_t size)
@@ -25,8 +113,13 @@ static void *delivery_budget_alloc(void *data, size_t size)
     delivery_budget_t *budget = data;
     if (size > SCHAKEL_DECODE_BUDGET_BYTES - budget->used)
         return NULL;
+    void *block = malloc(size > 0 ? size : 1);
+    if (block == NULL) {
+        budget->out_of_memory = 1;
+        return NULL;
+    }
     budget->used += size;
-    return malloc(size > 0 ? size : 1);
+    return block;
 }
 
 static void delivery_budget_free(void *data, void *ptr)
@@ -147,6 +240,11 @@ schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t 
     delivery_budget_t budget = {0};
     ProtobufCAllocator allocator = {delivery_budget_alloc, delivery_budget_free, &budget};
     Schakel__Signal *signal = schakel__signal__unpack(&allocator, in->signal.len, in->signal.data);
+    if (signal == NULL && budget.out_of_memory) {
+        snprintf(text, textlen, "out of memory decoding delivery seq=%llu",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_NOMEM;
+    }
     if (signal == NULL || signal->kind == NULL || signal->theme == NULL ||
         (in->sender == NULL && signal->sender == NULL)) {
         if (signal != NULL)

@@ -1,21 +1,56 @@
 /*
- * delivery.h — decoding a broker's Deliver into the public schakel_delivery_t.
- * Internal to libschakel (not installed).
+ * delivery.h — a broker's Deliver frames inside libschakel: the bounded queue
+ * of those received while the caller waited for something else, and their
+ * decoding into the public schakel_delivery_t. Internal (not installed).
  */
 #ifndef SCHAKEL_DELIVERY_H
 #define SCHAKEL_DELIVERY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "schakel.h"
 #include "wire.h"
+
+/* A ring of Deliver frames (each already through wire_decode_frame, so
+ * frame->deliver is set), oldest first. The queue owns the frames it holds. */
+typedef struct delivery_queue {
+    Schakel__Frame **frames; /* `capacity` slots */
+    size_t capacity;
+    size_t head;
+    size_t count;
+} delivery_queue_t;
+
+/* Allocate the slots. Returns 0, or -1 when out of memory (q stays empty and
+ * is safe to pass to delivery_queue_destroy). */
+int delivery_queue_init(delivery_queue_t *q, size_t capacity);
+
+/* Free every queued frame and the slots; safe on a zeroed or failed queue. */
+void delivery_queue_destroy(delivery_queue_t *q);
+
+int delivery_queue_full(const delivery_queue_t *q);
+
+/* Queue a Deliver frame; ownership moves to the queue. A frame whose seq is
+ * already queued (a redelivery) replaces the queued copy in place. Returns
+ * 0, or -1 when the queue is full (the caller keeps the frame). */
+int delivery_queue_push(delivery_queue_t *q, Schakel__Frame *frame);
+
+/* The oldest queued frame, still owned by the queue; NULL when empty. */
+Schakel__Frame *delivery_queue_peek(const delivery_queue_t *q);
+
+/* Free the oldest queued frame (no-op when empty). */
+void delivery_queue_drop_front(delivery_queue_t *q);
+
+/* Free a queued copy of seq, if any (it was acked: never hand it out again). */
+void delivery_queue_forget(delivery_queue_t *q, uint64_t seq);
 
 /* Decode a Deliver (already through wire_decode_frame) into a new delivery
  * the caller frees with schakel_delivery_free. Safe on untrusted input: the
  * signal bytes are unpacked under SCHAKEL_DECODE_BUDGET_BYTES and every
  * string is checked for UTF-8. Returns SCHAKEL_OK with *out set, or
- * SCHAKEL_ERR_PROTOCOL / SCHAKEL_ERR_NOMEM with *out NULL and a text naming
- * the delivery's seq in text. */
+ * SCHAKEL_ERR_PROTOCOL (the broker sent something broken) /
+ * SCHAKEL_ERR_NOMEM (an allocation failed; decoding the same Deliver again
+ * later may succeed) with *out NULL and a text naming the delivery's seq. */
 schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
                                  size_t textlen);
 

@@ -3,8 +3,9 @@
  *
  * Connects a partner system or caseworker tool to schakeld over CurveZMQ,
  * publishes signed signals (one or a batch), receives deliveries with a
- * timeout and acknowledges them. The library never aborts or exits its host
- * program: every failure is returned as an error code with a specific text.
+ * timeout and acknowledges them (one or a batch). The library never aborts
+ * or exits its host program: every failure is returned as an error code with
+ * a specific text.
  * Not thread-safe: use one schakel_client per thread.
  */
 #ifndef SCHAKEL_CLIENT_H
@@ -104,7 +105,10 @@ typedef struct schakel_item_result {
  * timeout_ms for Accepted (results: array of n, may be NULL) or Rejected
  * (SCHAKEL_ERR_REFUSED, reason in the client's last error). *duplicate is set
  * when the broker answered a repeat of an accepted id (may be NULL).
- * Retrying with the same message_id after a timeout is safe. */
+ * Retrying with the same message_id after a timeout is safe. A signal that
+ * encodes to more than 32 KiB, or a batch that does not fit in one frame
+ * (256 KiB less 33 bytes of CurveZMQ framing), is refused with
+ * SCHAKEL_ERR_USAGE before anything is sent. */
 schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                                  const schakel_signal_t *signals, size_t n,
                                  const uint8_t *message_id, uint8_t id_out[16],
@@ -136,7 +140,9 @@ typedef struct schakel_delivery {
 } schakel_delivery_t;
 
 /* Start receiving with a window of deliveries in flight (0 = default). Called
- * implicitly by the first schakel_receive. */
+ * implicitly by the first schakel_receive. If the Flow cannot be sent now
+ * (an error is returned), it stays owed and the next call that waits for
+ * the broker sends it. */
 schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 
 /* Wait up to timeout_ms for the next delivery. Returns SCHAKEL_OK with *out
@@ -145,8 +151,20 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out,
                                  int timeout_ms);
 
-/* Acknowledge a delivery: the broker removes it from our mailbox. */
+/* Acknowledge a delivery: the broker removes it from our mailbox. Does not
+ * wait: a refusal (UNKNOWN_DELIVERY) is recorded in the last error by the
+ * next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. */
 schakel_status_t schakel_ack(schakel_client_t *client, uint64_t seq);
+
+/* Acknowledge n deliveries at once (seqs: n seq numbers, none 0; n == 0 is
+ * a no-op, seqs may then be NULL). Sent in order as Ack frames of at most
+ * 1024 seqs (SCHAKEL_MAX_ACKS) each, without waiting, like schakel_ack.
+ * Returns SCHAKEL_ERR_USAGE (nothing sent) for seqs NULL with n > 0 or any
+ * seq 0; SCHAKEL_ERR_NOMEM, or SCHAKEL_ERR_TIMEOUT when the send queue to
+ * an unreachable broker is full, if a frame could not be sent: the frames
+ * before it were sent (the error text says how many seqs), the rest not.
+ * Acking a seq again is harmless; the broker then answers UNKNOWN_DELIVERY. */
+schakel_status_t schakel_ack_many(schakel_client_t *client, const uint64_t *seqs, size_t n);
 
 void schakel_delivery_free(schakel_delivery_t **delivery);
 

@@ -1359,3 +1359,268 @@ int h_run_schakeld(h_cli_result_t *res, ...)
     args[n] = NULL;
     return h_run_schakeld_argv(args, res);
 }
+
+/* ------------------------------------------------------------------ metrics */
+
+/* Read the ready fd up to its READY line, which must follow a METRICS
+ * line. Returns 0 with env->endpoint and metrics filled, or -1 with why. */
+static int h_await_ready_metrics(h_env_t *env, int ready_r, char *metrics, size_t metrics_len,
+                                 char *problem, size_t problem_len)
+{
+    char text[512];
+    size_t used = 0;
+    char *ready = NULL;
+    int64_t deadline = h_now_ms() + H_START_TIMEOUT_MS;
+    while (ready == NULL) {
+        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
+                              {.fd = env->broker_pidfd, .events = POLLIN}};
+        int left = h_remaining_ms(deadline);
+        if (left == 0) {
+            snprintf(problem, problem_len, "no READY line within %d ms", H_START_TIMEOUT_MS);
+            return -1;
+        }
+        int n = poll(p, 2, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf(problem, problem_len, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (p[0].revents) {
+            ssize_t got = read(ready_r, text + used, sizeof text - 1 - used);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0) {
+                snprintf(problem, problem_len, "ready fd closed without a READY line");
+                return -1;
+            }
+            used += (size_t)got;
+            text[used] = '\0';
+            char *at = strstr(text, "\nREADY ");
+            if (at != NULL && strchr(at + 1, '\n') != NULL)
+                ready = at + 1;
+            else if (used == sizeof text - 1 || strncmp(text, "READY ", 6) == 0) {
+                snprintf(problem, problem_len, "no METRICS line before READY: \"%.120s\"", text);
+                return -1;
+            }
+        } else if (p[1].revents) {
+            snprintf(problem, problem_len, "schakeld exited before it was ready");
+            return -1;
+        }
+    }
+    *strchr(ready, '\n') = '\0';
+    const char *prefix = "READY tcp://127.0.0.1:";
+    const char *port = ready + strlen(prefix);
+    if (strncmp(ready, prefix, strlen(prefix)) != 0 || *port == '\0' ||
+        strspn(port, "0123456789") != strlen(port) || atoi(port) <= 0 || atoi(port) > 65535) {
+        snprintf(problem, problem_len, "unexpected ready line \"%.120s\"", ready);
+        return -1;
+    }
+    size_t metrics_text_len = strcspn(text, "\n");
+    if (strncmp(text, "METRICS ", 8) != 0 || text + metrics_text_len + 1 != ready ||
+        metrics_text_len - 8 == 0 || metrics_text_len - 8 >= metrics_len) {
+        snprintf(problem, problem_len, "unexpected lines before READY: \"%.120s\"", text);
+        return -1;
+    }
+    memcpy(metrics, text + 8, metrics_text_len - 8);
+    metrics[metrics_text_len - 8] = '\0';
+    snprintf(env->endpoint, sizeof env->endpoint, "%.64s", ready + strlen("READY "));
+    return 0;
+}
+
+int h_broker_try_start_metrics(h_env_t *env, const char *const *extra, char *metrics,
+                               size_t metrics_len, char *problem, size_t problem_len)
+{
+    const char *program = h_schakeld_path();
+    const char *words[H_MAX_EXTRA_ARGS + 1] = {"--set", "metrics_listen=127.0.0.1:0"};
+    size_t n_words = 2;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        if (n_words == H_MAX_EXTRA_ARGS) {
+            snprintf(problem, problem_len, "more than %d extra schakeld options",
+                     H_MAX_EXTRA_ARGS - 2);
+            return -1;
+        }
+        words[n_words++] = extra[i];
+    }
+    words[n_words] = NULL;
+    char *argv[H_MAX_EXTRA_ARGS + 11];
+    if (env->broker_pid != 0) {
+        snprintf(problem, problem_len, "a broker (pid %ld) is still running",
+                 (long)env->broker_pid);
+        return -1;
+    }
+    if (access(program, X_OK) != 0 ||
+        h_broker_argv(env, program, "tcp://127.0.0.1:*", words, argv,
+                      sizeof argv / sizeof argv[0]) != 0) {
+        snprintf(problem, problem_len, "%s is not an executable (%s); build it or set SCHAKELD",
+                 program, strerror(errno));
+        return -1;
+    }
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int pipefd[2] = {-1, -1};
+    if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
+        snprintf(problem, problem_len, "open %s or pipe: %s", env->log_path, strerror(errno));
+        if (log_fd >= 0)
+            close(log_fd);
+        return -1;
+    }
+    env->starts++;
+    dprintf(log_fd, "=== harness: start %u of %s (with metrics)\n", env->starts, program);
+    pid_t pid = fork();
+    if (pid < 0) {
+        snprintf(problem, problem_len, "fork: %s", strerror(errno));
+        close(pipefd[0]);
+        close(pipefd[1]);
+        close(log_fd);
+        return -1;
+    }
+    if (pid == 0)
+        h_exec_broker(program, argv, pipefd[1], log_fd);
+    close(pipefd[1]);
+    close(log_fd);
+    env->broker_pid = pid;
+    env->broker_pidfd = h_pidfd_open(pid);
+    char why[200];
+    int rc = -1;
+    if (env->broker_pidfd < 0)
+        snprintf(why, sizeof why, "pidfd_open: %s", strerror(errno));
+    else
+        rc = h_await_ready_metrics(env, pipefd[0], metrics, metrics_len, why, sizeof why);
+    close(pipefd[0]);
+    if (rc != 0) {
+        h_broker_kill9(env);
+        snprintf(problem, problem_len, "schakeld did not start: %s", why);
+    }
+    return rc;
+}
+
+void h_broker_start_metrics(h_env_t *env, const char *const *extra, char *metrics,
+                            size_t metrics_len)
+{
+    assert_int_equal(env->broker_pid, 0);
+    char problem[256];
+    if (h_broker_try_start_metrics(env, extra, metrics, metrics_len, problem, sizeof problem) !=
+        0) {
+        h_dump_log(env);
+        fail_msg("%s", problem);
+    }
+}
+
+/* ------------------------------------------------------------------ admin endpoint */
+
+const char *h_schakelctl_path(void)
+{
+    static char buf[PATH_MAX];
+    return h_program_path("SCHAKELCTL", "schakelctl", buf, sizeof buf);
+}
+
+void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen)
+{
+    FILE *f = fopen(env->log_path, "r");
+    if (f == NULL)
+        fail_msg("open %s: %s", env->log_path, strerror(errno));
+    char line[4096];
+    out[0] = '\0';
+    /* The last start's broker.ready line names it (admin=...). */
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *at = strstr(line, " admin=tcp://");
+        if (strstr(line, "event=broker.ready ") == NULL || at == NULL)
+            continue;
+        at += strlen(" admin=");
+        snprintf(out, outlen, "%.*s", (int)strcspn(at, " \n"), at);
+    }
+    fclose(f);
+    if (out[0] == '\0') {
+        h_dump_log(env);
+        fail_msg("the broker log names no admin endpoint (was admin_listen set?)");
+    }
+}
+
+/* envp for schakelctl: ours without SCHAKEL_*, plus the admin settings. */
+static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *key_file)
+{
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **envp = calloc(n + 4, sizeof *envp);
+    assert_non_null(envp);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "SCHAKEL_", 8) != 0)
+            envp[used++] = strdup(environ[i]);
+    if ((admin && asprintf(&envp[used++], "SCHAKEL_ADMIN=%s", admin) < 0) ||
+        (broker_pub && asprintf(&envp[used++], "SCHAKEL_BROKER_KEY=%s", broker_pub) < 0) ||
+        (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0))
+        fail_msg("out of memory");
+    envp[used] = NULL;
+    return envp;
+}
+
+int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file,
+                   const char *const *args, h_cli_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    const char *program = h_schakelctl_path();
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
+                 strerror(errno));
+    char **envp = h_ctl_envp(admin, env->broker_pub, key_file);
+    size_t argc = 0;
+    while (args[argc])
+        argc++;
+    char **argv = calloc(argc + 2, sizeof *argv);
+    assert_non_null(argv);
+    argv[0] = strdup(program);
+    for (size_t i = 0; i < argc; i++)
+        argv[i + 1] = strdup(args[i]);
+    int in[2], out[2], err[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    signal(SIGPIPE, SIG_IGN);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        h_exec_cli(program, argv, envp, in[0], out[1], err[1]);
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    int pidfd = h_pidfd_open(pid);
+    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
+    h_buf_t out_buf = {0}, err_buf = {0};
+    int pumped = h_cli_pump(in[1], NULL, out[0], err[0], &out_buf, &err_buf, deadline);
+    close(out[0]);
+    close(err[0]);
+    int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
+    if (status == -1 || pumped != 0) {
+        kill(pid, SIGKILL);
+        (void)h_wait_exit(pid, pidfd, H_TIMEOUT_MS);
+        res->status = -1;
+    } else {
+        res->status = h_status_code(status);
+    }
+    if (pidfd >= 0)
+        close(pidfd);
+    res->out = h_buf_take(&out_buf);
+    res->err = h_buf_take(&err_buf);
+    h_free_strv(argv);
+    h_free_strv(envp);
+    return res->status;
+}
+
+int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_result_t *res, ...)
+{
+    const char *args[64];
+    size_t n = 0;
+    va_list ap;
+    va_start(ap, res);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL) {
+        assert_true(n < sizeof args / sizeof args[0] - 1);
+        args[n++] = a;
+    }
+    va_end(ap);
+    args[n] = NULL;
+    return h_run_ctl_argv(env, admin, principal ? h_key_file(env, principal) : NULL, args, res);
+}
+

@@ -263,4 +263,41 @@ void h_broker_start_with(h_env_t *env, const char *const *extra);
 int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res);
 int h_run_schakeld(h_cli_result_t *res, ...) __attribute__((sentinel));
 
+/* Start schakeld on tcp://127.0.0.1:* with metrics on a free loopback port
+ * (--set metrics_listen=127.0.0.1:0) and the extra options (as
+ * h_broker_start_with; at most H_MAX_EXTRA_ARGS - 2 words). The ready fd
+ * then carries "METRICS <host:port>" before the READY line; the address is
+ * copied into metrics ("127.0.0.1:PORT"). Returns 0, or -1 with the reason
+ * in problem; never fails the test itself. */
+int h_broker_try_start_metrics(h_env_t *env, const char *const *extra, char *metrics,
+                               size_t metrics_len, char *problem, size_t problem_len);
+
+/* The same; fails the test (printing the log) unless the broker is ready. */
+void h_broker_start_metrics(h_env_t *env, const char *const *extra, char *metrics,
+                            size_t metrics_len);
+
+/* ---- the admin endpoint and schakelctl */
+
+/* Path of schakelctl: build/schakelctl, or $SCHAKELCTL, or $BUILD/schakelctl. */
+const char *h_schakelctl_path(void);
+
+/* The admin endpoint the running broker bound (admin_listen set, e.g. with
+ * {"--set", "admin_listen=tcp://127.0.0.1:*"}), read from the admin= of its
+ * last broker.ready log line, which it writes before its READY line. Fails
+ * the test if there is none. */
+void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen);
+
+/* Run schakelctl with SCHAKEL_ADMIN=admin (NULL: unset), SCHAKEL_BROKER_KEY
+ * the env's broker key and SCHAKEL_KEY=key_file (NULL: unset), stdin
+ * /dev/null, arguments NULL-terminated. Returns the exit status (also in
+ * res->status, -1 when it did not finish within H_CLI_TIMEOUT_MS); free
+ * res with h_cli_result_free. */
+int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file,
+                   const char *const *args, h_cli_result_t *res);
+
+/* The same with the key file of `principal` (NULL: SCHAKEL_KEY unset) and
+ * the arguments as a NULL-terminated list. */
+int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_result_t *res, ...)
+    __attribute__((sentinel));
+
 #endif

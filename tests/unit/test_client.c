@@ -7,8 +7,15 @@
  * answers as the test tells it to. Keys are generated at run time in a
  * mkdtemp folder. Tests wait on the library's own round trips, never sleep.
  * Garbage bytes from the broker end the waiting call with
- * SCHAKEL_ERR_PROTOCOL; the client stays usable afterwards.
+ * SCHAKEL_ERR_PROTOCOL; the client stays usable afterwards. A TCP relay in
+ * a second thread stands between client and fake where the network itself
+ * misbehaves: a connection cut in the middle of a frame, a broker that
+ * vanishes, a server that answers garbage or nothing at all.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -48,6 +55,28 @@ enum fake_publish_mode {
     FAKE_SILENT,
     FAKE_STALE_THEN_ACCEPT,   /* an Accepted for another id first */
     FAKE_DELIVER_THEN_ACCEPT, /* a Deliver before the Accepted */
+    /* answers of every wrong kind */
+    FAKE_OTHER_ID_ONLY,               /* only an Accepted for another message id */
+    FAKE_WRONG_COUNT,                 /* Accepted with one item more than published */
+    FAKE_SHORT_ID,                    /* Accepted whose message id has 15 bytes */
+    FAKE_UNKNOWN_REASON,              /* Rejected with a reason number no one defined */
+    FAKE_BAD_ITEM_INDEX,              /* Rejected naming an item the publish lacks */
+    FAKE_WHOLE_REJECT,                /* Rejected naming neither id nor seq */
+    FAKE_MULTIPART,                   /* a valid Accepted, twice, as one two-part message */
+    FAKE_EMPTY,                       /* a zero-byte message */
+    FAKE_BAD_VERSION,                 /* Accepted in protocol version 2 */
+    FAKE_CLIENT_BODY,                 /* a Flow, which only clients send */
+    FAKE_BAD_HEARTBEAT,               /* a Heartbeat naming a malformed principal */
+    FAKE_OVERSIZE,                    /* one byte over the frame limit */
+    FAKE_LARGEST,                     /* a frame of exactly the limit, not a Frame */
+    FAKE_GARBAGE_DELIVER_THEN_ACCEPT, /* a Deliver with garbage signal bytes first */
+};
+
+/* How the fake answers a Heartbeat: at once, or not until it is told to
+ * (then every held question is answered, in order, with the next one). */
+enum fake_heartbeat_mode {
+    FAKE_HEARTBEAT_ANSWER,
+    FAKE_HEARTBEAT_HOLD,
 };
 
 /* How the fake answers a Flow: not at all, or with one Deliver, well-formed
@@ -60,7 +89,11 @@ enum fake_flow_mode {
     FAKE_FLOW_BAD_UTF8,
     FAKE_FLOW_NO_MESSAGE_ID,
     FAKE_FLOW_BAD_SEVERITY,
+    FAKE_FLOW_FLOOD, /* FAKE_FLOOD deliveries at once, window or not */
 };
+
+/* More deliveries than the client queues (twice the largest window). */
+#define FAKE_FLOOD (2u * SCHAKEL_MAX_WINDOW + 10u)
 
 typedef struct fake_broker {
     void *context;
@@ -89,6 +122,13 @@ typedef struct fake_broker {
     int acks;
     uint64_t acked_seq;
     uint64_t unacked;
+    enum fake_heartbeat_mode heartbeat_mode;
+    int heartbeats_held;
+    int quiet_acks;       /* refuse no ack (for bulk acks of made-up seqs) */
+    int ack_frames;       /* Ack frames received */
+    size_t ack_frame_max; /* most seqs in one of them */
+    uint64_t ack_next;    /* the seq expected next, when ack_in_order */
+    int ack_in_order;     /* every seq so far was the one after the last */
 } fake_broker_t;
 
 static void fake_send(fake_broker_t *fake, zmq_msg_t *routing, const void *data, size_t len)
@@ -183,6 +223,48 @@ static enum fake_publish_mode fake_check_publish(fake_broker_t *fake,
     return mode;
 }
 
+/* An Accepted packed as it is, version included (wire_encode_frame would
+ * set version 1), so that the fake can also send broken ones. */
+static uint8_t *fake_pack_accepted(const uint8_t *id, size_t id_len, size_t n_items,
+                                   uint32_t version, size_t *len)
+{
+    static Schakel__ItemAccepted items[SCHAKEL_MAX_ITEMS + 1];
+    static Schakel__ItemAccepted *pointers[SCHAKEL_MAX_ITEMS + 1];
+    Schakel__Accepted accepted = SCHAKEL__ACCEPTED__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    for (size_t i = 0; i < n_items; i++) {
+        Schakel__ItemAccepted init = SCHAKEL__ITEM_ACCEPTED__INIT;
+        items[i] = init;
+        items[i].has_seq = items[i].has_recipients = 1;
+        items[i].seq = 100 + i;
+        items[i].recipients = 2;
+        pointers[i] = &items[i];
+    }
+    accepted.has_message_id = 1;
+    accepted.message_id.data = (uint8_t *)(uintptr_t)id;
+    accepted.message_id.len = id_len;
+    accepted.n_items = n_items;
+    accepted.items = pointers;
+    frame.has_version = 1;
+    frame.version = version;
+    frame.body_case = SCHAKEL__FRAME__BODY_ACCEPTED;
+    frame.accepted = &accepted;
+    *len = schakel__frame__get_packed_size(&frame);
+    uint8_t *bytes = malloc(*len);
+    if (bytes != NULL)
+        schakel__frame__pack(&frame, bytes);
+    return bytes;
+}
+
+/* One message of `parts` parts, each the same bytes. */
+static void fake_send_parts(fake_broker_t *fake, zmq_msg_t *routing, const void *data, size_t len,
+                            int parts)
+{
+    zmq_send(fake->router, zmq_msg_data(routing), zmq_msg_size(routing), ZMQ_SNDMORE);
+    for (int i = 0; i < parts; i++)
+        zmq_send(fake->router, data, len, i + 1 < parts ? ZMQ_SNDMORE : 0);
+}
+
 static void fake_send_accepted(fake_broker_t *fake, zmq_msg_t *routing, const uint8_t *id,
                                size_t n_items, int duplicate)
 {
@@ -235,7 +317,8 @@ static void fake_send_rejected(fake_broker_t *fake, zmq_msg_t *routing, const ui
 
 /* A delivery reduced as a rule without `area` would leave it, or broken as
  * `mode` says. */
-static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake_flow_mode mode)
+static void fake_send_deliver_seq(fake_broker_t *fake, zmq_msg_t *routing, enum fake_flow_mode mode,
+                                  uint64_t seq)
 {
     static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x0f, 0x01};
     static const uint8_t id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
@@ -261,7 +344,7 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     deliver.has_seq = deliver.has_item_index = 1;
     deliver.has_message_id = mode != FAKE_FLOW_NO_MESSAGE_ID;
-    deliver.seq = DELIVERED_SEQ;
+    deliver.seq = seq;
     deliver.message_id.data = (uint8_t *)(uintptr_t)id;
     deliver.message_id.len = 16;
     deliver.item_index = 0;
@@ -286,6 +369,89 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake
     pthread_mutex_unlock(&fake->lock);
     fake_send_frame(fake, routing, &frame);
     free(bytes);
+}
+
+/* Answers of every wrong kind to a publish (see enum fake_publish_mode). */
+static void fake_send_wrong_answer(fake_broker_t *fake, zmq_msg_t *routing,
+                                   enum fake_publish_mode mode, const Schakel__Publish *publish)
+{
+    static const uint8_t other_id[16] = {0x66};
+    const uint8_t *id = publish->message_id.data;
+    size_t n = publish->n_items, len = 0;
+    uint8_t *bytes = NULL;
+    switch (mode) {
+    case FAKE_OTHER_ID_ONLY:
+        fake_send_accepted(fake, routing, other_id, n, 0);
+        break;
+    case FAKE_WRONG_COUNT:
+    case FAKE_SHORT_ID:
+    case FAKE_MULTIPART:
+    case FAKE_BAD_VERSION:
+        bytes = fake_pack_accepted(id, mode == FAKE_SHORT_ID ? 15 : 16,
+                                   mode == FAKE_WRONG_COUNT ? n + 1 : n,
+                                   mode == FAKE_BAD_VERSION ? 2 : SCHAKEL_PROTOCOL_VERSION, &len);
+        if (bytes != NULL)
+            fake_send_parts(fake, routing, bytes, len, mode == FAKE_MULTIPART ? 2 : 1);
+        break;
+    case FAKE_UNKNOWN_REASON:
+        fake_send_rejected(fake, routing, id, 0, (Schakel__Reason)999, "who knows");
+        break;
+    case FAKE_BAD_ITEM_INDEX: {
+        Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        rejected.has_reason = rejected.has_item_index = rejected.has_message_id = 1;
+        rejected.reason = SCHAKEL__REASON__INVALID_AREA;
+        rejected.item_index = (int32_t)n + 4;
+        rejected.message_id.data = (uint8_t *)(uintptr_t)id;
+        rejected.message_id.len = 16;
+        frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+        frame.rejected = &rejected;
+        fake_send_frame(fake, routing, &frame);
+        break;
+    }
+    case FAKE_WHOLE_REJECT:
+        fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__INVALID_MESSAGE, "what?");
+        break;
+    case FAKE_EMPTY:
+        fake_send(fake, routing, "", 0);
+        break;
+    case FAKE_CLIENT_BODY: {
+        Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        flow.has_window = 1;
+        flow.window = 5;
+        frame.body_case = SCHAKEL__FRAME__BODY_FLOW;
+        frame.flow = &flow;
+        fake_send_frame(fake, routing, &frame);
+        break;
+    }
+    case FAKE_BAD_HEARTBEAT: {
+        Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        heartbeat.principal = "Not A Principal";
+        frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+        frame.heartbeat = &heartbeat;
+        fake_send_frame(fake, routing, &frame);
+        break;
+    }
+    case FAKE_OVERSIZE:
+    case FAKE_LARGEST:
+        len = SCHAKEL_MAX_FRAME_BYTES + (mode == FAKE_OVERSIZE);
+        bytes = malloc(len);
+        if (bytes != NULL) {
+            memset(bytes, 0xff, len);
+            fake_send(fake, routing, bytes, len);
+        }
+        break;
+    default:
+        break;
+    }
+    free(bytes);
+}
+
+static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake_flow_mode mode)
+{
+    fake_send_deliver_seq(fake, routing, mode, DELIVERED_SEQ);
 }
 
 static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
@@ -317,6 +483,13 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
         fake_send_deliver(fake, routing, FAKE_FLOW_DELIVER);
         fake_send_accepted(fake, routing, id, publish->n_items, 0);
         break;
+    case FAKE_GARBAGE_DELIVER_THEN_ACCEPT:
+        fake_send_deliver(fake, routing, FAKE_FLOW_GARBAGE_SIGNAL);
+        fake_send_accepted(fake, routing, id, publish->n_items, 0);
+        break;
+    default:
+        fake_send_wrong_answer(fake, routing, mode, publish);
+        break;
     }
 }
 
@@ -327,23 +500,39 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     pthread_mutex_lock(&fake->lock);
     heartbeat.has_backlog = 1;
     heartbeat.backlog = fake->unacked;
+    int answers = 0;
+    if (fake->heartbeat_mode == FAKE_HEARTBEAT_HOLD) {
+        fake->heartbeats_held++;
+    } else {
+        answers = fake->heartbeats_held + 1;
+        fake->heartbeats_held = 0;
+    }
     pthread_mutex_unlock(&fake->lock);
     heartbeat.principal = (char *)(uintptr_t)user_id;
     heartbeat.partner = PARTNER;
     heartbeat.role = ROLE;
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
-    fake_send_frame(fake, routing, &frame);
+    for (int i = 0; i < answers; i++)
+        fake_send_frame(fake, routing, &frame);
 }
 
 static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Ack *ack)
 {
+    pthread_mutex_lock(&fake->lock);
+    fake->ack_frames++;
+    if (ack->n_seqs > fake->ack_frame_max)
+        fake->ack_frame_max = ack->n_seqs;
+    pthread_mutex_unlock(&fake->lock);
     for (size_t i = 0; i < ack->n_seqs; i++) {
         pthread_mutex_lock(&fake->lock);
-        int known = fake->unacked > 0 && ack->seqs[i] == DELIVERED_SEQ;
+        int known = fake->quiet_acks || (fake->unacked > 0 && ack->seqs[i] == DELIVERED_SEQ);
         fake->acks++;
+        if (fake->acks > 1 && ack->seqs[i] != fake->ack_next)
+            fake->ack_in_order = 0;
+        fake->ack_next = ack->seqs[i] + 1;
         fake->acked_seq = ack->seqs[i];
-        if (known)
+        if (ack->seqs[i] == DELIVERED_SEQ)
             fake->unacked = 0;
         pthread_mutex_unlock(&fake->lock);
         if (!known)
@@ -359,7 +548,9 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     fake->window = flow->window;
     enum fake_flow_mode mode = fake->flow_mode;
     pthread_mutex_unlock(&fake->lock);
-    if (mode != FAKE_FLOW_QUIET)
+    for (uint64_t seq = 1; mode == FAKE_FLOW_FLOOD && seq <= FAKE_FLOOD; seq++)
+        fake_send_deliver_seq(fake, routing, FAKE_FLOW_DELIVER, seq);
+    if (mode != FAKE_FLOW_QUIET && mode != FAKE_FLOW_FLOOD)
         fake_send_deliver(fake, routing, mode);
 }
 
@@ -423,7 +614,7 @@ static void *fake_run(void *arg)
 /* Bind (endpoint, or tcp://127.0.0.1:* when NULL) and start the thread. */
 static int fake_start(fake_broker_t *fake, const char *endpoint)
 {
-    int zero = 0, one = 1;
+    int zero = 0, one = 1, big_hwm = 100000;
     fake->context = zmq_ctx_new();
     fake->zap = zmq_socket(fake->context, ZMQ_REP);
     fake->router = zmq_socket(fake->context, ZMQ_ROUTER);
@@ -431,6 +622,8 @@ static int fake_start(fake_broker_t *fake, const char *endpoint)
         return -1;
     zmq_setsockopt(fake->zap, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(fake->router, ZMQ_LINGER, &zero, sizeof zero);
+    /* a ROUTER drops what exceeds its send HWM: the flood must arrive whole */
+    zmq_setsockopt(fake->router, ZMQ_SNDHWM, &big_hwm, sizeof big_hwm);
     /* The ZAP handler first, in the same context, before the bind. */
     if (zmq_bind(fake->zap, "inproc://zeromq.zap.01") != 0 ||
         zmq_setsockopt(fake->router, ZMQ_CURVE_SERVER, &one, sizeof one) != 0 ||
@@ -464,6 +657,13 @@ static void fake_reset(fake_broker_t *fake)
     fake->acks = 0;
     fake->acked_seq = 0;
     fake->unacked = 0;
+    fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
+    fake->heartbeats_held = 0;
+    fake->quiet_acks = 0;
+    fake->ack_frames = 0;
+    fake->ack_frame_max = 0;
+    fake->ack_next = 0;
+    fake->ack_in_order = 1;
     pthread_mutex_unlock(&fake->lock);
 }
 
@@ -474,6 +674,180 @@ static void fake_set_modes(fake_broker_t *fake, enum fake_publish_mode publish_m
     fake->publish_mode = publish_mode;
     fake->flow_mode = flow_mode;
     pthread_mutex_unlock(&fake->lock);
+}
+
+/* ------------------------------------------------------------ TCP relay */
+
+/* What the relay does with a connection, and with the broker's bytes. */
+enum relay_mode {
+    RELAY_PASS,            /* relay both ways */
+    RELAY_CUT_ONCE,        /* relay, but cut the first large chunk from the broker in
+                            * half and close both ends; then RELAY_PASS */
+    RELAY_CUT_THEN_VANISH, /* the same cut, then RELAY_HANG_UP */
+    RELAY_HANG_UP,         /* accept, then close at once: the broker is gone */
+    RELAY_GARBAGE,         /* accept and answer with an HTTP error: not a broker */
+    RELAY_SILENT,          /* accept and never say a word */
+};
+
+/* Chunks from the broker above this size can only be a large Accepted: the
+ * handshake, heartbeats and ZMTP pings all stay well below it. */
+#define RELAY_CUT_THRESHOLD 1024
+
+typedef struct relay {
+    int listener;
+    int wake[2]; /* a byte here stops the thread */
+    pthread_t thread;
+    char endpoint[64];
+    struct sockaddr_in target;
+    int client_fd, broker_fd; /* the connection relayed now, -1 when none */
+    pthread_mutex_t lock;     /* guards mode and cuts */
+    enum relay_mode mode;
+    int cuts;
+} relay_t;
+
+static relay_t relay = {.listener = -1, .lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void relay_close_pair(relay_t *r)
+{
+    if (r->client_fd >= 0)
+        close(r->client_fd);
+    if (r->broker_fd >= 0)
+        close(r->broker_fd);
+    r->client_fd = r->broker_fd = -1;
+}
+
+static int relay_write_all(int fd, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return -1;
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* A new client connection replaces the old one (the client gave up on it). */
+static void relay_accept(relay_t *r)
+{
+    static const char http_error[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+    int fd = accept(r->listener, NULL, NULL);
+    if (fd < 0)
+        return;
+    relay_close_pair(r);
+    pthread_mutex_lock(&r->lock);
+    enum relay_mode mode = r->mode;
+    pthread_mutex_unlock(&r->lock);
+    r->client_fd = fd;
+    if (mode == RELAY_HANG_UP) {
+        relay_close_pair(r);
+    } else if (mode == RELAY_GARBAGE) {
+        (void)relay_write_all(fd, (const uint8_t *)http_error, sizeof http_error - 1);
+    } else if (mode != RELAY_SILENT) {
+        r->broker_fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (r->broker_fd < 0 ||
+            connect(r->broker_fd, (const struct sockaddr *)&r->target, sizeof r->target) != 0)
+            relay_close_pair(r);
+    }
+}
+
+/* Move one chunk from `from` to `to`; from the broker, maybe cut it. */
+static void relay_pump(relay_t *r, int from, int to, int from_broker)
+{
+    static uint8_t buf[1 << 16];
+    ssize_t n = recv(from, buf, sizeof buf, 0);
+    if (n <= 0) {
+        relay_close_pair(r);
+        return;
+    }
+    if (to < 0)
+        return; /* a server that does not listen: what the client says is lost */
+    pthread_mutex_lock(&r->lock);
+    int cut = from_broker && n >= RELAY_CUT_THRESHOLD &&
+              (r->mode == RELAY_CUT_ONCE || r->mode == RELAY_CUT_THEN_VANISH);
+    if (cut) {
+        r->cuts++;
+        r->mode = r->mode == RELAY_CUT_ONCE ? RELAY_PASS : RELAY_HANG_UP;
+    }
+    pthread_mutex_unlock(&r->lock);
+    if (relay_write_all(to, buf, cut ? (size_t)n / 2 : (size_t)n) != 0 || cut)
+        relay_close_pair(r);
+}
+
+static void *relay_run(void *arg)
+{
+    relay_t *r = arg;
+    for (;;) {
+        struct pollfd fds[4] = {{r->wake[0], POLLIN, 0},
+                                {r->listener, POLLIN, 0},
+                                {r->client_fd, POLLIN, 0},
+                                {r->broker_fd, POLLIN, 0}};
+        if (poll(fds, 4, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (fds[0].revents)
+            break;
+        if (fds[2].revents && r->client_fd >= 0)
+            relay_pump(r, r->client_fd, r->broker_fd, 0);
+        else if (fds[3].revents && r->broker_fd >= 0)
+            relay_pump(r, r->broker_fd, r->client_fd, 1);
+        else if (fds[1].revents)
+            relay_accept(r);
+    }
+    relay_close_pair(r);
+    return NULL;
+}
+
+/* Listen on an ephemeral loopback port, relaying to the fake's endpoint. */
+static int relay_start(relay_t *r, const char *target_endpoint, enum relay_mode mode)
+{
+    unsigned port = 0;
+    struct sockaddr_in address = {.sin_family = AF_INET};
+    socklen_t len = sizeof address;
+    if (sscanf(target_endpoint, "tcp://127.0.0.1:%u", &port) != 1 || pipe(r->wake) != 0)
+        return -1;
+    r->target = address;
+    r->target.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    r->target.sin_port = htons((uint16_t)port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    r->listener = socket(AF_INET, SOCK_STREAM, 0);
+    if (r->listener < 0 || bind(r->listener, (struct sockaddr *)&address, sizeof address) != 0 ||
+        listen(r->listener, 8) != 0 ||
+        getsockname(r->listener, (struct sockaddr *)&address, &len) != 0)
+        return -1;
+    snprintf(r->endpoint, sizeof r->endpoint, "tcp://127.0.0.1:%u", ntohs(address.sin_port));
+    r->client_fd = r->broker_fd = -1;
+    r->mode = mode;
+    r->cuts = 0;
+    return pthread_create(&r->thread, NULL, relay_run, r) == 0 ? 0 : -1;
+}
+
+static void relay_stop(relay_t *r)
+{
+    if (write(r->wake[1], "x", 1) == 1)
+        pthread_join(r->thread, NULL);
+    close(r->listener);
+    close(r->wake[0]);
+    close(r->wake[1]);
+    r->listener = -1;
+}
+
+static void relay_set_mode(relay_t *r, enum relay_mode mode)
+{
+    pthread_mutex_lock(&r->lock);
+    r->mode = mode;
+    pthread_mutex_unlock(&r->lock);
+}
+
+static int relay_cuts(relay_t *r)
+{
+    pthread_mutex_lock(&r->lock);
+    int cuts = r->cuts;
+    pthread_mutex_unlock(&r->lock);
+    return cuts;
 }
 
 /* ------------------------------------------------------------ fixture */
@@ -532,13 +906,19 @@ static int group_teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-static schakel_status_t connect_as(schakel_client_t **client, const char *key,
+static schakel_status_t connect_to(schakel_client_t **client, const char *endpoint, const char *key,
                                    const char *broker_pub, int timeout_ms, schakel_error_t *err)
 {
     char key_path[160], pub_path[160];
     path_of(key_path, sizeof key_path, key);
     path_of(pub_path, sizeof pub_path, broker_pub);
-    return schakel_connect(client, fake.endpoint, pub_path, key_path, timeout_ms, err);
+    return schakel_connect(client, endpoint, pub_path, key_path, timeout_ms, err);
+}
+
+static schakel_status_t connect_as(schakel_client_t **client, const char *key,
+                                   const char *broker_pub, int timeout_ms, schakel_error_t *err)
+{
+    return connect_to(client, fake.endpoint, key, broker_pub, timeout_ms, err);
 }
 
 /* Per-test: a connected client as alice, fake answering Accepted. */
@@ -580,7 +960,7 @@ static void test_connect_table(void **state)
     } rows[] = {
         {"alice.key", "broker.pub", SCHAKEL_OK, ""},
         {"mallory.key", "broker.pub", SCHAKEL_ERR_AUTH, "status 400"},
-        {"alice.key", "other-broker.pub", SCHAKEL_ERR_CONNECT, "CURVE handshake"},
+        {"alice.key", "other-broker.pub", SCHAKEL_ERR_CONNECT, "wrong broker key pinned"},
         {"open.key", "broker.pub", SCHAKEL_ERR_KEY, "open.key"},
         {"missing.key", "broker.pub", SCHAKEL_ERR_KEY, "missing.key"},
         {"alice.key", "missing.pub", SCHAKEL_ERR_KEY, "missing.pub"},
@@ -988,6 +1368,366 @@ static void test_resubscribe_after_restart(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
+/* ------------------------------------------------------------ bad brokers */
+
+/* Every wrong answer to a publish ends it with an error (or, for answers
+ * that never come, a timeout), never with success; the client stays usable. */
+static void test_publish_wrong_answers(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_publish_mode mode;
+        schakel_status_t expected;
+        const char *text; /* in the error text */
+    } rows[] = {
+        {FAKE_OTHER_ID_ONLY, SCHAKEL_ERR_TIMEOUT, "same message id"},
+        {FAKE_WRONG_COUNT, SCHAKEL_ERR_PROTOCOL, "accepted 2 items of a publish of 1"},
+        {FAKE_SHORT_ID, SCHAKEL_ERR_PROTOCOL, "message_id is 15 bytes"},
+        {FAKE_UNKNOWN_REASON, SCHAKEL_ERR_PROTOCOL, "unknown value 999"},
+        {FAKE_BAD_ITEM_INDEX, SCHAKEL_ERR_PROTOCOL, "item 5 of a publish of 1"},
+        {FAKE_WHOLE_REJECT, SCHAKEL_ERR_REFUSED, "what?"},
+        {FAKE_MULTIPART, SCHAKEL_ERR_PROTOCOL, "multipart"},
+        {FAKE_EMPTY, SCHAKEL_ERR_PROTOCOL, "empty"},
+        {FAKE_BAD_VERSION, SCHAKEL_ERR_PROTOCOL, "version 2"},
+        {FAKE_CLIENT_BODY, SCHAKEL_ERR_PROTOCOL, "only clients send"},
+        {FAKE_BAD_HEARTBEAT, SCHAKEL_ERR_PROTOCOL, "malformed principal"},
+        /* libzmq drops the connection; each resend meets the same answer */
+        {FAKE_OVERSIZE, SCHAKEL_ERR_TIMEOUT, "connection dropped"},
+        /* the largest frame the codec accepts does arrive, and is judged */
+        {FAKE_LARGEST, SCHAKEL_ERR_PROTOCOL, "malformed frame"},
+        {FAKE_ACCEPT, SCHAKEL_OK, ""},
+    };
+    schakel_signal_t signal = sample_signal();
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_item_result_t result = {0};
+        int timeout = rows[r].expected == SCHAKEL_ERR_TIMEOUT ? SHORT_TIMEOUT_MS : WAIT_MS;
+        fake_set_modes(&fake, rows[r].mode, FAKE_FLOW_QUIET);
+        int64_t start = now_ms();
+        schakel_status_t status =
+            schakel_publish(client, NULL, &signal, 1, NULL, NULL, &result, NULL, timeout);
+        if (status != rows[r].expected ||
+            strstr(schakel_last_error(client)->text, rows[r].text) == NULL)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, rows[r].expected);
+        assert_true(now_ms() - start < timeout + 1000);
+        if (status != SCHAKEL_OK) {
+            assert_int_equal(schakel_last_error(client)->status, status);
+            assert_non_null(strstr(schakel_last_error(client)->text, rows[r].text));
+            assert_int_equal(result.seq, 0); /* nothing reported as accepted */
+        } else {
+            assert_int_equal(result.seq, 100);
+        }
+        fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+        status = schakel_whoami(client, NULL, NULL, NULL, 3 * WAIT_MS);
+        if (status != SCHAKEL_OK)
+            print_error("row %zu, whoami after: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, SCHAKEL_OK);
+    }
+}
+
+/* A Deliver with garbage signal bytes arrives while a publish waits: the
+ * publish succeeds, the broken delivery is reported by schakel_receive. */
+static void test_garbage_delivery_during_publish(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    schakel_delivery_t *d = NULL;
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    fake_set_modes(&fake, FAKE_GARBAGE_DELIVER_THEN_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=7"));
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+/* Stops the fake for good once it has received, and left unanswered, one
+ * publish: the broker vanishes while the client waits. */
+static void *stop_after_first_publish(void *arg)
+{
+    pthread_mutex_lock(&fake.lock);
+    while (fake.publishes < 1)
+        pthread_cond_wait(&fake.changed, &fake.lock);
+    pthread_mutex_unlock(&fake.lock);
+    fake_stop(&fake);
+    return arg;
+}
+
+static void test_broker_vanishes_during_publish(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signal = sample_signal();
+    schakel_delivery_t *d = NULL;
+    char endpoint[sizeof fake.endpoint];
+    uint64_t backlog = 0;
+    uint8_t id[16];
+    pthread_t helper;
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
+    assert_int_equal(pthread_create(&helper, NULL, stop_after_first_publish, NULL), 0);
+    int64_t start = now_ms();
+    assert_int_equal(
+        schakel_publish(client, NULL, &signal, 1, NULL, id, NULL, NULL, SHORT_TIMEOUT_MS),
+        SCHAKEL_ERR_TIMEOUT);
+    assert_true(now_ms() - start < SHORT_TIMEOUT_MS + 1000);
+    assert_int_equal(pthread_join(helper, NULL), 0);
+    assert_non_null(strstr(schakel_last_error(client)->text, "connection dropped 1 time"));
+    /* with no broker every call ends in time, with an error */
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+    assert_int_equal(schakel_backlog(client, &backlog, 200), SCHAKEL_ERR_TIMEOUT);
+    assert_non_null(strstr(schakel_last_error(client)->text, "not connected"));
+    assert_int_equal(schakel_ack(client, 3), SCHAKEL_OK); /* queued for the broker */
+    /* it comes back: the same publish is accepted */
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, id, NULL, NULL, NULL, 3 * WAIT_MS),
+                     SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_memory_equal(fake.message_id, id, 16);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* The connection is cut in the middle of the Accepted frame: the client
+ * reconnects, sends the same publish again and gets its answer. */
+static void test_publish_cut_mid_frame(void **state)
+{
+    (void)state;
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    static schakel_item_result_t results[SCHAKEL_MAX_ITEMS];
+    schakel_client_t *client = NULL;
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signals[i] = sample_signal();
+    fake_reset(&fake);
+    assert_int_equal(relay_start(&relay, fake.endpoint, RELAY_CUT_ONCE), 0);
+    assert_int_equal(connect_to(&client, relay.endpoint, "alice.key", "broker.pub", WAIT_MS, NULL),
+                     SCHAKEL_OK);
+    assert_int_equal(schakel_publish(client, NULL, signals, SCHAKEL_MAX_ITEMS, NULL, NULL, results,
+                                     NULL, 3 * WAIT_MS),
+                     SCHAKEL_OK);
+    assert_int_equal(relay_cuts(&relay), 1);
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        assert_int_equal(results[i].seq, 100 + i);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 2);
+    assert_int_equal(fake.signature_ok, 1);
+    pthread_mutex_unlock(&fake.lock);
+    schakel_close(&client);
+    relay_stop(&relay);
+}
+
+/* Cut mid-frame, and the broker is gone after that: a timeout that says
+ * what happened; when the broker is back, the client works again. */
+static void test_publish_cut_then_broker_gone(void **state)
+{
+    (void)state;
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    schakel_client_t *client = NULL;
+    uint8_t id[16];
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signals[i] = sample_signal();
+    fake_reset(&fake);
+    assert_int_equal(relay_start(&relay, fake.endpoint, RELAY_CUT_THEN_VANISH), 0);
+    assert_int_equal(connect_to(&client, relay.endpoint, "alice.key", "broker.pub", WAIT_MS, NULL),
+                     SCHAKEL_OK);
+    assert_int_equal(schakel_publish(client, NULL, signals, SCHAKEL_MAX_ITEMS, NULL, id, NULL, NULL,
+                                     2 * SHORT_TIMEOUT_MS),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(relay_cuts(&relay), 1);
+    assert_non_null(strstr(schakel_last_error(client)->text, "connection dropped"));
+    relay_set_mode(&relay, RELAY_PASS);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, 3 * WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(
+        schakel_publish(client, NULL, signals, SCHAKEL_MAX_ITEMS, id, NULL, NULL, NULL, WAIT_MS),
+        SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 2); /* once cut off, once answered */
+    assert_memory_equal(fake.message_id, id, 16);
+    pthread_mutex_unlock(&fake.lock);
+    schakel_close(&client);
+    relay_stop(&relay);
+}
+
+/* Servers that are not a (working) broker: connect fails within its
+ * timeout with SCHAKEL_ERR_CONNECT and a text that says why. */
+static void test_connect_misbehaving_servers(void **state)
+{
+    (void)state;
+    static const struct {
+        enum relay_mode mode;
+        enum fake_heartbeat_mode heartbeat;
+        schakel_status_t expected;
+        const char *text;
+    } rows[] = {
+        {RELAY_PASS, FAKE_HEARTBEAT_ANSWER, SCHAKEL_OK, ""},
+        {RELAY_HANG_UP, FAKE_HEARTBEAT_ANSWER, SCHAKEL_ERR_CONNECT, "closed during the handshake"},
+        {RELAY_GARBAGE, FAKE_HEARTBEAT_ANSWER, SCHAKEL_ERR_CONNECT, "closed during the handshake"},
+        {RELAY_SILENT, FAKE_HEARTBEAT_ANSWER, SCHAKEL_ERR_CONNECT, "never completed the handshake"},
+        /* the handshake succeeds, but no Heartbeat is ever answered */
+        {RELAY_PASS, FAKE_HEARTBEAT_HOLD, SCHAKEL_ERR_CONNECT, "did not answer a Heartbeat"},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_client_t *client = NULL;
+        schakel_error_t err;
+        memset(&err, 0, sizeof err);
+        fake_reset(&fake);
+        pthread_mutex_lock(&fake.lock);
+        fake.heartbeat_mode = rows[r].heartbeat;
+        pthread_mutex_unlock(&fake.lock);
+        assert_int_equal(relay_start(&relay, fake.endpoint, rows[r].mode), 0);
+        int64_t start = now_ms();
+        schakel_status_t status =
+            connect_to(&client, relay.endpoint, "alice.key", "broker.pub", SHORT_TIMEOUT_MS, &err);
+        int64_t elapsed = now_ms() - start;
+        relay_stop(&relay);
+        if (status != rows[r].expected)
+            print_error("row %zu: got %d (%s)\n", r, status, err.text);
+        assert_int_equal(status, rows[r].expected);
+        assert_int_equal(err.status, rows[r].expected);
+        assert_non_null(strstr(err.text, rows[r].text));
+        assert_true(elapsed < SHORT_TIMEOUT_MS + 1000);
+        assert_true(status == SCHAKEL_OK ? client != NULL : client == NULL);
+        schakel_close(&client);
+    }
+    fake_reset(&fake);
+}
+
+/* A slow broker answers Heartbeats late: the calls that gave up time out,
+ * and the late answers never stand in for the answer to a later question. */
+static void test_slow_heartbeats(void **state)
+{
+    schakel_client_t *client = *state;
+    uint64_t backlog = 0;
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_HOLD;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, SHORT_TIMEOUT_MS / 4),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_non_null(strstr(schakel_last_error(client)->text, "did not answer a Heartbeat"));
+    assert_int_equal(schakel_backlog(client, &backlog, SHORT_TIMEOUT_MS / 4), SCHAKEL_ERR_TIMEOUT);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.heartbeats_held, 2);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
+    fake.unacked = 3;
+    pthread_mutex_unlock(&fake.lock);
+    /* three answers come back, in order; the call waits for its own */
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 3);
+    pthread_mutex_lock(&fake.lock);
+    fake.unacked = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+}
+
+static void test_ack_many(void **state)
+{
+    schakel_client_t *client = *state;
+    static uint64_t seqs[2500];
+    const uint64_t with_zero[] = {5, 0, 6};
+    uint64_t backlog = 0;
+    schakel_delivery_t *d = NULL;
+    for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++)
+        seqs[i] = i + 1;
+    /* refused before anything is sent */
+    assert_int_equal(schakel_ack_many(NULL, seqs, 1), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_ack_many(client, NULL, 3), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_ack_many(client, with_zero, 3), SCHAKEL_ERR_USAGE);
+    assert_non_null(strstr(schakel_last_error(client)->text, "entry 1"));
+    assert_int_equal(schakel_ack(client, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_ack_many(client, NULL, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.ack_frames, 0);
+    fake.quiet_acks = 1;
+    pthread_mutex_unlock(&fake.lock);
+    /* 2500 seqs: frames of 1024, 1024 and 452, in order */
+    assert_int_equal(schakel_ack_many(client, seqs, 2500), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.ack_frames, 3);
+    assert_int_equal(fake.ack_frame_max, SCHAKEL_MAX_ACKS);
+    assert_int_equal(fake.acks, 2500);
+    assert_int_equal(fake.ack_in_order, 1);
+    assert_int_equal(fake.acked_seq, 2500);
+    fake.quiet_acks = 0;
+    pthread_mutex_unlock(&fake.lock);
+    /* a delivery acked while still queued is never handed out */
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1); /* the Deliver came first: it is queued */
+    assert_int_equal(schakel_ack_many(client, seqs + DELIVERED_SEQ - 1, 1), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+}
+
+/* A broker that ignores the window floods more deliveries than the client
+ * queues: the client stops reading (its memory stays bounded), says why a
+ * question went unanswered meanwhile, and loses none of them. */
+static void test_delivery_flood(void **state)
+{
+    schakel_client_t *client = *state;
+    static uint64_t seqs[FAKE_FLOOD];
+    schakel_delivery_t *d = NULL;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_FLOOD);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS / 2), SCHAKEL_ERR_TIMEOUT);
+    assert_non_null(strstr(schakel_last_error(client)->text, "call schakel_receive"));
+    for (size_t i = 0; i < FAKE_FLOOD; i++) {
+        assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+        assert_int_equal(d->seq, i + 1); /* all of them, in order */
+        assert_string_equal(d->kind, "hennepkwekerij");
+        seqs[i] = d->seq;
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    pthread_mutex_lock(&fake.lock);
+    fake.quiet_acks = 1;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_ack_many(client, seqs, FAKE_FLOOD), SCHAKEL_OK);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.acks, FAKE_FLOOD);
+    assert_int_equal(fake.ack_frames, 3);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* What the broker's socket would drop is refused before it is sent. */
+static void test_publish_too_large(void **state)
+{
+    schakel_client_t *client = *state;
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    static char long_text[SCHAKEL_MAX_ITEM_BYTES + 100], prose[1501];
+    memset(long_text, 'a', sizeof long_text - 1);
+    memset(prose, 'b', sizeof prose - 1);
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++) {
+        signals[i] = sample_signal();
+        signals[i].summary = prose;
+        signals[i].grounds = prose;
+    }
+    signals[0].summary = long_text;
+    assert_int_equal(schakel_publish(client, NULL, signals, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_non_null(strstr(schakel_last_error(client)->text, "signal 0 encodes to"));
+    signals[0].summary = prose;
+    assert_int_equal(
+        schakel_publish(client, NULL, signals, SCHAKEL_MAX_ITEMS, NULL, NULL, NULL, NULL, WAIT_MS),
+        SCHAKEL_ERR_USAGE);
+    assert_non_null(strstr(schakel_last_error(client)->text, "publish fewer signals"));
+    /* the same signals in smaller batches are fine */
+    assert_int_equal(schakel_publish(client, NULL, signals, 32, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.publishes, 1);
+    assert_int_equal(fake.n_items, 32);
+    pthread_mutex_unlock(&fake.lock);
+}
+
 /* ------------------------------------------------------------ misc */
 
 static void test_keygen_and_strerror(void **state)
@@ -1031,6 +1771,18 @@ int main(void)
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_resubscribe_after_restart, client_setup,
                                         client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_wrong_answers, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_garbage_delivery_during_publish, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_vanishes_during_publish, client_setup,
+                                        client_teardown),
+        cmocka_unit_test(test_publish_cut_mid_frame),
+        cmocka_unit_test(test_publish_cut_then_broker_gone),
+        cmocka_unit_test(test_connect_misbehaving_servers),
+        cmocka_unit_test_setup_teardown(test_slow_heartbeats, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_many, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_flood, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_too_large, client_setup, client_teardown),
         cmocka_unit_test(test_keygen_and_strerror),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

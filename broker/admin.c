@@ -1,0 +1,819 @@
+/*
+ * admin.c — the admin endpoint (see admin.h): reads operators' requests,
+ * answers status, partners, rules, and runs reload.
+ *
+ * Trusts only the ZAP User-Id, re-checked per request against the policy
+ * in force (still an operator, still the key the connection authenticated
+ * with); every frame goes through the wire codec. A malformed request is
+ * answered Rejected with a reason code, an unknown command or a failed one
+ * AdminResponse{ok: false}; the broker carries on either way. Answers are
+ * JSON (admin_json.c), sent in chunks of SCHAKEL_ADMIN_CHUNK_BYTES.
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <zmq.h>
+
+#include "admin_json.h"
+#include "broker.h"
+#include "log.h"
+#include "record.h"
+#include "syntax.h"
+#include "wire.h"
+
+typedef struct admin_request admin_request_t;
+
+/* A command runs after the turn's commit. It writes its answer into out and
+ * returns 0, or returns -1 with err filled (out may then hold details). */
+typedef int (*admin_run_fn)(admin_t *admin, broker_t *b, const admin_request_t *request,
+                            admin_json_t *out, char *err, size_t errlen);
+
+typedef struct admin_command {
+    const char *name;
+    size_t max_args;
+    admin_run_fn run;
+} admin_command_t;
+
+/* One request read this turn, answered after the commit. */
+struct admin_request {
+    uint8_t routing_id[SESSION_ROUTING_MAX];
+    size_t routing_len;
+    char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint64_t request_id;
+    const admin_command_t *command; /* NULL: the answer is `refusal` */
+    uint8_t *refusal;               /* encoded frame refusing the request, owned */
+    size_t refusal_len;
+    size_t n_args;
+    char args[SCHAKEL_ADMIN_MAX_ARGS][SCHAKEL_ADMIN_MAX_ARG_LEN + 1];
+};
+
+struct admin {
+    void *socket;
+    char endpoint[256];
+    char *store_path;
+    admin_request_t *pending; /* SCHAKEL_ADMIN_BATCH slots */
+    size_t n_pending;
+    char *chunk; /* SCHAKEL_ADMIN_CHUNK_BYTES + 1: one NUL-terminated JSON chunk */
+};
+
+static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *request,
+                        admin_json_t *out, char *err, size_t errlen);
+static int admin_partners(admin_t *admin, broker_t *b, const admin_request_t *request,
+                          admin_json_t *out, char *err, size_t errlen);
+static int admin_rules(admin_t *admin, broker_t *b, const admin_request_t *request,
+                       admin_json_t *out, char *err, size_t errlen);
+static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *request,
+                        admin_json_t *out, char *err, size_t errlen);
+
+/* The commands; docs/PROTOCOL.md section 11 describes each answer. */
+static const admin_command_t admin_commands[] = {
+    {"status", 0, admin_status},
+    {"partners", 0, admin_partners},
+    {"rules", 0, admin_rules},
+    {"reload", 0, admin_reload},
+};
+#define ADMIN_COMMAND_NAMES "status, partners, rules, reload"
+
+/* ------------------------------------------------------------------ lifecycle */
+
+/* As the partner endpoint (broker.c), with the admin ZAP domain. */
+static int admin_configure(void *socket, const keypair_t *key)
+{
+    int one = 1, zero = 0;
+    int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_RCVHWM;
+    int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
+    int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
+    int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;
+    const char *domain = ZAP_DOMAIN_ADMIN;
+    return zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &one, sizeof one) ||
+           zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) ||
+           zmq_setsockopt(socket, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) ||
+           zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
+           zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero) ||
+           zmq_setsockopt(socket, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) ||
+           zmq_setsockopt(socket, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
+           zmq_setsockopt(socket, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake) ||
+           zmq_setsockopt(socket, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+           zmq_setsockopt(socket, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
+           zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+}
+
+admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
+                   char *err, size_t errlen)
+{
+    admin_t *admin = calloc(1, sizeof *admin);
+    if (admin == NULL || (admin->store_path = strdup(store_path ? store_path : "")) == NULL ||
+        (admin->pending = calloc(SCHAKEL_ADMIN_BATCH, sizeof *admin->pending)) == NULL ||
+        (admin->chunk = malloc(SCHAKEL_ADMIN_CHUNK_BYTES + 1)) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        admin_destroy(&admin);
+        return NULL;
+    }
+    admin->socket = zmq_socket(ctx, ZMQ_ROUTER);
+    if (admin->socket == NULL || admin_configure(admin->socket, key) != 0 ||
+        zmq_bind(admin->socket, listen) != 0) {
+        snprintf(err, errlen, "cannot listen for operators on %s (admin_listen): %s", listen,
+                 zmq_strerror(zmq_errno()));
+        admin_destroy(&admin);
+        return NULL;
+    }
+    size_t len = sizeof admin->endpoint;
+    if (zmq_getsockopt(admin->socket, ZMQ_LAST_ENDPOINT, admin->endpoint, &len) != 0) {
+        snprintf(err, errlen, "cannot read the bound admin endpoint: %s",
+                 zmq_strerror(zmq_errno()));
+        admin_destroy(&admin);
+        return NULL;
+    }
+    return admin;
+}
+
+void admin_destroy(admin_t **adminp)
+{
+    if (adminp == NULL || *adminp == NULL)
+        return;
+    admin_t *admin = *adminp;
+    for (size_t i = 0; admin->pending != NULL && i < admin->n_pending; i++)
+        free(admin->pending[i].refusal);
+    if (admin->socket != NULL)
+        zmq_close(admin->socket);
+    free(admin->pending);
+    free(admin->store_path);
+    free(admin->chunk);
+    free(admin);
+    *adminp = NULL;
+}
+
+void *admin_socket(admin_t *admin)
+{
+    return admin->socket;
+}
+
+const char *admin_endpoint(const admin_t *admin)
+{
+    return admin->endpoint;
+}
+
+/* ------------------------------------------------------------------ records */
+
+/* Every request is recorded in the audit trail, in this turn's
+ * transaction, as it is read: who (the authenticated operator), what
+ * (command, request id) and, for a refused one, why. It is executed only
+ * after that transaction committed; a record that cannot be written fails
+ * the turn, and the request is then refused unexecuted. */
+static void admin_record(broker_t *b, const admin_request_t *request, const char *action,
+                         const char *why)
+{
+    char details[400];
+    snprintf(details, sizeof details, "request_id=%" PRIu64 "%s%s", request->request_id,
+             why != NULL ? " " : "", why != NULL ? why : "");
+    (void)record_admin(b, request->principal, action, details);
+}
+
+/* How a request ended, once answered: a log line (the trail has the
+ * request; a reload has its own entry). */
+static void admin_log_outcome(const admin_request_t *request, const char *command,
+                              const char *outcome, const char *text)
+{
+    char id[24];
+    snprintf(id, sizeof id, "%" PRIu64, request->request_id);
+    log_event(strcmp(outcome, "ok") == 0 ? LOG_INFO : LOG_WARN, "admin.answered", "principal",
+              request->principal, "command", command, "request_id", id, "outcome", outcome,
+              "text", text, NULL);
+}
+
+/* ------------------------------------------------------------------ encoding */
+
+static uint8_t *admin_encode_rejected(Schakel__Reason reason, const char *text, size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    rejected.has_reason = 1;
+    rejected.reason = reason;
+    rejected.text = (char *)(uintptr_t)text;
+    rejected.has_item_index = 1;
+    rejected.item_index = -1;
+    frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frame.rejected = &rejected;
+    return wire_encode_frame(&frame, len);
+}
+
+static uint8_t *admin_encode_response(uint64_t request_id, int ok, const char *error,
+                                      const char *json, int more, size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminResponse response = SCHAKEL__ADMIN_RESPONSE__INIT;
+    response.has_request_id = 1;
+    response.request_id = request_id;
+    response.has_ok = 1;
+    response.ok = ok != 0;
+    response.error = (char *)(uintptr_t)error;
+    response.json = (char *)(uintptr_t)json;
+    if (more) {
+        response.has_more = 1;
+        response.more = 1;
+    }
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_RESPONSE;
+    frame.admin_response = &response;
+    return wire_encode_frame(&frame, len);
+}
+
+/* Never blocks: a client that does not read loses its answer, not us. */
+static int admin_send(admin_t *admin, const admin_request_t *request, const uint8_t *frame,
+                      size_t len)
+{
+    if (zmq_send(admin->socket, request->routing_id, request->routing_len,
+                 ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+        zmq_send(admin->socket, frame, len, ZMQ_DONTWAIT) < 0) {
+        log_event(LOG_WARN, "admin.reply_undeliverable", "principal", request->principal,
+                  "errno", zmq_strerror(zmq_errno()), NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* The answer in chunks of at most SCHAKEL_ADMIN_CHUNK_BYTES, cut only
+ * before the first byte of a UTF-8 sequence; `error` rides on the first. */
+static void admin_send_answer(admin_t *admin, const admin_request_t *request, int ok,
+                              const char *error, const char *json, size_t json_len)
+{
+    size_t offset = 0;
+    do {
+        size_t n = json_len - offset;
+        if (n > SCHAKEL_ADMIN_CHUNK_BYTES) {
+            n = SCHAKEL_ADMIN_CHUNK_BYTES;
+            while (n > 0 && ((unsigned char)json[offset + n] & 0xC0) == 0x80)
+                n--;
+        }
+        if (json != NULL) {
+            memcpy(admin->chunk, json + offset, n);
+            admin->chunk[n] = '\0';
+        }
+        int more = offset + n < json_len;
+        size_t len = 0;
+        uint8_t *frame = admin_encode_response(request->request_id, ok, offset == 0 ? error : NULL,
+                                               json != NULL ? admin->chunk : NULL, more, &len);
+        int sent = frame != NULL && admin_send(admin, request, frame, len) == 0;
+        free(frame);
+        if (!sent)
+            return;
+        offset += n;
+    } while (offset < json_len);
+}
+
+/* ------------------------------------------------------------------ reading requests */
+
+/* Take a request slot for the message's sender. NULL when the routing id
+ * cannot be kept (oversized: a client that set one against the protocol). */
+static admin_request_t *admin_slot(admin_t *admin, zmq_msg_t *routing, const char *principal)
+{
+    size_t len = zmq_msg_size(routing);
+    if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN) {
+        log_event(LOG_WARN, "admin.dropped", "principal", principal, "why",
+                  "oversized routing id or principal", NULL);
+        return NULL;
+    }
+    admin_request_t *request = &admin->pending[admin->n_pending++];
+    memset(request, 0, offsetof(admin_request_t, args));
+    memcpy(request->routing_id, zmq_msg_data(routing), len);
+    request->routing_len = len;
+    strcpy(request->principal, principal);
+    return request;
+}
+
+static void admin_refuse(admin_t *admin, broker_t *b, admin_request_t *request,
+                         Schakel__Reason reason, const char *text)
+{
+    char why[320];
+    (void)admin;
+    sessions_count_refusal(b->sessions, request->principal);
+    request->refusal = admin_encode_rejected(reason, text, &request->refusal_len);
+    snprintf(why, sizeof why, "reason=%s %s", wire_reason_name(reason), text);
+    admin_record(b, request, "refused", why);
+}
+
+/* The connection's key must still be an operator's under the policy in
+ * force: a reload that removes or replaces it cuts the connection off. */
+static int admin_still_operator(const broker_t *b, const char *principal, const char *key)
+{
+    const policy_principal_t *p = policy_principal_by_id(b->policy, principal);
+    char current[41];
+    if (p == NULL || p->role != ROLE_OPERATOR || key == NULL)
+        return 0;
+    keys_public_z85(p->curve_pk, current);
+    return strcmp(key, current) == 0;
+}
+
+static const admin_command_t *admin_command_by_name(const char *name)
+{
+    for (size_t i = 0; i < sizeof admin_commands / sizeof admin_commands[0]; i++)
+        if (strcmp(admin_commands[i].name, name) == 0)
+            return &admin_commands[i];
+    return NULL;
+}
+
+/* A decoded AdminRequest: its fields, then the command. */
+static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
+                         const Schakel__AdminRequest *body)
+{
+    char text[256];
+    if (!body->has_request_id || body->request_id == 0) {
+        admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_MESSAGE,
+                     "admin_request has no request_id (a non-zero number)");
+        return;
+    }
+    request->request_id = body->request_id;
+    if (body->command == NULL || body->command[0] == '\0' ||
+        strlen(body->command) > SCHAKEL_ADMIN_MAX_COMMAND_LEN) {
+        admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_MESSAGE,
+                     "admin_request has no command (" ADMIN_COMMAND_NAMES ")");
+        return;
+    }
+    if (body->n_args > SCHAKEL_ADMIN_MAX_ARGS) {
+        snprintf(text, sizeof text, "admin_request has %zu args; at most %u are allowed",
+                 body->n_args, SCHAKEL_ADMIN_MAX_ARGS);
+        admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_FIELD, text);
+        return;
+    }
+    for (size_t i = 0; i < body->n_args; i++) {
+        if (strlen(body->args[i]) > SCHAKEL_ADMIN_MAX_ARG_LEN) {
+            snprintf(text, sizeof text, "admin_request args[%zu] is longer than %u bytes", i,
+                     SCHAKEL_ADMIN_MAX_ARG_LEN);
+            admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_FIELD, text);
+            return;
+        }
+        strcpy(request->args[i], body->args[i]);
+    }
+    request->n_args = body->n_args;
+    const admin_command_t *command = admin_command_by_name(body->command);
+    if (command == NULL || body->n_args > command->max_args) {
+        if (command == NULL)
+            snprintf(text, sizeof text, "unknown command \"%.32s\" (known: " ADMIN_COMMAND_NAMES ")",
+                     body->command);
+        else
+            snprintf(text, sizeof text, "%s takes at most %zu arguments, not %zu", command->name,
+                     command->max_args, body->n_args);
+        size_t len = 0;
+        request->refusal = admin_encode_response(request->request_id, 0, text, NULL, 0, &len);
+        request->refusal_len = len;
+        admin_record(b, request, "refused", text);
+        return;
+    }
+    request->command = command;
+    admin_record(b, request, command->name, NULL);
+}
+
+/* Everything but the identity check: one frame, a valid Frame, an AdminRequest. */
+static void admin_check(admin_t *admin, broker_t *b, admin_request_t *request, int parts,
+                        const zmq_msg_t *data)
+{
+    if (parts != 1) {
+        admin_refuse(admin, b, request, SCHAKEL__REASON__TOO_MANY_FRAMES,
+                     "send exactly one frame per message");
+        return;
+    }
+    wire_error_t err = {0};
+    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data((zmq_msg_t *)(uintptr_t)data),
+                                              zmq_msg_size(data), &err);
+    if (frame == NULL) {
+        admin_refuse(admin, b, request, err.reason, err.text);
+        return;
+    }
+    if (frame->body_case != SCHAKEL__FRAME__BODY_ADMIN_REQUEST)
+        admin_refuse(admin, b, request, SCHAKEL__REASON__UNEXPECTED_BODY,
+                     "the admin endpoint takes admin_request frames only");
+    else
+        admin_accept(admin, b, request, frame->admin_request);
+    wire_frame_free(&frame);
+}
+
+/* Receive one ROUTER message: routing id, then its parts (the first kept).
+ * Returns 1 when one was read, 0 when none was pending, -1 on error. */
+static int admin_receive_one(admin_t *admin, broker_t *b)
+{
+    zmq_msg_t routing, data;
+    zmq_msg_init(&routing);
+    if (zmq_msg_recv(&routing, admin->socket, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&routing);
+        return zmq_errno() == EAGAIN ? 0 : -1;
+    }
+    zmq_msg_init(&data);
+    int parts = 0, more = zmq_msg_more(&routing);
+    while (more) {
+        zmq_msg_t extra;
+        zmq_msg_t *target = parts == 0 ? &data : &extra;
+        if (parts > 0)
+            zmq_msg_init(&extra);
+        int rc = zmq_msg_recv(target, admin->socket, 0);
+        more = rc >= 0 && zmq_msg_more(target);
+        if (parts > 0)
+            zmq_msg_close(&extra);
+        if (rc >= 0)
+            parts++;
+    }
+    const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
+    admin_request_t *request = user_id != NULL ? admin_slot(admin, &routing, user_id) : NULL;
+    if (user_id == NULL)
+        log_event(LOG_ERROR, "admin.unattributed", NULL);
+    else if (request != NULL && !admin_still_operator(b, user_id,
+                                                      zmq_msg_gets(&data, ZAP_PROPERTY_KEY)))
+        admin_refuse(admin, b, request, SCHAKEL__REASON__NOT_PERMITTED,
+                     "this key is no longer registered as an operator's");
+    else if (request != NULL)
+        admin_check(admin, b, request, parts, &data);
+    zmq_msg_close(&data);
+    zmq_msg_close(&routing);
+    return 1;
+}
+
+int admin_receive(admin_t *admin, broker_t *b)
+{
+    int read = 0;
+    while (admin->n_pending < SCHAKEL_ADMIN_BATCH) {
+        int rc = admin_receive_one(admin, b);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            break;
+        read++;
+    }
+    return read;
+}
+
+/* ------------------------------------------------------------------ answering */
+
+static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, int committed)
+{
+    if (request->command == NULL) {
+        if (request->refusal != NULL)
+            (void)admin_send(admin, request, request->refusal, request->refusal_len);
+        return;
+    }
+    if (!committed) {
+        static const char text[] = "the broker could not store its record of this request "
+                                   "(storage trouble); nothing was done, try again";
+        admin_log_outcome(request, request->command->name, "refused", text);
+        admin_send_answer(admin, request, 0, text, NULL, 0);
+        return;
+    }
+    admin_json_t out;
+    char err[512] = "";
+    admin_json_init(&out);
+    int rc = request->command->run(admin, b, request, &out, err, sizeof err);
+    size_t len = 0;
+    char *json = admin_json_take(&out, &len);
+    if (rc == 0 && json == NULL) {
+        rc = -1;
+        snprintf(err, sizeof err, "out of memory while writing the answer");
+    }
+    admin_log_outcome(request, request->command->name, rc == 0 ? "ok" : "failed",
+                      rc == 0 ? NULL : err);
+    admin_send_answer(admin, request, rc == 0, rc == 0 ? NULL : err, json, json ? len : 0);
+    free(json);
+}
+
+void admin_after_commit(admin_t *admin, broker_t *b, int committed)
+{
+    for (size_t i = 0; i < admin->n_pending; i++) {
+        admin_request_t *request = &admin->pending[i];
+        admin_answer(admin, b, request, committed);
+        free(request->refusal);
+        request->refusal = NULL;
+    }
+    admin->n_pending = 0;
+}
+
+/* ------------------------------------------------------------------ status */
+
+/* Wall-clock seconds of a monotonic instant of this turn. */
+static int64_t admin_wall_time(const broker_t *b, int64_t monotonic_ms)
+{
+    return b->now_s - (b->now_ms - monotonic_ms) / 1000;
+}
+
+static int64_t admin_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+}
+
+static void admin_status_store(admin_t *admin, broker_t *b, admin_json_t *out)
+{
+    char wal[4200];
+    snprintf(wal, sizeof wal, "%s-wal", admin->store_path);
+    int64_t db_bytes = admin_file_size(admin->store_path), wal_bytes = admin_file_size(wal);
+    int64_t backlog = store_backlog_total(b->store);
+    admin_json_key(out, "backlog");
+    if (backlog >= 0)
+        admin_json_int(out, backlog);
+    else
+        admin_json_null(out);
+    admin_json_key(out, "store");
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "path", admin->store_path);
+    admin_json_member_int(out, "bytes", db_bytes + wal_bytes);
+    admin_json_member_int(out, "db_bytes", db_bytes);
+    admin_json_member_int(out, "wal_bytes", wal_bytes);
+    if (backlog < 0)
+        admin_json_member_string(out, "error", store_errmsg(b->store));
+    admin_json_object_end(out);
+}
+
+static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *request,
+                        admin_json_t *out, char *err, size_t errlen)
+{
+    (void)request, (void)err, (void)errlen;
+    size_t connected = 0;
+    for (size_t i = 0; i < policy_principal_count(b->policy); i++) {
+        sessions_principal_stats_t stats;
+        sessions_principal_stats(b->sessions, policy_principal_at(b->policy, i)->id, &stats);
+        connected += stats.sessions > 0;
+    }
+    zap_counts_t auth = zap_counts(b->zap);
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "version", SCHAKEL_VERSION);
+    admin_json_member_uint(out, "protocol", SCHAKEL_PROTOCOL_VERSION);
+    admin_json_member_int(out, "started_at", b->started_at);
+    admin_json_member_int(out, "uptime_s", b->now_s - b->started_at);
+    admin_json_member_string(out, "endpoint", b->endpoint);
+    admin_json_member_string(out, "admin_endpoint", admin->endpoint);
+    admin_json_key(out, "policy");
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "hash", policy_hash_hex(b->policy));
+    admin_json_member_string(out, "path", b->policy_path);
+    admin_json_member_int(out, "loaded_at", b->policy_loaded_at);
+    admin_json_member_uint(out, "partners", policy_partner_count(b->policy));
+    admin_json_member_uint(out, "principals", policy_principal_count(b->policy));
+    admin_json_member_uint(out, "rules", policy_rule_count(b->policy));
+    admin_json_object_end(out);
+    admin_json_member_uint(out, "connected_principals", connected);
+    admin_json_member_uint(out, "connections", sessions_count(b->sessions));
+    admin_json_key(out, "messages");
+    admin_json_object_begin(out);
+    admin_json_member_uint(out, "accepted", b->stats.accepted);
+    admin_json_member_uint(out, "refused", b->stats.refused);
+    admin_json_member_uint(out, "delivered", b->stats.delivered);
+    admin_json_member_uint(out, "acked", b->stats.acked);
+    admin_json_member_uint(out, "duplicates", b->stats.duplicates);
+    admin_json_object_end(out);
+    admin_json_key(out, "handshakes");
+    admin_json_object_begin(out);
+    admin_json_member_uint(out, "admitted", auth.admitted);
+    admin_json_member_uint(out, "refused", auth.refused);
+    admin_json_object_end(out);
+    admin_status_store(admin, b, out);
+    admin_json_object_end(out);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ partners */
+
+/* One principal as operators see it. */
+typedef struct admin_principal_view {
+    sessions_principal_stats_t stats;
+    int64_t backlog; /* -1: the store could not count it */
+    const receiver_t *receiver;
+} admin_principal_view_t;
+
+static void admin_last_seen(admin_json_t *out, const broker_t *b, int64_t last_seen_ms)
+{
+    admin_json_key(out, "last_seen");
+    if (last_seen_ms > 0)
+        admin_json_int(out, admin_wall_time(b, last_seen_ms));
+    else
+        admin_json_null(out);
+}
+
+static void admin_principal_write(admin_json_t *out, const broker_t *b,
+                                  const policy_principal_t *p, const admin_principal_view_t *v)
+{
+    int receiving = v->receiver != NULL && v->receiver->session != NULL;
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "id", p->id);
+    admin_json_member_string(out, "role", policy_role_name(p->role));
+    admin_json_member_bool(out, "connected", v->stats.sessions > 0);
+    admin_json_member_uint(out, "connections", v->stats.sessions);
+    admin_json_member_bool(out, "receiving", receiving);
+    if (receiving) {
+        admin_json_member_uint(out, "window", v->receiver->window);
+        admin_json_member_uint(out, "in_flight", v->receiver->inflight);
+    }
+    admin_last_seen(out, b, v->stats.last_seen_ms);
+    admin_json_key(out, "backlog");
+    if (v->backlog >= 0)
+        admin_json_int(out, v->backlog);
+    else
+        admin_json_null(out);
+    admin_json_member_uint(out, "refusals", v->stats.refusals);
+    admin_json_object_end(out);
+}
+
+/* One partner: its totals, then its principals in policy order. */
+static void admin_partner_write(admin_json_t *out, broker_t *b, const policy_partner_t *partner,
+                                const admin_principal_view_t *views)
+{
+    unsigned connections = 0;
+    unsigned long refusals = 0;
+    int64_t backlog = 0, last_seen_ms = 0;
+    size_t n = policy_principal_count(b->policy);
+    for (size_t i = 0; i < n; i++) {
+        if (policy_principal_at(b->policy, i)->partner != partner)
+            continue;
+        connections += views[i].stats.sessions;
+        refusals += views[i].stats.refusals;
+        backlog = backlog < 0 || views[i].backlog < 0 ? -1 : backlog + views[i].backlog;
+        if (views[i].stats.last_seen_ms > last_seen_ms)
+            last_seen_ms = views[i].stats.last_seen_ms;
+    }
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "id", partner->id);
+    admin_json_member_string(out, "name", partner->name);
+    admin_json_member_bool(out, "connected", connections > 0);
+    admin_json_member_uint(out, "connections", connections);
+    admin_last_seen(out, b, last_seen_ms);
+    admin_json_key(out, "backlog");
+    if (backlog >= 0)
+        admin_json_int(out, backlog);
+    else
+        admin_json_null(out);
+    admin_json_member_uint(out, "refusals", refusals);
+    admin_json_key(out, "principals");
+    admin_json_array_begin(out);
+    for (size_t i = 0; i < n; i++) {
+        const policy_principal_t *p = policy_principal_at(b->policy, i);
+        if (p->partner == partner)
+            admin_principal_write(out, b, p, &views[i]);
+    }
+    admin_json_array_end(out);
+    admin_json_object_end(out);
+}
+
+/* Cost: one mailbox count per principal (an index range each) and
+ * O(partners x principals) grouping; operators only. */
+static int admin_partners(admin_t *admin, broker_t *b, const admin_request_t *request,
+                          admin_json_t *out, char *err, size_t errlen)
+{
+    (void)admin, (void)request;
+    size_t n = policy_principal_count(b->policy);
+    admin_principal_view_t *views = calloc(n ? n : 1, sizeof *views);
+    if (views == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const policy_principal_t *p = policy_principal_at(b->policy, i);
+        sessions_principal_stats(b->sessions, p->id, &views[i].stats);
+        views[i].backlog = store_mailbox_count(b->store, p->id);
+        views[i].receiver = sessions_receiver(b->sessions, p->id);
+    }
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "policy_hash", policy_hash_hex(b->policy));
+    admin_json_key(out, "partners");
+    admin_json_array_begin(out);
+    for (size_t k = 0; k < policy_partner_count(b->policy); k++)
+        admin_partner_write(out, b, policy_partner_at(b->policy, k), views);
+    admin_json_array_end(out);
+    admin_json_object_end(out);
+    free(views);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ rules */
+
+void admin_retention_text(int64_t seconds, char *out, size_t outlen)
+{
+    static const struct {
+        int64_t seconds;
+        char unit;
+    } units[] = {{365LL * 86400, 'y'}, {86400, 'd'}, {3600, 'h'}, {60, 'm'}, {1, 's'}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+        if (seconds % units[i].seconds == 0) {
+            snprintf(out, outlen, "%" PRId64 "%c", seconds / units[i].seconds, units[i].unit);
+            return;
+        }
+    }
+}
+
+static void admin_partner_list(admin_json_t *out, const policy_t *policy, const char *key,
+                               uint64_t mask)
+{
+    admin_json_key(out, key);
+    admin_json_array_begin(out);
+    for (size_t k = 0; k < policy_partner_count(policy) && k < 64; k++)
+        if (mask >> k & 1)
+            admin_json_string(out, policy_partner_at(policy, k)->id);
+    admin_json_array_end(out);
+}
+
+static void admin_role_list(admin_json_t *out, const char *key, unsigned roles)
+{
+    static const role_t order[] = {ROLE_SYSTEM, ROLE_CASEWORKER, ROLE_OPERATOR};
+    admin_json_key(out, key);
+    admin_json_array_begin(out);
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        if (roles & (unsigned)order[i])
+            admin_json_string(out, policy_role_name(order[i]));
+    admin_json_array_end(out);
+}
+
+/* A list as written, or ["*"] for any. */
+static void admin_pattern_list(admin_json_t *out, const char *key, int any,
+                               const char *const *items, size_t n)
+{
+    admin_json_key(out, key);
+    admin_json_array_begin(out);
+    if (any)
+        admin_json_string(out, "*");
+    for (size_t i = 0; !any && i < n; i++)
+        admin_json_string(out, items[i]);
+    admin_json_array_end(out);
+}
+
+static void admin_rule_scope_write(admin_json_t *out, const policy_t *policy,
+                                   const policy_rule_scope_t *scope)
+{
+    admin_partner_list(out, policy, "from", scope->from_partners);
+    admin_role_list(out, "from_roles", scope->from_roles);
+    admin_partner_list(out, policy, "to", scope->to_partners);
+    admin_role_list(out, "to_roles", scope->to_roles);
+    admin_pattern_list(out, "kinds", scope->any_kind, scope->kinds, scope->n_kinds);
+    admin_json_key(out, "themes");
+    admin_json_array_begin(out);
+    if (scope->any_theme)
+        admin_json_string(out, "*");
+    for (size_t t = 0; !scope->any_theme && syntax_themes[t] != NULL && t < 64; t++)
+        if (scope->themes >> t & 1)
+            admin_json_string(out, syntax_themes[t]);
+    admin_json_array_end(out);
+    admin_pattern_list(out, "areas", scope->any_area, scope->areas, scope->n_areas);
+}
+
+static void admin_rule_write(admin_json_t *out, const policy_t *policy, const policy_rule_t *rule)
+{
+    policy_rule_scope_t scope;
+    char retention[32] = "";
+    admin_retention_text(rule->retention_s, retention, sizeof retention);
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "id", rule->id);
+    admin_json_member_string(out, "hash", rule->hash_hex);
+    admin_json_member_uint(out, "line", rule->line);
+    if (policy_rule_scope(policy, rule, &scope) == 0)
+        admin_rule_scope_write(out, policy, &scope);
+    admin_json_key(out, "fields");
+    admin_json_array_begin(out);
+    for (uint32_t bit = 1; bit != 0; bit <<= 1)
+        if ((rule->fields & bit) && policy_field_name(bit) != NULL)
+            admin_json_string(out, policy_field_name(bit));
+    admin_json_array_end(out);
+    admin_json_member_string(out, "purpose", rule->purpose);
+    admin_json_member_string(out, "legal_basis", rule->legal_basis);
+    admin_json_member_string(out, "retention", retention);
+    admin_json_member_int(out, "retention_s", rule->retention_s);
+    admin_json_member_bool(out, "require_case_ref", rule->require_case_ref);
+    admin_json_object_end(out);
+}
+
+static int admin_rules(admin_t *admin, broker_t *b, const admin_request_t *request,
+                       admin_json_t *out, char *err, size_t errlen)
+{
+    (void)admin, (void)request, (void)err, (void)errlen;
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "policy_hash", policy_hash_hex(b->policy));
+    admin_json_key(out, "rules");
+    admin_json_array_begin(out);
+    for (size_t i = 0; i < policy_rule_count(b->policy); i++)
+        admin_rule_write(out, b->policy, policy_rule_at(b->policy, i));
+    admin_json_array_end(out);
+    admin_json_object_end(out);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reload */
+
+static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *request,
+                        admin_json_t *out, char *err, size_t errlen)
+{
+    (void)admin;
+    char old_hash[65], by[SCHAKEL_MAX_PRINCIPAL_LEN + 16];
+    snprintf(old_hash, sizeof old_hash, "%s", policy_hash_hex(b->policy));
+    snprintf(by, sizeof by, "admin:%s", request->principal);
+    int dropped = broker_reload_policy(b, by, err, errlen);
+    admin_json_object_begin(out);
+    admin_json_member_string(out, "policy", b->policy_path);
+    if (dropped < 0) {
+        admin_json_member_string(out, "kept_hash", old_hash);
+    } else {
+        admin_json_member_string(out, "old_hash", old_hash);
+        admin_json_member_string(out, "new_hash", policy_hash_hex(b->policy));
+        admin_json_member_bool(out, "changed", strcmp(old_hash, policy_hash_hex(b->policy)) != 0);
+        admin_json_member_int(out, "sessions_dropped", dropped);
+    }
+    admin_json_object_end(out);
+    return dropped < 0 ? -1 : 0;
+}

@@ -1,0 +1,57 @@
+/*
+ * admin.h — the admin endpoint: operators ask the running broker questions
+ * (status, partners, rules) and ask it to reload its policy.
+ *
+ * A second CURVE ROUTER in the broker's context, with ZAP domain "admin":
+ * the ZAP handler admits only principals with role operator there (and
+ * never on the partner endpoint). The broker's loop polls its socket; every
+ * request is read, checked and recorded during the turn, and executed and
+ * answered only after the turn's commit (so a request whose record cannot
+ * be committed is refused, not executed). The wire format (AdminRequest,
+ * AdminResponse with a JSON document) is docs/PROTOCOL.md section 11.
+ */
+#ifndef SCHAKEL_ADMIN_H
+#define SCHAKEL_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+
+typedef struct admin admin_t;
+struct broker;
+
+/* Bind the admin ROUTER on `listen` (a tcp:// endpoint) in ctx with the
+ * broker's key; the ZAP handler must already be bound in ctx. store_path
+ * names the store file, for its size in `status`. Returns NULL with err
+ * filled on failure. */
+admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
+                   char *err, size_t errlen);
+
+/* Close the socket, drop unanswered requests, free; *admin = NULL. Safe on
+ * NULL and on *admin == NULL. */
+void admin_destroy(admin_t **admin);
+
+/* The socket, for the broker's zmq_poll. */
+void *admin_socket(admin_t *admin);
+
+/* The endpoint actually bound (a port chosen for "tcp://HOST:*"). */
+const char *admin_endpoint(const admin_t *admin);
+
+/* Read up to SCHAKEL_ADMIN_BATCH pending requests (non-blocking), check the
+ * caller's identity (ZAP User-Id, still an operator with the same key under
+ * the current policy) and the frame, and record each. Nothing is executed
+ * or answered yet. Returns the number read, or -1 on a socket error. */
+int admin_receive(admin_t *admin, struct broker *b);
+
+/* After the turn's commit: execute what admin_receive accepted and answer
+ * every request read this turn. committed == 0 (the turn was rolled back,
+ * and with it the requests' records) refuses each request unexecuted. */
+void admin_after_commit(admin_t *admin, struct broker *b, int committed);
+
+/* A retention in seconds as a policy writes it, in the largest unit that
+ * divides it exactly: 31536000 -> "1y", 7776000 -> "90d", 90 -> "90s".
+ * out holds at least 24 bytes. */
+void admin_retention_text(int64_t seconds, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,744 @@
+/*
+ * audit.c — the audit trail's chain and its readers (see audit.h): the
+ * canonical encoding, BLAKE2b chaining on append, Ed25519 checkpoints,
+ * offline verification, the data-subject export and one-entry renderings.
+ * Trusts the store for rows and nothing in them: verification recomputes
+ * every hash and checks every signature, and renderings escape every
+ * string. Errors are -1 with the store's message (or err) filled.
+ */
+#include "audit.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "schakel_limits.h"
+#include "syntax.h"
+
+/* ------------------------------------------------------------------ entries */
+
+void audit_entry_init(store_audit_entry_t *entry, const char *event)
+{
+    memset(entry, 0, sizeof *entry);
+    audit_set_text(entry, STORE_AUDIT_EVENT, event);
+}
+
+void audit_set_text(store_audit_entry_t *entry, enum store_audit_field field, const char *text)
+{
+    if (store_audit_fields[field].is_integer)
+        abort(); /* a bug in the caller: the encoding would change meaning */
+    entry->field[field].present = text != NULL;
+    entry->field[field].text = text;
+}
+
+void audit_set_int(store_audit_entry_t *entry, enum store_audit_field field, int64_t value)
+{
+    if (!store_audit_fields[field].is_integer)
+        abort();
+    entry->field[field].present = 1;
+    entry->field[field].text = NULL;
+    entry->field[field].number = value;
+}
+
+/* ------------------------------------------------------------------ encoding */
+
+/* The encoding is produced once, by encode_walk, into a sink: a buffer
+ * (audit_entry_encode) or a hash state (audit_entry_hash). One writer of
+ * the format, so the bytes hashed are the bytes documented and tested. */
+typedef void (*sink_fn)(void *sink, const uint8_t *bytes, size_t len);
+
+static void put_be64(sink_fn sink, void *arg, uint64_t value)
+{
+    uint8_t be[8];
+    for (int i = 0; i < 8; i++)
+        be[i] = (uint8_t)(value >> (56 - 8 * i));
+    sink(arg, be, sizeof be);
+}
+
+static void put_be32(sink_fn sink, void *arg, uint32_t value)
+{
+    uint8_t be[4] = {(uint8_t)(value >> 24), (uint8_t)(value >> 16), (uint8_t)(value >> 8),
+                     (uint8_t)value};
+    sink(arg, be, sizeof be);
+}
+
+static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
+                        const store_audit_entry_t *e, sink_fn sink, void *arg)
+{
+    static const uint8_t tag_absent = AUDIT_TAG_ABSENT, tag_text = AUDIT_TAG_TEXT,
+                         tag_integer = AUDIT_TAG_INTEGER;
+    sink(arg, (const uint8_t *)AUDIT_ENTRY_DOMAIN, sizeof AUDIT_ENTRY_DOMAIN - 1);
+    sink(arg, prev, STORE_AUDIT_HASH_BYTES);
+    put_be64(sink, arg, e->seq);
+    put_be64(sink, arg, (uint64_t)e->at);
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        const store_audit_value_t *v = &e->field[i];
+        if (!v->present) {
+            sink(arg, &tag_absent, 1);
+        } else if (store_audit_fields[i].is_integer) {
+            sink(arg, &tag_integer, 1);
+            put_be64(sink, arg, (uint64_t)v->number);
+        } else {
+            const char *text = v->text != NULL ? v->text : "";
+            size_t len = strlen(text);
+            sink(arg, &tag_text, 1);
+            /* Texts are at most SCHAKEL_AUDIT_MAX_TEXT_LEN bytes when
+             * written; a longer one read back still encodes exactly. */
+            put_be32(sink, arg, len > UINT32_MAX ? UINT32_MAX : (uint32_t)len);
+            sink(arg, (const uint8_t *)text, len > UINT32_MAX ? UINT32_MAX : len);
+        }
+    }
+}
+
+typedef struct buffer_sink {
+    uint8_t *out;
+    size_t cap, len;
+} buffer_sink_t;
+
+static void buffer_sink(void *arg, const uint8_t *bytes, size_t len)
+{
+    buffer_sink_t *b = arg;
+    if (b->len < b->cap)
+        memcpy(b->out + b->len, bytes, b->cap - b->len < len ? b->cap - b->len : len);
+    b->len += len;
+}
+
+static void hash_sink(void *arg, const uint8_t *bytes, size_t len)
+{
+    crypto_generichash_update(arg, bytes, len);
+}
+
+size_t audit_entry_encode(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
+                          const store_audit_entry_t *entry, uint8_t *out, size_t outlen)
+{
+    buffer_sink_t b = {.out = out, .cap = out != NULL ? outlen : 0, .len = 0};
+    encode_walk(prev, entry, buffer_sink, &b);
+    return b.len;
+}
+
+void audit_entry_hash(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_audit_entry_t *entry,
+                      uint8_t hash[STORE_AUDIT_HASH_BYTES])
+{
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, STORE_AUDIT_HASH_BYTES);
+    encode_walk(prev, entry, hash_sink, &state);
+    crypto_generichash_final(&state, hash, STORE_AUDIT_HASH_BYTES);
+}
+
+void audit_checkpoint_signed_bytes(uint64_t seq, const uint8_t hash[STORE_AUDIT_HASH_BYTES],
+                                   int64_t at, uint8_t out[AUDIT_CHECKPOINT_SIGNED_BYTES])
+{
+    buffer_sink_t b = {.out = out, .cap = AUDIT_CHECKPOINT_SIGNED_BYTES, .len = 0};
+    buffer_sink(&b, (const uint8_t *)AUDIT_CHECKPOINT_DOMAIN, sizeof AUDIT_CHECKPOINT_DOMAIN - 1);
+    put_be64(buffer_sink, &b, seq);
+    buffer_sink(&b, hash, STORE_AUDIT_HASH_BYTES);
+    put_be64(buffer_sink, &b, (uint64_t)at);
+}
+
+/* ------------------------------------------------------------------ writing */
+
+/* Sign (seq, hash, now) and insert it, in the open transaction. */
+static int checkpoint_write(store_t *store, const keypair_t *key, int64_t now, uint64_t seq,
+                            const uint8_t hash[STORE_AUDIT_HASH_BYTES])
+{
+    store_audit_checkpoint_t cp;
+    uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
+    memset(&cp, 0, sizeof cp);
+    cp.seq = seq;
+    cp.at = now;
+    memcpy(cp.hash, hash, STORE_AUDIT_HASH_BYTES);
+    memcpy(cp.key, key->sign_pk, sizeof cp.key);
+    audit_checkpoint_signed_bytes(seq, hash, now, signed_bytes);
+    /* Ed25519 signing with a loaded key does not fail in libsodium; if it
+     * ever did, the turn fails like any write (its message is the store's
+     * last, which may be stale). */
+    if (keys_sign(key, signed_bytes, sizeof signed_bytes, cp.signature) != 0)
+        return -1;
+    return store_audit_checkpoint_add(store, &cp);
+}
+
+int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_entry_t *entry)
+{
+    store_audit_tail_t tail;
+    if (entry == NULL || store_begin(store) != 0 || store_audit_tail(store, &tail) != 0)
+        return -1;
+    entry->seq = tail.seq + 1;
+    entry->at = now;
+    audit_entry_hash(tail.hash, entry, entry->hash);
+    if (store_audit_append(store, entry) != 0)
+        return -1;
+    if (key != NULL && entry->seq - tail.checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES)
+        return checkpoint_write(store, key, now, entry->seq, entry->hash);
+    return 0;
+}
+
+static int checkpoint_due(const store_audit_tail_t *tail, int64_t now, int force)
+{
+    if (tail->seq <= tail->checkpoint_seq)
+        return 0; /* nothing new to certify */
+    return force || tail->seq - tail->checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES ||
+           now - tail->checkpoint_at >= SCHAKEL_AUDIT_CHECKPOINT_IVL_S;
+}
+
+int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int force)
+{
+    store_audit_tail_t tail;
+    if (key == NULL || store_audit_tail(store, &tail) != 0)
+        return -1;
+    if (!checkpoint_due(&tail, now, force))
+        return 0;
+    /* Read again inside the transaction: it is the tail that commits. */
+    if (store_begin(store) != 0 || store_audit_tail(store, &tail) != 0)
+        return -1;
+    if (!checkpoint_due(&tail, now, force))
+        return 0;
+    return checkpoint_write(store, key, now, tail.seq, tail.hash) == 0 ? 1 : -1;
+}
+
+/* ------------------------------------------------------------------ verifying */
+
+typedef struct verify_state {
+    const uint8_t (*keys)[32];
+    size_t n_keys;
+    const audit_anchor_t *anchor;
+    audit_verify_report_t *report;
+    uint8_t prev[STORE_AUDIT_HASH_BYTES]; /* the recomputed hash of the last entry */
+    uint64_t expected;                    /* the seq the next entry must have */
+    uint64_t certified;                   /* seq of the last checkpoint that matched */
+    store_audit_checkpoint_t *cps;        /* this batch's checkpoints, in seq order */
+    size_t n_cps, cap_cps, next_cp;
+    int out_of_memory;
+} verify_state_t;
+
+static void verify_broken(verify_state_t *st, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void verify_broken(verify_state_t *st, uint64_t seq, const char *fmt, ...)
+{
+    va_list ap;
+    st->report->intact = 0;
+    st->report->broken_seq = seq;
+    /* What comes before the first broken place is what was verified. */
+    st->report->entries = seq - 1;
+    va_start(ap, fmt);
+    vsnprintf(st->report->problem, sizeof st->report->problem, fmt, ap);
+    va_end(ap);
+}
+
+static int verify_collect_checkpoint(const store_audit_checkpoint_t *cp, void *arg)
+{
+    verify_state_t *st = arg;
+    if (st->n_cps == st->cap_cps) {
+        size_t cap = st->cap_cps ? st->cap_cps * 2 : 16;
+        store_audit_checkpoint_t *grown = realloc(st->cps, cap * sizeof *grown);
+        if (grown == NULL) {
+            st->out_of_memory = 1;
+            return 1;
+        }
+        st->cps = grown;
+        st->cap_cps = cap;
+    }
+    st->cps[st->n_cps] = *cp;
+    st->cps[st->n_cps].damage = cp->damage != NULL ? "a column is missing or of the wrong size"
+                                                   : NULL; /* the row's string ends with the call */
+    st->n_cps++;
+    return 0;
+}
+
+static int verify_key_known(const verify_state_t *st, const uint8_t key[32])
+{
+    for (size_t i = 0; i < st->n_keys; i++)
+        if (sodium_memcmp(st->keys[i], key, 32) == 0)
+            return 1;
+    return 0;
+}
+
+/* Check one checkpoint against the recomputed hash of its entry. Returns 0
+ * when it holds, -1 when the trail is broken (reported). */
+static int verify_checkpoint(verify_state_t *st, const store_audit_checkpoint_t *cp,
+                             const uint8_t recomputed[STORE_AUDIT_HASH_BYTES])
+{
+    uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
+    char z85[41];
+    if (cp->damage != NULL) {
+        verify_broken(st, cp->seq, "the checkpoint at seq %llu is damaged: %s",
+                      (unsigned long long)cp->seq, cp->damage);
+        return -1;
+    }
+    if (!verify_key_known(st, cp->key)) {
+        keys_public_z85(cp->key, z85);
+        verify_broken(st, cp->seq,
+                      "the checkpoint at seq %llu is signed by key %s, which is not a broker key "
+                      "given for the verification",
+                      (unsigned long long)cp->seq, z85);
+        return -1;
+    }
+    audit_checkpoint_signed_bytes(cp->seq, cp->hash, cp->at, signed_bytes);
+    if (keys_verify(cp->key, signed_bytes, sizeof signed_bytes, cp->signature) != 0) {
+        verify_broken(st, cp->seq,
+                      "the checkpoint at seq %llu does not verify: its seq, hash or time was "
+                      "altered, or its signature",
+                      (unsigned long long)cp->seq);
+        return -1;
+    }
+    if (sodium_memcmp(cp->hash, recomputed, STORE_AUDIT_HASH_BYTES) != 0) {
+        verify_broken(st, st->certified + 1,
+                      "the signed checkpoint at seq %llu certifies another hash than the trail "
+                      "holds: entries %llu..%llu were rewritten (with their hashes recomputed)",
+                      (unsigned long long)cp->seq, (unsigned long long)st->certified + 1,
+                      (unsigned long long)cp->seq);
+        return -1;
+    }
+    st->certified = cp->seq;
+    st->report->checkpoints++;
+    st->report->last_checkpoint_seq = cp->seq;
+    st->report->last_checkpoint_at = cp->at;
+    memcpy(st->report->last_checkpoint_hash, cp->hash, STORE_AUDIT_HASH_BYTES);
+    return 0;
+}
+
+/* The entry's own checks: its place, its row, its hash. */
+static int verify_entry_itself(verify_state_t *st, const store_audit_entry_t *e,
+                               uint8_t recomputed[STORE_AUDIT_HASH_BYTES])
+{
+    unsigned long long seq = (unsigned long long)e->seq;
+    if (e->seq != st->expected) {
+        if (e->seq > st->expected)
+            verify_broken(st, st->expected,
+                          "entry %llu is missing (removed): the trail goes on at seq %llu",
+                          (unsigned long long)st->expected, seq);
+        else
+            verify_broken(st, st->expected, "an entry with seq %llu stands where entry %llu "
+                          "belongs", seq, (unsigned long long)st->expected);
+        return -1;
+    }
+    if (e->damage != NULL) {
+        verify_broken(st, e->seq, "entry %llu is damaged: %s", seq, e->damage);
+        return -1;
+    }
+    audit_entry_hash(st->prev, e, recomputed);
+    if (sodium_memcmp(recomputed, e->hash, STORE_AUDIT_HASH_BYTES) != 0) {
+        verify_broken(st, e->seq,
+                      "entry %llu does not match its hash: it was altered or moved here, or the "
+                      "entry before it was rewritten together with its hash",
+                      seq);
+        return -1;
+    }
+    if (st->anchor != NULL && st->anchor->seq == e->seq &&
+        sodium_memcmp(st->anchor->hash, recomputed, STORE_AUDIT_HASH_BYTES) != 0) {
+        verify_broken(st, e->seq,
+                      "entry %llu does not have the anchor's hash: the trail up to it was "
+                      "rewritten since the anchor was taken",
+                      seq);
+        return -1;
+    }
+    return 0;
+}
+
+static int verify_entry(const store_audit_entry_t *e, void *arg)
+{
+    verify_state_t *st = arg;
+    uint8_t recomputed[STORE_AUDIT_HASH_BYTES];
+    if (verify_entry_itself(st, e, recomputed) != 0)
+        return 1;
+    while (st->next_cp < st->n_cps && st->cps[st->next_cp].seq <= e->seq) {
+        if (verify_checkpoint(st, &st->cps[st->next_cp++], recomputed) != 0)
+            return 1;
+    }
+    memcpy(st->prev, recomputed, STORE_AUDIT_HASH_BYTES);
+    st->expected = e->seq + 1;
+    st->report->entries++;
+    st->report->last_seq = e->seq;
+    memcpy(st->report->last_hash, recomputed, STORE_AUDIT_HASH_BYTES);
+    return 0;
+}
+
+static int verify_first_checkpoint(const store_audit_checkpoint_t *cp, void *arg)
+{
+    *(uint64_t *)arg = cp->seq;
+    return 1;
+}
+
+/* After the last entry: nothing may be certified or anchored beyond it. */
+static int verify_end(store_t *store, verify_state_t *st)
+{
+    uint64_t beyond = 0, last = st->expected - 1;
+    if (store_audit_checkpoint_scan(store, last, INT64_MAX, verify_first_checkpoint, &beyond) < 0)
+        return -1;
+    if (beyond != 0)
+        verify_broken(st, last + 1,
+                      "a checkpoint certifies entry %llu, but the trail ends at seq %llu: "
+                      "entries from %llu on were removed",
+                      (unsigned long long)beyond, (unsigned long long)last,
+                      (unsigned long long)last + 1);
+    else if (st->anchor != NULL && st->anchor->seq > last)
+        verify_broken(st, last + 1,
+                      "the anchor names entry %llu, but the trail ends at seq %llu: entries from "
+                      "%llu on were removed",
+                      (unsigned long long)st->anchor->seq, (unsigned long long)last,
+                      (unsigned long long)last + 1);
+    return 0;
+}
+
+/* One batch: its checkpoints, then its entries. Returns the entries read,
+ * or -1 on a read error. */
+static int verify_batch(store_t *store, verify_state_t *st)
+{
+    uint64_t after = st->expected - 1;
+    st->n_cps = st->next_cp = 0;
+    if (store_audit_checkpoint_scan(store, after, after + SCHAKEL_AUDIT_VERIFY_BATCH,
+                                    verify_collect_checkpoint, st) < 0)
+        return -1;
+    if (st->out_of_memory)
+        return -1;
+    return store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH, verify_entry, st);
+}
+
+int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
+                 const audit_anchor_t *anchor, audit_verify_report_t *report)
+{
+    verify_state_t st;
+    if (report == NULL)
+        return -1;
+    memset(report, 0, sizeof *report);
+    memset(&st, 0, sizeof st);
+    report->intact = 1;
+    st.keys = keys;
+    st.n_keys = keys != NULL ? n_keys : 0;
+    st.anchor = anchor;
+    st.report = report;
+    st.expected = 1;
+    int result = 0;
+    for (;;) {
+        int n = verify_batch(store, &st);
+        if (n < 0) {
+            result = -1;
+            break;
+        }
+        if (!report->intact || (size_t)n < SCHAKEL_AUDIT_VERIFY_BATCH)
+            break;
+    }
+    if (result == 0 && report->intact && verify_end(store, &st) != 0)
+        result = -1;
+    if (result != 0) {
+        report->intact = 0;
+        snprintf(report->problem, sizeof report->problem, "cannot read the trail: %s",
+                 st.out_of_memory ? "out of memory" : store_errmsg(store));
+    }
+    free(st.cps);
+    return result;
+}
+
+/* ------------------------------------------------------------------ text buffers */
+
+typedef struct text_buf {
+    char *data;
+    size_t len, cap;
+    int out_of_memory;
+} text_buf_t;
+
+static void buf_put(text_buf_t *b, const char *s, size_t n)
+{
+    if (b->out_of_memory)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *grown = realloc(b->data, cap);
+        if (grown == NULL) {
+            b->out_of_memory = 1;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void buf_puts(text_buf_t *b, const char *s)
+{
+    buf_put(b, s, strlen(s));
+}
+
+static void buf_printf(text_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void buf_printf(text_buf_t *b, const char *fmt, ...)
+{
+    char small[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof small)
+        buf_put(b, small, (size_t)n);
+    else
+        b->out_of_memory = 1; /* only short numbers are formatted this way */
+}
+
+/* Give the text away (NULL if memory ran out). */
+static char *buf_take(text_buf_t *b)
+{
+    if (b->out_of_memory || b->data == NULL) {
+        free(b->data);
+        return b->out_of_memory ? NULL : strdup("");
+    }
+    return b->data;
+}
+
+/* A JSON string. Text that is not valid UTF-8 (only a tampered row can
+ * hold that) has each byte above 0x7F replaced by U+FFFD, so the output is
+ * always valid JSON. */
+static void buf_json_string(text_buf_t *b, const char *s)
+{
+    size_t len = strlen(s);
+    int utf8 = syntax_is_utf8((const uint8_t *)s, len);
+    buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        char esc[8];
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            buf_put(b, esc, 2);
+        } else if (*p < 0x20 || *p == 0x7F) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            buf_put(b, esc, 6);
+        } else if (*p >= 0x80 && !utf8) {
+            buf_puts(b, "\\ufffd");
+        } else {
+            buf_put(b, (const char *)p, 1);
+        }
+    }
+    buf_puts(b, "\"");
+}
+
+/* A key=value value, quoted when it is empty or holds a space, quote or
+ * '='. Control characters (C0, DEL and the C1 range) and, in text that is
+ * not UTF-8, every byte above 0x7F are escaped as \xHH, so that a hostile
+ * value can neither forge a line nor drive a terminal. */
+static void buf_line_value(text_buf_t *b, const char *s)
+{
+    size_t len = strlen(s);
+    int utf8 = syntax_is_utf8((const uint8_t *)s, len);
+    int quote = len == 0 || strpbrk(s, " \"=") != NULL;
+    if (quote)
+        buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
+        char esc[12];
+        int c1 = utf8 && p[0] == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F;
+        if (*p == '"' || *p == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)*p;
+            buf_put(b, esc, 2);
+        } else if (*p < 0x20 || *p == 0x7F || (*p >= 0x80 && !utf8) || c1) {
+            int n = c1 ? snprintf(esc, sizeof esc, "\\x%02x\\x%02x", p[0], p[1])
+                       : snprintf(esc, sizeof esc, "\\x%02x", *p);
+            buf_put(b, esc, (size_t)n);
+            p += c1;
+        } else {
+            buf_put(b, (const char *)p, 1);
+        }
+    }
+    if (quote)
+        buf_puts(b, "\"");
+}
+
+void audit_format_time(int64_t at, char *out, size_t outlen)
+{
+    struct tm tm;
+    time_t t = (time_t)at;
+    if (outlen == 0)
+        return;
+    if (gmtime_r(&t, &tm) == NULL || strftime(out, outlen, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        snprintf(out, outlen, "%lld", (long long)at);
+}
+
+/* ------------------------------------------------------------------ renderings */
+
+static const char *shown_text(const store_audit_entry_t *e, int i, int withhold_subject)
+{
+    if (i == STORE_AUDIT_SUBJECT && withhold_subject)
+        return "withheld";
+    return e->field[i].text != NULL ? e->field[i].text : "";
+}
+
+char *audit_entry_json(const store_audit_entry_t *e, int withhold_subject)
+{
+    text_buf_t b = {0};
+    char time_text[32], hash_hex[2 * STORE_AUDIT_HASH_BYTES + 1];
+    audit_format_time(e->at, time_text, sizeof time_text);
+    buf_printf(&b, "{\"seq\":%llu,\"at\":%lld,\"time\":", (unsigned long long)e->seq,
+               (long long)e->at);
+    buf_json_string(&b, time_text);
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        if (!e->field[i].present)
+            continue;
+        buf_puts(&b, ",");
+        buf_json_string(&b, store_audit_fields[i].name);
+        buf_puts(&b, ":");
+        if (store_audit_fields[i].is_integer)
+            buf_printf(&b, "%lld", (long long)e->field[i].number);
+        else
+            buf_json_string(&b, shown_text(e, i, withhold_subject));
+    }
+    syntax_hex(e->hash, STORE_AUDIT_HASH_BYTES, hash_hex);
+    buf_puts(&b, ",\"hash\":");
+    buf_json_string(&b, hash_hex);
+    if (e->damage != NULL) {
+        buf_puts(&b, ",\"damage\":");
+        buf_json_string(&b, e->damage);
+    }
+    buf_puts(&b, "}");
+    return buf_take(&b);
+}
+
+char *audit_entry_line(const store_audit_entry_t *e, int withhold_subject)
+{
+    text_buf_t b = {0};
+    char time_text[32];
+    audit_format_time(e->at, time_text, sizeof time_text);
+    buf_printf(&b, "seq=%llu time=", (unsigned long long)e->seq);
+    buf_line_value(&b, time_text);
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        if (!e->field[i].present)
+            continue;
+        buf_puts(&b, " ");
+        buf_puts(&b, store_audit_fields[i].name);
+        buf_puts(&b, "=");
+        if (store_audit_fields[i].is_integer)
+            buf_printf(&b, "%lld", (long long)e->field[i].number);
+        else
+            buf_line_value(&b, shown_text(e, i, withhold_subject));
+    }
+    if (e->damage != NULL) {
+        buf_puts(&b, " damage=");
+        buf_line_value(&b, e->damage);
+    }
+    return buf_take(&b);
+}
+
+/* ------------------------------------------------------------------ subject export */
+
+typedef struct export_item {
+    uint64_t seq;
+    char *json;
+} export_item_t;
+
+typedef struct export_state {
+    export_item_t *items;
+    size_t n_items, cap_items;
+    uint64_t *deliveries; /* delivery seqs of the subject's deliveries */
+    size_t n_deliveries, cap_deliveries;
+    int out_of_memory;
+} export_state_t;
+
+static int grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t more = *cap ? *cap * 2 : 16;
+    void *grown = realloc(*array, more * size);
+    if (grown == NULL)
+        return -1;
+    *array = grown;
+    *cap = more;
+    return 0;
+}
+
+static int export_add(const store_audit_entry_t *e, void *arg)
+{
+    export_state_t *st = arg;
+    char *json = audit_entry_json(e, 0);
+    if (json == NULL ||
+        grow((void **)&st->items, &st->cap_items, st->n_items, sizeof *st->items) != 0) {
+        free(json);
+        st->out_of_memory = 1;
+        return 1;
+    }
+    st->items[st->n_items].seq = e->seq;
+    st->items[st->n_items++].json = json;
+    return 0;
+}
+
+static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
+{
+    export_state_t *st = arg;
+    const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
+    if (delivery->present && delivery->number > 0 && e->damage == NULL) {
+        if (grow((void **)&st->deliveries, &st->cap_deliveries, st->n_deliveries,
+                 sizeof *st->deliveries) != 0) {
+            st->out_of_memory = 1;
+            return 1;
+        }
+        st->deliveries[st->n_deliveries++] = (uint64_t)delivery->number;
+    }
+    return export_add(e, arg);
+}
+
+static int export_item_order(const void *a, const void *b)
+{
+    uint64_t x = ((const export_item_t *)a)->seq, y = ((const export_item_t *)b)->seq;
+    return (x > y) - (x < y);
+}
+
+/* The document: entries in seq order, each once (a delivery's own entry is
+ * found both by subject and by delivery seq). */
+static char *export_document(export_state_t *st, const char *pseudonym)
+{
+    text_buf_t b = {0};
+    char now_text[32];
+    size_t count = 0;
+    qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
+    for (size_t i = 0; i < st->n_items; i++)
+        count += i == 0 || st->items[i].seq != st->items[i - 1].seq;
+    audit_format_time((int64_t)time(NULL), now_text, sizeof now_text);
+    buf_puts(&b, "{\"subject\":");
+    buf_json_string(&b, pseudonym);
+    buf_puts(&b, ",\"exported_at\":");
+    buf_json_string(&b, now_text);
+    buf_printf(&b, ",\"count\":%zu,\"entries\":[", count);
+    for (size_t i = 0, written = 0; i < st->n_items; i++) {
+        if (i > 0 && st->items[i].seq == st->items[i - 1].seq)
+            continue;
+        buf_puts(&b, written++ ? ",\n" : "\n");
+        buf_puts(&b, st->items[i].json);
+    }
+    buf_puts(&b, "\n]}\n");
+    return buf_take(&b);
+}
+
+static void export_free(export_state_t *st)
+{
+    for (size_t i = 0; i < st->n_items; i++)
+        free(st->items[i].json);
+    free(st->items);
+    free(st->deliveries);
+}
+
+int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,
+                         size_t errlen)
+{
+    export_state_t st;
+    memset(&st, 0, sizeof st);
+    if (json_out == NULL || pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
+        snprintf(err, errlen, "not a pseudonym (8..64 of A-Z a-z 0-9 . _ : -, not all digits)");
+        return -1;
+    }
+    *json_out = NULL;
+    int rc = store_audit_scan_subject(store, pseudonym, export_add_subject_entry, &st);
+    for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++)
+        rc = store_audit_scan_delivery(store, st.deliveries[i], export_add, &st);
+    if (rc >= 0 && !st.out_of_memory)
+        *json_out = export_document(&st, pseudonym);
+    export_free(&st);
+    if (*json_out != NULL)
+        return 0;
+    snprintf(err, errlen, "%s", rc < 0 ? store_errmsg(store) : "out of memory");
+    return -1;
+}

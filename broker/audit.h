@@ -1,0 +1,155 @@
+/*
+ * audit.h — the audit trail: a hash chain of entries in the store, signed
+ * checkpoints, offline verification, the data-subject export.
+ *
+ * Entries are metadata (ids, principals, rules, reason codes, the subject's
+ * pseudonym), never contents, stored in clear by store_audit.c so that
+ * verification needs only the store file and the broker's public key. Each
+ * entry's hash is BLAKE2b-256 over the previous entry's hash and the
+ * entry's canonical bytes; every SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries,
+ * or when entries are SCHAKEL_AUDIT_CHECKPOINT_IVL_S old, the broker signs
+ * a checkpoint (seq, hash, time) with its Ed25519 key. docs/OPERATIONS.md
+ * "Audit trail" specifies both encodings byte by byte.
+ *
+ * Writers (record.c) append inside the broker's turn transaction, so an
+ * entry commits with the action it records or neither does.
+ */
+#ifndef SCHAKEL_AUDIT_H
+#define SCHAKEL_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keys.h"
+#include "store.h"
+
+/* Domain tags of the two encodings (ASCII, no NUL in the encoded bytes). */
+#define AUDIT_ENTRY_DOMAIN "schakel-audit-v1"
+#define AUDIT_CHECKPOINT_DOMAIN "schakel-audit-checkpoint-v1"
+
+/* Bytes a checkpoint signature covers: domain || seq(8) || hash(32) || at(8). */
+#define AUDIT_CHECKPOINT_SIGNED_BYTES (sizeof AUDIT_CHECKPOINT_DOMAIN - 1 + 8 + 32 + 8)
+
+/* Tags of a field in the canonical encoding. */
+#define AUDIT_TAG_ABSENT 0x00
+#define AUDIT_TAG_TEXT 0x01
+#define AUDIT_TAG_INTEGER 0x02
+
+/* ------------------------------------------------------------------ entries */
+
+/* An entry with only its event set (borrowed); seq, at and hash are set by
+ * audit_append. */
+void audit_entry_init(store_audit_entry_t *entry, const char *event);
+
+/* Set a text field (borrowed; NULL leaves it absent) or an integer field.
+ * Setting a field of the other type is a bug and aborts. */
+void audit_set_text(store_audit_entry_t *entry, enum store_audit_field field, const char *text);
+void audit_set_int(store_audit_entry_t *entry, enum store_audit_field field, int64_t value);
+
+/* The canonical bytes of an entry following prev (docs/OPERATIONS.md):
+ * AUDIT_ENTRY_DOMAIN || prev(32) || seq(u64 BE) || at(i64 BE) || each field
+ * in enum order as 0x00 (absent), 0x01 || len(u32 BE) || UTF-8 bytes (text)
+ * or 0x02 || value(i64 BE) (integer). Writes at most outlen bytes to out
+ * (may be NULL with outlen 0) and returns the full length, so a caller can
+ * size its buffer with a first call. */
+size_t audit_entry_encode(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
+                          const store_audit_entry_t *entry, uint8_t *out, size_t outlen);
+
+/* BLAKE2b-256 of the canonical bytes, without building them in memory.
+ * The first entry's prev is 32 zero bytes. */
+void audit_entry_hash(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_audit_entry_t *entry,
+                      uint8_t hash[STORE_AUDIT_HASH_BYTES]);
+
+/* The bytes a checkpoint's Ed25519 signature covers:
+ * AUDIT_CHECKPOINT_DOMAIN || seq(u64 BE) || hash(32) || at(i64 BE). */
+void audit_checkpoint_signed_bytes(uint64_t seq, const uint8_t hash[STORE_AUDIT_HASH_BYTES],
+                                   int64_t at, uint8_t out[AUDIT_CHECKPOINT_SIGNED_BYTES]);
+
+/* ------------------------------------------------------------------ writing */
+
+/* Append an entry in the store's open transaction (store_begin is called
+ * if none is open): sets its seq (the tail's + 1), at (= now) and hash,
+ * inserts it, and when SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries wait since
+ * the last checkpoint, signs and inserts one with key (no checkpoint when
+ * key is NULL). Returns 0, or -1 with store_errmsg set: the caller must
+ * then not commit the action (it rolls the transaction back). Cost: one
+ * BLAKE2b over the entry, one insert; an Ed25519 signature every
+ * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries. */
+int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_entry_t *entry);
+
+/* Sign and insert a checkpoint for the last entry if one is due: when
+ * entries wait since the last checkpoint and either force is set, or
+ * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES of them wait, or the last checkpoint is
+ * SCHAKEL_AUDIT_CHECKPOINT_IVL_S old (or there is none). Opens a
+ * transaction only when one is due. Returns 1 when one was written, 0 when
+ * none was due, -1 on error (store_errmsg). */
+int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int force);
+
+/* ------------------------------------------------------------------ verifying */
+
+/* A hash the auditor remembers from an earlier verification (an anchor):
+ * the trail must still hold this hash at this seq, which catches a trail
+ * that was cut back, or rewritten, after the last checkpoint. */
+typedef struct audit_anchor {
+    uint64_t seq;
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+} audit_anchor_t;
+
+typedef struct audit_verify_report {
+    int intact;               /* 1: every check passed */
+    uint64_t entries;         /* entries verified: all when intact, else those before broken_seq */
+    uint64_t checkpoints;     /* checkpoints whose signature and hash were verified */
+    uint64_t last_seq;        /* the trail's last entry (intact) */
+    uint8_t last_hash[STORE_AUDIT_HASH_BYTES];
+    uint64_t last_checkpoint_seq; /* 0 when there is none */
+    int64_t last_checkpoint_at;
+    uint8_t last_checkpoint_hash[STORE_AUDIT_HASH_BYTES];
+    /* When not intact: the seq of the first entry that is broken (missing,
+     * altered, moved) or of the checkpoint that fails, and why. */
+    uint64_t broken_seq;
+    char problem[512];
+} audit_verify_report_t;
+
+/* Recompute the chain from entry 1 and check every checkpoint: its
+ * signature under one of keys (Ed25519 public keys; a checkpoint signed
+ * by another key fails) and that it certifies the recomputed hash at its
+ * seq; and, when anchor is not NULL, the anchor. Stops at the first
+ * failure, in seq order. Works on a reader (store_open_reader). Returns 0
+ * when the verification ran (report->intact says how it ended), -1 when
+ * the store could not be read (report->problem says why). Memory is bounded
+ * (SCHAKEL_AUDIT_VERIFY_BATCH entries' checkpoints at a time); time is one
+ * BLAKE2b per entry and one Ed25519 verification per checkpoint. */
+int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
+                 const audit_anchor_t *anchor, audit_verify_report_t *report);
+
+/* ------------------------------------------------------------------ reading */
+
+/* Everything the trail holds about one data subject, as one JSON object:
+ * {"subject": P, "exported_at": TIME, "count": N, "entries": [...]} with
+ * the entries that name the pseudonym (deliveries of signals about the
+ * subject, with recipient and partner, sender, kind, theme, the fields the
+ * recipient got, rule id and hash, purpose, legal basis, time; and earlier
+ * exports) and the entries that follow up those deliveries (acks,
+ * expiries), in seq order; each as audit_entry_json renders it. pseudonym
+ * must be a valid pseudonym (syntax_is_pseudonym). Uses the subject index:
+ * O(log n + matches). Reads only; auditing the export is the caller's
+ * (record_subject_export in the broker; an offline reader cannot write to
+ * the broker's trail). Returns 0 with *json_out malloc'd (caller frees), or
+ * -1 with err filled. */
+int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,
+                         size_t errlen);
+
+/* One entry as a JSON object: "seq", "at" (Unix seconds), "time" (UTC,
+ * ISO 8601), "event", every present field under its column name, "hash"
+ * (hex), and "damage" for a damaged row. With withhold_subject the
+ * pseudonym is replaced by "withheld". malloc'd; NULL when out of memory. */
+char *audit_entry_json(const store_audit_entry_t *entry, int withhold_subject);
+
+/* The same as one key=value line (no newline), values quoted as in the
+ * broker's log. malloc'd; NULL when out of memory. */
+char *audit_entry_line(const store_audit_entry_t *entry, int withhold_subject);
+
+/* "2026-01-31T12:00:00Z" into out (at least 21 bytes). */
+void audit_format_time(int64_t at, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,522 @@
+/*
+ * store_audit.c — the audit trail's rows: entries and signed checkpoints
+ * appended inside the caller's transaction, the trail's tail, scans (in seq
+ * order, by subject, by delivery), and a keyless read-only opening of a
+ * store for offline readers. Knows SQL, not hashes or signatures: audit.c
+ * computes and checks those. Trusts nothing read back: a row that cannot
+ * be an honest entry is handed out marked damaged, for the verifier to
+ * name. Errors are -1 with store_errmsg set, as everywhere in the store.
+ */
+#include <limits.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_internal.h"
+#include "syntax.h"
+
+/* Columns in the order of enum store_audit_field (and of the canonical
+ * encoding); audit_prepare checks the scan's column names against this
+ * table, so the two cannot drift apart unnoticed. */
+const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
+    [STORE_AUDIT_EVENT] = {"event", 0},
+    [STORE_AUDIT_ACTOR] = {"actor", 0},
+    [STORE_AUDIT_PEER] = {"peer", 0},
+    [STORE_AUDIT_CURVE_KEY] = {"curve_key", 0},
+    [STORE_AUDIT_RECIPIENT] = {"recipient", 0},
+    [STORE_AUDIT_RECIPIENT_PARTNER] = {"recipient_partner", 0},
+    [STORE_AUDIT_MESSAGE_ID] = {"message_id", 0},
+    [STORE_AUDIT_ITEM_INDEX] = {"item_index", 1},
+    [STORE_AUDIT_ITEM_SEQ] = {"item_seq", 1},
+    [STORE_AUDIT_DELIVERY_SEQ] = {"delivery_seq", 1},
+    [STORE_AUDIT_KIND] = {"kind", 0},
+    [STORE_AUDIT_THEME] = {"theme", 0},
+    [STORE_AUDIT_SUBJECT] = {"subject", 0},
+    [STORE_AUDIT_RULE_ID] = {"rule_id", 0},
+    [STORE_AUDIT_RULE_HASH] = {"rule_hash", 0},
+    [STORE_AUDIT_PURPOSE] = {"purpose", 0},
+    [STORE_AUDIT_LEGAL_BASIS] = {"legal_basis", 0},
+    [STORE_AUDIT_FIELDS] = {"fields", 0},
+    [STORE_AUDIT_EXPIRES_AT] = {"expires_at", 1},
+    [STORE_AUDIT_REASON] = {"reason", 0},
+    [STORE_AUDIT_DETAIL] = {"detail", 0},
+};
+
+#define AUDIT_FIELD_COLUMNS                                                                   \
+    "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"    \
+    " item_seq, delivery_seq, kind, theme, subject, rule_id, rule_hash, purpose, legal_basis," \
+    " fields, expires_at, reason, detail"
+#define AUDIT_ROW_COLUMNS "seq, at, " AUDIT_FIELD_COLUMNS ", hash"
+#define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
+
+/* Result columns of the entry scans: seq, at, the fields, hash. */
+enum { ROW_SEQ = 0, ROW_AT = 1, ROW_FIRST_FIELD = 2, ROW_HASH = 2 + STORE_AUDIT_FIELD_COUNT };
+
+/* Parameters only: no SQL text is ever built from input. */
+static const char *const audit_sql[AUDIT_STMT_COUNT] = {
+    [AUDIT_STMT_TAIL] = "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+    [AUDIT_STMT_CHECKPOINT_TAIL] =
+        "SELECT seq, at FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+    [AUDIT_STMT_APPEND] = "INSERT INTO audit (" AUDIT_ROW_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5,"
+                          " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
+                          " ?20, ?21, ?22, ?23, ?24)",
+    [AUDIT_STMT_CHECKPOINT_ADD] = "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS
+                                  ") VALUES (?1, ?2, ?3, ?4, ?5)",
+    [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
+                        " ORDER BY seq LIMIT ?2",
+    /* "subject = ?1" implies "subject IS NOT NULL": the partial index serves it. */
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE subject = ?1"
+                                " ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit"
+                                 " WHERE delivery_seq = ?1 ORDER BY seq",
+    [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
+                                   " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+};
+
+/* ------------------------------------------------------------------ statements */
+
+/* The scans must yield the columns in the order of store_audit_fields. */
+static int audit_columns_match(store_t *store, sqlite3_stmt *stmt)
+{
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        const char *name = sqlite3_column_name(stmt, ROW_FIRST_FIELD + i);
+        if (name == NULL || strcmp(name, store_audit_fields[i].name) != 0) {
+            store_refuse(store, "audit", "column order differs from store_audit_fields");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The statement, prepared at its first use on this connection. */
+static sqlite3_stmt *audit_stmt(store_t *store, enum store_audit_stmt_id id)
+{
+    if (store->audit_stmt[id] != NULL)
+        return store->audit_stmt[id];
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v3(store->db, audit_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
+        SQLITE_OK) {
+        store_fail(store, "audit: prepare");
+        return NULL;
+    }
+    if ((id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT || id == AUDIT_STMT_SCAN_DELIVERY) &&
+        audit_columns_match(store, stmt) != 0) {
+        sqlite3_finalize(stmt);
+        return NULL;
+    }
+    store->audit_stmt[id] = stmt;
+    return stmt;
+}
+
+/* A transaction begun by store_begin is open and still there. */
+static int audit_txn_open(const store_t *store)
+{
+    return store->txn_open && !sqlite3_get_autocommit(store->db);
+}
+
+/* ------------------------------------------------------------------ tail */
+
+static int tail_read_entry(store_t *store, store_audit_tail_t *tail)
+{
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_TAIL);
+    if (stmt == NULL)
+        return -1;
+    int rc = sqlite3_step(stmt), result = -1;
+    if (rc == SQLITE_DONE) {
+        result = 0;
+    } else if (rc == SQLITE_ROW) {
+        size_t len = 0;
+        const uint8_t *hash = store_column_bytes(stmt, 1, &len);
+        if (hash == NULL || len != STORE_AUDIT_HASH_BYTES) {
+            store_refuse(store, "audit tail", "the last entry's hash is damaged");
+        } else {
+            tail->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+            memcpy(tail->hash, hash, STORE_AUDIT_HASH_BYTES);
+            result = 0;
+        }
+    } else {
+        store_fail(store, "audit tail");
+    }
+    store_stmt_finish(stmt);
+    return result;
+}
+
+static int tail_read_checkpoint(store_t *store, store_audit_tail_t *tail)
+{
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_TAIL);
+    if (stmt == NULL)
+        return -1;
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        tail->checkpoint_seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+        tail->checkpoint_at = sqlite3_column_int64(stmt, 1);
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "audit checkpoint tail");
+    }
+    store_stmt_finish(stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Cost: two descents to the end of a rowid b-tree; none when cached. The
+ * cache lives as long as one transaction begun by store_begin: the broker
+ * is the only writer, so within it nothing else moves the tail, and after
+ * a commit or a rollback the next transaction reads it again. */
+int store_audit_tail(store_t *store, store_audit_tail_t *tail)
+{
+    if (store_enter(store, "audit tail") != 0 || tail == NULL)
+        return -1;
+    if (audit_txn_open(store) && store->audit_tail_serial == store->txn_serial) {
+        *tail = store->audit_tail;
+        return 0;
+    }
+    store_audit_tail_t fresh;
+    memset(&fresh, 0, sizeof fresh);
+    if (tail_read_entry(store, &fresh) != 0 || tail_read_checkpoint(store, &fresh) != 0)
+        return -1;
+    if (audit_txn_open(store)) {
+        store->audit_tail = fresh;
+        store->audit_tail_serial = store->txn_serial;
+    }
+    *tail = fresh;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ append */
+
+static int audit_check_text(store_t *store, const store_audit_value_t *v)
+{
+    size_t len = v->text != NULL ? strlen(v->text) : 0;
+    if (v->text == NULL || len > SCHAKEL_AUDIT_MAX_TEXT_LEN ||
+        !syntax_is_utf8((const uint8_t *)v->text, len)) {
+        store_refuse(store, "audit append", "a text field is missing, too long or not UTF-8");
+        return -1;
+    }
+    return 0;
+}
+
+static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
+{
+    if (e == NULL || !e->field[STORE_AUDIT_EVENT].present) {
+        store_refuse(store, "audit append", "an entry needs an event");
+        return -1;
+    }
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        const store_audit_value_t *v = &e->field[i];
+        if (!v->present)
+            continue;
+        if (store_audit_fields[i].is_integer ? v->text != NULL : audit_check_text(store, v) != 0) {
+            if (store_audit_fields[i].is_integer)
+                store_refuse(store, "audit append", "an integer field was given text");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int audit_bind_fields(store_t *store, sqlite3_stmt *stmt, const store_audit_entry_t *e)
+{
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        const store_audit_value_t *v = &e->field[i];
+        int param = ROW_FIRST_FIELD + i + 1, rc;
+        if (!v->present)
+            rc = store_check_rc(store, sqlite3_bind_null(stmt, param), "bind null");
+        else if (store_audit_fields[i].is_integer)
+            rc = store_bind_int64(store, stmt, param, v->number);
+        else
+            rc = store_bind_text(store, stmt, param, v->text);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Cost: one append to the rowid b-tree and an index insert for subject
+ * and for delivery_seq where present, O(log n); no extra fsync (the
+ * caller's transaction commits it with everything else). */
+int store_audit_append(store_t *store, const store_audit_entry_t *entry)
+{
+    store_audit_tail_t tail;
+    if (store_enter(store, "audit append") != 0)
+        return -1;
+    if (!audit_txn_open(store)) {
+        store_refuse(store, "audit append", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    if (audit_check_entry(store, entry) != 0 || store_audit_tail(store, &tail) != 0)
+        return -1;
+    if (entry->seq != tail.seq + 1 || entry->seq > INT64_MAX) {
+        store_refuse(store, "audit append", "the entry's seq does not follow the trail's last");
+        return -1;
+    }
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_APPEND);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, ROW_SEQ + 1, (int64_t)entry->seq) != 0 ||
+        store_bind_int64(store, stmt, ROW_AT + 1, entry->at) != 0 ||
+        audit_bind_fields(store, stmt, entry) != 0 ||
+        store_bind_bytes(store, stmt, ROW_HASH + 1, entry->hash, STORE_AUDIT_HASH_BYTES) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "audit append") != 0)
+        return -1;
+    store->audit_tail.seq = entry->seq;
+    memcpy(store->audit_tail.hash, entry->hash, STORE_AUDIT_HASH_BYTES);
+    return 0;
+}
+
+int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *cp)
+{
+    store_audit_tail_t tail;
+    if (store_enter(store, "audit checkpoint") != 0)
+        return -1;
+    if (!audit_txn_open(store)) {
+        store_refuse(store, "audit checkpoint", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    if (cp == NULL || store_audit_tail(store, &tail) != 0)
+        return -1;
+    if (cp->seq == 0 || cp->seq > tail.seq || cp->seq <= tail.checkpoint_seq) {
+        store_refuse(store, "audit checkpoint", "no such entry, or not after the last checkpoint");
+        return -1;
+    }
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_ADD);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)cp->seq) != 0 ||
+        store_bind_int64(store, stmt, 2, cp->at) != 0 ||
+        store_bind_bytes(store, stmt, 3, cp->hash, STORE_AUDIT_HASH_BYTES) != 0 ||
+        store_bind_bytes(store, stmt, 4, cp->key, sizeof cp->key) != 0 ||
+        store_bind_bytes(store, stmt, 5, cp->signature, sizeof cp->signature) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "audit checkpoint") != 0)
+        return -1;
+    store->audit_tail.checkpoint_seq = cp->seq;
+    store->audit_tail.checkpoint_at = cp->at;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ reading rows */
+
+/* One field of the current row into v; the damage, if any, into *damage. */
+static void row_field(sqlite3_stmt *stmt, int i, store_audit_value_t *v, const char **damage)
+{
+    int col = ROW_FIRST_FIELD + i, type = sqlite3_column_type(stmt, col);
+    memset(v, 0, sizeof *v);
+    if (type == SQLITE_NULL)
+        return;
+    if (store_audit_fields[i].is_integer) {
+        if (type != SQLITE_INTEGER && *damage == NULL)
+            *damage = "an integer field holds another type";
+        v->present = 1;
+        v->number = sqlite3_column_int64(stmt, col);
+        return;
+    }
+    const char *text = store_column_text(stmt, col);
+    int bytes = sqlite3_column_bytes(stmt, col);
+    v->present = 1;
+    v->text = text != NULL ? text : "";
+    /* A blob or an embedded NUL would make the C string differ from the
+     * stored bytes, and the hash check could then miss an edit. */
+    if (*damage == NULL && (type != SQLITE_TEXT || text == NULL || bytes < 0 ||
+                            strlen(text) != (size_t)bytes))
+        *damage = "a text field holds another type or a NUL byte";
+}
+
+/* Fill e from the current row of an entry scan. Strings borrow the row. */
+static void row_entry(sqlite3_stmt *stmt, store_audit_entry_t *e)
+{
+    size_t hash_len = 0;
+    memset(e, 0, sizeof *e);
+    e->seq = (uint64_t)sqlite3_column_int64(stmt, ROW_SEQ);
+    e->at = sqlite3_column_int64(stmt, ROW_AT);
+    if (sqlite3_column_type(stmt, ROW_SEQ) != SQLITE_INTEGER ||
+        sqlite3_column_type(stmt, ROW_AT) != SQLITE_INTEGER)
+        e->damage = "seq or at is not an integer";
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++)
+        row_field(stmt, i, &e->field[i], &e->damage);
+    if (!e->field[STORE_AUDIT_EVENT].present && e->damage == NULL)
+        e->damage = "the entry has no event";
+    const uint8_t *hash = store_column_bytes(stmt, ROW_HASH, &hash_len);
+    if (hash != NULL && hash_len == STORE_AUDIT_HASH_BYTES &&
+        sqlite3_column_type(stmt, ROW_HASH) == SQLITE_BLOB)
+        memcpy(e->hash, hash, STORE_AUDIT_HASH_BYTES);
+    else if (e->damage == NULL)
+        e->damage = "the stored hash is not 32 bytes";
+}
+
+/* Step a bound entry scan, calling fn per row. Returns rows visited or -1. */
+static int scan_rows(store_t *store, sqlite3_stmt *stmt, store_audit_fn fn, void *arg,
+                     const char *what)
+{
+    int visited = 0, rc;
+    store->in_callback = 1;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        store_audit_entry_t e;
+        row_entry(stmt, &e);
+        visited++;
+        if (visited == INT_MAX || fn(&e, arg) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    store->in_callback = 0;
+    if (rc != SQLITE_DONE)
+        store_fail(store, what);
+    store_stmt_finish(stmt);
+    return rc == SQLITE_DONE ? visited : -1;
+}
+
+/* Cost: one descent of the rowid b-tree, then a step per row. */
+int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn, void *arg)
+{
+    if (store_enter(store, "audit scan") != 0 || fn == NULL)
+        return -1;
+    if (limit == 0 || after_seq >= INT64_MAX)
+        return 0;
+    if (limit > INT_MAX)
+        limit = INT_MAX;
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)after_seq) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return scan_rows(store, stmt, fn, arg, "audit scan");
+}
+
+/* Cost: O(log n + matches) through the partial subject index; the ORDER BY
+ * sorts the matches only. */
+int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg)
+{
+    if (store_enter(store, "audit subject scan") != 0 || fn == NULL || subject == NULL)
+        return -1;
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_SUBJECT);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_text(store, stmt, 1, subject) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return scan_rows(store, stmt, fn, arg, "audit subject scan");
+}
+
+int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg)
+{
+    if (store_enter(store, "audit delivery scan") != 0 || fn == NULL)
+        return -1;
+    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
+        return 0;
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_DELIVERY);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return scan_rows(store, stmt, fn, arg, "audit delivery scan");
+}
+
+static void row_checkpoint(sqlite3_stmt *stmt, store_audit_checkpoint_t *cp)
+{
+    size_t hash_len = 0, key_len = 0, sig_len = 0;
+    memset(cp, 0, sizeof *cp);
+    cp->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+    cp->at = sqlite3_column_int64(stmt, 1);
+    const uint8_t *hash = store_column_bytes(stmt, 2, &hash_len);
+    const uint8_t *key = store_column_bytes(stmt, 3, &key_len);
+    const uint8_t *sig = store_column_bytes(stmt, 4, &sig_len);
+    if (sqlite3_column_type(stmt, 0) != SQLITE_INTEGER ||
+        sqlite3_column_type(stmt, 1) != SQLITE_INTEGER || hash == NULL ||
+        hash_len != sizeof cp->hash || key == NULL || key_len != sizeof cp->key || sig == NULL ||
+        sig_len != sizeof cp->signature) {
+        cp->damage = "a column is missing or of the wrong size";
+        return;
+    }
+    memcpy(cp->hash, hash, sizeof cp->hash);
+    memcpy(cp->key, key, sizeof cp->key);
+    memcpy(cp->signature, sig, sizeof cp->signature);
+}
+
+int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
+                                store_audit_checkpoint_fn fn, void *arg)
+{
+    if (store_enter(store, "audit checkpoint scan") != 0 || fn == NULL)
+        return -1;
+    if (after_seq >= INT64_MAX || up_to_seq <= after_seq)
+        return 0;
+    if (up_to_seq > INT64_MAX)
+        up_to_seq = INT64_MAX;
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_SCAN);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)after_seq) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)up_to_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int visited = 0, rc;
+    store->in_callback = 1;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        store_audit_checkpoint_t cp;
+        row_checkpoint(stmt, &cp);
+        visited++;
+        if (visited == INT_MAX || fn(&cp, arg) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    store->in_callback = 0;
+    if (rc != SQLITE_DONE)
+        store_fail(store, "audit checkpoint scan");
+    store_stmt_finish(stmt);
+    return rc == SQLITE_DONE ? visited : -1;
+}
+
+/* ------------------------------------------------------------------ reader */
+
+static void reader_error(char *err, size_t errlen, const char *path, const char *why)
+{
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s: %s", path, why);
+}
+
+/* Read-only from the first byte: SQLITE_OPEN_READONLY, query_only, no
+ * PRAGMA that writes, no key. A WAL store needs its -shm index; SQLite
+ * creates it beside a copy whose folder is writable, and uses the running
+ * broker's otherwise. */
+store_t *store_open_reader(const char *path, char *err, size_t errlen)
+{
+    if (path == NULL || path[0] == '\0') {
+        reader_error(err, errlen, "store", "no store path");
+        return NULL;
+    }
+    store_t *store = calloc(1, sizeof *store);
+    if (store == NULL) {
+        reader_error(err, errlen, path, "out of memory");
+        return NULL;
+    }
+    store->audit_reader = 1;
+    int rc = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READONLY, NULL);
+    if (rc != SQLITE_OK) {
+        reader_error(err, errlen, path,
+                     store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
+        store_close(&store);
+        return NULL;
+    }
+    if (store_check_rc(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
+                       "busy_timeout") != 0 ||
+        store_pragma_set(store, "PRAGMA query_only = 1") != 0 ||
+        store_schema_check_readable(store, STORE_SCHEMA_AUDIT_VERSION) != 0) {
+        reader_error(err, errlen, path, store->errmsg);
+        store_close(&store);
+        return NULL;
+    }
+    return store;
+}

@@ -1,0 +1,368 @@
+/*
+ * audit_cmd.c — `schakelctl audit verify|subject|tail` (see audit_cmd.h).
+ *
+ * Works on a store file opened read-only without the store key (the
+ * broker's live file or a copy); verify needs only the broker's public
+ * key. Trusts nothing in the file: audit.c recomputes every hash and
+ * checks every signature. Exit codes are audit_cmd.h's; errors are one line
+ * on stderr.
+ */
+#include "audit_cmd.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "audit.h"
+#include "keys.h"
+#include "schakel_limits.h"
+#include "store.h"
+#include "syntax.h"
+
+/* The places docs/OPERATIONS.md "Files" gives them. */
+#define AUDIT_DEFAULT_STORE "/var/lib/schakel/store.db"
+#define AUDIT_DEFAULT_BROKER_KEY "/etc/schakel/keys/broker.pub"
+#define AUDIT_MAX_KEYS 8 /* --broker-key may be repeated (keys before and after a rotation) */
+#define AUDIT_TAIL_BATCH 256u
+#define AUDIT_TAIL_DEFAULT_LAST 10u
+
+static const char audit_usage[] =
+    "usage: schakelctl audit verify [--store PATH] [--broker-key FILE]... [--expect SEQ:HASH]\n"
+    "       schakelctl audit subject PSEUDONYM [--store PATH]\n"
+    "       schakelctl audit tail [--store PATH] [--from SEQ] [--count N] [--no-follow] "
+    "[--json]\n"
+    "\n"
+    "Reads the broker's audit trail from its store file, read-only and without the\n"
+    "store key; a copy of the file will do.\n"
+    "  verify    recompute the hash chain and check every signed checkpoint; report\n"
+    "            the trail intact (entries and checkpoints checked) or name the\n"
+    "            first broken entry\n"
+    "  subject   everything the trail holds about one data subject, as JSON (not\n"
+    "            itself recorded: ask the broker's admin endpoint for an audited export)\n"
+    "  tail      print entries as they are written, one key=value line each (or\n"
+    "            JSON with --json); subject pseudonyms are withheld\n"
+    "options:\n"
+    "  --store PATH        the store file (default " AUDIT_DEFAULT_STORE ")\n"
+    "  --broker-key FILE   the broker's public key, .pub; repeat it for keys used\n"
+    "                      before a rotation (default " AUDIT_DEFAULT_BROKER_KEY ")\n"
+    "  --expect SEQ:HASH   the hash a previous verify reported for entry SEQ: the\n"
+    "                      trail must still hold it (catches a trail cut back)\n"
+    "  --from SEQ          tail: start at entry SEQ (default: the last 10)\n"
+    "  --count N           tail: stop after N entries\n"
+    "  --no-follow         tail: stop at the end of the trail instead of waiting\n"
+    "  --json              tail: one JSON object per line\n"
+    "Exit status: 0 ok (verify: intact), 1 failure, 2 usage, 3 verify: the trail is broken.\n";
+
+static int audit_say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int audit_say(int code, const char *fmt, ...)
+{
+    va_list ap;
+    fputs("schakelctl audit: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (code == AUDIT_CMD_USAGE)
+        fputs("Run 'schakelctl audit --help' for usage.\n", stderr);
+    return code;
+}
+
+/* ------------------------------------------------------------------ options */
+
+typedef struct audit_options {
+    const char *store;
+    const char *keys[AUDIT_MAX_KEYS];
+    size_t n_keys;
+    const char *expect;
+    const char *subject;
+    uint64_t from;  /* 0: the last AUDIT_TAIL_DEFAULT_LAST */
+    uint64_t count; /* 0: no bound */
+    int no_follow;
+    int json;
+} audit_options_t;
+
+static int parse_u64(const char *text, uint64_t min, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    if (text == NULL || text[0] < '0' || text[0] > '9')
+        return -1;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno != 0 || *end != '\0' || value < min || value > INT64_MAX)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+/* One option with a value (argv[*i] names it). Returns 0, or a usage exit. */
+static int option_value(audit_options_t *o, const char *sub, int argc, char **argv, int *i)
+{
+    const char *name = argv[*i];
+    if (*i + 1 >= argc)
+        return audit_say(AUDIT_CMD_USAGE, "%s needs a value", name);
+    const char *value = argv[++*i];
+    int is_tail = strcmp(sub, "tail") == 0, is_verify = strcmp(sub, "verify") == 0;
+    if (strcmp(name, "--store") == 0) {
+        o->store = value;
+    } else if (strcmp(name, "--broker-key") == 0 && is_verify) {
+        if (o->n_keys == AUDIT_MAX_KEYS)
+            return audit_say(AUDIT_CMD_USAGE, "at most %d --broker-key options", AUDIT_MAX_KEYS);
+        o->keys[o->n_keys++] = value;
+    } else if (strcmp(name, "--expect") == 0 && is_verify) {
+        o->expect = value;
+    } else if (strcmp(name, "--from") == 0 && is_tail) {
+        if (parse_u64(value, 1, &o->from) != 0)
+            return audit_say(AUDIT_CMD_USAGE, "--from needs a seq (1 or more)");
+    } else if (strcmp(name, "--count") == 0 && is_tail) {
+        if (parse_u64(value, 1, &o->count) != 0)
+            return audit_say(AUDIT_CMD_USAGE, "--count needs a number (1 or more)");
+    } else {
+        return audit_say(AUDIT_CMD_USAGE, "'%s' is not an option of audit %s", name, sub);
+    }
+    return 0;
+}
+
+/* Returns 0, -1 after printing the help, or a usage exit. */
+static int options_parse(audit_options_t *o, const char *sub, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    o->store = AUDIT_DEFAULT_STORE;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(audit_usage, stdout);
+            return -1;
+        }
+        if (strcmp(a, "--json") == 0 && strcmp(sub, "tail") == 0) {
+            o->json = 1;
+        } else if (strcmp(a, "--no-follow") == 0 && strcmp(sub, "tail") == 0) {
+            o->no_follow = 1;
+        } else if (strncmp(a, "--", 2) == 0) {
+            int rc = option_value(o, sub, argc, argv, &i);
+            if (rc != 0)
+                return rc;
+        } else if (strcmp(sub, "subject") == 0 && o->subject == NULL) {
+            o->subject = a;
+        } else {
+            return audit_say(AUDIT_CMD_USAGE, "unexpected argument '%s'", a);
+        }
+    }
+    if (strcmp(sub, "subject") == 0 && o->subject == NULL)
+        return audit_say(AUDIT_CMD_USAGE, "audit subject needs a PSEUDONYM");
+    if (strcmp(sub, "verify") == 0 && o->n_keys == 0)
+        o->keys[o->n_keys++] = AUDIT_DEFAULT_BROKER_KEY;
+    return 0;
+}
+
+static store_t *open_store(const char *path)
+{
+    char err[512];
+    store_t *store = store_open_reader(path, err, sizeof err);
+    if (store == NULL)
+        audit_say(AUDIT_CMD_FAILED, "cannot read the store: %s", err);
+    return store;
+}
+
+/* ------------------------------------------------------------------ verify */
+
+static int parse_anchor(const char *text, audit_anchor_t *anchor)
+{
+    char seq_text[24];
+    const char *colon = text != NULL ? strchr(text, ':') : NULL;
+    if (colon == NULL || (size_t)(colon - text) >= sizeof seq_text)
+        return -1;
+    memcpy(seq_text, text, (size_t)(colon - text));
+    seq_text[colon - text] = '\0';
+    if (parse_u64(seq_text, 1, &anchor->seq) != 0 || strlen(colon + 1) != 64 ||
+        syntax_unhex(colon + 1, anchor->hash, sizeof anchor->hash) != 0)
+        return -1;
+    return 0;
+}
+
+static void print_intact(const audit_verify_report_t *r)
+{
+    char when[32], hash[65];
+    printf("audit trail intact: %llu entries, %llu checkpoints verified\n",
+           (unsigned long long)r->entries, (unsigned long long)r->checkpoints);
+    if (r->last_checkpoint_seq > 0) {
+        audit_format_time(r->last_checkpoint_at, when, sizeof when);
+        syntax_hex(r->last_checkpoint_hash, sizeof r->last_checkpoint_hash, hash);
+        printf("last checkpoint: seq %llu at %s, hash %s\n",
+               (unsigned long long)r->last_checkpoint_seq, when, hash);
+    }
+    if (r->last_seq > r->last_checkpoint_seq)
+        printf("not yet under a checkpoint: %llu entries (the broker signs them within %d s "
+               "or %u entries)\n",
+               (unsigned long long)(r->last_seq - r->last_checkpoint_seq),
+               SCHAKEL_AUDIT_CHECKPOINT_IVL_S, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    if (r->last_seq > 0) {
+        syntax_hex(r->last_hash, sizeof r->last_hash, hash);
+        printf("anchor for the next verification: --expect %llu:%s\n",
+               (unsigned long long)r->last_seq, hash);
+    }
+}
+
+static int audit_verify_cmd(const audit_options_t *o)
+{
+    uint8_t keys[AUDIT_MAX_KEYS][32];
+    audit_anchor_t anchor;
+    char err[512];
+    if (o->expect != NULL && parse_anchor(o->expect, &anchor) != 0)
+        return audit_say(AUDIT_CMD_USAGE, "--expect needs SEQ:HASH (HASH: 64 hex digits)");
+    for (size_t i = 0; i < o->n_keys; i++)
+        if (keys_load_public(o->keys[i], keys[i], err, sizeof err) != 0)
+            return audit_say(AUDIT_CMD_FAILED, "cannot read the broker key: %s", err);
+    store_t *store = open_store(o->store);
+    if (store == NULL)
+        return AUDIT_CMD_FAILED;
+    audit_verify_report_t report;
+    int rc = audit_verify(store, (const uint8_t(*)[32])keys, o->n_keys,
+                          o->expect != NULL ? &anchor : NULL, &report);
+    store_close(&store);
+    if (rc != 0)
+        return audit_say(AUDIT_CMD_FAILED, "%s", report.problem);
+    if (report.intact) {
+        print_intact(&report);
+        return AUDIT_CMD_OK;
+    }
+    printf("audit trail BROKEN at entry %llu: %s\n", (unsigned long long)report.broken_seq,
+           report.problem);
+    printf("verified before it: %llu entries, %llu checkpoints\n",
+           (unsigned long long)report.entries, (unsigned long long)report.checkpoints);
+    return AUDIT_CMD_BROKEN;
+}
+
+/* ------------------------------------------------------------------ subject */
+
+static int audit_subject_cmd(const audit_options_t *o)
+{
+    char err[512], *json = NULL;
+    if (!syntax_is_pseudonym(o->subject))
+        return audit_say(AUDIT_CMD_USAGE, "'%s' is not a pseudonym", o->subject);
+    store_t *store = open_store(o->store);
+    if (store == NULL)
+        return AUDIT_CMD_FAILED;
+    int rc = audit_subject_export(store, o->subject, &json, err, sizeof err);
+    store_close(&store);
+    if (rc != 0)
+        return audit_say(AUDIT_CMD_FAILED, "%s", err);
+    fputs(json, stdout);
+    free(json);
+    fprintf(stderr, "schakelctl audit: an offline export is not itself recorded in the broker's "
+                    "trail\n");
+    return fflush(stdout) == 0 ? AUDIT_CMD_OK : AUDIT_CMD_FAILED;
+}
+
+/* ------------------------------------------------------------------ tail */
+
+static volatile sig_atomic_t tail_interrupted;
+
+static void tail_on_signal(int sig)
+{
+    (void)sig;
+    tail_interrupted = 1;
+}
+
+typedef struct tail_state {
+    const audit_options_t *options;
+    uint64_t after;   /* the last seq printed */
+    uint64_t printed;
+    int failed;       /* out of memory or stdout gone */
+} tail_state_t;
+
+static int tail_print(const store_audit_entry_t *e, void *arg)
+{
+    tail_state_t *st = arg;
+    /* Subjects are withheld: tail is for watching the broker, not people. */
+    char *text = st->options->json ? audit_entry_json(e, 1) : audit_entry_line(e, 1);
+    if (text == NULL || puts(text) == EOF) {
+        free(text);
+        st->failed = 1;
+        return 1;
+    }
+    free(text);
+    st->after = e->seq;
+    st->printed++;
+    return st->options->count != 0 && st->printed >= st->options->count;
+}
+
+static int tail_start(store_t *store, const audit_options_t *o, uint64_t *after)
+{
+    store_audit_tail_t tail;
+    if (o->from != 0) {
+        *after = o->from - 1;
+        return 0;
+    }
+    if (store_audit_tail(store, &tail) != 0)
+        return -1;
+    *after = tail.seq > AUDIT_TAIL_DEFAULT_LAST ? tail.seq - AUDIT_TAIL_DEFAULT_LAST : 0;
+    return 0;
+}
+
+/* Read, print, wait SCHAKEL_AUDIT_TAIL_POLL_MS, again: each read is its
+ * own short read transaction, so the broker's WAL checkpoints are never
+ * held up for long. */
+static int audit_tail_cmd(const audit_options_t *o)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = tail_on_signal; /* no SA_RESTART: the wait ends at once */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    store_t *store = open_store(o->store);
+    if (store == NULL)
+        return AUDIT_CMD_FAILED;
+    tail_state_t st = {.options = o};
+    int rc = tail_start(store, o, &st.after);
+    while (rc == 0 && !tail_interrupted) {
+        int n = store_audit_scan(store, st.after, AUDIT_TAIL_BATCH, tail_print, &st);
+        if (n < 0 || st.failed || fflush(stdout) != 0) {
+            rc = -1;
+            break;
+        }
+        if (o->count != 0 && st.printed >= o->count)
+            break;
+        if ((size_t)n == AUDIT_TAIL_BATCH)
+            continue;
+        if (o->no_follow)
+            break;
+        struct timespec wait = {.tv_sec = SCHAKEL_AUDIT_TAIL_POLL_MS / 1000,
+                                .tv_nsec = (SCHAKEL_AUDIT_TAIL_POLL_MS % 1000) * 1000000L};
+        nanosleep(&wait, NULL);
+    }
+    if (rc != 0 && !st.failed)
+        audit_say(AUDIT_CMD_FAILED, "cannot read the trail: %s", store_errmsg(store));
+    store_close(&store);
+    return rc == 0 ? AUDIT_CMD_OK : AUDIT_CMD_FAILED;
+}
+
+/* ------------------------------------------------------------------ main */
+
+int audit_cmd_main(int argc, char **argv)
+{
+    audit_options_t o;
+    if (argc < 2)
+        return audit_say(AUDIT_CMD_USAGE, "no audit command given (verify, subject, tail)");
+    const char *sub = argv[1];
+    if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 || strcmp(sub, "help") == 0) {
+        fputs(audit_usage, stdout);
+        return AUDIT_CMD_OK;
+    }
+    if (strcmp(sub, "verify") != 0 && strcmp(sub, "subject") != 0 && strcmp(sub, "tail") != 0)
+        return audit_say(AUDIT_CMD_USAGE, "unknown audit command '%s'", sub);
+    int rc = options_parse(&o, sub, argc, argv);
+    if (rc != 0)
+        return rc < 0 ? AUDIT_CMD_OK : rc;
+    if (keys_init() != 0)
+        return audit_say(AUDIT_CMD_FAILED, "libsodium cannot initialise");
+    if (strcmp(sub, "verify") == 0)
+        return audit_verify_cmd(&o);
+    if (strcmp(sub, "subject") == 0)
+        return audit_subject_cmd(&o);
+    return audit_tail_cmd(&o);
+}

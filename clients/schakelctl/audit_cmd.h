@@ -1,0 +1,21 @@
+/*
+ * audit_cmd.h — `schakelctl audit verify|subject|tail`: the broker's audit
+ * trail read offline from a store file (read-only, without the store key;
+ * a copy of the file will do). docs/OPERATIONS.md "Audit trail" describes
+ * the commands, their output and the encodings they check.
+ */
+#ifndef SCHAKEL_AUDIT_CMD_H
+#define SCHAKEL_AUDIT_CMD_H
+
+/* Exit codes of the audit commands. */
+#define AUDIT_CMD_OK 0     /* done; for verify: the trail is intact */
+#define AUDIT_CMD_FAILED 1 /* could not do it: unreadable store or key file */
+#define AUDIT_CMD_USAGE 2  /* bad arguments */
+#define AUDIT_CMD_BROKEN 3 /* verify: the trail is broken (the first broken entry is named) */
+
+/* Run `schakelctl audit ...`: argv[0] is "audit", argv[1] the subcommand
+ * (verify, subject, tail, help). Writes results to stdout, errors to
+ * stderr, and returns one of the exit codes above. */
+int audit_cmd_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * ctl_show.c — `schakelctl status`, `partners`, `rules` and `reload`: ask
+ * the broker's admin endpoint and print its answer as a human table, or
+ * with --json as the broker's JSON document.
+ *
+ * Trusts the broker's answer for its values, not its shape: a member that
+ * is missing or of the wrong type prints as "-". Text from the answer goes
+ * through ctl_put_safe before it reaches a terminal.
+ */
+#include "ctl.h"
+
+#include <getopt.h>
+#include <string.h>
+
+typedef int (*ctl_print_fn)(const json_t *doc);
+
+static int ctl_show_status(const json_t *doc);
+static int ctl_show_partners(const json_t *doc);
+static int ctl_show_rules(const json_t *doc);
+static int ctl_show_reload(const json_t *doc);
+
+static const struct {
+    const char *command;
+    const char *summary;
+    ctl_print_fn print;
+} ctl_show_commands[] = {
+    {"status", "uptime, version, policy, connections, message counters, backlog, store size",
+     ctl_show_status},
+    {"partners", "per partner and principal: connected, last seen, backlog, refusals",
+     ctl_show_partners},
+    {"rules", "the rules in force: ids, hashes, scope, purposes, legal bases, retention",
+     ctl_show_rules},
+    {"reload", "reload the broker's policy file now (as SIGHUP does) and report the outcome",
+     ctl_show_reload},
+};
+
+static void ctl_show_usage(const char *command, const char *summary)
+{
+    printf("usage: schakelctl %s [OPTIONS]\n\n%s.\n\n" CTL_COMMON_HELP, command, summary);
+}
+
+/* "label       value" with the value made safe. */
+static void ctl_row(const char *label, const char *value)
+{
+    printf("%-13s ", label);
+    ctl_put_safe(stdout, value);
+    putchar('\n');
+}
+
+/* ------------------------------------------------------------------ status */
+
+static int ctl_show_status(const json_t *doc)
+{
+    char text[512], when[40], span[40], size[40], db[40], wal[40];
+    const json_t *policy = json_object_get(doc, "policy");
+    const json_t *messages = json_object_get(doc, "messages");
+    const json_t *auth = json_object_get(doc, "handshakes");
+    const json_t *store = json_object_get(doc, "store");
+    snprintf(text, sizeof text, "%s (protocol %lld)", ctl_json_string(doc, "version", "-"),
+             ctl_json_int(doc, "protocol", 0));
+    ctl_row("version", text);
+    ctl_format_duration(ctl_json_int(doc, "uptime_s", 0), span, sizeof span);
+    ctl_format_time(ctl_json_int(doc, "started_at", 0), when, sizeof when);
+    snprintf(text, sizeof text, "%s (since %s)", span, when);
+    ctl_row("uptime", text);
+    snprintf(text, sizeof text, "%s (admin %s)", ctl_json_string(doc, "endpoint", "-"),
+             ctl_json_string(doc, "admin_endpoint", "-"));
+    ctl_row("endpoint", text);
+    ctl_format_time(ctl_json_int(policy, "loaded_at", 0), when, sizeof when);
+    snprintf(text, sizeof text, "%s (%s, loaded %s)", ctl_json_string(policy, "hash", "-"),
+             ctl_json_string(policy, "path", "-"), when);
+    ctl_row("policy", text);
+    snprintf(text, sizeof text, "%lld partners, %lld principals, %lld rules",
+             ctl_json_int(policy, "partners", 0), ctl_json_int(policy, "principals", 0),
+             ctl_json_int(policy, "rules", 0));
+    ctl_row("", text);
+    snprintf(text, sizeof text, "%lld principals, %lld connections",
+             ctl_json_int(doc, "connected_principals", 0), ctl_json_int(doc, "connections", 0));
+    ctl_row("connected", text);
+    snprintf(text, sizeof text, "accepted %lld, refused %lld, delivered %lld, acked %lld, "
+             "duplicates %lld",
+             ctl_json_int(messages, "accepted", 0), ctl_json_int(messages, "refused", 0),
+             ctl_json_int(messages, "delivered", 0), ctl_json_int(messages, "acked", 0),
+             ctl_json_int(messages, "duplicates", 0));
+    ctl_row("messages", text);
+    snprintf(text, sizeof text, "admitted %lld, refused %lld", ctl_json_int(auth, "admitted", 0),
+             ctl_json_int(auth, "refused", 0));
+    ctl_row("handshakes", text);
+    long long backlog = ctl_json_int(doc, "backlog", -1);
+    if (backlog >= 0)
+        snprintf(text, sizeof text, "%lld deliveries waiting", backlog);
+    else
+        snprintf(text, sizeof text, "unknown (%s)", ctl_json_string(store, "error", "-"));
+    ctl_row("backlog", text);
+    ctl_format_bytes(ctl_json_int(store, "bytes", 0), size, sizeof size);
+    ctl_format_bytes(ctl_json_int(store, "db_bytes", 0), db, sizeof db);
+    ctl_format_bytes(ctl_json_int(store, "wal_bytes", 0), wal, sizeof wal);
+    snprintf(text, sizeof text, "%s (database %s, WAL %s) %s", size, db, wal,
+             ctl_json_string(store, "path", "-"));
+    ctl_row("store", text);
+    return CTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ partners */
+
+static void ctl_partner_row(const json_t *row, const char *indent, const char *role)
+{
+    char name[200], when[40], backlog[24], connected[24];
+    snprintf(name, sizeof name, "%s%s", indent, ctl_json_string(row, "id", "-"));
+    ctl_format_time(ctl_json_int(row, "last_seen", 0), when, sizeof when);
+    long long waiting = ctl_json_int(row, "backlog", -1);
+    if (waiting >= 0)
+        snprintf(backlog, sizeof backlog, "%lld", waiting);
+    else
+        snprintf(backlog, sizeof backlog, "?");
+    snprintf(connected, sizeof connected, "%s%s", ctl_json_bool(row, "connected") ? "yes" : "no",
+             ctl_json_bool(row, "receiving") ? " (recv)" : "");
+    size_t width = strlen(name);
+    ctl_put_safe(stdout, name);
+    printf("%*s", width < 34 ? (int)(34 - width) : 1, "");
+    printf("%-11s %-11s %-20s %8s %9lld\n", role, connected, when, backlog,
+           ctl_json_int(row, "refusals", 0));
+}
+
+static int ctl_show_partners(const json_t *doc)
+{
+    const json_t *partners = json_object_get(doc, "partners");
+    size_t i, k;
+    const json_t *partner, *principal;
+    printf("%-34s%-11s %-11s %-20s %8s %9s\n", "PARTNER / PRINCIPAL", "ROLE", "CONNECTED",
+           "LAST SEEN", "BACKLOG", "REFUSALS");
+    json_array_foreach(partners, i, partner)
+    {
+        ctl_partner_row(partner, "", "");
+        json_array_foreach(json_object_get(partner, "principals"), k, principal)
+            ctl_partner_row(principal, "  ", ctl_json_string(principal, "role", "-"));
+    }
+    return CTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ rules */
+
+/* The strings of a JSON array joined with ", " (made safe when printed). */
+static void ctl_put_list(const json_t *array)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(array, i, item)
+    {
+        if (i > 0)
+            fputs(", ", stdout);
+        ctl_put_safe(stdout, json_string_value(item));
+    }
+    if (json_array_size(array) == 0)
+        fputs("-", stdout);
+}
+
+static void ctl_rule_side(const json_t *rule, const char *partners, const char *roles)
+{
+    ctl_put_list(json_object_get(rule, partners));
+    fputs(" (", stdout);
+    ctl_put_list(json_object_get(rule, roles));
+    fputs(")", stdout);
+}
+
+static void ctl_rule_detail(const char *label, const char *text)
+{
+    printf("    %-12s ", label);
+    ctl_put_safe(stdout, text);
+    putchar('\n');
+}
+
+static int ctl_show_rules(const json_t *doc)
+{
+    const json_t *rules = json_object_get(doc, "rules"), *rule;
+    size_t i;
+    printf("policy %s: %zu rules\n", ctl_json_string(doc, "policy_hash", "-"),
+           json_array_size(rules));
+    json_array_foreach(rules, i, rule)
+    {
+        char hash[13];
+        snprintf(hash, sizeof hash, "%s", ctl_json_string(rule, "hash", "-"));
+        putchar('\n');
+        ctl_put_safe(stdout, ctl_json_string(rule, "id", "-"));
+        printf("  hash %s  line %lld  retention %s%s\n", hash, ctl_json_int(rule, "line", 0),
+               ctl_json_string(rule, "retention", "-"),
+               ctl_json_bool(rule, "require_case_ref") ? "  requires case_ref" : "");
+        printf("    %-12s ", "from");
+        ctl_rule_side(rule, "from", "from_roles");
+        printf("\n    %-12s ", "to");
+        ctl_rule_side(rule, "to", "to_roles");
+        const char *lists[][2] = {
+            {"kinds", "kinds"}, {"themes", "themes"}, {"areas", "areas"}, {"fields", "fields"}};
+        for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+            printf("\n    %-12s ", lists[l][0]);
+            ctl_put_list(json_object_get(rule, lists[l][1]));
+        }
+        putchar('\n');
+        ctl_rule_detail("purpose", ctl_json_string(rule, "purpose", "-"));
+        ctl_rule_detail("legal basis", ctl_json_string(rule, "legal_basis", "-"));
+    }
+    return CTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ reload */
+
+static int ctl_show_reload(const json_t *doc)
+{
+    printf("reloaded %s: policy %s -> %s%s; %lld connection%s dropped\n",
+           ctl_json_string(doc, "policy", "-"), ctl_json_string(doc, "old_hash", "-"),
+           ctl_json_string(doc, "new_hash", "-"),
+           ctl_json_bool(doc, "changed") ? "" : " (unchanged)",
+           ctl_json_int(doc, "sessions_dropped", 0),
+           ctl_json_int(doc, "sessions_dropped", 0) == 1 ? "" : "s");
+    return CTL_EXIT_OK;
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+/* The broker refused the command (reload of a bad policy, ...). */
+static int ctl_show_failed(const char *command, const ctl_answer_t *answer, int json)
+{
+    ctl_say("%s failed: %s", command, answer->error ? answer->error : "no reason given");
+    const char *kept = ctl_json_string(answer->json, "kept_hash", NULL);
+    if (kept != NULL)
+        ctl_say("the policy in force stays: %s", kept);
+    if (json && answer->json != NULL) {
+        json_t *copy = json_deep_copy(answer->json);
+        if (copy != NULL && json_object_set_new(copy, "error",
+                                                json_string(answer->error ? answer->error : "")) ==
+                                0)
+            ctl_print_json(copy);
+        json_decref(copy);
+    }
+    return CTL_EXIT_FAILURE;
+}
+
+int ctl_show_main(int argc, char **argv)
+{
+    static const struct option options[] = {CTL_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
+    size_t which = 0;
+    while (strcmp(ctl_show_commands[which].command, argv[0]) != 0)
+        which++;
+    const char *command = ctl_show_commands[which].command;
+    ctl_options_t opts;
+    ctl_options_init(&opts);
+    int option;
+    opterr = 0;
+    while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+        int rc = ctl_common_option(&opts, option, optarg);
+        if (rc < 0)
+            return CTL_EXIT_USAGE;
+        if (rc == 0)
+            return ctl_usage_error(command, "unknown or incomplete option '%s'",
+                                   argv[optind - 1]);
+    }
+    if (opts.help) {
+        ctl_show_usage(command, ctl_show_commands[which].summary);
+        return CTL_EXIT_OK;
+    }
+    if (optind != argc)
+        return ctl_usage_error(command, "%s takes no arguments ('%s')", command, argv[optind]);
+    ctl_conn_t *conn = NULL;
+    int rc = ctl_conn_open(&opts, &conn);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    ctl_answer_t answer;
+    rc = ctl_conn_request(conn, command, NULL, 0, opts.timeout_ms, &answer);
+    ctl_conn_close(&conn);
+    if (rc != CTL_EXIT_OK)
+        return rc;
+    if (!answer.ok)
+        rc = ctl_show_failed(command, &answer, opts.json);
+    else if (answer.json == NULL || !json_is_object(answer.json)) {
+        ctl_say("the broker answered '%s' without a JSON object", command);
+        rc = CTL_EXIT_FAILURE;
+    } else if (opts.json)
+        rc = ctl_print_json(answer.json) == 0 ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+    else
+        rc = ctl_show_commands[which].print(answer.json);
+    ctl_answer_free(&answer);
+    if (rc == CTL_EXIT_OK && fflush(stdout) != 0)
+        rc = CTL_EXIT_FAILURE;
+    return rc;
+}

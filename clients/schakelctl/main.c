@@ -1,0 +1,67 @@
+/*
+ * main.c — `schakelctl`, the operators' tool: dispatches to the commands
+ * that ask the broker's admin endpoint (status, partners, rules, reload),
+ * the policy commands that need no broker (policy check, policy explain),
+ * and the audit commands (audit_cmd.c).
+ *
+ * Trusts nothing on the command line; every command parses its own
+ * options. Exit codes: 0 ok, 1 the command failed, 2 usage, 4 cannot reach
+ * or authenticate to the broker.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "audit_cmd.h"
+#include "ctl.h"
+#include "schakel_limits.h"
+
+/* The audit commands are their own module; a build without it says so
+ * rather than failing to link (the weak reference is NULL then). */
+extern int audit_cmd_main(int argc, char **argv) __attribute__((weak));
+
+static const char main_usage[] =
+    "usage: schakelctl COMMAND [OPTIONS]\n"
+    "\n"
+    "commands (ask the broker's admin endpoint, operator keys only):\n"
+    "  status          uptime, version, policy, connections, counters, backlog, store size\n"
+    "  partners        per partner and principal: connected, last seen, backlog, refusals\n"
+    "  rules           the rules in force: ids, hashes, scope, purposes, legal bases\n"
+    "  reload          reload the broker's policy now and report the outcome\n"
+    "commands without a broker:\n"
+    "  policy check FILE      validate a policy file (FILE:LINE: errors)\n"
+    "  policy explain ...     which rule would decide about a signal, and what passes\n"
+    "  audit ...              the audit trail (see schakelctl audit --help)\n"
+    "\n"
+    "Run 'schakelctl COMMAND --help' for the options of a command; see schakelctl(8).\n"
+    "Exit status: 0 ok, 1 the command failed, 2 usage, 4 cannot reach or\n"
+    "authenticate to the broker.\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return ctl_usage_error(NULL, "no command given");
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
+        strcmp(command, "help") == 0) {
+        fputs(main_usage, stdout);
+        return CTL_EXIT_OK;
+    }
+    if (strcmp(command, "--version") == 0) {
+        printf("schakelctl %s (protocol %u)\n", SCHAKEL_VERSION, SCHAKEL_PROTOCOL_VERSION);
+        return CTL_EXIT_OK;
+    }
+    /* Commands see argv[0] = their own name, as getopt expects. */
+    if (strcmp(command, "status") == 0 || strcmp(command, "partners") == 0 ||
+        strcmp(command, "rules") == 0 || strcmp(command, "reload") == 0)
+        return ctl_show_main(argc - 1, argv + 1);
+    if (strcmp(command, "policy") == 0)
+        return ctl_policy_main(argc - 1, argv + 1);
+    if (strcmp(command, "audit") == 0) {
+        if (audit_cmd_main == NULL) {
+            ctl_say("this schakelctl was built without the audit commands");
+            return CTL_EXIT_FAILURE;
+        }
+        return audit_cmd_main(argc - 1, argv + 1);
+    }
+    return ctl_usage_error(NULL, "unknown command '%s'", command);
+}

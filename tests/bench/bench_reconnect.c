@@ -1,0 +1,1863 @@
+/*
+ * bench_reconnect.c — a reconnect storm against one broker: thousands of
+ * short connections with registered keys, unregistered keys and raw DEALERs
+ * that never send a frame, and the broker's memory before, during and after.
+ *
+ * Owns a temporary folder under /tmp (keys, policy, config, store, broker
+ * log) and the one schakeld it starts there on a run-time loopback port; it
+ * ends only that PID. Trusts nothing the broker answers: every whoami,
+ * refusal, acceptance and delivery is checked. Bounded by a deadline. Exit
+ * status: 0 when every cycle had the expected outcome and the broker served
+ * correctly afterwards, 1 otherwise, 2 on a usage error.
+ */
+/* mkdtemp, nftw, pipe2 */
+#define _GNU_SOURCE
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "keys.h"
+#include "schakel.h"
+#include "schakel_limits.h"
+#include "wire.h"
+
+extern char **environ;
+
+#define RECONNECT_DEFAULT_COUNT 5000u
+#define RECONNECT_MAX_COUNT 10000000u
+#define RECONNECT_DEFAULT_WARMUP 100u /* cycles: 300 connections before the baseline */
+#define RECONNECT_DEFAULT_PRINCIPALS 4u
+#define RECONNECT_MAX_PRINCIPALS 64u
+#define RECONNECT_DEFAULT_PUBLISH_EVERY 10u
+#define RECONNECT_DEFAULT_SAMPLE_EVERY 500u
+#define RECONNECT_DEFAULT_MARGIN_MIB 5u
+/* What the broker holds, by design, per session until it expires: a
+ * 448-byte session_t, its routing-id copy and hash slots at 25-50 % load,
+ * about 0.6 KiB (0.6-0.7 KiB measured); freed sessions' pages stay with
+ * malloc for reuse, so their high-water mark stays in VmRSS. */
+#define RECONNECT_SESSION_ALLOWANCE_BYTES 1024
+#define RECONNECT_MIN_SESSIONS_PER_RATIO 100 /* fewer: bytes per session mean nothing */
+#define RECONNECT_POLL_MS 100                /* /proc reading interval while settling and waiting */
+#define RECONNECT_SETTLE_MAX_MS 5000         /* settling: at most this long ... */
+#define RECONNECT_SETTLE_STABLE_POLLS 10     /* ... or until VmRSS is unchanged for 1 s */
+#define RECONNECT_START_TIMEOUT_MS 15000
+#define RECONNECT_STOP_TIMEOUT_MS 30000
+#define RECONNECT_CALL_TIMEOUT_MS 10000 /* one connect, whoami or publish at most */
+#define RECONNECT_RAW_TIMEOUT_MS 5000   /* one raw DEALER waiting for its socket event */
+#define RECONNECT_DRAIN_SILENCE_MS 15000
+#define RECONNECT_CHECK_TIMEOUT_MS 120000 /* the whole service check at most */
+/* The broker expires idle sessions in a housekeeping pass once a second:
+ * a session is gone at most timeout + 1 s after its last frame. */
+#define RECONNECT_EXPIRY_MARGIN_MS 2000
+#define RECONNECT_PLATEAU_MS (SCHAKEL_SESSION_TIMEOUT_MS + RECONNECT_EXPIRY_MARGIN_MS)
+/* Idle check, two settlings, the expiry wait and the service check. */
+#define RECONNECT_AFTER_STORM_MS                                                                   \
+    (RECONNECT_CALL_TIMEOUT_MS + 2 * RECONNECT_SETTLE_MAX_MS + RECONNECT_PLATEAU_MS +              \
+     RECONNECT_CHECK_TIMEOUT_MS)
+#define RECONNECT_RECIPIENT "ontvanger/systeem"
+#define RECONNECT_PARTNER "bron"
+#define RECONNECT_REF_BYTES 48
+
+static volatile sig_atomic_t reconnect_interrupted;
+
+/* ------------------------------------------------------------------ types */
+
+/* What a raw DEALER does before it closes; none of them sends a frame. */
+enum raw_kind {
+    RAW_SILENT, /* registered CURVE key: handshake completes, then silence and close */
+    RAW_NULL,   /* no CURVE at all: the broker refuses the mechanism */
+    RAW_ABORT,  /* CURVE: closes as soon as TCP is up, mid-handshake */
+    RAW_KINDS
+};
+
+/* The connections a cycle makes (--kinds); all three by default. */
+enum cycle_kind { KIND_VALID = 1, KIND_INVALID = 2, KIND_RAW = 4, KIND_ALL = 7 };
+
+static const char *const reconnect_raw_names[RAW_KINDS] = {"handshake_then_silent",
+                                                           "null_mechanism", "tcp_then_close"};
+
+typedef struct reconnect_options {
+    uint64_t count;
+    unsigned warmup;
+    unsigned principals;
+    unsigned publish_every;
+    unsigned sample_every;
+    unsigned max_connections;
+    unsigned margin_mib;
+    double deadline_s; /* 0: derived from count */
+    int expiry_wait;
+    unsigned kinds; /* enum cycle_kind bits */
+    const char *json_path;
+    const char *log_level;
+    int keep;
+} reconnect_options_t;
+
+typedef struct proc_mem {
+    long rss_kib, hwm_kib, anon_kib, file_kib, shmem_kib;
+    int threads, fds;
+} proc_mem_t;
+
+typedef struct mem_sample {
+    uint64_t cycles;
+    double at_s; /* since the storm started */
+    proc_mem_t mem;
+} mem_sample_t;
+
+/* Outcomes of the cycles of one phase (warm-up or storm). */
+typedef struct storm_counts {
+    uint64_t cycles;
+    uint64_t valid_ok, whoami_ok, publish_ok, valid_failed, too_many;
+    uint64_t invalid_auth, invalid_wrong, invalid_admitted;
+    uint64_t raw_done[RAW_KINDS], raw_failed;
+} storm_counts_t;
+
+typedef struct service_check {
+    int ran, ok;
+    int final_accepted, final_delivered;
+    uint64_t expected, delivered, distinct, unknown, duplicates;
+    int64_t backlog_after; /* -1: not known */
+} service_check_t;
+
+typedef struct settle_result {
+    proc_mem_t mem;
+    int settled; /* VmRSS stopped changing within the bound */
+    double waited_ms;
+} settle_result_t;
+
+typedef struct bench {
+    reconnect_options_t opt;
+    int64_t started_ms, deadline_ms;
+    char dir[64];
+    char config_path[128], policy_path[128], store_path[128], log_path[128], broker_pub[128];
+    char principal_ids[RECONNECT_MAX_PRINCIPALS][32];
+    char valid_keys[RECONNECT_MAX_PRINCIPALS][160];
+    char stranger_key[160]; /* replaced by a fresh unregistered key for every attempt */
+    char recipient_key[160];
+    pid_t broker_pid;
+    int broker_pidfd;
+    char endpoint[128];
+    int64_t observed_at;
+    /* raw DEALERs: one context, the first principal's key, the broker's key */
+    void *raw_ctx;
+    keypair_t *raw_key;
+    uint8_t broker_curve_pk[32];
+    uint64_t raw_serial;
+    /* item seqs of every accepted publish, in publish order */
+    uint64_t *accepted;
+    size_t n_accepted, cap_accepted;
+    int64_t last_valid_ms; /* when the broker last answered a valid connection */
+    /* when each registered connection's last frame was answered: the broker
+     * keeps a session per such connection until it expires */
+    int64_t *session_ms;
+    size_t n_session_ms, cap_session_ms;
+    storm_counts_t warm, storm;
+    double storm_s;
+    int64_t storm_started_ms;
+    mem_sample_t *samples;
+    size_t n_samples, cap_samples;
+    proc_mem_t baseline;
+    settle_result_t baseline_settle, settled, final;
+    int final_after_expiry;
+    long client_rss_baseline_kib, client_rss_final_kib;
+    atomic_long peak_rss_kib; /* highest VmRSS seen from the baseline on */
+    atomic_int sampler_run;
+    pthread_t sampler;
+    int sampler_started;
+    service_check_t check;
+    int completed; /* every cycle ran */
+    int broker_exit;
+    long long log_bytes;
+    char problem[512];     /* the first thing that stopped the run */
+    char first_wrong[512]; /* the first cycle with an unexpected outcome */
+} bench_t;
+
+/* ------------------------------------------------------------------ small helpers */
+
+static int64_t reconnect_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void reconnect_problem(bench_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Keep the first problem: later ones are usually its consequences. */
+static void reconnect_problem(bench_t *b, const char *fmt, ...)
+{
+    if (b->problem[0] != '\0')
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->problem, sizeof b->problem, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "bench_reconnect: %s\n", b->problem);
+}
+
+static void reconnect_wrong(bench_t *b, uint64_t cycle, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* An unexpected outcome of one connection: counted by the caller, the
+ * first one kept in words. */
+static void reconnect_wrong(bench_t *b, uint64_t cycle, const char *fmt, ...)
+{
+    if (b->first_wrong[0] != '\0')
+        return;
+    char text[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    snprintf(b->first_wrong, sizeof b->first_wrong, "cycle %" PRIu64 ": %s", cycle, text);
+    fprintf(stderr, "bench_reconnect: %s\n", b->first_wrong);
+}
+
+/* The broker process has exited (without reaping it). */
+static int reconnect_broker_gone(const bench_t *b)
+{
+    if (b->broker_pid <= 0)
+        return 1;
+    if (b->broker_pidfd < 0)
+        return kill(b->broker_pid, 0) != 0;
+    struct pollfd p = {.fd = b->broker_pidfd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Timeout for one blocking call: what is left until the deadline, capped. */
+static int reconnect_call_timeout(const bench_t *b)
+{
+    int64_t left = b->deadline_ms - reconnect_now_ms();
+    if (left <= 0)
+        return 0;
+    return left < RECONNECT_CALL_TIMEOUT_MS ? (int)left : RECONNECT_CALL_TIMEOUT_MS;
+}
+
+/* Wait up to ms, waking early if the broker exits: a measurement interval,
+ * never a synchronisation. */
+static void reconnect_pause(const bench_t *b, int ms)
+{
+    struct pollfd p = {.fd = b->broker_pidfd, .events = POLLIN};
+    if (b->broker_pidfd >= 0)
+        (void)poll(&p, 1, ms);
+    else
+        (void)poll(NULL, 0, ms);
+}
+
+static int reconnect_write_file(const char *path, const char *text, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return close(fd);
+}
+
+static long long reconnect_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static int reconnect_remove_entry(const char *path, const struct stat *st, int type,
+                                  struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static double reconnect_mib(long kib)
+{
+    return (double)kib / 1024.0;
+}
+
+/* ------------------------------------------------------------------ options */
+
+static void reconnect_usage(FILE *out)
+{
+    fprintf(out,
+            "usage: bench_reconnect [--count N] [--warmup N] [--principals P] [--publish-every K]\n"
+            "                       [--sample-every N] [--max-connections N] [--margin-mib M]\n"
+            "                       [--kinds valid,invalid,raw]\n"
+            "                       [--deadline SECONDS] [--no-expiry-wait] [--json FILE]\n"
+            "                       [--broker-log-level L] [--keep]\n"
+            "  --count N            storm cycles (default %u); a cycle is one registered-key\n"
+            "                       connection, one unregistered-key connection, one raw DEALER\n"
+            "  --warmup N           cycles before the baseline is measured (default %u)\n"
+            "  --principals P       registered principals used in turn, 1..%u (default %u)\n"
+            "  --publish-every K    every K-th registered connection publishes, the others ask\n"
+            "                       whoami (default %u)\n"
+            "  --sample-every N     broker memory sample every N cycles (default %u)\n"
+            "  --max-connections N  the broker's max_connections_per_principal, 1..%u\n"
+            "                       (default %u; the broker's own default is %u)\n"
+            "  --margin-mib M       final RSS must stay within baseline + M MiB (default %u)\n"
+            "  --kinds LIST         connections per cycle, comma-separated: valid, invalid, raw\n"
+            "                       (default all three; one kind alone attributes growth)\n"
+            "  --deadline S         stop the storm after S seconds (default 60 + 40 per 1000 "
+            "cycles)\n"
+            "  --no-expiry-wait     measure the final RSS without waiting out the broker's\n"
+            "                       %d ms session expiry\n"
+            "  --json FILE          results (default tests/bench/results/reconnect.json)\n"
+            "  --broker-log-level L schakeld --log-level (default info, as deployed)\n"
+            "  --keep               keep the temporary folder (store, log) and name it\n"
+            "environment: SCHAKELD (the broker binary), else $BUILD/schakeld, else "
+            "build/schakeld\n",
+            RECONNECT_DEFAULT_COUNT, RECONNECT_DEFAULT_WARMUP, RECONNECT_MAX_PRINCIPALS,
+            RECONNECT_DEFAULT_PRINCIPALS, RECONNECT_DEFAULT_PUBLISH_EVERY,
+            RECONNECT_DEFAULT_SAMPLE_EVERY, SCHAKEL_MAX_CONNECTIONS_CAP,
+            SCHAKEL_MAX_CONNECTIONS_CAP, SCHAKEL_DEFAULT_MAX_CONNECTIONS,
+            RECONNECT_DEFAULT_MARGIN_MIB, SCHAKEL_SESSION_TIMEOUT_MS);
+}
+
+static int reconnect_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A comma-separated list of valid, invalid, raw (or all). */
+static int reconnect_parse_kinds(const char *text, unsigned *out)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {
+        {"valid", KIND_VALID}, {"invalid", KIND_INVALID}, {"raw", KIND_RAW}, {"all", KIND_ALL}};
+    unsigned kinds = 0;
+    const char *p = text;
+    while (*p != '\0') {
+        size_t len = strcspn(p, ",");
+        unsigned bit = 0;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strlen(names[i].name) == len && strncmp(p, names[i].name, len) == 0)
+                bit = names[i].bit;
+        if (bit == 0)
+            return -1;
+        kinds |= bit;
+        p += len + (p[len] == ',');
+    }
+    *out = kinds;
+    return kinds != 0 ? 0 : -1;
+}
+
+/* "valid,invalid,raw" or the subset chosen. */
+static const char *reconnect_kinds_text(unsigned kinds)
+{
+    static const char *const texts[KIND_ALL + 1] = {
+        "",    "valid",     "invalid",     "valid,invalid",
+        "raw", "valid,raw", "invalid,raw", "valid,invalid,raw"};
+    return texts[kinds & KIND_ALL];
+}
+
+static unsigned reconnect_kinds_count(unsigned kinds)
+{
+    return (unsigned)((kinds & KIND_VALID) != 0) + ((kinds & KIND_INVALID) != 0) +
+           ((kinds & KIND_RAW) != 0);
+}
+
+/* One option with a value; returns 0, -1 when out of range, -2 when unknown. */
+static int reconnect_parse_value(reconnect_options_t *o, const char *a, const char *value)
+{
+    uint64_t v = 0;
+    int bad = 0;
+    if (strcmp(a, "--count") == 0) {
+        bad = reconnect_parse_u64(value, 1, RECONNECT_MAX_COUNT, &o->count);
+    } else if (strcmp(a, "--warmup") == 0) {
+        bad = reconnect_parse_u64(value, 0, 100000, &v);
+        o->warmup = (unsigned)v;
+    } else if (strcmp(a, "--principals") == 0) {
+        bad = reconnect_parse_u64(value, 1, RECONNECT_MAX_PRINCIPALS, &v);
+        o->principals = (unsigned)v;
+    } else if (strcmp(a, "--publish-every") == 0) {
+        bad = reconnect_parse_u64(value, 1, 1000000, &v);
+        o->publish_every = (unsigned)v;
+    } else if (strcmp(a, "--sample-every") == 0) {
+        bad = reconnect_parse_u64(value, 1, 1000000, &v);
+        o->sample_every = (unsigned)v;
+    } else if (strcmp(a, "--max-connections") == 0) {
+        bad = reconnect_parse_u64(value, 1, SCHAKEL_MAX_CONNECTIONS_CAP, &v);
+        o->max_connections = (unsigned)v;
+    } else if (strcmp(a, "--margin-mib") == 0) {
+        bad = reconnect_parse_u64(value, 1, 1024, &v);
+        o->margin_mib = (unsigned)v;
+    } else if (strcmp(a, "--deadline") == 0) {
+        bad = reconnect_parse_u64(value, 1, 86400, &v);
+        o->deadline_s = (double)v;
+    } else if (strcmp(a, "--kinds") == 0) {
+        bad = reconnect_parse_kinds(value, &o->kinds);
+    } else if (strcmp(a, "--json") == 0) {
+        o->json_path = value;
+    } else if (strcmp(a, "--broker-log-level") == 0) {
+        o->log_level = value;
+    } else {
+        return -2;
+    }
+    return bad ? -1 : 0;
+}
+
+/* Returns 0 to run, 1 for --help, 2 on a usage error. */
+static int reconnect_parse_args(int argc, char **argv, reconnect_options_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return 1;
+        if (strcmp(a, "--keep") == 0) {
+            o->keep = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-expiry-wait") == 0) {
+            o->expiry_wait = 0;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "bench_reconnect: %s needs a value (or is unknown)\n", a);
+            return 2;
+        }
+        const char *value = argv[++i];
+        int rc = reconnect_parse_value(o, a, value);
+        if (rc == -2) {
+            fprintf(stderr, "bench_reconnect: unknown option %s\n", a);
+            return 2;
+        }
+        if (rc != 0) {
+            fprintf(stderr, "bench_reconnect: %s %s is out of range\n", a, value);
+            return 2;
+        }
+    }
+    if (o->deadline_s == 0)
+        o->deadline_s = 60.0 + 40.0 * (double)o->count / 1000.0;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ environment */
+
+static void reconnect_key_path(const bench_t *b, const char *name, const char *suffix, char *out,
+                               size_t len)
+{
+    char file[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    snprintf(file, sizeof file, "%s", name);
+    for (char *p = file; *p != '\0'; p++)
+        if (*p == '/')
+            *p = '-';
+    snprintf(out, len, "%.63s/keys/%.64s%.4s", b->dir, file, suffix);
+}
+
+static int reconnect_write_policy(bench_t *b)
+{
+    size_t cap = 4096 + RECONNECT_MAX_PRINCIPALS * 128, used = 0;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return -1;
+    used += (size_t)snprintf(text + used, cap - used,
+                             "# policy of one reconnect benchmark: bron publishes, ontvanger "
+                             "receives\n"
+                             "version: 1\n"
+                             "partners:\n"
+                             "  - id: " RECONNECT_PARTNER "\n"
+                             "    name: Bench publisher partner\n"
+                             "  - id: ontvanger\n"
+                             "    name: Bench recipient partner\n"
+                             "principals:\n"
+                             "  - id: " RECONNECT_RECIPIENT "\n    role: system\n"
+                             "    key_file: keys/ontvanger-systeem.pub\n");
+    for (unsigned i = 0; i < b->opt.principals; i++) {
+        char pub[160];
+        reconnect_key_path(b, b->principal_ids[i], ".pub", pub, sizeof pub);
+        used += (size_t)snprintf(text + used, cap - used,
+                                 "  - id: %s\n    role: system\n    key_file: keys/%s\n",
+                                 b->principal_ids[i], strrchr(pub, '/') + 1);
+    }
+    used += (size_t)snprintf(
+        text + used, cap - used,
+        "rules:\n"
+        "  - id: bench-reconnect\n"
+        "    from: [" RECONNECT_PARTNER "]\n"
+        "    to: [ontvanger]\n"
+        "    kinds: [bench-signaal]\n"
+        "    themes: [overlast]\n"
+        "    areas: [\"*\"]\n"
+        "    purpose: \"Benchmark: a reconnect storm\"\n"
+        "    legal_basis: \"None: synthetic test data\"\n"
+        "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
+        "source_ref]\n"
+        "    retention: 365d\n");
+    int rc = used < cap ? reconnect_write_file(b->policy_path, text, 0644) : -1;
+    free(text);
+    return rc;
+}
+
+static int reconnect_write_config(bench_t *b)
+{
+    char config[1024];
+    int n = snprintf(config, sizeof config,
+                     "# schakeld configuration of one reconnect benchmark\n"
+                     "listen: tcp://127.0.0.1:*\n"
+                     "key_file: keys/broker.key\n"
+                     "store_key_file: keys/store.key\n"
+                     "policy: policy.yaml\n"
+                     "store: store.db\n"
+                     "max_connections_per_principal: %u\n",
+                     b->opt.max_connections);
+    if (n < 0 || (size_t)n >= sizeof config)
+        return -1;
+    return reconnect_write_file(b->config_path, config, 0644);
+}
+
+/* Generate a key pair for `name`; its secret key path goes to key_out. */
+static int reconnect_make_key(bench_t *b, const char *name, char *key_out, size_t len)
+{
+    char base[160], err[256];
+    reconnect_key_path(b, name, "", base, sizeof base);
+    if (keys_generate(base, err, sizeof err) != 0) {
+        reconnect_problem(b, "keys_generate %s: %s", base, err);
+        return -1;
+    }
+    if (key_out != NULL)
+        snprintf(key_out, len, "%.140s.key", base);
+    return 0;
+}
+
+static int reconnect_make_keys(bench_t *b)
+{
+    if (reconnect_make_key(b, "broker", NULL, 0) != 0 ||
+        reconnect_make_key(b, RECONNECT_RECIPIENT, b->recipient_key, sizeof b->recipient_key) != 0)
+        return -1;
+    for (unsigned i = 0; i < b->opt.principals; i++) {
+        snprintf(b->principal_ids[i], sizeof b->principal_ids[i], RECONNECT_PARTNER "/client-%u",
+                 i + 1);
+        if (reconnect_make_key(b, b->principal_ids[i], b->valid_keys[i], sizeof b->valid_keys[i]))
+            return -1;
+    }
+    reconnect_key_path(b, "vreemd/stranger", ".key", b->stranger_key, sizeof b->stranger_key);
+    return 0;
+}
+
+/* A key nobody registered, new for every attempt: per-key state in the
+ * broker (counters, caches) would show as growth. */
+static int reconnect_fresh_stranger(bench_t *b)
+{
+    char pub[160];
+    snprintf(pub, sizeof pub, "%.150s", b->stranger_key);
+    memcpy(pub + strlen(pub) - 4, ".pub", 4);
+    if ((unlink(b->stranger_key) != 0 && errno != ENOENT) || (unlink(pub) != 0 && errno != ENOENT))
+        return -1;
+    return reconnect_make_key(b, "vreemd/stranger", NULL, 0);
+}
+
+static int reconnect_env_create(bench_t *b)
+{
+    char path[256], err[256];
+    snprintf(b->dir, sizeof b->dir, "/tmp/schakel-bench-XXXXXX");
+    if (mkdtemp(b->dir) == NULL) {
+        reconnect_problem(b, "mkdtemp: %s", strerror(errno));
+        b->dir[0] = '\0';
+        return -1;
+    }
+    snprintf(b->config_path, sizeof b->config_path, "%s/schakeld.yaml", b->dir);
+    snprintf(b->policy_path, sizeof b->policy_path, "%s/policy.yaml", b->dir);
+    snprintf(b->store_path, sizeof b->store_path, "%s/store.db", b->dir);
+    snprintf(b->log_path, sizeof b->log_path, "%s/schakeld.log", b->dir);
+    snprintf(b->broker_pub, sizeof b->broker_pub, "%s/keys/broker.pub", b->dir);
+    snprintf(path, sizeof path, "%s/keys", b->dir);
+    if (mkdir(path, 0700) != 0) {
+        reconnect_problem(b, "mkdir %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (reconnect_make_keys(b) != 0)
+        return -1;
+    snprintf(path, sizeof path, "%s/keys/store.key", b->dir);
+    if (keys_write_symmetric(path, "store key of one reconnect benchmark", err, sizeof err) != 0) {
+        reconnect_problem(b, "store key %s: %s", path, err);
+        return -1;
+    }
+    if (reconnect_write_policy(b) != 0 || reconnect_write_config(b) != 0) {
+        reconnect_problem(b, "cannot write the policy or config in %s: %s", b->dir,
+                          strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The keys a raw CURVE DEALER uses: the first principal's pair, and the
+ * broker's public key as X25519. */
+static int reconnect_raw_prepare(bench_t *b)
+{
+    char err[256];
+    uint8_t broker_sign_pk[32];
+    b->raw_key = keys_load_secret(b->valid_keys[0], err, sizeof err);
+    if (b->raw_key == NULL) {
+        reconnect_problem(b, "load %s: %s", b->valid_keys[0], err);
+        return -1;
+    }
+    if (keys_load_public(b->broker_pub, broker_sign_pk, err, sizeof err) != 0 ||
+        keys_sign_pk_to_curve(broker_sign_pk, b->broker_curve_pk) != 0) {
+        reconnect_problem(b, "broker key %s: %s", b->broker_pub, err);
+        return -1;
+    }
+    b->raw_ctx = zmq_ctx_new();
+    if (b->raw_ctx == NULL) {
+        reconnect_problem(b, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ broker process */
+
+static const char *reconnect_schakeld_path(void)
+{
+    static char buf[PATH_MAX];
+    const char *explicit_path = getenv("SCHAKELD");
+    if (explicit_path != NULL && *explicit_path != '\0')
+        return explicit_path;
+    const char *build = getenv("BUILD");
+    snprintf(buf, sizeof buf, "%s/schakeld", build != NULL && *build != '\0' ? build : "build");
+    return buf;
+}
+
+/* In the child between fork and exec: async-signal-safe calls only. */
+static void reconnect_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        _exit(126);
+    if (ready_w == 3) {
+        if (fcntl(3, F_SETFD, 0) < 0)
+            _exit(126);
+    } else if (dup2(ready_w, 3) < 0) {
+        _exit(126);
+    }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    execve(program, argv, environ);
+    _exit(127);
+}
+
+/* Wait for the child to exit within timeout_ms. Returns its waitpid status,
+ * or -1 while it still runs. */
+static int reconnect_wait_exit(const bench_t *b, int timeout_ms)
+{
+    int64_t deadline = reconnect_now_ms() + timeout_ms;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(b->broker_pid, &status, WNOHANG);
+        if (r == b->broker_pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        int64_t left = deadline - reconnect_now_ms();
+        if (left <= 0)
+            return -1;
+        reconnect_pause(b, left < 20 ? (int)left : 20);
+    }
+}
+
+/* Read the READY line from the pipe, watching the process. */
+static int reconnect_await_ready(bench_t *b, int ready_r)
+{
+    char line[256] = "";
+    size_t used = 0;
+    int64_t deadline = reconnect_now_ms() + RECONNECT_START_TIMEOUT_MS;
+    while (strchr(line, '\n') == NULL) {
+        int64_t left = deadline - reconnect_now_ms();
+        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
+                              {.fd = b->broker_pidfd, .events = POLLIN}};
+        if (left <= 0 || used == sizeof line - 1) {
+            reconnect_problem(b, "schakeld gave no READY line within %d ms (see %s)",
+                              RECONNECT_START_TIMEOUT_MS, b->log_path);
+            return -1;
+        }
+        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
+            return -1;
+        if (p[0].revents) {
+            ssize_t got = read(ready_r, line + used, sizeof line - 1 - used);
+            if (got <= 0) {
+                reconnect_problem(b, "schakeld closed its ready fd without a READY line (see %s)",
+                                  b->log_path);
+                return -1;
+            }
+            used += (size_t)got;
+        } else if (p[1].revents) {
+            reconnect_problem(b, "schakeld exited before it was ready (see %s)", b->log_path);
+            return -1;
+        }
+        line[used] = '\0';
+    }
+    *strchr(line, '\n') = '\0';
+    if (strncmp(line, "READY tcp://127.0.0.1:", 22) != 0) {
+        reconnect_problem(b, "unexpected ready line \"%.100s\"", line);
+        return -1;
+    }
+    snprintf(b->endpoint, sizeof b->endpoint, "%.100s", line + 6);
+    return 0;
+}
+
+static int reconnect_broker_start(bench_t *b)
+{
+    const char *program = reconnect_schakeld_path();
+    if (access(program, X_OK) != 0) {
+        reconnect_problem(b, "%s is not an executable (%s); run make, or set SCHAKELD", program,
+                          strerror(errno));
+        return -1;
+    }
+    int log_fd = open(b->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int pipefd[2];
+    if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
+        reconnect_problem(b, "cannot open the broker log or a pipe: %s", strerror(errno));
+        if (log_fd >= 0)
+            close(log_fd);
+        return -1;
+    }
+    char *const argv[] = {(char *)(uintptr_t)program,
+                          "--config",
+                          b->config_path,
+                          "--log-level",
+                          (char *)(uintptr_t)b->opt.log_level,
+                          "--ready-fd",
+                          "3",
+                          NULL};
+    pid_t pid = fork();
+    if (pid == 0)
+        reconnect_exec_broker(program, argv, pipefd[1], log_fd);
+    close(pipefd[1]);
+    close(log_fd);
+    if (pid < 0) {
+        close(pipefd[0]);
+        reconnect_problem(b, "fork: %s", strerror(errno));
+        return -1;
+    }
+    b->broker_pid = pid;
+    b->broker_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int rc = reconnect_await_ready(b, pipefd[0]);
+    close(pipefd[0]);
+    return rc;
+}
+
+/* SIGTERM our broker (by its PID) and wait; SIGKILL if it does not stop in
+ * time. Returns its exit code, 128+signal, or -1. */
+static int reconnect_broker_stop(bench_t *b)
+{
+    if (b->broker_pid <= 0)
+        return -1;
+    kill(b->broker_pid, SIGTERM);
+    int status = reconnect_wait_exit(b, RECONNECT_STOP_TIMEOUT_MS);
+    int code = -1;
+    if (status == -1) {
+        fprintf(stderr, "bench_reconnect: schakeld (pid %ld) ignored SIGTERM; killing it\n",
+                (long)b->broker_pid);
+        kill(b->broker_pid, SIGKILL);
+        (void)reconnect_wait_exit(b, RECONNECT_STOP_TIMEOUT_MS);
+    } else if (WIFEXITED(status)) {
+        code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        code = 128 + WTERMSIG(status);
+    }
+    if (b->broker_pidfd >= 0)
+        close(b->broker_pidfd);
+    b->broker_pidfd = -1;
+    b->broker_pid = 0;
+    return code;
+}
+
+/* ------------------------------------------------------------------ /proc */
+
+static int reconnect_count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* VmRSS, VmHWM, RssAnon, RssFile, RssShmem (KiB), threads and open fds of
+ * a process (pid 0: this one). */
+static int reconnect_read_mem(pid_t pid, proc_mem_t *m)
+{
+    char path[64], line[256];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    memset(m, 0, sizeof *m);
+    while (fgets(line, sizeof line, f) != NULL) {
+        long v = 0;
+        if (sscanf(line, "VmRSS: %ld", &v) == 1)
+            m->rss_kib = v;
+        else if (sscanf(line, "VmHWM: %ld", &v) == 1)
+            m->hwm_kib = v;
+        else if (sscanf(line, "RssAnon: %ld", &v) == 1)
+            m->anon_kib = v;
+        else if (sscanf(line, "RssFile: %ld", &v) == 1)
+            m->file_kib = v;
+        else if (sscanf(line, "RssShmem: %ld", &v) == 1)
+            m->shmem_kib = v;
+        else if (sscanf(line, "Threads: %ld", &v) == 1)
+            m->threads = (int)v;
+    }
+    fclose(f);
+    m->fds = pid > 0 ? reconnect_count_fds(pid) : -1;
+    return m->rss_kib > 0 ? 0 : -1;
+}
+
+static void reconnect_note_peak(bench_t *b, long rss_kib)
+{
+    long seen = atomic_load(&b->peak_rss_kib);
+    while (rss_kib > seen && !atomic_compare_exchange_weak(&b->peak_rss_kib, &seen, rss_kib))
+        ;
+}
+
+/* Reads the broker's VmRSS every RECONNECT_POLL_MS so that the peak between
+ * two samples is not missed. */
+static void *reconnect_sampler_run(void *arg)
+{
+    bench_t *b = arg;
+    while (atomic_load(&b->sampler_run)) {
+        proc_mem_t m;
+        if (reconnect_read_mem(b->broker_pid, &m) == 0)
+            reconnect_note_peak(b, m.rss_kib);
+        struct timespec pause = {0, RECONNECT_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL); /* a sampling interval, not a synchronisation */
+    }
+    return NULL;
+}
+
+static void reconnect_add_sample(bench_t *b, uint64_t cycles)
+{
+    proc_mem_t m;
+    if (reconnect_read_mem(b->broker_pid, &m) != 0)
+        return;
+    reconnect_note_peak(b, m.rss_kib);
+    if (b->n_samples == b->cap_samples) {
+        size_t cap = b->cap_samples ? b->cap_samples * 2 : 64;
+        mem_sample_t *grown = realloc(b->samples, cap * sizeof *grown);
+        if (grown == NULL)
+            return;
+        b->samples = grown;
+        b->cap_samples = cap;
+    }
+    b->samples[b->n_samples++] = (mem_sample_t){
+        .cycles = cycles,
+        .at_s = (double)(reconnect_now_ms() - b->storm_started_ms) / 1000.0,
+        .mem = m,
+    };
+}
+
+/* Read the broker's memory every RECONNECT_POLL_MS until VmRSS has not
+ * changed for RECONNECT_SETTLE_STABLE_POLLS readings, at most
+ * RECONNECT_SETTLE_MAX_MS. Measurement, not synchronisation: the caller
+ * already made sure the broker has nothing left to do. */
+static int reconnect_settle(bench_t *b, settle_result_t *out)
+{
+    int64_t start = reconnect_now_ms();
+    int stable = 0;
+    long previous = -1;
+    memset(out, 0, sizeof *out);
+    for (;;) {
+        proc_mem_t m;
+        if (reconnect_read_mem(b->broker_pid, &m) != 0) {
+            reconnect_problem(b, "cannot read /proc/%ld/status: the broker is gone",
+                              (long)b->broker_pid);
+            return -1;
+        }
+        reconnect_note_peak(b, m.rss_kib);
+        stable = m.rss_kib == previous ? stable + 1 : 0;
+        previous = m.rss_kib;
+        out->mem = m;
+        out->waited_ms = (double)(reconnect_now_ms() - start);
+        if (stable >= RECONNECT_SETTLE_STABLE_POLLS) {
+            out->settled = 1;
+            return 0;
+        }
+        if (reconnect_now_ms() - start >= RECONNECT_SETTLE_MAX_MS)
+            return 0;
+        reconnect_pause(b, RECONNECT_POLL_MS);
+    }
+}
+
+/* ------------------------------------------------------------------ registered keys */
+
+static void reconnect_fill_signal(const bench_t *b, schakel_signal_t *s, const char *source_ref)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = "bench-signaal";
+    s->theme = "overlast";
+    s->area = "BU09350101";
+    s->postcode = "6211AB";
+    s->house_number = 12;
+    s->subject = "pseudo:bench-0001";
+    s->grounds = "Herhaalde meldingen van buren (benchmark).";
+    s->severity = SCHAKEL_SEVERITY_LOW;
+    s->observed_at = b->observed_at;
+    s->summary = "Korte melding tijdens een reconnect-benchmark.";
+    s->source_ref = source_ref;
+}
+
+static int reconnect_record_seq(bench_t *b, uint64_t seq)
+{
+    if (b->n_accepted == b->cap_accepted) {
+        size_t cap = b->cap_accepted ? b->cap_accepted * 2 : 256;
+        uint64_t *grown = realloc(b->accepted, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        b->accepted = grown;
+        b->cap_accepted = cap;
+    }
+    b->accepted[b->n_accepted++] = seq;
+    return 0;
+}
+
+/* A registered connection sent its last frame at `at_ms`. Losing a note
+ * to out-of-memory only makes the session estimate low. */
+static void reconnect_note_session(bench_t *b, int64_t at_ms)
+{
+    if (b->n_session_ms == b->cap_session_ms) {
+        size_t cap = b->cap_session_ms ? b->cap_session_ms * 2 : 1024;
+        int64_t *grown = realloc(b->session_ms, cap * sizeof *grown);
+        if (grown == NULL)
+            return;
+        b->session_ms = grown;
+        b->cap_session_ms = cap;
+    }
+    b->session_ms[b->n_session_ms++] = at_ms;
+}
+
+/* The most sessions the broker can have held at once: registered
+ * connections whose last frames fall within one expiry period (timeout
+ * plus the housekeeping second). The notes are in time order. */
+static size_t reconnect_peak_sessions(const bench_t *b)
+{
+    size_t peak = 0, from = 0;
+    for (size_t i = 0; i < b->n_session_ms; i++) {
+        while (b->session_ms[i] - b->session_ms[from] >= SCHAKEL_SESSION_TIMEOUT_MS + 1000)
+            from++;
+        if (i - from + 1 > peak)
+            peak = i - from + 1;
+    }
+    return peak;
+}
+
+/* One signed publish of one signal, to be queued for the recipient. */
+static int reconnect_publish(bench_t *b, schakel_client_t *client, const char *tag, uint64_t n,
+                             uint8_t id_out[16])
+{
+    char ref[RECONNECT_REF_BYTES];
+    schakel_signal_t signal;
+    schakel_item_result_t result = {0, 0};
+    int duplicate = 0;
+    snprintf(ref, sizeof ref, "bench:%s:%" PRIu64, tag, n);
+    reconnect_fill_signal(b, &signal, ref);
+    int timeout = reconnect_call_timeout(b);
+    schakel_status_t st = timeout > 0 ? schakel_publish(client, NULL, &signal, 1, NULL, id_out,
+                                                        &result, &duplicate, timeout)
+                                      : SCHAKEL_ERR_TIMEOUT;
+    if (st != SCHAKEL_OK) {
+        const schakel_error_t *e = schakel_last_error(client);
+        reconnect_wrong(b, n, "publish: %s %s: %s", schakel_strerror(st), e->reason_name, e->text);
+        return -1;
+    }
+    if (result.recipients != 1 || duplicate) {
+        reconnect_wrong(b, n, "publish accepted for %u mailboxes%s, not 1", result.recipients,
+                        duplicate ? " as a duplicate" : "");
+        return -1;
+    }
+    if (reconnect_record_seq(b, result.seq) != 0) {
+        reconnect_problem(b, "out of memory for the accepted seqs");
+        return -1;
+    }
+    return 0;
+}
+
+static int reconnect_whoami(bench_t *b, schakel_client_t *client, const char *principal, uint64_t n)
+{
+    char who[SCHAKEL_MAX_PRINCIPAL_LEN + 1], partner[SCHAKEL_MAX_PRINCIPAL_LEN + 1],
+        role[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    int timeout = reconnect_call_timeout(b);
+    schakel_status_t st =
+        timeout > 0 ? schakel_whoami(client, who, partner, role, timeout) : SCHAKEL_ERR_TIMEOUT;
+    if (st != SCHAKEL_OK) {
+        const schakel_error_t *e = schakel_last_error(client);
+        reconnect_wrong(b, n, "whoami as %s: %s %s: %s", principal, schakel_strerror(st),
+                        e->reason_name, e->text);
+        return -1;
+    }
+    if (strcmp(who, principal) != 0 || strcmp(partner, RECONNECT_PARTNER) != 0 ||
+        strcmp(role, "system") != 0) {
+        reconnect_wrong(b, n, "whoami as %s answered %s (%s, %s)", principal, who, partner, role);
+        return -1;
+    }
+    return 0;
+}
+
+static schakel_status_t reconnect_connect(bench_t *b, const char *key, schakel_client_t **out,
+                                          schakel_error_t *err)
+{
+    int timeout = reconnect_call_timeout(b);
+    if (timeout == 0) {
+        snprintf(err->text, sizeof err->text, "deadline");
+        err->reason = 0;
+        return SCHAKEL_ERR_TIMEOUT;
+    }
+    return schakel_connect(out, b->endpoint, b->broker_pub, key, timeout, err);
+}
+
+/* A registered key: connect, publish (every publish_every-th, if
+ * may_publish) or whoami, close. */
+static void reconnect_valid(bench_t *b, storm_counts_t *c, uint64_t n, const char *tag,
+                            int may_publish)
+{
+    unsigned which = (unsigned)(n % b->opt.principals);
+    const char *principal = b->principal_ids[which];
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    memset(&err, 0, sizeof err);
+    schakel_status_t st = reconnect_connect(b, b->valid_keys[which], &client, &err);
+    if (st != SCHAKEL_OK) {
+        if (st == SCHAKEL_ERR_REFUSED && err.reason == SCHAKEL__REASON__TOO_MANY_CONNECTIONS)
+            c->too_many++;
+        else
+            c->valid_failed++;
+        reconnect_wrong(b, n, "connect as %s: %s %s: %s", principal, schakel_strerror(st),
+                        err.reason_name, err.text);
+        return;
+    }
+    int ok;
+    if (may_publish && n % b->opt.publish_every == 0) {
+        uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
+        ok = reconnect_publish(b, client, tag, n, id) == 0;
+        c->publish_ok += (uint64_t)ok;
+    } else {
+        ok = reconnect_whoami(b, client, principal, n) == 0;
+        c->whoami_ok += (uint64_t)ok;
+    }
+    b->last_valid_ms = reconnect_now_ms();
+    reconnect_note_session(b, b->last_valid_ms);
+    schakel_close(&client);
+    if (ok)
+        c->valid_ok++;
+    else
+        c->valid_failed++;
+}
+
+/* A fresh unregistered key: the broker must refuse it at the handshake. */
+static void reconnect_invalid(bench_t *b, storm_counts_t *c, uint64_t n)
+{
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    memset(&err, 0, sizeof err);
+    if (reconnect_fresh_stranger(b) != 0) {
+        c->invalid_wrong++;
+        reconnect_wrong(b, n, "cannot make a fresh unregistered key: %s", b->problem);
+        return;
+    }
+    schakel_status_t st = reconnect_connect(b, b->stranger_key, &client, &err);
+    if (st == SCHAKEL_ERR_AUTH) {
+        c->invalid_auth++;
+    } else if (st == SCHAKEL_OK) {
+        c->invalid_admitted++;
+        reconnect_wrong(b, n, "the broker admitted an unregistered key");
+        schakel_close(&client);
+    } else {
+        c->invalid_wrong++;
+        reconnect_wrong(b, n, "unregistered key: %s instead of %s: %s", schakel_strerror(st),
+                        schakel_strerror(SCHAKEL_ERR_AUTH), err.text);
+    }
+}
+
+/* ------------------------------------------------------------------ raw DEALERs */
+
+/* Wait for the first event on the monitor (it only reports the events the
+ * caller subscribed); returns it, or 0 on timeout or a socket error. */
+static int reconnect_await_event(void *monitor, int timeout_ms)
+{
+    int64_t deadline = reconnect_now_ms() + timeout_ms;
+    for (;;) {
+        int64_t left = deadline - reconnect_now_ms();
+        if (left <= 0)
+            return 0;
+        zmq_pollitem_t item = {monitor, 0, ZMQ_POLLIN, 0};
+        int rc = zmq_poll(&item, 1, (long)left);
+        if (rc < 0 && zmq_errno() == EINTR)
+            continue;
+        if (rc <= 0)
+            return 0;
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, monitor, 0) < 0) {
+            zmq_msg_close(&part);
+            return 0;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&part) >= 6)
+            memcpy(&event, zmq_msg_data(&part), sizeof event);
+        while (zmq_msg_more(&part)) { /* the endpoint frame */
+            zmq_msg_close(&part);
+            zmq_msg_init(&part);
+            if (zmq_msg_recv(&part, monitor, 0) < 0)
+                break;
+        }
+        zmq_msg_close(&part);
+        if (event != 0)
+            return event;
+    }
+}
+
+static int reconnect_raw_socket(bench_t *b, enum raw_kind kind, void **out)
+{
+    int zero = 0;
+    void *s = zmq_socket(b->raw_ctx, ZMQ_DEALER);
+    if (s == NULL)
+        return -1;
+    *out = s;
+    int rc = zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    if (kind != RAW_NULL) {
+        rc |= zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, b->broker_curve_pk, 32);
+        rc |= zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, b->raw_key->curve_pk, 32);
+        rc |= zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, b->raw_key->curve_sk, 32);
+    }
+    return rc == 0 ? 0 : -1;
+}
+
+/* A DEALER that connects and closes without sending a frame; `kind` says
+ * how far it gets. Returns 0 when the socket event it waits for came. */
+static int reconnect_raw_once(bench_t *b, enum raw_kind kind)
+{
+    static const int awaited[RAW_KINDS] = {
+        [RAW_SILENT] = ZMQ_EVENT_HANDSHAKE_SUCCEEDED,
+        [RAW_NULL] = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                     ZMQ_EVENT_DISCONNECTED,
+        [RAW_ABORT] = ZMQ_EVENT_CONNECTED,
+    };
+    int failures = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                   ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+    int events = awaited[kind] | (kind == RAW_SILENT ? failures : 0);
+    char monitor_ep[64];
+    snprintf(monitor_ep, sizeof monitor_ep, "inproc://bench-reconnect-raw-%" PRIu64,
+             b->raw_serial++);
+    void *s = NULL, *monitor = NULL;
+    int zero = 0, got = 0;
+    if (reconnect_raw_socket(b, kind, &s) == 0 && zmq_socket_monitor(s, monitor_ep, events) == 0 &&
+        (monitor = zmq_socket(b->raw_ctx, ZMQ_PAIR)) != NULL &&
+        zmq_setsockopt(monitor, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
+        zmq_connect(monitor, monitor_ep) == 0 && zmq_connect(s, b->endpoint) == 0)
+        got = reconnect_await_event(monitor, RECONNECT_RAW_TIMEOUT_MS);
+    if (s != NULL)
+        (void)zmq_socket_monitor(s, NULL, 0);
+    if (monitor != NULL)
+        zmq_close(monitor);
+    if (s != NULL)
+        zmq_close(s);
+    return (got & awaited[kind]) != 0 ? 0 : -1;
+}
+
+static void reconnect_raw(bench_t *b, storm_counts_t *c, uint64_t n)
+{
+    enum raw_kind kind = (enum raw_kind)(n % RAW_KINDS);
+    if (reconnect_raw_once(b, kind) == 0) {
+        c->raw_done[kind]++;
+    } else {
+        c->raw_failed++;
+        reconnect_wrong(b, n,
+                        "raw DEALER (%s): the handshake failed, or the expected socket event "
+                        "did not come within %d ms",
+                        reconnect_raw_names[kind], RECONNECT_RAW_TIMEOUT_MS);
+    }
+}
+
+/* ------------------------------------------------------------------ phases */
+
+/* Cycles [first, first + count): each one a registered key, an
+ * unregistered key and a raw DEALER. Samples every sample_every cycles when
+ * `sample` is set. Returns 0 when every cycle ran. */
+static int reconnect_cycles(bench_t *b, storm_counts_t *c, uint64_t first, uint64_t count,
+                            const char *tag, int sample)
+{
+    for (uint64_t i = 0; i < count; i++) {
+        if (reconnect_interrupted) {
+            reconnect_problem(b, "interrupted after %" PRIu64 " %s cycles", i, tag);
+            return -1;
+        }
+        if (reconnect_now_ms() >= b->deadline_ms) {
+            reconnect_problem(
+                b, "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " %s cycles",
+                b->opt.deadline_s, i, count, tag);
+            return -1;
+        }
+        if (reconnect_broker_gone(b)) {
+            reconnect_problem(b, "schakeld exited during the %s, after %" PRIu64 " cycles (see %s)",
+                              tag, i, b->log_path);
+            return -1;
+        }
+        uint64_t n = first + i;
+        if (b->opt.kinds & KIND_VALID)
+            reconnect_valid(b, c, n, tag, 1);
+        if (b->opt.kinds & KIND_INVALID)
+            reconnect_invalid(b, c, n);
+        if (b->opt.kinds & KIND_RAW)
+            reconnect_raw(b, c, n);
+        c->cycles++;
+        if (sample && c->cycles % b->opt.sample_every == 0)
+            reconnect_add_sample(b, c->cycles);
+    }
+    return 0;
+}
+
+/* Make sure the broker is idle: one more registered connection with a
+ * whoami round trip. Every earlier request was answered already; what may
+ * still run is libzmq tearing down closed connections, which the settling
+ * that follows waits out as a measurement. */
+static int reconnect_idle_check(bench_t *b, uint64_t n)
+{
+    storm_counts_t scratch;
+    memset(&scratch, 0, sizeof scratch);
+    reconnect_valid(b, &scratch, n, "idle", 0);
+    if (scratch.valid_ok != 1) {
+        reconnect_problem(b, "the broker did not answer a whoami after the %s: %s",
+                          n == 0 ? "warm-up" : "storm", b->first_wrong);
+        return -1;
+    }
+    return 0;
+}
+
+/* After the storm: idle check, settle; then wait until every session the
+ * storm left has expired, and settle again. */
+static int reconnect_after_storm(bench_t *b)
+{
+    if (reconnect_idle_check(b, b->opt.warmup + b->opt.count) != 0 ||
+        reconnect_settle(b, &b->settled) != 0)
+        return -1;
+    b->final = b->settled;
+    if (!b->opt.expiry_wait)
+        return 0;
+    int64_t until = b->last_valid_ms + RECONNECT_PLATEAU_MS;
+    printf("bench_reconnect: waiting %.1f s for the broker's %d ms session expiry\n",
+           (double)(until - reconnect_now_ms()) / 1000.0, SCHAKEL_SESSION_TIMEOUT_MS);
+    fflush(stdout);
+    while (reconnect_now_ms() < until) {
+        if (reconnect_interrupted || reconnect_broker_gone(b)) {
+            reconnect_problem(b, "%s while waiting for session expiry",
+                              reconnect_interrupted ? "interrupted" : "schakeld exited");
+            return -1;
+        }
+        proc_mem_t m;
+        if (reconnect_read_mem(b->broker_pid, &m) == 0)
+            reconnect_note_peak(b, m.rss_kib);
+        reconnect_pause(b, RECONNECT_POLL_MS);
+    }
+    if (reconnect_settle(b, &b->final) != 0)
+        return -1;
+    b->final_after_expiry = 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ service check */
+
+static int reconnect_compare_u64(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, c = *(const uint64_t *)y;
+    return a < c ? -1 : a > c;
+}
+
+/* Receive and ack until every accepted item arrived once (or silence). */
+static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uint64_t final_seq,
+                            const uint8_t final_id[16])
+{
+    service_check_t *k = &b->check;
+    int64_t started = reconnect_now_ms(), last = started;
+    while (k->distinct < k->expected) {
+        int64_t now = reconnect_now_ms();
+        if (now - last > RECONNECT_DRAIN_SILENCE_MS || now - started > RECONNECT_CHECK_TIMEOUT_MS ||
+            reconnect_interrupted)
+            break;
+        schakel_delivery_t *d = NULL;
+        schakel_status_t st = schakel_receive(rc, &d, 1000);
+        if (st == SCHAKEL_ERR_TIMEOUT)
+            continue;
+        if (st != SCHAKEL_OK) {
+            reconnect_problem(b, "service check: receive: %s (%s)", schakel_strerror(st),
+                              schakel_last_error(rc)->text);
+            break;
+        }
+        last = reconnect_now_ms();
+        k->delivered++;
+        const uint64_t *hit = bsearch(&d->item_seq, b->accepted, b->n_accepted, sizeof *b->accepted,
+                                      reconnect_compare_u64);
+        if (hit == NULL || d->sender == NULL ||
+            strncmp(d->sender, RECONNECT_PARTNER "/", strlen(RECONNECT_PARTNER "/")) != 0) {
+            k->unknown++;
+        } else if (seen[hit - b->accepted]) {
+            k->duplicates++;
+        } else {
+            seen[hit - b->accepted] = 1;
+            k->distinct++;
+            if (d->item_seq == final_seq && memcmp(d->message_id, final_id, 16) == 0)
+                k->final_delivered = 1;
+        }
+        if (schakel_ack(rc, d->seq) != SCHAKEL_OK)
+            reconnect_problem(b, "service check: ack %" PRIu64 ": %s", d->seq,
+                              schakel_last_error(rc)->text);
+        schakel_delivery_free(&d);
+    }
+}
+
+/* One fresh publish after the storm, accepted; then the recipient gets it
+ * and every publish the storm made, each exactly once, and its backlog is
+ * 0 afterwards. */
+static void reconnect_service_check(bench_t *b)
+{
+    service_check_t *k = &b->check;
+    schakel_client_t *publisher = NULL, *recipient = NULL;
+    schakel_error_t err;
+    uint8_t final_id[16] = {0};
+    uint64_t final_seq = 0;
+    k->ran = 1;
+    if (reconnect_connect(b, b->recipient_key, &recipient, &err) != SCHAKEL_OK) {
+        reconnect_problem(b, "service check: recipient connect: %s", err.text);
+        return;
+    }
+    if (schakel_subscribe(recipient, SCHAKEL_MAX_WINDOW) != SCHAKEL_OK) {
+        reconnect_problem(b, "service check: subscribe: %s", schakel_last_error(recipient)->text);
+        schakel_close(&recipient);
+        return;
+    }
+    if (reconnect_connect(b, b->valid_keys[0], &publisher, &err) != SCHAKEL_OK) {
+        reconnect_problem(b, "service check: publisher connect: %s", err.text);
+    } else if (reconnect_publish(b, publisher, "final", 0, final_id) == 0) {
+        k->final_accepted = 1;
+        final_seq = b->accepted[b->n_accepted - 1];
+    } else {
+        reconnect_problem(b, "service check: the publish after the storm was not accepted: %s",
+                          b->first_wrong);
+    }
+    schakel_close(&publisher);
+    qsort(b->accepted, b->n_accepted, sizeof *b->accepted, reconnect_compare_u64);
+    k->expected = b->n_accepted;
+    uint8_t *seen = calloc(b->n_accepted > 0 ? b->n_accepted : 1, 1);
+    if (seen == NULL) {
+        reconnect_problem(b, "out of memory for the service check");
+    } else if (k->final_accepted) {
+        reconnect_drain(b, recipient, seen, final_seq, final_id);
+        uint64_t backlog = 0;
+        if (schakel_backlog(recipient, &backlog, RECONNECT_CALL_TIMEOUT_MS) == SCHAKEL_OK)
+            k->backlog_after = (int64_t)backlog;
+    }
+    free(seen);
+    schakel_close(&recipient);
+    k->ok = k->final_accepted && k->final_delivered && k->distinct == k->expected &&
+            k->unknown == 0 && k->duplicates == 0 && k->backlog_after == 0;
+    if (!k->ok)
+        reconnect_problem(b,
+                          "service check failed: %" PRIu64 " of %" PRIu64
+                          " accepted publishes delivered, %" PRIu64 " unknown, %" PRIu64
+                          " twice, backlog after %" PRId64,
+                          k->distinct, k->expected, k->unknown, k->duplicates, k->backlog_after);
+}
+
+/* ------------------------------------------------------------------ run */
+
+static int reconnect_baseline(bench_t *b)
+{
+    if (reconnect_cycles(b, &b->warm, 0, b->opt.warmup, "warm-up", 0) != 0 ||
+        reconnect_idle_check(b, 0) != 0 || reconnect_settle(b, &b->baseline_settle) != 0)
+        return -1;
+    b->baseline = b->baseline_settle.mem;
+    proc_mem_t self;
+    if (reconnect_read_mem(0, &self) == 0)
+        b->client_rss_baseline_kib = self.rss_kib;
+    atomic_store(&b->peak_rss_kib, b->baseline.rss_kib);
+    return 0;
+}
+
+static void reconnect_run(bench_t *b)
+{
+    if (reconnect_env_create(b) != 0 || reconnect_broker_start(b) != 0 ||
+        reconnect_raw_prepare(b) != 0)
+        return;
+    printf("bench_reconnect: broker on %s; warm-up of %u cycles\n", b->endpoint, b->opt.warmup);
+    fflush(stdout);
+    if (reconnect_baseline(b) != 0)
+        return;
+    printf("bench_reconnect: baseline VmRSS %.1f MiB; storm of %" PRIu64 " cycles\n",
+           reconnect_mib(b->baseline.rss_kib), b->opt.count);
+    fflush(stdout);
+    atomic_store(&b->sampler_run, 1);
+    b->sampler_started = pthread_create(&b->sampler, NULL, reconnect_sampler_run, b) == 0;
+    b->storm_started_ms = reconnect_now_ms();
+    reconnect_add_sample(b, 0);
+    int ran = reconnect_cycles(b, &b->storm, b->opt.warmup, b->opt.count, "storm", 1) == 0;
+    b->storm_s = (double)(reconnect_now_ms() - b->storm_started_ms) / 1000.0;
+    if (b->storm.cycles % b->opt.sample_every != 0)
+        reconnect_add_sample(b, b->storm.cycles);
+    /* What follows has its own bound, also when the storm ran out of time:
+     * the measurements after it are still worth reporting. */
+    b->deadline_ms = reconnect_now_ms() + RECONNECT_AFTER_STORM_MS;
+    if (reconnect_broker_gone(b) || reconnect_interrupted)
+        ran = 0;
+    else if (reconnect_after_storm(b) == 0)
+        reconnect_service_check(b);
+    if (b->sampler_started) {
+        atomic_store(&b->sampler_run, 0);
+        pthread_join(b->sampler, NULL);
+    }
+    proc_mem_t self;
+    if (reconnect_read_mem(0, &self) == 0)
+        b->client_rss_final_kib = self.rss_kib;
+    b->completed = ran && b->storm.cycles == b->opt.count && b->final.mem.rss_kib > 0;
+}
+
+/* ------------------------------------------------------------------ report */
+
+static int reconnect_wrong_outcomes(const storm_counts_t *c)
+{
+    return c->valid_failed + c->too_many + c->invalid_wrong + c->invalid_admitted + c->raw_failed >
+           0;
+}
+
+static int reconnect_rss_met(const bench_t *b)
+{
+    return b->completed && b->final.mem.rss_kib > 0 &&
+           b->final.mem.rss_kib <= b->baseline.rss_kib + (long)b->opt.margin_mib * 1024;
+}
+
+/* Growth the margin and the session high-water mark explain (KiB). */
+static long reconnect_explained_kib(const bench_t *b)
+{
+    return (long)b->opt.margin_mib * 1024 +
+           (long)(reconnect_peak_sessions(b) * RECONNECT_SESSION_ALLOWANCE_BYTES / 1024);
+}
+
+static int reconnect_bounded_met(const bench_t *b)
+{
+    return b->completed && b->final.mem.rss_kib > 0 &&
+           b->final.mem.rss_kib - b->baseline.rss_kib <= reconnect_explained_kib(b);
+}
+
+/* KiB per 1000 cycles: the least-squares slope of VmRSS over the samples
+ * taken at least `from_s` seconds into the storm; NAN with fewer than 3. */
+static double reconnect_slope(const bench_t *b, double from_s, double to_s)
+{
+    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (size_t i = 0; i < b->n_samples; i++) {
+        const mem_sample_t *s = &b->samples[i];
+        if (s->at_s < from_s || s->at_s > to_s)
+            continue;
+        double x = (double)s->cycles / 1000.0, y = (double)s->mem.rss_kib;
+        n++;
+        sx += x;
+        sy += y;
+        sxx += x * x;
+        sxy += x * y;
+    }
+    double den = n * sxx - sx * sx;
+    if (n < 3 || den <= 0)
+        return NAN;
+    return (n * sxy - sx * sy) / den;
+}
+
+static double reconnect_growth_per_1000(const bench_t *b)
+{
+    if (b->storm.cycles == 0 || b->final.mem.rss_kib == 0)
+        return 0;
+    return (double)(b->final.mem.rss_kib - b->baseline.rss_kib) * 1000.0 / (double)b->storm.cycles;
+}
+
+static void reconnect_print_counts(const bench_t *b)
+{
+    const storm_counts_t *c = &b->storm;
+    uint64_t connections = reconnect_kinds_count(b->opt.kinds) * c->cycles;
+    printf("%-22s %" PRIu64 " cycles, %" PRIu64 " connections in %.1f s: %.1f cycles/s\n", "storm",
+           c->cycles, connections, b->storm_s, b->storm_s > 0 ? (double)c->cycles / b->storm_s : 0);
+    printf("%-22s %" PRIu64 " served (%" PRIu64 " whoami, %" PRIu64 " publish), %" PRIu64
+           " failed, %" PRIu64 " TOO_MANY_CONNECTIONS\n",
+           "registered keys", c->valid_ok, c->whoami_ok, c->publish_ok, c->valid_failed,
+           c->too_many);
+    printf("%-22s %" PRIu64 " refused at the handshake (AUTH), %" PRIu64 " otherwise, %" PRIu64
+           " admitted\n",
+           "unregistered keys", c->invalid_auth, c->invalid_wrong, c->invalid_admitted);
+    printf("%-22s %" PRIu64 " handshake then silent, %" PRIu64 " NULL mechanism, %" PRIu64
+           " closed after TCP connect, %" PRIu64 " failed\n",
+           "raw DEALERs", c->raw_done[RAW_SILENT], c->raw_done[RAW_NULL], c->raw_done[RAW_ABORT],
+           c->raw_failed);
+}
+
+static void reconnect_print_memory(const bench_t *b)
+{
+    double early = reconnect_slope(b, 0, SCHAKEL_SESSION_TIMEOUT_MS / 1000.0);
+    double slope = reconnect_slope(b, RECONNECT_PLATEAU_MS / 1000.0, INFINITY);
+    printf("%-22s baseline %.1f MiB, peak %.1f MiB, settled %.1f MiB, final %.1f MiB%s (VmHWM "
+           "%.1f MiB)\n",
+           "broker VmRSS", reconnect_mib(b->baseline.rss_kib),
+           reconnect_mib(atomic_load(&b->peak_rss_kib)), reconnect_mib(b->settled.mem.rss_kib),
+           reconnect_mib(b->final.mem.rss_kib),
+           b->final_after_expiry ? " after session expiry" : "",
+           reconnect_mib(b->final.mem.hwm_kib));
+    printf("%-22s anon %.1f -> %.1f MiB, file %.1f -> %.1f MiB, shmem %.1f -> %.1f MiB\n",
+           "broker RSS parts", reconnect_mib(b->baseline.anon_kib),
+           reconnect_mib(b->final.mem.anon_kib), reconnect_mib(b->baseline.file_kib),
+           reconnect_mib(b->final.mem.file_kib), reconnect_mib(b->baseline.shmem_kib),
+           reconnect_mib(b->final.mem.shmem_kib));
+    long growth_kib = b->final.mem.rss_kib - b->baseline.rss_kib;
+    size_t peak_sessions = reconnect_peak_sessions(b);
+    printf("%-22s %+ld KiB in all, %+.1f KiB per 1000 cycles; at most %zu sessions at once",
+           "growth", growth_kib, reconnect_growth_per_1000(b), peak_sessions);
+    if (peak_sessions >= RECONNECT_MIN_SESSIONS_PER_RATIO)
+        printf(", %+.0f bytes per such session",
+               (double)growth_kib * 1024.0 / (double)peak_sessions);
+    printf("\n");
+    /* Before any storm session can expire, and once they expire as fast as
+     * they come: the difference is what the session table holds. */
+    char early_text[32] = "n/a", slope_text[32] = "n/a (a shorter storm)";
+    if (!isnan(early))
+        snprintf(early_text, sizeof early_text, "%+.1f", early);
+    if (!isnan(slope))
+        snprintf(slope_text, sizeof slope_text, "%+.1f (steady)", slope);
+    printf("%-22s first %d s: %s, after %d s: %s\n", "KiB per 1000 cycles",
+           SCHAKEL_SESSION_TIMEOUT_MS / 1000, early_text, RECONNECT_PLATEAU_MS / 1000, slope_text);
+    printf("%-22s fds %d -> %d, threads %d -> %d, log %.1f MiB\n", "broker", b->baseline.fds,
+           b->final.mem.fds, b->baseline.threads, b->final.mem.threads,
+           (double)b->log_bytes / 1048576.0);
+    printf("%-22s VmRSS %.1f -> %.1f MiB\n", "bench process",
+           reconnect_mib(b->client_rss_baseline_kib), reconnect_mib(b->client_rss_final_kib));
+}
+
+static void reconnect_print_table(const bench_t *b)
+{
+    const char *rule = "------------------------------------------------------------------------"
+                       "--------------";
+    const service_check_t *k = &b->check;
+    printf("\nSchakel reconnect bench: %" PRIu64 " cycles (%s) after %u warm-up cycles, %u "
+           "principals, publish every %u, max %u connections per principal\n%s\n",
+           b->opt.count, reconnect_kinds_text(b->opt.kinds), b->opt.warmup, b->opt.principals,
+           b->opt.publish_every, b->opt.max_connections, rule);
+    reconnect_print_counts(b);
+    reconnect_print_memory(b);
+    printf("%-22s %s; %" PRIu64 " of %" PRIu64 " accepted publishes delivered once, backlog "
+           "after %" PRId64 "\n",
+           "service after",
+           k->final_accepted ? (k->final_delivered ? "publish accepted and delivered"
+                                                   : "publish accepted, not delivered")
+                             : "no publish accepted",
+           k->distinct, k->expected, k->backlog_after);
+    printf("%s\n%-10s %-9s %-10s %-10s %-10s %-8s %-6s\n", rule, "cycles", "at s", "RSS MiB",
+           "anon MiB", "HWM MiB", "threads", "fds");
+    for (size_t i = 0; i < b->n_samples; i++) {
+        const mem_sample_t *s = &b->samples[i];
+        printf("%-10" PRIu64 " %-9.1f %-10.2f %-10.2f %-10.2f %-8d %-6d\n", s->cycles, s->at_s,
+               reconnect_mib(s->mem.rss_kib), reconnect_mib(s->mem.anon_kib),
+               reconnect_mib(s->mem.hwm_kib), s->mem.threads, s->mem.fds);
+    }
+    int wrong = reconnect_wrong_outcomes(&b->storm) || reconnect_wrong_outcomes(&b->warm);
+    char target[32];
+    snprintf(target, sizeof target, "<= %.1f",
+             reconnect_mib(b->baseline.rss_kib) + b->opt.margin_mib);
+    printf("%s\n%-44s %-12s %-12s %s\n", rule, "criterion", "value", "target", "result");
+    printf("%-44s %-12.1f %-12s %s\n", "broker final VmRSS (MiB)",
+           reconnect_mib(b->final.mem.rss_kib), target, reconnect_rss_met(b) ? "met" : "not met");
+    snprintf(target, sizeof target, "<= %.1f", reconnect_mib(reconnect_explained_kib(b)));
+    printf("%-44s %-12.1f %-12s %s\n", "growth beyond margin + 1 KiB/session (MiB)",
+           reconnect_mib(b->final.mem.rss_kib - b->baseline.rss_kib), target,
+           reconnect_bounded_met(b) ? "met" : "not met");
+    printf("%-44s %-12s %-12s %s\n", "every connection had the expected outcome",
+           wrong ? "no" : "yes", "yes", !wrong && b->completed ? "met" : "not met");
+    printf("%-44s %-12s %-12s %s\n", "broker serves after the storm", k->ok ? "yes" : "no", "yes",
+           k->ok ? "met" : "not met");
+    if (b->first_wrong[0] != '\0')
+        printf("first unexpected outcome: %s\n", b->first_wrong);
+    if (b->problem[0] != '\0')
+        printf("problem: %s\n", b->problem);
+    printf("%s\n", rule);
+}
+
+static void reconnect_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void reconnect_json_number(FILE *f, const char *name, double v)
+{
+    if (!isnan(v))
+        fprintf(f, "  \"%s\": %.3f,\n", name, v);
+    else
+        fprintf(f, "  \"%s\": null,\n", name);
+}
+
+static void reconnect_json_counts(FILE *f, const bench_t *b)
+{
+    const storm_counts_t *c = &b->storm;
+    fprintf(f, "  \"cycles_done\": %" PRIu64 ",\n  \"connections\": %" PRIu64 ",\n", c->cycles,
+            reconnect_kinds_count(b->opt.kinds) * c->cycles);
+    fprintf(f, "  \"storm_s\": %.3f,\n  \"cycles_per_s\": %.1f,\n", b->storm_s,
+            b->storm_s > 0 ? (double)c->cycles / b->storm_s : 0);
+    fprintf(f, "  \"valid_served\": %" PRIu64 ",\n  \"valid_whoami\": %" PRIu64 ",\n", c->valid_ok,
+            c->whoami_ok);
+    fprintf(f, "  \"valid_publish\": %" PRIu64 ",\n  \"valid_failed\": %" PRIu64 ",\n",
+            c->publish_ok, c->valid_failed);
+    fprintf(f, "  \"valid_too_many_connections\": %" PRIu64 ",\n", c->too_many);
+    fprintf(f, "  \"invalid_refused_auth\": %" PRIu64 ",\n  \"invalid_other\": %" PRIu64 ",\n",
+            c->invalid_auth, c->invalid_wrong);
+    fprintf(f, "  \"invalid_admitted\": %" PRIu64 ",\n", c->invalid_admitted);
+    for (int k = 0; k < RAW_KINDS; k++)
+        fprintf(f, "  \"raw_%s\": %" PRIu64 ",\n", reconnect_raw_names[k], c->raw_done[k]);
+    fprintf(f, "  \"raw_failed\": %" PRIu64 ",\n", c->raw_failed);
+    fprintf(f, "  \"warmup_wrong_outcomes\": %s,\n",
+            reconnect_wrong_outcomes(&b->warm) ? "true" : "false");
+}
+
+static void reconnect_json_memory(FILE *f, const bench_t *b)
+{
+    const proc_mem_t *base = &b->baseline, *fin = &b->final.mem;
+    fprintf(f, "  \"baseline_rss_kib\": %ld,\n  \"baseline_hwm_kib\": %ld,\n", base->rss_kib,
+            base->hwm_kib);
+    fprintf(f, "  \"baseline_anon_kib\": %ld,\n  \"baseline_file_kib\": %ld,\n", base->anon_kib,
+            base->file_kib);
+    fprintf(f, "  \"peak_rss_kib\": %ld,\n", atomic_load(&b->peak_rss_kib));
+    fprintf(f, "  \"settled_rss_kib\": %ld,\n  \"settled\": %s,\n  \"settle_ms\": %.0f,\n",
+            b->settled.mem.rss_kib, b->settled.settled ? "true" : "false", b->settled.waited_ms);
+    fprintf(f, "  \"final_after_session_expiry\": %s,\n", b->final_after_expiry ? "true" : "false");
+    fprintf(f, "  \"final_rss_kib\": %ld,\n  \"final_hwm_kib\": %ld,\n", fin->rss_kib,
+            fin->hwm_kib);
+    fprintf(f, "  \"final_anon_kib\": %ld,\n  \"final_file_kib\": %ld,\n", fin->anon_kib,
+            fin->file_kib);
+    fprintf(f, "  \"final_shmem_kib\": %ld,\n", fin->shmem_kib);
+    fprintf(f, "  \"growth_kib\": %ld,\n", fin->rss_kib - base->rss_kib);
+    size_t peak_sessions = reconnect_peak_sessions(b);
+    fprintf(f, "  \"peak_sessions\": %zu,\n", peak_sessions);
+    reconnect_json_number(f, "growth_bytes_per_peak_session",
+                          peak_sessions >= RECONNECT_MIN_SESSIONS_PER_RATIO
+                              ? (double)(fin->rss_kib - base->rss_kib) * 1024.0 /
+                                    (double)peak_sessions
+                              : NAN);
+    reconnect_json_number(f, "growth_kib_per_1000_cycles", reconnect_growth_per_1000(b));
+    reconnect_json_number(f, "steady_slope_kib_per_1000_cycles",
+                          reconnect_slope(b, RECONNECT_PLATEAU_MS / 1000.0, INFINITY));
+    reconnect_json_number(f, "early_slope_kib_per_1000_cycles",
+                          reconnect_slope(b, 0, SCHAKEL_SESSION_TIMEOUT_MS / 1000.0));
+    reconnect_json_number(f, "storm_slope_kib_per_1000_cycles", reconnect_slope(b, 0, INFINITY));
+    fprintf(f, "  \"threshold_kib\": %ld,\n", base->rss_kib + (long)b->opt.margin_mib * 1024);
+    fprintf(f, "  \"baseline_fds\": %d,\n  \"final_fds\": %d,\n", base->fds, fin->fds);
+    fprintf(f, "  \"baseline_threads\": %d,\n  \"final_threads\": %d,\n", base->threads,
+            fin->threads);
+    fprintf(f, "  \"broker_log_bytes\": %lld,\n", b->log_bytes);
+    fprintf(f, "  \"bench_rss_baseline_kib\": %ld,\n  \"bench_rss_final_kib\": %ld,\n",
+            b->client_rss_baseline_kib, b->client_rss_final_kib);
+}
+
+static void reconnect_json_scalars(FILE *f, const bench_t *b)
+{
+    const service_check_t *k = &b->check;
+    fprintf(f, "  \"bench\": \"reconnect\",\n  \"completed\": %s,\n",
+            b->completed ? "true" : "false");
+    fprintf(f, "  \"count\": %" PRIu64 ",\n  \"warmup_cycles\": %u,\n", b->opt.count,
+            b->opt.warmup);
+    fprintf(f, "  \"principals\": %u,\n  \"publish_every\": %u,\n", b->opt.principals,
+            b->opt.publish_every);
+    fprintf(f, "  \"max_connections_per_principal\": %u,\n", b->opt.max_connections);
+    fprintf(f, "  \"kinds\": \"%s\",\n", reconnect_kinds_text(b->opt.kinds));
+    fprintf(f, "  \"margin_mib\": %u,\n  \"deadline_s\": %.0f,\n", b->opt.margin_mib,
+            b->opt.deadline_s);
+    fprintf(f, "  \"broker_log_level\": ");
+    reconnect_json_string(f, b->opt.log_level);
+    fprintf(f, ",\n");
+    reconnect_json_counts(f, b);
+    reconnect_json_memory(f, b);
+    fprintf(f, "  \"service_ok\": %s,\n  \"expected_deliveries\": %" PRIu64 ",\n",
+            k->ok ? "true" : "false", k->expected);
+    fprintf(f, "  \"delivered_distinct\": %" PRIu64 ",\n  \"backlog_after\": %" PRId64 ",\n",
+            k->distinct, k->backlog_after);
+    fprintf(f, "  \"broker_exit\": %d,\n  \"first_wrong\": ", b->broker_exit);
+    reconnect_json_string(f, b->first_wrong);
+    fprintf(f, ",\n  \"problem\": ");
+    reconnect_json_string(f, b->problem);
+    fprintf(f, ",\n");
+}
+
+static void reconnect_json_tail(FILE *f, const bench_t *b)
+{
+    int wrong = reconnect_wrong_outcomes(&b->storm) || reconnect_wrong_outcomes(&b->warm);
+    fprintf(f, "  \"criteria\": {\n");
+    fprintf(f,
+            "    \"final_rss_within_margin\": {\"value_kib\": %ld, \"limit_kib\": %ld, \"met\": "
+            "%s},\n",
+            b->final.mem.rss_kib, b->baseline.rss_kib + (long)b->opt.margin_mib * 1024,
+            reconnect_rss_met(b) ? "true" : "false");
+    fprintf(f,
+            "    \"growth_within_margin_and_sessions\": {\"value_kib\": %ld, \"limit_kib\": %ld, "
+            "\"met\": %s},\n",
+            b->final.mem.rss_kib - b->baseline.rss_kib, reconnect_explained_kib(b),
+            reconnect_bounded_met(b) ? "true" : "false");
+    fprintf(f, "    \"expected_outcomes\": {\"met\": %s},\n",
+            !wrong && b->completed ? "true" : "false");
+    fprintf(f, "    \"serves_after_storm\": {\"met\": %s}\n", b->check.ok ? "true" : "false");
+    fprintf(f, "  },\n  \"samples\": [\n");
+    for (size_t i = 0; i < b->n_samples; i++) {
+        const mem_sample_t *s = &b->samples[i];
+        fprintf(f,
+                "    {\"cycles\": %" PRIu64 ", \"at_s\": %.2f, \"rss_kib\": %ld, \"hwm_kib\": "
+                "%ld, \"anon_kib\": %ld, \"file_kib\": %ld, \"threads\": %d, \"fds\": %d}%s\n",
+                s->cycles, s->at_s, s->mem.rss_kib, s->mem.hwm_kib, s->mem.anon_kib,
+                s->mem.file_kib, s->mem.threads, s->mem.fds, i + 1 < b->n_samples ? "," : "");
+    }
+    fprintf(f, "  ]\n");
+}
+
+static int reconnect_write_json(const bench_t *b)
+{
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", b->opt.json_path);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        (void)mkdir(parent, 0755); /* the results folder; its parent must exist */
+    }
+    FILE *f = fopen(b->opt.json_path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "bench_reconnect: cannot write %s: %s\n", b->opt.json_path,
+                strerror(errno));
+        return -1;
+    }
+    fprintf(f, "{\n");
+    reconnect_json_scalars(f, b);
+    reconnect_json_tail(f, b);
+    fprintf(f, "}\n");
+    return fclose(f);
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void reconnect_on_signal(int sig)
+{
+    (void)sig;
+    reconnect_interrupted = 1;
+}
+
+static void reconnect_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = reconnect_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+static void reconnect_cleanup(bench_t *b)
+{
+    if (b->raw_ctx != NULL)
+        zmq_ctx_term(b->raw_ctx);
+    keys_destroy(&b->raw_key);
+    if (b->dir[0] != '\0' && b->opt.keep)
+        fprintf(stderr, "bench_reconnect: keeping %s\n", b->dir);
+    else if (b->dir[0] != '\0')
+        nftw(b->dir, reconnect_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    free(b->samples);
+    free(b->accepted);
+    free(b->session_ms);
+}
+
+int main(int argc, char **argv)
+{
+    bench_t *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return 1;
+    b->opt = (reconnect_options_t){.count = RECONNECT_DEFAULT_COUNT,
+                                   .warmup = RECONNECT_DEFAULT_WARMUP,
+                                   .principals = RECONNECT_DEFAULT_PRINCIPALS,
+                                   .publish_every = RECONNECT_DEFAULT_PUBLISH_EVERY,
+                                   .sample_every = RECONNECT_DEFAULT_SAMPLE_EVERY,
+                                   .max_connections = SCHAKEL_MAX_CONNECTIONS_CAP,
+                                   .margin_mib = RECONNECT_DEFAULT_MARGIN_MIB,
+                                   .expiry_wait = 1,
+                                   .kinds = KIND_ALL,
+                                   .json_path = "tests/bench/results/reconnect.json",
+                                   .log_level = "info"};
+    int rc = reconnect_parse_args(argc, argv, &b->opt);
+    if (rc != 0) {
+        reconnect_usage(rc == 1 ? stdout : stderr);
+        free(b);
+        return rc == 1 ? 0 : 2;
+    }
+    b->broker_pidfd = -1;
+    b->broker_exit = -1;
+    b->check.backlog_after = -1;
+    b->started_ms = reconnect_now_ms();
+    b->deadline_ms = b->started_ms + (int64_t)(b->opt.deadline_s * 1000.0);
+    b->observed_at = (int64_t)time(NULL) - 60;
+    reconnect_install_signals();
+    if (keys_init() != 0) {
+        fprintf(stderr, "bench_reconnect: libsodium failed to initialise\n");
+        free(b);
+        return 1;
+    }
+    printf("bench_reconnect: %" PRIu64 " cycles, deadline %.0f s for the storm\n", b->opt.count,
+           b->opt.deadline_s);
+    fflush(stdout);
+    reconnect_run(b);
+    if (b->broker_pid > 0)
+        b->broker_exit = reconnect_broker_stop(b);
+    b->log_bytes = reconnect_file_size(b->log_path);
+    reconnect_print_table(b);
+    int json_rc = reconnect_write_json(b);
+    int ok = b->completed && b->check.ok && !reconnect_wrong_outcomes(&b->storm) &&
+             !reconnect_wrong_outcomes(&b->warm) && json_rc == 0;
+    reconnect_cleanup(b);
+    free(b);
+    return ok ? 0 : 1;
+}

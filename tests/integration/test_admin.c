@@ -1,0 +1,983 @@
+/*
+ * test_admin.c — the admin endpoint and `schakelctl` against a real
+ * schakeld started with admin_listen on a random loopback port: who may use
+ * which endpoint, what status/partners/rules report after real traffic,
+ * reload through schakelctl (refused with file:line and the old policy
+ * kept; revoked keys cut off at once), the admin frame protocol itself with
+ * a raw CURVE client, answers in several chunks, and the policy commands
+ * that need no broker (check, explain).
+ *
+ * schakelctl runs as a child process (build/schakelctl); the broker's
+ * admin endpoint is read from its broker.ready log line. No sleeps: every
+ * wait is on a reply, a process or the log, with a bound.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "keys.h"
+#include "wire.h"
+
+static const char *const ADMIN_ON[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
+
+/* An env with the default policy and a broker that serves the admin endpoint. */
+static int setup_admin_broker(void **state)
+{
+    h_env_t *env = h_env_new();
+    h_broker_start_with(env, ADMIN_ON);
+    *state = env;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ small helpers */
+
+static void expect_exit(const h_cli_result_t *res, int code, const char *what)
+{
+    if (res->status != code)
+        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
+                 res->out, res->err);
+}
+
+static void expect_text(const char *text, const char *needle, const char *what)
+{
+    if (strstr(text, needle) == NULL)
+        fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text);
+}
+
+/* The value of the first "key": at or after `from` in compact JSON (as
+ * schakelctl --json prints it): a string's contents (with \" \\ undone), a
+ * number or literal, or a flat array's text. Fails the test if absent. */
+static void json_get(const char *from, const char *key, char *out, size_t outlen)
+{
+    char pattern[96];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *p = from ? strstr(from, pattern) : NULL;
+    if (p == NULL)
+        fail_msg("no \"%s\" in %.400s", key, from ? from : "(null)");
+    p += strlen(pattern);
+    size_t used = 0;
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            if (used + 1 < outlen)
+                out[used++] = *p;
+        }
+    } else if (*p == '[') {
+        while (*p && *p != ']' && used + 2 < outlen)
+            out[used++] = *p++;
+        out[used++] = ']';
+    } else {
+        while (*p && *p != ',' && *p != '}' && used + 1 < outlen)
+            out[used++] = *p++;
+    }
+    out[used] = '\0';
+}
+
+static long long json_int(const char *from, const char *key)
+{
+    char value[64];
+    json_get(from, key, value, sizeof value);
+    char *end = NULL;
+    long long n = strtoll(value, &end, 10);
+    if (end == value || *end != '\0')
+        fail_msg("\"%s\" is not an integer: %s", key, value);
+    return n;
+}
+
+/* The object of a JSON array that starts with "id":"ID" (compact output). */
+static const char *json_entry(const char *text, const char *id)
+{
+    char anchor[200];
+    snprintf(anchor, sizeof anchor, "{\"id\":\"%s\"", id);
+    const char *at = strstr(text, anchor);
+    if (at == NULL)
+        fail_msg("no entry with id %s in %.600s", id, text);
+    return at;
+}
+
+static size_t count_of(const char *text, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* Line (1-based) of the first occurrence of needle in text. */
+static unsigned line_of(const char *text, const char *needle)
+{
+    const char *at = strstr(text, needle);
+    if (at == NULL)
+        fail_msg("\"%s\" not in the policy text", needle);
+    unsigned line = 1;
+    for (const char *p = text; p < at; p++)
+        line += *p == '\n';
+    return line;
+}
+
+/* Run schakelctl as `principal` against the env's admin endpoint. */
+static int ctl(h_env_t *env, const char *principal, h_cli_result_t *res, const char *const *args)
+{
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    return h_run_ctl_argv(env, admin, principal ? h_key_file(env, principal) : NULL, args, res);
+}
+
+/* `schakelctl COMMAND --json` as the operator; fails unless it exits 0.
+ * Returns its stdout (caller frees). */
+static char *ctl_json(h_env_t *env, const char *command)
+{
+    const char *const args[] = {command, "--json", NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, command);
+    char *out = res.out;
+    res.out = NULL;
+    h_cli_result_free(&res);
+    return out;
+}
+
+static schakel_signal_t cannabis_signal(void)
+{
+    schakel_signal_t s = {.kind = "hennepkwekerij",
+                          .theme = "ondermijning",
+                          .area = "BU09350101",
+                          .postcode = "6211AB",
+                          .house_number = 12,
+                          .subject = "PSN-1c4e88aa07",
+                          .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
+                          .summary = "Signaal hennepteelt"};
+    return s;
+}
+
+/* ------------------------------------------------------------------ endpoints */
+
+/* Only operator keys get in on the admin endpoint, and operator keys do
+ * not get in on the partner endpoint. */
+static void test_admin_endpoint_admits_operators_only(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *principal;
+        int exit_code;
+        const char *says; /* on stderr (or stdout for 0) */
+    } rows[] = {
+        {H_OPERATOR, 0, "version"},
+        {H_POLITIE, 4, "refused our key"},
+        {H_RIEC_CASEWORKER, 4, "refused our key"},
+        {H_UNREGISTERED, 4, "refused our key"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *const args[] = {"status", NULL};
+        h_cli_result_t res;
+        ctl(env, rows[i].principal, &res, args);
+        expect_exit(&res, rows[i].exit_code, rows[i].principal);
+        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, rows[i].principal);
+        h_cli_result_free(&res);
+    }
+    long offset = h_log_offset(env);
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_OPERATOR), &client, &err),
+                     SCHAKEL_ERR_AUTH);
+    assert_null(client);
+    assert_int_equal(h_await_log(env, offset, "operator keys may not use the partner endpoint",
+                                 H_TIMEOUT_MS),
+                     0);
+    /* The partner endpoint still serves partners. */
+    client = h_connect(env, H_POLITIE);
+    schakel_close(&client);
+    h_done(env);
+}
+
+/* Settings missing, a broker that is not there, a wrong broker key. */
+static void test_ctl_usage_and_unreachable(void **state)
+{
+    h_env_t *env = *state;
+    int port = 0;
+    int port_fd = h_closed_port(&port);
+    char closed[64], admin[128];
+    snprintf(closed, sizeof closed, "tcp://127.0.0.1:%d", port);
+    h_admin_endpoint(env, admin, sizeof admin);
+    static const char *const status[] = {"status", "--connect-timeout", "1", NULL};
+    static const char *const bogus[] = {"status", "--no-such-option", NULL};
+    static const char *const extra[] = {"status", "now", NULL};
+    static const char *const none[] = {"frobnicate", NULL};
+    static const struct {
+        int admin;      /* 0 unset, 1 the real one, 2 a closed port */
+        int with_key;
+        const char *const *args;
+        int exit_code;
+        const char *says;
+    } rows[] = {
+        {0, 1, status, 2, "no admin endpoint"},
+        {1, 0, status, 2, "no operator key"},
+        {2, 1, status, 4, "no TCP connection"},
+        {1, 1, bogus, 2, "--no-such-option"},
+        {1, 1, extra, 2, "takes no arguments"},
+        {1, 1, none, 2, "unknown command"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_cli_result_t res;
+        const char *endpoint = rows[i].admin == 0 ? NULL : rows[i].admin == 1 ? admin : closed;
+        h_run_ctl_argv(env, endpoint, rows[i].with_key ? h_key_file(env, H_OPERATOR) : NULL,
+                       rows[i].args, &res);
+        char what[32];
+        snprintf(what, sizeof what, "row %zu", i);
+        expect_exit(&res, rows[i].exit_code, what);
+        expect_text(res.err, rows[i].says, what);
+        h_cli_result_free(&res);
+    }
+    h_closed_port_release(port_fd);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ status, partners, rules */
+
+/* The counters, backlogs and refusals move with real traffic, and the
+ * rules listed are the ones deliveries are made under (same hashes). */
+static void test_status_partners_rules_follow_traffic(void **state)
+{
+    h_env_t *env = *state;
+    char *before = ctl_json(env, "status");
+    long long accepted0 = json_int(strstr(before, "\"messages\""), "accepted");
+    long long refused0 = json_int(strstr(before, "\"messages\""), "refused");
+    assert_int_equal(accepted0, 0);
+    assert_int_equal(json_int(before, "backlog"), 0);
+    char hash[80];
+    json_get(strstr(before, "\"policy\""), "hash", hash, sizeof hash);
+    assert_int_equal(strlen(hash), 64);
+    free(before);
+
+    /* jekerdal -> politie, riec (2 principals), gemeente: 4 deliveries;
+     * brandweer may not send ondermijning: refused. */
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = cannabis_signal();
+    uint32_t recipients = 0;
+    (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4);
+    (void)h_publish_refused(brandweer, NULL, &s, "POLICY_DENIED");
+    (void)h_publish_refused(brandweer, NULL, &s, "POLICY_DENIED");
+
+    char *status = ctl_json(env, "status");
+    const char *messages = strstr(status, "\"messages\"");
+    assert_int_equal(json_int(messages, "accepted"), 1);
+    assert_int_equal(json_int(messages, "refused"), refused0 + 2);
+    assert_int_equal(json_int(status, "backlog"), 4);
+    assert_true(json_int(status, "connected_principals") >= 2);
+    assert_true(json_int(strstr(status, "\"store\""), "db_bytes") > 0);
+    free(status);
+
+    char *partners = ctl_json(env, "partners");
+    const char *p = json_entry(partners, H_WOCO_JEKERDAL);
+    char value[160];
+    json_get(p, "connected", value, sizeof value);
+    assert_string_equal(value, "true");
+    assert_true(json_int(p, "last_seen") >= (long long)time(NULL) - 60);
+    p = json_entry(partners, H_BRANDWEER);
+    assert_int_equal(json_int(p, "refusals"), 2);
+    p = json_entry(partners, H_POLITIE);
+    assert_int_equal(json_int(p, "backlog"), 1);
+    json_get(p, "connected", value, sizeof value);
+    assert_string_equal(value, "false");
+    json_get(p, "last_seen", value, sizeof value);
+    assert_string_equal(value, "null");
+    p = json_entry(partners, "riec");
+    assert_int_equal(json_int(p, "backlog"), 2);
+    p = json_entry(partners, H_OPERATOR);
+    json_get(p, "role", value, sizeof value);
+    assert_string_equal(value, "operator");
+    free(partners);
+
+    /* politie receives: delivered and acked move, its backlog empties, and
+     * the delivery's rule hash is the one `rules` lists. */
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_delivery_t *d = h_receive(politie);
+    char *delivered_hash = strdup(d->rule_hash);
+    assert_string_equal(d->rule_id, "woco-ondermijning-politie");
+    assert_int_equal(schakel_ack(politie, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(politie), 0);
+    status = ctl_json(env, "status");
+    messages = strstr(status, "\"messages\"");
+    assert_true(json_int(messages, "delivered") >= 1);
+    assert_int_equal(json_int(messages, "acked"), 1);
+    assert_int_equal(json_int(status, "backlog"), 3);
+    free(status);
+
+    char *rules = ctl_json(env, "rules");
+    assert_int_equal(count_of(rules, "{\"id\":"), 7);
+    json_get(rules, "policy_hash", value, sizeof value);
+    assert_string_equal(value, hash);
+    const char *r = json_entry(rules, "woco-ondermijning-politie");
+    json_get(r, "hash", value, sizeof value);
+    assert_string_equal(value, delivered_hash);
+    json_get(r, "from", value, sizeof value);
+    assert_string_equal(value, "[\"woco-maasoever\",\"woco-jekerdal\"]");
+    json_get(r, "themes", value, sizeof value);
+    assert_string_equal(value, "[\"ondermijning\"]");
+    json_get(r, "kinds", value, sizeof value);
+    assert_string_equal(value, "[\"*\"]");
+    json_get(r, "legal_basis", value, sizeof value);
+    assert_string_equal(value, "Convenant RIEC Limburg, art. 5; Wpg art. 16 lid 1");
+    r = json_entry(rules, "politie-zorg-veiligheidshuis");
+    json_get(r, "require_case_ref", value, sizeof value);
+    assert_string_equal(value, "true");
+    json_get(r, "retention", value, sizeof value);
+    assert_string_equal(value, "1y");
+    json_get(r, "fields", value, sizeof value);
+    assert_string_equal(value, "[\"area\",\"subject\",\"grounds\",\"case_ref\",\"severity\","
+                               "\"observed_at\",\"summary\"]");
+    free(rules);
+    free(delivered_hash);
+
+    /* The human tables say the same. */
+    const char *const human_partners[] = {"partners", NULL};
+    const char *const human_status[] = {"status", NULL};
+    const char *const human_rules[] = {"rules", NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, human_partners);
+    expect_exit(&res, 0, "partners");
+    expect_text(res.out, "PARTNER / PRINCIPAL", "partners table");
+    expect_text(res.out, "  woco-jekerdal/meldingen", "partners table");
+    h_cli_result_free(&res);
+    ctl(env, H_OPERATOR, &res, human_status);
+    expect_exit(&res, 0, "status");
+    expect_text(res.out, "accepted 1, refused", "status table");
+    expect_text(res.out, "3 deliveries waiting", "status table");
+    h_cli_result_free(&res);
+    ctl(env, H_OPERATOR, &res, human_rules);
+    expect_exit(&res, 0, "rules");
+    expect_text(res.out, "Opsporing van ondermijnende criminaliteit", "rules table");
+    expect_text(res.out, "requires case_ref", "rules table");
+    h_cli_result_free(&res);
+
+    schakel_close(&politie);
+    schakel_close(&brandweer);
+    schakel_close(&jekerdal);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ reload */
+
+static const char BAD_PARTNER_RULES[] =
+    "rules:\n  - id: naar-niemand\n    from: [politie]\n    to: [dierenbescherming]\n"
+    "    themes: [overlast]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
+    "    fields: [area]\n    retention: 30d\n";
+static const char BAD_THEME_RULES[] =
+    "rules:\n  - id: onbekend-thema\n    from: [politie]\n    to: [gemeente]\n"
+    "    themes: [parkeren]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
+    "    fields: [area]\n    retention: 30d\n";
+static const char BAD_RETENTION_RULES[] =
+    "rules:\n  - id: te-lang\n    from: [politie]\n    to: [gemeente]\n"
+    "    themes: [overlast]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
+    "    fields: [area]\n    retention: 40y\n";
+
+static unsigned header_lines(void)
+{
+    unsigned n = 0;
+    for (const char *p = h_policy_header; *p; p++)
+        n += *p == '\n';
+    return n;
+}
+
+/* A reload through schakelctl of a broken policy: exit 1, the loader's
+ * FILE:LINE: message, and the policy in force unchanged (hash and
+ * behaviour); then a good one is taken and reported old -> new. */
+static void test_reload_refused_keeps_old_policy(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *rules;
+        const char *at;   /* the text the error's line holds */
+        const char *says; /* the message */
+    } rows[] = {
+        {BAD_PARTNER_RULES, "dierenbescherming", "unknown partner"},
+        {BAD_THEME_RULES, "parkeren", "not a theme"},
+        {BAD_RETENTION_RULES, "40y", "exceeds the cap"},
+    };
+    char *status = ctl_json(env, "status");
+    char old_hash[80], value[200];
+    json_get(strstr(status, "\"policy\""), "hash", old_hash, sizeof old_hash);
+    free(status);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    const char *const to_gemeente[] = {"gemeente"};
+    const char *const reload[] = {"reload", NULL};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_env_write_policy(env, "%s%s", h_policy_header, rows[i].rules);
+        h_cli_result_t res;
+        ctl(env, H_OPERATOR, &res, reload);
+        expect_exit(&res, 1, rows[i].at);
+        char where[200];
+        snprintf(where, sizeof where, "%s:%u: ", env->policy_path,
+                 header_lines() + line_of(rows[i].rules, rows[i].at));
+        expect_text(res.err, where, rows[i].at);
+        expect_text(res.err, rows[i].says, rows[i].at);
+        expect_text(res.err, old_hash, "the kept hash");
+        h_cli_result_free(&res);
+        /* Same policy as before, on the same connection. */
+        status = ctl_json(env, "status");
+        json_get(strstr(status, "\"policy\""), "hash", value, sizeof value);
+        assert_string_equal(value, old_hash);
+        free(status);
+        schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
+                                 .area = "BU09350101", .recipients = to_gemeente,
+                                 .n_recipients = 1};
+        uint32_t recipients = 0;
+        (void)h_publish_ok(brandweer, &fire, NULL, NULL, &recipients, NULL);
+        assert_int_equal(recipients, 1);
+    }
+    schakel_close(&brandweer);
+
+    /* A good policy: taken, and reported with the hash `policy check` computes. */
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    const char *const check[] = {"policy", "check", env->policy_path, "--json", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, check, &res);
+    expect_exit(&res, 0, "policy check");
+    char new_hash[80];
+    json_get(res.out, "hash", new_hash, sizeof new_hash);
+    h_cli_result_free(&res);
+    const char *const reload_json[] = {"reload", "--json", NULL};
+    ctl(env, H_OPERATOR, &res, reload_json);
+    expect_exit(&res, 0, "reload of a good policy");
+    json_get(res.out, "old_hash", value, sizeof value);
+    assert_string_equal(value, old_hash);
+    json_get(res.out, "new_hash", value, sizeof value);
+    assert_string_equal(value, new_hash);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+static const char JEKERDAL_BLOCK[] = "  - id: woco-jekerdal/meldingen\n"
+                                     "    role: system\n"
+                                     "    key_file: keys/woco-jekerdal-meldingen.pub\n";
+static const char OPERATOR_BLOCK[] = "  - id: gemeente/beheer\n"
+                                     "    role: operator\n"
+                                     "    key_file: keys/gemeente-beheer.pub\n";
+
+static char *without(const char *text, const char *what)
+{
+    const char *at = strstr(text, what);
+    if (at == NULL)
+        fail_msg("policy text lacks \"%s\"", what);
+    char *out = malloc(strlen(text) + 1);
+    assert_non_null(out);
+    memcpy(out, text, (size_t)(at - text));
+    strcpy(out + (at - text), at + strlen(what));
+    return out;
+}
+
+/* A reload through schakelctl that removes a connected principal cuts it
+ * off at once; one that removes the operator itself is still answered, and
+ * after it that key gets nowhere. */
+static void test_reload_revoking_keys_cuts_them_off(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    char principal[130], partner[130], role[130];
+    assert_int_equal(schakel_whoami(jekerdal, principal, partner, role, H_TIMEOUT_MS), SCHAKEL_OK);
+
+    char *header = without(h_policy_header, JEKERDAL_BLOCK);
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    const char *const reload_json[] = {"reload", "--json", NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, reload_json);
+    expect_exit(&res, 0, "reload without jekerdal");
+    assert_true(json_int(res.out, "sessions_dropped") >= 1);
+    h_cli_result_free(&res);
+
+    schakel_signal_t s = cannabis_signal();
+    (void)h_publish_refused(jekerdal, NULL, &s, "NOT_PERMITTED");
+    schakel_close(&jekerdal);
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_WOCO_JEKERDAL), &jekerdal, &err),
+                     SCHAKEL_ERR_AUTH);
+    char *partners = ctl_json(env, "partners");
+    assert_null(strstr(partners, H_WOCO_JEKERDAL));
+    free(partners);
+
+    /* The operator reloads its own key away: answered, then locked out. */
+    char *no_operator = without(header, OPERATOR_BLOCK);
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    const char *const reload[] = {"reload", NULL};
+    ctl(env, H_OPERATOR, &res, reload);
+    expect_exit(&res, 0, "reload without the operator");
+    expect_text(res.out, "reloaded", "reload output");
+    h_cli_result_free(&res);
+    const char *const status[] = {"status", NULL};
+    ctl(env, H_OPERATOR, &res, status);
+    expect_exit(&res, 4, "status with a removed operator key");
+    expect_text(res.err, "refused our key", "status with a removed operator key");
+    h_cli_result_free(&res);
+    free(no_operator);
+    free(header);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ the frames themselves */
+
+typedef struct raw_client {
+    void *ctx, *socket, *monitor;
+} raw_client_t;
+
+/* A DEALER with `principal`'s key, connected and past the handshake. */
+static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint,
+                        const char *principal)
+{
+    char text[256];
+    uint8_t broker_sign[32], broker_curve[32];
+    keypair_t *keys = keys_load_secret(h_key_file(env, principal), text, sizeof text);
+    assert_non_null(keys);
+    assert_int_equal(keys_load_public(env->broker_pub, broker_sign, text, sizeof text), 0);
+    assert_int_equal(keys_sign_pk_to_curve(broker_sign, broker_curve), 0);
+    int zero = 0;
+    c->ctx = zmq_ctx_new();
+    c->socket = zmq_socket(c->ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_setsockopt(c->socket, ZMQ_CURVE_SERVERKEY, broker_curve, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_CURVE_PUBLICKEY, keys->curve_pk, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_CURVE_SECRETKEY, keys->curve_sk, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_LINGER, &zero, sizeof zero),
+                     0);
+    keys_destroy(&keys);
+    assert_int_equal(zmq_socket_monitor(c->socket, "inproc://test-admin-monitor",
+                                        ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH),
+                     0);
+    c->monitor = zmq_socket(c->ctx, ZMQ_PAIR);
+    assert_int_equal(zmq_connect(c->monitor, "inproc://test-admin-monitor"), 0);
+    assert_int_equal(zmq_connect(c->socket, endpoint), 0);
+    zmq_pollitem_t item = {c->monitor, 0, ZMQ_POLLIN, 0};
+    assert_int_equal(zmq_poll(&item, 1, H_TIMEOUT_MS), 1);
+    zmq_msg_t event;
+    zmq_msg_init(&event);
+    assert_true(zmq_msg_recv(&event, c->monitor, 0) >= 6);
+    uint16_t code;
+    memcpy(&code, zmq_msg_data(&event), 2);
+    zmq_msg_close(&event);
+    assert_int_equal(code, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+}
+
+static void raw_close(raw_client_t *c)
+{
+    zmq_socket_monitor(c->socket, NULL, 0);
+    zmq_close(c->monitor);
+    zmq_close(c->socket);
+    zmq_ctx_term(c->ctx);
+}
+
+/* The next frame from the broker, decoded; fails the test on timeout. */
+static Schakel__Frame *raw_next(raw_client_t *c)
+{
+    zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, H_TIMEOUT_MS) != 1)
+        fail_msg("no answer within %d ms", H_TIMEOUT_MS);
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    assert_true(zmq_msg_recv(&msg, c->socket, 0) >= 0);
+    wire_error_t err;
+    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
+    zmq_msg_close(&msg);
+    if (frame == NULL)
+        fail_msg("undecodable answer: %s", err.text);
+    return frame;
+}
+
+static Schakel__Frame *raw_exchange(raw_client_t *c, const uint8_t *bytes, size_t len)
+{
+    assert_int_equal(zmq_send(c->socket, bytes, len, 0), (int)len);
+    return raw_next(c);
+}
+
+/* A frame with any version (wire_encode_frame always writes 1). */
+static uint8_t *pack_frame(Schakel__Frame *frame, uint32_t version, size_t *len)
+{
+    frame->has_version = 1;
+    frame->version = version;
+    *len = schakel__frame__get_packed_size(frame);
+    uint8_t *out = malloc(*len ? *len : 1);
+    assert_non_null(out);
+    schakel__frame__pack(frame, out);
+    return out;
+}
+
+/* What the admin endpoint answers to each kind of frame, and that an
+ * admin request on the partner endpoint is refused. */
+static void test_admin_frames(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    static char *const one_arg[] = {"now"};
+    static const struct {
+        int body;          /* 0 garbage, 1 heartbeat, 2 admin request */
+        uint32_t version;
+        uint64_t request_id;
+        const char *command;
+        size_t n_args;
+        const char *reason; /* Rejected reason, or NULL for an AdminResponse */
+        int ok;
+        const char *says;
+    } rows[] = {
+        {0, 1, 0, NULL, 0, "INVALID_MESSAGE", 0, "not a valid"},
+        {1, 1, 0, NULL, 0, "UNEXPECTED_BODY", 0, "admin_request frames only"},
+        {2, 2, 5, "status", 0, "UNSUPPORTED_VERSION", 0, "version"},
+        {2, 1, 0, "status", 0, "INVALID_MESSAGE", 0, "request_id"},
+        {2, 1, 6, NULL, 0, "INVALID_MESSAGE", 0, "no command"},
+        {2, 1, 7, "shutdown", 0, NULL, 0, "unknown command"},
+        {2, 1, 8, "status", 1, NULL, 0, "takes at most 0 arguments"},
+        {2, 1, 9, "status", 0, NULL, 1, NULL},
+    };
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        Schakel__Heartbeat hb = SCHAKEL__HEARTBEAT__INIT;
+        Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        if (rows[i].body == 0) {
+            bytes = (uint8_t *)strdup("\xff\xff\xff garbage");
+            len = strlen((char *)bytes);
+        } else {
+            if (rows[i].body == 1) {
+                frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+                frame.heartbeat = &hb;
+            } else {
+                request.has_request_id = rows[i].request_id != 0;
+                request.request_id = rows[i].request_id;
+                request.command = (char *)(uintptr_t)rows[i].command;
+                request.n_args = rows[i].n_args;
+                request.args = (char **)(uintptr_t)one_arg;
+                frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+                frame.admin_request = &request;
+            }
+            bytes = pack_frame(&frame, rows[i].version, &len);
+        }
+        Schakel__Frame *answer = raw_exchange(&c, bytes, len);
+        free(bytes);
+        if (rows[i].reason != NULL) {
+            if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
+                fail_msg("row %zu: no Rejected (body %d)", i, (int)answer->body_case);
+            assert_string_equal(wire_reason_name(answer->rejected->reason), rows[i].reason);
+            expect_text(answer->rejected->text, rows[i].says, rows[i].reason);
+        } else {
+            if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE)
+                fail_msg("row %zu: no AdminResponse (body %d)", i, (int)answer->body_case);
+            const Schakel__AdminResponse *r = answer->admin_response;
+            assert_int_equal(r->request_id, rows[i].request_id);
+            assert_int_equal(r->has_ok && r->ok, rows[i].ok);
+            assert_false(r->has_more && r->more);
+            if (rows[i].ok)
+                assert_true(r->json != NULL && r->json[0] == '{');
+            else
+                expect_text(r->error ? r->error : "", rows[i].says, "AdminResponse.error");
+        }
+        wire_frame_free(&answer);
+    }
+    raw_close(&c);
+
+    /* An admin request on the partner endpoint. */
+    raw_connect(&c, env, env->endpoint, H_POLITIE);
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = 1;
+    request.command = "status";
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *bytes = pack_frame(&frame, 1, &len);
+    Schakel__Frame *answer = raw_exchange(&c, bytes, len);
+    free(bytes);
+    assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_REJECTED);
+    assert_string_equal(wire_reason_name(answer->rejected->reason), "UNEXPECTED_BODY");
+    wire_frame_free(&answer);
+    raw_close(&c);
+    h_done(env);
+}
+
+/* A policy of n_rules rules whose purposes are mostly multi-byte
+ * characters; the first purpose starts with `pad` ASCII bytes. */
+static void write_long_policy(h_env_t *env, const char *purpose, int n_rules, size_t pad)
+{
+    size_t cap = (size_t)n_rules * (strlen(purpose) + 400) + pad + 1;
+    char *rules = malloc(cap);
+    assert_non_null(rules);
+    size_t used = (size_t)snprintf(rules, cap, "rules:\n");
+    for (int i = 0; i < n_rules; i++)
+        used += (size_t)snprintf(rules + used, cap - used,
+                                 "  - id: bulk-%03d\n    from: [politie]\n    to: [gemeente]\n"
+                                 "    kinds: [soort-%03d]\n    themes: [overlast]\n"
+                                 "    areas: [GM0935]\n    purpose: \"%.*s%s%d\"\n"
+                                 "    legal_basis: \"Wpg art. 19\"\n    fields: [area]\n"
+                                 "    retention: 30d\n",
+                                 i, i, i == 0 ? (int)pad : 0,
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                                 purpose, i);
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    const char *const reload[] = {"reload", NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, reload);
+    expect_exit(&res, 0, "reload of the long policy");
+    h_cli_result_free(&res);
+}
+
+/* The raw answer to `rules` (chunks joined; caller frees), the count of
+ * its frames and the length of the first. Every chunk must decode: the
+ * codec refuses a string that is not UTF-8, so a chunk cut inside a
+ * character fails here. */
+static char *raw_rules(h_env_t *env, size_t *frames, size_t *first_len)
+{
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = 42;
+    request.command = "rules";
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0, total = 0;
+    uint8_t *bytes = pack_frame(&frame, 1, &len);
+    assert_int_equal(zmq_send(c.socket, bytes, len, 0), (int)len);
+    free(bytes);
+    char *doc = NULL;
+    *frames = 0;
+    for (int more = 1; more;) {
+        Schakel__Frame *answer = raw_next(&c);
+        assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_ADMIN_RESPONSE);
+        const Schakel__AdminResponse *r = answer->admin_response;
+        assert_int_equal(r->request_id, 42);
+        assert_true(r->ok);
+        assert_non_null(r->json);
+        size_t n = strlen(r->json);
+        assert_true(n <= SCHAKEL_ADMIN_CHUNK_BYTES);
+        if ((*frames)++ == 0)
+            *first_len = n;
+        doc = realloc(doc, total + n + 1);
+        assert_non_null(doc);
+        memcpy(doc + total, r->json, n + 1);
+        total += n;
+        more = r->has_more && r->more;
+        wire_frame_free(&answer);
+    }
+    raw_close(&c);
+    return doc;
+}
+
+/* An answer longer than one chunk: several AdminResponse frames, each
+ * within the chunk size and as full as it can be without splitting a UTF-8
+ * character; schakelctl puts them together. The first purpose is padded so
+ * that the chunk edge falls inside a character for certain. */
+static void test_long_answer_comes_in_chunks(void **state)
+{
+    h_env_t *env = *state;
+    enum { N_RULES = 300 };
+    char purpose[420] = "";
+    while (strlen(purpose) + 20 < sizeof purpose)
+        strcat(purpose, "één ëën ŝ € ");
+    write_long_policy(env, purpose, N_RULES, 0);
+    size_t frames = 0, first_len = 0;
+    char *doc = raw_rules(env, &frames, &first_len);
+    assert_true(strlen(doc) > SCHAKEL_ADMIN_CHUNK_BYTES);
+    /* Shift everything after the first purpose so that a continuation
+     * byte sits at the chunk edge. */
+    size_t pad = 0;
+    while (((unsigned char)doc[SCHAKEL_ADMIN_CHUNK_BYTES - pad] & 0xC0) != 0x80)
+        pad++;
+    assert_true(pad < 560);
+    free(doc);
+    write_long_policy(env, purpose, N_RULES, pad);
+    doc = raw_rules(env, &frames, &first_len);
+    assert_true(((unsigned char)doc[SCHAKEL_ADMIN_CHUNK_BYTES] & 0xC0) == 0x80);
+    assert_true(frames >= 2);
+    assert_true(first_len < SCHAKEL_ADMIN_CHUNK_BYTES);
+    assert_true(first_len + 3 >= SCHAKEL_ADMIN_CHUNK_BYTES);
+    free(doc);
+
+    char *listed = ctl_json(env, "rules");
+    assert_int_equal(count_of(listed, "{\"id\":\"bulk-"), N_RULES);
+    char expected[600];
+    snprintf(expected, sizeof expected, "\"purpose\":\"%s%d\"", purpose, N_RULES - 1);
+    expect_text(listed, expected, "the last rule's purpose, intact");
+    free(listed);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ policy check, explain */
+
+static void test_policy_check(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *rules; /* NULL: the default rules */
+        int exit_code;
+        const char *at; /* the text on the error's line, NULL when valid */
+        const char *says;
+    } rows[] = {
+        {NULL, 0, NULL, "valid: 8 partners, 10 principals, 7 rules"},
+        {BAD_PARTNER_RULES, 1, "dierenbescherming", "unknown partner \"dierenbescherming\""},
+        {BAD_THEME_RULES, 1, "parkeren", "not a theme"},
+        {BAD_RETENTION_RULES, 1, "40y", "retention"},
+        {"rules: [\n  - id: x\n", 1, NULL, ":"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_env_write_policy(env, "%s%s", h_policy_header,
+                           rows[i].rules ? rows[i].rules : h_default_rules);
+        const char *const args[] = {"policy", "check", env->policy_path, NULL};
+        h_cli_result_t res;
+        h_run_ctl_argv(env, NULL, NULL, args, &res);
+        char what[32];
+        snprintf(what, sizeof what, "check row %zu", i);
+        expect_exit(&res, rows[i].exit_code, what);
+        const char *text = rows[i].exit_code == 0 ? res.out : res.err;
+        expect_text(text, env->policy_path, what);
+        expect_text(text, rows[i].says, what);
+        if (rows[i].at != NULL) {
+            char where[200];
+            snprintf(where, sizeof where, "%s:%u: ", env->policy_path,
+                     header_lines() + line_of(rows[i].rules, rows[i].at));
+            expect_text(res.err, where, what);
+        }
+        h_cli_result_free(&res);
+    }
+    const char *const missing[] = {"policy", "check", "/nonexistent/policy.yaml", NULL};
+    const char *const no_file[] = {"policy", "check", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, missing, &res);
+    expect_exit(&res, 1, "missing file");
+    expect_text(res.err, "/nonexistent/policy.yaml", "missing file");
+    h_cli_result_free(&res);
+    h_run_ctl_argv(env, NULL, NULL, no_file, &res);
+    expect_exit(&res, 2, "no file");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+static void test_policy_explain(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *from, *to, *kind, *theme, *area;
+        int case_ref;
+        int exit_code;
+        const char *says[3]; /* on stdout (exit 0/1) or stderr (2) */
+        const char *never;   /* must not appear on stdout */
+    } rows[] = {
+        {H_WOCO_JEKERDAL, "politie", "hennepkwekerij", "ondermijning", "BU09350101", 0, 0,
+         {"ALLOW", "rule         woco-ondermijning-politie",
+          "fields       sender, kind, theme, area, address, subject, grounds, case_ref"},
+         NULL},
+        {H_WOCO_JEKERDAL, "gemeente", "hennepkwekerij", "ondermijning", "WK093501", 0, 0,
+         {"woco-ondermijning-gemeente", "Opiumwet art. 13b", "retention    180d"},
+         "subject"},
+        {"woco-jekerdal", "riec/m.janssen", "hennepkwekerij", "ondermijning", "GM0935", 0, 0,
+         {"woco-ondermijning-riec", "recipients   riec/m.janssen", "2y"},
+         NULL},
+        {H_WOCO_JEKERDAL, "politie", "hennepkwekerij", "ondermijning", "GM0917", 0, 1,
+         {"DENY", "no rule lets woco-jekerdal", "GM0917"},
+         "ALLOW"},
+        {H_POLITIE, "gemeente", "fietsendiefstal", "woninginbraak", "GM0935", 0, 1,
+         {"DENY", "fietsendiefstal", NULL},
+         "ALLOW"},
+        {H_POLITIE, "veiligheidshuis", "melding", "zorg", "GM0935", 0, 1,
+         {"DENY", "requires case_ref", NULL},
+         "ALLOW"},
+        {H_POLITIE, "veiligheidshuis", "melding", "zorg", "GM0935", 1, 0,
+         {"ALLOW", "politie-zorg-veiligheidshuis", "case_ref"},
+         NULL},
+        {H_OPERATOR, "politie", "melding", "overlast", "GM0935", 0, 1,
+         {"DENY", "operator", NULL},
+         "ALLOW"},
+        {H_POLITIE, "gemeente", "melding", "parkeren", "GM0935", 0, 2,
+         {"not a theme", NULL, NULL},
+         NULL},
+        {H_POLITIE, "gemeente", "melding", "overlast", "GM935", 0, 2,
+         {"not a CBS code", NULL, NULL},
+         NULL},
+        {"dierenbescherming", "gemeente", "melding", "overlast", "GM0935", 0, 2,
+         {"neither a principal nor a partner", NULL, NULL},
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *args[16] = {"policy", "explain", "--policy", env->policy_path, "--from",
+                                rows[i].from, "--to", rows[i].to, "--kind", rows[i].kind,
+                                "--theme", rows[i].theme, "--area", rows[i].area, NULL};
+        if (rows[i].case_ref)
+            args[14] = "--case-ref";
+        h_cli_result_t res;
+        h_run_ctl_argv(env, NULL, NULL, args, &res);
+        char what[40];
+        snprintf(what, sizeof what, "explain row %zu", i);
+        expect_exit(&res, rows[i].exit_code, what);
+        const char *text = rows[i].exit_code == 2 ? res.err : res.out;
+        for (size_t k = 0; k < 3 && rows[i].says[k]; k++)
+            expect_text(text, rows[i].says[k], what);
+        if (rows[i].never != NULL && strstr(res.out, rows[i].never) != NULL)
+            fail_msg("%s: \"%s\" in:\n%s", what, rows[i].never, res.out);
+        h_cli_result_free(&res);
+    }
+
+    /* Without --to: one row per partner; the fire service reaches three. */
+    const char *const every[] = {"policy", "explain", "--policy", env->policy_path, "--from",
+                                 H_BRANDWEER, "--kind", "brandonveilige-situatie", "--theme",
+                                 "brandveiligheid", "--area", "BU09350101", "--json", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, every, &res);
+    expect_exit(&res, 0, "explain to every partner");
+    assert_int_equal(count_of(res.out, "\"verdict\":\"allow\""), 3);
+    assert_int_equal(count_of(res.out, "\"verdict\":\"deny\""), 5);
+    const char *allowed = strstr(res.out, "\"to\":\"woco-maasoever\"");
+    char value[200];
+    json_get(allowed, "id", value, sizeof value);
+    assert_string_equal(value, "brandweer-brandveiligheid");
+    json_get(allowed, "fields", value, sizeof value);
+    assert_string_equal(value, "[\"sender\",\"kind\",\"theme\",\"area\",\"address\","
+                               "\"severity\",\"observed_at\",\"summary\",\"source_ref\"]");
+    json_get(res.out, "delivered", value, sizeof value);
+    assert_string_equal(value, "true");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_admin_endpoint_admits_operators_only,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ctl_usage_and_unreachable, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_status_partners_rules_follow_traffic,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_refused_keeps_old_policy, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_check, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_explain, h_setup_env, h_teardown),
+    };
+    return cmocka_run_group_tests_name("integration: admin endpoint and schakelctl", tests, NULL,
+                                       NULL);
+}

@@ -1,0 +1,497 @@
+/*
+ * test_metrics.c — schakeld's HTTP metrics: /metrics is valid Prometheus
+ * text (checked by promtool, Debian's prometheus package), its counters
+ * move by exactly what the test does, /healthz and /readyz answer, no
+ * content, subject or principal ever shows, and a bad metrics_listen stops
+ * the broker at start-up.
+ *
+ * Counters are read after two Heartbeat round trips of a connected client:
+ * the broker publishes its snapshot at the end of each loop turn, and the
+ * second reply is sent in a later turn than anything the test did before,
+ * so the snapshot already holds it. Gauges refreshed on a timer (connected
+ * principals, backlog) are awaited, bounded, with round trips in between.
+ */
+#define _GNU_SOURCE /* pipe2 */
+
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "schakel.pb-c.h"
+
+#define SUBJECT "PSN-5e1f0c93d2"
+#define SUMMARY "Samenvatting die nooit in metrics mag staan 7421"
+#define GROUNDS "Verhuurder meldt onverklaarbare contante betalingen"
+
+/* ------------------------------------------------------------ HTTP */
+
+typedef struct http_reply {
+    int status;
+    char *head; /* status line and headers */
+    char *body;
+} http_reply_t;
+
+static void http_reply_free(http_reply_t *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+static int http_connect(const char *address)
+{
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    assert_non_null(colon);
+    assert_true((size_t)(colon - address) < sizeof host);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    assert_int_equal(inet_pton(AF_INET, host, &addr.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        fail_msg("connect %s: %s", address, strerror(errno));
+    return fd;
+}
+
+/* One HTTP/1.0 request; the server closes the connection after the reply.
+ * Every wait is bounded by H_TIMEOUT_MS. */
+static http_reply_t http_request(const char *address, const char *method, const char *path)
+{
+    int fd = http_connect(address);
+    char request[256];
+    int n = snprintf(request, sizeof request, "%s %s HTTP/1.0\r\nHost: %s\r\n\r\n", method, path,
+                     address);
+    assert_int_equal(write(fd, request, (size_t)n), n);
+    size_t used = 0, cap = 65536;
+    char *text = malloc(cap + 1);
+    assert_non_null(text);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ready = poll(&p, 1, H_TIMEOUT_MS);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            fail_msg("no complete HTTP reply to %s %s within %d ms", method, path, H_TIMEOUT_MS);
+        if (used == cap) {
+            cap *= 2;
+            text = realloc(text, cap + 1);
+            assert_non_null(text);
+        }
+        ssize_t got = read(fd, text + used, cap - used);
+        if (got < 0 && errno == EINTR)
+            continue;
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        used += (size_t)got;
+    }
+    close(fd);
+    text[used] = '\0';
+    http_reply_t r = {0};
+    char *split = strstr(text, "\r\n\r\n");
+    if (split == NULL || sscanf(text, "HTTP/1.%*d %d", &r.status) != 1)
+        fail_msg("not an HTTP reply: \"%.200s\"", text);
+    *split = '\0';
+    r.body = strdup(split + 4);
+    r.head = text;
+    assert_non_null(r.body);
+    return r;
+}
+
+static char *http_get_ok(const char *address, const char *path)
+{
+    http_reply_t r = http_request(address, "GET", path);
+    if (r.status != 200)
+        fail_msg("GET %s: status %d: %s", path, r.status, r.body);
+    char *body = r.body;
+    r.body = NULL;
+    http_reply_free(&r);
+    return body;
+}
+
+/* ------------------------------------------------------------ samples */
+
+/* The value of one series, written exactly as the text format has it
+ * (`name` or `name{label="value"}`); -1 if it is absent. */
+static double series_value(const char *text, const char *series)
+{
+    size_t len = strlen(series);
+    for (const char *line = text; *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : "") {
+        if (strncmp(line, series, len) == 0 && line[len] == ' ')
+            return strtod(line + len + 1, NULL);
+    }
+    return -1;
+}
+
+static char *refusal_series(const char *reason)
+{
+    static char series[128];
+    snprintf(series, sizeof series, "schakel_refusals_total{reason=\"%s\"}", reason);
+    return series;
+}
+
+/* See the file comment: after two round trips the snapshot holds all that
+ * the broker did for this test before. */
+static void settle(schakel_client_t *client)
+{
+    (void)h_backlog(client);
+    (void)h_backlog(client);
+}
+
+/* Wait (bounded) until a timer-refreshed gauge reads `expected`. */
+static void await_gauge(const char *address, schakel_client_t *client, const char *series,
+                        double expected)
+{
+    int64_t deadline = (int64_t)time(NULL) + H_TIMEOUT_MS / 1000;
+    char *text = NULL;
+    while ((int64_t)time(NULL) <= deadline) {
+        free(text);
+        text = http_get_ok(address, "/metrics");
+        if (series_value(text, series) == expected) {
+            free(text);
+            return;
+        }
+        (void)h_backlog(client); /* a round trip: lets the broker turn */
+    }
+    fail_msg("%s never became %g:\n%s", series, expected, text);
+}
+
+/* ------------------------------------------------------------ promtool */
+
+/* `promtool check metrics` with text on stdin: 0 when it parses and lints
+ * clean. Bounded by H_CLI_TIMEOUT_MS. */
+static void assert_promtool_accepts(h_env_t *env, const char *text)
+{
+    char in_path[160], out_path[160];
+    snprintf(in_path, sizeof in_path, "%s/metrics.txt", env->dir);
+    snprintf(out_path, sizeof out_path, "%s/promtool.out", env->dir);
+    FILE *f = fopen(in_path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int in = open(in_path, O_RDONLY), out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
+            _exit(126);
+        execlp("promtool", "promtool", "check", "metrics", (char *)NULL);
+        _exit(127);
+    }
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    assert_true(pidfd >= 0);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int ready;
+    do
+        ready = poll(&p, 1, H_CLI_TIMEOUT_MS);
+    while (ready < 0 && errno == EINTR);
+    if (ready <= 0)
+        kill(pid, SIGKILL);
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(pidfd);
+    char report[2048] = "";
+    f = fopen(out_path, "r");
+    if (f != NULL) {
+        size_t got = fread(report, 1, sizeof report - 1, f);
+        report[got] = '\0';
+        fclose(f);
+    }
+    if (ready <= 0)
+        fail_msg("promtool did not finish within %d ms", H_CLI_TIMEOUT_MS);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+        fail_msg("promtool is not installed: run `make deps` (Debian package prometheus)");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("promtool check metrics refused /metrics (status %d): %s\n--- text:\n%s",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, report, text);
+}
+
+/* ------------------------------------------------------------ signals */
+
+/* politie -> om under politie-ondermijning-om, with a subject and a
+ * summary that must never reach /metrics. */
+static schakel_signal_t police_signal(void)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .subject = SUBJECT,
+        .grounds = GROUNDS,
+        .severity = SCHAKEL_SEVERITY_HIGH,
+        .observed_at = (int64_t)time(NULL) - 60,
+        .summary = SUMMARY,
+    };
+    return s;
+}
+
+/* No rule lets politie send woninginbraak of this kind to anyone. */
+static schakel_signal_t denied_signal(void)
+{
+    schakel_signal_t s = police_signal();
+    s.theme = "woninginbraak";
+    s.subject = NULL;
+    s.grounds = NULL;
+    return s;
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void assert_every_reason_listed_at_zero(const char *text)
+{
+    const ProtobufCEnumDescriptor *reasons = &schakel__reason__descriptor;
+    for (unsigned i = 0; i < reasons->n_values; i++) {
+        double value = series_value(text, refusal_series(reasons->values[i].name));
+        if (reasons->values[i].value == 0)
+            assert_true(value < 0); /* REASON_NONE is never sent */
+        else if (value != 0)
+            fail_msg("%s is %g before any request, not 0", reasons->values[i].name, value);
+    }
+}
+
+static void test_health_and_readiness(void **state)
+{
+    h_env_t *env = *state;
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    assert_int_equal(strncmp(address, "127.0.0.1:", 10), 0);
+
+    static const struct {
+        const char *method, *path;
+        int status;
+        const char *body; /* a piece of it */
+    } rows[] = {
+        {"GET", "/healthz", 200, "ok"}, {"GET", "/readyz", 200, "ready"},
+        {"HEAD", "/readyz", 200, ""},   {"GET", "/metrics", 200, "schakel_up 1\n"},
+        {"GET", "/", 404, "not found"}, {"GET", "/metrics/../etc/passwd", 404, "not found"},
+        {"POST", "/metrics", 405, ""},  {"DELETE", "/readyz", 405, ""},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        http_reply_t r = http_request(address, rows[i].method, rows[i].path);
+        if (r.status != rows[i].status || strstr(r.body, rows[i].body) == NULL)
+            fail_msg("%s %s: status %d body \"%.200s\", expected %d with \"%s\"", rows[i].method,
+                     rows[i].path, r.status, r.body, rows[i].status, rows[i].body);
+        if (strcmp(rows[i].method, "HEAD") == 0)
+            assert_string_equal(r.body, "");
+        http_reply_free(&r);
+    }
+    http_reply_t r = http_request(address, "GET", "/metrics");
+    assert_non_null(strstr(r.head, "text/plain; version=0.0.4"));
+    assert_promtool_accepts(env, r.body);
+    assert_every_reason_listed_at_zero(r.body);
+    http_reply_free(&r);
+
+    /* readiness stops with the broker */
+    assert_int_equal(h_broker_stop(env), 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)atoi(strchr(address, ':') + 1))};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    assert_int_not_equal(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    close(fd);
+    h_done(env);
+}
+
+typedef struct counts {
+    double accepted, denied, deliveries, redeliveries, acks, auth_failures, latency_count;
+} counts_t;
+
+static counts_t read_counts(const char *address)
+{
+    char *text = http_get_ok(address, "/metrics");
+    counts_t c = {
+        .accepted = series_value(text, "schakel_publishes_accepted_total"),
+        .denied = series_value(text, refusal_series("POLICY_DENIED")),
+        .deliveries = series_value(text, "schakel_deliveries_total"),
+        .redeliveries = series_value(text, "schakel_redeliveries_total"),
+        .acks = series_value(text, "schakel_acks_total"),
+        .auth_failures = series_value(text, "schakel_auth_failures_total"),
+        .latency_count = series_value(text, "schakel_accept_to_deliver_seconds_count"),
+    };
+    free(text);
+    return c;
+}
+
+static void assert_counts(const char *address, const char *when, counts_t expected)
+{
+    counts_t got = read_counts(address);
+    if (memcmp(&got, &expected, sizeof got) != 0)
+        fail_msg("%s: accepted %g/%g denied %g/%g deliveries %g/%g redeliveries %g/%g acks "
+                 "%g/%g auth failures %g/%g latency count %g/%g (got/expected)",
+                 when, got.accepted, expected.accepted, got.denied, expected.denied, got.deliveries,
+                 expected.deliveries, got.redeliveries, expected.redeliveries, got.acks,
+                 expected.acks, got.auth_failures, expected.auth_failures, got.latency_count,
+                 expected.latency_count);
+}
+
+/* The latency histogram after `observed` first sends, all of them made
+ * within the test's bound: cumulative buckets, +Inf equal to the count. */
+static void assert_latency_histogram(const char *address, double observed)
+{
+    char *text = http_get_ok(address, "/metrics");
+    static const char *const bounds[] = {"0.001", "0.01", "0.1", "1", "10", "60", "86400", "+Inf"};
+    double previous = 0;
+    char series[128];
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        snprintf(series, sizeof series, "schakel_accept_to_deliver_seconds_bucket{le=\"%s\"}",
+                 bounds[i]);
+        double value = series_value(text, series);
+        if (value < previous || value > observed)
+            fail_msg("%s = %g (previous bucket %g, observed %g)", series, value, previous,
+                     observed);
+        previous = value;
+    }
+    assert_true(previous == observed);
+    assert_true(series_value(text, "schakel_accept_to_deliver_seconds_bucket{le=\"60\"}") ==
+                observed);
+    double sum = series_value(text, "schakel_accept_to_deliver_seconds_sum");
+    assert_true(sum >= 0 && sum < observed * 60);
+    free(text);
+}
+
+static void test_counters_follow_traffic(void **state)
+{
+    h_env_t *env = *state;
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    settle(politie);
+    counts_t expect = read_counts(address);
+    assert_true(expect.auth_failures >= 1); /* the start-up self-check's probe */
+    assert_true(expect.accepted == 0 && expect.deliveries == 0 && expect.latency_count == 0);
+
+    /* one accepted publish, one refused */
+    schakel_signal_t s = police_signal();
+    h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_signal_t denied = denied_signal();
+    h_publish_refused(politie, NULL, &denied, "POLICY_DENIED");
+    settle(politie);
+    expect.accepted += 1;
+    expect.denied += 1;
+    assert_counts(address, "after one accepted and one refused publish", expect);
+    await_gauge(address, politie, "schakel_backlog{partner=\"om\"}", 1);
+
+    /* om receives (a first send: timed) and acks */
+    schakel_client_t *om = h_connect(env, H_OM);
+    await_gauge(address, om, "schakel_connected_principals{partner=\"om\"}", 1);
+    await_gauge(address, om, "schakel_connected_principals{partner=\"politie\"}", 1);
+    schakel_delivery_t *d = h_receive(om);
+    assert_false(d->redelivery);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    settle(om);
+    expect.deliveries += 1;
+    expect.acks += 1;
+    expect.latency_count += 1;
+    assert_counts(address, "after one delivery and its ack", expect);
+    assert_latency_histogram(address, 1);
+    await_gauge(address, om, "schakel_backlog{partner=\"om\"}", 0);
+
+    /* a second one is received, not acked, and comes again after a
+     * reconnect: a redelivery, not timed again */
+    h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    d = h_receive(om);
+    uint64_t seq = d->seq;
+    schakel_delivery_free(&d);
+    schakel_close(&om);
+    om = h_connect(env, H_OM);
+    d = h_receive(om);
+    assert_int_equal(d->seq, seq);
+    assert_true(d->redelivery);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    settle(om);
+    expect.accepted += 1;
+    expect.deliveries += 2;
+    expect.redeliveries += 1;
+    expect.acks += 1;
+    expect.latency_count += 1;
+    assert_counts(address, "after a redelivery", expect);
+    assert_latency_histogram(address, 2);
+
+    /* an unknown key fails its handshake: counted (libzmq may retry) */
+    schakel_client_t *stranger = NULL;
+    schakel_error_t err;
+    assert_int_not_equal(h_try_connect(env, h_key_file(env, H_UNREGISTERED), &stranger, &err),
+                         SCHAKEL_OK);
+    settle(politie);
+    counts_t now = read_counts(address);
+    assert_true(now.auth_failures >= expect.auth_failures + 1);
+    expect.auth_failures = now.auth_failures;
+    assert_counts(address, "after a refused handshake", expect);
+
+    /* nothing of the contents, no subject, no principal ever shows */
+    char *text = http_get_ok(address, "/metrics");
+    static const char *const secrets[] = {SUBJECT,         SUMMARY,     GROUNDS, "witwassen",
+                                          "bvh-koppeling", "om/parket", "GM0935"};
+    for (size_t i = 0; i < sizeof secrets / sizeof secrets[0]; i++)
+        if (strstr(text, secrets[i]) != NULL)
+            fail_msg("/metrics shows \"%s\":\n%s", secrets[i], text);
+    assert_true(series_value(text, "schakel_sessions") >= 2);
+    assert_promtool_accepts(env, text);
+    free(text);
+
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* A broker asked for metrics it cannot serve does not start. */
+static void test_bad_metrics_listen_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    int port = 0;
+    int taken = h_closed_port(&port);
+    char busy[64], busy_error[96];
+    snprintf(busy, sizeof busy, "metrics_listen=127.0.0.1:%d", port);
+    snprintf(busy_error, sizeof busy_error, "cannot serve metrics on 127.0.0.1:%d", port);
+    const struct {
+        const char *set;
+        int status;
+        const char *error;
+    } rows[] = {
+        {"metrics_listen=localhost:9750", 2, "must name an IPv4 address or a bracketed IPv6"},
+        {"metrics_listen=127.0.0.1", 2, "must be HOST:PORT"},
+        {"metrics_listen=127.0.0.1:65536", 2, "must be HOST:PORT"},
+        {"metrics_listen=127.0.0.1:-1", 2, "must be HOST:PORT"},
+        {"metrics_listen=[::1:9750", 2, "must name an IPv4 address or a bracketed IPv6"},
+        {"metrics_listen=:9750", 2, "must be HOST:PORT"},
+        {busy, 1, busy_error},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_cli_result_t res;
+        int status = h_run_schakeld(&res, "--config", env->config_path, "--store", env->store_path,
+                                    "--set", rows[i].set, NULL);
+        if (status != rows[i].status || strstr(res.err, rows[i].error) == NULL)
+            fail_msg("--set %s: status %d, stderr \"%s\"; expected %d with \"%s\"", rows[i].set,
+                     status, res.err, rows[i].status, rows[i].error);
+        h_cli_result_free(&res);
+    }
+    h_closed_port_release(taken);
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_health_and_readiness, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
+                                        h_teardown),
+    };
+    return cmocka_run_group_tests_name("integration: metrics", tests, NULL, NULL);
+}

@@ -1,0 +1,1140 @@
+/*
+ * test_audit.c — unit tests of broker/audit.c and broker/store_audit.c
+ * against real SQLite files.
+ *
+ * The canonical encoding is checked against bytes this file builds from
+ * the documented layout (docs/OPERATIONS.md), not from the code under test.
+ * Trails are built through audit_append, then attacked the way someone
+ * holding the file would (a raw SQLite connection with the triggers and
+ * CHECK constraints out of the way), and verified through a keyless
+ * read-only opening, as `schakelctl audit verify` does. A full disk is
+ * simulated by a page limit. Each test has its own mkdtemp() folder.
+ */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "audit.h"
+#include "keys.h"
+#include "schakel_limits.h"
+#include "store.h"
+
+#define BASE_TIME 1700000000
+#define TRAIL_ENTRIES 2500u /* checkpoints at 1000 and 2000; 2001..2500 not yet certified */
+#define SUBJECT_A "subj-A-0001"
+#define SUBJECT_B "subj-B-0002"
+
+/* ------------------------------------------------------------------ files and keys */
+
+static char group_dir[64];       /* keys and the template trail, for the whole run */
+static char template_path[128];  /* a closed store holding the TRAIL_ENTRIES trail */
+static keypair_t *broker_key;    /* signs the template's checkpoints */
+static keypair_t *other_key;     /* a key that is not the broker's */
+static uint8_t store_key[STORE_KEY_BYTES];
+static uint8_t template_last_hash[STORE_AUDIT_HASH_BYTES];
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    store_t *store;
+} fixture_t;
+
+static void remove_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir(d)) != NULL) {
+        char file[512];
+        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
+            continue;
+        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
+        unlink(file);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static store_t *open_ok(const char *path)
+{
+    char err[512] = "";
+    store_t *store = store_open(path, store_key, err, sizeof err);
+    if (store == NULL)
+        fail_msg("store_open(%s): %s", path, err);
+    return store;
+}
+
+static store_t *reader_ok(const char *path)
+{
+    char err[512] = "";
+    store_t *store = store_open_reader(path, err, sizeof err);
+    if (store == NULL)
+        fail_msg("store_open_reader(%s): %s", path, err);
+    return store;
+}
+
+static keypair_t *make_key(const char *dir, const char *name)
+{
+    char base[128], path[160], err[256];
+    snprintf(base, sizeof base, "%s/%s", dir, name);
+    if (keys_generate(base, err, sizeof err) != 0)
+        fail_msg("keys_generate: %s", err);
+    snprintf(path, sizeof path, "%s.key", base);
+    keypair_t *kp = keys_load_secret(path, err, sizeof err);
+    if (kp == NULL)
+        fail_msg("keys_load_secret: %s", err);
+    return kp;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    assert_int_equal(fclose(in), 0);
+    assert_int_equal(fclose(out), 0);
+}
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-audit-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
+    f->store = open_ok(f->path);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    store_close(&f->store);
+    remove_tree(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ raw SQLite */
+
+static sqlite3 *raw_open(const char *path)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    return db;
+}
+
+static void raw_exec(sqlite3 *db, const char *sql)
+{
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("%s: %s", sql, message);
+}
+
+static int raw_exec_fails(sqlite3 *db, const char *sql, const char *expected)
+{
+    char *message = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &message);
+    int failed = rc != SQLITE_OK && message != NULL && strstr(message, expected) != NULL;
+    sqlite3_free(message);
+    return failed;
+}
+
+static int64_t raw_int(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return value;
+}
+
+/* A connection of someone who holds the file: nothing in the schema stops
+ * them (the triggers are dropped, CHECK constraints ignored). */
+static sqlite3 *attacker_open(const char *path)
+{
+    sqlite3 *db = raw_open(path);
+    raw_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
+                 "DROP TRIGGER audit_checkpoints_append_only_update;"
+                 "DROP TRIGGER audit_checkpoints_append_only_delete;"
+                 "PRAGMA ignore_check_constraints = ON;");
+    return db;
+}
+
+static void raw_set_blob(sqlite3 *db, const char *sql, const uint8_t *blob, size_t len,
+                         int64_t seq)
+{
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(stmt, 1, blob, (int)len, SQLITE_TRANSIENT), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(stmt, 2, seq), SQLITE_OK);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+}
+
+/* ------------------------------------------------------------------ building trails */
+
+/* The entry a trail holds at seq i: a queued delivery (every 5th, about
+ * subject A or B), its ack (the next), and refusals. Strings live in
+ * static buffers until the next call. */
+static void trail_entry(uint64_t i, store_audit_entry_t *e)
+{
+    static char detail[64];
+    if (i % 5 == 0) {
+        audit_entry_init(e, "delivery.queued");
+        audit_set_text(e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
+        audit_set_text(e, STORE_AUDIT_RECIPIENT, "om/parket");
+        audit_set_text(e, STORE_AUDIT_RECIPIENT_PARTNER, "om");
+        audit_set_int(e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)i);
+        audit_set_text(e, STORE_AUDIT_SUBJECT, i % 10 == 0 ? SUBJECT_A : SUBJECT_B);
+        audit_set_text(e, STORE_AUDIT_RULE_ID, "politie-om");
+        audit_set_text(e, STORE_AUDIT_PURPOSE, "Strafrechtelijke beoordeling");
+        audit_set_text(e, STORE_AUDIT_LEGAL_BASIS, "Wpg art. 16");
+    } else if (i % 5 == 1) {
+        audit_entry_init(e, "delivery.acked");
+        audit_set_text(e, STORE_AUDIT_ACTOR, "om/parket");
+        audit_set_int(e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)(i - 1));
+    } else {
+        snprintf(detail, sizeof detail, "refusal number %llu", (unsigned long long)i);
+        audit_entry_init(e, "request.refused");
+        audit_set_text(e, STORE_AUDIT_ACTOR, "riec/analyse");
+        audit_set_text(e, STORE_AUDIT_REASON, "INVALID_FIELD");
+        audit_set_text(e, STORE_AUDIT_DETAIL, detail);
+    }
+}
+
+/* Append entries from..to (seqs, as the trail grows) in one transaction. */
+static void trail_append(store_t *store, const keypair_t *key, uint64_t from, uint64_t to)
+{
+    for (uint64_t i = from; i <= to; i++) {
+        store_audit_entry_t e;
+        trail_entry(i, &e);
+        if (audit_append(store, key, BASE_TIME + (int64_t)i / 100, &e) != 0)
+            fail_msg("append %llu: %s", (unsigned long long)i, store_errmsg(store));
+        assert_int_equal(e.seq, i);
+    }
+    assert_int_equal(store_commit(store), 0);
+}
+
+static void verify_path(const char *path, const keypair_t *const *keys, size_t n_keys,
+                        const audit_anchor_t *anchor, audit_verify_report_t *report)
+{
+    uint8_t pks[4][32];
+    assert_true(n_keys <= 4);
+    for (size_t i = 0; i < n_keys; i++)
+        memcpy(pks[i], keys[i]->sign_pk, 32);
+    store_t *reader = reader_ok(path);
+    if (audit_verify(reader, (const uint8_t(*)[32])pks, n_keys, anchor, report) != 0)
+        fail_msg("audit_verify could not read %s: %s", path, report->problem);
+    store_close(&reader);
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    assert_int_equal(keys_init(), 0);
+    randombytes_buf(store_key, sizeof store_key);
+    snprintf(group_dir, sizeof group_dir, "/tmp/schakel-audit-keys-XXXXXX");
+    assert_non_null(mkdtemp(group_dir));
+    broker_key = make_key(group_dir, "broker");
+    other_key = make_key(group_dir, "other");
+    snprintf(template_path, sizeof template_path, "%s/template.db", group_dir);
+    store_t *store = open_ok(template_path);
+    trail_append(store, broker_key, 1, TRAIL_ENTRIES);
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(store, &tail), 0);
+    memcpy(template_last_hash, tail.hash, sizeof tail.hash);
+    store_close(&store); /* the last connection: the WAL is folded into the file */
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    keys_destroy(&broker_key);
+    keys_destroy(&other_key);
+    remove_tree(group_dir);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ the documented encoding */
+
+typedef struct bytes {
+    uint8_t data[1024];
+    size_t len;
+} bytes_t;
+
+static void put(bytes_t *b, const void *p, size_t n)
+{
+    assert_true(b->len + n <= sizeof b->data);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+}
+
+static void put_be(bytes_t *b, uint64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        uint8_t byte = (uint8_t)(v >> (8 * i));
+        put(b, &byte, 1);
+    }
+}
+
+static void put_text_field(bytes_t *b, const char *text)
+{
+    uint8_t tag = 0x01;
+    put(b, &tag, 1);
+    put_be(b, strlen(text), 4);
+    put(b, text, strlen(text));
+}
+
+static void put_int_field(bytes_t *b, int64_t value)
+{
+    uint8_t tag = 0x02;
+    put(b, &tag, 1);
+    put_be(b, (uint64_t)value, 8);
+}
+
+static void put_absent(bytes_t *b, int n)
+{
+    static const uint8_t tag = 0x00;
+    for (int i = 0; i < n; i++)
+        put(b, &tag, 1);
+}
+
+/* The field order docs/OPERATIONS.md gives: a reordering of the enum would
+ * change every hash, so it must show here first. */
+static void test_field_order_is_the_documented_one(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        int is_integer;
+    } documented[] = {
+        {"event", 0},        {"actor", 0},        {"peer", 0},           {"curve_key", 0},
+        {"recipient", 0},    {"recipient_partner", 0}, {"message_id", 0}, {"item_index", 1},
+        {"item_seq", 1},     {"delivery_seq", 1}, {"kind", 0},           {"theme", 0},
+        {"subject", 0},      {"rule_id", 0},      {"rule_hash", 0},      {"purpose", 0},
+        {"legal_basis", 0},  {"fields", 0},       {"expires_at", 1},     {"reason", 0},
+        {"detail", 0},
+    };
+    assert_int_equal(sizeof documented / sizeof documented[0], STORE_AUDIT_FIELD_COUNT);
+    for (size_t i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        if (strcmp(store_audit_fields[i].name, documented[i].name) != 0 ||
+            store_audit_fields[i].is_integer != documented[i].is_integer)
+            fail_msg("field %zu is %s, the documentation says %s", i, store_audit_fields[i].name,
+                     documented[i].name);
+    }
+}
+
+static void test_entry_encoding_is_the_documented_one(void **state)
+{
+    (void)state;
+    uint8_t prev[32], expected_hash[32], hash[32], out[1024];
+    memset(prev, 0xAB, sizeof prev);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
+    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, 3);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT, "ABCD-1234");
+    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, -5); /* two's complement, big-endian */
+    audit_set_text(&e, STORE_AUDIT_DETAIL, "");    /* present but empty: not absent */
+    e.seq = 7;
+    e.at = BASE_TIME;
+
+    bytes_t b = {.len = 0};
+    put(&b, "schakel-audit-v1", 16);
+    put(&b, prev, 32);
+    put_be(&b, 7, 8);
+    put_be(&b, BASE_TIME, 8);
+    put_text_field(&b, "delivery.queued");       /* event */
+    put_text_field(&b, "politie/bvh-koppeling"); /* actor */
+    put_absent(&b, 5);                           /* peer .. message_id */
+    put_int_field(&b, 3);                        /* item_index */
+    put_absent(&b, 4);                           /* item_seq, delivery_seq, kind, theme */
+    put_text_field(&b, "ABCD-1234");             /* subject */
+    put_absent(&b, 5);                           /* rule_id .. fields */
+    put_int_field(&b, -5);                       /* expires_at */
+    put_absent(&b, 1);                           /* reason */
+    put_text_field(&b, "");                      /* detail */
+
+    size_t len = audit_entry_encode(prev, &e, out, sizeof out);
+    assert_int_equal(len, b.len);
+    assert_memory_equal(out, b.data, b.len);
+    /* A short buffer gets a prefix and the full length. */
+    assert_int_equal(audit_entry_encode(prev, &e, out, 10), b.len);
+    assert_int_equal(audit_entry_encode(prev, &e, NULL, 0), b.len);
+
+    crypto_generichash(expected_hash, sizeof expected_hash, b.data, b.len, NULL, 0);
+    audit_entry_hash(prev, &e, hash);
+    assert_memory_equal(hash, expected_hash, 32);
+}
+
+static void test_checkpoint_bytes_are_the_documented_ones(void **state)
+{
+    (void)state;
+    uint8_t hash[32], out[AUDIT_CHECKPOINT_SIGNED_BYTES];
+    for (size_t i = 0; i < sizeof hash; i++)
+        hash[i] = (uint8_t)i;
+    bytes_t b = {.len = 0};
+    put(&b, "schakel-audit-checkpoint-v1", 27);
+    put_be(&b, 1000, 8);
+    put(&b, hash, 32);
+    put_be(&b, BASE_TIME + 60, 8);
+    assert_int_equal(sizeof out, b.len);
+    audit_checkpoint_signed_bytes(1000, hash, BASE_TIME + 60, out);
+    assert_memory_equal(out, b.data, b.len);
+}
+
+enum mutation {
+    MUT_NONE,
+    MUT_SEQ,
+    MUT_AT,
+    MUT_PREV,
+    MUT_EVENT,
+    MUT_TEXT_TO_OTHER_FIELD,
+    MUT_ABSENT_TO_EMPTY,
+    MUT_ABSENT_TO_ZERO,
+    MUT_INTEGER,
+    MUT_BOUNDARY,
+};
+
+static void mutated(enum mutation m, store_audit_entry_t *e, uint8_t prev[32])
+{
+    memset(prev, 0, 32);
+    audit_entry_init(e, "publish.refused");
+    audit_set_text(e, STORE_AUDIT_ACTOR, "ab");
+    audit_set_text(e, STORE_AUDIT_RECIPIENT, "c");
+    audit_set_int(e, STORE_AUDIT_ITEM_INDEX, 1);
+    e->seq = 5;
+    e->at = BASE_TIME;
+    switch (m) {
+    case MUT_NONE: break;
+    case MUT_SEQ: e->seq = 6; break;
+    case MUT_AT: e->at = BASE_TIME + 1; break;
+    case MUT_PREV: prev[31] = 1; break;
+    case MUT_EVENT: audit_set_text(e, STORE_AUDIT_EVENT, "publish.accepted"); break;
+    case MUT_TEXT_TO_OTHER_FIELD:
+        audit_set_text(e, STORE_AUDIT_ACTOR, NULL);
+        audit_set_text(e, STORE_AUDIT_PEER, "ab");
+        break;
+    case MUT_ABSENT_TO_EMPTY: audit_set_text(e, STORE_AUDIT_DETAIL, ""); break;
+    case MUT_ABSENT_TO_ZERO: audit_set_int(e, STORE_AUDIT_ITEM_SEQ, 0); break;
+    case MUT_INTEGER: audit_set_int(e, STORE_AUDIT_ITEM_INDEX, 2); break;
+    case MUT_BOUNDARY: /* "ab"+"c" and "a"+"bc": the length prefixes tell them apart */
+        audit_set_text(e, STORE_AUDIT_ACTOR, "a");
+        audit_set_text(e, STORE_AUDIT_RECIPIENT, "bc");
+        break;
+    }
+}
+
+static void test_every_change_changes_the_hash(void **state)
+{
+    (void)state;
+    static const struct {
+        enum mutation m;
+        int same; /* 1: must hash equal to the base */
+    } rows[] = {
+        {MUT_NONE, 1},           {MUT_SEQ, 0},    {MUT_AT, 0},
+        {MUT_PREV, 0},           {MUT_EVENT, 0},  {MUT_TEXT_TO_OTHER_FIELD, 0},
+        {MUT_ABSENT_TO_EMPTY, 0}, {MUT_ABSENT_TO_ZERO, 0}, {MUT_INTEGER, 0},
+        {MUT_BOUNDARY, 0},
+    };
+    uint8_t prev[32], base[32], hash[32];
+    store_audit_entry_t e;
+    mutated(MUT_NONE, &e, prev);
+    audit_entry_hash(prev, &e, base);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        mutated(rows[i].m, &e, prev);
+        audit_entry_hash(prev, &e, hash);
+        if ((memcmp(hash, base, 32) == 0) != rows[i].same)
+            fail_msg("row %zu: the hash %s", i, rows[i].same ? "changed" : "did not change");
+    }
+}
+
+/* ------------------------------------------------------------------ chain and checkpoints */
+
+typedef struct chain_check {
+    uint8_t prev[32];
+    uint64_t expected;
+    int broken;
+} chain_check_t;
+
+static int chain_link(const store_audit_entry_t *e, void *arg)
+{
+    chain_check_t *c = arg;
+    uint8_t hash[32];
+    audit_entry_hash(c->prev, e, hash);
+    if (e->seq != c->expected || e->damage != NULL || memcmp(hash, e->hash, 32) != 0)
+        c->broken = 1;
+    memcpy(c->prev, e->hash, 32);
+    c->expected++;
+    return 0;
+}
+
+typedef struct checkpoints_seen {
+    store_audit_checkpoint_t cp[8];
+    size_t n;
+} checkpoints_seen_t;
+
+static int checkpoint_collect(const store_audit_checkpoint_t *cp, void *arg)
+{
+    checkpoints_seen_t *seen = arg;
+    if (seen->n < 8)
+        seen->cp[seen->n] = *cp;
+    seen->n++;
+    return 0;
+}
+
+static void test_chain_links_each_entry_to_the_last(void **state)
+{
+    fixture_t *f = *state;
+    trail_append(f->store, broker_key, 1, 40);
+    /* A second transaction continues the chain from the committed tail. */
+    trail_append(f->store, broker_key, 41, 60);
+    chain_check_t c = {.expected = 1};
+    assert_int_equal(store_audit_scan(f->store, 0, 1000, chain_link, &c), 60);
+    assert_false(c.broken);
+    assert_int_equal(c.expected, 61);
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, 60);
+    assert_memory_equal(tail.hash, c.prev, 32);
+}
+
+static void test_checkpoints_every_n_entries_and_when_due(void **state)
+{
+    fixture_t *f = *state;
+    const uint64_t n = SCHAKEL_AUDIT_CHECKPOINT_ENTRIES;
+    const int64_t t = SCHAKEL_AUDIT_CHECKPOINT_IVL_S;
+    trail_append(f->store, broker_key, 1, n + 5);
+    checkpoints_seen_t seen = {.n = 0};
+    assert_int_equal(store_audit_checkpoint_scan(f->store, 0, INT64_MAX, checkpoint_collect, &seen),
+                     1);
+    assert_int_equal(seen.cp[0].seq, n);
+    assert_memory_equal(seen.cp[0].key, broker_key->sign_pk, 32);
+    uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
+    audit_checkpoint_signed_bytes(seen.cp[0].seq, seen.cp[0].hash, seen.cp[0].at, signed_bytes);
+    assert_int_equal(keys_verify(broker_key->sign_pk, signed_bytes, sizeof signed_bytes,
+                                 seen.cp[0].signature),
+                     0);
+
+    /* Five entries wait; the last checkpoint is recent: none due yet. */
+    int64_t cp_at = seen.cp[0].at;
+    assert_int_equal(audit_checkpoint(f->store, broker_key, cp_at + t - 1, 0), 0);
+    assert_int_equal(store_in_transaction(f->store), 0); /* nothing due opens nothing */
+    /* T seconds on, they are certified; then nothing is due, even forced. */
+    assert_int_equal(audit_checkpoint(f->store, broker_key, cp_at + t, 0), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(audit_checkpoint(f->store, broker_key, cp_at + 10 * t, 1), 0);
+    /* One more entry and a forced checkpoint (a clean shutdown). */
+    trail_append(f->store, broker_key, n + 6, n + 6);
+    assert_int_equal(audit_checkpoint(f->store, broker_key, cp_at + t, 1), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    seen.n = 0;
+    assert_int_equal(store_audit_checkpoint_scan(f->store, 0, INT64_MAX, checkpoint_collect, &seen),
+                     3);
+    assert_int_equal(seen.cp[1].seq, n + 5);
+    assert_int_equal(seen.cp[2].seq, n + 6);
+    /* Without a key no checkpoint can be signed. */
+    assert_int_equal(audit_checkpoint(f->store, NULL, cp_at + 100 * t, 1), -1);
+}
+
+/* ------------------------------------------------------------------ verification */
+
+static void test_verify_reports_an_intact_trail(void **state)
+{
+    (void)state;
+    audit_verify_report_t r;
+    const keypair_t *keys[] = {broker_key};
+    verify_path(template_path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+    assert_int_equal(r.entries, TRAIL_ENTRIES);
+    assert_int_equal(r.checkpoints, TRAIL_ENTRIES / SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    assert_int_equal(r.last_seq, TRAIL_ENTRIES);
+    assert_int_equal(r.last_checkpoint_seq, 2 * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    assert_memory_equal(r.last_hash, template_last_hash, 32);
+
+    /* The anchor of this run holds; a wrong one does not. */
+    audit_anchor_t anchor = {.seq = TRAIL_ENTRIES};
+    memcpy(anchor.hash, template_last_hash, 32);
+    verify_path(template_path, keys, 1, &anchor, &r);
+    assert_true(r.intact);
+    anchor.hash[0] ^= 1;
+    verify_path(template_path, keys, 1, &anchor, &r);
+    assert_false(r.intact);
+    assert_int_equal(r.broken_seq, TRAIL_ENTRIES);
+
+    /* Another key did not sign these checkpoints; both keys (a rotation) do. */
+    const keypair_t *other[] = {other_key};
+    verify_path(template_path, other, 1, NULL, &r);
+    assert_false(r.intact);
+    assert_int_equal(r.broken_seq, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    assert_non_null(strstr(r.problem, "not a broker key"));
+    const keypair_t *both[] = {other_key, broker_key};
+    verify_path(template_path, both, 2, NULL, &r);
+    assert_true(r.intact);
+}
+
+/* Tampering, each on its own copy of the template. */
+enum tamper {
+    T_FIELD_ALTERED,
+    T_INTEGER_ALTERED,
+    T_FIELD_REMOVED,
+    T_FIELD_ADDED,
+    T_ALTERED_WITH_ITS_HASH,
+    T_ENTRY_DELETED,
+    T_FIRST_ENTRY_DELETED,
+    T_TWO_ENTRIES_SWAPPED,
+    T_CHECKPOINT_TIME,
+    T_CHECKPOINT_HASH,
+    T_CHECKPOINT_MOVED,
+    T_CHECKPOINT_OTHER_KEY,
+    T_CHAIN_REWRITTEN,
+    T_TAIL_CUT_PAST_CHECKPOINT,
+    T_TAIL_CUT_AFTER_CHECKPOINT,
+    T_TAIL_CUT_ANCHORED,
+    T_HASH_SHORT,
+    T_TEXT_AS_BLOB,
+};
+
+typedef struct rehash_state {
+    uint8_t prev[32];
+    uint8_t hash[32];
+    int found;
+} rehash_state_t;
+
+static int rehash_one(const store_audit_entry_t *e, void *arg)
+{
+    rehash_state_t *st = arg;
+    audit_entry_hash(st->prev, e, st->hash);
+    st->found = 1;
+    return 1;
+}
+
+static int stored_hash(const store_audit_entry_t *e, void *arg)
+{
+    memcpy(arg, e->hash, 32);
+    return 1;
+}
+
+/* Recompute and store the hashes of entries from..last, as an attacker
+ * without the broker key would after an edit. */
+static void rehash_from(const char *path, sqlite3 *db, uint64_t from, uint64_t last)
+{
+    store_t *reader = reader_ok(path);
+    rehash_state_t st;
+    memset(&st, 0, sizeof st);
+    if (from > 1)
+        assert_int_equal(store_audit_scan(reader, from - 2, 1, stored_hash, st.prev), 1);
+    for (uint64_t seq = from; seq <= last; seq++) {
+        st.found = 0;
+        assert_true(store_audit_scan(reader, seq - 1, 1, rehash_one, &st) >= 0);
+        assert_true(st.found);
+        raw_set_blob(db, "UPDATE audit SET hash = ?1 WHERE seq = ?2", st.hash, 32, (int64_t)seq);
+        memcpy(st.prev, st.hash, 32);
+    }
+    store_close(&reader);
+}
+
+static void resign_checkpoint(sqlite3 *db, uint64_t seq, const keypair_t *key)
+{
+    sqlite3_stmt *stmt = NULL;
+    uint8_t hash[32], sig[64], signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT hash, at FROM audit_checkpoints WHERE seq = ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(stmt, 1, (int64_t)seq);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    memcpy(hash, sqlite3_column_blob(stmt, 0), 32);
+    int64_t at = sqlite3_column_int64(stmt, 1);
+    sqlite3_finalize(stmt);
+    audit_checkpoint_signed_bytes(seq, hash, at, signed_bytes);
+    assert_int_equal(keys_sign(key, signed_bytes, sizeof signed_bytes, sig), 0);
+    raw_set_blob(db, "UPDATE audit_checkpoints SET key = ?1 WHERE seq = ?2", key->sign_pk, 32,
+                 (int64_t)seq);
+    raw_set_blob(db, "UPDATE audit_checkpoints SET signature = ?1 WHERE seq = ?2", sig, 64,
+                 (int64_t)seq);
+}
+
+static void tamper(const char *path, enum tamper t)
+{
+    sqlite3 *db = attacker_open(path);
+    switch (t) {
+    case T_FIELD_ALTERED: raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502"); break;
+    case T_INTEGER_ALTERED:
+        raw_exec(db, "UPDATE audit SET delivery_seq = delivery_seq + 1 WHERE seq = 1500");
+        break;
+    case T_FIELD_REMOVED: raw_exec(db, "UPDATE audit SET subject = NULL WHERE seq = 1500"); break;
+    case T_FIELD_ADDED: raw_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500"); break;
+    case T_ALTERED_WITH_ITS_HASH:
+        raw_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
+        rehash_from(path, db, 1500, 1500);
+        break;
+    case T_ENTRY_DELETED: raw_exec(db, "DELETE FROM audit WHERE seq = 1500"); break;
+    case T_FIRST_ENTRY_DELETED: raw_exec(db, "DELETE FROM audit WHERE seq = 1"); break;
+    case T_TWO_ENTRIES_SWAPPED:
+        raw_exec(db, "UPDATE audit SET seq = 999999 WHERE seq = 1500;"
+                     "UPDATE audit SET seq = 1500 WHERE seq = 1501;"
+                     "UPDATE audit SET seq = 1501 WHERE seq = 999999;");
+        break;
+    case T_CHECKPOINT_TIME:
+        raw_exec(db, "UPDATE audit_checkpoints SET at = at + 1 WHERE seq = 1000");
+        break;
+    case T_CHECKPOINT_HASH:
+        raw_exec(db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE seq = 999)"
+                     " WHERE seq = 1000");
+        break;
+    case T_CHECKPOINT_MOVED: raw_exec(db, "UPDATE audit_checkpoints SET seq = 999 WHERE seq = 1000"); break;
+    case T_CHECKPOINT_OTHER_KEY: resign_checkpoint(db, 1000, other_key); break;
+    case T_CHAIN_REWRITTEN:
+        raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
+        rehash_from(path, db, 1502, TRAIL_ENTRIES);
+        break;
+    case T_TAIL_CUT_PAST_CHECKPOINT: raw_exec(db, "DELETE FROM audit WHERE seq > 1800"); break;
+    case T_TAIL_CUT_AFTER_CHECKPOINT:
+    case T_TAIL_CUT_ANCHORED: raw_exec(db, "DELETE FROM audit WHERE seq > 2200"); break;
+    case T_HASH_SHORT: raw_exec(db, "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 1500"); break;
+    case T_TEXT_AS_BLOB: raw_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502"); break;
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_verify_names_the_first_broken_place(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        enum tamper t;
+        uint64_t broken_seq; /* 0: still intact (what verify cannot see) */
+        const char *problem;
+        uint64_t entries; /* verified */
+    } rows[] = {
+        {T_FIELD_ALTERED, 1502, "does not match its hash", 1501},
+        {T_INTEGER_ALTERED, 1500, "does not match its hash", 1499},
+        {T_FIELD_REMOVED, 1500, "does not match its hash", 1499},
+        {T_FIELD_ADDED, 1500, "does not match its hash", 1499},
+        {T_ALTERED_WITH_ITS_HASH, 1501, "before it was rewritten", 1500},
+        {T_ENTRY_DELETED, 1500, "entry 1500 is missing", 1499},
+        {T_FIRST_ENTRY_DELETED, 1, "entry 1 is missing", 0},
+        {T_TWO_ENTRIES_SWAPPED, 1500, "does not match its hash", 1499},
+        {T_CHECKPOINT_TIME, 1000, "checkpoint at seq 1000 does not verify", 999},
+        {T_CHECKPOINT_HASH, 1000, "checkpoint at seq 1000 does not verify", 999},
+        {T_CHECKPOINT_MOVED, 999, "checkpoint at seq 999 does not verify", 998},
+        {T_CHECKPOINT_OTHER_KEY, 1000, "not a broker key", 999},
+        {T_CHAIN_REWRITTEN, 1001, "entries 1001..2000 were rewritten", 1000},
+        {T_TAIL_CUT_PAST_CHECKPOINT, 1801, "entries from 1801 on were removed", 1800},
+        {T_TAIL_CUT_AFTER_CHECKPOINT, 0, NULL, 2200},
+        {T_TAIL_CUT_ANCHORED, 2201, "the anchor names entry 2500", 2200},
+        {T_HASH_SHORT, 1500, "entry 1500 is damaged", 1499},
+        {T_TEXT_AS_BLOB, 1502, "entry 1502 is damaged", 1501},
+    };
+    const keypair_t *keys[] = {broker_key};
+    audit_anchor_t anchor = {.seq = TRAIL_ENTRIES};
+    memcpy(anchor.hash, template_last_hash, 32);
+    store_close(&f->store);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160];
+        audit_verify_report_t r;
+        snprintf(path, sizeof path, "%s/tampered-%zu.db", f->dir, i);
+        copy_file(template_path, path);
+        tamper(path, rows[i].t);
+        verify_path(path, keys, 1, rows[i].t == T_TAIL_CUT_ANCHORED ? &anchor : NULL, &r);
+        if (rows[i].broken_seq == 0) {
+            if (!r.intact)
+                fail_msg("row %zu: reported broken at %llu: %s", i,
+                         (unsigned long long)r.broken_seq, r.problem);
+        } else if (r.intact || r.broken_seq != rows[i].broken_seq ||
+                   strstr(r.problem, rows[i].problem) == NULL) {
+            fail_msg("row %zu: intact=%d broken_seq=%llu \"%s\"; expected %llu \"%s\"", i,
+                     r.intact, (unsigned long long)r.broken_seq, r.problem,
+                     (unsigned long long)rows[i].broken_seq, rows[i].problem);
+        }
+        if (r.entries != rows[i].entries)
+            fail_msg("row %zu: %llu entries verified, expected %llu", i,
+                     (unsigned long long)r.entries, (unsigned long long)rows[i].entries);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------------ fail closed */
+
+static void fill(uint8_t *out, size_t len, uint8_t salt)
+{
+    for (size_t i = 0; i < len; i++)
+        out[i] = (uint8_t)(i * 7u + salt);
+}
+
+/* The action of a turn (a publish with one item) and its record, as the
+ * broker writes them; returns audit_append's result. */
+static int action_with_record(store_t *store, uint8_t salt, size_t detail_len)
+{
+    uint8_t id[16], hash[32], sig[64], root[32], item[40];
+    static char detail[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    fill(id, sizeof id, salt);
+    fill(hash, sizeof hash, salt);
+    fill(sig, sizeof sig, salt);
+    fill(root, sizeof root, salt);
+    fill(item, sizeof item, salt);
+    assert_int_equal(store_begin(store), 0);
+    int64_t publish_id = store_publish_add(store, "politie/bvh-koppeling", id, hash, sig, root,
+                                           BASE_TIME);
+    assert_true(publish_id > 0);
+    assert_true(store_item_add(store, publish_id, 0, item, sizeof item) > 0);
+    memset(detail, 'x', detail_len);
+    detail[detail_len] = '\0';
+    store_audit_entry_t e;
+    audit_entry_init(&e, "publish.accepted");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return audit_append(store, broker_key, BASE_TIME, &e);
+}
+
+static int publish_stored(store_t *store, uint8_t salt)
+{
+    uint8_t id[16];
+    fill(id, sizeof id, salt);
+    return store_publish_find(store, "politie/bvh-koppeling", id, NULL, NULL, NULL);
+}
+
+static void test_full_storage_refuses_the_action_and_keeps_nothing(void **state)
+{
+    fixture_t *f = *state;
+    trail_append(f->store, broker_key, 1, 3);
+    assert_int_equal(action_with_record(f->store, 1, 10), 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* The action's rows fit; the record (overflow pages) does not. */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(store_test_limit_pages(f->store, 1) > 0); /* = the current size */
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(action_with_record(f->store, 2, SCHAKEL_AUDIT_MAX_TEXT_LEN), -1);
+    assert_int_equal(store_last_error_is_unavailable(f->store), 1); /* UNAVAILABLE to publishers */
+    assert_non_null(strstr(store_errmsg(f->store), "full"));
+    assert_int_equal(store_rollback(f->store), 0); /* what the broker does with the turn */
+
+    /* Nothing of the refused action or its record remains. */
+    assert_int_equal(publish_stored(f->store, 2), 0);
+    assert_int_equal(publish_stored(f->store, 1), 1);
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, 4);
+
+    /* Space again: the chain goes on from the committed tail, intact. */
+    assert_true(store_test_limit_pages(f->store, 1 << 20) > 0);
+    assert_int_equal(action_with_record(f->store, 2, SCHAKEL_AUDIT_MAX_TEXT_LEN), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(publish_stored(f->store, 2), 1);
+    store_close(&f->store);
+    audit_verify_report_t r;
+    const keypair_t *keys[] = {broker_key};
+    verify_path(f->path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+    assert_int_equal(r.entries, 5);
+}
+
+static void test_append_refuses_bad_entries(void **state)
+{
+    fixture_t *f = *state;
+    static char long_text[SCHAKEL_AUDIT_MAX_TEXT_LEN + 2], max_text[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    memset(long_text, 'a', SCHAKEL_AUDIT_MAX_TEXT_LEN + 1);
+    memset(max_text, 'a', SCHAKEL_AUDIT_MAX_TEXT_LEN);
+    enum { NO_EVENT, NOT_UTF8, TOO_LONG, INTEGER_AS_TEXT, LONGEST };
+    static const struct {
+        int kind;
+        int ok;
+    } rows[] = {{NO_EVENT, 0}, {NOT_UTF8, 0}, {TOO_LONG, 0}, {INTEGER_AS_TEXT, 0}, {LONGEST, 1}};
+    uint64_t written = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        store_audit_entry_t e;
+        audit_entry_init(&e, "request.refused");
+        switch (rows[i].kind) {
+        case NO_EVENT: e.field[STORE_AUDIT_EVENT].present = 0; break;
+        case NOT_UTF8: audit_set_text(&e, STORE_AUDIT_DETAIL, "caf\xe9"); break;
+        case TOO_LONG: audit_set_text(&e, STORE_AUDIT_DETAIL, long_text); break;
+        case INTEGER_AS_TEXT:
+            e.field[STORE_AUDIT_ITEM_INDEX].present = 1;
+            e.field[STORE_AUDIT_ITEM_INDEX].text = "3";
+            break;
+        case LONGEST: audit_set_text(&e, STORE_AUDIT_DETAIL, max_text); break;
+        }
+        int rc = audit_append(f->store, broker_key, BASE_TIME, &e);
+        if ((rc == 0) != rows[i].ok)
+            fail_msg("row %zu: append returned %d (%s)", i, rc, store_errmsg(f->store));
+        written += rows[i].ok;
+        store_audit_tail_t tail;
+        assert_int_equal(store_audit_tail(f->store, &tail), 0);
+        assert_int_equal(tail.seq, written); /* a refused entry leaves no trace */
+    }
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* The store's own checks, below audit_append. */
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    e.seq = 5; /* not the tail + 1 */
+    assert_int_equal(store_audit_append(f->store, &e), -1); /* no transaction */
+    assert_non_null(strstr(store_errmsg(f->store), "no transaction"));
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_audit_append(f->store, &e), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "does not follow"));
+    store_audit_checkpoint_t cp;
+    memset(&cp, 0, sizeof cp);
+    cp.seq = written + 1; /* no such entry */
+    assert_int_equal(store_audit_checkpoint_add(f->store, &cp), -1);
+    assert_int_equal(store_rollback(f->store), 0);
+}
+
+static void test_trail_is_append_only_in_the_schema(void **state)
+{
+    fixture_t *f = *state;
+    trail_append(f->store, broker_key, 1, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    sqlite3 *db = raw_open(f->path);
+    static const char *const refused[] = {
+        "UPDATE audit SET detail = 'x' WHERE seq = 1",
+        "DELETE FROM audit WHERE seq = 2",
+        "UPDATE audit_checkpoints SET at = 0",
+        "DELETE FROM audit_checkpoints",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (!raw_exec_fails(db, refused[i], "append-only"))
+            fail_msg("row %zu: \"%s\" was not refused", i, refused[i]);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit"), SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    /* The subject and delivery lookups use their partial indexes. */
+    static const struct {
+        const char *sql, *index;
+    } plans[] = {
+        {"EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE subject = 'x' ORDER BY seq",
+         "audit_by_subject"},
+        {"EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE delivery_seq = 5 ORDER BY seq",
+         "audit_by_delivery"},
+    };
+    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
+        sqlite3_stmt *stmt = NULL;
+        int used = 0;
+        assert_int_equal(sqlite3_prepare_v2(db, plans[i].sql, -1, &stmt, NULL), SQLITE_OK);
+        while (sqlite3_step(stmt) == SQLITE_ROW)
+            used |= strstr((const char *)sqlite3_column_text(stmt, 3), plans[i].index) != NULL;
+        sqlite3_finalize(stmt);
+        if (!used)
+            fail_msg("row %zu: the plan does not use %s", i, plans[i].index);
+    }
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* ------------------------------------------------------------------ reader */
+
+static void test_reader_is_keyless_read_only_and_picky(void **state)
+{
+    fixture_t *f = *state;
+    char path[160], err[512];
+    trail_append(f->store, broker_key, 1, 3);
+
+    store_t *reader = reader_ok(f->path); /* while the writer holds it open */
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(reader, &tail), 0);
+    assert_int_equal(tail.seq, 3);
+    assert_int_equal(store_begin(reader), -1);
+    assert_non_null(strstr(store_errmsg(reader), "read-only"));
+    assert_int_equal(store_mailbox_count(reader, "om/parket"), -1);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    assert_int_equal(audit_append(reader, NULL, BASE_TIME, &e), -1);
+    assert_int_equal(store_audit_tail(reader, &tail), 0);
+    assert_int_equal(tail.seq, 3);
+    store_close(&reader);
+
+    /* Files that are no store with a trail. */
+    snprintf(path, sizeof path, "%s/old.db", f->dir);
+    sqlite3 *db = raw_open(path);
+    raw_exec(db, "CREATE TABLE t (x); PRAGMA user_version = 2;");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    static const struct {
+        const char *name, *expected;
+    } rows[] = {
+        {"missing.db", "unable to open"},
+        {"old.db", "predates"},
+        {"empty.db", "not a Schakel store"},
+    };
+    snprintf(path, sizeof path, "%s/empty.db", f->dir);
+    fclose(fopen(path, "w"));
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", f->dir, rows[i].name);
+        err[0] = '\0';
+        reader = store_open_reader(path, err, sizeof err);
+        if (reader != NULL || strstr(err, rows[i].expected) == NULL)
+            fail_msg("row %zu: %s opened, or error \"%s\" lacks \"%s\"", i, rows[i].name, err,
+                     rows[i].expected);
+        store_close(&reader);
+    }
+}
+
+/* ------------------------------------------------------------------ subject export */
+
+/* The seqs of the entries in an export, in order (each entry object starts
+ * with its seq). */
+static size_t export_seqs(const char *json, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+    for (const char *p = json; (p = strstr(p, "{\"seq\":")) != NULL; p++) {
+        if (n < max)
+            out[n] = strtoull(p + 7, NULL, 10);
+        n++;
+    }
+    return n;
+}
+
+static void export_of(store_t *store, const char *subject, char **json)
+{
+    char err[256];
+    if (audit_subject_export(store, subject, json, err, sizeof err) != 0)
+        fail_msg("export of %s: %s", subject, err);
+}
+
+static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
+{
+    fixture_t *f = *state;
+    trail_append(f->store, broker_key, 1, 30);
+    /* An export through the broker is itself an entry about the subject. */
+    store_audit_entry_t e;
+    audit_entry_init(&e, "admin.audit_subject");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "gemeente/beheer");
+    audit_set_text(&e, STORE_AUDIT_SUBJECT, SUBJECT_A);
+    assert_int_equal(audit_append(f->store, broker_key, BASE_TIME, &e), 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* trail_entry: A's deliveries at 10, 20, 30 (acked at 11, 21; 30 is
+     * not acked), B's at 5, 15, 25 (acked at 6, 16, 26); the export entry
+     * is seq 31. */
+    static const struct {
+        const char *subject;
+        uint64_t seqs[8];
+        size_t n;
+    } rows[] = {
+        {SUBJECT_A, {10, 11, 20, 21, 30, 31}, 6},
+        {SUBJECT_B, {5, 6, 15, 16, 25, 26}, 6},
+        {"subj-nobody-9", {0}, 0},
+    };
+    store_close(&f->store);
+    store_t *reader = reader_ok(f->path);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char *json = NULL, count[32];
+        uint64_t seqs[16];
+        export_of(reader, rows[i].subject, &json);
+        size_t n = export_seqs(json, seqs, 16);
+        if (n != rows[i].n)
+            fail_msg("row %zu: %zu entries exported, expected %zu:\n%s", i, n, rows[i].n, json);
+        for (size_t k = 0; k < n; k++)
+            if (seqs[k] != rows[i].seqs[k])
+                fail_msg("row %zu: entry %zu is seq %llu, expected %llu", i, k,
+                         (unsigned long long)seqs[k], (unsigned long long)rows[i].seqs[k]);
+        snprintf(count, sizeof count, "\"count\":%zu,", rows[i].n);
+        assert_non_null(strstr(json, count));
+        assert_non_null(strstr(json, rows[i].subject));
+        free(json);
+    }
+    char *json = NULL;
+    export_of(reader, SUBJECT_A, &json);
+    static const char *const present[] = {
+        "\"recipient\":\"om/parket\"", "\"recipient_partner\":\"om\"",
+        "\"purpose\":\"Strafrechtelijke beoordeling\"", "\"legal_basis\":\"Wpg art. 16\"",
+        "\"rule_id\":\"politie-om\"", "\"event\":\"delivery.acked\"",
+    };
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
+        if (strstr(json, present[i]) == NULL)
+            fail_msg("the export lacks %s", present[i]);
+    assert_null(strstr(json, SUBJECT_B));
+    assert_null(strstr(json, "request.refused"));
+    free(json);
+
+    char err[256];
+    json = NULL;
+    assert_int_equal(audit_subject_export(reader, "123456789", &json, err, sizeof err), -1);
+    assert_null(json);
+    assert_int_equal(audit_subject_export(reader, "a'b OR 1", &json, err, sizeof err), -1);
+    store_close(&reader);
+}
+
+/* ------------------------------------------------------------------ renderings */
+
+static void test_renderings_escape_and_withhold(void **state)
+{
+    (void)state;
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    e.seq = 12;
+    e.at = 0;
+    audit_set_text(&e, STORE_AUDIT_DETAIL, "q\" b\\ nl\n tab\t esc\x1b c1\xc2\x85 caf\xc3\xa9");
+    audit_set_text(&e, STORE_AUDIT_SUBJECT, SUBJECT_A);
+    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, -1);
+    static const struct {
+        int json, withhold;
+        const char *expected;
+    } rows[] = {
+        {1, 0, "\"detail\":\"q\\\" b\\\\ nl\\u000a tab\\u0009 esc\\u001b c1\xc2\x85 caf\xc3\xa9\""},
+        {1, 0, "\"time\":\"1970-01-01T00:00:00Z\""},
+        {1, 0, "\"subject\":\"" SUBJECT_A "\""},
+        {1, 1, "\"subject\":\"withheld\""},
+        {1, 0, "\"item_index\":-1"},
+        {0, 0, "detail=\"q\\\" b\\\\ nl\\x0a tab\\x09 esc\\x1b c1\\xc2\\x85 caf\xc3\xa9\""},
+        {0, 1, "subject=withheld"},
+        {0, 0, "seq=12 time=1970-01-01T00:00:00Z event=request.refused"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char *text = rows[i].json ? audit_entry_json(&e, rows[i].withhold)
+                                  : audit_entry_line(&e, rows[i].withhold);
+        assert_non_null(text);
+        if (strstr(text, rows[i].expected) == NULL)
+            fail_msg("row %zu: %s lacks %s", i, text, rows[i].expected);
+        if (rows[i].withhold && strstr(text, SUBJECT_A) != NULL)
+            fail_msg("row %zu: the subject was not withheld: %s", i, text);
+        assert_null(strchr(text, '\n'));
+        free(text);
+    }
+    /* A tampered row may hold bytes that are not UTF-8. */
+    audit_set_text(&e, STORE_AUDIT_DETAIL, "bad \xff byte");
+    char *json = audit_entry_json(&e, 0), *line = audit_entry_line(&e, 0);
+    assert_non_null(strstr(json, "bad \\ufffd byte"));
+    assert_non_null(strstr(line, "bad \\xff byte"));
+    free(json);
+    free(line);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_field_order_is_the_documented_one),
+        cmocka_unit_test(test_entry_encoding_is_the_documented_one),
+        cmocka_unit_test(test_checkpoint_bytes_are_the_documented_ones),
+        cmocka_unit_test(test_every_change_changes_the_hash),
+        cmocka_unit_test_setup_teardown(test_chain_links_each_entry_to_the_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoints_every_n_entries_and_when_due, setup,
+                                        teardown),
+        cmocka_unit_test(test_verify_reports_an_intact_trail),
+        cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_full_storage_refuses_the_action_and_keeps_nothing,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_refuses_bad_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_trail_is_append_only_in_the_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_is_keyless_read_only_and_picky, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
+                                        setup, teardown),
+        cmocka_unit_test(test_renderings_escape_and_withhold),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
