@@ -525,6 +525,30 @@ static void admin_status_store(admin_t *admin, broker_t *b, admin_json_t *out)
     admin_json_object_end(out);
 }
 
+/* Where the audit trail ends: its last entry and its last signed
+ * checkpoint (entries after it are chained but not yet signed). */
+static void admin_status_audit(broker_t *b, admin_json_t *out)
+{
+    store_audit_tail_t tail;
+    char hash[2 * STORE_AUDIT_HASH_BYTES + 1];
+    admin_json_key(out, "audit");
+    if (store_audit_tail(b->store, &tail) != 0) {
+        admin_json_null(out);
+        return;
+    }
+    syntax_hex(tail.hash, sizeof tail.hash, hash);
+    admin_json_object_begin(out);
+    admin_json_member_uint(out, "entries", tail.seq);
+    admin_json_member_string(out, "last_hash", tail.seq > 0 ? hash : NULL);
+    admin_json_member_uint(out, "last_checkpoint_seq", tail.checkpoint_seq);
+    admin_json_key(out, "last_checkpoint_at");
+    if (tail.checkpoint_seq > 0)
+        admin_json_int(out, tail.checkpoint_at);
+    else
+        admin_json_null(out);
+    admin_json_object_end(out);
+}
+
 static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *request,
                         admin_json_t *out, char *err, size_t errlen)
 {
@@ -568,6 +592,7 @@ static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *requ
     admin_json_member_uint(out, "refused", auth.refused);
     admin_json_object_end(out);
     admin_status_store(admin, b, out);
+    admin_status_audit(b, out);
     admin_json_object_end(out);
     return 0;
 }

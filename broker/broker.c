@@ -199,6 +199,7 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     r->frame = frame;
     r->frame_len = frame_len;
     r->is_accept = accept_message_id != NULL;
+    r->is_refusal = 0;
     if (accept_message_id != NULL)
         memcpy(r->message_id, accept_message_id, SCHAKEL_MESSAGE_ID_BYTES);
     return 0;
@@ -238,9 +239,19 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     record_refused(b, session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
     if (frame == NULL ||
-        broker_queue_reply(b, session, frame, len, NULL) != 0)
+        broker_queue_reply(b, session, frame, len, NULL) != 0) {
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
                   "out of memory", NULL);
+        return;
+    }
+    pending_reply_t *r = &b->replies[b->n_replies - 1];
+    r->is_refusal = 1;
+    r->has_message_id = message_id != NULL;
+    if (message_id != NULL)
+        memcpy(r->message_id, message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    r->reason = reason;
+    r->item_index = item_index;
+    snprintf(r->text, sizeof r->text, "%s", text != NULL ? text : "");
 }
 
 int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
@@ -280,6 +291,11 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
+        } else if (r->is_refusal && !committed) {
+            /* Refused all the same, but its entry went with the rollback:
+             * write it again (it commits with the next turn). */
+            (void)record_refused_entry(b, r->principal, r->has_message_id ? r->message_id : NULL,
+                                       r->reason, r->text, r->item_index);
         }
         if (r->frame != NULL &&
             broker_send(b, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0) {
@@ -518,7 +534,7 @@ static int commit_turn(broker_t *b)
     }
     flush_replies(b, committed, failure);
     /* Handshakes are admitted only now, and only if their records committed. */
-    zap_flush(b->zap, committed);
+    zap_flush(b->zap, committed, record_auth, b);
     /* Admin requests run only now: their records are committed (or the
      * turn was rolled back, and they are refused unexecuted). */
     if (b->admin != NULL)

@@ -33,6 +33,13 @@ typedef struct pending_reply {
     size_t frame_len;
     int is_accept;  /* an Accepted whose truth depends on the commit */
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+    /* A Rejected: what its audit entry said, to write it again should the
+     * turn be rolled back (and the entry with it). */
+    int is_refusal;
+    int has_message_id;
+    Schakel__Reason reason;
+    int item_index;
+    char text[SCHAKEL_MAX_REJECT_TEXT];
 } pending_reply_t;
 
 /* A waiting delivery the policy in force no longer allows: withheld at

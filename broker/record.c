@@ -33,7 +33,7 @@ static int record_append(broker_t *b, store_audit_entry_t *entry)
 {
     if (audit_append(b->store, b->key, record_now(b), entry) == 0)
         return 0;
-    log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+    log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
               "error", store_errmsg(b->store), NULL);
     broker_fail_turn(b);
     return -1;
@@ -43,13 +43,13 @@ static int record_append(broker_t *b, store_audit_entry_t *entry)
 static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
 {
     if (b->turn_failed) {
-        log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+        log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
                   "error", "the current turn already failed", NULL);
         return -1;
     }
     if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
         return 0;
-    log_event(LOG_ERROR, "audit.write_failed", "event", entry->field[STORE_AUDIT_EVENT].text,
+    log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
               "error", store_errmsg(b->store), NULL);
     store_rollback(b->store);
     return -1;
@@ -140,13 +140,20 @@ int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16
 int record_refused(broker_t *b, const char *principal, const uint8_t *message_id,
                    Schakel__Reason reason, const char *text, int item_index)
 {
-    char id_hex[33] = "-", item[16], clean[SCHAKEL_MAX_REJECT_TEXT + 8];
-    store_audit_entry_t e;
+    char id_hex[33] = "-", item[16];
     if (message_id != NULL)
         syntax_hex(message_id, 16, id_hex);
     snprintf(item, sizeof item, "%d", item_index);
     log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex,
               "reason", wire_reason_name(reason), "item", item, "text", text, NULL);
+    return record_refused_entry(b, principal, message_id, reason, text, item_index);
+}
+
+int record_refused_entry(broker_t *b, const char *principal, const uint8_t *message_id,
+                         Schakel__Reason reason, const char *text, int item_index)
+{
+    char id_hex[33], clean[SCHAKEL_MAX_REJECT_TEXT + 8];
+    store_audit_entry_t e;
     audit_entry_init(&e, message_id != NULL ? "publish.refused" : "request.refused");
     audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
     record_set_message_id(&e, message_id, id_hex);
@@ -179,7 +186,7 @@ int record_queued(broker_t *b, const record_delivery_t *d)
     audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
     audit_set_text(&e, STORE_AUDIT_KIND, d->kind);
     audit_set_text(&e, STORE_AUDIT_THEME, d->theme);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT, d->subject);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject);
     audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
     audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
@@ -254,7 +261,9 @@ int record_auth(void *broker, const zap_decision_t *d)
     store_audit_entry_t e;
     record_clean(d->peer, peer, sizeof peer);
     record_clean(d->domain, domain, sizeof domain);
-    if (d->admitted)
+    if (d->again)
+        ; /* logged when first recorded */
+    else if (d->admitted)
         log_event(LOG_INFO, "auth.admitted", "principal", d->principal, "curve_key", d->key_z85,
                   "peer", peer, "domain", domain, NULL);
     else
@@ -308,7 +317,7 @@ int record_admin(broker_t *b, const char *operator_principal, const char *action
     char event[96], clean[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
     store_audit_entry_t e;
     if (action == NULL || !syntax_is_id_token(action)) {
-        log_event(LOG_ERROR, "audit.write_failed", "event", "admin", "error",
+        log_event(LOG_ERROR, "audit.write_failed", "entry", "admin", "error",
                   "the action is not an id token", NULL);
         broker_fail_turn(b);
         return -1;
@@ -331,7 +340,7 @@ int record_subject_export(broker_t *b, const char *operator_principal, const cha
     snprintf(detail, sizeof detail, "entries=%zu", entries);
     audit_entry_init(&e, "admin.audit_subject");
     audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT, pseudonym);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, pseudonym);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }
@@ -356,7 +365,7 @@ int record_stopped(broker_t *b)
     audit_entry_init(&e, "broker.stopped");
     if (audit_append(b->store, b->key, record_now(b), &e) != 0 ||
         audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
-        log_event(LOG_ERROR, "audit.write_failed", "event", "broker.stopped", "error",
+        log_event(LOG_ERROR, "audit.write_failed", "entry", "broker.stopped", "error",
                   store_errmsg(b->store), NULL);
         store_rollback(b->store);
         return -1;

@@ -34,6 +34,10 @@ int record_accepted(struct broker *b, const char *sender, const uint8_t message_
  * no deny rules, so what decided is the absence of an allowing one. */
 int record_refused(struct broker *b, const char *principal, const uint8_t *message_id,
                    Schakel__Reason reason, const char *text, int item_index);
+/* The entry of record_refused without its log line: for a refusal whose
+ * entry was rolled back with its turn (the refusal itself was sent). */
+int record_refused_entry(struct broker *b, const char *principal, const uint8_t *message_id,
+                         Schakel__Reason reason, const char *text, int item_index);
 
 /* One delivery queued to a recipient under a rule: what the data-subject
  * export needs. */
@@ -73,7 +77,9 @@ int record_expired(struct broker *b, const store_expired_t *expired);
 int record_revoked(struct broker *b, const store_expired_t *revoked);
 
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
- * granted only if the turn that holds this entry commits (zap_flush). */
+ * granted only if the turn that holds this entry commits (zap_flush); a
+ * refusal rolled back with its turn is recorded again (decision->again:
+ * no second log line). */
 int record_auth(void *broker, const zap_decision_t *decision);
 
 /* A policy reload took effect: old and new policy hash; requested_by is

@@ -73,6 +73,7 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[STMT_COUNT];
     uint8_t *seal_key;     /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
+    uint8_t *subject_key;  /* the audit's subject key, likewise (store_seal.c); NULL: none */
     int64_t next_item_seq; /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
     store_scratch_t sealed; /* ciphertext only */
@@ -208,5 +209,10 @@ int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
  * "store key: the store key does not open this store (wrong store key
  * file?)" for another key. */
 int store_seal_keycheck(store_t *store);
+
+/* Load the audit trail's subject key from meta into store->subject_key
+ * (guarded memory), or with create set make one for a store that has none
+ * (inside the open schema transaction). -1 with errmsg set. */
+int store_seal_subject_key(store_t *store, int create);
 
 #endif

@@ -345,7 +345,8 @@ int store_schema_apply(store_t *store)
             store_exec_fixed(store, s->sql, "schema migration") != 0)
             goto fail;
     }
-    if (store_seal_keycheck(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
+    if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
+        store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;
 fail:

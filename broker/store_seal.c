@@ -24,6 +24,10 @@ _Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
 static const char ad_item_tag[] = "schakel-store-item-v1";
 static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
 static const char ad_keycheck_tag[] = "schakel-store-keycheck";
+static const char ad_subject_key_tag[] = "schakel-store-audit-subject-key";
+/* Prefix of a subject tag's input: BLAKE2b-256 keyed with the subject key
+ * over this (with its NUL) and the pseudonym. */
+static const char subject_tag_domain[] = "schakel-audit-subject-v1";
 _Static_assert(STORE_SEAL_AD_MAX == sizeof ad_delivery_tag + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN,
                "store_seal_ad_t holds the longest associated data");
 
@@ -98,6 +102,8 @@ void store_seal_free(store_t *store)
 {
     secret_free(store->seal_key, STORE_KEY_BYTES);
     store->seal_key = NULL;
+    secret_free(store->subject_key, STORE_KEY_BYTES);
+    store->subject_key = NULL;
     scratch_free(&store->sealed);
     scratch_free(&store->opened);
 }
@@ -315,6 +321,117 @@ int store_seal_keycheck(store_t *store)
     return 0;
 }
 
+/* ------------------------------------------------------------------ the subject key */
+
+/*
+ * The audit trail records a data subject as a tag: BLAKE2b-256 keyed with
+ * this store's subject key over subject_tag_domain and the pseudonym. The
+ * pseudonym is sealed content (it must not be on disk in clear), the tag
+ * is not reversible without the key, and equal pseudonyms give equal tags,
+ * so the subject index still finds them. The key is 32 random bytes made
+ * once per store and kept in meta sealed under the store key; a rekey
+ * re-seals it, so tags written before a rotation still match after it.
+ */
+
+static void ad_subject_key(store_seal_ad_t *ad)
+{
+    ad->len = 0;
+    ad_put(ad, ad_subject_key_tag, sizeof ad_subject_key_tag);
+}
+
+/* Seal store->subject_key under key and store it with sql (one row). */
+static int subject_key_write(store_t *store, const uint8_t *key, const char *sql, const char *what)
+{
+    sqlite3_stmt *stmt = NULL;
+    store_seal_ad_t ad;
+    ad_subject_key(&ad);
+    size_t sealed_len = seal_under(store, key, &ad, store->subject_key, STORE_KEY_BYTES);
+    if (sealed_len == 0)
+        return -1;
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, what);
+        return -1;
+    }
+    int result = store_bind_bytes(store, stmt, 1, store->sealed.bytes, sealed_len);
+    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
+        store_fail(store, what);
+        result = -1;
+    }
+    if (result == 0 && sqlite3_changes(store->db) != 1) {
+        store_refuse(store, what, "the store has no audit subject key");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt);
+    return result;
+}
+
+/* Open the sealed subject key of the current row into store->subject_key. */
+static int subject_key_open(store_t *store, sqlite3_stmt *stmt)
+{
+    size_t sealed_len = 0, len = 0;
+    const uint8_t *sealed = store_column_bytes(stmt, 0, &sealed_len), *key = NULL;
+    store_seal_ad_t ad;
+    ad_subject_key(&ad);
+    if (sealed == NULL || body_open(store, &ad, sealed, sealed_len, &key, &len) != 0 ||
+        len != STORE_KEY_BYTES) {
+        store_refuse(store, "audit subject key", "damaged, or sealed under another key");
+        return -1;
+    }
+    memcpy(store->subject_key, key, STORE_KEY_BYTES);
+    sodium_memzero(store->opened.bytes, len);
+    return 0;
+}
+
+int store_seal_subject_key(store_t *store, int create)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (store->subject_key == NULL && (store->subject_key = secret_alloc(STORE_KEY_BYTES)) == NULL) {
+        store_refuse(store, "audit subject key", "out of memory");
+        return -1;
+    }
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'audit_subject_key'",
+                           -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "read the audit subject key");
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = -1;
+    if (rc == SQLITE_ROW)
+        result = subject_key_open(store, stmt);
+    else if (rc != SQLITE_DONE)
+        store_fail(store, "read the audit subject key");
+    (void)sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE)
+        return result;
+    if (!create) {
+        store_refuse(store, "audit subject key", "this store has none yet (let schakeld open it)");
+        return -1;
+    }
+    randombytes_buf(store->subject_key, STORE_KEY_BYTES);
+    return subject_key_write(store, store->seal_key,
+                             "INSERT INTO meta (name, value) VALUES ('audit_subject_key', ?1)",
+                             "write the audit subject key");
+}
+
+int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJECT_TAG_LEN + 1])
+{
+    uint8_t digest[32];
+    crypto_generichash_state state;
+    if (store == NULL || pseudonym == NULL || store->subject_key == NULL) {
+        if (store != NULL)
+            store_refuse(store, "audit subject tag",
+                         pseudonym == NULL ? "no pseudonym" : "needs the store key");
+        return -1;
+    }
+    crypto_generichash_init(&state, store->subject_key, STORE_KEY_BYTES, sizeof digest);
+    crypto_generichash_update(&state, (const uint8_t *)subject_tag_domain,
+                              sizeof subject_tag_domain);
+    crypto_generichash_update(&state, (const uint8_t *)pseudonym, strlen(pseudonym));
+    crypto_generichash_final(&state, digest, sizeof digest);
+    for (size_t i = 0; i < sizeof digest; i++)
+        snprintf(tag + 2 * i, 3, "%02x", digest[i]);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ rekeying */
 
 /* One table of sealed bodies, walked once per rekey: the next row after a
@@ -455,6 +572,10 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         failed =
             keycheck_write(store, new_key, "UPDATE meta SET value = ?1 WHERE name = 'keycheck'",
                            "rekey: rewrite the key check") != 0;
+    if (!failed && store->subject_key != NULL)
+        failed = subject_key_write(store, new_key,
+                                   "UPDATE meta SET value = ?1 WHERE name = 'audit_subject_key'",
+                                   "rekey: rewrite the audit subject key") != 0;
     if (!failed && sqlite3_get_autocommit(store->db)) {
         store_refuse(store, "rekey", "the transaction was rolled back after a storage error");
         failed = 1;

@@ -41,6 +41,7 @@ typedef struct zap_pending {
     const char *why; /* refused: a static reason text */
     char user_id[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char key_z85[41];
+    zap_part_t peer, domain; /* to record a refusal again after a rollback */
 } zap_pending_t;
 
 struct zap {
@@ -195,7 +196,7 @@ static const policy_principal_t *zap_decide(const policy_t *policy, const zap_pa
  * of memory (the request then goes unanswered; the client's handshake
  * times out and it tries again). */
 static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t *request_id,
-                     const policy_principal_t *p, const char *why, const char *key_z85)
+                     const policy_principal_t *p, const zap_decision_t *decision)
 {
     if (zap->n_pending == zap->cap_pending) {
         size_t cap = zap->cap_pending ? zap->cap_pending * 2 : 16;
@@ -210,11 +211,13 @@ static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t 
     r->routing_id = *routing_id;
     r->request_id = *request_id;
     r->admitted = p != NULL;
-    r->why = why;
-    if (p != NULL) {
+    r->why = decision->why;
+    if (p != NULL)
         snprintf(r->user_id, sizeof r->user_id, "%s", p->id);
-        snprintf(r->key_z85, sizeof r->key_z85, "%s", key_z85);
-    }
+    snprintf(r->key_z85, sizeof r->key_z85, "%s", decision->key_z85);
+    r->peer.len = (size_t)snprintf(r->peer.data, sizeof r->peer.data, "%s", decision->peer);
+    r->domain.len = (size_t)snprintf(r->domain.data, sizeof r->domain.data, "%s",
+                                     decision->domain);
     return 0;
 }
 
@@ -244,7 +247,7 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const zap_part_t 
     /* A reply must carry the request id; with fewer than two parts there is
      * nothing to answer it with, and it is answered with an empty one. */
     zap_part_t empty = {0};
-    if (zap_queue(zap, routing_id, n >= 2 ? &parts[1] : &empty, p, why, key_z85) != 0)
+    if (zap_queue(zap, routing_id, n >= 2 ? &parts[1] : &empty, p, &decision) != 0)
         log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
 }
 
@@ -273,7 +276,21 @@ int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *a
     return handled;
 }
 
-void zap_flush(zap_t *zap, int committed)
+/* A refusal's record, made again after the rollback of its turn. */
+static void zap_record_again(const zap_pending_t *r, zap_record_fn record, void *arg)
+{
+    zap_decision_t decision = {
+        .admitted = 0,
+        .key_z85 = r->key_z85,
+        .peer = r->peer.data,
+        .domain = r->domain.data,
+        .why = r->why,
+        .again = 1,
+    };
+    (void)record(arg, &decision); /* a failure fails the next turn */
+}
+
+void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
 {
     static const char unrecorded[] =
         "the audit trail could not record this admission; try again";
@@ -282,6 +299,8 @@ void zap_flush(zap_t *zap, int committed)
     for (size_t i = 0; i < zap->n_pending; i++) {
         const zap_pending_t *r = &zap->pending[i];
         int admit = r->admitted && committed;
+        if (!r->admitted && !committed && record != NULL)
+            zap_record_again(r, record, arg);
         const char *status = admit ? "200" : r->admitted ? "300" : "400";
         const char *text = admit ? "OK" : r->admitted ? unrecorded : r->why;
         if (zap_reply(zap->socket, &r->routing_id, &r->request_id, status, text,

@@ -51,6 +51,7 @@ typedef struct zap_decision {
     const char *peer;      /* the peer's address as libzmq reports it */
     const char *domain;    /* the ZAP domain; "-" when the request had none */
     const char *why;       /* refused: the reason */
+    int again;             /* recorded once already, in a turn that was rolled back */
 } zap_decision_t;
 
 /* Records a decision (an audit entry in the turn's transaction). Returns 0
@@ -67,10 +68,12 @@ typedef int (*zap_record_fn)(void *arg, const zap_decision_t *decision);
 int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg);
 
 /* After the turn's commit: send every queued reply. Refusals go as they
- * are (400). An admission goes as 200 when committed is set; otherwise its
- * record was rolled back and it is answered 300 (temporary failure):
- * libzmq then closes that connection without an ERROR, and the client
- * reconnects and tries again. Safe on NULL. */
-void zap_flush(zap_t *zap, int committed);
+ * are (400); when the turn was rolled back (committed == 0) their records
+ * went with it and are made again with record (again set; they commit with
+ * the next turn). An admission goes as 200 when committed is set;
+ * otherwise its record was rolled back and it is answered 300 (temporary
+ * failure): libzmq then closes that connection without an ERROR, and the
+ * client reconnects and tries again. Safe on NULL. */
+void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg);
 
 #endif

@@ -98,6 +98,14 @@ static int ctl_show_status(const json_t *doc)
     snprintf(text, sizeof text, "%s (database %s, WAL %s) %s", size, db, wal,
              ctl_json_string(store, "path", "-"));
     ctl_row("store", text);
+    const json_t *audit = json_object_get(doc, "audit");
+    if (json_is_object(audit)) {
+        ctl_format_time(ctl_json_int(audit, "last_checkpoint_at", 0), when, sizeof when);
+        snprintf(text, sizeof text, "%lld entries; last checkpoint at entry %lld (%s)",
+                 ctl_json_int(audit, "entries", 0), ctl_json_int(audit, "last_checkpoint_seq", 0),
+                 when);
+        ctl_row("audit trail", text);
+    }
     return CTL_EXIT_OK;
 }
 

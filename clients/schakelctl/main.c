@@ -5,8 +5,8 @@
  * and the audit commands (audit_cmd.c).
  *
  * Trusts nothing on the command line; every command parses its own
- * options. Exit codes: 0 ok, 1 the command failed, 2 usage, 4 cannot reach
- * or authenticate to the broker.
+ * options. Exit codes: 0 ok, 1 the command failed, 2 usage, 3 audit verify
+ * found the trail broken, 4 cannot reach or authenticate to the broker.
  */
 #include <stdio.h>
 #include <string.h>
@@ -14,10 +14,6 @@
 #include "audit_cmd.h"
 #include "ctl.h"
 #include "schakel_limits.h"
-
-/* The audit commands are their own module; a build without it says so
- * rather than failing to link (the weak reference is NULL then). */
-extern int audit_cmd_main(int argc, char **argv) __attribute__((weak));
 
 static const char main_usage[] =
     "usage: schakelctl COMMAND [OPTIONS]\n"
@@ -33,8 +29,8 @@ static const char main_usage[] =
     "  audit ...              the audit trail (see schakelctl audit --help)\n"
     "\n"
     "Run 'schakelctl COMMAND --help' for the options of a command; see schakelctl(8).\n"
-    "Exit status: 0 ok, 1 the command failed, 2 usage, 4 cannot reach or\n"
-    "authenticate to the broker.\n";
+    "Exit status: 0 ok, 1 the command failed, 2 usage, 3 audit verify found the\n"
+    "trail broken, 4 cannot reach or authenticate to the broker.\n";
 
 int main(int argc, char **argv)
 {
@@ -56,12 +52,7 @@ int main(int argc, char **argv)
         return ctl_show_main(argc - 1, argv + 1);
     if (strcmp(command, "policy") == 0)
         return ctl_policy_main(argc - 1, argv + 1);
-    if (strcmp(command, "audit") == 0) {
-        if (audit_cmd_main == NULL) {
-            ctl_say("this schakelctl was built without the audit commands");
-            return CTL_EXIT_FAILURE;
-        }
+    if (strcmp(command, "audit") == 0)
         return audit_cmd_main(argc - 1, argv + 1);
-    }
     return ctl_usage_error(NULL, "unknown command '%s'", command);
 }

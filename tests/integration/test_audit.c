@@ -1,0 +1,545 @@
+/*
+ * test_audit.c — the audit trail of a real schakeld, read back with the
+ * real `schakelctl audit`.
+ *
+ * A broker on a random loopback port serves publishes with and without a
+ * subject, deliveries and acks, a refused publish, a handshake with an
+ * unknown key and a policy reload; then `schakelctl audit verify` must call
+ * the trail intact with the counts the file holds, name the entry an
+ * attacker altered or removed in a copy, and `schakelctl audit subject`
+ * must export exactly the subject's entries. A second test makes the
+ * trail refuse entries (a trigger planted in the live store, as a full
+ * audit path would) and checks that publishes, acks and handshakes are
+ * refused with nothing half-done, and work again once entries can be
+ * written. Waits are on replies, process exits and log lines, each bounded.
+ */
+#define _GNU_SOURCE /* pidfd via syscall */
+
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "keys.h"
+
+extern char **environ;
+
+#define SUBJECT_A "audit-subj-A1"
+#define SUBJECT_B "audit-subj-B2"
+#define CTL_EXIT_BROKEN 3 /* audit_cmd.h: the trail is broken */
+
+/* ------------------------------------------------------------------ schakelctl */
+
+static const char *ctl_path(void)
+{
+    static char path[512];
+    const char *env = getenv("SCHAKELCTL");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    const char *build = getenv("BUILD");
+    snprintf(path, sizeof path, "%s/schakelctl", build != NULL && build[0] ? build : "build");
+    return path;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("open %s: %s", path, strerror(errno));
+    size_t cap = 4096, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    size_t n;
+    while ((n = fread(text + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len < 1024) {
+            cap *= 2;
+            text = realloc(text, cap);
+            assert_non_null(text);
+        }
+    }
+    text[len] = '\0';
+    fclose(f);
+    return text;
+}
+
+/* Run schakelctl with the arguments (NULL-terminated) to its end, stdout
+ * and stderr into files of the env's folder, bounded by H_CLI_TIMEOUT_MS.
+ * Fills res (free with h_cli_result_free); returns the exit status. */
+static int ctl_run(h_env_t *env, h_cli_result_t *res, ...)
+{
+    char *argv[16];
+    char out_path[192], err_path[192];
+    va_list ap;
+    int argc = 0;
+    /* posix_spawn takes char *const[]; the strings are not written to. */
+    static char path[512];
+    snprintf(path, sizeof path, "%s", ctl_path());
+    argv[argc++] = path;
+    va_start(ap, res);
+    char *a;
+    while ((a = va_arg(ap, char *)) != NULL && argc < 15)
+        argv[argc++] = a;
+    va_end(ap);
+    argv[argc] = NULL;
+    snprintf(out_path, sizeof out_path, "%s/ctl.out", env->dir);
+    snprintf(err_path, sizeof err_path, "%s/ctl.err", env->dir);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&actions, 2, err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    pid_t pid;
+    int rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (rc != 0)
+        fail_msg("cannot run %s: %s", argv[0], strerror(rc));
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    assert_true(pidfd >= 0);
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        close(pidfd);
+        fail_msg("%s %s did not finish within %d ms", argv[0], argv[1], H_CLI_TIMEOUT_MS);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    close(pidfd);
+    res->status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    res->out = slurp(out_path);
+    res->err = slurp(err_path);
+    return res->status;
+}
+
+/* ------------------------------------------------------------------ the store, read raw */
+
+static sqlite3 *db_open(const char *path, int writable)
+{
+    sqlite3 *db = NULL;
+    int flags = writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY;
+    if (sqlite3_open_v2(path, &db, flags, NULL) != SQLITE_OK)
+        fail_msg("open %s: %s", path, db ? sqlite3_errmsg(db) : "out of memory");
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    return db;
+}
+
+static void db_exec(sqlite3 *db, const char *sql)
+{
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("%s: %s", sql, message);
+}
+
+/* One integer from SQL with up to one text parameter. */
+static int64_t db_int(sqlite3 *db, const char *sql, const char *param)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    if (param != NULL)
+        sqlite3_bind_text(stmt, 1, param, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(stmt) != SQLITE_ROW)
+        fail_msg("%s: no row", sql);
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return value;
+}
+
+static int64_t store_int(const h_env_t *env, const char *sql, const char *param)
+{
+    sqlite3 *db = db_open(env->store_path, 0);
+    int64_t value = db_int(db, sql, param);
+    sqlite3_close(db);
+    return value;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+static void file_hash_hex(const char *path, char hex[65])
+{
+    char *text = slurp(path);
+    uint8_t digest[32];
+    crypto_generichash(digest, sizeof digest, (const uint8_t *)text, strlen(text), NULL, 0);
+    free(text);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
+}
+
+/* ------------------------------------------------------------------ signals */
+
+static schakel_signal_t ondermijning(const char *subject, const char *ref)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .subject = subject,
+        .grounds = subject != NULL ? "Contante betalingen boven de meldgrens, herhaald" : NULL,
+        .severity = SCHAKEL_SEVERITY_MEDIUM,
+        .summary = "Patroon van contante stortingen",
+        .source_ref = ref,
+    };
+    return s;
+}
+
+/* Receive n deliveries; ack those whose message id is in ack_ids. */
+static void receive_and_ack(schakel_client_t *om, size_t n, uint8_t (*ack_ids)[16], size_t n_ack)
+{
+    for (size_t i = 0; i < n; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        for (size_t k = 0; k < n_ack; k++)
+            if (memcmp(d->message_id, ack_ids[k], 16) == 0)
+                assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+}
+
+/* ------------------------------------------------------------------ the trail of a broker */
+
+/* Count "{"seq":" at the start of each exported entry. */
+static size_t export_entries(const char *json, const char *event)
+{
+    size_t n = 0;
+    for (const char *p = json; (p = strstr(p, "{\"seq\":")) != NULL; p++) {
+        const char *end = strchr(p, '}');
+        char needle[64];
+        snprintf(needle, sizeof needle, "\"event\":\"%s\"", event != NULL ? event : "");
+        if (event == NULL || (end != NULL && memmem(p, (size_t)(end - p), needle,
+                                                    strlen(needle)) != NULL))
+            n++;
+    }
+    return n;
+}
+
+/* The actions whose entries the trail must hold. */
+static void exercise_broker(h_env_t *env, uint32_t *recipients_a, char old_hash[65],
+                            char new_hash[65])
+{
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    uint8_t ids[4][16];
+    uint32_t recipients = 0;
+    *recipients_a = 0;
+    schakel_signal_t a1 = ondermijning(SUBJECT_A, "BVH-AUDIT-1"),
+                     a2 = ondermijning(SUBJECT_A, "BVH-AUDIT-2"),
+                     b1 = ondermijning(SUBJECT_B, "BVH-AUDIT-3"),
+                     n1 = ondermijning(NULL, "BVH-AUDIT-4");
+    h_publish_ok(politie, &a1, NULL, ids[0], &recipients, NULL);
+    *recipients_a += recipients;
+    h_publish_ok(politie, &a2, NULL, ids[1], &recipients, NULL);
+    *recipients_a += recipients;
+    h_publish_ok(politie, &b1, NULL, ids[2], NULL, NULL);
+    h_publish_ok(politie, &n1, NULL, ids[3], NULL, NULL);
+    assert_true(*recipients_a >= 2);
+    /* om acks A's first and B's signal; A's second stays in its mailbox. */
+    uint8_t acked[2][16];
+    memcpy(acked[0], ids[0], 16);
+    memcpy(acked[1], ids[2], 16);
+    receive_and_ack(om, 4, acked, 2);
+    assert_int_equal(h_backlog(om), 2);
+
+    schakel_signal_t denied = ondermijning(NULL, "BVH-AUDIT-5");
+    denied.theme = "overlast";
+    h_publish_refused(politie, NULL, &denied, "POLICY_DENIED");
+
+    schakel_client_t *stranger = NULL;
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_UNREGISTERED), &stranger, &err),
+                     SCHAKEL_ERR_AUTH);
+
+    file_hash_hex(env->policy_path, old_hash);
+    FILE *policy = fopen(env->policy_path, "a");
+    assert_non_null(policy);
+    fputs("# reloaded by test_audit\n", policy);
+    assert_int_equal(fclose(policy), 0);
+    file_hash_hex(env->policy_path, new_hash);
+    assert_int_equal(h_broker_reload(env), 1);
+    schakel_close(&om);
+    schakel_close(&politie);
+}
+
+static void assert_trail_holds(const h_env_t *env, uint32_t recipients_a, const char *old_hash,
+                               const char *new_hash)
+{
+    char key_z85[41], detail[256];
+    uint8_t sign_pk[32], curve_pk[32];
+    char err[256];
+    /* The stranger's handshake: its CURVE key, from 127.0.0.1, refused. */
+    assert_int_equal(keys_load_public(h_pub_file(env, H_UNREGISTERED), sign_pk, err, sizeof err), 0);
+    assert_int_equal(keys_sign_pk_to_curve(sign_pk, curve_pk), 0);
+    keys_public_z85(curve_pk, key_z85);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                                    " AND curve_key = ?1 AND peer = '127.0.0.1' AND actor IS NULL",
+                               key_z85),
+                     1);
+    snprintf(detail, sizeof detail, "old_policy=%s new_policy=%s requested_by=SIGHUP", old_hash,
+             new_hash);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'policy.reloaded'"
+                                    " AND detail = ?1", detail),
+                     1);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                                    " AND actor = ?1 AND reason = 'POLICY_DENIED'"
+                                    " AND rule_id IS NULL", H_POLITIE),
+                     1);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                                    " AND actor = ?1", H_POLITIE),
+                     4);
+    /* A's deliveries carry what a data-subject request needs. */
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
+                                    " AND subject = ?1 AND recipient = 'om/parket'"
+                                    " AND recipient_partner = 'om' AND actor = 'politie/bvh-koppeling'"
+                                    " AND kind = 'witwassen' AND theme = 'ondermijning'"
+                                    " AND rule_id = 'politie-ondermijning-om'"
+                                    " AND length(rule_hash) = 64 AND purpose <> ''"
+                                    " AND legal_basis <> '' AND fields LIKE '%subject%'",
+                               SUBJECT_A),
+                     recipients_a);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
+                                    " AND actor = 'om/parket'", NULL),
+                     2);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event IN"
+                                    " ('broker.started', 'broker.stopped')", NULL),
+                     2);
+    /* No contents: the summary and grounds are nowhere in the trail. */
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE detail LIKE '%contante%'"
+                                    " OR reason LIKE '%contante%'", NULL),
+                     0);
+}
+
+static void test_trail_of_a_broker_verifies_and_exports(void **state)
+{
+    h_env_t *env = *state;
+    h_cli_result_t res = {0};
+    uint32_t recipients_a = 0;
+    char old_hash[65], new_hash[65], expected[160];
+    exercise_broker(env, &recipients_a, old_hash, new_hash);
+    assert_int_equal(h_broker_stop(env), 0); /* a clean stop certifies everything */
+    assert_trail_holds(env, recipients_a, old_hash, new_hash);
+
+    int64_t entries = store_int(env, "SELECT count(*) FROM audit", NULL);
+    int64_t checkpoints = store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
+    assert_int_equal(store_int(env, "SELECT max(seq) FROM audit_checkpoints", NULL), entries);
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, NULL) != 0)
+        fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
+    snprintf(expected, sizeof expected, "audit trail intact: %lld entries, %lld checkpoints",
+             (long long)entries, (long long)checkpoints);
+    if (strstr(res.out, expected) == NULL)
+        fail_msg("verify said:\n%s\nexpected: %s", res.out, expected);
+    h_cli_result_free(&res);
+
+    /* The export of A: A's deliveries, the ack of the one that was acked,
+     * nothing of B. */
+    if (ctl_run(env, &res, "audit", "subject", SUBJECT_A, "--store", env->store_path, NULL) != 0)
+        fail_msg("subject: %d\n%s", res.status, res.err);
+    assert_int_equal(export_entries(res.out, "delivery.queued"), recipients_a);
+    assert_int_equal(export_entries(res.out, "delivery.acked"), recipients_a / 2);
+    assert_int_equal(export_entries(res.out, NULL), recipients_a + recipients_a / 2);
+    assert_null(strstr(res.out, SUBJECT_B));
+    assert_null(strstr(res.out, "auth."));
+    assert_non_null(strstr(res.out, "\"legal_basis\":\"Wpg art. 16 lid 1 sub a\""));
+    h_cli_result_free(&res);
+
+    /* tail: metadata only, subjects withheld. */
+    char from[24];
+    snprintf(from, sizeof from, "%lld",
+             (long long)store_int(env, "SELECT min(seq) FROM audit WHERE subject = ?1", SUBJECT_A));
+    assert_int_equal(ctl_run(env, &res, "audit", "tail", "--store", env->store_path, "--from", from,
+                             "--count", "1", NULL),
+                     0);
+    assert_non_null(strstr(res.out, "event=delivery.queued"));
+    assert_non_null(strstr(res.out, "subject=withheld"));
+    assert_null(strstr(res.out, SUBJECT_A));
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+/* An attacker's copy: one entry altered, or one removed. */
+static void test_verify_names_the_entry_changed_in_a_copy(void **state)
+{
+    h_env_t *env = *state;
+    uint32_t recipients_a = 0;
+    char old_hash[65], new_hash[65];
+    exercise_broker(env, &recipients_a, old_hash, new_hash);
+    assert_int_equal(h_broker_stop(env), 0);
+    int64_t target = store_int(env, "SELECT min(seq) FROM audit WHERE subject = ?1", SUBJECT_A);
+    enum { ALTERED, REMOVED, SWAPPED, N_ATTACKS };
+    for (int attack = 0; attack < N_ATTACKS; attack++) {
+        char copy[192], sql[512], expected[64];
+        h_cli_result_t res = {0};
+        long long t = (long long)target;
+        snprintf(copy, sizeof copy, "%s/copy-%d.db", env->dir, attack);
+        copy_file(env->store_path, copy);
+        sqlite3 *db = db_open(copy, 1);
+        db_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete");
+        if (attack == ALTERED)
+            snprintf(sql, sizeof sql,
+                     "UPDATE audit SET recipient = 'riec/analyse', recipient_partner = 'riec'"
+                     " WHERE seq = %lld", t);
+        else if (attack == REMOVED)
+            snprintf(sql, sizeof sql, "DELETE FROM audit WHERE seq = %lld", t);
+        else
+            snprintf(sql, sizeof sql,
+                     "UPDATE audit SET seq = 999999 WHERE seq = %lld;"
+                     "UPDATE audit SET seq = %lld WHERE seq = %lld;"
+                     "UPDATE audit SET seq = %lld WHERE seq = 999999", t, t, t + 1, t + 1);
+        db_exec(db, sql);
+        sqlite3_close(db);
+        ctl_run(env, &res, "audit", "verify", "--store", copy, "--broker-key", env->broker_pub,
+                NULL);
+        snprintf(expected, sizeof expected, "BROKEN at entry %lld:", t);
+        if (res.status != CTL_EXIT_BROKEN || strstr(res.out, expected) == NULL)
+            fail_msg("attack %d: exit %d, output:\n%s%s\nexpected \"%s\"", attack, res.status,
+                     res.out, res.err, expected);
+        h_cli_result_free(&res);
+        unlink(copy);
+    }
+    /* The original is untouched and intact. */
+    h_cli_result_t res = {0};
+    assert_int_equal(ctl_run(env, &res, "audit", "verify", "--store", env->store_path,
+                             "--broker-key", env->broker_pub, NULL),
+                     0);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ fail closed */
+
+/* Make the live trail refuse entries of one event, as a full audit path
+ * would refuse them all (the broker's connection sees the schema change at
+ * its next statement). */
+static void trail_refuse(h_env_t *env, const char *event)
+{
+    char sql[256];
+    sqlite3 *db = db_open(env->store_path, 1);
+    snprintf(sql, sizeof sql,
+             "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = '%s'"
+             " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+             event);
+    db_exec(db, sql);
+    sqlite3_close(db);
+}
+
+static void trail_accept(h_env_t *env)
+{
+    sqlite3 *db = db_open(env->store_path, 1);
+    db_exec(db, "DROP TRIGGER test_refuse");
+    sqlite3_close(db);
+}
+
+static void test_actions_fail_closed_without_their_entries(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    schakel_signal_t s = ondermijning(SUBJECT_A, "BVH-AUDIT-10");
+    uint8_t id[16], refused_id[16];
+    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
+    schakel_delivery_t *d = h_receive(om);
+    uint64_t seq = d->seq;
+    schakel_delivery_free(&d);
+
+    /* A publish whose deliveries cannot be recorded is refused, whole. */
+    trail_refuse(env, "delivery.queued");
+    randombytes_buf(refused_id, sizeof refused_id);
+    schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-11");
+    assert_int_equal(schakel_publish(politie, NULL, &s2, 1, refused_id, NULL, NULL, NULL,
+                                     H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM publishes", NULL), 1);
+    assert_int_equal(h_backlog(om), 1);
+
+    /* An ack that cannot be recorded does not happen. */
+    trail_accept(env);
+    trail_refuse(env, "delivery.acked");
+    assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK); /* acks get no answer */
+    assert_int_equal(h_backlog(om), 1);
+
+    /* An admission that cannot be recorded is not granted. */
+    trail_accept(env);
+    trail_refuse(env, "auth.admitted");
+    schakel_client_t *late = NULL;
+    schakel_error_t err;
+    schakel_status_t st = schakel_connect(&late, env->endpoint, env->broker_pub,
+                                          h_key_file(env, H_RIEC), 2000, &err);
+    if (st == SCHAKEL_OK)
+        fail_msg("a handshake was admitted while its admission could not be recorded");
+    schakel_close(&late);
+
+    /* Entries can be written again: everything works, and nothing of the
+     * refused publish was kept (its id is new, not a duplicate). */
+    trail_accept(env);
+    int duplicate = -1;
+    h_publish_ok(politie, &s2, refused_id, NULL, NULL, &duplicate);
+    assert_int_equal(duplicate, 0);
+    assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 1); /* the ack went, the new delivery waits */
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_close(&riec);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    /* The refusals are on record, the refused actions are not; the trail
+     * is intact. */
+    char hex[33];
+    for (int i = 0; i < 16; i++)
+        snprintf(hex + 2 * i, 3, "%02x", refused_id[i]);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                                    " AND message_id = ?1", hex),
+                     1); /* the retry, not the refused one */
+    assert_true(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                               " AND message_id = ?1", hex) >= 1);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'",
+                               NULL),
+                     1);
+    h_cli_result_t res = {0};
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, NULL) != 0)
+        fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+int main(void)
+{
+    if (access(ctl_path(), X_OK) != 0) {
+        fprintf(stderr, "test_audit: %s is not there; build it first (make all)\n", ctl_path());
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_trail_of_a_broker_verifies_and_exports,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_names_the_entry_changed_in_a_copy,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,
+                                        h_setup_broker, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
