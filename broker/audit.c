@@ -563,7 +563,7 @@ void audit_format_time(int64_t at, char *out, size_t outlen)
 
 static const char *shown_text(const store_audit_entry_t *e, int i, int withhold_subject)
 {
-    if (i == STORE_AUDIT_SUBJECT && withhold_subject)
+    if (i == STORE_AUDIT_SUBJECT_TAG && withhold_subject)
         return "withheld";
     return e->field[i].text != NULL ? e->field[i].text : "";
 }
@@ -689,7 +689,7 @@ static int export_item_order(const void *a, const void *b)
 
 /* The document: entries in seq order, each once (a delivery's own entry is
  * found both by subject and by delivery seq). */
-static char *export_document(export_state_t *st, const char *pseudonym)
+static char *export_document(export_state_t *st, const char *pseudonym, const char *tag)
 {
     text_buf_t b = {0};
     char now_text[32];
@@ -700,6 +700,8 @@ static char *export_document(export_state_t *st, const char *pseudonym)
     audit_format_time((int64_t)time(NULL), now_text, sizeof now_text);
     buf_puts(&b, "{\"subject\":");
     buf_json_string(&b, pseudonym);
+    buf_puts(&b, ",\"subject_tag\":");
+    buf_json_string(&b, tag);
     buf_puts(&b, ",\"exported_at\":");
     buf_json_string(&b, now_text);
     buf_printf(&b, ",\"count\":%zu,\"entries\":[", count);
@@ -725,17 +727,22 @@ int audit_subject_export(store_t *store, const char *pseudonym, char **json_out,
                          size_t errlen)
 {
     export_state_t st;
+    char tag[STORE_SUBJECT_TAG_LEN + 1];
     memset(&st, 0, sizeof st);
     if (json_out == NULL || pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
         snprintf(err, errlen, "not a pseudonym (8..64 of A-Z a-z 0-9 . _ : -, not all digits)");
         return -1;
     }
     *json_out = NULL;
-    int rc = store_audit_scan_subject(store, pseudonym, export_add_subject_entry, &st);
+    if (store_subject_tag(store, pseudonym, tag) != 0) {
+        snprintf(err, errlen, "%s", store_errmsg(store));
+        return -1;
+    }
+    int rc = store_audit_scan_subject(store, tag, export_add_subject_entry, &st);
     for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++)
         rc = store_audit_scan_delivery(store, st.deliveries[i], export_add, &st);
     if (rc >= 0 && !st.out_of_memory)
-        *json_out = export_document(&st, pseudonym);
+        *json_out = export_document(&st, pseudonym, tag);
     export_free(&st);
     if (*json_out != NULL)
         return 0;

@@ -166,9 +166,21 @@ int record_refused_entry(broker_t *b, const char *principal, const uint8_t *mess
 
 /* ------------------------------------------------------------------ deliveries */
 
+/* The subject's tag (store_subject_tag); -1 fails the turn. */
+static int record_subject_tag(broker_t *b, const char *pseudonym, const char *event,
+                              char tag[STORE_SUBJECT_TAG_LEN + 1])
+{
+    if (store_subject_tag(b->store, pseudonym, tag) == 0)
+        return 0;
+    log_event(LOG_ERROR, "audit.write_failed", "entry", event, "error", store_errmsg(b->store),
+              NULL);
+    broker_fail_turn(b);
+    return -1;
+}
+
 int record_queued(broker_t *b, const record_delivery_t *d)
 {
-    char seq_s[24], item_s[24], id_hex[33], fields[160];
+    char seq_s[24], item_s[24], id_hex[33], fields[160], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
@@ -176,6 +188,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
               "seq", seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash,
               NULL);
     record_field_names(d->fields, fields, sizeof fields);
+    if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
+        return -1;
     audit_entry_init(&e, "delivery.queued");
     audit_set_text(&e, STORE_AUDIT_ACTOR, d->sender);
     audit_set_text(&e, STORE_AUDIT_RECIPIENT, d->recipient);
@@ -186,7 +200,7 @@ int record_queued(broker_t *b, const record_delivery_t *d)
     audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
     audit_set_text(&e, STORE_AUDIT_KIND, d->kind);
     audit_set_text(&e, STORE_AUDIT_THEME, d->theme);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject != NULL ? tag : NULL);
     audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
     audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
@@ -333,14 +347,16 @@ int record_admin(broker_t *b, const char *operator_principal, const char *action
 int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,
                           size_t entries)
 {
-    char detail[48];
+    char detail[48], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
     log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action",
               "audit_subject", NULL);
+    if (record_subject_tag(b, pseudonym, "admin.audit_subject", tag) != 0)
+        return -1;
     snprintf(detail, sizeof detail, "entries=%zu", entries);
     audit_entry_init(&e, "admin.audit_subject");
     audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, pseudonym);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, tag);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }

@@ -255,7 +255,7 @@ enum store_audit_field {
     STORE_AUDIT_DELIVERY_SEQ,      /* integer: mailbox seq */
     STORE_AUDIT_KIND,              /* text */
     STORE_AUDIT_THEME,             /* text */
-    STORE_AUDIT_SUBJECT,           /* text: the subject's pseudonym (indexed) */
+    STORE_AUDIT_SUBJECT_TAG,       /* text: store_subject_tag of the pseudonym (indexed) */
     STORE_AUDIT_RULE_ID,           /* text */
     STORE_AUDIT_RULE_HASH,         /* text */
     STORE_AUDIT_PURPOSE,           /* text */
@@ -354,13 +354,25 @@ int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit
 int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
                                 store_audit_checkpoint_fn fn, void *arg);
 
-/* Open a store file read-only without its key, for offline readers of the
- * audit trail (schakelctl audit): no schema change, no write, nothing
- * sealed can be read (only the store_audit_* reads and store_close work).
+/* Open a store file read-only for offline readers of the audit trail
+ * (schakelctl audit): no schema change, no write; only the store_audit_*
+ * calls, store_subject_tag and store_close work on it (others fail).
+ * seal_key may be NULL (verify and tail need no key); with the store key
+ * (checked against the store's key check) store_subject_tag works too.
  * Refuses a file that is not a Schakel store, one older than the audit
- * trail, and one newer than this code. Safe while a broker writes the same
- * file (WAL readers do not block it). Returns NULL with err filled. */
-store_t *store_open_reader(const char *path, char *err, size_t errlen);
+ * trail, one newer than this code, and a wrong key. Safe while a broker
+ * writes the same file (WAL readers do not block it). Returns NULL with
+ * err filled. */
+store_t *store_open_reader(const char *path, const uint8_t *seal_key, char *err, size_t errlen);
+
+/* The audit trail's name for a data subject: lower-case hex of BLAKE2b-256
+ * keyed with the store's subject key (random per store, kept sealed under
+ * the store key, unchanged by store_rekey) over "schakel-audit-subject-v1",
+ * a NUL and the pseudonym. The pseudonym is sealed content and never on
+ * disk in clear; its tag finds the subject's entries. Needs the store key
+ * (-1 on a keyless reader). Returns 0 or -1. */
+#define STORE_SUBJECT_TAG_LEN 64u
+int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJECT_TAG_LEN + 1]);
 
 /* For tests only: limit the database to max_pages pages on this connection
  * (PRAGMA max_page_count), which makes writes fail with "database or disk is

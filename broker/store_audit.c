@@ -33,7 +33,7 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
     [STORE_AUDIT_DELIVERY_SEQ] = {"delivery_seq", 1},
     [STORE_AUDIT_KIND] = {"kind", 0},
     [STORE_AUDIT_THEME] = {"theme", 0},
-    [STORE_AUDIT_SUBJECT] = {"subject", 0},
+    [STORE_AUDIT_SUBJECT_TAG] = {"subject_tag", 0},
     [STORE_AUDIT_RULE_ID] = {"rule_id", 0},
     [STORE_AUDIT_RULE_HASH] = {"rule_hash", 0},
     [STORE_AUDIT_PURPOSE] = {"purpose", 0},
@@ -46,7 +46,8 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
 
 #define AUDIT_FIELD_COLUMNS                                                                   \
     "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"    \
-    " item_seq, delivery_seq, kind, theme, subject, rule_id, rule_hash, purpose, legal_basis," \
+    " item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"          \
+    " legal_basis,"                                                                            \
     " fields, expires_at, reason, detail"
 #define AUDIT_ROW_COLUMNS "seq, at, " AUDIT_FIELD_COLUMNS ", hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
@@ -66,8 +67,8 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
                                   ") VALUES (?1, ?2, ?3, ?4, ?5)",
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    /* "subject = ?1" implies "subject IS NOT NULL": the partial index serves it. */
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE subject = ?1"
+    /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index serves it. */
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE subject_tag = ?1"
                                 " ORDER BY seq",
     [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit"
                                  " WHERE delivery_seq = ?1 ORDER BY seq",
@@ -487,11 +488,21 @@ static void reader_error(char *err, size_t errlen, const char *path, const char 
         snprintf(err, errlen, "%s: %s", path, why);
 }
 
+/* With a key: check it, and load the subject key (never made here). */
+static int reader_keys(store_t *store, const uint8_t *seal_key)
+{
+    if ((store->seal_key = store_seal_key_new(seal_key)) == NULL) {
+        store_refuse(store, "store key", "out of memory");
+        return -1;
+    }
+    return store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 0) != 0 ? -1 : 0;
+}
+
 /* Read-only from the first byte: SQLITE_OPEN_READONLY, query_only, no
- * PRAGMA that writes, no key. A WAL store needs its -shm index; SQLite
- * creates it beside a copy whose folder is writable, and uses the running
- * broker's otherwise. */
-store_t *store_open_reader(const char *path, char *err, size_t errlen)
+ * PRAGMA that writes. A WAL store needs its -shm index; SQLite creates it
+ * beside a copy whose folder is writable, and uses the running broker's
+ * otherwise. */
+store_t *store_open_reader(const char *path, const uint8_t *seal_key, char *err, size_t errlen)
 {
     if (path == NULL || path[0] == '\0') {
         reader_error(err, errlen, "store", "no store path");
@@ -513,7 +524,8 @@ store_t *store_open_reader(const char *path, char *err, size_t errlen)
     if (store_check_rc(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
                        "busy_timeout") != 0 ||
         store_pragma_set(store, "PRAGMA query_only = 1") != 0 ||
-        store_schema_check_readable(store, STORE_SCHEMA_AUDIT_VERSION) != 0) {
+        store_schema_check_readable(store, STORE_SCHEMA_AUDIT_VERSION) != 0 ||
+        (seal_key != NULL && reader_keys(store, seal_key) != 0)) {
         reader_error(err, errlen, path, store->errmsg);
         store_close(&store);
         return NULL;

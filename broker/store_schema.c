@@ -61,8 +61,9 @@
  * explicit seqs (dense from 1; audit.c assigns them in the transaction,
  * so a rolled-back seq is used again: its entry never existed), each with
  * its chain hash, and signed checkpoints. Metadata only, in clear, so that
- * it can be verified without the store key. Partial indexes on subject
- * (the data-subject export) and on delivery_seq (a delivery's ack and
+ * it can be verified without the store key; the subject appears only as a
+ * keyed tag (store_subject_tag), as it is sealed content. Partial indexes
+ * on subject_tag (the data-subject export) and on delivery_seq (a delivery's ack and
  * expiry) hold only the rows that have one. Triggers refuse UPDATE and
  * DELETE: nothing in the broker rewrites history, and a bug that tried
  * would fail rather than break the chain.
@@ -197,7 +198,7 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "  delivery_seq INTEGER,"
      "  kind TEXT,"
      "  theme TEXT,"
-     "  subject TEXT,"
+     "  subject_tag TEXT,"
      "  rule_id TEXT,"
      "  rule_hash TEXT,"
      "  purpose TEXT,"
@@ -208,7 +209,7 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "  detail TEXT,"
      "  hash BLOB NOT NULL CHECK (length(hash) = 32)"
      ");"
-     "CREATE INDEX audit_by_subject ON audit (subject) WHERE subject IS NOT NULL;"
+     "CREATE INDEX audit_by_subject ON audit (subject_tag) WHERE subject_tag IS NOT NULL;"
      "CREATE INDEX audit_by_delivery ON audit (delivery_seq) WHERE delivery_seq IS NOT NULL;"
      "CREATE TABLE audit_checkpoints ("
      "  seq INTEGER PRIMARY KEY CHECK (seq > 0),"

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
+
 #include "audit.h"
 #include "keys.h"
 #include "schakel_limits.h"
@@ -26,13 +28,14 @@
 /* The places docs/OPERATIONS.md "Files" gives them. */
 #define AUDIT_DEFAULT_STORE "/var/lib/schakel/store.db"
 #define AUDIT_DEFAULT_BROKER_KEY "/etc/schakel/keys/broker.pub"
+#define AUDIT_DEFAULT_STORE_KEY "/etc/schakel/keys/store.key"
 #define AUDIT_MAX_KEYS 8 /* --broker-key may be repeated (keys before and after a rotation) */
 #define AUDIT_TAIL_BATCH 256u
 #define AUDIT_TAIL_DEFAULT_LAST 10u
 
 static const char audit_usage[] =
     "usage: schakelctl audit verify [--store PATH] [--broker-key FILE]... [--expect SEQ:HASH]\n"
-    "       schakelctl audit subject PSEUDONYM [--store PATH]\n"
+    "       schakelctl audit subject PSEUDONYM [--store PATH] [--store-key FILE]\n"
     "       schakelctl audit tail [--store PATH] [--from SEQ] [--count N] [--no-follow] "
     "[--json]\n"
     "\n"
@@ -41,12 +44,14 @@ static const char audit_usage[] =
     "  verify    recompute the hash chain and check every signed checkpoint; report\n"
     "            the trail intact (entries and checkpoints checked) or name the\n"
     "            first broken entry\n"
-    "  subject   everything the trail holds about one data subject, as JSON (not\n"
-    "            itself recorded: ask the broker's admin endpoint for an audited export)\n"
+    "  subject   everything the trail holds about one data subject, as JSON; needs\n"
+    "            the store key, as the trail names subjects by a keyed tag (not itself\n"
+    "            recorded: ask the broker's admin endpoint for an audited export)\n"
     "  tail      print entries as they are written, one key=value line each (or\n"
     "            JSON with --json); subject pseudonyms are withheld\n"
     "options:\n"
     "  --store PATH        the store file (default " AUDIT_DEFAULT_STORE ")\n"
+    "  --store-key FILE    subject: the store key (default " AUDIT_DEFAULT_STORE_KEY ")\n"
     "  --broker-key FILE   the broker's public key, .pub; repeat it for keys used\n"
     "                      before a rotation (default " AUDIT_DEFAULT_BROKER_KEY ")\n"
     "  --expect SEQ:HASH   the hash a previous verify reported for entry SEQ: the\n"
@@ -79,6 +84,7 @@ typedef struct audit_options {
     const char *keys[AUDIT_MAX_KEYS];
     size_t n_keys;
     const char *expect;
+    const char *store_key;
     const char *subject;
     uint64_t from;  /* 0: the last AUDIT_TAIL_DEFAULT_LAST */
     uint64_t count; /* 0: no bound */
@@ -113,6 +119,8 @@ static int option_value(audit_options_t *o, const char *sub, int argc, char **ar
         if (o->n_keys == AUDIT_MAX_KEYS)
             return audit_say(AUDIT_CMD_USAGE, "at most %d --broker-key options", AUDIT_MAX_KEYS);
         o->keys[o->n_keys++] = value;
+    } else if (strcmp(name, "--store-key") == 0 && strcmp(sub, "subject") == 0) {
+        o->store_key = value;
     } else if (strcmp(name, "--expect") == 0 && is_verify) {
         o->expect = value;
     } else if (strcmp(name, "--from") == 0 && is_tail) {
@@ -132,6 +140,7 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
 {
     memset(o, 0, sizeof *o);
     o->store = AUDIT_DEFAULT_STORE;
+    o->store_key = AUDIT_DEFAULT_STORE_KEY;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -159,10 +168,13 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
     return 0;
 }
 
-static store_t *open_store(const char *path)
+/* Read-only; with the store key when key is not NULL (wiped here). */
+static store_t *open_store(const char *path, uint8_t *key)
 {
     char err[512];
-    store_t *store = store_open_reader(path, err, sizeof err);
+    store_t *store = store_open_reader(path, key, err, sizeof err);
+    if (key != NULL)
+        sodium_memzero(key, STORE_KEY_BYTES);
     if (store == NULL)
         audit_say(AUDIT_CMD_FAILED, "cannot read the store: %s", err);
     return store;
@@ -217,7 +229,7 @@ static int audit_verify_cmd(const audit_options_t *o)
     for (size_t i = 0; i < o->n_keys; i++)
         if (keys_load_public(o->keys[i], keys[i], err, sizeof err) != 0)
             return audit_say(AUDIT_CMD_FAILED, "cannot read the broker key: %s", err);
-    store_t *store = open_store(o->store);
+    store_t *store = open_store(o->store, NULL);
     if (store == NULL)
         return AUDIT_CMD_FAILED;
     audit_verify_report_t report;
@@ -242,9 +254,12 @@ static int audit_verify_cmd(const audit_options_t *o)
 static int audit_subject_cmd(const audit_options_t *o)
 {
     char err[512], *json = NULL;
+    uint8_t key[STORE_KEY_BYTES];
     if (!syntax_is_pseudonym(o->subject))
         return audit_say(AUDIT_CMD_USAGE, "'%s' is not a pseudonym", o->subject);
-    store_t *store = open_store(o->store);
+    if (keys_load_symmetric(o->store_key, key, err, sizeof err) != 0)
+        return audit_say(AUDIT_CMD_FAILED, "cannot read the store key: %s", err);
+    store_t *store = open_store(o->store, key);
     if (store == NULL)
         return AUDIT_CMD_FAILED;
     int rc = audit_subject_export(store, o->subject, &json, err, sizeof err);
@@ -314,7 +329,7 @@ static int audit_tail_cmd(const audit_options_t *o)
     sa.sa_handler = tail_on_signal; /* no SA_RESTART: the wait ends at once */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    store_t *store = open_store(o->store);
+    store_t *store = open_store(o->store, NULL);
     if (store == NULL)
         return AUDIT_CMD_FAILED;
     tail_state_t st = {.options = o};

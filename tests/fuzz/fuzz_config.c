@@ -6,7 +6,8 @@
  * config that loads must hold only values config_set accepts too, with
  * paths resolved against the folder, and no string of the input may have
  * held a NUL (libyaml is asked independently). Crashes, sanitizer reports,
- * leaks and broken promises (abort) are the findings.
+ * leaks and broken promises (abort, with the promise named on stderr) are
+ * the findings.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -25,8 +26,19 @@ static char fuzz_config_path[96];
 
 static void fuzz_config_cleanup(void)
 {
-    unlink(fuzz_config_path);
-    rmdir(fuzz_config_dir);
+    if (fuzz_config_path[0] != '\0')
+        unlink(fuzz_config_path);
+    if (fuzz_config_dir[0] != '\0')
+        rmdir(fuzz_config_dir);
+}
+
+/* A finding: say which promise broke, leave no file behind, and abort so
+ * that libFuzzer and the replay both stop on this input. */
+static void fuzz_config_fail(const char *what, const char *detail)
+{
+    fprintf(stderr, "fuzz_config: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    fuzz_config_cleanup();
+    abort();
 }
 
 /* Once per process: a folder per input would only measure mkdir. */
@@ -46,51 +58,48 @@ static void fuzz_config_setup(void)
 static void fuzz_config_write(const uint8_t *data, size_t size)
 {
     FILE *file = fopen(fuzz_config_path, "wb");
-    if (file == NULL || (size > 0 && fwrite(data, 1, size, file) != size) || fclose(file) != 0) {
-        perror("fuzz_config: write");
-        abort();
-    }
+    if (file == NULL)
+        fuzz_config_fail("cannot create the input file", NULL);
+    size_t written = size > 0 ? fwrite(data, 1, size, file) : 0;
+    if (fclose(file) != 0 || written != size)
+        fuzz_config_fail("cannot write the input file", NULL);
 }
 
 /* "PATH: message" or "PATH:LINE: message", terminated. */
 static void fuzz_config_check_refusal(const char *err, size_t errlen)
 {
     size_t path_len = strlen(fuzz_config_path);
-    if (memchr(err, '\0', errlen) == NULL || strncmp(err, fuzz_config_path, path_len) != 0 ||
-        err[path_len] != ':' || strlen(err) <= path_len + 2)
-        abort();
+    if (memchr(err, '\0', errlen) == NULL)
+        fuzz_config_fail("a refusal without a terminated error text", NULL);
+    if (strncmp(err, fuzz_config_path, path_len) != 0 || err[path_len] != ':' ||
+        strlen(err) <= path_len + 2)
+        fuzz_config_fail("a refusal that does not start with \"FILE:\"", err);
 }
 
-/* A resolved path is absolute: a relative one was joined to the config
- * file's folder, which is absolute here. */
-static void fuzz_config_check_path(const char *value)
+/* Whether any scalar of the input, as libyaml decodes it, holds a NUL
+ * ("\0", "\x00" or "\u0000" in a double-quoted string). A loader that
+ * keeps such a value as a C string would silently cut it short. */
+static int fuzz_config_has_nul_scalar(const uint8_t *data, size_t size)
 {
-    if (value != NULL && value[0] != '/')
-        abort();
-}
-
-/* Every value config_load took, config_set must take as well: both
- * promise the same checks. The value is copied first, since config_set
- * frees the old one. */
-static void fuzz_config_check_set(broker_config_t *cfg, const char *field, const char *value)
-{
-    char err[256];
-    if (value == NULL)
-        return;
-    char *copy = strdup(value);
-    if (copy == NULL)
-        abort();
-    for (const unsigned char *c = (const unsigned char *)copy; *c; c++)
-        if (*c < 0x20 || *c == 0x7f)
-            abort(); /* control characters are refused */
-    if (config_set(cfg, field, copy, err, sizeof err) != 0)
-        abort();
-    free(copy);
+    yaml_parser_t parser;
+    yaml_event_t event;
+    int found = 0, done = 0;
+    if (!yaml_parser_initialize(&parser))
+        fuzz_config_fail("out of memory", NULL);
+    yaml_parser_set_input_string(&parser, data, size);
+    while (!found && !done && yaml_parser_parse(&parser, &event)) {
+        found = event.type == YAML_SCALAR_EVENT &&
+                memchr(event.data.scalar.value, '\0', event.data.scalar.length) != NULL;
+        done = event.type == YAML_STREAM_END_EVENT;
+        yaml_event_delete(&event);
+    }
+    yaml_parser_delete(&parser);
+    return found;
 }
 
 /* Each field of broker_config_t with its YAML key name. */
-static void fuzz_config_fields(const broker_config_t *cfg, const char *names[], const char *values[],
-                               size_t *count)
+static size_t fuzz_config_fields(const broker_config_t *cfg, const char *names[],
+                                 const char *values[])
 {
     size_t n = 0;
 #define FUZZ_CONFIG_FIELD(name, member) (names[n] = (name), values[n++] = cfg->member)
@@ -108,56 +117,55 @@ static void fuzz_config_fields(const broker_config_t *cfg, const char *names[], 
     FUZZ_CONFIG_FIELD("max_grounds_length", max_grounds);
     FUZZ_CONFIG_FIELD("max_window", max_window);
 #undef FUZZ_CONFIG_FIELD
-    *count = n;
+    return n;
 }
 
+/* Every value config_load took, config_set must take as well: both
+ * promise the same checks. The value is copied first, since config_set
+ * frees the old one. */
+static void fuzz_config_check_set(broker_config_t *cfg, const char *field, const char *value)
+{
+    char err[256];
+    if (value == NULL)
+        return;
+    for (const unsigned char *c = (const unsigned char *)value; *c; c++)
+        if (*c < 0x20 || *c == 0x7f)
+            fuzz_config_fail("a value with a control character was accepted", field);
+    char *copy = strdup(value);
+    if (copy == NULL)
+        fuzz_config_fail("out of memory", NULL);
+    if (config_set(cfg, field, copy, err, sizeof err) != 0)
+        fuzz_config_fail("config_set refuses a value config_load took", err);
+    free(copy);
+}
+
+/* A relative path was joined to the config file's folder, which is
+ * absolute here, so every resolved path is absolute. */
 static void fuzz_config_check_loaded(broker_config_t *cfg)
 {
     const char *names[16], *values[16];
-    size_t n = 0;
     char err[256];
+    const char *paths[] = {cfg->key_file, cfg->policy_path, cfg->store_path, cfg->store_key_path};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (paths[i] != NULL && paths[i][0] != '/')
+            fuzz_config_fail("a path not resolved against the config folder", paths[i]);
     if (cfg->listen != NULL && strncmp(cfg->listen, "tcp://", 6) != 0)
-        abort();
+        fuzz_config_fail("a listen endpoint that is not tcp://", cfg->listen);
     if (cfg->ack_timeout != NULL && config_duration_ms(cfg->ack_timeout) < 1000)
-        abort();
-    fuzz_config_check_path(cfg->key_file);
-    fuzz_config_check_path(cfg->policy_path);
-    fuzz_config_check_path(cfg->store_path);
-    fuzz_config_check_path(cfg->store_key_path);
-    fuzz_config_fields(cfg, names, values, &n);
+        fuzz_config_fail("an ack_timeout outside 1 s .. 24 h", cfg->ack_timeout);
+    size_t n = fuzz_config_fields(cfg, names, values);
     for (size_t i = 0; i < n; i++)
         if (strncmp(names[i], "max_", 4) == 0 && values[i] != NULL &&
             config_limit(values[i], names[i]) < 1)
-            abort(); /* a number the loader took is within its key's cap */
+            fuzz_config_fail("a number outside its key's cap", names[i]);
     for (size_t i = 0; i < n; i++) {
-        fuzz_config_fields(cfg, names, values, &n); /* config_set replaced earlier ones */
+        fuzz_config_fields(cfg, names, values); /* config_set replaced earlier values */
         fuzz_config_check_set(cfg, names[i], values[i]);
     }
     memset(err, 'x', sizeof err);
     if (config_complete(cfg, err, sizeof err) != 0 &&
         (memchr(err, '\0', sizeof err) == NULL || err[0] == '\0'))
-        abort();
-}
-
-/* Whether any scalar of the input, as libyaml decodes it, holds a NUL
- * ("\0", "\x00" or "\u0000" in a double-quoted string). A loader that
- * keeps such a value as a C string would silently cut it short. */
-static int fuzz_config_has_nul_scalar(const uint8_t *data, size_t size)
-{
-    yaml_parser_t parser;
-    yaml_event_t event;
-    int found = 0, done = 0;
-    if (!yaml_parser_initialize(&parser))
-        abort();
-    yaml_parser_set_input_string(&parser, data, size);
-    while (!found && !done && yaml_parser_parse(&parser, &event)) {
-        found = event.type == YAML_SCALAR_EVENT &&
-                memchr(event.data.scalar.value, '\0', event.data.scalar.length) != NULL;
-        done = event.type == YAML_STREAM_END_EVENT;
-        yaml_event_delete(&event);
-    }
-    yaml_parser_delete(&parser);
-    return found;
+        fuzz_config_fail("config_complete refused without an error text", NULL);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -172,13 +180,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (fuzz_config_has_nul_scalar(data, size)) {
-        fprintf(stderr, "fuzz_config: a YAML string holding a NUL was accepted; config.h "
-                        "promises values free of control characters\n");
-        abort();
+        config_destroy(&cfg);
+        fuzz_config_fail("a YAML string holding a NUL was accepted (config.h promises values "
+                         "free of control characters; the value was cut short at the NUL)",
+                         NULL);
     }
     fuzz_config_check_loaded(cfg);
     config_destroy(&cfg);
     if (cfg != NULL)
-        abort();
+        fuzz_config_fail("config_destroy left the pointer set", NULL);
     return 0;
 }

@@ -5,7 +5,8 @@
  * (removed at exit) and loaded three ways. A refusal must carry a
  * terminated error text; the three readers share one line syntax, so they
  * must agree on what they accept and on the 32 bytes it holds. Crashes,
- * sanitizer reports, leaks and disagreements (abort) are the findings.
+ * sanitizer reports, leaks and broken promises (abort, with the promise
+ * named on stderr) are the findings.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -26,8 +27,19 @@ static char fuzz_keyfile_path[96];
 
 static void fuzz_keyfile_cleanup(void)
 {
-    unlink(fuzz_keyfile_path);
-    rmdir(fuzz_keyfile_dir);
+    if (fuzz_keyfile_path[0] != '\0')
+        unlink(fuzz_keyfile_path);
+    if (fuzz_keyfile_dir[0] != '\0')
+        rmdir(fuzz_keyfile_dir);
+}
+
+/* A finding: say which promise broke, leave no file behind, and abort so
+ * that libFuzzer and the replay both stop on this input. */
+static void fuzz_keyfile_fail(const char *what)
+{
+    fprintf(stderr, "fuzz_keyfile: %s\n", what);
+    fuzz_keyfile_cleanup();
+    abort();
 }
 
 /* The folder is made once per process: libFuzzer calls the harness
@@ -50,48 +62,86 @@ static void fuzz_keyfile_setup(void)
 static void fuzz_keyfile_write(const uint8_t *data, size_t size)
 {
     int fd = open(fuzz_keyfile_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 || fchmod(fd, 0600) != 0) {
-        perror("fuzz_keyfile: open");
-        abort();
-    }
+    if (fd < 0 || fchmod(fd, 0600) != 0)
+        fuzz_keyfile_fail("cannot create the input file");
     size_t done = 0;
     while (done < size) {
         ssize_t n = write(fd, data + done, size - done);
-        if (n <= 0) {
-            perror("fuzz_keyfile: write");
-            abort();
-        }
+        if (n <= 0)
+            fuzz_keyfile_fail("cannot write the input file");
         done += (size_t)n;
     }
     if (close(fd) != 0)
-        abort();
+        fuzz_keyfile_fail("cannot write the input file");
 }
 
 /* A refusal names its cause in a terminated, non-empty text. */
 static void fuzz_keyfile_check_refusal(const char *err, size_t errlen)
 {
     if (memchr(err, '\0', errlen) == NULL || err[0] == '\0')
-        abort();
+        fuzz_keyfile_fail("a refusal without a terminated error text");
 }
 
 /* A loaded pair must be whole: the public half re-encodes and parses back
- * to itself, and a signature made with it verifies. */
+ * to itself, its X25519 half matches, and a signature made with it verifies. */
 static void fuzz_keyfile_check_pair(const keypair_t *kp)
 {
     static const uint8_t msg[] = "schakel-fuzz";
     uint8_t sig[64], again[32], curve[32];
     char z85[41];
     keys_public_z85(kp->sign_pk, z85);
-    if (keys_parse_public_z85(z85, again) != 0 || memcmp(again, kp->sign_pk, 32) != 0 ||
-        keys_sign_pk_to_curve(kp->sign_pk, curve) != 0 || memcmp(curve, kp->curve_pk, 32) != 0 ||
-        keys_sign(kp, msg, sizeof msg, sig) != 0 || keys_verify(kp->sign_pk, msg, sizeof msg, sig) != 0)
-        abort();
+    if (keys_parse_public_z85(z85, again) != 0 || memcmp(again, kp->sign_pk, 32) != 0)
+        fuzz_keyfile_fail("the public key of a loaded pair does not parse back to itself");
+    if (keys_sign_pk_to_curve(kp->sign_pk, curve) != 0 || memcmp(curve, kp->curve_pk, 32) != 0)
+        fuzz_keyfile_fail("the X25519 key of a loaded pair does not match its Ed25519 key");
+    if (keys_sign(kp, msg, sizeof msg, sig) != 0 || keys_verify(kp->sign_pk, msg, sizeof msg, sig) != 0)
+        fuzz_keyfile_fail("a loaded pair cannot make a signature that verifies");
+}
+
+/* keys_load_secret against the symmetric reader's verdict and bytes. */
+static void fuzz_keyfile_secret(int sym_rc, const uint8_t symmetric[32])
+{
+    char err[256];
+    uint8_t seed[32];
+    memset(err, 'x', sizeof err);
+    keypair_t *kp = keys_load_secret(fuzz_keyfile_path, err, sizeof err);
+    if (kp == NULL) {
+        fuzz_keyfile_check_refusal(err, sizeof err);
+        if (sym_rc == 0)
+            fuzz_keyfile_fail("the secret reader refused a line the symmetric reader took");
+        return;
+    }
+    fuzz_keyfile_check_pair(kp);
+    if (sym_rc != 0)
+        fuzz_keyfile_fail("the secret reader took a line the symmetric reader refused");
+    if (crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk) != 0 || memcmp(seed, symmetric, 32) != 0)
+        fuzz_keyfile_fail("the secret and symmetric readers decoded different bytes");
+    sodium_memzero(seed, sizeof seed);
+    keys_destroy(&kp);
+    if (kp != NULL)
+        fuzz_keyfile_fail("keys_destroy left the pointer set");
+}
+
+/* keys_load_public: the same line, plus a curve point check. */
+static void fuzz_keyfile_public(int sym_rc, const uint8_t symmetric[32])
+{
+    char err[256];
+    uint8_t public_key[32], curve[32];
+    memset(err, 'x', sizeof err);
+    if (keys_load_public(fuzz_keyfile_path, public_key, err, sizeof err) != 0) {
+        fuzz_keyfile_check_refusal(err, sizeof err);
+        return;
+    }
+    if (sym_rc != 0 || memcmp(public_key, symmetric, 32) != 0)
+        fuzz_keyfile_fail("the public reader took a line or bytes the symmetric reader did not");
+    if (keys_sign_pk_to_curve(public_key, curve) != 0)
+        fuzz_keyfile_fail("the public reader took a key that is not a curve point");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char err[256];
-    uint8_t symmetric[32], public_key[32], seed[32];
+    uint8_t symmetric[32];
     fuzz_keyfile_setup();
     fuzz_keyfile_write(data, size);
 
@@ -99,33 +149,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int sym_rc = keys_load_symmetric(fuzz_keyfile_path, symmetric, err, sizeof err);
     if (sym_rc != 0)
         fuzz_keyfile_check_refusal(err, sizeof err);
-
-    memset(err, 'x', sizeof err);
-    keypair_t *kp = keys_load_secret(fuzz_keyfile_path, err, sizeof err);
-    if (kp == NULL) {
-        fuzz_keyfile_check_refusal(err, sizeof err);
-        if (sym_rc == 0)
-            abort(); /* same line syntax: a seed the symmetric reader took */
-    } else {
-        fuzz_keyfile_check_pair(kp);
-        if (sym_rc != 0 || crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk) != 0 ||
-            memcmp(seed, symmetric, 32) != 0)
-            abort(); /* both readers must see the same 32 bytes */
-        keys_destroy(&kp);
-        if (kp != NULL)
-            abort();
-    }
-
-    memset(err, 'x', sizeof err);
-    if (keys_load_public(fuzz_keyfile_path, public_key, err, sizeof err) == 0) {
-        uint8_t curve[32];
-        if (sym_rc != 0 || memcmp(public_key, symmetric, 32) != 0 ||
-            keys_sign_pk_to_curve(public_key, curve) != 0)
-            abort(); /* a public key is the same line, plus a curve point check */
-    } else {
-        fuzz_keyfile_check_refusal(err, sizeof err);
-    }
+    fuzz_keyfile_secret(sym_rc, symmetric);
+    fuzz_keyfile_public(sym_rc, symmetric);
     sodium_memzero(symmetric, sizeof symmetric);
-    sodium_memzero(seed, sizeof seed);
     return 0;
 }

@@ -78,7 +78,7 @@ static store_t *open_ok(const char *path)
 static store_t *reader_ok(const char *path)
 {
     char err[512] = "";
-    store_t *store = store_open_reader(path, err, sizeof err);
+    store_t *store = store_open_reader(path, NULL, err, sizeof err);
     if (store == NULL)
         fail_msg("store_open_reader(%s): %s", path, err);
     return store;
@@ -191,6 +191,10 @@ static void raw_set_blob(sqlite3 *db, const char *sql, const uint8_t *blob, size
 
 /* ------------------------------------------------------------------ building trails */
 
+/* The tags of SUBJECT_A and SUBJECT_B in the store being built (each
+ * store has its own subject key). */
+static char tag_a[STORE_SUBJECT_TAG_LEN + 1], tag_b[STORE_SUBJECT_TAG_LEN + 1];
+
 /* The entry a trail holds at seq i: a queued delivery (every 5th, about
  * subject A or B), its ack (the next), and refusals. Strings live in
  * static buffers until the next call. */
@@ -203,7 +207,7 @@ static void trail_entry(uint64_t i, store_audit_entry_t *e)
         audit_set_text(e, STORE_AUDIT_RECIPIENT, "om/parket");
         audit_set_text(e, STORE_AUDIT_RECIPIENT_PARTNER, "om");
         audit_set_int(e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)i);
-        audit_set_text(e, STORE_AUDIT_SUBJECT, i % 10 == 0 ? SUBJECT_A : SUBJECT_B);
+        audit_set_text(e, STORE_AUDIT_SUBJECT_TAG, i % 10 == 0 ? tag_a : tag_b);
         audit_set_text(e, STORE_AUDIT_RULE_ID, "politie-om");
         audit_set_text(e, STORE_AUDIT_PURPOSE, "Strafrechtelijke beoordeling");
         audit_set_text(e, STORE_AUDIT_LEGAL_BASIS, "Wpg art. 16");
@@ -223,6 +227,8 @@ static void trail_entry(uint64_t i, store_audit_entry_t *e)
 /* Append entries from..to (seqs, as the trail grows) in one transaction. */
 static void trail_append(store_t *store, const keypair_t *key, uint64_t from, uint64_t to)
 {
+    assert_int_equal(store_subject_tag(store, SUBJECT_A, tag_a), 0);
+    assert_int_equal(store_subject_tag(store, SUBJECT_B, tag_b), 0);
     for (uint64_t i = from; i <= to; i++) {
         store_audit_entry_t e;
         trail_entry(i, &e);
@@ -330,7 +336,7 @@ static void test_field_order_is_the_documented_one(void **state)
         {"event", 0},        {"actor", 0},        {"peer", 0},           {"curve_key", 0},
         {"recipient", 0},    {"recipient_partner", 0}, {"message_id", 0}, {"item_index", 1},
         {"item_seq", 1},     {"delivery_seq", 1}, {"kind", 0},           {"theme", 0},
-        {"subject", 0},      {"rule_id", 0},      {"rule_hash", 0},      {"purpose", 0},
+        {"subject_tag", 0},  {"rule_id", 0},      {"rule_hash", 0},      {"purpose", 0},
         {"legal_basis", 0},  {"fields", 0},       {"expires_at", 1},     {"reason", 0},
         {"detail", 0},
     };
@@ -352,7 +358,7 @@ static void test_entry_encoding_is_the_documented_one(void **state)
     audit_entry_init(&e, "delivery.queued");
     audit_set_text(&e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
     audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, 3);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT, "ABCD-1234");
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, "ABCD-1234");
     audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, -5); /* two's complement, big-endian */
     audit_set_text(&e, STORE_AUDIT_DETAIL, "");    /* present but empty: not absent */
     e.seq = 7;
@@ -681,7 +687,7 @@ static void tamper(const char *path, enum tamper t)
     case T_INTEGER_ALTERED:
         raw_exec(db, "UPDATE audit SET delivery_seq = delivery_seq + 1 WHERE seq = 1500");
         break;
-    case T_FIELD_REMOVED: raw_exec(db, "UPDATE audit SET subject = NULL WHERE seq = 1500"); break;
+    case T_FIELD_REMOVED: raw_exec(db, "UPDATE audit SET subject_tag = NULL WHERE seq = 1500"); break;
     case T_FIELD_ADDED: raw_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500"); break;
     case T_ALTERED_WITH_ITS_HASH:
         raw_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
@@ -918,7 +924,7 @@ static void test_trail_is_append_only_in_the_schema(void **state)
     static const struct {
         const char *sql, *index;
     } plans[] = {
-        {"EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE subject = 'x' ORDER BY seq",
+        {"EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE subject_tag = 'x' ORDER BY seq",
          "audit_by_subject"},
         {"EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE delivery_seq = 5 ORDER BY seq",
          "audit_by_delivery"},
@@ -937,6 +943,53 @@ static void test_trail_is_append_only_in_the_schema(void **state)
 }
 
 /* ------------------------------------------------------------------ reader */
+
+/* Subjects are recorded as keyed tags: per store, not the pseudonym, the
+ * same before and after the store key is rotated. */
+static void test_subject_tag_is_keyed_per_store_and_survives_rekey(void **state)
+{
+    fixture_t *f = *state;
+    char tag[STORE_SUBJECT_TAG_LEN + 1], again[STORE_SUBJECT_TAG_LEN + 1],
+        other_tag[STORE_SUBJECT_TAG_LEN + 1], path[160], err[512];
+    uint8_t new_key[STORE_KEY_BYTES];
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, tag), 0);
+    assert_int_equal(strlen(tag), STORE_SUBJECT_TAG_LEN);
+    assert_int_equal(strspn(tag, "0123456789abcdef"), STORE_SUBJECT_TAG_LEN);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_B, other_tag), 0);
+    assert_string_not_equal(tag, other_tag);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, again), 0);
+    assert_string_equal(tag, again);
+
+    snprintf(path, sizeof path, "%s/other.db", f->dir);
+    store_t *other = open_ok(path); /* same store key, its own subject key */
+    assert_int_equal(store_subject_tag(other, SUBJECT_A, other_tag), 0);
+    assert_string_not_equal(tag, other_tag);
+    store_close(&other);
+
+    randombytes_buf(new_key, sizeof new_key);
+    store_rekey_counts_t counts;
+    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, again), 0);
+    assert_string_equal(tag, again);
+    store_close(&f->store);
+
+    /* Readers: with the new key the same tag; keyless none; the old key is
+     * refused. */
+    store_t *reader = store_open_reader(f->path, new_key, err, sizeof err);
+    assert_non_null(reader);
+    assert_int_equal(store_subject_tag(reader, SUBJECT_A, again), 0);
+    assert_string_equal(tag, again);
+    store_close(&reader);
+    reader = reader_ok(f->path);
+    assert_int_equal(store_subject_tag(reader, SUBJECT_A, again), -1);
+    store_close(&reader);
+    assert_null(store_open_reader(f->path, store_key, err, sizeof err));
+    assert_non_null(strstr(err, "does not open this store"));
+    f->store = store_open(f->path, new_key, err, sizeof err);
+    assert_non_null(f->store);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, again), 0);
+    assert_string_equal(tag, again);
+}
 
 static void test_reader_is_keyless_read_only_and_picky(void **state)
 {
@@ -975,7 +1028,7 @@ static void test_reader_is_keyless_read_only_and_picky(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", f->dir, rows[i].name);
         err[0] = '\0';
-        reader = store_open_reader(path, err, sizeof err);
+        reader = store_open_reader(path, NULL, err, sizeof err);
         if (reader != NULL || strstr(err, rows[i].expected) == NULL)
             fail_msg("row %zu: %s opened, or error \"%s\" lacks \"%s\"", i, rows[i].name, err,
                      rows[i].expected);
@@ -1013,7 +1066,7 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     store_audit_entry_t e;
     audit_entry_init(&e, "admin.audit_subject");
     audit_set_text(&e, STORE_AUDIT_ACTOR, "gemeente/beheer");
-    audit_set_text(&e, STORE_AUDIT_SUBJECT, SUBJECT_A);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, tag_a);
     assert_int_equal(audit_append(f->store, broker_key, BASE_TIME, &e), 0);
     assert_int_equal(store_commit(f->store), 0);
 
@@ -1030,10 +1083,19 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
         {"subj-nobody-9", {0}, 0},
     };
     store_close(&f->store);
+    char err[256];
+    /* The trail names subjects by a keyed tag: no export without the key. */
     store_t *reader = reader_ok(f->path);
+    char *json = NULL;
+    assert_int_equal(audit_subject_export(reader, SUBJECT_A, &json, err, sizeof err), -1);
+    assert_non_null(strstr(err, "needs the store key"));
+    store_close(&reader);
+    reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        char *json = NULL, count[32];
+        char count[32];
         uint64_t seqs[16];
+        json = NULL;
         export_of(reader, rows[i].subject, &json);
         size_t n = export_seqs(json, seqs, 16);
         if (n != rows[i].n)
@@ -1047,7 +1109,6 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
         assert_non_null(strstr(json, rows[i].subject));
         free(json);
     }
-    char *json = NULL;
     export_of(reader, SUBJECT_A, &json);
     static const char *const present[] = {
         "\"recipient\":\"om/parket\"", "\"recipient_partner\":\"om\"",
@@ -1058,10 +1119,11 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
         if (strstr(json, present[i]) == NULL)
             fail_msg("the export lacks %s", present[i]);
     assert_null(strstr(json, SUBJECT_B));
+    assert_null(strstr(json, tag_b));
+    assert_non_null(strstr(json, tag_a));
     assert_null(strstr(json, "request.refused"));
     free(json);
 
-    char err[256];
     json = NULL;
     assert_int_equal(audit_subject_export(reader, "123456789", &json, err, sizeof err), -1);
     assert_null(json);
@@ -1079,7 +1141,7 @@ static void test_renderings_escape_and_withhold(void **state)
     e.seq = 12;
     e.at = 0;
     audit_set_text(&e, STORE_AUDIT_DETAIL, "q\" b\\ nl\n tab\t esc\x1b c1\xc2\x85 caf\xc3\xa9");
-    audit_set_text(&e, STORE_AUDIT_SUBJECT, SUBJECT_A);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, SUBJECT_A);
     audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, -1);
     static const struct {
         int json, withhold;
@@ -1087,11 +1149,11 @@ static void test_renderings_escape_and_withhold(void **state)
     } rows[] = {
         {1, 0, "\"detail\":\"q\\\" b\\\\ nl\\u000a tab\\u0009 esc\\u001b c1\xc2\x85 caf\xc3\xa9\""},
         {1, 0, "\"time\":\"1970-01-01T00:00:00Z\""},
-        {1, 0, "\"subject\":\"" SUBJECT_A "\""},
-        {1, 1, "\"subject\":\"withheld\""},
+        {1, 0, "\"subject_tag\":\"" SUBJECT_A "\""},
+        {1, 1, "\"subject_tag\":\"withheld\""},
         {1, 0, "\"item_index\":-1"},
         {0, 0, "detail=\"q\\\" b\\\\ nl\\x0a tab\\x09 esc\\x1b c1\\xc2\\x85 caf\xc3\xa9\""},
-        {0, 1, "subject=withheld"},
+        {0, 1, "subject_tag=withheld"},
         {0, 0, "seq=12 time=1970-01-01T00:00:00Z event=request.refused"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1130,6 +1192,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_refuses_bad_entries, setup, teardown),
         cmocka_unit_test_setup_teardown(test_trail_is_append_only_in_the_schema, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_subject_tag_is_keyed_per_store_and_survives_rekey,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_reader_is_keyless_read_only_and_picky, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,

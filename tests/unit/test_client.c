@@ -13,10 +13,9 @@
  * vanishes, a server that answers garbage or nothing at all.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
-#include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1391,7 +1391,9 @@ static void test_publish_wrong_answers(void **state)
         {FAKE_BAD_VERSION, SCHAKEL_ERR_PROTOCOL, "version 2"},
         {FAKE_CLIENT_BODY, SCHAKEL_ERR_PROTOCOL, "only clients send"},
         {FAKE_BAD_HEARTBEAT, SCHAKEL_ERR_PROTOCOL, "malformed principal"},
-        /* libzmq drops the connection; each resend meets the same answer */
+        /* libzmq drops the connection and abandons it for good; each new
+         * socket's resend meets the same answer; the whoami after the row
+         * shows the client replaced its socket and works on */
         {FAKE_OVERSIZE, SCHAKEL_ERR_TIMEOUT, "connection dropped"},
         /* the largest frame the codec accepts does arrive, and is judged */
         {FAKE_LARGEST, SCHAKEL_ERR_PROTOCOL, "malformed frame"},
