@@ -196,6 +196,10 @@ static int config_scan_event(void *state, const yaml_event_t *ev, unsigned line)
     int rc = 0;
     switch (ev->type) {
     case YAML_SCALAR_EVENT:
+        /* "\0" in a quoted scalar would cut the C string libcyaml hands
+         * over: a path or endpoint would silently mean something shorter. */
+        if (memchr(ev->data.scalar.value, '\0', ev->data.scalar.length) != NULL)
+            return config_fail(scan->ctx, line, "a value holds a NUL character");
         if (scan->depth == 1 && scan->expect_key && scan->root_is_mapping)
             rc = config_scan_key(scan->ctx, (const char *)ev->data.scalar.value, line);
         if (scan->depth == 1)

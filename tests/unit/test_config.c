@@ -222,6 +222,7 @@ static const bad_row_t bad_rows[] = {
     {"listen: tcp://x:1\nstore: \"\"\n", "schakeld.yaml:2:", "String length too short"},
     {"listen: tcp://x:1\npolicy: \"a\\tb\"\n", "schakeld.yaml:2:", "control character"},
     {"listen: tcp://x:1\n\nack_timeout: soon\n", "schakeld.yaml:3:", "ack_timeout must be a duration"},
+    {"listen: tcp://x:1\nstore: \"db\\0.evil\"\n", "schakeld.yaml:2:", "NUL character"},
     {"listen: tcp://x:1\nlisten: tcp://y:2\n",
      "schakeld.yaml:2:", "duplicate key \"listen\" (first at line 1)"},
     {"listen: &ep tcp://x:1\nstore: *ep\n", "schakeld.yaml:2:", "aliases"},
