@@ -694,7 +694,8 @@ static char *export_document(export_state_t *st, const char *pseudonym, const ch
     text_buf_t b = {0};
     char now_text[32];
     size_t count = 0;
-    qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
+    if (st->n_items > 1)
+        qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
     for (size_t i = 0; i < st->n_items; i++)
         count += i == 0 || st->items[i].seq != st->items[i - 1].seq;
     audit_format_time((int64_t)time(NULL), now_text, sizeof now_text);

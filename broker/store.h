@@ -6,9 +6,9 @@
  * expired deliveries. The default backend is SQLite in WAL mode with
  * synchronous=FULL: a commit that returns 0 is on disk. Callers group many
  * operations into one transaction per loop turn (store_begin ..
- * store_commit). Nothing outside store.c, store_schema.c, store_expire.c
- * and store_seal.c (joined by store_internal.h) knows SQL, so a later
- * backend (PostgreSQL) replaces those files only. Errors are returned (-1)
+ * store_commit). Nothing outside store.c, store_schema.c, store_expire.c,
+ * store_seal.c and store_audit.c (joined by store_internal.h) knows SQL, so
+ * a later backend (PostgreSQL) replaces those files only. Errors are returned (-1)
  * with a message retrievable by store_errmsg; the caller decides.
  *
  * Sealed at rest. Every body (an item's signed bytes, a delivery's filtered
@@ -25,7 +25,9 @@
  * legal basis (policy text, not personal data), timestamps (accepted_at,
  * expires_at, expired_at), the publish's content hash, signature and signed
  * root (digests over whole items, including the random message id), and the
- * stored Accepted reply (message id, item seqs, recipient counts).
+ * stored Accepted reply (message id, item seqs, recipient counts). The audit
+ * trail (below) is metadata in clear as well, with the data subject named
+ * only by a keyed tag (store_subject_tag), never by its pseudonym.
  *
  * Sequence numbers (item seq, delivery seq) are increasing and never reused,
  * not even after the rows are acked or expired, but they are not dense: a

@@ -2,9 +2,10 @@
  * store_internal.h — the store's private layout, shared by store.c
  * (statements, transactions, routing data), store_schema.c (schema,
  * migrations, connection checks, counters), store_expire.c (retention,
- * checkpoints) and store_seal.c (sealing bodies, the key check, key memory,
- * rekeying). Private to those four files: every other module sees store.h
- * only, and nothing outside them knows SQL.
+ * checkpoints), store_seal.c (sealing bodies, the key check, key memory,
+ * the audit subject key, rekeying) and store_audit.c (the audit trail's
+ * rows and its keyless reader). Private to those five files: every other
+ * module sees store.h only, and nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
 #define SCHAKEL_STORE_INTERNAL_H

@@ -1,7 +1,8 @@
 /*
  * store_seal.c — bodies sealed at rest: the store key in guarded memory,
  * the associated data that binds a ciphertext to its row, sealing and
- * opening, the key check, and store_rekey (store.h). Trusts nothing read
+ * opening, the key check, the audit trail's subject key and tags, and
+ * store_rekey (store.h). Trusts nothing read
  * from the file: a body is handed out only once its tag verifies. Errors
  * are -1 with store_errmsg set, as everywhere in the store.
  */

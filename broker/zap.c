@@ -242,13 +242,16 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const zap_part_t 
         zap->counts.admitted++;
     else
         zap->counts.refused++;
+    /* A reply must carry the request id; with fewer than two parts there is
+     * nothing to answer it with, and it is answered with an empty one. An
+     * unanswered request admits nobody, so it is not recorded as decided. */
+    zap_part_t empty = {0};
+    if (zap_queue(zap, routing_id, n >= 2 ? &parts[1] : &empty, p, &decision) != 0) {
+        log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
+        return;
+    }
     if (record != NULL)
         (void)record(arg, &decision); /* a failure fails the turn: see zap_flush */
-    /* A reply must carry the request id; with fewer than two parts there is
-     * nothing to answer it with, and it is answered with an empty one. */
-    zap_part_t empty = {0};
-    if (zap_queue(zap, routing_id, n >= 2 ? &parts[1] : &empty, p, &decision) != 0)
-        log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
 }
 
 int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg)

@@ -196,11 +196,18 @@ static int parse_anchor(const char *text, audit_anchor_t *anchor)
     return 0;
 }
 
+/* "1 entry", "2 entries": n and the right word. */
+static const char *plural(uint64_t n, const char *one, const char *more)
+{
+    return n == 1 ? one : more;
+}
+
 static void print_intact(const audit_verify_report_t *r)
 {
     char when[32], hash[65];
-    printf("audit trail intact: %llu entries, %llu checkpoints verified\n",
-           (unsigned long long)r->entries, (unsigned long long)r->checkpoints);
+    printf("audit trail intact: %llu %s, %llu %s verified\n", (unsigned long long)r->entries,
+           plural(r->entries, "entry", "entries"), (unsigned long long)r->checkpoints,
+           plural(r->checkpoints, "checkpoint", "checkpoints"));
     if (r->last_checkpoint_seq > 0) {
         audit_format_time(r->last_checkpoint_at, when, sizeof when);
         syntax_hex(r->last_checkpoint_hash, sizeof r->last_checkpoint_hash, hash);
@@ -244,8 +251,9 @@ static int audit_verify_cmd(const audit_options_t *o)
     }
     printf("audit trail BROKEN at entry %llu: %s\n", (unsigned long long)report.broken_seq,
            report.problem);
-    printf("verified before it: %llu entries, %llu checkpoints\n",
-           (unsigned long long)report.entries, (unsigned long long)report.checkpoints);
+    printf("verified before it: %llu %s, %llu %s\n", (unsigned long long)report.entries,
+           plural(report.entries, "entry", "entries"), (unsigned long long)report.checkpoints,
+           plural(report.checkpoints, "checkpoint", "checkpoints"));
     return AUDIT_CMD_BROKEN;
 }
 

@@ -53,8 +53,9 @@ extern char **environ;
 #define RECONNECT_DEFAULT_MARGIN_MIB 5u
 /* What the broker holds, by design, per session until it expires: a
  * 448-byte session_t, its routing-id copy and hash slots at 25-50 % load,
- * about 0.6 KiB (0.6-0.7 KiB measured); freed sessions' pages stay with
- * malloc for reuse, so their high-water mark stays in VmRSS. */
+ * about 0.6 KiB (0.7-0.95 KiB measured, the audit rows' page cache
+ * included); freed sessions' pages stay with malloc for reuse, so their
+ * high-water mark stays in VmRSS. */
 #define RECONNECT_SESSION_ALLOWANCE_BYTES 1024
 #define RECONNECT_MIN_SESSIONS_PER_RATIO 100 /* fewer: bytes per session mean nothing */
 #define RECONNECT_POLL_MS 100                /* /proc reading interval while settling and waiting */

@@ -422,8 +422,8 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
         fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
-    snprintf(expected, sizeof expected, "audit trail intact: %lld entries, %lld checkpoints",
-             (long long)entries, (long long)checkpoints);
+    snprintf(expected, sizeof expected, "audit trail intact: %lld entries, %lld checkpoint%s",
+             (long long)entries, (long long)checkpoints, checkpoints == 1 ? "" : "s");
     if (strstr(res.out, expected) == NULL)
         fail_msg("verify said:\n%s\nexpected: %s", res.out, expected);
     h_cli_result_free(&res);

@@ -5,8 +5,9 @@
  * connection and handshake abuse, hostile policy files.
  *
  * Every row asserts the exact outcome (the Rejected's reason, id, item and
- * seq, or the handshake's monitor event), the broker's log line for it, and
- * that the broker still serves the well-behaved afterwards: a signal
+ * seq, or the handshake's monitor event), the broker's log line and its
+ * audit entry for it (read from the store, read-only), and that the broker
+ * still serves the well-behaved afterwards: a signal
  * accepted before the bad input is delivered, a bystander pair still
  * publishes and receives, a watcher connected before it is not
  * disconnected, and nothing of a refused publish reaches a mailbox.
@@ -36,6 +37,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "keys.h"
@@ -243,7 +245,81 @@ static void log_await(const h_env_t *env, long offset, const char *what,
     }
 }
 
-/* The needle of a refusal as broker_reject logs it (record.c). */
+/* ------------------------------------------------------------------ audit trail */
+
+/* Where the record stood before a row: log size and last audit entry. */
+typedef struct mark {
+    long log_offset;
+    int64_t audit_seq;
+} mark_t;
+
+static sqlite3 *audit_open(const h_env_t *env)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK)
+        fail_msg("open %s read-only: %s", env->store_path, db ? sqlite3_errmsg(db) : "no memory");
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    return db;
+}
+
+static int64_t audit_query(const h_env_t *env, const char *sql, const char *const *texts,
+                           size_t n_texts, int64_t since)
+{
+    sqlite3 *db = audit_open(env);
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("prepare \"%s\": %s", sql, sqlite3_errmsg(db));
+    sqlite3_bind_int64(stmt, 1, since);
+    for (size_t i = 0; i < n_texts; i++)
+        sqlite3_bind_text(stmt, (int)i + 2, texts[i], -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) != SQLITE_ROW)
+        fail_msg("\"%s\": %s", sql, sqlite3_errmsg(db));
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
+}
+
+static mark_t mark_take(const h_env_t *env)
+{
+    mark_t m = {h_log_offset(env), 0};
+    m.audit_seq = audit_query(env, "SELECT coalesce(max(seq), 0) FROM audit WHERE seq > ?1", NULL, 0,
+                              0);
+    return m;
+}
+
+/* Audit entries after the mark of one event by one actor. message_id: hex,
+ * NULL for none, "*" for any; item: the index, "" for none, "*" for any;
+ * reason: the reason name, or NULL for any. */
+static int64_t audit_count(const h_env_t *env, const mark_t *m, const char *event,
+                           const char *actor, const char *message_id, const char *item,
+                           const char *reason)
+{
+    const char *sql = "SELECT count(*) FROM audit WHERE seq > ?1 AND event = ?2 AND actor IS ?3"
+                      " AND (?4 = '*' OR message_id IS ?4)"
+                      " AND (?5 = '*' OR coalesce(CAST(item_index AS TEXT), '') = ?5)"
+                      " AND (?6 IS NULL OR reason = ?6)";
+    const char *texts[] = {event, actor, message_id, item, reason};
+    return audit_query(env, sql, texts, 5, m->audit_seq);
+}
+
+/* One audit entry after the mark of an event whose reason, detail and
+ * curve key match (LIKE patterns; NULL: any). */
+static void audit_expect(const h_env_t *env, const mark_t *m, const char *what,
+                         const char *event, const char *reason_like, const char *detail_like,
+                         const char *curve_key)
+{
+    const char *sql = "SELECT count(*) FROM audit WHERE seq > ?1 AND event = ?2"
+                      " AND (?3 IS NULL OR reason LIKE ?3) AND (?4 IS NULL OR detail LIKE ?4)"
+                      " AND (?5 IS NULL OR curve_key = ?5)";
+    const char *texts[] = {event, reason_like, detail_like, curve_key};
+    int64_t n = audit_query(env, sql, texts, 4, m->audit_seq);
+    if (n != 1)
+        fail_msg("%s: %lld audit entries %s (reason like \"%s\"), expected 1", what, (long long)n,
+                 event, reason_like ? reason_like : "*");
+}
+
+/* The needle of a refusal as record.c logs it. */
 static void refusal_needle(char *out, size_t len, const char *principal, const uint8_t *id,
                            Schakel__Reason reason, int item_index)
 {
@@ -254,25 +330,51 @@ static void refusal_needle(char *out, size_t len, const char *principal, const u
              principal, id_hex, wire_reason_name(reason), item_index);
 }
 
-static void log_await_refusal(const h_env_t *env, long offset, const char *what,
-                              const char *principal, const uint8_t *id, Schakel__Reason reason,
-                              int item_index)
+/* A refusal is recorded twice: one log line, one audit entry (committed
+ * before the Rejected is sent). */
+static void expect_refusal_recorded(const h_env_t *env, const mark_t *m, const char *what,
+                                    const char *principal, const uint8_t *id,
+                                    Schakel__Reason reason, int item_index)
 {
     char needle[320];
     refusal_needle(needle, sizeof needle, principal, id, reason, item_index);
     const char *needles[] = {needle, NULL};
-    log_await(env, offset, what, needles);
+    log_await(env, m->log_offset, what, needles);
+    char id_hex[33], item[16] = "";
+    if (id)
+        sodium_bin2hex(id_hex, sizeof id_hex, id, 16);
+    if (item_index >= 0)
+        snprintf(item, sizeof item, "%d", item_index);
+    int64_t n = audit_count(env, m, id ? "publish.refused" : "request.refused", principal,
+                            id ? id_hex : NULL, item, wire_reason_name(reason));
+    if (n != 1)
+        fail_msg("%s: %lld audit entries for the refusal %s, expected 1", what, (long long)n,
+                 wire_reason_name(reason));
 }
 
-static void log_await_accepted(const h_env_t *env, long offset, const char *what,
-                               const char *principal, const uint8_t id[16])
+static void expect_accept_recorded(const h_env_t *env, const mark_t *m, const char *what,
+                                   const char *principal, const uint8_t id[16])
 {
     char id_hex[33], needle[256];
     sodium_bin2hex(id_hex, sizeof id_hex, id, 16);
     snprintf(needle, sizeof needle, "event=publish.accepted principal=%s message_id=%s", principal,
              id_hex);
     const char *needles[] = {needle, NULL};
-    log_await(env, offset, what, needles);
+    log_await(env, m->log_offset, what, needles);
+    if (audit_count(env, m, "publish.accepted", principal, id_hex, "*", NULL) != 1)
+        fail_msg("%s: no audit entry for the accepted publish", what);
+}
+
+/* A handshake refused by the ZAP handler: log line and audit entry, both
+ * naming the CURVE key. */
+static void expect_auth_refusal_recorded(const h_env_t *env, const mark_t *m, const char *what,
+                                         const char *why, const char *z85)
+{
+    char reason[160];
+    snprintf(reason, sizeof reason, "reason=\"%s\"", why);
+    const char *needles[] = {"event=auth.refused", reason, z85, NULL};
+    log_await(env, m->log_offset, what, needles);
+    audit_expect(env, m, what, "auth.refused", why, NULL, z85);
 }
 
 /* The policy hash the broker started with, from its broker.ready line. */
@@ -1267,19 +1369,19 @@ static void run_row(hostile_ctx_t *ctx, bystanders_t *by, schakel_client_t *poli
     memset(parts, 0, sizeof parts);
     size_t n_parts = 0;
     row->build(ctx, row, parts, &n_parts);
-    long offset = h_log_offset(ctx->env);
+    mark_t mark = mark_take(ctx->env);
     raw_send(ctx->raw, parts, n_parts);
     for (size_t i = 0; i < ROW_MAX_PARTS; i++)
         pb_free(&parts[i]);
     if (row->reason == SCHAKEL__REASON__REASON_NONE) {
         (void)raw_expect_accepted(ctx->raw, row->name, ctx->id, 1, 0);
-        log_await_accepted(ctx->env, offset, row->name, HOSTILE, ctx->id);
+        expect_accept_recorded(ctx->env, &mark, row->name, HOSTILE, ctx->id);
         forward_watch_expect(politie, ctx->id, row->name);
     } else {
         const uint8_t *id = row->names_id ? ctx->id : NULL;
         raw_expect_rejected(ctx->raw, row->name, row->reason, id, row->item_index, 0);
-        log_await_refusal(ctx->env, offset, row->name, HOSTILE, id, row->reason,
-                          row->item_index);
+        expect_refusal_recorded(ctx->env, &mark, row->name, HOSTILE, id, row->reason,
+                                row->item_index);
     }
     raw_assert_connected(ctx->raw, row->name);
     (void)raw_settle(ctx->raw, row->name);
@@ -1887,10 +1989,10 @@ static void test_multipart_publish_is_not_stored(void **state)
     base_item(&item, (int64_t)time(NULL));
     publish_signed(re.ctx.raw->key, re.ctx.id, &item, 1, &parts[0]);
     pb_put(&parts[1], "x", 1);
-    long offset = h_log_offset(env);
+    mark_t mark = mark_take(env);
     raw_send(re.ctx.raw, parts, 2);
     raw_expect_rejected(re.ctx.raw, what, SCHAKEL__REASON__TOO_MANY_FRAMES, NULL, -1, 0);
-    log_await_refusal(env, offset, what, HOSTILE, NULL, SCHAKEL__REASON__TOO_MANY_FRAMES, -1);
+    expect_refusal_recorded(env, &mark, what, HOSTILE, NULL, SCHAKEL__REASON__TOO_MANY_FRAMES, -1);
     (void)raw_settle(re.ctx.raw, what);
     forward_watch_empty(re.politie, what);
     bystanders_after(&re.by, what);
@@ -1957,7 +2059,7 @@ static void test_burst_of_tiny_invalid_frames(void **state)
         size_t len;
     } tiny[] = {{"", 0}, {"\x07", 1}, {"\xff", 1}, {"\x08\x01", 2}};
     bystanders_before(&re.by, what);
-    long offset = h_log_offset(env);
+    mark_t mark = mark_take(env);
     int64_t started = hostile_now_ms();
     for (size_t i = 0; i < BURST; i++) {
         pb_t frame = {0};
@@ -1973,9 +2075,12 @@ static void test_burst_of_tiny_invalid_frames(void **state)
     char needle[320];
     refusal_needle(needle, sizeof needle, HOSTILE, NULL, R_INVALID_MESSAGE, -1);
     const char *needles[] = {needle, NULL};
-    size_t logged = log_count_lines(env, offset, needles);
-    if (logged != BURST)
-        fail_msg("%s: %zu refusals logged for %d frames", what, logged, (int)BURST);
+    size_t logged = log_count_lines(env, mark.log_offset, needles);
+    int64_t audited = audit_count(env, &mark, "request.refused", HOSTILE, NULL, "",
+                                  wire_reason_name(R_INVALID_MESSAGE));
+    if (logged != BURST || audited != BURST)
+        fail_msg("%s: %zu refusals logged and %lld audited for %d frames", what, logged,
+                 (long long)audited, (int)BURST);
     print_message("    %d tiny frames refused and logged in %lld ms\n", (int)BURST,
                   (long long)elapsed);
     (void)raw_settle(re.ctx.raw, what);
@@ -1997,9 +2102,9 @@ typedef struct handshake_row {
 } handshake_row_t;
 
 static const handshake_row_t handshake_rows[] = {
-    {"a key the policy does not know", H_UNREGISTERED, "reason=\"key not registered\""},
+    {"a key the policy does not know", H_UNREGISTERED, "key not registered"},
     {"an operator key on the partner endpoint", H_OPERATOR,
-     "reason=\"operator keys may not use the partner endpoint\""},
+     "operator keys may not use the partner endpoint"},
 };
 
 static void curve_key_z85(const h_env_t *env, const char *principal, char out[41])
@@ -2026,7 +2131,7 @@ static void test_refused_keys_at_the_handshake(void **state)
         bystanders_before(&by, row->name);
         char z85[41];
         curve_key_z85(env, row->key_principal, z85);
-        long offset = h_log_offset(env);
+        mark_t mark = mark_take(env);
         raw_t *r = raw_open(env, h_key_file(env, row->key_principal), env->broker_pub,
                             row->key_principal);
         uint32_t value = 0;
@@ -2035,8 +2140,7 @@ static void test_refused_keys_at_the_handshake(void **state)
             fail_msg("%s: handshake ended in event 0x%x value %u, expected FAILED_AUTH 400",
                      row->name, event, value);
         raw_close(&r);
-        const char *needles[] = {"event=auth.refused", row->refusal, z85, NULL};
-        log_await(env, offset, row->name, needles);
+        expect_auth_refusal_recorded(env, &mark, row->name, row->refusal, z85);
 
         schakel_client_t *client = NULL;
         schakel_error_t err;
@@ -2119,20 +2223,21 @@ static void test_revoked_keys_are_cut_off(void **state)
     h_env_write_policy(env, "%s%s", header, h_default_rules);
     free(without);
     free(header);
-    long offset = h_log_offset(env);
+    mark_t mark = mark_take(env);
     assert_int_equal(h_broker_reload(env), 1);
     const char *dropped[] = {"event=policy.sessions_dropped count=2", NULL};
-    log_await(env, offset, "reload", dropped);
+    log_await(env, mark.log_offset, "reload", dropped);
+    audit_expect(env, &mark, "reload", "policy.reloaded", NULL, NULL, NULL);
 
     /* Every frame on the open connections: NOT_PERMITTED, and the delivery
      * that was waiting never comes. */
-    offset = h_log_offset(env);
+    mark = mark_take(env);
     frame_heartbeat(&frame);
     raw_send_frame(removed, &frame);
     raw_expect_rejected(removed, "heartbeat after removal", SCHAKEL__REASON__NOT_PERMITTED, NULL,
                         -1, 0);
-    log_await_refusal(env, offset, "heartbeat after removal", HOSTILE, NULL,
-                      SCHAKEL__REASON__NOT_PERMITTED, -1);
+    expect_refusal_recorded(env, &mark, "heartbeat after removal", HOSTILE, NULL,
+                            SCHAKEL__REASON__NOT_PERMITTED, -1);
     pb_t item = {0};
     uint8_t id[16];
     randombytes_buf(id, sizeof id);
@@ -2145,12 +2250,13 @@ static void test_revoked_keys_are_cut_off(void **state)
     frame_ack(&frame, &in_flight, 1);
     raw_send_frame(removed, &frame);
     raw_expect_rejected(removed, "ack after removal", SCHAKEL__REASON__NOT_PERMITTED, NULL, -1, 0);
+    mark = mark_take(env);
     frame_heartbeat(&frame);
     raw_send_frame(rekeyed, &frame);
     raw_expect_rejected(rekeyed, "heartbeat with a replaced key", SCHAKEL__REASON__NOT_PERMITTED,
                         NULL, -1, 0);
-    log_await_refusal(env, offset, "heartbeat with a replaced key", H_RIEC, NULL,
-                      SCHAKEL__REASON__NOT_PERMITTED, -1);
+    expect_refusal_recorded(env, &mark, "heartbeat with a replaced key", H_RIEC, NULL,
+                            SCHAKEL__REASON__NOT_PERMITTED, -1);
     raw_close(&removed);
     raw_close(&rekeyed);
 
@@ -2159,7 +2265,7 @@ static void test_revoked_keys_are_cut_off(void **state)
     for (size_t i = 0; i < 2; i++) {
         char z85[41];
         curve_key_z85(env, old_keys[i], z85);
-        offset = h_log_offset(env);
+        mark = mark_take(env);
         raw_t *r = raw_open(env, h_key_file(env, old_keys[i]), env->broker_pub, old_keys[i]);
         uint32_t value = 0;
         int event = raw_await_handshake(r, H_TIMEOUT_MS, &value);
@@ -2167,8 +2273,8 @@ static void test_revoked_keys_are_cut_off(void **state)
             fail_msg("reconnect with the revoked key of %s: event 0x%x value %u", old_keys[i],
                      event, value);
         raw_close(&r);
-        const char *needles[] = {"event=auth.refused", "reason=\"key not registered\"", z85, NULL};
-        log_await(env, offset, "reconnect with a revoked key", needles);
+        expect_auth_refusal_recorded(env, &mark, "reconnect with a revoked key",
+                                     "key not registered", z85);
     }
     snprintf(path, sizeof path, "%s/keys/riec-analyse-2.key", env->dir);
     raw_t *renewed = raw_open(env, path, env->broker_pub, H_RIEC);
@@ -2220,13 +2326,13 @@ static void test_replayed_message_id_with_other_content(void **state)
     const char *names[] = {"same id, other item", "same id, the item and another",
                            "same id, other item, again"};
     for (size_t i = 0; i < 3; i++) {
-        long offset = h_log_offset(env);
+        mark_t mark = mark_take(env);
         raw_send(ctx->raw, conflicts[i], 1);
         raw_expect_rejected(ctx->raw, names[i], SCHAKEL__REASON__DUPLICATE_CONFLICT, id, -1, 0);
-        log_await_refusal(env, offset, names[i], HOSTILE, id, SCHAKEL__REASON__DUPLICATE_CONFLICT,
-                          -1);
+        expect_refusal_recorded(env, &mark, names[i], HOSTILE, id,
+                                SCHAKEL__REASON__DUPLICATE_CONFLICT, -1);
     }
-    long offset = h_log_offset(env);
+    mark_t mark = mark_take(env);
     raw_send(ctx->raw, &original, 1);
     if (raw_expect_accepted(ctx->raw, "the original again", id, 1, 1) != item_seq)
         fail_msg("the repeated publish was answered with another item seq");
@@ -2235,7 +2341,9 @@ static void test_replayed_message_id_with_other_content(void **state)
     snprintf(needle, sizeof needle, "event=publish.duplicate principal=%s message_id=%s", HOSTILE,
              id_hex);
     const char *dup_needles[] = {needle, NULL};
-    log_await(env, offset, "the original again", dup_needles);
+    log_await(env, mark.log_offset, "the original again", dup_needles);
+    if (audit_count(env, &mark, "publish.duplicate", HOSTILE, id_hex, "*", NULL) != 1)
+        fail_msg("the repeated publish has no audit entry");
     /* Delivered once, after all this. */
     forward_watch_expect(re.politie, id, "the original");
     forward_watch_empty(re.politie, "the replays");
@@ -2315,7 +2423,7 @@ static void test_ack_of_another_principals_delivery(void **state)
         {"ack of its own delivery twice", again, 1, own},
     };
     for (size_t i = 0; i < 3; i++) {
-        long offset = h_log_offset(env);
+        mark_t mark = mark_take(env);
         frame_ack(&frame, acks[i].seqs, acks[i].n);
         raw_send_frame(hostile, &frame);
         raw_expect_rejected(hostile, acks[i].name, SCHAKEL__REASON__UNKNOWN_DELIVERY, NULL, -1,
@@ -2326,7 +2434,10 @@ static void test_ack_of_another_principals_delivery(void **state)
         snprintf(text, sizeof text, "sequence %llu is not a pending delivery",
                  (unsigned long long)acks[i].refused);
         const char *needles[] = {needle, text, NULL};
-        log_await(env, offset, acks[i].name, needles);
+        log_await(env, mark.log_offset, acks[i].name, needles);
+        if (audit_count(env, &mark, "request.refused", HOSTILE, NULL, "",
+                        wire_reason_name(SCHAKEL__REASON__UNKNOWN_DELIVERY)) != 1)
+            fail_msg("%s: no audit entry for the refused ack", acks[i].name);
         /* Untouched: still in the bystander's mailbox (plus the pending one). */
         if (h_backlog(re.by.receiver) != 2)
             fail_msg("%s: the bystander's mailbox changed", acks[i].name);
@@ -2557,7 +2668,7 @@ static void test_publish_flood_is_rate_limited(void **state)
     flood_build(&quiet, CALM, calm->key, burglary);
     bystanders_before(&re.by, "flood");
 
-    long offset = h_log_offset(env);
+    mark_t mark = mark_take(env);
     int64_t started = hostile_now_ms();
     for (size_t i = 0, j = 0; i < FLOOD; i++) {
         raw_send(re.ctx.raw, &flood.frames[i], 1);
@@ -2582,10 +2693,16 @@ static void test_publish_flood_is_rate_limited(void **state)
     if (flood_count(&quiet, 1) != CALM)
         fail_msg("the other principal was limited: %zu of %d accepted",
                  flood_count(&quiet, 1), (int)CALM);
-    if (log_count_refusals(env, offset, HOSTILE, SCHAKEL__REASON__RATE_LIMITED) != limited)
-        fail_msg("flood: %zu refusals, %zu logged", limited,
-                 log_count_refusals(env, offset, HOSTILE, SCHAKEL__REASON__RATE_LIMITED));
-    assert_int_equal(log_count_refusals(env, offset, H_POLITIE, SCHAKEL__REASON__RATE_LIMITED), 0);
+    const char *limited_name = wire_reason_name(SCHAKEL__REASON__RATE_LIMITED);
+    size_t logged = log_count_refusals(env, mark.log_offset, HOSTILE, SCHAKEL__REASON__RATE_LIMITED);
+    int64_t audited = audit_count(env, &mark, "publish.refused", HOSTILE, "*", "", limited_name);
+    if (logged != limited || audited != (int64_t)limited)
+        fail_msg("flood: %zu refusals, %zu logged, %lld audited", limited, logged,
+                 (long long)audited);
+    assert_int_equal(
+        log_count_refusals(env, mark.log_offset, H_POLITIE, SCHAKEL__REASON__RATE_LIMITED), 0);
+    assert_int_equal(audit_count(env, &mark, "publish.refused", H_POLITIE, "*", "*", limited_name),
+                     0);
     flood_receive(&flood, re.politie, "flood");
     flood_receive(&quiet, gemeente, "the other principal");
 
@@ -2614,9 +2731,30 @@ static void test_publish_flood_is_rate_limited(void **state)
     h_done(env);
 }
 
-/* --max-connections 3: a fourth connection of one principal completes its
- * handshake, but its every frame is refused TOO_MANY_CONNECTIONS; the
- * three others keep publishing and receiving. */
+/* A round trip on each: these connections were active within the last
+ * second, so none of them may make room for another. */
+static void keep_active(raw_t *const *conns, size_t n, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        (void)raw_heartbeat(conns[i], what);
+}
+
+static void expect_too_many(const h_env_t *env, raw_t *r, const char *what)
+{
+    mark_t mark = mark_take(env);
+    pb_t frame = {0};
+    frame_heartbeat(&frame);
+    raw_send_frame(r, &frame);
+    raw_expect_rejected(r, what, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, NULL, -1, 0);
+    expect_refusal_recorded(env, &mark, what, HOSTILE, NULL, SCHAKEL__REASON__TOO_MANY_CONNECTIONS,
+                            -1);
+}
+
+/* --max-connections 3: while three connections of one principal are
+ * active, a fourth completes its handshake but its every frame is refused
+ * TOO_MANY_CONNECTIONS; the three keep publishing and receiving. A
+ * connection left behind (closed by its client) makes room once it has
+ * been quiet for SCHAKEL_SESSION_ACTIVE_MS. */
 static void test_connection_cap_per_principal(void **state)
 {
     h_env_t *env = *state;
@@ -2633,17 +2771,14 @@ static void test_connection_cap_per_principal(void **state)
     const char *what = "a fourth connection";
     bystanders_before(&by, what);
     raw_t *fourth = raw_connect(env, HOSTILE);
-    long offset = h_log_offset(env);
-    pb_t frame = {0};
-    frame_heartbeat(&frame);
-    raw_send_frame(fourth, &frame);
-    raw_expect_rejected(fourth, what, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, NULL, -1, 0);
-    log_await_refusal(env, offset, what, HOSTILE, NULL, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, -1);
+    keep_active(conns, 3, what);
+    expect_too_many(env, fourth, what);
     uint8_t id[16];
     randombytes_buf(id, sizeof id);
-    pb_t item = {0};
+    pb_t item = {0}, frame = {0};
     base_item(&item, (int64_t)time(NULL));
     publish_signed(fourth->key, id, &item, 1, &frame);
+    keep_active(conns, 3, what);
     raw_send_frame(fourth, &frame);
     raw_expect_rejected(fourth, "a publish on the fourth connection",
                         SCHAKEL__REASON__TOO_MANY_CONNECTIONS, NULL, -1, 0);
@@ -2672,15 +2807,31 @@ static void test_connection_cap_per_principal(void **state)
     raw_send_frame(conns[0], &frame);
     if (raw_heartbeat(conns[0], "one of the three acks") != 0)
         fail_msg("the ack on one of the three connections did not remove the delivery");
+    keep_active(conns, 3, what);
+    expect_too_many(env, fourth, "the fourth connection later");
+
+    /* A client that reconnects leaves its old connection behind; once that
+     * one has been quiet for a second it makes room. The wait is the rule
+     * itself: there is no event to wait for. */
+    int64_t quiet_from = hostile_now_ms();
+    raw_close(&conns[2]);
+    int64_t until = quiet_from + SCHAKEL_SESSION_ACTIVE_MS + 100;
+    while (hostile_now_ms() < until) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    keep_active(conns, 2, "after the reconnect");
+    (void)raw_settle(fourth, "the fourth takes the quiet one's place");
+    conns[2] = fourth;
+    fourth = NULL;
+    raw_t *fifth = raw_connect(env, HOSTILE);
+    keep_active(conns, 3, "a fifth connection");
+    expect_too_many(env, fifth, "a fifth connection");
+    raw_close(&fifth);
     for (size_t i = 0; i < 3; i++) {
         raw_assert_connected(conns[i], what);
         raw_close(&conns[i]);
     }
-    frame_heartbeat(&frame);
-    raw_send_frame(fourth, &frame);
-    raw_expect_rejected(fourth, "the fourth connection later", SCHAKEL__REASON__TOO_MANY_CONNECTIONS,
-                        NULL, -1, 0);
-    raw_close(&fourth);
     bystanders_after(&by, what);
     schakel_close(&politie);
     bystanders_close(&by);
@@ -3046,12 +3197,19 @@ static void test_hostile_policy_files_are_refused(void **state)
         char *text = row->text(env, &len);
         write_policy_bytes(env, text, len);
         free(text);
-        long offset = h_log_offset(env);
+        mark_t mark = mark_take(env);
         if (h_broker_reload(env) != 0)
             fail_msg("%s: the broker took the policy", row->name);
         const char *needles[] = {"event=policy.reload_refused", row->error, kept_needle, NULL};
-        log_await(env, offset, row->name, needles);
+        log_await(env, mark.log_offset, row->name, needles);
+        /* The refusal's audit entry joins the broker's open turn and is
+         * committed when that turn ends: a round trip ends it. */
         (void)raw_settle(connected, row->name);
+        char reason_like[160], detail_like[96];
+        snprintf(reason_like, sizeof reason_like, "%%%s%%", row->error);
+        snprintf(detail_like, sizeof detail_like, "kept_policy=%s%%", kept);
+        audit_expect(env, &mark, row->name, "policy.reload_refused", reason_like, detail_like,
+                     NULL);
         raw_t *fresh = raw_connect(env, H_RIEC);
         (void)raw_settle(fresh, row->name);
         raw_close(&fresh);
