@@ -10,6 +10,7 @@
  * JSON (admin_json.c), sent in chunks of SCHAKEL_ADMIN_CHUNK_BYTES.
  */
 #include "admin.h"
+#include "audit.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -52,6 +53,8 @@ struct admin_request {
     size_t refusal_len;
     size_t n_args;
     char args[SCHAKEL_ADMIN_MAX_ARGS][SCHAKEL_ADMIN_MAX_ARG_LEN + 1];
+    char *prepared; /* an answer made in the turn (audit-subject), sent after the commit */
+    size_t prepared_len;
 };
 
 struct admin {
@@ -72,14 +75,17 @@ static int admin_rules(admin_t *admin, broker_t *b, const admin_request_t *reque
 static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *request,
                         admin_json_t *out, char *err, size_t errlen);
 
-/* The commands; docs/PROTOCOL.md section 11 describes each answer. */
+/* The commands; docs/PROTOCOL.md section 11 describes each answer.
+ * audit-subject has no run function: its answer is made in the turn that
+ * records it (admin_prepare_export) and handed out after that commit. */
 static const admin_command_t admin_commands[] = {
     {"status", 0, admin_status},
     {"partners", 0, admin_partners},
     {"rules", 0, admin_rules},
     {"reload", 0, admin_reload},
+    {"audit-subject", 1, NULL},
 };
-#define ADMIN_COMMAND_NAMES "status, partners, rules, reload"
+#define ADMIN_COMMAND_NAMES "status, partners, rules, reload, audit-subject"
 
 /* ------------------------------------------------------------------ lifecycle */
 
@@ -319,6 +325,38 @@ static const admin_command_t *admin_command_by_name(const char *name)
 }
 
 /* A decoded AdminRequest: its fields, then the command. */
+/* audit-subject PSEUDONYM: the export is read and its own record written
+ * in this turn, so that the export shows in the subject's trail exactly
+ * when it is handed out (after the commit). A bad pseudonym or a failed
+ * read becomes the answer (not ok) instead. */
+static void admin_prepare_export(broker_t *b, admin_request_t *request)
+{
+    char err[256] = "", *json = NULL;
+    const char *pseudonym = request->n_args == 1 ? request->args[0] : NULL;
+    if (pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
+        snprintf(err, sizeof err, "audit-subject takes one pseudonym (8..64 of A-Z a-z 0-9 . _ : -, "
+                                  "not all digits)");
+    } else if (audit_subject_export(b->store, pseudonym, &json, err, sizeof err) == 0) {
+        /* the export's own "count" member: the number of entries handed out */
+        const char *count = strstr(json, "\"count\":");
+        size_t entries = count != NULL ? (size_t)strtoull(count + 8, NULL, 10) : 0;
+        if (record_subject_export(b, request->principal, pseudonym, entries) != 0) {
+            free(json);
+            json = NULL;
+            snprintf(err, sizeof err, "the export could not be recorded; nothing was handed out");
+        }
+    }
+    size_t len = 0;
+    if (json != NULL) {
+        request->prepared = json;
+        request->prepared_len = strlen(json);
+    } else {
+        request->refusal = admin_encode_response(request->request_id, 0, err, NULL, 0, &len);
+        request->refusal_len = len;
+        request->command = NULL;
+    }
+}
+
 static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
                          const Schakel__AdminRequest *body)
 {
@@ -367,6 +405,8 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
     }
     request->command = command;
     admin_record(b, request, command->name, NULL);
+    if (command->run == NULL)
+        admin_prepare_export(b, request);
 }
 
 /* Everything but the identity check: one frame, a valid Frame, an AdminRequest. */
@@ -462,6 +502,11 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
         admin_send_answer(admin, request, 0, text, NULL, 0);
         return;
     }
+    if (request->prepared != NULL) {
+        admin_log_outcome(request, request->command->name, "ok", NULL);
+        admin_send_answer(admin, request, 1, NULL, request->prepared, request->prepared_len);
+        return;
+    }
     admin_json_t out;
     char err[512] = "";
     admin_json_init(&out);
@@ -485,6 +530,8 @@ void admin_after_commit(admin_t *admin, broker_t *b, int committed)
         admin_answer(admin, b, request, committed);
         free(request->refusal);
         request->refusal = NULL;
+        free(request->prepared);
+        request->prepared = NULL;
     }
     admin->n_pending = 0;
 }

@@ -19,19 +19,30 @@ static int ctl_show_partners(const json_t *doc);
 static int ctl_show_rules(const json_t *doc);
 static int ctl_show_reload(const json_t *doc);
 
+/* The export is a JSON document by nature: printed as it came. */
+static int ctl_show_export(const json_t *doc)
+{
+    return ctl_print_json(doc) == 0 ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+}
+
 static const struct {
     const char *command;
     const char *summary;
     ctl_print_fn print;
+    int n_args; /* positional arguments the command takes */
 } ctl_show_commands[] = {
     {"status", "uptime, version, policy, connections, message counters, backlog, store size",
-     ctl_show_status},
+     ctl_show_status, 0},
     {"partners", "per partner and principal: connected, last seen, backlog, refusals",
-     ctl_show_partners},
+     ctl_show_partners, 0},
     {"rules", "the rules in force: ids, hashes, scope, purposes, legal bases, retention",
-     ctl_show_rules},
+     ctl_show_rules, 0},
     {"reload", "reload the broker's policy file now (as SIGHUP does) and report the outcome",
-     ctl_show_reload},
+     ctl_show_reload, 0},
+    {"audit-subject",
+     "everything the audit trail holds about one data subject (PSEUDONYM), as JSON; the broker "
+     "records the export itself in the trail",
+     ctl_show_export, 1},
 };
 
 static void ctl_show_usage(const char *command, const char *summary)
@@ -266,14 +277,19 @@ int ctl_show_main(int argc, char **argv)
         ctl_show_usage(command, ctl_show_commands[which].summary);
         return CTL_EXIT_OK;
     }
-    if (optind != argc)
+    int n_args = ctl_show_commands[which].n_args;
+    if (n_args == 0 && optind != argc)
         return ctl_usage_error(command, "%s takes no arguments ('%s')", command, argv[optind]);
+    if (argc - optind != n_args)
+        return ctl_usage_error(command, "%s takes %d argument%s, not %d", command, n_args,
+                               n_args == 1 ? "" : "s", argc - optind);
     ctl_conn_t *conn = NULL;
     int rc = ctl_conn_open(&opts, &conn);
     if (rc != CTL_EXIT_OK)
         return rc;
     ctl_answer_t answer;
-    rc = ctl_conn_request(conn, command, NULL, 0, opts.timeout_ms, &answer);
+    rc = ctl_conn_request(conn, command, (const char *const *)argv + optind, (size_t)n_args,
+                          opts.timeout_ms, &answer);
     ctl_conn_close(&conn);
     if (rc != CTL_EXIT_OK)
         return rc;

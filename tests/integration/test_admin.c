@@ -966,6 +966,52 @@ static void test_policy_explain(void **state)
     h_done(env);
 }
 
+/* `schakelctl audit subject P` through the admin endpoint: the broker
+ * exports what its trail holds about the subject and records the export
+ * itself, so a second export shows the first. A bad pseudonym is refused. */
+static void test_audited_subject_export(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_signal_t s = cannabis_signal();
+    uint32_t recipients = 0;
+    (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4);
+    schakel_close(&jekerdal);
+
+    const char *const args[] = {"audit", "subject", "PSN-1c4e88aa07", NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "audit subject");
+    /* one delivery entry per recipient principal, each with its rule */
+    assert_int_equal(count_of(res.out, "\"recipient\""), 4);
+    assert_non_null(strstr(res.out, "politie/bvh-koppeling"));
+    assert_non_null(strstr(res.out, "woco-ondermijning"));
+    /* never contents */
+    assert_null(strstr(res.out, "Ramen afgeplakt"));
+    assert_null(strstr(res.out, "Signaal hennepteelt"));
+    assert_int_equal(count_of(res.out, "admin.audit_subject"), 0);
+    h_cli_result_free(&res);
+
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "audit subject, again");
+    assert_int_equal(count_of(res.out, "admin.audit_subject"), 1); /* the first export */
+    h_cli_result_free(&res);
+
+    /* a subject without entries: an empty export, still recorded */
+    const char *const other[] = {"audit", "subject", "PSN-00000000ab", NULL};
+    ctl(env, H_OPERATOR, &res, other);
+    expect_exit(&res, 0, "audit subject, unknown subject");
+    assert_int_equal(count_of(res.out, "\"recipient\""), 0);
+    h_cli_result_free(&res);
+
+    const char *const bad[] = {"audit", "subject", "123456789", NULL};
+    ctl(env, H_OPERATOR, &res, bad);
+    expect_exit(&res, 1, "audit subject with a BSN-like value");
+    assert_non_null(strstr(res.err, "pseudonym"));
+    h_cli_result_free(&res);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -980,6 +1026,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_check, h_setup_env, h_teardown),

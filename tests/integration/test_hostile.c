@@ -7,24 +7,23 @@
  * Every row asserts the exact outcome (the Rejected's reason, id, item and
  * seq, or the handshake's monitor event), the broker's log line and its
  * audit entry for it (read from the store, read-only), and that the broker
- * still serves the well-behaved afterwards: a signal
- * accepted before the bad input is delivered, a bystander pair still
- * publishes and receives, a watcher connected before it is not
- * disconnected, and nothing of a refused publish reaches a mailbox.
+ * still serves the well-behaved afterwards: a signal accepted before the
+ * bad input is delivered, a bystander pair still publishes and receives, a
+ * watcher connected before it is not disconnected, and nothing of a
+ * refused publish reaches a mailbox.
  *
  * Hostile frames are written byte by byte (pb_*), on a CURVE DEALER of their
  * own (raw_*), so that each is wrong in exactly one way; answers are read
  * with the generated protobuf-c code. Every wait is bounded: replies,
  * monitor events, inotify on the broker log, poll on sockets.
  */
-/* getline, memmem, mkfifo */
+/* asprintf, getline */
 #define _GNU_SOURCE
 
 #include "harness.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -32,7 +31,6 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -216,8 +214,7 @@ static size_t log_count_lines(const h_env_t *env, long offset, const char *const
 
 /* Wait (bounded, on inotify) for a line after offset holding every needle;
  * fails the test, naming `what` and the needles, if none comes. */
-static void log_await(const h_env_t *env, long offset, const char *what,
-                      const char *const *needles)
+static void log_await(const h_env_t *env, long offset, const char *what, const char *const *needles)
 {
     int watch = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     if (watch < 0 || inotify_add_watch(watch, env->log_path, IN_MODIFY) < 0)
@@ -283,8 +280,8 @@ static int64_t audit_query(const h_env_t *env, const char *sql, const char *cons
 static mark_t mark_take(const h_env_t *env)
 {
     mark_t m = {h_log_offset(env), 0};
-    m.audit_seq = audit_query(env, "SELECT coalesce(max(seq), 0) FROM audit WHERE seq > ?1", NULL, 0,
-                              0);
+    m.audit_seq =
+        audit_query(env, "SELECT coalesce(max(seq), 0) FROM audit WHERE seq > ?1", NULL, 0, 0);
     return m;
 }
 
@@ -305,9 +302,8 @@ static int64_t audit_count(const h_env_t *env, const mark_t *m, const char *even
 
 /* One audit entry after the mark of an event whose reason, detail and
  * curve key match (LIKE patterns; NULL: any). */
-static void audit_expect(const h_env_t *env, const mark_t *m, const char *what,
-                         const char *event, const char *reason_like, const char *detail_like,
-                         const char *curve_key)
+static void audit_expect(const h_env_t *env, const mark_t *m, const char *what, const char *event,
+                         const char *reason_like, const char *detail_like, const char *curve_key)
 {
     const char *sql = "SELECT count(*) FROM audit WHERE seq > ?1 AND event = ?2"
                       " AND (?3 IS NULL OR reason LIKE ?3) AND (?4 IS NULL OR detail LIKE ?4)"
@@ -326,8 +322,9 @@ static void refusal_needle(char *out, size_t len, const char *principal, const u
     char id_hex[33] = "-";
     if (id)
         sodium_bin2hex(id_hex, sizeof id_hex, id, 16);
-    snprintf(out, len, "event=request.refused principal=%s message_id=%s reason=%s item=%d text=",
-             principal, id_hex, wire_reason_name(reason), item_index);
+    snprintf(out, len,
+             "event=request.refused principal=%s message_id=%s reason=%s item=%d text=", principal,
+             id_hex, wire_reason_name(reason), item_index);
 }
 
 /* A refusal is recorded twice: one log line, one audit entry (committed
@@ -401,9 +398,9 @@ static void log_start_policy_hash(const h_env_t *env, char out[65])
 
 /* ------------------------------------------------------------------ raw CURVE client */
 
-#define RAW_MONITOR_EVENTS                                                                    \
-    (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |                   \
-     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |                  \
+#define RAW_MONITOR_EVENTS                                                                         \
+    (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |                        \
+     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH |                       \
      ZMQ_EVENT_DISCONNECTED)
 
 /* A DEALER with CURVE keys from a principal's key file, sending whatever
@@ -437,8 +434,7 @@ static raw_t *raw_open(const h_env_t *env, const char *key_file, const char *ser
     int linger = 0, hwm = 20000, reconnect_ms = 100;
     r->ctx = zmq_ctx_new();
     r->socket = r->ctx ? zmq_socket(r->ctx, ZMQ_DEALER) : NULL;
-    if (!r->socket ||
-        zmq_setsockopt(r->socket, ZMQ_CURVE_SERVERKEY, server_curve, 32) != 0 ||
+    if (!r->socket || zmq_setsockopt(r->socket, ZMQ_CURVE_SERVERKEY, server_curve, 32) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_CURVE_PUBLICKEY, r->key->curve_pk, 32) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_CURVE_SECRETKEY, r->key->curve_sk, 32) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
@@ -527,8 +523,7 @@ static raw_t *raw_connect(const h_env_t *env, const char *principal)
     uint32_t value = 0;
     int event = raw_await_handshake(r, H_TIMEOUT_MS, &value);
     if (event != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
-        fail_msg("%s: raw connect ended in monitor event 0x%x (value %u)", principal, event,
-                 value);
+        fail_msg("%s: raw connect ended in monitor event 0x%x (value %u)", principal, event, value);
     return r;
 }
 
@@ -887,15 +882,42 @@ typedef struct edit {
     int64_t value;
 } edit_t;
 
-#define E_TEXT(f, s) {EDIT_TEXT, f, 0, s, 0, 0}
-#define E_BYTES(f, s) {EDIT_BYTES, f, 0, s, sizeof(s) - 1, 0}
-#define E_FILL(f, n) {EDIT_FILL, f, 0, NULL, n, 0}
-#define E_UINT(f, v) {EDIT_UINT, f, 0, NULL, 0, v}
-#define E_TIME(f, d) {EDIT_TIME, f, 0, NULL, 0, d}
-#define E_DROP(f) {EDIT_DROP, f, 0, NULL, 0, 0}
-#define E_TOKENS(f, n) {EDIT_TOKENS, f, 0, NULL, n, 0}
-#define E_UNKNOWN_UINT(num, v) {EDIT_UINT, NULL, num, NULL, 0, v}
-#define E_UNKNOWN_TEXT(num, s) {EDIT_TEXT, NULL, num, s, 0, 0}
+#define E_TEXT(f, s)                                                                               \
+    {                                                                                              \
+        EDIT_TEXT, f, 0, s, 0, 0                                                                   \
+    }
+#define E_BYTES(f, s)                                                                              \
+    {                                                                                              \
+        EDIT_BYTES, f, 0, s, sizeof(s) - 1, 0                                                      \
+    }
+#define E_FILL(f, n)                                                                               \
+    {                                                                                              \
+        EDIT_FILL, f, 0, NULL, n, 0                                                                \
+    }
+#define E_UINT(f, v)                                                                               \
+    {                                                                                              \
+        EDIT_UINT, f, 0, NULL, 0, v                                                                \
+    }
+#define E_TIME(f, d)                                                                               \
+    {                                                                                              \
+        EDIT_TIME, f, 0, NULL, 0, d                                                                \
+    }
+#define E_DROP(f)                                                                                  \
+    {                                                                                              \
+        EDIT_DROP, f, 0, NULL, 0, 0                                                                \
+    }
+#define E_TOKENS(f, n)                                                                             \
+    {                                                                                              \
+        EDIT_TOKENS, f, 0, NULL, n, 0                                                              \
+    }
+#define E_UNKNOWN_UINT(num, v)                                                                     \
+    {                                                                                              \
+        EDIT_UINT, NULL, num, NULL, 0, v                                                           \
+    }
+#define E_UNKNOWN_TEXT(num, s)                                                                     \
+    {                                                                                              \
+        EDIT_TEXT, NULL, num, s, 0, 0                                                              \
+    }
 
 #define MAX_EDITS 4
 
@@ -1048,13 +1070,18 @@ static void frame_publish(pb_t *frame, const publish_spec_t *s)
 }
 
 /* A correctly signed Publish frame of the items. */
-static void publish_signed(const keypair_t *key, const uint8_t id[16], const pb_t *items,
-                           size_t n, pb_t *frame)
+static void publish_signed(const keypair_t *key, const uint8_t id[16], const pb_t *items, size_t n,
+                           pb_t *frame)
 {
     uint8_t sig[64];
     sign_items(key, id, items, n, sig);
-    publish_spec_t s = {.version = 1, .id = id, .id_len = 16, .items = items, .n_items = n,
-                        .signature = sig, .signature_len = 64};
+    publish_spec_t s = {.version = 1,
+                        .id = id,
+                        .id_len = 16,
+                        .items = items,
+                        .n_items = n,
+                        .signature = sig,
+                        .signature_len = 64};
     frame_publish(frame, &s);
 }
 
@@ -1152,8 +1179,13 @@ static void build_id_len(hostile_ctx_t *ctx, const row_t *row, pb_t *parts, size
     pb_t item = {0};
     base_item(&item, ctx->now);
     sign_items(ctx->raw->key, id, &item, 1, sig);
-    publish_spec_t s = {.version = 1, .id = row->arg >= 0 ? id : NULL, .id_len = (size_t)row->arg,
-                        .items = &item, .n_items = 1, .signature = sig, .signature_len = 64};
+    publish_spec_t s = {.version = 1,
+                        .id = row->arg >= 0 ? id : NULL,
+                        .id_len = (size_t)row->arg,
+                        .items = &item,
+                        .n_items = 1,
+                        .signature = sig,
+                        .signature_len = 64};
     frame_publish(&parts[0], &s);
     pb_free(&item);
     *n = 1;
@@ -1164,8 +1196,8 @@ static void build_no_items(hostile_ctx_t *ctx, const row_t *row, pb_t *parts, si
     (void)row;
     uint8_t sig[64];
     randombytes_buf(sig, sizeof sig);
-    publish_spec_t s = {.version = 1, .id = ctx->id, .id_len = 16, .signature = sig,
-                        .signature_len = 64};
+    publish_spec_t s = {
+        .version = 1, .id = ctx->id, .id_len = 16, .signature = sig, .signature_len = 64};
     frame_publish(&parts[0], &s);
     *n = 1;
 }
@@ -1191,8 +1223,13 @@ static void build_item_of_size(hostile_ctx_t *ctx, const row_t *row, pb_t *parts
     free(filler);
     uint8_t sig[64];
     randombytes_buf(sig, sizeof sig);
-    publish_spec_t s = {.version = 1, .id = ctx->id, .id_len = 16, .items = &item, .n_items = 1,
-                        .signature = sig, .signature_len = 64};
+    publish_spec_t s = {.version = 1,
+                        .id = ctx->id,
+                        .id_len = 16,
+                        .items = &item,
+                        .n_items = 1,
+                        .signature = sig,
+                        .signature_len = 64};
     frame_publish(&parts[0], &s);
     pb_free(&item);
     *n = 1;
@@ -1208,8 +1245,13 @@ static void build_many_items(hostile_ctx_t *ctx, const row_t *row, pb_t *parts, 
         pb_put(&items[i], "x", 1);
     uint8_t sig[64];
     randombytes_buf(sig, sizeof sig);
-    publish_spec_t s = {.version = 1, .id = ctx->id, .id_len = 16, .items = items,
-                        .n_items = count, .signature = sig, .signature_len = 64};
+    publish_spec_t s = {.version = 1,
+                        .id = ctx->id,
+                        .id_len = 16,
+                        .items = items,
+                        .n_items = count,
+                        .signature = sig,
+                        .signature_len = 64};
     frame_publish(&parts[0], &s);
     for (size_t i = 0; i < count; i++)
         pb_free(&items[i]);
@@ -1240,8 +1282,14 @@ static void build_publish_unknown_field(hostile_ctx_t *ctx, const row_t *row, pb
     base_item(&item, ctx->now);
     uint8_t sig[64];
     sign_items(ctx->raw->key, ctx->id, &item, 1, sig);
-    publish_spec_t s = {.version = 1, .id = ctx->id, .id_len = 16, .items = &item, .n_items = 1,
-                        .signature = sig, .signature_len = 64, .unknown_field = 1};
+    publish_spec_t s = {.version = 1,
+                        .id = ctx->id,
+                        .id_len = 16,
+                        .items = &item,
+                        .n_items = 1,
+                        .signature = sig,
+                        .signature_len = 64,
+                        .unknown_field = 1};
     frame_publish(&parts[0], &s);
     pb_free(&item);
     *n = 1;
@@ -1347,8 +1395,12 @@ static void build_bad_signature(hostile_ctx_t *ctx, const row_t *row, pb_t *part
     case SIG_NONE:
         break;
     }
-    publish_spec_t s = {.version = 1, .id = ctx->id, .id_len = 16, .items = items,
-                        .n_items = n_items, .signature = fault == SIG_NONE ? NULL : sig,
+    publish_spec_t s = {.version = 1,
+                        .id = ctx->id,
+                        .id_len = 16,
+                        .items = items,
+                        .n_items = n_items,
+                        .signature = fault == SIG_NONE ? NULL : sig,
                         .signature_len = sig_len};
     frame_publish(&parts[0], &s);
     pb_free(&items[0]);
@@ -1432,10 +1484,12 @@ static void run_rows(h_env_t *env, const row_t *rows, size_t n)
 #define R_ACCEPTED SCHAKEL__REASON__REASON_NONE
 
 /* A signal row: one signed item with the edits; refusals name item 0. */
-#define SIGNAL_ROW(label, why, ...)                                                        \
-    {                                                                                      \
-        .name = label, .build = build_signal, .reason = why, .names_id = 1, .item_index = 0, \
-        .edits = {__VA_ARGS__}                                                             \
+#define SIGNAL_ROW(label, why, ...)                                                                \
+    {                                                                                              \
+        .name = label, .build = build_signal, .reason = why, .names_id = 1, .item_index = 0,       \
+        .edits = {                                                                                 \
+            __VA_ARGS__                                                                            \
+        }                                                                                          \
     }
 
 /* An Address submessage, written as raw bytes: 0a = postcode, 10 = house
@@ -1460,7 +1514,11 @@ static const row_t signal_rows[] = {
     SIGNAL_ROW("subject with grounds", R_ACCEPTED, E_TEXT("subject", "p-7f3a9c21"),
                E_TEXT("grounds", "Drie meldingen van stankoverlast in een maand")),
     SIGNAL_ROW("address 6211AB 12 A", R_ACCEPTED,
-               ADDRESS("\x0a\x06" "6211AB" "\x10\x0c" "\x1a\x01" "A")),
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\x0c"
+                       "\x1a\x01"
+                       "A")),
     /* mandatory fields */
     SIGNAL_ROW("no sender", R_INVALID_MESSAGE, E_DROP("sender")),
     SIGNAL_ROW("no kind", R_INVALID_MESSAGE, E_DROP("kind")),
@@ -1478,8 +1536,7 @@ static const row_t signal_rows[] = {
     SIGNAL_ROW("kind with capitals", R_INVALID_FIELD, E_TEXT("kind", "Hennepkwekerij")),
     SIGNAL_ROW("kind of 65 bytes", R_INVALID_FIELD, E_FILL("kind", 65)),
     SIGNAL_ROW("kind present but empty", R_INVALID_FIELD, E_TEXT("kind", "")),
-    SIGNAL_ROW("kind with an embedded NUL", R_INVALID_FIELD,
-               E_BYTES("kind", "hennep\0kwekerij")),
+    SIGNAL_ROW("kind with an embedded NUL", R_INVALID_FIELD, E_BYTES("kind", "hennep\0kwekerij")),
     /* theme */
     SIGNAL_ROW("theme with a capital", SCHAKEL__REASON__INVALID_THEME,
                E_TEXT("theme", "Ondermijning")),
@@ -1505,25 +1562,51 @@ static const row_t signal_rows[] = {
                E_TEXT("area", "GM0935\n")),
     /* address */
     SIGNAL_ROW("postcode with a space", SCHAKEL__REASON__INVALID_POSTCODE,
-               ADDRESS("\x0a\x07" "6211 AB" "\x10\x0c")),
+               ADDRESS("\x0a\x07"
+                       "6211 AB"
+                       "\x10\x0c")),
     SIGNAL_ROW("postcode in lower case", SCHAKEL__REASON__INVALID_POSTCODE,
-               ADDRESS("\x0a\x06" "6211ab" "\x10\x0c")),
+               ADDRESS("\x0a\x06"
+                       "6211ab"
+                       "\x10\x0c")),
     SIGNAL_ROW("postcode with a leading zero", SCHAKEL__REASON__INVALID_POSTCODE,
-               ADDRESS("\x0a\x06" "0211AB" "\x10\x0c")),
+               ADDRESS("\x0a\x06"
+                       "0211AB"
+                       "\x10\x0c")),
     SIGNAL_ROW("postcode with the letters SS", SCHAKEL__REASON__INVALID_POSTCODE,
-               ADDRESS("\x0a\x06" "6211SS" "\x10\x0c")),
+               ADDRESS("\x0a\x06"
+                       "6211SS"
+                       "\x10\x0c")),
     SIGNAL_ROW("address without a postcode", SCHAKEL__REASON__INVALID_POSTCODE,
                ADDRESS("\x10\x0c")),
-    SIGNAL_ROW("house number 0", R_INVALID_FIELD, ADDRESS("\x0a\x06" "6211AB" "\x10\x00")),
+    SIGNAL_ROW("house number 0", R_INVALID_FIELD,
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\x00")),
     SIGNAL_ROW("house number 100000", R_INVALID_FIELD,
-               ADDRESS("\x0a\x06" "6211AB" "\x10\xa0\x8d\x06")),
-    SIGNAL_ROW("address without a house number", R_INVALID_FIELD, ADDRESS("\x0a\x06" "6211AB")),
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\xa0\x8d\x06")),
+    SIGNAL_ROW("address without a house number", R_INVALID_FIELD,
+               ADDRESS("\x0a\x06"
+                       "6211AB")),
     SIGNAL_ROW("addition with a '!'", R_INVALID_FIELD,
-               ADDRESS("\x0a\x06" "6211AB" "\x10\x0c" "\x1a\x02" "A!")),
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\x0c"
+                       "\x1a\x02"
+                       "A!")),
     SIGNAL_ROW("addition of 9 bytes", R_INVALID_FIELD,
-               ADDRESS("\x0a\x06" "6211AB" "\x10\x0c" "\x1a\x09" "ABCDEFGHI")),
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\x0c"
+                       "\x1a\x09"
+                       "ABCDEFGHI")),
     SIGNAL_ROW("an unknown field inside the address", R_INVALID_MESSAGE,
-               ADDRESS("\x0a\x06" "6211AB" "\x10\x0c" "\xf8\x06\x01")),
+               ADDRESS("\x0a\x06"
+                       "6211AB"
+                       "\x10\x0c"
+                       "\xf8\x06\x01")),
     /* subject and grounds */
     SIGNAL_ROW("subject of digits only (could be a BSN)", R_INVALID_FIELD,
                E_TEXT("subject", "123456789"), E_TEXT("grounds", "Melding van de buren")),
@@ -1542,7 +1625,8 @@ static const row_t signal_rows[] = {
     SIGNAL_ROW("summary with a lone continuation byte", R_INVALID_FIELD,
                E_TEXT("summary", "stroom \x80 afname")),
     SIGNAL_ROW("summary with a truncated sequence", R_INVALID_FIELD,
-               E_TEXT("summary", "stroom \xc3" "(afname")),
+               E_TEXT("summary", "stroom \xc3"
+                                 "(afname")),
     SIGNAL_ROW("summary with an overlong '/'", R_INVALID_FIELD,
                E_TEXT("summary", "stroom \xc0\xaf afname")),
     SIGNAL_ROW("summary with a UTF-16 surrogate", R_INVALID_FIELD,
@@ -1554,10 +1638,10 @@ static const row_t signal_rows[] = {
     SIGNAL_ROW("summary with a terminal escape", R_INVALID_FIELD,
                E_TEXT("summary", "stroom \x1b[2J afname")),
     SIGNAL_ROW("summary with a C1 control (CSI)", R_INVALID_FIELD,
-               E_TEXT("summary", "stroom \xc2\x9b" "2J afname")),
+               E_TEXT("summary", "stroom \xc2\x9b"
+                                 "2J afname")),
     SIGNAL_ROW("source_ref of 129 bytes", R_INVALID_FIELD, E_FILL("source_ref", 129)),
-    SIGNAL_ROW("source_ref with a newline", R_INVALID_FIELD,
-               E_TEXT("source_ref", "ref-1\nref-2")),
+    SIGNAL_ROW("source_ref with a newline", R_INVALID_FIELD, E_TEXT("source_ref", "ref-1\nref-2")),
     SIGNAL_ROW("case_ref of 129 bytes", R_INVALID_FIELD, E_FILL("case_ref", 129)),
     /* numbers */
     SIGNAL_ROW("severity 0 present", R_INVALID_FIELD, E_UINT("severity", 0)),
@@ -1581,8 +1665,7 @@ static const row_t signal_rows[] = {
                E_TEXT("recipients", "brandweer")),
     /* policy */
     SIGNAL_ROW("a theme no rule allows", SCHAKEL__REASON__POLICY_DENIED, E_TEXT("theme", "drugs")),
-    SIGNAL_ROW("an area no rule allows", SCHAKEL__REASON__POLICY_DENIED,
-               E_TEXT("area", "GM0917")),
+    SIGNAL_ROW("an area no rule allows", SCHAKEL__REASON__POLICY_DENIED, E_TEXT("area", "GM0917")),
     /* schema */
     SIGNAL_ROW("an unknown varint field", R_INVALID_MESSAGE, E_UNKNOWN_UINT(UNKNOWN_FIELD, 1)),
     SIGNAL_ROW("an unknown string field", R_INVALID_MESSAGE,
@@ -1591,49 +1674,103 @@ static const row_t signal_rows[] = {
 };
 
 static const row_t publish_rows[] = {
-    {.name = "publish without a message id", .build = build_id_len, .reason = R_INVALID_MESSAGE,
-     .item_index = -1, .arg = -1},
-    {.name = "message id of 15 bytes", .build = build_id_len, .reason = R_INVALID_FIELD,
-     .item_index = -1, .arg = 15},
-    {.name = "message id of 17 bytes", .build = build_id_len, .reason = R_INVALID_FIELD,
-     .item_index = -1, .arg = 17},
-    {.name = "publish without items", .build = build_no_items, .reason = R_INVALID_MESSAGE,
-     .names_id = 1, .item_index = -1},
-    {.name = "an empty first item", .build = build_empty_item, .reason = R_INVALID_MESSAGE,
-     .names_id = 1, .item_index = 0, .arg = 0},
-    {.name = "an empty second item", .build = build_empty_item, .reason = R_INVALID_MESSAGE,
-     .names_id = 1, .item_index = 1, .arg = 1},
-    {.name = "an item of 32,769 bytes", .build = build_item_of_size, .reason = R_INVALID_FIELD,
-     .names_id = 1, .item_index = 0, .arg = SCHAKEL_MAX_ITEM_BYTES + 1},
+    {.name = "publish without a message id",
+     .build = build_id_len,
+     .reason = R_INVALID_MESSAGE,
+     .item_index = -1,
+     .arg = -1},
+    {.name = "message id of 15 bytes",
+     .build = build_id_len,
+     .reason = R_INVALID_FIELD,
+     .item_index = -1,
+     .arg = 15},
+    {.name = "message id of 17 bytes",
+     .build = build_id_len,
+     .reason = R_INVALID_FIELD,
+     .item_index = -1,
+     .arg = 17},
+    {.name = "publish without items",
+     .build = build_no_items,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = -1},
+    {.name = "an empty first item",
+     .build = build_empty_item,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = 0,
+     .arg = 0},
+    {.name = "an empty second item",
+     .build = build_empty_item,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = 1,
+     .arg = 1},
+    {.name = "an item of 32,769 bytes",
+     .build = build_item_of_size,
+     .reason = R_INVALID_FIELD,
+     .names_id = 1,
+     .item_index = 0,
+     .arg = SCHAKEL_MAX_ITEM_BYTES + 1},
     {.name = "an item of 32,768 bytes (the limit) under a bad signature",
-     .build = build_item_of_size, .reason = SCHAKEL__REASON__BAD_SIGNATURE, .names_id = 1,
-     .item_index = -1, .arg = SCHAKEL_MAX_ITEM_BYTES},
-    {.name = "257 items", .build = build_many_items, .reason = SCHAKEL__REASON__TOO_MANY_ITEMS,
-     .names_id = 1, .item_index = -1, .arg = SCHAKEL_MAX_ITEMS + 1},
-    {.name = "256 items (the limit) under a bad signature", .build = build_many_items,
-     .reason = SCHAKEL__REASON__BAD_SIGNATURE, .names_id = 1, .item_index = -1,
+     .build = build_item_of_size,
+     .reason = SCHAKEL__REASON__BAD_SIGNATURE,
+     .names_id = 1,
+     .item_index = -1,
+     .arg = SCHAKEL_MAX_ITEM_BYTES},
+    {.name = "257 items",
+     .build = build_many_items,
+     .reason = SCHAKEL__REASON__TOO_MANY_ITEMS,
+     .names_id = 1,
+     .item_index = -1,
+     .arg = SCHAKEL_MAX_ITEMS + 1},
+    {.name = "256 items (the limit) under a bad signature",
+     .build = build_many_items,
+     .reason = SCHAKEL__REASON__BAD_SIGNATURE,
+     .names_id = 1,
+     .item_index = -1,
      .arg = SCHAKEL_MAX_ITEMS},
-    {.name = "a signed item that is no protobuf", .build = build_foreign_item,
-     .reason = R_INVALID_MESSAGE, .names_id = 1, .item_index = 0, .arg = 0},
-    {.name = "a signed item that is a Heartbeat", .build = build_foreign_item,
-     .reason = R_INVALID_MESSAGE, .names_id = 1, .item_index = 0, .arg = 1},
+    {.name = "a signed item that is no protobuf",
+     .build = build_foreign_item,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = 0,
+     .arg = 0},
+    {.name = "a signed item that is a Heartbeat",
+     .build = build_foreign_item,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = 0,
+     .arg = 1},
     {.name = "second item with an unknown field (the first is not stored)",
-     .build = build_second_item, .reason = R_INVALID_MESSAGE, .names_id = 1, .item_index = 1,
+     .build = build_second_item,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = 1,
      .edits = {E_UNKNOWN_UINT(UNKNOWN_FIELD, 1)}},
-    {.name = "second item in another sender's name", .build = build_second_item,
-     .reason = SCHAKEL__REASON__SENDER_MISMATCH, .names_id = 1, .item_index = 1,
+    {.name = "second item in another sender's name",
+     .build = build_second_item,
+     .reason = SCHAKEL__REASON__SENDER_MISMATCH,
+     .names_id = 1,
+     .item_index = 1,
      .edits = {E_TEXT("sender", H_POLITIE)}},
-    {.name = "second item with a theme no rule allows", .build = build_second_item,
-     .reason = SCHAKEL__REASON__POLICY_DENIED, .names_id = 1, .item_index = 1,
+    {.name = "second item with a theme no rule allows",
+     .build = build_second_item,
+     .reason = SCHAKEL__REASON__POLICY_DENIED,
+     .names_id = 1,
+     .item_index = 1,
      .edits = {E_TEXT("theme", "drugs")}},
-    {.name = "publish with an unknown field", .build = build_publish_unknown_field,
-     .reason = R_INVALID_MESSAGE, .names_id = 1, .item_index = -1},
+    {.name = "publish with an unknown field",
+     .build = build_publish_unknown_field,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = -1},
 };
 
-#define SIG_ROW(label, fault)                                                                   \
-    {                                                                                           \
-        .name = label, .build = build_bad_signature, .reason = SCHAKEL__REASON__BAD_SIGNATURE,  \
-        .names_id = 1, .item_index = -1, .arg = fault                                           \
+#define SIG_ROW(label, fault)                                                                      \
+    {                                                                                              \
+        .name = label, .build = build_bad_signature, .reason = SCHAKEL__REASON__BAD_SIGNATURE,     \
+        .names_id = 1, .item_index = -1, .arg = fault                                              \
     }
 
 static const row_t signature_rows[] = {
@@ -1721,8 +1858,12 @@ static void build_wrong_message(hostile_ctx_t *ctx, const row_t *row, pb_t *part
     case 1: { /* a Publish body without its Frame */
         uint8_t sig[64];
         sign_items(ctx->raw->key, ctx->id, &item, 1, sig);
-        publish_spec_t s = {.id = ctx->id, .id_len = 16, .items = &item, .n_items = 1,
-                            .signature = sig, .signature_len = 64};
+        publish_spec_t s = {.id = ctx->id,
+                            .id_len = 16,
+                            .items = &item,
+                            .n_items = 1,
+                            .signature = sig,
+                            .signature_len = 64};
         publish_body(&parts[0], &s);
         break;
     }
@@ -1742,8 +1883,13 @@ static void build_version(hostile_ctx_t *ctx, const row_t *row, pb_t *parts, siz
     base_item(&item, ctx->now);
     uint8_t sig[64];
     sign_items(ctx->raw->key, ctx->id, &item, 1, sig);
-    publish_spec_t s = {.version = row->arg, .id = ctx->id, .id_len = 16, .items = &item,
-                        .n_items = 1, .signature = sig, .signature_len = 64};
+    publish_spec_t s = {.version = row->arg,
+                        .id = ctx->id,
+                        .id_len = 16,
+                        .items = &item,
+                        .n_items = 1,
+                        .signature = sig,
+                        .signature_len = 64};
     frame_publish(&parts[0], &s);
     if (row->edits[0].value)
         pb_uint(&parts[0], UNKNOWN_FRAME_FIELD, 1);
@@ -1810,8 +1956,7 @@ static void build_broker_body(hostile_ctx_t *ctx, const row_t *row, pb_t *parts,
     *n = 1;
 }
 
-static void build_flow_without_window(hostile_ctx_t *ctx, const row_t *row, pb_t *parts,
-                                      size_t *n)
+static void build_flow_without_window(hostile_ctx_t *ctx, const row_t *row, pb_t *parts, size_t *n)
 {
     (void)ctx;
     (void)row;
@@ -1899,10 +2044,10 @@ static void build_frame_of_size(hostile_ctx_t *ctx, const row_t *row, pb_t *part
     *n = 1;
 }
 
-#define FRAME_ROW(label, fn, why, with_id, argument)                                      \
-    {                                                                                     \
-        .name = label, .build = fn, .reason = why, .names_id = with_id, .item_index = -1, \
-        .arg = argument                                                                   \
+#define FRAME_ROW(label, fn, why, with_id, argument)                                               \
+    {                                                                                              \
+        .name = label, .build = fn, .reason = why, .names_id = with_id, .item_index = -1,          \
+        .arg = argument                                                                            \
     }
 
 static const row_t frame_rows[] = {
@@ -1919,11 +2064,19 @@ static const row_t frame_rows[] = {
     FRAME_ROW("protocol version 2^32-1", build_version, SCHAKEL__REASON__UNSUPPORTED_VERSION, 1,
               UINT32_MAX),
     FRAME_ROW("no protocol version", build_version, SCHAKEL__REASON__UNSUPPORTED_VERSION, 1, -1),
-    {.name = "version 2 with an unknown field: the version decides", .build = build_version,
-     .reason = SCHAKEL__REASON__UNSUPPORTED_VERSION, .names_id = 1, .item_index = -1, .arg = 2,
+    {.name = "version 2 with an unknown field: the version decides",
+     .build = build_version,
+     .reason = SCHAKEL__REASON__UNSUPPORTED_VERSION,
+     .names_id = 1,
+     .item_index = -1,
+     .arg = 2,
      .edits = {E_UINT(NULL, 1)}},
-    {.name = "version 1 publish with an unknown Frame field", .build = build_version,
-     .reason = R_INVALID_MESSAGE, .names_id = 1, .item_index = -1, .arg = 1,
+    {.name = "version 1 publish with an unknown Frame field",
+     .build = build_version,
+     .reason = R_INVALID_MESSAGE,
+     .names_id = 1,
+     .item_index = -1,
+     .arg = 1,
      .edits = {E_UINT(NULL, 1)}},
     FRAME_ROW("heartbeat with an unknown Frame field", build_heartbeat_variant, R_INVALID_MESSAGE,
               0, 0),
@@ -1932,11 +2085,17 @@ static const row_t frame_rows[] = {
     FRAME_ROW("frame without a body", build_heartbeat_variant, R_INVALID_MESSAGE, 0, 2),
     FRAME_ROW("a body number reserved for case commands", build_heartbeat_variant,
               R_INVALID_MESSAGE, 0, 3),
-    {.name = "heartbeat.role not UTF-8", .build = build_heartbeat_variant,
-     .reason = R_INVALID_FIELD, .item_index = -1, .arg = 4,
+    {.name = "heartbeat.role not UTF-8",
+     .build = build_heartbeat_variant,
+     .reason = R_INVALID_FIELD,
+     .item_index = -1,
+     .arg = 4,
      .edits = {E_BYTES("role", "system\xff")}},
-    {.name = "heartbeat.principal with a NUL", .build = build_heartbeat_variant,
-     .reason = R_INVALID_FIELD, .item_index = -1, .arg = 4,
+    {.name = "heartbeat.principal with a NUL",
+     .build = build_heartbeat_variant,
+     .reason = R_INVALID_FIELD,
+     .item_index = -1,
+     .arg = 4,
      .edits = {E_BYTES("principal", "politie/bvh\0koppeling")}},
     FRAME_ROW("Accepted sent by a client", build_broker_body, SCHAKEL__REASON__UNEXPECTED_BODY, 0,
               0),
@@ -1954,17 +2113,15 @@ static const row_t frame_rows[] = {
     FRAME_ROW("publish of 130,000 empty items: over the decode budget", build_many_empty_items,
               R_INVALID_MESSAGE, 0, 130000),
     FRAME_ROW("a length prefix claiming 1 GiB", build_length_claim, R_INVALID_MESSAGE, 0, 0),
-    FRAME_ROW("two frames in one message", build_multipart, SCHAKEL__REASON__TOO_MANY_FRAMES, 0,
-              0),
+    FRAME_ROW("two frames in one message", build_multipart, SCHAKEL__REASON__TOO_MANY_FRAMES, 0, 0),
     FRAME_ROW("a publish and two empty frames in one message", build_multipart,
               SCHAKEL__REASON__TOO_MANY_FRAMES, 0, 1),
     FRAME_ROW("frame of 262,145 bytes", build_frame_of_size, SCHAKEL__REASON__FRAME_TOO_LARGE, 0,
               SCHAKEL_MAX_FRAME_BYTES + 1),
     FRAME_ROW("frame of 262,144 bytes (the limit): read, then the signature fails",
               build_frame_of_size, SCHAKEL__REASON__BAD_SIGNATURE, 1, SCHAKEL_MAX_FRAME_BYTES),
-    FRAME_ROW("frame of 1,048,543 bytes: the largest that is read and refused",
-              build_frame_of_size, SCHAKEL__REASON__FRAME_TOO_LARGE, 0,
-              4 * SCHAKEL_MAX_FRAME_BYTES - 33),
+    FRAME_ROW("frame of 1,048,543 bytes: the largest that is read and refused", build_frame_of_size,
+              SCHAKEL__REASON__FRAME_TOO_LARGE, 0, 4 * SCHAKEL_MAX_FRAME_BYTES - 33),
 };
 
 static void test_malformed_frames_are_refused(void **state)
@@ -2132,8 +2289,8 @@ static void test_refused_keys_at_the_handshake(void **state)
         char z85[41];
         curve_key_z85(env, row->key_principal, z85);
         mark_t mark = mark_take(env);
-        raw_t *r = raw_open(env, h_key_file(env, row->key_principal), env->broker_pub,
-                            row->key_principal);
+        raw_t *r =
+            raw_open(env, h_key_file(env, row->key_principal), env->broker_pub, row->key_principal);
         uint32_t value = 0;
         int event = raw_await_handshake(r, H_TIMEOUT_MS, &value);
         if (event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || value != 400)
@@ -2144,7 +2301,8 @@ static void test_refused_keys_at_the_handshake(void **state)
 
         schakel_client_t *client = NULL;
         schakel_error_t err;
-        schakel_status_t st = h_try_connect(env, h_key_file(env, row->key_principal), &client, &err);
+        schakel_status_t st =
+            h_try_connect(env, h_key_file(env, row->key_principal), &client, &err);
         if (st != SCHAKEL_ERR_AUTH)
             fail_msg("%s: the client library says %s (%s), expected SCHAKEL_ERR_AUTH", row->name,
                      schakel_strerror(st), err.text);
@@ -2199,8 +2357,11 @@ static void test_revoked_keys_are_cut_off(void **state)
     /* The removed principal receives with a window of 1: one delivery in
      * flight, one waiting when its key is revoked. */
     static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
-                             .area = "GM0935", .recipients = to_maasoever, .n_recipients = 1};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to_maasoever,
+                             .n_recipients = 1};
     (void)h_publish_ok(by.publisher, &fire, NULL, NULL, NULL, NULL);
     (void)h_publish_ok(by.publisher, &fire, NULL, NULL, NULL, NULL);
     pb_t frame = {0};
@@ -2245,8 +2406,8 @@ static void test_revoked_keys_are_cut_off(void **state)
     publish_signed(removed->key, id, &item, 1, &frame);
     pb_free(&item);
     raw_send_frame(removed, &frame);
-    raw_expect_rejected(removed, "publish after removal", SCHAKEL__REASON__NOT_PERMITTED, NULL,
-                        -1, 0);
+    raw_expect_rejected(removed, "publish after removal", SCHAKEL__REASON__NOT_PERMITTED, NULL, -1,
+                        0);
     frame_ack(&frame, &in_flight, 1);
     raw_send_frame(removed, &frame);
     raw_expect_rejected(removed, "ack after removal", SCHAKEL__REASON__NOT_PERMITTED, NULL, -1, 0);
@@ -2349,7 +2510,8 @@ static void test_replayed_message_id_with_other_content(void **state)
     forward_watch_empty(re.politie, "the replays");
 
     /* Scope is the principal: the bystander publisher may use the same id. */
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
                              .area = "GM0935",
                              .recipients = (const char *const[]){"woco-jekerdal"},
                              .n_recipients = 1};
@@ -2365,8 +2527,8 @@ static void test_replayed_message_id_with_other_content(void **state)
     publish_signed(ctx->raw->key, refused_id, &denied_item, 1, &refused);
     publish_signed(ctx->raw->key, refused_id, &original_item, 1, &accepted);
     raw_send(ctx->raw, &refused, 1);
-    raw_expect_rejected(ctx->raw, "an id first refused", SCHAKEL__REASON__POLICY_DENIED,
-                        refused_id, 0, 0);
+    raw_expect_rejected(ctx->raw, "an id first refused", SCHAKEL__REASON__POLICY_DENIED, refused_id,
+                        0, 0);
     raw_send(ctx->raw, &accepted, 1);
     (void)raw_expect_accepted(ctx->raw, "the refused id with valid content", refused_id, 1, 0);
     forward_watch_expect(re.politie, refused_id, "the refused id with valid content");
@@ -2393,8 +2555,11 @@ static void test_ack_of_another_principals_delivery(void **state)
 
     /* The hostile principal's own delivery, received on its raw socket. */
     static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
-                             .area = "GM0935", .recipients = to_maasoever, .n_recipients = 1};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to_maasoever,
+                             .n_recipients = 1};
     (void)h_publish_ok(re.by.publisher, &fire, NULL, NULL, NULL, NULL);
     pb_t frame = {0};
     frame_flow(&frame, 1);
@@ -2429,8 +2594,7 @@ static void test_ack_of_another_principals_delivery(void **state)
         raw_expect_rejected(hostile, acks[i].name, SCHAKEL__REASON__UNKNOWN_DELIVERY, NULL, -1,
                             acks[i].refused);
         char needle[320], text[80];
-        refusal_needle(needle, sizeof needle, HOSTILE, NULL, SCHAKEL__REASON__UNKNOWN_DELIVERY,
-                       -1);
+        refusal_needle(needle, sizeof needle, HOSTILE, NULL, SCHAKEL__REASON__UNKNOWN_DELIVERY, -1);
         snprintf(text, sizeof text, "sequence %llu is not a pending delivery",
                  (unsigned long long)acks[i].refused);
         const char *needles[] = {needle, text, NULL};
@@ -2503,8 +2667,10 @@ static void test_credit_window_overflow_is_clamped(void **state)
     assert_true(signals && results);
     for (size_t i = 0; i < BATCH; i++)
         signals[i] = (schakel_signal_t){.kind = "brandonveilige-situatie",
-                                        .theme = "brandveiligheid", .area = "GM0935",
-                                        .recipients = to_maasoever, .n_recipients = 1};
+                                        .theme = "brandveiligheid",
+                                        .area = "GM0935",
+                                        .recipients = to_maasoever,
+                                        .n_recipients = 1};
     for (int b = 0; b < BATCHES; b++) {
         schakel_status_t st = schakel_publish(re.by.publisher, NULL, signals, BATCH, NULL, NULL,
                                               results, NULL, H_TIMEOUT_MS);
@@ -2691,10 +2857,11 @@ static void test_publish_flood_is_rate_limited(void **state)
         fail_msg("flood: %zu accepted in %lld ms at %d per second", accepted, (long long)elapsed,
                  (int)RATE);
     if (flood_count(&quiet, 1) != CALM)
-        fail_msg("the other principal was limited: %zu of %d accepted",
-                 flood_count(&quiet, 1), (int)CALM);
+        fail_msg("the other principal was limited: %zu of %d accepted", flood_count(&quiet, 1),
+                 (int)CALM);
     const char *limited_name = wire_reason_name(SCHAKEL__REASON__RATE_LIMITED);
-    size_t logged = log_count_refusals(env, mark.log_offset, HOSTILE, SCHAKEL__REASON__RATE_LIMITED);
+    size_t logged =
+        log_count_refusals(env, mark.log_offset, HOSTILE, SCHAKEL__REASON__RATE_LIMITED);
     int64_t audited = audit_count(env, &mark, "publish.refused", HOSTILE, "*", "", limited_name);
     if (logged != limited || audited != (int64_t)limited)
         fail_msg("flood: %zu refusals, %zu logged, %lld audited", limited, logged,
@@ -2796,10 +2963,14 @@ static void test_connection_cap_per_principal(void **state)
     frame_flow(&frame, 0);
     raw_send_frame(conns[0], &frame);
     static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
-                             .area = "GM0935", .recipients = to_maasoever, .n_recipients = 1};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to_maasoever,
+                             .n_recipients = 1};
     (void)h_publish_ok(by.publisher, &fire, NULL, id, NULL, NULL);
-    Schakel__Frame *d = raw_next(conns[0], "one of the three receives", SCHAKEL__FRAME__BODY_DELIVER);
+    Schakel__Frame *d =
+        raw_next(conns[0], "one of the three receives", SCHAKEL__FRAME__BODY_DELIVER);
     assert_memory_equal(d->deliver->message_id.data, id, 16);
     uint64_t seq = d->deliver->seq;
     frame_free(&d);
@@ -2897,8 +3068,11 @@ static void test_slow_handshakes_are_closed(void **state)
     bystanders_before(&by, what);
     schakel_client_t *fresh = h_connect(env, H_BRANDWEER);
     static const char *const to[] = {"woco-jekerdal"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
-                             .area = "GM0935", .recipients = to, .n_recipients = 1};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to,
+                             .n_recipients = 1};
     uint8_t id[16];
     (void)h_publish_ok(fresh, &fire, NULL, id, NULL, NULL);
     schakel_close(&fresh);
@@ -2985,8 +3159,9 @@ static char *policy_billion_laughs(h_env_t *env, size_t *len)
     pb_put(&b, head, strlen(head));
     for (int level = 1; level < 9; level++) {
         char line[160];
-        snprintf(line, sizeof line, "lol%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, "
-                                    "*l%d, *l%d]\n",
+        snprintf(line, sizeof line,
+                 "lol%d: &l%d [*l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, *l%d, "
+                 "*l%d, *l%d]\n",
                  level, level, level - 1, level - 1, level - 1, level - 1, level - 1, level - 1,
                  level - 1, level - 1, level - 1, level - 1);
         pb_put(&b, line, strlen(line));
@@ -3235,8 +3410,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_refused_keys_at_the_handshake, h_setup_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_revoked_keys_are_cut_off, h_setup_broker,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_revoked_keys_are_cut_off, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_malformed_frames_are_refused, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_multipart_publish_is_not_stored, h_setup_broker,
@@ -3245,21 +3419,19 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_burst_of_tiny_invalid_frames, h_setup_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_bad_publishes_are_refused, h_setup_broker,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_publishes_are_refused, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_signatures_are_refused, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_signals_are_refused, h_setup_broker, h_teardown),
-        cmocka_unit_test_setup_teardown(test_replayed_message_id_with_other_content,
-                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_replayed_message_id_with_other_content, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_of_another_principals_delivery, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_credit_window_overflow_is_clamped, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_publish_flood_is_rate_limited, h_setup_env,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_connection_cap_per_principal, h_setup_env,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_connection_cap_per_principal, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_slow_handshakes_are_closed, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_policy_files_are_refused, h_setup_broker,
