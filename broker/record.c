@@ -320,7 +320,9 @@ int record_policy_refused(broker_t *b, const char *requested_by, const char *kep
     audit_set_text(&e, STORE_AUDIT_ACTOR, record_actor(requested_by));
     audit_set_text(&e, STORE_AUDIT_REASON, record_clean(error, why, sizeof why));
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
+    /* Committed at once, as a successful reload is: the refusal is on the
+     * record when it is reported, not only after the next turn. */
+    return record_append_commit(b, &e);
 }
 
 /* ------------------------------------------------------------------ operators */

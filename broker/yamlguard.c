@@ -47,7 +47,9 @@ int yamlguard_fail(const yamlguard_report_t *report, unsigned line, const char *
 int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size_t max_bytes,
                         uint8_t **buf, size_t *len)
 {
-    int fd = open(report->name, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must not hang a reload in open(); it is refused
+     * below as not a regular file. */
+    int fd = open(report->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
     struct stat st;

@@ -79,7 +79,10 @@ static int read_key_line(const char *path, int secret, char *line, size_t linele
                          size_t errlen)
 {
     char buf[KEY_FILE_MAX_BYTES + 1];
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO in place of a key file must not hang the caller
+     * (a broker reloading its policy) in open(); it is refused below as
+     * not a regular file. It has no effect on reading a regular file. */
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
         return -1;

@@ -213,7 +213,7 @@ static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *
     return 0;
 }
 
-/* --------------------------------------------------- raw bytes: string fields */
+/* --------------------------------------------------- raw bytes: strings, repeats */
 
 /* protobuf-c copies a wire string into a NUL-terminated buffer and keeps no
  * length, so an embedded NUL would silently cut the string short (and what
@@ -272,10 +272,42 @@ static int scan_length_delimited(const uint8_t *bytes, size_t len,
     return -1;
 }
 
+/* A single-valued field must come once, and a oneof must have one member.
+ * protobuf-c keeps the last value silently (a Frame with a publish and a
+ * heartbeat is a heartbeat; an item with two senders has the second), so
+ * what was checked, signed and stored could differ: refuse both. `seen` is
+ * a bitmap over field numbers below 128 (all of the schema's). */
+static int check_repeat(const ProtobufCMessageDescriptor *descriptor, uint32_t tag,
+                        uint64_t seen[2], uint32_t *oneof_tag, wire_error_t *err)
+{
+    const ProtobufCFieldDescriptor *field =
+        protobuf_c_message_descriptor_get_field(descriptor, (unsigned)tag);
+    if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED || tag >= 128)
+        return 0; /* unknown ones are refused by tree_check */
+    if (seen[tag / 64] >> (tag % 64) & 1) {
+        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s.%s is given more than once",
+                  descriptor->short_name, field->name);
+        return -1;
+    }
+    seen[tag / 64] |= UINT64_C(1) << (tag % 64);
+    if (field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+        if (*oneof_tag != 0 && *oneof_tag != tag) {
+            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                      "%s sets more than one of its alternatives (a frame carries one body)",
+                      descriptor->short_name);
+            return -1;
+        }
+        *oneof_tag = tag;
+    }
+    return 0;
+}
+
 static int scan_strings(const uint8_t *bytes, size_t len,
                         const ProtobufCMessageDescriptor *descriptor, int depth, wire_error_t *err)
 {
     struct wire_reader reader = {bytes, len, 0};
+    uint64_t seen[2] = {0, 0};
+    uint32_t oneof_tag = 0; /* the schema has at most one oneof per message */
     if (depth > WIRE_MAX_DEPTH) {
         error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
                   descriptor->short_name);
@@ -284,6 +316,9 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     while (reader.pos < reader.len) {
         uint64_t key = 0, value = 0;
         int bad = reader_varint(&reader, &key);
+        if (!bad && key >> 3 <= UINT32_MAX &&
+            check_repeat(descriptor, (uint32_t)(key >> 3), seen, &oneof_tag, err) < 0)
+            return -1;
         switch (bad ? 7u : (unsigned)(key & 7u)) {
         case 0: /* varint */
             bad = reader_varint(&reader, &value);

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -263,6 +264,14 @@ static void test_file_errors(void **state)
     assert_null(config_load(f->dir, err, sizeof err));
     assert_non_null(strstr(err, "not a regular file"));
     assert_null(config_load(NULL, err, sizeof err));
+    /* a FIFO is refused at once, not waited on (alarm bounds a regression) */
+    snprintf(path, sizeof path, "%s/fifo.yaml", f->dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(10);
+    assert_null(config_load(path, err, sizeof err));
+    alarm(0);
+    assert_non_null(strstr(err, "not a regular file"));
+    unlink(path);
 
     size_t big = 64 * 1024 + 1;
     char *text = malloc(big);

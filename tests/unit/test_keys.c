@@ -124,6 +124,24 @@ static void test_refused_secret_files(void **state)
     assert_null(keys_load_secret(dir, err, sizeof err)); /* a directory */
 }
 
+/* A FIFO in place of a key file is refused at once, never waited on (a
+ * blocking open would hang a broker reloading its policy). alarm() bounds
+ * the test so that a regression fails instead of hanging. */
+static void test_fifo_is_refused_without_blocking(void **state)
+{
+    (void)state;
+    char p[256], err[256];
+    uint8_t pk[32];
+    path(p, sizeof p, "fifo.pub");
+    assert_int_equal(mkfifo(p, 0600), 0);
+    alarm(10);
+    assert_int_equal(keys_load_public(p, pk, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a regular file"));
+    assert_null(keys_load_secret(p, err, sizeof err));
+    assert_non_null(strstr(err, "not a regular file"));
+    alarm(0);
+}
+
 static void test_public_keys(void **state)
 {
     (void)state;
@@ -174,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_refused_secret_files),
         cmocka_unit_test(test_public_keys),
         cmocka_unit_test(test_symmetric_keys),
+        cmocka_unit_test(test_fifo_is_refused_without_blocking),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -533,16 +533,19 @@ struct raw_signal_row {
 };
 
 /* Field keys: 3 theme 0x1a, 5 address 0x2a, 9 severity 0x48, 11 summary
- * 0x5a, 13 recipients 0x6a. A later occurrence of a singular field wins. */
+ * 0x5a, 13 recipients 0x6a. A singular field given twice is refused (what
+ * was checked and signed must be unambiguous). */
 static const struct raw_signal_row raw_signal_rows[] = {
     {"minimal", 1, "", OK, NULL},
     {"severity 2", 1, "48 02", OK, NULL},
     {"summary e-acute", 1, "5a 02 c3 a9", OK, NULL},
-    {"theme repeated, last valid", 1, "1a 04 7a 6f 72 67", OK, NULL},
+    {"theme repeated", 1, "1a 04 7a 6f 72 67", R(INVALID_MESSAGE),
+     "Signal.theme is given more than once"},
+    {"recipients repeated (a repeated field)", 1, "6a 04 72 69 65 63 6a 04 6f 6d 2d 78", OK, NULL},
     {"summary with NUL", 1, "5a 07 61 62 63 00 64 65 66", R(INVALID_FIELD),
      "Signal.summary contains a NUL byte"},
     {"theme with NUL after a valid theme", 1, "1a 0e 6f 6e 64 65 72 6d 69 6a 6e 69 6e 67 00 78",
-     R(INVALID_FIELD), "Signal.theme contains a NUL byte"},
+     R(INVALID_MESSAGE), "Signal.theme is given more than once"},
     {"recipient with NUL", 1, "6a 03 61 00 62", R(INVALID_FIELD), "Signal.recipients"},
     {"postcode with NUL", 1, "2a 0a 0a 06 36 32 31 31 41 00 10 0c", R(INVALID_FIELD),
      "Address.postcode contains a NUL byte"},
@@ -662,8 +665,10 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"deliver", "08 01 9a 01 05 08 05 62 01 00", OK, NULL, SCHAKEL__FRAME__BODY_DELIVER},
     {"accepted", "08 01 8a 01 16 0a 10 " ZERO16 " 12 02 08 01", OK, NULL,
      SCHAKEL__FRAME__BODY_ACCEPTED},
-    {"two bodies, last wins", "08 01 aa 01 02 08 40 b2 01 00", OK, NULL,
-     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"two bodies", "08 01 aa 01 02 08 40 b2 01 00", R(INVALID_MESSAGE),
+     "more than one of its alternatives", 0},
+    {"version twice", "08 01 08 01 b2 01 00", R(INVALID_MESSAGE), "Frame.version is given more than once",
+     0},
     {"empty frame", "", R(INVALID_MESSAGE), "empty", 0},
     {"garbage", "ff ff ff ff", R(INVALID_MESSAGE), "not a valid Schakel Frame", 0},
     {"truncated", "08 01 b2 01 05 12", R(INVALID_MESSAGE), "not a valid", 0},
