@@ -38,6 +38,18 @@
 #define SCHAKEL_MAX_HOUSE_NUMBER 99999u
 #define SCHAKEL_MAX_REJECT_TEXT 256u
 
+/* Cases */
+#define SCHAKEL_MAX_NOTE_TEXT_LEN 8000u      /* CaseNote.text */
+#define SCHAKEL_MAX_NOTE_FIELDS 32u          /* CaseNote.fields */
+#define SCHAKEL_MAX_NOTE_FIELD_LEN 2000u     /* NoteField.value */
+#define SCHAKEL_MAX_ATTACHMENT_BYTES (128u * 1024u) /* CaseAttach.content */
+#define SCHAKEL_MAX_ATTACHMENT_NAME_LEN 128u
+#define SCHAKEL_MAX_CASE_TITLE_LEN 200u
+#define SCHAKEL_MAX_CASE_REASON_LEN 1000u    /* close / reopen reason */
+#define SCHAKEL_MAX_CASE_MEMBERS 64u         /* partners in one case */
+#define SCHAKEL_MAX_CASE_TYPES 1000u
+#define SCHAKEL_CASE_ID_LEN 10u              /* "C-" + 8 digits */
+
 /* Time window for Signal.observed_at, relative to the broker's clock */
 #define SCHAKEL_MAX_FUTURE_SKEW_S 300                    /* five minutes ahead */
 #define SCHAKEL_MAX_PAST_S (10LL * 366 * 24 * 3600)      /* ten years back */
