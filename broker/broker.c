@@ -10,6 +10,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -627,7 +628,10 @@ int broker_run(broker_t *b)
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
-            sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS);
+            /* After a reconnect storm many sessions go at once; glibc keeps
+             * their memory in the process unless told to give it back. */
+            if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
+                malloc_trim(0);
             if (deliver_check_ack_timeouts(b) > 0)
                 deliver_push_all(b);
             next_housekeeping = b->now_ms + 1000;

@@ -258,24 +258,21 @@ static int is_receiving(sessions_t *s, const session_t *session)
 
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
 {
-    size_t dropped = 0;
-    int again = 1;
-    /* Removing during iteration is not allowed: collect one at a time. The
-     * table is small (one entry per connection), so the rescans are cheap. */
-    while (again) {
-        again = 0;
-        size_t cursor = 0;
-        session_t *session;
-        while ((session = table_next(s->by_routing, &cursor)) != NULL) {
-            if (now_ms - session->last_seen_ms > timeout_ms && !is_receiving(s, session)) {
-                sessions_drop(s, session);
-                dropped++;
-                again = 1;
-                break;
-            }
-        }
+    /* The table must not change during an iteration: mark in one pass,
+     * drop in a second. O(sessions) per call, whatever expires. */
+    size_t n = table_count(s->by_routing), marked = 0, cursor = 0;
+    session_t **gone = n > 0 ? malloc(n * sizeof *gone) : NULL;
+    if (gone == NULL)
+        return 0; /* out of memory: try again next time */
+    session_t *session;
+    while ((session = table_next(s->by_routing, &cursor)) != NULL && marked < n) {
+        if (now_ms - session->last_seen_ms > timeout_ms && !is_receiving(s, session))
+            gone[marked++] = session;
     }
-    return dropped;
+    for (size_t i = 0; i < marked; i++)
+        sessions_drop(s, gone[i]);
+    free(gone);
+    return marked;
 }
 
 size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
