@@ -186,14 +186,21 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c
-UNIT_EXTRA_test_client := clients/libschakel/delivery.c
-UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c
+UNIT_EXTRA_test_client := clients/libschakel/delivery.c clients/libschakel/case.c \
+	clients/libschakel/case_view.c
+UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c \
+	clients/libschakel/case_view.c
 # every allocation of the program's own objects goes through the test's wrappers
 UNIT_LDFLAGS_test_client_alloc := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
-UNIT_EXTRA_test_policy := broker/policy_load.c broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_case.c broker/linemap.c \
+	broker/yamlguard.c
+UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/linemap.c \
+	broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c
 UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \
+	broker/store_expire.c broker/store_audit.c
+UNIT_EXTRA_test_store_case := broker/store.c broker/store_seal.c broker/store_schema.c \
 	broker/store_expire.c broker/store_audit.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \

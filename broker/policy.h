@@ -1,5 +1,6 @@
 /*
- * policy.h — the access policy: partners, principals, rules; and decisions.
+ * policy.h — the access policy: partners, principals, rules, case types; and
+ * decisions.
  *
  * Loads the YAML policy (docs/POLICY.md) with libcyaml, validates it with
  * file:line errors, and builds indexes so that a decision does not scan all
@@ -166,5 +167,93 @@ typedef struct policy_rule_scope {
 /* Fill *out for a rule of this policy. Returns 0, or -1 when rule is not
  * one of the policy's (out zeroed). */
 int policy_rule_scope(const policy_t *policy, const policy_rule_t *rule, policy_rule_scope_t *out);
+
+/* ------------------------------------------------------------------ cases */
+
+/* A case type of the policy (docs/POLICY.md "Case types"): who may open and
+ * lead a case of this type, who may be a member under which membership
+ * rule, how long its contents may be kept after the close. Borrowed from
+ * the policy: valid while it lives. */
+typedef struct policy_case_type {
+    char *id;                        /* id token of at most 59 bytes */
+    char hash_hex[65];               /* BLAKE2b-256 over the canonical form, members included */
+    char *purpose;                   /* doelbinding */
+    char *legal_basis;               /* grondslag */
+    int64_t retention_after_close_s; /* bewaartermijn, counted from the close */
+    int reopen_allowed;
+    unsigned line;                   /* line in the policy file */
+} policy_case_type_t;
+
+/* A membership rule: which partners may be members of cases of one type,
+ * for which purpose and on which legal basis, and which fields of the
+ * case they see. Every case type also has an implicit one for its lead,
+ * "<case_type>.lead", that sees every field. */
+typedef struct policy_case_member_rule {
+    char *id;          /* unique among signal rules and membership rules */
+    char hash_hex[65]; /* BLAKE2b-256 over the canonical form */
+    char *purpose;
+    char *legal_basis;
+    const policy_case_type_t *case_type;
+    int is_lead;       /* the implicit <type>.lead rule */
+    unsigned line;     /* the members entry; for the lead rule the case type's */
+} policy_case_member_rule_t;
+
+/* The case type with this id, or NULL. O(log case types). */
+const policy_case_type_t *policy_case_type_by_id(const policy_t *policy, const char *id);
+
+/* Case types in file order; _at returns NULL past the end. */
+size_t policy_case_type_count(const policy_t *policy);
+const policy_case_type_t *policy_case_type_at(const policy_t *policy, size_t i);
+
+/* May `opener` open (and so lead) a case of this type: its partner is in
+ * the type's `lead`, its role in `lead_roles` (operators never)? On deny,
+ * writes why into reason (may be NULL) naming opener and case type. A type
+ * or principal that is not this policy's denies. */
+verdict_t policy_case_may_open(const policy_t *policy, const policy_case_type_t *type,
+                               const policy_principal_t *opener, char *reason, size_t len);
+
+/* May `actor` act on behalf of `lead_partner` in cases of this type? ALLOW
+ * only when actor is listed in the type's `on_behalf` (never an operator)
+ * and lead_partner is one of the type's lead partners. A principal of the
+ * lead partner acting for itself needs no on_behalf: this answers only
+ * whether the acting-for is allowed. */
+verdict_t policy_case_may_act_for(const policy_t *policy, const policy_case_type_t *type,
+                                  const policy_principal_t *actor,
+                                  const policy_partner_t *lead_partner);
+
+/* The membership rule under which `partner` may be a member of a case of
+ * this type whose lead partner is `lead`: the implicit lead rule when
+ * partner is lead (and lead still one of the type's lead partners), else
+ * the type's membership rule that lists partner. NULL: deny. Does not look
+ * at principals: membership belongs to the partner. */
+const policy_case_member_rule_t *policy_case_membership(const policy_t *policy,
+                                                        const policy_case_type_t *type,
+                                                        const policy_partner_t *partner,
+                                                        const policy_partner_t *lead);
+
+/* 1 if `principal` receives the case deliveries of a member under `rule`:
+ * its partner is one the rule lists (the lead rule: the type's lead
+ * partners) and its role one of the rule's roles (lead rule: lead_roles);
+ * operators never. 0 otherwise, also for a rule or principal from
+ * elsewhere. */
+int policy_case_member_reaches(const policy_t *policy, const policy_case_member_rule_t *rule,
+                               const policy_principal_t *principal);
+
+/* 1 if members under `rule` may see `name`: a reserved name ("text": note
+ * text and close/reopen reasons; "subject", "address": of the opened case;
+ * "attachments") or a structured note field's name; 0 otherwise (also for
+ * NULL). The lead rule and rules with fields ["*"] see every id token.
+ * `rule` must come from a lookup of a loaded policy. O(log fields). */
+int policy_case_member_sees(const policy_case_member_rule_t *rule, const char *name);
+
+/* The signal fields (enum signal_field mask) members under `rule` see of
+ * a signal linked to the case; the lead rule: all. 0 for NULL. */
+uint32_t policy_case_member_signal_fields(const policy_case_member_rule_t *rule);
+
+/* The membership rule with this id (lead rules included), or NULL. Signal
+ * rules are found by policy_rule_by_id; the two never share an id.
+ * O(log rules). */
+const policy_case_member_rule_t *policy_case_member_rule_by_id(const policy_t *policy,
+                                                               const char *id);
 
 #endif

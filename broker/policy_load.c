@@ -76,6 +76,8 @@ typedef struct doc_policy {
     unsigned principals_count;
     doc_rule_t *rules;
     unsigned rules_count;
+    doc_case_type_t *case_types;
+    unsigned case_types_count;
 } doc_policy_t;
 
 #define OPT CYAML_FLAG_OPTIONAL
@@ -139,6 +141,8 @@ static const cyaml_schema_field_t schema_policy_fields[] = {
                          &schema_principal, 0, SCHAKEL_MAX_PRINCIPALS),
     CYAML_FIELD_SEQUENCE("rules", CYAML_FLAG_POINTER, doc_policy_t, rules, &schema_rule, 0,
                          SCHAKEL_MAX_RULES),
+    CYAML_FIELD_SEQUENCE("case_types", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, doc_policy_t,
+                         case_types, &policy_case_type_schema, 0, SCHAKEL_MAX_CASE_TYPES),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t schema_policy = {
@@ -541,6 +545,11 @@ static int retention_parse(const char *text, int64_t *seconds)
     return 0;
 }
 
+int policy_retention_parse(const char *text, int64_t *seconds)
+{
+    return retention_parse(text, seconds);
+}
+
 typedef struct rule_ctx {
     load_ctx_t *load;
     policy_t *policy;
@@ -704,6 +713,12 @@ static void hash_field(crypto_generichash_state *st, const char *name, const cha
         hash_u32(st, (uint32_t)strlen(values[i]));
         crypto_generichash_update(st, (const uint8_t *)values[i], strlen(values[i]));
     }
+}
+
+void policy_hash_field(crypto_generichash_state *st, const char *name, const char *const *values,
+                       size_t n)
+{
+    hash_field(st, name, values, n);
 }
 
 static void hash_list(crypto_generichash_state *st, const char *name, char *const *values, size_t n,
@@ -904,6 +919,9 @@ policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len, c
     if (rc == 0)
         rc = rules_build(&ctx, p);
     if (rc == 0)
+        rc = policy_case_types_build(p, p->doc->case_types, p->doc->case_types_count, &ctx.report,
+                                     &ctx.map);
+    if (rc == 0)
         index_build(p);
     linemap_free(&ctx.map);
     if (rc != 0)
@@ -963,6 +981,7 @@ void policy_destroy(policy_t **policy)
     free(p->rules_by_id);
     free(p->slot_start);
     free(p->slot_rules);
+    policy_case_types_free(p);
     free(p);
     *policy = NULL;
 }
