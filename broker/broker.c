@@ -20,6 +20,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "case.h"
 #include "log.h"
 #include "record.h"
 
@@ -361,6 +362,12 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
         break;
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
         heartbeat_reply(b, session, principal);
+        break;
+    case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
+        case_publish_handle(b, session, principal, frame->case_publish);
+        break;
+    case SCHAKEL__FRAME__BODY_CASE_QUERY:
+        case_query_handle(b, session, principal, frame->case_query);
         break;
     case SCHAKEL__FRAME__BODY_ADMIN_REQUEST:
         broker_reject(b, session, SCHAKEL__REASON__UNEXPECTED_BODY,

@@ -165,6 +165,11 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
 /* publish.c */
 void publish_handle(broker_t *b, session_t *session, const policy_principal_t *sender,
                     const Schakel__Publish *publish);
+/* The copy of a signal a recipient may see: sender, kind and theme always,
+ * the rest only where the field mask (enum signal_field) allows; packed
+ * into a new malloc'd buffer (NULL on allocation failure). Also for
+ * signals linked to a case (case.c). */
+uint8_t *publish_signal_for_recipient(const Schakel__Signal *signal, uint32_t fields, size_t *len);
 
 /* deliver.c */
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);

@@ -17,6 +17,7 @@
 
 #include <zmq.h>
 
+#include "case.h"
 #include "log.h"
 #include "record.h"
 
@@ -103,9 +104,14 @@ static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t
     deliver.accepted_at = d->accepted_at;
     deliver.has_expires_at = 1;
     deliver.expires_at = d->expires_at;
-    deliver.has_signal = 1;
-    deliver.signal.data = (uint8_t *)(uintptr_t)d->body;
-    deliver.signal.len = d->body_len;
+    /* a case event (filtered for the member's rule) instead of a signal */
+    ProtobufCBinaryData *body = d->is_case_event ? &deliver.case_event : &deliver.signal;
+    if (d->is_case_event)
+        deliver.has_case_event = 1;
+    else
+        deliver.has_signal = 1;
+    body->data = (uint8_t *)(uintptr_t)d->body;
+    body->len = d->body_len;
     deliver.has_redelivery = 1;
     deliver.redelivery = redelivery != 0;
     frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
@@ -119,6 +125,8 @@ static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t
  * recipient, stops what waits in mailboxes too. */
 static int still_allowed(const broker_t *b, const store_delivery_t *d, const char *recipient)
 {
+    if (d->case_id != NULL) /* under a membership rule of a case type */
+        return case_delivery_still_allowed(b, d, policy_principal_by_id(b->policy, recipient));
     const policy_rule_t *rule = policy_rule_by_id(b->policy, d->rule_id);
     if (rule == NULL || strcmp(rule->hash_hex, d->rule_hash) != 0)
         return 0;

@@ -32,10 +32,9 @@ static void plans_free(item_plan_t *plans, size_t n)
     free(plans);
 }
 
-/* The copy of a signal a recipient may see: sender, kind and theme always,
- * the rest only where the rule's field mask allows. A shallow copy: it
- * borrows the original's strings and is only packed, never freed deeply. */
-static uint8_t *signal_for_recipient(const Schakel__Signal *s, uint32_t fields, size_t *len)
+/* A shallow copy: it borrows the original's strings and is only packed,
+ * never freed deeply. */
+uint8_t *publish_signal_for_recipient(const Schakel__Signal *s, uint32_t fields, size_t *len)
 {
     Schakel__Signal copy = SCHAKEL__SIGNAL__INIT;
     copy.sender = s->sender;
@@ -127,7 +126,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
         if (n_to == 0)
             continue;
         size_t body_len = 0;
-        uint8_t *body = signal_for_recipient(plan->signal, grant->rule->fields, &body_len);
+        uint8_t *body = publish_signal_for_recipient(plan->signal, grant->rule->fields, &body_len);
         if (body == NULL)
             return -1;
         store_delivery_t d = {

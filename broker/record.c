@@ -266,6 +266,100 @@ int record_revoked(broker_t *b, const store_expired_t *x)
     return record_append(b, &e);
 }
 
+/* ------------------------------------------------------------------ cases */
+
+/* "case_id=C-.. case_type=T lead=P" and the optional parts that are set. */
+static void record_case_detail(const record_case_t *c, char *out, size_t outlen)
+{
+    size_t used = (size_t)snprintf(out, outlen, "case_id=%s case_type=%s lead=%s event_seq=%llu",
+                                   c->case_id, c->case_type, c->lead,
+                                   (unsigned long long)c->event_seq);
+    if (used < outlen && c->on_behalf_of != NULL)
+        used += (size_t)snprintf(out + used, outlen - used, " on_behalf_of=%s", c->on_behalf_of);
+    if (used < outlen && c->partner != NULL)
+        used += (size_t)snprintf(out + used, outlen - used, " partner=%s", c->partner);
+    if (used < outlen && c->linked_item_seq != 0)
+        used += (size_t)snprintf(out + used, outlen - used, " linked_item_seq=%llu",
+                                 (unsigned long long)c->linked_item_seq);
+    if (used < outlen && c->n_fields != 0)
+        used += (size_t)snprintf(out + used, outlen - used, " note_fields=%zu", c->n_fields);
+    if (used < outlen && c->dropped != 0)
+        used += (size_t)snprintf(out + used, outlen - used, " dropped=%zu", c->dropped);
+    if (used < outlen)
+        snprintf(out + used, outlen - used, " deliveries=%zu", c->deliveries);
+}
+
+int record_case(broker_t *b, const record_case_t *c)
+{
+    char detail[512], id_hex[33], item_s[24], tag[STORE_SUBJECT_TAG_LEN + 1];
+    store_audit_entry_t e;
+    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)c->item_seq);
+    record_case_detail(c, detail, sizeof detail);
+    log_event(LOG_INFO, c->event, "actor", c->actor, "on_behalf_of",
+              c->on_behalf_of != NULL ? c->on_behalf_of : "-", "case_id", c->case_id,
+              "partner", c->partner != NULL ? c->partner : "-", "item_seq", item_s, NULL);
+    if (c->subject != NULL && record_subject_tag(b, c->subject, c->event, tag) != 0)
+        return -1;
+    audit_entry_init(&e, c->event);
+    audit_set_text(&e, STORE_AUDIT_ACTOR, c->actor);
+    record_set_message_id(&e, c->command_id, id_hex);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)c->item_seq);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, c->subject != NULL ? tag : NULL);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, c->rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, c->rule_hash);
+    if (c->expires_at != 0)
+        audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, c->expires_at);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+int record_case_queued(broker_t *b, const record_case_delivery_t *d)
+{
+    char seq_s[24], item_s[24], id_hex[33], detail[160], tag[STORE_SUBJECT_TAG_LEN + 1];
+    store_audit_entry_t e;
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
+    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
+    log_event(LOG_DEBUG, "delivery.queued", "sender", d->actor, "recipient", d->recipient,
+              "seq", seq_s, "item_seq", item_s, "case_id", d->case_id, "rule", d->rule_id,
+              "rule_hash", d->rule_hash, NULL);
+    if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
+        return -1;
+    snprintf(detail, sizeof detail, "case_id=%s event_seq=%llu", d->case_id,
+             (unsigned long long)d->event_seq);
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, d->actor);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, d->recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT_PARTNER, d->recipient_partner);
+    record_set_message_id(&e, d->command_id, id_hex);
+    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, 0);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)d->item_seq);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
+    audit_set_text(&e, STORE_AUDIT_KIND, d->event);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject != NULL ? tag : NULL);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
+    audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
+    audit_set_text(&e, STORE_AUDIT_LEGAL_BASIS, d->legal_basis);
+    audit_set_text(&e, STORE_AUDIT_FIELDS, d->fields);
+    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, d->expires_at);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+int record_case_viewed(broker_t *b, const char *principal, const char *case_id, size_t events)
+{
+    char detail[64], n[24];
+    store_audit_entry_t e;
+    snprintf(n, sizeof n, "%zu", events);
+    log_event(LOG_INFO, "case.viewed", "principal", principal, "case_id", case_id, "events", n,
+              NULL);
+    snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, events);
+    audit_entry_init(&e, "case.viewed");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
 /* ------------------------------------------------------------------ handshakes */
 
 int record_auth(void *broker, const zap_decision_t *d)

@@ -106,6 +106,60 @@ int record_admin(struct broker *b, const char *operator_principal, const char *a
 int record_subject_export(struct broker *b, const char *operator_principal,
                           const char *pseudonym, size_t entries);
 
+/* One case command carried out (docs/PROTOCOL.md "Cases"): event
+ * "case.opened", "case.invited", "case.joined", "case.declined",
+ * "case.left" (left or removed), "case.note", "case.attachment",
+ * "case.closed", "case.reopened" or "case.signal_linked". Ids and
+ * metadata only: never note text, field values, attachment bytes or the
+ * title. The actor, and for whom it acted, are both named. */
+typedef struct record_case {
+    const char *event;
+    const char *actor;         /* the principal that acted */
+    const char *on_behalf_of;  /* the lead partner it acted for, or NULL */
+    const char *case_id;
+    const char *case_type;
+    const char *lead;          /* lead partner */
+    const char *partner;       /* invited, joined, declined, left or removed partner; NULL */
+    const uint8_t *command_id; /* 16 bytes */
+    uint64_t item_seq;         /* the signed command's item (its evidence) */
+    uint64_t event_seq;
+    const char *rule_id;       /* the membership rule concerned, else the case type */
+    const char *rule_hash;
+    const char *subject;       /* opened with a pseudonym: recorded as its tag */
+    uint64_t linked_item_seq;  /* signal_linked: the signal's item */
+    size_t n_fields;           /* note: structured fields (their count only) */
+    size_t deliveries;         /* mailboxes the event was queued for */
+    size_t dropped;            /* left, removed: waiting deliveries withdrawn from it */
+    int64_t expires_at;        /* closed, reopened: the retention end now in force; 0 */
+} record_case_t;
+int record_case(struct broker *b, const record_case_t *c);
+
+/* One case event queued for a member principal under its membership rule
+ * ("delivery.queued", as for signals): which rule, what it may see. */
+typedef struct record_case_delivery {
+    const char *actor;
+    const char *recipient;
+    const char *recipient_partner;
+    uint64_t seq;      /* mailbox seq */
+    uint64_t item_seq; /* the command that queued it */
+    const uint8_t *command_id;
+    const char *case_id;
+    uint64_t event_seq;
+    const char *event; /* "case.note", ... the event delivered */
+    const char *rule_id;
+    const char *rule_hash;
+    const char *purpose;
+    const char *legal_basis;
+    const char *fields; /* names of the event's fields the recipient got, comma-separated */
+    const char *subject; /* the event shows this pseudonym to the recipient, or NULL */
+    int64_t expires_at;
+} record_case_delivery_t;
+int record_case_queued(struct broker *b, const record_case_delivery_t *d);
+
+/* A principal was shown a case's timeline (CaseQuery with a case id). */
+int record_case_viewed(struct broker *b, const char *principal, const char *case_id,
+                       size_t events);
+
 /* The broker starts (its key, the policy hash, the version) and stops (a
  * final entry and a checkpoint over everything). Both commit at once;
  * 0 or -1 (logged). */

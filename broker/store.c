@@ -5,8 +5,9 @@
  * included), transactions and the routing data: publishes, items,
  * deliveries, mailbox scans and acks. store_schema.c creates, migrates and
  * checks the schema; store_expire.c applies retention; store_seal.c seals
- * and opens bodies, keeps the key and its check, and rekeys
- * (store_internal.h joins them). Trusts its caller (the router) to pass
+ * and opens bodies, keeps the key and its check, and rekeys; store_case.c
+ * keeps cases and prepares its own statements (store_internal.h joins
+ * them). Trusts its caller (the router) to pass
  * validated ids and bodies: it checks presence, sizes and that a delivery
  * matches its item, not id syntax. Trusts nothing read back from the file:
  * a body that does not authenticate is an error.
@@ -53,15 +54,18 @@ static const char *const stmt_sql[STMT_COUNT] = {
      * caller whose copy disagrees insert nothing (detected by changes()). */
     [STMT_DELIVERY_ADD] =
         "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
-        " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body)"
+        " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body,"
+        " case_id, is_case_event)"
         " SELECT ?14, ?1, i.seq, p.sender, ?2, p.message_id, i.item_index, p.accepted_at,"
-        " ?3, ?4, ?5, ?6, ?7, ?8"
+        " ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16"
         " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
         " WHERE i.seq = ?9 AND p.sender = ?10 AND p.message_id = ?11"
-        " AND i.item_index = ?12 AND p.accepted_at = ?13",
+        " AND i.item_index = ?12 AND p.accepted_at = ?13"
+        " AND (?15 IS NULL OR EXISTS (SELECT 1 FROM cases WHERE case_id = ?15))",
     [STMT_MAILBOX_SCAN] =
         "SELECT seq, recipient, item_seq, message_id, item_index, sender, sender_partner,"
-        " rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body"
+        " rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body,"
+        " case_id, is_case_event"
         " FROM deliveries WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
@@ -85,6 +89,18 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "DELETE FROM publishes WHERE id IN"
         " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)",
+    /* A case's events go with it: no tombstone (the deliveries made of
+     * them have their own). */
+    [STMT_EXPIRE_CASE_EVENTS] =
+        "DELETE FROM case_events WHERE id IN"
+        " (SELECT id FROM case_events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
+    /* Like items: a due case still named by an event or a delivery is
+     * skipped this time. Its members and item links cascade. */
+    [STMT_EXPIRE_CASES] =
+        "DELETE FROM cases WHERE num IN"
+        " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.case_id = cases.case_id)",
 };
 
 /* Result columns of STMT_MAILBOX_SCAN, in order. */
@@ -102,7 +118,9 @@ enum scan_col {
     SCAN_LEGAL_BASIS,
     SCAN_ACCEPTED_AT,
     SCAN_EXPIRES_AT,
-    SCAN_BODY
+    SCAN_BODY,
+    SCAN_CASE_ID,
+    SCAN_IS_CASE_EVENT
 };
 
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite
@@ -417,6 +435,8 @@ void store_close(store_t **store)
             (void)sqlite3_finalize(s->stmt[i]); /* NULL-safe; repeats old errors only */
         for (int i = 0; i < AUDIT_STMT_COUNT; i++)
             (void)sqlite3_finalize(s->audit_stmt[i]);
+        for (int i = 0; i < CASE_STMT_COUNT; i++)
+            (void)sqlite3_finalize(s->case_stmt[i]);
         /* With every statement finalized this closes at once; close_v2
          * returns SQLITE_OK in every case by design. */
         (void)sqlite3_close_v2(s->db);
@@ -690,8 +710,8 @@ static int delivery_fields_present(const store_delivery_t *d)
            (d->body != NULL || d->body_len == 0);
 }
 
-/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14 are written, ?9..?13 must
- * match the item's rows. */
+/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14..?16 are written, ?9..?13
+ * must match the item's rows. */
 static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d, int64_t seq,
                          const store_seal_ad_t *ad)
 {
@@ -703,8 +723,11 @@ static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_deliver
         store_bind_text(store, stmt, 6, d->legal_basis) != 0 ||
         store_bind_int64(store, stmt, 7, d->expires_at) != 0 ||
         store_seal_bind(store, stmt, 8, ad, d->body, d->body_len) != 0 ||
-        store_bind_int64(store, stmt, 14, seq) != 0)
+        store_bind_int64(store, stmt, 14, seq) != 0 ||
+        store_bind_int64(store, stmt, 16, d->is_case_event ? 1 : 0) != 0)
         return -1;
+    if (d->case_id != NULL && store_bind_text(store, stmt, 15, d->case_id) != 0)
+        return -1; /* unbound, ?15 is NULL: a signal */
     if (store_bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
         store_bind_text(store, stmt, 10, d->sender) != 0 ||
         store_bind_bytes(store, stmt, 11, d->message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
@@ -728,12 +751,26 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
         store_refuse(store, "delivery_add", "no such item");
         return -1;
     }
+    if (d->is_case_event != 0 && d->is_case_event != 1) {
+        store_refuse(store, "delivery_add", "is_case_event is 0 or 1");
+        return -1;
+    }
+    if (d->is_case_event && d->case_id == NULL) {
+        store_refuse(store, "delivery_add", "a case event needs its case id");
+        return -1;
+    }
+    if (d->case_id != NULL && strlen(d->case_id) != SCHAKEL_CASE_ID_LEN) {
+        store_refuse(store, "delivery_add", "no such case");
+        return -1;
+    }
     return 0;
 }
 
 /* Cost: rowid lookups of the item and its publish, one table append, the
  * (recipient, seq), expires_at and item_seq index inserts, and the
- * trigger's two rowid updates, each O(log n); sealing is linear in the body. */
+ * trigger's two rowid updates, each O(log n); sealing is linear in the body.
+ * A case delivery adds the case lookup, its foreign-key check, the
+ * (case_id, recipient) index insert and the case_items trigger, O(log n). */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
 {
     if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0)
@@ -742,7 +779,8 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (seq < 0)
         return -1;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient) != 0) {
+    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient, d->case_id,
+                               d->is_case_event) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }
@@ -755,7 +793,10 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
         return -1;
     if (sqlite3_changes(store->db) != 1) {
         store_refuse(store, "delivery_add",
-                     "item unknown, or its sender, message id, index or accepted_at differ");
+                     d->case_id != NULL
+                         ? "item or case unknown, or the item's sender, message id, index or"
+                           " accepted_at differ"
+                         : "item unknown, or its sender, message id, index or accepted_at differ");
         return -1;
     }
     store->next_delivery_seq = seq + 1;
@@ -780,15 +821,20 @@ static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
     d->rule_hash = store_column_text(stmt, SCAN_RULE_HASH);
     d->purpose = store_column_text(stmt, SCAN_PURPOSE);
     d->legal_basis = store_column_text(stmt, SCAN_LEGAL_BASIS);
+    d->case_id = store_column_text(stmt, SCAN_CASE_ID); /* NULL: a signal's */
+    d->is_case_event = sqlite3_column_int64(stmt, SCAN_IS_CASE_EVENT) != 0;
     if (d->recipient == NULL || d->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES ||
         d->sender == NULL || d->sender_partner == NULL || d->rule_id == NULL ||
-        d->rule_hash == NULL || d->purpose == NULL || d->legal_basis == NULL) {
+        d->rule_hash == NULL || d->purpose == NULL || d->legal_basis == NULL ||
+        (d->case_id == NULL && sqlite3_column_type(stmt, SCAN_CASE_ID) != SQLITE_NULL) ||
+        (d->is_case_event && d->case_id == NULL)) {
         store_refuse(store, "mailbox_scan", "damaged row or out of memory");
         return -1;
     }
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient) != 0) {
-        store_refuse(store, "mailbox_scan", "damaged row: recipient id too long");
+    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient, d->case_id,
+                               d->is_case_event) != 0) {
+        store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
         return -1;
     }
     return store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len);

@@ -2,30 +2,39 @@
  * store.h — the broker's durable state, behind one narrow interface.
  *
  * Owns every byte on disk: publishes (for idempotency and as signed
- * evidence), items, per-recipient mailboxes of deliveries, and tombstones of
- * expired deliveries. The default backend is SQLite in WAL mode with
- * synchronous=FULL: a commit that returns 0 is on disk. Callers group many
- * operations into one transaction per loop turn (store_begin ..
- * store_commit). Nothing outside store.c, store_schema.c, store_expire.c,
- * store_seal.c and store_audit.c (joined by store_internal.h) knows SQL, so
- * a later backend (PostgreSQL) replaces those files only. Errors are returned (-1)
- * with a message retrievable by store_errmsg; the caller decides.
+ * evidence), items, per-recipient mailboxes of deliveries, tombstones of
+ * expired deliveries, and cases (their members and events). The default
+ * backend is SQLite in WAL mode with synchronous=FULL: a commit that
+ * returns 0 is on disk. Callers group many operations into one transaction
+ * per loop turn (store_begin .. store_commit). Nothing outside store.c,
+ * store_schema.c, store_expire.c, store_seal.c, store_audit.c and
+ * store_case.c (joined by store_internal.h) knows SQL, so a later backend
+ * (PostgreSQL) replaces those files only. Errors are returned (-1) with a
+ * message retrievable by store_errmsg; the caller decides.
  *
  * Sealed at rest. Every body (an item's signed bytes, a delivery's filtered
- * Signal) is stored as nonce(24) || XChaCha20-Poly1305-IETF ciphertext+tag
- * under the 32-byte store key. The associated data names the row, so a body
- * moved to another row, or a row whose bound columns are edited, does not
- * authenticate (all integers big-endian):
+ * Signal or CaseEvent, a case's title, a case event) is stored as
+ * nonce(24) || XChaCha20-Poly1305-IETF ciphertext+tag under the 32-byte
+ * store key. The associated data names the row, so a body moved to another
+ * row, or a row whose bound columns are edited, does not authenticate (all
+ * integers big-endian; a case id is its SCHAKEL_CASE_ID_LEN bytes):
  *   item:     "schakel-store-item-v1\0"     || seq(8) || publish_id(8) || item_index(4)
  *   delivery: "schakel-store-delivery-v1\0" || seq(8) || item_seq(8) || recipient (bytes, no NUL)
+ *   case delivery (a delivery with a case id):
+ *             "schakel-store-case-delivery-v1\0" || seq(8) || item_seq(8) ||
+ *             is_case_event(1: 0 or 1) || case_id || recipient (bytes, no NUL)
+ *   case title: "schakel-store-case-v1\0"   || case_id
+ *   case event: "schakel-store-case-event-v1\0" || case_id || event_seq(8)
  * A body that does not authenticate is an error for the call that reads it,
  * never handed out. What stays in clear, because routing, idempotency and
  * evidence need it: principal ids (sender, recipient, sender partner),
  * message ids, item indexes and seqs, rule id and rule hash, purpose and
  * legal basis (policy text, not personal data), timestamps (accepted_at,
  * expires_at, expired_at), the publish's content hash, signature and signed
- * root (digests over whole items, including the random message id), and the
- * stored Accepted reply (message id, item seqs, recipient counts). The audit
+ * root (digests over whole items, including the random message id), the
+ * stored Accepted reply (message id, item seqs, recipient counts), and of a
+ * case its id, type, lead partner, state, times, member partners with
+ * their states and membership rules, and its event seqs. The audit
  * trail (below) is metadata in clear as well, with the data subject named
  * only by a keyed tag (store_subject_tag), never by its pseudonym.
  *
@@ -38,6 +47,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "schakel_limits.h"
 
 #define STORE_KEY_BYTES 32u
 
@@ -124,13 +135,21 @@ typedef struct store_delivery {
     const char *legal_basis;
     int64_t accepted_at;
     int64_t expires_at; /* the rule's retention ends here; store_expire removes it then */
-    const uint8_t *body; /* serialized, filtered Signal (sealed at rest) */
+    const uint8_t *body; /* serialized, filtered Signal or CaseEvent (sealed at rest) */
     size_t body_len;
+    /* NULL for a signal. Set: the delivery belongs to this case (which must
+     * exist); with is_case_event the body is the CaseEvent filtered for the
+     * recipient's membership rule, and item_seq names the case command's
+     * item (its evidence). Its item then lives as long as the case (see
+     * store_case_item_link). */
+    const char *case_id;
+    int is_case_event; /* 0 or 1; 1 needs case_id */
 } store_delivery_t;
 
 /* Queue a delivery into a recipient's mailbox. Reads every field of d except
  * seq; raises the retention of the item and its publish to d->expires_at.
- * Returns the new seq (>0) or -1. */
+ * Refuses is_case_event without case_id, a case id of the wrong length and
+ * an unknown case. Returns the new seq (>0) or -1. */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
 
 /* Call fn for up to `limit` deliveries of `recipient` with seq > after_seq,
@@ -180,7 +199,10 @@ typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
  * tombstone (seq, recipient, item_seq, rule id and hash, expires_at,
  * expired_at = now; no content) and calling fn (may be NULL); then up to
  * `limit` items, and up to `limit` publishes, whose expires_at <= now and
- * that no remaining delivery or item references. Bodies are removed, not
+ * that no remaining delivery or item references; then up to `limit` case
+ * events whose expires_at <= now (no tombstone: the case's own timeline),
+ * and up to `limit` cases whose expires_at <= now and that no remaining
+ * event or delivery names, each with its member rows. Bodies are removed, not
  * flagged; with secure_delete their bytes are overwritten in the database
  * file (store_checkpoint clears the WAL). fn runs inside the transaction: a
  * rollback undoes what it was told; it must not call store functions.
@@ -213,7 +235,8 @@ typedef struct store_rekey_counts {
 } store_rekey_counts_t;
 
 /* Re-seal the store under new_key (STORE_KEY_BYTES; copied, the caller
- * wipes its own). In one transaction: every item and delivery body is
+ * wipes its own). In one transaction: every item and delivery body (and
+ * every case title and case event, which *counts does not count) is
  * opened under the current key and sealed under new_key with a fresh nonce
  * and the same associated data, and the key check is rewritten; after the
  * commit the store uses new_key, and store_open accepts only new_key from
@@ -231,6 +254,152 @@ typedef struct store_rekey_counts {
  * backups made before. */
 int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
                 store_rekey_counts_t *counts);
+
+/* ------------------------------------------------------------------ cases */
+
+/*
+ * Cases (store_case.c): a case row (id, type, lead partner, sealed title,
+ * open or closed, times, the seq of its last event), its member partners
+ * with their states and membership rules, and its timeline of events (the
+ * full, unfiltered CaseEvent bytes, sealed). What members receive are
+ * ordinary mailbox deliveries (store_delivery_add with case_id set), so
+ * they are pushed, acked, redelivered and expired like signals.
+ *
+ * Retention follows the case: while it is open its rows, events and
+ * deliveries expire at STORE_CASE_OPEN_EXPIRY (never, in practice); at the
+ * close the broker sets closed_at + retention_after_close for all of them
+ * (store_case_set_expiry), and store_expire removes them after that.
+ *
+ * Case ids are "C-" and 8 decimal digits, from a counter that is never
+ * reused (not even after the case expired), in order of creation; a
+ * rolled-back create leaves a gap. Unless said otherwise the functions
+ * below return 0 or -1, refuse a case id that names no case (-1, "no such
+ * case"), accept any case_id text (a wrong one is simply not found), and
+ * may run outside a transaction (each is one statement). Strings handed to
+ * callbacks are borrowed for the call; callbacks must not call store
+ * functions (they return -1), as for store_mailbox_scan.
+ */
+
+/* expires_at of a case that is open, and of its events and deliveries. */
+#define STORE_CASE_OPEN_EXPIRY (INT64_MAX / 2)
+
+typedef struct store_case {
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    const char *case_type, *lead, *title; /* valid until the next store call */
+    int closed;
+    int64_t opened_at, closed_at; /* closed_at: 0 while open (and after a reopen) */
+    uint64_t last_event_seq;      /* 0 until the first event */
+} store_case_t;
+
+/* A new case: the next id (written to case_id_out), open, no members and
+ * no events, expiring at STORE_CASE_OPEN_EXPIRY. case_type and lead are id
+ * tokens of at most SCHAKEL_MAX_ID_LEN bytes (presence and size checked
+ * here, syntax by the caller); title may be NULL (empty), at most
+ * SCHAKEL_MAX_CASE_TITLE_LEN bytes, and is sealed. -1 once 99999999 ids
+ * are used. Cost: one insert and two index inserts, O(log n). */
+int store_case_create(store_t *store, const char *case_type, const char *lead_partner,
+                      const char *title, int64_t now, char case_id_out[SCHAKEL_CASE_ID_LEN + 1]);
+
+/* 1 and *out filled when the case exists, 0 when not (any case_id text,
+ * NULL excepted), -1 on error (a title that does not authenticate
+ * included). out's strings live in the store until the next store call.
+ * Cost: one index lookup and the title's decryption. */
+int store_case_get(store_t *store, const char *case_id, store_case_t *out);
+
+/* Record a close (closed = 1: closed_at = now) or a reopen (closed = 0:
+ * closed_at = 0). Records what it is told: the state machine is the
+ * caller's. Retention is store_case_set_expiry's. */
+int store_case_set_closed(store_t *store, const char *case_id, int closed, int64_t now);
+
+/* Member states: 'i' invited, 'm' member, 'd' declined, 'l' left/removed. */
+#define STORE_CASE_INVITED 'i'
+#define STORE_CASE_MEMBER 'm'
+#define STORE_CASE_DECLINED 'd'
+#define STORE_CASE_LEFT 'l'
+
+/* Set partner's state in the case (creating its row), with the membership
+ * rule that admits it. rule_id and rule_hash may be NULL for a partner
+ * that has a row: its rule stays (declined, left); a new row needs them.
+ * Refuses a state not listed above, and an invited or member partner
+ * beyond SCHAKEL_MAX_CASE_MEMBERS of them. Records what it is told (the
+ * transitions are the caller's). Cost: O(log n + members). */
+int store_case_member_set(store_t *store, const char *case_id, const char *partner, char state,
+                          const char *rule_id, const char *rule_hash, int64_t now);
+
+/* 1 and *state set when partner has a row in the case, 0 when not (or no
+ * such case), -1 on error. */
+int store_case_member_get(store_t *store, const char *case_id, const char *partner, char *state);
+
+/* fn for each partner with a row in the case (every state), in the order
+ * they were first added; fn returns non-zero to stop. Returns the number
+ * visited (0 also for an unknown case) or -1. */
+typedef int (*store_case_member_fn)(const char *partner, char state, const char *rule_id,
+                                    const char *rule_hash, void *arg);
+int store_case_members(store_t *store, const char *case_id, store_case_member_fn fn, void *arg);
+
+/* Append one event: the full, unfiltered CaseEvent bytes (at most
+ * SCHAKEL_MAX_FRAME_BYTES), sealed. event_seq must be the case's
+ * last_event_seq + 1 (refused otherwise), which it then becomes. The event
+ * expires with the case (its current expiry). Cost: O(log n) plus sealing. */
+int store_case_event_add(store_t *store, const char *case_id, uint64_t event_seq, int64_t now,
+                         const uint8_t *event, size_t len);
+
+/* fn for each event with event_seq > after_event_seq, in order, with the
+ * body opened (valid and wiped when fn returns). fn returns non-zero to
+ * stop. To make store calls per event, take one at a time: stop after the
+ * first and call again from its seq (one index descent each). Returns the
+ * number visited (0 for an unknown case) or -1 (a body that does not
+ * authenticate: "body of case C-... event N does not authenticate"). */
+typedef int (*store_case_event_fn)(uint64_t event_seq, const uint8_t *event, size_t len, void *arg);
+int store_case_events(store_t *store, const char *case_id, uint64_t after_event_seq,
+                      store_case_event_fn fn, void *arg);
+
+/* fn for each case in which partner has a member row, in any state (the
+ * caller decides what an invited, declined or left partner may see), in
+ * the order of the case ids; my_state is that row's state. c and its
+ * strings are valid during the call. Returns the number visited or -1.
+ * Cost: O(log n + cases of the partner), one title decryption each. */
+typedef int (*store_case_fn)(const store_case_t *c, char my_state, void *arg);
+int store_cases_of_partner(store_t *store, const char *partner, store_case_fn fn, void *arg);
+
+/* Remove every pending delivery of this case to one recipient principal
+ * (the partner left or was removed), each leaving a tombstone as a
+ * revocation does (expired_at = the wall clock). Inside the caller's
+ * transaction (-1 without one). Returns the number removed or -1.
+ * store_case_drop_deliveries_at is the same with the broker's clock and
+ * a callback per removed delivery (as store_delivery_revoke's: it runs in
+ * the transaction and must not call store functions), so that the caller
+ * can release what it had in flight. Cost: O(k log n) for k removed. */
+int store_case_drop_deliveries(store_t *store, const char *case_id, const char *recipient);
+int store_case_drop_deliveries_at(store_t *store, const char *case_id, const char *recipient,
+                                  int64_t now, store_expired_fn fn, void *arg);
+
+/* Retention from the close: the case row, its events, its pending
+ * deliveries and the items and publishes of its commands (see
+ * store_case_item_link) all expire at expires_at: closed_at +
+ * retention_after_close at a close, STORE_CASE_OPEN_EXPIRY at a reopen.
+ * Events and deliveries added later take the case's expiry (events) or
+ * their own (deliveries: the caller passes the same). Inside the caller's
+ * transaction (-1 without one): five statements, one outcome. Cost:
+ * O((events + pending deliveries + commands) log n). */
+int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at);
+
+/* Tie an item (the evidence of a case command) to the case's retention:
+ * it and its publish expire with the case, not before. A delivery with
+ * case_id does this for its item by itself; call it for a command that
+ * queued no delivery, whose item would otherwise expire at its
+ * accepted_at. Never shortens the item's retention here (only
+ * store_case_set_expiry sets it). Refuses an unknown item. */
+int store_case_item_link(store_t *store, const char *case_id, uint64_t item_seq);
+
+/* The opened body of item item_seq (a signed signal, or a case command),
+ * for linking a signal to a case: *body is malloc'd (the caller wipes it
+ * with sodium_memzero and frees it), *len its length. Whether the asker
+ * may have it (a delivery of it reached its partner) is the caller's
+ * check. Returns 1, 0 when no such item (expired, never stored), -1 on
+ * error (a body that does not authenticate included). Cost: one rowid
+ * lookup and a decryption. */
+int store_item_get(store_t *store, uint64_t item_seq, uint8_t **body, size_t *len);
 
 /* ------------------------------------------------------------------ audit trail */
 

@@ -1,9 +1,10 @@
 /*
  * store_expire.c — retention: store_expire removes the deliveries whose
  * rule's retention has ended (each leaving a tombstone without content),
- * then the items and publishes nothing references any more, and
+ * then the items and publishes nothing references any more, then the
+ * events and rows of cases whose retention after the close has ended, and
  * store_checkpoint clears their old page images from the WAL. Trusts the
- * schema's expires_at trigger and indexes (store_schema.c). Errors are -1
+ * schema's expires_at triggers and indexes (store_schema.c). Errors are -1
  * with store_errmsg set, a row that reads back damaged included.
  */
 #include <limits.h>
@@ -47,6 +48,33 @@ static int delivery_remove(store_t *store, int64_t seq)
     return 0;
 }
 
+int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
+                                store_expired_fn fn, void *arg, const char *what)
+{
+    store_expired_t e = {
+        .seq = (uint64_t)sqlite3_column_int64(found, 0),
+        .recipient = store_column_text(found, 1),
+        .item_seq = (uint64_t)sqlite3_column_int64(found, 2),
+        .rule_id = store_column_text(found, 3),
+        .rule_hash = store_column_text(found, 4),
+        .expires_at = sqlite3_column_int64(found, 5),
+    };
+    int result = -1;
+    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
+        store_refuse(store, what, "damaged row or out of memory");
+    else
+        result = tombstone_add(store, &e, now);
+    if (result == 0 && fn != NULL) {
+        store->in_callback = 1;
+        fn(&e, arg);
+        store->in_callback = 0;
+    }
+    store_stmt_finish(found); /* e's strings end here */
+    if (result == 0)
+        result = delivery_remove(store, (int64_t)e.seq);
+    return result;
+}
+
 /* Expire the delivery that is due first, if any: tombstone, tell fn, remove.
  * Returns 1 when one was expired, 0 when none is due, -1 on error. Cost:
  * one descent of the expires_at index and O(log n) writes. */
@@ -64,28 +92,7 @@ static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn,
         store_stmt_finish(next);
         return rc == SQLITE_DONE ? 0 : -1;
     }
-    store_expired_t e = {
-        .seq = (uint64_t)sqlite3_column_int64(next, 0),
-        .recipient = store_column_text(next, 1),
-        .item_seq = (uint64_t)sqlite3_column_int64(next, 2),
-        .rule_id = store_column_text(next, 3),
-        .rule_hash = store_column_text(next, 4),
-        .expires_at = sqlite3_column_int64(next, 5),
-    };
-    int result = -1;
-    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
-        store_refuse(store, "expire", "damaged row or out of memory");
-    else
-        result = tombstone_add(store, &e, now);
-    if (result == 0 && fn != NULL) {
-        store->in_callback = 1;
-        fn(&e, arg);
-        store->in_callback = 0;
-    }
-    store_stmt_finish(next); /* e's strings end here */
-    if (result == 0)
-        result = delivery_remove(store, (int64_t)e.seq);
-    return result == 0 ? 1 : -1;
+    return store_expire_found_delivery(store, next, now, fn, arg, "expire") == 0 ? 1 : -1;
 }
 
 /* Remove one pending delivery before its retention ends (the policy no
@@ -112,32 +119,11 @@ int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, i
         store_stmt_finish(find);
         return rc == SQLITE_DONE ? 0 : -1; /* acked or expired meanwhile */
     }
-    store_expired_t e = {
-        .seq = (uint64_t)sqlite3_column_int64(find, 0),
-        .recipient = store_column_text(find, 1),
-        .item_seq = (uint64_t)sqlite3_column_int64(find, 2),
-        .rule_id = store_column_text(find, 3),
-        .rule_hash = store_column_text(find, 4),
-        .expires_at = sqlite3_column_int64(find, 5),
-    };
-    int result = -1;
-    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
-        store_refuse(store, "revoke", "damaged row or out of memory");
-    else
-        result = tombstone_add(store, &e, now);
-    if (result == 0 && fn != NULL) {
-        store->in_callback = 1;
-        fn(&e, arg);
-        store->in_callback = 0;
-    }
-    store_stmt_finish(find);
-    if (result == 0)
-        result = delivery_remove(store, (int64_t)seq);
-    return result == 0 ? 1 : -1;
+    return store_expire_found_delivery(store, find, now, fn, arg, "revoke") == 0 ? 1 : -1;
 }
 
-/* One of the bounded DELETEs of due, unreferenced items or publishes.
- * Returns the number removed or -1. */
+/* One of the bounded DELETEs of due rows: unreferenced items, publishes
+ * and cases, or case events. Returns the number removed or -1. */
 static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, size_t limit,
                                const char *what)
 {
@@ -153,8 +139,11 @@ static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, siz
 }
 
 /* Cost: up to limit descents of the deliveries' expires_at index with
- * O(log n) writes each, then two DELETEs that look at no more than limit
- * candidates each: O(limit * log n) in all, whatever is due. */
+ * O(log n) writes each, then four DELETEs that look at no more than limit
+ * candidates each (a case's members and item links cascade through their
+ * case_id indexes, O(members + commands) per case): O(limit * log n) in
+ * all, whatever is due. Order matters: deliveries first, so that the items
+ * and cases they named can go in the same step. */
 int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg)
 {
     if (store_enter(store, "expire") != 0)
@@ -163,8 +152,8 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
         store_refuse(store, "expire", "no transaction is open (call store_begin first)");
         return -1;
     }
-    if (limit > INT_MAX / 3)
-        limit = INT_MAX / 3; /* the total returned is an int */
+    if (limit > INT_MAX / 5)
+        limit = INT_MAX / 5; /* the total returned is an int */
     if (limit == 0)
         return 0;
     int removed = 0;
@@ -183,7 +172,14 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
         expire_unreferenced(store, STMT_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
     if (publishes < 0)
         return -1;
-    return removed + items + publishes;
+    int events =
+        expire_unreferenced(store, STMT_EXPIRE_CASE_EVENTS, now, limit, "expire: case events");
+    if (events < 0)
+        return -1;
+    int cases = expire_unreferenced(store, STMT_EXPIRE_CASES, now, limit, "expire: cases");
+    if (cases < 0)
+        return -1;
+    return removed + items + publishes + events + cases;
 }
 
 /* ------------------------------------------------------------------ checkpoint */

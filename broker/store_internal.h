@@ -3,9 +3,10 @@
  * (statements, transactions, routing data), store_schema.c (schema,
  * migrations, connection checks, counters), store_expire.c (retention,
  * checkpoints), store_seal.c (sealing bodies, the key check, key memory,
- * the audit subject key, rekeying) and store_audit.c (the audit trail's
- * rows and its keyless reader). Private to those five files: every other
- * module sees store.h only, and nothing outside them knows SQL.
+ * the audit subject key, rekeying), store_audit.c (the audit trail's
+ * rows and its keyless reader) and store_case.c (cases, their members and
+ * events). Private to those six files: every other module sees store.h
+ * only, and nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
 #define SCHAKEL_STORE_INTERNAL_H
@@ -46,6 +47,8 @@ enum stmt_id {
     STMT_EXPIRE_ITEMS,
     STMT_EXPIRE_PUBLISHES,
     STMT_REVOKE_FIND,
+    STMT_EXPIRE_CASE_EVENTS,
+    STMT_EXPIRE_CASES,
     STMT_COUNT
 };
 
@@ -64,6 +67,35 @@ enum store_audit_stmt_id {
     AUDIT_STMT_COUNT
 };
 
+/* Case statements, prepared at their first use by store_case.c (their SQL
+ * is there) and finalized by store_close, so that the routing files
+ * (store.c, store_expire.c) need nothing of store_case.c. The sweep's
+ * case statements (STMT_EXPIRE_CASE_EVENTS, STMT_EXPIRE_CASES) are
+ * routing statements: store_expire runs them every turn. */
+enum store_case_stmt_id {
+    CASE_STMT_CREATE,
+    CASE_STMT_GET,
+    CASE_STMT_SET_CLOSED,
+    CASE_STMT_MEMBER_FACTS,
+    CASE_STMT_MEMBER_INSERT,
+    CASE_STMT_MEMBER_UPDATE,
+    CASE_STMT_MEMBER_GET,
+    CASE_STMT_MEMBERS,
+    CASE_STMT_EVENT_ADD,
+    CASE_STMT_EVENTS,
+    CASE_STMT_OF_PARTNER,
+    CASE_STMT_DROP_FIND,
+    CASE_STMT_EXPIRY_CASE,
+    CASE_STMT_EXPIRY_EVENTS,
+    CASE_STMT_EXPIRY_DELIVERIES,
+    CASE_STMT_EXPIRY_ITEMS,
+    CASE_STMT_EXPIRY_PUBLISHES,
+    CASE_STMT_LINK_FACTS,
+    CASE_STMT_ITEM_LINK,
+    CASE_STMT_ITEM_GET,
+    CASE_STMT_COUNT
+};
+
 /* A growable buffer for one body on its way in (sealed) or out (opened). */
 typedef struct store_scratch {
     uint8_t *bytes;
@@ -77,18 +109,21 @@ struct store {
     uint8_t *subject_key;  /* the audit's subject key, likewise (store_seal.c); NULL: none */
     int64_t next_item_seq; /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
-    store_scratch_t sealed; /* ciphertext only */
-    store_scratch_t opened; /* plaintext: wiped after each use */
-    int in_callback;        /* inside a scan or expiry callback */
-    int txn_open;           /* store_begin began one; commit/rollback not yet called */
-    int last_rc;            /* SQLite code of the last failure; 0 if not SQLite's */
-    int txn_lost_rc;        /* the failure after which SQLite rolled back by itself */
+    int64_t next_case_num;    /* the number in the next case id, likewise never reused */
+    store_scratch_t sealed;   /* ciphertext only */
+    store_scratch_t opened;   /* plaintext: wiped after each use */
+    store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on reuse */
+    int in_callback;          /* inside a scan or expiry callback */
+    int txn_open;             /* store_begin began one; commit/rollback not yet called */
+    int last_rc;              /* SQLite code of the last failure; 0 if not SQLite's */
+    int txn_lost_rc;          /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
     sqlite3_stmt *audit_stmt[AUDIT_STMT_COUNT]; /* store_audit.c */
-    int audit_reader;          /* opened by store_open_reader: audit reads only */
-    uint64_t txn_serial;       /* transactions store_begin began, for the audit tail cache */
+    int audit_reader;                           /* opened by store_open_reader: audit reads only */
+    uint64_t txn_serial;        /* transactions store_begin began, for the audit tail cache */
     uint64_t audit_tail_serial; /* the txn_serial audit_tail was read in; 0: none */
     store_audit_tail_t audit_tail;
+    sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */
 };
 
 /* ------------------------------------------------------------------ store.c */
@@ -156,8 +191,8 @@ int store_schema_configure(store_t *store);
  * unchanged. */
 int store_schema_apply(store_t *store);
 
-/* Set next_item_seq and next_delivery_seq past every seq ever used, so none
- * is reused after deletes. */
+/* Set next_item_seq, next_delivery_seq and next_case_num past every one
+ * ever used, so none is reused after deletes. */
 int store_schema_counters_load(store_t *store);
 
 /* For store_open_reader: the store's schema version is at least
@@ -166,13 +201,29 @@ int store_schema_check_readable(store_t *store, long min_version);
 
 /* The schema version that added the audit trail. */
 #define STORE_SCHEMA_AUDIT_VERSION 3
+/* The schema version that added cases. */
+#define STORE_SCHEMA_CASES_VERSION 4
+
+/* ------------------------------------------------------------------ store_expire.c */
+
+/* The current row of `found` names one pending delivery in the columns
+ * (seq, recipient, item_seq, rule_id, rule_hash, expires_at): leave its
+ * tombstone (expired_at = now), tell fn (may be NULL; runs with the store
+ * marked in a callback), finish `found` and remove the delivery. what
+ * names the caller in errors. Returns 0 or -1; on -1 `found` is finished
+ * too. Shared by expiry, revocation and store_case_drop_deliveries. */
+int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
+                                store_expired_fn fn, void *arg, const char *what);
 
 /* ------------------------------------------------------------------ store_seal.c */
 
 /* The associated data of one sealed body (store.h documents the layouts).
- * Big enough for the longest: the delivery tag with its NUL, two seqs and
- * a recipient of SCHAKEL_MAX_PRINCIPAL_LEN bytes. */
-#define STORE_SEAL_AD_MAX (sizeof "schakel-store-delivery-v1" + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN)
+ * Big enough for the longest: the case delivery tag with its NUL, two
+ * seqs, the event flag, a case id and a recipient of
+ * SCHAKEL_MAX_PRINCIPAL_LEN bytes. */
+#define STORE_SEAL_AD_MAX                                                                          \
+    (sizeof "schakel-store-case-delivery-v1" + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN +                   \
+     SCHAKEL_MAX_PRINCIPAL_LEN)
 
 typedef struct store_seal_ad {
     uint8_t bytes[STORE_SEAL_AD_MAX];
@@ -180,9 +231,20 @@ typedef struct store_seal_ad {
 } store_seal_ad_t;
 
 void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index);
-/* -1 (ad unusable) for a recipient longer than any principal id can be. */
+/* A delivery of a signal (case_id NULL: the "delivery" layout) or of a
+ * case (the "case delivery" layout). -1 (ad unusable) for a recipient
+ * longer than any principal id can be, or a case id that is not
+ * SCHAKEL_CASE_ID_LEN bytes. */
 int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
-                           const char *recipient);
+                           const char *recipient, const char *case_id, int is_case_event);
+/* A case's title and a case's event; -1 for a case id that is not
+ * SCHAKEL_CASE_ID_LEN bytes. */
+int store_seal_ad_case(store_seal_ad_t *ad, const char *case_id);
+int store_seal_ad_case_event(store_seal_ad_t *ad, const char *case_id, uint64_t event_seq);
+
+/* Make room for len bytes in s (contents wiped, not kept); 0, or -1 when
+ * out of memory. */
+int store_scratch_reserve(store_scratch_t *s, size_t len);
 
 /* A copy of key in guarded memory (plain malloc under SCHAKEL_PLAIN_ALLOC),
  * or NULL when out of memory. Freed, wiped, by store_seal_free. */
@@ -204,6 +266,11 @@ int store_seal_bind(store_t *store, sqlite3_stmt *stmt, int param, const store_s
  * delivery N does not authenticate: ...") or memory runs out. */
 int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
                       const store_seal_ad_t *ad, const uint8_t **body, size_t *len);
+
+/* The same for any sealed column: the error names the row as
+ * "body of <what> does not authenticate: ...". */
+int store_seal_column_named(store_t *store, sqlite3_stmt *stmt, int col, const char *what,
+                            const store_seal_ad_t *ad, const uint8_t **body, size_t *len);
 
 /* Inside the open schema transaction: check that the store key opens the
  * store's sealed key check, or record one for a new store. -1 with

@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -67,6 +67,25 @@
  * expiry) hold only the rows that have one. Triggers refuse UPDATE and
  * DELETE: nothing in the broker rewrites history, and a bug that tried
  * would fail rather than break the chain.
+ *
+ * Step 3 -> 4 adds cases (store_case.c). A case's number (the digits of
+ * its id "C-00000042") is explicit, from a counter like the seqs, because
+ * the sealed title's associated data names the id; AUTOINCREMENT keeps
+ * numbers from being reused. Members are a rowid table so that the member
+ * list comes out in the order partners were added (the lead first);
+ * (partner, case_id) serves "my cases". Events are rows of the case's
+ * timeline, sealed, UNIQUE (case_id, event_seq) giving both the order and
+ * the lookup; a trigger keeps cases.last_event_seq at the last one, in the
+ * same statement. Deliveries gain case_id (NULL for signals, a foreign
+ * key, so no delivery names a case that is gone) and is_case_event, with a
+ * partial index on (case_id, recipient) that holds only case deliveries
+ * (leaving members' deliveries are dropped through it; a case's expiry
+ * updates through it). case_items ties the items of a case's commands to
+ * it, filled by a trigger from case deliveries (and store_case_item_link),
+ * so that a close can set their retention too; a second trigger raises
+ * such an item and its publish to the case's expiry. Every case table
+ * cascades from cases, so the sweep removes a case with one DELETE once
+ * its events and deliveries are gone.
  */
 typedef struct schema_step {
     const char *sql;
@@ -228,6 +247,70 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
      "PRAGMA user_version = 3;",
      NULL},
+    /* 3 -> 4: cases, their members and events; case deliveries */
+    {"CREATE TABLE cases ("
+     "  num INTEGER PRIMARY KEY AUTOINCREMENT CHECK (num BETWEEN 1 AND 99999999),"
+     "  case_id TEXT NOT NULL UNIQUE CHECK (length(case_id) = 10),"
+     "  case_type TEXT NOT NULL,"
+     "  lead TEXT NOT NULL,"
+     "  title BLOB NOT NULL,"
+     "  closed INTEGER NOT NULL DEFAULT 0 CHECK (closed IN (0, 1)),"
+     "  opened_at INTEGER NOT NULL,"
+     "  closed_at INTEGER NOT NULL DEFAULT 0,"
+     "  last_event_seq INTEGER NOT NULL DEFAULT 0 CHECK (last_event_seq >= 0),"
+     "  expires_at INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX cases_by_expiry ON cases (expires_at);"
+     "CREATE TABLE case_members ("
+     "  id INTEGER PRIMARY KEY,"
+     "  case_id TEXT NOT NULL REFERENCES cases(case_id) ON DELETE CASCADE,"
+     "  partner TEXT NOT NULL,"
+     "  state TEXT NOT NULL CHECK (state IN ('i', 'm', 'd', 'l')),"
+     "  rule_id TEXT NOT NULL,"
+     "  rule_hash TEXT NOT NULL,"
+     "  changed_at INTEGER NOT NULL,"
+     "  UNIQUE (case_id, partner)"
+     ");"
+     "CREATE INDEX case_members_by_partner ON case_members (partner, case_id);"
+     "CREATE TABLE case_events ("
+     "  id INTEGER PRIMARY KEY,"
+     "  case_id TEXT NOT NULL REFERENCES cases(case_id) ON DELETE CASCADE,"
+     "  event_seq INTEGER NOT NULL CHECK (event_seq > 0),"
+     "  at INTEGER NOT NULL,"
+     "  expires_at INTEGER NOT NULL,"
+     "  body BLOB NOT NULL,"
+     "  UNIQUE (case_id, event_seq)"
+     ");"
+     "CREATE INDEX case_events_by_expiry ON case_events (expires_at);"
+     "CREATE TRIGGER case_events_advance AFTER INSERT ON case_events BEGIN"
+     "  UPDATE cases SET last_event_seq = NEW.event_seq WHERE case_id = NEW.case_id;"
+     " END;"
+     "CREATE TABLE case_items ("
+     "  case_id TEXT NOT NULL REFERENCES cases(case_id) ON DELETE CASCADE,"
+     "  item_seq INTEGER NOT NULL REFERENCES items(seq) ON DELETE CASCADE,"
+     "  PRIMARY KEY (case_id, item_seq)"
+     ") WITHOUT ROWID;"
+     "CREATE INDEX case_items_by_item ON case_items (item_seq);"
+     "CREATE TRIGGER case_items_extend_retention AFTER INSERT ON case_items BEGIN"
+     "  UPDATE items SET expires_at = (SELECT expires_at FROM cases WHERE case_id = NEW.case_id)"
+     "   WHERE seq = NEW.item_seq"
+     "   AND expires_at < (SELECT expires_at FROM cases WHERE case_id = NEW.case_id);"
+     "  UPDATE publishes SET expires_at = (SELECT expires_at FROM cases"
+     "   WHERE case_id = NEW.case_id)"
+     "   WHERE id = (SELECT publish_id FROM items WHERE seq = NEW.item_seq)"
+     "   AND expires_at < (SELECT expires_at FROM cases WHERE case_id = NEW.case_id);"
+     " END;"
+     "ALTER TABLE deliveries ADD COLUMN case_id TEXT REFERENCES cases(case_id);"
+     "ALTER TABLE deliveries ADD COLUMN is_case_event INTEGER NOT NULL DEFAULT 0"
+     "  CHECK (is_case_event IN (0, 1));"
+     "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
+     "  WHERE case_id IS NOT NULL;"
+     "CREATE TRIGGER deliveries_case_items AFTER INSERT ON deliveries"
+     "  WHEN NEW.case_id IS NOT NULL BEGIN"
+     "  INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (NEW.case_id, NEW.item_seq);"
+     " END;"
+     "PRAGMA user_version = 4;",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -358,12 +441,32 @@ fail:
 
 /* ------------------------------------------------------------------ counters */
 
+/* The next case number, like the seqs below. */
+static int counters_load_cases(store_t *store)
+{
+    int64_t cases = 0;
+    if (store_query_int64(store,
+                          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                          " WHERE name = 'cases'), 0),"
+                          " coalesce((SELECT max(num) FROM cases), 0))",
+                          &cases) != 0)
+        return -1;
+    if (cases < 0 || cases == INT64_MAX) {
+        store_refuse(store, "store", "case numbers out of range");
+        return -1;
+    }
+    store->next_case_num = cases + 1;
+    return 0;
+}
+
 /* The next seqs: past the highest ever inserted (sqlite_sequence keeps it
  * after deletes), and past anything in the tables or tombstones, should
  * sqlite_sequence ever have been edited. */
 int store_schema_counters_load(store_t *store)
 {
     int64_t items = 0, deliveries = 0;
+    if (counters_load_cases(store) != 0)
+        return -1;
     if (store_query_int64(
             store,
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"

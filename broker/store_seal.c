@@ -1,10 +1,10 @@
 /*
- * store_seal.c — bodies sealed at rest: the store key in guarded memory,
- * the associated data that binds a ciphertext to its row, sealing and
- * opening, the key check, the audit trail's subject key and tags, and
- * store_rekey (store.h). Trusts nothing read
- * from the file: a body is handed out only once its tag verifies. Errors
- * are -1 with store_errmsg set, as everywhere in the store.
+ * store_seal.c — bodies sealed at rest (items, deliveries, case titles and
+ * case events): the store key in guarded memory, the associated data that
+ * binds a ciphertext to its row, sealing and opening, the key check, the
+ * audit trail's subject key and tags, and store_rekey (store.h). Trusts
+ * nothing read from the file: a body is handed out only once its tag
+ * verifies. Errors are -1 with store_errmsg set, as everywhere in the store.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -24,13 +24,21 @@ _Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
  * last field, so its length needs no prefix. */
 static const char ad_item_tag[] = "schakel-store-item-v1";
 static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
+static const char ad_case_delivery_tag[] = "schakel-store-case-delivery-v1";
+static const char ad_case_tag[] = "schakel-store-case-v1";
+static const char ad_case_event_tag[] = "schakel-store-case-event-v1";
 static const char ad_keycheck_tag[] = "schakel-store-keycheck";
 static const char ad_subject_key_tag[] = "schakel-store-audit-subject-key";
 /* Prefix of a subject tag's input: BLAKE2b-256 keyed with the subject key
  * over this (with its NUL) and the pseudonym. */
 static const char subject_tag_domain[] = "schakel-audit-subject-v1";
-_Static_assert(STORE_SEAL_AD_MAX == sizeof ad_delivery_tag + 8 + 8 + SCHAKEL_MAX_PRINCIPAL_LEN,
+_Static_assert(STORE_SEAL_AD_MAX == sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN +
+                                        SCHAKEL_MAX_PRINCIPAL_LEN,
                "store_seal_ad_t holds the longest associated data");
+_Static_assert(sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
+                       sizeof ad_delivery_tag + 8 + 8 &&
+                   STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8,
+               "the case delivery layout is the longest");
 
 /* The key check: this text, sealed under the store key at creation. */
 static const char keycheck_text[] = "schakel store key check, version 1";
@@ -74,7 +82,7 @@ uint8_t *store_seal_key_new(const uint8_t key[STORE_KEY_BYTES])
 
 /* Make room for len bytes. The old contents are wiped, not copied: every
  * user overwrites the buffer whole. */
-static int scratch_reserve(store_scratch_t *s, size_t len)
+int store_scratch_reserve(store_scratch_t *s, size_t len)
 {
     if (len <= s->cap && s->bytes != NULL)
         return 0;
@@ -107,6 +115,7 @@ void store_seal_free(store_t *store)
     store->subject_key = NULL;
     scratch_free(&store->sealed);
     scratch_free(&store->opened);
+    scratch_free(&store->case_row);
 }
 
 /* ------------------------------------------------------------------ associated data */
@@ -133,17 +142,55 @@ void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, ui
     ad_put_be(ad, item_index, 4);
 }
 
+/* A case id has a fixed length, so fields after it need no prefix. */
+static int case_id_fits(const char *case_id)
+{
+    return case_id != NULL && strlen(case_id) == SCHAKEL_CASE_ID_LEN;
+}
+
+/* A signal's delivery keeps the layout it always had; a case's delivery
+ * also binds its case and whether it is an event, so a row cannot be
+ * moved into another case or turned into a signal unnoticed. */
 int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
-                           const char *recipient)
+                           const char *recipient, const char *case_id, int is_case_event)
 {
     size_t recipient_len = strlen(recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN)
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN || (case_id != NULL && !case_id_fits(case_id)))
         return -1;
     ad->len = 0;
-    ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
-    ad_put_be(ad, (uint64_t)seq, 8);
-    ad_put_be(ad, (uint64_t)item_seq, 8);
+    if (case_id == NULL) {
+        ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
+        ad_put_be(ad, (uint64_t)seq, 8);
+        ad_put_be(ad, (uint64_t)item_seq, 8);
+    } else {
+        ad_put(ad, ad_case_delivery_tag, sizeof ad_case_delivery_tag);
+        ad_put_be(ad, (uint64_t)seq, 8);
+        ad_put_be(ad, (uint64_t)item_seq, 8);
+        ad_put_be(ad, is_case_event ? 1u : 0u, 1);
+        ad_put(ad, case_id, SCHAKEL_CASE_ID_LEN);
+    }
     ad_put(ad, recipient, recipient_len);
+    return 0;
+}
+
+int store_seal_ad_case(store_seal_ad_t *ad, const char *case_id)
+{
+    if (!case_id_fits(case_id))
+        return -1;
+    ad->len = 0;
+    ad_put(ad, ad_case_tag, sizeof ad_case_tag);
+    ad_put(ad, case_id, SCHAKEL_CASE_ID_LEN);
+    return 0;
+}
+
+int store_seal_ad_case_event(store_seal_ad_t *ad, const char *case_id, uint64_t event_seq)
+{
+    if (!case_id_fits(case_id))
+        return -1;
+    ad->len = 0;
+    ad_put(ad, ad_case_event_tag, sizeof ad_case_event_tag);
+    ad_put(ad, case_id, SCHAKEL_CASE_ID_LEN);
+    ad_put_be(ad, event_seq, 8);
     return 0;
 }
 
@@ -162,7 +209,7 @@ static size_t seal_under(store_t *store, const uint8_t *key, const store_seal_ad
                          const uint8_t *body, size_t len)
 {
     if (len > SIZE_MAX - STORE_SEAL_OVERHEAD ||
-        scratch_reserve(&store->sealed, len + STORE_SEAL_OVERHEAD) != 0) {
+        store_scratch_reserve(&store->sealed, len + STORE_SEAL_OVERHEAD) != 0) {
         store_refuse(store, "seal body", "out of memory");
         return 0;
     }
@@ -185,7 +232,7 @@ static int body_open(store_t *store, const store_seal_ad_t *ad, const uint8_t *s
 {
     if (sealed_len < STORE_SEAL_OVERHEAD)
         return -1;
-    if (scratch_reserve(&store->opened, sealed_len - STORE_SEAL_OVERHEAD) != 0) {
+    if (store_scratch_reserve(&store->opened, sealed_len - STORE_SEAL_OVERHEAD) != 0) {
         store_refuse(store, "open body", "out of memory");
         return -2;
     }
@@ -233,6 +280,24 @@ int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
                       const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
 {
     return column_open(store, stmt, col, "delivery", seq, ad, body, len);
+}
+
+int store_seal_column_named(store_t *store, sqlite3_stmt *stmt, int col, const char *what,
+                            const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
+{
+    size_t sealed_len = 0;
+    const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
+    if (sealed == NULL) {
+        store_refuse(store, "read body", "missing or out of memory");
+        return -1;
+    }
+    int rc = body_open(store, ad, sealed, sealed_len, body, len);
+    if (rc == -1) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "body of %s does not authenticate: store key wrong or row tampered", what);
+    }
+    return rc == 0 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------ the key check */
@@ -460,10 +525,24 @@ static int rekey_item_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
 static int rekey_delivery_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
 {
     const char *recipient = store_column_text(row, 2);
-    if (recipient == NULL)
+    const char *case_id = store_column_text(row, 3); /* NULL: a signal's */
+    if (recipient == NULL || (case_id == NULL && sqlite3_column_type(row, 3) != SQLITE_NULL))
         return -1;
     return store_seal_ad_delivery(ad, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
-                                  recipient);
+                                  recipient, case_id, sqlite3_column_int64(row, 4) != 0);
+}
+
+static int rekey_case_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
+{
+    return store_seal_ad_case(ad, store_column_text(row, 1));
+}
+
+static int rekey_case_event_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
+{
+    int64_t event_seq = sqlite3_column_int64(row, 2);
+    if (event_seq <= 0)
+        return -1;
+    return store_seal_ad_case_event(ad, store_column_text(row, 1), (uint64_t)event_seq);
 }
 
 static const rekey_table_t rekey_tables[] = {
@@ -471,9 +550,18 @@ static const rekey_table_t rekey_tables[] = {
      "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
      "UPDATE items SET body = ?2 WHERE seq = ?1", 3, rekey_item_ad},
     {"delivery",
-     "SELECT seq, item_seq, recipient, body FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
-     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 3, rekey_delivery_ad},
+     "SELECT seq, item_seq, recipient, case_id, is_case_event, body FROM deliveries"
+     " WHERE seq > ?1 ORDER BY seq LIMIT 1",
+     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 5, rekey_delivery_ad},
+    /* Not counted in store_rekey_counts_t (which names items and
+     * deliveries only), re-sealed all the same. */
+    {"case title", "SELECT num, case_id, title FROM cases WHERE num > ?1 ORDER BY num LIMIT 1",
+     "UPDATE cases SET title = ?2 WHERE num = ?1", 2, rekey_case_ad},
+    {"case event",
+     "SELECT id, case_id, event_seq, body FROM case_events WHERE id > ?1 ORDER BY id LIMIT 1",
+     "UPDATE case_events SET body = ?2 WHERE id = ?1", 3, rekey_case_event_ad},
 };
+#define REKEY_TABLES (sizeof rekey_tables / sizeof rekey_tables[0])
 
 /* Open the body of the first row after *after_seq under the store key, into
  * store->opened, and set *after_seq to its seq. 1 when a row was opened, 0
@@ -558,7 +646,7 @@ static int64_t rekey_table(store_t *store, const rekey_table_t *t, const uint8_t
  * store exactly as it was. */
 static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey_counts_t *counts)
 {
-    int64_t done[2] = {0, 0};
+    int64_t done[REKEY_TABLES] = {0};
     if (store_exec_fixed(store, "BEGIN EXCLUSIVE", "rekey: lock the store") != 0) {
         if ((store->last_rc & 0xff) == SQLITE_BUSY) {
             store_refuse(store, "rekey", "the store is open elsewhere (stop schakeld first)");
@@ -567,7 +655,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         return -1;
     }
     int failed = 0;
-    for (size_t i = 0; i < 2 && !failed; i++)
+    for (size_t i = 0; i < REKEY_TABLES && !failed; i++)
         failed = (done[i] = rekey_table(store, &rekey_tables[i], new_key)) < 0;
     if (!failed)
         failed =

@@ -167,6 +167,49 @@ int syntax_is_pseudonym(const char *subject)
     return !all_digits;
 }
 
+int syntax_is_case_id(const char *case_id)
+{
+    if (case_id == NULL || strlen(case_id) != SCHAKEL_CASE_ID_LEN)
+        return 0;
+    if (case_id[0] != 'C' || case_id[1] != '-')
+        return 0;
+    for (size_t i = 2; i < SCHAKEL_CASE_ID_LEN; i++)
+        if (!is_digit(case_id[i]))
+            return 0;
+    return 1;
+}
+
+/* RFC 6838 section 4.2: restricted-name = restricted-name-first
+ * *126restricted-name-chars. Returns the name's length, 0 if invalid. */
+static size_t media_name_len(const char *s, char stop)
+{
+    static const char extra[] = "!#$&^_.+-";
+    size_t n = 0;
+    if (!(is_digit(s[0]) || (s[0] >= 'a' && s[0] <= 'z') || (s[0] >= 'A' && s[0] <= 'Z')))
+        return 0;
+    while (s[n] != '\0' && s[n] != stop) {
+        char c = s[n];
+        int ok = is_digit(c) || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 strchr(extra, c) != NULL;
+        if (!ok || n >= 127)
+            return 0;
+        n++;
+    }
+    return n;
+}
+
+int syntax_is_media_type(const char *media_type)
+{
+    if (media_type == NULL)
+        return 0;
+    size_t type = media_name_len(media_type, '/');
+    if (type == 0 || media_type[type] != '/')
+        return 0;
+    const char *subtype = media_type + type + 1;
+    size_t sub = media_name_len(subtype, '\0');
+    return sub > 0 && subtype[sub] == '\0';
+}
+
 int syntax_is_utf8(const uint8_t *bytes, size_t len)
 {
     if (bytes == NULL && len > 0)

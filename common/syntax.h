@@ -28,6 +28,12 @@ int syntax_is_id_token(const char *id);
 int syntax_is_principal_id(const char *id);
 /* Pseudonym: 8..64 of [A-Za-z0-9._:-], not all digits (never a BSN). */
 int syntax_is_pseudonym(const char *subject);
+/* Case id as the broker assigns it: "C-" + 8 decimal digits ("C-00000042"),
+ * SCHAKEL_CASE_ID_LEN bytes. */
+int syntax_is_case_id(const char *case_id);
+/* Media type without parameters, RFC 6838 restricted names: type "/" subtype,
+ * each [A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126} ("application/pdf"). */
+int syntax_is_media_type(const char *media_type);
 /* len bytes are valid UTF-8 (no overlongs, no surrogates) and contain no NUL. */
 int syntax_is_utf8(const uint8_t *bytes, size_t len);
 

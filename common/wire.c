@@ -18,6 +18,7 @@
 #include <sodium.h>
 
 #include "schakel_limits.h"
+#include "wire_internal.h"
 
 #define WIRE_HASH_BYTES 32u
 /* Our schema nests at most Frame > Accepted > ItemAccepted; anything deeper
@@ -56,7 +57,7 @@ wire_limits_t wire_get_limits(void)
     return limits;
 }
 
-static void error_reset(wire_error_t *err)
+void wire_error_reset(wire_error_t *err)
 {
     if (err == NULL)
         return;
@@ -64,10 +65,7 @@ static void error_reset(wire_error_t *err)
     err->text[0] = '\0';
 }
 
-static void error_set(wire_error_t *err, Schakel__Reason reason, const char *format, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void error_set(wire_error_t *err, Schakel__Reason reason, const char *format, ...)
+void wire_error_set(wire_error_t *err, Schakel__Reason reason, const char *format, ...)
 {
     if (err == NULL)
         return;
@@ -135,13 +133,13 @@ static ProtobufCMessage *unpack_budgeted(const ProtobufCMessageDescriptor *descr
     if (message != NULL)
         return message;
     if (budget.exceeded)
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
                   "%s needs more than %u bytes of memory to decode", what,
                   SCHAKEL_DECODE_BUDGET_BYTES);
     else if (budget.out_of_memory)
-        error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s", what);
+        wire_error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s", what);
     else
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not a valid Schakel %s", what,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not a valid Schakel %s", what,
                   descriptor->short_name);
     return NULL;
 }
@@ -179,7 +177,7 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
         if (field->type == PROTOBUF_C_TYPE_ENUM) {
             int value = ((const int *)values)[i];
             if (protobuf_c_enum_descriptor_get_value(field->descriptor, value) == NULL) {
-                error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s has the unknown value %d",
+                wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s has the unknown value %d",
                           message->descriptor->short_name, field->name, value);
                 return -1;
             }
@@ -198,12 +196,12 @@ static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *
 {
     const ProtobufCMessageDescriptor *descriptor = message->descriptor;
     if (depth > WIRE_MAX_DEPTH) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
                   descriptor->short_name);
         return -1;
     }
     if (message->n_unknown_fields > 0) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s carries unknown field %u",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s carries unknown field %u",
                   descriptor->short_name, (unsigned)message->unknown_fields[0].tag);
         return -1;
     }
@@ -267,7 +265,7 @@ static int scan_length_delimited(const uint8_t *bytes, size_t len,
         return scan_strings(bytes, len, field->descriptor, depth + 1, err);
     if (field->type != PROTOBUF_C_TYPE_STRING || syntax_is_utf8(bytes, len))
         return 0;
-    error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s %s", descriptor->short_name, field->name,
+    wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s %s", descriptor->short_name, field->name,
               memchr(bytes, 0, len) != NULL ? "contains a NUL byte" : "is not valid UTF-8");
     return -1;
 }
@@ -285,16 +283,18 @@ static int check_repeat(const ProtobufCMessageDescriptor *descriptor, uint32_t t
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED || tag >= 128)
         return 0; /* unknown ones are refused by tree_check */
     if (seen[tag / 64] >> (tag % 64) & 1) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s.%s is given more than once",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s.%s is given more than once",
                   descriptor->short_name, field->name);
         return -1;
     }
     seen[tag / 64] |= UINT64_C(1) << (tag % 64);
     if (field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
         if (*oneof_tag != 0 && *oneof_tag != tag) {
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                      "%s sets more than one of its alternatives (a frame carries one body)",
-                      descriptor->short_name);
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                      "%s sets more than one of its alternatives (%s)", descriptor->short_name,
+                      descriptor == &schakel__case_command__descriptor
+                          ? "a case command carries one operation"
+                          : "a frame carries one body");
             return -1;
         }
         *oneof_tag = tag;
@@ -309,7 +309,7 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     uint64_t seen[2] = {0, 0};
     uint32_t oneof_tag = 0; /* the schema has at most one oneof per message */
     if (depth > WIRE_MAX_DEPTH) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
                   descriptor->short_name);
         return -1;
     }
@@ -344,7 +344,7 @@ static int scan_strings(const uint8_t *bytes, size_t len,
         }
         if (bad) {
             /* Defensive: protobuf-c parsed these bytes before we got here. */
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not well-formed protobuf",
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not well-formed protobuf",
                       descriptor->short_name);
             return -1;
         }
@@ -352,22 +352,48 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     return 0;
 }
 
+ProtobufCMessage *wire_unpack_checked(const ProtobufCMessageDescriptor *descriptor,
+                                      const uint8_t *buf, size_t len, const char *what,
+                                      wire_error_t *err)
+{
+    ProtobufCMessage *message = unpack_budgeted(descriptor, buf, len, what, err);
+    if (message == NULL)
+        return NULL;
+    if (tree_check(message, 0, err) < 0 || scan_strings(buf, len, descriptor, 0, err) < 0) {
+        wire_message_free(message);
+        return NULL;
+    }
+    return message;
+}
+
+void wire_message_free(ProtobufCMessage *message)
+{
+    if (message != NULL)
+        protobuf_c_message_free_unpacked(message, &release_allocator);
+}
+
 /* --------------------------------------------------------------- frame bodies */
+
+/* A 16-byte id: Publish.message_id, Accepted.message_id, CasePublish.command_id. */
+static int check_id_field(const ProtobufCBinaryData *id, protobuf_c_boolean present,
+                          const char *body, const char *field, wire_error_t *err)
+{
+    if (!present) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no %s", body, field);
+        return -1;
+    }
+    if (id->len != SCHAKEL_MESSAGE_ID_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s %s is %zu bytes; it must be exactly %u",
+                  body, field, id->len, SCHAKEL_MESSAGE_ID_BYTES);
+        return -1;
+    }
+    return 0;
+}
 
 static int check_message_id(const ProtobufCBinaryData *message_id, protobuf_c_boolean present,
                             const char *body, wire_error_t *err)
 {
-    if (!present) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no message_id", body);
-        return -1;
-    }
-    if (message_id->len != SCHAKEL_MESSAGE_ID_BYTES) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "%s message_id is %zu bytes; it must be exactly %u", body, message_id->len,
-                  SCHAKEL_MESSAGE_ID_BYTES);
-        return -1;
-    }
-    return 0;
+    return check_id_field(message_id, present, body, "message_id", err);
 }
 
 static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
@@ -375,11 +401,11 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
     if (check_message_id(&publish->message_id, publish->has_message_id, "publish", err) < 0)
         return -1;
     if (publish->n_items == 0) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "publish carries no items");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "publish carries no items");
         return -1;
     }
     if (publish->n_items > limits.max_items) {
-        error_set(err, SCHAKEL__REASON__TOO_MANY_ITEMS,
+        wire_error_set(err, SCHAKEL__REASON__TOO_MANY_ITEMS,
                   "publish carries %zu items; at most %u are allowed", publish->n_items,
                   limits.max_items);
         return -1;
@@ -389,7 +415,7 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
         if (item_len == 0 || item_len > SCHAKEL_MAX_ITEM_BYTES) {
             if (err != NULL)
                 err->item_index = (int)i;
-            error_set(err,
+            wire_error_set(err,
                       item_len == 0 ? SCHAKEL__REASON__INVALID_MESSAGE
                                     : SCHAKEL__REASON__INVALID_FIELD,
                       "item %zu is %zu bytes; an item must be 1..%u bytes", i, item_len,
@@ -398,7 +424,7 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
         }
     }
     if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
-        error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
+        wire_error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
                   publish->has_signature ? "publish signature is not %u bytes"
                                          : "publish carries no signature (%u bytes expected)",
                   SCHAKEL_SIGNATURE_BYTES);
@@ -411,29 +437,107 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
  * that a client with several publishes in flight knows which was refused. */
 static void note_message_id(const Schakel__Frame *frame, wire_error_t *err)
 {
-    if (err == NULL || frame->body_case != SCHAKEL__FRAME__BODY_PUBLISH)
+    const ProtobufCBinaryData *id = NULL;
+    if (err == NULL)
         return;
-    const Schakel__Publish *publish = frame->publish;
-    if (publish->has_message_id && publish->message_id.len == SCHAKEL_MESSAGE_ID_BYTES) {
+    if (frame->body_case == SCHAKEL__FRAME__BODY_PUBLISH && frame->publish->has_message_id)
+        id = &frame->publish->message_id;
+    /* A case command is refused under its command id, as a publish under its message id. */
+    if (frame->body_case == SCHAKEL__FRAME__BODY_CASE_PUBLISH &&
+        frame->case_publish->has_command_id)
+        id = &frame->case_publish->command_id;
+    if (id != NULL && id->len == SCHAKEL_MESSAGE_ID_BYTES) {
         err->has_message_id = 1;
-        memcpy(err->message_id, publish->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
+        memcpy(err->message_id, id->data, SCHAKEL_MESSAGE_ID_BYTES);
     }
+}
+
+/* A CasePublish: the signed envelope of one CaseCommand (docs/PROTOCOL.md
+ * "Cases"). The command's contents are checked by wire_decode_case_command,
+ * in the broker's case path, after the signature has verified. */
+static int check_case_publish(const Schakel__CasePublish *publish, wire_error_t *err)
+{
+    if (check_id_field(&publish->command_id, publish->has_command_id, "case_publish", "command_id",
+                       err) < 0)
+        return -1;
+    if (!publish->has_command || publish->command.len == 0) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "case_publish carries no command");
+        return -1;
+    }
+    if (publish->command.len > limits.max_frame_bytes) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "case_publish command is %zu bytes; at most %u are allowed",
+                  publish->command.len, limits.max_frame_bytes);
+        return -1;
+    }
+    if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
+                  publish->has_signature ? "case_publish signature is not %u bytes"
+                                         : "case_publish carries no signature (%u bytes expected)",
+                  SCHAKEL_SIGNATURE_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_case_query(const Schakel__CaseQuery *query, wire_error_t *err)
+{
+    if (query->case_id != NULL && !syntax_is_case_id(query->case_id)) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                  "case_query case_id is not a case id (C- and 8 digits)");
+        return -1;
+    }
+    return 0;
+}
+
+/* What a client relies on in an event the broker sent: which case, where
+ * in its timeline, and what happened. Everything else may be filtered out. */
+int wire_check_case_event(const Schakel__CaseEvent *event, const char *what, wire_error_t *err)
+{
+    if (!syntax_is_case_id(event->case_id)) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no valid case_id", what);
+        return -1;
+    }
+    if (!event->has_event_seq || event->event_seq == 0) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no event_seq (from 1)", what);
+        return -1;
+    }
+    if (!event->has_kind || event->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NONE) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no kind", what);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_case_view(const Schakel__CaseView *view, wire_error_t *err)
+{
+    for (size_t i = 0; i < view->n_cases; i++) {
+        if (!syntax_is_case_id(view->cases[i]->case_id)) {
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                      "case_view cases[%zu] has no valid case_id", i);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < view->n_events; i++)
+        if (wire_check_case_event(view->events[i], "case_view event", err) < 0)
+            return -1;
+    return 0;
 }
 
 static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
 {
     if (ack->n_seqs == 0) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "ack names no seqs");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "ack names no seqs");
         return -1;
     }
     if (ack->n_seqs > SCHAKEL_MAX_ACKS) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack names %zu seqs; at most %u are allowed",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack names %zu seqs; at most %u are allowed",
                   ack->n_seqs, SCHAKEL_MAX_ACKS);
         return -1;
     }
     for (size_t i = 0; i < ack->n_seqs; i++) {
         if (ack->seqs[i] == 0) {
-            error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack seqs[%zu] is 0; seqs start at 1",
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack seqs[%zu] is 0; seqs start at 1",
                       i);
             return -1;
         }
@@ -451,20 +555,26 @@ static int check_broker_bodies(const Schakel__Frame *frame, wire_error_t *err)
     case SCHAKEL__FRAME__BODY_REJECTED:
         if (!frame->rejected->has_reason ||
             frame->rejected->reason == SCHAKEL__REASON__REASON_NONE) {
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "rejected carries no reason");
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "rejected carries no reason");
             return -1;
         }
         return 0;
     case SCHAKEL__FRAME__BODY_DELIVER:
         if (!frame->deliver->has_seq || frame->deliver->seq == 0) {
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no seq");
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no seq");
             return -1;
         }
-        if (!frame->deliver->has_signal) {
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no signal");
+        /* A delivery is a signal or a case event, never both. */
+        if (frame->deliver->has_signal == frame->deliver->has_case_event) {
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                      frame->deliver->has_signal
+                          ? "deliver carries both a signal and a case_event"
+                          : "deliver carries no signal and no case_event");
             return -1;
         }
         return 0;
+    case SCHAKEL__FRAME__BODY_CASE_VIEW:
+        return check_case_view(frame->case_view, err);
     default:
         return 0;
     }
@@ -474,7 +584,7 @@ static int check_body(const Schakel__Frame *frame, wire_error_t *err)
 {
     switch (frame->body_case) {
     case SCHAKEL__FRAME__BODY__NOT_SET:
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame carries no body");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame carries no body");
         return -1;
     case SCHAKEL__FRAME__BODY_PUBLISH:
         return check_publish(frame->publish, err);
@@ -482,12 +592,16 @@ static int check_body(const Schakel__Frame *frame, wire_error_t *err)
         return check_ack(frame->ack, err);
     case SCHAKEL__FRAME__BODY_FLOW:
         if (!frame->flow->has_window) {
-            error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "flow carries no window");
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "flow carries no window");
             return -1;
         }
         return 0;
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
         return 0;
+    case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
+        return check_case_publish(frame->case_publish, err);
+    case SCHAKEL__FRAME__BODY_CASE_QUERY:
+        return check_case_query(frame->case_query, err);
     default:
         return check_broker_bodies(frame, err);
     }
@@ -496,13 +610,13 @@ static int check_body(const Schakel__Frame *frame, wire_error_t *err)
 static int check_version(const Schakel__Frame *frame, wire_error_t *err)
 {
     if (!frame->has_version) {
-        error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
+        wire_error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
                   "frame carries no protocol version; version %u is spoken here",
                   SCHAKEL_PROTOCOL_VERSION);
         return -1;
     }
     if (frame->version != SCHAKEL_PROTOCOL_VERSION) {
-        error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
+        wire_error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
                   "protocol version %u is not supported; version %u is spoken here",
                   (unsigned)frame->version, SCHAKEL_PROTOCOL_VERSION);
         return -1;
@@ -512,18 +626,18 @@ static int check_version(const Schakel__Frame *frame, wire_error_t *err)
 
 Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err)
 {
-    error_reset(err);
+    wire_error_reset(err);
     if (err != NULL) {
         err->item_index = -1;
         err->has_message_id = 0;
     }
     if (len > limits.max_frame_bytes) {
-        error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
+        wire_error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
                   "frame is %zu bytes; at most %u are allowed", len, limits.max_frame_bytes);
         return NULL;
     }
     if (len == 0 || buf == NULL) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame is empty");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "frame is empty");
         return NULL;
     }
     ProtobufCMessage *message =
@@ -553,12 +667,6 @@ void wire_frame_free(Schakel__Frame **frame)
 
 /* ------------------------------------------------------------------- signals */
 
-enum text_class {
-    TEXT_TOKEN,     /* checked further by a syntax predicate */
-    TEXT_PRINTABLE, /* no control characters at all (references) */
-    TEXT_PROSE,     /* free text: tab and line breaks allowed, no other controls */
-};
-
 /* C0 controls, DEL and the C1 range U+0080..U+009F (0xC2 0x80..0x9F in
  * UTF-8). Free text reaches caseworkers' terminals: an ESC sequence in it
  * could rewrite what they see. */
@@ -578,24 +686,24 @@ static int has_control(const char *text, int allow_line_breaks)
 }
 
 /* A present string: not empty, within max_len bytes, UTF-8, and of its class. */
-static int check_text(const char *value, const char *name, size_t max_len, enum text_class cls,
+int wire_check_text(const char *value, const char *name, size_t max_len, enum wire_text_class cls,
                       Schakel__Reason reason, wire_error_t *err)
 {
     size_t len = strlen(value);
     if (len == 0) {
-        error_set(err, reason, "%s is present but empty", name);
+        wire_error_set(err, reason, "%s is present but empty", name);
         return -1;
     }
     if (len > max_len) {
-        error_set(err, reason, "%s is %zu bytes; at most %zu are allowed", name, len, max_len);
+        wire_error_set(err, reason, "%s is %zu bytes; at most %zu are allowed", name, len, max_len);
         return -1;
     }
     if (!syntax_is_utf8((const uint8_t *)value, len)) {
-        error_set(err, reason, "%s is not valid UTF-8", name);
+        wire_error_set(err, reason, "%s is not valid UTF-8", name);
         return -1;
     }
-    if (cls != TEXT_TOKEN && has_control(value, cls == TEXT_PROSE)) {
-        error_set(err, reason, "%s contains a control character", name);
+    if (cls != WIRE_TEXT_TOKEN && has_control(value, cls == WIRE_TEXT_PROSE)) {
+        wire_error_set(err, reason, "%s contains a control character", name);
         return -1;
     }
     return 0;
@@ -607,13 +715,13 @@ static int check_token(const char *value, const char *name, size_t max_len,
                        wire_error_t *err)
 {
     if (value == NULL) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "signal has no %s", name);
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "signal has no %s", name);
         return -1;
     }
-    if (check_text(value, name, max_len, TEXT_TOKEN, reason, err) < 0)
+    if (wire_check_text(value, name, max_len, WIRE_TEXT_TOKEN, reason, err) < 0)
         return -1;
     if (!is_valid(value)) {
-        error_set(err, reason, "%s %s", name, rule);
+        wire_error_set(err, reason, "%s %s", name, rule);
         return -1;
     }
     return 0;
@@ -643,35 +751,35 @@ static int is_addition_char(char c)
            c == '-';
 }
 
-static int check_address(const Schakel__Address *address, wire_error_t *err)
+int wire_check_address(const Schakel__Address *address, wire_error_t *err)
 {
     if (address->postcode == NULL) {
-        error_set(err, SCHAKEL__REASON__INVALID_POSTCODE, "address has no postcode");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_POSTCODE, "address has no postcode");
         return -1;
     }
-    if (check_text(address->postcode, "address.postcode", SCHAKEL_MAX_ID_LEN, TEXT_TOKEN,
+    if (wire_check_text(address->postcode, "address.postcode", SCHAKEL_MAX_ID_LEN, WIRE_TEXT_TOKEN,
                    SCHAKEL__REASON__INVALID_POSTCODE, err) < 0)
         return -1;
     if (!syntax_is_postcode(address->postcode)) {
-        error_set(err, SCHAKEL__REASON__INVALID_POSTCODE,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_POSTCODE,
                   "address.postcode is not a Dutch postcode (1234AB: no space, capitals, "
                   "not SA/SD/SS)");
         return -1;
     }
     if (!address->has_house_number || address->house_number < 1 ||
         address->house_number > SCHAKEL_MAX_HOUSE_NUMBER) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "address.house_number must be 1..%u",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "address.house_number must be 1..%u",
                   SCHAKEL_MAX_HOUSE_NUMBER);
         return -1;
     }
     if (address->addition == NULL)
         return 0;
-    if (check_text(address->addition, "address.addition", SCHAKEL_MAX_ADDITION_LEN, TEXT_TOKEN,
+    if (wire_check_text(address->addition, "address.addition", SCHAKEL_MAX_ADDITION_LEN, WIRE_TEXT_TOKEN,
                    SCHAKEL__REASON__INVALID_FIELD, err) < 0)
         return -1;
     for (const char *c = address->addition; *c != '\0'; c++) {
         if (!is_addition_char(*c)) {
-            error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                       "address.addition may hold only letters, digits, space and '-'");
             return -1;
         }
@@ -683,18 +791,18 @@ static int check_address(const Schakel__Address *address, wire_error_t *err)
 static int check_person(const Schakel__Signal *signal, wire_error_t *err)
 {
     if (signal->subject != NULL) {
-        if (check_text(signal->subject, "subject", SCHAKEL_MAX_SUBJECT_LEN, TEXT_TOKEN,
+        if (wire_check_text(signal->subject, "subject", SCHAKEL_MAX_SUBJECT_LEN, WIRE_TEXT_TOKEN,
                        SCHAKEL__REASON__INVALID_FIELD, err) < 0)
             return -1;
         if (!syntax_is_pseudonym(signal->subject)) {
-            error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                       "subject must be a pseudonym, never a BSN (%u..%u of [A-Za-z0-9._:-], "
                       "not all digits)",
                       SCHAKEL_MIN_SUBJECT_LEN, SCHAKEL_MAX_SUBJECT_LEN);
             return -1;
         }
         if (signal->grounds == NULL) {
-            error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
+            wire_error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
                       "a signal about a person (subject) must state its grounds");
             return -1;
         }
@@ -702,26 +810,26 @@ static int check_person(const Schakel__Signal *signal, wire_error_t *err)
     if (signal->grounds == NULL)
         return 0;
     if (signal->subject != NULL && signal->grounds[0] == '\0') {
-        error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
+        wire_error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
                   "a signal about a person (subject) must state its grounds; grounds is empty");
         return -1;
     }
-    return check_text(signal->grounds, "grounds", limits.max_grounds_len, TEXT_PROSE,
+    return wire_check_text(signal->grounds, "grounds", limits.max_grounds_len, WIRE_TEXT_PROSE,
                       SCHAKEL__REASON__INVALID_FIELD, err);
 }
 
 static int check_free_texts(const Schakel__Signal *signal, wire_error_t *err)
 {
     const Schakel__Reason reason = SCHAKEL__REASON__INVALID_FIELD;
-    if (signal->case_ref != NULL && check_text(signal->case_ref, "case_ref", SCHAKEL_MAX_REF_LEN,
-                                               TEXT_PRINTABLE, reason, err) < 0)
+    if (signal->case_ref != NULL && wire_check_text(signal->case_ref, "case_ref", SCHAKEL_MAX_REF_LEN,
+                                               WIRE_TEXT_PRINTABLE, reason, err) < 0)
         return -1;
     if (signal->source_ref != NULL &&
-        check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, TEXT_PRINTABLE, reason,
+        wire_check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, WIRE_TEXT_PRINTABLE, reason,
                    err) < 0)
         return -1;
-    if (signal->summary != NULL && check_text(signal->summary, "summary", limits.max_summary_len,
-                                              TEXT_PROSE, reason, err) < 0)
+    if (signal->summary != NULL && wire_check_text(signal->summary, "summary", limits.max_summary_len,
+                                              WIRE_TEXT_PROSE, reason, err) < 0)
         return -1;
     return 0;
 }
@@ -730,7 +838,7 @@ static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, w
 {
     if (signal->has_severity && (signal->severity < SCHAKEL__SEVERITY__SEVERITY_LOW ||
                                  signal->severity > SCHAKEL__SEVERITY__SEVERITY_CRITICAL)) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                   "severity must be 1 (low) .. 4 (critical) when present");
         return -1;
     }
@@ -741,7 +849,7 @@ static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, w
     int64_t latest =
         now > INT64_MAX - SCHAKEL_MAX_FUTURE_SKEW_S ? INT64_MAX : now + SCHAKEL_MAX_FUTURE_SKEW_S;
     if (signal->observed_at < earliest || signal->observed_at > latest) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                   "observed_at must lie between %lld s before and %d s after the broker's clock",
                   (long long)SCHAKEL_MAX_PAST_S, SCHAKEL_MAX_FUTURE_SKEW_S);
         return -1;
@@ -753,7 +861,7 @@ static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, w
 static int check_recipients(const Schakel__Signal *signal, wire_error_t *err)
 {
     if (signal->n_recipients > SCHAKEL_MAX_RECIPIENTS) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                   "signal names %zu recipients; at most %u are allowed", signal->n_recipients,
                   SCHAKEL_MAX_RECIPIENTS);
         return -1;
@@ -762,13 +870,13 @@ static int check_recipients(const Schakel__Signal *signal, wire_error_t *err)
         /* Defensive: only a struct built by hand can lack the array. */
         const char *recipient = signal->recipients != NULL ? signal->recipients[i] : NULL;
         if (recipient == NULL || !syntax_is_id_token(recipient)) {
-            error_set(err, SCHAKEL__REASON__INVALID_FIELD, "recipients[%zu] is not a partner id",
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "recipients[%zu] is not a partner id",
                       i);
             return -1;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(recipient, signal->recipients[j]) == 0) {
-                error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                           "recipients[%zu] repeats recipients[%zu]", i, j);
                 return -1;
             }
@@ -779,14 +887,14 @@ static int check_recipients(const Schakel__Signal *signal, wire_error_t *err)
 
 int wire_validate_signal(const Schakel__Signal *signal, int64_t now, wire_error_t *err)
 {
-    error_reset(err);
+    wire_error_reset(err);
     if (signal == NULL) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "no signal");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "no signal");
         return -1;
     }
     if (check_identity(signal, err) < 0)
         return -1;
-    if (signal->address != NULL && check_address(signal->address, err) < 0)
+    if (signal->address != NULL && wire_check_address(signal->address, err) < 0)
         return -1;
     if (check_person(signal, err) < 0 || check_free_texts(signal, err) < 0 ||
         check_severity_and_time(signal, now, err) < 0 || check_recipients(signal, err) < 0)
@@ -796,14 +904,14 @@ int wire_validate_signal(const Schakel__Signal *signal, int64_t now, wire_error_
 
 Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now, wire_error_t *err)
 {
-    error_reset(err);
+    wire_error_reset(err);
     if (len > SCHAKEL_MAX_ITEM_BYTES) {
-        error_set(err, SCHAKEL__REASON__INVALID_FIELD, "item is %zu bytes; at most %u are allowed",
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "item is %zu bytes; at most %u are allowed",
                   len, SCHAKEL_MAX_ITEM_BYTES);
         return NULL;
     }
     if (len == 0 || buf == NULL) {
-        error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "item is empty");
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "item is empty");
         return NULL;
     }
     ProtobufCMessage *message =
@@ -816,6 +924,28 @@ Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
         wire_validate_signal(signal, now, err) < 0) {
         wire_signal_free(&signal);
         return NULL;
+    }
+    return signal;
+}
+
+Schakel__Signal *wire_decode_delivered_signal(const uint8_t *buf, size_t len, wire_error_t *err)
+{
+    wire_error_reset(err);
+    if (len == 0 || buf == NULL || len > SCHAKEL_MAX_ITEM_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                       "delivered signal is %zu bytes; it must be 1..%u", len,
+                       SCHAKEL_MAX_ITEM_BYTES);
+        return NULL;
+    }
+    ProtobufCMessage *message =
+        wire_unpack_checked(&schakel__signal__descriptor, buf, len, "delivered signal", err);
+    if (message == NULL)
+        return NULL;
+    Schakel__Signal *signal = (Schakel__Signal *)message;
+    if (signal->sender == NULL || signal->kind == NULL || signal->theme == NULL) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                       "delivered signal lacks sender, kind or theme");
+        wire_signal_free(&signal);
     }
     return signal;
 }
@@ -904,7 +1034,7 @@ void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32])
 
 /* -------------------------------------------------------------- encoding */
 
-static uint8_t *pack_message(const ProtobufCMessage *message, size_t *len)
+uint8_t *wire_pack_message(const ProtobufCMessage *message, size_t *len)
 {
     if (message == NULL || len == NULL)
         return NULL;
@@ -922,12 +1052,12 @@ uint8_t *wire_encode_frame(Schakel__Frame *frame, size_t *len)
         return NULL;
     frame->has_version = 1;
     frame->version = SCHAKEL_PROTOCOL_VERSION;
-    return pack_message(&frame->base, len);
+    return wire_pack_message(&frame->base, len);
 }
 
 uint8_t *wire_encode_signal(const Schakel__Signal *signal, size_t *len)
 {
-    return signal != NULL ? pack_message(&signal->base, len) : NULL;
+    return signal != NULL ? wire_pack_message(&signal->base, len) : NULL;
 }
 
 const char *wire_reason_name(Schakel__Reason reason)

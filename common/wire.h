@@ -5,9 +5,10 @@
  * allocator that enforces a per-frame byte budget, refuses unknown fields
  * and unknown versions, and validates every field of a Signal (lengths,
  * UTF-8, no NUL, theme vocabulary, CBS area syntax, postcode syntax, time
- * window). The rest of the broker and the client library only ever see
- * validated structures. Every refusal carries a Schakel__Reason and a
- * specific human-readable text. Safe on untrusted input.
+ * window) and of a CaseCommand (wire_case.c). The rest of the broker and
+ * the client library only ever see validated structures. Every refusal
+ * carries a Schakel__Reason and a specific human-readable text. Safe on
+ * untrusted input.
  */
 #ifndef SCHAKEL_WIRE_H
 #define SCHAKEL_WIRE_H
@@ -50,13 +51,18 @@ wire_limits_t wire_get_limits(void);
  * other than SCHAKEL_PROTOCOL_VERSION (UNSUPPORTED_VERSION) and a frame
  * without a body (INVALID_MESSAGE). For a Publish it also checks message id
  * length, item count (TOO_MANY_ITEMS), item sizes and signature length; for
- * an Ack the count of seqs. Items are NOT unpacked here (see
- * wire_decode_signal). Also refused anywhere in the frame: an enum value
+ * an Ack the count of seqs; for a CasePublish command id length, a command
+ * present and a 64-byte signature; for a CaseQuery the case id's syntax;
+ * for a Deliver exactly one of signal and case_event; for a CaseView each
+ * case's id and each event's case id, event_seq and kind. Items and case
+ * commands are NOT unpacked here (see wire_decode_signal,
+ * wire_decode_case_command). Also refused anywhere in the frame: an enum value
  * the schema does not name, and a string that is not UTF-8 or holds a NUL
  * byte (both INVALID_FIELD; strings are checked on their wire bytes).
  * Returns the frame (free with wire_frame_free) or NULL with err filled;
  * err->item_index is set (-1 unless an item is at fault) and, for a refused
- * Publish whose message id is 16 bytes, err->has_message_id/message_id. */
+ * Publish whose message id is 16 bytes (or CasePublish whose command id is),
+ * err->has_message_id/message_id. */
 Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err);
 void wire_frame_free(Schakel__Frame **frame);
 
@@ -66,6 +72,15 @@ void wire_frame_free(Schakel__Frame **frame);
 Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
                                     wire_error_t *err);
 void wire_signal_free(Schakel__Signal **signal);
+
+/* Unpack a Signal as a recipient gets it (Deliver.signal, CaseEvent.signal):
+ * reduced to a rule's fields, so only sender, kind and theme are required
+ * (INVALID_MESSAGE); budgeted, unknown fields refused (INVALID_MESSAGE),
+ * strings UTF-8 without NUL and enum values known (INVALID_FIELD). The
+ * publishing rules of wire_validate_signal (area mandatory, the time
+ * window) are NOT applied. Returns the signal (free with wire_signal_free)
+ * or NULL with err filled. Safe on untrusted input. */
+Schakel__Signal *wire_decode_delivered_signal(const uint8_t *buf, size_t len, wire_error_t *err);
 
 /* Validate a Signal against the rules of docs/PROTOCOL.md "Signal": sender,
  * kind, theme and area are mandatory; theme in the vocabulary
@@ -96,6 +111,60 @@ uint8_t *wire_encode_frame(Schakel__Frame *frame, size_t *len);
 
 /* Pack a Signal into a new malloc'd buffer (NULL on allocation failure). */
 uint8_t *wire_encode_signal(const Schakel__Signal *signal, size_t *len);
+
+/* ------------------------------------------------------------------ cases
+ * docs/PROTOCOL.md section 12 ("Cases"). Implemented in wire_case.c. */
+
+/* Unpack one CaseCommand (the bytes of CasePublish.command) under the
+ * decode budget, refuse unknown fields, a singular field given twice, more
+ * than one operation (all INVALID_MESSAGE) and strings that are not UTF-8
+ * or hold NUL (INVALID_FIELD), then validate it with
+ * wire_validate_case_command. Returns the command (free with
+ * wire_case_command_free) or NULL with err filled (err->item_index is NOT
+ * set). Safe on untrusted input. Does not compare the actor with anyone:
+ * that is the broker's SENDER_MISMATCH. */
+Schakel__CaseCommand *wire_decode_case_command(const uint8_t *buf, size_t len, wire_error_t *err);
+void wire_case_command_free(Schakel__CaseCommand **command);
+
+/* Validate a CaseCommand: actor a principal id; on_behalf_of, if present, a
+ * partner id; exactly one operation; case_id absent for open and a case id
+ * ("C-" + 8 digits) for every other operation; every field of the operation
+ * within its syntax and the "Cases" limits of schakel_limits.h (note text,
+ * note fields and their names and values, attachment name, media type and
+ * size, title, reasons), free text without control characters. Reasons:
+ * INVALID_MESSAGE (a mandatory field or the operation missing), INVALID_AREA,
+ * INVALID_POSTCODE, else INVALID_FIELD naming the field. Returns 0 or -1. */
+int wire_validate_case_command(const Schakel__CaseCommand *command, wire_error_t *err);
+
+/* Pack a CaseCommand into a new malloc'd buffer (NULL on allocation failure). */
+uint8_t *wire_encode_case_command(const Schakel__CaseCommand *command, size_t *len);
+
+/* The 64 bytes the signature of a CasePublish covers: exactly those of a
+ * one-item Publish whose message id is command_id and whose item is the
+ * command bytes: "schakel-publish1" || command_id || H(0x00 || command). */
+void wire_case_signed_bytes(const uint8_t command_id[16], const uint8_t *command, size_t len,
+                            uint8_t out[64]);
+
+/* Content hash of a CasePublish for idempotency, equal to wire_publish_hash
+ * of that one-item Publish (same signed bytes and signature). Defined for
+ * case publishes that passed wire_decode_frame. */
+void wire_case_publish_hash(const Schakel__CasePublish *publish, uint8_t out[32]);
+
+/* Unpack one CaseEvent (Deliver.case_event) as a client receives it: under
+ * the decode budget, unknown fields refused (INVALID_MESSAGE), strings
+ * UTF-8 without NUL (INVALID_FIELD); case_id a case id, event_seq >= 1 and
+ * kind set (INVALID_MESSAGE). Every other field may have been filtered out
+ * by the member's rule. Returns the event (free with wire_case_event_free)
+ * or NULL with err filled. Safe on untrusted input. */
+Schakel__CaseEvent *wire_decode_case_event(const uint8_t *buf, size_t len, wire_error_t *err);
+void wire_case_event_free(Schakel__CaseEvent **event);
+
+/* Pack a CaseEvent into a new malloc'd buffer (NULL on allocation failure). */
+uint8_t *wire_encode_case_event(const Schakel__CaseEvent *event, size_t *len);
+
+/* Note field names a note may not use: the policy's reserved field names
+ * ("text", "subject", "address", "attachments"). 1 if reserved. */
+int wire_is_reserved_note_field(const char *name);
 
 /* Stable name of a reason code ("POLICY_DENIED"); "UNKNOWN" if out of range. */
 const char *wire_reason_name(Schakel__Reason reason);

@@ -20,6 +20,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "client_internal.h"
 #include "delivery.h"
 #include "keys.h"
 #include "schakel_limits.h"
@@ -85,16 +86,19 @@ struct schakel_client {
 enum client_wait_kind {
     CLIENT_WAIT_HANDSHAKE,
     CLIENT_WAIT_HEARTBEAT,
-    CLIENT_WAIT_ANSWER,
+    CLIENT_WAIT_ANSWER, /* Accepted/Rejected naming message_id (Publish, CasePublish) */
+    CLIENT_WAIT_VIEW,   /* CaseView naming request_id, or a Rejected of the whole frame */
     CLIENT_WAIT_DELIVERY,
 };
 
 typedef struct client_wait {
     enum client_wait_kind kind;
     const uint8_t *message_id; /* CLIENT_WAIT_ANSWER: the publish we wait for */
-    const uint8_t *publish;    /* its encoded frame, sent again after a reconnect */
-    size_t publish_len;
-    Schakel__Frame *answer; /* its Accepted or Rejected, owned by the wait */
+    uint64_t request_id;       /* CLIENT_WAIT_VIEW: the query we wait for */
+    const uint8_t *request;    /* its encoded frame, sent again after a reconnect */
+    size_t request_len;
+    const char *what; /* the request's name for error texts ("Publish") */
+    Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
 } client_wait_t;
@@ -130,11 +134,7 @@ static schakel_status_t client_error_set(schakel_error_t *err, schakel_status_t 
     return status;
 }
 
-/* Record a failure as the client's last error and return its status. */
-static schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status,
-                                    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status,
+schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status,
                                     const char *fmt, ...)
 {
     va_list args;
@@ -146,7 +146,7 @@ static schakel_status_t client_fail(schakel_client_t *client, schakel_status_t s
 
 /* Copy a broker Rejected into err: reason code, its name, item, and the
  * broker's own text (prefixed by `what` when given, e.g. the acked seq). */
-static void client_error_rejected(schakel_error_t *err, const Schakel__Rejected *rejected,
+void client_error_rejected(schakel_error_t *err, const Schakel__Rejected *rejected,
                                   const char *what)
 {
     Schakel__Reason reason = rejected->has_reason ? rejected->reason : SCHAKEL__REASON__REASON_NONE;
@@ -343,8 +343,11 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     if (client->handshakes > 1) {
         client->flow_owed = client->subscribed;
         (void)client_send_owed_flow(client); /* on failure the wait loop retries */
-        if (wait->kind == CLIENT_WAIT_ANSWER && wait->publish != NULL &&
-            client_send_bytes(client, wait->publish, wait->publish_len, "Publish") != SCHAKEL_OK)
+        /* A publish or case command is answered once whatever the number of
+         * copies (idempotent by id); a query has no effect to repeat. */
+        if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
+            wait->request != NULL &&
+            client_send_bytes(client, wait->request, wait->request_len, wait->what) != SCHAKEL_OK)
             client_wait_finish(wait, client->last_error.status);
         int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
         client->heartbeats_pending = 0;
@@ -458,10 +461,11 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
     }
-    /* Refused as a whole frame (not parseable as the request it was): it
-     * answers what we are waiting for, since frames are answered in order. */
+    /* Refused as a whole frame (not parseable as the request it was), or a
+     * refused CaseQuery: it answers what we are waiting for, since frames
+     * are answered in order. */
     client_error_rejected(&client->last_error, rejected, NULL);
-    if (wait->kind == CLIENT_WAIT_ANSWER) {
+    if (wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) {
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -497,6 +501,13 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
         return 1;
     case SCHAKEL__FRAME__BODY_REJECTED:
         return client_on_rejected(client, frame, wait);
+    case SCHAKEL__FRAME__BODY_CASE_VIEW:
+        if (wait->kind != CLIENT_WAIT_VIEW || !frame->case_view->has_request_id ||
+            frame->case_view->request_id != wait->request_id)
+            return 0; /* answer to an earlier query the caller gave up on */
+        wait->answer = frame;
+        client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
     default:
         client_fail(client, SCHAKEL_ERR_PROTOCOL,
                     "broker %s sent a frame with body %d, which only clients send",
@@ -969,7 +980,7 @@ schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, in
 /* protobuf-c declares message strings as char *; packing only reads them, so
  * lending it the caller's const strings is safe. The union avoids a cast
  * that would hide a real const violation elsewhere. */
-static char *client_lend(const char *text)
+char *client_lend(const char *text)
 {
     union {
         const char *borrowed;
@@ -979,7 +990,7 @@ static char *client_lend(const char *text)
     return u.lent;
 }
 
-static uint8_t *client_lend_bytes(const uint8_t *bytes)
+uint8_t *client_lend_bytes(const uint8_t *bytes)
 {
     union {
         const uint8_t *borrowed;
@@ -1164,17 +1175,17 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
     int64_t deadline = client_deadline(timeout_ms);
     int drops_before = client->drops;
     char hint[160];
-    client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id};
+    client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id, .what = "Publish"};
     uint8_t *frame = NULL;
     schakel_status_t status =
-        client_encode_publish(client, sender, signals, n, id, &frame, &wait.publish_len);
+        client_encode_publish(client, sender, signals, n, id, &frame, &wait.request_len);
     if (status == SCHAKEL_OK)
-        status = client_send_bytes(client, frame, wait.publish_len, "Publish");
+        status = client_send_bytes(client, frame, wait.request_len, "Publish");
     if (status != SCHAKEL_OK) {
         free(frame);
         return status;
     }
-    wait.publish = frame;
+    wait.request = frame;
     status = client_wait(client, &wait, deadline);
     free(frame);
     if (status == SCHAKEL_OK)
@@ -1187,6 +1198,60 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                     client_timeout_hint(client, drops_before, hint, sizeof hint));
     wire_frame_free(&wait.answer);
     return status;
+}
+
+/* ------------------------------------------------------------------ requests of case.c */
+
+const char *client_principal(const schakel_client_t *client)
+{
+    return client->principal;
+}
+
+int client_sign(schakel_client_t *client, const uint8_t *bytes, size_t len,
+                uint8_t signature[SCHAKEL_SIGNATURE_BYTES])
+{
+    return keys_sign(client->keys, bytes, len, signature);
+}
+
+schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *request, size_t len,
+                                 const uint8_t *message_id, uint64_t request_id, const char *what,
+                                 int timeout_ms, Schakel__Frame **answer)
+{
+    *answer = NULL;
+    /* As for a publish: the broker's socket would drop the connection. */
+    if (len > CLIENT_MAX_SEND_BYTES)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "the %s encodes to %zu bytes; at most %u fit in one frame", what, len,
+                           CLIENT_MAX_SEND_BYTES);
+    int64_t deadline = client_deadline(timeout_ms);
+    int drops_before = client->drops;
+    char hint[160];
+    client_wait_t wait = {.kind = message_id != NULL ? CLIENT_WAIT_ANSWER : CLIENT_WAIT_VIEW,
+                          .message_id = message_id,
+                          .request_id = request_id,
+                          .request = request,
+                          .request_len = len,
+                          .what = what};
+    schakel_status_t status = client_send_bytes(client, request, len, what);
+    if (status != SCHAKEL_OK)
+        return status;
+    status = client_wait(client, &wait, deadline);
+    if (status == SCHAKEL_OK) {
+        *answer = wait.answer;
+        wait.answer = NULL;
+    } else if (status == SCHAKEL_ERR_TIMEOUT) {
+        client_fail(client, SCHAKEL_ERR_TIMEOUT, "no answer from broker %s to the %s within %d ms%s%s",
+                    client->endpoint, what, timeout_ms,
+                    message_id != NULL ? "; retrying with the same command id is safe" : "",
+                    client_timeout_hint(client, drops_before, hint, sizeof hint));
+    }
+    wire_frame_free(&wait.answer);
+    return status;
+}
+
+void client_refused(schakel_client_t *client, const Schakel__Rejected *rejected)
+{
+    client_error_rejected(&client->last_error, rejected, NULL);
 }
 
 /* ------------------------------------------------------------------ receive */

@@ -1,6 +1,7 @@
 /*
  * delivery.c — a broker's Deliver frames inside libschakel: the bounded queue
- * of received frames, and their decoding into the caller's schakel_delivery_t.
+ * of received frames, and their decoding into the caller's schakel_delivery_t
+ * (a signal here, a case event through case_view.c).
  *
  * Owns the queued frames and each delivery's memory. Trusts nothing of the
  * broker's bytes: the signal is unpacked under a byte budget, kind and theme
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "case_view.h"
 #include "schakel_limits.h"
 #include "syntax.h"
 
@@ -194,11 +196,11 @@ static int delivery_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
     return 0;
 }
 
-/* Fill the envelope part of a delivery. Returns 0, -1 bad text, -2 no memory. */
+/* Fill the envelope part of a delivery (`sender` from the envelope, else
+ * the signal's or the event's). Returns 0, -1 bad text, -2 no memory. */
 static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver *in,
-                                  const Schakel__Signal *signal)
+                                  const char *sender)
 {
-    const char *sender = in->sender != NULL ? in->sender : signal->sender;
     struct {
         const char *in;
         char **out;
@@ -213,7 +215,9 @@ static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver 
             return rc;
     }
     d->seq = in->seq;
-    memcpy(d->message_id, in->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
+    /* a case event names the command that caused it, when the broker says */
+    if (in->has_message_id)
+        memcpy(d->message_id, in->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
     d->item_index = in->has_item_index ? in->item_index : 0;
     d->item_seq = in->has_item_seq ? in->item_seq : 0;
     d->redelivery = in->has_redelivery && in->redelivery;
@@ -227,10 +231,52 @@ static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver 
  * our clock) is not used: the signal is unpacked under the byte budget and
  * only kind and theme, which every rule keeps, are required. Unknown fields a
  * newer broker may add are ignored. */
+/* A Deliver of a case event: the event decoded by case_view.c, the
+ * envelope as for a signal. */
+static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
+                                                   schakel_delivery_t **out, char *text,
+                                                   size_t textlen)
+{
+    char why[200];
+    if (!in->has_seq ||
+        (in->has_message_id && in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES)) {
+        snprintf(text, textlen, "delivery seq=%llu lacks a seq or has a malformed message id",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
+    schakel_case_event_t *event = NULL;
+    schakel_status_t status =
+        case_view_decode_event(in->case_event.data, in->case_event.len, &event, why, sizeof why);
+    if (status != SCHAKEL_OK) {
+        snprintf(text, textlen, "delivery seq=%llu: %s", (unsigned long long)in->seq, why);
+        return status;
+    }
+    schakel_delivery_t *d = calloc(1, sizeof *d);
+    int rc = d == NULL ? -2 : 0;
+    if (d != NULL) {
+        d->is_case_event = 1;
+        d->case_event = event;
+        event = NULL;
+        rc = delivery_copy_envelope(d, in, in->sender != NULL ? in->sender : d->case_event->actor);
+    }
+    case_view_event_free(&event);
+    if (rc != 0) {
+        schakel_delivery_free(&d);
+        snprintf(text, textlen, "%s decoding delivery seq=%llu",
+                 rc == -2 ? "out of memory" : "a field that is not valid UTF-8",
+                 (unsigned long long)in->seq);
+        return rc == -2 ? SCHAKEL_ERR_NOMEM : SCHAKEL_ERR_PROTOCOL;
+    }
+    *out = d;
+    return SCHAKEL_OK;
+}
+
 schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
                                  size_t textlen)
 {
     *out = NULL;
+    if (in->has_case_event && !in->has_signal)
+        return delivery_decode_case_event(in, out, text, textlen);
     if (!in->has_seq || !in->has_message_id || in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES ||
         !in->has_signal || in->signal.len > SCHAKEL_MAX_ITEM_BYTES) {
         snprintf(text, textlen, "delivery seq=%llu lacks seq, message id or signal",
@@ -256,7 +302,9 @@ schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t 
         return SCHAKEL_ERR_PROTOCOL;
     }
     schakel_delivery_t *d = calloc(1, sizeof *d);
-    int rc = d == NULL ? -2 : delivery_copy_envelope(d, in, signal);
+    int rc = d == NULL ? -2
+                       : delivery_copy_envelope(d, in,
+                                                in->sender != NULL ? in->sender : signal->sender);
     if (rc == 0)
         rc = delivery_copy_signal(d, signal);
     schakel__signal__free_unpacked(signal, &allocator);
@@ -290,6 +338,7 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
     for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
         free(d->recipients[i]);
     free(d->recipients);
+    case_view_event_free(&d->case_event);
     free(d);
     *delivery = NULL;
 }

@@ -2,8 +2,10 @@
  * schakel.h — libschakel, the C client library of Schakel.
  *
  * Connects a partner system or caseworker tool to schakeld over CurveZMQ,
- * publishes signed signals (one or a batch), receives deliveries with a
- * timeout and acknowledges them (one or a batch). The library never aborts
+ * publishes signed signals (one or a batch), receives deliveries (signals
+ * and case events) with a timeout and acknowledges them (one or a batch),
+ * and works on cases: open, invite, accept, decline, leave, note, attach,
+ * close, reopen, link a signal, list, show. The library never aborts
  * or exits its host program: every failure is returned as an error code with
  * a specific text.
  * Not thread-safe: use one schakel_client per thread.
@@ -137,6 +139,12 @@ typedef struct schakel_delivery {
     int64_t observed_at;
     char **recipients;
     size_t n_recipients;
+    /* A delivery is a signal or a case event. For a case event is_case_event
+     * is 1, case_event is set (owned by the delivery), the signal fields
+     * above are absent, message_id is the command id and sender the actor;
+     * rule_id .. legal_basis are those of our membership rule. */
+    int is_case_event;
+    struct schakel_case_event *case_event;
 } schakel_delivery_t;
 
 /* Start receiving with a window of deliveries in flight (0 = default). Called
@@ -171,6 +179,227 @@ void schakel_delivery_free(schakel_delivery_t **delivery);
 /* Ask the broker how many deliveries wait in our mailbox, not yet acked
  * (after every ack we sent before this call). */
 schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, int timeout_ms);
+
+/* ------------------------------------------------------------------ cases
+ * A case (casus) is joint work of several partners, led by one; only its
+ * members see it. docs/PROTOCOL.md section 12 gives the rules; every case
+ * command is signed like a publish and is idempotent per command id. */
+
+/* Bytes of a buffer for a case id ("C-00000042" and its NUL, with room). */
+#define SCHAKEL_CASE_ID_SIZE 16
+
+/* What happened in a case (CaseEventKind). */
+enum schakel_case_event_kind {
+    SCHAKEL_CASE_EVENT_NONE = 0,
+    SCHAKEL_CASE_EVENT_OPENED = 1,
+    SCHAKEL_CASE_EVENT_INVITED = 2,
+    SCHAKEL_CASE_EVENT_JOINED = 3,
+    SCHAKEL_CASE_EVENT_DECLINED = 4,
+    SCHAKEL_CASE_EVENT_LEFT = 5, /* left, or removed by the lead */
+    SCHAKEL_CASE_EVENT_NOTE = 6,
+    SCHAKEL_CASE_EVENT_ATTACHMENT = 7,
+    SCHAKEL_CASE_EVENT_CLOSED = 8,
+    SCHAKEL_CASE_EVENT_REOPENED = 9,
+    SCHAKEL_CASE_EVENT_SIGNAL_LINKED = 10,
+};
+
+/* Stable lower-case name of an event kind: "opened", "invited", "joined",
+ * "declined", "left", "note", "attachment", "closed", "reopened",
+ * "signal_linked"; "unknown" otherwise. */
+const char *schakel_case_event_kind_name(int kind);
+
+/* Options every case command takes; a NULL pointer means all defaults. */
+typedef struct schakel_case_options {
+    const char *on_behalf_of; /* partner id of the lead, when a rule lets us act for it; or NULL */
+    const uint8_t *command_id; /* 16 bytes: repeat a command safely; NULL = a random one */
+} schakel_case_options_t;
+
+/* What the broker answered to an accepted case command. */
+typedef struct schakel_case_result {
+    char case_id[SCHAKEL_CASE_ID_SIZE]; /* the case (new for open) */
+    uint8_t command_id[16];             /* the id used: retry with it after a timeout */
+    uint64_t seq;                       /* broker seq of the case event (as Deliver.item_seq) */
+    uint32_t recipients;                /* mailboxes the event was queued for */
+    int duplicate;                      /* the broker answered a repeat of this command id */
+} schakel_case_result_t;
+
+/* A new case. NULL strings and a zero house number are "absent". */
+typedef struct schakel_case_open {
+    const char *case_type; /* a case type of the policy, "ondermijning-adres" (mandatory) */
+    const char *area;      /* CBS code (mandatory) */
+    const char *subject;   /* pseudonym of a person, never a BSN */
+    const char *postcode;  /* with house_number: the address */
+    uint32_t house_number;
+    const char *addition;
+    const char *title; /* one line, at most 200 bytes; never the contents of notes */
+} schakel_case_open_t;
+
+/* A structured field of a note: name an id token (not text, subject,
+ * address, attachments), value free text of at most 2000 bytes. */
+typedef struct schakel_note_field {
+    const char *name;
+    const char *value;
+} schakel_note_field_t;
+
+/* Every case command below signs one CaseCommand with our key, with the
+ * actor the principal the broker authenticated us as, sends it and waits
+ * up to timeout_ms for the answer. SCHAKEL_OK: the command is committed,
+ * *result (may be NULL) says which case and event. SCHAKEL_ERR_REFUSED:
+ * nothing happened, the reason is in the last error: NOT_FOUND (no case
+ * with that id that our partner can see: never a member, declined or
+ * left), CASE_IS_CLOSED, POLICY_DENIED (no rule lets that partner be a
+ * member of this case type, or lets us open one), NOT_PERMITTED (not the
+ * lead, not invited, may not act for that partner, reopen not allowed),
+ * INVALID_* (a field). SCHAKEL_ERR_USAGE: a bad argument, found before
+ * anything was sent (a case id that is not "C-" + 8 digits, a field over
+ * its limit, a command that does not fit in a frame). SCHAKEL_ERR_TIMEOUT:
+ * no answer; repeating the call with options->command_id =
+ * result->command_id (also filled on timeout when result is non-NULL) is
+ * always safe: the broker answers a repeat with the original answer.
+ * Deliveries that arrive meanwhile are kept for schakel_receive. */
+
+/* Open a case of a type our partner may lead. The broker assigns its id,
+ * written to case_id_out (SCHAKEL_CASE_ID_SIZE bytes, may be NULL). */
+schakel_status_t schakel_case_open(schakel_client_t *client, const schakel_case_open_t *open,
+                                   const schakel_case_options_t *options,
+                                   char case_id_out[SCHAKEL_CASE_ID_SIZE],
+                                   schakel_case_result_t *result, int timeout_ms);
+
+/* Invite a partner (partner id, "politie") to a case we lead. */
+schakel_status_t schakel_case_invite(schakel_client_t *client, const char *case_id,
+                                     const char *partner, const schakel_case_options_t *options,
+                                     schakel_case_result_t *result, int timeout_ms);
+
+/* Accept or decline an invitation of our partner. On accept the case's
+ * history, as our membership rule lets us see it, is delivered in order. */
+schakel_status_t schakel_case_accept(schakel_client_t *client, const char *case_id,
+                                     const schakel_case_options_t *options,
+                                     schakel_case_result_t *result, int timeout_ms);
+schakel_status_t schakel_case_decline(schakel_client_t *client, const char *case_id,
+                                      const schakel_case_options_t *options,
+                                      schakel_case_result_t *result, int timeout_ms);
+
+/* Leave a case (partner NULL: our own partner), or, as the lead, remove
+ * another member partner. Delivery to that partner stops at once. */
+schakel_status_t schakel_case_leave(schakel_client_t *client, const char *case_id,
+                                    const char *partner, const schakel_case_options_t *options,
+                                    schakel_case_result_t *result, int timeout_ms);
+
+/* Add a note: text (NULL = none; at most 8000 bytes) and n_fields
+ * structured fields (at most 32; fields may be NULL when n_fields is 0).
+ * A note needs text or a field. Each member sees the fields its rule
+ * allows. */
+schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id,
+                                   const char *text, const schakel_note_field_t *fields,
+                                   size_t n_fields, const schakel_case_options_t *options,
+                                   schakel_case_result_t *result, int timeout_ms);
+
+/* Attach a document: a file name without a path (at most 128 bytes), a
+ * media type ("application/pdf") and 1..131072 bytes of content. */
+schakel_status_t schakel_case_attach(schakel_client_t *client, const char *case_id,
+                                     const char *name, const char *media_type,
+                                     const uint8_t *content, size_t len,
+                                     const schakel_case_options_t *options,
+                                     schakel_case_result_t *result, int timeout_ms);
+
+/* Close a case we lead (reason mandatory, at most 1000 bytes); reopen a
+ * closed one where its case type allows (reason optional, may be NULL). */
+schakel_status_t schakel_case_close(schakel_client_t *client, const char *case_id,
+                                    const char *reason, const schakel_case_options_t *options,
+                                    schakel_case_result_t *result, int timeout_ms);
+schakel_status_t schakel_case_reopen(schakel_client_t *client, const char *case_id,
+                                     const char *reason, const schakel_case_options_t *options,
+                                     schakel_case_result_t *result, int timeout_ms);
+
+/* Link a signal we received (its item_seq, as in schakel_delivery_t) to
+ * the case: the other members receive it with their rule's signal fields. */
+schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id,
+                                   uint64_t item_seq, const schakel_case_options_t *options,
+                                   schakel_case_result_t *result, int timeout_ms);
+
+/* A case as a member or invited partner sees it. */
+typedef struct schakel_case_summary {
+    char case_id[SCHAKEL_CASE_ID_SIZE];
+    char *case_type;
+    char *lead;     /* lead partner */
+    char *title;    /* NULL if none */
+    int closed;     /* 0 open, 1 closed */
+    int invited;    /* 1: our partner is invited, not (yet) a member */
+    int64_t opened_at;
+    char **members; /* member partners */
+    size_t n_members;
+} schakel_case_summary_t;
+
+/* A field of a note as we may see it. */
+typedef struct schakel_case_field {
+    char *name;
+    char *value;
+} schakel_case_field_t;
+
+/* A signal linked to a case, with the fields our rule lets us see; absent
+ * fields are NULL / 0. */
+typedef struct schakel_linked_signal {
+    char *sender, *kind, *theme, *area, *postcode, *addition, *subject, *grounds, *case_ref,
+        *summary, *source_ref;
+    uint32_t house_number;
+    int severity;
+    int64_t observed_at;
+} schakel_linked_signal_t;
+
+/* One event of a case's timeline, reduced to what our membership rule lets
+ * us see: a field the rule does not allow is NULL / 0 / empty. */
+typedef struct schakel_case_event {
+    char case_id[SCHAKEL_CASE_ID_SIZE];
+    char *case_type;
+    uint64_t event_seq; /* position in the case's timeline, from 1 */
+    int kind;           /* enum schakel_case_event_kind */
+    char *actor;        /* principal that acted */
+    char *on_behalf_of; /* partner it acted for, if not its own; else NULL */
+    int64_t at;         /* Unix seconds */
+    char *lead;
+    char **members; /* member partners after this event */
+    size_t n_members;
+    char *partner; /* invited / joined / declined / left partner */
+    char *text;    /* note text, close or reopen reason */
+    schakel_case_field_t *fields;
+    size_t n_fields;
+    int has_attachment; /* kind ATTACHMENT and the rule allows attachments */
+    char *attachment_name;
+    char *attachment_media_type;
+    uint8_t *attachment; /* the document's bytes */
+    size_t attachment_len;
+    schakel_linked_signal_t *signal; /* kind SIGNAL_LINKED: the signal, or NULL */
+    /* kind OPENED: */
+    char *title, *subject, *area, *postcode, *addition;
+    uint32_t house_number;
+} schakel_case_event_t;
+
+/* The cases our partner is a member of or invited to. */
+typedef struct schakel_case_list {
+    schakel_case_summary_t *cases;
+    size_t n_cases;
+} schakel_case_list_t;
+
+/* One case and its timeline, in order. */
+typedef struct schakel_case_view {
+    schakel_case_summary_t summary;
+    schakel_case_event_t *events;
+    size_t n_events;
+} schakel_case_view_t;
+
+/* The cases our partner is a member of or invited to. On SCHAKEL_OK *out is
+ * a new list (free with schakel_case_list_free). */
+schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t **out,
+                                   int timeout_ms);
+void schakel_case_list_free(schakel_case_list_t **list);
+
+/* One case with its timeline as our partner may see it. A case id that
+ * does not exist and a case our partner is not a member of (or invited
+ * to) are refused alike: SCHAKEL_ERR_REFUSED, reason NOT_FOUND. On
+ * SCHAKEL_OK *out is a new view (free with schakel_case_view_free). */
+schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id,
+                                   schakel_case_view_t **out, int timeout_ms);
+void schakel_case_view_free(schakel_case_view_t **view);
 
 /* The last error of this client (never NULL for a non-NULL client). */
 const schakel_error_t *schakel_last_error(const schakel_client_t *client);

@@ -174,3 +174,25 @@ int cli_print_json(const json_t *value)
         rc = -1;
     return rc;
 }
+
+void cli_field(const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    size_t plain = strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                 "0123456789._:/@+-");
+    if (value[0] != '\0' && value[plain] == '\0') {
+        printf(" %s=%s", key, value);
+        return;
+    }
+    printf(" %s=\"", key);
+    for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if (*p < 0x20 || *p == 0x7f)
+            printf("\\x%02x", *p);
+        else
+            putchar(*p);
+    }
+    putchar('"');
+}

@@ -3,7 +3,8 @@
  *
  * cli.c: common options, connecting, error reports and exit codes.
  * fields.c: text forms of severity and time. jsonio.c: signals from JSON and
- * deliveries to JSON. publish.c, listen.c, identity.c: the subcommands.
+ * deliveries and cases to JSON. case_print.c: cases as key=value lines.
+ * publish.c, listen.c, identity.c, case_cmd.c: the subcommands.
  */
 #ifndef SCHAKEL_CLI_H
 #define SCHAKEL_CLI_H
@@ -94,6 +95,11 @@ int cli_connect(const cli_options_t *opts, schakel_client_t **client);
 /* Parse a whole decimal number in [min, max]. Returns 0 or -1. */
 int cli_parse_number(const char *text, long long min, long long max, long long *out);
 
+/* Print " key=value" to stdout (nothing for a NULL value), quoting the value
+ * unless it is plain; control characters are escaped so that what the
+ * broker relays can never drive the terminal. */
+void cli_field(const char *key, const char *value);
+
 /* Write one JSON value as a line to stdout; returns 0, or -1 if stdout failed. */
 int cli_print_json(const json_t *value);
 
@@ -122,11 +128,31 @@ int jsonio_signal_from_json(json_t *obj, schakel_signal_t *signal, const char **
  * NULL when out of memory. */
 json_t *jsonio_delivery_to_json(const schakel_delivery_t *delivery);
 
+/* A new JSON object for a case (case_id, case_type, lead, state, my_state,
+ * title, opened_at, members) or a case event (case_id, case_type,
+ * event_seq, kind by name, actor, on_behalf_of, at, lead, members, partner,
+ * title, area, address, subject, text, fields {name: value}, attachment
+ * {name, media_type, size, content_base64}, signal {...}); what is absent
+ * is left out. NULL when out of memory. */
+json_t *jsonio_case_summary_to_json(const schakel_case_summary_t *summary);
+json_t *jsonio_case_event_to_json(const schakel_case_event_t *event);
+
+/* ------------------------------------------------------------ case_print.c */
+
+/* One case as a key=value line (no newline): case= state= my_state= type=
+ * lead= opened= members= title=. */
+void case_print_summary(const schakel_case_summary_t *summary);
+/* One event as key=value pairs (no newline): event= at= kind= actor= for=
+ * partner= ... text= field.NAME= attachment= media_type= size= signal.* */
+void case_print_event(const schakel_case_event_t *event);
+
 /* ------------------------------------------------------------ subcommands */
 
 int publish_main(int argc, char **argv);
 int listen_main(int argc, char **argv);
 int identity_whoami_main(int argc, char **argv);
 int identity_keygen_main(int argc, char **argv);
+int case_main(int argc, char **argv);
+int case_inbox_main(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /*
  * jsonio.c — JSON in and out of `schakel`: a signal from one input object
- * (field names as in proto/schakel.proto), a delivery to one output object.
+ * (field names as in proto/schakel.proto), a delivery, a case or a case
+ * event to one output object.
  * Input is checked for types and unknown members (a typo must not silently
  * drop a field); the broker validates the values. Errors are returned as
  * text naming the member, never printed here.
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "schakel_limits.h"
 #include "syntax.h"
@@ -237,6 +240,133 @@ static void jsonio_put_signal(jsonio_builder_t *b, const schakel_delivery_t *d)
     }
 }
 
+static void jsonio_put_strings(jsonio_builder_t *b, json_t *parent, const char *name,
+                               char *const *texts, size_t n)
+{
+    json_t *list = json_array();
+    jsonio_put(b, parent, name, list);
+    for (size_t i = 0; list != NULL && i < n; i++)
+        if (json_array_append_new(list, json_string(texts[i])) != 0)
+            b->failed = 1;
+}
+
+static void jsonio_put_address(jsonio_builder_t *b, json_t *parent, const char *postcode,
+                               uint32_t house_number, const char *addition)
+{
+    if (postcode == NULL && house_number == 0 && addition == NULL)
+        return;
+    json_t *address = json_object();
+    jsonio_put(b, parent, "address", address);
+    if (address == NULL)
+        return;
+    jsonio_put_string(b, address, "postcode", postcode);
+    if (house_number != 0)
+        jsonio_put(b, address, "house_number", json_integer(house_number));
+    jsonio_put_string(b, address, "addition", addition);
+}
+
+json_t *jsonio_case_summary_to_json(const schakel_case_summary_t *c)
+{
+    jsonio_builder_t b = {json_object(), 0};
+    if (b.obj == NULL)
+        return NULL;
+    jsonio_put_string(&b, b.obj, "case_id", c->case_id);
+    jsonio_put_string(&b, b.obj, "case_type", c->case_type);
+    jsonio_put_string(&b, b.obj, "lead", c->lead);
+    jsonio_put_string(&b, b.obj, "state", c->closed ? "closed" : "open");
+    jsonio_put_string(&b, b.obj, "my_state", c->invited ? "invited" : "member");
+    jsonio_put_string(&b, b.obj, "title", c->title);
+    jsonio_put(&b, b.obj, "opened_at", json_integer(c->opened_at));
+    jsonio_put_strings(&b, b.obj, "members", c->members, c->n_members);
+    if (b.failed) {
+        json_decref(b.obj);
+        return NULL;
+    }
+    return b.obj;
+}
+
+/* The attachment's name, media type, size and bytes (base64, as JSON has
+ * no bytes). */
+static void jsonio_put_attachment(jsonio_builder_t *b, const schakel_case_event_t *e)
+{
+    json_t *attachment = json_object();
+    jsonio_put(b, b->obj, "attachment", attachment);
+    if (attachment == NULL)
+        return;
+    jsonio_put_string(b, attachment, "name", e->attachment_name);
+    jsonio_put_string(b, attachment, "media_type", e->attachment_media_type);
+    jsonio_put(b, attachment, "size", json_integer((json_int_t)e->attachment_len));
+    size_t len = sodium_base64_encoded_len(e->attachment_len, sodium_base64_VARIANT_ORIGINAL);
+    char *base64 = malloc(len);
+    if (base64 == NULL) {
+        b->failed = 1;
+        return;
+    }
+    sodium_bin2base64(base64, len, e->attachment, e->attachment_len,
+                      sodium_base64_VARIANT_ORIGINAL);
+    jsonio_put_string(b, attachment, "content_base64", base64);
+    free(base64);
+}
+
+static void jsonio_put_linked_signal(jsonio_builder_t *b, const schakel_linked_signal_t *s)
+{
+    json_t *signal = json_object();
+    jsonio_put(b, b->obj, "signal", signal);
+    if (signal == NULL)
+        return;
+    jsonio_put_string(b, signal, "sender", s->sender);
+    jsonio_put_string(b, signal, "kind", s->kind);
+    jsonio_put_string(b, signal, "theme", s->theme);
+    jsonio_put_string(b, signal, "area", s->area);
+    jsonio_put_address(b, signal, s->postcode, s->house_number, s->addition);
+    jsonio_put_string(b, signal, "subject", s->subject);
+    jsonio_put_string(b, signal, "grounds", s->grounds);
+    jsonio_put_string(b, signal, "case_ref", s->case_ref);
+    if (fields_severity_name(s->severity) != NULL)
+        jsonio_put_string(b, signal, "severity", fields_severity_name(s->severity));
+    if (s->observed_at != 0)
+        jsonio_put(b, signal, "observed_at", json_integer(s->observed_at));
+    jsonio_put_string(b, signal, "summary", s->summary);
+    jsonio_put_string(b, signal, "source_ref", s->source_ref);
+}
+
+json_t *jsonio_case_event_to_json(const schakel_case_event_t *e)
+{
+    jsonio_builder_t b = {json_object(), 0};
+    if (b.obj == NULL)
+        return NULL;
+    jsonio_put_string(&b, b.obj, "case_id", e->case_id);
+    jsonio_put_string(&b, b.obj, "case_type", e->case_type);
+    jsonio_put(&b, b.obj, "event_seq", json_integer((json_int_t)e->event_seq));
+    jsonio_put_string(&b, b.obj, "kind", schakel_case_event_kind_name(e->kind));
+    jsonio_put_string(&b, b.obj, "actor", e->actor);
+    jsonio_put_string(&b, b.obj, "on_behalf_of", e->on_behalf_of);
+    jsonio_put(&b, b.obj, "at", json_integer(e->at));
+    jsonio_put_string(&b, b.obj, "lead", e->lead);
+    jsonio_put_strings(&b, b.obj, "members", e->members, e->n_members);
+    jsonio_put_string(&b, b.obj, "partner", e->partner);
+    jsonio_put_string(&b, b.obj, "title", e->title);
+    jsonio_put_string(&b, b.obj, "area", e->area);
+    jsonio_put_address(&b, b.obj, e->postcode, e->house_number, e->addition);
+    jsonio_put_string(&b, b.obj, "subject", e->subject);
+    jsonio_put_string(&b, b.obj, "text", e->text);
+    if (e->n_fields > 0) {
+        json_t *fields = json_object();
+        jsonio_put(&b, b.obj, "fields", fields);
+        for (size_t i = 0; fields != NULL && i < e->n_fields; i++)
+            jsonio_put_string(&b, fields, e->fields[i].name, e->fields[i].value);
+    }
+    if (e->has_attachment)
+        jsonio_put_attachment(&b, e);
+    if (e->signal != NULL)
+        jsonio_put_linked_signal(&b, e->signal);
+    if (b.failed) {
+        json_decref(b.obj);
+        return NULL;
+    }
+    return b.obj;
+}
+
 json_t *jsonio_delivery_to_json(const schakel_delivery_t *d)
 {
     char message_id[2 * SCHAKEL_MESSAGE_ID_BYTES + 1];
@@ -257,7 +387,10 @@ json_t *jsonio_delivery_to_json(const schakel_delivery_t *d)
     jsonio_put(&b, b.obj, "accepted_at", json_integer(d->accepted_at));
     jsonio_put(&b, b.obj, "expires_at", json_integer(d->expires_at));
     jsonio_put(&b, b.obj, "redelivery", json_boolean(d->redelivery));
-    jsonio_put_signal(&b, d);
+    if (d->is_case_event && d->case_event != NULL)
+        jsonio_put(&b, b.obj, "case_event", jsonio_case_event_to_json(d->case_event));
+    else
+        jsonio_put_signal(&b, d);
     if (b.failed) {
         json_decref(b.obj);
         return NULL;

@@ -1,7 +1,8 @@
 /*
- * listen.c — `schakel listen`: receive deliveries, print each one (a
- * key=value line, or a JSON object per line), flush stdout, and only then
- * acknowledge it, so a delivery is never acked that did not reach the output.
+ * listen.c — `schakel listen`: receive deliveries (signals and case
+ * events), print each one (a key=value line, or a JSON object per line),
+ * flush stdout, and only then acknowledge it, so a delivery is never acked
+ * that did not reach the output.
  * Stops on --count, --drain (broker reports backlog 0), --timeout, or
  * SIGINT/SIGTERM. A failed write to stdout stops without acking (exit 1).
  */
@@ -30,7 +31,8 @@ enum listen_option {
 static const char listen_usage[] =
     "usage: schakel listen [OPTIONS]\n"
     "\n"
-    "Receive deliveries, print each one and then acknowledge it.\n"
+    "Receive deliveries (signals and case events), print each one and then\n"
+    "acknowledge it.\n"
     "\n"
     "  --count N            exit 0 after N deliveries\n"
     "  --drain              exit 0 once the broker reports nothing left to deliver\n"
@@ -80,57 +82,48 @@ static int64_t listen_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Print key=value, quoting the value unless it is plain; control characters
- * are escaped so that a delivery can never drive the terminal. */
-static void listen_field(const char *key, const char *value)
+/* A case event: which case, then the event as `case show` prints it. */
+static void listen_print_case_event(const schakel_delivery_t *d)
 {
-    if (value == NULL)
-        return;
-    size_t plain = strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                 "0123456789._:/@+-");
-    if (value[0] != '\0' && value[plain] == '\0') {
-        printf(" %s=%s", key, value);
-        return;
-    }
-    printf(" %s=\"", key);
-    for (const unsigned char *p = (const unsigned char *)value; *p != '\0'; p++) {
-        if (*p == '"' || *p == '\\')
-            printf("\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
-            printf("\\x%02x", *p);
-        else
-            putchar(*p);
-    }
-    putchar('"');
+    printf("seq=%llu case=%s ", (unsigned long long)d->seq, d->case_event->case_id);
+    case_print_event(d->case_event);
+    cli_field("rule", d->rule_id);
+    if (d->redelivery)
+        printf(" redelivery");
+    putchar('\n');
 }
 
 static void listen_print_human(const schakel_delivery_t *d)
 {
     char when[40], address[64];
+    if (d->is_case_event && d->case_event != NULL) {
+        listen_print_case_event(d);
+        return;
+    }
     printf("seq=%llu", (unsigned long long)d->seq);
-    listen_field("from", d->sender);
-    listen_field("kind", d->kind);
-    listen_field("theme", d->theme);
-    listen_field("area", d->area);
+    cli_field("from", d->sender);
+    cli_field("kind", d->kind);
+    cli_field("theme", d->theme);
+    cli_field("area", d->area);
     if (d->postcode != NULL || d->house_number != 0) {
         snprintf(address, sizeof address, "%s%s%u%s%s", d->postcode ? d->postcode : "",
                  d->postcode ? " " : "", d->house_number, d->addition ? " " : "",
                  d->addition ? d->addition : "");
-        listen_field("address", address);
+        cli_field("address", address);
     }
-    listen_field("subject", d->subject);
-    listen_field("severity", fields_severity_name(d->severity));
+    cli_field("subject", d->subject);
+    cli_field("severity", fields_severity_name(d->severity));
     if (d->observed_at != 0) {
         fields_format_time(d->observed_at, when, sizeof when);
-        listen_field("observed", when);
+        cli_field("observed", when);
     }
-    listen_field("case", d->case_ref);
-    listen_field("ref", d->source_ref);
-    listen_field("rule", d->rule_id);
+    cli_field("case", d->case_ref);
+    cli_field("ref", d->source_ref);
+    cli_field("rule", d->rule_id);
     if (d->redelivery)
         printf(" redelivery");
-    listen_field("grounds", d->grounds);
-    listen_field("summary", d->summary);
+    cli_field("grounds", d->grounds);
+    cli_field("summary", d->summary);
     putchar('\n');
 }
 

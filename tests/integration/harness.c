@@ -1624,3 +1624,59 @@ int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_resu
     return h_run_ctl_argv(env, admin, principal ? h_key_file(env, principal) : NULL, args, res);
 }
 
+
+/* ------------------------------------------------------------------ cases */
+
+/* Note fields differ per membership rule on purpose: the tests check that
+ * each member sees exactly its rule's fields. */
+const char h_case_types[] =
+    "case_types:\n"
+    "  - id: ondermijning-adres\n"
+    "    purpose: \"Gezamenlijke aanpak ondermijning op een adres\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 7\"\n"
+    "    lead: [riec]\n"
+    "    on_behalf:\n"
+    "      - veiligheidshuis/coordinatie\n"
+    "    members:\n"
+    "      - id: ondermijning-politie\n"
+    "        partners: [politie, om]\n"
+    "        purpose: \"Opsporing en vervolging van ondermijning\"\n"
+    "        legal_basis: \"Wpg art. 16 lid 1; Convenant RIEC Limburg, art. 7 lid 2\"\n"
+    "        fields: [text, subject, address, attachments, financieel, strafrechtelijk]\n"
+    "        signal_fields: [area, address, subject, grounds, summary]\n"
+    "      - id: ondermijning-gemeente\n"
+    "        partners: [gemeente]\n"
+    "        purpose: \"Bestuurlijke aanpak (Opiumwet art. 13b)\"\n"
+    "        legal_basis: \"Convenant RIEC Limburg, art. 7 lid 3\"\n"
+    "        fields: [text, address, bestuurlijk]\n"
+    "        signal_fields: [area, address, summary]\n"
+    "      - id: ondermijning-woco\n"
+    "        partners: [woco-maasoever, woco-jekerdal]\n"
+    "        purpose: \"Huurrechtelijke maatregelen\"\n"
+    "        legal_basis: \"Convenant RIEC Limburg, art. 7 lid 4\"\n"
+    "        fields: [text, address]\n"
+    "        signal_fields: [area, address]\n"
+    "    retention_after_close: 30d\n"
+    "    reopen: true\n"
+    "  - id: overlast-kort\n"
+    "    purpose: \"Kortlopende aanpak van overlast in een straat\"\n"
+    "    legal_basis: \"Gemeentewet art. 172\"\n"
+    "    lead: [gemeente]\n"
+    "    members:\n"
+    "      - id: overlast-politie\n"
+    "        partners: [politie]\n"
+    "        purpose: \"Handhaving van de openbare orde\"\n"
+    "        legal_basis: \"Politiewet 2012, art. 3\"\n"
+    "        fields: [text]\n"
+    "    retention_after_close: 2s\n";
+
+h_env_t *h_env_new_with_cases(void)
+{
+    size_t len = strlen(h_default_rules) + strlen(h_case_types) + 1;
+    char *rules = malloc(len);
+    assert_non_null(rules);
+    snprintf(rules, len, "%s%s", h_default_rules, h_case_types);
+    h_env_t *env = h_env_new_with_rules(rules);
+    free(rules);
+    return env;
+}

@@ -300,4 +300,17 @@ int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file,
 int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_result_t *res, ...)
     __attribute__((sentinel));
 
+/* ---- cases */
+
+/* A `case_types:` block for the env's partners (see harness.c), to follow
+ * h_default_rules: "ondermijning-adres" led by the RIEC (the Veiligheidshuis
+ * coordinator may act for it; politie and om, gemeente, and the housing
+ * corporations may be members, each seeing other note fields; reopen
+ * allowed; brandweer may not be a member) and "overlast-kort" led by the
+ * municipality, whose contents expire two seconds after the close. */
+extern const char h_case_types[];
+
+/* As h_env_new, with h_default_rules followed by h_case_types. */
+h_env_t *h_env_new_with_cases(void);
+
 #endif

@@ -90,7 +90,52 @@ enum fake_flow_mode {
     FAKE_FLOW_NO_MESSAGE_ID,
     FAKE_FLOW_BAD_SEVERITY,
     FAKE_FLOW_FLOOD, /* FAKE_FLOOD deliveries at once, window or not */
+    FAKE_FLOW_CASE_EVENT,     /* a Deliver of a case event */
+    FAKE_FLOW_BAD_CASE_EVENT, /* a Deliver whose case event is broken */
 };
+
+/* How the fake answers a CasePublish / a CaseQuery. */
+enum fake_case_mode {
+    FAKE_CASE_ACCEPT,              /* Accepted naming the case (FAKE_CASE_ID for an open) */
+    FAKE_CASE_DUPLICATE,           /* the same, marked duplicate */
+    FAKE_CASE_NOT_FOUND,           /* Rejected NOT_FOUND */
+    FAKE_CASE_CLOSED,              /* Rejected CASE_IS_CLOSED */
+    FAKE_CASE_SILENT,              /* no answer at all */
+    FAKE_CASE_OTHER_CASE,          /* Accepted naming another case */
+    FAKE_CASE_TWO_EVENTS,          /* Accepted with two items */
+    FAKE_CASE_DELIVER_THEN_ACCEPT, /* a case event Deliver before the Accepted */
+};
+
+enum fake_view_mode {
+    FAKE_VIEW_ANSWER,      /* the view asked for, or NOT_FOUND for an unknown case */
+    FAKE_VIEW_STALE_FIRST, /* a CaseView for another request first */
+    FAKE_VIEW_OTHER_CASE,  /* a CaseView of another case than asked */
+    FAKE_VIEW_BAD_STATE,   /* a summary whose state is neither open nor closed */
+};
+
+#define FAKE_CASE_ID "C-00000042"
+#define FAKE_OTHER_CASE_ID "C-00000043"
+#define FAKE_CASE_SEQ 500u
+#define FAKE_NOT_FOUND_TEXT "no case C-00000099 that you can see"
+
+/* What the fake saw of the last case command (guarded by fake.lock). */
+typedef struct fake_case_seen {
+    int publishes;
+    int signature_ok;
+    int command_ok;
+    char error[256];
+    Schakel__CaseCommand__OpCase op;
+    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char on_behalf_of[SCHAKEL_MAX_ID_LEN + 1];
+    char case_id[16];
+    char detail[64]; /* invite/leave partner, case type, attachment name, reason */
+    size_t n_fields;
+    size_t content_len;
+    uint64_t item_seq;
+    uint8_t command_id[16];
+    int queries;
+    char query_case_id[16];
+} fake_case_seen_t;
 
 /* More deliveries than the client queues (twice the largest window). */
 #define FAKE_FLOOD (2u * SCHAKEL_MAX_WINDOW + 10u)
@@ -129,6 +174,9 @@ typedef struct fake_broker {
     size_t ack_frame_max; /* most seqs in one of them */
     uint64_t ack_next;    /* the seq expected next, when ack_in_order */
     int ack_in_order;     /* every seq so far was the one after the last */
+    enum fake_case_mode case_mode;
+    enum fake_view_mode view_mode;
+    fake_case_seen_t seen; /* the last case command and query */
 } fake_broker_t;
 
 static void fake_send(fake_broker_t *fake, zmq_msg_t *routing, const void *data, size_t len)
@@ -454,6 +502,324 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake
     fake_send_deliver_seq(fake, routing, mode, DELIVERED_SEQ);
 }
 
+/* ------------------------------------------------------------ fake broker: cases */
+
+
+/* The detail of a command worth checking, as text. */
+static void fake_case_detail(const Schakel__CaseCommand *command, char *out, size_t len)
+{
+    switch (command->op_case) {
+    case SCHAKEL__CASE_COMMAND__OP_OPEN:
+        snprintf(out, len, "%s %s", command->open->case_type, command->open->area);
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_INVITE:
+        snprintf(out, len, "%s", command->invite->partner);
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_LEAVE:
+        snprintf(out, len, "%s", command->leave->partner ? command->leave->partner : "-");
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_NOTE:
+        snprintf(out, len, "%s", command->note->text ? command->note->text : "-");
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_ATTACH:
+        snprintf(out, len, "%s %s", command->attach->name, command->attach->media_type);
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_CLOSE:
+        snprintf(out, len, "%s", command->close->reason);
+        break;
+    case SCHAKEL__CASE_COMMAND__OP_REOPEN:
+        snprintf(out, len, "%s", command->reopen->reason ? command->reopen->reason : "-");
+        break;
+    default:
+        snprintf(out, len, "-");
+        break;
+    }
+}
+
+/* Verify a CasePublish as the broker does: the signature over the signed
+ * bytes of a one-item publish, then the command decoded and validated. */
+static void fake_check_case_publish(fake_broker_t *f, const Schakel__CasePublish *publish)
+{
+    uint8_t signed_bytes[64];
+    wire_case_signed_bytes(publish->command_id.data, publish->command.data, publish->command.len,
+                           signed_bytes);
+    int signature_ok = keys_verify(f->client_sign_pk, signed_bytes, sizeof signed_bytes,
+                                   publish->signature.data) == 0;
+    wire_error_t err;
+    Schakel__CaseCommand *command =
+        wire_decode_case_command(publish->command.data, publish->command.len, &err);
+    pthread_mutex_lock(&f->lock);
+    f->seen.publishes++;
+    f->seen.signature_ok = signature_ok;
+    f->seen.command_ok = command != NULL;
+    snprintf(f->seen.error, sizeof f->seen.error, "%s", command ? "" : err.text);
+    memcpy(f->seen.command_id, publish->command_id.data, 16);
+    if (command != NULL) {
+        f->seen.op = command->op_case;
+        snprintf(f->seen.actor, sizeof f->seen.actor, "%s", command->actor);
+        snprintf(f->seen.on_behalf_of, sizeof f->seen.on_behalf_of, "%s",
+                 command->on_behalf_of ? command->on_behalf_of : "");
+        snprintf(f->seen.case_id, sizeof f->seen.case_id, "%s",
+                 command->case_id ? command->case_id : "");
+        fake_case_detail(command, f->seen.detail, sizeof f->seen.detail);
+        f->seen.n_fields =
+            command->op_case == SCHAKEL__CASE_COMMAND__OP_NOTE ? command->note->n_fields : 0;
+        f->seen.content_len = command->op_case == SCHAKEL__CASE_COMMAND__OP_ATTACH
+                                    ? command->attach->content.len
+                                    : 0;
+        f->seen.item_seq = command->op_case == SCHAKEL__CASE_COMMAND__OP_LINK_SIGNAL
+                                 ? command->link_signal->item_seq
+                                 : 0;
+    }
+    pthread_cond_broadcast(&f->changed);
+    pthread_mutex_unlock(&f->lock);
+    wire_case_command_free(&command);
+}
+
+static void fake_send_case_accepted(fake_broker_t *f, zmq_msg_t *routing, const uint8_t *id,
+                                    const char *case_id, size_t n_items, int duplicate)
+{
+    Schakel__ItemAccepted items[2], *pointers[2];
+    Schakel__Accepted accepted = SCHAKEL__ACCEPTED__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    for (size_t i = 0; i < n_items; i++) {
+        Schakel__ItemAccepted init = SCHAKEL__ITEM_ACCEPTED__INIT;
+        items[i] = init;
+        items[i].has_seq = items[i].has_recipients = 1;
+        items[i].seq = FAKE_CASE_SEQ + i;
+        items[i].recipients = 3;
+        pointers[i] = &items[i];
+    }
+    accepted.has_message_id = 1;
+    accepted.message_id.data = (uint8_t *)(uintptr_t)id;
+    accepted.message_id.len = 16;
+    accepted.n_items = n_items;
+    accepted.items = pointers;
+    accepted.has_duplicate = accepted.duplicate = duplicate;
+    accepted.case_id = (char *)(uintptr_t)case_id;
+    frame.body_case = SCHAKEL__FRAME__BODY_ACCEPTED;
+    frame.accepted = &accepted;
+    fake_send_frame(f, routing, &frame);
+}
+
+static void fake_send_case_event_deliver(fake_broker_t *f, zmq_msg_t *routing, int broken);
+
+static void fake_on_case_publish(fake_broker_t *f, zmq_msg_t *routing,
+                                 const Schakel__CasePublish *publish)
+{
+    fake_check_case_publish(f, publish);
+    pthread_mutex_lock(&f->lock);
+    enum fake_case_mode mode = f->case_mode;
+    char case_id[16];
+    snprintf(case_id, sizeof case_id, "%s",
+             f->seen.case_id[0] != '\0' ? f->seen.case_id : FAKE_CASE_ID);
+    pthread_mutex_unlock(&f->lock);
+    const uint8_t *id = publish->command_id.data;
+    char text[80];
+    switch (mode) {
+    case FAKE_CASE_ACCEPT:
+    case FAKE_CASE_DUPLICATE:
+        fake_send_case_accepted(f, routing, id, case_id, 1, mode == FAKE_CASE_DUPLICATE);
+        break;
+    case FAKE_CASE_NOT_FOUND:
+        snprintf(text, sizeof text, "no case %s that you can see", case_id);
+        fake_send_rejected(f, routing, id, 0, SCHAKEL__REASON__NOT_FOUND, text);
+        break;
+    case FAKE_CASE_CLOSED:
+        snprintf(text, sizeof text, "case %s is closed", case_id);
+        fake_send_rejected(f, routing, id, 0, SCHAKEL__REASON__CASE_IS_CLOSED, text);
+        break;
+    case FAKE_CASE_OTHER_CASE:
+        fake_send_case_accepted(f, routing, id, FAKE_OTHER_CASE_ID, 1, 0);
+        break;
+    case FAKE_CASE_TWO_EVENTS:
+        fake_send_case_accepted(f, routing, id, case_id, 2, 0);
+        break;
+    case FAKE_CASE_DELIVER_THEN_ACCEPT:
+        fake_send_case_event_deliver(f, routing, 0);
+        fake_send_case_accepted(f, routing, id, case_id, 1, 0);
+        break;
+    case FAKE_CASE_SILENT:
+        break;
+    }
+}
+
+/* The summary of a case as the fake knows it. */
+static void fake_summary(Schakel__CaseSummary *s, const char *case_id, const char *state,
+                         const char *my_state, char **members, size_t n_members)
+{
+    schakel__case_summary__init(s);
+    s->case_id = (char *)(uintptr_t)case_id;
+    s->case_type = "ondermijning-adres";
+    s->lead = "riec";
+    s->state = (char *)(uintptr_t)state;
+    s->my_state = (char *)(uintptr_t)my_state;
+    s->title = "Brusselsestraat 12";
+    s->has_opened_at = 1;
+    s->opened_at = 1790000000;
+    s->members = members;
+    s->n_members = n_members;
+}
+
+/* The events of FAKE_CASE_ID: opened, politie invited, a note with a field,
+ * an attachment, a linked signal. */
+typedef struct fake_timeline {
+    Schakel__CaseEvent events[5];
+    Schakel__CaseEvent *pointers[5];
+    Schakel__Address address;
+    Schakel__NoteField field;
+    Schakel__NoteField *fields[1];
+    Schakel__CaseAttach attachment;
+    uint8_t *signal;
+    size_t signal_len;
+} fake_timeline_t;
+
+static void fake_timeline_init(fake_timeline_t *t, char **members)
+{
+    static uint8_t document[] = {'%', 'P', 'D', 'F', 0x00, 0xff};
+    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
+    signal.sender = "woco-servatius/meldingen";
+    signal.kind = "hennepkwekerij";
+    signal.theme = "ondermijning";
+    signal.area = "BU09350101";
+    t->signal = wire_encode_signal(&signal, &t->signal_len);
+    for (size_t i = 0; i < 5; i++) {
+        Schakel__CaseEvent *e = &t->events[i];
+        schakel__case_event__init(e);
+        e->case_id = FAKE_CASE_ID;
+        e->case_type = "ondermijning-adres";
+        e->has_event_seq = e->has_kind = e->has_at = 1;
+        e->event_seq = i + 1;
+        e->at = 1790000000 + (int64_t)i * 60;
+        e->actor = "riec/j.jansen";
+        e->lead = "riec";
+        e->members = members;
+        e->n_members = 2;
+        t->pointers[i] = e;
+    }
+    schakel__address__init(&t->address);
+    t->address.postcode = "6211AB";
+    t->address.has_house_number = 1;
+    t->address.house_number = 12;
+    t->events[0].kind = SCHAKEL__CASE_EVENT_KIND__CASE_OPENED;
+    t->events[0].title = "Brusselsestraat 12";
+    t->events[0].area = "BU09350101";
+    t->events[0].address = &t->address;
+    t->events[1].kind = SCHAKEL__CASE_EVENT_KIND__CASE_INVITED;
+    t->events[1].partner = "politie";
+    schakel__note_field__init(&t->field);
+    t->field.name = "financieel";
+    t->field.value = "EUR 12.000 contant";
+    t->fields[0] = &t->field;
+    t->events[2].kind = SCHAKEL__CASE_EVENT_KIND__CASE_NOTE;
+    t->events[2].text = "Bezoek afgelegd";
+    t->events[2].fields = t->fields;
+    t->events[2].n_fields = 1;
+    t->events[2].on_behalf_of = "riec";
+    t->events[2].actor = "veiligheidshuis/coordinator";
+    schakel__case_attach__init(&t->attachment);
+    t->attachment.name = "pv.pdf";
+    t->attachment.media_type = "application/pdf";
+    t->attachment.has_content = 1;
+    t->attachment.content.data = document;
+    t->attachment.content.len = sizeof document;
+    t->events[3].kind = SCHAKEL__CASE_EVENT_KIND__CASE_ATTACHMENT;
+    t->events[3].attachment = &t->attachment;
+    t->events[4].kind = SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED;
+    t->events[4].has_signal = t->signal != NULL;
+    t->events[4].signal.data = t->signal;
+    t->events[4].signal.len = t->signal_len;
+}
+
+static void fake_send_view(fake_broker_t *f, zmq_msg_t *routing, uint64_t request_id,
+                           const char *case_id, enum fake_view_mode mode)
+{
+    static char riec[] = "riec", politie[] = "politie";
+    char *members[] = {riec, politie};
+    Schakel__CaseSummary summaries[2], *summary_pointers[2];
+    fake_timeline_t timeline;
+    Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    const char *state = mode == FAKE_VIEW_BAD_STATE ? "half-open" : "open";
+    fake_timeline_init(&timeline, members);
+    view.has_request_id = 1;
+    view.request_id = request_id;
+    if (case_id == NULL) { /* the list: one case as member, one as invited */
+        fake_summary(&summaries[0], FAKE_CASE_ID, state, "member", members, 2);
+        fake_summary(&summaries[1], FAKE_OTHER_CASE_ID, "closed", "invited", members, 1);
+        view.n_cases = 2;
+    } else {
+        fake_summary(&summaries[0], mode == FAKE_VIEW_OTHER_CASE ? FAKE_OTHER_CASE_ID : case_id,
+                     state, "member", members, 2);
+        view.n_cases = 1;
+        view.events = timeline.pointers;
+        view.n_events = 5;
+    }
+    summary_pointers[0] = &summaries[0];
+    summary_pointers[1] = &summaries[1];
+    view.cases = summary_pointers;
+    frame.body_case = SCHAKEL__FRAME__BODY_CASE_VIEW;
+    frame.case_view = &view;
+    fake_send_frame(f, routing, &frame);
+    free(timeline.signal);
+}
+
+static void fake_on_case_query(fake_broker_t *f, zmq_msg_t *routing,
+                               const Schakel__CaseQuery *query)
+{
+    pthread_mutex_lock(&f->lock);
+    enum fake_view_mode mode = f->view_mode;
+    f->seen.queries++;
+    snprintf(f->seen.query_case_id, sizeof f->seen.query_case_id, "%s",
+             query->case_id ? query->case_id : "");
+    pthread_mutex_unlock(&f->lock);
+    if (query->case_id != NULL && strcmp(query->case_id, FAKE_CASE_ID) != 0) {
+        char text[80];
+        snprintf(text, sizeof text, "no case %s that you can see", query->case_id);
+        fake_send_rejected(f, routing, NULL, 0, SCHAKEL__REASON__NOT_FOUND, text);
+        return;
+    }
+    if (mode == FAKE_VIEW_STALE_FIRST)
+        fake_send_view(f, routing, query->request_id + 1, query->case_id, FAKE_VIEW_ANSWER);
+    fake_send_view(f, routing, query->request_id, query->case_id, mode);
+}
+
+/* A Deliver carrying the note event of FAKE_CASE_ID, or garbage as the event. */
+static void fake_send_case_event_deliver(fake_broker_t *f, zmq_msg_t *routing, int broken)
+{
+    static char riec[] = "riec", politie[] = "politie";
+    static const uint8_t garbage[] = {0x0a, 0x03, 'C', '-', '1'};
+    char *members[] = {riec, politie};
+    fake_timeline_t timeline;
+    fake_timeline_init(&timeline, members);
+    size_t len = 0;
+    uint8_t *event = wire_encode_case_event(&timeline.events[2], &len);
+    Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    deliver.has_seq = deliver.has_item_seq = deliver.has_accepted_at = deliver.has_expires_at = 1;
+    deliver.seq = DELIVERED_SEQ;
+    deliver.item_seq = FAKE_CASE_SEQ;
+    deliver.sender = "veiligheidshuis/coordinator";
+    deliver.sender_partner = "veiligheidshuis";
+    deliver.rule_id = "ondermijning-politie";
+    deliver.rule_hash = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    deliver.purpose = "Gezamenlijke aanpak ondermijning";
+    deliver.legal_basis = "Convenant RIEC Limburg, art. 7";
+    deliver.accepted_at = 1790000000;
+    deliver.expires_at = INT64_MAX / 2;
+    deliver.has_case_event = 1;
+    deliver.case_event.data = broken ? (uint8_t *)(uintptr_t)garbage : event;
+    deliver.case_event.len = broken ? sizeof garbage : len;
+    frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
+    frame.deliver = &deliver;
+    pthread_mutex_lock(&f->lock);
+    f->unacked = 1;
+    pthread_mutex_unlock(&f->lock);
+    fake_send_frame(f, routing, &frame);
+    free(event);
+    free(timeline.signal);
+}
+
 static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
                             const Schakel__Publish *publish)
 {
@@ -550,7 +916,9 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     pthread_mutex_unlock(&fake->lock);
     for (uint64_t seq = 1; mode == FAKE_FLOW_FLOOD && seq <= FAKE_FLOOD; seq++)
         fake_send_deliver_seq(fake, routing, FAKE_FLOW_DELIVER, seq);
-    if (mode != FAKE_FLOW_QUIET && mode != FAKE_FLOW_FLOOD)
+    if (mode == FAKE_FLOW_CASE_EVENT || mode == FAKE_FLOW_BAD_CASE_EVENT)
+        fake_send_case_event_deliver(fake, routing, mode == FAKE_FLOW_BAD_CASE_EVENT);
+    else if (mode != FAKE_FLOW_QUIET && mode != FAKE_FLOW_FLOOD)
         fake_send_deliver(fake, routing, mode);
 }
 
@@ -581,6 +949,12 @@ static void fake_router(fake_broker_t *fake)
             break;
         case SCHAKEL__FRAME__BODY_FLOW:
             fake_on_flow(fake, &routing, frame->flow);
+            break;
+        case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
+            fake_on_case_publish(fake, &routing, frame->case_publish);
+            break;
+        case SCHAKEL__FRAME__BODY_CASE_QUERY:
+            fake_on_case_query(fake, &routing, frame->case_query);
             break;
         default:
             break;
@@ -664,6 +1038,18 @@ static void fake_reset(fake_broker_t *fake)
     fake->ack_frame_max = 0;
     fake->ack_next = 0;
     fake->ack_in_order = 1;
+    fake->case_mode = FAKE_CASE_ACCEPT;
+    fake->view_mode = FAKE_VIEW_ANSWER;
+    memset(&fake->seen, 0, sizeof fake->seen);
+    pthread_mutex_unlock(&fake->lock);
+}
+
+static void fake_set_case_modes(fake_broker_t *fake, enum fake_case_mode case_mode,
+                                enum fake_view_mode view_mode)
+{
+    pthread_mutex_lock(&fake->lock);
+    fake->case_mode = case_mode;
+    fake->view_mode = view_mode;
     pthread_mutex_unlock(&fake->lock);
 }
 
@@ -1730,6 +2116,535 @@ static void test_publish_too_large(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
+/* ------------------------------------------------------------ cases */
+
+static fake_case_seen_t seen_snapshot(void)
+{
+    pthread_mutex_lock(&fake.lock);
+    fake_case_seen_t seen = fake.seen;
+    pthread_mutex_unlock(&fake.lock);
+    return seen;
+}
+
+enum case_call {
+    CALL_OPEN,
+    CALL_INVITE,
+    CALL_ACCEPT,
+    CALL_DECLINE,
+    CALL_LEAVE,
+    CALL_REMOVE,
+    CALL_NOTE,
+    CALL_ATTACH,
+    CALL_CLOSE,
+    CALL_REOPEN,
+    CALL_LINK,
+};
+
+/* One case command with the arguments of the table below. */
+static schakel_status_t case_call(schakel_client_t *client, enum case_call call,
+                                  const schakel_case_options_t *options,
+                                  schakel_case_result_t *result, char case_id_out[16])
+{
+    static const uint8_t document[] = {'%', 'P', 'D', 'F', '-', '1', '.', '7', 0, 0xff};
+    static const schakel_note_field_t fields[] = {{"financieel", "EUR 12.000 contant"},
+                                                  {"strafrechtelijk", "geen antecedenten"}};
+    const char *case_id = FAKE_CASE_ID;
+    schakel_case_open_t open = {0};
+    switch (call) {
+    case CALL_OPEN:
+        open.case_type = "ondermijning-adres";
+        open.area = "BU09350101";
+        open.postcode = "6211AB";
+        open.house_number = 12;
+        open.subject = "psn:4f9a2c77";
+        open.title = "Brusselsestraat 12";
+        return schakel_case_open(client, &open, options, case_id_out, result, WAIT_MS);
+    case CALL_INVITE:
+        return schakel_case_invite(client, case_id, "politie", options, result, WAIT_MS);
+    case CALL_ACCEPT:
+        return schakel_case_accept(client, case_id, options, result, WAIT_MS);
+    case CALL_DECLINE:
+        return schakel_case_decline(client, case_id, options, result, WAIT_MS);
+    case CALL_LEAVE:
+        return schakel_case_leave(client, case_id, NULL, options, result, WAIT_MS);
+    case CALL_REMOVE:
+        return schakel_case_leave(client, case_id, "woco-servatius", options, result, WAIT_MS);
+    case CALL_NOTE:
+        return schakel_case_note(client, case_id, "Bezoek afgelegd", fields, 2, options, result,
+                                 WAIT_MS);
+    case CALL_ATTACH:
+        return schakel_case_attach(client, case_id, "pv.pdf", "application/pdf", document,
+                                   sizeof document, options, result, WAIT_MS);
+    case CALL_CLOSE:
+        return schakel_case_close(client, case_id, "Pand ontruimd", options, result, WAIT_MS);
+    case CALL_REOPEN:
+        return schakel_case_reopen(client, case_id, NULL, options, result, WAIT_MS);
+    case CALL_LINK:
+        return schakel_case_link(client, case_id, 55, options, result, WAIT_MS);
+    }
+    return SCHAKEL_ERR_INTERNAL;
+}
+
+/* Every command: signed by alice, as the authenticated principal, the
+ * command the fake decodes is the one asked for, the answer read back. */
+static void test_case_commands_table(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum case_call call;
+        const char *on_behalf_of;
+        Schakel__CaseCommand__OpCase op;
+        const char *detail;
+    } rows[] = {
+        {CALL_OPEN, NULL, SCHAKEL__CASE_COMMAND__OP_OPEN, "ondermijning-adres BU09350101"},
+        {CALL_OPEN, "riec", SCHAKEL__CASE_COMMAND__OP_OPEN, "ondermijning-adres BU09350101"},
+        {CALL_INVITE, NULL, SCHAKEL__CASE_COMMAND__OP_INVITE, "politie"},
+        {CALL_INVITE, "riec", SCHAKEL__CASE_COMMAND__OP_INVITE, "politie"},
+        {CALL_ACCEPT, NULL, SCHAKEL__CASE_COMMAND__OP_ACCEPT, "-"},
+        {CALL_DECLINE, NULL, SCHAKEL__CASE_COMMAND__OP_DECLINE, "-"},
+        {CALL_LEAVE, NULL, SCHAKEL__CASE_COMMAND__OP_LEAVE, "-"},
+        {CALL_REMOVE, "riec", SCHAKEL__CASE_COMMAND__OP_LEAVE, "woco-servatius"},
+        {CALL_NOTE, NULL, SCHAKEL__CASE_COMMAND__OP_NOTE, "Bezoek afgelegd"},
+        {CALL_ATTACH, NULL, SCHAKEL__CASE_COMMAND__OP_ATTACH, "pv.pdf application/pdf"},
+        {CALL_CLOSE, "riec", SCHAKEL__CASE_COMMAND__OP_CLOSE, "Pand ontruimd"},
+        {CALL_REOPEN, NULL, SCHAKEL__CASE_COMMAND__OP_REOPEN, "-"},
+        {CALL_LINK, NULL, SCHAKEL__CASE_COMMAND__OP_LINK_SIGNAL, "-"},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_case_options_t options = {rows[r].on_behalf_of, NULL};
+        schakel_case_result_t result;
+        char case_id[16] = "unchanged";
+        memset(&result, 0x5a, sizeof result);
+        schakel_status_t status = case_call(client, rows[r].call, &options, &result, case_id);
+        if (status != SCHAKEL_OK)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, SCHAKEL_OK);
+        fake_case_seen_t seen = seen_snapshot();
+        assert_int_equal(seen.publishes, (int)r + 1);
+        assert_int_equal(seen.signature_ok, 1);
+        if (!seen.command_ok)
+            fail_msg("row %zu: the fake refused the command: %s", r, seen.error);
+        assert_int_equal(seen.op, rows[r].op);
+        assert_string_equal(seen.actor, PRINCIPAL);
+        assert_string_equal(seen.on_behalf_of, rows[r].on_behalf_of ? rows[r].on_behalf_of : "");
+        assert_string_equal(seen.detail, rows[r].detail);
+        assert_string_equal(seen.case_id, rows[r].call == CALL_OPEN ? "" : FAKE_CASE_ID);
+        assert_memory_equal(seen.command_id, result.command_id, 16);
+        assert_string_equal(result.case_id, FAKE_CASE_ID);
+        assert_int_equal(result.seq, FAKE_CASE_SEQ);
+        assert_int_equal(result.recipients, 3);
+        assert_int_equal(result.duplicate, 0);
+        if (rows[r].call == CALL_OPEN)
+            assert_string_equal(case_id, FAKE_CASE_ID);
+        if (rows[r].call == CALL_NOTE)
+            assert_int_equal(seen.n_fields, 2);
+        if (rows[r].call == CALL_ATTACH)
+            assert_int_equal(seen.content_len, 10);
+        if (rows[r].call == CALL_LINK)
+            assert_int_equal(seen.item_seq, 55);
+    }
+    /* a NULL result and NULL options are fine */
+    assert_int_equal(schakel_case_accept(client, FAKE_CASE_ID, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+/* What the broker may answer, and what the caller gets. */
+static void test_case_answers_table(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_case_mode mode;
+        enum case_call call;
+        schakel_status_t expected;
+        const char *reason_name;
+        const char *text;
+    } rows[] = {
+        {FAKE_CASE_DUPLICATE, CALL_NOTE, SCHAKEL_OK, "", ""},
+        {FAKE_CASE_NOT_FOUND, CALL_NOTE, SCHAKEL_ERR_REFUSED, "NOT_FOUND",
+         "no case C-00000042 that you can see"},
+        {FAKE_CASE_NOT_FOUND, CALL_ACCEPT, SCHAKEL_ERR_REFUSED, "NOT_FOUND", "that you can see"},
+        {FAKE_CASE_CLOSED, CALL_NOTE, SCHAKEL_ERR_REFUSED, "CASE_IS_CLOSED", "is closed"},
+        {FAKE_CASE_CLOSED, CALL_ATTACH, SCHAKEL_ERR_REFUSED, "CASE_IS_CLOSED", "is closed"},
+        {FAKE_CASE_OTHER_CASE, CALL_NOTE, SCHAKEL_ERR_PROTOCOL, "", "C-00000043"},
+        {FAKE_CASE_TWO_EVENTS, CALL_INVITE, SCHAKEL_ERR_PROTOCOL, "", "2 events"},
+        {FAKE_CASE_TWO_EVENTS, CALL_OPEN, SCHAKEL_ERR_PROTOCOL, "", "2 events"},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        fake_set_case_modes(&fake, rows[r].mode, FAKE_VIEW_ANSWER);
+        schakel_case_result_t result;
+        char case_id[16];
+        schakel_status_t status = case_call(client, rows[r].call, NULL, &result, case_id);
+        const schakel_error_t *err = schakel_last_error(client);
+        if (status != rows[r].expected)
+            print_error("row %zu: %s\n", r, err->text);
+        assert_int_equal(status, rows[r].expected);
+        if (status == SCHAKEL_OK) {
+            assert_int_equal(result.duplicate, 1);
+            continue;
+        }
+        assert_int_equal(err->status, rows[r].expected);
+        assert_string_equal(err->reason_name, rows[r].reason_name);
+        assert_non_null(strstr(err->text, rows[r].text));
+        if (rows[r].call == CALL_OPEN)
+            assert_string_equal(case_id, "");
+    }
+    /* the client still works */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+/* Arguments that break the protocol's rules, one per row. */
+enum bad_call {
+    BAD_CASE_ID_SHORT,
+    BAD_CASE_ID_NULL,
+    BAD_NOTE_EMPTY,
+    BAD_NOTE_TEXT_LONG,
+    BAD_NOTE_33_FIELDS,
+    BAD_NOTE_FIELDS_NULL,
+    BAD_NOTE_RESERVED_FIELD,
+    BAD_NOTE_FIELD_TWICE,
+    BAD_ATTACH_LARGE,
+    BAD_ATTACH_EMPTY,
+    BAD_ATTACH_PATH,
+    BAD_ATTACH_MEDIA_TYPE,
+    BAD_ATTACH_NO_CONTENT,
+    BAD_CLOSE_NO_REASON,
+    BAD_INVITE_PRINCIPAL,
+    BAD_LINK_SEQ_0,
+    BAD_OPEN_NO_AREA,
+    BAD_OPEN_BSN,
+    BAD_OPEN_POSTCODE,
+    BAD_OPEN_NULL,
+    BAD_ON_BEHALF_PRINCIPAL,
+    BAD_TIMEOUT_0,
+};
+
+static schakel_status_t bad_call(schakel_client_t *client, enum bad_call call)
+{
+    static char long_text[SCHAKEL_MAX_NOTE_TEXT_LEN + 2];
+    static uint8_t big[SCHAKEL_MAX_ATTACHMENT_BYTES + 1];
+    static schakel_note_field_t many[SCHAKEL_MAX_NOTE_FIELDS + 1];
+    static char names[SCHAKEL_MAX_NOTE_FIELDS + 1][16];
+    static const schakel_note_field_t reserved[] = {{"text", "x"}};
+    static const schakel_note_field_t twice[] = {{"a", "x"}, {"a", "y"}};
+    const schakel_case_open_t no_area = {.case_type = "ondermijning-adres"};
+    const schakel_case_open_t bsn = {
+        .case_type = "ondermijning-adres", .area = "GM0935", .subject = "123456782"};
+    const schakel_case_open_t bad_postcode = {
+        .case_type = "t", .area = "GM0935", .postcode = "6211 AB", .house_number = 1};
+    const schakel_case_options_t principal_for = {"riec/j.jansen", NULL};
+    const char *id = FAKE_CASE_ID;
+    memset(long_text, 'n', sizeof long_text - 1);
+    for (size_t i = 0; i < SCHAKEL_MAX_NOTE_FIELDS + 1; i++) {
+        snprintf(names[i], sizeof names[i], "veld-%zu", i);
+        many[i].name = many[i].value = names[i];
+    }
+    switch (call) {
+    case BAD_CASE_ID_SHORT:
+        return schakel_case_accept(client, "C-42", NULL, NULL, WAIT_MS);
+    case BAD_CASE_ID_NULL:
+        return schakel_case_note(client, NULL, "x", NULL, 0, NULL, NULL, WAIT_MS);
+    case BAD_NOTE_EMPTY:
+        return schakel_case_note(client, id, NULL, NULL, 0, NULL, NULL, WAIT_MS);
+    case BAD_NOTE_TEXT_LONG:
+        return schakel_case_note(client, id, long_text, NULL, 0, NULL, NULL, WAIT_MS);
+    case BAD_NOTE_33_FIELDS:
+        return schakel_case_note(client, id, "x", many, SCHAKEL_MAX_NOTE_FIELDS + 1, NULL, NULL,
+                                 WAIT_MS);
+    case BAD_NOTE_FIELDS_NULL:
+        return schakel_case_note(client, id, "x", NULL, 2, NULL, NULL, WAIT_MS);
+    case BAD_NOTE_RESERVED_FIELD:
+        return schakel_case_note(client, id, "x", reserved, 1, NULL, NULL, WAIT_MS);
+    case BAD_NOTE_FIELD_TWICE:
+        return schakel_case_note(client, id, "x", twice, 2, NULL, NULL, WAIT_MS);
+    case BAD_ATTACH_LARGE:
+        return schakel_case_attach(client, id, "a.pdf", "application/pdf", big, sizeof big, NULL,
+                                   NULL, WAIT_MS);
+    case BAD_ATTACH_EMPTY:
+        return schakel_case_attach(client, id, "a.pdf", "application/pdf", big, 0, NULL, NULL,
+                                   WAIT_MS);
+    case BAD_ATTACH_PATH:
+        return schakel_case_attach(client, id, "../a.pdf", "application/pdf", big, 3, NULL, NULL,
+                                   WAIT_MS);
+    case BAD_ATTACH_MEDIA_TYPE:
+        return schakel_case_attach(client, id, "a.pdf", "pdf", big, 3, NULL, NULL, WAIT_MS);
+    case BAD_ATTACH_NO_CONTENT:
+        return schakel_case_attach(client, id, "a.pdf", "application/pdf", NULL, 3, NULL, NULL,
+                                   WAIT_MS);
+    case BAD_CLOSE_NO_REASON:
+        return schakel_case_close(client, id, NULL, NULL, NULL, WAIT_MS);
+    case BAD_INVITE_PRINCIPAL:
+        return schakel_case_invite(client, id, "politie/x", NULL, NULL, WAIT_MS);
+    case BAD_LINK_SEQ_0:
+        return schakel_case_link(client, id, 0, NULL, NULL, WAIT_MS);
+    case BAD_OPEN_NO_AREA:
+        return schakel_case_open(client, &no_area, NULL, NULL, NULL, WAIT_MS);
+    case BAD_OPEN_BSN:
+        return schakel_case_open(client, &bsn, NULL, NULL, NULL, WAIT_MS);
+    case BAD_OPEN_POSTCODE:
+        return schakel_case_open(client, &bad_postcode, NULL, NULL, NULL, WAIT_MS);
+    case BAD_OPEN_NULL:
+        return schakel_case_open(client, NULL, NULL, NULL, NULL, WAIT_MS);
+    case BAD_ON_BEHALF_PRINCIPAL:
+        return schakel_case_accept(client, id, &principal_for, NULL, WAIT_MS);
+    case BAD_TIMEOUT_0:
+        return schakel_case_accept(client, id, NULL, NULL, 0);
+    }
+    return SCHAKEL_ERR_INTERNAL;
+}
+
+/* ... are refused before anything is signed or sent, with a text that
+ * names what is wrong. */
+static void test_case_bad_arguments(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum bad_call call;
+        const char *text;
+    } rows[] = {
+        {BAD_CASE_ID_SHORT, "'C-42' is not a case id"},
+        {BAD_CASE_ID_NULL, "not a case id"},
+        {BAD_NOTE_EMPTY, "neither text nor fields"},
+        {BAD_NOTE_TEXT_LONG, "note.text is 8001 bytes"},
+        {BAD_NOTE_33_FIELDS, "at most 32 fields"},
+        {BAD_NOTE_FIELDS_NULL, "none passed"},
+        {BAD_NOTE_RESERVED_FIELD, "reserved"},
+        {BAD_NOTE_FIELD_TWICE, "repeats"},
+        {BAD_ATTACH_LARGE, "attach.content is 131073 bytes"},
+        {BAD_ATTACH_EMPTY, "attach.content is 0 bytes"},
+        {BAD_ATTACH_PATH, "without a path"},
+        {BAD_ATTACH_MEDIA_TYPE, "media type"},
+        {BAD_ATTACH_NO_CONTENT, "needs the content"},
+        {BAD_CLOSE_NO_REASON, "close.reason"},
+        {BAD_INVITE_PRINCIPAL, "invite.partner is not a partner id"},
+        {BAD_LINK_SEQ_0, "item seqs start at 1"},
+        {BAD_OPEN_NO_AREA, "open.area"},
+        {BAD_OPEN_BSN, "never a BSN"},
+        {BAD_OPEN_POSTCODE, "postcode"},
+        {BAD_OPEN_NULL, "what to open"},
+        {BAD_ON_BEHALF_PRINCIPAL, "on_behalf_of is not a partner id"},
+        {BAD_TIMEOUT_0, "positive timeout"},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_status_t status = bad_call(client, rows[r].call);
+        const schakel_error_t *err = schakel_last_error(client);
+        if (status != SCHAKEL_ERR_USAGE || strstr(err->text, rows[r].text) == NULL)
+            fail_msg("row %zu: status %d, text \"%s\", want USAGE and \"%s\"", r, status,
+                     err->text, rows[r].text);
+        assert_int_equal(err->status, SCHAKEL_ERR_USAGE);
+        assert_string_equal(err->reason_name, "");
+    }
+    assert_int_equal(schakel_case_accept(NULL, FAKE_CASE_ID, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(seen_snapshot().publishes, 0); /* nothing was sent */
+    /* the same client then sends a valid command */
+    assert_int_equal(schakel_case_accept(client, FAKE_CASE_ID, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(seen_snapshot().publishes, 1);
+}
+
+/* No answer: the command id to retry with is known, and the retry with
+ * it sends the same id; the fake's duplicate answer is passed on. */
+static void test_case_timeout_then_retry(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_case_result_t first, second;
+    fake_set_case_modes(&fake, FAKE_CASE_SILENT, FAKE_VIEW_ANSWER);
+    int64_t start = now_ms();
+    assert_int_equal(schakel_case_close(client, FAKE_CASE_ID, "klaar", NULL, &first,
+                                        SHORT_TIMEOUT_MS),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_true(now_ms() - start >= SHORT_TIMEOUT_MS);
+    assert_non_null(strstr(schakel_last_error(client)->text, "same command id"));
+    fake_case_seen_t seen = seen_snapshot();
+    assert_memory_equal(seen.command_id, first.command_id, 16);
+    fake_set_case_modes(&fake, FAKE_CASE_DUPLICATE, FAKE_VIEW_ANSWER);
+    schakel_case_options_t retry = {NULL, first.command_id};
+    assert_int_equal(schakel_case_close(client, FAKE_CASE_ID, "klaar", &retry, &second, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_int_equal(second.duplicate, 1);
+    assert_memory_equal(second.command_id, first.command_id, 16);
+    seen = seen_snapshot();
+    assert_int_equal(seen.publishes, 2);
+    assert_memory_equal(seen.command_id, first.command_id, 16);
+    /* without the option a new id is drawn */
+    assert_int_equal(schakel_case_close(client, FAKE_CASE_ID, "klaar", NULL, &second, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_memory_not_equal(second.command_id, first.command_id, 16);
+}
+
+static void check_timeline(const schakel_case_view_t *view)
+{
+    assert_string_equal(view->summary.case_id, FAKE_CASE_ID);
+    assert_string_equal(view->summary.case_type, "ondermijning-adres");
+    assert_string_equal(view->summary.lead, "riec");
+    assert_string_equal(view->summary.title, "Brusselsestraat 12");
+    assert_int_equal(view->summary.closed, 0);
+    assert_int_equal(view->summary.invited, 0);
+    assert_int_equal(view->summary.n_members, 2);
+    assert_int_equal(view->n_events, 5);
+    for (size_t i = 0; i < view->n_events; i++) {
+        assert_int_equal(view->events[i].event_seq, i + 1);
+        assert_string_equal(view->events[i].case_id, FAKE_CASE_ID);
+    }
+    const schakel_case_event_t *e = view->events;
+    assert_int_equal(e[0].kind, SCHAKEL_CASE_EVENT_OPENED);
+    assert_string_equal(e[0].postcode, "6211AB");
+    assert_int_equal(e[0].house_number, 12);
+    assert_null(e[0].subject); /* filtered by the rule */
+    assert_int_equal(e[1].kind, SCHAKEL_CASE_EVENT_INVITED);
+    assert_string_equal(e[1].partner, "politie");
+    assert_int_equal(e[2].kind, SCHAKEL_CASE_EVENT_NOTE);
+    assert_string_equal(e[2].text, "Bezoek afgelegd");
+    assert_string_equal(e[2].actor, "veiligheidshuis/coordinator");
+    assert_string_equal(e[2].on_behalf_of, "riec");
+    assert_int_equal(e[2].n_fields, 1);
+    assert_string_equal(e[2].fields[0].name, "financieel");
+    assert_int_equal(e[3].kind, SCHAKEL_CASE_EVENT_ATTACHMENT);
+    assert_int_equal(e[3].has_attachment, 1);
+    assert_string_equal(e[3].attachment_media_type, "application/pdf");
+    assert_int_equal(e[3].attachment_len, 6);
+    assert_int_equal(e[3].attachment[5], 0xff);
+    assert_int_equal(e[4].kind, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
+    assert_non_null(e[4].signal);
+    assert_string_equal(e[4].signal->kind, "hennepkwekerij");
+    assert_string_equal(e[4].signal->area, "BU09350101");
+    assert_null(e[4].signal->subject);
+}
+
+static void test_case_list_and_show(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_case_list_t *list = NULL;
+    schakel_case_view_t *view = NULL;
+    assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, 2);
+    assert_string_equal(list->cases[0].case_id, FAKE_CASE_ID);
+    assert_int_equal(list->cases[0].closed, 0);
+    assert_int_equal(list->cases[0].invited, 0);
+    assert_int_equal(list->cases[0].opened_at, 1790000000);
+    assert_string_equal(list->cases[0].members[1], "politie");
+    assert_string_equal(list->cases[1].case_id, FAKE_OTHER_CASE_ID);
+    assert_int_equal(list->cases[1].closed, 1);
+    assert_int_equal(list->cases[1].invited, 1);
+    schakel_case_list_free(&list);
+    assert_null(list);
+    assert_string_equal(seen_snapshot().query_case_id, "");
+
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, WAIT_MS), SCHAKEL_OK);
+    check_timeline(view);
+    schakel_case_view_free(&view);
+    assert_null(view);
+    assert_string_equal(seen_snapshot().query_case_id, FAKE_CASE_ID);
+
+    /* the answer to another query first is not taken for ours */
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_STALE_FIRST);
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, WAIT_MS), SCHAKEL_OK);
+    check_timeline(view);
+    schakel_case_view_free(&view);
+    schakel_case_view_free(NULL);
+    schakel_case_list_free(NULL);
+}
+
+static void test_case_show_refusals(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_case_view_t *view = NULL;
+    schakel_case_list_t *list = NULL;
+    static const struct {
+        const char *case_id;
+        enum fake_view_mode mode;
+        schakel_status_t expected;
+        const char *text;
+    } rows[] = {
+        {"C-00000099", FAKE_VIEW_ANSWER, SCHAKEL_ERR_REFUSED, FAKE_NOT_FOUND_TEXT},
+        {FAKE_CASE_ID, FAKE_VIEW_OTHER_CASE, SCHAKEL_ERR_PROTOCOL, "case view"},
+        {FAKE_CASE_ID, FAKE_VIEW_BAD_STATE, SCHAKEL_ERR_PROTOCOL, "case view"},
+        {"C-0000009", FAKE_VIEW_ANSWER, SCHAKEL_ERR_USAGE, "not a case id"},
+        {NULL, FAKE_VIEW_ANSWER, SCHAKEL_ERR_USAGE, "not a case id"},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, rows[r].mode);
+        view = (schakel_case_view_t *)&view; /* must be reset to NULL */
+        schakel_status_t status = schakel_case_show(client, rows[r].case_id, &view, WAIT_MS);
+        if (status != rows[r].expected)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, rows[r].expected);
+        assert_null(view);
+        assert_non_null(strstr(schakel_last_error(client)->text, rows[r].text));
+        if (status == SCHAKEL_ERR_REFUSED)
+            assert_string_equal(schakel_last_error(client)->reason_name, "NOT_FOUND");
+    }
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_BAD_STATE);
+    assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(list);
+    assert_int_equal(schakel_case_list(client, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, 0), SCHAKEL_ERR_USAGE);
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_ANSWER);
+    assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_OK);
+    schakel_case_list_free(&list);
+}
+
+static void check_case_delivery(const schakel_delivery_t *d)
+{
+    assert_int_equal(d->seq, DELIVERED_SEQ);
+    assert_int_equal(d->is_case_event, 1);
+    assert_non_null(d->case_event);
+    assert_null(d->kind);
+    assert_null(d->theme);
+    assert_string_equal(d->sender, "veiligheidshuis/coordinator");
+    assert_string_equal(d->rule_id, "ondermijning-politie");
+    assert_int_equal(d->item_seq, FAKE_CASE_SEQ);
+    assert_int_equal(d->expires_at, INT64_MAX / 2);
+    const schakel_case_event_t *e = d->case_event;
+    assert_string_equal(e->case_id, FAKE_CASE_ID);
+    assert_int_equal(e->kind, SCHAKEL_CASE_EVENT_NOTE);
+    assert_int_equal(e->event_seq, 3);
+    assert_string_equal(e->text, "Bezoek afgelegd");
+    assert_string_equal(e->on_behalf_of, "riec");
+    assert_int_equal(e->n_fields, 1);
+    assert_string_equal(e->fields[0].value, "EUR 12.000 contant");
+    assert_int_equal(e->n_members, 2);
+}
+
+static void test_case_event_delivery(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_CASE_EVENT);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    check_case_delivery(d);
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_null(d);
+    /* a broken case event ends the receive with a protocol error */
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_BAD_CASE_EVENT);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_non_null(strstr(schakel_last_error(client)->text, "case"));
+    /* a case event that comes before the answer to a case command is kept */
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+    fake_set_case_modes(&fake, FAKE_CASE_DELIVER_THEN_ACCEPT, FAKE_VIEW_ANSWER);
+    assert_int_equal(schakel_case_accept(client, FAKE_CASE_ID, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_OK);
+    check_case_delivery(d);
+    schakel_delivery_free(&d);
+}
+
+static void test_case_event_kind_names(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"unknown",  "opened", "invited",    "joined",
+                                        "declined", "left",   "note",       "attachment",
+                                        "closed",   "reopened", "signal_linked"};
+    for (int kind = 0; kind <= SCHAKEL_CASE_EVENT_SIGNAL_LINKED; kind++)
+        assert_string_equal(schakel_case_event_kind_name(kind), names[kind]);
+    assert_string_equal(schakel_case_event_kind_name(11), "unknown");
+    assert_string_equal(schakel_case_event_kind_name(-1), "unknown");
+    /* the library's numbers are the protocol's */
+    assert_int_equal(SCHAKEL_CASE_EVENT_SIGNAL_LINKED,
+                     SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED);
+    assert_int_equal(SCHAKEL_CASE_EVENT_CLOSED, SCHAKEL__CASE_EVENT_KIND__CASE_CLOSED);
+}
+
 /* ------------------------------------------------------------ misc */
 
 static void test_keygen_and_strerror(void **state)
@@ -1786,6 +2701,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delivery_flood, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_too_large, client_setup, client_teardown),
         cmocka_unit_test(test_keygen_and_strerror),
+        cmocka_unit_test_setup_teardown(test_case_commands_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_answers_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_bad_arguments, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_timeout_then_retry, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_list_and_show, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_show_refusals, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_event_delivery, client_setup, client_teardown),
+        cmocka_unit_test(test_case_event_kind_names),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

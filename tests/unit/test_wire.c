@@ -649,6 +649,7 @@ struct raw_frame_row {
 };
 
 #define ZERO16 "00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+#define CASE42 "43 2d 30 30 30 30 30 30 34 32" /* "C-00000042" */
 
 /* Frame keys: 1 version 0x08; bodies 16 publish 0x82 01, 17 accepted
  * 0x8a 01, 18 rejected 0x92 01, 19 deliver 0x9a 01, 20 ack 0xa2 01, 21
@@ -681,7 +682,7 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"no body", "08 01", R(INVALID_MESSAGE), "no body", 0},
     {"unknown field in frame", "08 01 b2 01 00 98 06 01", R(INVALID_MESSAGE),
      "Frame carries unknown field 99", 0},
-    {"unknown body 32", "08 01 82 02 00", R(INVALID_MESSAGE), "Frame carries unknown field 32", 0},
+    {"unknown body 35", "08 01 9a 02 00", R(INVALID_MESSAGE), "Frame carries unknown field 35", 0},
     {"unknown field in heartbeat", "08 01 b2 01 02 48 01", R(INVALID_MESSAGE),
      "Heartbeat carries unknown field 9", 0},
     {"unknown field in publish", "08 01 82 01 02 38 01", R(INVALID_MESSAGE),
@@ -693,7 +694,10 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"ack seq 0", "08 01 a2 01 04 08 05 08 00", R(INVALID_FIELD), "seqs[1] is 0", 0},
     {"rejected reason 99", "08 01 92 01 02 10 63", R(INVALID_FIELD),
      "Rejected.reason has the unknown value 99", 0},
-    {"rejected reason 20 (reserved)", "08 01 92 01 02 10 14", R(INVALID_FIELD), "unknown value 20", 0},
+    {"rejected reason 20 (NOT_FOUND)", "08 01 92 01 02 10 14", OK, NULL, SCHAKEL__FRAME__BODY_REJECTED},
+    {"rejected reason 21 (CASE_IS_CLOSED)", "08 01 92 01 02 10 15", OK, NULL,
+     SCHAKEL__FRAME__BODY_REJECTED},
+    {"rejected reason 24", "08 01 92 01 02 10 18", R(INVALID_FIELD), "unknown value 24", 0},
     {"rejected reason none", "08 01 92 01 02 10 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected without reason", "08 01 92 01 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected text not UTF-8", "08 01 92 01 05 10 08 1a 01 ff", R(INVALID_FIELD),
@@ -704,6 +708,48 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"deliver without signal", "08 01 9a 01 02 08 05", R(INVALID_MESSAGE), "no signal", 0},
     {"accepted without id", "08 01 8a 01 04 12 02 08 01", R(INVALID_MESSAGE), "no message_id", 0},
     {"accepted short id", "08 01 8a 01 03 0a 01 00", R(INVALID_FIELD), "is 1 bytes", 0},
+    {"accepted with case id", "08 01 8a 01 22 0a 10 " ZERO16 " 12 02 08 01 22 0a " CASE42, OK, NULL,
+     SCHAKEL__FRAME__BODY_ACCEPTED},
+    /* Deliver: a signal or a case event (field 15, 0x7a), exactly one */
+    {"deliver with case event", "08 01 9a 01 05 08 05 7a 01 00", OK, NULL,
+     SCHAKEL__FRAME__BODY_DELIVER},
+    {"deliver with signal and case event", "08 01 9a 01 08 08 05 62 01 00 7a 01 00",
+     R(INVALID_MESSAGE), "both a signal and a case_event", 0},
+    {"deliver with neither", "08 01 9a 01 02 08 05", R(INVALID_MESSAGE),
+     "no signal and no case_event", 0},
+    /* CasePublish (body 32, 0x82 02) without a usable command id: nothing to name */
+    {"case_publish without command id", "08 01 82 02 05 12 01 00 1a 00", R(INVALID_MESSAGE),
+     "case_publish has no command_id", 0},
+    {"case_publish short command id", "08 01 82 02 03 0a 01 00", R(INVALID_FIELD),
+     "case_publish command_id is 1 bytes", 0},
+    {"case_publish empty", "08 01 82 02 00", R(INVALID_MESSAGE), "no command_id", 0},
+    {"case_publish unknown field", "08 01 82 02 02 20 01", R(INVALID_MESSAGE),
+     "CasePublish carries unknown field 4", 0},
+    /* CaseQuery (body 33, 0x8a 02) */
+    {"case_query list", "08 01 8a 02 02 08 07", OK, NULL, SCHAKEL__FRAME__BODY_CASE_QUERY},
+    {"case_query empty", "08 01 8a 02 00", OK, NULL, SCHAKEL__FRAME__BODY_CASE_QUERY},
+    {"case_query one case", "08 01 8a 02 0e 08 07 12 0a " CASE42, OK, NULL,
+     SCHAKEL__FRAME__BODY_CASE_QUERY},
+    {"case_query bad case id", "08 01 8a 02 05 12 03 43 2d 34", R(INVALID_FIELD), "not a case id",
+     0},
+    {"case_query case id lower case", "08 01 8a 02 0c 12 0a 63 2d 30 30 30 30 30 30 34 32",
+     R(INVALID_FIELD), "not a case id", 0},
+    {"case_query case id twice", "08 01 8a 02 18 12 0a " CASE42 " 12 0a " CASE42,
+     R(INVALID_MESSAGE), "CaseQuery.case_id is given more than once", 0},
+    /* CaseView (body 34, 0x92 02): cases 2, events 3 */
+    {"case_view empty", "08 01 92 02 02 08 07", OK, NULL, SCHAKEL__FRAME__BODY_CASE_VIEW},
+    {"case_view case and event", "08 01 92 02 20 12 0c 0a 0a " CASE42 " 1a 10 0a 0a " CASE42
+     " 18 01 20 01", OK, NULL, SCHAKEL__FRAME__BODY_CASE_VIEW},
+    {"case_view case without id", "08 01 92 02 02 12 00", R(INVALID_MESSAGE),
+     "cases[0] has no valid case_id", 0},
+    {"case_view event without seq", "08 01 92 02 10 1a 0e 0a 0a " CASE42 " 20 01",
+     R(INVALID_MESSAGE), "event has no event_seq", 0},
+    {"case_view event kind none", "08 01 92 02 12 1a 10 0a 0a " CASE42 " 18 01 20 00",
+     R(INVALID_MESSAGE), "event has no kind", 0},
+    {"case_view event kind 11", "08 01 92 02 12 1a 10 0a 0a " CASE42 " 18 01 20 0b",
+     R(INVALID_FIELD), "CaseEvent.kind has the unknown value 11", 0},
+    {"case_view event text NUL", "08 01 92 02 16 1a 14 0a 0a " CASE42 " 18 01 20 06 5a 02 61 00",
+     R(INVALID_FIELD), "CaseEvent.text contains a NUL byte", 0},
 };
 
 static void test_raw_frame_table(void **state)
@@ -1184,6 +1230,764 @@ static void test_encode_null(void **state)
     wire_signal_free(NULL);
 }
 
+/* ------------------------------------------------------------ case ids, media types */
+
+static void test_case_syntax(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        int case_id, media_type;
+    } rows[] = {
+        {"C-00000042", 1, 0},
+        {"C-99999999", 1, 0},
+        {"C-00000000", 1, 0},
+        {"C-0000042", 0, 0},
+        {"C-000000042", 0, 0},
+        {"c-00000042", 0, 0},
+        {"C_00000042", 0, 0},
+        {"C-0000004a", 0, 0},
+        {"C-0000 042", 0, 0},
+        {"", 0, 0},
+        {"application/pdf", 0, 1},
+        {"image/svg+xml", 0, 1},
+        {"application/vnd.openxmlformats-officedocument.wordprocessingml.document", 0, 1},
+        {"text/plain; charset=utf-8", 0, 0},
+        {"application/", 0, 0},
+        {"/pdf", 0, 0},
+        {"application//pdf", 0, 0},
+        {"application/pdf/x", 0, 0},
+        {"-application/pdf", 0, 0},
+        {"application", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (syntax_is_case_id(rows[i].text) != rows[i].case_id)
+            fail_msg("syntax_is_case_id(\"%s\") != %d", rows[i].text, rows[i].case_id);
+        if (syntax_is_media_type(rows[i].text) != rows[i].media_type)
+            fail_msg("syntax_is_media_type(\"%s\") != %d", rows[i].text, rows[i].media_type);
+    }
+    assert_false(syntax_is_case_id(NULL));
+    assert_false(syntax_is_media_type(NULL));
+    char long_type[300];
+    memset(long_type, 'a', sizeof long_type);
+    long_type[127] = '/';
+    long_type[255] = '\0';
+    assert_true(syntax_is_media_type(long_type)); /* 127 / 127 */
+    long_type[127] = 'a';
+    long_type[128] = '/';
+    assert_false(syntax_is_media_type(long_type)); /* a type of 128 */
+}
+
+/* ------------------------------------------------------------ case command table */
+
+enum case_op {
+    OP_UNSET,
+    OP_OPEN,
+    OP_INVITE,
+    OP_ACCEPT,
+    OP_DECLINE,
+    OP_LEAVE,
+    OP_NOTE,
+    OP_ATTACH,
+    OP_CLOSE,
+    OP_REOPEN,
+    OP_LINK,
+};
+
+enum case_field {
+    C_NONE,
+    C_ACTOR,
+    C_ON_BEHALF,
+    C_CASE_ID,
+    C_CASE_TYPE,
+    C_AREA,
+    C_SUBJECT,
+    C_TITLE,
+    C_POSTCODE,
+    C_HOUSE_NUMBER, /* number; -1 absent */
+    C_NO_ADDRESS,
+    C_PARTNER, /* invite / leave */
+    C_TEXT,    /* note text */
+    C_FIELD_NAME,
+    C_FIELD_VALUE,
+    C_FIELD_COUNT, /* number of distinct valid fields */
+    C_ATTACH_NAME,
+    C_MEDIA_TYPE,
+    C_CONTENT, /* number: bytes; -1 absent */
+    C_REASON,  /* close / reopen */
+    C_ITEM_SEQ, /* number; -1 absent */
+};
+
+struct case_row {
+    const char *name;
+    enum case_op op;
+    enum case_field field;
+    const char *value; /* NULL: field absent */
+    size_t repeat;
+    int64_t number;
+    Schakel__Reason reason;
+    const char *fragment;
+};
+
+static const struct case_row case_rows[] = {
+    /* every operation as the fixture builds it */
+    {"open", OP_OPEN, C_NONE, NULL, 0, 0, OK, NULL},
+    {"invite", OP_INVITE, C_NONE, NULL, 0, 0, OK, NULL},
+    {"accept", OP_ACCEPT, C_NONE, NULL, 0, 0, OK, NULL},
+    {"decline", OP_DECLINE, C_NONE, NULL, 0, 0, OK, NULL},
+    {"leave", OP_LEAVE, C_NONE, NULL, 0, 0, OK, NULL},
+    {"note", OP_NOTE, C_NONE, NULL, 0, 0, OK, NULL},
+    {"attach", OP_ATTACH, C_NONE, NULL, 0, 0, OK, NULL},
+    {"close", OP_CLOSE, C_NONE, NULL, 0, 0, OK, NULL},
+    {"reopen", OP_REOPEN, C_NONE, NULL, 0, 0, OK, NULL},
+    {"link", OP_LINK, C_NONE, NULL, 0, 0, OK, NULL},
+    {"no operation", OP_UNSET, C_NONE, NULL, 0, 0, R(INVALID_MESSAGE), "names no operation"},
+    /* actor and on_behalf_of */
+    {"actor absent", OP_NOTE, C_ACTOR, NULL, 0, 0, R(INVALID_MESSAGE), "no actor"},
+    {"actor partner only", OP_NOTE, C_ACTOR, "riec", 0, 0, R(INVALID_FIELD), "principal id"},
+    {"actor capital", OP_NOTE, C_ACTOR, "RIEC/j.jansen", 0, 0, R(INVALID_FIELD), "principal id"},
+    {"actor empty", OP_NOTE, C_ACTOR, "", 0, 0, R(INVALID_FIELD), "empty"},
+    {"actor 130 bytes", OP_NOTE, C_ACTOR, "a", 130, 0, R(INVALID_FIELD), "at most 129"},
+    {"on behalf absent", OP_NOTE, C_ON_BEHALF, NULL, 0, 0, OK, NULL},
+    {"on behalf principal", OP_INVITE, C_ON_BEHALF, "riec/x", 0, 0, R(INVALID_FIELD),
+     "on_behalf_of is not a partner id"},
+    {"on behalf empty", OP_INVITE, C_ON_BEHALF, "", 0, 0, R(INVALID_FIELD), "empty"},
+    /* case_id */
+    {"case id absent", OP_NOTE, C_CASE_ID, NULL, 0, 0, R(INVALID_MESSAGE), "no case_id"},
+    {"case id seven digits", OP_NOTE, C_CASE_ID, "C-0000042", 0, 0, R(INVALID_FIELD),
+     "case_id is not a case id"},
+    {"case id lower case", OP_ACCEPT, C_CASE_ID, "c-00000042", 0, 0, R(INVALID_FIELD),
+     "not a case id"},
+    {"case id given to open", OP_OPEN, C_CASE_ID, "C-00000042", 0, 0, R(INVALID_FIELD),
+     "open names no case_id"},
+    /* open */
+    {"open type absent", OP_OPEN, C_CASE_TYPE, NULL, 0, 0, R(INVALID_MESSAGE), "no open.case_type"},
+    {"open type capital", OP_OPEN, C_CASE_TYPE, "Ondermijning", 0, 0, R(INVALID_FIELD),
+     "open.case_type is not a case type id"},
+    {"open type 65", OP_OPEN, C_CASE_TYPE, "t", 65, 0, R(INVALID_FIELD), "case_type"},
+    {"open area absent", OP_OPEN, C_AREA, NULL, 0, 0, R(INVALID_MESSAGE), "no open.area"},
+    {"open area wrong", OP_OPEN, C_AREA, "GM935", 0, 0, R(INVALID_AREA), "open.area is not a CBS"},
+    {"open area BU letters", OP_OPEN, C_AREA, "BU0363AF09", 0, 0, OK, NULL},
+    {"open subject absent", OP_OPEN, C_SUBJECT, NULL, 0, 0, OK, NULL},
+    {"open subject BSN", OP_OPEN, C_SUBJECT, "123456782", 0, 0, R(INVALID_FIELD), "never a BSN"},
+    {"open subject 65", OP_OPEN, C_SUBJECT, "p", 65, 0, R(INVALID_FIELD), "at most 64"},
+    {"open title absent", OP_OPEN, C_TITLE, NULL, 0, 0, OK, NULL},
+    {"open title 200", OP_OPEN, C_TITLE, "t", 200, 0, OK, NULL},
+    {"open title 201", OP_OPEN, C_TITLE, "t", 201, 0, R(INVALID_FIELD), "open.title is 201 bytes"},
+    {"open title newline", OP_OPEN, C_TITLE, "Adres\nMaastricht", 0, 0, R(INVALID_FIELD),
+     "control"},
+    {"open title empty", OP_OPEN, C_TITLE, "", 0, 0, R(INVALID_FIELD), "empty"},
+    {"open without address", OP_OPEN, C_NO_ADDRESS, NULL, 0, 0, OK, NULL},
+    {"open postcode SS", OP_OPEN, C_POSTCODE, "6211SS", 0, 0, R(INVALID_POSTCODE), "postcode"},
+    {"open postcode absent", OP_OPEN, C_POSTCODE, NULL, 0, 0, R(INVALID_POSTCODE), "no postcode"},
+    {"open house number 0", OP_OPEN, C_HOUSE_NUMBER, NULL, 0, 0, R(INVALID_FIELD),
+     "house_number"},
+    {"open house number absent", OP_OPEN, C_HOUSE_NUMBER, NULL, 0, -1, R(INVALID_FIELD),
+     "house_number"},
+    /* invite and leave */
+    {"invite partner absent", OP_INVITE, C_PARTNER, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no invite.partner"},
+    {"invite principal", OP_INVITE, C_PARTNER, "politie/x", 0, 0, R(INVALID_FIELD),
+     "invite.partner is not a partner id"},
+    {"invite partner 65", OP_INVITE, C_PARTNER, "p", 65, 0, R(INVALID_FIELD), "partner"},
+    {"leave self", OP_LEAVE, C_PARTNER, NULL, 0, 0, OK, NULL},
+    {"leave partner capital", OP_LEAVE, C_PARTNER, "Politie", 0, 0, R(INVALID_FIELD),
+     "leave.partner is not a partner id"},
+    /* note */
+    {"note text absent, fields present", OP_NOTE, C_TEXT, NULL, 0, 0, OK, NULL},
+    {"note neither text nor fields", OP_NOTE, C_FIELD_COUNT, NULL, 0, 0, OK, NULL},
+    {"note text 8000", OP_NOTE, C_TEXT, "n", 8000, 0, OK, NULL},
+    {"note text 8001", OP_NOTE, C_TEXT, "n", 8001, 0, R(INVALID_FIELD), "note.text is 8001 bytes"},
+    {"note text tab and newlines", OP_NOTE, C_TEXT, "a\tb\r\nc", 0, 0, OK, NULL},
+    {"note text escape", OP_NOTE, C_TEXT, "\x1b[2J", 0, 0, R(INVALID_FIELD), "control"},
+    {"note text C1", OP_NOTE, C_TEXT, "x\xc2\x9b" "2J", 0, 0, R(INVALID_FIELD), "control"},
+    {"note text bad utf-8", OP_NOTE, C_TEXT, "\xc0\xaf", 0, 0, R(INVALID_FIELD), "UTF-8"},
+    {"note text empty", OP_NOTE, C_TEXT, "", 0, 0, R(INVALID_FIELD), "empty"},
+    {"note 32 fields", OP_NOTE, C_FIELD_COUNT, NULL, 0, 32, OK, NULL},
+    {"note 33 fields", OP_NOTE, C_FIELD_COUNT, NULL, 0, 33, R(INVALID_FIELD),
+     "note.fields has 33 entries; at most 32"},
+    {"note field name absent", OP_NOTE, C_FIELD_NAME, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no note.fields[1].name"},
+    {"note field name capital", OP_NOTE, C_FIELD_NAME, "Financieel", 0, 0, R(INVALID_FIELD),
+     "note.fields[1].name is not a field name"},
+    {"note field name reserved text", OP_NOTE, C_FIELD_NAME, "text", 0, 0, R(INVALID_FIELD),
+     "reserved"},
+    {"note field name reserved attachments", OP_NOTE, C_FIELD_NAME, "attachments", 0, 0,
+     R(INVALID_FIELD), "reserved"},
+    {"note field name repeated", OP_NOTE, C_FIELD_NAME, "financieel", 0, 0, R(INVALID_FIELD),
+     "note.fields[1].name repeats note.fields[0].name"},
+    {"note field name 65", OP_NOTE, C_FIELD_NAME, "f", 65, 0, R(INVALID_FIELD), "fields[1].name"},
+    {"note field value absent", OP_NOTE, C_FIELD_VALUE, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no note.fields[1].value"},
+    {"note field value 2000", OP_NOTE, C_FIELD_VALUE, "v", 2000, 0, OK, NULL},
+    {"note field value 2001", OP_NOTE, C_FIELD_VALUE, "v", 2001, 0, R(INVALID_FIELD),
+     "note.fields[1].value is 2001 bytes"},
+    {"note field value bell", OP_NOTE, C_FIELD_VALUE, "a\x07", 0, 0, R(INVALID_FIELD), "control"},
+    {"note field value empty", OP_NOTE, C_FIELD_VALUE, "", 0, 0, R(INVALID_FIELD), "empty"},
+    /* attach */
+    {"attach name absent", OP_ATTACH, C_ATTACH_NAME, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no attach.name"},
+    {"attach name 128", OP_ATTACH, C_ATTACH_NAME, "a", 128, 0, OK, NULL},
+    {"attach name 129", OP_ATTACH, C_ATTACH_NAME, "a", 129, 0, R(INVALID_FIELD),
+     "attach.name is 129 bytes"},
+    {"attach name with slash", OP_ATTACH, C_ATTACH_NAME, "../etc/passwd", 0, 0, R(INVALID_FIELD),
+     "without a path"},
+    {"attach name with backslash", OP_ATTACH, C_ATTACH_NAME, "C:\\rapport.pdf", 0, 0,
+     R(INVALID_FIELD), "without a path"},
+    {"attach name dot dot", OP_ATTACH, C_ATTACH_NAME, "..", 0, 0, R(INVALID_FIELD),
+     "without a path"},
+    {"attach name accents and spaces", OP_ATTACH, C_ATTACH_NAME, "Proces-verbaal \xc3\xa9\xc3\xa9n.pdf",
+     0, 0, OK, NULL},
+    {"attach name newline", OP_ATTACH, C_ATTACH_NAME, "a\nb.pdf", 0, 0, R(INVALID_FIELD),
+     "control"},
+    {"attach media type absent", OP_ATTACH, C_MEDIA_TYPE, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no attach.media_type"},
+    {"attach media type parameters", OP_ATTACH, C_MEDIA_TYPE, "text/plain;charset=utf-8", 0, 0,
+     R(INVALID_FIELD), "attach.media_type is not a media type"},
+    {"attach media type bare", OP_ATTACH, C_MEDIA_TYPE, "pdf", 0, 0, R(INVALID_FIELD),
+     "media type"},
+    {"attach content absent", OP_ATTACH, C_CONTENT, NULL, 0, -1, R(INVALID_MESSAGE),
+     "no attach.content"},
+    {"attach content empty", OP_ATTACH, C_CONTENT, NULL, 0, 0, R(INVALID_FIELD),
+     "attach.content is 0 bytes"},
+    {"attach content at limit", OP_ATTACH, C_CONTENT, NULL, 0, SCHAKEL_MAX_ATTACHMENT_BYTES, OK,
+     NULL},
+    {"attach content over limit", OP_ATTACH, C_CONTENT, NULL, 0, SCHAKEL_MAX_ATTACHMENT_BYTES + 1,
+     R(INVALID_FIELD), "attach.content is 131073 bytes"},
+    /* close, reopen, link */
+    {"close reason absent", OP_CLOSE, C_REASON, NULL, 0, 0, R(INVALID_MESSAGE),
+     "no close.reason"},
+    {"close reason 1000", OP_CLOSE, C_REASON, "r", 1000, 0, OK, NULL},
+    {"close reason 1001", OP_CLOSE, C_REASON, "r", 1001, 0, R(INVALID_FIELD),
+     "close.reason is 1001 bytes"},
+    {"close reason escape", OP_CLOSE, C_REASON, "\x1b]0;x\x07", 0, 0, R(INVALID_FIELD), "control"},
+    {"reopen reason absent", OP_REOPEN, C_REASON, NULL, 0, 0, OK, NULL},
+    {"reopen reason 1001", OP_REOPEN, C_REASON, "r", 1001, 0, R(INVALID_FIELD), "reopen.reason"},
+    {"link item seq absent", OP_LINK, C_ITEM_SEQ, NULL, 0, -1, R(INVALID_MESSAGE),
+     "no link_signal.item_seq"},
+    {"link item seq 0", OP_LINK, C_ITEM_SEQ, NULL, 0, 0, R(INVALID_FIELD), "item seqs start at 1"},
+    {"link item seq max", OP_LINK, C_ITEM_SEQ, NULL, 0, INT64_MAX, OK, NULL},
+};
+
+struct case_fixture {
+    Schakel__CaseCommand command;
+    Schakel__CaseOpen open;
+    Schakel__Address address;
+    Schakel__CaseInvite invite;
+    Schakel__CaseAnswer answer;
+    Schakel__CaseLeave leave;
+    Schakel__CaseNote note;
+    Schakel__NoteField fields[40];
+    Schakel__NoteField *field_pointers[40];
+    char field_names[40][16];
+    Schakel__CaseAttach attach;
+    Schakel__CaseClose close;
+    Schakel__CaseReopen reopen;
+    Schakel__CaseLinkSignal link;
+    uint8_t *content;
+    char value[8192];
+};
+
+static void case_fixture_init(struct case_fixture *f, enum case_op op)
+{
+    static char actor[] = "riec/j.jansen", lead[] = "riec", case_id[] = "C-00000042",
+                type[] = "ondermijning-adres", area[] = "BU09350101", subject[] = "psn:4f9a2c77",
+                title[] = "Hennepteelt Brusselsestraat", postcode[] = "6211AB",
+                politie[] = "politie", text[] = "Bezoek afgelegd;\nniemand thuis.",
+                financieel[] = "financieel", bedrag[] = "EUR 12.000 contant",
+                strafrechtelijk[] = "strafrechtelijk", antecedenten[] = "geen",
+                file_name[] = "proces-verbaal.pdf", media_type[] = "application/pdf",
+                reason[] = "Pand ontruimd; afspraken nagekomen";
+    static uint8_t pdf[] = "%PDF-1.7 ...";
+    memset(f, 0, sizeof *f);
+    schakel__case_command__init(&f->command);
+    f->command.actor = actor;
+    f->command.on_behalf_of = lead;
+    f->command.case_id = op == OP_OPEN ? NULL : case_id;
+    switch (op) {
+    case OP_OPEN:
+        schakel__case_open__init(&f->open);
+        schakel__address__init(&f->address);
+        f->address.postcode = postcode;
+        f->address.has_house_number = 1;
+        f->address.house_number = 12;
+        f->open.case_type = type;
+        f->open.area = area;
+        f->open.subject = subject;
+        f->open.title = title;
+        f->open.address = &f->address;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_OPEN;
+        f->command.open = &f->open;
+        break;
+    case OP_INVITE:
+        schakel__case_invite__init(&f->invite);
+        f->invite.partner = politie;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_INVITE;
+        f->command.invite = &f->invite;
+        break;
+    case OP_ACCEPT:
+    case OP_DECLINE:
+        schakel__case_answer__init(&f->answer);
+        f->command.on_behalf_of = NULL;
+        f->command.op_case =
+            op == OP_ACCEPT ? SCHAKEL__CASE_COMMAND__OP_ACCEPT : SCHAKEL__CASE_COMMAND__OP_DECLINE;
+        if (op == OP_ACCEPT)
+            f->command.accept = &f->answer;
+        else
+            f->command.decline = &f->answer;
+        break;
+    case OP_LEAVE:
+        schakel__case_leave__init(&f->leave);
+        f->leave.partner = politie;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_LEAVE;
+        f->command.leave = &f->leave;
+        break;
+    case OP_NOTE:
+        schakel__case_note__init(&f->note);
+        for (size_t i = 0; i < 40; i++) {
+            schakel__note_field__init(&f->fields[i]);
+            f->field_pointers[i] = &f->fields[i];
+        }
+        f->fields[0].name = financieel;
+        f->fields[0].value = bedrag;
+        f->fields[1].name = strafrechtelijk;
+        f->fields[1].value = antecedenten;
+        f->note.text = text;
+        f->note.fields = f->field_pointers;
+        f->note.n_fields = 2;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_NOTE;
+        f->command.note = &f->note;
+        break;
+    case OP_ATTACH:
+        schakel__case_attach__init(&f->attach);
+        f->attach.name = file_name;
+        f->attach.media_type = media_type;
+        f->attach.has_content = 1;
+        f->attach.content.data = pdf;
+        f->attach.content.len = sizeof pdf - 1;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_ATTACH;
+        f->command.attach = &f->attach;
+        break;
+    case OP_CLOSE:
+        schakel__case_close__init(&f->close);
+        f->close.reason = reason;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_CLOSE;
+        f->command.close = &f->close;
+        break;
+    case OP_REOPEN:
+        schakel__case_reopen__init(&f->reopen);
+        f->reopen.reason = reason;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_REOPEN;
+        f->command.reopen = &f->reopen;
+        break;
+    case OP_LINK:
+        schakel__case_link_signal__init(&f->link);
+        f->link.has_item_seq = 1;
+        f->link.item_seq = 55;
+        f->command.op_case = SCHAKEL__CASE_COMMAND__OP_LINK_SIGNAL;
+        f->command.link_signal = &f->link;
+        break;
+    case OP_UNSET:
+        break;
+    }
+}
+
+static char *case_row_value(struct case_fixture *f, const struct case_row *row)
+{
+    if (row->value == NULL)
+        return NULL;
+    size_t unit = strlen(row->value), count = row->repeat ? row->repeat : 1;
+    assert_true(unit * count < sizeof f->value);
+    for (size_t i = 0; i < count; i++)
+        memcpy(f->value + i * unit, row->value, unit);
+    f->value[unit * count] = '\0';
+    return f->value;
+}
+
+static char **case_string_slot(struct case_fixture *f, enum case_field field)
+{
+    char **slots[] = {
+        [C_ACTOR] = &f->command.actor,      [C_ON_BEHALF] = &f->command.on_behalf_of,
+        [C_CASE_ID] = &f->command.case_id,  [C_CASE_TYPE] = &f->open.case_type,
+        [C_AREA] = &f->open.area,           [C_SUBJECT] = &f->open.subject,
+        [C_TITLE] = &f->open.title,         [C_POSTCODE] = &f->address.postcode,
+        [C_TEXT] = &f->note.text,           [C_FIELD_NAME] = &f->fields[1].name,
+        [C_FIELD_VALUE] = &f->fields[1].value, [C_ATTACH_NAME] = &f->attach.name,
+        [C_MEDIA_TYPE] = &f->attach.media_type,
+    };
+    return (size_t)field < sizeof slots / sizeof slots[0] ? slots[field] : NULL;
+}
+
+static void case_apply_row(struct case_fixture *f, const struct case_row *row)
+{
+    char **slot = case_string_slot(f, row->field);
+    if (slot != NULL) {
+        *slot = case_row_value(f, row);
+        return;
+    }
+    switch (row->field) {
+    case C_PARTNER:
+        if (row->op == OP_INVITE)
+            f->invite.partner = case_row_value(f, row);
+        else
+            f->leave.partner = case_row_value(f, row);
+        break;
+    case C_HOUSE_NUMBER:
+        f->address.has_house_number = row->number >= 0;
+        f->address.house_number = row->number >= 0 ? (uint32_t)row->number : 0;
+        break;
+    case C_NO_ADDRESS:
+        f->open.address = NULL;
+        break;
+    case C_FIELD_COUNT:
+        /* 0 fields: the note keeps its text */
+        for (int64_t i = 0; i < row->number; i++) {
+            snprintf(f->field_names[i], sizeof f->field_names[i], "veld-%d", (int)i);
+            f->fields[i].name = f->field_names[i];
+            f->fields[i].value = f->field_names[i];
+        }
+        f->note.n_fields = (size_t)row->number;
+        break;
+    case C_CONTENT:
+        f->attach.has_content = row->number >= 0;
+        f->content = calloc(1, row->number > 0 ? (size_t)row->number : 1);
+        assert_non_null(f->content);
+        f->attach.content.data = f->content;
+        f->attach.content.len = row->number > 0 ? (size_t)row->number : 0;
+        break;
+    case C_REASON:
+        if (row->op == OP_CLOSE)
+            f->close.reason = case_row_value(f, row);
+        else
+            f->reopen.reason = case_row_value(f, row);
+        break;
+    case C_ITEM_SEQ:
+        f->link.has_item_seq = row->number >= 0;
+        f->link.item_seq = row->number >= 0 ? (uint64_t)row->number : 0;
+        break;
+    default: /* C_NONE */
+        break;
+    }
+}
+
+static void test_case_command_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof case_rows / sizeof case_rows[0]; i++) {
+        const struct case_row *row = &case_rows[i];
+        struct case_fixture f;
+        case_fixture_init(&f, row->op);
+        case_apply_row(&f, row);
+
+        wire_error_t err;
+        memset(&err, 0x5a, sizeof err);
+        int rc = wire_validate_case_command(&f.command, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        if (rc != (row->reason == OK ? 0 : -1))
+            fail_msg("%s: validate returned %d", row->name, rc);
+        if (row->value != NULL && row->reason != OK && strlen(f.value) >= 6 &&
+            strstr(err.text, f.value) != NULL && row->field != C_FIELD_NAME)
+            fail_msg("%s: text \"%s\" echoes the value", row->name, err.text);
+
+        /* the same verdict from the packed bytes */
+        size_t len = 0;
+        uint8_t *buf = wire_encode_case_command(&f.command, &len);
+        assert_non_null(buf);
+        wire_error_t decode_err;
+        memset(&decode_err, 0x5a, sizeof decode_err);
+        Schakel__CaseCommand *decoded = wire_decode_case_command(buf, len, &decode_err);
+        expect_error(row->name, &decode_err, row->reason, row->fragment);
+        assert_true((decoded != NULL) == (row->reason == OK));
+        if (decoded != NULL) {
+            assert_int_equal(decoded->op_case, f.command.op_case);
+            assert_string_equal(decoded->actor, f.command.actor);
+        }
+        wire_case_command_free(&decoded);
+        assert_null(decoded);
+        free(buf);
+        free(f.content);
+    }
+}
+
+/* ------------------------------------------------------- raw case commands */
+
+struct raw_case_row {
+    const char *name;
+    const char *hex;
+    Schakel__Reason reason;
+    const char *fragment;
+};
+
+/* CaseCommand keys: 1 actor 0x0a, 3 case_id 0x1a, 11 invite 0x5a, 12
+ * accept 0x62, 13 decline 0x6a, 15 note 0x7a, 16 attach 0x82 01. */
+#define ACTOR_AB "0a 03 61 2f 62" /* actor "a/b" */
+#define CASE_ID_42 "1a 0a " CASE42
+
+static const struct raw_case_row raw_case_rows[] = {
+    {"accept", ACTOR_AB " " CASE_ID_42 " 62 00", OK, NULL},
+    {"accept and decline", ACTOR_AB " " CASE_ID_42 " 62 00 6a 00", R(INVALID_MESSAGE),
+     "a case command carries one operation"},
+    {"accept twice", ACTOR_AB " " CASE_ID_42 " 62 00 62 00", R(INVALID_MESSAGE),
+     "CaseCommand.accept is given more than once"},
+    {"actor twice", ACTOR_AB " " ACTOR_AB " " CASE_ID_42 " 62 00", R(INVALID_MESSAGE),
+     "CaseCommand.actor is given more than once"},
+    {"unknown field 9", ACTOR_AB " " CASE_ID_42 " 62 00 48 01", R(INVALID_MESSAGE),
+     "CaseCommand carries unknown field 9"},
+    {"unknown field in invite", ACTOR_AB " " CASE_ID_42 " 5a 02 10 01", R(INVALID_MESSAGE),
+     "CaseInvite carries unknown field 2"},
+    {"unknown field in answer", ACTOR_AB " " CASE_ID_42 " 62 02 08 01", R(INVALID_MESSAGE),
+     "CaseAnswer carries unknown field 1"},
+    {"actor with NUL", "0a 03 61 00 62 " CASE_ID_42 " 62 00", R(INVALID_FIELD),
+     "CaseCommand.actor contains a NUL byte"},
+    {"note text invalid", ACTOR_AB " " CASE_ID_42 " 7a 03 0a 01 ff", R(INVALID_FIELD),
+     "CaseNote.text is not valid UTF-8"},
+    {"note field name NUL", ACTOR_AB " " CASE_ID_42 " 7a 07 12 05 0a 03 61 00 62",
+     R(INVALID_FIELD), "NoteField.name contains a NUL byte"},
+    {"attach content any bytes", ACTOR_AB " " CASE_ID_42
+     " 82 01 0d 0a 01 61 12 03 61 2f 62 1a 03 00 ff 00", OK, NULL},
+    {"no operation", ACTOR_AB " " CASE_ID_42, R(INVALID_MESSAGE), "names no operation"},
+    {"garbage", "ff ff", R(INVALID_MESSAGE), "not a valid Schakel CaseCommand"},
+    {"empty", "", R(INVALID_MESSAGE), "case command is empty"},
+};
+
+static void test_raw_case_command_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof raw_case_rows / sizeof raw_case_rows[0]; i++) {
+        const struct raw_case_row *row = &raw_case_rows[i];
+        struct bytes b = {0};
+        bytes_hex(&b, row->hex);
+        uint8_t *exact = malloc(b.len ? b.len : 1);
+        assert_non_null(exact);
+        if (b.len)
+            memcpy(exact, b.data, b.len);
+        wire_error_t err;
+        Schakel__CaseCommand *command = wire_decode_case_command(exact, b.len, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        assert_true((command != NULL) == (row->reason == OK));
+        wire_case_command_free(&command);
+        free(exact);
+        bytes_free(&b);
+    }
+    wire_case_command_free(NULL);
+    wire_error_t err;
+    assert_int_equal(wire_validate_case_command(NULL, &err), -1);
+    assert_int_equal(err.reason, R(INVALID_MESSAGE));
+    /* larger than any frame */
+    static uint8_t huge[SCHAKEL_MAX_FRAME_BYTES + 1];
+    assert_null(wire_decode_case_command(huge, sizeof huge, &err));
+    expect_error("case command over the frame limit", &err, R(INVALID_FIELD), "at most 262144");
+}
+
+/* ---------------------------------------------------------- raw case events */
+
+/* CaseEvent keys: 1 case_id 0x0a, 3 event_seq 0x18, 4 kind 0x20, 11 text
+ * 0x5a, 12 fields 0x62, 30 unknown 0xf0 01. */
+static const struct raw_case_row raw_event_rows[] = {
+    {"note event", "0a 0a " CASE42 " 18 03 20 06 5a 02 68 69", OK, NULL},
+    {"opened event", "0a 0a " CASE42 " 18 01 20 01", OK, NULL},
+    {"no kind", "0a 0a " CASE42 " 18 01", R(INVALID_MESSAGE), "case event has no kind"},
+    {"kind none", "0a 0a " CASE42 " 18 01 20 00", R(INVALID_MESSAGE), "has no kind"},
+    {"kind 99", "0a 0a " CASE42 " 18 01 20 63", R(INVALID_FIELD),
+     "CaseEvent.kind has the unknown value 99"},
+    {"no event seq", "0a 0a " CASE42 " 20 01", R(INVALID_MESSAGE), "no event_seq"},
+    {"event seq 0", "0a 0a " CASE42 " 18 00 20 01", R(INVALID_MESSAGE), "no event_seq"},
+    {"no case id", "18 01 20 01", R(INVALID_MESSAGE), "no valid case_id"},
+    {"bad case id", "0a 03 43 2d 31 18 01 20 01", R(INVALID_MESSAGE), "no valid case_id"},
+    {"unknown field 30", "0a 0a " CASE42 " 18 01 20 01 f0 01 01", R(INVALID_MESSAGE),
+     "CaseEvent carries unknown field 30"},
+    {"text with NUL", "0a 0a " CASE42 " 18 01 20 06 5a 02 61 00", R(INVALID_FIELD),
+     "CaseEvent.text contains a NUL byte"},
+    {"field value invalid", "0a 0a " CASE42 " 18 01 20 06 62 05 0a 01 61 12 00 62 03 12 01 ff",
+     R(INVALID_FIELD), "NoteField.value is not valid UTF-8"},
+    {"empty", "", R(INVALID_MESSAGE), "case event is empty"},
+};
+
+static void test_raw_case_event_table(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof raw_event_rows / sizeof raw_event_rows[0]; i++) {
+        const struct raw_case_row *row = &raw_event_rows[i];
+        struct bytes b = {0};
+        bytes_hex(&b, row->hex);
+        uint8_t *exact = malloc(b.len ? b.len : 1);
+        assert_non_null(exact);
+        if (b.len)
+            memcpy(exact, b.data, b.len);
+        wire_error_t err;
+        Schakel__CaseEvent *event = wire_decode_case_event(exact, b.len, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        assert_true((event != NULL) == (row->reason == OK));
+        if (event != NULL)
+            assert_string_equal(event->case_id, "C-00000042");
+        wire_case_event_free(&event);
+        free(exact);
+        bytes_free(&b);
+    }
+    wire_case_event_free(NULL);
+}
+
+/* A CaseEvent packed and decoded again is the same event. */
+static void test_case_event_round_trip(void **state)
+{
+    (void)state;
+    static char case_id[] = "C-00000007", type[] = "zorg-persoon", actor[] = "vhh/coordinator",
+                lead[] = "veiligheidshuis", riec[] = "riec", name[] = "zorg", value[] = "ja";
+    char *members[] = {lead, riec};
+    Schakel__NoteField field = SCHAKEL__NOTE_FIELD__INIT;
+    Schakel__NoteField *fields[] = {&field};
+    Schakel__CaseEvent event = SCHAKEL__CASE_EVENT__INIT;
+    field.name = name;
+    field.value = value;
+    event.case_id = case_id;
+    event.case_type = type;
+    event.has_event_seq = event.has_kind = event.has_at = 1;
+    event.event_seq = 3;
+    event.kind = SCHAKEL__CASE_EVENT_KIND__CASE_NOTE;
+    event.at = NOW;
+    event.actor = actor;
+    event.on_behalf_of = lead;
+    event.lead = lead;
+    event.members = members;
+    event.n_members = 2;
+    event.fields = fields;
+    event.n_fields = 1;
+    size_t len = 0;
+    uint8_t *buf = wire_encode_case_event(&event, &len);
+    assert_non_null(buf);
+    wire_error_t err;
+    Schakel__CaseEvent *decoded = wire_decode_case_event(buf, len, &err);
+    expect_error("event round trip", &err, OK, NULL);
+    assert_non_null(decoded);
+    assert_string_equal(decoded->case_type, type);
+    assert_int_equal(decoded->event_seq, 3);
+    assert_int_equal(decoded->kind, SCHAKEL__CASE_EVENT_KIND__CASE_NOTE);
+    assert_int_equal(decoded->n_members, 2);
+    assert_string_equal(decoded->members[1], riec);
+    assert_int_equal(decoded->n_fields, 1);
+    assert_string_equal(decoded->fields[0]->value, value);
+    assert_null(decoded->text);
+    wire_case_event_free(&decoded);
+    free(buf);
+    size_t ignored = 0;
+    assert_null(wire_encode_case_event(NULL, &ignored));
+    assert_null(wire_encode_case_command(NULL, &ignored));
+}
+
+/* ------------------------------------------------------- case publish frames */
+
+struct case_publish_row {
+    const char *name;
+    int id_len;      /* -1 absent */
+    int command_len; /* -1 absent */
+    int sig_len;     /* -1 absent */
+    Schakel__Reason reason;
+    int names_id;
+    const char *fragment;
+};
+
+static const struct case_publish_row case_publish_rows[] = {
+    {"valid", 16, 40, 64, OK, 1, NULL},
+    {"command at the largest size a frame holds", 16, 262000, 64, OK, 1, NULL},
+    {"no command id", -1, 40, 64, R(INVALID_MESSAGE), 0, "case_publish has no command_id"},
+    {"command id 15 bytes", 15, 40, 64, R(INVALID_FIELD), 0, "command_id is 15 bytes"},
+    {"command id 17 bytes", 17, 40, 64, R(INVALID_FIELD), 0, "command_id is 17 bytes"},
+    {"no command", 16, -1, 64, R(INVALID_MESSAGE), 1, "carries no command"},
+    {"empty command", 16, 0, 64, R(INVALID_MESSAGE), 1, "carries no command"},
+    {"no signature", 16, 40, -1, R(BAD_SIGNATURE), 1, "carries no signature"},
+    {"signature 63 bytes", 16, 40, 63, R(BAD_SIGNATURE), 1, "signature is not 64 bytes"},
+    {"signature 65 bytes", 16, 40, 65, R(BAD_SIGNATURE), 1, "signature is not 64 bytes"},
+};
+
+static void test_case_publish_table(void **state)
+{
+    (void)state;
+    static uint8_t zeros[262144];
+    for (size_t i = 0; i < sizeof case_publish_rows / sizeof case_publish_rows[0]; i++) {
+        const struct case_publish_row *row = &case_publish_rows[i];
+        uint8_t id[32];
+        for (size_t k = 0; k < sizeof id; k++)
+            id[k] = (uint8_t)(0xa0 + k);
+        struct bytes body = {0}, frame = {0};
+        if (row->id_len >= 0)
+            bytes_field(&body, 1, id, (size_t)row->id_len);
+        if (row->command_len >= 0)
+            bytes_field(&body, 2, zeros, (size_t)row->command_len);
+        if (row->sig_len >= 0)
+            bytes_field(&body, 3, zeros, (size_t)row->sig_len);
+        bytes_hex(&frame, "08 01");
+        bytes_field(&frame, 32, body.data, body.len);
+        wire_error_t err;
+        Schakel__Frame *decoded = wire_decode_frame(frame.data, frame.len, &err);
+        expect_error(row->name, &err, row->reason, row->fragment);
+        assert_int_equal(err.has_message_id, row->names_id);
+        if (row->names_id)
+            assert_memory_equal(err.message_id, id, 16);
+        if (row->reason == OK) {
+            assert_non_null(decoded);
+            assert_int_equal(decoded->body_case, SCHAKEL__FRAME__BODY_CASE_PUBLISH);
+            assert_int_equal(decoded->case_publish->command.len, (size_t)row->command_len);
+        } else {
+            assert_null(decoded);
+        }
+        wire_frame_free(&decoded);
+        bytes_free(&body);
+        bytes_free(&frame);
+    }
+}
+
+/* A CasePublish signs exactly what a one-item Publish of the command bytes
+ * would: same signed bytes, same idempotency hash. */
+static void test_case_signed_bytes_and_hash(void **state)
+{
+    (void)state;
+    uint8_t id[16], command[100], signature[64];
+    for (size_t i = 0; i < sizeof id; i++)
+        id[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof command; i++)
+        command[i] = (uint8_t)(i * 7);
+    memset(signature, 0x33, sizeof signature);
+
+    /* the root of one item, by hand: H(0x00 || command) */
+    uint8_t leaf_input[1 + sizeof command], root[32], expected[64], got[64];
+    leaf_input[0] = 0x00;
+    memcpy(leaf_input + 1, command, sizeof command);
+    crypto_generichash(root, 32, leaf_input, sizeof leaf_input, NULL, 0);
+    memcpy(expected, "schakel-publish1", 16);
+    memcpy(expected + 16, id, 16);
+    memcpy(expected + 32, root, 32);
+    wire_case_signed_bytes(id, command, sizeof command, got);
+    assert_memory_equal(got, expected, 64);
+    /* one changed byte of the command changes the signed bytes */
+    command[50] ^= 1;
+    wire_case_signed_bytes(id, command, sizeof command, got);
+    assert_memory_not_equal(got, expected, 64);
+    command[50] ^= 1;
+
+    Schakel__CasePublish case_publish = SCHAKEL__CASE_PUBLISH__INIT;
+    case_publish.has_command_id = case_publish.has_command = case_publish.has_signature = 1;
+    case_publish.command_id.data = id;
+    case_publish.command_id.len = sizeof id;
+    case_publish.command.data = command;
+    case_publish.command.len = sizeof command;
+    case_publish.signature.data = signature;
+    case_publish.signature.len = sizeof signature;
+    ProtobufCBinaryData item = {sizeof command, command};
+    Schakel__Publish publish = SCHAKEL__PUBLISH__INIT;
+    publish.has_message_id = publish.has_signature = 1;
+    publish.message_id = case_publish.command_id;
+    publish.n_items = 1;
+    publish.items = &item;
+    publish.signature = case_publish.signature;
+    uint8_t case_hash[32], publish_hash[32];
+    wire_case_publish_hash(&case_publish, case_hash);
+    wire_publish_hash(&publish, publish_hash);
+    assert_memory_equal(case_hash, publish_hash, 32);
+    signature[0] ^= 1; /* another signature: another content hash */
+    wire_case_publish_hash(&case_publish, case_hash);
+    assert_memory_not_equal(case_hash, publish_hash, 32);
+}
+
 /* ---------------------------------------------------------- reason names */
 
 static void test_reason_names(void **state)
@@ -1195,12 +1999,10 @@ static void test_reason_names(void **state)
         "POLICY_DENIED",       "INVALID_THEME",   "INVALID_AREA",    "INVALID_POSTCODE",
         "INVALID_FIELD",       "MISSING_GROUNDS", "TOO_MANY_ITEMS",  "NOT_PERMITTED",
         "UNKNOWN_DELIVERY",    "UNEXPECTED_BODY", "INTERNAL_ERROR",  "RATE_LIMITED",
+        "NOT_FOUND",           "CASE_IS_CLOSED",
     };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         assert_string_equal(wire_reason_name((Schakel__Reason)i), names[i]);
-    /* 20 and 21 are reserved, not yet names */
-    assert_string_equal(wire_reason_name((Schakel__Reason)20), "UNKNOWN");
-    assert_string_equal(wire_reason_name((Schakel__Reason)21), "UNKNOWN");
     assert_string_equal(wire_reason_name((Schakel__Reason)22), "TOO_MANY_CONNECTIONS");
     assert_string_equal(wire_reason_name((Schakel__Reason)23), "UNAVAILABLE");
     assert_string_equal(wire_reason_name((Schakel__Reason)24), "UNKNOWN");
@@ -1230,6 +2032,13 @@ int main(void)
         cmocka_unit_test(test_small_bodies_round_trip),
         cmocka_unit_test(test_encode_null),
         cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_case_syntax),
+        cmocka_unit_test(test_case_command_table),
+        cmocka_unit_test(test_raw_case_command_table),
+        cmocka_unit_test(test_raw_case_event_table),
+        cmocka_unit_test(test_case_event_round_trip),
+        cmocka_unit_test(test_case_publish_table),
+        cmocka_unit_test(test_case_signed_bytes_and_hash),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }

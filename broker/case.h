@@ -1,0 +1,38 @@
+/*
+ * case.h — cases in the broker loop: signed case commands and case queries.
+ *
+ * case.c carries out a CasePublish (a signed CaseCommand) as publish.c does
+ * a Publish: rate limit, signature, idempotency by (actor, command id),
+ * validation, the state machine (case_state.h) and the policy's case types,
+ * then the command's evidence, the case's new state, its event and one
+ * delivery per member principal (filtered by its membership rule) in the
+ * turn's transaction; the Accepted waits for the commit. It also answers a
+ * CaseQuery with a CaseView. Every refusal goes through broker_reject with
+ * its reason code, and nothing of a refused command is stored.
+ */
+#ifndef SCHAKEL_CASE_H
+#define SCHAKEL_CASE_H
+
+#include "broker.h"
+
+/* Carry out one case command from `actor` (the authenticated principal).
+ * Trusts: the frame was decoded by wire_decode_frame. Queues Accepted or
+ * Rejected; a store failure fails the turn (nothing of it is committed). */
+void case_publish_handle(broker_t *b, session_t *session, const policy_principal_t *actor,
+                         const Schakel__CasePublish *publish);
+
+/* Answer a CaseQuery: without case_id the cases the asker's partner is a
+ * member of or invited to; with one, that case and its timeline as the
+ * asker's membership rule lets it see it (an invited partner: the case
+ * without its timeline). A case the asker may not see is NOT_FOUND, worded
+ * as for an id that does not exist. */
+void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
+                       const Schakel__CaseQuery *query);
+
+/* For the push (deliver.c): the membership rule a waiting case delivery
+ * was queued under still exists in the policy in force, in that very
+ * version (id and content hash), and still reaches `recipient`. */
+int case_delivery_still_allowed(const broker_t *b, const store_delivery_t *d,
+                                const policy_principal_t *recipient);
+
+#endif

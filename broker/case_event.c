@@ -1,0 +1,321 @@
+/*
+ * case_event.c — the pieces of cases that commands and queries share
+ * (case_internal.h): member rows, events reduced to a membership rule,
+ * events read one at a time, and whether a partner received a signal.
+ * Trusts the store's authenticated bodies (they were validated before
+ * they were stored) and the policy in force. Errors: -1, out of memory or
+ * a store failure; nothing here refuses a partner.
+ */
+#include "case_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+/* ------------------------------------------------------------------ members */
+
+static int case_members_collect(const char *partner, char state, const char *rule_id,
+                                const char *rule_hash, void *arg)
+{
+    case_members_t *m = arg;
+    if (m->n == m->cap) {
+        size_t cap = m->cap ? m->cap * 2 : 16;
+        case_member_t *grown = realloc(m->rows, cap * sizeof *grown);
+        if (grown == NULL) {
+            m->cap = SIZE_MAX; /* marks the failure for case_members_load */
+            return 1;
+        }
+        m->rows = grown;
+        m->cap = cap;
+    }
+    case_member_t *row = &m->rows[m->n++];
+    snprintf(row->partner, sizeof row->partner, "%s", partner);
+    row->state = state;
+    snprintf(row->rule_id, sizeof row->rule_id, "%s", rule_id != NULL ? rule_id : "");
+    snprintf(row->rule_hash, sizeof row->rule_hash, "%s", rule_hash != NULL ? rule_hash : "");
+    return 0;
+}
+
+int case_members_load(store_t *store, const char *case_id, case_members_t *m)
+{
+    memset(m, 0, sizeof *m);
+    int visited = store_case_members(store, case_id, case_members_collect, m);
+    if (visited < 0 || m->cap == SIZE_MAX) {
+        case_members_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+void case_members_free(case_members_t *m)
+{
+    free(m->rows);
+    memset(m, 0, sizeof *m);
+}
+
+const case_member_t *case_members_find(const case_members_t *m, const char *partner)
+{
+    for (size_t i = 0; partner != NULL && i < m->n; i++)
+        if (strcmp(m->rows[i].partner, partner) == 0)
+            return &m->rows[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ filtering */
+
+/* Room for "text", every note field name, "attachments", "subject",
+ * "address" and "signal", comma-separated. */
+#define CASE_SEEN_BYTES (SCHAKEL_MAX_NOTE_FIELDS * (SCHAKEL_MAX_ID_LEN + 1) + 64)
+
+static void seen_add(char *seen, const char *name)
+{
+    size_t used = strlen(seen);
+    snprintf(seen + used, CASE_SEEN_BYTES - used, "%s%s", used ? "," : "", name);
+}
+
+int case_event_filter(const Schakel__CaseEvent *full, const Schakel__Signal *linked,
+                      const policy_case_member_rule_t *rule, int without_bytes,
+                      case_filtered_t *out)
+{
+    Schakel__CaseEvent copy = *full;
+    Schakel__NoteField *kept[SCHAKEL_MAX_NOTE_FIELDS];
+    Schakel__CaseAttach attachment;
+    uint8_t *signal = NULL;
+    memset(out, 0, sizeof *out);
+    if ((out->seen = calloc(1, CASE_SEEN_BYTES)) == NULL)
+        return -1;
+    if (copy.text != NULL && !policy_case_member_sees(rule, "text"))
+        copy.text = NULL;
+    else if (copy.text != NULL)
+        seen_add(out->seen, "text");
+    copy.n_fields = 0;
+    copy.fields = kept;
+    /* at most SCHAKEL_MAX_NOTE_FIELDS: the command was validated */
+    for (size_t i = 0; i < full->n_fields && i < SCHAKEL_MAX_NOTE_FIELDS; i++) {
+        if (!policy_case_member_sees(rule, full->fields[i]->name))
+            continue;
+        kept[copy.n_fields++] = full->fields[i];
+        seen_add(out->seen, full->fields[i]->name);
+    }
+    if (copy.attachment != NULL && !policy_case_member_sees(rule, "attachments")) {
+        copy.attachment = NULL;
+    } else if (copy.attachment != NULL) {
+        seen_add(out->seen, "attachments");
+        if (without_bytes) {
+            /* listed, bytes left out: empty content, which a real attachment never has */
+            attachment = *full->attachment;
+            attachment.has_content = 1;
+            attachment.content.data = NULL;
+            attachment.content.len = 0;
+            copy.attachment = &attachment;
+        }
+    }
+    if (copy.subject != NULL && !policy_case_member_sees(rule, "subject"))
+        copy.subject = NULL;
+    else if (copy.subject != NULL)
+        seen_add(out->seen, "subject");
+    if (copy.address != NULL && !policy_case_member_sees(rule, "address"))
+        copy.address = NULL;
+    else if (copy.address != NULL)
+        seen_add(out->seen, "address");
+    out->subject = copy.subject;
+    copy.has_signal = 0;
+    copy.signal.data = NULL;
+    copy.signal.len = 0;
+    if (full->has_signal && linked != NULL) {
+        uint32_t mask = policy_case_member_signal_fields(rule);
+        size_t len = 0;
+        if ((signal = publish_signal_for_recipient(linked, mask, &len)) == NULL) {
+            case_filtered_free(out);
+            return -1;
+        }
+        copy.has_signal = 1;
+        copy.signal.data = signal;
+        copy.signal.len = len;
+        seen_add(out->seen, "signal");
+        if ((mask & FIELD_SUBJECT) && linked->subject != NULL)
+            out->subject = linked->subject;
+    }
+    out->body = wire_encode_case_event(&copy, &out->len);
+    if (signal != NULL) {
+        sodium_memzero(signal, copy.signal.len);
+        free(signal);
+    }
+    if (out->body == NULL) {
+        case_filtered_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+void case_filtered_free(case_filtered_t *f)
+{
+    if (f->body != NULL) {
+        sodium_memzero(f->body, f->len);
+        free(f->body);
+    }
+    free(f->seen);
+    memset(f, 0, sizeof *f);
+}
+
+const char *case_event_name(Schakel__CaseEventKind kind)
+{
+    switch (kind) {
+    case SCHAKEL__CASE_EVENT_KIND__CASE_OPENED:
+        return "case.opened";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_INVITED:
+        return "case.invited";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_JOINED:
+        return "case.joined";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_DECLINED:
+        return "case.declined";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_LEFT:
+        return "case.left";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_NOTE:
+        return "case.note";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_ATTACHMENT:
+        return "case.attachment";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_CLOSED:
+        return "case.closed";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_REOPENED:
+        return "case.reopened";
+    case SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED:
+        return "case.signal_linked";
+    default:
+        return "case.event";
+    }
+}
+
+/* ------------------------------------------------------------------ reading events */
+
+int case_event_copy_one(uint64_t event_seq, const uint8_t *event, size_t len, void *arg)
+{
+    case_event_copy_t *copy = arg;
+    copy->bytes = malloc(len > 0 ? len : 1);
+    if (copy->bytes == NULL) {
+        copy->failed = 1;
+        return 1;
+    }
+    memcpy(copy->bytes, event, len);
+    copy->len = len;
+    copy->event_seq = event_seq;
+    return 1; /* one at a time: the caller makes store calls per event */
+}
+
+void case_event_copy_free(case_event_copy_t *copy)
+{
+    if (copy->bytes != NULL) {
+        sodium_memzero(copy->bytes, copy->len);
+        free(copy->bytes);
+    }
+    memset(copy, 0, sizeof *copy);
+}
+
+/* ------------------------------------------------------------------ received signals */
+
+/*
+ * Whether a partner received a signal is on the audit trail only: acked
+ * deliveries leave the store, their "delivery.queued" entries stay. The
+ * trail has no index on item_seq, but its "delivery.queued" entries come
+ * in non-decreasing item_seq order: an item and the entries of its
+ * deliveries are written together, in one transaction, after every item
+ * before it (items and case commands alike; a rolled-back turn leaves no
+ * entries). So a binary search over entry seqs finds the first entry of
+ * the item in O(log n) probes, each reading forward to the next queued
+ * entry. Should the order ever not hold, the search can only miss an
+ * entry, and the link is refused: it never admits a signal that was not
+ * received.
+ */
+
+static int case_is_queued(const store_audit_entry_t *e)
+{
+    const store_audit_value_t *event = &e->field[STORE_AUDIT_EVENT];
+    return e->damage == NULL && event->present && strcmp(event->text, "delivery.queued") == 0 &&
+           e->field[STORE_AUDIT_ITEM_SEQ].present;
+}
+
+typedef struct case_probe {
+    uint64_t want;         /* item_seq looked for */
+    const char *partner;   /* final scan: recipient partner looked for */
+    int found;             /* probe: a queued entry was seen; final: a match */
+    int done;              /* final scan: past the item */
+    uint64_t item_seq;     /* probe: that entry's item_seq */
+} case_probe_t;
+
+static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
+{
+    case_probe_t *p = arg;
+    if (!case_is_queued(e))
+        return 0;
+    p->found = 1;
+    p->item_seq = (uint64_t)e->field[STORE_AUDIT_ITEM_SEQ].number;
+    return 1;
+}
+
+/* Signal deliveries name a theme; case deliveries do not. */
+static int case_probe_match(const store_audit_entry_t *e, void *arg)
+{
+    case_probe_t *p = arg;
+    if (!case_is_queued(e))
+        return 0;
+    uint64_t item_seq = (uint64_t)e->field[STORE_AUDIT_ITEM_SEQ].number;
+    if (item_seq > p->want) {
+        p->done = 1;
+        return 1;
+    }
+    const store_audit_value_t *to = &e->field[STORE_AUDIT_RECIPIENT_PARTNER];
+    if (item_seq == p->want && e->field[STORE_AUDIT_THEME].present && to->present &&
+        strcmp(to->text, p->partner) == 0) {
+        p->found = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* The item_seq of the first queued entry after entry `after` (p->found
+ * unset when there is none before `end`). Returns 0 or -1. */
+static int case_next_queued(store_t *store, uint64_t after, uint64_t end, case_probe_t *p)
+{
+    while (after < end && !p->found) {
+        int visited = store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH,
+                                       case_probe_next_queued, p);
+        if (visited < 0)
+            return -1;
+        if (visited == 0)
+            break;
+        after += (uint64_t)visited;
+    }
+    return 0;
+}
+
+int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner)
+{
+    store_audit_tail_t tail;
+    if (item_seq == 0 || store_audit_tail(b->store, &tail) != 0)
+        return item_seq == 0 ? 0 : -1;
+    /* smallest position whose next queued entry is of this item or later */
+    uint64_t lo = 0, hi = tail.seq;
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        case_probe_t p = {.want = item_seq};
+        if (case_next_queued(b->store, mid, tail.seq, &p) != 0)
+            return -1;
+        if (!p.found || p.item_seq >= item_seq)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    case_probe_t p = {.want = item_seq, .partner = partner};
+    int stop = 0;
+    while (!stop) {
+        int visited = store_audit_scan(b->store, lo, SCHAKEL_AUDIT_VERIFY_BATCH,
+                                       case_probe_match, &p);
+        if (visited < 0)
+            return -1;
+        stop = visited == 0 || p.found || p.done;
+        lo += (uint64_t)visited;
+    }
+    return p.found;
+}

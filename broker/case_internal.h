@@ -1,0 +1,76 @@
+/*
+ * case_internal.h — what case.c (commands) and case_view.c (queries,
+ * push checks) share, implemented in case_event.c: a case's member rows,
+ * an event reduced to a membership rule, reading events one at a time,
+ * and whether a partner received a signal. Private to those three files.
+ */
+#ifndef SCHAKEL_CASE_INTERNAL_H
+#define SCHAKEL_CASE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker.h"
+
+/* One member row of a case, copied out of the store. */
+typedef struct case_member {
+    char partner[SCHAKEL_MAX_ID_LEN + 1];
+    char state; /* 'i', 'm', 'd', 'l' (case_member_state_t) */
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} case_member_t;
+
+typedef struct case_members {
+    case_member_t *rows; /* malloc'd */
+    size_t n, cap;
+} case_members_t;
+
+/* Every member row of the case, in the order they were added. Returns 0,
+ * or -1 (store error or out of memory; *m is then empty). */
+int case_members_load(store_t *store, const char *case_id, case_members_t *m);
+void case_members_free(case_members_t *m);
+/* The row of a partner, or NULL. */
+const case_member_t *case_members_find(const case_members_t *m, const char *partner);
+
+/* An event reduced to what one membership rule lets its members see. */
+typedef struct case_filtered {
+    uint8_t *body;       /* the packed CaseEvent, malloc'd */
+    size_t len;
+    char *seen;          /* the content fields kept ("text,financieel,..."), for the audit */
+    const char *subject; /* the pseudonym it shows (borrowed from the event), or NULL */
+} case_filtered_t;
+
+/* Reduce `full` for members under `rule`: the note text and close/reopen
+ * reasons only with "text", each note field only by its name, the
+ * attachment only with "attachments" (and without_bytes: listed with empty
+ * content, for a CaseView with no room for them; a real attachment is
+ * never empty), the opened case's subject and address only by
+ * those names, a linked signal (`linked`: full->signal decoded; NULL
+ * drops it) only with the rule's signal fields. Ids, kind, actor, times,
+ * members, title and area always pass. Returns 0, or -1 out of memory. */
+int case_event_filter(const Schakel__CaseEvent *full, const Schakel__Signal *linked,
+                      const policy_case_member_rule_t *rule, int without_bytes,
+                      case_filtered_t *out);
+void case_filtered_free(case_filtered_t *f);
+
+/* "case.opened", "case.invited", ... for the audit trail and the logs. */
+const char *case_event_name(Schakel__CaseEventKind kind);
+
+/* One event read from the store (a store_case_event_fn that copies the
+ * first event it is given and stops). */
+typedef struct case_event_copy {
+    uint8_t *bytes; /* malloc'd; NULL when none was given */
+    size_t len;
+    uint64_t event_seq;
+    int failed; /* out of memory */
+} case_event_copy_t;
+int case_event_copy_one(uint64_t event_seq, const uint8_t *event, size_t len, void *arg);
+void case_event_copy_free(case_event_copy_t *copy);
+
+/* Whether a delivery of the signal item_seq was queued to a principal of
+ * `partner` (pending, acked or expired since): its "delivery.queued"
+ * entry in the audit trail. 1 yes, 0 no, -1 on a store error. Cost:
+ * O(log entries) probes (see case_event.c). */
+int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner);
+
+#endif

@@ -1,0 +1,366 @@
+/*
+ * case_view.c — CaseQuery answered with a CaseView, and the push-time check
+ * of waiting case deliveries (see case.h).
+ *
+ * A partner sees the cases it is a member of or invited to; a member sees
+ * a case's timeline reduced to its membership rule, the same reduction its
+ * deliveries get. Whoever may not see a case gets NOT_FOUND worded as for
+ * an unknown id. A view is one frame: it holds the summaries, or the
+ * events in order, that fit in SCHAKEL_MAX_FRAME_BYTES; an attachment
+ * whose bytes do not fit is listed with empty content (its bytes came
+ * through the mailbox), and what does not fit at all is logged as left
+ * out. Trusts the store's bodies and the policy in force.
+ */
+#include "case.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "case_internal.h"
+#include "case_state.h"
+#include "log.h"
+#include "record.h"
+
+/* Room kept in a view's frame for the Frame, the CaseView's own fields
+ * and the CurveZMQ framing. */
+#define CASE_VIEW_MARGIN 1024u
+
+/* A case as its summary names it, copied out of the store. */
+typedef struct case_brief {
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    char case_type[SCHAKEL_MAX_ID_LEN + 1];
+    char lead[SCHAKEL_MAX_ID_LEN + 1];
+    char *title;
+    int closed;
+    int64_t opened_at;
+    char my_state;
+} case_brief_t;
+
+typedef struct case_briefs {
+    case_brief_t *rows;
+    size_t n, cap;
+    int failed;
+} case_briefs_t;
+
+static int case_brief_set(case_brief_t *brief, const store_case_t *c, char my_state)
+{
+    snprintf(brief->case_id, sizeof brief->case_id, "%s", c->case_id);
+    snprintf(brief->case_type, sizeof brief->case_type, "%s", c->case_type);
+    snprintf(brief->lead, sizeof brief->lead, "%s", c->lead);
+    brief->title = strdup(c->title != NULL ? c->title : "");
+    brief->closed = c->closed;
+    brief->opened_at = c->opened_at;
+    brief->my_state = my_state;
+    return brief->title != NULL ? 0 : -1;
+}
+
+static int case_briefs_collect(const store_case_t *c, char my_state, void *arg)
+{
+    case_briefs_t *list = arg;
+    if (my_state != CASE_MEMBER_MEMBER && my_state != CASE_MEMBER_INVITED)
+        return 0;
+    if (list->n == list->cap) {
+        size_t cap = list->cap ? list->cap * 2 : 16;
+        case_brief_t *grown = realloc(list->rows, cap * sizeof *grown);
+        if (grown == NULL) {
+            list->failed = 1;
+            return 1;
+        }
+        list->rows = grown;
+        list->cap = cap;
+    }
+    if (case_brief_set(&list->rows[list->n], c, my_state) != 0) {
+        list->failed = 1;
+        return 1;
+    }
+    list->n++;
+    return 0;
+}
+
+static void case_briefs_free(case_briefs_t *list)
+{
+    for (size_t i = 0; i < list->n; i++)
+        free(list->rows[i].title);
+    free(list->rows);
+    memset(list, 0, sizeof *list);
+}
+
+/* The asker's membership rule in a case, when it reaches the asker. */
+static const policy_case_member_rule_t *case_asker_rule(const broker_t *b,
+                                                        const policy_principal_t *asker,
+                                                        const case_brief_t *brief)
+{
+    const policy_case_type_t *type = policy_case_type_by_id(b->policy, brief->case_type);
+    const policy_partner_t *lead = policy_partner_by_id(b->policy, brief->lead);
+    const policy_case_member_rule_t *rule =
+        type != NULL && lead != NULL
+            ? policy_case_membership(b->policy, type, asker->partner, lead)
+            : NULL;
+    return rule != NULL && policy_case_member_reaches(b->policy, rule, asker) ? rule : NULL;
+}
+
+/* A summary of a case (strings borrowed from brief and members). */
+static void case_summary_fill(Schakel__CaseSummary *s, const case_brief_t *brief,
+                              const case_members_t *members, char **member_ids)
+{
+    schakel__case_summary__init(s);
+    s->case_id = (char *)(uintptr_t)brief->case_id;
+    s->case_type = (char *)(uintptr_t)brief->case_type;
+    s->lead = (char *)(uintptr_t)brief->lead;
+    s->state = (char *)(uintptr_t)(brief->closed ? "closed" : "open");
+    s->my_state = (char *)(uintptr_t)(brief->my_state == CASE_MEMBER_MEMBER ? "member"
+                                                                            : "invited");
+    s->title = brief->title;
+    s->has_opened_at = 1;
+    s->opened_at = brief->opened_at;
+    s->n_members = 0;
+    s->members = member_ids;
+    for (size_t i = 0; i < members->n; i++)
+        if (members->rows[i].state == CASE_MEMBER_MEMBER)
+            member_ids[s->n_members++] = (char *)(uintptr_t)members->rows[i].partner;
+}
+
+static void case_view_send(broker_t *b, const session_t *session, Schakel__CaseView *view)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    frame.body_case = SCHAKEL__FRAME__BODY_CASE_VIEW;
+    frame.case_view = view;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(&frame, &len);
+    if (bytes == NULL || broker_queue_reply(b, session, bytes, len, NULL) != 0)
+        log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
+                  "out of memory", NULL);
+}
+
+static void case_view_refuse_store(broker_t *b, const session_t *session)
+{
+    log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
+    broker_reject(b, session, broker_store_failure_reason(b),
+                  "the broker could not read its store; ask again", NULL, -1, 0);
+}
+
+static void case_view_left_out(const char *principal, const char *what, size_t n)
+{
+    char count[24];
+    snprintf(count, sizeof count, "%zu", n);
+    log_event(LOG_WARN, "case.view_truncated", "principal", principal, "left_out", count,
+              "what", what, NULL);
+}
+
+/* ------------------------------------------------------------------ the list */
+
+static void case_query_list(broker_t *b, const session_t *session,
+                            const policy_principal_t *asker, const Schakel__CaseQuery *query)
+{
+    case_briefs_t list = {0};
+    Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
+    view.has_request_id = query->has_request_id;
+    view.request_id = query->request_id;
+    if (store_cases_of_partner(b->store, asker->partner->id, case_briefs_collect, &list) < 0 ||
+        list.failed) {
+        case_briefs_free(&list);
+        case_view_refuse_store(b, session);
+        return;
+    }
+    Schakel__CaseSummary *summaries = calloc(list.n ? list.n : 1, sizeof *summaries);
+    Schakel__CaseSummary **ptrs = calloc(list.n ? list.n : 1, sizeof *ptrs);
+    case_members_t *members = calloc(list.n ? list.n : 1, sizeof *members);
+    char **ids = calloc((list.n ? list.n : 1) * SCHAKEL_MAX_PARTNERS, sizeof *ids);
+    size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN, used = 0, left_out = 0;
+    int failed = summaries == NULL || ptrs == NULL || members == NULL || ids == NULL;
+    for (size_t i = 0; !failed && i < list.n; i++) {
+        if (case_asker_rule(b, asker, &list.rows[i]) == NULL)
+            continue;
+        if (case_members_load(b->store, list.rows[i].case_id, &members[i]) != 0) {
+            failed = 1;
+            break;
+        }
+        Schakel__CaseSummary *s = &summaries[view.n_cases];
+        case_summary_fill(s, &list.rows[i], &members[i], ids + i * SCHAKEL_MAX_PARTNERS);
+        size_t size = protobuf_c_message_get_packed_size(&s->base) + 8;
+        if (used + size > budget) {
+            left_out++;
+            continue;
+        }
+        used += size;
+        ptrs[view.n_cases++] = s;
+    }
+    view.cases = ptrs;
+    if (failed)
+        case_view_refuse_store(b, session);
+    else
+        case_view_send(b, session, &view);
+    if (left_out > 0)
+        case_view_left_out(asker->id, "cases", left_out);
+    for (size_t i = 0; members != NULL && i < list.n; i++)
+        case_members_free(&members[i]);
+    free(members);
+    free(ids);
+    free(ptrs);
+    free(summaries);
+    case_briefs_free(&list);
+}
+
+/* ------------------------------------------------------------------ one case */
+
+typedef struct case_timeline {
+    Schakel__CaseEvent **events;
+    size_t n, cap;
+    size_t used, left_out;
+} case_timeline_t;
+
+static void case_timeline_free(case_timeline_t *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        schakel__case_event__free_unpacked(t->events[i], NULL);
+    free(t->events);
+    memset(t, 0, sizeof *t);
+}
+
+/* Add one stored event, reduced to the rule, if it fits: with its
+ * attachment's bytes, else without them, else not (nor anything after it,
+ * so that the timeline stays in order without gaps). Returns 0 or -1. */
+static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
+                             const policy_case_member_rule_t *rule, size_t budget)
+{
+    if (t->left_out > 0) {
+        t->left_out++;
+        return 0;
+    }
+    Schakel__CaseEvent *full = schakel__case_event__unpack(NULL, copy->len, copy->bytes);
+    if (full == NULL)
+        return -1;
+    Schakel__Signal *linked =
+        full->has_signal ? schakel__signal__unpack(NULL, full->signal.len, full->signal.data)
+                         : NULL;
+    case_filtered_t filtered = {0};
+    int rc = case_event_filter(full, linked, rule, 0, &filtered);
+    if (rc == 0 && t->used + filtered.len + 8 > budget && full->attachment != NULL) {
+        case_filtered_free(&filtered);
+        rc = case_event_filter(full, linked, rule, 1, &filtered);
+    }
+    if (linked != NULL)
+        schakel__signal__free_unpacked(linked, NULL);
+    schakel__case_event__free_unpacked(full, NULL);
+    if (rc != 0)
+        return -1;
+    if (t->used + filtered.len + 8 > budget) {
+        t->left_out++;
+        case_filtered_free(&filtered);
+        return 0;
+    }
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 32;
+        Schakel__CaseEvent **grown = realloc(t->events, cap * sizeof *grown);
+        if (grown == NULL) {
+            case_filtered_free(&filtered);
+            return -1;
+        }
+        t->events = grown;
+        t->cap = cap;
+    }
+    Schakel__CaseEvent *mine = schakel__case_event__unpack(NULL, filtered.len, filtered.body);
+    t->used += filtered.len + 8;
+    case_filtered_free(&filtered);
+    if (mine == NULL)
+        return -1;
+    t->events[t->n++] = mine;
+    return 0;
+}
+
+/* The timeline of a case as `rule` lets its members see it. */
+static int case_timeline_load(broker_t *b, const char *case_id, uint64_t last_event_seq,
+                              const policy_case_member_rule_t *rule, size_t budget,
+                              case_timeline_t *t)
+{
+    for (uint64_t seq = 0; seq < last_event_seq;) {
+        case_event_copy_t copy = {0};
+        int visited = store_case_events(b->store, case_id, seq, case_event_copy_one, &copy);
+        int rc = visited < 0 || copy.failed ? -1
+                 : copy.bytes == NULL       ? 1
+                                            : case_timeline_add(t, &copy, rule, budget);
+        seq = copy.event_seq;
+        case_event_copy_free(&copy);
+        if (rc != 0)
+            return rc < 0 ? -1 : 0;
+    }
+    return 0;
+}
+
+static void case_query_one(broker_t *b, const session_t *session,
+                           const policy_principal_t *asker, const Schakel__CaseQuery *query)
+{
+    store_case_t c;
+    case_brief_t brief = {0};
+    case_members_t members = {0};
+    case_timeline_t timeline = {0};
+    int found = store_case_get(b->store, query->case_id, &c);
+    if (found < 0 || (found == 1 && case_brief_set(&brief, &c, 0) != 0) ||
+        (found == 1 && case_members_load(b->store, brief.case_id, &members) != 0)) {
+        free(brief.title);
+        case_view_refuse_store(b, session);
+        return;
+    }
+    uint64_t last_event_seq = found == 1 ? c.last_event_seq : 0;
+    const case_member_t *own = case_members_find(&members, asker->partner->id);
+    brief.my_state = own != NULL ? own->state : 0;
+    const policy_case_member_rule_t *rule = found == 1 ? case_asker_rule(b, asker, &brief) : NULL;
+    if (rule == NULL ||
+        (brief.my_state != CASE_MEMBER_MEMBER && brief.my_state != CASE_MEMBER_INVITED)) {
+        char text[SCHAKEL_MAX_REJECT_TEXT];
+        case_state_not_found_text(query->case_id, text, sizeof text);
+        broker_reject(b, session, SCHAKEL__REASON__NOT_FOUND, text, NULL, -1, 0);
+    } else {
+        char *member_ids[SCHAKEL_MAX_PARTNERS];
+        Schakel__CaseSummary summary;
+        Schakel__CaseSummary *summaries[1] = {&summary};
+        Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
+        case_summary_fill(&summary, &brief, &members, member_ids);
+        size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN -
+                        protobuf_c_message_get_packed_size(&summary.base);
+        /* an invited partner sees the case, not its contents */
+        if (brief.my_state == CASE_MEMBER_MEMBER &&
+            case_timeline_load(b, brief.case_id, last_event_seq, rule, budget, &timeline) != 0) {
+            case_view_refuse_store(b, session);
+        } else if (record_case_viewed(b, asker->id, brief.case_id, timeline.n) == 0) {
+            view.has_request_id = query->has_request_id;
+            view.request_id = query->request_id;
+            view.n_cases = 1;
+            view.cases = summaries;
+            view.n_events = timeline.n;
+            view.events = timeline.events;
+            case_view_send(b, session, &view);
+            if (timeline.left_out > 0)
+                case_view_left_out(asker->id, "events", timeline.left_out);
+        } else {
+            broker_reject(b, session, b->turn_failure,
+                          "the broker could not record this view; ask again", NULL, -1, 0);
+        }
+    }
+    case_timeline_free(&timeline);
+    case_members_free(&members);
+    free(brief.title);
+}
+
+void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
+                       const Schakel__CaseQuery *query)
+{
+    if (query->case_id == NULL)
+        case_query_list(b, session, asker, query);
+    else
+        case_query_one(b, session, asker, query);
+}
+
+/* ------------------------------------------------------------------ push */
+
+int case_delivery_still_allowed(const broker_t *b, const store_delivery_t *d,
+                                const policy_principal_t *recipient)
+{
+    const policy_case_member_rule_t *rule = policy_case_member_rule_by_id(b->policy, d->rule_id);
+    if (rule == NULL || recipient == NULL || strcmp(rule->hash_hex, d->rule_hash) != 0)
+        return 0;
+    return policy_case_member_reaches(b->policy, rule, recipient);
+}

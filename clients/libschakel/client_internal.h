@@ -1,0 +1,53 @@
+/*
+ * client_internal.h — what client.c (the connection) offers the other
+ * files of libschakel: case.c sends its requests and reads the answers
+ * through it. Internal (not installed, not exported from the .so).
+ */
+#ifndef SCHAKEL_CLIENT_INTERNAL_H
+#define SCHAKEL_CLIENT_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "schakel.h"
+#include "schakel_limits.h"
+#include "wire.h"
+
+/* Record a failure as the client's last error and return its status. */
+schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status, const char *fmt,
+                             ...) __attribute__((format(printf, 3, 4)));
+
+/* Copy a broker Rejected into err: reason code, its name, item, and the
+ * broker's own text (prefixed by `what` when given). */
+void client_error_rejected(schakel_error_t *err, const Schakel__Rejected *rejected,
+                           const char *what);
+
+/* Make a Rejected the client's last error (status SCHAKEL_ERR_REFUSED). */
+void client_refused(schakel_client_t *client, const Schakel__Rejected *rejected);
+
+/* The principal the broker authenticated us as (learnt at connect). */
+const char *client_principal(const schakel_client_t *client);
+
+/* Ed25519 signature of len bytes with our key. Returns 0 or -1. */
+int client_sign(schakel_client_t *client, const uint8_t *bytes, size_t len,
+                uint8_t signature[SCHAKEL_SIGNATURE_BYTES]);
+
+/* Send one encoded request frame and wait up to timeout_ms (> 0) for its
+ * answer: with message_id (16 bytes, a CasePublish's command id) the
+ * Accepted or Rejected naming it; without (NULL), the CaseView naming
+ * request_id, or a Rejected naming no id (a refused query). After a
+ * reconnect the request is sent again (both are safe to repeat).
+ * Deliveries that arrive meanwhile are queued. Returns SCHAKEL_OK with
+ * *answer set (free with wire_frame_free), or an error with the last error
+ * filled (`what` names the request in texts); a request over the frame
+ * limit is SCHAKEL_ERR_USAGE, nothing sent. */
+schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *request, size_t len,
+                                 const uint8_t *message_id, uint64_t request_id, const char *what,
+                                 int timeout_ms, Schakel__Frame **answer);
+
+/* protobuf-c declares message strings and bytes non-const; packing only
+ * reads them, so lending it the caller's const data is safe. */
+char *client_lend(const char *text);
+uint8_t *client_lend_bytes(const uint8_t *bytes);
+
+#endif

@@ -1,0 +1,993 @@
+/*
+ * test_cases.c — cases against a real schakeld, driven by libschakel.
+ *
+ * Each rule of docs/PROTOCOL.md "Cases" is its own test on its own broker
+ * with the harness's case types (h_case_types): only members receive a
+ * case's events and a partner outside it gets exactly the answer of an id
+ * that does not exist; a late joiner receives the history in order; acting
+ * for the lead is recorded with both names; a closed case refuses notes;
+ * each member sees only its rule's note fields; an invite no rule allows is
+ * refused naming the case type; leaving stops delivery at once; contents
+ * expire after the close; a received signal can be linked; a repeated
+ * command is answered, not carried out, again. Waits are bounded: on
+ * deliveries, answers and the broker's log, never on the clock.
+ */
+#include "harness.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T H_TIMEOUT_MS
+#define UNKNOWN_CASE "C-09999999"
+
+/* ------------------------------------------------------------------ helpers */
+
+static int setup_cases(void **state)
+{
+    h_env_t *env = h_env_new_with_cases();
+    h_broker_start(env);
+    *state = env;
+    return 0;
+}
+
+static void must(schakel_client_t *c, schakel_status_t st, const char *what)
+{
+    if (st != SCHAKEL_OK) {
+        const schakel_error_t *e = schakel_last_error(c);
+        fail_msg("%s: %s (%s %s)", what, schakel_strerror(st), e->reason_name, e->text);
+    }
+}
+
+/* The command must have been refused with `reason`; returns the error. */
+static const schakel_error_t *must_refuse(schakel_client_t *c, schakel_status_t st,
+                                          const char *reason, const char *what)
+{
+    const schakel_error_t *e = schakel_last_error(c);
+    if (st != SCHAKEL_ERR_REFUSED)
+        fail_msg("%s: expected a refusal %s, got %s (%s)", what, reason, schakel_strerror(st),
+                 e->text);
+    if (strcmp(e->reason_name, reason) != 0)
+        fail_msg("%s: expected %s, got %s: %s", what, reason, e->reason_name, e->text);
+    return e;
+}
+
+/* A case on the address of the signals: with a pseudonym and an address. */
+static const schakel_case_open_t ADDRESS_CASE = {
+    .case_type = "ondermijning-adres",
+    .area = "BU09350101",
+    .subject = "PSN-7f3a9c2e41",
+    .postcode = "6211AB",
+    .house_number = 12,
+    .title = "Hennepkwekerij en contante betalingen, Markt 12",
+};
+
+static void open_case(schakel_client_t *c, const schakel_case_open_t *open,
+                      char id[SCHAKEL_CASE_ID_SIZE])
+{
+    schakel_case_result_t r;
+    must(c, schakel_case_open(c, open, NULL, id, &r, T), "open");
+    assert_string_equal(r.case_id, id);
+    assert_int_equal(r.duplicate, 0);
+    assert_true(r.seq > 0);
+}
+
+static void invite(schakel_client_t *lead, const char *id, const char *partner)
+{
+    char what[96];
+    snprintf(what, sizeof what, "invite %s", partner);
+    must(lead, schakel_case_invite(lead, id, partner, NULL, NULL, T), what);
+}
+
+static void note(schakel_client_t *c, const char *id, const char *text,
+                 const schakel_note_field_t *fields, size_t n, schakel_case_result_t *r)
+{
+    must(c, schakel_case_note(c, id, text, fields, n, NULL, r, T), "note");
+}
+
+/* The next delivery must be an event of this case of this kind; it is
+ * acked and returned (the caller frees it). */
+static schakel_delivery_t *expect_event(schakel_client_t *c, const char *id, int kind)
+{
+    schakel_delivery_t *d = h_receive(c);
+    if (!d->is_case_event || d->case_event == NULL)
+        fail_msg("expected case event %s of %s, got a signal (kind %s)",
+                 schakel_case_event_kind_name(kind), id, d->kind ? d->kind : "-");
+    const schakel_case_event_t *ev = d->case_event;
+    if (strcmp(ev->case_id, id) != 0 || ev->kind != kind)
+        fail_msg("expected case event %s of %s, got %s of %s (event %llu)",
+                 schakel_case_event_kind_name(kind), id, schakel_case_event_kind_name(ev->kind),
+                 ev->case_id, (unsigned long long)ev->event_seq);
+    assert_non_null(d->rule_id);
+    assert_non_null(d->rule_hash);
+    assert_non_null(d->purpose);
+    assert_non_null(d->legal_basis);
+    must(c, schakel_ack(c, d->seq), "ack");
+    return d;
+}
+
+/* Receive, ack and drop events of these kinds, in this order. */
+static void expect_events(schakel_client_t *c, const char *id, const int *kinds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        schakel_delivery_t *d = expect_event(c, id, kinds[i]);
+        schakel_delivery_free(&d);
+    }
+}
+
+/* Nothing waits for this client any more (what it received is acked). */
+static void expect_quiet(schakel_client_t *c, const char *who)
+{
+    uint64_t backlog = h_backlog(c);
+    if (backlog != 0)
+        fail_msg("%s still has %llu deliveries waiting", who, (unsigned long long)backlog);
+}
+
+static const char *field_value(const schakel_case_event_t *ev, const char *name)
+{
+    for (size_t i = 0; i < ev->n_fields; i++)
+        if (strcmp(ev->fields[i].name, name) == 0)
+            return ev->fields[i].value;
+    return NULL;
+}
+
+/* The names of an event's note fields, comma-separated, in order. */
+static void field_names(const schakel_case_event_t *ev, char *out, size_t len)
+{
+    out[0] = '\0';
+    for (size_t i = 0; i < ev->n_fields; i++) {
+        size_t used = strlen(out);
+        snprintf(out + used, len - used, "%s%s", i ? "," : "", ev->fields[i].name);
+    }
+}
+
+/* A refusal text with the case id replaced by "ID", to compare the answer
+ * about a real case with the answer about one that does not exist. */
+static void without_id(const char *text, const char *id, char *out, size_t len)
+{
+    const char *at = strstr(text, id);
+    if (at == NULL) {
+        snprintf(out, len, "%s", text);
+        return;
+    }
+    snprintf(out, len, "%.*sID%s", (int)(at - text), text, at + strlen(id));
+}
+
+/* Riec opens the address case, invites partners who accept; every client
+ * has drained what this produced. */
+static void case_with_members(schakel_client_t *riec, char id[SCHAKEL_CASE_ID_SIZE],
+                              schakel_client_t **members, const char *const *partners, size_t n)
+{
+    open_case(riec, &ADDRESS_CASE, id);
+    schakel_delivery_t *d = expect_event(riec, id, SCHAKEL_CASE_EVENT_OPENED);
+    schakel_delivery_free(&d);
+    for (size_t i = 0; i < n; i++) {
+        invite(riec, id, partners[i]);
+        d = expect_event(riec, id, SCHAKEL_CASE_EVENT_INVITED);
+        schakel_delivery_free(&d);
+        d = expect_event(members[i], id, SCHAKEL_CASE_EVENT_INVITED);
+        schakel_delivery_free(&d);
+        must(members[i], schakel_case_accept(members[i], id, NULL, NULL, T), "accept");
+        /* history (without its own invitation), then its joining */
+        for (;;) {
+            d = h_receive(members[i]);
+            assert_true(d->is_case_event);
+            int kind = d->case_event->kind;
+            int is_own_join =
+                kind == SCHAKEL_CASE_EVENT_JOINED && strcmp(d->case_event->partner, partners[i]) == 0;
+            must(members[i], schakel_ack(members[i], d->seq), "ack");
+            schakel_delivery_free(&d);
+            if (is_own_join)
+                break;
+        }
+        for (size_t k = 0; k < i; k++) { /* earlier members see the invitation and the join */
+            static const int seen[] = {SCHAKEL_CASE_EVENT_INVITED, SCHAKEL_CASE_EVENT_JOINED};
+            expect_events(members[k], id, seen, 2);
+        }
+        d = expect_event(riec, id, SCHAKEL_CASE_EVENT_JOINED);
+        schakel_delivery_free(&d);
+    }
+}
+
+/* ------------------------------------------------------------------ membership */
+
+/* Only members receive a case's events; a partner that is no member (never
+ * invited, declined, or another partner altogether) gets, for anything it
+ * asks about the case, the answer an unknown id gets: NOT_FOUND, same text. */
+static void test_membership_boundary(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1);
+
+    /* om is invited and declines: it is outside the case again */
+    invite(riec, id, "om");
+    schakel_delivery_t *d = expect_event(om, id, SCHAKEL_CASE_EVENT_INVITED);
+    assert_string_equal(d->case_event->partner, "om");
+    assert_null(d->case_event->title); /* no contents before it joins */
+    assert_null(d->case_event->subject);
+    schakel_delivery_free(&d);
+    must(om, schakel_case_decline(om, id, NULL, NULL, T), "decline");
+    static const int riec_saw[] = {SCHAKEL_CASE_EVENT_INVITED, SCHAKEL_CASE_EVENT_DECLINED};
+    expect_events(riec, id, riec_saw, 2);
+    expect_events(politie, id, riec_saw, 2);
+
+    static const schakel_note_field_t fields[] = {{"financieel", "Huur contant, 1.400 euro"}};
+    schakel_case_result_t r;
+    note(riec, id, "Eigenaar onbereikbaar; huurder onbekend bij de gemeente", fields, 1, &r);
+    assert_int_equal(r.recipients, 3); /* riec/analyse, riec/m.janssen, politie */
+    d = expect_event(politie, id, SCHAKEL_CASE_EVENT_NOTE);
+    assert_string_equal(d->case_event->text,
+                        "Eigenaar onbereikbaar; huurder onbekend bij de gemeente");
+    assert_string_equal(field_value(d->case_event, "financieel"), "Huur contant, 1.400 euro");
+    assert_string_equal(d->rule_id, "ondermijning-politie");
+    schakel_delivery_free(&d);
+    expect_quiet(politie, "politie");
+    expect_quiet(om, "om");
+    expect_quiet(gemeente, "gemeente");
+    expect_quiet(brandweer, "brandweer");
+
+    /* The answer for an id that does not exist ... */
+    char unknown[512], seen[512];
+    const schakel_error_t *e =
+        must_refuse(gemeente, schakel_case_note(gemeente, UNKNOWN_CASE, "x", NULL, 0, NULL, NULL, T),
+                    "NOT_FOUND", "note on an unknown case");
+    without_id(e->text, UNKNOWN_CASE, unknown, sizeof unknown);
+    assert_non_null(strstr(e->text, UNKNOWN_CASE));
+    /* ... is the answer outsiders get for everything about this case. */
+    schakel_client_t *outsiders[] = {gemeente, om, brandweer};
+    const char *names[] = {"gemeente", "om (declined)", "brandweer"};
+    for (size_t i = 0; i < 3; i++) {
+        schakel_client_t *c = outsiders[i];
+        for (int k = 0; k < 8; k++) {
+            schakel_case_view_t *view = NULL;
+            schakel_status_t st = SCHAKEL_OK;
+            switch (k) {
+            case 0:
+                st = schakel_case_note(c, id, "x", NULL, 0, NULL, NULL, T);
+                break;
+            case 1:
+                st = schakel_case_show(c, id, &view, T);
+                break;
+            case 2:
+                st = schakel_case_accept(c, id, NULL, NULL, T);
+                break;
+            case 3:
+                st = schakel_case_decline(c, id, NULL, NULL, T);
+                break;
+            case 4:
+                st = schakel_case_leave(c, id, NULL, NULL, NULL, T);
+                break;
+            case 5:
+                st = schakel_case_close(c, id, "klaar", NULL, NULL, T);
+                break;
+            case 6:
+                st = schakel_case_invite(c, id, "gemeente", NULL, NULL, T);
+                break;
+            default:
+                st = schakel_case_attach(c, id, "a.txt", "text/plain", (const uint8_t *)"a", 1,
+                                         NULL, NULL, T);
+                break;
+            }
+            char what[96];
+            snprintf(what, sizeof what, "%s, command %d on %s", names[i], k, id);
+            e = must_refuse(c, st, "NOT_FOUND", what);
+            without_id(e->text, id, seen, sizeof seen);
+            assert_string_equal(seen, unknown);
+            assert_null(view);
+        }
+        schakel_case_list_t *list = NULL;
+        must(c, schakel_case_list(c, &list, T), "list");
+        assert_int_equal(list->n_cases, 0);
+        schakel_case_list_free(&list);
+        expect_quiet(c, names[i]);
+    }
+    /* members see the case, and nothing of it reached anyone else */
+    schakel_case_list_t *list = NULL;
+    must(politie, schakel_case_list(politie, &list, T), "list");
+    assert_int_equal(list->n_cases, 1);
+    assert_string_equal(list->cases[0].case_id, id);
+    assert_int_equal(list->cases[0].invited, 0);
+    schakel_case_list_free(&list);
+    expect_quiet(politie, "politie");
+    schakel_close(&brandweer);
+    schakel_close(&gemeente);
+    schakel_close(&om);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* A partner that joins later receives the history its rule allows, in
+ * order, then its own joining; and the timeline shows the same. */
+static void test_late_joiner_history(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1); /* events 1 opened .. 3 joined */
+    invite(riec, id, "om");                              /* 4 */
+    schakel_delivery_t *d = expect_event(om, id, SCHAKEL_CASE_EVENT_INVITED);
+    assert_int_equal(d->case_event->event_seq, 4);
+    schakel_delivery_free(&d);
+    static const schakel_note_field_t f1[] = {{"financieel", "Drie panden contant gekocht"}};
+    static const schakel_note_field_t f2[] = {{"strafrechtelijk", "Lopend onderzoek 26Hennep"}};
+    note(riec, id, "Eerste overleg gepland", f1, 1, NULL);        /* 5 */
+    note(politie, id, "Observatie bevestigt kwekerij", f2, 1, NULL); /* 6 */
+    static const uint8_t pdf[] = "%PDF-1.4 proces-verbaal (fictief)";
+    must(riec,
+         schakel_case_attach(riec, id, "pv-2026-0042.pdf", "application/pdf", pdf, sizeof pdf,
+                             NULL, NULL, T),
+         "attach"); /* 7 */
+    must(om, schakel_case_accept(om, id, NULL, NULL, T), "accept"); /* 8 */
+
+    static const int history[] = {
+        SCHAKEL_CASE_EVENT_OPENED, SCHAKEL_CASE_EVENT_INVITED, SCHAKEL_CASE_EVENT_JOINED,
+        SCHAKEL_CASE_EVENT_NOTE,   SCHAKEL_CASE_EVENT_NOTE,    SCHAKEL_CASE_EVENT_ATTACHMENT,
+        SCHAKEL_CASE_EVENT_JOINED,
+    };
+    static const uint64_t seqs[] = {1, 2, 3, 5, 6, 7, 8};
+    for (size_t i = 0; i < sizeof history / sizeof history[0]; i++) {
+        d = expect_event(om, id, history[i]);
+        const schakel_case_event_t *ev = d->case_event;
+        assert_int_equal(ev->event_seq, seqs[i]);
+        assert_string_equal(d->rule_id, "ondermijning-politie");
+        if (i == 0) {
+            assert_string_equal(ev->title, ADDRESS_CASE.title);
+            assert_string_equal(ev->subject, ADDRESS_CASE.subject);
+            assert_string_equal(ev->postcode, "6211AB");
+            assert_string_equal(ev->actor, H_RIEC);
+        } else if (i == 3) {
+            assert_string_equal(ev->text, "Eerste overleg gepland");
+            assert_string_equal(field_value(ev, "financieel"), "Drie panden contant gekocht");
+        } else if (i == 4) {
+            assert_string_equal(ev->actor, H_POLITIE);
+            assert_string_equal(field_value(ev, "strafrechtelijk"), "Lopend onderzoek 26Hennep");
+        } else if (i == 5) {
+            assert_true(ev->has_attachment);
+            assert_string_equal(ev->attachment_name, "pv-2026-0042.pdf");
+            assert_int_equal(ev->attachment_len, sizeof pdf);
+            assert_memory_equal(ev->attachment, pdf, sizeof pdf);
+        } else if (i == 6) {
+            assert_string_equal(ev->partner, "om");
+            assert_int_equal(ev->n_members, 3); /* riec, politie, om */
+        }
+        schakel_delivery_free(&d);
+    }
+    expect_quiet(om, "om");
+
+    /* from now on it receives as every member does */
+    note(riec, id, "Actie afgestemd met het OM", NULL, 0, NULL); /* 9 */
+    d = expect_event(om, id, SCHAKEL_CASE_EVENT_NOTE);
+    assert_int_equal(d->case_event->event_seq, 9);
+    schakel_delivery_free(&d);
+
+    /* the timeline as om may see it: every event, in order */
+    schakel_case_view_t *view = NULL;
+    must(om, schakel_case_show(om, id, &view, T), "show");
+    assert_int_equal(view->n_events, 9);
+    for (size_t i = 0; i < view->n_events; i++)
+        assert_int_equal(view->events[i].event_seq, i + 1);
+    assert_int_equal(view->events[6].kind, SCHAKEL_CASE_EVENT_ATTACHMENT);
+    assert_string_equal(view->events[6].attachment_name, "pv-2026-0042.pdf");
+    assert_string_equal(view->summary.case_id, id);
+    assert_int_equal(view->summary.invited, 0);
+    schakel_case_view_free(&view);
+    schakel_close(&om);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ acting for the lead */
+
+/* Runs schakelctl audit tail over the whole trail; the caller frees res. */
+static void audit_all(h_env_t *env, h_cli_result_t *res)
+{
+    int rc = h_run_ctl(env, NULL, NULL, res, "audit", "tail", "--store", env->store_path, "--from",
+                       "1", "--no-follow", "--json", NULL);
+    if (rc != 0)
+        fail_msg("schakelctl audit tail: exit %d: %s", rc, res->err);
+}
+
+/* The first line of out holding every needle (NULL-terminated), or NULL;
+ * the line is copied into line. */
+static const char *audit_line(const char *out, char *line, size_t len, const char *const *needles)
+{
+    for (const char *at = out; at != NULL && *at != '\0';) {
+        const char *end = strchr(at, '\n');
+        size_t n = end ? (size_t)(end - at) : strlen(at);
+        snprintf(line, len, "%.*s", (int)n, at);
+        int all = 1;
+        for (size_t i = 0; needles[i] != NULL && all; i++)
+            all = strstr(line, needles[i]) != NULL;
+        if (all)
+            return line;
+        at = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* The Veiligheidshuis coordinator acts for the RIEC where the case type
+ * says so: the events name it as actor and the RIEC as the partner it
+ * acted for, and so do the audit entries. Claiming a partner one may not
+ * act for is refused. */
+static void test_act_on_behalf_recorded(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *vh = h_connect(env, H_VEILIGHEIDSHUIS);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    const schakel_case_options_t for_riec = {.on_behalf_of = "riec"};
+    char id[SCHAKEL_CASE_ID_SIZE];
+    must(vh, schakel_case_open(vh, &ADDRESS_CASE, &for_riec, id, NULL, T), "open for riec");
+    schakel_delivery_t *d = expect_event(riec, id, SCHAKEL_CASE_EVENT_OPENED);
+    assert_string_equal(d->case_event->actor, H_VEILIGHEIDSHUIS);
+    assert_string_equal(d->case_event->on_behalf_of, "riec");
+    assert_string_equal(d->case_event->lead, "riec");
+    assert_string_equal(d->sender, H_VEILIGHEIDSHUIS);
+    schakel_delivery_free(&d);
+    must(vh, schakel_case_invite(vh, id, "politie", &for_riec, NULL, T), "invite for riec");
+    d = expect_event(politie, id, SCHAKEL_CASE_EVENT_INVITED);
+    assert_string_equal(d->case_event->actor, H_VEILIGHEIDSHUIS);
+    assert_string_equal(d->case_event->on_behalf_of, "riec");
+    schakel_delivery_free(&d);
+    must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept");
+    must(vh, schakel_case_note(vh, id, "Procesafspraak 4711 vastgelegd", NULL, 0, &for_riec, NULL,
+                               T),
+         "note for riec");
+
+    /* its own partner is no member: without acting for the lead it sees nothing */
+    must_refuse(vh, schakel_case_note(vh, id, "x", NULL, 0, NULL, NULL, T), "NOT_FOUND",
+                "note for itself");
+    const schakel_case_options_t for_gemeente = {.on_behalf_of = "gemeente"};
+    must_refuse(vh, schakel_case_note(vh, id, "x", NULL, 0, &for_gemeente, NULL, T), "NOT_FOUND",
+                "note for a partner that does not lead the case");
+    /* a member may not claim to act for the lead */
+    const schakel_error_t *e =
+        must_refuse(politie, schakel_case_note(politie, id, "x", NULL, 0, &for_riec, NULL, T),
+                    "NOT_PERMITTED", "a member acting for the lead");
+    assert_string_equal(e->text, "may not act for riec in case type ondermijning-adres");
+    /* opening for a partner that may not lead this type */
+    e = must_refuse(vh, schakel_case_open(vh, &ADDRESS_CASE, &for_gemeente, NULL, NULL, T),
+                    "NOT_PERMITTED", "open for gemeente");
+    assert_string_equal(e->text, "may not act for gemeente in case type ondermijning-adres");
+
+    h_cli_result_t res = {0};
+    audit_all(env, &res);
+    char line[4096];
+    const char *opened[] = {"\"event\":\"case.opened\"", "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
+                            "on_behalf_of=riec", "lead=riec", id, NULL};
+    if (audit_line(res.out, line, sizeof line, opened) == NULL)
+        fail_msg("no case.opened entry naming the coordinator and riec in:\n%s", res.out);
+    const char *invited[] = {"\"event\":\"case.invited\"", "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
+                             "on_behalf_of=riec", "partner=politie",
+                             "\"rule_id\":\"ondermijning-politie\"", NULL};
+    if (audit_line(res.out, line, sizeof line, invited) == NULL)
+        fail_msg("no case.invited entry naming the coordinator and riec in:\n%s", res.out);
+    const char *joined[] = {"\"event\":\"case.joined\"", "\"actor\":\"" H_POLITIE "\"",
+                            "partner=politie", NULL};
+    assert_non_null(audit_line(res.out, line, sizeof line, joined));
+    const char *noted[] = {"\"event\":\"case.note\"", "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
+                           "on_behalf_of=riec", NULL};
+    assert_non_null(audit_line(res.out, line, sizeof line, noted));
+    /* metadata only: the note's text is nowhere on the trail */
+    assert_null(strstr(res.out, "4711"));
+    assert_null(strstr(res.out, ADDRESS_CASE.title));
+    h_cli_result_free(&res);
+    schakel_close(&politie);
+    schakel_close(&vh);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ closing */
+
+/* A closed case refuses notes, attachments, links and invitations
+ * (CASE_IS_CLOSED); the lead reopens it where the type allows, and not
+ * where it does not. */
+static void test_closed_case_refuses_notes(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1);
+    must_refuse(politie, schakel_case_close(politie, id, "klaar", NULL, NULL, T), "NOT_PERMITTED",
+                "close by a member");
+    must(riec, schakel_case_close(riec, id, "Pand gesloten (art. 13b), casus afgerond", NULL, NULL,
+                                  T),
+         "close");
+    schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_CLOSED);
+    assert_string_equal(d->case_event->text, "Pand gesloten (art. 13b), casus afgerond");
+    /* retention now runs from the close: 30 days for this type */
+    assert_int_equal(d->expires_at - d->case_event->at, 30 * 86400);
+    schakel_delivery_free(&d);
+
+    const schakel_error_t *e =
+        must_refuse(riec, schakel_case_note(riec, id, "nog iets", NULL, 0, NULL, NULL, T),
+                    "CASE_IS_CLOSED", "note by the lead");
+    char want[64];
+    snprintf(want, sizeof want, "case %s is closed", id);
+    assert_string_equal(e->text, want);
+    must_refuse(politie, schakel_case_note(politie, id, "nog iets", NULL, 0, NULL, NULL, T),
+                "CASE_IS_CLOSED", "note by a member");
+    must_refuse(politie,
+                schakel_case_attach(politie, id, "b.txt", "text/plain", (const uint8_t *)"b", 1,
+                                    NULL, NULL, T),
+                "CASE_IS_CLOSED", "attach");
+    must_refuse(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, T), "CASE_IS_CLOSED",
+                "invite");
+    must_refuse(riec, schakel_case_close(riec, id, "nogmaals", NULL, NULL, T), "CASE_IS_CLOSED",
+                "close again");
+    schakel_case_list_t *list = NULL;
+    must(politie, schakel_case_list(politie, &list, T), "list");
+    assert_int_equal(list->n_cases, 1);
+    assert_int_equal(list->cases[0].closed, 1);
+    schakel_case_list_free(&list);
+    expect_quiet(politie, "politie");
+
+    must_refuse(politie, schakel_case_reopen(politie, id, NULL, NULL, NULL, T), "NOT_PERMITTED",
+                "reopen by a member");
+    must(riec, schakel_case_reopen(riec, id, "Nieuwe signalen op het adres", NULL, NULL, T),
+         "reopen");
+    d = expect_event(politie, id, SCHAKEL_CASE_EVENT_REOPENED);
+    assert_true(d->expires_at > d->case_event->at + 100LL * 365 * 86400); /* open: no end */
+    schakel_delivery_free(&d);
+    note(riec, id, "Weer open", NULL, 0, NULL);
+    d = expect_event(politie, id, SCHAKEL_CASE_EVENT_NOTE);
+    schakel_delivery_free(&d);
+
+    /* a type without reopen */
+    static const schakel_case_open_t street = {.case_type = "overlast-kort", .area = "WK093501",
+                                               .title = "Overlast Boschstraat"};
+    char street_id[SCHAKEL_CASE_ID_SIZE];
+    open_case(gemeente, &street, street_id);
+    must(gemeente, schakel_case_close(gemeente, street_id, "Rustig", NULL, NULL, T), "close");
+    e = must_refuse(gemeente, schakel_case_reopen(gemeente, street_id, NULL, NULL, NULL, T),
+                    "NOT_PERMITTED", "reopen where the type does not allow it");
+    assert_string_equal(e->text, "case type overlast-kort does not allow reopening a closed case");
+    schakel_close(&gemeente);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ minimisation */
+
+/* Each member sees only the note fields (and case fields) its membership
+ * rule names: the municipality gets the note without 'financieel' and
+ * 'strafrechtelijk', and the case without its subject. */
+static void test_note_field_minimisation(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    invite(riec, id, "politie");
+    invite(riec, id, "gemeente");
+    schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_INVITED);
+    schakel_delivery_free(&d);
+    d = expect_event(gemeente, id, SCHAKEL_CASE_EVENT_INVITED);
+    schakel_delivery_free(&d);
+    must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept politie");
+    must(gemeente, schakel_case_accept(gemeente, id, NULL, NULL, T), "accept gemeente");
+
+    /* the case as opened: gemeente gets the address, not the person */
+    d = expect_event(gemeente, id, SCHAKEL_CASE_EVENT_OPENED);
+    assert_string_equal(d->rule_id, "ondermijning-gemeente");
+    assert_string_equal(d->purpose, "Bestuurlijke aanpak (Opiumwet art. 13b)");
+    assert_string_equal(d->legal_basis, "Convenant RIEC Limburg, art. 7 lid 3");
+    assert_null(d->case_event->subject);
+    assert_string_equal(d->case_event->postcode, "6211AB");
+    assert_int_equal(d->case_event->house_number, 12);
+    assert_string_equal(d->case_event->title, ADDRESS_CASE.title);
+    assert_string_equal(d->case_event->area, "BU09350101");
+    schakel_delivery_free(&d);
+    d = expect_event(politie, id, SCHAKEL_CASE_EVENT_OPENED);
+    assert_string_equal(d->rule_id, "ondermijning-politie");
+    assert_string_equal(d->case_event->subject, ADDRESS_CASE.subject);
+    schakel_delivery_free(&d);
+
+    static const schakel_note_field_t fields[] = {
+        {"financieel", "40.000 euro contant gestort"},
+        {"strafrechtelijk", "Huurder eerder veroordeeld (Opiumwet)"},
+        {"bestuurlijk", "Sluiting op grond van art. 13b overwogen"},
+        {"intern", "Alleen voor de RIEC"},
+    };
+    schakel_case_result_t r;
+    note(riec, id, "Gezamenlijke aanpak Markt 12", fields, 4, &r);
+    struct {
+        schakel_client_t *client;
+        const char *who, *rule, *fields;
+    } views[] = {
+        {politie, "politie", "ondermijning-politie", "financieel,strafrechtelijk"},
+        {gemeente, "gemeente", "ondermijning-gemeente", "bestuurlijk"},
+        {riec, "riec", "ondermijning-adres.lead", "financieel,strafrechtelijk,bestuurlijk,intern"},
+    };
+    for (size_t i = 0; i < 3; i++) {
+        schakel_client_t *c = views[i].client;
+        for (;;) { /* skip membership events still waiting for it */
+            d = h_receive(c);
+            must(c, schakel_ack(c, d->seq), "ack");
+            assert_true(d->is_case_event);
+            if (d->case_event->kind == SCHAKEL_CASE_EVENT_NOTE)
+                break;
+            schakel_delivery_free(&d);
+        }
+        char names[256];
+        field_names(d->case_event, names, sizeof names);
+        if (strcmp(names, views[i].fields) != 0)
+            fail_msg("%s saw note fields '%s', expected '%s'", views[i].who, names,
+                     views[i].fields);
+        assert_string_equal(d->rule_id, views[i].rule);
+        assert_string_equal(d->case_event->text, "Gezamenlijke aanpak Markt 12");
+        for (size_t k = 0; k < d->case_event->n_fields; k++)
+            for (size_t f = 0; f < 4; f++)
+                if (strcmp(fields[f].name, d->case_event->fields[k].name) == 0)
+                    assert_string_equal(d->case_event->fields[k].value, fields[f].value);
+        schakel_delivery_free(&d);
+    }
+    /* the timeline as gemeente may see it holds no more */
+    schakel_case_view_t *view = NULL;
+    must(gemeente, schakel_case_show(gemeente, id, &view, T), "show");
+    for (size_t i = 0; i < view->n_events; i++) {
+        const schakel_case_event_t *ev = &view->events[i];
+        assert_null(ev->subject);
+        assert_null(field_value(ev, "financieel"));
+        assert_null(field_value(ev, "strafrechtelijk"));
+        assert_null(field_value(ev, "intern"));
+        if (ev->kind == SCHAKEL_CASE_EVENT_NOTE)
+            assert_string_equal(field_value(ev, "bestuurlijk"), fields[2].value);
+    }
+    schakel_case_view_free(&view);
+    schakel_close(&gemeente);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ invitations */
+
+/* An invitation no membership rule allows is refused naming the case type;
+ * only the lead invites; nobody is invited twice. */
+static void test_invite_refused_by_rule(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1);
+    const schakel_error_t *e =
+        must_refuse(riec, schakel_case_invite(riec, id, "brandweer", NULL, NULL, T),
+                    "POLICY_DENIED", "invite brandweer");
+    assert_string_equal(e->text,
+                        "no rule lets brandweer be a member of a case of type ondermijning-adres");
+    must_refuse(riec, schakel_case_invite(riec, id, "onbekend", NULL, NULL, T), "POLICY_DENIED",
+                "invite a partner the policy does not know");
+    e = must_refuse(politie, schakel_case_invite(politie, id, "gemeente", NULL, NULL, T),
+                    "NOT_PERMITTED", "invite by a member");
+    char want[128];
+    snprintf(want, sizeof want, "only the lead partner riec invites partners to case %s", id);
+    assert_string_equal(e->text, want);
+    must_refuse(riec, schakel_case_invite(riec, id, "politie", NULL, NULL, T), "NOT_PERMITTED",
+                "invite a member");
+    invite(riec, id, "gemeente");
+    must_refuse(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, T), "NOT_PERMITTED",
+                "invite twice");
+    assert_int_equal(h_backlog_of(env, H_BRANDWEER), 0);
+    /* a case type the policy does not have */
+    schakel_case_open_t other = ADDRESS_CASE;
+    other.case_type = "bestaat-niet";
+    e = must_refuse(riec, schakel_case_open(riec, &other, NULL, NULL, NULL, T), "POLICY_DENIED",
+                    "open a type the policy lacks");
+    assert_string_equal(e->text, "case type bestaat-niet is not in the policy");
+    /* a partner that may not lead this type */
+    must_refuse(politie, schakel_case_open(politie, &ADDRESS_CASE, NULL, NULL, NULL, T),
+                "POLICY_DENIED", "open by a partner that does not lead the type");
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ leaving */
+
+/* A partner that leaves, or that the lead removes, stops receiving at
+ * once: what waited in its mailbox is gone in the same commit, nothing
+ * follows, and the case is NOT_FOUND to it from then on. */
+static void test_leave_stops_delivery(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie, om};
+    const char *const partners[] = {"politie", "om"};
+    case_with_members(riec, id, members, partners, 2);
+    /* they stop receiving: what follows waits in their mailboxes */
+    schakel_close(&politie);
+    schakel_close(&om);
+    note(riec, id, "Eerste bevindingen", NULL, 0, NULL);
+    note(riec, id, "Tweede bevindingen", NULL, 0, NULL);
+    assert_int_equal(h_backlog_of(env, H_POLITIE), 2);
+    assert_int_equal(h_backlog_of(env, H_OM), 2);
+
+    politie = h_connect(env, H_POLITIE);
+    must(politie, schakel_case_leave(politie, id, NULL, NULL, NULL, T), "leave");
+    assert_int_equal(h_backlog(politie), 0); /* at once: in the same commit */
+    schakel_case_result_t r;
+    note(riec, id, "Derde bevindingen", NULL, 0, &r);
+    assert_int_equal(r.recipients, 3); /* riec's two principals and om's, not politie's */
+    assert_int_equal(h_backlog(politie), 0);
+    must_refuse(politie, schakel_case_note(politie, id, "x", NULL, 0, NULL, NULL, T), "NOT_FOUND",
+                "note after leaving");
+    schakel_case_view_t *view = NULL;
+    must_refuse(politie, schakel_case_show(politie, id, &view, T), "NOT_FOUND",
+                "show after leaving");
+
+    /* the lead removes om */
+    om = h_connect(env, H_OM);
+    assert_int_equal(h_backlog(om), 4); /* two notes, politie leaving, the third note */
+    must(riec, schakel_case_leave(riec, id, "om", NULL, NULL, T), "remove om");
+    assert_int_equal(h_backlog(om), 0);
+    note(riec, id, "Vierde bevindingen", NULL, 0, &r);
+    assert_int_equal(r.recipients, 2);
+    assert_int_equal(h_backlog(om), 0);
+    must_refuse(om, schakel_case_show(om, id, &view, T), "NOT_FOUND", "show after removal");
+    /* the lead cannot leave its own case */
+    must_refuse(riec, schakel_case_leave(riec, id, NULL, NULL, NULL, T), "NOT_PERMITTED",
+                "the lead leaves");
+
+    /* the lead saw both go */
+    schakel_delivery_t *d = NULL;
+    int left_seen = 0;
+    while (left_seen < 2) {
+        d = h_receive(riec);
+        must(riec, schakel_ack(riec, d->seq), "ack");
+        if (d->is_case_event && d->case_event->kind == SCHAKEL_CASE_EVENT_LEFT) {
+            const char *who = left_seen == 0 ? "politie" : "om";
+            assert_string_equal(d->case_event->partner, who);
+            left_seen++;
+        }
+        schakel_delivery_free(&d);
+    }
+    schakel_close(&om);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ retention */
+
+/* Contents are kept for the case type's retention after the close, then
+ * expire: the members' deliveries (the broker logs delivery.expired), the
+ * events, the case itself. */
+static void test_retention_after_close(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    static const schakel_case_open_t street = {.case_type = "overlast-kort", .area = "WK093501",
+                                               .title = "Overlast Boschstraat"};
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(gemeente, &street, id);
+    invite(gemeente, id, "politie");
+    must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept");
+    note(gemeente, id, "Geluidsoverlast na 23 uur, drie meldingen", NULL, 0, NULL);
+    uint64_t waiting = h_backlog(politie); /* invited, opened, joined, note */
+    assert_int_equal(waiting, 4);
+
+    long offset = h_log_offset(env);
+    must(gemeente, schakel_case_close(gemeente, id, "Afspraken gemaakt", NULL, NULL, T), "close");
+    assert_int_equal(h_backlog(politie), 5);
+    char needle[128];
+    snprintf(needle, sizeof needle, "event=delivery.expired recipient=%s", H_POLITIE);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no delivery to %s expired after the close", H_POLITIE);
+    assert_int_equal(h_backlog(politie), 0);
+    assert_int_equal(h_backlog(gemeente), 0);
+    /* the case is gone with its contents */
+    schakel_case_view_t *view = NULL;
+    must_refuse(gemeente, schakel_case_show(gemeente, id, &view, T), "NOT_FOUND",
+                "show after retention");
+    schakel_case_list_t *list = NULL;
+    must(gemeente, schakel_case_list(gemeente, &list, T), "list");
+    assert_int_equal(list->n_cases, 0);
+    schakel_case_list_free(&list);
+    schakel_close(&politie);
+    schakel_close(&gemeente);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ linking */
+
+static const schakel_signal_t FARM_SIGNAL = {
+    .kind = "hennepkwekerij",
+    .theme = "ondermijning",
+    .area = "BU09350101",
+    .postcode = "6211AB",
+    .house_number = 12,
+    .subject = "PSN-7f3a9c2e41",
+    .grounds = "Stroomverbruik viermaal het gemiddelde; sterke geur",
+    .severity = SCHAKEL_SEVERITY_HIGH,
+    .summary = "Vermoedelijke hennepkwekerij in huurwoning",
+    .source_ref = "WM-2026-0311",
+};
+
+/* A member links a signal it received: each member gets it with its own
+ * rule's signal fields. A signal the partner did not receive, an unknown
+ * one and a case command are not signals it can link. */
+static void test_link_received_signal(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    uint32_t recipients = 0;
+    uint64_t item_seq = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4); /* politie, riec's two principals, gemeente */
+    schakel_client_t *receivers[] = {riec, politie, gemeente};
+    for (size_t i = 0; i < 3; i++) {
+        schakel_delivery_t *d = h_receive(receivers[i]);
+        assert_false(d->is_case_event);
+        assert_int_equal(d->item_seq, item_seq);
+        must(receivers[i], schakel_ack(receivers[i], d->seq), "ack");
+        schakel_delivery_free(&d);
+    }
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie, gemeente, woco};
+    const char *const partners[] = {"politie", "gemeente", "woco-maasoever"};
+    case_with_members(riec, id, members, partners, 3);
+
+    schakel_case_result_t r;
+    must(riec, schakel_case_link(riec, id, item_seq, NULL, &r, T), "link");
+    struct {
+        schakel_client_t *client;
+        const char *who;
+        unsigned fields; /* enum h_field bits */
+    } views[] = {
+        {politie, "politie", H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY},
+        {gemeente, "gemeente", H_F_AREA | H_F_ADDRESS | H_F_SUMMARY},
+        {woco, "woco-maasoever", H_F_AREA | H_F_ADDRESS},
+        {riec, "riec", H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY |
+                           H_F_SUMMARY | H_F_SOURCE_REF},
+    };
+    for (size_t i = 0; i < 4; i++) {
+        schakel_delivery_t *d = expect_event(views[i].client, id, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
+        const schakel_linked_signal_t *s = d->case_event->signal;
+        if (s == NULL)
+            fail_msg("%s got the link without the signal", views[i].who);
+        assert_string_equal(s->sender, H_WOCO_MAASOEVER);
+        assert_string_equal(s->kind, FARM_SIGNAL.kind);
+        assert_string_equal(s->theme, FARM_SIGNAL.theme);
+        unsigned got = (s->area ? H_F_AREA : 0) | (s->postcode ? H_F_ADDRESS : 0) |
+                       (s->subject ? H_F_SUBJECT : 0) | (s->grounds ? H_F_GROUNDS : 0) |
+                       (s->severity ? H_F_SEVERITY : 0) | (s->summary ? H_F_SUMMARY : 0) |
+                       (s->source_ref ? H_F_SOURCE_REF : 0) | (s->case_ref ? H_F_CASE_REF : 0) |
+                       (s->observed_at ? H_F_OBSERVED_AT : 0);
+        if (got != views[i].fields) {
+            char g[160], w[160];
+            h_field_names(got, g, sizeof g);
+            h_field_names(views[i].fields, w, sizeof w);
+            fail_msg("%s saw the linked signal with %s, expected %s", views[i].who, g, w);
+        }
+        if (s->subject)
+            assert_string_equal(s->subject, FARM_SIGNAL.subject);
+        schakel_delivery_free(&d);
+    }
+
+    /* a signal gemeente never received: politie to om only */
+    schakel_signal_t to_om = FARM_SIGNAL;
+    to_om.kind = "witwassen";
+    uint64_t om_only = h_publish_ok(politie, &to_om, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 1);
+    const schakel_error_t *e =
+        must_refuse(gemeente, schakel_case_link(gemeente, id, om_only, NULL, NULL, T),
+                    "NOT_FOUND", "link a signal it did not receive");
+    char want[128];
+    snprintf(want, sizeof want, "no signal with item seq %llu that gemeente received",
+             (unsigned long long)om_only);
+    assert_string_equal(e->text, want);
+    must_refuse(riec, schakel_case_link(riec, id, 999999, NULL, NULL, T), "NOT_FOUND",
+                "link an unknown item");
+    must_refuse(riec, schakel_case_link(riec, id, r.seq, NULL, NULL, T), "NOT_FOUND",
+                "link a case command");
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    must_refuse(brandweer, schakel_case_link(brandweer, id, item_seq, NULL, NULL, T), "NOT_FOUND",
+                "link by a non-member");
+    schakel_close(&brandweer);
+    schakel_close(&gemeente);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    schakel_close(&woco);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ idempotency */
+
+/* A command repeated with its command id is answered with the original
+ * answer and carried out once; the id with other content is a conflict. */
+static void test_idempotent_retry(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    static const uint8_t open_id[16] = {0x0c, 0xa5, 0xe0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+    static const uint8_t invite_id[16] = {0x0c, 0xa5, 0xe0, 0x17, 1};
+    static const uint8_t note_id[16] = {0x0c, 0xa5, 0xe0, 0x2e, 1};
+    const schakel_case_options_t first_open = {.command_id = open_id};
+    char id[SCHAKEL_CASE_ID_SIZE], again[SCHAKEL_CASE_ID_SIZE];
+    schakel_case_result_t r1, r2;
+    must(riec, schakel_case_open(riec, &ADDRESS_CASE, &first_open, id, &r1, T), "open");
+    must(riec, schakel_case_open(riec, &ADDRESS_CASE, &first_open, again, &r2, T), "open again");
+    assert_string_equal(again, id);
+    assert_int_equal(r2.duplicate, 1);
+    assert_int_equal(r2.seq, r1.seq);
+    assert_int_equal(r2.recipients, r1.recipients);
+    schakel_case_open_t other = ADDRESS_CASE;
+    other.title = "Een andere titel";
+    must_refuse(riec, schakel_case_open(riec, &other, &first_open, NULL, NULL, T),
+                "DUPLICATE_CONFLICT", "the id with other content");
+    schakel_case_list_t *list = NULL;
+    must(riec, schakel_case_list(riec, &list, T), "list");
+    assert_int_equal(list->n_cases, 1);
+    schakel_case_list_free(&list);
+
+    const schakel_case_options_t inv = {.command_id = invite_id};
+    must(riec, schakel_case_invite(riec, id, "politie", &inv, &r1, T), "invite");
+    must(riec, schakel_case_invite(riec, id, "politie", &inv, &r2, T), "invite again");
+    assert_int_equal(r2.duplicate, 1);
+    assert_int_equal(r2.seq, r1.seq);
+    assert_int_equal(h_backlog(politie), 1); /* one invitation */
+    must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept");
+    uint64_t before = h_backlog(politie);
+    const schakel_case_options_t n = {.command_id = note_id};
+    must(riec, schakel_case_note(riec, id, "Eenmaal", NULL, 0, &n, &r1, T), "note");
+    must(riec, schakel_case_note(riec, id, "Eenmaal", NULL, 0, &n, &r2, T), "note again");
+    assert_int_equal(r2.duplicate, 1);
+    assert_int_equal(h_backlog(politie), before + 1);
+    schakel_case_view_t *view = NULL;
+    must(riec, schakel_case_show(riec, id, &view, T), "show");
+    assert_int_equal(view->n_events, 4); /* opened, invited, joined, one note */
+    schakel_case_view_free(&view);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_membership_boundary, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_late_joiner_history, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_act_on_behalf_recorded, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_closed_case_refuses_notes, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_note_field_minimisation, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_invite_refused_by_rule, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_leave_stops_delivery, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
