@@ -40,11 +40,13 @@ typedef struct case_cmd {
     const char *acted_for; /* the lead partner, when the actor acts for it */
     const char *effective; /* the partner that acts: acted_for or the actor's own */
     char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    char case_type[SCHAKEL_MAX_ID_LEN + 1]; /* as the store names them: the facts and */
+    char lead_id[SCHAKEL_MAX_ID_LEN + 1];   /* the transition may point here */
     int closed;
     uint64_t last_event_seq;
     case_members_t members; /* rows before the command */
     case_transition_t t;
-    const char *target;     /* invite, remove: the partner concerned */
+    const char *target;                              /* invite, remove: the partner concerned */
     const policy_case_member_rule_t *concerned_rule; /* rule of the partner whose
                                                         standing changes, or the actor's */
     Schakel__Signal *linked; /* link: the signal (decoded from its stored item) */
@@ -203,12 +205,13 @@ static void case_facts_fill(case_cmd_t *x, const store_case_t *c, case_facts_t *
     f->reopen_allowed = x->type != NULL && x->type->reopen_allowed;
     f->actor_partner = x->actor->partner->id;
     f->actor_state = own != NULL ? (case_member_state_t)own->state : CASE_MEMBER_NONE;
-    f->actor_reached = own_rule != NULL &&
-                       policy_case_member_reaches(x->b->policy, own_rule, x->actor);
+    f->actor_reached =
+        own_rule != NULL && policy_case_member_reaches(x->b->policy, own_rule, x->actor);
     f->on_behalf = case_on_behalf(x, c);
     f->on_behalf_of = x->cmd->on_behalf_of;
-    x->acted_for = f->on_behalf == CASE_ON_BEHALF_ALLOWED ? c->lead : NULL;
-    x->effective = x->acted_for != NULL ? c->lead : x->actor->partner->id;
+    /* ALLOWED needs the lead in the policy: its id lives as long as the policy */
+    x->acted_for = f->on_behalf == CASE_ON_BEHALF_ALLOWED ? x->lead->id : NULL;
+    x->effective = x->acted_for != NULL ? x->acted_for : x->actor->partner->id;
     if (x->command == CASE_CMD_LEAVE && x->cmd->leave->partner != NULL &&
         strcmp(x->cmd->leave->partner, x->effective) != 0) {
         x->command = f->command = CASE_CMD_REMOVE;
@@ -236,8 +239,7 @@ static int case_plan_link(case_cmd_t *x)
     int received = case_partner_received(b, item_seq, x->actor->partner->id);
     if (received == 0 && x->acted_for != NULL)
         received = case_partner_received(b, item_seq, x->acted_for);
-    int found = received == 1 ? store_item_get(b->store, item_seq, &x->linked_body,
-                                               &x->linked_len)
+    int found = received == 1 ? store_item_get(b->store, item_seq, &x->linked_body, &x->linked_len)
                               : received;
     if (found < 0)
         return -2;
@@ -270,13 +272,12 @@ static int case_plan_existing(case_cmd_t *x)
     x->last_event_seq = c.last_event_seq;
     x->type = policy_case_type_by_id(b->policy, c.case_type);
     x->lead = policy_partner_by_id(b->policy, c.lead);
-    /* c's strings live until the next store call: use them first */
+    /* c's strings live until the next store call */
     case_facts_t f;
-    char case_type[SCHAKEL_MAX_ID_LEN + 1], lead[SCHAKEL_MAX_ID_LEN + 1];
-    snprintf(case_type, sizeof case_type, "%s", c.case_type);
-    snprintf(lead, sizeof lead, "%s", c.lead);
-    c.case_type = case_type;
-    c.lead = lead;
+    snprintf(x->case_type, sizeof x->case_type, "%s", c.case_type);
+    snprintf(x->lead_id, sizeof x->lead_id, "%s", c.lead);
+    c.case_type = x->case_type;
+    c.lead = x->lead_id;
     if (case_members_load(b->store, x->case_id, &x->members) != 0)
         return -2;
     case_facts_fill(x, &c, &f);
@@ -336,8 +337,7 @@ static char case_state_after(const case_cmd_t *x, const case_member_t *row)
 static size_t case_after(const case_cmd_t *x, char **out, uint64_t *receivers)
 {
     size_t n = 0;
-    int new_row = x->t.partner != NULL &&
-                  case_members_find(&x->members, x->t.partner) == NULL;
+    int new_row = x->t.partner != NULL && case_members_find(&x->members, x->t.partner) == NULL;
     *receivers = 0;
     for (size_t i = 0; i <= x->members.n; i++) {
         const char *partner;
@@ -354,7 +354,7 @@ static size_t case_after(const case_cmd_t *x, char **out, uint64_t *receivers)
         const policy_partner_t *p = policy_partner_by_id(x->b->policy, partner);
         int invited_now = x->command == CASE_CMD_INVITE && state == CASE_MEMBER_INVITED &&
                           x->target != NULL && strcmp(partner, x->target) == 0;
-        if (state == CASE_MEMBER_MEMBER)
+        if (state == CASE_MEMBER_MEMBER && n < SCHAKEL_MAX_PARTNERS)
             out[n++] = (char *)(uintptr_t)partner;
         if (p != NULL && (state == CASE_MEMBER_MEMBER || invited_now))
             *receivers |= UINT64_C(1) << p->index;
@@ -363,8 +363,7 @@ static size_t case_after(const case_cmd_t *x, char **out, uint64_t *receivers)
 }
 
 /* The full event of this command (borrows from the command and from x). */
-static void case_event_fill(case_cmd_t *x, Schakel__CaseEvent *ev, char **members,
-                            size_t n_members)
+static void case_event_fill(case_cmd_t *x, Schakel__CaseEvent *ev, char **members, size_t n_members)
 {
     const Schakel__CaseCommand *cmd = x->cmd;
     schakel__case_event__init(ev);
@@ -424,9 +423,64 @@ typedef struct case_partner_view {
     case_filtered_t filtered;
 } case_partner_view_t;
 
+/* Queue the event, as `v` holds it for its partner, to one principal.
+ * Returns 0, or -1 on a store or record failure. */
+static int case_deliver_one(case_cmd_t *x, const policy_principal_t *p,
+                            const case_partner_view_t *v, const Schakel__CaseEvent *full)
+{
+    broker_t *b = x->b;
+    store_delivery_t d = {
+        .recipient = p->id,
+        .item_seq = (uint64_t)x->item_seq,
+        .message_id = x->id,
+        .item_index = 0,
+        .sender = x->actor->id,
+        .sender_partner = x->actor->partner->id,
+        .rule_id = v->rule->id,
+        .rule_hash = v->rule->hash_hex,
+        .purpose = v->rule->purpose,
+        .legal_basis = v->rule->legal_basis,
+        .accepted_at = b->now_s,
+        .expires_at = x->expires_at,
+        .body = v->filtered.body,
+        .body_len = v->filtered.len,
+        .case_id = x->case_id,
+        .is_case_event = 1,
+    };
+    int64_t seq = store_delivery_add(b->store, &d);
+    if (seq < 0)
+        return -1;
+    record_case_delivery_t rd = {
+        .actor = x->actor->id,
+        .recipient = p->id,
+        .recipient_partner = p->partner->id,
+        .seq = (uint64_t)seq,
+        .item_seq = (uint64_t)x->item_seq,
+        .command_id = x->id,
+        .case_id = x->case_id,
+        .event_seq = full->event_seq,
+        .event = case_event_name(full->kind),
+        .rule_id = v->rule->id,
+        .rule_hash = v->rule->hash_hex,
+        .purpose = v->rule->purpose,
+        .legal_basis = v->rule->legal_basis,
+        .fields = v->filtered.seen,
+        .subject = v->filtered.subject,
+        .expires_at = x->expires_at,
+    };
+    if (record_case_queued(b, &rd) != 0)
+        return -1;
+    receiver_t *receiver = sessions_receiver(b->sessions, p->id);
+    if (receiver != NULL)
+        receiver->dirty = 1;
+    return 0;
+}
+
 /* Queue one event (full, decoded) to every principal of the partners in
- * `receivers` that its partner's membership rule reaches. Returns the
- * number queued, or -1 on a store or record failure. */
+ * `receivers` that its partner's membership rule reaches, each partner's
+ * copy reduced once for all its principals. Cost: one pass over the
+ * policy's principals. Returns the number queued, or -1 on a store or
+ * record failure. */
 static long case_queue_event(case_cmd_t *x, const Schakel__CaseEvent *full, uint64_t receivers)
 {
     broker_t *b = x->b;
@@ -445,59 +499,12 @@ static long case_queue_event(case_cmd_t *x, const Schakel__CaseEvent *full, uint
         if (!v->looked_up) {
             v->looked_up = 1;
             v->rule = policy_case_membership(b->policy, x->type, p->partner, x->lead);
-            if (v->rule != NULL &&
-                case_event_filter(full, linked, v->rule, 0, &v->filtered) != 0) {
+            if (v->rule != NULL && case_event_filter(full, linked, v->rule, 0, &v->filtered) != 0)
                 queued = -1;
-                break;
-            }
         }
-        if (v->rule == NULL || !policy_case_member_reaches(b->policy, v->rule, p))
+        if (queued < 0 || v->rule == NULL || !policy_case_member_reaches(b->policy, v->rule, p))
             continue;
-        store_delivery_t d = {
-            .recipient = p->id,
-            .item_seq = (uint64_t)x->item_seq,
-            .message_id = x->id,
-            .item_index = 0,
-            .sender = x->actor->id,
-            .sender_partner = x->actor->partner->id,
-            .rule_id = v->rule->id,
-            .rule_hash = v->rule->hash_hex,
-            .purpose = v->rule->purpose,
-            .legal_basis = v->rule->legal_basis,
-            .accepted_at = b->now_s,
-            .expires_at = x->expires_at,
-            .body = v->filtered.body,
-            .body_len = v->filtered.len,
-            .case_id = x->case_id,
-            .is_case_event = 1,
-        };
-        int64_t seq = store_delivery_add(b->store, &d);
-        record_case_delivery_t rd = {
-            .actor = x->actor->id,
-            .recipient = p->id,
-            .recipient_partner = p->partner->id,
-            .seq = (uint64_t)seq,
-            .item_seq = (uint64_t)x->item_seq,
-            .command_id = x->id,
-            .case_id = x->case_id,
-            .event_seq = full->event_seq,
-            .event = case_event_name(full->kind),
-            .rule_id = v->rule->id,
-            .rule_hash = v->rule->hash_hex,
-            .purpose = v->rule->purpose,
-            .legal_basis = v->rule->legal_basis,
-            .fields = v->filtered.seen,
-            .subject = v->filtered.subject,
-            .expires_at = x->expires_at,
-        };
-        if (seq < 0 || record_case_queued(b, &rd) != 0) {
-            queued = -1;
-            break;
-        }
-        receiver_t *receiver = sessions_receiver(b->sessions, p->id);
-        if (receiver != NULL)
-            receiver->dirty = 1;
-        queued++;
+        queued = case_deliver_one(x, p, v, full) == 0 ? queued + 1 : -1;
     }
     for (size_t i = 0; i < SCHAKEL_MAX_PARTNERS; i++)
         case_filtered_free(&views[i].filtered);
@@ -583,8 +590,8 @@ static int case_apply(case_cmd_t *x)
                                      rule != NULL ? rule->id : NULL,
                                      rule != NULL ? rule->hash_hex : NULL, b->now_s);
     case CASE_CMD_DECLINE:
-        return store_case_member_set(s, x->case_id, x->t.partner, (char)x->t.new_state, NULL,
-                                     NULL, b->now_s);
+        return store_case_member_set(s, x->case_id, x->t.partner, (char)x->t.new_state, NULL, NULL,
+                                     b->now_s);
     case CASE_CMD_LEAVE:
     case CASE_CMD_REMOVE:
         if (store_case_member_set(s, x->case_id, x->t.partner, (char)x->t.new_state, NULL, NULL,
@@ -647,9 +654,7 @@ static int case_record(case_cmd_t *x, const Schakel__CaseEvent *ev)
         .n_fields = x->command == CASE_CMD_NOTE ? x->cmd->note->n_fields : 0,
         .deliveries = x->queued,
         .dropped = x->dropped,
-        .expires_at = x->command == CASE_CMD_CLOSE || x->command == CASE_CMD_REOPEN
-                          ? x->expires_at
-                          : 0,
+        .expires_at = x->command == CASE_CMD_CLOSE ? x->expires_at : 0,
     };
     return record_case(x->b, &rc);
 }
@@ -673,9 +678,8 @@ static int case_store_event(case_cmd_t *x, Schakel__CaseEvent *ev, char **member
         return -1;
     if (x->command == CASE_CMD_ACCEPT) {
         const policy_partner_t *joiner = policy_partner_by_id(b->policy, x->t.partner);
-        long history = joiner != NULL ? case_queue_history(x, joiner->id,
-                                                           UINT64_C(1) << joiner->index)
-                                      : 0;
+        long history =
+            joiner != NULL ? case_queue_history(x, joiner->id, UINT64_C(1) << joiner->index) : 0;
         if (history < 0)
             return -1;
         x->queued += (size_t)history;
@@ -711,7 +715,7 @@ static int case_store(case_cmd_t *x)
         return -1;
     metrics_item_accepted(b->metrics, (uint64_t)x->item_seq, b->now_ms);
     x->expires_at = x->command == CASE_CMD_CLOSE ? b->now_s + x->type->retention_after_close_s
-                                                  : STORE_CASE_OPEN_EXPIRY;
+                                                 : STORE_CASE_OPEN_EXPIRY;
     if (case_apply(x) != 0 || case_store_event(x, &ev, members) != 0)
         return -1;
     /* From the close the whole case counts down: rows, events, deliveries,

@@ -237,11 +237,11 @@ static int case_is_queued(const store_audit_entry_t *e)
 }
 
 typedef struct case_probe {
-    uint64_t want;         /* item_seq looked for */
-    const char *partner;   /* final scan: recipient partner looked for */
-    int found;             /* probe: a queued entry was seen; final: a match */
-    int done;              /* final scan: past the item */
-    uint64_t item_seq;     /* probe: that entry's item_seq */
+    uint64_t want;       /* item_seq looked for */
+    const char *partner; /* final scan: recipient partner looked for */
+    int found;           /* probe: a queued entry was seen; final: a match */
+    int done;            /* final scan: past the item */
+    uint64_t item_seq;   /* probe: that entry's item_seq */
 } case_probe_t;
 
 static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
@@ -279,8 +279,8 @@ static int case_probe_match(const store_audit_entry_t *e, void *arg)
 static int case_next_queued(store_t *store, uint64_t after, uint64_t end, case_probe_t *p)
 {
     while (after < end && !p->found) {
-        int visited = store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH,
-                                       case_probe_next_queued, p);
+        int visited =
+            store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH, case_probe_next_queued, p);
         if (visited < 0)
             return -1;
         if (visited == 0)
@@ -310,8 +310,8 @@ int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner)
     case_probe_t p = {.want = item_seq, .partner = partner};
     int stop = 0;
     while (!stop) {
-        int visited = store_audit_scan(b->store, lo, SCHAKEL_AUDIT_VERIFY_BATCH,
-                                       case_probe_match, &p);
+        int visited =
+            store_audit_scan(b->store, lo, SCHAKEL_AUDIT_VERIFY_BATCH, case_probe_match, &p);
         if (visited < 0)
             return -1;
         stop = visited == 0 || p.found || p.done;

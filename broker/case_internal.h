@@ -34,7 +34,7 @@ const case_member_t *case_members_find(const case_members_t *m, const char *part
 
 /* An event reduced to what one membership rule lets its members see. */
 typedef struct case_filtered {
-    uint8_t *body;       /* the packed CaseEvent, malloc'd */
+    uint8_t *body; /* the packed CaseEvent, malloc'd */
     size_t len;
     char *seen;          /* the content fields kept ("text,financieel,..."), for the audit */
     const char *subject; /* the pseudonym it shows (borrowed from the event), or NULL */

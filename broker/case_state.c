@@ -15,10 +15,10 @@
 #include <string.h>
 
 static const char *const command_names[CASE_CMD_COUNT] = {
-    [CASE_CMD_NONE] = "none",     [CASE_CMD_OPEN] = "open",     [CASE_CMD_INVITE] = "invite",
+    [CASE_CMD_NONE] = "none",     [CASE_CMD_OPEN] = "open",       [CASE_CMD_INVITE] = "invite",
     [CASE_CMD_ACCEPT] = "accept", [CASE_CMD_DECLINE] = "decline", [CASE_CMD_LEAVE] = "leave",
-    [CASE_CMD_REMOVE] = "remove", [CASE_CMD_NOTE] = "note",     [CASE_CMD_ATTACH] = "attach",
-    [CASE_CMD_LINK] = "link",     [CASE_CMD_CLOSE] = "close",   [CASE_CMD_REOPEN] = "reopen",
+    [CASE_CMD_REMOVE] = "remove", [CASE_CMD_NOTE] = "note",       [CASE_CMD_ATTACH] = "attach",
+    [CASE_CMD_LINK] = "link",     [CASE_CMD_CLOSE] = "close",     [CASE_CMD_REOPEN] = "reopen",
 };
 
 const char *case_command_name(case_command_t command)
@@ -212,12 +212,13 @@ static verdict_t decide_reopen(const case_facts_t *f, const acting_t *a, case_tr
     if (!a->is_lead)
         return refuse_not_lead(out, f, "reopens");
     if (!f->closed)
-        return refuse(out, SCHAKEL__REASON__NOT_PERMITTED, "case %s is open; only a closed case "
-                      "is reopened", or_dash(f->case_id));
+        return refuse(out, SCHAKEL__REASON__NOT_PERMITTED,
+                      "case %s is open; only a closed case "
+                      "is reopened",
+                      or_dash(f->case_id));
     if (!f->reopen_allowed)
         return refuse(out, SCHAKEL__REASON__NOT_PERMITTED,
-                      "case type %s does not allow reopening a closed case",
-                      or_dash(f->case_type));
+                      "case type %s does not allow reopening a closed case", or_dash(f->case_type));
     return allow(out, NULL, CASE_MEMBER_NONE, 0);
 }
 
@@ -240,9 +241,8 @@ verdict_t case_state_decide(const case_facts_t *f, case_transition_t *out)
         if (!own_visible)
             visible = 0;
         else
-            return refuse(out, SCHAKEL__REASON__NOT_PERMITTED,
-                          "may not act for %s in case type %s", or_dash(f->on_behalf_of),
-                          or_dash(f->case_type));
+            return refuse(out, SCHAKEL__REASON__NOT_PERMITTED, "may not act for %s in case type %s",
+                          or_dash(f->on_behalf_of), or_dash(f->case_type));
     }
     if (!visible) {
         char text[SCHAKEL_MAX_REJECT_TEXT];

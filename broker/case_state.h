@@ -57,22 +57,22 @@ typedef enum case_on_behalf {
  * texts (and compared: actor_partner, lead, target). */
 typedef struct case_facts {
     case_command_t command;
-    const char *case_id;   /* NULL for OPEN */
+    const char *case_id; /* NULL for OPEN */
     const char *case_type;
-    const char *lead;      /* lead partner (OPEN: the partner that will lead) */
+    const char *lead; /* lead partner (OPEN: the partner that will lead) */
     int closed;
-    int reopen_allowed;    /* the case type's `reopen` */
+    int reopen_allowed; /* the case type's `reopen` */
     const char *actor_partner;
     case_member_state_t actor_state; /* the actor's own partner in the case */
-    int actor_reached;        /* the membership rule of the actor's own partner (in the
-                                 policy in force) reaches the actor principal; 0: the
-                                 actor sees nothing through its own partner, lead or not */
+    int actor_reached;               /* the membership rule of the actor's own partner (in the
+                                        policy in force) reaches the actor principal; 0: the
+                                        actor sees nothing through its own partner, lead or not */
     case_on_behalf_t on_behalf;
     const char *on_behalf_of; /* the partner named, when on_behalf != NONE */
     const char *target;       /* INVITE, REMOVE: the partner concerned */
     case_member_state_t target_state;
-    int target_has_rule;      /* INVITE: a membership rule lets target be a member */
-    size_t n_members;         /* INVITE: partners invited or member now, lead included */
+    int target_has_rule; /* INVITE: a membership rule lets target be a member */
+    size_t n_members;    /* INVITE: partners invited or member now, lead included */
 } case_facts_t;
 
 /* The outcome. On ALLOW: `partner` (borrowed from the facts, or NULL when

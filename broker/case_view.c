@@ -17,8 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #include "case_internal.h"
 #include "case_state.h"
 #include "log.h"
@@ -89,16 +87,14 @@ static void case_briefs_free(case_briefs_t *list)
 }
 
 /* The asker's membership rule in a case, when it reaches the asker. */
-static const policy_case_member_rule_t *case_asker_rule(const broker_t *b,
-                                                        const policy_principal_t *asker,
-                                                        const case_brief_t *brief)
+static const policy_case_member_rule_t *
+case_asker_rule(const broker_t *b, const policy_principal_t *asker, const case_brief_t *brief)
 {
     const policy_case_type_t *type = policy_case_type_by_id(b->policy, brief->case_type);
     const policy_partner_t *lead = policy_partner_by_id(b->policy, brief->lead);
     const policy_case_member_rule_t *rule =
-        type != NULL && lead != NULL
-            ? policy_case_membership(b->policy, type, asker->partner, lead)
-            : NULL;
+        type != NULL && lead != NULL ? policy_case_membership(b->policy, type, asker->partner, lead)
+                                     : NULL;
     return rule != NULL && policy_case_member_reaches(b->policy, rule, asker) ? rule : NULL;
 }
 
@@ -111,8 +107,7 @@ static void case_summary_fill(Schakel__CaseSummary *s, const case_brief_t *brief
     s->case_type = (char *)(uintptr_t)brief->case_type;
     s->lead = (char *)(uintptr_t)brief->lead;
     s->state = (char *)(uintptr_t)(brief->closed ? "closed" : "open");
-    s->my_state = (char *)(uintptr_t)(brief->my_state == CASE_MEMBER_MEMBER ? "member"
-                                                                            : "invited");
+    s->my_state = (char *)(uintptr_t)(brief->my_state == CASE_MEMBER_MEMBER ? "member" : "invited");
     s->title = brief->title;
     s->has_opened_at = 1;
     s->opened_at = brief->opened_at;
@@ -146,14 +141,14 @@ static void case_view_left_out(const char *principal, const char *what, size_t n
 {
     char count[24];
     snprintf(count, sizeof count, "%zu", n);
-    log_event(LOG_WARN, "case.view_truncated", "principal", principal, "left_out", count,
-              "what", what, NULL);
+    log_event(LOG_WARN, "case.view_truncated", "principal", principal, "left_out", count, "what",
+              what, NULL);
 }
 
 /* ------------------------------------------------------------------ the list */
 
-static void case_query_list(broker_t *b, const session_t *session,
-                            const policy_principal_t *asker, const Schakel__CaseQuery *query)
+static void case_query_list(broker_t *b, const session_t *session, const policy_principal_t *asker,
+                            const Schakel__CaseQuery *query)
 {
     case_briefs_t list = {0};
     Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
@@ -290,8 +285,8 @@ static int case_timeline_load(broker_t *b, const char *case_id, uint64_t last_ev
     return 0;
 }
 
-static void case_query_one(broker_t *b, const session_t *session,
-                           const policy_principal_t *asker, const Schakel__CaseQuery *query)
+static void case_query_one(broker_t *b, const session_t *session, const policy_principal_t *asker,
+                           const Schakel__CaseQuery *query)
 {
     store_case_t c;
     case_brief_t brief = {0};

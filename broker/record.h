@@ -130,7 +130,7 @@ typedef struct record_case {
     size_t n_fields;           /* note: structured fields (their count only) */
     size_t deliveries;         /* mailboxes the event was queued for */
     size_t dropped;            /* left, removed: waiting deliveries withdrawn from it */
-    int64_t expires_at;        /* closed, reopened: the retention end now in force; 0 */
+    int64_t expires_at;        /* closed: when the case's contents expire; else 0 */
 } record_case_t;
 int record_case(struct broker *b, const record_case_t *c);
 

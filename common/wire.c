@@ -134,13 +134,14 @@ static ProtobufCMessage *unpack_budgeted(const ProtobufCMessageDescriptor *descr
         return message;
     if (budget.exceeded)
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                  "%s needs more than %u bytes of memory to decode", what,
-                  SCHAKEL_DECODE_BUDGET_BYTES);
+                       "%s needs more than %u bytes of memory to decode", what,
+                       SCHAKEL_DECODE_BUDGET_BYTES);
     else if (budget.out_of_memory)
-        wire_error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s", what);
+        wire_error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s",
+                       what);
     else
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not a valid Schakel %s", what,
-                  descriptor->short_name);
+                       descriptor->short_name);
     return NULL;
 }
 
@@ -177,8 +178,9 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
         if (field->type == PROTOBUF_C_TYPE_ENUM) {
             int value = ((const int *)values)[i];
             if (protobuf_c_enum_descriptor_get_value(field->descriptor, value) == NULL) {
-                wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s has the unknown value %d",
-                          message->descriptor->short_name, field->name, value);
+                wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                               "%s.%s has the unknown value %d", message->descriptor->short_name,
+                               field->name, value);
                 return -1;
             }
         } else if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -197,12 +199,12 @@ static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *
     const ProtobufCMessageDescriptor *descriptor = message->descriptor;
     if (depth > WIRE_MAX_DEPTH) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
-                  descriptor->short_name);
+                       descriptor->short_name);
         return -1;
     }
     if (message->n_unknown_fields > 0) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s carries unknown field %u",
-                  descriptor->short_name, (unsigned)message->unknown_fields[0].tag);
+                       descriptor->short_name, (unsigned)message->unknown_fields[0].tag);
         return -1;
     }
     for (unsigned i = 0; i < descriptor->n_fields; i++)
@@ -265,8 +267,9 @@ static int scan_length_delimited(const uint8_t *bytes, size_t len,
         return scan_strings(bytes, len, field->descriptor, depth + 1, err);
     if (field->type != PROTOBUF_C_TYPE_STRING || syntax_is_utf8(bytes, len))
         return 0;
-    wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s %s", descriptor->short_name, field->name,
-              memchr(bytes, 0, len) != NULL ? "contains a NUL byte" : "is not valid UTF-8");
+    wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s.%s %s", descriptor->short_name,
+                   field->name,
+                   memchr(bytes, 0, len) != NULL ? "contains a NUL byte" : "is not valid UTF-8");
     return -1;
 }
 
@@ -284,17 +287,17 @@ static int check_repeat(const ProtobufCMessageDescriptor *descriptor, uint32_t t
         return 0; /* unknown ones are refused by tree_check */
     if (seen[tag / 64] >> (tag % 64) & 1) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s.%s is given more than once",
-                  descriptor->short_name, field->name);
+                       descriptor->short_name, field->name);
         return -1;
     }
     seen[tag / 64] |= UINT64_C(1) << (tag % 64);
     if (field->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
         if (*oneof_tag != 0 && *oneof_tag != tag) {
             wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                      "%s sets more than one of its alternatives (%s)", descriptor->short_name,
-                      descriptor == &schakel__case_command__descriptor
-                          ? "a case command carries one operation"
-                          : "a frame carries one body");
+                           "%s sets more than one of its alternatives (%s)", descriptor->short_name,
+                           descriptor == &schakel__case_command__descriptor
+                               ? "a case command carries one operation"
+                               : "a frame carries one body");
             return -1;
         }
         *oneof_tag = tag;
@@ -310,7 +313,7 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     uint32_t oneof_tag = 0; /* the schema has at most one oneof per message */
     if (depth > WIRE_MAX_DEPTH) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is nested too deeply",
-                  descriptor->short_name);
+                       descriptor->short_name);
         return -1;
     }
     while (reader.pos < reader.len) {
@@ -345,7 +348,7 @@ static int scan_strings(const uint8_t *bytes, size_t len,
         if (bad) {
             /* Defensive: protobuf-c parsed these bytes before we got here. */
             wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s is not well-formed protobuf",
-                      descriptor->short_name);
+                           descriptor->short_name);
             return -1;
         }
     }
@@ -375,16 +378,17 @@ void wire_message_free(ProtobufCMessage *message)
 /* --------------------------------------------------------------- frame bodies */
 
 /* A 16-byte id: Publish.message_id, Accepted.message_id, CasePublish.command_id. */
-static int check_id_field(const ProtobufCBinaryData *id, protobuf_c_boolean present,
-                          const char *body, const char *field, wire_error_t *err)
+int wire_check_id_field(const ProtobufCBinaryData *id, protobuf_c_boolean present, const char *body,
+                        const char *field, wire_error_t *err)
 {
     if (!present) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no %s", body, field);
         return -1;
     }
     if (id->len != SCHAKEL_MESSAGE_ID_BYTES) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "%s %s is %zu bytes; it must be exactly %u",
-                  body, field, id->len, SCHAKEL_MESSAGE_ID_BYTES);
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "%s %s is %zu bytes; it must be exactly %u", body, field, id->len,
+                       SCHAKEL_MESSAGE_ID_BYTES);
         return -1;
     }
     return 0;
@@ -393,7 +397,7 @@ static int check_id_field(const ProtobufCBinaryData *id, protobuf_c_boolean pres
 static int check_message_id(const ProtobufCBinaryData *message_id, protobuf_c_boolean present,
                             const char *body, wire_error_t *err)
 {
-    return check_id_field(message_id, present, body, "message_id", err);
+    return wire_check_id_field(message_id, present, body, "message_id", err);
 }
 
 static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
@@ -406,8 +410,8 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
     }
     if (publish->n_items > limits.max_items) {
         wire_error_set(err, SCHAKEL__REASON__TOO_MANY_ITEMS,
-                  "publish carries %zu items; at most %u are allowed", publish->n_items,
-                  limits.max_items);
+                       "publish carries %zu items; at most %u are allowed", publish->n_items,
+                       limits.max_items);
         return -1;
     }
     for (size_t i = 0; i < publish->n_items; i++) {
@@ -416,18 +420,18 @@ static int check_publish(const Schakel__Publish *publish, wire_error_t *err)
             if (err != NULL)
                 err->item_index = (int)i;
             wire_error_set(err,
-                      item_len == 0 ? SCHAKEL__REASON__INVALID_MESSAGE
-                                    : SCHAKEL__REASON__INVALID_FIELD,
-                      "item %zu is %zu bytes; an item must be 1..%u bytes", i, item_len,
-                      SCHAKEL_MAX_ITEM_BYTES);
+                           item_len == 0 ? SCHAKEL__REASON__INVALID_MESSAGE
+                                         : SCHAKEL__REASON__INVALID_FIELD,
+                           "item %zu is %zu bytes; an item must be 1..%u bytes", i, item_len,
+                           SCHAKEL_MAX_ITEM_BYTES);
             return -1;
         }
     }
     if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
         wire_error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
-                  publish->has_signature ? "publish signature is not %u bytes"
-                                         : "publish carries no signature (%u bytes expected)",
-                  SCHAKEL_SIGNATURE_BYTES);
+                       publish->has_signature ? "publish signature is not %u bytes"
+                                              : "publish carries no signature (%u bytes expected)",
+                       SCHAKEL_SIGNATURE_BYTES);
         return -1;
     }
     return 0;
@@ -452,78 +456,6 @@ static void note_message_id(const Schakel__Frame *frame, wire_error_t *err)
     }
 }
 
-/* A CasePublish: the signed envelope of one CaseCommand (docs/PROTOCOL.md
- * "Cases"). The command's contents are checked by wire_decode_case_command,
- * in the broker's case path, after the signature has verified. */
-static int check_case_publish(const Schakel__CasePublish *publish, wire_error_t *err)
-{
-    if (check_id_field(&publish->command_id, publish->has_command_id, "case_publish", "command_id",
-                       err) < 0)
-        return -1;
-    if (!publish->has_command || publish->command.len == 0) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "case_publish carries no command");
-        return -1;
-    }
-    if (publish->command.len > limits.max_frame_bytes) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "case_publish command is %zu bytes; at most %u are allowed",
-                  publish->command.len, limits.max_frame_bytes);
-        return -1;
-    }
-    if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
-        wire_error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
-                  publish->has_signature ? "case_publish signature is not %u bytes"
-                                         : "case_publish carries no signature (%u bytes expected)",
-                  SCHAKEL_SIGNATURE_BYTES);
-        return -1;
-    }
-    return 0;
-}
-
-static int check_case_query(const Schakel__CaseQuery *query, wire_error_t *err)
-{
-    if (query->case_id != NULL && !syntax_is_case_id(query->case_id)) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "case_query case_id is not a case id (C- and 8 digits)");
-        return -1;
-    }
-    return 0;
-}
-
-/* What a client relies on in an event the broker sent: which case, where
- * in its timeline, and what happened. Everything else may be filtered out. */
-int wire_check_case_event(const Schakel__CaseEvent *event, const char *what, wire_error_t *err)
-{
-    if (!syntax_is_case_id(event->case_id)) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no valid case_id", what);
-        return -1;
-    }
-    if (!event->has_event_seq || event->event_seq == 0) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no event_seq (from 1)", what);
-        return -1;
-    }
-    if (!event->has_kind || event->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NONE) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no kind", what);
-        return -1;
-    }
-    return 0;
-}
-
-static int check_case_view(const Schakel__CaseView *view, wire_error_t *err)
-{
-    for (size_t i = 0; i < view->n_cases; i++) {
-        if (!syntax_is_case_id(view->cases[i]->case_id)) {
-            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                      "case_view cases[%zu] has no valid case_id", i);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < view->n_events; i++)
-        if (wire_check_case_event(view->events[i], "case_view event", err) < 0)
-            return -1;
-    return 0;
-}
-
 static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
 {
     if (ack->n_seqs == 0) {
@@ -531,14 +463,14 @@ static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
         return -1;
     }
     if (ack->n_seqs > SCHAKEL_MAX_ACKS) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack names %zu seqs; at most %u are allowed",
-                  ack->n_seqs, SCHAKEL_MAX_ACKS);
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "ack names %zu seqs; at most %u are allowed", ack->n_seqs, SCHAKEL_MAX_ACKS);
         return -1;
     }
     for (size_t i = 0; i < ack->n_seqs; i++) {
         if (ack->seqs[i] == 0) {
-            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "ack seqs[%zu] is 0; seqs start at 1",
-                      i);
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                           "ack seqs[%zu] is 0; seqs start at 1", i);
             return -1;
         }
     }
@@ -567,14 +499,14 @@ static int check_broker_bodies(const Schakel__Frame *frame, wire_error_t *err)
         /* A delivery is a signal or a case event, never both. */
         if (frame->deliver->has_signal == frame->deliver->has_case_event) {
             wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                      frame->deliver->has_signal
-                          ? "deliver carries both a signal and a case_event"
-                          : "deliver carries no signal and no case_event");
+                           frame->deliver->has_signal
+                               ? "deliver carries both a signal and a case_event"
+                               : "deliver carries no signal and no case_event");
             return -1;
         }
         return 0;
     case SCHAKEL__FRAME__BODY_CASE_VIEW:
-        return check_case_view(frame->case_view, err);
+        return wire_check_case_view(frame->case_view, err);
     default:
         return 0;
     }
@@ -599,9 +531,9 @@ static int check_body(const Schakel__Frame *frame, wire_error_t *err)
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
         return 0;
     case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
-        return check_case_publish(frame->case_publish, err);
+        return wire_check_case_publish(frame->case_publish, err);
     case SCHAKEL__FRAME__BODY_CASE_QUERY:
-        return check_case_query(frame->case_query, err);
+        return wire_check_case_query(frame->case_query, err);
     default:
         return check_broker_bodies(frame, err);
     }
@@ -611,14 +543,14 @@ static int check_version(const Schakel__Frame *frame, wire_error_t *err)
 {
     if (!frame->has_version) {
         wire_error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
-                  "frame carries no protocol version; version %u is spoken here",
-                  SCHAKEL_PROTOCOL_VERSION);
+                       "frame carries no protocol version; version %u is spoken here",
+                       SCHAKEL_PROTOCOL_VERSION);
         return -1;
     }
     if (frame->version != SCHAKEL_PROTOCOL_VERSION) {
         wire_error_set(err, SCHAKEL__REASON__UNSUPPORTED_VERSION,
-                  "protocol version %u is not supported; version %u is spoken here",
-                  (unsigned)frame->version, SCHAKEL_PROTOCOL_VERSION);
+                       "protocol version %u is not supported; version %u is spoken here",
+                       (unsigned)frame->version, SCHAKEL_PROTOCOL_VERSION);
         return -1;
     }
     return 0;
@@ -633,7 +565,7 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
     }
     if (len > limits.max_frame_bytes) {
         wire_error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
-                  "frame is %zu bytes; at most %u are allowed", len, limits.max_frame_bytes);
+                       "frame is %zu bytes; at most %u are allowed", len, limits.max_frame_bytes);
         return NULL;
     }
     if (len == 0 || buf == NULL) {
@@ -687,7 +619,7 @@ static int has_control(const char *text, int allow_line_breaks)
 
 /* A present string: not empty, within max_len bytes, UTF-8, and of its class. */
 int wire_check_text(const char *value, const char *name, size_t max_len, enum wire_text_class cls,
-                      Schakel__Reason reason, wire_error_t *err)
+                    Schakel__Reason reason, wire_error_t *err)
 {
     size_t len = strlen(value);
     if (len == 0) {
@@ -758,29 +690,29 @@ int wire_check_address(const Schakel__Address *address, wire_error_t *err)
         return -1;
     }
     if (wire_check_text(address->postcode, "address.postcode", SCHAKEL_MAX_ID_LEN, WIRE_TEXT_TOKEN,
-                   SCHAKEL__REASON__INVALID_POSTCODE, err) < 0)
+                        SCHAKEL__REASON__INVALID_POSTCODE, err) < 0)
         return -1;
     if (!syntax_is_postcode(address->postcode)) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_POSTCODE,
-                  "address.postcode is not a Dutch postcode (1234AB: no space, capitals, "
-                  "not SA/SD/SS)");
+                       "address.postcode is not a Dutch postcode (1234AB: no space, capitals, "
+                       "not SA/SD/SS)");
         return -1;
     }
     if (!address->has_house_number || address->house_number < 1 ||
         address->house_number > SCHAKEL_MAX_HOUSE_NUMBER) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "address.house_number must be 1..%u",
-                  SCHAKEL_MAX_HOUSE_NUMBER);
+                       SCHAKEL_MAX_HOUSE_NUMBER);
         return -1;
     }
     if (address->addition == NULL)
         return 0;
-    if (wire_check_text(address->addition, "address.addition", SCHAKEL_MAX_ADDITION_LEN, WIRE_TEXT_TOKEN,
-                   SCHAKEL__REASON__INVALID_FIELD, err) < 0)
+    if (wire_check_text(address->addition, "address.addition", SCHAKEL_MAX_ADDITION_LEN,
+                        WIRE_TEXT_TOKEN, SCHAKEL__REASON__INVALID_FIELD, err) < 0)
         return -1;
     for (const char *c = address->addition; *c != '\0'; c++) {
         if (!is_addition_char(*c)) {
             wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                      "address.addition may hold only letters, digits, space and '-'");
+                           "address.addition may hold only letters, digits, space and '-'");
             return -1;
         }
     }
@@ -792,44 +724,47 @@ static int check_person(const Schakel__Signal *signal, wire_error_t *err)
 {
     if (signal->subject != NULL) {
         if (wire_check_text(signal->subject, "subject", SCHAKEL_MAX_SUBJECT_LEN, WIRE_TEXT_TOKEN,
-                       SCHAKEL__REASON__INVALID_FIELD, err) < 0)
+                            SCHAKEL__REASON__INVALID_FIELD, err) < 0)
             return -1;
         if (!syntax_is_pseudonym(signal->subject)) {
             wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                      "subject must be a pseudonym, never a BSN (%u..%u of [A-Za-z0-9._:-], "
-                      "not all digits)",
-                      SCHAKEL_MIN_SUBJECT_LEN, SCHAKEL_MAX_SUBJECT_LEN);
+                           "subject must be a pseudonym, never a BSN (%u..%u of [A-Za-z0-9._:-], "
+                           "not all digits)",
+                           SCHAKEL_MIN_SUBJECT_LEN, SCHAKEL_MAX_SUBJECT_LEN);
             return -1;
         }
         if (signal->grounds == NULL) {
             wire_error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
-                      "a signal about a person (subject) must state its grounds");
+                           "a signal about a person (subject) must state its grounds");
             return -1;
         }
     }
     if (signal->grounds == NULL)
         return 0;
     if (signal->subject != NULL && signal->grounds[0] == '\0') {
-        wire_error_set(err, SCHAKEL__REASON__MISSING_GROUNDS,
-                  "a signal about a person (subject) must state its grounds; grounds is empty");
+        wire_error_set(
+            err, SCHAKEL__REASON__MISSING_GROUNDS,
+            "a signal about a person (subject) must state its grounds; grounds is empty");
         return -1;
     }
     return wire_check_text(signal->grounds, "grounds", limits.max_grounds_len, WIRE_TEXT_PROSE,
-                      SCHAKEL__REASON__INVALID_FIELD, err);
+                           SCHAKEL__REASON__INVALID_FIELD, err);
 }
 
 static int check_free_texts(const Schakel__Signal *signal, wire_error_t *err)
 {
     const Schakel__Reason reason = SCHAKEL__REASON__INVALID_FIELD;
-    if (signal->case_ref != NULL && wire_check_text(signal->case_ref, "case_ref", SCHAKEL_MAX_REF_LEN,
-                                               WIRE_TEXT_PRINTABLE, reason, err) < 0)
+    if (signal->case_ref != NULL &&
+        wire_check_text(signal->case_ref, "case_ref", SCHAKEL_MAX_REF_LEN, WIRE_TEXT_PRINTABLE,
+                        reason, err) < 0)
         return -1;
     if (signal->source_ref != NULL &&
-        wire_check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, WIRE_TEXT_PRINTABLE, reason,
-                   err) < 0)
+        wire_check_text(signal->source_ref, "source_ref", SCHAKEL_MAX_REF_LEN, WIRE_TEXT_PRINTABLE,
+                        reason, err) < 0)
         return -1;
-    if (signal->summary != NULL && wire_check_text(signal->summary, "summary", limits.max_summary_len,
-                                              WIRE_TEXT_PROSE, reason, err) < 0)
+    if (signal->summary != NULL &&
+        wire_check_text(signal->summary, "summary", limits.max_summary_len, WIRE_TEXT_PROSE, reason,
+                        err) < 0)
         return -1;
     return 0;
 }
@@ -839,7 +774,7 @@ static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, w
     if (signal->has_severity && (signal->severity < SCHAKEL__SEVERITY__SEVERITY_LOW ||
                                  signal->severity > SCHAKEL__SEVERITY__SEVERITY_CRITICAL)) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "severity must be 1 (low) .. 4 (critical) when present");
+                       "severity must be 1 (low) .. 4 (critical) when present");
         return -1;
     }
     if (!signal->has_observed_at)
@@ -849,9 +784,10 @@ static int check_severity_and_time(const Schakel__Signal *signal, int64_t now, w
     int64_t latest =
         now > INT64_MAX - SCHAKEL_MAX_FUTURE_SKEW_S ? INT64_MAX : now + SCHAKEL_MAX_FUTURE_SKEW_S;
     if (signal->observed_at < earliest || signal->observed_at > latest) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "observed_at must lie between %lld s before and %d s after the broker's clock",
-                  (long long)SCHAKEL_MAX_PAST_S, SCHAKEL_MAX_FUTURE_SKEW_S);
+        wire_error_set(
+            err, SCHAKEL__REASON__INVALID_FIELD,
+            "observed_at must lie between %lld s before and %d s after the broker's clock",
+            (long long)SCHAKEL_MAX_PAST_S, SCHAKEL_MAX_FUTURE_SKEW_S);
         return -1;
     }
     return 0;
@@ -862,22 +798,22 @@ static int check_recipients(const Schakel__Signal *signal, wire_error_t *err)
 {
     if (signal->n_recipients > SCHAKEL_MAX_RECIPIENTS) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                  "signal names %zu recipients; at most %u are allowed", signal->n_recipients,
-                  SCHAKEL_MAX_RECIPIENTS);
+                       "signal names %zu recipients; at most %u are allowed", signal->n_recipients,
+                       SCHAKEL_MAX_RECIPIENTS);
         return -1;
     }
     for (size_t i = 0; i < signal->n_recipients; i++) {
         /* Defensive: only a struct built by hand can lack the array. */
         const char *recipient = signal->recipients != NULL ? signal->recipients[i] : NULL;
         if (recipient == NULL || !syntax_is_id_token(recipient)) {
-            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "recipients[%zu] is not a partner id",
-                      i);
+            wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                           "recipients[%zu] is not a partner id", i);
             return -1;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(recipient, signal->recipients[j]) == 0) {
                 wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
-                          "recipients[%zu] repeats recipients[%zu]", i, j);
+                               "recipients[%zu] repeats recipients[%zu]", i, j);
                 return -1;
             }
         }
@@ -906,8 +842,8 @@ Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
 {
     wire_error_reset(err);
     if (len > SCHAKEL_MAX_ITEM_BYTES) {
-        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD, "item is %zu bytes; at most %u are allowed",
-                  len, SCHAKEL_MAX_ITEM_BYTES);
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "item is %zu bytes; at most %u are allowed", len, SCHAKEL_MAX_ITEM_BYTES);
         return NULL;
     }
     if (len == 0 || buf == NULL) {

@@ -32,6 +32,81 @@ int wire_is_reserved_note_field(const char *name)
     return 0;
 }
 
+/* ------------------------------------------------------------ frame bodies */
+
+/* A CasePublish: the signed envelope of one CaseCommand (docs/PROTOCOL.md
+ * "Cases"). The command's contents are checked by wire_decode_case_command,
+ * in the broker's case path, after the signature has verified. */
+int wire_check_case_publish(const Schakel__CasePublish *publish, wire_error_t *err)
+{
+    if (wire_check_id_field(&publish->command_id, publish->has_command_id, "case_publish",
+                            "command_id", err) < 0)
+        return -1;
+    if (!publish->has_command || publish->command.len == 0) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "case_publish carries no command");
+        return -1;
+    }
+    if (publish->command.len > wire_get_limits().max_frame_bytes) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "case_publish command is %zu bytes; at most %u are allowed",
+                       publish->command.len, wire_get_limits().max_frame_bytes);
+        return -1;
+    }
+    if (!publish->has_signature || publish->signature.len != SCHAKEL_SIGNATURE_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__BAD_SIGNATURE,
+                       publish->has_signature
+                           ? "case_publish signature is not %u bytes"
+                           : "case_publish carries no signature (%u bytes expected)",
+                       SCHAKEL_SIGNATURE_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+int wire_check_case_query(const Schakel__CaseQuery *query, wire_error_t *err)
+{
+    if (query->case_id != NULL && !syntax_is_case_id(query->case_id)) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "case_query case_id is not a case id (C- and 8 digits)");
+        return -1;
+    }
+    return 0;
+}
+
+/* What a client relies on in an event the broker sent: which case, where
+ * in its timeline, and what happened. Everything else may be filtered out. */
+int wire_check_case_event(const Schakel__CaseEvent *event, const char *what, wire_error_t *err)
+{
+    if (!syntax_is_case_id(event->case_id)) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no valid case_id", what);
+        return -1;
+    }
+    if (!event->has_event_seq || event->event_seq == 0) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no event_seq (from 1)", what);
+        return -1;
+    }
+    if (!event->has_kind || event->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NONE) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s has no kind", what);
+        return -1;
+    }
+    return 0;
+}
+
+int wire_check_case_view(const Schakel__CaseView *view, wire_error_t *err)
+{
+    for (size_t i = 0; i < view->n_cases; i++) {
+        if (!syntax_is_case_id(view->cases[i]->case_id)) {
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                           "case_view cases[%zu] has no valid case_id", i);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < view->n_events; i++)
+        if (wire_check_case_event(view->events[i], "case_view event", err) < 0)
+            return -1;
+    return 0;
+}
+
 /* ------------------------------------------------------------ field helpers */
 
 /* A mandatory string of class `cls`: missing is INVALID_MESSAGE. */
@@ -81,8 +156,8 @@ static int case_check_open(const Schakel__CaseOpen *open, wire_error_t *err)
     if (open->address != NULL && wire_check_address(open->address, err) < 0)
         return -1;
     if (open->subject != NULL) {
-        if (wire_check_text(open->subject, "open.subject", SCHAKEL_MAX_SUBJECT_LEN,
-                            WIRE_TEXT_TOKEN, SCHAKEL__REASON__INVALID_FIELD, err) < 0)
+        if (wire_check_text(open->subject, "open.subject", SCHAKEL_MAX_SUBJECT_LEN, WIRE_TEXT_TOKEN,
+                            SCHAKEL__REASON__INVALID_FIELD, err) < 0)
             return -1;
         if (!syntax_is_pseudonym(open->subject)) {
             wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
@@ -192,8 +267,7 @@ static int case_check_attach(const Schakel__CaseAttach *attach, wire_error_t *er
     return 0;
 }
 
-static int case_check_reason(const char *reason, const char *name, int mandatory,
-                             wire_error_t *err)
+static int case_check_reason(const char *reason, const char *name, int mandatory, wire_error_t *err)
 {
     if (reason == NULL && !mandatory)
         return 0;
@@ -264,8 +338,7 @@ int wire_validate_case_command(const Schakel__CaseCommand *command, wire_error_t
         return -1;
     }
     if (case_token(command->actor, "actor", 1, syntax_is_principal_id,
-                   SCHAKEL__REASON__INVALID_FIELD, "is not a principal id (partner/name)",
-                   err) < 0)
+                   SCHAKEL__REASON__INVALID_FIELD, "is not a principal id (partner/name)", err) < 0)
         return -1;
     if (case_partner(command->on_behalf_of, "on_behalf_of", 0, err) < 0)
         return -1;

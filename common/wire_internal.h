@@ -44,6 +44,19 @@ int wire_check_text(const char *value, const char *name, size_t max_len, enum wi
  * INVALID_FIELD). Returns 0 or -1. */
 int wire_check_address(const Schakel__Address *address, wire_error_t *err);
 
+/* A 16-byte id field of `body` named `field` (Publish.message_id,
+ * CasePublish.command_id): missing INVALID_MESSAGE, other length
+ * INVALID_FIELD. Returns 0 or -1. */
+int wire_check_id_field(const ProtobufCBinaryData *id, protobuf_c_boolean present, const char *body,
+                        const char *field, wire_error_t *err);
+
+/* The frame-level checks of the case bodies (wire_decode_frame step 7):
+ * CasePublish id, command and signature lengths; CaseQuery case id syntax;
+ * CaseView case ids and event cores. Return 0 or -1 with err set. */
+int wire_check_case_publish(const Schakel__CasePublish *publish, wire_error_t *err);
+int wire_check_case_query(const Schakel__CaseQuery *query, wire_error_t *err);
+int wire_check_case_view(const Schakel__CaseView *view, wire_error_t *err);
+
 /* What a client relies on in a CaseEvent from the broker: case_id a case
  * id, event_seq >= 1, kind set (else INVALID_MESSAGE, text naming `what`).
  * Every other field may have been filtered out. Returns 0 or -1. */

@@ -15,7 +15,7 @@
 
 #include <sodium.h>
 
-#include "case_view.h"
+#include "caseview.h"
 #include "client_internal.h"
 #include "schakel.h"
 #include "schakel_limits.h"
@@ -67,7 +67,8 @@ static schakel_status_t case_take_answer(schakel_client_t *client, const Schakel
                            accepted->case_id != NULL && syntax_is_case_id(accepted->case_id)
                                ? accepted->case_id
                                : "(none or malformed)",
-                           case_id != NULL ? "; we asked about " : "", case_id != NULL ? case_id : "");
+                           case_id != NULL ? "; we asked about " : "",
+                           case_id != NULL ? case_id : "");
     snprintf(result->case_id, sizeof result->case_id, "%s", accepted->case_id);
     result->seq = accepted->items[0]->seq;
     result->recipients = accepted->items[0]->recipients;
@@ -164,7 +165,8 @@ schakel_status_t schakel_case_open(schakel_client_t *client, const schakel_case_
     command.open = &op;
     schakel_status_t status = case_run(client, &command, options, result, timeout_ms);
     if (case_id_out != NULL)
-        snprintf(case_id_out, SCHAKEL_CASE_ID_SIZE, "%s", status == SCHAKEL_OK ? result->case_id : "");
+        snprintf(case_id_out, SCHAKEL_CASE_ID_SIZE, "%s",
+                 status == SCHAKEL_OK ? result->case_id : "");
     return status;
 }
 
@@ -222,9 +224,9 @@ schakel_status_t schakel_case_leave(schakel_client_t *client, const char *case_i
     return case_on(client, case_id, &command, options, result, timeout_ms);
 }
 
-schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id,
-                                   const char *text, const schakel_note_field_t *fields,
-                                   size_t n_fields, const schakel_case_options_t *options,
+schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id, const char *text,
+                                   const schakel_note_field_t *fields, size_t n_fields,
+                                   const schakel_case_options_t *options,
                                    schakel_case_result_t *result, int timeout_ms)
 {
     Schakel__NoteField note_fields[SCHAKEL_MAX_NOTE_FIELDS];
@@ -233,7 +235,8 @@ schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id
         return SCHAKEL_ERR_USAGE;
     if ((fields == NULL && n_fields > 0) || n_fields > SCHAKEL_MAX_NOTE_FIELDS)
         return client_fail(client, SCHAKEL_ERR_USAGE, "a note has at most %u fields (given %zu%s)",
-                           SCHAKEL_MAX_NOTE_FIELDS, n_fields, fields == NULL ? ", none passed" : "");
+                           SCHAKEL_MAX_NOTE_FIELDS, n_fields,
+                           fields == NULL ? ", none passed" : "");
     Schakel__CaseCommand command = SCHAKEL__CASE_COMMAND__INIT;
     Schakel__CaseNote op = SCHAKEL__CASE_NOTE__INIT;
     for (size_t i = 0; i < n_fields; i++) {
@@ -297,8 +300,8 @@ schakel_status_t schakel_case_reopen(schakel_client_t *client, const char *case_
     return case_on(client, case_id, &command, options, result, timeout_ms);
 }
 
-schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id,
-                                   uint64_t item_seq, const schakel_case_options_t *options,
+schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id, uint64_t item_seq,
+                                   const schakel_case_options_t *options,
                                    schakel_case_result_t *result, int timeout_ms)
 {
     Schakel__CaseCommand command = SCHAKEL__CASE_COMMAND__INIT;
@@ -345,7 +348,7 @@ static schakel_status_t case_query(schakel_client_t *client, const char *case_id
 
 static schakel_status_t case_copy_failed(schakel_client_t *client, int rc, const char *what)
 {
-    if (rc == CASE_VIEW_NOMEM)
+    if (rc == CASEVIEW_NOMEM)
         return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory copying %s", what);
     return client_fail(client, SCHAKEL_ERR_PROTOCOL, "broker sent %s that is not valid", what);
 }
@@ -365,17 +368,17 @@ schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t
         return status;
     const Schakel__CaseView *view = frame->case_view;
     schakel_case_list_t *list = calloc(1, sizeof *list);
-    int rc = list == NULL ? CASE_VIEW_NOMEM : CASE_VIEW_OK;
-    if (rc == CASE_VIEW_OK && view->n_cases > 0) {
+    int rc = list == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
+    if (rc == CASEVIEW_OK && view->n_cases > 0) {
         list->cases = calloc(view->n_cases, sizeof *list->cases);
-        rc = list->cases == NULL ? CASE_VIEW_NOMEM : CASE_VIEW_OK;
+        rc = list->cases == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
     }
-    for (size_t i = 0; rc == CASE_VIEW_OK && i < view->n_cases; i++) {
+    for (size_t i = 0; rc == CASEVIEW_OK && i < view->n_cases; i++) {
         list->n_cases = i + 1;
-        rc = case_view_copy_summary(&list->cases[i], view->cases[i]);
+        rc = caseview_copy_summary(&list->cases[i], view->cases[i]);
     }
     wire_frame_free(&frame);
-    if (rc != CASE_VIEW_OK) {
+    if (rc != CASEVIEW_OK) {
         schakel_case_list_free(&list);
         return case_copy_failed(client, rc, "a case list");
     }
@@ -388,17 +391,17 @@ static int case_copy_view(schakel_case_view_t *out, const Schakel__CaseView *vie
                           const char *case_id)
 {
     if (view->n_cases != 1 || strcmp(view->cases[0]->case_id, case_id) != 0)
-        return CASE_VIEW_BAD;
-    int rc = case_view_copy_summary(&out->summary, view->cases[0]);
-    if (rc == CASE_VIEW_OK && view->n_events > 0) {
+        return CASEVIEW_BAD;
+    int rc = caseview_copy_summary(&out->summary, view->cases[0]);
+    if (rc == CASEVIEW_OK && view->n_events > 0) {
         out->events = calloc(view->n_events, sizeof *out->events);
-        rc = out->events == NULL ? CASE_VIEW_NOMEM : CASE_VIEW_OK;
+        rc = out->events == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
     }
-    for (size_t i = 0; rc == CASE_VIEW_OK && i < view->n_events; i++) {
+    for (size_t i = 0; rc == CASEVIEW_OK && i < view->n_events; i++) {
         out->n_events = i + 1;
         if (strcmp(view->events[i]->case_id, case_id) != 0)
-            return CASE_VIEW_BAD;
-        rc = case_view_copy_event(&out->events[i], view->events[i]);
+            return CASEVIEW_BAD;
+        rc = caseview_copy_event(&out->events[i], view->events[i]);
     }
     return rc;
 }
@@ -421,9 +424,9 @@ schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id
     if (status != SCHAKEL_OK)
         return status;
     schakel_case_view_t *view = calloc(1, sizeof *view);
-    int rc = view == NULL ? CASE_VIEW_NOMEM : case_copy_view(view, frame->case_view, case_id);
+    int rc = view == NULL ? CASEVIEW_NOMEM : case_copy_view(view, frame->case_view, case_id);
     wire_frame_free(&frame);
-    if (rc != CASE_VIEW_OK) {
+    if (rc != CASEVIEW_OK) {
         schakel_case_view_free(&view);
         return case_copy_failed(client, rc, "a case view");
     }

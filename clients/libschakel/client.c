@@ -97,7 +97,7 @@ typedef struct client_wait {
     uint64_t request_id;       /* CLIENT_WAIT_VIEW: the query we wait for */
     const uint8_t *request;    /* its encoded frame, sent again after a reconnect */
     size_t request_len;
-    const char *what; /* the request's name for error texts ("Publish") */
+    const char *what;       /* the request's name for error texts ("Publish") */
     Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
@@ -134,8 +134,8 @@ static schakel_status_t client_error_set(schakel_error_t *err, schakel_status_t 
     return status;
 }
 
-schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status,
-                                    const char *fmt, ...)
+schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status, const char *fmt,
+                             ...)
 {
     va_list args;
     va_start(args, fmt);
@@ -147,7 +147,7 @@ schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status,
 /* Copy a broker Rejected into err: reason code, its name, item, and the
  * broker's own text (prefixed by `what` when given, e.g. the acked seq). */
 void client_error_rejected(schakel_error_t *err, const Schakel__Rejected *rejected,
-                                  const char *what)
+                           const char *what)
 {
     Schakel__Reason reason = rejected->has_reason ? rejected->reason : SCHAKEL__REASON__REASON_NONE;
     const char *text =
@@ -1240,8 +1240,9 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
         *answer = wait.answer;
         wait.answer = NULL;
     } else if (status == SCHAKEL_ERR_TIMEOUT) {
-        client_fail(client, SCHAKEL_ERR_TIMEOUT, "no answer from broker %s to the %s within %d ms%s%s",
-                    client->endpoint, what, timeout_ms,
+        client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                    "no answer from broker %s to the %s within %d ms%s%s", client->endpoint, what,
+                    timeout_ms,
                     message_id != NULL ? "; retrying with the same command id is safe" : "",
                     client_timeout_hint(client, drops_before, hint, sizeof hint));
     }

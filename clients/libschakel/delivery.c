@@ -1,7 +1,7 @@
 /*
  * delivery.c — a broker's Deliver frames inside libschakel: the bounded queue
  * of received frames, and their decoding into the caller's schakel_delivery_t
- * (a signal here, a case event through case_view.c).
+ * (a signal here, a case event through caseview.c).
  *
  * Owns the queued frames and each delivery's memory. Trusts nothing of the
  * broker's bytes: the signal is unpacked under a byte budget, kind and theme
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "case_view.h"
+#include "caseview.h"
 #include "schakel_limits.h"
 #include "syntax.h"
 
@@ -231,22 +231,21 @@ static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver 
  * our clock) is not used: the signal is unpacked under the byte budget and
  * only kind and theme, which every rule keeps, are required. Unknown fields a
  * newer broker may add are ignored. */
-/* A Deliver of a case event: the event decoded by case_view.c, the
+/* A Deliver of a case event: the event decoded by caseview.c, the
  * envelope as for a signal. */
 static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
                                                    schakel_delivery_t **out, char *text,
                                                    size_t textlen)
 {
     char why[200];
-    if (!in->has_seq ||
-        (in->has_message_id && in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES)) {
+    if (!in->has_seq || (in->has_message_id && in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES)) {
         snprintf(text, textlen, "delivery seq=%llu lacks a seq or has a malformed message id",
                  (unsigned long long)in->seq);
         return SCHAKEL_ERR_PROTOCOL;
     }
     schakel_case_event_t *event = NULL;
     schakel_status_t status =
-        case_view_decode_event(in->case_event.data, in->case_event.len, &event, why, sizeof why);
+        caseview_decode_event(in->case_event.data, in->case_event.len, &event, why, sizeof why);
     if (status != SCHAKEL_OK) {
         snprintf(text, textlen, "delivery seq=%llu: %s", (unsigned long long)in->seq, why);
         return status;
@@ -259,7 +258,7 @@ static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
         event = NULL;
         rc = delivery_copy_envelope(d, in, in->sender != NULL ? in->sender : d->case_event->actor);
     }
-    case_view_event_free(&event);
+    caseview_event_free(&event);
     if (rc != 0) {
         schakel_delivery_free(&d);
         snprintf(text, textlen, "%s decoding delivery seq=%llu",
@@ -302,9 +301,9 @@ schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t 
         return SCHAKEL_ERR_PROTOCOL;
     }
     schakel_delivery_t *d = calloc(1, sizeof *d);
-    int rc = d == NULL ? -2
-                       : delivery_copy_envelope(d, in,
-                                                in->sender != NULL ? in->sender : signal->sender);
+    int rc = d == NULL
+                 ? -2
+                 : delivery_copy_envelope(d, in, in->sender != NULL ? in->sender : signal->sender);
     if (rc == 0)
         rc = delivery_copy_signal(d, signal);
     schakel__signal__free_unpacked(signal, &allocator);
@@ -338,7 +337,7 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
     for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
         free(d->recipients[i]);
     free(d->recipients);
-    case_view_event_free(&d->case_event);
+    caseview_event_free(&d->case_event);
     free(d);
     *delivery = NULL;
 }

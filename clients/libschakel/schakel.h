@@ -52,8 +52,8 @@ typedef struct schakel_client schakel_client_t;
  * did not complete. On success *out is a new client (close it with
  * schakel_close). err may be NULL. */
 schakel_status_t schakel_connect(schakel_client_t **out, const char *endpoint,
-                                 const char *broker_pub_file, const char *key_file,
-                                 int timeout_ms, schakel_error_t *err);
+                                 const char *broker_pub_file, const char *key_file, int timeout_ms,
+                                 schakel_error_t *err);
 
 /* Close and free; sets *client to NULL; safe on NULL. Unacked deliveries
  * stay in the broker's mailbox and are sent again on the next connect. */
@@ -80,14 +80,14 @@ typedef struct schakel_signal {
     const char *kind;
     const char *theme;
     const char *area;
-    const char *postcode;     /* with house_number: the address */
+    const char *postcode; /* with house_number: the address */
     uint32_t house_number;
     const char *addition;
-    const char *subject;      /* pseudonym */
+    const char *subject; /* pseudonym */
     const char *grounds;
     const char *case_ref;
-    int severity;             /* enum schakel_severity */
-    int64_t observed_at;      /* Unix seconds; 0 = absent */
+    int severity;        /* enum schakel_severity */
+    int64_t observed_at; /* Unix seconds; 0 = absent */
     const char *summary;
     const char *source_ref;
     const char *const *recipients; /* partner ids; NULL/0 = everyone a rule entitles */
@@ -210,7 +210,7 @@ const char *schakel_case_event_kind_name(int kind);
 
 /* Options every case command takes; a NULL pointer means all defaults. */
 typedef struct schakel_case_options {
-    const char *on_behalf_of; /* partner id of the lead, when a rule lets us act for it; or NULL */
+    const char *on_behalf_of;  /* partner id of the lead, when a rule lets us act for it; or NULL */
     const uint8_t *command_id; /* 16 bytes: repeat a command safely; NULL = a random one */
 } schakel_case_options_t;
 
@@ -289,9 +289,9 @@ schakel_status_t schakel_case_leave(schakel_client_t *client, const char *case_i
  * structured fields (at most 32; fields may be NULL when n_fields is 0).
  * A note needs text or a field. Each member sees the fields its rule
  * allows. */
-schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id,
-                                   const char *text, const schakel_note_field_t *fields,
-                                   size_t n_fields, const schakel_case_options_t *options,
+schakel_status_t schakel_case_note(schakel_client_t *client, const char *case_id, const char *text,
+                                   const schakel_note_field_t *fields, size_t n_fields,
+                                   const schakel_case_options_t *options,
                                    schakel_case_result_t *result, int timeout_ms);
 
 /* Attach a document: a file name without a path (at most 128 bytes), a
@@ -313,18 +313,18 @@ schakel_status_t schakel_case_reopen(schakel_client_t *client, const char *case_
 
 /* Link a signal we received (its item_seq, as in schakel_delivery_t) to
  * the case: the other members receive it with their rule's signal fields. */
-schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id,
-                                   uint64_t item_seq, const schakel_case_options_t *options,
+schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id, uint64_t item_seq,
+                                   const schakel_case_options_t *options,
                                    schakel_case_result_t *result, int timeout_ms);
 
 /* A case as a member or invited partner sees it. */
 typedef struct schakel_case_summary {
     char case_id[SCHAKEL_CASE_ID_SIZE];
     char *case_type;
-    char *lead;     /* lead partner */
-    char *title;    /* NULL if none */
-    int closed;     /* 0 open, 1 closed */
-    int invited;    /* 1: our partner is invited, not (yet) a member */
+    char *lead;  /* lead partner */
+    char *title; /* NULL if none */
+    int closed;  /* 0 open, 1 closed */
+    int invited; /* 1: our partner is invited, not (yet) a member */
     int64_t opened_at;
     char **members; /* member partners */
     size_t n_members;
@@ -366,8 +366,9 @@ typedef struct schakel_case_event {
     int has_attachment; /* kind ATTACHMENT and the rule allows attachments */
     char *attachment_name;
     char *attachment_media_type;
-    uint8_t *attachment; /* the document's bytes */
-    size_t attachment_len;
+    uint8_t *attachment;             /* the document's bytes */
+    size_t attachment_len;           /* 0: left out of a case view too large for one frame
+                                        (a delivered event always has them) */
     schakel_linked_signal_t *signal; /* kind SIGNAL_LINKED: the signal, or NULL */
     /* kind OPENED: */
     char *title, *subject, *area, *postcode, *addition;

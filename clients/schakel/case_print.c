@@ -16,8 +16,7 @@ static void case_print_list(const char *key, char *const *items, size_t n)
     size_t used = 0;
     text[0] = '\0';
     for (size_t i = 0; i < n && used < sizeof text; i++) {
-        int written = snprintf(text + used, sizeof text - used, "%s%s", i > 0 ? "," : "",
-                               items[i]);
+        int written = snprintf(text + used, sizeof text - used, "%s%s", i > 0 ? "," : "", items[i]);
         if (written < 0)
             break;
         used += (size_t)written;
@@ -96,7 +95,9 @@ void case_print_event(const schakel_case_event_t *e)
         cli_field("attachment", e->attachment_name);
         cli_field("media_type", e->attachment_media_type);
         snprintf(number, sizeof number, "%zu", e->attachment_len);
-        cli_field("size", number);
+        /* a case view too large for one frame leaves the bytes out */
+        cli_field(e->attachment_len > 0 ? "size" : "content",
+                  e->attachment_len > 0 ? number : "omitted");
     }
     if (e->signal != NULL)
         case_print_signal(e->signal);

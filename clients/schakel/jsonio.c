@@ -296,6 +296,10 @@ static void jsonio_put_attachment(jsonio_builder_t *b, const schakel_case_event_
     jsonio_put_string(b, attachment, "name", e->attachment_name);
     jsonio_put_string(b, attachment, "media_type", e->attachment_media_type);
     jsonio_put(b, attachment, "size", json_integer((json_int_t)e->attachment_len));
+    if (e->attachment_len == 0) { /* left out of a case view too large for one frame */
+        jsonio_put(b, attachment, "content_omitted", json_true());
+        return;
+    }
     size_t len = sodium_base64_encoded_len(e->attachment_len, sodium_base64_VARIANT_ORIGINAL);
     char *base64 = malloc(len);
     if (base64 == NULL) {

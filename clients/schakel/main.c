@@ -1,6 +1,7 @@
 /*
  * main.c — `schakel`, the command-line tool of partner systems and
- * caseworkers: dispatches to keygen, whoami, publish and listen.
+ * caseworkers: dispatches to keygen, whoami, publish, listen, case and
+ * inbox.
  *
  * Trusts nothing on the command line; every subcommand parses its own
  * options. Exit codes: 0 ok, 1 other failure, 2 usage, 3 refused by the
@@ -19,6 +20,9 @@ static const char main_usage[] =
     "  whoami        show the principal, partner and role the broker knows us as\n"
     "  publish       publish signals (from options, or JSON lines on stdin)\n"
     "  listen        receive deliveries, print them, then acknowledge them\n"
+    "  case          work on cases: open, invite, accept, decline, leave, note,\n"
+    "                attach, close, reopen, link, list, show\n"
+    "  inbox         what waits for us: deliveries, invitations, open cases\n"
     "\n"
     "Run 'schakel COMMAND --help' for the options of a command; see schakel(1).\n"
     "Exit status: 0 ok, 1 failure, 2 usage, 3 refused by the broker,\n"
@@ -43,5 +47,9 @@ int main(int argc, char **argv)
         return publish_main(argc - 1, argv + 1);
     if (strcmp(command, "listen") == 0)
         return listen_main(argc - 1, argv + 1);
+    if (strcmp(command, "case") == 0)
+        return case_main(argc - 1, argv + 1);
+    if (strcmp(command, "inbox") == 0)
+        return case_inbox_main(argc - 1, argv + 1);
     return cli_usage_error(NULL, "unknown command '%s'", command);
 }

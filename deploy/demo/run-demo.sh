@@ -214,8 +214,9 @@ refused politie INVALID_AREA --kind inbraakreeks --theme woninginbraak --area BU
 echo "   f. a care signal to the Veiligheidshuis outside a case"
 refused politie POLICY_DENIED --kind zorgmelding --theme zorg --area BU09350101 \
     --subject PSN-44a0c2d19e --grounds "Verward gedrag, driemaal melding in een week"
-echo "   ... and the same signal within case VH-2024-031 is accepted"
-publish politie 1 --kind zorgmelding --theme zorg --area BU09350101 \
+echo "   ... and the same signal within case VH-2024-031 is accepted (for the"
+echo "   Veiligheidshuis's system and its process coordinator)"
+publish politie 2 --kind zorgmelding --theme zorg --area BU09350101 \
     --subject PSN-44a0c2d19e --grounds "Verward gedrag, driemaal melding in een week" \
     --case-ref VH-2024-031
 echo
@@ -282,6 +283,123 @@ check "order in which om received" "witwassen drugshandel casusadvies " "$order"
 echo "   in publish order: $order"
 drain om
 check "deliveries to om on a second drain" 0 "$(received_count om)"
+echo
+
+# ------------------------------------------------------------------ a case
+# case_ok PARTNER ARGS...: `schakel case ARGS` as that partner must succeed;
+# prints its line and keeps it in $out.
+case_ok() {
+    who=$1
+    shift
+    if out=$(as "$who" case "$@" 2>"$DEMO/stderr"); then rc=0; else rc=$?; fi
+    check "exit status of 'case $1' by $who" 0 "$rc"
+    [ "$rc" -eq 0 ] || sed 's/^/   /' "$DEMO/stderr"
+    printf '   -> %s\n' "$out"
+}
+
+# case_refused PARTNER REASON ARGS...: must be refused (exit 3) with REASON.
+case_refused() {
+    who=$1
+    want=$2
+    shift 2
+    if as "$who" case "$@" >/dev/null 2>"$DEMO/stderr"; then rc=0; else rc=$?; fi
+    check "exit status of the refused 'case $1' by $who" 3 "$rc"
+    reason=$(sed -n 's/^refused: \([A-Z_]*\).*/\1/p' "$DEMO/stderr")
+    check "reason of the refused 'case $1' by $who" "$want" "$reason"
+    sed -n 's/^refused: /   -> refused: /p' "$DEMO/stderr"
+}
+
+# case_kinds PARTNER: "SEQ:KIND" of each case event it received, in order.
+case_kinds() {
+    sed -n 's/.*"event_seq":\([0-9]*\),"kind":"\([a-z_]*\)".*/\1:\2/p' \
+        "$DEMO/received-$1.jsonl" | tr '\n' ' '
+}
+
+# received_line PARTNER KIND: its first received case event of that kind.
+received_line() {
+    grep "\"kind\":\"$2\"" "$DEMO/received-$1.jsonl" | head -n 1
+}
+
+# has WHAT LINE: "yes" if LINE contains WHAT.
+has() {
+    case $2 in *"$1"*) echo yes ;; *) echo no ;; esac
+}
+
+echo "== A case: the RIEC leads the joint approach of the address from the signals"
+echo "7. The RIEC opens a case on 6211AB 12 and invites politie, gemeente, the"
+echo "   housing corporation and om (om is offline and answers later)"
+case_ok riec open --type ondermijning-adres --area BU09350101 --postcode 6211AB \
+    --house-number 12 --subject PSN-7f3a9c2e41 \
+    --title "Hennepkwekerij en brandonveilige situatie, 6211AB 12"
+CASE=$(printf '%s\n' "$out" | sed -n 's/.*case=\(C-[0-9]*\).*/\1/p')
+check "a case id was assigned" yes "$(case $CASE in C-????????) echo yes ;; *) echo no ;; esac)"
+for partner in politie gemeente woco-maasoever om; do
+    case_ok riec invite "$CASE" "$partner"
+done
+echo "   the fire service may not be a member of this type of case:"
+case_refused riec POLICY_DENIED invite "$CASE" brandweer
+for partner in politie gemeente woco-maasoever; do
+    case_ok "$partner" accept "$CASE"
+done
+echo
+
+echo "8. The RIEC links the cannabis-farm signal it received to the case, and adds a"
+echo "   note with a financial field that only politie and om may see"
+FARM_SEQ=$(sed -n '1s/.*"item_seq":\([0-9]*\),.*/\1/p' "$DEMO/received-riec.jsonl")
+case_ok riec link "$CASE" "$FARM_SEQ"
+case_ok riec note "$CASE" --text "Casusoverleg: gezamenlijke controle gepland; eigenaar aanschrijven" \
+    --field "financieel=Huur 1.400 euro per maand, contant betaald"
+# Each member was sent its invitation first, then on joining the history
+# before it (its own invitation aside) and its joining, then what followed.
+for partner in politie gemeente woco-maasoever; do
+    drain "$partner"
+    echo "   $partner received: $(case_kinds "$partner")"
+done
+check "case events to politie" \
+    "2:invited 1:opened 3:invited 4:invited 5:invited 6:joined 7:joined 8:joined 9:signal_linked 10:note " \
+    "$(case_kinds politie)"
+check "case events to gemeente" 10 "$(received_count gemeente)"
+check "case events to woco-maasoever" 10 "$(received_count woco-maasoever)"
+note_p=$(received_line politie note)
+note_g=$(received_line gemeente note)
+check "politie sees the financial field" yes "$(has '"financieel"' "$note_p")"
+check "gemeente gets the note" yes "$(has 'Casusoverleg' "$note_g")"
+check "gemeente gets the note without the financial field" no "$(has financieel "$note_g")"
+check "gemeente never sees the pseudonym" 0 "$(grep -c PSN-7f3a9c2e41 "$DEMO/received-gemeente.jsonl")"
+check "politie sees the pseudonym" yes \
+    "$(has PSN-7f3a9c2e41 "$(received_line politie opened)")"
+link_w=$(received_line woco-maasoever signal_linked)
+check "woco-maasoever sees the linked signal's address" yes "$(has '"postcode":"6211AB"' "$link_w")"
+check "woco-maasoever does not see its grounds" no "$(has grounds "$link_w")"
+# note_fields LINE: the note's structured fields, or "none".
+note_fields() {
+    fields=$(printf '%s\n' "$1" | sed -n 's/.*"fields":{\([^}]*\)}.*/\1/p')
+    printf '%s\n' "${fields:-none}"
+}
+echo "   the note's fields as politie got them: $(note_fields "$note_p")"
+echo "   the note's fields as gemeente got them: $(note_fields "$note_g")"
+echo
+
+echo "9. om joins later and receives the case's history, in order, as its rule allows"
+case_ok om accept "$CASE"
+drain om
+echo "   om received: $(case_kinds om)"
+check "om's case events (its invitation came first)" \
+    "5:invited 1:opened 2:invited 3:invited 4:invited 6:joined 7:joined 8:joined 9:signal_linked 10:note 11:joined " \
+    "$(case_kinds om)"
+check "om sees the financial field" yes "$(has '"financieel"' "$(received_line om note)")"
+echo
+
+echo "10. The RIEC closes the case; a closed case takes no more notes; outsiders learn nothing"
+case_ok riec close "$CASE" --reason "Pand gesloten (art. 13b Opiumwet), huur opgezegd"
+case_refused riec CASE_IS_CLOSED note "$CASE" --text "Nog een opmerking"
+case_refused brandweer NOT_FOUND show "$CASE"
+if as gemeente case show "$CASE" >"$DEMO/case-gemeente.txt" 2>"$DEMO/stderr"; then rc=0; else rc=$?; fi
+check "exit status of 'case show' by gemeente" 0 "$rc"
+echo "   the case as gemeente sees it (schakel case show):"
+sed 's/^/     /' "$DEMO/case-gemeente.txt"
+check "gemeente's view holds no financial field" 0 "$(grep -c financieel "$DEMO/case-gemeente.txt")"
+check "gemeente's view holds no pseudonym" 0 "$(grep -c PSN-7f3a9c2e41 "$DEMO/case-gemeente.txt")"
 echo
 
 # ------------------------------------------------------------------ stop

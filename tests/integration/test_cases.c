@@ -31,6 +31,16 @@ static int setup_cases(void **state)
     return 0;
 }
 
+/* The broker stops cleanly on SIGTERM (under the sanitizers: without a
+ * leak or an error), and the test is done. */
+static void stop_clean(h_env_t *env)
+{
+    int rc = h_broker_stop(env);
+    if (rc != 0)
+        fail_msg("schakeld exited with %d on SIGTERM", rc);
+    h_done(env);
+}
+
 static void must(schakel_client_t *c, schakel_status_t st, const char *what)
 {
     if (st != SCHAKEL_OK) {
@@ -173,8 +183,8 @@ static void case_with_members(schakel_client_t *riec, char id[SCHAKEL_CASE_ID_SI
             d = h_receive(members[i]);
             assert_true(d->is_case_event);
             int kind = d->case_event->kind;
-            int is_own_join =
-                kind == SCHAKEL_CASE_EVENT_JOINED && strcmp(d->case_event->partner, partners[i]) == 0;
+            int is_own_join = kind == SCHAKEL_CASE_EVENT_JOINED &&
+                              strcmp(d->case_event->partner, partners[i]) == 0;
             must(members[i], schakel_ack(members[i], d->seq), "ack");
             schakel_delivery_free(&d);
             if (is_own_join)
@@ -236,9 +246,9 @@ static void test_membership_boundary(void **state)
 
     /* The answer for an id that does not exist ... */
     char unknown[512], seen[512];
-    const schakel_error_t *e =
-        must_refuse(gemeente, schakel_case_note(gemeente, UNKNOWN_CASE, "x", NULL, 0, NULL, NULL, T),
-                    "NOT_FOUND", "note on an unknown case");
+    const schakel_error_t *e = must_refuse(
+        gemeente, schakel_case_note(gemeente, UNKNOWN_CASE, "x", NULL, 0, NULL, NULL, T),
+        "NOT_FOUND", "note on an unknown case");
     without_id(e->text, UNKNOWN_CASE, unknown, sizeof unknown);
     assert_non_null(strstr(e->text, UNKNOWN_CASE));
     /* ... is the answer outsiders get for everything about this case. */
@@ -302,7 +312,7 @@ static void test_membership_boundary(void **state)
     schakel_close(&om);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* A partner that joins later receives the history its rule allows, in
@@ -317,19 +327,19 @@ static void test_late_joiner_history(void **state)
     schakel_client_t *members[] = {politie};
     const char *const partners[] = {"politie"};
     case_with_members(riec, id, members, partners, 1); /* events 1 opened .. 3 joined */
-    invite(riec, id, "om");                              /* 4 */
+    invite(riec, id, "om");                            /* 4 */
     schakel_delivery_t *d = expect_event(om, id, SCHAKEL_CASE_EVENT_INVITED);
     assert_int_equal(d->case_event->event_seq, 4);
     schakel_delivery_free(&d);
     static const schakel_note_field_t f1[] = {{"financieel", "Drie panden contant gekocht"}};
     static const schakel_note_field_t f2[] = {{"strafrechtelijk", "Lopend onderzoek 26Hennep"}};
-    note(riec, id, "Eerste overleg gepland", f1, 1, NULL);        /* 5 */
+    note(riec, id, "Eerste overleg gepland", f1, 1, NULL);           /* 5 */
     note(politie, id, "Observatie bevestigt kwekerij", f2, 1, NULL); /* 6 */
     static const uint8_t pdf[] = "%PDF-1.4 proces-verbaal (fictief)";
     must(riec,
-         schakel_case_attach(riec, id, "pv-2026-0042.pdf", "application/pdf", pdf, sizeof pdf,
-                             NULL, NULL, T),
-         "attach"); /* 7 */
+         schakel_case_attach(riec, id, "pv-2026-0042.pdf", "application/pdf", pdf, sizeof pdf, NULL,
+                             NULL, T),
+         "attach");                                                 /* 7 */
     must(om, schakel_case_accept(om, id, NULL, NULL, T), "accept"); /* 8 */
 
     static const int history[] = {
@@ -387,7 +397,7 @@ static void test_late_joiner_history(void **state)
     schakel_close(&om);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ acting for the lead */
@@ -444,8 +454,8 @@ static void test_act_on_behalf_recorded(void **state)
     assert_string_equal(d->case_event->on_behalf_of, "riec");
     schakel_delivery_free(&d);
     must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept");
-    must(vh, schakel_case_note(vh, id, "Procesafspraak 4711 vastgelegd", NULL, 0, &for_riec, NULL,
-                               T),
+    must(vh,
+         schakel_case_note(vh, id, "Procesafspraak 4711 vastgelegd", NULL, 0, &for_riec, NULL, T),
          "note for riec");
 
     /* its own partner is no member: without acting for the lead it sees nothing */
@@ -467,13 +477,20 @@ static void test_act_on_behalf_recorded(void **state)
     h_cli_result_t res = {0};
     audit_all(env, &res);
     char line[4096];
-    const char *opened[] = {"\"event\":\"case.opened\"", "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
-                            "on_behalf_of=riec", "lead=riec", id, NULL};
+    const char *opened[] = {"\"event\":\"case.opened\"",
+                            "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
+                            "on_behalf_of=riec",
+                            "lead=riec",
+                            id,
+                            NULL};
     if (audit_line(res.out, line, sizeof line, opened) == NULL)
         fail_msg("no case.opened entry naming the coordinator and riec in:\n%s", res.out);
-    const char *invited[] = {"\"event\":\"case.invited\"", "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
-                             "on_behalf_of=riec", "partner=politie",
-                             "\"rule_id\":\"ondermijning-politie\"", NULL};
+    const char *invited[] = {"\"event\":\"case.invited\"",
+                             "\"actor\":\"" H_VEILIGHEIDSHUIS "\"",
+                             "on_behalf_of=riec",
+                             "partner=politie",
+                             "\"rule_id\":\"ondermijning-politie\"",
+                             NULL};
     if (audit_line(res.out, line, sizeof line, invited) == NULL)
         fail_msg("no case.invited entry naming the coordinator and riec in:\n%s", res.out);
     const char *joined[] = {"\"event\":\"case.joined\"", "\"actor\":\"" H_POLITIE "\"",
@@ -489,7 +506,7 @@ static void test_act_on_behalf_recorded(void **state)
     schakel_close(&politie);
     schakel_close(&vh);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ closing */
@@ -509,8 +526,8 @@ static void test_closed_case_refuses_notes(void **state)
     case_with_members(riec, id, members, partners, 1);
     must_refuse(politie, schakel_case_close(politie, id, "klaar", NULL, NULL, T), "NOT_PERMITTED",
                 "close by a member");
-    must(riec, schakel_case_close(riec, id, "Pand gesloten (art. 13b), casus afgerond", NULL, NULL,
-                                  T),
+    must(riec,
+         schakel_case_close(riec, id, "Pand gesloten (art. 13b), casus afgerond", NULL, NULL, T),
          "close");
     schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_CLOSED);
     assert_string_equal(d->case_event->text, "Pand gesloten (art. 13b), casus afgerond");
@@ -553,8 +570,8 @@ static void test_closed_case_refuses_notes(void **state)
     schakel_delivery_free(&d);
 
     /* a type without reopen */
-    static const schakel_case_open_t street = {.case_type = "overlast-kort", .area = "WK093501",
-                                               .title = "Overlast Boschstraat"};
+    static const schakel_case_open_t street = {
+        .case_type = "overlast-kort", .area = "WK093501", .title = "Overlast Boschstraat"};
     char street_id[SCHAKEL_CASE_ID_SIZE];
     open_case(gemeente, &street, street_id);
     must(gemeente, schakel_case_close(gemeente, street_id, "Rustig", NULL, NULL, T), "close");
@@ -564,7 +581,7 @@ static void test_closed_case_refuses_notes(void **state)
     schakel_close(&gemeente);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ minimisation */
@@ -660,7 +677,7 @@ static void test_note_field_minimisation(void **state)
     schakel_close(&gemeente);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ invitations */
@@ -705,7 +722,7 @@ static void test_invite_refused_by_rule(void **state)
                 "POLICY_DENIED", "open by a partner that does not lead the type");
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ leaving */
@@ -773,7 +790,7 @@ static void test_leave_stops_delivery(void **state)
     schakel_close(&om);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ retention */
@@ -786,8 +803,8 @@ static void test_retention_after_close(void **state)
     h_env_t *env = *state;
     schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
-    static const schakel_case_open_t street = {.case_type = "overlast-kort", .area = "WK093501",
-                                               .title = "Overlast Boschstraat"};
+    static const schakel_case_open_t street = {
+        .case_type = "overlast-kort", .area = "WK093501", .title = "Overlast Boschstraat"};
     char id[SCHAKEL_CASE_ID_SIZE];
     open_case(gemeente, &street, id);
     invite(gemeente, id, "politie");
@@ -815,7 +832,7 @@ static void test_retention_after_close(void **state)
     schakel_case_list_free(&list);
     schakel_close(&politie);
     schakel_close(&gemeente);
-    h_done(env);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ linking */
@@ -833,19 +850,83 @@ static const schakel_signal_t FARM_SIGNAL = {
     .source_ref = "WM-2026-0311",
 };
 
+/* Publish n fire-safety signals for woco-jekerdal alone; their item seqs
+ * go to seqs. */
+static void publish_for_jekerdal(schakel_client_t *brandweer, uint64_t *seqs, size_t n)
+{
+    static const char *const to[] = {"woco-jekerdal"};
+    schakel_signal_t s = {
+        .kind = "brandonveilige-situatie",
+        .theme = "brandveiligheid",
+        .area = "BU09350102",
+        .postcode = "6211AC",
+        .house_number = 3,
+        .severity = SCHAKEL_SEVERITY_MEDIUM,
+        .summary = "Vluchtweg geblokkeerd",
+        .recipients = to,
+        .n_recipients = 1,
+    };
+    for (size_t i = 0; i < n; i++) {
+        uint32_t recipients = 0;
+        seqs[i] = h_publish_ok(brandweer, &s, NULL, NULL, &recipients, NULL);
+        assert_int_equal(recipients, 1);
+    }
+}
+
+/* The signal fields of a linked signal, as enum h_field bits. */
+static unsigned linked_fields(const schakel_linked_signal_t *s)
+{
+    return (s->area ? H_F_AREA : 0) | (s->postcode ? H_F_ADDRESS : 0) |
+           (s->subject ? H_F_SUBJECT : 0) | (s->grounds ? H_F_GROUNDS : 0) |
+           (s->severity ? H_F_SEVERITY : 0) | (s->summary ? H_F_SUMMARY : 0) |
+           (s->source_ref ? H_F_SOURCE_REF : 0) | (s->case_ref ? H_F_CASE_REF : 0) |
+           (s->observed_at ? H_F_OBSERVED_AT : 0);
+}
+
+/* The next event must be the link of a signal from `sender` that this
+ * member sees with exactly `fields`. */
+static void expect_linked(schakel_client_t *c, const char *who, const char *id, const char *sender,
+                          unsigned fields)
+{
+    schakel_delivery_t *d = expect_event(c, id, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
+    const schakel_linked_signal_t *s = d->case_event->signal;
+    if (s == NULL)
+        fail_msg("%s got the link without the signal", who);
+    assert_string_equal(s->sender, sender);
+    assert_non_null(s->kind);
+    assert_non_null(s->theme);
+    unsigned got = linked_fields(s);
+    if (got != fields) {
+        char g[160], w[160];
+        h_field_names(got, g, sizeof g);
+        h_field_names(fields, w, sizeof w);
+        fail_msg("%s saw the linked signal with %s, expected %s", who, g, w);
+    }
+    if (s->subject)
+        assert_string_equal(s->subject, FARM_SIGNAL.subject);
+    schakel_delivery_free(&d);
+}
+
 /* A member links a signal it received: each member gets it with its own
  * rule's signal fields. A signal the partner did not receive, an unknown
- * one and a case command are not signals it can link. */
+ * one and a case command are not signals it can link. The signals sit
+ * among many others on the audit trail, where the broker looks for the
+ * delivery. */
 static void test_link_received_signal(void **state)
 {
     h_env_t *env = *state;
     schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
     schakel_client_t *riec = h_connect(env, H_RIEC);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    uint64_t fire[60];
+    publish_for_jekerdal(brandweer, fire, 30);
     uint32_t recipients = 0;
     uint64_t item_seq = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 4); /* politie, riec's two principals, gemeente */
+    publish_for_jekerdal(brandweer, fire + 30, 30);
     schakel_client_t *receivers[] = {riec, politie, gemeente};
     for (size_t i = 0; i < 3; i++) {
         schakel_delivery_t *d = h_receive(receivers[i]);
@@ -854,73 +935,121 @@ static void test_link_received_signal(void **state)
         must(receivers[i], schakel_ack(receivers[i], d->seq), "ack");
         schakel_delivery_free(&d);
     }
+    for (size_t i = 0; i < 60; i++) {
+        schakel_delivery_t *d = h_receive(jekerdal);
+        assert_int_equal(d->item_seq, fire[i]);
+        must(jekerdal, schakel_ack(jekerdal, d->seq), "ack");
+        schakel_delivery_free(&d);
+    }
     char id[SCHAKEL_CASE_ID_SIZE];
-    schakel_client_t *members[] = {politie, gemeente, woco};
-    const char *const partners[] = {"politie", "gemeente", "woco-maasoever"};
-    case_with_members(riec, id, members, partners, 3);
+    schakel_client_t *members[] = {politie, gemeente, woco, jekerdal};
+    const char *const partners[] = {"politie", "gemeente", "woco-maasoever", "woco-jekerdal"};
+    case_with_members(riec, id, members, partners, 4);
 
     schakel_case_result_t r;
     must(riec, schakel_case_link(riec, id, item_seq, NULL, &r, T), "link");
-    struct {
-        schakel_client_t *client;
-        const char *who;
-        unsigned fields; /* enum h_field bits */
-    } views[] = {
-        {politie, "politie", H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY},
-        {gemeente, "gemeente", H_F_AREA | H_F_ADDRESS | H_F_SUMMARY},
-        {woco, "woco-maasoever", H_F_AREA | H_F_ADDRESS},
-        {riec, "riec", H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY |
-                           H_F_SUMMARY | H_F_SOURCE_REF},
-    };
-    for (size_t i = 0; i < 4; i++) {
-        schakel_delivery_t *d = expect_event(views[i].client, id, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
-        const schakel_linked_signal_t *s = d->case_event->signal;
-        if (s == NULL)
-            fail_msg("%s got the link without the signal", views[i].who);
-        assert_string_equal(s->sender, H_WOCO_MAASOEVER);
-        assert_string_equal(s->kind, FARM_SIGNAL.kind);
-        assert_string_equal(s->theme, FARM_SIGNAL.theme);
-        unsigned got = (s->area ? H_F_AREA : 0) | (s->postcode ? H_F_ADDRESS : 0) |
-                       (s->subject ? H_F_SUBJECT : 0) | (s->grounds ? H_F_GROUNDS : 0) |
-                       (s->severity ? H_F_SEVERITY : 0) | (s->summary ? H_F_SUMMARY : 0) |
-                       (s->source_ref ? H_F_SOURCE_REF : 0) | (s->case_ref ? H_F_CASE_REF : 0) |
-                       (s->observed_at ? H_F_OBSERVED_AT : 0);
-        if (got != views[i].fields) {
-            char g[160], w[160];
-            h_field_names(got, g, sizeof g);
-            h_field_names(views[i].fields, w, sizeof w);
-            fail_msg("%s saw the linked signal with %s, expected %s", views[i].who, g, w);
-        }
-        if (s->subject)
-            assert_string_equal(s->subject, FARM_SIGNAL.subject);
-        schakel_delivery_free(&d);
-    }
+    assert_int_equal(r.recipients, 6);
+    const unsigned to_riec = H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY |
+                             H_F_SUMMARY | H_F_SOURCE_REF;
+    expect_linked(politie, "politie", id, H_WOCO_MAASOEVER,
+                  H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY);
+    expect_linked(gemeente, "gemeente", id, H_WOCO_MAASOEVER, H_F_AREA | H_F_ADDRESS | H_F_SUMMARY);
+    expect_linked(woco, "woco-maasoever", id, H_WOCO_MAASOEVER, H_F_AREA | H_F_ADDRESS);
+    expect_linked(jekerdal, "woco-jekerdal", id, H_WOCO_MAASOEVER, H_F_AREA | H_F_ADDRESS);
+    expect_linked(riec, "riec", id, H_WOCO_MAASOEVER, to_riec);
 
-    /* a signal gemeente never received: politie to om only */
+    /* woco-jekerdal links one of the fire-safety signals it received */
+    must(jekerdal, schakel_case_link(jekerdal, id, fire[44], NULL, NULL, T), "link by jekerdal");
+    expect_linked(gemeente, "gemeente", id, H_BRANDWEER, H_F_AREA | H_F_ADDRESS | H_F_SUMMARY);
+    expect_linked(riec, "riec", id, H_BRANDWEER,
+                  H_F_AREA | H_F_ADDRESS | H_F_SEVERITY | H_F_SUMMARY);
+
+    /* signals gemeente never received: for jekerdal alone, or politie's to om */
     schakel_signal_t to_om = FARM_SIGNAL;
     to_om.kind = "witwassen";
     uint64_t om_only = h_publish_ok(politie, &to_om, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 1);
-    const schakel_error_t *e =
-        must_refuse(gemeente, schakel_case_link(gemeente, id, om_only, NULL, NULL, T),
-                    "NOT_FOUND", "link a signal it did not receive");
-    char want[128];
-    snprintf(want, sizeof want, "no signal with item seq %llu that gemeente received",
-             (unsigned long long)om_only);
-    assert_string_equal(e->text, want);
+    const uint64_t not_received[] = {om_only, fire[0], fire[29], fire[30], fire[59]};
+    for (size_t i = 0; i < sizeof not_received / sizeof not_received[0]; i++) {
+        const schakel_error_t *e =
+            must_refuse(gemeente, schakel_case_link(gemeente, id, not_received[i], NULL, NULL, T),
+                        "NOT_FOUND", "link a signal it did not receive");
+        char want[128];
+        snprintf(want, sizeof want, "no signal with item seq %llu that gemeente received",
+                 (unsigned long long)not_received[i]);
+        assert_string_equal(e->text, want);
+    }
     must_refuse(riec, schakel_case_link(riec, id, 999999, NULL, NULL, T), "NOT_FOUND",
                 "link an unknown item");
     must_refuse(riec, schakel_case_link(riec, id, r.seq, NULL, NULL, T), "NOT_FOUND",
                 "link a case command");
-    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
     must_refuse(brandweer, schakel_case_link(brandweer, id, item_seq, NULL, NULL, T), "NOT_FOUND",
                 "link by a non-member");
     schakel_close(&brandweer);
     schakel_close(&gemeente);
     schakel_close(&politie);
     schakel_close(&riec);
+    schakel_close(&jekerdal);
     schakel_close(&woco);
-    h_done(env);
+    stop_clean(env);
+}
+
+/* ------------------------------------------------------------------ views */
+
+/* A timeline is one frame: attachments whose bytes do not fit any more
+ * are listed with empty content, and every event is there, in order; the
+ * bytes themselves came through the mailbox. */
+static void test_view_of_a_large_case(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    enum { DOC = 100 * 1024 };
+    uint8_t *doc = malloc(DOC);
+    assert_non_null(doc);
+    for (size_t i = 0; i < 3; i++) {
+        char name[32];
+        memset(doc, 'a' + (int)i, DOC);
+        snprintf(name, sizeof name, "bijlage-%zu.bin", i + 1);
+        must(riec,
+             schakel_case_attach(riec, id, name, "application/octet-stream", doc, DOC, NULL, NULL,
+                                 T),
+             "attach");
+    }
+    note(riec, id, "Drie bijlagen toegevoegd", NULL, 0, NULL);
+    schakel_case_view_t *view = NULL;
+    must(riec, schakel_case_show(riec, id, &view, T), "show");
+    assert_int_equal(view->n_events, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(view->events[i].event_seq, i + 1);
+    for (size_t i = 1; i <= 3; i++) {
+        const schakel_case_event_t *ev = &view->events[i];
+        char name[32];
+        snprintf(name, sizeof name, "bijlage-%zu.bin", i);
+        assert_int_equal(ev->kind, SCHAKEL_CASE_EVENT_ATTACHMENT);
+        assert_string_equal(ev->attachment_name, name);
+        if (i < 3) {
+            assert_int_equal(ev->attachment_len, DOC);
+            assert_int_equal(ev->attachment[DOC - 1], 'a' + (int)i - 1);
+        } else {
+            assert_int_equal(ev->attachment_len, 0); /* no room left in the frame */
+        }
+    }
+    assert_string_equal(view->events[4].text, "Drie bijlagen toegevoegd");
+    schakel_case_view_free(&view);
+    /* the mailbox has every document whole */
+    schakel_delivery_t *d = expect_event(riec, id, SCHAKEL_CASE_EVENT_OPENED);
+    schakel_delivery_free(&d);
+    for (size_t i = 0; i < 3; i++) {
+        d = expect_event(riec, id, SCHAKEL_CASE_EVENT_ATTACHMENT);
+        assert_int_equal(d->case_event->attachment_len, DOC);
+        assert_int_equal(d->case_event->attachment[0], 'a' + (int)i);
+        schakel_delivery_free(&d);
+    }
+    free(doc);
+    schakel_close(&riec);
+    stop_clean(env);
 }
 
 /* ------------------------------------------------------------------ idempotency */
@@ -932,7 +1061,8 @@ static void test_idempotent_retry(void **state)
     h_env_t *env = *state;
     schakel_client_t *riec = h_connect(env, H_RIEC);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
-    static const uint8_t open_id[16] = {0x0c, 0xa5, 0xe0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
+    static const uint8_t open_id[16] = {0x0c, 0xa5, 0xe0, 1, 2,  3,  4,  5,
+                                        6,    7,    8,    9, 10, 11, 12, 13};
     static const uint8_t invite_id[16] = {0x0c, 0xa5, 0xe0, 0x17, 1};
     static const uint8_t note_id[16] = {0x0c, 0xa5, 0xe0, 0x2e, 1};
     const schakel_case_options_t first_open = {.command_id = open_id};
@@ -972,7 +1102,7 @@ static void test_idempotent_retry(void **state)
     schakel_case_view_free(&view);
     schakel_close(&politie);
     schakel_close(&riec);
-    h_done(env);
+    stop_clean(env);
 }
 
 int main(void)
@@ -988,6 +1118,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

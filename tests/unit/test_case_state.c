@@ -61,8 +61,8 @@ typedef struct row {
 
 static const row_t rows[] = {
     /* ---- open: the policy decides who may open; here only acting-for */
-    {"open by a lead partner", CASE_CMD_OPEN, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, OK, NULL, LEAD,
-     'm', 0},
+    {"open by a lead partner", CASE_CMD_OPEN, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, OK, NULL, LEAD, 'm',
+     0},
     {"open for the lead", CASE_CMD_OPEN, 0, 0, 'n', BEHALF_OK, 0, 0, 0, OK, NULL, LEAD, 'm', 0},
     {"open for a lead no rule lets it act for", CASE_CMD_OPEN, 0, 0, 'n', BEHALF_DENIED, 0, 0, 0,
      NOT_PERMITTED, NO_ACT, NULL, 0, 0},
@@ -70,14 +70,14 @@ static const row_t rows[] = {
     /* ---- invite */
     {"lead invites a new partner", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'n', 1, 2, OK, NULL,
      TARGET, 'i', 0},
-    {"lead invites again a partner that declined", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'd',
-     1, 2, OK, NULL, TARGET, 'i', 0},
+    {"lead invites again a partner that declined", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'd', 1,
+     2, OK, NULL, TARGET, 'i', 0},
     {"lead invites again a partner that left", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'l', 1, 2,
      OK, NULL, TARGET, 'i', 0},
-    {"invite for the lead", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_OK, 'n', 1, 2, OK, NULL, TARGET,
-     'i', 0},
-    {"invite with the 63rd partner", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'n', 1, 63, OK,
-     NULL, TARGET, 'i', 0},
+    {"invite for the lead", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_OK, 'n', 1, 2, OK, NULL, TARGET, 'i',
+     0},
+    {"invite with the 63rd partner", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'n', 1, 63, OK, NULL,
+     TARGET, 'i', 0},
     {"a member that is not the lead invites", CASE_CMD_INVITE, 0, 0, 'm', BEHALF_NONE, 'n', 1, 2,
      NOT_PERMITTED, "only the lead partner riec invites partners to case " CASE_ID, NULL, 0, 0},
     {"an invited partner invites", CASE_CMD_INVITE, 0, 0, 'i', BEHALF_NONE, 'n', 1, 2,
@@ -94,15 +94,14 @@ static const row_t rows[] = {
      DENIED, "no rule lets " TARGET " be a member of a case of type " CASE_TYPE, NULL, 0, 0},
     {"for the lead, a partner no rule admits", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_OK, 'n', 0, 2,
      DENIED, "no rule lets " TARGET " be a member of a case of type " CASE_TYPE, NULL, 0, 0},
-    {"invite into a full case", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'n', 1, 64,
-     NOT_PERMITTED, "case " CASE_ID " already has 64 partners, the most a case may have", NULL, 0,
-     0},
+    {"invite into a full case", CASE_CMD_INVITE, 0, 0, 'L', BEHALF_NONE, 'n', 1, 64, NOT_PERMITTED,
+     "case " CASE_ID " already has 64 partners, the most a case may have", NULL, 0, 0},
     {"a member invites for a lead it may not act for", CASE_CMD_INVITE, 0, 0, 'm', BEHALF_DENIED,
      'n', 1, 2, NOT_PERMITTED, NO_ACT, NULL, 0, 0},
-    {"a stranger invites for a lead it may not act for", CASE_CMD_INVITE, 0, 0, 'n',
-     BEHALF_DENIED, 'n', 1, 2, NOT_FOUND, NF, NULL, 0, 0},
-    {"a stranger invites", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_NONE, 'n', 1, 2, NOT_FOUND, NF,
-     NULL, 0, 0},
+    {"a stranger invites for a lead it may not act for", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_DENIED,
+     'n', 1, 2, NOT_FOUND, NF, NULL, 0, 0},
+    {"a stranger invites", CASE_CMD_INVITE, 0, 0, 'n', BEHALF_NONE, 'n', 1, 2, NOT_FOUND, NF, NULL,
+     0, 0},
 
     /* ---- accept / decline */
     {"invited partner accepts", CASE_CMD_ACCEPT, 0, 0, 'i', BEHALF_NONE, 0, 0, 0, OK, NULL,
@@ -113,15 +112,13 @@ static const row_t rows[] = {
      MEMBER_PARTNER " is already a member of case " CASE_ID "; only an invited partner accepts",
      NULL, 0, 0},
     {"lead accepts", CASE_CMD_ACCEPT, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
-     LEAD " is already a member of case " CASE_ID "; only an invited partner accepts", NULL, 0,
-     0},
+     LEAD " is already a member of case " CASE_ID "; only an invited partner accepts", NULL, 0, 0},
     {"accept for the lead", CASE_CMD_ACCEPT, 0, 0, 'n', BEHALF_OK, 0, 0, 0, NOT_PERMITTED,
-     LEAD " is already a member of case " CASE_ID "; only an invited partner accepts", NULL, 0,
-     0},
-    {"a partner that declined accepts", CASE_CMD_ACCEPT, 0, 0, 'd', BEHALF_NONE, 0, 0, 0,
-     NOT_FOUND, NF, NULL, 0, 0},
-    {"a partner that left accepts", CASE_CMD_ACCEPT, 0, 0, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
+     LEAD " is already a member of case " CASE_ID "; only an invited partner accepts", NULL, 0, 0},
+    {"a partner that declined accepts", CASE_CMD_ACCEPT, 0, 0, 'd', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
      NF, NULL, 0, 0},
+    {"a partner that left accepts", CASE_CMD_ACCEPT, 0, 0, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF,
+     NULL, 0, 0},
     {"invited partner declines", CASE_CMD_DECLINE, 0, 0, 'i', BEHALF_NONE, 0, 0, 0, OK, NULL,
      MEMBER_PARTNER, 'd', 0},
     {"invited partner declines, case closed", CASE_CMD_DECLINE, 1, 0, 'i', BEHALF_NONE, 0, 0, 0,
@@ -130,10 +127,9 @@ static const row_t rows[] = {
      MEMBER_PARTNER " is already a member of case " CASE_ID "; only an invited partner declines",
      NULL, 0, 0},
     {"lead declines", CASE_CMD_DECLINE, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
-     LEAD " is already a member of case " CASE_ID "; only an invited partner declines", NULL, 0,
-     0},
-    {"a stranger declines", CASE_CMD_DECLINE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF,
-     NULL, 0, 0},
+     LEAD " is already a member of case " CASE_ID "; only an invited partner declines", NULL, 0, 0},
+    {"a stranger declines", CASE_CMD_DECLINE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL,
+     0, 0},
 
     /* ---- leave (own partner) */
     {"member leaves", CASE_CMD_LEAVE, 0, 0, 'm', BEHALF_NONE, 0, 0, 0, OK, NULL, MEMBER_PARTNER,
@@ -143,39 +139,38 @@ static const row_t rows[] = {
     {"lead leaves", CASE_CMD_LEAVE, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
      "the lead partner riec cannot leave case " CASE_ID "; close the case instead", NULL, 0, 0},
     {"the lead leaves, by one acting for it", CASE_CMD_LEAVE, 0, 0, 'n', BEHALF_OK, 0, 0, 0,
-     NOT_PERMITTED,
-     "the lead partner riec cannot leave case " CASE_ID "; close the case instead", NULL, 0, 0},
-    {"invited partner leaves", CASE_CMD_LEAVE, 0, 0, 'i', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
-     MEMBER_PARTNER " is invited to case " CASE_ID
-                    ", not a member: decline the invitation instead",
+     NOT_PERMITTED, "the lead partner riec cannot leave case " CASE_ID "; close the case instead",
      NULL, 0, 0},
-    {"a partner that left leaves again", CASE_CMD_LEAVE, 0, 0, 'l', BEHALF_NONE, 0, 0, 0,
-     NOT_FOUND, NF, NULL, 0, 0},
-    {"a stranger leaves", CASE_CMD_LEAVE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL,
-     0, 0},
+    {"invited partner leaves", CASE_CMD_LEAVE, 0, 0, 'i', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
+     MEMBER_PARTNER " is invited to case " CASE_ID ", not a member: decline the invitation instead",
+     NULL, 0, 0},
+    {"a partner that left leaves again", CASE_CMD_LEAVE, 0, 0, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
+     NF, NULL, 0, 0},
+    {"a stranger leaves", CASE_CMD_LEAVE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0,
+     0},
 
     /* ---- remove (the lead, CaseLeave{partner}) */
-    {"lead removes a member", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'm', 0, 0, OK, NULL,
-     TARGET, 'l', 0},
+    {"lead removes a member", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'm', 0, 0, OK, NULL, TARGET,
+     'l', 0},
     {"lead withdraws an invitation", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'i', 0, 0, OK, NULL,
      TARGET, 'l', 0},
-    {"remove for the lead", CASE_CMD_REMOVE, 0, 0, 'n', BEHALF_OK, 'm', 0, 0, OK, NULL, TARGET,
-     'l', 0},
+    {"remove for the lead", CASE_CMD_REMOVE, 0, 0, 'n', BEHALF_OK, 'm', 0, 0, OK, NULL, TARGET, 'l',
+     0},
     {"lead removes a partner that declined", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'd', 0, 0,
      NOT_PERMITTED, TARGET " is neither a member of nor invited to case " CASE_ID, NULL, 0, 0},
     {"lead removes a partner that left", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'l', 0, 0,
      NOT_PERMITTED, TARGET " is neither a member of nor invited to case " CASE_ID, NULL, 0, 0},
-    {"lead removes a stranger", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'n', 0, 0,
-     NOT_PERMITTED, TARGET " is neither a member of nor invited to case " CASE_ID, NULL, 0, 0},
+    {"lead removes a stranger", CASE_CMD_REMOVE, 0, 0, 'L', BEHALF_NONE, 'n', 0, 0, NOT_PERMITTED,
+     TARGET " is neither a member of nor invited to case " CASE_ID, NULL, 0, 0},
     {"remove the lead, for the lead", CASE_CMD_REMOVE, 0, 0, 'n', BEHALF_OK, 'L', 0, 0,
-     NOT_PERMITTED,
-     "the lead partner riec cannot leave case " CASE_ID "; close the case instead", NULL, 0, 0},
-    {"a member removes another", CASE_CMD_REMOVE, 0, 0, 'm', BEHALF_NONE, 'm', 0, 0,
-     NOT_PERMITTED, "only the lead partner riec removes partners from case " CASE_ID, NULL, 0, 0},
+     NOT_PERMITTED, "the lead partner riec cannot leave case " CASE_ID "; close the case instead",
+     NULL, 0, 0},
+    {"a member removes another", CASE_CMD_REMOVE, 0, 0, 'm', BEHALF_NONE, 'm', 0, 0, NOT_PERMITTED,
+     "only the lead partner riec removes partners from case " CASE_ID, NULL, 0, 0},
     {"lead removes from a closed case", CASE_CMD_REMOVE, 1, 0, 'L', BEHALF_NONE, 'm', 0, 0,
      IS_CLOSED, CLOSED_TEXT, NULL, 0, 1},
-    {"a stranger removes", CASE_CMD_REMOVE, 0, 0, 'n', BEHALF_NONE, 'm', 0, 0, NOT_FOUND, NF,
-     NULL, 0, 0},
+    {"a stranger removes", CASE_CMD_REMOVE, 0, 0, 'n', BEHALF_NONE, 'm', 0, 0, NOT_FOUND, NF, NULL,
+     0, 0},
 
     /* ---- note, attach, link */
     {"member notes", CASE_CMD_NOTE, 0, 0, 'm', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0, 0},
@@ -193,14 +188,13 @@ static const row_t rows[] = {
      IS_CLOSED, CLOSED_TEXT, NULL, 0, 1},
     {"a partner that left notes", CASE_CMD_NOTE, 0, 0, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF,
      NULL, 0, 0},
-    {"a partner that declined notes", CASE_CMD_NOTE, 0, 0, 'd', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
-     NF, NULL, 0, 0},
-    {"a stranger notes", CASE_CMD_NOTE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0,
-     0},
-    {"a stranger notes on a closed case", CASE_CMD_NOTE, 1, 0, 'n', BEHALF_NONE, 0, 0, 0,
-     NOT_FOUND, NF, NULL, 0, 1},
-    {"a member notes for a lead it may not act for", CASE_CMD_NOTE, 0, 0, 'm', BEHALF_DENIED, 0,
-     0, 0, NOT_PERMITTED, NO_ACT, NULL, 0, 0},
+    {"a partner that declined notes", CASE_CMD_NOTE, 0, 0, 'd', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF,
+     NULL, 0, 0},
+    {"a stranger notes", CASE_CMD_NOTE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0, 0},
+    {"a stranger notes on a closed case", CASE_CMD_NOTE, 1, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
+     NF, NULL, 0, 1},
+    {"a member notes for a lead it may not act for", CASE_CMD_NOTE, 0, 0, 'm', BEHALF_DENIED, 0, 0,
+     0, NOT_PERMITTED, NO_ACT, NULL, 0, 0},
     {"member attaches", CASE_CMD_ATTACH, 0, 0, 'm', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0, 0},
     {"invited partner attaches", CASE_CMD_ATTACH, 0, 0, 'i', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
      MEMBER_PARTNER " is invited to case " CASE_ID
@@ -210,8 +204,7 @@ static const row_t rows[] = {
      IS_CLOSED, CLOSED_TEXT, NULL, 0, 1},
     {"a stranger attaches", CASE_CMD_ATTACH, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL,
      0, 0},
-    {"member links a signal", CASE_CMD_LINK, 0, 0, 'm', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0,
-     0},
+    {"member links a signal", CASE_CMD_LINK, 0, 0, 'm', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0, 0},
     {"lead links a signal", CASE_CMD_LINK, 0, 0, 'L', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0, 0},
     {"invited partner links a signal", CASE_CMD_LINK, 0, 0, 'i', BEHALF_NONE, 0, 0, 0,
      NOT_PERMITTED,
@@ -234,22 +227,22 @@ static const row_t rows[] = {
      "case " CASE_ID " is already closed", NULL, 0, 1},
     {"a stranger closes", CASE_CMD_CLOSE, 0, 0, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0,
      0},
-    {"a stranger closes for a lead it may not act for", CASE_CMD_CLOSE, 0, 0, 'n', BEHALF_DENIED,
-     0, 0, 0, NOT_FOUND, NF, NULL, 0, 0},
+    {"a stranger closes for a lead it may not act for", CASE_CMD_CLOSE, 0, 0, 'n', BEHALF_DENIED, 0,
+     0, 0, NOT_FOUND, NF, NULL, 0, 0},
 
     /* ---- reopen */
     {"lead reopens", CASE_CMD_REOPEN, 1, 1, 'L', BEHALF_NONE, 0, 0, 0, OK, NULL, NULL, 0, 0},
     {"reopen for the lead", CASE_CMD_REOPEN, 1, 1, 'n', BEHALF_OK, 0, 0, 0, OK, NULL, NULL, 0, 0},
     {"lead reopens, type does not allow it", CASE_CMD_REOPEN, 1, 0, 'L', BEHALF_NONE, 0, 0, 0,
      NOT_PERMITTED, "case type " CASE_TYPE " does not allow reopening a closed case", NULL, 0, 1},
-    {"lead reopens an open case", CASE_CMD_REOPEN, 0, 1, 'L', BEHALF_NONE, 0, 0, 0,
-     NOT_PERMITTED, "case " CASE_ID " is open; only a closed case is reopened", NULL, 0, 0},
+    {"lead reopens an open case", CASE_CMD_REOPEN, 0, 1, 'L', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
+     "case " CASE_ID " is open; only a closed case is reopened", NULL, 0, 0},
     {"member reopens", CASE_CMD_REOPEN, 1, 1, 'm', BEHALF_NONE, 0, 0, 0, NOT_PERMITTED,
      "only the lead partner riec reopens case " CASE_ID, NULL, 0, 1},
-    {"a stranger reopens", CASE_CMD_REOPEN, 1, 1, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL,
-     0, 1},
-    {"a partner that left reopens", CASE_CMD_REOPEN, 1, 1, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND,
-     NF, NULL, 0, 1},
+    {"a stranger reopens", CASE_CMD_REOPEN, 1, 1, 'n', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0,
+     1},
+    {"a partner that left reopens", CASE_CMD_REOPEN, 1, 1, 'l', BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF,
+     NULL, 0, 1},
 };
 
 /* A principal its own partner's membership rule does not reach (a role
@@ -262,10 +255,10 @@ static const row_t unreached_rows[] = {
      NOT_FOUND, NF, NULL, 0, 0},
     {"unreached principal of the lead closes", CASE_CMD_CLOSE, 0, 0, 'L', BEHALF_NONE, 0, 0, 0,
      NOT_FOUND, NF, NULL, 0, 0},
-    {"unreached principal of an invited partner accepts", CASE_CMD_ACCEPT, 0, 0, 'i',
-     BEHALF_NONE, 0, 0, 0, NOT_FOUND, NF, NULL, 0, 0},
-    {"unreached member, for a lead it may not act for", CASE_CMD_NOTE, 0, 0, 'm', BEHALF_DENIED,
+    {"unreached principal of an invited partner accepts", CASE_CMD_ACCEPT, 0, 0, 'i', BEHALF_NONE,
      0, 0, 0, NOT_FOUND, NF, NULL, 0, 0},
+    {"unreached member, for a lead it may not act for", CASE_CMD_NOTE, 0, 0, 'm', BEHALF_DENIED, 0,
+     0, 0, NOT_FOUND, NF, NULL, 0, 0},
     {"unreached principal, for the lead", CASE_CMD_NOTE, 0, 0, 'n', BEHALF_OK, 0, 0, 0, OK, NULL,
      NULL, 0, 0},
 };
@@ -306,8 +299,8 @@ static case_facts_t facts_of(const row_t *r, int reached)
         f.actor_partner = LEAD;
         f.actor_state = CASE_MEMBER_MEMBER;
     } else {
-        f.actor_partner = r->on_behalf != BEHALF_NONE && r->actor == 'n' ? HELPER_PARTNER
-                                                                         : MEMBER_PARTNER;
+        f.actor_partner =
+            r->on_behalf != BEHALF_NONE && r->actor == 'n' ? HELPER_PARTNER : MEMBER_PARTNER;
         f.actor_state = standing(r->actor);
     }
     if (r->target == 'L') {
@@ -414,10 +407,12 @@ static void test_insiders_are_told_why(void **state)
     for (int cmd = CASE_CMD_INVITE; cmd < CASE_CMD_COUNT; cmd++)
         for (int closed = 0; closed <= 1; closed++)
             for (size_t a = 0; a < sizeof actors + 1; a++) {
-                row_t r = {.command = (case_command_t)cmd, .closed = closed,
+                row_t r = {.command = (case_command_t)cmd,
+                           .closed = closed,
                            .actor = a < sizeof actors ? actors[a] : 'n',
                            .on_behalf = a < sizeof actors ? BEHALF_NONE : BEHALF_OK,
-                           .target = 'm', .target_rule = 1};
+                           .target = 'm',
+                           .target_rule = 1};
                 case_facts_t f = facts_of(&r, 1);
                 case_transition_t t;
                 case_state_decide(&f, &t);
@@ -451,11 +446,11 @@ static void test_command_names(void **state)
         case_command_t command;
         const char *name;
     } names[] = {
-        {CASE_CMD_OPEN, "open"},     {CASE_CMD_INVITE, "invite"}, {CASE_CMD_ACCEPT, "accept"},
-        {CASE_CMD_DECLINE, "decline"}, {CASE_CMD_LEAVE, "leave"}, {CASE_CMD_REMOVE, "remove"},
-        {CASE_CMD_NOTE, "note"},     {CASE_CMD_ATTACH, "attach"}, {CASE_CMD_LINK, "link"},
-        {CASE_CMD_CLOSE, "close"},   {CASE_CMD_REOPEN, "reopen"}, {CASE_CMD_NONE, "none"},
-        {CASE_CMD_COUNT, "none"},    {(case_command_t)-1, "none"},
+        {CASE_CMD_OPEN, "open"},       {CASE_CMD_INVITE, "invite"},  {CASE_CMD_ACCEPT, "accept"},
+        {CASE_CMD_DECLINE, "decline"}, {CASE_CMD_LEAVE, "leave"},    {CASE_CMD_REMOVE, "remove"},
+        {CASE_CMD_NOTE, "note"},       {CASE_CMD_ATTACH, "attach"},  {CASE_CMD_LINK, "link"},
+        {CASE_CMD_CLOSE, "close"},     {CASE_CMD_REOPEN, "reopen"},  {CASE_CMD_NONE, "none"},
+        {CASE_CMD_COUNT, "none"},      {(case_command_t)-1, "none"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         assert_string_equal(case_command_name(names[i].command), names[i].name);

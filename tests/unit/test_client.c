@@ -89,7 +89,7 @@ enum fake_flow_mode {
     FAKE_FLOW_BAD_UTF8,
     FAKE_FLOW_NO_MESSAGE_ID,
     FAKE_FLOW_BAD_SEVERITY,
-    FAKE_FLOW_FLOOD, /* FAKE_FLOOD deliveries at once, window or not */
+    FAKE_FLOW_FLOOD,          /* FAKE_FLOOD deliveries at once, window or not */
     FAKE_FLOW_CASE_EVENT,     /* a Deliver of a case event */
     FAKE_FLOW_BAD_CASE_EVENT, /* a Deliver whose case event is broken */
 };
@@ -504,7 +504,6 @@ static void fake_send_deliver(fake_broker_t *fake, zmq_msg_t *routing, enum fake
 
 /* ------------------------------------------------------------ fake broker: cases */
 
-
 /* The detail of a command worth checking, as text. */
 static void fake_case_detail(const Schakel__CaseCommand *command, char *out, size_t len)
 {
@@ -564,12 +563,11 @@ static void fake_check_case_publish(fake_broker_t *f, const Schakel__CasePublish
         fake_case_detail(command, f->seen.detail, sizeof f->seen.detail);
         f->seen.n_fields =
             command->op_case == SCHAKEL__CASE_COMMAND__OP_NOTE ? command->note->n_fields : 0;
-        f->seen.content_len = command->op_case == SCHAKEL__CASE_COMMAND__OP_ATTACH
-                                    ? command->attach->content.len
-                                    : 0;
+        f->seen.content_len =
+            command->op_case == SCHAKEL__CASE_COMMAND__OP_ATTACH ? command->attach->content.len : 0;
         f->seen.item_seq = command->op_case == SCHAKEL__CASE_COMMAND__OP_LINK_SIGNAL
-                                 ? command->link_signal->item_seq
-                                 : 0;
+                               ? command->link_signal->item_seq
+                               : 0;
     }
     pthread_cond_broadcast(&f->changed);
     pthread_mutex_unlock(&f->lock);
@@ -2427,8 +2425,8 @@ static void test_case_bad_arguments(void **state)
         schakel_status_t status = bad_call(client, rows[r].call);
         const schakel_error_t *err = schakel_last_error(client);
         if (status != SCHAKEL_ERR_USAGE || strstr(err->text, rows[r].text) == NULL)
-            fail_msg("row %zu: status %d, text \"%s\", want USAGE and \"%s\"", r, status,
-                     err->text, rows[r].text);
+            fail_msg("row %zu: status %d, text \"%s\", want USAGE and \"%s\"", r, status, err->text,
+                     rows[r].text);
         assert_int_equal(err->status, SCHAKEL_ERR_USAGE);
         assert_string_equal(err->reason_name, "");
     }
@@ -2448,9 +2446,9 @@ static void test_case_timeout_then_retry(void **state)
     schakel_case_result_t first, second;
     fake_set_case_modes(&fake, FAKE_CASE_SILENT, FAKE_VIEW_ANSWER);
     int64_t start = now_ms();
-    assert_int_equal(schakel_case_close(client, FAKE_CASE_ID, "klaar", NULL, &first,
-                                        SHORT_TIMEOUT_MS),
-                     SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(
+        schakel_case_close(client, FAKE_CASE_ID, "klaar", NULL, &first, SHORT_TIMEOUT_MS),
+        SCHAKEL_ERR_TIMEOUT);
     assert_true(now_ms() - start >= SHORT_TIMEOUT_MS);
     assert_non_null(strstr(schakel_last_error(client)->text, "same command id"));
     fake_case_seen_t seen = seen_snapshot();
@@ -2632,8 +2630,8 @@ static void test_case_event_delivery(void **state)
 static void test_case_event_kind_names(void **state)
 {
     (void)state;
-    static const char *const names[] = {"unknown",  "opened", "invited",    "joined",
-                                        "declined", "left",   "note",       "attachment",
+    static const char *const names[] = {"unknown",  "opened",   "invited",      "joined",
+                                        "declined", "left",     "note",         "attachment",
                                         "closed",   "reopened", "signal_linked"};
     for (int kind = 0; kind <= SCHAKEL_CASE_EVENT_SIGNAL_LINKED; kind++)
         assert_string_equal(schakel_case_event_kind_name(kind), names[kind]);

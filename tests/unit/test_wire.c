@@ -668,8 +668,8 @@ static const struct raw_frame_row raw_frame_rows[] = {
      SCHAKEL__FRAME__BODY_ACCEPTED},
     {"two bodies", "08 01 aa 01 02 08 40 b2 01 00", R(INVALID_MESSAGE),
      "more than one of its alternatives", 0},
-    {"version twice", "08 01 08 01 b2 01 00", R(INVALID_MESSAGE), "Frame.version is given more than once",
-     0},
+    {"version twice", "08 01 08 01 b2 01 00", R(INVALID_MESSAGE),
+     "Frame.version is given more than once", 0},
     {"empty frame", "", R(INVALID_MESSAGE), "empty", 0},
     {"garbage", "ff ff ff ff", R(INVALID_MESSAGE), "not a valid Schakel Frame", 0},
     {"truncated", "08 01 b2 01 05 12", R(INVALID_MESSAGE), "not a valid", 0},
@@ -694,7 +694,8 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"ack seq 0", "08 01 a2 01 04 08 05 08 00", R(INVALID_FIELD), "seqs[1] is 0", 0},
     {"rejected reason 99", "08 01 92 01 02 10 63", R(INVALID_FIELD),
      "Rejected.reason has the unknown value 99", 0},
-    {"rejected reason 20 (NOT_FOUND)", "08 01 92 01 02 10 14", OK, NULL, SCHAKEL__FRAME__BODY_REJECTED},
+    {"rejected reason 20 (NOT_FOUND)", "08 01 92 01 02 10 14", OK, NULL,
+     SCHAKEL__FRAME__BODY_REJECTED},
     {"rejected reason 21 (CASE_IS_CLOSED)", "08 01 92 01 02 10 15", OK, NULL,
      SCHAKEL__FRAME__BODY_REJECTED},
     {"rejected reason 24", "08 01 92 01 02 10 18", R(INVALID_FIELD), "unknown value 24", 0},
@@ -738,8 +739,9 @@ static const struct raw_frame_row raw_frame_rows[] = {
      R(INVALID_MESSAGE), "CaseQuery.case_id is given more than once", 0},
     /* CaseView (body 34, 0x92 02): cases 2, events 3 */
     {"case_view empty", "08 01 92 02 02 08 07", OK, NULL, SCHAKEL__FRAME__BODY_CASE_VIEW},
-    {"case_view case and event", "08 01 92 02 20 12 0c 0a 0a " CASE42 " 1a 10 0a 0a " CASE42
-     " 18 01 20 01", OK, NULL, SCHAKEL__FRAME__BODY_CASE_VIEW},
+    {"case_view case and event",
+     "08 01 92 02 20 12 0c 0a 0a " CASE42 " 1a 10 0a 0a " CASE42 " 18 01 20 01", OK, NULL,
+     SCHAKEL__FRAME__BODY_CASE_VIEW},
     {"case_view case without id", "08 01 92 02 02 12 00", R(INVALID_MESSAGE),
      "cases[0] has no valid case_id", 0},
     {"case_view event without seq", "08 01 92 02 10 1a 0e 0a 0a " CASE42 " 20 01",
@@ -1313,8 +1315,8 @@ enum case_field {
     C_FIELD_COUNT, /* number of distinct valid fields */
     C_ATTACH_NAME,
     C_MEDIA_TYPE,
-    C_CONTENT, /* number: bytes; -1 absent */
-    C_REASON,  /* close / reopen */
+    C_CONTENT,  /* number: bytes; -1 absent */
+    C_REASON,   /* close / reopen */
     C_ITEM_SEQ, /* number; -1 absent */
 };
 
@@ -1380,8 +1382,7 @@ static const struct case_row case_rows[] = {
     {"open without address", OP_OPEN, C_NO_ADDRESS, NULL, 0, 0, OK, NULL},
     {"open postcode SS", OP_OPEN, C_POSTCODE, "6211SS", 0, 0, R(INVALID_POSTCODE), "postcode"},
     {"open postcode absent", OP_OPEN, C_POSTCODE, NULL, 0, 0, R(INVALID_POSTCODE), "no postcode"},
-    {"open house number 0", OP_OPEN, C_HOUSE_NUMBER, NULL, 0, 0, R(INVALID_FIELD),
-     "house_number"},
+    {"open house number 0", OP_OPEN, C_HOUSE_NUMBER, NULL, 0, 0, R(INVALID_FIELD), "house_number"},
     {"open house number absent", OP_OPEN, C_HOUSE_NUMBER, NULL, 0, -1, R(INVALID_FIELD),
      "house_number"},
     /* invite and leave */
@@ -1400,7 +1401,10 @@ static const struct case_row case_rows[] = {
     {"note text 8001", OP_NOTE, C_TEXT, "n", 8001, 0, R(INVALID_FIELD), "note.text is 8001 bytes"},
     {"note text tab and newlines", OP_NOTE, C_TEXT, "a\tb\r\nc", 0, 0, OK, NULL},
     {"note text escape", OP_NOTE, C_TEXT, "\x1b[2J", 0, 0, R(INVALID_FIELD), "control"},
-    {"note text C1", OP_NOTE, C_TEXT, "x\xc2\x9b" "2J", 0, 0, R(INVALID_FIELD), "control"},
+    {"note text C1", OP_NOTE, C_TEXT,
+     "x\xc2\x9b"
+     "2J",
+     0, 0, R(INVALID_FIELD), "control"},
     {"note text bad utf-8", OP_NOTE, C_TEXT, "\xc0\xaf", 0, 0, R(INVALID_FIELD), "UTF-8"},
     {"note text empty", OP_NOTE, C_TEXT, "", 0, 0, R(INVALID_FIELD), "empty"},
     {"note 32 fields", OP_NOTE, C_FIELD_COUNT, NULL, 0, 32, OK, NULL},
@@ -1436,8 +1440,8 @@ static const struct case_row case_rows[] = {
      R(INVALID_FIELD), "without a path"},
     {"attach name dot dot", OP_ATTACH, C_ATTACH_NAME, "..", 0, 0, R(INVALID_FIELD),
      "without a path"},
-    {"attach name accents and spaces", OP_ATTACH, C_ATTACH_NAME, "Proces-verbaal \xc3\xa9\xc3\xa9n.pdf",
-     0, 0, OK, NULL},
+    {"attach name accents and spaces", OP_ATTACH, C_ATTACH_NAME,
+     "Proces-verbaal \xc3\xa9\xc3\xa9n.pdf", 0, 0, OK, NULL},
     {"attach name newline", OP_ATTACH, C_ATTACH_NAME, "a\nb.pdf", 0, 0, R(INVALID_FIELD),
      "control"},
     {"attach media type absent", OP_ATTACH, C_MEDIA_TYPE, NULL, 0, 0, R(INVALID_MESSAGE),
@@ -1455,8 +1459,7 @@ static const struct case_row case_rows[] = {
     {"attach content over limit", OP_ATTACH, C_CONTENT, NULL, 0, SCHAKEL_MAX_ATTACHMENT_BYTES + 1,
      R(INVALID_FIELD), "attach.content is 131073 bytes"},
     /* close, reopen, link */
-    {"close reason absent", OP_CLOSE, C_REASON, NULL, 0, 0, R(INVALID_MESSAGE),
-     "no close.reason"},
+    {"close reason absent", OP_CLOSE, C_REASON, NULL, 0, 0, R(INVALID_MESSAGE), "no close.reason"},
     {"close reason 1000", OP_CLOSE, C_REASON, "r", 1000, 0, OK, NULL},
     {"close reason 1001", OP_CLOSE, C_REASON, "r", 1001, 0, R(INVALID_FIELD),
      "close.reason is 1001 bytes"},
@@ -1607,12 +1610,18 @@ static char *case_row_value(struct case_fixture *f, const struct case_row *row)
 static char **case_string_slot(struct case_fixture *f, enum case_field field)
 {
     char **slots[] = {
-        [C_ACTOR] = &f->command.actor,      [C_ON_BEHALF] = &f->command.on_behalf_of,
-        [C_CASE_ID] = &f->command.case_id,  [C_CASE_TYPE] = &f->open.case_type,
-        [C_AREA] = &f->open.area,           [C_SUBJECT] = &f->open.subject,
-        [C_TITLE] = &f->open.title,         [C_POSTCODE] = &f->address.postcode,
-        [C_TEXT] = &f->note.text,           [C_FIELD_NAME] = &f->fields[1].name,
-        [C_FIELD_VALUE] = &f->fields[1].value, [C_ATTACH_NAME] = &f->attach.name,
+        [C_ACTOR] = &f->command.actor,
+        [C_ON_BEHALF] = &f->command.on_behalf_of,
+        [C_CASE_ID] = &f->command.case_id,
+        [C_CASE_TYPE] = &f->open.case_type,
+        [C_AREA] = &f->open.area,
+        [C_SUBJECT] = &f->open.subject,
+        [C_TITLE] = &f->open.title,
+        [C_POSTCODE] = &f->address.postcode,
+        [C_TEXT] = &f->note.text,
+        [C_FIELD_NAME] = &f->fields[1].name,
+        [C_FIELD_VALUE] = &f->fields[1].value,
+        [C_ATTACH_NAME] = &f->attach.name,
         [C_MEDIA_TYPE] = &f->attach.media_type,
     };
     return (size_t)field < sizeof slots / sizeof slots[0] ? slots[field] : NULL;
@@ -1741,10 +1750,10 @@ static const struct raw_case_row raw_case_rows[] = {
      "CaseCommand.actor contains a NUL byte"},
     {"note text invalid", ACTOR_AB " " CASE_ID_42 " 7a 03 0a 01 ff", R(INVALID_FIELD),
      "CaseNote.text is not valid UTF-8"},
-    {"note field name NUL", ACTOR_AB " " CASE_ID_42 " 7a 07 12 05 0a 03 61 00 62",
-     R(INVALID_FIELD), "NoteField.name contains a NUL byte"},
-    {"attach content any bytes", ACTOR_AB " " CASE_ID_42
-     " 82 01 0d 0a 01 61 12 03 61 2f 62 1a 03 00 ff 00", OK, NULL},
+    {"note field name NUL", ACTOR_AB " " CASE_ID_42 " 7a 07 12 05 0a 03 61 00 62", R(INVALID_FIELD),
+     "NoteField.name contains a NUL byte"},
+    {"attach content any bytes",
+     ACTOR_AB " " CASE_ID_42 " 82 01 0d 0a 01 61 12 03 61 2f 62 1a 03 00 ff 00", OK, NULL},
     {"no operation", ACTOR_AB " " CASE_ID_42, R(INVALID_MESSAGE), "names no operation"},
     {"garbage", "ff ff", R(INVALID_MESSAGE), "not a valid Schakel CaseCommand"},
     {"empty", "", R(INVALID_MESSAGE), "case command is empty"},
@@ -1988,6 +1997,64 @@ static void test_case_signed_bytes_and_hash(void **state)
     assert_memory_not_equal(case_hash, publish_hash, 32);
 }
 
+/* The test vector of docs/PROTOCOL.md section 12.3, computed there with
+ * Python protobuf and PyNaCl: the same bytes from this codec. */
+static void test_case_publish_vector(void **state)
+{
+    (void)state;
+    static const char command_hex[] =
+        "0a0c726965632f616e616c6973741a0a432d30303030303034327a2b0a0f42657a6f656b20616667656c6567"
+        "6412180a0a66696e616e636965656c120a4555522031322e303030";
+    static const char signed_hex[] =
+        "736368616b656c2d7075626c69736831000102030405060708090a0b0c0d0e0f2cd22f4c95bd294d5ac8f626"
+        "99f556784e0107d50a65c6048f3541c4a68b2089";
+    static const char signature_hex[] =
+        "414fa7fdb219c6950ccc51cce9d9adef76746103d07b7e1c2f67659f44d5b5debec9a2945490a9d1577db412"
+        "72540faf6217f6922b81c82701517495dcafcd04";
+    static char actor[] = "riec/analist", case_id[] = "C-00000042", text[] = "Bezoek afgelegd",
+                name[] = "financieel", value[] = "EUR 12.000";
+    Schakel__NoteField field = SCHAKEL__NOTE_FIELD__INIT;
+    Schakel__NoteField *fields[] = {&field};
+    Schakel__CaseNote note = SCHAKEL__CASE_NOTE__INIT;
+    Schakel__CaseCommand command = SCHAKEL__CASE_COMMAND__INIT;
+    field.name = name;
+    field.value = value;
+    note.text = text;
+    note.fields = fields;
+    note.n_fields = 1;
+    command.actor = actor;
+    command.case_id = case_id;
+    command.op_case = SCHAKEL__CASE_COMMAND__OP_NOTE;
+    command.note = &note;
+
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_case_command(&command, &len);
+    assert_non_null(bytes);
+    char hex[2 * 200 + 1];
+    assert_true(len <= 200);
+    syntax_hex(bytes, len, hex);
+    assert_string_equal(hex, command_hex);
+
+    uint8_t id[16], signed_bytes[64], seed[32], pk[32], sk[64], signature[64];
+    for (size_t i = 0; i < sizeof id; i++)
+        id[i] = (uint8_t)i;
+    wire_case_signed_bytes(id, bytes, len, signed_bytes);
+    syntax_hex(signed_bytes, sizeof signed_bytes, hex);
+    assert_string_equal(hex, signed_hex);
+    memset(seed, 0x01, sizeof seed);
+    assert_int_equal(crypto_sign_seed_keypair(pk, sk, seed), 0);
+    assert_int_equal(crypto_sign_detached(signature, NULL, signed_bytes, 64, sk), 0);
+    syntax_hex(signature, sizeof signature, hex);
+    assert_string_equal(hex, signature_hex);
+
+    wire_error_t err;
+    Schakel__CaseCommand *decoded = wire_decode_case_command(bytes, len, &err);
+    expect_error("vector decodes", &err, OK, NULL);
+    assert_string_equal(decoded->note->fields[0]->value, value);
+    wire_case_command_free(&decoded);
+    free(bytes);
+}
+
 /* ---------------------------------------------------------- reason names */
 
 static void test_reason_names(void **state)
@@ -2039,6 +2106,7 @@ int main(void)
         cmocka_unit_test(test_case_event_round_trip),
         cmocka_unit_test(test_case_publish_table),
         cmocka_unit_test(test_case_signed_bytes_and_hash),
+        cmocka_unit_test(test_case_publish_vector),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }

@@ -1,14 +1,14 @@
 /*
- * case_view.c — cases as libschakel hands them out: CaseSummary and
+ * caseview.c — cases as libschakel hands them out: CaseSummary and
  * CaseEvent copied into the public structs, linked signals unpacked, and
  * the public free functions of case lists, case views and events.
  *
  * Trusts the broker's messages only as far as the codec checked them
  * (wire_decode_frame / wire_decode_case_event); checks the rest (states,
- * kinds, UTF-8 again, the linked signal). Returns CASE_VIEW_BAD or
- * CASE_VIEW_NOMEM, never aborts.
+ * kinds, UTF-8 again, the linked signal). Returns CASEVIEW_BAD or
+ * CASEVIEW_NOMEM, never aborts.
  */
-#include "case_view.h"
+#include "caseview.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@
 #include "schakel_limits.h"
 #include "syntax.h"
 
-static const char *const case_view_kind_names[] = {
+static const char *const caseview_kind_names[] = {
     [SCHAKEL_CASE_EVENT_OPENED] = "opened",
     [SCHAKEL_CASE_EVENT_INVITED] = "invited",
     [SCHAKEL_CASE_EVENT_JOINED] = "joined",
@@ -34,117 +34,121 @@ const char *schakel_case_event_kind_name(int kind)
 {
     if (kind <= SCHAKEL_CASE_EVENT_NONE || kind > SCHAKEL_CASE_EVENT_SIGNAL_LINKED)
         return "unknown";
-    return case_view_kind_names[kind];
+    return caseview_kind_names[kind];
 }
 
 /* ------------------------------------------------------------------ copying */
 
 /* Copy a string (NULL stays NULL) after checking its UTF-8 once more. */
-static int case_view_text(const char *in, char **out)
+static int caseview_text(const char *in, char **out)
 {
     *out = NULL;
     if (in == NULL)
-        return CASE_VIEW_OK;
+        return CASEVIEW_OK;
     size_t len = strlen(in);
     if (!syntax_is_utf8((const uint8_t *)in, len))
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     *out = malloc(len + 1);
     if (*out == NULL)
-        return CASE_VIEW_NOMEM;
+        return CASEVIEW_NOMEM;
     memcpy(*out, in, len + 1);
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-static int case_view_texts(char **in, size_t n, char ***out, size_t *n_out)
+static int caseview_texts(char **in, size_t n, char ***out, size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;
     if (n == 0)
-        return CASE_VIEW_OK;
+        return CASEVIEW_OK;
     *out = calloc(n, sizeof **out);
     if (*out == NULL)
-        return CASE_VIEW_NOMEM;
+        return CASEVIEW_NOMEM;
     *n_out = n;
     for (size_t i = 0; i < n; i++) {
-        int rc = case_view_text(in[i], &(*out)[i]);
-        if (rc != CASE_VIEW_OK)
+        int rc = caseview_text(in[i], &(*out)[i]);
+        if (rc != CASEVIEW_OK)
             return rc;
     }
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-static void case_view_free_texts(char **texts, size_t n)
+static void caseview_free_texts(char **texts, size_t n)
 {
     for (size_t i = 0; texts != NULL && i < n; i++)
         free(texts[i]);
     free(texts);
 }
 
-static int case_view_case_id(const char *in, char out[SCHAKEL_CASE_ID_SIZE])
+static int caseview_case_id(const char *in, char out[SCHAKEL_CASE_ID_SIZE])
 {
     if (!syntax_is_case_id(in))
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     snprintf(out, SCHAKEL_CASE_ID_SIZE, "%s", in);
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-int case_view_copy_summary(schakel_case_summary_t *out, const Schakel__CaseSummary *in)
+int caseview_copy_summary(schakel_case_summary_t *out, const Schakel__CaseSummary *in)
 {
-    if (case_view_case_id(in->case_id, out->case_id) != CASE_VIEW_OK || in->case_type == NULL ||
+    if (caseview_case_id(in->case_id, out->case_id) != CASEVIEW_OK || in->case_type == NULL ||
         in->lead == NULL || in->state == NULL)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     if (strcmp(in->state, "open") != 0 && strcmp(in->state, "closed") != 0)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     out->closed = strcmp(in->state, "closed") == 0;
     if (in->my_state != NULL && strcmp(in->my_state, "member") != 0 &&
         strcmp(in->my_state, "invited") != 0)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     out->invited = in->my_state != NULL && strcmp(in->my_state, "invited") == 0;
     out->opened_at = in->has_opened_at ? in->opened_at : 0;
-    int rc = case_view_text(in->case_type, &out->case_type);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_text(in->lead, &out->lead);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_text(in->title, &out->title);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_texts(in->members, in->n_members, &out->members, &out->n_members);
+    int rc = caseview_text(in->case_type, &out->case_type);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_text(in->lead, &out->lead);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_text(in->title, &out->title);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_texts(in->members, in->n_members, &out->members, &out->n_members);
     return rc;
 }
 
-void case_view_clear_summary(schakel_case_summary_t *summary)
+void caseview_clear_summary(schakel_case_summary_t *summary)
 {
     free(summary->case_type);
     free(summary->lead);
     free(summary->title);
-    case_view_free_texts(summary->members, summary->n_members);
+    caseview_free_texts(summary->members, summary->n_members);
     memset(summary, 0, sizeof *summary);
 }
 
 /* The linked signal: reduced to the member's signal fields, so only
  * sender, kind and theme are required (as in a Deliver). */
-static int case_view_copy_signal(schakel_case_event_t *out, const ProtobufCBinaryData *bytes)
+static int caseview_copy_signal(schakel_case_event_t *out, const ProtobufCBinaryData *bytes)
 {
     wire_error_t err;
     Schakel__Signal *s = wire_decode_delivered_signal(bytes->data, bytes->len, &err);
     if (s == NULL)
-        return err.reason == SCHAKEL__REASON__INTERNAL_ERROR ? CASE_VIEW_NOMEM : CASE_VIEW_BAD;
+        return err.reason == SCHAKEL__REASON__INTERNAL_ERROR ? CASEVIEW_NOMEM : CASEVIEW_BAD;
     schakel_linked_signal_t *d = out->signal = calloc(1, sizeof *out->signal);
-    int rc = d == NULL ? CASE_VIEW_NOMEM : CASE_VIEW_OK;
-    if (rc == CASE_VIEW_OK) {
+    int rc = d == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
+    if (rc == CASEVIEW_OK) {
         struct {
             const char *in;
             char **out;
         } texts[] = {
-            {s->sender, &d->sender},     {s->kind, &d->kind},
-            {s->theme, &d->theme},       {s->area, &d->area},
-            {s->subject, &d->subject},   {s->grounds, &d->grounds},
-            {s->case_ref, &d->case_ref}, {s->summary, &d->summary},
+            {s->sender, &d->sender},
+            {s->kind, &d->kind},
+            {s->theme, &d->theme},
+            {s->area, &d->area},
+            {s->subject, &d->subject},
+            {s->grounds, &d->grounds},
+            {s->case_ref, &d->case_ref},
+            {s->summary, &d->summary},
             {s->source_ref, &d->source_ref},
             {s->address != NULL ? s->address->postcode : NULL, &d->postcode},
             {s->address != NULL ? s->address->addition : NULL, &d->addition},
         };
-        for (size_t i = 0; rc == CASE_VIEW_OK && i < sizeof texts / sizeof texts[0]; i++)
-            rc = case_view_text(texts[i].in, texts[i].out);
+        for (size_t i = 0; rc == CASEVIEW_OK && i < sizeof texts / sizeof texts[0]; i++)
+            rc = caseview_text(texts[i].in, texts[i].out);
         if (s->address != NULL && s->address->has_house_number)
             d->house_number = s->address->house_number;
         d->severity = s->has_severity ? (int)s->severity : 0;
@@ -154,49 +158,49 @@ static int case_view_copy_signal(schakel_case_event_t *out, const ProtobufCBinar
     return rc;
 }
 
-static int case_view_copy_fields(schakel_case_event_t *out, const Schakel__CaseEvent *in)
+static int caseview_copy_fields(schakel_case_event_t *out, const Schakel__CaseEvent *in)
 {
     if (in->n_fields == 0)
-        return CASE_VIEW_OK;
+        return CASEVIEW_OK;
     if (in->n_fields > SCHAKEL_MAX_NOTE_FIELDS)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     out->fields = calloc(in->n_fields, sizeof *out->fields);
     if (out->fields == NULL)
-        return CASE_VIEW_NOMEM;
+        return CASEVIEW_NOMEM;
     out->n_fields = in->n_fields;
     for (size_t i = 0; i < in->n_fields; i++) {
         if (in->fields[i]->name == NULL || in->fields[i]->value == NULL)
-            return CASE_VIEW_BAD;
-        int rc = case_view_text(in->fields[i]->name, &out->fields[i].name);
-        if (rc == CASE_VIEW_OK)
-            rc = case_view_text(in->fields[i]->value, &out->fields[i].value);
-        if (rc != CASE_VIEW_OK)
+            return CASEVIEW_BAD;
+        int rc = caseview_text(in->fields[i]->name, &out->fields[i].name);
+        if (rc == CASEVIEW_OK)
+            rc = caseview_text(in->fields[i]->value, &out->fields[i].value);
+        if (rc != CASEVIEW_OK)
             return rc;
     }
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-static int case_view_copy_attachment(schakel_case_event_t *out, const Schakel__CaseAttach *in)
+static int caseview_copy_attachment(schakel_case_event_t *out, const Schakel__CaseAttach *in)
 {
     if (in->name == NULL || in->media_type == NULL || !in->has_content ||
         in->content.len > SCHAKEL_MAX_ATTACHMENT_BYTES)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     out->has_attachment = 1;
-    int rc = case_view_text(in->name, &out->attachment_name);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_text(in->media_type, &out->attachment_media_type);
-    if (rc != CASE_VIEW_OK)
+    int rc = caseview_text(in->name, &out->attachment_name);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_text(in->media_type, &out->attachment_media_type);
+    if (rc != CASEVIEW_OK)
         return rc;
     out->attachment = malloc(in->content.len > 0 ? in->content.len : 1);
     if (out->attachment == NULL)
-        return CASE_VIEW_NOMEM;
+        return CASEVIEW_NOMEM;
     if (in->content.len > 0)
         memcpy(out->attachment, in->content.data, in->content.len);
     out->attachment_len = in->content.len;
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-static int case_view_copy_event_texts(schakel_case_event_t *out, const Schakel__CaseEvent *in)
+static int caseview_copy_event_texts(schakel_case_event_t *out, const Schakel__CaseEvent *in)
 {
     struct {
         const char *in;
@@ -215,37 +219,37 @@ static int case_view_copy_event_texts(schakel_case_event_t *out, const Schakel__
         {in->address != NULL ? in->address->addition : NULL, &out->addition},
     };
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        int rc = case_view_text(texts[i].in, texts[i].out);
-        if (rc != CASE_VIEW_OK)
+        int rc = caseview_text(texts[i].in, texts[i].out);
+        if (rc != CASEVIEW_OK)
             return rc;
     }
     if (in->address != NULL && in->address->has_house_number)
         out->house_number = in->address->house_number;
-    return CASE_VIEW_OK;
+    return CASEVIEW_OK;
 }
 
-int case_view_copy_event(schakel_case_event_t *out, const Schakel__CaseEvent *in)
+int caseview_copy_event(schakel_case_event_t *out, const Schakel__CaseEvent *in)
 {
-    if (case_view_case_id(in->case_id, out->case_id) != CASE_VIEW_OK || !in->has_event_seq ||
+    if (caseview_case_id(in->case_id, out->case_id) != CASEVIEW_OK || !in->has_event_seq ||
         in->event_seq == 0 || !in->has_kind || (int)in->kind <= SCHAKEL_CASE_EVENT_NONE ||
         (int)in->kind > SCHAKEL_CASE_EVENT_SIGNAL_LINKED)
-        return CASE_VIEW_BAD;
+        return CASEVIEW_BAD;
     out->event_seq = in->event_seq;
     out->kind = (int)in->kind;
     out->at = in->has_at ? in->at : 0;
-    int rc = case_view_copy_event_texts(out, in);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_texts(in->members, in->n_members, &out->members, &out->n_members);
-    if (rc == CASE_VIEW_OK)
-        rc = case_view_copy_fields(out, in);
-    if (rc == CASE_VIEW_OK && in->attachment != NULL)
-        rc = case_view_copy_attachment(out, in->attachment);
-    if (rc == CASE_VIEW_OK && in->has_signal)
-        rc = case_view_copy_signal(out, &in->signal);
+    int rc = caseview_copy_event_texts(out, in);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_texts(in->members, in->n_members, &out->members, &out->n_members);
+    if (rc == CASEVIEW_OK)
+        rc = caseview_copy_fields(out, in);
+    if (rc == CASEVIEW_OK && in->attachment != NULL)
+        rc = caseview_copy_attachment(out, in->attachment);
+    if (rc == CASEVIEW_OK && in->has_signal)
+        rc = caseview_copy_signal(out, &in->signal);
     return rc;
 }
 
-static void case_view_free_signal(schakel_linked_signal_t *s)
+static void caseview_free_signal(schakel_linked_signal_t *s)
 {
     if (s == NULL)
         return;
@@ -256,29 +260,38 @@ static void case_view_free_signal(schakel_linked_signal_t *s)
     free(s);
 }
 
-void case_view_clear_event(schakel_case_event_t *e)
+void caseview_clear_event(schakel_case_event_t *e)
 {
-    char *texts[] = {e->case_type, e->actor,   e->on_behalf_of,    e->lead,
-                     e->partner,   e->text,    e->attachment_name, e->attachment_media_type,
-                     e->title,     e->subject, e->area,            e->postcode,
+    char *texts[] = {e->case_type,
+                     e->actor,
+                     e->on_behalf_of,
+                     e->lead,
+                     e->partner,
+                     e->text,
+                     e->attachment_name,
+                     e->attachment_media_type,
+                     e->title,
+                     e->subject,
+                     e->area,
+                     e->postcode,
                      e->addition};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
         free(texts[i]);
-    case_view_free_texts(e->members, e->n_members);
+    caseview_free_texts(e->members, e->n_members);
     for (size_t i = 0; e->fields != NULL && i < e->n_fields; i++) {
         free(e->fields[i].name);
         free(e->fields[i].value);
     }
     free(e->fields);
     free(e->attachment);
-    case_view_free_signal(e->signal);
+    caseview_free_signal(e->signal);
     memset(e, 0, sizeof *e);
 }
 
 /* ------------------------------------------------------------------ deliveries */
 
-schakel_status_t case_view_decode_event(const uint8_t *bytes, size_t len,
-                                        schakel_case_event_t **out, char *text, size_t textlen)
+schakel_status_t caseview_decode_event(const uint8_t *bytes, size_t len, schakel_case_event_t **out,
+                                       char *text, size_t textlen)
 {
     wire_error_t err;
     *out = NULL;
@@ -286,28 +299,28 @@ schakel_status_t case_view_decode_event(const uint8_t *bytes, size_t len,
     if (event == NULL) {
         snprintf(text, textlen, "%s", err.text);
         return err.reason == SCHAKEL__REASON__INTERNAL_ERROR ? SCHAKEL_ERR_NOMEM
-                                                              : SCHAKEL_ERR_PROTOCOL;
+                                                             : SCHAKEL_ERR_PROTOCOL;
     }
     schakel_case_event_t *copy = calloc(1, sizeof *copy);
-    int rc = copy == NULL ? CASE_VIEW_NOMEM : case_view_copy_event(copy, event);
+    int rc = copy == NULL ? CASEVIEW_NOMEM : caseview_copy_event(copy, event);
     wire_case_event_free(&event);
-    if (rc != CASE_VIEW_OK) {
-        case_view_event_free(&copy);
+    if (rc != CASEVIEW_OK) {
+        caseview_event_free(&copy);
         snprintf(text, textlen, "%s",
-                 rc == CASE_VIEW_NOMEM ? "out of memory"
-                                       : "the case event has a field that is not valid (state, "
-                                         "field, attachment or linked signal)");
-        return rc == CASE_VIEW_NOMEM ? SCHAKEL_ERR_NOMEM : SCHAKEL_ERR_PROTOCOL;
+                 rc == CASEVIEW_NOMEM ? "out of memory"
+                                      : "the case event has a field that is not valid (state, "
+                                        "field, attachment or linked signal)");
+        return rc == CASEVIEW_NOMEM ? SCHAKEL_ERR_NOMEM : SCHAKEL_ERR_PROTOCOL;
     }
     *out = copy;
     return SCHAKEL_OK;
 }
 
-void case_view_event_free(schakel_case_event_t **event)
+void caseview_event_free(schakel_case_event_t **event)
 {
     if (event == NULL || *event == NULL)
         return;
-    case_view_clear_event(*event);
+    caseview_clear_event(*event);
     free(*event);
     *event = NULL;
 }
@@ -319,7 +332,7 @@ void schakel_case_list_free(schakel_case_list_t **list)
     if (list == NULL || *list == NULL)
         return;
     for (size_t i = 0; (*list)->cases != NULL && i < (*list)->n_cases; i++)
-        case_view_clear_summary(&(*list)->cases[i]);
+        caseview_clear_summary(&(*list)->cases[i]);
     free((*list)->cases);
     free(*list);
     *list = NULL;
@@ -329,9 +342,9 @@ void schakel_case_view_free(schakel_case_view_t **view)
 {
     if (view == NULL || *view == NULL)
         return;
-    case_view_clear_summary(&(*view)->summary);
+    caseview_clear_summary(&(*view)->summary);
     for (size_t i = 0; (*view)->events != NULL && i < (*view)->n_events; i++)
-        case_view_clear_event(&(*view)->events[i]);
+        caseview_clear_event(&(*view)->events[i]);
     free((*view)->events);
     free(*view);
     *view = NULL;
