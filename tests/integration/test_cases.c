@@ -500,7 +500,7 @@ static void test_act_on_behalf_recorded(void **state)
                            "on_behalf_of=riec", NULL};
     assert_non_null(audit_line(res.out, line, sizeof line, noted));
     /* metadata only: the note's text is nowhere on the trail */
-    assert_null(strstr(res.out, "4711"));
+    assert_null(strstr(res.out, "Procesafspraak"));
     assert_null(strstr(res.out, ADDRESS_CASE.title));
     h_cli_result_free(&res);
     schakel_close(&politie);
@@ -994,6 +994,79 @@ static void test_link_received_signal(void **state)
     stop_clean(env);
 }
 
+/* ------------------------------------------------------------------ policy reload */
+
+/* h_case_types with `what` replaced by `with` (which must occur). */
+static char *case_types_with(const char *what, const char *with)
+{
+    const char *at = strstr(h_case_types, what);
+    if (at == NULL)
+        fail_msg("h_case_types lacks \"%s\"", what);
+    size_t head = (size_t)(at - h_case_types);
+    size_t len = strlen(h_case_types) - strlen(what) + strlen(with);
+    char *out = malloc(len + 1);
+    assert_non_null(out);
+    snprintf(out, len + 1, "%.*s%s%s", (int)head, h_case_types, with, at + strlen(what));
+    return out;
+}
+
+/* A policy reload applies to cases at once: a waiting delivery under a
+ * membership rule that changed is withheld (the new version decides what
+ * follows), and a partner no rule admits any more sees nothing of the
+ * case. */
+static void test_policy_reload_applies(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {gemeente};
+    const char *const partners[] = {"gemeente"};
+    case_with_members(riec, id, members, partners, 1);
+    schakel_close(&gemeente);
+    note(riec, id, "Onder de oude regel", NULL, 0, NULL);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+
+    char *changed = case_types_with("Bestuurlijke aanpak (Opiumwet art. 13b)",
+                                    "Bestuurlijke aanpak (Opiumwet art. 13b en Gemeentewet)");
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, changed);
+    free(changed);
+    assert_int_equal(h_broker_reload(env), 1);
+    note(riec, id, "Onder de nieuwe regel", NULL, 0, NULL);
+    long offset = h_log_offset(env);
+    gemeente = h_connect(env, H_GEMEENTE);
+    schakel_delivery_t *d = expect_event(gemeente, id, SCHAKEL_CASE_EVENT_NOTE);
+    assert_string_equal(d->case_event->text, "Onder de nieuwe regel");
+    assert_string_equal(d->purpose, "Bestuurlijke aanpak (Opiumwet art. 13b en Gemeentewet)");
+    schakel_delivery_free(&d);
+    /* the withheld one is removed, and recorded, in the turn after the push */
+    if (h_await_log(env, offset, "event=delivery.revoked recipient=" H_GEMEENTE, T) != 0)
+        fail_msg("the delivery under the old rule was not revoked");
+    expect_quiet(gemeente, "gemeente");
+
+    /* gemeente may be a member no more */
+    char *without = case_types_with("        partners: [gemeente]\n", "        partners: [om]\n");
+    char *also =
+        strstr(without, "      - id: ondermijning-politie\n        partners: [politie, om]");
+    assert_non_null(also);
+    memcpy(strstr(also, "[politie, om]"), "[politie]    ", strlen("[politie, om]"));
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, without);
+    free(without);
+    assert_int_equal(h_broker_reload(env), 1);
+    schakel_case_result_t r;
+    note(riec, id, "Na de wijziging", NULL, 0, &r);
+    assert_int_equal(r.recipients, 2); /* riec's principals only */
+    expect_quiet(gemeente, "gemeente");
+    schakel_case_view_t *view = NULL;
+    must_refuse(gemeente, schakel_case_show(gemeente, id, &view, T), "NOT_FOUND",
+                "show without a membership rule");
+    must_refuse(gemeente, schakel_case_note(gemeente, id, "x", NULL, 0, NULL, NULL, T), "NOT_FOUND",
+                "note without a membership rule");
+    schakel_close(&gemeente);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ views */
 
 /* A timeline is one frame: attachments whose bytes do not fit any more
@@ -1118,6 +1191,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_reload_applies, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
