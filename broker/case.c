@@ -10,7 +10,7 @@
  * commit. Trusts the wire module's validation, ZAP's identity, the store's
  * authenticated bodies and the policy in force. Refusals: RATE_LIMITED,
  * BAD_SIGNATURE, DUPLICATE_CONFLICT, the wire module's, SENDER_MISMATCH,
- * POLICY_DENIED, NOT_PERMITTED, NOT_FOUND, CASE_IS_CLOSED; a store failure
+ * POLICY_DENIED, NOT_PERMITTED, NOT_FOUND, CASE_CLOSED; a store failure
  * fails the turn (UNAVAILABLE or INTERNAL_ERROR).
  */
 #include "case.h"
@@ -298,26 +298,26 @@ static Schakel__CaseEventKind case_event_kind(case_command_t command)
 {
     switch (command) {
     case CASE_CMD_OPEN:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_OPENED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_OPENED;
     case CASE_CMD_INVITE:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_INVITED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED;
     case CASE_CMD_ACCEPT:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_JOINED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_JOINED;
     case CASE_CMD_DECLINE:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_DECLINED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_DECLINED;
     case CASE_CMD_LEAVE:
     case CASE_CMD_REMOVE:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_LEFT;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_LEFT;
     case CASE_CMD_NOTE:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_NOTE;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE;
     case CASE_CMD_ATTACH:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_ATTACHMENT;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_ATTACHMENT;
     case CASE_CMD_CLOSE:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_CLOSED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_CLOSED;
     case CASE_CMD_REOPEN:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_REOPENED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_REOPENED;
     case CASE_CMD_LINK:
-        return SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED;
+        return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_SIGNAL_LINKED;
     default:
         return SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NONE;
     }
@@ -530,7 +530,7 @@ static long case_queue_history(case_cmd_t *x, const char *joiner_id, uint64_t jo
         if (copy.bytes == NULL)
             break; /* expired meanwhile: nothing further */
         Schakel__CaseEvent *ev = schakel__case_event__unpack(NULL, copy.len, copy.bytes);
-        int own_invitation = ev != NULL && ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_INVITED &&
+        int own_invitation = ev != NULL && ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED &&
                              ev->partner != NULL && strcmp(ev->partner, joiner_id) == 0;
         long n = ev == NULL ? -1 : own_invitation ? 0 : case_queue_event(x, ev, joiner);
         if (ev != NULL)

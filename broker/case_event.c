@@ -163,25 +163,25 @@ void case_filtered_free(case_filtered_t *f)
 const char *case_event_name(Schakel__CaseEventKind kind)
 {
     switch (kind) {
-    case SCHAKEL__CASE_EVENT_KIND__CASE_OPENED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_OPENED:
         return "case.opened";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_INVITED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED:
         return "case.invited";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_JOINED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_JOINED:
         return "case.joined";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_DECLINED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_DECLINED:
         return "case.declined";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_LEFT:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_LEFT:
         return "case.left";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_NOTE:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE:
         return "case.note";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_ATTACHMENT:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_ATTACHMENT:
         return "case.attachment";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_CLOSED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_CLOSED:
         return "case.closed";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_REOPENED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_REOPENED:
         return "case.reopened";
-    case SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED:
+    case SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_SIGNAL_LINKED:
         return "case.signal_linked";
     default:
         return "case.event";

@@ -6,7 +6,7 @@
  * authority (who acts for whom, who leads), then the case's state (closed),
  * then the partner the command concerns. Pure: trusts nothing but its
  * facts, touches no store. Refusals carry NOT_FOUND, NOT_PERMITTED,
- * CASE_IS_CLOSED or POLICY_DENIED.
+ * CASE_CLOSED or POLICY_DENIED.
  */
 #include "case_state.h"
 
@@ -73,7 +73,7 @@ static verdict_t allow(case_transition_t *out, const char *partner, case_member_
 
 static verdict_t refuse_closed(case_transition_t *out, const case_facts_t *f)
 {
-    return refuse(out, SCHAKEL__REASON__CASE_IS_CLOSED, "case %s is closed", or_dash(f->case_id));
+    return refuse(out, SCHAKEL__REASON__CASE_CLOSED, "case %s is closed", or_dash(f->case_id));
 }
 
 static verdict_t refuse_not_lead(case_transition_t *out, const case_facts_t *f, const char *what)
@@ -202,7 +202,7 @@ static verdict_t decide_close(const case_facts_t *f, const acting_t *a, case_tra
     if (!a->is_lead)
         return refuse_not_lead(out, f, "closes");
     if (f->closed)
-        return refuse(out, SCHAKEL__REASON__CASE_IS_CLOSED, "case %s is already closed",
+        return refuse(out, SCHAKEL__REASON__CASE_CLOSED, "case %s is already closed",
                       or_dash(f->case_id));
     return allow(out, NULL, CASE_MEMBER_NONE, 1);
 }

@@ -94,15 +94,15 @@ typedef struct case_transition {
  *    (case_state_not_found_text): it learns nothing. Then a refused
  *    on_behalf_of is NOT_PERMITTED ("may not act for P in case type T").
  *  - OPEN: allowed (the policy decides who may open; the caller asks it).
- *  - INVITE: the lead (or who acts for it) only; CASE_IS_CLOSED when closed;
+ *  - INVITE: the lead (or who acts for it) only; CASE_CLOSED when closed;
  *    NOT_PERMITTED when the target is the lead, a member or invited, or
  *    the case has SCHAKEL_MAX_CASE_MEMBERS; POLICY_DENIED naming the case
  *    type when no membership rule admits the target.
- *  - ACCEPT / DECLINE: an invited partner only; CASE_IS_CLOSED when closed.
+ *  - ACCEPT / DECLINE: an invited partner only; CASE_CLOSED when closed.
  *  - LEAVE: a member that is not the lead; REMOVE: the lead removes a
- *    member or withdraws an invitation; CASE_IS_CLOSED when closed.
- *  - NOTE / ATTACH / LINK: members (the lead is one); CASE_IS_CLOSED when closed.
- *  - CLOSE: the lead; CASE_IS_CLOSED when already closed.
+ *    member or withdraws an invitation; CASE_CLOSED when closed.
+ *  - NOTE / ATTACH / LINK: members (the lead is one); CASE_CLOSED when closed.
+ *  - CLOSE: the lead; CASE_CLOSED when already closed.
  *  - REOPEN: the lead; NOT_PERMITTED unless closed and the type allows it.
  * Returns out->verdict. Pure; safe on any facts (a NULL string prints "-"). */
 verdict_t case_state_decide(const case_facts_t *facts, case_transition_t *out);

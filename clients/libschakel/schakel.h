@@ -247,7 +247,7 @@ typedef struct schakel_note_field {
  * *result (may be NULL) says which case and event. SCHAKEL_ERR_REFUSED:
  * nothing happened, the reason is in the last error: NOT_FOUND (no case
  * with that id that our partner can see: never a member, declined or
- * left), CASE_IS_CLOSED, POLICY_DENIED (no rule lets that partner be a
+ * left), CASE_CLOSED, POLICY_DENIED (no rule lets that partner be a
  * member of this case type, or lets us open one), NOT_PERMITTED (not the
  * lead, not invited, may not act for that partner, reopen not allowed),
  * INVALID_* (a field). SCHAKEL_ERR_USAGE: a bad argument, found before

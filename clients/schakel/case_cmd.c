@@ -277,7 +277,7 @@ static const char *case_hint(const char *reason_name)
     } hints[] = {
         {"NOT_FOUND", "there is no such case that your organisation can see: check the number, "
                       "or ask the lead partner to invite you"},
-        {"CASE_IS_CLOSED",
+        {"CASE_CLOSED",
          "the case is closed; the lead partner can reopen it where its case type allows"},
         {"POLICY_DENIED", "the policy has no rule that allows this; ask who keeps the policy"},
         {"NOT_PERMITTED", "you may not do this in this case: some steps are for the lead partner "

@@ -392,7 +392,7 @@ echo
 
 echo "10. The RIEC closes the case; a closed case takes no more notes; outsiders learn nothing"
 case_ok riec close "$CASE" --reason "Pand gesloten (art. 13b Opiumwet), huur opgezegd"
-case_refused riec CASE_IS_CLOSED note "$CASE" --text "Nog een opmerking"
+case_refused riec CASE_CLOSED note "$CASE" --text "Nog een opmerking"
 case_refused brandweer NOT_FOUND show "$CASE"
 if as gemeente case show "$CASE" >"$DEMO/case-gemeente.txt" 2>"$DEMO/stderr"; then rc=0; else rc=$?; fi
 check "exit status of 'case show' by gemeente" 0 "$rc"

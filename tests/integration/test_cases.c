@@ -512,7 +512,7 @@ static void test_act_on_behalf_recorded(void **state)
 /* ------------------------------------------------------------------ closing */
 
 /* A closed case refuses notes, attachments, links and invitations
- * (CASE_IS_CLOSED); the lead reopens it where the type allows, and not
+ * (CASE_CLOSED); the lead reopens it where the type allows, and not
  * where it does not. */
 static void test_closed_case_refuses_notes(void **state)
 {
@@ -537,19 +537,19 @@ static void test_closed_case_refuses_notes(void **state)
 
     const schakel_error_t *e =
         must_refuse(riec, schakel_case_note(riec, id, "nog iets", NULL, 0, NULL, NULL, T),
-                    "CASE_IS_CLOSED", "note by the lead");
+                    "CASE_CLOSED", "note by the lead");
     char want[64];
     snprintf(want, sizeof want, "case %s is closed", id);
     assert_string_equal(e->text, want);
     must_refuse(politie, schakel_case_note(politie, id, "nog iets", NULL, 0, NULL, NULL, T),
-                "CASE_IS_CLOSED", "note by a member");
+                "CASE_CLOSED", "note by a member");
     must_refuse(politie,
                 schakel_case_attach(politie, id, "b.txt", "text/plain", (const uint8_t *)"b", 1,
                                     NULL, NULL, T),
-                "CASE_IS_CLOSED", "attach");
-    must_refuse(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, T), "CASE_IS_CLOSED",
+                "CASE_CLOSED", "attach");
+    must_refuse(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, T), "CASE_CLOSED",
                 "invite");
-    must_refuse(riec, schakel_case_close(riec, id, "nogmaals", NULL, NULL, T), "CASE_IS_CLOSED",
+    must_refuse(riec, schakel_case_close(riec, id, "nogmaals", NULL, NULL, T), "CASE_CLOSED",
                 "close again");
     schakel_case_list_t *list = NULL;
     must(politie, schakel_case_list(politie, &list, T), "list");

@@ -99,7 +99,7 @@ enum fake_case_mode {
     FAKE_CASE_ACCEPT,              /* Accepted naming the case (FAKE_CASE_ID for an open) */
     FAKE_CASE_DUPLICATE,           /* the same, marked duplicate */
     FAKE_CASE_NOT_FOUND,           /* Rejected NOT_FOUND */
-    FAKE_CASE_CLOSED,              /* Rejected CASE_IS_CLOSED */
+    FAKE_CASE_CLOSED,              /* Rejected CASE_CLOSED */
     FAKE_CASE_SILENT,              /* no answer at all */
     FAKE_CASE_OTHER_CASE,          /* Accepted naming another case */
     FAKE_CASE_TWO_EVENTS,          /* Accepted with two items */
@@ -625,7 +625,7 @@ static void fake_on_case_publish(fake_broker_t *f, zmq_msg_t *routing,
         break;
     case FAKE_CASE_CLOSED:
         snprintf(text, sizeof text, "case %s is closed", case_id);
-        fake_send_rejected(f, routing, id, 0, SCHAKEL__REASON__CASE_IS_CLOSED, text);
+        fake_send_rejected(f, routing, id, 0, SCHAKEL__REASON__CASE_CLOSED, text);
         break;
     case FAKE_CASE_OTHER_CASE:
         fake_send_case_accepted(f, routing, id, FAKE_OTHER_CASE_ID, 1, 0);
@@ -699,17 +699,17 @@ static void fake_timeline_init(fake_timeline_t *t, char **members)
     t->address.postcode = "6211AB";
     t->address.has_house_number = 1;
     t->address.house_number = 12;
-    t->events[0].kind = SCHAKEL__CASE_EVENT_KIND__CASE_OPENED;
+    t->events[0].kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_OPENED;
     t->events[0].title = "Brusselsestraat 12";
     t->events[0].area = "BU09350101";
     t->events[0].address = &t->address;
-    t->events[1].kind = SCHAKEL__CASE_EVENT_KIND__CASE_INVITED;
+    t->events[1].kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED;
     t->events[1].partner = "politie";
     schakel__note_field__init(&t->field);
     t->field.name = "financieel";
     t->field.value = "EUR 12.000 contant";
     t->fields[0] = &t->field;
-    t->events[2].kind = SCHAKEL__CASE_EVENT_KIND__CASE_NOTE;
+    t->events[2].kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE;
     t->events[2].text = "Bezoek afgelegd";
     t->events[2].fields = t->fields;
     t->events[2].n_fields = 1;
@@ -721,9 +721,9 @@ static void fake_timeline_init(fake_timeline_t *t, char **members)
     t->attachment.has_content = 1;
     t->attachment.content.data = document;
     t->attachment.content.len = sizeof document;
-    t->events[3].kind = SCHAKEL__CASE_EVENT_KIND__CASE_ATTACHMENT;
+    t->events[3].kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_ATTACHMENT;
     t->events[3].attachment = &t->attachment;
-    t->events[4].kind = SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED;
+    t->events[4].kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_SIGNAL_LINKED;
     t->events[4].has_signal = t->signal != NULL;
     t->events[4].signal.data = t->signal;
     t->events[4].signal.len = t->signal_len;
@@ -2260,8 +2260,8 @@ static void test_case_answers_table(void **state)
         {FAKE_CASE_NOT_FOUND, CALL_NOTE, SCHAKEL_ERR_REFUSED, "NOT_FOUND",
          "no case C-00000042 that you can see"},
         {FAKE_CASE_NOT_FOUND, CALL_ACCEPT, SCHAKEL_ERR_REFUSED, "NOT_FOUND", "that you can see"},
-        {FAKE_CASE_CLOSED, CALL_NOTE, SCHAKEL_ERR_REFUSED, "CASE_IS_CLOSED", "is closed"},
-        {FAKE_CASE_CLOSED, CALL_ATTACH, SCHAKEL_ERR_REFUSED, "CASE_IS_CLOSED", "is closed"},
+        {FAKE_CASE_CLOSED, CALL_NOTE, SCHAKEL_ERR_REFUSED, "CASE_CLOSED", "is closed"},
+        {FAKE_CASE_CLOSED, CALL_ATTACH, SCHAKEL_ERR_REFUSED, "CASE_CLOSED", "is closed"},
         {FAKE_CASE_OTHER_CASE, CALL_NOTE, SCHAKEL_ERR_PROTOCOL, "", "C-00000043"},
         {FAKE_CASE_TWO_EVENTS, CALL_INVITE, SCHAKEL_ERR_PROTOCOL, "", "2 events"},
         {FAKE_CASE_TWO_EVENTS, CALL_OPEN, SCHAKEL_ERR_PROTOCOL, "", "2 events"},
@@ -2639,8 +2639,8 @@ static void test_case_event_kind_names(void **state)
     assert_string_equal(schakel_case_event_kind_name(-1), "unknown");
     /* the library's numbers are the protocol's */
     assert_int_equal(SCHAKEL_CASE_EVENT_SIGNAL_LINKED,
-                     SCHAKEL__CASE_EVENT_KIND__CASE_SIGNAL_LINKED);
-    assert_int_equal(SCHAKEL_CASE_EVENT_CLOSED, SCHAKEL__CASE_EVENT_KIND__CASE_CLOSED);
+                     SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_SIGNAL_LINKED);
+    assert_int_equal(SCHAKEL_CASE_EVENT_CLOSED, SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_CLOSED);
 }
 
 /* ------------------------------------------------------------ misc */

@@ -696,7 +696,7 @@ static const struct raw_frame_row raw_frame_rows[] = {
      "Rejected.reason has the unknown value 99", 0},
     {"rejected reason 20 (NOT_FOUND)", "08 01 92 01 02 10 14", OK, NULL,
      SCHAKEL__FRAME__BODY_REJECTED},
-    {"rejected reason 21 (CASE_IS_CLOSED)", "08 01 92 01 02 10 15", OK, NULL,
+    {"rejected reason 21 (CASE_CLOSED)", "08 01 92 01 02 10 15", OK, NULL,
      SCHAKEL__FRAME__BODY_REJECTED},
     {"rejected reason 24", "08 01 92 01 02 10 18", R(INVALID_FIELD), "unknown value 24", 0},
     {"rejected reason none", "08 01 92 01 02 10 00", R(INVALID_MESSAGE), "no reason", 0},
@@ -1852,7 +1852,7 @@ static void test_case_event_round_trip(void **state)
     event.case_type = type;
     event.has_event_seq = event.has_kind = event.has_at = 1;
     event.event_seq = 3;
-    event.kind = SCHAKEL__CASE_EVENT_KIND__CASE_NOTE;
+    event.kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE;
     event.at = NOW;
     event.actor = actor;
     event.on_behalf_of = lead;
@@ -1870,7 +1870,7 @@ static void test_case_event_round_trip(void **state)
     assert_non_null(decoded);
     assert_string_equal(decoded->case_type, type);
     assert_int_equal(decoded->event_seq, 3);
-    assert_int_equal(decoded->kind, SCHAKEL__CASE_EVENT_KIND__CASE_NOTE);
+    assert_int_equal(decoded->kind, SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE);
     assert_int_equal(decoded->n_members, 2);
     assert_string_equal(decoded->members[1], riec);
     assert_int_equal(decoded->n_fields, 1);
@@ -2066,7 +2066,7 @@ static void test_reason_names(void **state)
         "POLICY_DENIED",       "INVALID_THEME",   "INVALID_AREA",    "INVALID_POSTCODE",
         "INVALID_FIELD",       "MISSING_GROUNDS", "TOO_MANY_ITEMS",  "NOT_PERMITTED",
         "UNKNOWN_DELIVERY",    "UNEXPECTED_BODY", "INTERNAL_ERROR",  "RATE_LIMITED",
-        "NOT_FOUND",           "CASE_IS_CLOSED",
+        "NOT_FOUND",           "CASE_CLOSED",
     };
     for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
         assert_string_equal(wire_reason_name((Schakel__Reason)i), names[i]);
