@@ -291,7 +291,7 @@ check-valgrind: deps
 	{ echo '#!/bin/sh'; echo "exec $(VALGRIND) $(VALGRIND_FLAGS) \
 	  --log-file=$(CURDIR)/$(VG_BUILD)/vg/logs/schakeld.%p.log $(CURDIR)/$(VG_BUILD)/schakeld \"\$$@\""; } \
 	  >$(VG_BUILD)/vg/schakeld && chmod +x $(VG_BUILD)/vg/schakeld
-	@BUILD=$(VG_BUILD) SCHAKELD=$(CURDIR)/$(VG_BUILD)/vg/schakeld \
+	@BUILD=$(VG_BUILD) SCHAKELD=$(CURDIR)/$(VG_BUILD)/vg/schakeld SCHAKEL_TEST_TIME_FACTOR=10 \
 	  sh tests/run.sh $(patsubst $(VG_BUILD)/%,$(VG_BUILD)/vg/%,$(VG_TESTS)) \
 	    $(patsubst $(BUILD)/%,$(VG_BUILD)/%,$(INTEG_BIN)); \
 	rc=$$?; bad=$$(grep -l -E '$(VG_ERRORS)' $(VG_BUILD)/vg/logs/*.log 2>/dev/null); \
