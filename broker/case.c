@@ -229,22 +229,82 @@ static void case_facts_fill(case_cmd_t *x, const store_case_t *c, case_facts_t *
     }
 }
 
-/* The actor's partner (or the lead it acts for) received the signal: a
- * delivery of it was queued to one of that partner's principals. */
+/* What the receiving partner may see of the signal under the policy in
+ * force: the fields of the rule that would deliver it to that partner now.
+ * 0 with *mask set, or -1 when no rule lets the sender share it with that
+ * partner any more (revoked, narrowed, sender gone). */
+static int case_link_entitlement(broker_t *b, const Schakel__Signal *s, const char *partner,
+                                 uint32_t *mask)
+{
+    const policy_principal_t *sender = policy_principal_by_id(b->policy, s->sender);
+    if (sender == NULL)
+        return -1;
+    const char *const to[] = {partner};
+    policy_signal_facts_t facts = {
+        .kind = s->kind,
+        .theme = s->theme,
+        .area = s->area,
+        .has_subject = s->subject != NULL,
+        .has_case_ref = s->case_ref != NULL,
+        .recipients = to,
+        .n_recipients = 1,
+    };
+    policy_decision_t decision;
+    if (policy_decide_signal(b->policy, sender, &facts, &decision) != VERDICT_ALLOW ||
+        decision.n_grants != 1)
+        return -1;
+    *mask = decision.grants[0].rule->fields;
+    return 0;
+}
+
+/* Replace the linked signal by the copy the receiving partner may see: the
+ * case event stores this copy, so members (now, in history, in views) never
+ * get more than the linking partner itself was entitled to. */
+static int case_link_cap(case_cmd_t *x, uint32_t mask)
+{
+    size_t len = 0;
+    uint8_t *capped = publish_signal_for_recipient(x->linked, mask, &len);
+    if (capped == NULL)
+        return -1;
+    schakel__signal__free_unpacked(x->linked, NULL);
+    sodium_memzero(x->linked_body, x->linked_len);
+    free(x->linked_body);
+    x->linked_body = capped;
+    x->linked_len = len;
+    x->linked = schakel__signal__unpack(NULL, len, capped);
+    return x->linked != NULL ? 0 : -1;
+}
+
+/* The actor's partner (or the lead it acts for) received the signal (a
+ * delivery of it was queued to one of that partner's principals), and the
+ * policy in force still lets the sender share it with that partner; the
+ * case gets only the fields that partner may see. */
 static int case_plan_link(case_cmd_t *x)
 {
     broker_t *b = x->b;
     uint64_t item_seq = x->cmd->link_signal->item_seq;
     char text[SCHAKEL_MAX_REJECT_TEXT];
-    int received = case_partner_received(b, item_seq, x->actor->partner->id);
-    if (received == 0 && x->acted_for != NULL)
-        received = case_partner_received(b, item_seq, x->acted_for);
+    const char *receiver = x->actor->partner->id;
+    int received = case_partner_received(b, item_seq, receiver);
+    if (received == 0 && x->acted_for != NULL) {
+        receiver = x->acted_for;
+        received = case_partner_received(b, item_seq, receiver);
+    }
     int found = received == 1 ? store_item_get(b->store, item_seq, &x->linked_body, &x->linked_len)
                               : received;
     if (found < 0)
         return -2;
     if (found == 1)
         x->linked = schakel__signal__unpack(NULL, x->linked_len, x->linked_body);
+    uint32_t mask = 0;
+    if (x->linked != NULL && case_link_entitlement(b, x->linked, receiver, &mask) == 0) {
+        if (case_link_cap(x, mask) != 0)
+            return -2;
+    } else if (x->linked != NULL) {
+        /* no longer entitled: the same answer as never received */
+        schakel__signal__free_unpacked(x->linked, NULL);
+        x->linked = NULL;
+    }
     if (found == 0 || x->linked == NULL) {
         snprintf(text, sizeof text, "no signal with item seq %llu that %s received",
                  (unsigned long long)item_seq, x->actor->partner->id);

@@ -949,8 +949,11 @@ static void test_link_received_signal(void **state)
     schakel_case_result_t r;
     must(riec, schakel_case_link(riec, id, item_seq, NULL, &r, T), "link");
     assert_int_equal(r.recipients, 6);
+    /* Never more than the linking partner itself may see: riec's own signal
+     * rule leaves out source_ref, so nobody gets it through the case, not
+     * even the lead (whose case rule would show every field). */
     const unsigned to_riec = H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY |
-                             H_F_SUMMARY | H_F_SOURCE_REF;
+                             H_F_SUMMARY;
     expect_linked(politie, "politie", id, H_WOCO_MAASOEVER,
                   H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY);
     expect_linked(gemeente, "gemeente", id, H_WOCO_MAASOEVER, H_F_AREA | H_F_ADDRESS | H_F_SUMMARY);
@@ -1178,10 +1181,58 @@ static void test_idempotent_retry(void **state)
     stop_clean(env);
 }
 
+/* A signal whose rule was withdrawn cannot be brought back through a case:
+ * politie received the farm signal, then the policy stopped the housing
+ * corporations sharing ondermijning with the police; politie's link is
+ * answered as if it had never received it, and nobody gets the signal. */
+static void test_link_after_revocation_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    uint32_t recipients = 0;
+    uint64_t item_seq = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
+    schakel_delivery_t *d = h_receive(politie);
+    assert_int_equal(d->item_seq, item_seq);
+    must(politie, schakel_ack(politie, d->seq), "ack");
+    schakel_delivery_free(&d);
+    d = h_receive(riec); /* riec gets the farm signal too */
+    assert_int_equal(d->item_seq, item_seq);
+    must(riec, schakel_ack(riec, d->seq), "ack");
+    schakel_delivery_free(&d);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1);
+
+    /* the rule woco -> politie is withdrawn */
+    const char *rule = strstr(h_default_rules, "  - id: woco-ondermijning-politie\n");
+    const char *next = strstr(rule + 1, "  - id: ");
+    assert_non_null(rule);
+    assert_non_null(next);
+    h_env_write_policy(env, "%s%.*s%s%s", h_policy_header, (int)(rule - h_default_rules),
+                       h_default_rules, next, h_case_types);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    const schakel_error_t *e =
+        must_refuse(politie, schakel_case_link(politie, id, item_seq, NULL, NULL, T), "NOT_FOUND",
+                    "link of a withdrawn signal");
+    assert_non_null(strstr(e->text, "that politie received"));
+    /* and nothing reached the case */
+    assert_int_equal(h_backlog(riec), 0);
+    assert_int_equal(h_backlog(politie), 0);
+    schakel_close(&woco);
+    schakel_close(&politie);
+    schakel_close(&riec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_membership_boundary, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_after_revocation_is_refused, setup_cases,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_late_joiner_history, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_act_on_behalf_recorded, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_closed_case_refuses_notes, setup_cases, h_teardown),
