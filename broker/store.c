@@ -464,7 +464,16 @@ int store_begin(store_t *store)
         return -1;
     if (!sqlite3_get_autocommit(store->db))
         return 0;
-    store->txn_open = 0;
+    if (store->txn_open) {
+        /* SQLite rolled our transaction back by itself (I/O error, disk
+         * full): beginning a fresh one here would let the caller's commit
+         * report writes of the lost one as done. The caller must roll back
+         * (store_rollback) before anything else is written. */
+        store_refuse(store, "begin",
+                     "the open transaction was rolled back after a storage error; roll back "
+                     "before writing again");
+        return -1;
+    }
     store->txn_lost_rc = 0;
     if (store_stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
         return -1;

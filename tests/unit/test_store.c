@@ -1656,6 +1656,10 @@ static void test_full_store_fails_closed_and_recovers(void **state)
          * refused, and told why: still "unavailable". */
         if (!store_in_transaction(f->store)) {
             rolled_back_by_sqlite++;
+            /* Nor may a caller begin afresh and commit that: writes of the
+             * lost transaction would look done. */
+            assert_int_equal(store_begin(f->store), -1);
+            assert_non_null(strstr(store_errmsg(f->store), "roll back before writing again"));
             assert_int_equal(store_commit(f->store), -1);
             assert_true(store_last_error_is_unavailable(f->store));
             assert_non_null(strstr(store_errmsg(f->store), "rolled back"));
