@@ -201,9 +201,19 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     r->frame = frame;
     r->frame_len = frame_len;
     r->is_accept = accept_message_id != NULL;
+    r->is_gated = 0;
     r->is_refusal = 0;
     if (accept_message_id != NULL)
         memcpy(r->message_id, accept_message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    return 0;
+}
+
+int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *frame,
+                             size_t frame_len)
+{
+    if (broker_queue_reply(b, session, frame, frame_len, NULL) != 0)
+        return -1;
+    b->replies[b->n_replies - 1].is_gated = 1;
     return 0;
 }
 
@@ -290,6 +300,14 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
              * turn was rolled back and this publish refused after all. */
             metrics_refused(b, failure);
             record_refused(b, r->principal, r->message_id, failure, text, -1);
+            free(r->frame);
+            r->frame = frame;
+            r->frame_len = len;
+        } else if (r->is_gated && !committed) {
+            static const char text[] = "the broker could not record this request; ask again";
+            size_t len = 0;
+            uint8_t *frame = encode_rejected(failure, text, NULL, -1, 0, &len);
+            metrics_refused(b, failure);
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
@@ -527,19 +545,24 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
 
 static int commit_turn(broker_t *b)
 {
-    int committed = 1, wrote = b->turn_failed || store_in_transaction(b->store);
+    int lost = store_transaction_lost(b->store);
+    int committed = 1, wrote = b->turn_failed || lost || store_in_transaction(b->store);
     Schakel__Reason failure = SCHAKEL__REASON__INTERNAL_ERROR;
     if (b->turn_failed) {
         failure = b->turn_failure;
         store_rollback(b->store);
         committed = 0;
         b->turn_failed = 0;
-    } else if (store_in_transaction(b->store) && store_commit(b->store) != 0) {
+    } else if ((lost || store_in_transaction(b->store)) && store_commit(b->store) != 0) {
+        /* a transaction SQLite rolled back by itself fails here too: the
+         * turn's answers must not claim its writes */
         failure = broker_store_failure_reason(b);
         log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
         store_rollback(b->store);
         committed = 0;
     }
+    if (!committed)
+        sessions_restart_receivers(b->sessions);
     flush_replies(b, committed, failure);
     /* Handshakes are admitted only now, and only if their records committed. */
     zap_flush(b->zap, committed, record_auth, b);

@@ -32,6 +32,7 @@ typedef struct pending_reply {
     uint8_t *frame; /* encoded Frame, owned */
     size_t frame_len;
     int is_accept;  /* an Accepted whose truth depends on the commit */
+    int is_gated;   /* another answer that may only go out if the turn commits (a view) */
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
     /* A Rejected: what its audit entry said, to write it again should the
      * turn be rolled back (and the entry with it). */
@@ -148,6 +149,12 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
  * or EHOSTUNREACH (peer gone). */
 int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
                 size_t frame_len);
+
+/* Queue an answer that may only be sent if this turn commits (a CaseView,
+ * whose audit entry is in the turn): on a rolled-back turn it becomes a
+ * refusal with the failure's reason. Takes ownership of frame; 0 or -1. */
+int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *frame,
+                             size_t frame_len);
 
 /* A store write of this turn failed: the turn is rolled back instead of
  * committed, and every Accepted queued in it becomes a refusal with the

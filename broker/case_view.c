@@ -125,7 +125,8 @@ static void case_view_send(broker_t *b, const session_t *session, Schakel__CaseV
     frame.case_view = view;
     size_t len = 0;
     uint8_t *bytes = wire_encode_frame(&frame, &len);
-    if (bytes == NULL || broker_queue_reply(b, session, bytes, len, NULL) != 0)
+    /* its case.viewed entry is in this turn: no view without its record */
+    if (bytes == NULL || broker_queue_gated_reply(b, session, bytes, len) != 0)
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
                   "out of memory", NULL);
 }

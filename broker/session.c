@@ -305,3 +305,16 @@ size_t sessions_count(const sessions_t *s)
 {
     return table_count(s->by_routing);
 }
+
+void sessions_restart_receivers(sessions_t *s)
+{
+    size_t cursor = 0;
+    receiver_t *r;
+    while ((r = table_next(s->receivers, &cursor)) != NULL) {
+        if (r->session == NULL)
+            continue;
+        r->cursor = 0;
+        r->inflight = 0;
+        r->dirty = 1;
+    }
+}

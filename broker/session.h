@@ -94,6 +94,13 @@ typedef struct sessions_principal_stats {
 int sessions_principal_stats(const sessions_t *s, const char *principal,
                              sessions_principal_stats_t *out);
 
+/* After a rolled-back turn: acks, expiries and drops of that turn are
+ * undone on disk but were already counted in memory. Every receiver starts
+ * again at its oldest unacked delivery (those sent before are flagged as
+ * redeliveries), so nothing is stuck behind a window that looks full or a
+ * cursor that is past rows still pending. */
+void sessions_restart_receivers(sessions_t *s);
+
 /* Iterate receivers (cursor starts at 0); NULL at the end. */
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor);
 size_t sessions_count(const sessions_t *s);

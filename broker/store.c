@@ -530,6 +530,12 @@ int store_rollback(store_t *store)
     return store_stmt_run(store, store->stmt[STMT_ROLLBACK], "rollback");
 }
 
+int store_transaction_lost(const store_t *store)
+{
+    return store != NULL && store->db != NULL && store->txn_open &&
+           sqlite3_get_autocommit(store->db);
+}
+
 int store_in_transaction(const store_t *store)
 {
     if (store == NULL || store->db == NULL)

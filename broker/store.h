@@ -91,6 +91,10 @@ int store_begin(store_t *store);
 int store_commit(store_t *store);
 int store_rollback(store_t *store);
 int store_in_transaction(const store_t *store);
+/* 1 when a transaction we began was rolled back by SQLite itself (after an
+ * I/O or full-disk error) and not yet closed with store_commit (which then
+ * fails) or store_rollback. */
+int store_transaction_lost(const store_t *store);
 
 /* A publish seen before: returns 1 and fills content_hash and the stored
  * Accepted frame bytes (malloc'd, caller frees) if (sender, message_id) is
