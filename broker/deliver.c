@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <zmq.h>
 
 #include "case.h"
@@ -159,6 +160,7 @@ static int push_one(const store_delivery_t *d, void *arg)
         return 1;
     }
     int rc = broker_send(st->broker, r->session->routing_id, r->session->routing_len, frame, len);
+    sodium_memzero(frame, len); /* the filtered signal in clear */
     free(frame);
     if (rc != 0) {
         st->stop_errno = zmq_errno();

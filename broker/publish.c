@@ -148,6 +148,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
             d.recipient = to[r]->id;
             int64_t seq = store_delivery_add(b->store, &d);
             if (seq < 0) {
+                sodium_memzero(body, body_len);
                 free(body);
                 return -1;
             }
@@ -170,6 +171,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                 .expires_at = d.expires_at,
             };
             if (record_queued(b, &rd) != 0) {
+                sodium_memzero(body, body_len);
                 free(body);
                 return -1;
             }
@@ -178,6 +180,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                 receiver->dirty = 1;
             queued++;
         }
+        sodium_memzero(body, body_len);
         free(body);
     }
     return queued;

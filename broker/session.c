@@ -278,22 +278,24 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
 size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg)
 {
-    size_t dropped = 0;
-    int again = 1;
-    while (again) {
-        again = 0;
-        size_t cursor = 0;
-        session_t *session;
-        while ((session = table_next(s->by_routing, &cursor)) != NULL) {
-            if (gone(session, arg)) {
-                sessions_drop(s, session);
-                dropped++;
-                again = 1;
-                break;
-            }
-        }
+    /* Mark in one pass, drop in a second (the table must not change during
+     * an iteration): O(sessions) per reload, however many go. */
+    size_t n = table_count(s->by_routing), marked = 0, cursor = 0;
+    session_t **doomed = n > 0 ? malloc(n * sizeof *doomed) : NULL;
+    if (doomed == NULL && n > 0) {
+        /* A revocation must not be skipped: out of memory here is fatal
+         * (the supervisor restarts us; nothing acknowledged is lost, and a
+         * revoked key's handshake is refused after the restart). */
+        abort();
     }
-    return dropped;
+    session_t *session;
+    while ((session = table_next(s->by_routing, &cursor)) != NULL && marked < n)
+        if (gone(session, arg))
+            doomed[marked++] = session;
+    for (size_t i = 0; i < marked; i++)
+        sessions_drop(s, doomed[i]);
+    free(doomed);
+    return marked;
 }
 
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor)
