@@ -619,19 +619,16 @@ static void case_on_dropped(const store_expired_t *e, void *arg)
     x->dropped++;
 }
 
-/* A partner left or was removed: what waits for its principals goes now. */
+/* A partner left or was removed: what waits for any of its principals goes
+ * now, also for principals the policy in force does not list (one removed
+ * and later re-added must not find the case's events waiting). */
 static int case_drop_partner(case_cmd_t *x, const char *partner_id)
 {
     broker_t *b = x->b;
-    for (size_t i = 0; i < policy_principal_count(b->policy); i++) {
-        const policy_principal_t *p = policy_principal_at(b->policy, i);
-        if (strcmp(p->partner->id, partner_id) != 0)
-            continue;
-        if (store_case_drop_deliveries_at(b->store, x->case_id, p->id, b->now_s, case_on_dropped,
-                                          x) < 0)
-            return -1;
-    }
-    return 0;
+    return store_case_drop_deliveries_at(b->store, x->case_id, partner_id, b->now_s,
+                                         case_on_dropped, x) < 0
+               ? -1
+               : 0;
 }
 
 /* ------------------------------------------------------------------ storing */

@@ -366,8 +366,9 @@ int store_case_events(store_t *store, const char *case_id, uint64_t after_event_
 typedef int (*store_case_fn)(const store_case_t *c, char my_state, void *arg);
 int store_cases_of_partner(store_t *store, const char *partner, store_case_fn fn, void *arg);
 
-/* Remove every pending delivery of this case to one recipient principal
- * (the partner left or was removed), each leaving a tombstone as a
+/* Remove every pending delivery of this case to `recipient`: one principal
+ * id, or a partner id meaning every principal of that partner, listed in
+ * the policy or not (the partner left or was removed), each leaving a tombstone as a
  * revocation does (expired_at = the wall clock). Inside the caller's
  * transaction (-1 without one). Returns the number removed or -1.
  * store_case_drop_deliveries_at is the same with the broker's clock and

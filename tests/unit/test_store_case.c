@@ -986,6 +986,24 @@ static void collect_dropped(const store_expired_t *e, void *arg)
         seen->reenter_result = (int)store_mailbox_count(seen->reenter, e->recipient);
 }
 
+/* A partner id drops what waits for every principal of that partner, and
+ * only for that partner (not for one whose id merely starts the same). */
+static void test_drop_deliveries_of_a_partner(void **state)
+{
+    fixture_t *f = *state;
+    char c[SCHAKEL_CASE_ID_LEN + 1];
+    case_new(f->store, "c", c);
+    int64_t cmd = command(f->store, RIEC, 3, "command");
+    (void)deliver(f->store, c, 1, POLITIE, RIEC, 3, cmd, "c1", OPEN);
+    (void)deliver(f->store, c, 1, POLITIE2, RIEC, 3, cmd, "c2", OPEN);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_case_drop_deliveries(f->store, c, "politi"), 0);
+    assert_int_equal(store_case_drop_deliveries(f->store, c, "politie"), 2);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE2), 0);
+}
+
 static void test_drop_deliveries(void **state)
 {
     fixture_t *f = *state;
@@ -1511,6 +1529,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_case_deliveries_in_mailbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_drop_deliveries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_deliveries_of_a_partner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_link_keeps_command_evidence, setup, teardown),
         cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown(test_case_waits_for_its_deliveries, setup, teardown),
