@@ -323,7 +323,9 @@ static int case_plan_existing(case_cmd_t *x)
     int found = store_case_get(b->store, x->cmd->case_id, &c);
     if (found < 0)
         return -2;
-    if (found == 0) {
+    /* A case past its retention is gone, even before the sweep removed its
+     * rows: it can be neither seen nor reopened. */
+    if (found == 0 || c.expires_at <= b->now_s) {
         case_refuse_not_found(x);
         return -1;
     }

@@ -294,6 +294,8 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
     case_members_t members = {0};
     case_timeline_t timeline = {0};
     int found = store_case_get(b->store, query->case_id, &c);
+    if (found == 1 && c.expires_at <= b->now_s)
+        found = 0; /* past its retention: gone, even before the sweep */
     if (found < 0 || (found == 1 && case_brief_set(&brief, &c, 0) != 0) ||
         (found == 1 && case_members_load(b->store, brief.case_id, &members) != 0)) {
         free(brief.title);

@@ -293,6 +293,7 @@ typedef struct store_case {
     int closed;
     int64_t opened_at, closed_at; /* closed_at: 0 while open (and after a reopen) */
     uint64_t last_event_seq;      /* 0 until the first event */
+    int64_t expires_at;           /* retention end (STORE_CASE_OPEN_EXPIRY while open) */
 } store_case_t;
 
 /* A new case: the next id (written to case_id_out), open, no members and

@@ -29,7 +29,7 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
     [CASE_STMT_CREATE] = "INSERT INTO cases (num, case_id, case_type, lead, title, opened_at,"
                          " expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [CASE_STMT_GET] = "SELECT case_id, case_type, lead, title, closed, opened_at, closed_at,"
-                      " last_event_seq FROM cases WHERE case_id = ?1",
+                      " last_event_seq, expires_at FROM cases WHERE case_id = ?1",
     [CASE_STMT_SET_CLOSED] = "UPDATE cases SET closed = ?2, closed_at = ?3 WHERE case_id = ?1",
     /* Does the case exist, the partner's state (NULL: no row), and how
      * many partners are invited or members. */
@@ -56,7 +56,7 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
                          " WHERE case_id = ?1 AND event_seq > ?2 ORDER BY event_seq",
     [CASE_STMT_OF_PARTNER] =
         "SELECT c.case_id, c.case_type, c.lead, c.title, c.closed, c.opened_at, c.closed_at,"
-        " c.last_event_seq, m.state"
+        " c.last_event_seq, c.expires_at, m.state"
         " FROM case_members AS m JOIN cases AS c ON c.case_id = m.case_id"
         " WHERE m.partner = ?1 ORDER BY c.num",
     /* The columns store_expire_found_delivery reads. */
@@ -91,6 +91,7 @@ enum case_col {
     CASE_COL_OPENED_AT,
     CASE_COL_CLOSED_AT,
     CASE_COL_LAST_EVENT_SEQ,
+    CASE_COL_EXPIRES_AT,
     CASE_COL_MY_STATE /* CASE_STMT_OF_PARTNER only */
 };
 
@@ -206,6 +207,7 @@ static int case_row_read(store_t *store, sqlite3_stmt *stmt, store_case_t *out)
     out->opened_at = sqlite3_column_int64(stmt, CASE_COL_OPENED_AT);
     out->closed_at = sqlite3_column_int64(stmt, CASE_COL_CLOSED_AT);
     out->last_event_seq = (uint64_t)sqlite3_column_int64(stmt, CASE_COL_LAST_EVENT_SEQ);
+    out->expires_at = sqlite3_column_int64(stmt, CASE_COL_EXPIRES_AT);
     return 0;
 }
 

@@ -830,6 +830,11 @@ static void test_retention_after_close(void **state)
     must(gemeente, schakel_case_list(gemeente, &list, T), "list");
     assert_int_equal(list->n_cases, 0);
     schakel_case_list_free(&list);
+    /* nor can the lead touch it any more: past its retention it is gone */
+    must_refuse(gemeente, schakel_case_note(gemeente, id, "nog iets", NULL, 0, NULL, NULL, T),
+                "NOT_FOUND", "note after retention");
+    must_refuse(gemeente, schakel_case_reopen(gemeente, id, "toch weer", NULL, NULL, T),
+                "NOT_FOUND", "reopen after retention");
     schakel_close(&politie);
     schakel_close(&gemeente);
     stop_clean(env);
