@@ -79,11 +79,8 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
  * audit-subject has no run function: its answer is made in the turn that
  * records it (admin_prepare_export) and handed out after that commit. */
 static const admin_command_t admin_commands[] = {
-    {"status", 0, admin_status},
-    {"partners", 0, admin_partners},
-    {"rules", 0, admin_rules},
-    {"reload", 0, admin_reload},
-    {"audit-subject", 1, NULL},
+    {"status", 0, admin_status}, {"partners", 0, admin_partners}, {"rules", 0, admin_rules},
+    {"reload", 0, admin_reload}, {"audit-subject", 1, NULL},
 };
 #define ADMIN_COMMAND_NAMES "status, partners, rules, reload, audit-subject"
 
@@ -190,8 +187,8 @@ static void admin_log_outcome(const admin_request_t *request, const char *comman
     char id[24];
     snprintf(id, sizeof id, "%" PRIu64, request->request_id);
     log_event(strcmp(outcome, "ok") == 0 ? LOG_INFO : LOG_WARN, "admin.answered", "principal",
-              request->principal, "command", command, "request_id", id, "outcome", outcome,
-              "text", text, NULL);
+              request->principal, "command", command, "request_id", id, "outcome", outcome, "text",
+              text, NULL);
 }
 
 /* ------------------------------------------------------------------ encoding */
@@ -237,8 +234,8 @@ static int admin_send(admin_t *admin, const admin_request_t *request, const uint
     if (zmq_send(admin->socket, request->routing_id, request->routing_len,
                  ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
         zmq_send(admin->socket, frame, len, ZMQ_DONTWAIT) < 0) {
-        log_event(LOG_WARN, "admin.reply_undeliverable", "principal", request->principal,
-                  "errno", zmq_strerror(zmq_errno()), NULL);
+        log_event(LOG_WARN, "admin.reply_undeliverable", "principal", request->principal, "errno",
+                  zmq_strerror(zmq_errno()), NULL);
         return -1;
     }
     return 0;
@@ -334,8 +331,9 @@ static void admin_prepare_export(broker_t *b, admin_request_t *request)
     char err[256] = "", *json = NULL;
     const char *pseudonym = request->n_args == 1 ? request->args[0] : NULL;
     if (pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
-        snprintf(err, sizeof err, "audit-subject takes one pseudonym (8..64 of A-Z a-z 0-9 . _ : -, "
-                                  "not all digits)");
+        snprintf(err, sizeof err,
+                 "audit-subject takes one pseudonym (8..64 of A-Z a-z 0-9 . _ : -, "
+                 "not all digits)");
     } else if (audit_subject_export(b->store, pseudonym, &json, err, sizeof err) == 0) {
         /* the export's own "count" member: the number of entries handed out */
         const char *count = strstr(json, "\"count\":");
@@ -392,8 +390,8 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
     const admin_command_t *command = admin_command_by_name(body->command);
     if (command == NULL || body->n_args > command->max_args) {
         if (command == NULL)
-            snprintf(text, sizeof text, "unknown command \"%.32s\" (known: " ADMIN_COMMAND_NAMES ")",
-                     body->command);
+            snprintf(text, sizeof text,
+                     "unknown command \"%.32s\" (known: " ADMIN_COMMAND_NAMES ")", body->command);
         else
             snprintf(text, sizeof text, "%s takes at most %zu arguments, not %zu", command->name,
                      command->max_args, body->n_args);
@@ -419,8 +417,8 @@ static void admin_check(admin_t *admin, broker_t *b, admin_request_t *request, i
         return;
     }
     wire_error_t err = {0};
-    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data((zmq_msg_t *)(uintptr_t)data),
-                                              zmq_msg_size(data), &err);
+    Schakel__Frame *frame =
+        wire_decode_frame(zmq_msg_data((zmq_msg_t *)(uintptr_t)data), zmq_msg_size(data), &err);
     if (frame == NULL) {
         admin_refuse(admin, b, request, err.reason, err.text);
         return;
@@ -461,8 +459,8 @@ static int admin_receive_one(admin_t *admin, broker_t *b)
     admin_request_t *request = user_id != NULL ? admin_slot(admin, &routing, user_id) : NULL;
     if (user_id == NULL)
         log_event(LOG_ERROR, "admin.unattributed", NULL);
-    else if (request != NULL && !admin_still_operator(b, user_id,
-                                                      zmq_msg_gets(&data, ZAP_PROPERTY_KEY)))
+    else if (request != NULL &&
+             !admin_still_operator(b, user_id, zmq_msg_gets(&data, ZAP_PROPERTY_KEY)))
         admin_refuse(admin, b, request, SCHAKEL__REASON__NOT_PERMITTED,
                      "this key is no longer registered as an operator's");
     else if (request != NULL)
@@ -662,8 +660,8 @@ static void admin_last_seen(admin_json_t *out, const broker_t *b, int64_t last_s
         admin_json_null(out);
 }
 
-static void admin_principal_write(admin_json_t *out, const broker_t *b,
-                                  const policy_principal_t *p, const admin_principal_view_t *v)
+static void admin_principal_write(admin_json_t *out, const broker_t *b, const policy_principal_t *p,
+                                  const admin_principal_view_t *v)
 {
     int receiving = v->receiver != NULL && v->receiver->session != NULL;
     admin_json_object_begin(out);

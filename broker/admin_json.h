@@ -22,10 +22,11 @@
 typedef struct admin_json {
     char *buf;
     size_t len, cap;
-    int failed;    /* out of memory, or misuse (too deep, unbalanced): the document is lost */
+    int failed;     /* out of memory, or misuse (too deep, unbalanced): the document is lost */
     unsigned depth; /* open containers */
-    uint8_t has_member[ADMIN_JSON_MAX_DEPTH]; /* per open container: bit 0 not empty, bit 1 object */
-    int after_key;  /* a key was written; its value comes next */
+    uint8_t
+        has_member[ADMIN_JSON_MAX_DEPTH]; /* per open container: bit 0 not empty, bit 1 object */
+    int after_key;                        /* a key was written; its value comes next */
 } admin_json_t;
 
 /* An empty writer (no allocation yet). */

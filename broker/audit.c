@@ -66,8 +66,8 @@ static void put_be32(sink_fn sink, void *arg, uint32_t value)
     sink(arg, be, sizeof be);
 }
 
-static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
-                        const store_audit_entry_t *e, sink_fn sink, void *arg)
+static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_audit_entry_t *e,
+                        sink_fn sink, void *arg)
 {
     static const uint8_t tag_absent = AUDIT_TAG_ABSENT, tag_text = AUDIT_TAG_TEXT,
                          tag_integer = AUDIT_TAG_INTEGER;
@@ -312,8 +312,10 @@ static int verify_entry_itself(verify_state_t *st, const store_audit_entry_t *e,
                           "entry %llu is missing (removed): the trail goes on at seq %llu",
                           (unsigned long long)st->expected, seq);
         else
-            verify_broken(st, st->expected, "an entry with seq %llu stands where entry %llu "
-                          "belongs", seq, (unsigned long long)st->expected);
+            verify_broken(st, st->expected,
+                          "an entry with seq %llu stands where entry %llu "
+                          "belongs",
+                          seq, (unsigned long long)st->expected);
         return -1;
     }
     if (e->damage != NULL) {

@@ -96,10 +96,10 @@ typedef struct audit_anchor {
 } audit_anchor_t;
 
 typedef struct audit_verify_report {
-    int intact;               /* 1: every check passed */
-    uint64_t entries;         /* entries verified: all when intact, else those before broken_seq */
-    uint64_t checkpoints;     /* checkpoints whose signature and hash were verified */
-    uint64_t last_seq;        /* the trail's last entry (intact) */
+    int intact;           /* 1: every check passed */
+    uint64_t entries;     /* entries verified: all when intact, else those before broken_seq */
+    uint64_t checkpoints; /* checkpoints whose signature and hash were verified */
+    uint64_t last_seq;    /* the trail's last entry (intact) */
     uint8_t last_hash[STORE_AUDIT_HASH_BYTES];
     uint64_t last_checkpoint_seq; /* 0 when there is none */
     int64_t last_checkpoint_at;

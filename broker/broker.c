@@ -121,8 +121,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
-    b->max_connections = o->max_connections > 0 ? o->max_connections
-                                                : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
+    b->max_connections =
+        o->max_connections > 0 ? o->max_connections : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
     b->max_window = o->max_window > 0 && o->max_window < SCHAKEL_MAX_WINDOW ? o->max_window
                                                                             : SCHAKEL_MAX_WINDOW;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
@@ -217,9 +217,8 @@ int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *fra
     return 0;
 }
 
-static uint8_t *encode_rejected(Schakel__Reason reason, const char *text,
-                                const uint8_t *message_id, int item_index, uint64_t seq,
-                                size_t *len)
+static uint8_t *encode_rejected(Schakel__Reason reason, const char *text, const uint8_t *message_id,
+                                int item_index, uint64_t seq, size_t *len)
 {
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
@@ -242,16 +241,15 @@ static uint8_t *encode_rejected(Schakel__Reason reason, const char *text,
     return wire_encode_frame(&frame, len);
 }
 
-void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason,
-                   const char *text, const uint8_t *message_id, int item_index, uint64_t seq)
+void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
+                   const uint8_t *message_id, int item_index, uint64_t seq)
 {
     size_t len = 0;
     metrics_refused(b, reason);
     sessions_count_refusal(b->sessions, session->principal);
     record_refused(b, session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
-    if (frame == NULL ||
-        broker_queue_reply(b, session, frame, len, NULL) != 0) {
+    if (frame == NULL || broker_queue_reply(b, session, frame, len, NULL) != 0) {
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
                   "out of memory", NULL);
         return;
@@ -364,8 +362,8 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
     wire_error_t err = {0};
     Schakel__Frame *frame = wire_decode_frame(data, len, &err);
     if (frame == NULL) {
-        broker_reject(b, session, err.reason, err.text,
-                      err.has_message_id ? err.message_id : NULL, err.item_index, 0);
+        broker_reject(b, session, err.reason, err.text, err.has_message_id ? err.message_id : NULL,
+                      err.item_index, 0);
         return;
     }
     switch (frame->body_case) {
@@ -466,9 +464,9 @@ static int receive_one(broker_t *b)
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
         int over_limit = 0;
-        session_t *session = sessions_touch(b->sessions, zmq_msg_data(&routing),
-                                            zmq_msg_size(&routing), user_id, key ? key : "",
-                                            b->now_ms, b->max_connections, &over_limit);
+        session_t *session =
+            sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
+                           key ? key : "", b->now_ms, b->max_connections, &over_limit);
         if (over_limit) {
             refuse_connection(b, &routing, user_id);
         } else if (session == NULL) {
@@ -477,8 +475,7 @@ static int receive_one(broker_t *b)
         } else if (principal == NULL || principal->role == ROLE_OPERATOR ||
                    !key_still_registered(session, principal)) {
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
-                          "this key is no longer registered for the partner endpoint", NULL, -1,
-                          0);
+                          "this key is no longer registered for the partner endpoint", NULL, -1, 0);
             /* The reply has its own copy of the routing id; the session and
              * any receiving state go, so nothing more is pushed to it. */
             sessions_drop(b->sessions, session);
@@ -517,8 +514,10 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
     /* Fail closed: the new policy applies only once its record is on disk. */
     if (record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
                                policy_hash_hex(fresh)) != 0) {
-        snprintf(err, errlen, "the audit trail cannot record the reload (%s); the old policy "
-                 "stays", store_errmsg(b->store));
+        snprintf(err, errlen,
+                 "the audit trail cannot record the reload (%s); the old policy "
+                 "stays",
+                 store_errmsg(b->store));
         log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
                   policy_hash_hex(b->policy), "by", requested_by, NULL);
         policy_destroy(&fresh);
@@ -571,7 +570,8 @@ static int commit_turn(broker_t *b)
     if (b->admin != NULL)
         admin_after_commit(b->admin, b, committed);
     return !committed ? METRICS_TURN_ROLLED_BACK
-                      : wrote ? METRICS_TURN_COMMITTED : METRICS_TURN_IDLE;
+           : wrote    ? METRICS_TURN_COMMITTED
+                      : METRICS_TURN_IDLE;
 }
 
 void broker_fail_turn(broker_t *b)
@@ -640,8 +640,7 @@ int broker_run(broker_t *b)
             if (rc == 0)
                 break;
             if (rc < 0 && zmq_errno() != EINTR) {
-                log_event(LOG_ERROR, "loop.recv_failed", "error", zmq_strerror(zmq_errno()),
-                          NULL);
+                log_event(LOG_ERROR, "loop.recv_failed", "error", zmq_strerror(zmq_errno()), NULL);
                 return -1;
             }
         }

@@ -31,8 +31,8 @@ typedef struct pending_reply {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t *frame; /* encoded Frame, owned */
     size_t frame_len;
-    int is_accept;  /* an Accepted whose truth depends on the commit */
-    int is_gated;   /* another answer that may only go out if the turn commits (a view) */
+    int is_accept; /* an Accepted whose truth depends on the commit */
+    int is_gated;  /* another answer that may only go out if the turn commits (a view) */
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
     /* A Rejected: what its audit entry said, to write it again should the
      * turn be rolled back (and the entry with it). */
@@ -72,15 +72,15 @@ typedef struct broker {
     size_t n_replies, cap_replies;
     broker_stats_t stats;
     uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
-    int turn_failed; /* a store write failed: roll the turn back, commit nothing */
+    int turn_failed;       /* a store write failed: roll the turn back, commit nothing */
     Schakel__Reason turn_failure; /* what the turn's publishers are told then */
-    int64_t now_s;  /* wall clock of this loop turn */
-    int64_t now_ms; /* monotonic clock of this loop turn */
-    int64_t ack_timeout_ms; /* in-flight deliveries unacked this long are sent again */
-    uint32_t publish_rate;  /* publishes per second per principal */
-    uint32_t max_connections; /* sessions per principal */
-    uint32_t max_window;      /* a larger Flow.window is clamped to this */
-    int expiry_due;         /* the last sweep hit its limit: sweep again next turn */
+    int64_t now_s;                /* wall clock of this loop turn */
+    int64_t now_ms;               /* monotonic clock of this loop turn */
+    int64_t ack_timeout_ms;       /* in-flight deliveries unacked this long are sent again */
+    uint32_t publish_rate;        /* publishes per second per principal */
+    uint32_t max_connections;     /* sessions per principal */
+    uint32_t max_window;          /* a larger Flow.window is clamped to this */
+    int expiry_due;               /* the last sweep hit its limit: sweep again next turn */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
     size_t n_revocations;
     size_t expired_since_checkpoint;
@@ -93,7 +93,7 @@ typedef struct broker {
 
 typedef struct broker_options {
     const char *listen;
-    const char *key_file;       /* the broker's secret key */
+    const char *key_file; /* the broker's secret key */
     const char *policy_path;
     const char *store_path;
     const char *store_key_path; /* the store's sealing key (schakeld --init) */
@@ -166,8 +166,8 @@ void broker_fail_turn(broker_t *b);
 Schakel__Reason broker_store_failure_reason(const broker_t *b);
 
 /* Queue a Rejected reply. */
-void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason,
-                   const char *text, const uint8_t *message_id, int item_index, uint64_t seq);
+void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
+                   const uint8_t *message_id, int item_index, uint64_t seq);
 
 /* publish.c */
 void publish_handle(broker_t *b, session_t *session, const policy_principal_t *sender,

@@ -592,7 +592,8 @@ static long case_queue_history(case_cmd_t *x, const char *joiner_id, uint64_t jo
         if (copy.bytes == NULL)
             break; /* expired meanwhile: nothing further */
         Schakel__CaseEvent *ev = schakel__case_event__unpack(NULL, copy.len, copy.bytes);
-        int own_invitation = ev != NULL && ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED &&
+        int own_invitation = ev != NULL &&
+                             ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED &&
                              ev->partner != NULL && strcmp(ev->partner, joiner_id) == 0;
         long n = ev == NULL ? -1 : own_invitation ? 0 : case_queue_event(x, ev, joiner);
         if (ev != NULL)

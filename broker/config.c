@@ -56,15 +56,15 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("store", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, store,
                            1, CONFIG_MAX_VALUE),
-    CYAML_FIELD_STRING_PTR("store_key_file", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                           config_doc_t, store_key_file, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("store_key_file", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           store_key_file, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("ack_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            ack_timeout, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_publish_rate", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_publish_rate, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_connections_per_principal",
-                           CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
-                           max_connections, 1, CONFIG_MAX_VALUE),
+                           CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t, max_connections,
+                           1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_frame_bytes", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_frame_bytes, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_items_per_publish", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -75,10 +75,10 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, max_grounds, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_window", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            max_window, 1, CONFIG_MAX_VALUE),
-    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                           config_doc_t, metrics_listen, 1, CONFIG_MAX_VALUE),
-    CYAML_FIELD_STRING_PTR("admin_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
-                           config_doc_t, admin_listen, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("metrics_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           metrics_listen, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("admin_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           admin_listen, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -102,23 +102,29 @@ enum {
     KEY_ADMIN_LISTEN,
     KEY_COUNT
 };
-static const char *const config_keys[KEY_COUNT] = {
-    "listen",          "key_file",
-    "policy",          "store",
-    "store_key_file",  "ack_timeout",
-    "max_publish_rate", "max_connections_per_principal",
-    "max_frame_bytes", "max_items_per_publish",
-    "max_summary_length", "max_grounds_length",
-    "max_window",      "metrics_listen",
-    "admin_listen"};
+static const char *const config_keys[KEY_COUNT] = {"listen",
+                                                   "key_file",
+                                                   "policy",
+                                                   "store",
+                                                   "store_key_file",
+                                                   "ack_timeout",
+                                                   "max_publish_rate",
+                                                   "max_connections_per_principal",
+                                                   "max_frame_bytes",
+                                                   "max_items_per_publish",
+                                                   "max_summary_length",
+                                                   "max_grounds_length",
+                                                   "max_window",
+                                                   "metrics_listen",
+                                                   "admin_listen"};
 #define CONFIG_ALLOWED                                                                             \
-    "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "            \
-    "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                     \
+    "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
+    "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
-                                                false, false, false, false, false, false,
-                                                false, false};
+static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,
+                                                false, false, false, false, false,
+                                                false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -177,8 +183,7 @@ static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned lin
         ctx->key_line[k] = line;
         return 0;
     }
-    return config_fail(ctx, line,
-                       "unknown key \"%.64s\" (allowed: " CONFIG_ALLOWED ")", key);
+    return config_fail(ctx, line, "unknown key \"%.64s\" (allowed: " CONFIG_ALLOWED ")", key);
 }
 
 typedef struct config_scan_state {
@@ -246,8 +251,7 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
     unsigned line = cap.line ? cap.line : 1;
     const char *key = yamlguard_unknown_key(rc, &cap);
     if (key != NULL)
-        return config_fail(ctx, line,
-                           "unknown key \"%s\" (allowed: " CONFIG_ALLOWED ")", key);
+        return config_fail(ctx, line, "unknown key \"%s\" (allowed: " CONFIG_ALLOWED ")", key);
     if (cap.message[0] != '\0')
         return config_fail(ctx, line, "%s (%s)", cap.message, cyaml_strerror(rc));
     return config_fail(ctx, line, "%s", cyaml_strerror(rc));
@@ -402,11 +406,10 @@ static char **config_slot(broker_config_t *cfg, int key)
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
     const char *values[KEY_COUNT] = {
-        doc->listen,          doc->key_file,        doc->policy,      doc->store,
-        doc->store_key_file,  doc->ack_timeout,     doc->max_publish_rate,
-        doc->max_connections, doc->max_frame_bytes, doc->max_items,   doc->max_summary,
-        doc->max_grounds,     doc->max_window,      doc->metrics_listen,
-        doc->admin_listen};
+        doc->listen,          doc->key_file,       doc->policy,           doc->store,
+        doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
+        doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
+        doc->max_window,      doc->metrics_listen, doc->admin_listen};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;

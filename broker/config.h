@@ -26,12 +26,12 @@
 #include <stdint.h>
 
 typedef struct broker_config {
-    char *listen;      /* endpoint, or NULL if not set */
-    char *key_file;    /* path (resolved), or NULL */
-    char *policy_path; /* path (resolved), or NULL */
-    char *store_path;  /* path (resolved), or NULL */
-    char *store_key_path; /* the store's sealing key file (resolved), or NULL */
-    char *ack_timeout; /* duration text ("60s"), or NULL for the default */
+    char *listen;           /* endpoint, or NULL if not set */
+    char *key_file;         /* path (resolved), or NULL */
+    char *policy_path;      /* path (resolved), or NULL */
+    char *store_path;       /* path (resolved), or NULL */
+    char *store_key_path;   /* the store's sealing key file (resolved), or NULL */
+    char *ack_timeout;      /* duration text ("60s"), or NULL for the default */
     char *max_publish_rate; /* publishes per second per principal, or NULL: default */
     char *max_connections;  /* connections per principal, or NULL: default */
     char *max_frame_bytes;  /* the limits below only lower the built-in caps */

@@ -232,8 +232,8 @@ size_t deliver_check_ack_timeouts(broker_t *b)
          * oldest unacked delivery; what was sent before is flagged. */
         char inflight[24];
         snprintf(inflight, sizeof inflight, "%u", r->inflight);
-        log_event(LOG_WARN, "delivery.ack_timeout", "recipient", r->principal, "inflight",
-                  inflight, NULL);
+        log_event(LOG_WARN, "delivery.ack_timeout", "recipient", r->principal, "inflight", inflight,
+                  NULL);
         r->cursor = 0;
         r->inflight = 0;
         r->dirty = 1;

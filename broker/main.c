@@ -63,7 +63,8 @@ static void usage(FILE *out)
             "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
             "  --max-connections N    connections per principal (default 64)\n"
             "  --set KEY=VALUE   any config key, e.g. --set max_items_per_publish=64\n"
-            "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any port)\n"
+            "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any "
+            "port)\n"
             "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
             "  --store FILE      SQLite store\n"
             "  --key FILE        the broker's secret key file (mode 0600)\n"
@@ -135,8 +136,7 @@ static int parse_args(int argc, char **argv, options_t *o)
                 return 2;
             }
             o->sets[o->n_sets++] = v;
-        }
-        else if (strcmp(a, "--ready-fd") == 0) {
+        } else if (strcmp(a, "--ready-fd") == 0) {
             char *end = NULL;
             long fd = strtol(v, &end, 10);
             if (end == v || *end != '\0' || fd < 0 || fd > 1024) {
@@ -215,8 +215,9 @@ static int init_store_key(const char *path)
         fprintf(stderr, "schakeld: --init needs store_key_file (in --config or --store-key)\n");
         return 2;
     }
-    if (keys_write_symmetric(path, "Schakel store sealing key (XChaCha20-Poly1305). Keep it "
-                                   "private and backed up: without it the store is unreadable.",
+    if (keys_write_symmetric(path,
+                             "Schakel store sealing key (XChaCha20-Poly1305). Keep it "
+                             "private and backed up: without it the store is unreadable.",
                              err, sizeof err) != 0) {
         fprintf(stderr, "schakeld: %s\n", err);
         return 1;
@@ -287,18 +288,21 @@ int main(int argc, char **argv)
         return 1;
     }
     char err[1024] = "";
-    broker_config_t *cfg = o.config != NULL ? config_load(o.config, err, sizeof err)
-                                            : calloc(1, sizeof *cfg);
+    broker_config_t *cfg =
+        o.config != NULL ? config_load(o.config, err, sizeof err) : calloc(1, sizeof *cfg);
     if (cfg == NULL) {
         fprintf(stderr, "schakeld: %s\n", err[0] ? err : "out of memory");
         return 1;
     }
     /* Command-line options override the file, checked as the file is. */
-    const char *overrides[][2] = {
-        {"listen", o.listen},           {"key_file", o.key},
-        {"policy", o.policy},           {"store", o.store},
-        {"store_key_file", o.store_key}, {"ack_timeout", o.ack_timeout},
-        {"max_publish_rate", o.publish_rate}, {"max_connections_per_principal", o.max_connections}};
+    const char *overrides[][2] = {{"listen", o.listen},
+                                  {"key_file", o.key},
+                                  {"policy", o.policy},
+                                  {"store", o.store},
+                                  {"store_key_file", o.store_key},
+                                  {"ack_timeout", o.ack_timeout},
+                                  {"max_publish_rate", o.publish_rate},
+                                  {"max_connections_per_principal", o.max_connections}};
     for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
         if (overrides[i][1] != NULL &&
             config_set(cfg, overrides[i][0], overrides[i][1], err, sizeof err) != 0) {
@@ -374,8 +378,7 @@ int main(int argc, char **argv)
     const char *metrics = metrics_address(b->metrics);
     if (metrics != NULL && !metrics_address_is_loopback(b->metrics))
         log_event(LOG_WARN, "metrics.not_loopback", "address", metrics, "why",
-                  "metrics_listen names a non-loopback address; /metrics is unauthenticated",
-                  NULL);
+                  "metrics_listen names a non-loopback address; /metrics is unauthenticated", NULL);
     log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
               policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "metrics", metrics, "admin",
               b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);

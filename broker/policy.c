@@ -169,8 +169,8 @@ const policy_rule_t *policy_rule_by_id(const policy_t *policy, const char *id)
 {
     if (policy == NULL || id == NULL || policy->n_rules == 0)
         return NULL;
-    const rule_entry_t *const *found = bsearch(id, policy->rules_by_id, policy->n_rules,
-                                               sizeof *policy->rules_by_id, cmp_id_rule);
+    const rule_entry_t *const *found =
+        bsearch(id, policy->rules_by_id, policy->n_rules, sizeof *policy->rules_by_id, cmp_id_rule);
     return found != NULL ? &(*found)->pub : NULL;
 }
 

@@ -37,8 +37,8 @@ enum signal_field {
 };
 
 typedef struct policy_partner {
-    char *id;   /* "gemeente" */
-    char *name; /* display name */
+    char *id;     /* "gemeente" */
+    char *name;   /* display name */
     size_t index; /* position in the policy, 0..n_partners-1 */
 } policy_partner_t;
 
@@ -58,7 +58,7 @@ typedef struct policy_rule {
     uint32_t fields;     /* enum signal_field mask */
     int64_t retention_s; /* bewaartermijn in seconds */
     int require_case_ref;
-    unsigned line;       /* line in the policy file, for explanations */
+    unsigned line; /* line in the policy file, for explanations */
 } policy_rule_t;
 
 /* The facts of a validated signal that decisions look at. */
@@ -79,10 +79,10 @@ typedef struct policy_grant {
 } policy_grant_t;
 
 typedef struct policy_decision {
-    verdict_t verdict;               /* VERDICT_DENY unless set otherwise */
+    verdict_t verdict; /* VERDICT_DENY unless set otherwise */
     size_t n_grants;
     policy_grant_t grants[SCHAKEL_MAX_PARTNERS];
-    char reason[256];                /* on deny: for which sender, recipient, kind, theme */
+    char reason[256]; /* on deny: for which sender, recipient, kind, theme */
 } policy_decision_t;
 
 typedef struct policy policy_t;
@@ -96,8 +96,8 @@ policy_t *policy_load(const char *path, char *err, size_t errlen);
  * `name` is used in messages ("NAME:LINE: ..."). `key_file:` entries are
  * resolved against base_dir; with base_dir NULL they are refused, so that
  * untrusted input never makes the loader open files. Safe on untrusted input. */
-policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len,
-                             const char *base_dir, char *err, size_t errlen);
+policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len, const char *base_dir,
+                             char *err, size_t errlen);
 void policy_destroy(policy_t **policy);
 
 /* Hex BLAKE2b-256 of the policy file's bytes. */
@@ -154,10 +154,10 @@ const char *policy_field_name(uint32_t field);
 typedef struct policy_rule_scope {
     uint64_t from_partners; /* bit i: policy_partner_at(policy, i) */
     uint64_t to_partners;
-    unsigned from_roles;    /* role_t bits, defaults filled in */
+    unsigned from_roles; /* role_t bits, defaults filled in */
     unsigned to_roles;
     int any_kind, any_theme, any_area; /* "*" (or kinds left out) */
-    const char *const *kinds; /* as written, when !any_kind */
+    const char *const *kinds;          /* as written, when !any_kind */
     size_t n_kinds;
     uint64_t themes;          /* bit i: syntax_themes[i], when !any_theme */
     const char *const *areas; /* codes or prefixes as written, when !any_area */
@@ -181,7 +181,7 @@ typedef struct policy_case_type {
     char *legal_basis;               /* grondslag */
     int64_t retention_after_close_s; /* bewaartermijn, counted from the close */
     int reopen_allowed;
-    unsigned line;                   /* line in the policy file */
+    unsigned line; /* line in the policy file */
 } policy_case_type_t;
 
 /* A membership rule: which partners may be members of cases of one type,
@@ -194,8 +194,8 @@ typedef struct policy_case_member_rule {
     char *purpose;
     char *legal_basis;
     const policy_case_type_t *case_type;
-    int is_lead;       /* the implicit <type>.lead rule */
-    unsigned line;     /* the members entry; for the lead rule the case type's */
+    int is_lead;   /* the implicit <type>.lead rule */
+    unsigned line; /* the members entry; for the lead rule the case type's */
 } policy_case_member_rule_t;
 
 /* The case type with this id, or NULL. O(log case types). */

@@ -82,7 +82,7 @@ typedef struct case_member_entry {
     bool all_fields;               /* fields ["*"], and the lead rule */
     const char **fields_sorted;    /* fields by strcmp, for policy_case_member_sees */
     size_t n_fields;
-    uint32_t signal_fields;        /* enum signal_field mask */
+    uint32_t signal_fields; /* enum signal_field mask */
 } case_member_entry_t;
 
 typedef struct case_type_entry {
@@ -112,10 +112,10 @@ struct policy {
     rule_entry_t *rules;
     size_t n_rules;
     const rule_entry_t **rules_by_id; /* sorted by id, for policy_rule_by_id */
-    size_t n_themes;      /* theme slots per partner: n_themes + 1 ("*" last) */
-    uint32_t *slot_start; /* n_partners * (n_themes + 1) + 1 offsets into slot_rules */
-    uint32_t *slot_rules; /* rule indexes, file order within a slot */
-    case_type_entry_t *case_types; /* file order */
+    size_t n_themes;                  /* theme slots per partner: n_themes + 1 ("*" last) */
+    uint32_t *slot_start;             /* n_partners * (n_themes + 1) + 1 offsets into slot_rules */
+    uint32_t *slot_rules;             /* rule indexes, file order within a slot */
+    case_type_entry_t *case_types;    /* file order */
     size_t n_case_types;
     const case_type_entry_t **case_types_by_id;
     case_member_entry_t *case_members; /* per type: its lead rule, then its members */

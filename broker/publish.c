@@ -79,8 +79,8 @@ static int plan_items(broker_t *b, const session_t *session, const policy_princi
     for (size_t i = 0; i < publish->n_items; i++) {
         wire_error_t err = {0};
         item_plan_t *plan = &plans[i];
-        plan->signal = wire_decode_signal(publish->items[i].data, publish->items[i].len, b->now_s,
-                                          &err);
+        plan->signal =
+            wire_decode_signal(publish->items[i].data, publish->items[i].len, b->now_s, &err);
         if (plan->signal == NULL) {
             broker_reject(b, session, err.reason, err.text, id, (int)i, 0);
             return -1;
@@ -219,13 +219,13 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
     long deliveries = 0;
     if (store_begin(b->store) != 0)
         return -1;
-    int64_t publish_id = store_publish_add(b->store, sender->id, id, hash,
-                                           publish->signature.data, root, b->now_s);
+    int64_t publish_id =
+        store_publish_add(b->store, sender->id, id, hash, publish->signature.data, root, b->now_s);
     if (publish_id < 0)
         return -1;
     for (size_t i = 0; i < publish->n_items; i++) {
-        int64_t item_seq = store_item_add(b->store, publish_id, (uint32_t)i,
-                                          publish->items[i].data, publish->items[i].len);
+        int64_t item_seq = store_item_add(b->store, publish_id, (uint32_t)i, publish->items[i].data,
+                                          publish->items[i].len);
         if (item_seq < 0)
             return -1;
         metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);
@@ -273,8 +273,8 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
     if (sodium_memcmp(stored_hash, hash, 32) != 0) {
         free(reply);
         broker_reject(b, session, SCHAKEL__REASON__DUPLICATE_CONFLICT,
-                      "this message id was already used by this sender for other content", id,
-                      -1, 0);
+                      "this message id was already used by this sender for other content", id, -1,
+                      0);
         return 1;
     }
     wire_error_t err = {0};
@@ -317,11 +317,10 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     }
     wire_items_root(publish->items, publish->n_items, root);
     wire_signed_bytes(id, root, signed_bytes);
-    if (keys_verify(sender->sign_pk, signed_bytes, sizeof signed_bytes,
-                    publish->signature.data) != 0) {
+    if (keys_verify(sender->sign_pk, signed_bytes, sizeof signed_bytes, publish->signature.data) !=
+        0) {
         broker_reject(b, session, SCHAKEL__REASON__BAD_SIGNATURE,
-                      "the signature does not verify with the sender's registered key", id, -1,
-                      0);
+                      "the signature does not verify with the sender's registered key", id, -1, 0);
         return;
     }
     wire_publish_hash(publish, hash);

@@ -103,11 +103,16 @@ static void record_field_names(uint32_t mask, char *out, size_t outlen)
         uint32_t field;
         const char *name;
     } names[] = {
-        {FIELD_AREA, "area"},           {FIELD_ADDRESS, "address"},
-        {FIELD_SUBJECT, "subject"},     {FIELD_GROUNDS, "grounds"},
-        {FIELD_CASE_REF, "case_ref"},   {FIELD_SEVERITY, "severity"},
-        {FIELD_OBSERVED_AT, "observed_at"}, {FIELD_SUMMARY, "summary"},
-        {FIELD_SOURCE_REF, "source_ref"}, {FIELD_RECIPIENTS, "recipients"},
+        {FIELD_AREA, "area"},
+        {FIELD_ADDRESS, "address"},
+        {FIELD_SUBJECT, "subject"},
+        {FIELD_GROUNDS, "grounds"},
+        {FIELD_CASE_REF, "case_ref"},
+        {FIELD_SEVERITY, "severity"},
+        {FIELD_OBSERVED_AT, "observed_at"},
+        {FIELD_SUMMARY, "summary"},
+        {FIELD_SOURCE_REF, "source_ref"},
+        {FIELD_RECIPIENTS, "recipients"},
     };
     snprintf(out, outlen, "sender,kind,theme");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
@@ -127,8 +132,8 @@ int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16
     syntax_hex(message_id, 16, id_hex);
     snprintf(items, sizeof items, "%zu", n_items);
     snprintf(deliveries, sizeof deliveries, "%zu", n_deliveries);
-    log_event(LOG_INFO, duplicate ? "publish.duplicate" : "publish.accepted", "principal",
-              sender, "message_id", id_hex, "items", items, "deliveries", deliveries, NULL);
+    log_event(LOG_INFO, duplicate ? "publish.duplicate" : "publish.accepted", "principal", sender,
+              "message_id", id_hex, "items", items, "deliveries", deliveries, NULL);
     snprintf(detail, sizeof detail, "items=%zu deliveries=%zu", n_items, n_deliveries);
     audit_entry_init(&e, duplicate ? "publish.duplicate" : "publish.accepted");
     audit_set_text(&e, STORE_AUDIT_ACTOR, sender);
@@ -144,8 +149,8 @@ int record_refused(broker_t *b, const char *principal, const uint8_t *message_id
     if (message_id != NULL)
         syntax_hex(message_id, 16, id_hex);
     snprintf(item, sizeof item, "%d", item_index);
-    log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex,
-              "reason", wire_reason_name(reason), "item", item, "text", text, NULL);
+    log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex, "reason",
+              wire_reason_name(reason), "item", item, "text", text, NULL);
     return record_refused_entry(b, principal, message_id, reason, text, item_index);
 }
 
@@ -184,9 +189,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
-    log_event(LOG_DEBUG, "delivery.queued", "sender", d->sender, "recipient", d->recipient,
-              "seq", seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash,
-              NULL);
+    log_event(LOG_DEBUG, "delivery.queued", "sender", d->sender, "recipient", d->recipient, "seq",
+              seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash, NULL);
     record_field_names(d->fields, fields, sizeof fields);
     if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
         return -1;
@@ -271,9 +275,9 @@ int record_revoked(broker_t *b, const store_expired_t *x)
 /* "case_id=C-.. case_type=T lead=P" and the optional parts that are set. */
 static void record_case_detail(const record_case_t *c, char *out, size_t outlen)
 {
-    size_t used = (size_t)snprintf(out, outlen, "case_id=%s case_type=%s lead=%s event_seq=%llu",
-                                   c->case_id, c->case_type, c->lead,
-                                   (unsigned long long)c->event_seq);
+    size_t used =
+        (size_t)snprintf(out, outlen, "case_id=%s case_type=%s lead=%s event_seq=%llu", c->case_id,
+                         c->case_type, c->lead, (unsigned long long)c->event_seq);
     if (used < outlen && c->on_behalf_of != NULL)
         used += (size_t)snprintf(out + used, outlen - used, " on_behalf_of=%s", c->on_behalf_of);
     if (used < outlen && c->partner != NULL)
@@ -296,8 +300,8 @@ int record_case(broker_t *b, const record_case_t *c)
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)c->item_seq);
     record_case_detail(c, detail, sizeof detail);
     log_event(LOG_INFO, c->event, "actor", c->actor, "on_behalf_of",
-              c->on_behalf_of != NULL ? c->on_behalf_of : "-", "case_id", c->case_id,
-              "partner", c->partner != NULL ? c->partner : "-", "item_seq", item_s, NULL);
+              c->on_behalf_of != NULL ? c->on_behalf_of : "-", "case_id", c->case_id, "partner",
+              c->partner != NULL ? c->partner : "-", "item_seq", item_s, NULL);
     if (c->subject != NULL && record_subject_tag(b, c->subject, c->event, tag) != 0)
         return -1;
     audit_entry_init(&e, c->event);
@@ -319,9 +323,9 @@ int record_case_queued(broker_t *b, const record_case_delivery_t *d)
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
-    log_event(LOG_DEBUG, "delivery.queued", "sender", d->actor, "recipient", d->recipient,
-              "seq", seq_s, "item_seq", item_s, "case_id", d->case_id, "rule", d->rule_id,
-              "rule_hash", d->rule_hash, NULL);
+    log_event(LOG_DEBUG, "delivery.queued", "sender", d->actor, "recipient", d->recipient, "seq",
+              seq_s, "item_seq", item_s, "case_id", d->case_id, "rule", d->rule_id, "rule_hash",
+              d->rule_hash, NULL);
     if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
         return -1;
     snprintf(detail, sizeof detail, "case_id=%s event_seq=%llu", d->case_id,
@@ -375,8 +379,8 @@ int record_auth(void *broker, const zap_decision_t *d)
         log_event(LOG_INFO, "auth.admitted", "principal", d->principal, "curve_key", d->key_z85,
                   "peer", peer, "domain", domain, NULL);
     else
-        log_event(LOG_WARN, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer",
-                  peer, "domain", domain, NULL);
+        log_event(LOG_WARN, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer", peer,
+                  "domain", domain, NULL);
     snprintf(detail, sizeof detail, "domain=%s", domain[0] != '\0' ? domain : "-");
     audit_entry_init(&e, d->admitted ? "auth.admitted" : "auth.refused");
     audit_set_text(&e, STORE_AUDIT_ACTOR, d->admitted ? d->principal : NULL);
@@ -445,8 +449,8 @@ int record_subject_export(broker_t *b, const char *operator_principal, const cha
 {
     char detail[48], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
-    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action",
-              "audit_subject", NULL);
+    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", "audit_subject",
+              NULL);
     if (record_subject_tag(b, pseudonym, "admin.audit_subject", tag) != 0)
         return -1;
     snprintf(detail, sizeof detail, "entries=%zu", entries);

@@ -45,7 +45,7 @@ typedef struct record_delivery {
     const char *sender;
     const char *recipient;
     const char *recipient_partner;
-    uint64_t seq;      /* mailbox seq */
+    uint64_t seq; /* mailbox seq */
     uint64_t item_seq;
     const uint8_t *message_id; /* 16 bytes */
     uint32_t item_index;
@@ -56,7 +56,7 @@ typedef struct record_delivery {
     const char *rule_hash;
     const char *purpose;
     const char *legal_basis;
-    uint32_t fields;    /* the rule's enum signal_field mask: what the recipient gets */
+    uint32_t fields; /* the rule's enum signal_field mask: what the recipient gets */
     int64_t expires_at;
 } record_delivery_t;
 int record_queued(struct broker *b, const record_delivery_t *delivery);
@@ -103,8 +103,8 @@ int record_admin(struct broker *b, const char *operator_principal, const char *a
  * "admin.audit_subject" naming the pseudonym, so that the export itself
  * shows in the subject's next export. In the turn's transaction: hand the
  * export out only after that turn committed. */
-int record_subject_export(struct broker *b, const char *operator_principal,
-                          const char *pseudonym, size_t entries);
+int record_subject_export(struct broker *b, const char *operator_principal, const char *pseudonym,
+                          size_t entries);
 
 /* One case command carried out (docs/PROTOCOL.md "Cases"): event
  * "case.opened", "case.invited", "case.joined", "case.declined",
@@ -114,8 +114,8 @@ int record_subject_export(struct broker *b, const char *operator_principal,
  * title. The actor, and for whom it acted, are both named. */
 typedef struct record_case {
     const char *event;
-    const char *actor;         /* the principal that acted */
-    const char *on_behalf_of;  /* the lead partner it acted for, or NULL */
+    const char *actor;        /* the principal that acted */
+    const char *on_behalf_of; /* the lead partner it acted for, or NULL */
     const char *case_id;
     const char *case_type;
     const char *lead;          /* lead partner */
@@ -123,14 +123,14 @@ typedef struct record_case {
     const uint8_t *command_id; /* 16 bytes */
     uint64_t item_seq;         /* the signed command's item (its evidence) */
     uint64_t event_seq;
-    const char *rule_id;       /* the membership rule concerned, else the case type */
+    const char *rule_id; /* the membership rule concerned, else the case type */
     const char *rule_hash;
-    const char *subject;       /* opened with a pseudonym: recorded as its tag */
-    uint64_t linked_item_seq;  /* signal_linked: the signal's item */
-    size_t n_fields;           /* note: structured fields (their count only) */
-    size_t deliveries;         /* mailboxes the event was queued for */
-    size_t dropped;            /* left, removed: waiting deliveries withdrawn from it */
-    int64_t expires_at;        /* closed: when the case's contents expire; else 0 */
+    const char *subject;      /* opened with a pseudonym: recorded as its tag */
+    uint64_t linked_item_seq; /* signal_linked: the signal's item */
+    size_t n_fields;          /* note: structured fields (their count only) */
+    size_t deliveries;        /* mailboxes the event was queued for */
+    size_t dropped;           /* left, removed: waiting deliveries withdrawn from it */
+    int64_t expires_at;       /* closed: when the case's contents expire; else 0 */
 } record_case_t;
 int record_case(struct broker *b, const record_case_t *c);
 
@@ -150,15 +150,14 @@ typedef struct record_case_delivery {
     const char *rule_hash;
     const char *purpose;
     const char *legal_basis;
-    const char *fields; /* names of the event's fields the recipient got, comma-separated */
+    const char *fields;  /* names of the event's fields the recipient got, comma-separated */
     const char *subject; /* the event shows this pseudonym to the recipient, or NULL */
     int64_t expires_at;
 } record_case_delivery_t;
 int record_case_queued(struct broker *b, const record_case_delivery_t *d);
 
 /* A principal was shown a case's timeline (CaseQuery with a case id). */
-int record_case_viewed(struct broker *b, const char *principal, const char *case_id,
-                       size_t events);
+int record_case_viewed(struct broker *b, const char *principal, const char *case_id, size_t events);
 
 /* The broker starts (its key, the policy hash, the version) and stops (a
  * final entry and a checkpoint over everything). Both commit at once;

@@ -106,8 +106,7 @@ static int self_check_endpoint(broker_t *b, const char *bound, char *err, size_t
     zap_counts_t before = zap_counts(b->zap);
     void *probe = probe_new(b, &monitor, endpoint);
     if (probe == NULL) {
-        snprintf(err, errlen, "self-check: cannot create the probe: %s",
-                 zmq_strerror(zmq_errno()));
+        snprintf(err, errlen, "self-check: cannot create the probe: %s", zmq_strerror(zmq_errno()));
         return -1;
     }
     int verdict = 0; /* 1 refused as it must be, -1 admitted */

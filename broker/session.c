@@ -20,17 +20,17 @@ typedef struct principal_state {
     unsigned sessions;
     unsigned long refusals; /* frames of it refused since start (operators' statistics) */
     int64_t last_seen_ms;   /* last frame of any of its sessions; 0: none yet */
-    double tokens;     /* publishes it may still make now */
-    int64_t refill_ms; /* when tokens was last topped up */
+    double tokens;          /* publishes it may still make now */
+    int64_t refill_ms;      /* when tokens was last topped up */
     int bucket_started;
 } principal_state_t;
 
 static int is_receiving(sessions_t *s, const session_t *session);
 
 struct sessions {
-    table_t *by_routing;   /* routing id -> session_t */
-    table_t *receivers;    /* principal id -> receiver_t */
-    table_t *principals;   /* principal id -> principal_state_t */
+    table_t *by_routing; /* routing id -> session_t */
+    table_t *receivers;  /* principal id -> receiver_t */
+    table_t *principals; /* principal id -> principal_state_t */
 };
 
 static principal_state_t *principal_state(sessions_t *s, const char *principal)
@@ -123,8 +123,7 @@ static void receiver_detach(sessions_t *s, const session_t *session)
 
 void sessions_drop(sessions_t *s, session_t *session)
 {
-    principal_state_t *p =
-        table_get(s->principals, session->principal, strlen(session->principal));
+    principal_state_t *p = table_get(s->principals, session->principal, strlen(session->principal));
     if (p != NULL && p->sessions > 0)
         p->sessions--;
     receiver_detach(s, session);
@@ -160,7 +159,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
 {
     *over_limit = 0;
     if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN ||
-        strlen(key) >= sizeof ((session_t *)0)->key)
+        strlen(key) >= sizeof((session_t *)0)->key)
         return NULL;
     session_t *session = table_get(s->by_routing, routing_id, len);
     if (session != NULL &&

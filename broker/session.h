@@ -29,13 +29,13 @@ typedef struct session {
 
 typedef struct receiver {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    session_t *session;     /* receiving session, NULL when none */
-    uint32_t window;        /* max deliveries in flight */
-    uint32_t inflight;      /* sent in this session, not yet acked */
-    uint64_t cursor;        /* highest seq sent in this session */
-    uint64_t highest_sent;  /* highest seq ever sent since start: redelivery flag */
-    int dirty;              /* mailbox may have something to push */
-    int64_t progress_ms;    /* last ack, takeover, or first send into an empty window */
+    session_t *session;    /* receiving session, NULL when none */
+    uint32_t window;       /* max deliveries in flight */
+    uint32_t inflight;     /* sent in this session, not yet acked */
+    uint64_t cursor;       /* highest seq sent in this session */
+    uint64_t highest_sent; /* highest seq ever sent since start: redelivery flag */
+    int dirty;             /* mailbox may have something to push */
+    int64_t progress_ms;   /* last ack, takeover, or first send into an empty window */
 } receiver_t;
 
 typedef struct sessions sessions_t;

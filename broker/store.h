@@ -120,8 +120,8 @@ int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *a
 /* Store one signed item (its exact bytes, sealed, as evidence). Its
  * retention starts at the publish's accepted_at and is raised by each of its
  * deliveries. Returns the item's broker sequence number (>0) or -1. */
-int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index,
-                       const uint8_t *item, size_t len);
+int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, const uint8_t *item,
+                       size_t len);
 
 typedef struct store_delivery {
     uint64_t seq;          /* mailbox sequence number, increasing per store */
@@ -138,7 +138,7 @@ typedef struct store_delivery {
     const char *purpose;
     const char *legal_basis;
     int64_t accepted_at;
-    int64_t expires_at; /* the rule's retention ends here; store_expire removes it then */
+    int64_t expires_at;  /* the rule's retention ends here; store_expire removes it then */
     const uint8_t *body; /* serialized, filtered Signal or CaseEvent (sealed at rest) */
     size_t body_len;
     /* NULL for a signal. Set: the delivery belongs to this case (which must
@@ -525,7 +525,8 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
  * after_seq < seq <= up_to_seq, in seq order. */
 typedef int (*store_audit_fn)(const store_audit_entry_t *entry, void *arg);
 typedef int (*store_audit_checkpoint_fn)(const store_audit_checkpoint_t *checkpoint, void *arg);
-int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn, void *arg);
+int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn,
+                     void *arg);
 int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg);
 int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
 int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,

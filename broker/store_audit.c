@@ -44,10 +44,10 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
     [STORE_AUDIT_DETAIL] = {"detail", 0},
 };
 
-#define AUDIT_FIELD_COLUMNS                                                                   \
-    "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"    \
-    " item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"          \
-    " legal_basis,"                                                                            \
+#define AUDIT_FIELD_COLUMNS                                                                        \
+    "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"         \
+    " item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"              \
+    " legal_basis,"                                                                                \
     " fields, expires_at, reason, detail"
 #define AUDIT_ROW_COLUMNS "seq, at, " AUDIT_FIELD_COLUMNS ", hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
@@ -63,8 +63,8 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_APPEND] = "INSERT INTO audit (" AUDIT_ROW_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5,"
                           " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
                           " ?20, ?21, ?22, ?23, ?24)",
-    [AUDIT_STMT_CHECKPOINT_ADD] = "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS
-                                  ") VALUES (?1, ?2, ?3, ?4, ?5)",
+    [AUDIT_STMT_CHECKPOINT_ADD] =
+        "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5)",
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
     /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index serves it. */
@@ -102,7 +102,8 @@ static sqlite3_stmt *audit_stmt(store_t *store, enum store_audit_stmt_id id)
         store_fail(store, "audit: prepare");
         return NULL;
     }
-    if ((id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT || id == AUDIT_STMT_SCAN_DELIVERY) &&
+    if ((id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT ||
+         id == AUDIT_STMT_SCAN_DELIVERY) &&
         audit_columns_match(store, stmt) != 0) {
         sqlite3_finalize(stmt);
         return NULL;
@@ -323,8 +324,8 @@ static void row_field(sqlite3_stmt *stmt, int i, store_audit_value_t *v, const c
     v->text = text != NULL ? text : "";
     /* A blob or an embedded NUL would make the C string differ from the
      * stored bytes, and the hash check could then miss an edit. */
-    if (*damage == NULL && (type != SQLITE_TEXT || text == NULL || bytes < 0 ||
-                            strlen(text) != (size_t)bytes))
+    if (*damage == NULL &&
+        (type != SQLITE_TEXT || text == NULL || bytes < 0 || strlen(text) != (size_t)bytes))
         *damage = "a text field holds another type or a NUL byte";
 }
 

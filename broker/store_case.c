@@ -62,7 +62,8 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
     /* The columns store_expire_found_delivery reads. */
     [CASE_STMT_DROP_FIND] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at FROM deliveries"
-        " WHERE case_id = ?1 AND (recipient = ?2 OR substr(recipient, 1, length(?2) + 1) = ?2 || '/')"
+        " WHERE case_id = ?1 AND (recipient = ?2 OR substr(recipient, 1, length(?2) + 1) = ?2 || "
+        "'/')"
         " ORDER BY seq LIMIT 1",
     [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",

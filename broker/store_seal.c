@@ -451,12 +451,13 @@ static int subject_key_open(store_t *store, sqlite3_stmt *stmt)
 int store_seal_subject_key(store_t *store, int create)
 {
     sqlite3_stmt *stmt = NULL;
-    if (store->subject_key == NULL && (store->subject_key = secret_alloc(STORE_KEY_BYTES)) == NULL) {
+    if (store->subject_key == NULL &&
+        (store->subject_key = secret_alloc(STORE_KEY_BYTES)) == NULL) {
         store_refuse(store, "audit subject key", "out of memory");
         return -1;
     }
-    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'audit_subject_key'",
-                           -1, &stmt, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'audit_subject_key'", -1,
+                           &stmt, NULL) != SQLITE_OK) {
         store_fail(store, "read the audit subject key");
         return -1;
     }

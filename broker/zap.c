@@ -138,8 +138,7 @@ static size_t zap_metadata(const char *key_z85, uint8_t *out)
 /* Never blocks: a pipe whose handshake went away meanwhile is unknown to
  * the ROUTER and the reply is dropped (not MANDATORY), which is right. */
 static int zap_reply(void *socket, const zap_part_t *routing_id, const zap_part_t *request_id,
-                     const char *status, const char *text, const char *user_id,
-                     const char *key_z85)
+                     const char *status, const char *text, const char *user_id, const char *key_z85)
 {
     uint8_t metadata[64];
     size_t metadata_len = key_z85 != NULL ? zap_metadata(key_z85, metadata) : 0;
@@ -157,8 +156,8 @@ static int zap_reply(void *socket, const zap_part_t *routing_id, const zap_part_
 
 /* Decide one well-formed CURVE request. Returns the admitted principal or
  * NULL with *why set. */
-static const policy_principal_t *zap_decide(const policy_t *policy, const zap_part_t *parts,
-                                            int n, const char **why)
+static const policy_principal_t *zap_decide(const policy_t *policy, const zap_part_t *parts, int n,
+                                            const char **why)
 {
     /* version, request id, domain, address, identity, mechanism, credentials */
     if (n != 7 || strcmp(parts[0].data, "1.0") != 0) {
@@ -216,8 +215,7 @@ static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t 
         snprintf(r->user_id, sizeof r->user_id, "%s", p->id);
     snprintf(r->key_z85, sizeof r->key_z85, "%s", decision->key_z85);
     r->peer.len = (size_t)snprintf(r->peer.data, sizeof r->peer.data, "%s", decision->peer);
-    r->domain.len = (size_t)snprintf(r->domain.data, sizeof r->domain.data, "%s",
-                                     decision->domain);
+    r->domain.len = (size_t)snprintf(r->domain.data, sizeof r->domain.data, "%s", decision->domain);
     return 0;
 }
 
@@ -295,8 +293,7 @@ static void zap_record_again(const zap_pending_t *r, zap_record_fn record, void 
 
 void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
 {
-    static const char unrecorded[] =
-        "the audit trail could not record this admission; try again";
+    static const char unrecorded[] = "the audit trail could not record this admission; try again";
     if (zap == NULL)
         return;
     for (size_t i = 0; i < zap->n_pending; i++) {

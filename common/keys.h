@@ -40,7 +40,8 @@ void keys_destroy(keypair_t **kp);
 
 /* Load a .pub file (Z85 Ed25519 public key, '#' comment lines allowed).
  * Returns 0, or -1 with err filled. */
-int keys_load_public(const char *path, uint8_t sign_pk[32], char *err, size_t errlen) KEYS_WARN_UNUSED;
+int keys_load_public(const char *path, uint8_t sign_pk[32], char *err,
+                     size_t errlen) KEYS_WARN_UNUSED;
 
 /* Parse exactly 40 Z85 characters into a 32-byte Ed25519 public key and check
  * it is a valid curve point (convertible to X25519). Returns 0 or -1. */
@@ -53,7 +54,8 @@ void keys_public_z85(const uint8_t pk[32], char out[41]);
 int keys_sign_pk_to_curve(const uint8_t sign_pk[32], uint8_t curve_pk[32]) KEYS_WARN_UNUSED;
 
 /* Sign msg with the pair's Ed25519 key into sig (64 bytes). Returns 0 or -1. */
-int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len, uint8_t sig[64]) KEYS_WARN_UNUSED;
+int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len,
+              uint8_t sig[64]) KEYS_WARN_UNUSED;
 
 /* Verify an Ed25519 detached signature. Returns 0 when valid, -1 otherwise. */
 int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
@@ -66,7 +68,8 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
  * 0, or -1 with err filled; key is wiped on failure. */
 int keys_write_symmetric(const char *path, const char *comment, char *err,
                          size_t errlen) KEYS_WARN_UNUSED;
-int keys_load_symmetric(const char *path, uint8_t key[32], char *err, size_t errlen) KEYS_WARN_UNUSED;
+int keys_load_symmetric(const char *path, uint8_t key[32], char *err,
+                        size_t errlen) KEYS_WARN_UNUSED;
 
 /* sodium_init() once; returns 0 or -1. Every entry point above needs it. */
 int keys_init(void) KEYS_WARN_UNUSED;

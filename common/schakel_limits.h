@@ -17,21 +17,21 @@
 #endif
 
 /* Wire */
-#define SCHAKEL_MAX_FRAME_BYTES (256u * 1024u)  /* one ZMQ frame, checked before decoding */
+#define SCHAKEL_MAX_FRAME_BYTES (256u * 1024u)      /* one ZMQ frame, checked before decoding */
 #define SCHAKEL_DECODE_BUDGET_BYTES (1024u * 1024u) /* allocator budget per decoded frame */
-#define SCHAKEL_MAX_ITEMS 256u                  /* items in one Publish */
-#define SCHAKEL_MAX_ITEM_BYTES (32u * 1024u)    /* one serialized Signal */
+#define SCHAKEL_MAX_ITEMS 256u                      /* items in one Publish */
+#define SCHAKEL_MAX_ITEM_BYTES (32u * 1024u)        /* one serialized Signal */
 #define SCHAKEL_MESSAGE_ID_BYTES 16u
 #define SCHAKEL_SIGNATURE_BYTES 64u
-#define SCHAKEL_MAX_ACKS 1024u                  /* seqs in one Ack */
-#define SCHAKEL_MAX_RECIPIENTS 16u              /* Signal.recipients */
+#define SCHAKEL_MAX_ACKS 1024u     /* seqs in one Ack */
+#define SCHAKEL_MAX_RECIPIENTS 16u /* Signal.recipients */
 
 /* Strings (bytes, UTF-8) */
-#define SCHAKEL_MAX_ID_LEN 64u           /* partner id, rule id, kind token */
-#define SCHAKEL_MAX_PRINCIPAL_LEN 129u   /* "partner/name" */
+#define SCHAKEL_MAX_ID_LEN 64u         /* partner id, rule id, kind token */
+#define SCHAKEL_MAX_PRINCIPAL_LEN 129u /* "partner/name" */
 #define SCHAKEL_MAX_SUMMARY_LEN 2000u
 #define SCHAKEL_MAX_GROUNDS_LEN 2000u
-#define SCHAKEL_MAX_REF_LEN 128u         /* source_ref, case_ref */
+#define SCHAKEL_MAX_REF_LEN 128u /* source_ref, case_ref */
 #define SCHAKEL_MIN_SUBJECT_LEN 8u
 #define SCHAKEL_MAX_SUBJECT_LEN 64u
 #define SCHAKEL_MAX_ADDITION_LEN 8u
@@ -39,39 +39,39 @@
 #define SCHAKEL_MAX_REJECT_TEXT 256u
 
 /* Cases */
-#define SCHAKEL_MAX_NOTE_TEXT_LEN 8000u      /* CaseNote.text */
-#define SCHAKEL_MAX_NOTE_FIELDS 32u          /* CaseNote.fields */
-#define SCHAKEL_MAX_NOTE_FIELD_LEN 2000u     /* NoteField.value */
+#define SCHAKEL_MAX_NOTE_TEXT_LEN 8000u             /* CaseNote.text */
+#define SCHAKEL_MAX_NOTE_FIELDS 32u                 /* CaseNote.fields */
+#define SCHAKEL_MAX_NOTE_FIELD_LEN 2000u            /* NoteField.value */
 #define SCHAKEL_MAX_ATTACHMENT_BYTES (128u * 1024u) /* CaseAttach.content */
 #define SCHAKEL_MAX_ATTACHMENT_NAME_LEN 128u
 #define SCHAKEL_MAX_CASE_TITLE_LEN 200u
-#define SCHAKEL_MAX_CASE_REASON_LEN 1000u    /* close / reopen reason */
-#define SCHAKEL_MAX_CASE_MEMBERS 64u         /* partners in one case */
+#define SCHAKEL_MAX_CASE_REASON_LEN 1000u /* close / reopen reason */
+#define SCHAKEL_MAX_CASE_MEMBERS 64u      /* partners in one case */
 #define SCHAKEL_MAX_CASE_TYPES 1000u
-#define SCHAKEL_CASE_ID_LEN 10u              /* "C-" + 8 digits */
+#define SCHAKEL_CASE_ID_LEN 10u /* "C-" + 8 digits */
 
 /* Time window for Signal.observed_at, relative to the broker's clock */
-#define SCHAKEL_MAX_FUTURE_SKEW_S 300                    /* five minutes ahead */
-#define SCHAKEL_MAX_PAST_S (10LL * 366 * 24 * 3600)      /* ten years back */
+#define SCHAKEL_MAX_FUTURE_SKEW_S 300               /* five minutes ahead */
+#define SCHAKEL_MAX_PAST_S (10LL * 366 * 24 * 3600) /* ten years back */
 
 /* Abuse limits per principal (configurable up to the caps) */
-#define SCHAKEL_DEFAULT_PUBLISH_RATE 1000  /* publishes per second; a second's worth may burst */
+#define SCHAKEL_DEFAULT_PUBLISH_RATE 1000 /* publishes per second; a second's worth may burst */
 #define SCHAKEL_MAX_PUBLISH_RATE 1000000
 #define SCHAKEL_DEFAULT_MAX_CONNECTIONS 64 /* sessions (connections that sent a frame) */
 #define SCHAKEL_SESSION_ACTIVE_MS 1000     /* a session quieter than this may make room */
 #define SCHAKEL_MAX_CONNECTIONS_CAP 4096
 
 /* Flow control */
-#define SCHAKEL_DEFAULT_WINDOW 64u      /* deliveries in flight per receiver */
-#define SCHAKEL_MAX_WINDOW 1024u        /* a larger Flow.window is clamped */
+#define SCHAKEL_DEFAULT_WINDOW 64u           /* deliveries in flight per receiver */
+#define SCHAKEL_MAX_WINDOW 1024u             /* a larger Flow.window is clamped */
 #define SCHAKEL_DEFAULT_ACK_TIMEOUT_MS 60000 /* no ack for this long: resend what is in flight */
 
 /* Liveness (milliseconds) */
-#define SCHAKEL_HANDSHAKE_IVL_MS 5000   /* a CURVE handshake must finish in this */
+#define SCHAKEL_HANDSHAKE_IVL_MS 5000 /* a CURVE handshake must finish in this */
 #define SCHAKEL_ZMTP_HEARTBEAT_IVL_MS 2000
 #define SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS 6000
-#define SCHAKEL_CLIENT_HEARTBEAT_MS 5000  /* client sends Heartbeat this often when idle */
-#define SCHAKEL_SESSION_TIMEOUT_MS 20000  /* no traffic this long: receiver is gone */
+#define SCHAKEL_CLIENT_HEARTBEAT_MS 5000 /* client sends Heartbeat this often when idle */
+#define SCHAKEL_SESSION_TIMEOUT_MS 20000 /* no traffic this long: receiver is gone */
 
 /* Socket buffers (messages); 0 would mean unbounded */
 #define SCHAKEL_SNDHWM 10000
@@ -84,19 +84,20 @@
 #define SCHAKEL_CHECKPOINT_IVL_MS 10000 /* after expiries, truncate the WAL at most this often */
 
 /* Admin endpoint (docs/PROTOCOL.md "Admin endpoint") */
-#define SCHAKEL_ADMIN_MAX_COMMAND_LEN 32u  /* AdminRequest.command */
-#define SCHAKEL_ADMIN_MAX_ARGS 8u          /* AdminRequest.args */
-#define SCHAKEL_ADMIN_MAX_ARG_LEN 256u     /* bytes of one argument */
-#define SCHAKEL_ADMIN_BATCH 64u            /* admin requests handled per loop turn */
+#define SCHAKEL_ADMIN_MAX_COMMAND_LEN 32u        /* AdminRequest.command */
+#define SCHAKEL_ADMIN_MAX_ARGS 8u                /* AdminRequest.args */
+#define SCHAKEL_ADMIN_MAX_ARG_LEN 256u           /* bytes of one argument */
+#define SCHAKEL_ADMIN_BATCH 64u                  /* admin requests handled per loop turn */
 #define SCHAKEL_ADMIN_CHUNK_BYTES (128u * 1024u) /* JSON bytes in one AdminResponse */
 #define SCHAKEL_ADMIN_MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a whole answer, client side */
 
 /* Audit trail (docs/OPERATIONS.md "Audit trail") */
-#define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES 1000u /* a signed checkpoint at least every this many entries */
-#define SCHAKEL_AUDIT_CHECKPOINT_IVL_S 60      /* ... and for entries older than this (seconds) */
-#define SCHAKEL_AUDIT_MAX_TEXT_LEN 4096u       /* bytes of one text field of an entry */
-#define SCHAKEL_AUDIT_TAIL_POLL_MS 500         /* `schakelctl audit tail` reads the store this often */
-#define SCHAKEL_AUDIT_VERIFY_BATCH 4096u       /* entries read per step of a verification */
+#define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES                                                           \
+    1000u                                 /* a signed checkpoint at least every this many entries */
+#define SCHAKEL_AUDIT_CHECKPOINT_IVL_S 60 /* ... and for entries older than this (seconds) */
+#define SCHAKEL_AUDIT_MAX_TEXT_LEN 4096u  /* bytes of one text field of an entry */
+#define SCHAKEL_AUDIT_TAIL_POLL_MS 500    /* `schakelctl audit tail` reads the store this often */
+#define SCHAKEL_AUDIT_VERIFY_BATCH 4096u  /* entries read per step of a verification */
 
 /* Policy */
 #define SCHAKEL_MAX_PARTNERS 64u

@@ -12,9 +12,21 @@
 #include "schakel_limits.h"
 
 const char *const syntax_themes[] = {
-    "ondermijning",   "overlast",     "woninginbraak", "zakkenrollerij",    "voertuigcriminaliteit",
-    "brandveiligheid", "woonfraude",  "zorg",          "mensenhandel",      "drugs",
-    "jeugdcriminaliteit", "radicalisering", "huiselijk-geweld", "geweld", NULL,
+    "ondermijning",
+    "overlast",
+    "woninginbraak",
+    "zakkenrollerij",
+    "voertuigcriminaliteit",
+    "brandveiligheid",
+    "woonfraude",
+    "zorg",
+    "mensenhandel",
+    "drugs",
+    "jeugdcriminaliteit",
+    "radicalisering",
+    "huiselijk-geweld",
+    "geweld",
+    NULL,
 };
 
 int syntax_is_theme(const char *theme)

@@ -69,8 +69,7 @@ void wire_frame_free(Schakel__Frame **frame);
 /* Unpack one item as a Signal (budgeted, unknown fields refused) and
  * validate it with wire_validate_signal. Returns the signal (free with
  * wire_signal_free) or NULL with err filled (err->item_index is NOT set). */
-Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
-                                    wire_error_t *err);
+Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now, wire_error_t *err);
 void wire_signal_free(Schakel__Signal **signal);
 
 /* Unpack a Signal as a recipient gets it (Deliver.signal, CaseEvent.signal):

@@ -293,9 +293,9 @@ static void tail_on_signal(int sig)
 
 typedef struct tail_state {
     const audit_options_t *options;
-    uint64_t after;   /* the last seq printed */
+    uint64_t after; /* the last seq printed */
     uint64_t printed;
-    int failed;       /* out of memory or stdout gone */
+    int failed; /* out of memory or stdout gone */
 } tail_state_t;
 
 static int tail_print(const store_audit_entry_t *e, void *arg)

@@ -121,8 +121,8 @@ int ctl_conn_open(const ctl_options_t *opts, ctl_conn_t **conn);
  * or an exit code after a message: CTL_EXIT_UNREACHABLE for no answer in
  * time or a Rejected NOT_PERMITTED, CTL_EXIT_FAILURE for any other
  * Rejected or a malformed answer. */
-int ctl_conn_request(ctl_conn_t *conn, const char *command, const char *const *args,
-                     size_t n_args, int timeout_ms, ctl_answer_t *answer);
+int ctl_conn_request(ctl_conn_t *conn, const char *command, const char *const *args, size_t n_args,
+                     int timeout_ms, ctl_answer_t *answer);
 
 void ctl_conn_close(ctl_conn_t **conn);
 void ctl_answer_free(ctl_answer_t *answer);

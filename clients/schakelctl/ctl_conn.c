@@ -199,8 +199,7 @@ int ctl_conn_open(const ctl_options_t *opts, ctl_conn_t **out)
     if (opts->admin == NULL || opts->admin[0] == '\0')
         return ctl_usage_error(NULL, "no admin endpoint: give --admin or set SCHAKEL_ADMIN");
     if (opts->broker_key == NULL || opts->broker_key[0] == '\0')
-        return ctl_usage_error(NULL,
-                               "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY");
+        return ctl_usage_error(NULL, "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY");
     if (opts->key == NULL || opts->key[0] == '\0')
         return ctl_usage_error(NULL, "no operator key: give --key or set SCHAKEL_KEY");
     if (keys_init() != 0) {
@@ -339,8 +338,8 @@ static int ctl_finish_answer(ctl_reassembly_t *r, ctl_answer_t *answer)
     return CTL_EXIT_OK;
 }
 
-int ctl_conn_request(ctl_conn_t *conn, const char *command, const char *const *args,
-                     size_t n_args, int timeout_ms, ctl_answer_t *answer)
+int ctl_conn_request(ctl_conn_t *conn, const char *command, const char *const *args, size_t n_args,
+                     int timeout_ms, ctl_answer_t *answer)
 {
     memset(answer, 0, sizeof *answer);
     ctl_reassembly_t r = {0};

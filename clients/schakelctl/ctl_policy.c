@@ -99,30 +99,59 @@ typedef struct ctl_explain {
     int help;
 } ctl_explain_t;
 
-enum { OPT_POLICY = CTL_OPT_FIRST_OWN, OPT_FROM, OPT_TO, OPT_KIND, OPT_THEME, OPT_AREA,
-       OPT_CASE_REF, OPT_JSON, OPT_HELP };
+enum {
+    OPT_POLICY = CTL_OPT_FIRST_OWN,
+    OPT_FROM,
+    OPT_TO,
+    OPT_KIND,
+    OPT_THEME,
+    OPT_AREA,
+    OPT_CASE_REF,
+    OPT_JSON,
+    OPT_HELP
+};
 
 static int ctl_explain_args(int argc, char **argv, ctl_explain_t *e)
 {
-    static const struct option options[] = {
-        {"policy", 1, NULL, OPT_POLICY}, {"from", 1, NULL, OPT_FROM},
-        {"to", 1, NULL, OPT_TO},         {"kind", 1, NULL, OPT_KIND},
-        {"theme", 1, NULL, OPT_THEME},   {"area", 1, NULL, OPT_AREA},
-        {"case-ref", 0, NULL, OPT_CASE_REF}, {"json", 0, NULL, OPT_JSON},
-        {"help", 0, NULL, OPT_HELP},     {NULL, 0, NULL, 0}};
+    static const struct option options[] = {{"policy", 1, NULL, OPT_POLICY},
+                                            {"from", 1, NULL, OPT_FROM},
+                                            {"to", 1, NULL, OPT_TO},
+                                            {"kind", 1, NULL, OPT_KIND},
+                                            {"theme", 1, NULL, OPT_THEME},
+                                            {"area", 1, NULL, OPT_AREA},
+                                            {"case-ref", 0, NULL, OPT_CASE_REF},
+                                            {"json", 0, NULL, OPT_JSON},
+                                            {"help", 0, NULL, OPT_HELP},
+                                            {NULL, 0, NULL, 0}};
     int option;
     opterr = 0;
     optind = 2; /* after "policy explain" */
     while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
         switch (option) {
-        case OPT_POLICY: e->policy_file = optarg; break;
-        case OPT_FROM: e->from = optarg; break;
-        case OPT_KIND: e->kind = optarg; break;
-        case OPT_THEME: e->theme = optarg; break;
-        case OPT_AREA: e->area = optarg; break;
-        case OPT_CASE_REF: e->case_ref = 1; break;
-        case OPT_JSON: e->json = 1; break;
-        case OPT_HELP: e->help = 1; break;
+        case OPT_POLICY:
+            e->policy_file = optarg;
+            break;
+        case OPT_FROM:
+            e->from = optarg;
+            break;
+        case OPT_KIND:
+            e->kind = optarg;
+            break;
+        case OPT_THEME:
+            e->theme = optarg;
+            break;
+        case OPT_AREA:
+            e->area = optarg;
+            break;
+        case OPT_CASE_REF:
+            e->case_ref = 1;
+            break;
+        case OPT_JSON:
+            e->json = 1;
+            break;
+        case OPT_HELP:
+            e->help = 1;
+            break;
         case OPT_TO:
             if (e->n_to == CTL_EXPLAIN_MAX_TO)
                 return ctl_usage_error("policy explain", "at most %d --to", CTL_EXPLAIN_MAX_TO);
@@ -170,13 +199,18 @@ static void ctl_decide(const policy_t *policy, const ctl_explain_t *e, ctl_row_t
     const policy_partner_t *partner =
         to_principal ? to_principal->partner : policy_partner_by_id(policy, row->to);
     if (partner == NULL) {
-        snprintf(row->reason, sizeof row->reason, "\"%s\" is neither a partner nor a principal "
-                 "of this policy", row->to);
+        snprintf(row->reason, sizeof row->reason,
+                 "\"%s\" is neither a partner nor a principal "
+                 "of this policy",
+                 row->to);
         return;
     }
     const char *recipients[1] = {partner->id};
-    policy_signal_facts_t facts = {.kind = e->kind, .theme = e->theme, .area = e->area,
-                                   .has_case_ref = e->case_ref, .recipients = recipients,
+    policy_signal_facts_t facts = {.kind = e->kind,
+                                   .theme = e->theme,
+                                   .area = e->area,
+                                   .has_case_ref = e->case_ref,
+                                   .recipients = recipients,
                                    .n_recipients = 1};
     policy_decision_t decision;
     if (policy_decide_signal(policy, row->sender, &facts, &decision) != VERDICT_ALLOW ||
@@ -271,8 +305,8 @@ static void ctl_row_print(const ctl_row_t *row)
 /* The senders --from names: a principal, or every principal of a partner
  * that may send at all (its operators only when it has nobody else, so
  * that the answer says why operators never send). */
-static size_t ctl_senders(const policy_t *policy, const char *from,
-                          const policy_principal_t **out, size_t max)
+static size_t ctl_senders(const policy_t *policy, const char *from, const policy_principal_t **out,
+                          size_t max)
 {
     const policy_principal_t *one = policy_principal_by_id(policy, from);
     if (one != NULL) {

@@ -88,7 +88,8 @@ static int ctl_show_status(const json_t *doc)
     snprintf(text, sizeof text, "%lld principals, %lld connections",
              ctl_json_int(doc, "connected_principals", 0), ctl_json_int(doc, "connections", 0));
     ctl_row("connected", text);
-    snprintf(text, sizeof text, "accepted %lld, refused %lld, delivered %lld, acked %lld, "
+    snprintf(text, sizeof text,
+             "accepted %lld, refused %lld, delivered %lld, acked %lld, "
              "duplicates %lld",
              ctl_json_int(messages, "accepted", 0), ctl_json_int(messages, "refused", 0),
              ctl_json_int(messages, "delivered", 0), ctl_json_int(messages, "acked", 0),
@@ -245,9 +246,9 @@ static int ctl_show_failed(const char *command, const ctl_answer_t *answer, int 
         ctl_say("the policy in force stays: %s", kept);
     if (json && answer->json != NULL) {
         json_t *copy = json_deep_copy(answer->json);
-        if (copy != NULL && json_object_set_new(copy, "error",
-                                                json_string(answer->error ? answer->error : "")) ==
-                                0)
+        if (copy != NULL &&
+            json_object_set_new(copy, "error", json_string(answer->error ? answer->error : "")) ==
+                0)
             ctl_print_json(copy);
         json_decref(copy);
     }
@@ -270,8 +271,7 @@ int ctl_show_main(int argc, char **argv)
         if (rc < 0)
             return CTL_EXIT_USAGE;
         if (rc == 0)
-            return ctl_usage_error(command, "unknown or incomplete option '%s'",
-                                   argv[optind - 1]);
+            return ctl_usage_error(command, "unknown or incomplete option '%s'", argv[optind - 1]);
     }
     if (opts.help) {
         ctl_show_usage(command, ctl_show_commands[which].summary);

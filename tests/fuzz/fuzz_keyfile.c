@@ -94,7 +94,8 @@ static void fuzz_keyfile_check_pair(const keypair_t *kp)
         fuzz_keyfile_fail("the public key of a loaded pair does not parse back to itself");
     if (keys_sign_pk_to_curve(kp->sign_pk, curve) != 0 || memcmp(curve, kp->curve_pk, 32) != 0)
         fuzz_keyfile_fail("the X25519 key of a loaded pair does not match its Ed25519 key");
-    if (keys_sign(kp, msg, sizeof msg, sig) != 0 || keys_verify(kp->sign_pk, msg, sizeof msg, sig) != 0)
+    if (keys_sign(kp, msg, sizeof msg, sig) != 0 ||
+        keys_verify(kp->sign_pk, msg, sizeof msg, sig) != 0)
         fuzz_keyfile_fail("a loaded pair cannot make a signature that verifies");
 }
 

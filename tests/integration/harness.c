@@ -626,8 +626,8 @@ int h_broker_crash_restart(h_env_t *env, char *problem, size_t problem_len)
     for (int attempt = 1; attempt <= H_RESTART_ATTEMPTS; attempt++) {
         if (h_broker_try_start_at(env, endpoint, problem, problem_len) == 0)
             return 0;
-        fprintf(stderr, "harness: restart %d of %d on %s failed: %s\n", attempt,
-                H_RESTART_ATTEMPTS, endpoint, problem);
+        fprintf(stderr, "harness: restart %d of %d on %s failed: %s\n", attempt, H_RESTART_ATTEMPTS,
+                endpoint, problem);
     }
     return -1;
 }
@@ -1449,9 +1449,8 @@ int h_broker_try_start_metrics(h_env_t *env, const char *const *extra, char *met
                  (long)env->broker_pid);
         return -1;
     }
-    if (access(program, X_OK) != 0 ||
-        h_broker_argv(env, program, "tcp://127.0.0.1:*", words, argv,
-                      sizeof argv / sizeof argv[0]) != 0) {
+    if (access(program, X_OK) != 0 || h_broker_argv(env, program, "tcp://127.0.0.1:*", words, argv,
+                                                    sizeof argv / sizeof argv[0]) != 0) {
         snprintf(problem, problem_len, "%s is not an executable (%s); build it or set SCHAKELD",
                  program, strerror(errno));
         return -1;
@@ -1556,8 +1555,8 @@ static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *
     return envp;
 }
 
-int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file,
-                   const char *const *args, h_cli_result_t *res)
+int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const char *const *args,
+                   h_cli_result_t *res)
 {
     memset(res, 0, sizeof *res);
     const char *program = h_schakelctl_path();
@@ -1623,7 +1622,6 @@ int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_resu
     args[n] = NULL;
     return h_run_ctl_argv(env, admin, principal ? h_key_file(env, principal) : NULL, args, res);
 }
-
 
 /* ------------------------------------------------------------------ cases */
 

@@ -292,8 +292,8 @@ void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen);
  * /dev/null, arguments NULL-terminated. Returns the exit status (also in
  * res->status, -1 when it did not finish within H_CLI_TIMEOUT_MS); free
  * res with h_cli_result_free. */
-int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file,
-                   const char *const *args, h_cli_result_t *res);
+int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const char *const *args,
+                   h_cli_result_t *res);
 
 /* The same with the key file of `principal` (NULL: SCHAKEL_KEY unset) and
  * the arguments as a NULL-terminated list. */

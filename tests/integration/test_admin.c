@@ -187,9 +187,9 @@ static void test_admin_endpoint_admits_operators_only(void **state)
     assert_int_equal(h_try_connect(env, h_key_file(env, H_OPERATOR), &client, &err),
                      SCHAKEL_ERR_AUTH);
     assert_null(client);
-    assert_int_equal(h_await_log(env, offset, "operator keys may not use the partner endpoint",
-                                 H_TIMEOUT_MS),
-                     0);
+    assert_int_equal(
+        h_await_log(env, offset, "operator keys may not use the partner endpoint", H_TIMEOUT_MS),
+        0);
     /* The partner endpoint still serves partners. */
     client = h_connect(env, H_POLITIE);
     schakel_close(&client);
@@ -210,18 +210,15 @@ static void test_ctl_usage_and_unreachable(void **state)
     static const char *const extra[] = {"status", "now", NULL};
     static const char *const none[] = {"frobnicate", NULL};
     static const struct {
-        int admin;      /* 0 unset, 1 the real one, 2 a closed port */
+        int admin; /* 0 unset, 1 the real one, 2 a closed port */
         int with_key;
         const char *const *args;
         int exit_code;
         const char *says;
     } rows[] = {
-        {0, 1, status, 2, "no admin endpoint"},
-        {1, 0, status, 2, "no operator key"},
-        {2, 1, status, 4, "no TCP connection"},
-        {1, 1, bogus, 2, "--no-such-option"},
-        {1, 1, extra, 2, "takes no arguments"},
-        {1, 1, none, 2, "unknown command"},
+        {0, 1, status, 2, "no admin endpoint"}, {1, 0, status, 2, "no operator key"},
+        {2, 1, status, 4, "no TCP connection"}, {1, 1, bogus, 2, "--no-such-option"},
+        {1, 1, extra, 2, "takes no arguments"}, {1, 1, none, 2, "unknown command"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
@@ -434,8 +431,10 @@ static void test_reload_refused_keeps_old_policy(void **state)
         json_get(strstr(status, "\"policy\""), "hash", value, sizeof value);
         assert_string_equal(value, old_hash);
         free(status);
-        schakel_signal_t fire = {.kind = "brandonveilige-situatie", .theme = "brandveiligheid",
-                                 .area = "BU09350101", .recipients = to_gemeente,
+        schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                                 .theme = "brandveiligheid",
+                                 .area = "BU09350101",
+                                 .recipients = to_gemeente,
                                  .n_recipients = 1};
         uint32_t recipients = 0;
         (void)h_publish_ok(brandweer, &fire, NULL, NULL, &recipients, NULL);
@@ -536,8 +535,7 @@ typedef struct raw_client {
 } raw_client_t;
 
 /* A DEALER with `principal`'s key, connected and past the handshake. */
-static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint,
-                        const char *principal)
+static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint, const char *principal)
 {
     char text[256];
     uint8_t broker_sign[32], broker_curve[32];
@@ -554,10 +552,10 @@ static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint,
                          zmq_setsockopt(c->socket, ZMQ_LINGER, &zero, sizeof zero),
                      0);
     keys_destroy(&keys);
-    assert_int_equal(zmq_socket_monitor(c->socket, "inproc://test-admin-monitor",
-                                        ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                                            ZMQ_EVENT_HANDSHAKE_FAILED_AUTH),
-                     0);
+    assert_int_equal(
+        zmq_socket_monitor(c->socket, "inproc://test-admin-monitor",
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH),
+        0);
     c->monitor = zmq_socket(c->ctx, ZMQ_PAIR);
     assert_int_equal(zmq_connect(c->monitor, "inproc://test-admin-monitor"), 0);
     assert_int_equal(zmq_connect(c->socket, endpoint), 0);
@@ -624,7 +622,7 @@ static void test_admin_frames(void **state)
     h_admin_endpoint(env, admin, sizeof admin);
     static char *const one_arg[] = {"now"};
     static const struct {
-        int body;          /* 0 garbage, 1 heartbeat, 2 admin request */
+        int body; /* 0 garbage, 1 heartbeat, 2 admin request */
         uint32_t version;
         uint64_t request_id;
         const char *command;
@@ -890,45 +888,112 @@ static void test_policy_explain(void **state)
         const char *says[3]; /* on stdout (exit 0/1) or stderr (2) */
         const char *never;   /* must not appear on stdout */
     } rows[] = {
-        {H_WOCO_JEKERDAL, "politie", "hennepkwekerij", "ondermijning", "BU09350101", 0, 0,
+        {H_WOCO_JEKERDAL,
+         "politie",
+         "hennepkwekerij",
+         "ondermijning",
+         "BU09350101",
+         0,
+         0,
          {"ALLOW", "rule         woco-ondermijning-politie",
           "fields       sender, kind, theme, area, address, subject, grounds, case_ref"},
          NULL},
-        {H_WOCO_JEKERDAL, "gemeente", "hennepkwekerij", "ondermijning", "WK093501", 0, 0,
+        {H_WOCO_JEKERDAL,
+         "gemeente",
+         "hennepkwekerij",
+         "ondermijning",
+         "WK093501",
+         0,
+         0,
          {"woco-ondermijning-gemeente", "Opiumwet art. 13b", "retention    180d"},
          "subject"},
-        {"woco-jekerdal", "riec/m.janssen", "hennepkwekerij", "ondermijning", "GM0935", 0, 0,
+        {"woco-jekerdal",
+         "riec/m.janssen",
+         "hennepkwekerij",
+         "ondermijning",
+         "GM0935",
+         0,
+         0,
          {"woco-ondermijning-riec", "recipients   riec/m.janssen", "2y"},
          NULL},
-        {H_WOCO_JEKERDAL, "politie", "hennepkwekerij", "ondermijning", "GM0917", 0, 1,
+        {H_WOCO_JEKERDAL,
+         "politie",
+         "hennepkwekerij",
+         "ondermijning",
+         "GM0917",
+         0,
+         1,
          {"DENY", "no rule lets woco-jekerdal", "GM0917"},
          "ALLOW"},
-        {H_POLITIE, "gemeente", "fietsendiefstal", "woninginbraak", "GM0935", 0, 1,
+        {H_POLITIE,
+         "gemeente",
+         "fietsendiefstal",
+         "woninginbraak",
+         "GM0935",
+         0,
+         1,
          {"DENY", "fietsendiefstal", NULL},
          "ALLOW"},
-        {H_POLITIE, "veiligheidshuis", "melding", "zorg", "GM0935", 0, 1,
+        {H_POLITIE,
+         "veiligheidshuis",
+         "melding",
+         "zorg",
+         "GM0935",
+         0,
+         1,
          {"DENY", "requires case_ref", NULL},
          "ALLOW"},
-        {H_POLITIE, "veiligheidshuis", "melding", "zorg", "GM0935", 1, 0,
+        {H_POLITIE,
+         "veiligheidshuis",
+         "melding",
+         "zorg",
+         "GM0935",
+         1,
+         0,
          {"ALLOW", "politie-zorg-veiligheidshuis", "case_ref"},
          NULL},
-        {H_OPERATOR, "politie", "melding", "overlast", "GM0935", 0, 1,
+        {H_OPERATOR,
+         "politie",
+         "melding",
+         "overlast",
+         "GM0935",
+         0,
+         1,
          {"DENY", "operator", NULL},
          "ALLOW"},
-        {H_POLITIE, "gemeente", "melding", "parkeren", "GM0935", 0, 2,
+        {H_POLITIE,
+         "gemeente",
+         "melding",
+         "parkeren",
+         "GM0935",
+         0,
+         2,
          {"not a theme", NULL, NULL},
          NULL},
-        {H_POLITIE, "gemeente", "melding", "overlast", "GM935", 0, 2,
+        {H_POLITIE,
+         "gemeente",
+         "melding",
+         "overlast",
+         "GM935",
+         0,
+         2,
          {"not a CBS code", NULL, NULL},
          NULL},
-        {"dierenbescherming", "gemeente", "melding", "overlast", "GM0935", 0, 2,
+        {"dierenbescherming",
+         "gemeente",
+         "melding",
+         "overlast",
+         "GM0935",
+         0,
+         2,
          {"neither a principal nor a partner", NULL, NULL},
          NULL},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        const char *args[16] = {"policy", "explain", "--policy", env->policy_path, "--from",
-                                rows[i].from, "--to", rows[i].to, "--kind", rows[i].kind,
-                                "--theme", rows[i].theme, "--area", rows[i].area, NULL};
+        const char *args[16] = {"policy", "explain",    "--policy", env->policy_path,
+                                "--from", rows[i].from, "--to",     rows[i].to,
+                                "--kind", rows[i].kind, "--theme",  rows[i].theme,
+                                "--area", rows[i].area, NULL};
         if (rows[i].case_ref)
             args[14] = "--case-ref";
         h_cli_result_t res;
@@ -945,9 +1010,13 @@ static void test_policy_explain(void **state)
     }
 
     /* Without --to: one row per partner; the fire service reaches three. */
-    const char *const every[] = {"policy", "explain", "--policy", env->policy_path, "--from",
-                                 H_BRANDWEER, "--kind", "brandonveilige-situatie", "--theme",
-                                 "brandveiligheid", "--area", "BU09350101", "--json", NULL};
+    const char *const every[] = {"policy",   "explain",
+                                 "--policy", env->policy_path,
+                                 "--from",   H_BRANDWEER,
+                                 "--kind",   "brandonveilige-situatie",
+                                 "--theme",  "brandveiligheid",
+                                 "--area",   "BU09350101",
+                                 "--json",   NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, every, &res);
     expect_exit(&res, 0, "explain to every partner");
@@ -1023,8 +1092,8 @@ int main(void)
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_refused_keeps_old_policy, setup_admin_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off,
-                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off, setup_admin_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
                                         h_teardown),

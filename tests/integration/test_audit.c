@@ -228,8 +228,8 @@ static size_t export_entries(const char *json, const char *event)
         const char *end = strchr(p, '}');
         char needle[64];
         snprintf(needle, sizeof needle, "\"event\":\"%s\"", event != NULL ? event : "");
-        if (event == NULL || (end != NULL && memmem(p, (size_t)(end - p), needle,
-                                                    strlen(needle)) != NULL))
+        if (event == NULL ||
+            (end != NULL && memmem(p, (size_t)(end - p), needle, strlen(needle)) != NULL))
             n++;
     }
     return n;
@@ -305,8 +305,9 @@ static void tag_of(const h_env_t *env, const char *id_hex, char tag[65])
 {
     sqlite3 *db = db_open(env->store_path, 0);
     sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "SELECT DISTINCT coalesce(subject_tag, '') FROM audit"
-                                            " WHERE event = 'delivery.queued' AND message_id = ?1",
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT DISTINCT coalesce(subject_tag, '') FROM audit"
+                                        " WHERE event = 'delivery.queued' AND message_id = ?1",
                                         -1, &stmt, NULL),
                      SQLITE_OK);
     sqlite3_bind_text(stmt, 1, id_hex, -1, SQLITE_STATIC);
@@ -351,24 +352,32 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
     uint8_t sign_pk[32], curve_pk[32];
     char err[256];
     /* The stranger's handshake: its CURVE key, from 127.0.0.1, refused. */
-    assert_int_equal(keys_load_public(h_pub_file(env, H_UNREGISTERED), sign_pk, err, sizeof err), 0);
+    assert_int_equal(keys_load_public(h_pub_file(env, H_UNREGISTERED), sign_pk, err, sizeof err),
+                     0);
     assert_int_equal(keys_sign_pk_to_curve(sign_pk, curve_pk), 0);
     keys_public_z85(curve_pk, key_z85);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
-                                    " AND curve_key = ?1 AND peer = '127.0.0.1' AND actor IS NULL",
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                               " AND curve_key = ?1 AND peer = '127.0.0.1' AND actor IS NULL",
                                key_z85),
                      1);
     snprintf(detail, sizeof detail, "old_policy=%s new_policy=%s requested_by=SIGHUP", old_hash,
              new_hash);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'policy.reloaded'"
-                                    " AND detail = ?1", detail),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'policy.reloaded'"
+                               " AND detail = ?1",
+                               detail),
                      1);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
-                                    " AND actor = ?1 AND reason = 'POLICY_DENIED'"
-                                    " AND rule_id IS NULL", H_POLITIE),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                               " AND actor = ?1 AND reason = 'POLICY_DENIED'"
+                               " AND rule_id IS NULL",
+                               H_POLITIE),
                      1);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
-                                    " AND actor = ?1", H_POLITIE),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                               " AND actor = ?1",
+                               H_POLITIE),
                      4);
     /* A's deliveries name A by one keyed tag, B's by another, N's by none;
      * the pseudonyms themselves are nowhere on disk. */
@@ -384,24 +393,31 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
     assert_nowhere_in_clear(env, SUBJECT_A);
     assert_nowhere_in_clear(env, SUBJECT_B);
     /* A's deliveries carry what a data-subject request needs. */
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
-                                    " AND subject_tag = ?1 AND recipient = 'om/parket'"
-                                    " AND recipient_partner = 'om' AND actor = 'politie/bvh-koppeling'"
-                                    " AND kind = 'witwassen' AND theme = 'ondermijning'"
-                                    " AND rule_id = 'politie-ondermijning-om'"
-                                    " AND length(rule_hash) = 64 AND purpose <> ''"
-                                    " AND legal_basis <> '' AND fields LIKE '%subject%'",
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
+                               " AND subject_tag = ?1 AND recipient = 'om/parket'"
+                               " AND recipient_partner = 'om' AND actor = 'politie/bvh-koppeling'"
+                               " AND kind = 'witwassen' AND theme = 'ondermijning'"
+                               " AND rule_id = 'politie-ondermijning-om'"
+                               " AND length(rule_hash) = 64 AND purpose <> ''"
+                               " AND legal_basis <> '' AND fields LIKE '%subject%'",
                                tag_a1),
                      recipients_a);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
-                                    " AND actor = 'om/parket'", NULL),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
+                               " AND actor = 'om/parket'",
+                               NULL),
                      2);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event IN"
-                                    " ('broker.started', 'broker.stopped')", NULL),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event IN"
+                               " ('broker.started', 'broker.stopped')",
+                               NULL),
                      2);
     /* No contents: the summary and grounds are nowhere in the trail. */
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE detail LIKE '%contante%'"
-                                    " OR reason LIKE '%contante%'", NULL),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE detail LIKE '%contante%'"
+                               " OR reason LIKE '%contante%'",
+                               NULL),
                      0);
 }
 
@@ -431,8 +447,8 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     /* The export of A: A's deliveries, the ack of the one that was acked,
      * nothing of B. */
     snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
-    if (ctl_run(env, &res, "audit", "subject", SUBJECT_A, "--store", env->store_path,
-                "--store-key", store_key, NULL) != 0)
+    if (ctl_run(env, &res, "audit", "subject", SUBJECT_A, "--store", env->store_path, "--store-key",
+                store_key, NULL) != 0)
         fail_msg("subject: %d\n%s", res.status, res.err);
     assert_int_equal(export_entries(res.out, "delivery.queued"), recipients_a);
     assert_int_equal(export_entries(res.out, "delivery.acked"), recipients_a / 2);
@@ -464,8 +480,8 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
     exercised_t x;
     exercise_broker(env, &x);
     assert_int_equal(h_broker_stop(env), 0);
-    int64_t target = store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL",
-                               NULL);
+    int64_t target =
+        store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL", NULL);
     enum { ALTERED, REMOVED, SWAPPED, N_ATTACKS };
     for (int attack = 0; attack < N_ATTACKS; attack++) {
         char copy[192], sql[512], expected[64];
@@ -478,14 +494,16 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
         if (attack == ALTERED)
             snprintf(sql, sizeof sql,
                      "UPDATE audit SET recipient = 'riec/analyse', recipient_partner = 'riec'"
-                     " WHERE seq = %lld", t);
+                     " WHERE seq = %lld",
+                     t);
         else if (attack == REMOVED)
             snprintf(sql, sizeof sql, "DELETE FROM audit WHERE seq = %lld", t);
         else
             snprintf(sql, sizeof sql,
                      "UPDATE audit SET seq = 999999 WHERE seq = %lld;"
                      "UPDATE audit SET seq = %lld WHERE seq = %lld;"
-                     "UPDATE audit SET seq = %lld WHERE seq = 999999", t, t, t + 1, t + 1);
+                     "UPDATE audit SET seq = %lld WHERE seq = 999999",
+                     t, t, t + 1, t + 1);
         db_exec(db, sql);
         sqlite3_close(db);
         ctl_run(env, &res, "audit", "verify", "--store", copy, "--broker-key", env->broker_pub,
@@ -547,9 +565,9 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     trail_refuse(env, "delivery.queued");
     randombytes_buf(refused_id, sizeof refused_id);
     schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-11");
-    assert_int_equal(schakel_publish(politie, NULL, &s2, 1, refused_id, NULL, NULL, NULL,
-                                     H_TIMEOUT_MS),
-                     SCHAKEL_ERR_REFUSED);
+    assert_int_equal(
+        schakel_publish(politie, NULL, &s2, 1, refused_id, NULL, NULL, NULL, H_TIMEOUT_MS),
+        SCHAKEL_ERR_REFUSED);
     assert_int_equal(store_int(env, "SELECT count(*) FROM publishes", NULL), 1);
     assert_int_equal(h_backlog(om), 1);
 
@@ -569,8 +587,8 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     trail_refuse(env, "auth.admitted");
     schakel_client_t *late = NULL;
     schakel_error_t err;
-    schakel_status_t st = schakel_connect(&late, env->endpoint, env->broker_pub,
-                                          h_key_file(env, H_RIEC), 2000, &err);
+    schakel_status_t st =
+        schakel_connect(&late, env->endpoint, env->broker_pub, h_key_file(env, H_RIEC), 2000, &err);
     if (st == SCHAKEL_OK)
         fail_msg("a handshake was admitted while its admission could not be recorded");
     schakel_close(&late);
@@ -594,14 +612,17 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     char hex[33];
     for (int i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", refused_id[i]);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
-                                    " AND message_id = ?1", hex),
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                               " AND message_id = ?1",
+                               hex),
                      1); /* the retry, not the refused one */
-    assert_true(store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
-                               " AND message_id = ?1", hex) >= 1);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'",
-                               NULL),
-                     1);
+    assert_true(store_int(env,
+                          "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                          " AND message_id = ?1",
+                          hex) >= 1);
+    assert_int_equal(
+        store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
     h_cli_result_t res = {0};
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
@@ -617,8 +638,8 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_trail_of_a_broker_verifies_and_exports,
-                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_trail_of_a_broker_verifies_and_exports, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_verify_names_the_entry_changed_in_a_copy,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,

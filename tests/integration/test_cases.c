@@ -957,8 +957,8 @@ static void test_link_received_signal(void **state)
     /* Never more than the linking partner itself may see: riec's own signal
      * rule leaves out source_ref, so nobody gets it through the case, not
      * even the lead (whose case rule would show every field). */
-    const unsigned to_riec = H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY |
-                             H_F_SUMMARY;
+    const unsigned to_riec =
+        H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY | H_F_SUMMARY;
     expect_linked(politie, "politie", id, H_WOCO_MAASOEVER,
                   H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY);
     expect_linked(gemeente, "gemeente", id, H_WOCO_MAASOEVER, H_F_AREA | H_F_ADDRESS | H_F_SUMMARY);

@@ -25,8 +25,10 @@ static schakel_signal_t police_signal(const char *summary)
 static void test_lowered_limits_are_enforced(void **state)
 {
     h_env_t *env = *state;
-    const char *const extra[] = {"--set", "max_items_per_publish=2", "--set",
-                                 "max_summary_length=12", "--set", "max_window=2", NULL};
+    const char *const extra[] = {"--set", "max_items_per_publish=2",
+                                 "--set", "max_summary_length=12",
+                                 "--set", "max_window=2",
+                                 NULL};
     h_broker_start_with(env, extra);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
 
@@ -35,10 +37,12 @@ static void test_lowered_limits_are_enforced(void **state)
                                  police_signal("drie")};
     uint8_t id[16];
     schakel_item_result_t results[3];
-    assert_int_equal(schakel_publish(politie, NULL, batch, 2, NULL, id, results, NULL, H_TIMEOUT_MS),
-                     SCHAKEL_OK);
-    assert_int_equal(schakel_publish(politie, NULL, batch, 3, NULL, id, results, NULL, H_TIMEOUT_MS),
-                     SCHAKEL_ERR_REFUSED);
+    assert_int_equal(
+        schakel_publish(politie, NULL, batch, 2, NULL, id, results, NULL, H_TIMEOUT_MS),
+        SCHAKEL_OK);
+    assert_int_equal(
+        schakel_publish(politie, NULL, batch, 3, NULL, id, results, NULL, H_TIMEOUT_MS),
+        SCHAKEL_ERR_REFUSED);
     assert_string_equal(schakel_last_error(politie)->reason_name, "TOO_MANY_ITEMS");
 
     /* summary length: 12 bytes pass, 13 are refused naming the field */

@@ -185,8 +185,8 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     *strrchr(base, '.') = '\0';
     strncat(base, "-new", sizeof base - strlen(base) - 1);
     assert_int_equal(keys_generate(base, err, sizeof err), 0);
-    char *header = replaced(h_policy_header, "keys/gemeente-meldingen.pub",
-                            "keys/gemeente-meldingen-new.pub");
+    char *header =
+        replaced(h_policy_header, "keys/gemeente-meldingen.pub", "keys/gemeente-meldingen-new.pub");
     h_env_write_policy(env, "%s%s", header, h_default_rules);
     free(header);
     assert_int_equal(h_broker_reload(env), 1);
@@ -235,8 +235,8 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     assert_int_equal(h_backlog_of(env, H_WOCO_MAASOEVER), 1);
 
     /* The fire service may no longer inform the municipality. */
-    char *rules = replaced(h_default_rules, BRANDWEER_TO,
-                           "    to: [woco-maasoever, woco-jekerdal]\n");
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
     h_env_write_policy(env, "%s%s", h_policy_header, rules);
     free(rules);
     long offset = h_log_offset(env);
@@ -285,8 +285,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries,
-                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
 }

@@ -151,9 +151,9 @@ static void test_misuse_loses_the_document(void **state)
 {
     (void)state;
     void (*const rows[])(admin_json_t *) = {
-        misuse_unclosed,      misuse_key_in_array, misuse_value_without_key,
-        misuse_key_without_value, misuse_wrong_close, misuse_two_documents,
-        misuse_too_deep,      misuse_nothing,      misuse_null_key,
+        misuse_unclosed,          misuse_key_in_array, misuse_value_without_key,
+        misuse_key_without_value, misuse_wrong_close,  misuse_two_documents,
+        misuse_too_deep,          misuse_nothing,      misuse_null_key,
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         admin_json_t j;

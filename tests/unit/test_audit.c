@@ -36,10 +36,10 @@
 
 /* ------------------------------------------------------------------ files and keys */
 
-static char group_dir[64];       /* keys and the template trail, for the whole run */
-static char template_path[128];  /* a closed store holding the TRAIL_ENTRIES trail */
-static keypair_t *broker_key;    /* signs the template's checkpoints */
-static keypair_t *other_key;     /* a key that is not the broker's */
+static char group_dir[64];      /* keys and the template trail, for the whole run */
+static char template_path[128]; /* a closed store holding the TRAIL_ENTRIES trail */
+static keypair_t *broker_key;   /* signs the template's checkpoints */
+static keypair_t *other_key;    /* a key that is not the broker's */
 static uint8_t store_key[STORE_KEY_BYTES];
 static uint8_t template_last_hash[STORE_AUDIT_HASH_BYTES];
 
@@ -178,8 +178,7 @@ static sqlite3 *attacker_open(const char *path)
     return db;
 }
 
-static void raw_set_blob(sqlite3 *db, const char *sql, const uint8_t *blob, size_t len,
-                         int64_t seq)
+static void raw_set_blob(sqlite3 *db, const char *sql, const uint8_t *blob, size_t len, int64_t seq)
 {
     sqlite3_stmt *stmt = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
@@ -333,12 +332,13 @@ static void test_field_order_is_the_documented_one(void **state)
         const char *name;
         int is_integer;
     } documented[] = {
-        {"event", 0},        {"actor", 0},        {"peer", 0},           {"curve_key", 0},
-        {"recipient", 0},    {"recipient_partner", 0}, {"message_id", 0}, {"item_index", 1},
-        {"item_seq", 1},     {"delivery_seq", 1}, {"kind", 0},           {"theme", 0},
-        {"subject_tag", 0},  {"rule_id", 0},      {"rule_hash", 0},      {"purpose", 0},
-        {"legal_basis", 0},  {"fields", 0},       {"expires_at", 1},     {"reason", 0},
-        {"detail", 0},
+        {"event", 0},        {"actor", 0},       {"peer", 0},
+        {"curve_key", 0},    {"recipient", 0},   {"recipient_partner", 0},
+        {"message_id", 0},   {"item_index", 1},  {"item_seq", 1},
+        {"delivery_seq", 1}, {"kind", 0},        {"theme", 0},
+        {"subject_tag", 0},  {"rule_id", 0},     {"rule_hash", 0},
+        {"purpose", 0},      {"legal_basis", 0}, {"fields", 0},
+        {"expires_at", 1},   {"reason", 0},      {"detail", 0},
     };
     assert_int_equal(sizeof documented / sizeof documented[0], STORE_AUDIT_FIELD_COUNT);
     for (size_t i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
@@ -431,18 +431,33 @@ static void mutated(enum mutation m, store_audit_entry_t *e, uint8_t prev[32])
     e->seq = 5;
     e->at = BASE_TIME;
     switch (m) {
-    case MUT_NONE: break;
-    case MUT_SEQ: e->seq = 6; break;
-    case MUT_AT: e->at = BASE_TIME + 1; break;
-    case MUT_PREV: prev[31] = 1; break;
-    case MUT_EVENT: audit_set_text(e, STORE_AUDIT_EVENT, "publish.accepted"); break;
+    case MUT_NONE:
+        break;
+    case MUT_SEQ:
+        e->seq = 6;
+        break;
+    case MUT_AT:
+        e->at = BASE_TIME + 1;
+        break;
+    case MUT_PREV:
+        prev[31] = 1;
+        break;
+    case MUT_EVENT:
+        audit_set_text(e, STORE_AUDIT_EVENT, "publish.accepted");
+        break;
     case MUT_TEXT_TO_OTHER_FIELD:
         audit_set_text(e, STORE_AUDIT_ACTOR, NULL);
         audit_set_text(e, STORE_AUDIT_PEER, "ab");
         break;
-    case MUT_ABSENT_TO_EMPTY: audit_set_text(e, STORE_AUDIT_DETAIL, ""); break;
-    case MUT_ABSENT_TO_ZERO: audit_set_int(e, STORE_AUDIT_ITEM_SEQ, 0); break;
-    case MUT_INTEGER: audit_set_int(e, STORE_AUDIT_ITEM_INDEX, 2); break;
+    case MUT_ABSENT_TO_EMPTY:
+        audit_set_text(e, STORE_AUDIT_DETAIL, "");
+        break;
+    case MUT_ABSENT_TO_ZERO:
+        audit_set_int(e, STORE_AUDIT_ITEM_SEQ, 0);
+        break;
+    case MUT_INTEGER:
+        audit_set_int(e, STORE_AUDIT_ITEM_INDEX, 2);
+        break;
     case MUT_BOUNDARY: /* "ab"+"c" and "a"+"bc": the length prefixes tell them apart */
         audit_set_text(e, STORE_AUDIT_ACTOR, "a");
         audit_set_text(e, STORE_AUDIT_RECIPIENT, "bc");
@@ -457,9 +472,15 @@ static void test_every_change_changes_the_hash(void **state)
         enum mutation m;
         int same; /* 1: must hash equal to the base */
     } rows[] = {
-        {MUT_NONE, 1},           {MUT_SEQ, 0},    {MUT_AT, 0},
-        {MUT_PREV, 0},           {MUT_EVENT, 0},  {MUT_TEXT_TO_OTHER_FIELD, 0},
-        {MUT_ABSENT_TO_EMPTY, 0}, {MUT_ABSENT_TO_ZERO, 0}, {MUT_INTEGER, 0},
+        {MUT_NONE, 1},
+        {MUT_SEQ, 0},
+        {MUT_AT, 0},
+        {MUT_PREV, 0},
+        {MUT_EVENT, 0},
+        {MUT_TEXT_TO_OTHER_FIELD, 0},
+        {MUT_ABSENT_TO_EMPTY, 0},
+        {MUT_ABSENT_TO_ZERO, 0},
+        {MUT_INTEGER, 0},
         {MUT_BOUNDARY, 0},
     };
     uint8_t prev[32], base[32], hash[32];
@@ -537,9 +558,9 @@ static void test_checkpoints_every_n_entries_and_when_due(void **state)
     assert_memory_equal(seen.cp[0].key, broker_key->sign_pk, 32);
     uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
     audit_checkpoint_signed_bytes(seen.cp[0].seq, seen.cp[0].hash, seen.cp[0].at, signed_bytes);
-    assert_int_equal(keys_verify(broker_key->sign_pk, signed_bytes, sizeof signed_bytes,
-                                 seen.cp[0].signature),
-                     0);
+    assert_int_equal(
+        keys_verify(broker_key->sign_pk, signed_bytes, sizeof signed_bytes, seen.cp[0].signature),
+        0);
 
     /* Five entries wait; the last checkpoint is recent: none due yet. */
     int64_t cp_at = seen.cp[0].at;
@@ -683,18 +704,28 @@ static void tamper(const char *path, enum tamper t)
 {
     sqlite3 *db = attacker_open(path);
     switch (t) {
-    case T_FIELD_ALTERED: raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502"); break;
+    case T_FIELD_ALTERED:
+        raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
+        break;
     case T_INTEGER_ALTERED:
         raw_exec(db, "UPDATE audit SET delivery_seq = delivery_seq + 1 WHERE seq = 1500");
         break;
-    case T_FIELD_REMOVED: raw_exec(db, "UPDATE audit SET subject_tag = NULL WHERE seq = 1500"); break;
-    case T_FIELD_ADDED: raw_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500"); break;
+    case T_FIELD_REMOVED:
+        raw_exec(db, "UPDATE audit SET subject_tag = NULL WHERE seq = 1500");
+        break;
+    case T_FIELD_ADDED:
+        raw_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500");
+        break;
     case T_ALTERED_WITH_ITS_HASH:
         raw_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
         rehash_from(path, db, 1500, 1500);
         break;
-    case T_ENTRY_DELETED: raw_exec(db, "DELETE FROM audit WHERE seq = 1500"); break;
-    case T_FIRST_ENTRY_DELETED: raw_exec(db, "DELETE FROM audit WHERE seq = 1"); break;
+    case T_ENTRY_DELETED:
+        raw_exec(db, "DELETE FROM audit WHERE seq = 1500");
+        break;
+    case T_FIRST_ENTRY_DELETED:
+        raw_exec(db, "DELETE FROM audit WHERE seq = 1");
+        break;
     case T_TWO_ENTRIES_SWAPPED:
         raw_exec(db, "UPDATE audit SET seq = 999999 WHERE seq = 1500;"
                      "UPDATE audit SET seq = 1500 WHERE seq = 1501;"
@@ -707,17 +738,29 @@ static void tamper(const char *path, enum tamper t)
         raw_exec(db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE seq = 999)"
                      " WHERE seq = 1000");
         break;
-    case T_CHECKPOINT_MOVED: raw_exec(db, "UPDATE audit_checkpoints SET seq = 999 WHERE seq = 1000"); break;
-    case T_CHECKPOINT_OTHER_KEY: resign_checkpoint(db, 1000, other_key); break;
+    case T_CHECKPOINT_MOVED:
+        raw_exec(db, "UPDATE audit_checkpoints SET seq = 999 WHERE seq = 1000");
+        break;
+    case T_CHECKPOINT_OTHER_KEY:
+        resign_checkpoint(db, 1000, other_key);
+        break;
     case T_CHAIN_REWRITTEN:
         raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
         rehash_from(path, db, 1502, TRAIL_ENTRIES);
         break;
-    case T_TAIL_CUT_PAST_CHECKPOINT: raw_exec(db, "DELETE FROM audit WHERE seq > 1800"); break;
+    case T_TAIL_CUT_PAST_CHECKPOINT:
+        raw_exec(db, "DELETE FROM audit WHERE seq > 1800");
+        break;
     case T_TAIL_CUT_AFTER_CHECKPOINT:
-    case T_TAIL_CUT_ANCHORED: raw_exec(db, "DELETE FROM audit WHERE seq > 2200"); break;
-    case T_HASH_SHORT: raw_exec(db, "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 1500"); break;
-    case T_TEXT_AS_BLOB: raw_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502"); break;
+    case T_TAIL_CUT_ANCHORED:
+        raw_exec(db, "DELETE FROM audit WHERE seq > 2200");
+        break;
+    case T_HASH_SHORT:
+        raw_exec(db, "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 1500");
+        break;
+    case T_TEXT_AS_BLOB:
+        raw_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502");
+        break;
     }
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
@@ -767,8 +810,8 @@ static void test_verify_names_the_first_broken_place(void **state)
                          (unsigned long long)r.broken_seq, r.problem);
         } else if (r.intact || r.broken_seq != rows[i].broken_seq ||
                    strstr(r.problem, rows[i].problem) == NULL) {
-            fail_msg("row %zu: intact=%d broken_seq=%llu \"%s\"; expected %llu \"%s\"", i,
-                     r.intact, (unsigned long long)r.broken_seq, r.problem,
+            fail_msg("row %zu: intact=%d broken_seq=%llu \"%s\"; expected %llu \"%s\"", i, r.intact,
+                     (unsigned long long)r.broken_seq, r.problem,
                      (unsigned long long)rows[i].broken_seq, rows[i].problem);
         }
         if (r.entries != rows[i].entries)
@@ -798,8 +841,8 @@ static int action_with_record(store_t *store, uint8_t salt, size_t detail_len)
     fill(root, sizeof root, salt);
     fill(item, sizeof item, salt);
     assert_int_equal(store_begin(store), 0);
-    int64_t publish_id = store_publish_add(store, "politie/bvh-koppeling", id, hash, sig, root,
-                                           BASE_TIME);
+    int64_t publish_id =
+        store_publish_add(store, "politie/bvh-koppeling", id, hash, sig, root, BASE_TIME);
     assert_true(publish_id > 0);
     assert_true(store_item_add(store, publish_id, 0, item, sizeof item) > 0);
     memset(detail, 'x', detail_len);
@@ -870,14 +913,22 @@ static void test_append_refuses_bad_entries(void **state)
         store_audit_entry_t e;
         audit_entry_init(&e, "request.refused");
         switch (rows[i].kind) {
-        case NO_EVENT: e.field[STORE_AUDIT_EVENT].present = 0; break;
-        case NOT_UTF8: audit_set_text(&e, STORE_AUDIT_DETAIL, "caf\xe9"); break;
-        case TOO_LONG: audit_set_text(&e, STORE_AUDIT_DETAIL, long_text); break;
+        case NO_EVENT:
+            e.field[STORE_AUDIT_EVENT].present = 0;
+            break;
+        case NOT_UTF8:
+            audit_set_text(&e, STORE_AUDIT_DETAIL, "caf\xe9");
+            break;
+        case TOO_LONG:
+            audit_set_text(&e, STORE_AUDIT_DETAIL, long_text);
+            break;
         case INTEGER_AS_TEXT:
             e.field[STORE_AUDIT_ITEM_INDEX].present = 1;
             e.field[STORE_AUDIT_ITEM_INDEX].text = "3";
             break;
-        case LONGEST: audit_set_text(&e, STORE_AUDIT_DETAIL, max_text); break;
+        case LONGEST:
+            audit_set_text(&e, STORE_AUDIT_DETAIL, max_text);
+            break;
         }
         int rc = audit_append(f->store, broker_key, BASE_TIME, &e);
         if ((rc == 0) != rows[i].ok)
@@ -892,7 +943,7 @@ static void test_append_refuses_bad_entries(void **state)
     /* The store's own checks, below audit_append. */
     store_audit_entry_t e;
     audit_entry_init(&e, "request.refused");
-    e.seq = 5; /* not the tail + 1 */
+    e.seq = 5;                                              /* not the tail + 1 */
     assert_int_equal(store_audit_append(f->store, &e), -1); /* no transaction */
     assert_non_null(strstr(store_errmsg(f->store), "no transaction"));
     assert_int_equal(store_begin(f->store), 0);
@@ -1111,9 +1162,12 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     }
     export_of(reader, SUBJECT_A, &json);
     static const char *const present[] = {
-        "\"recipient\":\"om/parket\"", "\"recipient_partner\":\"om\"",
-        "\"purpose\":\"Strafrechtelijke beoordeling\"", "\"legal_basis\":\"Wpg art. 16\"",
-        "\"rule_id\":\"politie-om\"", "\"event\":\"delivery.acked\"",
+        "\"recipient\":\"om/parket\"",
+        "\"recipient_partner\":\"om\"",
+        "\"purpose\":\"Strafrechtelijke beoordeling\"",
+        "\"legal_basis\":\"Wpg art. 16\"",
+        "\"rule_id\":\"politie-om\"",
+        "\"event\":\"delivery.acked\"",
     };
     for (size_t i = 0; i < sizeof present / sizeof present[0]; i++)
         if (strstr(json, present[i]) == NULL)

@@ -113,8 +113,8 @@ static void test_refused_secret_files(void **state)
         path(p, sizeof p, rows[i].name);
         keypair_t *kp = keys_load_secret(p, err, sizeof err);
         if (kp != NULL || strstr(err, rows[i].expect) == NULL)
-            fail_msg("%s: expected refusal with \"%s\", got \"%s\"", rows[i].name,
-                     rows[i].expect, err);
+            fail_msg("%s: expected refusal with \"%s\", got \"%s\"", rows[i].name, rows[i].expect,
+                     err);
     }
     char err[256];
     char missing[256];

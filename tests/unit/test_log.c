@@ -38,7 +38,8 @@ static void test_values_are_escaped(void **state)
     static const row_t rows[] = {
         {"plain", " reason=plain\n"},
         {"two words", " reason=\"two words\"\n"},
-        {"forged\nts=0 level=error event=fake", " reason=\"forged\\x0ats=0 level=error event=fake\"\n"},
+        {"forged\nts=0 level=error event=fake",
+         " reason=\"forged\\x0ats=0 level=error event=fake\"\n"},
         {"quote\"back\\slash", " reason=\"quote\\\"back\\\\slash\"\n"},
         {"caf\xc3\xa9", "reason=caf\\xc3\\xa9\n"},
         {"", "reason=\"\"\n"},

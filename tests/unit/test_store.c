@@ -321,8 +321,8 @@ static void test_open_refuses(void **state)
         enum bad_store kind;
         const char *reason; /* expected in the error text */
     } rows[] = {
-        {BAD_NULL, "file path"},     {BAD_EMPTY, "file path"},
-        {BAD_MEMORY, "file path"},   {BAD_NO_DIR, "No such file"},
+        {BAD_NULL, "file path"},         {BAD_EMPTY, "file path"},
+        {BAD_MEMORY, "file path"},       {BAD_NO_DIR, "No such file"},
         {BAD_GARBAGE, "not a database"}, {BAD_TOO_NEW, "is newer than"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -410,9 +410,7 @@ static void test_publish_add_duplicates_and_bad_input(void **state)
         {WOCO, 1, 0},     /* the same (sender, message_id) again */
         {WOCO, 2, 1},     /* another id */
         {GEMEENTE, 1, 1}, /* the same id from another sender */
-        {GEMEENTE, 1, 0},
-        {"", 3, 0},
-        {NULL, 4, 0},
+        {GEMEENTE, 1, 0}, {"", 3, 0}, {NULL, 4, 0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int64_t id = publish(f->store, rows[i].sender, rows[i].n, 1700000000);
@@ -549,22 +547,18 @@ static void test_scan_after_seq_and_limit(void **state)
 
     enum { FROM_ZERO = -1, FROM_MAX = -2 };
     static const struct {
-        int after;         /* index into seqs, or FROM_ZERO / FROM_MAX */
+        int after; /* index into seqs, or FROM_ZERO / FROM_MAX */
         size_t limit;
         size_t stop_after; /* callback stops after this many; 0 = never */
         int visited;
-        int first;         /* index into seqs of the first seen */
+        int first; /* index into seqs of the first seen */
     } rows[] = {
-        {FROM_ZERO, 100, 0, N, 0},
-        {FROM_ZERO, 2, 0, 2, 0},
-        {0, 2, 0, 2, 1},
-        {1, 100, 0, 3, 2},
-        {3, 100, 0, 1, 4},
-        {4, 100, 0, 0, 0},          /* after the last */
-        {FROM_ZERO, 0, 0, 0, 0},    /* limit 0 */
-        {FROM_MAX, 100, 0, 0, 0},   /* beyond any seq */
-        {FROM_ZERO, 100, 3, 3, 0},  /* the callback stops */
-        {2, (size_t)-1, 0, 2, 3},   /* a huge limit */
+        {FROM_ZERO, 100, 0, N, 0}, {FROM_ZERO, 2, 0, 2, 0}, {0, 2, 0, 2, 1},
+        {1, 100, 0, 3, 2},         {3, 100, 0, 1, 4},       {4, 100, 0, 0, 0}, /* after the last */
+        {FROM_ZERO, 0, 0, 0, 0},                                               /* limit 0 */
+        {FROM_MAX, 100, 0, 0, 0},                                              /* beyond any seq */
+        {FROM_ZERO, 100, 3, 3, 0}, /* the callback stops */
+        {2, (size_t)-1, 0, 2, 3},  /* a huge limit */
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         uint64_t after = rows[r].after == FROM_ZERO  ? 0
@@ -596,14 +590,10 @@ static void test_ack(void **state)
         int expect;
         int64_t politie_left, riec_left;
     } rows[] = {
-        {OTHERS, 0, 2, 1},     /* riec's delivery, acked by politie: refused */
-        {UNKNOWN, 0, 2, 1},
-        {ZERO, 0, 2, 1},
-        {HUGE, 0, 2, 1},
-        {OWN, 1, 1, 1},
-        {OWN, 0, 1, 1},        /* acked twice */
-        {OWN_SECOND, 1, 0, 1},
-        {OWN_SECOND, 0, 0, 1},
+        {OTHERS, 0, 2, 1}, /* riec's delivery, acked by politie: refused */
+        {UNKNOWN, 0, 2, 1},    {ZERO, 0, 2, 1},       {HUGE, 0, 2, 1},
+        {OWN, 1, 1, 1},        {OWN, 0, 1, 1}, /* acked twice */
+        {OWN_SECOND, 1, 0, 1}, {OWN_SECOND, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         uint64_t seq = rows[i].which == OWN          ? (uint64_t)own
@@ -667,18 +657,28 @@ static void test_delivery_add_refuses_mismatch(void **state)
     assert_true(item0 > 0 && other_item > 0);
 
     enum mutation {
-        VALID, WRONG_ID, WRONG_SENDER, WRONG_INDEX, WRONG_ACCEPTED_AT, WRONG_PARTNER,
-        OTHER_ITEM, UNKNOWN_ITEM, ZERO_ITEM, NO_RECIPIENT, EMPTY_RECIPIENT, NO_BODY,
-        NO_RULE, NO_MESSAGE_ID
+        VALID,
+        WRONG_ID,
+        WRONG_SENDER,
+        WRONG_INDEX,
+        WRONG_ACCEPTED_AT,
+        WRONG_PARTNER,
+        OTHER_ITEM,
+        UNKNOWN_ITEM,
+        ZERO_ITEM,
+        NO_RECIPIENT,
+        EMPTY_RECIPIENT,
+        NO_BODY,
+        NO_RULE,
+        NO_MESSAGE_ID
     };
     static const struct {
         enum mutation mutation;
         int ok;
     } rows[] = {
-        {WRONG_ID, 0},      {WRONG_SENDER, 0},    {WRONG_INDEX, 0},
-        {WRONG_ACCEPTED_AT, 0}, {WRONG_PARTNER, 0}, {OTHER_ITEM, 0},
-        {UNKNOWN_ITEM, 0},  {ZERO_ITEM, 0},       {NO_RECIPIENT, 0},
-        {EMPTY_RECIPIENT, 0}, {NO_BODY, 0},       {NO_RULE, 0},
+        {WRONG_ID, 0},      {WRONG_SENDER, 0},    {WRONG_INDEX, 0},  {WRONG_ACCEPTED_AT, 0},
+        {WRONG_PARTNER, 0}, {OTHER_ITEM, 0},      {UNKNOWN_ITEM, 0}, {ZERO_ITEM, 0},
+        {NO_RECIPIENT, 0},  {EMPTY_RECIPIENT, 0}, {NO_BODY, 0},      {NO_RULE, 0},
         {NO_MESSAGE_ID, 0}, {VALID, 1},
     };
     int64_t pending = 0;
@@ -686,20 +686,47 @@ static void test_delivery_add_refuses_mismatch(void **state)
         delivery_spec_t spec;
         delivery_spec(&spec, POLITIE, WOCO, "woco-servatius", 1, accepted_at, item0, 0);
         switch (rows[i].mutation) {
-        case VALID: break;
-        case WRONG_ID: spec.id[0] ^= 1; break;
-        case WRONG_SENDER: spec.d.sender = "woco-servatius/ander"; break;
-        case WRONG_INDEX: spec.d.item_index = 1; break;
-        case WRONG_ACCEPTED_AT: spec.d.accepted_at++; break;
-        case WRONG_PARTNER: spec.d.sender_partner = "woco"; break;
-        case OTHER_ITEM: spec.d.item_seq = (uint64_t)other_item; break;
-        case UNKNOWN_ITEM: spec.d.item_seq = (uint64_t)other_item + 1000; break;
-        case ZERO_ITEM: spec.d.item_seq = 0; break;
-        case NO_RECIPIENT: spec.d.recipient = NULL; break;
-        case EMPTY_RECIPIENT: spec.d.recipient = ""; break;
-        case NO_BODY: spec.d.body = NULL; break;
-        case NO_RULE: spec.d.rule_id = NULL; break;
-        case NO_MESSAGE_ID: spec.d.message_id = NULL; break;
+        case VALID:
+            break;
+        case WRONG_ID:
+            spec.id[0] ^= 1;
+            break;
+        case WRONG_SENDER:
+            spec.d.sender = "woco-servatius/ander";
+            break;
+        case WRONG_INDEX:
+            spec.d.item_index = 1;
+            break;
+        case WRONG_ACCEPTED_AT:
+            spec.d.accepted_at++;
+            break;
+        case WRONG_PARTNER:
+            spec.d.sender_partner = "woco";
+            break;
+        case OTHER_ITEM:
+            spec.d.item_seq = (uint64_t)other_item;
+            break;
+        case UNKNOWN_ITEM:
+            spec.d.item_seq = (uint64_t)other_item + 1000;
+            break;
+        case ZERO_ITEM:
+            spec.d.item_seq = 0;
+            break;
+        case NO_RECIPIENT:
+            spec.d.recipient = NULL;
+            break;
+        case EMPTY_RECIPIENT:
+            spec.d.recipient = "";
+            break;
+        case NO_BODY:
+            spec.d.body = NULL;
+            break;
+        case NO_RULE:
+            spec.d.rule_id = NULL;
+            break;
+        case NO_MESSAGE_ID:
+            spec.d.message_id = NULL;
+            break;
         }
         int64_t seq = store_delivery_add(f->store, &spec.d);
         if (rows[i].ok != (seq > 0))
@@ -959,8 +986,8 @@ static int64_t deliver_bytes(store_t *store, const char *recipient, unsigned n,
     int64_t accepted_at = 1700000000 + n;
     int64_t publish_id = publish(store, WOCO, n, accepted_at);
     assert_true(publish_id > 0);
-    int64_t item_seq = store_item_add(store, publish_id, 0, (const uint8_t *)item_text,
-                                      strlen(item_text));
+    int64_t item_seq =
+        store_item_add(store, publish_id, 0, (const uint8_t *)item_text, strlen(item_text));
     assert_true(item_seq > 0);
     delivery_spec_t spec;
     delivery_spec(&spec, recipient, WOCO, "woco-servatius", n, accepted_at, item_seq, 0);
@@ -978,8 +1005,8 @@ static int64_t deliver_bytes(store_t *store, const char *recipient, unsigned n,
 #define MARK_SUMMARY "MARKER-summary-7f3a"
 #define MARK_SUBJECT "PSEUDO-c81d44e2b9"
 #define MARK_GROUNDS "GROUNDS-herhaalde-overlast-19"
-static const char marked_item[] = "summary=" MARK_SUMMARY ";subject=" MARK_SUBJECT
-                                  ";grounds=" MARK_GROUNDS ";address=6211AB 12";
+static const char marked_item[] =
+    "summary=" MARK_SUMMARY ";subject=" MARK_SUBJECT ";grounds=" MARK_GROUNDS ";address=6211AB 12";
 static const char marked_body[] = "subject=" MARK_SUBJECT ";summary=" MARK_SUMMARY;
 
 typedef struct body_seen {
@@ -1008,8 +1035,8 @@ static void check_file_contents(const char *path)
         {MARK_SUBJECT, 0},
         {MARK_GROUNDS, 0},
         {"6211AB", 0},
-        {POLITIE, 1},               /* routing: the recipient */
-        {"woco-ondermijning", 1},   /* routing: the rule id */
+        {POLITIE, 1},             /* routing: the recipient */
+        {"woco-ondermijning", 1}, /* routing: the rule id */
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int found = store_files_contain(path, rows[i].needle, strlen(rows[i].needle));
@@ -1056,8 +1083,8 @@ static void test_item_body_sealed_to_its_row(void **state)
 {
     fixture_t *f = *state;
     int64_t publish_id = publish(f->store, WOCO, 1, 1700000001);
-    int64_t item_seq = store_item_add(f->store, publish_id, 3, (const uint8_t *)marked_item,
-                                      strlen(marked_item));
+    int64_t item_seq =
+        store_item_add(f->store, publish_id, 3, (const uint8_t *)marked_item, strlen(marked_item));
     assert_true(item_seq > 0);
     uint8_t sealed[512], opened[512], ad[64];
     sqlite3 *db = raw_open(f->path);
@@ -1092,22 +1119,28 @@ static void test_item_body_sealed_to_its_row(void **state)
     }
 }
 
-enum tamper { TAMPER_NONE, TAMPER_SWAP, TAMPER_RECIPIENT, TAMPER_ITEM_SEQ, TAMPER_FLIP,
-              TAMPER_CUT, TAMPER_SEQ };
+enum tamper {
+    TAMPER_NONE,
+    TAMPER_SWAP,
+    TAMPER_RECIPIENT,
+    TAMPER_ITEM_SEQ,
+    TAMPER_FLIP,
+    TAMPER_CUT,
+    TAMPER_SEQ
+};
 
 /* Flip one bit of a delivery's stored body, at offset `at`. */
 static void raw_flip_body_byte(const char *path, int64_t seq, size_t at)
 {
     uint8_t body[512];
     sqlite3 *db = raw_open(path);
-    size_t len = raw_blob(db, "SELECT body FROM deliveries WHERE seq = ?1", seq, body,
-                          sizeof body);
+    size_t len = raw_blob(db, "SELECT body FROM deliveries WHERE seq = ?1", seq, body, sizeof body);
     assert_true(at < len);
     body[at] ^= 0x01;
     sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE deliveries SET body = ?1 WHERE seq = ?2",
-                                        -1, &stmt, NULL),
-                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "UPDATE deliveries SET body = ?1 WHERE seq = ?2", -1, &stmt, NULL),
+        SQLITE_OK);
     assert_int_equal(sqlite3_bind_blob(stmt, 1, body, (int)len, SQLITE_STATIC), SQLITE_OK);
     assert_int_equal(sqlite3_bind_int64(stmt, 2, seq), SQLITE_OK);
     assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
@@ -1136,8 +1169,8 @@ static void tamper(const char *path, enum tamper how, int64_t a, int64_t b)
                  (long long)b, (long long)a);
         break;
     case TAMPER_ITEM_SEQ:
-        snprintf(sql, sizeof sql,
-                 "UPDATE deliveries SET item_seq = item_seq + 1 WHERE seq = %lld", (long long)a);
+        snprintf(sql, sizeof sql, "UPDATE deliveries SET item_seq = item_seq + 1 WHERE seq = %lld",
+                 (long long)a);
         break;
     case TAMPER_FLIP:
         raw_flip_body_byte(path, a, 30);
@@ -1162,8 +1195,8 @@ static void test_tampered_rows_do_not_authenticate(void **state)
         enum tamper how;
         int fails; /* the scan of a's recipient fails */
     } rows[] = {
-        {TAMPER_NONE, 0},    {TAMPER_SWAP, 1}, {TAMPER_RECIPIENT, 1}, {TAMPER_ITEM_SEQ, 1},
-        {TAMPER_FLIP, 1},    {TAMPER_CUT, 1},  {TAMPER_SEQ, 1},
+        {TAMPER_NONE, 0}, {TAMPER_SWAP, 1}, {TAMPER_RECIPIENT, 1}, {TAMPER_ITEM_SEQ, 1},
+        {TAMPER_FLIP, 1}, {TAMPER_CUT, 1},  {TAMPER_SEQ, 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char first[64], second[64];
@@ -1263,7 +1296,7 @@ static void test_expire_removes_due_deliveries_with_tombstones(void **state)
         int due;
     } rows[] = {
         {POLITIE, NOW - 3600, 1},
-        {RIEC, NOW, 1},            /* due at its second */
+        {RIEC, NOW, 1}, /* due at its second */
         {POLITIE, NOW + 1, 0},
         {"om/nooit-terug", NOW - 86400, 1}, /* a partner that never came back */
         {RIEC, NOW + 365 * 86400LL, 0},
@@ -1272,8 +1305,8 @@ static void test_expire_removes_due_deliveries_with_tombstones(void **state)
     int64_t seqs[N];
     assert_int_equal(store_begin(f->store), 0);
     for (size_t i = 0; i < N; i++)
-        seqs[i] = deliver_bytes(f->store, rows[i].recipient, 1 + (unsigned)i, "item",
-                                "body", rows[i].expires_at, NULL);
+        seqs[i] = deliver_bytes(f->store, rows[i].recipient, 1 + (unsigned)i, "item", "body",
+                                rows[i].expires_at, NULL);
     assert_int_equal(store_commit(f->store), 0);
 
     /* Rows that must fail or do nothing: no transaction, limit 0. */
@@ -1300,19 +1333,22 @@ static void test_expire_removes_due_deliveries_with_tombstones(void **state)
                 assert_string_equal(seen.recipient[k], rows[i].recipient);
             }
         char sql[128];
-        snprintf(sql, sizeof sql, "SELECT count(*) FROM tombstones WHERE seq = %lld"
-                 " AND expired_at = %lld", (long long)seqs[i], NOW);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM tombstones WHERE seq = %lld"
+                 " AND expired_at = %lld",
+                 (long long)seqs[i], NOW);
         int64_t tombstones = raw_int(f->path, sql);
         snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
                  (long long)seqs[i]);
         int64_t left = raw_int(f->path, sql);
         if (told != rows[i].due || tombstones != rows[i].due || left != !rows[i].due)
-            fail_msg("row %zu: told %d, tombstones %lld, left %lld", i, told,
-                     (long long)tombstones, (long long)left);
+            fail_msg("row %zu: told %d, tombstones %lld, left %lld", i, told, (long long)tombstones,
+                     (long long)left);
     }
     /* A tombstone holds no content, and the mailboxes agree. */
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM pragma_table_info('tombstones')"
-                                      " WHERE name = 'body'"), 0);
+                                      " WHERE name = 'body'"),
+                     0);
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 1);
     assert_int_equal(store_mailbox_count(f->store, RIEC), 1);
     assert_int_equal(store_mailbox_count(f->store, "om/nooit-terug"), 0);
@@ -1335,8 +1371,12 @@ static void test_expire_items_and_publishes_once_unreferenced(void **state)
     int64_t p2 = publish(f->store, WOCO, 2, accepted_at);
     int64_t c = item(f->store, p2, 0);
     assert_true(a > 0 && b > 0 && c > 0);
-    struct { const char *to; int64_t item_seq; unsigned n; int64_t expires_at; } plan[] = {
-        {POLITIE, a, 1, t1}, {RIEC, a, 1, t2}, {POLITIE, c, 2, t1}};
+    struct {
+        const char *to;
+        int64_t item_seq;
+        unsigned n;
+        int64_t expires_at;
+    } plan[] = {{POLITIE, a, 1, t1}, {RIEC, a, 1, t2}, {POLITIE, c, 2, t1}};
     int64_t acked = 0;
     for (size_t i = 0; i < 3; i++) {
         delivery_spec_t spec;
@@ -1410,8 +1450,8 @@ static void test_removed_bodies_gone_from_file(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         int64_t item_seq = 0;
         assert_int_equal(store_begin(f->store), 0);
-        int64_t seq = deliver_bytes(f->store, POLITIE, 10 + (unsigned)i, marked_item,
-                                    marked_body, NOW - 1, &item_seq);
+        int64_t seq = deliver_bytes(f->store, POLITIE, 10 + (unsigned)i, marked_item, marked_body,
+                                    NOW - 1, &item_seq);
         assert_int_equal(store_commit(f->store), 0);
         uint8_t delivery_bytes[40], item_bytes[40];
         sealed_prefix(f->path, "SELECT body FROM deliveries WHERE seq = ?1", seq, delivery_bytes);
@@ -1461,9 +1501,9 @@ static void test_checkpoint_refusals(void **state)
         if (rows[i].obstacle == READER) {
             /* An operator's backup holding a read snapshot of the WAL. */
             reader = raw_open(f->path);
-            assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM deliveries;",
-                                          NULL, NULL, NULL),
-                             SQLITE_OK);
+            assert_int_equal(
+                sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM deliveries;", NULL, NULL, NULL),
+                SQLITE_OK);
         }
         int result = store_checkpoint(f->store);
         if (result != rows[i].result ||
@@ -1520,10 +1560,8 @@ static void test_expiry_uses_indexes(void **state)
     static const struct {
         const char *table, *columns;
     } rows[] = {
-        {"deliveries", "(expires_at)"},
-        {"deliveries", "(item_seq)"},
-        {"deliveries", "(recipient, seq)"},
-        {"items", "(expires_at)"},
+        {"deliveries", "(expires_at)"},     {"deliveries", "(item_seq)"},
+        {"deliveries", "(recipient, seq)"}, {"items", "(expires_at)"},
         {"publishes", "(expires_at)"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1581,8 +1619,7 @@ static void test_idempotency_survives_reopen(void **state)
         reopen(f);
         uint8_t found_hash[32], *reply = NULL;
         size_t reply_len = 0;
-        assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len),
-                         1);
+        assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len), 1);
         assert_memory_equal(found_hash, hash, sizeof hash);
         assert_int_equal(reply_len, sizeof accepted);
         assert_memory_equal(reply, accepted, sizeof accepted);
@@ -1671,8 +1708,7 @@ static void test_full_store_fails_closed_and_recovers(void **state)
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM publishes"), publishes_before);
         /* Reading what is stored goes on meanwhile. */
         seen_t seen = {.recipient = POLITIE};
-        assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect, &seen),
-                         (int)i + 1);
+        assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect, &seen), (int)i + 1);
 
         /* Space is back: the same writes commit, seqs move on. */
         assert_true(store_test_limit_pages(f->store, unlimited) >= unlimited);
@@ -1701,8 +1737,8 @@ static void test_failure_classification(void **state)
         enum cause cause;
         int unavailable;
     } rows[] = {
-        {DUPLICATE, 0}, {MISMATCH, 0}, {NO_TRANSACTION, 0}, {MISSING, 0}, {FULL, 1},
-        {MISMATCH, 0}, /* a later refusal is not still "unavailable" */
+        {DUPLICATE, 0}, {MISMATCH, 0}, {NO_TRANSACTION, 0}, {MISSING, 0},
+        {FULL, 1},      {MISMATCH, 0}, /* a later refusal is not still "unavailable" */
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         delivery_spec_t spec;
@@ -2200,8 +2236,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_add_duplicates_and_bad_input, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_publish_add_duplicates_and_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_seqs_increase, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_fields_round_trip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deliveries_in_order_per_recipient, setup, teardown),
@@ -2220,8 +2255,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_item_body_sealed_to_its_row, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_rows_do_not_authenticate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_wrong_key_refused_at_open, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expire_removes_due_deliveries_with_tombstones, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expire_items_and_publishes_once_unreferenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_expire_removes_due_deliveries_with_tombstones, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_expire_items_and_publishes_once_unreferenced, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_removed_bodies_gone_from_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expire_bounded_by_limit, setup, teardown),
