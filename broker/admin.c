@@ -86,28 +86,6 @@ static const admin_command_t admin_commands[] = {
 
 /* ------------------------------------------------------------------ lifecycle */
 
-/* As the partner endpoint (broker.c), with the admin ZAP domain. */
-static int admin_configure(void *socket, const keypair_t *key)
-{
-    int one = 1, zero = 0;
-    int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_RCVHWM;
-    int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
-    int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
-    int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;
-    const char *domain = ZAP_DOMAIN_ADMIN;
-    return zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &one, sizeof one) ||
-           zmq_setsockopt(socket, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) ||
-           zmq_setsockopt(socket, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) ||
-           zmq_setsockopt(socket, ZMQ_ROUTER_MANDATORY, &one, sizeof one) ||
-           zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero) ||
-           zmq_setsockopt(socket, ZMQ_SNDHWM, &sndhwm, sizeof sndhwm) ||
-           zmq_setsockopt(socket, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) ||
-           zmq_setsockopt(socket, ZMQ_HANDSHAKE_IVL, &handshake, sizeof handshake) ||
-           zmq_setsockopt(socket, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
-           zmq_setsockopt(socket, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
-           zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-}
-
 admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
                    char *err, size_t errlen)
 {
@@ -120,7 +98,8 @@ admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const ch
         return NULL;
     }
     admin->socket = zmq_socket(ctx, ZMQ_ROUTER);
-    if (admin->socket == NULL || admin_configure(admin->socket, key) != 0 ||
+    if (admin->socket == NULL ||
+        broker_configure_router(admin->socket, key, ZAP_DOMAIN_ADMIN) != 0 ||
         zmq_bind(admin->socket, listen) != 0) {
         snprintf(err, errlen, "cannot listen for operators on %s (admin_listen): %s", listen,
                  zmq_strerror(zmq_errno()));

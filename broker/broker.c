@@ -44,19 +44,18 @@ static int64_t monotonic_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Socket options of the partner endpoint: CURVE server with our key, ZAP
- * domain, mandatory routing (so an unroutable send is reported, not
- * dropped), finite queues, dead-peer detection, and a per-frame cap that
- * disconnects peers sending frames far over the limit (frames just over it
- * are still read and refused FRAME_TOO_LARGE). */
-static int router_configure(void *router, const keypair_t *key)
+/* Socket options of a CURVE endpoint (partners or operators): CURVE
+ * server with our key, its ZAP domain, mandatory routing (so an unroutable
+ * send is reported, not dropped), finite queues, dead-peer detection, and a
+ * per-frame cap that disconnects peers sending frames far over the limit
+ * (frames just over it are still read and refused FRAME_TOO_LARGE). */
+int broker_configure_router(void *router, const keypair_t *key, const char *domain)
 {
     int one = 1, zero = 0;
     int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_RCVHWM;
     int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
     int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
     int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;
-    const char *domain = ZAP_DOMAIN_PARTNERS;
     return zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
            zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) ||
            zmq_setsockopt(router, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) ||
@@ -133,7 +132,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if ((b->zap = zap_new(b->ctx, err, errlen)) == NULL)
         goto fail;
     b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
-    if (b->router == NULL || router_configure(b->router, b->key) != 0 ||
+    if (b->router == NULL || broker_configure_router(b->router, b->key, ZAP_DOMAIN_PARTNERS) != 0 ||
         zmq_bind(b->router, o->listen) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;

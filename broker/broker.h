@@ -144,6 +144,10 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
 int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, size_t frame_len,
                        const uint8_t *accept_message_id);
 
+/* The socket options every CURVE ROUTER of the broker gets, with its ZAP
+ * domain. Returns 0, or non-zero when libzmq refused an option. */
+int broker_configure_router(void *router, const keypair_t *key, const char *domain);
+
 /* Send one frame to a routing id without ever blocking. Returns 0 when
  * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)
  * or EHOSTUNREACH (peer gone). */
@@ -177,6 +181,11 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
  * into a new malloc'd buffer (NULL on allocation failure). Also for
  * signals linked to a case (case.c). */
 uint8_t *publish_signal_for_recipient(const Schakel__Signal *signal, uint32_t fields, size_t *len);
+
+/* The stored Accepted frame of a publish (or case command) made into the
+ * answer to its repeat: the same, marked duplicate. A new malloc'd frame,
+ * or NULL when the stored one does not decode or memory runs out. */
+uint8_t *publish_duplicate_reply(const uint8_t *reply, size_t reply_len, size_t *len);
 
 /* deliver.c */
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);

@@ -818,18 +818,9 @@ static int case_answer_repeat(case_cmd_t *x)
                     "this command id was already used by this principal for other content");
         return 1;
     }
-    wire_error_t err = {0};
-    Schakel__Frame *original = reply ? wire_decode_frame(reply, reply_len, &err) : NULL;
-    free(reply);
-    if (original == NULL || original->body_case != SCHAKEL__FRAME__BODY_ACCEPTED) {
-        wire_frame_free(&original);
-        return -1;
-    }
-    original->accepted->has_duplicate = 1;
-    original->accepted->duplicate = 1;
     size_t len = 0;
-    uint8_t *frame = wire_encode_frame(original, &len);
-    wire_frame_free(&original);
+    uint8_t *frame = publish_duplicate_reply(reply, reply_len, &len);
+    free(reply);
     if (frame == NULL)
         return -1;
     broker_queue_reply(b, x->session, frame, len, x->id);

@@ -257,6 +257,21 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
     return 0;
 }
 
+uint8_t *publish_duplicate_reply(const uint8_t *reply, size_t reply_len, size_t *len)
+{
+    wire_error_t err = {0};
+    Schakel__Frame *original = reply ? wire_decode_frame(reply, reply_len, &err) : NULL;
+    if (original == NULL || original->body_case != SCHAKEL__FRAME__BODY_ACCEPTED) {
+        wire_frame_free(&original);
+        return NULL;
+    }
+    original->accepted->has_duplicate = 1;
+    original->accepted->duplicate = 1;
+    uint8_t *frame = wire_encode_frame(original, len);
+    wire_frame_free(&original);
+    return frame;
+}
+
 /* A repeat of a known message id: same content gets the original Accepted
  * (marked duplicate), other content is a conflict. Returns 1 when handled,
  * 0 when the id is new, -1 on a store error. */
@@ -277,18 +292,9 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
                       0);
         return 1;
     }
-    wire_error_t err = {0};
-    Schakel__Frame *original = reply ? wire_decode_frame(reply, reply_len, &err) : NULL;
-    free(reply);
-    if (original == NULL || original->body_case != SCHAKEL__FRAME__BODY_ACCEPTED) {
-        wire_frame_free(&original);
-        return -1;
-    }
-    original->accepted->has_duplicate = 1;
-    original->accepted->duplicate = 1;
     size_t len = 0;
-    uint8_t *frame = wire_encode_frame(original, &len);
-    wire_frame_free(&original);
+    uint8_t *frame = publish_duplicate_reply(reply, reply_len, &len);
+    free(reply);
     if (frame == NULL)
         return -1;
     /* Passed as an accept: if the original is in this very turn and the turn
