@@ -329,7 +329,7 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                       "the signature does not verify with the sender's registered key", id, -1, 0);
         return;
     }
-    wire_publish_hash(publish, hash);
+    wire_publish_hash_signed(signed_bytes, &publish->signature, hash);
     int repeat = answer_repeat(b, session, sender, publish, hash);
     if (repeat != 0) {
         if (repeat < 0)

@@ -950,6 +950,17 @@ void wire_signed_bytes(const uint8_t message_id[16], const uint8_t root[32], uin
 
 /* Defined for publishes that passed wire_decode_frame; a message id of the
  * wrong length is zero-padded or cut, which only such a publish avoids. */
+void wire_publish_hash_signed(const uint8_t signed_bytes[64], const ProtobufCBinaryData *signature,
+                              uint8_t out[32])
+{
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, WIRE_HASH_BYTES);
+    crypto_generichash_update(&state, signed_bytes, 64);
+    if (signature->len > 0)
+        crypto_generichash_update(&state, signature->data, signature->len);
+    crypto_generichash_final(&state, out, WIRE_HASH_BYTES);
+}
+
 void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32])
 {
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES] = {0};
@@ -960,12 +971,7 @@ void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32])
         memcpy(message_id, publish->message_id.data, id_len);
     wire_items_root(publish->items, publish->n_items, root);
     wire_signed_bytes(message_id, root, signed_bytes);
-    crypto_generichash_state state;
-    crypto_generichash_init(&state, NULL, 0, WIRE_HASH_BYTES);
-    crypto_generichash_update(&state, signed_bytes, sizeof signed_bytes);
-    if (publish->signature.len > 0)
-        crypto_generichash_update(&state, publish->signature.data, publish->signature.len);
-    crypto_generichash_final(&state, out, WIRE_HASH_BYTES);
+    wire_publish_hash_signed(signed_bytes, &publish->signature, out);
 }
 
 /* -------------------------------------------------------------- encoding */

@@ -103,6 +103,11 @@ void wire_signed_bytes(const uint8_t message_id[16], const uint8_t root[32], uin
 /* Content hash of a publish for idempotency: BLAKE2b-256 over the
  * signed bytes and the signature. Same id + same hash = same publish. */
 void wire_publish_hash(const Schakel__Publish *publish, uint8_t out[32]);
+/* The same from the signed bytes the caller already computed (the publish
+ * path has them from the signature check: the item tree is not hashed a
+ * second time). */
+void wire_publish_hash_signed(const uint8_t signed_bytes[64], const ProtobufCBinaryData *signature,
+                              uint8_t out[32]);
 
 /* Pack a frame into a new malloc'd buffer; sets the version field. Returns
  * NULL on allocation failure. Caller frees with free(). */

@@ -1092,6 +1092,10 @@ static void test_signed_bytes_and_hash(void **state)
     crypto_generichash(expected, 32, concatenated, sizeof concatenated, NULL, 0);
     wire_publish_hash(&publish, got);
     assert_memory_equal(got, expected, 32);
+    /* the same from signed bytes the caller already has */
+    memset(got, 0, sizeof got);
+    wire_publish_hash_signed(signed_bytes, &publish.signature, got);
+    assert_memory_equal(got, expected, 32);
 
     /* A different signature over the same content is a different publish. */
     signature[63] ^= 1;
