@@ -1057,19 +1057,13 @@ static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_
     return (open_out || open_err) ? -1 : 0;
 }
 
-int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *target,
-                   const char *const *args, h_cli_result_t *res)
+/* Run `program` with args (NULL-terminated, without the program name) and
+ * envp to its end, stdin_text on stdin (NULL: none), within
+ * H_CLI_TIMEOUT_MS; fills res (status -1 when it did not finish in time,
+ * the process then killed). The one place the harness runs a tool. */
+static int h_run_program(const char *program, const char *const *args, char *const *envp,
+                         const char *stdin_text, h_cli_result_t *res)
 {
-    memset(res, 0, sizeof *res);
-    const char *program = h_schakel_path();
-    if (access(program, X_OK) != 0)
-        fail_msg("%s is not an executable (%s); build it or set SCHAKEL", program, strerror(errno));
-    h_cli_target_t t = target ? *target : (h_cli_target_t){0};
-    const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
-    const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
-    const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
-    char **envp = h_cli_envp(endpoint, broker_pub, key_file);
-
     size_t argc = 0;
     while (args[argc])
         argc++;
@@ -1080,14 +1074,9 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
         argv[i + 1] = strdup(args[i]);
 
     int in[2], out[2], err[2];
-    if (pipe(in) != 0 || pipe(out) != 0 || pipe(err) != 0)
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
         fail_msg("pipe: %s", strerror(errno));
-    for (int i = 0; i < 2; i++) {
-        fcntl(in[i], F_SETFD, FD_CLOEXEC);
-        fcntl(out[i], F_SETFD, FD_CLOEXEC);
-        fcntl(err[i], F_SETFD, FD_CLOEXEC);
-    }
-    /* A CLI that exits without reading stdin must not kill us with SIGPIPE. */
+    /* A tool that exits without reading stdin must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     pid_t pid = fork();
     if (pid < 0)
@@ -1101,7 +1090,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
 
     int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
     h_buf_t out_buf = {0}, err_buf = {0};
-    int pumped = h_cli_pump(in[1], t.stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
+    int pumped = h_cli_pump(in[1], stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
     close(out[0]);
     close(err[0]);
     int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
@@ -1117,6 +1106,22 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     res->out = h_buf_take(&out_buf);
     res->err = h_buf_take(&err_buf);
     h_free_strv(argv);
+    return res->status;
+}
+
+int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *target,
+                   const char *const *args, h_cli_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    const char *program = h_schakel_path();
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKEL", program, strerror(errno));
+    h_cli_target_t t = target ? *target : (h_cli_target_t){0};
+    const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
+    const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
+    const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
+    char **envp = h_cli_envp(endpoint, broker_pub, key_file);
+    h_run_program(program, args, envp, t.stdin_text, res);
     h_free_strv(envp);
     return res->status;
 }
@@ -1300,48 +1305,7 @@ int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
     if (access(program, X_OK) != 0)
         fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
                  strerror(errno));
-    size_t argc = 0;
-    while (args[argc])
-        argc++;
-    char **argv = calloc(argc + 2, sizeof *argv);
-    assert_non_null(argv);
-    argv[0] = strdup(program);
-    for (size_t i = 0; i < argc; i++)
-        argv[i + 1] = strdup(args[i]);
-
-    int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
-        fail_msg("pipe: %s", strerror(errno));
-    signal(SIGPIPE, SIG_IGN);
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0)
-        h_exec_cli(program, argv, environ, in[0], out[1], err[1]);
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    int pidfd = h_pidfd_open(pid);
-
-    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
-    h_buf_t out_buf = {0}, err_buf = {0};
-    int pumped = h_cli_pump(in[1], NULL, out[0], err[0], &out_buf, &err_buf, deadline);
-    close(out[0]);
-    close(err[0]);
-    int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
-    if (status == -1 || pumped != 0) {
-        kill(pid, SIGKILL);
-        (void)h_wait_exit(pid, pidfd, H_TIMEOUT_MS);
-        res->status = -1;
-    } else {
-        res->status = h_status_code(status);
-    }
-    if (pidfd >= 0)
-        close(pidfd);
-    res->out = h_buf_take(&out_buf);
-    res->err = h_buf_take(&err_buf);
-    h_free_strv(argv);
-    return res->status;
+    return h_run_program(program, args, environ, NULL, res);
 }
 
 int h_run_schakeld(h_cli_result_t *res, ...)
@@ -1564,45 +1528,7 @@ int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const 
         fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
                  strerror(errno));
     char **envp = h_ctl_envp(admin, env->broker_pub, key_file);
-    size_t argc = 0;
-    while (args[argc])
-        argc++;
-    char **argv = calloc(argc + 2, sizeof *argv);
-    assert_non_null(argv);
-    argv[0] = strdup(program);
-    for (size_t i = 0; i < argc; i++)
-        argv[i + 1] = strdup(args[i]);
-    int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
-        fail_msg("pipe: %s", strerror(errno));
-    signal(SIGPIPE, SIG_IGN);
-    pid_t pid = fork();
-    if (pid < 0)
-        fail_msg("fork: %s", strerror(errno));
-    if (pid == 0)
-        h_exec_cli(program, argv, envp, in[0], out[1], err[1]);
-    close(in[0]);
-    close(out[1]);
-    close(err[1]);
-    int pidfd = h_pidfd_open(pid);
-    int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
-    h_buf_t out_buf = {0}, err_buf = {0};
-    int pumped = h_cli_pump(in[1], NULL, out[0], err[0], &out_buf, &err_buf, deadline);
-    close(out[0]);
-    close(err[0]);
-    int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
-    if (status == -1 || pumped != 0) {
-        kill(pid, SIGKILL);
-        (void)h_wait_exit(pid, pidfd, H_TIMEOUT_MS);
-        res->status = -1;
-    } else {
-        res->status = h_status_code(status);
-    }
-    if (pidfd >= 0)
-        close(pidfd);
-    res->out = h_buf_take(&out_buf);
-    res->err = h_buf_take(&err_buf);
-    h_free_strv(argv);
+    h_run_program(program, args, envp, NULL, res);
     h_free_strv(envp);
     return res->status;
 }
