@@ -98,7 +98,7 @@ FUZZ_REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ
 
 PROGRAMS := $(SCHAKELD) $(SCHAKEL) $(if $(CTL_SRC),$(SCHAKELCTL))
 
-.PHONY: all deps test check-asan fuzz check-valgrind demo run install clean tests-build format bench
+.PHONY: all deps test check-asan fuzz check-valgrind demo run install clean tests-build format bench bench-deps
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
@@ -301,16 +301,29 @@ check-valgrind: deps
 
 # ---------------------------------------------------------------- benchmarks
 # Never part of `make test`: timings on shared machines are for reading, not
-# asserting. Each bench_X.c in tests/bench/ links the client library and the
-# common code; tests/bench/run.sh runs them and writes tests/bench/results/.
+# asserting. Each bench_X.c in tests/bench/ links tests/bench/support.c, the
+# client library, the common code and what BENCH_EXTRA_bench_X names (the
+# policy bench measures the broker's own decision code in-process);
+# tests/bench/run.sh runs them, writes tests/bench/results/ and draws the
+# latency CDFs with gnuplot (Debian's gnuplot-nox, installed when missing).
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+BENCH_SUPPORT_O := $(BUILD)/obj/tests/bench/support.o
+BENCH_EXTRA_bench_policy := $(BROKER_O)
 
-$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(LIB_O) $(COMMON_O)
+$(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(BENCH_SUPPORT_O) \
+		$$(BENCH_EXTRA_bench_$$*) $(LIB_O) $(COMMON_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lpthread -lm
 
-bench: deps
+bench-deps: deps
+	@command -v gnuplot >/dev/null 2>&1 || { \
+	  echo "bench: installing gnuplot-nox (the latency plots)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends gnuplot-nox; }
+
+bench: bench-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh $(BENCH_BIN)
 
