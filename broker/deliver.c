@@ -82,7 +82,23 @@ typedef struct push_state {
     int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
 } push_state_t;
 
-static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t *len)
+/* The content of a delivery by reference: the item's signed Signal reduced
+ * to the deciding rule's fields, exactly what the publish path would have
+ * stored. The item was validated when it was accepted; one that no longer
+ * decodes is damage (NULL). */
+static uint8_t *reduce_item(const store_delivery_t *d, size_t *len)
+{
+    wire_error_t err = {0};
+    Schakel__Signal *signal = wire_decode_delivered_signal(d->body, d->body_len, &err);
+    if (signal == NULL)
+        return NULL;
+    uint8_t *reduced = publish_signal_for_recipient(signal, d->fields, len);
+    wire_signal_free(&signal);
+    return reduced;
+}
+
+static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content,
+                               size_t content_len, int redelivery, size_t *len)
 {
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
@@ -111,8 +127,8 @@ static uint8_t *encode_deliver(const store_delivery_t *d, int redelivery, size_t
         deliver.has_case_event = 1;
     else
         deliver.has_signal = 1;
-    body->data = (uint8_t *)(uintptr_t)d->body;
-    body->len = d->body_len;
+    body->data = (uint8_t *)(uintptr_t)content;
+    body->len = content_len;
     deliver.has_redelivery = 1;
     deliver.redelivery = redelivery != 0;
     frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
@@ -153,8 +169,20 @@ static int push_one(const store_delivery_t *d, void *arg)
     /* Sent before in this process, or pending since before a restart (a
      * crash forgets what was sent, so those are flagged as possibly sent). */
     int redelivery = d->seq <= r->highest_sent || d->seq <= st->broker->seq_at_start;
-    size_t len = 0;
-    uint8_t *frame = encode_deliver(d, redelivery, &len);
+    size_t len = 0, reduced_len = 0;
+    uint8_t *reduced = d->by_ref ? reduce_item(d, &reduced_len) : NULL;
+    if (d->by_ref && reduced == NULL) {
+        log_event(LOG_ERROR, "delivery.unreadable", "recipient", r->principal, "why",
+                  "the item of a delivery by reference does not decode", NULL);
+        st->stop_errno = EAGAIN; /* stays dirty; an operator sees the log */
+        return 1;
+    }
+    uint8_t *frame = d->by_ref ? encode_deliver(d, reduced, reduced_len, redelivery, &len)
+                               : encode_deliver(d, d->body, d->body_len, redelivery, &len);
+    if (reduced != NULL) {
+        sodium_memzero(reduced, reduced_len);
+        free(reduced);
+    }
     if (frame == NULL) {
         st->stop_errno = EAGAIN; /* out of memory: try again next turn */
         return 1;

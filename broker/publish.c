@@ -125,10 +125,6 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                                         SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
         if (n_to == 0)
             continue;
-        size_t body_len = 0;
-        uint8_t *body = publish_signal_for_recipient(plan->signal, grant->rule->fields, &body_len);
-        if (body == NULL)
-            return -1;
         store_delivery_t d = {
             .item_seq = (uint64_t)item_seq,
             .message_id = publish->message_id.data,
@@ -141,17 +137,14 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
             .legal_basis = grant->rule->legal_basis,
             .accepted_at = b->now_s,
             .expires_at = b->now_s + grant->rule->retention_s,
-            .body = body,
-            .body_len = body_len,
+            .by_ref = 1, /* the item's bytes, reduced to the rule's fields at push */
+            .fields = grant->rule->fields,
         };
         for (size_t r = 0; r < n_to; r++) {
             d.recipient = to[r]->id;
             int64_t seq = store_delivery_add(b->store, &d);
-            if (seq < 0) {
-                sodium_memzero(body, body_len);
-                free(body);
+            if (seq < 0)
                 return -1;
-            }
             record_delivery_t rd = {
                 .sender = sender->id,
                 .recipient = to[r]->id,
@@ -170,18 +163,13 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                 .fields = grant->rule->fields,
                 .expires_at = d.expires_at,
             };
-            if (record_queued(b, &rd) != 0) {
-                sodium_memzero(body, body_len);
-                free(body);
+            if (record_queued(b, &rd) != 0)
                 return -1;
-            }
             receiver_t *receiver = sessions_receiver(b->sessions, to[r]->id);
             if (receiver != NULL)
                 receiver->dirty = 1;
             queued++;
         }
-        sodium_memzero(body, body_len);
-        free(body);
     }
     return queued;
 }

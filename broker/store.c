@@ -55,18 +55,21 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_DELIVERY_ADD] =
         "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
         " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body,"
-        " case_id, is_case_event)"
+        " case_id, is_case_event, by_ref)"
         " SELECT ?14, ?1, i.seq, p.sender, ?2, p.message_id, i.item_index, p.accepted_at,"
-        " ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16"
+        " ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16, ?17"
         " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
         " WHERE i.seq = ?9 AND p.sender = ?10 AND p.message_id = ?11"
         " AND i.item_index = ?12 AND p.accepted_at = ?13"
         " AND (?15 IS NULL OR EXISTS (SELECT 1 FROM cases WHERE case_id = ?15))",
+    /* A delivery by reference brings its item's sealed bytes along (one
+     * rowid lookup); the others bring NULL there. */
     [STMT_MAILBOX_SCAN] =
-        "SELECT seq, recipient, item_seq, message_id, item_index, sender, sender_partner,"
-        " rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body,"
-        " case_id, is_case_event"
-        " FROM deliveries WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        "SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"
+        " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"
+        " d.expires_at, d.body, d.case_id, d.is_case_event, d.by_ref, i.body, i.publish_id"
+        " FROM deliveries AS d LEFT JOIN items AS i ON d.by_ref = 1 AND i.seq = d.item_seq"
+        " WHERE d.recipient = ?1 AND d.seq > ?2 ORDER BY d.seq LIMIT ?3",
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
     [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
@@ -120,7 +123,10 @@ enum scan_col {
     SCAN_EXPIRES_AT,
     SCAN_BODY,
     SCAN_CASE_ID,
-    SCAN_IS_CASE_EVENT
+    SCAN_IS_CASE_EVENT,
+    SCAN_BY_REF,
+    SCAN_ITEM_BODY,
+    SCAN_ITEM_PUBLISH_ID
 };
 
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite
@@ -722,14 +728,19 @@ static int delivery_fields_present(const store_delivery_t *d)
     return d->recipient != NULL && d->recipient[0] != '\0' && d->message_id != NULL &&
            d->sender != NULL && d->sender_partner != NULL && d->rule_id != NULL &&
            d->rule_hash != NULL && d->purpose != NULL && d->legal_basis != NULL &&
-           (d->body != NULL || d->body_len == 0);
+           (d->by_ref || d->body != NULL || d->body_len == 0);
 }
 
-/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14..?16 are written, ?9..?13
- * must match the item's rows. */
+/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14..?17 are written, ?9..?13
+ * must match the item's rows. A delivery by reference seals its field mask
+ * (4 bytes, little-endian) in place of a body. */
 static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d, int64_t seq,
                          const store_seal_ad_t *ad)
 {
+    uint8_t mask[4] = {(uint8_t)d->fields, (uint8_t)(d->fields >> 8), (uint8_t)(d->fields >> 16),
+                       (uint8_t)(d->fields >> 24)};
+    const uint8_t *body = d->by_ref ? mask : d->body;
+    size_t body_len = d->by_ref ? sizeof mask : d->body_len;
     if (store_bind_text(store, stmt, 1, d->recipient) != 0 ||
         store_bind_text(store, stmt, 2, d->sender_partner) != 0 ||
         store_bind_text(store, stmt, 3, d->rule_id) != 0 ||
@@ -737,9 +748,10 @@ static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_deliver
         store_bind_text(store, stmt, 5, d->purpose) != 0 ||
         store_bind_text(store, stmt, 6, d->legal_basis) != 0 ||
         store_bind_int64(store, stmt, 7, d->expires_at) != 0 ||
-        store_seal_bind(store, stmt, 8, ad, d->body, d->body_len) != 0 ||
+        store_seal_bind(store, stmt, 8, ad, body, body_len) != 0 ||
         store_bind_int64(store, stmt, 14, seq) != 0 ||
-        store_bind_int64(store, stmt, 16, d->is_case_event ? 1 : 0) != 0)
+        store_bind_int64(store, stmt, 16, d->is_case_event ? 1 : 0) != 0 ||
+        store_bind_int64(store, stmt, 17, d->by_ref ? 1 : 0) != 0)
         return -1;
     if (d->case_id != NULL && store_bind_text(store, stmt, 15, d->case_id) != 0)
         return -1; /* unbound, ?15 is NULL: a signal */
@@ -778,6 +790,10 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
         store_refuse(store, "delivery_add", "no such case");
         return -1;
     }
+    if ((d->by_ref != 0 && d->by_ref != 1) || (d->by_ref && d->case_id != NULL)) {
+        store_refuse(store, "delivery_add", "by_ref is 0 or 1, and only for a signal");
+        return -1;
+    }
     return 0;
 }
 
@@ -794,8 +810,8 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (seq < 0)
         return -1;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->recipient, d->case_id,
-                               d->is_case_event) != 0) {
+    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
+                               d->case_id, d->is_case_event) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }
@@ -816,6 +832,25 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     }
     store->next_delivery_seq = seq + 1;
     return seq;
+}
+
+/* A delivery by reference: its opened body is the field mask; the content
+ * is the item's body, opened in its place. */
+static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
+{
+    if (d->body_len != 4 || sqlite3_column_type(stmt, SCAN_ITEM_BODY) == SQLITE_NULL) {
+        store_refuse(store, "mailbox_scan",
+                     d->body_len != 4 ? "damaged row: a field mask of a wrong size"
+                                      : "damaged row: the delivery's item is gone");
+        return -1;
+    }
+    d->fields = (uint32_t)d->body[0] | (uint32_t)d->body[1] << 8 | (uint32_t)d->body[2] << 16 |
+                (uint32_t)d->body[3] << 24;
+    store_seal_ad_t ad;
+    store_seal_ad_item(&ad, (int64_t)d->item_seq, sqlite3_column_int64(stmt, SCAN_ITEM_PUBLISH_ID),
+                       d->item_index);
+    return store_seal_column_named(store, stmt, SCAN_ITEM_BODY, "item", &ad, &d->body,
+                                   &d->body_len);
 }
 
 /* Fill d from the current row of the scan. Pointers borrow the row; the
@@ -846,13 +881,18 @@ static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
         store_refuse(store, "mailbox_scan", "damaged row or out of memory");
         return -1;
     }
+    d->by_ref = sqlite3_column_int64(stmt, SCAN_BY_REF) != 0;
+    d->fields = 0;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->recipient, d->case_id,
-                               d->is_case_event) != 0) {
+    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
+                               d->case_id, d->is_case_event) != 0) {
         store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
         return -1;
     }
-    return store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len);
+    if (store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
+        0)
+        return -1;
+    return d->by_ref ? scan_row_item(store, stmt, d) : 0;
 }
 
 /* Cost: one descent of the (recipient, seq) index, then one rowid lookup and

@@ -148,6 +148,14 @@ typedef struct store_delivery {
      * store_case_item_link). */
     const char *case_id;
     int is_case_event; /* 0 or 1; 1 needs case_id */
+    /* 1: a signal's delivery by reference (case_id NULL): its content is
+     * the item's own signed Signal reduced to `fields` (policy FIELD_* bits)
+     * when it is pushed, so an item's bytes are stored once whatever its
+     * fan-out. On add, body is then ignored and the mask is what is sealed;
+     * a scan hands out the item's opened bytes as body and the mask in
+     * fields, and the caller reduces them. 0: body is the content. */
+    int by_ref;
+    uint32_t fields;
 } store_delivery_t;
 
 /* Queue a delivery into a recipient's mailbox. Reads every field of d except

@@ -106,6 +106,10 @@ struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[STMT_COUNT];
     uint8_t *seal_key;     /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
+    /* Nonces: a counter, then a random part drawn once per handle
+     * (store_seal.c), instead of a system call per sealed body. */
+    uint8_t nonce_random[16];
+    uint64_t nonce_counter; /* 0: the random part is not drawn yet */
     uint8_t *subject_key;  /* the audit's subject key, likewise (store_seal.c); NULL: none */
     int64_t next_item_seq; /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
@@ -235,7 +239,7 @@ void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, ui
  * case (the "case delivery" layout). -1 (ad unusable) for a recipient
  * longer than any principal id can be, or a case id that is not
  * SCHAKEL_CASE_ID_LEN bytes. */
-int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq, int by_ref,
                            const char *recipient, const char *case_id, int is_case_event);
 /* A case's title and a case's event; -1 for a case id that is not
  * SCHAKEL_CASE_ID_LEN bytes. */

@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -86,6 +86,12 @@
  * such an item and its publish to the case's expiry. Every case table
  * cascades from cases, so the sweep removes a case with one DELETE once
  * its events and deliveries are gone.
+ *
+ * Step 4 -> 5 adds deliveries by reference (by_ref = 1, signals only):
+ * the row's sealed body is then the 4-byte field mask of the deciding rule,
+ * and the content is the item's own sealed bytes reduced to that mask when
+ * it is pushed. An item is thus written once whatever its fan-out, instead
+ * of once more per recipient. Existing rows keep their bodies (by_ref 0).
  */
 typedef struct schema_step {
     const char *sql;
@@ -310,6 +316,11 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "  INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (NEW.case_id, NEW.item_seq);"
      " END;"
      "PRAGMA user_version = 4;",
+     NULL},
+    /* 4 -> 5: deliveries by reference (the item's bytes, reduced at push) */
+    {"ALTER TABLE deliveries ADD COLUMN by_ref INTEGER NOT NULL DEFAULT 0"
+     "  CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL));"
+     "PRAGMA user_version = 5;",
      NULL},
 };
 

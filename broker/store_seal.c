@@ -24,6 +24,8 @@ _Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
  * last field, so its length needs no prefix. */
 static const char ad_item_tag[] = "schakel-store-item-v1";
 static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
+/* A delivery by reference: its sealed body is the 4-byte field mask. */
+static const char ad_delivery_ref_tag[] = "schakel-store-delivery-ref-v1";
 static const char ad_case_delivery_tag[] = "schakel-store-case-delivery-v1";
 static const char ad_case_tag[] = "schakel-store-case-v1";
 static const char ad_case_event_tag[] = "schakel-store-case-event-v1";
@@ -37,6 +39,8 @@ _Static_assert(STORE_SEAL_AD_MAX == sizeof ad_case_delivery_tag + 8 + 8 + 1 + SC
                "store_seal_ad_t holds the longest associated data");
 _Static_assert(sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
                        sizeof ad_delivery_tag + 8 + 8 &&
+                   sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
+                       sizeof ad_delivery_ref_tag + 8 + 8 &&
                    STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8,
                "the case delivery layout is the longest");
 
@@ -148,17 +152,24 @@ static int case_id_fits(const char *case_id)
     return case_id != NULL && strlen(case_id) == SCHAKEL_CASE_ID_LEN;
 }
 
-/* A signal's delivery keeps the layout it always had; a case's delivery
- * also binds its case and whether it is an event, so a row cannot be
- * moved into another case or turned into a signal unnoticed. */
-int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq,
+/* A signal's delivery keeps the layout it always had; one by reference
+ * has a tag of its own, so a row cannot switch between a body and a field
+ * mask unnoticed; a case's delivery also binds its case and whether it is
+ * an event, so a row cannot be moved into another case or turned into a
+ * signal unnoticed. */
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq, int by_ref,
                            const char *recipient, const char *case_id, int is_case_event)
 {
     size_t recipient_len = strlen(recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN || (case_id != NULL && !case_id_fits(case_id)))
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN || (case_id != NULL && !case_id_fits(case_id)) ||
+        (by_ref && case_id != NULL))
         return -1;
     ad->len = 0;
-    if (case_id == NULL) {
+    if (by_ref) {
+        ad_put(ad, ad_delivery_ref_tag, sizeof ad_delivery_ref_tag);
+        ad_put_be(ad, (uint64_t)seq, 8);
+        ad_put_be(ad, (uint64_t)item_seq, 8);
+    } else if (case_id == NULL) {
         ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
         ad_put_be(ad, (uint64_t)seq, 8);
         ad_put_be(ad, (uint64_t)item_seq, 8);
@@ -202,9 +213,26 @@ static void ad_keycheck(store_seal_ad_t *ad)
 
 /* ------------------------------------------------------------------ seal and open */
 
-/* Seal body into store->sealed under key with a fresh random nonce (192
- * bits: random nonces never collide in practice). Returns the sealed
- * length, 0 on failure (a sealed body is never empty). */
+/* A fresh nonce: a 64-bit counter, then 128 random bits drawn once per
+ * store handle. Unique for as long as random 128-bit draws do not collide
+ * (never, in practice), like a random 192-bit nonce, without a getrandom
+ * call per body. The counter comes first, so that no 16 bytes of a sealed
+ * body repeat those of another. */
+static void next_nonce(store_t *store, uint8_t nonce[STORE_NONCE_BYTES])
+{
+    _Static_assert(STORE_NONCE_BYTES == sizeof store->nonce_random + 8, "counter + random part");
+    if (store->nonce_counter == 0) {
+        randombytes_buf(store->nonce_random, sizeof store->nonce_random);
+        store->nonce_counter = 1;
+    }
+    uint64_t c = store->nonce_counter++;
+    for (size_t i = 0; i < 8; i++)
+        nonce[i] = (uint8_t)(c >> (8 * i));
+    memcpy(nonce + 8, store->nonce_random, sizeof store->nonce_random);
+}
+
+/* Seal body into store->sealed under key with a fresh nonce. Returns the
+ * sealed length, 0 on failure (a sealed body is never empty). */
 static size_t seal_under(store_t *store, const uint8_t *key, const store_seal_ad_t *ad,
                          const uint8_t *body, size_t len)
 {
@@ -215,7 +243,7 @@ static size_t seal_under(store_t *store, const uint8_t *key, const store_seal_ad
     }
     uint8_t *nonce = store->sealed.bytes;
     unsigned long long sealed_len = 0;
-    randombytes_buf(nonce, STORE_NONCE_BYTES);
+    next_nonce(store, nonce);
     /* Cannot fail for a message this size (libsodium aborts beyond 256 GiB). */
     (void)crypto_aead_xchacha20poly1305_ietf_encrypt(nonce + STORE_NONCE_BYTES, &sealed_len,
                                                      len > 0 ? body : empty_bytes, len, ad->bytes,
@@ -530,7 +558,8 @@ static int rekey_delivery_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
     if (recipient == NULL || (case_id == NULL && sqlite3_column_type(row, 3) != SQLITE_NULL))
         return -1;
     return store_seal_ad_delivery(ad, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
-                                  recipient, case_id, sqlite3_column_int64(row, 4) != 0);
+                                  sqlite3_column_int64(row, 5) != 0, recipient, case_id,
+                                  sqlite3_column_int64(row, 4) != 0);
 }
 
 static int rekey_case_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
@@ -551,9 +580,9 @@ static const rekey_table_t rekey_tables[] = {
      "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
      "UPDATE items SET body = ?2 WHERE seq = ?1", 3, rekey_item_ad},
     {"delivery",
-     "SELECT seq, item_seq, recipient, case_id, is_case_event, body FROM deliveries"
+     "SELECT seq, item_seq, recipient, case_id, is_case_event, by_ref, body FROM deliveries"
      " WHERE seq > ?1 ORDER BY seq LIMIT 1",
-     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 5, rekey_delivery_ad},
+     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 6, rekey_delivery_ad},
     /* Not counted in store_rekey_counts_t (which names items and
      * deliveries only), re-sealed all the same. */
     {"case title", "SELECT num, case_id, title FROM cases WHERE num > ?1 ORDER BY num LIMIT 1",

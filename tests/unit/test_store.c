@@ -1227,6 +1227,98 @@ static void test_tampered_rows_do_not_authenticate(void **state)
     }
 }
 
+/* A delivery by reference: the mask is what the row seals, the content is
+ * the item's own body; a row cannot switch between the two kinds, a case
+ * delivery cannot be one, and a rekey re-seals the mask. */
+typedef struct ref_seen {
+    char text[64];
+    uint32_t fields;
+    int by_ref;
+    size_t n;
+} ref_seen_t;
+
+static int collect_ref(const store_delivery_t *d, void *arg)
+{
+    ref_seen_t *seen = arg;
+    assert_true(d->body_len < sizeof seen->text);
+    memcpy(seen->text, d->body, d->body_len);
+    seen->text[d->body_len] = '\0';
+    seen->fields = d->fields;
+    seen->by_ref = d->by_ref;
+    seen->n++;
+    return 0;
+}
+
+static int64_t deliver_ref(store_t *store, const char *recipient, unsigned n, const char *item_text,
+                           uint32_t fields, const char *case_id)
+{
+    int64_t accepted_at = 1700000000 + n;
+    int64_t publish_id = publish(store, WOCO, n, accepted_at);
+    assert_true(publish_id > 0);
+    int64_t item_seq =
+        store_item_add(store, publish_id, 0, (const uint8_t *)item_text, strlen(item_text));
+    assert_true(item_seq > 0);
+    delivery_spec_t spec;
+    delivery_spec(&spec, recipient, WOCO, "woco-servatius", n, accepted_at, item_seq, 0);
+    spec.d.by_ref = 1;
+    spec.d.fields = fields;
+    spec.d.body = NULL; /* ignored by reference */
+    spec.d.body_len = 0;
+    spec.d.case_id = case_id;
+    return store_delivery_add(store, &spec.d);
+}
+
+static void test_delivery_by_reference(void **state)
+{
+    fixture_t *f = *state;
+    static const uint32_t masks[] = {0, 1, 0x2a5, 0xffffffffu};
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t seqs[4];
+    for (size_t i = 0; i < 4; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "item by reference %zu", i);
+        seqs[i] = deliver_ref(f->store, POLITIE, 500 + (unsigned)i, text, masks[i], NULL);
+        if (seqs[i] <= 0)
+            fail_msg("row %zu: %s", i, store_errmsg(f->store));
+    }
+    /* a case's delivery is never by reference */
+    assert_int_equal(deliver_ref(f->store, RIEC, 520, "case item", 1, "C-00000001"), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "only for a signal"));
+    assert_int_equal(store_commit(f->store), 0);
+
+    for (size_t i = 0; i < 4; i++) {
+        ref_seen_t seen = {.n = 0};
+        char want[32];
+        snprintf(want, sizeof want, "item by reference %zu", i);
+        assert_int_equal(store_mailbox_scan(f->store, POLITIE, (uint64_t)seqs[i] - 1, 1,
+                                            collect_ref, &seen),
+                         1);
+        assert_string_equal(seen.text, want);
+        assert_int_equal(seen.fields, masks[i]);
+        assert_int_equal(seen.by_ref, 1);
+    }
+    /* a rekey re-seals the masks under the new key; they still open */
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    store_rekey_counts_t counts;
+    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    ref_seen_t after = {.n = 0};
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect_ref, &after), 4);
+    assert_int_equal(after.fields, masks[3]);
+    sodium_memzero(new_key, sizeof new_key);
+
+    /* a row turned into a plain delivery (or back) no longer authenticates */
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET by_ref = 0 WHERE seq = %lld",
+             (long long)seqs[2]);
+    raw_exec(f->path, sql);
+    ref_seen_t bad = {.n = 0};
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, (uint64_t)seqs[1], 1, collect_ref, &bad),
+                     -1);
+    assert_int_equal(bad.n, 0);
+    assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
+}
+
 static void test_wrong_key_refused_at_open(void **state)
 {
     fixture_t *f = *state;
@@ -2233,6 +2325,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_creates_wal_private_versioned_file, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
