@@ -398,7 +398,12 @@ static int pragma_require(store_t *store, const char *set_sql, const char *get_s
 /* Connection settings, then the version check before anything is written
  * (switching to WAL writes the file header), then the rest. secure_delete
  * overwrites removed rows (acked and expired bodies) in the file instead of
- * leaving them in free space. */
+ * leaving them in free space. temp_store = MEMORY keeps statement journals
+ * (SQLite's undo of one statement inside the turn's transaction, taken for
+ * an INSERT that fires triggers) in memory: once one outgrew the default
+ * spill size, every later statement of the transaction wrote its pages to a
+ * temporary file, which cost more than all the turn's real writes. Their
+ * contents are pages of this store (sealed bodies, metadata), never more. */
 int store_schema_configure(store_t *store)
 {
     long version = 0;
@@ -413,7 +418,8 @@ int store_schema_configure(store_t *store)
     if (pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
         pragma_require(store, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2") != 0 ||
         pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0 ||
-        pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0)
+        pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0 ||
+        pragma_require(store, "PRAGMA temp_store = MEMORY", "PRAGMA temp_store", "2") != 0)
         return -1;
     return 0;
 }
