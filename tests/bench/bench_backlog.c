@@ -1,23 +1,19 @@
 /*
  * bench_backlog.c — N signals queued for a partner that is not connected:
- * the broker's memory while the backlog waits, and the drain on reconnect.
+ * the broker's memory while the backlog waits, its restart from the same
+ * store with the backlog pending, and the drain on reconnect.
  *
  * Owns a temporary folder under /tmp (keys, policy, config, store, broker
- * log) and the one schakeld it starts there on a run-time loopback port; it
- * ends only that PID. Trusts nothing the broker sends: every delivery is
- * checked against what the broker accepted, in publish order. Bounded by a
- * deadline. Exit status: 0 when the run completed and the backlog drained
- * in order, 1 otherwise (deadline, broker failure, wrong drain), 2 on usage.
+ * log) and the schakeld it starts there on a run-time loopback port (see
+ * support.c); it ends only that PID. Trusts nothing the broker sends: every
+ * delivery is checked against what the broker accepted, in publish order.
+ * Bounded by a deadline. Exit status: 0 when the run completed and the
+ * backlog drained in order, 1 otherwise (deadline, broker failure, wrong
+ * drain), 2 on usage.
  */
-/* mkdtemp, nftw, pipe2 */
-#define _GNU_SOURCE
-
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -26,8 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,9 +30,8 @@
 #include "keys.h"
 #include "schakel.h"
 #include "schakel_limits.h"
+#include "support.h"
 #include "wire.h"
-
-extern char **environ;
 
 #define BACKLOG_DEFAULT_COUNT 1000000u
 #define BACKLOG_MAX_COUNT 100000000u
@@ -48,10 +41,13 @@ extern char **environ;
 #define BACKLOG_MAX_PUBLISHERS 2u
 #define BACKLOG_RSS_LIMIT_KIB (100L * 1024L) /* the issue's bound: 100 MiB */
 #define BACKLOG_DRAIN_TARGET 20000.0         /* deliveries/s, the target of a later issue */
+#define BACKLOG_READY_TARGET_S 2.0           /* restart with the backlog pending: ready < 2 s */
 #define BACKLOG_SAMPLE_MS 50                 /* RSS sampling interval */
 #define BACKLOG_MILESTONES 10                /* RSS samples at every 10% of each phase */
 #define BACKLOG_MAX_SAMPLES (4 * BACKLOG_MILESTONES + 8)
 #define BACKLOG_START_TIMEOUT_MS 15000
+/* A restart may open a large store: bounded, but far above the target. */
+#define BACKLOG_RESTART_TIMEOUT_MS 120000
 #define BACKLOG_STOP_TIMEOUT_MS 60000  /* SIGTERM includes a WAL checkpoint */
 #define BACKLOG_CALL_TIMEOUT_MS 60000  /* one publish, connect or backlog query at most */
 #define BACKLOG_SILENCE_LIMIT_MS 30000 /* no delivery this long while some are owed: give up */
@@ -80,22 +76,27 @@ typedef struct backlog_options {
     const char *json_path;
     const char *log_level;
     int keep;
+    int restart; /* stop and start the broker with the backlog queued (default) */
 } backlog_options_t;
 
-typedef struct proc_mem {
-    long rss_kib, hwm_kib, anon_kib, file_kib, shmem_kib;
-} proc_mem_t;
+enum backlog_phase {
+    PHASE_START,
+    PHASE_PUBLISH,
+    PHASE_QUEUED,
+    PHASE_RESTART,
+    PHASE_DRAIN,
+    PHASE_DONE,
+    PHASE_N
+};
 
-enum backlog_phase { PHASE_START, PHASE_PUBLISH, PHASE_QUEUED, PHASE_DRAIN, PHASE_DONE, PHASE_N };
-
-static const char *const backlog_phase_names[PHASE_N] = {"start", "publish", "queued", "drain",
-                                                         "done"};
+static const char *const backlog_phase_names[PHASE_N] = {"start",   "publish", "queued",
+                                                         "restart", "drain",   "done"};
 
 typedef struct mem_sample {
     int phase;
     uint64_t progress; /* items accepted (publish) or delivered (drain) */
     double at_s;       /* since the bench started */
-    proc_mem_t mem;
+    bench_mem_t mem;
 } mem_sample_t;
 
 /* One accepted item, as the publisher learnt it from Accepted. */
@@ -112,18 +113,24 @@ typedef struct backlog_results {
     /* publish */
     uint64_t published, publishes;
     double publish_s;
-    proc_mem_t queued;
+    bench_mem_t queued;
     double rss_growth_per_msg, anon_growth_per_msg; /* bytes per queued message */
     int growth_known;
     long long store_bytes, wal_bytes, shm_bytes, log_bytes, store_bytes_drained;
     double cpu_publish_s, cpu_drain_s;
+    /* restart with the backlog pending */
+    int restarted;
+    double restart_stop_s, restart_ready_s;
+    int restart_stop_exit;
+    uint64_t restart_pending;
+    bench_mem_t restart_mem; /* right after READY */
     /* drain */
     int drain_ran;
     double connect_ms, first_delivery_ms, drain_s, drain_rate;
     uint64_t delivered, distinct, out_of_order, seq_not_increasing, duplicates, unknown,
         content_errors, missing;
     int64_t backlog_before, backlog_after; /* -1: not known */
-    proc_mem_t drained;
+    bench_mem_t drained;
     long drain_peak_rss_kib, publish_peak_rss_kib;
     int broker_exit;
     int in_order;
@@ -131,29 +138,22 @@ typedef struct backlog_results {
 
 typedef struct bench {
     backlog_options_t opt;
+    bench_env_t env; /* folder, broker, first problem */
     int64_t started_ms, deadline_ms;
-    char dir[64];
-    char config_path[128], policy_path[128], store_path[128], log_path[128], broker_pub[128];
-    pid_t broker_pid;
-    int broker_pidfd;
-    char endpoint[128];
     /* every item is this signal with its own source_ref */
     size_t item_bytes, batch, summary_len;
     char summary[SCHAKEL_MAX_SUMMARY_LEN + 1];
     int64_t observed_at;
-    /* shared with the publisher and sampler threads */
+    /* shared with the publisher threads */
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t drained;
     atomic_int phase;
     atomic_int stop; /* deadline, interrupt or failure: every loop winds down */
-    atomic_int sampler_run;
-    pthread_t sampler;
-    int sampler_started;
-    pthread_mutex_t lock; /* guards samples, peaks and problem */
+    bench_sampler_t sampler; /* the broker's VmRSS every BACKLOG_SAMPLE_MS: peak per phase */
+    pthread_mutex_t lock;    /* guards samples and peaks */
     mem_sample_t samples[BACKLOG_MAX_SAMPLES];
     size_t n_samples;
     long peak_rss_kib[PHASE_N];
-    char problem[512]; /* the first thing that went wrong */
     /* the accepted items in publish (item seq) order */
     expected_item_t *expected;
     uint64_t n_expected;
@@ -181,35 +181,18 @@ typedef struct drain_state {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static int64_t backlog_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static double backlog_now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void backlog_problem(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Keep the first problem (later ones are usually its consequences) and make
  * every loop stop. */
 static void backlog_problem(bench_t *b, const char *fmt, ...)
 {
-    pthread_mutex_lock(&b->lock);
-    if (b->problem[0] == '\0') {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(b->problem, sizeof b->problem, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, "bench_backlog: %s\n", b->problem);
-    }
-    pthread_mutex_unlock(&b->lock);
+    char text[sizeof b->env.problem];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    bench_problem(&b->env, "%s", text);
     atomic_store(&b->stop, 1);
 }
 
@@ -222,7 +205,7 @@ static int backlog_out_of_time(bench_t *b)
         backlog_problem(b, "interrupted");
         return 1;
     }
-    if (backlog_now_ms() >= b->deadline_ms) {
+    if (bench_now_ms() >= b->deadline_ms) {
         backlog_problem(b,
                         "deadline of %.0f s reached: %" PRIu64 " of %" PRIu64
                         " items published, %" PRIu64 " drained",
@@ -236,42 +219,10 @@ static int backlog_out_of_time(bench_t *b)
 /* Timeout for one blocking call: what is left until the deadline, capped. */
 static int backlog_call_timeout(const bench_t *b, int cap_ms)
 {
-    int64_t left = b->deadline_ms - backlog_now_ms();
+    int64_t left = b->deadline_ms - bench_now_ms();
     if (left <= 0)
         return 0;
     return left < cap_ms ? (int)left : cap_ms;
-}
-
-static int backlog_write_file(const char *path, const char *text, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen(text), done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
-        done += (size_t)n;
-    }
-    return close(fd);
-}
-
-static long long backlog_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
-}
-
-static int backlog_remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return type == FTW_DP ? rmdir(path) : unlink(path);
 }
 
 /* ------------------------------------------------------------------ options */
@@ -280,8 +231,8 @@ static void backlog_usage(FILE *out)
 {
     fprintf(out,
             "usage: bench_backlog [--count N] [--publishers 1|2] [--window W] [--item-bytes B]\n"
-            "                     [--deadline SECONDS] [--json FILE] [--broker-log-level L] "
-            "[--keep]\n"
+            "                     [--deadline SECONDS] [--json FILE] [--broker-log-level L]\n"
+            "                     [--no-restart] [--keep]\n"
             "  --count N            signals to queue (default %u)\n"
             "  --publishers P       publisher connections, 1 or 2 (default 2)\n"
             "  --window W           the recipient's Flow window, 1..%u (default %u)\n"
@@ -289,6 +240,7 @@ static void backlog_usage(FILE *out)
             "  --deadline S         give up after S seconds (default 60 + 840 per million)\n"
             "  --json FILE          results (default tests/bench/results/backlog.json)\n"
             "  --broker-log-level L schakeld --log-level (default info, as deployed)\n"
+            "  --no-restart         drain without stopping and restarting the broker first\n"
             "  --keep               keep the temporary folder (store, log) and name it\n"
             "environment: SCHAKELD (the broker binary), else $BUILD/schakeld, else "
             "build/schakeld\n",
@@ -317,6 +269,10 @@ static int backlog_parse_args(int argc, char **argv, backlog_options_t *o)
             return 1;
         if (strcmp(a, "--keep") == 0) {
             o->keep = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-restart") == 0) {
+            o->restart = 0;
             continue;
         }
         if (i + 1 >= argc) {
@@ -359,21 +315,10 @@ static int backlog_parse_args(int argc, char **argv, backlog_options_t *o)
 
 /* ------------------------------------------------------------------ environment */
 
-static void backlog_key_base(const bench_t *b, const char *principal, char *out, size_t len)
+static int backlog_policy_text(char *text, size_t len)
 {
-    char name[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    snprintf(name, sizeof name, "%s", principal);
-    for (char *p = name; *p != '\0'; p++)
-        if (*p == '/')
-            *p = '-';
-    snprintf(out, len, "%s/keys/%s", b->dir, name);
-}
-
-static int backlog_write_policy(bench_t *b)
-{
-    char text[4096];
     int n = snprintf(
-        text, sizeof text,
+        text, len,
         "# policy of one backlog benchmark: bron publishes, ontvanger receives (and is away)\n"
         "version: 1\n"
         "partners:\n"
@@ -399,320 +344,79 @@ static int backlog_write_policy(bench_t *b)
         "source_ref]\n"
         "    retention: 365d\n",
         backlog_publisher_ids[0], backlog_publisher_ids[1]);
-    if (n < 0 || (size_t)n >= sizeof text)
-        return -1;
-    return backlog_write_file(b->policy_path, text, 0644);
+    return n < 0 || (size_t)n >= len ? -1 : 0;
 }
 
+/* The folder, keys, this policy and the config (support.c), then the broker. */
 static int backlog_env_create(bench_t *b)
 {
-    char path[256], err[256];
-    snprintf(b->dir, sizeof b->dir, "/tmp/schakel-bench-XXXXXX");
-    if (mkdtemp(b->dir) == NULL) {
-        backlog_problem(b, "mkdtemp: %s", strerror(errno));
-        b->dir[0] = '\0';
-        return -1;
-    }
-    snprintf(b->config_path, sizeof b->config_path, "%s/schakeld.yaml", b->dir);
-    snprintf(b->policy_path, sizeof b->policy_path, "%s/policy.yaml", b->dir);
-    snprintf(b->store_path, sizeof b->store_path, "%s/store.db", b->dir);
-    snprintf(b->log_path, sizeof b->log_path, "%s/schakeld.log", b->dir);
-    snprintf(b->broker_pub, sizeof b->broker_pub, "%s/keys/broker.pub", b->dir);
-    snprintf(path, sizeof path, "%s/keys", b->dir);
-    if (mkdir(path, 0700) != 0) {
-        backlog_problem(b, "mkdir %s: %s", path, strerror(errno));
-        return -1;
-    }
-    const char *principals[] = {"broker", backlog_publisher_ids[0], backlog_publisher_ids[1],
+    char policy[4096];
+    const char *principals[] = {backlog_publisher_ids[0], backlog_publisher_ids[1],
                                 BACKLOG_RECIPIENT};
-    for (size_t i = 0; i < sizeof principals / sizeof principals[0]; i++) {
-        backlog_key_base(b, principals[i], path, sizeof path);
-        if (keys_generate(path, err, sizeof err) != 0) {
-            backlog_problem(b, "keys_generate %s: %s", path, err);
-            return -1;
-        }
-    }
-    snprintf(path, sizeof path, "%s/keys/store.key", b->dir);
-    if (keys_write_symmetric(path, "store key of one backlog benchmark", err, sizeof err) != 0) {
-        backlog_problem(b, "store key %s: %s", path, err);
+    if (backlog_policy_text(policy, sizeof policy) != 0) {
+        backlog_problem(b, "the policy does not fit its buffer");
         return -1;
     }
-    const char *config = "# schakeld configuration of one backlog benchmark\n"
-                         "listen: tcp://127.0.0.1:*\n"
-                         "key_file: keys/broker.key\n"
-                         "store_key_file: keys/store.key\n"
-                         "policy: policy.yaml\n"
-                         "store: store.db\n";
-    if (backlog_write_policy(b) != 0 || backlog_write_file(b->config_path, config, 0644) != 0) {
-        backlog_problem(b, "cannot write the policy or config in %s: %s", b->dir, strerror(errno));
+    if (bench_env_create(&b->env, principals, sizeof principals / sizeof principals[0], policy,
+                         NULL) != 0 ||
+        bench_broker_start(&b->env, b->opt.log_level, BACKLOG_START_TIMEOUT_MS) != 0) {
+        atomic_store(&b->stop, 1);
         return -1;
     }
     return 0;
 }
 
-/* ------------------------------------------------------------------ broker process */
+/* ------------------------------------------------------------------ memory samples */
 
-static const char *backlog_schakeld_path(void)
-{
-    static char buf[PATH_MAX];
-    const char *explicit_path = getenv("SCHAKELD");
-    if (explicit_path != NULL && *explicit_path != '\0')
-        return explicit_path;
-    const char *build = getenv("BUILD");
-    snprintf(buf, sizeof buf, "%s/schakeld", build != NULL && *build != '\0' ? build : "build");
-    return buf;
-}
-
-/* In the child between fork and exec: async-signal-safe calls only. */
-static void backlog_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
-{
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
-        _exit(126);
-    if (ready_w == 3) {
-        if (fcntl(3, F_SETFD, 0) < 0)
-            _exit(126);
-    } else if (dup2(ready_w, 3) < 0) {
-        _exit(126);
-    }
-    syscall(SYS_close_range, 4u, ~0u, 0u);
-    execve(program, argv, environ);
-    _exit(127);
-}
-
-/* Wait for the child to exit within timeout_ms. Returns its waitpid status,
- * or -1 while it still runs. */
-static int backlog_wait_exit(const bench_t *b, int timeout_ms)
-{
-    int64_t deadline = backlog_now_ms() + timeout_ms;
-    for (;;) {
-        int status;
-        pid_t r = waitpid(b->broker_pid, &status, WNOHANG);
-        if (r == b->broker_pid)
-            return status;
-        if (r < 0 && errno != EINTR)
-            return -1;
-        int64_t left = deadline - backlog_now_ms();
-        if (left <= 0)
-            return -1;
-        struct pollfd p = {.fd = b->broker_pidfd, .events = POLLIN};
-        if (b->broker_pidfd >= 0)
-            (void)poll(&p, 1, (int)left);
-        else /* no pidfd (old kernel): look again shortly */
-            (void)poll(NULL, 0, left < 20 ? (int)left : 20);
-    }
-}
-
-/* Read the READY line from the pipe, watching the process. */
-static int backlog_await_ready(bench_t *b, int ready_r)
-{
-    char line[256] = "";
-    size_t used = 0;
-    int64_t deadline = backlog_now_ms() + BACKLOG_START_TIMEOUT_MS;
-    while (strchr(line, '\n') == NULL) {
-        int64_t left = deadline - backlog_now_ms();
-        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
-                              {.fd = b->broker_pidfd, .events = POLLIN}};
-        if (left <= 0 || used == sizeof line - 1) {
-            backlog_problem(b, "schakeld gave no READY line within %d ms (see %s)",
-                            BACKLOG_START_TIMEOUT_MS, b->log_path);
-            return -1;
-        }
-        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
-            return -1;
-        if (p[0].revents) {
-            ssize_t got = read(ready_r, line + used, sizeof line - 1 - used);
-            if (got <= 0) {
-                backlog_problem(b, "schakeld closed its ready fd without a READY line (see %s)",
-                                b->log_path);
-                return -1;
-            }
-            used += (size_t)got;
-        } else if (p[1].revents) {
-            backlog_problem(b, "schakeld exited before it was ready (see %s)", b->log_path);
-            return -1;
-        }
-        line[used] = '\0';
-    }
-    *strchr(line, '\n') = '\0';
-    if (strncmp(line, "READY tcp://127.0.0.1:", 22) != 0) {
-        backlog_problem(b, "unexpected ready line \"%.100s\"", line);
-        return -1;
-    }
-    snprintf(b->endpoint, sizeof b->endpoint, "%.100s", line + 6);
-    return 0;
-}
-
-static int backlog_broker_start(bench_t *b)
-{
-    const char *program = backlog_schakeld_path();
-    if (access(program, X_OK) != 0) {
-        backlog_problem(b, "%s is not an executable (%s); run make, or set SCHAKELD", program,
-                        strerror(errno));
-        return -1;
-    }
-    int log_fd = open(b->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int pipefd[2];
-    if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
-        backlog_problem(b, "cannot open the broker log or a pipe: %s", strerror(errno));
-        if (log_fd >= 0)
-            close(log_fd);
-        return -1;
-    }
-    char *const argv[] = {(char *)(uintptr_t)program,
-                          "--config",
-                          b->config_path,
-                          "--log-level",
-                          (char *)(uintptr_t)b->opt.log_level,
-                          "--ready-fd",
-                          "3",
-                          NULL};
-    pid_t pid = fork();
-    if (pid == 0)
-        backlog_exec_broker(program, argv, pipefd[1], log_fd);
-    close(pipefd[1]);
-    close(log_fd);
-    if (pid < 0) {
-        close(pipefd[0]);
-        backlog_problem(b, "fork: %s", strerror(errno));
-        return -1;
-    }
-    b->broker_pid = pid;
-    b->broker_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    int rc = backlog_await_ready(b, pipefd[0]);
-    close(pipefd[0]);
-    return rc;
-}
-
-/* SIGTERM our broker (by its PID) and wait; SIGKILL if it does not stop in
- * time. Returns its exit code, 128+signal, or -1. */
-static int backlog_broker_stop(bench_t *b)
-{
-    if (b->broker_pid <= 0)
-        return -1;
-    kill(b->broker_pid, SIGTERM);
-    int status = backlog_wait_exit(b, BACKLOG_STOP_TIMEOUT_MS);
-    int code = -1;
-    if (status == -1) {
-        fprintf(stderr, "bench_backlog: schakeld (pid %ld) ignored SIGTERM; killing it\n",
-                (long)b->broker_pid);
-        kill(b->broker_pid, SIGKILL);
-        (void)backlog_wait_exit(b, BACKLOG_STOP_TIMEOUT_MS);
-    } else if (WIFEXITED(status)) {
-        code = WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-        code = 128 + WTERMSIG(status);
-    }
-    if (b->broker_pidfd >= 0)
-        close(b->broker_pidfd);
-    b->broker_pidfd = -1;
-    b->broker_pid = 0;
-    return code;
-}
-
-/* VmRSS, VmHWM, RssAnon, RssFile, RssShmem of a process, in KiB. */
-static int backlog_read_mem(pid_t pid, proc_mem_t *m)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    memset(m, 0, sizeof *m);
-    while (fgets(line, sizeof line, f) != NULL) {
-        long v = 0;
-        if (sscanf(line, "VmRSS: %ld", &v) == 1)
-            m->rss_kib = v;
-        else if (sscanf(line, "VmHWM: %ld", &v) == 1)
-            m->hwm_kib = v;
-        else if (sscanf(line, "RssAnon: %ld", &v) == 1)
-            m->anon_kib = v;
-        else if (sscanf(line, "RssFile: %ld", &v) == 1)
-            m->file_kib = v;
-        else if (sscanf(line, "RssShmem: %ld", &v) == 1)
-            m->shmem_kib = v;
-    }
-    fclose(f);
-    return m->rss_kib > 0 ? 0 : -1;
-}
-
-/* User + system CPU seconds of a process so far (/proc/PID/stat fields 14, 15). */
-static double backlog_read_cpu_s(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return -1;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-    unsigned long long utime = 0, stime = 0;
-    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                            &stime) != 2)
-        return -1;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* ------------------------------------------------------------------ memory sampler */
-
-static void backlog_add_sample(bench_t *b, int phase, uint64_t progress, const proc_mem_t *m)
+static void backlog_add_sample(bench_t *b, int phase, uint64_t progress, const bench_mem_t *m)
 {
     pthread_mutex_lock(&b->lock);
+    if (m->rss_kib > b->peak_rss_kib[phase])
+        b->peak_rss_kib[phase] = m->rss_kib;
     if (b->n_samples < BACKLOG_MAX_SAMPLES)
         b->samples[b->n_samples++] = (mem_sample_t){
             .phase = phase,
             .progress = progress,
-            .at_s = (double)(backlog_now_ms() - b->started_ms) / 1000.0,
+            .at_s = (double)(bench_now_ms() - b->started_ms) / 1000.0,
             .mem = *m,
         };
     pthread_mutex_unlock(&b->lock);
 }
 
 /* A sample now, for the record at the end of a phase. */
-static int backlog_sample_now(bench_t *b, int phase, uint64_t progress, proc_mem_t *m)
+static int backlog_sample_now(bench_t *b, int phase, uint64_t progress, bench_mem_t *m)
 {
-    if (backlog_read_mem(b->broker_pid, m) != 0)
+    if (bench_read_mem(b->env.broker_pid, m) != 0)
         return -1;
-    pthread_mutex_lock(&b->lock);
-    if (m->rss_kib > b->peak_rss_kib[phase])
-        b->peak_rss_kib[phase] = m->rss_kib;
-    pthread_mutex_unlock(&b->lock);
     backlog_add_sample(b, phase, progress, m);
     return 0;
 }
 
-/* Reads the broker's memory every BACKLOG_SAMPLE_MS: the peak per phase, and
- * one sample each time a phase passes another tenth of its work. */
-static void *backlog_sampler_run(void *arg)
+/* A sample each time a phase's progress passes another tenth of the count
+ * (progress went from `before` to `after`); any thread may call it. */
+static void backlog_milestone(bench_t *b, int phase, uint64_t before, uint64_t after)
 {
-    bench_t *b = arg;
     uint64_t step = b->opt.count / BACKLOG_MILESTONES > 0 ? b->opt.count / BACKLOG_MILESTONES : 1;
-    uint64_t next_publish = step, next_drain = step;
-    while (atomic_load(&b->sampler_run)) {
-        proc_mem_t m;
-        if (backlog_read_mem(b->broker_pid, &m) == 0) {
-            int phase = atomic_load(&b->phase);
-            uint64_t accepted = atomic_load(&b->accepted), drained = atomic_load(&b->drained);
-            pthread_mutex_lock(&b->lock);
-            if (m.rss_kib > b->peak_rss_kib[phase])
-                b->peak_rss_kib[phase] = m.rss_kib;
-            pthread_mutex_unlock(&b->lock);
-            if (phase == PHASE_PUBLISH && accepted >= next_publish && accepted < b->opt.count) {
-                backlog_add_sample(b, phase, accepted, &m);
-                while (next_publish <= accepted)
-                    next_publish += step;
-            } else if (phase == PHASE_DRAIN && drained >= next_drain && drained < b->opt.count) {
-                backlog_add_sample(b, phase, drained, &m);
-                while (next_drain <= drained)
-                    next_drain += step;
-            }
-        }
-        struct timespec pause = {0, BACKLOG_SAMPLE_MS * 1000000L};
-        nanosleep(&pause, NULL); /* a sampling interval, not a synchronisation */
-    }
-    return NULL;
+    bench_mem_t m;
+    if (after / step > before / step && after < b->opt.count)
+        (void)backlog_sample_now(b, phase, after, &m);
+}
+
+/* A phase starts: the sampler's peak from now on is this phase's. */
+static void backlog_phase_begin(bench_t *b, int phase)
+{
+    atomic_store(&b->phase, phase);
+    if (b->sampler.started)
+        bench_sampler_reset(&b->sampler);
+}
+
+static void backlog_phase_end(bench_t *b, int phase)
+{
+    long peak = b->sampler.started ? bench_sampler_peak_kib(&b->sampler) : 0;
+    pthread_mutex_lock(&b->lock);
+    if (peak > b->peak_rss_kib[phase])
+        b->peak_rss_kib[phase] = peak;
+    pthread_mutex_unlock(&b->lock);
 }
 
 /* ------------------------------------------------------------------ the signal */
@@ -882,24 +586,17 @@ static void *backlog_publisher_run(void *arg)
             break;
         sent += n;
         p->publishes++;
-        atomic_fetch_add(&b->accepted, n);
+        uint64_t before = atomic_fetch_add(&b->accepted, n);
+        backlog_milestone(b, PHASE_PUBLISH, before, before + n);
     }
     return NULL;
 }
 
 static int backlog_connect(bench_t *b, const char *principal, schakel_client_t **out)
 {
-    char base[256], key[300];
-    schakel_error_t err;
-    backlog_key_base(b, principal, base, sizeof base);
-    snprintf(key, sizeof key, "%s.key", base);
     int timeout = backlog_call_timeout(b, BACKLOG_CALL_TIMEOUT_MS);
-    schakel_status_t st = timeout > 0
-                              ? schakel_connect(out, b->endpoint, b->broker_pub, key, timeout, &err)
-                              : SCHAKEL_ERR_TIMEOUT;
-    if (st != SCHAKEL_OK) {
-        backlog_problem(b, "connect as %s to %s: %s (%s)", principal, b->endpoint,
-                        schakel_strerror(st), timeout > 0 ? err.text : "deadline");
+    if (bench_connect(&b->env, principal, out, timeout) != 0) {
+        atomic_store(&b->stop, 1);
         return -1;
     }
     return 0;
@@ -954,9 +651,9 @@ static int backlog_publish_all(bench_t *b, publisher_t *pubs)
             return -1;
         }
     }
-    double cpu0 = backlog_read_cpu_s(b->broker_pid);
-    double t0 = backlog_now_s();
-    atomic_store(&b->phase, PHASE_PUBLISH);
+    double cpu0 = bench_read_cpu_s(b->env.broker_pid);
+    double t0 = bench_now_s();
+    backlog_phase_begin(b, PHASE_PUBLISH);
     for (unsigned i = 0; i < b->opt.publishers; i++) {
         if (pthread_create(&pubs[i].thread, NULL, backlog_publisher_run, &pubs[i]) != 0) {
             backlog_problem(b, "cannot start publisher thread %u", i + 1);
@@ -970,21 +667,57 @@ static int backlog_publish_all(bench_t *b, publisher_t *pubs)
         r->published += pubs[i].n_records;
         r->publishes += pubs[i].publishes;
     }
-    r->publish_s = backlog_now_s() - t0;
-    r->cpu_publish_s = backlog_read_cpu_s(b->broker_pid) - cpu0;
-    atomic_store(&b->phase, PHASE_QUEUED);
+    r->publish_s = bench_now_s() - t0;
+    r->cpu_publish_s = bench_read_cpu_s(b->env.broker_pid) - cpu0;
+    backlog_phase_end(b, PHASE_PUBLISH);
+    backlog_phase_begin(b, PHASE_QUEUED);
     (void)backlog_sample_now(b, PHASE_QUEUED, r->published, &r->queued);
-    r->store_bytes = backlog_file_size(b->store_path);
-    char path[160];
-    snprintf(path, sizeof path, "%s-wal", b->store_path);
-    r->wal_bytes = backlog_file_size(path);
-    snprintf(path, sizeof path, "%s-shm", b->store_path);
-    r->shm_bytes = backlog_file_size(path);
+    r->store_bytes = bench_file_size(b->env.store_path);
+    char path[BENCH_PATH_MAX + 8];
+    snprintf(path, sizeof path, "%s-wal", b->env.store_path);
+    r->wal_bytes = bench_file_size(path);
+    snprintf(path, sizeof path, "%s-shm", b->env.store_path);
+    r->shm_bytes = bench_file_size(path);
     for (unsigned i = 0; i < b->opt.publishers; i++)
         schakel_close(&pubs[i].client);
     if (backlog_merge_records(b, pubs) != 0)
         return -1;
     return r->published == b->opt.count ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ restart */
+
+/* Stop the broker with the whole backlog queued (SIGTERM, as an operator
+ * would) and start it again from the same store: the time from start to
+ * READY with N deliveries pending, and its memory right after. The drain
+ * that follows shows that nothing was lost. */
+static int backlog_restart(bench_t *b)
+{
+    backlog_results_t *r = &b->res;
+    bench_sampler_stop(&b->sampler);
+    backlog_phase_begin(b, PHASE_RESTART);
+    double t0 = bench_now_s();
+    r->restart_stop_exit = bench_broker_stop(&b->env, BACKLOG_STOP_TIMEOUT_MS);
+    r->restart_stop_s = bench_now_s() - t0;
+    if (r->restart_stop_exit != 0) {
+        backlog_problem(b, "schakeld exited with %d on SIGTERM with the backlog queued (see %s)",
+                        r->restart_stop_exit, b->env.log_path);
+        return -1;
+    }
+    int timeout = backlog_call_timeout(b, BACKLOG_RESTART_TIMEOUT_MS);
+    if (timeout == 0 || backlog_out_of_time(b))
+        return -1;
+    if (bench_broker_start(&b->env, b->opt.log_level, timeout) != 0) {
+        atomic_store(&b->stop, 1);
+        return -1;
+    }
+    r->restarted = 1;
+    r->restart_ready_s = b->env.ready_s;
+    r->restart_pending = b->n_expected;
+    (void)backlog_sample_now(b, PHASE_RESTART, b->n_expected, &r->restart_mem);
+    if (bench_sampler_start(&b->sampler, b->env.broker_pid, BACKLOG_SAMPLE_MS) != 0)
+        fprintf(stderr, "bench_backlog: no sampler thread after the restart; peaks from samples\n");
+    return 0;
 }
 
 /* ------------------------------------------------------------------ drain */
@@ -1083,8 +816,10 @@ static void backlog_receive_all(bench_t *b, schakel_client_t *client, drain_stat
             break;
         }
         if (r->delivered == 0)
-            r->first_delivery_ms = (backlog_now_s() - t0) * 1000.0;
+            r->first_delivery_ms = (bench_now_s() - t0) * 1000.0;
+        uint64_t before = r->distinct;
         backlog_check_delivery(b, ds, d, first, sizeof first);
+        backlog_milestone(b, PHASE_DRAIN, before, r->distinct);
         st = schakel_ack(client, d->seq);
         schakel_delivery_free(&d);
         if (st != SCHAKEL_OK) {
@@ -1109,28 +844,29 @@ static int backlog_drain(bench_t *b)
         backlog_problem(b, "out of memory for the drain check");
         return -1;
     }
-    double c0 = backlog_now_s();
+    double c0 = bench_now_s();
     int rc = backlog_connect(b, BACKLOG_RECIPIENT, &client);
-    r->connect_ms = (backlog_now_s() - c0) * 1000.0;
+    r->connect_ms = (bench_now_s() - c0) * 1000.0;
     if (rc == 0)
         rc = backlog_query_backlog(b, client, &r->backlog_before);
     if (rc == 0) {
         r->drain_ran = 1;
-        double cpu0 = backlog_read_cpu_s(b->broker_pid);
-        atomic_store(&b->phase, PHASE_DRAIN);
-        double t0 = backlog_now_s();
+        double cpu0 = bench_read_cpu_s(b->env.broker_pid);
+        backlog_phase_begin(b, PHASE_DRAIN);
+        double t0 = bench_now_s();
         if (schakel_subscribe(client, b->opt.window) != SCHAKEL_OK)
             backlog_problem(b, "subscribe: %s", schakel_last_error(client)->text);
         else
             backlog_receive_all(b, client, &ds, t0);
-        r->drain_s = backlog_now_s() - t0;
+        r->drain_s = bench_now_s() - t0;
         r->drain_rate = r->drain_s > 0 ? (double)r->distinct / r->drain_s : 0;
         if (r->distinct == b->n_expected)
             (void)backlog_query_backlog(b, client, &r->backlog_after);
-        r->cpu_drain_s = backlog_read_cpu_s(b->broker_pid) - cpu0;
-        atomic_store(&b->phase, PHASE_DONE);
+        r->cpu_drain_s = bench_read_cpu_s(b->env.broker_pid) - cpu0;
+        backlog_phase_end(b, PHASE_DRAIN);
+        backlog_phase_begin(b, PHASE_DONE);
         (void)backlog_sample_now(b, PHASE_DONE, r->distinct, &r->drained);
-        r->store_bytes_drained = backlog_file_size(b->store_path);
+        r->store_bytes_drained = bench_file_size(b->env.store_path);
     }
     schakel_close(&client);
     free(ds.seen);
@@ -1162,6 +898,17 @@ static void backlog_growth(bench_t *b)
     r->growth_known = 1;
 }
 
+/* Ready within the target after a restart with the whole backlog pending
+ * (every item published, so N pending). */
+static int backlog_restart_met(const bench_t *b)
+{
+    const backlog_results_t *r = &b->res;
+    return r->restarted && r->restart_pending == b->opt.count &&
+           r->restart_ready_s < BACKLOG_READY_TARGET_S;
+}
+
+static void backlog_print_criteria(const bench_t *b, const char *rule);
+
 static void backlog_print_table(const bench_t *b)
 {
     const backlog_results_t *r = &b->res;
@@ -1186,6 +933,12 @@ static void backlog_print_table(const bench_t *b)
     printf("%-22s %.1f MiB store, %.1f MiB WAL, %.1f MiB shm; broker log %.1f MiB\n", "on disk",
            (double)r->store_bytes / 1048576.0, (double)r->wal_bytes / 1048576.0,
            (double)r->shm_bytes / 1048576.0, (double)r->log_bytes / 1048576.0);
+    if (r->restarted)
+        printf("%-22s stop %.1f s (exit %d); start to READY %.3f s with %" PRIu64
+               " pending; then VmRSS %.1f MiB, VmHWM %.1f MiB (anon %.1f MiB)\n",
+               "broker restart", r->restart_stop_s, r->restart_stop_exit, r->restart_ready_s,
+               r->restart_pending, backlog_mib(r->restart_mem.rss_kib),
+               backlog_mib(r->restart_mem.hwm_kib), backlog_mib(r->restart_mem.anon_kib));
     if (r->drain_ran) {
         printf("%-22s %.0f ms, backlog reported %" PRId64 "\n", "recipient connect", r->connect_ms,
                r->backlog_before);
@@ -1201,6 +954,13 @@ static void backlog_print_table(const bench_t *b)
                r->content_errors, r->missing, r->backlog_after);
     }
     printf("%-22s publish %.1f s, drain %.1f s\n", "broker CPU", r->cpu_publish_s, r->cpu_drain_s);
+    backlog_print_criteria(b, rule);
+}
+
+/* The targets, met or not, and the problem if there was one. */
+static void backlog_print_criteria(const bench_t *b, const char *rule)
+{
+    const backlog_results_t *r = &b->res;
     printf("%s\n%-42s %-16s %-14s %s\n", rule, "criterion", "value", "target", "result");
     printf("%-42s %-16.1f %-14s %s\n", "broker peak RSS, backlog queued (MiB)",
            backlog_mib(r->queued.hwm_kib), "< 100",
@@ -1208,28 +968,19 @@ static void backlog_print_table(const bench_t *b)
                    r->published == b->opt.count
                ? "met"
                : "not met");
+    if (r->restarted)
+        printf("%-42s %-16.3f %-14s %s\n", "ready after restart, backlog pending (s)",
+               r->restart_ready_s, "< 2", backlog_restart_met(b) ? "met" : "not met");
+    else
+        printf("%-42s %-16s %-14s %s\n", "ready after restart, backlog pending (s)", "-", "< 2",
+               "not run");
     printf("%-42s %-16s %-14s %s\n", "backlog drains in order, each item once",
            r->in_order ? "yes" : "no", "yes", r->in_order ? "met" : "not met");
     printf("%-42s %-16.0f %-14s %s\n", "drain rate (deliveries/s)", r->drain_rate, ">= 20000",
            r->in_order && r->drain_rate >= BACKLOG_DRAIN_TARGET ? "met" : "not met");
-    if (b->problem[0] != '\0')
-        printf("problem: %s\n", b->problem);
+    if (b->env.problem[0] != '\0')
+        printf("problem: %s\n", b->env.problem);
     printf("%s\n", rule);
-}
-
-static void backlog_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
 }
 
 static void backlog_json_criteria(FILE *f, const bench_t *b, int rss_met, int rate_met)
@@ -1240,6 +991,12 @@ static void backlog_json_criteria(FILE *f, const bench_t *b, int rss_met, int ra
             "    \"peak_rss_under_100_mib\": {\"value_kib\": %ld, \"limit_kib\": %ld, "
             "\"met\": %s},\n",
             r->queued.hwm_kib, BACKLOG_RSS_LIMIT_KIB, rss_met ? "true" : "false");
+    if (r->restarted)
+        fprintf(f,
+                "    \"restart_ready_under_2_s\": {\"value_s\": %.3f, \"target_s\": %.1f, "
+                "\"met\": %s},\n",
+                r->restart_ready_s, BACKLOG_READY_TARGET_S,
+                backlog_restart_met(b) ? "true" : "false");
     fprintf(f, "    \"drain_in_order\": {\"met\": %s},\n", r->in_order ? "true" : "false");
     fprintf(f, "    \"drain_rate\": {\"value\": %.1f, \"target\": %.0f, \"met\": %s}\n",
             r->drain_rate, BACKLOG_DRAIN_TARGET, rate_met ? "true" : "false");
@@ -1262,6 +1019,23 @@ static void backlog_json_samples(FILE *f, const bench_t *b)
     fprintf(f, "  ]\n");
 }
 
+/* The restart: null where it did not run (--no-restart, or the run ended
+ * before it). */
+static void backlog_json_restart(FILE *f, const bench_t *b)
+{
+    const backlog_results_t *r = &b->res;
+    fprintf(f, "  \"restart_stop_s\": ");
+    if (r->restarted)
+        fprintf(f, "%.3f,\n  \"restart_ready_s\": %.3f,\n", r->restart_stop_s, r->restart_ready_s);
+    else
+        fprintf(f, "null,\n  \"restart_ready_s\": null,\n");
+    fprintf(f, "  \"restart_stop_exit\": %d,\n  \"restart_pending\": %" PRIu64 ",\n",
+            r->restart_stop_exit, r->restart_pending);
+    fprintf(f, "  \"restart_rss_kib\": %ld,\n  \"restart_hwm_kib\": %ld,\n",
+            r->restart_mem.rss_kib, r->restart_mem.hwm_kib);
+    fprintf(f, "  \"restart_anon_kib\": %ld,\n", r->restart_mem.anon_kib);
+}
+
 /* One scalar per line at the top level, so that run.sh can read it with sed. */
 static void backlog_json_scalars(FILE *f, const bench_t *b)
 {
@@ -1274,7 +1048,7 @@ static void backlog_json_scalars(FILE *f, const bench_t *b)
             b->opt.count, b->opt.publishers, b->batch);
     fprintf(f, "  \"item_bytes\": %zu,\n  \"window\": %u,\n  \"broker_log_level\": ", b->item_bytes,
             b->opt.window);
-    backlog_json_string(f, b->opt.log_level);
+    bench_json_string(f, b->opt.log_level);
     fprintf(f, ",\n  \"deadline_s\": %.0f,\n", b->opt.deadline_s);
     fprintf(f, "  \"published_items\": %" PRIu64 ",\n  \"publishes\": %" PRIu64 ",\n", r->published,
             r->publishes);
@@ -1296,6 +1070,7 @@ static void backlog_json_scalars(FILE *f, const bench_t *b)
             r->store_bytes, r->wal_bytes, r->shm_bytes);
     fprintf(f, "  \"store_bytes_after_drain\": %lld,\n  \"broker_log_bytes\": %lld,\n",
             r->store_bytes_drained, r->log_bytes);
+    backlog_json_restart(f, b);
     fprintf(f, "  \"connect_ms\": %.1f,\n  \"backlog_before\": %" PRId64 ",\n", r->connect_ms,
             r->backlog_before);
     fprintf(f, "  \"first_delivery_ms\": %.1f,\n  \"drain_s\": %.3f,\n", r->first_delivery_ms,
@@ -1316,7 +1091,7 @@ static void backlog_json_scalars(FILE *f, const bench_t *b)
     fprintf(f, "  \"broker_cpu_publish_s\": %.2f,\n  \"broker_cpu_drain_s\": %.2f,\n",
             r->cpu_publish_s, r->cpu_drain_s);
     fprintf(f, "  \"broker_exit\": %d,\n  \"problem\": ", r->broker_exit);
-    backlog_json_string(f, b->problem);
+    bench_json_string(f, b->env.problem);
     fprintf(f, ",\n");
 }
 
@@ -1372,28 +1147,25 @@ static void backlog_run(bench_t *b)
     backlog_results_t *r = &b->res;
     publisher_t pubs[BACKLOG_MAX_PUBLISHERS];
     memset(pubs, 0, sizeof pubs);
-    if (backlog_env_create(b) != 0 || backlog_broker_start(b) != 0)
+    if (backlog_env_create(b) != 0)
         return;
-    atomic_store(&b->sampler_run, 1);
-    b->sampler_started = pthread_create(&b->sampler, NULL, backlog_sampler_run, b) == 0;
+    if (bench_sampler_start(&b->sampler, b->env.broker_pid, BACKLOG_SAMPLE_MS) != 0)
+        fprintf(stderr, "bench_backlog: no sampler thread; peaks from samples only\n");
     int published = backlog_publish_all(b, pubs) == 0;
     for (unsigned i = 0; i < BACKLOG_MAX_PUBLISHERS; i++) {
         schakel_close(&pubs[i].client);
         free(pubs[i].records);
     }
-    if (published && backlog_drain(b) == 0)
+    if (published && (!b->opt.restart || backlog_restart(b) == 0) && backlog_drain(b) == 0)
         r->completed = 1;
     r->in_order = r->completed && r->backlog_before == (int64_t)b->n_expected &&
                   r->backlog_after == 0 && r->out_of_order == 0 && r->seq_not_increasing == 0 &&
                   r->duplicates == 0 && r->unknown == 0 && r->content_errors == 0 &&
                   r->missing == 0;
-    if (b->sampler_started) {
-        atomic_store(&b->sampler_run, 0);
-        pthread_join(b->sampler, NULL);
-    }
+    bench_sampler_stop(&b->sampler);
     r->publish_peak_rss_kib = b->peak_rss_kib[PHASE_PUBLISH];
     r->drain_peak_rss_kib = b->peak_rss_kib[PHASE_DRAIN];
-    r->log_bytes = backlog_file_size(b->log_path);
+    r->log_bytes = bench_file_size(b->env.log_path);
 }
 
 int main(int argc, char **argv)
@@ -1406,7 +1178,8 @@ int main(int argc, char **argv)
                                  .window = SCHAKEL_MAX_WINDOW,
                                  .item_bytes = BACKLOG_DEFAULT_ITEM_BYTES,
                                  .json_path = "tests/bench/results/backlog.json",
-                                 .log_level = "info"};
+                                 .log_level = "info",
+                                 .restart = 1};
     int rc = backlog_parse_args(argc, argv, &b->opt);
     if (rc != 0) {
         backlog_usage(rc == 1 ? stdout : stderr);
@@ -1414,14 +1187,15 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     }
     pthread_mutex_init(&b->lock, NULL);
-    b->broker_pidfd = -1;
+    b->env.broker_pidfd = -1;
+    b->res.restart_stop_exit = -1;
     b->res.backlog_before = b->res.backlog_after = -1;
     b->res.broker_exit = -1;
-    b->started_ms = backlog_now_ms();
+    b->started_ms = bench_now_ms();
     b->deadline_ms = b->started_ms + (int64_t)(b->opt.deadline_s * 1000.0);
     backlog_install_signals();
     if (keys_init() != 0 || backlog_size_signal(b) != 0) {
-        fprintf(stderr, "bench_backlog: cannot prepare the signals: %s\n", b->problem);
+        fprintf(stderr, "bench_backlog: cannot prepare the signals: %s\n", b->env.problem);
         free(b);
         return 1;
     }
@@ -1429,15 +1203,12 @@ int main(int argc, char **argv)
            b->item_bytes, b->opt.deadline_s);
     fflush(stdout);
     backlog_run(b);
-    if (b->broker_pid > 0)
-        b->res.broker_exit = backlog_broker_stop(b);
+    if (b->env.broker_pid > 0)
+        b->res.broker_exit = bench_broker_stop(&b->env, BACKLOG_STOP_TIMEOUT_MS);
     backlog_growth(b);
     backlog_print_table(b);
     int json_rc = backlog_write_json(b);
-    if (b->dir[0] != '\0' && b->opt.keep)
-        fprintf(stderr, "bench_backlog: keeping %s\n", b->dir);
-    else if (b->dir[0] != '\0')
-        nftw(b->dir, backlog_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_env_remove(&b->env, b->opt.keep);
     int ok = b->res.completed && b->res.in_order && json_rc == 0;
     free(b->expected);
     pthread_mutex_destroy(&b->lock);

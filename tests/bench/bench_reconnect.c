@@ -4,19 +4,13 @@
  * that never send a frame, and the broker's memory before, during and after.
  *
  * Owns a temporary folder under /tmp (keys, policy, config, store, broker
- * log) and the one schakeld it starts there on a run-time loopback port; it
- * ends only that PID. Trusts nothing the broker answers: every whoami,
+ * log) and the one schakeld it starts there on a run-time loopback port
+ * (see support.c); it ends only that PID. Trusts nothing the broker answers: every whoami,
  * refusal, acceptance and delivery is checked. Bounded by a deadline. Exit
  * status: 0 when every cycle had the expected outcome and the broker served
  * correctly afterwards, 1 otherwise, 2 on a usage error.
  */
-/* mkdtemp, nftw, pipe2 */
-#define _GNU_SOURCE
-
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <math.h>
@@ -29,8 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,9 +31,8 @@
 #include "keys.h"
 #include "schakel.h"
 #include "schakel_limits.h"
+#include "support.h"
 #include "wire.h"
-
-extern char **environ;
 
 #define RECONNECT_DEFAULT_COUNT 5000u
 #define RECONNECT_MAX_COUNT 10000000u
@@ -80,6 +71,7 @@ extern char **environ;
      RECONNECT_CHECK_TIMEOUT_MS)
 #define RECONNECT_RECIPIENT "ontvanger/systeem"
 #define RECONNECT_PARTNER "bron"
+#define RECONNECT_STRANGER "vreemd/stranger"
 #define RECONNECT_REF_BYTES 48
 
 static volatile sig_atomic_t reconnect_interrupted;
@@ -150,16 +142,12 @@ typedef struct settle_result {
 
 typedef struct bench {
     reconnect_options_t opt;
+    bench_env_t env; /* folder, broker, the first thing that stopped the run */
     int64_t started_ms, deadline_ms;
-    char dir[64];
-    char config_path[128], policy_path[128], store_path[128], log_path[128], broker_pub[128];
     char principal_ids[RECONNECT_MAX_PRINCIPALS][32];
-    char valid_keys[RECONNECT_MAX_PRINCIPALS][160];
-    char stranger_key[160]; /* replaced by a fresh unregistered key for every attempt */
-    char recipient_key[160];
-    pid_t broker_pid;
-    int broker_pidfd;
-    char endpoint[128];
+    char valid_keys[RECONNECT_MAX_PRINCIPALS][BENCH_PATH_MAX + 8];
+    char stranger_key[BENCH_PATH_MAX + 8]; /* a fresh unregistered key for every attempt */
+    char recipient_key[BENCH_PATH_MAX + 8];
     int64_t observed_at;
     /* raw DEALERs: one context, the first principal's key, the broker's key */
     void *raw_ctx;
@@ -184,40 +172,15 @@ typedef struct bench {
     int final_after_expiry;
     long client_rss_baseline_kib, client_rss_final_kib;
     atomic_long peak_rss_kib; /* highest VmRSS seen from the baseline on */
-    atomic_int sampler_run;
-    pthread_t sampler;
-    int sampler_started;
+    bench_sampler_t sampler;  /* the broker's VmRSS every RECONNECT_POLL_MS, for the peak */
     service_check_t check;
     int completed; /* every cycle ran */
     int broker_exit;
     long long log_bytes;
-    char problem[512];     /* the first thing that stopped the run */
     char first_wrong[512]; /* the first cycle with an unexpected outcome */
 } bench_t;
 
 /* ------------------------------------------------------------------ small helpers */
-
-static int64_t reconnect_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void reconnect_problem(bench_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* Keep the first problem: later ones are usually its consequences. */
-static void reconnect_problem(bench_t *b, const char *fmt, ...)
-{
-    if (b->problem[0] != '\0')
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(b->problem, sizeof b->problem, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "bench_reconnect: %s\n", b->problem);
-}
 
 static void reconnect_wrong(bench_t *b, uint64_t cycle, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -240,18 +203,18 @@ static void reconnect_wrong(bench_t *b, uint64_t cycle, const char *fmt, ...)
 /* The broker process has exited (without reaping it). */
 static int reconnect_broker_gone(const bench_t *b)
 {
-    if (b->broker_pid <= 0)
+    if (b->env.broker_pid <= 0)
         return 1;
-    if (b->broker_pidfd < 0)
-        return kill(b->broker_pid, 0) != 0;
-    struct pollfd p = {.fd = b->broker_pidfd, .events = POLLIN};
+    if (b->env.broker_pidfd < 0)
+        return kill(b->env.broker_pid, 0) != 0;
+    struct pollfd p = {.fd = b->env.broker_pidfd, .events = POLLIN};
     return poll(&p, 1, 0) > 0;
 }
 
 /* Timeout for one blocking call: what is left until the deadline, capped. */
 static int reconnect_call_timeout(const bench_t *b)
 {
-    int64_t left = b->deadline_ms - reconnect_now_ms();
+    int64_t left = b->deadline_ms - bench_now_ms();
     if (left <= 0)
         return 0;
     return left < RECONNECT_CALL_TIMEOUT_MS ? (int)left : RECONNECT_CALL_TIMEOUT_MS;
@@ -261,44 +224,11 @@ static int reconnect_call_timeout(const bench_t *b)
  * never a synchronisation. */
 static void reconnect_pause(const bench_t *b, int ms)
 {
-    struct pollfd p = {.fd = b->broker_pidfd, .events = POLLIN};
-    if (b->broker_pidfd >= 0)
+    struct pollfd p = {.fd = b->env.broker_pidfd, .events = POLLIN};
+    if (b->env.broker_pidfd >= 0)
         (void)poll(&p, 1, ms);
     else
         (void)poll(NULL, 0, ms);
-}
-
-static int reconnect_write_file(const char *path, const char *text, mode_t mode)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-    if (fd < 0)
-        return -1;
-    size_t len = strlen(text), done = 0;
-    while (done < len) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            close(fd);
-            return -1;
-        }
-        done += (size_t)n;
-    }
-    return close(fd);
-}
-
-static long long reconnect_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
-}
-
-static int reconnect_remove_entry(const char *path, const struct stat *st, int type,
-                                  struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return type == FTW_DP ? rmdir(path) : unlink(path);
 }
 
 static double reconnect_mib(long kib)
@@ -473,23 +403,14 @@ static int reconnect_parse_args(int argc, char **argv, reconnect_options_t *o)
 
 /* ------------------------------------------------------------------ environment */
 
-static void reconnect_key_path(const bench_t *b, const char *name, const char *suffix, char *out,
-                               size_t len)
-{
-    char file[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    snprintf(file, sizeof file, "%s", name);
-    for (char *p = file; *p != '\0'; p++)
-        if (*p == '/')
-            *p = '-';
-    snprintf(out, len, "%.63s/keys/%.64s%.4s", b->dir, file, suffix);
-}
-
-static int reconnect_write_policy(bench_t *b)
+/* The policy: one recipient, `principals` publishers of RECONNECT_PARTNER,
+ * their key files named as bench_key_base names them. */
+static char *reconnect_policy_text(const bench_t *b)
 {
     size_t cap = 4096 + RECONNECT_MAX_PRINCIPALS * 128, used = 0;
     char *text = malloc(cap);
     if (text == NULL)
-        return -1;
+        return NULL;
     used += (size_t)snprintf(text + used, cap - used,
                              "# policy of one reconnect benchmark: bron publishes, ontvanger "
                              "receives\n"
@@ -502,124 +423,83 @@ static int reconnect_write_policy(bench_t *b)
                              "principals:\n"
                              "  - id: " RECONNECT_RECIPIENT "\n    role: system\n"
                              "    key_file: keys/ontvanger-systeem.pub\n");
-    for (unsigned i = 0; i < b->opt.principals; i++) {
-        char pub[160];
-        reconnect_key_path(b, b->principal_ids[i], ".pub", pub, sizeof pub);
+    for (unsigned i = 0; i < b->opt.principals && used < cap; i++)
         used += (size_t)snprintf(text + used, cap - used,
-                                 "  - id: %s\n    role: system\n    key_file: keys/%s\n",
-                                 b->principal_ids[i], strrchr(pub, '/') + 1);
+                                 "  - id: %s\n    role: system\n"
+                                 "    key_file: keys/" RECONNECT_PARTNER "-client-%u.pub\n",
+                                 b->principal_ids[i], i + 1);
+    if (used < cap)
+        used += (size_t)snprintf(
+            text + used, cap - used,
+            "rules:\n"
+            "  - id: bench-reconnect\n"
+            "    from: [" RECONNECT_PARTNER "]\n"
+            "    to: [ontvanger]\n"
+            "    kinds: [bench-signaal]\n"
+            "    themes: [overlast]\n"
+            "    areas: [\"*\"]\n"
+            "    purpose: \"Benchmark: a reconnect storm\"\n"
+            "    legal_basis: \"None: synthetic test data\"\n"
+            "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
+            "source_ref]\n"
+            "    retention: 365d\n");
+    if (used >= cap) {
+        free(text);
+        return NULL;
     }
-    used += (size_t)snprintf(
-        text + used, cap - used,
-        "rules:\n"
-        "  - id: bench-reconnect\n"
-        "    from: [" RECONNECT_PARTNER "]\n"
-        "    to: [ontvanger]\n"
-        "    kinds: [bench-signaal]\n"
-        "    themes: [overlast]\n"
-        "    areas: [\"*\"]\n"
-        "    purpose: \"Benchmark: a reconnect storm\"\n"
-        "    legal_basis: \"None: synthetic test data\"\n"
-        "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
-        "source_ref]\n"
-        "    retention: 365d\n");
-    int rc = used < cap ? reconnect_write_file(b->policy_path, text, 0644) : -1;
-    free(text);
-    return rc;
+    return text;
 }
 
-static int reconnect_write_config(bench_t *b)
+/* "<dir>/keys/<principal>.key" */
+static void reconnect_key_file(const bench_t *b, const char *principal, char *out, size_t len)
 {
-    char config[1024];
-    int n = snprintf(config, sizeof config,
-                     "# schakeld configuration of one reconnect benchmark\n"
-                     "listen: tcp://127.0.0.1:*\n"
-                     "key_file: keys/broker.key\n"
-                     "store_key_file: keys/store.key\n"
-                     "policy: policy.yaml\n"
-                     "store: store.db\n"
-                     "max_connections_per_principal: %u\n",
-                     b->opt.max_connections);
-    if (n < 0 || (size_t)n >= sizeof config)
-        return -1;
-    return reconnect_write_file(b->config_path, config, 0644);
-}
-
-/* Generate a key pair for `name`; its secret key path goes to key_out. */
-static int reconnect_make_key(bench_t *b, const char *name, char *key_out, size_t len)
-{
-    char base[160], err[256];
-    reconnect_key_path(b, name, "", base, sizeof base);
-    if (keys_generate(base, err, sizeof err) != 0) {
-        reconnect_problem(b, "keys_generate %s: %s", base, err);
-        return -1;
-    }
-    if (key_out != NULL)
-        snprintf(key_out, len, "%.140s.key", base);
-    return 0;
-}
-
-static int reconnect_make_keys(bench_t *b)
-{
-    if (reconnect_make_key(b, "broker", NULL, 0) != 0 ||
-        reconnect_make_key(b, RECONNECT_RECIPIENT, b->recipient_key, sizeof b->recipient_key) != 0)
-        return -1;
-    for (unsigned i = 0; i < b->opt.principals; i++) {
-        snprintf(b->principal_ids[i], sizeof b->principal_ids[i], RECONNECT_PARTNER "/client-%u",
-                 i + 1);
-        if (reconnect_make_key(b, b->principal_ids[i], b->valid_keys[i], sizeof b->valid_keys[i]))
-            return -1;
-    }
-    reconnect_key_path(b, "vreemd/stranger", ".key", b->stranger_key, sizeof b->stranger_key);
-    return 0;
+    char base[BENCH_PATH_MAX];
+    bench_key_base(&b->env, principal, base, sizeof base);
+    snprintf(out, len, "%.*s.key", (int)(len > 5 ? len - 5 : 0), base);
 }
 
 /* A key nobody registered, new for every attempt: per-key state in the
  * broker (counters, caches) would show as growth. */
 static int reconnect_fresh_stranger(bench_t *b)
 {
-    char pub[160];
-    snprintf(pub, sizeof pub, "%.150s", b->stranger_key);
-    memcpy(pub + strlen(pub) - 4, ".pub", 4);
+    char base[BENCH_PATH_MAX], pub[BENCH_PATH_MAX + 8], err[256];
+    bench_key_base(&b->env, RECONNECT_STRANGER, base, sizeof base);
+    snprintf(pub, sizeof pub, "%s.pub", base);
     if ((unlink(b->stranger_key) != 0 && errno != ENOENT) || (unlink(pub) != 0 && errno != ENOENT))
         return -1;
-    return reconnect_make_key(b, "vreemd/stranger", NULL, 0);
-}
-
-static int reconnect_env_create(bench_t *b)
-{
-    char path[256], err[256];
-    snprintf(b->dir, sizeof b->dir, "/tmp/schakel-bench-XXXXXX");
-    if (mkdtemp(b->dir) == NULL) {
-        reconnect_problem(b, "mkdtemp: %s", strerror(errno));
-        b->dir[0] = '\0';
-        return -1;
-    }
-    snprintf(b->config_path, sizeof b->config_path, "%s/schakeld.yaml", b->dir);
-    snprintf(b->policy_path, sizeof b->policy_path, "%s/policy.yaml", b->dir);
-    snprintf(b->store_path, sizeof b->store_path, "%s/store.db", b->dir);
-    snprintf(b->log_path, sizeof b->log_path, "%s/schakeld.log", b->dir);
-    snprintf(b->broker_pub, sizeof b->broker_pub, "%s/keys/broker.pub", b->dir);
-    snprintf(path, sizeof path, "%s/keys", b->dir);
-    if (mkdir(path, 0700) != 0) {
-        reconnect_problem(b, "mkdir %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (reconnect_make_keys(b) != 0)
-        return -1;
-    snprintf(path, sizeof path, "%s/keys/store.key", b->dir);
-    if (keys_write_symmetric(path, "store key of one reconnect benchmark", err, sizeof err) != 0) {
-        reconnect_problem(b, "store key %s: %s", path, err);
-        return -1;
-    }
-    if (reconnect_write_policy(b) != 0 || reconnect_write_config(b) != 0) {
-        reconnect_problem(b, "cannot write the policy or config in %s: %s", b->dir,
-                          strerror(errno));
+    if (keys_generate(base, err, sizeof err) != 0) {
+        bench_problem(&b->env, "keys_generate %s: %s", base, err);
         return -1;
     }
     return 0;
 }
 
+/* The folder, every key, the policy and the config (support.c). */
+static int reconnect_env_create(bench_t *b)
+{
+    const char *principals[RECONNECT_MAX_PRINCIPALS + 1] = {RECONNECT_RECIPIENT};
+    char extra[128];
+    for (unsigned i = 0; i < b->opt.principals; i++) {
+        snprintf(b->principal_ids[i], sizeof b->principal_ids[i], RECONNECT_PARTNER "/client-%u",
+                 i + 1);
+        principals[i + 1] = b->principal_ids[i];
+    }
+    snprintf(extra, sizeof extra, "max_connections_per_principal: %u\n", b->opt.max_connections);
+    char *policy = reconnect_policy_text(b);
+    if (policy == NULL) {
+        bench_problem(&b->env, "out of memory for the policy");
+        return -1;
+    }
+    int rc = bench_env_create(&b->env, principals, b->opt.principals + 1, policy, extra);
+    free(policy);
+    if (rc != 0)
+        return -1;
+    reconnect_key_file(b, RECONNECT_RECIPIENT, b->recipient_key, sizeof b->recipient_key);
+    for (unsigned i = 0; i < b->opt.principals; i++)
+        reconnect_key_file(b, b->principal_ids[i], b->valid_keys[i], sizeof b->valid_keys[i]);
+    reconnect_key_file(b, RECONNECT_STRANGER, b->stranger_key, sizeof b->stranger_key);
+    return 0;
+}
 /* The keys a raw CURVE DEALER uses: the first principal's pair, and the
  * broker's public key as X25519. */
 static int reconnect_raw_prepare(bench_t *b)
@@ -628,227 +508,37 @@ static int reconnect_raw_prepare(bench_t *b)
     uint8_t broker_sign_pk[32];
     b->raw_key = keys_load_secret(b->valid_keys[0], err, sizeof err);
     if (b->raw_key == NULL) {
-        reconnect_problem(b, "load %s: %s", b->valid_keys[0], err);
+        bench_problem(&b->env, "load %s: %s", b->valid_keys[0], err);
         return -1;
     }
-    if (keys_load_public(b->broker_pub, broker_sign_pk, err, sizeof err) != 0 ||
+    if (keys_load_public(b->env.broker_pub, broker_sign_pk, err, sizeof err) != 0 ||
         keys_sign_pk_to_curve(broker_sign_pk, b->broker_curve_pk) != 0) {
-        reconnect_problem(b, "broker key %s: %s", b->broker_pub, err);
+        bench_problem(&b->env, "broker key %s: %s", b->env.broker_pub, err);
         return -1;
     }
     b->raw_ctx = zmq_ctx_new();
     if (b->raw_ctx == NULL) {
-        reconnect_problem(b, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
+        bench_problem(&b->env, "zmq_ctx_new: %s", zmq_strerror(zmq_errno()));
         return -1;
     }
     return 0;
 }
 
-/* ------------------------------------------------------------------ broker process */
-
-static const char *reconnect_schakeld_path(void)
-{
-    static char buf[PATH_MAX];
-    const char *explicit_path = getenv("SCHAKELD");
-    if (explicit_path != NULL && *explicit_path != '\0')
-        return explicit_path;
-    const char *build = getenv("BUILD");
-    snprintf(buf, sizeof buf, "%s/schakeld", build != NULL && *build != '\0' ? build : "build");
-    return buf;
-}
-
-/* In the child between fork and exec: async-signal-safe calls only. */
-static void reconnect_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
-{
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
-        _exit(126);
-    if (ready_w == 3) {
-        if (fcntl(3, F_SETFD, 0) < 0)
-            _exit(126);
-    } else if (dup2(ready_w, 3) < 0) {
-        _exit(126);
-    }
-    syscall(SYS_close_range, 4u, ~0u, 0u);
-    execve(program, argv, environ);
-    _exit(127);
-}
-
-/* Wait for the child to exit within timeout_ms. Returns its waitpid status,
- * or -1 while it still runs. */
-static int reconnect_wait_exit(const bench_t *b, int timeout_ms)
-{
-    int64_t deadline = reconnect_now_ms() + timeout_ms;
-    for (;;) {
-        int status;
-        pid_t r = waitpid(b->broker_pid, &status, WNOHANG);
-        if (r == b->broker_pid)
-            return status;
-        if (r < 0 && errno != EINTR)
-            return -1;
-        int64_t left = deadline - reconnect_now_ms();
-        if (left <= 0)
-            return -1;
-        reconnect_pause(b, left < 20 ? (int)left : 20);
-    }
-}
-
-/* Read the READY line from the pipe, watching the process. */
-static int reconnect_await_ready(bench_t *b, int ready_r)
-{
-    char line[256] = "";
-    size_t used = 0;
-    int64_t deadline = reconnect_now_ms() + RECONNECT_START_TIMEOUT_MS;
-    while (strchr(line, '\n') == NULL) {
-        int64_t left = deadline - reconnect_now_ms();
-        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
-                              {.fd = b->broker_pidfd, .events = POLLIN}};
-        if (left <= 0 || used == sizeof line - 1) {
-            reconnect_problem(b, "schakeld gave no READY line within %d ms (see %s)",
-                              RECONNECT_START_TIMEOUT_MS, b->log_path);
-            return -1;
-        }
-        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
-            return -1;
-        if (p[0].revents) {
-            ssize_t got = read(ready_r, line + used, sizeof line - 1 - used);
-            if (got <= 0) {
-                reconnect_problem(b, "schakeld closed its ready fd without a READY line (see %s)",
-                                  b->log_path);
-                return -1;
-            }
-            used += (size_t)got;
-        } else if (p[1].revents) {
-            reconnect_problem(b, "schakeld exited before it was ready (see %s)", b->log_path);
-            return -1;
-        }
-        line[used] = '\0';
-    }
-    *strchr(line, '\n') = '\0';
-    if (strncmp(line, "READY tcp://127.0.0.1:", 22) != 0) {
-        reconnect_problem(b, "unexpected ready line \"%.100s\"", line);
-        return -1;
-    }
-    snprintf(b->endpoint, sizeof b->endpoint, "%.100s", line + 6);
-    return 0;
-}
-
-static int reconnect_broker_start(bench_t *b)
-{
-    const char *program = reconnect_schakeld_path();
-    if (access(program, X_OK) != 0) {
-        reconnect_problem(b, "%s is not an executable (%s); run make, or set SCHAKELD", program,
-                          strerror(errno));
-        return -1;
-    }
-    int log_fd = open(b->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    int pipefd[2];
-    if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
-        reconnect_problem(b, "cannot open the broker log or a pipe: %s", strerror(errno));
-        if (log_fd >= 0)
-            close(log_fd);
-        return -1;
-    }
-    char *const argv[] = {(char *)(uintptr_t)program,
-                          "--config",
-                          b->config_path,
-                          "--log-level",
-                          (char *)(uintptr_t)b->opt.log_level,
-                          "--ready-fd",
-                          "3",
-                          NULL};
-    pid_t pid = fork();
-    if (pid == 0)
-        reconnect_exec_broker(program, argv, pipefd[1], log_fd);
-    close(pipefd[1]);
-    close(log_fd);
-    if (pid < 0) {
-        close(pipefd[0]);
-        reconnect_problem(b, "fork: %s", strerror(errno));
-        return -1;
-    }
-    b->broker_pid = pid;
-    b->broker_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    int rc = reconnect_await_ready(b, pipefd[0]);
-    close(pipefd[0]);
-    return rc;
-}
-
-/* SIGTERM our broker (by its PID) and wait; SIGKILL if it does not stop in
- * time. Returns its exit code, 128+signal, or -1. */
-static int reconnect_broker_stop(bench_t *b)
-{
-    if (b->broker_pid <= 0)
-        return -1;
-    kill(b->broker_pid, SIGTERM);
-    int status = reconnect_wait_exit(b, RECONNECT_STOP_TIMEOUT_MS);
-    int code = -1;
-    if (status == -1) {
-        fprintf(stderr, "bench_reconnect: schakeld (pid %ld) ignored SIGTERM; killing it\n",
-                (long)b->broker_pid);
-        kill(b->broker_pid, SIGKILL);
-        (void)reconnect_wait_exit(b, RECONNECT_STOP_TIMEOUT_MS);
-    } else if (WIFEXITED(status)) {
-        code = WEXITSTATUS(status);
-    } else if (WIFSIGNALED(status)) {
-        code = 128 + WTERMSIG(status);
-    }
-    if (b->broker_pidfd >= 0)
-        close(b->broker_pidfd);
-    b->broker_pidfd = -1;
-    b->broker_pid = 0;
-    return code;
-}
-
-/* ------------------------------------------------------------------ /proc */
-
-static int reconnect_count_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    const struct dirent *e;
-    while ((e = readdir(d)) != NULL)
-        if (e->d_name[0] != '.')
-            n++;
-    closedir(d);
-    return n;
-}
-
-/* VmRSS, VmHWM, RssAnon, RssFile, RssShmem (KiB), threads and open fds of
- * a process (pid 0: this one). */
+/* The memory and threads of a process (pid 0: this one), and its open fds
+ * (the broker's only). */
 static int reconnect_read_mem(pid_t pid, proc_mem_t *m)
 {
-    char path[64], line[256];
-    if (pid > 0)
-        snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
-    else
-        snprintf(path, sizeof path, "/proc/self/status");
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
+    bench_mem_t mem;
+    if (bench_read_mem(pid, &mem) != 0)
         return -1;
-    memset(m, 0, sizeof *m);
-    while (fgets(line, sizeof line, f) != NULL) {
-        long v = 0;
-        if (sscanf(line, "VmRSS: %ld", &v) == 1)
-            m->rss_kib = v;
-        else if (sscanf(line, "VmHWM: %ld", &v) == 1)
-            m->hwm_kib = v;
-        else if (sscanf(line, "RssAnon: %ld", &v) == 1)
-            m->anon_kib = v;
-        else if (sscanf(line, "RssFile: %ld", &v) == 1)
-            m->file_kib = v;
-        else if (sscanf(line, "RssShmem: %ld", &v) == 1)
-            m->shmem_kib = v;
-        else if (sscanf(line, "Threads: %ld", &v) == 1)
-            m->threads = (int)v;
-    }
-    fclose(f);
-    m->fds = pid > 0 ? reconnect_count_fds(pid) : -1;
-    return m->rss_kib > 0 ? 0 : -1;
+    *m = (proc_mem_t){.rss_kib = mem.rss_kib,
+                      .hwm_kib = mem.hwm_kib,
+                      .anon_kib = mem.anon_kib,
+                      .file_kib = mem.file_kib,
+                      .shmem_kib = mem.shmem_kib,
+                      .threads = mem.threads,
+                      .fds = pid > 0 ? bench_count_fds(pid) : -1};
+    return 0;
 }
 
 static void reconnect_note_peak(bench_t *b, long rss_kib)
@@ -858,25 +548,10 @@ static void reconnect_note_peak(bench_t *b, long rss_kib)
         ;
 }
 
-/* Reads the broker's VmRSS every RECONNECT_POLL_MS so that the peak between
- * two samples is not missed. */
-static void *reconnect_sampler_run(void *arg)
-{
-    bench_t *b = arg;
-    while (atomic_load(&b->sampler_run)) {
-        proc_mem_t m;
-        if (reconnect_read_mem(b->broker_pid, &m) == 0)
-            reconnect_note_peak(b, m.rss_kib);
-        struct timespec pause = {0, RECONNECT_POLL_MS * 1000000L};
-        nanosleep(&pause, NULL); /* a sampling interval, not a synchronisation */
-    }
-    return NULL;
-}
-
 static void reconnect_add_sample(bench_t *b, uint64_t cycles)
 {
     proc_mem_t m;
-    if (reconnect_read_mem(b->broker_pid, &m) != 0)
+    if (reconnect_read_mem(b->env.broker_pid, &m) != 0)
         return;
     reconnect_note_peak(b, m.rss_kib);
     if (b->n_samples == b->cap_samples) {
@@ -889,7 +564,7 @@ static void reconnect_add_sample(bench_t *b, uint64_t cycles)
     }
     b->samples[b->n_samples++] = (mem_sample_t){
         .cycles = cycles,
-        .at_s = (double)(reconnect_now_ms() - b->storm_started_ms) / 1000.0,
+        .at_s = (double)(bench_now_ms() - b->storm_started_ms) / 1000.0,
         .mem = m,
     };
 }
@@ -900,27 +575,27 @@ static void reconnect_add_sample(bench_t *b, uint64_t cycles)
  * already made sure the broker has nothing left to do. */
 static int reconnect_settle(bench_t *b, settle_result_t *out)
 {
-    int64_t start = reconnect_now_ms();
+    int64_t start = bench_now_ms();
     int stable = 0;
     long previous = -1;
     memset(out, 0, sizeof *out);
     for (;;) {
         proc_mem_t m;
-        if (reconnect_read_mem(b->broker_pid, &m) != 0) {
-            reconnect_problem(b, "cannot read /proc/%ld/status: the broker is gone",
-                              (long)b->broker_pid);
+        if (reconnect_read_mem(b->env.broker_pid, &m) != 0) {
+            bench_problem(&b->env, "cannot read /proc/%ld/status: the broker is gone",
+                              (long)b->env.broker_pid);
             return -1;
         }
         reconnect_note_peak(b, m.rss_kib);
         stable = m.rss_kib == previous ? stable + 1 : 0;
         previous = m.rss_kib;
         out->mem = m;
-        out->waited_ms = (double)(reconnect_now_ms() - start);
+        out->waited_ms = (double)(bench_now_ms() - start);
         if (stable >= RECONNECT_SETTLE_STABLE_POLLS) {
             out->settled = 1;
             return 0;
         }
-        if (reconnect_now_ms() - start >= RECONNECT_SETTLE_MAX_MS)
+        if (bench_now_ms() - start >= RECONNECT_SETTLE_MAX_MS)
             return 0;
         reconnect_pause(b, RECONNECT_POLL_MS);
     }
@@ -1016,7 +691,7 @@ static int reconnect_publish(bench_t *b, schakel_client_t *client, const char *t
         return -1;
     }
     if (reconnect_record_seq(b, result.seq) != 0) {
-        reconnect_problem(b, "out of memory for the accepted seqs");
+        bench_problem(&b->env, "out of memory for the accepted seqs");
         return -1;
     }
     return 0;
@@ -1052,7 +727,7 @@ static schakel_status_t reconnect_connect(bench_t *b, const char *key, schakel_c
         err->reason = 0;
         return SCHAKEL_ERR_TIMEOUT;
     }
-    return schakel_connect(out, b->endpoint, b->broker_pub, key, timeout, err);
+    return schakel_connect(out, b->env.endpoint, b->env.broker_pub, key, timeout, err);
 }
 
 /* A registered key: connect, publish (every publish_every-th, if
@@ -1084,7 +759,7 @@ static void reconnect_valid(bench_t *b, storm_counts_t *c, uint64_t n, const cha
         ok = reconnect_whoami(b, client, principal, n) == 0;
         c->whoami_ok += (uint64_t)ok;
     }
-    b->last_valid_ms = reconnect_now_ms();
+    b->last_valid_ms = bench_now_ms();
     reconnect_note_session(b, b->last_valid_ms);
     schakel_close(&client);
     if (ok)
@@ -1101,7 +776,7 @@ static void reconnect_invalid(bench_t *b, storm_counts_t *c, uint64_t n)
     memset(&err, 0, sizeof err);
     if (reconnect_fresh_stranger(b) != 0) {
         c->invalid_wrong++;
-        reconnect_wrong(b, n, "cannot make a fresh unregistered key: %s", b->problem);
+        reconnect_wrong(b, n, "cannot make a fresh unregistered key: %s", b->env.problem);
         return;
     }
     schakel_status_t st = reconnect_connect(b, b->stranger_key, &client, &err);
@@ -1124,9 +799,9 @@ static void reconnect_invalid(bench_t *b, storm_counts_t *c, uint64_t n)
  * caller subscribed); returns it, or 0 on timeout or a socket error. */
 static int reconnect_await_event(void *monitor, int timeout_ms)
 {
-    int64_t deadline = reconnect_now_ms() + timeout_ms;
+    int64_t deadline = bench_now_ms() + timeout_ms;
     for (;;) {
-        int64_t left = deadline - reconnect_now_ms();
+        int64_t left = deadline - bench_now_ms();
         if (left <= 0)
             return 0;
         zmq_pollitem_t item = {monitor, 0, ZMQ_POLLIN, 0};
@@ -1193,7 +868,7 @@ static int reconnect_raw_once(bench_t *b, enum raw_kind kind)
     if (reconnect_raw_socket(b, kind, &s) == 0 && zmq_socket_monitor(s, monitor_ep, events) == 0 &&
         (monitor = zmq_socket(b->raw_ctx, ZMQ_PAIR)) != NULL &&
         zmq_setsockopt(monitor, ZMQ_LINGER, &zero, sizeof zero) == 0 &&
-        zmq_connect(monitor, monitor_ep) == 0 && zmq_connect(s, b->endpoint) == 0)
+        zmq_connect(monitor, monitor_ep) == 0 && zmq_connect(s, b->env.endpoint) == 0)
         got = reconnect_await_event(monitor, RECONNECT_RAW_TIMEOUT_MS);
     if (s != NULL)
         (void)zmq_socket_monitor(s, NULL, 0);
@@ -1228,18 +903,18 @@ static int reconnect_cycles(bench_t *b, storm_counts_t *c, uint64_t first, uint6
 {
     for (uint64_t i = 0; i < count; i++) {
         if (reconnect_interrupted) {
-            reconnect_problem(b, "interrupted after %" PRIu64 " %s cycles", i, tag);
+            bench_problem(&b->env, "interrupted after %" PRIu64 " %s cycles", i, tag);
             return -1;
         }
-        if (reconnect_now_ms() >= b->deadline_ms) {
-            reconnect_problem(
-                b, "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " %s cycles",
+        if (bench_now_ms() >= b->deadline_ms) {
+            bench_problem(
+                &b->env, "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " %s cycles",
                 b->opt.deadline_s, i, count, tag);
             return -1;
         }
         if (reconnect_broker_gone(b)) {
-            reconnect_problem(b, "schakeld exited during the %s, after %" PRIu64 " cycles (see %s)",
-                              tag, i, b->log_path);
+            bench_problem(&b->env, "schakeld exited during the %s, after %" PRIu64 " cycles (see %s)",
+                              tag, i, b->env.log_path);
             return -1;
         }
         uint64_t n = first + i;
@@ -1266,7 +941,7 @@ static int reconnect_idle_check(bench_t *b, uint64_t n)
     memset(&scratch, 0, sizeof scratch);
     reconnect_valid(b, &scratch, n, "idle", 0);
     if (scratch.valid_ok != 1) {
-        reconnect_problem(b, "the broker did not answer a whoami after the %s: %s",
+        bench_problem(&b->env, "the broker did not answer a whoami after the %s: %s",
                           n == 0 ? "warm-up" : "storm", b->first_wrong);
         return -1;
     }
@@ -1285,16 +960,16 @@ static int reconnect_after_storm(bench_t *b)
         return 0;
     int64_t until = b->last_valid_ms + RECONNECT_PLATEAU_MS;
     printf("bench_reconnect: waiting %.1f s for the broker's %d ms session expiry\n",
-           (double)(until - reconnect_now_ms()) / 1000.0, SCHAKEL_SESSION_TIMEOUT_MS);
+           (double)(until - bench_now_ms()) / 1000.0, SCHAKEL_SESSION_TIMEOUT_MS);
     fflush(stdout);
-    while (reconnect_now_ms() < until) {
+    while (bench_now_ms() < until) {
         if (reconnect_interrupted || reconnect_broker_gone(b)) {
-            reconnect_problem(b, "%s while waiting for session expiry",
+            bench_problem(&b->env, "%s while waiting for session expiry",
                               reconnect_interrupted ? "interrupted" : "schakeld exited");
             return -1;
         }
         proc_mem_t m;
-        if (reconnect_read_mem(b->broker_pid, &m) == 0)
+        if (reconnect_read_mem(b->env.broker_pid, &m) == 0)
             reconnect_note_peak(b, m.rss_kib);
         reconnect_pause(b, RECONNECT_POLL_MS);
     }
@@ -1317,9 +992,9 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
                             const uint8_t final_id[16])
 {
     service_check_t *k = &b->check;
-    int64_t started = reconnect_now_ms(), last = started;
+    int64_t started = bench_now_ms(), last = started;
     while (k->distinct < k->expected) {
-        int64_t now = reconnect_now_ms();
+        int64_t now = bench_now_ms();
         if (now - last > RECONNECT_DRAIN_SILENCE_MS || now - started > RECONNECT_CHECK_TIMEOUT_MS ||
             reconnect_interrupted)
             break;
@@ -1328,11 +1003,11 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
         if (st == SCHAKEL_ERR_TIMEOUT)
             continue;
         if (st != SCHAKEL_OK) {
-            reconnect_problem(b, "service check: receive: %s (%s)", schakel_strerror(st),
+            bench_problem(&b->env, "service check: receive: %s (%s)", schakel_strerror(st),
                               schakel_last_error(rc)->text);
             break;
         }
-        last = reconnect_now_ms();
+        last = bench_now_ms();
         k->delivered++;
         const uint64_t *hit = bsearch(&d->item_seq, b->accepted, b->n_accepted, sizeof *b->accepted,
                                       reconnect_compare_u64);
@@ -1348,7 +1023,7 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
                 k->final_delivered = 1;
         }
         if (schakel_ack(rc, d->seq) != SCHAKEL_OK)
-            reconnect_problem(b, "service check: ack %" PRIu64 ": %s", d->seq,
+            bench_problem(&b->env, "service check: ack %" PRIu64 ": %s", d->seq,
                               schakel_last_error(rc)->text);
         schakel_delivery_free(&d);
     }
@@ -1366,21 +1041,21 @@ static void reconnect_service_check(bench_t *b)
     uint64_t final_seq = 0;
     k->ran = 1;
     if (reconnect_connect(b, b->recipient_key, &recipient, &err) != SCHAKEL_OK) {
-        reconnect_problem(b, "service check: recipient connect: %s", err.text);
+        bench_problem(&b->env, "service check: recipient connect: %s", err.text);
         return;
     }
     if (schakel_subscribe(recipient, SCHAKEL_MAX_WINDOW) != SCHAKEL_OK) {
-        reconnect_problem(b, "service check: subscribe: %s", schakel_last_error(recipient)->text);
+        bench_problem(&b->env, "service check: subscribe: %s", schakel_last_error(recipient)->text);
         schakel_close(&recipient);
         return;
     }
     if (reconnect_connect(b, b->valid_keys[0], &publisher, &err) != SCHAKEL_OK) {
-        reconnect_problem(b, "service check: publisher connect: %s", err.text);
+        bench_problem(&b->env, "service check: publisher connect: %s", err.text);
     } else if (reconnect_publish(b, publisher, "final", 0, final_id) == 0) {
         k->final_accepted = 1;
         final_seq = b->accepted[b->n_accepted - 1];
     } else {
-        reconnect_problem(b, "service check: the publish after the storm was not accepted: %s",
+        bench_problem(&b->env, "service check: the publish after the storm was not accepted: %s",
                           b->first_wrong);
     }
     schakel_close(&publisher);
@@ -1388,7 +1063,7 @@ static void reconnect_service_check(bench_t *b)
     k->expected = b->n_accepted;
     uint8_t *seen = calloc(b->n_accepted > 0 ? b->n_accepted : 1, 1);
     if (seen == NULL) {
-        reconnect_problem(b, "out of memory for the service check");
+        bench_problem(&b->env, "out of memory for the service check");
     } else if (k->final_accepted) {
         reconnect_drain(b, recipient, seen, final_seq, final_id);
         uint64_t backlog = 0;
@@ -1400,7 +1075,7 @@ static void reconnect_service_check(bench_t *b)
     k->ok = k->final_accepted && k->final_delivered && k->distinct == k->expected &&
             k->unknown == 0 && k->duplicates == 0 && k->backlog_after == 0;
     if (!k->ok)
-        reconnect_problem(b,
+        bench_problem(&b->env,
                           "service check failed: %" PRIu64 " of %" PRIu64
                           " accepted publishes delivered, %" PRIu64 " unknown, %" PRIu64
                           " twice, backlog after %" PRId64,
@@ -1424,35 +1099,34 @@ static int reconnect_baseline(bench_t *b)
 
 static void reconnect_run(bench_t *b)
 {
-    if (reconnect_env_create(b) != 0 || reconnect_broker_start(b) != 0 ||
+    if (reconnect_env_create(b) != 0 ||
+        bench_broker_start(&b->env, b->opt.log_level, RECONNECT_START_TIMEOUT_MS) != 0 ||
         reconnect_raw_prepare(b) != 0)
         return;
-    printf("bench_reconnect: broker on %s; warm-up of %u cycles\n", b->endpoint, b->opt.warmup);
+    printf("bench_reconnect: broker on %s; warm-up of %u cycles\n", b->env.endpoint, b->opt.warmup);
     fflush(stdout);
     if (reconnect_baseline(b) != 0)
         return;
     printf("bench_reconnect: baseline VmRSS %.1f MiB; storm of %" PRIu64 " cycles\n",
            reconnect_mib(b->baseline.rss_kib), b->opt.count);
     fflush(stdout);
-    atomic_store(&b->sampler_run, 1);
-    b->sampler_started = pthread_create(&b->sampler, NULL, reconnect_sampler_run, b) == 0;
-    b->storm_started_ms = reconnect_now_ms();
+    if (bench_sampler_start(&b->sampler, b->env.broker_pid, RECONNECT_POLL_MS) != 0)
+        fprintf(stderr, "bench_reconnect: no sampler thread; the peak is from samples only\n");
+    b->storm_started_ms = bench_now_ms();
     reconnect_add_sample(b, 0);
     int ran = reconnect_cycles(b, &b->storm, b->opt.warmup, b->opt.count, "storm", 1) == 0;
-    b->storm_s = (double)(reconnect_now_ms() - b->storm_started_ms) / 1000.0;
+    b->storm_s = (double)(bench_now_ms() - b->storm_started_ms) / 1000.0;
     if (b->storm.cycles % b->opt.sample_every != 0)
         reconnect_add_sample(b, b->storm.cycles);
     /* What follows has its own bound, also when the storm ran out of time:
      * the measurements after it are still worth reporting. */
-    b->deadline_ms = reconnect_now_ms() + RECONNECT_AFTER_STORM_MS;
+    b->deadline_ms = bench_now_ms() + RECONNECT_AFTER_STORM_MS;
     if (reconnect_broker_gone(b) || reconnect_interrupted)
         ran = 0;
     else if (reconnect_after_storm(b) == 0)
         reconnect_service_check(b);
-    if (b->sampler_started) {
-        atomic_store(&b->sampler_run, 0);
-        pthread_join(b->sampler, NULL);
-    }
+    bench_sampler_stop(&b->sampler);
+    reconnect_note_peak(b, bench_sampler_peak_kib(&b->sampler));
     proc_mem_t self;
     if (reconnect_read_mem(0, &self) == 0)
         b->client_rss_final_kib = self.rss_kib;
@@ -1617,24 +1291,9 @@ static void reconnect_print_table(const bench_t *b)
            k->ok ? "met" : "not met");
     if (b->first_wrong[0] != '\0')
         printf("first unexpected outcome: %s\n", b->first_wrong);
-    if (b->problem[0] != '\0')
-        printf("problem: %s\n", b->problem);
+    if (b->env.problem[0] != '\0')
+        printf("problem: %s\n", b->env.problem);
     printf("%s\n", rule);
-}
-
-static void reconnect_json_string(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
 }
 
 static void reconnect_json_number(FILE *f, const char *name, double v)
@@ -1720,7 +1379,7 @@ static void reconnect_json_scalars(FILE *f, const bench_t *b)
     fprintf(f, "  \"margin_mib\": %u,\n  \"deadline_s\": %.0f,\n", b->opt.margin_mib,
             b->opt.deadline_s);
     fprintf(f, "  \"broker_log_level\": ");
-    reconnect_json_string(f, b->opt.log_level);
+    bench_json_string(f, b->opt.log_level);
     fprintf(f, ",\n");
     reconnect_json_counts(f, b);
     reconnect_json_memory(f, b);
@@ -1729,9 +1388,9 @@ static void reconnect_json_scalars(FILE *f, const bench_t *b)
     fprintf(f, "  \"delivered_distinct\": %" PRIu64 ",\n  \"backlog_after\": %" PRId64 ",\n",
             k->distinct, k->backlog_after);
     fprintf(f, "  \"broker_exit\": %d,\n  \"first_wrong\": ", b->broker_exit);
-    reconnect_json_string(f, b->first_wrong);
+    bench_json_string(f, b->first_wrong);
     fprintf(f, ",\n  \"problem\": ");
-    reconnect_json_string(f, b->problem);
+    bench_json_string(f, b->env.problem);
     fprintf(f, ",\n");
 }
 
@@ -1811,10 +1470,7 @@ static void reconnect_cleanup(bench_t *b)
     if (b->raw_ctx != NULL)
         zmq_ctx_term(b->raw_ctx);
     keys_destroy(&b->raw_key);
-    if (b->dir[0] != '\0' && b->opt.keep)
-        fprintf(stderr, "bench_reconnect: keeping %s\n", b->dir);
-    else if (b->dir[0] != '\0')
-        nftw(b->dir, reconnect_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    bench_env_remove(&b->env, b->opt.keep);
     free(b->samples);
     free(b->accepted);
     free(b->session_ms);
@@ -1842,10 +1498,10 @@ int main(int argc, char **argv)
         free(b);
         return rc == 1 ? 0 : 2;
     }
-    b->broker_pidfd = -1;
+    b->env.broker_pidfd = -1;
     b->broker_exit = -1;
     b->check.backlog_after = -1;
-    b->started_ms = reconnect_now_ms();
+    b->started_ms = bench_now_ms();
     b->deadline_ms = b->started_ms + (int64_t)(b->opt.deadline_s * 1000.0);
     b->observed_at = (int64_t)time(NULL) - 60;
     reconnect_install_signals();
@@ -1858,9 +1514,9 @@ int main(int argc, char **argv)
            b->opt.deadline_s);
     fflush(stdout);
     reconnect_run(b);
-    if (b->broker_pid > 0)
-        b->broker_exit = reconnect_broker_stop(b);
-    b->log_bytes = reconnect_file_size(b->log_path);
+    if (b->env.broker_pid > 0)
+        b->broker_exit = bench_broker_stop(&b->env, RECONNECT_STOP_TIMEOUT_MS);
+    b->log_bytes = bench_file_size(b->env.log_path);
     reconnect_print_table(b);
     int json_rc = reconnect_write_json(b);
     int ok = b->completed && b->check.ok && !reconnect_wrong_outcomes(&b->storm) &&

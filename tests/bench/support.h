@@ -94,10 +94,16 @@ int bench_write_file(const char *path, const char *text, unsigned mode);
 
 typedef struct bench_mem {
     long rss_kib, hwm_kib, anon_kib, file_kib, shmem_kib;
+    int threads;
 } bench_mem_t;
 
-/* VmRSS, VmHWM, RssAnon, RssFile, RssShmem of a process, in KiB. 0 or -1. */
+/* VmRSS, VmHWM, RssAnon, RssFile, RssShmem of a process, in KiB, and its
+ * Threads. pid 0 = self. 0 or -1. */
 int bench_read_mem(pid_t pid, bench_mem_t *m);
+
+/* Open file descriptors of a process (entries of /proc/<pid>/fd), -1 on
+ * error. pid 0 = self. */
+int bench_count_fds(pid_t pid);
 
 /* User + system CPU seconds of a process so far, -1 on error. pid 0 = self. */
 double bench_read_cpu_s(pid_t pid);

@@ -1,0 +1,654 @@
+/*
+ * support.c — what every bench shares (see support.h): clocks, the
+ * temporary folder with keys, policy and config, the one schakeld a bench
+ * starts there (ended by its PID only), /proc readings, a peak-RSS sampler,
+ * latency histograms and JSON strings. Trusts the broker for nothing but
+ * its READY line; reports failures as -1 with env->problem set.
+ */
+/* mkdtemp, nftw, pipe2, program_invocation_short_name */
+#define _GNU_SOURCE
+
+#include "support.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "keys.h"
+#include "schakel_limits.h"
+
+extern char **environ;
+
+/* Guards every env->problem: benches record problems from several threads. */
+static pthread_mutex_t bench_problem_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ------------------------------------------------------------------ clocks */
+
+int64_t bench_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t bench_now_ms(void)
+{
+    return bench_now_ns() / 1000000;
+}
+
+double bench_now_s(void)
+{
+    return (double)bench_now_ns() / 1e9;
+}
+
+void bench_sleep_until_ns(int64_t at_ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(at_ns / 1000000000),
+                          .tv_nsec = (long)(at_ns % 1000000000)};
+    while (bench_now_ns() < at_ns)
+        if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != EINTR)
+            break;
+}
+
+/* ------------------------------------------------------------------ files */
+
+void bench_problem(bench_env_t *env, const char *fmt, ...)
+{
+    pthread_mutex_lock(&bench_problem_lock);
+    if (env->problem[0] == '\0') {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(env->problem, sizeof env->problem, fmt, ap);
+        va_end(ap);
+        fprintf(stderr, "%s: %s\n", program_invocation_short_name, env->problem);
+    }
+    pthread_mutex_unlock(&bench_problem_lock);
+}
+
+long long bench_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+int bench_write_file(const char *path, const char *text, unsigned mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text), done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int saved = errno;
+            close(fd);
+            errno = n == 0 ? EIO : saved;
+            return -1;
+        }
+        done += (size_t)n;
+    }
+    return close(fd);
+}
+
+static int bench_remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return type == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* ------------------------------------------------------------------ environment */
+
+void bench_key_base(const bench_env_t *env, const char *principal, char *out, size_t len)
+{
+    char name[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    snprintf(name, sizeof name, "%s", principal);
+    for (char *p = name; *p != '\0'; p++)
+        if (*p == '/')
+            *p = '-';
+    snprintf(out, len, "%s/keys/%s", env->dir, name);
+}
+
+static int bench_make_key(bench_env_t *env, const char *principal)
+{
+    char base[BENCH_PATH_MAX], err[256];
+    bench_key_base(env, principal, base, sizeof base);
+    if (keys_generate(base, err, sizeof err) != 0) {
+        bench_problem(env, "keys_generate %s: %s", base, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int bench_write_config(bench_env_t *env, const char *config_extra)
+{
+    static const char head[] = "# schakeld configuration of one benchmark\n"
+                               "listen: tcp://127.0.0.1:*\n"
+                               "key_file: keys/broker.key\n"
+                               "store_key_file: keys/store.key\n"
+                               "policy: policy.yaml\n"
+                               "store: store.db\n";
+    size_t extra = config_extra != NULL ? strlen(config_extra) : 0;
+    char *text = malloc(sizeof head + extra + 2);
+    if (text == NULL)
+        return -1;
+    memcpy(text, head, sizeof head);
+    if (extra > 0) {
+        memcpy(text + sizeof head - 1, config_extra, extra + 1);
+        if (config_extra[extra - 1] != '\n')
+            strcat(text, "\n");
+    }
+    int rc = bench_write_file(env->config_path, text, 0644);
+    free(text);
+    return rc;
+}
+
+int bench_env_create(bench_env_t *env, const char *const *principals, size_t n,
+                     const char *policy_text, const char *config_extra)
+{
+    char path[BENCH_PATH_MAX], err[256];
+    env->broker_pid = 0;
+    env->broker_pidfd = -1;
+    if (keys_init() != 0) {
+        bench_problem(env, "libsodium failed to initialise");
+        return -1;
+    }
+    snprintf(env->dir, sizeof env->dir, "/tmp/schakel-bench-XXXXXX");
+    if (mkdtemp(env->dir) == NULL) {
+        bench_problem(env, "mkdtemp: %s", strerror(errno));
+        env->dir[0] = '\0';
+        return -1;
+    }
+    snprintf(env->config_path, sizeof env->config_path, "%s/schakeld.yaml", env->dir);
+    snprintf(env->policy_path, sizeof env->policy_path, "%s/policy.yaml", env->dir);
+    snprintf(env->store_path, sizeof env->store_path, "%s/store.db", env->dir);
+    snprintf(env->log_path, sizeof env->log_path, "%s/schakeld.log", env->dir);
+    snprintf(env->broker_pub, sizeof env->broker_pub, "%s/keys/broker.pub", env->dir);
+    snprintf(path, sizeof path, "%s/keys", env->dir);
+    if (mkdir(path, 0700) != 0) {
+        bench_problem(env, "mkdir %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (bench_make_key(env, "broker") != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (bench_make_key(env, principals[i]) != 0)
+            return -1;
+    snprintf(path, sizeof path, "%s/keys/store.key", env->dir);
+    if (keys_write_symmetric(path, "store key of one benchmark", err, sizeof err) != 0) {
+        bench_problem(env, "store key %s: %s", path, err);
+        return -1;
+    }
+    if (bench_write_file(env->policy_path, policy_text, 0644) != 0 ||
+        bench_write_config(env, config_extra) != 0) {
+        bench_problem(env, "cannot write the policy or config in %s: %s", env->dir,
+                      strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void bench_env_remove(bench_env_t *env, int keep)
+{
+    if (env->broker_pid > 0)
+        (void)bench_broker_stop(env, 60000);
+    if (env->dir[0] == '\0')
+        return;
+    if (keep)
+        fprintf(stderr, "%s: keeping %s\n", program_invocation_short_name, env->dir);
+    else
+        nftw(env->dir, bench_remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    env->dir[0] = '\0';
+}
+
+/* ------------------------------------------------------------------ broker process */
+
+const char *bench_schakeld_path(void)
+{
+    static char buf[PATH_MAX];
+    const char *explicit_path = getenv("SCHAKELD");
+    if (explicit_path != NULL && *explicit_path != '\0')
+        return explicit_path;
+    const char *build = getenv("BUILD");
+    snprintf(buf, sizeof buf, "%s/schakeld", build != NULL && *build != '\0' ? build : "build");
+    return buf;
+}
+
+/* In the child between fork and exec: async-signal-safe calls only. */
+static void bench_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
+        _exit(126);
+    if (ready_w == 3) {
+        if (fcntl(3, F_SETFD, 0) < 0)
+            _exit(126);
+    } else if (dup2(ready_w, 3) < 0) {
+        _exit(126);
+    }
+    syscall(SYS_close_range, 4u, ~0u, 0u);
+    execve(program, argv, environ);
+    _exit(127);
+}
+
+/* Wait for our broker to exit within timeout_ms. Returns its waitpid
+ * status, or -1 while it still runs. */
+static int bench_wait_exit(const bench_env_t *env, int timeout_ms)
+{
+    int64_t deadline = bench_now_ms() + timeout_ms;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(env->broker_pid, &status, WNOHANG);
+        if (r == env->broker_pid)
+            return status;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        int64_t left = deadline - bench_now_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd p = {.fd = env->broker_pidfd, .events = POLLIN};
+        if (env->broker_pidfd >= 0)
+            (void)poll(&p, 1, (int)left);
+        else /* no pidfd (old kernel): look again shortly */
+            (void)poll(NULL, 0, left < 20 ? (int)left : 20);
+    }
+}
+
+/* Read the READY line from the pipe, watching the process. */
+static int bench_await_ready(bench_env_t *env, int ready_r, int timeout_ms)
+{
+    char line[256] = "";
+    size_t used = 0;
+    int64_t deadline = bench_now_ms() + timeout_ms;
+    while (strchr(line, '\n') == NULL) {
+        int64_t left = deadline - bench_now_ms();
+        struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
+                              {.fd = env->broker_pidfd, .events = POLLIN}};
+        if (left <= 0 || used == sizeof line - 1) {
+            bench_problem(env, "schakeld gave no READY line within %d ms (see %s)", timeout_ms,
+                          env->log_path);
+            return -1;
+        }
+        if (poll(p, 2, (int)left) < 0 && errno != EINTR)
+            return -1;
+        if (p[0].revents) {
+            ssize_t got = read(ready_r, line + used, sizeof line - 1 - used);
+            if (got <= 0) {
+                bench_problem(env, "schakeld closed its ready fd without a READY line (see %s)",
+                              env->log_path);
+                return -1;
+            }
+            used += (size_t)got;
+        } else if (p[1].revents) {
+            bench_problem(env, "schakeld exited before it was ready (see %s)", env->log_path);
+            return -1;
+        }
+        line[used] = '\0';
+    }
+    *strchr(line, '\n') = '\0';
+    if (strncmp(line, "READY tcp://127.0.0.1:", 22) != 0) {
+        bench_problem(env, "unexpected ready line \"%.100s\"", line);
+        return -1;
+    }
+    snprintf(env->endpoint, sizeof env->endpoint, "%.100s", line + 6);
+    return 0;
+}
+
+/* Fork and exec schakeld with the READY pipe's write end as fd 3. */
+static pid_t bench_spawn_broker(bench_env_t *env, const char *program, const char *log_level,
+                                int ready_w, int log_fd)
+{
+    char *const argv[] = {(char *)(uintptr_t)program,
+                          "--config",
+                          env->config_path,
+                          "--log-level",
+                          (char *)(uintptr_t)log_level,
+                          "--ready-fd",
+                          "3",
+                          NULL};
+    pid_t pid = fork();
+    if (pid == 0)
+        bench_exec_broker(program, argv, ready_w, log_fd);
+    return pid;
+}
+
+int bench_broker_start(bench_env_t *env, const char *log_level, int timeout_ms)
+{
+    const char *program = bench_schakeld_path();
+    if (env->broker_pid > 0) {
+        bench_problem(env, "a broker (pid %ld) runs already", (long)env->broker_pid);
+        return -1;
+    }
+    if (access(program, X_OK) != 0) {
+        bench_problem(env, "%s is not an executable (%s); run make, or set SCHAKELD", program,
+                      strerror(errno));
+        return -1;
+    }
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int pipefd[2];
+    if (log_fd < 0 || pipe2(pipefd, O_CLOEXEC) != 0) {
+        bench_problem(env, "cannot open the broker log or a pipe: %s", strerror(errno));
+        if (log_fd >= 0)
+            close(log_fd);
+        return -1;
+    }
+    int64_t t0 = bench_now_ns();
+    pid_t pid = bench_spawn_broker(env, program, log_level, pipefd[1], log_fd);
+    close(pipefd[1]);
+    close(log_fd);
+    if (pid < 0) {
+        close(pipefd[0]);
+        bench_problem(env, "fork: %s", strerror(errno));
+        return -1;
+    }
+    env->broker_pid = pid;
+    env->broker_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    int rc = bench_await_ready(env, pipefd[0], timeout_ms);
+    env->ready_s = (double)(bench_now_ns() - t0) / 1e9;
+    close(pipefd[0]);
+    if (rc != 0)
+        (void)bench_broker_stop(env, 10000);
+    return rc;
+}
+
+int bench_broker_stop(bench_env_t *env, int timeout_ms)
+{
+    if (env->broker_pid <= 0)
+        return -1;
+    kill(env->broker_pid, SIGTERM);
+    int status = bench_wait_exit(env, timeout_ms);
+    int code = -1;
+    if (status == -1) {
+        fprintf(stderr, "%s: schakeld (pid %ld) ignored SIGTERM; killing it\n",
+                program_invocation_short_name, (long)env->broker_pid);
+        kill(env->broker_pid, SIGKILL);
+        (void)bench_wait_exit(env, timeout_ms > 10000 ? timeout_ms : 10000);
+    } else if (WIFEXITED(status)) {
+        code = WEXITSTATUS(status);
+    } else if (WIFSIGNALED(status)) {
+        code = 128 + WTERMSIG(status);
+    }
+    if (env->broker_pidfd >= 0)
+        close(env->broker_pidfd);
+    env->broker_pidfd = -1;
+    env->broker_pid = 0;
+    return code;
+}
+
+int bench_connect(bench_env_t *env, const char *principal, schakel_client_t **out,
+                  int timeout_ms)
+{
+    char base[BENCH_PATH_MAX], key[BENCH_PATH_MAX + 8];
+    schakel_error_t err;
+    memset(&err, 0, sizeof err);
+    bench_key_base(env, principal, base, sizeof base);
+    snprintf(key, sizeof key, "%s.key", base);
+    schakel_status_t st =
+        timeout_ms > 0 ? schakel_connect(out, env->endpoint, env->broker_pub, key, timeout_ms, &err)
+                       : SCHAKEL_ERR_TIMEOUT;
+    if (st != SCHAKEL_OK) {
+        bench_problem(env, "connect as %s to %s: %s (%s)", principal, env->endpoint,
+                      schakel_strerror(st), timeout_ms > 0 ? err.text : "no time left");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ /proc */
+
+int bench_read_mem(pid_t pid, bench_mem_t *m)
+{
+    char path[64], line[256];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/status");
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    memset(m, 0, sizeof *m);
+    while (fgets(line, sizeof line, f) != NULL) {
+        long v = 0;
+        if (sscanf(line, "VmRSS: %ld", &v) == 1)
+            m->rss_kib = v;
+        else if (sscanf(line, "VmHWM: %ld", &v) == 1)
+            m->hwm_kib = v;
+        else if (sscanf(line, "RssAnon: %ld", &v) == 1)
+            m->anon_kib = v;
+        else if (sscanf(line, "RssFile: %ld", &v) == 1)
+            m->file_kib = v;
+        else if (sscanf(line, "RssShmem: %ld", &v) == 1)
+            m->shmem_kib = v;
+        else if (sscanf(line, "Threads: %ld", &v) == 1)
+            m->threads = (int)v;
+    }
+    fclose(f);
+    return m->rss_kib > 0 ? 0 : -1;
+}
+
+int bench_count_fds(pid_t pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/fd", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/fd");
+    DIR *d = opendir(path);
+    if (d == NULL)
+        return -1;
+    int n = 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return pid > 0 ? n : n - 1; /* for ourselves, not the directory fd just opened */
+}
+
+double bench_read_cpu_s(pid_t pid)
+{
+    char path[64], buf[1024];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long utime = 0, stime = 0;
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                            &stime) != 2)
+        return -1;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ------------------------------------------------------------------ sampler */
+
+static void bench_sampler_note(bench_sampler_t *s, long rss_kib)
+{
+    long seen = atomic_load(&s->peak_rss_kib);
+    while (rss_kib > seen && !atomic_compare_exchange_weak(&s->peak_rss_kib, &seen, rss_kib))
+        ;
+}
+
+static void *bench_sampler_run(void *arg)
+{
+    bench_sampler_t *s = arg;
+    while (atomic_load(&s->run)) {
+        bench_mem_t m;
+        if (bench_read_mem(s->pid, &m) == 0)
+            bench_sampler_note(s, m.rss_kib);
+        struct timespec pause = {s->interval_ms / 1000, (long)(s->interval_ms % 1000) * 1000000L};
+        nanosleep(&pause, NULL); /* a sampling interval, not a synchronisation */
+    }
+    return NULL;
+}
+
+int bench_sampler_start(bench_sampler_t *s, pid_t pid, int interval_ms)
+{
+    s->pid = pid;
+    s->interval_ms = interval_ms > 0 ? interval_ms : 1;
+    atomic_store(&s->run, 1);
+    atomic_store(&s->peak_rss_kib, 0);
+    bench_mem_t m;
+    if (bench_read_mem(pid, &m) == 0)
+        bench_sampler_note(s, m.rss_kib);
+    s->started = pthread_create(&s->thread, NULL, bench_sampler_run, s) == 0;
+    return s->started ? 0 : -1;
+}
+
+void bench_sampler_reset(bench_sampler_t *s)
+{
+    bench_mem_t m;
+    atomic_store(&s->peak_rss_kib, 0);
+    if (bench_read_mem(s->pid, &m) == 0)
+        bench_sampler_note(s, m.rss_kib);
+}
+
+long bench_sampler_peak_kib(const bench_sampler_t *s)
+{
+    return atomic_load(&s->peak_rss_kib);
+}
+
+void bench_sampler_stop(bench_sampler_t *s)
+{
+    if (!s->started)
+        return;
+    atomic_store(&s->run, 0);
+    pthread_join(s->thread, NULL);
+    s->started = 0;
+}
+
+/* ------------------------------------------------------------------ latency */
+
+int bench_hist_init(bench_hist_t *h, size_t capacity)
+{
+    memset(h, 0, sizeof *h);
+    h->ns = malloc((capacity > 0 ? capacity : 1) * sizeof *h->ns);
+    if (h->ns == NULL)
+        return -1;
+    h->capacity = capacity;
+    return 0;
+}
+
+void bench_hist_free(bench_hist_t *h)
+{
+    free(h->ns);
+    memset(h, 0, sizeof *h);
+}
+
+void bench_hist_add(bench_hist_t *h, int64_t ns)
+{
+    if (h->n >= h->capacity) {
+        h->dropped++;
+        return;
+    }
+    h->ns[h->n++] = ns;
+    h->sorted = 0;
+}
+
+int bench_hist_merge(bench_hist_t *into, const bench_hist_t *from)
+{
+    size_t need = into->n + from->n;
+    if (need > into->capacity) {
+        int64_t *grown = realloc(into->ns, need * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        into->ns = grown;
+        into->capacity = need;
+    }
+    if (from->n > 0)
+        memcpy(into->ns + into->n, from->ns, from->n * sizeof *from->ns);
+    into->n = need;
+    into->dropped += from->dropped;
+    into->sorted = 0;
+    return 0;
+}
+
+static int bench_compare_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return a < b ? -1 : a > b;
+}
+
+static void bench_hist_sort(bench_hist_t *h)
+{
+    if (!h->sorted && h->n > 1)
+        qsort(h->ns, h->n, sizeof *h->ns, bench_compare_i64);
+    h->sorted = 1;
+}
+
+double bench_hist_quantile_us(bench_hist_t *h, double q)
+{
+    if (h->n == 0 || !(q > 0))
+        return -1;
+    bench_hist_sort(h);
+    double rank = q * (double)h->n; /* nearest rank: the ceil(q n)-th smallest */
+    size_t index = (size_t)rank;
+    if ((double)index < rank)
+        index++;
+    if (index < 1)
+        index = 1;
+    if (index > h->n)
+        index = h->n;
+    return (double)h->ns[index - 1] / 1000.0;
+}
+
+int bench_hist_write_cdf(bench_hist_t *h, const char *path, size_t max_points)
+{
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    bench_hist_sort(h);
+    size_t points = max_points < 2 ? 2 : max_points;
+    if (points > h->n)
+        points = h->n;
+    fprintf(f, "# latency_us fraction (%zu samples)\n", h->n);
+    size_t previous = SIZE_MAX;
+    for (size_t i = 0; i < points; i++) {
+        /* ranks 0 .. n-1 evenly spaced, the last one always included */
+        size_t rank = points > 1 ? (size_t)((double)i * (double)(h->n - 1) / (double)(points - 1))
+                                 : h->n - 1;
+        if (rank == previous)
+            continue;
+        previous = rank;
+        fprintf(f, "%.3f %.6f\n", (double)h->ns[rank] / 1000.0,
+                (double)(rank + 1) / (double)h->n);
+    }
+    return fclose(f) == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------ JSON */
+
+void bench_json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s != NULL && *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
