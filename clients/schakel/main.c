@@ -1,7 +1,7 @@
 /*
  * main.c — `schakel`, the command-line tool of partner systems and
- * caseworkers: dispatches to keygen, whoami, publish, listen, case and
- * inbox.
+ * caseworkers: dispatches to keygen, whoami, publish, import, listen, case
+ * and inbox.
  *
  * Trusts nothing on the command line; every subcommand parses its own
  * options. Exit codes: 0 ok, 1 other failure, 2 usage, 3 refused by the
@@ -19,6 +19,7 @@ static const char main_usage[] =
     "  keygen NAME   write a new key pair NAME.key (0600) and NAME.pub\n"
     "  whoami        show the principal, partner and role the broker knows us as\n"
     "  publish       publish signals (from options, or JSON lines on stdin)\n"
+    "  import FILE   publish a feed (JSON lines or CSV) in batches; resumable\n"
     "  listen        receive deliveries, print them, then acknowledge them\n"
     "  case          work on cases: open, invite, accept, decline, leave, note,\n"
     "                attach, close, reopen, link, list, show\n"
@@ -45,6 +46,8 @@ int main(int argc, char **argv)
         return identity_whoami_main(argc - 1, argv + 1);
     if (strcmp(command, "publish") == 0)
         return publish_main(argc - 1, argv + 1);
+    if (strcmp(command, "import") == 0)
+        return import_main(argc - 1, argv + 1);
     if (strcmp(command, "listen") == 0)
         return listen_main(argc - 1, argv + 1);
     if (strcmp(command, "case") == 0)

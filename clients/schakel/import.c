@@ -1,0 +1,371 @@
+/*
+ * import.c — `schakel import FILE`: a partner's bulk feed (JSON lines, or
+ * CSV with a header row) published in signed batches, with progress, a
+ * journal that makes a rerun go on where the last one stopped without
+ * publishing anything twice, and a list of the refused lines.
+ *
+ * Owns the options, the order of the run (check the file before anything
+ * is sent, connect, open the journal, read and send batch by batch) and the
+ * summary. SIGINT and SIGTERM are blocked for the whole run and looked at
+ * between batches: the batch being sent is finished and journalled, then
+ * the run stops (exit 5). Exit codes: see import.h and schakel(1).
+ */
+#include "import.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IMPORT_DEFAULT_TIMEOUT_MS 10000
+#define IMPORT_MAX_TIMEOUT_S 3600
+#define IMPORT_DEFAULT_BATCH SCHAKEL_MAX_ITEMS
+#define IMPORT_SKIP_UPDATE_MASK 4095u /* progress while skipping journalled lines */
+
+enum import_option {
+    IMPORT_OPT_FORMAT = CLI_OPT_FIRST_OWN,
+    IMPORT_OPT_BATCH,
+    IMPORT_OPT_STATE,
+    IMPORT_OPT_RESTART,
+    IMPORT_OPT_REFUSALS,
+    IMPORT_OPT_TIMEOUT,
+    IMPORT_OPT_QUIET,
+    IMPORT_OPT_TEST_INTERRUPT,
+};
+
+static const char import_usage[] =
+    "usage: schakel import [OPTIONS] FILE\n"
+    "\n"
+    "Publish a feed of signals in signed batches: JSON lines (one object per line,\n"
+    "the fields of 'schakel publish') or CSV with a header row naming those fields\n"
+    "(postcode, house_number and addition for the address; recipients separated\n"
+    "by ';'). Interrupted or failed runs go on where they stopped when run again;\n"
+    "nothing is published twice. Prints \"accepted N, refused N, already accepted N\"\n"
+    "and lists each refused line in the refusals file.\n"
+    "\n"
+    "options:\n"
+    "  --format F           json or csv (default: by the extension .jsonl, .json,\n"
+    "                       .csv, else by the first character: '{' is JSON)\n"
+    "  --batch N            lines per batch, 1 to 256 (default 256)\n"
+    "  --state PATH         the journal of this import (default FILE.import-state)\n"
+    "  --restart            forget the journal and start again from the first line\n"
+    "  --refusals PATH      the list of refused lines (default FILE.refused)\n"
+    "  --timeout S          seconds to wait for each answer of the broker (default 10)\n"
+    "  --quiet              no progress on stderr\n" CLI_COMMON_HELP "\n"
+    "Exit status: 0 every line accepted (now or before), 1 failure, 2 usage or a file\n"
+    "that cannot be imported as it is, 3 some lines refused, 4 cannot reach or\n"
+    "authenticate to the broker, 5 interrupted (run it again to go on).\n";
+
+static const struct option import_options[] = {
+    CLI_COMMON_LONG_OPTIONS,
+    {"format", 1, NULL, IMPORT_OPT_FORMAT},
+    {"batch", 1, NULL, IMPORT_OPT_BATCH},
+    {"state", 1, NULL, IMPORT_OPT_STATE},
+    {"restart", 0, NULL, IMPORT_OPT_RESTART},
+    {"refusals", 1, NULL, IMPORT_OPT_REFUSALS},
+    {"timeout", 1, NULL, IMPORT_OPT_TIMEOUT},
+    {"quiet", 0, NULL, IMPORT_OPT_QUIET},
+    /* for tests: raise SIGINT after this many batches (not in --help) */
+    {"test-interrupt-after-batches", 1, NULL, IMPORT_OPT_TEST_INTERRUPT},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct import_options {
+    cli_options_t common;
+    const char *file;
+    const char *format;
+    unsigned batch;
+    int batch_given;
+    const char *state;
+    int restart;
+    const char *refusals;
+    int timeout_ms;
+    int quiet;
+    uint64_t interrupt_after; /* 0: never */
+    char state_buf[4096], refusals_buf[4096];
+} import_options_t;
+
+/* One option of ours. Returns 1 if taken, 0 if not ours, -1 if bad. */
+static int import_option(import_options_t *o, int option, const char *arg)
+{
+    long long number;
+    switch (option) {
+    case IMPORT_OPT_FORMAT:
+        o->format = arg;
+        return 1;
+    case IMPORT_OPT_BATCH:
+        if (cli_parse_number(arg, 1, SCHAKEL_MAX_ITEMS, &number) != 0)
+            return cli_bad_value("import", "--batch wants a number from 1 to %u, not '%s'",
+                                 SCHAKEL_MAX_ITEMS, arg);
+        o->batch = (unsigned)number;
+        o->batch_given = 1;
+        return 1;
+    case IMPORT_OPT_STATE:
+        o->state = arg;
+        return 1;
+    case IMPORT_OPT_RESTART:
+        o->restart = 1;
+        return 1;
+    case IMPORT_OPT_REFUSALS:
+        o->refusals = arg;
+        return 1;
+    case IMPORT_OPT_TIMEOUT:
+        if (cli_parse_number(arg, 1, IMPORT_MAX_TIMEOUT_S, &number) != 0)
+            return cli_bad_value("import", "--timeout wants whole seconds from 1 to %d, not '%s'",
+                                 IMPORT_MAX_TIMEOUT_S, arg);
+        o->timeout_ms = (int)number * 1000;
+        return 1;
+    case IMPORT_OPT_QUIET:
+        o->quiet = 1;
+        return 1;
+    case IMPORT_OPT_TEST_INTERRUPT:
+        if (cli_parse_number(arg, 1, INT32_MAX, &number) != 0)
+            return cli_bad_value("import", "--test-interrupt-after-batches wants a number");
+        o->interrupt_after = (uint64_t)number;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Options and FILE. Returns 0 to go on, -1 after --help, or an exit code. */
+static int import_parse(int argc, char **argv, import_options_t *o)
+{
+    int option;
+    opterr = 0;
+    while ((option = getopt_long(argc, argv, "+", import_options, NULL)) != -1) {
+        int rc = cli_common_option(&o->common, option, optarg);
+        if (rc == 0)
+            rc = import_option(o, option, optarg);
+        if (rc < 0)
+            return CLI_EXIT_USAGE;
+        if (rc == 0)
+            return cli_usage_error("import", "unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+    if (o->common.help) {
+        fputs(import_usage, stdout);
+        return -1;
+    }
+    if (optind >= argc)
+        return cli_usage_error("import", "no FILE given");
+    if (optind + 1 != argc)
+        return cli_usage_error("import", "one FILE at a time, not also '%s'", argv[optind + 1]);
+    o->file = argv[optind];
+    if (strcmp(o->file, "-") == 0)
+        return cli_usage_error("import", "import reads a file twice and keeps a journal "
+                                         "beside it: give a file, not stdin");
+    if (strlen(o->file) + sizeof ".import-state" > sizeof o->state_buf)
+        return cli_usage_error("import", "the file's path is too long");
+    if (o->state == NULL) {
+        snprintf(o->state_buf, sizeof o->state_buf, "%s.import-state", o->file);
+        o->state = o->state_buf;
+    }
+    if (o->refusals == NULL) {
+        snprintf(o->refusals_buf, sizeof o->refusals_buf, "%s.refused", o->file);
+        o->refusals = o->refusals_buf;
+    }
+    return 0;
+}
+
+/* SIGINT and SIGTERM wait, blocked, until we look between batches; blocked
+ * before libzmq starts its threads, so that none of them takes one. */
+static void import_block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Format, first pass and (CSV) header: all before anything is sent. */
+static int import_check_file(const import_options_t *o, int *format, import_fingerprint_t *fp,
+                             import_reader_t *reader)
+{
+    char err[IMPORT_MAX_TEXT];
+    if (import_detect_format(o->file, o->format, format, err, sizeof err) != 0) {
+        cli_say("import: %s", err);
+        return o->format != NULL ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+    }
+    if (import_scan(o->file, *format, fp, err, sizeof err) != 0) {
+        cli_say("import: %s", err);
+        return CLI_EXIT_FAILURE;
+    }
+    int rc = import_reader_open(reader, o->file, *format, err, sizeof err);
+    if (rc != 0) {
+        cli_say("import: %s: %s%s", o->file, err, rc == -2 ? "; nothing was sent" : "");
+        return rc == -2 ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Connect, learn who we are, open the journal. */
+static int import_begin(import_run_t *run, const import_options_t *o, int format,
+                        const import_fingerprint_t *fp)
+{
+    char partner[IMPORT_PRINCIPAL_SIZE], role[IMPORT_PRINCIPAL_SIZE], err[IMPORT_MAX_TEXT * 2];
+    int rc = cli_connect(&o->common, &run->client);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    schakel_status_t status =
+        schakel_whoami(run->client, run->sender, partner, role, o->common.connect_timeout_ms);
+    if (status != SCHAKEL_OK)
+        return cli_report("whoami", status, schakel_last_error(run->client));
+    import_identity_t identity = {fp, run->sender, format, o->batch};
+    rc = import_journal_open(&run->journal, o->state, &identity, o->batch_given, o->restart,
+                             &run->refusals, err, sizeof err);
+    if (rc != CLI_EXIT_OK)
+        cli_say("import: %s", err);
+    return rc;
+}
+
+/* Read every record, skipping what the journal has done, sending batch by
+ * batch. Sets run->stop_status when it stops early. */
+static void import_loop(import_run_t *run, const import_options_t *o, import_reader_t *reader,
+                        import_batch_t *batch)
+{
+    char err[IMPORT_MAX_TEXT];
+    uint64_t done = 0;
+    int started = 0, rc;
+    while ((rc = import_reader_next(reader, err, sizeof err)) == 1) {
+        if (reader->record_line <= run->journal.done_through) {
+            done++; /* done in an earlier run */
+            if ((done & IMPORT_SKIP_UPDATE_MASK) == 0)
+                import_progress_update(&run->progress, done);
+            continue;
+        }
+        if (!started) {
+            import_progress_update(&run->progress, done);
+            import_progress_mark_start(&run->progress);
+            started = 1;
+        }
+        done++;
+        if (import_send_add(run, batch, reader) != 0)
+            return;
+        if (batch->n_lines < run->journal.batch)
+            continue;
+        if (import_send_batch(run, batch) != 0)
+            return;
+        import_progress_update(&run->progress, done);
+        if (o->interrupt_after != 0 && run->batches_done == o->interrupt_after)
+            raise(SIGINT); /* blocked: pending until we look, as a real one */
+        if (import_interrupted()) {
+            run->stop_status = IMPORT_EXIT_INTERRUPTED;
+            return;
+        }
+    }
+    if (rc < 0) {
+        import_progress_clear(&run->progress);
+        cli_say("import: %s: %s", o->file, err);
+        run->stop_status = CLI_EXIT_FAILURE;
+        return;
+    }
+    if (batch->n_lines > 0 && import_send_batch(run, batch) != 0)
+        return;
+    import_progress_update(&run->progress, done);
+    if (!started) /* every line was done before */
+        import_progress_mark_start(&run->progress);
+}
+
+static int import_print_summary(const import_run_t *run, const import_options_t *o,
+                                const import_fingerprint_t *fp)
+{
+    uint64_t refused = run->refusals.n;
+    if (!o->common.json) {
+        printf("accepted %llu, refused %llu, already accepted %llu\n",
+               (unsigned long long)run->accepted, (unsigned long long)refused,
+               (unsigned long long)run->already);
+        return fflush(stdout) == 0 ? 0 : -1;
+    }
+    json_t *obj = json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:b}", "file", o->file, "lines",
+                            (json_int_t)fp->data_lines, "accepted", (json_int_t)run->accepted,
+                            "refused", (json_int_t)refused, "already_accepted",
+                            (json_int_t)run->already, "refusals_file", o->refusals, "interrupted",
+                            run->stop_status == IMPORT_EXIT_INTERRUPTED);
+    int rc = obj == NULL ? -1 : cli_print_json(obj);
+    json_decref(obj);
+    return rc;
+}
+
+/* Progress, refusals file, summary; the exit code of the run. */
+static int import_end(import_run_t *run, const import_options_t *o, const import_fingerprint_t *fp)
+{
+    char err[IMPORT_MAX_TEXT];
+    import_progress_finish(&run->progress);
+    int status = run->stop_status;
+    if (status == IMPORT_EXIT_INTERRUPTED)
+        cli_say("import: interrupted after %llu batches, each finished and journalled; run the "
+                "same command again to go on",
+                (unsigned long long)run->batches_done);
+    if (import_refusals_write(&run->refusals, o->refusals, err, sizeof err) != 0) {
+        cli_say("import: %s", err);
+        if (status == CLI_EXIT_OK)
+            status = CLI_EXIT_FAILURE;
+    }
+    if (run->refusals.n > 0)
+        cli_say("import: %zu line%s refused: see %s", run->refusals.n,
+                run->refusals.n == 1 ? "" : "s", o->refusals);
+    if (import_print_summary(run, o, fp) != 0 && status == CLI_EXIT_OK)
+        status = CLI_EXIT_FAILURE;
+    if (status == CLI_EXIT_OK && run->refusals.n > 0)
+        status = IMPORT_EXIT_SOME_REFUSED;
+    return status;
+}
+
+static int import_run(const import_options_t *o)
+{
+    import_fingerprint_t fp;
+    import_reader_t reader;
+    int format = 0;
+    int rc = import_check_file(o, &format, &fp, &reader);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    import_run_t *run = calloc(1, sizeof *run);
+    import_batch_t *batch = calloc(1, sizeof *batch);
+    if (run == NULL || batch == NULL) {
+        cli_say("import: out of memory");
+        free(run);
+        free(batch);
+        import_reader_close(&reader);
+        return CLI_EXIT_FAILURE;
+    }
+    run->journal.fd = -1;
+    run->timeout_ms = o->timeout_ms;
+    rc = import_begin(run, o, format, &fp);
+    if (rc == CLI_EXIT_OK) {
+        run->already = run->journal.accepted_before;
+        import_progress_init(&run->progress, o->quiet, fp.data_lines);
+        import_loop(run, o, &reader, batch);
+        rc = import_end(run, o, &fp);
+    }
+    import_send_discard(batch);
+    import_journal_close(&run->journal);
+    import_refusals_free(&run->refusals);
+    schakel_close(&run->client);
+    import_reader_close(&reader);
+    free(batch);
+    free(run);
+    return rc;
+}
+
+int import_main(int argc, char **argv)
+{
+    import_options_t *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        cli_say("out of memory");
+        return CLI_EXIT_FAILURE;
+    }
+    cli_options_init(&o->common);
+    o->batch = IMPORT_DEFAULT_BATCH;
+    o->timeout_ms = IMPORT_DEFAULT_TIMEOUT_MS;
+    int rc = import_parse(argc, argv, o);
+    if (rc == -1) {
+        rc = CLI_EXIT_OK; /* --help */
+    } else if (rc == 0) {
+        import_block_signals();
+        rc = import_run(o);
+    }
+    free(o);
+    return rc;
+}

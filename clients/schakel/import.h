@@ -1,0 +1,265 @@
+/*
+ * import.h — the parts of `schakel import` that its files share.
+ *
+ * import.c: options, the run and its summary. import_read.c: the file's
+ * records (JSON lines or RFC 4180 CSV), the first pass, records as JSON
+ * objects. import_journal.c: the journal that makes a run resumable, and
+ * the refusals. import_send.c: batches, their message ids, publishing and
+ * retrying. import_progress.c: the progress bar or periodic lines.
+ */
+#ifndef SCHAKEL_IMPORT_H
+#define SCHAKEL_IMPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <jansson.h>
+
+#include "cli.h"
+#include "schakel_limits.h"
+
+/* Exit codes of `schakel import` beyond those of every command (cli.h):
+ * 3 (CLI_EXIT_REFUSED) means the file was read to its end and some lines
+ * were refused; 5 means SIGINT/SIGTERM stopped it between batches. */
+#define IMPORT_EXIT_SOME_REFUSED CLI_EXIT_REFUSED
+#define IMPORT_EXIT_INTERRUPTED 5
+
+/* One record (a JSON line, a CSV record) of at most this many bytes; an
+ * item may encode to 32 KiB, and JSON escapes can triple that. */
+#define IMPORT_MAX_RECORD_BYTES (256u * 1024u)
+/* Fields of a CSV record kept (the header may name each column once). */
+#define IMPORT_CSV_MAX_FIELDS 32u
+/* The reason code of a line refused before anything was sent. */
+#define IMPORT_LOCAL_REASON "LOCAL_INVALID"
+/* Bytes of a reason name, as schakel_error_t.reason_name. */
+#define IMPORT_REASON_SIZE 32u
+/* A refusal text is cut to this many bytes. */
+#define IMPORT_MAX_TEXT 512u
+/* Buffer for a principal id (schakel_whoami wants at least 130 bytes). */
+#define IMPORT_PRINCIPAL_SIZE 136u
+
+enum import_format {
+    IMPORT_FORMAT_JSON = 1,
+    IMPORT_FORMAT_CSV = 2,
+};
+
+/* Name of a format ("json", "csv"). */
+const char *import_format_name(int format);
+
+/* ------------------------------------------------------------ import_read.c */
+
+/* What the first pass learns: the file's identity and how many data lines
+ * (records: non-blank lines, without the CSV header) it holds. */
+typedef struct import_fingerprint {
+    uint64_t size;
+    uint8_t hash[32]; /* BLAKE2b-256 of the whole file */
+    uint64_t data_lines;
+} import_fingerprint_t;
+
+typedef struct import_reader {
+    FILE *file;
+    int format;
+    char *line; /* getline's buffer, reused */
+    size_t line_cap;
+    long line_no; /* physical lines read so far */
+    /* the current record */
+    long record_line;      /* its first physical line */
+    long record_last_line; /* its last physical line */
+    const char *raw;       /* its bytes without the final line end */
+    size_t raw_len;
+    char error[256]; /* why it cannot be read ("" if it can) */
+    /* CSV: the record's bytes and its unquoted field values */
+    char *csv_raw;
+    size_t csv_raw_len, csv_raw_cap;
+    char *values;
+    size_t values_len, values_cap;
+    size_t field_off[IMPORT_CSV_MAX_FIELDS], field_len[IMPORT_CSV_MAX_FIELDS];
+    size_t n_fields;
+    int csv_state;
+    /* CSV: the column (enum import_column) of each position of the header */
+    int columns[IMPORT_CSV_MAX_FIELDS];
+    size_t n_columns;
+} import_reader_t;
+
+/* The format of path: forced ("json", "csv", or NULL), else by extension
+ * (.jsonl, .ndjson, .json: JSON lines; .csv: CSV), else by the first
+ * non-blank byte ('{': JSON lines, anything else CSV). Returns 0, or -1
+ * with err. */
+int import_detect_format(const char *path, const char *forced, int *format, char *err,
+                         size_t errlen);
+
+/* The first pass: size, hash and data lines of path. 0, or -1 with err. */
+int import_scan(const char *path, int format, import_fingerprint_t *fp, char *err, size_t errlen);
+
+/* Open path for reading records: 0, or -1 with err when it cannot be
+ * read. For CSV also reads the header row and refuses the file (-2 with
+ * err) when a column is unknown or named twice, or the header row is not
+ * valid CSV. An empty file has no records. */
+int import_reader_open(import_reader_t *reader, const char *path, int format, char *err,
+                       size_t errlen);
+
+/* The next non-blank record: 1 with reader->record_* and raw set (and
+ * reader->error set when it is malformed), 0 at the end, -1 when the file
+ * cannot be read (err). */
+int import_reader_next(import_reader_t *reader, char *err, size_t errlen);
+
+/* The current record as a JSON object of `schakel publish` input (a CSV
+ * record's postcode, house_number and addition become "address", its
+ * recipients split at ';'). NULL with err when it is malformed. */
+json_t *import_reader_object(import_reader_t *reader, char *err, size_t errlen);
+
+void import_reader_close(import_reader_t *reader);
+
+/* ------------------------------------------------------------ import_journal.c */
+
+typedef struct import_refusal {
+    long line;
+    char reason[IMPORT_REASON_SIZE];
+    char *text;
+} import_refusal_t;
+
+/* Every refusal of the file: the first n_loaded come from the journal (and
+ * are sorted by line), the rest from this run. */
+typedef struct import_refusals {
+    import_refusal_t *items;
+    size_t n, cap, n_loaded;
+} import_refusals_t;
+
+/* Add one (text copied, control characters made spaces). 0 or -1 (memory). */
+int import_refusals_add(import_refusals_t *refusals, long line, const char *reason,
+                        const char *text);
+/* The refusal of a line that the journal holds, or NULL. */
+const import_refusal_t *import_refusals_loaded(const import_refusals_t *refusals, long line);
+/* Write all, sorted by line, as "line L: REASON: text" to path (0600).
+ * 0, or -1 with err. */
+int import_refusals_write(import_refusals_t *refusals, const char *path, char *err, size_t errlen);
+void import_refusals_free(import_refusals_t *refusals);
+
+/* What a journal belongs to; a resume needs all of it to match. */
+typedef struct import_identity {
+    const import_fingerprint_t *fingerprint;
+    const char *sender;
+    int format;
+    unsigned batch;
+} import_identity_t;
+
+typedef struct import_journal {
+    int fd;
+    long done_through;        /* every line up to here is done */
+    uint64_t accepted_before; /* lines accepted in earlier runs */
+    unsigned batch;           /* lines per batch of the journal */
+} import_journal_t;
+
+/* Open the journal at path for the identity: resume one that matches, or
+ * start a new one (none yet, or restart). The journal's refusals are added
+ * to refusals. If the journal is of another file, sender or format, or
+ * its batch size differs from one given explicitly (batch_given), returns
+ * CLI_EXIT_USAGE with err saying to use --restart; otherwise CLI_EXIT_OK
+ * with journal->batch the batch size to use, or CLI_EXIT_FAILURE. */
+int import_journal_open(import_journal_t *journal, const char *path,
+                        const import_identity_t *identity, int batch_given, int restart,
+                        import_refusals_t *refusals, char *err, size_t errlen);
+
+/* Append a refusal; with sync, make it durable before returning (a
+ * refusal by the broker must be, before the rest of its batch is sent
+ * again). 0, or -1 with err. */
+int import_journal_refusal(import_journal_t *journal, const import_refusal_t *refusal, int sync,
+                           char *err, size_t errlen);
+
+/* Append "lines first..last are done, `accepted` of them accepted" and make
+ * it durable. 0, or -1 with err. */
+int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
+                        char *err, size_t errlen);
+
+void import_journal_close(import_journal_t *journal);
+
+/* ------------------------------------------------------------ import_progress.c */
+
+typedef struct import_progress {
+    int mode; /* 0 none, 1 a bar on a terminal, 2 plain lines */
+    uint64_t total;
+    uint64_t done;
+    uint64_t start_done; /* lines done in earlier runs (the journal's) */
+    double begin_s;      /* when this run began */
+    double start_s;      /* when its first line not done before came */
+    double last_s;
+    int bar_drawn; /* the bar is on the terminal's current line */
+} import_progress_t;
+
+/* Progress on stderr: a bar when it is a terminal, plain lines otherwise,
+ * nothing with quiet. */
+void import_progress_init(import_progress_t *progress, int quiet, uint64_t total);
+/* Lines done so far; redrawn at most ten times a second (plain: every few
+ * seconds). */
+void import_progress_update(import_progress_t *progress, uint64_t done);
+/* The lines done so far were done in earlier runs: the rate starts now. */
+void import_progress_mark_start(import_progress_t *progress);
+/* Clear the bar's line before other text goes to stderr. */
+void import_progress_clear(import_progress_t *progress);
+/* The final state, and a newline after the bar. */
+void import_progress_finish(import_progress_t *progress);
+
+/* ------------------------------------------------------------ import_send.c */
+
+/* One record that parsed into a signal. */
+typedef struct import_item {
+    long line;
+    json_t *object; /* the signal's strings point into it */
+    schakel_signal_t signal;
+    const char **recipients; /* owned */
+    uint8_t digest[32];      /* BLAKE2b-256 of the record's bytes */
+    uint8_t given_id[SCHAKEL_MESSAGE_ID_BYTES];
+    int has_given_id;
+    size_t encoded; /* bytes of its serialized Signal */
+    int excluded;   /* refused: no longer sent */
+} import_item_t;
+
+/* One batch: --batch consecutive data lines. */
+typedef struct import_batch {
+    import_item_t items[SCHAKEL_MAX_ITEMS];
+    size_t n_items;
+    size_t n_lines;
+    long first_line, last_line;
+    /* one publish being sent: its signals and the item each one is */
+    schakel_signal_t send[SCHAKEL_MAX_ITEMS];
+    size_t send_item[SCHAKEL_MAX_ITEMS];
+} import_batch_t;
+
+/* Everything a run carries. */
+typedef struct import_run {
+    schakel_client_t *client;
+    char sender[IMPORT_PRINCIPAL_SIZE];
+    import_journal_t journal;
+    import_refusals_t refusals;
+    import_progress_t progress;
+    int timeout_ms;
+    uint64_t accepted; /* new this run */
+    uint64_t already;  /* accepted before: journal and duplicate answers */
+    uint64_t batches_done;
+    int stop_status; /* exit code of an error that stopped the run, or 0 */
+} import_run_t;
+
+/* Add the current record to the batch: as an item, or as a refusal when
+ * it cannot be read (journalled without sync). 0, or -1 when the run must
+ * stop (run->stop_status set). */
+int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *reader);
+
+/* Publish the batch's items (split so that each publish fits a frame, a
+ * line with its own message_id alone), retrying what may be retried and
+ * dropping refused lines, then journal it as done and free its items.
+ * 0, or -1 when the run must stop (run->stop_status set; the batch is not
+ * journalled then). */
+int import_send_batch(import_run_t *run, import_batch_t *batch);
+
+/* Free a batch's items without publishing. */
+void import_send_discard(import_batch_t *batch);
+
+/* 1 when SIGINT or SIGTERM is pending (blocked for the whole run). */
+int import_interrupted(void);
+
+/* Record a refusal of a line (and journal it). 0, or -1 (run->stop_status). */
+int import_send_refuse(import_run_t *run, long line, const char *reason, const char *text,
+                       int sync);
+
+#endif

@@ -1,0 +1,431 @@
+/*
+ * import_journal.c — the journal of `schakel import` (FILE.import-state):
+ * which lines are done and which were refused, so that a rerun skips them
+ * and a batch is never published twice; and the list of refusals with its
+ * file (FILE.refused).
+ *
+ * The journal is text: a header naming the file (size and BLAKE2b-256),
+ * the sender, the format and the batch size, then one line per refusal
+ * ("R LINE REASON text") and per finished batch ("D FIRST LAST ACCEPTED"),
+ * appended and made durable (fdatasync) as they happen. It trusts its own
+ * journal only as far as it parses: anything else is "damaged". Errors are
+ * returned as text, never printed here.
+ */
+#include "import.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "syntax.h"
+
+#define IMPORT_JOURNAL_MAGIC "schakel-import-journal 1"
+#define IMPORT_JOURNAL_MAX_BYTES (1024L * 1024L * 1024L)
+
+/* ------------------------------------------------------------ refusals */
+
+int import_refusals_add(import_refusals_t *refusals, long line, const char *reason,
+                        const char *text)
+{
+    if (refusals->n == refusals->cap) {
+        size_t cap = refusals->cap == 0 ? 64 : refusals->cap * 2;
+        import_refusal_t *grown = realloc(refusals->items, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        refusals->items = grown;
+        refusals->cap = cap;
+    }
+    size_t len = strnlen(text, IMPORT_MAX_TEXT);
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        copy[i] = c < 0x20 || c == 0x7f ? ' ' : (char)c; /* one line each, in both files */
+    }
+    copy[len] = '\0';
+    import_refusal_t *r = &refusals->items[refusals->n++];
+    r->line = line;
+    snprintf(r->reason, sizeof r->reason, "%s", reason);
+    r->text = copy;
+    return 0;
+}
+
+static int import_refusal_order(const void *a, const void *b)
+{
+    const import_refusal_t *x = a, *y = b;
+    return (x->line > y->line) - (x->line < y->line);
+}
+
+const import_refusal_t *import_refusals_loaded(const import_refusals_t *refusals, long line)
+{
+    import_refusal_t key = {.line = line};
+    if (refusals->n_loaded == 0)
+        return NULL;
+    return bsearch(&key, refusals->items, refusals->n_loaded, sizeof key, import_refusal_order);
+}
+
+/* Sort the refusals and keep the first of each line. */
+static void import_refusals_sort(import_refusals_t *refusals, size_t from)
+{
+    size_t n = refusals->n - from;
+    if (n == 0)
+        return;
+    import_refusal_t *items = refusals->items + from;
+    qsort(items, n, sizeof *items, import_refusal_order);
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept > 0 && items[kept - 1].line == items[i].line) {
+            free(items[i].text);
+            continue;
+        }
+        items[kept++] = items[i];
+    }
+    refusals->n = from + kept;
+}
+
+int import_refusals_write(import_refusals_t *refusals, const char *path, char *err, size_t errlen)
+{
+    import_refusals_sort(refusals, 0);
+    refusals->n_loaded = refusals->n;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *file = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (file == NULL) {
+        snprintf(err, errlen, "cannot write the refusals to %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    for (size_t i = 0; i < refusals->n; i++)
+        fprintf(file, "line %ld: %s: %s\n", refusals->items[i].line, refusals->items[i].reason,
+                refusals->items[i].text);
+    if (fclose(file) != 0) {
+        snprintf(err, errlen, "cannot write the refusals to %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+void import_refusals_free(import_refusals_t *refusals)
+{
+    for (size_t i = 0; i < refusals->n; i++)
+        free(refusals->items[i].text);
+    free(refusals->items);
+    memset(refusals, 0, sizeof *refusals);
+}
+
+/* ------------------------------------------------------------ writing */
+
+static int import_write_all(int fd, const char *text, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, text, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        text += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int import_journal_append(import_journal_t *journal, const char *text, int sync, char *err,
+                                 size_t errlen)
+{
+    if (import_write_all(journal->fd, text, strlen(text)) != 0 ||
+        (sync && fdatasync(journal->fd) != 0)) {
+        snprintf(err, errlen, "cannot write the journal: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int import_journal_refusal(import_journal_t *journal, const import_refusal_t *refusal, int sync,
+                           char *err, size_t errlen)
+{
+    char line[IMPORT_MAX_TEXT + 96];
+    snprintf(line, sizeof line, "R %ld %s %s\n", refusal->line, refusal->reason, refusal->text);
+    return import_journal_append(journal, line, sync, err, errlen);
+}
+
+int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
+                        char *err, size_t errlen)
+{
+    char line[96];
+    snprintf(line, sizeof line, "D %ld %ld %" PRIu64 "\n", first, last, accepted);
+    if (import_journal_append(journal, line, 1, err, errlen) != 0)
+        return -1;
+    journal->done_through = last;
+    return 0;
+}
+
+/* A new journal: the header, durable, and the folder entry too. */
+static int import_journal_start(import_journal_t *journal, const char *path,
+                                const import_identity_t *identity, char *err, size_t errlen)
+{
+    char hash[2 * sizeof identity->fingerprint->hash + 1];
+    char header[512];
+    syntax_hex(identity->fingerprint->hash, sizeof identity->fingerprint->hash, hash);
+    snprintf(header, sizeof header,
+             "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
+             "%s\nfile %" PRIu64 " %s\nsender %s\nformat %s\nbatch %u\n",
+             IMPORT_JOURNAL_MAGIC, identity->fingerprint->size, hash, identity->sender,
+             import_format_name(identity->format), identity->batch);
+    if (ftruncate(journal->fd, 0) != 0 || lseek(journal->fd, 0, SEEK_SET) != 0 ||
+        import_journal_append(journal, header, 1, err, errlen) != 0) {
+        snprintf(err, errlen, "cannot write the journal %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* the folder entry of a new file */
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", path);
+    char *slash = strrchr(folder, '/');
+    if (slash == NULL)
+        snprintf(folder, sizeof folder, ".");
+    else if (slash == folder)
+        folder[1] = '\0';
+    else
+        *slash = '\0';
+    int dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir >= 0) {
+        fsync(dir);
+        close(dir);
+    }
+    journal->batch = identity->batch;
+    journal->done_through = 0;
+    journal->accepted_before = 0;
+    return 0;
+}
+
+/* ------------------------------------------------------------ reading */
+
+/* The whole journal into a NUL-terminated buffer, a torn last line (a
+ * crash while appending) cut from the file. NULL with err on failure. */
+static char *import_journal_slurp(int fd, const char *path, size_t *len, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || st.st_size > IMPORT_JOURNAL_MAX_BYTES) {
+        snprintf(err, errlen, "cannot read the journal %s", path);
+        return NULL;
+    }
+    size_t size = (size_t)st.st_size;
+    char *text = malloc(size + 1);
+    if (text == NULL) {
+        snprintf(err, errlen, "out of memory reading the journal %s", path);
+        return NULL;
+    }
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = pread(fd, text + got, size - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen, "cannot read the journal %s", path);
+            free(text);
+            return NULL;
+        }
+        got += (size_t)n;
+    }
+    while (size > 0 && text[size - 1] != '\n')
+        size--;
+    text[size] = '\0';
+    if (size != (size_t)st.st_size && ftruncate(fd, (off_t)size) != 0) {
+        snprintf(err, errlen, "cannot repair the journal %s: %s", path, strerror(errno));
+        free(text);
+        return NULL;
+    }
+    *len = size;
+    return text;
+}
+
+/* What a journal's header says. */
+typedef struct import_header {
+    unsigned long long size;
+    char hash[80];
+    char sender[IMPORT_PRINCIPAL_SIZE];
+    char format[16];
+    unsigned batch;
+    int lines; /* header lines seen */
+} import_header_t;
+
+static int import_header_line(import_header_t *h, const char *line)
+{
+    switch (h->lines) {
+    case 0:
+        return strcmp(line, IMPORT_JOURNAL_MAGIC) == 0 ? 0 : -1;
+    case 1:
+        return sscanf(line, "file %llu %79s", &h->size, h->hash) == 2 ? 0 : -1;
+    case 2:
+        return sscanf(line, "sender %135s", h->sender) == 1 ? 0 : -1;
+    case 3:
+        return sscanf(line, "format %15s", h->format) == 1 ? 0 : -1;
+    default:
+        return sscanf(line, "batch %u", &h->batch) == 1 && h->batch >= 1 &&
+                       h->batch <= SCHAKEL_MAX_ITEMS
+                   ? 0
+                   : -1;
+    }
+}
+
+/* One entry after the header. 0, or -1 when it does not parse. */
+static int import_entry_line(import_journal_t *journal, import_refusals_t *refusals,
+                             const char *line)
+{
+    long first, last;
+    unsigned long long accepted;
+    char reason[IMPORT_REASON_SIZE];
+    int text_at = 0;
+    if (line[0] == 'R' && sscanf(line, "R %ld %31s %n", &first, reason, &text_at) == 2 &&
+        text_at > 0 && first > 0)
+        return import_refusals_add(refusals, first, reason, line + text_at);
+    if (line[0] == 'D' && sscanf(line, "D %ld %ld %llu", &first, &last, &accepted) == 3 &&
+        first > journal->done_through && last >= first) {
+        journal->done_through = last;
+        journal->accepted_before += accepted;
+        return 0;
+    }
+    return -1;
+}
+
+/* Does the header name this identity? 0, or CLI_EXIT_USAGE with err. */
+static int import_header_matches(const import_header_t *h, const import_identity_t *identity,
+                                 int batch_given, const char *path, char *err, size_t errlen)
+{
+    char hash[2 * sizeof identity->fingerprint->hash + 1];
+    syntax_hex(identity->fingerprint->hash, sizeof identity->fingerprint->hash, hash);
+    if (h->size != identity->fingerprint->size || strcmp(h->hash, hash) != 0) {
+        snprintf(err, errlen,
+                 "the file has changed since its journal %s was written (then %llu bytes, now "
+                 "%" PRIu64 "): the journal's line numbers may name other lines now. Give "
+                 "--restart to import the file from the start, or import the new lines as "
+                 "a file of their own",
+                 path, h->size, identity->fingerprint->size);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(h->sender, identity->sender) != 0) {
+        snprintf(err, errlen,
+                 "the journal %s is of an import by %s, not by %s: give --restart (or --state "
+                 "with another file) to import as %s",
+                 path, h->sender, identity->sender, identity->sender);
+        return CLI_EXIT_USAGE;
+    }
+    if (strcmp(h->format, import_format_name(identity->format)) != 0) {
+        snprintf(err, errlen, "the journal %s is of an import as %s, not %s: give --restart", path,
+                 h->format, import_format_name(identity->format));
+        return CLI_EXIT_USAGE;
+    }
+    if (batch_given && h->batch != identity->batch) {
+        snprintf(err, errlen,
+                 "the journal %s was written with --batch %u: resume with that size (batches "
+                 "must be cut as before), or give --restart",
+                 path, h->batch);
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* Resume: parse the journal, check it, take its state and refusals. */
+static int import_journal_resume(import_journal_t *journal, const char *path, const char *text,
+                                 const import_identity_t *identity, int batch_given,
+                                 import_refusals_t *refusals, char *err, size_t errlen)
+{
+    import_header_t h;
+    memset(&h, 0, sizeof h);
+    size_t from = refusals->n;
+    long line_no = 0;
+    const char *p = text;
+    while (*p != '\0') {
+        const char *end = strchr(p, '\n'); /* every line ends with one (see slurp) */
+        char line[IMPORT_MAX_TEXT + 128];
+        size_t len = (size_t)(end - p);
+        line_no++;
+        if (len >= sizeof line) {
+            snprintf(err, errlen, "the journal %s is damaged at line %ld: give --restart", path,
+                     line_no);
+            return CLI_EXIT_USAGE;
+        }
+        memcpy(line, p, len);
+        line[len] = '\0';
+        p = end + 1;
+        if (line[0] == '#')
+            continue;
+        int bad =
+            h.lines < 5 ? import_header_line(&h, line) : import_entry_line(journal, refusals, line);
+        if (bad) {
+            snprintf(err, errlen, "the journal %s is damaged at line %ld: give --restart", path,
+                     line_no);
+            return CLI_EXIT_USAGE;
+        }
+        if (h.lines < 5)
+            h.lines++;
+    }
+    if (h.lines < 5) {
+        snprintf(err, errlen, "the journal %s has no complete header: give --restart", path);
+        return CLI_EXIT_USAGE;
+    }
+    int rc = import_header_matches(&h, identity, batch_given, path, err, errlen);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    import_refusals_sort(refusals, from);
+    refusals->n_loaded = refusals->n;
+    journal->batch = h.batch;
+    return CLI_EXIT_OK;
+}
+
+int import_journal_open(import_journal_t *journal, const char *path,
+                        const import_identity_t *identity, int batch_given, int restart,
+                        import_refusals_t *refusals, char *err, size_t errlen)
+{
+    memset(journal, 0, sizeof *journal);
+    journal->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (journal->fd < 0) {
+        snprintf(err, errlen,
+                 "cannot open the journal %s: %s (give --state PATH to keep it "
+                 "elsewhere)",
+                 path, strerror(errno));
+        return CLI_EXIT_FAILURE;
+    }
+    if (flock(journal->fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen,
+                 "the journal %s is in use: is another import of this file "
+                 "running?",
+                 path);
+        import_journal_close(journal);
+        return CLI_EXIT_FAILURE;
+    }
+    size_t len = 0;
+    char *text = import_journal_slurp(journal->fd, path, &len, err, errlen);
+    if (text == NULL) {
+        import_journal_close(journal);
+        return CLI_EXIT_FAILURE;
+    }
+    int rc;
+    if (restart || len == 0)
+        rc = import_journal_start(journal, path, identity, err, errlen) == 0 ? CLI_EXIT_OK
+                                                                             : CLI_EXIT_FAILURE;
+    else
+        rc = import_journal_resume(journal, path, text, identity, batch_given, refusals, err,
+                                   errlen);
+    free(text);
+    if (rc == CLI_EXIT_OK && lseek(journal->fd, 0, SEEK_END) < 0) {
+        snprintf(err, errlen, "cannot append to the journal %s: %s", path, strerror(errno));
+        rc = CLI_EXIT_FAILURE;
+    }
+    if (rc != CLI_EXIT_OK)
+        import_journal_close(journal);
+    return rc;
+}
+
+void import_journal_close(import_journal_t *journal)
+{
+    if (journal->fd >= 0)
+        close(journal->fd);
+    journal->fd = -1;
+}

@@ -1,0 +1,430 @@
+/*
+ * import_send.c — batches of `schakel import` and their publishing.
+ *
+ * A batch is --batch consecutive data lines; its items are published as one
+ * signed publish (several when they would not fit one frame; a line with
+ * its own message_id alone). Message ids are derived from the sender and
+ * the items' line numbers and bytes, so a rerun sends a batch under the
+ * same id and the broker answers a repeat as a duplicate: nothing is
+ * published twice. A line the broker refuses is recorded (and journalled,
+ * durably) and the rest is sent again; a refusal of the publish as a
+ * whole is retried when the protocol says so (with a bounded backoff), and
+ * stops the run otherwise. Errors are reported on stderr here, with the
+ * exit code in run->stop_status.
+ */
+#include "import.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <sodium.h>
+
+#include "schakel.pb-c.h"
+#include "syntax.h"
+
+/* Room in a frame for everything but the items: CurveZMQ framing, the
+ * Frame and Publish headers, the message id and the signature. */
+#define IMPORT_FRAME_RESERVE 256u
+#define IMPORT_FRAME_BUDGET (SCHAKEL_MAX_FRAME_BYTES - IMPORT_FRAME_RESERVE)
+/* Retries of one publish the broker could not take (RATE_LIMITED,
+ * UNAVAILABLE, INTERNAL_ERROR), waiting 250 ms, 500 ms, ... up to 8 s. */
+#define IMPORT_MAX_RETRIES 8
+#define IMPORT_FIRST_BACKOFF_MS 250
+#define IMPORT_MAX_BACKOFF_MS 8000
+/* Retries of a publish that got no answer (each waited --timeout). */
+#define IMPORT_MAX_TIMEOUTS 3
+
+/* The domain of derived message ids; with its NUL, 16 bytes. */
+static const char import_id_domain[] = "schakel-import1";
+
+/* Set when a wait for a retry took SIGINT/SIGTERM off the pending set. */
+static int import_interrupt_taken;
+
+int import_interrupted(void)
+{
+    sigset_t pending;
+    if (import_interrupt_taken)
+        return 1;
+    if (sigpending(&pending) != 0)
+        return 0;
+    return sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1;
+}
+
+/* Wait ms, or less when SIGINT/SIGTERM comes. Returns 1 if it came. */
+static int import_wait_interruptible(int ms)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    struct timespec left = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &left);
+        if (sig > 0) {
+            import_interrupt_taken = 1;
+            return 1;
+        }
+        if (errno == EAGAIN)
+            return 0;
+        /* EINTR from another signal: waiting a little less long is fine */
+        if (errno != EINTR)
+            return 0;
+    }
+}
+
+/* ------------------------------------------------------------ sizes and ids */
+
+static char *import_lend(const char *text)
+{
+    union {
+        const char *borrowed;
+        char *lent;
+    } u;
+    u.borrowed = text;
+    return u.lent;
+}
+
+static char **import_lend_list(const char *const *texts)
+{
+    union {
+        const char *const *borrowed;
+        char **lent;
+    } u;
+    u.borrowed = texts;
+    return u.lent;
+}
+
+/* Bytes of the Signal libschakel will serialize for this signal (the same
+ * protobuf-c message, so the same size), with its sender. */
+static size_t import_encoded_size(const schakel_signal_t *in, const char *sender)
+{
+    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
+    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
+    signal.sender = import_lend(sender);
+    signal.kind = import_lend(in->kind);
+    signal.theme = import_lend(in->theme);
+    signal.area = import_lend(in->area);
+    if (in->postcode != NULL || in->house_number != 0 || in->addition != NULL) {
+        address.postcode = import_lend(in->postcode);
+        address.has_house_number = in->house_number != 0;
+        address.house_number = in->house_number;
+        address.addition = import_lend(in->addition);
+        signal.address = &address;
+    }
+    signal.subject = import_lend(in->subject);
+    signal.grounds = import_lend(in->grounds);
+    signal.case_ref = import_lend(in->case_ref);
+    signal.has_severity = in->severity != SCHAKEL_SEVERITY_UNSPECIFIED;
+    signal.severity = (Schakel__Severity)in->severity;
+    signal.has_observed_at = in->observed_at != 0;
+    signal.observed_at = in->observed_at;
+    signal.summary = import_lend(in->summary);
+    signal.source_ref = import_lend(in->source_ref);
+    if (in->recipients != NULL) {
+        signal.n_recipients = in->n_recipients;
+        signal.recipients = import_lend_list(in->recipients);
+    }
+    return schakel__signal__get_packed_size(&signal);
+}
+
+/* An item inside a Publish: its tag, its length as a varint, its bytes. */
+static size_t import_item_wire(size_t encoded)
+{
+    size_t varint = 1;
+    for (size_t rest = encoded >> 7; rest != 0; rest >>= 7)
+        varint++;
+    return 1 + varint + encoded;
+}
+
+/* BLAKE2b-128 over "schakel-import1" NUL, the sender and NUL, and for each
+ * item its line number (8 bytes, little-endian) and the BLAKE2b-256 of its
+ * bytes: the same lines of the same file give the same id. */
+static void import_derive_id(const char *sender, const import_item_t *items, size_t n,
+                             uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
+{
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, SCHAKEL_MESSAGE_ID_BYTES);
+    crypto_generichash_update(&state, (const unsigned char *)import_id_domain,
+                              sizeof import_id_domain);
+    crypto_generichash_update(&state, (const unsigned char *)sender, strlen(sender) + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint8_t line[8];
+        uint64_t number = (uint64_t)items[i].line;
+        for (int b = 0; b < 8; b++)
+            line[b] = (uint8_t)(number >> (8 * b));
+        crypto_generichash_update(&state, line, sizeof line);
+        crypto_generichash_update(&state, items[i].digest, sizeof items[i].digest);
+    }
+    crypto_generichash_final(&state, id, SCHAKEL_MESSAGE_ID_BYTES);
+}
+
+/* ------------------------------------------------------------ refusals */
+
+int import_send_refuse(import_run_t *run, long line, const char *reason, const char *text, int sync)
+{
+    char err[IMPORT_MAX_TEXT];
+    if (import_refusals_add(&run->refusals, line, reason, text) != 0) {
+        cli_say("import: out of memory");
+        run->stop_status = CLI_EXIT_FAILURE;
+        return -1;
+    }
+    const import_refusal_t *added = &run->refusals.items[run->refusals.n - 1];
+    if (import_journal_refusal(&run->journal, added, sync, err, sizeof err) != 0) {
+        import_progress_clear(&run->progress);
+        cli_say("import: %s", err);
+        run->stop_status = CLI_EXIT_FAILURE;
+        return -1;
+    }
+    return 0;
+}
+
+/* A line that cannot be sent as it is; the journal may know it already. */
+static int import_local_refusal(import_run_t *run, long line, const char *text)
+{
+    if (import_refusals_loaded(&run->refusals, line) != NULL)
+        return 0;
+    return import_send_refuse(run, line, IMPORT_LOCAL_REASON, text, 0);
+}
+
+/* ------------------------------------------------------------ building a batch */
+
+static void import_item_free(import_item_t *item)
+{
+    free(item->recipients);
+    json_decref(item->object);
+    memset(item, 0, sizeof *item);
+}
+
+void import_send_discard(import_batch_t *batch)
+{
+    for (size_t i = 0; i < batch->n_items; i++)
+        import_item_free(&batch->items[i]);
+    batch->n_items = 0;
+    batch->n_lines = 0;
+}
+
+/* Fill the item from its object; returns 0, or -1 with err. */
+static int import_item_fill(import_run_t *run, import_item_t *item, char *err, size_t errlen)
+{
+    const char *hex = NULL;
+    if (jsonio_signal_from_json(item->object, &item->signal, &item->recipients, &hex, err,
+                                errlen) != 0)
+        return -1;
+    if (hex != NULL) {
+        if (strlen(hex) != 2 * SCHAKEL_MESSAGE_ID_BYTES ||
+            syntax_unhex(hex, item->given_id, sizeof item->given_id) != 0) {
+            snprintf(err, errlen, "\"message_id\" must be 32 hex digits");
+            return -1;
+        }
+        item->has_given_id = 1;
+    }
+    item->encoded = import_encoded_size(&item->signal, run->sender);
+    if (item->encoded > SCHAKEL_MAX_ITEM_BYTES) {
+        snprintf(err, errlen, "the signal encodes to %zu bytes; at most %u are allowed",
+                 item->encoded, SCHAKEL_MAX_ITEM_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
+int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *reader)
+{
+    char err[IMPORT_MAX_TEXT];
+    long line = reader->record_line;
+    if (batch->n_lines == 0)
+        batch->first_line = line;
+    batch->n_lines++;
+    batch->last_line = reader->record_last_line;
+    import_item_t *item = &batch->items[batch->n_items];
+    memset(item, 0, sizeof *item);
+    item->line = line;
+    item->object = import_reader_object(reader, err, sizeof err);
+    if (item->object == NULL || import_item_fill(run, item, err, sizeof err) != 0) {
+        import_item_free(item);
+        return import_local_refusal(run, line, err);
+    }
+    crypto_generichash(item->digest, sizeof item->digest, (const unsigned char *)reader->raw,
+                       reader->raw_len, NULL, 0);
+    /* refused by the broker in an earlier run: not sent, but still part of
+     * its batch's id, so that the batch gets the id it had then */
+    item->excluded = import_refusals_loaded(&run->refusals, line) != NULL;
+    batch->n_items++;
+    return 0;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+/* Stop the run with a report. Returns -1. */
+static int import_stop(import_run_t *run, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int import_stop(import_run_t *run, int status, const char *fmt, ...)
+{
+    va_list args;
+    import_progress_clear(&run->progress);
+    fputs("schakel: import: ", stderr);
+    va_start(args, fmt);
+    vfprintf(stderr, fmt, args);
+    va_end(args);
+    fputc('\n', stderr);
+    run->stop_status = status;
+    return -1;
+}
+
+static int import_retryable(int reason)
+{
+    return reason == SCHAKEL__REASON__RATE_LIMITED || reason == SCHAKEL__REASON__UNAVAILABLE ||
+           reason == SCHAKEL__REASON__INTERNAL_ERROR;
+}
+
+/* The broker refused the publish of batch->send as a whole, for a reason
+ * that may pass: wait and let the caller send it again. 0 or -1 (stop). */
+static int import_backoff(import_run_t *run, const schakel_error_t *e, int *retries)
+{
+    if (++*retries > IMPORT_MAX_RETRIES)
+        return import_stop(run, CLI_EXIT_FAILURE,
+                           "the broker still answers %s after %d retries: %s; run the import "
+                           "again later to go on from here",
+                           e->reason_name, IMPORT_MAX_RETRIES, e->text);
+    int ms = IMPORT_FIRST_BACKOFF_MS << (*retries - 1);
+    if (ms > IMPORT_MAX_BACKOFF_MS)
+        ms = IMPORT_MAX_BACKOFF_MS;
+    import_progress_clear(&run->progress);
+    cli_say("import: the broker answered %s (%s); trying again in %.2f s", e->reason_name, e->text,
+            ms / 1000.0);
+    if (import_wait_interruptible(ms))
+        return import_stop(run, IMPORT_EXIT_INTERRUPTED,
+                           "interrupted while waiting to retry; the current batch is not "
+                           "finished: run the import again to finish it");
+    return 0;
+}
+
+/* The id was used before for other lines (an earlier run saw other
+ * refusals in this batch): the broker keeps the first, so each line still
+ * to be sent is refused, none sent twice. */
+static int import_conflict(import_run_t *run, import_batch_t *batch, size_t n,
+                           const schakel_error_t *e)
+{
+    char text[IMPORT_MAX_TEXT];
+    snprintf(text, sizeof text,
+             "%.300s (this line's batch was accepted before with other lines; it may or may not "
+             "have been published then: check before sending it again)",
+             e->text);
+    for (size_t i = 0; i < n; i++) {
+        import_item_t *item = &batch->items[batch->send_item[i]];
+        item->excluded = 1;
+        if (import_send_refuse(run, item->line, e->reason_name, text, i + 1 == n) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* After a failed publish of n signals: 0 to send (what is left) again, -1
+ * to stop. */
+static int import_after_failure(import_run_t *run, import_batch_t *batch, size_t n,
+                                schakel_status_t status, int *retries, int *timeouts)
+{
+    const schakel_error_t *e = schakel_last_error(run->client);
+    if (status == SCHAKEL_ERR_TIMEOUT) {
+        if (++*timeouts > IMPORT_MAX_TIMEOUTS)
+            return import_stop(run, CLI_EXIT_UNREACHABLE, "%s", e->text);
+        import_progress_clear(&run->progress);
+        cli_say("import: no answer from the broker; sending the batch again (same id)");
+        return 0;
+    }
+    if (status != SCHAKEL_ERR_REFUSED)
+        return import_stop(run,
+                           status == SCHAKEL_ERR_USAGE ? CLI_EXIT_FAILURE : cli_exit_for(status),
+                           "publish: %s", e->text[0] ? e->text : schakel_strerror(status));
+    if (e->item_index >= 0 && (size_t)e->item_index < n) {
+        import_item_t *item = &batch->items[batch->send_item[e->item_index]];
+        item->excluded = 1; /* durable before the rest goes out under the same id */
+        return import_send_refuse(run, item->line, e->reason_name, e->text, 1);
+    }
+    if (import_retryable(e->reason))
+        return import_backoff(run, e, retries);
+    if (e->reason == SCHAKEL__REASON__DUPLICATE_CONFLICT)
+        return import_conflict(run, batch, n, e);
+    return import_stop(run, CLI_EXIT_FAILURE, "the broker refused the import as a whole: %s: %s%s",
+                       e->reason_name, e->text,
+                       e->reason == SCHAKEL__REASON__FRAME_TOO_LARGE ||
+                               e->reason == SCHAKEL__REASON__TOO_MANY_ITEMS
+                           ? " (give a smaller --batch)"
+                           : "");
+}
+
+/* Publish items [from, to) of the batch under one id until every one of
+ * them is accepted or refused. 0, or -1 (stop). */
+static int import_publish(import_run_t *run, import_batch_t *batch, size_t from, size_t to,
+                          uint64_t *accepted)
+{
+    uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
+    if (batch->items[from].has_given_id)
+        memcpy(id, batch->items[from].given_id, sizeof id);
+    else
+        import_derive_id(run->sender, batch->items + from, to - from, id);
+    int retries = 0, timeouts = 0;
+    for (;;) {
+        size_t n = 0;
+        for (size_t i = from; i < to; i++) {
+            if (batch->items[i].excluded)
+                continue;
+            batch->send[n] = batch->items[i].signal;
+            batch->send_item[n++] = i;
+        }
+        if (n == 0)
+            return 0;
+        int duplicate = 0;
+        schakel_status_t status = schakel_publish(run->client, NULL, batch->send, n, id, NULL, NULL,
+                                                  &duplicate, run->timeout_ms);
+        if (status == SCHAKEL_OK) {
+            if (duplicate)
+                run->already += n;
+            else
+                run->accepted += n;
+            *accepted += n;
+            return 0;
+        }
+        if (import_after_failure(run, batch, n, status, &retries, &timeouts) != 0)
+            return -1;
+    }
+}
+
+int import_send_batch(import_run_t *run, import_batch_t *batch)
+{
+    char err[IMPORT_MAX_TEXT];
+    uint64_t accepted = 0;
+    size_t i = 0;
+    while (i < batch->n_items) {
+        size_t from = i, bytes = 0;
+        if (batch->items[i].has_given_id) {
+            i++; /* a line with its own id goes alone */
+        } else {
+            /* as many as fit one frame; the cut depends on the lines alone */
+            while (i < batch->n_items && !batch->items[i].has_given_id) {
+                size_t wire = import_item_wire(batch->items[i].encoded);
+                if (i > from && bytes + wire > IMPORT_FRAME_BUDGET)
+                    break;
+                bytes += wire;
+                i++;
+            }
+        }
+        if (import_publish(run, batch, from, i, &accepted) != 0) {
+            import_send_discard(batch);
+            return -1;
+        }
+    }
+    int rc = 0;
+    if (batch->n_lines > 0 && import_journal_done(&run->journal, batch->first_line,
+                                                  batch->last_line, accepted, err, sizeof err) != 0)
+        rc = import_stop(run, CLI_EXIT_FAILURE, "%s", err);
+    if (rc == 0)
+        run->batches_done++;
+    import_send_discard(batch);
+    return rc;
+}

@@ -1,0 +1,825 @@
+/*
+ * test_import.c — `schakel import` against a real schakeld: JSON lines and
+ * CSV files arrive at their recipient exactly once and as written; refused
+ * lines are listed with their line numbers and reason codes while the rest
+ * is accepted; a CSV header with an unknown column refuses the file before
+ * anything is sent; a rerun publishes nothing twice (after completion,
+ * after an interruption, with a lost journal entry, with no journal at
+ * all); a changed file needs --restart; progress lines appear on a
+ * non-terminal stderr.
+ *
+ * The CLI runs as a child process (harness); its files live in the test's
+ * mkdtemp folder. Deliveries are identified by source_ref "L<line>".
+ */
+#include "harness.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define T_PATH 256
+#define T_EXIT_REFUSED 3
+#define T_EXIT_INTERRUPTED 5
+
+/* ------------------------------------------------------------------ text and files */
+
+typedef struct text {
+    char *s;
+    size_t len, cap;
+} text_t;
+
+static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_add(text_t *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int need = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    assert_true(need >= 0);
+    if (t->len + (size_t)need + 1 > t->cap) {
+        size_t cap = t->cap ? t->cap : 4096;
+        while (cap < t->len + (size_t)need + 1)
+            cap *= 2;
+        t->s = realloc(t->s, cap);
+        assert_non_null(t->s);
+        t->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(t->s + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    t->len += (size_t)need;
+}
+
+static void write_file(const char *path, const char *bytes, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f)
+        fail_msg("cannot write %s", path);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* The whole file, NUL-terminated (NULL if it does not exist). */
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    text_t t = {0};
+    char buf[4096];
+    size_t got;
+    text_add(&t, "%s", "");
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        text_add(&t, "%.*s", (int)got, buf);
+    fclose(f);
+    return t.s;
+}
+
+static void path_in(const h_env_t *env, const char *name, char *out)
+{
+    snprintf(out, T_PATH, "%s/%s", env->dir, name);
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static void expect_exit(const h_cli_result_t *res, int code, const char *what)
+{
+    if (res->status != code)
+        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
+                 res->out, res->err);
+}
+
+/* The summary line: "accepted N, refused N, already accepted N". */
+static void expect_summary(const h_cli_result_t *res, unsigned long accepted, unsigned long refused,
+                           unsigned long already)
+{
+    char want[128];
+    snprintf(want, sizeof want, "accepted %lu, refused %lu, already accepted %lu\n", accepted,
+             refused, already);
+    if (strstr(res->out, want) == NULL)
+        fail_msg("expected \"%.*s\" on stdout\nstdout: %s\nstderr: %s", (int)strlen(want) - 1, want,
+                 res->out, res->err);
+}
+
+/* Run `schakel import` as principal with the arguments after FILE. */
+static int run_import(h_env_t *env, const char *principal, const char *file, h_cli_result_t *res,
+                      const char *const *extra)
+{
+    const char *args[24] = {"import"};
+    size_t n = 1;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        assert_true(n < 22);
+        args[n++] = extra[i];
+    }
+    args[n++] = file;
+    args[n] = NULL;
+    return h_run_cli_argv(env, principal, NULL, args, res);
+}
+
+/* ------------------------------------------------------------------ signals of the files */
+
+static const char *const severities[] = {"low", "medium", "high", "critical"};
+
+/* One JSON line of politie about ondermijning (entitled: om) for line n. */
+static void json_line(text_t *t, long n, int64_t observed)
+{
+    text_add(t,
+             "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"BU09350101\","
+             "\"address\":{\"postcode\":\"6211AB\",\"house_number\":%ld},\"severity\":\"%s\","
+             "\"observed_at\":%lld,\"summary\":\"Melding %ld: \\\"contant\\\" geld, caf\\u00e9\","
+             "\"source_ref\":\"L%ld\"}\n",
+             n % 99999 + 1, severities[n % 4], (long long)observed, n, n);
+}
+
+/* Content check of a delivery of json_line(n). */
+static void check_json_line(const schakel_delivery_t *d, long n, int64_t observed)
+{
+    char summary[128];
+    snprintf(summary, sizeof summary, "Melding %ld: \"contant\" geld, caf\xc3\xa9", n);
+    assert_string_equal(d->sender, H_POLITIE);
+    assert_string_equal(d->kind, "witwassen");
+    assert_string_equal(d->theme, "ondermijning");
+    assert_non_null(d->area);
+    assert_string_equal(d->area, "BU09350101");
+    assert_non_null(d->postcode);
+    assert_string_equal(d->postcode, "6211AB");
+    assert_int_equal(d->house_number, n % 99999 + 1);
+    assert_int_equal(d->severity, n % 4 + 1);
+    assert_int_equal(d->observed_at, observed);
+    assert_non_null(d->summary);
+    assert_string_equal(d->summary, summary);
+}
+
+typedef void (*check_fn)(const schakel_delivery_t *d, long n, void *ctx);
+
+/* Receive exactly `expected` deliveries as principal, each with source_ref
+ * "L<n>" for an n in 1..max_line marked in `want` and none twice; check
+ * each (check may be NULL); ack them; then the mailbox must be empty. */
+static void drain_lines(h_env_t *env, const char *principal, const unsigned char *want,
+                        long max_line, check_fn check, void *ctx)
+{
+    size_t expected = 0;
+    for (long n = 1; n <= max_line; n++)
+        expected += want[n] != 0;
+    unsigned char *seen = calloc((size_t)max_line + 1, 1);
+    assert_non_null(seen);
+    schakel_client_t *client = h_connect(env, principal);
+    for (size_t i = 0; i < expected; i++) {
+        schakel_delivery_t *d = h_receive(client);
+        long n = 0;
+        if (d->source_ref == NULL || sscanf(d->source_ref, "L%ld", &n) != 1 || n < 1 ||
+            n > max_line)
+            fail_msg("delivery %zu has source_ref %s", i, d->source_ref ? d->source_ref : "(none)");
+        if (!want[n])
+            fail_msg("line %ld was delivered but should not have been", n);
+        if (seen[n])
+            fail_msg("line %ld was delivered twice", n);
+        seen[n] = 1;
+        if (check)
+            check(d, n, ctx);
+        assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(client), 0); /* nothing more: no line twice */
+    schakel_close(&client);
+    free(seen);
+}
+
+static void check_json_cb(const schakel_delivery_t *d, long n, void *ctx)
+{
+    check_json_line(d, n, *(const int64_t *)ctx);
+}
+
+/* A JSON-lines file of politie signals for lines 1..n. */
+static void write_json_file(const char *path, long n, int64_t observed)
+{
+    text_t t = {0};
+    for (long i = 1; i <= n; i++)
+        json_line(&t, i, observed);
+    write_file(path, t.s, t.len);
+    free(t.s);
+}
+
+static unsigned char *all_lines(long n)
+{
+    unsigned char *want = malloc((size_t)n + 1);
+    assert_non_null(want);
+    memset(want, 1, (size_t)n + 1);
+    want[0] = 0;
+    return want;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* 600 JSON lines in batches of 256: each received once by om, as written;
+ * the journal and an empty refusals file are left beside the file. */
+static void test_import_json_lines_arrive_once_as_written(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], refused[T_PATH];
+    path_in(env, "feed.jsonl", file);
+    path_in(env, "feed.jsonl.import-state", journal);
+    path_in(env, "feed.jsonl.refused", refused);
+    int64_t observed = (int64_t)time(NULL) - 3600;
+    write_json_file(file, 600, observed);
+
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--quiet", NULL});
+    expect_exit(&res, 0, "import");
+    expect_summary(&res, 600, 0, 0);
+    h_cli_result_free(&res);
+    assert_true(file_exists(journal));
+    char *refusals = read_file(refused);
+    assert_non_null(refusals);
+    assert_string_equal(refusals, "");
+    free(refusals);
+
+    unsigned char *want = all_lines(600);
+    drain_lines(env, H_OM, want, 600, check_json_cb, &observed);
+    free(want);
+    const char *const only_om[] = {H_OM, NULL};
+    h_assert_nobody_else(env, only_om);
+    h_done(env);
+}
+
+/* CSV: header with every kind of column, CRLF line ends, quoted fields with
+ * commas, doubled quotes and line breaks, empty cells, blank lines,
+ * recipients "politie;riec". Politie receives each record once as written,
+ * riec as many, gemeente (entitled but not named) nothing. */
+#define CSV_RECORDS 300
+
+static void csv_expected_summary(long k, char *out, size_t len)
+{
+    if (k % 3 == 0)
+        snprintf(out, len, "Regel %ld, met \"aanhalingstekens\"\nen een tweede regel", k);
+    else
+        snprintf(out, len, "Regel %ld zonder bijzonderheden", k);
+}
+
+static void check_csv_cb(const schakel_delivery_t *d, long k, void *ctx)
+{
+    int64_t observed = *(const int64_t *)ctx;
+    char summary[160];
+    csv_expected_summary(k, summary, sizeof summary);
+    assert_string_equal(d->sender, H_WOCO_JEKERDAL);
+    assert_string_equal(d->kind, "hennepkwekerij");
+    assert_string_equal(d->theme, "ondermijning");
+    assert_non_null(d->summary);
+    assert_string_equal(d->summary, summary);
+    assert_non_null(d->postcode);
+    assert_string_equal(d->postcode, "6221CD");
+    assert_int_equal(d->house_number, k);
+    if (k % 2)
+        assert_string_equal(d->addition, "bis");
+    else
+        assert_null(d->addition);
+    assert_int_equal(d->severity, k % 5 == 0 ? 0 : SCHAKEL_SEVERITY_MEDIUM);
+    assert_int_equal(d->observed_at, observed);
+}
+
+static void test_import_csv_arrives_once_as_written(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH];
+    path_in(env, "feed.csv", file);
+    int64_t observed = (int64_t)time(NULL) - 7200;
+    text_t t = {0};
+    text_add(&t, "source_ref,kind,theme,area,postcode,house_number,addition,summary,"
+                 "recipients,severity,observed_at\r\n");
+    for (long k = 1; k <= CSV_RECORDS; k++) {
+        if (k % 50 == 0)
+            text_add(&t, "\r\n"); /* a blank line: skipped */
+        text_add(&t, "L%ld,hennepkwekerij,ondermijning,GM0935,6221CD,%ld,%s,", k, k,
+                 k % 2 ? "bis" : "");
+        if (k % 3 == 0)
+            text_add(&t, "\"Regel %ld, met \"\"aanhalingstekens\"\"\nen een tweede regel\"", k);
+        else
+            text_add(&t, "Regel %ld zonder bijzonderheden", k);
+        text_add(&t, ",\"politie;riec\",%s,%lld\r\n", k % 5 == 0 ? "" : "medium",
+                 (long long)observed);
+    }
+    write_file(file, t.s, t.len);
+    free(t.s);
+
+    h_cli_result_t res;
+    run_import(env, H_WOCO_JEKERDAL, file, &res, (const char *const[]){"--batch", "64", NULL});
+    expect_exit(&res, 0, "import csv");
+    expect_summary(&res, CSV_RECORDS, 0, 0);
+    h_cli_result_free(&res);
+
+    unsigned char *want = all_lines(CSV_RECORDS);
+    drain_lines(env, H_POLITIE, want, CSV_RECORDS, check_csv_cb, &observed);
+    free(want);
+    assert_int_equal(h_backlog_of(env, H_RIEC), CSV_RECORDS);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
+    h_done(env);
+}
+
+/* A valid line (ondermijning, to om) with source_ref L<n>. */
+#define OK_LINE(n)                                                                                 \
+    "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\",\"source_ref\":\"L" #n \
+    "\"}"
+#define CONFLICT_ID "5c1e0a7b9d3f42e68a0b1c2d3e4f5a6b"
+#define OWN_ID "0123456789abcdef0123456789abcdef"
+
+/* Lines that must be refused, with their reason codes, between lines that
+ * must be accepted; --batch 4 puts three refusals in one batch. */
+static const struct {
+    const char *line;
+    const char *reason; /* NULL: accepted; "" : blank, neither */
+} bad_rows[] = {
+    {OK_LINE(1), NULL},
+    {OK_LINE(2), NULL},
+    {"{\"kind\":\"witwassen\",", "LOCAL_INVALID"},
+    {OK_LINE(4), NULL},
+    {"   ", ""},
+    {"{\"kind\":\"inbraakreeks\",\"theme\":\"woninginbraak\",\"area\":\"GM0001\","
+     "\"source_ref\":\"L6\"}",
+     "POLICY_DENIED"},
+    {OK_LINE(7), NULL},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+     "\"address\":{\"postcode\":\"6211 AB\",\"house_number\":3},\"source_ref\":\"L8\"}",
+     "INVALID_POSTCODE"},
+    {"{\"kind\":\"witwassen\",\"theme\":\"inbraak\",\"area\":\"GM0935\",\"source_ref\":\"L9\"}",
+     "INVALID_THEME"},
+    {OK_LINE(10), NULL},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\",\"summery\":\"x\"}",
+     "LOCAL_INVALID"},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+     "\"source_ref\":\"L12\",\"message_id\":\"" CONFLICT_ID "\"}",
+     "DUPLICATE_CONFLICT"},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+     "\"subject\":\"PSN-1c4e88aa07\",\"source_ref\":\"L13\"}",
+     "MISSING_GROUNDS"},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+     "\"source_ref\":\"L14\",\"message_id\":\"" OWN_ID "\"}",
+     NULL},
+    {OK_LINE(15), NULL},
+    {"{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+     "\"message_id\":\"12ab\",\"source_ref\":\"L16\"}",
+     "LOCAL_INVALID"},
+    {OK_LINE(17), NULL},
+};
+#define BAD_ROWS (sizeof bad_rows / sizeof bad_rows[0])
+
+/* The refusals file must list exactly the rows with a reason, in order. */
+static void expect_refusals_file(const char *path, size_t *n_refused)
+{
+    char *text = read_file(path);
+    assert_non_null(text);
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    size_t count = 0;
+    for (size_t i = 0; i < BAD_ROWS; i++) {
+        if (bad_rows[i].reason == NULL || bad_rows[i].reason[0] == '\0')
+            continue;
+        char want[96];
+        snprintf(want, sizeof want, "line %zu: %s: ", i + 1, bad_rows[i].reason);
+        if (line == NULL || strncmp(line, want, strlen(want)) != 0)
+            fail_msg("refusals file: expected \"%s...\", found \"%s\"", want,
+                     line ? line : "(end)");
+        count++;
+        line = strtok_r(NULL, "\n", &save);
+    }
+    if (line != NULL)
+        fail_msg("refusals file has more lines than expected: %s", line);
+    free(text);
+    *n_refused = count;
+}
+
+static void test_import_bad_lines_refused_by_line_rest_accepted(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], refused[T_PATH];
+    path_in(env, "mixed.jsonl", file);
+    path_in(env, "mixed.refused", refused);
+
+    /* the id of line 12 was used before for another signal */
+    uint8_t conflict_id[16];
+    for (int i = 0; i < 16; i++) {
+        unsigned byte;
+        sscanf(CONFLICT_ID + 2 * i, "%2x", &byte);
+        conflict_id[i] = (uint8_t)byte;
+    }
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t earlier = {
+        .kind = "witwassen", .theme = "ondermijning", .area = "GM0935", .source_ref = "L0"};
+    h_publish_ok(politie, &earlier, conflict_id, NULL, NULL, NULL);
+    schakel_close(&politie);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_delivery_t *d = h_receive(om);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+
+    text_t t = {0};
+    size_t n_accepted = 0;
+    unsigned char want[BAD_ROWS + 1] = {0};
+    for (size_t i = 0; i < BAD_ROWS; i++) {
+        text_add(&t, "%s\n", bad_rows[i].line);
+        if (bad_rows[i].reason == NULL) {
+            want[i + 1] = 1;
+            n_accepted++;
+        }
+    }
+    write_file(file, t.s, t.len);
+    free(t.s);
+
+    const char *const args[] = {"--batch", "4", "--refusals", refused, NULL};
+    h_cli_result_t res;
+    for (int round = 0; round < 2; round++) {
+        run_import(env, H_POLITIE, file, &res, args);
+        expect_exit(&res, T_EXIT_REFUSED, round == 0 ? "import" : "rerun");
+        size_t n_refused = 0;
+        expect_refusals_file(refused, &n_refused);
+        if (round == 0)
+            expect_summary(&res, n_accepted, n_refused, 0);
+        else /* the rerun sends nothing and says so */
+            expect_summary(&res, 0, n_refused, n_accepted);
+        char count[64];
+        snprintf(count, sizeof count, "%zu lines refused", n_refused);
+        if (!strstr(res.err, count))
+            fail_msg("stderr does not say \"%s\": %s", count, res.err);
+        h_cli_result_free(&res);
+        if (round == 0)
+            drain_lines(env, H_OM, want, BAD_ROWS, NULL, NULL);
+        else
+            assert_int_equal(h_backlog_of(env, H_OM), 0);
+    }
+    h_assert_nobody_else(env, NULL);
+    h_done(env);
+}
+
+/* CSV records that must be refused before anything is sent, and one that
+ * the broker refuses, between records that must pass. */
+static const struct {
+    const char *record;
+    const char *reason;
+} csv_rows[] = {
+    {"L2,witwassen,ondermijning,GM0935,,", NULL},
+    {"L3,wit\"wassen,ondermijning,GM0935,,", "LOCAL_INVALID"},
+    {"L4,\"witwassen\"x,ondermijning,GM0935,,", "LOCAL_INVALID"},
+    {"L5,witwassen,ondermijning,GM0935,", "LOCAL_INVALID"},
+    {"L6,witwassen,ondermijning,GM0935,12a,", "LOCAL_INVALID"},
+    {"L7,witwassen,ondermijning,GM0935,,om;", "LOCAL_INVALID"},
+    {"\"L8\",\"witwassen\",\"ondermijning\",\"GM0935\",\"\",\"om\"", NULL},
+    {"L9,witwassen,ondermijning,GM9999X,,", "INVALID_AREA"},
+    {"L10,witwassen,ondermijning,GM0935,,", NULL},
+    {"L11,\"witwassen,ondermijning,GM0935,,", "LOCAL_INVALID"}, /* open to the end */
+};
+#define CSV_ROWS (sizeof csv_rows / sizeof csv_rows[0])
+
+static void test_import_csv_bad_records_refused_by_line(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], refused[T_PATH];
+    path_in(env, "records.csv", file);
+    path_in(env, "records.csv.refused", refused);
+    text_t t = {0};
+    text_add(&t, "source_ref,kind,theme,area,house_number,recipients\n");
+    unsigned char want[CSV_ROWS + 2] = {0};
+    size_t n_ok = 0, n_bad = 0;
+    for (size_t i = 0; i < CSV_ROWS; i++) {
+        text_add(&t, "%s\n", csv_rows[i].record);
+        if (csv_rows[i].reason == NULL) {
+            want[i + 2] = 1;
+            n_ok++;
+        } else {
+            n_bad++;
+        }
+    }
+    write_file(file, t.s, t.len);
+    free(t.s);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, T_EXIT_REFUSED, "import csv with bad records");
+    expect_summary(&res, n_ok, n_bad, 0);
+    h_cli_result_free(&res);
+    char *text = read_file(refused);
+    assert_non_null(text);
+    char *save = NULL, *line = strtok_r(text, "\n", &save);
+    for (size_t i = 0; i < CSV_ROWS; i++) {
+        if (csv_rows[i].reason == NULL)
+            continue;
+        char prefix[96];
+        snprintf(prefix, sizeof prefix, "line %zu: %s: ", i + 2, csv_rows[i].reason);
+        if (line == NULL || strncmp(line, prefix, strlen(prefix)) != 0)
+            fail_msg("refusals: expected \"%s...\", found \"%s\"", prefix, line ? line : "(end)");
+        line = strtok_r(NULL, "\n", &save);
+    }
+    assert_null(line);
+    free(text);
+    drain_lines(env, H_OM, want, CSV_ROWS + 1, NULL, NULL);
+    h_done(env);
+}
+
+/* A header the import does not take refuses the whole file: exit 2, the
+ * column named, nothing sent, no journal. The last row must pass. */
+static void test_import_csv_bad_header_refuses_file(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *header;
+        int status;
+        const char *says;
+    } rows[] = {
+        {"kind,theme,area,postcod", 2, "unknown column \"postcod\""},
+        {"kind,theme,area,Summary", 2, "unknown column \"Summary\""},
+        {"kind,,theme,area", 2, "unknown column \"\""},
+        {"kind,theme,area,kind", 2, "column \"kind\" is named twice"},
+        {"kind,the\"me,area", 2, "not valid CSV"},
+        {"kind,theme,area", 0, NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char file[T_PATH], journal[T_PATH + 16], name[32];
+        snprintf(name, sizeof name, "header-%zu.csv", i);
+        path_in(env, name, file);
+        snprintf(journal, sizeof journal, "%s.import-state", file);
+        text_t t = {0};
+        text_add(&t, "%s\nwitwassen,ondermijning,GM0935\n", rows[i].header);
+        write_file(file, t.s, t.len);
+        free(t.s);
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res, NULL);
+        expect_exit(&res, rows[i].status, rows[i].header);
+        if (rows[i].says != NULL) {
+            if (!strstr(res.err, rows[i].says))
+                fail_msg("row %zu: stderr does not say %s: %s", i, rows[i].says, res.err);
+            assert_false(file_exists(journal));
+            assert_int_equal(h_backlog_of(env, H_OM), 0);
+        } else {
+            expect_summary(&res, 1, 0, 0);
+            assert_int_equal(h_backlog_of(env, H_OM), 1);
+        }
+        h_cli_result_free(&res);
+    }
+    h_done(env);
+}
+
+/* A finished file run again publishes nothing: with its journal, and with
+ * the journal gone too (the ids come from the file, and the broker answers
+ * each batch as a duplicate). */
+static void test_import_rerun_after_completion_publishes_nothing(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    path_in(env, "done.jsonl", file);
+    path_in(env, "done.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 600;
+    write_json_file(file, 300, observed);
+    const char *const args[] = {"--batch", "100", NULL};
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "import");
+    expect_summary(&res, 300, 0, 0);
+    h_cli_result_free(&res);
+    unsigned char *want = all_lines(300);
+    drain_lines(env, H_OM, want, 300, check_json_cb, &observed);
+    free(want);
+
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            assert_int_equal(unlink(journal), 0);
+        run_import(env, H_POLITIE, file, &res, args);
+        expect_exit(&res, 0, round == 0 ? "rerun with journal" : "rerun without journal");
+        expect_summary(&res, 0, 0, 300);
+        h_cli_result_free(&res);
+        assert_int_equal(h_backlog_of(env, H_OM), 0);
+    }
+    h_done(env);
+}
+
+/* Remove the journal's last "D" entry: a crash after the broker accepted a
+ * batch and before the journal said so. */
+static void drop_last_done_entry(const char *journal)
+{
+    char *text = read_file(journal);
+    assert_non_null(text);
+    size_t len = strlen(text);
+    assert_true(len > 0 && text[len - 1] == '\n');
+    char *last = NULL;
+    for (char *p = text; (p = strstr(p, "\nD ")) != NULL; p++)
+        last = p + 1;
+    assert_non_null(last);
+    assert_non_null(strchr(last, '\n'));
+    assert_true(strchr(last, '\n') == text + len - 1); /* it was the last line */
+    write_file(journal, text, (size_t)(last - text));
+    free(text);
+}
+
+/* Interrupted after 3 batches (SIGINT, handled between batches), a crash's
+ * lost journal entry, a rerun: every line arrives exactly once, the refused
+ * one never. */
+static void test_import_interrupted_then_rerun_exactly_once(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    path_in(env, "big.jsonl", file);
+    path_in(env, "big.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 900;
+    text_t t = {0};
+    for (long n = 1; n <= 600; n++) {
+        if (n == 250) /* refused by the policy, in the third batch */
+            text_add(&t, "{\"kind\":\"inbraakreeks\",\"theme\":\"woninginbraak\","
+                         "\"area\":\"GM0001\",\"source_ref\":\"L250\"}\n");
+        else
+            json_line(&t, n, observed);
+    }
+    write_file(file, t.s, t.len);
+    free(t.s);
+
+    h_cli_result_t res;
+    run_import(
+        env, H_POLITIE, file, &res,
+        (const char *const[]){"--batch", "100", "--test-interrupt-after-batches", "3", NULL});
+    expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
+    expect_summary(&res, 299, 1, 0);
+    if (!strstr(res.err, "interrupted"))
+        fail_msg("stderr does not say it was interrupted: %s", res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 299);
+
+    drop_last_done_entry(journal);
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "100", NULL});
+    expect_exit(&res, T_EXIT_REFUSED, "rerun");
+    /* 200 journalled + 99 answered as duplicates; 300 new; line 250 refused */
+    expect_summary(&res, 300, 1, 299);
+    h_cli_result_free(&res);
+
+    unsigned char *want = all_lines(600);
+    want[250] = 0;
+    drain_lines(env, H_OM, want, 600, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
+/* A file changed after its import: refused without --restart (nothing
+ * sent); with it, the unchanged batches are answered as duplicates and
+ * only the new line is published. A resume with another --batch too. */
+static void test_import_changed_file_needs_restart(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH];
+    path_in(env, "grows.jsonl", file);
+    int64_t observed = (int64_t)time(NULL) - 300;
+    write_json_file(file, 20, observed);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "10", NULL});
+    expect_exit(&res, 0, "import");
+    h_cli_result_free(&res);
+    unsigned char *want = all_lines(21);
+    want[21] = 0;
+    drain_lines(env, H_OM, want, 21, check_json_cb, &observed);
+
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "5", NULL});
+    expect_exit(&res, 2, "resume with another --batch");
+    if (!strstr(res.err, "--batch 10"))
+        fail_msg("stderr does not name the journal's batch size: %s", res.err);
+    h_cli_result_free(&res);
+
+    text_t t = {0};
+    json_line(&t, 21, observed);
+    int fd = open(file, O_WRONLY | O_APPEND);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, t.s, t.len), (ssize_t)t.len);
+    close(fd);
+    free(t.s);
+
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "10", NULL});
+    expect_exit(&res, 2, "changed file");
+    if (!strstr(res.err, "--restart"))
+        fail_msg("stderr does not point to --restart: %s", res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "10", "--restart", NULL});
+    expect_exit(&res, 0, "restart");
+    expect_summary(&res, 1, 0, 20);
+    h_cli_result_free(&res);
+    memset(want, 0, 22);
+    want[21] = 1;
+    drain_lines(env, H_OM, want, 21, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
+/* On a stderr that is not a terminal: plain progress lines (the final one
+ * at least) and never a bar; --quiet: none. */
+static void test_import_progress_plain_when_not_a_terminal(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        int quiet;
+        int progress;
+    } rows[] = {{0, 1}, {1, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char file[T_PATH], name[32];
+        snprintf(name, sizeof name, "progress-%zu.jsonl", i);
+        path_in(env, name, file);
+        /* other signals in each file: the same lines would be the same batch */
+        write_json_file(file, 10, (int64_t)time(NULL) - 60 - (int64_t)i);
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res,
+                   rows[i].quiet ? (const char *const[]){"--quiet", NULL} : NULL);
+        expect_exit(&res, 0, "import");
+        int shown = strstr(res.err, "schakel: import: 10/10 lines (100%)") != NULL;
+        if (shown != rows[i].progress)
+            fail_msg("row %zu: progress %s expected; stderr: %s", i,
+                     rows[i].progress ? "lines" : "nothing", res.err);
+        assert_null(strchr(res.err, '\r'));
+        assert_null(strstr(res.err, "\033["));
+        h_cli_result_free(&res);
+    }
+    assert_int_equal(h_backlog_of(env, H_OM), 20);
+    h_done(env);
+}
+
+/* The broker refuses a publish as a whole: a rate limit passes with the
+ * retries (and says so), a limit that no retry passes stops the import
+ * (exit 1, the way out named), an unreachable broker is exit 4. */
+static void test_import_whole_publish_refusals(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *setting; /* schakeld --set, NULL: no broker at all */
+        const char *batch;
+        int status;
+        const char *says;
+        unsigned long accepted;
+    } rows[] = {
+        {"max_publish_rate=1", "2", 0, "RATE_LIMITED", 6},
+        {"max_items_per_publish=2", "4", 1, "TOO_MANY_ITEMS", 0},
+        {NULL, "2", 4, "connect", 0},
+    };
+    int64_t observed = (int64_t)time(NULL) - 1200;
+    unsigned long delivered = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char file[T_PATH], name[32], endpoint[64];
+        snprintf(name, sizeof name, "whole-%zu.jsonl", i);
+        path_in(env, name, file);
+        write_json_file(file, 6, observed - (int64_t)i);
+        h_cli_result_t res;
+        const char *const args[] = {"import", "--batch", rows[i].batch, file, NULL};
+        int closed_fd = -1;
+        h_cli_target_t target = {0};
+        if (rows[i].setting != NULL) {
+            const char *const extra[] = {"--set", rows[i].setting, NULL};
+            h_broker_start_with(env, extra);
+        } else {
+            int port = 0;
+            closed_fd = h_closed_port(&port);
+            snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", port);
+            target.endpoint = endpoint;
+        }
+        h_run_cli_argv(env, H_POLITIE, &target, args, &res);
+        h_closed_port_release(closed_fd);
+        expect_exit(&res, rows[i].status, rows[i].setting ? rows[i].setting : "no broker");
+        if (!strstr(res.err, rows[i].says))
+            fail_msg("row %zu: stderr does not say %s: %s", i, rows[i].says, res.err);
+        if (rows[i].setting != NULL) {
+            expect_summary(&res, rows[i].accepted, 0, 0);
+            delivered += rows[i].accepted;
+            assert_int_equal(h_backlog_of(env, H_OM), delivered);
+            assert_int_equal(h_broker_stop(env), 0);
+        }
+        h_cli_result_free(&res);
+    }
+    h_done(env);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_import_json_lines_arrive_once_as_written,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_csv_arrives_once_as_written, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_bad_lines_refused_by_line_rest_accepted,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_csv_bad_records_refused_by_line, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_csv_bad_header_refuses_file, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_rerun_after_completion_publishes_nothing,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_interrupted_then_rerun_exactly_once,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_changed_file_needs_restart, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_progress_plain_when_not_a_terminal,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_whole_publish_refusals, h_setup_env,
+                                        h_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
