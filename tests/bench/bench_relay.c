@@ -1,16 +1,18 @@
 /*
- * bench_relay.c — the baseline for the Schakel benches: a minimal relay made
+ * bench_relay.c — the baseline of the Schakel benches: a minimal relay made
  * of libzmq alone, measured in the same run on the same machine.
  *
- * A publisher DEALER sends N messages of B bytes over CURVE to the relay's
- * ROUTER; the relay fans each one out over CURVE to every subscriber DEALER
- * on a second ROUTER. A ZAP handler admits the two known keys (only at the
- * handshake). No policy, no signature, no store, no acks: what is left is
- * the transport's own cost, the ceiling a broker is compared with. Owns the
- * three zmq contexts and threads it starts; binds only 127.0.0.1 on run-time
- * ports. Bounded by a deadline. Exit status: 0 when every message arrived in
- * order, 1 otherwise, 2 on usage.
+ * Publisher DEALERs send messages over CURVE to the relay's ROUTER; the relay
+ * fans each one out over CURVE to 3 subscriber DEALERs on a second ROUTER. A
+ * ZAP handler admits the known keys (only at the handshake). No policy, no
+ * signature, no store, no acks: the transport's own cost, the ceiling a
+ * broker is compared with. Measures sustained throughput, latency at paced
+ * rates (against each message's scheduled send time), CPU per message and
+ * peak RSS. Owns the zmq contexts and threads it starts; binds 127.0.0.1 on
+ * run-time ports; bounded by a deadline. Exit status: 0 when every message
+ * reached every subscriber exactly once, 1 otherwise, 2 on usage.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -22,31 +24,49 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
 #include "schakel_limits.h"
+#include "support.h"
 
-#define RELAY_DEFAULT_COUNT 1000000u
+#define RELAY_DEFAULT_COUNT 300000u
 #define RELAY_MAX_COUNT 100000000u
-/* The backlog bench's item size; run.sh passes the size it measured. */
-#define RELAY_DEFAULT_BYTES 1000u
-#define RELAY_MIN_BYTES 8u /* room for the message's index */
-#define RELAY_MAX_SUBSCRIBERS 8
-#define RELAY_BATCH 512          /* messages relayed per loop turn, as the broker's turn */
-#define RELAY_POLL_MS 100        /* how often loops look at the stop flag */
-#define RELAY_IO_TIMEOUT_MS 1000 /* one blocking send or receive of a client */
+#define RELAY_DEFAULT_BYTES 1024u
+/* Every message starts with its scheduled send time (8 bytes), its phase
+ * (4) and its number within the phase (8): 20 bytes, and room to spare. */
+#define RELAY_MIN_BYTES 24u
+#define RELAY_SUBSCRIBERS 3u
+#define RELAY_MAX_PUBLISHERS 4u
+#define RELAY_MAX_RATES 8u
+#define RELAY_MAX_RATE 1000000u
+#define RELAY_DEFAULT_LATENCY_S 3u
+#define RELAY_BATCH 512         /* messages relayed per loop turn, as the broker's turn */
+#define RELAY_POLL_MS 100       /* how often loops look at the stop flag */
+#define RELAY_IO_TIMEOUT_MS 100 /* one blocking send or receive, then the flags again */
 #define RELAY_HELLO_TIMEOUT_MS 10000
+#define RELAY_SILENCE_MS 15000        /* a subscriber that hears nothing this long gives up */
+#define RELAY_PACE_LEAD_NS 20000000LL /* the first paced send is 20 ms after the start */
+#define RELAY_CDF_POINTS 4000
+#define RELAY_MAX_TASKS 64
 #define RELAY_HELLO "hello"
 #define RELAY_WELCOME "welcome"
+
+static const unsigned relay_default_rates[] = {1000, 5000, 10000};
 
 static volatile sig_atomic_t relay_interrupted;
 
 typedef struct relay_options {
     uint64_t count;
     unsigned bytes;
-    double deadline_s; /* 0: derived from count */
+    unsigned publishers;
+    unsigned rates[RELAY_MAX_RATES];
+    size_t n_rates;
+    unsigned latency_s;
+    double deadline_s; /* 0: derived from count and the latency runs */
     const char *json_path;
 } relay_options_t;
 
@@ -61,40 +81,73 @@ typedef struct subscriber_ref {
     size_t len;
 } subscriber_ref_t;
 
-typedef struct relay {
+/* One run: a throughput run (rate 0, as fast as possible) or a paced one. */
+typedef struct relay_phase {
+    unsigned number; /* 1-based, carried in every message */
+    unsigned rate;   /* messages/s; 0: as fast as the relay takes them */
+    uint64_t count;  /* messages of all publishers */
+    unsigned publishers;
+    int64_t start_ns; /* the first scheduled send */
+} relay_phase_t;
+
+/* What one phase measured. */
+typedef struct relay_phase_result {
+    int ran;
+    uint64_t count, delivered, duplicates, stale, malformed, missing;
+    double publish_s, deliver_s; /* first send to the relay's last message / last delivery */
+    double publishes_per_s, deliveries_per_s;
+    double cpu_thread_s, cpu_io_s; /* relay thread; the relay context's libzmq threads */
+    double p50_us, p99_us, p999_us, max_us;
+    uint64_t samples;
+} relay_phase_result_t;
+
+typedef struct relay relay_t;
+
+typedef struct relay_client {
+    relay_t *relay;
+    unsigned number; /* 0-based */
+    relay_keys_t keys;
+    void *ctx, *socket;
+    pthread_t thread;
+    int started;
+    /* per phase (subscribers) */
+    uint8_t *seen; /* one bit per message of the phase */
+    uint64_t distinct, duplicates, stale, malformed;
+    int64_t last_ns;
+    bench_hist_t hist;
+} relay_client_t;
+
+struct relay {
     relay_options_t opt;
     int64_t deadline_ms;
-    relay_keys_t server, publisher, subscriber;
+    relay_keys_t server;
     /* the relay (its own context, as another process would have) */
     void *relay_ctx, *zap, *in, *out;
     char in_endpoint[128], out_endpoint[128];
-    subscriber_ref_t subs[RELAY_MAX_SUBSCRIBERS];
+    subscriber_ref_t subs[RELAY_SUBSCRIBERS];
     size_t n_subs;
-    uint64_t relayed;
-    /* the clients */
-    void *pub_ctx, *pub_socket, *sub_ctx, *sub_socket;
-    atomic_int stop;
-    atomic_int_fast64_t started_ns; /* the publisher's first timed send, 0 before */
+    pthread_t relay_thread;
+    int relay_started;
+    pid_t io_tids[RELAY_MAX_TASKS]; /* the relay context's own libzmq threads */
+    size_t n_io_tids;
+    atomic_uint_fast64_t relayed;
+    atomic_int_fast64_t last_relay_ns;
+    atomic_int shutdown; /* the relay loop ends */
+    atomic_int stop;     /* something failed or the deadline passed: every loop ends */
+    /* the clients, each in its own context */
+    relay_client_t pubs[RELAY_MAX_PUBLISHERS];
+    relay_client_t subscribers[RELAY_SUBSCRIBERS];
+    const relay_phase_t *phase; /* set before a phase's threads start */
     pthread_mutex_t lock;
     char problem[512];
     /* results */
-    uint64_t received, out_of_order, wrong_size;
-    double elapsed_s;
-} relay_t;
+    relay_phase_result_t throughput;
+    relay_phase_result_t latency[RELAY_MAX_RATES];
+    long peak_rss_kib;
+    double load_start, load_end;
+};
 
 /* ------------------------------------------------------------------ helpers */
-
-static int64_t relay_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static int64_t relay_now_ms(void)
-{
-    return relay_now_ns() / 1000000;
-}
 
 static void relay_problem(relay_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -121,9 +174,8 @@ static int relay_out_of_time(relay_t *r)
         relay_problem(r, "interrupted");
         return 1;
     }
-    if (relay_now_ms() >= r->deadline_ms) {
-        relay_problem(r, "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " messages",
-                      r->opt.deadline_s, r->received, r->opt.count);
+    if (bench_now_ms() >= r->deadline_ms) {
+        relay_problem(r, "deadline of %.0f s reached", r->opt.deadline_s);
         return 1;
     }
     return 0;
@@ -136,13 +188,99 @@ static int relay_keypair(relay_keys_t *k)
     return zmq_z85_decode(k->public_raw, k->public_z85) != NULL ? 0 : -1;
 }
 
-/* Options every socket gets: finite queues (as the broker's), no linger. */
+/* Options every socket gets: finite queues (as the broker's), no linger,
+ * blocking calls that return every RELAY_IO_TIMEOUT_MS to look at the flags. */
 static int relay_common_options(void *socket)
 {
-    int hwm_out = SCHAKEL_SNDHWM, hwm_in = SCHAKEL_RCVHWM, zero = 0;
+    int hwm_out = SCHAKEL_SNDHWM, hwm_in = SCHAKEL_RCVHWM, zero = 0, io = RELAY_IO_TIMEOUT_MS;
     return zmq_setsockopt(socket, ZMQ_SNDHWM, &hwm_out, sizeof hwm_out) ||
            zmq_setsockopt(socket, ZMQ_RCVHWM, &hwm_in, sizeof hwm_in) ||
-           zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero);
+           zmq_setsockopt(socket, ZMQ_LINGER, &zero, sizeof zero) ||
+           zmq_setsockopt(socket, ZMQ_SNDTIMEO, &io, sizeof io) ||
+           zmq_setsockopt(socket, ZMQ_RCVTIMEO, &io, sizeof io);
+}
+
+static void relay_put_u64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+static uint64_t relay_get_u64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* ------------------------------------------------------------------ CPU of threads */
+
+/* The ids of this process's threads (from /proc/self/task). */
+static size_t relay_list_tasks(pid_t *out, size_t max)
+{
+    DIR *d = opendir("/proc/self/task");
+    size_t n = 0;
+    if (d == NULL)
+        return 0;
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < max)
+        if (e->d_name[0] != '.')
+            out[n++] = (pid_t)atol(e->d_name);
+    closedir(d);
+    return n;
+}
+
+/* User + system CPU seconds of one thread of ours, 0 if it cannot be read. */
+static double relay_task_cpu_s(pid_t tid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime = 0, stime = 0;
+    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                            &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The 1-minute load average of the machine, -1 if unknown: other work on
+ * the machine shows in the latencies, so the results say how busy it was. */
+static double relay_loadavg(void)
+{
+    double load = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%lf", &load) != 1)
+            load = -1;
+        fclose(f);
+    }
+    return load;
+}
+
+/* The relay thread's own CPU clock (CLOCK_THREAD_CPUTIME_ID of that thread). */
+static double relay_thread_cpu_s(const relay_t *r)
+{
+    clockid_t clock;
+    struct timespec ts;
+    if (!r->relay_started || pthread_getcpuclockid(r->relay_thread, &clock) != 0 ||
+        clock_gettime(clock, &ts) != 0)
+        return 0;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The libzmq threads of the relay's context: CURVE encryption and the TCP
+ * work happen there, not in the relay thread. */
+static double relay_io_cpu_s(const relay_t *r)
+{
+    double sum = 0;
+    for (size_t i = 0; i < r->n_io_tids; i++)
+        sum += relay_task_cpu_s(r->io_tids[i]);
+    return sum;
 }
 
 /* ------------------------------------------------------------------ options */
@@ -150,12 +288,21 @@ static int relay_common_options(void *socket)
 static void relay_usage(FILE *out)
 {
     fprintf(out,
-            "usage: bench_relay [--count N] [--size BYTES] [--deadline SECONDS] [--json FILE]\n"
-            "  --count N     messages to relay (default %u)\n"
-            "  --size B      bytes per message (default %u, the backlog bench's signal)\n"
-            "  --deadline S  give up after S seconds (default 60 + 240 per million)\n"
-            "  --json FILE   results (default tests/bench/results/relay.json)\n",
-            RELAY_DEFAULT_COUNT, RELAY_DEFAULT_BYTES);
+            "usage: bench_relay [--count N] [--size BYTES] [--publishers P] [--rates R,R,...]\n"
+            "                   [--latency-seconds S] [--deadline SECONDS] [--json FILE]\n"
+            "  --count N            messages of the throughput run (default %u)\n"
+            "  --size B             bytes per message, at least %u (default %u)\n"
+            "  --publishers P       publisher connections of the throughput run, 1..%u "
+            "(default 1)\n"
+            "  --rates R,...        paced latency runs, messages/s (default 1000,5000,10000; "
+            "0 = none)\n"
+            "  --latency-seconds S  length of each paced run (default %u)\n"
+            "  --deadline S         give up after S seconds (default 60 + 240 per million\n"
+            "                       messages + the paced runs)\n"
+            "  --json FILE          results (default tests/bench/results/relay.json); the\n"
+            "                       CDFs go next to it as cdf_relay_<rate>.dat\n",
+            RELAY_DEFAULT_COUNT, RELAY_MIN_BYTES, RELAY_DEFAULT_BYTES, RELAY_MAX_PUBLISHERS,
+            RELAY_DEFAULT_LATENCY_S);
 }
 
 static int relay_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
@@ -167,6 +314,26 @@ static int relay_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_
         return -1;
     *out = v;
     return 0;
+}
+
+/* "1000,5000,10000" or "0" (no paced runs). */
+static int relay_parse_rates(const char *text, relay_options_t *o)
+{
+    char buf[128];
+    if (strlen(text) >= sizeof buf)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", text);
+    o->n_rates = 0;
+    if (strcmp(buf, "0") == 0)
+        return 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t v = 0;
+        if (o->n_rates >= RELAY_MAX_RATES || relay_parse_u64(tok, 1, RELAY_MAX_RATE, &v) != 0)
+            return -1;
+        o->rates[o->n_rates++] = (unsigned)v;
+    }
+    return o->n_rates > 0 ? 0 : -1;
 }
 
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
@@ -188,6 +355,14 @@ static int relay_parse_args(int argc, char **argv, relay_options_t *o)
         } else if (strcmp(a, "--size") == 0) {
             bad = relay_parse_u64(value, RELAY_MIN_BYTES, SCHAKEL_MAX_FRAME_BYTES, &v);
             o->bytes = (unsigned)v;
+        } else if (strcmp(a, "--publishers") == 0) {
+            bad = relay_parse_u64(value, 1, RELAY_MAX_PUBLISHERS, &v);
+            o->publishers = (unsigned)v;
+        } else if (strcmp(a, "--rates") == 0) {
+            bad = relay_parse_rates(value, o);
+        } else if (strcmp(a, "--latency-seconds") == 0) {
+            bad = relay_parse_u64(value, 1, 600, &v);
+            o->latency_s = (unsigned)v;
         } else if (strcmp(a, "--deadline") == 0) {
             bad = relay_parse_u64(value, 1, 86400, &v);
             o->deadline_s = (double)v;
@@ -203,7 +378,8 @@ static int relay_parse_args(int argc, char **argv, relay_options_t *o)
         }
     }
     if (o->deadline_s == 0)
-        o->deadline_s = 60.0 + 240.0 * (double)o->count / 1e6;
+        o->deadline_s =
+            60.0 + 240.0 * (double)o->count / 1e6 + 2.0 * (double)(o->latency_s * o->n_rates);
     return 0;
 }
 
@@ -211,11 +387,16 @@ static int relay_parse_args(int argc, char **argv, relay_options_t *o)
 
 static int relay_key_allowed(const relay_t *r, const uint8_t *key)
 {
-    return memcmp(key, r->publisher.public_raw, 32) == 0 ||
-           memcmp(key, r->subscriber.public_raw, 32) == 0;
+    for (unsigned i = 0; i < RELAY_MAX_PUBLISHERS; i++)
+        if (memcmp(key, r->pubs[i].keys.public_raw, 32) == 0)
+            return 1;
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
+        if (memcmp(key, r->subscribers[i].keys.public_raw, 32) == 0)
+            return 1;
+    return 0;
 }
 
-/* One ZAP request (RFC 27): admit the two known CURVE keys, refuse others. */
+/* One ZAP request (RFC 27): admit the known CURVE keys, refuse others. */
 static int relay_zap_handle(relay_t *r)
 {
     zmq_msg_t parts[7];
@@ -299,7 +480,7 @@ static int relay_take_subscriber(relay_t *r)
     zmq_msg_t data;
     zmq_msg_init(&data);
     int rc = relay_recv_routed(r->out, s.id, &s.len, &data);
-    if (rc == 1 && relay_is_hello(&data) && r->n_subs < RELAY_MAX_SUBSCRIBERS) {
+    if (rc == 1 && relay_is_hello(&data) && r->n_subs < RELAY_SUBSCRIBERS) {
         r->subs[r->n_subs++] = s;
         if (relay_send_routed(r->out, s.id, s.len, RELAY_WELCOME, strlen(RELAY_WELCOME)) != 0)
             rc = -1;
@@ -308,29 +489,27 @@ static int relay_take_subscriber(relay_t *r)
     return rc < 0 ? -1 : 0;
 }
 
-/* Send one message to every subscriber, waiting (bounded) while a
- * subscriber's queue is full: back-pressure reaches the publisher. */
+/* Send one message to every subscriber. A subscriber whose queue is full
+ * makes the send block (ROUTER_MANDATORY, SNDTIMEO): back-pressure reaches
+ * the publisher, and the relay thread sleeps meanwhile instead of spinning. */
 static int relay_fan_out(relay_t *r, zmq_msg_t *data)
 {
     for (size_t i = 0; i < r->n_subs; i++) {
         const subscriber_ref_t *s = &r->subs[i];
-        zmq_msg_t copy;
-        zmq_msg_init(&copy);
-        zmq_msg_copy(&copy, data); /* reference-counted, no byte copy */
-        /* rc: 0 sent, -1 failed (zmq_send itself returns a byte count) */
         int rc;
-        while ((rc = zmq_send(r->out, s->id, s->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ? -1 : 0) <
-                   0 &&
-               zmq_errno() == EAGAIN && !relay_out_of_time(r)) {
-            zmq_pollitem_t wait = {.socket = r->out, .events = ZMQ_POLLOUT};
-            (void)zmq_poll(&wait, 1, RELAY_POLL_MS);
+        while ((rc = zmq_send(r->out, s->id, s->len, ZMQ_SNDMORE)) < 0 && zmq_errno() == EAGAIN &&
+               !relay_out_of_time(r))
+            ;
+        if (rc >= 0) {
+            /* ROUTER_MANDATORY takes the routing frame only when the whole
+             * message fits, so the body cannot fail for EAGAIN. */
+            zmq_msg_t copy;
+            zmq_msg_init(&copy);
+            zmq_msg_copy(&copy, data); /* reference-counted, no byte copy */
+            rc = zmq_msg_send(&copy, r->out, ZMQ_DONTWAIT);
+            zmq_msg_close(&copy);
         }
-        /* ROUTER_MANDATORY takes the routing frame only when the whole
-         * message fits, so the body cannot fail for EAGAIN. */
-        if (rc == 0)
-            rc = zmq_msg_send(&copy, r->out, ZMQ_DONTWAIT) < 0 ? -1 : 0;
-        zmq_msg_close(&copy);
-        if (rc != 0) {
+        if (rc < 0) {
             if (!relay_out_of_time(r))
                 relay_problem(r, "relay send: %s", zmq_strerror(zmq_errno()));
             return -1;
@@ -349,14 +528,16 @@ static int relay_take_messages(relay_t *r)
         zmq_msg_t data;
         zmq_msg_init(&data);
         int rc = relay_recv_routed(r->in, id, &id_len, &data);
-        if (rc == 1 && relay_is_hello(&data))
+        if (rc == 1 && relay_is_hello(&data)) {
             rc = relay_send_routed(r->in, id, id_len, RELAY_WELCOME, strlen(RELAY_WELCOME)) == 0
                      ? 1
                      : -1;
-        else if (rc == 1 && relay_fan_out(r, &data) != 0)
+        } else if (rc == 1 && relay_fan_out(r, &data) != 0) {
             rc = -1;
-        else if (rc == 1)
-            r->relayed++;
+        } else if (rc == 1) {
+            atomic_fetch_add(&r->relayed, 1);
+            atomic_store(&r->last_relay_ns, bench_now_ns());
+        }
         zmq_msg_close(&data);
         if (rc <= 0)
             return rc;
@@ -367,7 +548,7 @@ static int relay_take_messages(relay_t *r)
 static void *relay_run(void *arg)
 {
     relay_t *r = arg;
-    while (!atomic_load(&r->stop)) {
+    while (!atomic_load(&r->shutdown) && !atomic_load(&r->stop)) {
         zmq_pollitem_t items[] = {
             {.socket = r->zap, .events = ZMQ_POLLIN},
             {.socket = r->in, .events = ZMQ_POLLIN},
@@ -401,12 +582,30 @@ static int relay_bind(void *socket, char *endpoint, size_t len)
            zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &len);
 }
 
+/* The threads libzmq started for the relay's context: those that exist now
+ * and did not before. */
+static void relay_note_io_threads(relay_t *r, const pid_t *before, size_t n_before)
+{
+    pid_t now[RELAY_MAX_TASKS];
+    size_t n = relay_list_tasks(now, RELAY_MAX_TASKS);
+    for (size_t i = 0; i < n; i++) {
+        int known = 0;
+        for (size_t j = 0; j < n_before && !known; j++)
+            known = now[i] == before[j];
+        if (!known && r->n_io_tids < RELAY_MAX_TASKS)
+            r->io_tids[r->n_io_tids++] = now[i];
+    }
+}
+
 /* The relay's context: the ZAP handler first (it must exist before a CURVE
- * socket binds), then the two CURVE servers. */
+ * socket binds), then the two CURVE servers. Runs before any other thread
+ * of ours exists, so that the new threads are the relay context's. */
 static int relay_setup(relay_t *r)
 {
     int one = 1;
     const char *domain = "relay";
+    pid_t before[RELAY_MAX_TASKS];
+    size_t n_before = relay_list_tasks(before, RELAY_MAX_TASKS);
     r->relay_ctx = zmq_ctx_new();
     if (r->relay_ctx == NULL)
         return -1;
@@ -425,35 +624,36 @@ static int relay_setup(relay_t *r)
             zmq_setsockopt(servers[i], ZMQ_ROUTER_MANDATORY, &one, sizeof one) != 0)
             return -1;
     }
-    return relay_bind(r->in, r->in_endpoint, sizeof r->in_endpoint) ||
-                   relay_bind(r->out, r->out_endpoint, sizeof r->out_endpoint)
-               ? -1
-               : 0;
+    if (relay_bind(r->in, r->in_endpoint, sizeof r->in_endpoint) ||
+        relay_bind(r->out, r->out_endpoint, sizeof r->out_endpoint))
+        return -1;
+    relay_note_io_threads(r, before, n_before);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ clients */
 
 /* A CURVE client DEALER in its own context, connected, having said hello
  * and heard welcome (so the handshake is behind it). */
-static int relay_client(relay_t *r, const relay_keys_t *own, const char *endpoint, void **ctx,
-                        void **socket)
+static int relay_client_connect(relay_t *r, relay_client_t *c, const char *endpoint)
 {
-    int io_timeout = RELAY_IO_TIMEOUT_MS;
-    *ctx = zmq_ctx_new();
-    *socket = *ctx != NULL ? zmq_socket(*ctx, ZMQ_DEALER) : NULL;
-    if (*socket == NULL || relay_common_options(*socket) != 0 ||
-        zmq_setsockopt(*socket, ZMQ_CURVE_SERVERKEY, r->server.public_z85, 40) != 0 ||
-        zmq_setsockopt(*socket, ZMQ_CURVE_PUBLICKEY, own->public_z85, 40) != 0 ||
-        zmq_setsockopt(*socket, ZMQ_CURVE_SECRETKEY, own->secret_z85, 40) != 0 ||
-        zmq_setsockopt(*socket, ZMQ_SNDTIMEO, &io_timeout, sizeof io_timeout) != 0 ||
-        zmq_setsockopt(*socket, ZMQ_RCVTIMEO, &io_timeout, sizeof io_timeout) != 0 ||
-        zmq_connect(*socket, endpoint) != 0 ||
-        zmq_send(*socket, RELAY_HELLO, strlen(RELAY_HELLO), 0) < 0)
+    c->ctx = zmq_ctx_new();
+    c->socket = c->ctx != NULL ? zmq_socket(c->ctx, ZMQ_DEALER) : NULL;
+    if (c->socket == NULL || relay_common_options(c->socket) != 0 ||
+        zmq_setsockopt(c->socket, ZMQ_CURVE_SERVERKEY, r->server.public_z85, 40) != 0 ||
+        zmq_setsockopt(c->socket, ZMQ_CURVE_PUBLICKEY, c->keys.public_z85, 40) != 0 ||
+        zmq_setsockopt(c->socket, ZMQ_CURVE_SECRETKEY, c->keys.secret_z85, 40) != 0 ||
+        zmq_connect(c->socket, endpoint) != 0)
         return -1;
-    char answer[16];
-    int64_t until = relay_now_ms() + RELAY_HELLO_TIMEOUT_MS;
-    while (relay_now_ms() < until && !relay_out_of_time(r)) {
-        int n = zmq_recv(*socket, answer, sizeof answer, 0);
+    int64_t until = bench_now_ms() + RELAY_HELLO_TIMEOUT_MS;
+    int sent = 0;
+    while (bench_now_ms() < until && !relay_out_of_time(r)) {
+        if (!sent) {
+            sent = zmq_send(c->socket, RELAY_HELLO, strlen(RELAY_HELLO), 0) >= 0;
+            continue;
+        }
+        char answer[16];
+        int n = zmq_recv(c->socket, answer, sizeof answer, 0);
         if (n == (int)strlen(RELAY_WELCOME) && memcmp(answer, RELAY_WELCOME, (size_t)n) == 0)
             return 0;
         if (n < 0 && zmq_errno() != EAGAIN && zmq_errno() != EINTR)
@@ -463,26 +663,46 @@ static int relay_client(relay_t *r, const relay_keys_t *own, const char *endpoin
     return -1;
 }
 
+/* The messages of one phase that publisher `number` sends: numbers
+ * number, number + P, number + 2P, ... below the phase's count. */
+static uint64_t relay_share(const relay_phase_t *ph, unsigned number)
+{
+    return ph->count / ph->publishers + (number < ph->count % ph->publishers);
+}
+
 static void *relay_publisher_run(void *arg)
 {
-    relay_t *r = arg;
-    if (relay_client(r, &r->publisher, r->in_endpoint, &r->pub_ctx, &r->pub_socket) != 0) {
-        relay_problem(r, "publisher cannot reach the relay: %s", zmq_strerror(zmq_errno()));
-        return NULL;
-    }
+    relay_client_t *p = arg;
+    relay_t *r = p->relay;
+    const relay_phase_t *ph = r->phase;
     uint8_t *message = malloc(r->opt.bytes);
     if (message == NULL) {
         relay_problem(r, "out of memory");
         return NULL;
     }
     memset(message, 'x', r->opt.bytes);
-    atomic_store(&r->started_ns, relay_now_ns());
-    for (uint64_t i = 0; i < r->opt.count; i++) {
-        memcpy(message, &i, sizeof i);
-        while (zmq_send(r->pub_socket, message, r->opt.bytes, 0) < 0) {
+    uint32_t phase_number = ph->number;
+    memcpy(message + 8, &phase_number, sizeof phase_number);
+    uint64_t mine = relay_share(ph, p->number);
+    double interval_ns = ph->rate > 0 ? 1e9 / (double)ph->rate : 0;
+    for (uint64_t j = 0; j < mine && !atomic_load(&r->stop); j++) {
+        uint64_t number = j * ph->publishers + p->number;
+        int64_t at;
+        if (ph->rate > 0) {
+            /* the scheduled time, not the send time: a relay that falls
+             * behind shows as latency (no coordinated omission) */
+            at = ph->start_ns + (int64_t)((double)number * interval_ns);
+            bench_sleep_until_ns(at);
+        } else {
+            at = bench_now_ns();
+        }
+        relay_put_u64(message, (uint64_t)at);
+        relay_put_u64(message + 12, number);
+        while (zmq_send(p->socket, message, r->opt.bytes, 0) < 0) {
             if ((zmq_errno() != EAGAIN && zmq_errno() != EINTR) || relay_out_of_time(r)) {
                 if (!relay_out_of_time(r))
-                    relay_problem(r, "publisher send: %s", zmq_strerror(zmq_errno()));
+                    relay_problem(r, "publisher %u send: %s", p->number + 1,
+                                  zmq_strerror(zmq_errno()));
                 free(message);
                 return NULL;
             }
@@ -492,57 +712,228 @@ static void *relay_publisher_run(void *arg)
     return NULL;
 }
 
-/* Receive every message in the subscriber, checking size and order. */
-static void relay_subscribe_all(relay_t *r)
+/* One message at a subscriber: the phase's, of the right size, not seen
+ * before; its latency against the scheduled send time. */
+static void relay_subscriber_take(relay_client_t *s, const relay_phase_t *ph, const uint8_t *buf,
+                                  int n, int64_t now)
 {
+    uint32_t phase_number = 0;
+    if ((unsigned)n != s->relay->opt.bytes) {
+        s->malformed++;
+        return;
+    }
+    memcpy(&phase_number, buf + 8, sizeof phase_number);
+    uint64_t number = relay_get_u64(buf + 12);
+    if (phase_number != ph->number) {
+        s->stale++;
+        return;
+    }
+    if (number >= ph->count) {
+        s->malformed++;
+        return;
+    }
+    uint8_t bit = (uint8_t)(1u << (number % 8));
+    if (s->seen[number / 8] & bit) {
+        s->duplicates++;
+        return;
+    }
+    s->seen[number / 8] |= bit;
+    s->distinct++;
+    s->last_ns = now;
+    if (ph->rate > 0)
+        bench_hist_add(&s->hist, now - (int64_t)relay_get_u64(buf));
+}
+
+static void *relay_subscriber_run(void *arg)
+{
+    relay_client_t *s = arg;
+    relay_t *r = s->relay;
+    const relay_phase_t *ph = r->phase;
     uint8_t *buf = malloc((size_t)r->opt.bytes + 1);
     if (buf == NULL) {
         relay_problem(r, "out of memory");
+        return NULL;
+    }
+    int64_t heard_ms = bench_now_ms();
+    while (s->distinct < ph->count && !relay_out_of_time(r)) {
+        int n = zmq_recv(s->socket, buf, (size_t)r->opt.bytes + 1, 0);
+        if (n < 0) {
+            if (zmq_errno() != EAGAIN && zmq_errno() != EINTR) {
+                relay_problem(r, "subscriber %u receive: %s", s->number + 1,
+                              zmq_strerror(zmq_errno()));
+                break;
+            }
+            if (bench_now_ms() - heard_ms > RELAY_SILENCE_MS) {
+                relay_problem(r,
+                              "subscriber %u heard nothing for %d s with %" PRIu64 " of %" PRIu64
+                              " messages of phase %u",
+                              s->number + 1, RELAY_SILENCE_MS / 1000, s->distinct, ph->count,
+                              ph->number);
+                break;
+            }
+            continue;
+        }
+        heard_ms = bench_now_ms();
+        relay_subscriber_take(s, ph, buf, n, bench_now_ns());
+    }
+    free(buf);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ phases */
+
+static int relay_phase_prepare(relay_t *r, const relay_phase_t *ph)
+{
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++) {
+        relay_client_t *s = &r->subscribers[i];
+        free(s->seen);
+        bench_hist_free(&s->hist);
+        s->seen = calloc(ph->count / 8 + 1, 1);
+        s->distinct = s->duplicates = s->stale = s->malformed = 0;
+        s->last_ns = 0;
+        if (s->seen == NULL || bench_hist_init(&s->hist, ph->rate > 0 ? ph->count : 1) != 0) {
+            relay_problem(r, "out of memory for phase %u", ph->number);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void relay_start(relay_t *r, relay_client_t *c, void *(*run)(void *), const char *what)
+{
+    c->started = pthread_create(&c->thread, NULL, run, c) == 0;
+    if (!c->started)
+        relay_problem(r, "cannot start %s thread %u", what, c->number + 1);
+}
+
+static void relay_join(relay_client_t *c)
+{
+    if (c->started)
+        pthread_join(c->thread, NULL);
+    c->started = 0;
+}
+
+/* The latency of a paced phase, from every subscriber; its CDF file. */
+static void relay_phase_latency(relay_t *r, const relay_phase_t *ph, relay_phase_result_t *res)
+{
+    bench_hist_t all;
+    if (bench_hist_init(&all, (size_t)ph->count * RELAY_SUBSCRIBERS) != 0) {
+        relay_problem(r, "out of memory for the latencies");
         return;
     }
-    uint64_t expected = 0;
-    while (r->received < r->opt.count && !relay_out_of_time(r)) {
-        int n = zmq_recv(r->sub_socket, buf, (size_t)r->opt.bytes + 1, 0);
-        if (n < 0) {
-            if (zmq_errno() == EAGAIN || zmq_errno() == EINTR)
-                continue;
-            relay_problem(r, "subscriber receive: %s", zmq_strerror(zmq_errno()));
-            break;
-        }
-        uint64_t index = 0;
-        if ((unsigned)n != r->opt.bytes)
-            r->wrong_size++;
-        else
-            memcpy(&index, buf, sizeof index);
-        if (index != expected)
-            r->out_of_order++;
-        expected = index + 1;
-        r->received++;
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
+        if (bench_hist_merge(&all, &r->subscribers[i].hist) != 0)
+            relay_problem(r, "out of memory for the latencies");
+    res->samples = all.n;
+    res->p50_us = bench_hist_quantile_us(&all, 0.50);
+    res->p99_us = bench_hist_quantile_us(&all, 0.99);
+    res->p999_us = bench_hist_quantile_us(&all, 0.999);
+    res->max_us = bench_hist_quantile_us(&all, 1.0);
+    char dir[PATH_MAX], path[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s", r->opt.json_path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        snprintf(dir, sizeof dir, ".");
+    snprintf(path, sizeof path, "%s/cdf_relay_%u.dat", dir, ph->rate);
+    if (all.n > 0 && bench_hist_write_cdf(&all, path, RELAY_CDF_POINTS) != 0)
+        fprintf(stderr, "bench_relay: cannot write %s: %s\n", path, strerror(errno));
+    bench_hist_free(&all);
+}
+
+/* Run one phase: subscribers first, then the publishers; wait for both. */
+static void relay_run_phase(relay_t *r, relay_phase_t *ph, relay_phase_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    res->count = ph->count;
+    if (atomic_load(&r->stop) || relay_phase_prepare(r, ph) != 0)
+        return;
+    res->ran = 1;
+    double thread0 = relay_thread_cpu_s(r), io0 = relay_io_cpu_s(r);
+    ph->start_ns = bench_now_ns() + (ph->rate > 0 ? RELAY_PACE_LEAD_NS : 0);
+    r->phase = ph;
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
+        relay_start(r, &r->subscribers[i], relay_subscriber_run, "subscriber");
+    for (unsigned i = 0; i < ph->publishers; i++)
+        relay_start(r, &r->pubs[i], relay_publisher_run, "publisher");
+    for (unsigned i = 0; i < ph->publishers; i++)
+        relay_join(&r->pubs[i]);
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
+        relay_join(&r->subscribers[i]);
+    res->cpu_thread_s = relay_thread_cpu_s(r) - thread0;
+    res->cpu_io_s = relay_io_cpu_s(r) - io0;
+    int64_t last = 0;
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++) {
+        const relay_client_t *s = &r->subscribers[i];
+        res->delivered += s->distinct;
+        res->duplicates += s->duplicates;
+        res->stale += s->stale;
+        res->malformed += s->malformed;
+        if (s->last_ns > last)
+            last = s->last_ns;
     }
-    int64_t started = atomic_load(&r->started_ns);
-    r->elapsed_s = started > 0 ? (double)(relay_now_ns() - started) / 1e9 : 0;
-    free(buf);
+    res->missing = ph->count * RELAY_SUBSCRIBERS - res->delivered;
+    int64_t last_relay = atomic_load(&r->last_relay_ns);
+    res->publish_s = last_relay > ph->start_ns ? (double)(last_relay - ph->start_ns) / 1e9 : 0;
+    res->deliver_s = last > ph->start_ns ? (double)(last - ph->start_ns) / 1e9 : 0;
+    res->publishes_per_s = res->publish_s > 0 ? (double)ph->count / res->publish_s : 0;
+    res->deliveries_per_s = res->deliver_s > 0 ? (double)res->delivered / res->deliver_s : 0;
+    if (ph->rate > 0)
+        relay_phase_latency(r, ph, res);
+    if (res->missing > 0 || res->duplicates > 0 || res->stale > 0 || res->malformed > 0)
+        relay_problem(r,
+                      "phase %u: %" PRIu64 " deliveries missing, %" PRIu64 " duplicates, %" PRIu64
+                      " from an earlier phase, %" PRIu64 " malformed",
+                      ph->number, res->missing, res->duplicates, res->stale, res->malformed);
 }
 
 /* ------------------------------------------------------------------ report */
 
-static void relay_json_string(FILE *f, const char *s)
+static int relay_phase_ok(const relay_phase_result_t *p)
 {
-    fputc('"', f);
-    for (; *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    return p->ran && p->missing == 0 && p->duplicates == 0 && p->stale == 0 && p->malformed == 0;
 }
 
-static int relay_write_json(const relay_t *r, int completed, double rate)
+static int relay_completed(const relay_t *r)
 {
+    if (!relay_phase_ok(&r->throughput))
+        return 0;
+    for (size_t i = 0; i < r->opt.n_rates; i++)
+        if (!relay_phase_ok(&r->latency[i]))
+            return 0;
+    return r->problem[0] == '\0';
+}
+
+static double relay_per_1000(double cpu_s, uint64_t count)
+{
+    return count > 0 ? cpu_s * 1000.0 / (double)count : 0;
+}
+
+/* One latency quantile: null when nothing was measured. */
+static void relay_json_us(FILE *f, unsigned rate, const char *name, double us, uint64_t samples)
+{
+    if (samples > 0)
+        fprintf(f, "  \"lat_%u_%s_us\": %.1f,\n", rate, name, us);
+    else
+        fprintf(f, "  \"lat_%u_%s_us\": null,\n", rate, name);
+}
+
+static void relay_json_latency(FILE *f, unsigned rate, const relay_phase_result_t *p)
+{
+    relay_json_us(f, rate, "p50", p->p50_us, p->samples);
+    relay_json_us(f, rate, "p99", p->p99_us, p->samples);
+    relay_json_us(f, rate, "p999", p->p999_us, p->samples);
+    relay_json_us(f, rate, "max", p->max_us, p->samples);
+    fprintf(f, "  \"lat_%u_ran\": %s,\n", rate, p->ran ? "true" : "false");
+    fprintf(f, "  \"lat_%u_samples\": %" PRIu64 ",\n  \"lat_%u_messages\": %" PRIu64 ",\n", rate,
+            p->samples, rate, p->count);
+    fprintf(f, "  \"lat_%u_missing\": %" PRIu64 ",\n", rate, p->missing);
+}
+
+static int relay_write_json(const relay_t *r, int completed)
+{
+    const relay_phase_result_t *t = &r->throughput;
     char parent[PATH_MAX];
     snprintf(parent, sizeof parent, "%s", r->opt.json_path);
     char *slash = strrchr(parent, '/');
@@ -557,30 +948,64 @@ static int relay_write_json(const relay_t *r, int completed, double rate)
     }
     fprintf(f, "{\n  \"bench\": \"relay\",\n  \"completed\": %s,\n", completed ? "true" : "false");
     fprintf(f, "  \"count\": %" PRIu64 ",\n  \"message_bytes\": %u,\n", r->opt.count, r->opt.bytes);
-    fprintf(f, "  \"subscribers\": %zu,\n  \"deadline_s\": %.0f,\n", r->n_subs, r->opt.deadline_s);
-    fprintf(f, "  \"received\": %" PRIu64 ",\n  \"out_of_order\": %" PRIu64 ",\n", r->received,
-            r->out_of_order);
-    fprintf(f, "  \"wrong_size\": %" PRIu64 ",\n  \"relay_s\": %.3f,\n", r->wrong_size,
-            r->elapsed_s);
-    fprintf(f, "  \"relay_messages_per_s\": %.1f,\n", rate);
-    fprintf(f, "  \"relay_mib_per_s\": %.1f,\n", rate * r->opt.bytes / 1048576.0);
+    fprintf(f, "  \"subscribers\": %u,\n  \"publishers\": %u,\n", RELAY_SUBSCRIBERS,
+            r->opt.publishers);
+    fprintf(f, "  \"deadline_s\": %.0f,\n", r->opt.deadline_s);
+    fprintf(f, "  \"relay_publishes_per_s\": %.1f,\n", t->publishes_per_s);
+    fprintf(f, "  \"relay_deliveries_per_s\": %.1f,\n", t->deliveries_per_s);
+    fprintf(f, "  \"relay_publish_s\": %.3f,\n  \"relay_deliver_s\": %.3f,\n", t->publish_s,
+            t->deliver_s);
+    fprintf(f, "  \"deliveries\": %" PRIu64 ",\n  \"missing\": %" PRIu64 ",\n", t->delivered,
+            t->missing);
+    fprintf(f, "  \"duplicates\": %" PRIu64 ",\n", t->duplicates);
+    fprintf(f, "  \"relay_cpu_s_per_1000\": %.5f,\n",
+            relay_per_1000(t->cpu_thread_s + t->cpu_io_s, t->count));
+    fprintf(f, "  \"relay_thread_cpu_s_per_1000\": %.5f,\n",
+            relay_per_1000(t->cpu_thread_s, t->count));
+    fprintf(f, "  \"relay_io_cpu_s_per_1000\": %.5f,\n", relay_per_1000(t->cpu_io_s, t->count));
+    fprintf(f, "  \"peak_rss_kib\": %ld,\n", r->peak_rss_kib);
+    fprintf(f, "  \"latency_seconds\": %u,\n", r->opt.latency_s);
+    fprintf(f, "  \"loadavg_start\": %.2f,\n  \"loadavg_end\": %.2f,\n  \"cpus\": %ld,\n",
+            r->load_start, r->load_end, sysconf(_SC_NPROCESSORS_ONLN));
+    for (size_t i = 0; i < r->opt.n_rates; i++)
+        relay_json_latency(f, r->opt.rates[i], &r->latency[i]);
     fprintf(f, "  \"problem\": ");
-    relay_json_string(f, r->problem);
+    bench_json_string(f, r->problem);
     fprintf(f, "\n}\n");
     return fclose(f);
 }
 
-static void relay_print_table(const relay_t *r, double rate)
+static void relay_print_table(const relay_t *r)
 {
+    const relay_phase_result_t *t = &r->throughput;
     const char *rule = "------------------------------------------------------------------------"
                        "--------------";
-    printf("\nlibzmq relay baseline: %" PRIu64 " messages of %u bytes, CURVE in and out, "
-           "%zu subscriber(s)\n%s\n",
-           r->opt.count, r->opt.bytes, r->n_subs, rule);
-    printf("%-22s %" PRIu64 " messages in %.2f s: %.0f messages/s, %.1f MiB/s\n", "relayed",
-           r->received, r->elapsed_s, rate, rate * r->opt.bytes / 1048576.0);
-    printf("%-22s %" PRIu64 " out of order, %" PRIu64 " of a wrong size, %" PRIu64 " missing\n",
-           "check", r->out_of_order, r->wrong_size, r->opt.count - r->received);
+    printf("\nlibzmq relay baseline: messages of %u bytes, CURVE in and out, fan-out to %u "
+           "subscribers\n%s\n",
+           r->opt.bytes, RELAY_SUBSCRIBERS, rule);
+    printf("%-24s %" PRIu64 " messages from %u publisher(s): %.0f publishes/s, %.0f "
+           "deliveries/s\n",
+           "throughput", t->count, r->opt.publishers, t->publishes_per_s, t->deliveries_per_s);
+    printf("%-24s %" PRIu64 " deliveries in %.2f s, %" PRIu64 " missing, %" PRIu64 " duplicates\n",
+           "", t->delivered, t->deliver_s, t->missing, t->duplicates);
+    printf("%-24s %.4f s per 1000 messages (relay thread %.4f + its libzmq threads %.4f)\n",
+           "relay CPU", relay_per_1000(t->cpu_thread_s + t->cpu_io_s, t->count),
+           relay_per_1000(t->cpu_thread_s, t->count), relay_per_1000(t->cpu_io_s, t->count));
+    printf("%-24s %.1f MiB (the whole bench process)\n", "peak RSS",
+           (double)r->peak_rss_kib / 1024.0);
+    printf("%-24s %.2f at the start, %.2f at the end (%ld CPUs)\n", "load average", r->load_start,
+           r->load_end, sysconf(_SC_NPROCESSORS_ONLN));
+    for (size_t i = 0; i < r->opt.n_rates; i++) {
+        const relay_phase_result_t *p = &r->latency[i];
+        char label[32];
+        snprintf(label, sizeof label, "latency at %u/s", r->opt.rates[i]);
+        if (p->samples == 0) {
+            printf("%-24s %s\n", label, p->ran ? "no samples" : "not run");
+            continue;
+        }
+        printf("%-24s p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us (%" PRIu64 " samples)\n",
+               label, p->p50_us, p->p99_us, p->p999_us, p->max_us, p->samples);
+    }
     if (r->problem[0] != '\0')
         printf("problem: %s\n", r->problem);
     printf("%s\n", rule);
@@ -596,41 +1021,93 @@ static void relay_on_signal(int sig)
 
 static void relay_close_all(relay_t *r)
 {
-    void *sockets[] = {r->pub_socket, r->sub_socket, r->zap, r->in, r->out};
+    for (unsigned i = 0; i < RELAY_MAX_PUBLISHERS + RELAY_SUBSCRIBERS; i++) {
+        relay_client_t *c =
+            i < RELAY_MAX_PUBLISHERS ? &r->pubs[i] : &r->subscribers[i - RELAY_MAX_PUBLISHERS];
+        if (c->socket != NULL)
+            zmq_close(c->socket);
+        if (c->ctx != NULL)
+            zmq_ctx_term(c->ctx);
+        free(c->seen);
+        bench_hist_free(&c->hist);
+    }
+    void *sockets[] = {r->zap, r->in, r->out};
     for (size_t i = 0; i < sizeof sockets / sizeof sockets[0]; i++)
         if (sockets[i] != NULL)
             zmq_close(sockets[i]);
-    void *contexts[] = {r->pub_ctx, r->sub_ctx, r->relay_ctx};
-    for (size_t i = 0; i < sizeof contexts / sizeof contexts[0]; i++)
-        if (contexts[i] != NULL)
-            zmq_ctx_term(contexts[i]);
+    if (r->relay_ctx != NULL)
+        zmq_ctx_term(r->relay_ctx);
 }
 
-/* Relay thread, subscriber here, publisher thread; then stop them all. */
+static int relay_make_keys(relay_t *r)
+{
+    if (!zmq_has("curve") || relay_keypair(&r->server) != 0)
+        return -1;
+    for (unsigned i = 0; i < RELAY_MAX_PUBLISHERS; i++) {
+        r->pubs[i] = (relay_client_t){.relay = r, .number = i};
+        if (relay_keypair(&r->pubs[i].keys) != 0)
+            return -1;
+    }
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++) {
+        r->subscribers[i] = (relay_client_t){.relay = r, .number = i};
+        if (relay_keypair(&r->subscribers[i].keys) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Connect every client (each says hello, so handshakes are not timed). */
+static int relay_connect_all(relay_t *r)
+{
+    for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
+        if (relay_client_connect(r, &r->subscribers[i], r->out_endpoint) != 0) {
+            relay_problem(r, "subscriber %u cannot reach the relay: %s", i + 1,
+                          zmq_strerror(zmq_errno()));
+            return -1;
+        }
+    for (unsigned i = 0; i < r->opt.publishers; i++)
+        if (relay_client_connect(r, &r->pubs[i], r->in_endpoint) != 0) {
+            relay_problem(r, "publisher %u cannot reach the relay: %s", i + 1,
+                          zmq_strerror(zmq_errno()));
+            return -1;
+        }
+    return 0;
+}
+
+/* The relay thread, the clients, the throughput phase, the paced phases. */
 static void relay_measure(relay_t *r)
 {
-    pthread_t relay_thread, publisher_thread;
     if (relay_setup(r) != 0) {
         relay_problem(r, "relay setup: %s", zmq_strerror(zmq_errno()));
         return;
     }
-    if (pthread_create(&relay_thread, NULL, relay_run, r) != 0) {
+    r->relay_started = pthread_create(&r->relay_thread, NULL, relay_run, r) == 0;
+    if (!r->relay_started) {
         relay_problem(r, "cannot start the relay thread");
         return;
     }
-    int publishing = 0;
-    if (relay_client(r, &r->subscriber, r->out_endpoint, &r->sub_ctx, &r->sub_socket) != 0)
-        relay_problem(r, "subscriber cannot reach the relay: %s", zmq_strerror(zmq_errno()));
-    else if (pthread_create(&publisher_thread, NULL, relay_publisher_run, r) != 0)
-        relay_problem(r, "cannot start the publisher thread");
-    else
-        publishing = 1;
-    if (publishing)
-        relay_subscribe_all(r);
-    atomic_store(&r->stop, 1);
-    if (publishing)
-        pthread_join(publisher_thread, NULL);
-    pthread_join(relay_thread, NULL);
+    if (relay_connect_all(r) == 0) {
+        relay_phase_t ph = {
+            .number = 1, .rate = 0, .count = r->opt.count, .publishers = r->opt.publishers};
+        printf("bench_relay: throughput, %" PRIu64 " messages\n", ph.count);
+        fflush(stdout);
+        relay_run_phase(r, &ph, &r->throughput);
+        for (size_t i = 0; i < r->opt.n_rates && !atomic_load(&r->stop); i++) {
+            relay_phase_t paced = {.number = (unsigned)i + 2,
+                                   .rate = r->opt.rates[i],
+                                   .count = (uint64_t)r->opt.rates[i] * r->opt.latency_s,
+                                   .publishers = 1};
+            printf("bench_relay: latency at %u messages/s for %u s\n", paced.rate,
+                   r->opt.latency_s);
+            fflush(stdout);
+            relay_run_phase(r, &paced, &r->latency[i]);
+        }
+    }
+    atomic_store(&r->shutdown, 1);
+    pthread_join(r->relay_thread, NULL);
+    bench_mem_t m;
+    if (bench_read_mem(0, &m) == 0)
+        r->peak_rss_kib = m.hwm_kib;
 }
 
 int main(int argc, char **argv)
@@ -639,31 +1116,35 @@ int main(int argc, char **argv)
     relay_t *r = &relay;
     r->opt = (relay_options_t){.count = RELAY_DEFAULT_COUNT,
                                .bytes = RELAY_DEFAULT_BYTES,
+                               .publishers = 1,
+                               .latency_s = RELAY_DEFAULT_LATENCY_S,
                                .json_path = "tests/bench/results/relay.json"};
+    for (size_t i = 0; i < sizeof relay_default_rates / sizeof relay_default_rates[0]; i++)
+        r->opt.rates[r->opt.n_rates++] = relay_default_rates[i];
     int rc = relay_parse_args(argc, argv, &r->opt);
     if (rc != 0) {
         relay_usage(rc == 1 ? stdout : stderr);
         return rc == 1 ? 0 : 2;
     }
     pthread_mutex_init(&r->lock, NULL);
-    r->deadline_ms = relay_now_ms() + (int64_t)(r->opt.deadline_s * 1000.0);
+    r->deadline_ms = bench_now_ms() + (int64_t)(r->opt.deadline_s * 1000.0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = relay_on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    if (!zmq_has("curve") || relay_keypair(&r->server) != 0 || relay_keypair(&r->publisher) != 0 ||
-        relay_keypair(&r->subscriber) != 0) {
+    if (relay_make_keys(r) != 0) {
         fprintf(stderr, "bench_relay: this libzmq cannot make CURVE keys\n");
         return 1;
     }
+    r->load_start = relay_loadavg();
     relay_measure(r);
+    r->load_end = relay_loadavg();
     relay_close_all(r);
-    int completed = r->received == r->opt.count && r->out_of_order == 0 && r->wrong_size == 0;
-    double rate = r->elapsed_s > 0 ? (double)r->received / r->elapsed_s : 0;
-    relay_print_table(r, rate);
-    int json_rc = relay_write_json(r, completed, rate);
+    int completed = relay_completed(r);
+    relay_print_table(r);
+    int json_rc = relay_write_json(r, completed);
     pthread_mutex_destroy(&r->lock);
     return completed && json_rc == 0 ? 0 : 1;
 }
