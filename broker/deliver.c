@@ -84,16 +84,16 @@ typedef struct push_state {
 
 /* The content of a delivery by reference: the item's signed Signal reduced
  * to the deciding rule's fields, exactly what the publish path would have
- * stored. The item was validated when it was accepted; one that no longer
- * decodes is damage (NULL). */
+ * stored. The item was validated in full when it was accepted, and its
+ * sealed bytes authenticated when the store opened them, so a plain unpack
+ * suffices; one that no longer decodes is damage (NULL). */
 static uint8_t *reduce_item(const store_delivery_t *d, size_t *len)
 {
-    wire_error_t err = {0};
-    Schakel__Signal *signal = wire_decode_delivered_signal(d->body, d->body_len, &err);
+    Schakel__Signal *signal = schakel__signal__unpack(NULL, d->body_len, d->body);
     if (signal == NULL)
         return NULL;
     uint8_t *reduced = publish_signal_for_recipient(signal, d->fields, len);
-    wire_signal_free(&signal);
+    schakel__signal__free_unpacked(signal, NULL);
     return reduced;
 }
 

@@ -23,6 +23,11 @@ void log_set_level(log_level_t level)
     min_level = level;
 }
 
+int log_enabled(log_level_t level)
+{
+    return level >= min_level;
+}
+
 /* A line under construction; it is written with one write(2), so that a
  * reader of the log never sees half a line. Longer lines are cut with a
  * marker rather than split. */

@@ -14,6 +14,10 @@ typedef enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 
 /* Minimum level written (default LOG_INFO). */
 void log_set_level(log_level_t level);
 
+/* Whether events of this level are written: callers that format values
+ * only for a log line (per delivery, say) ask first. */
+int log_enabled(log_level_t level);
+
 /* log_event(LOG_INFO, "publish.accepted", "principal", p, "items", "3", NULL):
  * an event name then key/value string pairs, NULL-terminated. A NULL value
  * is written as "-". */

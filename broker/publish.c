@@ -118,6 +118,11 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                              const item_plan_t *plan)
 {
     long queued = 0;
+    /* One subject tag for all of the item's deliveries. */
+    char tag[STORE_SUBJECT_TAG_LEN + 1];
+    if (plan->signal->subject != NULL &&
+        store_subject_tag(b->store, plan->signal->subject, tag) != 0)
+        return -1;
     for (size_t g = 0; g < plan->decision.n_grants; g++) {
         const policy_grant_t *grant = &plan->decision.grants[g];
         const policy_principal_t *to[SCHAKEL_MAX_PRINCIPALS_PER_PARTNER];
@@ -156,6 +161,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                 .kind = plan->signal->kind,
                 .theme = plan->signal->theme,
                 .subject = plan->signal->subject,
+                .subject_tag = plan->signal->subject != NULL ? tag : NULL,
                 .rule_id = grant->rule->id,
                 .rule_hash = grant->rule->hash_hex,
                 .purpose = grant->rule->purpose,

@@ -187,12 +187,16 @@ int record_queued(broker_t *b, const record_delivery_t *d)
 {
     char seq_s[24], item_s[24], id_hex[33], fields[160], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
-    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
-    log_event(LOG_DEBUG, "delivery.queued", "sender", d->sender, "recipient", d->recipient, "seq",
-              seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash, NULL);
+    if (log_enabled(LOG_DEBUG)) {
+        snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
+        snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
+        log_event(LOG_DEBUG, "delivery.queued", "sender", d->sender, "recipient", d->recipient,
+                  "seq", seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash,
+                  NULL);
+    }
     record_field_names(d->fields, fields, sizeof fields);
-    if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
+    if (d->subject != NULL && d->subject_tag == NULL &&
+        record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
         return -1;
     audit_entry_init(&e, "delivery.queued");
     audit_set_text(&e, STORE_AUDIT_ACTOR, d->sender);
@@ -204,7 +208,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
     audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
     audit_set_text(&e, STORE_AUDIT_KIND, d->kind);
     audit_set_text(&e, STORE_AUDIT_THEME, d->theme);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject != NULL ? tag : NULL);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG,
+                   d->subject == NULL ? NULL : d->subject_tag != NULL ? d->subject_tag : tag);
     audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
     audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
@@ -217,6 +222,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
 void record_delivered(const char *recipient, uint64_t seq, int redelivery)
 {
     char seq_s[24];
+    if (!log_enabled(LOG_DEBUG))
+        return;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
     log_event(LOG_DEBUG, "delivery.sent", "recipient", recipient, "seq", seq_s, "redelivery",
               redelivery ? "true" : "false", NULL);
@@ -226,8 +233,10 @@ int record_acked(broker_t *b, const char *recipient, uint64_t seq)
 {
     char seq_s[24];
     store_audit_entry_t e;
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
-    log_event(LOG_DEBUG, "delivery.acked", "recipient", recipient, "seq", seq_s, NULL);
+    if (log_enabled(LOG_DEBUG)) {
+        snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
+        log_event(LOG_DEBUG, "delivery.acked", "recipient", recipient, "seq", seq_s, NULL);
+    }
     audit_entry_init(&e, "delivery.acked");
     audit_set_text(&e, STORE_AUDIT_ACTOR, recipient);
     audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);

@@ -52,6 +52,9 @@ typedef struct record_delivery {
     const char *kind;
     const char *theme;
     const char *subject; /* the signal's pseudonym, NULL when it names none */
+    /* its audit tag (store_subject_tag) when the caller has it already (an
+     * item's deliveries share it), else NULL: record_queued computes it */
+    const char *subject_tag;
     const char *rule_id;
     const char *rule_hash;
     const char *purpose;

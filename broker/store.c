@@ -50,18 +50,23 @@ static const char *const stmt_sql[STMT_COUNT] = {
     /* Selecting from the publish makes an unknown publish insert nothing. */
     [STMT_ITEM_ADD] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
                       " SELECT ?1, id, ?3, accepted_at, ?4 FROM publishes WHERE id = ?2",
-    /* Copies the publish's facts from its own rows; the WHERE clause makes a
-     * caller whose copy disagrees insert nothing (detected by changes()). */
+    /* One row, no trigger, no SELECT: SQLite then needs no statement
+     * journal (an undo copy of every page the statement touches). The
+     * publish's facts are checked against its own rows first (
+     * STMT_DELIVERY_ITEM_FACTS, once per item and transaction). */
     [STMT_DELIVERY_ADD] =
         "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
         " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body,"
         " case_id, is_case_event, by_ref)"
-        " SELECT ?14, ?1, i.seq, p.sender, ?2, p.message_id, i.item_index, p.accepted_at,"
-        " ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16, ?17"
-        " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
-        " WHERE i.seq = ?9 AND p.sender = ?10 AND p.message_id = ?11"
-        " AND i.item_index = ?12 AND p.accepted_at = ?13"
-        " AND (?15 IS NULL OR EXISTS (SELECT 1 FROM cases WHERE case_id = ?15))",
+        " VALUES (?14, ?1, ?9, ?10, ?2, ?11, ?12, ?13, ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16, ?17)",
+    [STMT_DELIVERY_ITEM_FACTS] = "SELECT p.sender, p.message_id, i.item_index, p.accepted_at"
+                                 " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
+                                 " WHERE i.seq = ?1",
+    [STMT_DELIVERY_CASE_KNOWN] = "SELECT 1 FROM cases WHERE case_id = ?1",
+    /* What a trigger did before schema 5: a case's deliveries tie their
+     * items to it (case_items_extend_retention then raises them). */
+    [STMT_DELIVERY_CASE_ITEM] =
+        "INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (?1, ?2)",
     /* A delivery by reference brings its item's sealed bytes along (one
      * rowid lookup); the others bring NULL there. */
     [STMT_MAILBOX_SCAN] =
@@ -70,6 +75,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " d.expires_at, d.body, d.case_id, d.is_case_event, d.by_ref, i.body, i.publish_id"
         " FROM deliveries AS d LEFT JOIN items AS i ON d.by_ref = 1 AND i.seq = d.item_seq"
         " WHERE d.recipient = ?1 AND d.seq > ?2 ORDER BY d.seq LIMIT ?3",
+    /* A delivery raises its item's and publish's retention here, once per
+     * item and transaction (a trigger did it per delivery before schema 5). */
+    [STMT_ITEM_RAISE] = "UPDATE items SET expires_at = ?2 WHERE seq = ?1 AND expires_at < ?2",
+    [STMT_PUBLISH_RAISE] = "UPDATE publishes SET expires_at = ?2"
+                           " WHERE id = (SELECT publish_id FROM items WHERE seq = ?1)"
+                           " AND expires_at < ?2",
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
     [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
@@ -412,7 +423,10 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
         open_error(err, errlen, path, "out of memory");
         return NULL;
     }
-    int rc = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+    /* One thread uses a store handle at a time: SQLite's own mutexes on
+     * every call are not needed (multi-thread mode). */
+    int rc = sqlite3_open_v2(path, &store->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         open_error(err, errlen, path,
                    store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
@@ -797,14 +811,121 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
     return 0;
 }
 
-/* Cost: rowid lookups of the item and its publish, one table append, the
- * (recipient, seq), expires_at and item_seq index inserts, and the
- * trigger's two rowid updates, each O(log n); sealing is linear in the body.
- * A case delivery adds the case lookup, its foreign-key check, the
- * (case_id, recipient) index insert and the case_items trigger, O(log n). */
+/* The item's facts as its own rows have them, for the check below; read
+ * once per item and transaction. Returns 1 when read, 0 when the item is
+ * unknown, -1 on error. */
+static int delivery_item_facts(store_t *store, int64_t item_seq)
+{
+    if (store->item_serial == store->txn_serial && store->item_seq_checked == item_seq)
+        return 1;
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ITEM_FACTS];
+    if (store_bind_int64(store, stmt, 1, item_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = -1;
+    size_t id_len = 0;
+    const char *sender = rc == SQLITE_ROW ? store_column_text(stmt, 0) : NULL;
+    const uint8_t *id = rc == SQLITE_ROW ? store_column_bytes(stmt, 1, &id_len) : NULL;
+    if (rc == SQLITE_DONE) {
+        result = 0;
+    } else if (rc != SQLITE_ROW) {
+        store_fail(store, "delivery_add");
+    } else if (sender == NULL || strlen(sender) > SCHAKEL_MAX_PRINCIPAL_LEN || id == NULL ||
+               id_len != STORE_MESSAGE_ID_BYTES) {
+        store_refuse(store, "delivery_add", "damaged item or publish row");
+    } else {
+        strcpy(store->checked_sender, sender);
+        memcpy(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES);
+        store->checked_item_index = (uint32_t)sqlite3_column_int64(stmt, 2);
+        store->checked_accepted_at = sqlite3_column_int64(stmt, 3);
+        store->item_serial = store->txn_serial;
+        store->item_seq_checked = item_seq;
+        store->raised_expires_at = INT64_MIN; /* nothing raised yet for this item */
+        result = 1;
+    }
+    store_stmt_finish(stmt);
+    return result;
+}
+
+/* The delivery's copy of its publish's facts (sender, message id, item
+ * index, accepted_at) must be the item's own, and a case delivery's case
+ * must exist. Returns 0, or -1 with the refusal. */
+static int delivery_check_facts(store_t *store, const store_delivery_t *d)
+{
+    int known = delivery_item_facts(store, (int64_t)d->item_seq);
+    if (known < 0)
+        return -1;
+    int case_known = 1;
+    if (known && d->case_id != NULL) {
+        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_KNOWN];
+        if (store_bind_text(store, stmt, 1, d->case_id) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        int rc = sqlite3_step(stmt);
+        store_stmt_finish(stmt);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            store_fail(store, "delivery_add");
+            return -1;
+        }
+        case_known = rc == SQLITE_ROW;
+    }
+    if (known && case_known && strcmp(store->checked_sender, d->sender) == 0 &&
+        memcmp(store->checked_message_id, d->message_id, STORE_MESSAGE_ID_BYTES) == 0 &&
+        store->checked_item_index == d->item_index && store->checked_accepted_at == d->accepted_at)
+        return 0;
+    store_refuse(store, "delivery_add",
+                 d->case_id != NULL
+                     ? "item or case unknown, or the item's sender, message id, index or"
+                       " accepted_at differ"
+                     : "item unknown, or its sender, message id, index or accepted_at differ");
+    return -1;
+}
+
+/* Raise the retention of the delivery's item and publish to its expiry,
+ * unless this transaction already raised them as far: the deliveries of
+ * one item come one after another, so that is one pair of updates per item,
+ * not per recipient. A case delivery also ties its item to the case. Runs
+ * after delivery_check_facts (which read this item in this transaction). */
+static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
+{
+    if (d->case_id != NULL) {
+        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_ITEM];
+        if (store_bind_text(store, stmt, 1, d->case_id) != 0 ||
+            store_bind_int64(store, stmt, 2, (int64_t)d->item_seq) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        if (store_stmt_run(store, stmt, "delivery_add") != 0)
+            return -1;
+    }
+    if (store->raised_expires_at >= d->expires_at)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *stmt = store->stmt[i == 0 ? STMT_ITEM_RAISE : STMT_PUBLISH_RAISE];
+        if (store_bind_int64(store, stmt, 1, (int64_t)d->item_seq) != 0 ||
+            store_bind_int64(store, stmt, 2, d->expires_at) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        if (store_stmt_run(store, stmt, "delivery_add") != 0)
+            return -1;
+    }
+    store->raised_expires_at = d->expires_at;
+    return 0;
+}
+
+/* Cost: one read of the item and its publish (rowid lookups; once per item
+ * and transaction), one table append, the (recipient, seq), expires_at and
+ * item_seq index inserts, and two rowid updates of the item and its publish
+ * (once per item and transaction), each O(log n); sealing is linear in the
+ * body. A case delivery adds the case lookup, its foreign-key check, the
+ * (case_id, recipient) index insert and the case_items insert, O(log n). */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
 {
-    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0)
+    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||
+        delivery_check_facts(store, d) != 0)
         return -1;
     int64_t seq = seq_peek(store, &store->next_delivery_seq, "delivery_add");
     if (seq < 0)
@@ -820,16 +941,9 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
         store_stmt_finish(stmt);
         return -1;
     }
-    if (store_stmt_run(store, stmt, "delivery_add") != 0)
+    if (store_stmt_run(store, stmt, "delivery_add") != 0 ||
+        delivery_raise_retention(store, d) != 0)
         return -1;
-    if (sqlite3_changes(store->db) != 1) {
-        store_refuse(store, "delivery_add",
-                     d->case_id != NULL
-                         ? "item or case unknown, or the item's sender, message id, index or"
-                           " accepted_at differ"
-                         : "item unknown, or its sender, message id, index or accepted_at differ");
-        return -1;
-    }
     store->next_delivery_seq = seq + 1;
     return seq;
 }

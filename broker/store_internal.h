@@ -49,6 +49,11 @@ enum stmt_id {
     STMT_REVOKE_FIND,
     STMT_EXPIRE_CASE_EVENTS,
     STMT_EXPIRE_CASES,
+    STMT_ITEM_RAISE,
+    STMT_PUBLISH_RAISE,
+    STMT_DELIVERY_ITEM_FACTS,
+    STMT_DELIVERY_CASE_KNOWN,
+    STMT_DELIVERY_CASE_ITEM,
     STMT_COUNT
 };
 
@@ -127,6 +132,15 @@ struct store {
     uint64_t txn_serial;        /* transactions store_begin began, for the audit tail cache */
     uint64_t audit_tail_serial; /* the txn_serial audit_tail was read in; 0: none */
     store_audit_tail_t audit_tail;
+    /* The item whose publish facts a delivery last checked, and whose
+     * retention (and its publish's) it raised, in transaction item_serial:
+     * the next deliveries of the same item need no statement (store.c). */
+    uint64_t item_serial;
+    int64_t item_seq_checked, raised_expires_at;
+    char checked_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint8_t checked_message_id[16];
+    uint32_t checked_item_index;
+    int64_t checked_accepted_at;
     sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */
 };
 

@@ -92,6 +92,12 @@
  * and the content is the item's own sealed bytes reduced to that mask when
  * it is pushed. An item is thus written once whatever its fan-out, instead
  * of once more per recipient. Existing rows keep their bodies (by_ref 0).
+ * The two triggers on inserted deliveries go: store.c raises an item's
+ * (and its publish's) retention once for all its deliveries in a
+ * transaction instead of twice per delivery, and ties a case delivery's
+ * item to its case itself. A delivery is then one single-row INSERT, for
+ * which SQLite keeps no statement journal (an undo copy of every page the
+ * statement touches, which cost more than the insert).
  */
 typedef struct schema_step {
     const char *sql;
@@ -320,6 +326,8 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
     /* 4 -> 5: deliveries by reference (the item's bytes, reduced at push) */
     {"ALTER TABLE deliveries ADD COLUMN by_ref INTEGER NOT NULL DEFAULT 0"
      "  CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL));"
+     "DROP TRIGGER deliveries_extend_retention;"
+     "DROP TRIGGER deliveries_case_items;"
      "PRAGMA user_version = 5;",
      NULL},
 };

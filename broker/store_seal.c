@@ -522,8 +522,7 @@ int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJ
                               sizeof subject_tag_domain);
     crypto_generichash_update(&state, (const uint8_t *)pseudonym, strlen(pseudonym));
     crypto_generichash_final(&state, digest, sizeof digest);
-    for (size_t i = 0; i < sizeof digest; i++)
-        snprintf(tag + 2 * i, 3, "%02x", digest[i]);
+    sodium_bin2hex(tag, STORE_SUBJECT_TAG_LEN + 1, digest, sizeof digest);
     return 0;
 }
 
