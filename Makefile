@@ -196,6 +196,7 @@ UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_case.c broker/linem
 	broker/yamlguard.c
 UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/linemap.c \
 	broker/yamlguard.c
+UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_case.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c
 UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \

@@ -229,81 +229,186 @@ static bool area_within(const char *area, const char *prefix)
     return strncmp(area + 2, prefix + 2, n) == 0;
 }
 
+/* ------------------------------------------------------------------ index lookups */
+
+uint32_t policy_name_find(const name_table_t *t, const char *name)
+{
+    if (name == NULL || t->slots == NULL)
+        return POLICY_NO_ID;
+    size_t mask = ((size_t)1 << t->bits) - 1;
+    for (size_t at = policy_hash_slot(policy_hash_text(name), t->bits);; at = (at + 1) & mask) {
+        uint32_t id = t->slots[at];
+        if (id == 0)
+            return POLICY_NO_ID;
+        if (strcmp(t->names[id - 1], name) == 0)
+            return id - 1;
+    }
+}
+
+/* The bucket of `key` in the index: sets *begin and *end to its rule
+ * indexes and returns 1, or returns 0 when there is none. Up to 8 per
+ * decision: inline. */
+static inline int index_find(const rule_index_t *index, uint64_t key, const uint32_t **begin,
+                             const uint32_t **end)
+{
+    size_t mask = ((size_t)1 << index->bits) - 1;
+    for (size_t at = policy_hash_slot(key, index->bits);; at = (at + 1) & mask) {
+        uint32_t bucket = index->slots[at];
+        if (bucket == 0)
+            return 0;
+        if (index->keys[bucket - 1] == key) {
+            *begin = index->rules + index->start[bucket - 1];
+            *end = index->rules + index->start[bucket];
+            return 1;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ matching */
+
+/* What a decision looks up once per signal: the keys of the index. */
+typedef struct signal_keys {
+    size_t theme;          /* index in syntax_themes, or NO_INDEX */
+    uint32_t kind;         /* interned kind, or POLICY_NO_ID: no rule names it */
+    uint32_t municipality; /* of the area, or POLICY_NO_ID */
+} signal_keys_t;
+
+/* kind_ids is ascending: a binary search. */
+static bool rule_has_kind(const rule_entry_t *r, uint32_t kind)
+{
+    size_t lo = 0, hi = r->n_kinds;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->kind_ids[mid] < kind)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < r->n_kinds && r->kind_ids[lo] == kind;
+}
+
+/* Only entries of the signal's municipality can cover its area (an entry
+ * has 4 digits after its letters, and area_within compares them all), so
+ * only those are compared; area_refs is sorted by municipality. */
+static bool rule_covers_area(const rule_entry_t *r, uint32_t municipality, const char *area)
+{
+    size_t lo = 0, hi = r->n_areas;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (r->area_refs[mid].municipality < municipality)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (; lo < r->n_areas && r->area_refs[lo].municipality == municipality; lo++)
+        if (area_within(area, r->area_refs[lo].prefix))
+            return true;
+    return false;
+}
+
+/* The rule's from_roles, kinds and areas admit the signal (case_ref is
+ * the caller's). Interned kinds compare as the strings do: a kind no rule
+ * names has no id and matches only "*". */
 static bool rule_matches(const rule_entry_t *r, const policy_principal_t *sender,
-                         const policy_signal_facts_t *facts)
+                         const signal_keys_t *keys, const policy_signal_facts_t *facts)
 {
     if (!(r->from_roles & (unsigned)sender->role))
         return false;
-    if (!r->any_kind) {
-        bool found = false;
-        for (size_t i = 0; i < r->n_kinds && !found; i++)
-            found = strcmp(r->kinds[i], facts->kind) == 0;
-        if (!found)
-            return false;
-    }
-    if (!r->any_area) {
-        bool found = false;
-        for (size_t i = 0; i < r->n_areas && !found; i++)
-            found = area_within(facts->area, r->areas[i]);
-        if (!found)
-            return false;
-    }
+    if (!r->any_kind && (keys->kind == POLICY_NO_ID || !rule_has_kind(r, keys->kind)))
+        return false;
+    if (!r->any_area && (keys->municipality == POLICY_NO_ID ||
+                         !rule_covers_area(r, keys->municipality, facts->area)))
+        return false;
     return true;
 }
 
+/* The arrays are valid only where their mask has the partner's bit: no
+ * clearing of 1.5 KiB per decision. */
 typedef struct decide_state {
     uint64_t wanted, granted;
-    const rule_entry_t *by_partner[SCHAKEL_MAX_PARTNERS];
-    /* For the deny reason: a rule that would have matched but for case_ref,
-     * and one that matched but reaches no principal of that partner. */
+    uint8_t named[SCHAKEL_MAX_RECIPIENTS]; /* partner index of recipients[i], the first ones */
+    const rule_entry_t *by_partner[SCHAKEL_MAX_PARTNERS]; /* where granted */
+    /* For the deny reason: the first rule that would have matched but for
+     * case_ref, and the first that matched but reaches no principal of
+     * that partner. */
+    uint64_t has_needs_case_ref, has_no_receiver;
     const rule_entry_t *needs_case_ref[SCHAKEL_MAX_PARTNERS];
     const rule_entry_t *no_receiver[SCHAKEL_MAX_PARTNERS];
 } decide_state_t;
 
 static void decide_consider(decide_state_t *s, const rule_entry_t *r,
-                            const policy_principal_t *sender, const policy_signal_facts_t *facts)
+                            const policy_principal_t *sender, const signal_keys_t *keys,
+                            const policy_signal_facts_t *facts)
 {
     uint64_t open = s->wanted & ~s->granted;
     uint64_t gain = r->to_reachable & open, unreachable = r->to_partners & ~r->to_reachable & open;
-    if ((gain | unreachable) == 0 || !rule_matches(r, sender, facts))
+    if ((gain | unreachable) == 0 || !rule_matches(r, sender, keys, facts))
         return;
-    for (uint64_t m = unreachable; m; m &= m - 1) {
-        size_t k = (size_t)__builtin_ctzll(m);
-        if (s->no_receiver[k] == NULL)
-            s->no_receiver[k] = r;
+    for (uint64_t m = unreachable & ~s->has_no_receiver; m; m &= m - 1)
+        s->no_receiver[__builtin_ctzll(m)] = r;
+    s->has_no_receiver |= unreachable;
+    if (r->pub.require_case_ref && !facts->has_case_ref) {
+        for (uint64_t m = gain & ~s->has_needs_case_ref; m; m &= m - 1)
+            s->needs_case_ref[__builtin_ctzll(m)] = r;
+        s->has_needs_case_ref |= gain;
+        return;
     }
-    bool blocked = r->pub.require_case_ref && !facts->has_case_ref;
-    for (uint64_t m = gain; m; m &= m - 1) {
-        size_t k = (size_t)__builtin_ctzll(m);
-        if (!blocked) {
-            s->by_partner[k] = r;
-            s->granted |= UINT64_C(1) << k;
-        } else if (s->needs_case_ref[k] == NULL) {
-            s->needs_case_ref[k] = r;
-        }
-    }
+    for (uint64_t m = gain; m; m &= m - 1)
+        s->by_partner[__builtin_ctzll(m)] = r;
+    s->granted |= gain;
 }
 
-/* Walk the two candidate lists (sender partner x theme, sender partner x
- * "*") merged in file order; stop once every wanted partner is granted. */
+/* The buckets of the signal's keys: partner x (theme, "*") x (kind, "*")
+ * x (municipality, "*"), the signal's own where it has one. At most 8. */
+static size_t decide_buckets(const policy_t *p, const policy_principal_t *sender,
+                             const signal_keys_t *keys, const uint32_t *begin[8],
+                             const uint32_t *end[8])
+{
+    size_t base = sender->partner->index * (p->n_themes + 1);
+    /* "*" first; the signal's own second, where it has one */
+    size_t n_themes = keys->theme != NO_INDEX ? 2 : 1;
+    unsigned n_kinds = keys->kind != POLICY_NO_ID ? 2 : 1;
+    unsigned n_places = keys->municipality != POLICY_NO_ID ? 2 : 1;
+    size_t themes[2] = {base + p->n_themes, n_themes == 2 ? base + keys->theme : 0};
+    uint32_t kinds[2] = {0, n_kinds == 2 ? keys->kind + 1 : 0};
+    uint32_t places[2] = {0, n_places == 2 ? keys->municipality + 1 : 0};
+    size_t n = 0;
+    for (size_t t = 0; t < n_themes; t++) {
+        unsigned shapes = p->index.shapes[themes[t]];
+        for (unsigned k = 0; k < n_kinds; k++)
+            for (unsigned m = 0; m < n_places; m++)
+                if (shapes >> (k + 2 * m) & 1)
+                    n += (size_t)index_find(&p->index,
+                                            policy_index_key(themes[t], kinds[k], places[m]),
+                                            &begin[n], &end[n]);
+    }
+    return n;
+}
+
+/* Walk the candidate buckets merged in file order (a rule is in at most
+ * one of them: for each of theme, kind and municipality it is listed
+ * either under values or under "*"); stop once every wanted partner is
+ * granted, after which no rule could change the state. */
 static void decide_walk(const policy_t *p, decide_state_t *s, const policy_principal_t *sender,
                         const policy_signal_facts_t *facts)
 {
-    size_t slots_per = p->n_themes + 1, base = sender->partner->index * slots_per;
-    size_t theme = policy_theme_index(facts->theme);
-    size_t a = 0, a_end = 0, b = p->slot_start[base + p->n_themes],
-           b_end = p->slot_start[base + p->n_themes + 1];
-    if (theme != NO_INDEX) {
-        a = p->slot_start[base + theme];
-        a_end = p->slot_start[base + theme + 1];
-    }
-    while ((a < a_end || b < b_end) && s->granted != s->wanted) {
-        uint32_t next;
-        if (b >= b_end || (a < a_end && p->slot_rules[a] < p->slot_rules[b]))
-            next = p->slot_rules[a++];
-        else
-            next = p->slot_rules[b++];
-        decide_consider(s, &p->rules[next], sender, facts);
+    uint32_t theme = policy_name_find(&p->themes, facts->theme);
+    signal_keys_t keys = {.theme = theme == POLICY_NO_ID ? NO_INDEX : theme,
+                          .kind = policy_name_find(&p->kinds, facts->kind),
+                          .municipality = policy_area_municipality(facts->area)};
+    const uint32_t *begin[8], *end[8];
+    size_t n = decide_buckets(p, sender, &keys, begin, end);
+    while (n > 0 && s->granted != s->wanted) {
+        size_t first = 0;
+        for (size_t j = 1; j < n; j++)
+            if (*begin[j] < *begin[first])
+                first = j;
+        decide_consider(s, &p->rules[*begin[first]], sender, &keys, facts);
+        if (++begin[first] == end[first]) {
+            n--;
+            begin[first] = begin[n];
+            end[first] = end[n];
+        }
     }
 }
 
@@ -322,29 +427,40 @@ static verdict_t decide_deny(policy_decision_t *out, const char *fmt, ...)
 }
 
 /* "no rule lets ..." naming the recipient (partner index k, or NO_INDEX
- * for "any partner"), with a hint when a rule came close. */
+ * for "any partner"), with a hint when a rule came close: for "any
+ * partner", the first partner in policy order that has one. */
 static verdict_t decide_deny_no_rule(const policy_t *p, const decide_state_t *s,
                                      const policy_principal_t *sender,
                                      const policy_signal_facts_t *facts, size_t k,
                                      policy_decision_t *out)
 {
     char hint[160] = "";
-    for (size_t i = k == NO_INDEX ? 0 : k; i < p->n_partners && hint[0] == '\0'; i++) {
-        if (s->needs_case_ref[i])
+    uint64_t close = s->has_needs_case_ref | s->has_no_receiver;
+    if (k != NO_INDEX)
+        close &= UINT64_C(1) << k;
+    if (close != 0) {
+        size_t i = (size_t)__builtin_ctzll(close);
+        if (s->has_needs_case_ref >> i & 1)
             snprintf(hint, sizeof hint, " (rule \"%s\" requires case_ref)",
                      s->needs_case_ref[i]->pub.id);
-        else if (s->no_receiver[i])
+        else
             snprintf(hint, sizeof hint,
                      " (rule \"%s\" matches, but %s has no principal with a role it delivers to)",
                      s->no_receiver[i]->pub.id, p->partners[i].id);
-        if (k != NO_INDEX)
-            break;
     }
     return decide_deny(out,
                        "no rule lets %s (%s) send signal kind \"%s\" theme \"%s\" in area %s "
                        "to %s%s",
                        sender->partner->id, sender->id, facts->kind, facts->theme, facts->area,
                        k == NO_INDEX ? "any partner" : p->partners[k].id, hint);
+}
+
+/* Partner of a named recipient: the hash of ids, as policy_partner_by_id
+ * answers but without a search over the partners. */
+static const policy_partner_t *decide_partner(const policy_t *p, const char *id)
+{
+    uint32_t k = policy_name_find(&p->partner_ids, id);
+    return k == POLICY_NO_ID ? NULL : &p->partners[k];
 }
 
 static int decide_wanted(const policy_t *p, const policy_signal_facts_t *facts, decide_state_t *s,
@@ -359,13 +475,15 @@ static int decide_wanted(const policy_t *p, const policy_signal_facts_t *facts, 
         return -1;
     }
     for (size_t i = 0; i < facts->n_recipients; i++) {
-        const policy_partner_t *partner = policy_partner_by_id(p, facts->recipients[i]);
+        const policy_partner_t *partner = decide_partner(p, facts->recipients[i]);
         if (partner == NULL) {
             decide_deny(out, "unknown partner \"%.64s\" in recipients",
                         facts->recipients[i] ? facts->recipients[i] : "");
             return -1;
         }
         s->wanted |= UINT64_C(1) << partner->index;
+        if (i < SCHAKEL_MAX_RECIPIENTS)
+            s->named[i] = (uint8_t)partner->index;
     }
     return 0;
 }
@@ -383,27 +501,31 @@ verdict_t policy_decide_signal(const policy_t *policy, const policy_principal_t 
     if (facts->kind == NULL || facts->theme == NULL || facts->area == NULL)
         return decide_deny(out, "signal lacks kind, theme or area");
     decide_state_t s;
-    memset(&s, 0, sizeof s);
+    s.wanted = s.granted = s.has_needs_case_ref = s.has_no_receiver = 0;
     if (decide_wanted(policy, facts, &s, out) != 0)
         return VERDICT_DENY;
     decide_walk(policy, &s, sender, facts);
     if (facts->n_recipients > 0) {
         /* Named recipients: all or nothing, in the order the sender named them. */
+        uint64_t listed = 0;
         for (size_t i = 0; i < facts->n_recipients; i++) {
-            const policy_partner_t *partner = policy_partner_by_id(policy, facts->recipients[i]);
+            const policy_partner_t *partner = i < SCHAKEL_MAX_RECIPIENTS
+                                                  ? &policy->partners[s.named[i]]
+                                                  : decide_partner(policy, facts->recipients[i]);
             size_t k = partner->index;
             if (!(s.granted >> k & 1))
                 return decide_deny_no_rule(policy, &s, sender, facts, k, out);
-            if (s.by_partner[k] == NULL)
+            if (listed >> k & 1)
                 continue; /* named twice: granted once already */
+            listed |= UINT64_C(1) << k;
             out->grants[out->n_grants++] = (policy_grant_t){partner, &s.by_partner[k]->pub};
-            s.by_partner[k] = NULL;
         }
     } else {
-        for (size_t k = 0; k < policy->n_partners; k++)
-            if (s.by_partner[k])
-                out->grants[out->n_grants++] =
-                    (policy_grant_t){&policy->partners[k], &s.by_partner[k]->pub};
+        for (uint64_t m = s.granted; m; m &= m - 1) {
+            size_t k = (size_t)__builtin_ctzll(m);
+            out->grants[out->n_grants++] =
+                (policy_grant_t){&policy->partners[k], &s.by_partner[k]->pub};
+        }
         if (out->n_grants == 0)
             return decide_deny_no_rule(policy, &s, sender, facts, NO_INDEX, out);
     }

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <sodium.h>
 
@@ -35,7 +36,66 @@ typedef struct rule_entry {
     size_t n_kinds;
     char *const *areas;
     size_t n_areas;
+    /* Built with the decision index (policy_index_build), for matching
+     * without string scans: */
+    const uint32_t *kind_ids;         /* n_kinds interned kinds, ascending; NULL when any_kind */
+    const struct area_ref *area_refs; /* n_areas areas by municipality; NULL when any_area */
 } rule_entry_t;
+
+/* One `areas` entry of a rule with its municipality (the 4 digits after
+ * GM/WK/BU, 0..9999): an entry can cover a signal's area only when both
+ * name the same municipality. */
+typedef struct area_ref {
+    uint32_t municipality;
+    const char *prefix; /* as written */
+} area_ref_t;
+
+/* Interned names: open addressing over a power-of-two table, linear
+ * probing, load at most one half. */
+typedef struct name_table {
+    const char **names; /* by id */
+    uint32_t n_names;
+    uint32_t *slots; /* 0: empty; else id + 1 */
+    unsigned bits;   /* log2 of the slot count */
+} name_table_t;
+
+/* The decision index (docs/POLICY.md "How a decision is made", Cost).
+ * A bucket key is (sender partner, theme slot, kind slot, municipality
+ * slot); each slot is a value or "*". A rule is listed, once per key, under
+ * every partner of its `from` x every theme of its `themes` (or "*") x
+ * every kind of its `kinds` (or "*") x every municipality its `areas` name
+ * (or "*"). A decision reads the at most 8 buckets its signal's keys and
+ * "*" give, merged in file order, and then checks each rule it finds in
+ * full: the index only has to list a superset of the matching rules in
+ * file order, so a rule may be listed under "*" for its kinds or areas
+ * instead (it then costs a check in more decisions, never a wrong one).
+ * That is what bounds the index's size: a rule whose kinds x
+ * municipalities exceed POLICY_INDEX_RULE_FANOUT, and the widest rules
+ * once the keyed entries exceed the budget, are listed under "*". */
+typedef struct rule_index {
+    uint64_t *keys;  /* per bucket */
+    uint32_t *start; /* n_buckets + 1 offsets into rules */
+    uint32_t *rules; /* rule indexes, file order within a bucket */
+    uint32_t *slots; /* 0: empty; else bucket + 1 */
+    unsigned bits;   /* log2 of the slot count */
+    uint8_t *shapes; /* per (partner, theme slot): bit kind? + 2 * municipality? set when
+                      * some bucket of that shape exists, so absent ones cost no lookup */
+    size_t n_buckets;
+    size_t n_entries;      /* all of rules[] */
+    size_t n_keyed;        /* entries in buckets with a kind or a municipality */
+    size_t n_capped;       /* rules listed under "*" beyond what they say: fan-out */
+    size_t n_over_budget;  /* ... and: the budget */
+    uint32_t *kind_ids;    /* pool behind rule_entry_t.kind_ids */
+    area_ref_t *area_refs; /* pool behind rule_entry_t.area_refs */
+} rule_index_t;
+
+/* Keys of kinds x municipalities one rule may add per (partner, theme). */
+#define POLICY_INDEX_RULE_FANOUT 64u
+/* Entries in buckets keyed by a kind or a municipality, over all rules:
+ * 4 MiB of entries and at most ~28 MiB of buckets in the worst case. */
+#define POLICY_INDEX_BUDGET ((size_t)1 << 20)
+/* "No such kind / municipality": only "*" buckets apply. */
+#define POLICY_NO_ID UINT32_MAX
 
 struct doc_policy; /* the document as libcyaml loaded it (policy_load.c) */
 
@@ -113,8 +173,10 @@ struct policy {
     size_t n_rules;
     const rule_entry_t **rules_by_id; /* sorted by id, for policy_rule_by_id */
     size_t n_themes;                  /* theme slots per partner: n_themes + 1 ("*" last) */
-    uint32_t *slot_start;             /* n_partners * (n_themes + 1) + 1 offsets into slot_rules */
-    uint32_t *slot_rules;             /* rule indexes, file order within a slot */
+    name_table_t themes;              /* syntax_themes, id = position */
+    name_table_t kinds;               /* every kind a rule names, interned */
+    name_table_t partner_ids;         /* partner ids by hash, for decisions */
+    rule_index_t index;               /* candidate rules of a decision */
     case_type_entry_t *case_types;    /* file order */
     size_t n_case_types;
     const case_type_entry_t **case_types_by_id;
@@ -151,5 +213,83 @@ int policy_case_types_build(policy_t *p, const doc_case_type_t *types, size_t n,
 
 /* Free what policy_case_types_build allocated (not the document). */
 void policy_case_types_free(policy_t *p);
+
+/* (Re)build p's decision index, interned kinds, theme and partner-id tables from
+ * its rules (policy_load.c), with at most `budget` keyed entries
+ * (POLICY_INDEX_BUDGET when loading; tests pass less to exercise the
+ * fallback). Decisions are the same for every budget; only their cost
+ * differs. Dies on out-of-memory. */
+void policy_index_build(policy_t *p, size_t budget);
+
+/* Free what policy_index_build allocated; idempotent. */
+void policy_index_free(policy_t *p);
+
+/* Id of `name` in t, or POLICY_NO_ID (also for NULL). O(1) expected. */
+uint32_t policy_name_find(const name_table_t *t, const char *name);
+
+/* Municipality of an area code or prefix: the 4 digits after GM, WK or BU
+ * as a number, or POLICY_NO_ID when `area` does not start that way. An
+ * area without one lies within no rule's area entry but "*". */
+static inline uint32_t policy_area_municipality(const char *area)
+{
+    if (area == NULL || !((area[0] == 'G' && area[1] == 'M') ||
+                          (area[0] == 'W' && area[1] == 'K') || (area[0] == 'B' && area[1] == 'U')))
+        return POLICY_NO_ID;
+    uint32_t m = 0;
+    for (int i = 2; i < 6; i++) {
+        if (area[i] < '0' || area[i] > '9')
+            return POLICY_NO_ID;
+        m = m * 10 + (uint32_t)(area[i] - '0');
+    }
+    return m;
+}
+
+/* Bucket key; kind_slot and municipality_slot are 0 for "*", else the
+ * kind id + 1 and the municipality + 1. theme_slot is partner * (n_themes
+ * + 1) + theme, with theme n_themes for "*": below 2^10, so the three
+ * fit 64 bits (kind ids stay below 2^32 - 1, municipalities below 10^4). */
+static inline uint64_t policy_index_key(size_t theme_slot, uint32_t kind_slot,
+                                        uint32_t municipality_slot)
+{
+    return (uint64_t)theme_slot << 46 | (uint64_t)kind_slot << 14 | municipality_slot;
+}
+
+/* 1 if the key names a kind or a municipality (not "*" for both). */
+static inline int policy_index_key_is_keyed(uint64_t key)
+{
+    return (key & ((UINT64_C(1) << 46) - 1)) != 0;
+}
+
+/* Slot of a hash table of 2^bits slots (bits 1..63) for a 64-bit value:
+ * Fibonacci hashing, the product's high bits. */
+static inline size_t policy_hash_slot(uint64_t x, unsigned bits)
+{
+    x ^= x >> 31;
+    return (size_t)((x * UINT64_C(0x9E3779B97F4A7C15)) >> (64 - bits));
+}
+
+/* Hash of a NUL-terminated string: every byte, 8 per step, the last
+ * (partial) word read as the string's last 8 bytes (bytes are read in
+ * this machine's order: values never leave the process). */
+static inline uint64_t policy_hash_text(const char *s)
+{
+    const uint64_t mul = UINT64_C(0xff51afd7ed558ccd);
+    size_t len = strlen(s);
+    uint64_t h = UINT64_C(0x9E3779B97F4A7C15) ^ len, word = 0;
+    if (len < 8) {
+        for (size_t i = 0; i < len; i++)
+            word = word << 8 | (uint8_t)s[i];
+        h = (h ^ word) * mul;
+        return h ^ (h >> 32);
+    }
+    for (size_t at = 0; at + 8 < len; at += 8) {
+        memcpy(&word, s + at, 8);
+        h = (h ^ word) * mul;
+        h ^= h >> 32;
+    }
+    memcpy(&word, s + len - 8, 8);
+    h = (h ^ word) * mul;
+    return h ^ (h >> 32);
+}
 
 #endif
