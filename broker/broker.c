@@ -361,10 +361,15 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
     wire_error_t err = {0};
     Schakel__Frame *frame = wire_decode_frame(data, len, &err);
     if (frame == NULL) {
+        b->turn_acks_only = 0;
         broker_reject(b, session, err.reason, err.text, err.has_message_id ? err.message_id : NULL,
                       err.item_index, 0);
         return;
     }
+    if (frame->body_case != SCHAKEL__FRAME__BODY_ACK &&
+        frame->body_case != SCHAKEL__FRAME__BODY_FLOW &&
+        frame->body_case != SCHAKEL__FRAME__BODY_HEARTBEAT)
+        b->turn_acks_only = 0;
     switch (frame->body_case) {
     case SCHAKEL__FRAME__BODY_PUBLISH:
         publish_handle(b, session, principal, frame->publish);
@@ -455,6 +460,8 @@ static int receive_one(broker_t *b)
         parts++;
     }
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
+    if (user_id == NULL || parts != 1)
+        b->turn_acks_only = 0; /* refusals below are recorded like any write */
     if (user_id == NULL) {
         /* CURVE with our ZAP handler always sets a User-Id; a message
          * without one cannot be attributed and is dropped. */
@@ -466,6 +473,9 @@ static int receive_one(broker_t *b)
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
+        if (over_limit || session == NULL || principal == NULL ||
+            principal->role == ROLE_OPERATOR || !key_still_registered(session, principal))
+            b->turn_acks_only = 0;
         if (over_limit) {
             refuse_connection(b, &routing, user_id);
         } else if (session == NULL) {
@@ -551,7 +561,9 @@ static int commit_turn(broker_t *b)
         store_rollback(b->store);
         committed = 0;
         b->turn_failed = 0;
-    } else if ((lost || store_in_transaction(b->store)) && store_commit(b->store) != 0) {
+    } else if ((lost || store_in_transaction(b->store)) &&
+               (b->turn_acks_only ? store_commit_unsynced(b->store) : store_commit(b->store)) !=
+                   0) {
         /* a transaction SQLite rolled back by itself fails here too: the
          * turn's answers must not claim its writes */
         failure = broker_store_failure_reason(b);
@@ -603,6 +615,7 @@ static void clock_turn(broker_t *b)
 int broker_serve_zap(broker_t *b)
 {
     clock_turn(b);
+    b->turn_acks_only = 0;
     int handled = zap_handle(b->zap, b->policy, record_auth, b);
     (void)commit_turn(b);
     return handled;
@@ -630,6 +643,10 @@ int broker_run(broker_t *b)
         }
         clock_turn(b);
         metrics_turn_begin(b);
+        /* Handshakes, admin requests, expiry and revocations make a turn
+         * that commits with an fsync, as every frame but the three that
+         * only ack, open a window or ask for the backlog. */
+        b->turn_acks_only = !(items[1].revents & ZMQ_POLLIN) && !(items[2].revents & ZMQ_POLLIN);
         if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy, record_auth, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
@@ -648,6 +665,8 @@ int broker_run(broker_t *b)
             return -1;
         }
         int housekeeping = b->now_ms >= next_housekeeping;
+        if (housekeeping || b->expiry_due || b->n_revocations > 0)
+            b->turn_acks_only = 0;
         if (housekeeping || b->expiry_due)
             deliver_expire(b);
         deliver_revoke(b);

@@ -73,6 +73,10 @@ typedef struct broker {
     broker_stats_t stats;
     uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
     int turn_failed;       /* a store write failed: roll the turn back, commit nothing */
+    /* Nothing but Ack, Flow and Heartbeat frames this turn: its writes (acks)
+     * claim nothing to anyone, so it commits without an fsync
+     * (store_commit_unsynced); the next synced commit covers it. */
+    int turn_acks_only;
     Schakel__Reason turn_failure; /* what the turn's publishers are told then */
     int64_t now_s;                /* wall clock of this loop turn */
     int64_t now_ms;               /* monotonic clock of this loop turn */

@@ -1,5 +1,6 @@
 /*
- * store.c — the broker's durable state in one SQLite file (WAL, synchronous=FULL).
+ * store.c — the broker's durable state in one SQLite file (WAL; a commit syncs
+ * the WAL itself, unless its caller says the turn can do without).
  *
  * Owns opening and closing, the prepared statements (all their SQL, expiry's
  * included), transactions and the routing data: publishes, items,
@@ -475,8 +476,9 @@ const char *store_errmsg(const store_t *store)
 
 /* ------------------------------------------------------------------ transactions */
 
-/* Cost of each: one lock change; COMMIT also writes and fsyncs the WAL
- * (synchronous=FULL), which is why callers group a loop turn into one. */
+/* Cost of each: one lock change; COMMIT also writes the WAL, and
+ * store_commit syncs it (one fsync), which is why callers group a loop turn
+ * into one. */
 
 int store_begin(store_t *store)
 {
@@ -517,10 +519,8 @@ static int commit_lost(store_t *store)
     return -1;
 }
 
-int store_commit(store_t *store)
+static int commit_now(store_t *store)
 {
-    if (store_enter(store, "commit") != 0)
-        return -1;
     if (sqlite3_get_autocommit(store->db))
         return commit_lost(store);
     if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
@@ -538,6 +538,41 @@ int store_commit(store_t *store)
     }
     store->txn_open = 0;
     return -1;
+}
+
+/* Make the committed WAL frames durable: the store runs with synchronous =
+ * NORMAL (store_schema_configure), under which a WAL commit does not sync,
+ * so a synced commit syncs the WAL itself, through SQLite's own handle of
+ * the file. One sync covers every frame before it, the unsynced commits'
+ * among them. Checkpoints sync the WAL and the database file by themselves. */
+static int wal_sync(store_t *store)
+{
+    sqlite3_file *wal = NULL;
+    int rc = sqlite3_file_control(store->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
+    if (rc == SQLITE_OK && (wal == NULL || wal->pMethods == NULL))
+        rc = SQLITE_IOERR_FSYNC; /* after a commit in WAL mode its file is open */
+    if (rc == SQLITE_OK)
+        rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+    if (rc == SQLITE_OK)
+        return 0;
+    store->last_rc = rc;
+    snprintf(store->errmsg, sizeof store->errmsg, "commit: syncing the WAL: %s",
+             sqlite3_errstr(rc));
+    return -1;
+}
+
+int store_commit(store_t *store)
+{
+    if (store_enter(store, "commit") != 0)
+        return -1;
+    return commit_now(store) == 0 ? wal_sync(store) : -1;
+}
+
+int store_commit_unsynced(store_t *store)
+{
+    if (store_enter(store, "commit") != 0)
+        return -1;
+    return commit_now(store);
 }
 
 int store_rollback(store_t *store)

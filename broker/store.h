@@ -89,6 +89,17 @@ int store_last_error_is_unavailable(const store_t *store);
  * back: nothing of it is kept. */
 int store_begin(store_t *store);
 int store_commit(store_t *store);
+/* store_commit returns once the transaction is on disk (the WAL synced).
+ * store_commit_unsynced does not wait for the disk: the transaction is
+ * committed (visible, and kept across a crash of the process), but its WAL
+ * frames are synced only by the next store_commit (or checkpoint), which
+ * syncs all before it; a power failure in between may lose it, never
+ * anything committed later. For turns whose loss is harmless and claimed to
+ * no one (acks: the deliveries are simply sent again, flagged redelivery).
+ * A store_commit whose sync fails returns -1 with the transaction
+ * committed but not known to be durable: the caller answers as for a
+ * failed commit (a publisher retries with the same id: idempotent). */
+int store_commit_unsynced(store_t *store);
 int store_rollback(store_t *store);
 int store_in_transaction(const store_t *store);
 /* 1 when a transaction we began was rolled back by SQLite itself (after an

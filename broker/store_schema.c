@@ -424,7 +424,7 @@ int store_schema_configure(store_t *store)
     if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
         return -1;
     if (pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
-        pragma_require(store, "PRAGMA synchronous = FULL", "PRAGMA synchronous", "2") != 0 ||
+        pragma_require(store, "PRAGMA synchronous = NORMAL", "PRAGMA synchronous", "1") != 0 ||
         pragma_require(store, "PRAGMA foreign_keys = ON", "PRAGMA foreign_keys", "1") != 0 ||
         pragma_require(store, "PRAGMA secure_delete = ON", "PRAGMA secure_delete", "1") != 0 ||
         pragma_require(store, "PRAGMA temp_store = MEMORY", "PRAGMA temp_store", "2") != 0)
