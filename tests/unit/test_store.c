@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -774,6 +775,47 @@ static void test_scan_callback_cannot_reenter(void **state)
 }
 
 /* ------------------------------------------------------------------ transactions */
+
+/* Every fdatasync of the process, SQLite's included: the test program's
+ * definition takes the place of libc's for libsqlite3 too (symbol
+ * interposition), so a test can count what a commit syncs. */
+static int fdatasync_calls;
+
+int fdatasync(int fd)
+{
+    fdatasync_calls++;
+    return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* A commit syncs the WAL before it returns; an unsynced one does not, and
+ * the next synced commit keeps both. Rows that must fail: committing with
+ * nothing open, either way. */
+static void test_commit_syncs_unsynced_does_not(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        int synced;
+        unsigned n;
+    } rows[] = {{1, 11}, {0, 12}, {0, 13}, {1, 14}, {0, 15}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_true(publish(f->store, WOCO, rows[i].n, 1700000000) > 0);
+        int before = fdatasync_calls;
+        int rc = rows[i].synced ? store_commit(f->store) : store_commit_unsynced(f->store);
+        if (rc != 0)
+            fail_msg("row %zu: commit: %s", i, store_errmsg(f->store));
+        if (rows[i].synced && fdatasync_calls == before)
+            fail_msg("row %zu: a synced commit returned without syncing", i);
+        if (!rows[i].synced && fdatasync_calls != before)
+            fail_msg("row %zu: an unsynced commit synced %d time(s)", i, fdatasync_calls - before);
+        assert_false(store_in_transaction(f->store));
+    }
+    assert_int_equal(store_commit(f->store), -1); /* nothing open */
+    assert_int_equal(store_commit_unsynced(f->store), -1);
+    reopen(f);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
+        assert_int_equal(publish_known(f->store, WOCO, rows[i].n), 1);
+}
 
 static void test_begin_idempotent_and_commit(void **state)
 {
@@ -2326,6 +2368,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
