@@ -570,6 +570,8 @@ static int commit_turn(broker_t *b)
         log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
         store_rollback(b->store);
         committed = 0;
+        if (store_sync_failed(b->store))
+            b->sync_failed = 1; /* broker_run stops after this turn's answers */
     }
     if (!committed)
         sessions_restart_receivers(b->sessions);
@@ -660,10 +662,13 @@ int broker_run(broker_t *b)
                 return -1;
             }
         }
-        if (b->admin != NULL && admin_receive(b->admin, b) < 0 && zmq_errno() != EINTR) {
+        int admin_read = b->admin != NULL ? admin_receive(b->admin, b) : 0;
+        if (admin_read < 0 && zmq_errno() != EINTR) {
             log_event(LOG_ERROR, "admin.recv_failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
+        if (admin_read > 0)
+            b->turn_acks_only = 0; /* arrived after the poll: answered after a synced commit */
         int housekeeping = b->now_ms >= next_housekeeping;
         if (housekeeping || b->expiry_due || b->n_revocations > 0)
             b->turn_acks_only = 0;
@@ -684,6 +689,13 @@ int broker_run(broker_t *b)
             next_housekeeping = b->now_ms + 1000;
         }
         metrics_turn_end(b, turn);
+        if (b->sync_failed) {
+            /* What is on disk is unknown: only a restart (SQLite recovers
+             * what the disk really holds) is safe. systemd starts it again. */
+            log_event(LOG_ERROR, "broker.stopping", "why",
+                      "a sync of the store's WAL failed; restart to recover from the disk", NULL);
+            return -1;
+        }
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */

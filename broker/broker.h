@@ -77,6 +77,7 @@ typedef struct broker {
      * claim nothing to anyone, so it commits without an fsync
      * (store_commit_unsynced); the next synced commit covers it. */
     int turn_acks_only;
+    int sync_failed; /* the store could not sync a commit: stop (broker_run returns -1) */
     Schakel__Reason turn_failure; /* what the turn's publishers are told then */
     int64_t now_s;                /* wall clock of this loop turn */
     int64_t now_ms;               /* monotonic clock of this loop turn */

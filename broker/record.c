@@ -31,6 +31,11 @@ static int64_t record_now(const broker_t *b)
  * the turn. */
 static int record_append(broker_t *b, store_audit_entry_t *entry)
 {
+    /* Every write of the broker comes with its audit entry: any entry but
+     * an ack's makes the turn's commit a synced one, whoever wrote it. */
+    const char *event = entry->field[STORE_AUDIT_EVENT].text;
+    if (event == NULL || strcmp(event, "delivery.acked") != 0)
+        b->turn_acks_only = 0;
     if (audit_append(b->store, b->key, record_now(b), entry) == 0)
         return 0;
     log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,

@@ -198,6 +198,14 @@ int store_enter(store_t *store, const char *what)
         store_refuse(store, what, "this store was opened read-only for the audit trail");
         return -1;
     }
+    if (store->sync_failed) {
+        store->last_rc = SQLITE_IOERR_FSYNC;
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "%s: an earlier sync of the WAL failed; what is on disk is unknown until the "
+                 "store is opened again",
+                 what);
+        return -1;
+    }
     return 0;
 }
 
@@ -521,6 +529,7 @@ static int commit_lost(store_t *store)
 
 static int commit_now(store_t *store)
 {
+    store->item_serial = 0; /* the per-item memo ends with the transaction */
     if (sqlite3_get_autocommit(store->db))
         return commit_lost(store);
     if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
@@ -545,7 +554,7 @@ static int commit_now(store_t *store)
  * so a synced commit syncs the WAL itself, through SQLite's own handle of
  * the file. One sync covers every frame before it, the unsynced commits'
  * among them. Checkpoints sync the WAL and the database file by themselves. */
-static int wal_sync(store_t *store)
+int store_wal_sync(store_t *store)
 {
     sqlite3_file *wal = NULL;
     int rc = sqlite3_file_control(store->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
@@ -555,17 +564,28 @@ static int wal_sync(store_t *store)
         rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
     if (rc == SQLITE_OK)
         return 0;
+    /* The commit is visible but perhaps not on disk, and after a failed
+     * fsync the kernel may call the same pages clean: no later sync can be
+     * trusted to cover them. The handle refuses everything from now on;
+     * only reopening (recovery from what is on disk) is safe. */
+    store->sync_failed = 1;
     store->last_rc = rc;
-    snprintf(store->errmsg, sizeof store->errmsg, "commit: syncing the WAL: %s",
+    snprintf(store->errmsg, sizeof store->errmsg,
+             "commit: syncing the WAL failed (%s); the store must be opened again",
              sqlite3_errstr(rc));
     return -1;
+}
+
+int store_sync_failed(const store_t *store)
+{
+    return store != NULL && store->sync_failed;
 }
 
 int store_commit(store_t *store)
 {
     if (store_enter(store, "commit") != 0)
         return -1;
-    return commit_now(store) == 0 ? wal_sync(store) : -1;
+    return commit_now(store) == 0 ? store_wal_sync(store) : -1;
 }
 
 int store_commit_unsynced(store_t *store)
@@ -577,6 +597,7 @@ int store_commit_unsynced(store_t *store)
 
 int store_rollback(store_t *store)
 {
+    store->item_serial = 0; /* what the memo knew may be rolled back */
     if (store_enter(store, "rollback") != 0)
         return -1;
     store->txn_open = 0;
@@ -851,7 +872,10 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
  * unknown, -1 on error. */
 static int delivery_item_facts(store_t *store, int64_t item_seq)
 {
-    if (store->item_serial == store->txn_serial && store->item_seq_checked == item_seq)
+    /* The memo holds only inside a transaction: outside one, every
+     * statement commits on its own and nothing ties two calls together. */
+    int in_txn = !sqlite3_get_autocommit(store->db);
+    if (in_txn && store->item_serial == store->txn_serial && store->item_seq_checked == item_seq)
         return 1;
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ITEM_FACTS];
     if (store_bind_int64(store, stmt, 1, item_seq) != 0) {
@@ -874,7 +898,7 @@ static int delivery_item_facts(store_t *store, int64_t item_seq)
         memcpy(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES);
         store->checked_item_index = (uint32_t)sqlite3_column_int64(stmt, 2);
         store->checked_accepted_at = sqlite3_column_int64(stmt, 3);
-        store->item_serial = store->txn_serial;
+        store->item_serial = in_txn ? store->txn_serial : 0;
         store->item_seq_checked = item_seq;
         store->raised_expires_at = INT64_MIN; /* nothing raised yet for this item */
         result = 1;
@@ -971,13 +995,16 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }
+    /* Retention first: a failure after it leaves at most an item kept
+     * longer (inside a transaction the caller rolls back anyway). */
+    if (delivery_raise_retention(store, d) != 0)
+        return -1;
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
     if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
-    if (store_stmt_run(store, stmt, "delivery_add") != 0 ||
-        delivery_raise_retention(store, d) != 0)
+    if (store_stmt_run(store, stmt, "delivery_add") != 0)
         return -1;
     store->next_delivery_seq = seq + 1;
     return seq;

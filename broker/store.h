@@ -97,9 +97,13 @@ int store_commit(store_t *store);
  * anything committed later. For turns whose loss is harmless and claimed to
  * no one (acks: the deliveries are simply sent again, flagged redelivery).
  * A store_commit whose sync fails returns -1 with the transaction
- * committed but not known to be durable: the caller answers as for a
- * failed commit (a publisher retries with the same id: idempotent). */
+ * committed but not known to be durable (see store_sync_failed). */
 int store_commit_unsynced(store_t *store);
+/* 1 after a store_commit whose WAL sync failed: the transaction is visible
+ * but perhaps not on disk, and every later call on this handle fails. The
+ * broker stops (systemd starts it again); SQLite then recovers what is
+ * really on disk. */
+int store_sync_failed(const store_t *store);
 int store_rollback(store_t *store);
 int store_in_transaction(const store_t *store);
 /* 1 when a transaction we began was rolled back by SQLite itself (after an

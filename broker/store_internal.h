@@ -124,6 +124,7 @@ struct store {
     store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on reuse */
     int in_callback;          /* inside a scan or expiry callback */
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
+    int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
     int last_rc;              /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;          /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
@@ -177,6 +178,12 @@ const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len);
 /* Run fixed SQL text (never built from input); 0, or -1 with the failure
  * recorded as "what: message". */
 int store_exec_fixed(store_t *store, const char *sql, const char *what);
+
+/* Sync the WAL after a COMMIT (the store runs with synchronous = NORMAL):
+ * what store_commit does after its COMMIT, for the few commits made with
+ * plain SQL (a rekey). 0, or -1 with the handle refusing every later call
+ * (store_sync_failed). */
+int store_wal_sync(store_t *store);
 
 /* 0 when rc (a SQLite result code) is SQLITE_OK, else -1 with the failure
  * recorded by store_fail under what. */

@@ -216,8 +216,10 @@ static void ad_keycheck(store_seal_ad_t *ad)
 /* A fresh nonce: a 64-bit counter, then 128 random bits drawn once per
  * store handle. Unique for as long as random 128-bit draws do not collide
  * (never, in practice), like a random 192-bit nonce, without a getrandom
- * call per body. The counter comes first, so that no 16 bytes of a sealed
- * body repeat those of another. */
+ * call per body. The random part is the same in every body one handle
+ * seals (it tells that two rows were written by the same run of the
+ * broker, as their seqs do); the counter comes first, so that no aligned
+ * 16 bytes of a sealed body repeat those of another. */
 static void next_nonce(store_t *store, uint8_t nonce[STORE_NONCE_BYTES])
 {
     _Static_assert(STORE_NONCE_BYTES == sizeof store->nonce_random + 8, "counter + random part");
@@ -700,6 +702,8 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
     }
     if (!failed)
         failed = store_exec_fixed(store, "COMMIT", "rekey: commit") != 0;
+    if (!failed && store_wal_sync(store) != 0)
+        return -1; /* committed but not known to be on disk: the operator runs it again */
     if (failed) {
         if (!sqlite3_get_autocommit(store->db))
             (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */

@@ -722,12 +722,15 @@ static void test_import_progress_plain_when_not_a_terminal(void **state)
         int quiet;
         int progress;
     } rows[] = {{0, 1}, {1, 0}};
+    /* One clock reading for all rows: two readings a second apart would
+     * give both files the same lines. */
+    int64_t observed = (int64_t)time(NULL) - 60;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char file[T_PATH], name[32];
         snprintf(name, sizeof name, "progress-%zu.jsonl", i);
         path_in(env, name, file);
         /* other signals in each file: the same lines would be the same batch */
-        write_json_file(file, 10, (int64_t)time(NULL) - 60 - (int64_t)i);
+        write_json_file(file, 10, observed - (int64_t)i);
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res,
                    rows[i].quiet ? (const char *const[]){"--quiet", NULL} : NULL);

@@ -9,6 +9,7 @@
  * limit. The store key is random per run.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -776,15 +777,29 @@ static void test_scan_callback_cannot_reenter(void **state)
 
 /* ------------------------------------------------------------------ transactions */
 
-/* Every fdatasync of the process, SQLite's included: the test program's
- * definition takes the place of libc's for libsqlite3 too (symbol
+/* Every fdatasync (and fsync) of the process, SQLite's included: the test
+ * program's definitions take the place of libc's for libsqlite3 too (symbol
  * interposition), so a test can count what a commit syncs. */
 static int fdatasync_calls;
+static int fdatasync_fail_next; /* the next call fails with EIO */
 
 int fdatasync(int fd)
 {
     fdatasync_calls++;
+    if (fdatasync_fail_next) {
+        fdatasync_fail_next = 0;
+        errno = EIO;
+        return -1;
+    }
     return (int)syscall(SYS_fdatasync, fd);
+}
+
+/* fsync counts too: a build of SQLite that syncs with it must not make an
+ * unsynced commit look right. */
+int fsync(int fd)
+{
+    fdatasync_calls++;
+    return (int)syscall(SYS_fsync, fd);
 }
 
 /* A commit syncs the WAL before it returns; an unsynced one does not, and
@@ -815,6 +830,76 @@ static void test_commit_syncs_unsynced_does_not(void **state)
     reopen(f);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++)
         assert_int_equal(publish_known(f->store, WOCO, rows[i].n), 1);
+}
+
+/* A commit whose WAL sync fails is not known to be on disk, and the kernel
+ * may have dropped the failed pages: the handle refuses every later call,
+ * so nothing is answered from it until the store is opened again. */
+static void test_failed_sync_poisons_the_handle(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(publish(f->store, WOCO, 21, 1700000000) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_false(store_sync_failed(f->store));
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(publish(f->store, WOCO, 22, 1700000000) > 0);
+    fdatasync_fail_next = 1;
+    assert_int_equal(store_commit(f->store), -1);
+    assert_int_equal(fdatasync_fail_next, 0); /* the failing sync was the commit's */
+    assert_true(store_sync_failed(f->store));
+    assert_non_null(strstr(store_errmsg(f->store), "syncing the WAL failed"));
+    assert_true(store_last_error_is_unavailable(f->store));
+    /* every later call is refused, reads included */
+    assert_int_equal(store_begin(f->store), -1);
+    assert_int_equal(publish_known(f->store, WOCO, 21), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "an earlier sync of the WAL failed"));
+    /* opened again, the store serves what it holds */
+    reopen(f);
+    assert_false(store_sync_failed(f->store));
+    assert_int_equal(publish_known(f->store, WOCO, 21), 1);
+}
+
+/* The per-item memo (facts checked, retention raised) never outlives what
+ * it knew: after a rollback, the same delivery again raises its item's
+ * retention, in a transaction or without one. */
+static void test_item_memo_after_rollback(void **state)
+{
+    fixture_t *f = *state;
+    static const int in_txn_after[] = {0, 1};
+    for (size_t i = 0; i < 2; i++) {
+        unsigned n = 30 + (unsigned)i;
+        assert_int_equal(store_begin(f->store), 0);
+        int64_t publish_id = publish(f->store, WOCO, n, 1700000000);
+        int64_t item_seq = item(f->store, publish_id, 0);
+        assert_true(item_seq > 0);
+        assert_int_equal(store_commit(f->store), 0);
+
+        delivery_spec_t spec;
+        delivery_spec(&spec, POLITIE, WOCO, "woco-servatius", n, 1700000000, item_seq, 0);
+        spec.d.expires_at = 1900000000;
+        assert_int_equal(store_begin(f->store), 0);
+        assert_true(store_delivery_add(f->store, &spec.d) > 0);
+        assert_int_equal(store_rollback(f->store), 0);
+
+        if (in_txn_after[i])
+            assert_int_equal(store_begin(f->store), 0);
+        if (store_delivery_add(f->store, &spec.d) <= 0)
+            fail_msg("row %zu: %s", i, store_errmsg(f->store));
+        if (in_txn_after[i])
+            assert_int_equal(store_commit(f->store), 0);
+
+        char sql[128], value[32];
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
+                 (long long)item_seq);
+        sqlite3 *db = raw_open(f->path);
+        raw_text(db, sql, value, sizeof value);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        if (strcmp(value, "1900000000") != 0)
+            fail_msg("row %zu: the item's retention is %s after the rollback, want 1900000000",
+                     i, value);
+    }
 }
 
 static void test_begin_idempotent_and_commit(void **state)
@@ -2369,6 +2454,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
