@@ -237,19 +237,57 @@ static int import_reserve(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
+/* What is kept of one physical line: a record's limit, a BOM and a CRLF. A
+ * longer line is read to its end but not kept (its record is refused as too
+ * long), so one huge line cannot take the memory getline would give it. */
+#define IMPORT_LINE_KEEP (IMPORT_MAX_RECORD_BYTES + 8u)
+
+/* Read one physical line (through its '\n', or to the end of the file) into
+ * reader->line, keeping at most IMPORT_LINE_KEEP bytes. Returns the bytes
+ * kept (the line is cut if *cut), -1 at the end, -2 on a read error. */
+static ssize_t import_read_line(import_reader_t *reader, int *cut)
+{
+    if (import_reserve(&reader->line, &reader->line_cap, IMPORT_LINE_KEEP + 1) != 0)
+        return -2;
+    size_t kept = 0, seen = 0;
+    int c = EOF;
+    *cut = 0;
+    while ((c = getc_unlocked(reader->file)) != EOF) {
+        seen++;
+        if (kept < IMPORT_LINE_KEEP)
+            reader->line[kept++] = (char)c;
+        else
+            *cut = 1;
+        if (c == '\n')
+            break;
+    }
+    if (ferror(reader->file))
+        return -2;
+    if (seen == 0)
+        return -1;
+    reader->line[kept] = '\0';
+    return (ssize_t)kept;
+}
+
 /* The next physical line into reader->line: its length with the line end,
- * *body its length without; -1 at the end, -2 on a read error. */
+ * *body its length without (more than IMPORT_MAX_RECORD_BYTES for a line
+ * that was cut); -1 at the end, -2 on a read error. */
 static ssize_t import_getline(import_reader_t *reader, size_t *body)
 {
-    ssize_t len = getline(&reader->line, &reader->line_cap, reader->file);
+    int cut = 0;
+    ssize_t len = import_read_line(reader, &cut);
     if (len < 0)
-        return ferror(reader->file) ? -2 : -1;
+        return len;
     reader->line_no++;
     if (reader->line_no == 1 && len >= 3 && memcmp(reader->line, import_bom, 3) == 0) {
         memmove(reader->line, reader->line + 3, (size_t)len - 2); /* with its NUL */
         len -= 3;
     }
     size_t n = (size_t)len;
+    if (cut) {
+        *body = n; /* IMPORT_LINE_KEEP bytes, more than any record may hold */
+        return len;
+    }
     if (n > 0 && reader->line[n - 1] == '\n') {
         n--;
         if (n > 0 && reader->line[n - 1] == '\r')
@@ -380,6 +418,12 @@ static int import_csv_keep(import_reader_t *reader, const char *bytes, size_t le
 static int import_csv_line(import_reader_t *reader, size_t len, size_t body, size_t *field_start)
 {
     const char *line = reader->line;
+    if (body > IMPORT_MAX_RECORD_BYTES) { /* cut: its quotes cannot be followed; it ends here */
+        if (reader->error[0] == '\0')
+            snprintf(reader->error, sizeof reader->error, "longer than %u bytes",
+                     IMPORT_MAX_RECORD_BYTES);
+        return 1;
+    }
     for (size_t i = 0; i < body && reader->error[0] == '\0'; i++)
         if (import_csv_byte(reader, line[i], field_start) != 0)
             return -1;

@@ -459,6 +459,60 @@ static void test_import_bad_lines_refused_by_line_rest_accepted(void **state)
     h_done(env);
 }
 
+/* A physical line longer than a record may be (256 KiB) is refused by its
+ * line number without being kept whole, and the lines after it pass: in
+ * JSON lines, and in CSV where the cut line's quotes cannot be followed. */
+static void test_import_overlong_line_refused_rest_accepted(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *name;
+        const char *header; /* NULL: JSON lines */
+        const char *first, *last;
+        const char *long_start, *long_end;
+    } rows[] = {
+        {"long.jsonl", NULL, OK_LINE(1), OK_LINE(3),
+         "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"summary\":\"", "\"}"},
+        {"long.csv", "source_ref,kind,theme,area,summary", "L2,witwassen,ondermijning,GM0935,kort",
+         "L4,witwassen,ondermijning,GM0935,kort", "L3,witwassen,ondermijning,GM0935,\"", "\""},
+    };
+    enum { LONG_BYTES = 300 * 1024 };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char file[T_PATH], refused[T_PATH], name[48];
+        path_in(env, rows[i].name, file);
+        snprintf(name, sizeof name, "%s.refused", rows[i].name);
+        path_in(env, name, refused);
+        text_t t = {0};
+        if (rows[i].header != NULL)
+            text_add(&t, "%s\n", rows[i].header);
+        text_add(&t, "%s\n%s", rows[i].first, rows[i].long_start);
+        for (int k = 0; k < LONG_BYTES / 64; k++)
+            text_add(&t, "%s", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+        text_add(&t, "%s\n%s\n", rows[i].long_end, rows[i].last);
+        write_file(file, t.s, t.len);
+        free(t.s);
+
+        const char *const args[] = {"--refusals", refused, NULL};
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res, args);
+        expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
+        expect_summary(&res, 2, 1, 0);
+        h_cli_result_free(&res);
+        char *text = read_file(refused);
+        assert_non_null(text);
+        long want_line = rows[i].header != NULL ? 3 : 2;
+        char want[64];
+        snprintf(want, sizeof want, "line %ld: LOCAL_INVALID: ", want_line);
+        if (strncmp(text, want, strlen(want)) != 0 || strstr(text, "longer than") == NULL ||
+            strchr(text, '\n') != text + strlen(text) - 1)
+            fail_msg("%s: refusals file \"%.200s\", want one line \"%s... longer than ...\"",
+                     rows[i].name, text, want);
+        free(text);
+        assert_int_equal(h_backlog_of(env, H_OM), 2 * (i + 1));
+    }
+    h_done(env);
+}
+
 /* CSV records that must be refused before anything is sent, and one that
  * the broker refuses, between records that must pass. */
 static const struct {
@@ -819,6 +873,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_changed_file_needs_restart, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_overlong_line_refused_rest_accepted,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_progress_plain_when_not_a_terminal,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_whole_publish_refusals, h_setup_env,
