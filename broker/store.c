@@ -471,6 +471,7 @@ void store_close(store_t **store)
         (void)sqlite3_close_v2(s->db);
     }
     store_seal_free(s);
+    store_count_free(s);
     free(s);
     *store = NULL;
 }
@@ -530,12 +531,16 @@ static int commit_lost(store_t *store)
 static int commit_now(store_t *store)
 {
     store->item_serial = 0; /* the per-item memo ends with the transaction */
-    if (sqlite3_get_autocommit(store->db))
+    if (sqlite3_get_autocommit(store->db)) {
+        store_count_rollback(store);
         return commit_lost(store);
+    }
     if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
+        store_count_commit(store);
         return 0;
     }
+    store_count_rollback(store);
     /* Leave no half-state behind: the caller treats all of it as lost. */
     if (!sqlite3_get_autocommit(store->db)) {
         char kept[STORE_ERRMSG_LEN];
@@ -597,7 +602,10 @@ int store_commit_unsynced(store_t *store)
 
 int store_rollback(store_t *store)
 {
-    store->item_serial = 0; /* what the memo knew may be rolled back */
+    if (store == NULL)
+        return -1;
+    store->item_serial = 0;     /* what the memo knew may be rolled back */
+    store_count_rollback(store); /* and what the transaction counted */
     if (store_enter(store, "rollback") != 0)
         return -1;
     store->txn_open = 0;
@@ -1006,6 +1014,7 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     }
     if (store_stmt_run(store, stmt, "delivery_add") != 0)
         return -1;
+    store_count_change(store, d->recipient, 1);
     store->next_delivery_seq = seq + 1;
     return seq;
 }
@@ -1129,17 +1138,21 @@ int64_t store_mailbox_count(store_t *store, const char *recipient)
         store_refuse(store, "mailbox_count", "recipient is required");
         return -1;
     }
+    int64_t count = -1;
+    if (store_count_get(store, recipient, &count))
+        return count;
     sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_COUNT];
     if (store_bind_text(store, stmt, 1, recipient) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
-    int64_t count = -1;
     int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         count = sqlite3_column_int64(stmt, 0);
-    else
+        store_count_learn(store, recipient, count);
+    } else {
         store_fail(store, "mailbox_count");
+    }
     store_stmt_finish(stmt);
     return count;
 }
@@ -1191,7 +1204,10 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     }
     if (store_stmt_run(store, stmt, "delivery_ack") != 0)
         return -1;
-    return sqlite3_changes(store->db) == 1 ? 1 : 0;
+    if (sqlite3_changes(store->db) != 1)
+        return 0;
+    store_count_change(store, recipient, -1);
+    return 1;
 }
 
 int64_t store_test_limit_pages(store_t *store, int64_t max_pages)

@@ -60,10 +60,14 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
         .expires_at = sqlite3_column_int64(found, 5),
     };
     int result = -1;
-    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL)
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
+    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL ||
+        strlen(e.recipient) >= sizeof recipient)
         store_refuse(store, what, "damaged row or out of memory");
     else
         result = tombstone_add(store, &e, now);
+    if (result == 0)
+        strcpy(recipient, e.recipient); /* for the count, after the row is gone */
     if (result == 0 && fn != NULL) {
         store->in_callback = 1;
         fn(&e, arg);
@@ -72,6 +76,8 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
     store_stmt_finish(found); /* e's strings end here */
     if (result == 0)
         result = delivery_remove(store, (int64_t)e.seq);
+    if (result == 0)
+        store_count_change(store, recipient, -1);
     return result;
 }
 

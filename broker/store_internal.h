@@ -125,6 +125,7 @@ struct store {
     int in_callback;          /* inside a scan or expiry callback */
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
+    struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
     int last_rc;              /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;          /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
@@ -184,6 +185,21 @@ int store_exec_fixed(store_t *store, const char *sql, const char *what);
  * plain SQL (a rekey). 0, or -1 with the handle refusing every later call
  * (store_sync_failed). */
 int store_wal_sync(store_t *store);
+
+/* ------------------------------------------------------------------ counts */
+
+/* Pending deliveries per recipient, in memory (store_count.c). Every insert
+ * (+1) and removal (-1) of a delivery is reported with store_count_change;
+ * inside a transaction it counts only once store_count_commit runs, and
+ * store_count_rollback drops it. store_count_get returns 1 with the count
+ * when it is known, 0 when SQL must count it (then store_count_learn). */
+typedef struct store_counts store_counts_t;
+void store_count_change(store_t *store, const char *recipient, int64_t change);
+int store_count_get(store_t *store, const char *recipient, int64_t *count);
+void store_count_learn(store_t *store, const char *recipient, int64_t sql_count);
+void store_count_commit(store_t *store);
+void store_count_rollback(store_t *store);
+void store_count_free(store_t *store);
 
 /* 0 when rc (a SQLite result code) is SQLITE_OK, else -1 with the failure
  * recorded by store_fail under what. */

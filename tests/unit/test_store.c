@@ -2443,6 +2443,79 @@ static void test_rekey_failure_keeps_old_key(void **state)
     }
 }
 
+/* The pending count per recipient is kept in memory (every Heartbeat asks
+ * it): after each step it must equal what SQL counts, inside a transaction
+ * (its own changes included), after a rollback, and across every way a
+ * delivery comes and goes. */
+static void expect_count(fixture_t *f, const char *recipient, int64_t want, const char *step)
+{
+    int64_t got = store_mailbox_count(f->store, recipient);
+    if (got != want)
+        fail_msg("%s: store_mailbox_count(%s) = %lld, want %lld", step, recipient,
+                 (long long)got, (long long)want);
+    if (store_in_transaction(f->store))
+        return; /* another connection sees only what is committed */
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE recipient = '%s'", recipient);
+    int64_t raw = raw_int(f->path, sql);
+    if (raw != want)
+        fail_msg("%s: SQL counts %lld for %s, want %lld", step, (long long)raw, recipient,
+                 (long long)want);
+}
+
+static void test_pending_count_follows_every_change(void **state)
+{
+    fixture_t *f = *state;
+    expect_count(f, POLITIE, 0, "learnt empty");
+    assert_int_equal(store_begin(f->store), 0);
+    for (unsigned n = 1; n <= 3; n++)
+        assert_true(deliver_new(f->store, POLITIE, 40 + n) > 0);
+    expect_count(f, POLITIE, 3, "three added, in the transaction");
+    assert_int_equal(store_rollback(f->store), 0);
+    expect_count(f, POLITIE, 0, "rolled back");
+
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t a = deliver_new(f->store, POLITIE, 44);
+    int64_t b = deliver_new(f->store, POLITIE, 45);
+    assert_true(deliver_new(f->store, RIEC, 46) > 0); /* a recipient not yet learnt */
+    assert_int_equal(store_commit(f->store), 0);
+    expect_count(f, POLITIE, 2, "two committed");
+    expect_count(f, RIEC, 1, "learnt after its change");
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)a), 1);
+    assert_int_equal(store_delivery_ack(f->store, RIEC, (uint64_t)b), 0); /* not RIEC's */
+    expect_count(f, POLITIE, 1, "acked, in the transaction");
+    expect_count(f, RIEC, 1, "someone else's ack changes nothing");
+    assert_int_equal(store_commit_unsynced(f->store), 0);
+    expect_count(f, POLITIE, 1, "ack committed unsynced");
+
+    /* expiry and revocation remove through the same path */
+    assert_int_equal(store_begin(f->store), 0);
+    /* due at 1700000100; the others (deliver_new) a year after 1700000044 */
+    const int64_t sweep_at = 1700000200;
+    assert_true(deliver_bytes(f->store, POLITIE, 47, "item", "body", 1700000100, NULL) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    expect_count(f, POLITIE, 2, "one more, already due");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(store_expire(f->store, sweep_at, 10, NULL, NULL) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    expect_count(f, POLITIE, 1, "expired");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_delivery_revoke(f->store, POLITIE, (uint64_t)b, sweep_at, NULL, NULL),
+                     1);
+    expect_count(f, POLITIE, 0, "revoked, in the transaction");
+    assert_int_equal(store_rollback(f->store), 0);
+    expect_count(f, POLITIE, 1, "revocation rolled back");
+
+    /* outside a transaction a change counts at once */
+    assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)b), 1);
+    expect_count(f, POLITIE, 0, "acked without a transaction");
+    reopen(f); /* a new handle learns from SQL again */
+    expect_count(f, POLITIE, 0, "after reopening");
+    expect_count(f, RIEC, 1, "after reopening");
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -2456,6 +2529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_count_follows_every_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
