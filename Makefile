@@ -192,18 +192,19 @@ UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/d
 	clients/libschakel/caseview.c
 # every allocation of the program's own objects goes through the test's wrappers
 UNIT_LDFLAGS_test_client_alloc := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
-UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_case.c broker/linemap.c \
-	broker/yamlguard.c
-UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/linemap.c \
-	broker/yamlguard.c
-UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_case.c broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_index.c broker/policy_case.c \
+	broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/policy_index.c \
+	broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_index.c \
+	broker/policy_case.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c \
-	broker/store_count.c
+	broker/store_count.c broker/store_delivery.c
 UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \
-	broker/store_expire.c broker/store_audit.c broker/store_count.c
+	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
 UNIT_EXTRA_test_store_case := broker/store.c broker/store_seal.c broker/store_schema.c \
-	broker/store_expire.c broker/store_audit.c broker/store_count.c
+	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

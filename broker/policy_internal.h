@@ -1,6 +1,6 @@
 /*
  * policy_internal.h — the loaded policy's layout, shared by the loader
- * (policy_load.c builds it), the runtime (policy.c answers lookups and
+ * (policy_load.c builds it, policy_index.c its decision index), the runtime (policy.c answers lookups and
  * decisions from it) and the case types (policy_case.c builds and answers
  * both for them). Private to those files; not installed, not for other
  * modules, which see only policy.h.
@@ -215,7 +215,7 @@ int policy_case_types_build(policy_t *p, const doc_case_type_t *types, size_t n,
 void policy_case_types_free(policy_t *p);
 
 /* (Re)build p's decision index, interned kinds, theme and partner-id tables from
- * its rules (policy_load.c), with at most `budget` keyed entries
+ * its rules (policy_index.c), with at most `budget` keyed entries
  * (POLICY_INDEX_BUDGET when loading; tests pass less to exercise the
  * fallback). Decisions are the same for every budget; only their cost
  * differs. Dies on out-of-memory. */

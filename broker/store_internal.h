@@ -26,6 +26,7 @@
  * blocks the event loop while it lasts, hence short. store_checkpoint lifts
  * it for its duration and puts it back. */
 #define STORE_BUSY_TIMEOUT_MS 2000
+#define STORE_MESSAGE_ID_BYTES 16 /* a publish's message id */
 
 /* Statements prepared once at open (store.c lists their SQL). */
 enum stmt_id {
@@ -179,6 +180,11 @@ const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len);
 /* Run fixed SQL text (never built from input); 0, or -1 with the failure
  * recorded as "what: message". */
 int store_exec_fixed(store_t *store, const char *sql, const char *what);
+
+/* The next seq from a counter (store->next_item_seq, next_delivery_seq), or
+ * -1 when it is exhausted. The caller moves the counter on once its insert
+ * succeeded; after a rollback it has moved on all the same (a gap). */
+int64_t store_seq_peek(store_t *store, const int64_t *counter, const char *what);
 
 /* Sync the WAL after a COMMIT (the store runs with synchronous = NORMAL):
  * what store_commit does after its COMMIT, for the few commits made with

@@ -1,6 +1,6 @@
 /*
  * test_policy_index.c — the decision index (broker/policy.c, built in
- * broker/policy_load.c). A decision reads only the buckets of its signal's
+ * broker/policy_index.c). A decision reads only the buckets of its signal's
  * keys; it must decide exactly as a plain scan over every rule in file
  * order (docs/POLICY.md section 5), which this file writes out itself.
  * Policies and signals are generated from fixed seeds, one row of the

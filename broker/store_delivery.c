@@ -1,0 +1,458 @@
+/*
+ * store_delivery.c — the mailboxes: queueing a delivery (checked against its
+ * item's own rows, the item's retention raised), scanning a recipient's
+ * mailbox in seq order with each body opened (a delivery by reference gets
+ * its item's bytes and the rule's field mask), counting, acking.
+ * Trusts its caller for id syntax, nothing read back from the file (a body
+ * that does not authenticate is an error). Errors: -1 with store_errmsg set.
+ */
+#include <limits.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "schakel_limits.h"
+#include "store.h"
+#include "store_internal.h"
+
+/* Result columns of STMT_MAILBOX_SCAN, in order. */
+enum scan_col {
+    SCAN_SEQ,
+    SCAN_RECIPIENT,
+    SCAN_ITEM_SEQ,
+    SCAN_MESSAGE_ID,
+    SCAN_ITEM_INDEX,
+    SCAN_SENDER,
+    SCAN_SENDER_PARTNER,
+    SCAN_RULE_ID,
+    SCAN_RULE_HASH,
+    SCAN_PURPOSE,
+    SCAN_LEGAL_BASIS,
+    SCAN_ACCEPTED_AT,
+    SCAN_EXPIRES_AT,
+    SCAN_BODY,
+    SCAN_CASE_ID,
+    SCAN_IS_CASE_EVENT,
+    SCAN_BY_REF,
+    SCAN_ITEM_BODY,
+    SCAN_ITEM_PUBLISH_ID
+};
+
+/* ------------------------------------------------------------------ deliveries */
+
+/* sender must be "<sender_partner>/<name>". */
+static int sender_in_partner(const char *sender, const char *partner)
+{
+    size_t n = strlen(partner);
+    return n > 0 && strncmp(sender, partner, n) == 0 && sender[n] == '/';
+}
+
+static int delivery_fields_present(const store_delivery_t *d)
+{
+    return d->recipient != NULL && d->recipient[0] != '\0' && d->message_id != NULL &&
+           d->sender != NULL && d->sender_partner != NULL && d->rule_id != NULL &&
+           d->rule_hash != NULL && d->purpose != NULL && d->legal_basis != NULL &&
+           (d->by_ref || d->body != NULL || d->body_len == 0);
+}
+
+/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14..?17 are written, ?9..?13
+ * must match the item's rows. A delivery by reference seals its field mask
+ * (4 bytes, little-endian) in place of a body. */
+static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d, int64_t seq,
+                         const store_seal_ad_t *ad)
+{
+    uint8_t mask[4] = {(uint8_t)d->fields, (uint8_t)(d->fields >> 8), (uint8_t)(d->fields >> 16),
+                       (uint8_t)(d->fields >> 24)};
+    const uint8_t *body = d->by_ref ? mask : d->body;
+    size_t body_len = d->by_ref ? sizeof mask : d->body_len;
+    if (store_bind_text(store, stmt, 1, d->recipient) != 0 ||
+        store_bind_text(store, stmt, 2, d->sender_partner) != 0 ||
+        store_bind_text(store, stmt, 3, d->rule_id) != 0 ||
+        store_bind_text(store, stmt, 4, d->rule_hash) != 0 ||
+        store_bind_text(store, stmt, 5, d->purpose) != 0 ||
+        store_bind_text(store, stmt, 6, d->legal_basis) != 0 ||
+        store_bind_int64(store, stmt, 7, d->expires_at) != 0 ||
+        store_seal_bind(store, stmt, 8, ad, body, body_len) != 0 ||
+        store_bind_int64(store, stmt, 14, seq) != 0 ||
+        store_bind_int64(store, stmt, 16, d->is_case_event ? 1 : 0) != 0 ||
+        store_bind_int64(store, stmt, 17, d->by_ref ? 1 : 0) != 0)
+        return -1;
+    if (d->case_id != NULL && store_bind_text(store, stmt, 15, d->case_id) != 0)
+        return -1; /* unbound, ?15 is NULL: a signal */
+    if (store_bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
+        store_bind_text(store, stmt, 10, d->sender) != 0 ||
+        store_bind_bytes(store, stmt, 11, d->message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
+        store_bind_int64(store, stmt, 12, (int64_t)d->item_index) != 0 ||
+        store_bind_int64(store, stmt, 13, d->accepted_at) != 0)
+        return -1;
+    return 0;
+}
+
+static int delivery_check(store_t *store, const store_delivery_t *d)
+{
+    if (d == NULL || !delivery_fields_present(d)) {
+        store_refuse(store, "delivery_add", "a required field is missing");
+        return -1;
+    }
+    if (!sender_in_partner(d->sender, d->sender_partner)) {
+        store_refuse(store, "delivery_add", "sender is not a principal of sender_partner");
+        return -1;
+    }
+    if (d->item_seq == 0 || d->item_seq > INT64_MAX) {
+        store_refuse(store, "delivery_add", "no such item");
+        return -1;
+    }
+    if (d->is_case_event != 0 && d->is_case_event != 1) {
+        store_refuse(store, "delivery_add", "is_case_event is 0 or 1");
+        return -1;
+    }
+    if (d->is_case_event && d->case_id == NULL) {
+        store_refuse(store, "delivery_add", "a case event needs its case id");
+        return -1;
+    }
+    if (d->case_id != NULL && strlen(d->case_id) != SCHAKEL_CASE_ID_LEN) {
+        store_refuse(store, "delivery_add", "no such case");
+        return -1;
+    }
+    if ((d->by_ref != 0 && d->by_ref != 1) || (d->by_ref && d->case_id != NULL)) {
+        store_refuse(store, "delivery_add", "by_ref is 0 or 1, and only for a signal");
+        return -1;
+    }
+    return 0;
+}
+
+/* The item's facts as its own rows have them, for the check below; read
+ * once per item and transaction. Returns 1 when read, 0 when the item is
+ * unknown, -1 on error. */
+static int delivery_item_facts(store_t *store, int64_t item_seq)
+{
+    /* The memo holds only inside a transaction: outside one, every
+     * statement commits on its own and nothing ties two calls together. */
+    int in_txn = !sqlite3_get_autocommit(store->db);
+    if (in_txn && store->item_serial == store->txn_serial && store->item_seq_checked == item_seq)
+        return 1;
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ITEM_FACTS];
+    if (store_bind_int64(store, stmt, 1, item_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = -1;
+    size_t id_len = 0;
+    const char *sender = rc == SQLITE_ROW ? store_column_text(stmt, 0) : NULL;
+    const uint8_t *id = rc == SQLITE_ROW ? store_column_bytes(stmt, 1, &id_len) : NULL;
+    if (rc == SQLITE_DONE) {
+        result = 0;
+    } else if (rc != SQLITE_ROW) {
+        store_fail(store, "delivery_add");
+    } else if (sender == NULL || strlen(sender) > SCHAKEL_MAX_PRINCIPAL_LEN || id == NULL ||
+               id_len != STORE_MESSAGE_ID_BYTES) {
+        store_refuse(store, "delivery_add", "damaged item or publish row");
+    } else {
+        strcpy(store->checked_sender, sender);
+        memcpy(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES);
+        store->checked_item_index = (uint32_t)sqlite3_column_int64(stmt, 2);
+        store->checked_accepted_at = sqlite3_column_int64(stmt, 3);
+        store->item_serial = in_txn ? store->txn_serial : 0;
+        store->item_seq_checked = item_seq;
+        store->raised_expires_at = INT64_MIN; /* nothing raised yet for this item */
+        result = 1;
+    }
+    store_stmt_finish(stmt);
+    return result;
+}
+
+/* The delivery's copy of its publish's facts (sender, message id, item
+ * index, accepted_at) must be the item's own, and a case delivery's case
+ * must exist. Returns 0, or -1 with the refusal. */
+static int delivery_check_facts(store_t *store, const store_delivery_t *d)
+{
+    int known = delivery_item_facts(store, (int64_t)d->item_seq);
+    if (known < 0)
+        return -1;
+    int case_known = 1;
+    if (known && d->case_id != NULL) {
+        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_KNOWN];
+        if (store_bind_text(store, stmt, 1, d->case_id) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        int rc = sqlite3_step(stmt);
+        store_stmt_finish(stmt);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+            store_fail(store, "delivery_add");
+            return -1;
+        }
+        case_known = rc == SQLITE_ROW;
+    }
+    if (known && case_known && strcmp(store->checked_sender, d->sender) == 0 &&
+        memcmp(store->checked_message_id, d->message_id, STORE_MESSAGE_ID_BYTES) == 0 &&
+        store->checked_item_index == d->item_index && store->checked_accepted_at == d->accepted_at)
+        return 0;
+    store_refuse(store, "delivery_add",
+                 d->case_id != NULL
+                     ? "item or case unknown, or the item's sender, message id, index or"
+                       " accepted_at differ"
+                     : "item unknown, or its sender, message id, index or accepted_at differ");
+    return -1;
+}
+
+/* Raise the retention of the delivery's item and publish to its expiry,
+ * unless this transaction already raised them as far: the deliveries of
+ * one item come one after another, so that is one pair of updates per item,
+ * not per recipient. A case delivery also ties its item to the case. Runs
+ * after delivery_check_facts (which read this item in this transaction). */
+static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
+{
+    if (d->case_id != NULL) {
+        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_ITEM];
+        if (store_bind_text(store, stmt, 1, d->case_id) != 0 ||
+            store_bind_int64(store, stmt, 2, (int64_t)d->item_seq) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        if (store_stmt_run(store, stmt, "delivery_add") != 0)
+            return -1;
+    }
+    if (store->raised_expires_at >= d->expires_at)
+        return 0;
+    for (int i = 0; i < 2; i++) {
+        sqlite3_stmt *stmt = store->stmt[i == 0 ? STMT_ITEM_RAISE : STMT_PUBLISH_RAISE];
+        if (store_bind_int64(store, stmt, 1, (int64_t)d->item_seq) != 0 ||
+            store_bind_int64(store, stmt, 2, d->expires_at) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        if (store_stmt_run(store, stmt, "delivery_add") != 0)
+            return -1;
+    }
+    store->raised_expires_at = d->expires_at;
+    return 0;
+}
+
+/* Cost: one read of the item and its publish (rowid lookups; once per item
+ * and transaction), one table append, the (recipient, seq), expires_at and
+ * item_seq index inserts, and two rowid updates of the item and its publish
+ * (once per item and transaction), each O(log n); sealing is linear in the
+ * body. A case delivery adds the case lookup, its foreign-key check, the
+ * (case_id, recipient) index insert and the case_items insert, O(log n). */
+int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+{
+    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||
+        delivery_check_facts(store, d) != 0)
+        return -1;
+    int64_t seq = store_seq_peek(store, &store->next_delivery_seq, "delivery_add");
+    if (seq < 0)
+        return -1;
+    store_seal_ad_t ad;
+    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
+                               d->case_id, d->is_case_event) != 0) {
+        store_refuse(store, "delivery_add", "recipient id too long");
+        return -1;
+    }
+    /* Retention first: a failure after it leaves at most an item kept
+     * longer (inside a transaction the caller rolls back anyway). */
+    if (delivery_raise_retention(store, d) != 0)
+        return -1;
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
+    if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "delivery_add") != 0)
+        return -1;
+    store_count_change(store, d->recipient, 1);
+    store->next_delivery_seq = seq + 1;
+    return seq;
+}
+
+/* A delivery by reference: its opened body is the field mask; the content
+ * is the item's body, opened in its place. */
+static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
+{
+    if (d->body_len != 4 || sqlite3_column_type(stmt, SCAN_ITEM_BODY) == SQLITE_NULL) {
+        store_refuse(store, "mailbox_scan",
+                     d->body_len != 4 ? "damaged row: a field mask of a wrong size"
+                                      : "damaged row: the delivery's item is gone");
+        return -1;
+    }
+    d->fields = (uint32_t)d->body[0] | (uint32_t)d->body[1] << 8 | (uint32_t)d->body[2] << 16 |
+                (uint32_t)d->body[3] << 24;
+    store_seal_ad_t ad;
+    store_seal_ad_item(&ad, (int64_t)d->item_seq, sqlite3_column_int64(stmt, SCAN_ITEM_PUBLISH_ID),
+                       d->item_index);
+    return store_seal_column_named(store, stmt, SCAN_ITEM_BODY, "item", &ad, &d->body,
+                                   &d->body_len);
+}
+
+/* Fill d from the current row of the scan. Pointers borrow the row; the
+ * body is opened into store->opened. */
+static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d)
+{
+    size_t id_len = 0;
+    d->seq = (uint64_t)sqlite3_column_int64(stmt, SCAN_SEQ);
+    d->item_seq = (uint64_t)sqlite3_column_int64(stmt, SCAN_ITEM_SEQ);
+    d->item_index = (uint32_t)sqlite3_column_int64(stmt, SCAN_ITEM_INDEX);
+    d->accepted_at = sqlite3_column_int64(stmt, SCAN_ACCEPTED_AT);
+    d->expires_at = sqlite3_column_int64(stmt, SCAN_EXPIRES_AT);
+    d->recipient = store_column_text(stmt, SCAN_RECIPIENT);
+    d->message_id = store_column_bytes(stmt, SCAN_MESSAGE_ID, &id_len);
+    d->sender = store_column_text(stmt, SCAN_SENDER);
+    d->sender_partner = store_column_text(stmt, SCAN_SENDER_PARTNER);
+    d->rule_id = store_column_text(stmt, SCAN_RULE_ID);
+    d->rule_hash = store_column_text(stmt, SCAN_RULE_HASH);
+    d->purpose = store_column_text(stmt, SCAN_PURPOSE);
+    d->legal_basis = store_column_text(stmt, SCAN_LEGAL_BASIS);
+    d->case_id = store_column_text(stmt, SCAN_CASE_ID); /* NULL: a signal's */
+    d->is_case_event = sqlite3_column_int64(stmt, SCAN_IS_CASE_EVENT) != 0;
+    if (d->recipient == NULL || d->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES ||
+        d->sender == NULL || d->sender_partner == NULL || d->rule_id == NULL ||
+        d->rule_hash == NULL || d->purpose == NULL || d->legal_basis == NULL ||
+        (d->case_id == NULL && sqlite3_column_type(stmt, SCAN_CASE_ID) != SQLITE_NULL) ||
+        (d->is_case_event && d->case_id == NULL)) {
+        store_refuse(store, "mailbox_scan", "damaged row or out of memory");
+        return -1;
+    }
+    d->by_ref = sqlite3_column_int64(stmt, SCAN_BY_REF) != 0;
+    d->fields = 0;
+    store_seal_ad_t ad;
+    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
+                               d->case_id, d->is_case_event) != 0) {
+        store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
+        return -1;
+    }
+    if (store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
+        0)
+        return -1;
+    return d->by_ref ? scan_row_item(store, stmt, d) : 0;
+}
+
+/* Cost: one descent of the (recipient, seq) index, then one rowid lookup and
+ * one decryption per row visited; no sort (the index is in seq order) and no
+ * temporary storage. Rows are stepped one at a time, so memory stays at one
+ * row whatever the mailbox holds. */
+int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
+                       store_delivery_fn fn, void *arg)
+{
+    if (store_enter(store, "mailbox_scan") != 0)
+        return -1;
+    if (recipient == NULL || fn == NULL) {
+        store_refuse(store, "mailbox_scan", "recipient and callback are required");
+        return -1;
+    }
+    if (limit == 0 || after_seq >= INT64_MAX)
+        return 0; /* nothing can be visited: no seq exceeds INT64_MAX */
+    if (limit > INT_MAX)
+        limit = INT_MAX; /* the count returned is an int */
+    sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_SCAN];
+    if (store_bind_text(store, stmt, 1, recipient) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)limit) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int visited = 0, result = -1, rc;
+    store->in_callback = 1;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        store_delivery_t d;
+        if (scan_row(store, stmt, &d) != 0)
+            break;
+        visited++;
+        int stop = fn(&d, arg);
+        sodium_memzero(store->opened.bytes, d.body_len); /* the plaintext is fn's no longer */
+        if (stop != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    store->in_callback = 0;
+    if (rc == SQLITE_DONE)
+        result = visited;
+    else if (rc != SQLITE_ROW)
+        store_fail(store, "mailbox_scan");
+    store_stmt_finish(stmt);
+    return result;
+}
+
+/* Cost: one count over the recipient's range of the (recipient, seq)
+ * index, O(log n + pending). Backlogs are bounded by retention; a counter
+ * table would make this O(log n) at the price of a write per ack. */
+int64_t store_mailbox_count(store_t *store, const char *recipient)
+{
+    if (store_enter(store, "mailbox_count") != 0)
+        return -1;
+    if (recipient == NULL) {
+        store_refuse(store, "mailbox_count", "recipient is required");
+        return -1;
+    }
+    int64_t count = -1;
+    if (store_count_get(store, recipient, &count))
+        return count;
+    sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_COUNT];
+    if (store_bind_text(store, stmt, 1, recipient) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        count = sqlite3_column_int64(stmt, 0);
+        store_count_learn(store, recipient, count);
+    } else {
+        store_fail(store, "mailbox_count");
+    }
+    store_stmt_finish(stmt);
+    return count;
+}
+
+/* Cost: max() of the rowid is one step to the end of the table's b-tree. */
+int64_t store_delivery_last_seq(store_t *store)
+{
+    if (store_enter(store, "delivery_last_seq") != 0)
+        return -1;
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_LAST_SEQ];
+    int64_t seq = -1;
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        seq = sqlite3_column_int64(stmt, 0);
+    else
+        store_fail(store, "delivery_last_seq");
+    store_stmt_finish(stmt);
+    return seq;
+}
+
+/* Cost: O(pending deliveries): SQLite counts the rows of the smallest
+ * index. Only operators ask (schakelctl status), never the routing path. */
+int64_t store_backlog_total(store_t *store)
+{
+    int64_t count = -1;
+    if (store_enter(store, "backlog_total") != 0 ||
+        store_query_int64(store, "SELECT count(*) FROM deliveries", &count) != 0)
+        return -1;
+    return count;
+}
+
+/* Cost: one rowid lookup, the row delete and its index entry deletes,
+ * O(log n). The recipient is part of the WHERE clause, so one principal's
+ * Ack can never remove another's delivery. */
+int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
+{
+    if (store_enter(store, "delivery_ack") != 0)
+        return -1;
+    if (recipient == NULL) {
+        store_refuse(store, "delivery_ack", "recipient is required");
+        return -1;
+    }
+    if (seq == 0 || seq > INT64_MAX)
+        return 0; /* never a seq */
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ACK];
+    if (store_bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
+        store_bind_text(store, stmt, 2, recipient) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "delivery_ack") != 0)
+        return -1;
+    if (sqlite3_changes(store->db) != 1)
+        return 0;
+    store_count_change(store, recipient, -1);
+    return 1;
+}
