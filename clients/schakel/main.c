@@ -26,8 +26,9 @@ static const char main_usage[] =
     "  inbox         what waits for us: deliveries, invitations, open cases\n"
     "\n"
     "Run 'schakel COMMAND --help' for the options of a command; see schakel(1).\n"
-    "Exit status: 0 ok, 1 failure, 2 usage, 3 refused by the broker,\n"
-    "4 cannot reach or authenticate to the broker.\n";
+    "Exit status: 0 ok, 1 failure, 2 usage, 3 refused by the broker (import: some\n"
+    "lines refused), 4 cannot reach or authenticate to the broker, 5 import\n"
+    "interrupted (run it again to go on).\n";
 
 int main(int argc, char **argv)
 {
