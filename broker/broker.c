@@ -573,6 +573,12 @@ static int commit_turn(broker_t *b)
         if (store_sync_failed(b->store))
             b->sync_failed = 1; /* broker_run stops after this turn's answers */
     }
+    if (committed && wrote) {
+        if (b->turn_acks_only)
+            b->stats.commits_unsynced++;
+        else
+            b->stats.commits_synced++;
+    }
     if (!committed)
         sessions_restart_receivers(b->sessions);
     flush_replies(b, committed, failure);

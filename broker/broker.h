@@ -55,6 +55,8 @@ typedef struct revocation {
 typedef struct broker_stats {
     unsigned long accepted, refused, delivered, acked, duplicates;
     unsigned long redelivered; /* deliveries sent with the redelivery flag */
+    /* turns committed with an fsync of the WAL, and without (acks only) */
+    unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
 } broker_stats_t;
 

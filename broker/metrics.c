@@ -298,6 +298,13 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            s->stats.redelivered);
     metrics_render_counter(f, "schakel_acks_total", "Deliveries acknowledged by their recipient.",
                            s->stats.acked);
+    metrics_render_counter(f, "schakel_store_commits_synced_total",
+                           "Loop turns committed with an fsync of the store's WAL.",
+                           s->stats.commits_synced);
+    metrics_render_counter(f, "schakel_store_commits_unsynced_total",
+                           "Loop turns of acks only, committed without an fsync (the next synced "
+                           "commit covers them).",
+                           s->stats.commits_unsynced);
     metrics_render_counter(f, "schakel_auth_failures_total",
                            "CURVE handshakes refused by the ZAP handler (the start-up self-check "
                            "probe is one).",

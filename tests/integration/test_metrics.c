@@ -454,6 +454,59 @@ static void test_counters_follow_traffic(void **state)
     h_done(env);
 }
 
+/* Every turn that writes commits with an fsync, except a turn of acks
+ * only: publishes move the synced count, acks (one per turn here) the
+ * unsynced one. A turn that also ran the once-a-second housekeeping is
+ * synced, so of the acks at least one, not all, must come out unsynced. */
+static double counter_now(const char *address, const char *series)
+{
+    char *text = http_get_ok(address, "/metrics");
+    double v = series_value(text, series);
+    free(text);
+    if (v < 0)
+        fail_msg("/metrics has no %s", series);
+    return v;
+}
+
+static void test_ack_turns_commit_without_fsync(void **state)
+{
+    h_env_t *env = *state;
+    enum { ROUNDS = 6 };
+    static const char synced[] = "schakel_store_commits_synced_total";
+    static const char unsynced[] = "schakel_store_commits_unsynced_total";
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    settle(politie);
+    settle(om);
+    double synced0 = counter_now(address, synced), unsynced0 = counter_now(address, unsynced);
+
+    schakel_signal_t s = police_signal();
+    for (int i = 0; i < ROUNDS; i++)
+        h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    settle(politie);
+    double synced1 = counter_now(address, synced);
+    if (synced1 < synced0 + ROUNDS)
+        fail_msg("%d publishes moved %s by %g", ROUNDS, synced, synced1 - synced0);
+    assert_true(counter_now(address, unsynced) == unsynced0); /* no ack yet */
+
+    for (int i = 0; i < ROUNDS; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+        settle(om); /* the ack's turn is over before the next one is sent */
+    }
+    assert_int_equal(h_backlog(om), 0);
+    double unsynced1 = counter_now(address, unsynced);
+    if (unsynced1 < unsynced0 + 1 || unsynced1 > unsynced0 + ROUNDS)
+        fail_msg("%d acks, one per turn, moved %s by %g", ROUNDS, unsynced, unsynced1 - unsynced0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* A broker asked for metrics it cannot serve does not start. */
 static void test_bad_metrics_listen_is_refused(void **state)
 {
@@ -494,6 +547,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_health_and_readiness, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
     };
