@@ -1061,8 +1061,25 @@ static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_
  * envp to its end, stdin_text on stdin (NULL: none), within
  * H_CLI_TIMEOUT_MS; fills res (status -1 when it did not finish in time,
  * the process then killed). The one place the harness runs a tool. */
+/* A pseudo-terminal pair for a tool's stderr: fds[0] the master (read, as
+ * a pipe's read end; EIO after the tool exits reads as the end), fds[1] the
+ * terminal the tool writes to. */
+static void h_open_pty(int fds[2])
+{
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    const char *name = NULL;
+    if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0 ||
+        (name = ptsname(master)) == NULL)
+        fail_msg("pseudo-terminal: %s", strerror(errno));
+    int slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0)
+        fail_msg("open %s: %s", name, strerror(errno));
+    fds[0] = master;
+    fds[1] = slave;
+}
+
 static int h_run_program(const char *program, const char *const *args, char *const *envp,
-                         const char *stdin_text, h_cli_result_t *res)
+                         const char *stdin_text, int stderr_tty, h_cli_result_t *res)
 {
     size_t argc = 0;
     while (args[argc])
@@ -1074,8 +1091,11 @@ static int h_run_program(const char *program, const char *const *args, char *con
         argv[i + 1] = strdup(args[i]);
 
     int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0)
+    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 ||
+        (!stderr_tty && pipe2(err, O_CLOEXEC) != 0))
         fail_msg("pipe: %s", strerror(errno));
+    if (stderr_tty)
+        h_open_pty(err);
     /* A tool that exits without reading stdin must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
     pid_t pid = fork();
@@ -1121,7 +1141,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
     const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
     char **envp = h_cli_envp(endpoint, broker_pub, key_file);
-    h_run_program(program, args, envp, t.stdin_text, res);
+    h_run_program(program, args, envp, t.stdin_text, t.stderr_tty, res);
     h_free_strv(envp);
     return res->status;
 }
@@ -1305,7 +1325,7 @@ int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
     if (access(program, X_OK) != 0)
         fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
                  strerror(errno));
-    return h_run_program(program, args, environ, NULL, res);
+    return h_run_program(program, args, environ, NULL, 0, res);
 }
 
 int h_run_schakeld(h_cli_result_t *res, ...)
@@ -1528,7 +1548,7 @@ int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const 
         fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
                  strerror(errno));
     char **envp = h_ctl_envp(admin, env->broker_pub, key_file);
-    h_run_program(program, args, envp, NULL, res);
+    h_run_program(program, args, envp, NULL, 0, res);
     h_free_strv(envp);
     return res->status;
 }

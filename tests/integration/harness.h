@@ -214,6 +214,7 @@ typedef struct h_cli_target {
     const char *broker_pub;
     const char *key_file;
     const char *stdin_text; /* NULL: /dev/null */
+    int stderr_tty;         /* stderr on a pseudo-terminal (isatty(2) true), read as res->err */
 } h_cli_target_t;
 
 /* Run build/schakel with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and SCHAKEL_KEY

@@ -801,6 +801,34 @@ static void test_import_progress_plain_when_not_a_terminal(void **state)
     h_done(env);
 }
 
+/* On a terminal the progress is one line redrawn in place: a bar, lines
+ * done/total, percent, rate and ETA, ending at 100% with a line break, and
+ * no plain progress lines. */
+static void test_import_progress_bar_on_a_terminal(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH];
+    path_in(env, "tty.jsonl", file);
+    write_json_file(file, 12, (int64_t)time(NULL) - 90);
+    const char *const args[] = {"import", file, NULL};
+    h_cli_target_t target = {.stderr_tty = 1};
+    h_cli_result_t res;
+    h_run_cli_argv(env, H_POLITIE, &target, args, &res);
+    expect_exit(&res, 0, "import on a terminal");
+    static const char *const must[] = {
+        "\r\033[K[########################] 12/12 100% ", /* the last redraw */
+        " lines/s ETA 0:00",
+    };
+    for (size_t i = 0; i < sizeof must / sizeof must[0]; i++)
+        if (strstr(res.err, must[i]) == NULL)
+            fail_msg("row %zu: the terminal shows no \"%s\": \"%s\"", i, must[i], res.err);
+    if (strstr(res.err, "schakel: import: 12/12 lines") != NULL)
+        fail_msg("a plain progress line on a terminal: \"%s\"", res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 12);
+    h_done(env);
+}
+
 /* The broker refuses a publish as a whole: a rate limit passes with the
  * retries (and says so), a limit that no retry passes stops the import
  * (exit 1, the way out named), an unreachable broker is exit 4. */
@@ -877,6 +905,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_progress_plain_when_not_a_terminal,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_progress_bar_on_a_terminal, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_import_whole_publish_refusals, h_setup_env,
                                         h_teardown),
     };
