@@ -117,6 +117,11 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
      * written the broker starts all the same: every action then needs an
      * entry of its own and is refused while none can be written. */
     (void)record_started(b);
+    if (store_sync_failed(b->store)) {
+        snprintf(err, errlen, "the store could not sync its first commit: %s",
+                 store_errmsg(b->store));
+        goto fail;
+    }
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
@@ -653,8 +658,11 @@ int broker_run(broker_t *b)
         metrics_turn_begin(b);
         /* Handshakes, admin requests, expiry and revocations make a turn
          * that commits with an fsync, as every frame but the three that
-         * only ack, open a window or ask for the backlog. */
-        b->turn_acks_only = !(items[1].revents & ZMQ_POLLIN) && !(items[2].revents & ZMQ_POLLIN);
+         * only ack, open a window or ask for the backlog, and every audit
+         * entry but an ack's (record.c); turn_acks_only was set for this
+         * turn at the end of the last one. */
+        if ((items[1].revents & ZMQ_POLLIN) || (items[2].revents & ZMQ_POLLIN))
+            b->turn_acks_only = 0;
         if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy, record_auth, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
@@ -683,6 +691,9 @@ int broker_run(broker_t *b)
         deliver_revoke(b);
         record_turn_end(b);
         int turn = commit_turn(b);
+        /* The next turn, until something but an ack writes; entries written
+         * from here on (refused handshakes, zap.c) belong to it. */
+        b->turn_acks_only = 1;
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
@@ -695,7 +706,7 @@ int broker_run(broker_t *b)
             next_housekeeping = b->now_ms + 1000;
         }
         metrics_turn_end(b, turn);
-        if (b->sync_failed) {
+        if (b->sync_failed || store_sync_failed(b->store)) {
             /* What is on disk is unknown: only a restart (SQLite recovers
              * what the disk really holds) is safe. systemd starts it again. */
             log_event(LOG_ERROR, "broker.stopping", "why",

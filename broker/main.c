@@ -254,11 +254,17 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  new_key_path);
     else if ((store = store_open(store_path, key, err, sizeof err)) == NULL)
         ; /* err is store_open's */
-    else if (store_rekey(store, new_key, &counts) != 0)
+    else if ((rc = store_rekey(store, new_key, &counts)) == -2)
+        snprintf(err, sizeof err,
+                 "%s was re-sealed under %s, but syncing it to disk failed (%s): keep BOTH key "
+                 "files; check the disk, then start schakeld with %s (with %s if that key is "
+                 "refused: the disk may still hold the old state)",
+                 store_path, new_key_path, store_errmsg(store), new_key_path, key_path);
+    else if (rc != 0)
         snprintf(err, sizeof err, "%s: %s (the store is unchanged, still under %s)", store_path,
                  store_errmsg(store), key_path);
-    else
-        rc = 0;
+    if (rc != 0)
+        rc = 1;
     if (rc == 0) {
         printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n"
                "set store_key_file to %s before schakeld starts again\n",

@@ -654,9 +654,9 @@ static int64_t metrics_file_bytes(const char *path)
     return stat(path, &st) == 0 ? (int64_t)st.st_size : -1;
 }
 
-/* Backlog per partner: one indexed count per principal. Cost grows with
- * the backlog (COUNT walks the recipient's index range), which is why it
- * runs at most every METRICS_STORE_REFRESH_MS. */
+/* Backlog per partner: the pending count of each principal (O(1) once the
+ * store has learnt it; the first time an indexed count). Runs at most every
+ * METRICS_STORE_REFRESH_MS all the same. */
 static void metrics_count_store(metrics_t *m, broker_t *b)
 {
     uint64_t backlog[SCHAKEL_MAX_PARTNERS] = {0};

@@ -507,8 +507,11 @@ void record_turn_end(broker_t *b)
 {
     if (b->turn_failed)
         return; /* rolled back anyway; the next turn checks again */
-    if (audit_checkpoint(b->store, b->key, record_now(b), 0) < 0) {
+    int rc = audit_checkpoint(b->store, b->key, record_now(b), 0);
+    if (rc < 0) {
         log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);
         broker_fail_turn(b);
+    } else if (rc > 0) {
+        b->turn_acks_only = 0; /* a signed checkpoint is committed with an fsync */
     }
 }

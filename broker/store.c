@@ -419,6 +419,7 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
         store_close(&store);
         return NULL;
     }
+    store_wal_hook_install(store);
     if (store_schema_configure(store) != 0 || store_schema_apply(store) != 0 ||
         statements_prepare(store) != 0 || store_schema_counters_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
@@ -546,16 +547,66 @@ int store_wal_sync(store_t *store)
         rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
     if (rc == SQLITE_OK)
         return 0;
-    /* The commit is visible but perhaps not on disk, and after a failed
-     * fsync the kernel may call the same pages clean: no later sync can be
-     * trusted to cover them. The handle refuses everything from now on;
-     * only reopening (recovery from what is on disk) is safe. */
+    store_io_failed(store, rc, "syncing the WAL");
+    return -1;
+}
+
+/* The commit is visible but perhaps not on disk, and after a failed fsync
+ * the kernel may call the same pages clean: no later sync can be trusted to
+ * cover them. The handle refuses everything from now on; only reopening is
+ * safe. */
+void store_io_failed(store_t *store, int rc, const char *what)
+{
     store->sync_failed = 1;
     store->last_rc = rc;
     snprintf(store->errmsg, sizeof store->errmsg,
-             "commit: syncing the WAL failed (%s); the store must be opened again",
-             sqlite3_errstr(rc));
-    return -1;
+             "commit: %s failed (%s); the store must be opened again", what, sqlite3_errstr(rc));
+}
+
+/* Counts the WAL's frames after each commit, in place of SQLite's automatic
+ * checkpoint, which runs inside COMMIT and drops a failed sync of its own
+ * (store_open turns it off by installing this hook). */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
+{
+    (void)db;
+    (void)name;
+    ((store_t *)arg)->wal_frames = frames;
+    return SQLITE_OK;
+}
+
+/* After a commit: once the WAL holds STORE_CHECKPOINT_FRAMES frames, copy it
+ * into the database (PASSIVE: never waits for a reader). The checkpoint
+ * syncs the WAL and the file; an I/O error there poisons the handle like a
+ * failed sync. A busy reader only delays it. */
+static int checkpoint_due(const store_t *store)
+{
+    int frames = store->checkpoint_frames > 0 ? store->checkpoint_frames : STORE_CHECKPOINT_FRAMES;
+    return store->wal_frames >= frames;
+}
+
+void store_test_checkpoint_frames(store_t *store, int frames)
+{
+    if (store != NULL)
+        store->checkpoint_frames = frames;
+}
+
+static int checkpoint_after_commit(store_t *store)
+{
+    if (!checkpoint_due(store))
+        return 0;
+    int rc = sqlite3_wal_checkpoint_v2(store->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
+        store_io_failed(store, rc, "checkpointing the WAL");
+        return -1;
+    }
+    if (rc == SQLITE_OK)
+        store->wal_frames = 0;
+    return 0; /* SQLITE_BUSY, SQLITE_LOCKED: next time */
+}
+
+void store_wal_hook_install(store_t *store)
+{
+    (void)sqlite3_wal_hook(store->db, wal_hook, store);
 }
 
 int store_sync_failed(const store_t *store)
@@ -567,24 +618,30 @@ int store_commit(store_t *store)
 {
     if (store_enter(store, "commit") != 0)
         return -1;
-    return commit_now(store) == 0 ? store_wal_sync(store) : -1;
+    if (commit_now(store) != 0 || store_wal_sync(store) != 0)
+        return -1;
+    return checkpoint_after_commit(store);
 }
 
+/* A WAL due for a checkpoint is synced and checkpointed here too, so that a
+ * long run of unsynced commits (a drain of acks) cannot grow it. */
 int store_commit_unsynced(store_t *store)
 {
     if (store_enter(store, "commit") != 0)
         return -1;
-    return commit_now(store);
+    if (commit_now(store) != 0)
+        return -1;
+    if (!checkpoint_due(store))
+        return 0;
+    return store_wal_sync(store) == 0 ? checkpoint_after_commit(store) : -1;
 }
 
 int store_rollback(store_t *store)
 {
-    if (store == NULL)
-        return -1;
-    store->item_serial = 0;     /* what the memo knew may be rolled back */
-    store_count_rollback(store); /* and what the transaction counted */
     if (store_enter(store, "rollback") != 0)
         return -1;
+    store->item_serial = 0;      /* what the memo knew may be rolled back */
+    store_count_rollback(store); /* and what the transaction counted */
     store->txn_open = 0;
     if (sqlite3_get_autocommit(store->db))
         return 0;

@@ -4,11 +4,13 @@
  * Owns every byte on disk: publishes (for idempotency and as signed
  * evidence), items, per-recipient mailboxes of deliveries, tombstones of
  * expired deliveries, and cases (their members and events). The default
- * backend is SQLite in WAL mode with synchronous=FULL: a commit that
- * returns 0 is on disk. Callers group many operations into one transaction
- * per loop turn (store_begin .. store_commit). Nothing outside store.c,
- * store_schema.c, store_expire.c, store_seal.c, store_audit.c and
- * store_case.c (joined by store_internal.h) knows SQL, so a later backend
+ * backend is SQLite in WAL mode; store_commit syncs the WAL before it
+ * returns, so a commit that returns 0 is on disk (store_commit_unsynced
+ * does not wait). Callers group many operations into one transaction per
+ * loop turn (store_begin .. store_commit). Nothing outside store.c,
+ * store_delivery.c, store_count.c, store_schema.c, store_expire.c,
+ * store_seal.c, store_audit.c and store_case.c (joined by
+ * store_internal.h) knows SQL, so a later backend
  * (PostgreSQL) replaces those files only. Errors are returned (-1) with a
  * message retrievable by store_errmsg; the caller decides.
  *
@@ -276,9 +278,12 @@ typedef struct store_rekey_counts {
  * the broker stopped. After that refusal, close this handle: SQLite keeps
  * a pending lock on it that keeps new connections out until then. Memory
  * is bounded (one row at a time); time and WAL growth are linear in the
- * store's size. Fills *counts (may be NULL; zeros on failure). Returns 0
- * or -1. Old ciphertexts stay in the WAL until store_checkpoint, and in
- * backups made before. */
+ * store's size. Fills *counts (may be NULL; zeros on failure). Returns 0,
+ * -1 (nothing changed), or -2 when the commit succeeded but syncing it to
+ * disk failed: the store is under new_key as far as SQLite knows (the
+ * handle uses it), the disk may still hold the old state, and the handle
+ * refuses every later call (store_sync_failed). Old ciphertexts stay in the
+ * WAL until store_checkpoint, and in backups made before. */
 int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
                 store_rekey_counts_t *counts);
 
@@ -580,5 +585,9 @@ int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJ
  * full" as a full disk would. SQLite never sets it below the current size;
  * max_pages <= 0 only reads it. Returns the limit in force, or -1. */
 int64_t store_test_limit_pages(store_t *store, int64_t max_pages);
+
+/* For tests: checkpoint after a commit once the WAL holds `frames` frames
+ * (STORE_CHECKPOINT_FRAMES unless set; 0 restores it). */
+void store_test_checkpoint_frames(store_t *store, int frames);
 
 #endif

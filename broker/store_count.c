@@ -33,6 +33,8 @@ struct store_counts {
     size_t n_dirty, dirty_cap;
 };
 
+static void count_end(store_t *store, int committed);
+
 static uint64_t count_hash(const char *s)
 {
     uint64_t h = 1469598103934665603u; /* FNV-1a */
@@ -109,8 +111,18 @@ static count_entry_t *count_entry(store_t *store, const char *recipient)
     return &c->slots[i];
 }
 
+/* Changes of a transaction that SQLite rolled back by itself (after an I/O
+ * error or a full disk) are still listed until the caller's rollback: they
+ * never happened, so drop them before anything reads or adds to a count. */
+static void count_drop_lost(store_t *store)
+{
+    if (store->counts != NULL && store->counts->n_dirty > 0 && sqlite3_get_autocommit(store->db))
+        count_end(store, 0);
+}
+
 void store_count_change(store_t *store, const char *recipient, int64_t change)
 {
+    count_drop_lost(store);
     count_entry_t *e = count_entry(store, recipient);
     if (e == NULL) {
         /* Not followed: forget what was known, SQL counts it next time. */
@@ -133,6 +145,7 @@ void store_count_change(store_t *store, const char *recipient, int64_t change)
 
 int store_count_get(store_t *store, const char *recipient, int64_t *count)
 {
+    count_drop_lost(store);
     count_entry_t *e = count_find(store->counts, recipient);
     if (e == NULL || !e->known)
         return 0;
@@ -142,6 +155,7 @@ int store_count_get(store_t *store, const char *recipient, int64_t *count)
 
 void store_count_learn(store_t *store, const char *recipient, int64_t sql_count)
 {
+    count_drop_lost(store);
     count_entry_t *e = count_entry(store, recipient);
     if (e == NULL)
         return;

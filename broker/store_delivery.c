@@ -374,9 +374,9 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
     return result;
 }
 
-/* Cost: one count over the recipient's range of the (recipient, seq)
- * index, O(log n + pending). Backlogs are bounded by retention; a counter
- * table would make this O(log n) at the price of a write per ack. */
+/* Cost: O(1) from the counts in memory (store_count.c); the first call for
+ * a recipient in a store handle's life counts over its range of the
+ * (recipient, seq) index, O(log n + pending), once. */
 int64_t store_mailbox_count(store_t *store, const char *recipient)
 {
     if (store_enter(store, "mailbox_count") != 0)

@@ -209,8 +209,11 @@ int store_checkpoint(store_t *store)
      * checkpoint from completing. */
     int rc = store_pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy);
     (void)sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
-    if (rc != 0)
+    if (rc != 0) {
+        if ((store->last_rc & 0xff) == SQLITE_IOERR)
+            store_io_failed(store, store->last_rc, "checkpointing the WAL");
         return -1;
+    }
     if (strcmp(busy, "0") != 0) {
         store_refuse(store, "checkpoint", "another connection is reading; try again later");
         store->last_rc = SQLITE_BUSY;

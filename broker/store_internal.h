@@ -1,12 +1,13 @@
 /*
  * store_internal.h — the store's private layout, shared by store.c
- * (statements, transactions, routing data), store_schema.c (schema,
- * migrations, connection checks, counters), store_expire.c (retention,
- * checkpoints), store_seal.c (sealing bodies, the key check, key memory,
- * the audit subject key, rekeying), store_audit.c (the audit trail's
- * rows and its keyless reader) and store_case.c (cases, their members and
- * events). Private to those six files: every other module sees store.h
- * only, and nothing outside them knows SQL.
+ * (statements, transactions, publishes and items), store_delivery.c (the
+ * mailboxes), store_count.c (pending counts in memory), store_schema.c
+ * (schema, migrations, connection checks, counters), store_expire.c
+ * (retention, checkpoints), store_seal.c (sealing bodies, the key check,
+ * key memory, the audit subject key, rekeying), store_audit.c (the audit
+ * trail's rows and its keyless reader) and store_case.c (cases, their
+ * members and events). Private to those eight files: every other module
+ * sees store.h only, and nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
 #define SCHAKEL_STORE_INTERNAL_H
@@ -126,6 +127,8 @@ struct store {
     int in_callback;          /* inside a scan or expiry callback */
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
+    int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
+    int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
     int last_rc;              /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;          /* the failure after which SQLite rolled back by itself */
@@ -192,6 +195,18 @@ int64_t store_seq_peek(store_t *store, const int64_t *counter, const char *what)
  * (store_sync_failed). */
 int store_wal_sync(store_t *store);
 
+/* An I/O error while making a commit durable (a sync, a checkpoint): the
+ * handle refuses every later call (store_sync_failed); errmsg names what. */
+void store_io_failed(store_t *store, int rc, const char *what);
+
+/* Install the WAL hook that replaces SQLite's automatic checkpoint (whose
+ * failures COMMIT does not report): store.c checkpoints after commits
+ * itself, and checks the result. Called once at open. */
+void store_wal_hook_install(store_t *store);
+
+/* WAL frames (pages) after which a commit checkpoints: SQLite's default. */
+#define STORE_CHECKPOINT_FRAMES 1000
+
 /* ------------------------------------------------------------------ counts */
 
 /* Pending deliveries per recipient, in memory (store_count.c). Every insert
@@ -229,8 +244,10 @@ int store_pragma_set(store_t *store, const char *sql);
 
 /* Connection settings (busy timeout, defensive mode); then, before anything
  * is written, a refusal of a schema newer than this code; then the PRAGMAs
- * every store runs under (WAL, synchronous=FULL, foreign keys,
- * secure_delete), each read back since SQLite ignores what it cannot do. */
+ * every store runs under (WAL, synchronous=NORMAL with store.c syncing
+ * the WAL at each store_commit, foreign keys, secure_delete, statement
+ * journals in memory), each read back since SQLite ignores what it cannot
+ * do. */
 int store_schema_configure(store_t *store);
 
 /* Run the missing migration steps and the key check (store_seal_keycheck)

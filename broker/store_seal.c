@@ -703,7 +703,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
     if (!failed)
         failed = store_exec_fixed(store, "COMMIT", "rekey: commit") != 0;
     if (!failed && store_wal_sync(store) != 0)
-        return -1; /* committed but not known to be on disk: the operator runs it again */
+        return -2; /* committed under the new key, but not known to be on disk */
     if (failed) {
         if (!sqlite3_get_autocommit(store->db))
             (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */
@@ -745,7 +745,7 @@ int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
      * until the store is closed. */
     (void)sqlite3_exec(store->db, "PRAGMA locking_mode = NORMAL; SELECT count(*) FROM meta", NULL,
                        NULL, NULL);
-    if (rc == 0) {
+    if (rc == 0 || rc == -2) { /* -2: committed all the same */
         uint8_t *old_key = store->seal_key;
         store->seal_key = key;
         key = old_key;

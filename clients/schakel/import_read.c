@@ -250,7 +250,7 @@ static ssize_t import_read_line(import_reader_t *reader, int *cut)
     if (import_reserve(&reader->line, &reader->line_cap, IMPORT_LINE_KEEP + 1) != 0)
         return -2;
     size_t kept = 0, seen = 0;
-    int c = EOF;
+    int c = EOF, csv = reader->format == IMPORT_FORMAT_CSV, state = reader->csv_state;
     *cut = 0;
     while ((c = getc_unlocked(reader->file)) != EOF) {
         seen++;
@@ -260,7 +260,11 @@ static ssize_t import_read_line(import_reader_t *reader, int *cut)
             *cut = 1;
         if (c == '\n')
             break;
+        if (csv) /* as the first pass follows it: where the record really ends */
+            state = import_count_csv(state, (unsigned char)c);
     }
+    reader->line_end_state = state;
+    reader->line_newline = c == '\n';
     if (ferror(reader->file))
         return -2;
     if (seen == 0)
@@ -418,17 +422,21 @@ static int import_csv_keep(import_reader_t *reader, const char *bytes, size_t le
 static int import_csv_line(import_reader_t *reader, size_t len, size_t body, size_t *field_start)
 {
     const char *line = reader->line;
-    if (body > IMPORT_MAX_RECORD_BYTES) { /* cut: its quotes cannot be followed; it ends here */
-        if (reader->error[0] == '\0')
-            snprintf(reader->error, sizeof reader->error, "longer than %u bytes",
-                     IMPORT_MAX_RECORD_BYTES);
-        return 1;
-    }
+    if (body > IMPORT_MAX_RECORD_BYTES && reader->error[0] == '\0') /* a cut line */
+        snprintf(reader->error, sizeof reader->error, "longer than %u bytes",
+                 IMPORT_MAX_RECORD_BYTES);
     for (size_t i = 0; i < body && reader->error[0] == '\0'; i++)
         if (import_csv_byte(reader, line[i], field_start) != 0)
             return -1;
-    if (reader->error[0] != '\0') /* give up on the record at the end of this line */
-        return import_csv_keep(reader, line, body) == 0 ? 1 : -1;
+    if (reader->error[0] != '\0') {
+        /* Refused: its values no longer matter, but where it ends does. A
+         * quoted field still open at the end of the line goes on (as the
+         * first pass counts it), so its lines never become records. */
+        reader->csv_state = reader->line_end_state;
+        if (body <= IMPORT_MAX_RECORD_BYTES && import_csv_keep(reader, line, body) != 0)
+            return -1;
+        return reader->csv_state == IMPORT_CSV_QUOTED && reader->line_newline ? 0 : 1;
+    }
     if (reader->csv_state == IMPORT_CSV_QUOTED) {
         if (body == len) { /* the last line of the file, and no closing quote */
             import_csv_fail(reader, "a quoted field is not closed before the end of the file");
@@ -466,6 +474,7 @@ static int import_next_csv(import_reader_t *reader, char *err, size_t errlen)
             return -1;
         }
         if (ended) {
+            reader->csv_state = IMPORT_CSV_FIELD_START; /* where the next line starts */
             reader->record_last_line = reader->line_no;
             reader->raw = reader->csv_raw;
             reader->raw_len = reader->csv_raw_len;

@@ -513,6 +513,67 @@ static void test_import_overlong_line_refused_rest_accepted(void **state)
     h_done(env);
 }
 
+/* A CSV record refused for its length inside a quoted field that runs over
+ * several lines: the lines of that field never become records of their
+ * own (one looks like a valid record here), and the record after it
+ * passes. Rows: a cut line (longer than a record may be) in the field, and
+ * lines each short enough that only their sum is too long. */
+static void test_import_csv_long_quoted_field_stays_one_record(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *name;
+        int chunks;      /* lines of filler in the field before the fake record */
+        int chunk_bytes; /* each */
+    } rows[] = {{"cut.csv", 1, 300 * 1024}, {"sum.csv", 2, 150 * 1024}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char file[T_PATH], refused[T_PATH], name[48];
+        path_in(env, rows[i].name, file);
+        snprintf(name, sizeof name, "%s.refused", rows[i].name);
+        path_in(env, name, refused);
+        text_t t = {0};
+        text_add(&t, "source_ref,kind,theme,area,summary\n");
+        text_add(&t, "L2,witwassen,ondermijning,GM0935,kort\n");
+        text_add(&t, "L3,witwassen,ondermijning,GM0935,\"begin");
+        for (int c = 0; c < rows[i].chunks; c++) {
+            text_add(&t, "\n");
+            for (int k = 0; k < rows[i].chunk_bytes / 64; k++)
+                text_add(&t, "%s", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde,");
+        }
+        /* inside the quotes: a line that would be a valid record on its own */
+        text_add(&t, "\nL9,witwassen,ondermijning,GM0935,nep\nend\"\n");
+        text_add(&t, "L10,witwassen,ondermijning,GM0935,kort\n");
+        write_file(file, t.s, t.len);
+        free(t.s);
+
+        const char *const args[] = {"--refusals", refused, NULL};
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res, args);
+        expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
+        expect_summary(&res, 2, 1, 0);
+        h_cli_result_free(&res);
+        char *text = read_file(refused);
+        assert_non_null(text);
+        if (strncmp(text, "line 3: LOCAL_INVALID: ", 23) != 0 || strstr(text, "longer than") == NULL ||
+            strchr(text, '\n') != text + strlen(text) - 1)
+            fail_msg("%s: refusals \"%.200s\", want one line 3 ... longer than", rows[i].name, text);
+        free(text);
+        /* what arrives: L2 and L10 of each file, never L9 */
+        schakel_client_t *om = h_connect(env, H_OM);
+        for (int k = 0; k < 2; k++) {
+            schakel_delivery_t *d = h_receive(om);
+            if (d->source_ref == NULL ||
+                (strcmp(d->source_ref, "L2") != 0 && strcmp(d->source_ref, "L10") != 0))
+                fail_msg("%s: delivered %s", rows[i].name, d->source_ref ? d->source_ref : "-");
+            assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+            schakel_delivery_free(&d);
+        }
+        assert_int_equal(h_backlog(om), 0);
+        schakel_close(&om);
+    }
+    h_done(env);
+}
+
 /* CSV records that must be refused before anything is sent, and one that
  * the broker refuses, between records that must pass. */
 static const struct {
@@ -902,6 +963,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_changed_file_needs_restart, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_overlong_line_refused_rest_accepted,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_csv_long_quoted_field_stays_one_record,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_progress_plain_when_not_a_terminal,
                                         h_setup_broker, h_teardown),

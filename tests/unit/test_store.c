@@ -781,25 +781,36 @@ static void test_scan_callback_cannot_reenter(void **state)
  * program's definitions take the place of libc's for libsqlite3 too (symbol
  * interposition), so a test can count what a commit syncs. */
 static int fdatasync_calls;
-static int fdatasync_fail_next; /* the next call fails with EIO */
+/* n > 0: the n-th sync from now and every later one fail with EIO, until
+ * it is set to 0 again (a disk that went bad stays bad; SQLite ignores the
+ * failure of some syncs, such as a directory's, so a single failure could
+ * land on one of those). */
+static int fdatasync_fail_next;
+
+static int sync_fails_now(void)
+{
+    fdatasync_calls++;
+    if (fdatasync_fail_next > 1) {
+        fdatasync_fail_next--;
+        return 0;
+    }
+    if (fdatasync_fail_next == 1) {
+        errno = EIO;
+        return 1;
+    }
+    return 0;
+}
 
 int fdatasync(int fd)
 {
-    fdatasync_calls++;
-    if (fdatasync_fail_next) {
-        fdatasync_fail_next = 0;
-        errno = EIO;
-        return -1;
-    }
-    return (int)syscall(SYS_fdatasync, fd);
+    return sync_fails_now() ? -1 : (int)syscall(SYS_fdatasync, fd);
 }
 
-/* fsync counts too: a build of SQLite that syncs with it must not make an
- * unsynced commit look right. */
+/* fsync counts (and fails) too: a build of SQLite that syncs with it must
+ * not make an unsynced commit look right. */
 int fsync(int fd)
 {
-    fdatasync_calls++;
-    return (int)syscall(SYS_fsync, fd);
+    return sync_fails_now() ? -1 : (int)syscall(SYS_fsync, fd);
 }
 
 /* A commit syncs the WAL before it returns; an unsynced one does not, and
@@ -845,9 +856,11 @@ static void test_failed_sync_poisons_the_handle(void **state)
 
     assert_int_equal(store_begin(f->store), 0);
     assert_true(publish(f->store, WOCO, 22, 1700000000) > 0);
+    int calls = fdatasync_calls;
     fdatasync_fail_next = 1;
     assert_int_equal(store_commit(f->store), -1);
-    assert_int_equal(fdatasync_fail_next, 0); /* the failing sync was the commit's */
+    fdatasync_fail_next = 0;
+    assert_true(fdatasync_calls > calls); /* the failing sync was the commit's */
     assert_true(store_sync_failed(f->store));
     assert_non_null(strstr(store_errmsg(f->store), "syncing the WAL failed"));
     assert_true(store_last_error_is_unavailable(f->store));
@@ -2516,6 +2529,98 @@ static void test_pending_count_follows_every_change(void **state)
     expect_count(f, RIEC, 1, "after reopening");
 }
 
+/* A checkpoint after a commit syncs the WAL and the file; one of those
+ * failing poisons the handle like a failed commit sync (SQLite's own
+ * automatic checkpoint would have dropped the error). The checkpoint's
+ * syncs are the last ones of a commit: a commit like the one before counts
+ * them, then the next fails from its last-but-one sync (the checkpoint's
+ * WAL) or its last (the database file) on. */
+static int commit_counting_syncs(fixture_t *f, unsigned n, int fail_from, int *syncs)
+{
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(publish(f->store, WOCO, n, 1700000000) > 0);
+    int calls = fdatasync_calls;
+    fdatasync_fail_next = fail_from;
+    int rc = store_commit(f->store);
+    fdatasync_fail_next = 0;
+    *syncs = fdatasync_calls - calls;
+    return rc;
+}
+
+static void test_failed_checkpoint_sync_poisons_the_handle(void **state)
+{
+    fixture_t *f = *state;
+    static const int from_last[] = {1, 0}; /* the checkpoint's WAL sync, its file sync */
+    for (size_t i = 0; i < sizeof from_last / sizeof from_last[0]; i++) {
+        store_test_checkpoint_frames(f->store, 1); /* every commit checkpoints */
+        int syncs = 0, failing = 0;
+        assert_int_equal(commit_counting_syncs(f, 90 + 3 * (unsigned)i, 0, &syncs), 0);
+        assert_int_equal(commit_counting_syncs(f, 91 + 3 * (unsigned)i, 0, &syncs), 0);
+        assert_false(store_sync_failed(f->store));
+        if (syncs < 3)
+            fail_msg("row %zu: a commit with a checkpoint made %d syncs", i, syncs);
+        int rc = commit_counting_syncs(f, 92 + 3 * (unsigned)i, syncs - from_last[i], &failing);
+        if (failing < syncs - from_last[i])
+            fail_msg("row %zu: the failing commit stopped after %d syncs, before the checkpoint's",
+                     i, failing);
+        if (rc != -1 || !store_sync_failed(f->store))
+            fail_msg("row %zu: the checkpoint's sync %d of %d failed, yet the commit returned %d "
+                     "(poisoned: %d)",
+                     i, syncs - from_last[i], syncs, rc, store_sync_failed(f->store));
+        assert_non_null(strstr(store_errmsg(f->store), "checkpointing the WAL failed"));
+        reopen(f);
+    }
+}
+
+/* A rekey whose commit cannot be synced says so (-2) and goes on under the
+ * new key: the store holds it as far as SQLite knows. */
+static void test_rekey_sync_failure_reports_new_key(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(deliver_new(f->store, POLITIE, 70) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    fdatasync_fail_next = 1;
+    assert_int_equal(store_rekey(f->store, new_key, NULL), -2);
+    fdatasync_fail_next = 0;
+    assert_true(store_sync_failed(f->store));
+    store_close(&f->store);
+    char err[512] = "";
+    f->store = open_with(f->path, new_key, err, sizeof err);
+    if (f->store == NULL)
+        fail_msg("the new key does not open the store after the failed sync: %s", err);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 1);
+    store_close(&f->store);
+    assert_null(open_with(f->path, test_key, err, sizeof err)); /* the old one no longer */
+    sodium_memzero(new_key, sizeof new_key);
+    f->store = NULL;
+}
+
+/* After SQLite rolled a transaction back by itself (the disk is full), the
+ * changes it had counted never happened: a count learnt before the
+ * caller's rollback must not take them into account. */
+static void test_count_after_sqlite_rolled_back(void **state)
+{
+    fixture_t *f = *state;
+    int64_t unlimited = store_test_limit_pages(f->store, 0);
+    assert_true(unlimited > 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(deliver_new(f->store, RIEC, 80) > 0); /* RIEC's count not learnt yet */
+    assert_true(deliver_new(f->store, RIEC, 81) > 0);
+    (void)store_test_limit_pages(f->store, 1);
+    assert_int_equal(write_many_publishes(f->store, 1000, 200), -1);
+    if (store_in_transaction(f->store))
+        fail_msg("SQLite kept the transaction; this test needs it rolled back by SQLite");
+    assert_int_equal(store_mailbox_count(f->store, RIEC), 0);
+    assert_int_equal(store_rollback(f->store), 0);
+    (void)store_test_limit_pages(f->store, unlimited);
+    assert_int_equal(store_mailbox_count(f->store, RIEC), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries WHERE recipient = 'riec/analist'"),
+                     0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -2530,6 +2635,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_count_follows_every_change, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_checkpoint_sync_poisons_the_handle, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_sync_failure_reports_new_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_count_after_sqlite_rolled_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
