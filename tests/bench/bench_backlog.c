@@ -11,19 +11,13 @@
  * backlog drained in order, 1 otherwise (deadline, broker failure, wrong
  * drain), 2 on usage.
  */
-#include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <sodium.h>
 
@@ -31,7 +25,6 @@
 #include "schakel.h"
 #include "schakel_limits.h"
 #include "support.h"
-#include "wire.h"
 
 #define BACKLOG_DEFAULT_COUNT 1000000u
 #define BACKLOG_MAX_COUNT 100000000u
@@ -62,8 +55,6 @@ static const char *const backlog_publisher_ids[BACKLOG_MAX_PUBLISHERS] = {"bron/
 static const char backlog_summary_words[] =
     "Bij herhaling overlast en vermoedelijke hennepteelt gemeld op dit adres; "
     "buurtbewoners noemen stankoverlast, verduisterde ramen en veel bezoek in de nacht. ";
-
-static volatile sig_atomic_t backlog_interrupted;
 
 /* ------------------------------------------------------------------ types */
 
@@ -138,7 +129,7 @@ typedef struct backlog_results {
 
 typedef struct bench {
     backlog_options_t opt;
-    bench_env_t env; /* folder, broker, first problem */
+    bench_env_t env; /* folder, broker, first problem; its stop: every loop winds down */
     int64_t started_ms, deadline_ms;
     /* every item is this signal with its own source_ref */
     size_t item_bytes, batch, summary_len;
@@ -148,7 +139,6 @@ typedef struct bench {
     atomic_uint_fast64_t accepted;
     atomic_uint_fast64_t drained;
     atomic_int phase;
-    atomic_int stop; /* deadline, interrupt or failure: every loop winds down */
     bench_sampler_t sampler; /* the broker's VmRSS every BACKLOG_SAMPLE_MS: peak per phase */
     pthread_mutex_t lock;    /* guards samples and peaks */
     mem_sample_t samples[BACKLOG_MAX_SAMPLES];
@@ -181,48 +171,24 @@ typedef struct drain_state {
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void backlog_problem(bench_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Keep the first problem (later ones are usually its consequences) and make
- * every loop stop. */
-static void backlog_problem(bench_t *b, const char *fmt, ...)
-{
-    char text[sizeof b->env.problem];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    bench_problem(&b->env, "%s", text);
-    atomic_store(&b->stop, 1);
-}
-
 /* True once the deadline passed or the run was interrupted; says so once. */
 static int backlog_out_of_time(bench_t *b)
 {
-    if (atomic_load(&b->stop))
+    if (atomic_load(&b->env.stop))
         return 1;
-    if (backlog_interrupted) {
-        backlog_problem(b, "interrupted");
+    if (bench_interrupted()) {
+        bench_problem(&b->env, "interrupted");
         return 1;
     }
     if (bench_now_ms() >= b->deadline_ms) {
-        backlog_problem(b,
-                        "deadline of %.0f s reached: %" PRIu64 " of %" PRIu64
-                        " items published, %" PRIu64 " drained",
-                        b->opt.deadline_s, (uint64_t)atomic_load(&b->accepted), b->opt.count,
-                        (uint64_t)atomic_load(&b->drained));
+        bench_problem(&b->env,
+                      "deadline of %.0f s reached: %" PRIu64 " of %" PRIu64
+                      " items published, %" PRIu64 " drained",
+                      b->opt.deadline_s, (uint64_t)atomic_load(&b->accepted), b->opt.count,
+                      (uint64_t)atomic_load(&b->drained));
         return 1;
     }
     return 0;
-}
-
-/* Timeout for one blocking call: what is left until the deadline, capped. */
-static int backlog_call_timeout(const bench_t *b, int cap_ms)
-{
-    int64_t left = b->deadline_ms - bench_now_ms();
-    if (left <= 0)
-        return 0;
-    return left < cap_ms ? (int)left : cap_ms;
 }
 
 /* ------------------------------------------------------------------ options */
@@ -248,66 +214,24 @@ static void backlog_usage(FILE *out)
             BACKLOG_DEFAULT_ITEM_BYTES);
 }
 
-static int backlog_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int backlog_parse_args(int argc, char **argv, backlog_options_t *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        uint64_t v = 0;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-            return 1;
-        if (strcmp(a, "--keep") == 0) {
-            o->keep = 1;
-            continue;
-        }
-        if (strcmp(a, "--no-restart") == 0) {
-            o->restart = 0;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_backlog: %s needs a value (or is unknown)\n", a);
-            return 2;
-        }
-        const char *value = argv[++i];
-        int bad = 0;
-        if (strcmp(a, "--count") == 0) {
-            bad = backlog_parse_u64(value, 1, BACKLOG_MAX_COUNT, &o->count);
-        } else if (strcmp(a, "--publishers") == 0) {
-            bad = backlog_parse_u64(value, 1, BACKLOG_MAX_PUBLISHERS, &v);
-            o->publishers = (unsigned)v;
-        } else if (strcmp(a, "--window") == 0) {
-            bad = backlog_parse_u64(value, 1, SCHAKEL_MAX_WINDOW, &v);
-            o->window = (unsigned)v;
-        } else if (strcmp(a, "--item-bytes") == 0) {
-            bad = backlog_parse_u64(value, BACKLOG_MIN_ITEM_BYTES, SCHAKEL_MAX_ITEM_BYTES, &v);
-            o->item_bytes = (unsigned)v;
-        } else if (strcmp(a, "--deadline") == 0) {
-            bad = backlog_parse_u64(value, 1, 86400, &v);
-            o->deadline_s = (double)v;
-        } else if (strcmp(a, "--json") == 0) {
-            o->json_path = value;
-        } else if (strcmp(a, "--broker-log-level") == 0) {
-            o->log_level = value;
-        } else {
-            fprintf(stderr, "bench_backlog: unknown option %s\n", a);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "bench_backlog: %s %s is out of range\n", a, value);
-            return 2;
-        }
-    }
+    const bench_option_t options[] = {
+        {"--count", BENCH_OPT_U64, &o->count, 1, BACKLOG_MAX_COUNT, NULL},
+        {"--publishers", BENCH_OPT_UNSIGNED, &o->publishers, 1, BACKLOG_MAX_PUBLISHERS, NULL},
+        {"--window", BENCH_OPT_UNSIGNED, &o->window, 1, SCHAKEL_MAX_WINDOW, NULL},
+        {"--item-bytes", BENCH_OPT_UNSIGNED, &o->item_bytes, BACKLOG_MIN_ITEM_BYTES,
+         SCHAKEL_MAX_ITEM_BYTES, NULL},
+        {"--deadline", BENCH_OPT_SECONDS, &o->deadline_s, 1, 86400, NULL},
+        {"--json", BENCH_OPT_TEXT, &o->json_path, 0, 0, NULL},
+        {"--broker-log-level", BENCH_OPT_TEXT, &o->log_level, 0, 0, NULL},
+        {"--no-restart", BENCH_OPT_FLAG, &o->restart, 0, 0, NULL},
+        {"--keep", BENCH_OPT_FLAG, &o->keep, 1, 0, NULL},
+    };
+    int rc = bench_parse_options(argc, argv, options, sizeof options / sizeof options[0]);
+    if (rc != 0)
+        return rc;
     if (o->deadline_s == 0)
         o->deadline_s = 60.0 + 840.0 * (double)o->count / 1e6;
     return 0;
@@ -315,55 +239,22 @@ static int backlog_parse_args(int argc, char **argv, backlog_options_t *o)
 
 /* ------------------------------------------------------------------ environment */
 
-static int backlog_policy_text(char *text, size_t len)
-{
-    int n = snprintf(
-        text, len,
-        "# policy of one backlog benchmark: bron publishes, ontvanger receives (and is away)\n"
-        "version: 1\n"
-        "partners:\n"
-        "  - id: bron\n"
-        "    name: Bench publisher partner\n"
-        "  - id: ontvanger\n"
-        "    name: Bench recipient partner\n"
-        "principals:\n"
-        "  - id: %s\n    role: system\n    key_file: keys/bron-publisher-1.pub\n"
-        "  - id: %s\n    role: system\n    key_file: keys/bron-publisher-2.pub\n"
-        "  - id: " BACKLOG_RECIPIENT "\n    role: system\n"
-        "    key_file: keys/ontvanger-systeem.pub\n"
-        "rules:\n"
-        "  - id: bench-backlog\n"
-        "    from: [bron]\n"
-        "    to: [ontvanger]\n"
-        "    kinds: [bench-signaal]\n"
-        "    themes: [overlast]\n"
-        "    areas: [\"*\"]\n"
-        "    purpose: \"Benchmark: a backlog for a partner that is away\"\n"
-        "    legal_basis: \"None: synthetic test data\"\n"
-        "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
-        "source_ref]\n"
-        "    retention: 365d\n",
-        backlog_publisher_ids[0], backlog_publisher_ids[1]);
-    return n < 0 || (size_t)n >= len ? -1 : 0;
-}
-
-/* The folder, keys, this policy and the config (support.c), then the broker. */
+/* The folder, keys, the policy (bron may send to ontvanger) and the config
+ * (support.c), then the broker. */
 static int backlog_env_create(bench_t *b)
 {
-    char policy[4096];
     const char *principals[] = {backlog_publisher_ids[0], backlog_publisher_ids[1],
                                 BACKLOG_RECIPIENT};
-    if (backlog_policy_text(policy, sizeof policy) != 0) {
-        backlog_problem(b, "the policy does not fit its buffer");
+    char *policy = bench_policy_pair(
+        "policy of one backlog benchmark: bron publishes, ontvanger receives (and is away)",
+        principals, 3, "bench-backlog", "Benchmark: a backlog for a partner that is away");
+    if (policy == NULL) {
+        bench_problem(&b->env, "out of memory for the policy");
         return -1;
     }
-    if (bench_env_create(&b->env, principals, sizeof principals / sizeof principals[0], policy,
-                         NULL) != 0 ||
-        bench_broker_start(&b->env, b->opt.log_level, BACKLOG_START_TIMEOUT_MS) != 0) {
-        atomic_store(&b->stop, 1);
-        return -1;
-    }
-    return 0;
+    int rc = bench_env_create(&b->env, principals, 3, policy, NULL);
+    free(policy);
+    return rc != 0 ? -1 : bench_broker_start(&b->env, b->opt.log_level, BACKLOG_START_TIMEOUT_MS);
 }
 
 /* ------------------------------------------------------------------ memory samples */
@@ -423,50 +314,10 @@ static void backlog_phase_end(bench_t *b, int phase)
 
 static void backlog_fill_signal(const bench_t *b, schakel_signal_t *s, const char *source_ref)
 {
-    memset(s, 0, sizeof *s);
-    s->kind = "bench-signaal";
-    s->theme = "overlast";
-    s->area = "BU09350101";
-    s->postcode = "6211AB";
-    s->house_number = 12;
-    s->subject = "pseudo:bench-0001";
-    s->grounds = "Herhaalde meldingen van buren en een eigen waarneming ter plaatse (benchmark).";
-    s->severity = SCHAKEL_SEVERITY_MEDIUM;
-    s->observed_at = b->observed_at;
-    s->summary = b->summary;
-    s->source_ref = source_ref;
-}
-
-static char *backlog_lend(const char *text)
-{
-    return (char *)(uintptr_t)text; /* packed only, never written */
-}
-
-/* Serialized size of one item as libschakel encodes it (same fields). */
-static size_t backlog_item_size(const schakel_signal_t *in, const char *sender)
-{
-    Schakel__Signal s = SCHAKEL__SIGNAL__INIT;
-    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-    s.sender = backlog_lend(sender);
-    s.kind = backlog_lend(in->kind);
-    s.theme = backlog_lend(in->theme);
-    s.area = backlog_lend(in->area);
-    address.postcode = backlog_lend(in->postcode);
-    address.has_house_number = 1;
-    address.house_number = in->house_number;
-    s.address = &address;
-    s.subject = backlog_lend(in->subject);
-    s.grounds = backlog_lend(in->grounds);
-    s.has_severity = 1;
-    s.severity = (Schakel__Severity)in->severity;
-    s.has_observed_at = 1;
-    s.observed_at = in->observed_at;
-    s.summary = backlog_lend(in->summary);
-    s.source_ref = backlog_lend(in->source_ref);
-    size_t len = 0;
-    uint8_t *bytes = wire_encode_signal(&s, &len);
-    free(bytes);
-    return bytes != NULL ? len : 0;
+    bench_signal_init(
+        s, "bench-signaal",
+        "Herhaalde meldingen van buren en een eigen waarneming ter plaatse (benchmark).",
+        SCHAKEL_SEVERITY_MEDIUM, b->observed_at, b->summary, source_ref);
 }
 
 static void backlog_format_ref(char *out, unsigned publisher, uint64_t counter)
@@ -481,71 +332,30 @@ static int backlog_size_signal(bench_t *b)
 {
     char ref[BACKLOG_REF_BYTES];
     schakel_signal_t s;
-    size_t words = strlen(backlog_summary_words), best = 0, best_size = 0;
     b->observed_at = (int64_t)time(NULL) - 60;
     backlog_format_ref(ref, 1, 0);
-    for (size_t len = 0; len <= SCHAKEL_MAX_SUMMARY_LEN; len++) {
-        for (size_t i = 0; i < len; i++)
-            b->summary[i] = backlog_summary_words[i % words];
-        b->summary[len] = '\0';
-        backlog_fill_signal(b, &s, ref);
-        size_t size = backlog_item_size(&s, backlog_publisher_ids[0]);
-        if (size == 0 || size > b->opt.item_bytes)
-            break;
-        best = len;
-        best_size = size;
-    }
-    if (best_size == 0) {
-        backlog_problem(b, "--item-bytes %u is smaller than a signal without summary",
-                        b->opt.item_bytes);
+    backlog_fill_signal(b, &s, ref);
+    b->item_bytes = bench_signal_pad(&s, backlog_publisher_ids[0], backlog_summary_words,
+                                     b->summary, b->opt.item_bytes, &b->summary_len);
+    if (b->item_bytes == 0) {
+        bench_problem(&b->env, "--item-bytes %u is smaller than a signal without summary",
+                      b->opt.item_bytes);
         return -1;
     }
-    b->summary[best] = '\0';
-    b->summary_len = best;
-    b->item_bytes = best_size;
-    size_t per_item = 1 + (best_size < 128 ? 1 : best_size < 16384 ? 2 : 3) + best_size;
-    b->batch = SCHAKEL_MAX_ITEMS;
-    while (b->batch > 1 && b->batch * per_item + BACKLOG_FRAME_OVERHEAD > SCHAKEL_MAX_FRAME_BYTES)
-        b->batch--;
+    b->batch = bench_batch_items(b->item_bytes, BACKLOG_FRAME_OVERHEAD);
     return 0;
 }
 
 /* ------------------------------------------------------------------ publishing */
-
-static int backlog_retryable(const schakel_client_t *client, schakel_status_t st)
-{
-    const schakel_error_t *e = schakel_last_error(client);
-    return st == SCHAKEL_ERR_TIMEOUT ||
-           (st == SCHAKEL_ERR_REFUSED && (e->reason == SCHAKEL__REASON__INTERNAL_ERROR ||
-                                          e->reason == SCHAKEL__REASON__UNAVAILABLE));
-}
-
-/* One signed publish of n signals; retried with the same message id (the
- * broker answers a repeat with the original Accepted). */
-static schakel_status_t backlog_publish_batch(publisher_t *p, const schakel_signal_t *signals,
-                                              size_t n, const uint8_t id[16],
-                                              schakel_item_result_t *results)
-{
-    schakel_status_t st = SCHAKEL_ERR_TIMEOUT;
-    for (int attempt = 0; attempt < BACKLOG_PUBLISH_ATTEMPTS; attempt++) {
-        int timeout = backlog_call_timeout(p->bench, BACKLOG_CALL_TIMEOUT_MS);
-        if (timeout == 0)
-            return SCHAKEL_ERR_TIMEOUT;
-        st = schakel_publish(p->client, NULL, signals, n, id, NULL, results, NULL, timeout);
-        if (st == SCHAKEL_OK || !backlog_retryable(p->client, st))
-            break;
-    }
-    return st;
-}
 
 static int backlog_record_batch(publisher_t *p, const uint8_t id[16],
                                 const schakel_item_result_t *results, size_t n, uint64_t first)
 {
     for (size_t i = 0; i < n; i++) {
         if (results[i].recipients != 1) {
-            backlog_problem(p->bench,
-                            "item %zu of a publish by %s was queued for %u mailboxes, not 1", i,
-                            p->principal, results[i].recipients);
+            bench_problem(&p->bench->env,
+                          "item %zu of a publish by %s was queued for %u mailboxes, not 1", i,
+                          p->principal, results[i].recipients);
             return -1;
         }
         expected_item_t *e = &p->records[p->n_records++];
@@ -574,12 +384,14 @@ static void *backlog_publisher_run(void *arg)
         }
         uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
         randombytes_buf(id, sizeof id);
-        schakel_status_t st = backlog_publish_batch(p, signals, n, id, results);
+        schakel_status_t st =
+            bench_publish_retry(p->client, signals, n, id, results, BACKLOG_PUBLISH_ATTEMPTS,
+                                b->deadline_ms, BACKLOG_CALL_TIMEOUT_MS, &b->env.stop);
         if (st != SCHAKEL_OK) {
             const schakel_error_t *e = schakel_last_error(p->client);
             if (!backlog_out_of_time(b))
-                backlog_problem(b, "%s: publish after %" PRIu64 " items: %s %s: %s", p->principal,
-                                sent, schakel_strerror(st), e->reason_name, e->text);
+                bench_problem(&b->env, "%s: publish after %" PRIu64 " items: %s %s: %s",
+                              p->principal, sent, schakel_strerror(st), e->reason_name, e->text);
             break;
         }
         if (backlog_record_batch(p, id, results, n, sent) != 0)
@@ -594,12 +406,8 @@ static void *backlog_publisher_run(void *arg)
 
 static int backlog_connect(bench_t *b, const char *principal, schakel_client_t **out)
 {
-    int timeout = backlog_call_timeout(b, BACKLOG_CALL_TIMEOUT_MS);
-    if (bench_connect(&b->env, principal, out, timeout) != 0) {
-        atomic_store(&b->stop, 1);
-        return -1;
-    }
-    return 0;
+    return bench_connect(&b->env, principal, out,
+                         bench_call_timeout(b->deadline_ms, BACKLOG_CALL_TIMEOUT_MS));
 }
 
 static int backlog_compare_items(const void *x, const void *y)
@@ -616,7 +424,7 @@ static int backlog_merge_records(bench_t *b, const publisher_t *pubs)
         total += pubs[i].n_records;
     b->expected = calloc(total > 0 ? total : 1, sizeof *b->expected);
     if (b->expected == NULL) {
-        backlog_problem(b, "out of memory for %" PRIu64 " expected items", total);
+        bench_problem(&b->env, "out of memory for %" PRIu64 " expected items", total);
         return -1;
     }
     for (unsigned i = 0; i < b->opt.publishers; i++) {
@@ -627,8 +435,8 @@ static int backlog_merge_records(bench_t *b, const publisher_t *pubs)
     qsort(b->expected, b->n_expected, sizeof *b->expected, backlog_compare_items);
     for (uint64_t i = 1; i < b->n_expected; i++) {
         if (b->expected[i].item_seq == b->expected[i - 1].item_seq) {
-            backlog_problem(b, "the broker accepted two items as seq %" PRIu64,
-                            b->expected[i].item_seq);
+            bench_problem(&b->env, "the broker accepted two items as seq %" PRIu64,
+                          b->expected[i].item_seq);
             return -1;
         }
     }
@@ -647,7 +455,7 @@ static int backlog_publish_all(bench_t *b, publisher_t *pubs)
         p->records = calloc(p->count > 0 ? p->count : 1, sizeof *p->records);
         if (p->records == NULL || backlog_connect(b, p->principal, &p->client) != 0) {
             if (p->records == NULL)
-                backlog_problem(b, "out of memory for the publish records");
+                bench_problem(&b->env, "out of memory for the publish records");
             return -1;
         }
     }
@@ -656,7 +464,7 @@ static int backlog_publish_all(bench_t *b, publisher_t *pubs)
     backlog_phase_begin(b, PHASE_PUBLISH);
     for (unsigned i = 0; i < b->opt.publishers; i++) {
         if (pthread_create(&pubs[i].thread, NULL, backlog_publisher_run, &pubs[i]) != 0) {
-            backlog_problem(b, "cannot start publisher thread %u", i + 1);
+            bench_problem(&b->env, "cannot start publisher thread %u", i + 1);
             break;
         }
         pubs[i].started = 1;
@@ -700,17 +508,16 @@ static int backlog_restart(bench_t *b)
     r->restart_stop_exit = bench_broker_stop(&b->env, BACKLOG_STOP_TIMEOUT_MS);
     r->restart_stop_s = bench_now_s() - t0;
     if (r->restart_stop_exit != 0) {
-        backlog_problem(b, "schakeld exited with %d on SIGTERM with the backlog queued (see %s)",
-                        r->restart_stop_exit, b->env.log_path);
+        bench_problem(&b->env,
+                      "schakeld exited with %d on SIGTERM with the backlog queued (see %s)",
+                      r->restart_stop_exit, b->env.log_path);
         return -1;
     }
-    int timeout = backlog_call_timeout(b, BACKLOG_RESTART_TIMEOUT_MS);
+    int timeout = bench_call_timeout(b->deadline_ms, BACKLOG_RESTART_TIMEOUT_MS);
     if (timeout == 0 || backlog_out_of_time(b))
         return -1;
-    if (bench_broker_start(&b->env, b->opt.log_level, timeout) != 0) {
-        atomic_store(&b->stop, 1);
+    if (bench_broker_start(&b->env, b->opt.log_level, timeout) != 0)
         return -1;
-    }
     r->restarted = 1;
     r->restart_ready_s = b->env.ready_s;
     r->restart_pending = b->n_expected;
@@ -787,12 +594,12 @@ static void backlog_check_delivery(bench_t *b, drain_state_t *ds, const schakel_
 static int backlog_query_backlog(bench_t *b, schakel_client_t *client, int64_t *out)
 {
     uint64_t backlog = 0;
-    int timeout = backlog_call_timeout(b, BACKLOG_CALL_TIMEOUT_MS);
+    int timeout = bench_call_timeout(b->deadline_ms, BACKLOG_CALL_TIMEOUT_MS);
     schakel_status_t st =
         timeout > 0 ? schakel_backlog(client, &backlog, timeout) : SCHAKEL_ERR_TIMEOUT;
     if (st != SCHAKEL_OK) {
-        backlog_problem(b, "backlog query: %s (%s)", schakel_strerror(st),
-                        schakel_last_error(client)->text);
+        bench_problem(&b->env, "backlog query: %s (%s)", schakel_strerror(st),
+                      schakel_last_error(client)->text);
         return -1;
     }
     *out = (int64_t)backlog;
@@ -806,13 +613,13 @@ static void backlog_receive_all(bench_t *b, schakel_client_t *client, drain_stat
     char first[200] = "";
     while (r->distinct < b->n_expected && !backlog_out_of_time(b)) {
         schakel_delivery_t *d = NULL;
-        int timeout = backlog_call_timeout(b, BACKLOG_SILENCE_LIMIT_MS);
+        int timeout = bench_call_timeout(b->deadline_ms, BACKLOG_SILENCE_LIMIT_MS);
         schakel_status_t st = schakel_receive(client, &d, timeout > 0 ? timeout : 1);
         if (st != SCHAKEL_OK) {
             if (!backlog_out_of_time(b))
-                backlog_problem(b, "receive with %" PRIu64 " items still owed: %s (%s)",
-                                b->n_expected - r->distinct, schakel_strerror(st),
-                                schakel_last_error(client)->text);
+                bench_problem(&b->env, "receive with %" PRIu64 " items still owed: %s (%s)",
+                              b->n_expected - r->distinct, schakel_strerror(st),
+                              schakel_last_error(client)->text);
             break;
         }
         if (r->delivered == 0)
@@ -823,8 +630,8 @@ static void backlog_receive_all(bench_t *b, schakel_client_t *client, drain_stat
         st = schakel_ack(client, d->seq);
         schakel_delivery_free(&d);
         if (st != SCHAKEL_OK) {
-            backlog_problem(b, "ack: %s (%s)", schakel_strerror(st),
-                            schakel_last_error(client)->text);
+            bench_problem(&b->env, "ack: %s (%s)", schakel_strerror(st),
+                          schakel_last_error(client)->text);
             break;
         }
         atomic_store(&b->drained, r->distinct);
@@ -841,7 +648,7 @@ static int backlog_drain(bench_t *b)
     drain_state_t ds = {.last_index = -1};
     ds.seen = calloc(b->n_expected / 8 + 1, 1);
     if (ds.seen == NULL) {
-        backlog_problem(b, "out of memory for the drain check");
+        bench_problem(&b->env, "out of memory for the drain check");
         return -1;
     }
     double c0 = bench_now_s();
@@ -855,7 +662,7 @@ static int backlog_drain(bench_t *b)
         backlog_phase_begin(b, PHASE_DRAIN);
         double t0 = bench_now_s();
         if (schakel_subscribe(client, b->opt.window) != SCHAKEL_OK)
-            backlog_problem(b, "subscribe: %s", schakel_last_error(client)->text);
+            bench_problem(&b->env, "subscribe: %s", schakel_last_error(client)->text);
         else
             backlog_receive_all(b, client, &ds, t0);
         r->drain_s = bench_now_s() - t0;
@@ -875,11 +682,6 @@ static int backlog_drain(bench_t *b)
 }
 
 /* ------------------------------------------------------------------ report */
-
-static double backlog_mib(long kib)
-{
-    return (double)kib / 1024.0;
-}
 
 /* Bytes of memory per queued message, between the first milestone sample of
  * the publish phase and the sample with the whole backlog queued. */
@@ -907,13 +709,45 @@ static int backlog_restart_met(const bench_t *b)
            r->restart_ready_s < BACKLOG_READY_TARGET_S;
 }
 
-static void backlog_print_criteria(const bench_t *b, const char *rule);
+/* The whole backlog published, and the broker's peak RSS under the bound. */
+static int backlog_rss_met(const bench_t *b)
+{
+    const backlog_results_t *r = &b->res;
+    return r->queued.hwm_kib > 0 && r->queued.hwm_kib < BACKLOG_RSS_LIMIT_KIB &&
+           r->published == b->opt.count;
+}
+
+static int backlog_rate_met(const bench_t *b)
+{
+    return b->res.in_order && b->res.drain_rate >= BACKLOG_DRAIN_TARGET;
+}
+
+/* The targets, met or not, and the problem if there was one. */
+static void backlog_print_criteria(const bench_t *b, const char *rule)
+{
+    const backlog_results_t *r = &b->res;
+    printf("%s\n%-42s %-16s %-14s %s\n", rule, "criterion", "value", "target", "result");
+    printf("%-42s %-16.1f %-14s %s\n", "broker peak RSS, backlog queued (MiB)",
+           bench_mib(r->queued.hwm_kib), "< 100", backlog_rss_met(b) ? "met" : "not met");
+    if (r->restarted)
+        printf("%-42s %-16.3f %-14s %s\n", "ready after restart, backlog pending (s)",
+               r->restart_ready_s, "< 2", backlog_restart_met(b) ? "met" : "not met");
+    else
+        printf("%-42s %-16s %-14s %s\n", "ready after restart, backlog pending (s)", "-", "< 2",
+               "not run");
+    printf("%-42s %-16s %-14s %s\n", "backlog drains in order, each item once",
+           r->in_order ? "yes" : "no", "yes", r->in_order ? "met" : "not met");
+    printf("%-42s %-16.0f %-14s %s\n", "drain rate (deliveries/s)", r->drain_rate, ">= 20000",
+           backlog_rate_met(b) ? "met" : "not met");
+    if (b->env.problem[0] != '\0')
+        printf("problem: %s\n", b->env.problem);
+    printf("%s\n", rule);
+}
 
 static void backlog_print_table(const bench_t *b)
 {
     const backlog_results_t *r = &b->res;
-    const char *rule = "------------------------------------------------------------------------"
-                       "--------------";
+    const char *rule = BENCH_RULE;
     printf("\nSchakel backlog bench: %" PRIu64 " signals of %zu bytes, %u publisher(s), "
            "batches of %zu, window %u, broker log level %s\n%s\n",
            b->opt.count, b->item_bytes, b->opt.publishers, b->batch, b->opt.window,
@@ -924,9 +758,9 @@ static void backlog_print_table(const bench_t *b)
            r->publish_s > 0 ? (double)r->publishes / r->publish_s : 0,
            r->publish_s > 0 ? (double)r->published / r->publish_s : 0);
     printf("%-22s VmRSS %.1f MiB, peak VmHWM %.1f MiB (anon %.1f, file %.1f, shmem %.1f MiB)\n",
-           "broker, queued", backlog_mib(r->queued.rss_kib), backlog_mib(r->queued.hwm_kib),
-           backlog_mib(r->queued.anon_kib), backlog_mib(r->queued.file_kib),
-           backlog_mib(r->queued.shmem_kib));
+           "broker, queued", bench_mib(r->queued.rss_kib), bench_mib(r->queued.hwm_kib),
+           bench_mib(r->queued.anon_kib), bench_mib(r->queued.file_kib),
+           bench_mib(r->queued.shmem_kib));
     if (r->growth_known)
         printf("%-22s %+.2f bytes RSS (%+.2f anon) per queued message\n", "memory per message",
                r->rss_growth_per_msg, r->anon_growth_per_msg);
@@ -937,16 +771,16 @@ static void backlog_print_table(const bench_t *b)
         printf("%-22s stop %.1f s (exit %d); start to READY %.3f s with %" PRIu64
                " pending; then VmRSS %.1f MiB, VmHWM %.1f MiB (anon %.1f MiB)\n",
                "broker restart", r->restart_stop_s, r->restart_stop_exit, r->restart_ready_s,
-               r->restart_pending, backlog_mib(r->restart_mem.rss_kib),
-               backlog_mib(r->restart_mem.hwm_kib), backlog_mib(r->restart_mem.anon_kib));
+               r->restart_pending, bench_mib(r->restart_mem.rss_kib),
+               bench_mib(r->restart_mem.hwm_kib), bench_mib(r->restart_mem.anon_kib));
     if (r->drain_ran) {
         printf("%-22s %.0f ms, backlog reported %" PRId64 "\n", "recipient connect", r->connect_ms,
                r->backlog_before);
         printf("%-22s %" PRIu64 " items in %.1f s: %.0f deliveries/s (first after %.0f ms)\n",
                "drain", r->distinct, r->drain_s, r->drain_rate, r->first_delivery_ms);
         printf("%-22s peak VmRSS %.1f MiB, after %.1f MiB, VmHWM %.1f MiB\n", "broker, drain",
-               backlog_mib(r->drain_peak_rss_kib), backlog_mib(r->drained.rss_kib),
-               backlog_mib(r->drained.hwm_kib));
+               bench_mib(r->drain_peak_rss_kib), bench_mib(r->drained.rss_kib),
+               bench_mib(r->drained.hwm_kib));
         printf("%-22s %" PRIu64 " out of order, %" PRIu64 " seq not increasing, %" PRIu64
                " twice, %" PRIu64 " unknown, %" PRIu64 " altered, %" PRIu64
                " missing; backlog after %" PRId64 "\n",
@@ -957,40 +791,14 @@ static void backlog_print_table(const bench_t *b)
     backlog_print_criteria(b, rule);
 }
 
-/* The targets, met or not, and the problem if there was one. */
-static void backlog_print_criteria(const bench_t *b, const char *rule)
-{
-    const backlog_results_t *r = &b->res;
-    printf("%s\n%-42s %-16s %-14s %s\n", rule, "criterion", "value", "target", "result");
-    printf("%-42s %-16.1f %-14s %s\n", "broker peak RSS, backlog queued (MiB)",
-           backlog_mib(r->queued.hwm_kib), "< 100",
-           r->queued.hwm_kib > 0 && r->queued.hwm_kib < BACKLOG_RSS_LIMIT_KIB &&
-                   r->published == b->opt.count
-               ? "met"
-               : "not met");
-    if (r->restarted)
-        printf("%-42s %-16.3f %-14s %s\n", "ready after restart, backlog pending (s)",
-               r->restart_ready_s, "< 2", backlog_restart_met(b) ? "met" : "not met");
-    else
-        printf("%-42s %-16s %-14s %s\n", "ready after restart, backlog pending (s)", "-", "< 2",
-               "not run");
-    printf("%-42s %-16s %-14s %s\n", "backlog drains in order, each item once",
-           r->in_order ? "yes" : "no", "yes", r->in_order ? "met" : "not met");
-    printf("%-42s %-16.0f %-14s %s\n", "drain rate (deliveries/s)", r->drain_rate, ">= 20000",
-           r->in_order && r->drain_rate >= BACKLOG_DRAIN_TARGET ? "met" : "not met");
-    if (b->env.problem[0] != '\0')
-        printf("problem: %s\n", b->env.problem);
-    printf("%s\n", rule);
-}
-
-static void backlog_json_criteria(FILE *f, const bench_t *b, int rss_met, int rate_met)
+static void backlog_json_criteria(FILE *f, const bench_t *b)
 {
     const backlog_results_t *r = &b->res;
     fprintf(f, "  \"criteria\": {\n");
     fprintf(f,
             "    \"peak_rss_under_100_mib\": {\"value_kib\": %ld, \"limit_kib\": %ld, "
             "\"met\": %s},\n",
-            r->queued.hwm_kib, BACKLOG_RSS_LIMIT_KIB, rss_met ? "true" : "false");
+            r->queued.hwm_kib, BACKLOG_RSS_LIMIT_KIB, backlog_rss_met(b) ? "true" : "false");
     if (r->restarted)
         fprintf(f,
                 "    \"restart_ready_under_2_s\": {\"value_s\": %.3f, \"target_s\": %.1f, "
@@ -999,7 +807,7 @@ static void backlog_json_criteria(FILE *f, const bench_t *b, int rss_met, int ra
                 backlog_restart_met(b) ? "true" : "false");
     fprintf(f, "    \"drain_in_order\": {\"met\": %s},\n", r->in_order ? "true" : "false");
     fprintf(f, "    \"drain_rate\": {\"value\": %.1f, \"target\": %.0f, \"met\": %s}\n",
-            r->drain_rate, BACKLOG_DRAIN_TARGET, rate_met ? "true" : "false");
+            r->drain_rate, BACKLOG_DRAIN_TARGET, backlog_rate_met(b) ? "true" : "false");
     fprintf(f, "  },\n");
 }
 
@@ -1031,9 +839,7 @@ static void backlog_json_restart(FILE *f, const bench_t *b)
         fprintf(f, "null,\n  \"restart_ready_s\": null,\n");
     fprintf(f, "  \"restart_stop_exit\": %d,\n  \"restart_pending\": %" PRIu64 ",\n",
             r->restart_stop_exit, r->restart_pending);
-    fprintf(f, "  \"restart_rss_kib\": %ld,\n  \"restart_hwm_kib\": %ld,\n",
-            r->restart_mem.rss_kib, r->restart_mem.hwm_kib);
-    fprintf(f, "  \"restart_anon_kib\": %ld,\n", r->restart_mem.anon_kib);
+    bench_json_mem(f, "restart", &r->restart_mem, BENCH_MEM_RSS | BENCH_MEM_HWM | BENCH_MEM_ANON);
 }
 
 /* One scalar per line at the top level, so that run.sh can read it with sed. */
@@ -1056,11 +862,7 @@ static void backlog_json_scalars(FILE *f, const bench_t *b)
             publishes_rate);
     fprintf(f, "  \"publish_items_per_s\": %.1f,\n", pub_rate);
     fprintf(f, "  \"publish_peak_rss_kib\": %ld,\n", r->publish_peak_rss_kib);
-    fprintf(f, "  \"queued_rss_kib\": %ld,\n  \"queued_hwm_kib\": %ld,\n", r->queued.rss_kib,
-            r->queued.hwm_kib);
-    fprintf(f, "  \"queued_anon_kib\": %ld,\n  \"queued_file_kib\": %ld,\n", r->queued.anon_kib,
-            r->queued.file_kib);
-    fprintf(f, "  \"queued_shmem_kib\": %ld,\n", r->queued.shmem_kib);
+    bench_json_mem(f, "queued", &r->queued, BENCH_MEM_ALL);
     if (r->growth_known)
         fprintf(f,
                 "  \"rss_growth_bytes_per_message\": %.3f,\n"
@@ -1097,49 +899,18 @@ static void backlog_json_scalars(FILE *f, const bench_t *b)
 
 static int backlog_write_json(const bench_t *b)
 {
-    const backlog_results_t *r = &b->res;
-    char parent[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", b->opt.json_path);
-    char *slash = strrchr(parent, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        (void)mkdir(parent, 0755); /* the results folder; its parent must exist */
-    }
-    FILE *f = fopen(b->opt.json_path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "bench_backlog: cannot write %s: %s\n", b->opt.json_path, strerror(errno));
+    FILE *f = bench_json_open(b->opt.json_path);
+    if (f == NULL)
         return -1;
-    }
-    int rss_met = r->queued.hwm_kib > 0 && r->queued.hwm_kib < BACKLOG_RSS_LIMIT_KIB &&
-                  r->published == b->opt.count;
-    int rate_met = r->in_order && r->drain_rate >= BACKLOG_DRAIN_TARGET;
     fprintf(f, "{\n");
     backlog_json_scalars(f, b);
-    backlog_json_criteria(f, b, rss_met, rate_met);
+    backlog_json_criteria(f, b);
     backlog_json_samples(f, b);
     fprintf(f, "}\n");
     return fclose(f);
 }
 
 /* ------------------------------------------------------------------ main */
-
-static void backlog_on_signal(int sig)
-{
-    (void)sig;
-    backlog_interrupted = 1;
-}
-
-static void backlog_install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = backlog_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
 
 /* Run both phases; the results say how far it got. */
 static void backlog_run(bench_t *b)
@@ -1193,7 +964,7 @@ int main(int argc, char **argv)
     b->res.broker_exit = -1;
     b->started_ms = bench_now_ms();
     b->deadline_ms = b->started_ms + (int64_t)(b->opt.deadline_s * 1000.0);
-    backlog_install_signals();
+    bench_catch_signals(1);
     if (keys_init() != 0 || backlog_size_signal(b) != 0) {
         fprintf(stderr, "bench_backlog: cannot prepare the signals: %s\n", b->env.problem);
         free(b);

@@ -12,17 +12,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <math.h>
-#include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,8 +69,6 @@
 #define RECONNECT_STRANGER "vreemd/stranger"
 #define RECONNECT_REF_BYTES 48
 
-static volatile sig_atomic_t reconnect_interrupted;
-
 /* ------------------------------------------------------------------ types */
 
 /* What a raw DEALER does before it closes; none of them sends a frame. */
@@ -108,15 +101,10 @@ typedef struct reconnect_options {
     int keep;
 } reconnect_options_t;
 
-typedef struct proc_mem {
-    long rss_kib, hwm_kib, anon_kib, file_kib, shmem_kib;
-    int threads, fds;
-} proc_mem_t;
-
 typedef struct mem_sample {
     uint64_t cycles;
     double at_s; /* since the storm started */
-    proc_mem_t mem;
+    bench_mem_t mem;
 } mem_sample_t;
 
 /* Outcomes of the cycles of one phase (warm-up or storm). */
@@ -135,7 +123,7 @@ typedef struct service_check {
 } service_check_t;
 
 typedef struct settle_result {
-    proc_mem_t mem;
+    bench_mem_t mem;
     int settled; /* VmRSS stopped changing within the bound */
     double waited_ms;
 } settle_result_t;
@@ -167,7 +155,7 @@ typedef struct bench {
     int64_t storm_started_ms;
     mem_sample_t *samples;
     size_t n_samples, cap_samples;
-    proc_mem_t baseline;
+    bench_mem_t baseline;
     settle_result_t baseline_settle, settled, final;
     int final_after_expiry;
     long client_rss_baseline_kib, client_rss_final_kib;
@@ -198,42 +186,6 @@ static void reconnect_wrong(bench_t *b, uint64_t cycle, const char *fmt, ...)
     va_end(ap);
     snprintf(b->first_wrong, sizeof b->first_wrong, "cycle %" PRIu64 ": %s", cycle, text);
     fprintf(stderr, "bench_reconnect: %s\n", b->first_wrong);
-}
-
-/* The broker process has exited (without reaping it). */
-static int reconnect_broker_gone(const bench_t *b)
-{
-    if (b->env.broker_pid <= 0)
-        return 1;
-    if (b->env.broker_pidfd < 0)
-        return kill(b->env.broker_pid, 0) != 0;
-    struct pollfd p = {.fd = b->env.broker_pidfd, .events = POLLIN};
-    return poll(&p, 1, 0) > 0;
-}
-
-/* Timeout for one blocking call: what is left until the deadline, capped. */
-static int reconnect_call_timeout(const bench_t *b)
-{
-    int64_t left = b->deadline_ms - bench_now_ms();
-    if (left <= 0)
-        return 0;
-    return left < RECONNECT_CALL_TIMEOUT_MS ? (int)left : RECONNECT_CALL_TIMEOUT_MS;
-}
-
-/* Wait up to ms, waking early if the broker exits: a measurement interval,
- * never a synchronisation. */
-static void reconnect_pause(const bench_t *b, int ms)
-{
-    struct pollfd p = {.fd = b->env.broker_pidfd, .events = POLLIN};
-    if (b->env.broker_pidfd >= 0)
-        (void)poll(&p, 1, ms);
-    else
-        (void)poll(NULL, 0, ms);
-}
-
-static double reconnect_mib(long kib)
-{
-    return (double)kib / 1024.0;
 }
 
 /* ------------------------------------------------------------------ options */
@@ -275,19 +227,8 @@ static void reconnect_usage(FILE *out)
             RECONNECT_DEFAULT_MARGIN_MIB, SCHAKEL_SESSION_TIMEOUT_MS);
 }
 
-static int reconnect_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* A comma-separated list of valid, invalid, raw (or all). */
-static int reconnect_parse_kinds(const char *text, unsigned *out)
+static int reconnect_parse_kinds(const char *text, void *out)
 {
     static const struct {
         const char *name;
@@ -307,7 +248,7 @@ static int reconnect_parse_kinds(const char *text, unsigned *out)
         kinds |= bit;
         p += len + (p[len] == ',');
     }
-    *out = kinds;
+    *(unsigned *)out = kinds;
     return kinds != 0 ? 0 : -1;
 }
 
@@ -326,129 +267,34 @@ static unsigned reconnect_kinds_count(unsigned kinds)
            ((kinds & KIND_RAW) != 0);
 }
 
-/* One option with a value; returns 0, -1 when out of range, -2 when unknown. */
-static int reconnect_parse_value(reconnect_options_t *o, const char *a, const char *value)
-{
-    uint64_t v = 0;
-    int bad = 0;
-    if (strcmp(a, "--count") == 0) {
-        bad = reconnect_parse_u64(value, 1, RECONNECT_MAX_COUNT, &o->count);
-    } else if (strcmp(a, "--warmup") == 0) {
-        bad = reconnect_parse_u64(value, 0, 100000, &v);
-        o->warmup = (unsigned)v;
-    } else if (strcmp(a, "--principals") == 0) {
-        bad = reconnect_parse_u64(value, 1, RECONNECT_MAX_PRINCIPALS, &v);
-        o->principals = (unsigned)v;
-    } else if (strcmp(a, "--publish-every") == 0) {
-        bad = reconnect_parse_u64(value, 1, 1000000, &v);
-        o->publish_every = (unsigned)v;
-    } else if (strcmp(a, "--sample-every") == 0) {
-        bad = reconnect_parse_u64(value, 1, 1000000, &v);
-        o->sample_every = (unsigned)v;
-    } else if (strcmp(a, "--max-connections") == 0) {
-        bad = reconnect_parse_u64(value, 1, SCHAKEL_MAX_CONNECTIONS_CAP, &v);
-        o->max_connections = (unsigned)v;
-    } else if (strcmp(a, "--margin-mib") == 0) {
-        bad = reconnect_parse_u64(value, 1, 1024, &v);
-        o->margin_mib = (unsigned)v;
-    } else if (strcmp(a, "--deadline") == 0) {
-        bad = reconnect_parse_u64(value, 1, 86400, &v);
-        o->deadline_s = (double)v;
-    } else if (strcmp(a, "--kinds") == 0) {
-        bad = reconnect_parse_kinds(value, &o->kinds);
-    } else if (strcmp(a, "--json") == 0) {
-        o->json_path = value;
-    } else if (strcmp(a, "--broker-log-level") == 0) {
-        o->log_level = value;
-    } else {
-        return -2;
-    }
-    return bad ? -1 : 0;
-}
-
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int reconnect_parse_args(int argc, char **argv, reconnect_options_t *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-            return 1;
-        if (strcmp(a, "--keep") == 0) {
-            o->keep = 1;
-            continue;
-        }
-        if (strcmp(a, "--no-expiry-wait") == 0) {
-            o->expiry_wait = 0;
-            continue;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_reconnect: %s needs a value (or is unknown)\n", a);
-            return 2;
-        }
-        const char *value = argv[++i];
-        int rc = reconnect_parse_value(o, a, value);
-        if (rc == -2) {
-            fprintf(stderr, "bench_reconnect: unknown option %s\n", a);
-            return 2;
-        }
-        if (rc != 0) {
-            fprintf(stderr, "bench_reconnect: %s %s is out of range\n", a, value);
-            return 2;
-        }
-    }
+    const bench_option_t options[] = {
+        {"--count", BENCH_OPT_U64, &o->count, 1, RECONNECT_MAX_COUNT, NULL},
+        {"--warmup", BENCH_OPT_UNSIGNED, &o->warmup, 0, 100000, NULL},
+        {"--principals", BENCH_OPT_UNSIGNED, &o->principals, 1, RECONNECT_MAX_PRINCIPALS, NULL},
+        {"--publish-every", BENCH_OPT_UNSIGNED, &o->publish_every, 1, 1000000, NULL},
+        {"--sample-every", BENCH_OPT_UNSIGNED, &o->sample_every, 1, 1000000, NULL},
+        {"--max-connections", BENCH_OPT_UNSIGNED, &o->max_connections, 1,
+         SCHAKEL_MAX_CONNECTIONS_CAP, NULL},
+        {"--margin-mib", BENCH_OPT_UNSIGNED, &o->margin_mib, 1, 1024, NULL},
+        {"--deadline", BENCH_OPT_SECONDS, &o->deadline_s, 1, 86400, NULL},
+        {"--kinds", BENCH_OPT_CUSTOM, &o->kinds, 0, 0, reconnect_parse_kinds},
+        {"--json", BENCH_OPT_TEXT, &o->json_path, 0, 0, NULL},
+        {"--broker-log-level", BENCH_OPT_TEXT, &o->log_level, 0, 0, NULL},
+        {"--no-expiry-wait", BENCH_OPT_FLAG, &o->expiry_wait, 0, 0, NULL},
+        {"--keep", BENCH_OPT_FLAG, &o->keep, 1, 0, NULL},
+    };
+    int rc = bench_parse_options(argc, argv, options, sizeof options / sizeof options[0]);
+    if (rc != 0)
+        return rc;
     if (o->deadline_s == 0)
         o->deadline_s = 60.0 + 40.0 * (double)o->count / 1000.0;
     return 0;
 }
 
 /* ------------------------------------------------------------------ environment */
-
-/* The policy: one recipient, `principals` publishers of RECONNECT_PARTNER,
- * their key files named as bench_key_base names them. */
-static char *reconnect_policy_text(const bench_t *b)
-{
-    size_t cap = 4096 + RECONNECT_MAX_PRINCIPALS * 128, used = 0;
-    char *text = malloc(cap);
-    if (text == NULL)
-        return NULL;
-    used += (size_t)snprintf(text + used, cap - used,
-                             "# policy of one reconnect benchmark: bron publishes, ontvanger "
-                             "receives\n"
-                             "version: 1\n"
-                             "partners:\n"
-                             "  - id: " RECONNECT_PARTNER "\n"
-                             "    name: Bench publisher partner\n"
-                             "  - id: ontvanger\n"
-                             "    name: Bench recipient partner\n"
-                             "principals:\n"
-                             "  - id: " RECONNECT_RECIPIENT "\n    role: system\n"
-                             "    key_file: keys/ontvanger-systeem.pub\n");
-    for (unsigned i = 0; i < b->opt.principals && used < cap; i++)
-        used += (size_t)snprintf(text + used, cap - used,
-                                 "  - id: %s\n    role: system\n"
-                                 "    key_file: keys/" RECONNECT_PARTNER "-client-%u.pub\n",
-                                 b->principal_ids[i], i + 1);
-    if (used < cap)
-        used += (size_t)snprintf(
-            text + used, cap - used,
-            "rules:\n"
-            "  - id: bench-reconnect\n"
-            "    from: [" RECONNECT_PARTNER "]\n"
-            "    to: [ontvanger]\n"
-            "    kinds: [bench-signaal]\n"
-            "    themes: [overlast]\n"
-            "    areas: [\"*\"]\n"
-            "    purpose: \"Benchmark: a reconnect storm\"\n"
-            "    legal_basis: \"None: synthetic test data\"\n"
-            "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
-            "source_ref]\n"
-            "    retention: 365d\n");
-    if (used >= cap) {
-        free(text);
-        return NULL;
-    }
-    return text;
-}
 
 /* "<dir>/keys/<principal>.key" */
 static void reconnect_key_file(const bench_t *b, const char *principal, char *out, size_t len)
@@ -485,7 +331,9 @@ static int reconnect_env_create(bench_t *b)
         principals[i + 1] = b->principal_ids[i];
     }
     snprintf(extra, sizeof extra, "max_connections_per_principal: %u\n", b->opt.max_connections);
-    char *policy = reconnect_policy_text(b);
+    char *policy = bench_policy_pair(
+        "policy of one reconnect benchmark: bron publishes, ontvanger receives", principals,
+        b->opt.principals + 1, "bench-reconnect", "Benchmark: a reconnect storm");
     if (policy == NULL) {
         bench_problem(&b->env, "out of memory for the policy");
         return -1;
@@ -524,36 +372,12 @@ static int reconnect_raw_prepare(bench_t *b)
     return 0;
 }
 
-/* The memory and threads of a process (pid 0: this one), and its open fds
- * (the broker's only). */
-static int reconnect_read_mem(pid_t pid, proc_mem_t *m)
-{
-    bench_mem_t mem;
-    if (bench_read_mem(pid, &mem) != 0)
-        return -1;
-    *m = (proc_mem_t){.rss_kib = mem.rss_kib,
-                      .hwm_kib = mem.hwm_kib,
-                      .anon_kib = mem.anon_kib,
-                      .file_kib = mem.file_kib,
-                      .shmem_kib = mem.shmem_kib,
-                      .threads = mem.threads,
-                      .fds = pid > 0 ? bench_count_fds(pid) : -1};
-    return 0;
-}
-
-static void reconnect_note_peak(bench_t *b, long rss_kib)
-{
-    long seen = atomic_load(&b->peak_rss_kib);
-    while (rss_kib > seen && !atomic_compare_exchange_weak(&b->peak_rss_kib, &seen, rss_kib))
-        ;
-}
-
 static void reconnect_add_sample(bench_t *b, uint64_t cycles)
 {
-    proc_mem_t m;
-    if (reconnect_read_mem(b->env.broker_pid, &m) != 0)
+    bench_mem_t m;
+    if (bench_read_proc(b->env.broker_pid, &m) != 0)
         return;
-    reconnect_note_peak(b, m.rss_kib);
+    bench_note_peak(&b->peak_rss_kib, m.rss_kib);
     if (b->n_samples == b->cap_samples) {
         size_t cap = b->cap_samples ? b->cap_samples * 2 : 64;
         mem_sample_t *grown = realloc(b->samples, cap * sizeof *grown);
@@ -580,13 +404,13 @@ static int reconnect_settle(bench_t *b, settle_result_t *out)
     long previous = -1;
     memset(out, 0, sizeof *out);
     for (;;) {
-        proc_mem_t m;
-        if (reconnect_read_mem(b->env.broker_pid, &m) != 0) {
+        bench_mem_t m;
+        if (bench_read_proc(b->env.broker_pid, &m) != 0) {
             bench_problem(&b->env, "cannot read /proc/%ld/status: the broker is gone",
-                              (long)b->env.broker_pid);
+                          (long)b->env.broker_pid);
             return -1;
         }
-        reconnect_note_peak(b, m.rss_kib);
+        bench_note_peak(&b->peak_rss_kib, m.rss_kib);
         stable = m.rss_kib == previous ? stable + 1 : 0;
         previous = m.rss_kib;
         out->mem = m;
@@ -597,27 +421,11 @@ static int reconnect_settle(bench_t *b, settle_result_t *out)
         }
         if (bench_now_ms() - start >= RECONNECT_SETTLE_MAX_MS)
             return 0;
-        reconnect_pause(b, RECONNECT_POLL_MS);
+        bench_broker_pause(&b->env, RECONNECT_POLL_MS);
     }
 }
 
 /* ------------------------------------------------------------------ registered keys */
-
-static void reconnect_fill_signal(const bench_t *b, schakel_signal_t *s, const char *source_ref)
-{
-    memset(s, 0, sizeof *s);
-    s->kind = "bench-signaal";
-    s->theme = "overlast";
-    s->area = "BU09350101";
-    s->postcode = "6211AB";
-    s->house_number = 12;
-    s->subject = "pseudo:bench-0001";
-    s->grounds = "Herhaalde meldingen van buren (benchmark).";
-    s->severity = SCHAKEL_SEVERITY_LOW;
-    s->observed_at = b->observed_at;
-    s->summary = "Korte melding tijdens een reconnect-benchmark.";
-    s->source_ref = source_ref;
-}
 
 static int reconnect_record_seq(bench_t *b, uint64_t seq)
 {
@@ -675,8 +483,10 @@ static int reconnect_publish(bench_t *b, schakel_client_t *client, const char *t
     schakel_item_result_t result = {0, 0};
     int duplicate = 0;
     snprintf(ref, sizeof ref, "bench:%s:%" PRIu64, tag, n);
-    reconnect_fill_signal(b, &signal, ref);
-    int timeout = reconnect_call_timeout(b);
+    bench_signal_init(&signal, "bench-signaal", "Herhaalde meldingen van buren (benchmark).",
+                      SCHAKEL_SEVERITY_LOW, b->observed_at,
+                      "Korte melding tijdens een reconnect-benchmark.", ref);
+    int timeout = bench_call_timeout(b->deadline_ms, RECONNECT_CALL_TIMEOUT_MS);
     schakel_status_t st = timeout > 0 ? schakel_publish(client, NULL, &signal, 1, NULL, id_out,
                                                         &result, &duplicate, timeout)
                                       : SCHAKEL_ERR_TIMEOUT;
@@ -701,7 +511,7 @@ static int reconnect_whoami(bench_t *b, schakel_client_t *client, const char *pr
 {
     char who[SCHAKEL_MAX_PRINCIPAL_LEN + 1], partner[SCHAKEL_MAX_PRINCIPAL_LEN + 1],
         role[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    int timeout = reconnect_call_timeout(b);
+    int timeout = bench_call_timeout(b->deadline_ms, RECONNECT_CALL_TIMEOUT_MS);
     schakel_status_t st =
         timeout > 0 ? schakel_whoami(client, who, partner, role, timeout) : SCHAKEL_ERR_TIMEOUT;
     if (st != SCHAKEL_OK) {
@@ -721,7 +531,7 @@ static int reconnect_whoami(bench_t *b, schakel_client_t *client, const char *pr
 static schakel_status_t reconnect_connect(bench_t *b, const char *key, schakel_client_t **out,
                                           schakel_error_t *err)
 {
-    int timeout = reconnect_call_timeout(b);
+    int timeout = bench_call_timeout(b->deadline_ms, RECONNECT_CALL_TIMEOUT_MS);
     if (timeout == 0) {
         snprintf(err->text, sizeof err->text, "deadline");
         err->reason = 0;
@@ -902,19 +712,20 @@ static int reconnect_cycles(bench_t *b, storm_counts_t *c, uint64_t first, uint6
                             const char *tag, int sample)
 {
     for (uint64_t i = 0; i < count; i++) {
-        if (reconnect_interrupted) {
+        if (bench_interrupted()) {
             bench_problem(&b->env, "interrupted after %" PRIu64 " %s cycles", i, tag);
             return -1;
         }
         if (bench_now_ms() >= b->deadline_ms) {
-            bench_problem(
-                &b->env, "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " %s cycles",
-                b->opt.deadline_s, i, count, tag);
+            bench_problem(&b->env,
+                          "deadline of %.0f s reached after %" PRIu64 " of %" PRIu64 " %s cycles",
+                          b->opt.deadline_s, i, count, tag);
             return -1;
         }
-        if (reconnect_broker_gone(b)) {
-            bench_problem(&b->env, "schakeld exited during the %s, after %" PRIu64 " cycles (see %s)",
-                              tag, i, b->env.log_path);
+        if (bench_broker_gone(&b->env)) {
+            bench_problem(&b->env,
+                          "schakeld exited during the %s, after %" PRIu64 " cycles (see %s)", tag,
+                          i, b->env.log_path);
             return -1;
         }
         uint64_t n = first + i;
@@ -942,7 +753,7 @@ static int reconnect_idle_check(bench_t *b, uint64_t n)
     reconnect_valid(b, &scratch, n, "idle", 0);
     if (scratch.valid_ok != 1) {
         bench_problem(&b->env, "the broker did not answer a whoami after the %s: %s",
-                          n == 0 ? "warm-up" : "storm", b->first_wrong);
+                      n == 0 ? "warm-up" : "storm", b->first_wrong);
         return -1;
     }
     return 0;
@@ -963,15 +774,15 @@ static int reconnect_after_storm(bench_t *b)
            (double)(until - bench_now_ms()) / 1000.0, SCHAKEL_SESSION_TIMEOUT_MS);
     fflush(stdout);
     while (bench_now_ms() < until) {
-        if (reconnect_interrupted || reconnect_broker_gone(b)) {
+        if (bench_interrupted() || bench_broker_gone(&b->env)) {
             bench_problem(&b->env, "%s while waiting for session expiry",
-                              reconnect_interrupted ? "interrupted" : "schakeld exited");
+                          bench_interrupted() ? "interrupted" : "schakeld exited");
             return -1;
         }
-        proc_mem_t m;
-        if (reconnect_read_mem(b->env.broker_pid, &m) == 0)
-            reconnect_note_peak(b, m.rss_kib);
-        reconnect_pause(b, RECONNECT_POLL_MS);
+        bench_mem_t m;
+        if (bench_read_proc(b->env.broker_pid, &m) == 0)
+            bench_note_peak(&b->peak_rss_kib, m.rss_kib);
+        bench_broker_pause(&b->env, RECONNECT_POLL_MS);
     }
     if (reconnect_settle(b, &b->final) != 0)
         return -1;
@@ -996,7 +807,7 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
     while (k->distinct < k->expected) {
         int64_t now = bench_now_ms();
         if (now - last > RECONNECT_DRAIN_SILENCE_MS || now - started > RECONNECT_CHECK_TIMEOUT_MS ||
-            reconnect_interrupted)
+            bench_interrupted())
             break;
         schakel_delivery_t *d = NULL;
         schakel_status_t st = schakel_receive(rc, &d, 1000);
@@ -1004,7 +815,7 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
             continue;
         if (st != SCHAKEL_OK) {
             bench_problem(&b->env, "service check: receive: %s (%s)", schakel_strerror(st),
-                              schakel_last_error(rc)->text);
+                          schakel_last_error(rc)->text);
             break;
         }
         last = bench_now_ms();
@@ -1024,7 +835,7 @@ static void reconnect_drain(bench_t *b, schakel_client_t *rc, uint8_t *seen, uin
         }
         if (schakel_ack(rc, d->seq) != SCHAKEL_OK)
             bench_problem(&b->env, "service check: ack %" PRIu64 ": %s", d->seq,
-                              schakel_last_error(rc)->text);
+                          schakel_last_error(rc)->text);
         schakel_delivery_free(&d);
     }
 }
@@ -1056,7 +867,7 @@ static void reconnect_service_check(bench_t *b)
         final_seq = b->accepted[b->n_accepted - 1];
     } else {
         bench_problem(&b->env, "service check: the publish after the storm was not accepted: %s",
-                          b->first_wrong);
+                      b->first_wrong);
     }
     schakel_close(&publisher);
     qsort(b->accepted, b->n_accepted, sizeof *b->accepted, reconnect_compare_u64);
@@ -1076,10 +887,10 @@ static void reconnect_service_check(bench_t *b)
             k->unknown == 0 && k->duplicates == 0 && k->backlog_after == 0;
     if (!k->ok)
         bench_problem(&b->env,
-                          "service check failed: %" PRIu64 " of %" PRIu64
-                          " accepted publishes delivered, %" PRIu64 " unknown, %" PRIu64
-                          " twice, backlog after %" PRId64,
-                          k->distinct, k->expected, k->unknown, k->duplicates, k->backlog_after);
+                      "service check failed: %" PRIu64 " of %" PRIu64
+                      " accepted publishes delivered, %" PRIu64 " unknown, %" PRIu64
+                      " twice, backlog after %" PRId64,
+                      k->distinct, k->expected, k->unknown, k->duplicates, k->backlog_after);
 }
 
 /* ------------------------------------------------------------------ run */
@@ -1090,8 +901,8 @@ static int reconnect_baseline(bench_t *b)
         reconnect_idle_check(b, 0) != 0 || reconnect_settle(b, &b->baseline_settle) != 0)
         return -1;
     b->baseline = b->baseline_settle.mem;
-    proc_mem_t self;
-    if (reconnect_read_mem(0, &self) == 0)
+    bench_mem_t self;
+    if (bench_read_proc(0, &self) == 0)
         b->client_rss_baseline_kib = self.rss_kib;
     atomic_store(&b->peak_rss_kib, b->baseline.rss_kib);
     return 0;
@@ -1108,7 +919,7 @@ static void reconnect_run(bench_t *b)
     if (reconnect_baseline(b) != 0)
         return;
     printf("bench_reconnect: baseline VmRSS %.1f MiB; storm of %" PRIu64 " cycles\n",
-           reconnect_mib(b->baseline.rss_kib), b->opt.count);
+           bench_mib(b->baseline.rss_kib), b->opt.count);
     fflush(stdout);
     if (bench_sampler_start(&b->sampler, b->env.broker_pid, RECONNECT_POLL_MS) != 0)
         fprintf(stderr, "bench_reconnect: no sampler thread; the peak is from samples only\n");
@@ -1121,14 +932,14 @@ static void reconnect_run(bench_t *b)
     /* What follows has its own bound, also when the storm ran out of time:
      * the measurements after it are still worth reporting. */
     b->deadline_ms = bench_now_ms() + RECONNECT_AFTER_STORM_MS;
-    if (reconnect_broker_gone(b) || reconnect_interrupted)
+    if (bench_broker_gone(&b->env) || bench_interrupted())
         ran = 0;
     else if (reconnect_after_storm(b) == 0)
         reconnect_service_check(b);
     bench_sampler_stop(&b->sampler);
-    reconnect_note_peak(b, bench_sampler_peak_kib(&b->sampler));
-    proc_mem_t self;
-    if (reconnect_read_mem(0, &self) == 0)
+    bench_note_peak(&b->peak_rss_kib, bench_sampler_peak_kib(&b->sampler));
+    bench_mem_t self;
+    if (bench_read_proc(0, &self) == 0)
         b->client_rss_final_kib = self.rss_kib;
     b->completed = ran && b->storm.cycles == b->opt.count && b->final.mem.rss_kib > 0;
 }
@@ -1214,16 +1025,13 @@ static void reconnect_print_memory(const bench_t *b)
     double slope = reconnect_slope(b, RECONNECT_PLATEAU_MS / 1000.0, INFINITY);
     printf("%-22s baseline %.1f MiB, peak %.1f MiB, settled %.1f MiB, final %.1f MiB%s (VmHWM "
            "%.1f MiB)\n",
-           "broker VmRSS", reconnect_mib(b->baseline.rss_kib),
-           reconnect_mib(atomic_load(&b->peak_rss_kib)), reconnect_mib(b->settled.mem.rss_kib),
-           reconnect_mib(b->final.mem.rss_kib),
-           b->final_after_expiry ? " after session expiry" : "",
-           reconnect_mib(b->final.mem.hwm_kib));
+           "broker VmRSS", bench_mib(b->baseline.rss_kib), bench_mib(atomic_load(&b->peak_rss_kib)),
+           bench_mib(b->settled.mem.rss_kib), bench_mib(b->final.mem.rss_kib),
+           b->final_after_expiry ? " after session expiry" : "", bench_mib(b->final.mem.hwm_kib));
     printf("%-22s anon %.1f -> %.1f MiB, file %.1f -> %.1f MiB, shmem %.1f -> %.1f MiB\n",
-           "broker RSS parts", reconnect_mib(b->baseline.anon_kib),
-           reconnect_mib(b->final.mem.anon_kib), reconnect_mib(b->baseline.file_kib),
-           reconnect_mib(b->final.mem.file_kib), reconnect_mib(b->baseline.shmem_kib),
-           reconnect_mib(b->final.mem.shmem_kib));
+           "broker RSS parts", bench_mib(b->baseline.anon_kib), bench_mib(b->final.mem.anon_kib),
+           bench_mib(b->baseline.file_kib), bench_mib(b->final.mem.file_kib),
+           bench_mib(b->baseline.shmem_kib), bench_mib(b->final.mem.shmem_kib));
     long growth_kib = b->final.mem.rss_kib - b->baseline.rss_kib;
     size_t peak_sessions = reconnect_peak_sessions(b);
     printf("%-22s %+ld KiB in all, %+.1f KiB per 1000 cycles; at most %zu sessions at once",
@@ -1244,14 +1052,13 @@ static void reconnect_print_memory(const bench_t *b)
     printf("%-22s fds %d -> %d, threads %d -> %d, log %.1f MiB\n", "broker", b->baseline.fds,
            b->final.mem.fds, b->baseline.threads, b->final.mem.threads,
            (double)b->log_bytes / 1048576.0);
-    printf("%-22s VmRSS %.1f -> %.1f MiB\n", "bench process",
-           reconnect_mib(b->client_rss_baseline_kib), reconnect_mib(b->client_rss_final_kib));
+    printf("%-22s VmRSS %.1f -> %.1f MiB\n", "bench process", bench_mib(b->client_rss_baseline_kib),
+           bench_mib(b->client_rss_final_kib));
 }
 
 static void reconnect_print_table(const bench_t *b)
 {
-    const char *rule = "------------------------------------------------------------------------"
-                       "--------------";
+    const char *rule = BENCH_RULE;
     const service_check_t *k = &b->check;
     printf("\nSchakel reconnect bench: %" PRIu64 " cycles (%s) after %u warm-up cycles, %u "
            "principals, publish every %u, max %u connections per principal\n%s\n",
@@ -1271,19 +1078,18 @@ static void reconnect_print_table(const bench_t *b)
     for (size_t i = 0; i < b->n_samples; i++) {
         const mem_sample_t *s = &b->samples[i];
         printf("%-10" PRIu64 " %-9.1f %-10.2f %-10.2f %-10.2f %-8d %-6d\n", s->cycles, s->at_s,
-               reconnect_mib(s->mem.rss_kib), reconnect_mib(s->mem.anon_kib),
-               reconnect_mib(s->mem.hwm_kib), s->mem.threads, s->mem.fds);
+               bench_mib(s->mem.rss_kib), bench_mib(s->mem.anon_kib), bench_mib(s->mem.hwm_kib),
+               s->mem.threads, s->mem.fds);
     }
     int wrong = reconnect_wrong_outcomes(&b->storm) || reconnect_wrong_outcomes(&b->warm);
     char target[32];
-    snprintf(target, sizeof target, "<= %.1f",
-             reconnect_mib(b->baseline.rss_kib) + b->opt.margin_mib);
+    snprintf(target, sizeof target, "<= %.1f", bench_mib(b->baseline.rss_kib) + b->opt.margin_mib);
     printf("%s\n%-44s %-12s %-12s %s\n", rule, "criterion", "value", "target", "result");
-    printf("%-44s %-12.1f %-12s %s\n", "broker final VmRSS (MiB)",
-           reconnect_mib(b->final.mem.rss_kib), target, reconnect_rss_met(b) ? "met" : "not met");
-    snprintf(target, sizeof target, "<= %.1f", reconnect_mib(reconnect_explained_kib(b)));
+    printf("%-44s %-12.1f %-12s %s\n", "broker final VmRSS (MiB)", bench_mib(b->final.mem.rss_kib),
+           target, reconnect_rss_met(b) ? "met" : "not met");
+    snprintf(target, sizeof target, "<= %.1f", bench_mib(reconnect_explained_kib(b)));
     printf("%-44s %-12.1f %-12s %s\n", "growth beyond margin + 1 KiB/session (MiB)",
-           reconnect_mib(b->final.mem.rss_kib - b->baseline.rss_kib), target,
+           bench_mib(b->final.mem.rss_kib - b->baseline.rss_kib), target,
            reconnect_bounded_met(b) ? "met" : "not met");
     printf("%-44s %-12s %-12s %s\n", "every connection had the expected outcome",
            wrong ? "no" : "yes", "yes", !wrong && b->completed ? "met" : "not met");
@@ -1328,20 +1134,13 @@ static void reconnect_json_counts(FILE *f, const bench_t *b)
 
 static void reconnect_json_memory(FILE *f, const bench_t *b)
 {
-    const proc_mem_t *base = &b->baseline, *fin = &b->final.mem;
-    fprintf(f, "  \"baseline_rss_kib\": %ld,\n  \"baseline_hwm_kib\": %ld,\n", base->rss_kib,
-            base->hwm_kib);
-    fprintf(f, "  \"baseline_anon_kib\": %ld,\n  \"baseline_file_kib\": %ld,\n", base->anon_kib,
-            base->file_kib);
+    const bench_mem_t *base = &b->baseline, *fin = &b->final.mem;
+    bench_json_mem(f, "baseline", base, BENCH_MEM_ALL & ~BENCH_MEM_SHMEM);
     fprintf(f, "  \"peak_rss_kib\": %ld,\n", atomic_load(&b->peak_rss_kib));
     fprintf(f, "  \"settled_rss_kib\": %ld,\n  \"settled\": %s,\n  \"settle_ms\": %.0f,\n",
             b->settled.mem.rss_kib, b->settled.settled ? "true" : "false", b->settled.waited_ms);
     fprintf(f, "  \"final_after_session_expiry\": %s,\n", b->final_after_expiry ? "true" : "false");
-    fprintf(f, "  \"final_rss_kib\": %ld,\n  \"final_hwm_kib\": %ld,\n", fin->rss_kib,
-            fin->hwm_kib);
-    fprintf(f, "  \"final_anon_kib\": %ld,\n  \"final_file_kib\": %ld,\n", fin->anon_kib,
-            fin->file_kib);
-    fprintf(f, "  \"final_shmem_kib\": %ld,\n", fin->shmem_kib);
+    bench_json_mem(f, "final", fin, BENCH_MEM_ALL);
     fprintf(f, "  \"growth_kib\": %ld,\n", fin->rss_kib - base->rss_kib);
     size_t peak_sessions = reconnect_peak_sessions(b);
     fprintf(f, "  \"peak_sessions\": %zu,\n", peak_sessions);
@@ -1425,19 +1224,9 @@ static void reconnect_json_tail(FILE *f, const bench_t *b)
 
 static int reconnect_write_json(const bench_t *b)
 {
-    char parent[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", b->opt.json_path);
-    char *slash = strrchr(parent, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        (void)mkdir(parent, 0755); /* the results folder; its parent must exist */
-    }
-    FILE *f = fopen(b->opt.json_path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "bench_reconnect: cannot write %s: %s\n", b->opt.json_path,
-                strerror(errno));
+    FILE *f = bench_json_open(b->opt.json_path);
+    if (f == NULL)
         return -1;
-    }
     fprintf(f, "{\n");
     reconnect_json_scalars(f, b);
     reconnect_json_tail(f, b);
@@ -1446,24 +1235,6 @@ static int reconnect_write_json(const bench_t *b)
 }
 
 /* ------------------------------------------------------------------ main */
-
-static void reconnect_on_signal(int sig)
-{
-    (void)sig;
-    reconnect_interrupted = 1;
-}
-
-static void reconnect_install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = reconnect_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-}
 
 static void reconnect_cleanup(bench_t *b)
 {
@@ -1504,7 +1275,7 @@ int main(int argc, char **argv)
     b->started_ms = bench_now_ms();
     b->deadline_ms = b->started_ms + (int64_t)(b->opt.deadline_s * 1000.0);
     b->observed_at = (int64_t)time(NULL) - 60;
-    reconnect_install_signals();
+    bench_catch_signals(1);
     if (keys_init() != 0) {
         fprintf(stderr, "bench_reconnect: libsodium failed to initialise\n");
         free(b);

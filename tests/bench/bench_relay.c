@@ -15,15 +15,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,7 +38,6 @@
 #define RELAY_MIN_BYTES 24u
 #define RELAY_SUBSCRIBERS 3u
 #define RELAY_MAX_PUBLISHERS 4u
-#define RELAY_MAX_RATES 8u
 #define RELAY_MAX_RATE 1000000u
 #define RELAY_DEFAULT_LATENCY_S 3u
 #define RELAY_BATCH 512         /* messages relayed per loop turn, as the broker's turn */
@@ -55,16 +51,11 @@
 #define RELAY_HELLO "hello"
 #define RELAY_WELCOME "welcome"
 
-static const unsigned relay_default_rates[] = {1000, 5000, 10000};
-
-static volatile sig_atomic_t relay_interrupted;
-
 typedef struct relay_options {
     uint64_t count;
     unsigned bytes;
     unsigned publishers;
-    unsigned rates[RELAY_MAX_RATES];
-    size_t n_rates;
+    bench_rates_t rates;
     unsigned latency_s;
     double deadline_s; /* 0: derived from count and the latency runs */
     const char *json_path;
@@ -97,8 +88,7 @@ typedef struct relay_phase_result {
     double publish_s, deliver_s; /* first send to the relay's last message / last delivery */
     double publishes_per_s, deliveries_per_s;
     double cpu_thread_s, cpu_io_s; /* relay thread; the relay context's libzmq threads */
-    double p50_us, p99_us, p999_us, max_us;
-    uint64_t samples;
+    bench_latency_t lat;
 } relay_phase_result_t;
 
 typedef struct relay relay_t;
@@ -142,7 +132,7 @@ struct relay {
     char problem[512];
     /* results */
     relay_phase_result_t throughput;
-    relay_phase_result_t latency[RELAY_MAX_RATES];
+    relay_phase_result_t latency[BENCH_MAX_RATES];
     long peak_rss_kib;
     double load_start, load_end;
 };
@@ -170,7 +160,7 @@ static int relay_out_of_time(relay_t *r)
 {
     if (atomic_load(&r->stop))
         return 1;
-    if (relay_interrupted) {
+    if (bench_interrupted()) {
         relay_problem(r, "interrupted");
         return 1;
     }
@@ -232,34 +222,10 @@ static size_t relay_list_tasks(pid_t *out, size_t max)
 /* User + system CPU seconds of one thread of ours, 0 if it cannot be read. */
 static double relay_task_cpu_s(pid_t tid)
 {
-    char path[64], buf[1024];
+    char path[64];
     snprintf(path, sizeof path, "/proc/self/task/%ld/stat", (long)tid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')');
-    unsigned long long utime = 0, stime = 0;
-    if (p == NULL || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                            &stime) != 2)
-        return 0;
-    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* The 1-minute load average of the machine, -1 if unknown: other work on
- * the machine shows in the latencies, so the results say how busy it was. */
-static double relay_loadavg(void)
-{
-    double load = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f != NULL) {
-        if (fscanf(f, "%lf", &load) != 1)
-            load = -1;
-        fclose(f);
-    }
-    return load;
+    double s = bench_stat_cpu_s(path);
+    return s < 0 ? 0 : s;
 }
 
 /* The relay thread's own CPU clock (CLOCK_THREAD_CPUTIME_ID of that thread). */
@@ -305,81 +271,24 @@ static void relay_usage(FILE *out)
             RELAY_DEFAULT_LATENCY_S);
 }
 
-static int relay_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* "1000,5000,10000" or "0" (no paced runs). */
-static int relay_parse_rates(const char *text, relay_options_t *o)
-{
-    char buf[128];
-    if (strlen(text) >= sizeof buf)
-        return -1;
-    snprintf(buf, sizeof buf, "%s", text);
-    o->n_rates = 0;
-    if (strcmp(buf, "0") == 0)
-        return 0;
-    char *save = NULL;
-    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-        uint64_t v = 0;
-        if (o->n_rates >= RELAY_MAX_RATES || relay_parse_u64(tok, 1, RELAY_MAX_RATE, &v) != 0)
-            return -1;
-        o->rates[o->n_rates++] = (unsigned)v;
-    }
-    return o->n_rates > 0 ? 0 : -1;
-}
-
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
 static int relay_parse_args(int argc, char **argv, relay_options_t *o)
 {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        uint64_t v = 0;
-        int bad = 0;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
-            return 1;
-        if (i + 1 >= argc) {
-            fprintf(stderr, "bench_relay: %s needs a value (or is unknown)\n", a);
-            return 2;
-        }
-        const char *value = argv[++i];
-        if (strcmp(a, "--count") == 0) {
-            bad = relay_parse_u64(value, 1, RELAY_MAX_COUNT, &o->count);
-        } else if (strcmp(a, "--size") == 0) {
-            bad = relay_parse_u64(value, RELAY_MIN_BYTES, SCHAKEL_MAX_FRAME_BYTES, &v);
-            o->bytes = (unsigned)v;
-        } else if (strcmp(a, "--publishers") == 0) {
-            bad = relay_parse_u64(value, 1, RELAY_MAX_PUBLISHERS, &v);
-            o->publishers = (unsigned)v;
-        } else if (strcmp(a, "--rates") == 0) {
-            bad = relay_parse_rates(value, o);
-        } else if (strcmp(a, "--latency-seconds") == 0) {
-            bad = relay_parse_u64(value, 1, 600, &v);
-            o->latency_s = (unsigned)v;
-        } else if (strcmp(a, "--deadline") == 0) {
-            bad = relay_parse_u64(value, 1, 86400, &v);
-            o->deadline_s = (double)v;
-        } else if (strcmp(a, "--json") == 0) {
-            o->json_path = value;
-        } else {
-            fprintf(stderr, "bench_relay: unknown option %s\n", a);
-            return 2;
-        }
-        if (bad) {
-            fprintf(stderr, "bench_relay: %s %s is out of range\n", a, value);
-            return 2;
-        }
-    }
+    const bench_option_t options[] = {
+        {"--count", BENCH_OPT_U64, &o->count, 1, RELAY_MAX_COUNT, NULL},
+        {"--size", BENCH_OPT_UNSIGNED, &o->bytes, RELAY_MIN_BYTES, SCHAKEL_MAX_FRAME_BYTES, NULL},
+        {"--publishers", BENCH_OPT_UNSIGNED, &o->publishers, 1, RELAY_MAX_PUBLISHERS, NULL},
+        {"--rates", BENCH_OPT_RATES, &o->rates, 1, RELAY_MAX_RATE, NULL},
+        {"--latency-seconds", BENCH_OPT_UNSIGNED, &o->latency_s, 1, 600, NULL},
+        {"--deadline", BENCH_OPT_SECONDS, &o->deadline_s, 1, 86400, NULL},
+        {"--json", BENCH_OPT_TEXT, &o->json_path, 0, 0, NULL},
+    };
+    int rc = bench_parse_options(argc, argv, options, sizeof options / sizeof options[0]);
+    if (rc != 0)
+        return rc;
     if (o->deadline_s == 0)
         o->deadline_s =
-            60.0 + 240.0 * (double)o->count / 1e6 + 2.0 * (double)(o->latency_s * o->n_rates);
+            60.0 + 240.0 * (double)o->count / 1e6 + 2.0 * (double)(o->latency_s * o->rates.n);
     return 0;
 }
 
@@ -816,30 +725,12 @@ static void relay_join(relay_client_t *c)
 /* The latency of a paced phase, from every subscriber; its CDF file. */
 static void relay_phase_latency(relay_t *r, const relay_phase_t *ph, relay_phase_result_t *res)
 {
-    bench_hist_t all;
-    if (bench_hist_init(&all, (size_t)ph->count * RELAY_SUBSCRIBERS) != 0) {
-        relay_problem(r, "out of memory for the latencies");
-        return;
-    }
+    const bench_hist_t *hists[RELAY_SUBSCRIBERS];
     for (unsigned i = 0; i < RELAY_SUBSCRIBERS; i++)
-        if (bench_hist_merge(&all, &r->subscribers[i].hist) != 0)
-            relay_problem(r, "out of memory for the latencies");
-    res->samples = all.n;
-    res->p50_us = bench_hist_quantile_us(&all, 0.50);
-    res->p99_us = bench_hist_quantile_us(&all, 0.99);
-    res->p999_us = bench_hist_quantile_us(&all, 0.999);
-    res->max_us = bench_hist_quantile_us(&all, 1.0);
-    char dir[PATH_MAX], path[PATH_MAX + 64];
-    snprintf(dir, sizeof dir, "%s", r->opt.json_path);
-    char *slash = strrchr(dir, '/');
-    if (slash != NULL)
-        *slash = '\0';
-    else
-        snprintf(dir, sizeof dir, ".");
-    snprintf(path, sizeof path, "%s/cdf_relay_%u.dat", dir, ph->rate);
-    if (all.n > 0 && bench_hist_write_cdf(&all, path, RELAY_CDF_POINTS) != 0)
-        fprintf(stderr, "bench_relay: cannot write %s: %s\n", path, strerror(errno));
-    bench_hist_free(&all);
+        hists[i] = &r->subscribers[i].hist;
+    if (bench_latency_summarize(hists, RELAY_SUBSCRIBERS, r->opt.json_path, "relay", ph->rate,
+                                RELAY_CDF_POINTS, &res->lat) != 0)
+        relay_problem(r, "out of memory for the latencies");
 }
 
 /* Run one phase: subscribers first, then the publishers; wait for both. */
@@ -899,7 +790,7 @@ static int relay_completed(const relay_t *r)
 {
     if (!relay_phase_ok(&r->throughput))
         return 0;
-    for (size_t i = 0; i < r->opt.n_rates; i++)
+    for (size_t i = 0; i < r->opt.rates.n; i++)
         if (!relay_phase_ok(&r->latency[i]))
             return 0;
     return r->problem[0] == '\0';
@@ -910,42 +801,19 @@ static double relay_per_1000(double cpu_s, uint64_t count)
     return count > 0 ? cpu_s * 1000.0 / (double)count : 0;
 }
 
-/* One latency quantile: null when nothing was measured. */
-static void relay_json_us(FILE *f, unsigned rate, const char *name, double us, uint64_t samples)
-{
-    if (samples > 0)
-        fprintf(f, "  \"lat_%u_%s_us\": %.1f,\n", rate, name, us);
-    else
-        fprintf(f, "  \"lat_%u_%s_us\": null,\n", rate, name);
-}
-
 static void relay_json_latency(FILE *f, unsigned rate, const relay_phase_result_t *p)
 {
-    relay_json_us(f, rate, "p50", p->p50_us, p->samples);
-    relay_json_us(f, rate, "p99", p->p99_us, p->samples);
-    relay_json_us(f, rate, "p999", p->p999_us, p->samples);
-    relay_json_us(f, rate, "max", p->max_us, p->samples);
-    fprintf(f, "  \"lat_%u_ran\": %s,\n", rate, p->ran ? "true" : "false");
-    fprintf(f, "  \"lat_%u_samples\": %" PRIu64 ",\n  \"lat_%u_messages\": %" PRIu64 ",\n", rate,
-            p->samples, rate, p->count);
+    bench_json_latency(f, rate, &p->lat, p->ran);
+    fprintf(f, "  \"lat_%u_messages\": %" PRIu64 ",\n", rate, p->count);
     fprintf(f, "  \"lat_%u_missing\": %" PRIu64 ",\n", rate, p->missing);
 }
 
 static int relay_write_json(const relay_t *r, int completed)
 {
     const relay_phase_result_t *t = &r->throughput;
-    char parent[PATH_MAX];
-    snprintf(parent, sizeof parent, "%s", r->opt.json_path);
-    char *slash = strrchr(parent, '/');
-    if (slash != NULL) {
-        *slash = '\0';
-        (void)mkdir(parent, 0755); /* the results folder; its parent must exist */
-    }
-    FILE *f = fopen(r->opt.json_path, "w");
-    if (f == NULL) {
-        fprintf(stderr, "bench_relay: cannot write %s: %s\n", r->opt.json_path, strerror(errno));
+    FILE *f = bench_json_open(r->opt.json_path);
+    if (f == NULL)
         return -1;
-    }
     fprintf(f, "{\n  \"bench\": \"relay\",\n  \"completed\": %s,\n", completed ? "true" : "false");
     fprintf(f, "  \"count\": %" PRIu64 ",\n  \"message_bytes\": %u,\n", r->opt.count, r->opt.bytes);
     fprintf(f, "  \"subscribers\": %u,\n  \"publishers\": %u,\n", RELAY_SUBSCRIBERS,
@@ -967,8 +835,8 @@ static int relay_write_json(const relay_t *r, int completed)
     fprintf(f, "  \"latency_seconds\": %u,\n", r->opt.latency_s);
     fprintf(f, "  \"loadavg_start\": %.2f,\n  \"loadavg_end\": %.2f,\n  \"cpus\": %ld,\n",
             r->load_start, r->load_end, sysconf(_SC_NPROCESSORS_ONLN));
-    for (size_t i = 0; i < r->opt.n_rates; i++)
-        relay_json_latency(f, r->opt.rates[i], &r->latency[i]);
+    for (size_t i = 0; i < r->opt.rates.n; i++)
+        relay_json_latency(f, r->opt.rates.rate[i], &r->latency[i]);
     fprintf(f, "  \"problem\": ");
     bench_json_string(f, r->problem);
     fprintf(f, "\n}\n");
@@ -978,11 +846,9 @@ static int relay_write_json(const relay_t *r, int completed)
 static void relay_print_table(const relay_t *r)
 {
     const relay_phase_result_t *t = &r->throughput;
-    const char *rule = "------------------------------------------------------------------------"
-                       "--------------";
     printf("\nlibzmq relay baseline: messages of %u bytes, CURVE in and out, fan-out to %u "
            "subscribers\n%s\n",
-           r->opt.bytes, RELAY_SUBSCRIBERS, rule);
+           r->opt.bytes, RELAY_SUBSCRIBERS, BENCH_RULE);
     printf("%-24s %" PRIu64 " messages from %u publisher(s): %.0f publishes/s, %.0f "
            "deliveries/s\n",
            "throughput", t->count, r->opt.publishers, t->publishes_per_s, t->deliveries_per_s);
@@ -995,29 +861,14 @@ static void relay_print_table(const relay_t *r)
            (double)r->peak_rss_kib / 1024.0);
     printf("%-24s %.2f at the start, %.2f at the end (%ld CPUs)\n", "load average", r->load_start,
            r->load_end, sysconf(_SC_NPROCESSORS_ONLN));
-    for (size_t i = 0; i < r->opt.n_rates; i++) {
-        const relay_phase_result_t *p = &r->latency[i];
-        char label[32];
-        snprintf(label, sizeof label, "latency at %u/s", r->opt.rates[i]);
-        if (p->samples == 0) {
-            printf("%-24s %s\n", label, p->ran ? "no samples" : "not run");
-            continue;
-        }
-        printf("%-24s p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us (%" PRIu64 " samples)\n",
-               label, p->p50_us, p->p99_us, p->p999_us, p->max_us, p->samples);
-    }
+    for (size_t i = 0; i < r->opt.rates.n; i++)
+        bench_print_latency(r->opt.rates.rate[i], &r->latency[i].lat, r->latency[i].ran, NULL);
     if (r->problem[0] != '\0')
         printf("problem: %s\n", r->problem);
-    printf("%s\n", rule);
+    printf("%s\n", BENCH_RULE);
 }
 
 /* ------------------------------------------------------------------ main */
-
-static void relay_on_signal(int sig)
-{
-    (void)sig;
-    relay_interrupted = 1;
-}
 
 static void relay_close_all(relay_t *r)
 {
@@ -1092,10 +943,10 @@ static void relay_measure(relay_t *r)
         printf("bench_relay: throughput, %" PRIu64 " messages\n", ph.count);
         fflush(stdout);
         relay_run_phase(r, &ph, &r->throughput);
-        for (size_t i = 0; i < r->opt.n_rates && !atomic_load(&r->stop); i++) {
+        for (size_t i = 0; i < r->opt.rates.n && !atomic_load(&r->stop); i++) {
             relay_phase_t paced = {.number = (unsigned)i + 2,
-                                   .rate = r->opt.rates[i],
-                                   .count = (uint64_t)r->opt.rates[i] * r->opt.latency_s,
+                                   .rate = r->opt.rates.rate[i],
+                                   .count = (uint64_t)r->opt.rates.rate[i] * r->opt.latency_s,
                                    .publishers = 1};
             printf("bench_relay: latency at %u messages/s for %u s\n", paced.rate,
                    r->opt.latency_s);
@@ -1118,9 +969,8 @@ int main(int argc, char **argv)
                                .bytes = RELAY_DEFAULT_BYTES,
                                .publishers = 1,
                                .latency_s = RELAY_DEFAULT_LATENCY_S,
+                               .rates = {{1000, 5000, 10000}, 3},
                                .json_path = "tests/bench/results/relay.json"};
-    for (size_t i = 0; i < sizeof relay_default_rates / sizeof relay_default_rates[0]; i++)
-        r->opt.rates[r->opt.n_rates++] = relay_default_rates[i];
     int rc = relay_parse_args(argc, argv, &r->opt);
     if (rc != 0) {
         relay_usage(rc == 1 ? stdout : stderr);
@@ -1128,19 +978,14 @@ int main(int argc, char **argv)
     }
     pthread_mutex_init(&r->lock, NULL);
     r->deadline_ms = bench_now_ms() + (int64_t)(r->opt.deadline_s * 1000.0);
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = relay_on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    bench_catch_signals(0);
     if (relay_make_keys(r) != 0) {
         fprintf(stderr, "bench_relay: this libzmq cannot make CURVE keys\n");
         return 1;
     }
-    r->load_start = relay_loadavg();
+    r->load_start = bench_loadavg();
     relay_measure(r);
-    r->load_end = relay_loadavg();
+    r->load_end = bench_loadavg();
     relay_close_all(r);
     int completed = relay_completed(r);
     relay_print_table(r);

@@ -1,8 +1,9 @@
 /*
- * support.c — what every bench shares (see support.h): clocks, the
- * temporary folder with keys, policy and config, the one schakeld a bench
- * starts there (ended by its PID only), /proc readings, a peak-RSS sampler,
- * latency histograms and JSON strings. Trusts the broker for nothing but
+ * support.c — what every bench shares (see support.h): clocks, signals,
+ * deadlines and options, the temporary folder with keys, policy and config,
+ * the one schakeld a bench starts there (ended by its PID only), sized
+ * signals and retried publishes, /proc readings, a peak-RSS sampler,
+ * latency histograms and JSON writers. Trusts the broker for nothing but
  * its READY line; reports failures as -1 with env->problem set.
  */
 /* mkdtemp, nftw, pipe2, program_invocation_short_name */
@@ -14,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -28,6 +30,7 @@
 
 #include "keys.h"
 #include "schakel_limits.h"
+#include "wire.h"
 
 extern char **environ;
 
@@ -62,6 +65,147 @@ void bench_sleep_until_ns(int64_t at_ns)
             break;
 }
 
+/* ------------------------------------------------------------------ run control */
+
+static volatile sig_atomic_t bench_signalled;
+
+static void bench_on_signal(int sig)
+{
+    (void)sig;
+    bench_signalled = 1;
+}
+
+void bench_catch_signals(int ignore_sigpipe)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = bench_on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    if (ignore_sigpipe)
+        sigaction(SIGPIPE, &sa, NULL);
+}
+
+int bench_interrupted(void)
+{
+    return bench_signalled != 0;
+}
+
+int bench_call_timeout(int64_t deadline_ms, int cap_ms)
+{
+    int64_t left = deadline_ms - bench_now_ms();
+    if (left <= 0)
+        return 0;
+    return left < cap_ms ? (int)left : cap_ms;
+}
+
+double bench_loadavg(void)
+{
+    double load = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%lf", &load) != 1)
+            load = -1;
+        fclose(f);
+    }
+    return load;
+}
+
+double bench_mib(long kib)
+{
+    return (double)kib / 1024.0;
+}
+
+/* ------------------------------------------------------------------ options */
+
+int bench_parse_u64(const char *text, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "0" or R,R,... (at most BENCH_MAX_RATES), each in [min, max]: 0 or -1. */
+static int bench_parse_rates(const char *text, uint64_t min, uint64_t max, bench_rates_t *out)
+{
+    char buf[128];
+    if (strlen(text) >= sizeof buf)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", text);
+    out->n = 0;
+    if (strcmp(buf, "0") == 0)
+        return 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+        uint64_t v = 0;
+        if (out->n >= BENCH_MAX_RATES || bench_parse_u64(tok, min, max, &v) != 0)
+            return -1;
+        out->rate[out->n++] = (unsigned)v;
+    }
+    return out->n > 0 ? 0 : -1;
+}
+
+/* One option's value into its target: 0, or -1 when out of range. */
+static int bench_option_set(const bench_option_t *o, const char *value)
+{
+    uint64_t v = 0;
+    if (o->kind == BENCH_OPT_TEXT) {
+        *(const char **)o->target = value;
+        return 0;
+    }
+    if (o->kind == BENCH_OPT_RATES)
+        return bench_parse_rates(value, o->min, o->max, o->target);
+    if (o->kind == BENCH_OPT_CUSTOM)
+        return o->parse(value, o->target);
+    if (bench_parse_u64(value, o->min, o->max, &v) != 0)
+        return -1;
+    if (o->kind == BENCH_OPT_U64)
+        *(uint64_t *)o->target = v;
+    else if (o->kind == BENCH_OPT_UNSIGNED)
+        *(unsigned *)o->target = (unsigned)v;
+    else
+        *(double *)o->target = (double)v;
+    return 0;
+}
+
+int bench_parse_options(int argc, char **argv, const bench_option_t *options, size_t n)
+{
+    const char *me = program_invocation_short_name;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const bench_option_t *o = NULL;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0)
+            return 1;
+        for (size_t k = 0; k < n && o == NULL; k++)
+            if (strcmp(a, options[k].name) == 0)
+                o = &options[k];
+        if (o != NULL && o->kind == BENCH_OPT_FLAG) {
+            *(int *)o->target = (int)o->min;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value (or is unknown)\n", me, a);
+            return 2;
+        }
+        const char *value = argv[++i];
+        if (o == NULL) {
+            fprintf(stderr, "%s: unknown option %s\n", me, a);
+            return 2;
+        }
+        if (bench_option_set(o, value) != 0) {
+            fprintf(stderr, "%s: %s %s is out of range\n", me, a, value);
+            return 2;
+        }
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ files */
 
 void bench_problem(bench_env_t *env, const char *fmt, ...)
@@ -75,6 +219,7 @@ void bench_problem(bench_env_t *env, const char *fmt, ...)
         fprintf(stderr, "%s: %s\n", program_invocation_short_name, env->problem);
     }
     pthread_mutex_unlock(&bench_problem_lock);
+    atomic_store(&env->stop, 1);
 }
 
 long long bench_file_size(const char *path)
@@ -113,14 +258,54 @@ static int bench_remove_entry(const char *path, const struct stat *st, int type,
 
 /* ------------------------------------------------------------------ environment */
 
-void bench_key_base(const bench_env_t *env, const char *principal, char *out, size_t len)
+/* The key files' name of a principal: '/' as '-'. */
+static void bench_key_name(const char *principal, char name[SCHAKEL_MAX_PRINCIPAL_LEN + 1])
 {
-    char name[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    snprintf(name, sizeof name, "%s", principal);
+    snprintf(name, SCHAKEL_MAX_PRINCIPAL_LEN + 1, "%s", principal);
     for (char *p = name; *p != '\0'; p++)
         if (*p == '/')
             *p = '-';
+}
+
+void bench_key_base(const bench_env_t *env, const char *principal, char *out, size_t len)
+{
+    char name[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    bench_key_name(principal, name);
     snprintf(out, len, "%s/keys/%s", env->dir, name);
+}
+
+char *bench_policy_pair(const char *comment, const char *const *principals, size_t n,
+                        const char *rule_id, const char *purpose)
+{
+    size_t cap = 2048 + n * (2 * SCHAKEL_MAX_PRINCIPAL_LEN + 64), used = 0;
+    char *text = malloc(cap), name[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    if (text == NULL)
+        return NULL;
+    used += (size_t)snprintf(text, cap,
+                             "# %s\nversion: 1\npartners:\n  - id: bron\n"
+                             "    name: Bench publisher partner\n  - id: ontvanger\n"
+                             "    name: Bench recipient partner\nprincipals:\n",
+                             comment);
+    for (size_t i = 0; i < n && used < cap; i++) {
+        bench_key_name(principals[i], name);
+        used += (size_t)snprintf(text + used, cap - used,
+                                 "  - id: %s\n    role: system\n    key_file: keys/%s.pub\n",
+                                 principals[i], name);
+    }
+    if (used < cap)
+        used += (size_t)snprintf(
+            text + used, cap - used,
+            "rules:\n  - id: %s\n    from: [bron]\n    to: [ontvanger]\n"
+            "    kinds: [bench-signaal]\n    themes: [overlast]\n    areas: [\"*\"]\n"
+            "    purpose: \"%s\"\n    legal_basis: \"None: synthetic test data\"\n"
+            "    fields: [area, address, subject, grounds, severity, observed_at, summary, "
+            "source_ref]\n    retention: 365d\n",
+            rule_id, purpose);
+    if (used >= cap) {
+        free(text);
+        return NULL;
+    }
+    return text;
 }
 
 static int bench_make_key(bench_env_t *env, const char *principal)
@@ -389,8 +574,7 @@ int bench_broker_stop(bench_env_t *env, int timeout_ms)
     return code;
 }
 
-int bench_connect(bench_env_t *env, const char *principal, schakel_client_t **out,
-                  int timeout_ms)
+int bench_connect(bench_env_t *env, const char *principal, schakel_client_t **out, int timeout_ms)
 {
     char base[BENCH_PATH_MAX], key[BENCH_PATH_MAX + 8];
     schakel_error_t err;
@@ -406,6 +590,128 @@ int bench_connect(bench_env_t *env, const char *principal, schakel_client_t **ou
         return -1;
     }
     return 0;
+}
+
+int bench_broker_gone(const bench_env_t *env)
+{
+    if (env->broker_pid <= 0)
+        return 1;
+    if (env->broker_pidfd < 0)
+        return kill(env->broker_pid, 0) != 0;
+    struct pollfd p = {.fd = env->broker_pidfd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+void bench_broker_pause(const bench_env_t *env, int ms)
+{
+    struct pollfd p = {.fd = env->broker_pidfd, .events = POLLIN};
+    if (env->broker_pidfd >= 0)
+        (void)poll(&p, 1, ms);
+    else
+        (void)poll(NULL, 0, ms);
+}
+
+/* ------------------------------------------------------------------ signals */
+
+static char *bench_lend(const char *text)
+{
+    return (char *)(uintptr_t)text; /* packed only, never written */
+}
+
+void bench_signal_init(schakel_signal_t *s, const char *kind, const char *grounds, int severity,
+                       int64_t observed_at, const char *summary, const char *source_ref)
+{
+    memset(s, 0, sizeof *s);
+    s->kind = kind;
+    s->theme = "overlast";
+    s->area = "BU09350101";
+    s->postcode = "6211AB";
+    s->house_number = 12;
+    s->subject = "pseudo:bench-0001";
+    s->grounds = grounds;
+    s->severity = severity;
+    s->observed_at = observed_at;
+    s->summary = summary;
+    s->source_ref = source_ref;
+}
+
+/* Serialized size of one item as libschakel encodes it (the same fields);
+ * 0 when it cannot be encoded. */
+static size_t bench_signal_bytes(const schakel_signal_t *in, const char *sender)
+{
+    Schakel__Signal s = SCHAKEL__SIGNAL__INIT;
+    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
+    s.sender = bench_lend(sender);
+    s.kind = bench_lend(in->kind);
+    s.theme = bench_lend(in->theme);
+    s.area = bench_lend(in->area);
+    address.postcode = bench_lend(in->postcode);
+    address.has_house_number = 1;
+    address.house_number = in->house_number;
+    s.address = &address;
+    s.subject = bench_lend(in->subject);
+    s.grounds = bench_lend(in->grounds);
+    s.has_severity = 1;
+    s.severity = (Schakel__Severity)in->severity;
+    s.has_observed_at = 1;
+    s.observed_at = in->observed_at;
+    s.summary = bench_lend(in->summary);
+    s.source_ref = bench_lend(in->source_ref);
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_signal(&s, &len);
+    free(bytes);
+    return bytes != NULL ? len : 0;
+}
+
+size_t bench_signal_pad(schakel_signal_t *s, const char *sender, const char *words, char *summary,
+                        size_t target, size_t *summary_len)
+{
+    size_t n_words = strlen(words), best = 0, best_size = 0;
+    s->summary = summary;
+    for (size_t len = 0; len <= SCHAKEL_MAX_SUMMARY_LEN; len++) {
+        if (len > 0)
+            summary[len - 1] = words[(len - 1) % n_words];
+        summary[len] = '\0';
+        size_t size = bench_signal_bytes(s, sender);
+        if (size == 0 || size > target)
+            break;
+        best = len;
+        best_size = size;
+    }
+    summary[best] = '\0';
+    *summary_len = best;
+    return best_size;
+}
+
+size_t bench_batch_items(size_t item_bytes, size_t overhead)
+{
+    /* an item is a length-delimited field: tag, varint length, bytes */
+    size_t per_item = 1 + (item_bytes < 128 ? 1 : item_bytes < 16384 ? 2 : 3) + item_bytes;
+    size_t batch = SCHAKEL_MAX_ITEMS;
+    while (batch > 1 && batch * per_item + overhead > SCHAKEL_MAX_FRAME_BYTES)
+        batch--;
+    return batch;
+}
+
+schakel_status_t bench_publish_retry(schakel_client_t *client, const schakel_signal_t *signals,
+                                     size_t n, const uint8_t *id, schakel_item_result_t *results,
+                                     int attempts, int64_t deadline_ms, int cap_ms,
+                                     atomic_int *stop)
+{
+    schakel_status_t st = SCHAKEL_ERR_TIMEOUT;
+    for (int attempt = 0; attempt < attempts; attempt++) {
+        int timeout = bench_call_timeout(deadline_ms, cap_ms);
+        if (timeout == 0 || bench_interrupted() || (stop != NULL && atomic_load(stop)))
+            break;
+        st = schakel_publish(client, NULL, signals, n, id, NULL, results, NULL, timeout);
+        const schakel_error_t *e = schakel_last_error(client);
+        if (st == SCHAKEL_OK ||
+            !(st == SCHAKEL_ERR_TIMEOUT ||
+              (st == SCHAKEL_ERR_REFUSED && (e->reason == SCHAKEL__REASON__INTERNAL_ERROR ||
+                                             e->reason == SCHAKEL__REASON__UNAVAILABLE))))
+            break;
+    }
+    return st;
 }
 
 /* ------------------------------------------------------------------ /proc */
@@ -437,7 +743,16 @@ int bench_read_mem(pid_t pid, bench_mem_t *m)
             m->threads = (int)v;
     }
     fclose(f);
+    m->fds = -1;
     return m->rss_kib > 0 ? 0 : -1;
+}
+
+int bench_read_proc(pid_t pid, bench_mem_t *m)
+{
+    if (bench_read_mem(pid, m) != 0)
+        return -1;
+    m->fds = pid > 0 ? bench_count_fds(pid) : -1;
+    return 0;
 }
 
 int bench_count_fds(pid_t pid)
@@ -459,13 +774,9 @@ int bench_count_fds(pid_t pid)
     return pid > 0 ? n : n - 1; /* for ourselves, not the directory fd just opened */
 }
 
-double bench_read_cpu_s(pid_t pid)
+double bench_stat_cpu_s(const char *path)
 {
-    char path[64], buf[1024];
-    if (pid > 0)
-        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    else
-        snprintf(path, sizeof path, "/proc/self/stat");
+    char buf[1024];
     FILE *f = fopen(path, "r");
     if (f == NULL)
         return -1;
@@ -480,12 +791,22 @@ double bench_read_cpu_s(pid_t pid)
     return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
+double bench_read_cpu_s(pid_t pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    else
+        snprintf(path, sizeof path, "/proc/self/stat");
+    return bench_stat_cpu_s(path);
+}
+
 /* ------------------------------------------------------------------ sampler */
 
-static void bench_sampler_note(bench_sampler_t *s, long rss_kib)
+void bench_note_peak(atomic_long *peak, long value)
 {
-    long seen = atomic_load(&s->peak_rss_kib);
-    while (rss_kib > seen && !atomic_compare_exchange_weak(&s->peak_rss_kib, &seen, rss_kib))
+    long seen = atomic_load(peak);
+    while (value > seen && !atomic_compare_exchange_weak(peak, &seen, value))
         ;
 }
 
@@ -495,7 +816,7 @@ static void *bench_sampler_run(void *arg)
     while (atomic_load(&s->run)) {
         bench_mem_t m;
         if (bench_read_mem(s->pid, &m) == 0)
-            bench_sampler_note(s, m.rss_kib);
+            bench_note_peak(&s->peak_rss_kib, m.rss_kib);
         struct timespec pause = {s->interval_ms / 1000, (long)(s->interval_ms % 1000) * 1000000L};
         nanosleep(&pause, NULL); /* a sampling interval, not a synchronisation */
     }
@@ -510,7 +831,7 @@ int bench_sampler_start(bench_sampler_t *s, pid_t pid, int interval_ms)
     atomic_store(&s->peak_rss_kib, 0);
     bench_mem_t m;
     if (bench_read_mem(pid, &m) == 0)
-        bench_sampler_note(s, m.rss_kib);
+        bench_note_peak(&s->peak_rss_kib, m.rss_kib);
     s->started = pthread_create(&s->thread, NULL, bench_sampler_run, s) == 0;
     return s->started ? 0 : -1;
 }
@@ -520,7 +841,7 @@ void bench_sampler_reset(bench_sampler_t *s)
     bench_mem_t m;
     atomic_store(&s->peak_rss_kib, 0);
     if (bench_read_mem(s->pid, &m) == 0)
-        bench_sampler_note(s, m.rss_kib);
+        bench_note_peak(&s->peak_rss_kib, m.rss_kib);
 }
 
 long bench_sampler_peak_kib(const bench_sampler_t *s)
@@ -625,15 +946,67 @@ int bench_hist_write_cdf(bench_hist_t *h, const char *path, size_t max_points)
     size_t previous = SIZE_MAX;
     for (size_t i = 0; i < points; i++) {
         /* ranks 0 .. n-1 evenly spaced, the last one always included */
-        size_t rank = points > 1 ? (size_t)((double)i * (double)(h->n - 1) / (double)(points - 1))
-                                 : h->n - 1;
+        size_t rank =
+            points > 1 ? (size_t)((double)i * (double)(h->n - 1) / (double)(points - 1)) : h->n - 1;
         if (rank == previous)
             continue;
         previous = rank;
-        fprintf(f, "%.3f %.6f\n", (double)h->ns[rank] / 1000.0,
-                (double)(rank + 1) / (double)h->n);
+        fprintf(f, "%.3f %.6f\n", (double)h->ns[rank] / 1000.0, (double)(rank + 1) / (double)h->n);
     }
     return fclose(f) == 0 ? 0 : -1;
+}
+
+/* "<folder of json_path>/<name>", or "./<name>" without a folder. */
+static void bench_results_path(const char *json_path, const char *name, char *out, size_t len)
+{
+    const char *slash = strrchr(json_path, '/');
+    if (slash == NULL)
+        snprintf(out, len, "./%s", name);
+    else
+        snprintf(out, len, "%.*s/%s", (int)(slash - json_path), json_path, name);
+}
+
+int bench_latency_summarize(const bench_hist_t *const *hists, size_t n, const char *json_path,
+                            const char *name, unsigned rate, size_t cdf_points,
+                            bench_latency_t *out)
+{
+    bench_hist_t all;
+    size_t total = 0;
+    int rc = 0;
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < n; i++)
+        total += hists[i]->n;
+    if (bench_hist_init(&all, total) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (bench_hist_merge(&all, hists[i]) != 0)
+            rc = -1;
+    out->samples = all.n;
+    out->p50_us = bench_hist_quantile_us(&all, 0.50);
+    out->p99_us = bench_hist_quantile_us(&all, 0.99);
+    out->p999_us = bench_hist_quantile_us(&all, 0.999);
+    out->max_us = bench_hist_quantile_us(&all, 1.0);
+    char file[64], path[PATH_MAX];
+    snprintf(file, sizeof file, "cdf_%s_%u.dat", name, rate);
+    bench_results_path(json_path, file, path, sizeof path);
+    if (all.n > 0 && bench_hist_write_cdf(&all, path, cdf_points) != 0)
+        fprintf(stderr, "%s: cannot write %s: %s\n", program_invocation_short_name, path,
+                strerror(errno));
+    bench_hist_free(&all);
+    return rc;
+}
+
+void bench_print_latency(unsigned rate, const bench_latency_t *lat, int ran, const char *more)
+{
+    char label[32];
+    snprintf(label, sizeof label, "latency at %u/s", rate);
+    if (lat->samples == 0) {
+        printf("%-24s %s\n", label, ran ? "no samples" : "not run");
+        return;
+    }
+    printf("%-24s p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us (%" PRIu64 " samples%s%s)\n",
+           label, lat->p50_us, lat->p99_us, lat->p999_us, lat->max_us, lat->samples,
+           more != NULL ? "; " : "", more != NULL ? more : "");
 }
 
 /* ------------------------------------------------------------------ JSON */
@@ -651,4 +1024,42 @@ void bench_json_string(FILE *f, const char *s)
             fputc(c, f);
     }
     fputc('"', f);
+}
+
+FILE *bench_json_open(const char *json_path)
+{
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", json_path);
+    char *slash = strrchr(parent, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        (void)mkdir(parent, 0755); /* the results folder; its parent must exist */
+    }
+    FILE *f = fopen(json_path, "w");
+    if (f == NULL)
+        fprintf(stderr, "%s: cannot write %s: %s\n", program_invocation_short_name, json_path,
+                strerror(errno));
+    return f;
+}
+
+void bench_json_latency(FILE *f, unsigned rate, const bench_latency_t *lat, int ran)
+{
+    static const char *const names[] = {"p50", "p99", "p999", "max"};
+    const double us[] = {lat->p50_us, lat->p99_us, lat->p999_us, lat->max_us};
+    for (size_t i = 0; i < 4; i++)
+        if (lat->samples > 0)
+            fprintf(f, "  \"lat_%u_%s_us\": %.1f,\n", rate, names[i], us[i]);
+        else
+            fprintf(f, "  \"lat_%u_%s_us\": null,\n", rate, names[i]);
+    fprintf(f, "  \"lat_%u_ran\": %s,\n", rate, ran ? "true" : "false");
+    fprintf(f, "  \"lat_%u_samples\": %" PRIu64 ",\n", rate, lat->samples);
+}
+
+void bench_json_mem(FILE *f, const char *prefix, const bench_mem_t *m, unsigned fields)
+{
+    static const char *const names[] = {"rss", "hwm", "anon", "file", "shmem"};
+    const long kib[] = {m->rss_kib, m->hwm_kib, m->anon_kib, m->file_kib, m->shmem_kib};
+    for (unsigned i = 0; i < 5; i++)
+        if (fields & (1u << i))
+            fprintf(f, "  \"%s_%s_kib\": %ld,\n", prefix, names[i], kib[i]);
 }
