@@ -304,15 +304,16 @@ check-valgrind: deps
 
 # ---------------------------------------------------------------- benchmarks
 # Never part of `make test`: timings on shared machines are for reading, not
-# asserting. Each bench_X.c in tests/bench/ links tests/bench/support.c, the
+# asserting. Each bench_X.c in tests/bench/ links tests/bench/support*.c, the
 # client library, the common code and what BENCH_EXTRA_bench_X names (the
 # policy bench measures the broker's own decision code in-process);
 # tests/bench/run.sh runs them, writes tests/bench/results/ and draws the
 # latency CDFs with gnuplot (Debian's gnuplot-nox, installed when missing).
 BENCH_SRC := $(wildcard tests/bench/bench_*.c)
 BENCH_BIN := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
-BENCH_SUPPORT_O := $(BUILD)/obj/tests/bench/support.o
+BENCH_SUPPORT_O := $(call obj,$(wildcard tests/bench/support*.c))
 BENCH_EXTRA_bench_policy := $(BROKER_O)
+BENCH_EXTRA_bench_reconnect := $(BUILD)/obj/tests/bench/reconnect_report.o
 
 $(BUILD)/bench/bench_%: $(BUILD)/obj/tests/bench/bench_%.o $(BENCH_SUPPORT_O) \
 		$$(BENCH_EXTRA_bench_$$*) $(LIB_O) $(COMMON_O)

@@ -5,14 +5,14 @@
  *
  * Owns a temporary folder under /tmp (keys, policy, config, store, broker
  * log) and the one schakeld it starts there on a run-time loopback port
- * (see support.c); it ends only that PID. Trusts nothing the broker answers: every whoami,
- * refusal, acceptance and delivery is checked. Bounded by a deadline. Exit
- * status: 0 when every cycle had the expected outcome and the broker served
- * correctly afterwards, 1 otherwise, 2 on a usage error.
+ * (see support.c); it ends only that PID. Trusts nothing the broker
+ * answers: every whoami, refusal, acceptance and delivery is checked.
+ * Bounded by a deadline. Exit status: 0 when every cycle had the expected
+ * outcome and the broker served correctly afterwards, 1 otherwise, 2 on a
+ * usage error. Its table and JSON: reconnect_report.c.
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,6 +24,7 @@
 #include <zmq.h>
 
 #include "keys.h"
+#include "reconnect_report.h"
 #include "schakel.h"
 #include "schakel_limits.h"
 #include "support.h"
@@ -36,30 +37,18 @@
  * within a second: the broker's cap frees a slot only from a session quiet
  * for SCHAKEL_SESSION_ACTIVE_MS. */
 #define RECONNECT_DEFAULT_PRINCIPALS 16u
-#define RECONNECT_MAX_PRINCIPALS 64u
 #define RECONNECT_DEFAULT_PUBLISH_EVERY 10u
 #define RECONNECT_DEFAULT_SAMPLE_EVERY 500u
 #define RECONNECT_DEFAULT_MARGIN_MIB 5u
-/* What the broker holds, by design, per session until it expires: a
- * 448-byte session_t, its routing-id copy and hash slots at 25-50 % load,
- * about 0.6 KiB (0.7-0.95 KiB measured, the audit rows' page cache
- * included); freed sessions' pages stay with malloc for reuse, so their
- * high-water mark stays in VmRSS. */
-#define RECONNECT_SESSION_ALLOWANCE_BYTES 1024
-#define RECONNECT_MIN_SESSIONS_PER_RATIO 100 /* fewer: bytes per session mean nothing */
-#define RECONNECT_POLL_MS 100                /* /proc reading interval while settling and waiting */
-#define RECONNECT_SETTLE_MAX_MS 5000         /* settling: at most this long ... */
-#define RECONNECT_SETTLE_STABLE_POLLS 10     /* ... or until VmRSS is unchanged for 1 s */
+#define RECONNECT_POLL_MS 100            /* /proc reading interval while settling and waiting */
+#define RECONNECT_SETTLE_MAX_MS 5000     /* settling: at most this long ... */
+#define RECONNECT_SETTLE_STABLE_POLLS 10 /* ... or until VmRSS is unchanged for 1 s */
 #define RECONNECT_START_TIMEOUT_MS 15000
 #define RECONNECT_STOP_TIMEOUT_MS 30000
 #define RECONNECT_CALL_TIMEOUT_MS 10000 /* one connect, whoami or publish at most */
 #define RECONNECT_RAW_TIMEOUT_MS 5000   /* one raw DEALER waiting for its socket event */
 #define RECONNECT_DRAIN_SILENCE_MS 15000
 #define RECONNECT_CHECK_TIMEOUT_MS 120000 /* the whole service check at most */
-/* The broker expires idle sessions in a housekeeping pass once a second:
- * a session is gone at most timeout + 1 s after its last frame. */
-#define RECONNECT_EXPIRY_MARGIN_MS 2000
-#define RECONNECT_PLATEAU_MS (SCHAKEL_SESSION_TIMEOUT_MS + RECONNECT_EXPIRY_MARGIN_MS)
 /* Idle check, two settlings, the expiry wait and the service check. */
 #define RECONNECT_AFTER_STORM_MS                                                                   \
     (RECONNECT_CALL_TIMEOUT_MS + 2 * RECONNECT_SETTLE_MAX_MS + RECONNECT_PLATEAU_MS +              \
@@ -68,105 +57,6 @@
 #define RECONNECT_PARTNER "bron"
 #define RECONNECT_STRANGER "vreemd/stranger"
 #define RECONNECT_REF_BYTES 48
-
-/* ------------------------------------------------------------------ types */
-
-/* What a raw DEALER does before it closes; none of them sends a frame. */
-enum raw_kind {
-    RAW_SILENT, /* registered CURVE key: handshake completes, then silence and close */
-    RAW_NULL,   /* no CURVE at all: the broker refuses the mechanism */
-    RAW_ABORT,  /* CURVE: closes as soon as TCP is up, mid-handshake */
-    RAW_KINDS
-};
-
-/* The connections a cycle makes (--kinds); all three by default. */
-enum cycle_kind { KIND_VALID = 1, KIND_INVALID = 2, KIND_RAW = 4, KIND_ALL = 7 };
-
-static const char *const reconnect_raw_names[RAW_KINDS] = {"handshake_then_silent",
-                                                           "null_mechanism", "tcp_then_close"};
-
-typedef struct reconnect_options {
-    uint64_t count;
-    unsigned warmup;
-    unsigned principals;
-    unsigned publish_every;
-    unsigned sample_every;
-    unsigned max_connections;
-    unsigned margin_mib;
-    double deadline_s; /* 0: derived from count */
-    int expiry_wait;
-    unsigned kinds; /* enum cycle_kind bits */
-    const char *json_path;
-    const char *log_level;
-    int keep;
-} reconnect_options_t;
-
-typedef struct mem_sample {
-    uint64_t cycles;
-    double at_s; /* since the storm started */
-    bench_mem_t mem;
-} mem_sample_t;
-
-/* Outcomes of the cycles of one phase (warm-up or storm). */
-typedef struct storm_counts {
-    uint64_t cycles;
-    uint64_t valid_ok, whoami_ok, publish_ok, valid_failed, too_many;
-    uint64_t invalid_auth, invalid_wrong, invalid_admitted;
-    uint64_t raw_done[RAW_KINDS], raw_failed;
-} storm_counts_t;
-
-typedef struct service_check {
-    int ran, ok;
-    int final_accepted, final_delivered;
-    uint64_t expected, delivered, distinct, unknown, duplicates;
-    int64_t backlog_after; /* -1: not known */
-} service_check_t;
-
-typedef struct settle_result {
-    bench_mem_t mem;
-    int settled; /* VmRSS stopped changing within the bound */
-    double waited_ms;
-} settle_result_t;
-
-typedef struct bench {
-    reconnect_options_t opt;
-    bench_env_t env; /* folder, broker, the first thing that stopped the run */
-    int64_t started_ms, deadline_ms;
-    char principal_ids[RECONNECT_MAX_PRINCIPALS][32];
-    char valid_keys[RECONNECT_MAX_PRINCIPALS][BENCH_PATH_MAX + 8];
-    char stranger_key[BENCH_PATH_MAX + 8]; /* a fresh unregistered key for every attempt */
-    char recipient_key[BENCH_PATH_MAX + 8];
-    int64_t observed_at;
-    /* raw DEALERs: one context, the first principal's key, the broker's key */
-    void *raw_ctx;
-    keypair_t *raw_key;
-    uint8_t broker_curve_pk[32];
-    uint64_t raw_serial;
-    /* item seqs of every accepted publish, in publish order */
-    uint64_t *accepted;
-    size_t n_accepted, cap_accepted;
-    int64_t last_valid_ms; /* when the broker last answered a valid connection */
-    /* when each registered connection's last frame was answered: the broker
-     * keeps a session per such connection until it expires */
-    int64_t *session_ms;
-    size_t n_session_ms, cap_session_ms;
-    storm_counts_t warm, storm;
-    double storm_s;
-    int64_t storm_started_ms;
-    mem_sample_t *samples;
-    size_t n_samples, cap_samples;
-    bench_mem_t baseline;
-    settle_result_t baseline_settle, settled, final;
-    int final_after_expiry;
-    long client_rss_baseline_kib, client_rss_final_kib;
-    atomic_long peak_rss_kib; /* highest VmRSS seen from the baseline on */
-    bench_sampler_t sampler;  /* the broker's VmRSS every RECONNECT_POLL_MS, for the peak */
-    service_check_t check;
-    int completed; /* every cycle ran */
-    int broker_exit;
-    long long log_bytes;
-    char first_wrong[512]; /* the first cycle with an unexpected outcome */
-} bench_t;
 
 /* ------------------------------------------------------------------ small helpers */
 
@@ -250,21 +140,6 @@ static int reconnect_parse_kinds(const char *text, void *out)
     }
     *(unsigned *)out = kinds;
     return kinds != 0 ? 0 : -1;
-}
-
-/* "valid,invalid,raw" or the subset chosen. */
-static const char *reconnect_kinds_text(unsigned kinds)
-{
-    static const char *const texts[KIND_ALL + 1] = {
-        "",    "valid",     "invalid",     "valid,invalid",
-        "raw", "valid,raw", "invalid,raw", "valid,invalid,raw"};
-    return texts[kinds & KIND_ALL];
-}
-
-static unsigned reconnect_kinds_count(unsigned kinds)
-{
-    return (unsigned)((kinds & KIND_VALID) != 0) + ((kinds & KIND_INVALID) != 0) +
-           ((kinds & KIND_RAW) != 0);
 }
 
 /* Returns 0 to run, 1 for --help, 2 on a usage error. */
@@ -454,24 +329,6 @@ static void reconnect_note_session(bench_t *b, int64_t at_ms)
         b->cap_session_ms = cap;
     }
     b->session_ms[b->n_session_ms++] = at_ms;
-}
-
-/* The most sessions the broker can have held at once: registered
- * connections whose last frames fall within one expiry period (timeout
- * plus the housekeeping second), and never more than the cap allows
- * (at the cap the broker drops a quiet session to make room). The notes
- * are in time order. */
-static size_t reconnect_peak_sessions(const bench_t *b)
-{
-    size_t cap = (size_t)b->opt.principals * b->opt.max_connections;
-    size_t peak = 0, from = 0;
-    for (size_t i = 0; i < b->n_session_ms; i++) {
-        while (b->session_ms[i] - b->session_ms[from] >= SCHAKEL_SESSION_TIMEOUT_MS + 1000)
-            from++;
-        if (i - from + 1 > peak)
-            peak = i - from + 1;
-    }
-    return peak < cap ? peak : cap;
 }
 
 /* One signed publish of one signal, to be queued for the recipient. */
@@ -699,7 +556,7 @@ static void reconnect_raw(bench_t *b, storm_counts_t *c, uint64_t n)
         reconnect_wrong(b, n,
                         "raw DEALER (%s): the handshake failed, or the expected socket event "
                         "did not come within %d ms",
-                        reconnect_raw_names[kind], RECONNECT_RAW_TIMEOUT_MS);
+                        reconnect_report_raw_name(kind), RECONNECT_RAW_TIMEOUT_MS);
     }
 }
 
@@ -944,296 +801,6 @@ static void reconnect_run(bench_t *b)
     b->completed = ran && b->storm.cycles == b->opt.count && b->final.mem.rss_kib > 0;
 }
 
-/* ------------------------------------------------------------------ report */
-
-static int reconnect_wrong_outcomes(const storm_counts_t *c)
-{
-    return c->valid_failed + c->too_many + c->invalid_wrong + c->invalid_admitted + c->raw_failed >
-           0;
-}
-
-static int reconnect_rss_met(const bench_t *b)
-{
-    return b->completed && b->final.mem.rss_kib > 0 &&
-           b->final.mem.rss_kib <= b->baseline.rss_kib + (long)b->opt.margin_mib * 1024;
-}
-
-/* Growth the margin and the session high-water mark explain (KiB). */
-static long reconnect_explained_kib(const bench_t *b)
-{
-    return (long)b->opt.margin_mib * 1024 +
-           (long)(reconnect_peak_sessions(b) * RECONNECT_SESSION_ALLOWANCE_BYTES / 1024);
-}
-
-static int reconnect_bounded_met(const bench_t *b)
-{
-    return b->completed && b->final.mem.rss_kib > 0 &&
-           b->final.mem.rss_kib - b->baseline.rss_kib <= reconnect_explained_kib(b);
-}
-
-/* KiB per 1000 cycles: the least-squares slope of VmRSS over the samples
- * taken at least `from_s` seconds into the storm; NAN with fewer than 3. */
-static double reconnect_slope(const bench_t *b, double from_s, double to_s)
-{
-    double n = 0, sx = 0, sy = 0, sxx = 0, sxy = 0;
-    for (size_t i = 0; i < b->n_samples; i++) {
-        const mem_sample_t *s = &b->samples[i];
-        if (s->at_s < from_s || s->at_s > to_s)
-            continue;
-        double x = (double)s->cycles / 1000.0, y = (double)s->mem.rss_kib;
-        n++;
-        sx += x;
-        sy += y;
-        sxx += x * x;
-        sxy += x * y;
-    }
-    double den = n * sxx - sx * sx;
-    if (n < 3 || den <= 0)
-        return NAN;
-    return (n * sxy - sx * sy) / den;
-}
-
-static double reconnect_growth_per_1000(const bench_t *b)
-{
-    if (b->storm.cycles == 0 || b->final.mem.rss_kib == 0)
-        return 0;
-    return (double)(b->final.mem.rss_kib - b->baseline.rss_kib) * 1000.0 / (double)b->storm.cycles;
-}
-
-static void reconnect_print_counts(const bench_t *b)
-{
-    const storm_counts_t *c = &b->storm;
-    uint64_t connections = reconnect_kinds_count(b->opt.kinds) * c->cycles;
-    printf("%-22s %" PRIu64 " cycles, %" PRIu64 " connections in %.1f s: %.1f cycles/s\n", "storm",
-           c->cycles, connections, b->storm_s, b->storm_s > 0 ? (double)c->cycles / b->storm_s : 0);
-    printf("%-22s %" PRIu64 " served (%" PRIu64 " whoami, %" PRIu64 " publish), %" PRIu64
-           " failed, %" PRIu64 " TOO_MANY_CONNECTIONS\n",
-           "registered keys", c->valid_ok, c->whoami_ok, c->publish_ok, c->valid_failed,
-           c->too_many);
-    printf("%-22s %" PRIu64 " refused at the handshake (AUTH), %" PRIu64 " otherwise, %" PRIu64
-           " admitted\n",
-           "unregistered keys", c->invalid_auth, c->invalid_wrong, c->invalid_admitted);
-    printf("%-22s %" PRIu64 " handshake then silent, %" PRIu64 " NULL mechanism, %" PRIu64
-           " closed after TCP connect, %" PRIu64 " failed\n",
-           "raw DEALERs", c->raw_done[RAW_SILENT], c->raw_done[RAW_NULL], c->raw_done[RAW_ABORT],
-           c->raw_failed);
-}
-
-static void reconnect_print_memory(const bench_t *b)
-{
-    double early = reconnect_slope(b, 0, SCHAKEL_SESSION_TIMEOUT_MS / 1000.0);
-    double slope = reconnect_slope(b, RECONNECT_PLATEAU_MS / 1000.0, INFINITY);
-    printf("%-22s baseline %.1f MiB, peak %.1f MiB, settled %.1f MiB, final %.1f MiB%s (VmHWM "
-           "%.1f MiB)\n",
-           "broker VmRSS", bench_mib(b->baseline.rss_kib), bench_mib(atomic_load(&b->peak_rss_kib)),
-           bench_mib(b->settled.mem.rss_kib), bench_mib(b->final.mem.rss_kib),
-           b->final_after_expiry ? " after session expiry" : "", bench_mib(b->final.mem.hwm_kib));
-    printf("%-22s anon %.1f -> %.1f MiB, file %.1f -> %.1f MiB, shmem %.1f -> %.1f MiB\n",
-           "broker RSS parts", bench_mib(b->baseline.anon_kib), bench_mib(b->final.mem.anon_kib),
-           bench_mib(b->baseline.file_kib), bench_mib(b->final.mem.file_kib),
-           bench_mib(b->baseline.shmem_kib), bench_mib(b->final.mem.shmem_kib));
-    long growth_kib = b->final.mem.rss_kib - b->baseline.rss_kib;
-    size_t peak_sessions = reconnect_peak_sessions(b);
-    printf("%-22s %+ld KiB in all, %+.1f KiB per 1000 cycles; at most %zu sessions at once",
-           "growth", growth_kib, reconnect_growth_per_1000(b), peak_sessions);
-    if (peak_sessions >= RECONNECT_MIN_SESSIONS_PER_RATIO)
-        printf(", %+.0f bytes per such session",
-               (double)growth_kib * 1024.0 / (double)peak_sessions);
-    printf("\n");
-    /* Before any storm session can expire, and once they expire as fast as
-     * they come: the difference is what the session table holds. */
-    char early_text[32] = "n/a", slope_text[32] = "n/a (a shorter storm)";
-    if (!isnan(early))
-        snprintf(early_text, sizeof early_text, "%+.1f", early);
-    if (!isnan(slope))
-        snprintf(slope_text, sizeof slope_text, "%+.1f (steady)", slope);
-    printf("%-22s first %d s: %s, after %d s: %s\n", "KiB per 1000 cycles",
-           SCHAKEL_SESSION_TIMEOUT_MS / 1000, early_text, RECONNECT_PLATEAU_MS / 1000, slope_text);
-    printf("%-22s fds %d -> %d, threads %d -> %d, log %.1f MiB\n", "broker", b->baseline.fds,
-           b->final.mem.fds, b->baseline.threads, b->final.mem.threads,
-           (double)b->log_bytes / 1048576.0);
-    printf("%-22s VmRSS %.1f -> %.1f MiB\n", "bench process", bench_mib(b->client_rss_baseline_kib),
-           bench_mib(b->client_rss_final_kib));
-}
-
-static void reconnect_print_table(const bench_t *b)
-{
-    const char *rule = BENCH_RULE;
-    const service_check_t *k = &b->check;
-    printf("\nSchakel reconnect bench: %" PRIu64 " cycles (%s) after %u warm-up cycles, %u "
-           "principals, publish every %u, max %u connections per principal\n%s\n",
-           b->opt.count, reconnect_kinds_text(b->opt.kinds), b->opt.warmup, b->opt.principals,
-           b->opt.publish_every, b->opt.max_connections, rule);
-    reconnect_print_counts(b);
-    reconnect_print_memory(b);
-    printf("%-22s %s; %" PRIu64 " of %" PRIu64 " accepted publishes delivered once, backlog "
-           "after %" PRId64 "\n",
-           "service after",
-           k->final_accepted ? (k->final_delivered ? "publish accepted and delivered"
-                                                   : "publish accepted, not delivered")
-                             : "no publish accepted",
-           k->distinct, k->expected, k->backlog_after);
-    printf("%s\n%-10s %-9s %-10s %-10s %-10s %-8s %-6s\n", rule, "cycles", "at s", "RSS MiB",
-           "anon MiB", "HWM MiB", "threads", "fds");
-    for (size_t i = 0; i < b->n_samples; i++) {
-        const mem_sample_t *s = &b->samples[i];
-        printf("%-10" PRIu64 " %-9.1f %-10.2f %-10.2f %-10.2f %-8d %-6d\n", s->cycles, s->at_s,
-               bench_mib(s->mem.rss_kib), bench_mib(s->mem.anon_kib), bench_mib(s->mem.hwm_kib),
-               s->mem.threads, s->mem.fds);
-    }
-    int wrong = reconnect_wrong_outcomes(&b->storm) || reconnect_wrong_outcomes(&b->warm);
-    char target[32];
-    snprintf(target, sizeof target, "<= %.1f", bench_mib(b->baseline.rss_kib) + b->opt.margin_mib);
-    printf("%s\n%-44s %-12s %-12s %s\n", rule, "criterion", "value", "target", "result");
-    printf("%-44s %-12.1f %-12s %s\n", "broker final VmRSS (MiB)", bench_mib(b->final.mem.rss_kib),
-           target, reconnect_rss_met(b) ? "met" : "not met");
-    snprintf(target, sizeof target, "<= %.1f", bench_mib(reconnect_explained_kib(b)));
-    printf("%-44s %-12.1f %-12s %s\n", "growth beyond margin + 1 KiB/session (MiB)",
-           bench_mib(b->final.mem.rss_kib - b->baseline.rss_kib), target,
-           reconnect_bounded_met(b) ? "met" : "not met");
-    printf("%-44s %-12s %-12s %s\n", "every connection had the expected outcome",
-           wrong ? "no" : "yes", "yes", !wrong && b->completed ? "met" : "not met");
-    printf("%-44s %-12s %-12s %s\n", "broker serves after the storm", k->ok ? "yes" : "no", "yes",
-           k->ok ? "met" : "not met");
-    if (b->first_wrong[0] != '\0')
-        printf("first unexpected outcome: %s\n", b->first_wrong);
-    if (b->env.problem[0] != '\0')
-        printf("problem: %s\n", b->env.problem);
-    printf("%s\n", rule);
-}
-
-static void reconnect_json_number(FILE *f, const char *name, double v)
-{
-    if (!isnan(v))
-        fprintf(f, "  \"%s\": %.3f,\n", name, v);
-    else
-        fprintf(f, "  \"%s\": null,\n", name);
-}
-
-static void reconnect_json_counts(FILE *f, const bench_t *b)
-{
-    const storm_counts_t *c = &b->storm;
-    fprintf(f, "  \"cycles_done\": %" PRIu64 ",\n  \"connections\": %" PRIu64 ",\n", c->cycles,
-            reconnect_kinds_count(b->opt.kinds) * c->cycles);
-    fprintf(f, "  \"storm_s\": %.3f,\n  \"cycles_per_s\": %.1f,\n", b->storm_s,
-            b->storm_s > 0 ? (double)c->cycles / b->storm_s : 0);
-    fprintf(f, "  \"valid_served\": %" PRIu64 ",\n  \"valid_whoami\": %" PRIu64 ",\n", c->valid_ok,
-            c->whoami_ok);
-    fprintf(f, "  \"valid_publish\": %" PRIu64 ",\n  \"valid_failed\": %" PRIu64 ",\n",
-            c->publish_ok, c->valid_failed);
-    fprintf(f, "  \"valid_too_many_connections\": %" PRIu64 ",\n", c->too_many);
-    fprintf(f, "  \"invalid_refused_auth\": %" PRIu64 ",\n  \"invalid_other\": %" PRIu64 ",\n",
-            c->invalid_auth, c->invalid_wrong);
-    fprintf(f, "  \"invalid_admitted\": %" PRIu64 ",\n", c->invalid_admitted);
-    for (int k = 0; k < RAW_KINDS; k++)
-        fprintf(f, "  \"raw_%s\": %" PRIu64 ",\n", reconnect_raw_names[k], c->raw_done[k]);
-    fprintf(f, "  \"raw_failed\": %" PRIu64 ",\n", c->raw_failed);
-    fprintf(f, "  \"warmup_wrong_outcomes\": %s,\n",
-            reconnect_wrong_outcomes(&b->warm) ? "true" : "false");
-}
-
-static void reconnect_json_memory(FILE *f, const bench_t *b)
-{
-    const bench_mem_t *base = &b->baseline, *fin = &b->final.mem;
-    bench_json_mem(f, "baseline", base, BENCH_MEM_ALL & ~BENCH_MEM_SHMEM);
-    fprintf(f, "  \"peak_rss_kib\": %ld,\n", atomic_load(&b->peak_rss_kib));
-    fprintf(f, "  \"settled_rss_kib\": %ld,\n  \"settled\": %s,\n  \"settle_ms\": %.0f,\n",
-            b->settled.mem.rss_kib, b->settled.settled ? "true" : "false", b->settled.waited_ms);
-    fprintf(f, "  \"final_after_session_expiry\": %s,\n", b->final_after_expiry ? "true" : "false");
-    bench_json_mem(f, "final", fin, BENCH_MEM_ALL);
-    fprintf(f, "  \"growth_kib\": %ld,\n", fin->rss_kib - base->rss_kib);
-    size_t peak_sessions = reconnect_peak_sessions(b);
-    fprintf(f, "  \"peak_sessions\": %zu,\n", peak_sessions);
-    reconnect_json_number(f, "growth_bytes_per_peak_session",
-                          peak_sessions >= RECONNECT_MIN_SESSIONS_PER_RATIO
-                              ? (double)(fin->rss_kib - base->rss_kib) * 1024.0 /
-                                    (double)peak_sessions
-                              : NAN);
-    reconnect_json_number(f, "growth_kib_per_1000_cycles", reconnect_growth_per_1000(b));
-    reconnect_json_number(f, "steady_slope_kib_per_1000_cycles",
-                          reconnect_slope(b, RECONNECT_PLATEAU_MS / 1000.0, INFINITY));
-    reconnect_json_number(f, "early_slope_kib_per_1000_cycles",
-                          reconnect_slope(b, 0, SCHAKEL_SESSION_TIMEOUT_MS / 1000.0));
-    reconnect_json_number(f, "storm_slope_kib_per_1000_cycles", reconnect_slope(b, 0, INFINITY));
-    fprintf(f, "  \"threshold_kib\": %ld,\n", base->rss_kib + (long)b->opt.margin_mib * 1024);
-    fprintf(f, "  \"baseline_fds\": %d,\n  \"final_fds\": %d,\n", base->fds, fin->fds);
-    fprintf(f, "  \"baseline_threads\": %d,\n  \"final_threads\": %d,\n", base->threads,
-            fin->threads);
-    fprintf(f, "  \"broker_log_bytes\": %lld,\n", b->log_bytes);
-    fprintf(f, "  \"bench_rss_baseline_kib\": %ld,\n  \"bench_rss_final_kib\": %ld,\n",
-            b->client_rss_baseline_kib, b->client_rss_final_kib);
-}
-
-static void reconnect_json_scalars(FILE *f, const bench_t *b)
-{
-    const service_check_t *k = &b->check;
-    fprintf(f, "  \"bench\": \"reconnect\",\n  \"completed\": %s,\n",
-            b->completed ? "true" : "false");
-    fprintf(f, "  \"count\": %" PRIu64 ",\n  \"warmup_cycles\": %u,\n", b->opt.count,
-            b->opt.warmup);
-    fprintf(f, "  \"principals\": %u,\n  \"publish_every\": %u,\n", b->opt.principals,
-            b->opt.publish_every);
-    fprintf(f, "  \"max_connections_per_principal\": %u,\n", b->opt.max_connections);
-    fprintf(f, "  \"kinds\": \"%s\",\n", reconnect_kinds_text(b->opt.kinds));
-    fprintf(f, "  \"margin_mib\": %u,\n  \"deadline_s\": %.0f,\n", b->opt.margin_mib,
-            b->opt.deadline_s);
-    fprintf(f, "  \"broker_log_level\": ");
-    bench_json_string(f, b->opt.log_level);
-    fprintf(f, ",\n");
-    reconnect_json_counts(f, b);
-    reconnect_json_memory(f, b);
-    fprintf(f, "  \"service_ok\": %s,\n  \"expected_deliveries\": %" PRIu64 ",\n",
-            k->ok ? "true" : "false", k->expected);
-    fprintf(f, "  \"delivered_distinct\": %" PRIu64 ",\n  \"backlog_after\": %" PRId64 ",\n",
-            k->distinct, k->backlog_after);
-    fprintf(f, "  \"broker_exit\": %d,\n  \"first_wrong\": ", b->broker_exit);
-    bench_json_string(f, b->first_wrong);
-    fprintf(f, ",\n  \"problem\": ");
-    bench_json_string(f, b->env.problem);
-    fprintf(f, ",\n");
-}
-
-static void reconnect_json_tail(FILE *f, const bench_t *b)
-{
-    int wrong = reconnect_wrong_outcomes(&b->storm) || reconnect_wrong_outcomes(&b->warm);
-    fprintf(f, "  \"criteria\": {\n");
-    fprintf(f,
-            "    \"final_rss_within_margin\": {\"value_kib\": %ld, \"limit_kib\": %ld, \"met\": "
-            "%s},\n",
-            b->final.mem.rss_kib, b->baseline.rss_kib + (long)b->opt.margin_mib * 1024,
-            reconnect_rss_met(b) ? "true" : "false");
-    fprintf(f,
-            "    \"growth_within_margin_and_sessions\": {\"value_kib\": %ld, \"limit_kib\": %ld, "
-            "\"met\": %s},\n",
-            b->final.mem.rss_kib - b->baseline.rss_kib, reconnect_explained_kib(b),
-            reconnect_bounded_met(b) ? "true" : "false");
-    fprintf(f, "    \"expected_outcomes\": {\"met\": %s},\n",
-            !wrong && b->completed ? "true" : "false");
-    fprintf(f, "    \"serves_after_storm\": {\"met\": %s}\n", b->check.ok ? "true" : "false");
-    fprintf(f, "  },\n  \"samples\": [\n");
-    for (size_t i = 0; i < b->n_samples; i++) {
-        const mem_sample_t *s = &b->samples[i];
-        fprintf(f,
-                "    {\"cycles\": %" PRIu64 ", \"at_s\": %.2f, \"rss_kib\": %ld, \"hwm_kib\": "
-                "%ld, \"anon_kib\": %ld, \"file_kib\": %ld, \"threads\": %d, \"fds\": %d}%s\n",
-                s->cycles, s->at_s, s->mem.rss_kib, s->mem.hwm_kib, s->mem.anon_kib,
-                s->mem.file_kib, s->mem.threads, s->mem.fds, i + 1 < b->n_samples ? "," : "");
-    }
-    fprintf(f, "  ]\n");
-}
-
-static int reconnect_write_json(const bench_t *b)
-{
-    FILE *f = bench_json_open(b->opt.json_path);
-    if (f == NULL)
-        return -1;
-    fprintf(f, "{\n");
-    reconnect_json_scalars(f, b);
-    reconnect_json_tail(f, b);
-    fprintf(f, "}\n");
-    return fclose(f);
-}
-
 /* ------------------------------------------------------------------ main */
 
 static void reconnect_cleanup(bench_t *b)
@@ -1288,10 +855,10 @@ int main(int argc, char **argv)
     if (b->env.broker_pid > 0)
         b->broker_exit = bench_broker_stop(&b->env, RECONNECT_STOP_TIMEOUT_MS);
     b->log_bytes = bench_file_size(b->env.log_path);
-    reconnect_print_table(b);
-    int json_rc = reconnect_write_json(b);
-    int ok = b->completed && b->check.ok && !reconnect_wrong_outcomes(&b->storm) &&
-             !reconnect_wrong_outcomes(&b->warm) && json_rc == 0;
+    reconnect_report_print_table(b);
+    int json_rc = reconnect_report_write_json(b);
+    int ok = b->completed && b->check.ok && !reconnect_report_wrong_outcomes(&b->storm) &&
+             !reconnect_report_wrong_outcomes(&b->warm) && json_rc == 0;
     reconnect_cleanup(b);
     free(b);
     return ok ? 0 : 1;

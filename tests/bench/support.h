@@ -4,8 +4,9 @@
  * schakeld started from it (and ended by its PID only), signals sized to a
  * byte count and published with retries, /proc readings of a process, a
  * peak-RSS sampler, latency histograms with quantiles and CDF files, and
- * small JSON writers. Linked into every bench_X by `make bench`
- * (tests/bench/support.c).
+ * small JSON writers. Linked into every bench_X by `make bench`: every
+ * tests/bench/support*.c, i.e. support.c (clocks to signals) and
+ * support_measure.c (/proc, sampler, latency, JSON).
  */
 #ifndef SCHAKEL_BENCH_SUPPORT_H
 #define SCHAKEL_BENCH_SUPPORT_H
@@ -206,6 +207,8 @@ schakel_status_t bench_publish_retry(schakel_client_t *client, const schakel_sig
                                      atomic_int *stop);
 
 /* ------------------------------------------------------------------ /proc */
+
+/* From here to the end: support_measure.c. */
 
 typedef struct bench_mem {
     long rss_kib, hwm_kib, anon_kib, file_kib, shmem_kib;
