@@ -366,11 +366,12 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
     wire_error_t err = {0};
     Schakel__Frame *frame = wire_decode_frame(data, len, &err);
     if (frame == NULL) {
-        b->turn_acks_only = 0;
         broker_reject(b, session, err.reason, err.text, err.has_message_id ? err.message_id : NULL,
                       err.item_index, 0);
         return;
     }
+    /* Refusals, like every write, clear it through their audit entry
+     * (record.c); a frame of another kind clears it whatever it writes. */
     if (frame->body_case != SCHAKEL__FRAME__BODY_ACK &&
         frame->body_case != SCHAKEL__FRAME__BODY_FLOW &&
         frame->body_case != SCHAKEL__FRAME__BODY_HEARTBEAT)
@@ -465,8 +466,6 @@ static int receive_one(broker_t *b)
         parts++;
     }
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
-    if (user_id == NULL || parts != 1)
-        b->turn_acks_only = 0; /* refusals below are recorded like any write */
     if (user_id == NULL) {
         /* CURVE with our ZAP handler always sets a User-Id; a message
          * without one cannot be attributed and is dropped. */
@@ -478,9 +477,6 @@ static int receive_one(broker_t *b)
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
-        if (over_limit || session == NULL || principal == NULL ||
-            principal->role == ROLE_OPERATOR || !key_still_registered(session, principal))
-            b->turn_acks_only = 0;
         if (over_limit) {
             refuse_connection(b, &routing, user_id);
         } else if (session == NULL) {
