@@ -79,14 +79,6 @@ const cyaml_schema_value_t policy_case_type_schema = {
 
 /* ------------------------------------------------------------------ helpers */
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL)
-        abort(); /* the daemon may die on out-of-memory (STYLE.md) */
-    return p;
-}
-
 /* The single signal field called `name`, or 0. */
 static uint32_t signal_field_by_name(const char *name)
 {
@@ -301,7 +293,7 @@ static int case_on_behalf(case_ctx_t *cc)
     const doc_case_type_t *d = cc->doc;
     case_type_entry_t *t = cc->type;
     t->n_on_behalf = d->on_behalf_count;
-    t->on_behalf = xcalloc(d->on_behalf_count, sizeof *t->on_behalf);
+    t->on_behalf = policy_xcalloc(d->on_behalf_count, sizeof *t->on_behalf);
     for (size_t i = 0; i < d->on_behalf_count; i++) {
         const policy_principal_t *pr = policy_principal_by_id(cc->p, d->on_behalf[i]);
         unsigned line = type_line(cc, "on_behalf", i);
@@ -356,11 +348,11 @@ static int member_fields(const case_ctx_t *cc, size_t j, const char *what, case_
                              what, d->fields[i]);
         }
     }
-    char *const **slots = xcalloc(n, sizeof *slots);
+    char *const **slots = policy_xcalloc(n, sizeof *slots);
     for (size_t i = 0; i < n; i++)
         slots[i] = &d->fields[i];
     qsort(slots, n, sizeof *slots, cmp_string_slot);
-    m->fields_sorted = xcalloc(n, sizeof *m->fields_sorted);
+    m->fields_sorted = policy_xcalloc(n, sizeof *m->fields_sorted);
     m->n_fields = n;
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
@@ -532,7 +524,7 @@ static void type_hashes(const policy_t *p, const doc_case_type_t *d, case_type_e
     hash_list(&st, "on_behalf", d->on_behalf, d->on_behalf_count, NULL, 0);
     hash_one(&st, "retention_after_close", seconds);
     hash_one(&st, "reopen", t->pub.reopen_allowed ? "true" : "false");
-    const char **member_hashes = xcalloc(t->n_members, sizeof *member_hashes);
+    const char **member_hashes = policy_xcalloc(t->n_members, sizeof *member_hashes);
     for (size_t j = 0; j < t->n_members; j++)
         member_hashes[j] = p->case_members[t->first_member + 1 + j].pub.hash_hex;
     policy_hash_field(&st, "members", member_hashes, t->n_members);
@@ -547,7 +539,7 @@ static void lead_rule_make(case_ctx_t *cc)
     case_type_entry_t *t = cc->type;
     case_member_entry_t *lead = &cc->p->case_members[t->first_member];
     size_t len = strlen(cc->doc->id) + sizeof LEAD_SUFFIX;
-    char *id = xcalloc(len, 1);
+    char *id = policy_xcalloc(len, 1);
     snprintf(id, len, "%s" LEAD_SUFFIX, cc->doc->id);
     lead->pub = (policy_case_member_rule_t){.id = id,
                                             .purpose = cc->doc->purpose,
@@ -656,11 +648,11 @@ int policy_case_types_build(policy_t *p, const doc_case_type_t *types, size_t n,
     for (size_t i = 0; i < n; i++)
         n_members += 1 + types[i].members_count;
     p->n_case_types = n;
-    p->case_types = xcalloc(n, sizeof *p->case_types);
+    p->case_types = policy_xcalloc(n, sizeof *p->case_types);
     p->n_case_members = n_members;
-    p->case_members = xcalloc(n_members, sizeof *p->case_members);
-    p->case_types_by_id = xcalloc(n, sizeof *p->case_types_by_id);
-    p->case_members_by_id = xcalloc(n_members, sizeof *p->case_members_by_id);
+    p->case_members = policy_xcalloc(n_members, sizeof *p->case_members);
+    p->case_types_by_id = policy_xcalloc(n, sizeof *p->case_types_by_id);
+    p->case_members_by_id = policy_xcalloc(n_members, sizeof *p->case_members_by_id);
     for (size_t i = 0, first = 0; i < n; first += 1 + types[i].members_count, i++)
         if (case_type_build(p, &types[i], i, first, report, map) != 0)
             return -1;

@@ -12,14 +12,6 @@
 
 #include "syntax.h"
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL)
-        abort(); /* the daemon may die on out-of-memory (STYLE.md) */
-    return p;
-}
-
 /* Smallest table (at least 16 slots) that keeps n entries at most half full. */
 static unsigned table_bits(size_t n)
 {
@@ -55,7 +47,7 @@ static void names_build(name_table_t *t, const char **names, uint32_t n, size_t 
     t->names = names;
     t->n_names = n;
     t->bits = table_bits(room);
-    t->slots = xcalloc((size_t)1 << t->bits, sizeof *t->slots);
+    t->slots = policy_xcalloc((size_t)1 << t->bits, sizeof *t->slots);
     for (uint32_t id = 0; id < n; id++)
         names_insert(t, id);
 }
@@ -93,11 +85,11 @@ static void index_intern(policy_t *p)
     if (n_kinds >= UINT32_MAX)
         abort(); /* far beyond what a 4 MiB file can name */
     rule_index_t *ix = &p->index;
-    ix->kind_ids = xcalloc(n_kinds, sizeof *ix->kind_ids);
-    ix->area_refs = xcalloc(n_areas, sizeof *ix->area_refs);
+    ix->kind_ids = policy_xcalloc(n_kinds, sizeof *ix->kind_ids);
+    ix->area_refs = policy_xcalloc(n_areas, sizeof *ix->area_refs);
     /* sized for every occurrence first, then rebuilt for the distinct ones */
     name_table_t seen;
-    names_build(&seen, xcalloc(n_kinds, sizeof(const char *)), 0, n_kinds);
+    names_build(&seen, policy_xcalloc(n_kinds, sizeof(const char *)), 0, n_kinds);
     uint32_t *kind_at = ix->kind_ids;
     area_ref_t *area_at = ix->area_refs;
     for (size_t i = 0; i < p->n_rules; i++) {
@@ -167,7 +159,7 @@ static int cmp_plan_wider(const void *a, const void *b)
  * keyed entries exceed the budget, the widest rules go under "*" whole. */
 static index_plan_t *index_plan(policy_t *p, size_t budget, uint64_t *keyed_entries)
 {
-    index_plan_t *plans = xcalloc(p->n_rules, sizeof *plans);
+    index_plan_t *plans = policy_xcalloc(p->n_rules, sizeof *plans);
     uint64_t keyed = 0;
     for (size_t i = 0; i < p->n_rules; i++) {
         const rule_entry_t *r = &p->rules[i];
@@ -189,7 +181,7 @@ static index_plan_t *index_plan(policy_t *p, size_t budget, uint64_t *keyed_entr
             keyed += plan->entries;
     }
     if (keyed > budget) {
-        index_plan_t **widest = xcalloc(p->n_rules, sizeof *widest);
+        index_plan_t **widest = policy_xcalloc(p->n_rules, sizeof *widest);
         size_t n = 0;
         for (size_t i = 0; i < p->n_rules; i++)
             if (plans[i].kinds || plans[i].places)
@@ -229,7 +221,7 @@ static uint32_t index_bucket(rule_index_t *ix, uint64_t key, const size_t *cap)
     }
     free(ix->slots); /* past half full: twice the slots, every key again */
     ix->bits++;
-    ix->slots = xcalloc((size_t)1 << ix->bits, sizeof *ix->slots);
+    ix->slots = policy_xcalloc((size_t)1 << ix->bits, sizeof *ix->slots);
     mask = ((size_t)1 << ix->bits) - 1;
     for (uint32_t k = 0; k < ix->n_buckets; k++) {
         for (at = policy_hash_slot(ix->keys[k], ix->bits); ix->slots[at] != 0;)
@@ -295,11 +287,11 @@ void policy_index_free(policy_t *p)
 void policy_index_build(policy_t *p, size_t budget)
 {
     policy_index_free(p);
-    const char **partner_ids = xcalloc(p->n_partners, sizeof *partner_ids);
+    const char **partner_ids = policy_xcalloc(p->n_partners, sizeof *partner_ids);
     for (size_t k = 0; k < p->n_partners; k++)
         partner_ids[k] = p->partners[k].id;
     names_build(&p->partner_ids, partner_ids, (uint32_t)p->n_partners, p->n_partners);
-    const char **themes = xcalloc(p->n_themes, sizeof *themes);
+    const char **themes = policy_xcalloc(p->n_themes, sizeof *themes);
     for (size_t t = 0; t < p->n_themes; t++)
         themes[t] = syntax_themes[t];
     names_build(&p->themes, themes, (uint32_t)p->n_themes, p->n_themes);
@@ -310,11 +302,11 @@ void policy_index_build(policy_t *p, size_t budget)
     /* Keyed buckets are at most the keyed entries; the others one per
      * (partner, theme slot): room for all, given back below. */
     size_t cap = (size_t)keyed + p->n_partners * (p->n_themes + 1);
-    ix->keys = xcalloc(cap, sizeof *ix->keys);
-    ix->start = xcalloc(cap + 1, sizeof *ix->start);
+    ix->keys = policy_xcalloc(cap, sizeof *ix->keys);
+    ix->start = policy_xcalloc(cap + 1, sizeof *ix->start);
     ix->bits = table_bits(0);
-    ix->slots = xcalloc((size_t)1 << ix->bits, sizeof *ix->slots);
-    ix->shapes = xcalloc(p->n_partners * (p->n_themes + 1), sizeof *ix->shapes);
+    ix->slots = policy_xcalloc((size_t)1 << ix->bits, sizeof *ix->slots);
+    ix->shapes = policy_xcalloc(p->n_partners * (p->n_themes + 1), sizeof *ix->shapes);
     for (size_t i = 0; i < p->n_rules; i++)
         index_list_rule(p, i, &plans[i], 0, NULL, &cap);
     for (size_t b = 0; b < ix->n_buckets; b++) {
@@ -327,8 +319,8 @@ void policy_index_build(policy_t *p, size_t budget)
     ix->n_entries = ix->start[ix->n_buckets];
     ix->keys = xrealloc(ix->keys, ix->n_buckets, sizeof *ix->keys);
     ix->start = xrealloc(ix->start, ix->n_buckets + 1, sizeof *ix->start);
-    ix->rules = xcalloc(ix->n_entries, sizeof *ix->rules);
-    uint32_t *fill = xcalloc(ix->n_buckets, sizeof *fill);
+    ix->rules = policy_xcalloc(ix->n_entries, sizeof *ix->rules);
+    uint32_t *fill = policy_xcalloc(ix->n_buckets, sizeof *fill);
     for (size_t i = 0; i < p->n_rules; i++)
         index_list_rule(p, i, &plans[i], 1, fill, &cap);
     free(fill);

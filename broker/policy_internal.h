@@ -211,6 +211,10 @@ struct yamlguard_report;
 int policy_case_types_build(policy_t *p, const doc_case_type_t *types, size_t n,
                             const struct yamlguard_report *report, const struct linemap *map);
 
+/* calloc that never returns NULL (at least one element): the loader may
+ * abort on out-of-memory (STYLE.md). Shared by the policy's builders. */
+void *policy_xcalloc(size_t n, size_t size);
+
 /* Free what policy_case_types_build allocated (not the document). */
 void policy_case_types_free(policy_t *p);
 

@@ -337,7 +337,7 @@ static size_t list_duplicate(char *const *items, size_t n, size_t *first)
     return dup;
 }
 
-static void *xcalloc(size_t n, size_t size)
+void *policy_xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size);
     if (p == NULL)
@@ -351,8 +351,8 @@ static int partners_build(load_ctx_t *ctx, policy_t *p)
 {
     const doc_policy_t *doc = p->doc;
     p->n_partners = doc->partners_count;
-    p->partners = xcalloc(p->n_partners, sizeof *p->partners);
-    p->partners_by_id = xcalloc(p->n_partners, sizeof *p->partners_by_id);
+    p->partners = policy_xcalloc(p->n_partners, sizeof *p->partners);
+    p->partners_by_id = policy_xcalloc(p->n_partners, sizeof *p->partners_by_id);
     for (size_t i = 0; i < p->n_partners; i++) {
         const doc_partner_t *d = &doc->partners[i];
         if (!syntax_is_id_token(d->id))
@@ -464,9 +464,9 @@ static int principals_unique(load_ctx_t *ctx, policy_t *p)
 static int principals_build(load_ctx_t *ctx, policy_t *p)
 {
     size_t n = p->n_principals = p->doc->principals_count;
-    p->principals = xcalloc(n, sizeof *p->principals);
-    p->principals_by_id = xcalloc(n, sizeof *p->principals_by_id);
-    p->principals_by_curve = xcalloc(n, sizeof *p->principals_by_curve);
+    p->principals = policy_xcalloc(n, sizeof *p->principals);
+    p->principals_by_id = policy_xcalloc(n, sizeof *p->principals_by_id);
+    p->principals_by_curve = policy_xcalloc(n, sizeof *p->principals_by_curve);
     for (size_t i = 0; i < n; i++) {
         if (principal_build(ctx, p, i) != 0)
             return -1;
@@ -479,8 +479,8 @@ static int principals_build(load_ctx_t *ctx, policy_t *p)
     if (principals_unique(ctx, p) != 0)
         return -1;
     /* Group members per partner, file order within a partner. */
-    p->partner_members_start = xcalloc(p->n_partners + 1, sizeof *p->partner_members_start);
-    p->partner_members = xcalloc(n, sizeof *p->partner_members);
+    p->partner_members_start = policy_xcalloc(p->n_partners + 1, sizeof *p->partner_members_start);
+    p->partner_members = policy_xcalloc(n, sizeof *p->partner_members);
     for (size_t i = 0; i < n; i++) {
         /* The broker delivers to at most this many principals of a partner:
          * refuse more here rather than skip some at delivery. */
@@ -492,7 +492,7 @@ static int principals_build(load_ctx_t *ctx, policy_t *p)
     }
     for (size_t k = 0; k < p->n_partners; k++)
         p->partner_members_start[k + 1] += p->partner_members_start[k];
-    uint32_t *fill = xcalloc(p->n_partners, sizeof *fill);
+    uint32_t *fill = policy_xcalloc(p->n_partners, sizeof *fill);
     for (size_t i = 0; i < n; i++) {
         size_t k = p->principals[i].partner->index;
         p->partner_members[p->partner_members_start[k] + fill[k]++] = (uint32_t)i;
@@ -814,7 +814,7 @@ static int rule_build(load_ctx_t *ctx, policy_t *p, size_t i)
 static int rules_build(load_ctx_t *ctx, policy_t *p)
 {
     size_t n = p->n_rules = p->doc->rules_count;
-    p->rules = xcalloc(n, sizeof *p->rules);
+    p->rules = policy_xcalloc(n, sizeof *p->rules);
     const linemap_t *map = &ctx->map;
     uint32_t doc_node = map->n_nodes > 1 ? map->nodes[0].first_child : 0;
     uint32_t entry = doc_node ? linemap_child_by_key(map, doc_node, "rules") : 0;
@@ -827,7 +827,7 @@ static int rules_build(load_ctx_t *ctx, policy_t *p)
     }
     /* Sorted by id: duplicates are neighbours, and the array stays as the
      * index behind policy_rule_by_id. */
-    const rule_entry_t **sorted = xcalloc(n ? n : 1, sizeof *sorted);
+    const rule_entry_t **sorted = policy_xcalloc(n ? n : 1, sizeof *sorted);
     for (size_t i = 0; i < n; i++)
         sorted[i] = &p->rules[i];
     qsort(sorted, n, sizeof *sorted, cmp_rule_id);
@@ -863,7 +863,7 @@ policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len, c
         load_fail(&ctx, 0, "cannot initialise libsodium");
         return NULL;
     }
-    policy_t *p = xcalloc(1, sizeof *p);
+    policy_t *p = policy_xcalloc(1, sizeof *p);
     p->n_themes = theme_count();
     if (p->n_themes > 63)
         abort(); /* theme sets are 64-bit masks; the vocabulary is far smaller */
