@@ -165,6 +165,7 @@ void broker_destroy(broker_t **bp)
         return;
     broker_t *b = *bp;
     metrics_destroy(&b->metrics); /* stops the HTTP thread first */
+    record_release(b);
     for (size_t i = 0; i < b->n_replies; i++)
         free(b->replies[i].frame);
     free(b->replies);

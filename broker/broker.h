@@ -96,6 +96,7 @@ typedef struct broker {
     int64_t started_at;       /* Unix seconds when the broker was built */
     int64_t policy_loaded_at; /* Unix seconds when the policy in force was loaded */
     metrics_t *metrics;       /* watchdog, counters' snapshot, HTTP endpoint if configured */
+    struct record_acks *acks; /* record.c: the turn's acks, one entry per recipient at its end */
 } broker_t;
 
 typedef struct broker_options {

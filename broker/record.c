@@ -11,6 +11,7 @@
 #include "record.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -514,4 +515,12 @@ void record_turn_end(broker_t *b)
     } else if (rc > 0) {
         b->turn_acks_only = 0; /* a signed checkpoint is committed with an fsync */
     }
+}
+
+void record_release(broker_t *b)
+{
+    if (b == NULL)
+        return;
+    free(b->acks);
+    b->acks = NULL;
 }

@@ -173,4 +173,7 @@ int record_stopped(struct broker *b);
  * On failure the turn fails. */
 void record_turn_end(struct broker *b);
 
+/* Free what record.c keeps between calls (b->acks); safe to call twice. */
+void record_release(struct broker *b);
+
 #endif
