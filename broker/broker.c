@@ -113,6 +113,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     }
     b->seq_at_start = (uint64_t)last_seq;
+    b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
     /* The trail notes each start (key, policy, version). If it cannot be
      * written the broker starts all the same: every action then needs an
      * entry of its own and is refused while none can be written. */

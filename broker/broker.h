@@ -74,6 +74,9 @@ typedef struct broker {
     size_t n_replies, cap_replies;
     broker_stats_t stats;
     uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
+    /* Deliveries above this seq are committed but their commit is not synced
+     * yet: they wait (UINT64_MAX when every commit is synced). */
+    uint64_t push_limit_seq;
     int turn_failed;       /* a store write failed: roll the turn back, commit nothing */
     /* Nothing but Ack, Flow and Heartbeat frames this turn: its writes (acks)
      * claim nothing to anyone, so it commits without an fsync

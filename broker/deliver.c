@@ -80,6 +80,7 @@ typedef struct push_state {
     broker_t *broker;
     receiver_t *receiver;
     int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
+    int held;       /* stopped at a delivery whose commit is not synced yet */
 } push_state_t;
 
 /* The content of a delivery by reference: the item's signed Signal reduced
@@ -155,6 +156,10 @@ static int push_one(const store_delivery_t *d, void *arg)
     push_state_t *st = arg;
     receiver_t *r = st->receiver;
     broker_t *b = st->broker;
+    if (d->seq > b->push_limit_seq) {
+        st->held = 1; /* committed, not on disk yet: pushed once its sync returns */
+        return 1;
+    }
     if (!still_allowed(b, d, r->principal)) {
         if (b->n_revocations == SCHAKEL_REVOKE_BATCH) {
             st->stop_errno = EAGAIN; /* the next turn removes these first */
@@ -224,8 +229,8 @@ static void push_receiver(broker_t *b, receiver_t *r)
             r->dirty = 0;
             return;
         }
-        if (st.stop_errno != 0)
-            return; /* peer queue full: stays dirty */
+        if (st.stop_errno != 0 || st.held)
+            return; /* peer queue full, or the rest not synced yet: stays dirty */
         if ((size_t)visited < room) {
             r->dirty = 0; /* mailbox drained up to the window */
             return;
