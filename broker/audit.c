@@ -78,7 +78,10 @@ static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_
     for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
         const store_audit_value_t *v = &e->field[i];
         if (!v->present) {
-            sink(arg, &tag_absent, 1);
+            /* A field added later is left out when absent, so that entries
+             * written before it existed hash as they did. */
+            if (!store_audit_fields[i].encoded_if_present)
+                sink(arg, &tag_absent, 1);
         } else if (store_audit_fields[i].is_integer) {
             sink(arg, &tag_integer, 1);
             put_be64(sink, arg, (uint64_t)v->number);
@@ -212,7 +215,15 @@ typedef struct verify_state {
     store_audit_checkpoint_t *cps;        /* this batch's checkpoints, in seq order */
     size_t n_cps, cap_cps, next_cp;
     int out_of_memory;
+    /* The acked-delivery index check: (delivery seq, entry seq) pairs the
+     * entries listed since the last look-up round, at most
+     * VERIFY_ACKED_PAIRS (the scan pauses to look them up). */
+    uint64_t (*acked)[2];
+    size_t n_acked;
+    int acked_pause;
 } verify_state_t;
+
+#define VERIFY_ACKED_PAIRS 65536u /* 1 MiB of pairs */
 
 static void verify_broken(verify_state_t *st, uint64_t seq, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -341,6 +352,47 @@ static int verify_entry_itself(verify_state_t *st, const store_audit_entry_t *e,
     return 0;
 }
 
+/* The first way the acked-delivery index disagrees with the entries. */
+static void verify_index_problem(verify_state_t *st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void verify_index_problem(verify_state_t *st, const char *fmt, ...)
+{
+    va_list ap;
+    if (!st->report->index_intact)
+        return;
+    st->report->index_intact = 0;
+    va_start(ap, fmt);
+    vsnprintf(st->report->index_problem, sizeof st->report->index_problem, fmt, ap);
+    va_end(ap);
+}
+
+/* An acked entry's seqs, into the pairs the next look-up round checks.
+ * Returns 1 when the scan should pause for that round. */
+static int verify_collect_acked(verify_state_t *st, const store_audit_entry_t *e)
+{
+    const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERY_SEQS];
+    uint64_t seqs[STORE_AUDIT_MAX_ACKED_SEQS];
+    if (!v->present)
+        return 0;
+    size_t n = store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS);
+    if (n == 0) {
+        verify_index_problem(st, "entry %llu lists delivery_seqs that are not a seq list",
+                             (unsigned long long)e->seq);
+        return 0;
+    }
+    if (st->acked == NULL && (st->acked = malloc(VERIFY_ACKED_PAIRS * sizeof *st->acked)) == NULL) {
+        st->out_of_memory = 1;
+        return 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        st->acked[st->n_acked][0] = seqs[i];
+        st->acked[st->n_acked++][1] = e->seq;
+    }
+    st->report->acked_seqs += n;
+    return st->n_acked + STORE_AUDIT_MAX_ACKED_SEQS > VERIFY_ACKED_PAIRS;
+}
+
 static int verify_entry(const store_audit_entry_t *e, void *arg)
 {
     verify_state_t *st = arg;
@@ -356,6 +408,51 @@ static int verify_entry(const store_audit_entry_t *e, void *arg)
     st->report->entries++;
     st->report->last_seq = e->seq;
     memcpy(st->report->last_hash, recomputed, STORE_AUDIT_HASH_BYTES);
+    st->acked_pause = verify_collect_acked(st, e);
+    return st->acked_pause;
+}
+
+/* A look-up round: the index must name, for each delivery an entry lists,
+ * that entry. Returns 0, or -1 on a read error. */
+static int verify_acked_round(store_t *store, verify_state_t *st)
+{
+    for (size_t i = 0; i < st->n_acked && st->report->index_intact; i++) {
+        uint64_t delivery = st->acked[i][0], listed_by = st->acked[i][1], named = 0;
+        int rc = store_audit_acked_lookup(store, delivery, &named);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            verify_index_problem(st,
+                                 "entry %llu lists delivery %llu as acked, but the index does not "
+                                 "name it",
+                                 (unsigned long long)listed_by, (unsigned long long)delivery);
+        else if (named != listed_by)
+            verify_index_problem(st,
+                                 "entry %llu lists delivery %llu as acked, but the index names "
+                                 "entry %llu for it",
+                                 (unsigned long long)listed_by, (unsigned long long)delivery,
+                                 (unsigned long long)named);
+    }
+    st->n_acked = 0;
+    return 0;
+}
+
+/* After an intact chain: the index holds no row beyond those the entries
+ * list (each listed one was looked up). Rows for entries after the last
+ * one verified (a live broker goes on writing) are not counted. */
+static int verify_index_end(store_t *store, verify_state_t *st)
+{
+    uint64_t rows = 0;
+    int rc = store_audit_acked_count(store, st->report->last_seq, &rows);
+    if (rc <= 0)
+        return rc; /* -1, or 0: a store from before the index */
+    st->report->index_checked = 1;
+    if (rows != st->report->acked_seqs)
+        verify_index_problem(st,
+                             "the index holds %llu rows for entries up to %llu, but those "
+                             "entries list %llu acked deliveries",
+                             (unsigned long long)rows, (unsigned long long)st->report->last_seq,
+                             (unsigned long long)st->report->acked_seqs);
     return 0;
 }
 
@@ -397,7 +494,11 @@ static int verify_batch(store_t *store, verify_state_t *st)
         return -1;
     if (st->out_of_memory)
         return -1;
-    return store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH, verify_entry, st);
+    st->acked_pause = 0;
+    int n = store_audit_scan(store, after, SCHAKEL_AUDIT_VERIFY_BATCH, verify_entry, st);
+    if (n < 0 || st->out_of_memory || verify_acked_round(store, st) != 0)
+        return -1;
+    return n;
 }
 
 int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
@@ -409,6 +510,7 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
     memset(report, 0, sizeof *report);
     memset(&st, 0, sizeof st);
     report->intact = 1;
+    report->index_intact = 1;
     st.keys = keys;
     st.n_keys = keys != NULL ? n_keys : 0;
     st.anchor = anchor;
@@ -421,10 +523,11 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
             result = -1;
             break;
         }
-        if (!report->intact || (size_t)n < SCHAKEL_AUDIT_VERIFY_BATCH)
+        if (!report->intact || ((size_t)n < SCHAKEL_AUDIT_VERIFY_BATCH && !st.acked_pause))
             break;
     }
-    if (result == 0 && report->intact && verify_end(store, &st) != 0)
+    if (result == 0 && report->intact &&
+        (verify_end(store, &st) != 0 || (report->intact && verify_index_end(store, &st) != 0)))
         result = -1;
     if (result != 0) {
         report->intact = 0;
@@ -432,6 +535,7 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
                  st.out_of_memory ? "out of memory" : store_errmsg(store));
     }
     free(st.cps);
+    free(st.acked);
     return result;
 }
 
@@ -570,7 +674,9 @@ static const char *shown_text(const store_audit_entry_t *e, int i, int withhold_
     return e->field[i].text != NULL ? e->field[i].text : "";
 }
 
-char *audit_entry_json(const store_audit_entry_t *e, int withhold_subject)
+/* audit_entry_json, and for the export the count of seqs left out of an
+ * acked entry's delivery_seqs (shown when not 0). */
+static char *entry_json(const store_audit_entry_t *e, int withhold_subject, size_t seqs_withheld)
 {
     text_buf_t b = {0};
     char time_text[32], hash_hex[2 * STORE_AUDIT_HASH_BYTES + 1];
@@ -589,6 +695,8 @@ char *audit_entry_json(const store_audit_entry_t *e, int withhold_subject)
         else
             buf_json_string(&b, shown_text(e, i, withhold_subject));
     }
+    if (seqs_withheld > 0)
+        buf_printf(&b, ",\"delivery_seqs_withheld\":%zu", seqs_withheld);
     syntax_hex(e->hash, STORE_AUDIT_HASH_BYTES, hash_hex);
     buf_puts(&b, ",\"hash\":");
     buf_json_string(&b, hash_hex);
@@ -598,6 +706,11 @@ char *audit_entry_json(const store_audit_entry_t *e, int withhold_subject)
     }
     buf_puts(&b, "}");
     return buf_take(&b);
+}
+
+char *audit_entry_json(const store_audit_entry_t *e, int withhold_subject)
+{
+    return entry_json(e, withhold_subject, 0);
 }
 
 char *audit_entry_line(const store_audit_entry_t *e, int withhold_subject)
@@ -635,10 +748,14 @@ typedef struct export_item {
 typedef struct export_state {
     export_item_t *items;
     size_t n_items, cap_items;
-    uint64_t *deliveries; /* delivery seqs of the subject's deliveries */
+    uint64_t *deliveries; /* delivery seqs of the subject's deliveries (sorted once all known) */
     size_t n_deliveries, cap_deliveries;
     int out_of_memory;
 } export_state_t;
+
+/* The text of an acked entry's delivery_seqs as the export shows it: the
+ * subject's own seqs, each up to 19 digits and a comma. */
+#define EXPORT_SEQS_TEXT (STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u)
 
 static int grow(void **array, size_t *cap, size_t n, size_t size)
 {
@@ -653,19 +770,67 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-static int export_add(const store_audit_entry_t *e, void *arg)
+/* Keep an entry's rendering (json is taken; NULL: out of memory). */
+static int export_keep(export_state_t *st, uint64_t seq, char *json)
 {
-    export_state_t *st = arg;
-    char *json = audit_entry_json(e, 0);
     if (json == NULL ||
         grow((void **)&st->items, &st->cap_items, st->n_items, sizeof *st->items) != 0) {
         free(json);
         st->out_of_memory = 1;
         return 1;
     }
-    st->items[st->n_items].seq = e->seq;
+    st->items[st->n_items].seq = seq;
     st->items[st->n_items++].json = json;
     return 0;
+}
+
+static int export_add(const store_audit_entry_t *e, void *arg)
+{
+    return export_keep(arg, e->seq, audit_entry_json(e, 0));
+}
+
+static int seq_order(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int export_is_subjects(const export_state_t *st, uint64_t seq)
+{
+    return bsearch(&seq, st->deliveries, st->n_deliveries, sizeof seq, seq_order) != NULL;
+}
+
+/* An acked entry found through the acked-delivery index: one recipient's
+ * acks of one turn. It is shown with only the subject's deliveries in
+ * delivery_seqs, and the number of the others ("delivery_seqs_withheld"):
+ * the recipient's other deliveries are not the subject's to see. An entry
+ * that lists none of them (the index disagrees: verify names it) is left
+ * out; a damaged one is shown as it is. */
+static int export_add_acked(const store_audit_entry_t *e, void *arg)
+{
+    export_state_t *st = arg;
+    uint64_t seqs[STORE_AUDIT_MAX_ACKED_SEQS];
+    char shown[EXPORT_SEQS_TEXT];
+    const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERY_SEQS];
+    size_t n = v->present && e->damage == NULL
+                   ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS)
+                   : 0;
+    if (n == 0)
+        return export_add(e, arg);
+    size_t used = 0, kept = 0;
+    shown[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        if (!export_is_subjects(st, seqs[i]))
+            continue;
+        used += (size_t)snprintf(shown + used, sizeof shown - used, "%s%llu", kept ? "," : "",
+                                 (unsigned long long)seqs[i]);
+        kept++;
+    }
+    if (kept == 0)
+        return 0;
+    store_audit_entry_t copy = *e;
+    copy.field[STORE_AUDIT_DELIVERY_SEQS].text = shown;
+    return export_keep(st, e->seq, entry_json(&copy, 0, n - kept));
 }
 
 static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
@@ -742,8 +907,21 @@ int audit_subject_export(store_t *store, const char *pseudonym, char **json_out,
         return -1;
     }
     int rc = store_audit_scan_subject(store, tag, export_add_subject_entry, &st);
-    for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++)
+    if (st.n_deliveries > 1) {
+        size_t unique = 1;
+        qsort(st.deliveries, st.n_deliveries, sizeof *st.deliveries, seq_order);
+        for (size_t i = 1; i < st.n_deliveries; i++)
+            if (st.deliveries[i] != st.deliveries[unique - 1])
+                st.deliveries[unique++] = st.deliveries[i];
+        st.n_deliveries = unique;
+    }
+    /* Per delivery: its own entries (queued, expired, revoked, and an ack
+     * recorded before schema 6) and the acked entry that lists it. */
+    for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++) {
         rc = store_audit_scan_delivery(store, st.deliveries[i], export_add, &st);
+        if (rc >= 0 && !st.out_of_memory)
+            rc = store_audit_scan_acked(store, st.deliveries[i], export_add_acked, &st);
+    }
     if (rc >= 0 && !st.out_of_memory)
         *json_out = export_document(&st, pseudonym, tag);
     export_free(&st);

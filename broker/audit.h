@@ -49,7 +49,9 @@ void audit_set_int(store_audit_entry_t *entry, enum store_audit_field field, int
 /* The canonical bytes of an entry following prev (docs/OPERATIONS.md):
  * AUDIT_ENTRY_DOMAIN || prev(32) || seq(u64 BE) || at(i64 BE) || each field
  * in enum order as 0x00 (absent), 0x01 || len(u32 BE) || UTF-8 bytes (text)
- * or 0x02 || value(i64 BE) (integer). Writes at most outlen bytes to out
+ * or 0x02 || value(i64 BE) (integer); a field added later
+ * (store_audit_fields' encoded_if_present: delivery_seqs) is left out
+ * entirely when absent, so older entries keep their bytes. Writes at most outlen bytes to out
  * (may be NULL with outlen 0) and returns the full length, so a caller can
  * size its buffer with a first call. */
 size_t audit_entry_encode(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
@@ -108,17 +110,29 @@ typedef struct audit_verify_report {
      * altered, moved) or of the checkpoint that fails, and why. */
     uint64_t broken_seq;
     char problem[512];
+    /* The acked-delivery index (audit_acks: derived from the entries, what
+     * the data-subject export looks acks up in), checked once the chain is
+     * intact: index_checked 0 for a store from before it. acked_seqs is
+     * what the verified entries list; index_intact 0 when the index
+     * disagrees with them (a row missing, extra or naming another entry),
+     * index_problem says where first. It leaves intact as the chain is. */
+    int index_checked, index_intact;
+    uint64_t acked_seqs;
+    char index_problem[256];
 } audit_verify_report_t;
 
 /* Recompute the chain from entry 1 and check every checkpoint: its
  * signature under one of keys (Ed25519 public keys; a checkpoint signed
  * by another key fails) and that it certifies the recomputed hash at its
  * seq; and, when anchor is not NULL, the anchor. Stops at the first
- * failure, in seq order. Works on a reader (store_open_reader). Returns 0
- * when the verification ran (report->intact says how it ended), -1 when
- * the store could not be read (report->problem says why). Memory is bounded
- * (SCHAKEL_AUDIT_VERIFY_BATCH entries' checkpoints at a time); time is one
- * BLAKE2b per entry and one Ed25519 verification per checkpoint. */
+ * failure, in seq order. Then, on an intact chain, the acked-delivery
+ * index against the entries' seq lists. Works on a reader
+ * (store_open_reader). Returns 0 when the verification ran
+ * (report->intact and index_intact say how it ended), -1 when the store
+ * could not be read (report->problem says why). Memory is bounded
+ * (SCHAKEL_AUDIT_VERIFY_BATCH entries' checkpoints and 1 MiB of listed
+ * acks at a time); time is one BLAKE2b per entry, one Ed25519
+ * verification per checkpoint and one index look-up per listed ack. */
 int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
                  const audit_anchor_t *anchor, audit_verify_report_t *report);
 
@@ -130,12 +144,15 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
  * subject, with recipient and partner, sender, kind, theme, the fields the
  * recipient got, rule id and hash, purpose, legal basis, time; and earlier
  * exports) and the entries that follow up those deliveries (acks,
- * expiries), in seq order; each as audit_entry_json renders it. pseudonym
- * must be a valid pseudonym (syntax_is_pseudonym). Uses the subject index:
- * O(log n + matches). Reads only; auditing the export is the caller's
- * (record_subject_export in the broker; an offline reader cannot write to
- * the broker's trail). Returns 0 with *json_out malloc'd (caller frees), or
- * -1 with err filled. */
+ * expiries), in seq order, each once; each as audit_entry_json renders
+ * it, but for an acked entry that lists several deliveries: its
+ * delivery_seqs then shows only the subject's, and
+ * "delivery_seqs_withheld" counts the others. pseudonym must be a valid
+ * pseudonym (syntax_is_pseudonym). Uses the subject index, then per
+ * delivery the delivery and acked-delivery indexes: O(log n) each. Reads
+ * only; auditing the export is the caller's (record_subject_export in the
+ * broker; an offline reader cannot write to the broker's trail). Returns
+ * 0 with *json_out malloc'd (caller frees), or -1 with err filled. */
 int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,
                          size_t errlen);
 

@@ -1,12 +1,14 @@
 /*
  * record.c — decisions recorded as key=value events and as audit entries
- * (see record.h).
+ * (see record.h), and the turn's acks, kept until its end (b->acks) to be
+ * recorded as one entry per recipient.
  *
  * Records ids and metadata only, never contents. Trusts its callers: every
  * id passed here was validated by the wire module or comes from the policy;
  * free texts (refusal texts, policy errors, operator details) are cleaned
- * to printable UTF-8 before they are kept. A failure to write an entry
- * fails the turn: the action is then not committed (fail closed).
+ * to printable UTF-8 before they are kept. A failure to write an entry (or
+ * to keep an ack) fails the turn: the action is then not committed (fail
+ * closed).
  */
 #include "record.h"
 
@@ -45,7 +47,11 @@ static int record_append(broker_t *b, store_audit_entry_t *entry)
     return -1;
 }
 
-/* Append and commit at once (actions that are not part of a turn). */
+static int record_acks_flush(broker_t *b);
+
+/* Append and commit at once (actions that are not part of a turn). Acks
+ * kept for the turn's end are recorded first: nothing commits a removed
+ * delivery without its entry. */
 static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
 {
     if (b->turn_failed) {
@@ -53,6 +59,8 @@ static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
                   "error", "the current turn already failed", NULL);
         return -1;
     }
+    if (record_acks_flush(b) != 0)
+        return -1;
     if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
         return 0;
     log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
@@ -235,19 +243,162 @@ void record_delivered(const char *recipient, uint64_t seq, int redelivery)
               redelivery ? "true" : "false", NULL);
 }
 
+/* ------------------------------------------------------------------ acks */
+
+/*
+ * An ack is kept, not recorded, until its turn ends: record_turn_end then
+ * writes one "delivery.acked" entry per recipient that acked in the turn,
+ * listing its seqs (delivery_seqs, canonical: ascending, "7,9,12"), into
+ * the turn's transaction before its commit, so the deletes commit with
+ * their record or not at all. An entry lists at most
+ * STORE_AUDIT_MAX_ACKED_SEQS (a receiver's largest window): a recipient
+ * that acks more in one turn gets an entry per that many, each written as
+ * it fills. Memory: per recipient that acked in the turn, an array that
+ * grows with its acks up to that bound; arrays are kept for the next turns
+ * (those of the first RECORD_ACKERS_KEPT recipients).
+ */
+typedef struct record_acker {
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint64_t *seqs;
+    size_t n, cap;
+} record_acker_t;
+
+struct record_acks {
+    record_acker_t *ackers; /* the first n_active acked in this turn */
+    size_t n_active, n_ackers, cap_ackers;
+    size_t last; /* the acker of the last ack: acks come a frame at a time */
+    char text[STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u]; /* up to 19 digits and a comma each */
+};
+
+#define RECORD_ACKERS_KEPT 16u
+#define RECORD_ACKER_FIRST_CAP 64u
+
+/* An ack that cannot be kept fails the turn: it then does not happen. */
+static int record_acks_failed(broker_t *b, const char *why)
+{
+    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.acked", "error", why, NULL);
+    broker_fail_turn(b);
+    return -1;
+}
+
+/* The recipient's acker of this turn, made if need be; NULL when out of
+ * memory. */
+static record_acker_t *record_acker_for(struct record_acks *acks, const char *recipient)
+{
+    if (acks->last < acks->n_active && strcmp(acks->ackers[acks->last].recipient, recipient) == 0)
+        return &acks->ackers[acks->last];
+    for (size_t i = 0; i < acks->n_active; i++)
+        if (strcmp(acks->ackers[i].recipient, recipient) == 0)
+            return &acks->ackers[acks->last = i];
+    if (acks->n_active == acks->n_ackers) {
+        if (acks->n_ackers == acks->cap_ackers) {
+            size_t cap = acks->cap_ackers ? acks->cap_ackers * 2 : 4;
+            record_acker_t *grown = realloc(acks->ackers, cap * sizeof *grown);
+            if (grown == NULL)
+                return NULL;
+            acks->ackers = grown;
+            acks->cap_ackers = cap;
+        }
+        memset(&acks->ackers[acks->n_ackers++], 0, sizeof *acks->ackers);
+    }
+    record_acker_t *a = &acks->ackers[acks->last = acks->n_active++];
+    memcpy(a->recipient, recipient, strlen(recipient) + 1);
+    a->n = 0;
+    return a;
+}
+
+static int record_seq_order(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, c = *(const uint64_t *)y;
+    return (a > c) - (a < c);
+}
+
+/* delivery_seqs of the acker's seqs: sorted, each once (a seq is acked
+ * once anyway: the second ack of it finds no delivery). */
+static const char *record_acker_text(struct record_acks *acks, record_acker_t *a)
+{
+    size_t used = 0;
+    qsort(a->seqs, a->n, sizeof *a->seqs, record_seq_order);
+    acks->text[0] = '\0';
+    for (size_t i = 0; i < a->n; i++) {
+        if (i > 0 && a->seqs[i] == a->seqs[i - 1])
+            continue;
+        used += (size_t)snprintf(acks->text + used, sizeof acks->text - used, "%s%llu",
+                                 used > 0 ? "," : "", (unsigned long long)a->seqs[i]);
+    }
+    return acks->text;
+}
+
+/* One entry for the acker's seqs; the acker is empty afterwards. */
+static int record_acker_write(broker_t *b, record_acker_t *a)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, a->recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, a->recipient);
+    audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, record_acker_text(b->acks, a));
+    a->n = 0;
+    return record_append(b, &e);
+}
+
+/* Forget the turn's acks (recorded, or rolled back with their turn). */
+static void record_acks_clear(struct record_acks *acks)
+{
+    if (acks == NULL)
+        return;
+    for (size_t i = 0; i < acks->n_active; i++)
+        acks->ackers[i].n = 0;
+    acks->n_active = 0;
+    acks->last = 0;
+    while (acks->n_ackers > RECORD_ACKERS_KEPT)
+        free(acks->ackers[--acks->n_ackers].seqs);
+}
+
+/* Record the turn's acks: an entry per recipient. On failure the turn has
+ * failed (record_append); the acks are forgotten either way. */
+static int record_acks_flush(broker_t *b)
+{
+    struct record_acks *acks = b->acks;
+    int rc = 0;
+    if (acks == NULL)
+        return 0;
+    for (size_t i = 0; rc == 0 && i < acks->n_active; i++)
+        if (acks->ackers[i].n > 0)
+            rc = record_acker_write(b, &acks->ackers[i]);
+    record_acks_clear(acks);
+    return rc;
+}
+
 int record_acked(broker_t *b, const char *recipient, uint64_t seq)
 {
     char seq_s[24];
-    store_audit_entry_t e;
     if (log_enabled(LOG_DEBUG)) {
         snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)seq);
         log_event(LOG_DEBUG, "delivery.acked", "recipient", recipient, "seq", seq_s, NULL);
     }
-    audit_entry_init(&e, "delivery.acked");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, recipient);
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
-    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)seq);
-    return record_append(b, &e);
+    if (b->turn_failed)
+        return -1; /* rolled back: neither this ack nor its record will be */
+    if (recipient == NULL || strlen(recipient) > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return record_acks_failed(b, "the recipient is no principal id");
+    if (b->acks == NULL && (b->acks = calloc(1, sizeof *b->acks)) == NULL)
+        return record_acks_failed(b, "out of memory");
+    record_acker_t *a = record_acker_for(b->acks, recipient);
+    if (a == NULL)
+        return record_acks_failed(b, "out of memory");
+    if (a->n == a->cap) { /* below the bound: a full list was written and emptied */
+        size_t cap = a->cap ? a->cap * 2 : RECORD_ACKER_FIRST_CAP;
+        if (cap > STORE_AUDIT_MAX_ACKED_SEQS)
+            cap = STORE_AUDIT_MAX_ACKED_SEQS;
+        uint64_t *grown = realloc(a->seqs, cap * sizeof *grown);
+        if (grown == NULL)
+            return record_acks_failed(b, "out of memory");
+        a->seqs = grown;
+        a->cap = cap;
+    }
+    a->seqs[a->n++] = seq;
+    /* A full list is recorded at once; the recipient's next acks start
+     * another entry. */
+    return a->n == STORE_AUDIT_MAX_ACKED_SEQS ? record_acker_write(b, a) : 0;
 }
 
 int record_expired(broker_t *b, const store_expired_t *x)
@@ -494,7 +645,7 @@ int record_stopped(broker_t *b)
 {
     store_audit_entry_t e;
     audit_entry_init(&e, "broker.stopped");
-    if (audit_append(b->store, b->key, record_now(b), &e) != 0 ||
+    if (record_acks_flush(b) != 0 || audit_append(b->store, b->key, record_now(b), &e) != 0 ||
         audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
         log_event(LOG_ERROR, "audit.write_failed", "entry", "broker.stopped", "error",
                   store_errmsg(b->store), NULL);
@@ -506,8 +657,13 @@ int record_stopped(broker_t *b)
 
 void record_turn_end(broker_t *b)
 {
-    if (b->turn_failed)
-        return; /* rolled back anyway; the next turn checks again */
+    if (b->turn_failed) {
+        /* rolled back anyway, acks included; the next turn checks again */
+        record_acks_clear(b->acks);
+        return;
+    }
+    if (record_acks_flush(b) != 0)
+        return; /* the turn failed: its acks roll back with it */
     int rc = audit_checkpoint(b->store, b->key, record_now(b), 0);
     if (rc < 0) {
         log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);
@@ -519,8 +675,11 @@ void record_turn_end(broker_t *b)
 
 void record_release(broker_t *b)
 {
-    if (b == NULL)
+    if (b == NULL || b->acks == NULL)
         return;
+    for (size_t i = 0; i < b->acks->n_ackers; i++)
+        free(b->acks->ackers[i].seqs);
+    free(b->acks->ackers);
     free(b->acks);
     b->acks = NULL;
 }

@@ -70,6 +70,13 @@ int record_queued(struct broker *b, const record_delivery_t *delivery);
  * queued entry, and receipt is the ack entry. */
 void record_delivered(const char *recipient, uint64_t seq, int redelivery);
 
+/* A delivery acked by its recipient (its delete is in the turn's
+ * transaction). Kept until the turn ends: record_turn_end writes one
+ * "delivery.acked" entry per recipient listing the turn's acked seqs
+ * (more only past STORE_AUDIT_MAX_ACKED_SEQS seqs, an entry per that many,
+ * written as each fills). Returns 0, or -1 with the turn failed: out of
+ * memory, an entry that could not be written, or a turn that failed
+ * before; the ack must then not be counted. */
 int record_acked(struct broker *b, const char *recipient, uint64_t seq);
 
 /* A delivery's retention ended: its body is gone, a tombstone stays. */
@@ -168,9 +175,14 @@ int record_case_viewed(struct broker *b, const char *principal, const char *case
 int record_started(struct broker *b);
 int record_stopped(struct broker *b);
 
-/* Before each turn's commit: a signed checkpoint when entries have waited
+/* Before each turn's commit (every commit of a turn that may hold acks
+ * must come after it): the turn's "delivery.acked" entries (record_acked),
+ * then a signed checkpoint when entries have waited
  * SCHAKEL_AUDIT_CHECKPOINT_IVL_S (the count-based one happens on append).
- * On failure the turn fails. */
+ * On failure the turn fails. A turn that failed before writes nothing and
+ * forgets its acks (they roll back with it). The entries that commit at
+ * once (record_policy_*, record_started, record_stopped) write kept acks
+ * first, in the same transaction. */
 void record_turn_end(struct broker *b);
 
 /* Free what record.c keeps between calls (b->acks); safe to call twice. */

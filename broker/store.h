@@ -9,7 +9,7 @@
  * does not wait). Callers group many operations into one transaction per
  * loop turn (store_begin .. store_commit). Nothing outside store.c,
  * store_delivery.c, store_count.c, store_schema.c, store_expire.c,
- * store_seal.c, store_audit.c and store_case.c (joined by
+ * store_seal.c, store_audit.c, store_case.c and store_sync.c (joined by
  * store_internal.h) knows SQL, so a later backend
  * (PostgreSQL) replaces those files only. Errors are returned (-1) with a
  * message retrievable by store_errmsg; the caller decides.
@@ -101,6 +101,34 @@ int store_commit(store_t *store);
  * A store_commit whose sync fails returns -1 with the transaction
  * committed but not known to be durable (see store_sync_failed). */
 int store_commit_unsynced(store_t *store);
+
+/* The syncer (store_sync.c): a thread that syncs the WAL while the loop
+ * goes on. The loop commits a turn with store_commit_unsynced, then asks
+ * store_syncer_request for a ticket; once store_syncer_collect (or _wait)
+ * reports a synced ticket >= that one, the turn is on disk and its answers
+ * may go out. A sync covers every commit made before its request.
+ * A failed sync is final: collect and wait return -1 from then on, and the
+ * store handle is poisoned (store_sync_failed), as for a failed sync in
+ * store_commit. Loop thread only; one syncer per store. */
+typedef struct store_syncer store_syncer_t;
+/* NULL with err filled when the store has no WAL file to sync (an
+ * in-memory store) or the thread cannot start: the caller then commits
+ * with store_commit. */
+store_syncer_t *store_syncer_start(store_t *store, char *err, size_t errlen);
+/* Readable (an eventfd, for poll) after each finished sync. */
+int store_syncer_fd(const store_syncer_t *syncer);
+/* A ticket for every commit made so far; the thread starts a sync. */
+uint64_t store_syncer_request(store_syncer_t *syncer);
+/* Non-blocking: *synced = the highest ticket known durable; -1 if a sync
+ * failed. */
+int store_syncer_collect(store_syncer_t *syncer, uint64_t *synced);
+/* Blocks until ticket is durable (or a sync failed: -1). */
+int store_syncer_wait(store_syncer_t *syncer, uint64_t ticket, uint64_t *synced);
+/* Stops the thread (a sync in progress finishes first); requests not yet
+ * synced stay unsynced. */
+void store_syncer_stop(store_syncer_t **syncer);
+/* The highest delivery seq handed out by this handle (or read at open). */
+uint64_t store_delivery_high(const store_t *store);
 /* 1 after a store_commit whose WAL sync failed: the transaction is visible
  * but perhaps not on disk, and every later call on this handle fails. The
  * broker stops (systemd starts it again); SQLite then recovers what is
@@ -469,13 +497,33 @@ enum store_audit_field {
     STORE_AUDIT_EXPIRES_AT,        /* integer: Unix seconds */
     STORE_AUDIT_REASON,            /* text: reason code or cause of a refusal */
     STORE_AUDIT_DETAIL,            /* text: further metadata, key=value words */
+    /* text (schema 6): the deliveries a "delivery.acked" entry records, as
+     * canonical seq list (store_audit_seqs_parse); encoded only when
+     * present, so that entries written before it hash as they did */
+    STORE_AUDIT_DELIVERY_SEQS,
     STORE_AUDIT_FIELD_COUNT
 };
 
 typedef struct store_audit_field_info {
     const char *name; /* column name, and the entry's JSON key */
     int is_integer;
+    /* A field added after the first 21: the canonical encoding leaves it
+     * out when absent (instead of an absent tag). */
+    int encoded_if_present;
 } store_audit_field_info_t;
+
+/* Seqs one "delivery.acked" entry lists at most: a receiver's largest
+ * window (SCHAKEL_MAX_WINDOW), so that one recipient's acks of one turn
+ * fit one entry whenever it acks only what it was sent. */
+#define STORE_AUDIT_MAX_ACKED_SEQS 1024u
+
+/* A seq list as an entry's delivery_seqs holds it: 1 to
+ * STORE_AUDIT_MAX_ACKED_SEQS decimal seqs in 1..INT64_MAX, strictly
+ * ascending, without leading zeros, separated by single commas ("7,9,12").
+ * One spelling per set of seqs, so the hash covers the set. Returns the
+ * number of seqs (and the first min(n, max) of them in seqs, which may be
+ * NULL), or 0 when text is not such a list. Safe on any input. */
+size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max);
 
 /* Indexed by enum store_audit_field. */
 extern const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT];
@@ -529,10 +577,15 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
  * insert one entry whose seq must be the tail's + 1 and whose hash the
  * caller computed (audit.c). Text fields are refused unless valid UTF-8 of
  * at most SCHAKEL_AUDIT_MAX_TEXT_LEN bytes; a text field given an integer,
- * or the other way round, is refused; event is required. A failed insert
- * leaves the transaction without the entry. Returns 0 or -1; on a full
- * disk store_last_error_is_unavailable says so. Cost: one table append and
- * up to two index inserts (subject, delivery_seq), O(log n). */
+ * or the other way round, is refused; event is required. delivery_seqs
+ * is refused unless it is a canonical seq list (store_audit_seqs_parse) on
+ * a "delivery.acked" entry without delivery_seq; each of its seqs is
+ * indexed (audit_acks: delivery seq -> entry seq) with the entry, and a
+ * seq indexed before refuses it. A failed insert leaves the transaction
+ * without the entry and its index rows. Returns 0 or -1; on a full disk
+ * store_last_error_is_unavailable says so. Cost: one table append and up
+ * to two index inserts (subject, delivery_seq), O(log n); an acked entry
+ * one small insert per seq instead, inside a savepoint. */
 int store_audit_append(store_t *store, const store_audit_entry_t *entry);
 
 /* Inside the caller's open transaction: insert a checkpoint for an entry
@@ -548,15 +601,27 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
  * store_audit_scan: entries with seq > after_seq in seq order, at most
  * limit. store_audit_scan_subject: entries whose subject is exactly
  * `subject`, in seq order (the subject index: O(log n + matches)).
- * store_audit_scan_delivery: entries that name this delivery seq, in seq
- * order (index). store_audit_checkpoint_scan: checkpoints with
- * after_seq < seq <= up_to_seq, in seq order. */
+ * store_audit_scan_delivery: entries that name this delivery seq in
+ * delivery_seq, in seq order (index). store_audit_scan_acked: the entry
+ * whose delivery_seqs lists it, through audit_acks (two key lookups; none
+ * on a store older than schema 6). store_audit_checkpoint_scan:
+ * checkpoints with after_seq < seq <= up_to_seq, in seq order. */
 typedef int (*store_audit_fn)(const store_audit_entry_t *entry, void *arg);
 typedef int (*store_audit_checkpoint_fn)(const store_audit_checkpoint_t *checkpoint, void *arg);
 int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn,
                      void *arg);
 int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg);
 int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
+int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
+
+/* The acked-delivery index (audit_acks), for audit_verify's check that it
+ * agrees with the entries. store_audit_acked_lookup: 1 with *audit_seq the
+ * entry the index names for this delivery, 0 when it names none, -1 on
+ * error. store_audit_acked_count: 1 with *count its rows that name an
+ * entry up to up_to_seq (a full walk of the index), 0 when the store
+ * predates it (schema < 6; lookups then find nothing), -1 on error. */
+int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq);
+int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
 int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
                                 store_audit_checkpoint_fn fn, void *arg);
 

@@ -1,6 +1,7 @@
 /*
  * store_audit.c — the audit trail's rows: entries and signed checkpoints
- * appended inside the caller's transaction, the trail's tail, scans (in seq
+ * appended inside the caller's transaction, the index of acked deliveries
+ * (audit_acks) written with their entries, the trail's tail, scans (in seq
  * order, by subject, by delivery), and a keyless read-only opening of a
  * store for offline readers. Knows SQL, not hashes or signatures: audit.c
  * computes and checks those. Trusts nothing read back: a row that cannot
@@ -42,14 +43,24 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
     [STORE_AUDIT_EXPIRES_AT] = {"expires_at", 1},
     [STORE_AUDIT_REASON] = {"reason", 0},
     [STORE_AUDIT_DETAIL] = {"detail", 0},
+    [STORE_AUDIT_DELIVERY_SEQS] = {"delivery_seqs", 0, 1},
 };
 
-#define AUDIT_FIELD_COLUMNS                                                                        \
+/* The schema step that added delivery_seqs and audit_acks (store_schema.c,
+ * 5 -> 6). An offline reader may open an older store: its entries then
+ * read with delivery_seqs absent, and it has no acked-delivery index. */
+#define AUDIT_ACKS_SCHEMA_VERSION 6
+
+#define AUDIT_FIELD_COLUMNS_BEFORE_ACKS                                                            \
     "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"         \
     " item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"              \
     " legal_basis,"                                                                                \
     " fields, expires_at, reason, detail"
+#define AUDIT_FIELD_COLUMNS AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs"
 #define AUDIT_ROW_COLUMNS "seq, at, " AUDIT_FIELD_COLUMNS ", hash"
+/* The same columns from a store older than schema 6. */
+#define AUDIT_ROW_COLUMNS_BEFORE_ACKS                                                              \
+    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", NULL AS delivery_seqs, hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
 
 /* Result columns of the entry scans: seq, at, the fields, hash. */
@@ -62,7 +73,7 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
         "SELECT seq, at FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
     [AUDIT_STMT_APPEND] = "INSERT INTO audit (" AUDIT_ROW_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5,"
                           " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
-                          " ?20, ?21, ?22, ?23, ?24)",
+                          " ?20, ?21, ?22, ?23, ?24, ?25)",
     [AUDIT_STMT_CHECKPOINT_ADD] =
         "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5)",
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
@@ -74,6 +85,26 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
                                  " WHERE delivery_seq = ?1 ORDER BY seq",
     [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
                                    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
+    [AUDIT_STMT_ACKED_ADD] = "INSERT INTO audit_acks (delivery_seq, audit_seq) VALUES (?1, ?2)",
+    /* two rowid lookups: the index row, then the entry */
+    [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq ="
+                              " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
+    [AUDIT_STMT_ACKED_LOOKUP] = "SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1",
+    [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_acks WHERE audit_seq <= ?1",
+    [AUDIT_STMT_SAVEPOINT] = "SAVEPOINT audit_acked",
+    [AUDIT_STMT_RELEASE] = "RELEASE audit_acked",
+    [AUDIT_STMT_ROLLBACK_TO] = "ROLLBACK TO audit_acked",
+};
+
+/* The entry scans for a store older than schema 6 (offline readers only:
+ * the broker's own store is migrated when it opens). */
+static const char *const audit_sql_before_acks[AUDIT_STMT_COUNT] = {
+    [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq > ?1"
+                        " ORDER BY seq LIMIT ?2",
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
+                                " WHERE subject_tag = ?1 ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
+                                 " WHERE delivery_seq = ?1 ORDER BY seq",
 };
 
 /* ------------------------------------------------------------------ statements */
@@ -91,20 +122,62 @@ static int audit_columns_match(store_t *store, sqlite3_stmt *stmt)
     return 0;
 }
 
+/* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
+ * them, -1 on error. The broker's own store always has them (store_open
+ * migrates it); an offline reader asks the file, once per statement it
+ * prepares (and on each call that needs the index of an older store). */
+static int audit_has_acks(store_t *store)
+{
+    int64_t version = 0;
+    if (!store->audit_reader)
+        return 1;
+    if (store_query_int64(store, "PRAGMA user_version", &version) != 0)
+        return -1;
+    return version >= AUDIT_ACKS_SCHEMA_VERSION;
+}
+
+/* A reader's scan prepared for a store from before schema 6 that a
+ * broker has upgraded since (a `schakelctl audit tail` left running
+ * across the upgrade): finalized, to be prepared again with the column.
+ * Returns 0, or -1 on error. */
+static int audit_stmt_refresh(store_t *store, enum store_audit_stmt_id id)
+{
+    sqlite3_stmt *stmt = store->audit_stmt[id];
+    if (!store->audit_reader || audit_sql_before_acks[id] == NULL ||
+        strcmp(sqlite3_sql(stmt), audit_sql_before_acks[id]) != 0)
+        return 0;
+    int has_acks = audit_has_acks(store);
+    if (has_acks > 0) {
+        sqlite3_finalize(stmt);
+        store->audit_stmt[id] = NULL;
+    }
+    return has_acks < 0 ? -1 : 0;
+}
+
 /* The statement, prepared at its first use on this connection. */
 static sqlite3_stmt *audit_stmt(store_t *store, enum store_audit_stmt_id id)
 {
+    if (store->audit_stmt[id] != NULL && audit_stmt_refresh(store, id) != 0)
+        return NULL;
     if (store->audit_stmt[id] != NULL)
         return store->audit_stmt[id];
+    const char *sql = audit_sql[id];
+    int is_scan = id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT ||
+                  id == AUDIT_STMT_SCAN_DELIVERY || id == AUDIT_STMT_SCAN_ACKED;
+    if (is_scan && audit_sql_before_acks[id] != NULL) {
+        int has_acks = audit_has_acks(store);
+        if (has_acks < 0)
+            return NULL;
+        if (!has_acks)
+            sql = audit_sql_before_acks[id];
+    }
     sqlite3_stmt *stmt = NULL;
-    if (sqlite3_prepare_v3(store->db, audit_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
+    if (sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
         SQLITE_OK) {
         store_fail(store, "audit: prepare");
         return NULL;
     }
-    if ((id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT ||
-         id == AUDIT_STMT_SCAN_DELIVERY) &&
-        audit_columns_match(store, stmt) != 0) {
+    if (is_scan && audit_columns_match(store, stmt) != 0) {
         sqlite3_finalize(stmt);
         return NULL;
     }
@@ -185,6 +258,38 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail)
     return 0;
 }
 
+/* ------------------------------------------------------------------ seq lists */
+
+size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max)
+{
+    size_t n = 0;
+    uint64_t last = 0;
+    const char *p = text;
+    if (p == NULL)
+        return 0;
+    for (;;) {
+        uint64_t value = 0;
+        if (*p < '1' || *p > '9') /* no empty item, sign, space or leading zero */
+            return 0;
+        while (*p >= '0' && *p <= '9') {
+            uint64_t digit = (uint64_t)(*p++ - '0');
+            if (value > ((uint64_t)INT64_MAX - digit) / 10)
+                return 0;
+            value = value * 10 + digit;
+        }
+        if (value <= last || n == STORE_AUDIT_MAX_ACKED_SEQS)
+            return 0;
+        if (seqs != NULL && n < max)
+            seqs[n] = value;
+        n++;
+        last = value;
+        if (*p == '\0')
+            return n;
+        if (*p++ != ',')
+            return 0;
+    }
+}
+
 /* ------------------------------------------------------------------ append */
 
 static int audit_check_text(store_t *store, const store_audit_value_t *v)
@@ -198,6 +303,30 @@ static int audit_check_text(store_t *store, const store_audit_value_t *v)
     return 0;
 }
 
+/* delivery_seqs: a canonical list, on an acked entry that names no single
+ * delivery_seq (an entry names its deliveries one way or the other, and the
+ * index is of acks only). Returns the number of seqs, or 0 (refused). */
+static size_t audit_check_acked(store_t *store, const store_audit_entry_t *e, uint64_t *seqs)
+{
+    const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERY_SEQS];
+    const char *event = e->field[STORE_AUDIT_EVENT].text;
+    size_t n =
+        v->text != NULL ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS) : 0;
+    if (n == 0) {
+        char why[128];
+        snprintf(why, sizeof why,
+                 "delivery_seqs is not a list of 1 to %u ascending seqs (\"7,9,12\")",
+                 STORE_AUDIT_MAX_ACKED_SEQS);
+        store_refuse(store, "audit append", why);
+    } else if (event == NULL || strcmp(event, "delivery.acked") != 0)
+        store_refuse(store, "audit append", "only a delivery.acked entry lists delivery_seqs");
+    else if (e->field[STORE_AUDIT_DELIVERY_SEQ].present)
+        store_refuse(store, "audit append", "an entry has delivery_seq or delivery_seqs, not both");
+    else
+        return n;
+    return 0;
+}
+
 static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
 {
     if (e == NULL || !e->field[STORE_AUDIT_EVENT].present) {
@@ -205,6 +334,8 @@ static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
         return -1;
     }
     for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        if (i == STORE_AUDIT_DELIVERY_SEQS)
+            continue; /* its own rules: audit_check_acked */
         const store_audit_value_t *v = &e->field[i];
         if (!v->present)
             continue;
@@ -234,24 +365,9 @@ static int audit_bind_fields(store_t *store, sqlite3_stmt *stmt, const store_aud
     return 0;
 }
 
-/* Cost: one append to the rowid b-tree and an index insert for subject
- * and for delivery_seq where present, O(log n); no extra fsync (the
- * caller's transaction commits it with everything else). */
-int store_audit_append(store_t *store, const store_audit_entry_t *entry)
+/* Insert the entry row itself (the statement is finished either way). */
+static int audit_insert_row(store_t *store, const store_audit_entry_t *entry)
 {
-    store_audit_tail_t tail;
-    if (store_enter(store, "audit append") != 0)
-        return -1;
-    if (!audit_txn_open(store)) {
-        store_refuse(store, "audit append", "no transaction is open (call store_begin first)");
-        return -1;
-    }
-    if (audit_check_entry(store, entry) != 0 || store_audit_tail(store, &tail) != 0)
-        return -1;
-    if (entry->seq != tail.seq + 1 || entry->seq > INT64_MAX) {
-        store_refuse(store, "audit append", "the entry's seq does not follow the trail's last");
-        return -1;
-    }
     sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_APPEND);
     if (stmt == NULL)
         return -1;
@@ -262,7 +378,87 @@ int store_audit_append(store_t *store, const store_audit_entry_t *entry)
         store_stmt_finish(stmt);
         return -1;
     }
-    if (store_stmt_run(store, stmt, "audit append") != 0)
+    return store_stmt_run(store, stmt, "audit append");
+}
+
+/* The acked-delivery index rows of an entry: delivery seq -> entry seq. A
+ * seq indexed before (acked twice?) fails on the primary key. */
+static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t *seqs, size_t n)
+{
+    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_ACKED_ADD);
+    if (stmt == NULL)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (store_bind_int64(store, stmt, 1, (int64_t)seqs[i]) != 0 ||
+            store_bind_int64(store, stmt, 2, (int64_t)audit_seq) != 0) {
+            store_stmt_finish(stmt);
+            return -1;
+        }
+        if (store_stmt_run(store, stmt, "audit acked index") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Run a savepoint statement; a failure is recorded under what unless
+ * quiet (a ROLLBACK TO after a failure keeps that failure's message). */
+static int audit_savepoint_step(store_t *store, enum store_audit_stmt_id id, const char *what,
+                                int quiet)
+{
+    sqlite3_stmt *stmt = audit_stmt(store, id);
+    if (stmt == NULL)
+        return -1;
+    if (!quiet)
+        return store_stmt_run(store, stmt, what);
+    int rc = sqlite3_step(stmt);
+    store_stmt_finish(stmt);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* An acked entry with its index rows, inside a savepoint: both or neither,
+ * so that a refused index row leaves the transaction as it was. */
+static int audit_append_acked(store_t *store, const store_audit_entry_t *entry,
+                              const uint64_t *seqs, size_t n)
+{
+    if (audit_savepoint_step(store, AUDIT_STMT_SAVEPOINT, "audit savepoint", 0) != 0)
+        return -1;
+    if (audit_insert_row(store, entry) == 0 && audit_insert_acked(store, entry->seq, seqs, n) == 0)
+        return audit_savepoint_step(store, AUDIT_STMT_RELEASE, "audit release", 0);
+    /* SQLite may have rolled the whole transaction back by itself (a full
+     * disk): then there is no savepoint left, and nothing to undo. */
+    if (audit_txn_open(store)) {
+        (void)audit_savepoint_step(store, AUDIT_STMT_ROLLBACK_TO, NULL, 1);
+        (void)audit_savepoint_step(store, AUDIT_STMT_RELEASE, NULL, 1);
+    }
+    return -1;
+}
+
+/* Cost: one append to the rowid b-tree and an index insert for subject
+ * and for delivery_seq where present, O(log n); for an acked entry one
+ * insert into audit_acks per seq instead; no extra fsync (the caller's
+ * transaction commits it with everything else). */
+int store_audit_append(store_t *store, const store_audit_entry_t *entry)
+{
+    store_audit_tail_t tail;
+    uint64_t seqs[STORE_AUDIT_MAX_ACKED_SEQS];
+    size_t n_seqs = 0;
+    if (store_enter(store, "audit append") != 0)
+        return -1;
+    if (!audit_txn_open(store)) {
+        store_refuse(store, "audit append", "no transaction is open (call store_begin first)");
+        return -1;
+    }
+    if (audit_check_entry(store, entry) != 0 || store_audit_tail(store, &tail) != 0)
+        return -1;
+    if (entry->field[STORE_AUDIT_DELIVERY_SEQS].present &&
+        (n_seqs = audit_check_acked(store, entry, seqs)) == 0)
+        return -1;
+    if (entry->seq != tail.seq + 1 || entry->seq > INT64_MAX) {
+        store_refuse(store, "audit append", "the entry's seq does not follow the trail's last");
+        return -1;
+    }
+    if ((n_seqs > 0 ? audit_append_acked(store, entry, seqs, n_seqs)
+                    : audit_insert_row(store, entry)) != 0)
         return -1;
     store->audit_tail.seq = entry->seq;
     memcpy(store->audit_tail.hash, entry->hash, STORE_AUDIT_HASH_BYTES);
@@ -423,6 +619,93 @@ int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit
         return -1;
     }
     return scan_rows(store, stmt, fn, arg, "audit delivery scan");
+}
+
+/* The acked-delivery statements need audit_acks: on an older store (an
+ * offline reader's) there is nothing to find. Returns the statement, or
+ * NULL with *absent set (older store) or not (error). */
+static sqlite3_stmt *acked_stmt(store_t *store, enum store_audit_stmt_id id, int *absent)
+{
+    *absent = 0;
+    if (store->audit_stmt[id] == NULL) {
+        int has_acks = audit_has_acks(store);
+        if (has_acks <= 0) {
+            *absent = has_acks == 0;
+            return NULL;
+        }
+    }
+    return audit_stmt(store, id);
+}
+
+/* Cost: two rowid lookups (audit_acks, then audit). */
+int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg)
+{
+    int absent = 0;
+    if (store_enter(store, "audit acked scan") != 0 || fn == NULL)
+        return -1;
+    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
+        return 0;
+    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_SCAN_ACKED, &absent);
+    if (stmt == NULL)
+        return absent ? 0 : -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return scan_rows(store, stmt, fn, arg, "audit acked scan");
+}
+
+int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq)
+{
+    int absent = 0;
+    if (store_enter(store, "audit acked lookup") != 0 || audit_seq == NULL)
+        return -1;
+    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
+        return 0;
+    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_ACKED_LOOKUP, &absent);
+    if (stmt == NULL)
+        return absent ? 0 : -1;
+    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), found = 0;
+    if (rc == SQLITE_ROW) {
+        int64_t value = sqlite3_column_int64(stmt, 0);
+        *audit_seq = value > 0 ? (uint64_t)value : 0;
+        found = 1;
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "audit acked lookup");
+        found = -1;
+    }
+    store_stmt_finish(stmt);
+    return found;
+}
+
+/* Cost: a walk of audit_acks (it has no index on audit_seq: only
+ * verification asks this). */
+int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
+{
+    int absent = 0;
+    if (store_enter(store, "audit acked count") != 0 || count == NULL)
+        return -1;
+    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_ACKED_COUNT, &absent);
+    if (stmt == NULL)
+        return absent ? 0 : -1;
+    if (store_bind_int64(store, stmt, 1, up_to_seq > INT64_MAX ? INT64_MAX : (int64_t)up_to_seq) !=
+        0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = -1;
+    if (rc == SQLITE_ROW) {
+        *count = (uint64_t)sqlite3_column_int64(stmt, 0);
+        result = 1;
+    } else {
+        store_fail(store, "audit acked count");
+    }
+    store_stmt_finish(stmt);
+    return result;
 }
 
 static void row_checkpoint(sqlite3_stmt *stmt, store_audit_checkpoint_t *cp)

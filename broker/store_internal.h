@@ -71,6 +71,13 @@ enum store_audit_stmt_id {
     AUDIT_STMT_SCAN_SUBJECT,
     AUDIT_STMT_SCAN_DELIVERY,
     AUDIT_STMT_CHECKPOINT_SCAN,
+    AUDIT_STMT_ACKED_ADD, /* schema 6: audit_acks */
+    AUDIT_STMT_SCAN_ACKED,
+    AUDIT_STMT_ACKED_LOOKUP,
+    AUDIT_STMT_ACKED_COUNT,
+    AUDIT_STMT_SAVEPOINT, /* an acked entry and its index rows, or neither */
+    AUDIT_STMT_RELEASE,
+    AUDIT_STMT_ROLLBACK_TO,
     AUDIT_STMT_COUNT
 };
 

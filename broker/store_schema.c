@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -98,6 +98,18 @@
  * item to its case itself. A delivery is then one single-row INSERT, for
  * which SQLite keeps no statement journal (an undo copy of every page the
  * statement touches, which cost more than the insert).
+ *
+ * Step 5 -> 6 makes one "delivery.acked" entry record many acks: a
+ * recipient's acks of one turn go into one entry whose new column
+ * delivery_seqs lists them ("7,9,12", store_audit_seqs_parse), instead of
+ * an entry per seq in delivery_seq. The column is nullable and encoded
+ * only when present, so every entry written before hashes as it did.
+ * audit_acks maps each listed seq to its entry (the data-subject export's
+ * lookup, O(log n)); it is derived from the entries, written in the same
+ * transaction, append-only like them, and audit_verify checks that the
+ * two agree. Entries written before keep delivery_seq, found through
+ * audit_by_delivery as before; new acked entries leave it empty, so they
+ * cost no row in that index.
  */
 typedef struct schema_step {
     const char *sql;
@@ -329,6 +341,18 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "DROP TRIGGER deliveries_extend_retention;"
      "DROP TRIGGER deliveries_case_items;"
      "PRAGMA user_version = 5;",
+     NULL},
+    /* 5 -> 6: one acked entry per recipient and turn, and its index */
+    {"ALTER TABLE audit ADD COLUMN delivery_seqs TEXT;"
+     "CREATE TABLE audit_acks ("
+     "  delivery_seq INTEGER PRIMARY KEY CHECK (delivery_seq > 0),"
+     "  audit_seq INTEGER NOT NULL CHECK (audit_seq > 0)"
+     ");"
+     "CREATE TRIGGER audit_acks_append_only_update BEFORE UPDATE ON audit_acks"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "PRAGMA user_version = 6;",
      NULL},
 };
 

@@ -206,16 +206,29 @@ static schakel_signal_t ondermijning(const char *subject, const char *ref)
     return s;
 }
 
-/* Receive n deliveries; ack those whose message id is in ack_ids. */
-static void receive_and_ack(schakel_client_t *om, size_t n, uint8_t (*ack_ids)[16], size_t n_ack)
+/* Receive n deliveries; ack those whose message id is in ack_ids, all in
+ * one Ack frame (one turn of the broker: one "delivery.acked" entry).
+ * Their seqs go to acked_seqs, ascending (the caller has room for n_ack). */
+static void receive_and_ack(schakel_client_t *om, size_t n, uint8_t (*ack_ids)[16], size_t n_ack,
+                            uint64_t *acked_seqs)
 {
+    size_t n_acked = 0;
     for (size_t i = 0; i < n; i++) {
         schakel_delivery_t *d = h_receive(om);
         for (size_t k = 0; k < n_ack; k++)
-            if (memcmp(d->message_id, ack_ids[k], 16) == 0)
-                assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+            if (memcmp(d->message_id, ack_ids[k], 16) == 0) {
+                assert_true(n_acked < n_ack);
+                size_t at = n_acked++;
+                while (at > 0 && acked_seqs[at - 1] > d->seq) {
+                    acked_seqs[at] = acked_seqs[at - 1];
+                    at--;
+                }
+                acked_seqs[at] = d->seq;
+            }
         schakel_delivery_free(&d);
     }
+    assert_int_equal(n_acked, n_ack);
+    assert_int_equal(schakel_ack_many(om, acked_seqs, n_acked), SCHAKEL_OK);
 }
 
 /* ------------------------------------------------------------------ the trail of a broker */
@@ -238,6 +251,7 @@ static size_t export_entries(const char *json, const char *event)
 /* What exercise_broker did, for the checks. */
 typedef struct exercised {
     char id_hex[4][33]; /* A1, A2 (subject A), B1 (subject B), N1 (no subject) */
+    uint64_t acked[2];  /* om's seqs of A1 and B1, ascending: acked in one frame */
     uint32_t recipients_a;
     char old_hash[65], new_hash[65]; /* the policy before and after the reload */
 } exercised_t;
@@ -276,7 +290,7 @@ static void exercise_broker(h_env_t *env, exercised_t *x)
     uint8_t acked[2][16];
     memcpy(acked[0], ids[0], 16);
     memcpy(acked[1], ids[2], 16);
-    receive_and_ack(om, 4, acked, 2);
+    receive_and_ack(om, 4, acked, 2, x->acked);
     assert_int_equal(h_backlog(om), 2);
 
     schakel_signal_t denied = ondermijning(NULL, "BVH-AUDIT-5");
@@ -403,10 +417,23 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
                                " AND legal_basis <> '' AND fields LIKE '%subject%'",
                                tag_a1),
                      recipients_a);
+    /* One Ack frame, one turn: one entry listing both seqs, ascending, and
+     * indexed; no entry of the shape before schema 6. */
+    char seqs[64];
+    snprintf(seqs, sizeof seqs, "%llu,%llu", (unsigned long long)x->acked[0],
+             (unsigned long long)x->acked[1]);
     assert_int_equal(store_int(env,
                                "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
-                               " AND actor = 'om/parket'",
-                               NULL),
+                               " AND actor = 'om/parket' AND recipient = 'om/parket'"
+                               " AND delivery_seqs = ?1 AND delivery_seq IS NULL",
+                               seqs),
+                     1);
+    assert_int_equal(
+        store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit_acks k JOIN audit a"
+                               " ON a.seq = k.audit_seq WHERE a.delivery_seqs = ?1",
+                               seqs),
                      2);
     assert_int_equal(store_int(env,
                                "SELECT count(*) FROM audit WHERE event IN"
@@ -442,6 +469,8 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
              (long long)entries, (long long)checkpoints, checkpoints == 1 ? "" : "s");
     if (strstr(res.out, expected) == NULL)
         fail_msg("verify said:\n%s\nexpected: %s", res.out, expected);
+    if (strstr(res.out, "acked-delivery index agrees with the entries: 2 acked deliveries") == NULL)
+        fail_msg("verify said nothing of the index:\n%s", res.out);
     h_cli_result_free(&res);
 
     /* The export of A: A's deliveries, the ack of the one that was acked,
@@ -451,12 +480,27 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
                 store_key, NULL) != 0)
         fail_msg("subject: %d\n%s", res.status, res.err);
     assert_int_equal(export_entries(res.out, "delivery.queued"), recipients_a);
-    assert_int_equal(export_entries(res.out, "delivery.acked"), recipients_a / 2);
-    assert_int_equal(export_entries(res.out, NULL), recipients_a + recipients_a / 2);
+    assert_int_equal(export_entries(res.out, "delivery.acked"), 1);
+    assert_int_equal(export_entries(res.out, NULL), recipients_a + 1);
     assert_null(strstr(res.out, SUBJECT_B));
     assert_non_null(strstr(res.out, "\"subject\":\"" SUBJECT_A "\""));
     assert_null(strstr(res.out, "auth."));
     assert_non_null(strstr(res.out, "\"legal_basis\":\"Wpg art. 16 lid 1 sub a\""));
+    /* The ack entry lists A1's and B1's seqs (A1 was published first): A's
+     * export shows A1's, and that one other was withheld. */
+    snprintf(expected, sizeof expected, "\"delivery_seqs\":\"%llu\",\"delivery_seqs_withheld\":1,",
+             (unsigned long long)x.acked[0]);
+    if (strstr(res.out, expected) == NULL)
+        fail_msg("the export lacks %s:\n%s", expected, res.out);
+    h_cli_result_free(&res);
+    if (ctl_run(env, &res, "audit", "subject", SUBJECT_B, "--store", env->store_path, "--store-key",
+                store_key, NULL) != 0)
+        fail_msg("subject: %d\n%s", res.status, res.err);
+    assert_int_equal(export_entries(res.out, "delivery.acked"), 1);
+    snprintf(expected, sizeof expected, "\"delivery_seqs\":\"%llu\",\"delivery_seqs_withheld\":1,",
+             (unsigned long long)x.acked[1]);
+    if (strstr(res.out, expected) == NULL)
+        fail_msg("the export lacks %s:\n%s", expected, res.out);
     h_cli_result_free(&res);
 
     /* tail: metadata only, subjects withheld. */
@@ -470,6 +514,30 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     assert_non_null(strstr(res.out, "event=delivery.queued"));
     assert_non_null(strstr(res.out, "subject_tag=withheld"));
     h_cli_result_free(&res);
+    /* The acked entry with its whole list, as a line and as JSON. */
+    snprintf(
+        from, sizeof from, "%lld",
+        (long long)store_int(env, "SELECT seq FROM audit WHERE event = 'delivery.acked'", NULL));
+    char list[64];
+    snprintf(list, sizeof list, "%llu,%llu", (unsigned long long)x.acked[0],
+             (unsigned long long)x.acked[1]);
+    for (int json = 0; json < 2; json++) {
+        assert_int_equal(ctl_run(env, &res, "audit", "tail", "--store", env->store_path, "--from",
+                                 from, "--count", "1", json ? "--json" : "--no-follow", NULL),
+                         0);
+        if (json)
+            snprintf(expected, sizeof expected,
+                     "\"event\":\"delivery.acked\",\"actor\":\"om/parket\","
+                     "\"recipient\":\"om/parket\",\"delivery_seqs\":\"%s\"",
+                     list);
+        else
+            snprintf(expected, sizeof expected,
+                     "event=delivery.acked actor=om/parket recipient=om/parket delivery_seqs=%s",
+                     list);
+        if (strstr(res.out, expected) == NULL)
+            fail_msg("tail said:\n%s\nexpected: %s", res.out, expected);
+        h_cli_result_free(&res);
+    }
     h_done(env);
 }
 
@@ -482,7 +550,7 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
     assert_int_equal(h_broker_stop(env), 0);
     int64_t target =
         store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL", NULL);
-    enum { ALTERED, REMOVED, SWAPPED, N_ATTACKS };
+    enum { ALTERED, REMOVED, SWAPPED, INDEX_ROW_REMOVED, N_ATTACKS };
     for (int attack = 0; attack < N_ATTACKS; attack++) {
         char copy[192], sql[512], expected[64];
         h_cli_result_t res = {0};
@@ -490,8 +558,12 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
         snprintf(copy, sizeof copy, "%s/copy-%d.db", env->dir, attack);
         copy_file(env->store_path, copy);
         sqlite3 *db = db_open(copy, 1);
-        db_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete");
-        if (attack == ALTERED)
+        db_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
+                    "DROP TRIGGER audit_acks_append_only_delete");
+        if (attack == INDEX_ROW_REMOVED)
+            snprintf(sql, sizeof sql, "DELETE FROM audit_acks WHERE delivery_seq = %llu",
+                     (unsigned long long)x.acked[0]);
+        else if (attack == ALTERED)
             snprintf(sql, sizeof sql,
                      "UPDATE audit SET recipient = 'riec/analyse', recipient_partner = 'riec'"
                      " WHERE seq = %lld",
@@ -508,7 +580,10 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
         sqlite3_close(db);
         ctl_run(env, &res, "audit", "verify", "--store", copy, "--broker-key", env->broker_pub,
                 NULL);
-        snprintf(expected, sizeof expected, "BROKEN at entry %lld:", t);
+        if (attack == INDEX_ROW_REMOVED) /* the chain holds; the index does not */
+            snprintf(expected, sizeof expected, "index DISAGREES with the entries");
+        else
+            snprintf(expected, sizeof expected, "BROKEN at entry %lld:", t);
         if (res.status != CTL_EXIT_BROKEN || strstr(res.out, expected) == NULL)
             fail_msg("attack %d: exit %d, output:\n%s%s\nexpected \"%s\"", attack, res.status,
                      res.out, res.err, expected);

@@ -332,13 +332,14 @@ static void test_field_order_is_the_documented_one(void **state)
         const char *name;
         int is_integer;
     } documented[] = {
-        {"event", 0},        {"actor", 0},       {"peer", 0},
-        {"curve_key", 0},    {"recipient", 0},   {"recipient_partner", 0},
-        {"message_id", 0},   {"item_index", 1},  {"item_seq", 1},
-        {"delivery_seq", 1}, {"kind", 0},        {"theme", 0},
-        {"subject_tag", 0},  {"rule_id", 0},     {"rule_hash", 0},
-        {"purpose", 0},      {"legal_basis", 0}, {"fields", 0},
-        {"expires_at", 1},   {"reason", 0},      {"detail", 0},
+        {"event", 0},         {"actor", 0},       {"peer", 0},
+        {"curve_key", 0},     {"recipient", 0},   {"recipient_partner", 0},
+        {"message_id", 0},    {"item_index", 1},  {"item_seq", 1},
+        {"delivery_seq", 1},  {"kind", 0},        {"theme", 0},
+        {"subject_tag", 0},   {"rule_id", 0},     {"rule_hash", 0},
+        {"purpose", 0},       {"legal_basis", 0}, {"fields", 0},
+        {"expires_at", 1},    {"reason", 0},      {"detail", 0},
+        {"delivery_seqs", 0}, /* schema 6: encoded only when present */
     };
     assert_int_equal(sizeof documented / sizeof documented[0], STORE_AUDIT_FIELD_COUNT);
     for (size_t i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
@@ -346,6 +347,10 @@ static void test_field_order_is_the_documented_one(void **state)
             store_audit_fields[i].is_integer != documented[i].is_integer)
             fail_msg("field %zu is %s, the documentation says %s", i, store_audit_fields[i].name,
                      documented[i].name);
+        /* Only the fields after the first 21 may be left out. */
+        if (store_audit_fields[i].encoded_if_present != (i >= 21))
+            fail_msg("field %zu (%s): encoded_if_present is %d", i, store_audit_fields[i].name,
+                     store_audit_fields[i].encoded_if_present);
     }
 }
 
@@ -390,6 +395,32 @@ static void test_entry_encoding_is_the_documented_one(void **state)
     crypto_generichash(expected_hash, sizeof expected_hash, b.data, b.len, NULL, 0);
     audit_entry_hash(prev, &e, hash);
     assert_memory_equal(hash, expected_hash, 32);
+
+    /* An acked entry of schema 6: the 21 fields as ever, then delivery_seqs
+     * as one more text field, there because it is present. */
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "om/parket");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
+    audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "7,9,12");
+    e.seq = 8;
+    e.at = BASE_TIME + 1;
+    bytes_t acked = {.len = 0};
+    put(&acked, "schakel-audit-v1", 16);
+    put(&acked, prev, 32);
+    put_be(&acked, 8, 8);
+    put_be(&acked, BASE_TIME + 1, 8);
+    put_text_field(&acked, "delivery.acked"); /* event */
+    put_text_field(&acked, "om/parket");      /* actor */
+    put_absent(&acked, 2);                    /* peer, curve_key */
+    put_text_field(&acked, "om/parket");      /* recipient */
+    put_absent(&acked, 16);                   /* recipient_partner .. detail */
+    put_text_field(&acked, "7,9,12");         /* delivery_seqs */
+    len = audit_entry_encode(prev, &e, out, sizeof out);
+    assert_int_equal(len, acked.len);
+    assert_memory_equal(out, acked.data, acked.len);
+    crypto_generichash(expected_hash, sizeof expected_hash, acked.data, acked.len, NULL, 0);
+    audit_entry_hash(prev, &e, hash);
+    assert_memory_equal(hash, expected_hash, 32);
 }
 
 static void test_checkpoint_bytes_are_the_documented_ones(void **state)
@@ -419,6 +450,9 @@ enum mutation {
     MUT_ABSENT_TO_ZERO,
     MUT_INTEGER,
     MUT_BOUNDARY,
+    MUT_SEQS_ADDED,
+    MUT_SEQS_CHANGED,
+    MUT_SEQS_EMPTY,
 };
 
 static void mutated(enum mutation m, store_audit_entry_t *e, uint8_t prev[32])
@@ -462,6 +496,15 @@ static void mutated(enum mutation m, store_audit_entry_t *e, uint8_t prev[32])
         audit_set_text(e, STORE_AUDIT_ACTOR, "a");
         audit_set_text(e, STORE_AUDIT_RECIPIENT, "bc");
         break;
+    case MUT_SEQS_ADDED: /* a field left out when absent still counts when present */
+        audit_set_text(e, STORE_AUDIT_DELIVERY_SEQS, "1,2");
+        break;
+    case MUT_SEQS_CHANGED:
+        audit_set_text(e, STORE_AUDIT_DELIVERY_SEQS, "1,3");
+        break;
+    case MUT_SEQS_EMPTY:
+        audit_set_text(e, STORE_AUDIT_DELIVERY_SEQS, "");
+        break;
     }
 }
 
@@ -482,8 +525,11 @@ static void test_every_change_changes_the_hash(void **state)
         {MUT_ABSENT_TO_ZERO, 0},
         {MUT_INTEGER, 0},
         {MUT_BOUNDARY, 0},
+        {MUT_SEQS_ADDED, 0},
+        {MUT_SEQS_CHANGED, 0},
+        {MUT_SEQS_EMPTY, 0},
     };
-    uint8_t prev[32], base[32], hash[32];
+    uint8_t prev[32], base[32], hash[32], seqs_12[32];
     store_audit_entry_t e;
     mutated(MUT_NONE, &e, prev);
     audit_entry_hash(prev, &e, base);
@@ -493,6 +539,64 @@ static void test_every_change_changes_the_hash(void **state)
         if ((memcmp(hash, base, 32) == 0) != rows[i].same)
             fail_msg("row %zu: the hash %s", i, rows[i].same ? "changed" : "did not change");
     }
+    /* The lists themselves differ in their hash too. */
+    mutated(MUT_SEQS_ADDED, &e, prev);
+    audit_entry_hash(prev, &e, seqs_12);
+    mutated(MUT_SEQS_CHANGED, &e, prev);
+    audit_entry_hash(prev, &e, hash);
+    assert_memory_not_equal(hash, seqs_12, 32);
+}
+
+/* The one spelling of a seq list (store_audit_seqs_parse). */
+static void test_seq_lists_have_one_spelling(void **state)
+{
+    (void)state;
+    static char longest[STORE_AUDIT_MAX_ACKED_SEQS * 8], too_many[sizeof longest + 16];
+    size_t used = 0;
+    for (unsigned i = 1; i <= STORE_AUDIT_MAX_ACKED_SEQS; i++)
+        used += (size_t)snprintf(longest + used, sizeof longest - used, "%s%u", i > 1 ? "," : "",
+                                 i * 3);
+    snprintf(too_many, sizeof too_many, "%s,%u", longest, (STORE_AUDIT_MAX_ACKED_SEQS + 1) * 3);
+    static const struct {
+        const char *text;
+        size_t n;       /* 0: refused */
+        uint64_t first; /* the first and the last seq */
+        uint64_t last;
+    } rows[] = {
+        {"7", 1, 7, 7},
+        {"7,9,12", 3, 7, 12},
+        {"1,9223372036854775807", 2, 1, 9223372036854775807ull},
+        {"", 0, 0, 0},
+        {",7", 0, 0, 0},
+        {"7,", 0, 0, 0},
+        {"7,,9", 0, 0, 0},
+        {"7, 9", 0, 0, 0},
+        {" 7", 0, 0, 0},
+        {"9,7", 0, 0, 0}, /* descending */
+        {"7,7", 0, 0, 0}, /* twice */
+        {"07", 0, 0, 0},  /* a leading zero: a second spelling */
+        {"0", 0, 0, 0},   /* no seq 0 */
+        {"-7", 0, 0, 0},
+        {"+7", 0, 0, 0},
+        {"9223372036854775808", 0, 0, 0},     /* above INT64_MAX */
+        {"99999999999999999999999", 0, 0, 0}, /* overflows */
+        {"7;9", 0, 0, 0},
+        {"7-9", 0, 0, 0},
+        {"0x7", 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint64_t seqs[4] = {0};
+        size_t n = store_audit_seqs_parse(rows[i].text, seqs, 4);
+        if (n != rows[i].n)
+            fail_msg("row %zu \"%s\": %zu seqs, expected %zu", i, rows[i].text, n, rows[i].n);
+        if (n > 0 && (seqs[0] != rows[i].first || seqs[n - 1] != rows[i].last))
+            fail_msg("row %zu: seqs %llu..%llu", i, (unsigned long long)seqs[0],
+                     (unsigned long long)seqs[n - 1]);
+    }
+    assert_int_equal(store_audit_seqs_parse(NULL, NULL, 0), 0);
+    /* Counting without keeping; the bound of one entry. */
+    assert_int_equal(store_audit_seqs_parse(longest, NULL, 0), STORE_AUDIT_MAX_ACKED_SEQS);
+    assert_int_equal(store_audit_seqs_parse(too_many, NULL, 0), 0);
 }
 
 /* ------------------------------------------------------------------ chain and checkpoints */
@@ -1185,6 +1289,428 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     store_close(&reader);
 }
 
+/* ------------------------------------------------------------------ acked entries (schema 6) */
+
+/* Entries as the broker writes them, each appended (and not committed). */
+static void append_entry(store_t *store, store_audit_entry_t *e)
+{
+    if (audit_append(store, broker_key, BASE_TIME, e) != 0)
+        fail_msg("append %s: %s", e->field[STORE_AUDIT_EVENT].text, store_errmsg(store));
+}
+
+static void append_queued(store_t *store, uint64_t delivery, const char *tag)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT_PARTNER, "om");
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)delivery);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, tag);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, "politie-om");
+    append_entry(store, &e);
+}
+
+/* A recipient's acks of one turn (schema 6). */
+static void append_acked_list(store_t *store, const char *recipient, const char *seqs)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
+    audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, seqs);
+    append_entry(store, &e);
+}
+
+/* One ack, as entries before schema 6 recorded it. */
+static void append_acked_one(store_t *store, const char *recipient, uint64_t delivery)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, recipient);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)delivery);
+    append_entry(store, &e);
+}
+
+static int count_entry(const store_audit_entry_t *e, void *arg)
+{
+    (void)e;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static uint64_t acked_entry_of(store_t *store, uint64_t delivery)
+{
+    uint64_t entry = 0;
+    int rc = store_audit_acked_lookup(store, delivery, &entry);
+    assert_true(rc >= 0);
+    return rc == 1 ? entry : 0;
+}
+
+static void test_acked_entries_are_indexed_with_their_entry(void **state)
+{
+    fixture_t *f = *state;
+    static char long_list[STORE_AUDIT_MAX_ACKED_SEQS * 8], too_long[sizeof long_list + 16];
+    size_t used = 0;
+    for (unsigned i = 1; i <= STORE_AUDIT_MAX_ACKED_SEQS; i++)
+        used += (size_t)snprintf(long_list + used, sizeof long_list - used, "%s%u",
+                                 i > 1 ? "," : "", 1000 + i);
+    snprintf(too_long, sizeof too_long, "7,%s", long_list); /* one seq too many */
+    enum {
+        CANONICAL,
+        LONGEST,
+        TOO_MANY,
+        NOT_A_LIST,
+        DESCENDING,
+        OTHER_EVENT,
+        WITH_SEQ,
+        ACKED_BEFORE
+    };
+    static const struct {
+        int kind;
+        int ok;
+        const char *problem;
+    } rows[] = {
+        {CANONICAL, 1, NULL},          {LONGEST, 1, NULL},
+        {TOO_MANY, 0, "not a list"},   {NOT_A_LIST, 0, "not a list"},
+        {DESCENDING, 0, "not a list"}, {OTHER_EVENT, 0, "only a delivery.acked entry"},
+        {WITH_SEQ, 0, "not both"},     {ACKED_BEFORE, 0, "UNIQUE"}, /* 12 is in CANONICAL's list */
+    };
+    uint64_t written = 0;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        store_audit_entry_t e;
+        audit_entry_init(&e, "delivery.acked");
+        audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
+        audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "7,9,12");
+        switch (rows[i].kind) {
+        case CANONICAL:
+            break;
+        case LONGEST:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, long_list);
+            break;
+        case TOO_MANY:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, too_long);
+            break;
+        case NOT_A_LIST:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "7, 9");
+            break;
+        case DESCENDING:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20,15");
+            break;
+        case OTHER_EVENT:
+            audit_set_text(&e, STORE_AUDIT_EVENT, "delivery.expired");
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "30");
+            break;
+        case WITH_SEQ:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "31");
+            audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, 31);
+            break;
+        case ACKED_BEFORE:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "11,12,13");
+            break;
+        }
+        int rc = audit_append(f->store, broker_key, BASE_TIME, &e);
+        if ((rc == 0) != rows[i].ok ||
+            (!rows[i].ok && strstr(store_errmsg(f->store), rows[i].problem) == NULL))
+            fail_msg("row %zu: append returned %d (%s)", i, rc, store_errmsg(f->store));
+        written += rows[i].ok;
+        /* A refused entry leaves no trace, neither row nor index rows, and
+         * the transaction goes on. */
+        store_audit_tail_t tail;
+        assert_int_equal(store_audit_tail(f->store, &tail), 0);
+        assert_int_equal(tail.seq, written);
+        assert_int_equal(store_in_transaction(f->store), 1);
+    }
+    assert_int_equal(acked_entry_of(f->store, 11), 0); /* ACKED_BEFORE's other seqs: gone */
+    assert_int_equal(acked_entry_of(f->store, 13), 0);
+    append_acked_list(f->store, "riec/analyse", "11,13");
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* Every listed seq names its entry; nothing else is indexed. */
+    static const struct {
+        uint64_t delivery, entry;
+    } index[] = {{7, 1},  {9, 1},  {12, 1}, {1001, 2}, {1000 + STORE_AUDIT_MAX_ACKED_SEQS, 2},
+                 {11, 3}, {13, 3}, {8, 0},  {30, 0},   {31, 0}};
+    for (size_t i = 0; i < sizeof index / sizeof index[0]; i++)
+        if (acked_entry_of(f->store, index[i].delivery) != index[i].entry)
+            fail_msg("delivery %llu: indexed to entry %llu, expected %llu",
+                     (unsigned long long)index[i].delivery,
+                     (unsigned long long)acked_entry_of(f->store, index[i].delivery),
+                     (unsigned long long)index[i].entry);
+    uint64_t rows_indexed = 0;
+    assert_int_equal(store_audit_acked_count(f->store, INT64_MAX, &rows_indexed), 1);
+    assert_int_equal(rows_indexed, 3 + STORE_AUDIT_MAX_ACKED_SEQS + 2);
+    assert_int_equal(store_audit_acked_count(f->store, 1, &rows_indexed), 1);
+    assert_int_equal(rows_indexed, 3);
+
+    /* The index is append-only, and its look-ups are key look-ups. */
+    store_close(&f->store);
+    sqlite3 *db = raw_open(f->path);
+    assert_true(raw_exec_fails(db, "UPDATE audit_acks SET audit_seq = 2 WHERE delivery_seq = 7",
+                               "append-only"));
+    assert_true(raw_exec_fails(db, "DELETE FROM audit_acks WHERE delivery_seq = 7", "append-only"));
+    sqlite3_stmt *stmt = NULL;
+    int by_key = 0;
+    assert_int_equal(
+        sqlite3_prepare_v2(db,
+                           "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE seq ="
+                           " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = 7)",
+                           -1, &stmt, NULL),
+        SQLITE_OK);
+    while (sqlite3_step(stmt) == SQLITE_ROW)
+        by_key += strstr((const char *)sqlite3_column_text(stmt, 3), "INTEGER PRIMARY KEY") != NULL;
+    sqlite3_finalize(stmt);
+    assert_int_equal(by_key, 2);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* A trail that mixes both shapes of acked entries: the 40-entry trail of
+ * trail_entry (one ack per entry, as before schema 6), then entries of
+ * the new shape. */
+static void mixed_trail(store_t *store)
+{
+    trail_append(store, broker_key, 1, 40);
+    append_queued(store, 101, tag_a);
+    append_queued(store, 102, tag_b);
+    append_queued(store, 103, tag_a);
+    append_queued(store, 104, tag_b);
+    append_queued(store, 105, NULL);
+    append_acked_list(store, "om/parket", "101,102,103,105"); /* seq 46 */
+    append_acked_one(store, "om/parket", 104);                /* the old shape still verifies */
+    append_acked_list(store, "riec/analyse", "2000");         /* seq 48 */
+    assert_int_equal(store_commit(store), 0);
+}
+
+static void test_verify_checks_mixed_trails_and_the_index(void **state)
+{
+    fixture_t *f = *state;
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    mixed_trail(f->store);
+    store_close(&f->store);
+    verify_path(f->path, keys, 1, NULL, &r);
+    if (!r.intact || !r.index_checked || !r.index_intact)
+        fail_msg("intact=%d index %d/%d: %s %s", r.intact, r.index_checked, r.index_intact,
+                 r.problem, r.index_problem);
+    assert_int_equal(r.entries, 48);
+    assert_int_equal(r.acked_seqs, 5);
+
+    enum {
+        SEQS_ALTERED,
+        SEQS_REMOVED,
+        SEQS_WIDENED,
+        INDEX_ROW_GONE,
+        INDEX_ROW_MOVED,
+        INDEX_ROW_EXTRA,
+        INDEX_ROW_SWAPPED
+    };
+    static const struct {
+        int attack;
+        const char *sql;
+        uint64_t broken_seq; /* 0: the chain holds */
+        const char *problem; /* in problem, or else in index_problem */
+    } rows[] = {
+        {SEQS_ALTERED, "UPDATE audit SET delivery_seqs = '101,103,105' WHERE seq = 46", 46,
+         "does not match its hash"},
+        {SEQS_REMOVED, "UPDATE audit SET delivery_seqs = NULL WHERE seq = 46", 46,
+         "does not match its hash"},
+        {SEQS_WIDENED, "UPDATE audit SET delivery_seqs = '2000,2001' WHERE seq = 48", 48,
+         "does not match its hash"},
+        {INDEX_ROW_GONE, "DELETE FROM audit_acks WHERE delivery_seq = 103", 0,
+         "entry 46 lists delivery 103 as acked, but the index does not name it"},
+        {INDEX_ROW_MOVED, "UPDATE audit_acks SET audit_seq = 48 WHERE delivery_seq = 101", 0,
+         "the index names entry 48 for it"},
+        {INDEX_ROW_EXTRA, "INSERT INTO audit_acks VALUES (104, 46)", 0,
+         "the index holds 6 rows for entries up to 48, but those entries list 5"},
+        {INDEX_ROW_SWAPPED,
+         "UPDATE audit_acks SET delivery_seq = 9999 WHERE delivery_seq = 2000;"
+         "UPDATE audit_acks SET delivery_seq = 2000 WHERE delivery_seq = 105;"
+         "UPDATE audit_acks SET delivery_seq = 105 WHERE delivery_seq = 9999",
+         0, "entry 46 lists delivery 105 as acked, but the index names entry 48"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/attacked-%zu.db", f->dir, i);
+        copy_file(f->path, path);
+        sqlite3 *db = attacker_open(path);
+        raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
+                     "DROP TRIGGER audit_acks_append_only_delete;");
+        raw_exec(db, rows[i].sql);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        verify_path(path, keys, 1, NULL, &r);
+        if (rows[i].broken_seq != 0) {
+            if (r.intact || r.broken_seq != rows[i].broken_seq ||
+                strstr(r.problem, rows[i].problem) == NULL)
+                fail_msg("row %zu: intact=%d at %llu: %s", i, r.intact,
+                         (unsigned long long)r.broken_seq, r.problem);
+        } else if (!r.intact || !r.index_checked || r.index_intact ||
+                   strstr(r.index_problem, rows[i].problem) == NULL) {
+            fail_msg("row %zu: intact=%d index %d/%d: \"%s\"", i, r.intact, r.index_checked,
+                     r.index_intact, r.index_problem);
+        }
+        unlink(path);
+    }
+}
+
+/* A verification that pauses for index look-ups (more listed acks than
+ * one round holds) reads on where it stopped. */
+static void test_verify_of_many_acked_entries(void **state)
+{
+    fixture_t *f = *state;
+    static char list[STORE_AUDIT_MAX_ACKED_SEQS * 8];
+    const unsigned entries = 80; /* 80 x 1024 listed acks: two look-up rounds and more */
+    for (unsigned k = 0; k < entries; k++) {
+        size_t used = 0;
+        for (unsigned i = 0; i < STORE_AUDIT_MAX_ACKED_SEQS; i++)
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%u", i > 0 ? "," : "",
+                                     1 + k * STORE_AUDIT_MAX_ACKED_SEQS + i);
+        append_acked_list(f->store, "om/parket", list);
+        append_acked_one(f->store, "riec/analyse", 1000000 + k);
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    store_close(&f->store);
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    verify_path(f->path, keys, 1, NULL, &r);
+    if (!r.intact || !r.index_checked || !r.index_intact)
+        fail_msg("intact=%d index %d/%d: %s %s", r.intact, r.index_checked, r.index_intact,
+                 r.problem, r.index_problem);
+    assert_int_equal(r.entries, 2 * entries);
+    assert_int_equal(r.acked_seqs, (uint64_t)entries * STORE_AUDIT_MAX_ACKED_SEQS);
+}
+
+/* Whether the export holds text, and how often. */
+static size_t occurrences(const char *json, const char *text)
+{
+    size_t n = 0;
+    for (const char *p = json; (p = strstr(p, text)) != NULL; p += strlen(text))
+        n++;
+    return n;
+}
+
+static void test_export_shows_a_shared_acked_entry_once(void **state)
+{
+    fixture_t *f = *state;
+    char err[256], *json = NULL;
+    mixed_trail(f->store);
+    store_close(&f->store);
+    store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    /* A: its trail_entry deliveries (10, 20, 30, 40, acked at 11, 21, 31),
+     * 101 and 103 (queued at 41, 43), acked together with B's 102 and an
+     * unrelated 105 in entry 46. */
+    export_of(reader, SUBJECT_A, &json);
+    uint64_t seqs[16];
+    static const uint64_t a_seqs[] = {10, 11, 20, 21, 30, 31, 40, 41, 43, 46};
+    size_t n = export_seqs(json, seqs, 16);
+    assert_int_equal(n, sizeof a_seqs / sizeof a_seqs[0]);
+    for (size_t i = 0; i < n; i++)
+        if (seqs[i] != a_seqs[i])
+            fail_msg("entry %zu is seq %llu, expected %llu:\n%s", i, (unsigned long long)seqs[i],
+                     (unsigned long long)a_seqs[i], json);
+    assert_int_equal(
+        occurrences(json, "\"delivery_seqs\":\"101,103\",\"delivery_seqs_withheld\":2,"), 1);
+    assert_null(strstr(json, "\"delivery_seq\":102,")); /* B's */
+    assert_null(strstr(json, "\"delivery_seq\":105,")); /* nobody's */
+    assert_int_equal(occurrences(json, "\"delivery_seqs\":"), 1);
+    free(json);
+    /* B: 5, 15, 25, 35 (acked at 6, 16, 26, 36), 102 and 104 (queued at
+     * 42, 44), 102 acked in entry 46, 104 in entry 47 (the old shape). */
+    export_of(reader, SUBJECT_B, &json);
+    static const uint64_t b_seqs[] = {5, 6, 15, 16, 25, 26, 35, 36, 42, 44, 46, 47};
+    n = export_seqs(json, seqs, 16);
+    assert_int_equal(n, sizeof b_seqs / sizeof b_seqs[0]);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(seqs[i], b_seqs[i]);
+    assert_int_equal(occurrences(json, "\"delivery_seqs\":\"102\",\"delivery_seqs_withheld\":3,"),
+                     1);
+    assert_int_equal(occurrences(json, "\"delivery_seq\":104,"), 2); /* queued, acked */
+    free(json);
+    store_close(&reader);
+}
+
+/* A store written before schema 6 (its tables as step 5 left them): read
+ * as it is by an offline reader, then migrated by the broker's opening,
+ * after which both shapes verify and export together. */
+static void test_store_from_before_acked_lists_migrates(void **state)
+{
+    fixture_t *f = *state;
+    char err[256], *json = NULL;
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    trail_append(f->store, broker_key, 1, 30);
+    store_close(&f->store);
+    sqlite3 *db = raw_open(f->path);
+    raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
+                 "DROP TRIGGER audit_acks_append_only_delete;"
+                 "DROP TABLE audit_acks;"
+                 "ALTER TABLE audit DROP COLUMN delivery_seqs;"
+                 "PRAGMA user_version = 5;");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    /* Offline readers take it as version 5. */
+    verify_path(f->path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+    assert_int_equal(r.entries, 30);
+    assert_false(r.index_checked);
+    store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    export_of(reader, SUBJECT_A, &json);
+    assert_int_equal(occurrences(json, "\"event\":\"delivery.acked\""), 2); /* 11, 21 */
+    free(json);
+    size_t found = 0;
+    assert_int_equal(store_audit_scan_acked(reader, 10, count_entry, &found), 0);
+    assert_int_equal(found, 0);
+    uint64_t indexed = 0, entry = 0;
+    assert_int_equal(store_audit_acked_count(reader, INT64_MAX, &indexed), 0); /* no index */
+    assert_int_equal(store_audit_acked_lookup(reader, 10, &entry), 0);
+    store_close(&reader);
+
+    /* A reader that stays open (a tail) across the upgrade. */
+    store_t *early = reader_ok(f->path);
+    size_t scanned = 0;
+    assert_int_equal(store_audit_scan(early, 0, 100, count_entry, &scanned), 30);
+
+    /* The broker's opening migrates it; the old acks stay where they were. */
+    f->store = open_ok(f->path);
+    db = raw_open(f->path);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 6);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit_acks"), 0);
+    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, tag_a), 0);
+    append_queued(f->store, 500, tag_a);
+    append_acked_list(f->store, "om/parket", "30,500"); /* 30: A's, queued before */
+    assert_int_equal(store_commit(f->store), 0);
+    store_close(&f->store);
+    verify_path(f->path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+    assert_true(r.index_checked);
+    assert_true(r.index_intact);
+    assert_int_equal(r.entries, 32);
+    assert_int_equal(r.acked_seqs, 2);
+    /* The reader opened before the upgrade reads the new column too. */
+    uint8_t pk[1][32];
+    memcpy(pk[0], broker_key->sign_pk, 32);
+    assert_int_equal(audit_verify(early, (const uint8_t(*)[32])pk, 1, NULL, &r), 0);
+    if (!r.intact || !r.index_checked || r.acked_seqs != 2)
+        fail_msg("the early reader: intact=%d index=%d acked=%llu: %s", r.intact, r.index_checked,
+                 (unsigned long long)r.acked_seqs, r.problem);
+    store_close(&early);
+    reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    export_of(reader, SUBJECT_A, &json);
+    uint64_t seqs[16];
+    static const uint64_t a_seqs[] = {10, 11, 20, 21, 30, 31, 32};
+    size_t n = export_seqs(json, seqs, 16);
+    assert_int_equal(n, sizeof a_seqs / sizeof a_seqs[0]);
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(seqs[i], a_seqs[i]);
+    assert_int_equal(occurrences(json, "\"delivery_seqs\":\"30,500\""), 1);
+    free(json);
+    store_close(&reader);
+}
+
 /* ------------------------------------------------------------------ renderings */
 
 static void test_renderings_escape_and_withhold(void **state)
@@ -1237,6 +1763,7 @@ int main(void)
         cmocka_unit_test(test_entry_encoding_is_the_documented_one),
         cmocka_unit_test(test_checkpoint_bytes_are_the_documented_ones),
         cmocka_unit_test(test_every_change_changes_the_hash),
+        cmocka_unit_test(test_seq_lists_have_one_spelling),
         cmocka_unit_test_setup_teardown(test_chain_links_each_entry_to_the_last, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_every_n_entries_and_when_due, setup,
                                         teardown),
@@ -1253,6 +1780,15 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
                                         setup, teardown),
         cmocka_unit_test(test_renderings_escape_and_withhold),
+        cmocka_unit_test_setup_teardown(test_acked_entries_are_indexed_with_their_entry, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_verify_checks_mixed_trails_and_the_index, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_verify_of_many_acked_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_export_shows_a_shared_acked_entry_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_store_from_before_acked_lists_migrates, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -1,0 +1,445 @@
+/*
+ * test_record.c — unit tests of broker/record.c's acks: kept per turn,
+ * recorded at its end as one "delivery.acked" entry per recipient.
+ *
+ * record.c is linked alone with the common code; the audit trail, the
+ * store, the log and the broker's turn are stand-ins defined here, which
+ * keep every entry record.c appends (and can refuse them, as a full disk
+ * would). Entries are checked against the documented layout of
+ * delivery_seqs (docs/OPERATIONS.md): ascending seqs, one comma between.
+ * The real trail, index and verification of these entries are
+ * test_audit.c's; a real broker's, tests/integration/test_audit.c's.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "audit.h"
+#include "broker.h"
+#include "log.h"
+#include "policy.h"
+#include "record.h"
+#include "store.h"
+
+/* ------------------------------------------------------------------ stand-ins */
+
+#define MAX_KEPT 4096
+
+typedef struct kept_entry {
+    char event[64];
+    char actor[160];
+    char recipient[160];
+    char *seqs; /* delivery_seqs, NULL when absent */
+    int has_seq;
+    int64_t seq;   /* delivery_seq */
+    size_t commit; /* commits before it was appended */
+} kept_entry_t;
+
+static struct {
+    kept_entry_t entries[MAX_KEPT];
+    size_t n_entries;
+    size_t commits, rollbacks, write_failed_logs;
+    const char *refuse_event; /* audit_append refuses entries of this event */
+    size_t refuse_after;      /* ... once this many of them were taken */
+} trail;
+
+static char store_token; /* the broker's store: only its address is used */
+
+static void trail_reset(void)
+{
+    for (size_t i = 0; i < trail.n_entries; i++)
+        free(trail.entries[i].seqs);
+    memset(&trail, 0, sizeof trail);
+}
+
+void audit_entry_init(store_audit_entry_t *entry, const char *event)
+{
+    memset(entry, 0, sizeof *entry);
+    audit_set_text(entry, STORE_AUDIT_EVENT, event);
+}
+
+void audit_set_text(store_audit_entry_t *entry, enum store_audit_field field, const char *text)
+{
+    entry->field[field].present = text != NULL;
+    entry->field[field].text = text;
+}
+
+void audit_set_int(store_audit_entry_t *entry, enum store_audit_field field, int64_t value)
+{
+    entry->field[field].present = 1;
+    entry->field[field].number = value;
+}
+
+static size_t taken_of(const char *event)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        n += strcmp(trail.entries[i].event, event) == 0;
+    return n;
+}
+
+int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_entry_t *entry)
+{
+    (void)key, (void)now;
+    assert_ptr_equal(store, (store_t *)&store_token);
+    const char *event = entry->field[STORE_AUDIT_EVENT].text;
+    assert_non_null(event);
+    if (trail.refuse_event != NULL && strcmp(event, trail.refuse_event) == 0 &&
+        taken_of(event) >= trail.refuse_after)
+        return -1;
+    assert_true(trail.n_entries < MAX_KEPT);
+    kept_entry_t *k = &trail.entries[trail.n_entries++];
+    const store_audit_value_t *f = entry->field;
+    snprintf(k->event, sizeof k->event, "%s", event);
+    snprintf(k->actor, sizeof k->actor, "%s",
+             f[STORE_AUDIT_ACTOR].present ? f[STORE_AUDIT_ACTOR].text : "");
+    snprintf(k->recipient, sizeof k->recipient, "%s",
+             f[STORE_AUDIT_RECIPIENT].present ? f[STORE_AUDIT_RECIPIENT].text : "");
+    k->seqs =
+        f[STORE_AUDIT_DELIVERY_SEQS].present ? strdup(f[STORE_AUDIT_DELIVERY_SEQS].text) : NULL;
+    k->has_seq = f[STORE_AUDIT_DELIVERY_SEQ].present;
+    k->seq = f[STORE_AUDIT_DELIVERY_SEQ].number;
+    k->commit = trail.commits;
+    return 0;
+}
+
+int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int force)
+{
+    (void)store, (void)key, (void)now, (void)force;
+    return 0;
+}
+
+int store_commit(store_t *store)
+{
+    (void)store;
+    trail.commits++;
+    return 0;
+}
+
+int store_rollback(store_t *store)
+{
+    (void)store;
+    trail.rollbacks++;
+    return 0;
+}
+
+const char *store_errmsg(const store_t *store)
+{
+    (void)store;
+    return "refused by the test";
+}
+
+int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJECT_TAG_LEN + 1])
+{
+    (void)store, (void)pseudonym;
+    memset(tag, 'a', STORE_SUBJECT_TAG_LEN);
+    tag[STORE_SUBJECT_TAG_LEN] = '\0';
+    return 0;
+}
+
+int log_enabled(log_level_t level)
+{
+    (void)level;
+    return 1; /* the debug lines' code runs too */
+}
+
+void log_event(log_level_t level, const char *event, ...)
+{
+    (void)level;
+    if (strcmp(event, "audit.write_failed") == 0)
+        trail.write_failed_logs++;
+}
+
+const char *policy_hash_hex(const policy_t *policy)
+{
+    (void)policy;
+    return "0000000000000000000000000000000000000000000000000000000000000000";
+}
+
+void broker_fail_turn(broker_t *b)
+{
+    b->turn_failed = 1;
+}
+
+/* ------------------------------------------------------------------ helpers */
+
+static broker_t *test_broker(void)
+{
+    broker_t *b = calloc(1, sizeof *b);
+    assert_non_null(b);
+    b->store = (store_t *)&store_token;
+    b->now_s = 1700000000;
+    b->turn_acks_only = 1;
+    return b;
+}
+
+static void test_broker_free(broker_t **b)
+{
+    record_release(*b);
+    record_release(*b); /* safe twice */
+    assert_null((*b)->acks);
+    free(*b);
+    *b = NULL;
+}
+
+/* The broker's commit_turn after record_turn_end: a failed turn is rolled
+ * back and the next one starts clean. */
+static void turn_end(broker_t *b)
+{
+    record_turn_end(b);
+    if (b->turn_failed)
+        store_rollback(b->store);
+    else
+        store_commit(b->store);
+    b->turn_failed = 0;
+}
+
+static void ack_ok(broker_t *b, const char *recipient, uint64_t seq)
+{
+    if (record_acked(b, recipient, seq) != 0)
+        fail_msg("record_acked(%s, %llu) failed", recipient, (unsigned long long)seq);
+}
+
+/* delivery_seqs as docs/OPERATIONS.md writes it: ascending decimal seqs,
+ * one comma between; the seqs go to out, their number is returned. */
+static size_t documented_seqs(const char *text, uint64_t *out, size_t max)
+{
+    size_t n = 0;
+    const char *p = text;
+    assert_non_null(p);
+    for (;;) {
+        char *end = NULL;
+        assert_true(*p >= '1' && *p <= '9');
+        unsigned long long value = strtoull(p, &end, 10);
+        assert_true(n < max);
+        if (n > 0 && value <= out[n - 1])
+            fail_msg("\"%s\" is not ascending", text);
+        out[n++] = value;
+        if (*end == '\0')
+            return n;
+        assert_int_equal(*end, ',');
+        p = end + 1;
+    }
+}
+
+static const kept_entry_t *acked_entry(size_t i)
+{
+    assert_true(i < trail.n_entries);
+    const kept_entry_t *k = &trail.entries[i];
+    assert_string_equal(k->event, "delivery.acked");
+    assert_string_equal(k->actor, k->recipient); /* the recipient acked */
+    assert_false(k->has_seq);                    /* one shape: the list */
+    assert_non_null(k->seqs);
+    return k;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* A turn's acks of one recipient: nothing until the turn ends, then one
+ * entry with every seq, ascending; an ack entry leaves the turn unsynced. */
+static void test_one_entry_per_recipient_and_turn(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    static const uint64_t acked[] = {9, 3, 7, 1, 5, 3}; /* 3 twice: listed once */
+    for (size_t i = 0; i < sizeof acked / sizeof acked[0]; i++)
+        ack_ok(b, "om/parket", acked[i]);
+    assert_int_equal(trail.n_entries, 0);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    assert_string_equal(acked_entry(0)->recipient, "om/parket");
+    assert_string_equal(acked_entry(0)->seqs, "1,3,5,7,9");
+    assert_int_equal(acked_entry(0)->commit, 0); /* in the turn's transaction */
+    assert_int_equal(trail.commits, 1);
+    assert_int_equal(b->turn_acks_only, 1);
+    /* A turn without acks writes none; the next acks start afresh. */
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    ack_ok(b, "om/parket", 11);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 2);
+    assert_string_equal(acked_entry(1)->seqs, "11");
+    test_broker_free(&b);
+    trail_reset();
+}
+
+static void test_recipients_of_one_turn_get_an_entry_each(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    static const struct {
+        const char *recipient;
+        uint64_t seq;
+    } acks[] = {
+        {"om/parket", 4},    {"riec/analyse", 5}, {"om/parket", 6},
+        {"politie/bvh", 10}, {"riec/analyse", 2}, {"om/parket", 1},
+    };
+    for (size_t i = 0; i < sizeof acks / sizeof acks[0]; i++)
+        ack_ok(b, acks[i].recipient, acks[i].seq);
+    turn_end(b);
+    static const struct {
+        const char *recipient, *seqs;
+    } expected[] = {{"om/parket", "1,4,6"}, {"riec/analyse", "2,5"}, {"politie/bvh", "10"}};
+    assert_int_equal(trail.n_entries, 3);
+    for (size_t i = 0; i < 3; i++) {
+        const kept_entry_t *k = acked_entry(i);
+        if (strcmp(k->recipient, expected[i].recipient) != 0 ||
+            strcmp(k->seqs, expected[i].seqs) != 0)
+            fail_msg("entry %zu: %s %s, expected %s %s", i, k->recipient, k->seqs,
+                     expected[i].recipient, expected[i].seqs);
+    }
+
+    /* More recipients than record.c keeps room for between turns, twice. */
+    for (int round = 0; round < 2; round++) {
+        size_t before = trail.n_entries;
+        for (unsigned r = 0; r < 40; r++) {
+            char recipient[32];
+            snprintf(recipient, sizeof recipient, "partner%u/system", r);
+            ack_ok(b, recipient, 100 + r);
+            ack_ok(b, recipient, 1000 + r);
+        }
+        turn_end(b);
+        assert_int_equal(trail.n_entries, before + 40);
+        for (unsigned r = 0; r < 40; r++) {
+            char recipient[32], seqs[32];
+            snprintf(recipient, sizeof recipient, "partner%u/system", r);
+            snprintf(seqs, sizeof seqs, "%u,%u", 100 + r, 1000 + r);
+            assert_string_equal(acked_entry(before + r)->recipient, recipient);
+            assert_string_equal(acked_entry(before + r)->seqs, seqs);
+        }
+    }
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* A failed turn is rolled back, its acks with it: no entry, then or
+ * later; an ack after the failure is refused. */
+static void test_failed_turn_records_no_acks(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    ack_ok(b, "om/parket", 1);
+    ack_ok(b, "riec/analyse", 2);
+    broker_fail_turn(b); /* another write of the turn failed */
+    assert_int_equal(record_acked(b, "om/parket", 3), -1);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 0);
+    assert_int_equal(trail.rollbacks, 1);
+    ack_ok(b, "om/parket", 4);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    assert_string_equal(acked_entry(0)->seqs, "4");
+
+    /* An entry that cannot be written fails the turn (fail closed): the
+     * entries after it are not tried, and nothing is kept for the next
+     * turn. */
+    trail.refuse_event = "delivery.acked";
+    trail.refuse_after = 2; /* the one above and one more */
+    ack_ok(b, "om/parket", 5);
+    ack_ok(b, "riec/analyse", 6);
+    ack_ok(b, "politie/bvh", 7);
+    record_turn_end(b);
+    assert_int_equal(b->turn_failed, 1);
+    assert_int_equal(trail.n_entries, 2); /* om/parket's */
+    assert_true(trail.write_failed_logs >= 1);
+    turn_end(b);
+    trail.refuse_event = NULL;
+    ack_ok(b, "riec/analyse", 8);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 3);
+    assert_string_equal(acked_entry(2)->recipient, "riec/analyse");
+    assert_string_equal(acked_entry(2)->seqs, "8");
+
+    /* A recipient that cannot be a principal id fails the turn too. */
+    char too_long[SCHAKEL_MAX_PRINCIPAL_LEN + 2];
+    memset(too_long, 'a', sizeof too_long - 1);
+    too_long[sizeof too_long - 1] = '\0';
+    assert_int_equal(record_acked(b, too_long, 9), -1);
+    assert_int_equal(b->turn_failed, 1);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 3);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* An entry lists at most STORE_AUDIT_MAX_ACKED_SEQS seqs: a recipient
+ * that acks more in one turn gets an entry as each list fills. */
+static void test_lists_are_bounded(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    const uint64_t total = 2 * STORE_AUDIT_MAX_ACKED_SEQS + 5;
+    uint64_t *seqs = calloc(STORE_AUDIT_MAX_ACKED_SEQS, sizeof *seqs);
+    assert_non_null(seqs);
+    for (uint64_t s = 1; s <= total; s++) {
+        ack_ok(b, "om/parket", s * 2);
+        ack_ok(b, "riec/analyse", s * 2 + 1); /* interleaved with another recipient */
+        /* the entry is written the moment its list is full */
+        assert_int_equal(trail.n_entries, 2 * (s / STORE_AUDIT_MAX_ACKED_SEQS));
+    }
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 6);
+    uint64_t next[2] = {2, 3};
+    for (size_t i = 0; i < trail.n_entries; i++) {
+        const kept_entry_t *k = acked_entry(i);
+        int odd = strcmp(k->recipient, "riec/analyse") == 0;
+        size_t n = documented_seqs(k->seqs, seqs, STORE_AUDIT_MAX_ACKED_SEQS);
+        assert_int_equal(n, i < 4 ? STORE_AUDIT_MAX_ACKED_SEQS : 5);
+        for (size_t k2 = 0; k2 < n; k2++, next[odd] += 2)
+            assert_int_equal(seqs[k2], next[odd]);
+    }
+    assert_int_equal(next[0], 2 * total + 2);
+    assert_int_equal(next[1], 2 * total + 3);
+    free(seqs);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* The entries that commit at once carry the acks kept so far in the same
+ * transaction, ahead of themselves: no commit leaves a delete without its
+ * record. */
+static void test_immediate_commits_record_kept_acks_first(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    ack_ok(b, "om/parket", 12);
+    assert_int_equal(record_policy_reloaded(b, "SIGHUP", "old", "new"), 0);
+    assert_int_equal(trail.n_entries, 2);
+    assert_string_equal(acked_entry(0)->seqs, "12");
+    assert_string_equal(trail.entries[1].event, "policy.reloaded");
+    assert_int_equal(trail.entries[0].commit, trail.entries[1].commit); /* one commit */
+    assert_int_equal(trail.commits, 1);
+    turn_end(b); /* nothing left for the turn's end */
+    assert_int_equal(trail.n_entries, 2);
+
+    ack_ok(b, "om/parket", 13);
+    assert_int_equal(record_stopped(b), 0);
+    assert_int_equal(trail.n_entries, 4);
+    assert_string_equal(acked_entry(2)->seqs, "13");
+    assert_string_equal(trail.entries[3].event, "broker.stopped");
+    test_broker_free(&b);
+    trail_reset();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_one_entry_per_recipient_and_turn),
+        cmocka_unit_test(test_recipients_of_one_turn_get_an_entry_each),
+        cmocka_unit_test(test_failed_turn_records_no_acks),
+        cmocka_unit_test(test_lists_are_bounded),
+        cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
