@@ -500,6 +500,11 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
     free(json);
 }
 
+int admin_has_pending(const admin_t *admin)
+{
+    return admin != NULL && admin->n_pending > 0;
+}
+
 void admin_after_commit(admin_t *admin, broker_t *b, int committed)
 {
     for (size_t i = 0; i < admin->n_pending; i++) {

@@ -49,6 +49,10 @@ int admin_receive(admin_t *admin, struct broker *b);
  * and with it the requests' records) refuses each request unexecuted. */
 void admin_after_commit(admin_t *admin, struct broker *b, int committed);
 
+/* 1 when admin_receive read requests that wait for admin_after_commit.
+ * Safe on NULL. */
+int admin_has_pending(const admin_t *admin);
+
 /* A retention in seconds as a policy writes it, in the largest unit that
  * divides it exactly: 31536000 -> "1y", 7776000 -> "90d", 90 -> "90s".
  * out holds at least 24 bytes. */

@@ -160,6 +160,9 @@ fail:
     return NULL;
 }
 
+static void tickets_drop(broker_t *b);
+static void free_replies(pending_reply_t *replies, size_t n);
+
 void broker_destroy(broker_t **bp)
 {
     if (bp == NULL || *bp == NULL)
@@ -167,9 +170,10 @@ void broker_destroy(broker_t **bp)
     broker_t *b = *bp;
     metrics_destroy(&b->metrics); /* stops the HTTP thread first */
     record_release(b);
-    for (size_t i = 0; i < b->n_replies; i++)
-        free(b->replies[i].frame);
-    free(b->replies);
+    store_syncer_stop(&b->syncer);
+    tickets_drop(b); /* never synced: nothing of them may be claimed */
+    free(b->tickets);
+    free_replies(b->replies, b->n_replies);
     if (b->router != NULL)
         zmq_close(b->router);
     admin_destroy(&b->admin);
@@ -288,14 +292,15 @@ Schakel__Reason broker_store_failure_reason(const broker_t *b)
                                                      : SCHAKEL__REASON__INTERNAL_ERROR;
 }
 
-/* After the commit: send every queued reply. If the commit failed, every
- * Accepted becomes Rejected (UNAVAILABLE or INTERNAL_ERROR): nothing of it
- * was stored, and the client retries with the same message id. */
-static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
+/* After the commit: make every queued reply what it must say. If the
+ * commit failed, every Accepted becomes Rejected (UNAVAILABLE or
+ * INTERNAL_ERROR): nothing of it was stored, and the client retries with
+ * the same message id. Nothing is sent here (send_replies). */
+static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
 {
-    for (size_t i = 0; i < b->n_replies; i++) {
+    for (size_t i = 0; i < b->n_replies && !committed; i++) {
         pending_reply_t *r = &b->replies[i];
-        if (r->is_accept && !committed) {
+        if (r->is_accept) {
             static const char text[] = "the broker could not store this publish; nothing was "
                                        "stored, publish again with the same message id";
             size_t len = 0;
@@ -307,7 +312,7 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
-        } else if (r->is_gated && !committed) {
+        } else if (r->is_gated) {
             static const char text[] = "the broker could not record this request; ask again";
             size_t len = 0;
             uint8_t *frame = encode_rejected(failure, text, NULL, -1, 0, &len);
@@ -315,12 +320,19 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
-        } else if (r->is_refusal && !committed) {
+        } else if (r->is_refusal) {
             /* Refused all the same, but its entry went with the rollback:
              * write it again (it commits with the next turn). */
             (void)record_refused_entry(b, r->principal, r->has_message_id ? r->message_id : NULL,
                                        r->reason, r->text, r->item_index);
         }
+    }
+}
+
+static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pending_reply_t *r = &replies[i];
         if (r->frame != NULL &&
             broker_send(b, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0) {
             /* The client is gone or not reading; it will retry with the same
@@ -330,7 +342,115 @@ static void flush_replies(broker_t *b, int committed, Schakel__Reason failure)
         free(r->frame);
         r->frame = NULL;
     }
+}
+
+static void free_replies(pending_reply_t *replies, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(replies[i].frame);
+    free(replies);
+}
+
+/* ------------------------------------------------------------ syncing */
+
+/* Tickets up to `synced` are on disk (all of them when all is set: a
+ * synced commit covered them): their answers go out, in turn order, and
+ * their deliveries may be pushed. */
+static void tickets_release(broker_t *b, uint64_t synced, int all)
+{
+    size_t done = 0;
+    while (done < b->n_tickets && (all || b->tickets[done].ticket <= synced)) {
+        sync_ticket_t *t = &b->tickets[done++];
+        send_replies(b, t->replies, t->n_replies);
+        free(t->replies);
+        if (t->delivery_high > b->durable_high)
+            b->durable_high = t->delivery_high;
+    }
+    memmove(b->tickets, b->tickets + done, (b->n_tickets - done) * sizeof *b->tickets);
+    b->n_tickets -= done;
+    if (all && store_delivery_high(b->store) > b->durable_high)
+        b->durable_high = store_delivery_high(b->store);
+    b->push_limit_seq = b->n_tickets > 0 ? b->durable_high : UINT64_MAX;
+}
+
+/* After a failed sync nothing unsynced may be claimed: the held answers
+ * are dropped (their clients retry) and the loop stops. */
+static void tickets_drop(broker_t *b)
+{
+    for (size_t i = 0; i < b->n_tickets; i++)
+        free_replies(b->tickets[i].replies, b->tickets[i].n_replies);
+    b->n_tickets = 0;
+}
+
+static void syncer_failed(broker_t *b)
+{
+    log_event(LOG_ERROR, "store.sync_failed", "error", store_errmsg(b->store), NULL);
+    tickets_drop(b);
+    b->sync_failed = 1; /* broker_run stops at the end of this turn */
+}
+
+/* What the syncer finished since the last look (non-blocking). */
+static void tickets_collect(broker_t *b)
+{
+    uint64_t synced = 0;
+    if (b->syncer == NULL)
+        return;
+    if (store_syncer_collect(b->syncer, &synced) != 0)
+        syncer_failed(b);
+    else
+        tickets_release(b, synced, 0);
+}
+
+/* Wait for every held turn (a stop, or a ticket that cannot be queued). */
+static void tickets_drain(broker_t *b)
+{
+    uint64_t synced = 0;
+    if (b->syncer == NULL || b->n_tickets == 0)
+        return;
+    if (store_syncer_wait(b->syncer, b->tickets[b->n_tickets - 1].ticket, &synced) != 0)
+        syncer_failed(b);
+    else
+        tickets_release(b, synced, 0);
+}
+
+/* No memory to queue a ticket: wait for its sync here and answer. */
+static void tickets_hold_failed(broker_t *b, uint64_t ticket)
+{
+    uint64_t synced = 0;
+    if (store_syncer_wait(b->syncer, ticket, &synced) != 0) {
+        syncer_failed(b);
+        free_replies(b->replies, b->n_replies);
+        b->replies = NULL;
+        b->n_replies = b->cap_replies = 0;
+        return;
+    }
+    tickets_release(b, synced, 0);
+    send_replies(b, b->replies, b->n_replies);
     b->n_replies = 0;
+}
+
+/* The turn's answers wait behind `ticket` (and every turn before it). */
+static void tickets_hold(broker_t *b, uint64_t ticket)
+{
+    if (b->n_tickets == b->cap_tickets) {
+        size_t cap = b->cap_tickets ? b->cap_tickets * 2 : 16;
+        sync_ticket_t *grown = realloc(b->tickets, cap * sizeof *grown);
+        if (grown == NULL) {
+            /* no room to wait in: wait here, then answer at once */
+            tickets_hold_failed(b, ticket);
+            return;
+        }
+        b->tickets = grown;
+        b->cap_tickets = cap;
+    }
+    sync_ticket_t *t = &b->tickets[b->n_tickets++];
+    t->ticket = ticket;
+    t->delivery_high = store_delivery_high(b->store);
+    t->replies = b->replies;
+    t->n_replies = b->n_replies;
+    b->replies = NULL;
+    b->n_replies = b->cap_replies = 0;
+    b->push_limit_seq = b->durable_high;
 }
 
 /* ------------------------------------------------------------ heartbeat */
@@ -554,27 +674,45 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
 
 /* ------------------------------------------------------------ loop */
 
+/* A turn may commit without waiting for the disk when what it answers can
+ * wait: handshakes and operator requests act right after their commit
+ * (zap_flush, admin_after_commit), so a turn with those syncs in place. */
+static int turn_can_defer(const broker_t *b)
+{
+    return b->syncer != NULL && b->n_tickets < SCHAKEL_MAX_SYNC_TICKETS &&
+           !zap_has_pending(b->zap) && !admin_has_pending(b->admin);
+}
+
+/* Commit the turn: synced in place, unsynced (acks only: claims nothing),
+ * or deferred to the syncer (its answers and deliveries wait for the sync,
+ * while the loop goes on). Answers leave in turn order. */
 static int commit_turn(broker_t *b)
 {
     int lost = store_transaction_lost(b->store);
     int committed = 1, wrote = b->turn_failed || lost || store_in_transaction(b->store);
+    int deferred = 0;
     Schakel__Reason failure = SCHAKEL__REASON__INTERNAL_ERROR;
     if (b->turn_failed) {
         failure = b->turn_failure;
         store_rollback(b->store);
         committed = 0;
         b->turn_failed = 0;
-    } else if ((lost || store_in_transaction(b->store)) &&
-               (b->turn_acks_only ? store_commit_unsynced(b->store) : store_commit(b->store)) !=
-                   0) {
-        /* a transaction SQLite rolled back by itself fails here too: the
-         * turn's answers must not claim its writes */
-        failure = broker_store_failure_reason(b);
-        log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
-        store_rollback(b->store);
-        committed = 0;
-        if (store_sync_failed(b->store))
-            b->sync_failed = 1; /* broker_run stops after this turn's answers */
+    } else if (lost || store_in_transaction(b->store)) {
+        deferred = !b->turn_acks_only && turn_can_defer(b);
+        int rc = b->turn_acks_only || deferred ? store_commit_unsynced(b->store)
+                                               : store_commit(b->store);
+        if (rc != 0) {
+            /* a transaction SQLite rolled back by itself fails here too: the
+             * turn's answers must not claim its writes */
+            failure = broker_store_failure_reason(b);
+            log_event(LOG_ERROR, "store.commit_failed", "error", store_errmsg(b->store), NULL);
+            store_rollback(b->store);
+            committed = deferred = 0;
+            if (store_sync_failed(b->store))
+                b->sync_failed = 1; /* broker_run stops after this turn's answers */
+        } else if (!b->turn_acks_only && !deferred) {
+            tickets_release(b, 0, 1); /* this sync covered every turn before */
+        }
     }
     if (committed && wrote) {
         if (b->turn_acks_only)
@@ -584,7 +722,15 @@ static int commit_turn(broker_t *b)
     }
     if (!committed)
         sessions_restart_receivers(b->sessions);
-    flush_replies(b, committed, failure);
+    settle_replies(b, committed, failure);
+    if (deferred)
+        tickets_hold(b, store_syncer_request(b->syncer));
+    else if (b->n_tickets > 0 && !b->sync_failed)
+        tickets_hold(b, b->tickets[b->n_tickets - 1].ticket); /* behind the turns before */
+    else {
+        send_replies(b, b->replies, b->n_replies);
+        b->n_replies = 0;
+    }
     /* Handshakes are admitted only now, and only if their records committed. */
     zap_flush(b->zap, committed, record_auth, b);
     /* Admin requests run only now: their records are committed (or the
@@ -628,38 +774,69 @@ int broker_serve_zap(broker_t *b)
     clock_turn(b);
     b->turn_acks_only = 0;
     int handled = zap_handle(b->zap, b->policy, record_auth, b);
+    record_turn_end(b);
     (void)commit_turn(b);
     return handled;
+}
+
+/* Commits are synced on a second thread from here on; without one (an
+ * in-memory store, no thread) every turn syncs its own commit. */
+static void syncer_start(broker_t *b)
+{
+    char err[256];
+    b->durable_high = store_delivery_high(b->store);
+    b->syncer = store_syncer_start(b->store, err, sizeof err);
+    if (b->syncer == NULL)
+        log_event(LOG_WARN, "store.syncer_unavailable", "error", err, "effect",
+                  "each turn waits for its own sync", NULL);
 }
 
 int broker_run(broker_t *b)
 {
     int64_t next_housekeeping = 0;
+    syncer_start(b);
     while (!stop_requested) {
         if (reload_requested) {
             reload_requested = 0;
             char err[512];
             (void)broker_reload_policy(b, "SIGHUP", err, sizeof err); /* logged either way */
         }
-        zmq_pollitem_t items[] = {
+        /* router, ZAP, admin (if any), then the syncer (if any) */
+        zmq_pollitem_t items[4] = {
             {.socket = b->router, .events = ZMQ_POLLIN},
             {.socket = zap_socket(b->zap), .events = ZMQ_POLLIN},
-            {.socket = b->admin != NULL ? admin_socket(b->admin) : NULL, .events = ZMQ_POLLIN},
         };
-        if (zmq_poll(items, b->admin != NULL ? 3 : 2, metrics_poll_timeout_ms(b, 1000)) < 0) {
+        int n_items = 2, admin_slot = -1;
+        if (b->admin != NULL) {
+            admin_slot = n_items;
+            items[n_items++] = (zmq_pollitem_t){.socket = admin_socket(b->admin),
+                                                .events = ZMQ_POLLIN};
+        }
+        int syncer_slot = -1;
+        if (b->syncer != NULL) {
+            syncer_slot = n_items;
+            items[n_items++] = (zmq_pollitem_t){.fd = store_syncer_fd(b->syncer),
+                                                .events = ZMQ_POLLIN};
+        }
+        if (zmq_poll(items, n_items, metrics_poll_timeout_ms(b, 1000)) < 0) {
             if (zmq_errno() == EINTR)
                 continue;
             log_event(LOG_ERROR, "loop.poll_failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
         clock_turn(b);
+        /* answers and deliveries of turns synced since (the read also
+         * empties the syncer's eventfd, which a sync made readable) */
+        if (b->n_tickets > 0 || (syncer_slot >= 0 && (items[syncer_slot].revents & ZMQ_POLLIN)))
+            tickets_collect(b);
         metrics_turn_begin(b);
         /* Handshakes, admin requests, expiry and revocations make a turn
          * that commits with an fsync, as every frame but the three that
          * only ack, open a window or ask for the backlog, and every audit
          * entry but an ack's (record.c); turn_acks_only was set for this
          * turn at the end of the last one. */
-        if ((items[1].revents & ZMQ_POLLIN) || (items[2].revents & ZMQ_POLLIN))
+        if ((items[1].revents & ZMQ_POLLIN) ||
+            (admin_slot >= 0 && (items[admin_slot].revents & ZMQ_POLLIN)))
             b->turn_acks_only = 0;
         if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy, record_auth, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
@@ -713,6 +890,7 @@ int broker_run(broker_t *b)
         }
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
+    tickets_drain(b); /* the turns waiting for their sync are answered first */
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
     if (store_checkpoint(b->store) != 0)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);

@@ -43,6 +43,15 @@ typedef struct pending_reply {
     char text[SCHAKEL_MAX_REJECT_TEXT];
 } pending_reply_t;
 
+/* A turn committed without waiting for the disk: its answers and its
+ * deliveries wait until the syncer has synced as far as its ticket. */
+typedef struct sync_ticket {
+    uint64_t ticket;        /* store_syncer_request's number (or an earlier turn's) */
+    uint64_t delivery_high; /* deliveries up to this seq are on disk once it is */
+    pending_reply_t *replies;
+    size_t n_replies;
+} sync_ticket_t;
+
 /* A waiting delivery the policy in force no longer allows: withheld at
  * push time, removed (with a tombstone) in the next turn's transaction. */
 typedef struct revocation {
@@ -100,6 +109,12 @@ typedef struct broker {
     int64_t policy_loaded_at; /* Unix seconds when the policy in force was loaded */
     metrics_t *metrics;       /* watchdog, counters' snapshot, HTTP endpoint if configured */
     struct record_acks *acks; /* record.c: the turn's acks, one entry per recipient at its end */
+    /* Turns committed and waiting for their sync, oldest first (NULL
+     * syncer: every turn syncs its own commit before it answers). */
+    store_syncer_t *syncer;
+    sync_ticket_t *tickets;
+    size_t n_tickets, cap_tickets;
+    uint64_t durable_high; /* deliveries up to this seq are known to be on disk */
 } broker_t;
 
 typedef struct broker_options {

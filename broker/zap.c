@@ -309,3 +309,8 @@ void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
     }
     zap->n_pending = 0;
 }
+
+int zap_has_pending(const zap_t *zap)
+{
+    return zap != NULL && zap->n_pending > 0;
+}

@@ -76,4 +76,7 @@ int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *a
  * client reconnects and tries again. Safe on NULL. */
 void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg);
 
+/* 1 when zap_handle queued replies that wait for zap_flush. Safe on NULL. */
+int zap_has_pending(const zap_t *zap);
+
 #endif
