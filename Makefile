@@ -76,7 +76,7 @@ CLI_SRC := $(wildcard clients/schakel/*.c)
 CTL_SRC := $(wildcard clients/schakelctl/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
-INTEG_SUPPORT := $(filter-out $(INTEG_SRC),$(wildcard tests/integration/*.c))
+INTEG_SUPPORT := $(filter-out $(INTEG_SRC) tests/integration/syncgate.c,$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
 INTEROP := $(wildcard tests/interop/test_interop.py)
@@ -205,6 +205,8 @@ UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.
 	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
 UNIT_EXTRA_test_store_case := broker/store.c broker/store_seal.c broker/store_schema.c \
 	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
+UNIT_EXTRA_test_store_sync := broker/store.c broker/store_seal.c broker/store_schema.c \
+	broker/store_expire.c broker/store_count.c broker/store_delivery.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \
@@ -215,6 +217,12 @@ $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INTEG_SUPPORT_O) $(LIB_O) $(COMMON_O)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+
+# schakeld's fdatasync/fsync behind a gate file (LD_PRELOAD by test_sync only)
+$(BUILD)/tests/integration/syncgate.so: tests/integration/syncgate.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
+$(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
 
 $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)
 	@mkdir -p $(dir $@)

@@ -366,7 +366,8 @@ static void tickets_release(broker_t *b, uint64_t synced, int all)
         if (t->delivery_high > b->durable_high)
             b->durable_high = t->delivery_high;
     }
-    memmove(b->tickets, b->tickets + done, (b->n_tickets - done) * sizeof *b->tickets);
+    if (done > 0 && done < b->n_tickets)
+        memmove(b->tickets, b->tickets + done, (b->n_tickets - done) * sizeof *b->tickets);
     b->n_tickets -= done;
     if (all && store_delivery_high(b->store) > b->durable_high)
         b->durable_high = store_delivery_high(b->store);

@@ -48,11 +48,12 @@ static int syncer_same_file(const store_syncer_t *s)
     return stat(s->wal_path, &now) == 0 && now.st_dev == s->wal_dev && now.st_ino == s->wal_ino;
 }
 
+/* Read by store_io_failed as "commit: <failure> failed (...)". */
 static void syncer_failed(store_syncer_t *s, const char *what, int err)
 {
     s->failed = 1;
-    snprintf(s->failure, sizeof s->failure, "%s%s%s", what, err != 0 ? ": " : "",
-             err != 0 ? strerror(err) : "");
+    snprintf(s->failure, sizeof s->failure, "syncing the WAL on the sync thread (%s%s%s)", what,
+             err != 0 ? ": " : "", err != 0 ? strerror(err) : "");
 }
 
 static void *syncer_main(void *arg)
@@ -117,7 +118,11 @@ store_syncer_t *store_syncer_start(store_t *store, char *err, size_t errlen)
     }
     s->wal_fd = s->event_fd = -1;
     s->store = store;
-    if (store == NULL || store->db == NULL || syncer_open_wal(s, store, err, errlen) != 0)
+    if (store == NULL || store->db == NULL) {
+        snprintf(err, errlen, "no store");
+        goto fail;
+    }
+    if (syncer_open_wal(s, store, err, errlen) != 0)
         goto fail;
     s->event_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (s->event_fd < 0) {

@@ -660,6 +660,16 @@ int h_broker_stop(h_env_t *env)
     return code;
 }
 
+int h_broker_await_exit(h_env_t *env, int timeout_ms)
+{
+    assert_true(env->broker_pid > 0);
+    int status = h_wait_exit(env->broker_pid, env->broker_pidfd, timeout_ms);
+    if (status == -1)
+        return -1; /* still running: the caller decides */
+    h_broker_forget(env);
+    return h_status_code(status);
+}
+
 long h_log_offset(const h_env_t *env)
 {
     struct stat st;

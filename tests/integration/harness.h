@@ -122,6 +122,12 @@ int h_broker_crash_restart(h_env_t *env, char *problem, size_t problem_len);
  * ended it, or -1 if it did not stop in time (it is then killed). */
 int h_broker_stop(h_env_t *env);
 
+/* Wait (bounded) for the running broker to exit by itself, without
+ * signalling it. Returns its exit code (128+signal if a signal ended it),
+ * the broker then forgotten as after h_broker_stop; or -1 if it still runs
+ * after timeout_ms (it is left running). */
+int h_broker_await_exit(h_env_t *env, int timeout_ms);
+
 /* Size of the broker log now: the offset h_await_log searches from. */
 long h_log_offset(const h_env_t *env);
 

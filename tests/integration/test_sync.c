@@ -1,0 +1,407 @@
+/*
+ * test_sync.c — the broker answers and delivers a publish only after the
+ * sync that covers its commit, while its loop goes on; a failed sync stops
+ * it, and the publish is accepted once after a restart.
+ *
+ * Every broker of this program runs with syncgate.so preloaded (built next
+ * to this binary): while the gate file exists its fdatasync/fsync wait, and
+ * while the fail file exists they fail with EIO; each held or failed call is
+ * a line in the broker's log, which the tests wait for (inotify, bounded).
+ */
+#define _GNU_SOURCE /* dl_iterate_phdr */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+/* A negative check ("nothing arrived yet") waits this long. It can only
+ * pass falsely (the answer might have come later, or the check looked too
+ * early), never fail falsely: each is made while a sync is known to be
+ * held, and the positive check after the gate opens bounds the rest. */
+#define NEGATIVE_MS 300
+
+static char shim_dir[64];
+static char gate_path[128];
+static char fail_path[128];
+
+/* ------------------------------------------------------------ the shim */
+
+static int asan_runtime_find(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    if (info->dlpi_name != NULL && strstr(info->dlpi_name, "/libasan.so") != NULL) {
+        snprintf(arg, PATH_MAX, "%s", info->dlpi_name);
+        return 1;
+    }
+    return 0;
+}
+
+/* LD_PRELOAD for every broker this program starts: the shim next to this
+ * binary, after the ASan runtime when this build uses a shared one (ASan
+ * must come first in the library list; the broker is built like this
+ * program). Set once, before any thread, in the environment the harness
+ * passes on. Returns 0, or -1 with a message. */
+static int shim_prepare(void)
+{
+    char self[PATH_MAX], shim[PATH_MAX + 32], asan[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0) {
+        fprintf(stderr, "test_sync: /proc/self/exe: %s\n", strerror(errno));
+        return -1;
+    }
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    *slash = '\0';
+    snprintf(shim, sizeof shim, "%s/syncgate.so", self);
+    if (access(shim, R_OK) != 0) {
+        fprintf(stderr, "test_sync: %s: %s (make builds it with this test)\n", shim,
+                strerror(errno));
+        return -1;
+    }
+    (void)dl_iterate_phdr(asan_runtime_find, asan);
+    char preload[2 * PATH_MAX + 40];
+    snprintf(preload, sizeof preload, "%s%s%s", asan, asan[0] ? ":" : "", shim);
+    snprintf(shim_dir, sizeof shim_dir, "/tmp/schakel-syncgate-XXXXXX");
+    if (mkdtemp(shim_dir) == NULL) {
+        fprintf(stderr, "test_sync: mkdtemp: %s\n", strerror(errno));
+        return -1;
+    }
+    snprintf(gate_path, sizeof gate_path, "%s/gate", shim_dir);
+    snprintf(fail_path, sizeof fail_path, "%s/fail", shim_dir);
+    if (setenv("LD_PRELOAD", preload, 1) != 0 ||
+        setenv("SCHAKEL_TEST_SYNC_GATE", gate_path, 1) != 0 ||
+        setenv("SCHAKEL_TEST_SYNC_FAIL", fail_path, 1) != 0) {
+        fprintf(stderr, "test_sync: setenv: %s\n", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void shim_file(const char *path, int present)
+{
+    if (present) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+            fail_msg("create %s: %s", path, strerror(errno));
+        close(fd);
+    } else if (unlink(path) != 0 && errno != ENOENT) {
+        fail_msg("remove %s: %s", path, strerror(errno));
+    }
+}
+
+static int sync_setup(void **state)
+{
+    unlink(gate_path);
+    unlink(fail_path);
+    return h_setup_broker(state);
+}
+
+static int sync_teardown(void **state)
+{
+    unlink(gate_path); /* a failed test may leave a sync held */
+    unlink(fail_path);
+    return h_teardown(state);
+}
+
+/* ------------------------------------------------------------ a publish on a thread */
+
+typedef struct publisher {
+    schakel_client_t *client;
+    schakel_signal_t signal;
+    uint8_t message_id[16];
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int done;
+    schakel_status_t status;
+    schakel_item_result_t result;
+    int duplicate;
+} publisher_t;
+
+static void *publisher_main(void *arg)
+{
+    publisher_t *p = arg;
+    schakel_item_result_t result = {0};
+    int duplicate = -1;
+    schakel_status_t st = schakel_publish(p->client, NULL, &p->signal, 1, p->message_id, NULL,
+                                          &result, &duplicate, H_TIMEOUT_MS);
+    pthread_mutex_lock(&p->lock);
+    p->status = st;
+    p->result = result;
+    p->duplicate = duplicate;
+    p->done = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Heap-allocated and freed only after its thread is joined: a test that
+ * fails while the publish runs leaks it rather than free it under the
+ * thread. */
+static publisher_t *publisher_start(schakel_client_t *client, const schakel_signal_t *signal)
+{
+    publisher_t *p = calloc(1, sizeof *p);
+    assert_non_null(p);
+    p->client = client;
+    p->signal = *signal;
+    randombytes_buf(p->message_id, sizeof p->message_id);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    assert_int_equal(pthread_create(&p->thread, NULL, publisher_main, p), 0);
+    return p;
+}
+
+/* 1 once the publish returned (within timeout_ms), else 0. */
+static int publisher_await(publisher_t *p, int timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&p->lock);
+    int rc = 0;
+    while (!p->done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&p->cv, &p->lock, &until);
+    int done = p->done;
+    pthread_mutex_unlock(&p->lock);
+    return done;
+}
+
+static void publisher_join(publisher_t **pp)
+{
+    publisher_t *p = *pp;
+    pthread_join(p->thread, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+    *pp = NULL;
+}
+
+/* A police signal for the public prosecutor (rule politie-ondermijning-om). */
+static schakel_signal_t police_signal(const char *source_ref)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .severity = SCHAKEL_SEVERITY_HIGH,
+        .observed_at = (int64_t)time(NULL) - 3600,
+        .summary = "Contante aankoop van een pand via een stichting",
+        .source_ref = source_ref,
+    };
+    return s;
+}
+
+static void receive_expect(schakel_client_t *client, const uint8_t message_id[16],
+                           const char *what)
+{
+    schakel_delivery_t *d = h_receive(client);
+    if (memcmp(d->message_id, message_id, 16) != 0)
+        fail_msg("%s: a delivery of another publish (source_ref %s)", what,
+                 d->source_ref != NULL ? d->source_ref : "-");
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+}
+
+static void receive_nothing(schakel_client_t *client, const char *why)
+{
+    schakel_delivery_t *d = NULL;
+    schakel_status_t st = schakel_receive(client, &d, NEGATIVE_MS);
+    if (st != SCHAKEL_ERR_TIMEOUT) {
+        shim_file(gate_path, 0);
+        fail_msg("%s: receive gave %s (source_ref %s)", why, schakel_strerror(st),
+                 d != NULL && d->source_ref != NULL ? d->source_ref : "-");
+    }
+}
+
+static void await_log(h_env_t *env, long offset, const char *needle)
+{
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0) {
+        shim_file(gate_path, 0);
+        fail_msg("the broker logged no \"%s\" within %d ms", needle, H_TIMEOUT_MS);
+    }
+}
+
+/* ------------------------------------------------------------ tests */
+
+/* A publish made while the sync is held is neither Accepted nor delivered;
+ * once the sync returns, both come. The warm-up publish shows the recipient
+ * subscribed, so that "nothing delivered" means something. */
+static void test_accepted_and_delivered_only_after_sync(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    uint8_t warm_id[16];
+    schakel_signal_t warm = police_signal("BVH-SYNC-0001");
+    (void)h_publish_ok(politie, &warm, NULL, warm_id, NULL, NULL);
+    receive_expect(om, warm_id, "warm-up");
+
+    long offset = h_log_offset(env);
+    shim_file(gate_path, 1);
+    schakel_signal_t held = police_signal("BVH-SYNC-0002");
+    publisher_t *p = publisher_start(politie, &held);
+    /* with every client connected and idle, the sync that starts now is
+     * the one that covers the publish's commit */
+    await_log(env, offset, "event=syncgate.held");
+    if (publisher_await(p, NEGATIVE_MS)) {
+        shim_file(gate_path, 0);
+        fail_msg("the publish returned (%s) while its sync was held", schakel_strerror(p->status));
+    }
+    receive_nothing(om, "a delivery while the sync of its commit was held");
+    int early = publisher_await(p, 0);
+    shim_file(gate_path, 0);
+    if (early)
+        fail_msg("the publish returned (%s) while its sync was held", schakel_strerror(p->status));
+
+    assert_true(publisher_await(p, H_TIMEOUT_MS));
+    if (p->status != SCHAKEL_OK)
+        fail_msg("publish after the sync: %s (%s)", schakel_strerror(p->status),
+                 schakel_last_error(politie)->text);
+    assert_int_equal(p->duplicate, 0);
+    assert_int_equal(p->result.recipients, 1);
+    await_log(env, offset, "event=syncgate.released");
+    receive_expect(om, p->message_id, "after the sync");
+    publisher_join(&p);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+/* While one turn's sync is held the loop goes on: an ack is taken, and a
+ * delivery already on disk, held back only by the window, is pushed. The
+ * held publish is not delivered, and answers keep their turn order: a
+ * Heartbeat asked now is answered only after that publish's Accepted (its
+ * backlog would count the unsynced delivery). */
+static void test_loop_goes_on_while_a_sync_is_held(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    assert_int_equal(schakel_subscribe(om, 1), SCHAKEL_OK);
+    uint8_t first_id[16], second_id[16];
+    schakel_signal_t first = police_signal("BVH-SYNC-0101");
+    schakel_signal_t second = police_signal("BVH-SYNC-0102");
+    (void)h_publish_ok(politie, &first, NULL, first_id, NULL, NULL);
+    (void)h_publish_ok(politie, &second, NULL, second_id, NULL, NULL);
+    schakel_delivery_t *d = h_receive(om);
+    assert_memory_equal(d->message_id, first_id, 16);
+    receive_nothing(om, "a second delivery with a window of one");
+
+    long offset = h_log_offset(env);
+    shim_file(gate_path, 1);
+    schakel_signal_t third = police_signal("BVH-SYNC-0103");
+    publisher_t *p = publisher_start(politie, &third);
+    await_log(env, offset, "event=syncgate.held");
+
+    /* the ack opens the window: the second publish, synced long ago, comes */
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    receive_expect(om, second_id, "a synced delivery while another sync is held");
+    receive_nothing(om, "the held publish's delivery");
+    uint64_t backlog = UINT64_MAX;
+    schakel_status_t st = schakel_backlog(gemeente, &backlog, NEGATIVE_MS);
+    int early = publisher_await(p, 0);
+    shim_file(gate_path, 0);
+    if (st != SCHAKEL_ERR_TIMEOUT)
+        fail_msg("a Heartbeat was answered (%s) before the held turn's answers",
+                 schakel_strerror(st));
+    if (early)
+        fail_msg("the publish returned (%s) while its sync was held", schakel_strerror(p->status));
+
+    assert_true(publisher_await(p, H_TIMEOUT_MS));
+    assert_int_equal(p->status, SCHAKEL_OK);
+    receive_expect(om, p->message_id, "after the sync");
+    assert_int_equal(h_backlog(gemeente), 0);
+    assert_int_equal(h_backlog(om), 0);
+    publisher_join(&p);
+    schakel_close(&gemeente);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+/* A sync that fails stops the broker (exit 1, store.sync_failed) before it
+ * answers; restarted on a sound disk, the client's own resend of the same
+ * message id is accepted, and the store holds the publish once. */
+static void test_failed_sync_stops_and_retry_is_accepted_once(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char endpoint[sizeof env->endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+
+    long offset = h_log_offset(env);
+    shim_file(fail_path, 1);
+    schakel_signal_t s = police_signal("BVH-SYNC-0201");
+    publisher_t *p = publisher_start(politie, &s);
+    int code = h_broker_await_exit(env, H_TIMEOUT_MS);
+    int early = publisher_await(p, 0);
+    shim_file(fail_path, 0);
+    if (code != 1)
+        fail_msg("after a failed sync the broker %s (exit %d)",
+                 code == -1 ? "still runs" : "exited otherwise", code);
+    await_log(env, offset, "event=syncgate.failed");
+    await_log(env, offset, "event=store.sync_failed");
+    if (early && p->status == SCHAKEL_OK)
+        fail_msg("a publish whose sync failed was Accepted");
+
+    char problem[256];
+    if (h_broker_try_start_at(env, endpoint, problem, sizeof problem) != 0)
+        fail_msg("restart: %s", problem);
+    /* the library sends the publish again on its new connection; if it had
+     * given up before the restart, the test retries with the same id */
+    uint64_t seq;
+    if (publisher_await(p, H_TIMEOUT_MS) && p->status == SCHAKEL_OK) {
+        seq = p->result.seq;
+    } else {
+        assert_true(publisher_await(p, H_TIMEOUT_MS));
+        seq = h_publish_ok(politie, &s, p->message_id, NULL, NULL, NULL);
+    }
+    int duplicate = -1;
+    assert_int_equal(h_publish_ok(politie, &s, p->message_id, NULL, NULL, &duplicate), seq);
+    assert_int_equal(duplicate, 1);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    schakel_client_t *om = h_connect(env, H_OM);
+    receive_expect(om, p->message_id, "after the restart");
+    receive_nothing(om, "the publish a second time");
+    publisher_join(&p);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0 || shim_prepare() != 0)
+        return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_accepted_and_delivered_only_after_sync, sync_setup,
+                                        sync_teardown),
+        cmocka_unit_test_setup_teardown(test_loop_goes_on_while_a_sync_is_held, sync_setup,
+                                        sync_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,
+                                        sync_setup, sync_teardown),
+    };
+    int rc = cmocka_run_group_tests_name("integration: sync", tests, NULL, NULL);
+    unlink(gate_path);
+    unlink(fail_path);
+    rmdir(shim_dir);
+    return rc;
+}
