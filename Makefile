@@ -203,6 +203,9 @@ UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_
 	broker/store_count.c broker/store_delivery.c
 UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \
 	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
+UNIT_EXTRA_test_audit_queued := broker/audit.c broker/store.c broker/store_seal.c \
+	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
+	broker/store_delivery.c
 UNIT_EXTRA_test_store_case := broker/store.c broker/store_seal.c broker/store_schema.c \
 	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
 UNIT_EXTRA_test_store_sync := broker/store.c broker/store_seal.c broker/store_schema.c \

@@ -341,6 +341,14 @@ static int verify_entry_itself(verify_state_t *st, const store_audit_entry_t *e,
                       seq);
         return -1;
     }
+    /* The store refuses to write another: one can only be signed in by
+     * someone holding the chain (the hash covers it). */
+    if (e->field[STORE_AUDIT_DELIVERIES].present &&
+        store_audit_deliveries_parse(e->field[STORE_AUDIT_DELIVERIES].text, NULL, NULL) == 0) {
+        verify_broken(st, e->seq, "entry %llu lists deliveries that are not a canonical list",
+                      seq);
+        return -1;
+    }
     if (st->anchor != NULL && st->anchor->seq == e->seq &&
         sodium_memcmp(st->anchor->hash, recomputed, STORE_AUDIT_HASH_BYTES) != 0) {
         verify_broken(st, e->seq,
@@ -674,6 +682,54 @@ static const char *shown_text(const store_audit_entry_t *e, int i, int withhold_
     return e->field[i].text != NULL ? e->field[i].text : "";
 }
 
+/* A span of a deliveries text (at most SCHAKEL_AUDIT_MAX_TEXT_LEN bytes:
+ * the parser's bound) as a JSON string. */
+static void buf_json_span(text_buf_t *b, const char *s, size_t len)
+{
+    char copy[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    if (len > SCHAKEL_AUDIT_MAX_TEXT_LEN)
+        len = SCHAKEL_AUDIT_MAX_TEXT_LEN;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    buf_json_string(b, copy);
+}
+
+/* One delivery of a queued entry's list, as the object of
+ * "deliveries_listed" (the names of the single-delivery columns). */
+static int json_listed(const store_audit_delivery_t *d, void *arg)
+{
+    text_buf_t *b = arg;
+    buf_printf(b, "%s{\"delivery_seq\":%llu,\"recipient\":", b->data != NULL && b->len > 0 && b->data[b->len - 1] == '}' ? "," : "",
+               (unsigned long long)d->seq);
+    buf_json_span(b, d->recipient, d->recipient_len);
+    buf_puts(b, ",\"recipient_partner\":");
+    buf_json_span(b, d->recipient, d->recipient_partner_len);
+    buf_puts(b, ",\"rule_id\":");
+    buf_json_span(b, d->rule_id, d->rule_id_len);
+    buf_puts(b, ",\"rule_hash\":");
+    buf_json_span(b, d->rule_hash, 64);
+    buf_puts(b, ",\"purpose\":");
+    buf_json_span(b, d->purpose, d->purpose_len);
+    buf_puts(b, ",\"legal_basis\":");
+    buf_json_span(b, d->legal_basis, d->legal_basis_len);
+    buf_puts(b, ",\"fields\":");
+    buf_json_span(b, d->fields, d->fields_len);
+    buf_printf(b, ",\"expires_at\":%lld}", (long long)d->expires_at);
+    return 0;
+}
+
+/* A queued entry's deliveries, parsed: "deliveries_listed":[{...},...]
+ * (nothing when the text is not a canonical list: verify names that). */
+static void buf_listed(text_buf_t *b, const store_audit_entry_t *e)
+{
+    const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERIES];
+    if (!v->present || store_audit_deliveries_parse(v->text, NULL, NULL) == 0)
+        return;
+    buf_puts(b, ",\"deliveries_listed\":[");
+    (void)store_audit_deliveries_parse(v->text, json_listed, b);
+    buf_puts(b, "]");
+}
+
 /* audit_entry_json, and for the export the count of seqs left out of an
  * acked entry's delivery_seqs (shown when not 0). */
 static char *entry_json(const store_audit_entry_t *e, int withhold_subject, size_t seqs_withheld)
@@ -697,6 +753,7 @@ static char *entry_json(const store_audit_entry_t *e, int withhold_subject, size
     }
     if (seqs_withheld > 0)
         buf_printf(&b, ",\"delivery_seqs_withheld\":%zu", seqs_withheld);
+    buf_listed(&b, e);
     syntax_hex(e->hash, STORE_AUDIT_HASH_BYTES, hash_hex);
     buf_puts(&b, ",\"hash\":");
     buf_json_string(&b, hash_hex);
@@ -833,17 +890,37 @@ static int export_add_acked(const store_audit_entry_t *e, void *arg)
     return export_keep(st, e->seq, entry_json(&copy, 0, n - kept));
 }
 
+static int export_note_delivery(export_state_t *st, uint64_t seq)
+{
+    if (grow((void **)&st->deliveries, &st->cap_deliveries, st->n_deliveries,
+             sizeof *st->deliveries) != 0) {
+        st->out_of_memory = 1;
+        return 1;
+    }
+    st->deliveries[st->n_deliveries++] = seq;
+    return 0;
+}
+
+static int export_note_listed(const store_audit_delivery_t *d, void *arg)
+{
+    return export_note_delivery(arg, d->seq);
+}
+
+/* A subject's entry, and the deliveries it names: in delivery_seq (an
+ * entry of one delivery) or in deliveries (a queued entry of schema 7,
+ * all deliveries of the subject's item). */
 static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
 {
     export_state_t *st = arg;
     const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
-    if (delivery->present && delivery->number > 0 && e->damage == NULL) {
-        if (grow((void **)&st->deliveries, &st->cap_deliveries, st->n_deliveries,
-                 sizeof *st->deliveries) != 0) {
-            st->out_of_memory = 1;
+    const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
+    if (delivery->present && delivery->number > 0 && e->damage == NULL &&
+        export_note_delivery(st, (uint64_t)delivery->number) != 0)
+        return 1;
+    if (listed->present && e->damage == NULL) {
+        (void)store_audit_deliveries_parse(listed->text, export_note_listed, st);
+        if (st->out_of_memory)
             return 1;
-        }
-        st->deliveries[st->n_deliveries++] = (uint64_t)delivery->number;
     }
     return export_add(e, arg);
 }
@@ -915,8 +992,9 @@ int audit_subject_export(store_t *store, const char *pseudonym, char **json_out,
                 st.deliveries[unique++] = st.deliveries[i];
         st.n_deliveries = unique;
     }
-    /* Per delivery: its own entries (queued, expired, revoked, and an ack
-     * recorded before schema 6) and the acked entry that lists it. */
+    /* Per delivery: its own entries (expired, revoked, a queued entry
+     * recorded before schema 7, an ack recorded before schema 6) and the
+     * acked entry that lists it. */
     for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++) {
         rc = store_audit_scan_delivery(store, st.deliveries[i], export_add, &st);
         if (rc >= 0 && !st.out_of_memory)

@@ -222,7 +222,8 @@ void case_event_copy_free(case_event_copy_t *copy)
  * in non-decreasing item_seq order: an item and the entries of its
  * deliveries are written together, in one transaction, after every item
  * before it (items and case commands alike; a rolled-back turn leaves no
- * entries). So a binary search over entry seqs finds the first entry of
+ * entries; record.c keeps an item's deliveries only until another entry
+ * is written, so its one entry stays in that order). So a binary search over entry seqs finds the first entry of
  * the item in O(log n) probes, each reading forward to the next queued
  * entry. Should the order ever not hold, the search can only miss an
  * entry, and the link is refused: it never admits a signal that was not
@@ -254,7 +255,19 @@ static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
     return 1;
 }
 
-/* Signal deliveries name a theme; case deliveries do not. */
+/* A delivery of a queued entry's list to the partner looked for. */
+static int case_probe_listed(const store_audit_delivery_t *d, void *arg)
+{
+    case_probe_t *p = arg;
+    if (d->recipient_partner_len == strlen(p->partner) &&
+        memcmp(d->recipient, p->partner, d->recipient_partner_len) == 0)
+        p->found = 1;
+    return p->found;
+}
+
+/* Signal deliveries name a theme; case deliveries do not. A queued entry
+ * names its recipient's partner in recipient_partner (one delivery, before
+ * schema 7), or lists its deliveries (all of one item) in deliveries. */
 static int case_probe_match(const store_audit_entry_t *e, void *arg)
 {
     case_probe_t *p = arg;
@@ -266,12 +279,14 @@ static int case_probe_match(const store_audit_entry_t *e, void *arg)
         return 1;
     }
     const store_audit_value_t *to = &e->field[STORE_AUDIT_RECIPIENT_PARTNER];
-    if (item_seq == p->want && e->field[STORE_AUDIT_THEME].present && to->present &&
-        strcmp(to->text, p->partner) == 0) {
+    const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
+    if (item_seq != p->want || !e->field[STORE_AUDIT_THEME].present)
+        return 0;
+    if (to->present && strcmp(to->text, p->partner) == 0)
         p->found = 1;
-        return 1;
-    }
-    return 0;
+    else if (listed->present)
+        (void)store_audit_deliveries_parse(listed->text, case_probe_listed, p);
+    return p->found;
 }
 
 /* The item_seq of the first queued entry after entry `after` (p->found

@@ -32,7 +32,7 @@ static int64_t record_now(const broker_t *b)
 
 /* Append one entry in the turn's transaction; on failure log it and fail
  * the turn. */
-static int record_append(broker_t *b, store_audit_entry_t *entry)
+static int record_append_now(broker_t *b, store_audit_entry_t *entry)
 {
     /* Every write of the broker comes with its audit entry: any entry but
      * an ack's makes the turn's commit a synced one, whoever wrote it. */
@@ -48,6 +48,18 @@ static int record_append(broker_t *b, store_audit_entry_t *entry)
 }
 
 static int record_acks_flush(broker_t *b);
+static int record_queue_flush(broker_t *b);
+
+/* Any entry but a queued one: the item whose deliveries are kept is
+ * written first, so that the trail keeps the order of the actions (an
+ * item's queued entry before its publish's accepted entry, queued
+ * entries in item order). */
+static int record_append(broker_t *b, store_audit_entry_t *entry)
+{
+    if (record_queue_flush(b) != 0)
+        return -1;
+    return record_append_now(b, entry);
+}
 
 /* Append and commit at once (actions that are not part of a turn). Acks
  * kept for the turn's end are recorded first: nothing commits a removed
@@ -59,7 +71,7 @@ static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
                   "error", "the current turn already failed", NULL);
         return -1;
     }
-    if (record_acks_flush(b) != 0)
+    if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0)
         return -1;
     if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
         return 0;
@@ -197,10 +209,260 @@ static int record_subject_tag(broker_t *b, const char *pseudonym, const char *ev
     return -1;
 }
 
+/* ------------------------------------------------------------------ per-turn state */
+
+typedef struct record_acker {
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint64_t *seqs;
+    size_t n, cap;
+} record_acker_t;
+
+struct record_acks {
+    record_acker_t *ackers; /* the first n_active acked in this turn */
+    size_t n_active, n_ackers, cap_ackers;
+    size_t last; /* the acker of the last ack: acks come a frame at a time */
+    char text[STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u]; /* up to 19 digits and a comma each */
+    struct record_queue *queue; /* the kept deliveries of one item (record_queued) */
+};
+
+#define RECORD_ACKERS_KEPT 16u
+#define RECORD_ACKER_FIRST_CAP 64u
+
+/*
+ * An item's deliveries are kept, not recorded, until a delivery of another
+ * item arrives, another entry is written, or the turn ends: then one
+ * "delivery.queued" entry records them all. Its common fields (actor =
+ * sender, message_id, item_index, item_seq, kind, theme, subject_tag) are
+ * columns; each delivery's seq, recipient and rule (id, hash, purpose,
+ * legal basis, fields, expires_at) are in its deliveries column
+ * (store_audit_deliveries_parse), a rule written once however many of
+ * the item's deliveries it covers. An entry lists at most
+ * STORE_AUDIT_MAX_QUEUED_DELIVERIES deliveries (and
+ * STORE_AUDIT_MAX_DELIVERIES_TEXT bytes): an item with more gets an entry
+ * per that many. Memory: the deliveries of one item (at most one per
+ * principal of the policy), their distinct rules, and the text.
+ */
+typedef struct record_qrule {
+    char id[SCHAKEL_MAX_ID_LEN + 1];
+    char hash[65];
+    uint32_t fields;
+    int64_t expires_at;
+    char purpose[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    char legal_basis[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+} record_qrule_t;
+
+typedef struct record_qdelivery {
+    uint64_t seq;
+    uint32_t rule;
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+} record_qdelivery_t;
+
+typedef struct record_queue {
+    /* the item: set while n > 0 */
+    char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+    int has_message_id;
+    uint32_t item_index;
+    uint64_t item_seq;
+    char kind[SCHAKEL_MAX_ID_LEN + 1];
+    char theme[SCHAKEL_MAX_ID_LEN + 1];
+    char subject_tag[STORE_SUBJECT_TAG_LEN + 1]; /* "" when none */
+    record_qdelivery_t *deliveries;
+    size_t n, cap;
+    record_qrule_t *rules;
+    size_t n_rules, cap_rules;
+    size_t text_bytes; /* the text these make, an upper bound */
+    char *text;
+    size_t text_cap;
+} record_queue_t;
+
+#define RECORD_QUEUE_RULES_KEPT 8u
+#define RECORD_QUEUE_FIRST_CAP 16u
+/* A rule line's bytes beyond its texts, and a delivery line's, at most. */
+#define RECORD_QRULE_LINE (5u + SCHAKEL_MAX_ID_LEN + 1u + 64u + 1u + 20u + 1u + 160u + 2u * 6u + 2u)
+#define RECORD_QDELIVERY_LINE (20u + 5u + SCHAKEL_MAX_PRINCIPAL_LEN + 2u)
+
+static int record_text_fits(const char *text, size_t size)
+{
+    return text != NULL && strnlen(text, size) < size;
+}
+
+/* A delivery that cannot be kept fails the turn. */
+static int record_queue_failed(broker_t *b, const char *why)
+{
+    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.queued", "error", why, NULL);
+    broker_fail_turn(b);
+    return -1;
+}
+
+static int record_grow(void **array, size_t *cap, size_t n, size_t size, size_t first)
+{
+    if (n < *cap)
+        return 0;
+    size_t grown_cap = *cap ? *cap * 2 : first;
+    void *grown = realloc(*array, grown_cap * size);
+    if (grown == NULL)
+        return -1;
+    *array = grown;
+    *cap = grown_cap;
+    return 0;
+}
+
+/* Whether d is of the item the queue holds. */
+static int record_queue_same_item(const record_queue_t *q, const record_delivery_t *d,
+                                  const char *tag)
+{
+    return q->item_seq == d->item_seq && q->item_index == d->item_index &&
+           strcmp(q->sender, d->sender) == 0 && strcmp(q->kind, d->kind) == 0 &&
+           strcmp(q->theme, d->theme) == 0 && strcmp(q->subject_tag, tag) == 0 &&
+           q->has_message_id == (d->message_id != NULL) &&
+           (d->message_id == NULL ||
+            memcmp(q->message_id, d->message_id, SCHAKEL_MESSAGE_ID_BYTES) == 0);
+}
+
+static void record_queue_start(record_queue_t *q, const record_delivery_t *d, const char *tag)
+{
+    memcpy(q->sender, d->sender, strlen(d->sender) + 1);
+    q->has_message_id = d->message_id != NULL;
+    if (d->message_id != NULL)
+        memcpy(q->message_id, d->message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    q->item_index = d->item_index;
+    q->item_seq = d->item_seq;
+    memcpy(q->kind, d->kind, strlen(d->kind) + 1);
+    memcpy(q->theme, d->theme, strlen(d->theme) + 1);
+    memcpy(q->subject_tag, tag, strlen(tag) + 1);
+    q->text_bytes = 0;
+}
+
+static int record_qrule_is(const record_qrule_t *r, const record_delivery_t *d)
+{
+    return r->fields == d->fields && r->expires_at == d->expires_at &&
+           strcmp(r->hash, d->rule_hash) == 0 && strcmp(r->id, d->rule_id) == 0 &&
+           strcmp(r->purpose, d->purpose != NULL ? d->purpose : "") == 0 &&
+           strcmp(r->legal_basis, d->legal_basis != NULL ? d->legal_basis : "") == 0;
+}
+
+/* The queue's number for d's rule, added if new; -1 when out of memory. */
+static long record_queue_rule(record_queue_t *q, const record_delivery_t *d)
+{
+    if (q->n > 0 && record_qrule_is(&q->rules[q->deliveries[q->n - 1].rule], d))
+        return (long)q->deliveries[q->n - 1].rule;
+    for (size_t i = 0; i < q->n_rules; i++)
+        if (record_qrule_is(&q->rules[i], d))
+            return (long)i;
+    if (record_grow((void **)&q->rules, &q->cap_rules, q->n_rules, sizeof *q->rules, 4) != 0)
+        return -1;
+    record_qrule_t *r = &q->rules[q->n_rules];
+    memcpy(r->id, d->rule_id, strlen(d->rule_id) + 1);
+    memcpy(r->hash, d->rule_hash, strlen(d->rule_hash) + 1);
+    r->fields = d->fields;
+    r->expires_at = d->expires_at;
+    snprintf(r->purpose, sizeof r->purpose, "%s", d->purpose != NULL ? d->purpose : "");
+    snprintf(r->legal_basis, sizeof r->legal_basis, "%s",
+             d->legal_basis != NULL ? d->legal_basis : "");
+    q->text_bytes += RECORD_QRULE_LINE + strlen(r->purpose) + strlen(r->legal_basis);
+    return (long)q->n_rules++;
+}
+
+/* The deliveries text (store_audit_deliveries_parse): rules in the order
+ * of their first use (the order they were added), then the deliveries. */
+static const char *record_queue_text(record_queue_t *q)
+{
+    size_t used = 0, need = q->text_bytes + 1;
+    char fields[160];
+    if (need > q->text_cap) {
+        char *grown = realloc(q->text, need);
+        if (grown == NULL)
+            return NULL;
+        q->text = grown;
+        q->text_cap = need;
+    }
+    for (size_t i = 0; i < q->n_rules; i++) {
+        const record_qrule_t *r = &q->rules[i];
+        record_field_names(r->fields, fields, sizeof fields);
+        used += (size_t)snprintf(q->text + used, q->text_cap - used,
+                                 "rule %s %s %lld %s %zu:%s %zu:%s\n", r->id, r->hash,
+                                 (long long)r->expires_at, fields, strlen(r->purpose), r->purpose,
+                                 strlen(r->legal_basis), r->legal_basis);
+    }
+    for (size_t i = 0; i < q->n; i++)
+        used += (size_t)snprintf(q->text + used, q->text_cap - used, "%llu %u %s\n",
+                                 (unsigned long long)q->deliveries[i].seq, q->deliveries[i].rule,
+                                 q->deliveries[i].recipient);
+    return q->text;
+}
+
+/* Forget the kept deliveries (recorded, or rolled back with their turn). */
+static void record_queue_clear(record_queue_t *q)
+{
+    if (q == NULL)
+        return;
+    q->n = 0;
+    q->n_rules = 0;
+    q->text_bytes = 0;
+    if (q->cap_rules > RECORD_QUEUE_RULES_KEPT) { /* a rare item with many rules */
+        free(q->rules);
+        q->rules = NULL;
+        q->cap_rules = 0;
+    }
+}
+
+/* One entry for the kept deliveries, if any; the queue is empty afterwards.
+ * On failure the turn has failed. */
+static int record_queue_flush(broker_t *b)
+{
+    record_queue_t *q = b->acks != NULL ? b->acks->queue : NULL;
+    char id_hex[2 * SCHAKEL_MESSAGE_ID_BYTES + 1];
+    store_audit_entry_t e;
+    if (q == NULL || q->n == 0)
+        return 0;
+    const char *text = record_queue_text(q);
+    if (text == NULL) {
+        record_queue_clear(q);
+        return record_queue_failed(b, "out of memory");
+    }
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, q->sender);
+    record_set_message_id(&e, q->has_message_id ? q->message_id : NULL, id_hex);
+    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, q->item_index);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)q->item_seq);
+    audit_set_text(&e, STORE_AUDIT_KIND, q->kind);
+    audit_set_text(&e, STORE_AUDIT_THEME, q->theme);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, q->subject_tag[0] != '\0' ? q->subject_tag : NULL);
+    audit_set_text(&e, STORE_AUDIT_DELIVERIES, text);
+    record_queue_clear(q);
+    return record_append_now(b, &e);
+}
+
+static int record_queue_valid(const record_delivery_t *d)
+{
+    return record_text_fits(d->sender, SCHAKEL_MAX_PRINCIPAL_LEN + 1) &&
+           record_text_fits(d->recipient, SCHAKEL_MAX_PRINCIPAL_LEN + 1) &&
+           record_text_fits(d->kind, SCHAKEL_MAX_ID_LEN + 1) &&
+           record_text_fits(d->theme, SCHAKEL_MAX_ID_LEN + 1) &&
+           record_text_fits(d->rule_id, SCHAKEL_MAX_ID_LEN + 1) &&
+           record_text_fits(d->rule_hash, 65) &&
+           (d->purpose == NULL || strnlen(d->purpose, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <=
+                                      SCHAKEL_AUDIT_MAX_TEXT_LEN) &&
+           (d->legal_basis == NULL || strnlen(d->legal_basis, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <=
+                                          SCHAKEL_AUDIT_MAX_TEXT_LEN);
+}
+
+/* Room for d in the kept entry: the same item, a later seq, below the
+ * bounds (a new rule's texts counted). */
+static int record_queue_room(const record_queue_t *q, const record_delivery_t *d, const char *tag)
+{
+    size_t texts = (d->purpose != NULL ? strlen(d->purpose) : 0) +
+                   (d->legal_basis != NULL ? strlen(d->legal_basis) : 0);
+    return q->n > 0 && q->n < STORE_AUDIT_MAX_QUEUED_DELIVERIES &&
+           d->seq > q->deliveries[q->n - 1].seq && record_queue_same_item(q, d, tag) &&
+           q->text_bytes + RECORD_QRULE_LINE + texts + RECORD_QDELIVERY_LINE <
+               STORE_AUDIT_MAX_DELIVERIES_TEXT;
+}
+
 int record_queued(broker_t *b, const record_delivery_t *d)
 {
-    char seq_s[24], item_s[24], id_hex[33], fields[160], tag[STORE_SUBJECT_TAG_LEN + 1];
-    store_audit_entry_t e;
+    char seq_s[24], item_s[24], tag[STORE_SUBJECT_TAG_LEN + 1];
     if (log_enabled(LOG_DEBUG)) {
         snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
         snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
@@ -208,29 +470,39 @@ int record_queued(broker_t *b, const record_delivery_t *d)
                   "seq", seq_s, "item_seq", item_s, "rule", d->rule_id, "rule_hash", d->rule_hash,
                   NULL);
     }
-    record_field_names(d->fields, fields, sizeof fields);
-    if (d->subject != NULL && d->subject_tag == NULL &&
-        record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
-        return -1;
-    audit_entry_init(&e, "delivery.queued");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, d->sender);
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, d->recipient);
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT_PARTNER, d->recipient_partner);
-    record_set_message_id(&e, d->message_id, id_hex);
-    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, d->item_index);
-    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)d->item_seq);
-    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
-    audit_set_text(&e, STORE_AUDIT_KIND, d->kind);
-    audit_set_text(&e, STORE_AUDIT_THEME, d->theme);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG,
-                   d->subject == NULL ? NULL : d->subject_tag != NULL ? d->subject_tag : tag);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
-    audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
-    audit_set_text(&e, STORE_AUDIT_LEGAL_BASIS, d->legal_basis);
-    audit_set_text(&e, STORE_AUDIT_FIELDS, fields);
-    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, d->expires_at);
-    return record_append(b, &e);
+    if (b->turn_failed)
+        return -1; /* rolled back: neither this delivery nor its record will be */
+    if (!record_queue_valid(d))
+        return record_queue_failed(b, "a delivery's ids are missing or too long");
+    tag[0] = '\0';
+    if (d->subject != NULL) {
+        if (d->subject_tag != NULL)
+            snprintf(tag, sizeof tag, "%s", d->subject_tag);
+        else if (record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
+            return -1;
+    }
+    if (b->acks == NULL && (b->acks = calloc(1, sizeof *b->acks)) == NULL)
+        return record_queue_failed(b, "out of memory");
+    if (b->acks->queue == NULL && (b->acks->queue = calloc(1, sizeof *b->acks->queue)) == NULL)
+        return record_queue_failed(b, "out of memory");
+    record_queue_t *q = b->acks->queue;
+    if (!record_queue_room(q, d, tag)) {
+        if (record_queue_flush(b) != 0)
+            return -1;
+        record_queue_start(q, d, tag);
+    }
+    if (record_grow((void **)&q->deliveries, &q->cap, q->n, sizeof *q->deliveries,
+                    RECORD_QUEUE_FIRST_CAP) != 0)
+        return record_queue_failed(b, "out of memory");
+    long rule = record_queue_rule(q, d);
+    if (rule < 0)
+        return record_queue_failed(b, "out of memory");
+    record_qdelivery_t *kept = &q->deliveries[q->n++];
+    kept->seq = d->seq;
+    kept->rule = (uint32_t)rule;
+    memcpy(kept->recipient, d->recipient, strlen(d->recipient) + 1);
+    q->text_bytes += RECORD_QDELIVERY_LINE;
+    return 0;
 }
 
 void record_delivered(const char *recipient, uint64_t seq, int redelivery)
@@ -257,21 +529,6 @@ void record_delivered(const char *recipient, uint64_t seq, int redelivery)
  * grows with its acks up to that bound; arrays are kept for the next turns
  * (those of the first RECORD_ACKERS_KEPT recipients).
  */
-typedef struct record_acker {
-    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    uint64_t *seqs;
-    size_t n, cap;
-} record_acker_t;
-
-struct record_acks {
-    record_acker_t *ackers; /* the first n_active acked in this turn */
-    size_t n_active, n_ackers, cap_ackers;
-    size_t last; /* the acker of the last ack: acks come a frame at a time */
-    char text[STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u]; /* up to 19 digits and a comma each */
-};
-
-#define RECORD_ACKERS_KEPT 16u
-#define RECORD_ACKER_FIRST_CAP 64u
 
 /* An ack that cannot be kept fails the turn: it then does not happen. */
 static int record_acks_failed(broker_t *b, const char *why)
@@ -645,7 +902,8 @@ int record_stopped(broker_t *b)
 {
     store_audit_entry_t e;
     audit_entry_init(&e, "broker.stopped");
-    if (record_acks_flush(b) != 0 || audit_append(b->store, b->key, record_now(b), &e) != 0 ||
+    if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0 ||
+        audit_append(b->store, b->key, record_now(b), &e) != 0 ||
         audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
         log_event(LOG_ERROR, "audit.write_failed", "entry", "broker.stopped", "error",
                   store_errmsg(b->store), NULL);
@@ -658,12 +916,16 @@ int record_stopped(broker_t *b)
 void record_turn_end(broker_t *b)
 {
     if (b->turn_failed) {
-        /* rolled back anyway, acks included; the next turn checks again */
+        /* rolled back anyway, acks and deliveries included; the next turn
+         * checks again */
         record_acks_clear(b->acks);
+        record_queue_clear(b->acks != NULL ? b->acks->queue : NULL);
         return;
     }
-    if (record_acks_flush(b) != 0)
+    if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0) {
+        record_acks_clear(b->acks);
         return; /* the turn failed: its acks roll back with it */
+    }
     int rc = audit_checkpoint(b->store, b->key, record_now(b), 0);
     if (rc < 0) {
         log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);
@@ -680,6 +942,12 @@ void record_release(broker_t *b)
     for (size_t i = 0; i < b->acks->n_ackers; i++)
         free(b->acks->ackers[i].seqs);
     free(b->acks->ackers);
+    if (b->acks->queue != NULL) {
+        free(b->acks->queue->deliveries);
+        free(b->acks->queue->rules);
+        free(b->acks->queue->text);
+        free(b->acks->queue);
+    }
     free(b->acks);
     b->acks = NULL;
 }

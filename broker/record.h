@@ -62,6 +62,14 @@ typedef struct record_delivery {
     uint32_t fields; /* the rule's enum signal_field mask: what the recipient gets */
     int64_t expires_at;
 } record_delivery_t;
+/* Kept, not written: the deliveries of one item (same item_seq, sender,
+ * message id, item index, kind, theme and subject) become one
+ * "delivery.queued" entry listing them (deliveries, store.h), written when
+ * a delivery of another item arrives, before any other entry, and at
+ * record_turn_end; more than STORE_AUDIT_MAX_QUEUED_DELIVERIES make an
+ * entry per that many. Returns 0, or -1 with the turn failed (a turn that
+ * failed before, ids too long to keep, out of memory, or a kept entry that
+ * could not be written); the delivery must then not be committed. */
 int record_queued(struct broker *b, const record_delivery_t *delivery);
 
 /* A delivery sent (or sent again) to a receiving session: a log line only.
@@ -176,13 +184,14 @@ int record_started(struct broker *b);
 int record_stopped(struct broker *b);
 
 /* Before each turn's commit (every commit of a turn that may hold acks
- * must come after it): the turn's "delivery.acked" entries (record_acked),
+ * must come after it): the kept item's "delivery.queued" entry
+ * (record_queued), the turn's "delivery.acked" entries (record_acked),
  * then a signed checkpoint when entries have waited
  * SCHAKEL_AUDIT_CHECKPOINT_IVL_S (the count-based one happens on append).
  * On failure the turn fails. A turn that failed before writes nothing and
- * forgets its acks (they roll back with it). The entries that commit at
- * once (record_policy_*, record_started, record_stopped) write kept acks
- * first, in the same transaction. */
+ * forgets its acks and deliveries (they roll back with it). The entries
+ * that commit at once (record_policy_*, record_started, record_stopped)
+ * write kept deliveries and acks first, in the same transaction. */
 void record_turn_end(struct broker *b);
 
 /* Free what record.c keeps between calls (b->acks); safe to call twice. */

@@ -129,6 +129,10 @@ int store_syncer_wait(store_syncer_t *syncer, uint64_t ticket, uint64_t *synced)
 void store_syncer_stop(store_syncer_t **syncer);
 /* The highest delivery seq handed out by this handle (or read at open). */
 uint64_t store_delivery_high(const store_t *store);
+/* WAL syncs made on the calling (loop) thread that succeeded: store_commit,
+ * and store_commit_unsynced when a checkpoint is due. A commit made before
+ * the count rose is on disk. */
+uint64_t store_loop_syncs(const store_t *store);
 /* 1 after a store_commit whose WAL sync failed: the transaction is visible
  * but perhaps not on disk, and every later call on this handle fails. The
  * broker stops (systemd starts it again); SQLite then recovers what is
@@ -501,6 +505,10 @@ enum store_audit_field {
      * canonical seq list (store_audit_seqs_parse); encoded only when
      * present, so that entries written before it hash as they did */
     STORE_AUDIT_DELIVERY_SEQS,
+    /* text (schema 7): the deliveries a "delivery.queued" entry records, in
+     * the canonical form of store_audit_deliveries_parse; encoded only when
+     * present, like delivery_seqs */
+    STORE_AUDIT_DELIVERIES,
     STORE_AUDIT_FIELD_COUNT
 };
 
@@ -524,6 +532,50 @@ typedef struct store_audit_field_info {
  * number of seqs (and the first min(n, max) of them in seqs, which may be
  * NULL), or 0 when text is not such a list. Safe on any input. */
 size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max);
+
+/* Deliveries one "delivery.queued" entry lists at most, and the bytes of
+ * its deliveries text at most. */
+#define STORE_AUDIT_MAX_QUEUED_DELIVERIES 1024u
+#define STORE_AUDIT_MAX_DELIVERIES_TEXT (1024u * 1024u)
+
+/* One delivery of a "delivery.queued" entry's deliveries text. Texts are
+ * spans of that text (not NUL-terminated where a length is given);
+ * recipient_partner is the part of the recipient before '/'. */
+typedef struct store_audit_delivery {
+    uint64_t seq;
+    const char *recipient;
+    size_t recipient_len;
+    size_t recipient_partner_len; /* recipient_partner = recipient[0 .. this) */
+    const char *rule_id;
+    size_t rule_id_len;
+    const char *rule_hash; /* 64 lower-case hex digits */
+    int64_t expires_at;
+    const char *fields;
+    size_t fields_len;
+    const char *purpose;
+    size_t purpose_len;
+    const char *legal_basis;
+    size_t legal_basis_len;
+} store_audit_delivery_t;
+
+/* The deliveries text of a "delivery.queued" entry (docs/OPERATIONS.md
+ * "Audit trail"): first the rules, each once, in the order of their first
+ * use, one line each:
+ *   "rule" SP rule_id SP rule_hash SP expires_at SP fields SP
+ *   LEN ":" purpose SP LEN ":" legal_basis LF
+ * then the deliveries in strictly ascending seq, one line each:
+ *   seq SP rule_number SP recipient LF
+ * (rule_number counts the rule lines from 0; LEN is the byte count of the
+ * UTF-8 text after the colon; numbers are decimal without leading zeros;
+ * fields is a non-empty comma-separated list of [a-z_] words). One spelling
+ * per content, so the hash covers the set. At most
+ * STORE_AUDIT_MAX_QUEUED_DELIVERIES deliveries and
+ * STORE_AUDIT_MAX_DELIVERIES_TEXT bytes. Returns the number of deliveries,
+ * after calling fn (which may be NULL; non-zero stops the walk) for each,
+ * or 0 when text is not such a list (fn is then not called). Safe on any
+ * input. */
+typedef int (*store_audit_delivery_fn)(const store_audit_delivery_t *delivery, void *arg);
+size_t store_audit_deliveries_parse(const char *text, store_audit_delivery_fn fn, void *arg);
 
 /* Indexed by enum store_audit_field. */
 extern const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT];
@@ -581,7 +633,11 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
  * is refused unless it is a canonical seq list (store_audit_seqs_parse) on
  * a "delivery.acked" entry without delivery_seq; each of its seqs is
  * indexed (audit_acks: delivery seq -> entry seq) with the entry, and a
- * seq indexed before refuses it. A failed insert leaves the transaction
+ * seq indexed before refuses it. deliveries is refused unless canonical
+ * (store_audit_deliveries_parse) on a "delivery.queued" entry that has none
+ * of the per-delivery fields it replaces (recipient, recipient_partner,
+ * delivery_seq, rule_id, rule_hash, purpose, legal_basis, fields,
+ * expires_at); it is not indexed by delivery seq. A failed insert leaves the transaction
  * without the entry and its index rows. Returns 0 or -1; on a full disk
  * store_last_error_is_unavailable says so. Cost: one table append and up
  * to two index inserts (subject, delivery_seq), O(log n); an acked entry

@@ -44,23 +44,30 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
     [STORE_AUDIT_REASON] = {"reason", 0},
     [STORE_AUDIT_DETAIL] = {"detail", 0},
     [STORE_AUDIT_DELIVERY_SEQS] = {"delivery_seqs", 0, 1},
+    [STORE_AUDIT_DELIVERIES] = {"deliveries", 0, 1},
 };
 
 /* The schema step that added delivery_seqs and audit_acks (store_schema.c,
  * 5 -> 6). An offline reader may open an older store: its entries then
  * read with delivery_seqs absent, and it has no acked-delivery index. */
 #define AUDIT_ACKS_SCHEMA_VERSION 6
+/* The step that added deliveries (6 -> 7): an older store's entries read
+ * with it absent. */
+#define AUDIT_QUEUED_SCHEMA_VERSION 7
 
 #define AUDIT_FIELD_COLUMNS_BEFORE_ACKS                                                            \
     "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"         \
     " item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"              \
     " legal_basis,"                                                                                \
     " fields, expires_at, reason, detail"
-#define AUDIT_FIELD_COLUMNS AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs"
+#define AUDIT_FIELD_COLUMNS AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs, deliveries"
 #define AUDIT_ROW_COLUMNS "seq, at, " AUDIT_FIELD_COLUMNS ", hash"
-/* The same columns from a store older than schema 6. */
+/* The same columns from a store older than schema 6, and from one of
+ * schema 6. */
 #define AUDIT_ROW_COLUMNS_BEFORE_ACKS                                                              \
-    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", NULL AS delivery_seqs, hash"
+    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", NULL AS delivery_seqs, NULL AS deliveries, hash"
+#define AUDIT_ROW_COLUMNS_BEFORE_QUEUED                                                            \
+    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs, NULL AS deliveries, hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
 
 /* Result columns of the entry scans: seq, at, the fields, hash. */
@@ -73,7 +80,7 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
         "SELECT seq, at FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
     [AUDIT_STMT_APPEND] = "INSERT INTO audit (" AUDIT_ROW_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5,"
                           " ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,"
-                          " ?20, ?21, ?22, ?23, ?24, ?25)",
+                          " ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
     [AUDIT_STMT_CHECKPOINT_ADD] =
         "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5)",
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
@@ -107,6 +114,18 @@ static const char *const audit_sql_before_acks[AUDIT_STMT_COUNT] = {
                                  " WHERE delivery_seq = ?1 ORDER BY seq",
 };
 
+/* The entry scans for a store of schema 6 (offline readers only). */
+static const char *const audit_sql_before_queued[AUDIT_STMT_COUNT] = {
+    [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq > ?1"
+                        " ORDER BY seq LIMIT ?2",
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
+                                " WHERE subject_tag = ?1 ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
+                                 " WHERE delivery_seq = ?1 ORDER BY seq",
+    [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq ="
+                              " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
+};
+
 /* ------------------------------------------------------------------ statements */
 
 /* The scans must yield the columns in the order of store_audit_fields. */
@@ -122,36 +141,56 @@ static int audit_columns_match(store_t *store, sqlite3_stmt *stmt)
     return 0;
 }
 
-/* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
- * them, -1 on error. The broker's own store always has them (store_open
- * migrates it); an offline reader asks the file, once per statement it
- * prepares (and on each call that needs the index of an older store). */
-static int audit_has_acks(store_t *store)
+/* The schema version of the trail's columns: the broker's own store is
+ * always current (store_open migrates it); an offline reader asks the
+ * file, once per statement it prepares (and on each call that needs the
+ * index of an older store). -1 on error. */
+static long audit_schema(store_t *store)
 {
     int64_t version = 0;
     if (!store->audit_reader)
-        return 1;
+        return AUDIT_QUEUED_SCHEMA_VERSION;
     if (store_query_int64(store, "PRAGMA user_version", &version) != 0)
         return -1;
-    return version >= AUDIT_ACKS_SCHEMA_VERSION;
+    return (long)version;
 }
 
-/* A reader's scan prepared for a store from before schema 6 that a
- * broker has upgraded since (a `schakelctl audit tail` left running
- * across the upgrade): finalized, to be prepared again with the column.
- * Returns 0, or -1 on error. */
+/* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
+ * them, -1 on error. */
+static int audit_has_acks(store_t *store)
+{
+    long version = audit_schema(store);
+    return version < 0 ? -1 : version >= AUDIT_ACKS_SCHEMA_VERSION;
+}
+
+/* The SQL of an entry scan for a store of this schema version. */
+static const char *audit_scan_sql(enum store_audit_stmt_id id, long version)
+{
+    if (version < AUDIT_ACKS_SCHEMA_VERSION && audit_sql_before_acks[id] != NULL)
+        return audit_sql_before_acks[id];
+    if (version < AUDIT_QUEUED_SCHEMA_VERSION && audit_sql_before_queued[id] != NULL)
+        return audit_sql_before_queued[id];
+    return audit_sql[id];
+}
+
+/* A reader's scan prepared for an older store that a broker has upgraded
+ * since (a `schakelctl audit tail` left running across the upgrade):
+ * finalized, to be prepared again with the columns. Returns 0, or -1 on
+ * error. */
 static int audit_stmt_refresh(store_t *store, enum store_audit_stmt_id id)
 {
     sqlite3_stmt *stmt = store->audit_stmt[id];
-    if (!store->audit_reader || audit_sql_before_acks[id] == NULL ||
-        strcmp(sqlite3_sql(stmt), audit_sql_before_acks[id]) != 0)
+    if (!store->audit_reader || strcmp(sqlite3_sql(stmt), audit_sql[id]) == 0 ||
+        (audit_sql_before_acks[id] == NULL && audit_sql_before_queued[id] == NULL))
         return 0;
-    int has_acks = audit_has_acks(store);
-    if (has_acks > 0) {
+    long version = audit_schema(store);
+    if (version < 0)
+        return -1;
+    if (strcmp(sqlite3_sql(stmt), audit_scan_sql(id, version)) != 0) {
         sqlite3_finalize(stmt);
         store->audit_stmt[id] = NULL;
     }
-    return has_acks < 0 ? -1 : 0;
+    return 0;
 }
 
 /* The statement, prepared at its first use on this connection. */
@@ -164,12 +203,11 @@ static sqlite3_stmt *audit_stmt(store_t *store, enum store_audit_stmt_id id)
     const char *sql = audit_sql[id];
     int is_scan = id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT ||
                   id == AUDIT_STMT_SCAN_DELIVERY || id == AUDIT_STMT_SCAN_ACKED;
-    if (is_scan && audit_sql_before_acks[id] != NULL) {
-        int has_acks = audit_has_acks(store);
-        if (has_acks < 0)
+    if (is_scan && store->audit_reader) {
+        long version = audit_schema(store);
+        if (version < 0)
             return NULL;
-        if (!has_acks)
-            sql = audit_sql_before_acks[id];
+        sql = audit_scan_sql(id, version);
     }
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v3(store->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt, NULL) !=
@@ -290,6 +328,172 @@ size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max)
     }
 }
 
+/* ------------------------------------------------------------------ deliveries */
+
+/* A canonical decimal in 0..INT64_MAX (no sign, no leading zero) ending at
+ * `end`; *p moves past it. Returns 0, or -1. */
+static int parse_decimal(const char **p, char end, uint64_t *value)
+{
+    const char *q = *p;
+    uint64_t v = 0;
+    if (*q < '0' || *q > '9' || (*q == '0' && q[1] >= '0' && q[1] <= '9'))
+        return -1;
+    while (*q >= '0' && *q <= '9') {
+        uint64_t digit = (uint64_t)(*q++ - '0');
+        if (v > ((uint64_t)INT64_MAX - digit) / 10)
+            return -1;
+        v = v * 10 + digit;
+    }
+    if (*q != end)
+        return -1;
+    *p = q + 1;
+    *value = v;
+    return 0;
+}
+
+/* A word up to `end` (which must follow it); *p moves past `end`. */
+static int parse_word(const char **p, char end, const char **word, size_t *len)
+{
+    const char *q = *p;
+    while (*q != '\0' && *q != end && *q != ' ' && *q != '\n')
+        q++;
+    if (q == *p || *q != end)
+        return -1;
+    *word = *p;
+    *len = (size_t)(q - *p);
+    *p = q + 1;
+    return 0;
+}
+
+/* LEN ":" bytes, followed by `end`: valid UTF-8 without NUL. */
+static int parse_counted(const char **p, char end, const char **text, size_t *len)
+{
+    uint64_t n = 0;
+    if (parse_decimal(p, ':', &n) != 0 || n > SCHAKEL_AUDIT_MAX_TEXT_LEN ||
+        strnlen(*p, (size_t)n) != (size_t)n || (*p)[n] != end ||
+        !syntax_is_utf8((const uint8_t *)*p, (size_t)n))
+        return -1;
+    *text = *p;
+    *len = (size_t)n;
+    *p += n + 1;
+    return 0;
+}
+
+static int span_is(const char *s, size_t len, int (*check)(const char *))
+{
+    char copy[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    if (len >= sizeof copy)
+        return 0;
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    return check(copy);
+}
+
+static int fields_ok(const char *s, size_t len)
+{
+    int last_comma = 1;
+    for (size_t i = 0; i < len; i++) {
+        int comma = s[i] == ',';
+        if ((comma && last_comma) || (!comma && !((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_')))
+            return 0;
+        last_comma = comma;
+    }
+    return !last_comma;
+}
+
+static int hash_ok(const char *s, size_t len)
+{
+    if (len != 64)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* One rule line at *p into d (its rule part); *p moves past its LF. */
+static int parse_rule_line(const char **p, store_audit_delivery_t *d)
+{
+    const char *q = *p;
+    uint64_t expires = 0;
+    size_t hash_len = 0;
+    if (strncmp(q, "rule ", 5) != 0)
+        return -1;
+    q += 5;
+    if (parse_word(&q, ' ', &d->rule_id, &d->rule_id_len) != 0 ||
+        !span_is(d->rule_id, d->rule_id_len, syntax_is_id_token) ||
+        parse_word(&q, ' ', &d->rule_hash, &hash_len) != 0 || !hash_ok(d->rule_hash, hash_len) ||
+        parse_decimal(&q, ' ', &expires) != 0 ||
+        parse_word(&q, ' ', &d->fields, &d->fields_len) != 0 ||
+        !fields_ok(d->fields, d->fields_len) ||
+        parse_counted(&q, ' ', &d->purpose, &d->purpose_len) != 0 ||
+        parse_counted(&q, '\n', &d->legal_basis, &d->legal_basis_len) != 0)
+        return -1;
+    d->expires_at = (int64_t)expires;
+    *p = q;
+    return 0;
+}
+
+/* The walk of store_audit_deliveries_parse: with fn NULL it only checks.
+ * Returns the number of deliveries, or 0. */
+static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void *arg)
+{
+    uint32_t rule_at[STORE_AUDIT_MAX_QUEUED_DELIVERIES + 1];
+    size_t n_rules = 0, n = 0, used = 0;
+    uint64_t last = 0;
+    const char *p = text;
+    if (text == NULL || strnlen(text, STORE_AUDIT_MAX_DELIVERIES_TEXT + 1) >
+                            STORE_AUDIT_MAX_DELIVERIES_TEXT)
+        return 0;
+    while (*p == 'r') { /* the rules, each once */
+        store_audit_delivery_t d;
+        if (n_rules == STORE_AUDIT_MAX_QUEUED_DELIVERIES)
+            return 0;
+        rule_at[n_rules] = (uint32_t)(p - text);
+        if (parse_rule_line(&p, &d) != 0)
+            return 0;
+        size_t len = (size_t)(p - text) - rule_at[n_rules];
+        for (size_t i = 0; i < n_rules; i++)
+            if (rule_at[i + 1] - rule_at[i] == len &&
+                memcmp(text + rule_at[i], text + rule_at[n_rules], len) == 0)
+                return 0;
+        rule_at[++n_rules] = (uint32_t)(p - text);
+    }
+    while (*p != '\0') { /* the deliveries, ascending; rules in order of first use */
+        store_audit_delivery_t d;
+        uint64_t seq = 0, rule = 0;
+        memset(&d, 0, sizeof d);
+        if (n == STORE_AUDIT_MAX_QUEUED_DELIVERIES || parse_decimal(&p, ' ', &seq) != 0 ||
+            seq <= last || parse_decimal(&p, ' ', &rule) != 0 || rule > used ||
+            rule >= n_rules || parse_word(&p, '\n', &d.recipient, &d.recipient_len) != 0 ||
+            !span_is(d.recipient, d.recipient_len, syntax_is_principal_id))
+            return 0;
+        used += rule == used;
+        last = seq;
+        n++;
+        if (fn != NULL) {
+            const char *r = text + rule_at[rule];
+            (void)parse_rule_line(&r, &d);
+            d.seq = seq;
+            d.recipient_partner_len = (size_t)((const char *)memchr(d.recipient, '/',
+                                                                    d.recipient_len) -
+                                               d.recipient);
+            if (fn(&d, arg) != 0)
+                return n;
+        }
+    }
+    return n > 0 && used == n_rules ? n : 0;
+}
+
+size_t store_audit_deliveries_parse(const char *text, store_audit_delivery_fn fn, void *arg)
+{
+    size_t n = deliveries_walk(text, NULL, NULL);
+    if (n == 0 || fn == NULL)
+        return n;
+    (void)deliveries_walk(text, fn, arg);
+    return n;
+}
+
 /* ------------------------------------------------------------------ append */
 
 static int audit_check_text(store_t *store, const store_audit_value_t *v)
@@ -327,6 +531,37 @@ static size_t audit_check_acked(store_t *store, const store_audit_entry_t *e, ui
     return 0;
 }
 
+/* The fields a queued entry's deliveries replace. */
+static const int audit_per_delivery[] = {
+    STORE_AUDIT_RECIPIENT, STORE_AUDIT_RECIPIENT_PARTNER, STORE_AUDIT_DELIVERY_SEQ,
+    STORE_AUDIT_RULE_ID,   STORE_AUDIT_RULE_HASH,         STORE_AUDIT_PURPOSE,
+    STORE_AUDIT_LEGAL_BASIS, STORE_AUDIT_FIELDS,          STORE_AUDIT_EXPIRES_AT,
+};
+
+/* deliveries: canonical, on a queued entry without the per-delivery fields
+ * (an entry names its deliveries one way or the other). 0 or -1. */
+static int audit_check_queued(store_t *store, const store_audit_entry_t *e)
+{
+    const char *event = e->field[STORE_AUDIT_EVENT].text;
+    if (e->field[STORE_AUDIT_DELIVERIES].text == NULL ||
+        store_audit_deliveries_parse(e->field[STORE_AUDIT_DELIVERIES].text, NULL, NULL) == 0) {
+        store_refuse(store, "audit append",
+                     "deliveries is not a canonical delivery list (docs/OPERATIONS.md)");
+        return -1;
+    }
+    if (event == NULL || strcmp(event, "delivery.queued") != 0) {
+        store_refuse(store, "audit append", "only a delivery.queued entry lists deliveries");
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof audit_per_delivery / sizeof audit_per_delivery[0]; i++)
+        if (e->field[audit_per_delivery[i]].present) {
+            store_refuse(store, "audit append",
+                         "an entry with deliveries names no single delivery's fields");
+            return -1;
+        }
+    return 0;
+}
+
 static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
 {
     if (e == NULL || !e->field[STORE_AUDIT_EVENT].present) {
@@ -334,8 +569,8 @@ static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
         return -1;
     }
     for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
-        if (i == STORE_AUDIT_DELIVERY_SEQS)
-            continue; /* its own rules: audit_check_acked */
+        if (i == STORE_AUDIT_DELIVERY_SEQS || i == STORE_AUDIT_DELIVERIES)
+            continue; /* their own rules: audit_check_acked, audit_check_queued */
         const store_audit_value_t *v = &e->field[i];
         if (!v->present)
             continue;
@@ -452,6 +687,8 @@ int store_audit_append(store_t *store, const store_audit_entry_t *entry)
         return -1;
     if (entry->field[STORE_AUDIT_DELIVERY_SEQS].present &&
         (n_seqs = audit_check_acked(store, entry, seqs)) == 0)
+        return -1;
+    if (entry->field[STORE_AUDIT_DELIVERIES].present && audit_check_queued(store, entry) != 0)
         return -1;
     if (entry->seq != tail.seq + 1 || entry->seq > INT64_MAX) {
         store_refuse(store, "audit append", "the entry's seq does not follow the trail's last");

@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 /*
  * Schema migrations: step i takes a store from user_version i to i + 1 and
@@ -110,6 +110,15 @@
  * two agree. Entries written before keep delivery_seq, found through
  * audit_by_delivery as before; new acked entries leave it empty, so they
  * cost no row in that index.
+ *
+ * Step 6 -> 7 makes one "delivery.queued" entry record all deliveries of
+ * one item: the new column deliveries lists them with their rules
+ * (store_audit_deliveries_parse), and the entry leaves the per-delivery
+ * columns (recipient, delivery_seq, rule, purpose, ...) empty. Nullable and
+ * encoded only when present, so every entry written before hashes as it
+ * did. No index by delivery seq: the subject export finds a queued entry
+ * by its subject tag and reads the seqs from the list, and nothing else
+ * looks a queued entry up by delivery.
  */
 typedef struct schema_step {
     const char *sql;
@@ -353,6 +362,10 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"
      " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
      "PRAGMA user_version = 6;",
+     NULL},
+    /* 6 -> 7: one queued entry per item, its deliveries in one column */
+    {"ALTER TABLE audit ADD COLUMN deliveries TEXT;"
+     "PRAGMA user_version = 7;",
      NULL},
 };
 

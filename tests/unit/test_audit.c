@@ -340,6 +340,7 @@ static void test_field_order_is_the_documented_one(void **state)
         {"purpose", 0},       {"legal_basis", 0}, {"fields", 0},
         {"expires_at", 1},    {"reason", 0},      {"detail", 0},
         {"delivery_seqs", 0}, /* schema 6: encoded only when present */
+        {"deliveries", 0},    /* schema 7: encoded only when present */
     };
     assert_int_equal(sizeof documented / sizeof documented[0], STORE_AUDIT_FIELD_COUNT);
     for (size_t i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
@@ -1645,6 +1646,7 @@ static void test_store_from_before_acked_lists_migrates(void **state)
                  "DROP TRIGGER audit_acks_append_only_delete;"
                  "DROP TABLE audit_acks;"
                  "ALTER TABLE audit DROP COLUMN delivery_seqs;"
+                 "ALTER TABLE audit DROP COLUMN deliveries;"
                  "PRAGMA user_version = 5;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
@@ -1674,7 +1676,7 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     /* The broker's opening migrates it; the old acks stay where they were. */
     f->store = open_ok(f->path);
     db = raw_open(f->path);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 6);
+    assert_int_equal(raw_int(db, "PRAGMA user_version"), 7);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM audit_acks"), 0);
     assert_int_equal(raw_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);

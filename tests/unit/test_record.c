@@ -1,6 +1,7 @@
 /*
  * test_record.c — unit tests of broker/record.c's acks: kept per turn,
- * recorded at its end as one "delivery.acked" entry per recipient.
+ * recorded at its end as one "delivery.acked" entry per recipient; and its
+ * deliveries: kept per item, recorded as one "delivery.queued" entry.
  *
  * record.c is linked alone with the common code; the audit trail, the
  * store, the log and the broker's turn are stand-ins defined here, which
@@ -35,7 +36,10 @@ typedef struct kept_entry {
     char event[64];
     char actor[160];
     char recipient[160];
-    char *seqs; /* delivery_seqs, NULL when absent */
+    char *seqs;       /* delivery_seqs, NULL when absent */
+    char *deliveries; /* deliveries, NULL when absent */
+    int64_t item_seq;
+    int per_delivery; /* any of the single-delivery columns is present */
     int has_seq;
     int64_t seq;   /* delivery_seq */
     size_t commit; /* commits before it was appended */
@@ -53,8 +57,10 @@ static char store_token; /* the broker's store: only its address is used */
 
 static void trail_reset(void)
 {
-    for (size_t i = 0; i < trail.n_entries; i++)
+    for (size_t i = 0; i < trail.n_entries; i++) {
         free(trail.entries[i].seqs);
+        free(trail.entries[i].deliveries);
+    }
     memset(&trail, 0, sizeof trail);
 }
 
@@ -103,6 +109,16 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
              f[STORE_AUDIT_RECIPIENT].present ? f[STORE_AUDIT_RECIPIENT].text : "");
     k->seqs =
         f[STORE_AUDIT_DELIVERY_SEQS].present ? strdup(f[STORE_AUDIT_DELIVERY_SEQS].text) : NULL;
+    k->deliveries =
+        f[STORE_AUDIT_DELIVERIES].present ? strdup(f[STORE_AUDIT_DELIVERIES].text) : NULL;
+    k->item_seq = f[STORE_AUDIT_ITEM_SEQ].number;
+    static const int single[] = {STORE_AUDIT_RECIPIENT,   STORE_AUDIT_RECIPIENT_PARTNER,
+                                 STORE_AUDIT_RULE_ID,     STORE_AUDIT_RULE_HASH,
+                                 STORE_AUDIT_PURPOSE,     STORE_AUDIT_LEGAL_BASIS,
+                                 STORE_AUDIT_FIELDS,      STORE_AUDIT_EXPIRES_AT};
+    k->per_delivery = 0;
+    for (size_t i = 0; i < sizeof single / sizeof single[0]; i++)
+        k->per_delivery |= f[single[i]].present;
     k->has_seq = f[STORE_AUDIT_DELIVERY_SEQ].present;
     k->seq = f[STORE_AUDIT_DELIVERY_SEQ].number;
     k->commit = trail.commits;
@@ -432,6 +448,192 @@ static void test_immediate_commits_record_kept_acks_first(void **state)
     trail_reset();
 }
 
+/* ------------------------------------------------------------------ queued */
+
+#define HASH_R1 "1111111111111111111111111111111111111111111111111111111111111111"
+#define HASH_R2 "2222222222222222222222222222222222222222222222222222222222222222"
+
+static const uint8_t message_one[16] = {1, 2, 3};
+
+/* A delivery of item item_seq to recipient under rule 1 ("r1") or 2. */
+static record_delivery_t delivery(uint64_t item_seq, uint64_t seq, const char *recipient,
+                                  int rule)
+{
+    record_delivery_t d = {
+        .sender = "politie/bvh-koppeling",
+        .recipient = recipient,
+        .recipient_partner = "ignored", /* the part of recipient before '/' */
+        .seq = seq,
+        .item_seq = item_seq,
+        .message_id = message_one,
+        .item_index = 0,
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .subject = NULL,
+        .rule_id = rule == 1 ? "r1" : "r2",
+        .rule_hash = rule == 1 ? HASH_R1 : HASH_R2,
+        .purpose = rule == 1 ? "Aanpak ondermijning" : "Zorg: \"regie\"\nart. 2",
+        .legal_basis = rule == 1 ? "Wpg art. 16" : "",
+        .fields = rule == 1 ? FIELD_AREA | FIELD_SUBJECT : 0,
+        .expires_at = rule == 1 ? 1700086400 : 1700000060,
+    };
+    return d;
+}
+
+static void queued_ok(broker_t *b, record_delivery_t d)
+{
+    if (record_queued(b, &d) != 0)
+        fail_msg("record_queued(%llu) failed", (unsigned long long)d.seq);
+}
+
+static const kept_entry_t *queued_entry(size_t i)
+{
+    assert_true(i < trail.n_entries);
+    const kept_entry_t *k = &trail.entries[i];
+    assert_string_equal(k->event, "delivery.queued");
+    assert_string_equal(k->actor, "politie/bvh-koppeling");
+    assert_false(k->has_seq); /* one shape: the list */
+    assert_false(k->per_delivery);
+    assert_non_null(k->deliveries);
+    return k;
+}
+
+/* The deliveries of one item: one entry when the turn ends, in the
+ * documented bytes (rules once, in the order of first use; deliveries by
+ * seq); an entry of another kind written in between comes after it. */
+static void test_one_queued_entry_per_item(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    queued_ok(b, delivery(7, 20, "om/parket", 2));
+    queued_ok(b, delivery(7, 21, "riec/analyse", 1));
+    queued_ok(b, delivery(7, 22, "riec/team-2", 2));
+    assert_int_equal(trail.n_entries, 0);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    assert_int_equal(trail.entries[0].commit, 0);
+    assert_int_equal(queued_entry(0)->item_seq, 7);
+    assert_string_equal(queued_entry(0)->deliveries,
+                        "rule r2 " HASH_R2 " 1700000060 sender,kind,theme 20:Zorg: \"regie\"\nart. 2 0:\n"
+                        "rule r1 " HASH_R1 " 1700086400 sender,kind,theme,area,subject"
+                        " 19:Aanpak ondermijning 11:Wpg art. 16\n"
+                        "20 0 om/parket\n"
+                        "21 1 riec/analyse\n"
+                        "22 0 riec/team-2\n");
+    assert_int_equal(b->turn_acks_only, 0); /* a queued entry makes the turn synced */
+
+    /* Another entry (an accepted one) writes the kept item first. */
+    queued_ok(b, delivery(8, 30, "om/parket", 1));
+    assert_int_equal(record_accepted(b, "politie/bvh-koppeling", message_one, 1, 1, 0), 0);
+    assert_int_equal(trail.n_entries, 3);
+    assert_string_equal(queued_entry(1)->deliveries,
+                        "rule r1 " HASH_R1 " 1700086400 sender,kind,theme,area,subject"
+                        " 19:Aanpak ondermijning 11:Wpg art. 16\n30 0 om/parket\n");
+    assert_string_equal(trail.entries[2].event, "publish.accepted");
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 3);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* Items interleaved (never by publish.c, but by any caller): an entry per
+ * run of one item; a seq that does not ascend starts a new entry too. */
+static void test_interleaved_items_get_an_entry_per_run(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    queued_ok(b, delivery(1, 10, "om/parket", 1));
+    queued_ok(b, delivery(2, 11, "om/parket", 1));
+    queued_ok(b, delivery(1, 12, "riec/analyse", 1));
+    queued_ok(b, delivery(1, 9, "riec/team-2", 1)); /* not ascending */
+    record_delivery_t other_subject = delivery(1, 13, "om/parket", 1);
+    other_subject.subject = "PSEUDO-1234";
+    queued_ok(b, other_subject);
+    turn_end(b);
+    static const int64_t items[] = {1, 2, 1, 1, 1};
+    assert_int_equal(trail.n_entries, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(queued_entry(i)->item_seq, items[i]);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* A failed turn writes no queued entry and forgets the kept deliveries; a
+ * refused entry fails the turn (fail closed). */
+static void test_failed_turn_records_no_queued(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    queued_ok(b, delivery(3, 40, "om/parket", 1));
+    broker_fail_turn(b);
+    assert_int_equal(record_queued(b, &(record_delivery_t){0}), -1); /* nothing after a failure */
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 0);
+    assert_int_equal(trail.rollbacks, 1);
+    queued_ok(b, delivery(4, 41, "om/parket", 1));
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    assert_string_equal(queued_entry(0)->deliveries + strlen(queued_entry(0)->deliveries) - 15,
+                        "41 0 om/parket\n");
+
+    /* The store refuses the entry: the turn fails, nothing is kept. */
+    trail.refuse_event = "delivery.queued";
+    trail.refuse_after = 1;
+    queued_ok(b, delivery(5, 42, "om/parket", 1));
+    record_turn_end(b);
+    assert_true(b->turn_failed);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    trail.refuse_event = NULL;
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+
+    /* Ids too long to keep fail the turn at once. */
+    record_delivery_t bad = delivery(6, 43, "om/parket", 1);
+    bad.rule_hash = HASH_R1 "0";
+    assert_int_equal(record_queued(b, &bad), -1);
+    assert_true(b->turn_failed);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* An entry lists at most STORE_AUDIT_MAX_QUEUED_DELIVERIES: the next
+ * delivery of the item starts another entry, the first written at once. */
+static void test_queued_entries_are_bounded(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    char recipient[32];
+    for (uint64_t i = 0; i <= STORE_AUDIT_MAX_QUEUED_DELIVERIES; i++) {
+        snprintf(recipient, sizeof recipient, "om/p%llu", (unsigned long long)i);
+        queued_ok(b, delivery(9, 100 + i, recipient, 1));
+    }
+    assert_int_equal(trail.n_entries, 1);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 2);
+    size_t lines[2] = {0, 0};
+    for (size_t e = 0; e < 2; e++)
+        for (const char *p = queued_entry(e)->deliveries; *p != '\0'; p++)
+            lines[e] += *p == '\n';
+    assert_int_equal(lines[0], 1 + STORE_AUDIT_MAX_QUEUED_DELIVERIES); /* a rule line */
+    assert_int_equal(lines[1], 2);
+    assert_non_null(strstr(queued_entry(1)->deliveries, "\n1124 0 om/p1024\n"));
+    /* Kept entries are written before an immediate commit. */
+    queued_ok(b, delivery(10, 2000, "om/parket", 1));
+    assert_int_equal(record_stopped(b), 0);
+    assert_int_equal(trail.n_entries, 4);
+    assert_int_equal(queued_entry(2)->item_seq, 10);
+    assert_int_equal(trail.entries[2].commit, trail.entries[3].commit);
+    test_broker_free(&b);
+    trail_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -440,6 +642,10 @@ int main(void)
         cmocka_unit_test(test_failed_turn_records_no_acks),
         cmocka_unit_test(test_lists_are_bounded),
         cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
+        cmocka_unit_test(test_one_queued_entry_per_item),
+        cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),
+        cmocka_unit_test(test_failed_turn_records_no_queued),
+        cmocka_unit_test(test_queued_entries_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
