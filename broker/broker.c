@@ -359,10 +359,13 @@ static void free_replies(pending_reply_t *replies, size_t n)
 static void tickets_release(broker_t *b, uint64_t synced, int all)
 {
     size_t done = 0;
-    while (done < b->n_tickets && (all || b->tickets[done].ticket <= synced)) {
+    uint64_t loop_syncs = store_loop_syncs(b->store); /* a sync in the loop covers them too */
+    while (done < b->n_tickets && (all || b->tickets[done].ticket <= synced ||
+                                   b->tickets[done].loop_syncs < loop_syncs)) {
         sync_ticket_t *t = &b->tickets[done++];
         send_replies(b, t->replies, t->n_replies);
         free(t->replies);
+        b->held_replies -= t->n_replies;
         if (t->delivery_high > b->durable_high)
             b->durable_high = t->delivery_high;
     }
@@ -381,6 +384,7 @@ static void tickets_drop(broker_t *b)
     for (size_t i = 0; i < b->n_tickets; i++)
         free_replies(b->tickets[i].replies, b->tickets[i].n_replies);
     b->n_tickets = 0;
+    b->held_replies = 0;
 }
 
 static void syncer_failed(broker_t *b)
@@ -425,7 +429,7 @@ static void tickets_hold_failed(broker_t *b, uint64_t ticket)
         b->n_replies = b->cap_replies = 0;
         return;
     }
-    tickets_release(b, synced, 0);
+    tickets_release(b, synced, 1); /* every commit so far is on disk */
     send_replies(b, b->replies, b->n_replies);
     b->n_replies = 0;
 }
@@ -446,12 +450,34 @@ static void tickets_hold(broker_t *b, uint64_t ticket)
     }
     sync_ticket_t *t = &b->tickets[b->n_tickets++];
     t->ticket = ticket;
+    t->loop_syncs = store_loop_syncs(b->store);
     t->delivery_high = store_delivery_high(b->store);
     t->replies = b->replies;
     t->n_replies = b->n_replies;
+    b->held_replies += b->n_replies;
     b->replies = NULL;
     b->n_replies = b->cap_replies = 0;
     b->push_limit_seq = b->durable_high;
+}
+
+/* A turn that needs no sync of its own (acks only, nothing written, rolled
+ * back) while others wait: its answers go behind theirs, in the last
+ * ticket. */
+static void tickets_append(broker_t *b)
+{
+    if (b->n_replies == 0)
+        return;
+    sync_ticket_t *t = &b->tickets[b->n_tickets - 1];
+    pending_reply_t *grown = realloc(t->replies, (t->n_replies + b->n_replies) * sizeof *grown);
+    if (grown == NULL) {
+        tickets_hold_failed(b, t->ticket); /* answers everything once it is synced */
+        return;
+    }
+    memcpy(grown + t->n_replies, b->replies, b->n_replies * sizeof *grown);
+    t->replies = grown;
+    t->n_replies += b->n_replies;
+    b->held_replies += b->n_replies;
+    b->n_replies = 0; /* the frames are the ticket's now; the array is reused */
 }
 
 /* ------------------------------------------------------------ heartbeat */
@@ -727,7 +753,7 @@ static int commit_turn(broker_t *b)
     if (deferred)
         tickets_hold(b, store_syncer_request(b->syncer));
     else if (b->n_tickets > 0 && !b->sync_failed)
-        tickets_hold(b, b->tickets[b->n_tickets - 1].ticket); /* behind the turns before */
+        tickets_append(b); /* behind the turns before */
     else {
         send_replies(b, b->replies, b->n_replies);
         b->n_replies = 0;
@@ -830,6 +856,10 @@ int broker_run(broker_t *b)
          * empties the syncer's eventfd, which a sync made readable) */
         if (b->n_tickets > 0 || (syncer_slot >= 0 && (items[syncer_slot].revents & ZMQ_POLLIN)))
             tickets_collect(b);
+        /* A disk that stalls must not let held answers grow without end:
+         * past the bound the loop waits for the sync, as without a thread. */
+        if (b->held_replies >= SCHAKEL_MAX_HELD_REPLIES)
+            tickets_drain(b);
         metrics_turn_begin(b);
         /* Handshakes, admin requests, expiry and revocations make a turn
          * that commits with an fsync, as every frame but the three that

@@ -46,7 +46,8 @@ typedef struct pending_reply {
 /* A turn committed without waiting for the disk: its answers and its
  * deliveries wait until the syncer has synced as far as its ticket. */
 typedef struct sync_ticket {
-    uint64_t ticket;        /* store_syncer_request's number (or an earlier turn's) */
+    uint64_t ticket;        /* store_syncer_request's number */
+    uint64_t loop_syncs;    /* store_loop_syncs when it was held: a later sync covers it */
     uint64_t delivery_high; /* deliveries up to this seq are on disk once it is */
     pending_reply_t *replies;
     size_t n_replies;
@@ -114,6 +115,7 @@ typedef struct broker {
     store_syncer_t *syncer;
     sync_ticket_t *tickets;
     size_t n_tickets, cap_tickets;
+    size_t held_replies;   /* answers in all tickets together */
     uint64_t durable_high; /* deliveries up to this seq are known to be on disk */
 } broker_t;
 

@@ -545,8 +545,10 @@ int store_wal_sync(store_t *store)
         rc = SQLITE_IOERR_FSYNC; /* after a commit in WAL mode its file is open */
     if (rc == SQLITE_OK)
         rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
+        store->loop_syncs++; /* covers every commit so far (store_loop_syncs) */
         return 0;
+    }
     store_io_failed(store, rc, "syncing the WAL");
     return -1;
 }

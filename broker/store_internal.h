@@ -134,6 +134,7 @@ struct store {
     int in_callback;          /* inside a scan or expiry callback */
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
+    uint64_t loop_syncs;      /* WAL syncs made on this thread (store_wal_sync) that succeeded */
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,7 +133,13 @@ store_syncer_t *store_syncer_start(store_t *store, char *err, size_t errlen)
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     pthread_cond_init(&s->synced_cv, NULL);
+    /* Signals are the loop's (its poll must see EINTR); an fdatasync
+     * interrupted by one would look like a failed disk. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = pthread_create(&s->thread, NULL, syncer_main, s);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         snprintf(err, errlen, "cannot start the sync thread: %s", strerror(rc));
         pthread_cond_destroy(&s->synced_cv);
@@ -218,6 +225,11 @@ void store_syncer_stop(store_syncer_t **sp)
     free(s->wal_path);
     free(s);
     *sp = NULL;
+}
+
+uint64_t store_loop_syncs(const store_t *store)
+{
+    return store != NULL ? store->loop_syncs : 0;
 }
 
 uint64_t store_delivery_high(const store_t *store)

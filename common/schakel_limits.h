@@ -80,6 +80,7 @@
 /* Broker loop */
 #define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */
 #define SCHAKEL_MAX_SYNC_TICKETS 64u    /* turns committed and waiting for their sync */
+#define SCHAKEL_MAX_HELD_REPLIES 8192u  /* their answers, before the loop waits for the disk */
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_CHECKPOINT_IVL_MS 10000 /* after expiries, truncate the WAL at most this often */
