@@ -747,6 +747,11 @@ static int commit_turn(broker_t *b)
         else
             b->stats.commits_synced++;
     }
+    /* The next turn's, until something but an ack writes: the entries
+     * written from here on (refusals again after a rollback, handshake
+     * decisions in zap_flush, operator actions) belong to it and make it a
+     * synced one (record.c). */
+    b->turn_acks_only = 1;
     if (!committed)
         sessions_restart_receivers(b->sessions);
     settle_replies(b, committed, failure);
@@ -897,9 +902,6 @@ int broker_run(broker_t *b)
         deliver_revoke(b);
         record_turn_end(b);
         int turn = commit_turn(b);
-        /* The next turn, until something but an ack writes; entries written
-         * from here on (refused handshakes, zap.c) belong to it. */
-        b->turn_acks_only = 1;
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
