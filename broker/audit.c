@@ -71,6 +71,7 @@ static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_
 {
     static const uint8_t tag_absent = AUDIT_TAG_ABSENT, tag_text = AUDIT_TAG_TEXT,
                          tag_integer = AUDIT_TAG_INTEGER;
+    _Static_assert(STORE_AUDIT_FIELD_COUNT <= 256, "a late field's number is one byte");
     sink(arg, (const uint8_t *)AUDIT_ENTRY_DOMAIN, sizeof AUDIT_ENTRY_DOMAIN - 1);
     sink(arg, prev, STORE_AUDIT_HASH_BYTES);
     put_be64(sink, arg, e->seq);
@@ -82,7 +83,15 @@ static void encode_walk(const uint8_t prev[STORE_AUDIT_HASH_BYTES], const store_
              * written before it existed hash as they did. */
             if (!store_audit_fields[i].encoded_if_present)
                 sink(arg, &tag_absent, 1);
-        } else if (store_audit_fields[i].is_integer) {
+            continue;
+        }
+        if (store_audit_fields[i].encoded_if_present) {
+            /* Present, it is named by its number: without it, a list moved
+             * from one late column to another would hash the same. */
+            const uint8_t late[2] = {AUDIT_TAG_LATE, (uint8_t)i};
+            sink(arg, late, sizeof late);
+        }
+        if (store_audit_fields[i].is_integer) {
             sink(arg, &tag_integer, 1);
             put_be64(sink, arg, (uint64_t)v->number);
         } else {
@@ -341,12 +350,13 @@ static int verify_entry_itself(verify_state_t *st, const store_audit_entry_t *e,
                       seq);
         return -1;
     }
-    /* The store refuses to write another: one can only be signed in by
-     * someone holding the chain (the hash covers it). */
-    if (e->field[STORE_AUDIT_DELIVERIES].present &&
-        store_audit_deliveries_parse(e->field[STORE_AUDIT_DELIVERIES].text, NULL, NULL) == 0) {
-        verify_broken(st, e->seq, "entry %llu lists deliveries that are not a canonical list",
-                      seq);
+    /* The store refuses to write another shape: one can only be hashed in
+     * by someone rewriting the chain (a list moved to another column, a
+     * list on another event, a list not in its one spelling). */
+    const char *shape = store_audit_shape_problem(e);
+    if (shape != NULL) {
+        verify_broken(st, e->seq, "entry %llu is of a shape the broker does not write: %s", seq,
+                      shape);
         return -1;
     }
     if (st->anchor != NULL && st->anchor->seq == e->seq &&
@@ -447,10 +457,12 @@ static int verify_acked_round(store_t *store, verify_state_t *st)
 
 /* After an intact chain: the index holds no row beyond those the entries
  * list (each listed one was looked up). Rows for entries after the last
- * one verified (a live broker goes on writing) are not counted. */
+ * one verified (a live broker goes on writing) are not counted, but a row
+ * naming an entry that does not exist is named: it would make the ack of
+ * its delivery fail for good. */
 static int verify_index_end(store_t *store, verify_state_t *st)
 {
-    uint64_t rows = 0;
+    uint64_t rows = 0, delivery = 0, entry = 0;
     int rc = store_audit_acked_count(store, st->report->last_seq, &rows);
     if (rc <= 0)
         return rc; /* -1, or 0: a store from before the index */
@@ -461,6 +473,15 @@ static int verify_index_end(store_t *store, verify_state_t *st)
                              "entries list %llu acked deliveries",
                              (unsigned long long)rows, (unsigned long long)st->report->last_seq,
                              (unsigned long long)st->report->acked_seqs);
+    rc = store_audit_acked_stray(store, st->report->last_seq, &delivery, &entry);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
+        verify_index_problem(st,
+                             "the index names entry %llu for delivery %llu, but the trail has "
+                             "no such entry (an ack of delivery %llu would fail)",
+                             (unsigned long long)entry, (unsigned long long)delivery,
+                             (unsigned long long)delivery);
     return 0;
 }
 
@@ -663,6 +684,22 @@ static void buf_line_value(text_buf_t *b, const char *s)
         buf_puts(b, "\"");
 }
 
+/* The decimal digits of value into out (at least 20 bytes), without sign,
+ * leading zeros or NUL, as the entries' lists spell seqs; returns how
+ * many. */
+static size_t format_decimal(uint64_t value, char *out)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = digits[n - 1 - i];
+    return n;
+}
+
 void audit_format_time(int64_t at, char *out, size_t outlen)
 {
     struct tm tm;
@@ -799,6 +836,7 @@ char *audit_entry_line(const store_audit_entry_t *e, int withhold_subject)
 
 typedef struct export_item {
     uint64_t seq;
+    int marker; /* 1: a stand-in for an entry not shown (export_add_acked) */
     char *json;
 } export_item_t;
 
@@ -807,6 +845,8 @@ typedef struct export_state {
     size_t n_items, cap_items;
     uint64_t *deliveries; /* delivery seqs of the subject's deliveries (sorted once all known) */
     size_t n_deliveries, cap_deliveries;
+    uint64_t *acked; /* seqs of the entries export_add_acked has seen, ascending */
+    size_t n_acked, cap_acked;
     int out_of_memory;
 } export_state_t;
 
@@ -828,7 +868,7 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
 }
 
 /* Keep an entry's rendering (json is taken; NULL: out of memory). */
-static int export_keep(export_state_t *st, uint64_t seq, char *json)
+static int export_keep(export_state_t *st, uint64_t seq, char *json, int marker)
 {
     if (json == NULL ||
         grow((void **)&st->items, &st->cap_items, st->n_items, sizeof *st->items) != 0) {
@@ -837,13 +877,14 @@ static int export_keep(export_state_t *st, uint64_t seq, char *json)
         return 1;
     }
     st->items[st->n_items].seq = seq;
+    st->items[st->n_items].marker = marker;
     st->items[st->n_items++].json = json;
     return 0;
 }
 
 static int export_add(const store_audit_entry_t *e, void *arg)
 {
-    return export_keep(arg, e->seq, audit_entry_json(e, 0));
+    return export_keep(arg, e->seq, audit_entry_json(e, 0), 0);
 }
 
 static int seq_order(const void *a, const void *b)
@@ -857,37 +898,85 @@ static int export_is_subjects(const export_state_t *st, uint64_t seq)
     return bsearch(&seq, st->deliveries, st->n_deliveries, sizeof seq, seq_order) != NULL;
 }
 
+/* Whether the entry at seq was seen before (it lists several of the
+ * subject's deliveries: each finds it); notes it if not. -1 when out of
+ * memory. */
+static int export_acked_seen(export_state_t *st, uint64_t seq)
+{
+    size_t lo = 0, hi = st->n_acked;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (st->acked[mid] == seq)
+            return 1;
+        if (st->acked[mid] < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (grow((void **)&st->acked, &st->cap_acked, st->n_acked, sizeof *st->acked) != 0) {
+        st->out_of_memory = 1;
+        return -1;
+    }
+    memmove(st->acked + lo + 1, st->acked + lo, (st->n_acked - lo) * sizeof *st->acked);
+    st->acked[lo] = seq;
+    st->n_acked++;
+    return 0;
+}
+
+/* An entry the index names but that cannot be read as an acked entry
+ * (damaged, or without a readable delivery_seqs): shown only as its seq
+ * and that it is unreadable, never its fields, which may be anyone's;
+ * verify names what is wrong with it. */
+static int export_add_unreadable(export_state_t *st, uint64_t seq)
+{
+    text_buf_t b = {0};
+    buf_printf(&b, "{\"seq\":%llu,\"unreadable\":", (unsigned long long)seq);
+    buf_json_string(&b, "the acked-delivery index names this entry for one of the subject's "
+                        "deliveries, but it is not a readable delivery.acked entry (run "
+                        "schakelctl audit verify)");
+    buf_puts(&b, "}");
+    return export_keep(st, seq, buf_take(&b), 1);
+}
+
 /* An acked entry found through the acked-delivery index: one recipient's
- * acks of one turn. It is shown with only the subject's deliveries in
+ * acks of one turn, rendered once however many of the subject's
+ * deliveries it lists. It is shown with only the subject's deliveries in
  * delivery_seqs, and the number of the others ("delivery_seqs_withheld"):
  * the recipient's other deliveries are not the subject's to see. An entry
- * that lists none of them (the index disagrees: verify names it) is left
- * out; a damaged one is shown as it is. */
+ * that is not a delivery.acked entry, or lists none of them (the index
+ * disagrees: verify names it), is left out; an unreadable one is marked. */
 static int export_add_acked(const store_audit_entry_t *e, void *arg)
 {
     export_state_t *st = arg;
     uint64_t seqs[STORE_AUDIT_MAX_ACKED_SEQS];
     char shown[EXPORT_SEQS_TEXT];
+    const store_audit_value_t *event = &e->field[STORE_AUDIT_EVENT];
     const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERY_SEQS];
+    int seen = export_acked_seen(st, e->seq);
+    if (seen != 0)
+        return seen < 0;
+    if (e->damage == NULL && (!event->present || event->text == NULL ||
+                              strcmp(event->text, "delivery.acked") != 0))
+        return 0; /* another entry (another subject's, perhaps): never shown */
     size_t n = v->present && e->damage == NULL
                    ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS)
                    : 0;
     if (n == 0)
-        return export_add(e, arg);
+        return export_add_unreadable(st, e->seq) != 0;
     size_t used = 0, kept = 0;
-    shown[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         if (!export_is_subjects(st, seqs[i]))
             continue;
-        used += (size_t)snprintf(shown + used, sizeof shown - used, "%s%llu", kept ? "," : "",
-                                 (unsigned long long)seqs[i]);
-        kept++;
+        if (kept++ > 0)
+            shown[used++] = ',';
+        used += format_decimal(seqs[i], shown + used);
     }
+    shown[used] = '\0';
     if (kept == 0)
         return 0;
     store_audit_entry_t copy = *e;
     copy.field[STORE_AUDIT_DELIVERY_SEQS].text = shown;
-    return export_keep(st, e->seq, entry_json(&copy, 0, n - kept));
+    return export_keep(st, e->seq, entry_json(&copy, 0, n - kept), 0);
 }
 
 static int export_note_delivery(export_state_t *st, uint64_t seq)
@@ -925,10 +1014,14 @@ static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
     return export_add(e, arg);
 }
 
+/* By seq; of two renderings of one entry, the entry before a stand-in
+ * (the first of a seq is the one shown). */
 static int export_item_order(const void *a, const void *b)
 {
-    uint64_t x = ((const export_item_t *)a)->seq, y = ((const export_item_t *)b)->seq;
-    return (x > y) - (x < y);
+    const export_item_t *x = a, *y = b;
+    if (x->seq != y->seq)
+        return (x->seq > y->seq) - (x->seq < y->seq);
+    return (x->marker > y->marker) - (x->marker < y->marker);
 }
 
 /* The document: entries in seq order, each once (a delivery's own entry is
@@ -966,6 +1059,7 @@ static void export_free(export_state_t *st)
         free(st->items[i].json);
     free(st->items);
     free(st->deliveries);
+    free(st->acked);
 }
 
 int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,

@@ -34,6 +34,10 @@
 #define AUDIT_TAG_ABSENT 0x00
 #define AUDIT_TAG_TEXT 0x01
 #define AUDIT_TAG_INTEGER 0x02
+/* A late field (store_audit_fields' encoded_if_present), present: this tag,
+ * its field number (one byte, its enum store_audit_field value), then the
+ * field as any other (AUDIT_TAG_TEXT || len || bytes). */
+#define AUDIT_TAG_LATE 0x03
 
 /* ------------------------------------------------------------------ entries */
 
@@ -47,13 +51,15 @@ void audit_set_text(store_audit_entry_t *entry, enum store_audit_field field, co
 void audit_set_int(store_audit_entry_t *entry, enum store_audit_field field, int64_t value);
 
 /* The canonical bytes of an entry following prev (docs/OPERATIONS.md):
- * AUDIT_ENTRY_DOMAIN || prev(32) || seq(u64 BE) || at(i64 BE) || each field
- * in enum order as 0x00 (absent), 0x01 || len(u32 BE) || UTF-8 bytes (text)
- * or 0x02 || value(i64 BE) (integer); a field added later
- * (store_audit_fields' encoded_if_present: delivery_seqs) is left out
- * entirely when absent, so older entries keep their bytes. Writes at most outlen bytes to out
- * (may be NULL with outlen 0) and returns the full length, so a caller can
- * size its buffer with a first call. */
+ * AUDIT_ENTRY_DOMAIN || prev(32) || seq(u64 BE) || at(i64 BE) || each of
+ * the first 21 fields in enum order as 0x00 (absent), 0x01 || len(u32 BE)
+ * || UTF-8 bytes (text) or 0x02 || value(i64 BE) (integer); then each late
+ * field (store_audit_fields' encoded_if_present: delivery_seqs,
+ * deliveries) only when present, as 0x03 || its field number (one byte)
+ * || 0x01 || len(u32 BE) || bytes. Entries written before the late fields
+ * keep their bytes, and two late fields cannot trade places. Writes at
+ * most outlen bytes to out (may be NULL with outlen 0) and returns the
+ * full length, so a caller can size its buffer with a first call. */
 size_t audit_entry_encode(const uint8_t prev[STORE_AUDIT_HASH_BYTES],
                           const store_audit_entry_t *entry, uint8_t *out, size_t outlen);
 
@@ -114,8 +120,9 @@ typedef struct audit_verify_report {
      * the data-subject export looks acks up in), checked once the chain is
      * intact: index_checked 0 for a store from before it. acked_seqs is
      * what the verified entries list; index_intact 0 when the index
-     * disagrees with them (a row missing, extra or naming another entry),
-     * index_problem says where first. It leaves intact as the chain is. */
+     * disagrees with them (a row missing, extra, naming another entry, or
+     * naming an entry the trail does not hold), index_problem says where
+     * first. It leaves intact as the chain is. */
     int index_checked, index_intact;
     uint64_t acked_seqs;
     char index_problem[256];
@@ -124,7 +131,9 @@ typedef struct audit_verify_report {
 /* Recompute the chain from entry 1 and check every checkpoint: its
  * signature under one of keys (Ed25519 public keys; a checkpoint signed
  * by another key fails) and that it certifies the recomputed hash at its
- * seq; and, when anchor is not NULL, the anchor. Stops at the first
+ * seq; and, when anchor is not NULL, the anchor. An entry whose lists
+ * break the shape rules (store_audit_shape_problem) breaks the chain
+ * though its hash matches: the broker writes no such entry. Stops at the first
  * failure, in seq order. Then, on an intact chain, the acked-delivery
  * index against the entries' seq lists. Works on a reader
  * (store_open_reader). Returns 0 when the verification ran
@@ -147,7 +156,11 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
  * expiries), in seq order, each once; each as audit_entry_json renders
  * it, but for an acked entry that lists several deliveries: its
  * delivery_seqs then shows only the subject's, and
- * "delivery_seqs_withheld" counts the others. pseudonym must be a valid
+ * "delivery_seqs_withheld" counts the others. Of the entries the
+ * acked-delivery index leads to, only "delivery.acked" entries listing
+ * the subject's deliveries are shown; one that cannot be read as such is
+ * only marked ({"seq": N, "unreadable": why}), another is left out, so
+ * that a tampered index cannot show another subject's entry. pseudonym must be a valid
  * pseudonym (syntax_is_pseudonym). Uses the subject index, then per
  * delivery the delivery and acked-delivery indexes: O(log n) each. Reads
  * only; auditing the export is the caller's (record_subject_export in the

@@ -122,30 +122,40 @@ static const char *record_actor(const char *requested_by)
 }
 
 /* "sender,kind,theme" and the names of the mask's fields, in POLICY.md's
- * words. */
-static void record_field_names(uint32_t mask, char *out, size_t outlen)
+ * words; returns the length (cut to fit outlen, which the callers' 160
+ * bytes always do). */
+static size_t record_field_names(uint32_t mask, char *out, size_t outlen)
 {
     static const struct {
         uint32_t field;
         const char *name;
+        size_t len;
     } names[] = {
-        {FIELD_AREA, "area"},
-        {FIELD_ADDRESS, "address"},
-        {FIELD_SUBJECT, "subject"},
-        {FIELD_GROUNDS, "grounds"},
-        {FIELD_CASE_REF, "case_ref"},
-        {FIELD_SEVERITY, "severity"},
-        {FIELD_OBSERVED_AT, "observed_at"},
-        {FIELD_SUMMARY, "summary"},
-        {FIELD_SOURCE_REF, "source_ref"},
-        {FIELD_RECIPIENTS, "recipients"},
+        {FIELD_AREA, ",area", 5},
+        {FIELD_ADDRESS, ",address", 8},
+        {FIELD_SUBJECT, ",subject", 8},
+        {FIELD_GROUNDS, ",grounds", 8},
+        {FIELD_CASE_REF, ",case_ref", 9},
+        {FIELD_SEVERITY, ",severity", 9},
+        {FIELD_OBSERVED_AT, ",observed_at", 12},
+        {FIELD_SUMMARY, ",summary", 8},
+        {FIELD_SOURCE_REF, ",source_ref", 11},
+        {FIELD_RECIPIENTS, ",recipients", 11},
     };
-    snprintf(out, outlen, "sender,kind,theme");
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        size_t used = strlen(out);
-        if (mask & names[i].field)
-            snprintf(out + used, outlen - used, ",%s", names[i].name);
-    }
+    static const char always[] = "sender,kind,theme";
+    size_t used = sizeof always - 1;
+    if (outlen == 0)
+        return 0;
+    if (used >= outlen)
+        used = outlen - 1;
+    memcpy(out, always, used);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if ((mask & names[i].field) && used + names[i].len < outlen) {
+            memcpy(out + used, names[i].name, names[i].len);
+            used += names[i].len;
+        }
+    out[used] = '\0';
+    return used;
 }
 
 /* ------------------------------------------------------------------ publishes */
@@ -221,12 +231,18 @@ struct record_acks {
     record_acker_t *ackers; /* the first n_active acked in this turn */
     size_t n_active, n_ackers, cap_ackers;
     size_t last; /* the acker of the last ack: acks come a frame at a time */
-    char text[STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u]; /* up to 19 digits and a comma each */
+    char text[STORE_AUDIT_MAX_ACKED_SEQS * 21u + 1u]; /* up to 20 digits and a comma each */
     struct record_queue *queue; /* the kept deliveries of one item (record_queued) */
 };
 
 #define RECORD_ACKERS_KEPT 16u
 #define RECORD_ACKER_FIRST_CAP 64u
+
+/* The fields text of a rule at most ("sender,kind,theme" and every name of
+ * record_field_names), and a rule line's head: "rule " id SP hash SP
+ * expires_at SP fields SP. */
+#define RECORD_FIELDS_TEXT 160u
+#define RECORD_QRULE_HEAD (5u + SCHAKEL_MAX_ID_LEN + 1u + 64u + 1u + 20u + 1u + RECORD_FIELDS_TEXT + 1u)
 
 /*
  * An item's deliveries are kept, not recorded, until a delivery of another
@@ -249,11 +265,15 @@ typedef struct record_qrule {
     int64_t expires_at;
     char purpose[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
     char legal_basis[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    /* the rule line up to the purpose's length: "rule ID HASH EXPIRES FIELDS " */
+    char head[RECORD_QRULE_HEAD];
+    size_t head_len, purpose_len, legal_basis_len;
 } record_qrule_t;
 
 typedef struct record_qdelivery {
     uint64_t seq;
     uint32_t rule;
+    size_t recipient_len;
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
 } record_qdelivery_t;
 
@@ -279,7 +299,7 @@ typedef struct record_queue {
 #define RECORD_QUEUE_RULES_KEPT 8u
 #define RECORD_QUEUE_FIRST_CAP 16u
 /* A rule line's bytes beyond its texts, and a delivery line's, at most. */
-#define RECORD_QRULE_LINE (5u + SCHAKEL_MAX_ID_LEN + 1u + 64u + 1u + 20u + 1u + 160u + 2u * 6u + 2u)
+#define RECORD_QRULE_LINE (RECORD_QRULE_HEAD + 2u * 6u + 2u)
 #define RECORD_QDELIVERY_LINE (20u + 5u + SCHAKEL_MAX_PRINCIPAL_LEN + 2u)
 
 static int record_text_fits(const char *text, size_t size)
@@ -342,6 +362,44 @@ static int record_qrule_is(const record_qrule_t *r, const record_delivery_t *d)
            strcmp(r->legal_basis, d->legal_basis != NULL ? d->legal_basis : "") == 0;
 }
 
+/* Append bytes at out[*used] (the caller sized out for them). */
+static void record_put(char *out, size_t *used, const char *bytes, size_t len)
+{
+    memcpy(out + *used, bytes, len);
+    *used += len;
+}
+
+/* value in decimal, without sign or leading zeros (the lists' spelling). */
+static void record_put_decimal(char *out, size_t *used, uint64_t value)
+{
+    char digits[20];
+    size_t n = 0;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    while (n > 0)
+        out[(*used)++] = digits[--n];
+}
+
+/* The rule line's head, made once per rule: the part of the line that
+ * does not depend on its texts. */
+static void record_qrule_head(record_qrule_t *r, size_t id_len, size_t hash_len)
+{
+    char fields[RECORD_FIELDS_TEXT];
+    size_t used = 0, fields_len = record_field_names(r->fields, fields, sizeof fields);
+    record_put(r->head, &used, "rule ", 5);
+    record_put(r->head, &used, r->id, id_len);
+    r->head[used++] = ' ';
+    record_put(r->head, &used, r->hash, hash_len);
+    r->head[used++] = ' ';
+    record_put_decimal(r->head, &used, (uint64_t)r->expires_at); /* 0 .. INT64_MAX: policy.c */
+    r->head[used++] = ' ';
+    record_put(r->head, &used, fields, fields_len);
+    r->head[used++] = ' ';
+    r->head_len = used;
+}
+
 /* The queue's number for d's rule, added if new; -1 when out of memory. */
 static long record_queue_rule(record_queue_t *q, const record_delivery_t *d)
 {
@@ -353,23 +411,30 @@ static long record_queue_rule(record_queue_t *q, const record_delivery_t *d)
     if (record_grow((void **)&q->rules, &q->cap_rules, q->n_rules, sizeof *q->rules, 4) != 0)
         return -1;
     record_qrule_t *r = &q->rules[q->n_rules];
-    memcpy(r->id, d->rule_id, strlen(d->rule_id) + 1);
-    memcpy(r->hash, d->rule_hash, strlen(d->rule_hash) + 1);
+    size_t id_len = strlen(d->rule_id), hash_len = strlen(d->rule_hash);
+    memcpy(r->id, d->rule_id, id_len + 1);
+    memcpy(r->hash, d->rule_hash, hash_len + 1);
     r->fields = d->fields;
     r->expires_at = d->expires_at;
-    snprintf(r->purpose, sizeof r->purpose, "%s", d->purpose != NULL ? d->purpose : "");
-    snprintf(r->legal_basis, sizeof r->legal_basis, "%s",
-             d->legal_basis != NULL ? d->legal_basis : "");
-    q->text_bytes += RECORD_QRULE_LINE + strlen(r->purpose) + strlen(r->legal_basis);
+    /* record_queue_valid bounded both texts */
+    r->purpose_len = d->purpose != NULL ? strlen(d->purpose) : 0;
+    r->legal_basis_len = d->legal_basis != NULL ? strlen(d->legal_basis) : 0;
+    memcpy(r->purpose, d->purpose != NULL ? d->purpose : "", r->purpose_len + 1);
+    memcpy(r->legal_basis, d->legal_basis != NULL ? d->legal_basis : "", r->legal_basis_len + 1);
+    record_qrule_head(r, id_len, hash_len);
+    q->text_bytes += RECORD_QRULE_LINE + r->purpose_len + r->legal_basis_len;
     return (long)q->n_rules++;
 }
 
+
 /* The deliveries text (store_audit_deliveries_parse): rules in the order
- * of their first use (the order they were added), then the deliveries. */
+ * of their first use (the order they were added), then the deliveries.
+ * Built by copying (text_bytes bounds it: RECORD_QRULE_LINE and
+ * RECORD_QDELIVERY_LINE count every byte but the texts'), no formatting
+ * per field. */
 static const char *record_queue_text(record_queue_t *q)
 {
     size_t used = 0, need = q->text_bytes + 1;
-    char fields[160];
     if (need > q->text_cap) {
         char *grown = realloc(q->text, need);
         if (grown == NULL)
@@ -377,19 +442,30 @@ static const char *record_queue_text(record_queue_t *q)
         q->text = grown;
         q->text_cap = need;
     }
+    char *out = q->text;
     for (size_t i = 0; i < q->n_rules; i++) {
         const record_qrule_t *r = &q->rules[i];
-        record_field_names(r->fields, fields, sizeof fields);
-        used += (size_t)snprintf(q->text + used, q->text_cap - used,
-                                 "rule %s %s %lld %s %zu:%s %zu:%s\n", r->id, r->hash,
-                                 (long long)r->expires_at, fields, strlen(r->purpose), r->purpose,
-                                 strlen(r->legal_basis), r->legal_basis);
+        record_put(out, &used, r->head, r->head_len);
+        record_put_decimal(out, &used, r->purpose_len);
+        out[used++] = ':';
+        record_put(out, &used, r->purpose, r->purpose_len);
+        out[used++] = ' ';
+        record_put_decimal(out, &used, r->legal_basis_len);
+        out[used++] = ':';
+        record_put(out, &used, r->legal_basis, r->legal_basis_len);
+        out[used++] = '\n';
     }
-    for (size_t i = 0; i < q->n; i++)
-        used += (size_t)snprintf(q->text + used, q->text_cap - used, "%llu %u %s\n",
-                                 (unsigned long long)q->deliveries[i].seq, q->deliveries[i].rule,
-                                 q->deliveries[i].recipient);
-    return q->text;
+    for (size_t i = 0; i < q->n; i++) {
+        const record_qdelivery_t *d = &q->deliveries[i];
+        record_put_decimal(out, &used, d->seq);
+        out[used++] = ' ';
+        record_put_decimal(out, &used, d->rule);
+        out[used++] = ' ';
+        record_put(out, &used, d->recipient, d->recipient_len);
+        out[used++] = '\n';
+    }
+    out[used] = '\0';
+    return out;
 }
 
 /* Forget the kept deliveries (recorded, or rolled back with their turn). */
@@ -500,7 +576,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
     record_qdelivery_t *kept = &q->deliveries[q->n++];
     kept->seq = d->seq;
     kept->rule = (uint32_t)rule;
-    memcpy(kept->recipient, d->recipient, strlen(d->recipient) + 1);
+    kept->recipient_len = strlen(d->recipient);
+    memcpy(kept->recipient, d->recipient, kept->recipient_len + 1);
     q->text_bytes += RECORD_QDELIVERY_LINE;
     return 0;
 }
@@ -571,18 +648,21 @@ static int record_seq_order(const void *x, const void *y)
 }
 
 /* delivery_seqs of the acker's seqs: sorted, each once (a seq is acked
- * once anyway: the second ack of it finds no delivery). */
+ * once anyway: the second ack of it finds no delivery). The text holds up
+ * to STORE_AUDIT_MAX_ACKED_SEQS seqs of at most 20 digits and a comma. */
 static const char *record_acker_text(struct record_acks *acks, record_acker_t *a)
 {
     size_t used = 0;
-    qsort(a->seqs, a->n, sizeof *a->seqs, record_seq_order);
-    acks->text[0] = '\0';
+    if (a->n > 1)
+        qsort(a->seqs, a->n, sizeof *a->seqs, record_seq_order);
     for (size_t i = 0; i < a->n; i++) {
         if (i > 0 && a->seqs[i] == a->seqs[i - 1])
             continue;
-        used += (size_t)snprintf(acks->text + used, sizeof acks->text - used, "%s%llu",
-                                 used > 0 ? "," : "", (unsigned long long)a->seqs[i]);
+        if (used > 0)
+            acks->text[used++] = ',';
+        record_put_decimal(acks->text, &used, a->seqs[i]);
     }
+    acks->text[used] = '\0';
     return acks->text;
 }
 

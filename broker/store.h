@@ -515,8 +515,10 @@ enum store_audit_field {
 typedef struct store_audit_field_info {
     const char *name; /* column name, and the entry's JSON key */
     int is_integer;
-    /* A field added after the first 21: the canonical encoding leaves it
-     * out when absent (instead of an absent tag). */
+    /* A field added after the first 21 (a late field): the canonical
+     * encoding leaves it out when absent (instead of an absent tag) and
+     * names it by its number when present, so that no two late fields can
+     * trade places (audit_entry_encode). */
     int encoded_if_present;
 } store_audit_field_info_t;
 
@@ -600,6 +602,17 @@ typedef struct store_audit_entry {
     const char *damage;
 } store_audit_entry_t;
 
+/* The shape rules of the fields that name an entry's deliveries, which
+ * store_audit_append enforces and audit_verify checks on every entry read
+ * back (so that a rewritten entry cannot move a list between columns):
+ * delivery_seqs only on a "delivery.acked" entry, a canonical seq list,
+ * never with delivery_seq; deliveries only on a "delivery.queued" entry,
+ * a canonical delivery list, never with the per-delivery fields it
+ * replaces; never both. Returns NULL when the entry keeps them (one with
+ * neither list always does), else why not (a static string). Cost: one
+ * pass over each list. */
+const char *store_audit_shape_problem(const store_audit_entry_t *entry);
+
 /* A signed checkpoint: the broker's Ed25519 signature over (seq, hash, at)
  * of the entry with that seq, and the public key it signed with. */
 typedef struct store_audit_checkpoint {
@@ -633,7 +646,8 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
  * is refused unless it is a canonical seq list (store_audit_seqs_parse) on
  * a "delivery.acked" entry without delivery_seq; each of its seqs is
  * indexed (audit_acks: delivery seq -> entry seq) with the entry, and a
- * seq indexed before refuses it. deliveries is refused unless canonical
+ * seq indexed before refuses it ("the audit_acks index already names
+ * delivery N (run schakelctl audit verify)"). deliveries is refused unless canonical
  * (store_audit_deliveries_parse) on a "delivery.queued" entry that has none
  * of the per-delivery fields it replaces (recipient, recipient_partner,
  * delivery_seq, rule_id, rule_hash, purpose, legal_basis, fields,
@@ -678,6 +692,13 @@ int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn
  * predates it (schema < 6; lookups then find nothing), -1 on error. */
 int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq);
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
+/* A row of audit_acks naming an entry after after_seq that does not exist
+ * (written outside the broker: it would make the ack of that delivery fail
+ * for good). 1 with the first such row's delivery and entry seqs, 0 when
+ * there is none or the store predates the index, -1 on error. Cost: a walk
+ * of the index. */
+int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
+                            uint64_t *audit_seq);
 int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
                                 store_audit_checkpoint_fn fn, void *arg);
 

@@ -351,13 +351,25 @@ static int parse_decimal(const char **p, char end, uint64_t *value)
     return 0;
 }
 
-/* A word up to `end` (which must follow it); *p moves past `end`. */
-static int parse_word(const char **p, char end, const char **word, size_t *len)
+/* The checks below read each byte once, in place, and stop at the first
+ * that does not belong (a NUL included), so that checking a list costs a
+ * pass over it. */
+
+static int is_token_byte(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+}
+
+/* An id token (syntax_is_id_token: [a-z0-9][a-z0-9._-]{0,63}) followed by
+ * `end`; *p moves past `end`. */
+static int parse_token(const char **p, char end, const char **word, size_t *len)
 {
     const char *q = *p;
-    while (*q != '\0' && *q != end && *q != ' ' && *q != '\n')
+    if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9')))
+        return -1;
+    while (is_token_byte(*q))
         q++;
-    if (q == *p || *q != end)
+    if (*q != end || (size_t)(q - *p) > SCHAKEL_MAX_ID_LEN)
         return -1;
     *word = *p;
     *len = (size_t)(q - *p);
@@ -365,13 +377,79 @@ static int parse_word(const char **p, char end, const char **word, size_t *len)
     return 0;
 }
 
-/* LEN ":" bytes, followed by `end`: valid UTF-8 without NUL. */
+/* A principal id (syntax_is_principal_id: token "/" token) followed by
+ * `end`; *p moves past `end`, *partner_len is the first token's length. */
+static int parse_principal(const char **p, char end, const char **word, size_t *len,
+                           size_t *partner_len)
+{
+    const char *q = *p, *name = NULL;
+    size_t name_len = 0;
+    if (parse_token(&q, '/', word, partner_len) != 0 || parse_token(&q, end, &name, &name_len) != 0)
+        return -1;
+    *len = (size_t)(q - 1 - *p);
+    *p = q;
+    return 0;
+}
+
+/* 64 lower-case hex digits followed by `end`. */
+static int parse_hash(const char **p, char end, const char **hash)
+{
+    const char *q = *p;
+    for (int i = 0; i < 64; i++, q++)
+        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f')))
+            return -1;
+    if (*q != end)
+        return -1;
+    *hash = *p;
+    *p = q + 1;
+    return 0;
+}
+
+/* Field names ([a-z_]+ joined by single commas) followed by `end`. */
+static int parse_fields(const char **p, char end, const char **fields, size_t *len)
+{
+    const char *q = *p;
+    for (;;) {
+        const char *word = q;
+        while ((*q >= 'a' && *q <= 'z') || *q == '_')
+            q++;
+        if (q == word)
+            return -1;
+        if (*q != ',')
+            break;
+        q++;
+    }
+    if (*q != end)
+        return -1;
+    *fields = *p;
+    *len = (size_t)(q - *p);
+    *p = q + 1;
+    return 0;
+}
+
+/* n bytes at s: no NUL, valid UTF-8. ASCII (the usual case) is checked a
+ * byte at a time here; from the first byte above 0x7F, syntax_is_utf8
+ * checks the rest (it stops at nothing, so the NUL check comes first). */
+static int counted_ok(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == 0)
+            return 0;
+        if (c >= 0x80)
+            return strnlen(s + i, n - i) == n - i &&
+                   syntax_is_utf8((const uint8_t *)s + i, n - i);
+    }
+    return 1;
+}
+
+/* LEN ":" bytes, followed by `end`: valid UTF-8 without NUL. Reads no
+ * byte past a NUL: counted_ok stops at one first. */
 static int parse_counted(const char **p, char end, const char **text, size_t *len)
 {
     uint64_t n = 0;
     if (parse_decimal(p, ':', &n) != 0 || n > SCHAKEL_AUDIT_MAX_TEXT_LEN ||
-        strnlen(*p, (size_t)n) != (size_t)n || (*p)[n] != end ||
-        !syntax_is_utf8((const uint8_t *)*p, (size_t)n))
+        !counted_ok(*p, (size_t)n) || (*p)[n] != end)
         return -1;
     *text = *p;
     *len = (size_t)n;
@@ -379,53 +457,17 @@ static int parse_counted(const char **p, char end, const char **text, size_t *le
     return 0;
 }
 
-static int span_is(const char *s, size_t len, int (*check)(const char *))
-{
-    char copy[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    if (len >= sizeof copy)
-        return 0;
-    memcpy(copy, s, len);
-    copy[len] = '\0';
-    return check(copy);
-}
-
-static int fields_ok(const char *s, size_t len)
-{
-    int last_comma = 1;
-    for (size_t i = 0; i < len; i++) {
-        int comma = s[i] == ',';
-        if ((comma && last_comma) || (!comma && !((s[i] >= 'a' && s[i] <= 'z') || s[i] == '_')))
-            return 0;
-        last_comma = comma;
-    }
-    return !last_comma;
-}
-
-static int hash_ok(const char *s, size_t len)
-{
-    if (len != 64)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 /* One rule line at *p into d (its rule part); *p moves past its LF. */
 static int parse_rule_line(const char **p, store_audit_delivery_t *d)
 {
     const char *q = *p;
     uint64_t expires = 0;
-    size_t hash_len = 0;
     if (strncmp(q, "rule ", 5) != 0)
         return -1;
     q += 5;
-    if (parse_word(&q, ' ', &d->rule_id, &d->rule_id_len) != 0 ||
-        !span_is(d->rule_id, d->rule_id_len, syntax_is_id_token) ||
-        parse_word(&q, ' ', &d->rule_hash, &hash_len) != 0 || !hash_ok(d->rule_hash, hash_len) ||
-        parse_decimal(&q, ' ', &expires) != 0 ||
-        parse_word(&q, ' ', &d->fields, &d->fields_len) != 0 ||
-        !fields_ok(d->fields, d->fields_len) ||
+    if (parse_token(&q, ' ', &d->rule_id, &d->rule_id_len) != 0 ||
+        parse_hash(&q, ' ', &d->rule_hash) != 0 || parse_decimal(&q, ' ', &expires) != 0 ||
+        parse_fields(&q, ' ', &d->fields, &d->fields_len) != 0 ||
         parse_counted(&q, ' ', &d->purpose, &d->purpose_len) != 0 ||
         parse_counted(&q, '\n', &d->legal_basis, &d->legal_basis_len) != 0)
         return -1;
@@ -465,8 +507,9 @@ static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void
         memset(&d, 0, sizeof d);
         if (n == STORE_AUDIT_MAX_QUEUED_DELIVERIES || parse_decimal(&p, ' ', &seq) != 0 ||
             seq <= last || parse_decimal(&p, ' ', &rule) != 0 || rule > used ||
-            rule >= n_rules || parse_word(&p, '\n', &d.recipient, &d.recipient_len) != 0 ||
-            !span_is(d.recipient, d.recipient_len, syntax_is_principal_id))
+            rule >= n_rules ||
+            parse_principal(&p, '\n', &d.recipient, &d.recipient_len,
+                            &d.recipient_partner_len) != 0)
             return 0;
         used += rule == used;
         last = seq;
@@ -475,9 +518,6 @@ static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void
             const char *r = text + rule_at[rule];
             (void)parse_rule_line(&r, &d);
             d.seq = seq;
-            d.recipient_partner_len = (size_t)((const char *)memchr(d.recipient, '/',
-                                                                    d.recipient_len) -
-                                               d.recipient);
             if (fn(&d, arg) != 0)
                 return n;
         }
@@ -507,30 +547,6 @@ static int audit_check_text(store_t *store, const store_audit_value_t *v)
     return 0;
 }
 
-/* delivery_seqs: a canonical list, on an acked entry that names no single
- * delivery_seq (an entry names its deliveries one way or the other, and the
- * index is of acks only). Returns the number of seqs, or 0 (refused). */
-static size_t audit_check_acked(store_t *store, const store_audit_entry_t *e, uint64_t *seqs)
-{
-    const store_audit_value_t *v = &e->field[STORE_AUDIT_DELIVERY_SEQS];
-    const char *event = e->field[STORE_AUDIT_EVENT].text;
-    size_t n =
-        v->text != NULL ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS) : 0;
-    if (n == 0) {
-        char why[128];
-        snprintf(why, sizeof why,
-                 "delivery_seqs is not a list of 1 to %u ascending seqs (\"7,9,12\")",
-                 STORE_AUDIT_MAX_ACKED_SEQS);
-        store_refuse(store, "audit append", why);
-    } else if (event == NULL || strcmp(event, "delivery.acked") != 0)
-        store_refuse(store, "audit append", "only a delivery.acked entry lists delivery_seqs");
-    else if (e->field[STORE_AUDIT_DELIVERY_SEQ].present)
-        store_refuse(store, "audit append", "an entry has delivery_seq or delivery_seqs, not both");
-    else
-        return n;
-    return 0;
-}
-
 /* The fields a queued entry's deliveries replace. */
 static const int audit_per_delivery[] = {
     STORE_AUDIT_RECIPIENT, STORE_AUDIT_RECIPIENT_PARTNER, STORE_AUDIT_DELIVERY_SEQ,
@@ -538,28 +554,43 @@ static const int audit_per_delivery[] = {
     STORE_AUDIT_LEGAL_BASIS, STORE_AUDIT_FIELDS,          STORE_AUDIT_EXPIRES_AT,
 };
 
-/* deliveries: canonical, on a queued entry without the per-delivery fields
- * (an entry names its deliveries one way or the other). 0 or -1. */
-static int audit_check_queued(store_t *store, const store_audit_entry_t *e)
+_Static_assert(STORE_AUDIT_MAX_ACKED_SEQS == 1024u, "the message below names the bound");
+
+/* Whether the entry's event is exactly `event`. */
+static int audit_event_is(const store_audit_entry_t *e, const char *event)
 {
-    const char *event = e->field[STORE_AUDIT_EVENT].text;
-    if (e->field[STORE_AUDIT_DELIVERIES].text == NULL ||
-        store_audit_deliveries_parse(e->field[STORE_AUDIT_DELIVERIES].text, NULL, NULL) == 0) {
-        store_refuse(store, "audit append",
-                     "deliveries is not a canonical delivery list (docs/OPERATIONS.md)");
-        return -1;
+    const store_audit_value_t *v = &e->field[STORE_AUDIT_EVENT];
+    return v->present && v->text != NULL && strcmp(v->text, event) == 0;
+}
+
+/* An entry names its deliveries one way or the other: delivery_seqs (acked,
+ * schema 6), deliveries (queued, schema 7), or the single delivery's
+ * columns; never two of them. */
+const char *store_audit_shape_problem(const store_audit_entry_t *e)
+{
+    const store_audit_value_t *seqs = &e->field[STORE_AUDIT_DELIVERY_SEQS];
+    const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
+    if (!seqs->present && !listed->present)
+        return NULL;
+    if (seqs->present && listed->present)
+        return "an entry has delivery_seqs or deliveries, not both";
+    if (seqs->present) {
+        if (store_audit_seqs_parse(seqs->text, NULL, 0) == 0)
+            return "delivery_seqs is not a list of 1 to 1024 ascending seqs (\"7,9,12\")";
+        if (!audit_event_is(e, "delivery.acked"))
+            return "only a delivery.acked entry lists delivery_seqs";
+        if (e->field[STORE_AUDIT_DELIVERY_SEQ].present)
+            return "an entry has delivery_seq or delivery_seqs, not both";
+        return NULL;
     }
-    if (event == NULL || strcmp(event, "delivery.queued") != 0) {
-        store_refuse(store, "audit append", "only a delivery.queued entry lists deliveries");
-        return -1;
-    }
+    if (store_audit_deliveries_parse(listed->text, NULL, NULL) == 0)
+        return "deliveries is not a canonical delivery list (docs/OPERATIONS.md)";
+    if (!audit_event_is(e, "delivery.queued"))
+        return "only a delivery.queued entry lists deliveries";
     for (size_t i = 0; i < sizeof audit_per_delivery / sizeof audit_per_delivery[0]; i++)
-        if (e->field[audit_per_delivery[i]].present) {
-            store_refuse(store, "audit append",
-                         "an entry with deliveries names no single delivery's fields");
-            return -1;
-        }
-    return 0;
+        if (e->field[audit_per_delivery[i]].present)
+            return "an entry with deliveries names no single delivery's fields";
+    return NULL;
 }
 
 static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
@@ -570,7 +601,7 @@ static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
     }
     for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
         if (i == STORE_AUDIT_DELIVERY_SEQS || i == STORE_AUDIT_DELIVERIES)
-            continue; /* their own rules: audit_check_acked, audit_check_queued */
+            continue; /* their own rules: store_audit_shape_problem */
         const store_audit_value_t *v = &e->field[i];
         if (!v->present)
             continue;
@@ -583,14 +614,16 @@ static int audit_check_entry(store_t *store, const store_audit_entry_t *e)
     return 0;
 }
 
+/* The present fields; an absent one stays NULL, as every parameter is
+ * after store_stmt_finish (which clears the bindings) and after prepare. */
 static int audit_bind_fields(store_t *store, sqlite3_stmt *stmt, const store_audit_entry_t *e)
 {
     for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
         const store_audit_value_t *v = &e->field[i];
         int param = ROW_FIRST_FIELD + i + 1, rc;
         if (!v->present)
-            rc = store_check_rc(store, sqlite3_bind_null(stmt, param), "bind null");
-        else if (store_audit_fields[i].is_integer)
+            continue;
+        if (store_audit_fields[i].is_integer)
             rc = store_bind_int64(store, stmt, param, v->number);
         else
             rc = store_bind_text(store, stmt, param, v->text);
@@ -616,8 +649,23 @@ static int audit_insert_row(store_t *store, const store_audit_entry_t *entry)
     return store_stmt_run(store, stmt, "audit append");
 }
 
+/* A row of audit_acks that names the delivery already: the broker acks a
+ * delivery once (its second ack finds none), so the row was written
+ * outside it, and every turn that acks the delivery fails until an
+ * operator removes the row (docs/OPERATIONS.md, "When audit verify
+ * fails"). Say so, instead of SQLite's words. */
+static void audit_acked_taken(store_t *store, uint64_t delivery_seq)
+{
+    if (store->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY && store->last_rc != SQLITE_CONSTRAINT_UNIQUE)
+        return;
+    snprintf(store->errmsg, sizeof store->errmsg,
+             "audit acked index: the audit_acks index already names delivery %llu (run "
+             "schakelctl audit verify)",
+             (unsigned long long)delivery_seq);
+}
+
 /* The acked-delivery index rows of an entry: delivery seq -> entry seq. A
- * seq indexed before (acked twice?) fails on the primary key. */
+ * seq indexed before fails on the primary key (audit_acked_taken). */
 static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t *seqs, size_t n)
 {
     sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_ACKED_ADD);
@@ -629,8 +677,10 @@ static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t
             store_stmt_finish(stmt);
             return -1;
         }
-        if (store_stmt_run(store, stmt, "audit acked index") != 0)
+        if (store_stmt_run(store, stmt, "audit acked index") != 0) {
+            audit_acked_taken(store, seqs[i]);
             return -1;
+        }
     }
     return 0;
 }
@@ -685,11 +735,14 @@ int store_audit_append(store_t *store, const store_audit_entry_t *entry)
     }
     if (audit_check_entry(store, entry) != 0 || store_audit_tail(store, &tail) != 0)
         return -1;
-    if (entry->field[STORE_AUDIT_DELIVERY_SEQS].present &&
-        (n_seqs = audit_check_acked(store, entry, seqs)) == 0)
+    const char *shape = store_audit_shape_problem(entry);
+    if (shape != NULL) {
+        store_refuse(store, "audit append", shape);
         return -1;
-    if (entry->field[STORE_AUDIT_DELIVERIES].present && audit_check_queued(store, entry) != 0)
-        return -1;
+    }
+    if (entry->field[STORE_AUDIT_DELIVERY_SEQS].present)
+        n_seqs = store_audit_seqs_parse(entry->field[STORE_AUDIT_DELIVERY_SEQS].text, seqs,
+                                        STORE_AUDIT_MAX_ACKED_SEQS);
     if (entry->seq != tail.seq + 1 || entry->seq > INT64_MAX) {
         store_refuse(store, "audit append", "the entry's seq does not follow the trail's last");
         return -1;
@@ -942,6 +995,48 @@ int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
         store_fail(store, "audit acked count");
     }
     store_stmt_finish(stmt);
+    return result;
+}
+
+/* Rows naming an entry past the one verified, with no such entry: an entry
+ * and its rows commit together, so while a broker writes, a row it wrote
+ * has its entry in the same snapshot (one statement reads one). Prepared
+ * for the one call verification makes. Cost: a walk of audit_acks and a
+ * rowid look-up per row past after_seq. */
+#define AUDIT_ACKED_STRAY_SQL                                                                      \
+    "SELECT a.delivery_seq, a.audit_seq FROM audit_acks AS a WHERE a.audit_seq > ?1"              \
+    " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                               \
+    " ORDER BY a.delivery_seq LIMIT 1"
+
+int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
+                            uint64_t *audit_seq)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (store_enter(store, "audit acked index") != 0 || delivery_seq == NULL || audit_seq == NULL)
+        return -1;
+    int has_acks = audit_has_acks(store);
+    if (has_acks <= 0)
+        return has_acks;
+    if (sqlite3_prepare_v2(store->db, AUDIT_ACKED_STRAY_SQL, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "audit acked index: prepare");
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    int rc = store_bind_int64(store, stmt, 1, after_seq > INT64_MAX ? INT64_MAX : (int64_t)after_seq);
+    int result = -1;
+    if (rc == 0) {
+        rc = sqlite3_step(stmt);
+        if (rc == SQLITE_ROW) {
+            *delivery_seq = (uint64_t)sqlite3_column_int64(stmt, 0);
+            *audit_seq = (uint64_t)sqlite3_column_int64(stmt, 1);
+            result = 1;
+        } else if (rc == SQLITE_DONE) {
+            result = 0;
+        } else {
+            store_fail(store, "audit acked index");
+        }
+    }
+    sqlite3_finalize(stmt);
     return result;
 }
 

@@ -11,7 +11,10 @@
  * trail refuse entries (a trigger planted in the live store, as a full
  * audit path would) and checks that publishes, acks and handshakes are
  * refused with nothing half-done, and work again once entries can be
- * written. Waits are on replies, process exits and log lines, each bounded.
+ * written. A third plants a row of the acked-delivery index for a delivery
+ * not yet acked: verify names it, the ack fails with a log line naming the
+ * cause, and the documented repair lets it through. Waits are on replies,
+ * process exits and log lines, each bounded.
  */
 #define _GNU_SOURCE /* pidfd via syscall */
 
@@ -721,6 +724,82 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ a stray index row */
+
+/* A row of audit_acks written into the live store for a delivery not yet
+ * acked: verify names it while the broker runs; the ack's turn fails with
+ * a log line that says why, and the delivery stays; after the repair of
+ * docs/OPERATIONS.md the ack is recorded and the trail verifies. */
+static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
+{
+    h_env_t *env = *state;
+    char sql[640], needle[160], seq_text[24];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    schakel_signal_t s = ondermijning(SUBJECT_A, "BVH-AUDIT-20");
+    uint8_t id[16];
+    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
+    schakel_delivery_t *d = h_receive(om);
+    unsigned long long seq = (unsigned long long)d->seq;
+    schakel_delivery_free(&d);
+    snprintf(seq_text, sizeof seq_text, "%llu", seq);
+
+    sqlite3 *db = db_open(env->store_path, 1);
+    snprintf(sql, sizeof sql, "INSERT INTO audit_acks VALUES (%llu, 999999)", seq);
+    db_exec(db, sql);
+    sqlite3_close(db);
+    h_cli_result_t res = {0};
+    int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path,
+                         "--broker-key", env->broker_pub, NULL);
+    snprintf(needle, sizeof needle,
+             "the index names entry 999999 for delivery %llu, but the trail has no such entry",
+             seq);
+    if (status != CTL_EXIT_BROKEN || (strstr(res.out, needle) == NULL &&
+                                      strstr(res.err, needle) == NULL))
+        fail_msg("verify: %d\n%s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+
+    long offset = h_log_offset(env);
+    assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
+    snprintf(needle, sizeof needle,
+             "the audit_acks index already names delivery %llu (run schakelctl audit verify)",
+             seq);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no log line with: %s", needle);
+    (void)h_backlog(om); /* answered after the ack's turn */
+    assert_int_equal(store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text),
+                     1);
+
+    /* The repair of docs/OPERATIONS.md ("An ack that fails for good"). */
+    db = db_open(env->store_path, 1);
+    snprintf(sql, sizeof sql,
+             "BEGIN; DROP TRIGGER audit_acks_append_only_delete;"
+             " DELETE FROM audit_acks WHERE delivery_seq = %llu"
+             " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = audit_acks.audit_seq);"
+             " CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"
+             " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END; COMMIT;",
+             seq);
+    db_exec(db, sql);
+    sqlite3_close(db);
+    assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit_acks a JOIN audit e"
+                               " ON e.seq = a.audit_seq WHERE a.delivery_seq = ?1"
+                               " AND e.event = 'delivery.acked'",
+                               seq_text),
+                     1);
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, NULL) != 0)
+        fail_msg("verify after the repair: %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -733,6 +812,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_names_the_entry_changed_in_a_copy,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
                                         h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

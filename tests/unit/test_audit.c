@@ -33,6 +33,7 @@
 #define TRAIL_ENTRIES 2500u /* checkpoints at 1000 and 2000; 2001..2500 not yet certified */
 #define SUBJECT_A "subj-A-0001"
 #define SUBJECT_B "subj-B-0002"
+#define HASH64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
 /* ------------------------------------------------------------------ files and keys */
 
@@ -316,6 +317,14 @@ static void put_int_field(bytes_t *b, int64_t value)
     put_be(b, (uint64_t)value, 8);
 }
 
+/* A late field, present: 0x03, its field number, then the text field. */
+static void put_late_text(bytes_t *b, uint8_t number, const char *text)
+{
+    uint8_t tag[2] = {0x03, number};
+    put(b, tag, sizeof tag);
+    put_text_field(b, text);
+}
+
 static void put_absent(bytes_t *b, int n)
 {
     static const uint8_t tag = 0x00;
@@ -415,13 +424,65 @@ static void test_entry_encoding_is_the_documented_one(void **state)
     put_absent(&acked, 2);                    /* peer, curve_key */
     put_text_field(&acked, "om/parket");      /* recipient */
     put_absent(&acked, 16);                   /* recipient_partner .. detail */
-    put_text_field(&acked, "7,9,12");         /* delivery_seqs */
+    put_late_text(&acked, 21, "7,9,12");      /* delivery_seqs */
     len = audit_entry_encode(prev, &e, out, sizeof out);
     assert_int_equal(len, acked.len);
     assert_memory_equal(out, acked.data, acked.len);
     crypto_generichash(expected_hash, sizeof expected_hash, acked.data, acked.len, NULL, 0);
     audit_entry_hash(prev, &e, hash);
     assert_memory_equal(hash, expected_hash, 32);
+
+    /* A queued entry of schema 7: deliveries, field 22. */
+    static const char listed[] = "rule r " HASH64 " 0 sender 0: 0:\n20 0 om/parket\n";
+    audit_entry_init(&e, "delivery.queued");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "politie/bvh-koppeling");
+    audit_set_text(&e, STORE_AUDIT_DELIVERIES, listed);
+    e.seq = 9;
+    e.at = BASE_TIME + 2;
+    bytes_t queued = {.len = 0};
+    put(&queued, "schakel-audit-v1", 16);
+    put(&queued, prev, 32);
+    put_be(&queued, 9, 8);
+    put_be(&queued, BASE_TIME + 2, 8);
+    put_text_field(&queued, "delivery.queued");       /* event */
+    put_text_field(&queued, "politie/bvh-koppeling"); /* actor */
+    put_absent(&queued, 19);                          /* peer .. detail */
+    put_late_text(&queued, 22, listed);               /* deliveries */
+    len = audit_entry_encode(prev, &e, out, sizeof out);
+    assert_int_equal(len, queued.len);
+    assert_memory_equal(out, queued.data, queued.len);
+}
+
+/* The two late fields are adjacent at the end: the same text in one or in
+ * the other must encode (and hash) differently, or a rewrite could move a
+ * list from one column to the other unnoticed. */
+static void test_late_fields_cannot_trade_places(void **state)
+{
+    (void)state;
+    static const char *const texts[] = {"20,77", "7", "", "rule x\n"};
+    static const char *const events[] = {"delivery.acked", "delivery.queued"};
+    uint8_t prev[32], one[32], other[32];
+    memset(prev, 0x5A, sizeof prev);
+    for (size_t t = 0; t < sizeof texts / sizeof texts[0]; t++)
+        for (size_t v = 0; v < 2; v++) {
+            store_audit_entry_t a, b;
+            audit_entry_init(&a, events[v]);
+            audit_set_text(&a, STORE_AUDIT_RECIPIENT, "om/parket");
+            b = a;
+            audit_set_text(&a, STORE_AUDIT_DELIVERY_SEQS, texts[t]);
+            audit_set_text(&b, STORE_AUDIT_DELIVERIES, texts[t]);
+            a.seq = b.seq = 3;
+            a.at = b.at = BASE_TIME;
+            audit_entry_hash(prev, &a, one);
+            audit_entry_hash(prev, &b, other);
+            if (memcmp(one, other, 32) == 0)
+                fail_msg("\"%s\" hashes the same in delivery_seqs and deliveries", texts[t]);
+            /* and neither hashes as the entry without a list */
+            store_audit_entry_t none = a;
+            none.field[STORE_AUDIT_DELIVERY_SEQS].present = 0;
+            audit_entry_hash(prev, &none, other);
+            assert_memory_not_equal(one, other, 32);
+        }
 }
 
 static void test_checkpoint_bytes_are_the_documented_ones(void **state)
@@ -1375,7 +1436,9 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
         {CANONICAL, 1, NULL},          {LONGEST, 1, NULL},
         {TOO_MANY, 0, "not a list"},   {NOT_A_LIST, 0, "not a list"},
         {DESCENDING, 0, "not a list"}, {OTHER_EVENT, 0, "only a delivery.acked entry"},
-        {WITH_SEQ, 0, "not both"},     {ACKED_BEFORE, 0, "UNIQUE"}, /* 12 is in CANONICAL's list */
+        {WITH_SEQ, 0, "not both"},
+        /* 12 is in CANONICAL's list */
+        {ACKED_BEFORE, 0, "the audit_acks index already names delivery 12 (run schakelctl audit"},
     };
     uint64_t written = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1503,7 +1566,8 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
         INDEX_ROW_GONE,
         INDEX_ROW_MOVED,
         INDEX_ROW_EXTRA,
-        INDEX_ROW_SWAPPED
+        INDEX_ROW_SWAPPED,
+        INDEX_ROW_STRAY
     };
     static const struct {
         int attack;
@@ -1528,6 +1592,9 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
          "UPDATE audit_acks SET delivery_seq = 2000 WHERE delivery_seq = 105;"
          "UPDATE audit_acks SET delivery_seq = 105 WHERE delivery_seq = 9999",
          0, "entry 46 lists delivery 105 as acked, but the index names entry 48"},
+        /* past the last entry, where the count does not look */
+        {INDEX_ROW_STRAY, "INSERT INTO audit_acks VALUES (21, 999999)", 0,
+         "the index names entry 999999 for delivery 21, but the trail has no such entry"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char path[160];
@@ -1626,6 +1693,73 @@ static void test_export_shows_a_shared_acked_entry_once(void **state)
     assert_int_equal(occurrences(json, "\"delivery_seqs\":\"102\",\"delivery_seqs_withheld\":3,"),
                      1);
     assert_int_equal(occurrences(json, "\"delivery_seq\":104,"), 2); /* queued, acked */
+    free(json);
+    store_close(&reader);
+}
+
+/* A row of audit_acks for an entry that does not exist (yet): verify names
+ * it, and the ack it blocks fails with a message that says why, leaving
+ * the rest of the transaction as it was. */
+static void test_stray_index_row_is_named_and_explained(void **state)
+{
+    fixture_t *f = *state;
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    mixed_trail(f->store);
+    store_close(&f->store);
+    sqlite3 *db = raw_open(f->path); /* an insert: no trigger stands in the way */
+    raw_exec(db, "INSERT INTO audit_acks VALUES (21, 999999)");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    verify_path(f->path, keys, 1, NULL, &r);
+    if (!r.intact || !r.index_checked || r.index_intact ||
+        strstr(r.index_problem, "no such entry (an ack of delivery 21 would fail)") == NULL)
+        fail_msg("intact=%d index %d/%d: %s", r.intact, r.index_checked, r.index_intact,
+                 r.index_problem);
+
+    f->store = open_ok(f->path);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "delivery.acked");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
+    audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20,21");
+    assert_int_equal(audit_append(f->store, broker_key, BASE_TIME, &e), -1);
+    if (strstr(store_errmsg(f->store), "the audit_acks index already names delivery 21 (run "
+                                       "schakelctl audit verify)") == NULL)
+        fail_msg("append said: %s", store_errmsg(f->store));
+    assert_int_equal(store_last_error_is_unavailable(f->store), 0);
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, 48);
+    assert_int_equal(acked_entry_of(f->store, 20), 0); /* its other row went with it */
+    append_acked_list(f->store, "om/parket", "20");
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(acked_entry_of(f->store, 20), 49);
+}
+
+/* What the index leads the export to is shown only when it is an acked
+ * entry listing the subject's deliveries: another entry is never shown,
+ * an unreadable one is marked, not shown. */
+static void test_export_shows_only_acked_entries_through_the_index(void **state)
+{
+    fixture_t *f = *state;
+    char err[256], *json = NULL;
+    mixed_trail(f->store);
+    store_close(&f->store);
+    sqlite3 *db = attacker_open(f->path);
+    raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;");
+    /* A's delivery 101 led to B's queued entry 42; A's 103 to an entry
+     * whose list cannot be read. */
+    raw_exec(db, "UPDATE audit_acks SET audit_seq = 42 WHERE delivery_seq = 101;"
+                 "UPDATE audit SET delivery_seqs = '103,101' WHERE seq = 46;");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    export_of(reader, SUBJECT_A, &json);
+    assert_null(strstr(json, "\"seq\":42,"));
+    assert_null(strstr(json, tag_b));
+    assert_int_equal(occurrences(json, "{\"seq\":46,\"unreadable\":"), 1);
+    assert_int_equal(occurrences(json, "\"seq\":46,"), 1);
+    assert_null(strstr(json, "103,101"));
+    assert_null(strstr(json, "riec/analyse"));
     free(json);
     store_close(&reader);
 }
@@ -1763,6 +1897,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_field_order_is_the_documented_one),
         cmocka_unit_test(test_entry_encoding_is_the_documented_one),
+        cmocka_unit_test(test_late_fields_cannot_trade_places),
         cmocka_unit_test(test_checkpoint_bytes_are_the_documented_ones),
         cmocka_unit_test(test_every_change_changes_the_hash),
         cmocka_unit_test(test_seq_lists_have_one_spelling),
@@ -1787,6 +1922,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_checks_mixed_trails_and_the_index, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_verify_of_many_acked_entries, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stray_index_row_is_named_and_explained, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_export_shows_only_acked_entries_through_the_index,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_shows_a_shared_acked_entry_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_store_from_before_acked_lists_migrates, setup,

@@ -31,6 +31,8 @@
 #define HASH_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 #define HASH_B "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define RULE_A "rule r-a " HASH_A " 1700086400 sender,kind,theme,subject 6:Aanpak 3:Wpg\n"
+#define TOKEN_64 "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz01"
+#define TOKEN_65 TOKEN_64 "2"
 #define RULE_B "rule r-b " HASH_B " 0 sender,kind,theme 7:a\nb \"c\" 0:\n"
 
 static char group_dir[64];
@@ -277,6 +279,16 @@ static void test_documented_text_parses(void **state)
     assert_span(s.d[1].rule_hash, 64, HASH_B);
     /* fn may stop the walk; the count is the list's all the same */
     assert_int_equal(store_audit_deliveries_parse(text, NULL, NULL), 3);
+    /* the longest tokens, and texts beyond ASCII */
+    const char *longest = "rule " TOKEN_64 " " HASH_A " 9223372036854775807 sender_x,kind 4:\xc3\xa9\xc3\xa9 "
+                          "3:\xe2\x82\xac\n9223372036854775807 0 " TOKEN_64 "/" TOKEN_64 "\n";
+    memset(&s, 0, sizeof s);
+    assert_int_equal(store_audit_deliveries_parse(longest, keep_delivery, &s), 1);
+    assert_span(s.d[0].purpose, s.d[0].purpose_len, "\xc3\xa9\xc3\xa9");
+    assert_span(s.d[0].legal_basis, s.d[0].legal_basis_len, "\xe2\x82\xac");
+    assert_span(s.d[0].recipient, s.d[0].recipient_partner_len, TOKEN_64);
+    assert_int_equal(s.d[0].recipient_len, 129);
+    assert_int_equal(s.d[0].expires_at, INT64_MAX);
 }
 
 /* Every text that is not the one spelling of its content is refused, by
@@ -315,6 +327,16 @@ static void test_store_refuses_what_is_not_canonical(void **state)
         "rule r " HASH_A " 0 sender 1:\xff 0:\n20 0 om/parket\n",   /* not UTF-8 */
         "rule r " HASH_A " 0 sender 0: 0:\r\n20 0 om/parket\n",     /* CR */
         "rules r " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n",      /* keyword */
+        RULE_A "20 0 om/parket/x\n",                         /* two slashes */
+        RULE_A "20 0 om/Parket\n",                           /* not a token */
+        RULE_A "20 0 /parket\n",                             /* no partner */
+        RULE_A "20 0 om/\n",                                 /* no name */
+        "rule " TOKEN_65 " " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n", /* token of 65 */
+        RULE_A "20 0 om/" TOKEN_65 "\n",                     /* name of 65 */
+        "rule r " HASH_A " 0 sender 3:\xc3\xa9\xff 0:\n20 0 om/parket\n", /* UTF-8, then not */
+        "rule r " HASH_A " 0 sender 2:\xc3 0:\n20 0 om/parket\n",     /* cut in a character */
+        "rule r " HASH_A " 0 sender 3:\xc3\xa9",                       /* ends inside a text */
+        "rule r " HASH_A,                                             /* ends inside the line */
     };
     assert_int_equal(store_begin(f->store), 0);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -465,8 +487,191 @@ static void test_tampered_lists_are_named(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     verify_ok(f->path, &r);
     assert_false(r.intact);
-    if (strstr(r.problem, "not a canonical list") == NULL)
+    if (strstr(r.problem, "entry 1 is of a shape the broker does not write: deliveries is not "
+                          "a canonical delivery list") == NULL)
         fail_msg("verify said: %s", r.problem);
+    f->store = open_ok(f->path);
+}
+
+/* The swap: a queued entry's list moved into delivery_seqs, or an acked
+ * entry's into deliveries, by someone holding the file (the triggers
+ * dropped). Each must break the chain at the moved entry, and the export
+ * must not change its answer without verify saying so. */
+static void test_lists_cannot_trade_columns(void **state)
+{
+    fixture_t *f = *state;
+    char tag[STORE_SUBJECT_TAG_LEN + 1];
+    audit_verify_report_t r;
+    static const struct {
+        const char *sql;
+        uint64_t broken_seq;
+    } rows[] = {
+        {"UPDATE audit SET delivery_seqs = deliveries, deliveries = NULL"
+         " WHERE event = 'delivery.queued'",
+         1},
+        {"UPDATE audit SET deliveries = delivery_seqs, delivery_seqs = NULL"
+         " WHERE event = 'delivery.acked'",
+         2},
+    };
+    assert_int_equal(store_subject_tag(f->store, SUBJECT, tag), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    append_listed(f->store, 1, tag, RULE_A "20 0 om/parket\n21 0 riec/analyse\n");
+    append_acked(f->store, "om/parket", "20,77");
+    assert_int_equal(store_commit(f->store), 0);
+    verify_ok(f->path, &r);
+    assert_true(r.intact && r.index_intact);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160];
+        snprintf(path, sizeof path, "%s/swapped-%zu.db", f->dir, i);
+        sqlite3 *db = raw_open(f->path);
+        sqlite3 *copy = raw_open(path);
+        sqlite3_backup *backup = sqlite3_backup_init(copy, "main", db, "main");
+        assert_non_null(backup);
+        assert_int_equal(sqlite3_backup_step(backup, -1), SQLITE_DONE);
+        assert_int_equal(sqlite3_backup_finish(backup), SQLITE_OK);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        raw_exec(copy, "DROP TRIGGER audit_append_only_update;");
+        raw_exec(copy, rows[i].sql);
+        assert_int_equal(raw_int(copy, "SELECT changes()"), 1);
+        assert_int_equal(sqlite3_close(copy), SQLITE_OK);
+        verify_ok(path, &r);
+        if (r.intact || r.broken_seq != rows[i].broken_seq ||
+            strstr(r.problem, "does not match its hash") == NULL)
+            fail_msg("row %zu: intact=%d at %llu: %s", i, r.intact,
+                     (unsigned long long)r.broken_seq, r.problem);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------------ shape rules in verify */
+
+/* Insert an entry as someone holding the file would: every column as the
+ * entry has it, its hash recomputed after prev (the store's checks and
+ * triggers do not see a raw insert). */
+static void forge_entry(const char *path, store_audit_entry_t *e,
+                        const uint8_t prev[STORE_AUDIT_HASH_BYTES])
+{
+    char sql[1024];
+    size_t used = (size_t)snprintf(sql, sizeof sql, "INSERT INTO audit (seq, at");
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++)
+        used += (size_t)snprintf(sql + used, sizeof sql - used, ", %s", store_audit_fields[i].name);
+    used += (size_t)snprintf(sql + used, sizeof sql - used, ", hash) VALUES (?");
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT + 2; i++)
+        used += (size_t)snprintf(sql + used, sizeof sql - used, ", ?");
+    snprintf(sql + used, sizeof sql - used, ")");
+    audit_entry_hash(prev, e, e->hash);
+    sqlite3 *db = raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    sqlite3_bind_int64(stmt, 1, (int64_t)e->seq);
+    sqlite3_bind_int64(stmt, 2, e->at);
+    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++) {
+        const store_audit_value_t *v = &e->field[i];
+        if (!v->present)
+            sqlite3_bind_null(stmt, 3 + i);
+        else if (store_audit_fields[i].is_integer)
+            sqlite3_bind_int64(stmt, 3 + i, v->number);
+        else
+            sqlite3_bind_text(stmt, 3 + i, v->text, -1, SQLITE_STATIC);
+    }
+    sqlite3_bind_blob(stmt, 3 + STORE_AUDIT_FIELD_COUNT, e->hash, STORE_AUDIT_HASH_BYTES,
+                      SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* Each write-time shape rule, on an entry forged with a correct hash (no
+ * checkpoint covers it): verify breaks the chain there and says which
+ * rule. The first rows are shapes the broker writes, which verify. */
+static void test_verify_enforces_the_shape_rules(void **state)
+{
+    fixture_t *f = *state;
+    const char *listed = RULE_A "20 0 om/parket\n";
+    enum { ACKED_OK, QUEUED_OK, SEQS_ON_EXPIRED, SEQS_NOT_CANONICAL, SEQS_WITH_SEQ,
+           LIST_ON_ACKED, LIST_NOT_CANONICAL, LIST_WITH_RECIPIENT, LIST_WITH_EXPIRES, BOTH };
+    static const struct {
+        int shape;
+        const char *problem; /* NULL: intact */
+    } rows[] = {
+        {ACKED_OK, NULL},
+        {QUEUED_OK, NULL},
+        {SEQS_ON_EXPIRED, "only a delivery.acked entry lists delivery_seqs"},
+        {SEQS_NOT_CANONICAL, "delivery_seqs is not a list of 1 to 1024 ascending seqs"},
+        {SEQS_WITH_SEQ, "an entry has delivery_seq or delivery_seqs, not both"},
+        {LIST_ON_ACKED, "only a delivery.queued entry lists deliveries"},
+        {LIST_NOT_CANONICAL, "deliveries is not a canonical delivery list"},
+        {LIST_WITH_RECIPIENT, "an entry with deliveries names no single delivery's fields"},
+        {LIST_WITH_EXPIRES, "an entry with deliveries names no single delivery's fields"},
+        {BOTH, "an entry has delivery_seqs or deliveries, not both"},
+    };
+    uint8_t zero[STORE_AUDIT_HASH_BYTES] = {0};
+    store_close(&f->store);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160];
+        audit_verify_report_t r;
+        store_audit_entry_t e;
+        snprintf(path, sizeof path, "%s/shape-%zu.db", f->dir, i);
+        store_t *fresh = open_ok(path); /* the schema, no entry */
+        store_close(&fresh);
+        int acked = rows[i].shape == ACKED_OK || rows[i].shape == SEQS_NOT_CANONICAL ||
+                    rows[i].shape == SEQS_WITH_SEQ || rows[i].shape == LIST_ON_ACKED;
+        audit_entry_init(&e, rows[i].shape == SEQS_ON_EXPIRED ? "delivery.expired"
+                             : acked                         ? "delivery.acked"
+                                                             : "delivery.queued");
+        switch (rows[i].shape) {
+        case ACKED_OK:
+        case SEQS_ON_EXPIRED:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20,77");
+            break;
+        case SEQS_NOT_CANONICAL:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "77,20");
+            break;
+        case SEQS_WITH_SEQ:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20");
+            audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, 20);
+            break;
+        case QUEUED_OK:
+        case LIST_ON_ACKED:
+            audit_set_text(&e, STORE_AUDIT_DELIVERIES, listed);
+            break;
+        case LIST_NOT_CANONICAL:
+            audit_set_text(&e, STORE_AUDIT_DELIVERIES, RULE_A "20 0 om/parket\n20 0 om/riec\n");
+            break;
+        case LIST_WITH_RECIPIENT:
+            audit_set_text(&e, STORE_AUDIT_DELIVERIES, listed);
+            audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
+            break;
+        case LIST_WITH_EXPIRES:
+            audit_set_text(&e, STORE_AUDIT_DELIVERIES, listed);
+            audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, 1700086400);
+            break;
+        case BOTH:
+            audit_set_text(&e, STORE_AUDIT_DELIVERIES, listed);
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20");
+            break;
+        }
+        e.seq = 1;
+        e.at = BASE_TIME;
+        /* the store itself refuses each bad shape with the same words */
+        store_t *writer = open_ok(path);
+        store_audit_entry_t copy = e;
+        assert_int_equal(store_begin(writer), 0);
+        int appended = audit_append(writer, NULL, BASE_TIME, &copy);
+        if ((appended == 0) != (rows[i].problem == NULL) ||
+            (rows[i].problem != NULL && strstr(store_errmsg(writer), rows[i].problem) == NULL))
+            fail_msg("row %zu: append %d: %s", i, appended, store_errmsg(writer));
+        store_rollback(writer);
+        store_close(&writer);
+        forge_entry(path, &e, zero);
+        verify_ok(path, &r);
+        if (rows[i].problem == NULL ? !r.intact
+                                    : r.intact || r.broken_seq != 1 ||
+                                          strstr(r.problem, rows[i].problem) == NULL)
+            fail_msg("row %zu: intact=%d at %llu: %s", i, r.intact,
+                     (unsigned long long)r.broken_seq, r.problem);
+        unlink(path);
+    }
     f->store = open_ok(f->path);
 }
 
@@ -526,6 +731,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_refuses_what_is_not_canonical, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mixed_trail_verifies_and_exports, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tampered_lists_are_named, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lists_cannot_trade_columns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_enforces_the_shape_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_schema_6_store_migrates, setup, teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

@@ -537,6 +537,33 @@ static void test_one_queued_entry_per_item(void **state)
     trail_reset();
 }
 
+/* The text is built by copying, not formatting: every field name in its
+ * place, the extreme numbers, texts beyond ASCII and empty ones are
+ * spelled as documented. */
+static void test_queued_text_spells_every_field_and_number(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    record_delivery_t d = delivery(9, INT64_MAX, "riec/analyse", 1);
+    d.fields = FIELD_AREA | FIELD_ADDRESS | FIELD_SUBJECT | FIELD_GROUNDS | FIELD_CASE_REF |
+               FIELD_SEVERITY | FIELD_OBSERVED_AT | FIELD_SUMMARY | FIELD_SOURCE_REF |
+               FIELD_RECIPIENTS;
+    d.expires_at = 0;
+    d.purpose = "Zorg \xc3\xa9\xe2\x82\xac";
+    d.legal_basis = NULL;
+    queued_ok(b, d);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 1);
+    assert_string_equal(queued_entry(0)->deliveries,
+                        "rule r1 " HASH_R1 " 0 sender,kind,theme,area,address,subject,grounds,"
+                        "case_ref,severity,observed_at,summary,source_ref,recipients"
+                        " 10:Zorg \xc3\xa9\xe2\x82\xac 0:\n"
+                        "9223372036854775807 0 riec/analyse\n");
+    test_broker_free(&b);
+    trail_reset();
+}
+
 /* Items interleaved (never by publish.c, but by any caller): an entry per
  * run of one item; a seq that does not ascend starts a new entry too. */
 static void test_interleaved_items_get_an_entry_per_run(void **state)
@@ -643,6 +670,7 @@ int main(void)
         cmocka_unit_test(test_lists_are_bounded),
         cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
         cmocka_unit_test(test_one_queued_entry_per_item),
+        cmocka_unit_test(test_queued_text_spells_every_field_and_number),
         cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),
         cmocka_unit_test(test_failed_turn_records_no_queued),
         cmocka_unit_test(test_queued_entries_are_bounded),
