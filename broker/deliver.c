@@ -6,11 +6,15 @@
  * memory does not grow with a backlog: a queue waits on disk. Sends never
  * block: a full peer queue (EAGAIN) leaves the rest for a later turn, an
  * unroutable peer (EHOSTUNREACH) ends its session. Trusts the store and the
- * session table; acks are checked against the caller's own mailbox.
+ * session table; acks are checked against the caller's own mailbox. The
+ * push's plaintext (decoded items, reduced copies, frames) is wiped when it
+ * is released, and none of it outlives the push pass that made it.
  */
 #include "broker.h"
 
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,27 +80,150 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
     }
 }
 
-typedef struct push_state {
-    broker_t *broker;
-    receiver_t *receiver;
-    int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
-    int held;       /* stopped at a delivery whose commit is not synced yet */
-} push_state_t;
+/*
+ * The push goes in rounds: each receiver with something to push gets up to
+ * PUSH_ROUND deliveries, then the next one, until none has more. An item
+ * queued for several recipients usually stands at the same place in each
+ * mailbox, so one round pushes the same items to each of them in turn, and
+ * the content of a delivery by reference (the item's signed Signal reduced
+ * to the rule's fields) comes from one decoding of the item, and is packed
+ * once per field mask, not once per recipient: the push cache below holds
+ * both for the pass.
+ */
+#define PUSH_ROUND 16u
+
+/* Reductions kept per item: one per rule (field mask) that reaches it;
+ * a further mask replaces the last one. */
+#define PUSH_CACHE_MASKS 4u
+
+typedef struct push_reduction {
+    uint32_t fields;
+    uint8_t *bytes; /* malloc'd serialized Signal, plaintext: wiped on release */
+    size_t len;
+} push_reduction_t;
+
+typedef struct push_cached_item {
+    uint64_t item_seq;       /* 0: empty (item seqs start at 1) */
+    Schakel__Signal *signal; /* the item decoded (wiped_allocator), or NULL */
+    size_t n;
+    push_reduction_t reduced[PUSH_CACHE_MASKS];
+} push_cached_item_t;
+
+/* Direct-mapped by item seq: the items of one round are mostly consecutive
+ * seqs, which map to different slots. Lives only for one pass
+ * (deliver_push_all wipes it at the end): no plaintext outlives the pass. */
+typedef struct push_cache {
+    push_cached_item_t slots[PUSH_ROUND];
+} push_cache_t;
+
+/* protobuf-c allocations that are wiped when freed: a decoded item is
+ * plaintext. Each block carries its size in front. */
+typedef union wiped_header {
+    size_t size;
+    max_align_t align;
+} wiped_header_t;
+
+static void *wiped_alloc(void *allocator_data, size_t size)
+{
+    (void)allocator_data;
+    if (size > SIZE_MAX - sizeof(wiped_header_t))
+        return NULL;
+    wiped_header_t *block = malloc(sizeof *block + size);
+    if (block == NULL)
+        return NULL;
+    block->size = size;
+    return block + 1;
+}
+
+static void wiped_free(void *allocator_data, void *pointer)
+{
+    (void)allocator_data;
+    if (pointer == NULL)
+        return;
+    wiped_header_t *block = (wiped_header_t *)pointer - 1;
+    sodium_memzero(pointer, block->size);
+    free(block);
+}
+
+static ProtobufCAllocator wiped_allocator = {wiped_alloc, wiped_free, NULL};
+
+static void push_reduction_release(push_reduction_t *reduction)
+{
+    sodium_memzero(reduction->bytes, reduction->len);
+    free(reduction->bytes);
+    reduction->bytes = NULL;
+    reduction->len = 0;
+}
+
+static void push_slot_clear(push_cached_item_t *slot)
+{
+    for (size_t i = 0; i < slot->n; i++)
+        push_reduction_release(&slot->reduced[i]);
+    if (slot->signal != NULL)
+        schakel__signal__free_unpacked(slot->signal, &wiped_allocator);
+    slot->signal = NULL;
+    slot->n = 0;
+    slot->item_seq = 0;
+}
+
+static void push_cache_clear(push_cache_t *cache)
+{
+    for (size_t i = 0; i < PUSH_ROUND; i++)
+        push_slot_clear(&cache->slots[i]);
+}
+
+/* The slot of d's item, its Signal decoded. The item was validated in full
+ * when it was accepted, and its sealed bytes authenticated when the store
+ * opened them, so a plain unpack suffices; one that no longer decodes is
+ * damage (NULL), as is running out of memory. */
+static push_cached_item_t *push_cache_item(push_cache_t *cache, const store_delivery_t *d)
+{
+    push_cached_item_t *slot = &cache->slots[d->item_seq % PUSH_ROUND];
+    if (slot->item_seq == d->item_seq && slot->signal != NULL)
+        return slot;
+    push_slot_clear(slot);
+    slot->signal = schakel__signal__unpack(&wiped_allocator, d->body_len, d->body);
+    if (slot->signal == NULL)
+        return NULL;
+    slot->item_seq = d->item_seq;
+    return slot;
+}
 
 /* The content of a delivery by reference: the item's signed Signal reduced
  * to the deciding rule's fields, exactly what the publish path would have
- * stored. The item was validated in full when it was accepted, and its
- * sealed bytes authenticated when the store opened them, so a plain unpack
- * suffices; one that no longer decodes is damage (NULL). */
-static uint8_t *reduce_item(const store_delivery_t *d, size_t *len)
+ * stored; from the cache, or made and kept there. Borrowed: valid until the
+ * cache's next use for another item in the same slot, or the end of the
+ * pass. NULL when the item does not decode or memory runs out. */
+static const uint8_t *push_cache_content(push_cache_t *cache, const store_delivery_t *d,
+                                         size_t *len)
 {
-    Schakel__Signal *signal = schakel__signal__unpack(NULL, d->body_len, d->body);
-    if (signal == NULL)
+    push_cached_item_t *slot = push_cache_item(cache, d);
+    if (slot == NULL)
         return NULL;
-    uint8_t *reduced = publish_signal_for_recipient(signal, d->fields, len);
-    schakel__signal__free_unpacked(signal, NULL);
+    for (size_t i = 0; i < slot->n; i++) {
+        if (slot->reduced[i].fields == d->fields) {
+            *len = slot->reduced[i].len;
+            return slot->reduced[i].bytes;
+        }
+    }
+    size_t reduced_len = 0;
+    uint8_t *reduced = publish_signal_for_recipient(slot->signal, d->fields, &reduced_len);
+    if (reduced == NULL)
+        return NULL;
+    if (slot->n == PUSH_CACHE_MASKS) /* more rules than kept: the last one goes */
+        push_reduction_release(&slot->reduced[--slot->n]);
+    slot->reduced[slot->n++] = (push_reduction_t){d->fields, reduced, reduced_len};
+    *len = reduced_len;
     return reduced;
 }
+
+typedef struct push_state {
+    broker_t *broker;
+    receiver_t *receiver;
+    push_cache_t *cache;
+    int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
+    int held;       /* stopped at a delivery whose commit is not synced yet */
+} push_state_t;
 
 static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content,
                                size_t content_len, int redelivery, size_t *len)
@@ -151,6 +278,34 @@ static int still_allowed(const broker_t *b, const store_delivery_t *d, const cha
     return policy_rule_reaches(b->policy, rule, policy_principal_by_id(b->policy, recipient));
 }
 
+/* Send one delivery's frame. Returns 0, or 1 to stop the scan with
+ * st->stop_errno set. */
+static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery)
+{
+    receiver_t *r = st->receiver;
+    size_t len = 0, content_len = d->body_len;
+    const uint8_t *content = d->by_ref ? push_cache_content(st->cache, d, &content_len) : d->body;
+    if (content == NULL) {
+        log_event(LOG_ERROR, "delivery.unreadable", "recipient", r->principal, "why",
+                  "the item of a delivery by reference does not decode", NULL);
+        st->stop_errno = EAGAIN; /* stays dirty; an operator sees the log */
+        return 1;
+    }
+    uint8_t *frame = encode_deliver(d, content, content_len, redelivery, &len);
+    if (frame == NULL) {
+        st->stop_errno = EAGAIN; /* out of memory: try again next turn */
+        return 1;
+    }
+    int rc = broker_send(st->broker, r->session->routing_id, r->session->routing_len, frame, len);
+    sodium_memzero(frame, len); /* the filtered signal in clear */
+    free(frame);
+    if (rc != 0) {
+        st->stop_errno = zmq_errno();
+        return 1;
+    }
+    return 0;
+}
+
 static int push_one(const store_delivery_t *d, void *arg)
 {
     push_state_t *st = arg;
@@ -173,83 +328,107 @@ static int push_one(const store_delivery_t *d, void *arg)
     }
     /* Sent before in this process, or pending since before a restart (a
      * crash forgets what was sent, so those are flagged as possibly sent). */
-    int redelivery = d->seq <= r->highest_sent || d->seq <= st->broker->seq_at_start;
-    size_t len = 0, reduced_len = 0;
-    uint8_t *reduced = d->by_ref ? reduce_item(d, &reduced_len) : NULL;
-    if (d->by_ref && reduced == NULL) {
-        log_event(LOG_ERROR, "delivery.unreadable", "recipient", r->principal, "why",
-                  "the item of a delivery by reference does not decode", NULL);
-        st->stop_errno = EAGAIN; /* stays dirty; an operator sees the log */
+    int redelivery = d->seq <= r->highest_sent || d->seq <= b->seq_at_start;
+    if (push_send(st, d, redelivery) != 0)
         return 1;
-    }
-    uint8_t *frame = d->by_ref ? encode_deliver(d, reduced, reduced_len, redelivery, &len)
-                               : encode_deliver(d, d->body, d->body_len, redelivery, &len);
-    if (reduced != NULL) {
-        sodium_memzero(reduced, reduced_len);
-        free(reduced);
-    }
-    if (frame == NULL) {
-        st->stop_errno = EAGAIN; /* out of memory: try again next turn */
-        return 1;
-    }
-    int rc = broker_send(st->broker, r->session->routing_id, r->session->routing_len, frame, len);
-    sodium_memzero(frame, len); /* the filtered signal in clear */
-    free(frame);
-    if (rc != 0) {
-        st->stop_errno = zmq_errno();
-        return 1;
-    }
     r->cursor = d->seq;
     if (r->inflight++ == 0)
-        r->progress_ms = st->broker->now_ms; /* the ack clock starts now */
+        r->progress_ms = b->now_ms; /* the ack clock starts now */
     if (d->seq > r->highest_sent) {
         r->highest_sent = d->seq;
-        metrics_first_send(st->broker->metrics, d->item_seq, d->accepted_at);
+        metrics_first_send(b->metrics, d->item_seq, d->accepted_at);
     }
-    st->broker->stats.delivered++;
+    b->stats.delivered++;
     if (redelivery)
-        st->broker->stats.redelivered++;
+        b->stats.redelivered++;
     record_delivered(r->principal, d->seq, redelivery);
     return 0;
 }
 
-static void push_receiver(broker_t *b, receiver_t *r)
+/* One round for one receiver: up to PUSH_ROUND deliveries within its
+ * window. Returns 1 when it may have more to push in this pass, 0 when it
+ * is done for this pass: its mailbox drained up to the window, its window
+ * full (dirty cleared: an ack makes it dirty again), or it stopped (peer
+ * queue full, a delivery not synced yet, a store error: it stays dirty and
+ * goes on next turn; an unroutable peer: its session is dropped). */
+static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
 {
-    while (r->session != NULL && r->inflight < r->window) {
-        push_state_t st = {.broker = b, .receiver = r};
-        size_t room = r->window - r->inflight;
-        int visited = store_mailbox_scan(b->store, r->principal, r->cursor, room, push_one, &st);
-        if (visited < 0) {
-            log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
-            return; /* stays dirty: retried next turn */
-        }
-        if (st.stop_errno == EHOSTUNREACH) {
-            log_event(LOG_INFO, "session.gone", "principal", r->principal, NULL);
-            sessions_drop(b->sessions, r->session);
-            r->dirty = 0;
-            return;
-        }
-        if (st.stop_errno != 0 || st.held)
-            return; /* peer queue full, or the rest not synced yet: stays dirty */
-        if ((size_t)visited < room) {
-            r->dirty = 0; /* mailbox drained up to the window */
-            return;
-        }
+    if (r->session == NULL || r->inflight >= r->window) {
+        r->dirty = 0;
+        return 0;
     }
-    /* Window full: an ack makes it dirty again. */
-    r->dirty = 0;
+    push_state_t st = {.broker = b, .receiver = r, .cache = cache};
+    size_t room = r->window - r->inflight;
+    size_t limit = room < PUSH_ROUND ? room : PUSH_ROUND;
+    int visited = store_mailbox_scan(b->store, r->principal, r->cursor, limit, push_one, &st);
+    if (visited < 0) {
+        log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
+        return 0; /* stays dirty: retried next turn */
+    }
+    if (st.stop_errno == EHOSTUNREACH) {
+        log_event(LOG_INFO, "session.gone", "principal", r->principal, NULL);
+        sessions_drop(b->sessions, r->session);
+        r->dirty = 0;
+        return 0;
+    }
+    if (st.stop_errno != 0 || st.held)
+        return 0; /* peer queue full, or the rest not synced yet: stays dirty */
+    if ((size_t)visited < limit) {
+        r->dirty = 0; /* mailbox drained up to the window */
+        return 0;
+    }
+    return 1;
+}
+
+/* The receivers of this pass that may have more to push; one loop thread. */
+static receiver_t **pass_receivers;
+static size_t pass_capacity;
+
+/* Collect the receivers with something to push. Returns how many, or
+ * SIZE_MAX when the list cannot grow (then each is pushed whole instead,
+ * as it is met). */
+static size_t pass_collect(broker_t *b)
+{
+    size_t cursor = 0, n = 0;
+    receiver_t *r;
+    while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL) {
+        if (!r->dirty || r->session == NULL)
+            continue;
+        if (n == pass_capacity) {
+            size_t capacity = pass_capacity > 0 ? 2 * pass_capacity : 64;
+            receiver_t **bigger = realloc(pass_receivers, capacity * sizeof *bigger);
+            if (bigger == NULL)
+                return SIZE_MAX;
+            pass_receivers = bigger;
+            pass_capacity = capacity;
+        }
+        pass_receivers[n++] = r;
+    }
+    return n;
 }
 
 void deliver_push_all(broker_t *b)
 {
-    size_t cursor = 0;
-    receiver_t *r;
-    /* push_receiver may drop a session but never adds or removes receivers,
-     * so iterating the receiver table stays valid. */
-    while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL) {
-        if (r->dirty && r->session != NULL)
-            push_receiver(b, r);
+    static push_cache_t cache; /* ~2 KB, not on the stack; one loop thread */
+    /* A round may drop a session but never adds or removes receivers, so
+     * the receivers collected stay valid for the whole pass. */
+    size_t n = pass_collect(b);
+    if (n == SIZE_MAX) { /* out of memory: one receiver after the other */
+        size_t cursor = 0;
+        receiver_t *r;
+        while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL)
+            while (r->dirty && r->session != NULL && push_round(b, r, &cache))
+                ;
+        n = 0;
     }
+    while (n > 0) {
+        size_t still = 0;
+        for (size_t i = 0; i < n; i++)
+            if (push_round(b, pass_receivers[i], &cache))
+                pass_receivers[still++] = pass_receivers[i];
+        n = still;
+    }
+    push_cache_clear(&cache);
 }
 
 size_t deliver_check_ack_timeouts(broker_t *b)

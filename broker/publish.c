@@ -331,7 +331,12 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                           "the broker could not read its store; publish again", id, -1, 0);
         return;
     }
-    item_plan_t *plans = calloc(publish->n_items, sizeof *plans);
+    /* Not calloc: a plan is 1.3 KB, mostly the decision's grant table,
+     * which policy_decide_signal fills; only the signal must start NULL
+     * (plans_free frees every one). */
+    item_plan_t *plans = malloc(publish->n_items * sizeof *plans);
+    for (size_t i = 0; plans != NULL && i < publish->n_items; i++)
+        plans[i].signal = NULL;
     if (plans == NULL) {
         broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory", id, -1, 0);
         return;

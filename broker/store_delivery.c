@@ -149,6 +149,13 @@ static int delivery_item_facts(store_t *store, int64_t item_seq)
                id_len != STORE_MESSAGE_ID_BYTES) {
         store_refuse(store, "delivery_add", "damaged item or publish row");
     } else {
+        /* (sender, message id) names one publish: the same one as the item
+         * before it in this transaction keeps how far it was raised. */
+        int same_publish = in_txn && store->item_serial == store->txn_serial &&
+                           strcmp(store->checked_sender, sender) == 0 &&
+                           memcmp(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES) == 0;
+        if (!same_publish)
+            store->publish_raised_expires_at = INT64_MIN;
         strcpy(store->checked_sender, sender);
         memcpy(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES);
         store->checked_item_index = (uint32_t)sqlite3_column_int64(stmt, 2);
@@ -199,8 +206,9 @@ static int delivery_check_facts(store_t *store, const store_delivery_t *d)
 
 /* Raise the retention of the delivery's item and publish to its expiry,
  * unless this transaction already raised them as far: the deliveries of
- * one item come one after another, so that is one pair of updates per item,
- * not per recipient. A case delivery also ties its item to the case. Runs
+ * one item come one after another, and the items of one publish too, so
+ * that is about one update per item and one per publish, not one of each
+ * per recipient. A case delivery also ties its item to the case. Runs
  * after delivery_check_facts (which read this item in this transaction). */
 static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
 {
@@ -214,9 +222,10 @@ static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
         if (store_stmt_run(store, stmt, "delivery_add") != 0)
             return -1;
     }
-    if (store->raised_expires_at >= d->expires_at)
-        return 0;
     for (int i = 0; i < 2; i++) {
+        int64_t *raised = i == 0 ? &store->raised_expires_at : &store->publish_raised_expires_at;
+        if (*raised >= d->expires_at)
+            continue;
         sqlite3_stmt *stmt = store->stmt[i == 0 ? STMT_ITEM_RAISE : STMT_PUBLISH_RAISE];
         if (store_bind_int64(store, stmt, 1, (int64_t)d->item_seq) != 0 ||
             store_bind_int64(store, stmt, 2, d->expires_at) != 0) {
@@ -225,17 +234,18 @@ static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
         }
         if (store_stmt_run(store, stmt, "delivery_add") != 0)
             return -1;
+        *raised = d->expires_at;
     }
-    store->raised_expires_at = d->expires_at;
     return 0;
 }
 
 /* Cost: one read of the item and its publish (rowid lookups; once per item
  * and transaction), one table append, the (recipient, seq), expires_at and
- * item_seq index inserts, and two rowid updates of the item and its publish
- * (once per item and transaction), each O(log n); sealing is linear in the
- * body. A case delivery adds the case lookup, its foreign-key check, the
- * (case_id, recipient) index insert and the case_items insert, O(log n). */
+ * item_seq index inserts, and rowid updates of the item and its publish
+ * (about once per item, and once per publish, and transaction), each
+ * O(log n); sealing is linear in the body. A case delivery adds the case
+ * lookup, its foreign-key check, the (case_id, recipient) index insert and
+ * the case_items insert, O(log n). */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
 {
     if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||

@@ -151,6 +151,10 @@ struct store {
      * the next deliveries of the same item need no statement (store.c). */
     uint64_t item_serial;
     int64_t item_seq_checked, raised_expires_at;
+    /* How far this transaction raised the publish of that item: the items
+     * of one publish come one after another, so that is one raise per
+     * publish, not per item (store_delivery.c). */
+    int64_t publish_raised_expires_at;
     char checked_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t checked_message_id[16];
     uint32_t checked_item_index;

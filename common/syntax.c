@@ -222,44 +222,73 @@ int syntax_is_media_type(const char *media_type)
     return sub > 0 && subtype[sub] == '\0';
 }
 
+/* 8 bytes, each in 0x01..0x7F: no high bit in the word, and none in the
+ * word minus 0x01 in every byte (a zero byte borrows, which sets one).
+ * Exact, not a heuristic: a word that fails is checked byte by byte. */
+static int word_is_plain_ascii(const uint8_t *bytes)
+{
+    const uint64_t ones = UINT64_C(0x0101010101010101), highs = UINT64_C(0x8080808080808080);
+    uint64_t word;
+    memcpy(&word, bytes, sizeof word); /* any alignment; the test is byte-order free */
+    return ((word | (word - ones)) & highs) == 0;
+}
+
+/* Length of the sequence of UTF-8 that starts at bytes[0] with a lead byte
+ * of 0x80 or above, 0 if it is not one (truncated by len, overlong, a
+ * surrogate, above U+10FFFF, a lone continuation byte). */
+static size_t utf8_sequence_len(const uint8_t *bytes, size_t len)
+{
+    uint8_t c = bytes[0];
+    size_t need;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+        need = 1;
+        cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        need = 2;
+        cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        need = 3;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len <= need)
+        return 0;
+    for (size_t k = 1; k <= need; k++) {
+        if ((bytes[k] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (bytes[k] & 0x3F);
+    }
+    static const uint32_t min_for_len[4] = {0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[need] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return need + 1;
+}
+
+/* Cost: about one instruction per byte of plain ASCII (8 bytes per word
+ * test), which is what almost every text here is; a byte at a time only
+ * around bytes of 0x80 and above (and a NUL, which ends it). */
 int syntax_is_utf8(const uint8_t *bytes, size_t len)
 {
     if (bytes == NULL && len > 0)
         return 0;
     size_t i = 0;
     while (i < len) {
-        uint8_t c = bytes[i];
-        if (c == 0)
-            return 0;
-        if (c < 0x80) {
+        while (len - i >= 8 && word_is_plain_ascii(bytes + i))
+            i += 8;
+        /* The word here holds a NUL or a byte of 0x80 and above, or fewer
+         * than 8 bytes are left: single bytes of 0x01..0x7F up to it. */
+        while (i < len && (uint8_t)(bytes[i] - 1u) < 0x7F)
             i++;
-            continue;
-        }
-        size_t need;
-        uint32_t cp;
-        if ((c & 0xE0) == 0xC0) {
-            need = 1;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            need = 2;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            need = 3;
-            cp = c & 0x07;
-        } else {
+        if (i == len)
+            break;
+        if (bytes[i] == 0)
             return 0;
-        }
-        if (len - i <= need)
+        size_t n = utf8_sequence_len(bytes + i, len - i);
+        if (n == 0)
             return 0;
-        for (size_t k = 1; k <= need; k++) {
-            if ((bytes[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (bytes[i + k] & 0x3F);
-        }
-        static const uint32_t min_for_len[4] = {0, 0x80, 0x800, 0x10000};
-        if (cp < min_for_len[need] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += need + 1;
+        i += n;
     }
     return 1;
 }

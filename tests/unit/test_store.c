@@ -1459,6 +1459,123 @@ static void test_delivery_by_reference(void **state)
     assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
 }
 
+/* Retention: each item ends at the latest expiry of its deliveries, each
+ * publish at the latest of its items', however the deliveries of several
+ * items and publishes follow one another, across transactions, and after
+ * a rollback (the store raises a publish once per transaction where it
+ * can; what that must not change is the result). The expected values are
+ * the maximum over what was committed, computed here. */
+enum { RT_ITEMS = 5, RT_STEPS = 12 };
+
+typedef struct retention_step {
+    int txn;       /* 0: no transaction (autocommit); else the transaction's number */
+    int rollback;  /* this transaction is rolled back after its steps */
+    int item;      /* 0..2 of publish A, 3..4 of publish B */
+    int64_t later; /* expires_at = the publish's accepted_at + later */
+} retention_step_t;
+
+static void check_retention_rows(fixture_t *f, const retention_step_t *steps, size_t n,
+                                 unsigned base, const char *what)
+{
+    static const int publish_of[RT_ITEMS] = {0, 0, 0, 1, 1};
+    static const uint32_t index_of[RT_ITEMS] = {0, 1, 2, 0, 1};
+    /* Two senders, one message id: a publish is the pair. */
+    static const char *const sender[2] = {WOCO, GEMEENTE};
+    static const char *const partner[2] = {"woco-servatius", "gemeente"};
+    int64_t accepted_at[2] = {1700000000 + base, 1700000000 + base + 1};
+    int64_t publish_id[2], item_seq[RT_ITEMS];
+    assert_int_equal(store_begin(f->store), 0);
+    for (int p = 0; p < 2; p++) {
+        publish_id[p] = publish(f->store, sender[p], base, accepted_at[p]);
+        assert_true(publish_id[p] > 0);
+    }
+    for (int i = 0; i < RT_ITEMS; i++) {
+        item_seq[i] = item(f->store, publish_id[publish_of[i]], index_of[i]);
+        assert_true(item_seq[i] > 0);
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[128];
+    int64_t want_item[RT_ITEMS], want_publish[2];
+    for (int i = 0; i < RT_ITEMS; i++) {
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
+                 (long long)item_seq[i]);
+        want_item[i] = raw_int(f->path, sql);
+    }
+    for (int p = 0; p < 2; p++) {
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM publishes WHERE id = %lld",
+                 (long long)publish_id[p]);
+        want_publish[p] = raw_int(f->path, sql);
+    }
+    for (size_t k = 0; k < n; k++) {
+        const retention_step_t *st = &steps[k];
+        int first = k == 0 || steps[k - 1].txn != st->txn || st->txn == 0;
+        int last = k + 1 == n || steps[k + 1].txn != st->txn || st->txn == 0;
+        if (first && st->txn != 0)
+            assert_int_equal(store_begin(f->store), 0);
+        int p = publish_of[st->item];
+        delivery_spec_t spec;
+        delivery_spec(&spec, k % 2 ? POLITIE : RIEC, sender[p], partner[p], base, accepted_at[p],
+                      item_seq[st->item], index_of[st->item]);
+        spec.d.expires_at = accepted_at[p] + st->later;
+        if (store_delivery_add(f->store, &spec.d) <= 0)
+            fail_msg("%s, step %zu: %s", what, k, store_errmsg(f->store));
+        if (last && st->txn != 0)
+            assert_int_equal(st->rollback ? store_rollback(f->store) : store_commit(f->store), 0);
+        if (st->rollback)
+            continue; /* what was rolled back raises nothing */
+        if (spec.d.expires_at > want_item[st->item])
+            want_item[st->item] = spec.d.expires_at;
+        if (spec.d.expires_at > want_publish[p])
+            want_publish[p] = spec.d.expires_at;
+    }
+    for (int i = 0; i < RT_ITEMS; i++) {
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
+                 (long long)item_seq[i]);
+        int64_t got = raw_int(f->path, sql);
+        if (got != want_item[i])
+            fail_msg("%s: item %d ends at %lld, want %lld", what, i, (long long)got,
+                     (long long)want_item[i]);
+    }
+    for (int p = 0; p < 2; p++) {
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM publishes WHERE id = %lld",
+                 (long long)publish_id[p]);
+        int64_t got = raw_int(f->path, sql);
+        if (got != want_publish[p])
+            fail_msg("%s: publish %c ends at %lld, want %lld", what, "AB"[p], (long long)got,
+                     (long long)want_publish[p]);
+    }
+}
+
+static void test_retention_raised_per_item_and_publish(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *what;
+        retention_step_t steps[RT_STEPS];
+        size_t n;
+    } rows[] = {
+        {"one transaction, rising and falling",
+         {{1, 0, 0, 300}, {1, 0, 0, 500}, {1, 0, 1, 200}, {1, 0, 2, 400}, {1, 0, 3, 100},
+          {1, 0, 1, 600}, {1, 0, 4, 700}, {1, 0, 2, 50}},
+         8},
+        {"publishes interleaved",
+         {{1, 0, 0, 100}, {1, 0, 3, 900}, {1, 0, 1, 200}, {1, 0, 4, 50}, {1, 0, 2, 300}},
+         5},
+        {"a later transaction, lower then higher",
+         {{1, 0, 0, 800}, {2, 0, 1, 300}, {2, 0, 2, 900}, {3, 0, 0, 100}},
+         4},
+        {"after a rollback",
+         {{1, 1, 0, 900}, {1, 1, 1, 950}, {2, 0, 1, 400}, {2, 0, 2, 300}, {3, 1, 3, 800},
+          {4, 0, 4, 200}},
+         6},
+        {"without a transaction",
+         {{0, 0, 0, 300}, {0, 0, 1, 200}, {0, 0, 2, 500}, {0, 0, 3, 100}, {0, 0, 0, 50}},
+         5},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+        check_retention_rows(f, rows[r].steps, rows[r].n, 700 + 10 * (unsigned)r, rows[r].what);
+}
+
 static void test_wrong_key_refused_at_open(void **state)
 {
     fixture_t *f = *state;
@@ -2634,6 +2751,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention_raised_per_item_and_publish, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pending_count_follows_every_change, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_sync_poisons_the_handle, setup,
                                         teardown),

@@ -118,6 +118,15 @@ typedef struct utf8_row {
     int valid;
 } utf8_row_t;
 
+static void check_utf8_rows(const utf8_row_t *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int got = syntax_is_utf8((const uint8_t *)rows[i].bytes, rows[i].len);
+        if (got != rows[i].valid)
+            fail_msg("utf8 row %zu expected %d", i, rows[i].valid);
+    }
+}
+
 static void test_utf8(void **state)
 {
     (void)state;
@@ -133,12 +142,189 @@ static void test_utf8(void **state)
         {"\xf4\x90\x80\x80", 4, 0}, /* above U+10FFFF */
         {"\xff", 1, 0},
         {"\x80", 1, 0}, /* lone continuation */
+        {"", 0, 1},
+        {"\x7f", 1, 1},
+        {"\xc2\x80", 2, 1},                      /* U+0080, the smallest of two bytes */
+        {"\xdf\xbf", 2, 1},                      /* U+07FF */
+        {"\xe0\xa0\x80", 3, 1},                  /* U+0800 */
+        {"\xef\xbf\xbf", 3, 1},                  /* U+FFFF */
+        {"\xf0\x90\x80\x80", 4, 1},              /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, 1},              /* U+10FFFF, the largest */
+        {"\xed\x9f\xbf", 3, 1},                  /* U+D7FF, just below the surrogates */
+        {"\xee\x80\x80", 3, 1},                  /* U+E000, just above them */
+        {"\xc1\xbf", 2, 0},                      /* overlong U+007F */
+        {"\xe0\x80\xaf", 3, 0},                  /* overlong '/' in three bytes */
+        {"\xe0\x9f\xbf", 3, 0},                  /* overlong U+07FF */
+        {"\xf0\x80\x80\xaf", 4, 0},              /* overlong '/' in four bytes */
+        {"\xf0\x8f\xbf\xbf", 4, 0},              /* overlong U+FFFF */
+        {"\xed\xbf\xbf", 3, 0},                  /* U+DFFF, the last surrogate */
+        {"\xf5\x80\x80\x80", 4, 0},              /* lead byte beyond U+10FFFF */
+        {"\xf8\x88\x80\x80\x80", 5, 0},          /* five bytes */
+        {"\xc3\x28", 2, 0},                      /* continuation missing */
+        {"\xe2\x82\x28", 3, 0},                  /* third byte not a continuation */
+        {"abcdefgh\xe2\x82", 10, 0},             /* truncated after a full word */
+        {"abcdefgh\xf0\x9f\x98", 11, 0},         /* truncated emoji at the end */
+        {"abcdefghijklmno\xc3", 16, 0},          /* last byte of the second word */
+        {"abcdefghijklmnop\xc3\xa9", 18, 1},     /* non-ASCII right after two words */
+        {"abcdefgh\xc3\xa9ijklmnop", 18, 1},     /* non-ASCII between runs */
+        {"abcdefg\xc3\xa9hijklmnop", 18, 1},     /* a sequence across a word boundary */
+        {"abcdefg\xf0\x9f\x98\x80hijklmn", 18, 1}, /* four bytes across a boundary */
+        {"abcdefgh\x80ijklmnop", 17, 0},         /* lone continuation after a word */
+        {"abcdefgh\xff", 9, 0},
+        {"abcdefghijklmnop\x7f", 17, 1},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        int got = syntax_is_utf8((const uint8_t *)rows[i].bytes, rows[i].len);
-        if (got != rows[i].valid)
-            fail_msg("utf8 row %zu expected %d", i, rows[i].valid);
+    check_utf8_rows(rows, sizeof rows / sizeof rows[0]);
+}
+
+/* A NUL anywhere, in runs that the word test reads 8 bytes at a time. */
+static void test_utf8_nul_everywhere(void **state)
+{
+    (void)state;
+    uint8_t text[40];
+    for (size_t len = 1; len <= sizeof text; len++) {
+        for (size_t at = 0; at < len; at++) {
+            memset(text, 'a', sizeof text);
+            assert_true(syntax_is_utf8(text, len));
+            text[at] = 0;
+            if (syntax_is_utf8(text, len))
+                fail_msg("a NUL at %zu of %zu bytes was accepted", at, len);
+            text[at] = 0x80; /* a lone continuation byte at the same place */
+            if (syntax_is_utf8(text, len))
+                fail_msg("0x80 at %zu of %zu bytes was accepted", at, len);
+        }
     }
+}
+
+/* The reference: RFC 3629's table of well-formed sequences, byte ranges
+ * per position, written as plainly as it reads there. */
+static int reference_is_utf8(const uint8_t *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        uint8_t c = s[i];
+        uint8_t lo = 0x80, hi = 0xBF; /* range of the second byte */
+        size_t n;
+        if (c >= 0x01 && c <= 0x7F)
+            n = 1;
+        else if (c >= 0xC2 && c <= 0xDF)
+            n = 2;
+        else if (c == 0xE0)
+            n = 3, lo = 0xA0;
+        else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF)
+            n = 3;
+        else if (c == 0xED)
+            n = 3, hi = 0x9F;
+        else if (c == 0xF0)
+            n = 4, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3)
+            n = 4;
+        else if (c == 0xF4)
+            n = 4, hi = 0x8F;
+        else
+            return 0;
+        if (len - i < n)
+            return 0;
+        for (size_t k = 1; k < n; k++) {
+            uint8_t b = s[i + k];
+            if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF))
+                return 0;
+        }
+        i += n;
+    }
+    return 1;
+}
+
+static void differ_check(const uint8_t *s, size_t len, const char *what, uint64_t n)
+{
+    int want = reference_is_utf8(s, len), got = syntax_is_utf8(s, len);
+    if (got != want)
+        fail_msg("%s %llu (%zu bytes): syntax_is_utf8 %d, the reference %d", what,
+                 (unsigned long long)n, len, got, want);
+}
+
+/* Every 1- and 2-byte input, and every 2-byte input placed at each
+ * position of an ASCII run (so that the word test meets it at every lane). */
+static void test_utf8_against_reference_short(void **state)
+{
+    (void)state;
+    uint8_t text[24];
+    for (unsigned v = 0; v < 65536; v++) {
+        text[0] = (uint8_t)(v >> 8);
+        text[1] = (uint8_t)v;
+        differ_check(text, 1, "one byte", v);
+        differ_check(text, 2, "two bytes", v);
+        for (size_t at = 0; at + 2 <= sizeof text; at += 3) {
+            memset(text, 'x', sizeof text);
+            text[at] = (uint8_t)(v >> 8);
+            text[at + 1] = (uint8_t)v;
+            differ_check(text, sizeof text, "two bytes in a run", v);
+            differ_check(text, at + 2, "two bytes at the end of a run", v);
+        }
+    }
+    /* Lead bytes of three and four bytes with every second byte and the
+     * edges of the continuation range after it. */
+    static const uint8_t edges[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF};
+    uint64_t n = 0;
+    for (unsigned lead = 0xC0; lead <= 0xFF; lead++)
+        for (unsigned second = 0; second < 256; second++)
+            for (size_t a = 0; a < sizeof edges; a++)
+                for (size_t b = 0; b < sizeof edges; b++, n++) {
+                    uint8_t seq[4] = {(uint8_t)lead, (uint8_t)second, edges[a], edges[b]};
+                    for (size_t len = 1; len <= 4; len++)
+                        differ_check(seq, len, "sequence", n);
+                }
+}
+
+/* xorshift64*: reproducible, and nothing here needs better. */
+static uint64_t next_random(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    return *x * UINT64_C(2685821657736338717);
+}
+
+/* Random texts built from pieces that matter: ASCII runs, valid
+ * sequences of every length, broken ones, NULs, random bytes; each also
+ * checked at every start offset within a word. */
+static void test_utf8_against_reference_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {
+        "a", "abcdefg", "abcdefghijklmnop", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
+        "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
+        "\xe0\x9f\xbf", "\xc3", "\xe2\x82", "\x80", "\xbf", "\xfe", "\x7f", " \t\r\n",
+    };
+    const size_t n_pieces = sizeof pieces / sizeof pieces[0];
+    uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+    uint8_t text[8 + 96];
+    size_t valid = 0, invalid = 0;
+    for (uint64_t round = 0; round < 200000; round++) {
+        size_t len = 0, target = (size_t)(next_random(&x) % 80);
+        while (len < target) {
+            uint64_t r = next_random(&x);
+            if (r % 16 == 0) {
+                text[8 + len++] = (uint8_t)(r >> 8); /* any byte, NUL included */
+                continue;
+            }
+            const char *piece = pieces[(r >> 4) % n_pieces];
+            size_t piece_len = strlen(piece);
+            if (len + piece_len > sizeof text - 8)
+                break;
+            memcpy(text + 8 + len, piece, piece_len);
+            len += piece_len;
+        }
+        size_t offset = (size_t)(round % 8);
+        memmove(text + offset, text + 8, len);
+        differ_check(text + offset, len, "random text", round);
+        if (reference_is_utf8(text + offset, len))
+            valid++;
+        else
+            invalid++;
+    }
+    /* Both outcomes must have been tried often, or the test tells little. */
+    assert_true(valid > 10000);
+    assert_true(invalid > 10000);
 }
 
 static void test_hex(void **state)
@@ -161,7 +347,10 @@ int main(void)
         cmocka_unit_test(test_area_codes), cmocka_unit_test(test_area_prefixes),
         cmocka_unit_test(test_postcodes),  cmocka_unit_test(test_themes),
         cmocka_unit_test(test_ids),        cmocka_unit_test(test_pseudonyms),
-        cmocka_unit_test(test_utf8),       cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_utf8),       cmocka_unit_test(test_utf8_nul_everywhere),
+        cmocka_unit_test(test_utf8_against_reference_short),
+        cmocka_unit_test(test_utf8_against_reference_random),
+        cmocka_unit_test(test_hex),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

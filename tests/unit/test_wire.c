@@ -19,6 +19,7 @@
 
 #include "schakel_limits.h"
 #include "wire.h"
+#include "wire_internal.h"
 
 #define NOW INT64_C(1700000000)
 #define R(name) SCHAKEL__REASON__##name
@@ -2061,6 +2062,73 @@ static void test_case_publish_vector(void **state)
 
 /* ---------------------------------------------------------- reason names */
 
+/* The control check of free text against a plain byte loop (C0, DEL, and
+ * C1 as 0xC2 0x80..0x9F; tab, newline and return only in prose), over
+ * random valid UTF-8 built from pieces at every word offset. */
+static int reference_has_control(const char *text, int allow_line_breaks)
+{
+    const unsigned char *b = (const unsigned char *)text;
+    for (size_t i = 0; b[i] != '\0'; i++) {
+        if (allow_line_breaks && (b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+            continue;
+        if (b[i] < 0x20 || b[i] == 0x7F || (b[i] == 0xC2 && b[i + 1] >= 0x80 && b[i + 1] <= 0x9F))
+            return 1;
+    }
+    return 0;
+}
+
+static uint64_t text_random(uint64_t *x)
+{
+    *x ^= *x >> 12;
+    *x ^= *x << 25;
+    *x ^= *x >> 27;
+    return *x * UINT64_C(2685821657736338717);
+}
+
+static void test_text_control_against_reference(void **state)
+{
+    (void)state;
+    static const char *const plain[] = {
+        "a", "Zeer ", "abcdefghijklmnop", " ~!", "\xc3\xa9", "\xe2\x82\xac", "\xc2\xa0",
+        "\xc2\xbf", "\xc3\x80", "\xc3\x82", "\xf0\x9f\x98\x80", "\xc2\xa9",
+    };
+    static const char *const controls[] = {
+        "\xc2\x80", "\xc2\x9f", "\t", "\n", "\r", "\x1b", "\x7f", "\x01", "\x1f",
+    };
+    uint64_t x = UINT64_C(0x2545f4914f6cdd1d);
+    char text[8 + 128];
+    size_t counts[2][2] = {{0, 0}, {0, 0}};
+    for (uint64_t round = 0; round < 100000; round++) {
+        size_t len = 0, target = 1 + (size_t)(text_random(&x) % 100);
+        while (len < target) {
+            uint64_t r = text_random(&x);
+            const char *piece = r % 32 == 0 ? controls[(r >> 8) % (sizeof controls / sizeof controls[0])]
+                                            : plain[(r >> 8) % (sizeof plain / sizeof plain[0])];
+            size_t piece_len = strlen(piece);
+            if (len + piece_len >= sizeof text - 8)
+                break;
+            memcpy(text + 8 + len, piece, piece_len);
+            len += piece_len;
+        }
+        char *value = text + round % 8;
+        memmove(value, text + 8, len);
+        value[len] = '\0';
+        for (int prose = 0; prose <= 1; prose++) {
+            wire_error_t err = {0};
+            int want = reference_has_control(value, prose) ? -1 : 0;
+            int got = wire_check_text(value, "text", sizeof text,
+                                      prose ? WIRE_TEXT_PROSE : WIRE_TEXT_PRINTABLE,
+                                      R(INVALID_FIELD), &err);
+            if (got != want)
+                fail_msg("round %llu, %s: wire_check_text %d, the reference %d",
+                         (unsigned long long)round, prose ? "prose" : "printable", got, want);
+            counts[prose][got == 0]++;
+        }
+    }
+    for (int prose = 0; prose <= 1; prose++) /* both outcomes, often */
+        assert_true(counts[prose][0] > 10000 && counts[prose][1] > 10000);
+}
+
 static void test_reason_names(void **state)
 {
     (void)state;
@@ -2103,6 +2171,7 @@ int main(void)
         cmocka_unit_test(test_small_bodies_round_trip),
         cmocka_unit_test(test_encode_null),
         cmocka_unit_test(test_reason_names),
+        cmocka_unit_test(test_text_control_against_reference),
         cmocka_unit_test(test_case_syntax),
         cmocka_unit_test(test_case_command_table),
         cmocka_unit_test(test_raw_case_command_table),
