@@ -181,6 +181,8 @@ static push_cached_item_t *push_cache_item(push_cache_t *cache, const store_deli
     push_cached_item_t *slot = &cache->slots[d->item_seq % PUSH_ROUND];
     if (slot->item_seq == d->item_seq && slot->signal != NULL)
         return slot;
+    if (d->body == NULL)
+        return NULL; /* defensive: the scan skips only items push_cache_has */
     push_slot_clear(slot);
     slot->signal = schakel__signal__unpack(&wiped_allocator, d->body_len, d->body);
     if (slot->signal == NULL)
@@ -224,6 +226,15 @@ typedef struct push_state {
     int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
     int held;       /* stopped at a delivery whose commit is not synced yet */
 } push_state_t;
+
+/* The scan's hint (store_mailbox_scan_hinted): an item this pass decoded
+ * already is not opened again for the next recipient. */
+static int push_cache_has(uint64_t item_seq, void *arg)
+{
+    const push_state_t *st = arg;
+    const push_cached_item_t *slot = &st->cache->slots[item_seq % PUSH_ROUND];
+    return slot->item_seq == item_seq && slot->signal != NULL;
+}
 
 static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content,
                                size_t content_len, int redelivery, size_t *len)
@@ -360,7 +371,8 @@ static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
     push_state_t st = {.broker = b, .receiver = r, .cache = cache};
     size_t room = r->window - r->inflight;
     size_t limit = room < PUSH_ROUND ? room : PUSH_ROUND;
-    int visited = store_mailbox_scan(b->store, r->principal, r->cursor, limit, push_one, &st);
+    int visited = store_mailbox_scan_hinted(b->store, r->principal, r->cursor, limit,
+                                            push_cache_has, push_one, &st);
     if (visited < 0) {
         log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
         return 0; /* stays dirty: retried next turn */

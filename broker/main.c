@@ -289,6 +289,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     log_set_level(o.log_level);
+    store_global_init(); /* before any thread and any store */
     if (keys_init() != 0) {
         fprintf(stderr, "schakeld: libsodium failed to initialise\n");
         return 1;

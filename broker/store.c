@@ -461,6 +461,13 @@ const char *store_errmsg(const store_t *store)
     return store->errmsg;
 }
 
+void store_global_init(void)
+{
+    /* SQLITE_MISUSE once SQLite is initialised: then it keeps counting,
+     * which costs time, not correctness. */
+    (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 /* ------------------------------------------------------------------ transactions */
 
 /* Cost of each: one lock change; COMMIT also writes the WAL, and

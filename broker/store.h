@@ -65,6 +65,12 @@ typedef struct store store_t;
  * and writes nothing. Returns NULL with err filled on failure. A new file is
  * created mode 0600. A store whose schema version is newer than this code
  * knows is refused. */
+/* Process-wide settings of the storage library, once, before the first
+ * store is opened and before other threads start: SQLite keeps no memory
+ * statistics (nothing reads them, and each of its allocations would take a
+ * global mutex to count them). Optional: stores work without it. */
+void store_global_init(void);
+
 store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
                     size_t errlen);
 
@@ -223,6 +229,22 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
                        store_delivery_fn fn, void *arg);
+
+/* store_mailbox_scan with a hint, for a caller that keeps what it opened
+ * during one pass over several mailboxes (deliver.c): have_item(item_seq,
+ * arg) returning non-zero says the caller holds the content of that item
+ * already, taken from an earlier row of the same pass with no store write
+ * in between. A delivery by reference to such an item then comes with body
+ * NULL, body_len 0 and its fields set: the item's body is not read and not
+ * opened again. Everything else is as for store_mailbox_scan: the
+ * delivery's own sealed body (its field mask) is opened and authenticated
+ * for every row, a row whose item is gone is an error, and a body that
+ * does not authenticate stops the scan with -1. have_item NULL: exactly
+ * store_mailbox_scan. have_item must not call store functions. */
+typedef int (*store_have_item_fn)(uint64_t item_seq, void *arg);
+int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t after_seq,
+                              size_t limit, store_have_item_fn have_item, store_delivery_fn fn,
+                              void *arg);
 
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);

@@ -1576,6 +1576,117 @@ static void test_retention_raised_per_item_and_publish(void **state)
         check_retention_rows(f, rows[r].steps, rows[r].n, 700 + 10 * (unsigned)r, rows[r].what);
 }
 
+/* The scan's hint (store_mailbox_scan_hinted): an item the caller says it
+ * has comes without its body, everything else as before; the delivery's
+ * own sealed mask is still checked, and a row whose item is gone is still
+ * an error. */
+typedef struct hint_state {
+    int64_t have[4]; /* item seqs the caller "has"; 0 ends the list */
+    size_t asked;    /* have_item calls */
+    size_t n;        /* rows seen */
+    uint64_t item_seq[8];
+    int body_null[8];
+    uint32_t fields[8];
+    char text[8][32];
+} hint_state_t;
+
+static int hint_have(uint64_t item_seq, void *arg)
+{
+    hint_state_t *h = arg;
+    h->asked++;
+    for (size_t i = 0; i < 4 && h->have[i] != 0; i++)
+        if ((uint64_t)h->have[i] == item_seq)
+            return 1;
+    return 0;
+}
+
+static int hint_collect(const store_delivery_t *d, void *arg)
+{
+    hint_state_t *h = arg;
+    assert_true(h->n < 8);
+    h->item_seq[h->n] = d->item_seq;
+    h->body_null[h->n] = d->body == NULL;
+    h->fields[h->n] = d->fields;
+    if (d->body != NULL) {
+        assert_true(d->body_len < sizeof h->text[0]);
+        memcpy(h->text[h->n], d->body, d->body_len);
+        h->text[h->n][d->body_len] = '\0';
+    } else {
+        assert_int_equal(d->body_len, 0);
+        h->text[h->n][0] = '\0';
+    }
+    h->n++;
+    return 0;
+}
+
+static int64_t item_of_delivery(const char *path, int64_t seq)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT item_seq FROM deliveries WHERE seq = %lld", (long long)seq);
+    return raw_int(path, sql);
+}
+
+static void test_scan_hint_skips_only_items_the_caller_has(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t first = deliver_ref(f->store, POLITIE, 600, "first item", 0x11, NULL);
+    int64_t second = deliver_ref(f->store, POLITIE, 601, "second item", 0x22, NULL);
+    int64_t plain = deliver_bytes(f->store, POLITIE, 602, "third item", "plain body", 1800000000,
+                                  NULL);
+    assert_true(first > 0 && second > 0 && plain > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t item_first = item_of_delivery(f->path, first);
+    int64_t item_second = item_of_delivery(f->path, second);
+    static const struct {
+        int have_first, have_second, no_callback;
+    } rows[] = {{0, 0, 0}, {1, 0, 0}, {0, 1, 0}, {1, 1, 0}, {0, 0, 1}};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        hint_state_t h = {.n = 0};
+        size_t k = 0;
+        if (rows[r].have_first)
+            h.have[k++] = item_first;
+        if (rows[r].have_second)
+            h.have[k++] = item_second;
+        int visited = store_mailbox_scan_hinted(f->store, POLITIE, 0, 10,
+                                                rows[r].no_callback ? NULL : hint_have,
+                                                hint_collect, &h);
+        assert_int_equal(visited, 3);
+        /* asked about each delivery by reference, never about a plain one */
+        assert_int_equal(h.asked, rows[r].no_callback ? 0 : 2);
+        assert_int_equal(h.body_null[0], rows[r].have_first);
+        assert_int_equal(h.body_null[1], rows[r].have_second);
+        assert_int_equal(h.body_null[2], 0);
+        assert_string_equal(h.text[0], rows[r].have_first ? "" : "first item");
+        assert_string_equal(h.text[1], rows[r].have_second ? "" : "second item");
+        assert_string_equal(h.text[2], "plain body");
+        assert_int_equal(h.fields[0], 0x11); /* the mask is opened either way */
+        assert_int_equal(h.fields[1], 0x22);
+        assert_int_equal(h.item_seq[0], (uint64_t)item_first);
+        assert_int_equal(h.item_seq[1], (uint64_t)item_second);
+    }
+
+    /* the delivery's own sealed mask still authenticates, hint or not */
+    raw_flip_body_byte(f->path, first, 30);
+    hint_state_t tampered = {.have = {item_first, item_second}};
+    assert_int_equal(
+        store_mailbox_scan_hinted(f->store, POLITIE, 0, 10, hint_have, hint_collect, &tampered),
+        -1);
+    assert_int_equal(tampered.n, 0);
+    assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
+
+    /* a row whose item is gone is an error even when the caller has it */
+    char sql[128];
+    snprintf(sql, sizeof sql, "DELETE FROM items WHERE seq = %lld", (long long)item_second);
+    raw_exec(f->path, sql);
+    hint_state_t gone = {.have = {item_second}};
+    assert_int_equal(store_mailbox_scan_hinted(f->store, POLITIE, (uint64_t)first, 10, hint_have,
+                                               hint_collect, &gone),
+                     -1);
+    assert_int_equal(gone.n, 0);
+    assert_non_null(strstr(store_errmsg(f->store), "item is gone"));
+}
+
 static void test_wrong_key_refused_at_open(void **state)
 {
     fixture_t *f = *state;
@@ -2748,6 +2859,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
