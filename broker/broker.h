@@ -117,6 +117,7 @@ typedef struct broker {
     size_t n_tickets, cap_tickets;
     size_t held_replies;   /* answers in all tickets together */
     uint64_t durable_high; /* deliveries up to this seq are known to be on disk */
+    int sync_always;       /* config sync_thread: always (else busy: frames_waiting) */
 } broker_t;
 
 typedef struct broker_options {
@@ -131,6 +132,7 @@ typedef struct broker_options {
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
+    int sync_always;            /* every turn's sync on the sync thread, not only while busy */
     const char *version;        /* for schakel_build_info */
 } broker_options_t;
 

@@ -45,6 +45,7 @@ typedef struct config_doc {
     char *max_window;
     char *metrics_listen;
     char *admin_listen;
+    char *sync_thread;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -79,6 +80,8 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            metrics_listen, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("admin_listen", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            admin_listen, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("sync_thread", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           sync_thread, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -100,6 +103,7 @@ enum {
     KEY_WINDOW,
     KEY_METRICS_LISTEN,
     KEY_ADMIN_LISTEN,
+    KEY_SYNC_THREAD,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -116,15 +120,17 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "max_grounds_length",
                                                    "max_window",
                                                    "metrics_listen",
-                                                   "admin_listen"};
+                                                   "admin_listen",
+                                                   "sync_thread"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
-    "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen"
+    "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
+    "sync_thread"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,
-                                                false, false, false, false, false,
-                                                false, false, false, false, false};
+static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false,
+                                                false, false, false, false, false, false,
+                                                false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -346,6 +352,9 @@ static const char *config_value_problem(int key, const char *value)
     }
     if (key == KEY_METRICS_LISTEN)
         return config_hostport_problem(value);
+    if (key == KEY_SYNC_THREAD && strcmp(value, "busy") != 0 && strcmp(value, "always") != 0)
+        return "must be busy (hand a turn's fsync to the sync thread while more frames wait) or "
+               "always (every turn's)";
     return NULL;
 }
 
@@ -398,6 +407,8 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->metrics_listen;
     case KEY_ADMIN_LISTEN:
         return &cfg->admin_listen;
+    case KEY_SYNC_THREAD:
+        return &cfg->sync_thread;
     default:
         return &cfg->store_path;
     }
@@ -409,7 +420,7 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         doc->listen,          doc->key_file,       doc->policy,           doc->store,
         doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
         doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
-        doc->max_window,      doc->metrics_listen, doc->admin_listen};
+        doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -476,6 +487,7 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->max_window);
     free((*cfg)->metrics_listen);
     free((*cfg)->admin_listen);
+    free((*cfg)->sync_thread);
     free(*cfg);
     *cfg = NULL;
 }

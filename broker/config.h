@@ -13,6 +13,7 @@
  *   max_grounds_length / max_window: optional, lower the built-in caps
  *   metrics_listen: 127.0.0.1:9750 # optional: HTTP /metrics, /healthz, /readyz
  *   admin_listen: tcp://127.0.0.1:7451  # optional: the operators' endpoint (schakelctl)
+ *   sync_thread: busy              # optional: busy | always (docs/OPERATIONS.md, Capacity)
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -41,6 +42,7 @@ typedef struct broker_config {
     char *max_window;
     char *metrics_listen; /* "HOST:PORT" (IPv4 or [IPv6] literal), or NULL: no metrics */
     char *admin_listen;   /* tcp:// endpoint of the admin endpoint, or NULL: none */
+    char *sync_thread;    /* "busy" or "always", or NULL: busy */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

@@ -55,7 +55,8 @@ static void usage(FILE *out)
             "       schakeld --version\n"
             "\n"
             "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
-            "                    store_key_file, ack_timeout, metrics_listen, admin_listen)\n"
+            "                    store_key_file, ack_timeout, metrics_listen, admin_listen,\n"
+            "                    sync_thread, and the limits of docs/OPERATIONS.md)\n"
             "  --init            create the store's sealing key file (mode 0600) and exit\n"
             "  --store-key FILE  the store's sealing key file\n"
             "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
@@ -359,6 +360,7 @@ int main(int argc, char **argv)
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
         .metrics_listen = cfg->metrics_listen,
         .admin_listen = cfg->admin_listen,
+        .sync_always = cfg->sync_thread != NULL && strcmp(cfg->sync_thread, "always") == 0,
         .version = SCHAKEL_VERSION,
     };
     wire_limits_t limits = {

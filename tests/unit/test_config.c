@@ -71,7 +71,8 @@ static void test_good_config(void **state)
                                      "policy: /etc/schakel/policy.yaml\n"
                                      "store: var/schakel.db\n"
                                      "store_key_file: keys/store.key\n"
-                                     "ack_timeout: 2m\n",
+                                     "ack_timeout: 2m\n"
+                                     "sync_thread: always\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -85,6 +86,7 @@ static void test_good_config(void **state)
     assert_string_equal(cfg->store_key_path, expected);
     assert_string_equal(cfg->ack_timeout, "2m");
     assert_int_equal(config_duration_ms(cfg->ack_timeout), 120000);
+    assert_string_equal(cfg->sync_thread, "always");
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -100,6 +102,7 @@ static void test_partial_config(void **state)
     if (cfg == NULL)
         fail_msg("%s", err);
     assert_string_equal(cfg->listen, "tcp://0.0.0.0:7450");
+    assert_null(cfg->sync_thread); /* busy */
     assert_null(cfg->key_file);
     assert_null(cfg->policy_path);
     assert_null(cfg->store_path);
@@ -224,6 +227,10 @@ static const bad_row_t bad_rows[] = {
     {"listen: tcp://x:1\npolicy: \"a\\tb\"\n", "schakeld.yaml:2:", "control character"},
     {"listen: tcp://x:1\n\nack_timeout: soon\n",
      "schakeld.yaml:3:", "ack_timeout must be a duration"},
+    {"listen: tcp://x:1\nsync_thread: sometimes\n", "schakeld.yaml:2:",
+     "sync_thread must be busy (hand a turn's fsync to the sync thread while more frames wait) or "
+     "always"},
+    {"listen: tcp://x:1\nsync_thread: Always\n", "schakeld.yaml:2:", "sync_thread must be busy"},
     {"listen: tcp://x:1\nstore: \"db\\0.evil\"\n", "schakeld.yaml:2:", "NUL character"},
     {"listen: tcp://x:1\nlisten: tcp://y:2\n",
      "schakeld.yaml:2:", "duplicate key \"listen\" (first at line 1)"},
