@@ -199,17 +199,20 @@ UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/polic
 UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_index.c \
 	broker/policy_case.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
-UNIT_EXTRA_test_store := broker/store_seal.c broker/store_schema.c broker/store_expire.c \
-	broker/store_count.c broker/store_delivery.c
-UNIT_EXTRA_test_audit := broker/store.c broker/store_seal.c broker/store_schema.c \
+UNIT_EXTRA_test_store := tests/unit/store_fixture.c broker/store_seal.c broker/store_schema.c \
 	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
-UNIT_EXTRA_test_audit_queued := broker/audit.c broker/store.c broker/store_seal.c \
+UNIT_EXTRA_test_audit := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
 	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
 	broker/store_delivery.c
-UNIT_EXTRA_test_store_case := broker/store.c broker/store_seal.c broker/store_schema.c \
-	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
-UNIT_EXTRA_test_store_sync := broker/store.c broker/store_seal.c broker/store_schema.c \
-	broker/store_expire.c broker/store_count.c broker/store_delivery.c
+UNIT_EXTRA_test_audit_queued := tests/unit/store_fixture.c broker/audit.c broker/store.c \
+	broker/store_seal.c broker/store_schema.c broker/store_expire.c broker/store_audit.c \
+	broker/store_count.c broker/store_delivery.c
+UNIT_EXTRA_test_store_case := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
+	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
+	broker/store_delivery.c
+UNIT_EXTRA_test_store_sync := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
+	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
+	broker/store_delivery.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

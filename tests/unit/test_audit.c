@@ -10,7 +10,6 @@
  * read-only opening, as `schakelctl audit verify` does. A full disk is
  * simulated by a page limit. Each test has its own mkdtemp() folder.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +27,7 @@
 #include "keys.h"
 #include "schakel_limits.h"
 #include "store.h"
+#include "store_fixture.h"
 
 #define BASE_TIME 1700000000
 #define TRAIL_ENTRIES 2500u /* checkpoints at 1000 and 2000; 2001..2500 not yet certified */
@@ -44,59 +44,7 @@ static keypair_t *other_key;    /* a key that is not the broker's */
 static uint8_t store_key[STORE_KEY_BYTES];
 static uint8_t template_last_hash[STORE_AUDIT_HASH_BYTES];
 
-typedef struct fixture {
-    char dir[64];
-    char path[128];
-    store_t *store;
-} fixture_t;
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        char file[512];
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static store_t *open_ok(const char *path)
-{
-    char err[512] = "";
-    store_t *store = store_open(path, store_key, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open(%s): %s", path, err);
-    return store;
-}
-
-static store_t *reader_ok(const char *path)
-{
-    char err[512] = "";
-    store_t *store = store_open_reader(path, NULL, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open_reader(%s): %s", path, err);
-    return store;
-}
-
-static keypair_t *make_key(const char *dir, const char *name)
-{
-    char base[128], path[160], err[256];
-    snprintf(base, sizeof base, "%s/%s", dir, name);
-    if (keys_generate(base, err, sizeof err) != 0)
-        fail_msg("keys_generate: %s", err);
-    snprintf(path, sizeof path, "%s.key", base);
-    keypair_t *kp = keys_load_secret(path, err, sizeof err);
-    if (kp == NULL)
-        fail_msg("keys_load_secret: %s", err);
-    return kp;
-}
+typedef store_fixture_t fixture_t;
 
 static void copy_file(const char *from, const char *to)
 {
@@ -113,40 +61,11 @@ static void copy_file(const char *from, const char *to)
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-audit-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    f->store = open_ok(f->path);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_close(&f->store);
-    remove_tree(f->dir);
-    free(f);
+    *state = store_fixture_new("schakel-audit", store_key);
     return 0;
 }
 
 /* ------------------------------------------------------------------ raw SQLite */
-
-static sqlite3 *raw_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    return db;
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *message = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("%s: %s", sql, message);
-}
 
 static int raw_exec_fails(sqlite3 *db, const char *sql, const char *expected)
 {
@@ -157,25 +76,16 @@ static int raw_exec_fails(sqlite3 *db, const char *sql, const char *expected)
     return failed;
 }
 
-static int64_t raw_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return value;
-}
-
 /* A connection of someone who holds the file: nothing in the schema stops
  * them (the triggers are dropped, CHECK constraints ignored). */
 static sqlite3 *attacker_open(const char *path)
 {
-    sqlite3 *db = raw_open(path);
-    raw_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
-                 "DROP TRIGGER audit_checkpoints_append_only_update;"
-                 "DROP TRIGGER audit_checkpoints_append_only_delete;"
-                 "PRAGMA ignore_check_constraints = ON;");
+    sqlite3 *db = store_fixture_raw_open_or_create(path);
+    store_fixture_db_exec(
+        db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
+            "DROP TRIGGER audit_checkpoints_append_only_update;"
+            "DROP TRIGGER audit_checkpoints_append_only_delete;"
+            "PRAGMA ignore_check_constraints = ON;");
     return db;
 }
 
@@ -246,7 +156,7 @@ static void verify_path(const char *path, const keypair_t *const *keys, size_t n
     assert_true(n_keys <= 4);
     for (size_t i = 0; i < n_keys; i++)
         memcpy(pks[i], keys[i]->sign_pk, 32);
-    store_t *reader = reader_ok(path);
+    store_t *reader = store_fixture_open_reader(path, NULL);
     if (audit_verify(reader, (const uint8_t(*)[32])pks, n_keys, anchor, report) != 0)
         fail_msg("audit_verify could not read %s: %s", path, report->problem);
     store_close(&reader);
@@ -255,14 +165,11 @@ static void verify_path(const char *path, const keypair_t *const *keys, size_t n
 static int group_setup(void **state)
 {
     (void)state;
-    assert_int_equal(keys_init(), 0);
-    randombytes_buf(store_key, sizeof store_key);
-    snprintf(group_dir, sizeof group_dir, "/tmp/schakel-audit-keys-XXXXXX");
-    assert_non_null(mkdtemp(group_dir));
-    broker_key = make_key(group_dir, "broker");
-    other_key = make_key(group_dir, "other");
+    store_fixture_group_keys(group_dir, sizeof group_dir, "schakel-audit-keys", store_key,
+                             &broker_key);
+    other_key = store_fixture_make_key(group_dir, "other");
     snprintf(template_path, sizeof template_path, "%s/template.db", group_dir);
-    store_t *store = open_ok(template_path);
+    store_t *store = store_fixture_open(template_path, store_key);
     trail_append(store, broker_key, 1, TRAIL_ENTRIES);
     store_audit_tail_t tail;
     assert_int_equal(store_audit_tail(store, &tail), 0);
@@ -276,7 +183,7 @@ static int group_teardown(void **state)
     (void)state;
     keys_destroy(&broker_key);
     keys_destroy(&other_key);
-    remove_tree(group_dir);
+    store_fixture_remove_tree(group_dir);
     return 0;
 }
 
@@ -831,7 +738,7 @@ static int stored_hash(const store_audit_entry_t *e, void *arg)
  * without the broker key would after an edit. */
 static void rehash_from(const char *path, sqlite3 *db, uint64_t from, uint64_t last)
 {
-    store_t *reader = reader_ok(path);
+    store_t *reader = store_fixture_open_reader(path, NULL);
     rehash_state_t st;
     memset(&st, 0, sizeof st);
     if (from > 1)
@@ -871,61 +778,63 @@ static void tamper(const char *path, enum tamper t)
     sqlite3 *db = attacker_open(path);
     switch (t) {
     case T_FIELD_ALTERED:
-        raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
+        store_fixture_db_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
         break;
     case T_INTEGER_ALTERED:
-        raw_exec(db, "UPDATE audit SET delivery_seq = delivery_seq + 1 WHERE seq = 1500");
+        store_fixture_db_exec(db,
+                              "UPDATE audit SET delivery_seq = delivery_seq + 1 WHERE seq = 1500");
         break;
     case T_FIELD_REMOVED:
-        raw_exec(db, "UPDATE audit SET subject_tag = NULL WHERE seq = 1500");
+        store_fixture_db_exec(db, "UPDATE audit SET subject_tag = NULL WHERE seq = 1500");
         break;
     case T_FIELD_ADDED:
-        raw_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500");
+        store_fixture_db_exec(db, "UPDATE audit SET kind = 'witwassen' WHERE seq = 1500");
         break;
     case T_ALTERED_WITH_ITS_HASH:
-        raw_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
+        store_fixture_db_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
         rehash_from(path, db, 1500, 1500);
         break;
     case T_ENTRY_DELETED:
-        raw_exec(db, "DELETE FROM audit WHERE seq = 1500");
+        store_fixture_db_exec(db, "DELETE FROM audit WHERE seq = 1500");
         break;
     case T_FIRST_ENTRY_DELETED:
-        raw_exec(db, "DELETE FROM audit WHERE seq = 1");
+        store_fixture_db_exec(db, "DELETE FROM audit WHERE seq = 1");
         break;
     case T_TWO_ENTRIES_SWAPPED:
-        raw_exec(db, "UPDATE audit SET seq = 999999 WHERE seq = 1500;"
-                     "UPDATE audit SET seq = 1500 WHERE seq = 1501;"
-                     "UPDATE audit SET seq = 1501 WHERE seq = 999999;");
+        store_fixture_db_exec(db, "UPDATE audit SET seq = 999999 WHERE seq = 1500;"
+                                  "UPDATE audit SET seq = 1500 WHERE seq = 1501;"
+                                  "UPDATE audit SET seq = 1501 WHERE seq = 999999;");
         break;
     case T_CHECKPOINT_TIME:
-        raw_exec(db, "UPDATE audit_checkpoints SET at = at + 1 WHERE seq = 1000");
+        store_fixture_db_exec(db, "UPDATE audit_checkpoints SET at = at + 1 WHERE seq = 1000");
         break;
     case T_CHECKPOINT_HASH:
-        raw_exec(db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE seq = 999)"
-                     " WHERE seq = 1000");
+        store_fixture_db_exec(
+            db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE seq = 999)"
+                " WHERE seq = 1000");
         break;
     case T_CHECKPOINT_MOVED:
-        raw_exec(db, "UPDATE audit_checkpoints SET seq = 999 WHERE seq = 1000");
+        store_fixture_db_exec(db, "UPDATE audit_checkpoints SET seq = 999 WHERE seq = 1000");
         break;
     case T_CHECKPOINT_OTHER_KEY:
         resign_checkpoint(db, 1000, other_key);
         break;
     case T_CHAIN_REWRITTEN:
-        raw_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
+        store_fixture_db_exec(db, "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
         rehash_from(path, db, 1502, TRAIL_ENTRIES);
         break;
     case T_TAIL_CUT_PAST_CHECKPOINT:
-        raw_exec(db, "DELETE FROM audit WHERE seq > 1800");
+        store_fixture_db_exec(db, "DELETE FROM audit WHERE seq > 1800");
         break;
     case T_TAIL_CUT_AFTER_CHECKPOINT:
     case T_TAIL_CUT_ANCHORED:
-        raw_exec(db, "DELETE FROM audit WHERE seq > 2200");
+        store_fixture_db_exec(db, "DELETE FROM audit WHERE seq > 2200");
         break;
     case T_HASH_SHORT:
-        raw_exec(db, "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 1500");
+        store_fixture_db_exec(db, "UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 1500");
         break;
     case T_TEXT_AS_BLOB:
-        raw_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502");
+        store_fixture_db_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502");
         break;
     }
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1126,7 +1035,7 @@ static void test_trail_is_append_only_in_the_schema(void **state)
 {
     fixture_t *f = *state;
     trail_append(f->store, broker_key, 1, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
     static const char *const refused[] = {
         "UPDATE audit SET detail = 'x' WHERE seq = 1",
         "DELETE FROM audit WHERE seq = 2",
@@ -1136,7 +1045,8 @@ static void test_trail_is_append_only_in_the_schema(void **state)
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
         if (!raw_exec_fails(db, refused[i], "append-only"))
             fail_msg("row %zu: \"%s\" was not refused", i, refused[i]);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit"), SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit"),
+                     SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
     /* The subject and delivery lookups use their partial indexes. */
     static const struct {
         const char *sql, *index;
@@ -1178,7 +1088,7 @@ static void test_subject_tag_is_keyed_per_store_and_survives_rekey(void **state)
     assert_string_equal(tag, again);
 
     snprintf(path, sizeof path, "%s/other.db", f->dir);
-    store_t *other = open_ok(path); /* same store key, its own subject key */
+    store_t *other = store_fixture_open(path, store_key); /* same store key, its own subject key */
     assert_int_equal(store_subject_tag(other, SUBJECT_A, other_tag), 0);
     assert_string_not_equal(tag, other_tag);
     store_close(&other);
@@ -1197,7 +1107,7 @@ static void test_subject_tag_is_keyed_per_store_and_survives_rekey(void **state)
     assert_int_equal(store_subject_tag(reader, SUBJECT_A, again), 0);
     assert_string_equal(tag, again);
     store_close(&reader);
-    reader = reader_ok(f->path);
+    reader = store_fixture_open_reader(f->path, NULL);
     assert_int_equal(store_subject_tag(reader, SUBJECT_A, again), -1);
     store_close(&reader);
     assert_null(store_open_reader(f->path, store_key, err, sizeof err));
@@ -1214,7 +1124,7 @@ static void test_reader_is_keyless_read_only_and_picky(void **state)
     char path[160], err[512];
     trail_append(f->store, broker_key, 1, 3);
 
-    store_t *reader = reader_ok(f->path); /* while the writer holds it open */
+    store_t *reader = store_fixture_open_reader(f->path, NULL); /* while the writer holds it open */
     store_audit_tail_t tail;
     assert_int_equal(store_audit_tail(reader, &tail), 0);
     assert_int_equal(tail.seq, 3);
@@ -1230,8 +1140,8 @@ static void test_reader_is_keyless_read_only_and_picky(void **state)
 
     /* Files that are no store with a trail. */
     snprintf(path, sizeof path, "%s/old.db", f->dir);
-    sqlite3 *db = raw_open(path);
-    raw_exec(db, "CREATE TABLE t (x); PRAGMA user_version = 2;");
+    sqlite3 *db = store_fixture_raw_open_or_create(path);
+    store_fixture_db_exec(db, "CREATE TABLE t (x); PRAGMA user_version = 2;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     static const struct {
         const char *name, *expected;
@@ -1302,7 +1212,7 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     store_close(&f->store);
     char err[256];
     /* The trail names subjects by a keyed tag: no export without the key. */
-    store_t *reader = reader_ok(f->path);
+    store_t *reader = store_fixture_open_reader(f->path, NULL);
     char *json = NULL;
     assert_int_equal(audit_subject_export(reader, SUBJECT_A, &json, err, sizeof err), -1);
     assert_non_null(strstr(err, "needs the store key"));
@@ -1509,7 +1419,7 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
 
     /* The index is append-only, and its look-ups are key look-ups. */
     store_close(&f->store);
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
     assert_true(raw_exec_fails(db, "UPDATE audit_acks SET audit_seq = 2 WHERE delivery_seq = 7",
                                "append-only"));
     assert_true(raw_exec_fails(db, "DELETE FROM audit_acks WHERE delivery_seq = 7", "append-only"));
@@ -1601,9 +1511,9 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
         snprintf(path, sizeof path, "%s/attacked-%zu.db", f->dir, i);
         copy_file(f->path, path);
         sqlite3 *db = attacker_open(path);
-        raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
-                     "DROP TRIGGER audit_acks_append_only_delete;");
-        raw_exec(db, rows[i].sql);
+        store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
+                                  "DROP TRIGGER audit_acks_append_only_delete;");
+        store_fixture_db_exec(db, rows[i].sql);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
         verify_path(path, keys, 1, NULL, &r);
         if (rows[i].broken_seq != 0) {
@@ -1707,8 +1617,9 @@ static void test_stray_index_row_is_named_and_explained(void **state)
     audit_verify_report_t r;
     mixed_trail(f->store);
     store_close(&f->store);
-    sqlite3 *db = raw_open(f->path); /* an insert: no trigger stands in the way */
-    raw_exec(db, "INSERT INTO audit_acks VALUES (21, 999999)");
+    /* an insert: no trigger stands in the way */
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    store_fixture_db_exec(db, "INSERT INTO audit_acks VALUES (21, 999999)");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     verify_path(f->path, keys, 1, NULL, &r);
     if (!r.intact || !r.index_checked || r.index_intact ||
@@ -1716,7 +1627,7 @@ static void test_stray_index_row_is_named_and_explained(void **state)
         fail_msg("intact=%d index %d/%d: %s", r.intact, r.index_checked, r.index_intact,
                  r.index_problem);
 
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, store_key);
     store_audit_entry_t e;
     audit_entry_init(&e, "delivery.acked");
     audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
@@ -1745,11 +1656,11 @@ static void test_export_shows_only_acked_entries_through_the_index(void **state)
     mixed_trail(f->store);
     store_close(&f->store);
     sqlite3 *db = attacker_open(f->path);
-    raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;");
+    store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;");
     /* A's delivery 101 led to B's queued entry 42; A's 103 to an entry
      * whose list cannot be read. */
-    raw_exec(db, "UPDATE audit_acks SET audit_seq = 42 WHERE delivery_seq = 101;"
-                 "UPDATE audit SET delivery_seqs = '103,101' WHERE seq = 46;");
+    store_fixture_db_exec(db, "UPDATE audit_acks SET audit_seq = 42 WHERE delivery_seq = 101;"
+                              "UPDATE audit SET delivery_seqs = '103,101' WHERE seq = 46;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
     assert_non_null(reader);
@@ -1775,13 +1686,13 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     audit_verify_report_t r;
     trail_append(f->store, broker_key, 1, 30);
     store_close(&f->store);
-    sqlite3 *db = raw_open(f->path);
-    raw_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
-                 "DROP TRIGGER audit_acks_append_only_delete;"
-                 "DROP TABLE audit_acks;"
-                 "ALTER TABLE audit DROP COLUMN delivery_seqs;"
-                 "ALTER TABLE audit DROP COLUMN deliveries;"
-                 "PRAGMA user_version = 5;");
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
+                              "DROP TRIGGER audit_acks_append_only_delete;"
+                              "DROP TABLE audit_acks;"
+                              "ALTER TABLE audit DROP COLUMN delivery_seqs;"
+                              "ALTER TABLE audit DROP COLUMN deliveries;"
+                              "PRAGMA user_version = 5;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     /* Offline readers take it as version 5. */
@@ -1803,16 +1714,17 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     store_close(&reader);
 
     /* A reader that stays open (a tail) across the upgrade. */
-    store_t *early = reader_ok(f->path);
+    store_t *early = store_fixture_open_reader(f->path, NULL);
     size_t scanned = 0;
     assert_int_equal(store_audit_scan(early, 0, 100, count_entry, &scanned), 30);
 
     /* The broker's opening migrates it; the old acks stay where they were. */
-    f->store = open_ok(f->path);
-    db = raw_open(f->path);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 7);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit_acks"), 0);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);
+    f->store = store_fixture_open(f->path, store_key);
+    db = store_fixture_raw_open_or_create(f->path);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_acks"), 0);
+    assert_int_equal(
+        store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(store_subject_tag(f->store, SUBJECT_A, tag_a), 0);
     append_queued(f->store, 500, tag_a);
@@ -1901,35 +1813,40 @@ int main(void)
         cmocka_unit_test(test_checkpoint_bytes_are_the_documented_ones),
         cmocka_unit_test(test_every_change_changes_the_hash),
         cmocka_unit_test(test_seq_lists_have_one_spelling),
-        cmocka_unit_test_setup_teardown(test_chain_links_each_entry_to_the_last, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_chain_links_each_entry_to_the_last, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoints_every_n_entries_and_when_due, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test(test_verify_reports_an_intact_trail),
-        cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_storage_refuses_the_action_and_keeps_nothing,
-                                        setup, teardown),
-        cmocka_unit_test_setup_teardown(test_append_refuses_bad_entries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_trail_is_append_only_in_the_schema, setup, teardown),
+                                        setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_append_refuses_bad_entries, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_trail_is_append_only_in_the_schema, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subject_tag_is_keyed_per_store_and_survives_rekey,
-                                        setup, teardown),
+                                        setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_reader_is_keyless_read_only_and_picky, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
-                                        setup, teardown),
+                                        setup, store_fixture_teardown),
         cmocka_unit_test(test_renderings_escape_and_withhold),
         cmocka_unit_test_setup_teardown(test_acked_entries_are_indexed_with_their_entry, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_checks_mixed_trails_and_the_index, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_verify_of_many_acked_entries, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_of_many_acked_entries, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_stray_index_row_is_named_and_explained, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_export_shows_only_acked_entries_through_the_index,
-                                        setup, teardown),
+                                        setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_export_shows_a_shared_acked_entry_once, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_store_from_before_acked_lists_migrates, setup,
-                                        teardown),
+                                        store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -7,7 +7,6 @@
  * record.c's buffering of these entries is test_record.c's; a broker's
  * trail, tests/integration/test_audit.c's.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +24,7 @@
 #include "keys.h"
 #include "schakel_limits.h"
 #include "store.h"
+#include "store_fixture.h"
 
 #define BASE_TIME 1700000000
 #define SUBJECT "subj-Q-0001"
@@ -39,85 +39,13 @@ static char group_dir[64];
 static keypair_t *broker_key;
 static uint8_t store_key[STORE_KEY_BYTES];
 
-typedef struct fixture {
-    char dir[64];
-    char path[128];
-    store_t *store;
-} fixture_t;
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        char file[512];
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static store_t *open_ok(const char *path)
-{
-    char err[512] = "";
-    store_t *store = store_open(path, store_key, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open(%s): %s", path, err);
-    return store;
-}
-
-static store_t *reader_ok(const char *path)
-{
-    char err[512] = "";
-    store_t *store = store_open_reader(path, store_key, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open_reader(%s): %s", path, err);
-    return store;
-}
-
-static sqlite3 *raw_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    return db;
-}
-
-static void raw_exec(sqlite3 *db, const char *sql)
-{
-    char *message = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("%s: %s", sql, message);
-}
-
-static int64_t raw_int(sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return value;
-}
+typedef store_fixture_t fixture_t;
 
 static int group_setup(void **state)
 {
-    char base[128], path[160], err[256];
     (void)state;
-    assert_int_equal(keys_init(), 0);
-    randombytes_buf(store_key, sizeof store_key);
-    snprintf(group_dir, sizeof group_dir, "/tmp/schakel-auditq-keys-XXXXXX");
-    assert_non_null(mkdtemp(group_dir));
-    snprintf(base, sizeof base, "%s/broker", group_dir);
-    if (keys_generate(base, err, sizeof err) != 0)
-        fail_msg("keys_generate: %s", err);
-    snprintf(path, sizeof path, "%s.key", base);
-    broker_key = keys_load_secret(path, err, sizeof err);
-    assert_non_null(broker_key);
+    store_fixture_group_keys(group_dir, sizeof group_dir, "schakel-auditq-keys", store_key,
+                             &broker_key);
     return 0;
 }
 
@@ -125,28 +53,13 @@ static int group_teardown(void **state)
 {
     (void)state;
     keys_destroy(&broker_key);
-    remove_tree(group_dir);
+    store_fixture_remove_tree(group_dir);
     return 0;
 }
 
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-auditq-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    f->store = open_ok(f->path);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_close(&f->store);
-    remove_tree(f->dir);
-    free(f);
+    *state = store_fixture_new("schakel-auditq", store_key);
     return 0;
 }
 
@@ -213,7 +126,7 @@ static void verify_ok(const char *path, audit_verify_report_t *r)
 {
     uint8_t pk[1][32];
     memcpy(pk[0], broker_key->sign_pk, 32);
-    store_t *reader = reader_ok(path);
+    store_t *reader = store_fixture_open_reader(path, store_key);
     if (audit_verify(reader, (const uint8_t(*)[32])pk, 1, NULL, r) != 0)
         fail_msg("audit_verify: %s", r->problem);
     store_close(&reader);
@@ -421,7 +334,7 @@ static void test_mixed_trail_verifies_and_exports(void **state)
         fail_msg("verify: %s %s", r.problem, r.index_problem);
     assert_int_equal(r.entries, 5);
 
-    store_t *reader = reader_ok(f->path);
+    store_t *reader = store_fixture_open_reader(f->path, store_key);
     if (audit_subject_export(reader, SUBJECT, &json, err, sizeof err) != 0)
         fail_msg("export: %s", err);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.queued\""), 2);
@@ -449,10 +362,11 @@ static void test_tampered_lists_are_named(void **state)
     append_listed(f->store, 1, NULL, RULE_A "20 0 om/parket\n21 0 riec/analyse\n");
     assert_int_equal(store_commit(f->store), 0);
     store_close(&f->store);
-    sqlite3 *db = raw_open(f->path);
-    raw_exec(db, "DROP TRIGGER audit_append_only_update;");
-    raw_exec(db, "UPDATE audit SET deliveries = replace(deliveries, '21 0 riec/analyse', "
-                 "'21 0 riec/other') WHERE seq = 1");
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    store_fixture_db_exec(db, "DROP TRIGGER audit_append_only_update;");
+    store_fixture_db_exec(db,
+                          "UPDATE audit SET deliveries = replace(deliveries, '21 0 riec/analyse', "
+                          "'21 0 riec/other') WHERE seq = 1");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     verify_ok(f->path, &r);
     assert_false(r.intact);
@@ -472,7 +386,7 @@ static void test_tampered_lists_are_named(void **state)
     e.seq = 1;
     e.at = BASE_TIME;
     audit_entry_hash(zero, &e, hash);
-    db = raw_open(f->path);
+    db = store_fixture_raw_open_or_create(f->path);
     sqlite3_stmt *stmt = NULL;
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "UPDATE audit SET deliveries = ?1, hash = ?2, at = ?3"
@@ -490,7 +404,7 @@ static void test_tampered_lists_are_named(void **state)
     if (strstr(r.problem, "entry 1 is of a shape the broker does not write: deliveries is not "
                           "a canonical delivery list") == NULL)
         fail_msg("verify said: %s", r.problem);
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, store_key);
 }
 
 /* The swap: a queued entry's list moved into delivery_seqs, or an acked
@@ -523,16 +437,16 @@ static void test_lists_cannot_trade_columns(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char path[160];
         snprintf(path, sizeof path, "%s/swapped-%zu.db", f->dir, i);
-        sqlite3 *db = raw_open(f->path);
-        sqlite3 *copy = raw_open(path);
+        sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+        sqlite3 *copy = store_fixture_raw_open_or_create(path);
         sqlite3_backup *backup = sqlite3_backup_init(copy, "main", db, "main");
         assert_non_null(backup);
         assert_int_equal(sqlite3_backup_step(backup, -1), SQLITE_DONE);
         assert_int_equal(sqlite3_backup_finish(backup), SQLITE_OK);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
-        raw_exec(copy, "DROP TRIGGER audit_append_only_update;");
-        raw_exec(copy, rows[i].sql);
-        assert_int_equal(raw_int(copy, "SELECT changes()"), 1);
+        store_fixture_db_exec(copy, "DROP TRIGGER audit_append_only_update;");
+        store_fixture_db_exec(copy, rows[i].sql);
+        assert_int_equal(store_fixture_db_int(copy, "SELECT changes()"), 1);
         assert_int_equal(sqlite3_close(copy), SQLITE_OK);
         verify_ok(path, &r);
         if (r.intact || r.broken_seq != rows[i].broken_seq ||
@@ -560,7 +474,7 @@ static void forge_entry(const char *path, store_audit_entry_t *e,
         used += (size_t)snprintf(sql + used, sizeof sql - used, ", ?");
     snprintf(sql + used, sizeof sql - used, ")");
     audit_entry_hash(prev, e, e->hash);
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open_or_create(path);
     sqlite3_stmt *stmt = NULL;
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
     sqlite3_bind_int64(stmt, 1, (int64_t)e->seq);
@@ -612,7 +526,7 @@ static void test_verify_enforces_the_shape_rules(void **state)
         audit_verify_report_t r;
         store_audit_entry_t e;
         snprintf(path, sizeof path, "%s/shape-%zu.db", f->dir, i);
-        store_t *fresh = open_ok(path); /* the schema, no entry */
+        store_t *fresh = store_fixture_open(path, store_key); /* the schema, no entry */
         store_close(&fresh);
         int acked = rows[i].shape == ACKED_OK || rows[i].shape == SEQS_NOT_CANONICAL ||
                     rows[i].shape == SEQS_WITH_SEQ || rows[i].shape == LIST_ON_ACKED;
@@ -654,7 +568,7 @@ static void test_verify_enforces_the_shape_rules(void **state)
         e.seq = 1;
         e.at = BASE_TIME;
         /* the store itself refuses each bad shape with the same words */
-        store_t *writer = open_ok(path);
+        store_t *writer = store_fixture_open(path, store_key);
         store_audit_entry_t copy = e;
         assert_int_equal(store_begin(writer), 0);
         int appended = audit_append(writer, NULL, BASE_TIME, &copy);
@@ -672,7 +586,7 @@ static void test_verify_enforces_the_shape_rules(void **state)
                      (unsigned long long)r.broken_seq, r.problem);
         unlink(path);
     }
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, store_key);
 }
 
 /* A store of schema 6 with entries of one delivery each: an offline
@@ -690,23 +604,25 @@ static void test_schema_6_store_migrates(void **state)
     append_acked(f->store, "om/parket", "10");
     assert_int_equal(store_commit(f->store), 0);
     store_close(&f->store);
-    sqlite3 *db = raw_open(f->path);
-    raw_exec(db, "ALTER TABLE audit DROP COLUMN deliveries; PRAGMA user_version = 6;");
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    store_fixture_db_exec(db, "ALTER TABLE audit DROP COLUMN deliveries; PRAGMA user_version = 6;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     verify_ok(f->path, &r);
     assert_true(r.intact);
     assert_int_equal(r.entries, 3);
-    store_t *early = reader_ok(f->path); /* stays open across the upgrade */
+    /* stays open across the upgrade */
+    store_t *early = store_fixture_open_reader(f->path, store_key);
     if (audit_subject_export(early, SUBJECT, &json, err, sizeof err) != 0)
         fail_msg("export: %s", err);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.queued\""), 2);
     free(json);
 
-    f->store = open_ok(f->path);
-    db = raw_open(f->path);
-    assert_int_equal(raw_int(db, "PRAGMA user_version"), 7);
-    assert_int_equal(raw_int(db, "SELECT count(*) FROM audit WHERE deliveries IS NOT NULL"), 0);
+    f->store = store_fixture_open(f->path, store_key);
+    db = store_fixture_raw_open_or_create(f->path);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(
+        store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE deliveries IS NOT NULL"), 0);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_int_equal(store_begin(f->store), 0);
     append_listed(f->store, 2, tag, RULE_A "20 0 om/parket\n21 0 riec/analyse\n");
@@ -728,12 +644,18 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_documented_text_parses),
-        cmocka_unit_test_setup_teardown(test_store_refuses_what_is_not_canonical, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_mixed_trail_verifies_and_exports, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tampered_lists_are_named, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lists_cannot_trade_columns, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_verify_enforces_the_shape_rules, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_6_store_migrates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_store_refuses_what_is_not_canonical, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_mixed_trail_verifies_and_exports, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_lists_are_named, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_lists_cannot_trade_columns, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_enforces_the_shape_rules, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_6_store_migrates, setup,
+                                        store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

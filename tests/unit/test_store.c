@@ -29,36 +29,16 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_fixture.h"
 
 #define GEMEENTE "gemeente/meldingen"
 #define WOCO "woco-servatius/meldingen"
 #define POLITIE "politie/bvh-koppeling"
 #define RIEC "riec/analist"
 
-typedef struct fixture {
-    char dir[64];
-    char path[128];
-    store_t *store;
-} fixture_t;
+typedef store_fixture_t fixture_t;
 
 /* ------------------------------------------------------------------ helpers */
-
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        char file[512];
-        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
-}
 
 static void fixture_path(const fixture_t *f, const char *name, char *out, size_t outlen)
 {
@@ -74,33 +54,9 @@ static store_t *open_with(const char *path, const uint8_t key[STORE_KEY_BYTES], 
     return store_open(path, key, err, errlen);
 }
 
-static store_t *open_ok(const char *path)
-{
-    char err[512] = "";
-    store_t *store = open_with(path, test_key, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open(%s): %s", path, err);
-    return store;
-}
-
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-store-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    fixture_path(f, "store.db", f->path, sizeof f->path);
-    f->store = open_ok(f->path);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_close(&f->store);
-    remove_tree(f->dir);
-    free(f);
+    *state = store_fixture_new("schakel-store", test_key);
     return 0;
 }
 
@@ -108,7 +64,7 @@ static void reopen(fixture_t *f)
 {
     store_close(&f->store);
     assert_null(f->store);
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, test_key);
 }
 
 /* Distinct, deterministic bytes per n, so that every id and hash differs. */
@@ -189,13 +145,6 @@ static int publish_known(store_t *store, const char *sender, unsigned n)
     return store_publish_find(store, sender, id, NULL, NULL, NULL);
 }
 
-static sqlite3 *raw_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    return db;
-}
-
 static void raw_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 {
     sqlite3_stmt *stmt = NULL;
@@ -208,7 +157,7 @@ static void raw_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
 static long raw_user_version(const char *path)
 {
     char value[32];
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     raw_text(db, "PRAGMA user_version", value, sizeof value);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     return strtol(value, NULL, 10);
@@ -243,7 +192,7 @@ static void test_open_creates_wal_private_versioned_file(void **state)
     char mode[32];
     struct stat st;
 
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open(f->path);
     raw_text(db, "PRAGMA journal_mode", mode, sizeof mode);
     assert_string_equal(mode, "wal");
     char index_name[64];
@@ -352,7 +301,7 @@ static void test_too_new_store_left_untouched(void **state)
 
     assert_null(open_with(path, test_key, err, sizeof err));
     /* Refused before anything was written: not switched to WAL, version kept. */
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     raw_text(db, "PRAGMA journal_mode", mode, sizeof mode);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_string_equal(mode, "delete");
@@ -906,7 +855,7 @@ static void test_item_memo_after_rollback(void **state)
         char sql[128], value[32];
         snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
                  (long long)item_seq);
-        sqlite3 *db = raw_open(f->path);
+        sqlite3 *db = store_fixture_raw_open(f->path);
         raw_text(db, sql, value, sizeof value);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
         if (strcmp(value, "1900000000") != 0)
@@ -968,7 +917,7 @@ static void test_close_without_commit_loses_transaction(void **state)
     (void)deliver_new(f->store, POLITIE, 2);
     store_close(&f->store);
 
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, test_key);
     assert_false(store_in_transaction(f->store));
     assert_int_equal(publish_known(f->store, WOCO, 1), 1);
     assert_int_equal(publish_known(f->store, WOCO, 2), 0);
@@ -1016,7 +965,7 @@ static void test_crash_without_commit(void **state)
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
 
-    store_t *store = open_ok(path);
+    store_t *store = store_fixture_open(path, test_key);
     assert_int_equal(publish_known(store, WOCO, 1), 1);
     assert_int_equal(publish_known(store, WOCO, 2), 0);
     /* The lost publish's id is free: its items were never committed. */
@@ -1099,19 +1048,10 @@ static size_t raw_blob(sqlite3 *db, const char *sql, int64_t param, uint8_t *out
 static int64_t raw_int(const char *path, const char *sql)
 {
     char value[32];
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     raw_text(db, sql, value, sizeof value);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     return strtoll(value, NULL, 10);
-}
-
-static void raw_exec(const char *path, const char *sql)
-{
-    sqlite3 *db = raw_open(path);
-    char *message = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("raw %s: %s", sql, message);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 /* ------------------------------------------------------------------ sealing */
@@ -1201,7 +1141,7 @@ static void test_bodies_sealed_in_file(void **state)
     check_file_contents(f->path);
     store_close(&f->store);
     check_file_contents(f->path);
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, test_key);
 }
 
 /* The documented associated data of an item (store.h). */
@@ -1227,7 +1167,7 @@ static void test_item_body_sealed_to_its_row(void **state)
         store_item_add(f->store, publish_id, 3, (const uint8_t *)marked_item, strlen(marked_item));
     assert_true(item_seq > 0);
     uint8_t sealed[512], opened[512], ad[64];
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open(f->path);
     size_t sealed_len =
         raw_blob(db, "SELECT body FROM items WHERE seq = ?1", item_seq, sealed, sizeof sealed);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
@@ -1273,7 +1213,7 @@ enum tamper {
 static void raw_flip_body_byte(const char *path, int64_t seq, size_t at)
 {
     uint8_t body[512];
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     size_t len = raw_blob(db, "SELECT body FROM deliveries WHERE seq = ?1", seq, body, sizeof body);
     assert_true(at < len);
     body[at] ^= 0x01;
@@ -1325,7 +1265,7 @@ static void tamper(const char *path, enum tamper how, int64_t a, int64_t b)
                  (long long)a);
         break;
     }
-    raw_exec(path, sql);
+    store_fixture_raw_exec(path, sql);
 }
 
 static void test_tampered_rows_do_not_authenticate(void **state)
@@ -1451,7 +1391,7 @@ static void test_delivery_by_reference(void **state)
     char sql[128];
     snprintf(sql, sizeof sql, "UPDATE deliveries SET by_ref = 0 WHERE seq = %lld",
              (long long)seqs[2]);
-    raw_exec(f->path, sql);
+    store_fixture_raw_exec(f->path, sql);
     ref_seen_t bad = {.n = 0};
     assert_int_equal(store_mailbox_scan(f->store, POLITIE, (uint64_t)seqs[1], 1, collect_ref, &bad),
                      -1);
@@ -1678,7 +1618,7 @@ static void test_scan_hint_skips_only_items_the_caller_has(void **state)
     /* a row whose item is gone is an error even when the caller has it */
     char sql[128];
     snprintf(sql, sizeof sql, "DELETE FROM items WHERE seq = %lld", (long long)item_second);
-    raw_exec(f->path, sql);
+    store_fixture_raw_exec(f->path, sql);
     hint_state_t gone = {.have = {item_second}};
     assert_int_equal(store_mailbox_scan_hinted(f->store, POLITIE, (uint64_t)first, 10, hint_have,
                                                hint_collect, &gone),
@@ -1720,7 +1660,7 @@ static void test_wrong_key_refused_at_open(void **state)
         assert_int_equal(store_delivery_last_seq(store), seq);
         store_close(&store);
     }
-    f->store = open_ok(f->path);
+    f->store = store_fixture_open(f->path, test_key);
 }
 
 /* ------------------------------------------------------------------ retention */
@@ -1868,7 +1808,7 @@ static void test_expire_items_and_publishes_once_unreferenced(void **state)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (rows[i].setup_sql != NULL)
-            raw_exec(f->path, rows[i].setup_sql);
+            store_fixture_raw_exec(f->path, rows[i].setup_sql);
         assert_int_equal(store_begin(f->store), 0);
         if (store_expire(f->store, rows[i].now, 100, NULL, NULL) < 0)
             fail_msg("row %zu: %s", i, store_errmsg(f->store));
@@ -1894,7 +1834,7 @@ enum removal { REMOVE_BY_EXPIRY, REMOVE_BY_ACK };
 static void sealed_prefix(const char *path, const char *sql, int64_t seq, uint8_t out[40])
 {
     uint8_t sealed[512];
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     size_t len = raw_blob(db, sql, seq, sealed, sizeof sealed);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_true(len >= 40);
@@ -1960,7 +1900,7 @@ static void test_checkpoint_refusals(void **state)
             assert_int_equal(store_begin(f->store), 0);
         if (rows[i].obstacle == READER) {
             /* An operator's backup holding a read snapshot of the WAL. */
-            reader = raw_open(f->path);
+            reader = store_fixture_raw_open(f->path);
             assert_int_equal(
                 sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM deliveries;", NULL, NULL, NULL),
                 SQLITE_OK);
@@ -2246,12 +2186,12 @@ static void test_v1_store_migrates_only_when_empty(void **state)
         sqlite3 *db = NULL;
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
-        raw_exec(path, "CREATE TABLE publishes (id INTEGER PRIMARY KEY);"
-                       "CREATE TABLE items (seq INTEGER PRIMARY KEY, body BLOB);"
-                       "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, body BLOB);"
-                       "PRAGMA user_version = 1;");
+        store_fixture_raw_exec(path, "CREATE TABLE publishes (id INTEGER PRIMARY KEY);"
+                                     "CREATE TABLE items (seq INTEGER PRIMARY KEY, body BLOB);"
+                                     "CREATE TABLE deliveries (seq INTEGER PRIMARY KEY, body BLOB);"
+                                     "PRAGMA user_version = 1;");
         if (rows[i].with_data)
-            raw_exec(path, "INSERT INTO publishes VALUES (1)");
+            store_fixture_raw_exec(path, "INSERT INTO publishes VALUES (1)");
         store_t *store = open_with(path, test_key, err, sizeof err);
         if ((store != NULL) != rows[i].opens)
             fail_msg("row %zu: open gave %p (%s)", i, (void *)store, err);
@@ -2402,7 +2342,7 @@ static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_B
         [REKEY_DELIVERY_BODY] = "SELECT seq, item_seq, recipient, body FROM deliveries"};
     static uint8_t opened[REKEY_BODY_MAX];
     size_t count = 0;
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     for (int table = REKEY_ITEM_BODY; table <= REKEY_DELIVERY_BODY; table++) {
         sqlite3_stmt *stmt = NULL;
         assert_int_equal(sqlite3_prepare_v2(db, sql[table], -1, &stmt, NULL), SQLITE_OK);
@@ -2471,7 +2411,7 @@ static void test_rekey_reseals_every_body(void **state)
     randombytes_buf(new_key, sizeof new_key);
     rekey_fill(f->store, &data);
     rekey_check_file(f->path, test_key, new_key, &data);
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open(f->path);
     int64_t big_item = data.item_seq[5]; /* REKEY_BODY_MAX bytes, on overflow pages */
     uint8_t *whole = malloc(REKEY_BODY_MAX + 40);
     assert_non_null(whole);
@@ -2570,7 +2510,7 @@ static void test_rekey_refusals(void **state)
             rc = reentry.result;
             break;
         case OPEN_ELSEWHERE: /* a running broker, say */
-            other = open_ok(f->path);
+            other = store_fixture_open(f->path, test_key);
             rc = store_rekey(f->store, new_key, &counts);
             store_close(&other);
             break;
@@ -2593,7 +2533,7 @@ static void test_rekey_refusals(void **state)
             /* As store.h says: close the refused handle (SQLite keeps a
              * pending lock on it); the store opens again at once. */
             store_close(&f->store);
-            f->store = open_ok(f->path);
+            f->store = store_fixture_open(f->path, test_key);
         }
         /* Refused means untouched: the file and the handle are under the old key. */
         rekey_check_file(f->path, test_key, new_key, &data);
@@ -2856,59 +2796,86 @@ int main(void)
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates_wal_private_versioned_file, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_poisons_the_handle, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_memo_after_rollback, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_retention_raised_per_item_and_publish, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_pending_count_follows_every_change, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_count_follows_every_change, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_failed_checkpoint_sync_poisons_the_handle, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_rekey_sync_failure_reports_new_key, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_count_after_sqlite_rolled_back, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_open_refuses, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_publish_add_duplicates_and_bad_input, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_item_seqs_increase, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delivery_fields_round_trip, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_deliveries_in_order_per_recipient, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_scan_after_seq_and_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_ack, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_count, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delivery_add_refuses_mismatch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_scan_callback_cannot_reenter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_begin_idempotent_and_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_sync_failure_reports_new_key, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_count_after_sqlite_rolled_back, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_open_refuses, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_add_duplicates_and_bad_input, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_seqs_increase, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_fields_round_trip, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_deliveries_in_order_per_recipient, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_scan_after_seq_and_limit, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_count, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_add_refuses_mismatch, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_scan_callback_cannot_reenter, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_begin_idempotent_and_commit, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rollback_leaves_nothing, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_close_without_commit_loses_transaction, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_crash_without_commit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bodies_sealed_in_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_item_body_sealed_to_its_row, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tampered_rows_do_not_authenticate, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_wrong_key_refused_at_open, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_crash_without_commit, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bodies_sealed_in_file, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_body_sealed_to_its_row, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_rows_do_not_authenticate, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_wrong_key_refused_at_open, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_removes_due_deliveries_with_tombstones, setup,
-                                        teardown),
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_items_and_publishes_once_unreferenced, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_removed_bodies_gone_from_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_checkpoint_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expire_bounded_by_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expiry_uses_indexes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expire_callback_cannot_reenter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_idempotency_survives_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_full_store_fails_closed_and_recovers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failure_classification, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_v1_store_migrates_only_when_empty, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rekey_reseals_every_body, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_removed_bodies_gone_from_file, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expire_bounded_by_limit, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expiry_uses_indexes, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expire_callback_cannot_reenter, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_idempotency_survives_reopen, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_full_store_fails_closed_and_recovers, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_failure_classification, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_v1_store_migrates_only_when_empty, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_reseals_every_body, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup,
+                                        store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,6 @@
  * (no plaintext of titles, notes or case deliveries). The store key is
  * random per run.
  */
-#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -24,6 +23,7 @@
 
 #include "schakel_limits.h"
 #include "store.h"
+#include "store_fixture.h"
 
 #define RIEC "riec/analist"
 #define POLITIE "politie/bvh-koppeling"
@@ -33,81 +33,29 @@
 #define NOW 1750000000LL
 #define OPEN STORE_CASE_OPEN_EXPIRY
 
-typedef struct fixture {
-    char dir[64];
-    char path[128];
-    store_t *store;
-} fixture_t;
+typedef store_fixture_t fixture_t;
 
 static uint8_t test_key[STORE_KEY_BYTES];
 
 /* ------------------------------------------------------------------ fixture */
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        char file[512];
-        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
-static store_t *open_ok(const char *path, const uint8_t key[STORE_KEY_BYTES])
-{
-    char err[512] = "";
-    store_t *store = store_open(path, key, err, sizeof err);
-    if (store == NULL)
-        fail_msg("store_open(%s): %s", path, err);
-    return store;
-}
-
 static int setup(void **state)
 {
-    fixture_t *f = calloc(1, sizeof *f);
-    assert_non_null(f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-case-XXXXXX");
-    assert_non_null(mkdtemp(f->dir));
-    snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
-    f->store = open_ok(f->path, test_key);
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fixture_t *f = *state;
-    store_close(&f->store);
-    remove_tree(f->dir);
-    free(f);
+    *state = store_fixture_new("schakel-case", test_key);
     return 0;
 }
 
 static void reopen(fixture_t *f)
 {
     store_close(&f->store);
-    f->store = open_ok(f->path, test_key);
+    f->store = store_fixture_open(f->path, test_key);
 }
 
 /* ------------------------------------------------------------------ raw access */
 
-static sqlite3 *raw_open(const char *path)
-{
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    return db;
-}
-
 static int64_t raw_int(const char *path, const char *sql)
 {
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
         fail_msg("raw %s: %s", sql, sqlite3_errmsg(db));
@@ -118,21 +66,12 @@ static int64_t raw_int(const char *path, const char *sql)
     return value;
 }
 
-static void raw_exec(const char *path, const char *sql)
-{
-    sqlite3 *db = raw_open(path);
-    char *message = NULL;
-    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
-        fail_msg("raw %s: %s", sql, message);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-}
-
 /* The raw query plan of sql, its details joined by " | ". */
 static void raw_plan(const char *path, const char *sql, char *out, size_t outlen)
 {
     char eqp[1024];
     snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
-    sqlite3 *db = raw_open(path);
+    sqlite3 *db = store_fixture_raw_open(path);
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL) != SQLITE_OK)
         fail_msg("raw plan %s: %s", sql, sqlite3_errmsg(db));
@@ -667,7 +606,7 @@ static void test_case_bodies_sealed_in_file(void **state)
     check_case_file(f->path); /* in the WAL */
     store_close(&f->store);
     check_case_file(f->path); /* in the database file */
-    f->store = open_ok(f->path, test_key);
+    f->store = store_fixture_open(f->path, test_key);
     store_case_t c;
     assert_int_equal(store_case_get(f->store, id, &c), 1);
     assert_string_equal(c.title, MARK_TITLE);
@@ -696,7 +635,7 @@ static void test_case_event_sealed_to_its_row(void **state)
     case_new(f->store, "t", id);
     event_add_ok(f->store, id, 1, "opened");
     event_add_ok(f->store, id, 2, MARK_NOTE);
-    sqlite3 *db = raw_open(f->path);
+    sqlite3 *db = store_fixture_raw_open(f->path);
     sqlite3_stmt *stmt = NULL;
     assert_int_equal(
         sqlite3_prepare_v2(db, "SELECT body FROM case_events WHERE event_seq = 2", -1, &stmt, NULL),
@@ -798,7 +737,7 @@ static void case_tamper(const char *path, enum case_tamper how, const char *a, c
                  "UPDATE deliveries SET case_id = NULL, is_case_event = 0 WHERE case_id = '%s'", a);
         break;
     }
-    raw_exec(path, sql);
+    store_fixture_raw_exec(path, sql);
 }
 
 static int count_delivery(const store_delivery_t *d, void *arg)
@@ -1402,7 +1341,7 @@ static void test_item_get(void **state)
              " CASE WHEN substr(body, 31, 1) = x'00' THEN x'01' ELSE x'00' END ||"
              " substr(body, 32) WHERE seq = %lld",
              (long long)flipped);
-    raw_exec(f->path, sql);
+    store_fixture_raw_exec(f->path, sql);
     static const struct {
         int which; /* 0 signal, 1 empty, 2 flipped, 3 unknown, 4 zero */
         int result;
@@ -1458,7 +1397,7 @@ static void test_rekey_reseals_case_bodies(void **state)
     assert_int_equal(counts.deliveries, 1);
     /* Read back through a new opening under the new key. */
     store_close(&f->store);
-    f->store = open_ok(f->path, new_key);
+    f->store = store_fixture_open(f->path, new_key);
     store_case_t c;
     assert_int_equal(store_case_get(f->store, id, &c), 1);
     assert_string_equal(c.title, MARK_TITLE);
@@ -1517,26 +1456,34 @@ int main(void)
         return 1;
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_create_and_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_case_ids_never_reused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_close_and_reopen_flags, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_member_states, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_member_limit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_events_in_order, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_case_bodies_sealed_in_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_case_event_sealed_to_its_row, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_and_get, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_ids_never_reused, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_close_and_reopen_flags, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_member_states, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_member_limit, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_events_in_order, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_bodies_sealed_in_file, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_event_sealed_to_its_row, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_case_rows_do_not_authenticate, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_case_deliveries_in_mailbox, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_drop_deliveries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_drop_deliveries_of_a_partner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_item_link_keeps_command_evidence, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_case_waits_for_its_deliveries, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cases_of_partner, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_item_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_rekey_reseals_case_bodies, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_case_queries_use_indexes, setup, teardown),
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_deliveries_in_mailbox, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_deliveries, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_drop_deliveries_of_a_partner, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_link_keeps_command_evidence, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_waits_for_its_deliveries, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_cases_of_partner, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_get, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_reseals_case_bodies, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_queries_use_indexes, setup,
+                                        store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

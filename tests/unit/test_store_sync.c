@@ -9,7 +9,6 @@
  * of a race it hopes to win. Every wait is bounded (poll, timed condition
  * waits); nothing sleeps.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -31,6 +30,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store_fixture.h"
 #include "store_internal.h" /* only to give a handle an in-memory database */
 
 /* Bound of every positive wait; only a failing test waits this long. */
@@ -157,23 +157,6 @@ static void await_held(unsigned total)
 
 /* ------------------------------------------------------------ fixture */
 
-static void remove_tree(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *entry;
-    while ((entry = readdir(d)) != NULL) {
-        if (strcmp(entry->d_name, ".") == 0 || strcmp(entry->d_name, "..") == 0)
-            continue;
-        char file[512];
-        snprintf(file, sizeof file, "%s/%s", dir, entry->d_name);
-        unlink(file);
-    }
-    closedir(d);
-    rmdir(dir);
-}
-
 /* A fresh store file `name` in the fixture's folder (closing the last). */
 static void store_fresh(fixture_t *f, const char *name)
 {
@@ -183,10 +166,7 @@ static void store_fresh(fixture_t *f, const char *name)
     assert_true(n > 0 && (size_t)n < sizeof f->path);
     n = snprintf(f->wal, sizeof f->wal, "%s-wal", f->path);
     assert_true(n > 0 && (size_t)n < sizeof f->wal);
-    char err[512] = "";
-    f->store = store_open(f->path, test_key, err, sizeof err);
-    if (f->store == NULL)
-        fail_msg("store_open %s: %s", f->path, err);
+    f->store = store_fixture_open(f->path, test_key);
     struct stat st;
     if (stat(f->wal, &st) != 0)
         fail_msg("an opened store has no WAL file %s: %s", f->wal, strerror(errno));
@@ -197,8 +177,7 @@ static int setup(void **state)
     fixture_t *f = calloc(1, sizeof *f);
     if (f == NULL)
         return -1;
-    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-store-sync-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
+    if (store_fixture_make_dir(f->dir, sizeof f->dir, "schakel-store-sync") != 0) {
         free(f);
         return -1;
     }
@@ -218,7 +197,7 @@ static int teardown(void **state)
     fail_set(0);
     store_syncer_stop(&f->syncer);
     store_close(&f->store);
-    remove_tree(f->dir);
+    store_fixture_remove_tree(f->dir);
     free(f);
     return 0;
 }

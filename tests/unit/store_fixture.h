@@ -1,0 +1,91 @@
+/*
+ * store_fixture.h — fixtures shared by the unit tests of the store and of
+ * the audit trail: a mkdtemp() folder under /tmp holding a store, opening a
+ * store or a reader, raw SQLite handles on a store's file, and the keys a
+ * test group signs with. Every helper fails the running cmocka test on error,
+ * except store_fixture_make_dir, which returns -1 for setups that must not.
+ */
+#ifndef SCHAKEL_TESTS_STORE_FIXTURE_H
+#define SCHAKEL_TESTS_STORE_FIXTURE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+#include "keys.h"
+#include "store.h"
+
+/* A test's own folder and the store opened at path (dir/store.db). */
+typedef struct store_fixture {
+    char dir[64];
+    char path[128];
+    store_t *store;
+} store_fixture_t;
+
+/* Removes the plain files in dir, then dir itself. Best effort: a missing
+ * folder or a file that cannot be removed is passed over (a teardown must
+ * not fail the test it cleans up after). Not recursive. */
+void store_fixture_remove_tree(const char *dir);
+
+/* Creates a fresh folder "/tmp/<name>-XXXXXX" with mkdtemp() and writes its
+ * path into dir (dirlen bytes). Returns 0, or -1 if the name does not fit
+ * or mkdtemp fails; it fails no test, so a setup may report it instead. */
+int store_fixture_make_dir(char *dir, size_t dirlen, const char *name);
+
+/* store_open(path, key), failing the test with the store's message if it
+ * cannot open. The returned handle is the caller's (store_close). */
+store_t *store_fixture_open(const char *path, const uint8_t key[STORE_KEY_BYTES]);
+
+/* store_open_reader(path, key), key may be NULL (a keyless reader), failing
+ * the test with the store's message if it cannot open. The handle is the
+ * caller's (store_close). */
+store_t *store_fixture_open_reader(const char *path, const uint8_t *key);
+
+/* A new fixture: a folder made by store_fixture_make_dir(name) and a store
+ * opened in it with key. Fails the test if any step fails. The fixture is
+ * the caller's: release it with store_fixture_destroy. */
+store_fixture_t *store_fixture_new(const char *name, const uint8_t key[STORE_KEY_BYTES]);
+
+/* Closes the fixture's store, removes its folder, frees it and sets *fixture
+ * to NULL. Safe on NULL and on *fixture == NULL. */
+void store_fixture_destroy(store_fixture_t **fixture);
+
+/* A cmocka teardown: store_fixture_destroy on the fixture in *state (as
+ * left there by a setup that stored store_fixture_new's result). Returns 0. */
+int store_fixture_teardown(void **state);
+
+/* A raw read-write SQLite connection to the existing file at path, behind the
+ * store's back; fails the test if the file cannot be opened (it is never
+ * created). The handle is the caller's (sqlite3_close). */
+sqlite3 *store_fixture_raw_open(const char *path);
+
+/* As store_fixture_raw_open, but creates the file if it does not exist (as
+ * sqlite3_open does). */
+sqlite3 *store_fixture_raw_open_or_create(const char *path);
+
+/* Runs sql (one or more statements) on a raw connection to the existing
+ * file at path, then closes it; fails the test on any SQLite error. */
+void store_fixture_raw_exec(const char *path, const char *sql);
+
+/* Runs sql (one or more statements) on db; fails the test with SQLite's
+ * message if any statement fails. */
+void store_fixture_db_exec(sqlite3 *db, const char *sql);
+
+/* The first column of the first row that sql yields on db, as an integer;
+ * fails the test if sql does not prepare or yields no row. */
+int64_t store_fixture_db_int(sqlite3 *db, const char *sql);
+
+/* Generates the key pair dir/name.{key,pub} with keys_generate and loads its
+ * secret half. Fails the test on any error. The pair is the caller's
+ * (keys_destroy). */
+keypair_t *store_fixture_make_key(const char *dir, const char *name);
+
+/* What a test group shares: keys_init(), a random store_key, a fresh folder
+ * "/tmp/<name>-XXXXXX" in group_dir (group_dir_len bytes) and the broker's
+ * key pair made there as "broker" into *broker_key (the caller's: keys_destroy,
+ * then store_fixture_remove_tree(group_dir)). Fails the test on any error. */
+void store_fixture_group_keys(char *group_dir, size_t group_dir_len, const char *name,
+                              uint8_t store_key[STORE_KEY_BYTES], keypair_t **broker_key);
+
+#endif
