@@ -927,38 +927,45 @@ static sqlite3_stmt *acked_stmt(store_t *store, enum store_audit_stmt_id id, int
     return audit_stmt(store, id);
 }
 
+/* An acked-delivery statement with delivery_seq bound: 1 and *stmt, or 0
+ * when there is nothing to find (no such seq can be indexed, an older
+ * store without audit_acks), or -1 on error. */
+static int acked_stmt_for(store_t *store, enum store_audit_stmt_id id, uint64_t delivery_seq,
+                          sqlite3_stmt **stmt)
+{
+    int absent = 0;
+    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
+        return 0;
+    *stmt = acked_stmt(store, id, &absent);
+    if (*stmt == NULL)
+        return absent ? 0 : -1;
+    if (store_bind_int64(store, *stmt, 1, (int64_t)delivery_seq) != 0) {
+        store_stmt_finish(*stmt);
+        return -1;
+    }
+    return 1;
+}
+
 /* Cost: two rowid lookups (audit_acks, then audit). */
 int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg)
 {
-    int absent = 0;
+    sqlite3_stmt *stmt = NULL;
     if (store_enter(store, "audit acked scan") != 0 || fn == NULL)
         return -1;
-    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
-        return 0;
-    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_SCAN_ACKED, &absent);
-    if (stmt == NULL)
-        return absent ? 0 : -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
+    int ready = acked_stmt_for(store, AUDIT_STMT_SCAN_ACKED, delivery_seq, &stmt);
+    if (ready <= 0)
+        return ready;
     return scan_rows(store, stmt, fn, arg, "audit acked scan");
 }
 
 int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq)
 {
-    int absent = 0;
+    sqlite3_stmt *stmt = NULL;
     if (store_enter(store, "audit acked lookup") != 0 || audit_seq == NULL)
         return -1;
-    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
-        return 0;
-    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_ACKED_LOOKUP, &absent);
-    if (stmt == NULL)
-        return absent ? 0 : -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
+    int ready = acked_stmt_for(store, AUDIT_STMT_ACKED_LOOKUP, delivery_seq, &stmt);
+    if (ready <= 0)
+        return ready;
     int rc = sqlite3_step(stmt), found = 0;
     if (rc == SQLITE_ROW) {
         int64_t value = sqlite3_column_int64(stmt, 0);
