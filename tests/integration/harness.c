@@ -764,6 +764,20 @@ schakel_client_t *h_connect(h_env_t *env, const char *principal)
     return client;
 }
 
+schakel_signal_t h_police_signal(const char *source_ref)
+{
+    schakel_signal_t s = {
+        .kind = "witwassen",
+        .theme = "ondermijning",
+        .area = "GM0935",
+        .severity = SCHAKEL_SEVERITY_HIGH,
+        .observed_at = (int64_t)time(NULL) - 7200,
+        .summary = "Contante aankoop van drie panden via een stichting",
+        .source_ref = source_ref,
+    };
+    return s;
+}
+
 uint64_t h_publish_ok(schakel_client_t *client, const schakel_signal_t *signal,
                       const uint8_t *message_id, uint8_t id_out[16], uint32_t *recipients,
                       int *duplicate)

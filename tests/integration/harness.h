@@ -152,6 +152,10 @@ schakel_client_t *h_connect(h_env_t *env, const char *principal);
 schakel_status_t h_try_connect(h_env_t *env, const char *key_file, schakel_client_t **out,
                                schakel_error_t *err);
 
+/* A police signal for the public prosecutor (rule politie-ondermijning-om
+ * of the harness policy), observed two hours ago, with source_ref. */
+schakel_signal_t h_police_signal(const char *source_ref);
+
 /* Publish one signal as the connected principal; fails the test unless it is
  * Accepted. Returns the item's broker seq; fills id_out, recipients (may be
  * NULL) and duplicate (may be NULL). */

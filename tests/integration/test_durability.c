@@ -14,21 +14,6 @@
 
 #include <sodium.h>
 
-/* A police signal for the public prosecutor (rule politie-ondermijning-om). */
-static schakel_signal_t police_signal(const char *source_ref)
-{
-    schakel_signal_t s = {
-        .kind = "witwassen",
-        .theme = "ondermijning",
-        .area = "GM0935",
-        .severity = SCHAKEL_SEVERITY_HIGH,
-        .observed_at = (int64_t)time(NULL) - 7200,
-        .summary = "Contante aankoop van drie panden via een stichting",
-        .source_ref = source_ref,
-    };
-    return s;
-}
-
 /* 6. om is offline while signals for it are accepted; on connect it
  * receives all of them, in publish order. */
 static void test_offline_recipient_receives_everything_in_order(void **state)
@@ -41,7 +26,7 @@ static void test_offline_recipient_receives_everything_in_order(void **state)
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     for (int i = 0; i < N; i++) {
         snprintf(refs[i], sizeof refs[i], "BVH-2024-%05d", 7100 + i);
-        schakel_signal_t s = police_signal(refs[i]);
+        schakel_signal_t s = h_police_signal(refs[i]);
         uint32_t recipients = 0;
         seqs[i] = h_publish_ok(politie, &s, NULL, ids[i], &recipients, NULL);
         assert_int_equal(recipients, 1);
@@ -80,7 +65,7 @@ static void test_idempotent_republish_and_duplicate_conflict(void **state)
     h_env_t *env = *state;
     uint8_t id[16];
     randombytes_buf(id, sizeof id);
-    schakel_signal_t s = police_signal("BVH-2024-08001");
+    schakel_signal_t s = h_police_signal("BVH-2024-08001");
 
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     uint32_t recipients = 0, recipients_again = 0;
@@ -130,7 +115,7 @@ static void test_idempotent_republish_and_duplicate_conflict(void **state)
 static void test_accepted_survives_kill9(void **state)
 {
     h_env_t *env = *state;
-    schakel_signal_t s = police_signal("BVH-2024-09001");
+    schakel_signal_t s = h_police_signal("BVH-2024-09001");
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     uint8_t id[16];
     uint32_t recipients = 0;
@@ -169,7 +154,7 @@ static void publish_for_om(h_env_t *env, int n, uint64_t *seqs)
     for (int i = 0; i < n; i++) {
         char ref[32];
         snprintf(ref, sizeof ref, "BVH-2024-%05d", 9500 + i);
-        schakel_signal_t s = police_signal(ref);
+        schakel_signal_t s = h_police_signal(ref);
         uint64_t seq = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
         if (seqs)
             seqs[i] = seq;

@@ -205,21 +205,6 @@ static void publisher_join(publisher_t **pp)
     *pp = NULL;
 }
 
-/* A police signal for the public prosecutor (rule politie-ondermijning-om). */
-static schakel_signal_t police_signal(const char *source_ref)
-{
-    schakel_signal_t s = {
-        .kind = "witwassen",
-        .theme = "ondermijning",
-        .area = "GM0935",
-        .severity = SCHAKEL_SEVERITY_HIGH,
-        .observed_at = (int64_t)time(NULL) - 3600,
-        .summary = "Contante aankoop van een pand via een stichting",
-        .source_ref = source_ref,
-    };
-    return s;
-}
-
 static void receive_expect(schakel_client_t *client, const uint8_t message_id[16],
                            const char *what)
 {
@@ -262,13 +247,13 @@ static void test_accepted_and_delivered_only_after_sync(void **state)
     schakel_client_t *om = h_connect(env, H_OM);
     assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
     uint8_t warm_id[16];
-    schakel_signal_t warm = police_signal("BVH-SYNC-0001");
+    schakel_signal_t warm = h_police_signal("BVH-SYNC-0001");
     (void)h_publish_ok(politie, &warm, NULL, warm_id, NULL, NULL);
     receive_expect(om, warm_id, "warm-up");
 
     long offset = h_log_offset(env);
     shim_file(gate_path, 1);
-    schakel_signal_t held = police_signal("BVH-SYNC-0002");
+    schakel_signal_t held = h_police_signal("BVH-SYNC-0002");
     publisher_t *p = publisher_start(politie, &held);
     /* with every client connected and idle, the sync that starts now is
      * the one that covers the publish's commit */
@@ -310,8 +295,8 @@ static void test_loop_goes_on_while_a_sync_is_held(void **state)
     schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
     assert_int_equal(schakel_subscribe(om, 1), SCHAKEL_OK);
     uint8_t first_id[16], second_id[16];
-    schakel_signal_t first = police_signal("BVH-SYNC-0101");
-    schakel_signal_t second = police_signal("BVH-SYNC-0102");
+    schakel_signal_t first = h_police_signal("BVH-SYNC-0101");
+    schakel_signal_t second = h_police_signal("BVH-SYNC-0102");
     (void)h_publish_ok(politie, &first, NULL, first_id, NULL, NULL);
     (void)h_publish_ok(politie, &second, NULL, second_id, NULL, NULL);
     schakel_delivery_t *d = h_receive(om);
@@ -320,7 +305,7 @@ static void test_loop_goes_on_while_a_sync_is_held(void **state)
 
     long offset = h_log_offset(env);
     shim_file(gate_path, 1);
-    schakel_signal_t third = police_signal("BVH-SYNC-0103");
+    schakel_signal_t third = h_police_signal("BVH-SYNC-0103");
     publisher_t *p = publisher_start(politie, &third);
     await_log(env, offset, "event=syncgate.held");
 
@@ -363,7 +348,7 @@ static void test_failed_sync_stops_and_retry_is_accepted_once(void **state)
 
     long offset = h_log_offset(env);
     shim_file(fail_path, 1);
-    schakel_signal_t s = police_signal("BVH-SYNC-0201");
+    schakel_signal_t s = h_police_signal("BVH-SYNC-0201");
     publisher_t *p = publisher_start(politie, &s);
     int code = h_broker_await_exit(env, H_TIMEOUT_MS);
     int early = publisher_await(p, 0);
