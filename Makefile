@@ -199,20 +199,17 @@ UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/polic
 UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_index.c \
 	broker/policy_case.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
-UNIT_EXTRA_test_store := tests/unit/store_fixture.c broker/store_seal.c broker/store_schema.c \
-	broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_delivery.c
-UNIT_EXTRA_test_audit := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
+# The store and what it needs, for the tests that open real stores ($^
+# lists a file named twice once).
+STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
 	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
-	broker/store_delivery.c
-UNIT_EXTRA_test_audit_queued := tests/unit/store_fixture.c broker/audit.c broker/store.c \
-	broker/store_seal.c broker/store_schema.c broker/store_expire.c broker/store_audit.c \
-	broker/store_count.c broker/store_delivery.c
-UNIT_EXTRA_test_store_case := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
-	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
-	broker/store_delivery.c
-UNIT_EXTRA_test_store_sync := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
-	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
-	broker/store_delivery.c
+	broker/store_delivery.c broker/store_checkpoint.c
+UNIT_EXTRA_test_store := $(STORE_UNIT_SRC)
+UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)
+UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
+UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
+UNIT_EXTRA_test_store_sync := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
+UNIT_EXTRA_test_store_checkpoint := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

@@ -361,8 +361,8 @@ static void tickets_release(broker_t *b, uint64_t synced, int all)
 {
     size_t done = 0;
     uint64_t loop_syncs = store_loop_syncs(b->store); /* a sync in the loop covers them too */
-    while (done < b->n_tickets && (all || b->tickets[done].ticket <= synced ||
-                                   b->tickets[done].loop_syncs < loop_syncs)) {
+    while (done < b->n_tickets &&
+           (all || b->tickets[done].ticket <= synced || b->tickets[done].loop_syncs < loop_syncs)) {
         sync_ticket_t *t = &b->tickets[done++];
         send_replies(b, t->replies, t->n_replies);
         free(t->replies);
@@ -825,8 +825,10 @@ int broker_serve_zap(broker_t *b)
     return handled;
 }
 
-/* Commits are synced on a second thread from here on; without one (an
- * in-memory store, no thread) every turn syncs its own commit. */
+/* Commits are synced on a second thread from here on, and the WAL is
+ * copied into the database on a third; without them (an in-memory store,
+ * no thread) every turn syncs its own commit, and the commit that makes a
+ * checkpoint due runs it. */
 static void syncer_start(broker_t *b)
 {
     char err[256];
@@ -835,6 +837,9 @@ static void syncer_start(broker_t *b)
     if (b->syncer == NULL)
         log_event(LOG_WARN, "store.syncer_unavailable", "error", err, "effect",
                   "each turn waits for its own sync", NULL);
+    if (store_checkpointer_start(b->store, err, sizeof err) != 0)
+        log_event(LOG_WARN, "store.checkpointer_unavailable", "error", err, "effect",
+                  "the loop checkpoints the WAL itself", NULL);
 }
 
 int broker_run(broker_t *b)
@@ -855,14 +860,14 @@ int broker_run(broker_t *b)
         int n_items = 2, admin_slot = -1;
         if (b->admin != NULL) {
             admin_slot = n_items;
-            items[n_items++] = (zmq_pollitem_t){.socket = admin_socket(b->admin),
-                                                .events = ZMQ_POLLIN};
+            items[n_items++] =
+                (zmq_pollitem_t){.socket = admin_socket(b->admin), .events = ZMQ_POLLIN};
         }
         int syncer_slot = -1;
         if (b->syncer != NULL) {
             syncer_slot = n_items;
-            items[n_items++] = (zmq_pollitem_t){.fd = store_syncer_fd(b->syncer),
-                                                .events = ZMQ_POLLIN};
+            items[n_items++] =
+                (zmq_pollitem_t){.fd = store_syncer_fd(b->syncer), .events = ZMQ_POLLIN};
         }
         if (zmq_poll(items, n_items, metrics_poll_timeout_ms(b, 1000)) < 0) {
             if (zmq_errno() == EINTR)
@@ -937,8 +942,9 @@ int broker_run(broker_t *b)
         }
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
-    tickets_drain(b); /* the turns waiting for their sync are answered first */
+    tickets_drain(b);        /* the turns waiting for their sync are answered first */
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
+    store_checkpointer_stop(b->store); /* the last checkpoint is the loop's, and complete */
     if (store_checkpoint(b->store) != 0)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
     return 0;

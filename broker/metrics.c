@@ -58,6 +58,7 @@ typedef struct metrics_snapshot {
     broker_stats_t stats;
     uint64_t auth_failures;
     uint64_t sessions;
+    uint64_t checkpoint_rounds, checkpoints_in_place; /* store_checkpoint_counts */
     char policy_hash[65];
     size_t n_partners;
     metrics_partner_t partners[SCHAKEL_MAX_PARTNERS];
@@ -305,6 +306,13 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Loop turns of acks only, committed without an fsync (the next synced "
                            "commit covers them).",
                            s->stats.commits_unsynced);
+    metrics_render_counter(f, "schakel_store_checkpoint_rounds_total",
+                           "Rounds of the checkpoint thread copying the WAL into the database.",
+                           s->checkpoint_rounds);
+    metrics_render_counter(f, "schakel_store_checkpoints_in_place_total",
+                           "WAL checkpoints the loop made itself (finishing a WAL the thread "
+                           "copied, or past four times the threshold).",
+                           s->checkpoints_in_place);
     metrics_render_counter(f, "schakel_auth_failures_total",
                            "CURVE handshakes refused by the ZAP handler (the start-up self-check "
                            "probe is one).",
@@ -711,6 +719,7 @@ void metrics_turn_end(broker_t *b, int outcome)
     }
     m->local.turn_ms = now;
     m->local.stats = b->stats;
+    store_checkpoint_counts(b->store, &m->local.checkpoint_rounds, &m->local.checkpoints_in_place);
     m->local.auth_failures = zap_counts(b->zap).refused;
     m->local.sessions = sessions_count(b->sessions);
     pthread_mutex_lock(&m->lock);

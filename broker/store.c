@@ -411,8 +411,8 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
     }
     /* One thread uses a store handle at a time: SQLite's own mutexes on
      * every call are not needed (multi-thread mode). */
-    int rc = sqlite3_open_v2(path, &store->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         open_error(err, errlen, path,
                    store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
@@ -434,6 +434,7 @@ void store_close(store_t **store)
     if (store == NULL || *store == NULL)
         return;
     store_t *s = *store;
+    store_checkpointer_stop(s); /* its connection goes before the loop's */
     if (s->db != NULL) {
         /* An open transaction is abandoned, exactly as in a crash. */
         if (!sqlite3_get_autocommit(s->db))
@@ -579,18 +580,16 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
     (void)db;
     (void)name;
-    ((store_t *)arg)->wal_frames = frames;
+    store_t *store = arg;
+    if (frames < store->wal_frames)
+        store->wal_generation++; /* the WAL started over */
+    store->wal_frames = frames;
     return SQLITE_OK;
 }
 
-/* After a commit: once the WAL holds STORE_CHECKPOINT_FRAMES frames, copy it
- * into the database (PASSIVE: never waits for a reader). The checkpoint
- * syncs the WAL and the file; an I/O error there poisons the handle like a
- * failed sync. A busy reader only delays it. */
-static int checkpoint_due(const store_t *store)
+static int checkpoint_threshold(const store_t *store)
 {
-    int frames = store->checkpoint_frames > 0 ? store->checkpoint_frames : STORE_CHECKPOINT_FRAMES;
-    return store->wal_frames >= frames;
+    return store->checkpoint_frames > 0 ? store->checkpoint_frames : STORE_CHECKPOINT_FRAMES;
 }
 
 void store_test_checkpoint_frames(store_t *store, int frames)
@@ -599,17 +598,53 @@ void store_test_checkpoint_frames(store_t *store, int frames)
         store->checkpoint_frames = frames;
 }
 
-static int checkpoint_after_commit(store_t *store)
+/* After a commit: once the WAL holds the threshold (STORE_CHECKPOINT_FRAMES)
+ * it is to be copied into the database. Without a checkpointer that is done
+ * here, in place. With one, the thread copies it in rounds while the loop
+ * goes on; but the WAL starts over only at a write that finds every frame
+ * copied, and under steady load a commit always comes before a round ends.
+ * So once a round has left at most STORE_CHECKPOINT_FINISH_FRAMES behind,
+ * the loop copies those in place (between its transactions, so nothing
+ * comes in between), and the next write starts the WAL over. From
+ * STORE_CHECKPOINT_HARD_FACTOR times the threshold the loop checkpoints in
+ * place whatever the thread does (it cannot keep up, or a reader holds
+ * frames). Returns 1: checkpoint in place now; 0: nothing to do here; -1:
+ * a round failed (the store is poisoned, as by a failed sync). */
+static int checkpoint_plan(store_t *store)
 {
-    if (!checkpoint_due(store))
+    if (store_checkpointer_check(store) != 0)
+        return -1;
+    int threshold = checkpoint_threshold(store);
+    if (store->wal_frames < threshold)
         return 0;
+    if (store->checkpointer == NULL ||
+        store->wal_frames >= threshold * STORE_CHECKPOINT_HARD_FACTOR)
+        return 1;
+    int copied = -1;
+    int idle = store_checkpointer_poll(store, store->wal_generation, &copied);
+    if (idle <= 0)
+        return idle; /* a round is on its way, or failed */
+    if (copied >= 0 && store->wal_frames - copied <= STORE_CHECKPOINT_FINISH_FRAMES)
+        return 1;
+    store_checkpointer_request(store, store->wal_generation);
+    return 0;
+}
+
+/* PASSIVE: never waits for a reader (a busy one only delays it). The
+ * checkpoint syncs the WAL and the file; an I/O error there poisons the
+ * handle like a failed sync. */
+static int checkpoint_in_place(store_t *store)
+{
     int rc = sqlite3_wal_checkpoint_v2(store->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
         store_io_failed(store, rc, "checkpointing the WAL");
         return -1;
     }
-    if (rc == SQLITE_OK)
-        store->wal_frames = 0;
+    if (rc == SQLITE_OK) {
+        store->wal_frames = 0; /* the next write starts it over */
+        store->wal_generation++;
+        store->checkpoints_in_place++;
+    }
     return 0; /* SQLITE_BUSY, SQLITE_LOCKED: next time */
 }
 
@@ -629,7 +664,8 @@ int store_commit(store_t *store)
         return -1;
     if (commit_now(store) != 0 || store_wal_sync(store) != 0)
         return -1;
-    return checkpoint_after_commit(store);
+    int plan = checkpoint_plan(store);
+    return plan > 0 ? checkpoint_in_place(store) : plan;
 }
 
 /* A WAL due for a checkpoint is synced and checkpointed here too, so that a
@@ -640,9 +676,10 @@ int store_commit_unsynced(store_t *store)
         return -1;
     if (commit_now(store) != 0)
         return -1;
-    if (!checkpoint_due(store))
-        return 0;
-    return store_wal_sync(store) == 0 ? checkpoint_after_commit(store) : -1;
+    int plan = checkpoint_plan(store);
+    if (plan <= 0)
+        return plan; /* the thread's rounds sync the WAL themselves */
+    return store_wal_sync(store) == 0 ? checkpoint_in_place(store) : -1;
 }
 
 int store_rollback(store_t *store)

@@ -133,6 +133,26 @@ int store_syncer_wait(store_syncer_t *syncer, uint64_t ticket, uint64_t *synced)
 /* Stops the thread (a sync in progress finishes first); requests not yet
  * synced stay unsynced. */
 void store_syncer_stop(store_syncer_t **syncer);
+/* The checkpointer (store_checkpoint.c): a thread with a connection of
+ * its own that copies the WAL into the database file (PASSIVE
+ * checkpoints) while the loop goes on, instead of a checkpoint in the
+ * commit that made one due. The loop still checkpoints in place when the
+ * WAL reaches four times the threshold. A round that fails with an I/O
+ * error poisons the store at its next commit, like a failed sync. -1 with
+ * err filled for a store without a file (in memory) or when the thread
+ * cannot start: the loop then checkpoints as before. Loop thread only;
+ * store_close stops it. */
+typedef struct store_checkpointer store_checkpointer_t;
+int store_checkpointer_start(store_t *store, char *err, size_t errlen);
+/* Waits for a round in progress; the loop checkpoints from then on. */
+void store_checkpointer_stop(store_t *store);
+int store_checkpointer_running(const store_t *store);
+/* Checkpoints so far: rounds the thread finished (whatever their outcome)
+ * and checkpoints the loop made in place after a commit. */
+void store_checkpoint_counts(const store_t *store, uint64_t *thread_rounds, uint64_t *in_place);
+/* For tests: wait up to timeout_ms until the thread has finished `rounds`
+ * rounds in all (or failed); the rounds finished. */
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t rounds, int timeout_ms);
 /* The highest delivery seq handed out by this handle (or read at open). */
 uint64_t store_delivery_high(const store_t *store);
 /* WAL syncs made on the calling (loop) thread that succeeded: store_commit,

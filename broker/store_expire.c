@@ -204,6 +204,7 @@ int store_checkpoint(store_t *store)
         store_refuse(store, "checkpoint", "a transaction is open");
         return -1;
     }
+    store_checkpointer_quiesce(store);
     (void)sqlite3_busy_timeout(store->db, 0); /* cannot fail on an open connection */
     /* The first column of the answer is 1 when a reader kept the
      * checkpoint from completing. */
@@ -219,5 +220,7 @@ int store_checkpoint(store_t *store)
         store->last_rc = SQLITE_BUSY;
         return -1;
     }
+    store->wal_frames = 0; /* truncated: the thread's last round is of an old WAL */
+    store->wal_generation++;
     return 0;
 }

@@ -119,13 +119,13 @@ typedef struct store_scratch {
 struct store {
     sqlite3 *db;
     sqlite3_stmt *stmt[STMT_COUNT];
-    uint8_t *seal_key;     /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
+    uint8_t *seal_key; /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
     /* Nonces: a counter, then a random part drawn once per handle
      * (store_seal.c), instead of a system call per sealed body. */
     uint8_t nonce_random[16];
     uint64_t nonce_counter; /* 0: the random part is not drawn yet */
-    uint8_t *subject_key;  /* the audit's subject key, likewise (store_seal.c); NULL: none */
-    int64_t next_item_seq; /* never reused: see the schema comment in store_schema.c */
+    uint8_t *subject_key;   /* the audit's subject key, likewise (store_seal.c); NULL: none */
+    int64_t next_item_seq;  /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
     store_scratch_t sealed;   /* ciphertext only */
@@ -137,9 +137,12 @@ struct store {
     uint64_t loop_syncs;      /* WAL syncs made on this thread (store_wal_sync) that succeeded */
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
-    struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
-    int last_rc;              /* SQLite code of the last failure; 0 if not SQLite's */
-    int txn_lost_rc;          /* the failure after which SQLite rolled back by itself */
+    struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
+    uint64_t wal_generation;       /* times the WAL started over (as far as the hook saw) */
+    uint64_t checkpoints_in_place; /* checkpoints the loop made itself */
+    struct store_counts *counts;   /* pending deliveries per recipient (store_count.c) */
+    int last_rc;                   /* SQLite code of the last failure; 0 if not SQLite's */
+    int txn_lost_rc;               /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
     sqlite3_stmt *audit_stmt[AUDIT_STMT_COUNT]; /* store_audit.c */
     int audit_reader;                           /* opened by store_open_reader: audit reads only */
@@ -218,6 +221,31 @@ void store_wal_hook_install(store_t *store);
 
 /* WAL frames (pages) after which a commit checkpoints: SQLite's default. */
 #define STORE_CHECKPOINT_FRAMES 1000
+/* With a checkpointer: from this many times STORE_CHECKPOINT_FRAMES the
+ * loop checkpoints in place (the thread has fallen behind, or the WAL
+ * could not start over because a commit came before every frame was
+ * copied), which bounds the WAL. */
+#define STORE_CHECKPOINT_HARD_FACTOR 4
+/* With a checkpointer: the loop finishes a WAL in place once a round of
+ * the thread has left at most this many frames uncopied. */
+#define STORE_CHECKPOINT_FINISH_FRAMES 64
+
+/* ------------------------------------------------------------------ checkpointer */
+
+/* store_checkpoint.c, on the loop thread, with a checkpointer running.
+ * _poll: 1 when the thread is idle, with *copied the frames the WAL had
+ * copied at the end of its last round if that round was of this
+ * generation of the WAL (else -1); 0 while a round is asked for or runs;
+ * -1 when a round failed (the store is then poisoned: store_io_failed).
+ * _request: a round, for this generation of the WAL. _check: only the
+ * failure (0 without a checkpointer). */
+int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied);
+void store_checkpointer_request(store_t *store, uint64_t generation);
+int store_checkpointer_check(store_t *store);
+/* Cancels a round asked for and waits for one in progress (a round is a
+ * few milliseconds): a checkpoint of the loop's own must not find the
+ * thread's in its way. No-op without a checkpointer. */
+void store_checkpointer_quiesce(store_t *store);
 
 /* ------------------------------------------------------------------ counts */
 

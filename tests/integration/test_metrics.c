@@ -507,6 +507,38 @@ static void test_ack_turns_commit_without_fsync(void **state)
     h_done(env);
 }
 
+/* Publishes that fill the WAL past its checkpoint threshold (1,000
+ * frames; a publish turn writes a dozen or more) make the checkpoint
+ * thread copy it: its rounds are counted. A round runs beside the loop,
+ * so the test takes turns (each refreshes the counters) until one is
+ * counted or the bound passes. */
+static void test_checkpoint_rounds_counted(void **state)
+{
+    h_env_t *env = *state;
+    enum { PUBLISHES = 250 };
+    static const char rounds_series[] = "schakel_store_checkpoint_rounds_total";
+    static const char in_place_series[] = "schakel_store_checkpoints_in_place_total";
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    settle(politie);
+    assert_true(counter_now(address, rounds_series) == 0);
+    assert_true(counter_now(address, in_place_series) == 0);
+    schakel_signal_t s = police_signal();
+    for (int i = 0; i < PUBLISHES; i++)
+        h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    int64_t deadline = (int64_t)time(NULL) + H_TIMEOUT_MS / 1000;
+    double rounds = 0;
+    while ((rounds = counter_now(address, rounds_series)) < 1 && (int64_t)time(NULL) <= deadline)
+        settle(politie);
+    if (rounds < 1)
+        fail_msg("%d publishes, and no checkpoint round within %d ms", PUBLISHES, H_TIMEOUT_MS);
+    assert_true(counter_now(address, in_place_series) >= 0);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* A broker asked for metrics it cannot serve does not start. */
 static void test_bad_metrics_listen_is_refused(void **state)
 {
@@ -549,6 +581,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_rounds_counted, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
     };

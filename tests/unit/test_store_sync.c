@@ -2,12 +2,11 @@
  * test_store_sync.c — unit tests of broker/store_sync.c (the syncer thread)
  * against real SQLite stores in a mkdtemp() folder under /tmp.
  *
- * The program's own fdatasync and fsync take the place of libc's (symbol
- * interposition, as in test_store.c): they count the syncs the syncer's
- * thread makes, can fail them with EIO, and can hold them at a gate that the
- * test opens, so a sync "in progress" is a state the test controls instead
- * of a race it hopes to win. Every wait is bounded (poll, timed condition
- * waits); nothing sleeps.
+ * The syncs of the syncer's thread go through tests/unit/sync_gate.c,
+ * which counts them, can fail them with EIO, and can hold them at a gate
+ * that the test opens, so a sync "in progress" is a state the test controls
+ * instead of a race it hopes to win. Every wait is bounded (poll, timed
+ * condition waits); nothing sleeps.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,9 +31,9 @@
 #include "store.h"
 #include "store_fixture.h"
 #include "store_internal.h" /* only to give a handle an in-memory database */
+#include "sync_gate.h"
 
-/* Bound of every positive wait; only a failing test waits this long. */
-#define BOUND_MS 10000
+#define BOUND_MS SYNC_GATE_BOUND_MS
 /* A negative check ("has not happened yet") waits this long. It can only
  * pass falsely (the event might have come later), never fail falsely. */
 #define NEGATIVE_MS 200
@@ -48,112 +47,6 @@ typedef struct fixture {
 } fixture_t;
 
 static uint8_t test_key[STORE_KEY_BYTES];
-
-/* ------------------------------------------------------------ the sync gate */
-
-static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
-static pthread_t main_thread;
-static int gate_closed;         /* syncs of other threads wait while set */
-static unsigned gate_expired;   /* a held sync waited BOUND_MS: the test failed */
-static int fail_thread_syncs;   /* syncs of other threads fail with EIO */
-static unsigned thread_syncs;   /* syncs made by threads other than main */
-static unsigned held_total;     /* syncs that ever waited at the gate */
-static unsigned held_now;       /* syncs waiting at the gate now */
-
-static struct timespec deadline_in(int ms)
-{
-    struct timespec at;
-    clock_gettime(CLOCK_REALTIME, &at);
-    at.tv_sec += ms / 1000;
-    at.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (at.tv_nsec >= 1000000000L) {
-        at.tv_sec++;
-        at.tv_nsec -= 1000000000L;
-    }
-    return at;
-}
-
-/* Called with gate_lock held, on a thread that is not main. */
-static void gate_pass_locked(void)
-{
-    thread_syncs++;
-    if (!gate_closed)
-        return;
-    held_total++;
-    held_now++;
-    pthread_cond_broadcast(&gate_cv);
-    struct timespec until = deadline_in(BOUND_MS);
-    while (gate_closed && !gate_expired)
-        if (pthread_cond_timedwait(&gate_cv, &gate_lock, &until) == ETIMEDOUT)
-            gate_expired = 1; /* never hang the suite: the test sees this flag */
-    held_now--;
-    pthread_cond_broadcast(&gate_cv);
-}
-
-static int gated_sync(int fd, long sysno)
-{
-    int fail = 0;
-    pthread_mutex_lock(&gate_lock);
-    if (!pthread_equal(pthread_self(), main_thread)) {
-        gate_pass_locked();
-        fail = fail_thread_syncs;
-    }
-    pthread_mutex_unlock(&gate_lock);
-    if (fail) {
-        errno = EIO;
-        return -1;
-    }
-    return (int)syscall(sysno, fd);
-}
-
-int fdatasync(int fd)
-{
-    return gated_sync(fd, SYS_fdatasync);
-}
-
-int fsync(int fd)
-{
-    return gated_sync(fd, SYS_fsync);
-}
-
-static void gate_set(int closed)
-{
-    pthread_mutex_lock(&gate_lock);
-    gate_closed = closed;
-    pthread_cond_broadcast(&gate_cv);
-    pthread_mutex_unlock(&gate_lock);
-}
-
-static void fail_set(int fail)
-{
-    pthread_mutex_lock(&gate_lock);
-    fail_thread_syncs = fail;
-    pthread_mutex_unlock(&gate_lock);
-}
-
-static unsigned counter_read(const unsigned *counter)
-{
-    pthread_mutex_lock(&gate_lock);
-    unsigned value = *counter;
-    pthread_mutex_unlock(&gate_lock);
-    return value;
-}
-
-/* Wait (bounded) until `total` syncs have ever reached the closed gate. */
-static void await_held(unsigned total)
-{
-    struct timespec until = deadline_in(BOUND_MS);
-    pthread_mutex_lock(&gate_lock);
-    int rc = 0;
-    while (held_total < total && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&gate_cv, &gate_lock, &until);
-    unsigned seen = held_total;
-    pthread_mutex_unlock(&gate_lock);
-    if (seen < total)
-        fail_msg("the syncer did not reach the gate within %d ms (%u of %u syncs held)", BOUND_MS,
-                 seen, total);
-}
 
 /* ------------------------------------------------------------ fixture */
 
@@ -181,11 +74,7 @@ static int setup(void **state)
         free(f);
         return -1;
     }
-    gate_set(0);
-    fail_set(0);
-    pthread_mutex_lock(&gate_lock);
-    gate_expired = 0;
-    pthread_mutex_unlock(&gate_lock);
+    sync_gate_reset();
     *state = f;
     return 0;
 }
@@ -193,8 +82,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
-    gate_set(0); /* a failed test may leave the thread held */
-    fail_set(0);
+    sync_gate_close(0); /* a failed test may leave the thread held */
+    sync_gate_fail(0);
     store_syncer_stop(&f->syncer);
     store_close(&f->store);
     store_fixture_remove_tree(f->dir);
@@ -218,12 +107,6 @@ static int event_ready(const store_syncer_t *s, int timeout_ms)
     int rc = poll(&p, 1, timeout_ms);
     assert_true(rc >= 0);
     return rc > 0 && (p.revents & POLLIN) != 0;
-}
-
-static void assert_gate_never_expired(void)
-{
-    if (counter_read(&gate_expired))
-        fail_msg("a sync waited %d ms at the gate: the test lost track of it", BOUND_MS);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -253,11 +136,11 @@ static void test_tickets_wait_and_collect(void **state)
     assert_int_equal(synced, tickets[2]);
 
     /* the next sync is held: tickets synced before are still answered */
-    unsigned held = counter_read(&held_total);
-    gate_set(1);
+    unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
+    sync_gate_close(1);
     tickets[3] = store_syncer_request(f->syncer);
     assert_true(tickets[3] > tickets[2]);
-    await_held(held + 1);
+    sync_gate_await_held(held + 1);
     for (size_t i = 0; i < 3; i++) {
         synced = 0;
         assert_int_equal(store_syncer_wait(f->syncer, tickets[i], &synced), 0);
@@ -269,11 +152,11 @@ static void test_tickets_wait_and_collect(void **state)
     assert_int_equal(store_syncer_wait(f->syncer, tickets[3] + 1, &synced), 0);
     assert_int_equal(synced, tickets[2]);
 
-    gate_set(0);
+    sync_gate_close(0);
     assert_int_equal(store_syncer_wait(f->syncer, tickets[3], &synced), 0);
     assert_int_equal(synced, tickets[3]);
     assert_false(store_sync_failed(f->store));
-    assert_gate_never_expired();
+    sync_gate_assert_never_expired();
 }
 
 /* The eventfd becomes readable after a sync, collect then reports it and
@@ -305,7 +188,7 @@ static void test_eventfd_after_each_sync(void **state)
             before = synced;
             looks++;
         }
-        assert_true(looks <= rows[r]); /* never an event without progress */
+        assert_true(looks <= rows[r]);                  /* never an event without progress */
         assert_int_equal(event_ready(f->syncer, 0), 0); /* collect emptied it */
     }
 }
@@ -322,10 +205,11 @@ static void test_requests_coalesce(void **state)
     store_fresh(f, "coalesce.db");
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         f->syncer = start_ok(f);
-        unsigned syncs = counter_read(&thread_syncs), held = counter_read(&held_total);
-        gate_set(1);
+        unsigned syncs = sync_gate_count(SYNC_GATE_THREAD_SYNCS),
+                 held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
+        sync_gate_close(1);
         uint64_t first = store_syncer_request(f->syncer), last = first, synced = 0;
-        await_held(held + 1);
+        sync_gate_await_held(held + 1);
         for (unsigned i = 0; i < rows[r].while_held; i++) {
             last = store_syncer_request(f->syncer);
             assert_int_equal(store_syncer_collect(f->syncer, &synced), 0);
@@ -333,19 +217,19 @@ static void test_requests_coalesce(void **state)
                 fail_msg("row %zu: synced %llu while the first sync is still held", r,
                          (unsigned long long)synced);
         }
-        gate_set(0);
+        sync_gate_close(0);
         assert_int_equal(store_syncer_wait(f->syncer, last, &synced), 0);
         if (synced != last)
             fail_msg("row %zu: synced %llu, last ticket %llu", r, (unsigned long long)synced,
                      (unsigned long long)last);
         store_syncer_stop(&f->syncer); /* joins: no sync is still counting */
         assert_null(f->syncer);
-        unsigned made = counter_read(&thread_syncs) - syncs;
+        unsigned made = sync_gate_count(SYNC_GATE_THREAD_SYNCS) - syncs;
         if (made != rows[r].syncs)
             fail_msg("row %zu: %u request(s) made %u sync(s), expected %u", r,
                      1 + rows[r].while_held, made, rows[r].syncs);
     }
-    assert_gate_never_expired();
+    sync_gate_assert_never_expired();
 }
 
 enum fault { FAULT_FDATASYNC_EIO, FAULT_WAL_RENAMED_OVER, FAULT_WAL_UNLINKED_AND_CREATED };
@@ -369,7 +253,7 @@ static void fault_apply(fixture_t *f, enum fault fault)
     char copy[192];
     switch (fault) {
     case FAULT_FDATASYNC_EIO:
-        fail_set(1);
+        sync_gate_fail(1);
         break;
     case FAULT_WAL_RENAMED_OVER:
         snprintf(copy, sizeof copy, "%s.copy", f->wal);
@@ -400,7 +284,8 @@ static void test_failed_sync_is_final(void **state)
     } rows[] = {
         {FAULT_FDATASYNC_EIO, "eio.db", "fdatasync of the WAL"},
         {FAULT_WAL_RENAMED_OVER, "renamed.db", "the WAL file was replaced under the broker"},
-        {FAULT_WAL_UNLINKED_AND_CREATED, "recreated.db", "the WAL file was replaced under the broker"},
+        {FAULT_WAL_UNLINKED_AND_CREATED, "recreated.db",
+         "the WAL file was replaced under the broker"},
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         store_fresh(f, rows[r].db);
@@ -421,9 +306,9 @@ static void test_failed_sync_is_final(void **state)
         assert_true(synced < bad); /* the failed sync covers nothing */
         assert_true(store_sync_failed(f->store));
         if (strstr(store_errmsg(f->store), rows[r].message) == NULL)
-            fail_msg("row %zu: store_errmsg \"%s\" does not say \"%s\"", r,
-                     store_errmsg(f->store), rows[r].message);
-        fail_set(0); /* the disk is fine again: the failure stays all the same */
+            fail_msg("row %zu: store_errmsg \"%s\" does not say \"%s\"", r, store_errmsg(f->store),
+                     rows[r].message);
+        sync_gate_fail(0); /* the disk is fine again: the failure stays all the same */
         assert_int_equal(store_syncer_wait(f->syncer, bad, &synced), -1);
         assert_int_equal(store_syncer_wait(f->syncer, good, &synced), -1);
         uint64_t later = store_syncer_request(f->syncer);
@@ -456,7 +341,7 @@ static void *stopper_main(void *arg)
 /* 1 once the stopper finished within timeout_ms, else 0. */
 static int stopper_await(stopper_t *st, int timeout_ms)
 {
-    struct timespec until = deadline_in(timeout_ms);
+    struct timespec until = sync_gate_deadline(timeout_ms);
     pthread_mutex_lock(&st->lock);
     int rc = 0;
     while (!st->done && rc != ETIMEDOUT)
@@ -482,11 +367,12 @@ static void test_stop_with_requests_outstanding(void **state)
     store_fresh(f, "stop.db");
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
         f->syncer = start_ok(f);
-        unsigned held = counter_read(&held_total), syncs = counter_read(&thread_syncs);
+        unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL),
+                 syncs = sync_gate_count(SYNC_GATE_THREAD_SYNCS);
         if (rows[r].held) {
-            gate_set(1);
+            sync_gate_close(1);
             (void)store_syncer_request(f->syncer);
-            await_held(held + 1);
+            sync_gate_await_held(held + 1);
         }
         for (unsigned i = 0; i < rows[r].queued; i++)
             (void)store_syncer_request(f->syncer);
@@ -497,28 +383,28 @@ static void test_stop_with_requests_outstanding(void **state)
         assert_int_equal(pthread_create(&thread, NULL, stopper_main, &st), 0);
         if (rows[r].held) {
             if (stopper_await(&st, NEGATIVE_MS)) {
-                gate_set(0);
+                sync_gate_close(0);
                 pthread_join(thread, NULL);
                 fail_msg("row %zu: stop returned while a sync was still in progress", r);
             }
-            gate_set(0);
+            sync_gate_close(0);
         }
         int done = stopper_await(&st, BOUND_MS);
         if (!done) {
-            gate_set(0);
+            sync_gate_close(0);
             fail_msg("row %zu: store_syncer_stop did not return within %d ms", r, BOUND_MS);
         }
         pthread_join(thread, NULL);
         pthread_cond_destroy(&st.cv);
         pthread_mutex_destroy(&st.lock);
         assert_null(f->syncer);
-        assert_int_equal(counter_read(&held_now), 0);
-        if (rows[r].held && counter_read(&thread_syncs) - syncs != 1)
+        assert_int_equal(sync_gate_count(SYNC_GATE_HELD_NOW), 0);
+        if (rows[r].held && sync_gate_count(SYNC_GATE_THREAD_SYNCS) - syncs != 1)
             fail_msg("row %zu: %u sync(s) after the held one; a stopped syncer starts none", r,
-                     counter_read(&thread_syncs) - syncs - 1);
+                     sync_gate_count(SYNC_GATE_THREAD_SYNCS) - syncs - 1);
         assert_false(store_sync_failed(f->store)); /* unsynced is not failed */
     }
-    assert_gate_never_expired();
+    sync_gate_assert_never_expired();
 }
 
 enum no_wal { NO_WAL_UNLINKED, NO_WAL_IN_MEMORY, NO_WAL_TEMPORARY };
@@ -574,7 +460,7 @@ int main(void)
 {
     if (sodium_init() < 0)
         return 1;
-    main_thread = pthread_self();
+    sync_gate_init();
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_tickets_wait_and_collect, setup, teardown),

@@ -1,0 +1,272 @@
+/*
+ * store_checkpoint.c — the checkpointer: a thread with a connection of its
+ * own that copies the WAL's pages into the database file while the loop
+ * goes on committing.
+ *
+ * The loop (store.c, after a commit) asks for a round once the WAL holds
+ * the checkpoint threshold; the thread runs a PASSIVE checkpoint, which
+ * never waits for the writer and copies every frame committed before it
+ * began (SQLite syncs the WAL before and the database after it, and moves
+ * its backfill mark only after both syncs succeeded). The WAL starts over
+ * from its beginning at the first write transaction that finds all of it
+ * copied. Should the loop outrun the thread, the WAL still cannot grow
+ * without bound: from STORE_CHECKPOINT_HARD_FACTOR times the threshold the
+ * loop checkpoints in place, as without a thread (store.c).
+ * A checkpoint that fails with an I/O error is final, like a failed sync:
+ * the loop poisons the store at its next commit (store_io_failed).
+ * Trusts its caller to start and stop it on the loop thread, with the
+ * store open.
+ */
+#include <pthread.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store.h"
+#include "store_internal.h"
+
+struct store_checkpointer {
+    sqlite3 *db; /* the thread's own connection; touched by the thread only once started */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* the thread: a request or stop */
+    pthread_cond_t done; /* store_test_checkpointer_wait: a round ended */
+    /* under lock */
+    int requested, running, stop, failed, failed_rc;
+    uint64_t generation;      /* the WAL's, as the loop counts them, of the request */
+    uint64_t done_generation; /* of the last round finished, and */
+    int done_frames;          /* the frames it found copied at its end (0: none) */
+    uint64_t rounds;          /* rounds finished, whatever their outcome */
+    char failure[160];
+};
+
+static void checkpointer_failed(store_checkpointer_t *c, int rc)
+{
+    c->failed = 1;
+    c->failed_rc = rc;
+    snprintf(c->failure, sizeof c->failure, "checkpointing the WAL on the checkpoint thread (%s)",
+             sqlite3_errstr(rc));
+}
+
+static void *checkpointer_main(void *arg)
+{
+    store_checkpointer_t *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->stop) {
+        if (c->failed || !c->requested) {
+            pthread_cond_wait(&c->wake, &c->lock);
+            continue;
+        }
+        c->requested = 0;
+        c->running = 1;
+        uint64_t generation = c->generation;
+        pthread_mutex_unlock(&c->lock);
+        int log = 0, copied = 0;
+        int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
+        pthread_mutex_lock(&c->lock);
+        c->running = 0;
+        c->done_generation = generation;
+        c->done_frames = rc == SQLITE_OK && copied > 0 ? copied : 0;
+        /* SQLITE_BUSY: another checkpoint runs (the loop's); the next
+         * request tries again */
+        if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL)
+            checkpointer_failed(c, rc);
+        c->rounds++;
+        pthread_cond_broadcast(&c->done);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* The thread's connection: the same file, no automatic checkpoint, the
+ * syncs of synchronous = NORMAL, and the WAL opened before the thread
+ * starts (a checkpoint on a connection that has read nothing yet would
+ * have to open it first). */
+static int checkpointer_open(store_checkpointer_t *c, store_t *store, char *err, size_t errlen)
+{
+    const char *path = sqlite3_db_filename(store->db, "main");
+    if (path == NULL || path[0] == '\0') {
+        snprintf(err, errlen, "the store has no file (in memory?)");
+        return -1;
+    }
+    int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_busy_timeout(c->db, STORE_BUSY_TIMEOUT_MS);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_wal_autocheckpoint(c->db, 0);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(c->db,
+                          "PRAGMA synchronous = NORMAL; PRAGMA cache_size = 16;"
+                          " SELECT count(*) FROM sqlite_schema;",
+                          NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open a second connection to %s: %s", path,
+                 c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        return -1;
+    }
+    return 0;
+}
+
+int store_checkpointer_start(store_t *store, char *err, size_t errlen)
+{
+    if (store == NULL || store->db == NULL) {
+        snprintf(err, errlen, "no store");
+        return -1;
+    }
+    if (store->checkpointer != NULL)
+        return 0;
+    store_checkpointer_t *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (checkpointer_open(c, store, err, errlen) != 0) {
+        sqlite3_close(c->db);
+        free(c);
+        return -1;
+    }
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wake, NULL);
+    pthread_cond_init(&c->done, NULL);
+    /* Signals are the loop's; a checkpoint's syncs must not be interrupted. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&c->thread, NULL, checkpointer_main, c);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start the checkpoint thread: %s", strerror(rc));
+        pthread_cond_destroy(&c->done);
+        pthread_cond_destroy(&c->wake);
+        pthread_mutex_destroy(&c->lock);
+        sqlite3_close(c->db);
+        free(c);
+        return -1;
+    }
+    store->checkpointer = c;
+    return 0;
+}
+
+void store_checkpointer_stop(store_t *store)
+{
+    if (store == NULL || store->checkpointer == NULL)
+        return;
+    store_checkpointer_t *c = store->checkpointer;
+    pthread_mutex_lock(&c->lock);
+    c->stop = 1;
+    pthread_cond_signal(&c->wake);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->thread, NULL); /* a round in progress finishes first */
+    pthread_cond_destroy(&c->done);
+    pthread_cond_destroy(&c->wake);
+    pthread_mutex_destroy(&c->lock);
+    sqlite3_close(c->db);
+    free(c);
+    store->checkpointer = NULL;
+}
+
+/* Called with the lock held: the failure, reported on the loop thread. */
+static int checkpointer_report(store_t *store, store_checkpointer_t *c)
+{
+    if (!c->failed)
+        return 0;
+    char what[sizeof c->failure];
+    memcpy(what, c->failure, sizeof what);
+    int rc = c->failed_rc;
+    pthread_mutex_unlock(&c->lock);
+    store_io_failed(store, rc, what);
+    pthread_mutex_lock(&c->lock);
+    return -1;
+}
+
+int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied)
+{
+    store_checkpointer_t *c = store->checkpointer;
+    *copied = -1;
+    pthread_mutex_lock(&c->lock);
+    int rc = checkpointer_report(store, c);
+    if (rc == 0) {
+        rc = !c->running && !c->requested;
+        if (rc && c->done_generation == generation && c->done_frames > 0)
+            *copied = c->done_frames;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+void store_checkpointer_request(store_t *store, uint64_t generation)
+{
+    store_checkpointer_t *c = store->checkpointer;
+    pthread_mutex_lock(&c->lock);
+    if (!c->failed) {
+        c->generation = generation;
+        c->requested = 1;
+        pthread_cond_signal(&c->wake);
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+int store_checkpointer_check(store_t *store)
+{
+    store_checkpointer_t *c = store->checkpointer;
+    if (c == NULL)
+        return 0;
+    pthread_mutex_lock(&c->lock);
+    int rc = checkpointer_report(store, c);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+void store_checkpointer_quiesce(store_t *store)
+{
+    store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    c->requested = 0; /* the loop asks again when it needs one */
+    while (c->running)
+        pthread_cond_wait(&c->done, &c->lock);
+    pthread_mutex_unlock(&c->lock);
+}
+
+int store_checkpointer_running(const store_t *store)
+{
+    return store != NULL && store->checkpointer != NULL;
+}
+
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t rounds, int timeout_ms)
+{
+    store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
+    if (c == NULL)
+        return 0;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (c->rounds < rounds && !c->failed)
+        if (pthread_cond_timedwait(&c->done, &c->lock, &until) != 0)
+            break;
+    uint64_t done = c->rounds;
+    pthread_mutex_unlock(&c->lock);
+    return done;
+}
+
+void store_checkpoint_counts(const store_t *store, uint64_t *thread_rounds, uint64_t *in_place)
+{
+    *thread_rounds = 0;
+    *in_place = store != NULL ? store->checkpoints_in_place : 0;
+    store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    *thread_rounds = c->rounds;
+    pthread_mutex_unlock(&c->lock);
+}
