@@ -933,19 +933,29 @@ int broker_run(broker_t *b)
             next_housekeeping = b->now_ms + 1000;
         }
         metrics_turn_end(b, turn);
+        /* a failed round of the checkpoint thread, found even in a turn
+         * that commits nothing */
+        if (store_checkpointer_check(b->store) != 0)
+            log_event(LOG_ERROR, "store.checkpointer_failed", "error", store_errmsg(b->store),
+                      NULL);
         if (b->sync_failed || store_sync_failed(b->store)) {
             /* What is on disk is unknown: only a restart (SQLite recovers
              * what the disk really holds) is safe. systemd starts it again. */
             log_event(LOG_ERROR, "broker.stopping", "why",
-                      "a sync of the store's WAL failed; restart to recover from the disk", NULL);
+                      "a sync or checkpoint of the store failed; restart to recover from the disk",
+                      NULL);
             return -1;
         }
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
     tickets_drain(b);        /* the turns waiting for their sync are answered first */
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
-    store_checkpointer_stop(b->store); /* the last checkpoint is the loop's, and complete */
+    /* the last checkpoint is the loop's, and complete */
+    if (store_checkpointer_stop(b->store) != 0) {
+        log_event(LOG_ERROR, "store.checkpointer_failed", "error", store_errmsg(b->store), NULL);
+        return -1; /* exit 1: the next start recovers from the disk */
+    }
     if (store_checkpoint(b->store) != 0)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
-    return 0;
+    return store_sync_failed(b->store) ? -1 : 0;
 }

@@ -719,7 +719,10 @@ void metrics_turn_end(broker_t *b, int outcome)
     }
     m->local.turn_ms = now;
     m->local.stats = b->stats;
-    store_checkpoint_counts(b->store, &m->local.checkpoint_rounds, &m->local.checkpoints_in_place);
+    store_checkpoint_counts_t counts;
+    store_checkpoint_counts(b->store, &counts);
+    m->local.checkpoint_rounds = counts.thread_rounds;
+    m->local.checkpoints_in_place = counts.finished_in_place + counts.forced_in_place;
     m->local.auth_failures = zap_counts(b->zap).refused;
     m->local.sessions = sessions_count(b->sessions);
     pthread_mutex_lock(&m->lock);

@@ -575,15 +575,27 @@ void store_io_failed(store_t *store, int rc, const char *what)
 
 /* Counts the WAL's frames after each commit, in place of SQLite's automatic
  * checkpoint, which runs inside COMMIT and drops a failed sync of its own
- * (store_open turns it off by installing this hook). */
+ * (store_open turns it off by installing this hook). A WAL that started
+ * over holds this commit's frames only (SQLite restarts it at the first
+ * frame a transaction writes, when every frame before was copied); the
+ * frames this commit wrote come from the connection's count of pages
+ * written. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 {
-    (void)db;
     (void)name;
     store_t *store = arg;
-    if (frames < store->wal_frames)
-        store->wal_generation++; /* the WAL started over */
+    int written = 0, high = 0;
+    if (sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_WRITE, &written, &high, 0) == SQLITE_OK) {
+        int by_this = written - store->cache_writes;
+        store->cache_writes = written;
+        if (frames <= by_this || frames < store->wal_frames)
+            store->wal_generation++; /* the WAL started over */
+    } else if (frames < store->wal_frames) {
+        store->wal_generation++;
+    }
     store->wal_frames = frames;
+    if (frames > store->wal_frames_peak)
+        store->wal_frames_peak = frames;
     return SQLITE_OK;
 }
 
@@ -598,54 +610,92 @@ void store_test_checkpoint_frames(store_t *store, int frames)
         store->checkpoint_frames = frames;
 }
 
+int store_test_wal_frames_peak(store_t *store)
+{
+    int peak = store->wal_frames_peak;
+    store->wal_frames_peak = store->wal_frames;
+    return peak;
+}
+
+enum checkpoint_plan { PLAN_NONE, PLAN_FINISH, PLAN_FORCE };
+
 /* After a commit: once the WAL holds the threshold (STORE_CHECKPOINT_FRAMES)
  * it is to be copied into the database. Without a checkpointer that is done
  * here, in place. With one, the thread copies it in rounds while the loop
  * goes on; but the WAL starts over only at a write that finds every frame
  * copied, and under steady load a commit always comes before a round ends.
  * So once a round has left at most STORE_CHECKPOINT_FINISH_FRAMES behind,
- * the loop copies those in place (between its transactions, so nothing
- * comes in between), and the next write starts the WAL over. From
+ * the loop copies those itself (between its transactions, so nothing comes
+ * in between), and the next write starts the WAL over. From
  * STORE_CHECKPOINT_HARD_FACTOR times the threshold the loop checkpoints in
- * place whatever the thread does (it cannot keep up, or a reader holds
- * frames). Returns 1: checkpoint in place now; 0: nothing to do here; -1:
- * a round failed (the store is poisoned, as by a failed sync). */
-static int checkpoint_plan(store_t *store)
+ * place even if no round got that close. The loop never checkpoints in
+ * place while a round is asked for or runs, and asks for one only for a
+ * WAL its last commit did not find fully copied (store_checkpoint.c: the
+ * WAL-reset race). A checkpoint that could not copy everything (a reader
+ * holds part of the WAL) is tried again a threshold later, not at every
+ * commit, and a round is asked for again only when the WAL has grown by
+ * the finish bound since the last one was. A failed round is not reported
+ * here (this commit is made and synced): the next commit is refused
+ * (commit_allowed). */
+static enum checkpoint_plan checkpoint_plan(store_t *store)
 {
-    if (store_checkpointer_check(store) != 0)
-        return -1;
     int threshold = checkpoint_threshold(store);
-    if (store->wal_frames < threshold)
-        return 0;
-    if (store->checkpointer == NULL ||
-        store->wal_frames >= threshold * STORE_CHECKPOINT_HARD_FACTOR)
-        return 1;
+    if (store->wal_generation != store->checkpoint_marks_generation)
+        store->checkpoint_retry_frames = store->checkpoint_request_frames = 0;
+    if (store->wal_frames < threshold || store->wal_frames < store->checkpoint_retry_frames)
+        return PLAN_NONE;
+    if (store->checkpointer == NULL)
+        return PLAN_FORCE;
     int copied = -1;
-    int idle = store_checkpointer_poll(store, store->wal_generation, &copied);
-    if (idle <= 0)
-        return idle; /* a round is on its way, or failed */
+    if (store_checkpointer_poll(store, store->wal_generation, &copied) != 1)
+        return PLAN_NONE; /* a round is on its way (or failed: the next commit says so) */
+    if (store->wal_frames >= threshold * STORE_CHECKPOINT_HARD_FACTOR)
+        return PLAN_FORCE;
     if (copied >= 0 && store->wal_frames - copied <= STORE_CHECKPOINT_FINISH_FRAMES)
-        return 1;
+        return PLAN_FINISH;
+    if (store->wal_frames < store->checkpoint_request_frames)
+        return PLAN_NONE; /* a round for a few frames more would cost its syncs for little */
     store_checkpointer_request(store, store->wal_generation);
-    return 0;
+    store->checkpoint_request_frames = store->wal_frames + STORE_CHECKPOINT_FINISH_FRAMES;
+    store->checkpoint_marks_generation = store->wal_generation;
+    return PLAN_NONE;
 }
 
-/* PASSIVE: never waits for a reader (a busy one only delays it). The
- * checkpoint syncs the WAL and the file; an I/O error there poisons the
- * handle like a failed sync. */
-static int checkpoint_in_place(store_t *store)
+/* PASSIVE: never waits for a reader. The checkpoint syncs the WAL and the
+ * file; an I/O error there poisons the handle like a failed sync. Busy
+ * (another checkpoint runs) or held back by a reader: tried again later. */
+static int checkpoint_in_place(store_t *store, enum checkpoint_plan plan)
 {
-    int rc = sqlite3_wal_checkpoint_v2(store->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    int log = 0, copied = 0;
+    int rc = sqlite3_wal_checkpoint_v2(store->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
     if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
         store_io_failed(store, rc, "checkpointing the WAL");
         return -1;
     }
-    if (rc == SQLITE_OK) {
-        store->wal_frames = 0; /* the next write starts it over */
-        store->wal_generation++;
-        store->checkpoints_in_place++;
+    if (rc != SQLITE_OK) {
+        store->checkpoints_busy++;
+        return 0; /* SQLITE_BUSY, SQLITE_LOCKED: next commit */
     }
-    return 0; /* SQLITE_BUSY, SQLITE_LOCKED: next time */
+    if (plan == PLAN_FINISH)
+        store->checkpoints_finished++;
+    else
+        store->checkpoints_forced++;
+    if (copied < log) { /* a reader holds the rest: not again before a threshold more */
+        store->checkpoint_retry_frames = store->wal_frames + checkpoint_threshold(store);
+        store->checkpoint_marks_generation = store->wal_generation;
+    }
+    return 0;
+}
+
+/* The transaction is dropped without a word to the caller's error: what
+ * refused it (a failed round) is in errmsg already. */
+static void commit_abandon(store_t *store)
+{
+    store->item_serial = 0;
+    store_count_rollback(store);
+    store->txn_open = 0;
+    if (!sqlite3_get_autocommit(store->db))
+        (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
 void store_wal_hook_install(store_t *store)
@@ -658,28 +708,38 @@ int store_sync_failed(const store_t *store)
     return store != NULL && store->sync_failed;
 }
 
+/* A round of the checkpoint thread that failed refuses the commit: nothing
+ * of the transaction is kept, and the handle is poisoned from then on. */
+static int commit_allowed(store_t *store)
+{
+    if (store_checkpointer_check(store) == 0)
+        return 0;
+    commit_abandon(store);
+    return -1;
+}
+
 int store_commit(store_t *store)
 {
-    if (store_enter(store, "commit") != 0)
+    if (store_enter(store, "commit") != 0 || commit_allowed(store) != 0)
         return -1;
     if (commit_now(store) != 0 || store_wal_sync(store) != 0)
         return -1;
-    int plan = checkpoint_plan(store);
-    return plan > 0 ? checkpoint_in_place(store) : plan;
+    enum checkpoint_plan plan = checkpoint_plan(store);
+    return plan != PLAN_NONE ? checkpoint_in_place(store, plan) : 0;
 }
 
-/* A WAL due for a checkpoint is synced and checkpointed here too, so that a
- * long run of unsynced commits (a drain of acks) cannot grow it. */
+/* A WAL due for a checkpoint in place is synced and checkpointed here too,
+ * so that a long run of unsynced commits (a drain of acks) cannot grow it. */
 int store_commit_unsynced(store_t *store)
 {
-    if (store_enter(store, "commit") != 0)
+    if (store_enter(store, "commit") != 0 || commit_allowed(store) != 0)
         return -1;
     if (commit_now(store) != 0)
         return -1;
-    int plan = checkpoint_plan(store);
-    if (plan <= 0)
-        return plan; /* the thread's rounds sync the WAL themselves */
-    return store_wal_sync(store) == 0 ? checkpoint_in_place(store) : -1;
+    enum checkpoint_plan plan = checkpoint_plan(store);
+    if (plan == PLAN_NONE)
+        return 0; /* the thread's rounds sync the WAL themselves */
+    return store_wal_sync(store) == 0 ? checkpoint_in_place(store, plan) : -1;
 }
 
 int store_rollback(store_t *store)

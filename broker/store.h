@@ -136,23 +136,37 @@ void store_syncer_stop(store_syncer_t **syncer);
 /* The checkpointer (store_checkpoint.c): a thread with a connection of
  * its own that copies the WAL into the database file (PASSIVE
  * checkpoints) while the loop goes on, instead of a checkpoint in the
- * commit that made one due. The loop still checkpoints in place when the
- * WAL reaches four times the threshold. A round that fails with an I/O
- * error poisons the store at its next commit, like a failed sync. -1 with
- * err filled for a store without a file (in memory) or when the thread
- * cannot start: the loop then checkpoints as before. Loop thread only;
+ * commit that made one due; the loop only finishes the last few frames
+ * (store.c, checkpoint_plan). A round that fails with an I/O error (or
+ * finds the file corrupt) poisons the store: the next commit is refused
+ * and rolled back (store_sync_failed), as after a failed sync. -1 with err
+ * filled for a store without a file (in memory) or when the thread cannot
+ * start: the loop then checkpoints in place as before. Loop thread only;
  * store_close stops it. */
 typedef struct store_checkpointer store_checkpointer_t;
 int store_checkpointer_start(store_t *store, char *err, size_t errlen);
-/* Waits for a round in progress; the loop checkpoints from then on. */
-void store_checkpointer_stop(store_t *store);
+/* Waits for a round in progress; the loop checkpoints in place from then
+ * on. -1 (and the store poisoned) when a round had failed. */
+int store_checkpointer_stop(store_t *store);
 int store_checkpointer_running(const store_t *store);
-/* Checkpoints so far: rounds the thread finished (whatever their outcome)
- * and checkpoints the loop made in place after a commit. */
-void store_checkpoint_counts(const store_t *store, uint64_t *thread_rounds, uint64_t *in_place);
-/* For tests: wait up to timeout_ms until the thread has finished `rounds`
- * rounds in all (or failed); the rounds finished. */
-uint64_t store_test_checkpointer_wait(store_t *store, uint64_t rounds, int timeout_ms);
+/* -1 (and the store poisoned, store_sync_failed) once a round failed; 0
+ * otherwise, or without a checkpointer. For the loop's turn: a failure is
+ * found within a turn even when nothing commits. */
+int store_checkpointer_check(store_t *store);
+typedef struct store_checkpoint_counts {
+    uint64_t thread_rounds;     /* the thread's rounds that copied (while it runs) */
+    uint64_t thread_attempts;   /* ... and those that found another checkpoint busy */
+    uint64_t finished_in_place; /* the loop finished a WAL the thread had nearly copied */
+    uint64_t forced_in_place;   /* the loop checkpointed past the limit (or without a thread) */
+    uint64_t busy_in_place;     /* the loop's tries that found another checkpoint running */
+} store_checkpoint_counts_t;
+void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *counts);
+/* For tests: wait up to timeout_ms until the thread has finished `attempts`
+ * rounds in all (or failed); the attempts finished. */
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, int timeout_ms);
+/* For tests: the most frames the WAL held after a commit since the last
+ * call (the first call: since the store was opened). */
+int store_test_wal_frames_peak(store_t *store);
 /* The highest delivery seq handed out by this handle (or read at open). */
 uint64_t store_delivery_high(const store_t *store);
 /* WAL syncs made on the calling (loop) thread that succeeded: store_commit,

@@ -6,16 +6,21 @@
  * The loop (store.c, after a commit) asks for a round once the WAL holds
  * the checkpoint threshold; the thread runs a PASSIVE checkpoint, which
  * never waits for the writer and copies every frame committed before it
- * began (SQLite syncs the WAL before and the database after it, and moves
- * its backfill mark only after both syncs succeeded). The WAL starts over
- * from its beginning at the first write transaction that finds all of it
- * copied. Should the loop outrun the thread, the WAL still cannot grow
- * without bound: from STORE_CHECKPOINT_HARD_FACTOR times the threshold the
- * loop checkpoints in place, as without a thread (store.c).
- * A checkpoint that fails with an I/O error is final, like a failed sync:
- * the loop poisons the store at its next commit (store_io_failed).
- * Trusts its caller to start and stop it on the loop thread, with the
- * store open.
+ * began, up to the oldest reader's snapshot (SQLite syncs the WAL before
+ * and the database after, and moves its backfill mark only after both
+ * syncs succeeded). The WAL starts over at the first write transaction
+ * that finds all of it copied; store.c plans that, and when the loop may
+ * checkpoint in place. One rule keeps SQLite's WAL-reset race (SQLite
+ * before 3.51.3: a checkpoint that starts while another connection's
+ * commit restarts the WAL can later skip frames) out of reach: a round
+ * starts only when the loop asks, and the loop asks only after a commit
+ * that did not find the WAL fully copied, and never checkpoints in place
+ * while a round is asked for or runs. So no round ever starts beside a
+ * commit that could restart the WAL.
+ * A round that fails with an I/O error, a full disk or a corrupt file is
+ * final, like a failed sync: the loop poisons the store (store_io_failed)
+ * before its next commit, and at stop. Trusts its caller to start and stop
+ * it on the loop thread, with the store open.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -37,18 +42,19 @@ struct store_checkpointer {
     /* under lock */
     int requested, running, stop, failed, failed_rc;
     uint64_t generation;      /* the WAL's, as the loop counts them, of the request */
-    uint64_t done_generation; /* of the last round finished, and */
+    uint64_t done_generation; /* of the last round that copied, and */
     int done_frames;          /* the frames it found copied at its end (0: none) */
-    uint64_t rounds;          /* rounds finished, whatever their outcome */
-    char failure[160];
+    uint64_t rounds;          /* rounds finished that copied (SQLITE_OK) */
+    uint64_t attempts;        /* rounds finished, whatever their outcome */
 };
 
-static void checkpointer_failed(store_checkpointer_t *c, int rc)
+/* A round's result that ends the checkpointer: what was written may not
+ * be on disk, or the file is not what SQLite wrote. */
+static int checkpointer_final(int rc)
 {
-    c->failed = 1;
-    c->failed_rc = rc;
-    snprintf(c->failure, sizeof c->failure, "checkpointing the WAL on the checkpoint thread (%s)",
-             sqlite3_errstr(rc));
+    int primary = rc & 0xff;
+    return primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CORRUPT ||
+           primary == SQLITE_NOTADB;
 }
 
 static void *checkpointer_main(void *arg)
@@ -68,13 +74,18 @@ static void *checkpointer_main(void *arg)
         int rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
         pthread_mutex_lock(&c->lock);
         c->running = 0;
-        c->done_generation = generation;
-        c->done_frames = rc == SQLITE_OK && copied > 0 ? copied : 0;
-        /* SQLITE_BUSY: another checkpoint runs (the loop's); the next
-         * request tries again */
-        if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL)
-            checkpointer_failed(c, rc);
-        c->rounds++;
+        c->attempts++;
+        if (rc == SQLITE_OK) {
+            c->rounds++;
+            c->done_generation = generation;
+            c->done_frames = copied > 0 ? copied : 0;
+        } else if (checkpointer_final(rc)) {
+            c->failed = 1;
+            c->failed_rc = rc;
+        }
+        /* else SQLITE_BUSY (another checkpoint runs: the loop's TRUNCATE
+         * or an operator's), SQLITE_NOMEM, ...: the next request tries
+         * again */
         pthread_cond_broadcast(&c->done);
     }
     pthread_mutex_unlock(&c->lock);
@@ -82,14 +93,18 @@ static void *checkpointer_main(void *arg)
 }
 
 /* The thread's connection: the same file, no automatic checkpoint, the
- * syncs of synchronous = NORMAL, and the WAL opened before the thread
- * starts (a checkpoint on a connection that has read nothing yet would
- * have to open it first). */
+ * syncs of synchronous = NORMAL (read back: SQLite ignores what it cannot
+ * do), and the WAL opened before the thread starts (a checkpoint on a
+ * connection that has read nothing yet would have to open it first). */
 static int checkpointer_open(store_checkpointer_t *c, store_t *store, char *err, size_t errlen)
 {
     const char *path = sqlite3_db_filename(store->db, "main");
     if (path == NULL || path[0] == '\0') {
         snprintf(err, errlen, "the store has no file (in memory?)");
+        return -1;
+    }
+    if (!sqlite3_threadsafe()) {
+        snprintf(err, errlen, "SQLite was built without threads");
         return -1;
     }
     int rc = sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
@@ -102,6 +117,16 @@ static int checkpointer_open(store_checkpointer_t *c, store_t *store, char *err,
                           "PRAGMA synchronous = NORMAL; PRAGMA cache_size = 16;"
                           " SELECT count(*) FROM sqlite_schema;",
                           NULL, NULL, NULL);
+    sqlite3_stmt *check = NULL;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_prepare_v2(c->db, "PRAGMA synchronous", -1, &check, NULL);
+    if (rc == SQLITE_OK && sqlite3_step(check) == SQLITE_ROW && sqlite3_column_int(check, 0) != 1) {
+        sqlite3_finalize(check);
+        snprintf(err, errlen, "the second connection to %s did not take synchronous = NORMAL",
+                 path);
+        return -1;
+    }
+    sqlite3_finalize(check);
     if (rc != SQLITE_OK) {
         snprintf(err, errlen, "cannot open a second connection to %s: %s", path,
                  c->db != NULL ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
@@ -150,36 +175,35 @@ int store_checkpointer_start(store_t *store, char *err, size_t errlen)
     return 0;
 }
 
-void store_checkpointer_stop(store_t *store)
+/* Called with the lock held, on the loop thread: a failed round poisons
+ * the store (store_io_failed names it). */
+static int checkpointer_report(store_t *store, store_checkpointer_t *c)
+{
+    if (!c->failed)
+        return 0;
+    if (!store->sync_failed)
+        store_io_failed(store, c->failed_rc, "checkpointing the WAL on the checkpoint thread");
+    return -1;
+}
+
+int store_checkpointer_stop(store_t *store)
 {
     if (store == NULL || store->checkpointer == NULL)
-        return;
+        return 0;
     store_checkpointer_t *c = store->checkpointer;
     pthread_mutex_lock(&c->lock);
     c->stop = 1;
     pthread_cond_signal(&c->wake);
     pthread_mutex_unlock(&c->lock);
-    pthread_join(c->thread, NULL); /* a round in progress finishes first */
+    pthread_join(c->thread, NULL);          /* a round in progress finishes first */
+    int rc = checkpointer_report(store, c); /* the thread is gone: no lock needed */
     pthread_cond_destroy(&c->done);
     pthread_cond_destroy(&c->wake);
     pthread_mutex_destroy(&c->lock);
     sqlite3_close(c->db);
     free(c);
     store->checkpointer = NULL;
-}
-
-/* Called with the lock held: the failure, reported on the loop thread. */
-static int checkpointer_report(store_t *store, store_checkpointer_t *c)
-{
-    if (!c->failed)
-        return 0;
-    char what[sizeof c->failure];
-    memcpy(what, c->failure, sizeof what);
-    int rc = c->failed_rc;
-    pthread_mutex_unlock(&c->lock);
-    store_io_failed(store, rc, what);
-    pthread_mutex_lock(&c->lock);
-    return -1;
+    return rc;
 }
 
 int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied)
@@ -211,7 +235,7 @@ void store_checkpointer_request(store_t *store, uint64_t generation)
 
 int store_checkpointer_check(store_t *store)
 {
-    store_checkpointer_t *c = store->checkpointer;
+    store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
     if (c == NULL)
         return 0;
     pthread_mutex_lock(&c->lock);
@@ -220,16 +244,16 @@ int store_checkpointer_check(store_t *store)
     return rc;
 }
 
-void store_checkpointer_quiesce(store_t *store)
+int store_checkpointer_quiesce(store_t *store)
 {
     store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
     if (c == NULL)
-        return;
+        return 0;
     pthread_mutex_lock(&c->lock);
     c->requested = 0; /* the loop asks again when it needs one */
-    while (c->running)
-        pthread_cond_wait(&c->done, &c->lock);
+    int running = c->running;
     pthread_mutex_unlock(&c->lock);
+    return running ? -1 : 0;
 }
 
 int store_checkpointer_running(const store_t *store)
@@ -237,7 +261,24 @@ int store_checkpointer_running(const store_t *store)
     return store != NULL && store->checkpointer != NULL;
 }
 
-uint64_t store_test_checkpointer_wait(store_t *store, uint64_t rounds, int timeout_ms)
+void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *counts)
+{
+    memset(counts, 0, sizeof *counts);
+    if (store == NULL)
+        return;
+    counts->finished_in_place = store->checkpoints_finished;
+    counts->forced_in_place = store->checkpoints_forced;
+    counts->busy_in_place = store->checkpoints_busy;
+    store_checkpointer_t *c = store->checkpointer;
+    if (c == NULL)
+        return;
+    pthread_mutex_lock(&c->lock);
+    counts->thread_rounds = c->rounds;
+    counts->thread_attempts = c->attempts;
+    pthread_mutex_unlock(&c->lock);
+}
+
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, int timeout_ms)
 {
     store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
     if (c == NULL)
@@ -251,22 +292,10 @@ uint64_t store_test_checkpointer_wait(store_t *store, uint64_t rounds, int timeo
         until.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&c->lock);
-    while (c->rounds < rounds && !c->failed)
+    while (c->attempts < attempts && !c->failed)
         if (pthread_cond_timedwait(&c->done, &c->lock, &until) != 0)
             break;
-    uint64_t done = c->rounds;
+    uint64_t done = c->attempts;
     pthread_mutex_unlock(&c->lock);
     return done;
-}
-
-void store_checkpoint_counts(const store_t *store, uint64_t *thread_rounds, uint64_t *in_place)
-{
-    *thread_rounds = 0;
-    *in_place = store != NULL ? store->checkpoints_in_place : 0;
-    store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
-    if (c == NULL)
-        return;
-    pthread_mutex_lock(&c->lock);
-    *thread_rounds = c->rounds;
-    pthread_mutex_unlock(&c->lock);
 }

@@ -192,9 +192,9 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
 
 /* Cost: copies every WAL frame not yet in the database file, fsyncs, and
  * truncates the WAL: proportional to what was written since the last one.
- * It does not wait for readers (the busy timeout is lifted meanwhile): the
- * event loop must not stall on an operator's backup; the broker tries again
- * later. */
+ * It does not wait for readers (the busy timeout is lifted meanwhile) nor
+ * for a round of the checkpoint thread: the event loop must not stall on
+ * an operator's backup or a slow disk; the broker tries again later. */
 int store_checkpoint(store_t *store)
 {
     char busy[32];
@@ -204,7 +204,12 @@ int store_checkpoint(store_t *store)
         store_refuse(store, "checkpoint", "a transaction is open");
         return -1;
     }
-    store_checkpointer_quiesce(store);
+    if (store_checkpointer_quiesce(store) != 0) {
+        store_refuse(store, "checkpoint",
+                     "the checkpoint thread is copying the WAL; try again later");
+        store->last_rc = SQLITE_BUSY;
+        return -1;
+    }
     (void)sqlite3_busy_timeout(store->db, 0); /* cannot fail on an open connection */
     /* The first column of the answer is 1 when a reader kept the
      * checkpoint from completing. */

@@ -138,11 +138,19 @@ struct store {
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
-    uint64_t wal_generation;       /* times the WAL started over (as far as the hook saw) */
-    uint64_t checkpoints_in_place; /* checkpoints the loop made itself */
-    struct store_counts *counts;   /* pending deliveries per recipient (store_count.c) */
-    int last_rc;                   /* SQLite code of the last failure; 0 if not SQLite's */
-    int txn_lost_rc;               /* the failure after which SQLite rolled back by itself */
+    uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
+    int cache_writes;        /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
+    int wal_frames_peak;     /* the most frames seen since store_test_wal_frames_peak */
+    /* In the generation checkpoint_marks_generation: no checkpoint before
+     * the WAL holds retry_frames (one in place left frames behind), no
+     * round asked for before request_frames (one was asked for). */
+    int checkpoint_retry_frames, checkpoint_request_frames;
+    uint64_t checkpoint_marks_generation;
+    uint64_t checkpoints_finished, checkpoints_forced; /* in place, by the loop */
+    uint64_t checkpoints_busy;   /* ... that found another checkpoint running */
+    struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
+    int last_rc;                 /* SQLite code of the last failure; 0 if not SQLite's */
+    int txn_lost_rc;             /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
     sqlite3_stmt *audit_stmt[AUDIT_STMT_COUNT]; /* store_audit.c */
     int audit_reader;                           /* opened by store_open_reader: audit reads only */
@@ -237,15 +245,13 @@ void store_wal_hook_install(store_t *store);
  * copied at the end of its last round if that round was of this
  * generation of the WAL (else -1); 0 while a round is asked for or runs;
  * -1 when a round failed (the store is then poisoned: store_io_failed).
- * _request: a round, for this generation of the WAL. _check: only the
- * failure (0 without a checkpointer). */
+ * _request: a round, for this generation of the WAL. */
 int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied);
 void store_checkpointer_request(store_t *store, uint64_t generation);
-int store_checkpointer_check(store_t *store);
-/* Cancels a round asked for and waits for one in progress (a round is a
- * few milliseconds): a checkpoint of the loop's own must not find the
- * thread's in its way. No-op without a checkpointer. */
-void store_checkpointer_quiesce(store_t *store);
+/* Cancels a round asked for; -1 while one runs (the caller's own
+ * checkpoint must wait for a later turn: the loop does not wait on a
+ * disk), 0 when the thread is idle or there is none. */
+int store_checkpointer_quiesce(store_t *store);
 
 /* ------------------------------------------------------------------ counts */
 

@@ -5,11 +5,12 @@
  *
  * The thread's syncs (a checkpoint syncs the WAL, then the database file)
  * go through tests/unit/sync_gate.c, which can hold them at a gate or fail
- * them; the test's own syncs always pass. A commit here is one row of 12 KB
- * (a few WAL frames) in the store's meta table, with a low checkpoint
+ * them; the test's own syncs always pass. A commit here is rows of 12 KB
+ * (a few WAL frames each) in the store's meta table, with a low checkpoint
  * threshold (store_test_checkpoint_frames). Every wait is bounded; nothing
  * sleeps.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -28,7 +29,7 @@
 
 #include "store.h"
 #include "store_fixture.h"
-#include "store_internal.h" /* the WAL's frame count, and store_exec_fixed */
+#include "store_internal.h" /* the WAL's frame count and plans, store_exec_fixed */
 #include "sync_gate.h"
 
 #define BOUND_MS SYNC_GATE_BOUND_MS
@@ -37,9 +38,10 @@
 #define NEGATIVE_MS 200
 /* The checkpoint threshold of these tests, in frames. */
 #define THRESHOLD 32
-/* A commit's frames: the row's overflow pages, its leaf, and the b-tree
- * above it, with room to spare. */
+/* A one-row commit's frames: the row's overflow pages, its leaf, and the
+ * b-tree above it, with room to spare. */
 #define MAX_COMMIT_FRAMES 12
+#define LIMIT (THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR)
 
 static uint8_t test_key[STORE_KEY_BYTES];
 
@@ -48,6 +50,7 @@ static int setup(void **state)
     sync_gate_reset();
     store_fixture_t *fx = store_fixture_new("schakel-checkpoint", test_key);
     store_test_checkpoint_frames(fx->store, THRESHOLD);
+    (void)store_test_wal_frames_peak(fx->store); /* the schema's frames are not the test's */
     *state = fx;
     return 0;
 }
@@ -66,43 +69,40 @@ static void start_ok(store_t *store)
     assert_true(store_checkpointer_running(store));
 }
 
-/* One transaction: a row of 12 KB. Returns store_commit's result. */
-static int commit_row(store_t *store)
+/* One transaction of `rows` rows of 12 KB. Returns store_commit's result. */
+static int commit_rows(store_t *store, unsigned rows)
 {
     if (store_begin(store) != 0)
         return -1;
-    if (store_exec_fixed(store,
-                         "INSERT INTO meta (name, value)"
-                         " VALUES ('test-' || hex(randomblob(8)), randomblob(12000))",
-                         "test row") != 0) {
-        (void)store_rollback(store);
-        return -1;
-    }
+    for (unsigned i = 0; i < rows; i++)
+        if (store_exec_fixed(store,
+                             "INSERT INTO meta (name, value)"
+                             " VALUES ('test-' || hex(randomblob(8)), randomblob(12000))",
+                             "test row") != 0) {
+            (void)store_rollback(store);
+            return -1;
+        }
     return store_commit(store);
 }
 
-static void commit_rows_ok(store_t *store, unsigned n, int *max_frames)
+static void commit_rows_ok(store_t *store, unsigned n)
 {
-    for (unsigned i = 0; i < n; i++) {
-        if (commit_row(store) != 0)
+    for (unsigned i = 0; i < n; i++)
+        if (commit_rows(store, 1) != 0)
             fail_msg("commit %u of %u: %s", i + 1, n, store_errmsg(store));
-        if (max_frames != NULL && store->wal_frames > *max_frames)
-            *max_frames = store->wal_frames;
-    }
 }
 
-static uint64_t rounds_of(const store_t *store)
+static store_checkpoint_counts_t counts_of(const store_t *store)
 {
-    uint64_t rounds = 0, in_place = 0;
-    store_checkpoint_counts(store, &rounds, &in_place);
-    return rounds;
+    store_checkpoint_counts_t counts;
+    store_checkpoint_counts(store, &counts);
+    return counts;
 }
 
 static uint64_t in_place_of(const store_t *store)
 {
-    uint64_t rounds = 0, in_place = 0;
-    store_checkpoint_counts(store, &rounds, &in_place);
-    return in_place;
+    store_checkpoint_counts_t counts = counts_of(store);
+    return counts.finished_in_place + counts.forced_in_place;
 }
 
 static int64_t test_rows(const char *path)
@@ -113,12 +113,45 @@ static int64_t test_rows(const char *path)
     return n;
 }
 
-static off_t file_size(const char *path)
+static off_t wal_size(const store_fixture_t *fx)
 {
+    char wal[192];
+    snprintf(wal, sizeof wal, "%s-wal", fx->path);
     struct stat st;
-    if (stat(path, &st) != 0)
-        fail_msg("stat %s: %s", path, strerror(errno));
+    if (stat(wal, &st) != 0)
+        fail_msg("stat %s: %s", wal, strerror(errno));
     return st.st_size;
+}
+
+static unsigned task_count(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    unsigned n = 0;
+    for (struct dirent *e = readdir(d); e != NULL; e = readdir(d))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
+/* Commit rows one at a time until a commit asks the thread for a round
+ * (the plan's retry mark moves); then wait until that round holds at the
+ * closed gate. The caller closed it. */
+static void commit_until_a_round_is_held(store_fixture_t *fx)
+{
+    unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
+    for (unsigned i = 0; i < 4 * THRESHOLD; i++) {
+        uint64_t generation = fx->store->checkpoint_marks_generation;
+        int request = fx->store->checkpoint_request_frames;
+        commit_rows_ok(fx->store, 1);
+        if (fx->store->checkpoint_request_frames != request ||
+            fx->store->checkpoint_marks_generation != generation) {
+            sync_gate_await_held(held + 1);
+            return;
+        }
+    }
+    fail_msg("no commit asked for a round in %d commits", 4 * THRESHOLD);
 }
 
 /* ------------------------------------------------------------ tests */
@@ -128,13 +161,15 @@ static off_t file_size(const char *path)
 static void test_in_place_without_a_thread(void **state)
 {
     store_fixture_t *fx = *state;
-    int max_frames = 0;
-    commit_rows_ok(fx->store, 200, &max_frames);
+    commit_rows_ok(fx->store, 200);
     assert_false(store_checkpointer_running(fx->store));
-    assert_true(in_place_of(fx->store) >= 200 * 3 / (THRESHOLD + MAX_COMMIT_FRAMES));
-    assert_int_equal(rounds_of(fx->store), 0);
-    if (max_frames > THRESHOLD + MAX_COMMIT_FRAMES)
-        fail_msg("the WAL held %d frames (threshold %d)", max_frames, THRESHOLD);
+    store_checkpoint_counts_t c = counts_of(fx->store);
+    assert_true(c.forced_in_place >= 200 * 3 / (THRESHOLD + MAX_COMMIT_FRAMES));
+    assert_int_equal(c.finished_in_place, 0);
+    assert_int_equal(c.thread_attempts, 0);
+    int peak = store_test_wal_frames_peak(fx->store);
+    if (peak > THRESHOLD + MAX_COMMIT_FRAMES)
+        fail_msg("the WAL held %d frames (threshold %d)", peak, THRESHOLD);
     assert_int_equal(sync_gate_count(SYNC_GATE_THREAD_SYNCS), 0);
 }
 
@@ -145,178 +180,245 @@ static void test_thread_copies_and_the_wal_starts_over(void **state)
 {
     store_fixture_t *fx = *state;
     start_ok(fx->store);
-    int max_frames = 0;
-    commit_rows_ok(fx->store, 600, &max_frames);
-    uint64_t rounds = rounds_of(fx->store), in_place = in_place_of(fx->store);
-    if (rounds == 0)
+    commit_rows_ok(fx->store, 600);
+    store_checkpoint_counts_t c = counts_of(fx->store);
+    if (c.thread_rounds == 0)
         fail_msg("no round of the thread in 600 commits");
     if (sync_gate_count(SYNC_GATE_THREAD_SYNCS) == 0)
         fail_msg("the thread's rounds synced nothing");
     /* 600 commits write ~2,400 frames: the WAL started over many times */
-    if (in_place < 600 * 3 / (THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR + MAX_COMMIT_FRAMES))
+    uint64_t in_place = c.finished_in_place + c.forced_in_place;
+    if (in_place < 600 * 3 / (LIMIT + MAX_COMMIT_FRAMES))
         fail_msg("the WAL was finished only %llu times", (unsigned long long)in_place);
-    if (max_frames > THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR + MAX_COMMIT_FRAMES)
-        fail_msg("the WAL held %d frames (bound %d)", max_frames,
-                 THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR + MAX_COMMIT_FRAMES);
-    char wal_path[192];
-    snprintf(wal_path, sizeof wal_path, "%s-wal", fx->path);
-    off_t wal = file_size(wal_path);
-    off_t bound =
-        32 + (off_t)(THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR + MAX_COMMIT_FRAMES) * (4096 + 24);
-    if (wal > bound)
-        fail_msg("the WAL file grew to %lld bytes (bound %lld)", (long long)wal, (long long)bound);
+    int peak = store_test_wal_frames_peak(fx->store);
+    if (peak > LIMIT + MAX_COMMIT_FRAMES)
+        fail_msg("the WAL held %d frames (bound %d)", peak, LIMIT + MAX_COMMIT_FRAMES);
+    off_t bound = 32 + (off_t)(LIMIT + MAX_COMMIT_FRAMES) * (4096 + 24);
+    if (wal_size(fx) > bound)
+        fail_msg("the WAL file grew to %lld bytes (bound %lld)", (long long)wal_size(fx),
+                 (long long)bound);
     assert_false(store_sync_failed(fx->store));
     store_close(&fx->store);
     assert_int_equal(test_rows(fx->path), 600);
     fx->store = store_fixture_open(fx->path, test_key);
 }
 
-/* A round held in its sync does not hold the loop: commits go on, the
- * loop's own checkpoint finds the thread's in its way and waits for a
- * later commit (never failing one); once the round ends, the WAL is
- * finished and starts over. */
+/* The finish, step by step: a round copies what the WAL held when it
+ * began; the commits made meanwhile stay behind; once it is done, the next
+ * commit copies those few in place (no forced checkpoint), and the commit
+ * after it finds the WAL started over. */
+static void test_loop_finishes_what_a_round_left(void **state)
+{
+    store_fixture_t *fx = *state;
+    start_ok(fx->store);
+    sync_gate_close(1);
+    commit_until_a_round_is_held(fx);
+    commit_rows_ok(fx->store, 3); /* behind the round: ~15 frames, under the finish bound */
+    store_checkpoint_counts_t before = counts_of(fx->store);
+    sync_gate_close(0);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(counts_of(fx->store).thread_rounds, 1);
+    int frames = fx->store->wal_frames;
+    commit_rows_ok(fx->store, 1);
+    store_checkpoint_counts_t after = counts_of(fx->store);
+    if (after.finished_in_place != before.finished_in_place + 1)
+        fail_msg("the commit after the round did not finish the WAL (%llu finished before, %llu "
+                 "after, %d frames)",
+                 (unsigned long long)before.finished_in_place,
+                 (unsigned long long)after.finished_in_place, frames);
+    assert_int_equal(after.forced_in_place, before.forced_in_place);
+    commit_rows_ok(fx->store, 1);
+    if (fx->store->wal_frames > MAX_COMMIT_FRAMES)
+        fail_msg("the WAL did not start over: %d frames", fx->store->wal_frames);
+    sync_gate_assert_never_expired();
+}
+
+/* A round held in its sync does not hold the loop: commits go on, and the
+ * loop checkpoints nothing in place beside it, even past four times the
+ * threshold (a complete checkpoint beside a round about to start is what
+ * SQLite's WAL-reset race needs); once the round ends, the WAL is finished
+ * and starts over. */
 static void test_loop_goes_on_while_a_round_is_held(void **state)
 {
     store_fixture_t *fx = *state;
     start_ok(fx->store);
     sync_gate_close(1);
-    unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
-    commit_rows_ok(fx->store, THRESHOLD / 2, NULL); /* at least the threshold: a round */
-    sync_gate_await_held(held + 1);
+    commit_until_a_round_is_held(fx);
     uint64_t in_place = in_place_of(fx->store);
-    int max_frames = 0;
-    commit_rows_ok(fx->store, 100, &max_frames); /* well past four times the threshold */
-    assert_true(max_frames > THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR);
-    assert_int_equal(in_place_of(fx->store), in_place); /* busy: the thread holds it */
-    assert_int_equal(rounds_of(fx->store), 0);
+    (void)store_test_wal_frames_peak(fx->store);
+    commit_rows_ok(fx->store, 100); /* well past four times the threshold */
+    assert_true(store_test_wal_frames_peak(fx->store) > LIMIT);
+    assert_int_equal(in_place_of(fx->store), in_place);
+    assert_int_equal(counts_of(fx->store).busy_in_place, 0); /* not even tried */
+    assert_int_equal(counts_of(fx->store).thread_attempts, 0);
 
     sync_gate_close(0);
     assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
-    int after = 0;
-    commit_rows_ok(fx->store, 200, &after);
+    commit_rows_ok(fx->store, 200);
     assert_true(in_place_of(fx->store) > in_place);
-    /* started over: the last commits found a short WAL */
-    if (fx->store->wal_frames > THRESHOLD * STORE_CHECKPOINT_HARD_FACTOR + MAX_COMMIT_FRAMES)
+    if (fx->store->wal_frames > LIMIT + MAX_COMMIT_FRAMES)
         fail_msg("the WAL still holds %d frames after the round", fx->store->wal_frames);
     sync_gate_assert_never_expired();
 }
 
 /* A round that fails (the WAL's sync, with EIO) is final, as a failed sync
- * of the loop: the next commit reports it, and the handle refuses
- * everything after, even when the disk is fine again. */
+ * of the loop: the next commit is refused and rolled back, the handle
+ * refuses everything after, even when the disk is fine again, and what
+ * was committed before is all there once the store is opened again. */
 static void test_failed_round_is_final(void **state)
 {
     store_fixture_t *fx = *state;
     start_ok(fx->store);
     sync_gate_close(1);
     sync_gate_fail(1);
-    unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
-    commit_rows_ok(fx->store, THRESHOLD / 2, NULL); /* past the threshold, short of 4x */
-    sync_gate_await_held(held + 1);                 /* the round's first sync */
-    sync_gate_close(0);                             /* ... fails */
+    commit_until_a_round_is_held(fx); /* its first sync ... */
+    int64_t committed = test_rows(fx->path);
+    sync_gate_close(0); /* ... fails */
     assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
     sync_gate_fail(0);
     assert_false(store_sync_failed(fx->store)); /* not known to the loop yet */
-    assert_int_equal(commit_row(fx->store), -1);
+    assert_int_equal(commit_rows(fx->store, 1), -1);
     assert_true(store_sync_failed(fx->store));
     if (strstr(store_errmsg(fx->store), "checkpoint thread") == NULL)
         fail_msg("store_errmsg \"%s\" does not name the checkpoint thread",
                  store_errmsg(fx->store));
     assert_int_equal(store_begin(fx->store), -1);
-    assert_int_equal(rounds_of(fx->store), 1); /* no round after a failure */
+    assert_int_equal(counts_of(fx->store).thread_rounds, 0);
+    assert_int_equal(store_checkpointer_check(fx->store), -1);
+    store_close(&fx->store);
+    assert_int_equal(test_rows(fx->path), committed); /* the refused commit is not there */
+    fx->store = store_fixture_open(fx->path, test_key);
 }
 
-typedef struct truncater {
-    store_t *store;
-    pthread_mutex_t lock;
-    pthread_cond_t cv;
-    int done, result;
-} truncater_t;
-
-static void *truncater_main(void *arg)
+/* A round that fails without a commit after it is still reported: by the
+ * loop's check of every turn, and by stop (the broker then exits 1). */
+static void test_failure_seen_without_a_commit(void **state)
 {
-    truncater_t *t = arg;
-    int result = store_checkpoint(t->store);
-    pthread_mutex_lock(&t->lock);
-    t->done = 1;
-    t->result = result;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->lock);
-    return NULL;
+    store_fixture_t *fx = *state;
+    for (int by_stop = 0; by_stop <= 1; by_stop++) {
+        start_ok(fx->store);
+        sync_gate_close(1);
+        sync_gate_fail(1);
+        commit_until_a_round_is_held(fx);
+        sync_gate_close(0);
+        assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+        sync_gate_fail(0);
+        assert_false(store_sync_failed(fx->store));
+        if (by_stop)
+            assert_int_equal(store_checkpointer_stop(fx->store), -1);
+        else
+            assert_int_equal(store_checkpointer_check(fx->store), -1);
+        assert_true(store_sync_failed(fx->store));
+        store_close(&fx->store);
+        fx->store = store_fixture_open(fx->path, test_key);
+        store_test_checkpoint_frames(fx->store, THRESHOLD);
+    }
+    assert_int_equal(store_checkpointer_check(fx->store), 0); /* none running */
 }
 
-static int truncater_await(truncater_t *t, int timeout_ms)
-{
-    struct timespec until = sync_gate_deadline(timeout_ms);
-    pthread_mutex_lock(&t->lock);
-    int rc = 0;
-    while (!t->done && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&t->cv, &t->lock, &until);
-    int done = t->done;
-    pthread_mutex_unlock(&t->lock);
-    return done;
-}
-
-/* store_checkpoint (TRUNCATE, after an expiry and at a clean stop) waits
- * for a round in progress instead of failing on it, and leaves an empty
- * WAL; the thread's rounds go on afterwards. */
-static void test_truncate_waits_for_a_round(void **state)
+/* store_checkpoint (TRUNCATE, after an expiry and at a clean stop) does
+ * not wait for a round in progress (the loop must not stall on a disk):
+ * refused, the store still fine; once the round is done it truncates. */
+static void test_truncate_refused_while_a_round_runs(void **state)
 {
     store_fixture_t *fx = *state;
     start_ok(fx->store);
     sync_gate_close(1);
-    unsigned held = sync_gate_count(SYNC_GATE_HELD_TOTAL);
-    commit_rows_ok(fx->store, THRESHOLD / 2, NULL);
-    sync_gate_await_held(held + 1);
-
-    /* The store is the other thread's until it is done; this one only
-     * waits and opens the gate. */
-    truncater_t t = {.store = fx->store, .done = 0};
-    pthread_mutex_init(&t.lock, NULL);
-    pthread_cond_init(&t.cv, NULL);
-    pthread_t thread;
-    assert_int_equal(pthread_create(&thread, NULL, truncater_main, &t), 0);
-    int early = truncater_await(&t, NEGATIVE_MS);
+    commit_until_a_round_is_held(fx);
+    assert_int_equal(store_checkpoint(fx->store), -1);
+    if (strstr(store_errmsg(fx->store), "checkpoint thread") == NULL)
+        fail_msg("store_errmsg \"%s\" does not name the checkpoint thread",
+                 store_errmsg(fx->store));
+    assert_false(store_sync_failed(fx->store));
     sync_gate_close(0);
-    int done = truncater_await(&t, BOUND_MS);
-    pthread_join(thread, NULL);
-    pthread_cond_destroy(&t.cv);
-    pthread_mutex_destroy(&t.lock);
-    if (early)
-        fail_msg("store_checkpoint returned %d while the thread's round was held", t.result);
-    assert_true(done);
-    if (t.result != 0)
-        fail_msg("store_checkpoint: %s", store_errmsg(fx->store));
-    char wal_path[192];
-    snprintf(wal_path, sizeof wal_path, "%s-wal", fx->path);
-    assert_int_equal(file_size(wal_path), 0);
-
-    uint64_t rounds = rounds_of(fx->store);
-    commit_rows_ok(fx->store, 100, NULL);
-    assert_true(rounds_of(fx->store) > rounds);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    if (store_checkpoint(fx->store) != 0)
+        fail_msg("store_checkpoint after the round: %s", store_errmsg(fx->store));
+    assert_int_equal(wal_size(fx), 0);
+    uint64_t attempts = counts_of(fx->store).thread_attempts;
+    commit_rows_ok(fx->store, 100);
+    assert_true(counts_of(fx->store).thread_attempts > attempts); /* rounds go on */
     assert_false(store_sync_failed(fx->store));
     sync_gate_assert_never_expired();
 }
 
-/* Stopping hands the checkpoints back to the loop; starting twice is one
- * thread; a store without a file has no thread to start. */
-static void test_stop_start_and_no_file(void **state)
+/* A reader that holds part of the WAL (a backup, an audit tail) keeps any
+ * checkpoint from copying past it: the loop then tries again a threshold
+ * later instead of at every commit, and once the reader is gone the WAL
+ * is finished and starts over. */
+static void test_reader_holding_the_wal(void **state)
 {
     store_fixture_t *fx = *state;
     start_ok(fx->store);
-    start_ok(fx->store);
-    commit_rows_ok(fx->store, 50, NULL);
-    store_checkpointer_stop(fx->store);
-    store_checkpointer_stop(fx->store); /* no-op */
-    assert_false(store_checkpointer_running(fx->store));
-    assert_int_equal(rounds_of(fx->store), 0);
-    unsigned syncs = sync_gate_count(SYNC_GATE_THREAD_SYNCS);
+    commit_rows_ok(fx->store, 20);
+    sqlite3 *reader = store_fixture_raw_open(fx->path);
+    store_fixture_db_exec(reader, "BEGIN");
+    (void)store_fixture_db_int(reader, "SELECT count(*) FROM meta");
     uint64_t in_place = in_place_of(fx->store);
-    int max_frames = 0;
-    commit_rows_ok(fx->store, 100, &max_frames);
-    assert_true(in_place_of(fx->store) > in_place);
+    enum { COMMITS = 200 };
+    commit_rows_ok(fx->store, COMMITS);
+    uint64_t tries = in_place_of(fx->store) - in_place;
+    /* ~4 frames a commit: at most one try per threshold of new frames */
+    if (tries > COMMITS * 6 / THRESHOLD + 2)
+        fail_msg("%llu checkpoints in place in %d commits while a reader held the WAL",
+                 (unsigned long long)tries, COMMITS);
+    assert_true(fx->store->wal_frames > LIMIT); /* the reader holds it: it grows */
+    store_fixture_db_exec(reader, "COMMIT");
+    sqlite3_close(reader);
+    commit_rows_ok(fx->store, 2 * COMMITS);
+    if (fx->store->wal_frames > LIMIT + MAX_COMMIT_FRAMES)
+        fail_msg("the WAL holds %d frames after the reader left", fx->store->wal_frames);
+    assert_false(store_sync_failed(fx->store));
+}
+
+/* A WAL that started over at a commit that wrote more frames than the old
+ * WAL held is still a new WAL: the last round's count belongs to the old
+ * one, and the loop does not "finish" the new one in place on its word. */
+static void test_restart_seen_after_a_large_commit(void **state)
+{
+    store_fixture_t *fx = *state;
+    start_ok(fx->store);
+    sync_gate_close(1);
+    commit_until_a_round_is_held(fx); /* nothing committed after its start */
+    sync_gate_close(0);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    int old = fx->store->wal_frames;
+    uint64_t generation = fx->store->wal_generation;
+    store_checkpoint_counts_t before = counts_of(fx->store);
+    /* more frames than the old WAL, fewer than its count + the finish bound */
+    unsigned rows = (unsigned)(old + STORE_CHECKPOINT_FINISH_FRAMES / 2) / 4;
+    if (commit_rows(fx->store, rows) != 0)
+        fail_msg("a commit of %u rows: %s", rows, store_errmsg(fx->store));
+    if (fx->store->wal_frames < old)
+        fail_msg("the test's large commit wrote %d frames, fewer than the %d of the old WAL",
+                 fx->store->wal_frames, old);
+    assert_true(fx->store->wal_generation > generation);
+    assert_int_equal(counts_of(fx->store).finished_in_place, before.finished_in_place);
+    assert_int_equal(counts_of(fx->store).forced_in_place, before.forced_in_place);
+    sync_gate_assert_never_expired();
+}
+
+/* Stopping hands the checkpoints back to the loop; starting twice starts
+ * one thread; a store without a file has no thread to start. */
+static void test_stop_start_and_no_file(void **state)
+{
+    store_fixture_t *fx = *state;
+    unsigned tasks = task_count();
+    start_ok(fx->store);
+    start_ok(fx->store);
+    assert_int_equal(task_count(), tasks + 1);
+    commit_rows_ok(fx->store, 50);
+    assert_int_equal(store_checkpointer_stop(fx->store), 0);
+    assert_int_equal(store_checkpointer_stop(fx->store), 0); /* no-op */
+    assert_false(store_checkpointer_running(fx->store));
+    assert_int_equal(task_count(), tasks);
+    unsigned syncs = sync_gate_count(SYNC_GATE_THREAD_SYNCS);
+    uint64_t forced = counts_of(fx->store).forced_in_place;
+    (void)store_test_wal_frames_peak(fx->store);
+    commit_rows_ok(fx->store, 100);
+    assert_true(counts_of(fx->store).forced_in_place > forced);
     assert_int_equal(sync_gate_count(SYNC_GATE_THREAD_SYNCS), syncs);
-    assert_true(max_frames <= THRESHOLD + MAX_COMMIT_FRAMES);
+    assert_true(store_test_wal_frames_peak(fx->store) <= LIMIT + MAX_COMMIT_FRAMES);
 
     sqlite3 *other = NULL;
     assert_int_equal(sqlite3_open(":memory:", &other), SQLITE_OK);
@@ -343,9 +445,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_in_place_without_a_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_copies_and_the_wal_starts_over, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_loop_finishes_what_a_round_left, setup, teardown),
         cmocka_unit_test_setup_teardown(test_loop_goes_on_while_a_round_is_held, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_round_is_final, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_truncate_waits_for_a_round, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failure_seen_without_a_commit, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_refused_while_a_round_runs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reader_holding_the_wal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_seen_after_a_large_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_start_and_no_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
