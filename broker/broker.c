@@ -935,7 +935,7 @@ int broker_run(broker_t *b)
         metrics_turn_end(b, turn);
         /* a failed round of the checkpoint thread, found even in a turn
          * that commits nothing */
-        if (store_checkpointer_check(b->store) != 0)
+        if (!store_sync_failed(b->store) && store_checkpointer_check(b->store) != 0)
             log_event(LOG_ERROR, "store.checkpointer_failed", "error", store_errmsg(b->store),
                       NULL);
         if (b->sync_failed || store_sync_failed(b->store)) {

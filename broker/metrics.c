@@ -58,7 +58,8 @@ typedef struct metrics_snapshot {
     broker_stats_t stats;
     uint64_t auth_failures;
     uint64_t sessions;
-    uint64_t checkpoint_rounds, checkpoints_in_place; /* store_checkpoint_counts */
+    uint64_t checkpoint_rounds, checkpoints_in_place,
+        checkpoints_forced; /* store_checkpoint_counts */
     char policy_hash[65];
     size_t n_partners;
     metrics_partner_t partners[SCHAKEL_MAX_PARTNERS];
@@ -313,6 +314,10 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "WAL checkpoints the loop made itself (finishing a WAL the thread "
                            "copied, or past four times the threshold).",
                            s->checkpoints_in_place);
+    metrics_render_counter(f, "schakel_store_checkpoints_forced_total",
+                           "Of those, the ones past four times the threshold (the thread fell "
+                           "behind) or without a checkpoint thread.",
+                           s->checkpoints_forced);
     metrics_render_counter(f, "schakel_auth_failures_total",
                            "CURVE handshakes refused by the ZAP handler (the start-up self-check "
                            "probe is one).",
@@ -723,6 +728,7 @@ void metrics_turn_end(broker_t *b, int outcome)
     store_checkpoint_counts(b->store, &counts);
     m->local.checkpoint_rounds = counts.thread_rounds;
     m->local.checkpoints_in_place = counts.finished_in_place + counts.forced_in_place;
+    m->local.checkpoints_forced = counts.forced_in_place;
     m->local.auth_failures = zap_counts(b->zap).refused;
     m->local.sessions = sessions_count(b->sessions);
     pthread_mutex_lock(&m->lock);

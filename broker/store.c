@@ -178,8 +178,8 @@ int store_enter(store_t *store, const char *what)
     if (store->sync_failed) {
         store->last_rc = SQLITE_IOERR_FSYNC;
         snprintf(store->errmsg, sizeof store->errmsg,
-                 "%s: an earlier sync of the WAL failed; what is on disk is unknown until the "
-                 "store is opened again",
+                 "%s: an earlier sync or checkpoint of the store failed; what is on disk is "
+                 "unknown until the store is opened again",
                  what);
         return -1;
     }
@@ -516,7 +516,8 @@ static int commit_lost(store_t *store)
 
 static int commit_now(store_t *store)
 {
-    store->item_serial = 0; /* the per-item memo ends with the transaction */
+    store->item_serial = 0;  /* the per-item memo ends with the transaction */
+    store->commit_wrote = 0; /* the WAL hook says otherwise */
     if (sqlite3_get_autocommit(store->db)) {
         store_count_rollback(store);
         return commit_lost(store);
@@ -586,14 +587,18 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     store_t *store = arg;
     int written = 0, high = 0;
     if (sqlite3_db_status(db, SQLITE_DBSTATUS_CACHE_WRITE, &written, &high, 0) == SQLITE_OK) {
-        int by_this = written - store->cache_writes;
-        store->cache_writes = written;
-        if (frames <= by_this || frames < store->wal_frames)
+        /* unsigned: the count wraps after 2^32 pages, the difference not */
+        unsigned by_this = (unsigned)written - store->cache_writes;
+        store->cache_writes = (unsigned)written;
+        if (frames >= 0 && (unsigned)frames <= by_this)
             store->wal_generation++; /* the WAL started over */
+        else if (frames < store->wal_frames)
+            store->wal_generation++;
     } else if (frames < store->wal_frames) {
         store->wal_generation++;
     }
     store->wal_frames = frames;
+    store->commit_wrote = 1;
     if (frames > store->wal_frames_peak)
         store->wal_frames_peak = frames;
     return SQLITE_OK;
@@ -639,6 +644,11 @@ enum checkpoint_plan { PLAN_NONE, PLAN_FINISH, PLAN_FORCE };
  * (commit_allowed). */
 static enum checkpoint_plan checkpoint_plan(store_t *store)
 {
+    /* A commit that appended nothing (the hook did not run) leaves the
+     * counts as they were: nothing to decide, and no round may be asked
+     * for on its word (the WAL may be fully copied). */
+    if (!store->commit_wrote)
+        return PLAN_NONE;
     int threshold = checkpoint_threshold(store);
     if (store->wal_generation != store->checkpoint_marks_generation)
         store->checkpoint_retry_frames = store->checkpoint_request_frames = 0;
@@ -656,6 +666,7 @@ static enum checkpoint_plan checkpoint_plan(store_t *store)
     if (store->wal_frames < store->checkpoint_request_frames)
         return PLAN_NONE; /* a round for a few frames more would cost its syncs for little */
     store_checkpointer_request(store, store->wal_generation);
+    store->checkpoint_requests++;
     store->checkpoint_request_frames = store->wal_frames + STORE_CHECKPOINT_FINISH_FRAMES;
     store->checkpoint_marks_generation = store->wal_generation;
     return PLAN_NONE;
@@ -664,17 +675,22 @@ static enum checkpoint_plan checkpoint_plan(store_t *store)
 /* PASSIVE: never waits for a reader. The checkpoint syncs the WAL and the
  * file; an I/O error there poisons the handle like a failed sync. Busy
  * (another checkpoint runs) or held back by a reader: tried again later. */
-static int checkpoint_in_place(store_t *store, enum checkpoint_plan plan)
+static void checkpoint_in_place(store_t *store, enum checkpoint_plan plan)
 {
     int log = 0, copied = 0;
     int rc = sqlite3_wal_checkpoint_v2(store->db, "main", SQLITE_CHECKPOINT_PASSIVE, &log, &copied);
-    if ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL) {
+    if (store_checkpoint_failure_is_final(rc)) {
+        /* The commit before it is made and synced: it stands. The handle
+         * refuses everything after, and the loop stops at the end of the
+         * turn (store_sync_failed). */
         store_io_failed(store, rc, "checkpointing the WAL");
-        return -1;
+        return;
     }
-    if (rc != SQLITE_OK) {
+    if (rc != SQLITE_OK) { /* SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM: a threshold later */
         store->checkpoints_busy++;
-        return 0; /* SQLITE_BUSY, SQLITE_LOCKED: next commit */
+        store->checkpoint_retry_frames = store->wal_frames + checkpoint_threshold(store);
+        store->checkpoint_marks_generation = store->wal_generation;
+        return;
     }
     if (plan == PLAN_FINISH)
         store->checkpoints_finished++;
@@ -684,7 +700,13 @@ static int checkpoint_in_place(store_t *store, enum checkpoint_plan plan)
         store->checkpoint_retry_frames = store->wal_frames + checkpoint_threshold(store);
         store->checkpoint_marks_generation = store->wal_generation;
     }
-    return 0;
+}
+
+int store_checkpoint_failure_is_final(int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CORRUPT ||
+           primary == SQLITE_NOTADB;
 }
 
 /* The transaction is dropped without a word to the caller's error: what
@@ -725,7 +747,9 @@ int store_commit(store_t *store)
     if (commit_now(store) != 0 || store_wal_sync(store) != 0)
         return -1;
     enum checkpoint_plan plan = checkpoint_plan(store);
-    return plan != PLAN_NONE ? checkpoint_in_place(store, plan) : 0;
+    if (plan != PLAN_NONE)
+        checkpoint_in_place(store, plan);
+    return 0;
 }
 
 /* A WAL due for a checkpoint in place is synced and checkpointed here too,
@@ -739,7 +763,10 @@ int store_commit_unsynced(store_t *store)
     enum checkpoint_plan plan = checkpoint_plan(store);
     if (plan == PLAN_NONE)
         return 0; /* the thread's rounds sync the WAL themselves */
-    return store_wal_sync(store) == 0 ? checkpoint_in_place(store, plan) : -1;
+    if (store_wal_sync(store) != 0)
+        return -1;
+    checkpoint_in_place(store, plan);
+    return 0;
 }
 
 int store_rollback(store_t *store)

@@ -159,6 +159,7 @@ typedef struct store_checkpoint_counts {
     uint64_t finished_in_place; /* the loop finished a WAL the thread had nearly copied */
     uint64_t forced_in_place;   /* the loop checkpointed past the limit (or without a thread) */
     uint64_t busy_in_place;     /* the loop's tries that found another checkpoint running */
+    uint64_t requests;          /* rounds the loop asked the thread for */
 } store_checkpoint_counts_t;
 void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *counts);
 /* For tests: wait up to timeout_ms until the thread has finished `attempts`

@@ -48,15 +48,6 @@ struct store_checkpointer {
     uint64_t attempts;        /* rounds finished, whatever their outcome */
 };
 
-/* A round's result that ends the checkpointer: what was written may not
- * be on disk, or the file is not what SQLite wrote. */
-static int checkpointer_final(int rc)
-{
-    int primary = rc & 0xff;
-    return primary == SQLITE_IOERR || primary == SQLITE_FULL || primary == SQLITE_CORRUPT ||
-           primary == SQLITE_NOTADB;
-}
-
 static void *checkpointer_main(void *arg)
 {
     store_checkpointer_t *c = arg;
@@ -79,7 +70,7 @@ static void *checkpointer_main(void *arg)
             c->rounds++;
             c->done_generation = generation;
             c->done_frames = copied > 0 ? copied : 0;
-        } else if (checkpointer_final(rc)) {
+        } else if (store_checkpoint_failure_is_final(rc)) {
             c->failed = 1;
             c->failed_rc = rc;
         }
@@ -269,6 +260,7 @@ void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *co
     counts->finished_in_place = store->checkpoints_finished;
     counts->forced_in_place = store->checkpoints_forced;
     counts->busy_in_place = store->checkpoints_busy;
+    counts->requests = store->checkpoint_requests;
     store_checkpointer_t *c = store->checkpointer;
     if (c == NULL)
         return;

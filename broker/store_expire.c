@@ -216,7 +216,7 @@ int store_checkpoint(store_t *store)
     int rc = store_pragma_text(store, "PRAGMA wal_checkpoint(TRUNCATE)", busy, sizeof busy);
     (void)sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS);
     if (rc != 0) {
-        if ((store->last_rc & 0xff) == SQLITE_IOERR)
+        if (store_checkpoint_failure_is_final(store->last_rc))
             store_io_failed(store, store->last_rc, "checkpointing the WAL");
         return -1;
     }

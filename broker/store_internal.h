@@ -138,9 +138,11 @@ struct store {
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
-    uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
-    int cache_writes;        /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
-    int wal_frames_peak;     /* the most frames seen since store_test_wal_frames_peak */
+    uint64_t wal_generation;      /* times the WAL started over (as far as the hook saw) */
+    unsigned cache_writes;        /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
+    int commit_wrote;             /* the last commit appended frames (the hook ran) */
+    uint64_t checkpoint_requests; /* rounds the loop asked for */
+    int wal_frames_peak;          /* the most frames seen since store_test_wal_frames_peak */
     /* In the generation checkpoint_marks_generation: no checkpoint before
      * the WAL holds retry_frames (one in place left frames behind), no
      * round asked for before request_frames (one was asked for). */
@@ -239,6 +241,10 @@ void store_wal_hook_install(store_t *store);
 #define STORE_CHECKPOINT_FINISH_FRAMES 64
 
 /* ------------------------------------------------------------------ checkpointer */
+
+/* A checkpoint result after which the store cannot be trusted: an I/O
+ * error, a full disk, a corrupt or foreign file (store.c). */
+int store_checkpoint_failure_is_final(int rc);
 
 /* store_checkpoint.c, on the loop thread, with a checkpointer running.
  * _poll: 1 when the thread is idle, with *copied the frames the WAL had

@@ -816,7 +816,8 @@ static void test_failed_sync_poisons_the_handle(void **state)
     /* every later call is refused, reads included */
     assert_int_equal(store_begin(f->store), -1);
     assert_int_equal(publish_known(f->store, WOCO, 21), -1);
-    assert_non_null(strstr(store_errmsg(f->store), "an earlier sync of the WAL failed"));
+    assert_non_null(
+        strstr(store_errmsg(f->store), "an earlier sync or checkpoint of the store failed"));
     /* opened again, the store serves what it holds */
     reopen(f);
     assert_false(store_sync_failed(f->store));
@@ -2699,10 +2700,12 @@ static void test_pending_count_follows_every_change(void **state)
 
 /* A checkpoint after a commit syncs the WAL and the file; one of those
  * failing poisons the handle like a failed commit sync (SQLite's own
- * automatic checkpoint would have dropped the error). The checkpoint's
- * syncs are the last ones of a commit: a commit like the one before counts
- * them, then the next fails from its last-but-one sync (the checkpoint's
- * WAL) or its last (the database file) on. */
+ * automatic checkpoint would have dropped the error). The commit itself
+ * was synced before the checkpoint: it stands (0), and is there when the
+ * store is opened again. The checkpoint's syncs are the last ones of a
+ * commit: a commit like the one before counts them, then the next fails
+ * from its last-but-one sync (the checkpoint's WAL) or its last (the
+ * database file) on. */
 static int commit_counting_syncs(fixture_t *f, unsigned n, int fail_from, int *syncs)
 {
     assert_int_equal(store_begin(f->store), 0);
@@ -2731,12 +2734,14 @@ static void test_failed_checkpoint_sync_poisons_the_handle(void **state)
         if (failing < syncs - from_last[i])
             fail_msg("row %zu: the failing commit stopped after %d syncs, before the checkpoint's",
                      i, failing);
-        if (rc != -1 || !store_sync_failed(f->store))
-            fail_msg("row %zu: the checkpoint's sync %d of %d failed, yet the commit returned %d "
+        if (rc != 0 || !store_sync_failed(f->store))
+            fail_msg("row %zu: the checkpoint's sync %d of %d failed: the commit returned %d "
                      "(poisoned: %d)",
                      i, syncs - from_last[i], syncs, rc, store_sync_failed(f->store));
         assert_non_null(strstr(store_errmsg(f->store), "checkpointing the WAL failed"));
+        assert_int_equal(store_begin(f->store), -1); /* refused from now on */
         reopen(f);
+        assert_int_equal(publish_known(f->store, WOCO, 92 + 3 * (unsigned)i), 1);
     }
 }
 
