@@ -518,6 +518,10 @@ static int commit_now(store_t *store)
 {
     store->item_serial = 0;  /* the per-item memo ends with the transaction */
     store->commit_wrote = 0; /* the WAL hook says otherwise */
+    /* A round asked for or running while this commit appends could copy
+     * its frames before the plan below looks (store_checkpoint.c): only a
+     * commit made beside an idle thread may ask for the next round. */
+    store->commit_beside_round = !store_checkpointer_idle(store);
     if (sqlite3_get_autocommit(store->db)) {
         store_count_rollback(store);
         return commit_lost(store);
@@ -646,8 +650,10 @@ static enum checkpoint_plan checkpoint_plan(store_t *store)
 {
     /* A commit that appended nothing (the hook did not run) leaves the
      * counts as they were: nothing to decide, and no round may be asked
-     * for on its word (the WAL may be fully copied). */
-    if (!store->commit_wrote)
+     * for on its word (the WAL may be fully copied). Nor may one made while
+     * a round was asked for or ran: that round may have copied its frames
+     * too. The next commit decides. */
+    if (!store->commit_wrote || store->commit_beside_round)
         return PLAN_NONE;
     int threshold = checkpoint_threshold(store);
     if (store->wal_generation != store->checkpoint_marks_generation)
@@ -746,10 +752,18 @@ int store_commit(store_t *store)
         return -1;
     if (commit_now(store) != 0 || store_wal_sync(store) != 0)
         return -1;
+    if (store->test_after_commit != NULL)
+        store->test_after_commit(store, store->test_after_commit_arg);
     enum checkpoint_plan plan = checkpoint_plan(store);
     if (plan != PLAN_NONE)
         checkpoint_in_place(store, plan);
     return 0;
+}
+
+void store_test_after_commit(store_t *store, void (*fn)(store_t *store, void *arg), void *arg)
+{
+    store->test_after_commit = fn;
+    store->test_after_commit_arg = arg;
 }
 
 /* A WAL due for a checkpoint in place is synced and checkpointed here too,

@@ -165,6 +165,9 @@ void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *co
 /* For tests: wait up to timeout_ms until the thread has finished `attempts`
  * rounds in all (or failed); the attempts finished. */
 uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, int timeout_ms);
+/* For tests: fn runs inside every store_commit, after the COMMIT and its
+ * sync and before the checkpoint is planned (NULL: nothing). */
+void store_test_after_commit(store_t *store, void (*fn)(store_t *store, void *arg), void *arg);
 /* For tests: the most frames the WAL held after a commit since the last
  * call (the first call: since the store was opened). */
 int store_test_wal_frames_peak(store_t *store);

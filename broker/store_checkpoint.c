@@ -13,10 +13,13 @@
  * checkpoint in place. One rule keeps SQLite's WAL-reset race (SQLite
  * before 3.51.3: a checkpoint that starts while another connection's
  * commit restarts the WAL can later skip frames) out of reach: a round
- * starts only when the loop asks, and the loop asks only after a commit
- * that did not find the WAL fully copied, and never checkpoints in place
- * while a round is asked for or runs. So no round ever starts beside a
- * commit that could restart the WAL.
+ * starts only when the loop asks; the loop asks only right after a commit
+ * that appended frames while the thread was idle (neither running a round
+ * nor asked for one: nothing can have copied those frames yet, so the WAL
+ * is not fully copied when the round starts, and no commit can start it
+ * over before the round has copied it all); and the loop never checkpoints
+ * in place while a round is asked for or runs. So no round ever starts
+ * beside a commit that could restart the WAL.
  * A round that fails with an I/O error, a full disk or a corrupt file is
  * final, like a failed sync: the loop poisons the store (store_io_failed)
  * before its next commit, and at stop. Trusts its caller to start and stop
@@ -210,6 +213,17 @@ int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied)
     }
     pthread_mutex_unlock(&c->lock);
     return rc;
+}
+
+int store_checkpointer_idle(store_t *store)
+{
+    store_checkpointer_t *c = store->checkpointer;
+    if (c == NULL)
+        return 1;
+    pthread_mutex_lock(&c->lock);
+    int idle = !c->running && !c->requested;
+    pthread_mutex_unlock(&c->lock);
+    return idle;
 }
 
 void store_checkpointer_request(store_t *store, uint64_t generation)

@@ -138,9 +138,12 @@ struct store {
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
-    uint64_t wal_generation;      /* times the WAL started over (as far as the hook saw) */
-    unsigned cache_writes;        /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
-    int commit_wrote;             /* the last commit appended frames (the hook ran) */
+    uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
+    unsigned cache_writes;   /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
+    int commit_wrote;        /* the last commit appended frames (the hook ran) */
+    int commit_beside_round; /* ... while a round was asked for or ran */
+    void (*test_after_commit)(store_t *store, void *arg); /* store_test_after_commit */
+    void *test_after_commit_arg;
     uint64_t checkpoint_requests; /* rounds the loop asked for */
     int wal_frames_peak;          /* the most frames seen since store_test_wal_frames_peak */
     /* In the generation checkpoint_marks_generation: no checkpoint before
@@ -253,6 +256,9 @@ int store_checkpoint_failure_is_final(int rc);
  * -1 when a round failed (the store is then poisoned: store_io_failed).
  * _request: a round, for this generation of the WAL. */
 int store_checkpointer_poll(store_t *store, uint64_t generation, int *copied);
+/* 1 when there is no checkpointer, or its thread neither runs a round nor
+ * has one asked for. */
+int store_checkpointer_idle(store_t *store);
 void store_checkpointer_request(store_t *store, uint64_t generation);
 /* Cancels a round asked for; -1 while one runs (the caller's own
  * checkpoint must wait for a later turn: the loop does not wait on a

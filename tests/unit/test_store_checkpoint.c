@@ -173,12 +173,12 @@ static void assert_wal_starts_over(store_fixture_t *fx, const char *when)
     for (unsigned i = 0; i < 2 * LIMIT && fx->store->wal_frames < THRESHOLD; i++)
         commit_rows_ok(fx->store, 1);
     uint64_t generation = fx->store->wal_generation;
-    for (int i = 0; i < 8 && fx->store->wal_generation == generation; i++) {
+    for (int i = 0; i < 24 && fx->store->wal_generation == generation; i++) {
         settle_thread(fx);
         commit_rows_ok(fx->store, 1);
     }
     if (fx->store->wal_generation == generation)
-        fail_msg("%s: the WAL (%d frames) did not start over in 8 commits with the thread idle",
+        fail_msg("%s: the WAL (%d frames) did not start over in 24 commits with the thread idle",
                  when, fx->store->wal_frames);
 }
 
@@ -278,10 +278,8 @@ static void test_loop_goes_on_while_a_round_is_held(void **state)
 
     sync_gate_close(0);
     assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
-    commit_rows_ok(fx->store, 200);
+    assert_wal_starts_over(fx, "after the held round");
     assert_true(in_place_of(fx->store) > in_place);
-    if (fx->store->wal_frames > LIMIT + MAX_COMMIT_FRAMES)
-        fail_msg("the WAL still holds %d frames after the round", fx->store->wal_frames);
     sync_gate_assert_never_expired();
 }
 
@@ -449,6 +447,41 @@ static void test_empty_commit_decides_nothing(void **state)
     sync_gate_assert_never_expired();
 }
 
+/* The round ends between a commit and its plan (the gate opened from
+ * inside the commit): that round may have copied the commit's frames, so
+ * the commit decides nothing (no finish, no round: asked for on a fully
+ * copied WAL, the next commit could start it over beside the round's
+ * start); the next commit, made beside an idle thread, decides. */
+static void end_the_held_round(store_t *store, void *arg)
+{
+    (void)arg;
+    store_test_after_commit(store, NULL, NULL);
+    sync_gate_close(0);
+    if (store_test_checkpointer_wait(store, 1, BOUND_MS) != 1)
+        fail_msg("the held round did not end within %d ms", BOUND_MS);
+}
+
+static void test_commit_beside_a_round_decides_nothing(void **state)
+{
+    store_fixture_t *fx = *state;
+    start_ok(fx->store);
+    sync_gate_close(1);
+    commit_until_a_round_is_held(fx);
+    store_checkpoint_counts_t before = counts_of(fx->store);
+    store_test_after_commit(fx->store, end_the_held_round, NULL);
+    commit_rows_ok(fx->store, 1);
+    store_checkpoint_counts_t after = counts_of(fx->store);
+    assert_int_equal(after.thread_rounds, 1);
+    assert_int_equal(after.requests, before.requests);
+    assert_int_equal(after.finished_in_place, before.finished_in_place);
+    assert_int_equal(after.forced_in_place, before.forced_in_place);
+    commit_rows_ok(fx->store, 1);
+    after = counts_of(fx->store);
+    assert_true(after.requests + after.finished_in_place + after.forced_in_place >
+                before.requests + before.finished_in_place + before.forced_in_place);
+    sync_gate_assert_never_expired();
+}
+
 /* Stopping hands the checkpoints back to the loop; starting twice starts
  * one thread; a store without a file has no thread to start. */
 static void test_stop_start_and_no_file(void **state)
@@ -504,6 +537,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reader_holding_the_wal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_seen_after_a_large_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_commit_decides_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_beside_a_round_decides_nothing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_stop_start_and_no_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
