@@ -77,14 +77,15 @@ static void *syncer_main(void *arg)
             syncer_failed(s, "the WAL file was replaced under the broker", 0);
         else
             s->synced = target;
-        pthread_cond_broadcast(&s->synced_cv);
-        pthread_mutex_unlock(&s->lock);
+        /* Under the lock, as collect reads it: whoever sees this sync's
+         * result has drained its event with it, so an event never comes
+         * after the change it reports (it would wake the loop for nothing). */
         uint64_t one = 1;
         if (write(s->event_fd, &one, sizeof one) < 0) {
             /* the counter is full (never, at 2^64 - 2) or the fd is gone:
              * the loop still collects on its next turn */
         }
-        pthread_mutex_lock(&s->lock);
+        pthread_cond_broadcast(&s->synced_cv);
     }
     pthread_mutex_unlock(&s->lock);
     return NULL;
@@ -187,11 +188,11 @@ static int syncer_report(store_syncer_t *s, uint64_t *synced)
 int store_syncer_collect(store_syncer_t *s, uint64_t *synced)
 {
     uint64_t drained;
+    pthread_mutex_lock(&s->lock);
     if (read(s->event_fd, &drained, sizeof drained) < 0) {
         /* EAGAIN: nothing new since the last read; the state below is
          * current all the same */
     }
-    pthread_mutex_lock(&s->lock);
     int rc = syncer_report(s, synced);
     pthread_mutex_unlock(&s->lock);
     return rc;
