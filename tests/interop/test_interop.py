@@ -32,6 +32,7 @@ sys.dont_write_bytecode = True      # leave no __pycache__ in the tree
 import schakel_client as sc  # noqa: E402
 
 PROTOCOL_MD = os.path.join(ROOT, "docs", "PROTOCOL.md")
+OPERATIONS_MD = os.path.join(ROOT, "docs", "OPERATIONS.md")
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 ANSWER_S = 5.0          # how long to wait for an answer the broker must send
@@ -1138,6 +1139,80 @@ def check_revocation(env):
             env.close(w3)
             expect(time.monotonic() < deadline, "the key is admitted again after restoring")
     expect_eq(w3.whoami().principal, "woco/medewerker", "woco after restoring the policy")
+
+
+def doc_verifier(env):
+    """The audit verifier of docs/OPERATIONS.md (its python block that hashes
+    entries), written to a file of the test's directory."""
+    with open(OPERATIONS_MD) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    code = [b for b in blocks if "schakel-audit-v1" in b]
+    expect_eq(len(code), 1, "python blocks of docs/OPERATIONS.md that verify the trail")
+    path = os.path.join(env.tmp, "verify_audit.py")
+    with open(path, "w") as f:
+        f.write(code[0])
+    return path
+
+
+def store_copy(env, name, tamper=None):
+    """A consistent copy of the running broker's store (SQLite's online
+    backup, as OPERATIONS.md says), then `tamper` run on the copy."""
+    import sqlite3
+    path = os.path.join(env.tmp, name)
+    src = sqlite3.connect("file:%s?mode=ro" % os.path.join(env.tmp, "store.db"), uri=True)
+    dst = sqlite3.connect(path)
+    try:
+        src.backup(dst)
+        if tamper:
+            dst.executescript(tamper)
+        dst.commit()
+    finally:
+        src.close()
+        dst.close()
+    return path
+
+
+def run_verifier(script, store, pub):
+    r = subprocess.run([sys.executable, script, store, pub], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    lines = r.stdout.strip().splitlines()
+    return r.returncode, lines[-1] if lines else ""
+
+
+@check("12 audit trail: the verifier of docs/OPERATIONS.md passes, and names what was changed")
+def check_audit_doc_verifier(env):
+    g = env.connect("gemeente")
+    p = env.connect("politie")
+    for i in range(3):  # acked deliveries: entries that list them, and their index rows
+        res = g.publish([env.signal(summary="Audit %d" % i)])
+        a = expect_accepted(res.answer, res.message_id, 1)
+        d = p.receive(ANSWER_S)
+        expect(d is not None and d.item_seq == a.items[0].seq, "politie receives item %d" % i)
+        p.ack(d.seq)
+    expect_eq(p.backlog(), 0, "everything acked")
+    script = doc_verifier(env)
+    pub = os.path.join(env.keydir, "broker.pub")
+    rc, last = run_verifier(script, store_copy(env, "copy.db"), pub)
+    expect_eq(rc, 0, "the verifier on an untouched copy (%s)" % last)
+    m = re.match(r"intact: (\d+) entries, \d+ checkpoints, (\d+) acks indexed\Z", last)
+    expect(m is not None and int(m.group(1)) > 0 and int(m.group(2)) >= 3,
+           "the verifier's summary: %r" % last)
+    rows = [
+        ("an entry rewritten",
+         "DROP TRIGGER audit_append_only_update; UPDATE audit SET detail = 'x' WHERE seq = 2;",
+         r"entry 2 is broken"),
+        ("an ack's index row removed",
+         "DROP TRIGGER audit_acks_append_only_delete; DELETE FROM audit_acks"
+         " WHERE delivery_seq = (SELECT max(delivery_seq) FROM audit_acks);",
+         r"delivery \d+: audit_acks does not name entry \d+, which lists it"),
+        ("a stray index row",
+         "INSERT INTO audit_acks VALUES (999999999, 1);",
+         r"audit_acks names entry 1 for delivery 999999999, which it does not list"),
+    ]
+    for i, (what, tamper, message) in enumerate(rows):
+        rc, last = run_verifier(script, store_copy(env, "tampered-%d.db" % i, tamper), pub)
+        expect(rc != 0 and re.search(message, last) is not None,
+               "%s: exit %d, %r (want %r)" % (what, rc, last, message))
 
 
 # --- runner ---------------------------------------------------------------
