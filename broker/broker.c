@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,15 +276,48 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     snprintf(r->text, sizeof r->text, "%s", text != NULL ? text : "");
 }
 
+/* libzmq's free function for a frame body handed over by broker_send: the
+ * body may be plaintext (a delivery), and libzmq frees it on its I/O
+ * thread once CURVE has encrypted it (its own plaintext copy is wiped by
+ * its secure allocator). hint carries the length. */
+static void broker_wipe_free(void *data, void *hint)
+{
+    sodium_memzero(data, (size_t)(uintptr_t)hint);
+    free(data);
+}
+
 int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
                 size_t frame_len)
 {
-    if (zmq_send(b->router, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+    /* The body goes over as a message of our own, wiped when libzmq frees
+     * it: zmq_send would copy it into memory that is freed unwiped. */
+    uint8_t *copy = malloc(frame_len > 0 ? frame_len : 1);
+    if (copy == NULL) {
+        errno = ENOMEM;
         return -1;
+    }
+    if (frame_len > 0)
+        memcpy(copy, frame, frame_len);
+    zmq_msg_t body;
+    if (zmq_msg_init_data(&body, copy, frame_len, broker_wipe_free, (void *)(uintptr_t)frame_len) !=
+        0) {
+        broker_wipe_free(copy, (void *)(uintptr_t)frame_len);
+        return -1;
+    }
+    if (zmq_send(b->router, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int err = zmq_errno();
+        zmq_msg_close(&body); /* wipes and frees the copy */
+        errno = err;
+        return -1;
+    }
     /* With ROUTER_MANDATORY the routing frame is only accepted if the whole
      * message can be queued, so the body cannot fail halfway for EAGAIN. */
-    if (zmq_send(b->router, frame, frame_len, ZMQ_DONTWAIT) < 0)
+    if (zmq_msg_send(&body, b->router, ZMQ_DONTWAIT) < 0) {
+        int err = zmq_errno();
+        zmq_msg_close(&body);
+        errno = err;
         return -1;
+    }
     return 0;
 }
 
