@@ -278,8 +278,8 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
 
 /* libzmq's free function for a frame body handed over by broker_send: the
  * body may be plaintext (a delivery), and libzmq frees it on its I/O
- * thread once CURVE has encrypted it (its own plaintext copy is wiped by
- * its secure allocator). hint carries the length. */
+ * thread once CURVE has encrypted it (the buffer its encryption copies the
+ * plaintext into is libzmq's, and is not wiped). hint carries the length. */
 static void broker_wipe_free(void *data, void *hint)
 {
     sodium_memzero(data, (size_t)(uintptr_t)hint);
