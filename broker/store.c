@@ -638,9 +638,9 @@ enum checkpoint_plan { PLAN_NONE, PLAN_FINISH, PLAN_FORCE };
  * in between), and the next write starts the WAL over. From
  * STORE_CHECKPOINT_HARD_FACTOR times the threshold the loop checkpoints in
  * place even if no round got that close. The loop never checkpoints in
- * place while a round is asked for or runs, and asks for one only for a
- * WAL its last commit did not find fully copied (store_checkpoint.c: the
- * WAL-reset race). A checkpoint that could not copy everything (a reader
+ * place while a round is asked for or runs, and asks for one only right
+ * after a commit that appended frames while the thread was idle
+ * (store_checkpoint.c: the WAL-reset race). A checkpoint that could not copy everything (a reader
  * holds part of the WAL) is tried again a threshold later, not at every
  * commit, and a round is asked for again only when the WAL has grown by
  * the finish bound since the last one was. A failed round is not reported
