@@ -49,6 +49,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "schakel_limits.h"
 
@@ -162,9 +163,10 @@ typedef struct store_checkpoint_counts {
     uint64_t requests;          /* rounds the loop asked the thread for */
 } store_checkpoint_counts_t;
 void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *counts);
-/* For tests: wait up to timeout_ms until the thread has finished `attempts`
- * rounds in all (or failed); the attempts finished. */
-uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, int timeout_ms);
+/* For tests: wait until the thread has finished `attempts` rounds in all
+ * (or failed), at most until `until` (CLOCK_REALTIME); the attempts
+ * finished. */
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, struct timespec until);
 /* For tests: fn runs inside every store_commit, after the COMMIT and its
  * sync and before the checkpoint is planned (NULL: nothing). */
 void store_test_after_commit(store_t *store, void (*fn)(store_t *store, void *arg), void *arg);

@@ -284,19 +284,11 @@ void store_checkpoint_counts(const store_t *store, store_checkpoint_counts_t *co
     pthread_mutex_unlock(&c->lock);
 }
 
-uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, int timeout_ms)
+uint64_t store_test_checkpointer_wait(store_t *store, uint64_t attempts, struct timespec until)
 {
     store_checkpointer_t *c = store != NULL ? store->checkpointer : NULL;
     if (c == NULL)
         return 0;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
     pthread_mutex_lock(&c->lock);
     while (c->attempts < attempts && !c->failed)
         if (pthread_cond_timedwait(&c->done, &c->lock, &until) != 0)

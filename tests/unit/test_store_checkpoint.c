@@ -161,7 +161,7 @@ static void commit_until_a_round_is_held(store_fixture_t *fx)
 static void settle_thread(store_fixture_t *fx)
 {
     uint64_t requests = counts_of(fx->store).requests;
-    if (store_test_checkpointer_wait(fx->store, requests, BOUND_MS) < requests)
+    if (store_test_checkpointer_wait(fx->store, requests, sync_gate_deadline(BOUND_MS)) < requests)
         fail_msg("the thread did not run the %llu rounds asked for within %d ms",
                  (unsigned long long)requests, BOUND_MS);
 }
@@ -240,7 +240,7 @@ static void test_loop_finishes_what_a_round_left(void **state)
     commit_rows_ok(fx->store, 3); /* behind the round: ~15 frames, under the finish bound */
     store_checkpoint_counts_t before = counts_of(fx->store);
     sync_gate_close(0);
-    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)), 1);
     assert_int_equal(counts_of(fx->store).thread_rounds, 1);
     int frames = fx->store->wal_frames;
     commit_rows_ok(fx->store, 1);
@@ -277,7 +277,7 @@ static void test_loop_goes_on_while_a_round_is_held(void **state)
     assert_int_equal(counts_of(fx->store).thread_attempts, 0);
 
     sync_gate_close(0);
-    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)), 1);
     assert_wal_starts_over(fx, "after the held round");
     assert_true(in_place_of(fx->store) > in_place);
     sync_gate_assert_never_expired();
@@ -296,7 +296,7 @@ static void test_failed_round_is_final(void **state)
     commit_until_a_round_is_held(fx); /* its first sync ... */
     int64_t committed = test_rows(fx->path);
     sync_gate_close(0); /* ... fails */
-    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)), 1);
     sync_gate_fail(0);
     assert_false(store_sync_failed(fx->store)); /* not known to the loop yet */
     assert_int_equal(commit_rows(fx->store, 1), -1);
@@ -323,7 +323,8 @@ static void test_failure_seen_without_a_commit(void **state)
         sync_gate_fail(1);
         commit_until_a_round_is_held(fx);
         sync_gate_close(0);
-        assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+        assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)),
+                         1);
         sync_gate_fail(0);
         assert_false(store_sync_failed(fx->store));
         if (by_stop)
@@ -352,7 +353,7 @@ static void test_truncate_refused_while_a_round_runs(void **state)
                  store_errmsg(fx->store));
     assert_false(store_sync_failed(fx->store));
     sync_gate_close(0);
-    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)), 1);
     if (store_checkpoint(fx->store) != 0)
         fail_msg("store_checkpoint after the round: %s", store_errmsg(fx->store));
     assert_int_equal(wal_size(fx), 0);
@@ -400,7 +401,7 @@ static void test_restart_seen_after_a_large_commit(void **state)
     sync_gate_close(1);
     commit_until_a_round_is_held(fx); /* nothing committed after its start */
     sync_gate_close(0);
-    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, BOUND_MS), 1);
+    assert_int_equal(store_test_checkpointer_wait(fx->store, 1, sync_gate_deadline(BOUND_MS)), 1);
     int old = fx->store->wal_frames;
     uint64_t generation = fx->store->wal_generation;
     store_checkpoint_counts_t before = counts_of(fx->store);
@@ -457,7 +458,7 @@ static void end_the_held_round(store_t *store, void *arg)
     (void)arg;
     store_test_after_commit(store, NULL, NULL);
     sync_gate_close(0);
-    if (store_test_checkpointer_wait(store, 1, BOUND_MS) != 1)
+    if (store_test_checkpointer_wait(store, 1, sync_gate_deadline(BOUND_MS)) != 1)
         fail_msg("the held round did not end within %d ms", BOUND_MS);
 }
 
