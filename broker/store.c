@@ -50,7 +50,12 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_PUBLISH_SET_REPLY] = "UPDATE publishes SET reply = ?2 WHERE id = ?1",
     /* Selecting from the publish makes an unknown publish insert nothing. */
     [STMT_ITEM_ADD] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
-                      " SELECT ?1, id, ?3, accepted_at, ?4 FROM publishes WHERE id = ?2",
+                      " SELECT ?1, id, ?3, max(accepted_at, ?5), ?4 FROM publishes WHERE id = ?2",
+    /* The same for an item of the publish this transaction added (its
+     * facts known, store_item_add_retained): one row, no SELECT, so no
+     * statement journal either; the foreign key still checks the publish. */
+    [STMT_ITEM_ADD_KNOWN] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
+                            " VALUES (?1, ?2, ?3, ?5, ?4)",
     /* One row, no trigger, no SELECT: SQLite then needs no statement
      * journal (an undo copy of every page the statement touches). The
      * publish's facts are checked against its own rows first (
@@ -899,7 +904,18 @@ int64_t store_publish_add(store_t *store, const char *sender, const uint8_t mess
     }
     if (store_stmt_run(store, stmt, "publish_add") != 0)
         return -1;
-    return (int64_t)sqlite3_last_insert_rowid(store->db);
+    int64_t id = (int64_t)sqlite3_last_insert_rowid(store->db);
+    /* What was written, for its items (store_item_add_retained); only
+     * inside a transaction, where nothing else can change the row. */
+    store->publish_serial = 0;
+    if (!sqlite3_get_autocommit(store->db) && strlen(sender) <= SCHAKEL_MAX_PRINCIPAL_LEN) {
+        store->publish_serial = store->txn_serial;
+        store->added_publish_id = id;
+        store->added_accepted_at = accepted_at;
+        strcpy(store->added_sender, sender);
+        memcpy(store->added_message_id, message_id, STORE_MESSAGE_ID_BYTES);
+    }
+    return id;
 }
 
 /* Cost: one rowid lookup and row rewrite, O(log n). */
@@ -935,11 +951,20 @@ int64_t store_seq_peek(store_t *store, const int64_t *counter, const char *what)
     return *counter;
 }
 
-/* Cost: the publish's rowid lookup, one table append (seq is the rowid) and
- * the (publish_id, item_index) and expires_at index inserts, each O(log n);
- * sealing is linear in len. */
-int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, const uint8_t *item,
-                       size_t len)
+/* The publish store_publish_add added in this transaction, as written. */
+static int publish_added_here(const store_t *store, int64_t publish_id)
+{
+    return store->publish_serial != 0 && store->publish_serial == store->txn_serial &&
+           store->added_publish_id == publish_id && !sqlite3_get_autocommit(store->db);
+}
+
+/* Cost: one table append (seq is the rowid) and the (publish_id,
+ * item_index) and expires_at index inserts, each O(log n), with the
+ * publish's rowid lookup (its foreign key, or the SELECT of its
+ * accepted_at when it was not added in this transaction); sealing is
+ * linear in len. */
+int64_t store_item_add_retained(store_t *store, int64_t publish_id, uint32_t item_index,
+                                const uint8_t *item, size_t len, int64_t retain_until)
 {
     if (store_enter(store, "item_add") != 0)
         return -1;
@@ -950,13 +975,18 @@ int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, 
     int64_t seq = store_seq_peek(store, &store->next_item_seq, "item_add");
     if (seq < 0)
         return -1;
+    int known = publish_added_here(store, publish_id);
+    int64_t expires_at = retain_until;
+    if (known && expires_at < store->added_accepted_at)
+        expires_at = store->added_accepted_at;
     store_seal_ad_t ad;
     store_seal_ad_item(&ad, seq, publish_id, item_index);
-    sqlite3_stmt *stmt = store->stmt[STMT_ITEM_ADD];
+    sqlite3_stmt *stmt = store->stmt[known ? STMT_ITEM_ADD_KNOWN : STMT_ITEM_ADD];
     if (store_bind_int64(store, stmt, 1, seq) != 0 ||
         store_bind_int64(store, stmt, 2, publish_id) != 0 ||
         store_bind_int64(store, stmt, 3, (int64_t)item_index) != 0 ||
-        store_seal_bind(store, stmt, 4, &ad, item, len) != 0) {
+        store_seal_bind(store, stmt, 4, &ad, item, len) != 0 ||
+        store_bind_int64(store, stmt, 5, expires_at) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
@@ -967,7 +997,15 @@ int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, 
         return -1;
     }
     store->next_item_seq = seq + 1;
+    if (known) /* its deliveries need not read back what was just written */
+        store_delivery_item_known(store, seq, item_index, expires_at);
     return seq;
+}
+
+int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, const uint8_t *item,
+                       size_t len)
+{
+    return store_item_add_retained(store, publish_id, item_index, item, len, INT64_MIN);
 }
 
 int64_t store_test_limit_pages(store_t *store, int64_t max_pages)

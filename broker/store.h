@@ -218,6 +218,15 @@ int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *a
 int64_t store_item_add(store_t *store, int64_t publish_id, uint32_t item_index, const uint8_t *item,
                        size_t len);
 
+/* store_item_add, with the item's retention starting at retain_until when
+ * that is later than the publish's accepted_at: the caller that knows how
+ * long the item's deliveries will keep it saves their raising it. For the
+ * publish added in the same transaction, the item is written without
+ * reading the publish back, and so are its deliveries' checks (the facts
+ * are the ones store_publish_add wrote). */
+int64_t store_item_add_retained(store_t *store, int64_t publish_id, uint32_t item_index,
+                                const uint8_t *item, size_t len, int64_t retain_until);
+
 typedef struct store_delivery {
     uint64_t seq;          /* mailbox sequence number, increasing per store */
     const char *recipient; /* principal id */

@@ -169,6 +169,26 @@ static int delivery_item_facts(store_t *store, int64_t item_seq)
     return result;
 }
 
+void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
+                               int64_t expires_at)
+{
+    /* The publish's own raise, as for a read (delivery_item_facts): kept
+     * while its items come one after another. */
+    int same_publish =
+        store->item_serial == store->txn_serial &&
+        strcmp(store->checked_sender, store->added_sender) == 0 &&
+        memcmp(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES) == 0;
+    if (!same_publish)
+        store->publish_raised_expires_at = INT64_MIN;
+    strcpy(store->checked_sender, store->added_sender);
+    memcpy(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES);
+    store->checked_item_index = item_index;
+    store->checked_accepted_at = store->added_accepted_at;
+    store->item_serial = store->txn_serial;
+    store->item_seq_checked = item_seq;
+    store->raised_expires_at = expires_at; /* the row holds it already */
+}
+
 /* The delivery's copy of its publish's facts (sender, message id, item
  * index, accepted_at) must be the item's own, and a case delivery's case
  * must exist. Returns 0, or -1 with the refusal. */

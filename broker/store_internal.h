@@ -38,6 +38,7 @@ enum stmt_id {
     STMT_PUBLISH_ADD,
     STMT_PUBLISH_SET_REPLY,
     STMT_ITEM_ADD,
+    STMT_ITEM_ADD_KNOWN,
     STMT_DELIVERY_ADD,
     STMT_MAILBOX_SCAN,
     STMT_MAILBOX_COUNT,
@@ -175,6 +176,12 @@ struct store {
     uint8_t checked_message_id[16];
     uint32_t checked_item_index;
     int64_t checked_accepted_at;
+    /* The publish store_publish_add added in transaction publish_serial,
+     * as written: its items are added without reading it back (store.c). */
+    uint64_t publish_serial;
+    int64_t added_publish_id, added_accepted_at;
+    char added_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint8_t added_message_id[16];
     sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */
 };
 
@@ -264,6 +271,16 @@ void store_checkpointer_request(store_t *store, uint64_t generation);
  * checkpoint must wait for a later turn: the loop does not wait on a
  * disk), 0 when the thread is idle or there is none. */
 int store_checkpointer_quiesce(store_t *store);
+
+/* ------------------------------------------------------------------ deliveries */
+
+/* Item item_seq was just added, in this transaction, to the publish
+ * store_publish_add added in it (store->added_*), with retention
+ * expires_at: the deliveries that follow check their facts against those
+ * and raise its retention only beyond it, without reading the rows back
+ * (store_delivery.c). */
+void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
+                               int64_t expires_at);
 
 /* ------------------------------------------------------------------ counts */
 

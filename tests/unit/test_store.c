@@ -694,6 +694,143 @@ static void test_delivery_add_refuses_mismatch(void **state)
     assert_int_equal(store_delivery_add(f->store, NULL), -1);
 }
 
+/* The retention an item was written with, or raised to (raw read). */
+static long long item_expires_at(const fixture_t *f, int64_t item_seq)
+{
+    char sql[128], value[32];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld", (long long)item_seq);
+    sqlite3 *db = store_fixture_raw_open(f->path);
+    raw_text(db, sql, value, sizeof value);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return strtoll(value, NULL, 10);
+}
+
+static int64_t item_retained(store_t *store, int64_t publish_id, uint32_t index,
+                             int64_t retain_until)
+{
+    uint8_t body[48];
+    fill(body, sizeof body, (unsigned)publish_id * 100u + index, 5);
+    return store_item_add_retained(store, publish_id, index, body, sizeof body, retain_until);
+}
+
+/* An item of the publish added in the same transaction is written without
+ * reading the publish back, and its deliveries are checked against what
+ * store_publish_add wrote: every mismatch is still refused, a publish of
+ * an earlier transaction or of a rolled-back one is read from its rows,
+ * and the retention given is the item's from the start. */
+static void test_item_added_with_its_publish(void **state)
+{
+    fixture_t *f = *state;
+    enum how {
+        SAME_TXN,      /* publish and item in one transaction */
+        EARLIER_TXN,   /* the publish committed before */
+        NO_TXN,        /* no transaction at all */
+        AFTER_ROLLBACK /* a publish rolled back, another given its rowid */
+    };
+    enum mutation { VALID, WRONG_ID, WRONG_SENDER, WRONG_INDEX, WRONG_ACCEPTED_AT, OTHER_ITEM };
+    static const struct {
+        enum how how;
+        enum mutation mutation;
+        int ok;
+    } rows[] = {
+        {SAME_TXN, VALID, 1},
+        {SAME_TXN, WRONG_ID, 0},
+        {SAME_TXN, WRONG_SENDER, 0},
+        {SAME_TXN, WRONG_INDEX, 0},
+        {SAME_TXN, WRONG_ACCEPTED_AT, 0},
+        {SAME_TXN, OTHER_ITEM, 0},
+        {EARLIER_TXN, VALID, 1},
+        {EARLIER_TXN, WRONG_SENDER, 0},
+        {NO_TXN, VALID, 1},
+        {NO_TXN, WRONG_ACCEPTED_AT, 0},
+        {AFTER_ROLLBACK, VALID, 1},
+        {AFTER_ROLLBACK, WRONG_SENDER, 0},
+        {AFTER_ROLLBACK, WRONG_ID, 0},
+    };
+    int64_t other_publish = publish(f->store, GEMEENTE, 500, 1700000000);
+    int64_t other_item = item(f->store, other_publish, 0);
+    assert_true(other_item > 0);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        unsigned n = 600 + (unsigned)i;
+        int64_t accepted_at = 1700000000 + (int64_t)i;
+        int64_t retain = accepted_at + 1000;
+        if (rows[i].how == AFTER_ROLLBACK) {
+            /* the rolled-back publish: another sender, other facts */
+            assert_int_equal(store_begin(f->store), 0);
+            int64_t gone = publish(f->store, GEMEENTE, n + 100, accepted_at + 7);
+            assert_true(gone > 0);
+            assert_int_equal(store_rollback(f->store), 0);
+        }
+        if (rows[i].how != NO_TXN)
+            assert_int_equal(store_begin(f->store), 0);
+        int64_t publish_id = publish(f->store, WOCO, n, accepted_at);
+        assert_true(publish_id > 0);
+        if (rows[i].how == EARLIER_TXN) {
+            assert_int_equal(store_commit(f->store), 0);
+            assert_int_equal(store_begin(f->store), 0);
+        }
+        int64_t item_seq = item_retained(f->store, publish_id, 2, retain);
+        if (item_seq <= 0)
+            fail_msg("row %zu: item_add: %s", i, store_errmsg(f->store));
+
+        delivery_spec_t spec;
+        delivery_spec(&spec, POLITIE, WOCO, "woco-servatius", n, accepted_at, item_seq, 2);
+        spec.d.expires_at = retain + 5; /* beyond what the item was written with */
+        switch (rows[i].mutation) {
+        case VALID:
+            break;
+        case WRONG_ID:
+            spec.id[3] ^= 1;
+            break;
+        case WRONG_SENDER:
+            spec.d.sender = GEMEENTE;
+            break;
+        case WRONG_INDEX:
+            spec.d.item_index = 0;
+            break;
+        case WRONG_ACCEPTED_AT:
+            spec.d.accepted_at++;
+            break;
+        case OTHER_ITEM:
+            spec.d.item_seq = (uint64_t)other_item;
+            break;
+        }
+        int64_t seq = store_delivery_add(f->store, &spec.d);
+        if (rows[i].ok != (seq > 0))
+            fail_msg("row %zu: delivery_add gave %lld (%s)", i, (long long)seq,
+                     store_errmsg(f->store));
+        if (store_in_transaction(f->store))
+            assert_int_equal(store_commit(f->store), 0);
+        /* written with the retention given, raised by a valid delivery */
+        long long want = rows[i].ok ? (long long)retain + 5 : (long long)retain;
+        if (item_expires_at(f, item_seq) != want)
+            fail_msg("row %zu: the item's retention is %lld, want %lld", i,
+                     item_expires_at(f, item_seq), want);
+    }
+    /* A retention before the publish's acceptance starts at the acceptance. */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t publish_id = publish(f->store, WOCO, 700, 1700000500);
+    int64_t early = item_retained(f->store, publish_id, 0, 1600000000);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_true(early > 0);
+    assert_int_equal(item_expires_at(f, early), 1700000500);
+    /* An unknown publish, in a transaction that added another one. */
+    assert_int_equal(store_begin(f->store), 0);
+    publish_id = publish(f->store, WOCO, 701, 1700000600);
+    assert_int_equal(item_retained(f->store, publish_id + 50, 0, 1800000000), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "no such publish"));
+    assert_int_equal(store_rollback(f->store), 0);
+    /* The publish of a rolled-back transaction is no longer known. */
+    assert_int_equal(store_begin(f->store), 0);
+    publish_id = publish(f->store, WOCO, 702, 1700000700);
+    assert_true(publish_id > 0);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(item_retained(f->store, publish_id, 0, 1800000000), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "no such publish"));
+    assert_int_equal(store_rollback(f->store), 0);
+}
+
 typedef struct reentry {
     store_t *store;
     int ack_result, count_result, scan_result, begin_result;
@@ -2839,6 +2976,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_count, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_item_added_with_its_publish, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_delivery_add_refuses_mismatch, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_callback_cannot_reenter, setup,
