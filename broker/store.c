@@ -46,7 +46,7 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_PUBLISH_ADD] =
         "INSERT INTO publishes"
         " (sender, message_id, content_hash, signature, root, accepted_at, expires_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, max(?6, ?7))",
     [STMT_PUBLISH_SET_REPLY] = "UPDATE publishes SET reply = ?2 WHERE id = ?1",
     /* Selecting from the publish makes an unknown publish insert nothing. */
     [STMT_ITEM_ADD] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
@@ -881,9 +881,10 @@ int store_publish_find(store_t *store, const char *sender, const uint8_t message
 
 /* Cost: one table insert plus the (sender, message_id) and expires_at index
  * inserts, O(log n). */
-int64_t store_publish_add(store_t *store, const char *sender, const uint8_t message_id[16],
-                          const uint8_t content_hash[32], const uint8_t signature[64],
-                          const uint8_t root[32], int64_t accepted_at)
+int64_t store_publish_add_retained(store_t *store, const char *sender, const uint8_t message_id[16],
+                                   const uint8_t content_hash[32], const uint8_t signature[64],
+                                   const uint8_t root[32], int64_t accepted_at,
+                                   int64_t retain_until)
 {
     if (store_enter(store, "publish_add") != 0)
         return -1;
@@ -898,7 +899,8 @@ int64_t store_publish_add(store_t *store, const char *sender, const uint8_t mess
         store_bind_bytes(store, stmt, 3, content_hash, STORE_HASH_BYTES) != 0 ||
         store_bind_bytes(store, stmt, 4, signature, STORE_SIGNATURE_BYTES) != 0 ||
         store_bind_bytes(store, stmt, 5, root, STORE_HASH_BYTES) != 0 ||
-        store_bind_int64(store, stmt, 6, accepted_at) != 0) {
+        store_bind_int64(store, stmt, 6, accepted_at) != 0 ||
+        store_bind_int64(store, stmt, 7, retain_until) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
@@ -912,10 +914,19 @@ int64_t store_publish_add(store_t *store, const char *sender, const uint8_t mess
         store->publish_serial = store->txn_serial;
         store->added_publish_id = id;
         store->added_accepted_at = accepted_at;
+        store->added_expires_at = retain_until > accepted_at ? retain_until : accepted_at;
         strcpy(store->added_sender, sender);
         memcpy(store->added_message_id, message_id, STORE_MESSAGE_ID_BYTES);
     }
     return id;
+}
+
+int64_t store_publish_add(store_t *store, const char *sender, const uint8_t message_id[16],
+                          const uint8_t content_hash[32], const uint8_t signature[64],
+                          const uint8_t root[32], int64_t accepted_at)
+{
+    return store_publish_add_retained(store, sender, message_id, content_hash, signature, root,
+                                      accepted_at, INT64_MIN);
 }
 
 /* Cost: one rowid lookup and row rewrite, O(log n). */

@@ -207,6 +207,14 @@ int64_t store_publish_add(store_t *store, const char *sender, const uint8_t mess
                           const uint8_t content_hash[32], const uint8_t signature[64],
                           const uint8_t root[32], int64_t accepted_at);
 
+/* store_publish_add, with the publish's retention starting at retain_until
+ * when that is later than accepted_at: the caller that knows how long its
+ * items' deliveries will keep it saves their raising it. */
+int64_t store_publish_add_retained(store_t *store, const char *sender, const uint8_t message_id[16],
+                                   const uint8_t content_hash[32], const uint8_t signature[64],
+                                   const uint8_t root[32], int64_t accepted_at,
+                                   int64_t retain_until);
+
 /* Attach the Accepted frame bytes that answer this publish (sent again for a
  * repeat). Stored in clear: it must hold ids and seqs only. Returns 0 or -1. */
 int store_publish_set_reply(store_t *store, int64_t publish_id, const uint8_t *accepted,

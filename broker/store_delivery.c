@@ -172,14 +172,15 @@ static int delivery_item_facts(store_t *store, int64_t item_seq)
 void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
                                int64_t expires_at)
 {
-    /* The publish's own raise, as for a read (delivery_item_facts): kept
-     * while its items come one after another. */
+    /* How far the publish was raised in this transaction, while its items
+     * come one after another (as for a read, delivery_item_facts); at least
+     * as far as it was written. */
     int same_publish =
         store->item_serial == store->txn_serial &&
         strcmp(store->checked_sender, store->added_sender) == 0 &&
         memcmp(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES) == 0;
-    if (!same_publish)
-        store->publish_raised_expires_at = INT64_MIN;
+    if (!same_publish || store->publish_raised_expires_at < store->added_expires_at)
+        store->publish_raised_expires_at = store->added_expires_at;
     strcpy(store->checked_sender, store->added_sender);
     memcpy(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES);
     store->checked_item_index = item_index;

@@ -179,7 +179,7 @@ struct store {
     /* The publish store_publish_add added in transaction publish_serial,
      * as written: its items are added without reading it back (store.c). */
     uint64_t publish_serial;
-    int64_t added_publish_id, added_accepted_at;
+    int64_t added_publish_id, added_accepted_at, added_expires_at;
     char added_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t added_message_id[16];
     sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */

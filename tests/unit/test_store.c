@@ -831,6 +831,62 @@ static void test_item_added_with_its_publish(void **state)
     assert_int_equal(store_rollback(f->store), 0);
 }
 
+static long long publish_expires_at(const fixture_t *f, int64_t publish_id)
+{
+    char sql[128], value[32];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM publishes WHERE id = %lld",
+             (long long)publish_id);
+    sqlite3 *db = store_fixture_raw_open(f->path);
+    raw_text(db, sql, value, sizeof value);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return strtoll(value, NULL, 10);
+}
+
+/* A publish written with the retention its caller gives keeps at least
+ * that, and its items' deliveries raise it beyond, never lower: item 0's
+ * delivery expires at first_until, item 1's at second_until. */
+static void test_publish_added_with_retention(void **state)
+{
+    fixture_t *f = *state;
+    const int64_t A = 1700001000;
+    static const struct {
+        int64_t publish_retain, first_until, second_until, want_publish;
+    } rows[] = {
+        {INT64_MIN, 100, 50, 100}, /* raised by the deliveries */
+        {200, 100, 150, 200},      /* given: kept, not lowered */
+        {50, 100, 300, 300},       /* given, then raised by the second item */
+        {-10, -5, -1, 0},          /* before acceptance: acceptance */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        unsigned n = 800 + (unsigned)i;
+        uint8_t id[16], hash[32], sig[64], root[32];
+        fill(id, sizeof id, n, 1);
+        fill(hash, sizeof hash, n, 2);
+        fill(sig, sizeof sig, n, 3);
+        fill(root, sizeof root, n, 4);
+        int64_t retain =
+            rows[i].publish_retain == INT64_MIN ? INT64_MIN : A + rows[i].publish_retain;
+        assert_int_equal(store_begin(f->store), 0);
+        int64_t publish_id =
+            store_publish_add_retained(f->store, WOCO, id, hash, sig, root, A, retain);
+        assert_true(publish_id > 0);
+        for (uint32_t index = 0; index < 2; index++) {
+            int64_t until = A + (index == 0 ? rows[i].first_until : rows[i].second_until);
+            int64_t item_seq = item_retained(f->store, publish_id, index, INT64_MIN);
+            assert_true(item_seq > 0);
+            delivery_spec_t spec;
+            delivery_spec(&spec, POLITIE, WOCO, "woco-servatius", n, A, item_seq, index);
+            spec.d.expires_at = until;
+            if (store_delivery_add(f->store, &spec.d) <= 0)
+                fail_msg("row %zu: %s", i, store_errmsg(f->store));
+        }
+        assert_int_equal(store_commit(f->store), 0);
+        if (publish_expires_at(f, publish_id) != A + rows[i].want_publish)
+            fail_msg("row %zu: the publish's retention is %lld, want %lld", i,
+                     publish_expires_at(f, publish_id), (long long)(A + rows[i].want_publish));
+    }
+}
+
 typedef struct reentry {
     store_t *store;
     int ack_result, count_result, scan_result, begin_result;
@@ -2977,6 +3033,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_count, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_item_added_with_its_publish, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_added_with_retention, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_delivery_add_refuses_mismatch, setup,
                                         store_fixture_teardown),
