@@ -210,6 +210,8 @@ UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_store_sync := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
 UNIT_EXTRA_test_store_checkpoint := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
+# the push's kept items (deliver.c) with the broker code they call
+UNIT_EXTRA_test_deliver := $(filter-out broker/deliver.c,$(BROKER_SRC))
 .SECONDEXPANSION:
 $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \

@@ -175,6 +175,7 @@ void broker_destroy(broker_t **bp)
     store_syncer_stop(&b->syncer);
     tickets_drop(b); /* never synced: nothing of them may be claimed */
     free(b->tickets);
+    deliver_kept_destroy(&b->kept);
     free_replies(b->replies, b->n_replies);
     if (b->router != NULL)
         zmq_close(b->router);
@@ -722,6 +723,7 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
     policy_destroy(&b->policy);
     b->policy = fresh;
     b->policy_loaded_at = (int64_t)time(NULL);
+    deliver_kept_clear(b->kept); /* what waits is pushed from the store, under the new policy */
     /* Sessions of removed principals and replaced keys stop at once: no
      * more deliveries, their next frame is refused, and the ZAP handler
      * refuses their next handshake. */
@@ -802,6 +804,7 @@ static int commit_turn(broker_t *b)
     b->turn_acks_only = 1;
     if (!committed)
         sessions_restart_receivers(b->sessions);
+    deliver_kept_settle(b->kept, committed); /* the turn's kept items: usable, or wiped */
     settle_replies(b, committed, failure);
     if (deferred)
         tickets_hold(b, store_syncer_request(b->syncer));

@@ -118,6 +118,9 @@ typedef struct broker {
     size_t held_replies;   /* answers in all tickets together */
     uint64_t durable_high; /* deliveries up to this seq are known to be on disk */
     int sync_always;       /* config sync_thread: always (else busy: frames_waiting) */
+    /* deliver.c: published items kept decoded for the push (NULL until the
+     * first publish keeps one); settled by every turn's commit or rollback */
+    struct deliver_kept *kept;
 } broker_t;
 
 typedef struct broker_options {
@@ -233,5 +236,55 @@ void deliver_revoke(broker_t *b);
 /* Receivers that acked nothing for ack_timeout_ms while deliveries were in
  * flight get everything unacked again. Returns how many were restarted. */
 size_t deliver_check_ack_timeouts(broker_t *b);
+
+/* Published items kept for the push (deliver.c), so that a signal is
+ * normally pushed to its recipients without opening its item from the
+ * store again. An entry holds the item's Signal reduced to each field mask
+ * of its deliveries (plaintext, wiped when released); it is made by the
+ * publish path while the turn's transaction is open and is usable only
+ * once deliver_kept_settle has been told that this transaction committed.
+ * At most DELIVER_KEPT_ITEMS entries (an item whose slot is taken by an
+ * older one is not kept); an entry is wiped when its last delivery has been
+ * pushed, when it is DELIVER_KEPT_MAX_AGE_MS old (deliver_kept_sweep), when
+ * its turn is rolled back, and by deliver_kept_clear / _destroy. One loop
+ * thread: nothing here locks. */
+#define DELIVER_KEPT_ITEMS 256u
+#define DELIVER_KEPT_MASKS 4u /* field masks per item; an item with more is not kept */
+#define DELIVER_KEPT_MAX_AGE_MS 2000
+typedef struct deliver_kept deliver_kept_t;
+/* A new, empty cache (NULL when out of memory: then nothing is kept). */
+deliver_kept_t *deliver_kept_new(void);
+/* Wipe every entry, free, set *kept to NULL. Safe on NULL. */
+void deliver_kept_destroy(deliver_kept_t **kept);
+/* Keep item_seq (pending) with signal (the item's decoded Signal, which is
+ * only read) reduced to each of masks[0..n_masks) and `owed` deliveries to
+ * push. An entry of the same seq is wiped first. Returns 1 when kept, 0
+ * when not (its slot holds another item, no delivery owed, no or more than
+ * DELIVER_KEPT_MASKS masks, out of memory): then its deliveries open the
+ * item from the store. */
+int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Signal *signal,
+                     const uint32_t *masks, size_t n_masks, uint32_t owed, int64_t now_ms);
+/* The end of the turn whose transaction the pending entries belong to:
+ * committed (the commit succeeded) makes them usable, anything else wipes
+ * them. Safe on NULL. */
+void deliver_kept_settle(deliver_kept_t *kept, int committed);
+/* Wipe the usable entries kept DELIVER_KEPT_MAX_AGE_MS or longer; cheap
+ * when none is due. Safe on NULL. */
+void deliver_kept_sweep(deliver_kept_t *kept, int64_t now_ms);
+/* Wipe every entry (pending ones too). Safe on NULL. */
+void deliver_kept_clear(deliver_kept_t *kept);
+/* The usable entry of item_seq reduced to `fields`: borrowed, valid until
+ * the next call that changes the cache; NULL when there is none. */
+const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq,
+                                    uint32_t fields, size_t *len);
+/* One of item_seq's deliveries was pushed from its entry: the last one
+ * owed wipes it. */
+void deliver_kept_pushed(deliver_kept_t *kept, uint64_t item_seq);
+/* Entries held, pending and usable (for tests and accounting). */
+size_t deliver_kept_count(const deliver_kept_t *kept);
+/* The publish path's call: keep a stored item for the push if any of its
+ * recipients receives now (b->kept is made on first use). */
+void deliver_keep_published(broker_t *b, uint64_t item_seq, const Schakel__Signal *signal,
+                            const uint32_t *masks, size_t n_masks, size_t owed);
 
 #endif

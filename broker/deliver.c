@@ -8,7 +8,9 @@
  * unroutable peer (EHOSTUNREACH) ends its session. Trusts the store and the
  * session table; acks are checked against the caller's own mailbox. The
  * push's plaintext (decoded items, reduced copies, frames) is wiped when it
- * is released, and none of it outlives the push pass that made it.
+ * is released. What a pass opens from the store does not outlive the pass;
+ * what the publish path keeps for the push (deliver_kept_t: at most
+ * DELIVER_KEPT_ITEMS items) lives until pushed, evicted or 2 s old.
  */
 #include "broker.h"
 
@@ -166,6 +168,234 @@ static void push_slot_clear(push_cached_item_t *slot)
     slot->item_seq = 0;
 }
 
+/* ------------------------------------------------ items kept from publish */
+
+/*
+ * The publish path has every item decoded in memory a moment before its
+ * deliveries are pushed; opening it again from the store (decryption and
+ * unpack, ~20,000 instructions) is what this cache saves. Each entry holds
+ * the item reduced to its deliveries' field masks, made from the Signal the
+ * publish path decoded from the very bytes it stored: the same bytes
+ * publish_signal_for_recipient makes from the store's copy.
+ *
+ * Item seqs are handed out before the commit, so an entry is pending until
+ * its turn's commit succeeded (deliver_kept_settle), and a rolled-back turn
+ * wipes its entries: a seq given again to another item can never find the
+ * rolled-back content. Direct-mapped by item seq over DELIVER_KEPT_ITEMS
+ * slots: at most 256 items' plaintext. A slot taken stays with its item
+ * until the item's last delivery is pushed or it is DELIVER_KEPT_MAX_AGE_MS
+ * old, and a newer item whose seq maps to it is not kept: a mailbox is
+ * pushed in seq order, so the oldest items are the ones the push needs
+ * next (measured: under bulk load a newer item evicting an older one left
+ * half the deliveries to the store, the evicted entries made for nothing).
+ */
+enum kept_state { KEPT_EMPTY = 0, KEPT_PENDING, KEPT_LIVE };
+
+typedef struct kept_item {
+    uint64_t item_seq;
+    enum kept_state state;
+    int listed;     /* in pending[] of the open turn */
+    uint32_t owed;  /* deliveries not pushed from it yet */
+    int64_t kept_ms;
+    size_t n;
+    push_reduction_t reduced[DELIVER_KEPT_MASKS];
+} kept_item_t;
+
+struct deliver_kept {
+    kept_item_t slots[DELIVER_KEPT_ITEMS];
+    uint32_t pending[DELIVER_KEPT_ITEMS]; /* slots of the open turn's entries */
+    size_t n_pending;
+    size_t n_held;
+    int64_t next_sweep_ms; /* no usable entry is due before this */
+};
+
+deliver_kept_t *deliver_kept_new(void)
+{
+    deliver_kept_t *kept = calloc(1, sizeof *kept);
+    if (kept != NULL)
+        kept->next_sweep_ms = INT64_MAX;
+    return kept;
+}
+
+static void kept_wipe(deliver_kept_t *kept, kept_item_t *slot)
+{
+    if (slot->state == KEPT_EMPTY)
+        return;
+    for (size_t i = 0; i < slot->n; i++)
+        push_reduction_release(&slot->reduced[i]);
+    slot->n = 0;
+    slot->item_seq = 0;
+    slot->owed = 0;
+    slot->state = KEPT_EMPTY;
+    kept->n_held--;
+}
+
+void deliver_kept_clear(deliver_kept_t *kept)
+{
+    if (kept == NULL)
+        return;
+    for (size_t i = 0; i < DELIVER_KEPT_ITEMS; i++) {
+        kept_wipe(kept, &kept->slots[i]);
+        kept->slots[i].listed = 0;
+    }
+    kept->n_pending = 0;
+    kept->next_sweep_ms = INT64_MAX;
+}
+
+void deliver_kept_destroy(deliver_kept_t **kept)
+{
+    if (kept == NULL || *kept == NULL)
+        return;
+    deliver_kept_clear(*kept);
+    free(*kept);
+    *kept = NULL;
+}
+
+/* Reduce signal to each distinct mask into slot. 0, or -1 (nothing kept). */
+static int kept_reduce(kept_item_t *slot, const Schakel__Signal *signal, const uint32_t *masks,
+                       size_t n_masks)
+{
+    for (size_t m = 0; m < n_masks; m++) {
+        size_t i = 0;
+        while (i < slot->n && slot->reduced[i].fields != masks[m])
+            i++;
+        if (i < slot->n)
+            continue; /* the same mask twice */
+        size_t len = 0;
+        uint8_t *bytes = publish_signal_for_recipient(signal, masks[m], &len);
+        if (bytes == NULL) {
+            for (i = 0; i < slot->n; i++)
+                push_reduction_release(&slot->reduced[i]);
+            slot->n = 0;
+            return -1;
+        }
+        slot->reduced[slot->n++] = (push_reduction_t){masks[m], bytes, len};
+    }
+    return 0;
+}
+
+int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Signal *signal,
+                     const uint32_t *masks, size_t n_masks, uint32_t owed, int64_t now_ms)
+{
+    if (kept == NULL || item_seq == 0)
+        return 0;
+    size_t index = (size_t)(item_seq % DELIVER_KEPT_ITEMS);
+    kept_item_t *slot = &kept->slots[index];
+    if (slot->state != KEPT_EMPTY && slot->item_seq != item_seq)
+        return 0; /* an older item the push has yet to reach keeps its slot */
+    kept_wipe(kept, slot); /* this seq's entry of a rolled-back turn: gone */
+    if (signal == NULL || owed == 0 || n_masks == 0 || n_masks > DELIVER_KEPT_MASKS ||
+        kept_reduce(slot, signal, masks, n_masks) != 0)
+        return 0;
+    slot->item_seq = item_seq;
+    slot->state = KEPT_PENDING;
+    slot->owed = owed;
+    slot->kept_ms = now_ms;
+    kept->n_held++;
+    if (!slot->listed) { /* each slot at most once: n_pending <= DELIVER_KEPT_ITEMS */
+        slot->listed = 1;
+        kept->pending[kept->n_pending++] = (uint32_t)index;
+    }
+    return 1;
+}
+
+void deliver_kept_settle(deliver_kept_t *kept, int committed)
+{
+    if (kept == NULL)
+        return;
+    for (size_t i = 0; i < kept->n_pending; i++) {
+        kept_item_t *slot = &kept->slots[kept->pending[i]];
+        slot->listed = 0;
+        if (slot->state != KEPT_PENDING)
+            continue; /* wiped since */
+        if (!committed) {
+            kept_wipe(kept, slot);
+            continue;
+        }
+        slot->state = KEPT_LIVE;
+        if (slot->kept_ms <= INT64_MAX - DELIVER_KEPT_MAX_AGE_MS &&
+            slot->kept_ms + DELIVER_KEPT_MAX_AGE_MS < kept->next_sweep_ms)
+            kept->next_sweep_ms = slot->kept_ms + DELIVER_KEPT_MAX_AGE_MS;
+    }
+    kept->n_pending = 0;
+}
+
+/* Cost: nothing until the oldest usable entry is due, then one look at
+ * every slot. */
+void deliver_kept_sweep(deliver_kept_t *kept, int64_t now_ms)
+{
+    if (kept == NULL || now_ms < kept->next_sweep_ms)
+        return;
+    int64_t next = INT64_MAX;
+    for (size_t i = 0; i < DELIVER_KEPT_ITEMS; i++) {
+        kept_item_t *slot = &kept->slots[i];
+        if (slot->state != KEPT_LIVE)
+            continue;
+        if (now_ms - slot->kept_ms >= DELIVER_KEPT_MAX_AGE_MS)
+            kept_wipe(kept, slot);
+        else if (slot->kept_ms + DELIVER_KEPT_MAX_AGE_MS < next)
+            next = slot->kept_ms + DELIVER_KEPT_MAX_AGE_MS;
+    }
+    kept->next_sweep_ms = next;
+}
+
+static const kept_item_t *kept_live(const deliver_kept_t *kept, uint64_t item_seq)
+{
+    if (kept == NULL)
+        return NULL;
+    const kept_item_t *slot = &kept->slots[item_seq % DELIVER_KEPT_ITEMS];
+    return slot->state == KEPT_LIVE && slot->item_seq == item_seq ? slot : NULL;
+}
+
+const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq,
+                                    uint32_t fields, size_t *len)
+{
+    const kept_item_t *slot = kept_live(kept, item_seq);
+    for (size_t i = 0; slot != NULL && i < slot->n; i++) {
+        if (slot->reduced[i].fields == fields) {
+            *len = slot->reduced[i].len;
+            return slot->reduced[i].bytes;
+        }
+    }
+    return NULL;
+}
+
+void deliver_kept_pushed(deliver_kept_t *kept, uint64_t item_seq)
+{
+    if (kept_live(kept, item_seq) == NULL)
+        return;
+    kept_item_t *slot = &kept->slots[item_seq % DELIVER_KEPT_ITEMS];
+    if (slot->owed <= 1)
+        kept_wipe(kept, slot); /* its last recipient has it */
+    else
+        slot->owed--;
+}
+
+/* An entry that cannot serve one of its deliveries (a mask it was not
+ * made for): gone, so that the item is opened from the store instead. */
+static void kept_forget(deliver_kept_t *kept, uint64_t item_seq)
+{
+    if (kept_live(kept, item_seq) != NULL)
+        kept_wipe(kept, &kept->slots[item_seq % DELIVER_KEPT_ITEMS]);
+}
+
+size_t deliver_kept_count(const deliver_kept_t *kept)
+{
+    return kept != NULL ? kept->n_held : 0;
+}
+
+void deliver_keep_published(broker_t *b, uint64_t item_seq, const Schakel__Signal *signal,
+                            const uint32_t *masks, size_t n_masks, size_t owed)
+{
+    if (owed == 0 || owed > UINT32_MAX)
+        return;
+    if (b->kept == NULL && (b->kept = deliver_kept_new()) == NULL)
+        return; /* out of memory: the push opens it from the store */
+    (void)deliver_kept_add(b->kept, item_seq, signal, masks, n_masks, (uint32_t)owed, b->now_ms);
+}
+
+/* ------------------------------------------------ the pass's own cache */
+
 static void push_cache_clear(push_cache_t *cache)
 {
     for (size_t i = 0; i < PUSH_ROUND; i++)
@@ -225,13 +455,16 @@ typedef struct push_state {
     push_cache_t *cache;
     int stop_errno; /* 0, EAGAIN or EHOSTUNREACH */
     int held;       /* stopped at a delivery whose commit is not synced yet */
+    int rescan;     /* stopped at a kept item that lacked the delivery's mask */
 } push_state_t;
 
-/* The scan's hint (store_mailbox_scan_hinted): an item this pass decoded
- * already is not opened again for the next recipient. */
+/* The scan's hint (store_mailbox_scan_hinted): an item kept from its
+ * publish, or one this pass decoded already, is not opened again. */
 static int push_cache_has(uint64_t item_seq, void *arg)
 {
     const push_state_t *st = arg;
+    if (kept_live(st->broker->kept, item_seq) != NULL)
+        return 1;
     const push_cached_item_t *slot = &st->cache->slots[item_seq % PUSH_ROUND];
     return slot->item_seq == item_seq && slot->signal != NULL;
 }
@@ -294,8 +527,21 @@ static int still_allowed(const broker_t *b, const store_delivery_t *d, const cha
 static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery)
 {
     receiver_t *r = st->receiver;
+    deliver_kept_t *kept = st->broker->kept;
     size_t len = 0, content_len = d->body_len;
-    const uint8_t *content = d->by_ref ? push_cache_content(st->cache, d, &content_len) : d->body;
+    const uint8_t *content = d->body;
+    int from_kept = 0;
+    if (d->by_ref) {
+        content = deliver_kept_content(kept, d->item_seq, d->fields, &content_len);
+        from_kept = content != NULL;
+        if (!from_kept && kept_live(kept, d->item_seq) != NULL) {
+            kept_forget(kept, d->item_seq); /* the scan skipped the item for it */
+            st->rescan = 1;
+            return 1;
+        }
+        if (!from_kept)
+            content = push_cache_content(st->cache, d, &content_len);
+    }
     if (content == NULL) {
         log_event(LOG_ERROR, "delivery.unreadable", "recipient", r->principal, "why",
                   "the item of a delivery by reference does not decode", NULL);
@@ -314,6 +560,8 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
         st->stop_errno = zmq_errno();
         return 1;
     }
+    if (from_kept)
+        deliver_kept_pushed(kept, d->item_seq);
     return 0;
 }
 
@@ -383,6 +631,8 @@ static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
         r->dirty = 0;
         return 0;
     }
+    if (st.rescan)
+        return 1; /* again from its cursor, the item opened from the store */
     if (st.stop_errno != 0 || st.held)
         return 0; /* peer queue full, or the rest not synced yet: stays dirty */
     if ((size_t)visited < limit) {
@@ -422,6 +672,7 @@ static size_t pass_collect(broker_t *b)
 void deliver_push_all(broker_t *b)
 {
     static push_cache_t cache; /* ~2 KB, not on the stack; one loop thread */
+    deliver_kept_sweep(b->kept, b->now_ms); /* once per turn: at most 2 s old */
     /* A round may drop a session but never adds or removes receivers, so
      * the receivers collected stay valid for the whole pass. */
     size_t n = pass_collect(b);

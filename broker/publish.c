@@ -111,11 +111,30 @@ static int plan_items(broker_t *b, const session_t *session, const policy_princi
     return 0;
 }
 
+/* What the push needs to know of an item's deliveries to keep it
+ * (deliver_keep_published): their distinct field masks (one more than
+ * DELIVER_KEPT_MASKS means too many to keep), and whether any recipient
+ * receives now. */
+typedef struct item_masks {
+    uint32_t masks[DELIVER_KEPT_MASKS + 1];
+    size_t n;
+    int online;
+} item_masks_t;
+
+static void item_masks_add(item_masks_t *m, uint32_t fields)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (m->masks[i] == fields)
+            return;
+    if (m->n <= DELIVER_KEPT_MASKS)
+        m->masks[m->n++] = fields;
+}
+
 /* Queue one item's deliveries: for every granted partner, every principal
  * the rule delivers to. Returns the number queued, or -1 on a store error. */
 static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                              const Schakel__Publish *publish, size_t index, int64_t item_seq,
-                             const item_plan_t *plan)
+                             const item_plan_t *plan, item_masks_t *masks)
 {
     long queued = 0;
     /* One subject tag for all of the item's deliveries. */
@@ -130,6 +149,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                                         SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
         if (n_to == 0)
             continue;
+        item_masks_add(masks, grant->rule->fields);
         store_delivery_t d = {
             .item_seq = (uint64_t)item_seq,
             .message_id = publish->message_id.data,
@@ -172,8 +192,10 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
             if (record_queued(b, &rd) != 0)
                 return -1;
             receiver_t *receiver = sessions_receiver(b->sessions, to[r]->id);
-            if (receiver != NULL)
+            if (receiver != NULL) {
                 receiver->dirty = 1;
+                masks->online |= receiver->session != NULL;
+            }
             queued++;
         }
     }
@@ -223,9 +245,16 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         if (item_seq < 0)
             return -1;
         metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);
-        long queued = store_deliveries(b, sender, publish, i, item_seq, &plans[i]);
+        item_masks_t masks = {.n = 0, .online = 0};
+        long queued = store_deliveries(b, sender, publish, i, item_seq, &plans[i], &masks);
         if (queued < 0)
             return -1;
+        /* Decoded from the bytes just stored: the push takes it from here
+         * once the turn commits (a recipient away would not be pushed it
+         * soon enough to be worth keeping). */
+        if (masks.online)
+            deliver_keep_published(b, (uint64_t)item_seq, plans[i].signal, masks.masks, masks.n,
+                                   (size_t)queued);
         schakel__item_accepted__init(&results[i]);
         results[i].has_seq = 1;
         results[i].seq = (uint64_t)item_seq;

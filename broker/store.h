@@ -287,11 +287,11 @@ typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
                        store_delivery_fn fn, void *arg);
 
-/* store_mailbox_scan with a hint, for a caller that keeps what it opened
- * during one pass over several mailboxes (deliver.c): have_item(item_seq,
- * arg) returning non-zero says the caller holds the content of that item
- * already, taken from an earlier row of the same pass with no store write
- * in between. A delivery by reference to such an item then comes with body
+/* store_mailbox_scan with a hint, for a caller that keeps item content
+ * (deliver.c): have_item(item_seq, arg) returning non-zero says the caller
+ * holds the content of that item already, taken from an earlier row of the
+ * same pass with no store write in between, or from the publish that
+ * stored that item, after its commit. A delivery by reference to such an item then comes with body
  * NULL, body_len 0 and its fields set: the item's body is not read and not
  * opened again. Everything else is as for store_mailbox_scan: the
  * delivery's own sealed body (its field mask) is opened and authenticated

@@ -1,0 +1,381 @@
+/*
+ * test_deliver.c — the items the publish path keeps for the push
+ * (deliver_kept_t in broker/deliver.c): usable only after their turn
+ * committed, wiped by a rollback, bounded in number and age, wiped when
+ * the last delivery owed was pushed or the cache is cleared, and
+ * byte-identical to what the push makes from the store's copy of the item.
+ *
+ * Each item is a real signal, encoded as a publisher would, decoded as the
+ * publish path decodes it (wire_decode_signal), and compared with the
+ * reduction of the store's copy (a plain unpack, as the push does).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "broker.h"
+
+#define NOW_S 1764000000
+#define ALL_FIELDS                                                                                 \
+    (FIELD_AREA | FIELD_ADDRESS | FIELD_SUBJECT | FIELD_GROUNDS | FIELD_CASE_REF |                 \
+     FIELD_SEVERITY | FIELD_OBSERVED_AT | FIELD_SUMMARY | FIELD_SOURCE_REF | FIELD_RECIPIENTS)
+
+/* One signal item with every field set; `summary` tells items apart. */
+typedef struct test_item {
+    uint8_t *bytes; /* as published and stored */
+    size_t len;
+    Schakel__Signal *decoded; /* as the publish path decodes it */
+} test_item_t;
+
+static void item_make(test_item_t *item, const char *summary)
+{
+    char *recipients[] = {"politie", "om"};
+    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
+    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
+    signal.sender = "woco-maasoever/meldingen";
+    signal.kind = "hennepkwekerij";
+    signal.theme = "ondermijning";
+    signal.area = "BU09350101";
+    address.postcode = "6211AB";
+    address.has_house_number = 1;
+    address.house_number = 12;
+    signal.address = &address;
+    signal.subject = "pseudo-7f3a9c";
+    signal.grounds = "Stroomverbruik verdubbeld, ramen afgeplakt";
+    signal.case_ref = "RIEC-2026-0042";
+    signal.has_severity = 1;
+    signal.severity = SCHAKEL__SEVERITY__SEVERITY_HIGH;
+    signal.has_observed_at = 1;
+    signal.observed_at = NOW_S - 3600;
+    signal.summary = (char *)(uintptr_t)summary;
+    signal.source_ref = "WOCO-2026-118";
+    signal.n_recipients = 2;
+    signal.recipients = recipients;
+    item->bytes = wire_encode_signal(&signal, &item->len);
+    assert_non_null(item->bytes);
+    wire_error_t err = {0};
+    item->decoded = wire_decode_signal(item->bytes, item->len, NOW_S, &err);
+    if (item->decoded == NULL)
+        fail_msg("the test signal does not validate: %s", err.text);
+}
+
+static void item_free(test_item_t *item)
+{
+    wire_signal_free(&item->decoded);
+    free(item->bytes);
+    item->bytes = NULL;
+}
+
+/* What the push makes from the store's copy: the stored bytes unpacked and
+ * reduced to `fields`. malloc'd. */
+static uint8_t *store_reduction(const test_item_t *item, uint32_t fields, size_t *len)
+{
+    Schakel__Signal *stored = schakel__signal__unpack(NULL, item->len, item->bytes);
+    assert_non_null(stored);
+    uint8_t *bytes = publish_signal_for_recipient(stored, fields, len);
+    schakel__signal__free_unpacked(stored, NULL);
+    assert_non_null(bytes);
+    return bytes;
+}
+
+/* ------------------------------------------------------------ same bytes */
+
+/* Masks kept together (at most DELIVER_KEPT_MASKS), and masks asked for:
+ * one kept must come back byte for byte as the store's reduction; one not
+ * kept must not come back at all. */
+static const struct mask_row {
+    const char *name;
+    uint32_t kept[DELIVER_KEPT_MASKS];
+    size_t n_kept;
+    uint32_t asked;
+    int expect_content;
+} mask_rows[] = {
+    {"nothing but sender, kind and theme", {0}, 1, 0, 1},
+    {"everything", {ALL_FIELDS}, 1, ALL_FIELDS, 1},
+    {"area only", {FIELD_AREA}, 1, FIELD_AREA, 1},
+    {"address and subject", {FIELD_ADDRESS | FIELD_SUBJECT}, 1, FIELD_ADDRESS | FIELD_SUBJECT, 1},
+    {"second of three",
+     {FIELD_AREA, FIELD_SEVERITY | FIELD_OBSERVED_AT, FIELD_SUMMARY},
+     3,
+     FIELD_SEVERITY | FIELD_OBSERVED_AT,
+     1},
+    {"fourth of four",
+     {FIELD_AREA, FIELD_GROUNDS, FIELD_CASE_REF, FIELD_SOURCE_REF | FIELD_RECIPIENTS},
+     4,
+     FIELD_SOURCE_REF | FIELD_RECIPIENTS,
+     1},
+    {"the same mask twice", {FIELD_SUMMARY, FIELD_SUMMARY}, 2, FIELD_SUMMARY, 1},
+    /* must not come back */
+    {"a mask not kept", {FIELD_AREA}, 1, FIELD_AREA | FIELD_SUMMARY, 0},
+    {"no mask kept but the narrowest", {0}, 1, ALL_FIELDS, 0},
+};
+
+static void test_kept_content_is_the_stores_reduction(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Twee keer per week vrachtverkeer 's nachts");
+    for (size_t r = 0; r < sizeof mask_rows / sizeof mask_rows[0]; r++) {
+        const struct mask_row *row = &mask_rows[r];
+        deliver_kept_t *kept = deliver_kept_new();
+        assert_non_null(kept);
+        assert_int_equal(deliver_kept_add(kept, 41, item.decoded, row->kept, row->n_kept, 3, 0), 1);
+        deliver_kept_settle(kept, 1);
+        size_t len = 0;
+        const uint8_t *content = deliver_kept_content(kept, 41, row->asked, &len);
+        if (!row->expect_content) {
+            if (content != NULL)
+                fail_msg("%s: content for a mask that was not kept", row->name);
+        } else {
+            if (content == NULL)
+                fail_msg("%s: no content for a kept mask", row->name);
+            size_t want_len = 0;
+            uint8_t *want = store_reduction(&item, row->asked, &want_len);
+            if (len != want_len || memcmp(content, want, len) != 0)
+                fail_msg("%s: kept content (%zu bytes) differs from the store's (%zu bytes)",
+                         row->name, len, want_len);
+            free(want);
+        }
+        deliver_kept_destroy(&kept);
+        assert_null(kept);
+    }
+    item_free(&item);
+}
+
+/* ------------------------------------------------------------ commit, rollback */
+
+/* A script of one seq's life over turns. Items: 'A' and 'B' are kept (one
+ * mask), 'X' is an item that is not kept (more masks than an entry holds).
+ * Steps: "kA" keep A, "kB", "kX", "c" the turn commits, "r" it rolls back. */
+static const struct turn_row {
+    const char *name;
+    const char *steps;
+    char expect; /* 'A', 'B' or '-' (nothing usable) */
+} turn_rows[] = {
+    {"committed: usable", "kA c", 'A'},
+    {"open turn: not usable yet", "kA", '-'},
+    {"rolled back: gone", "kA r", '-'},
+    {"rolled back, then a turn commits without it", "kA r c", '-'},
+    {"rolled back, the seq stored again for an item not kept", "kA r kX c", '-'},
+    {"rolled back, the seq stored again for another item", "kA r kB c", 'B'},
+    {"committed, then kept again in a turn that rolls back", "kA c kB r", '-'},
+    {"kept twice in one committed turn", "kA kB c", 'B'},
+    {"a rolled-back turn after the commit leaves it", "kA c r", 'A'},
+};
+
+static void turn_run(deliver_kept_t *kept, const char *steps, const test_item_t *a,
+                     const test_item_t *b)
+{
+    static const uint32_t one[] = {FIELD_AREA | FIELD_SUMMARY};
+    static const uint32_t too_many[DELIVER_KEPT_MASKS + 1] = {0, FIELD_AREA, FIELD_ADDRESS,
+                                                               FIELD_SUBJECT, FIELD_SUMMARY};
+    for (const char *s = steps; *s != '\0'; s++) {
+        switch (*s) {
+        case 'k':
+            s++;
+            if (*s == 'X')
+                assert_int_equal(
+                    deliver_kept_add(kept, 7, a->decoded, too_many, DELIVER_KEPT_MASKS + 1, 3, 0),
+                    0);
+            else
+                assert_int_equal(
+                    deliver_kept_add(kept, 7, (*s == 'A' ? a : b)->decoded, one, 1, 3, 0), 1);
+            break;
+        case 'c':
+        case 'r':
+            deliver_kept_settle(kept, *s == 'c');
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static void test_kept_usable_only_after_commit(void **state)
+{
+    (void)state;
+    test_item_t a, b;
+    item_make(&a, "Rolled back: never stored");
+    item_make(&b, "Committed under the same seq");
+    const uint32_t fields = FIELD_AREA | FIELD_SUMMARY;
+    for (size_t r = 0; r < sizeof turn_rows / sizeof turn_rows[0]; r++) {
+        const struct turn_row *row = &turn_rows[r];
+        deliver_kept_t *kept = deliver_kept_new();
+        assert_non_null(kept);
+        turn_run(kept, row->steps, &a, &b);
+        size_t len = 0;
+        const uint8_t *content = deliver_kept_content(kept, 7, fields, &len);
+        if (row->expect == '-') {
+            if (content != NULL)
+                fail_msg("%s (%s): an entry is usable", row->name, row->steps);
+        } else {
+            if (content == NULL)
+                fail_msg("%s (%s): no usable entry", row->name, row->steps);
+            size_t want_len = 0;
+            uint8_t *want = store_reduction(row->expect == 'A' ? &a : &b, fields, &want_len);
+            if (len != want_len || memcmp(content, want, len) != 0)
+                fail_msg("%s (%s): the entry is not item %c's content", row->name, row->steps,
+                         row->expect);
+            free(want);
+        }
+        deliver_kept_destroy(&kept);
+    }
+    item_free(&a);
+    item_free(&b);
+}
+
+/* ------------------------------------------------------------ bounds */
+
+static const uint32_t bound_mask[] = {FIELD_AREA};
+
+/* Keep and commit items first..last (owed deliveries each) at now_ms. */
+static void keep_committed(deliver_kept_t *kept, const test_item_t *item, uint64_t first,
+                           uint64_t last, uint32_t owed, int64_t now_ms)
+{
+    for (uint64_t seq = first; seq <= last; seq++)
+        assert_int_equal(deliver_kept_add(kept, seq, item->decoded, bound_mask, 1, owed, now_ms),
+                         1);
+    deliver_kept_settle(kept, 1);
+}
+
+static int usable(const deliver_kept_t *kept, uint64_t seq)
+{
+    size_t len = 0;
+    return deliver_kept_content(kept, seq, FIELD_AREA, &len) != NULL;
+}
+
+/* The last recipient owed takes the entry with it; earlier ones do not. */
+static void test_kept_wiped_after_last_push(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Three recipients");
+    deliver_kept_t *kept = deliver_kept_new();
+    keep_committed(kept, &item, 5, 5, 3, 0);
+    for (int pushed = 1; pushed <= 3; pushed++) {
+        deliver_kept_pushed(kept, 5);
+        if (pushed < 3 && !usable(kept, 5))
+            fail_msg("gone after %d of 3 pushes", pushed);
+    }
+    assert_false(usable(kept, 5));
+    assert_int_equal(deliver_kept_count(kept), 0);
+    deliver_kept_pushed(kept, 5); /* a redelivery later finds nothing: harmless */
+    assert_int_equal(deliver_kept_count(kept), 0);
+    deliver_kept_destroy(&kept);
+    item_free(&item);
+}
+
+/* At most DELIVER_KEPT_ITEMS entries: an item whose slot holds an older
+ * one the push has yet to reach is not kept; once that one is pushed to
+ * its last recipient (or aged out), the slot takes the next. */
+static void test_kept_bounded_in_number(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Many");
+    deliver_kept_t *kept = deliver_kept_new();
+    const uint64_t extra = 10, last = DELIVER_KEPT_ITEMS + extra;
+    keep_committed(kept, &item, 1, DELIVER_KEPT_ITEMS, 2, 0);
+    for (uint64_t seq = DELIVER_KEPT_ITEMS + 1; seq <= last; seq++)
+        assert_int_equal(deliver_kept_add(kept, seq, item.decoded, bound_mask, 1, 2, 0), 0);
+    deliver_kept_settle(kept, 1);
+    assert_int_equal(deliver_kept_count(kept), DELIVER_KEPT_ITEMS);
+    for (uint64_t seq = 1; seq <= last; seq++)
+        if (usable(kept, seq) != (seq <= DELIVER_KEPT_ITEMS))
+            fail_msg("item %llu is %s", (unsigned long long)seq,
+                     seq <= DELIVER_KEPT_ITEMS ? "gone, though older than the refused ones"
+                                               : "kept beyond the bound");
+    /* item 1 pushed to both its recipients: its slot is free for the next */
+    deliver_kept_pushed(kept, 1);
+    assert_int_equal(deliver_kept_add(kept, last + 1, item.decoded, bound_mask, 1, 2, 0), 0);
+    deliver_kept_pushed(kept, 1);
+    keep_committed(kept, &item, DELIVER_KEPT_ITEMS + 1, DELIVER_KEPT_ITEMS + 1, 2, 0);
+    assert_true(usable(kept, DELIVER_KEPT_ITEMS + 1));
+    assert_false(usable(kept, 1));
+    assert_int_equal(deliver_kept_count(kept), DELIVER_KEPT_ITEMS);
+    /* many times the bound in one turn: still bounded, and all settle */
+    deliver_kept_clear(kept);
+    for (uint64_t seq = 1; seq <= 4 * DELIVER_KEPT_ITEMS; seq++)
+        (void)deliver_kept_add(kept, seq, item.decoded, bound_mask, 1, 2, 0);
+    assert_int_equal(deliver_kept_count(kept), DELIVER_KEPT_ITEMS);
+    deliver_kept_settle(kept, 1);
+    assert_true(usable(kept, DELIVER_KEPT_ITEMS));
+    assert_false(usable(kept, DELIVER_KEPT_ITEMS + 1));
+    deliver_kept_destroy(&kept);
+    item_free(&item);
+}
+
+/* Older than DELIVER_KEPT_MAX_AGE_MS at a sweep: gone; younger ones stay. */
+static void test_kept_bounded_in_age(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Waiting");
+    deliver_kept_t *kept = deliver_kept_new();
+    keep_committed(kept, &item, 1, 1, 3, 1000);
+    keep_committed(kept, &item, 2, 2, 3, 1500);
+    static const struct {
+        int64_t now_ms;
+        int first, second;
+    } sweeps[] = {
+        {1000 + DELIVER_KEPT_MAX_AGE_MS - 1, 1, 1},
+        {1000 + DELIVER_KEPT_MAX_AGE_MS, 0, 1},
+        {1500 + DELIVER_KEPT_MAX_AGE_MS - 1, 0, 1},
+        {1500 + DELIVER_KEPT_MAX_AGE_MS, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof sweeps / sizeof sweeps[0]; i++) {
+        deliver_kept_sweep(kept, sweeps[i].now_ms);
+        if (usable(kept, 1) != sweeps[i].first || usable(kept, 2) != sweeps[i].second)
+            fail_msg("sweep at %lld ms: item 1 %s, item 2 %s", (long long)sweeps[i].now_ms,
+                     usable(kept, 1) ? "kept" : "gone", usable(kept, 2) ? "kept" : "gone");
+    }
+    assert_int_equal(deliver_kept_count(kept), 0);
+    deliver_kept_destroy(&kept);
+    item_free(&item);
+}
+
+/* What is never kept, and clearing (broker stop, policy reload). */
+static void test_kept_refusals_and_clear(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Refused");
+    deliver_kept_t *kept = deliver_kept_new();
+    assert_int_equal(deliver_kept_add(kept, 0, item.decoded, bound_mask, 1, 3, 0), 0);
+    assert_int_equal(deliver_kept_add(kept, 3, item.decoded, bound_mask, 1, 0, 0), 0);
+    assert_int_equal(deliver_kept_add(kept, 3, item.decoded, bound_mask, 0, 3, 0), 0);
+    assert_int_equal(deliver_kept_add(kept, 3, NULL, bound_mask, 1, 3, 0), 0);
+    assert_int_equal(deliver_kept_count(kept), 0);
+    keep_committed(kept, &item, 1, 3, 3, 0);
+    assert_int_equal(deliver_kept_add(kept, 4, item.decoded, bound_mask, 1, 3, 0), 1);
+    assert_int_equal(deliver_kept_count(kept), 4);
+    deliver_kept_clear(kept);
+    assert_int_equal(deliver_kept_count(kept), 0);
+    deliver_kept_settle(kept, 1); /* the cleared pending entry does not come back */
+    assert_false(usable(kept, 4));
+    assert_int_equal(deliver_kept_count(kept), 0);
+    deliver_kept_destroy(&kept);
+    deliver_kept_destroy(&kept); /* idempotent */
+    deliver_kept_settle(NULL, 1);
+    deliver_kept_sweep(NULL, 0);
+    deliver_kept_clear(NULL);
+    item_free(&item);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kept_content_is_the_stores_reduction),
+        cmocka_unit_test(test_kept_usable_only_after_commit),
+        cmocka_unit_test(test_kept_wiped_after_last_push),
+        cmocka_unit_test(test_kept_bounded_in_number),
+        cmocka_unit_test(test_kept_bounded_in_age),
+        cmocka_unit_test(test_kept_refusals_and_clear),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
