@@ -202,6 +202,23 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
     return queued;
 }
 
+/* How long the item's deliveries will keep it: the latest expiry of the
+ * rules that deliver it to anyone; 0 when none does. Written with the item
+ * and its publish (store_item_add_retained, store_publish_add_retained), so
+ * that its deliveries need not raise them. */
+static int64_t item_retention(const broker_t *b, const item_plan_t *plan)
+{
+    int64_t until = 0;
+    for (size_t g = 0; g < plan->decision.n_grants; g++) {
+        const policy_grant_t *grant = &plan->decision.grants[g];
+        const policy_principal_t *to[1];
+        if (b->now_s + grant->rule->retention_s > until &&
+            policy_recipients(b->policy, grant->rule, grant->partner, to, 1) > 0)
+            until = b->now_s + grant->rule->retention_s;
+    }
+    return until;
+}
+
 /* Encode the Accepted frame of a publish. */
 static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAccepted *items,
                                 size_t n, int duplicate, size_t *len)
@@ -231,17 +248,24 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
                          const uint8_t root[32], const item_plan_t *plans)
 {
     Schakel__ItemAccepted results[SCHAKEL_MAX_ITEMS];
+    int64_t retain[SCHAKEL_MAX_ITEMS], publish_retain = 0;
     const uint8_t *id = publish->message_id.data;
     long deliveries = 0;
+    for (size_t i = 0; i < publish->n_items; i++) {
+        retain[i] = item_retention(b, &plans[i]);
+        if (retain[i] > publish_retain)
+            publish_retain = retain[i];
+    }
     if (store_begin(b->store) != 0)
         return -1;
-    int64_t publish_id =
-        store_publish_add(b->store, sender->id, id, hash, publish->signature.data, root, b->now_s);
+    int64_t publish_id = store_publish_add_retained(
+        b->store, sender->id, id, hash, publish->signature.data, root, b->now_s, publish_retain);
     if (publish_id < 0)
         return -1;
     for (size_t i = 0; i < publish->n_items; i++) {
-        int64_t item_seq = store_item_add(b->store, publish_id, (uint32_t)i, publish->items[i].data,
-                                          publish->items[i].len);
+        int64_t item_seq =
+            store_item_add_retained(b->store, publish_id, (uint32_t)i, publish->items[i].data,
+                                    publish->items[i].len, retain[i]);
         if (item_seq < 0)
             return -1;
         metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);

@@ -800,6 +800,59 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     h_done(env);
 }
 
+/* An item and its publish are written with the retention of their longest
+ * delivery: not shorter (the rows must outlive every delivery), not longer
+ * (nothing is kept past what a rule allows). woco's signal goes out under
+ * three rules of different retention (180, 365 and 730 days), politie's
+ * under one (1825 days). */
+static void test_items_kept_as_long_as_their_longest_delivery(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t from_woco = ondermijning(NULL, "WOCO-RETENTION-1");
+    schakel_signal_t from_politie = ondermijning(NULL, "BVH-RETENTION-1");
+    uint32_t recipients = 0;
+    h_publish_ok(woco, &from_woco, NULL, NULL, &recipients, NULL);
+    assert_true(recipients >= 3);
+    h_publish_ok(politie, &from_politie, NULL, NULL, NULL, NULL);
+    schakel_close(&woco);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    static const struct {
+        const char *sql;
+        int64_t want;
+    } rows[] = {
+        {"SELECT count(*) FROM items", 2},
+        /* the rules differ: a retention taken from the wrong one shows */
+        {"SELECT count(DISTINCT expires_at) FROM deliveries", 4},
+        {"SELECT count(*) FROM items AS i WHERE i.expires_at !="
+         " (SELECT max(d.expires_at) FROM deliveries AS d WHERE d.item_seq = i.seq)",
+         0},
+        {"SELECT count(*) FROM publishes AS p WHERE p.expires_at !="
+         " (SELECT max(i.expires_at) FROM items AS i WHERE i.publish_id = p.id)",
+         0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int64_t got = store_int(env, rows[i].sql, NULL);
+        if (got != rows[i].want)
+            fail_msg("row %zu: %s gave %lld, want %lld", i, rows[i].sql, (long long)got,
+                     (long long)rows[i].want);
+    }
+    assert_int_equal(store_int(env,
+                               "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
+                               " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
+                               H_WOCO_MAASOEVER),
+                     730);
+    assert_int_equal(store_int(env,
+                               "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
+                               " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
+                               H_POLITIE),
+                     1825);
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -814,6 +867,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_items_kept_as_long_as_their_longest_delivery,
                                         h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
