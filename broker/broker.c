@@ -621,6 +621,14 @@ static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *princ
     broker_reject(b, &probe, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, text, NULL, -1, 0);
 }
 
+/* A received frame is plaintext once CURVE has opened it (a Publish's
+ * items): wiped before libzmq frees it. */
+static void msg_wipe_close(zmq_msg_t *msg)
+{
+    sodium_memzero(zmq_msg_data(msg), zmq_msg_size(msg));
+    zmq_msg_close(msg);
+}
+
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
@@ -647,7 +655,7 @@ static int receive_one(broker_t *b)
         }
         more = zmq_msg_more(target);
         if (parts > 0)
-            zmq_msg_close(&extra);
+            msg_wipe_close(&extra);
         parts++;
     }
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
@@ -681,7 +689,7 @@ static int receive_one(broker_t *b)
             dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
         }
     }
-    zmq_msg_close(&data);
+    msg_wipe_close(&data);
     zmq_msg_close(&routing);
     return 1;
 }

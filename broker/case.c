@@ -63,7 +63,7 @@ static void case_cmd_free(case_cmd_t *x)
 {
     case_members_free(&x->members);
     if (x->linked != NULL)
-        schakel__signal__free_unpacked(x->linked, NULL);
+        schakel__signal__free_unpacked(x->linked, wire_wiped_allocator());
     if (x->linked_body != NULL) {
         sodium_memzero(x->linked_body, x->linked_len);
         free(x->linked_body);
@@ -266,12 +266,12 @@ static int case_link_cap(case_cmd_t *x, uint32_t mask)
     uint8_t *capped = publish_signal_for_recipient(x->linked, mask, &len);
     if (capped == NULL)
         return -1;
-    schakel__signal__free_unpacked(x->linked, NULL);
+    schakel__signal__free_unpacked(x->linked, wire_wiped_allocator());
     sodium_memzero(x->linked_body, x->linked_len);
     free(x->linked_body);
     x->linked_body = capped;
     x->linked_len = len;
-    x->linked = schakel__signal__unpack(NULL, len, capped);
+    x->linked = schakel__signal__unpack(wire_wiped_allocator(), len, capped);
     return x->linked != NULL ? 0 : -1;
 }
 
@@ -295,14 +295,14 @@ static int case_plan_link(case_cmd_t *x)
     if (found < 0)
         return -2;
     if (found == 1)
-        x->linked = schakel__signal__unpack(NULL, x->linked_len, x->linked_body);
+        x->linked = schakel__signal__unpack(wire_wiped_allocator(), x->linked_len, x->linked_body);
     uint32_t mask = 0;
     if (x->linked != NULL && case_link_entitlement(b, x->linked, receiver, &mask) == 0) {
         if (case_link_cap(x, mask) != 0)
             return -2;
     } else if (x->linked != NULL) {
         /* no longer entitled: the same answer as never received */
-        schakel__signal__free_unpacked(x->linked, NULL);
+        schakel__signal__free_unpacked(x->linked, wire_wiped_allocator());
         x->linked = NULL;
     }
     if (found == 0 || x->linked == NULL) {
@@ -551,7 +551,8 @@ static long case_queue_event(case_cmd_t *x, const Schakel__CaseEvent *full, uint
     long queued = 0;
     memset(views, 0, sizeof views);
     if (full->has_signal)
-        linked = schakel__signal__unpack(NULL, full->signal.len, full->signal.data);
+        linked =
+            schakel__signal__unpack(wire_wiped_allocator(), full->signal.len, full->signal.data);
     for (size_t i = 0; i < policy_principal_count(b->policy) && queued >= 0; i++) {
         const policy_principal_t *p = policy_principal_at(b->policy, i);
         size_t index = p->partner->index;
@@ -571,7 +572,7 @@ static long case_queue_event(case_cmd_t *x, const Schakel__CaseEvent *full, uint
     for (size_t i = 0; i < SCHAKEL_MAX_PARTNERS; i++)
         case_filtered_free(&views[i].filtered);
     if (linked != NULL)
-        schakel__signal__free_unpacked(linked, NULL);
+        schakel__signal__free_unpacked(linked, wire_wiped_allocator());
     return queued;
 }
 
@@ -591,13 +592,14 @@ static long case_queue_history(case_cmd_t *x, const char *joiner_id, uint64_t jo
         }
         if (copy.bytes == NULL)
             break; /* expired meanwhile: nothing further */
-        Schakel__CaseEvent *ev = schakel__case_event__unpack(NULL, copy.len, copy.bytes);
+        Schakel__CaseEvent *ev =
+            schakel__case_event__unpack(wire_wiped_allocator(), copy.len, copy.bytes);
         int own_invitation = ev != NULL &&
                              ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_INVITED &&
                              ev->partner != NULL && strcmp(ev->partner, joiner_id) == 0;
         long n = ev == NULL ? -1 : own_invitation ? 0 : case_queue_event(x, ev, joiner);
         if (ev != NULL)
-            schakel__case_event__free_unpacked(ev, NULL);
+            schakel__case_event__free_unpacked(ev, wire_wiped_allocator());
         seq = copy.event_seq;
         case_event_copy_free(&copy);
         if (n < 0)

@@ -211,7 +211,7 @@ typedef struct case_timeline {
 static void case_timeline_free(case_timeline_t *t)
 {
     for (size_t i = 0; i < t->n; i++)
-        schakel__case_event__free_unpacked(t->events[i], NULL);
+        schakel__case_event__free_unpacked(t->events[i], wire_wiped_allocator());
     free(t->events);
     memset(t, 0, sizeof *t);
 }
@@ -226,12 +226,14 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
         t->left_out++;
         return 0;
     }
-    Schakel__CaseEvent *full = schakel__case_event__unpack(NULL, copy->len, copy->bytes);
+    Schakel__CaseEvent *full =
+        schakel__case_event__unpack(wire_wiped_allocator(), copy->len, copy->bytes);
     if (full == NULL)
         return -1;
     Schakel__Signal *linked =
-        full->has_signal ? schakel__signal__unpack(NULL, full->signal.len, full->signal.data)
-                         : NULL;
+        full->has_signal
+            ? schakel__signal__unpack(wire_wiped_allocator(), full->signal.len, full->signal.data)
+            : NULL;
     case_filtered_t filtered = {0};
     int rc = case_event_filter(full, linked, rule, 0, &filtered);
     if (rc == 0 && t->used + filtered.len + 8 > budget && full->attachment != NULL) {
@@ -239,8 +241,8 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
         rc = case_event_filter(full, linked, rule, 1, &filtered);
     }
     if (linked != NULL)
-        schakel__signal__free_unpacked(linked, NULL);
-    schakel__case_event__free_unpacked(full, NULL);
+        schakel__signal__free_unpacked(linked, wire_wiped_allocator());
+    schakel__case_event__free_unpacked(full, wire_wiped_allocator());
     if (rc != 0)
         return -1;
     if (t->used + filtered.len + 8 > budget) {
@@ -258,7 +260,8 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
         t->events = grown;
         t->cap = cap;
     }
-    Schakel__CaseEvent *mine = schakel__case_event__unpack(NULL, filtered.len, filtered.body);
+    Schakel__CaseEvent *mine =
+        schakel__case_event__unpack(wire_wiped_allocator(), filtered.len, filtered.body);
     t->used += filtered.len + 8;
     case_filtered_free(&filtered);
     if (mine == NULL)

@@ -106,7 +106,7 @@ typedef struct push_reduction {
 
 typedef struct push_cached_item {
     uint64_t item_seq;       /* 0: empty (item seqs start at 1) */
-    Schakel__Signal *signal; /* the item decoded (wiped_allocator), or NULL */
+    Schakel__Signal *signal; /* the item decoded (wire_wiped_allocator), or NULL */
     size_t n;
     push_reduction_t reduced[PUSH_CACHE_MASKS];
 } push_cached_item_t;
@@ -117,37 +117,6 @@ typedef struct push_cached_item {
 typedef struct push_cache {
     push_cached_item_t slots[PUSH_ROUND];
 } push_cache_t;
-
-/* protobuf-c allocations that are wiped when freed: a decoded item is
- * plaintext. Each block carries its size in front. */
-typedef union wiped_header {
-    size_t size;
-    max_align_t align;
-} wiped_header_t;
-
-static void *wiped_alloc(void *allocator_data, size_t size)
-{
-    (void)allocator_data;
-    if (size > SIZE_MAX - sizeof(wiped_header_t))
-        return NULL;
-    wiped_header_t *block = malloc(sizeof *block + size);
-    if (block == NULL)
-        return NULL;
-    block->size = size;
-    return block + 1;
-}
-
-static void wiped_free(void *allocator_data, void *pointer)
-{
-    (void)allocator_data;
-    if (pointer == NULL)
-        return;
-    wiped_header_t *block = (wiped_header_t *)pointer - 1;
-    sodium_memzero(pointer, block->size);
-    free(block);
-}
-
-static ProtobufCAllocator wiped_allocator = {wiped_alloc, wiped_free, NULL};
 
 static void push_reduction_release(push_reduction_t *reduction)
 {
@@ -162,7 +131,7 @@ static void push_slot_clear(push_cached_item_t *slot)
     for (size_t i = 0; i < slot->n; i++)
         push_reduction_release(&slot->reduced[i]);
     if (slot->signal != NULL)
-        schakel__signal__free_unpacked(slot->signal, &wiped_allocator);
+        schakel__signal__free_unpacked(slot->signal, wire_wiped_allocator());
     slot->signal = NULL;
     slot->n = 0;
     slot->item_seq = 0;
@@ -414,7 +383,7 @@ static push_cached_item_t *push_cache_item(push_cache_t *cache, const store_deli
     if (d->body == NULL)
         return NULL; /* defensive: the scan skips only items push_cache_has */
     push_slot_clear(slot);
-    slot->signal = schakel__signal__unpack(&wiped_allocator, d->body_len, d->body);
+    slot->signal = schakel__signal__unpack(wire_wiped_allocator(), d->body_len, d->body);
     if (slot->signal == NULL)
         return NULL;
     slot->item_seq = d->item_seq;

@@ -78,11 +78,58 @@ void wire_error_set(wire_error_t *err, Schakel__Reason reason, const char *forma
 
 /* ------------------------------------------------------- budgeted allocator */
 
+/* Decoded messages hold plaintext (a Publish's items, a Delivery's
+ * signal): every block carries its size in front, so that freeing wipes it
+ * before it goes back to malloc. */
+typedef union wiped_block {
+    size_t size;
+    max_align_t align;
+} wiped_block_t;
+
+static void *wiped_block_alloc(size_t size)
+{
+    if (size > SIZE_MAX - sizeof(wiped_block_t))
+        return NULL;
+    wiped_block_t *block = malloc(sizeof *block + size);
+    if (block == NULL)
+        return NULL;
+    block->size = size;
+    return block + 1;
+}
+
+static void wiped_block_free(void *pointer)
+{
+    if (pointer == NULL)
+        return;
+    wiped_block_t *block = (wiped_block_t *)pointer - 1;
+    sodium_memzero(pointer, block->size);
+    free(block);
+}
+
+static void *wiped_alloc(void *allocator_data, size_t size)
+{
+    (void)allocator_data;
+    return wiped_block_alloc(size);
+}
+
+static void wiped_free(void *allocator_data, void *pointer)
+{
+    (void)allocator_data;
+    wiped_block_free(pointer);
+}
+
+static ProtobufCAllocator wiped_allocator = {wiped_alloc, wiped_free, NULL};
+
+ProtobufCAllocator *wire_wiped_allocator(void)
+{
+    return &wiped_allocator;
+}
+
 /* protobuf-c has no size or depth limit of its own. Each unpack gets an
  * allocator whose allocator_data is this struct on the caller's stack; it
  * counts every byte handed out during that one unpack (temporaries
  * included, so the count bounds peak use from above) and refuses past the
- * limit, which makes the unpack fail. The blocks are plain malloc blocks, so
+ * limit, which makes the unpack fail. The blocks are wiped blocks, so
  * freeing needs no budget state: one shared allocator frees every tree. */
 struct decode_budget {
     size_t used;
@@ -98,7 +145,7 @@ static void *budget_alloc(void *allocator_data, size_t size)
         budget->exceeded = 1;
         return NULL;
     }
-    void *block = malloc(size > 0 ? size : 1);
+    void *block = wiped_block_alloc(size);
     if (block == NULL) {
         budget->out_of_memory = 1;
         return NULL;
@@ -110,7 +157,7 @@ static void *budget_alloc(void *allocator_data, size_t size)
 static void budget_free(void *allocator_data, void *pointer)
 {
     (void)allocator_data;
-    free(pointer);
+    wiped_block_free(pointer);
 }
 
 /* Freeing never allocates; an alloc through this allocator is a bug. */

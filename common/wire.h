@@ -72,6 +72,12 @@ void wire_frame_free(Schakel__Frame **frame);
 Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now, wire_error_t *err);
 void wire_signal_free(Schakel__Signal **signal);
 
+/* A protobuf-c allocator whose blocks are wiped when freed, for messages
+ * that hold plaintext (decoded items, case events): unpack and free with
+ * it. Every message the wire_decode_* functions return is allocated the
+ * same way, so wire_frame_free and wire_signal_free wipe too. */
+ProtobufCAllocator *wire_wiped_allocator(void);
+
 /* Unpack a Signal as a recipient gets it (Deliver.signal, CaseEvent.signal):
  * reduced to a rule's fields, so only sender, kind and theme are required
  * (INVALID_MESSAGE); budgeted, unknown fields refused (INVALID_MESSAGE),
