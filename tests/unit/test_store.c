@@ -2938,6 +2938,45 @@ static void test_failed_checkpoint_sync_poisons_the_handle(void **state)
     }
 }
 
+/* The expiry's TRUNCATE checkpoint failing on the disk (the file may not
+ * grow, or a sync fails) is final like every other checkpoint: the handle
+ * refuses everything after, and what was committed is all there. */
+static void test_truncate_failure_is_final(void **state)
+{
+    fixture_t *f = *state;
+    enum cause { FILE_FULL, SYNC_FAILS };
+    static const enum cause rows[] = {FILE_FULL, SYNC_FAILS};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        unsigned first = 200 + 100 * (unsigned)i, n = 40;
+        /* pages the database file does not have yet */
+        assert_int_equal(store_begin(f->store), 0);
+        for (unsigned k = 0; k < n; k++)
+            assert_true(deliver_new(f->store, POLITIE, first + k) > 0);
+        assert_int_equal(store_commit(f->store), 0);
+        struct stat st;
+        assert_int_equal(stat(f->path, &st), 0);
+        file_limit_t limit;
+        if (rows[i] == FILE_FULL)
+            file_limit_set(&limit, (rlim_t)st.st_size);
+        else
+            fdatasync_fail_next = 1;
+        int rc = store_checkpoint(f->store);
+        if (rows[i] == FILE_FULL)
+            file_limit_clear(&limit);
+        else
+            fdatasync_fail_next = 0;
+        if (rc != -1 || !store_sync_failed(f->store))
+            fail_msg("row %zu: the checkpoint gave %d (poisoned: %d): %s", i, rc,
+                     store_sync_failed(f->store), store_errmsg(f->store));
+        assert_non_null(strstr(store_errmsg(f->store), "checkpointing the WAL"));
+        assert_int_equal(store_begin(f->store), -1); /* refused from now on */
+        assert_int_equal(store_checkpoint(f->store), -1);
+        reopen(f);
+        for (unsigned k = 0; k < n; k++)
+            assert_int_equal(publish_known(f->store, WOCO, first + k), 1);
+    }
+}
+
 /* A rekey whose commit cannot be synced says so (-2) and goes on under the
  * new key: the store holds it as far as SQLite knows. */
 static void test_rekey_sync_failure_reports_new_key(void **state)
@@ -3061,6 +3100,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_removed_bodies_gone_from_file, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_truncate_failure_is_final, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_bounded_by_limit, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expiry_uses_indexes, setup, store_fixture_teardown),

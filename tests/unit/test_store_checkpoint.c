@@ -201,6 +201,73 @@ static void test_in_place_without_a_thread(void **state)
     assert_int_equal(sync_gate_count(SYNC_GATE_THREAD_SYNCS), 0);
 }
 
+/* A checkpoint of another connection (an operator's tool, against the
+ * advice of docs/OPERATIONS.md), held at its first sync while it holds the
+ * checkpoint lock. Runs on a thread of its own: the gate holds only syncs
+ * of threads other than the test's. */
+typedef struct outside_checkpoint {
+    const char *path;
+    int rc;
+} outside_checkpoint_t;
+
+static void *outside_checkpoint_run(void *arg)
+{
+    outside_checkpoint_t *o = arg;
+    sqlite3 *db = NULL; /* no cmocka asserts off the test's thread */
+    o->rc = sqlite3_open_v2(o->path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (o->rc == SQLITE_OK)
+        o->rc = sqlite3_exec(db, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL, NULL);
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* The loop's own checkpoint finds another one running: it counts the try,
+ * leaves the WAL as it is, and does not try again before the WAL has grown
+ * by a threshold (not at every commit); once the other is gone, the next
+ * try copies. */
+static void test_in_place_busy_backs_off(void **state)
+{
+    store_fixture_t *fx = *state;
+    commit_rows_ok(fx->store, 2); /* frames for the other one to copy */
+    uint64_t done_before = in_place_of(fx->store);
+    sync_gate_close(1);
+    outside_checkpoint_t outside = {fx->path, -1};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, outside_checkpoint_run, &outside), 0);
+    sync_gate_await_held(1); /* it holds the checkpoint lock now */
+
+    while (counts_of(fx->store).busy_in_place == 0) {
+        if (fx->store->wal_frames > 2 * THRESHOLD)
+            fail_msg("no checkpoint was tried by %d frames (threshold %d)", fx->store->wal_frames,
+                     THRESHOLD);
+        commit_rows_ok(fx->store, 1);
+    }
+    int busy_at = fx->store->wal_frames;
+    assert_int_equal(in_place_of(fx->store), done_before);
+    /* a threshold more, less one commit: no further try */
+    while (fx->store->wal_frames + MAX_COMMIT_FRAMES < busy_at + THRESHOLD)
+        commit_rows_ok(fx->store, 1);
+    store_checkpoint_counts_t c = counts_of(fx->store);
+    if (c.busy_in_place != 1 || in_place_of(fx->store) != done_before)
+        fail_msg("tried again before a threshold more: %llu busy, %llu done",
+                 (unsigned long long)c.busy_in_place,
+                 (unsigned long long)(in_place_of(fx->store) - done_before));
+
+    sync_gate_close(0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(outside.rc, SQLITE_OK);
+    while (in_place_of(fx->store) == done_before) {
+        if (fx->store->wal_frames > busy_at + THRESHOLD + MAX_COMMIT_FRAMES)
+            fail_msg("no checkpoint by %d frames after the busy one at %d", fx->store->wal_frames,
+                     busy_at);
+        commit_rows_ok(fx->store, 1);
+    }
+    assert_int_equal(counts_of(fx->store).busy_in_place, 1);
+    sync_gate_assert_never_expired();
+    store_close(&fx->store);
+    assert_int_equal(test_rows(fx->path), rows_committed);
+}
+
 /* With the thread, its rounds copy the WAL and the loop only finishes it:
  * the WAL starts over again and again, once the thread is idle it is
  * finished within a few commits, and every row is in the file once the
@@ -528,6 +595,7 @@ int main(void)
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_in_place_without_a_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_in_place_busy_backs_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_thread_copies_and_the_wal_starts_over, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_loop_finishes_what_a_round_left, setup, teardown),
