@@ -271,6 +271,10 @@ void deliver_kept_settle(deliver_kept_t *kept, int committed);
 /* Wipe the usable entries kept DELIVER_KEPT_MAX_AGE_MS or longer; cheap
  * when none is due. Safe on NULL. */
 void deliver_kept_sweep(deliver_kept_t *kept, int64_t now_ms);
+/* How long the loop may wait for frames before the oldest usable entry
+ * is due for deliver_kept_sweep: max_ms, or less (0 when due). Safe on
+ * NULL. */
+int deliver_kept_wait_ms(const deliver_kept_t *kept, int64_t now_ms, int max_ms);
 /* Wipe every entry (pending ones too). Safe on NULL. */
 void deliver_kept_clear(deliver_kept_t *kept);
 /* The usable entry of item_seq reduced to `fields`: borrowed, valid until

@@ -10,7 +10,8 @@
  * push's plaintext (decoded items, reduced copies, frames) is wiped when it
  * is released. What a pass opens from the store does not outlive the pass;
  * what the publish path keeps for the push (deliver_kept_t: at most
- * DELIVER_KEPT_ITEMS items) lives until pushed, evicted or 2 s old.
+ * DELIVER_KEPT_ITEMS items) lives until pushed, evicted or 2 s old (the
+ * loop wakes for that: deliver_kept_wait_ms).
  */
 #include "broker.h"
 
@@ -306,6 +307,16 @@ void deliver_kept_sweep(deliver_kept_t *kept, int64_t now_ms)
             next = slot->kept_ms + DELIVER_KEPT_MAX_AGE_MS;
     }
     kept->next_sweep_ms = next;
+}
+
+int deliver_kept_wait_ms(const deliver_kept_t *kept, int64_t now_ms, int max_ms)
+{
+    if (kept == NULL || kept->next_sweep_ms == INT64_MAX)
+        return max_ms;
+    if (kept->next_sweep_ms <= now_ms)
+        return 0;
+    int64_t left = kept->next_sweep_ms - now_ms;
+    return left < max_ms ? (int)left : max_ms;
 }
 
 static const kept_item_t *kept_live(const deliver_kept_t *kept, uint64_t item_seq)

@@ -317,22 +317,32 @@ static void test_kept_bounded_in_age(void **state)
     test_item_t item;
     item_make(&item, "Waiting");
     deliver_kept_t *kept = deliver_kept_new();
+    assert_int_equal(deliver_kept_wait_ms(kept, 0, 1000), 1000); /* nothing kept */
     keep_committed(kept, &item, 1, 1, 3, 1000);
     keep_committed(kept, &item, 2, 2, 3, 1500);
+    /* the loop waits for frames no longer than until the next entry is due
+     * (wait: the longest wait allowed at now_ms, of at most 1000 ms) */
     static const struct {
         int64_t now_ms;
-        int first, second;
+        int first, second, wait;
     } sweeps[] = {
-        {1000 + DELIVER_KEPT_MAX_AGE_MS - 1, 1, 1},
-        {1000 + DELIVER_KEPT_MAX_AGE_MS, 0, 1},
-        {1500 + DELIVER_KEPT_MAX_AGE_MS - 1, 0, 1},
-        {1500 + DELIVER_KEPT_MAX_AGE_MS, 0, 0},
+        {1000 + DELIVER_KEPT_MAX_AGE_MS - 1, 1, 1, 1},
+        {1000 + DELIVER_KEPT_MAX_AGE_MS, 0, 1, 500},
+        {1500 + DELIVER_KEPT_MAX_AGE_MS - 1, 0, 1, 1},
+        {1500 + DELIVER_KEPT_MAX_AGE_MS, 0, 0, 1000},
     };
+    assert_int_equal(deliver_kept_wait_ms(kept, 0, 1000), 1000);
+    assert_int_equal(deliver_kept_wait_ms(kept, 1000 + DELIVER_KEPT_MAX_AGE_MS - 300, 1000), 300);
+    assert_int_equal(deliver_kept_wait_ms(kept, 1000 + DELIVER_KEPT_MAX_AGE_MS + 5, 1000), 0);
     for (size_t i = 0; i < sizeof sweeps / sizeof sweeps[0]; i++) {
         deliver_kept_sweep(kept, sweeps[i].now_ms);
         if (usable(kept, 1) != sweeps[i].first || usable(kept, 2) != sweeps[i].second)
             fail_msg("sweep at %lld ms: item 1 %s, item 2 %s", (long long)sweeps[i].now_ms,
                      usable(kept, 1) ? "kept" : "gone", usable(kept, 2) ? "kept" : "gone");
+        int wait = deliver_kept_wait_ms(kept, sweeps[i].now_ms, 1000);
+        if (wait != sweeps[i].wait)
+            fail_msg("after the sweep at %lld ms the loop may wait %d ms, want %d",
+                     (long long)sweeps[i].now_ms, wait, sweeps[i].wait);
     }
     assert_int_equal(deliver_kept_count(kept), 0);
     deliver_kept_destroy(&kept);
