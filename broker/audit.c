@@ -736,7 +736,8 @@ static void buf_json_span(text_buf_t *b, const char *s, size_t len)
 static int json_listed(const store_audit_delivery_t *d, void *arg)
 {
     text_buf_t *b = arg;
-    buf_printf(b, "%s{\"delivery_seq\":%llu,\"recipient\":", b->data != NULL && b->len > 0 && b->data[b->len - 1] == '}' ? "," : "",
+    buf_printf(b, "%s{\"delivery_seq\":%llu,\"recipient\":",
+               b->data != NULL && b->len > 0 && b->data[b->len - 1] == '}' ? "," : "",
                (unsigned long long)d->seq);
     buf_json_span(b, d->recipient, d->recipient_len);
     buf_puts(b, ",\"recipient_partner\":");
@@ -955,8 +956,8 @@ static int export_add_acked(const store_audit_entry_t *e, void *arg)
     int seen = export_acked_seen(st, e->seq);
     if (seen != 0)
         return seen < 0;
-    if (e->damage == NULL && (!event->present || event->text == NULL ||
-                              strcmp(event->text, "delivery.acked") != 0))
+    if (e->damage == NULL &&
+        (!event->present || event->text == NULL || strcmp(event->text, "delivery.acked") != 0))
         return 0; /* another entry (another subject's, perhaps): never shown */
     size_t n = v->present && e->damage == NULL
                    ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS)

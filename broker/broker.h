@@ -87,7 +87,7 @@ typedef struct broker {
     /* Deliveries above this seq are committed but their commit is not synced
      * yet: they wait (UINT64_MAX when every commit is synced). */
     uint64_t push_limit_seq;
-    int turn_failed;       /* a store write failed: roll the turn back, commit nothing */
+    int turn_failed; /* a store write failed: roll the turn back, commit nothing */
     /* Nothing but Ack, Flow and Heartbeat frames this turn: its writes (acks)
      * claim nothing to anyone, so it commits without an fsync
      * (store_commit_unsynced); the next synced commit covers it. */
@@ -279,8 +279,8 @@ int deliver_kept_wait_ms(const deliver_kept_t *kept, int64_t now_ms, int max_ms)
 void deliver_kept_clear(deliver_kept_t *kept);
 /* The usable entry of item_seq reduced to `fields`: borrowed, valid until
  * the next call that changes the cache; NULL when there is none. */
-const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq,
-                                    uint32_t fields, size_t *len);
+const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq, uint32_t fields,
+                                    size_t *len);
 /* One of item_seq's deliveries was pushed from its entry: the last one
  * owed wipes it. */
 void deliver_kept_pushed(deliver_kept_t *kept, uint64_t item_seq);

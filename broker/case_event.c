@@ -223,11 +223,10 @@ void case_event_copy_free(case_event_copy_t *copy)
  * deliveries are written together, in one transaction, after every item
  * before it (items and case commands alike; a rolled-back turn leaves no
  * entries; record.c keeps an item's deliveries only until another entry
- * is written, so its one entry stays in that order). So a binary search over entry seqs finds the first entry of
- * the item in O(log n) probes, each reading forward to the next queued
- * entry. Should the order ever not hold, the search can only miss an
- * entry, and the link is refused: it never admits a signal that was not
- * received.
+ * is written, so its one entry stays in that order). So a binary search over entry seqs finds the
+ * first entry of the item in O(log n) probes, each reading forward to the next queued entry. Should
+ * the order ever not hold, the search can only miss an entry, and the link is refused: it never
+ * admits a signal that was not received.
  */
 
 static int case_is_queued(const store_audit_entry_t *e)

@@ -164,8 +164,8 @@ enum kept_state { KEPT_EMPTY = 0, KEPT_PENDING, KEPT_LIVE };
 typedef struct kept_item {
     uint64_t item_seq;
     enum kept_state state;
-    int listed;     /* in pending[] of the open turn */
-    uint32_t owed;  /* deliveries not pushed from it yet */
+    int listed;    /* in pending[] of the open turn */
+    uint32_t owed; /* deliveries not pushed from it yet */
     int64_t kept_ms;
     size_t n;
     push_reduction_t reduced[DELIVER_KEPT_MASKS];
@@ -252,7 +252,7 @@ int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Sig
     size_t index = (size_t)(item_seq % DELIVER_KEPT_ITEMS);
     kept_item_t *slot = &kept->slots[index];
     if (slot->state != KEPT_EMPTY && slot->item_seq != item_seq)
-        return 0; /* an older item the push has yet to reach keeps its slot */
+        return 0;          /* an older item the push has yet to reach keeps its slot */
     kept_wipe(kept, slot); /* this seq's entry of a rolled-back turn: gone */
     if (signal == NULL || owed == 0 || n_masks == 0 || n_masks > DELIVER_KEPT_MASKS ||
         kept_reduce(slot, signal, masks, n_masks) != 0)
@@ -327,8 +327,8 @@ static const kept_item_t *kept_live(const deliver_kept_t *kept, uint64_t item_se
     return slot->state == KEPT_LIVE && slot->item_seq == item_seq ? slot : NULL;
 }
 
-const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq,
-                                    uint32_t fields, size_t *len)
+const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq, uint32_t fields,
+                                    size_t *len)
 {
     const kept_item_t *slot = kept_live(kept, item_seq);
     for (size_t i = 0; slot != NULL && i < slot->n; i++) {
@@ -651,7 +651,7 @@ static size_t pass_collect(broker_t *b)
 
 void deliver_push_all(broker_t *b)
 {
-    static push_cache_t cache; /* ~2 KB, not on the stack; one loop thread */
+    static push_cache_t cache;              /* ~2 KB, not on the stack; one loop thread */
     deliver_kept_sweep(b->kept, b->now_ms); /* once per turn: at most 2 s old */
     /* A round may drop a session but never adds or removes receivers, so
      * the receivers collected stay valid for the whole pass. */

@@ -1,9 +1,8 @@
 /*
  * policy_internal.h — the loaded policy's layout, shared by the loader
- * (policy_load.c builds it, policy_index.c its decision index), the runtime (policy.c answers lookups and
- * decisions from it) and the case types (policy_case.c builds and answers
- * both for them). Private to those files; not installed, not for other
- * modules, which see only policy.h.
+ * (policy_load.c builds it, policy_index.c its decision index), the runtime (policy.c answers
+ * lookups and decisions from it) and the case types (policy_case.c builds and answers both for
+ * them). Private to those files; not installed, not for other modules, which see only policy.h.
  */
 #ifndef SCHAKEL_POLICY_INTERNAL_H
 #define SCHAKEL_POLICY_INTERNAL_H

@@ -242,7 +242,8 @@ struct record_acks {
  * record_field_names), and a rule line's head: "rule " id SP hash SP
  * expires_at SP fields SP. */
 #define RECORD_FIELDS_TEXT 160u
-#define RECORD_QRULE_HEAD (5u + SCHAKEL_MAX_ID_LEN + 1u + 64u + 1u + 20u + 1u + RECORD_FIELDS_TEXT + 1u)
+#define RECORD_QRULE_HEAD                                                                          \
+    (5u + SCHAKEL_MAX_ID_LEN + 1u + 64u + 1u + 20u + 1u + RECORD_FIELDS_TEXT + 1u)
 
 /*
  * An item's deliveries are kept, not recorded, until a delivery of another
@@ -426,7 +427,6 @@ static long record_queue_rule(record_queue_t *q, const record_delivery_t *d)
     return (long)q->n_rules++;
 }
 
-
 /* The deliveries text (store_audit_deliveries_parse): rules in the order
  * of their first use (the order they were added), then the deliveries.
  * Built by copying (text_bytes bounds it: RECORD_QRULE_LINE and
@@ -518,10 +518,10 @@ static int record_queue_valid(const record_delivery_t *d)
            record_text_fits(d->theme, SCHAKEL_MAX_ID_LEN + 1) &&
            record_text_fits(d->rule_id, SCHAKEL_MAX_ID_LEN + 1) &&
            record_text_fits(d->rule_hash, 65) &&
-           (d->purpose == NULL || strnlen(d->purpose, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <=
-                                      SCHAKEL_AUDIT_MAX_TEXT_LEN) &&
-           (d->legal_basis == NULL || strnlen(d->legal_basis, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <=
-                                          SCHAKEL_AUDIT_MAX_TEXT_LEN);
+           (d->purpose == NULL ||
+            strnlen(d->purpose, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <= SCHAKEL_AUDIT_MAX_TEXT_LEN) &&
+           (d->legal_basis == NULL ||
+            strnlen(d->legal_basis, SCHAKEL_AUDIT_MAX_TEXT_LEN + 1) <= SCHAKEL_AUDIT_MAX_TEXT_LEN);
 }
 
 /* Room for d in the kept entry: the same item, a later seq, below the

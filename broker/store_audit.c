@@ -65,7 +65,8 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
 /* The same columns from a store older than schema 6, and from one of
  * schema 6. */
 #define AUDIT_ROW_COLUMNS_BEFORE_ACKS                                                              \
-    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", NULL AS delivery_seqs, NULL AS deliveries, hash"
+    "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", NULL AS delivery_seqs, NULL AS deliveries, "    \
+                                                "hash"
 #define AUDIT_ROW_COLUMNS_BEFORE_QUEUED                                                            \
     "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs, NULL AS deliveries, hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
@@ -437,8 +438,7 @@ static int counted_ok(const char *s, size_t n)
         if (c == 0)
             return 0;
         if (c >= 0x80)
-            return strnlen(s + i, n - i) == n - i &&
-                   syntax_is_utf8((const uint8_t *)s + i, n - i);
+            return strnlen(s + i, n - i) == n - i && syntax_is_utf8((const uint8_t *)s + i, n - i);
     }
     return 1;
 }
@@ -484,8 +484,8 @@ static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void
     size_t n_rules = 0, n = 0, used = 0;
     uint64_t last = 0;
     const char *p = text;
-    if (text == NULL || strnlen(text, STORE_AUDIT_MAX_DELIVERIES_TEXT + 1) >
-                            STORE_AUDIT_MAX_DELIVERIES_TEXT)
+    if (text == NULL ||
+        strnlen(text, STORE_AUDIT_MAX_DELIVERIES_TEXT + 1) > STORE_AUDIT_MAX_DELIVERIES_TEXT)
         return 0;
     while (*p == 'r') { /* the rules, each once */
         store_audit_delivery_t d;
@@ -506,10 +506,9 @@ static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void
         uint64_t seq = 0, rule = 0;
         memset(&d, 0, sizeof d);
         if (n == STORE_AUDIT_MAX_QUEUED_DELIVERIES || parse_decimal(&p, ' ', &seq) != 0 ||
-            seq <= last || parse_decimal(&p, ' ', &rule) != 0 || rule > used ||
-            rule >= n_rules ||
-            parse_principal(&p, '\n', &d.recipient, &d.recipient_len,
-                            &d.recipient_partner_len) != 0)
+            seq <= last || parse_decimal(&p, ' ', &rule) != 0 || rule > used || rule >= n_rules ||
+            parse_principal(&p, '\n', &d.recipient, &d.recipient_len, &d.recipient_partner_len) !=
+                0)
             return 0;
         used += rule == used;
         last = seq;
@@ -549,9 +548,11 @@ static int audit_check_text(store_t *store, const store_audit_value_t *v)
 
 /* The fields a queued entry's deliveries replace. */
 static const int audit_per_delivery[] = {
-    STORE_AUDIT_RECIPIENT, STORE_AUDIT_RECIPIENT_PARTNER, STORE_AUDIT_DELIVERY_SEQ,
-    STORE_AUDIT_RULE_ID,   STORE_AUDIT_RULE_HASH,         STORE_AUDIT_PURPOSE,
-    STORE_AUDIT_LEGAL_BASIS, STORE_AUDIT_FIELDS,          STORE_AUDIT_EXPIRES_AT,
+    STORE_AUDIT_RECIPIENT,    STORE_AUDIT_RECIPIENT_PARTNER,
+    STORE_AUDIT_DELIVERY_SEQ, STORE_AUDIT_RULE_ID,
+    STORE_AUDIT_RULE_HASH,    STORE_AUDIT_PURPOSE,
+    STORE_AUDIT_LEGAL_BASIS,  STORE_AUDIT_FIELDS,
+    STORE_AUDIT_EXPIRES_AT,
 };
 
 _Static_assert(STORE_AUDIT_MAX_ACKED_SEQS == 1024u, "the message below names the bound");
@@ -656,7 +657,8 @@ static int audit_insert_row(store_t *store, const store_audit_entry_t *entry)
  * fails"). Say so, instead of SQLite's words. */
 static void audit_acked_taken(store_t *store, uint64_t delivery_seq)
 {
-    if (store->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY && store->last_rc != SQLITE_CONSTRAINT_UNIQUE)
+    if (store->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY &&
+        store->last_rc != SQLITE_CONSTRAINT_UNIQUE)
         return;
     snprintf(store->errmsg, sizeof store->errmsg,
              "audit acked index: the audit_acks index already names delivery %llu (run "
@@ -1011,8 +1013,8 @@ int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
  * for the one call verification makes. Cost: a walk of audit_acks and a
  * rowid look-up per row past after_seq. */
 #define AUDIT_ACKED_STRAY_SQL                                                                      \
-    "SELECT a.delivery_seq, a.audit_seq FROM audit_acks AS a WHERE a.audit_seq > ?1"              \
-    " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                               \
+    "SELECT a.delivery_seq, a.audit_seq FROM audit_acks AS a WHERE a.audit_seq > ?1"               \
+    " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                                \
     " ORDER BY a.delivery_seq LIMIT 1"
 
 int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
@@ -1029,7 +1031,8 @@ int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delive
         sqlite3_finalize(stmt);
         return -1;
     }
-    int rc = store_bind_int64(store, stmt, 1, after_seq > INT64_MAX ? INT64_MAX : (int64_t)after_seq);
+    int rc =
+        store_bind_int64(store, stmt, 1, after_seq > INT64_MAX ? INT64_MAX : (int64_t)after_seq);
     int result = -1;
     if (rc == 0) {
         rc = sqlite3_step(stmt);

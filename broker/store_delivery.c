@@ -276,8 +276,8 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (seq < 0)
         return -1;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
-                               d->case_id, d->is_case_event) != 0) {
+    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->by_ref, d->recipient, d->case_id,
+                               d->is_case_event) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }

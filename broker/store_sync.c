@@ -28,7 +28,7 @@ struct store_syncer {
     store_t *store; /* touched on the loop thread only */
     pthread_t thread;
     pthread_mutex_t lock;
-    pthread_cond_t wake;  /* the thread: a request or stop */
+    pthread_cond_t wake;      /* the thread: a request or stop */
     pthread_cond_t synced_cv; /* store_syncer_wait: a sync ended */
     int wal_fd, event_fd;
     char *wal_path;

@@ -76,7 +76,7 @@ typedef struct import_reader {
     size_t values_len, values_cap;
     size_t field_off[IMPORT_CSV_MAX_FIELDS], field_len[IMPORT_CSV_MAX_FIELDS];
     size_t n_fields;
-    int csv_state;     /* at the start of the line being read, then as parsed */
+    int csv_state;      /* at the start of the line being read, then as parsed */
     int line_end_state; /* CSV: the quote state at the end of the last line read, followed
                            over all of it (also the part of a cut line not kept) */
     int line_newline;   /* the last line read ended with '\n' (else: the end of the file) */

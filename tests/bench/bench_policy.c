@@ -33,9 +33,9 @@
 #define POLICY_RULES_PER_PARTNER 10
 #define POLICY_ROUNDS 5 /* interleaved over the sizes; the median is reported */
 #define POLICY_DEFAULT_MIN_TIME_S 0.5
-#define POLICY_MIN_DECISIONS 200000u    /* per size, over all rounds */
-#define POLICY_ROUND_CAP_S 10.0         /* one round of one size at most (a deadline) */
-#define POLICY_SINGLE_REPEATS 40000u    /* the per-decision pass: repeats of each decision */
+#define POLICY_MIN_DECISIONS 200000u /* per size, over all rounds */
+#define POLICY_ROUND_CAP_S 10.0      /* one round of one size at most (a deadline) */
+#define POLICY_SINGLE_REPEATS 40000u /* the per-decision pass: repeats of each decision */
 #define POLICY_RATIO_TARGET 1.5
 #define POLICY_DEFAULT_SEED 20240607u
 
@@ -48,16 +48,16 @@ static const char *const policy_bench_anchor_partners[ANCHOR_PARTNERS] = {
 
 /* Kinds of partners the other partner ids are made of ("ggd-07"). */
 static const char *const policy_bench_partner_kinds[] = {
-    "gemeente", "politie",     "woco",    "zorg",       "ggd",      "om",    "reclassering",
-    "veiligheidshuis", "brandweer", "jeugdzorg", "wijkteam", "belastingdienst"};
+    "gemeente",     "politie",         "woco",      "zorg",      "ggd",      "om",
+    "reclassering", "veiligheidshuis", "brandweer", "jeugdzorg", "wijkteam", "belastingdienst"};
 
 /* Signal kinds: the anchors' kinds are among them, so filler rules with
  * a kind list compete with the anchors. */
 static const char *const policy_bench_kinds[] = {
-    "melding-overlast", "adrescontrole", "bevinding",      "zorgmelding",  "analyse",
-    "woonfraude-signaal", "brandmelding", "hennepkwekerij", "signaal",      "huisbezoek",
-    "inschrijving",     "ontruiming",    "sluiting",       "waarschuwing", "verwijzing",
-    "zorgmijding",      "inbraakpatroon", "voertuigsignaal", "drugsoverlast", "meldpunt"};
+    "melding-overlast",   "adrescontrole",  "bevinding",       "zorgmelding",   "analyse",
+    "woonfraude-signaal", "brandmelding",   "hennepkwekerij",  "signaal",       "huisbezoek",
+    "inschrijving",       "ontruiming",     "sluiting",        "waarschuwing",  "verwijzing",
+    "zorgmijding",        "inbraakpatroon", "voertuigsignaal", "drugsoverlast", "meldpunt"};
 
 /* CBS municipality codes of the region every generated partner works in.
  * The denied decisions name an area outside it (GM0363). */
@@ -113,11 +113,25 @@ static const decision_case_t policy_bench_decisions[] = {
     {WOCO, 0, "zorgmelding", "zorg", "GM0928", 0, {NULL}, 0, VERDICT_ALLOW},
     {RIEC, 0, "analyse", "geweld", "WK092801", 0, {NULL}, 0, VERDICT_ALLOW},
     {WOCO, 0, "woonfraude-signaal", "woonfraude", "BU09350101", 1, {NULL}, 0, VERDICT_ALLOW},
-    {POLITIE, 1, "brandmelding", "brandveiligheid", "WK093503", 0, {"woco-servatius"}, 1,
+    {POLITIE,
+     1,
+     "brandmelding",
+     "brandveiligheid",
+     "WK093503",
+     0,
+     {"woco-servatius"},
+     1,
      VERDICT_ALLOW},
     {GEMEENTE, 0, "signaal", "radicalisering", "GM0935", 0, {"riec-limburg"}, 1, VERDICT_ALLOW},
-    {RIEC, 0, "analyse", "ondermijning", "GM0935", 0, {"politie-limburg", "gemeente-maastricht"},
-     2, VERDICT_ALLOW},
+    {RIEC,
+     0,
+     "analyse",
+     "ondermijning",
+     "GM0935",
+     0,
+     {"politie-limburg", "gemeente-maastricht"},
+     2,
+     VERDICT_ALLOW},
     /* outside the region: no rule at any size */
     {GEMEENTE, 0, "melding-overlast", "overlast", "GM0363", 0, {NULL}, 0, VERDICT_DENY},
     {WOCO, 0, "woonfraude-signaal", "woonfraude", "BU03630101", 0, {NULL}, 0, VERDICT_DENY},
@@ -236,7 +250,8 @@ static void policy_bench_partner_id(unsigned i, char *out, size_t len)
     if (i < ANCHOR_PARTNERS)
         snprintf(out, len, "%s", policy_bench_anchor_partners[i]);
     else
-        snprintf(out, len, "%s-%02u", policy_bench_partner_kinds[i % COUNT_OF(policy_bench_partner_kinds)],
+        snprintf(out, len, "%s-%02u",
+                 policy_bench_partner_kinds[i % COUNT_OF(policy_bench_partner_kinds)],
                  i / (unsigned)COUNT_OF(policy_bench_partner_kinds) + 1);
 }
 
@@ -287,7 +302,7 @@ static void policy_bench_pick(uint64_t *state, unsigned n, unsigned of, unsigned
 }
 
 static void policy_bench_write_partner_list(text_t *t, const char *key, const unsigned *which,
-                                      unsigned n)
+                                            unsigned n)
 {
     char id[64];
     text_add(t, "    %s: [", key);
@@ -307,15 +322,16 @@ static void policy_bench_write_areas(text_t *t, uint64_t *state)
     unsigned n = 1 + policy_bench_below(state, 3);
     text_add(t, "    areas: [");
     for (unsigned i = 0; i < n; i++) {
-        const char *gm = policy_bench_municipalities[policy_bench_below(state, COUNT_OF(policy_bench_municipalities))];
+        const char *gm = policy_bench_municipalities[policy_bench_below(
+            state, COUNT_OF(policy_bench_municipalities))];
         unsigned level = policy_bench_below(state, 10);
         if (level < 7)
             snprintf(areas[i], sizeof areas[i], "GM%s", gm);
         else if (level < 9)
             snprintf(areas[i], sizeof areas[i], "WK%s%02u", gm, 1 + policy_bench_below(state, 12));
         else
-            snprintf(areas[i], sizeof areas[i], "BU%s%02u%02u", gm, 1 + policy_bench_below(state, 12),
-                     1 + policy_bench_below(state, 9));
+            snprintf(areas[i], sizeof areas[i], "BU%s%02u%02u", gm,
+                     1 + policy_bench_below(state, 12), 1 + policy_bench_below(state, 9));
         int dup = 0;
         for (unsigned j = 0; j < i; j++)
             dup |= strcmp(areas[j], areas[i]) == 0;
@@ -375,7 +391,8 @@ static void policy_bench_write_terms(text_t *t, unsigned number, uint64_t *state
 }
 
 /* A rule between partners of the region, varied in every dimension. */
-static void policy_bench_write_filler(text_t *t, unsigned number, unsigned partners, uint64_t *state)
+static void policy_bench_write_filler(text_t *t, unsigned number, unsigned partners,
+                                      uint64_t *state)
 {
     unsigned from[3], to[3], all[6];
     unsigned n_from = policy_bench_chance(state, 70) ? 1 : policy_bench_chance(state, 67) ? 2 : 3;
@@ -697,9 +714,9 @@ static void policy_bench_print(const bench_t *b)
             printf("%-7u %-9u not measured (see the problem below)\n", s->rules, s->partners);
             continue;
         }
-        printf("%-7u %-9u %-11.0f %-8.1f %-8ld %-12s %-10.1f %-8.1f %-8.1f %-8.1f %.2f\n",
-               s->rules, s->partners, (double)s->bytes / 1024.0, s->load_ms, s->load_rss_kib, cand,
-               s->ns, s->ns_min, s->ns_allow, s->ns_deny, base != NULL ? s->ns / base->ns : 0);
+        printf("%-7u %-9u %-11.0f %-8.1f %-8ld %-12s %-10.1f %-8.1f %-8.1f %-8.1f %.2f\n", s->rules,
+               s->partners, (double)s->bytes / 1024.0, s->load_ms, s->load_rss_kib, cand, s->ns,
+               s->ns_min, s->ns_allow, s->ns_deny, base != NULL ? s->ns / base->ns : 0);
     }
     double ratio = policy_bench_ratio(b);
     printf("%s\ncandidates: rules with the sender's partner in `from` and the signal's theme (or "
@@ -853,9 +870,8 @@ static int policy_bench_parse_value(policy_bench_options_t *o, const char *a, co
     if (strcmp(a, "--min-time") == 0) {
         char *end = NULL;
         o->min_time_s = strtod(value, &end);
-        return end != value && *end == '\0' && o->min_time_s >= 0.01 && o->min_time_s <= 600
-                   ? 0
-                   : -1;
+        return end != value && *end == '\0' && o->min_time_s >= 0.01 && o->min_time_s <= 600 ? 0
+                                                                                             : -1;
     }
     if (strcmp(a, "--json") == 0) {
         o->json_path = value;

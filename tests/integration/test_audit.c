@@ -750,26 +750,24 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     db_exec(db, sql);
     sqlite3_close(db);
     h_cli_result_t res = {0};
-    int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path,
-                         "--broker-key", env->broker_pub, NULL);
+    int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                         env->broker_pub, NULL);
     snprintf(needle, sizeof needle,
              "the index names entry 999999 for delivery %llu, but the trail has no such entry",
              seq);
-    if (status != CTL_EXIT_BROKEN || (strstr(res.out, needle) == NULL &&
-                                      strstr(res.err, needle) == NULL))
+    if (status != CTL_EXIT_BROKEN ||
+        (strstr(res.out, needle) == NULL && strstr(res.err, needle) == NULL))
         fail_msg("verify: %d\n%s%s", status, res.out, res.err);
     h_cli_result_free(&res);
 
     long offset = h_log_offset(env);
     assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
     snprintf(needle, sizeof needle,
-             "the audit_acks index already names delivery %llu (run schakelctl audit verify)",
-             seq);
+             "the audit_acks index already names delivery %llu (run schakelctl audit verify)", seq);
     if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
         fail_msg("no log line with: %s", needle);
     (void)h_backlog(om); /* answered after the ack's turn */
-    assert_int_equal(store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text),
-                     1);
+    assert_int_equal(store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text), 1);
 
     /* The repair of docs/OPERATIONS.md ("An ack that fails for good"). */
     db = db_open(env->store_path, 1);

@@ -538,7 +538,8 @@ static void test_import_csv_long_quoted_field_stays_one_record(void **state)
         for (int c = 0; c < rows[i].chunks; c++) {
             text_add(&t, "\n");
             for (int k = 0; k < rows[i].chunk_bytes / 64; k++)
-                text_add(&t, "%s", "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde,");
+                text_add(&t, "%s",
+                         "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde,");
         }
         /* inside the quotes: a line that would be a valid record on its own */
         text_add(&t, "\nL9,witwassen,ondermijning,GM0935,nep\nend\"\n");
@@ -554,9 +555,10 @@ static void test_import_csv_long_quoted_field_stays_one_record(void **state)
         h_cli_result_free(&res);
         char *text = read_file(refused);
         assert_non_null(text);
-        if (strncmp(text, "line 3: LOCAL_INVALID: ", 23) != 0 || strstr(text, "longer than") == NULL ||
-            strchr(text, '\n') != text + strlen(text) - 1)
-            fail_msg("%s: refusals \"%.200s\", want one line 3 ... longer than", rows[i].name, text);
+        if (strncmp(text, "line 3: LOCAL_INVALID: ", 23) != 0 ||
+            strstr(text, "longer than") == NULL || strchr(text, '\n') != text + strlen(text) - 1)
+            fail_msg("%s: refusals \"%.200s\", want one line 3 ... longer than", rows[i].name,
+                     text);
         free(text);
         /* what arrives: L2 and L10 of each file, never L9 */
         schakel_client_t *om = h_connect(env, H_OM);

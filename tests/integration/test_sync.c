@@ -205,8 +205,7 @@ static void publisher_join(publisher_t **pp)
     *pp = NULL;
 }
 
-static void receive_expect(schakel_client_t *client, const uint8_t message_id[16],
-                           const char *what)
+static void receive_expect(schakel_client_t *client, const uint8_t message_id[16], const char *what)
 {
     schakel_delivery_t *d = h_receive(client);
     if (memcmp(d->message_id, message_id, 16) != 0)

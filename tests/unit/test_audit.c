@@ -1343,9 +1343,12 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
         int ok;
         const char *problem;
     } rows[] = {
-        {CANONICAL, 1, NULL},          {LONGEST, 1, NULL},
-        {TOO_MANY, 0, "not a list"},   {NOT_A_LIST, 0, "not a list"},
-        {DESCENDING, 0, "not a list"}, {OTHER_EVENT, 0, "only a delivery.acked entry"},
+        {CANONICAL, 1, NULL},
+        {LONGEST, 1, NULL},
+        {TOO_MANY, 0, "not a list"},
+        {NOT_A_LIST, 0, "not a list"},
+        {DESCENDING, 0, "not a list"},
+        {OTHER_EVENT, 0, "only a delivery.acked entry"},
         {WITH_SEQ, 0, "not both"},
         /* 12 is in CANONICAL's list */
         {ACKED_BEFORE, 0, "the audit_acks index already names delivery 12 (run schakelctl audit"},

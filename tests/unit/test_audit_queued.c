@@ -193,8 +193,9 @@ static void test_documented_text_parses(void **state)
     /* fn may stop the walk; the count is the list's all the same */
     assert_int_equal(store_audit_deliveries_parse(text, NULL, NULL), 3);
     /* the longest tokens, and texts beyond ASCII */
-    const char *longest = "rule " TOKEN_64 " " HASH_A " 9223372036854775807 sender_x,kind 4:\xc3\xa9\xc3\xa9 "
-                          "3:\xe2\x82\xac\n9223372036854775807 0 " TOKEN_64 "/" TOKEN_64 "\n";
+    const char *longest =
+        "rule " TOKEN_64 " " HASH_A " 9223372036854775807 sender_x,kind 4:\xc3\xa9\xc3\xa9 "
+        "3:\xe2\x82\xac\n9223372036854775807 0 " TOKEN_64 "/" TOKEN_64 "\n";
     memset(&s, 0, sizeof s);
     assert_int_equal(store_audit_deliveries_parse(longest, keep_delivery, &s), 1);
     assert_span(s.d[0].purpose, s.d[0].purpose_len, "\xc3\xa9\xc3\xa9");
@@ -210,46 +211,46 @@ static void test_store_refuses_what_is_not_canonical(void **state)
 {
     fixture_t *f = *state;
     static const char *const bad[] = {
-        "",                                                   /* no rule, no delivery */
-        RULE_A,                                               /* no delivery */
-        "20 0 om/parket\n",                                   /* no rule */
-        RULE_A "20 0 om/parket",                              /* no final LF */
-        RULE_A "020 0 om/parket\n",                           /* leading zero */
-        RULE_A "0 0 om/parket\n",                             /* seq 0 */
-        RULE_A "21 0 om/parket\n20 0 om/riec\n",              /* not ascending */
-        RULE_A "20 0 om/parket\n20 0 om/riec\n",              /* twice */
-        RULE_A "20 1 om/parket\n",                            /* no such rule */
-        RULE_A RULE_B "20 0 om/parket\n",                     /* rule b unused */
-        RULE_A RULE_B "20 1 om/parket\n21 0 om/riec\n",       /* not in order of first use */
-        RULE_A RULE_A "20 0 om/parket\n21 1 om/riec\n",       /* one rule twice */
-        RULE_A "20 0 om\n",                                   /* no principal */
-        RULE_A "20 0 om/parket extra\n",                      /* a word too many */
-        RULE_A "20  0 om/parket\n",                           /* two spaces */
-        RULE_A "9223372036854775808 0 om/parket\n",           /* beyond INT64_MAX */
+        "",                                                     /* no rule, no delivery */
+        RULE_A,                                                 /* no delivery */
+        "20 0 om/parket\n",                                     /* no rule */
+        RULE_A "20 0 om/parket",                                /* no final LF */
+        RULE_A "020 0 om/parket\n",                             /* leading zero */
+        RULE_A "0 0 om/parket\n",                               /* seq 0 */
+        RULE_A "21 0 om/parket\n20 0 om/riec\n",                /* not ascending */
+        RULE_A "20 0 om/parket\n20 0 om/riec\n",                /* twice */
+        RULE_A "20 1 om/parket\n",                              /* no such rule */
+        RULE_A RULE_B "20 0 om/parket\n",                       /* rule b unused */
+        RULE_A RULE_B "20 1 om/parket\n21 0 om/riec\n",         /* not in order of first use */
+        RULE_A RULE_A "20 0 om/parket\n21 1 om/riec\n",         /* one rule twice */
+        RULE_A "20 0 om\n",                                     /* no principal */
+        RULE_A "20 0 om/parket extra\n",                        /* a word too many */
+        RULE_A "20  0 om/parket\n",                             /* two spaces */
+        RULE_A "9223372036854775808 0 om/parket\n",             /* beyond INT64_MAX */
         "rule R-A " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n", /* no id token */
-        "rule r " HASH_A "0 0 sender 0: 0:\n20 0 om/parket\n", /* hash of 65 */
+        "rule r " HASH_A "0 0 sender 0: 0:\n20 0 om/parket\n",  /* hash of 65 */
         "rule r AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA 0 sender 0: 0:\n"
-        "20 0 om/parket\n",                                   /* upper-case hash */
-        "rule r " HASH_A " -1 sender 0: 0:\n20 0 om/parket\n", /* negative */
-        "rule r " HASH_A " 0 sender,,kind 0: 0:\n20 0 om/parket\n", /* empty field name */
-        "rule r " HASH_A " 0 sender, 0: 0:\n20 0 om/parket\n",      /* trailing comma */
-        "rule r " HASH_A " 0 Sender 0: 0:\n20 0 om/parket\n",       /* not [a-z_] */
-        "rule r " HASH_A " 0 sender 3:ab 0:\n20 0 om/parket\n",     /* length too long */
-        "rule r " HASH_A " 0 sender 1:ab 0:\n20 0 om/parket\n",     /* too short */
-        "rule r " HASH_A " 0 sender 01:a 0:\n20 0 om/parket\n",     /* leading zero */
-        "rule r " HASH_A " 0 sender 1:\xff 0:\n20 0 om/parket\n",   /* not UTF-8 */
-        "rule r " HASH_A " 0 sender 0: 0:\r\n20 0 om/parket\n",     /* CR */
-        "rules r " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n",      /* keyword */
-        RULE_A "20 0 om/parket/x\n",                         /* two slashes */
-        RULE_A "20 0 om/Parket\n",                           /* not a token */
-        RULE_A "20 0 /parket\n",                             /* no partner */
-        RULE_A "20 0 om/\n",                                 /* no name */
-        "rule " TOKEN_65 " " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n", /* token of 65 */
-        RULE_A "20 0 om/" TOKEN_65 "\n",                     /* name of 65 */
+        "20 0 om/parket\n",                                               /* upper-case hash */
+        "rule r " HASH_A " -1 sender 0: 0:\n20 0 om/parket\n",            /* negative */
+        "rule r " HASH_A " 0 sender,,kind 0: 0:\n20 0 om/parket\n",       /* empty field name */
+        "rule r " HASH_A " 0 sender, 0: 0:\n20 0 om/parket\n",            /* trailing comma */
+        "rule r " HASH_A " 0 Sender 0: 0:\n20 0 om/parket\n",             /* not [a-z_] */
+        "rule r " HASH_A " 0 sender 3:ab 0:\n20 0 om/parket\n",           /* length too long */
+        "rule r " HASH_A " 0 sender 1:ab 0:\n20 0 om/parket\n",           /* too short */
+        "rule r " HASH_A " 0 sender 01:a 0:\n20 0 om/parket\n",           /* leading zero */
+        "rule r " HASH_A " 0 sender 1:\xff 0:\n20 0 om/parket\n",         /* not UTF-8 */
+        "rule r " HASH_A " 0 sender 0: 0:\r\n20 0 om/parket\n",           /* CR */
+        "rules r " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n",            /* keyword */
+        RULE_A "20 0 om/parket/x\n",                                      /* two slashes */
+        RULE_A "20 0 om/Parket\n",                                        /* not a token */
+        RULE_A "20 0 /parket\n",                                          /* no partner */
+        RULE_A "20 0 om/\n",                                              /* no name */
+        "rule " TOKEN_65 " " HASH_A " 0 sender 0: 0:\n20 0 om/parket\n",  /* token of 65 */
+        RULE_A "20 0 om/" TOKEN_65 "\n",                                  /* name of 65 */
         "rule r " HASH_A " 0 sender 3:\xc3\xa9\xff 0:\n20 0 om/parket\n", /* UTF-8, then not */
-        "rule r " HASH_A " 0 sender 2:\xc3 0:\n20 0 om/parket\n",     /* cut in a character */
-        "rule r " HASH_A " 0 sender 3:\xc3\xa9",                       /* ends inside a text */
-        "rule r " HASH_A,                                             /* ends inside the line */
+        "rule r " HASH_A " 0 sender 2:\xc3 0:\n20 0 om/parket\n",         /* cut in a character */
+        "rule r " HASH_A " 0 sender 3:\xc3\xa9",                          /* ends inside a text */
+        "rule r " HASH_A,                                                 /* ends inside the line */
     };
     assert_int_equal(store_begin(f->store), 0);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -287,24 +288,24 @@ static void test_store_refuses_what_is_not_canonical(void **state)
 
     /* A canonical list on the wrong entry, or beside a single delivery's
      * columns. */
-    static const int single[] = {STORE_AUDIT_RECIPIENT,   STORE_AUDIT_RECIPIENT_PARTNER,
+    static const int single[] = {STORE_AUDIT_RECIPIENT,    STORE_AUDIT_RECIPIENT_PARTNER,
                                  STORE_AUDIT_DELIVERY_SEQ, STORE_AUDIT_RULE_ID,
-                                 STORE_AUDIT_RULE_HASH,   STORE_AUDIT_PURPOSE,
-                                 STORE_AUDIT_LEGAL_BASIS, STORE_AUDIT_FIELDS,
+                                 STORE_AUDIT_RULE_HASH,    STORE_AUDIT_PURPOSE,
+                                 STORE_AUDIT_LEGAL_BASIS,  STORE_AUDIT_FIELDS,
                                  STORE_AUDIT_EXPIRES_AT};
     const char *good = RULE_A "20 0 om/parket\n";
     for (size_t i = 0; i <= sizeof single / sizeof single[0]; i++) {
         store_audit_entry_t e;
         audit_entry_init(&e, i == 0 ? "delivery.acked" : "delivery.queued");
         audit_set_text(&e, STORE_AUDIT_DELIVERIES, good);
-        if (i > 0 && (single[i - 1] == STORE_AUDIT_DELIVERY_SEQ ||
-                      single[i - 1] == STORE_AUDIT_EXPIRES_AT))
+        if (i > 0 &&
+            (single[i - 1] == STORE_AUDIT_DELIVERY_SEQ || single[i - 1] == STORE_AUDIT_EXPIRES_AT))
             audit_set_int(&e, single[i - 1], 20);
         else if (i > 0)
             audit_set_text(&e, single[i - 1], "om");
         assert_int_equal(audit_append(f->store, broker_key, BASE_TIME, &e), -1);
-        assert_non_null(strstr(store_errmsg(f->store), i == 0 ? "only a delivery.queued"
-                                                              : "names no single delivery"));
+        assert_non_null(strstr(store_errmsg(f->store),
+                               i == 0 ? "only a delivery.queued" : "names no single delivery"));
     }
     /* The transaction goes on: a good one is taken. */
     append_listed(f->store, 1, NULL, good);
@@ -502,8 +503,18 @@ static void test_verify_enforces_the_shape_rules(void **state)
 {
     fixture_t *f = *state;
     const char *listed = RULE_A "20 0 om/parket\n";
-    enum { ACKED_OK, QUEUED_OK, SEQS_ON_EXPIRED, SEQS_NOT_CANONICAL, SEQS_WITH_SEQ,
-           LIST_ON_ACKED, LIST_NOT_CANONICAL, LIST_WITH_RECIPIENT, LIST_WITH_EXPIRES, BOTH };
+    enum {
+        ACKED_OK,
+        QUEUED_OK,
+        SEQS_ON_EXPIRED,
+        SEQS_NOT_CANONICAL,
+        SEQS_WITH_SEQ,
+        LIST_ON_ACKED,
+        LIST_NOT_CANONICAL,
+        LIST_WITH_RECIPIENT,
+        LIST_WITH_EXPIRES,
+        BOTH
+    };
     static const struct {
         int shape;
         const char *problem; /* NULL: intact */
@@ -531,8 +542,8 @@ static void test_verify_enforces_the_shape_rules(void **state)
         int acked = rows[i].shape == ACKED_OK || rows[i].shape == SEQS_NOT_CANONICAL ||
                     rows[i].shape == SEQS_WITH_SEQ || rows[i].shape == LIST_ON_ACKED;
         audit_entry_init(&e, rows[i].shape == SEQS_ON_EXPIRED ? "delivery.expired"
-                             : acked                         ? "delivery.acked"
-                                                             : "delivery.queued");
+                             : acked                          ? "delivery.acked"
+                                                              : "delivery.queued");
         switch (rows[i].shape) {
         case ACKED_OK:
         case SEQS_ON_EXPIRED:
@@ -579,9 +590,9 @@ static void test_verify_enforces_the_shape_rules(void **state)
         store_close(&writer);
         forge_entry(path, &e, zero);
         verify_ok(path, &r);
-        if (rows[i].problem == NULL ? !r.intact
-                                    : r.intact || r.broken_seq != 1 ||
-                                          strstr(r.problem, rows[i].problem) == NULL)
+        if (rows[i].problem == NULL
+                ? !r.intact
+                : r.intact || r.broken_seq != 1 || strstr(r.problem, rows[i].problem) == NULL)
             fail_msg("row %zu: intact=%d at %llu: %s", i, r.intact,
                      (unsigned long long)r.broken_seq, r.problem);
         unlink(path);

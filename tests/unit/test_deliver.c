@@ -173,7 +173,7 @@ static void turn_run(deliver_kept_t *kept, const char *steps, const test_item_t 
 {
     static const uint32_t one[] = {FIELD_AREA | FIELD_SUMMARY};
     static const uint32_t too_many[DELIVER_KEPT_MASKS + 1] = {0, FIELD_AREA, FIELD_ADDRESS,
-                                                               FIELD_SUBJECT, FIELD_SUMMARY};
+                                                              FIELD_SUBJECT, FIELD_SUMMARY};
     for (const char *s = steps; *s != '\0'; s++) {
         switch (*s) {
         case 'k':

@@ -112,10 +112,10 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
     k->deliveries =
         f[STORE_AUDIT_DELIVERIES].present ? strdup(f[STORE_AUDIT_DELIVERIES].text) : NULL;
     k->item_seq = f[STORE_AUDIT_ITEM_SEQ].number;
-    static const int single[] = {STORE_AUDIT_RECIPIENT,   STORE_AUDIT_RECIPIENT_PARTNER,
-                                 STORE_AUDIT_RULE_ID,     STORE_AUDIT_RULE_HASH,
-                                 STORE_AUDIT_PURPOSE,     STORE_AUDIT_LEGAL_BASIS,
-                                 STORE_AUDIT_FIELDS,      STORE_AUDIT_EXPIRES_AT};
+    static const int single[] = {STORE_AUDIT_RECIPIENT, STORE_AUDIT_RECIPIENT_PARTNER,
+                                 STORE_AUDIT_RULE_ID,   STORE_AUDIT_RULE_HASH,
+                                 STORE_AUDIT_PURPOSE,   STORE_AUDIT_LEGAL_BASIS,
+                                 STORE_AUDIT_FIELDS,    STORE_AUDIT_EXPIRES_AT};
     k->per_delivery = 0;
     for (size_t i = 0; i < sizeof single / sizeof single[0]; i++)
         k->per_delivery |= f[single[i]].present;
@@ -456,8 +456,7 @@ static void test_immediate_commits_record_kept_acks_first(void **state)
 static const uint8_t message_one[16] = {1, 2, 3};
 
 /* A delivery of item item_seq to recipient under rule 1 ("r1") or 2. */
-static record_delivery_t delivery(uint64_t item_seq, uint64_t seq, const char *recipient,
-                                  int rule)
+static record_delivery_t delivery(uint64_t item_seq, uint64_t seq, const char *recipient, int rule)
 {
     record_delivery_t d = {
         .sender = "politie/bvh-koppeling",
@@ -515,7 +514,8 @@ static void test_one_queued_entry_per_item(void **state)
     assert_int_equal(trail.entries[0].commit, 0);
     assert_int_equal(queued_entry(0)->item_seq, 7);
     assert_string_equal(queued_entry(0)->deliveries,
-                        "rule r2 " HASH_R2 " 1700000060 sender,kind,theme 20:Zorg: \"regie\"\nart. 2 0:\n"
+                        "rule r2 " HASH_R2
+                        " 1700000060 sender,kind,theme 20:Zorg: \"regie\"\nart. 2 0:\n"
                         "rule r1 " HASH_R1 " 1700086400 sender,kind,theme,area,subject"
                         " 19:Aanpak ondermijning 11:Wpg art. 16\n"
                         "20 0 om/parket\n"

@@ -1053,8 +1053,8 @@ static void test_item_memo_after_rollback(void **state)
         raw_text(db, sql, value, sizeof value);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
         if (strcmp(value, "1900000000") != 0)
-            fail_msg("row %zu: the item's retention is %s after the rollback, want 1900000000",
-                     i, value);
+            fail_msg("row %zu: the item's retention is %s after the rollback, want 1900000000", i,
+                     value);
     }
 }
 
@@ -1564,9 +1564,8 @@ static void test_delivery_by_reference(void **state)
         ref_seen_t seen = {.n = 0};
         char want[32];
         snprintf(want, sizeof want, "item by reference %zu", i);
-        assert_int_equal(store_mailbox_scan(f->store, POLITIE, (uint64_t)seqs[i] - 1, 1,
-                                            collect_ref, &seen),
-                         1);
+        assert_int_equal(
+            store_mailbox_scan(f->store, POLITIE, (uint64_t)seqs[i] - 1, 1, collect_ref, &seen), 1);
         assert_string_equal(seen.text, want);
         assert_int_equal(seen.fields, masks[i]);
         assert_int_equal(seen.by_ref, 1);
@@ -1689,8 +1688,14 @@ static void test_retention_raised_per_item_and_publish(void **state)
         size_t n;
     } rows[] = {
         {"one transaction, rising and falling",
-         {{1, 0, 0, 300}, {1, 0, 0, 500}, {1, 0, 1, 200}, {1, 0, 2, 400}, {1, 0, 3, 100},
-          {1, 0, 1, 600}, {1, 0, 4, 700}, {1, 0, 2, 50}},
+         {{1, 0, 0, 300},
+          {1, 0, 0, 500},
+          {1, 0, 1, 200},
+          {1, 0, 2, 400},
+          {1, 0, 3, 100},
+          {1, 0, 1, 600},
+          {1, 0, 4, 700},
+          {1, 0, 2, 50}},
          8},
         {"publishes interleaved",
          {{1, 0, 0, 100}, {1, 0, 3, 900}, {1, 0, 1, 200}, {1, 0, 4, 50}, {1, 0, 2, 300}},
@@ -1699,7 +1704,11 @@ static void test_retention_raised_per_item_and_publish(void **state)
          {{1, 0, 0, 800}, {2, 0, 1, 300}, {2, 0, 2, 900}, {3, 0, 0, 100}},
          4},
         {"after a rollback",
-         {{1, 1, 0, 900}, {1, 1, 1, 950}, {2, 0, 1, 400}, {2, 0, 2, 300}, {3, 1, 3, 800},
+         {{1, 1, 0, 900},
+          {1, 1, 1, 950},
+          {2, 0, 1, 400},
+          {2, 0, 2, 300},
+          {3, 1, 3, 800},
           {4, 0, 4, 200}},
          6},
         {"without a transaction",
@@ -1766,8 +1775,8 @@ static void test_scan_hint_skips_only_items_the_caller_has(void **state)
     assert_int_equal(store_begin(f->store), 0);
     int64_t first = deliver_ref(f->store, POLITIE, 600, "first item", 0x11, NULL);
     int64_t second = deliver_ref(f->store, POLITIE, 601, "second item", 0x22, NULL);
-    int64_t plain = deliver_bytes(f->store, POLITIE, 602, "third item", "plain body", 1800000000,
-                                  NULL);
+    int64_t plain =
+        deliver_bytes(f->store, POLITIE, 602, "third item", "plain body", 1800000000, NULL);
     assert_true(first > 0 && second > 0 && plain > 0);
     assert_int_equal(store_commit(f->store), 0);
     int64_t item_first = item_of_delivery(f->path, first);
@@ -1782,9 +1791,8 @@ static void test_scan_hint_skips_only_items_the_caller_has(void **state)
             h.have[k++] = item_first;
         if (rows[r].have_second)
             h.have[k++] = item_second;
-        int visited = store_mailbox_scan_hinted(f->store, POLITIE, 0, 10,
-                                                rows[r].no_callback ? NULL : hint_have,
-                                                hint_collect, &h);
+        int visited = store_mailbox_scan_hinted(
+            f->store, POLITIE, 0, 10, rows[r].no_callback ? NULL : hint_have, hint_collect, &h);
         assert_int_equal(visited, 3);
         /* asked about each delivery by reference, never about a plain one */
         assert_int_equal(h.asked, rows[r].no_callback ? 0 : 2);
@@ -2826,8 +2834,8 @@ static void expect_count(fixture_t *f, const char *recipient, int64_t want, cons
 {
     int64_t got = store_mailbox_count(f->store, recipient);
     if (got != want)
-        fail_msg("%s: store_mailbox_count(%s) = %lld, want %lld", step, recipient,
-                 (long long)got, (long long)want);
+        fail_msg("%s: store_mailbox_count(%s) = %lld, want %lld", step, recipient, (long long)got,
+                 (long long)want);
     if (store_in_transaction(f->store))
         return; /* another connection sees only what is committed */
     char sql[160];
@@ -3022,8 +3030,8 @@ static void test_count_after_sqlite_rolled_back(void **state)
     assert_int_equal(store_rollback(f->store), 0);
     (void)store_test_limit_pages(f->store, unlimited);
     assert_int_equal(store_mailbox_count(f->store, RIEC), 0);
-    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries WHERE recipient = 'riec/analist'"),
-                     0);
+    assert_int_equal(
+        raw_int(f->path, "SELECT count(*) FROM deliveries WHERE recipient = 'riec/analist'"), 0);
 }
 
 int main(void)

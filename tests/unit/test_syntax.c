@@ -144,32 +144,32 @@ static void test_utf8(void **state)
         {"\x80", 1, 0}, /* lone continuation */
         {"", 0, 1},
         {"\x7f", 1, 1},
-        {"\xc2\x80", 2, 1},                      /* U+0080, the smallest of two bytes */
-        {"\xdf\xbf", 2, 1},                      /* U+07FF */
-        {"\xe0\xa0\x80", 3, 1},                  /* U+0800 */
-        {"\xef\xbf\xbf", 3, 1},                  /* U+FFFF */
-        {"\xf0\x90\x80\x80", 4, 1},              /* U+10000 */
-        {"\xf4\x8f\xbf\xbf", 4, 1},              /* U+10FFFF, the largest */
-        {"\xed\x9f\xbf", 3, 1},                  /* U+D7FF, just below the surrogates */
-        {"\xee\x80\x80", 3, 1},                  /* U+E000, just above them */
-        {"\xc1\xbf", 2, 0},                      /* overlong U+007F */
-        {"\xe0\x80\xaf", 3, 0},                  /* overlong '/' in three bytes */
-        {"\xe0\x9f\xbf", 3, 0},                  /* overlong U+07FF */
-        {"\xf0\x80\x80\xaf", 4, 0},              /* overlong '/' in four bytes */
-        {"\xf0\x8f\xbf\xbf", 4, 0},              /* overlong U+FFFF */
-        {"\xed\xbf\xbf", 3, 0},                  /* U+DFFF, the last surrogate */
-        {"\xf5\x80\x80\x80", 4, 0},              /* lead byte beyond U+10FFFF */
-        {"\xf8\x88\x80\x80\x80", 5, 0},          /* five bytes */
-        {"\xc3\x28", 2, 0},                      /* continuation missing */
-        {"\xe2\x82\x28", 3, 0},                  /* third byte not a continuation */
-        {"abcdefgh\xe2\x82", 10, 0},             /* truncated after a full word */
-        {"abcdefgh\xf0\x9f\x98", 11, 0},         /* truncated emoji at the end */
-        {"abcdefghijklmno\xc3", 16, 0},          /* last byte of the second word */
-        {"abcdefghijklmnop\xc3\xa9", 18, 1},     /* non-ASCII right after two words */
-        {"abcdefgh\xc3\xa9ijklmnop", 18, 1},     /* non-ASCII between runs */
-        {"abcdefg\xc3\xa9hijklmnop", 18, 1},     /* a sequence across a word boundary */
+        {"\xc2\x80", 2, 1},                        /* U+0080, the smallest of two bytes */
+        {"\xdf\xbf", 2, 1},                        /* U+07FF */
+        {"\xe0\xa0\x80", 3, 1},                    /* U+0800 */
+        {"\xef\xbf\xbf", 3, 1},                    /* U+FFFF */
+        {"\xf0\x90\x80\x80", 4, 1},                /* U+10000 */
+        {"\xf4\x8f\xbf\xbf", 4, 1},                /* U+10FFFF, the largest */
+        {"\xed\x9f\xbf", 3, 1},                    /* U+D7FF, just below the surrogates */
+        {"\xee\x80\x80", 3, 1},                    /* U+E000, just above them */
+        {"\xc1\xbf", 2, 0},                        /* overlong U+007F */
+        {"\xe0\x80\xaf", 3, 0},                    /* overlong '/' in three bytes */
+        {"\xe0\x9f\xbf", 3, 0},                    /* overlong U+07FF */
+        {"\xf0\x80\x80\xaf", 4, 0},                /* overlong '/' in four bytes */
+        {"\xf0\x8f\xbf\xbf", 4, 0},                /* overlong U+FFFF */
+        {"\xed\xbf\xbf", 3, 0},                    /* U+DFFF, the last surrogate */
+        {"\xf5\x80\x80\x80", 4, 0},                /* lead byte beyond U+10FFFF */
+        {"\xf8\x88\x80\x80\x80", 5, 0},            /* five bytes */
+        {"\xc3\x28", 2, 0},                        /* continuation missing */
+        {"\xe2\x82\x28", 3, 0},                    /* third byte not a continuation */
+        {"abcdefgh\xe2\x82", 10, 0},               /* truncated after a full word */
+        {"abcdefgh\xf0\x9f\x98", 11, 0},           /* truncated emoji at the end */
+        {"abcdefghijklmno\xc3", 16, 0},            /* last byte of the second word */
+        {"abcdefghijklmnop\xc3\xa9", 18, 1},       /* non-ASCII right after two words */
+        {"abcdefgh\xc3\xa9ijklmnop", 18, 1},       /* non-ASCII between runs */
+        {"abcdefg\xc3\xa9hijklmnop", 18, 1},       /* a sequence across a word boundary */
         {"abcdefg\xf0\x9f\x98\x80hijklmn", 18, 1}, /* four bytes across a boundary */
-        {"abcdefgh\x80ijklmnop", 17, 0},         /* lone continuation after a word */
+        {"abcdefgh\x80ijklmnop", 17, 0},           /* lone continuation after a word */
         {"abcdefgh\xff", 9, 0},
         {"abcdefghijklmnop\x7f", 17, 1},
     };
@@ -263,7 +263,8 @@ static void test_utf8_against_reference_short(void **state)
     }
     /* Lead bytes of three and four bytes with every second byte and the
      * edges of the continuation range after it. */
-    static const uint8_t edges[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90, 0x9F, 0xA0, 0xBF, 0xC0, 0xFF};
+    static const uint8_t edges[] = {0x00, 0x41, 0x7F, 0x80, 0x8F, 0x90,
+                                    0x9F, 0xA0, 0xBF, 0xC0, 0xFF};
     uint64_t n = 0;
     for (unsigned lead = 0xC0; lead <= 0xFF; lead++)
         for (unsigned second = 0; second < 256; second++)
@@ -291,9 +292,25 @@ static void test_utf8_against_reference_random(void **state)
 {
     (void)state;
     static const char *const pieces[] = {
-        "a", "abcdefg", "abcdefghijklmnop", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-        "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80",
-        "\xe0\x9f\xbf", "\xc3", "\xe2\x82", "\x80", "\xbf", "\xfe", "\x7f", " \t\r\n",
+        "a",
+        "abcdefg",
+        "abcdefghijklmnop",
+        "\xc3\xa9",
+        "\xe2\x82\xac",
+        "\xf0\x9f\x98\x80",
+        "\xf4\x8f\xbf\xbf",
+        "\xed\x9f\xbf",
+        "\xc0\xaf",
+        "\xed\xa0\x80",
+        "\xf4\x90\x80\x80",
+        "\xe0\x9f\xbf",
+        "\xc3",
+        "\xe2\x82",
+        "\x80",
+        "\xbf",
+        "\xfe",
+        "\x7f",
+        " \t\r\n",
     };
     const size_t n_pieces = sizeof pieces / sizeof pieces[0];
     uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
@@ -344,10 +361,14 @@ static void test_hex(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_area_codes), cmocka_unit_test(test_area_prefixes),
-        cmocka_unit_test(test_postcodes),  cmocka_unit_test(test_themes),
-        cmocka_unit_test(test_ids),        cmocka_unit_test(test_pseudonyms),
-        cmocka_unit_test(test_utf8),       cmocka_unit_test(test_utf8_nul_everywhere),
+        cmocka_unit_test(test_area_codes),
+        cmocka_unit_test(test_area_prefixes),
+        cmocka_unit_test(test_postcodes),
+        cmocka_unit_test(test_themes),
+        cmocka_unit_test(test_ids),
+        cmocka_unit_test(test_pseudonyms),
+        cmocka_unit_test(test_utf8),
+        cmocka_unit_test(test_utf8_nul_everywhere),
         cmocka_unit_test(test_utf8_against_reference_short),
         cmocka_unit_test(test_utf8_against_reference_random),
         cmocka_unit_test(test_hex),

@@ -2089,8 +2089,8 @@ static void test_text_control_against_reference(void **state)
 {
     (void)state;
     static const char *const plain[] = {
-        "a", "Zeer ", "abcdefghijklmnop", " ~!", "\xc3\xa9", "\xe2\x82\xac", "\xc2\xa0",
-        "\xc2\xbf", "\xc3\x80", "\xc3\x82", "\xf0\x9f\x98\x80", "\xc2\xa9",
+        "a",        "Zeer ",    "abcdefghijklmnop", " ~!",      "\xc3\xa9",         "\xe2\x82\xac",
+        "\xc2\xa0", "\xc2\xbf", "\xc3\x80",         "\xc3\x82", "\xf0\x9f\x98\x80", "\xc2\xa9",
     };
     static const char *const controls[] = {
         "\xc2\x80", "\xc2\x9f", "\t", "\n", "\r", "\x1b", "\x7f", "\x01", "\x1f",
@@ -2102,8 +2102,9 @@ static void test_text_control_against_reference(void **state)
         size_t len = 0, target = 1 + (size_t)(text_random(&x) % 100);
         while (len < target) {
             uint64_t r = text_random(&x);
-            const char *piece = r % 32 == 0 ? controls[(r >> 8) % (sizeof controls / sizeof controls[0])]
-                                            : plain[(r >> 8) % (sizeof plain / sizeof plain[0])];
+            const char *piece = r % 32 == 0
+                                    ? controls[(r >> 8) % (sizeof controls / sizeof controls[0])]
+                                    : plain[(r >> 8) % (sizeof plain / sizeof plain[0])];
             size_t piece_len = strlen(piece);
             if (len + piece_len >= sizeof text - 8)
                 break;
