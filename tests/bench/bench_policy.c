@@ -675,11 +675,26 @@ static const size_run_t *policy_bench_find(const bench_t *b, unsigned rules)
     return NULL;
 }
 
-/* ns at 10,000 rules over ns at 10; -1 when either was not measured. */
-static double policy_bench_ratio(const bench_t *b)
+/* ns at 10,000 rules over ns at 10; -1 when either was not measured.
+ * paired: the median over the rounds of each round's own ratio (the
+ * criterion). The two sizes of one round run within a second of each
+ * other, so a tenant that slows the machine for a while (and slows the
+ * larger policy more: 3.3 MiB against 4 KiB, its cache misses) weighs on
+ * both sides of a round's ratio alike; a ratio of medians (or of best
+ * rounds) takes its two sides from different moments. The ratio of the
+ * medians is reported beside it. */
+static double policy_bench_ratio(const bench_t *b, int paired)
 {
     const size_run_t *small = policy_bench_find(b, 10), *large = policy_bench_find(b, 10000);
-    return small != NULL && large != NULL ? large->ns / small->ns : -1;
+    if (small == NULL || large == NULL)
+        return -1;
+    if (!paired || small->n_rounds != large->n_rounds || small->n_rounds < 2)
+        return large->ns / small->ns;
+    double ratios[POLICY_ROUNDS];
+    for (size_t r = 0; r < small->n_rounds; r++)
+        ratios[r] = large->round_ns[r] / small->round_ns[r];
+    qsort(ratios, small->n_rounds, sizeof *ratios, policy_bench_compare_double);
+    return ratios[small->n_rounds / 2];
 }
 
 static size_t policy_bench_allowed(void)
@@ -718,18 +733,19 @@ static void policy_bench_print(const bench_t *b)
                s->partners, (double)s->bytes / 1024.0, s->load_ms, s->load_rss_kib, cand, s->ns,
                s->ns_min, s->ns_allow, s->ns_deny, base != NULL ? s->ns / base->ns : 0);
     }
-    double ratio = policy_bench_ratio(b);
+    double ratio = policy_bench_ratio(b, 1), median_ratio = policy_bench_ratio(b, 0);
     printf("%s\ncandidates: rules with the sender's partner in `from` and the signal's theme (or "
            "\"*\") in `themes`,\nper decision of the set, mean (max); they are what a decision "
            "may have to look at.\n%s\n",
            rule, rule);
     printf("%-46s %-10s %-10s %s\n", "criterion", "value", "target", "result");
     if (ratio > 0)
-        printf("%-46s %-10.2f %-10s %s\n", "ns per decision, 10,000 rules / 10 rules", ratio,
-               "<= 1.5", ratio <= POLICY_RATIO_TARGET ? "met" : "not met");
+        printf("%-46s %-10.2f %-10s %s\n%-46s %.2f\n", "ns per decision, 10,000 / 10 rules, paired",
+               ratio, "<= 1.5", ratio <= POLICY_RATIO_TARGET ? "met" : "not met",
+               "(the same of the median rounds)", median_ratio);
     else
-        printf("%-46s %-10s %-10s %s\n", "ns per decision, 10,000 rules / 10 rules", "-", "<= 1.5",
-               "not measured");
+        printf("%-46s %-10s %-10s %s\n", "ns per decision, 10,000 / 10 rules, paired", "-",
+               "<= 1.5", "not measured");
     if (b->env.problem[0] != '\0')
         printf("problem: %s\n", b->env.problem);
     printf("%s\n", rule);
@@ -787,7 +803,7 @@ static int policy_bench_write_json(const bench_t *b)
         fprintf(stderr, "bench_policy: cannot write %s: %s\n", b->opt.json_path, strerror(errno));
         return -1;
     }
-    double ratio = policy_bench_ratio(b);
+    double ratio = policy_bench_ratio(b, 1), median_ratio = policy_bench_ratio(b, 0);
     fprintf(f, "{\n  \"bench\": \"policy\",\n  \"completed\": %s,\n",
             b->completed ? "true" : "false");
     fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"decisions_in_set\": %zu,\n", b->opt.seed,
@@ -798,9 +814,10 @@ static int policy_bench_write_json(const bench_t *b)
     for (size_t k = 0; k < b->opt.n_sizes; k++)
         policy_bench_json_size(f, &b->runs[k]);
     if (ratio > 0)
-        fprintf(f, "  \"ratio_10000_over_10\": %.3f,\n", ratio);
+        fprintf(f, "  \"ratio_10000_over_10\": %.3f,\n  \"ratio_median_10000_over_10\": %.3f,\n",
+                ratio, median_ratio);
     else
-        fprintf(f, "  \"ratio_10000_over_10\": null,\n");
+        fprintf(f, "  \"ratio_10000_over_10\": null,\n  \"ratio_median_10000_over_10\": null,\n");
     fprintf(f, "  \"problem\": ");
     bench_json_string(f, b->env.problem);
     fprintf(f, ",\n  \"criteria\": {\n    \"ratio_at_most_1_5\": {\"value\": ");

@@ -220,7 +220,7 @@ fi
 if did_run policy; then
     row policy "completed" "$(json_get "$policy" completed)"
     row policy "ns per decision at 10 / 100 / 1000 / 10000 rules" "$(fmt %.0f "$(json_get "$policy" ns_per_decision_10)") / $(fmt %.0f "$(json_get "$policy" ns_per_decision_100)") / $(fmt %.0f "$(json_get "$policy" ns_per_decision_1000)") / $(fmt %.0f "$(json_get "$policy" ns_per_decision_10000)")"
-    row policy "ratio 10000 rules / 10 rules" "$(fmt %.3f "$(json_get "$policy" ratio_10000_over_10)")"
+    row policy "ratio 10000 rules / 10 rules: paired (of medians)" "$(fmt %.3f "$(json_get "$policy" ratio_10000_over_10)") ($(fmt %.3f "$(json_get "$policy" ratio_median_10000_over_10)"))"
     problem_row policy "$policy"
 else
     row policy "" "not run"
