@@ -731,6 +731,34 @@ int h_broker_reload(h_env_t *env)
     return -1;
 }
 
+static off_t h_file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+rlim_t h_broker_file_limit_lower(h_env_t *env, struct rlimit *saved)
+{
+    char wal[PATH_MAX];
+    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
+    off_t largest = h_file_size(env->store_path);
+    if (h_file_size(wal) > largest)
+        largest = h_file_size(wal);
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, NULL, saved) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+    struct rlimit lowered = *saved;
+    lowered.rlim_cur = (rlim_t)largest + 64 * 1024;
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &lowered, NULL) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+    return lowered.rlim_cur;
+}
+
+void h_broker_file_limit_restore(h_env_t *env, const struct rlimit *saved)
+{
+    if (prlimit(env->broker_pid, RLIMIT_FSIZE, saved, NULL) != 0)
+        fail_msg("prlimit: %s", strerror(errno));
+}
+
 void h_broker_kill9(h_env_t *env)
 {
     if (env->broker_pid <= 0)

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <cmocka.h>
@@ -144,6 +145,15 @@ int h_broker_reload(h_env_t *env);
 
 /* SIGKILL and reap: a crash at an arbitrary moment. */
 void h_broker_kill9(h_env_t *env);
+
+/* A full disk for the running broker: its file-size limit (RLIMIT_FSIZE,
+ * set with prlimit) becomes the size of the store's larger file (the
+ * database or its WAL) plus 64 KiB, so that the store's writes soon fail
+ * with EFBIG as on a full disk. *saved receives the limit before, for
+ * h_broker_file_limit_restore. Returns the new limit; fails the test if
+ * prlimit does. */
+rlim_t h_broker_file_limit_lower(h_env_t *env, struct rlimit *saved);
+void h_broker_file_limit_restore(h_env_t *env, const struct rlimit *saved);
 
 /* Connect as a principal; fails the test if that does not succeed. */
 schakel_client_t *h_connect(h_env_t *env, const char *principal);

@@ -9,16 +9,10 @@
  * (EFBIG on the store's writes), as in test_storage. Waits are on replies
  * and receives, each bounded.
  */
-/* prlimit */
-#define _GNU_SOURCE
-
 #include "harness.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 
 static schakel_signal_t cache_signal(const char *summary, const char *source_ref)
@@ -26,12 +20,6 @@ static schakel_signal_t cache_signal(const char *summary, const char *source_ref
     schakel_signal_t s = h_police_signal(source_ref);
     s.summary = summary;
     return s;
-}
-
-static off_t cache_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
 /* The same delivery pushed from memory and, after a crash, from the store:
@@ -92,18 +80,8 @@ static void test_rolled_back_turn_leaves_nothing_to_push(void **state)
     assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
     schakel_delivery_free(&d);
 
-    char wal[192];
-    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
-    off_t largest = cache_file_size(env->store_path);
-    if (cache_file_size(wal) > largest)
-        largest = cache_file_size(wal);
-    struct rlimit old, lowered;
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, NULL, &old) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
-    lowered = old;
-    lowered.rlim_cur = (rlim_t)largest + 64 * 1024;
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &lowered, NULL) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
+    struct rlimit old;
+    rlim_t lowered = h_broker_file_limit_lower(env, &old);
 
     /* Until a few publishes were refused (their turns rolled back). */
     static char summaries[CACHE_MAX_TRIES][64], refs[CACHE_MAX_TRIES][32];
@@ -128,9 +106,8 @@ static void test_rolled_back_turn_leaves_nothing_to_push(void **state)
         }
     }
     if (refused == 0)
-        fail_msg("no publish was refused under RLIMIT_FSIZE %lld", (long long)lowered.rlim_cur);
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &old, NULL) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
+        fail_msg("no publish was refused under RLIMIT_FSIZE %lld", (long long)lowered);
+    h_broker_file_limit_restore(env, &old);
 
     schakel_signal_t after = cache_signal("Na het terugdraaien, vastgelegd", "BVH-KEPT-0999");
     uint8_t after_id[16];

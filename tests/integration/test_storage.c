@@ -9,7 +9,7 @@
  * (or with a read-only SQLite connection), as someone holding the disk
  * would. Waits are on log lines, replies and receives, each bounded.
  */
-/* memmem, prlimit */
+/* memmem */
 #define _GNU_SOURCE
 
 #include "harness.h"
@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -133,12 +132,6 @@ static void storage_assert_gone(const storage_snapshot_t *snap, const uint8_t *b
             fail_msg("%s: bytes %zu..%zu of the expired delivery's sealed body are still in %s",
                      when, off, off + 15, storage_file_names(in));
     }
-}
-
-static off_t storage_file_size(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
 /* A police signal for the public prosecutor (default rule
@@ -711,25 +704,15 @@ static void test_storage_failure_fails_closed_and_recovers(void **state)
     for (; n < 2; n++)
         assert_int_equal(storage_publish_one(politie, &ledger, n, NULL), 1);
 
-    char wal[192];
-    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
-    off_t largest = storage_file_size(env->store_path);
-    if (storage_file_size(wal) > largest)
-        largest = storage_file_size(wal);
-    struct rlimit old, lowered;
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, NULL, &old) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
-    lowered = old;
-    lowered.rlim_cur = (rlim_t)largest + 64 * 1024;
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &lowered, NULL) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
+    struct rlimit old;
+    rlim_t lowered = h_broker_file_limit_lower(env, &old);
 
     while (n < STORAGE_MAX_PUBLISHES / 2 && storage_publish_one(politie, &ledger, n, NULL) == 1)
         n++;
     if (ledger.n_refused == 0)
         fail_msg("%d publishes were accepted with RLIMIT_FSIZE at %lld bytes: the limit does not "
                  "reach the store's writes",
-                 n, (long long)lowered.rlim_cur);
+                 n, (long long)lowered);
     for (int more = 0; more < STORAGE_MORE_REFUSALS; more++)
         if (storage_publish_one(politie, &ledger, ++n, NULL) != 0)
             fail_msg("a publish was accepted while the file-size limit still holds");
@@ -738,8 +721,7 @@ static void test_storage_failure_fails_closed_and_recovers(void **state)
     assert_int_equal(h_backlog(om), ledger.n_accepted);
     storage_receive_accepted(om, &ledger, 0);
 
-    if (prlimit(env->broker_pid, RLIMIT_FSIZE, &old, NULL) != 0)
-        fail_msg("prlimit: %s", strerror(errno));
+    h_broker_file_limit_restore(env, &old);
     /* The first refused id, published again, is new to the broker: had
      * anything of it been stored, this would be a duplicate or a conflict. */
     assert_int_equal(storage_publish_one(politie, &ledger, ++n, ledger.refused[0]), 1);
