@@ -904,12 +904,12 @@ int64_t store_publish_add_retained(store_t *store, const char *sender, const uin
         store_stmt_finish(stmt);
         return -1;
     }
+    store->publish_serial = 0; /* whatever this one does, the last is no longer the one */
     if (store_stmt_run(store, stmt, "publish_add") != 0)
         return -1;
     int64_t id = (int64_t)sqlite3_last_insert_rowid(store->db);
     /* What was written, for its items (store_item_add_retained); only
      * inside a transaction, where nothing else can change the row. */
-    store->publish_serial = 0;
     if (!sqlite3_get_autocommit(store->db) && strlen(sender) <= SCHAKEL_MAX_PRINCIPAL_LEN) {
         store->publish_serial = store->txn_serial;
         store->added_publish_id = id;

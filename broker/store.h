@@ -291,13 +291,14 @@ int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq
  * (deliver.c): have_item(item_seq, arg) returning non-zero says the caller
  * holds the content of that item already, taken from an earlier row of the
  * same pass with no store write in between, or from the publish that
- * stored that item, after its commit. A delivery by reference to such an item then comes with body
- * NULL, body_len 0 and its fields set: the item's body is not read and not
- * opened again. Everything else is as for store_mailbox_scan: the
- * delivery's own sealed body (its field mask) is opened and authenticated
- * for every row, a row whose item is gone is an error, and a body that
- * does not authenticate stops the scan with -1. have_item NULL: exactly
- * store_mailbox_scan. have_item must not call store functions. */
+ * stored that item, after its commit. A delivery by reference to such an
+ * item then comes with body NULL, body_len 0 and its fields set: the
+ * item's body is not read and not opened again. Everything else is as for
+ * store_mailbox_scan: the delivery's own sealed body (its field mask) is
+ * opened and authenticated for every row, a row whose item is gone is an
+ * error, and a body that does not authenticate stops the scan with -1.
+ * have_item NULL: exactly store_mailbox_scan. have_item must not call
+ * store functions. */
 typedef int (*store_have_item_fn)(uint64_t item_seq, void *arg);
 int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t after_seq,
                               size_t limit, store_have_item_fn have_item, store_delivery_fn fn,
