@@ -1248,6 +1248,48 @@ static int64_t raw_int(const char *path, const char *sql)
     return strtoll(value, NULL, 10);
 }
 
+/* A new store has 8 KiB pages (store_schema.c); a store whose file was
+ * made with another page size keeps it, and works as before. */
+static void test_page_size_of_new_and_existing_stores(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        int existing; /* the file was made with 4 KiB pages before the store */
+        int64_t want;
+    } rows[] = {{0, 8192}, {1, 4096}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s.%zu", f->path, i);
+        if (rows[i].existing) {
+            sqlite3 *db = store_fixture_raw_open_or_create(path);
+            assert_int_equal(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;",
+                                          NULL, NULL, NULL),
+                             SQLITE_OK);
+            assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        }
+        store_t *store = store_fixture_open(path, test_key);
+        assert_int_equal(store_begin(store), 0);
+        int64_t seq = deliver_new(store, POLITIE, 900 + (unsigned)i);
+        assert_int_equal(store_commit(store), 0);
+        store_close(&store);
+        store = store_fixture_open(path, test_key);
+        seen_t seen = {.recipient = POLITIE};
+        assert_int_equal(store_mailbox_scan(store, POLITIE, 0, 10, collect, &seen), 1);
+        assert_int_equal(seen.seq[0], (uint64_t)seq);
+        store_close(&store);
+        int64_t page_size = raw_int(path, "PRAGMA page_size");
+        if (page_size != rows[i].want)
+            fail_msg("row %zu: pages of %lld bytes, want %lld", i, (long long)page_size,
+                     (long long)rows[i].want);
+        char side[300];
+        unlink(path);
+        snprintf(side, sizeof side, "%s-wal", path);
+        unlink(side);
+        snprintf(side, sizeof side, "%s-shm", path);
+        unlink(side);
+    }
+}
+
 /* ------------------------------------------------------------------ sealing */
 
 /* A publish by WOCO (number n) with one item of the given bytes, delivered
@@ -3079,6 +3121,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_count, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_page_size_of_new_and_existing_stores, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_item_added_with_its_publish, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_publish_added_with_retention, setup,
