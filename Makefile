@@ -187,9 +187,9 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c clients/libschakel/case.c \
-	clients/libschakel/caseview.c
+	clients/libschakel/caseview.c clients/libschakel/inflight.c
 UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c \
-	clients/libschakel/caseview.c
+	clients/libschakel/caseview.c clients/libschakel/inflight.c
 # every allocation of the program's own objects goes through the test's wrappers
 UNIT_LDFLAGS_test_client_alloc := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
 UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_index.c broker/policy_case.c \

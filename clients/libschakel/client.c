@@ -22,6 +22,7 @@
 
 #include "client_internal.h"
 #include "delivery.h"
+#include "inflight.h"
 #include "keys.h"
 #include "schakel_limits.h"
 #include "syntax.h"
@@ -77,6 +78,7 @@ struct schakel_client {
     unsigned heartbeats_pending;
     int64_t last_send_ms;
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
+    inflight_t flight;      /* publishes sent, answer not yet handed out */
     zmq_msg_t held;         /* a message we had no memory to decode, if holding */
     int holding;
     schakel_error_t last_error;
@@ -86,14 +88,15 @@ struct schakel_client {
 enum client_wait_kind {
     CLIENT_WAIT_HANDSHAKE,
     CLIENT_WAIT_HEARTBEAT,
-    CLIENT_WAIT_ANSWER, /* Accepted/Rejected naming message_id (Publish, CasePublish) */
-    CLIENT_WAIT_VIEW,   /* CaseView naming request_id, or a Rejected of the whole frame */
+    CLIENT_WAIT_ANSWER,  /* Accepted/Rejected naming message_id (CasePublish) */
+    CLIENT_WAIT_PUBLISH, /* the answer of a publish in flight (message_id), or of any (NULL) */
+    CLIENT_WAIT_VIEW,    /* CaseView naming request_id, or a Rejected of the whole frame */
     CLIENT_WAIT_DELIVERY,
 };
 
 typedef struct client_wait {
     enum client_wait_kind kind;
-    const uint8_t *message_id; /* CLIENT_WAIT_ANSWER: the publish we wait for */
+    const uint8_t *message_id; /* CLIENT_WAIT_ANSWER, _PUBLISH: the one we wait for */
     uint64_t request_id;       /* CLIENT_WAIT_VIEW: the query we wait for */
     const uint8_t *request;    /* its encoded frame, sent again after a reconnect */
     size_t request_len;
@@ -331,6 +334,24 @@ static void client_wait_finish(client_wait_t *wait, schakel_status_t status)
     }
 }
 
+/* Send again each publish in flight whose resend is owed (after a
+ * reconnect), oldest first; one that cannot be queued now stays owed, and
+ * so do those after it, which keeps them in order. */
+static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
+{
+    for (size_t i = 0; i < client->flight.count; i++) {
+        inflight_entry_t *entry = &client->flight.entries[i];
+        if (!entry->resend_owed)
+            continue;
+        schakel_status_t status =
+            client_send_bytes(client, entry->frame, entry->frame_len, "Publish");
+        if (status != SCHAKEL_OK)
+            return status;
+        entry->resend_owed = 0;
+    }
+    return SCHAKEL_OK;
+}
+
 /* A new connection is up: the broker keeps no session state across
  * connections, so re-announce our window, and re-ask a question whose answer
  * may have been lost with the old connection. A publish is sent again as
@@ -343,6 +364,9 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     if (client->handshakes > 1) {
         client->flow_owed = client->subscribed;
         (void)client_send_owed_flow(client); /* on failure the wait loop retries */
+        for (size_t i = 0; i < client->flight.count; i++)
+            client->flight.entries[i].resend_owed = client->flight.entries[i].answer == NULL;
+        (void)client_send_owed_publishes(client); /* on failure the wait loop retries */
         /* A publish or case command is answered once whatever the number of
          * copies (idempotent by id); a query has no effect to repeat. */
         if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
@@ -442,6 +466,33 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
         client_wait_finish(wait, SCHAKEL_OK);
 }
 
+/* Keep an answer with its publish in flight; it ends a wait for it. */
+static void client_flight_store(inflight_entry_t *entry, Schakel__Frame *frame, client_wait_t *wait)
+{
+    entry->answer = frame;
+    entry->resend_owed = 0;
+    if (wait->kind == CLIENT_WAIT_PUBLISH &&
+        (wait->message_id == NULL ||
+         memcmp(wait->message_id, entry->id, SCHAKEL_MESSAGE_ID_BYTES) == 0))
+        client_wait_finish(wait, SCHAKEL_OK);
+}
+
+/* An Accepted or Rejected naming message id `id`: the answer of a publish
+ * in flight still without one? Returns 1 if it was kept (do not free). A
+ * second answer to the same publish (it was sent again after a reconnect
+ * and both copies were answered) is not: the first stands. */
+static int client_flight_answer(schakel_client_t *client, const ProtobufCBinaryData *id,
+                                Schakel__Frame *frame, client_wait_t *wait)
+{
+    if (id->len != SCHAKEL_MESSAGE_ID_BYTES)
+        return 0;
+    inflight_entry_t *entry = inflight_find(&client->flight, id->data);
+    if (entry == NULL || entry->answer != NULL)
+        return 0;
+    client_flight_store(entry, frame, wait);
+    return 1;
+}
+
 /* Returns 1 if the frame was kept by the wait or the FIFO (do not free). */
 static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, client_wait_t *wait)
 {
@@ -454,6 +505,8 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         return 0; /* recorded; whatever we wait for goes on */
     }
     if (rejected->has_message_id) {
+        if (client_flight_answer(client, &rejected->message_id, frame, wait))
+            return 1;
         if (wait->kind != CLIENT_WAIT_ANSWER ||
             !client_same_id(&rejected->message_id, wait->message_id))
             return 0; /* answer to an earlier publish the caller gave up on */
@@ -462,9 +515,15 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         return 1;
     }
     /* Refused as a whole frame (not parseable as the request it was), or a
-     * refused CaseQuery: it answers what we are waiting for, since frames
-     * are answered in order. */
+     * refused CaseQuery: it answers the oldest frame still waiting for an
+     * answer, since frames are answered in order: a publish in flight, else
+     * what we are waiting for. */
     client_error_rejected(&client->last_error, rejected, NULL);
+    inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
+    if (oldest != NULL) {
+        client_flight_store(oldest, frame, wait);
+        return 1;
+    }
     if (wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) {
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
@@ -493,6 +552,8 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
         client_on_heartbeat(client, frame->heartbeat, wait);
         return 0;
     case SCHAKEL__FRAME__BODY_ACCEPTED:
+        if (client_flight_answer(client, &frame->accepted->message_id, frame, wait))
+            return 1;
         if (wait->kind != CLIENT_WAIT_ANSWER ||
             !client_same_id(&frame->accepted->message_id, wait->message_id))
             return 0; /* answer to an earlier publish the caller gave up on */
@@ -593,11 +654,22 @@ static int client_connection_abandoned(const schakel_client_t *client, int64_t n
            now - client->retry_awaited_since >= CLIENT_RETRY_GRACE_MS;
 }
 
+/* The answered publish a wait for `id` (NULL: any) would hand out. */
+static inflight_entry_t *client_flight_ready(schakel_client_t *client, const uint8_t *id)
+{
+    if (id == NULL)
+        return inflight_first_answered(&client->flight);
+    inflight_entry_t *entry = inflight_find(&client->flight, id);
+    return entry != NULL && entry->answer != NULL ? entry : NULL;
+}
+
 /* What a wait does before it polls: hand out what is queued, replace an
  * abandoned socket, decode a held message, send an owed Flow. */
 static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, int64_t now)
 {
     if (wait->kind == CLIENT_WAIT_DELIVERY && client->queue.count > 0)
+        client_wait_finish(wait, SCHAKEL_OK);
+    if (wait->kind == CLIENT_WAIT_PUBLISH && client_flight_ready(client, wait->message_id) != NULL)
         client_wait_finish(wait, SCHAKEL_OK);
     if (!wait->done && client_connection_abandoned(client, now))
         client_drain_events(client, wait); /* the word may have come while no call read it */
@@ -606,8 +678,10 @@ static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, in
         client_wait_finish(wait, client->last_error.status);
     if (!wait->done && client->holding && !delivery_queue_full(&client->queue))
         client_read_frame(client, wait);
-    if (!wait->done)
-        (void)client_send_owed_flow(client); /* stays owed on failure */
+    if (!wait->done) {
+        (void)client_send_owed_flow(client);      /* stays owed on failure */
+        (void)client_send_owed_publishes(client); /* likewise */
+    }
 }
 
 /* How long the wait may sleep in zmq_poll (-1 = no limit): until its
@@ -736,6 +810,7 @@ static void client_destroy(schakel_client_t *client)
     if (client == NULL)
         return;
     delivery_queue_destroy(&client->queue);
+    inflight_clear(&client->flight);
     zmq_msg_close(&client->held);
     client_close_socket(client, -1);
     if (client->context != NULL)
@@ -1149,6 +1224,51 @@ static schakel_status_t client_take_answer(schakel_client_t *client, const Schak
     return SCHAKEL_OK;
 }
 
+/* The message id of a new publish: the caller's, or a random one. */
+static void client_choose_id(const uint8_t *message_id, uint8_t id[SCHAKEL_MESSAGE_ID_BYTES],
+                             uint8_t *id_out)
+{
+    if (message_id != NULL)
+        memcpy(id, message_id, SCHAKEL_MESSAGE_ID_BYTES);
+    else
+        randombytes_buf(id, SCHAKEL_MESSAGE_ID_BYTES);
+    if (id_out != NULL)
+        memcpy(id_out, id, SCHAKEL_MESSAGE_ID_BYTES);
+}
+
+/* Encode, sign and send one publish, and put it in flight (the table keeps
+ * the frame, to send it again after a reconnect). Nothing is in flight
+ * when it fails. */
+static schakel_status_t client_publish_start(schakel_client_t *client, const char *sender,
+                                             const schakel_signal_t *signals, size_t n,
+                                             const uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
+{
+    if (client->flight.count >= SCHAKEL_MAX_IN_FLIGHT)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "%u publishes are in flight: take an answer with schakel_publish_wait "
+                           "first",
+                           SCHAKEL_MAX_IN_FLIGHT);
+    if (inflight_find(&client->flight, id) != NULL)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "a publish with this message id is in flight: wait for its answer, "
+                           "or forget it, before sending it again");
+    if (sender == NULL)
+        sender = client->principal;
+    uint8_t *frame = NULL;
+    size_t len = 0;
+    schakel_status_t status = client_encode_publish(client, sender, signals, n, id, &frame, &len);
+    if (status == SCHAKEL_OK)
+        status = client_send_bytes(client, frame, len, "Publish");
+    if (status != SCHAKEL_OK) {
+        if (frame != NULL)
+            sodium_memzero(frame, len);
+        free(frame);
+        return status;
+    }
+    (void)inflight_add(&client->flight, id, frame, len, n); /* room checked above */
+    return SCHAKEL_OK;
+}
+
 schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                                  const schakel_signal_t *signals, size_t n,
                                  const uint8_t *message_id, uint8_t id_out[16],
@@ -1161,43 +1281,100 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
         return client_fail(client, SCHAKEL_ERR_USAGE,
                            "schakel_publish needs 1 to %u signals and a positive timeout",
                            SCHAKEL_MAX_ITEMS);
-    if (sender == NULL)
-        sender = client->principal;
-    if (message_id != NULL)
-        memcpy(id, message_id, sizeof id);
-    else
-        randombytes_buf(id, sizeof id);
-    if (id_out != NULL)
-        memcpy(id_out, id, sizeof id);
+    client_choose_id(message_id, id, id_out);
     if (duplicate != NULL)
         *duplicate = 0;
 
     int64_t deadline = client_deadline(timeout_ms);
     int drops_before = client->drops;
     char hint[160];
-    client_wait_t wait = {.kind = CLIENT_WAIT_ANSWER, .message_id = id, .what = "Publish"};
-    uint8_t *frame = NULL;
-    schakel_status_t status =
-        client_encode_publish(client, sender, signals, n, id, &frame, &wait.request_len);
-    if (status == SCHAKEL_OK)
-        status = client_send_bytes(client, frame, wait.request_len, "Publish");
-    if (status != SCHAKEL_OK) {
-        free(frame);
+    schakel_status_t status = client_publish_start(client, sender, signals, n, id);
+    if (status != SCHAKEL_OK)
         return status;
-    }
-    wait.request = frame;
+    client_wait_t wait = {.kind = CLIENT_WAIT_PUBLISH, .message_id = id, .what = "Publish"};
     status = client_wait(client, &wait, deadline);
-    free(frame);
+    inflight_entry_t *entry = inflight_find(&client->flight, id);
     if (status == SCHAKEL_OK)
-        status = client_take_answer(client, wait.answer, n, results, duplicate);
+        status = client_take_answer(client, entry->answer, n, results, duplicate);
     else if (status == SCHAKEL_ERR_TIMEOUT)
         client_fail(client, SCHAKEL_ERR_TIMEOUT,
                     "no answer from broker %s to the publish within %d ms; retrying with the "
                     "same message id is safe%s",
                     client->endpoint, timeout_ms,
                     client_timeout_hint(client, drops_before, hint, sizeof hint));
-    wire_frame_free(&wait.answer);
+    /* Answered, or given up on: a later answer is dropped. */
+    inflight_remove(&client->flight, entry);
     return status;
+}
+
+schakel_status_t schakel_publish_send(schakel_client_t *client, const char *sender,
+                                      const schakel_signal_t *signals, size_t n,
+                                      const uint8_t *message_id, uint8_t id_out[16])
+{
+    uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (signals == NULL || n == 0 || n > SCHAKEL_MAX_ITEMS)
+        return client_fail(client, SCHAKEL_ERR_USAGE, "schakel_publish_send needs 1 to %u signals",
+                           SCHAKEL_MAX_ITEMS);
+    client_choose_id(message_id, id, id_out);
+    return client_publish_start(client, sender, signals, n, id);
+}
+
+schakel_status_t schakel_publish_wait(schakel_client_t *client, const uint8_t *message_id,
+                                      schakel_publish_answer_t *answer, int timeout_ms)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (answer == NULL || timeout_ms < 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_publish_wait needs an answer and a timeout of 0 or more");
+    if (message_id != NULL ? inflight_find(&client->flight, message_id) == NULL
+                           : client->flight.count == 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           message_id != NULL ? "no publish with this message id is in flight"
+                                              : "no publish is in flight");
+    int64_t deadline = client_deadline(timeout_ms);
+    int drops_before = client->drops;
+    char hint[160];
+    client_wait_t wait = {.kind = CLIENT_WAIT_PUBLISH, .message_id = message_id, .what = "Publish"};
+    schakel_status_t status = client_wait(client, &wait, deadline);
+    if (status == SCHAKEL_ERR_TIMEOUT)
+        return client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                           "no answer from broker %s to %s within %d ms (%zu in flight)%s",
+                           client->endpoint, message_id != NULL ? "that publish" : "any publish",
+                           timeout_ms, client->flight.count,
+                           client_timeout_hint(client, drops_before, hint, sizeof hint));
+    if (status != SCHAKEL_OK)
+        return status;
+    inflight_entry_t *entry = client_flight_ready(client, message_id);
+    memset(answer, 0, sizeof *answer);
+    memcpy(answer->message_id, entry->id, sizeof answer->message_id);
+    answer->n = entry->n_items;
+    answer->status = client_take_answer(client, entry->answer, entry->n_items, answer->results,
+                                        &answer->duplicate);
+    if (answer->status != SCHAKEL_OK)
+        answer->error = client->last_error;
+    inflight_remove(&client->flight, entry);
+    return SCHAKEL_OK;
+}
+
+size_t schakel_publishes_in_flight(const schakel_client_t *client)
+{
+    return client != NULL ? client->flight.count : 0;
+}
+
+schakel_status_t schakel_publish_forget(schakel_client_t *client, const uint8_t *message_id)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    inflight_entry_t *entry =
+        message_id != NULL ? inflight_find(&client->flight, message_id) : NULL;
+    if (entry == NULL)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "no publish with this message id is in flight");
+    inflight_remove(&client->flight, entry);
+    return SCHAKEL_OK;
 }
 
 /* ------------------------------------------------------------------ requests of case.c */

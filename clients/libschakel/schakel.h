@@ -116,6 +116,61 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                                  const uint8_t *message_id, uint8_t id_out[16],
                                  schakel_item_result_t *results, int *duplicate, int timeout_ms);
 
+/* ------------------------------------------------------------------ publishes in flight
+ * A bulk publisher need not wait for each Accepted before it sends the next
+ * publish (docs/PROTOCOL.md 7.2): schakel_publish_send signs and sends one
+ * and returns; schakel_publish_wait hands out the answers. Up to
+ * SCHAKEL_MAX_IN_FLIGHT publishes may be in flight on one client; each is
+ * kept, as sent, until its answer is handed out, and is sent again after a
+ * reconnect (the broker answers a repeated message id with the original
+ * answer). schakel_publish, schakel_receive and the case calls may be used
+ * meanwhile: they keep every answer that arrives for a publish in flight. */
+#define SCHAKEL_MAX_IN_FLIGHT 32
+
+/* The broker's answer to one publish in flight. */
+typedef struct schakel_publish_answer {
+    uint8_t message_id[16];
+    schakel_status_t status;            /* SCHAKEL_OK: accepted; SCHAKEL_ERR_REFUSED: see error;
+                                         * SCHAKEL_ERR_PROTOCOL: the answer did not fit the publish */
+    schakel_error_t error;              /* when status is not SCHAKEL_OK (also the last error) */
+    size_t n;                           /* items of the publish */
+    int duplicate;                      /* accepted before (a repeated message id) */
+    schakel_item_result_t results[256]; /* the first n, when accepted */
+} schakel_publish_answer_t;
+
+/* Sign and send one publish like schakel_publish, without waiting for its
+ * answer. Returns SCHAKEL_OK once it is handed to the connection;
+ * SCHAKEL_ERR_USAGE (nothing sent) for the arguments schakel_publish
+ * refuses, when SCHAKEL_MAX_IN_FLIGHT publishes are in flight, or when a
+ * publish with this message id is in flight; SCHAKEL_ERR_NOMEM, or
+ * SCHAKEL_ERR_TIMEOUT when the send queue to an unreachable broker is full
+ * (nothing in flight then). */
+schakel_status_t schakel_publish_send(schakel_client_t *client, const char *sender,
+                                      const schakel_signal_t *signals, size_t n,
+                                      const uint8_t *message_id, uint8_t id_out[16]);
+
+/* Wait up to timeout_ms (>= 0) for the answer to a publish in flight: the
+ * one with message_id, or with NULL the publish answered first (answers
+ * come in the order the publishes were sent). SCHAKEL_OK: *answer is
+ * filled and that publish is no longer in flight (answer->status says
+ * whether it was accepted). SCHAKEL_ERR_TIMEOUT: no such answer yet; every
+ * publish stays in flight. SCHAKEL_ERR_USAGE: no publish (with that id) is
+ * in flight. Other errors (SCHAKEL_ERR_AUTH, _PROTOCOL, _NOMEM) as
+ * schakel_receive; the publishes stay in flight. Deliveries that arrive
+ * meanwhile are kept for schakel_receive. */
+schakel_status_t schakel_publish_wait(schakel_client_t *client, const uint8_t *message_id,
+                                      schakel_publish_answer_t *answer, int timeout_ms);
+
+/* Publishes in flight: sent by schakel_publish_send, answer not yet handed
+ * out. */
+size_t schakel_publishes_in_flight(const schakel_client_t *client);
+
+/* Stop waiting for a publish in flight (the caller gave up on it): its
+ * answer, if one comes, is dropped. Returns SCHAKEL_ERR_USAGE when no
+ * publish with that id is in flight. The broker may still accept it;
+ * sending it again with the same message id is safe. */
+schakel_status_t schakel_publish_forget(schakel_client_t *client, const uint8_t *message_id);
+
 /* A received delivery; owned by the caller, free with schakel_delivery_free. */
 typedef struct schakel_delivery {
     uint64_t seq;
