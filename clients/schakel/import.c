@@ -21,6 +21,10 @@
 #define IMPORT_DEFAULT_TIMEOUT_MS 10000
 #define IMPORT_MAX_TIMEOUT_S 3600
 #define IMPORT_DEFAULT_BATCH SCHAKEL_MAX_ITEMS
+/* Publishes sent ahead of their answers: a few keep the broker busy while
+ * the next batch is read and signed; each holds a batch (about 100 KiB). */
+#define IMPORT_DEFAULT_IN_FLIGHT 4
+#define IMPORT_MAX_IN_FLIGHT 16
 #define IMPORT_SKIP_UPDATE_MASK 4095u /* progress while skipping journalled lines */
 
 enum import_option {
@@ -31,6 +35,7 @@ enum import_option {
     IMPORT_OPT_REFUSALS,
     IMPORT_OPT_TIMEOUT,
     IMPORT_OPT_QUIET,
+    IMPORT_OPT_IN_FLIGHT,
     IMPORT_OPT_TEST_INTERRUPT,
 };
 
@@ -52,6 +57,8 @@ static const char import_usage[] =
     "  --restart            forget the journal and start again from the first line\n"
     "  --refusals PATH      the list of refused lines (default FILE.refused)\n"
     "  --timeout S          seconds to wait for each answer of the broker (default 10)\n"
+    "  --in-flight N        publishes sent before their answers come, 1 to 16\n"
+    "                       (default 4; 1: wait for each answer before the next)\n"
     "  --quiet              no progress on stderr\n" CLI_COMMON_HELP "\n"
     "Exit status: 0 every line accepted (now or before), 1 failure, 2 usage or a file\n"
     "that cannot be imported as it is, 3 some lines refused, 4 cannot reach or\n"
@@ -66,7 +73,8 @@ static const struct option import_options[] = {
     {"refusals", 1, NULL, IMPORT_OPT_REFUSALS},
     {"timeout", 1, NULL, IMPORT_OPT_TIMEOUT},
     {"quiet", 0, NULL, IMPORT_OPT_QUIET},
-    /* for tests: raise SIGINT after this many batches (not in --help) */
+    {"in-flight", 1, NULL, IMPORT_OPT_IN_FLIGHT},
+    /* for tests: raise SIGINT once this many batches are sent (not in --help) */
     {"test-interrupt-after-batches", 1, NULL, IMPORT_OPT_TEST_INTERRUPT},
     {NULL, 0, NULL, 0},
 };
@@ -81,6 +89,7 @@ typedef struct import_options {
     int restart;
     const char *refusals;
     int timeout_ms;
+    unsigned in_flight;
     int quiet;
     uint64_t interrupt_after; /* 0: never */
     char state_buf[4096], refusals_buf[4096];
@@ -118,6 +127,12 @@ static int import_option(import_options_t *o, int option, const char *arg)
         return 1;
     case IMPORT_OPT_QUIET:
         o->quiet = 1;
+        return 1;
+    case IMPORT_OPT_IN_FLIGHT:
+        if (cli_parse_number(arg, 1, IMPORT_MAX_IN_FLIGHT, &number) != 0)
+            return cli_bad_value("import", "--in-flight wants a number from 1 to %d, not '%s'",
+                                 IMPORT_MAX_IN_FLIGHT, arg);
+        o->in_flight = (unsigned)number;
         return 1;
     case IMPORT_OPT_TEST_INTERRUPT:
         if (cli_parse_number(arg, 1, INT32_MAX, &number) != 0)
@@ -220,10 +235,64 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
     return rc;
 }
 
+/* Batches sent ahead of their answers, oldest first, and the one being
+ * filled after them: --in-flight + 1 buffers. */
+typedef struct import_pipeline {
+    import_batch_t *batches[IMPORT_MAX_IN_FLIGHT + 1];
+    size_t capacity;
+    size_t head;    /* the oldest launched batch */
+    size_t pending; /* launched, not finished */
+    uint64_t launched;
+} import_pipeline_t;
+
+static import_batch_t *import_filling(const import_pipeline_t *pipe)
+{
+    return pipe->batches[(pipe->head + pipe->pending) % pipe->capacity];
+}
+
+/* Finish launched batches, oldest first, until `keep` are left. 0 or -1. */
+static int import_finish_until(import_run_t *run, import_pipeline_t *pipe, size_t keep)
+{
+    while (pipe->pending > keep) {
+        import_batch_t *oldest = pipe->batches[pipe->head];
+        pipe->head = (pipe->head + 1) % pipe->capacity;
+        pipe->pending--;
+        if (import_send_finish(run, oldest) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Send the batch being filled, after finishing the oldest when
+ * --in-flight batches are out; finish all of them when this one could not
+ * be sent whole (what it kept back must not be overtaken). 0 or -1. */
+static int import_launch(import_run_t *run, import_pipeline_t *pipe)
+{
+    if (pipe->pending >= run->in_flight && import_finish_until(run, pipe, run->in_flight - 1) != 0)
+        return -1;
+    int sent = import_send_launch(run, import_filling(pipe));
+    pipe->pending++;
+    pipe->launched++;
+    if (sent < 0)
+        return -1;
+    return sent == 1 ? import_finish_until(run, pipe, 0) : 0;
+}
+
+/* The run stopped with batches sent ahead: their publishes may have been
+ * accepted all the same. Take the answers that come (nothing is sent
+ * again) and count the accepted lines, so that the summary tells what the
+ * broker has; they are not journalled (an earlier batch is not done), and
+ * a rerun finds them accepted already. */
+static void import_settle_stopped(import_run_t *run, import_pipeline_t *pipe)
+{
+    for (; pipe->pending > 0; pipe->pending--, pipe->head = (pipe->head + 1) % pipe->capacity)
+        import_send_settle(run, pipe->batches[pipe->head]);
+}
+
 /* Read every record, skipping what the journal has done, sending batch by
  * batch. Sets run->stop_status when it stops early. */
 static void import_loop(import_run_t *run, const import_options_t *o, import_reader_t *reader,
-                        import_batch_t *batch)
+                        import_pipeline_t *pipe)
 {
     char err[IMPORT_MAX_TEXT];
     uint64_t done = 0;
@@ -241,17 +310,19 @@ static void import_loop(import_run_t *run, const import_options_t *o, import_rea
             started = 1;
         }
         done++;
-        if (import_send_add(run, batch, reader) != 0)
+        if (import_send_add(run, import_filling(pipe), reader) != 0)
             return;
-        if (batch->n_lines < run->journal.batch)
+        if (import_filling(pipe)->n_lines < run->journal.batch)
             continue;
-        if (import_send_batch(run, batch) != 0)
+        if (import_launch(run, pipe) != 0)
             return;
         import_progress_update(&run->progress, done);
-        if (o->interrupt_after != 0 && run->batches_done == o->interrupt_after)
+        if (o->interrupt_after != 0 && pipe->launched == o->interrupt_after)
             raise(SIGINT); /* blocked: pending until we look, as a real one */
         if (import_interrupted()) {
-            run->stop_status = IMPORT_EXIT_INTERRUPTED;
+            /* what was sent is finished and journalled first */
+            if (import_finish_until(run, pipe, 0) == 0)
+                run->stop_status = IMPORT_EXIT_INTERRUPTED;
             return;
         }
     }
@@ -261,7 +332,9 @@ static void import_loop(import_run_t *run, const import_options_t *o, import_rea
         run->stop_status = CLI_EXIT_FAILURE;
         return;
     }
-    if (batch->n_lines > 0 && import_send_batch(run, batch) != 0)
+    if (import_filling(pipe)->n_lines > 0 && import_launch(run, pipe) != 0)
+        return;
+    if (import_finish_until(run, pipe, 0) != 0)
         return;
     import_progress_update(&run->progress, done);
     if (!started) /* every line was done before */
@@ -322,29 +395,37 @@ static int import_run(const import_options_t *o)
     if (rc != CLI_EXIT_OK)
         return rc;
     import_run_t *run = calloc(1, sizeof *run);
-    import_batch_t *batch = calloc(1, sizeof *batch);
-    if (run == NULL || batch == NULL) {
+    import_pipeline_t pipe = {.capacity = o->in_flight + 1};
+    int short_of_memory = run == NULL;
+    for (size_t i = 0; i < pipe.capacity; i++)
+        short_of_memory |= (pipe.batches[i] = calloc(1, sizeof *pipe.batches[i])) == NULL;
+    if (short_of_memory) {
         cli_say("import: out of memory");
-        free(run);
-        free(batch);
-        import_reader_close(&reader);
-        return CLI_EXIT_FAILURE;
+        rc = CLI_EXIT_FAILURE;
+    } else {
+        run->journal.fd = -1;
+        run->timeout_ms = o->timeout_ms;
+        run->in_flight = o->in_flight;
+        rc = import_begin(run, o, format, &fp);
     }
-    run->journal.fd = -1;
-    run->timeout_ms = o->timeout_ms;
-    rc = import_begin(run, o, format, &fp);
-    if (rc == CLI_EXIT_OK) {
+    if (!short_of_memory && rc == CLI_EXIT_OK) {
         run->already = run->journal.accepted_before;
         import_progress_init(&run->progress, o->quiet, fp.data_lines);
-        import_loop(run, o, &reader, batch);
+        import_loop(run, o, &reader, &pipe);
+        import_settle_stopped(run, &pipe);
         rc = import_end(run, o, &fp);
     }
-    import_send_discard(batch);
-    import_journal_close(&run->journal);
-    import_refusals_free(&run->refusals);
-    schakel_close(&run->client);
+    for (size_t i = 0; i < pipe.capacity; i++) {
+        if (pipe.batches[i] != NULL)
+            import_send_discard(pipe.batches[i]);
+        free(pipe.batches[i]);
+    }
+    if (run != NULL) {
+        import_journal_close(&run->journal);
+        import_refusals_free(&run->refusals);
+        schakel_close(&run->client);
+    }
     import_reader_close(&reader);
-    free(batch);
     free(run);
     return rc;
 }
@@ -359,6 +440,7 @@ int import_main(int argc, char **argv)
     cli_options_init(&o->common);
     o->batch = IMPORT_DEFAULT_BATCH;
     o->timeout_ms = IMPORT_DEFAULT_TIMEOUT_MS;
+    o->in_flight = IMPORT_DEFAULT_IN_FLIGHT;
     int rc = import_parse(argc, argv, o);
     if (rc == -1) {
         rc = CLI_EXIT_OK; /* --help */

@@ -218,12 +218,22 @@ typedef struct import_item {
     int excluded;   /* refused: no longer sent */
 } import_item_t;
 
+/* One publish of a batch: items [from, to) under one message id. */
+typedef struct import_publish {
+    size_t from, to;
+    uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
+    int in_flight; /* sent by import_send_launch, answer not yet taken */
+} import_publish_t;
+
 /* One batch: --batch consecutive data lines. */
 typedef struct import_batch {
     import_item_t items[SCHAKEL_MAX_ITEMS];
     size_t n_items;
     size_t n_lines;
     long first_line, last_line;
+    /* its publishes (a line with its own message_id is one alone) */
+    import_publish_t publishes[SCHAKEL_MAX_ITEMS];
+    size_t n_publishes;
     /* one publish being sent: its signals and the item each one is */
     schakel_signal_t send[SCHAKEL_MAX_ITEMS];
     size_t send_item[SCHAKEL_MAX_ITEMS];
@@ -237,7 +247,8 @@ typedef struct import_run {
     import_refusals_t refusals;
     import_progress_t progress;
     int timeout_ms;
-    uint64_t accepted; /* new this run */
+    unsigned in_flight; /* publishes sent ahead of their answers (--in-flight) */
+    uint64_t accepted;  /* new this run */
     uint64_t already;  /* accepted before: journal and duplicate answers */
     uint64_t batches_done;
     int stop_status; /* exit code of an error that stopped the run, or 0 */
@@ -248,12 +259,28 @@ typedef struct import_run {
  * stop (run->stop_status set). */
 int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *reader);
 
-/* Publish the batch's items (split so that each publish fits a frame, a
- * line with its own message_id alone), retrying what may be retried and
- * dropping refused lines, then journal it as done and free its items.
- * 0, or -1 when the run must stop (run->stop_status set; the batch is not
- * journalled then). */
-int import_send_batch(import_run_t *run, import_batch_t *batch);
+/* Cut the batch into publishes (each fits a frame; a line with its own
+ * message_id alone) and send as many as run->in_flight allows next to the
+ * publishes already in flight, without waiting for answers. Returns 0
+ * when every publish was sent; 1 when some were not (they are sent by
+ * import_send_finish: finish every batch launched so far before launching
+ * another, or it would overtake them); -1 when the run must stop
+ * (run->stop_status set). */
+int import_send_launch(import_run_t *run, import_batch_t *batch);
+
+/* Take the answers of the batch's publishes (launched ones) or publish
+ * them (the others), retrying what may be retried and dropping refused
+ * lines, then journal the batch as done and free its items. Batches are
+ * finished in the order they were launched. 0, or -1 when the run must
+ * stop (run->stop_status set; the batch is not journalled then). */
+int import_send_finish(import_run_t *run, import_batch_t *batch);
+
+/* The run stopped: take the answers of the batch's publishes still in
+ * flight (waiting up to --timeout each, sending nothing again), count the
+ * accepted lines in the summary without journalling them (an earlier
+ * batch is not done; a rerun finds them accepted already), and free the
+ * batch's items. */
+void import_send_settle(import_run_t *run, import_batch_t *batch);
 
 /* Free a batch's items without publishing. */
 void import_send_discard(import_batch_t *batch);

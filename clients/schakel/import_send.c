@@ -200,12 +200,35 @@ static void import_item_free(import_item_t *item)
     memset(item, 0, sizeof *item);
 }
 
+void import_send_settle(import_run_t *run, import_batch_t *batch)
+{
+    schakel_publish_answer_t answer;
+    for (size_t p = 0; p < batch->n_publishes; p++) {
+        import_publish_t *pub = &batch->publishes[p];
+        if (!pub->in_flight)
+            continue;
+        pub->in_flight = 0;
+        if (schakel_publish_wait(run->client, pub->id, &answer, run->timeout_ms) != SCHAKEL_OK) {
+            (void)schakel_publish_forget(run->client, pub->id);
+            continue;
+        }
+        if (answer.status != SCHAKEL_OK)
+            continue;
+        if (answer.duplicate)
+            run->already += answer.n;
+        else
+            run->accepted += answer.n;
+    }
+    import_send_discard(batch);
+}
+
 void import_send_discard(import_batch_t *batch)
 {
     for (size_t i = 0; i < batch->n_items; i++)
         import_item_free(&batch->items[i]);
     batch->n_items = 0;
     batch->n_lines = 0;
+    batch->n_publishes = 0;
 }
 
 /* Fill the item from its object; returns 0, or -1 with err. */
@@ -327,9 +350,9 @@ static int import_conflict(import_run_t *run, import_batch_t *batch, size_t n,
 /* After a failed publish of n signals: 0 to send (what is left) again, -1
  * to stop. */
 static int import_after_failure(import_run_t *run, import_batch_t *batch, size_t n,
-                                schakel_status_t status, int *retries, int *timeouts)
+                                schakel_status_t status, const schakel_error_t *e, int *retries,
+                                int *timeouts)
 {
-    const schakel_error_t *e = schakel_last_error(run->client);
     if (status == SCHAKEL_ERR_TIMEOUT) {
         if (++*timeouts > IMPORT_MAX_TIMEOUTS)
             return import_stop(run, CLI_EXIT_UNREACHABLE, "%s", e->text);
@@ -358,30 +381,60 @@ static int import_after_failure(import_run_t *run, import_batch_t *batch, size_t
                            : "");
 }
 
-/* Publish items [from, to) of the batch under one id until every one of
- * them is accepted or refused. 0, or -1 (stop). */
-static int import_publish(import_run_t *run, import_batch_t *batch, size_t from, size_t to,
+/* The items of the publish still to send (not refused), as signals in
+ * batch->send and their places in batch->send_item. Returns how many. */
+static size_t import_send_list(import_batch_t *batch, const import_publish_t *pub)
+{
+    size_t n = 0;
+    for (size_t i = pub->from; i < pub->to; i++) {
+        if (batch->items[i].excluded)
+            continue;
+        batch->send[n] = batch->items[i].signal;
+        batch->send_item[n++] = i;
+    }
+    return n;
+}
+
+/* The answer of a publish sent ahead. A wait that fails (no answer within
+ * --timeout, a broken connection) leaves it to be sent again, in the
+ * caller's loop, like a publish that got no answer. */
+static schakel_status_t import_take_answer(import_run_t *run, import_publish_t *pub,
+                                           schakel_publish_answer_t *answer, schakel_error_t *e)
+{
+    pub->in_flight = 0;
+    schakel_status_t status = schakel_publish_wait(run->client, pub->id, answer, run->timeout_ms);
+    if (status == SCHAKEL_OK) {
+        *e = answer->error;
+        return answer->status;
+    }
+    *e = *schakel_last_error(run->client);
+    (void)schakel_publish_forget(run->client, pub->id); /* sent again under the same id */
+    return status;
+}
+
+/* Publish items [from, to) of the batch under the publish's id until every
+ * one of them is accepted or refused; the first answer is that of the
+ * launch, if it sent the publish. 0, or -1 (stop). */
+static int import_publish(import_run_t *run, import_batch_t *batch, import_publish_t *pub,
                           uint64_t *accepted)
 {
-    uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
-    if (batch->items[from].has_given_id)
-        memcpy(id, batch->items[from].given_id, sizeof id);
-    else
-        import_derive_id(run->sender, batch->items + from, to - from, id);
+    schakel_publish_answer_t answer;
     int retries = 0, timeouts = 0;
     for (;;) {
-        size_t n = 0;
-        for (size_t i = from; i < to; i++) {
-            if (batch->items[i].excluded)
-                continue;
-            batch->send[n] = batch->items[i].signal;
-            batch->send_item[n++] = i;
-        }
+        size_t n = import_send_list(batch, pub);
         if (n == 0)
             return 0;
         int duplicate = 0;
-        schakel_status_t status = schakel_publish(run->client, NULL, batch->send, n, id, NULL, NULL,
-                                                  &duplicate, run->timeout_ms);
+        schakel_error_t e;
+        schakel_status_t status;
+        if (pub->in_flight) {
+            status = import_take_answer(run, pub, &answer, &e);
+            duplicate = status == SCHAKEL_OK && answer.duplicate;
+        } else {
+            status = schakel_publish(run->client, NULL, batch->send, n, pub->id, NULL, NULL,
+                                     &duplicate, run->timeout_ms);
+            e = *schakel_last_error(run->client);
+        }
         if (status == SCHAKEL_OK) {
             if (duplicate)
                 run->already += n;
@@ -390,22 +443,23 @@ static int import_publish(import_run_t *run, import_batch_t *batch, size_t from,
             *accepted += n;
             return 0;
         }
-        if (import_after_failure(run, batch, n, status, &retries, &timeouts) != 0)
+        if (import_after_failure(run, batch, n, status, &e, &retries, &timeouts) != 0)
             return -1;
     }
 }
 
-int import_send_batch(import_run_t *run, import_batch_t *batch)
+/* Cut the batch into publishes: as many items as fit one frame, a line
+ * with its own id alone; the cut depends on the lines alone, so a rerun
+ * sends the same publishes under the same ids. */
+static void import_cut(const import_run_t *run, import_batch_t *batch)
 {
-    char err[IMPORT_MAX_TEXT];
-    uint64_t accepted = 0;
+    batch->n_publishes = 0;
     size_t i = 0;
     while (i < batch->n_items) {
         size_t from = i, bytes = 0;
         if (batch->items[i].has_given_id) {
-            i++; /* a line with its own id goes alone */
+            i++;
         } else {
-            /* as many as fit one frame; the cut depends on the lines alone */
             while (i < batch->n_items && !batch->items[i].has_given_id) {
                 size_t wire = import_item_wire(batch->items[i].encoded);
                 if (i > from && bytes + wire > IMPORT_FRAME_BUDGET)
@@ -414,8 +468,51 @@ int import_send_batch(import_run_t *run, import_batch_t *batch)
                 i++;
             }
         }
-        if (import_publish(run, batch, from, i, &accepted) != 0) {
-            import_send_discard(batch);
+        import_publish_t *pub = &batch->publishes[batch->n_publishes++];
+        memset(pub, 0, sizeof *pub);
+        pub->from = from;
+        pub->to = i;
+        if (batch->items[from].has_given_id)
+            memcpy(pub->id, batch->items[from].given_id, sizeof pub->id);
+        else
+            import_derive_id(run->sender, batch->items + from, i - from, pub->id);
+    }
+}
+
+int import_send_launch(import_run_t *run, import_batch_t *batch)
+{
+    import_cut(run, batch);
+    for (size_t p = 0; p < batch->n_publishes; p++) {
+        if (schakel_publishes_in_flight(run->client) >= run->in_flight)
+            return 1; /* the rest goes out in import_send_finish */
+        import_publish_t *pub = &batch->publishes[p];
+        size_t n = import_send_list(batch, pub);
+        if (n == 0)
+            continue;
+        schakel_status_t status =
+            schakel_publish_send(run->client, NULL, batch->send, n, pub->id, NULL);
+        /* A publish that cannot be sent now (a full queue to a broker that
+         * is away) is published, with its retries, when the batch is
+         * finished; so is one whose id is still in flight (the same lines
+         * twice in one file under a given id). */
+        if (status == SCHAKEL_OK)
+            pub->in_flight = 1;
+        else if (status == SCHAKEL_ERR_NOMEM)
+            return import_stop(run, CLI_EXIT_FAILURE, "publish: %s",
+                               schakel_last_error(run->client)->text);
+        else
+            return 1;
+    }
+    return 0;
+}
+
+int import_send_finish(import_run_t *run, import_batch_t *batch)
+{
+    char err[IMPORT_MAX_TEXT];
+    uint64_t accepted = 0;
+    for (size_t p = 0; p < batch->n_publishes; p++) {
+        if (import_publish(run, batch, &batch->publishes[p], &accepted) != 0) {
+            import_send_settle(run, batch);
             return -1;
         }
     }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define T_PATH 256
+#define T_EXIT_USAGE 2
 #define T_EXIT_REFUSED 3
 #define T_EXIT_INTERRUPTED 5
 
@@ -894,7 +895,9 @@ static void test_import_progress_bar_on_a_terminal(void **state)
 
 /* The broker refuses a publish as a whole: a rate limit passes with the
  * retries (and says so), a limit that no retry passes stops the import
- * (exit 1, the way out named), an unreachable broker is exit 4. */
+ * (exit 1, the way out named), an unreachable broker is exit 4. The
+ * stopped import had sent its second batch (2 lines, within the limit)
+ * before the first one's answer came: the summary counts it accepted. */
 static void test_import_whole_publish_refusals(void **state)
 {
     h_env_t *env = *state;
@@ -906,7 +909,7 @@ static void test_import_whole_publish_refusals(void **state)
         unsigned long accepted;
     } rows[] = {
         {"max_publish_rate=1", "2", 0, "RATE_LIMITED", 6},
-        {"max_items_per_publish=2", "4", 1, "TOO_MANY_ITEMS", 0},
+        {"max_items_per_publish=2", "4", 1, "TOO_MANY_ITEMS", 2},
         {NULL, "2", 4, "connect", 0},
     };
     int64_t observed = (int64_t)time(NULL) - 1200;
@@ -945,6 +948,98 @@ static void test_import_whole_publish_refusals(void **state)
     h_done(env);
 }
 
+/* Publishes in flight: with --in-flight 8 and batches of 10, line 55 (in
+ * the sixth batch) is refused while later batches are already sent. Every
+ * other line arrives once; the lines arrive in file order, except the
+ * rest of the refused line's publish (51..60: a refused publish stores
+ * nothing), sent again after its answer and so after batches that were
+ * sent meanwhile. With --in-flight 1
+ * everything arrives in file order. */
+static void test_import_in_flight_order_and_refusal(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *in_flight;
+        int strict; /* every line in file order */
+    } rows[] = {{"8", 0}, {"1", 1}};
+    enum { LINES = 300, REFUSED_LINE = 55, REST_FIRST = 51, REST_LAST = 60 };
+    int64_t observed = (int64_t)time(NULL) - 600;
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        char file[T_PATH], name[32];
+        snprintf(name, sizeof name, "inflight-%zu.jsonl", r);
+        path_in(env, name, file);
+        text_t t = {0};
+        for (long n = 1; n <= LINES; n++) {
+            if (n == REFUSED_LINE) /* no rule lets politie send this */
+                text_add(&t,
+                         "{\"kind\":\"inbraakreeks\",\"theme\":\"woninginbraak\","
+                         "\"area\":\"GM0001\",\"source_ref\":\"L%d\"}\n",
+                         REFUSED_LINE);
+            else /* other lines in each row: other message ids */
+                json_line(&t, n, observed - (int64_t)r);
+        }
+        write_file(file, t.s, t.len);
+        free(t.s);
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res,
+                   (const char *const[]){"--batch", "10", "--in-flight", rows[r].in_flight, NULL});
+        expect_exit(&res, T_EXIT_REFUSED, rows[r].in_flight);
+        expect_summary(&res, LINES - 1, 1, 0);
+        h_cli_result_free(&res);
+
+        schakel_client_t *om = h_connect(env, H_OM);
+        long last = 0, last_rest = 0;
+        unsigned char seen[LINES + 1] = {0};
+        for (int i = 0; i < LINES - 1; i++) {
+            schakel_delivery_t *d = h_receive(om);
+            long n = 0;
+            if (d->source_ref == NULL || sscanf(d->source_ref, "L%ld", &n) != 1 || n < 1 ||
+                n > LINES || n == REFUSED_LINE || seen[n])
+                fail_msg("in-flight %s: delivery %d is %s", rows[r].in_flight, i,
+                         d->source_ref ? d->source_ref : "(none)");
+            seen[n] = 1;
+            int rest = n >= REST_FIRST && n <= REST_LAST;
+            long *prev = rest && !rows[r].strict ? &last_rest : &last;
+            if (n <= *prev)
+                fail_msg("in-flight %s: line %ld arrived after line %ld", rows[r].in_flight, n,
+                         *prev);
+            *prev = n;
+            assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+            schakel_delivery_free(&d);
+        }
+        assert_int_equal(h_backlog(om), 0);
+        schakel_close(&om);
+    }
+    h_done(env);
+}
+
+/* Options of import that are refused before anything is read or sent. */
+static void test_import_bad_options_refused(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *option, *value;
+    } rows[] = {
+        {"--in-flight", "0"}, {"--in-flight", "17"}, {"--in-flight", "4x"},
+        {"--batch", "0"},     {"--batch", "257"},    {"--timeout", "0"},
+    };
+    char file[T_PATH];
+    path_in(env, "options.jsonl", file);
+    write_json_file(file, 3, (int64_t)time(NULL));
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res,
+                   (const char *const[]){rows[i].option, rows[i].value, NULL});
+        expect_exit(&res, T_EXIT_USAGE, rows[i].option);
+        if (strstr(res.err, rows[i].option) == NULL || strstr(res.err, rows[i].value) == NULL)
+            fail_msg("row %zu: stderr does not name %s %s: %s", i, rows[i].option, rows[i].value,
+                     res.err);
+        h_cli_result_free(&res);
+    }
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -973,6 +1068,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_progress_bar_on_a_terminal, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_whole_publish_refusals, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_in_flight_order_and_refusal, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_bad_options_refused, h_setup_broker,
                                         h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
