@@ -53,6 +53,8 @@
  * therefore holds everything a conforming broker can send. If the queue is
  * full anyway, we stop reading the socket: nothing is ever dropped. */
 #define CLIENT_FIFO_CAPACITY (2u * SCHAKEL_MAX_WINDOW)
+/* Queries given up on that are remembered until their answer comes. */
+#define CLIENT_GAVE_UP_MAX 16u
 
 struct schakel_client {
     void *context;
@@ -79,6 +81,11 @@ struct schakel_client {
     int64_t last_send_ms;
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
     inflight_t flight;      /* publishes sent, answer not yet handed out */
+    uint64_t requests_sent; /* requests that get an answer, sent on this client so far */
+    /* Queries given up on (timed out) whose answer is still owed: a refusal
+     * naming no id answers the oldest request still owed one. Oldest first. */
+    uint64_t gave_up[CLIENT_GAVE_UP_MAX];
+    size_t n_gave_up;
     zmq_msg_t held;         /* a message we had no memory to decode, if holding */
     int holding;
     schakel_error_t last_error;
@@ -101,6 +108,7 @@ typedef struct client_wait {
     const uint8_t *request;    /* its encoded frame, sent again after a reconnect */
     size_t request_len;
     const char *what;       /* the request's name for error texts ("Publish") */
+    uint64_t order;         /* when the request was (last) sent (client->requests_sent) */
     Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
@@ -296,6 +304,36 @@ static schakel_status_t client_send_owed_flow(schakel_client_t *client)
     return status;
 }
 
+/* Forget the queries given up on that were sent before `order`: answers
+ * come in the order of the requests, so once a later request is answered
+ * theirs came (or went with a lost connection). */
+static void client_settle_before(schakel_client_t *client, uint64_t order)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i] >= order)
+            client->gave_up[keep++] = client->gave_up[i];
+    client->n_gave_up = keep;
+}
+
+/* The oldest query given up on got its answer (or a refusal naming no id). */
+static void client_settle_oldest_gave_up(schakel_client_t *client)
+{
+    if (client->n_gave_up == 0)
+        return;
+    memmove(client->gave_up, client->gave_up + 1,
+            (client->n_gave_up - 1) * sizeof client->gave_up[0]);
+    client->n_gave_up--;
+}
+
+/* A query sent as request `order` was given up on: its answer still comes. */
+static void client_give_up(schakel_client_t *client, uint64_t order)
+{
+    if (client->n_gave_up == CLIENT_GAVE_UP_MAX)
+        client_settle_oldest_gave_up(client); /* the oldest is the least likely to come */
+    client->gave_up[client->n_gave_up++] = order;
+}
+
 /* ------------------------------------------------------------------ events */
 
 /* Read one socket event from the monitor (two frames: 6 bytes of event and
@@ -348,6 +386,7 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
         if (status != SCHAKEL_OK)
             return status;
         entry->resend_owed = 0;
+        entry->order = ++client->requests_sent;
     }
     return SCHAKEL_OK;
 }
@@ -364,15 +403,20 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     if (client->handshakes > 1) {
         client->flow_owed = client->subscribed;
         (void)client_send_owed_flow(client); /* on failure the wait loop retries */
+        client->n_gave_up = 0;               /* their answers went with the old connection */
         for (size_t i = 0; i < client->flight.count; i++)
             client->flight.entries[i].resend_owed = client->flight.entries[i].answer == NULL;
         (void)client_send_owed_publishes(client); /* on failure the wait loop retries */
         /* A publish or case command is answered once whatever the number of
          * copies (idempotent by id); a query has no effect to repeat. */
         if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
-            wait->request != NULL &&
-            client_send_bytes(client, wait->request, wait->request_len, wait->what) != SCHAKEL_OK)
-            client_wait_finish(wait, client->last_error.status);
+            wait->request != NULL) {
+            if (client_send_bytes(client, wait->request, wait->request_len, wait->what) !=
+                SCHAKEL_OK)
+                client_wait_finish(wait, client->last_error.status);
+            else
+                wait->order = ++client->requests_sent;
+        }
         int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
         client->heartbeats_pending = 0;
         if (asking && client_send_heartbeat(client) != SCHAKEL_OK)
@@ -467,8 +511,10 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
 }
 
 /* Keep an answer with its publish in flight; it ends a wait for it. */
-static void client_flight_store(inflight_entry_t *entry, Schakel__Frame *frame, client_wait_t *wait)
+static void client_flight_store(schakel_client_t *client, inflight_entry_t *entry,
+                                Schakel__Frame *frame, client_wait_t *wait)
 {
+    client_settle_before(client, entry->order);
     entry->answer = frame;
     entry->resend_owed = 0;
     if (wait->kind == CLIENT_WAIT_PUBLISH &&
@@ -489,7 +535,7 @@ static int client_flight_answer(schakel_client_t *client, const ProtobufCBinaryD
     inflight_entry_t *entry = inflight_find(&client->flight, id->data);
     if (entry == NULL || entry->answer != NULL)
         return 0;
-    client_flight_store(entry, frame, wait);
+    client_flight_store(client, entry, frame, wait);
     return 1;
 }
 
@@ -515,16 +561,25 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         return 1;
     }
     /* Refused as a whole frame (not parseable as the request it was), or a
-     * refused CaseQuery: it answers the oldest frame still waiting for an
-     * answer, since frames are answered in order: a publish in flight, else
-     * what we are waiting for. */
-    client_error_rejected(&client->last_error, rejected, NULL);
+     * refused CaseQuery: it answers the oldest request still owed an answer,
+     * since requests are answered in order: a query given up on, a publish
+     * in flight, or what we are waiting for. */
     inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
-    if (oldest != NULL) {
-        client_flight_store(oldest, frame, wait);
+    uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0] : UINT64_MAX;
+    uint64_t publish = oldest != NULL ? oldest->order : UINT64_MAX;
+    int asking = wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW;
+    uint64_t asked = asking ? wait->order : UINT64_MAX;
+    if (gave_up < publish && gave_up < asked) {
+        client_settle_oldest_gave_up(client); /* the late answer of a query */
+        return 0;
+    }
+    if (oldest != NULL && publish < asked) {
+        client_flight_store(client, oldest, frame, wait);
         return 1;
     }
-    if (wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) {
+    client_error_rejected(&client->last_error, rejected, NULL);
+    if (asking) {
+        client_settle_before(client, wait->order);
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -564,8 +619,11 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
         return client_on_rejected(client, frame, wait);
     case SCHAKEL__FRAME__BODY_CASE_VIEW:
         if (wait->kind != CLIENT_WAIT_VIEW || !frame->case_view->has_request_id ||
-            frame->case_view->request_id != wait->request_id)
-            return 0; /* answer to an earlier query the caller gave up on */
+            frame->case_view->request_id != wait->request_id) {
+            client_settle_oldest_gave_up(client); /* answer to a query given up on */
+            return 0;
+        }
+        client_settle_before(client, wait->order);
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -1265,7 +1323,8 @@ static schakel_status_t client_publish_start(schakel_client_t *client, const cha
         free(frame);
         return status;
     }
-    (void)inflight_add(&client->flight, id, frame, len, n); /* room checked above */
+    inflight_entry_t *entry = inflight_add(&client->flight, id, frame, len, n);
+    entry->order = ++client->requests_sent; /* room checked above */
     return SCHAKEL_OK;
 }
 
@@ -1412,7 +1471,10 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
     schakel_status_t status = client_send_bytes(client, request, len, what);
     if (status != SCHAKEL_OK)
         return status;
+    wait.order = ++client->requests_sent;
     status = client_wait(client, &wait, deadline);
+    if (status != SCHAKEL_OK && wait.kind == CLIENT_WAIT_VIEW)
+        client_give_up(client, wait.order); /* its answer, when it comes, is not another's */
     if (status == SCHAKEL_OK) {
         *answer = wait.answer;
         wait.answer = NULL;

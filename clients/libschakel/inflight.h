@@ -21,6 +21,7 @@ typedef struct inflight_entry {
     size_t n_items;
     Schakel__Frame *answer; /* Accepted or Rejected once it came, owned; else NULL */
     int resend_owed;        /* a reconnect's resend could not be queued yet */
+    uint64_t order;         /* when it was (last) sent, among the client's requests */
 } inflight_entry_t;
 
 /* Entries in the order they were sent, oldest first. */
