@@ -70,7 +70,25 @@ enum fake_publish_mode {
     FAKE_OVERSIZE,                    /* one byte over the frame limit */
     FAKE_LARGEST,                     /* a frame of exactly the limit, not a Frame */
     FAKE_GARBAGE_DELIVER_THEN_ACCEPT, /* a Deliver with garbage signal bytes first */
+    /* for publishes in flight */
+    FAKE_HOLD,             /* no answer until fake_release, then Accepted */
+    FAKE_REJECT_LAST_ITEM, /* Rejected POLICY_DENIED naming the publish's last item */
 };
+
+/* Most publishes a plan (one mode per publish) names, most held at once,
+ * most message ids the fake keeps a log of. */
+#define FAKE_PLAN_MAX 64
+#define FAKE_HELD_MAX 64
+#define FAKE_ID_LOG_MAX 128
+
+/* A publish left unanswered (FAKE_HOLD): enough to answer it later on the
+ * connection it came from. */
+typedef struct fake_held {
+    uint8_t routing[256];
+    size_t routing_len;
+    uint8_t message_id[16];
+    size_t n_items;
+} fake_held_t;
 
 /* How the fake answers a Heartbeat: at once, or not until it is told to
  * (then every held question is answered, in order, with the next one). */
@@ -111,6 +129,9 @@ enum fake_view_mode {
     FAKE_VIEW_STALE_FIRST, /* a CaseView for another request first */
     FAKE_VIEW_OTHER_CASE,  /* a CaseView of another case than asked */
     FAKE_VIEW_BAD_STATE,   /* a summary whose state is neither open nor closed */
+    /* a slow broker: the query is refused NOT_FOUND (a Rejected without
+     * message id) only just before the answer to the client's next frame */
+    FAKE_VIEW_LATE_NOT_FOUND,
 };
 
 #define FAKE_CASE_ID "C-00000042"
@@ -177,7 +198,29 @@ typedef struct fake_broker {
     enum fake_case_mode case_mode;
     enum fake_view_mode view_mode;
     fake_case_seen_t seen; /* the last case command and query */
+    /* publishes in flight: publish number plan_start + k (counted from 1)
+     * gets plan[k - 1] for k <= plan_len, publish_mode otherwise */
+    enum fake_publish_mode plan[FAKE_PLAN_MAX];
+    int plan_start;
+    size_t plan_len;
+    int seqs_by_id;    /* Accepted seqs are fake_seq_base(message id) + i, not 100 + i */
+    int bad_publishes; /* publishes whose signature or items did not verify */
+    uint8_t id_log[FAKE_ID_LOG_MAX][16]; /* message ids of the publishes, as received */
+    size_t n_id_log;
+    fake_held_t held[FAKE_HELD_MAX]; /* FAKE_HOLD publishes not yet answered, in order */
+    size_t n_held;
+    int releases;       /* wake-ups handled: every held publish answered */
+    int late_rejection; /* a query's NOT_FOUND is owed before the next answer */
+    int wake[2];        /* a byte here makes the fake answer what it holds */
 } fake_broker_t;
+
+/* The first item seq of the Accepted for message_id when seqs_by_id is
+ * set: each publish gets its own range, so that an answer handed out for
+ * the wrong publish shows. */
+static uint64_t fake_seq_base(const uint8_t *message_id)
+{
+    return 1000u * ((uint64_t)message_id[0] + 1u);
+}
 
 static void fake_send(fake_broker_t *fake, zmq_msg_t *routing, const void *data, size_t len)
 {
@@ -265,7 +308,14 @@ static enum fake_publish_mode fake_check_publish(fake_broker_t *fake,
     memcpy(fake->sender, sender, sizeof sender);
     memcpy(fake->first_kind, kind, sizeof kind);
     memcpy(fake->message_id, publish->message_id.data, 16);
-    enum fake_publish_mode mode = fake->publish_mode;
+    if (!signature_ok || !items_ok)
+        fake->bad_publishes++;
+    if (fake->n_id_log < FAKE_ID_LOG_MAX)
+        memcpy(fake->id_log[fake->n_id_log++], publish->message_id.data, 16);
+    int in_plan = fake->publishes - fake->plan_start;
+    enum fake_publish_mode mode = in_plan >= 1 && (size_t)in_plan <= fake->plan_len
+                                      ? fake->plan[in_plan - 1]
+                                      : fake->publish_mode;
     pthread_cond_broadcast(&fake->changed);
     pthread_mutex_unlock(&fake->lock);
     return mode;
@@ -319,11 +369,14 @@ static void fake_send_accepted(fake_broker_t *fake, zmq_msg_t *routing, const ui
     Schakel__ItemAccepted items[SCHAKEL_MAX_ITEMS], *pointers[SCHAKEL_MAX_ITEMS];
     Schakel__Accepted accepted = SCHAKEL__ACCEPTED__INIT;
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    pthread_mutex_lock(&fake->lock);
+    uint64_t seq_base = fake->seqs_by_id ? fake_seq_base(id) : 100;
+    pthread_mutex_unlock(&fake->lock);
     for (size_t i = 0; i < n_items; i++) {
         Schakel__ItemAccepted init = SCHAKEL__ITEM_ACCEPTED__INIT;
         items[i] = init;
         items[i].has_seq = items[i].has_recipients = 1;
-        items[i].seq = 100 + i;
+        items[i].seq = seq_base + i;
         items[i].recipients = 2;
         pointers[i] = &items[i];
     }
@@ -770,7 +823,10 @@ static void fake_on_case_query(fake_broker_t *f, zmq_msg_t *routing,
     f->seen.queries++;
     snprintf(f->seen.query_case_id, sizeof f->seen.query_case_id, "%s",
              query->case_id ? query->case_id : "");
+    f->late_rejection = mode == FAKE_VIEW_LATE_NOT_FOUND;
     pthread_mutex_unlock(&f->lock);
+    if (mode == FAKE_VIEW_LATE_NOT_FOUND)
+        return;
     if (query->case_id != NULL && strcmp(query->case_id, FAKE_CASE_ID) != 0) {
         char text[80];
         snprintf(text, sizeof text, "no case %s that you can see", query->case_id);
@@ -818,6 +874,46 @@ static void fake_send_case_event_deliver(fake_broker_t *f, zmq_msg_t *routing, i
     free(timeline.signal);
 }
 
+/* Keep a publish to be answered by fake_release (FAKE_HOLD). */
+static void fake_hold(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Publish *publish)
+{
+    pthread_mutex_lock(&fake->lock);
+    if (fake->n_held < FAKE_HELD_MAX && zmq_msg_size(routing) <= sizeof fake->held[0].routing) {
+        fake_held_t *held = &fake->held[fake->n_held++];
+        held->routing_len = zmq_msg_size(routing);
+        memcpy(held->routing, zmq_msg_data(routing), held->routing_len);
+        memcpy(held->message_id, publish->message_id.data, 16);
+        held->n_items = publish->n_items;
+    }
+    pthread_mutex_unlock(&fake->lock);
+}
+
+/* The test asked (a byte on the wake pipe): answer every held publish
+ * with Accepted, in the order received, then tell the test. */
+static void fake_release_held(fake_broker_t *fake)
+{
+    static fake_held_t batch[FAKE_HELD_MAX]; /* only the fake's thread uses it */
+    char bytes[16];
+    ssize_t wakes = read(fake->wake[0], bytes, sizeof bytes);
+    pthread_mutex_lock(&fake->lock);
+    size_t n = fake->n_held;
+    memcpy(batch, fake->held, n * sizeof batch[0]);
+    fake->n_held = 0;
+    pthread_mutex_unlock(&fake->lock);
+    for (size_t i = 0; i < n; i++) {
+        zmq_msg_t routing;
+        if (zmq_msg_init_size(&routing, batch[i].routing_len) != 0)
+            continue;
+        memcpy(zmq_msg_data(&routing), batch[i].routing, batch[i].routing_len);
+        fake_send_accepted(fake, &routing, batch[i].message_id, batch[i].n_items, 0);
+        zmq_msg_close(&routing);
+    }
+    pthread_mutex_lock(&fake->lock);
+    fake->releases += wakes > 0 ? (int)wakes : 0;
+    pthread_cond_broadcast(&fake->changed);
+    pthread_mutex_unlock(&fake->lock);
+}
+
 static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
                             const Schakel__Publish *publish)
 {
@@ -851,6 +947,23 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
         fake_send_deliver(fake, routing, FAKE_FLOW_GARBAGE_SIGNAL);
         fake_send_accepted(fake, routing, id, publish->n_items, 0);
         break;
+    case FAKE_HOLD:
+        fake_hold(fake, routing, publish);
+        break;
+    case FAKE_REJECT_LAST_ITEM: {
+        Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        rejected.has_reason = rejected.has_item_index = rejected.has_message_id = 1;
+        rejected.reason = SCHAKEL__REASON__POLICY_DENIED;
+        rejected.text = FAKE_REJECT_TEXT;
+        rejected.item_index = (int32_t)publish->n_items - 1;
+        rejected.message_id.data = (uint8_t *)(uintptr_t)id;
+        rejected.message_id.len = 16;
+        frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+        frame.rejected = &rejected;
+        fake_send_frame(fake, routing, &frame);
+        break;
+    }
     default:
         fake_send_wrong_answer(fake, routing, mode, publish);
         break;
@@ -934,6 +1047,14 @@ static void fake_router(fake_broker_t *fake)
     const char *user_id = zmq_msg_gets(&data, "User-Id");
     wire_error_t err;
     Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&data), zmq_msg_size(&data), &err);
+    pthread_mutex_lock(&fake->lock);
+    int late_rejection = fake->late_rejection && frame != NULL;
+    if (late_rejection)
+        fake->late_rejection = 0;
+    pthread_mutex_unlock(&fake->lock);
+    if (late_rejection) /* answers come in order: the query's first */
+        fake_send_rejected(fake, &routing, NULL, 0, SCHAKEL__REASON__NOT_FOUND,
+                           FAKE_NOT_FOUND_TEXT);
     if (frame != NULL && user_id != NULL) {
         switch (frame->body_case) {
         case SCHAKEL__FRAME__BODY_PUBLISH:
@@ -967,12 +1088,18 @@ static void *fake_run(void *arg)
 {
     fake_broker_t *fake = arg;
     for (;;) {
-        zmq_pollitem_t items[2] = {{fake->zap, 0, ZMQ_POLLIN, 0}, {fake->router, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(items, 2, -1) == -1) {
+        zmq_pollitem_t items[3] = {{fake->zap, 0, ZMQ_POLLIN, 0},
+                                   {fake->router, 0, ZMQ_POLLIN, 0},
+                                   {NULL, fake->wake[0], ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 3, -1) == -1) {
             if (errno == EINTR)
                 continue;
             break; /* ETERM: the test shut the context down */
         }
+        /* held answers first: a release asked for before a publish was
+         * sent is answered before that publish */
+        if (items[2].revents & ZMQ_POLLIN)
+            fake_release_held(fake);
         if (items[0].revents & ZMQ_POLLIN)
             fake_zap(fake);
         if (items[1].revents & ZMQ_POLLIN)
@@ -987,6 +1114,11 @@ static void *fake_run(void *arg)
 static int fake_start(fake_broker_t *fake, const char *endpoint)
 {
     int zero = 0, one = 1, big_hwm = 100000;
+    pthread_mutex_lock(&fake->lock);
+    fake->n_held = 0; /* held answers were for connections to the old process */
+    pthread_mutex_unlock(&fake->lock);
+    if (pipe(fake->wake) != 0)
+        return -1;
     fake->context = zmq_ctx_new();
     fake->zap = zmq_socket(fake->context, ZMQ_REP);
     fake->router = zmq_socket(fake->context, ZMQ_ROUTER);
@@ -1014,6 +1146,8 @@ static void fake_stop(fake_broker_t *fake)
     pthread_join(fake->thread, NULL);
     zmq_ctx_term(fake->context);
     fake->context = NULL;
+    close(fake->wake[0]);
+    close(fake->wake[1]);
 }
 
 static void fake_reset(fake_broker_t *fake)
@@ -1039,6 +1173,13 @@ static void fake_reset(fake_broker_t *fake)
     fake->case_mode = FAKE_CASE_ACCEPT;
     fake->view_mode = FAKE_VIEW_ANSWER;
     memset(&fake->seen, 0, sizeof fake->seen);
+    fake->plan_start = 0;
+    fake->plan_len = 0;
+    fake->seqs_by_id = 0;
+    fake->bad_publishes = 0;
+    fake->n_id_log = 0;
+    fake->n_held = 0;
+    fake->late_rejection = 0;
     pthread_mutex_unlock(&fake->lock);
 }
 
@@ -1058,6 +1199,45 @@ static void fake_set_modes(fake_broker_t *fake, enum fake_publish_mode publish_m
     fake->publish_mode = publish_mode;
     fake->flow_mode = flow_mode;
     pthread_mutex_unlock(&fake->lock);
+}
+
+/* The next publishes get the modes of `modes`, one each, in order; the
+ * ones after them publish_mode. */
+static void fake_set_plan(fake_broker_t *fake, const enum fake_publish_mode *modes, size_t n)
+{
+    pthread_mutex_lock(&fake->lock);
+    fake->plan_start = fake->publishes;
+    fake->plan_len = n < FAKE_PLAN_MAX ? n : FAKE_PLAN_MAX;
+    memcpy(fake->plan, modes, fake->plan_len * sizeof modes[0]);
+    pthread_mutex_unlock(&fake->lock);
+}
+
+/* Wait (bounded by WAIT_MS) until *counter, guarded by fake->lock, is at
+ * least `at_least`. Returns 0, or -1 when it did not get there in time. */
+static int fake_await(fake_broker_t *fake, const int *counter, int at_least)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += WAIT_MS / 1000;
+    int result = 0;
+    pthread_mutex_lock(&fake->lock);
+    while (*counter < at_least && result == 0)
+        if (pthread_cond_timedwait(&fake->changed, &fake->lock, &deadline) != 0)
+            result = *counter < at_least ? -1 : 0;
+    pthread_mutex_unlock(&fake->lock);
+    return result;
+}
+
+/* Make the fake answer every publish it holds (FAKE_HOLD), and wait until
+ * it has sent those answers. Returns 0, or -1 on failure. */
+static int fake_release(fake_broker_t *fake)
+{
+    pthread_mutex_lock(&fake->lock);
+    int target = fake->releases + 1;
+    pthread_mutex_unlock(&fake->lock);
+    if (write(fake->wake[1], "r", 1) != 1)
+        return -1;
+    return fake_await(fake, &fake->releases, target);
 }
 
 /* ------------------------------------------------------------ TCP relay */
@@ -2643,6 +2823,591 @@ static void test_case_event_kind_names(void **state)
     assert_int_equal(SCHAKEL_CASE_EVENT_CLOSED, SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_CLOSED);
 }
 
+/* ------------------------------------------------------------ publishes in flight */
+
+/* An explicit message id for publish number k (k < 255): its first byte
+ * picks the fake's seq range (fake_seq_base). */
+static void inflight_id(uint8_t id[16], unsigned k)
+{
+    for (unsigned i = 0; i < 16; i++)
+        id[i] = (uint8_t)(0xa0u + i);
+    id[0] = (uint8_t)k;
+    id[15] = (uint8_t)k;
+}
+
+/* SCHAKEL_MAX_ITEMS sample signals, for sends of any size. */
+static const schakel_signal_t *inflight_signals(void)
+{
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signals[i] = sample_signal();
+    return signals;
+}
+
+/* Send one publish of n signals with message id number k; it must be taken. */
+static void inflight_send(schakel_client_t *client, unsigned k, size_t n, uint8_t id[16])
+{
+    uint8_t echoed[16] = {0};
+    inflight_id(id, k);
+    schakel_status_t status = schakel_publish_send(client, NULL, inflight_signals(), n, id, echoed);
+    if (status != SCHAKEL_OK)
+        fail_msg("send %u: %s: %s", k, schakel_strerror(status), schakel_last_error(client)->text);
+    assert_memory_equal(echoed, id, 16);
+}
+
+/* Wait for an answer (id NULL: the next); it must be handed out. */
+static void inflight_wait(schakel_client_t *client, const uint8_t *id,
+                          schakel_publish_answer_t *answer, int timeout_ms)
+{
+    memset(answer, 0x5a, sizeof *answer);
+    schakel_status_t status = schakel_publish_wait(client, id, answer, timeout_ms);
+    if (status != SCHAKEL_OK)
+        fail_msg("wait for %s: %s: %s", id != NULL ? "an id" : "the next answer",
+                 schakel_strerror(status), schakel_last_error(client)->text);
+}
+
+/* The answer is the fake's Accepted of the publish with this id and n items. */
+static void check_accepted(const schakel_publish_answer_t *answer, const uint8_t *id, size_t n,
+                           int duplicate)
+{
+    if (answer->status != SCHAKEL_OK)
+        fail_msg("publish %u: answer status %d (%s), want accepted", id[0], answer->status,
+                 answer->error.text);
+    assert_memory_equal(answer->message_id, id, 16);
+    assert_int_equal(answer->n, n);
+    assert_int_equal(answer->duplicate, duplicate);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(answer->results[i].seq, fake_seq_base(id) + i);
+        assert_int_equal(answer->results[i].recipients, 2);
+    }
+}
+
+/* The fake's log of message ids, copied (at most max), and its length. */
+static size_t fake_id_log_snapshot(uint8_t (*out)[16], size_t max)
+{
+    pthread_mutex_lock(&fake.lock);
+    size_t n = fake.n_id_log < max ? fake.n_id_log : max;
+    memcpy(out, fake.id_log, n * sizeof out[0]);
+    pthread_mutex_unlock(&fake.lock);
+    return n;
+}
+
+static size_t fake_publishes_snapshot(int *bad_publishes)
+{
+    pthread_mutex_lock(&fake.lock);
+    size_t publishes = (size_t)fake.publishes;
+    if (bad_publishes != NULL)
+        *bad_publishes = fake.bad_publishes;
+    pthread_mutex_unlock(&fake.lock);
+    return publishes;
+}
+
+/* Five publishes sent back to back, answered in order: wait(NULL) hands
+ * them out in send order, each with its own id, size, seqs and duplicate
+ * flag, and the count in flight goes down one by one. */
+static void test_inflight_in_order(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_publish_mode mode;
+        size_t n;
+        int duplicate;
+    } rows[] = {
+        {FAKE_ACCEPT, 1, 0},
+        {FAKE_ACCEPT_DUPLICATE, 3, 1},
+        {FAKE_ACCEPT, SCHAKEL_MAX_ITEMS, 0}, /* the largest publish */
+        {FAKE_ACCEPT, 2, 0},
+        {FAKE_ACCEPT_DUPLICATE, 5, 1}, /* a repeat the broker had accepted before */
+    };
+    enum { ROWS = sizeof rows / sizeof rows[0] };
+    enum fake_publish_mode plan[ROWS];
+    uint8_t ids[ROWS][16];
+    for (size_t r = 0; r < ROWS; r++)
+        plan[r] = rows[r].mode;
+    fake_set_plan(&fake, plan, ROWS);
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    for (size_t r = 0; r < ROWS; r++) {
+        inflight_send(client, (unsigned)r + 1, rows[r].n, ids[r]);
+        assert_int_equal(schakel_publishes_in_flight(client), r + 1);
+    }
+    for (size_t r = 0; r < ROWS; r++) {
+        schakel_publish_answer_t answer;
+        inflight_wait(client, NULL, &answer, WAIT_MS);
+        check_accepted(&answer, ids[r], rows[r].n, rows[r].duplicate);
+        assert_int_equal(schakel_publishes_in_flight(client), ROWS - r - 1);
+    }
+    /* the fake saw each once, in send order, each signed by alice */
+    int bad = -1;
+    assert_int_equal(fake_publishes_snapshot(&bad), ROWS);
+    assert_int_equal(bad, 0);
+    uint8_t seen_ids[ROWS][16];
+    assert_int_equal(fake_id_log_snapshot(seen_ids, ROWS), ROWS);
+    for (size_t r = 0; r < ROWS; r++)
+        assert_memory_equal(seen_ids[r], ids[r], 16);
+    /* a random id is drawn, written back, and is the one sent */
+    schakel_signal_t signal = sample_signal();
+    uint8_t random_id[16] = {0}, zero[16] = {0};
+    assert_int_equal(schakel_publish_send(client, NULL, &signal, 1, NULL, random_id), SCHAKEL_OK);
+    assert_memory_not_equal(random_id, zero, 16);
+    schakel_publish_answer_t answer;
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, random_id, 1, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+}
+
+/* Waiting for one id out of order: the answers that came before it stay,
+ * and are handed out afterwards, in send order. */
+static void test_inflight_wait_by_id(void **state)
+{
+    schakel_client_t *client = *state;
+    uint8_t ids[4][16];
+    schakel_publish_answer_t answer;
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    for (unsigned k = 0; k < 4; k++)
+        inflight_send(client, k + 1, k + 1, ids[k]);
+    inflight_wait(client, ids[2], &answer, WAIT_MS);
+    check_accepted(&answer, ids[2], 3, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 3);
+    /* handed out once: no longer in flight */
+    assert_int_equal(schakel_publish_wait(client, ids[2], &answer, 0), SCHAKEL_ERR_USAGE);
+    inflight_wait(client, ids[3], &answer, WAIT_MS);
+    check_accepted(&answer, ids[3], 4, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 2);
+    /* the first two were read before; they need no more waiting */
+    inflight_wait(client, NULL, &answer, 0);
+    check_accepted(&answer, ids[0], 1, 0);
+    inflight_wait(client, NULL, &answer, 0);
+    check_accepted(&answer, ids[1], 2, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+}
+
+/* What one publish of a row of test_inflight_answers_table must get. */
+typedef struct inflight_expect {
+    enum fake_publish_mode mode;
+    schakel_status_t status;
+    int reason;              /* when REFUSED */
+    const char *reason_name; /* when REFUSED */
+    int item_index;          /* when REFUSED */
+    const char *text;        /* in the answer's error text, when not OK */
+} inflight_expect_t;
+
+#define INFLIGHT_ROW_MAX 3
+
+static void check_answer(const schakel_publish_answer_t *answer, const uint8_t *id, size_t n,
+                         const inflight_expect_t *expect, size_t row, size_t k)
+{
+    if (answer->status != expect->status)
+        fail_msg("row %zu, publish %zu: status %d (%s), want %d", row, k, answer->status,
+                 answer->error.text, expect->status);
+    if (expect->status == SCHAKEL_OK) {
+        check_accepted(answer, id, n, 0);
+        return;
+    }
+    assert_memory_equal(answer->message_id, id, 16);
+    assert_int_equal(answer->n, n);
+    assert_int_equal(answer->error.status, expect->status);
+    assert_true(strlen(answer->error.text) > 0);
+    if (strstr(answer->error.text, expect->text) == NULL)
+        fail_msg("row %zu, publish %zu: text \"%s\" lacks \"%s\"", row, k, answer->error.text,
+                 expect->text);
+    if (expect->status != SCHAKEL_ERR_REFUSED)
+        return;
+    assert_int_equal(answer->error.reason, expect->reason);
+    assert_string_equal(answer->error.reason_name, expect->reason_name);
+    assert_int_equal(answer->error.item_index, expect->item_index);
+}
+
+/* Answers of every kind to publishes in flight, each handed out with the
+ * publish it answers: waited for in send order (NULL), and again by id
+ * from the last to the first, so that an answer taken for the wrong
+ * publish shows. A Rejected without message id answers the oldest publish
+ * that has no answer yet. */
+static void test_inflight_answers_table(void **state)
+{
+    schakel_client_t *client = *state;
+    /* {.mode = FAKE_ACCEPT}: accepted (SCHAKEL_OK is 0) */
+    static const struct {
+        size_t n; /* items of each publish */
+        size_t publishes;
+        inflight_expect_t expect[INFLIGHT_ROW_MAX];
+    } rows[] = {
+        /* a refusal in the middle, naming its last item */
+        {3,
+         3,
+         {{.mode = FAKE_ACCEPT},
+          {FAKE_REJECT_LAST_ITEM, SCHAKEL_ERR_REFUSED, SCHAKEL__REASON__POLICY_DENIED,
+           "POLICY_DENIED", 2, FAKE_REJECT_TEXT},
+          {.mode = FAKE_ACCEPT}}},
+        /* a Rejected without id: the oldest */
+        {1,
+         2,
+         {{FAKE_WHOLE_REJECT, SCHAKEL_ERR_REFUSED, SCHAKEL__REASON__INVALID_MESSAGE,
+           "INVALID_MESSAGE", -1, "what?"},
+          {.mode = FAKE_ACCEPT}}},
+        /* ... the oldest without an answer, not the oldest in flight */
+        {2,
+         3,
+         {{.mode = FAKE_ACCEPT},
+          {FAKE_WHOLE_REJECT, SCHAKEL_ERR_REFUSED, SCHAKEL__REASON__INVALID_MESSAGE,
+           "INVALID_MESSAGE", -1, "what?"},
+          {.mode = FAKE_ACCEPT}}},
+        /* answers that do not fit their publish */
+        {2,
+         3,
+         {{.mode = FAKE_ACCEPT},
+          {FAKE_WRONG_COUNT, SCHAKEL_ERR_PROTOCOL, 0, "", 0, ""},
+          {.mode = FAKE_ACCEPT}}},
+        {1, 2, {{FAKE_BAD_ITEM_INDEX, SCHAKEL_ERR_PROTOCOL, 0, "", 0, ""}, {.mode = FAKE_ACCEPT}}},
+        {2, 2, {{.mode = FAKE_ACCEPT}, {.mode = FAKE_ACCEPT}}},
+    };
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    unsigned next_id = 1;
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        for (int by_id = 0; by_id <= 1; by_id++) {
+            enum fake_publish_mode plan[INFLIGHT_ROW_MAX];
+            uint8_t ids[INFLIGHT_ROW_MAX][16];
+            size_t publishes = rows[r].publishes;
+            for (size_t k = 0; k < publishes; k++)
+                plan[k] = rows[r].expect[k].mode;
+            fake_set_plan(&fake, plan, publishes);
+            for (size_t k = 0; k < publishes; k++)
+                inflight_send(client, next_id++, rows[r].n, ids[k]);
+            for (size_t i = 0; i < publishes; i++) {
+                size_t k = by_id ? publishes - 1 - i : i;
+                schakel_publish_answer_t answer;
+                inflight_wait(client, by_id ? ids[k] : NULL, &answer, WAIT_MS);
+                check_answer(&answer, ids[k], rows[r].n, &rows[r].expect[k], r, k);
+                if (answer.status == SCHAKEL_ERR_REFUSED) { /* also the last error */
+                    const schakel_error_t *last = schakel_last_error(client);
+                    assert_int_equal(last->status, SCHAKEL_ERR_REFUSED);
+                    assert_int_equal(last->reason, answer.error.reason);
+                    assert_int_equal(last->item_index, answer.error.item_index);
+                }
+            }
+            assert_int_equal(schakel_publishes_in_flight(client), 0);
+        }
+    }
+    /* the client still works */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+/* Refused before anything is sent: bad arguments, a full client, an id
+ * already in flight; and waits and forgets that name nothing in flight.
+ * The test ends with publishes in flight: schakel_close must free them
+ * (the sanitizer and valgrind runs see a leak otherwise). */
+static void test_inflight_usage(void **state)
+{
+    schakel_client_t *client = *state;
+    const schakel_signal_t *signals = inflight_signals();
+    uint8_t ids[SCHAKEL_MAX_IN_FLIGHT + 1][16], unknown[16];
+    schakel_publish_answer_t answer;
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    inflight_id(unknown, 200);
+    /* nothing in flight */
+    assert_int_equal(schakel_publish_wait(client, NULL, &answer, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(client, unknown, &answer, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_forget(client, unknown), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publishes_in_flight(NULL), 0);
+    assert_int_equal(schakel_publish_forget(NULL, unknown), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(NULL, NULL, &answer, 0), SCHAKEL_ERR_USAGE);
+    /* bad sends */
+    inflight_id(ids[0], 1);
+    static const struct {
+        int no_client;
+        int no_signals;
+        size_t n;
+    } bad[] = {{0, 0, 0}, {0, 0, SCHAKEL_MAX_ITEMS + 1}, {0, 1, 1}, {1, 0, 1}};
+    for (size_t r = 0; r < sizeof bad / sizeof bad[0]; r++) {
+        schakel_status_t status =
+            schakel_publish_send(bad[r].no_client ? NULL : client, NULL,
+                                 bad[r].no_signals ? NULL : signals, bad[r].n, ids[0], NULL);
+        if (status != SCHAKEL_ERR_USAGE)
+            fail_msg("bad send %zu: status %d, want USAGE", r, status);
+        assert_int_equal(schakel_publishes_in_flight(client), 0);
+    }
+    /* every publish held unanswered until the fake is told */
+    enum fake_publish_mode plan[SCHAKEL_MAX_IN_FLIGHT];
+    for (size_t k = 0; k < SCHAKEL_MAX_IN_FLIGHT; k++)
+        plan[k] = FAKE_HOLD;
+    fake_set_plan(&fake, plan, SCHAKEL_MAX_IN_FLIGHT);
+    inflight_send(client, 1, 1, ids[0]);
+    inflight_send(client, 2, 2, ids[1]);
+    /* an id in flight */
+    assert_int_equal(schakel_publish_send(client, NULL, signals, 1, ids[0], NULL),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publishes_in_flight(client), 2);
+    for (unsigned k = 2; k < SCHAKEL_MAX_IN_FLIGHT; k++)
+        inflight_send(client, k + 1, 1, ids[k]);
+    assert_int_equal(schakel_publishes_in_flight(client), SCHAKEL_MAX_IN_FLIGHT);
+    /* full: neither a send nor a synchronous publish goes out */
+    inflight_id(ids[SCHAKEL_MAX_IN_FLIGHT], SCHAKEL_MAX_IN_FLIGHT + 1);
+    assert_int_equal(
+        schakel_publish_send(client, NULL, signals, 1, ids[SCHAKEL_MAX_IN_FLIGHT], NULL),
+        SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish(client, NULL, signals, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publishes_in_flight(client), SCHAKEL_MAX_IN_FLIGHT);
+    /* waits that cannot be: a negative timeout, an id not in flight, no answer buffer */
+    assert_int_equal(schakel_publish_wait(client, NULL, &answer, -1), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(client, ids[0], &answer, -5), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(client, unknown, &answer, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(client, NULL, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_forget(client, unknown), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_forget(client, NULL), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publishes_in_flight(client), SCHAKEL_MAX_IN_FLIGHT);
+    /* the Heartbeat is answered after every publish that went out: 32 */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    int bad_publishes = -1;
+    assert_int_equal(fake_publishes_snapshot(&bad_publishes), SCHAKEL_MAX_IN_FLIGHT);
+    assert_int_equal(bad_publishes, 0);
+    /* once one answer is handed out, a slot is free, and the id may be used again */
+    assert_int_equal(fake_release(&fake), 0);
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, ids[0], 1, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), SCHAKEL_MAX_IN_FLIGHT - 1);
+    inflight_send(client, 1, 1, ids[0]);
+    assert_int_equal(
+        schakel_publish_send(client, NULL, signals, 1, ids[SCHAKEL_MAX_IN_FLIGHT], NULL),
+        SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publishes_in_flight(client), SCHAKEL_MAX_IN_FLIGHT);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(fake_publishes_snapshot(NULL), SCHAKEL_MAX_IN_FLIGHT + 1);
+}
+
+/* No answer within the timeout: TIMEOUT, in time, and nothing leaves the
+ * flight; when the answers come they are handed out. */
+static void test_inflight_timeout(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {FAKE_HOLD, FAKE_HOLD};
+    uint8_t ids[2][16];
+    schakel_publish_answer_t answer;
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 2);
+    inflight_send(client, 1, 1, ids[0]);
+    inflight_send(client, 2, 2, ids[1]);
+    static const struct {
+        int by_id;
+        int timeout_ms;
+    } rows[] = {{0, SHORT_TIMEOUT_MS}, {1, SHORT_TIMEOUT_MS / 4}, {0, 0}, {1, 0}};
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        int64_t start = now_ms();
+        schakel_status_t status = schakel_publish_wait(client, rows[r].by_id ? ids[1] : NULL,
+                                                       &answer, rows[r].timeout_ms);
+        int64_t elapsed = now_ms() - start;
+        if (status != SCHAKEL_ERR_TIMEOUT)
+            fail_msg("row %zu: status %d, want TIMEOUT", r, status);
+        assert_true(elapsed >= rows[r].timeout_ms);
+        assert_true(elapsed < rows[r].timeout_ms + 1000);
+        assert_int_equal(schakel_publishes_in_flight(client), 2);
+    }
+    assert_int_equal(fake_publishes_snapshot(NULL), 2); /* waiting sent nothing again */
+    assert_int_equal(fake_release(&fake), 0);
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, ids[0], 1, 0);
+    inflight_wait(client, ids[1], &answer, WAIT_MS);
+    check_accepted(&answer, ids[1], 2, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+}
+
+/* A forgotten publish's answer is dropped, whether it comes later or was
+ * read already, and takes no other publish's place; its id may be sent
+ * again. */
+static void test_inflight_forget(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {FAKE_HOLD, FAKE_ACCEPT, FAKE_ACCEPT,
+                                                  FAKE_ACCEPT_DUPLICATE};
+    uint8_t ids[3][16];
+    schakel_publish_answer_t answer;
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 4);
+    /* forgotten before its answer comes */
+    inflight_send(client, 1, 2, ids[0]);
+    assert_int_equal(schakel_publish_forget(client, ids[0]), SCHAKEL_OK);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    assert_int_equal(schakel_publish_forget(client, ids[0]), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_publish_wait(client, ids[0], &answer, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(fake_release(&fake), 0); /* its Accepted is on its way */
+    inflight_send(client, 2, 3, ids[1]);
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, ids[1], 3, 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    /* forgotten after its answer was read (by the whoami), not handed out */
+    inflight_send(client, 3, 1, ids[2]);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(schakel_publish_forget(client, ids[2]), SCHAKEL_OK);
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    assert_int_equal(schakel_publish_wait(client, NULL, &answer, 0), SCHAKEL_ERR_USAGE);
+    /* the first id again: the broker says it had it */
+    inflight_send(client, 1, 2, ids[0]);
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, ids[0], 2, 1);
+    assert_int_equal(fake_publishes_snapshot(NULL), 4);
+}
+
+/* Other calls read the socket while publishes are in flight: the answers
+ * they meet are kept for schakel_publish_wait, the deliveries for
+ * schakel_receive, and each call gets its own answer. */
+static void test_inflight_mixed_calls(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {
+        FAKE_ACCEPT, FAKE_ACCEPT, FAKE_ACCEPT, FAKE_DELIVER_THEN_ACCEPT, FAKE_ACCEPT, FAKE_ACCEPT};
+    uint8_t ids[6][16];
+    schakel_publish_answer_t answer;
+    schakel_delivery_t *d = NULL;
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 6);
+    /* schakel_receive reads two Accepted before the Deliver the Flow asks for */
+    inflight_send(client, 1, 1, ids[0]);
+    inflight_send(client, 2, 2, ids[1]);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    check_delivery(d);
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publishes_in_flight(client), 2);
+    inflight_wait(client, NULL, &answer, 0);
+    check_accepted(&answer, ids[0], 1, 0);
+    inflight_wait(client, NULL, &answer, 0);
+    check_accepted(&answer, ids[1], 2, 0);
+    /* three in flight (a Deliver before the second's answer): a case
+     * command reads the first two answers, a synchronous publish the third */
+    inflight_send(client, 3, 2, ids[2]);
+    inflight_send(client, 4, 3, ids[3]);
+    schakel_case_result_t case_result;
+    assert_int_equal(schakel_case_accept(client, FAKE_CASE_ID, NULL, &case_result, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_string_equal(case_result.case_id, FAKE_CASE_ID);
+    assert_int_equal(case_result.seq, FAKE_CASE_SEQ);
+    inflight_send(client, 5, 4, ids[4]);
+    assert_int_equal(schakel_publishes_in_flight(client), 3);
+    schakel_signal_t signal[2] = {sample_signal(), sample_signal()};
+    schakel_item_result_t results[2] = {{0, 0}, {0, 0}};
+    int duplicate = -1;
+    inflight_id(ids[5], 6);
+    assert_int_equal(
+        schakel_publish(client, NULL, signal, 2, ids[5], NULL, results, &duplicate, WAIT_MS),
+        SCHAKEL_OK);
+    assert_int_equal(duplicate, 0);
+    assert_int_equal(results[0].seq, fake_seq_base(ids[5]));
+    assert_int_equal(results[1].seq, fake_seq_base(ids[5]) + 1);
+    assert_int_equal(schakel_publishes_in_flight(client), 3);
+    for (unsigned k = 2; k < 5; k++) {
+        inflight_wait(client, NULL, &answer, 0);
+        check_accepted(&answer, ids[k], k, 0);
+    }
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    /* the Deliver that came between the answers was kept */
+    assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_OK);
+    check_delivery(d);
+    schakel_delivery_free(&d);
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+}
+
+/* The broker restarts while three publishes wait for their answers: after
+ * the new handshake the client sends those three again, in order, the same
+ * signed bytes (not the one answered before the restart, whose answer it
+ * keeps), and hands out each answer once. */
+static void test_inflight_survives_restart(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {FAKE_ACCEPT, FAKE_SILENT, FAKE_SILENT,
+                                                  FAKE_SILENT};
+    uint8_t ids[4][16];
+    schakel_publish_answer_t answer;
+    char endpoint[sizeof fake.endpoint];
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 4);
+    for (unsigned k = 0; k < 4; k++)
+        inflight_send(client, k + 1, k + 1, ids[k]);
+    /* the first answer is read (before the Heartbeat's), the others never come */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(fake_publishes_snapshot(NULL), 4);
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    assert_int_equal(schakel_publishes_in_flight(client), 4);
+    /* the second first: the reconnect comes while the first is still in flight */
+    inflight_wait(client, ids[1], &answer, 3 * WAIT_MS);
+    check_accepted(&answer, ids[1], 2, 0);
+    static const unsigned rest[] = {0, 2, 3};
+    for (size_t i = 0; i < 3; i++) {
+        inflight_wait(client, NULL, &answer, WAIT_MS);
+        check_accepted(&answer, ids[rest[i]], rest[i] + 1, 0);
+    }
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    assert_int_equal(schakel_publish_wait(client, NULL, &answer, 0), SCHAKEL_ERR_USAGE);
+    /* four before, the three unanswered after, in the same order, all verified */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    static const size_t expected_log[] = {0, 1, 2, 3, 1, 2, 3};
+    int bad = -1;
+    assert_int_equal(fake_publishes_snapshot(&bad), 7);
+    assert_int_equal(bad, 0);
+    uint8_t seen_ids[7][16];
+    assert_int_equal(fake_id_log_snapshot(seen_ids, 7), 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_memory_equal(seen_ids[i], ids[expected_log[i]], 16);
+}
+
+/* A query the caller gave up on (timeout) is refused late, with a
+ * Rejected that names no message id, just before the answer to a publish
+ * sent after it. Answers come in order (docs/PROTOCOL.md 4.5: such a
+ * refusal answers the oldest frame still waiting for one), so it is the
+ * query's, not the publish's: the publish is accepted. */
+static void test_inflight_late_refusal_of_a_query(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_case_view_t *view = NULL;
+    schakel_publish_answer_t answer;
+    uint8_t ids[2][16];
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_LATE_NOT_FOUND);
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, SHORT_TIMEOUT_MS / 4),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_null(view);
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_ANSWER);
+    inflight_send(client, 1, 2, ids[0]);
+    inflight_wait(client, NULL, &answer, WAIT_MS);
+    check_accepted(&answer, ids[0], 2, 0);
+    /* the same with a synchronous publish */
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_LATE_NOT_FOUND);
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, SHORT_TIMEOUT_MS / 4),
+                     SCHAKEL_ERR_TIMEOUT);
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_ANSWER);
+    schakel_signal_t signal = sample_signal();
+    schakel_item_result_t result = {0, 0};
+    inflight_id(ids[1], 2);
+    schakel_status_t status =
+        schakel_publish(client, NULL, &signal, 1, ids[1], NULL, &result, NULL, WAIT_MS);
+    if (status != SCHAKEL_OK)
+        fail_msg("synchronous publish: %s: %s", schakel_strerror(status),
+                 schakel_last_error(client)->text);
+    assert_int_equal(result.seq, fake_seq_base(ids[1]));
+}
+
 /* ------------------------------------------------------------ misc */
 
 static void test_keygen_and_strerror(void **state)
@@ -2708,6 +3473,17 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_case_show_refusals, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_case_event_delivery, client_setup, client_teardown),
         cmocka_unit_test(test_case_event_kind_names),
+        cmocka_unit_test_setup_teardown(test_inflight_in_order, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_wait_by_id, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_answers_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_usage, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_timeout, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_forget, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_mixed_calls, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_survives_restart, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_late_refusal_of_a_query, client_setup,
+                                        client_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
