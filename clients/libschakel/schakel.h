@@ -154,8 +154,8 @@ schakel_status_t schakel_publish_send(schakel_client_t *client, const char *send
  * come in the order the publishes were sent). SCHAKEL_OK: *answer is
  * filled and that publish is no longer in flight (answer->status says
  * whether it was accepted). SCHAKEL_ERR_TIMEOUT: no such answer yet; every
- * publish stays in flight. SCHAKEL_ERR_USAGE: no publish (with that id) is
- * in flight. Other errors (SCHAKEL_ERR_AUTH, _PROTOCOL, _NOMEM) as
+ * publish stays in flight. SCHAKEL_ERR_USAGE: answer NULL, timeout_ms
+ * negative, or no publish (with that id) in flight. Other errors (SCHAKEL_ERR_AUTH, _PROTOCOL, _NOMEM) as
  * schakel_receive; the publishes stay in flight. Deliveries that arrive
  * meanwhile are kept for schakel_receive. */
 schakel_status_t schakel_publish_wait(schakel_client_t *client, const uint8_t *message_id,
@@ -166,8 +166,8 @@ schakel_status_t schakel_publish_wait(schakel_client_t *client, const uint8_t *m
 size_t schakel_publishes_in_flight(const schakel_client_t *client);
 
 /* Stop waiting for a publish in flight (the caller gave up on it): its
- * answer, if one comes, is dropped. Returns SCHAKEL_ERR_USAGE when no
- * publish with that id is in flight. The broker may still accept it;
+ * answer, if one comes, is dropped. Returns SCHAKEL_ERR_USAGE when
+ * message_id is NULL or no publish with that id is in flight. The broker may still accept it;
  * sending it again with the same message id is safe. */
 schakel_status_t schakel_publish_forget(schakel_client_t *client, const uint8_t *message_id);
 
