@@ -203,7 +203,7 @@ UNIT_EXTRA_test_config := broker/yamlguard.c
 # lists a file named twice once).
 STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
 	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
-	broker/store_delivery.c broker/store_checkpoint.c
+	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c

@@ -68,6 +68,8 @@ typedef struct metrics_snapshot {
     uint64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* per bucket, the last is +Inf */
     uint64_t latency_count;
     double latency_sum;
+    durations_t wal_syncs; /* every fsync of the WAL: on the loop and on the sync thread */
+    durations_t turns;     /* loop turns that wrote to the store, from their first frame */
 } metrics_snapshot_t;
 
 typedef struct metrics_accept {
@@ -78,6 +80,7 @@ typedef struct metrics_accept {
 struct metrics {
     /* Loop side: only the broker thread touches these. */
     broker_stats_t turn_start;
+    int64_t turn_start_ns;
     int64_t watchdog_ivl_ms; /* 0: systemd asked for no watchdog */
     int64_t next_watchdog_ms;
     int64_t next_sessions_ms, next_store_ms;
@@ -261,6 +264,19 @@ static void metrics_render_latency(FILE *f, const metrics_snapshot_t *s)
             (unsigned long long)s->latency_count);
 }
 
+static void metrics_render_durations(FILE *f, const char *name, const char *help,
+                                     const durations_t *d)
+{
+    metrics_render_head(f, name, "histogram", help);
+    unsigned long long cumulative = 0;
+    for (size_t i = 0; i < DURATIONS_BUCKETS; i++) {
+        cumulative += d->bucket[i];
+        fprintf(f, "%s_bucket{le=\"%s\"} %llu\n", name, durations_bound_text[i], cumulative);
+    }
+    fprintf(f, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)d->count);
+    fprintf(f, "%s_sum %.6f\n%s_count %llu\n", name, d->sum_s, name, (unsigned long long)d->count);
+}
+
 static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
 {
     metrics_render_head(f, "schakel_up", "gauge", "1 while the broker serves.");
@@ -324,6 +340,14 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            s->auth_failures);
     metrics_render_partners(f, s);
     metrics_render_latency(f, s);
+    metrics_render_durations(f, "schakel_store_wal_sync_seconds",
+                             "Each fsync of the store's WAL that makes commits durable (on the "
+                             "loop or the sync thread): the disk's share of every answer's wait.",
+                             &s->wal_syncs);
+    metrics_render_durations(f, "schakel_loop_turn_seconds",
+                             "Each loop turn that wrote to the store, from its first frame to "
+                             "its commit and pushes (a WAL fsync made in the loop included).",
+                             &s->turns);
     if (fclose(f) != 0) {
         free(text);
         return NULL;
@@ -624,6 +648,7 @@ int metrics_poll_timeout_ms(const broker_t *b, int max_ms)
 void metrics_turn_begin(broker_t *b)
 {
     b->metrics->turn_start = b->stats;
+    b->metrics->turn_start_ns = durations_now_ns();
 }
 
 /* The partner list follows the policy in force; the gauges indexed by it
@@ -709,8 +734,10 @@ void metrics_turn_end(broker_t *b, int outcome)
     metrics_watchdog(m);
     if (m->daemon == NULL)
         return;
-    if (outcome != METRICS_TURN_IDLE)
+    if (outcome != METRICS_TURN_IDLE) {
         m->local.store_ok = outcome == METRICS_TURN_COMMITTED;
+        durations_add(&m->local.turns, durations_now_ns() - m->turn_start_ns);
+    }
     int64_t now = metrics_clock_ms(CLOCK_MONOTONIC);
     if (metrics_sync_partners(m, b->policy))
         m->next_sessions_ms = m->next_store_ms = 0;
@@ -730,6 +757,12 @@ void metrics_turn_end(broker_t *b, int outcome)
     m->local.checkpoints_in_place = counts.finished_in_place + counts.forced_in_place;
     m->local.checkpoints_forced = counts.forced_in_place;
     m->local.auth_failures = zap_counts(b->zap).refused;
+    store_loop_sync_durations(b->store, &m->local.wal_syncs);
+    if (b->syncer != NULL) {
+        durations_t thread;
+        store_syncer_durations(b->syncer, &thread);
+        durations_merge(&m->local.wal_syncs, &thread);
+    }
     m->local.sessions = sessions_count(b->sessions);
     pthread_mutex_lock(&m->lock);
     m->shared = m->local;

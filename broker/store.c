@@ -561,8 +561,11 @@ int store_wal_sync(store_t *store)
     int rc = sqlite3_file_control(store->db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal);
     if (rc == SQLITE_OK && (wal == NULL || wal->pMethods == NULL))
         rc = SQLITE_IOERR_FSYNC; /* after a commit in WAL mode its file is open */
-    if (rc == SQLITE_OK)
+    if (rc == SQLITE_OK) {
+        int64_t start = durations_now_ns();
         rc = wal->pMethods->xSync(wal, SQLITE_SYNC_NORMAL);
+        durations_add(&store->loop_sync_durations, durations_now_ns() - start);
+    }
     if (rc == SQLITE_OK) {
         store->loop_syncs++; /* covers every commit so far (store_loop_syncs) */
         return 0;

@@ -51,6 +51,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "durations.h"
 #include "schakel_limits.h"
 
 #define STORE_KEY_BYTES 32u
@@ -134,6 +135,8 @@ int store_syncer_wait(store_syncer_t *syncer, uint64_t ticket, uint64_t *synced)
 /* Stops the thread (a sync in progress finishes first); requests not yet
  * synced stay unsynced. */
 void store_syncer_stop(store_syncer_t **syncer);
+/* How long the thread's fdatasync calls took so far, for /metrics. */
+void store_syncer_durations(store_syncer_t *syncer, durations_t *out);
 /* The checkpointer (store_checkpoint.c): a thread with a connection of
  * its own that copies the WAL into the database file (PASSIVE
  * checkpoints) while the loop goes on, instead of a checkpoint in the
@@ -179,6 +182,9 @@ uint64_t store_delivery_high(const store_t *store);
  * and store_commit_unsynced when a checkpoint is due. A commit made before
  * the count rose is on disk. */
 uint64_t store_loop_syncs(const store_t *store);
+/* How long the WAL syncs on the calling (loop) thread took (store_wal_sync,
+ * successful or not), for /metrics. */
+void store_loop_sync_durations(const store_t *store, durations_t *out);
 /* 1 after a store_commit whose WAL sync failed: the transaction is visible
  * but perhaps not on disk, and every later call on this handle fails. The
  * broker stops (systemd starts it again); SQLite then recovers what is

@@ -136,6 +136,7 @@ struct store {
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
     uint64_t loop_syncs;      /* WAL syncs made on this thread (store_wal_sync) that succeeded */
+    durations_t loop_sync_durations; /* how long each store_wal_sync took */
     int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */

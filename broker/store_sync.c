@@ -36,6 +36,7 @@ struct store_syncer {
     ino_t wal_ino;
     /* under lock */
     uint64_t requested, synced;
+    durations_t durations; /* of each fdatasync */
     int failed, stop;
     char failure[160];
 };
@@ -68,9 +69,12 @@ static void *syncer_main(void *arg)
         }
         uint64_t target = s->requested; /* every commit before this request */
         pthread_mutex_unlock(&s->lock);
+        int64_t start = durations_now_ns();
         int rc = fdatasync(s->wal_fd), err = errno;
+        int64_t took = durations_now_ns() - start;
         int same = rc == 0 && syncer_same_file(s);
         pthread_mutex_lock(&s->lock);
+        durations_add(&s->durations, took);
         if (rc != 0)
             syncer_failed(s, "fdatasync of the WAL", err);
         else if (!same)
@@ -226,6 +230,18 @@ void store_syncer_stop(store_syncer_t **sp)
     free(s->wal_path);
     free(s);
     *sp = NULL;
+}
+
+void store_loop_sync_durations(const store_t *store, durations_t *out)
+{
+    *out = store->loop_sync_durations;
+}
+
+void store_syncer_durations(store_syncer_t *syncer, durations_t *out)
+{
+    pthread_mutex_lock(&syncer->lock);
+    *out = syncer->durations;
+    pthread_mutex_unlock(&syncer->lock);
 }
 
 uint64_t store_loop_syncs(const store_t *store)

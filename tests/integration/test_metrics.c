@@ -507,6 +507,64 @@ static void test_ack_turns_commit_without_fsync(void **state)
     h_done(env);
 }
 
+/* A histogram of durations.h in /metrics: every bucket present, cumulative,
+ * its +Inf equal to its count, its sum within what the count allows.
+ * Returns the count. */
+static double durations_count(const char *text, const char *name)
+{
+    static const char *const bounds[] = {"0.0001", "0.00025", "0.0005", "0.001", "0.0025", "0.005",
+                                         "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "0.5",
+                                         "1",      "2.5",     "5",      "+Inf"};
+    char series[160];
+    double previous = 0;
+    for (size_t i = 0; i < sizeof bounds / sizeof bounds[0]; i++) {
+        snprintf(series, sizeof series, "%s_bucket{le=\"%s\"}", name, bounds[i]);
+        double value = series_value(text, series);
+        if (value < previous)
+            fail_msg("%s = %g, below the bucket before it (%g)", series, value, previous);
+        previous = value;
+    }
+    snprintf(series, sizeof series, "%s_count", name);
+    double count = series_value(text, series);
+    snprintf(series, sizeof series, "%s_sum", name);
+    double sum = series_value(text, series);
+    if (count != previous || sum < 0 || (count == 0 && sum != 0))
+        fail_msg("%s: count %g, +Inf bucket %g, sum %g", name, count, previous, sum);
+    return count;
+}
+
+/* Each publish is a turn that writes and a commit whose WAL is synced
+ * before its Accepted (on the loop or the sync thread): both histograms
+ * count at least one per publish, and both are well formed. */
+static void test_sync_and_turn_durations(void **state)
+{
+    h_env_t *env = *state;
+    enum { ROUNDS = 6 };
+    static const char syncs[] = "schakel_store_wal_sync_seconds";
+    static const char turns[] = "schakel_loop_turn_seconds";
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    settle(politie);
+    char *text = http_get_ok(address, "/metrics");
+    double syncs0 = durations_count(text, syncs), turns0 = durations_count(text, turns);
+    free(text);
+
+    schakel_signal_t s = police_signal();
+    for (int i = 0; i < ROUNDS; i++)
+        h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    settle(politie);
+    text = http_get_ok(address, "/metrics");
+    double syncs1 = durations_count(text, syncs), turns1 = durations_count(text, turns);
+    free(text);
+    if (syncs1 < syncs0 + ROUNDS || turns1 < turns0 + ROUNDS)
+        fail_msg("%d publishes moved %s_count by %g and %s_count by %g", ROUNDS, syncs,
+                 syncs1 - syncs0, turns, turns1 - turns0);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* Publishes that fill the WAL past its checkpoint threshold (1,000
  * frames; a publish turn writes a dozen or more) make the checkpoint
  * thread copy it: its rounds are counted. A round runs beside the loop,
@@ -583,6 +641,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_sync_and_turn_durations, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_rounds_counted, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),

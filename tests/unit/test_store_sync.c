@@ -122,6 +122,9 @@ static void test_tickets_wait_and_collect(void **state)
     uint64_t synced = 99;
     assert_int_equal(store_syncer_collect(f->syncer, &synced), 0);
     assert_int_equal(synced, 0); /* nothing asked, nothing synced */
+    durations_t took;
+    store_syncer_durations(f->syncer, &took);
+    assert_int_equal(took.count, 0);
 
     uint64_t tickets[4];
     for (size_t i = 0; i < 3; i++) {
@@ -156,6 +159,12 @@ static void test_tickets_wait_and_collect(void **state)
     assert_int_equal(store_syncer_wait(f->syncer, tickets[3], &synced), 0);
     assert_int_equal(synced, tickets[3]);
     assert_false(store_sync_failed(f->store));
+    /* each fdatasync the thread made is timed: the first three tickets took
+     * one or more, the held one one more */
+    store_syncer_durations(f->syncer, &took);
+    if (took.count < 2 || took.count > 4)
+        fail_msg("4 tickets, the last alone: %llu syncs timed", (unsigned long long)took.count);
+    assert_true(took.sum_s > 0);
     sync_gate_assert_never_expired();
 }
 
