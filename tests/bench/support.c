@@ -451,13 +451,26 @@ static int bench_wait_exit(const bench_env_t *env, int timeout_ms)
     }
 }
 
+/* Drop a complete "METRICS host:port" line at the start of the buffer (a
+ * broker run with metrics_listen, as by a SCHAKELD wrapper, says it before
+ * READY). Returns the bytes left. */
+static size_t bench_skip_metrics_line(char *line, size_t used)
+{
+    char *end = strchr(line, '\n');
+    if (end == NULL || strncmp(line, "METRICS ", 8) != 0)
+        return used;
+    size_t dropped = (size_t)(end + 1 - line);
+    memmove(line, end + 1, used - dropped + 1);
+    return used - dropped;
+}
+
 /* Read the READY line from the pipe, watching the process. */
 static int bench_await_ready(bench_env_t *env, int ready_r, int timeout_ms)
 {
     char line[256] = "";
     size_t used = 0;
     int64_t deadline = bench_now_ms() + timeout_ms;
-    while (strchr(line, '\n') == NULL) {
+    while ((used = bench_skip_metrics_line(line, used)), strchr(line, '\n') == NULL) {
         int64_t left = deadline - bench_now_ms();
         struct pollfd p[2] = {{.fd = ready_r, .events = POLLIN},
                               {.fd = env->broker_pidfd, .events = POLLIN}};
