@@ -86,7 +86,7 @@ typedef union wiped_block {
     max_align_t align;
 } wiped_block_t;
 
-static void *wiped_block_alloc(size_t size)
+void *wire_wiped_alloc(size_t size)
 {
     if (size > SIZE_MAX - sizeof(wiped_block_t))
         return NULL;
@@ -97,7 +97,7 @@ static void *wiped_block_alloc(size_t size)
     return block + 1;
 }
 
-static void wiped_block_free(void *pointer)
+void wire_wiped_free(void *pointer)
 {
     if (pointer == NULL)
         return;
@@ -106,16 +106,24 @@ static void wiped_block_free(void *pointer)
     free(block);
 }
 
+void wire_free_text(char *text)
+{
+    if (text == NULL)
+        return;
+    sodium_memzero(text, strlen(text));
+    free(text);
+}
+
 static void *wiped_alloc(void *allocator_data, size_t size)
 {
     (void)allocator_data;
-    return wiped_block_alloc(size);
+    return wire_wiped_alloc(size);
 }
 
 static void wiped_free(void *allocator_data, void *pointer)
 {
     (void)allocator_data;
-    wiped_block_free(pointer);
+    wire_wiped_free(pointer);
 }
 
 static ProtobufCAllocator wiped_allocator = {wiped_alloc, wiped_free, NULL};
@@ -145,7 +153,7 @@ static void *budget_alloc(void *allocator_data, size_t size)
         budget->exceeded = 1;
         return NULL;
     }
-    void *block = wiped_block_alloc(size);
+    void *block = wire_wiped_alloc(size);
     if (block == NULL) {
         budget->out_of_memory = 1;
         return NULL;
@@ -157,7 +165,7 @@ static void *budget_alloc(void *allocator_data, size_t size)
 static void budget_free(void *allocator_data, void *pointer)
 {
     (void)allocator_data;
-    wiped_block_free(pointer);
+    wire_wiped_free(pointer);
 }
 
 /* Freeing never allocates; an alloc through this allocator is a bug. */

@@ -78,6 +78,16 @@ void wire_signal_free(Schakel__Signal **signal);
  * same way, so wire_frame_free and wire_signal_free wipe too. */
 ProtobufCAllocator *wire_wiped_allocator(void);
 
+/* One block of that kind: wire_wiped_free wipes it (its size is kept in
+ * front of it) and frees it; NULL is a no-op. For a budgeted allocator of
+ * one's own whose blocks hold plaintext. */
+void *wire_wiped_alloc(size_t size);
+void wire_wiped_free(void *pointer);
+
+/* Wipe a NUL-terminated string (a decoded text copied out), then free it;
+ * NULL is a no-op. */
+void wire_free_text(char *text);
+
 /* Unpack a Signal as a recipient gets it (Deliver.signal, CaseEvent.signal):
  * reduced to a rule's fields, so only sender, kind and theme are required
  * (INVALID_MESSAGE); budgeted, unknown fields refused (INVALID_MESSAGE),

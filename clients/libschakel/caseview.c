@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "schakel_limits.h"
 #include "syntax.h"
 
@@ -76,7 +78,7 @@ static int caseview_texts(char **in, size_t n, char ***out, size_t *n_out)
 static void caseview_free_texts(char **texts, size_t n)
 {
     for (size_t i = 0; texts != NULL && i < n; i++)
-        free(texts[i]);
+        wire_free_text(texts[i]);
     free(texts);
 }
 
@@ -113,9 +115,9 @@ int caseview_copy_summary(schakel_case_summary_t *out, const Schakel__CaseSummar
 
 void caseview_clear_summary(schakel_case_summary_t *summary)
 {
-    free(summary->case_type);
-    free(summary->lead);
-    free(summary->title);
+    wire_free_text(summary->case_type);
+    wire_free_text(summary->lead);
+    wire_free_text(summary->title);
     caseview_free_texts(summary->members, summary->n_members);
     memset(summary, 0, sizeof *summary);
 }
@@ -256,7 +258,7 @@ static void caseview_free_signal(schakel_linked_signal_t *s)
     char *texts[] = {s->sender,  s->kind,    s->theme,    s->area,    s->postcode,  s->addition,
                      s->subject, s->grounds, s->case_ref, s->summary, s->source_ref};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        free(texts[i]);
+        wire_free_text(texts[i]);
     free(s);
 }
 
@@ -276,13 +278,15 @@ void caseview_clear_event(schakel_case_event_t *e)
                      e->postcode,
                      e->addition};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        free(texts[i]);
+        wire_free_text(texts[i]);
     caseview_free_texts(e->members, e->n_members);
     for (size_t i = 0; e->fields != NULL && i < e->n_fields; i++) {
-        free(e->fields[i].name);
-        free(e->fields[i].value);
+        wire_free_text(e->fields[i].name);
+        wire_free_text(e->fields[i].value);
     }
     free(e->fields);
+    if (e->attachment != NULL)
+        sodium_memzero(e->attachment, e->attachment_len);
     free(e->attachment);
     caseview_free_signal(e->signal);
     memset(e, 0, sizeof *e);

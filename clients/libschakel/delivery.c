@@ -115,7 +115,7 @@ static void *delivery_budget_alloc(void *data, size_t size)
     delivery_budget_t *budget = data;
     if (size > SCHAKEL_DECODE_BUDGET_BYTES - budget->used)
         return NULL;
-    void *block = malloc(size > 0 ? size : 1);
+    void *block = wire_wiped_alloc(size > 0 ? size : 1); /* the signal: wiped when freed */
     if (block == NULL) {
         budget->out_of_memory = 1;
         return NULL;
@@ -127,7 +127,7 @@ static void *delivery_budget_alloc(void *data, size_t size)
 static void delivery_budget_free(void *data, void *ptr)
 {
     (void)data;
-    free(ptr);
+    wire_wiped_free(ptr);
 }
 
 /* Copy a delivered string (NULL stays NULL) after checking its UTF-8.
@@ -333,9 +333,9 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
                      d->area,    d->postcode,       d->addition, d->subject,
                      d->grounds, d->case_ref,       d->summary,  d->source_ref};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        free(texts[i]);
+        wire_free_text(texts[i]); /* what the broker sent is wiped, as in the broker */
     for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
-        free(d->recipients[i]);
+        wire_free_text(d->recipients[i]);
     free(d->recipients);
     caseview_event_free(&d->case_event);
     free(d);

@@ -22,7 +22,10 @@
  * build's LeakSanitizer checks the same at exit). A fake broker runs in its
  * own thread; its allocations are never failed or counted.
  */
+#define _GNU_SOURCE /* memmem, malloc_usable_size */
+
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -150,8 +153,17 @@ char *__wrap_strdup(const char *text)
     return copy;
 }
 
+/* While set, every block the test thread frees is searched for this text
+ * (the whole block, as malloc sized it): what the broker sent must be
+ * wiped before its memory goes back. */
+static const char *watched_text;
+static size_t watched_hits;
+
 void __wrap_free(void *block)
 {
+    if (block != NULL && watched_text != NULL && in_test_thread &&
+        memmem(block, malloc_usable_size(block), watched_text, strlen(watched_text)) != NULL)
+        watched_hits++;
     track_remove(block);
     __real_free(block);
 }
@@ -840,6 +852,35 @@ static void test_whoami(void **state)
     assert_true(fail_each_allocation(&op) >= 2);
 }
 
+/* A received signal's texts are wiped when the library frees them: the
+ * decoded frame, the signal unpacked from it, and the copies in the
+ * schakel_delivery_t (at schakel_delivery_free). Nothing is failed here. */
+static void test_received_text_wiped(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text; /* as the fake delivers it */
+    } rows[] = {{"Stroomverbruik verdubbeld"},
+                {"Convenant RIEC Limburg 2023, art. 6"},
+                {"woco-servatius/meldingen"}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        run_t run;
+        memset(&run, 0, sizeof run);
+        fake_owe_delivery();
+        assert_int_equal(connect_client(&run.client, NULL), SCHAKEL_OK);
+        watched_hits = 0;
+        watched_text = rows[i].text;
+        assert_int_equal(op_receive_ack(&run), SCHAKEL_OK);
+        assert_non_null(run.delivery);
+        schakel_delivery_free(&run.delivery);
+        watched_text = NULL;
+        check_delivery_acked(&run);
+        schakel_close(&run.client);
+        if (watched_hits != 0)
+            fail_msg("%zu freed blocks still held \"%s\"", watched_hits, rows[i].text);
+    }
+}
+
 static void test_close(void **state)
 {
     (void)state;
@@ -853,7 +894,7 @@ int main(void)
         cmocka_unit_test(test_connect),         cmocka_unit_test(test_publish_batch),
         cmocka_unit_test(test_receive_and_ack), cmocka_unit_test(test_ack_many),
         cmocka_unit_test(test_backlog),         cmocka_unit_test(test_whoami),
-        cmocka_unit_test(test_close),
+        cmocka_unit_test(test_close),           cmocka_unit_test(test_received_text_wiped),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
