@@ -53,8 +53,14 @@
  * therefore holds everything a conforming broker can send. If the queue is
  * full anyway, we stop reading the socket: nothing is ever dropped. */
 #define CLIENT_FIFO_CAPACITY (2u * SCHAKEL_MAX_WINDOW)
-/* Queries given up on that are remembered until their answer comes. */
+/* Requests given up on that are remembered until their answer comes. */
 #define CLIENT_GAVE_UP_MAX 16u
+
+typedef struct client_gave_up {
+    uint64_t order;     /* when it was sent (client->requests_sent) */
+    int sent_connected; /* as inflight_entry_t's: lost with that connection */
+    int query;          /* a CaseQuery (answered by a CaseView), else a publish or command */
+} client_gave_up_t;
 
 struct schakel_client {
     void *context;
@@ -82,9 +88,10 @@ struct schakel_client {
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
     inflight_t flight;      /* publishes sent, answer not yet handed out */
     uint64_t requests_sent; /* requests that get an answer, sent on this client so far */
-    /* Queries given up on (timed out) whose answer is still owed: a refusal
-     * naming no id answers the oldest request still owed one. Oldest first. */
-    uint64_t gave_up[CLIENT_GAVE_UP_MAX];
+    /* Requests given up on (a query that timed out, a publish forgotten or
+     * timed out) whose answer is still owed: a refusal naming no id answers
+     * the oldest request still owed one. Oldest (lowest order) first. */
+    client_gave_up_t gave_up[CLIENT_GAVE_UP_MAX];
     size_t n_gave_up;
     zmq_msg_t held;         /* a message we had no memory to decode, if holding */
     int holding;
@@ -109,6 +116,8 @@ typedef struct client_wait {
     size_t request_len;
     const char *what;       /* the request's name for error texts ("Publish") */
     uint64_t order;         /* when the request was (last) sent (client->requests_sent) */
+    int sent_connected;     /* it was sent while a connection was up (inflight.h) */
+    unsigned socket_no;     /* client->sockets_made when it was sent */
     Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
@@ -304,34 +313,64 @@ static schakel_status_t client_send_owed_flow(schakel_client_t *client)
     return status;
 }
 
-/* Forget the queries given up on that were sent before `order`: answers
+/* Forget the requests given up on that were sent before `order`: answers
  * come in the order of the requests, so once a later request is answered
  * theirs came (or went with a lost connection). */
 static void client_settle_before(schakel_client_t *client, uint64_t order)
 {
     size_t keep = 0;
     for (size_t i = 0; i < client->n_gave_up; i++)
-        if (client->gave_up[i] >= order)
+        if (client->gave_up[i].order >= order)
             client->gave_up[keep++] = client->gave_up[i];
     client->n_gave_up = keep;
 }
 
-/* The oldest query given up on got its answer (or a refusal naming no id). */
-static void client_settle_oldest_gave_up(schakel_client_t *client)
+/* An answer to a request given up on came: a CaseView (query) or an
+ * answer naming an id that no publish in flight has. It answers the
+ * oldest such request, and every request given up on before it. */
+static void client_settle_gave_up(schakel_client_t *client, int query)
 {
-    if (client->n_gave_up == 0)
-        return;
-    memmove(client->gave_up, client->gave_up + 1,
-            (client->n_gave_up - 1) * sizeof client->gave_up[0]);
-    client->n_gave_up--;
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].query == query) {
+            client_settle_before(client, client->gave_up[i].order + 1);
+            return;
+        }
 }
 
-/* A query sent as request `order` was given up on: its answer still comes. */
-static void client_give_up(schakel_client_t *client, uint64_t order)
+/* A request sent as `order` was given up on: its answer still comes. */
+static void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query)
 {
-    if (client->n_gave_up == CLIENT_GAVE_UP_MAX)
-        client_settle_oldest_gave_up(client); /* the oldest is the least likely to come */
-    client->gave_up[client->n_gave_up++] = order;
+    if (client->n_gave_up == CLIENT_GAVE_UP_MAX) /* the oldest is the least likely to come */
+        client_settle_before(client, client->gave_up[0].order + 1);
+    size_t at = client->n_gave_up;
+    while (at > 0 && client->gave_up[at - 1].order > order)
+        at--;
+    memmove(&client->gave_up[at + 1], &client->gave_up[at],
+            (client->n_gave_up - at) * sizeof client->gave_up[0]);
+    client->gave_up[at] = (client_gave_up_t){order, sent_connected, query};
+    client->n_gave_up++;
+}
+
+/* A new connection is up: what was given up on while a connection was up
+ * went with it; what was sent while none was goes out on this one. */
+static void client_gave_up_reconnected(schakel_client_t *client)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (!client->gave_up[i].sent_connected) {
+            client->gave_up[keep] = client->gave_up[i];
+            client->gave_up[keep++].sent_connected = 1;
+        }
+    client->n_gave_up = keep;
+}
+
+/* A publish in flight is dropped by the caller: if it is on the wire and
+ * unanswered, its answer still comes and must not be taken for another's. */
+static void client_flight_drop(schakel_client_t *client, inflight_entry_t *entry)
+{
+    if (entry->answer == NULL && !entry->resend_owed)
+        client_give_up(client, entry->order, entry->sent_connected, 0);
+    inflight_remove(&client->flight, entry);
 }
 
 /* ------------------------------------------------------------------ events */
@@ -387,6 +426,7 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
             return status;
         entry->resend_owed = 0;
         entry->order = ++client->requests_sent;
+        entry->sent_connected = client->connected;
     }
     return SCHAKEL_OK;
 }
@@ -403,19 +443,35 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     if (client->handshakes > 1) {
         client->flow_owed = client->subscribed;
         (void)client_send_owed_flow(client); /* on failure the wait loop retries */
-        client->n_gave_up = 0;               /* their answers went with the old connection */
-        for (size_t i = 0; i < client->flight.count; i++)
-            client->flight.entries[i].resend_owed = client->flight.entries[i].answer == NULL;
+        client_gave_up_reconnected(client);
+        /* What went out on the lost connection is sent again; what was
+         * sent while there was none waits in the socket's queue and goes
+         * out on this one (sending it again would make two copies, and a
+         * second, stale answer). */
+        for (size_t i = 0; i < client->flight.count; i++) {
+            inflight_entry_t *entry = &client->flight.entries[i];
+            if (entry->answer != NULL || entry->resend_owed)
+                continue;
+            if (entry->sent_connected)
+                entry->resend_owed = 1;
+            else
+                entry->sent_connected = 1;
+        }
         (void)client_send_owed_publishes(client); /* on failure the wait loop retries */
         /* A publish or case command is answered once whatever the number of
          * copies (idempotent by id); a query has no effect to repeat. */
         if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
             wait->request != NULL) {
-            if (client_send_bytes(client, wait->request, wait->request_len, wait->what) !=
-                SCHAKEL_OK)
+            if (!wait->sent_connected && wait->socket_no == client->sockets_made)
+                wait->sent_connected = 1; /* in the queue: it goes out now */
+            else if (client_send_bytes(client, wait->request, wait->request_len, wait->what) !=
+                     SCHAKEL_OK)
                 client_wait_finish(wait, client->last_error.status);
-            else
+            else {
                 wait->order = ++client->requests_sent;
+                wait->sent_connected = client->connected;
+                wait->socket_no = client->sockets_made;
+            }
         }
         int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
         client->heartbeats_pending = 0;
@@ -554,8 +610,11 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         if (client_flight_answer(client, &rejected->message_id, frame, wait))
             return 1;
         if (wait->kind != CLIENT_WAIT_ANSWER ||
-            !client_same_id(&rejected->message_id, wait->message_id))
-            return 0; /* answer to an earlier publish the caller gave up on */
+            !client_same_id(&rejected->message_id, wait->message_id)) {
+            client_settle_gave_up(client, 0); /* answer to a request given up on */
+            return 0;
+        }
+        client_settle_before(client, wait->order);
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -565,12 +624,12 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
      * since requests are answered in order: a query given up on, a publish
      * in flight, or what we are waiting for. */
     inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
-    uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0] : UINT64_MAX;
+    uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0].order : UINT64_MAX;
     uint64_t publish = oldest != NULL ? oldest->order : UINT64_MAX;
     int asking = wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW;
     uint64_t asked = asking ? wait->order : UINT64_MAX;
     if (gave_up < publish && gave_up < asked) {
-        client_settle_oldest_gave_up(client); /* the late answer of a query */
+        client_settle_before(client, gave_up + 1); /* the late answer of one given up on */
         return 0;
     }
     if (oldest != NULL && publish < asked) {
@@ -610,8 +669,11 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
         if (client_flight_answer(client, &frame->accepted->message_id, frame, wait))
             return 1;
         if (wait->kind != CLIENT_WAIT_ANSWER ||
-            !client_same_id(&frame->accepted->message_id, wait->message_id))
-            return 0; /* answer to an earlier publish the caller gave up on */
+            !client_same_id(&frame->accepted->message_id, wait->message_id)) {
+            client_settle_gave_up(client, 0); /* answer to a request given up on */
+            return 0;
+        }
+        client_settle_before(client, wait->order);
         wait->answer = frame;
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
@@ -620,7 +682,7 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
     case SCHAKEL__FRAME__BODY_CASE_VIEW:
         if (wait->kind != CLIENT_WAIT_VIEW || !frame->case_view->has_request_id ||
             frame->case_view->request_id != wait->request_id) {
-            client_settle_oldest_gave_up(client); /* answer to a query given up on */
+            client_settle_gave_up(client, 1); /* answer to a query given up on */
             return 0;
         }
         client_settle_before(client, wait->order);
@@ -972,6 +1034,12 @@ static schakel_status_t client_replace_socket(schakel_client_t *client)
 {
     schakel_error_t err;
     client_close_socket(client, 0);
+    /* The old socket's queue is gone: everything unanswered is sent again
+     * on the new connection, and no answer comes for what was given up. */
+    for (size_t i = 0; i < client->flight.count; i++)
+        if (client->flight.entries[i].answer == NULL)
+            client->flight.entries[i].sent_connected = 1;
+    client->n_gave_up = 0;
     schakel_status_t status = client_make_socket(client, &err);
     if (status != SCHAKEL_OK) {
         client_close_socket(client, 0);
@@ -1315,7 +1383,10 @@ static schakel_status_t client_publish_start(schakel_client_t *client, const cha
     uint8_t *frame = NULL;
     size_t len = 0;
     schakel_status_t status = client_encode_publish(client, sender, signals, n, id, &frame, &len);
-    if (status == SCHAKEL_OK)
+    /* Publishes still to be sent again go first: a new one must not
+     * overtake them; it waits behind them if they cannot go now. */
+    int behind = status == SCHAKEL_OK && client_send_owed_publishes(client) != SCHAKEL_OK;
+    if (status == SCHAKEL_OK && !behind)
         status = client_send_bytes(client, frame, len, "Publish");
     if (status != SCHAKEL_OK) {
         if (frame != NULL)
@@ -1323,8 +1394,10 @@ static schakel_status_t client_publish_start(schakel_client_t *client, const cha
         free(frame);
         return status;
     }
-    inflight_entry_t *entry = inflight_add(&client->flight, id, frame, len, n);
-    entry->order = ++client->requests_sent; /* room checked above */
+    inflight_entry_t *entry = inflight_add(&client->flight, id, frame, len, n); /* room checked */
+    entry->resend_owed = behind;
+    entry->order = ++client->requests_sent;
+    entry->sent_connected = client->connected;
     return SCHAKEL_OK;
 }
 
@@ -1362,7 +1435,7 @@ schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                     client->endpoint, timeout_ms,
                     client_timeout_hint(client, drops_before, hint, sizeof hint));
     /* Answered, or given up on: a later answer is dropped. */
-    inflight_remove(&client->flight, entry);
+    client_flight_drop(client, entry);
     return status;
 }
 
@@ -1432,7 +1505,7 @@ schakel_status_t schakel_publish_forget(schakel_client_t *client, const uint8_t 
     if (entry == NULL)
         return client_fail(client, SCHAKEL_ERR_USAGE,
                            "no publish with this message id is in flight");
-    inflight_remove(&client->flight, entry);
+    client_flight_drop(client, entry);
     return SCHAKEL_OK;
 }
 
@@ -1472,9 +1545,11 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
     if (status != SCHAKEL_OK)
         return status;
     wait.order = ++client->requests_sent;
+    wait.sent_connected = client->connected;
+    wait.socket_no = client->sockets_made;
     status = client_wait(client, &wait, deadline);
-    if (status != SCHAKEL_OK && wait.kind == CLIENT_WAIT_VIEW)
-        client_give_up(client, wait.order); /* its answer, when it comes, is not another's */
+    if (status != SCHAKEL_OK) /* its answer, when it comes, is not another's */
+        client_give_up(client, wait.order, wait.sent_connected, wait.kind == CLIENT_WAIT_VIEW);
     if (status == SCHAKEL_OK) {
         *answer = wait.answer;
         wait.answer = NULL;

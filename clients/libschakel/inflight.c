@@ -22,7 +22,7 @@ inflight_entry_t *inflight_find(inflight_t *table, const uint8_t *id)
 inflight_entry_t *inflight_oldest_unanswered(inflight_t *table)
 {
     for (size_t i = 0; i < table->count; i++)
-        if (table->entries[i].answer == NULL)
+        if (table->entries[i].answer == NULL && !table->entries[i].resend_owed)
             return &table->entries[i];
     return NULL;
 }

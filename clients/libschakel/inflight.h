@@ -20,7 +20,11 @@ typedef struct inflight_entry {
     size_t frame_len;
     size_t n_items;
     Schakel__Frame *answer; /* Accepted or Rejected once it came, owned; else NULL */
-    int resend_owed;        /* a reconnect's resend could not be queued yet */
+    int resend_owed;        /* to be sent again (after a reconnect), not sent yet */
+    /* Sent while a connection was up: it may be lost with that connection
+     * (sent again at the next handshake). One sent while none was is held
+     * in the socket's queue and goes out once the next connection is up. */
+    int sent_connected;
     uint64_t order;         /* when it was (last) sent, among the client's requests */
 } inflight_entry_t;
 
@@ -33,7 +37,8 @@ typedef struct inflight {
 /* The entry with this message id, or NULL. */
 inflight_entry_t *inflight_find(inflight_t *table, const uint8_t *id);
 
-/* The oldest entry still without an answer, or NULL. */
+/* The oldest entry still without an answer and not waiting to be sent
+ * again (so on the wire, owed an answer), or NULL. */
 inflight_entry_t *inflight_oldest_unanswered(inflight_t *table);
 
 /* The oldest entry with an answer, or NULL. */

@@ -110,7 +110,9 @@ typedef struct schakel_item_result {
  * Retrying with the same message_id after a timeout is safe. A signal that
  * encodes to more than 32 KiB, or a batch that does not fit in one frame
  * (256 KiB less 33 bytes of CurveZMQ framing), is refused with
- * SCHAKEL_ERR_USAGE before anything is sent. */
+ * SCHAKEL_ERR_USAGE before anything is sent; so is a publish while
+ * SCHAKEL_MAX_IN_FLIGHT publishes are in flight, or while one with this
+ * message id is (schakel_publish_send, below). */
 schakel_status_t schakel_publish(schakel_client_t *client, const char *sender,
                                  const schakel_signal_t *signals, size_t n,
                                  const uint8_t *message_id, uint8_t id_out[16],
@@ -139,12 +141,16 @@ typedef struct schakel_publish_answer {
 } schakel_publish_answer_t;
 
 /* Sign and send one publish like schakel_publish, without waiting for its
- * answer. Returns SCHAKEL_OK once it is handed to the connection;
- * SCHAKEL_ERR_USAGE (nothing sent) for the arguments schakel_publish
- * refuses, when SCHAKEL_MAX_IN_FLIGHT publishes are in flight, or when a
- * publish with this message id is in flight; SCHAKEL_ERR_NOMEM, or
- * SCHAKEL_ERR_TIMEOUT when the send queue to an unreachable broker is full
- * (nothing in flight then). */
+ * answer. Returns SCHAKEL_OK once it is handed to the connection (or, when
+ * publishes to be sent again after a reconnect could not go yet, queued
+ * behind them: it never overtakes them); SCHAKEL_ERR_USAGE (nothing sent)
+ * for the arguments schakel_publish refuses, when SCHAKEL_MAX_IN_FLIGHT
+ * publishes are in flight, or when a publish with this message id is in
+ * flight; SCHAKEL_ERR_NOMEM, SCHAKEL_ERR_TIMEOUT when the send queue to an
+ * unreachable broker is full, SCHAKEL_ERR_CONNECT or SCHAKEL_ERR_INTERNAL
+ * when the connection could not be made again (nothing in flight then). A
+ * publish sent while the broker is away waits in the connection's queue
+ * and goes out once, when it is back. */
 schakel_status_t schakel_publish_send(schakel_client_t *client, const char *sender,
                                       const schakel_signal_t *signals, size_t n,
                                       const uint8_t *message_id, uint8_t id_out[16]);

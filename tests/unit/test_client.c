@@ -3370,6 +3370,61 @@ static void test_inflight_survives_restart(void **state)
         assert_memory_equal(seen_ids[i], ids[expected_log[i]], 16);
 }
 
+/* Publishes sent while the broker is away wait in the socket's queue and
+ * go out once it is back: each reaches it once (not a second time as a
+ * resend, whose stale answer a later publish under the same id would
+ * take), and each is answered. */
+static void test_inflight_sent_while_broker_away(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_publish_answer_t answer;
+    uint8_t ids[2][16];
+    char endpoint[sizeof fake.endpoint];
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    /* until the client has seen the connection drop (bounded) */
+    int noticed = 0;
+    for (int i = 0; i < 50 && !noticed; i++) {
+        assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, 100), SCHAKEL_ERR_TIMEOUT);
+        noticed = strstr(schakel_last_error(client)->text, "not connected") != NULL;
+    }
+    assert_true(noticed);
+    for (unsigned k = 0; k < 2; k++)
+        inflight_send(client, k + 1, k + 1, ids[k]);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    for (unsigned k = 0; k < 2; k++) {
+        inflight_wait(client, NULL, &answer, 3 * WAIT_MS);
+        check_accepted(&answer, ids[k], k + 1, 0);
+    }
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    uint8_t seen[4][16];
+    assert_int_equal(fake_id_log_snapshot(seen, 4), 2);
+    for (unsigned k = 0; k < 2; k++)
+        assert_memory_equal(seen[k], ids[k], 16);
+}
+
+/* A publish forgotten before its answer came is still owed one: a refusal
+ * naming no id that answers it is not taken for the next publish's. */
+static void test_inflight_forgotten_then_refusal_without_id(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {FAKE_WHOLE_REJECT, FAKE_ACCEPT};
+    schakel_publish_answer_t answer;
+    uint8_t ids[2][16];
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 2);
+    inflight_send(client, 1, 1, ids[0]);
+    assert_int_equal(schakel_publish_forget(client, ids[0]), SCHAKEL_OK);
+    inflight_send(client, 2, 2, ids[1]);
+    inflight_wait(client, ids[1], &answer, WAIT_MS);
+    check_accepted(&answer, ids[1], 2, 0);
+}
+
 /* A query the caller gave up on (timeout) is refused late, with a
  * Rejected that names no message id, just before the answer to a publish
  * sent after it. Answers come in order (docs/PROTOCOL.md 4.5: such a
@@ -3482,6 +3537,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_mixed_calls, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_survives_restart, client_setup,
                                         client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_sent_while_broker_away, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_forgotten_then_refusal_without_id,
+                                        client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_late_refusal_of_a_query, client_setup,
                                         client_teardown),
     };
