@@ -346,7 +346,8 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                              &s->wal_syncs);
     metrics_render_durations(f, "schakel_loop_turn_seconds",
                              "Each loop turn that wrote to the store, from its first frame to "
-                             "its commit and pushes (a WAL fsync made in the loop included).",
+                             "its commit, pushes, checkpoint and housekeeping (a WAL fsync made "
+                             "in the loop included).",
                              &s->turns);
     if (fclose(f) != 0) {
         free(text);

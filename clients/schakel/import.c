@@ -327,6 +327,9 @@ static void import_loop(import_run_t *run, const import_options_t *o, import_rea
         }
     }
     if (rc < 0) {
+        /* what was sent before the file failed is finished and journalled */
+        if (import_finish_until(run, pipe, 0) != 0)
+            return;
         import_progress_clear(&run->progress);
         cli_say("import: %s: %s", o->file, err);
         run->stop_status = CLI_EXIT_FAILURE;

@@ -248,6 +248,7 @@ typedef struct import_run {
     import_progress_t progress;
     int timeout_ms;
     unsigned in_flight; /* publishes sent ahead of their answers (--in-flight) */
+    int64_t settle_deadline_ms; /* a stopped run takes answers until then (0: not yet) */
     uint64_t accepted;  /* new this run */
     uint64_t already;  /* accepted before: journal and duplicate answers */
     uint64_t batches_done;
@@ -276,7 +277,8 @@ int import_send_launch(import_run_t *run, import_batch_t *batch);
 int import_send_finish(import_run_t *run, import_batch_t *batch);
 
 /* The run stopped: take the answers of the batch's publishes still in
- * flight (waiting up to --timeout each, sending nothing again), count the
+ * flight (all of them within one --timeout from the first call, sending
+ * nothing again), count the
  * accepted lines in the summary without journalling them (an earlier
  * batch is not done; a rerun finds them accepted already), and free the
  * batch's items. */

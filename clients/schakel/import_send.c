@@ -200,15 +200,27 @@ static void import_item_free(import_item_t *item)
     memset(item, 0, sizeof *item);
 }
 
+static int64_t import_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void import_send_settle(import_run_t *run, import_batch_t *batch)
 {
     schakel_publish_answer_t answer;
+    /* one --timeout for all the answers a stopped run still takes */
+    if (run->settle_deadline_ms == 0)
+        run->settle_deadline_ms = import_now_ms() + run->timeout_ms;
     for (size_t p = 0; p < batch->n_publishes; p++) {
         import_publish_t *pub = &batch->publishes[p];
         if (!pub->in_flight)
             continue;
         pub->in_flight = 0;
-        if (schakel_publish_wait(run->client, pub->id, &answer, run->timeout_ms) != SCHAKEL_OK) {
+        int64_t left = run->settle_deadline_ms - import_now_ms();
+        if (schakel_publish_wait(run->client, pub->id, &answer, left > 0 ? (int)left : 0) !=
+            SCHAKEL_OK) {
             (void)schakel_publish_forget(run->client, pub->id);
             continue;
         }
