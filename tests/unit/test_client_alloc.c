@@ -22,10 +22,9 @@
  * build's LeakSanitizer checks the same at exit). A fake broker runs in its
  * own thread; its allocations are never failed or counted.
  */
-#define _GNU_SOURCE /* memmem, malloc_usable_size */
+#define _GNU_SOURCE /* memmem */
 
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -114,12 +113,67 @@ static void track_remove(void *block)
     }
 }
 
+/* While watched_text is set, every block the test thread allocates is
+ * zeroed (so that no byte of it is undefined to a memory checker: malloc's
+ * contents are unspecified anyway), remembered with its size, and searched
+ * for that text when it is freed: what the broker sent must be wiped
+ * before its memory goes back. */
+#define WATCH_SLOTS 4096u
+static const char *watched_text;
+static size_t watched_hits;
+static struct {
+    void *block;
+    size_t size;
+} watched[WATCH_SLOTS];
+static size_t n_watched;
+static int watch_overflow;
+
+/* Watch a block whose first `kept` bytes hold data (0: a new block). */
+static void watch_on_alloc(void *block, size_t size, size_t kept)
+{
+    if (block == NULL || watched_text == NULL || !in_test_thread)
+        return;
+    if (n_watched == WATCH_SLOTS) {
+        watch_overflow = 1;
+        return;
+    }
+    if (size > kept)
+        memset((char *)block + kept, 0, size - kept);
+    watched[n_watched].block = block;
+    watched[n_watched++].size = size;
+}
+
+/* Drop the block's record; with scan, search it first (it is still ours).
+ * Returns its size plus one if the block was watched, else 0. */
+static size_t watch_drop(void *block, int scan)
+{
+    if (block == NULL || !in_test_thread)
+        return 0;
+    for (size_t i = n_watched; i-- > 0;) {
+        if (watched[i].block != block)
+            continue;
+        size_t size = watched[i].size;
+        if (scan && watched_text != NULL &&
+            memmem(block, size, watched_text, strlen(watched_text)) != NULL)
+            watched_hits++;
+        watched[i] = watched[--n_watched];
+        return size + 1;
+    }
+    return 0;
+}
+
+static void watch_on_free(void *block)
+{
+    (void)watch_drop(block, 1);
+}
+
 void *__wrap_malloc(size_t size)
 {
     if (alloc_should_fail())
         return NULL;
     void *block = __real_malloc(size);
     track_add(block);
+    watch_on_alloc(block, size, 0);
     return block;
 }
 
@@ -129,6 +183,7 @@ void *__wrap_calloc(size_t count, size_t size)
         return NULL;
     void *block = __real_calloc(count, size);
     track_add(block);
+    watch_on_alloc(block, count * size, count * size); /* zeroed; calloc checked the product */
     return block;
 }
 
@@ -140,6 +195,12 @@ void *__wrap_realloc(void *block, size_t size)
     if (moved != NULL) {
         track_remove(block);
         track_add(moved);
+        /* its bytes are `moved` now: watched (the new tail zeroed) if
+         * they were, or if this is a new block */
+        size_t was = watch_drop(block, 0); /* its size + 1, or 0 */
+        size_t kept = was == 0 ? 0 : was - 1 < size ? was - 1 : size;
+        if (block == NULL || was > 0)
+            watch_on_alloc(moved, size, kept);
     }
     return moved;
 }
@@ -153,17 +214,9 @@ char *__wrap_strdup(const char *text)
     return copy;
 }
 
-/* While set, every block the test thread frees is searched for this text
- * (the whole block, as malloc sized it): what the broker sent must be
- * wiped before its memory goes back. */
-static const char *watched_text;
-static size_t watched_hits;
-
 void __wrap_free(void *block)
 {
-    if (block != NULL && watched_text != NULL && in_test_thread &&
-        memmem(block, malloc_usable_size(block), watched_text, strlen(watched_text)) != NULL)
-        watched_hits++;
+    watch_on_free(block);
     track_remove(block);
     __real_free(block);
 }
@@ -869,6 +922,8 @@ static void test_received_text_wiped(void **state)
         fake_owe_delivery();
         assert_int_equal(connect_client(&run.client, NULL), SCHAKEL_OK);
         watched_hits = 0;
+        n_watched = 0;
+        watch_overflow = 0;
         watched_text = rows[i].text;
         assert_int_equal(op_receive_ack(&run), SCHAKEL_OK);
         assert_non_null(run.delivery);
@@ -876,6 +931,7 @@ static void test_received_text_wiped(void **state)
         watched_text = NULL;
         check_delivery_acked(&run);
         schakel_close(&run.client);
+        assert_false(watch_overflow);
         if (watched_hits != 0)
             fail_msg("%zu freed blocks still held \"%s\"", watched_hits, rows[i].text);
     }
