@@ -55,6 +55,10 @@
 #define CLIENT_FIFO_CAPACITY (2u * SCHAKEL_MAX_WINDOW)
 /* Requests given up on that are remembered until their answer comes. */
 #define CLIENT_GAVE_UP_MAX 16u
+/* Heartbeats sent and not yet answered that the client keeps the order of;
+ * beyond it the oldest is forgotten (its answer then ends the next one's
+ * wait a little early, which only refreshes the backlog sooner). */
+#define CLIENT_HEARTBEATS_MAX 16u
 
 typedef struct client_gave_up {
     uint64_t order;     /* when it was sent (client->requests_sent) */
@@ -83,7 +87,11 @@ struct schakel_client {
     int tcp_connects;       /* TCP connections made (for error texts) */
     int handshake_failures; /* connections closed during a handshake */
     int drops;              /* connections lost after they were up (for error texts) */
-    unsigned heartbeats_pending;
+    /* Heartbeats sent and not yet answered, oldest first: when each was
+     * sent (requests_sent). Answers come in order, and a refusal naming no
+     * id may be a Heartbeat's (a revoked principal, too many connections). */
+    uint64_t heartbeat_orders[CLIENT_HEARTBEATS_MAX];
+    size_t heartbeats_pending;
     int64_t last_send_ms;
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
     inflight_t flight;      /* publishes sent, answer not yet handed out */
@@ -284,9 +292,15 @@ static schakel_status_t client_send_heartbeat(schakel_client_t *client)
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
     schakel_status_t status = client_send(client, &frame, "Heartbeat");
-    if (status == SCHAKEL_OK)
-        client->heartbeats_pending++;
-    return status;
+    if (status != SCHAKEL_OK)
+        return status;
+    if (client->heartbeats_pending == CLIENT_HEARTBEATS_MAX) {
+        memmove(&client->heartbeat_orders[0], &client->heartbeat_orders[1],
+                (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeat_orders[0]);
+        client->heartbeats_pending--;
+    }
+    client->heartbeat_orders[client->heartbeats_pending++] = ++client->requests_sent;
+    return SCHAKEL_OK;
 }
 
 static schakel_status_t client_send_flow(schakel_client_t *client)
@@ -323,6 +337,18 @@ static void client_settle_before(schakel_client_t *client, uint64_t order)
         if (client->gave_up[i].order >= order)
             client->gave_up[keep++] = client->gave_up[i];
     client->n_gave_up = keep;
+}
+
+/* The oldest Heartbeat still owed an answer got one (a Heartbeat or a
+ * refusal naming no id): requests given up on before it were answered too. */
+static void client_heartbeat_answered(schakel_client_t *client)
+{
+    if (client->heartbeats_pending == 0)
+        return; /* one forgotten (CLIENT_HEARTBEATS_MAX) or sent before a reconnect */
+    client_settle_before(client, client->heartbeat_orders[0]);
+    client->heartbeats_pending--;
+    memmove(&client->heartbeat_orders[0], &client->heartbeat_orders[1],
+            client->heartbeats_pending * sizeof client->heartbeat_orders[0]);
 }
 
 /* An answer to a request given up on came: a CaseView (query) or an
@@ -560,8 +586,7 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
     snprintf(client->role, sizeof client->role, "%s", role);
     if (heartbeat->has_backlog)
         client->backlog = heartbeat->backlog;
-    if (client->heartbeats_pending > 0)
-        client->heartbeats_pending--;
+    client_heartbeat_answered(client);
     if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
         client_wait_finish(wait, SCHAKEL_OK);
 }
@@ -619,24 +644,34 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
     }
-    /* Refused as a whole frame (not parseable as the request it was), or a
-     * refused CaseQuery: it answers the oldest request still owed an answer,
-     * since requests are answered in order: a query given up on, a publish
-     * in flight, or what we are waiting for. */
+    /* Refused as a whole frame (not parseable as the request it was, or
+     * from a principal refused every frame), or a refused CaseQuery: it
+     * answers the oldest request still owed an answer, since requests are
+     * answered in order: a query given up on, a publish in flight, a
+     * Heartbeat, or what we are waiting for. (A Flow has no answer to keep
+     * the order of; it is refused only where every frame of the connection
+     * is, so the request its refusal lands on is refused for that reason.) */
     inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
     uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0].order : UINT64_MAX;
     uint64_t publish = oldest != NULL ? oldest->order : UINT64_MAX;
+    uint64_t heartbeat = client->heartbeats_pending > 0 ? client->heartbeat_orders[0] : UINT64_MAX;
     int asking = wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW;
     uint64_t asked = asking ? wait->order : UINT64_MAX;
-    if (gave_up < publish && gave_up < asked) {
+    if (gave_up < publish && gave_up < asked && gave_up < heartbeat) {
         client_settle_before(client, gave_up + 1); /* the late answer of one given up on */
         return 0;
     }
-    if (oldest != NULL && publish < asked) {
+    if (oldest != NULL && publish < asked && publish < heartbeat) {
         client_flight_store(client, oldest, frame, wait);
         return 1;
     }
     client_error_rejected(&client->last_error, rejected, NULL);
+    if (heartbeat < asked) {
+        client_heartbeat_answered(client);
+        if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
+            client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
+        return 0;
+    }
     if (asking) {
         client_settle_before(client, wait->order);
         wait->answer = frame;

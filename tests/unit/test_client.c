@@ -95,6 +95,7 @@ typedef struct fake_held {
 enum fake_heartbeat_mode {
     FAKE_HEARTBEAT_ANSWER,
     FAKE_HEARTBEAT_HOLD,
+    FAKE_HEARTBEAT_REFUSE, /* every held question and this one refused, naming no id */
 };
 
 /* How the fake answers a Flow: not at all, or with one Deliver, well-formed
@@ -190,6 +191,7 @@ typedef struct fake_broker {
     uint64_t unacked;
     enum fake_heartbeat_mode heartbeat_mode;
     int heartbeats_held;
+    int refuse_held_heartbeats; /* a Publish first refuses them (no id), in order */
     int quiet_acks;       /* refuse no ack (for bulk acks of made-up seqs) */
     int ack_frames;       /* Ack frames received */
     size_t ack_frame_max; /* most seqs in one of them */
@@ -921,6 +923,13 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
     static const uint8_t other_id[16] = {0x55};
     enum fake_publish_mode mode = fake_check_publish(fake, publish);
     const uint8_t *id = publish->message_id.data;
+    pthread_mutex_lock(&fake->lock);
+    int refusals = fake->refuse_held_heartbeats ? fake->heartbeats_held : 0;
+    fake->heartbeats_held -= refusals;
+    pthread_mutex_unlock(&fake->lock);
+    for (int i = 0; i < refusals; i++) /* the Heartbeats came first: their answers do too */
+        fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__NOT_PERMITTED,
+                           "heartbeat refused");
     switch (mode) {
     case FAKE_ACCEPT:
     case FAKE_ACCEPT_DUPLICATE:
@@ -978,7 +987,8 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     heartbeat.has_backlog = 1;
     heartbeat.backlog = fake->unacked;
     int answers = 0;
-    if (fake->heartbeat_mode == FAKE_HEARTBEAT_HOLD) {
+    enum fake_heartbeat_mode mode = fake->heartbeat_mode;
+    if (mode == FAKE_HEARTBEAT_HOLD) {
         fake->heartbeats_held++;
     } else {
         answers = fake->heartbeats_held + 1;
@@ -990,8 +1000,13 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     heartbeat.role = ROLE;
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
-    for (int i = 0; i < answers; i++)
-        fake_send_frame(fake, routing, &frame);
+    for (int i = 0; i < answers; i++) {
+        if (mode == FAKE_HEARTBEAT_REFUSE)
+            fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__NOT_PERMITTED,
+                               "heartbeat refused");
+        else
+            fake_send_frame(fake, routing, &frame);
+    }
 }
 
 static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Ack *ack)
@@ -1165,6 +1180,7 @@ static void fake_reset(fake_broker_t *fake)
     fake->unacked = 0;
     fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
     fake->heartbeats_held = 0;
+    fake->refuse_held_heartbeats = 0;
     fake->quiet_acks = 0;
     fake->ack_frames = 0;
     fake->ack_frame_max = 0;
@@ -3259,6 +3275,56 @@ static void test_inflight_forget(void **state)
     assert_int_equal(fake_publishes_snapshot(NULL), 4);
 }
 
+/* A Heartbeat given up on (whoami timed out) is refused, naming no id,
+ * after publishes were sent: answers come in order, so the refusal is the
+ * Heartbeat's, and each publish gets its own Accepted, in flight or not. */
+static void test_heartbeat_refusal_is_not_a_publish(void **state)
+{
+    schakel_client_t *client = *state;
+    uint8_t id[16];
+    schakel_publish_answer_t answer;
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_HOLD;
+    fake.refuse_held_heartbeats = 1;
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, SHORT_TIMEOUT_MS / 4),
+                         SCHAKEL_ERR_TIMEOUT);
+        if (round == 0) {
+            inflight_send(client, 1, 2, id);
+            inflight_wait(client, id, &answer, WAIT_MS);
+            check_accepted(&answer, id, 2, 0);
+        } else {
+            schakel_item_result_t results[1];
+            int duplicate = -1;
+            inflight_id(id, 2);
+            assert_int_equal(schakel_publish(client, NULL, inflight_signals(), 1, id, NULL, results,
+                                             &duplicate, WAIT_MS),
+                             SCHAKEL_OK);
+            assert_int_equal(duplicate, 0);
+            assert_int_equal(results[0].seq, fake_seq_base(id));
+        }
+        pthread_mutex_lock(&fake.lock);
+        assert_int_equal(fake.heartbeats_held, 0); /* it was refused, before the Accepted */
+        pthread_mutex_unlock(&fake.lock);
+    }
+    assert_int_equal(schakel_publishes_in_flight(client), 0);
+    /* refused Heartbeats: the one given up on first, then the awaited one,
+     * which ends the wait as refused */
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, SHORT_TIMEOUT_MS / 4),
+                     SCHAKEL_ERR_TIMEOUT);
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_REFUSE;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_ERR_REFUSED);
+    assert_int_equal(schakel_last_error(client)->reason, SCHAKEL__REASON__NOT_PERMITTED);
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
 /* Other calls read the socket while publishes are in flight: the answers
  * they meet are kept for schakel_publish_wait, the deliveries for
  * schakel_receive, and each call gets its own answer. */
@@ -3534,6 +3600,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_usage, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_timeout, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_forget, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_refusal_is_not_a_publish, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_mixed_calls, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_survives_restart, client_setup,
                                         client_teardown),
