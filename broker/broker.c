@@ -812,6 +812,7 @@ static int commit_turn(broker_t *b)
      * decisions in zap_flush, operator actions) belong to it and make it a
      * synced one (record.c). */
     b->turn_acks_only = 1;
+    b->last_turn_rolled_back = !committed;
     if (!committed)
         sessions_restart_receivers(b->sessions);
     deliver_kept_settle(b->kept, committed); /* the turn's kept items: usable, or wiped */
@@ -919,6 +920,11 @@ int broker_run(broker_t *b)
         /* woken for the watchdog, and when a kept item is due to be wiped */
         int wait_ms =
             deliver_kept_wait_ms(b->kept, monotonic_ms(), metrics_poll_timeout_ms(b, 1000));
+        /* More expired, or deliveries to revoke: the next turn comes at
+         * once, unless the last one failed (a store that fails is tried
+         * again at the usual pace, not in a busy loop). */
+        if ((b->expiry_due || b->n_revocations > 0) && !b->last_turn_rolled_back)
+            wait_ms = 0;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
             if (zmq_errno() == EINTR)
                 continue;

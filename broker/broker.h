@@ -88,6 +88,7 @@ typedef struct broker {
      * yet: they wait (UINT64_MAX when every commit is synced). */
     uint64_t push_limit_seq;
     int turn_failed; /* a store write failed: roll the turn back, commit nothing */
+    int last_turn_rolled_back; /* the turn before this one committed nothing it wrote */
     /* Nothing but Ack, Flow and Heartbeat frames this turn: its writes (acks)
      * claim nothing to anyone, so it commits without an fsync
      * (store_commit_unsynced); the next synced commit covers it. */
@@ -100,7 +101,7 @@ typedef struct broker {
     uint32_t publish_rate;        /* publishes per second per principal */
     uint32_t max_connections;     /* sessions per principal */
     uint32_t max_window;          /* a larger Flow.window is clamped to this */
-    int expiry_due;               /* the last sweep hit its limit: sweep again next turn */
+    int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
     size_t n_revocations;
     size_t expired_since_checkpoint;

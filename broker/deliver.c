@@ -554,6 +554,18 @@ static int push_one(const store_delivery_t *d, void *arg)
         st->held = 1; /* committed, not on disk yet: pushed once its sync returns */
         return 1;
     }
+    if (d->expires_at <= b->now_s) {
+        /* Its retention ended before the sweep reached it (a broker that
+         * was down, a backlog the sweep takes a batch per turn): never
+         * sent. It counts in the window as if sent, so that the sweep's
+         * expiry (on_expired) gives the slot back; due now, so the loop
+         * sweeps next turn. */
+        b->expiry_due = 1;
+        r->cursor = d->seq;
+        if (r->inflight++ == 0)
+            r->progress_ms = b->now_ms;
+        return 0;
+    }
     if (!still_allowed(b, d, r->principal)) {
         if (b->n_revocations == SCHAKEL_REVOKE_BATCH) {
             st->stop_errno = EAGAIN; /* the next turn removes these first */
