@@ -421,6 +421,20 @@ static int verify_entry(const store_audit_entry_t *e, void *arg)
         if (verify_checkpoint(st, &st->cps[st->next_cp++], recomputed) != 0)
             return 1;
     }
+    /* The broker signs a checkpoint in the transaction of every
+     * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES-th entry after the last one (and
+     * more often by time): a longer stretch means checkpoints were removed,
+     * and with them what would show a rewritten chain. */
+    if (e->seq - st->report->last_checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES) {
+        verify_broken(st, e->seq,
+                      "entry %llu is %llu entries after the last checkpoint (seq %llu), but the "
+                      "broker signs one at least every %u entries: checkpoints were removed",
+                      (unsigned long long)e->seq,
+                      (unsigned long long)(e->seq - st->report->last_checkpoint_seq),
+                      (unsigned long long)st->report->last_checkpoint_seq,
+                      (unsigned)SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+        return 1;
+    }
     memcpy(st->prev, recomputed, STORE_AUDIT_HASH_BYTES);
     st->expected = e->seq + 1;
     st->report->entries++;
@@ -509,6 +523,16 @@ static int verify_end(store_t *store, verify_state_t *st)
                       "%llu on were removed",
                       (unsigned long long)st->anchor->seq, (unsigned long long)last,
                       (unsigned long long)last + 1);
+    if (!st->report->intact)
+        return 0;
+    uint64_t off_chain = 0;
+    if (store_audit_off_chain(store, &off_chain) != 0)
+        return -1;
+    if (off_chain > 0)
+        verify_broken(st, last + 1,
+                      "the file holds %llu audit row(s) outside the chain (seq below 1): the "
+                      "broker writes none, so they were put there by other means",
+                      (unsigned long long)off_chain);
     return 0;
 }
 

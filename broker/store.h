@@ -777,6 +777,9 @@ int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn
  * entry up to up_to_seq (a full walk of the index), 0 when the store
  * predates it (schema < 6; lookups then find nothing), -1 on error. */
 int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq);
+/* Rows of the audit table outside the chain (seq below 1: the broker never
+ * writes one; the exports leave them out). 0 with *count, or -1. */
+int store_audit_off_chain(store_t *store, uint64_t *count);
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
 /* A row of audit_acks naming an entry after after_seq that does not exist
  * (written outside the broker: it would make the ack of that delivery fail

@@ -86,11 +86,13 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
         "INSERT INTO audit_checkpoints (" AUDIT_CHECKPOINT_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5)",
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index serves it. */
+    /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index
+     * serves it. Only entries of the chain (seq from 1): a row below it was
+     * put in the file, not by the broker (audit_verify names it). */
     [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE subject_tag = ?1"
-                                " ORDER BY seq",
+                                " AND seq > 0 ORDER BY seq",
     [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit"
-                                 " WHERE delivery_seq = ?1 ORDER BY seq",
+                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
     [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
                                    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
     [AUDIT_STMT_ACKED_ADD] = "INSERT INTO audit_acks (delivery_seq, audit_seq) VALUES (?1, ?2)",
@@ -110,9 +112,9 @@ static const char *const audit_sql_before_acks[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
     [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
-                                " WHERE subject_tag = ?1 ORDER BY seq",
+                                " WHERE subject_tag = ?1 AND seq > 0 ORDER BY seq",
     [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
-                                 " WHERE delivery_seq = ?1 ORDER BY seq",
+                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
 };
 
 /* The entry scans for a store of schema 6 (offline readers only). */
@@ -120,9 +122,9 @@ static const char *const audit_sql_before_queued[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
     [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
-                                " WHERE subject_tag = ?1 ORDER BY seq",
+                                " WHERE subject_tag = ?1 AND seq > 0 ORDER BY seq",
     [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
-                                 " WHERE delivery_seq = ?1 ORDER BY seq",
+                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
     [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq ="
                               " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
 };
@@ -979,6 +981,17 @@ int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *au
     }
     store_stmt_finish(stmt);
     return found;
+}
+
+/* Cost: one descent of the table's b-tree (rowids below 1 come first). */
+int store_audit_off_chain(store_t *store, uint64_t *count)
+{
+    int64_t n = 0;
+    if (store_enter(store, "audit off-chain count") != 0 || count == NULL ||
+        store_query_int64(store, "SELECT count(*) FROM audit WHERE seq < 1", &n) != 0)
+        return -1;
+    *count = (uint64_t)n;
+    return 0;
 }
 
 /* Cost: a walk of audit_acks (it has no index on audit_seq: only

@@ -712,6 +712,10 @@ enum tamper {
     T_TAIL_CUT_ANCHORED,
     T_HASH_SHORT,
     T_TEXT_AS_BLOB,
+    T_CHECKPOINTS_DELETED_REWRITTEN,
+    T_CHECKPOINTS_DELETED_ENTRY_REMOVED,
+    T_LAST_CHECKPOINT_DELETED,
+    T_ENTRY_OFF_CHAIN,
 };
 
 typedef struct rehash_state {
@@ -836,9 +840,31 @@ static void tamper(const char *path, enum tamper t)
     case T_TEXT_AS_BLOB:
         store_fixture_db_exec(db, "UPDATE audit SET detail = x'41004243' WHERE seq = 1502");
         break;
+    case T_CHECKPOINTS_DELETED_REWRITTEN:
+        store_fixture_db_exec(db, "DELETE FROM audit_checkpoints;"
+                                  "UPDATE audit SET detail = 'forged' WHERE seq = 1502");
+        rehash_from(path, db, 1502, TRAIL_ENTRIES);
+        break;
+    case T_CHECKPOINTS_DELETED_ENTRY_REMOVED:
+        store_fixture_db_exec(db,
+                              "DELETE FROM audit_checkpoints; DELETE FROM audit WHERE seq = 1500;"
+                              "UPDATE audit SET seq = seq - 1 WHERE seq > 1500");
+        rehash_from(path, db, 1500, TRAIL_ENTRIES - 1);
+        break;
+    case T_LAST_CHECKPOINT_DELETED:
+        store_fixture_db_exec(db, "DELETE FROM audit_checkpoints WHERE seq = 2000");
+        break;
+    case T_ENTRY_OFF_CHAIN: /* a forged entry for a real subject, outside the chain */
+        store_fixture_db_exec(db,
+                              "INSERT INTO audit (seq, at, event, actor, recipient, subject_tag,"
+                              " hash) SELECT 0, at, event, actor, 'woco-forged/meldingen',"
+                              " subject_tag, zeroblob(32) FROM audit WHERE seq = 1500");
+        break;
     }
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
+
+static void export_of(store_t *store, const char *subject, char **json);
 
 static void test_verify_names_the_first_broken_place(void **state)
 {
@@ -867,6 +893,10 @@ static void test_verify_names_the_first_broken_place(void **state)
         {T_TAIL_CUT_ANCHORED, 2201, "the anchor names entry 2500", 2200},
         {T_HASH_SHORT, 1500, "entry 1500 is damaged", 1499},
         {T_TEXT_AS_BLOB, 1502, "entry 1502 is damaged", 1501},
+        {T_CHECKPOINTS_DELETED_REWRITTEN, 1000, "checkpoints were removed", 999},
+        {T_CHECKPOINTS_DELETED_ENTRY_REMOVED, 1000, "checkpoints were removed", 999},
+        {T_LAST_CHECKPOINT_DELETED, 2000, "after the last checkpoint (seq 1000)", 1999},
+        {T_ENTRY_OFF_CHAIN, TRAIL_ENTRIES + 1, "1 audit row(s) outside the chain", TRAIL_ENTRIES},
     };
     const keypair_t *keys[] = {broker_key};
     audit_anchor_t anchor = {.seq = TRAIL_ENTRIES};
@@ -892,6 +922,15 @@ static void test_verify_names_the_first_broken_place(void **state)
         if (r.entries != rows[i].entries)
             fail_msg("row %zu: %llu entries verified, expected %llu", i,
                      (unsigned long long)r.entries, (unsigned long long)rows[i].entries);
+        if (rows[i].t == T_ENTRY_OFF_CHAIN) { /* nor does the export show it */
+            store_t *reader = store_fixture_open_reader(path, store_key);
+            char *json = NULL;
+            export_of(reader, SUBJECT_A, &json);
+            assert_non_null(strstr(json, "\"recipient\":\"om/parket\""));
+            assert_null(strstr(json, "woco-forged"));
+            free(json);
+            store_close(&reader);
+        }
         unlink(path);
     }
 }
