@@ -27,6 +27,16 @@
 #include "record.h"
 
 /* One command being carried out. */
+/* A withdrawn delivery as the store told it, copied for its audit entry
+ * (the store's strings end with its callback). */
+typedef struct case_drop {
+    uint64_t seq, item_seq;
+    int64_t expires_at;
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} case_drop_t;
+
 typedef struct case_cmd {
     broker_t *b;
     const session_t *session;
@@ -57,10 +67,14 @@ typedef struct case_cmd {
     uint64_t event_seq;
     int64_t expires_at;
     size_t queued, dropped;
+    case_drop_t *drops; /* the deliveries a leave or removal withdrew, to record */
+    size_t n_drops, cap_drops;
+    int drops_lost; /* one could not be kept (out of memory): the turn fails */
 } case_cmd_t;
 
 static void case_cmd_free(case_cmd_t *x)
 {
+    free(x->drops);
     case_members_free(&x->members);
     if (x->linked != NULL)
         schakel__signal__free_unpacked(x->linked, wire_wiped_allocator());
@@ -612,7 +626,8 @@ static long case_queue_history(case_cmd_t *x, const char *joiner_id, uint64_t jo
 }
 
 /* An expired-or-dropped delivery in flight will never be acked: free its
- * slot in the receiver's window. */
+ * slot in the receiver's window. The delivery is kept for its audit entry,
+ * written once the store call has returned (a callback must not write). */
 static void case_on_dropped(const store_expired_t *e, void *arg)
 {
     case_cmd_t *x = arg;
@@ -622,18 +637,56 @@ static void case_on_dropped(const store_expired_t *e, void *arg)
         r->dirty = 1;
     }
     x->dropped++;
+    if (x->n_drops == x->cap_drops) {
+        size_t cap = x->cap_drops ? 2 * x->cap_drops : 16;
+        case_drop_t *grown = realloc(x->drops, cap * sizeof *grown);
+        if (grown == NULL) {
+            x->drops_lost = 1;
+            return;
+        }
+        x->drops = grown;
+        x->cap_drops = cap;
+    }
+    case_drop_t *d = &x->drops[x->n_drops++];
+    d->seq = e->seq;
+    d->item_seq = e->item_seq;
+    d->expires_at = e->expires_at;
+    snprintf(d->recipient, sizeof d->recipient, "%s", e->recipient);
+    snprintf(d->rule_id, sizeof d->rule_id, "%s", e->rule_id);
+    snprintf(d->rule_hash, sizeof d->rule_hash, "%s", e->rule_hash);
 }
 
 /* A partner left or was removed: what waits for any of its principals goes
  * now, also for principals the policy in force does not list (one removed
- * and later re-added must not find the case's events waiting). */
+ * and later re-added must not find the case's events waiting). Each
+ * withdrawn delivery gets its own "delivery.revoked" entry, as one the
+ * policy no longer allows, so the trail ends every delivery it queued. */
 static int case_drop_partner(case_cmd_t *x, const char *partner_id)
 {
     broker_t *b = x->b;
-    return store_case_drop_deliveries_at(b->store, x->case_id, partner_id, b->now_s,
-                                         case_on_dropped, x) < 0
-               ? -1
-               : 0;
+    x->n_drops = 0;
+    if (store_case_drop_deliveries_at(b->store, x->case_id, partner_id, b->now_s, case_on_dropped,
+                                      x) < 0)
+        return -1;
+    if (x->drops_lost) {
+        broker_fail_turn(b);
+        return -1;
+    }
+    char why[96];
+    snprintf(why, sizeof why, "partner %s %s case %s", partner_id,
+             x->command == CASE_CMD_LEAVE ? "left" : "was removed from", x->case_id);
+    for (size_t i = 0; i < x->n_drops; i++) {
+        const case_drop_t *d = &x->drops[i];
+        store_expired_t e = {.seq = d->seq,
+                             .recipient = d->recipient,
+                             .item_seq = d->item_seq,
+                             .rule_id = d->rule_id,
+                             .rule_hash = d->rule_hash,
+                             .expires_at = d->expires_at};
+        if (record_withdrawn(b, &e, why) != 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ storing */

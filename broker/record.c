@@ -757,7 +757,11 @@ int record_expired(broker_t *b, const store_expired_t *x)
 
 int record_revoked(broker_t *b, const store_expired_t *x)
 {
-    static const char why[] = "the policy in force no longer allows it";
+    return record_withdrawn(b, x, "the policy in force no longer allows it");
+}
+
+int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why)
+{
     char seq_s[24];
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);

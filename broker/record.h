@@ -94,6 +94,11 @@ int record_expired(struct broker *b, const store_expired_t *expired);
  * without being sent: its body is gone, a tombstone stays. */
 int record_revoked(struct broker *b, const store_expired_t *revoked);
 
+/* The same "delivery.revoked" entry, for another reason `why` (a partner
+ * that left a case or was removed from it takes its waiting deliveries
+ * of the case along). */
+int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const char *why);
+
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
  * granted only if the turn that holds this entry commits (zap_flush); a
  * refusal rolled back with its turn is recorded again (decision->again:

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #define T H_TIMEOUT_MS
 #define UNKNOWN_CASE "C-09999999"
 
@@ -731,6 +733,32 @@ static void test_invite_refused_by_rule(void **state)
 /* A partner that leaves, or that the lead removes, stops receiving at
  * once: what waited in its mailbox is gone in the same commit, nothing
  * follows, and the case is NOT_FOUND to it from then on. */
+/* The "delivery.revoked" entries of the trail whose reason is `why`, each
+ * for another delivery of a principal of `partner` (the store read beside
+ * the running broker). */
+static int revoked_entries(const h_env_t *env, const char *partner, const char *why)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char like[80];
+    snprintf(like, sizeof like, "%s/%%", partner);
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT count(*), count(DISTINCT delivery_seq) FROM audit"
+                           " WHERE event = 'delivery.revoked' AND recipient LIKE ?1"
+                           " AND reason = ?2",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("reading the trail: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(stmt, 1, like, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, why, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    int n = sqlite3_column_int(stmt, 0);
+    assert_int_equal(sqlite3_column_int(stmt, 1), n);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return n;
+}
+
 static void test_leave_stops_delivery(void **state)
 {
     h_env_t *env = *state;
@@ -752,6 +780,9 @@ static void test_leave_stops_delivery(void **state)
     politie = h_connect(env, H_POLITIE);
     must(politie, schakel_case_leave(politie, id, NULL, NULL, NULL, T), "leave");
     assert_int_equal(h_backlog(politie), 0); /* at once: in the same commit */
+    char why[96];                            /* and each withdrawn delivery ends in the trail */
+    snprintf(why, sizeof why, "partner politie left case %s", id);
+    assert_int_equal(revoked_entries(env, "politie", why), 2);
     schakel_case_result_t r;
     note(riec, id, "Derde bevindingen", NULL, 0, &r);
     assert_int_equal(r.recipients, 3); /* riec's two principals and om's, not politie's */
@@ -767,6 +798,8 @@ static void test_leave_stops_delivery(void **state)
     assert_int_equal(h_backlog(om), 4); /* two notes, politie leaving, the third note */
     must(riec, schakel_case_leave(riec, id, "om", NULL, NULL, T), "remove om");
     assert_int_equal(h_backlog(om), 0);
+    snprintf(why, sizeof why, "partner om was removed from case %s", id);
+    assert_int_equal(revoked_entries(env, "om", why), 4);
     note(riec, id, "Vierde bevindingen", NULL, 0, &r);
     assert_int_equal(r.recipients, 2);
     assert_int_equal(h_backlog(om), 0);
