@@ -222,10 +222,6 @@ static void case_timeline_free(case_timeline_t *t)
 static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
                              const policy_case_member_rule_t *rule, size_t budget)
 {
-    if (t->left_out > 0) {
-        t->left_out++;
-        return 0;
-    }
     Schakel__CaseEvent *full =
         schakel__case_event__unpack(wire_wiped_allocator(), copy->len, copy->bytes);
     if (full == NULL)
@@ -285,6 +281,13 @@ static int case_timeline_load(broker_t *b, const char *case_id, uint64_t last_ev
         case_event_copy_free(&copy);
         if (rc != 0)
             return rc < 0 ? -1 : 0;
+        if (t->left_out > 0) {
+            /* Nothing after a left-out event is shown (the timeline has no
+             * gaps): the rest are counted, not read and decrypted. Event
+             * seqs of a case are 1..last_event_seq without gaps. */
+            t->left_out += (size_t)(last_event_seq - seq);
+            return 0;
+        }
     }
     return 0;
 }

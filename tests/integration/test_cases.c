@@ -13,6 +13,7 @@
  * deliveries, answers and the broker's log, never on the clock.
  */
 #include "harness.h"
+#include "schakel_limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -1167,6 +1168,40 @@ static void test_view_of_a_large_case(void **state)
     stop_clean(env);
 }
 
+/* A timeline larger than one frame: the oldest events are shown, in order
+ * and without gaps, and the log counts exactly the events left out. */
+static void test_view_counts_what_it_leaves_out(void **state)
+{
+    h_env_t *env = *state;
+    enum { NOTES = 40 };
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    char *text = malloc(SCHAKEL_MAX_NOTE_TEXT_LEN + 1);
+    assert_non_null(text);
+    for (int i = 0; i < NOTES; i++) {
+        memset(text, 'k' + i % 10, SCHAKEL_MAX_NOTE_TEXT_LEN);
+        text[SCHAKEL_MAX_NOTE_TEXT_LEN] = '\0';
+        note(riec, id, text, NULL, 0, NULL);
+    }
+    free(text);
+    long offset = h_log_offset(env);
+    schakel_case_view_t *view = NULL;
+    must(riec, schakel_case_show(riec, id, &view, T), "show");
+    size_t shown = view->n_events;
+    assert_true(shown > 1 && shown < NOTES + 1); /* the frame holds about 32 of them */
+    for (size_t i = 0; i < shown; i++)
+        assert_int_equal(view->events[i].event_seq, i + 1);
+    schakel_case_view_free(&view);
+    char needle[96];
+    snprintf(needle, sizeof needle, "event=case.view_truncated principal=%s left_out=%zu ",
+             H_RIEC, NOTES + 1 - shown);
+    if (h_await_log(env, offset, needle, T) != 0)
+        fail_msg("no \"%s\" in the log", needle);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ idempotency */
 
 /* A command repeated with its command id is answered with the original
@@ -1283,6 +1318,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_reload_applies, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_view_counts_what_it_leaves_out, setup_cases,
+                                        h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
