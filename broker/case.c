@@ -70,11 +70,22 @@ typedef struct case_cmd {
     case_drop_t *drops; /* the deliveries a leave or removal withdrew, to record */
     size_t n_drops, cap_drops;
     int drops_lost; /* one could not be kept (out of memory): the turn fails */
+    char case_subject[SCHAKEL_MAX_SUBJECT_LEN + 1]; /* an existing case's pseudonym, or "" */
 } case_cmd_t;
+
+/* The pseudonym the case is about: the one it is opened with, or the one
+ * its opened event names; NULL when none. */
+static const char *case_subject(const case_cmd_t *x)
+{
+    if (x->command == CASE_CMD_OPEN)
+        return x->cmd->open->subject;
+    return x->case_subject[0] != '\0' ? x->case_subject : NULL;
+}
 
 static void case_cmd_free(case_cmd_t *x)
 {
     free(x->drops);
+    sodium_memzero(x->case_subject, sizeof x->case_subject);
     case_members_free(&x->members);
     if (x->linked != NULL)
         schakel__signal__free_unpacked(x->linked, wire_wiped_allocator());
@@ -354,7 +365,8 @@ static int case_plan_existing(case_cmd_t *x)
     snprintf(x->lead_id, sizeof x->lead_id, "%s", c.lead);
     c.case_type = x->case_type;
     c.lead = x->lead_id;
-    if (case_members_load(b->store, x->case_id, &x->members) != 0)
+    if (case_members_load(b->store, x->case_id, &x->members) != 0 ||
+        case_subject_load(b->store, x->case_id, x->case_subject) != 0)
         return -2;
     case_facts_fill(x, &c, &f);
     if (case_state_decide(&f, &x->t) != VERDICT_ALLOW) {
@@ -541,7 +553,10 @@ static int case_deliver_one(case_cmd_t *x, const policy_principal_t *p,
         .purpose = v->rule->purpose,
         .legal_basis = v->rule->legal_basis,
         .fields = v->filtered.seen,
-        .subject = v->filtered.subject,
+        /* the event's own subject (opened, linked), else the case's: the
+         * entry is about that person whether or not this recipient's rule
+         * shows the pseudonym (its fields say what it got) */
+        .subject = full->subject != NULL ? full->subject : case_subject(x),
         .expires_at = x->expires_at,
     };
     if (record_case_queued(b, &rd) != 0)
@@ -762,9 +777,8 @@ static int case_record(case_cmd_t *x, const Schakel__CaseEvent *ev)
         .event_seq = x->event_seq,
         .rule_id = rule != NULL ? rule->id : x->type->id,
         .rule_hash = rule != NULL ? rule->hash_hex : x->type->hash_hex,
-        .subject = x->command == CASE_CMD_OPEN ? x->cmd->open->subject
-                   : x->linked != NULL         ? x->linked->subject
-                                               : NULL,
+        .subject =
+            x->linked != NULL && x->linked->subject != NULL ? x->linked->subject : case_subject(x),
         .linked_item_seq = x->command == CASE_CMD_LINK ? x->cmd->link_signal->item_seq : 0,
         .n_fields = x->command == CASE_CMD_NOTE ? x->cmd->note->n_fields : 0,
         .deliveries = x->queued,

@@ -213,6 +213,31 @@ void case_event_copy_free(case_event_copy_t *copy)
     memset(copy, 0, sizeof *copy);
 }
 
+/* The opened event is the case's first (event seq 1) and names its
+ * subject, if any. */
+int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_SUBJECT_LEN + 1])
+{
+    case_event_copy_t copy = {0};
+    out[0] = '\0';
+    int visited = store_case_events(store, case_id, 0, case_event_copy_one, &copy);
+    if (visited < 0 || copy.failed) {
+        case_event_copy_free(&copy);
+        return -1;
+    }
+    if (copy.bytes == NULL || copy.event_seq != 1)
+        return 0; /* no events (yet): a case being opened */
+    Schakel__CaseEvent *ev =
+        schakel__case_event__unpack(wire_wiped_allocator(), copy.len, copy.bytes);
+    case_event_copy_free(&copy);
+    if (ev == NULL)
+        return -1;
+    if (ev->kind == SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_OPENED && ev->subject != NULL &&
+        strlen(ev->subject) <= SCHAKEL_MAX_SUBJECT_LEN)
+        strcpy(out, ev->subject);
+    schakel__case_event__free_unpacked(ev, wire_wiped_allocator());
+    return 0;
+}
+
 /* ------------------------------------------------------------------ received signals */
 
 /*

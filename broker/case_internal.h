@@ -67,6 +67,13 @@ typedef struct case_event_copy {
 int case_event_copy_one(uint64_t event_seq, const uint8_t *event, size_t len, void *arg);
 void case_event_copy_free(case_event_copy_t *copy);
 
+/* The pseudonym the case was opened with (its first event), into out; ""
+ * when it names none or has no events yet. Everything the trail records
+ * about the case carries its tag, so that a data-subject export finds the
+ * case's commands, deliveries and views. Returns 0, or -1 (store error,
+ * out of memory, an event that does not decode). */
+int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_SUBJECT_LEN + 1]);
+
 /* Whether a delivery of the signal item_seq was queued to a principal of
  * `partner` (pending, acked or expired since): its "delivery.queued"
  * entry in the audit trail. 1 yes, 0 no, -1 on a store error. Cost:

@@ -325,11 +325,14 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
         case_summary_fill(&summary, &brief, &members, member_ids);
         size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN -
                         protobuf_c_message_get_packed_size(&summary.base);
+        char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
         /* an invited partner sees the case, not its contents */
-        if (brief.my_state == CASE_MEMBER_MEMBER &&
-            case_timeline_load(b, brief.case_id, last_event_seq, rule, budget, &timeline) != 0) {
+        if ((brief.my_state == CASE_MEMBER_MEMBER &&
+             case_timeline_load(b, brief.case_id, last_event_seq, rule, budget, &timeline) != 0) ||
+            case_subject_load(b->store, brief.case_id, subject) != 0) {
             case_view_refuse_store(b, session);
-        } else if (record_case_viewed(b, asker->id, brief.case_id, timeline.n) == 0) {
+        } else if (record_case_viewed(b, asker->id, brief.case_id,
+                                      subject[0] != '\0' ? subject : NULL, timeline.n) == 0) {
             view.has_request_id = query->has_request_id;
             view.request_id = query->request_id;
             view.n_cases = 1;

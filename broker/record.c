@@ -857,16 +857,20 @@ int record_case_queued(broker_t *b, const record_case_delivery_t *d)
     return record_append(b, &e);
 }
 
-int record_case_viewed(broker_t *b, const char *principal, const char *case_id, size_t events)
+int record_case_viewed(broker_t *b, const char *principal, const char *case_id, const char *subject,
+                       size_t events)
 {
-    char detail[64], n[24];
+    char detail[64], n[24], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
     snprintf(n, sizeof n, "%zu", events);
     log_event(LOG_INFO, "case.viewed", "principal", principal, "case_id", case_id, "events", n,
               NULL);
+    if (subject != NULL && record_subject_tag(b, subject, "case.viewed", tag) != 0)
+        return -1;
     snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, events);
     audit_entry_init(&e, "case.viewed");
     audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }

@@ -179,8 +179,10 @@ typedef struct record_case_delivery {
 } record_case_delivery_t;
 int record_case_queued(struct broker *b, const record_case_delivery_t *d);
 
-/* A principal was shown a case's timeline (CaseQuery with a case id). */
-int record_case_viewed(struct broker *b, const char *principal, const char *case_id, size_t events);
+/* A principal was shown a case's timeline (CaseQuery with a case id);
+ * subject: the case's pseudonym (recorded as its tag), or NULL. */
+int record_case_viewed(struct broker *b, const char *principal, const char *case_id,
+                       const char *subject, size_t events);
 
 /* The broker starts (its key, the policy hash, the version) and stops (a
  * final entry and a checkpoint over everything). Both commit at once;

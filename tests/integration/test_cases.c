@@ -828,6 +828,63 @@ static void test_leave_stops_delivery(void **state)
     stop_clean(env);
 }
 
+/* Every entry the trail holds about a case (its commands, each delivery
+ * of its events, the views of its timeline) carries the tag of the
+ * subject it was opened with, whether or not a recipient's rule shows the
+ * pseudonym: a data-subject export finds them all. Read beside the
+ * running broker. */
+static void test_case_entries_name_the_subject(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie, om};
+    const char *const partners[] = {"politie", "om"};
+    case_with_members(riec, id, members, partners, 2);
+    note(riec, id, "Betrokkene heeft schulden bij meerdere partijen", NULL, 0, NULL);
+    schakel_case_view_t *view = NULL;
+    must(politie, schakel_case_show(politie, id, &view, T), "show");
+    schakel_case_view_free(&view);
+    must(politie, schakel_case_leave(politie, id, NULL, NULL, NULL, T), "leave");
+
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char like[32];
+    snprintf(like, sizeof like, "case_id=%s%%", id);
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "SELECT event, count(*), count(subject_tag),"
+                           " count(DISTINCT subject_tag) = 1 AND min(subject_tag) = (SELECT"
+                           " subject_tag FROM audit WHERE event = 'case.opened' AND detail LIKE ?1)"
+                           " FROM audit WHERE detail LIKE ?1 GROUP BY event ORDER BY event",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("reading the trail: %s", sqlite3_errmsg(db));
+    sqlite3_bind_text(stmt, 1, like, -1, SQLITE_STATIC);
+    static const char *const expected[] = {"case.invited",   "case.joined", "case.left",
+                                           "case.note",      "case.opened", "case.viewed",
+                                           "delivery.queued"};
+    size_t n = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        const char *event = (const char *)sqlite3_column_text(stmt, 0);
+        int rows = sqlite3_column_int(stmt, 1), tagged = sqlite3_column_int(stmt, 2);
+        if (n >= sizeof expected / sizeof expected[0] || strcmp(event, expected[n]) != 0)
+            fail_msg("entry kind %zu of the case is %s", n, event);
+        if (tagged != rows || sqlite3_column_int(stmt, 3) != 1)
+            fail_msg("%d of %d %s entries of the case carry the subject's tag", tagged, rows,
+                     event);
+        n++;
+    }
+    assert_int_equal(n, sizeof expected / sizeof expected[0]);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    schakel_close(&om);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 /* Contents are kept for the case type's retention after the close, then
@@ -1318,6 +1375,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_reload_applies, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_entries_name_the_subject, setup_cases,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_view_counts_what_it_leaves_out, setup_cases,
                                         h_teardown),
     };
