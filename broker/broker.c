@@ -185,6 +185,7 @@ void broker_destroy(broker_t **bp)
         zmq_ctx_term(b->ctx);
     sessions_destroy(&b->sessions);
     store_close(&b->store);
+    policy_destroy(&b->policy_pending);
     policy_destroy(&b->policy);
     free(b->policy_path);
     keys_destroy(&b->key);
@@ -634,6 +635,8 @@ static void msg_wipe_close(zmq_msg_t *msg)
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
+static int session_revoked(const session_t *session, void *arg);
+
 static int receive_one(broker_t *b)
 {
     zmq_msg_t routing, data;
@@ -678,7 +681,9 @@ static int receive_one(broker_t *b)
             log_event(LOG_ERROR, "session.refused", "principal", user_id, "why",
                       "out of memory or oversized routing id", NULL);
         } else if (principal == NULL || principal->role == ROLE_OPERATOR ||
-                   !key_still_registered(session, principal)) {
+                   !key_still_registered(session, principal) ||
+                   (b->policy_pending != NULL &&
+                    session_revoked(session, (void *)(uintptr_t)b->policy_pending))) {
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
                           "this key is no longer registered for the partner endpoint", NULL, -1, 0);
             /* The reply has its own copy of the routing id; the session and
@@ -707,6 +712,60 @@ static int session_revoked(const session_t *session, void *arg)
     return p == NULL || p->role == ROLE_OPERATOR || !key_still_registered(session, p);
 }
 
+/* Sessions of removed principals and replaced keys under `policy` stop at
+ * once: no more deliveries, their next frame is refused, and the ZAP
+ * handler refuses their next handshake. Returns how many. */
+static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
+{
+    size_t dropped = sessions_drop_where(b->sessions, session_revoked, (void *)(uintptr_t)policy);
+    if (dropped > 0) {
+        char n[24];
+        snprintf(n, sizeof n, "%zu", dropped);
+        log_event(LOG_INFO, "policy.sessions_dropped", "count", n, NULL);
+    }
+    return dropped;
+}
+
+/* Record the reload to `fresh` and put it in force. Returns the sessions
+ * dropped, or -1 (err set) when its entry could not be written: then the
+ * old policy stays in force, narrowed by `fresh` (b->policy_pending), and
+ * the record is tried again (broker_reload_retry). */
+static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, char *err,
+                        size_t errlen)
+{
+    /* Fail closed: the new policy applies only once its record is on disk. */
+    if (record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
+                               policy_hash_hex(fresh)) != 0) {
+        snprintf(err, errlen,
+                 "the audit trail cannot record the reload (%s); the old policy stays in force, "
+                 "but what the new one revokes is revoked now, and the reload applies as soon "
+                 "as its record can be written",
+                 store_errmsg(b->store));
+        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                  policy_hash_hex(b->policy), "pending", policy_hash_hex(fresh), "by", requested_by,
+                  NULL);
+        if (b->policy_pending != fresh) {
+            policy_destroy(&b->policy_pending);
+            b->policy_pending = fresh;
+            snprintf(b->pending_by, sizeof b->pending_by, "%s", requested_by);
+        }
+        b->pending_retry_ms = monotonic_ms() + 1000;
+        (void)reload_drop_sessions(b, fresh);
+        return -1;
+    }
+    log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
+              policy_hash_hex(fresh), "by", requested_by, NULL);
+    if (b->policy_pending == fresh)
+        b->policy_pending = NULL;
+    policy_destroy(&b->policy_pending); /* a newer reload replaces one still pending */
+    policy_destroy(&b->policy);
+    b->policy = fresh;
+    b->policy_loaded_at = (int64_t)time(NULL);
+    deliver_kept_clear(b->kept); /* what waits is pushed from the store, under the new policy */
+    size_t dropped = reload_drop_sessions(b, b->policy);
+    return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
+}
+
 int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen)
 {
     policy_t *fresh = policy_load(b->policy_path, err, errlen);
@@ -716,34 +775,18 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
         (void)record_policy_refused(b, requested_by, policy_hash_hex(b->policy), err);
         return -1;
     }
-    /* Fail closed: the new policy applies only once its record is on disk. */
-    if (record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
-                               policy_hash_hex(fresh)) != 0) {
-        snprintf(err, errlen,
-                 "the audit trail cannot record the reload (%s); the old policy "
-                 "stays",
-                 store_errmsg(b->store));
-        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                  policy_hash_hex(b->policy), "by", requested_by, NULL);
-        policy_destroy(&fresh);
-        return -1;
-    }
-    log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
-              policy_hash_hex(fresh), "by", requested_by, NULL);
-    policy_destroy(&b->policy);
-    b->policy = fresh;
-    b->policy_loaded_at = (int64_t)time(NULL);
-    deliver_kept_clear(b->kept); /* what waits is pushed from the store, under the new policy */
-    /* Sessions of removed principals and replaced keys stop at once: no
-     * more deliveries, their next frame is refused, and the ZAP handler
-     * refuses their next handshake. */
-    size_t dropped = sessions_drop_where(b->sessions, session_revoked, b->policy);
-    if (dropped > 0) {
-        char n[24];
-        snprintf(n, sizeof n, "%zu", dropped);
-        log_event(LOG_INFO, "policy.sessions_dropped", "count", n, NULL);
-    }
-    return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
+    return reload_apply(b, fresh, requested_by, err, errlen);
+}
+
+/* A reload still pending: its record is tried again, at most once a
+ * second (a locked store makes each try wait its busy timeout). */
+static void broker_reload_retry(broker_t *b)
+{
+    if (b->policy_pending == NULL || monotonic_ms() < b->pending_retry_ms)
+        return;
+    char err[512], by[sizeof b->pending_by];
+    snprintf(by, sizeof by, "%s", b->pending_by);
+    (void)reload_apply(b, b->policy_pending, by, err, sizeof err); /* logged either way */
 }
 
 /* ------------------------------------------------------------ loop */
@@ -867,7 +910,7 @@ int broker_serve_zap(broker_t *b)
 {
     clock_turn(b);
     b->turn_acks_only = 0;
-    int handled = zap_handle(b->zap, b->policy, record_auth, b);
+    int handled = zap_handle(b->zap, b->policy, b->policy_pending, record_auth, b);
     record_turn_end(b);
     (void)commit_turn(b);
     return handled;
@@ -900,6 +943,7 @@ int broker_run(broker_t *b)
             char err[512];
             (void)broker_reload_policy(b, "SIGHUP", err, sizeof err); /* logged either way */
         }
+        broker_reload_retry(b);
         /* router, ZAP, admin (if any), then the syncer (if any) */
         zmq_pollitem_t items[4] = {
             {.socket = b->router, .events = ZMQ_POLLIN},
@@ -949,7 +993,8 @@ int broker_run(broker_t *b)
         if ((items[1].revents & ZMQ_POLLIN) ||
             (admin_slot >= 0 && (items[admin_slot].revents & ZMQ_POLLIN)))
             b->turn_acks_only = 0;
-        if ((items[1].revents & ZMQ_POLLIN) && zap_handle(b->zap, b->policy, record_auth, b) < 0) {
+        if ((items[1].revents & ZMQ_POLLIN) &&
+            zap_handle(b->zap, b->policy, b->policy_pending, record_auth, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }

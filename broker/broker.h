@@ -75,6 +75,13 @@ typedef struct broker {
     void *router;
     zap_t *zap;
     policy_t *policy;
+    /* A reload whose audit entry could not be written yet: not in force,
+     * but it narrows the one in force (no session, admission, frame or
+     * push it would refuse), and its record is tried again each second;
+     * once written, it applies (broker_reload_policy). */
+    policy_t *policy_pending;
+    char pending_by[64];
+    int64_t pending_retry_ms;
     char *policy_path;
     store_t *store;
     sessions_t *sessions;

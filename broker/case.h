@@ -30,9 +30,10 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
                        const Schakel__CaseQuery *query);
 
 /* For the push (deliver.c): the membership rule a waiting case delivery
- * was queued under still exists in the policy in force, in that very
- * version (id and content hash), and still reaches `recipient`. */
-int case_delivery_still_allowed(const broker_t *b, const store_delivery_t *d,
+ * was queued under still exists in `policy` (the one in force, or a reload
+ * not yet recorded), in that very version (id and content hash), and
+ * still reaches `recipient` (a principal of that policy, or NULL). */
+int case_delivery_still_allowed(const policy_t *policy, const store_delivery_t *d,
                                 const policy_principal_t *recipient);
 
 #endif

@@ -363,11 +363,11 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
 
 /* ------------------------------------------------------------------ push */
 
-int case_delivery_still_allowed(const broker_t *b, const store_delivery_t *d,
+int case_delivery_still_allowed(const policy_t *policy, const store_delivery_t *d,
                                 const policy_principal_t *recipient)
 {
-    const policy_case_member_rule_t *rule = policy_case_member_rule_by_id(b->policy, d->rule_id);
+    const policy_case_member_rule_t *rule = policy_case_member_rule_by_id(policy, d->rule_id);
     if (rule == NULL || recipient == NULL || strcmp(rule->hash_hex, d->rule_hash) != 0)
         return 0;
-    return policy_case_member_reaches(b->policy, rule, recipient);
+    return policy_case_member_reaches(policy, rule, recipient);
 }

@@ -492,14 +492,19 @@ static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content
  * version that decided it (same id and content hash), still delivers to
  * this principal. A reload that removes or changes the rule, or the
  * recipient, stops what waits in mailboxes too. */
-static int still_allowed(const broker_t *b, const store_delivery_t *d, const char *recipient)
+static int allowed_under(const policy_t *policy, const store_delivery_t *d, const char *recipient)
 {
     if (d->case_id != NULL) /* under a membership rule of a case type */
-        return case_delivery_still_allowed(b, d, policy_principal_by_id(b->policy, recipient));
-    const policy_rule_t *rule = policy_rule_by_id(b->policy, d->rule_id);
+        return case_delivery_still_allowed(policy, d, policy_principal_by_id(policy, recipient));
+    const policy_rule_t *rule = policy_rule_by_id(policy, d->rule_id);
     if (rule == NULL || strcmp(rule->hash_hex, d->rule_hash) != 0)
         return 0;
-    return policy_rule_reaches(b->policy, rule, policy_principal_by_id(b->policy, recipient));
+    return policy_rule_reaches(policy, rule, policy_principal_by_id(policy, recipient));
+}
+
+static int still_allowed(const broker_t *b, const store_delivery_t *d, const char *recipient)
+{
+    return allowed_under(b->policy, d, recipient);
 }
 
 /* Send one delivery's frame. Returns 0, or 1 to stop the scan with
@@ -565,6 +570,13 @@ static int push_one(const store_delivery_t *d, void *arg)
         if (r->inflight++ == 0)
             r->progress_ms = b->now_ms;
         return 0;
+    }
+    if (b->policy_pending != NULL && !allowed_under(b->policy_pending, d, r->principal)) {
+        /* A reload not recorded yet would not allow it: withheld, neither
+         * sent nor revoked (that waits for the reload's record), and the
+         * rest of this mailbox waits behind it, to keep the order. */
+        st->held = 1;
+        return 1;
     }
     if (!still_allowed(b, d, r->principal)) {
         if (b->n_revocations == SCHAKEL_REVOKE_BATCH) {

@@ -220,11 +220,20 @@ static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t 
 }
 
 /* Decide, count, record and queue one request (parts without envelope). */
-static void zap_decide_one(zap_t *zap, const policy_t *policy, const zap_part_t *routing_id,
-                           const zap_part_t *parts, int n, zap_record_fn record, void *arg)
+static void zap_decide_one(zap_t *zap, const policy_t *policy, const policy_t *narrowing,
+                           const zap_part_t *routing_id, const zap_part_t *parts, int n,
+                           zap_record_fn record, void *arg)
 {
     const char *why = NULL;
     const policy_principal_t *p = zap_decide(policy, parts, n, &why);
+    if (p != NULL && narrowing != NULL) {
+        /* the reload not recorded yet must admit the same principal too */
+        const policy_principal_t *q = zap_decide(narrowing, parts, n, &why);
+        if (q == NULL || strcmp(q->id, p->id) != 0) {
+            p = NULL;
+            why = "key revoked by a policy reload (not yet recorded)";
+        }
+    }
     char key_z85[41] = "-";
     if (n == 7 && parts[6].len == 32)
         keys_public_z85((const uint8_t *)parts[6].data, key_z85);
@@ -252,7 +261,8 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const zap_part_t 
         (void)record(arg, &decision); /* a failure fails the turn: see zap_flush */
 }
 
-int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg)
+int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, zap_record_fn record,
+               void *arg)
 {
     int handled = 0;
     while (handled < (int)SCHAKEL_MAX_BATCH) {
@@ -271,8 +281,8 @@ int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *a
             log_event(LOG_ERROR, "zap.malformed", "why", "no routing envelope", NULL);
             continue;
         }
-        zap_decide_one(zap, policy, &frames[0], frames + ZAP_ENVELOPE, n - ZAP_ENVELOPE, record,
-                       arg);
+        zap_decide_one(zap, policy, narrowing, &frames[0], frames + ZAP_ENVELOPE, n - ZAP_ENVELOPE,
+                       record, arg);
     }
     return handled;
 }

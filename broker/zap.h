@@ -60,12 +60,15 @@ typedef struct zap_decision {
 typedef int (*zap_record_fn)(void *arg, const zap_decision_t *decision);
 
 /* Read up to SCHAKEL_MAX_BATCH pending ZAP requests (non-blocking), decide
- * each under `policy`, record it with record(arg, ...) (may be NULL) and
- * queue its reply: nothing is answered yet. Returns the number read, or -1
- * on a socket error. The handler is a ROUTER, so that replies can wait
- * for the commit while further requests are read (RFC 27's REQ client
- * speaks to it through the empty delimiter frame). */
-int zap_handle(zap_t *zap, const policy_t *policy, zap_record_fn record, void *arg);
+ * each under `policy` (and, when `narrowing` is not NULL, under it too: a
+ * reload not yet recorded admits nobody the policy in force would not,
+ * and refuses whom it revokes), record it with record(arg, ...) (may be
+ * NULL) and queue its reply: nothing is answered yet. Returns the number
+ * read, or -1 on a socket error. The handler is a ROUTER, so that replies
+ * can wait for the commit while further requests are read (RFC 27's REQ
+ * client speaks to it through the empty delimiter frame). */
+int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, zap_record_fn record,
+               void *arg);
 
 /* After the turn's commit: send every queued reply. Refusals go as they
  * are (400); when the turn was rolled back (committed == 0) their records

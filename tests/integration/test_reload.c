@@ -16,6 +16,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sqlite3.h>
+
 #include "keys.h"
 
 static const char JEKERDAL_PRINCIPAL_BLOCK[] = "  - id: woco-jekerdal/meldingen\n"
@@ -276,9 +278,70 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     h_done(env);
 }
 
+/* A reload whose audit entry cannot be written (another process holds the
+ * store's write lock) is not in force, but what it revokes is revoked at
+ * once: the removed principal's session is cut off, and deliveries its
+ * changed rule no longer allows are withheld. Once the store can be
+ * written again, the broker records the reload and applies it. */
+static void test_unrecorded_reload_still_revokes(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    for (int i = 0; i < 3; i++) {
+        schakel_signal_t s = fire_signal(to_gemeente, 1);
+        (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    }
+    assert_int_equal(schakel_subscribe(gemeente, 1), SCHAKEL_OK);
+    schakel_delivery_t *d = h_receive(gemeente); /* one in flight, two wait */
+
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    write_policy_v2(env); /* jekerdal removed, the rule to gemeente changed */
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
+
+    /* the removed principal is cut off although the reload is not in force */
+    schakel_signal_t report = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
+    (void)h_publish_refused(jekerdal, NULL, &report, "NOT_PERMITTED");
+    /* gemeente's waiting deliveries, under the changed rule, are withheld:
+     * its ack (which cannot be written either) frees the window, and
+     * nothing more comes */
+    assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    schakel_status_t st = schakel_receive(gemeente, &d, 3 * 2000);
+    if (st != SCHAKEL_ERR_TIMEOUT)
+        fail_msg("gemeente received seq %llu under the rule the unrecorded reload changed (%s)",
+                 d != NULL ? (unsigned long long)d->seq : 0ULL, schakel_strerror(st));
+
+    /* the store can be written again: the reload is recorded and applies */
+    offset = h_log_offset(env);
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
+        fail_msg("the pending reload was not recorded once the store could be written");
+    if (h_await_log(env, offset, "event=delivery.revoked recipient=gemeente/meldingen",
+                    H_TIMEOUT_MS) != 0)
+        fail_msg("the waiting deliveries were not revoked under the reloaded policy");
+    assert_int_equal(schakel_receive(gemeente, &d, 500), SCHAKEL_ERR_TIMEOUT);
+    schakel_close(&jekerdal);
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_WOCO_JEKERDAL), &jekerdal, &err),
+                     SCHAKEL_ERR_AUTH);
+    schakel_close(&gemeente);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_unrecorded_reload_still_revokes, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_applies_new_policy_at_once, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
