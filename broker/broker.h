@@ -18,6 +18,7 @@
 #include "keys.h"
 #include "metrics.h"
 #include "policy.h"
+#include "refusals.h"
 #include "schakel.pb-c.h"
 #include "session.h"
 #include "store.h"
@@ -79,6 +80,7 @@ typedef struct broker {
      * but it narrows the one in force (no session, admission, frame or
      * push it would refuse), and its record is tried again each second;
      * once written, it applies (broker_reload_policy). */
+    refusals_t refusals; /* which refused handshakes the trail takes in full */
     policy_t *policy_pending;
     char pending_by[64];
     int64_t pending_retry_ms;

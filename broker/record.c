@@ -884,6 +884,12 @@ int record_auth(void *broker, const zap_decision_t *d)
     store_audit_entry_t e;
     record_clean(d->peer, peer, sizeof peer);
     record_clean(d->domain, domain, sizeof domain);
+    if (!d->admitted && !d->again && !refusals_take(&b->refusals, peer, record_now(b))) {
+        /* counted for the window's summary (record_refusals_summary) */
+        log_event(LOG_DEBUG, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer",
+                  peer, "domain", domain, "recorded", "counted", NULL);
+        return 1;
+    }
     if (d->again)
         ; /* logged when first recorded */
     else if (d->admitted)
@@ -986,11 +992,31 @@ int record_started(broker_t *b)
     return record_append_commit(b, &e);
 }
 
+/* The refused handshakes of an ended window (at a stop: of the open one)
+ * that were only counted: one "auth.refused_summary" entry. Returns 0 (also
+ * when there is none), or -1 with the turn failed. */
+static int record_refusals_summary(broker_t *b, int force)
+{
+    char detail[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    uint64_t counted = refusals_summary(&b->refusals, record_now(b), force, detail, sizeof detail);
+    if (counted == 0)
+        return 0;
+    char n[24];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)counted);
+    log_event(LOG_WARN, "auth.refused_summary", "counted", n, "detail", detail, NULL);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "auth.refused_summary");
+    audit_set_text(&e, STORE_AUDIT_REASON, "refused handshakes counted, not recorded one by one");
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append_now(b, &e);
+}
+
 int record_stopped(broker_t *b)
 {
     store_audit_entry_t e;
     audit_entry_init(&e, "broker.stopped");
     if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0 ||
+        record_refusals_summary(b, 1) != 0 ||
         audit_append(b->store, b->key, record_now(b), &e) != 0 ||
         audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
         log_event(LOG_ERROR, "audit.write_failed", "entry", "broker.stopped", "error",
@@ -1014,6 +1040,8 @@ void record_turn_end(broker_t *b)
         record_acks_clear(b->acks);
         return; /* the turn failed: its acks roll back with it */
     }
+    if (record_refusals_summary(b, 0) != 0)
+        return; /* the turn failed (logged) */
     int rc = audit_checkpoint(b->store, b->key, record_now(b), 0);
     if (rc < 0) {
         log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);

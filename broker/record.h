@@ -102,7 +102,9 @@ int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const c
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
  * granted only if the turn that holds this entry commits (zap_flush); a
  * refusal rolled back with its turn is recorded again (decision->again:
- * no second log line). */
+ * no second log line). A refusal beyond the limits of refusals.h is only
+ * counted (returns 1): record_turn_end writes the window's summary
+ * ("auth.refused_summary") when it ends, record_stopped at a stop. */
 int record_auth(void *broker, const zap_decision_t *decision);
 
 /* A policy reload took effect: old and new policy hash; requested_by is

@@ -42,6 +42,7 @@ typedef struct zap_pending {
     char user_id[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char key_z85[41];
     zap_part_t peer, domain; /* to record a refusal again after a rollback */
+    int counted;             /* a refusal only counted: nothing to record again */
 } zap_pending_t;
 
 struct zap {
@@ -257,8 +258,9 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const policy_t *n
         log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
         return;
     }
-    if (record != NULL)
-        (void)record(arg, &decision); /* a failure fails the turn: see zap_flush */
+    /* a failure fails the turn: see zap_flush */
+    if (record != NULL && record(arg, &decision) == 1)
+        zap->pending[zap->n_pending - 1].counted = 1;
 }
 
 int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, zap_record_fn record,
@@ -309,7 +311,7 @@ void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
     for (size_t i = 0; i < zap->n_pending; i++) {
         const zap_pending_t *r = &zap->pending[i];
         int admit = r->admitted && committed;
-        if (!r->admitted && !committed && record != NULL)
+        if (!r->admitted && !r->counted && !committed && record != NULL)
             zap_record_again(r, record, arg);
         const char *status = admit ? "200" : r->admitted ? "300" : "400";
         const char *text = admit ? "OK" : r->admitted ? unrecorded : r->why;

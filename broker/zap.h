@@ -55,8 +55,10 @@ typedef struct zap_decision {
 } zap_decision_t;
 
 /* Records a decision (an audit entry in the turn's transaction). Returns 0
- * or -1; either way the reply waits for zap_flush, which grants an
- * admission only when the turn that holds its record committed. */
+ * when recorded, 1 when a refusal was only counted (nothing written, so
+ * nothing to record again after a rollback), or -1; either way the reply
+ * waits for zap_flush, which grants an admission only when the turn that
+ * holds its record committed. */
 typedef int (*zap_record_fn)(void *arg, const zap_decision_t *decision);
 
 /* Read up to SCHAKEL_MAX_BATCH pending ZAP requests (non-blocking), decide

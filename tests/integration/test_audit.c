@@ -641,6 +641,51 @@ static void trail_accept(h_env_t *env)
     sqlite3_close(db);
 }
 
+/* Refused handshakes cost their sender nothing: the trail takes ten from
+ * one address in full per minute, and sums up the rest in one entry (at
+ * the latest when the broker stops), so a stranger trying keys cannot
+ * grow it without bound. */
+static void test_refused_handshakes_are_summed_up(void **state)
+{
+    h_env_t *env = *state;
+    enum { TRIES = 30 };
+    for (int i = 0; i < TRIES; i++) {
+        schakel_client_t *stranger = NULL;
+        schakel_error_t err;
+        assert_int_equal(h_try_connect(env, h_key_file(env, H_UNREGISTERED), &stranger, &err),
+                         SCHAKEL_ERR_AUTH);
+    }
+    assert_int_equal(h_broker_stop(env), 0);
+    /* ten in full from 127.0.0.1, the start-up self-check's probe the first */
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                               " AND peer = '127.0.0.1'",
+                               NULL),
+                     10);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                               " AND peer <> '127.0.0.1'",
+                               NULL),
+                     0);
+    /* the others in one summary, written before broker.stopped */
+    assert_int_equal(
+        store_int(env, "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'", NULL), 1);
+    int64_t counted = store_int(env,
+                                "SELECT CAST(substr(detail, 12) AS INTEGER) FROM audit"
+                                " WHERE event = 'auth.refused_summary'",
+                                NULL);
+    assert_true(counted >= TRIES - 9); /* libzmq may try a refused handshake more than once */
+    char peers[64];
+    snprintf(peers, sizeof peers, "%% peers=127.0.0.1:%lld", (long long)counted);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'"
+                               " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
+                               " WHERE event = 'broker.stopped')",
+                               peers),
+                     1);
+    h_done(env);
+}
+
 static void test_actions_fail_closed_without_their_entries(void **state)
 {
     h_env_t *env = *state;
@@ -862,6 +907,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_verify_names_the_entry_changed_in_a_copy,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_handshakes_are_summed_up, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
