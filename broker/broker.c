@@ -53,7 +53,7 @@ static int64_t monotonic_ms(void)
 int broker_configure_router(void *router, const keypair_t *key, const char *domain)
 {
     int one = 1, zero = 0;
-    int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_RCVHWM;
+    int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_BROKER_RCVHWM;
     int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
     int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
     int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;

@@ -76,6 +76,10 @@
 /* Socket buffers (messages); 0 would mean unbounded */
 #define SCHAKEL_SNDHWM 10000
 #define SCHAKEL_RCVHWM 10000
+/* The broker's receive queue per connection: past it libzmq stops reading
+ * that connection (the client's own queue holds the rest), so a stalled
+ * loop holds at most this many frames of each connection in memory. */
+#define SCHAKEL_BROKER_RCVHWM 128
 
 /* Broker loop */
 #define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */
