@@ -2201,6 +2201,61 @@ static void test_frame_far_over_the_limit_drops_only_that_connection(void **stat
     h_done(env);
 }
 
+/* The broker's peak resident memory (VmHWM), in KiB. */
+static long broker_peak_kb(const h_env_t *env)
+{
+    char path[64], line[128];
+    long kb = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)env->broker_pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    assert_true(kb > 0);
+    return kb;
+}
+
+/* A loop that cannot go on (another process holds the store's write lock,
+ * so each turn waits out its busy timeout) holds few of a connection's
+ * unread frames: past SCHAKEL_BROKER_RCVHWM libzmq stops reading the
+ * connection, and the rest wait on the client's side. Every frame is
+ * still answered once the store can be written again. */
+static void test_stalled_loop_holds_few_unread_frames(void **state)
+{
+    h_env_t *env = *state;
+    enum { FLOOD = 600 };
+    raw_t *raw = raw_connect(env, H_POLITIE);
+    (void)raw_heartbeat(raw, "before the flood");
+    long before = broker_peak_kb(env);
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    long offset = h_log_offset(env);
+    for (int i = 0; i < FLOOD; i++) { /* 150 MiB of publishes with bad signatures */
+        uint8_t id[16];
+        pb_t frame = {0};
+        randombytes_buf(id, sizeof id);
+        frame_of_size(&frame, id, SCHAKEL_MAX_FRAME_BYTES);
+        raw_send_frame(raw, &frame);
+    }
+    /* the loop's first refusal waited out the lock: the flood waited too */
+    if (h_await_log(env, offset, "event=audit.write_failed", H_TIMEOUT_MS) != 0)
+        fail_msg("the broker never found the store locked");
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    for (int i = 0; i < FLOOD; i++) {
+        Schakel__Frame *f = raw_next(raw, "the flood's answers", SCHAKEL__FRAME__BODY_REJECTED);
+        frame_free(&f);
+    }
+    long grown = broker_peak_kb(env) - before;
+    if (grown > 80 * 1024)
+        fail_msg("the broker's peak memory grew by %ld MiB while its loop stalled", grown / 1024);
+    raw_close(&raw);
+    h_done(env);
+}
+
 /* A burst of tiny invalid frames: each is refused on its own, in order,
  * and logged; the broker answers everyone else meanwhile. */
 static void test_burst_of_tiny_invalid_frames(void **state)
@@ -3417,6 +3472,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_frame_far_over_the_limit_drops_only_that_connection,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_stalled_loop_holds_few_unread_frames, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_burst_of_tiny_invalid_frames, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_publishes_are_refused, h_setup_broker, h_teardown),
