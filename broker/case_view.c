@@ -41,6 +41,8 @@ typedef struct case_briefs {
     case_brief_t *rows;
     size_t n, cap;
     int failed;
+    const char *after; /* a list page: only cases after this id (NULL: from the first) */
+    int64_t now_s;     /* a case past its retention is gone, even before the sweep */
 } case_briefs_t;
 
 static int case_brief_set(case_brief_t *brief, const store_case_t *c, char my_state)
@@ -60,6 +62,9 @@ static int case_briefs_collect(const store_case_t *c, char my_state, void *arg)
     case_briefs_t *list = arg;
     if (my_state != CASE_MEMBER_MEMBER && my_state != CASE_MEMBER_INVITED)
         return 0;
+    if (c->expires_at <= list->now_s ||
+        (list->after != NULL && strcmp(c->case_id, list->after) <= 0))
+        return 0; /* ids are "C-" and 8 digits: their order is the order of opening */
     if (list->n == list->cap) {
         size_t cap = list->cap ? list->cap * 2 : 16;
         case_brief_t *grown = realloc(list->rows, cap * sizeof *grown);
@@ -138,20 +143,12 @@ static void case_view_refuse_store(broker_t *b, const session_t *session)
                   "the broker could not read its store; ask again", NULL, -1, 0);
 }
 
-static void case_view_left_out(const char *principal, const char *what, size_t n)
-{
-    char count[24];
-    snprintf(count, sizeof count, "%zu", n);
-    log_event(LOG_WARN, "case.view_truncated", "principal", principal, "left_out", count, "what",
-              what, NULL);
-}
-
 /* ------------------------------------------------------------------ the list */
 
 static void case_query_list(broker_t *b, const session_t *session, const policy_principal_t *asker,
                             const Schakel__CaseQuery *query)
 {
-    case_briefs_t list = {0};
+    case_briefs_t list = {.after = query->after_case_id, .now_s = b->now_s};
     Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
     view.has_request_id = query->has_request_id;
     view.request_id = query->request_id;
@@ -165,7 +162,7 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
     Schakel__CaseSummary **ptrs = calloc(list.n ? list.n : 1, sizeof *ptrs);
     case_members_t *members = calloc(list.n ? list.n : 1, sizeof *members);
     char **ids = calloc((list.n ? list.n : 1) * SCHAKEL_MAX_PARTNERS, sizeof *ids);
-    size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN, used = 0, left_out = 0;
+    size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN, used = 0;
     int failed = summaries == NULL || ptrs == NULL || members == NULL || ids == NULL;
     for (size_t i = 0; !failed && i < list.n; i++) {
         if (case_asker_rule(b, asker, &list.rows[i]) == NULL)
@@ -178,8 +175,10 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
         case_summary_fill(s, &list.rows[i], &members[i], ids + i * SCHAKEL_MAX_PARTNERS);
         size_t size = protobuf_c_message_get_packed_size(&s->base) + 8;
         if (used + size > budget) {
-            left_out++;
-            continue;
+            /* the rest in the next page, in order: the client asks again
+             * after the last case of this one */
+            view.has_more = view.more = 1;
+            break;
         }
         used += size;
         ptrs[view.n_cases++] = s;
@@ -189,8 +188,6 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
         case_view_refuse_store(b, session);
     else
         case_view_send(b, session, &view);
-    if (left_out > 0)
-        case_view_left_out(asker->id, "cases", left_out);
     for (size_t i = 0; members != NULL && i < list.n; i++)
         case_members_free(&members[i]);
     free(members);
@@ -205,7 +202,8 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
 typedef struct case_timeline {
     Schakel__CaseEvent **events;
     size_t n, cap;
-    size_t used, left_out;
+    size_t used;
+    int more; /* an event did not fit: the rest is for the next page */
 } case_timeline_t;
 
 static void case_timeline_free(case_timeline_t *t)
@@ -242,7 +240,7 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
     if (rc != 0)
         return -1;
     if (t->used + filtered.len + 8 > budget) {
-        t->left_out++;
+        t->more = 1;
         case_filtered_free(&filtered);
         return 0;
     }
@@ -266,12 +264,16 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
     return 0;
 }
 
-/* The timeline of a case as `rule` lets its members see it. */
-static int case_timeline_load(broker_t *b, const char *case_id, uint64_t last_event_seq,
-                              const policy_case_member_rule_t *rule, size_t budget,
-                              case_timeline_t *t)
+/* The timeline of a case after event `after`, as `rule` lets its members
+ * see it, as far as it fits `budget`: in order and without gaps, so the
+ * first event that does not fit ends the page (t->more) and nothing after
+ * it is read. Returns 0, or -1 (store error, out of memory, or a first
+ * event that fits no page, which the broker never stores). */
+static int case_timeline_load(broker_t *b, const char *case_id, uint64_t after,
+                              uint64_t last_event_seq, const policy_case_member_rule_t *rule,
+                              size_t budget, case_timeline_t *t)
 {
-    for (uint64_t seq = 0; seq < last_event_seq;) {
+    for (uint64_t seq = after; seq < last_event_seq;) {
         case_event_copy_t copy = {0};
         int visited = store_case_events(b->store, case_id, seq, case_event_copy_one, &copy);
         int rc = visited < 0 || copy.failed ? -1
@@ -281,13 +283,8 @@ static int case_timeline_load(broker_t *b, const char *case_id, uint64_t last_ev
         case_event_copy_free(&copy);
         if (rc != 0)
             return rc < 0 ? -1 : 0;
-        if (t->left_out > 0) {
-            /* Nothing after a left-out event is shown (the timeline has no
-             * gaps): the rest are counted, not read and decrypted. Event
-             * seqs of a case are 1..last_event_seq without gaps. */
-            t->left_out += (size_t)(last_event_seq - seq);
-            return 0;
-        }
+        if (t->more)
+            return t->n > 0 ? 0 : -1;
     }
     return 0;
 }
@@ -328,7 +325,8 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
         char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
         /* an invited partner sees the case, not its contents */
         if ((brief.my_state == CASE_MEMBER_MEMBER &&
-             case_timeline_load(b, brief.case_id, last_event_seq, rule, budget, &timeline) != 0) ||
+             case_timeline_load(b, brief.case_id, query->after_event_seq, last_event_seq, rule,
+                                budget, &timeline) != 0) ||
             case_subject_load(b->store, brief.case_id, subject) != 0) {
             case_view_refuse_store(b, session);
         } else if (record_case_viewed(b, asker->id, brief.case_id,
@@ -339,9 +337,8 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
             view.cases = summaries;
             view.n_events = timeline.n;
             view.events = timeline.events;
+            view.has_more = view.more = timeline.more;
             case_view_send(b, session, &view);
-            if (timeline.left_out > 0)
-                case_view_left_out(asker->id, "events", timeline.left_out);
         } else {
             broker_reject(b, session, b->turn_failure,
                           "the broker could not record this view; ask again", NULL, -1, 0);

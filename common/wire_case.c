@@ -70,6 +70,21 @@ int wire_check_case_query(const Schakel__CaseQuery *query, wire_error_t *err)
                        "case_query case_id is not a case id (C- and 8 digits)");
         return -1;
     }
+    if (query->case_id != NULL && query->after_case_id != NULL) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "case_query after_case_id pages the list: not with a case_id");
+        return -1;
+    }
+    if (query->case_id == NULL && query->has_after_event_seq) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "case_query after_event_seq pages a timeline: only with a case_id");
+        return -1;
+    }
+    if (query->after_case_id != NULL && !syntax_is_case_id(query->after_case_id)) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "case_query after_case_id is not a case id (C- and 8 digits)");
+        return -1;
+    }
     return 0;
 }
 

@@ -6,12 +6,15 @@
  *
  * Trusts nothing the broker answers: an Accepted must name our command id,
  * one event and a case id (the one asked for); a CaseView must name our
- * request and only the case asked for. Returns a schakel_status_t with the
- * client's last error filled; never aborts.
+ * request and only the case asked for. A list or timeline larger than one
+ * frame comes in pages (CaseView.more), each of which must go on from the
+ * last. Returns a schakel_status_t with the client's last error filled;
+ * never aborts.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -315,8 +318,11 @@ schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id
 
 /* ------------------------------------------------------------------ queries */
 
-/* Ask a CaseQuery (case_id NULL: the list) and return the CaseView frame. */
-static schakel_status_t case_query(schakel_client_t *client, const char *case_id, int timeout_ms,
+/* Ask a CaseQuery (case_id NULL: the list, after after_case_id when not
+ * NULL; else that case's timeline after event after_event) and return the
+ * CaseView frame. */
+static schakel_status_t case_query(schakel_client_t *client, const char *case_id,
+                                   const char *after_case_id, uint64_t after_event, int timeout_ms,
                                    Schakel__Frame **view)
 {
     uint64_t request_id = 0;
@@ -329,6 +335,9 @@ static schakel_status_t case_query(schakel_client_t *client, const char *case_id
     query.has_request_id = 1;
     query.request_id = request_id;
     query.case_id = client_lend(case_id);
+    query.after_case_id = client_lend(after_case_id);
+    query.has_after_event_seq = case_id != NULL && after_event > 0;
+    query.after_event_seq = after_event;
     frame.body_case = SCHAKEL__FRAME__BODY_CASE_QUERY;
     frame.case_query = &query;
     size_t len = 0;
@@ -353,6 +362,53 @@ static schakel_status_t case_copy_failed(schakel_client_t *client, int rc, const
     return client_fail(client, SCHAKEL_ERR_PROTOCOL, "broker sent %s that is not valid", what);
 }
 
+static int64_t case_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What is left of a call's time for its next page; 0 when none. */
+static int case_time_left(int64_t deadline)
+{
+    int64_t left = deadline - case_now_ms();
+    return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
+}
+
+/* Whether the page says more follows; a page that says so must have
+ * brought something (else asking again would bring the same). */
+static int case_page_more(const Schakel__CaseView *view, size_t brought)
+{
+    int more = view->has_more && view->more;
+    return more && brought == 0 ? CASEVIEW_BAD : more;
+}
+
+/* One page of the list appended: cases in id order, each after the last. */
+static int case_list_append(schakel_case_list_t *list, const Schakel__CaseView *view)
+{
+    if (view->n_events > 0)
+        return CASEVIEW_BAD;
+    if (view->n_cases == 0)
+        return CASEVIEW_OK;
+    schakel_case_summary_t *grown =
+        realloc(list->cases, (list->n_cases + view->n_cases) * sizeof *grown);
+    if (grown == NULL)
+        return CASEVIEW_NOMEM;
+    list->cases = grown;
+    for (size_t i = 0; i < view->n_cases; i++) {
+        const char *prev = list->n_cases > 0 ? list->cases[list->n_cases - 1].case_id : "";
+        if (strcmp(view->cases[i]->case_id, prev) <= 0)
+            return CASEVIEW_BAD;
+        memset(&list->cases[list->n_cases], 0, sizeof list->cases[0]);
+        list->n_cases++;
+        int rc = caseview_copy_summary(&list->cases[list->n_cases - 1], view->cases[i]);
+        if (rc != CASEVIEW_OK)
+            return rc;
+    }
+    return CASEVIEW_OK;
+}
+
 schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t **out,
                                    int timeout_ms)
 {
@@ -362,22 +418,33 @@ schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t
         return client_fail(client, SCHAKEL_ERR_USAGE,
                            "schakel_case_list needs an output and a positive timeout");
     *out = NULL;
-    Schakel__Frame *frame = NULL;
-    schakel_status_t status = case_query(client, NULL, timeout_ms, &frame);
-    if (status != SCHAKEL_OK)
-        return status;
-    const Schakel__CaseView *view = frame->case_view;
     schakel_case_list_t *list = calloc(1, sizeof *list);
-    int rc = list == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
-    if (rc == CASEVIEW_OK && view->n_cases > 0) {
-        list->cases = calloc(view->n_cases, sizeof *list->cases);
-        rc = list->cases == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
+    if (list == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory for a case list");
+    int64_t deadline = case_now_ms() + timeout_ms;
+    int more = 1, rc = CASEVIEW_OK;
+    while (more && rc == CASEVIEW_OK) {
+        Schakel__Frame *frame = NULL;
+        char after[sizeof list->cases[0].case_id] = "";
+        if (list->n_cases > 0)
+            snprintf(after, sizeof after, "%s", list->cases[list->n_cases - 1].case_id);
+        int left = case_time_left(deadline);
+        schakel_status_t status =
+            left == 0 ? client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                                    "the case list did not come whole within %d ms", timeout_ms)
+                      : case_query(client, NULL, after[0] != '\0' ? after : NULL, 0, left, &frame);
+        if (status != SCHAKEL_OK) {
+            schakel_case_list_free(&list);
+            return status;
+        }
+        size_t before = list->n_cases;
+        rc = case_list_append(list, frame->case_view);
+        int page_more = case_page_more(frame->case_view, list->n_cases - before);
+        if (rc == CASEVIEW_OK && page_more < 0)
+            rc = page_more;
+        more = page_more > 0;
+        wire_frame_free(&frame);
     }
-    for (size_t i = 0; rc == CASEVIEW_OK && i < view->n_cases; i++) {
-        list->n_cases = i + 1;
-        rc = caseview_copy_summary(&list->cases[i], view->cases[i]);
-    }
-    wire_frame_free(&frame);
     if (rc != CASEVIEW_OK) {
         schakel_case_list_free(&list);
         return case_copy_failed(client, rc, "a case list");
@@ -386,24 +453,32 @@ schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t
     return SCHAKEL_OK;
 }
 
-/* The view of one case: that case's summary, and events of it only. */
-static int case_copy_view(schakel_case_view_t *out, const Schakel__CaseView *view,
-                          const char *case_id)
+/* One page of one case appended: that case's summary (kept from the
+ * first page), and events of it only, each the one after the last. */
+static int case_view_append(schakel_case_view_t *out, const Schakel__CaseView *view,
+                            const char *case_id, int first)
 {
     if (view->n_cases != 1 || strcmp(view->cases[0]->case_id, case_id) != 0)
         return CASEVIEW_BAD;
-    int rc = caseview_copy_summary(&out->summary, view->cases[0]);
-    if (rc == CASEVIEW_OK && view->n_events > 0) {
-        out->events = calloc(view->n_events, sizeof *out->events);
-        rc = out->events == NULL ? CASEVIEW_NOMEM : CASEVIEW_OK;
-    }
-    for (size_t i = 0; rc == CASEVIEW_OK && i < view->n_events; i++) {
-        out->n_events = i + 1;
-        if (strcmp(view->events[i]->case_id, case_id) != 0)
+    int rc = first ? caseview_copy_summary(&out->summary, view->cases[0]) : CASEVIEW_OK;
+    if (rc != CASEVIEW_OK || view->n_events == 0)
+        return rc;
+    schakel_case_event_t *grown =
+        realloc(out->events, (out->n_events + view->n_events) * sizeof *grown);
+    if (grown == NULL)
+        return CASEVIEW_NOMEM;
+    out->events = grown;
+    for (size_t i = 0; i < view->n_events; i++) {
+        uint64_t prev = out->n_events > 0 ? out->events[out->n_events - 1].event_seq : 0;
+        if (strcmp(view->events[i]->case_id, case_id) != 0 || view->events[i]->event_seq <= prev)
             return CASEVIEW_BAD;
-        rc = caseview_copy_event(&out->events[i], view->events[i]);
+        memset(&out->events[out->n_events], 0, sizeof out->events[0]);
+        out->n_events++;
+        rc = caseview_copy_event(&out->events[out->n_events - 1], view->events[i]);
+        if (rc != CASEVIEW_OK)
+            return rc;
     }
-    return rc;
+    return CASEVIEW_OK;
 }
 
 schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id,
@@ -419,13 +494,33 @@ schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id
         return client_fail(client, SCHAKEL_ERR_USAGE,
                            "'%.40s' is not a case id: \"C-\" and 8 digits, like C-00000042",
                            case_id != NULL ? case_id : "(null)");
-    Schakel__Frame *frame = NULL;
-    schakel_status_t status = case_query(client, case_id, timeout_ms, &frame);
-    if (status != SCHAKEL_OK)
-        return status;
     schakel_case_view_t *view = calloc(1, sizeof *view);
-    int rc = view == NULL ? CASEVIEW_NOMEM : case_copy_view(view, frame->case_view, case_id);
-    wire_frame_free(&frame);
+    if (view == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory for a case view");
+    int64_t deadline = case_now_ms() + timeout_ms;
+    int more = 1, rc = CASEVIEW_OK, first = 1;
+    while (more && rc == CASEVIEW_OK) {
+        Schakel__Frame *frame = NULL;
+        uint64_t after = view->n_events > 0 ? view->events[view->n_events - 1].event_seq : 0;
+        int left = case_time_left(deadline);
+        schakel_status_t status =
+            left == 0
+                ? client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                              "the case's timeline did not come whole within %d ms", timeout_ms)
+                : case_query(client, case_id, NULL, after, left, &frame);
+        if (status != SCHAKEL_OK) {
+            schakel_case_view_free(&view);
+            return status;
+        }
+        size_t before = view->n_events;
+        rc = case_view_append(view, frame->case_view, case_id, first);
+        first = 0;
+        int page_more = case_page_more(frame->case_view, view->n_events - before);
+        if (rc == CASEVIEW_OK && page_more < 0)
+            rc = page_more;
+        more = page_more > 0;
+        wire_frame_free(&frame);
+    }
     if (rc != CASEVIEW_OK) {
         schakel_case_view_free(&view);
         return case_copy_failed(client, rc, "a case view");

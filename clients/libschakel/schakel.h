@@ -449,16 +449,20 @@ typedef struct schakel_case_view {
     size_t n_events;
 } schakel_case_view_t;
 
-/* The cases our partner is a member of or invited to. On SCHAKEL_OK *out is
- * a new list (free with schakel_case_list_free). */
+/* The cases our partner is a member of or invited to, in the order they
+ * were opened; a list larger than one frame is asked for page by page
+ * within timeout_ms in all. On SCHAKEL_OK *out is a new list (free with
+ * schakel_case_list_free). */
 schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t **out,
                                    int timeout_ms);
 void schakel_case_list_free(schakel_case_list_t **list);
 
-/* One case with its timeline as our partner may see it. A case id that
- * does not exist and a case our partner is not a member of (or invited
- * to) are refused alike: SCHAKEL_ERR_REFUSED, reason NOT_FOUND. On
- * SCHAKEL_OK *out is a new view (free with schakel_case_view_free). */
+/* One case with its whole timeline as our partner may see it (asked for
+ * page by page within timeout_ms in all, when it is larger than one frame;
+ * the summary is the first page's). A case id that does not exist and a
+ * case our partner is not a member of (or invited to) are refused alike:
+ * SCHAKEL_ERR_REFUSED, reason NOT_FOUND. On SCHAKEL_OK *out is a new view
+ * (free with schakel_case_view_free). */
 schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id,
                                    schakel_case_view_t **out, int timeout_ms);
 void schakel_case_view_free(schakel_case_view_t **view);

@@ -1225,9 +1225,10 @@ static void test_view_of_a_large_case(void **state)
     stop_clean(env);
 }
 
-/* A timeline larger than one frame: the oldest events are shown, in order
- * and without gaps, and the log counts exactly the events left out. */
-static void test_view_counts_what_it_leaves_out(void **state)
+/* A timeline larger than one frame comes in pages (CaseView.more), each
+ * going on from the last event of the one before: schakel_case_show
+ * returns all of it, in order, and each page is a view in the trail. */
+static void test_view_comes_in_pages(void **state)
 {
     h_env_t *env = *state;
     enum { NOTES = 40 };
@@ -1242,19 +1243,73 @@ static void test_view_counts_what_it_leaves_out(void **state)
         note(riec, id, text, NULL, 0, NULL);
     }
     free(text);
-    long offset = h_log_offset(env);
     schakel_case_view_t *view = NULL;
     must(riec, schakel_case_show(riec, id, &view, T), "show");
-    size_t shown = view->n_events;
-    assert_true(shown > 1 && shown < NOTES + 1); /* the frame holds about 32 of them */
-    for (size_t i = 0; i < shown; i++)
+    assert_int_equal(view->n_events, NOTES + 1);
+    for (size_t i = 0; i < view->n_events; i++) {
         assert_int_equal(view->events[i].event_seq, i + 1);
+        if (i > 0)
+            assert_int_equal(view->events[i].text[0], 'k' + (int)(i - 1) % 10);
+    }
     schakel_case_view_free(&view);
-    char needle[96];
-    snprintf(needle, sizeof needle, "event=case.view_truncated principal=%s left_out=%zu ",
-             H_RIEC, NOTES + 1 - shown);
-    if (h_await_log(env, offset, needle, T) != 0)
-        fail_msg("no \"%s\" in the log", needle);
+    /* a frame holds about 32 of these notes: two pages, two views */
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    char detail[40];
+    snprintf(detail, sizeof detail, "case_id=%s %%", id);
+    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT group_concat(detail, '|') FROM audit WHERE event ="
+                                        " 'case.viewed' AND detail LIKE ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, detail, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    const char *pages = (const char *)sqlite3_column_text(stmt, 0);
+    assert_non_null(pages);
+    unsigned first = 0, second = 0;
+    char tail[8] = "";
+    if (sscanf(strchr(pages, ' ') + 1, "events=%u|case_id=%*s events=%u%7s", &first, &second,
+               tail) != 2)
+        fail_msg("the views of the pages: %s", pages);
+    assert_true(first > 1 && first < NOTES + 1);
+    assert_int_equal(first + second, NOTES + 1);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
+/* A case list larger than one frame comes in pages, each going on after
+ * the last case of the one before: schakel_case_list returns every case,
+ * in the order they were opened, none twice. */
+static void test_list_comes_in_pages(void **state)
+{
+    h_env_t *env = *state;
+    enum { CASES = 1100 };
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_case_open_t open = ADDRESS_CASE;
+    char title[SCHAKEL_MAX_CASE_TITLE_LEN + 1];
+    char first[SCHAKEL_CASE_ID_SIZE] = "", last[SCHAKEL_CASE_ID_SIZE] = "";
+    for (int i = 0; i < CASES; i++) {
+        snprintf(title, sizeof title, "%04d %0195d", i, 0);
+        open.title = title;
+        open_case(riec, &open, last);
+        if (i == 0)
+            memcpy(first, last, sizeof first);
+    }
+    schakel_case_list_t *list = NULL;
+    must(riec, schakel_case_list(riec, &list, T), "list");
+    assert_int_equal(list->n_cases, CASES);
+    assert_string_equal(list->cases[0].case_id, first);
+    assert_string_equal(list->cases[CASES - 1].case_id, last);
+    for (size_t i = 0; i < list->n_cases; i++) {
+        char want[24];
+        snprintf(want, sizeof want, "%04zu ", i);
+        if (strncmp(list->cases[i].title, want, 5) != 0)
+            fail_msg("case %zu of the list is \"%.8s...\"", i, list->cases[i].title);
+    }
+    schakel_case_list_free(&list);
     schakel_close(&riec);
     stop_clean(env);
 }
@@ -1377,8 +1432,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_case_entries_name_the_subject, setup_cases,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_view_counts_what_it_leaves_out, setup_cases,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_view_comes_in_pages, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -133,6 +133,9 @@ enum fake_view_mode {
     /* a slow broker: the query is refused NOT_FOUND (a Rejected without
      * message id) only just before the answer to the client's next frame */
     FAKE_VIEW_LATE_NOT_FOUND,
+    FAKE_VIEW_PAGED,        /* pages: two events, or one case, each; after what was asked */
+    FAKE_VIEW_MORE_EMPTY,   /* "more", with nothing in the page */
+    FAKE_VIEW_PAGE_REPEATS, /* "more", but every page from the start again */
 };
 
 #define FAKE_CASE_ID "C-00000042"
@@ -156,6 +159,7 @@ typedef struct fake_case_seen {
     uint64_t item_seq;
     uint8_t command_id[16];
     int queries;
+    char query_afters[64]; /* each query's after_event_seq or after_case_id, ";"-separated */
     char query_case_id[16];
 } fake_case_seen_t;
 
@@ -784,9 +788,31 @@ static void fake_timeline_init(fake_timeline_t *t, char **members)
     t->events[4].signal.len = t->signal_len;
 }
 
-static void fake_send_view(fake_broker_t *f, zmq_msg_t *routing, uint64_t request_id,
-                           const char *case_id, enum fake_view_mode mode)
+/* The page of a paged mode: which events (from, n) or cases, and "more". */
+static void fake_view_page(Schakel__CaseView *view, const Schakel__CaseQuery *query,
+                           enum fake_view_mode mode)
 {
+    int paged = mode == FAKE_VIEW_PAGED || mode == FAKE_VIEW_PAGE_REPEATS;
+    if (mode == FAKE_VIEW_MORE_EMPTY) {
+        view->n_events = view->n_cases = 0;
+        view->has_more = view->more = 1;
+    } else if (paged && query->case_id != NULL) {
+        size_t from = mode == FAKE_VIEW_PAGED ? (size_t)query->after_event_seq : 0;
+        view->events += from;
+        view->n_events = from + 2 < 5 ? 2 : 5 - from;
+        view->has_more = view->more = from + view->n_events < 5;
+    } else if (paged) {
+        int second = mode == FAKE_VIEW_PAGED && query->after_case_id != NULL;
+        view->cases += second;
+        view->n_cases = 1;
+        view->has_more = view->more = !second;
+    }
+}
+
+static void fake_send_view(fake_broker_t *f, zmq_msg_t *routing, uint64_t request_id,
+                           const Schakel__CaseQuery *query, enum fake_view_mode mode)
+{
+    const char *case_id = query->case_id;
     static char riec[] = "riec", politie[] = "politie";
     char *members[] = {riec, politie};
     Schakel__CaseSummary summaries[2], *summary_pointers[2];
@@ -811,6 +837,7 @@ static void fake_send_view(fake_broker_t *f, zmq_msg_t *routing, uint64_t reques
     summary_pointers[0] = &summaries[0];
     summary_pointers[1] = &summaries[1];
     view.cases = summary_pointers;
+    fake_view_page(&view, query, mode);
     frame.body_case = SCHAKEL__FRAME__BODY_CASE_VIEW;
     frame.case_view = &view;
     fake_send_frame(f, routing, &frame);
@@ -825,6 +852,15 @@ static void fake_on_case_query(fake_broker_t *f, zmq_msg_t *routing,
     f->seen.queries++;
     snprintf(f->seen.query_case_id, sizeof f->seen.query_case_id, "%s",
              query->case_id ? query->case_id : "");
+    size_t used = strlen(f->seen.query_afters);
+    if (used + 16 < sizeof f->seen.query_afters) {
+        if (query->after_case_id != NULL)
+            snprintf(f->seen.query_afters + used, sizeof f->seen.query_afters - used, "%s;",
+                     query->after_case_id);
+        else
+            snprintf(f->seen.query_afters + used, sizeof f->seen.query_afters - used, "%llu;",
+                     (unsigned long long)query->after_event_seq);
+    }
     f->late_rejection = mode == FAKE_VIEW_LATE_NOT_FOUND;
     pthread_mutex_unlock(&f->lock);
     if (mode == FAKE_VIEW_LATE_NOT_FOUND)
@@ -836,8 +872,8 @@ static void fake_on_case_query(fake_broker_t *f, zmq_msg_t *routing,
         return;
     }
     if (mode == FAKE_VIEW_STALE_FIRST)
-        fake_send_view(f, routing, query->request_id + 1, query->case_id, FAKE_VIEW_ANSWER);
-    fake_send_view(f, routing, query->request_id, query->case_id, mode);
+        fake_send_view(f, routing, query->request_id + 1, query, FAKE_VIEW_ANSWER);
+    fake_send_view(f, routing, query->request_id, query, mode);
 }
 
 /* A Deliver carrying the note event of FAKE_CASE_ID, or garbage as the event. */
@@ -2751,6 +2787,8 @@ static void test_case_show_refusals(void **state)
         {"C-00000099", FAKE_VIEW_ANSWER, SCHAKEL_ERR_REFUSED, FAKE_NOT_FOUND_TEXT},
         {FAKE_CASE_ID, FAKE_VIEW_OTHER_CASE, SCHAKEL_ERR_PROTOCOL, "case view"},
         {FAKE_CASE_ID, FAKE_VIEW_BAD_STATE, SCHAKEL_ERR_PROTOCOL, "case view"},
+        {FAKE_CASE_ID, FAKE_VIEW_MORE_EMPTY, SCHAKEL_ERR_PROTOCOL, "case view"},
+        {FAKE_CASE_ID, FAKE_VIEW_PAGE_REPEATS, SCHAKEL_ERR_PROTOCOL, "case view"},
         {"C-0000009", FAKE_VIEW_ANSWER, SCHAKEL_ERR_USAGE, "not a case id"},
         {NULL, FAKE_VIEW_ANSWER, SCHAKEL_ERR_USAGE, "not a case id"},
     };
@@ -2766,14 +2804,49 @@ static void test_case_show_refusals(void **state)
         if (status == SCHAKEL_ERR_REFUSED)
             assert_string_equal(schakel_last_error(client)->reason_name, "NOT_FOUND");
     }
-    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_BAD_STATE);
-    assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
-    assert_null(list);
+    static const enum fake_view_mode bad_lists[] = {FAKE_VIEW_BAD_STATE, FAKE_VIEW_MORE_EMPTY,
+                                                    FAKE_VIEW_PAGE_REPEATS};
+    for (size_t r = 0; r < sizeof bad_lists / sizeof bad_lists[0]; r++) {
+        fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, bad_lists[r]);
+        list = (schakel_case_list_t *)&list; /* must be reset to NULL */
+        assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+        assert_null(list);
+        assert_non_null(strstr(schakel_last_error(client)->text, "case list"));
+    }
     assert_int_equal(schakel_case_list(client, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, 0), SCHAKEL_ERR_USAGE);
     fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_ANSWER);
     assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_OK);
     schakel_case_list_free(&list);
+}
+
+/* A view or list larger than a frame comes in pages: each query goes on
+ * after the last event or case it has, and the result is whole. */
+static void test_case_pages(void **state)
+{
+    schakel_client_t *client = *state;
+    fake_set_case_modes(&fake, FAKE_CASE_ACCEPT, FAKE_VIEW_PAGED);
+    schakel_case_view_t *view = NULL;
+    assert_int_equal(schakel_case_show(client, FAKE_CASE_ID, &view, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(view->n_events, 5);
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(view->events[i].event_seq, i + 1);
+    assert_string_equal(view->events[2].text, "Bezoek afgelegd");
+    assert_string_equal(view->summary.case_id, FAKE_CASE_ID);
+    schakel_case_view_free(&view);
+    pthread_mutex_lock(&fake.lock);
+    assert_string_equal(fake.seen.query_afters, "0;2;4;");
+    fake.seen.query_afters[0] = '\0';
+    pthread_mutex_unlock(&fake.lock);
+    schakel_case_list_t *list = NULL;
+    assert_int_equal(schakel_case_list(client, &list, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, 2);
+    assert_string_equal(list->cases[0].case_id, FAKE_CASE_ID);
+    assert_string_equal(list->cases[1].case_id, FAKE_OTHER_CASE_ID);
+    schakel_case_list_free(&list);
+    pthread_mutex_lock(&fake.lock);
+    assert_string_equal(fake.seen.query_afters, "0;" FAKE_CASE_ID ";");
+    pthread_mutex_unlock(&fake.lock);
 }
 
 static void check_case_delivery(const schakel_delivery_t *d)
@@ -3600,6 +3673,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_usage, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_timeout, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_forget, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_pages, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_refusal_is_not_a_publish, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_mixed_calls, client_setup, client_teardown),
