@@ -603,9 +603,9 @@ static int key_still_registered(const session_t *session, const policy_principal
     return strcmp(session->key, current) == 0;
 }
 
-/* A principal over its connection cap: answered on the new connection
- * (which gets no session) with TOO_MANY_CONNECTIONS. */
-static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *principal)
+/* Answer a frame on a connection that gets no session. */
+static void refuse_sessionless(broker_t *b, zmq_msg_t *routing, const char *principal,
+                               Schakel__Reason reason, const char *text)
 {
     session_t probe;
     memset(&probe, 0, sizeof probe);
@@ -615,11 +615,28 @@ static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *princ
     memcpy(probe.routing_id, zmq_msg_data(routing), len);
     probe.routing_len = len;
     strcpy(probe.principal, principal);
+    broker_reject(b, &probe, reason, text, NULL, -1, 0);
+}
+
+/* A principal over its connection cap: answered on the new connection
+ * (which gets no session) with TOO_MANY_CONNECTIONS. */
+static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *principal)
+{
     char text[128];
     snprintf(text, sizeof text,
              "this principal already has %u connections, the most the broker allows",
              b->max_connections);
-    broker_reject(b, &probe, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, text, NULL, -1, 0);
+    refuse_sessionless(b, routing, principal, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, text);
+}
+
+/* libzmq names a connection whose client set no routing id with 5 bytes,
+ * the first 0 (PROTOCOL.md 3.2). A routing id a client chose itself could
+ * be taken by another principal's client once the first disconnected, and
+ * get what the broker still pushes to it: such a connection gets no
+ * session. */
+static int routing_id_generated(zmq_msg_t *routing)
+{
+    return zmq_msg_size(routing) == 5 && ((const uint8_t *)zmq_msg_data(routing))[0] == 0;
 }
 
 /* A received frame is plaintext once CURVE has opened it (a Publish's
@@ -668,6 +685,12 @@ static int receive_one(broker_t *b)
         /* CURVE with our ZAP handler always sets a User-Id; a message
          * without one cannot be attributed and is dropped. */
         log_event(LOG_ERROR, "frame.unattributed", NULL);
+    } else if (!routing_id_generated(&routing)) {
+        log_event(LOG_WARN, "session.refused", "principal", user_id, "why",
+                  "the client set its own routing id", NULL);
+        refuse_sessionless(b, &routing, user_id, SCHAKEL__REASON__NOT_PERMITTED,
+                           "this connection set its own routing id (ZMQ_ROUTING_ID), which the "
+                           "protocol forbids: connect without one (PROTOCOL.md 3.2)");
     } else {
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);

@@ -417,8 +417,19 @@ typedef struct raw {
     int disconnects; /* DISCONNECTED events seen */
 } raw_t;
 
+static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *server_pub,
+                          const char *label, const char *routing_id);
+
 static raw_t *raw_open(const h_env_t *env, const char *key_file, const char *server_pub,
                        const char *label)
+{
+    return raw_open_as(env, key_file, server_pub, label, NULL);
+}
+
+/* raw_open, with a routing id of the client's choosing when not NULL (a
+ * client the protocol forbids). */
+static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *server_pub,
+                          const char *label, const char *routing_id)
 {
     raw_t *r = calloc(1, sizeof *r);
     assert_non_null(r);
@@ -440,7 +451,9 @@ static raw_t *raw_open(const h_env_t *env, const char *key_file, const char *ser
         zmq_setsockopt(r->socket, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(r->socket, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms) != 0)
+        zmq_setsockopt(r->socket, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms) != 0 ||
+        (routing_id != NULL &&
+         zmq_setsockopt(r->socket, ZMQ_ROUTING_ID, routing_id, strlen(routing_id)) != 0))
         fail_msg("%s: DEALER set-up: %s", label, zmq_strerror(zmq_errno()));
     /* The monitor's reader connects before the DEALER does: libzmq drops
      * events that nobody is connected to receive. */
@@ -2201,6 +2214,41 @@ static void test_frame_far_over_the_limit_drops_only_that_connection(void **stat
     h_done(env);
 }
 
+/* A client that sets its own routing id (forbidden, PROTOCOL.md 3.2) gets
+ * no session: each frame is refused NOT_PERMITTED and nothing is pushed to
+ * it, so another principal's client that takes the same routing id later
+ * can never get what was meant for it. Well-behaved clients go on. */
+static void test_chosen_routing_id_gets_no_session(void **state)
+{
+    h_env_t *env = *state;
+    raw_t *fixed =
+        raw_open_as(env, h_key_file(env, H_OM), env->broker_pub, H_OM, "om-vaste-routing-id");
+    uint32_t value = 0;
+    if (raw_await_handshake(fixed, H_TIMEOUT_MS, &value) != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        fail_msg("the handshake with a chosen routing id failed (value %u)", value);
+    pb_t frame = {0};
+    frame_heartbeat(&frame);
+    raw_send_frame(fixed, &frame);
+    Schakel__Frame *f =
+        raw_next(fixed, "heartbeat with a chosen routing id", SCHAKEL__FRAME__BODY_REJECTED);
+    assert_int_equal(f->rejected->reason, SCHAKEL__REASON__NOT_PERMITTED);
+    assert_non_null(strstr(f->rejected->text, "routing id"));
+    frame_free(&f);
+    /* a Flow opens nothing: a delivery for om stays in its mailbox */
+    frame_flow(&frame, 16);
+    raw_send_frame(fixed, &frame);
+    f = raw_next(fixed, "flow with a chosen routing id", SCHAKEL__FRAME__BODY_REJECTED);
+    frame_free(&f);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-ROUTING-1");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    assert_null(raw_recv(fixed, 500));
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    raw_close(&fixed);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* The broker's peak resident memory (VmHWM), in KiB. */
 static long broker_peak_kb(const h_env_t *env)
 {
@@ -3472,6 +3520,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_frame_far_over_the_limit_drops_only_that_connection,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_chosen_routing_id_gets_no_session, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_loop_holds_few_unread_frames, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_burst_of_tiny_invalid_frames, h_setup_broker,
