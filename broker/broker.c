@@ -125,6 +125,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     }
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
+    (void)case_check_reachable(b); /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->sync_always = o->sync_always;
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
@@ -785,6 +786,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     b->policy = fresh;
     b->policy_loaded_at = (int64_t)time(NULL);
     deliver_kept_clear(b->kept); /* what waits is pushed from the store, under the new policy */
+    (void)case_check_reachable(b); /* logged */
     size_t dropped = reload_drop_sessions(b, b->policy);
     return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }

@@ -13,6 +13,7 @@
  */
 #include "case.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -356,6 +357,41 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
         case_query_list(b, session, asker, query);
     else
         case_query_one(b, session, asker, query);
+}
+
+/* ------------------------------------------------------------------ reachability */
+
+typedef struct reach_ctx {
+    const policy_t *policy;
+    long unreachable;
+} reach_ctx_t;
+
+static int case_kind_reachable(const char *case_type, const char *lead, uint64_t open_cases,
+                               void *arg)
+{
+    reach_ctx_t *r = arg;
+    int no_type = policy_case_type_by_id(r->policy, case_type) == NULL;
+    int no_lead = policy_partner_by_id(r->policy, lead) == NULL;
+    if (!no_type && !no_lead)
+        return 0;
+    char n[24];
+    snprintf(n, sizeof n, "%llu", (unsigned long long)open_cases);
+    log_event(LOG_WARN, "cases.unreachable", "case_type", case_type, "lead", lead, "open", n, "why",
+              no_type ? "the policy has no such case type: nobody can see or close these cases"
+                      : "the policy has no such partner: nobody can close these cases",
+              NULL);
+    r->unreachable += open_cases > (uint64_t)LONG_MAX ? LONG_MAX : (long)open_cases;
+    return 0;
+}
+
+long case_check_reachable(broker_t *b)
+{
+    reach_ctx_t r = {.policy = b->policy, .unreachable = 0};
+    if (store_open_case_kinds(b->store, case_kind_reachable, &r) < 0) {
+        log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
+        return -1;
+    }
+    return r.unreachable;
 }
 
 /* ------------------------------------------------------------------ push */

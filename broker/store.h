@@ -513,6 +513,13 @@ int store_case_events(store_t *store, const char *case_id, uint64_t after_event_
 typedef int (*store_case_fn)(const store_case_t *c, char my_state, void *arg);
 int store_cases_of_partner(store_t *store, const char *partner, store_case_fn fn, void *arg);
 
+/* fn for each (case type, lead partner) that open cases have, with how many
+ * (fn returns non-zero to stop). Returns the number visited or -1. Cost: a
+ * walk of the cases table. */
+typedef int (*store_case_kind_fn)(const char *case_type, const char *lead, uint64_t open_cases,
+                                  void *arg);
+int store_open_case_kinds(store_t *store, store_case_kind_fn fn, void *arg);
+
 /* Remove every pending delivery of this case to `recipient`: one principal
  * id, or a partner id meaning every principal of that partner, listed in
  * the policy or not (the partner left or was removed), each leaving a tombstone as a

@@ -80,6 +80,8 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
      * expiry. */
     [CASE_STMT_ITEM_LINK] = "INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (?1, ?2)",
     [CASE_STMT_ITEM_GET] = "SELECT seq, publish_id, item_index, body FROM items WHERE seq = ?1",
+    [CASE_STMT_OPEN_KINDS] = "SELECT case_type, lead, count(*) FROM cases WHERE closed = 0"
+                             " GROUP BY case_type, lead ORDER BY case_type, lead",
 };
 
 /* Result columns of CASE_STMT_GET and the first ones of CASE_STMT_OF_PARTNER. */
@@ -654,6 +656,38 @@ int store_cases_of_partner(store_t *store, const char *partner, store_case_fn fn
     }
     partner_ctx_t ctx = {fn, arg};
     return scan_rows(store, stmt, partner_visit, &ctx, "cases_of_partner");
+}
+
+typedef struct kinds_ctx {
+    store_case_kind_fn fn;
+    void *arg;
+} kinds_ctx_t;
+
+static int kinds_visit(store_t *store, sqlite3_stmt *stmt, void *arg)
+{
+    kinds_ctx_t *k = arg;
+    const char *type = store_column_text(stmt, 0), *lead = store_column_text(stmt, 1);
+    if (type == NULL || lead == NULL) {
+        store_refuse(store, "open_case_kinds", "damaged case row");
+        return -1;
+    }
+    return k->fn(type, lead, (uint64_t)sqlite3_column_int64(stmt, 2), k->arg) != 0 ? 1 : 0;
+}
+
+/* Cost: a walk of the cases table (only at start and after a reload). */
+int store_open_case_kinds(store_t *store, store_case_kind_fn fn, void *arg)
+{
+    if (store_enter(store, "open_case_kinds") != 0)
+        return -1;
+    if (fn == NULL) {
+        store_refuse(store, "open_case_kinds", "a callback is required");
+        return -1;
+    }
+    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_OPEN_KINDS);
+    if (stmt == NULL)
+        return -1;
+    kinds_ctx_t ctx = {fn, arg};
+    return scan_rows(store, stmt, kinds_visit, &ctx, "open_case_kinds");
 }
 
 /* ------------------------------------------------------------------ deliveries and retention */

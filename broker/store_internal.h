@@ -108,6 +108,7 @@ enum store_case_stmt_id {
     CASE_STMT_LINK_FACTS,
     CASE_STMT_ITEM_LINK,
     CASE_STMT_ITEM_GET,
+    CASE_STMT_OPEN_KINDS,
     CASE_STMT_COUNT
 };
 

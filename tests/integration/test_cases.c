@@ -1314,6 +1314,37 @@ static void test_list_comes_in_pages(void **state)
     stop_clean(env);
 }
 
+/* Open cases whose case type leaves the policy can be seen and closed by
+ * nobody, so their retention never starts: the broker says so at every
+ * reload and start, with how many. */
+static void test_unreachable_cases_are_named(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    open_case(riec, &ADDRESS_CASE, id);
+    schakel_close(&riec);
+    static const char old_id[] = "  - id: ondermijning-adres\n";
+    const char *at = strstr(h_case_types, old_id);
+    assert_non_null(at);
+    h_env_write_policy(env, "%s%s%.*s  - id: ondermijning-adres-v2\n%s", h_policy_header,
+                       h_default_rules, (int)(at - h_case_types), h_case_types,
+                       at + strlen(old_id));
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    static const char needle[] =
+        "event=cases.unreachable case_type=ondermijning-adres lead=riec open=2 ";
+    if (h_await_log(env, offset, needle, T) != 0)
+        fail_msg("no \"%s\" after the reload", needle);
+    assert_int_equal(h_broker_stop(env), 0);
+    offset = h_log_offset(env);
+    h_broker_start(env);
+    if (h_await_log(env, offset, needle, T) != 0)
+        fail_msg("no \"%s\" at the start", needle);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ idempotency */
 
 /* A command repeated with its command id is answered with the original
@@ -1434,6 +1465,7 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_view_comes_in_pages, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreachable_cases_are_named, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
