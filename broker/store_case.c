@@ -68,10 +68,22 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
     [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_DELIVERIES] = "UPDATE deliveries SET expires_at = ?2 WHERE case_id = ?1",
-    [CASE_STMT_EXPIRY_ITEMS] = "UPDATE items SET expires_at = ?2"
-                               " WHERE seq IN (SELECT item_seq FROM case_items WHERE case_id = ?1)",
+    /* An item of the case follows it, but never below what else still
+     * needs it: a pending delivery outside this case, or another case that
+     * links it (else closing one case could take an item another still
+     * holds, and an item due but still referenced would hold up the sweep,
+     * which takes the earliest due first). */
+    [CASE_STMT_EXPIRY_ITEMS] =
+        "UPDATE items SET expires_at = max(?2,"
+        " coalesce((SELECT max(d.expires_at) FROM deliveries AS d WHERE d.item_seq = items.seq"
+        " AND (d.case_id IS NULL OR d.case_id <> ?1)), 0),"
+        " coalesce((SELECT max(c.expires_at) FROM case_items AS ci JOIN cases AS c"
+        " ON c.case_id = ci.case_id WHERE ci.item_seq = items.seq AND ci.case_id <> ?1), 0))"
+        " WHERE seq IN (SELECT item_seq FROM case_items WHERE case_id = ?1)",
+    /* and a publish, never below its items (set just before) */
     [CASE_STMT_EXPIRY_PUBLISHES] =
-        "UPDATE publishes SET expires_at = ?2 WHERE id IN"
+        "UPDATE publishes SET expires_at = max(?2, coalesce((SELECT max(i.expires_at) FROM items"
+        " AS i WHERE i.publish_id = publishes.id), 0)) WHERE id IN"
         " (SELECT i.publish_id FROM case_items AS ci JOIN items AS i ON i.seq = ci.item_seq"
         " WHERE ci.case_id = ?1)",
     [CASE_STMT_LINK_FACTS] = "SELECT (SELECT count(*) FROM cases WHERE case_id = ?1),"

@@ -1208,6 +1208,53 @@ static void test_set_expiry_and_sweep(void **state)
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 2); /* b's event and the signal */
 }
 
+/* Closing a case never lowers an item below what else still needs it: a
+ * pending delivery outside the case, or another case that links it.
+ * Otherwise the sweep, which takes the earliest due items first, a batch
+ * at a time, would stall on due items still referenced (and leave others
+ * past their retention), and closing one case could remove an item another
+ * still holds. */
+static void test_close_keeps_items_others_need(void **state)
+{
+    fixture_t *f = *state;
+    enum { LINKED = 150, SWEEP = 100 }; /* more due-but-linked items than one sweep looks at */
+    const int64_t year = NOW + 365 * 86400;
+    char a[SCHAKEL_CASE_ID_LEN + 1], b[SCHAKEL_CASE_ID_LEN + 1];
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, "A", a);
+    case_new(f->store, "B", b);
+    int64_t lone = command(f->store, POLITIE, 1000, "referenced by nothing"); /* due at NOW+1000 */
+    int64_t shared = command(f->store, POLITIE, 2, "linked to both cases");
+    assert_int_equal(store_case_item_link(f->store, a, (uint64_t)shared), 0);
+    assert_int_equal(store_case_item_link(f->store, b, (uint64_t)shared), 0);
+    for (unsigned i = 0; i < LINKED; i++) {
+        char body[32];
+        snprintf(body, sizeof body, "signal %u", i);
+        int64_t item = command(f->store, POLITIE, 300 + i, body);
+        (void)deliver(f->store, NULL, 0, POLITIE2, POLITIE, 300 + i, item, "mask", year);
+        assert_int_equal(store_case_item_link(f->store, a, (uint64_t)item), 0);
+    }
+    assert_int_equal(store_case_set_expiry(f->store, a, NOW + 10), 0); /* a closes */
+    char sql_due[96];
+    assert_int_equal(store_commit(f->store), 0);
+    snprintf(sql_due, sizeof sql_due, "SELECT count(*) FROM items WHERE expires_at < %lld",
+             (long long)year);
+    assert_int_equal(raw_int(f->path, sql_due), 1); /* only the lone item is due within the year */
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld", (long long)shared);
+    assert_true(raw_int(f->path, sql) == OPEN); /* b is open */
+
+    expired_count_t told = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    int removed = store_expire(f->store, NOW + 5000, SWEEP, count_expired, &told);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_true(removed >= 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE seq = %lld", (long long)lone);
+    assert_int_equal(raw_int(f->path, sql), 0); /* swept, not held up behind the linked ones */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM items"), LINKED + 1);
+    assert_int_equal(told.n, 0); /* no delivery was due */
+}
+
 static void test_case_waits_for_its_deliveries(void **state)
 {
     fixture_t *f = *state;
@@ -1476,6 +1523,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_item_link_keeps_command_evidence, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_close_keeps_items_others_need, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_waits_for_its_deliveries, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_cases_of_partner, setup, store_fixture_teardown),
