@@ -32,8 +32,10 @@
 #define METRICS_SESSIONS_REFRESH_MS 1000 /* connected principals */
 #define METRICS_STORE_REFRESH_MS 5000    /* backlog per partner, store size */
 #define METRICS_STALE_MS 5000            /* /healthz fails when the loop is quieter */
-#define METRICS_HTTP_CONNECTIONS 16u
-#define METRICS_HTTP_TIMEOUT_S 10u
+/* Room for scrapers beside clients that connect and dawdle: each
+ * connection that sends nothing for METRICS_HTTP_TIMEOUT_S is closed. */
+#define METRICS_HTTP_CONNECTIONS 64u
+#define METRICS_HTTP_TIMEOUT_S 3u
 
 /* Upper bounds (seconds) of the latency buckets: from a loop turn on an
  * idle broker (milliseconds) up to a partner offline for a day. */

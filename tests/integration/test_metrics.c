@@ -66,9 +66,18 @@ static int http_connect(const char *address)
     return fd;
 }
 
+static http_reply_t http_request_within(const char *address, const char *method, const char *path,
+                                        int timeout_ms);
+
 /* One HTTP/1.0 request; the server closes the connection after the reply.
  * Every wait is bounded by H_TIMEOUT_MS. */
 static http_reply_t http_request(const char *address, const char *method, const char *path)
+{
+    return http_request_within(address, method, path, H_TIMEOUT_MS);
+}
+
+static http_reply_t http_request_within(const char *address, const char *method, const char *path,
+                                        int timeout_ms)
 {
     int fd = http_connect(address);
     char request[256];
@@ -80,11 +89,11 @@ static http_reply_t http_request(const char *address, const char *method, const 
     assert_non_null(text);
     for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ready = poll(&p, 1, H_TIMEOUT_MS);
+        int ready = poll(&p, 1, timeout_ms);
         if (ready < 0 && errno == EINTR)
             continue;
         if (ready <= 0)
-            fail_msg("no complete HTTP reply to %s %s within %d ms", method, path, H_TIMEOUT_MS);
+            fail_msg("no complete HTTP reply to %s %s within %d ms", method, path, timeout_ms);
         if (used == cap) {
             cap *= 2;
             text = realloc(text, cap + 1);
@@ -366,6 +375,31 @@ static void assert_latency_histogram(const char *address, double observed)
     free(text);
 }
 
+/* Clients that connect and dawdle (a request line, then nothing) do not
+ * take every slot: /healthz still answers beside twenty of them. */
+static void test_dawdling_clients_leave_room(void **state)
+{
+    h_env_t *env = *state;
+    char metrics[64];
+    h_broker_start_metrics(env, NULL, metrics, sizeof metrics);
+    enum { DAWDLERS = 20 };
+    int fds[DAWDLERS];
+    for (int i = 0; i < DAWDLERS; i++) {
+        fds[i] = http_connect(metrics);
+        static const char line[] = "GET /metrics HTTP/1.1\r\nX-Slow: 1\r\n";
+        assert_int_equal(write(fds[i], line, sizeof line - 1), (ssize_t)(sizeof line - 1));
+    }
+    for (int round = 0; round < 3; round++) {
+        /* at once, not when a dawdler's slot times out (seconds) */
+        http_reply_t r = http_request_within(metrics, "GET", "/healthz", 2000);
+        assert_int_equal(r.status, 200);
+        http_reply_free(&r);
+    }
+    for (int i = 0; i < DAWDLERS; i++)
+        close(fds[i]);
+    h_done(env);
+}
+
 static void test_counters_follow_traffic(void **state)
 {
     h_env_t *env = *state;
@@ -638,6 +672,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_health_and_readiness, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_dawdling_clients_leave_room, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,
                                         h_teardown),
