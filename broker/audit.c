@@ -569,8 +569,12 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
     st.anchor = anchor;
     st.report = report;
     st.expected = 1;
-    int result = 0;
-    for (;;) {
+    /* One snapshot for all of it: a running broker commits entries and
+     * checkpoints meanwhile, and a checkpoint read before the entries it
+     * certifies would look like a trail cut back. */
+    int snapshot = store_audit_snapshot_begin(store);
+    int result = snapshot < 0 ? -1 : 0;
+    for (; result == 0;) {
         int n = verify_batch(store, &st);
         if (n < 0) {
             result = -1;
@@ -587,6 +591,7 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
         snprintf(report->problem, sizeof report->problem, "cannot read the trail: %s",
                  st.out_of_memory ? "out of memory" : store_errmsg(store));
     }
+    store_audit_snapshot_end(store, snapshot);
     free(st.cps);
     free(st.acked);
     return result;

@@ -784,6 +784,14 @@ int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn
  * entry up to up_to_seq (a full walk of the index), 0 when the store
  * predates it (schema < 6; lookups then find nothing), -1 on error. */
 int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq);
+/* Reads from here to store_audit_snapshot_end see one state of the file, whatever
+ * a running broker commits meanwhile (a WAL read transaction; it keeps
+ * the broker from starting its WAL over until it ends). Returns 1 when it
+ * began one, 0 when a transaction was open already (nothing to end), -1
+ * on error. store_audit_snapshot_end(store, what the begin returned). */
+int store_audit_snapshot_begin(store_t *store);
+void store_audit_snapshot_end(store_t *store, int began);
+
 /* Rows of the audit table outside the chain (seq below 1: the broker never
  * writes one; the exports leave them out). 0 with *count, or -1. */
 int store_audit_off_chain(store_t *store, uint64_t *count);

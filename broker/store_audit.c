@@ -983,6 +983,21 @@ int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *au
     return found;
 }
 
+int store_audit_snapshot_begin(store_t *store)
+{
+    if (store_enter(store, "audit snapshot") != 0)
+        return -1;
+    if (!sqlite3_get_autocommit(store->db))
+        return 0; /* a transaction is open: its reads are one snapshot already */
+    return store_exec_fixed(store, "BEGIN DEFERRED", "audit snapshot") == 0 ? 1 : -1;
+}
+
+void store_audit_snapshot_end(store_t *store, int began)
+{
+    if (began == 1 && !sqlite3_get_autocommit(store->db))
+        (void)store_exec_fixed(store, "COMMIT", "audit snapshot end"); /* it only read */
+}
+
 /* Cost: one descent of the table's b-tree (rowids below 1 come first). */
 int store_audit_off_chain(store_t *store, uint64_t *count)
 {

@@ -10,8 +10,10 @@
  * read-only opening, as `schakelctl audit verify` does. A full disk is
  * simulated by a page limit. Each test has its own mkdtemp() folder.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -690,6 +692,67 @@ static void test_verify_reports_an_intact_trail(void **state)
     const keypair_t *both[] = {other_key, broker_key};
     verify_path(template_path, both, 2, NULL, &r);
     assert_true(r.intact);
+}
+
+/* A broker appending while an auditor verifies: every verification of the
+ * running store is intact (it reads one snapshot: a checkpoint committed
+ * after the entries were read, or entries after the checkpoints were,
+ * must not look like a cut or a removed checkpoint). */
+typedef struct appender {
+    store_t *store;
+    uint64_t last;
+    atomic_int done;
+    char error[256];
+} appender_t;
+
+static void *appender_run(void *arg)
+{
+    appender_t *a = arg;
+    for (uint64_t seq = 1; seq <= a->last && a->error[0] == '\0'; seq += 7) {
+        for (uint64_t i = seq; i < seq + 7 && i <= a->last; i++) {
+            store_audit_entry_t e;
+            trail_entry(i, &e);
+            if (audit_append(a->store, broker_key, BASE_TIME + (int64_t)i / 100, &e) != 0)
+                snprintf(a->error, sizeof a->error, "append %llu: %s", (unsigned long long)i,
+                         store_errmsg(a->store));
+        }
+        if (a->error[0] == '\0' && store_commit(a->store) != 0)
+            snprintf(a->error, sizeof a->error, "commit: %s", store_errmsg(a->store));
+    }
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+static void test_verify_beside_a_writer(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_A, tag_a), 0);
+    assert_int_equal(store_subject_tag(f->store, SUBJECT_B, tag_b), 0);
+    appender_t a = {.store = f->store, .last = 6 * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES};
+    atomic_init(&a.done, 0);
+    store_t *reader = store_fixture_open_reader(f->path, NULL);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, appender_run, &a), 0);
+    unsigned verified = 0;
+    while (!atomic_load(&a.done) && verified < 100000) {
+        audit_verify_report_t r;
+        if (audit_verify(reader, (const uint8_t(*)[32])broker_key->sign_pk, 1, NULL, &r) != 0)
+            fail_msg("verify %u could not read: %s", verified, r.problem);
+        if (!r.intact)
+            fail_msg("verify %u of the running store: broken at %llu: %s", verified,
+                     (unsigned long long)r.broken_seq, r.problem);
+        verified++;
+    }
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    if (a.error[0] != '\0')
+        fail_msg("%s", a.error);
+    audit_verify_report_t r;
+    assert_int_equal(audit_verify(reader, (const uint8_t(*)[32])broker_key->sign_pk, 1, NULL, &r),
+                     0);
+    assert_true(r.intact);
+    assert_int_equal(r.entries, a.last);
+    assert_true(verified > 0);
+    store_close(&reader);
 }
 
 /* Tampering, each on its own copy of the template. */
@@ -1866,6 +1929,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpoints_every_n_entries_and_when_due, setup,
                                         store_fixture_teardown),
         cmocka_unit_test(test_verify_reports_an_intact_trail),
+        cmocka_unit_test_setup_teardown(test_verify_beside_a_writer, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_storage_refuses_the_action_and_keeps_nothing,
