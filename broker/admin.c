@@ -280,16 +280,23 @@ static void admin_refuse(admin_t *admin, broker_t *b, admin_request_t *request,
     admin_record(b, request, "refused", why);
 }
 
-/* The connection's key must still be an operator's under the policy in
- * force: a reload that removes or replaces it cuts the connection off. */
-static int admin_still_operator(const broker_t *b, const char *principal, const char *key)
+static int admin_operator_in(const policy_t *policy, const char *principal, const char *key)
 {
-    const policy_principal_t *p = policy_principal_by_id(b->policy, principal);
+    const policy_principal_t *p = policy_principal_by_id(policy, principal);
     char current[41];
     if (p == NULL || p->role != ROLE_OPERATOR || key == NULL)
         return 0;
     keys_public_z85(p->curve_pk, current);
     return strcmp(key, current) == 0;
+}
+
+/* The connection's key must still be an operator's under the policy in
+ * force, and under a reload not yet recorded (broker.h policy_pending): a
+ * reload that removes or replaces it cuts the connection off. */
+static int admin_still_operator(const broker_t *b, const char *principal, const char *key)
+{
+    return admin_operator_in(b->policy, principal, key) &&
+           (b->policy_pending == NULL || admin_operator_in(b->policy_pending, principal, key));
 }
 
 static const admin_command_t *admin_command_by_name(const char *name)

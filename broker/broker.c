@@ -650,11 +650,11 @@ static void msg_wipe_close(zmq_msg_t *msg)
     zmq_msg_close(msg);
 }
 
+static int session_revoked(const session_t *session, void *arg);
+
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
-static int session_revoked(const session_t *session, void *arg);
-
 static int receive_one(broker_t *b)
 {
     zmq_msg_t routing, data;
@@ -774,6 +774,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
             snprintf(b->pending_by, sizeof b->pending_by, "%s", requested_by);
         }
         b->pending_retry_ms = monotonic_ms() + 1000;
+        b->last_turn_committed_writes = 0; /* tried: the next try waits its second */
         (void)reload_drop_sessions(b, fresh);
         return -1;
     }
@@ -807,7 +808,9 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
  * second (a locked store makes each try wait its busy timeout). */
 static void broker_reload_retry(broker_t *b)
 {
-    if (b->policy_pending == NULL || monotonic_ms() < b->pending_retry_ms)
+    /* a turn that just committed shows the store can be written: at once */
+    if (b->policy_pending == NULL ||
+        (monotonic_ms() < b->pending_retry_ms && !b->last_turn_committed_writes))
         return;
     char err[512], by[sizeof b->pending_by];
     snprintf(by, sizeof by, "%s", b->pending_by);
@@ -881,6 +884,8 @@ static int commit_turn(broker_t *b)
      * synced one (record.c). */
     b->turn_acks_only = 1;
     b->last_turn_rolled_back = !committed;
+    b->last_turn_committed_writes = committed && wrote;
+    record_turn_settle(b, committed);
     if (!committed)
         sessions_restart_receivers(b->sessions);
     deliver_kept_settle(b->kept, committed); /* the turn's kept items: usable, or wiped */

@@ -76,11 +76,14 @@ typedef struct broker {
     void *router;
     zap_t *zap;
     policy_t *policy;
+    refusals_t refusals;        /* which refused handshakes the trail takes in full */
+    refusals_t refusals_summed; /* the window summed up in this turn, until it commits */
+    int refusals_summed_pending;
     /* A reload whose audit entry could not be written yet: not in force,
-     * but it narrows the one in force (no session, admission, frame or
-     * push it would refuse), and its record is tried again each second;
-     * once written, it applies (broker_reload_policy). */
-    refusals_t refusals; /* which refused handshakes the trail takes in full */
+     * but it narrows the one in force (no session, admission, frame,
+     * operator request or push it would refuse), and its record is tried
+     * again each second and after any turn that committed; once written,
+     * it applies (broker_reload_policy). */
     policy_t *policy_pending;
     char pending_by[64];
     int64_t pending_retry_ms;
@@ -97,7 +100,8 @@ typedef struct broker {
      * yet: they wait (UINT64_MAX when every commit is synced). */
     uint64_t push_limit_seq;
     int turn_failed; /* a store write failed: roll the turn back, commit nothing */
-    int last_turn_rolled_back; /* the turn before this one committed nothing it wrote */
+    int last_turn_rolled_back;      /* the turn before this one committed nothing it wrote */
+    int last_turn_committed_writes; /* ... or committed what it wrote */
     /* Nothing but Ack, Flow and Heartbeat frames this turn: its writes (acks)
      * claim nothing to anyone, so it commits without an fsync
      * (store_commit_unsynced); the next synced commit covers it. */

@@ -26,7 +26,6 @@
 #include "log.h"
 #include "record.h"
 
-/* One command being carried out. */
 /* A withdrawn delivery as the store told it, copied for its audit entry
  * (the store's strings end with its callback). */
 typedef struct case_drop {
@@ -37,6 +36,7 @@ typedef struct case_drop {
     char rule_hash[65];
 } case_drop_t;
 
+/* One command being carried out. */
 typedef struct case_cmd {
     broker_t *b;
     const session_t *session;
@@ -687,7 +687,7 @@ static int case_drop_partner(case_cmd_t *x, const char *partner_id)
         broker_fail_turn(b);
         return -1;
     }
-    char why[96];
+    char why[SCHAKEL_MAX_ID_LEN + 48];
     snprintf(why, sizeof why, "partner %s %s case %s", partner_id,
              x->command == CASE_CMD_LEAVE ? "left" : "was removed from", x->case_id);
     for (size_t i = 0; i < x->n_drops; i++) {

@@ -29,10 +29,6 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
 void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
                        const Schakel__CaseQuery *query);
 
-/* For the push (deliver.c): the membership rule a waiting case delivery
- * was queued under still exists in `policy` (the one in force, or a reload
- * not yet recorded), in that very version (id and content hash), and
- * still reaches `recipient` (a principal of that policy, or NULL). */
 /* At start and after a reload: open cases whose case type or lead partner
  * the policy in force does not have any more can be reached by nobody (not
  * seen, not closed: their retention does not start). Each such (type,
@@ -40,6 +36,10 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
  * cases in all, or -1 when the store could not be read (logged). */
 long case_check_reachable(broker_t *b);
 
+/* For the push (deliver.c): the membership rule a waiting case delivery
+ * was queued under still exists in `policy` (the one in force, or a reload
+ * not yet recorded), in that very version (id and content hash), and
+ * still reaches `recipient` (a principal of that policy, or NULL). */
 int case_delivery_still_allowed(const policy_t *policy, const store_delivery_t *d,
                                 const policy_principal_t *recipient);
 

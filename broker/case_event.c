@@ -224,8 +224,10 @@ int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_
         case_event_copy_free(&copy);
         return -1;
     }
-    if (copy.bytes == NULL || copy.event_seq != 1)
+    if (copy.bytes == NULL || copy.event_seq != 1) {
+        case_event_copy_free(&copy);
         return 0; /* no events (yet): a case being opened */
+    }
     Schakel__CaseEvent *ev =
         schakel__case_event__unpack(wire_wiped_allocator(), copy.len, copy.bytes);
     case_event_copy_free(&copy);

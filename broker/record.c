@@ -998,17 +998,32 @@ int record_started(broker_t *b)
 static int record_refusals_summary(broker_t *b, int force)
 {
     char detail[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
+    b->refusals_summed = b->refusals; /* put back if the entry does not commit */
     uint64_t counted = refusals_summary(&b->refusals, record_now(b), force, detail, sizeof detail);
     if (counted == 0)
         return 0;
     char n[24];
     snprintf(n, sizeof n, "%llu", (unsigned long long)counted);
-    log_event(LOG_WARN, "auth.refused_summary", "counted", n, "detail", detail, NULL);
     store_audit_entry_t e;
     audit_entry_init(&e, "auth.refused_summary");
     audit_set_text(&e, STORE_AUDIT_REASON, "refused handshakes counted, not recorded one by one");
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append_now(b, &e);
+    if (record_append_now(b, &e) != 0) {
+        refusals_put_back(&b->refusals, &b->refusals_summed);
+        return -1;
+    }
+    log_event(LOG_WARN, "auth.refused_summary", "counted", n, "detail", detail, NULL);
+    b->refusals_summed_pending = 1;
+    return 0;
+}
+
+void record_turn_settle(broker_t *b, int committed)
+{
+    if (!b->refusals_summed_pending)
+        return;
+    b->refusals_summed_pending = 0;
+    if (!committed) /* the summary went with the turn: summed up again later */
+        refusals_put_back(&b->refusals, &b->refusals_summed);
 }
 
 int record_stopped(broker_t *b)

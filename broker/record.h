@@ -203,6 +203,11 @@ int record_stopped(struct broker *b);
  * write kept deliveries and acks first, in the same transaction. */
 void record_turn_end(struct broker *b);
 
+/* After the turn's commit (committed 1) or rollback (0): what the turn's
+ * entries summed up but did not commit is kept to be recorded again
+ * (the refused handshakes of an "auth.refused_summary"). */
+void record_turn_settle(struct broker *b, int committed);
+
 /* Free what record.c keeps between calls (b->acks); safe to call twice. */
 void record_release(struct broker *b);
 

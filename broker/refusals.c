@@ -83,3 +83,24 @@ uint64_t refusals_summary(refusals_t *r, int64_t now_s, int force, char *out, si
     memset(r, 0, sizeof *r);
     return counted;
 }
+
+void refusals_put_back(refusals_t *r, const refusals_t *summed)
+{
+    if (r->window_start_s == 0) {
+        *r = *summed;
+        return;
+    }
+    if (summed->window_start_s != 0 && summed->window_start_s < r->window_start_s)
+        r->window_start_s = summed->window_start_s;
+    r->counted += summed->counted;
+    r->counted_elsewhere += summed->counted_elsewhere;
+    for (size_t i = 0; i < summed->n_peers; i++) {
+        if (summed->peers[i].counted == 0)
+            continue;
+        refusals_peer_t *p = refusals_peer(r, summed->peers[i].peer);
+        if (p != NULL)
+            p->counted += summed->peers[i].counted;
+        else
+            r->counted_elsewhere += summed->peers[i].counted;
+    }
+}

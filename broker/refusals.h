@@ -48,4 +48,9 @@ int refusals_take(refusals_t *r, const char *peer, int64_t now_s);
  * nothing counted just closes. */
 uint64_t refusals_summary(refusals_t *r, int64_t now_s, int force, char *out, size_t outlen);
 
+/* A summary that did not reach the trail (its write failed, or its turn
+ * was rolled back): what it counted goes back into r, to be summed up
+ * again. `summed` is r as it was before refusals_summary. */
+void refusals_put_back(refusals_t *r, const refusals_t *summed);
+
 #endif

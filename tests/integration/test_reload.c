@@ -308,6 +308,19 @@ static void test_unrecorded_reload_still_revokes(void **state)
     /* the removed principal is cut off although the reload is not in force */
     schakel_signal_t report = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
     (void)h_publish_refused(jekerdal, NULL, &report, "NOT_PERMITTED");
+    /* nor can it connect again: the pending reload refuses the handshake
+     * (the answer waits for the locked store's busy timeouts, so the
+     * client may give up first; the decision is in the log) */
+    schakel_client_t *again = NULL;
+    schakel_error_t refused;
+    assert_int_not_equal(h_try_connect(env, h_key_file(env, H_WOCO_JEKERDAL), &again, &refused),
+                         SCHAKEL_OK);
+    assert_null(again);
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=auth.refused reason=\"key revoked by a policy reload (not"
+                                 " yet recorded)\"",
+                                 H_TIMEOUT_MS),
+                     0);
     /* gemeente's waiting deliveries, under the changed rule, are withheld:
      * its ack (which cannot be written either) frees the window, and
      * nothing more comes */

@@ -36,6 +36,7 @@ typedef struct kept_entry {
     char event[64];
     char actor[160];
     char recipient[160];
+    char detail[160];
     char *seqs;       /* delivery_seqs, NULL when absent */
     char *deliveries; /* deliveries, NULL when absent */
     int64_t item_seq;
@@ -107,6 +108,8 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
              f[STORE_AUDIT_ACTOR].present ? f[STORE_AUDIT_ACTOR].text : "");
     snprintf(k->recipient, sizeof k->recipient, "%s",
              f[STORE_AUDIT_RECIPIENT].present ? f[STORE_AUDIT_RECIPIENT].text : "");
+    snprintf(k->detail, sizeof k->detail, "%s",
+             f[STORE_AUDIT_DETAIL].present ? f[STORE_AUDIT_DETAIL].text : "");
     k->seqs =
         f[STORE_AUDIT_DELIVERY_SEQS].present ? strdup(f[STORE_AUDIT_DELIVERY_SEQS].text) : NULL;
     k->deliveries =
@@ -209,10 +212,12 @@ static void test_broker_free(broker_t **b)
 static void turn_end(broker_t *b)
 {
     record_turn_end(b);
+    int committed = !b->turn_failed;
     if (b->turn_failed)
         store_rollback(b->store);
     else
         store_commit(b->store);
+    record_turn_settle(b, committed);
     b->turn_failed = 0;
 }
 
@@ -661,6 +666,55 @@ static void test_queued_entries_are_bounded(void **state)
     trail_reset();
 }
 
+/* The last entry of this event taken, or NULL. */
+static const kept_entry_t *last_of(const char *event)
+{
+    for (size_t i = trail.n_entries; i > 0; i--)
+        if (strcmp(trail.entries[i - 1].event, event) == 0)
+            return &trail.entries[i - 1];
+    return NULL;
+}
+
+/* Refused handshakes beyond the limits are counted, and summed up in one
+ * entry when the window ends; a summary whose write fails, or whose turn
+ * is rolled back, is written again with the next turn, never lost. */
+static void test_refusal_summary_survives_a_failed_turn(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    const zap_decision_t d = {
+        .key_z85 = "-", .peer = "10.0.0.9", .domain = "partners", .why = "key not registered"};
+    int counted = 0;
+    for (unsigned i = 0; i < REFUSALS_PER_PEER + 5; i++)
+        counted += record_auth(b, &d) == 1;
+    assert_int_equal(counted, 5);
+    assert_int_equal(taken_of("auth.refused"), REFUSALS_PER_PEER);
+    turn_end(b); /* within the window: no summary yet */
+    assert_null(last_of("auth.refused_summary"));
+    b->now_s += REFUSALS_WINDOW_S;
+    trail.refuse_event = "auth.refused_summary"; /* its write fails: the turn fails */
+    turn_end(b);
+    assert_null(last_of("auth.refused_summary"));
+    assert_int_equal(trail.write_failed_logs, 1);
+    trail.refuse_event = NULL;
+    record_turn_end(b); /* written, then the turn rolled back for another reason */
+    assert_int_equal(taken_of("auth.refused_summary"), 1);
+    b->turn_failed = 1;
+    store_rollback(b->store);
+    record_turn_settle(b, 0);
+    b->turn_failed = 0;
+    turn_end(b); /* summed up again, and committed */
+    assert_int_equal(taken_of("auth.refused_summary"), 2);
+    const kept_entry_t *k = last_of("auth.refused_summary");
+    assert_non_null(strstr(k->detail, "suppressed=5 "));
+    assert_non_null(strstr(k->detail, "peers=10.0.0.9:5"));
+    turn_end(b);
+    assert_int_equal(taken_of("auth.refused_summary"), 2); /* once committed, once only */
+    test_broker_free(&b);
+    trail_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -674,6 +728,7 @@ int main(void)
         cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),
         cmocka_unit_test(test_failed_turn_records_no_queued),
         cmocka_unit_test(test_queued_entries_are_bounded),
+        cmocka_unit_test(test_refusal_summary_survives_a_failed_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
