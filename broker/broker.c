@@ -70,6 +70,70 @@ int broker_configure_router(void *router, const keypair_t *key, const char *doma
            zmq_setsockopt(router, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
 }
 
+/* ------------------------------------------------------------ connections */
+
+/* The router reports each connection it accepts and each that closes, by
+ * its socket (the ZMQ_SRCFD of its frames). A session is bound to its
+ * connection: when that closes, the session goes at once, so that nothing
+ * meant for it is pushed to a later connection that takes the same
+ * routing id (a client may choose one: PROTOCOL.md 3.2). Without the
+ * events (an error here) sessions go as before: on a failed push, or
+ * after SCHAKEL_SESSION_TIMEOUT_MS. */
+#define ROUTER_EVENTS_ENDPOINT "inproc://schakel-router-events"
+
+static void router_events_open(broker_t *b)
+{
+    int hwm = 1 << 20; /* two small frames per connection event */
+    if (zmq_socket_monitor(b->router, ROUTER_EVENTS_ENDPOINT,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        (b->router_events = zmq_socket(b->ctx, ZMQ_PAIR)) == NULL ||
+        zmq_setsockopt(b->router_events, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_connect(b->router_events, ROUTER_EVENTS_ENDPOINT) != 0) {
+        log_event(LOG_WARN, "broker.connection_events_unavailable", "error",
+                  zmq_strerror(zmq_errno()), NULL);
+        if (b->router_events != NULL)
+            zmq_close(b->router_events);
+        b->router_events = NULL;
+        (void)zmq_socket_monitor(b->router, NULL, 0);
+    }
+}
+
+static int session_on_fd(const session_t *session, void *arg)
+{
+    return session->fd == *(const int *)arg;
+}
+
+/* Every connection event so far: a session whose connection closed (or
+ * whose socket number a new connection now has) goes. Non-blocking. */
+static void router_events_drain(broker_t *b)
+{
+    if (b->router_events == NULL)
+        return;
+    for (;;) {
+        zmq_msg_t event, endpoint;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, b->router_events, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        int more = zmq_msg_more(&event);
+        uint16_t id = 0;
+        int32_t fd = -1;
+        if (zmq_msg_size(&event) >= 6) {
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+            memcpy(&fd, (const uint8_t *)zmq_msg_data(&event) + 2, sizeof fd);
+        }
+        zmq_msg_close(&event);
+        if (more) { /* the endpoint */
+            zmq_msg_init(&endpoint);
+            (void)zmq_msg_recv(&endpoint, b->router_events, ZMQ_DONTWAIT);
+            zmq_msg_close(&endpoint);
+        }
+        if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0)
+            (void)sessions_drop_where(b->sessions, session_on_fd, &fd);
+    }
+}
+
 /* Open the store with the sealing key from its key file; the key copy on
  * our stack is wiped on every path. */
 static store_t *open_sealed_store(const char *store_path, const char *store_key_path, char *err,
@@ -146,6 +210,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;
     }
+    router_events_open(b);
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0) {
         snprintf(err, errlen, "cannot read the bound endpoint: %s", zmq_strerror(zmq_errno()));
@@ -178,6 +243,10 @@ void broker_destroy(broker_t **bp)
     free(b->tickets);
     deliver_kept_destroy(&b->kept);
     free_replies(b->replies, b->n_replies);
+    if (b->router_events != NULL) {
+        (void)zmq_socket_monitor(b->router, NULL, 0);
+        zmq_close(b->router_events);
+    }
     if (b->router != NULL)
         zmq_close(b->router);
     admin_destroy(&b->admin);
@@ -695,10 +764,20 @@ static int receive_one(broker_t *b)
     } else {
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
-        int over_limit = 0;
+        int over_limit = 0, fd = zmq_msg_get(&data, ZMQ_SRCFD);
+        router_events_drain(b); /* what closed before this frame came */
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
+        if (session != NULL && fd >= 0 && session->fd >= 0 && session->fd != fd) {
+            /* the routing id is another connection's now: a new session */
+            sessions_drop(b->sessions, session);
+            session =
+                sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
+                               key ? key : "", b->now_ms, b->max_connections, &over_limit);
+        }
+        if (session != NULL)
+            session->fd = fd;
         if (over_limit) {
             refuse_connection(b, &routing, user_id);
         } else if (session == NULL) {
@@ -1006,6 +1085,7 @@ int broker_run(broker_t *b)
             return -1;
         }
         clock_turn(b);
+        router_events_drain(b); /* sessions of closed connections go first */
         /* answers and deliveries of turns synced since (the read also
          * empties the syncer's eventfd, which a sync made readable) */
         if (b->n_tickets > 0 || (syncer_slot >= 0 && (items[syncer_slot].revents & ZMQ_POLLIN)))
@@ -1052,6 +1132,7 @@ int broker_run(broker_t *b)
         deliver_revoke(b);
         record_turn_end(b);
         int turn = commit_turn(b);
+        router_events_drain(b); /* no push to a connection that closed meanwhile */
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
@@ -1059,8 +1140,10 @@ int broker_run(broker_t *b)
              * their memory in the process unless told to give it back. */
             if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
                 malloc_trim(0);
-            if (deliver_check_ack_timeouts(b) > 0)
+            if (deliver_check_ack_timeouts(b) > 0) {
+                router_events_drain(b);
                 deliver_push_all(b);
+            }
             next_housekeeping = b->now_ms + 1000;
         }
         metrics_turn_end(b, turn);

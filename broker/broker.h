@@ -74,6 +74,7 @@ typedef struct broker_stats {
 typedef struct broker {
     void *ctx;
     void *router;
+    void *router_events; /* the router's connection events (accepted, closed), or NULL */
     zap_t *zap;
     policy_t *policy;
     refusals_t refusals;        /* which refused handshakes the trail takes in full */

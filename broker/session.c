@@ -180,6 +180,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
             return NULL;
         memcpy(session->routing_id, routing_id, len);
         session->routing_len = len;
+        session->fd = -1;
         strcpy(session->principal, principal);
         strcpy(session->key, key);
         if (table_put(s->by_routing, routing_id, len, session) != 0) {

@@ -24,6 +24,7 @@ typedef struct session {
     size_t routing_len;
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char key[41]; /* Z85 of the CURVE key the connection authenticated with */
+    int fd;       /* the connection's socket (ZMQ_SRCFD), -1 until the caller sets it */
     int64_t last_seen_ms;
 } session_t;
 

@@ -418,18 +418,18 @@ typedef struct raw {
 } raw_t;
 
 static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *server_pub,
-                          const char *label, const char *routing_id);
+                          const char *label, const void *routing_id, size_t routing_len);
 
 static raw_t *raw_open(const h_env_t *env, const char *key_file, const char *server_pub,
                        const char *label)
 {
-    return raw_open_as(env, key_file, server_pub, label, NULL);
+    return raw_open_as(env, key_file, server_pub, label, NULL, 0);
 }
 
 /* raw_open, with a routing id of the client's choosing when not NULL (a
  * client the protocol forbids). */
 static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *server_pub,
-                          const char *label, const char *routing_id)
+                          const char *label, const void *routing_id, size_t routing_len)
 {
     raw_t *r = calloc(1, sizeof *r);
     assert_non_null(r);
@@ -453,7 +453,7 @@ static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *
         zmq_setsockopt(r->socket, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms) != 0 ||
         (routing_id != NULL &&
-         zmq_setsockopt(r->socket, ZMQ_ROUTING_ID, routing_id, strlen(routing_id)) != 0))
+         zmq_setsockopt(r->socket, ZMQ_ROUTING_ID, routing_id, routing_len) != 0))
         fail_msg("%s: DEALER set-up: %s", label, zmq_strerror(zmq_errno()));
     /* The monitor's reader connects before the DEALER does: libzmq drops
      * events that nobody is connected to receive. */
@@ -2221,8 +2221,9 @@ static void test_frame_far_over_the_limit_drops_only_that_connection(void **stat
 static void test_chosen_routing_id_gets_no_session(void **state)
 {
     h_env_t *env = *state;
+    static const char chosen[] = "om-vaste-routing-id";
     raw_t *fixed =
-        raw_open_as(env, h_key_file(env, H_OM), env->broker_pub, H_OM, "om-vaste-routing-id");
+        raw_open_as(env, h_key_file(env, H_OM), env->broker_pub, H_OM, chosen, sizeof chosen - 1);
     uint32_t value = 0;
     if (raw_await_handshake(fixed, H_TIMEOUT_MS, &value) != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
         fail_msg("the handshake with a chosen routing id failed (value %u)", value);
@@ -2245,6 +2246,67 @@ static void test_chosen_routing_id_gets_no_session(void **state)
     assert_null(raw_recv(fixed, 500));
     assert_int_equal(h_backlog_of(env, H_OM), 1);
     raw_close(&fixed);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+/* A session is bound to its connection: once that closes, nothing meant
+ * for it goes to a later connection that takes the same routing id, even
+ * one that imitates libzmq's form (5 bytes, the first 0). */
+static void test_routing_id_taken_after_close_gets_nothing(void **state)
+{
+    h_env_t *env = *state;
+    static const uint8_t chosen[5] = {0, 'o', 'm', '-', '1'};
+    raw_t *om = raw_open_as(env, h_key_file(env, H_OM), env->broker_pub, H_OM, chosen, 5);
+    uint32_t value = 0;
+    if (raw_await_handshake(om, H_TIMEOUT_MS, &value) != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+        fail_msg("om's handshake failed (value %u)", value);
+    pb_t frame = {0};
+    frame_flow(&frame, 8);
+    raw_send_frame(om, &frame);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-ROUTING-2");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    for (int i = 0; i < 2; i++) {
+        Schakel__Frame *got = raw_next(om, "om's deliveries", SCHAKEL__FRAME__BODY_DELIVER);
+        frame_free(&got);
+    }
+    raw_close(&om); /* two deliveries in flight, unacked: room for six more in its window */
+    Schakel__Frame *f = NULL;
+
+    /* Another principal's client takes the routing id, silently (a frame
+     * of its own would end om's session anyway): libzmq lets it in once
+     * om's connection is gone, so a handshake that is not followed by a
+     * disconnect holds the id. */
+    raw_t *thief = raw_open_as(env, h_key_file(env, H_RIEC), env->broker_pub, H_RIEC, chosen, 5);
+    int holds = 0;
+    for (int round = 0; round < 20 && !holds; round++) {
+        if (raw_await_handshake(thief, H_TIMEOUT_MS, &value) != ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            fail_msg("riec's handshake failed (value %u)", value);
+        int disconnects = thief->disconnects;
+        while (raw_event(thief, 300, NULL) != 0)
+            ;
+        holds = thief->disconnects == disconnects;
+    }
+    if (!holds)
+        fail_msg("riec's client never held the routing id");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL); /* more for om, pushed now */
+    Schakel__Frame *stray = raw_recv(thief, 1000);
+    if (stray != NULL) {
+        char got[400];
+        frame_describe(stray, got, sizeof got);
+        frame_free(&stray);
+        fail_msg("riec's client got a frame meant for om's closed connection: %s", got);
+    }
+    /* it did hold the id: its own heartbeat is answered */
+    frame_heartbeat(&frame);
+    raw_send_frame(thief, &frame);
+    f = raw_next(thief, "riec's heartbeat", SCHAKEL__FRAME__BODY_HEARTBEAT);
+    frame_free(&f);
+    assert_int_equal(h_backlog_of(env, H_OM), 3); /* nothing lost: all three wait for om */
+    (void)f;
+    raw_close(&thief);
     schakel_close(&politie);
     h_done(env);
 }
@@ -3539,6 +3601,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_chosen_routing_id_gets_no_session, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_routing_id_taken_after_close_gets_nothing,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_loop_holds_few_unread_frames, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_burst_of_tiny_invalid_frames, h_setup_broker,
