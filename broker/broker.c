@@ -105,7 +105,7 @@ static int session_on_fd(const session_t *session, void *arg)
 
 /* Every connection event so far: a session whose connection closed (or
  * whose socket number a new connection now has) goes. Non-blocking. */
-static void router_events_drain(broker_t *b)
+void broker_connections_drain(broker_t *b)
 {
     if (b->router_events == NULL)
         return;
@@ -765,7 +765,7 @@ static int receive_one(broker_t *b)
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
         int over_limit = 0, fd = zmq_msg_get(&data, ZMQ_SRCFD);
-        router_events_drain(b); /* what closed before this frame came */
+        broker_connections_drain(b); /* what closed before this frame came */
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
@@ -1085,7 +1085,7 @@ int broker_run(broker_t *b)
             return -1;
         }
         clock_turn(b);
-        router_events_drain(b); /* sessions of closed connections go first */
+        broker_connections_drain(b); /* sessions of closed connections go first */
         /* answers and deliveries of turns synced since (the read also
          * empties the syncer's eventfd, which a sync made readable) */
         if (b->n_tickets > 0 || (syncer_slot >= 0 && (items[syncer_slot].revents & ZMQ_POLLIN)))
@@ -1132,7 +1132,7 @@ int broker_run(broker_t *b)
         deliver_revoke(b);
         record_turn_end(b);
         int turn = commit_turn(b);
-        router_events_drain(b); /* no push to a connection that closed meanwhile */
+        broker_connections_drain(b); /* no push to a connection that closed meanwhile */
         deliver_push_all(b);
         checkpoint_if_due(b);
         if (housekeeping) {
@@ -1141,7 +1141,7 @@ int broker_run(broker_t *b)
             if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
                 malloc_trim(0);
             if (deliver_check_ack_timeouts(b) > 0) {
-                router_events_drain(b);
+                broker_connections_drain(b);
                 deliver_push_all(b);
             }
             next_housekeeping = b->now_ms + 1000;

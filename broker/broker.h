@@ -213,6 +213,11 @@ int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *fra
  * reason of the failure (UNAVAILABLE for a storage condition). */
 void broker_fail_turn(broker_t *b);
 
+/* Read the router's connection events so far (non-blocking): the session
+ * of every connection that closed ends, before anything more is pushed to
+ * its routing id, which a later connection may have taken. */
+void broker_connections_drain(broker_t *b);
+
 /* UNAVAILABLE when the store's last failure is a storage condition that may
  * pass (disk full, I/O error, read-only), INTERNAL_ERROR otherwise. */
 Schakel__Reason broker_store_failure_reason(const broker_t *b);

@@ -616,6 +616,7 @@ static int push_one(const store_delivery_t *d, void *arg)
  * goes on next turn; an unroutable peer: its session is dropped). */
 static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
 {
+    broker_connections_drain(b); /* a closed connection's session ends first */
     if (r->session == NULL || r->inflight >= r->window) {
         r->dirty = 0;
         return 0;
