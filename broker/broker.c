@@ -103,6 +103,38 @@ static int session_on_fd(const session_t *session, void *arg)
     return session->fd == *(const int *)arg;
 }
 
+/* Which sockets closed and were not given to a connection since: frames
+ * of a closed connection may still be read after its close event (libzmq
+ * keeps what it had received), and must not make a session, nor take a
+ * principal's receiving from its live connection. */
+static void fd_closed_set(broker_t *b, int fd, int closed)
+{
+    if (fd < 0 || fd >= (1 << 24))
+        return;
+    size_t byte = (size_t)fd / 8;
+    if (byte >= b->fds_closed_len) {
+        if (!closed)
+            return; /* never marked */
+        size_t len = byte + 1 > 2 * b->fds_closed_len ? byte + 1 : 2 * b->fds_closed_len;
+        uint8_t *grown = realloc(b->fds_closed, len);
+        if (grown == NULL)
+            return; /* unmarked: the frame's session ends at the next event on its socket */
+        memset(grown + b->fds_closed_len, 0, len - b->fds_closed_len);
+        b->fds_closed = grown;
+        b->fds_closed_len = len;
+    }
+    if (closed)
+        b->fds_closed[byte] |= (uint8_t)(1u << (fd % 8));
+    else
+        b->fds_closed[byte] &= (uint8_t) ~(1u << (fd % 8));
+}
+
+int broker_connection_closed(const broker_t *b, int fd)
+{
+    return fd >= 0 && (size_t)fd / 8 < b->fds_closed_len &&
+           (b->fds_closed[(size_t)fd / 8] & (1u << (fd % 8))) != 0;
+}
+
 /* Every connection event so far: a session whose connection closed (or
  * whose socket number a new connection now has) goes. Non-blocking. */
 void broker_connections_drain(broker_t *b)
@@ -129,8 +161,10 @@ void broker_connections_drain(broker_t *b)
             (void)zmq_msg_recv(&endpoint, b->router_events, ZMQ_DONTWAIT);
             zmq_msg_close(&endpoint);
         }
-        if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0)
+        if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0) {
             (void)sessions_drop_where(b->sessions, session_on_fd, &fd);
+            fd_closed_set(b, fd, id == ZMQ_EVENT_DISCONNECTED);
+        }
     }
 }
 
@@ -247,6 +281,7 @@ void broker_destroy(broker_t **bp)
         (void)zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->router_events);
     }
+    free(b->fds_closed);
     if (b->router != NULL)
         zmq_close(b->router);
     admin_destroy(&b->admin);

@@ -75,6 +75,8 @@ typedef struct broker {
     void *ctx;
     void *router;
     void *router_events; /* the router's connection events (accepted, closed), or NULL */
+    uint8_t *fds_closed; /* a bit per socket: closed, and not given to a connection since */
+    size_t fds_closed_len;
     zap_t *zap;
     policy_t *policy;
     refusals_t refusals;        /* which refused handshakes the trail takes in full */
@@ -217,6 +219,11 @@ void broker_fail_turn(broker_t *b);
  * of every connection that closed ends, before anything more is pushed to
  * its routing id, which a later connection may have taken. */
 void broker_connections_drain(broker_t *b);
+
+/* 1 when the connection on socket fd has closed (a frame of it can still
+ * be read: libzmq keeps what it had received), and no other has been
+ * given that socket since. */
+int broker_connection_closed(const broker_t *b, int fd);
 
 /* UNAVAILABLE when the store's last failure is a storage condition that may
  * pass (disk full, I/O error, read-only), INTERNAL_ERROR otherwise. */

@@ -31,6 +31,13 @@
 
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
 {
+    if (broker_connection_closed(b, session->fd)) {
+        /* read after its connection closed: receiving stays where it is
+         * (a live connection of the principal), not on a dead one that a
+         * later connection could take the routing id of */
+        log_event(LOG_INFO, "flow.after_close", "principal", session->principal, NULL);
+        return;
+    }
     uint32_t window = flow->window;
     if (window == 0)
         window = SCHAKEL_DEFAULT_WINDOW;

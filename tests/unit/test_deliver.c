@@ -377,6 +377,42 @@ static void test_kept_refusals_and_clear(void **state)
     item_free(&item);
 }
 
+/* A Flow read after its connection closed (libzmq keeps what it had
+ * received) does not take the principal's receiving: a later connection
+ * could take that routing id. The same Flow on an open connection does. */
+static void test_flow_of_a_closed_connection_is_ignored(void **state)
+{
+    (void)state;
+    static const uint8_t rid[5] = {0, 1, 2, 3, 4};
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.sessions = sessions_new();
+    assert_non_null(b.sessions);
+    b.max_window = SCHAKEL_MAX_WINDOW;
+    int over = 0;
+    session_t *session =
+        sessions_touch(b.sessions, rid, sizeof rid, "om/parket", "K", 0, 16, &over);
+    assert_non_null(session);
+    session->fd = 9;
+    uint8_t closed[2] = {0, 1u << 1}; /* socket 9 */
+    b.fds_closed = closed;
+    b.fds_closed_len = sizeof closed;
+    Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+    flow.has_window = 1;
+    flow.window = 8;
+    deliver_flow(&b, session, &flow);
+    receiver_t *r = sessions_receiver(b.sessions, "om/parket");
+    assert_true(r == NULL || r->session == NULL);
+    closed[1] = 0; /* the socket open */
+    deliver_flow(&b, session, &flow);
+    r = sessions_receiver(b.sessions, "om/parket");
+    assert_non_null(r);
+    assert_ptr_equal(r->session, session);
+    assert_int_equal(r->window, 8);
+    b.fds_closed = NULL;
+    sessions_destroy(&b.sessions);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -386,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_kept_bounded_in_number),
         cmocka_unit_test(test_kept_bounded_in_age),
         cmocka_unit_test(test_kept_refusals_and_clear),
+        cmocka_unit_test(test_flow_of_a_closed_connection_is_ignored),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
