@@ -71,7 +71,7 @@
 #define SCHAKEL_ZMTP_HEARTBEAT_IVL_MS 2000
 #define SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS 6000
 #define SCHAKEL_CLIENT_HEARTBEAT_MS 5000 /* client sends Heartbeat this often when idle */
-#define SCHAKEL_SESSION_TIMEOUT_MS 20000 /* no traffic this long: receiver is gone */
+#define SCHAKEL_SESSION_TIMEOUT_MS 20000 /* no frame this long: a session that is not receiving ends */
 
 /* Socket buffers (messages); 0 would mean unbounded */
 #define SCHAKEL_SNDHWM 10000
