@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <sodium.h>
 
@@ -362,17 +361,10 @@ static schakel_status_t case_copy_failed(schakel_client_t *client, int rc, const
     return client_fail(client, SCHAKEL_ERR_PROTOCOL, "broker sent %s that is not valid", what);
 }
 
-static int64_t case_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* What is left of a call's time for its next page; 0 when none. */
 static int case_time_left(int64_t deadline)
 {
-    int64_t left = deadline - case_now_ms();
+    int64_t left = deadline - client_now_ms();
     return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
@@ -421,7 +413,7 @@ schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t
     schakel_case_list_t *list = calloc(1, sizeof *list);
     if (list == NULL)
         return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory for a case list");
-    int64_t deadline = case_now_ms() + timeout_ms;
+    int64_t deadline = client_now_ms() + timeout_ms;
     int more = 1, rc = CASEVIEW_OK;
     while (more && rc == CASEVIEW_OK) {
         Schakel__Frame *frame = NULL;
@@ -497,7 +489,7 @@ schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id
     schakel_case_view_t *view = calloc(1, sizeof *view);
     if (view == NULL)
         return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory for a case view");
-    int64_t deadline = case_now_ms() + timeout_ms;
+    int64_t deadline = client_now_ms() + timeout_ms;
     int more = 1, rc = CASEVIEW_OK, first = 1;
     while (more && rc == CASEVIEW_OK) {
         Schakel__Frame *frame = NULL;

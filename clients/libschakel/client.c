@@ -225,7 +225,7 @@ const schakel_error_t *schakel_last_error(const schakel_client_t *client)
 
 /* ------------------------------------------------------------------ time */
 
-static int64_t client_now_ms(void)
+int64_t client_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -13,6 +13,9 @@
 #include "schakel_limits.h"
 #include "wire.h"
 
+/* Milliseconds of the monotonic clock (for deadlines). */
+int64_t client_now_ms(void);
+
 /* Record a failure as the client's last error and return its status. */
 schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status, const char *fmt,
                              ...) __attribute__((format(printf, 3, 4)));
