@@ -731,35 +731,52 @@ static void test_invite_refused_by_rule(void **state)
 
 /* ------------------------------------------------------------------ leaving */
 
-/* A partner that leaves, or that the lead removes, stops receiving at
- * once: what waited in its mailbox is gone in the same commit, nothing
- * follows, and the case is NOT_FOUND to it from then on. */
-/* The "delivery.revoked" entries of the trail whose reason is `why`, each
- * for another delivery of a principal of `partner` (the store read beside
- * the running broker). */
-static int revoked_entries(const h_env_t *env, const char *partner, const char *why)
+/* The trail read beside the running broker: `sql` prepared on a read-only
+ * connection of the store, with p1 and p2 (when not NULL) bound as ?1 and
+ * ?2. End with trail_done. */
+static sqlite3_stmt *trail_query(const h_env_t *env, const char *sql, const char *p1,
+                                 const char *p2)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *stmt = NULL;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("reading the trail: %s", sqlite3_errmsg(db));
+    if (p1 != NULL)
+        sqlite3_bind_text(stmt, 1, p1, -1, SQLITE_TRANSIENT);
+    if (p2 != NULL)
+        sqlite3_bind_text(stmt, 2, p2, -1, SQLITE_TRANSIENT);
+    return stmt;
+}
+
+static void trail_done(sqlite3_stmt *stmt)
+{
+    sqlite3 *db = sqlite3_db_handle(stmt);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+}
+
+/* The "delivery.revoked" entries of the trail whose reason is `why`, each
+ * for another delivery of a principal of `partner`. */
+static int revoked_entries(const h_env_t *env, const char *partner, const char *why)
+{
     char like[80];
     snprintf(like, sizeof like, "%s/%%", partner);
-    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT count(*), count(DISTINCT delivery_seq) FROM audit"
-                           " WHERE event = 'delivery.revoked' AND recipient LIKE ?1"
-                           " AND reason = ?2",
-                           -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("reading the trail: %s", sqlite3_errmsg(db));
-    sqlite3_bind_text(stmt, 1, like, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 2, why, -1, SQLITE_STATIC);
+    sqlite3_stmt *stmt = trail_query(env,
+                                     "SELECT count(*), count(DISTINCT delivery_seq) FROM audit"
+                                     " WHERE event = 'delivery.revoked' AND recipient LIKE ?1"
+                                     " AND reason = ?2",
+                                     like, why);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     int n = sqlite3_column_int(stmt, 0);
     assert_int_equal(sqlite3_column_int(stmt, 1), n);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
+    trail_done(stmt);
     return n;
 }
 
+/* A partner that leaves, or that the lead removes, stops receiving at
+ * once: what waited in its mailbox is gone in the same commit, nothing
+ * follows, and the case is NOT_FOUND to it from then on. */
 static void test_leave_stops_delivery(void **state)
 {
     h_env_t *env = *state;
@@ -849,19 +866,15 @@ static void test_case_entries_name_the_subject(void **state)
     schakel_case_view_free(&view);
     must(politie, schakel_case_leave(politie, id, NULL, NULL, NULL, T), "leave");
 
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
     char like[32];
     snprintf(like, sizeof like, "case_id=%s%%", id);
-    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "SELECT event, count(*), count(subject_tag),"
-                           " count(DISTINCT subject_tag) = 1 AND min(subject_tag) = (SELECT"
-                           " subject_tag FROM audit WHERE event = 'case.opened' AND detail LIKE ?1)"
-                           " FROM audit WHERE detail LIKE ?1 GROUP BY event ORDER BY event",
-                           -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("reading the trail: %s", sqlite3_errmsg(db));
-    sqlite3_bind_text(stmt, 1, like, -1, SQLITE_STATIC);
+    sqlite3_stmt *stmt =
+        trail_query(env,
+                    "SELECT event, count(*), count(subject_tag),"
+                    " count(DISTINCT subject_tag) = 1 AND min(subject_tag) = (SELECT"
+                    " subject_tag FROM audit WHERE event = 'case.opened' AND detail LIKE ?1)"
+                    " FROM audit WHERE detail LIKE ?1 GROUP BY event ORDER BY event",
+                    like, NULL);
     static const char *const expected[] = {"case.invited",   "case.joined", "case.left",
                                            "case.note",      "case.opened", "case.viewed",
                                            "delivery.queued"};
@@ -877,8 +890,7 @@ static void test_case_entries_name_the_subject(void **state)
         n++;
     }
     assert_int_equal(n, sizeof expected / sizeof expected[0]);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
+    trail_done(stmt);
     schakel_close(&om);
     schakel_close(&politie);
     schakel_close(&riec);
@@ -1253,17 +1265,12 @@ static void test_view_comes_in_pages(void **state)
     }
     schakel_case_view_free(&view);
     /* a frame holds about 32 of these notes: two pages, two views */
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
     char detail[40];
     snprintf(detail, sizeof detail, "case_id=%s %%", id);
-    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT group_concat(detail, '|') FROM audit WHERE event ="
-                                        " 'case.viewed' AND detail LIKE ?1",
-                                        -1, &stmt, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(stmt, 1, detail, -1, SQLITE_STATIC);
+    sqlite3_stmt *stmt = trail_query(env,
+                                     "SELECT group_concat(detail, '|') FROM audit WHERE event ="
+                                     " 'case.viewed' AND detail LIKE ?1",
+                                     detail, NULL);
     assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
     const char *pages = (const char *)sqlite3_column_text(stmt, 0);
     assert_non_null(pages);
@@ -1274,8 +1281,7 @@ static void test_view_comes_in_pages(void **state)
         fail_msg("the views of the pages: %s", pages);
     assert_true(first > 1 && first < NOTES + 1);
     assert_int_equal(first + second, NOTES + 1);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
+    trail_done(stmt);
     schakel_close(&riec);
     stop_clean(env);
 }
