@@ -98,11 +98,6 @@ static void router_events_open(broker_t *b)
     }
 }
 
-static int session_on_fd(const session_t *session, void *arg)
-{
-    return session->fd == *(const int *)arg;
-}
-
 /* Which sockets closed and were not given to a connection since: frames
  * of a closed connection may still be read after its close event (libzmq
  * keeps what it had received), and must not make a session, nor take a
@@ -162,7 +157,7 @@ void broker_connections_drain(broker_t *b)
             zmq_msg_close(&endpoint);
         }
         if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0) {
-            (void)sessions_drop_where(b->sessions, session_on_fd, &fd);
+            (void)sessions_drop_fd(b->sessions, fd);
             fd_closed_set(b, fd, id == ZMQ_EVENT_DISCONNECTED);
         }
     }

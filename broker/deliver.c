@@ -620,7 +620,8 @@ static int push_one(const store_delivery_t *d, void *arg)
  * is done for this pass: its mailbox drained up to the window, its window
  * full (dirty cleared: an ack makes it dirty again), or it stopped (peer
  * queue full, a delivery not synced yet, a store error: it stays dirty and
- * goes on next turn; an unroutable peer: its session is dropped). */
+ * goes on next turn; an unroutable peer: its session is dropped, and the
+ * principal's session that asked to receive before it, if any, goes on). */
 static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
 {
     broker_connections_drain(b); /* a closed connection's session ends first */
@@ -640,8 +641,11 @@ static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
     if (st.stop_errno == EHOSTUNREACH) {
         log_event(LOG_INFO, "session.gone", "principal", r->principal, NULL);
         sessions_drop(b->sessions, r->session);
-        r->dirty = 0;
-        return 0;
+        if (r->session == NULL) {
+            r->dirty = 0;
+            return 0;
+        }
+        return 1; /* receiving went back to an earlier session of it */
     }
     if (st.rescan)
         return 1; /* again from its cursor, the item opened from the store */

@@ -31,6 +31,7 @@ struct sessions {
     table_t *by_routing; /* routing id -> session_t */
     table_t *receivers;  /* principal id -> receiver_t */
     table_t *principals; /* principal id -> principal_state_t */
+    uint64_t flows;      /* Flows so far: the order of session_t.flow_order */
 };
 
 static principal_state_t *principal_state(sessions_t *s, const char *principal)
@@ -111,13 +112,37 @@ void sessions_destroy(sessions_t **sp)
     *sp = NULL;
 }
 
+/* The principal's session other than `except` that sent Flow most
+ * recently, or NULL. O(sessions); only when a receiving session ends. */
+static session_t *latest_flow(sessions_t *s, const char *principal, const session_t *except)
+{
+    session_t *best = NULL, *session;
+    size_t cursor = 0;
+    while ((session = table_next(s->by_routing, &cursor)) != NULL)
+        if (session != except && session->flow_order > 0 &&
+            strcmp(session->principal, principal) == 0 &&
+            (best == NULL || session->flow_order > best->flow_order))
+            best = session;
+    return best;
+}
+
+/* `session` ends. If it was receiving, receiving goes back to the session
+ * that asked for it before (a connection that sent Flow and then closed
+ * must not leave a live one that sent Flow too without deliveries, in
+ * whichever order the broker read the two Flows and the close); what was in
+ * flight to the old one is sent again. */
 static void receiver_detach(sessions_t *s, const session_t *session)
 {
     receiver_t *r = table_get(s->receivers, session->principal, strlen(session->principal));
-    if (r != NULL && r->session == session) {
-        r->session = NULL;
-        r->inflight = 0;
-        r->cursor = 0;
+    if (r == NULL || r->session != session)
+        return;
+    session_t *next = latest_flow(s, session->principal, session);
+    r->session = next;
+    r->inflight = 0;
+    r->cursor = 0;
+    if (next != NULL) {
+        r->window = next->flow_window;
+        r->dirty = 1;
     }
 }
 
@@ -234,6 +259,8 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
             return NULL;
         }
     }
+    session->flow_order = ++s->flows;
+    session->flow_window = window;
     if (r->session != session) {
         /* A new receiving connection: whatever was in flight to the old one
          * may never have arrived, so the push restarts at the oldest unacked. */
@@ -275,19 +302,34 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
     return marked;
 }
 
+/* Drop the sessions `gone` names one at a time, the scan starting over
+ * after each drop (the table must not change during an iteration): no
+ * allocation, O(sessions) per session dropped. */
+static size_t drop_each(sessions_t *s, int (*gone)(const session_t *session, void *arg), void *arg)
+{
+    size_t dropped = 0;
+    for (;;) {
+        size_t cursor = 0;
+        session_t *session;
+        while ((session = table_next(s->by_routing, &cursor)) != NULL && !gone(session, arg))
+            ;
+        if (session == NULL)
+            return dropped;
+        sessions_drop(s, session);
+        dropped++;
+    }
+}
+
 size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg)
 {
-    /* Mark in one pass, drop in a second (the table must not change during
-     * an iteration): O(sessions) per reload, however many go. */
+    /* Mark in one pass, drop in a second: O(sessions) per reload, however
+     * many go. Without memory for the list, a revocation must still not be
+     * skipped: one at a time. */
     size_t n = table_count(s->by_routing), marked = 0, cursor = 0;
     session_t **doomed = n > 0 ? malloc(n * sizeof *doomed) : NULL;
-    if (doomed == NULL && n > 0) {
-        /* A revocation must not be skipped: out of memory here is fatal
-         * (the supervisor restarts us; nothing acknowledged is lost, and a
-         * revoked key's handshake is refused after the restart). */
-        abort();
-    }
+    if (doomed == NULL)
+        return drop_each(s, gone, arg);
     session_t *session;
     while ((session = table_next(s->by_routing, &cursor)) != NULL && marked < n)
         if (gone(session, arg))
@@ -296,6 +338,16 @@ size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, 
         sessions_drop(s, doomed[i]);
     free(doomed);
     return marked;
+}
+
+static int session_on_fd(const session_t *session, void *arg)
+{
+    return session->fd == *(const int *)arg;
+}
+
+size_t sessions_drop_fd(sessions_t *s, int fd)
+{
+    return drop_each(s, session_on_fd, &fd); /* usually one session, often none */
 }
 
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor)

@@ -6,7 +6,9 @@
  * per-principal delivery state: the session that asked to receive (Flow),
  * its window, what is in flight, and how far the mailbox has been pushed.
  * One principal has at most one receiving session: a newer Flow takes over,
- * and everything unacked is sent again to it. State is in memory only; the
+ * and everything unacked is sent again to it. When the receiving session
+ * ends, receiving goes back to the principal's session that sent Flow most
+ * recently before it, if one is still there. State is in memory only; the
  * mailbox itself is in the store, so losing this state loses nothing.
  */
 #ifndef SCHAKEL_SESSION_H
@@ -26,6 +28,8 @@ typedef struct session {
     char key[41]; /* Z85 of the CURVE key the connection authenticated with */
     int fd;       /* the connection's socket (ZMQ_SRCFD), -1 until the caller sets it */
     int64_t last_seen_ms;
+    uint64_t flow_order;  /* when it last sent Flow (a counter of Flows); 0: never */
+    uint32_t flow_window; /* the window of that Flow */
 } session_t;
 
 typedef struct receiver {
@@ -66,8 +70,10 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
 /* The receiver state of a principal, or NULL. */
 receiver_t *sessions_receiver(sessions_t *s, const char *principal);
 
-/* Forget a session (gone, timed out, unroutable); its receiver, if any,
- * stops receiving until a new Flow. */
+/* Forget a session (gone, timed out, unroutable). If it was receiving,
+ * receiving goes to the principal's other session with the latest Flow
+ * (its window; everything unacked is sent again), or stops until a new
+ * Flow when none of the others sent one. */
 void sessions_drop(sessions_t *s, session_t *session);
 
 /* Drop every session silent for longer than timeout_ms, except receiving
@@ -75,9 +81,14 @@ void sessions_drop(sessions_t *s, session_t *session);
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
 
 /* Drop every session for which `gone` returns non-zero (after a policy
- * reload: principal removed, or key replaced). Returns how many. */
+ * reload: principal removed, or key replaced). Never fails: without memory
+ * for its list it drops one at a time. Returns how many. */
 size_t sessions_drop_where(sessions_t *s, int (*gone)(const session_t *session, void *arg),
                            void *arg);
+
+/* Drop the sessions of connection socket `fd` (closed, or given to a new
+ * connection). Allocates nothing. Returns how many. */
+size_t sessions_drop_fd(sessions_t *s, int fd);
 
 /* Count one refused frame of `principal` (broker_reject does, for every
  * refusal). Out of memory loses the count, nothing else. */

@@ -770,6 +770,28 @@ void h_broker_kill9(h_env_t *env)
     h_broker_forget(env);
 }
 
+void h_broker_pause(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0);
+    if (kill(env->broker_pid, SIGSTOP) != 0)
+        fail_msg("SIGSTOP: %s", strerror(errno));
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    /* WNOWAIT: the state stays for the harness, which waits for the exit */
+    while (waitid(P_PID, (id_t)env->broker_pid, &info, WSTOPPED | WEXITED | WNOWAIT) != 0)
+        if (errno != EINTR)
+            fail_msg("waitid: %s", strerror(errno));
+    if (info.si_code != CLD_STOPPED)
+        fail_msg("the broker ended instead of stopping (si_code %d)", info.si_code);
+}
+
+void h_broker_resume(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0);
+    if (kill(env->broker_pid, SIGCONT) != 0)
+        fail_msg("SIGCONT: %s", strerror(errno));
+}
+
 /* ------------------------------------------------------------------ client helpers */
 
 schakel_status_t h_try_connect(h_env_t *env, const char *key_file, schakel_client_t **out,

@@ -146,6 +146,13 @@ int h_broker_reload(h_env_t *env);
 /* SIGKILL and reap: a crash at an arbitrary moment. */
 void h_broker_kill9(h_env_t *env);
 
+/* Stop the broker (SIGSTOP) and wait until it is stopped: from then on it
+ * reads nothing, so what is sent waits in the sockets. h_broker_resume
+ * (SIGCONT) lets it go on; h_broker_kill9 and h_broker_stop also work on a
+ * stopped broker. */
+void h_broker_pause(h_env_t *env);
+void h_broker_resume(h_env_t *env);
+
 /* A full disk for the running broker: its file-size limit (RLIMIT_FSIZE,
  * set with prlimit) becomes the size of the store's larger file (the
  * database or its WAL) plus 64 KiB, so that the store's writes soon fail

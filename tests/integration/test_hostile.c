@@ -2311,6 +2311,46 @@ static void test_routing_id_taken_after_close_gets_nothing(void **state)
     h_done(env);
 }
 
+/* Two connections of om, both with a Flow: the later one receives, and
+ * when it closes, receiving goes back to the earlier one, with what was
+ * in flight to the closed one sent again (PROTOCOL.md 7.8). Before, the
+ * earlier connection got nothing until it sent Flow again. */
+static void test_receiving_goes_back_to_the_live_connection(void **state)
+{
+    h_env_t *env = *state;
+    raw_t *live = raw_connect(env, H_OM);
+    raw_t *later = raw_connect(env, H_OM);
+    pb_t frame = {0};
+    frame_flow(&frame, 8);
+    raw_send_frame(live, &frame);
+    (void)raw_settle(live, "live's Flow");
+    frame_flow(&frame, 8);
+    raw_send_frame(later, &frame);
+    (void)raw_settle(later, "the later connection's Flow");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-TWO-CONNECTIONS-1");
+    uint64_t first = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    Schakel__Frame *f =
+        raw_next(later, "the later connection's delivery", SCHAKEL__FRAME__BODY_DELIVER);
+    assert_int_equal(f->deliver->seq, first);
+    frame_free(&f);
+    raw_close(&later); /* unacked */
+    s = h_police_signal("BVH-TWO-CONNECTIONS-2");
+    uint64_t second = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    f = raw_next(live, "the first delivery, again, on the live connection",
+                 SCHAKEL__FRAME__BODY_DELIVER);
+    assert_int_equal(f->deliver->seq, first);
+    assert_true(f->deliver->has_redelivery && f->deliver->redelivery);
+    frame_free(&f);
+    f = raw_next(live, "the second delivery on the live connection", SCHAKEL__FRAME__BODY_DELIVER);
+    assert_int_equal(f->deliver->seq, second);
+    frame_free(&f);
+    raw_assert_connected(live, "after the later connection closed");
+    raw_close(&live);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* The broker's peak resident memory (VmHWM), in KiB. */
 static long broker_peak_kb(const h_env_t *env)
 {
@@ -3601,6 +3641,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_chosen_routing_id_gets_no_session, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_receiving_goes_back_to_the_live_connection,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_routing_id_taken_after_close_gets_nothing,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_stalled_loop_holds_few_unread_frames, h_setup_env,

@@ -9,11 +9,8 @@
  */
 #include "harness.h"
 
-#include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #define MAX_ITEMS 8
 
@@ -181,23 +178,6 @@ static void test_refusal_among_in_flight(void **state)
     h_done(env);
 }
 
-/* Stop the broker (SIGSTOP) and wait until it is stopped: from then on it
- * reads nothing, so what is sent stays unanswered. */
-static void broker_pause(h_env_t *env)
-{
-    assert_true(env->broker_pid > 0);
-    if (kill(env->broker_pid, SIGSTOP) != 0)
-        fail_msg("SIGSTOP: %s", strerror(errno));
-    siginfo_t info;
-    memset(&info, 0, sizeof info);
-    /* WNOWAIT: the state stays for the harness, which waits for the exit */
-    while (waitid(P_PID, (id_t)env->broker_pid, &info, WSTOPPED | WEXITED | WNOWAIT) != 0)
-        if (errno != EINTR)
-            fail_msg("waitid: %s", strerror(errno));
-    if (info.si_code != CLD_STOPPED)
-        fail_msg("the broker ended instead of stopping (si_code %d)", info.si_code);
-}
-
 /* The broker is killed while publishes are in flight: the first half
  * committed (their answers unread), the second half sent to a broker that
  * no longer reads. After the restart every publish is answered, accepted
@@ -218,7 +198,7 @@ static void test_broker_killed_with_publishes_in_flight(void **state)
         continue;
     assert_int_equal(backlog, COMMITTED * MAX_ITEMS);
     schakel_close(&om);
-    broker_pause(env);
+    h_broker_pause(env);
     send_batches(politie, "crash", COMMITTED, PUBLISHES, MAX_ITEMS, SIZE_MAX);
     char endpoint[sizeof env->endpoint], problem[256] = "";
     snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);

@@ -3,11 +3,27 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "session.h"
+
+/* Linked with -Wl,--wrap=malloc (Makefile: UNIT_LDFLAGS_test_session):
+ * the next malloc of session.c or table.c fails while fail_malloc is set. */
+void *__real_malloc(size_t size);
+void *__wrap_malloc(size_t size);
+static int fail_malloc;
+
+void *__wrap_malloc(size_t size)
+{
+    if (fail_malloc) {
+        fail_malloc = 0;
+        return NULL;
+    }
+    return __real_malloc(size);
+}
 
 static const uint8_t rid_a[5] = {0, 'a', 'a', 'a', 'a'};
 static const uint8_t rid_b[5] = {0, 'b', 'b', 'b', 'b'};
@@ -106,6 +122,87 @@ static void test_drop_where(void **state)
     sessions_destroy(&s);
 }
 
+/* Without memory for its list, a revocation still drops every session it
+ * names: one at a time. */
+static void test_drop_where_without_memory(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    sessions_t *s = sessions_new();
+    sessions_touch(s, rid_a, 5, "riec/analyse", "K", 0, 16, &over);
+    sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    sessions_touch(s, rid_c, 5, "riec/analyse", "K2", 0, 16, &over);
+    fail_malloc = 1;
+    assert_int_equal(sessions_drop_where(s, is_riec, NULL), 2);
+    assert_int_equal(fail_malloc, 0); /* the list's malloc was the one failed */
+    assert_int_equal(sessions_count(s), 1);
+    sessions_destroy(&s);
+}
+
+/* A connection's close ends its sessions, and only those. */
+static void test_drop_fd(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    sessions_t *s = sessions_new();
+    session_t *a = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    session_t *b = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    session_t *c = sessions_touch(s, rid_c, 5, "riec/analyse", "K", 0, 16, &over);
+    a->fd = 7;
+    b->fd = 8;
+    c->fd = 7; /* a stale session of an earlier connection on the same socket */
+    assert_int_equal(sessions_drop_fd(s, 9), 0);
+    assert_int_equal(sessions_drop_fd(s, 7), 2);
+    assert_int_equal(sessions_count(s), 1);
+    assert_int_equal(sessions_drop_fd(s, 7), 0);
+    assert_int_equal(sessions_drop_fd(s, 8), 1);
+    assert_int_equal(sessions_count(s), 0);
+    sessions_destroy(&s);
+}
+
+/* When the receiving session ends, receiving goes back to the principal's
+ * session with the latest Flow before it, with that Flow's window, and
+ * everything unacked goes out again; a session that never sent Flow does
+ * not receive. */
+static void test_receiving_goes_back_when_its_session_ends(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    static const uint8_t rid_d[5] = {0, 'd', 'd', 'd', 'd'};
+    sessions_t *s = sessions_new();
+    session_t *a = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    session_t *b = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    session_t *c = sessions_touch(s, rid_c, 5, "om/parket", "K", 0, 16, &over);
+    session_t *other = sessions_touch(s, rid_d, 5, "riec/analyse", "K", 0, 16, &over);
+    assert_non_null(sessions_receive(s, other, 99));
+    receiver_t *r = sessions_receive(s, a, 4);
+    assert_non_null(sessions_receive(s, b, 8));
+    assert_ptr_equal(sessions_receive(s, c, 16), r);
+    assert_ptr_equal(sessions_receive(s, b, 32), r); /* b's Flow is now the later one */
+    assert_ptr_equal(r->session, b);
+    r->inflight = 5;
+    r->cursor = 42;
+    r->dirty = 0;
+    sessions_drop(s, b);
+    assert_ptr_equal(r->session, c); /* not a: c's Flow came after a's */
+    assert_int_equal(r->window, 16);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->cursor, 0);
+    assert_int_equal(r->dirty, 1);
+    /* a session that is not receiving ends: nothing moves */
+    sessions_drop(s, a);
+    assert_ptr_equal(r->session, c);
+    /* the last one with a Flow ends: a session without one does not get it */
+    static const uint8_t rid_e[5] = {0, 'e', 'e', 'e', 'e'};
+    assert_non_null(sessions_touch(s, rid_e, 5, "om/parket", "K", 0, 16, &over));
+    sessions_drop(s, c);
+    assert_null(r->session);
+    assert_int_equal(r->inflight, 0);
+    /* the other principal's receiving was never touched */
+    assert_ptr_equal(sessions_receiver(s, "riec/analyse")->session, other);
+    sessions_destroy(&s);
+}
+
 static void test_connection_cap(void **state)
 {
     (void)state;
@@ -172,6 +269,9 @@ int main(void)
         cmocka_unit_test(test_receiver_takeover_restarts_inflight),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_drop_where),
+        cmocka_unit_test(test_drop_where_without_memory),
+        cmocka_unit_test(test_drop_fd),
+        cmocka_unit_test(test_receiving_goes_back_when_its_session_ends),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
     };
