@@ -254,17 +254,18 @@ static void case_facts_fill(case_cmd_t *x, const store_case_t *c, case_facts_t *
     }
 }
 
-/* What the receiving partner may see of the signal under the policy in
- * force: the fields of the rule that would deliver it to that partner now.
- * 0 with *mask set, or -1 when no rule lets the sender share it with that
- * partner any more (revoked, narrowed, sender gone). */
-static int case_link_entitlement(broker_t *b, const Schakel__Signal *s, const char *partner,
-                                 uint32_t *mask)
+/* What the linking principal may see of the signal under the policy in
+ * force: the fields of the rule that would deliver it to its partner now,
+ * if that rule reaches the principal itself (its role in the rule's
+ * to_roles). 0 with *mask set, or -1 when no rule lets the sender share it
+ * with that principal any more (revoked, narrowed, sender gone). */
+static int case_link_entitlement(broker_t *b, const Schakel__Signal *s,
+                                 const policy_principal_t *linker, uint32_t *mask)
 {
     const policy_principal_t *sender = policy_principal_by_id(b->policy, s->sender);
     if (sender == NULL)
         return -1;
-    const char *const to[] = {partner};
+    const char *const to[] = {linker->partner->id};
     policy_signal_facts_t facts = {
         .kind = s->kind,
         .theme = s->theme,
@@ -276,7 +277,7 @@ static int case_link_entitlement(broker_t *b, const Schakel__Signal *s, const ch
     };
     policy_decision_t decision;
     if (policy_decide_signal(b->policy, sender, &facts, &decision) != VERDICT_ALLOW ||
-        decision.n_grants != 1)
+        decision.n_grants != 1 || !policy_rule_reaches(b->policy, decision.grants[0].rule, linker))
         return -1;
     *mask = decision.grants[0].rule->fields;
     return 0;
@@ -300,21 +301,18 @@ static int case_link_cap(case_cmd_t *x, uint32_t mask)
     return x->linked != NULL ? 0 : -1;
 }
 
-/* The actor's partner (or the lead it acts for) received the signal (a
- * delivery of it was queued to one of that partner's principals), and the
- * policy in force still lets the sender share it with that partner; the
- * case gets only the fields that partner may see. */
+/* The actor itself received the signal (a delivery of it was queued to
+ * the actor's principal, and its retention has not ended), and the policy
+ * in force still lets the sender share it with that principal; the case
+ * gets only the fields the actor's partner may see. A principal links only
+ * what it was given: not what another principal of its partner got (a
+ * rule's to_roles), nor, acting for the lead, what the lead got. */
 static int case_plan_link(case_cmd_t *x)
 {
     broker_t *b = x->b;
     uint64_t item_seq = x->cmd->link_signal->item_seq;
     char text[SCHAKEL_MAX_REJECT_TEXT];
-    const char *receiver = x->actor->partner->id;
-    int received = case_partner_received(b, item_seq, receiver);
-    if (received == 0 && x->acted_for != NULL) {
-        receiver = x->acted_for;
-        received = case_partner_received(b, item_seq, receiver);
-    }
+    int received = case_principal_received(b, item_seq, x->actor->id);
     int found = received == 1 ? store_item_get(b->store, item_seq, &x->linked_body, &x->linked_len)
                               : received;
     if (found < 0)
@@ -322,7 +320,7 @@ static int case_plan_link(case_cmd_t *x)
     if (found == 1)
         x->linked = schakel__signal__unpack(wire_wiped_allocator(), x->linked_len, x->linked_body);
     uint32_t mask = 0;
-    if (x->linked != NULL && case_link_entitlement(b, x->linked, receiver, &mask) == 0) {
+    if (x->linked != NULL && case_link_entitlement(b, x->linked, x->actor, &mask) == 0) {
         if (case_link_cap(x, mask) != 0)
             return -2;
     } else if (x->linked != NULL) {
@@ -332,7 +330,7 @@ static int case_plan_link(case_cmd_t *x)
     }
     if (found == 0 || x->linked == NULL) {
         snprintf(text, sizeof text, "no signal with item seq %llu that %s received",
-                 (unsigned long long)item_seq, x->actor->partner->id);
+                 (unsigned long long)item_seq, x->actor->id);
         case_refuse(x, SCHAKEL__REASON__NOT_FOUND, text);
         return -1;
     }

@@ -1,7 +1,7 @@
 /*
  * case_event.c — the pieces of cases that commands and queries share
  * (case_internal.h): member rows, events reduced to a membership rule,
- * events read one at a time, and whether a partner received a signal.
+ * events read one at a time, and whether a principal received a signal.
  * Trusts the store's authenticated bodies (they were validated before
  * they were stored) and the policy in force. Errors: -1, out of memory or
  * a store failure; nothing here refuses a partner.
@@ -264,11 +264,12 @@ static int case_is_queued(const store_audit_entry_t *e)
 }
 
 typedef struct case_probe {
-    uint64_t want;       /* item_seq looked for */
-    const char *partner; /* final scan: recipient partner looked for */
-    int found;           /* probe: a queued entry was seen; final: a match */
-    int done;            /* final scan: past the item */
-    uint64_t item_seq;   /* probe: that entry's item_seq */
+    uint64_t want;         /* item_seq looked for */
+    const char *principal; /* final scan: recipient looked for */
+    int64_t now_s;         /* final scan: its delivery's retention must not have ended */
+    int found;             /* probe: a queued entry was seen; final: a match */
+    int done;              /* final scan: past the item */
+    uint64_t item_seq;     /* probe: that entry's item_seq */
 } case_probe_t;
 
 static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
@@ -281,19 +282,21 @@ static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
     return 1;
 }
 
-/* A delivery of a queued entry's list to the partner looked for. */
+/* A delivery of a queued entry's list to the principal looked for, within
+ * its retention. */
 static int case_probe_listed(const store_audit_delivery_t *d, void *arg)
 {
     case_probe_t *p = arg;
-    if (d->recipient_partner_len == strlen(p->partner) &&
-        memcmp(d->recipient, p->partner, d->recipient_partner_len) == 0)
+    if (d->recipient_len == strlen(p->principal) &&
+        memcmp(d->recipient, p->principal, d->recipient_len) == 0 && d->expires_at > p->now_s)
         p->found = 1;
     return p->found;
 }
 
 /* Signal deliveries name a theme; case deliveries do not. A queued entry
- * names its recipient's partner in recipient_partner (one delivery, before
- * schema 7), or lists its deliveries (all of one item) in deliveries. */
+ * names its one delivery's recipient and expiry in recipient and
+ * expires_at (before schema 7), or lists its deliveries (all of one item)
+ * in deliveries. */
 static int case_probe_match(const store_audit_entry_t *e, void *arg)
 {
     case_probe_t *p = arg;
@@ -304,11 +307,13 @@ static int case_probe_match(const store_audit_entry_t *e, void *arg)
         p->done = 1;
         return 1;
     }
-    const store_audit_value_t *to = &e->field[STORE_AUDIT_RECIPIENT_PARTNER];
+    const store_audit_value_t *to = &e->field[STORE_AUDIT_RECIPIENT];
+    const store_audit_value_t *expires = &e->field[STORE_AUDIT_EXPIRES_AT];
     const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
     if (item_seq != p->want || !e->field[STORE_AUDIT_THEME].present)
         return 0;
-    if (to->present && strcmp(to->text, p->partner) == 0)
+    if (to->present && strcmp(to->text, p->principal) == 0 && expires->present &&
+        expires->number > p->now_s)
         p->found = 1;
     else if (listed->present)
         (void)store_audit_deliveries_parse(listed->text, case_probe_listed, p);
@@ -331,7 +336,7 @@ static int case_next_queued(store_t *store, uint64_t after, uint64_t end, case_p
     return 0;
 }
 
-int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner)
+int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal)
 {
     store_audit_tail_t tail;
     if (item_seq == 0 || store_audit_tail(b->store, &tail) != 0)
@@ -348,7 +353,7 @@ int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner)
         else
             lo = mid + 1;
     }
-    case_probe_t p = {.want = item_seq, .partner = partner};
+    case_probe_t p = {.want = item_seq, .principal = principal, .now_s = b->now_s};
     int stop = 0;
     while (!stop) {
         int visited =

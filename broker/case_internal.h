@@ -74,10 +74,10 @@ void case_event_copy_free(case_event_copy_t *copy);
  * out of memory, an event that does not decode). */
 int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_SUBJECT_LEN + 1]);
 
-/* Whether a delivery of the signal item_seq was queued to a principal of
- * `partner` (pending, acked or expired since): its "delivery.queued"
- * entry in the audit trail. 1 yes, 0 no, -1 on a store error. Cost:
- * O(log entries) probes (see case_event.c). */
-int case_partner_received(broker_t *b, uint64_t item_seq, const char *partner);
+/* Whether a delivery of the signal item_seq was queued to `principal`
+ * (pending or acked) and its retention has not ended (expires_at after
+ * b->now_s): its "delivery.queued" entry in the audit trail. 1 yes, 0 no,
+ * -1 on a store error. Cost: O(log entries) probes (see case_event.c). */
+int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal);
 
 #endif

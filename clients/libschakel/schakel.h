@@ -372,8 +372,9 @@ schakel_status_t schakel_case_reopen(schakel_client_t *client, const char *case_
                                      const char *reason, const schakel_case_options_t *options,
                                      schakel_case_result_t *result, int timeout_ms);
 
-/* Link a signal we received (its item_seq, as in schakel_delivery_t) to
- * the case: the other members receive it with their rule's signal fields. */
+/* Link a signal this client's principal itself received, within its
+ * retention (its item_seq, as in schakel_delivery_t), to the case: the
+ * other members receive it with their rule's signal fields. */
 schakel_status_t schakel_case_link(schakel_client_t *client, const char *case_id, uint64_t item_seq,
                                    const schakel_case_options_t *options,
                                    schakel_case_result_t *result, int timeout_ms);

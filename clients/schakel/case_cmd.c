@@ -117,7 +117,7 @@ static const char case_usage[] =
     "  attach CASE FILE [--name N] [--media-type M]\n"
     "  close CASE --reason R                  close (lead only)\n"
     "  reopen CASE [--reason R]               reopen, where the case type allows\n"
-    "  link CASE ITEM_SEQ                     link a signal we received (its item_seq)\n"
+    "  link CASE ITEM_SEQ                     link a signal this key received (its item_seq)\n"
     "  list                                   the cases we are member of or invited to\n"
     "  show CASE [--save-attachments DIR]     a case's timeline as we may see it\n"
     "\n"

@@ -1087,8 +1087,8 @@ static void test_link_received_signal(void **state)
             must_refuse(gemeente, schakel_case_link(gemeente, id, not_received[i], NULL, NULL, T),
                         "NOT_FOUND", "link a signal it did not receive");
         char want[128];
-        snprintf(want, sizeof want, "no signal with item seq %llu that gemeente received",
-                 (unsigned long long)not_received[i]);
+        snprintf(want, sizeof want, "no signal with item seq %llu that %s received",
+                 (unsigned long long)not_received[i], H_GEMEENTE);
         assert_string_equal(e->text, want);
     }
     must_refuse(riec, schakel_case_link(riec, id, 999999, NULL, NULL, T), "NOT_FOUND",
@@ -1103,6 +1103,83 @@ static void test_link_received_signal(void **state)
     schakel_close(&riec);
     schakel_close(&jekerdal);
     schakel_close(&woco);
+    stop_clean(env);
+}
+
+/* The policy with riec's signal rule ending in `tail` instead of its
+ * retention line, reloaded. */
+static void reload_riec_rule(h_env_t *env, const char *tail)
+{
+    static const char retention[] = "    retention: 730d\n";
+    const char *at = strstr(h_default_rules, retention);
+    assert_non_null(at);
+    h_env_write_policy(env, "%s%.*s%s%s%s", h_policy_header, (int)(at - h_default_rules),
+                       h_default_rules, tail, at + strlen(retention), h_case_types);
+    assert_int_equal(h_broker_reload(env), 1);
+}
+
+/* A principal links only what it was given itself, and still may see: not
+ * what another principal of its partner got (a rule's to_roles), and not
+ * what the rule no longer lets reach its role. riec's caseworker and its
+ * system both receive signal A; then riec's rule reaches only systems, and
+ * signal B goes to riec's system alone. */
+static void test_link_needs_the_principals_own_delivery(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *janssen = h_connect(env, H_RIEC_CASEWORKER);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    uint32_t recipients = 0;
+    uint64_t a = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4); /* politie, riec's two principals, gemeente */
+    reload_riec_rule(env, "    retention: 730d\n    to_roles: [system]\n");
+    uint64_t b = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 3); /* not riec's caseworker */
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    char want[128];
+    const uint64_t refused[] = {a, b};
+    for (size_t i = 0; i < 2; i++) {
+        const schakel_error_t *e =
+            must_refuse(janssen, schakel_case_link(janssen, id, refused[i], NULL, NULL, T),
+                        "NOT_FOUND", "link by a role the rule does not reach");
+        snprintf(want, sizeof want, "no signal with item seq %llu that %s received",
+                 (unsigned long long)refused[i], H_RIEC_CASEWORKER);
+        assert_string_equal(e->text, want);
+    }
+    must(riec, schakel_case_link(riec, id, b, NULL, NULL, T), "link by riec's system");
+    /* the rule reaches caseworkers again: A, which the caseworker got, can
+     * be linked; B, which it never got, still cannot */
+    reload_riec_rule(env, "    retention: 730d\n");
+    must_refuse(janssen, schakel_case_link(janssen, id, b, NULL, NULL, T), "NOT_FOUND",
+                "link of a signal another principal of the partner received");
+    must(janssen, schakel_case_link(janssen, id, a, NULL, NULL, T), "link by the caseworker");
+    schakel_close(&woco);
+    schakel_close(&janssen);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
+/* A signal whose retention for the principal ended cannot be linked, even
+ * while another partner's longer retention keeps the item: riec must not
+ * keep it beyond its rule's retention, so neither can its case. */
+static void test_link_after_own_retention_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    reload_riec_rule(env, "    retention: 2s\n");
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    long offset = h_log_offset(env);
+    uint64_t item = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, NULL, NULL);
+    if (h_await_log(env, offset, "event=delivery.expired recipient=" H_RIEC, H_TIMEOUT_MS) != 0)
+        fail_msg("riec's delivery did not expire");
+    assert_true(h_backlog_of(env, H_POLITIE) >= 1); /* the item is still kept for politie */
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    must_refuse(riec, schakel_case_link(riec, id, item, NULL, NULL, T), "NOT_FOUND",
+                "link after the principal's retention ended");
+    schakel_close(&woco);
+    schakel_close(&riec);
     stop_clean(env);
 }
 
@@ -1441,7 +1518,7 @@ static void test_link_after_revocation_is_refused(void **state)
     const schakel_error_t *e =
         must_refuse(politie, schakel_case_link(politie, id, item_seq, NULL, NULL, T), "NOT_FOUND",
                     "link of a withdrawn signal");
-    assert_non_null(strstr(e->text, "that politie received"));
+    assert_non_null(strstr(e->text, "that " H_POLITIE " received"));
     /* and nothing reached the case */
     assert_int_equal(h_backlog(riec), 0);
     assert_int_equal(h_backlog(politie), 0);
@@ -1464,6 +1541,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leave_stops_delivery, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_needs_the_principals_own_delivery, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_after_own_retention_is_refused, setup_cases,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_retry, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_reload_applies, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_view_of_a_large_case, setup_cases, h_teardown),
