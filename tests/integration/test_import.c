@@ -21,6 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #define T_PATH 256
 #define T_EXIT_USAGE 2
 #define T_EXIT_REFUSED 3
@@ -457,6 +459,87 @@ static void test_import_bad_lines_refused_by_line_rest_accepted(void **state)
             assert_int_equal(h_backlog_of(env, H_OM), 0);
     }
     h_assert_nobody_else(env, NULL);
+    h_done(env);
+}
+
+/* The id the man page gives for a publish of these lines (numbered from
+ * first_line, the ones in `sent`) of politie: BLAKE2b-128 over
+ * "schakel-import1" NUL, the sender NUL, and per line its number (8 bytes,
+ * little-endian) and the BLAKE2b-256 of its bytes; in hex. */
+static void expected_id(const char *const *lines, const int *sent, size_t n, char hex[33])
+{
+    static const char domain[] = "schakel-import1";
+    crypto_generichash_state state;
+    uint8_t id[16];
+    crypto_generichash_init(&state, NULL, 0, sizeof id);
+    crypto_generichash_update(&state, (const unsigned char *)domain, sizeof domain);
+    crypto_generichash_update(&state, (const unsigned char *)H_POLITIE, sizeof H_POLITIE);
+    for (size_t i = 0; i < n; i++) {
+        if (!sent[i])
+            continue;
+        uint8_t number[8] = {0}, digest[32];
+        number[0] = (uint8_t)(i + 1);
+        crypto_generichash(digest, sizeof digest, (const unsigned char *)lines[i], strlen(lines[i]),
+                           NULL, 0);
+        crypto_generichash_update(&state, number, sizeof number);
+        crypto_generichash_update(&state, digest, sizeof digest);
+    }
+    crypto_generichash_final(&state, id, sizeof id);
+    for (size_t i = 0; i < sizeof id; i++)
+        snprintf(hex + 2 * i, 3, "%02x", id[i]);
+}
+
+/* When the broker refuses one line of a publish, the rest goes out under
+ * the id of the lines that remain, not under the id of the whole: a late
+ * answer to a second copy of the whole (sent again after a timeout or a
+ * reconnect) would otherwise be taken for the rest's answer, and its item
+ * index would name another line as refused. */
+static void test_import_rest_of_a_refused_publish_has_its_own_id(void **state)
+{
+    h_env_t *env = *state;
+    static const char *const lines[] = {
+        "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+        "\"source_ref\":\"L1\"}",
+        "{\"kind\":\"witwassen\",\"theme\":\"geen-thema\",\"area\":\"GM0935\","
+        "\"source_ref\":\"L2\"}",
+        "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"GM0935\","
+        "\"source_ref\":\"L3\"}",
+    };
+    char file[T_PATH], refused[T_PATH], whole[33], rest[33], needle[160];
+    path_in(env, "rest.jsonl", file);
+    path_in(env, "rest.refused", refused);
+    text_t t = {0};
+    for (size_t i = 0; i < 3; i++)
+        text_add(&t, "%s\n", lines[i]);
+    write_file(file, t.s, t.len);
+    free(t.s);
+    const int all[] = {1, 1, 1}, without_2[] = {1, 0, 1};
+    expected_id(lines, all, 3, whole);
+    expected_id(lines, without_2, 3, rest);
+
+    long offset = h_log_offset(env);
+    const char *const args[] = {"--batch", "3", "--in-flight", "1", "--refusals", refused, NULL};
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, T_EXIT_REFUSED, "import");
+    expect_summary(&res, 2, 1, 0);
+    h_cli_result_free(&res);
+    char *list = read_file(refused);
+    assert_non_null(list);
+    if (strstr(list, "line 2: INVALID_THEME") == NULL || strstr(list, "line 3") != NULL)
+        fail_msg("the refusals file names the wrong lines: %s", list);
+    free(list);
+    snprintf(needle, sizeof needle,
+             "event=request.refused principal=%s message_id=%s reason=INVALID_THEME item=1",
+             H_POLITIE, whole);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("the whole publish was not refused under its id: no \"%s\"", needle);
+    snprintf(needle, sizeof needle, "event=publish.accepted principal=%s message_id=%s items=2",
+             H_POLITIE, rest);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("the rest was not accepted under its own id: no \"%s\"", needle);
+    unsigned char want[4] = {0, 1, 0, 1};
+    drain_lines(env, H_OM, want, 3, NULL, NULL);
     h_done(env);
 }
 
@@ -1059,6 +1142,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_changed_file_needs_restart, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_rest_of_a_refused_publish_has_its_own_id,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_overlong_line_refused_rest_accepted,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_csv_long_quoted_field_stays_one_record,
