@@ -189,6 +189,10 @@ UNIT_EXTRA_test_session := broker/table.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
 UNIT_EXTRA_test_record := broker/refusals.c
+# schakel import's reader (a CLI file, with the CLI's JSON library)
+UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
+UNIT_LIBS_test_import_read = $(CLI_LIBS)
+$(BUILD)/obj/tests/unit/test_import_read.o: TEST_CFLAGS += -Iclients/schakel
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c clients/libschakel/case.c \
 	clients/libschakel/caseview.c clients/libschakel/inflight.c
 UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c \
@@ -220,7 +224,8 @@ $(BUILD)/tests/unit/test_%: $(BUILD)/obj/tests/unit/test_%.o \
 		$$(call obj,$$(wildcard broker/$$*.c clients/libschakel/$$*.c) $$(UNIT_EXTRA_test_$$*)) \
 		$(COMMON_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) $(UNIT_LDFLAGS_test_$*) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) $(UNIT_LDFLAGS_test_$*) -o $@ $^ $(PKG_LIBS) $(UNIT_LIBS_test_$*) \
+	    $(TEST_LIBS) -lm
 
 $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INTEG_SUPPORT_O) $(LIB_O) $(COMMON_O)
 	@mkdir -p $(dir $@)

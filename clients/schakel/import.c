@@ -207,7 +207,7 @@ static int import_check_file(const import_options_t *o, int *format, import_fing
         cli_say("import: %s", err);
         return CLI_EXIT_FAILURE;
     }
-    int rc = import_reader_open(reader, o->file, *format, err, sizeof err);
+    int rc = import_reader_open(reader, o->file, fp, *format, err, sizeof err);
     if (rc != 0) {
         cli_say("import: %s: %s%s", o->file, err, rc == -2 ? "; nothing was sent" : "");
         return rc == -2 ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;

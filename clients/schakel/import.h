@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -55,10 +56,13 @@ typedef struct import_fingerprint {
     uint64_t size;
     uint8_t hash[32]; /* BLAKE2b-256 of the whole file */
     uint64_t data_lines;
+    dev_t device; /* the file scanned: the reader reads this one, no other */
+    ino_t inode;
 } import_fingerprint_t;
 
 typedef struct import_reader {
     FILE *file;
+    uint64_t left; /* bytes it may still read: what the first pass saw, no more */
     int format;
     char *line; /* getline's buffer, reused */
     size_t line_cap;
@@ -95,12 +99,15 @@ int import_detect_format(const char *path, const char *forced, int *format, char
 /* The first pass: size, hash and data lines of path. 0, or -1 with err. */
 int import_scan(const char *path, int format, import_fingerprint_t *fp, char *err, size_t errlen);
 
-/* Open path for reading records: 0, or -1 with err when it cannot be
- * read. For CSV also reads the header row and refuses the file (-2 with
- * err) when a column is unknown or named twice, or the header row is not
- * valid CSV. An empty file has no records. */
-int import_reader_open(import_reader_t *reader, const char *path, int format, char *err,
-                       size_t errlen);
+/* Open path for reading the records of what the first pass saw (fp): the
+ * same file (not one renamed into its place since: -1 with err), and its
+ * first fp->size bytes only (lines appended since are not read: the
+ * journal's fingerprint covers exactly what is imported). 0, or -1 with err
+ * when it cannot be read. For CSV also reads the header row and refuses
+ * the file (-2 with err) when a column is unknown or named twice, or the
+ * header row is not valid CSV. An empty file has no records. */
+int import_reader_open(import_reader_t *reader, const char *path, const import_fingerprint_t *fp,
+                       int format, char *err, size_t errlen);
 
 /* The next non-blank record: 1 with reader->record_* and raw set (and
  * reader->error set when it is malformed), 0 at the end, -1 when the file

@@ -303,10 +303,12 @@ static int import_header_matches(const import_header_t *h, const import_identity
     if (h->size != identity->fingerprint->size || strcmp(h->hash, hash) != 0) {
         snprintf(err, errlen,
                  "the file has changed since its journal %s was written (then %llu bytes, now "
-                 "%" PRIu64 "): the journal's line numbers may name other lines now. Give "
-                 "--restart to import the file from the start, or import the new lines as "
-                 "a file of their own",
-                 path, h->size, identity->fingerprint->size);
+                 "%" PRIu64 "): the journal's line numbers may name other lines now. If lines "
+                 "were only added and that import finished, import what follows its first "
+                 "%llu bytes as a file of their own (tail -c +%llu); --restart imports the "
+                 "file from the start, and publishes again the lines of every batch that "
+                 "changed (the last one, when lines were added)",
+                 path, h->size, identity->fingerprint->size, h->size, h->size + 1);
         return CLI_EXIT_USAGE;
     }
     if (strcmp(h->sender, identity->sender) != 0) {

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -204,7 +205,12 @@ int import_scan(const char *path, int format, import_fingerprint_t *fp, char *er
         import_count(&counter, chunk, got);
         fp->size += got;
     }
-    int failed = ferror(file);
+    struct stat st;
+    int failed = ferror(file) || fstat(fileno(file), &st) != 0;
+    if (!failed) {
+        fp->device = st.st_dev;
+        fp->inode = st.st_ino;
+    }
     fclose(file);
     free(chunk);
     if (failed) {
@@ -252,7 +258,8 @@ static ssize_t import_read_line(import_reader_t *reader, int *cut)
     size_t kept = 0, seen = 0;
     int c = EOF, csv = reader->format == IMPORT_FORMAT_CSV, state = reader->csv_state;
     *cut = 0;
-    while ((c = getc_unlocked(reader->file)) != EOF) {
+    while (reader->left > 0 && (c = getc_unlocked(reader->file)) != EOF) {
+        reader->left--;
         seen++;
         if (kept < IMPORT_LINE_KEEP)
             reader->line[kept++] = (char)c;
@@ -542,14 +549,22 @@ static int import_csv_header(import_reader_t *reader, char *err, size_t errlen)
     return 0;
 }
 
-int import_reader_open(import_reader_t *reader, const char *path, int format, char *err,
-                       size_t errlen)
+int import_reader_open(import_reader_t *reader, const char *path, const import_fingerprint_t *fp,
+                       int format, char *err, size_t errlen)
 {
     memset(reader, 0, sizeof *reader);
     reader->format = format;
+    reader->left = fp->size;
     reader->file = fopen(path, "rb");
     if (reader->file == NULL) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fileno(reader->file), &st) != 0 || st.st_dev != fp->device ||
+        st.st_ino != fp->inode) {
+        snprintf(err, errlen, "another file took its place while it was being read");
+        import_reader_close(reader);
         return -1;
     }
     int rc = format == IMPORT_FORMAT_CSV ? import_csv_header(reader, err, errlen) : 0;

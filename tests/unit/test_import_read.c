@@ -1,0 +1,129 @@
+/*
+ * test_import_read.c — schakel import's reading of a feed: it reads the
+ * file its first pass hashed for the journal, and no more of it than that
+ * pass saw (a feed still being written, a file renamed into its place).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "import.h"
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+} fixture_t;
+
+static int setup(void **state)
+{
+    fixture_t *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/schakel-import-read-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof f->path, "%s/feed.jsonl", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture_t *f = *state;
+    char other[160];
+    snprintf(other, sizeof other, "%s.new", f->path);
+    unlink(other);
+    unlink(f->path);
+    rmdir(f->dir);
+    free(f);
+    return 0;
+}
+
+static void write_lines(const char *path, const char *mode, long from, long to, const char *end)
+{
+    FILE *file = fopen(path, mode);
+    assert_non_null(file);
+    for (long n = from; n <= to; n++)
+        fprintf(file, "{\"kind\":\"witwassen\",\"source_ref\":\"L%ld\"}%s", n, n < to ? "\n" : end);
+    assert_int_equal(fclose(file), 0);
+}
+
+/* Records the reader gives, their last line number in *last. */
+static long read_all(import_reader_t *reader, long *last)
+{
+    char err[256];
+    long n = 0;
+    int rc;
+    while ((rc = import_reader_next(reader, err, sizeof err)) == 1) {
+        assert_string_equal(reader->error, "");
+        n++;
+        *last = reader->record_line;
+    }
+    assert_int_equal(rc, 0);
+    return n;
+}
+
+/* Lines appended after the first pass are not read: the journal's
+ * fingerprint covers exactly what is imported. A last line without its
+ * line end is read whole, as the first pass saw it. */
+static void test_lines_appended_after_the_scan_are_not_read(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const ends[] = {"\n", ""};
+    for (size_t e = 0; e < 2; e++) {
+        write_lines(f->path, "w", 1, 5, ends[e]);
+        import_fingerprint_t fp;
+        char err[256];
+        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_JSON, &fp, err, sizeof err), 0);
+        assert_int_equal(fp.data_lines, 5);
+        /* without its line end, line 5 goes on in what is appended: the
+         * reader still ends it where the first pass did */
+        write_lines(f->path, "a", 6, 9, "\n");
+        import_reader_t reader;
+        assert_int_equal(
+            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_JSON, err, sizeof err), 0);
+        long last = 0;
+        assert_int_equal(read_all(&reader, &last), 5);
+        assert_int_equal(last, 5);
+        import_reader_close(&reader);
+    }
+}
+
+/* A file renamed into the path after the first pass is not read. */
+static void test_a_file_put_in_its_place_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    char other[160], err[256];
+    snprintf(other, sizeof other, "%s.new", f->path);
+    write_lines(f->path, "w", 1, 5, "\n");
+    import_fingerprint_t fp;
+    assert_int_equal(import_scan(f->path, IMPORT_FORMAT_JSON, &fp, err, sizeof err), 0);
+    write_lines(other, "w", 1, 5, "\n");
+    assert_int_equal(rename(other, f->path), 0);
+    import_reader_t reader;
+    assert_int_equal(import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_JSON, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "another file took its place"));
+    /* scanned again, it is read */
+    assert_int_equal(import_scan(f->path, IMPORT_FORMAT_JSON, &fp, err, sizeof err), 0);
+    assert_int_equal(import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_JSON, err, sizeof err),
+                     0);
+    long last = 0;
+    assert_int_equal(read_all(&reader, &last), 5);
+    import_reader_close(&reader);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_lines_appended_after_the_scan_are_not_read, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_a_file_put_in_its_place_is_refused, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
