@@ -1083,8 +1083,10 @@ int broker_run(broker_t *b)
             (void)broker_reload_policy(b, "SIGHUP", err, sizeof err); /* logged either way */
         }
         broker_reload_retry(b);
-        /* router, ZAP, admin (if any), then the syncer (if any) */
-        zmq_pollitem_t items[4] = {
+        /* router, ZAP, admin (if any), the syncer (if any), then the
+         * router's connection events (a receiving connection that closed
+         * hands receiving back at once, not at the next wake-up) */
+        zmq_pollitem_t items[5] = {
             {.socket = b->router, .events = ZMQ_POLLIN},
             {.socket = zap_socket(b->zap), .events = ZMQ_POLLIN},
         };
@@ -1100,6 +1102,8 @@ int broker_run(broker_t *b)
             items[n_items++] =
                 (zmq_pollitem_t){.fd = store_syncer_fd(b->syncer), .events = ZMQ_POLLIN};
         }
+        if (b->router_events != NULL)
+            items[n_items++] = (zmq_pollitem_t){.socket = b->router_events, .events = ZMQ_POLLIN};
         /* woken for the watchdog, and when a kept item is due to be wiped */
         int wait_ms =
             deliver_kept_wait_ms(b->kept, monotonic_ms(), metrics_poll_timeout_ms(b, 1000));

@@ -159,8 +159,9 @@ void sessions_drop(sessions_t *s, session_t *session)
 /* At the cap: a client that reconnected leaves its old session behind
  * (libzmq does not tell a ROUTER who left), so the least recently seen
  * session of the principal that is not receiving and has been quiet for
- * SCHAKEL_SESSION_ACTIVE_MS makes room. Only when all are in use is a new
- * one refused. O(sessions), on this path only. */
+ * SCHAKEL_SESSION_ACTIVE_MS makes room; one that never sent Flow before one
+ * that did (that one may take receiving back, session.h). Only when all
+ * are in use is a new one refused. O(sessions), on this path only. */
 static int evict_idle(sessions_t *s, const char *principal, int64_t now_ms)
 {
     session_t *oldest = NULL, *session;
@@ -169,7 +170,9 @@ static int evict_idle(sessions_t *s, const char *principal, int64_t now_ms)
         if (strcmp(session->principal, principal) != 0 || is_receiving(s, session) ||
             now_ms - session->last_seen_ms < SCHAKEL_SESSION_ACTIVE_MS)
             continue;
-        if (oldest == NULL || session->last_seen_ms < oldest->last_seen_ms)
+        int claims = session->flow_order > 0, oldest_claims = oldest && oldest->flow_order > 0;
+        if (oldest == NULL || claims < oldest_claims ||
+            (claims == oldest_claims && session->last_seen_ms < oldest->last_seen_ms))
             oldest = session;
     }
     if (oldest == NULL)

@@ -203,6 +203,29 @@ static void test_receiving_goes_back_when_its_session_ends(void **state)
     sessions_destroy(&s);
 }
 
+/* At the cap, a quiet session that never sent Flow makes room before an
+ * older one that did: that one may take receiving back. */
+static void test_cap_keeps_a_claim_to_receive(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    static const uint8_t rid_d[5] = {0, 'd', 'd', 'd', 'd'};
+    sessions_t *s = sessions_new();
+    session_t *a = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 3, &over);
+    session_t *b = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 3, &over);
+    assert_non_null(sessions_touch(s, rid_c, 5, "om/parket", "K", 1, 3, &over));
+    receiver_t *r = sessions_receive(s, a, 4);
+    assert_ptr_equal(sessions_receive(s, b, 8), r); /* b takes over; a keeps its claim */
+    int64_t later = SCHAKEL_SESSION_ACTIVE_MS + 10;
+    assert_non_null(sessions_touch(s, rid_d, 5, "om/parket", "K", later, 3, &over));
+    assert_int_equal(sessions_count(s), 3);
+    assert_ptr_equal(sessions_touch(s, rid_a, 5, "om/parket", "K", later, 3, &over), a);
+    sessions_drop(s, b);
+    assert_ptr_equal(r->session, a);
+    assert_int_equal(r->window, 4);
+    sessions_destroy(&s);
+}
+
 static void test_connection_cap(void **state)
 {
     (void)state;
@@ -272,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_drop_where_without_memory),
         cmocka_unit_test(test_drop_fd),
         cmocka_unit_test(test_receiving_goes_back_when_its_session_ends),
+        cmocka_unit_test(test_cap_keeps_a_claim_to_receive),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
     };
