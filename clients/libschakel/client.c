@@ -620,6 +620,16 @@ static int client_flight_answer(schakel_client_t *client, const ProtobufCBinaryD
     return 1;
 }
 
+/* A refusal that every frame of this connection gets (a revoked key, too
+ * many connections), which a wait for deliveries must not sit out: no
+ * delivery will come. */
+static int client_connection_refused(const Schakel__Rejected *rejected, const client_wait_t *wait)
+{
+    return wait->kind == CLIENT_WAIT_DELIVERY && rejected->has_reason &&
+           (rejected->reason == SCHAKEL__REASON__NOT_PERMITTED ||
+            rejected->reason == SCHAKEL__REASON__TOO_MANY_CONNECTIONS);
+}
+
 /* Returns 1 if the frame was kept by the wait or the FIFO (do not free). */
 static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, client_wait_t *wait)
 {
@@ -668,7 +678,8 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
     client_error_rejected(&client->last_error, rejected, NULL);
     if (heartbeat < asked) {
         client_heartbeat_answered(client);
-        if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
+        if ((wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0) ||
+            client_connection_refused(rejected, wait))
             client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
         return 0;
     }
@@ -678,7 +689,9 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
     }
-    if (wait->kind == CLIENT_WAIT_HEARTBEAT)
+    /* nothing owed: the refusal of a Flow, or of a frame the connection
+     * sent before; a wait for a Heartbeat's answer or for deliveries ends */
+    if (wait->kind == CLIENT_WAIT_HEARTBEAT || client_connection_refused(rejected, wait))
         client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
     return 0;
 }

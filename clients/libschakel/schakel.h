@@ -220,7 +220,11 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 
 /* Wait up to timeout_ms for the next delivery. Returns SCHAKEL_OK with *out
  * set, SCHAKEL_ERR_TIMEOUT when nothing arrived. Keeps the connection alive
- * (heartbeats, re-subscribe after a broker restart) while waiting. */
+ * (heartbeats, re-subscribe after a broker restart) while waiting. Returns
+ * SCHAKEL_ERR_REFUSED (the reason in the last error) when the broker
+ * refuses this connection as a whole while it waits: NOT_PERMITTED (the
+ * key was revoked or replaced by a policy reload) or TOO_MANY_CONNECTIONS;
+ * nothing more will be delivered on it. */
 schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out,
                                  int timeout_ms);
 

@@ -19,6 +19,7 @@
 #include <sqlite3.h>
 
 #include "keys.h"
+#include "schakel_limits.h"
 
 static const char JEKERDAL_PRINCIPAL_BLOCK[] = "  - id: woco-jekerdal/meldingen\n"
                                                "    role: system\n"
@@ -199,7 +200,14 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     schakel_delivery_t *d = NULL;
     assert_int_equal(schakel_receive(old, &d, 1000), SCHAKEL_ERR_TIMEOUT);
     assert_null(d);
-    /* ... its next frame is refused, and it cannot come back. */
+    /* ... a receive that goes on learns it from the refusal of its
+     * keep-alive Heartbeat (sent after 5 s without a frame), instead of
+     * waiting in silence for deliveries that will never come ... */
+    assert_int_equal(schakel_receive(old, &d, 3 * SCHAKEL_CLIENT_HEARTBEAT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    assert_null(d);
+    assert_string_equal(schakel_last_error(old)->reason_name, "NOT_PERMITTED");
+    /* ... its next frame is refused too, and it cannot come back. */
     uint64_t backlog = 0;
     assert_int_equal(schakel_backlog(old, &backlog, H_TIMEOUT_MS), SCHAKEL_ERR_REFUSED);
     assert_string_equal(schakel_last_error(old)->reason_name, "NOT_PERMITTED");
