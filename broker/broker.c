@@ -438,8 +438,17 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
     for (size_t i = 0; i < b->n_replies && !committed; i++) {
         pending_reply_t *r = &b->replies[i];
         if (r->is_accept) {
-            static const char text[] = "the broker could not store this publish; nothing was "
-                                       "stored, publish again with the same message id";
+            /* A failed sync of a commit leaves the outcome unknown (the
+             * frames are in the WAL, perhaps on disk): the broker stops,
+             * and a repeat after its restart is answered as a duplicate if
+             * the publish was stored after all. */
+            const char *text =
+                b->sync_failed
+                    ? "the broker could not make this publish durable and is stopping; it may "
+                      "have been stored: publish again with the same message id once it is "
+                      "back (a stored one is answered as a duplicate)"
+                    : "the broker could not store this publish; nothing was stored, publish "
+                      "again with the same message id";
             size_t len = 0;
             uint8_t *frame = encode_rejected(failure, text, r->message_id, -1, 0, &len);
             /* Its acceptance was recorded before the commit: record that the

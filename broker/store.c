@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "schakel_limits.h"
@@ -380,11 +381,55 @@ static int file_create_private(const char *path, char *err, size_t errlen)
     return 0;
 }
 
+/* One process writes a store: a second broker on the same file would hand
+ * out the same seqs (each keeps its counters in memory), deliver twice
+ * without the redelivery flag and write a second chain into the trail.
+ * An exclusive flock on PATH.lock, held as long as the handle is open
+ * (the kernel releases it when the process ends, however it ends), with
+ * the holder's pid in the file for the message. Returns the lock's fd, or
+ * -1 with err. */
+static int store_lock(const char *path, char *err, size_t errlen)
+{
+    char lock_path[PATH_MAX];
+    if (snprintf(lock_path, sizeof lock_path, "%s.lock", path) >= (int)sizeof lock_path) {
+        open_error(err, errlen, path, "the path is too long");
+        return -1;
+    }
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        open_error(err, errlen, lock_path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int saved = errno;
+        char holder[24] = "";
+        ssize_t got = pread(fd, holder, sizeof holder - 1, 0);
+        holder[got > 0 ? (size_t)got : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        if (saved == EWOULDBLOCK)
+            snprintf(err, errlen,
+                     "%s: in use by another process (pid %s): one schakeld per store; stop it "
+                     "first",
+                     path, holder[0] != '\0' ? holder : "unknown");
+        else
+            open_error(err, errlen, lock_path, strerror(saved));
+        close(fd);
+        return -1;
+    }
+    char pid[24];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)len, 0) != len) {
+        /* the lock holds without the pid; only the message would lack it */
+    }
+    return fd;
+}
+
 static store_t *store_new(const uint8_t seal_key[STORE_KEY_BYTES])
 {
     store_t *store = calloc(1, sizeof *store);
     if (store == NULL)
         return NULL;
+    store->lock_fd = -1;
     if ((store->seal_key = store_seal_key_new(seal_key)) == NULL) {
         free(store);
         return NULL;
@@ -409,11 +454,16 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
     }
     if (file_create_private(path, err, errlen) != 0)
         return NULL;
+    int lock_fd = store_lock(path, err, errlen);
+    if (lock_fd < 0)
+        return NULL;
     store_t *store = store_new(seal_key);
     if (store == NULL) {
+        close(lock_fd);
         open_error(err, errlen, path, "out of memory");
         return NULL;
     }
+    store->lock_fd = lock_fd;
     /* One thread uses a store handle at a time: SQLite's own mutexes on
      * every call are not needed (multi-thread mode). */
     int rc = sqlite3_open_v2(
@@ -456,6 +506,8 @@ void store_close(store_t **store)
     }
     store_seal_free(s);
     store_count_free(s);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd); /* the lock goes with it */
     free(s);
     *store = NULL;
 }
@@ -537,6 +589,9 @@ static int commit_now(store_t *store)
         return 0;
     }
     store_count_rollback(store);
+    /* SQLite syncs inside COMMIT too (the WAL's header, when the WAL starts
+     * over): a failed sync there is as final as one of ours. */
+    int failed_rc = sqlite3_extended_errcode(store->db);
     /* Leave no half-state behind: the caller treats all of it as lost. */
     if (!sqlite3_get_autocommit(store->db)) {
         char kept[STORE_ERRMSG_LEN];
@@ -547,6 +602,8 @@ static int commit_now(store_t *store)
         store->last_rc = kept_rc;
     }
     store->txn_open = 0;
+    if (failed_rc == SQLITE_IOERR_FSYNC || failed_rc == SQLITE_IOERR_DIR_FSYNC)
+        store_io_failed(store, failed_rc, "syncing the WAL inside the commit");
     return -1;
 }
 

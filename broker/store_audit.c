@@ -1168,6 +1168,7 @@ store_t *store_open_reader(const char *path, const uint8_t *seal_key, char *err,
         return NULL;
     }
     store->audit_reader = 1;
+    store->lock_fd = -1; /* a reader takes no writer's lock: it reads beside the broker */
     int rc = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READONLY, NULL);
     if (rc != SQLITE_OK) {
         reader_error(err, errlen, path,

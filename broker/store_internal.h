@@ -120,6 +120,7 @@ typedef struct store_scratch {
 
 struct store {
     sqlite3 *db;
+    int lock_fd; /* PATH.lock, held (flock) while the handle is open: one writer per store */
     sqlite3_stmt *stmt[STMT_COUNT];
     uint8_t *seal_key; /* STORE_KEY_BYTES, sodium_malloc'd (store_seal.c) */
     /* Nonces: a counter, then a random part drawn once per handle

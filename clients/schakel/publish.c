@@ -313,9 +313,16 @@ static int publish_send(const cli_options_t *opts, publish_batch_t *batch)
     } else {
         rc = cli_report("publish", status, schakel_last_error(client));
         syntax_hex(id, sizeof id, id_hex);
+        const schakel_error_t *e = schakel_last_error(client);
         if (status == SCHAKEL_ERR_TIMEOUT)
             cli_say("the publish may or may not have been accepted; retry with "
                     "--message-id %s to be sure it is stored once",
+                    id_hex);
+        else if (status == SCHAKEL_ERR_REFUSED && (strcmp(e->reason_name, "UNAVAILABLE") == 0 ||
+                                                   strcmp(e->reason_name, "INTERNAL_ERROR") == 0 ||
+                                                   strcmp(e->reason_name, "RATE_LIMITED") == 0))
+            cli_say("publish again with --message-id %s: a repeat of a publish the broker "
+                    "did store is answered as a duplicate, never stored twice",
                     id_hex);
     }
     free(results);

@@ -349,6 +349,130 @@ static void test_wrong_store_key_refuses_to_start(void **state)
     h_done(env);
 }
 
+/* One broker per store: a second schakeld on the store of a running one
+ * (on another port) exits 1 and names the first one's pid, before it
+ * writes anything; the first one goes on serving. Two brokers on one store
+ * would hand out the same seqs and deliver twice without the redelivery
+ * flag. */
+static void test_second_broker_on_a_store_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-ONE-STORE-1");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    size_t before_len = 0, after_len = 0;
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
+    uint8_t *before = storage_slurp(wal, &before_len);
+    assert_non_null(before);
+
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                                "--ready-fd", "1", NULL);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)env->broker_pid);
+    if (status != 1 || !strstr(res.err, "in use by another process") || !strstr(res.err, pid) ||
+        strstr(res.out, "READY"))
+        fail_msg("a second broker on the store exited %d; stdout \"%s\" stderr \"%s\"", status,
+                 res.out, res.err);
+    h_cli_result_free(&res);
+    uint8_t *after = storage_slurp(wal, &after_len);
+    if (after_len != before_len || memcmp(before, after, before_len) != 0)
+        fail_msg("the refused broker wrote to the store's WAL (%zu -> %zu bytes)", before_len,
+                 after_len);
+    free(before);
+    free(after);
+
+    /* the first one serves on */
+    s = h_police_signal("BVH-ONE-STORE-2");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    assert_int_equal(h_backlog_of(env, H_OM), 2);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* The restore of docs/OPERATIONS.md ("Restoring a backup"): a backup
+ * taken while the broker runs, put back after more was accepted, with the
+ * counters moved as the procedure says: the next delivery gets a seq and
+ * an item seq past anything the lost state handed out (without step 2 it
+ * would get the lost delivery's very seq, which a recipient that
+ * deduplicates by seq would drop). */
+static void test_restore_procedure_moves_the_counters(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], side[192];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-RESTORE-A");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    sqlite3 *live = NULL, *copy = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &live, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_open(backup, &copy), SQLITE_OK);
+    sqlite3_backup *b = sqlite3_backup_init(copy, "main", live, "main");
+    assert_non_null(b);
+    assert_int_equal(sqlite3_backup_step(b, -1), SQLITE_DONE);
+    assert_int_equal(sqlite3_backup_finish(b), SQLITE_OK);
+    assert_int_equal(sqlite3_close(copy), SQLITE_OK);
+    assert_int_equal(sqlite3_close(live), SQLITE_OK);
+    s = h_police_signal("BVH-RESTORE-B"); /* accepted after the backup: lost */
+    uint64_t lost_item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_client_t *om = h_connect(env, H_OM);
+    uint64_t lost_seq = 0;
+    for (int i = 0; i < 2; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        lost_seq = d->seq > lost_seq ? d->seq : lost_seq;
+        schakel_delivery_free(&d);
+    }
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    /* 1. the backup in place, the lost state's WAL gone */
+    assert_int_equal(rename(backup, env->store_path), 0);
+    snprintf(side, sizeof side, "%s-wal", env->store_path);
+    (void)unlink(side);
+    snprintf(side, sizeof side, "%s-shm", env->store_path);
+    (void)unlink(side);
+    /* 2. the counters past the lost state, as written in OPERATIONS.md */
+    assert_int_equal(sqlite3_open(env->store_path, &copy), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(copy,
+                     "UPDATE sqlite_sequence SET seq = seq + 1000000000 WHERE name IN ('items', "
+                     "'deliveries'); UPDATE sqlite_sequence SET seq = seq + 1000000 WHERE name = "
+                     "'cases';",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_close(copy), SQLITE_OK);
+    /* 3. started again: A waits (from the backup), B is gone, C is new */
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-RESTORE-C");
+    uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    assert_true(item > lost_item + 1000000000 - 1);
+    om = h_connect(env, H_OM);
+    schakel_delivery_t *a = h_receive(om), *c = h_receive(om);
+    assert_string_equal(a->source_ref, "BVH-RESTORE-A");
+    assert_true(a->seq < lost_seq);
+    assert_string_equal(c->source_ref, "BVH-RESTORE-C");
+    if (c->seq <= lost_seq)
+        fail_msg("the new delivery got seq %llu, not past the lost one's %llu",
+                 (unsigned long long)c->seq, (unsigned long long)lost_seq);
+    assert_int_equal(c->item_seq, item);
+    assert_int_equal(schakel_ack(om, a->seq), SCHAKEL_OK);
+    assert_int_equal(schakel_ack(om, c->seq), SCHAKEL_OK);
+    schakel_delivery_free(&a);
+    schakel_delivery_free(&c);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* No store key file: schakeld exits 1 and says how to make one; it does
  * not create a store it could not seal. */
 static void test_missing_store_key_says_run_init(void **state)
@@ -965,6 +1089,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_wrong_store_key_refuses_to_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_key_says_run_init, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_second_broker_on_a_store_is_refused, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
                                         h_setup_env, h_teardown),

@@ -465,6 +465,51 @@ static void test_no_wal_file(void **state)
     assert_null(store_syncer_start(NULL, err, sizeof err));
 }
 
+typedef struct commit_call {
+    store_t *store;
+    int rc;
+} commit_call_t;
+
+static void *commit_unsynced_main(void *arg)
+{
+    commit_call_t *c = arg;
+    c->rc = store_commit_unsynced(c->store);
+    return NULL;
+}
+
+/* SQLite syncs inside COMMIT too: the first commit after the WAL was
+ * emptied writes and syncs a new WAL header. A failed sync there is final
+ * like one of the store's own: the handle refuses everything after it. The
+ * commit runs on a thread of its own (the gate fails other threads' syncs
+ * only); the test waits for it. */
+static void test_failed_sync_inside_commit_is_final(void **state)
+{
+    fixture_t *f = *state;
+    store_fresh(f, "inside.db");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(sqlite3_exec(f->store->db,
+                                  "CREATE TABLE probe (x); INSERT INTO probe VALUES (1)", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_checkpoint(f->store),
+                     0); /* the WAL is empty: the next commit restarts it */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(sqlite3_exec(f->store->db, "INSERT INTO probe VALUES (2)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    sync_gate_fail(1);
+    commit_call_t call = {.store = f->store, .rc = 0};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, commit_unsynced_main, &call), 0);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    sync_gate_fail(0);
+    assert_int_equal(call.rc, -1);
+    assert_true(store_sync_failed(f->store));
+    if (strstr(store_errmsg(f->store), "syncing the WAL inside the commit") == NULL)
+        fail_msg("store_errmsg \"%s\"", store_errmsg(f->store));
+    assert_int_equal(store_begin(f->store), -1); /* the handle refuses everything */
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -478,6 +523,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_sync_is_final, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_with_requests_outstanding, setup, teardown),
         cmocka_unit_test_setup_teardown(test_no_wal_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_sync_inside_commit_is_final, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
