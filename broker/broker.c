@@ -904,7 +904,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     policy_destroy(&b->policy);
     b->policy = fresh;
     b->policy_loaded_at = (int64_t)time(NULL);
-    deliver_kept_clear(b->kept); /* what waits is pushed from the store, under the new policy */
+    deliver_policy_changed(b);     /* what waits is decided again, under the new policy */
     (void)case_check_reachable(b); /* logged */
     size_t dropped = reload_drop_sessions(b, b->policy);
     return dropped > INT32_MAX ? INT32_MAX : (int)dropped;

@@ -260,6 +260,14 @@ void deliver_expire(broker_t *b);
  * longer allows them (inside the turn's transaction). */
 void deliver_revoke(broker_t *b);
 
+/* Another policy is in force: what the push decided under the one before
+ * is decided again. The kept items are wiped (pushed from the store from
+ * now on), and revocations not yet applied are forgotten, with every
+ * receiver starting again at its oldest unacked delivery (what was sent
+ * before comes again flagged as a redelivery), so that a delivery the new
+ * policy allows is never removed for what the old one said. */
+void deliver_policy_changed(broker_t *b);
+
 /* Receivers that acked nothing for ack_timeout_ms while deliveries were in
  * flight get everything unacked again. Returns how many were restarted. */
 size_t deliver_check_ack_timeouts(broker_t *b);

@@ -808,6 +808,15 @@ static void on_revoked(const store_expired_t *e, void *arg)
     removed_copy_set(arg, e);
 }
 
+void deliver_policy_changed(broker_t *b)
+{
+    deliver_kept_clear(b->kept);
+    if (b->n_revocations > 0) {
+        b->n_revocations = 0;
+        sessions_restart_receivers(b->sessions);
+    }
+}
+
 void deliver_revoke(broker_t *b)
 {
     if (b->n_revocations == 0)

@@ -413,6 +413,44 @@ static void test_flow_of_a_closed_connection_is_ignored(void **state)
     sessions_destroy(&b.sessions);
 }
 
+/* After a reload the push decides again: revocations it queued under the
+ * old policy are forgotten (the new one may allow those deliveries), and
+ * every receiver starts again at its oldest unacked delivery, so that they
+ * are looked at once more; without queued revocations nothing restarts. */
+static void test_policy_change_forgets_queued_revocations(void **state)
+{
+    (void)state;
+    static const uint8_t rid[5] = {0, 9, 9, 9, 9};
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.sessions = sessions_new();
+    assert_non_null(b.sessions);
+    int over = 0;
+    session_t *session =
+        sessions_touch(b.sessions, rid, sizeof rid, "om/parket", "K", 0, 16, &over);
+    receiver_t *r = sessions_receive(b.sessions, session, 8);
+    assert_non_null(r);
+    r->cursor = 12;
+    r->inflight = 3;
+    r->highest_sent = 12;
+    r->dirty = 0;
+    deliver_policy_changed(&b); /* nothing queued: the push goes on where it is */
+    assert_int_equal(r->cursor, 12);
+    assert_int_equal(r->inflight, 3);
+    b.n_revocations = 2;
+    b.revocations[0].seq = 7;
+    strcpy(b.revocations[0].recipient, "om/parket");
+    b.revocations[1].seq = 9;
+    strcpy(b.revocations[1].recipient, "om/parket");
+    deliver_policy_changed(&b);
+    assert_int_equal(b.n_revocations, 0);
+    assert_int_equal(r->cursor, 0);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->dirty, 1);
+    assert_int_equal(r->highest_sent, 12); /* what comes again is flagged */
+    sessions_destroy(&b.sessions);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -423,6 +461,7 @@ int main(void)
         cmocka_unit_test(test_kept_bounded_in_age),
         cmocka_unit_test(test_kept_refusals_and_clear),
         cmocka_unit_test(test_flow_of_a_closed_connection_is_ignored),
+        cmocka_unit_test(test_policy_change_forgets_queued_revocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
