@@ -208,15 +208,6 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     }
     b->seq_at_start = (uint64_t)last_seq;
     b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
-    /* The trail notes each start (key, policy, version). If it cannot be
-     * written the broker starts all the same: every action then needs an
-     * entry of its own and is refused while none can be written. */
-    (void)record_started(b);
-    if (store_sync_failed(b->store)) {
-        snprintf(err, errlen, "the store could not sync its first commit: %s",
-                 store_errmsg(b->store));
-        goto fail;
-    }
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     (void)case_check_reachable(b); /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
@@ -251,6 +242,17 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if ((b->metrics = metrics_new(o->metrics_listen, o->store_path, o->version, err, errlen)) ==
         NULL)
         goto fail;
+    /* The trail notes each start (key, policy, version), once the broker
+     * holds its endpoints: a start that cannot listen leaves no entry. If
+     * it cannot be written the broker starts all the same: every action
+     * then needs an entry of its own and is refused while none can be
+     * written. */
+    (void)record_started(b);
+    if (store_sync_failed(b->store)) {
+        snprintf(err, errlen, "the store could not sync its first commit: %s",
+                 store_errmsg(b->store));
+        goto fail;
+    }
     return b;
 fail:
     broker_destroy(&b);

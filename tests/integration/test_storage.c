@@ -384,6 +384,25 @@ static void test_second_broker_on_a_store_is_refused(void **state)
     free(before);
     free(after);
 
+    /* a start that cannot listen (the first one's port) notes nothing in
+     * its trail: the start entry comes once the broker holds its endpoints */
+    char other[192];
+    snprintf(other, sizeof other, "%s/other.db", env->dir);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--store", other, "--listen",
+                            env->endpoint, "--ready-fd", "1", NULL);
+    if (status != 1 || !strstr(res.err, "cannot listen"))
+        fail_msg("a broker on a port in use exited %d; stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *count = NULL;
+    assert_int_equal(sqlite3_open_v2(other, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM audit", -1, &count, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(count), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int64(count, 0), 0);
+    sqlite3_finalize(count);
+    sqlite3_close(db);
+
     /* the first one serves on */
     s = h_police_signal("BVH-ONE-STORE-2");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
