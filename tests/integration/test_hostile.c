@@ -2351,6 +2351,241 @@ static void test_receiving_goes_back_to_the_live_connection(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ case commands */
+
+/* A CaseCommand opening an address case, packed; actor and case_id as
+ * given (case_id NULL: none, as an open must be); with one field the
+ * schema lacks added when `unknown_field`. */
+static void case_open_command(pb_t *out, const char *actor, const char *case_id, int unknown_field)
+{
+    Schakel__CaseOpen open = SCHAKEL__CASE_OPEN__INIT;
+    open.case_type = (char *)(uintptr_t) "ondermijning-adres";
+    open.area = (char *)(uintptr_t) "BU09350101";
+    open.title = (char *)(uintptr_t) "Hennepkwekerij Boschstraat";
+    Schakel__CaseCommand cmd = SCHAKEL__CASE_COMMAND__INIT;
+    cmd.actor = (char *)(uintptr_t)actor;
+    cmd.case_id = (char *)(uintptr_t)case_id;
+    cmd.op_case = SCHAKEL__CASE_COMMAND__OP_OPEN;
+    cmd.open = &open;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_case_command(&cmd, &len);
+    assert_non_null(bytes);
+    pb_put(out, bytes, len);
+    free(bytes);
+    if (unknown_field)
+        pb_uint(out, UNKNOWN_FIELD, 1);
+}
+
+/* Frame{version 1, case_publish{command_id, command, signature}}, signed by
+ * `key` over `signed_command` (the command sent unless a test changes it
+ * after signing). */
+static void frame_case_publish(pb_t *frame, const uint8_t id[16], const pb_t *command,
+                               const pb_t *signed_command, const keypair_t *key)
+{
+    uint8_t signed_bytes[64], sig[64];
+    wire_case_signed_bytes(id, signed_command->data, signed_command->len, signed_bytes);
+    if (keys_sign(key, signed_bytes, sizeof signed_bytes, sig) != 0)
+        fail_msg("keys_sign failed");
+    pb_t body = {0};
+    uint32_t f_id = field_no(&schakel__case_publish__descriptor, "command_id");
+    pb_bytes(&body, f_id, id, 16);
+    pb_bytes(&body, field_no(&schakel__case_publish__descriptor, "command"), command->data,
+             command->len);
+    pb_bytes(&body, field_no(&schakel__case_publish__descriptor, "signature"), sig, sizeof sig);
+    pb_uint(frame, FRAME_F("version"), 1);
+    pb_bytes(frame, FRAME_F("case_publish"), body.data, body.len);
+    pb_free(&body);
+}
+
+static int setup_cases(void **state)
+{
+    h_env_t *env = h_env_new_with_cases();
+    h_broker_start(env);
+    *state = env;
+    return 0;
+}
+
+/* Signed case commands a client library would never send: each refused
+ * with its reason, naming the command id, recorded, and nothing opened;
+ * the broker goes on (a well-formed one is accepted after them). */
+static void test_bad_case_commands_are_refused(void **state)
+{
+    h_env_t *env = *state;
+    enum fault { F_OTHER_KEY, F_CHANGED_AFTER_SIGNING, F_OTHER_ACTOR, F_OPEN_WITH_ID, F_UNKNOWN };
+    static const struct {
+        const char *label;
+        enum fault fault;
+        Schakel__Reason reason;
+        const char *text; /* a part of the answer's text */
+    } rows[] = {
+        {"signed with another principal's key", F_OTHER_KEY, SCHAKEL__REASON__BAD_SIGNATURE,
+         "does not verify with the actor's registered key"},
+        {"command changed after signing", F_CHANGED_AFTER_SIGNING, SCHAKEL__REASON__BAD_SIGNATURE,
+         "does not verify"},
+        {"actor is another principal", F_OTHER_ACTOR, SCHAKEL__REASON__SENDER_MISMATCH,
+         "names actor " H_POLITIE " but this connection is authenticated as " H_RIEC},
+        {"open naming a case id", F_OPEN_WITH_ID, SCHAKEL__REASON__INVALID_FIELD, "case_id"},
+        {"a field the schema lacks", F_UNKNOWN, SCHAKEL__REASON__INVALID_MESSAGE, "unknown"},
+    };
+    raw_t *riec = raw_connect(env, H_RIEC);
+    char err[256];
+    keypair_t *politie_key = keys_load_secret(h_key_file(env, H_POLITIE), err, sizeof err);
+    assert_non_null(politie_key);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t id[16];
+        randombytes_buf(id, sizeof id);
+        pb_t command = {0}, signed_command = {0}, frame = {0};
+        const keypair_t *key = riec->key;
+        switch (rows[i].fault) {
+        case F_OTHER_KEY:
+            case_open_command(&command, H_RIEC, NULL, 0);
+            key = politie_key;
+            break;
+        case F_CHANGED_AFTER_SIGNING:
+            case_open_command(&command, H_RIEC, NULL, 0);
+            case_open_command(&signed_command, H_RIEC, NULL, 1);
+            break;
+        case F_OTHER_ACTOR:
+            case_open_command(&command, H_POLITIE, NULL, 0);
+            break;
+        case F_OPEN_WITH_ID:
+            case_open_command(&command, H_RIEC, "C-00000001", 0);
+            break;
+        case F_UNKNOWN:
+            case_open_command(&command, H_RIEC, NULL, 1);
+            break;
+        }
+        mark_t m = mark_take(env);
+        frame_case_publish(&frame, id, &command, signed_command.len ? &signed_command : &command,
+                           key);
+        raw_send_frame(riec, &frame);
+        Schakel__Frame *f = raw_next(riec, rows[i].label, SCHAKEL__FRAME__BODY_REJECTED);
+        const Schakel__Rejected *rj = f->rejected;
+        if (!rj->has_reason || rj->reason != rows[i].reason || !rj->text ||
+            !strstr(rj->text, rows[i].text) || !rj->has_message_id || rj->message_id.len != 16 ||
+            memcmp(rj->message_id.data, id, 16) != 0)
+            fail_msg("%s: answered %s \"%s\" (expected %s, \"...%s...\", the command id)",
+                     rows[i].label, rj->has_reason ? wire_reason_name(rj->reason) : "no reason",
+                     rj->text ? rj->text : "", wire_reason_name(rows[i].reason), rows[i].text);
+        frame_free(&f);
+        expect_refusal_recorded(env, &m, rows[i].label, H_RIEC, id, rows[i].reason, -1);
+        pb_free(&command);
+        pb_free(&signed_command);
+    }
+    keys_destroy(&politie_key);
+    /* nothing was opened; a good command is accepted after all of them */
+    schakel_client_t *riec_client = h_connect(env, H_RIEC);
+    schakel_case_list_t *list = NULL;
+    assert_int_equal(schakel_case_list(riec_client, &list, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, 0);
+    schakel_case_list_free(&list);
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    pb_t command = {0}, frame = {0};
+    case_open_command(&command, H_RIEC, NULL, 0);
+    frame_case_publish(&frame, id, &command, &command, riec->key);
+    raw_send_frame(riec, &frame);
+    Schakel__Frame *f = raw_next(riec, "a good open", SCHAKEL__FRAME__BODY_ACCEPTED);
+    frame_free(&f);
+    pb_free(&command);
+    assert_int_equal(schakel_case_list(riec_client, &list, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, 1);
+    schakel_case_list_free(&list);
+    raw_assert_connected(riec, "after the bad case commands");
+    schakel_close(&riec_client);
+    raw_close(&riec);
+    h_done(env);
+}
+
+static int setup_cases_env(void **state)
+{
+    *state = h_env_new_with_cases();
+    return 0;
+}
+
+/* Case commands count against the principal's publish rate: a flood of
+ * signed opens is refused RATE_LIMITED beyond it, each refusal naming its
+ * command id and saying to retry with it; what was accepted is exactly
+ * what is stored, and a refused command sent again later with the same
+ * bytes is accepted once. */
+static void test_case_command_flood_is_rate_limited(void **state)
+{
+    enum { FLOOD = 60 };
+    h_env_t *env = *state;
+    const char *extra[] = {"--max-publish-rate", "20", NULL};
+    h_broker_start_with(env, extra);
+    raw_t *riec = raw_connect(env, H_RIEC);
+    static uint8_t ids[FLOOD][16];
+    pb_t command = {0}, frames[FLOOD];
+    memset(frames, 0, sizeof frames);
+    case_open_command(&command, H_RIEC, NULL, 0);
+    for (size_t i = 0; i < FLOOD; i++) {
+        randombytes_buf(ids[i], 16);
+        frame_case_publish(&frames[i], ids[i], &command, &command, riec->key);
+    }
+    for (size_t i = 0; i < FLOOD; i++)
+        raw_send(riec, &frames[i], 1);
+    size_t accepted = 0, limited = 0, retry = FLOOD;
+    for (size_t i = 0; i < FLOOD; i++) {
+        Schakel__Frame *f = raw_recv(riec, H_TIMEOUT_MS);
+        if (f == NULL)
+            fail_msg("case flood: answer %zu of %d missing", i, (int)FLOOD);
+        if (f->body_case == SCHAKEL__FRAME__BODY_ACCEPTED) {
+            accepted++;
+        } else if (f->body_case == SCHAKEL__FRAME__BODY_REJECTED &&
+                   f->rejected->reason == SCHAKEL__REASON__RATE_LIMITED) {
+            limited++;
+            if (!f->rejected->text || !strstr(f->rejected->text, "same command id") ||
+                !f->rejected->has_message_id || f->rejected->message_id.len != 16)
+                fail_msg("case flood: a RATE_LIMITED without the command id or its advice");
+            for (size_t k = 0; k < FLOOD; k++)
+                if (memcmp(f->rejected->message_id.data, ids[k], 16) == 0)
+                    retry = k;
+        } else {
+            char got[400];
+            frame_describe(f, got, sizeof got);
+            fail_msg("case flood: answer %zu is %s", i, got);
+        }
+        frame_free(&f);
+    }
+    if (accepted == 0 || limited == 0 || retry == FLOOD)
+        fail_msg("case flood of %d: %zu accepted, %zu limited; expected both", (int)FLOOD, accepted,
+                 limited);
+    schakel_client_t *client = h_connect(env, H_RIEC);
+    schakel_case_list_t *list = NULL;
+    assert_int_equal(schakel_case_list(client, &list, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, accepted);
+    schakel_case_list_free(&list);
+    /* the refused one again, as a client retries: accepted once the rate
+     * allows, then answered as a duplicate */
+    for (int duplicate = 0; duplicate < 2; duplicate++) {
+        Schakel__Frame *f = NULL;
+        int64_t deadline = hostile_now_ms() + H_TIMEOUT_MS; /* a token every 50 ms */
+        while (f == NULL && hostile_now_ms() < deadline) {
+            raw_send(riec, &frames[retry], 1);
+            f = raw_recv(riec, H_TIMEOUT_MS);
+            assert_non_null(f);
+            if (f->body_case == SCHAKEL__FRAME__BODY_REJECTED &&
+                f->rejected->reason == SCHAKEL__REASON__RATE_LIMITED)
+                frame_free(&f);
+        }
+        if (f == NULL || f->body_case != SCHAKEL__FRAME__BODY_ACCEPTED ||
+            (f->accepted->has_duplicate && f->accepted->duplicate) != duplicate)
+            fail_msg("the retried case command (%d): not %s", duplicate,
+                     duplicate ? "a duplicate Accepted" : "Accepted");
+        frame_free(&f);
+    }
+    assert_int_equal(schakel_case_list(client, &list, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(list->n_cases, accepted + 1);
+    schakel_case_list_free(&list);
+    for (size_t i = 0; i < FLOOD; i++)
+        pb_free(&frames[i]);
+    pb_free(&command);
+    schakel_close(&client);
+    raw_close(&riec);
+    h_done(env);
+}
+
 /* The broker's peak resident memory (VmHWM), in KiB. */
 static long broker_peak_kb(const h_env_t *env)
 {
@@ -3640,6 +3875,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_frame_far_over_the_limit_drops_only_that_connection,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_chosen_routing_id_gets_no_session, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_bad_case_commands_are_refused, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_command_flood_is_rate_limited, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_receiving_goes_back_to_the_live_connection,
                                         h_setup_broker, h_teardown),
