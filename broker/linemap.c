@@ -268,3 +268,13 @@ unsigned linemap_find_key(const linemap_t *map, const char *key, unsigned line)
     }
     return line;
 }
+
+const char *linemap_key_at(const linemap_t *map, unsigned line)
+{
+    for (size_t i = 1; i < map->n_nodes; i++) {
+        const char *k = linemap_key_text(map, (uint32_t)i);
+        if (k && map->nodes[i].line == line)
+            return k;
+    }
+    return NULL;
+}

@@ -71,4 +71,8 @@ unsigned linemap_enclosing_mapping(const linemap_t *map, const char *key, unsign
  * order; `line` itself if there is none. */
 unsigned linemap_find_key(const linemap_t *map, const char *key, unsigned line);
 
+/* The first mapping key on `line` (borrowed from the map), or NULL: what to
+ * name in a message about the value there when libcyaml names no field. */
+const char *linemap_key_at(const linemap_t *map, unsigned line);
+
 #endif

@@ -231,8 +231,9 @@ static int doc_load(load_ctx_t *ctx, const uint8_t *buf, size_t len, doc_policy_
                          "missing key \"%s\"", cap.message + 32);
     char plain[256];
     doc_explain(cap.message[0] ? cap.message : cyaml_strerror(rc), plain, sizeof plain);
-    if (cap.field[0] != '\0')
-        return load_fail(ctx, line, "%s: %s", cap.field, plain);
+    const char *field = cap.field[0] != '\0' ? cap.field : linemap_key_at(&ctx->map, line);
+    if (field != NULL)
+        return load_fail(ctx, line, "%s: %s", field, plain);
     return load_fail(ctx, line, "%s", plain);
 }
 

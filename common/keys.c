@@ -102,10 +102,14 @@ static int read_key_line(const char *path, int secret, char *line, size_t linele
         return -1;
     }
     ssize_t n = read(fd, buf, KEY_FILE_MAX_BYTES + 1);
+    int read_errno = errno;
     close(fd);
     if (n < 0 || n > KEY_FILE_MAX_BYTES) {
-        snprintf(err, errlen, "key file %s is unreadable or larger than %d bytes", path,
-                 KEY_FILE_MAX_BYTES);
+        if (n < 0)
+            snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(read_errno));
+        else
+            snprintf(err, errlen, "key file %s is larger than %d bytes: not a key file", path,
+                     KEY_FILE_MAX_BYTES);
         sodium_memzero(buf, sizeof buf);
         return -1;
     }

@@ -220,6 +220,7 @@ typedef struct bad_row {
 } bad_row_t;
 
 static const bad_row_t bad_rows[] = {
+    {"listen: tcp://x:1\nstore: [[[[[[[[[db]]]]]]]]]\n", "schakeld.yaml:2:", "nesting too deep"},
     {"listen: tcp://127.0.0.1:7450\nstore: db\nlisten_admin: tcp://127.0.0.1:7451\n",
      "schakeld.yaml:3:", "unknown key \"listen_admin\""},
     {"# c\nlisten: ipc:///run/schakel.sock\n", "schakeld.yaml:2:", "listen must be a tcp://"},

@@ -116,6 +116,23 @@ static void test_refused_secret_files(void **state)
             fail_msg("%s: expected refusal with \"%s\", got \"%s\"", rows[i].name, rows[i].expect,
                      err);
     }
+    /* a file far larger than a key file, and a line far longer than a key */
+    static char big[5000], long_line[302];
+    memset(big, '#', sizeof big - 1);
+    memset(long_line, '0', sizeof long_line - 2);
+    long_line[sizeof long_line - 2] = '\n';
+    const bad_key_t sized[] = {
+        {"big.key", big, 0600, "is larger than 4096 bytes: not a key file"},
+        {"longline.key", long_line, 0600, "key line has 300 characters, expected 40"},
+    };
+    for (size_t i = 0; i < sizeof sized / sizeof sized[0]; i++) {
+        char p[256], err[256] = "";
+        write_file(sized[i].name, sized[i].text, sized[i].mode);
+        path(p, sizeof p, sized[i].name);
+        if (keys_load_secret(p, err, sizeof err) != NULL || strstr(err, sized[i].expect) == NULL)
+            fail_msg("%s: expected refusal with \"%s\", got \"%s\"", sized[i].name, sized[i].expect,
+                     err);
+    }
     char err[256];
     char missing[256];
     path(missing, sizeof missing, "missing.key");

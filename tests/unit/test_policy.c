@@ -208,6 +208,16 @@ static const bad_row_t bad_rows[] = {
     {"bad-missing-partners.yaml", "bad-missing-partners.yaml:2:", "missing key \"partners\""},
     {"bad-not-mapping.yaml", "bad-not-mapping.yaml:2:", "a policy is a mapping"},
     {"bad-empty.yaml", "bad-empty.yaml:1:", "the policy is empty"},
+    {"bad-rule-id.yaml", "bad-rule-id.yaml:16:", "rule id \"Regel 1\" is not an id token"},
+    {"bad-to-roles-unknown.yaml", "bad-to-roles-unknown.yaml:19:",
+     "rule \"r1\": to_roles: \"beheerder\" is not a role (system or caseworker)"},
+    {"bad-to-roles-twice.yaml",
+     "bad-to-roles-twice.yaml:19:", "rule \"r1\": to_roles: \"caseworker\" appears twice"},
+    {"bad-empty-list.yaml", "bad-empty-list.yaml:19:", "themes: must not be an empty list"},
+    {"bad-empty-string.yaml", "bad-empty-string.yaml:21:", "purpose: must not be empty"},
+    {"bad-version-word.yaml", "bad-version-word.yaml:2:", "version: expected a whole number"},
+    {"bad-key-not-plain.yaml",
+     "bad-key-not-plain.yaml:25:", "a mapping key must be a plain string"},
 };
 
 static void test_bad_policies(void **state)
