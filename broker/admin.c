@@ -351,10 +351,16 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
         return;
     }
     request->request_id = body->request_id;
-    if (body->command == NULL || body->command[0] == '\0' ||
-        strlen(body->command) > SCHAKEL_ADMIN_MAX_COMMAND_LEN) {
+    if (body->command == NULL || body->command[0] == '\0') {
         admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_MESSAGE,
                      "admin_request has no command (" ADMIN_COMMAND_NAMES ")");
+        return;
+    }
+    if (strlen(body->command) > SCHAKEL_ADMIN_MAX_COMMAND_LEN) {
+        snprintf(text, sizeof text,
+                 "admin_request command is longer than %u bytes (" ADMIN_COMMAND_NAMES ")",
+                 SCHAKEL_ADMIN_MAX_COMMAND_LEN);
+        admin_refuse(admin, b, request, SCHAKEL__REASON__INVALID_FIELD, text);
         return;
     }
     if (body->n_args > SCHAKEL_ADMIN_MAX_ARGS) {

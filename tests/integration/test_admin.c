@@ -620,25 +620,35 @@ static void test_admin_frames(void **state)
     h_env_t *env = *state;
     char admin[128];
     h_admin_endpoint(env, admin, sizeof admin);
+    static char long_arg[SCHAKEL_ADMIN_MAX_ARG_LEN + 2];
+    memset(long_arg, 'a', sizeof long_arg - 1);
     static char *const one_arg[] = {"now"};
-    static const struct {
+    static char *const nine_args[] = {"1", "2", "3", "4", "5", "6", "7", "8", "9"};
+    char *const too_long[] = {long_arg};
+    static const char long_command[] = "status-of-everything-and-then-some"; /* 34 bytes */
+    const struct {
         int body; /* 0 garbage, 1 heartbeat, 2 admin request */
         uint32_t version;
         uint64_t request_id;
         const char *command;
         size_t n_args;
+        char *const *args;  /* NULL: one_arg */
         const char *reason; /* Rejected reason, or NULL for an AdminResponse */
         int ok;
         const char *says;
     } rows[] = {
-        {0, 1, 0, NULL, 0, "INVALID_MESSAGE", 0, "not a valid"},
-        {1, 1, 0, NULL, 0, "UNEXPECTED_BODY", 0, "admin_request frames only"},
-        {2, 2, 5, "status", 0, "UNSUPPORTED_VERSION", 0, "version"},
-        {2, 1, 0, "status", 0, "INVALID_MESSAGE", 0, "request_id"},
-        {2, 1, 6, NULL, 0, "INVALID_MESSAGE", 0, "no command"},
-        {2, 1, 7, "shutdown", 0, NULL, 0, "unknown command"},
-        {2, 1, 8, "status", 1, NULL, 0, "takes at most 0 arguments"},
-        {2, 1, 9, "status", 0, NULL, 1, NULL},
+        {0, 1, 0, NULL, 0, NULL, "INVALID_MESSAGE", 0, "not a valid"},
+        {1, 1, 0, NULL, 0, NULL, "UNEXPECTED_BODY", 0, "admin_request frames only"},
+        {2, 2, 5, "status", 0, NULL, "UNSUPPORTED_VERSION", 0, "version"},
+        {2, 1, 0, "status", 0, NULL, "INVALID_MESSAGE", 0, "request_id"},
+        {2, 1, 6, NULL, 0, NULL, "INVALID_MESSAGE", 0, "no command"},
+        {2, 1, 10, "", 0, NULL, "INVALID_MESSAGE", 0, "no command"},
+        {2, 1, 11, long_command, 0, NULL, "INVALID_FIELD", 0, "longer than 32 bytes"},
+        {2, 1, 12, "status", 9, nine_args, "INVALID_FIELD", 0, "9 args; at most 8"},
+        {2, 1, 13, "status", 1, too_long, "INVALID_FIELD", 0, "args[0] is longer than 256"},
+        {2, 1, 7, "shutdown", 0, NULL, NULL, 0, "unknown command"},
+        {2, 1, 8, "status", 1, NULL, NULL, 0, "takes at most 0 arguments"},
+        {2, 1, 9, "status", 0, NULL, NULL, 1, NULL},
     };
     raw_client_t c;
     raw_connect(&c, env, admin, H_OPERATOR);
@@ -660,7 +670,7 @@ static void test_admin_frames(void **state)
                 request.request_id = rows[i].request_id;
                 request.command = (char *)(uintptr_t)rows[i].command;
                 request.n_args = rows[i].n_args;
-                request.args = (char **)(uintptr_t)one_arg;
+                request.args = (char **)(uintptr_t)(rows[i].args ? rows[i].args : one_arg);
                 frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
                 frame.admin_request = &request;
             }
@@ -687,6 +697,15 @@ static void test_admin_frames(void **state)
         }
         wire_frame_free(&answer);
     }
+    /* Two frames in one message: refused, and the endpoint goes on. */
+    static const char part[] = "\x08\x01";
+    assert_int_equal(zmq_send(c.socket, part, 2, ZMQ_SNDMORE), 2);
+    Schakel__Frame *answer = raw_exchange(&c, (const uint8_t *)part, 2);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
+        fail_msg("two frames: no Rejected (body %d)", (int)answer->body_case);
+    assert_string_equal(wire_reason_name(answer->rejected->reason), "TOO_MANY_FRAMES");
+    expect_text(answer->rejected->text, "exactly one frame", "TOO_MANY_FRAMES");
+    wire_frame_free(&answer);
     raw_close(&c);
 
     /* An admin request on the partner endpoint. */
@@ -700,10 +719,53 @@ static void test_admin_frames(void **state)
     frame.admin_request = &request;
     size_t len = 0;
     uint8_t *bytes = pack_frame(&frame, 1, &len);
-    Schakel__Frame *answer = raw_exchange(&c, bytes, len);
+    answer = raw_exchange(&c, bytes, len);
     free(bytes);
     assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_REJECTED);
     assert_string_equal(wire_reason_name(answer->rejected->reason), "UNEXPECTED_BODY");
+    wire_frame_free(&answer);
+    raw_close(&c);
+    h_done(env);
+}
+
+/* A status request, exchanged on an open admin connection. */
+static Schakel__Frame *status_exchange(raw_client_t *c, uint64_t request_id)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = request_id;
+    request.command = "status";
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *bytes = pack_frame(&frame, 1, &len);
+    Schakel__Frame *answer = raw_exchange(c, bytes, len);
+    free(bytes);
+    return answer;
+}
+
+/* An operator connection that is open when a reload removes its key is
+ * refused from its next request on (the handshake refuses new ones). */
+static void test_open_operator_connection_refused_after_reload(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    Schakel__Frame *answer = status_exchange(&c, 1);
+    assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_ADMIN_RESPONSE);
+    wire_frame_free(&answer);
+    char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    free(no_operator);
+    assert_int_equal(h_broker_reload(env), 1);
+    answer = status_exchange(&c, 2);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
+        fail_msg("a removed operator's open connection got body %d", (int)answer->body_case);
+    assert_string_equal(wire_reason_name(answer->rejected->reason), "NOT_PERMITTED");
+    expect_text(answer->rejected->text, "no longer registered as an operator's", "NOT_PERMITTED");
     wire_frame_free(&answer);
     raw_close(&c);
     h_done(env);
@@ -1095,6 +1157,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_open_operator_connection_refused_after_reload,
+                                        setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,
