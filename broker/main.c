@@ -85,6 +85,21 @@ static int parse_level(const char *s, log_level_t *level)
     return -1;
 }
 
+/* Options that take a value (the others: --version, --help, --init,
+ * --rekey). */
+static int takes_value(const char *a)
+{
+    static const char *const names[] = {"--config",          "--listen",      "--policy",
+                                        "--store",           "--key",         "--store-key",
+                                        "--new-store-key",   "--ack-timeout", "--max-publish-rate",
+                                        "--max-connections", "--set",         "--ready-fd",
+                                        "--log-level"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(a, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
 /* Returns 0 to run, 1 to exit 0 (--version/--help), 2 on usage error. */
 static int parse_args(int argc, char **argv, options_t *o)
 {
@@ -106,8 +121,12 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->rekey = 1;
             continue;
         }
+        if (!takes_value(a)) {
+            fprintf(stderr, "schakeld: unknown option %s (see schakeld --help)\n", a);
+            return 2;
+        }
         if (i + 1 >= argc) {
-            fprintf(stderr, "schakeld: %s needs a value (or is unknown)\n", a);
+            fprintf(stderr, "schakeld: %s needs a value\n", a);
             return 2;
         }
         const char *v = argv[++i];
@@ -150,9 +169,6 @@ static int parse_args(int argc, char **argv, options_t *o)
                 fprintf(stderr, "schakeld: --log-level is one of debug, info, warn, error\n");
                 return 2;
             }
-        } else {
-            fprintf(stderr, "schakeld: unknown option %s\n", a);
-            return 2;
         }
     }
     if ((o->new_store_key != NULL) != o->rekey || (o->rekey && o->init)) {

@@ -492,6 +492,94 @@ static void test_restore_procedure_moves_the_counters(void **state)
     h_done(env);
 }
 
+/* schakeld --rekey (docs/OPERATIONS.md, "Rotating the store key"): refused
+ * while the broker runs and when the new key is the current one; with the
+ * broker stopped it re-seals the store, after which the old key opens
+ * nothing and the new one delivers what was stored. */
+static void test_rekey_reseals_the_store(void **state)
+{
+    h_env_t *env = *state;
+    schakel_signal_t s = storage_marked_signal();
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint8_t id[16];
+    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
+    schakel_close(&politie);
+    char current[192], fresh[192];
+    snprintf(current, sizeof current, "%s/keys/store.key", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--init", "--store-key", fresh, NULL);
+    if (status != 0)
+        fail_msg("--init: exit %d: %s", status, res.err);
+    h_cli_result_free(&res);
+    const struct {
+        const char *what, *new_key, *says;
+        int stop_first, status;
+    } rows[] = {
+        {"while the broker runs", fresh, "in use by another process", 0, 1},
+        {"under the current key", current, "holds the current store key", 1, 1},
+        {"with the broker stopped", fresh, "re-sealed", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (rows[i].stop_first && env->broker_pid > 0)
+            assert_int_equal(h_broker_stop(env), 0);
+        status = h_run_schakeld(&res, "--config", env->config_path, "--store-key", current,
+                                "--rekey", "--new-store-key", rows[i].new_key, NULL);
+        const char *said = rows[i].status == 0 ? res.out : res.err;
+        if (status != rows[i].status || !strstr(said, rows[i].says))
+            fail_msg("--rekey %s: exit %d, stdout \"%s\", stderr \"%s\"", rows[i].what, status,
+                     res.out, res.err);
+        h_cli_result_free(&res);
+    }
+    /* the old key opens nothing now */
+    status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                            "--store-key", current, "--ready-fd", "1", NULL);
+    if (status != 1 || !strstr(res.err, "store key") || strstr(res.out, "READY"))
+        fail_msg("the old store key after --rekey: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    const char *const extra[] = {"--store-key", fresh, NULL};
+    h_broker_start_with(env, extra);
+    storage_receive_marked(env, &s, id);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* schakeld's own command line: each mistake exits 2 and names it. */
+static void test_schakeld_usage_errors(void **state)
+{
+    h_env_t *env = *state;
+    static const struct {
+        const char *args[5];
+        const char *says;
+    } rows[] = {
+        {{"--bogus", NULL}, "unknown option --bogus"},
+        {{"--version", "--bogus", NULL}, NULL}, /* --version first: exit 0 */
+        {{"--bogus", "x", NULL}, "unknown option --bogus"},
+        {{"--listen", NULL}, "--listen needs a value"},
+        {{"--set", "listen", NULL}, "--set takes KEY=VALUE"},
+        {{"--ready-fd", "x", NULL}, "--ready-fd needs a file descriptor number"},
+        {{"--log-level", "loud", NULL}, "--log-level is one of"},
+        {{"--rekey", NULL}, "--rekey goes with --new-store-key"},
+        {{"--init", "--rekey", "--new-store-key", "x", NULL}, "and not with --init"},
+        {{"--listen", "ipc:///tmp/x", NULL}, "must be a tcp:// endpoint"},
+    };
+    (void)env;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *argv[8] = {NULL};
+        size_t n = 0;
+        for (size_t k = 0; rows[i].args[k] != NULL; k++)
+            argv[n++] = rows[i].args[k];
+        h_cli_result_t res;
+        int status = h_run_schakeld_argv(argv, &res);
+        int want = rows[i].says != NULL ? 2 : 0;
+        if (status != want || (rows[i].says != NULL && !strstr(res.err, rows[i].says)))
+            fail_msg("row %zu (%s): exit %d (expected %d), stderr \"%s\"", i, rows[i].args[0],
+                     status, want, res.err);
+        h_cli_result_free(&res);
+    }
+    h_done(env);
+}
+
 /* No store key file: schakeld exits 1 and says how to make one; it does
  * not create a store it could not seal. */
 static void test_missing_store_key_says_run_init(void **state)
@@ -1113,6 +1201,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
                                         h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_expires_delivery_and_wipes_body,
