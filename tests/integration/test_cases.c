@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
 #include <sqlite3.h>
 
 #define T H_TIMEOUT_MS
@@ -897,6 +898,73 @@ static void test_case_entries_name_the_subject(void **state)
     stop_clean(env);
 }
 
+/* Make the store refuse every new audit entry `event` (as a full disk
+ * would), through a trigger the broker's statements meet at once; drop it
+ * again with trail_trigger(env, NULL). */
+static void trail_trigger(const h_env_t *env, const char *event)
+{
+    char sql[256];
+    sqlite3 *db = NULL;
+    if (event != NULL)
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = '%s'"
+                 " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+                 event);
+    else
+        snprintf(sql, sizeof sql, "DROP TRIGGER test_refuse");
+    if (sqlite3_open(env->store_path, &db) != SQLITE_OK)
+        fail_msg("open the store: %s", sqlite3_errmsg(db));
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+/* A case command whose audit entry cannot be written is not stored, and
+ * its answer says to send it again with the same command id, which then
+ * stores it once; a view that cannot be recorded is not shown. */
+static void test_case_command_not_recorded_is_not_stored(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t same = {.command_id = command_id};
+    trail_trigger(env, "case.note");
+    const schakel_error_t *e = must_refuse(
+        riec, schakel_case_note(riec, id, "Eerste aantekening", NULL, 0, &same, NULL, T),
+        "INTERNAL_ERROR", "a note whose entry cannot be written");
+    if (strstr(e->text, "could not store this case command") == NULL ||
+        strstr(e->text, "same command id") == NULL)
+        fail_msg("the refused note says \"%s\"", e->text);
+    trail_trigger(env, NULL);
+    schakel_case_view_t *view = NULL;
+    must(riec, schakel_case_show(riec, id, &view, T), "show");
+    assert_int_equal(view->n_events, 1); /* opened only */
+    schakel_case_view_free(&view);
+    schakel_case_result_t r;
+    must(riec, schakel_case_note(riec, id, "Eerste aantekening", NULL, 0, &same, &r, T),
+         "the note again");
+    assert_false(r.duplicate);
+    must(riec, schakel_case_note(riec, id, "Eerste aantekening", NULL, 0, &same, &r, T),
+         "the note a third time");
+    assert_true(r.duplicate);
+    trail_trigger(env, "case.viewed");
+    e = must_refuse(riec, schakel_case_show(riec, id, &view, T), "INTERNAL_ERROR",
+                    "an unrecorded view");
+    if (strstr(e->text, "could not record this view") == NULL)
+        fail_msg("the refused view says \"%s\"", e->text);
+    assert_null(view);
+    trail_trigger(env, NULL);
+    must(riec, schakel_case_show(riec, id, &view, T), "show");
+    assert_int_equal(view->n_events, 2); /* opened, one note */
+    schakel_case_view_free(&view);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 /* Contents are kept for the case type's retention after the close, then
@@ -1540,6 +1608,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invite_refused_by_rule, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_leave_stops_delivery, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_command_not_recorded_is_not_stored, setup_cases,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_needs_the_principals_own_delivery, setup_cases,
                                         h_teardown),
