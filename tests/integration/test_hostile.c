@@ -632,8 +632,31 @@ static Schakel__Frame *raw_next(raw_t *r, const char *what, Schakel__Frame__Body
     return f;
 }
 
+/* What the broker's own text of a refusal for `reason` always says (the
+ * codec's texts are checked word for word in test_wire); NULL: varies. */
+static const char *broker_text(Schakel__Reason reason)
+{
+    switch (reason) {
+    case SCHAKEL__REASON__SENDER_MISMATCH:
+        return "but this connection is authenticated as ";
+    case SCHAKEL__REASON__BAD_SIGNATURE:
+        return "signature";
+    case SCHAKEL__REASON__UNKNOWN_DELIVERY:
+        return "is not a pending delivery in your mailbox";
+    case SCHAKEL__REASON__RATE_LIMITED:
+        return "publishes per second from this principal";
+    case SCHAKEL__REASON__TOO_MANY_CONNECTIONS:
+        return "connections";
+    case SCHAKEL__REASON__TOO_MANY_FRAMES:
+        return "exactly one frame per message";
+    default:
+        return NULL;
+    }
+}
+
 /* The next frame must be exactly this Rejected: reason, the publish's id
- * (id NULL: no id), item index, and seq (0: no seq). */
+ * (id NULL: no id), item index, and seq (0: no seq); a text of 1..255
+ * bytes that says what broker_text expects for the reason. */
 static void raw_expect_rejected(raw_t *r, const char *what, Schakel__Reason reason,
                                 const uint8_t *id, int item_index, uint64_t seq)
 {
@@ -645,6 +668,9 @@ static void raw_expect_rejected(raw_t *r, const char *what, Schakel__Reason reas
         fail_msg("%s: got %s, expected reason %s", what, got, wire_reason_name(reason));
     if (!rj->text || !rj->text[0] || strlen(rj->text) >= SCHAKEL_MAX_REJECT_TEXT)
         fail_msg("%s: %s has no text of 1..255 bytes", what, got);
+    const char *says = broker_text(reason);
+    if (says != NULL && strstr(rj->text, says) == NULL)
+        fail_msg("%s: %s does not say \"%s\"", what, got, says);
     if (!rj->has_item_index || rj->item_index != item_index)
         fail_msg("%s: %s names item %d, expected %d", what, got,
                  rj->has_item_index ? rj->item_index : -99, item_index);
