@@ -412,6 +412,12 @@ static void test_second_broker_on_a_store_is_refused(void **state)
     h_done(env);
 }
 
+static int setup_cases_env(void **state)
+{
+    *state = h_env_new_with_cases();
+    return 0;
+}
+
 /* The restore of docs/OPERATIONS.md ("Restoring a backup"): a backup
  * taken while the broker runs, put back after more was accepted, with the
  * counters moved as the procedure says: the next delivery gets a seq and
@@ -439,6 +445,15 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(sqlite3_close(live), SQLITE_OK);
     s = h_police_signal("BVH-RESTORE-B"); /* accepted after the backup: lost */
     uint64_t lost_item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    /* the first case ever, opened after the backup: lost too (the backup
+     * has no counter of cases yet) */
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    static const schakel_case_open_t lost_case = {
+        .case_type = "ondermijning-adres", .area = "BU09350101", .title = "Verloren zaak"};
+    char lost_id[SCHAKEL_CASE_ID_SIZE], new_id[SCHAKEL_CASE_ID_SIZE];
+    assert_int_equal(schakel_case_open(riec, &lost_case, NULL, lost_id, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    schakel_close(&riec);
     schakel_client_t *om = h_connect(env, H_OM);
     uint64_t lost_seq = 0;
     for (int i = 0; i < 2; i++) {
@@ -460,9 +475,11 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(sqlite3_open(env->store_path, &copy), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(copy,
-                     "UPDATE sqlite_sequence SET seq = seq + 1000000000 WHERE name IN ('items', "
-                     "'deliveries'); UPDATE sqlite_sequence SET seq = seq + 1000000 WHERE name = "
-                     "'cases';",
+                     "INSERT INTO sqlite_sequence (name, seq) SELECT t, 0 FROM (SELECT 'items' AS "
+                     "t UNION ALL SELECT 'deliveries' UNION ALL SELECT 'cases') WHERE t NOT IN "
+                     "(SELECT name FROM sqlite_sequence); UPDATE sqlite_sequence SET seq = seq + "
+                     "1000000000 WHERE name IN ('items', 'deliveries'); UPDATE sqlite_sequence "
+                     "SET seq = seq + 1000000 WHERE name = 'cases';",
                      NULL, NULL, NULL),
         SQLITE_OK);
     assert_int_equal(sqlite3_close(copy), SQLITE_OK);
@@ -487,6 +504,12 @@ static void test_restore_procedure_moves_the_counters(void **state)
     schakel_delivery_free(&c);
     assert_int_equal(h_backlog(om), 0);
     schakel_close(&om);
+    riec = h_connect(env, H_RIEC);
+    assert_int_equal(schakel_case_open(riec, &lost_case, NULL, new_id, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    if (strcmp(new_id, lost_id) <= 0)
+        fail_msg("the restored broker gave case id %s after the lost %s", new_id, lost_id);
+    schakel_close(&riec);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
     h_done(env);
@@ -1199,8 +1222,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_second_broker_on_a_store_is_refused, h_setup_env,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, h_setup_env,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters,
+                                        setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
