@@ -64,6 +64,8 @@ typedef struct client_gave_up {
     uint64_t order;     /* when it was sent (client->requests_sent) */
     int sent_connected; /* as inflight_entry_t's: lost with that connection */
     int query;          /* a CaseQuery (answered by a CaseView), else a publish or command */
+    int has_id;         /* a publish or case command: its answer names this id */
+    uint8_t id[SCHAKEL_MESSAGE_ID_BYTES];
 } client_gave_up_t;
 
 struct schakel_client {
@@ -101,7 +103,7 @@ struct schakel_client {
      * the oldest request still owed one. Oldest (lowest order) first. */
     client_gave_up_t gave_up[CLIENT_GAVE_UP_MAX];
     size_t n_gave_up;
-    zmq_msg_t held;         /* a message we had no memory to decode, if holding */
+    zmq_msg_t held; /* a message we had no memory to decode, if holding */
     int holding;
     schakel_error_t last_error;
 };
@@ -363,8 +365,10 @@ static void client_settle_gave_up(schakel_client_t *client, int query)
         }
 }
 
-/* A request sent as `order` was given up on: its answer still comes. */
-static void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query)
+/* A request sent as `order` (naming message id `id`, or NULL) was given up
+ * on: its answer still comes. */
+static void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query,
+                           const uint8_t *id)
 {
     if (client->n_gave_up == CLIENT_GAVE_UP_MAX) /* the oldest is the least likely to come */
         client_settle_before(client, client->gave_up[0].order + 1);
@@ -373,7 +377,9 @@ static void client_give_up(schakel_client_t *client, uint64_t order, int sent_co
         at--;
     memmove(&client->gave_up[at + 1], &client->gave_up[at],
             (client->n_gave_up - at) * sizeof client->gave_up[0]);
-    client->gave_up[at] = (client_gave_up_t){order, sent_connected, query};
+    client->gave_up[at] = (client_gave_up_t){order, sent_connected, query, id != NULL, {0}};
+    if (id != NULL)
+        memcpy(client->gave_up[at].id, id, SCHAKEL_MESSAGE_ID_BYTES);
     client->n_gave_up++;
 }
 
@@ -395,7 +401,7 @@ static void client_gave_up_reconnected(schakel_client_t *client)
 static void client_flight_drop(schakel_client_t *client, inflight_entry_t *entry)
 {
     if (entry->answer == NULL && !entry->resend_owed)
-        client_give_up(client, entry->order, entry->sent_connected, 0);
+        client_give_up(client, entry->order, entry->sent_connected, 0, entry->id);
     inflight_remove(&client->flight, entry);
 }
 
@@ -604,20 +610,56 @@ static void client_flight_store(schakel_client_t *client, inflight_entry_t *entr
         client_wait_finish(wait, SCHAKEL_OK);
 }
 
-/* An Accepted or Rejected naming message id `id`: the answer of a publish
- * in flight still without one? Returns 1 if it was kept (do not free). A
- * second answer to the same publish (it was sent again after a reconnect
- * and both copies were answered) is not: the first stands. */
-static int client_flight_answer(schakel_client_t *client, const ProtobufCBinaryData *id,
-                                Schakel__Frame *frame, client_wait_t *wait)
+/* An answer naming `id` while a request with that id, sent as `order`, is
+ * owed one: if an earlier copy under the same id was given up on and is
+ * still owed its answer, this is that copy's (answers come in the order
+ * of the requests), not the later one's, whose content may differ (the
+ * rest of a publish after the broker refused one of its items). Settles
+ * the copy and returns 1; 0 when the answer is the later request's. */
+static int client_stale_copy(schakel_client_t *client, const ProtobufCBinaryData *id,
+                             uint64_t order)
 {
-    if (id->len != SCHAKEL_MESSAGE_ID_BYTES)
+    for (size_t i = 0; i < client->n_gave_up; i++) {
+        const client_gave_up_t *g = &client->gave_up[i];
+        if (g->has_id && g->order < order &&
+            memcmp(g->id, id->data, SCHAKEL_MESSAGE_ID_BYTES) == 0) {
+            client_settle_before(client, g->order + 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An Accepted, or a Rejected naming message id `id`: the answer of a
+ * publish in flight still without one, of the publish or case command
+ * waited for, of an earlier copy of either given up on, or of another
+ * request given up on. A second answer to the same publish (it was sent
+ * again after a reconnect and both copies were answered) is not kept: the
+ * first stands. Returns 1 if the frame was kept (do not free). */
+static int client_on_id_answer(schakel_client_t *client, const ProtobufCBinaryData *id,
+                               Schakel__Frame *frame, client_wait_t *wait)
+{
+    if (id->len != SCHAKEL_MESSAGE_ID_BYTES) {
+        client_settle_gave_up(client, 0);
         return 0;
+    }
     inflight_entry_t *entry = inflight_find(&client->flight, id->data);
-    if (entry == NULL || entry->answer != NULL)
-        return 0;
-    client_flight_store(client, entry, frame, wait);
-    return 1;
+    if (entry != NULL && entry->answer == NULL) {
+        if (client_stale_copy(client, id, entry->order))
+            return 0;
+        client_flight_store(client, entry, frame, wait);
+        return 1;
+    }
+    if (wait->kind == CLIENT_WAIT_ANSWER && client_same_id(id, wait->message_id)) {
+        if (client_stale_copy(client, id, wait->order))
+            return 0;
+        client_settle_before(client, wait->order);
+        wait->answer = frame;
+        client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
+    }
+    client_settle_gave_up(client, 0); /* answer to a request given up on */
+    return 0;
 }
 
 /* A refusal that every frame of this connection gets (a revoked key, too
@@ -641,19 +683,8 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         client_error_rejected(&client->last_error, rejected, what);
         return 0; /* recorded; whatever we wait for goes on */
     }
-    if (rejected->has_message_id) {
-        if (client_flight_answer(client, &rejected->message_id, frame, wait))
-            return 1;
-        if (wait->kind != CLIENT_WAIT_ANSWER ||
-            !client_same_id(&rejected->message_id, wait->message_id)) {
-            client_settle_gave_up(client, 0); /* answer to a request given up on */
-            return 0;
-        }
-        client_settle_before(client, wait->order);
-        wait->answer = frame;
-        client_wait_finish(wait, SCHAKEL_OK);
-        return 1;
-    }
+    if (rejected->has_message_id)
+        return client_on_id_answer(client, &rejected->message_id, frame, wait);
     /* Refused as a whole frame (not parseable as the request it was, or
      * from a principal refused every frame), or a refused CaseQuery: it
      * answers the oldest request still owed an answer, since requests are
@@ -714,17 +745,7 @@ static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, clie
         client_on_heartbeat(client, frame->heartbeat, wait);
         return 0;
     case SCHAKEL__FRAME__BODY_ACCEPTED:
-        if (client_flight_answer(client, &frame->accepted->message_id, frame, wait))
-            return 1;
-        if (wait->kind != CLIENT_WAIT_ANSWER ||
-            !client_same_id(&frame->accepted->message_id, wait->message_id)) {
-            client_settle_gave_up(client, 0); /* answer to a request given up on */
-            return 0;
-        }
-        client_settle_before(client, wait->order);
-        wait->answer = frame;
-        client_wait_finish(wait, SCHAKEL_OK);
-        return 1;
+        return client_on_id_answer(client, &frame->accepted->message_id, frame, wait);
     case SCHAKEL__FRAME__BODY_REJECTED:
         return client_on_rejected(client, frame, wait);
     case SCHAKEL__FRAME__BODY_CASE_VIEW:
@@ -1413,6 +1434,22 @@ static void client_choose_id(const uint8_t *message_id, uint8_t id[SCHAKEL_MESSA
 /* Encode, sign and send one publish, and put it in flight (the table keeps
  * the frame, to send it again after a reconnect). Nothing is in flight
  * when it fails. */
+/* An earlier copy under `id` was given up on and may still be answered:
+ * a Heartbeat goes first. Its answer comes after that copy's (answers
+ * come in the order of the requests) and settles it, so that the copy
+ * about to go out never loses its own answer to a copy whose answer never
+ * comes (a broker that could not send it to a client not reading). */
+static void client_fence_copies(schakel_client_t *client, const uint8_t *id)
+{
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].has_id &&
+            memcmp(client->gave_up[i].id, id, SCHAKEL_MESSAGE_ID_BYTES) == 0) {
+            /* if it cannot be sent, the copy's answer still goes first */
+            (void)client_send_heartbeat(client);
+            return;
+        }
+}
+
 static schakel_status_t client_publish_start(schakel_client_t *client, const char *sender,
                                              const schakel_signal_t *signals, size_t n,
                                              const uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
@@ -1434,8 +1471,10 @@ static schakel_status_t client_publish_start(schakel_client_t *client, const cha
     /* Publishes still to be sent again go first: a new one must not
      * overtake them; it waits behind them if they cannot go now. */
     int behind = status == SCHAKEL_OK && client_send_owed_publishes(client) != SCHAKEL_OK;
-    if (status == SCHAKEL_OK && !behind)
+    if (status == SCHAKEL_OK && !behind) {
+        client_fence_copies(client, id);
         status = client_send_bytes(client, frame, len, "Publish");
+    }
     if (status != SCHAKEL_OK) {
         if (frame != NULL)
             sodium_memzero(frame, len);
@@ -1589,6 +1628,8 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
                           .request = request,
                           .request_len = len,
                           .what = what};
+    if (message_id != NULL)
+        client_fence_copies(client, message_id);
     schakel_status_t status = client_send_bytes(client, request, len, what);
     if (status != SCHAKEL_OK)
         return status;
@@ -1597,7 +1638,8 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
     wait.socket_no = client->sockets_made;
     status = client_wait(client, &wait, deadline);
     if (status != SCHAKEL_OK) /* its answer, when it comes, is not another's */
-        client_give_up(client, wait.order, wait.sent_connected, wait.kind == CLIENT_WAIT_VIEW);
+        client_give_up(client, wait.order, wait.sent_connected, wait.kind == CLIENT_WAIT_VIEW,
+                       message_id);
     if (status == SCHAKEL_OK) {
         *answer = wait.answer;
         wait.answer = NULL;

@@ -107,11 +107,13 @@ typedef struct schakel_item_result {
  * timeout_ms for Accepted (results: array of n, may be NULL) or Rejected
  * (SCHAKEL_ERR_REFUSED, reason in the client's last error). *duplicate is set
  * when the broker answered a repeat of an accepted id (may be NULL).
- * Retrying with the same message_id after a timeout is safe, with the same
- * signals. Never send other signals under an id already sent (say the rest
- * of a batch after the broker refused one of its items): an answer to the
- * earlier copy can still arrive and is taken as this one's, naming items
- * of the other content; give the rest an id of its own. A signal that
+ * Retrying with the same message_id after a timeout is safe. So is sending
+ * other signals under an id already sent (the rest of a batch after the
+ * broker refused one of its items): an answer to an earlier copy given up
+ * on is that copy's, never this one's (answers come in the order of the
+ * requests, and a Heartbeat sent first settles a copy whose answer never
+ * comes); the broker refuses the rest DUPLICATE_CONFLICT only if a copy
+ * under that id was accepted with other content. A signal that
  * encodes to more than 32 KiB, or a batch that does not fit in one frame
  * (256 KiB less 33 bytes of CurveZMQ framing), is refused with
  * SCHAKEL_ERR_USAGE before anything is sent; so is a publish while

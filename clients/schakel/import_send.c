@@ -142,11 +142,9 @@ static size_t import_item_wire(size_t encoded)
 }
 
 /* BLAKE2b-128 over "schakel-import1" NUL, the sender and NUL, and for each
- * item sent (batch->send_item[0..n)) its line number (8 bytes,
- * little-endian) and the BLAKE2b-256 of its bytes: the same lines of the
- * same file give the same id, and other lines (a publish without the line
- * the broker refused) another one. */
-static void import_derive_id(const char *sender, const import_batch_t *batch, size_t n,
+ * item its line number (8 bytes, little-endian) and the BLAKE2b-256 of its
+ * bytes: the same lines of the same file give the same id. */
+static void import_derive_id(const char *sender, const import_item_t *items, size_t n,
                              uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
 {
     crypto_generichash_state state;
@@ -155,13 +153,12 @@ static void import_derive_id(const char *sender, const import_batch_t *batch, si
                               sizeof import_id_domain);
     crypto_generichash_update(&state, (const unsigned char *)sender, strlen(sender) + 1);
     for (size_t i = 0; i < n; i++) {
-        const import_item_t *item = &batch->items[batch->send_item[i]];
         uint8_t line[8];
-        uint64_t number = (uint64_t)item->line;
+        uint64_t number = (uint64_t)items[i].line;
         for (int b = 0; b < 8; b++)
             line[b] = (uint8_t)(number >> (8 * b));
         crypto_generichash_update(&state, line, sizeof line);
-        crypto_generichash_update(&state, item->digest, sizeof item->digest);
+        crypto_generichash_update(&state, items[i].digest, sizeof items[i].digest);
     }
     crypto_generichash_final(&state, id, SCHAKEL_MESSAGE_ID_BYTES);
 }
@@ -288,9 +285,8 @@ int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *r
     }
     crypto_generichash(item->digest, sizeof item->digest, (const unsigned char *)reader->raw,
                        reader->raw_len, NULL, 0);
-    /* refused by the broker in an earlier run: not sent, nor part of the
-     * id, so the rest goes out under the id the earlier run sent it under
-     * (import_send_list) */
+    /* refused by the broker in an earlier run: not sent, but still part of
+     * its batch's id, so that the batch gets the id it had then */
     item->excluded = import_refusals_loaded(&run->refusals, line) != NULL;
     batch->n_items++;
     return 0;
@@ -382,7 +378,7 @@ static int import_after_failure(import_run_t *run, import_batch_t *batch, size_t
                            "publish: %s", e->text[0] ? e->text : schakel_strerror(status));
     if (e->item_index >= 0 && (size_t)e->item_index < n) {
         import_item_t *item = &batch->items[batch->send_item[e->item_index]];
-        item->excluded = 1; /* durable before the rest goes out (under its own id) */
+        item->excluded = 1; /* durable before the rest goes out under the same id */
         return import_send_refuse(run, item->line, e->reason_name, e->text, 1);
     }
     if (import_retryable(e->reason))
@@ -398,13 +394,8 @@ static int import_after_failure(import_run_t *run, import_batch_t *batch, size_t
 }
 
 /* The items of the publish still to send (not refused), as signals in
- * batch->send and their places in batch->send_item, and the publish's id
- * for exactly those: the line's own message_id, or one derived from them.
- * Other content never goes out under an id that an earlier copy may still
- * be answered for (a late answer to the whole publish, after one of its
- * lines was refused, would name another line). Returns how many. */
-static size_t import_send_list(const import_run_t *run, import_batch_t *batch,
-                               import_publish_t *pub)
+ * batch->send and their places in batch->send_item. Returns how many. */
+static size_t import_send_list(import_batch_t *batch, const import_publish_t *pub)
 {
     size_t n = 0;
     for (size_t i = pub->from; i < pub->to; i++) {
@@ -413,12 +404,6 @@ static size_t import_send_list(const import_run_t *run, import_batch_t *batch,
         batch->send[n] = batch->items[i].signal;
         batch->send_item[n++] = i;
     }
-    if (pub->in_flight)
-        return n; /* keeps the id it went out under: nothing was refused from it since */
-    if (batch->items[pub->from].has_given_id)
-        memcpy(pub->id, batch->items[pub->from].given_id, sizeof pub->id);
-    else if (n > 0)
-        import_derive_id(run->sender, batch, n, pub->id);
     return n;
 }
 
@@ -448,7 +433,7 @@ static int import_publish(import_run_t *run, import_batch_t *batch, import_publi
     schakel_publish_answer_t answer;
     int retries = 0, timeouts = 0;
     for (;;) {
-        size_t n = import_send_list(run, batch, pub);
+        size_t n = import_send_list(batch, pub);
         if (n == 0)
             return 0;
         int duplicate = 0;
@@ -477,8 +462,8 @@ static int import_publish(import_run_t *run, import_batch_t *batch, import_publi
 
 /* Cut the batch into publishes: as many items as fit one frame, a line
  * with its own id alone; the cut depends on the lines alone, so a rerun
- * sends the same publishes under the same ids (import_send_list). */
-static void import_cut(import_batch_t *batch)
+ * sends the same publishes under the same ids. */
+static void import_cut(const import_run_t *run, import_batch_t *batch)
 {
     batch->n_publishes = 0;
     size_t i = 0;
@@ -499,17 +484,21 @@ static void import_cut(import_batch_t *batch)
         memset(pub, 0, sizeof *pub);
         pub->from = from;
         pub->to = i;
+        if (batch->items[from].has_given_id)
+            memcpy(pub->id, batch->items[from].given_id, sizeof pub->id);
+        else
+            import_derive_id(run->sender, batch->items + from, i - from, pub->id);
     }
 }
 
 int import_send_launch(import_run_t *run, import_batch_t *batch)
 {
-    import_cut(batch);
+    import_cut(run, batch);
     for (size_t p = 0; p < batch->n_publishes; p++) {
         if (schakel_publishes_in_flight(run->client) >= run->in_flight)
             return 1; /* the rest goes out in import_send_finish */
         import_publish_t *pub = &batch->publishes[p];
-        size_t n = import_send_list(run, batch, pub);
+        size_t n = import_send_list(batch, pub);
         if (n == 0)
             continue;
         schakel_status_t status =

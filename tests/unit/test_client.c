@@ -3348,6 +3348,37 @@ static void test_inflight_forget(void **state)
     assert_int_equal(fake_publishes_snapshot(NULL), 4);
 }
 
+/* A publish given up on and sent again under the same id with other
+ * content (the rest of a batch after the broker refused one of its items,
+ * say): the broker answers each copy, in order. The answer of the
+ * forgotten copy, still unread when the new one goes out, is not the new
+ * one's: the new one gets its own. And when the forgotten copy's answer
+ * never comes (FAKE_SILENT), the new one still gets its own. */
+static void test_inflight_forgotten_copy_keeps_its_answer(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode answered[] = {FAKE_ACCEPT, FAKE_ACCEPT};
+    static const enum fake_publish_mode lost[] = {FAKE_SILENT, FAKE_ACCEPT};
+    const enum fake_publish_mode *plans[] = {answered, lost};
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    for (unsigned k = 1; k <= 2; k++) {
+        uint8_t id[16], again[16];
+        schakel_publish_answer_t answer;
+        fake_set_plan(&fake, plans[k - 1], 2);
+        int before = (int)fake_publishes_snapshot(NULL);
+        inflight_send(client, k, 2, id);                                     /* two items */
+        assert_int_equal(fake_await(&fake, &fake.publishes, before + 1), 0); /* answered, unread */
+        assert_int_equal(schakel_publish_forget(client, id), SCHAKEL_OK);
+        inflight_send(client, k, 1, again); /* the same id, one item */
+        assert_memory_equal(again, id, 16);
+        inflight_wait(client, id, &answer, WAIT_MS);
+        check_accepted(&answer, id, 1, 0);
+        assert_int_equal(schakel_publishes_in_flight(client), 0);
+    }
+}
+
 /* A Heartbeat given up on (whoami timed out) is refused, naming no id,
  * after publishes were sent: answers come in order, so the refusal is the
  * Heartbeat's, and each publish gets its own Accepted, in flight or not. */
@@ -3673,6 +3704,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_usage, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_timeout, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_forget, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_forgotten_copy_keeps_its_answer, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_case_pages, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_refusal_is_not_a_publish, client_setup,
                                         client_teardown),
