@@ -74,13 +74,15 @@ int identity_whoami_main(int argc, char **argv)
     cli_options_t opts;
     cli_options_init(&opts);
     int option;
-    opterr = 0;
-    while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         int rc = cli_common_option(&opts, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("whoami", "unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage_error("whoami",
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
+                                   argv[optind - 1]);
     }
     if (opts.help) {
         fputs(identity_whoami_usage, stdout);

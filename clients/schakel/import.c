@@ -148,15 +148,17 @@ static int import_option(import_options_t *o, int option, const char *arg)
 static int import_parse(int argc, char **argv, import_options_t *o)
 {
     int option;
-    opterr = 0;
-    while ((option = getopt_long(argc, argv, "+", import_options, NULL)) != -1) {
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    while ((option = getopt_long(argc, argv, "+:", import_options, NULL)) != -1) {
         int rc = cli_common_option(&o->common, option, optarg);
         if (rc == 0)
             rc = import_option(o, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("import", "unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage_error("import",
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
+                                   argv[optind - 1]);
     }
     if (o->common.help) {
         fputs(import_usage, stdout);

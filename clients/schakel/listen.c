@@ -252,15 +252,17 @@ int listen_main(int argc, char **argv)
     listen_settings_t settings = {0, 0, 0, SCHAKEL_DEFAULT_WINDOW};
     cli_options_init(&opts);
     int option;
-    opterr = 0;
-    while ((option = getopt_long(argc, argv, "+", listen_options, NULL)) != -1) {
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    while ((option = getopt_long(argc, argv, "+:", listen_options, NULL)) != -1) {
         int rc = cli_common_option(&opts, option, optarg);
         if (rc == 0)
             rc = listen_option(&settings, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("listen", "unknown or incomplete option '%s'", argv[optind - 1]);
+            return cli_usage_error("listen",
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
+                                   argv[optind - 1]);
     }
     if (opts.help) {
         fputs(listen_usage, stdout);

@@ -335,15 +335,16 @@ static int publish_parse(int argc, char **argv, cli_options_t *opts, publish_bat
                          int *from_stdin)
 {
     int option;
-    opterr = 0;
-    while ((option = getopt_long(argc, argv, "+", publish_options, NULL)) != -1) {
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    while ((option = getopt_long(argc, argv, "+:", publish_options, NULL)) != -1) {
         int rc = cli_common_option(opts, option, optarg);
         if (rc == 0)
             rc = publish_option(batch, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("publish", "unknown or incomplete option '%s'",
+            return cli_usage_error("publish",
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
                                    argv[optind - 1]);
     }
     if (opts->help) {

@@ -124,9 +124,9 @@ static int ctl_explain_args(int argc, char **argv, ctl_explain_t *e)
                                             {"help", 0, NULL, OPT_HELP},
                                             {NULL, 0, NULL, 0}};
     int option;
-    opterr = 0;
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
     optind = 2; /* after "policy explain" */
-    while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         switch (option) {
         case OPT_POLICY:
             e->policy_file = optarg;
@@ -158,7 +158,8 @@ static int ctl_explain_args(int argc, char **argv, ctl_explain_t *e)
             e->to[e->n_to++] = optarg;
             break;
         default:
-            return ctl_usage_error("policy explain", "unknown or incomplete option '%s'",
+            return ctl_usage_error("policy explain",
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
                                    argv[optind - 1]);
         }
     }

@@ -265,13 +265,15 @@ int ctl_show_main(int argc, char **argv)
     ctl_options_t opts;
     ctl_options_init(&opts);
     int option;
-    opterr = 0;
-    while ((option = getopt_long(argc, argv, "+", options, NULL)) != -1) {
+    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         int rc = ctl_common_option(&opts, option, optarg);
         if (rc < 0)
             return CTL_EXIT_USAGE;
         if (rc == 0)
-            return ctl_usage_error(command, "unknown or incomplete option '%s'", argv[optind - 1]);
+            return ctl_usage_error(command,
+                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
+                                   argv[optind - 1]);
     }
     if (opts.help) {
         ctl_show_usage(command, ctl_show_commands[which].summary);

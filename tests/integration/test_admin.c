@@ -196,39 +196,92 @@ static void test_admin_endpoint_admits_operators_only(void **state)
     h_done(env);
 }
 
-/* Settings missing, a broker that is not there, a wrong broker key. */
+/* Settings missing or wrong, a broker that is not there, bad options and
+ * arguments: each refused with its exit status and its cause on stderr;
+ * the control (status, all settings right) is answered. */
 static void test_ctl_usage_and_unreachable(void **state)
 {
     h_env_t *env = *state;
     int port = 0;
     int port_fd = h_closed_port(&port);
-    char closed[64], admin[128];
+    char closed[64], admin[128], zero_pub[160], missing[160];
     snprintf(closed, sizeof closed, "tcp://127.0.0.1:%d", port);
     h_admin_endpoint(env, admin, sizeof admin);
-    static const char *const status[] = {"status", "--connect-timeout", "1", NULL};
-    static const char *const bogus[] = {"status", "--no-such-option", NULL};
-    static const char *const extra[] = {"status", "now", NULL};
-    static const char *const none[] = {"frobnicate", NULL};
-    static const struct {
-        int admin; /* 0 unset, 1 the real one, 2 a closed port */
+    /* 40 Z85 zeros: 32 zero bytes, a point of small order, not a key. */
+    snprintf(zero_pub, sizeof zero_pub, "%s/keys/nul.pub", env->dir);
+    FILE *f = fopen(zero_pub, "w");
+    assert_non_null(f);
+    fputs("# not a key\n0000000000000000000000000000000000000000\n", f);
+    assert_int_equal(fclose(f), 0);
+    snprintf(missing, sizeof missing, "%s/keys/bestaat-niet.key", env->dir);
+    char zero_says[256], missing_broker_says[256], missing_key_says[256];
+    snprintf(zero_says, sizeof zero_says, "broker key: key file %s: not a Z85 Ed25519 public key",
+             zero_pub);
+    snprintf(missing_broker_says, sizeof missing_broker_says, "broker key: cannot open key file %s",
+             missing);
+    snprintf(missing_key_says, sizeof missing_key_says, "our key: cannot open key file %s",
+             missing);
+    enum { UNSET, REAL, CLOSED, NONSENSE };
+    const struct {
+        int admin; /* SCHAKEL_ADMIN: unset, the broker's, a closed port, not an endpoint */
         int with_key;
-        const char *const *args;
+        const char *args[8];
         int exit_code;
-        const char *says;
+        const char *says; /* on stderr; on stdout for exit 0 */
     } rows[] = {
-        {0, 1, status, 2, "no admin endpoint"}, {1, 0, status, 2, "no operator key"},
-        {2, 1, status, 4, "no TCP connection"}, {1, 1, bogus, 2, "--no-such-option"},
-        {1, 1, extra, 2, "takes no arguments"}, {1, 1, none, 2, "unknown command"},
+        {REAL, 1, {"status", NULL}, 0, "version"},
+        {UNSET, 1, {"status", NULL}, 2, "no admin endpoint: give --admin or set SCHAKEL_ADMIN"},
+        {REAL, 0, {"status", NULL}, 2, "no operator key: give --key or set SCHAKEL_KEY"},
+        {CLOSED,
+         1,
+         {"status", "--connect-timeout", "1", NULL},
+         4,
+         "no TCP connection: broker down, wrong address, or admin_listen not set"},
+        {NONSENSE, 1, {"status", NULL}, 2, "invalid admin endpoint 'nonsense'"},
+        {REAL,
+         1,
+         {"status", "--broker-key", "", NULL},
+         2,
+         "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY"},
+        {REAL, 1, {"status", "--broker-key", zero_pub, NULL}, 4, zero_says},
+        {REAL, 1, {"status", "--broker-key", missing, NULL}, 4, missing_broker_says},
+        {REAL, 1, {"status", "--key", missing, NULL}, 4, missing_key_says},
+        {REAL, 1, {"status", "--no-such-option", NULL}, 2, "unknown option '--no-such-option'"},
+        {REAL, 1, {"status", "--admin", NULL}, 2, "--admin needs a value"},
+        {REAL, 1, {"rules", "--json", "--timeout", NULL}, 2, "--timeout needs a value"},
+        {REAL,
+         1,
+         {"status", "--timeout", "0", NULL},
+         2,
+         "--timeout wants whole seconds from 1 to 86400, not '0'"},
+        {REAL,
+         1,
+         {"partners", "--connect-timeout", "1m", NULL},
+         2,
+         "--connect-timeout wants whole seconds from 1 to 86400, not '1m'"},
+        {REAL, 1, {"status", "now", NULL}, 2, "status takes no arguments ('now')"},
+        {REAL, 1, {"reload", "now", NULL}, 2, "reload takes no arguments ('now')"},
+        {REAL, 1, {"audit", "subject", NULL}, 2, "audit-subject takes 1 argument, not 0"},
+        {REAL,
+         1,
+         {"audit", "subject", "PSN-1c4e88aa07", "PSN-7f3a9c2e41", NULL},
+         2,
+         "audit-subject takes 1 argument, not 2"},
+        {REAL, 1, {"frobnicate", NULL}, 2, "unknown command 'frobnicate'"},
+        {REAL, 1, {NULL}, 2, "no command given"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
-        const char *endpoint = rows[i].admin == 0 ? NULL : rows[i].admin == 1 ? admin : closed;
+        const char *endpoint = rows[i].admin == UNSET    ? NULL
+                               : rows[i].admin == REAL   ? admin
+                               : rows[i].admin == CLOSED ? closed
+                                                         : "nonsense";
         h_run_ctl_argv(env, endpoint, rows[i].with_key ? h_key_file(env, H_OPERATOR) : NULL,
                        rows[i].args, &res);
-        char what[32];
-        snprintf(what, sizeof what, "row %zu", i);
+        char what[64];
+        snprintf(what, sizeof what, "row %zu (%s)", i, rows[i].args[0] ? rows[i].args[0] : "-");
         expect_exit(&res, rows[i].exit_code, what);
-        expect_text(res.err, rows[i].says, what);
+        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
         h_cli_result_free(&res);
     }
     h_closed_port_release(port_fd);
@@ -1143,6 +1196,171 @@ static void test_audited_subject_export(void **state)
     h_cli_result_free(&res);
 }
 
+/* ------------------------------------------------------------------ usage without a broker */
+
+/* A schakelctl command line run without admin endpoint or key, and what it
+ * must answer: its exit status and a fragment of stderr (of stdout for exit
+ * 0, the controls that show the table's command lines are otherwise right). */
+typedef struct offline_row {
+    const char *args[16];
+    int exit_code;
+    const char *says;
+} offline_row_t;
+
+static void run_offline_rows(h_env_t *env, const offline_row_t *rows, size_t n, const char *table)
+{
+    for (size_t i = 0; i < n; i++) {
+        h_cli_result_t res;
+        h_run_ctl_argv(env, NULL, NULL, rows[i].args, &res);
+        char what[96];
+        snprintf(what, sizeof what, "%s row %zu (%s %s)", table, i,
+                 rows[i].args[0] ? rows[i].args[0] : "-",
+                 rows[i].args[0] && rows[i].args[1] ? rows[i].args[1] : "");
+        expect_exit(&res, rows[i].exit_code, what);
+        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
+        h_cli_result_free(&res);
+    }
+}
+
+/* args followed by `times` pairs of option and value, NULL-terminated, in
+ * out (at least n_args + 2 * times + 1 entries). */
+static void repeated_option(const char **out, const char *const *args, size_t n_args,
+                            const char *option, const char *value, size_t times)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_args; i++)
+        out[n++] = args[i];
+    for (size_t i = 0; i < times; i++) {
+        out[n++] = option;
+        out[n++] = value;
+    }
+    out[n] = NULL;
+}
+
+/* `policy check` and `policy explain` command lines: each refused with its
+ * cause; a valid check and a valid explain are the controls. */
+static void test_ctl_policy_usage(void **state)
+{
+    h_env_t *env = *state;
+    const char *p = env->policy_path;
+    char missing[160], missing_says[200];
+    snprintf(missing, sizeof missing, "%s/bestaat-niet.yaml", env->dir);
+    snprintf(missing_says, sizeof missing_says, "%s: cannot open", missing);
+#define EXPLAIN(policy, kind)                                                                      \
+    "policy", "explain", "--policy", policy, "--from", H_POLITIE, "--kind", kind, "--theme",       \
+        "woninginbraak", "--area", "GM0935"
+    const offline_row_t rows[] = {
+        {{"policy", "check", p, NULL}, 0, "valid: 8 partners"},
+        {{"policy", NULL}, 2, "usage: schakelctl policy check FILE"},
+        {{"policy", "frobnicate", NULL}, 2, "unknown policy command 'frobnicate' (check, explain)"},
+        {{"policy", "check", NULL}, 2, "policy check needs a FILE"},
+        {{"policy", "check", "--strict", p, NULL}, 2, "unknown option '--strict'"},
+        {{"policy", "check", p, p, NULL}, 2, "policy check takes one FILE"},
+        {{EXPLAIN(p, "inbraakreeks"), NULL}, 0, "ALLOW"},
+        {{EXPLAIN(p, "inbraakreeks"), "extra", NULL}, 2, "unexpected argument 'extra'"},
+        {{EXPLAIN(p, "inbraakreeks"), "--verbose", NULL}, 2, "unknown option '--verbose'"},
+        {{EXPLAIN(p, "inbraakreeks"), "--to", NULL}, 2, "--to needs a value"},
+        {{"policy", "explain", "--from", H_POLITIE, "--kind", "inbraakreeks", "--theme",
+          "woninginbraak", "--area", "GM0935", "--policy", NULL},
+         2,
+         "--policy needs a value"},
+        {{"policy", "explain", "--policy", p, "--from", H_POLITIE, "--kind", "inbraakreeks",
+          "--theme", "woninginbraak", NULL},
+         2,
+         "policy explain needs --policy, --from, --kind, --theme, --area"},
+        {{EXPLAIN(p, "Inbraak Reeks"), NULL}, 2, "--kind 'Inbraak Reeks' is not a kind token"},
+        {{EXPLAIN(missing, "inbraakreeks"), NULL}, 1, missing_says},
+    };
+#undef EXPLAIN
+    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "policy");
+
+    /* One --to more than explain takes. */
+    const char *const base[] = {"policy",  "explain",       "--policy", p,
+                                "--from",  H_POLITIE,       "--kind",   "inbraakreeks",
+                                "--theme", "woninginbraak", "--area",   "GM0935"};
+    const char *args[12 + 2 * 65 + 1];
+    repeated_option(args, base, 12, "--to", "gemeente", 65);
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, args, &res);
+    expect_exit(&res, 2, "65 --to");
+    expect_text(res.err, "at most 64 --to", "65 --to");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+/* `audit` command lines on the store of a running broker: each refused
+ * with its cause (exit 2 for usage, 1 for a file that cannot be read or is
+ * not a store); verify and tail of the real store are the controls. */
+static void test_ctl_audit_usage(void **state)
+{
+    h_env_t *env = *state;
+    const char *s = env->store_path, *b = env->broker_pub;
+    char missing[160], store_key[160], hash_at_0[80];
+    snprintf(missing, sizeof missing, "%s/bestaat-niet.db", env->dir);
+    snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
+    snprintf(hash_at_0, sizeof hash_at_0, "0:%064d", 0);
+    char missing_key_says[256], missing_store_says[256], not_a_store_says[256];
+    snprintf(missing_key_says, sizeof missing_key_says,
+             "cannot read the broker key: cannot open key file %s", missing);
+    snprintf(missing_store_says, sizeof missing_store_says, "cannot read the store: %s", missing);
+    snprintf(not_a_store_says, sizeof not_a_store_says, "cannot read the store: %s",
+             env->policy_path);
+    const offline_row_t rows[] = {
+        {{"audit", "verify", "--store", s, "--broker-key", b, NULL}, 0, "audit trail intact"},
+        {{"audit", "tail", "--store", s, "--from", "1", "--count", "1", "--no-follow", NULL},
+         0,
+         "seq=1 "},
+        {{"audit", NULL}, 2, "no audit command given (verify, subject, tail)"},
+        {{"audit", "frobnicate", NULL}, 2, "unknown audit command 'frobnicate'"},
+        {{"audit", "verify", "--store", NULL}, 2, "--store needs a value"},
+        {{"audit", "verify", "--store", s, "--broker-key", b, "--expect", "5", NULL},
+         2,
+         "--expect needs SEQ:HASH (HASH: 64 hex digits)"},
+        {{"audit", "verify", "--store", s, "--broker-key", b, "--expect", hash_at_0, NULL},
+         2,
+         "--expect needs SEQ:HASH"},
+        {{"audit", "verify", "--store", s, "--from", "3", NULL},
+         2,
+         "'--from' is not an option of audit verify"},
+        {{"audit", "tail", "--store", s, "--expect", "1:ab", NULL},
+         2,
+         "'--expect' is not an option of audit tail"},
+        {{"audit", "verify", "--store", s, "extra", NULL}, 2, "unexpected argument 'extra'"},
+        {{"audit", "tail", "--store", s, "--from", "0", NULL}, 2, "--from needs a seq (1 or more)"},
+        {{"audit", "tail", "--store", s, "--count", "alle", NULL},
+         2,
+         "--count needs a number (1 or more)"},
+        {{"audit", "subject", "--store", s, NULL}, 2, "audit subject needs a PSEUDONYM"},
+        {{"audit", "subject", "PSN-1c4e88aa07", "PSN-7f3a9c2e41", "--store", s, NULL},
+         2,
+         "unexpected argument 'PSN-7f3a9c2e41'"},
+        {{"audit", "subject", "Jan Jansen", "--store", s, "--store-key", store_key, NULL},
+         2,
+         "'Jan Jansen' is not a pseudonym"},
+        {{"audit", "subject", "PSN-1c4e88aa07", "--store", s, "--store-key", missing, NULL},
+         1,
+         "cannot read the store key"},
+        {{"audit", "verify", "--store", s, "--broker-key", missing, NULL}, 1, missing_key_says},
+        {{"audit", "verify", "--store", missing, "--broker-key", b, NULL}, 1, missing_store_says},
+        {{"audit", "verify", "--store", env->policy_path, "--broker-key", b, NULL},
+         1,
+         not_a_store_says},
+        {{"audit", "tail", "--store", missing, "--no-follow", NULL}, 1, missing_store_says},
+    };
+    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "audit");
+
+    /* One --broker-key more than verify takes. */
+    const char *const base[] = {"audit", "verify", "--store", s};
+    const char *args[4 + 2 * 9 + 1];
+    repeated_option(args, base, 4, "--broker-key", b, 9);
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, args, &res);
+    expect_exit(&res, 2, "9 --broker-key");
+    expect_text(res.err, "at most 8 --broker-key options", "9 --broker-key");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1165,6 +1383,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_check, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_explain, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ctl_policy_usage, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ctl_audit_usage, h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: admin endpoint and schakelctl", tests, NULL,
                                        NULL);

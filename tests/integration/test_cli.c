@@ -1,7 +1,8 @@
 /*
  * test_cli.c — the `schakel` command-line tool against a real schakeld:
  * exit codes (0 ok, 2 usage, 3 refused, 4 unreachable or unauthenticated),
- * what it prints, and that what it publishes arrives as given.
+ * what it prints, the cause it names for every usage error (checked before
+ * anything is sent), and that what it publishes arrives as given.
  *
  * The CLI runs as a child process with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and
  * SCHAKEL_KEY set by the harness; its output is read from pipes.
@@ -57,6 +58,16 @@ static void expect_exit(const h_cli_result_t *res, int code, const char *what)
     if (res->status != code)
         fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
                  res->out, res->err);
+}
+
+/* An endpoint on a loopback port that nobody listens on, into out;
+ * returns the port's descriptor for h_closed_port_release. */
+static int nowhere_endpoint(char *out, size_t outlen)
+{
+    int port = 0;
+    int port_fd = h_closed_port(&port);
+    snprintf(out, outlen, "tcp://127.0.0.1:%d", port);
+    return port_fd;
 }
 
 /* `schakel publish` with options: exit 0, "accepted seq=N recipients=N", and
@@ -196,31 +207,40 @@ static void test_cli_refused_exits_3_with_reason(void **state)
     h_done(env);
 }
 
-/* Cannot reach or authenticate: exit 4. */
+/* Cannot reach or authenticate: exit 4, and stderr says which. */
 static void test_cli_unreachable_or_unknown_key_exits_4(void **state)
 {
     h_env_t *env = *state;
-    int port = 0;
-    int port_fd = h_closed_port(&port);
     char nowhere[64];
-    snprintf(nowhere, sizeof nowhere, "tcp://127.0.0.1:%d", port);
-    char missing_key[160];
+    int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
+    /* h_key_file returns one static buffer: each row keeps its own copy. */
+    char missing_key[160], unregistered_key[160], operator_key[160];
     snprintf(missing_key, sizeof missing_key, "%s/keys/bestaat-niet.key", env->dir);
+    snprintf(unregistered_key, sizeof unregistered_key, "%s", h_key_file(env, H_UNREGISTERED));
+    snprintf(operator_key, sizeof operator_key, "%s", h_key_file(env, H_OPERATOR));
+    char missing_says[200];
+    snprintf(missing_says, sizeof missing_says, "cannot open key file %s", missing_key);
     const struct {
         const char *what;
         h_cli_target_t target;
+        const char *says;
     } rows[] = {
-        {"nobody listens", {.endpoint = nowhere}},
-        {"unregistered key", {.key_file = h_key_file(env, H_UNREGISTERED)}},
-        {"operator key on the partner endpoint", {.key_file = h_key_file(env, H_OPERATOR)}},
-        {"key file missing", {.key_file = missing_key}},
+        {"nobody listens",
+         {.endpoint = nowhere},
+         "no TCP connection: broker down or wrong address"},
+        {"unregistered key", {.key_file = unregistered_key}, "refused our key (status 400)"},
+        {"operator key on the partner endpoint",
+         {.key_file = operator_key},
+         "refused our key (status 400)"},
+        {"key file missing", {.key_file = missing_key}, missing_says},
     };
     const char *const args[] = {"whoami", "--connect-timeout", "2", NULL};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
         h_run_cli_argv(env, H_POLITIE, &rows[i].target, args, &res);
         expect_exit(&res, 4, rows[i].what);
-        assert_true(res.err[0] != '\0');
+        if (strstr(res.err, rows[i].says) == NULL)
+            fail_msg("%s: \"%s\" not on stderr:\n%s", rows[i].what, rows[i].says, res.err);
         assert_null(strstr(res.out, "principal="));
         h_cli_result_free(&res);
     }
@@ -233,45 +253,455 @@ static void test_cli_unreachable_or_unknown_key_exits_4(void **state)
     h_done(env);
 }
 
-/* Usage errors: exit 2, a message on stderr, nothing sent. */
+/* ------------------------------------------------------------------ usage errors */
+
+/* One command line that must be refused before anything is sent: its exit
+ * status and a fragment of stderr that names the cause. Exit 0 marks a
+ * control: a valid command line of the same shape, run against the env's
+ * broker, so that the table shows its other rows fail for their own reason. */
+typedef struct usage_row {
+    const char *args[16];
+    const char *stdin_text; /* NULL: /dev/null */
+    int exit_code;
+    const char *says; /* on stderr; for a control on stdout (NULL: not checked) */
+} usage_row_t;
+
+/* "schakel ARGS..." into out, cut to its size, for failure messages. */
+static void describe_args(const char *const *args, char *out, size_t outlen)
+{
+    size_t used = (size_t)snprintf(out, outlen, "schakel");
+    for (size_t i = 0; args[i] != NULL && used < outlen; i++)
+        used += (size_t)snprintf(out + used, outlen - used, " %.40s", args[i]);
+}
+
+/* Run the CLI and check its exit status, that `says` is on stderr (stdout
+ * for exit 0), and that nothing was accepted by a run that failed. */
+static void expect_run(h_env_t *env, const char *principal, const h_cli_target_t *target,
+                       const char *const *args, int code, const char *says, const char *what)
+{
+    h_cli_result_t res;
+    h_run_cli_argv(env, principal, target, args, &res);
+    expect_exit(&res, code, what);
+    const char *text = code == 0 ? res.out : res.err;
+    if (says != NULL && strstr(text, says) == NULL)
+        fail_msg("%s: \"%s\" not on %s:\n%s", what, says, code == 0 ? "stdout" : "stderr", text);
+    if (code != 0 && strstr(res.out, "accepted") != NULL)
+        fail_msg("%s: something was accepted:\n%s", what, res.out);
+    h_cli_result_free(&res);
+}
+
+/* Run a table as `principal`: the rows that must fail against a port that
+ * nobody listens on (a row that wrongly gets as far as connecting ends with
+ * exit 4 and reaches no broker), the controls against the env's broker. */
+static void run_usage_rows(h_env_t *env, const char *principal, const usage_row_t *rows, size_t n)
+{
+    char nowhere[64];
+    int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
+    for (size_t i = 0; i < n; i++) {
+        h_cli_target_t target = {.endpoint = rows[i].exit_code == 0 ? NULL : nowhere,
+                                 .stdin_text = rows[i].stdin_text};
+        char what[200];
+        int len = snprintf(what, sizeof what, "row %zu: ", i);
+        describe_args(rows[i].args, what + len, sizeof what - (size_t)len);
+        expect_run(env, principal, &target, rows[i].args, rows[i].exit_code, rows[i].says, what);
+    }
+    h_closed_port_release(port_fd);
+}
+
+/* args followed by `times` pairs of option and value, NULL-terminated, in
+ * out (at least n_args + 2 * times + 1 entries). */
+static void repeated_option(const char **out, const char *const *args, size_t n_args,
+                            const char *option, const char *value, size_t times)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_args; i++)
+        out[n++] = args[i];
+    for (size_t i = 0; i < times; i++) {
+        out[n++] = option;
+        out[n++] = value;
+    }
+    out[n] = NULL;
+}
+
+/* A file of `len` bytes of `fill` in the env's folder; its path in out. */
+static void write_filled(const h_env_t *env, const char *name, size_t len, char fill, char *out,
+                         size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", env->dir, name);
+    char *bytes = malloc(len);
+    assert_non_null(bytes);
+    memset(bytes, fill, len);
+    FILE *f = fopen(out, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    free(bytes);
+}
+
+/* Usage errors of every command but case: exit 2 and the cause named on
+ * stderr, before anything is sent; the controls are accepted. */
 static void test_cli_usage_errors_exit_2(void **state)
 {
     h_env_t *env = *state;
-    static const struct {
-        const char *args[8];
-    } rows[] = {
-        {{NULL}},
-        {{"verstuur", NULL}},
-        {{"publish", "--kind", "x", "--theme", "ondermijning", "--area", "GM0935", NULL}},
-        {{"publish", "--no-such-option", NULL}},
-        {{"publish", "--theme", "overlast", "--severity", "enorm", NULL}},
-        {{"publish", "--theme", "overlast", "--house-number", "twaalf", NULL}},
-        {{"publish", "--theme", "overlast", "--message-id", "abc", NULL}},
-        {{"whoami", "extra", NULL}},
-        {{"listen", "--count", "-1", NULL}},
+    char feed[128], key_a[128], key_b[128], long_path[4100];
+    snprintf(feed, sizeof feed, "%s/feed.jsonl", env->dir);
+    snprintf(key_a, sizeof key_a, "%s/keys/sleutel-a", env->dir);
+    snprintf(key_b, sizeof key_b, "%s/keys/sleutel-b", env->dir);
+    /* Longer than a path with ".import-state" added may be. */
+    memset(long_path, 'p', sizeof long_path - 1);
+    long_path[sizeof long_path - 1] = '\0';
+    const usage_row_t rows[] = {
+        {{NULL}, NULL, 2, "no command given"},
+        {{"verstuur", NULL}, NULL, 2, "unknown command 'verstuur'"},
+        /* publish, from options */
+        {{"publish", "--kind", "x", "--theme", "ondermijning", "--area", "GM0935", "--to",
+          "gemeente", NULL},
+         NULL,
+         0,
+         "accepted seq="},
+        {{"publish", "--no-such-option", NULL}, NULL, 2, "unknown option '--no-such-option'"},
+        {{"publish", "--theme", "overlast", "--kind", NULL}, NULL, 2, "--kind needs a value"},
+        {{"publish", "--theme", "overlast", "--severity", "enorm", NULL},
+         NULL,
+         2,
+         "--severity wants low, medium, high or critical, not 'enorm'"},
+        {{"publish", "--theme", "overlast", "--house-number", "twaalf", NULL},
+         NULL,
+         2,
+         "--house-number wants a number from 1 to"},
+        {{"publish", "--theme", "overlast", "--observed-at", "gisteren", NULL},
+         NULL,
+         2,
+         "--observed-at wants Unix seconds or ISO-8601 UTC"},
+        {{"publish", "--theme", "overlast", "--timeout", "0", NULL},
+         NULL,
+         2,
+         "--timeout wants whole seconds from 1 to 3600, not '0'"},
+        {{"publish", "--theme", "overlast", "--message-id", "abc", NULL},
+         NULL,
+         2,
+         "a message id is 32 hex digits, not 'abc'"},
+        {{"publish", "--theme", "overlast", "extra", NULL}, NULL, 2, "unexpected argument 'extra'"},
+        {{"publish", "-", "-", NULL}, NULL, 2, "unexpected argument '-'"},
+        {{"publish", "--theme", "overlast", "-", NULL},
+         NULL,
+         2,
+         "give signal options or '-' (JSON on stdin), not both"},
+        /* whoami */
+        {{"whoami", NULL}, NULL, 0, "principal=woco-maasoever/meldingen"},
+        {{"whoami", "extra", NULL}, NULL, 2, "whoami takes no arguments ('extra')"},
+        {{"whoami", "--verbose", NULL}, NULL, 2, "unknown option '--verbose'"},
+        {{"whoami", "--broker", NULL}, NULL, 2, "--broker needs a value"},
+        {{"whoami", "--connect-timeout", "0", NULL},
+         NULL,
+         2,
+         "--connect-timeout wants whole seconds from 1 to 86400, not '0'"},
+        {{"whoami", "--connect-timeout", "5s", NULL}, NULL, 2, "not '5s'"},
+        /* listen */
+        {{"listen", "--drain", "--timeout", "10", NULL}, NULL, 0, NULL},
+        {{"listen", "--count", "-1", NULL}, NULL, 2, "--count wants a positive number, not '-1'"},
+        {{"listen", "--count", NULL}, NULL, 2, "--count needs a value"},
+        {{"listen", "--follow", NULL}, NULL, 2, "unknown option '--follow'"},
+        {{"listen", "now", NULL}, NULL, 2, "listen takes no arguments ('now')"},
+        {{"listen", "--timeout", "0", NULL}, NULL, 2, "--timeout wants whole seconds, not '0'"},
+        {{"listen", "--window", "0", NULL},
+         NULL,
+         2,
+         "--window wants a number from 1 to 1024, not '0'"},
+        /* inbox */
+        {{"inbox", NULL}, NULL, 0, "waiting=0"},
+        {{"inbox", "--all", NULL}, NULL, 2, "unknown option '--all'"},
+        {{"inbox", "--key", NULL}, NULL, 2, "--key needs a value"},
+        {{"inbox", "now", NULL}, NULL, 2, "inbox takes no arguments ('now')"},
+        /* keygen (paths in the env's folder, should one be written after all) */
+        {{"keygen", NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        {{"keygen", key_a, key_b, NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        {{"keygen", "--force", NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        {{"keygen", "", NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        /* import */
+        {{"import", NULL}, NULL, 2, "no FILE given"},
+        {{"import", feed, "extra", NULL}, NULL, 2, "one FILE at a time, not also 'extra'"},
+        {{"import", "-", NULL}, NULL, 2, "give a file, not stdin"},
+        {{"import", long_path, NULL}, NULL, 2, "the file's path is too long"},
+        {{"import", "--resume", feed, NULL}, NULL, 2, "unknown option '--resume'"},
+        {{"import", "--state", NULL}, NULL, 2, "--state needs a value"},
+        {{"import", "--batch", "0", feed, NULL},
+         NULL,
+         2,
+         "--batch wants a number from 1 to 256, not '0'"},
+        {{"import", "--timeout", "0", feed, NULL},
+         NULL,
+         2,
+         "--timeout wants whole seconds from 1 to 3600, not '0'"},
+        {{"import", "--in-flight", "17", feed, NULL},
+         NULL,
+         2,
+         "--in-flight wants a number from 1 to 16, not '17'"},
+        {{"import", "--test-interrupt-after-batches", "nooit", feed, NULL},
+         NULL,
+         2,
+         "--test-interrupt-after-batches wants a number"},
     };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        /* Row 2 is the one valid command line: it must be accepted, so that
-         * the table proves the other rows fail for their own reason. */
-        int expected = i == 2 ? 0 : 2;
-        h_cli_result_t res;
-        h_run_cli_argv(env, H_WOCO_MAASOEVER, NULL, rows[i].args, &res);
-        char what[64];
-        snprintf(what, sizeof what, "usage row %zu (%s)", i,
-                 rows[i].args[0] ? rows[i].args[0] : "no command");
-        expect_exit(&res, expected, what);
-        if (expected == 2)
-            assert_true(res.err[0] != '\0');
-        h_cli_result_free(&res);
-    }
-    /* No broker configured at all is a usage error too. */
-    const h_cli_target_t no_broker = {.endpoint = ""};
-    const char *const args[] = {"whoami", NULL};
-    h_cli_result_t res;
-    h_run_cli_argv(env, H_POLITIE, &no_broker, args, &res);
-    expect_exit(&res, 2, "whoami without SCHAKEL_BROKER");
-    assert_non_null(strstr(res.err, "SCHAKEL_BROKER"));
-    h_cli_result_free(&res);
+    run_usage_rows(env, H_WOCO_MAASOEVER, rows, sizeof rows / sizeof rows[0]);
+
+    char nowhere[64];
+    int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
+    const h_cli_target_t closed = {.endpoint = nowhere};
+    /* One --to more than a signal may name. */
+    static const char *const to_base[] = {"publish", "--theme", "overlast"};
+    const char *to_args[3 + 2 * 17 + 1];
+    repeated_option(to_args, to_base, 3, "--to", "politie", 17);
+    expect_run(env, H_WOCO_MAASOEVER, &closed, to_args, 2, "at most 16 --to partners", "17 --to");
+
+    /* Settings missing: usage errors too, each named. */
+    const struct {
+        const char *principal; /* NULL: SCHAKEL_KEY unset */
+        h_cli_target_t target;
+        const char *says;
+    } settings[] = {
+        {H_POLITIE, {.endpoint = ""}, "no broker endpoint: give --broker or set SCHAKEL_BROKER"},
+        {H_POLITIE,
+         {.endpoint = nowhere, .broker_pub = ""},
+         "no broker key: give --broker-key or set SCHAKEL_BROKER_KEY"},
+        {NULL, {.endpoint = nowhere}, "no key of ours: give --key or set SCHAKEL_KEY"},
+    };
+    const char *const whoami[] = {"whoami", NULL};
+    for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+        expect_run(env, settings[i].principal, &settings[i].target, whoami, 2, settings[i].says,
+                   settings[i].says);
+    h_closed_port_release(port_fd);
+
+    /* Of the controls that reached the broker only the publish moved
+     * anything: one signal, for the municipality. */
+    static const char *const municipality[] = {H_GEMEENTE, NULL};
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+    h_assert_nobody_else(env, municipality);
+    char written[160];
+    snprintf(written, sizeof written, "%s.key", key_a);
+    struct stat st;
+    assert_int_not_equal(stat(written, &st), 0);
+    h_done(env);
+}
+
+/* A signal line politie may publish (rule politie-inbraak-gemeente). */
+#define STDIN_OK "{\"kind\":\"inbraakreeks\",\"theme\":\"woninginbraak\",\"area\":\"WK093501\"}\n"
+#define STDIN_ID_A "\"message_id\":\"0f1e2d3c4b5a69788796a5b4c3d2e1f0\""
+#define STDIN_ID_B "\"message_id\":\"a0a1a2a3a4a5a6a7a8a9aaabacadaeaf\""
+
+/* `publish` from stdin: each way a batch can be wrong is refused with the
+ * line and the member that is wrong, before anything is sent; a valid
+ * batch of the same shape is accepted. */
+static void test_cli_publish_stdin_errors(void **state)
+{
+    h_env_t *env = *state;
+    /* One signal more than a publish carries, and a line over 1 MiB. */
+    size_t ok_len = strlen(STDIN_OK);
+    char *too_many = malloc(257 * ok_len + 1);
+    assert_non_null(too_many);
+    for (size_t i = 0; i < 257; i++)
+        memcpy(too_many + i * ok_len, STDIN_OK, ok_len);
+    too_many[257 * ok_len] = '\0';
+    size_t long_len = 1024 * 1024 + 16;
+    char *long_line = malloc(long_len + 1);
+    assert_non_null(long_line);
+    memset(long_line, ' ', long_len);
+    memcpy(long_line, STDIN_OK, ok_len - 1); /* valid JSON, padded with blanks */
+    long_line[long_len - 1] = '\n';
+    long_line[long_len] = '\0';
+
+    const usage_row_t rows[] = {
+        {{"publish", "-", NULL}, STDIN_OK, 0, "accepted seq="},
+        {{"publish", "-", NULL}, "{\"kind\":\"inbraakreeks\",\n", 2, "stdin line 1: not JSON"},
+        {{"publish", NULL},
+         "{\"kind\":\"a\",\"kind\":\"b\"}\n",
+         2,
+         "stdin line 1: not JSON: duplicate object key"},
+        {{"publish", "-", NULL}, "[\"inbraakreeks\"]\n", 2, "stdin line 1: expected a JSON object"},
+        {{"publish", "-", NULL},
+         STDIN_OK "{\"kind\":7}\n",
+         2,
+         "stdin line 2: \"kind\" must be a string"},
+        {{"publish", "-", NULL}, "{\"theme\":[\"overlast\"]}\n", 2, "\"theme\" must be a string"},
+        {{"publish", "-", NULL},
+         "{\"kind\":\"x\",\"soort\":\"y\"}\n",
+         2,
+         "stdin line 1: unknown member \"soort\""},
+        {{"publish", "-", NULL},
+         "{\"address\":\"Markt 1, 6211AB\"}\n",
+         2,
+         "\"address\" must be an object {postcode, house_number, addition}"},
+        {{"publish", "-", NULL},
+         "{\"address\":{\"postcode\":\"6211AB\",\"huisnummer\":12}}\n",
+         2,
+         "unknown member \"address.huisnummer\""},
+        {{"publish", "-", NULL},
+         "{\"address\":{\"postcode\":6211}}\n",
+         2,
+         "\"postcode\" must be a string"},
+        {{"publish", "-", NULL},
+         "{\"address\":{\"house_number\":\"12\"}}\n",
+         2,
+         "\"address.house_number\" must be a number from 1 to"},
+        {{"publish", "-", NULL},
+         "{\"address\":{\"house_number\":0}}\n",
+         2,
+         "\"address.house_number\" must be a number from 1 to"},
+        {{"publish", "-", NULL},
+         "{\"severity\":\"enorm\"}\n",
+         2,
+         "\"severity\" must be low, medium, high, critical or 1..4"},
+        {{"publish", "-", NULL},
+         "{\"severity\":5}\n",
+         2,
+         "\"severity\" must be low, medium, high, critical or 1..4"},
+        {{"publish", "-", NULL},
+         "{\"observed_at\":\"gisteren\"}\n",
+         2,
+         "\"observed_at\" must be Unix seconds or ISO-8601 UTC"},
+        {{"publish", "-", NULL},
+         "{\"observed_at\":-5}\n",
+         2,
+         "\"observed_at\" must be Unix seconds or ISO-8601 UTC"},
+        {{"publish", "-", NULL},
+         "{\"recipients\":\"om\"}\n",
+         2,
+         "\"recipients\" must be an array of partner ids"},
+        {{"publish", "-", NULL},
+         "{\"recipients\":[\"om\",7]}\n",
+         2,
+         "\"recipients\"[1] must be a string"},
+        {{"publish", "-", NULL}, "{\"message_id\":42}\n", 2, "\"message_id\" must be a string"},
+        {{"publish", "-", NULL},
+         "{\"kind\":\"a\"," STDIN_ID_A "}\n{\"kind\":\"b\"," STDIN_ID_B "}\n",
+         2,
+         "stdin line 2: message_id differs from an earlier one; a batch has one message id"},
+        {{"publish", "-", NULL},
+         "{\"kind\":\"a\",\"message_id\":\"xyz\"}\n",
+         2,
+         "a message id is 32 hex digits, not 'xyz'"},
+        {{"publish", "-", NULL},
+         too_many,
+         2,
+         "more than 256 signals on stdin: one publish carries at most 256"},
+        {{"publish", "-", NULL}, long_line, 2, "stdin line 1 is longer than 1048576 bytes"},
+        {{"publish", "-", NULL}, "", 2, "no signals: give signal options or JSON on stdin"},
+        {{"publish", NULL}, "\n   \n\t\n", 2, "no signals: give signal options or JSON on stdin"},
+        {{"publish", "-", NULL}, NULL, 2, "no signals"},
+    };
+    run_usage_rows(env, H_POLITIE, rows, sizeof rows / sizeof rows[0]);
+    free(too_many);
+    free(long_line);
+    /* The control's one signal, and nothing of the refused batches. */
+    static const char *const municipality[] = {H_GEMEENTE, NULL};
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+    h_assert_nobody_else(env, municipality);
+    h_done(env);
+}
+
+/* `case` command lines and the files they read: each refused with its
+ * cause before anything is sent (exit 2, or 1 when a file cannot be read);
+ * `case list` is the control. */
+static void test_cli_case_usage_errors(void **state)
+{
+    h_env_t *env = *state;
+    char big_note[128], nul_note[128], big_attachment[128], folder[128], missing[128];
+    write_filled(env, "notitie-groot.txt", 8001, 'n', big_note, sizeof big_note);
+    write_filled(env, "notitie-nul.txt", 16, '\0', nul_note, sizeof nul_note);
+    write_filled(env, "bijlage-groot.bin", 128 * 1024 + 1, 'b', big_attachment,
+                 sizeof big_attachment);
+    snprintf(folder, sizeof folder, "%s/map", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    snprintf(missing, sizeof missing, "%s/bestaat-niet.txt", env->dir);
+    char missing_note[200], missing_attachment[200], folder_note[200], folder_attachment[200];
+    snprintf(missing_note, sizeof missing_note,
+             "cannot read note text '%s': No such file or directory", missing);
+    snprintf(missing_attachment, sizeof missing_attachment,
+             "cannot read attachment '%s': No such file or directory", missing);
+    snprintf(folder_note, sizeof folder_note, "cannot read note text '%s'", folder);
+    snprintf(folder_attachment, sizeof folder_attachment, "cannot read attachment '%s'", folder);
+    char *big_stdin = malloc(8002);
+    assert_non_null(big_stdin);
+    memset(big_stdin, 'n', 8001);
+    big_stdin[8001] = '\0';
+
+    const char *c = "C-00000001";
+    const usage_row_t rows[] = {
+        {{"case", "list", NULL}, NULL, 0, NULL},
+        {{"case", NULL}, NULL, 2, "no case command given"},
+        {{"case", "sluit", c, NULL}, NULL, 2, "unknown case command 'sluit'"},
+        {{"case", "list", "extra", NULL}, NULL, 2, "'case list' takes 0 arguments, not 1"},
+        {{"case", "show", NULL}, NULL, 2, "'case show' takes 1 argument, not 0"},
+        {{"case", "note", "--text", "x", NULL}, NULL, 2, "'case note' takes 1 argument, not 0"},
+        {{"case", "invite", c, NULL}, NULL, 2, "'case invite' takes 2 arguments, not 1"},
+        {{"case", "show", "42", NULL}, NULL, 2, "'42' is not a case id: C- and 8 digits"},
+        {{"case", "link", c, "zeven", NULL},
+         NULL,
+         2,
+         "link wants the item_seq of a signal we received, not 'zeven'"},
+        {{"case", "link", c, "0", NULL}, NULL, 2, "not '0'"},
+        {{"case", "note", c, "--text", "a", "--text-file", nul_note, NULL},
+         NULL,
+         2,
+         "give --text or --text-file, not both"},
+        {{"case", "note", c, "--text-file", missing, NULL}, NULL, 2, missing_note},
+        {{"case", "note", c, "--text-file", folder, NULL}, NULL, 1, folder_note},
+        {{"case", "note", c, "--text-file", big_note, NULL},
+         NULL,
+         2,
+         "is larger than 8000 bytes, the most a case takes"},
+        {{"case", "note", c, "--text-file", "-", NULL},
+         big_stdin,
+         2,
+         "note text '-' is larger than 8000 bytes"},
+        {{"case", "note", c, "--text-file", nul_note, NULL}, NULL, 2, "holds a NUL byte"},
+        {{"case", "attach", c, missing, NULL}, NULL, 2, missing_attachment},
+        {{"case", "attach", c, folder, NULL}, NULL, 1, folder_attachment},
+        {{"case", "attach", c, big_attachment, NULL},
+         NULL,
+         2,
+         "is larger than 131072 bytes, the most a case takes"},
+        {{"case", "show", c, "--text", "x", NULL},
+         NULL,
+         2,
+         "'case show' does not take that option"},
+        {{"case", "note", c, "--field", "zonder-waarde", NULL},
+         NULL,
+         2,
+         "--field wants NAME=VALUE, not 'zonder-waarde'"},
+        {{"case", "note", c, "--field", "=waarde", NULL},
+         NULL,
+         2,
+         "--field wants NAME=VALUE, not '=waarde'"},
+        {{"case", "open", "--type", "ondermijning-adres", "--area", "GM0935", "--house-number",
+          "nul", NULL},
+         NULL,
+         2,
+         "--house-number wants a number from 1 to"},
+        {{"case", "accept", c, "--command-id", "abc", NULL},
+         NULL,
+         2,
+         "a command id is 32 hex digits, not 'abc'"},
+        {{"case", "list", "--timeout", "0", NULL},
+         NULL,
+         2,
+         "--timeout wants whole seconds from 1 to 3600, not '0'"},
+        {{"case", "note", c, "--text", NULL}, NULL, 2, "--text needs a value"},
+        {{"case", "list", "--all", NULL}, NULL, 2, "unknown option '--all'"},
+    };
+    run_usage_rows(env, H_RIEC_CASEWORKER, rows, sizeof rows / sizeof rows[0]);
+    free(big_stdin);
+
+    /* One --field more than a note takes. */
+    char nowhere[64];
+    int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
+    const h_cli_target_t closed = {.endpoint = nowhere};
+    static const char *const note_base[] = {"case", "note", "C-00000001"};
+    const char *field_args[3 + 2 * 33 + 1];
+    repeated_option(field_args, note_base, 3, "--field", "bestuurlijk=ja", 33);
+    expect_run(env, H_RIEC_CASEWORKER, &closed, field_args, 2, "a note has at most 32 fields",
+               "33 --field");
+    h_closed_port_release(port_fd);
+    h_assert_nobody_else(env, NULL);
     h_done(env);
 }
 
@@ -393,8 +823,9 @@ static void test_cli_keygen(void **state)
     h_cli_result_free(&res);
 
     h_run_cli(env, NULL, &res, "keygen", base, NULL);
-    assert_int_not_equal(res.status, 0);
-    assert_true(res.err[0] != '\0');
+    expect_exit(&res, 1, "keygen over an existing key");
+    if (strstr(res.err, "File exists") == NULL)
+        fail_msg("keygen over an existing key: %s", res.err);
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -411,6 +842,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_unreachable_or_unknown_key_exits_4, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_usage_errors_exit_2, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_publish_stdin_errors, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_case_usage_errors, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_listen_json_drain, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_whoami, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_keygen, h_setup_env, h_teardown),
