@@ -107,10 +107,22 @@ static int parse_u64(const char *text, uint64_t min, uint64_t *out)
     return 0;
 }
 
+/* 1 if `name` is an option of `sub` that takes a value. */
+static int option_takes_value(const char *name, const char *sub)
+{
+    int is_tail = strcmp(sub, "tail") == 0, is_verify = strcmp(sub, "verify") == 0;
+    return strcmp(name, "--store") == 0 ||
+           (is_verify && (strcmp(name, "--broker-key") == 0 || strcmp(name, "--expect") == 0)) ||
+           (strcmp(sub, "subject") == 0 && strcmp(name, "--store-key") == 0) ||
+           (is_tail && (strcmp(name, "--from") == 0 || strcmp(name, "--count") == 0));
+}
+
 /* One option with a value (argv[*i] names it). Returns 0, or a usage exit. */
 static int option_value(audit_options_t *o, const char *sub, int argc, char **argv, int *i)
 {
     const char *name = argv[*i];
+    if (!option_takes_value(name, sub))
+        return audit_say(AUDIT_CMD_USAGE, "'%s' is not an option of audit %s", name, sub);
     if (*i + 1 >= argc)
         return audit_say(AUDIT_CMD_USAGE, "%s needs a value", name);
     const char *value = argv[++*i];
