@@ -1431,9 +1431,6 @@ static void client_choose_id(const uint8_t *message_id, uint8_t id[SCHAKEL_MESSA
         memcpy(id_out, id, SCHAKEL_MESSAGE_ID_BYTES);
 }
 
-/* Encode, sign and send one publish, and put it in flight (the table keeps
- * the frame, to send it again after a reconnect). Nothing is in flight
- * when it fails. */
 /* An earlier copy under `id` was given up on and may still be answered:
  * a Heartbeat goes first. Its answer comes after that copy's (answers
  * come in the order of the requests) and settles it, so that the copy
@@ -1450,6 +1447,9 @@ static void client_fence_copies(schakel_client_t *client, const uint8_t *id)
         }
 }
 
+/* Encode, sign and send one publish, and put it in flight (the table keeps
+ * the frame, to send it again after a reconnect). Nothing is in flight
+ * when it fails. */
 static schakel_status_t client_publish_start(schakel_client_t *client, const char *sender,
                                              const schakel_signal_t *signals, size_t n,
                                              const uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
