@@ -1236,6 +1236,19 @@ int h_run_cli(h_env_t *env, const char *principal, h_cli_result_t *res, ...)
     return h_run_cli_argv(env, principal, NULL, args, res);
 }
 
+void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,
+                       const char *value, size_t times)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < n_args; i++)
+        out[n++] = args[i];
+    for (size_t i = 0; i < times; i++) {
+        out[n++] = option;
+        out[n++] = value;
+    }
+    out[n] = NULL;
+}
+
 void h_cli_result_free(h_cli_result_t *res)
 {
     free(res->out);

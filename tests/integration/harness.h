@@ -257,6 +257,11 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
 
 void h_cli_result_free(h_cli_result_t *res);
 
+/* A command line: args, then `times` pairs of option and value,
+ * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */
+void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,
+                       const char *value, size_t times);
+
 /* A loopback TCP port that nobody listens on (bound, not listening, kept
  * until h_closed_port_release), for "broker unreachable" checks. */
 int h_closed_port(int *port);

@@ -1222,21 +1222,6 @@ static void run_offline_rows(h_env_t *env, const offline_row_t *rows, size_t n, 
     }
 }
 
-/* args followed by `times` pairs of option and value, NULL-terminated, in
- * out (at least n_args + 2 * times + 1 entries). */
-static void repeated_option(const char **out, const char *const *args, size_t n_args,
-                            const char *option, const char *value, size_t times)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < n_args; i++)
-        out[n++] = args[i];
-    for (size_t i = 0; i < times; i++) {
-        out[n++] = option;
-        out[n++] = value;
-    }
-    out[n] = NULL;
-}
-
 /* `policy check` and `policy explain` command lines: each refused with its
  * cause; a valid check and a valid explain are the controls. */
 static void test_ctl_policy_usage(void **state)
@@ -1279,7 +1264,7 @@ static void test_ctl_policy_usage(void **state)
                                 "--from",  H_POLITIE,       "--kind",   "inbraakreeks",
                                 "--theme", "woninginbraak", "--area",   "GM0935"};
     const char *args[12 + 2 * 65 + 1];
-    repeated_option(args, base, 12, "--to", "gemeente", 65);
+    h_repeated_option(args, base, 12, "--to", "gemeente", 65);
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, args, &res);
     expect_exit(&res, 2, "65 --to");
@@ -1355,7 +1340,7 @@ static void test_ctl_audit_usage(void **state)
     /* One --broker-key more than verify takes. */
     const char *const base[] = {"audit", "verify", "--store", s};
     const char *args[4 + 2 * 9 + 1];
-    repeated_option(args, base, 4, "--broker-key", b, 9);
+    h_repeated_option(args, base, 4, "--broker-key", b, 9);
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, args, &res);
     expect_exit(&res, 2, "9 --broker-key");

@@ -308,21 +308,6 @@ static void run_usage_rows(h_env_t *env, const char *principal, const usage_row_
     h_closed_port_release(port_fd);
 }
 
-/* args followed by `times` pairs of option and value, NULL-terminated, in
- * out (at least n_args + 2 * times + 1 entries). */
-static void repeated_option(const char **out, const char *const *args, size_t n_args,
-                            const char *option, const char *value, size_t times)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < n_args; i++)
-        out[n++] = args[i];
-    for (size_t i = 0; i < times; i++) {
-        out[n++] = option;
-        out[n++] = value;
-    }
-    out[n] = NULL;
-}
-
 /* A file of `len` bytes of `fill` in the env's folder; its path in out. */
 static void write_filled(const h_env_t *env, const char *name, size_t len, char fill, char *out,
                          size_t outlen)
@@ -450,7 +435,7 @@ static void test_cli_usage_errors_exit_2(void **state)
     /* One --to more than a signal may name. */
     static const char *const to_base[] = {"publish", "--theme", "overlast"};
     const char *to_args[3 + 2 * 17 + 1];
-    repeated_option(to_args, to_base, 3, "--to", "politie", 17);
+    h_repeated_option(to_args, to_base, 3, "--to", "politie", 17);
     expect_run(env, H_WOCO_MAASOEVER, &closed, to_args, 2, "at most 16 --to partners", "17 --to");
 
     /* Settings missing: usage errors too, each named. */
@@ -697,7 +682,7 @@ static void test_cli_case_usage_errors(void **state)
     const h_cli_target_t closed = {.endpoint = nowhere};
     static const char *const note_base[] = {"case", "note", "C-00000001"};
     const char *field_args[3 + 2 * 33 + 1];
-    repeated_option(field_args, note_base, 3, "--field", "bestuurlijk=ja", 33);
+    h_repeated_option(field_args, note_base, 3, "--field", "bestuurlijk=ja", 33);
     expect_run(env, H_RIEC_CASEWORKER, &closed, field_args, 2, "a note has at most 32 fields",
                "33 --field");
     h_closed_port_release(port_fd);

@@ -208,6 +208,14 @@ static void storage_assert_markers_sealed(const h_env_t *env, const char *when)
     storage_snapshot_free(&snap);
 }
 
+/* politie publishes the marked signal (for om); its message id in id. */
+static void storage_publish_marked(h_env_t *env, const schakel_signal_t *s, uint8_t id[16])
+{
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    h_publish_ok(politie, s, NULL, id, NULL, NULL);
+    schakel_close(&politie);
+}
+
 /* Receive one delivery of the marked signal and check every field arrived. */
 static void storage_receive_marked(h_env_t *env, const schakel_signal_t *sent, const uint8_t id[16])
 {
@@ -309,10 +317,8 @@ static void test_wrong_store_key_refuses_to_start(void **state)
 {
     h_env_t *env = *state;
     schakel_signal_t s = storage_marked_signal();
-    schakel_client_t *politie = h_connect(env, H_POLITIE);
     uint8_t id[16];
-    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
-    schakel_close(&politie);
+    storage_publish_marked(env, &s, id);
     assert_int_equal(h_broker_stop(env), 0);
 
     char other[192], err[256];
@@ -523,10 +529,8 @@ static void test_rekey_reseals_the_store(void **state)
 {
     h_env_t *env = *state;
     schakel_signal_t s = storage_marked_signal();
-    schakel_client_t *politie = h_connect(env, H_POLITIE);
     uint8_t id[16];
-    h_publish_ok(politie, &s, NULL, id, NULL, NULL);
-    schakel_close(&politie);
+    storage_publish_marked(env, &s, id);
     char current[192], fresh[192];
     snprintf(current, sizeof current, "%s/keys/store.key", env->dir);
     snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
