@@ -666,6 +666,35 @@ static uint8_t *pack_frame(Schakel__Frame *frame, uint32_t version, size_t *len)
     return out;
 }
 
+/* A status request, exchanged on an open admin connection. */
+static Schakel__Frame *status_exchange(raw_client_t *c, uint64_t request_id)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = request_id;
+    request.command = "status";
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *bytes = pack_frame(&frame, 1, &len);
+    Schakel__Frame *answer = raw_exchange(c, bytes, len);
+    free(bytes);
+    return answer;
+}
+
+/* The answer must be a Rejected with this reason whose text says `says`;
+ * it is freed. */
+static void expect_refused(Schakel__Frame **answer, const char *reason, const char *says,
+                           const char *what)
+{
+    if ((*answer)->body_case != SCHAKEL__FRAME__BODY_REJECTED)
+        fail_msg("%s: no Rejected (body %d)", what, (int)(*answer)->body_case);
+    assert_string_equal(wire_reason_name((*answer)->rejected->reason), reason);
+    expect_text((*answer)->rejected->text, says, reason);
+    wire_frame_free(answer);
+}
+
 /* What the admin endpoint answers to each kind of frame, and that an
  * admin request on the partner endpoint is refused. */
 static void test_admin_frames(void **state)
@@ -754,48 +783,15 @@ static void test_admin_frames(void **state)
     static const char part[] = "\x08\x01";
     assert_int_equal(zmq_send(c.socket, part, 2, ZMQ_SNDMORE), 2);
     Schakel__Frame *answer = raw_exchange(&c, (const uint8_t *)part, 2);
-    if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
-        fail_msg("two frames: no Rejected (body %d)", (int)answer->body_case);
-    assert_string_equal(wire_reason_name(answer->rejected->reason), "TOO_MANY_FRAMES");
-    expect_text(answer->rejected->text, "exactly one frame", "TOO_MANY_FRAMES");
-    wire_frame_free(&answer);
+    expect_refused(&answer, "TOO_MANY_FRAMES", "exactly one frame", "two frames");
     raw_close(&c);
 
     /* An admin request on the partner endpoint. */
     raw_connect(&c, env, env->endpoint, H_POLITIE);
-    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
-    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
-    request.has_request_id = 1;
-    request.request_id = 1;
-    request.command = "status";
-    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
-    frame.admin_request = &request;
-    size_t len = 0;
-    uint8_t *bytes = pack_frame(&frame, 1, &len);
-    answer = raw_exchange(&c, bytes, len);
-    free(bytes);
-    assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_REJECTED);
-    assert_string_equal(wire_reason_name(answer->rejected->reason), "UNEXPECTED_BODY");
-    wire_frame_free(&answer);
+    answer = status_exchange(&c, 1);
+    expect_refused(&answer, "UNEXPECTED_BODY", "admin", "an admin request to partners");
     raw_close(&c);
     h_done(env);
-}
-
-/* A status request, exchanged on an open admin connection. */
-static Schakel__Frame *status_exchange(raw_client_t *c, uint64_t request_id)
-{
-    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
-    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
-    request.has_request_id = 1;
-    request.request_id = request_id;
-    request.command = "status";
-    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
-    frame.admin_request = &request;
-    size_t len = 0;
-    uint8_t *bytes = pack_frame(&frame, 1, &len);
-    Schakel__Frame *answer = raw_exchange(c, bytes, len);
-    free(bytes);
-    return answer;
 }
 
 /* An operator connection that is open when a reload removes its key is
@@ -815,11 +811,8 @@ static void test_open_operator_connection_refused_after_reload(void **state)
     free(no_operator);
     assert_int_equal(h_broker_reload(env), 1);
     answer = status_exchange(&c, 2);
-    if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
-        fail_msg("a removed operator's open connection got body %d", (int)answer->body_case);
-    assert_string_equal(wire_reason_name(answer->rejected->reason), "NOT_PERMITTED");
-    expect_text(answer->rejected->text, "no longer registered as an operator's", "NOT_PERMITTED");
-    wire_frame_free(&answer);
+    expect_refused(&answer, "NOT_PERMITTED", "no longer registered as an operator's",
+                   "a removed operator's open connection");
     raw_close(&c);
     h_done(env);
 }
