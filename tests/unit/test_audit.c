@@ -13,7 +13,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
-#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -697,11 +697,19 @@ static void test_verify_reports_an_intact_trail(void **state)
 /* A broker appending while an auditor verifies: every verification of the
  * running store is intact (it reads one snapshot: a checkpoint committed
  * after the entries were read, or entries after the checkpoints were,
- * must not look like a cut or a removed checkpoint). */
+ * must not look like a cut or a removed checkpoint). A verification starts
+ * once per VERIFY_STRIDE commits, so the reads overlap the appends all
+ * along the trail while their number stays bounded (a verification of a
+ * long trail is slow where threads take turns, as under valgrind). */
+enum { VERIFY_STRIDE = 16 };
+
 typedef struct appender {
     store_t *store;
     uint64_t last;
-    atomic_int done;
+    pthread_mutex_t lock;
+    pthread_cond_t committed;
+    unsigned commits; /* under lock */
+    bool done;        /* under lock */
     char error[256];
 } appender_t;
 
@@ -718,9 +726,29 @@ static void *appender_run(void *arg)
         }
         if (a->error[0] == '\0' && store_commit(a->store) != 0)
             snprintf(a->error, sizeof a->error, "commit: %s", store_errmsg(a->store));
+        pthread_mutex_lock(&a->lock);
+        a->commits++;
+        pthread_cond_signal(&a->committed);
+        pthread_mutex_unlock(&a->lock);
     }
-    atomic_store(&a->done, 1);
+    pthread_mutex_lock(&a->lock);
+    a->done = true;
+    pthread_cond_signal(&a->committed);
+    pthread_mutex_unlock(&a->lock);
     return NULL;
+}
+
+/* Waits until VERIFY_STRIDE commits followed the last verification's
+ * start, or the appender finished; true while it still appends. */
+static bool appender_wait_stride(appender_t *a, unsigned *seen)
+{
+    pthread_mutex_lock(&a->lock);
+    while (!a->done && a->commits < *seen + VERIFY_STRIDE)
+        pthread_cond_wait(&a->committed, &a->lock);
+    bool running = !a->done;
+    *seen = a->commits;
+    pthread_mutex_unlock(&a->lock);
+    return running;
 }
 
 static void test_verify_beside_a_writer(void **state)
@@ -729,12 +757,13 @@ static void test_verify_beside_a_writer(void **state)
     assert_int_equal(store_subject_tag(f->store, SUBJECT_A, tag_a), 0);
     assert_int_equal(store_subject_tag(f->store, SUBJECT_B, tag_b), 0);
     appender_t a = {.store = f->store, .last = 6 * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES};
-    atomic_init(&a.done, 0);
+    assert_int_equal(pthread_mutex_init(&a.lock, NULL), 0);
+    assert_int_equal(pthread_cond_init(&a.committed, NULL), 0);
     store_t *reader = store_fixture_open_reader(f->path, NULL);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, appender_run, &a), 0);
-    unsigned verified = 0;
-    while (!atomic_load(&a.done) && verified < 100000) {
+    unsigned verified = 0, seen = 0;
+    while (appender_wait_stride(&a, &seen)) {
         audit_verify_report_t r;
         if (audit_verify(reader, (const uint8_t(*)[32])broker_key->sign_pk, 1, NULL, &r) != 0)
             fail_msg("verify %u could not read: %s", verified, r.problem);
@@ -751,7 +780,11 @@ static void test_verify_beside_a_writer(void **state)
                      0);
     assert_true(r.intact);
     assert_int_equal(r.entries, a.last);
+    /* Every stride the appender passed started a verification, unless the
+     * appender outran the reader; at least one ran on the running store. */
     assert_true(verified > 0);
+    pthread_cond_destroy(&a.committed);
+    pthread_mutex_destroy(&a.lock);
     store_close(&reader);
 }
 
