@@ -1,5 +1,6 @@
 /*
- * main.c — schakeld: command line, configuration, signals, readiness.
+ * main.c — schakeld: command line, configuration, signals, readiness, and
+ * the offline commands (--init, --rekey, --restored).
  *
  * Reads the config file and command-line overrides, builds the broker,
  * runs the start-up self-check and only then announces readiness (a READY
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -19,6 +21,7 @@
 #include "broker.h"
 #include "config.h"
 #include "log.h"
+#include "restore.h"
 
 #ifndef SCHAKEL_VERSION
 #define SCHAKEL_VERSION "0.1.0"
@@ -38,6 +41,7 @@ typedef struct options {
     size_t n_sets;
     int init;
     int rekey;                 /* --rekey */
+    const char *restored;      /* --restored BACKUP */
     const char *new_store_key; /* --new-store-key */
     int ready_fd;
     log_level_t log_level;
@@ -52,6 +56,7 @@ static void usage(FILE *out)
             "       schakeld --init --config FILE | --init --store-key FILE\n"
             "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
             "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE\n"
+            "       schakeld --restored BACKUP --config FILE  (broker stopped)\n"
             "       schakeld --version\n"
             "\n"
             "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
@@ -60,6 +65,8 @@ static void usage(FILE *out)
             "  --init            create the store's sealing key file (mode 0600) and exit\n"
             "  --store-key FILE  the store's sealing key file\n"
             "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
+            "  --restored BACKUP put a backup in place of the store, its seqs and case\n"
+            "                    numbers moved past the lost state's, and record it\n"
             "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
             "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
             "  --max-connections N    connections per principal (default 64)\n"
@@ -93,7 +100,7 @@ static int takes_value(const char *a)
                                         "--store",           "--key",         "--store-key",
                                         "--new-store-key",   "--ack-timeout", "--max-publish-rate",
                                         "--max-connections", "--set",         "--ready-fd",
-                                        "--log-level"};
+                                        "--log-level",       "--restored"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(a, names[i]) == 0)
             return 1;
@@ -144,6 +151,8 @@ static int parse_args(int argc, char **argv, options_t *o)
             o->store_key = v;
         else if (strcmp(a, "--new-store-key") == 0)
             o->new_store_key = v;
+        else if (strcmp(a, "--restored") == 0)
+            o->restored = v;
         else if (strcmp(a, "--ack-timeout") == 0)
             o->ack_timeout = v;
         else if (strcmp(a, "--max-publish-rate") == 0)
@@ -173,6 +182,10 @@ static int parse_args(int argc, char **argv, options_t *o)
     }
     if ((o->new_store_key != NULL) != o->rekey || (o->rekey && o->init)) {
         fprintf(stderr, "schakeld: --rekey goes with --new-store-key, and not with --init\n");
+        return 2;
+    }
+    if (o->restored != NULL && (o->init || o->rekey)) {
+        fprintf(stderr, "schakeld: --restored goes with neither --init nor --rekey\n");
         return 2;
     }
     return 0;
@@ -299,6 +312,53 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     return rc;
 }
 
+/* schakeld --restored BACKUP: the backup in place of the store, with the
+ * broker stopped (restore.h). */
+static int restore_store(const broker_config_t *cfg, const char *backup)
+{
+    char err[1024] = "";
+    uint8_t store_key[STORE_KEY_BYTES];
+    keypair_t *key = NULL;
+    restore_report_t r;
+    int rc = 1;
+    if (cfg->store_path == NULL || cfg->store_key_path == NULL || cfg->key_file == NULL) {
+        fprintf(stderr, "schakeld: --restored needs store, store_key_file and key_file "
+                        "(--config, or --store, --store-key and --key)\n");
+        return 2;
+    }
+    if (keys_load_symmetric(cfg->store_key_path, store_key, err, sizeof err) == 0 &&
+        (key = keys_load_secret(cfg->key_file, err, sizeof err)) != NULL &&
+        restore_from_backup(cfg->store_path, backup, store_key, key, &r, err, sizeof err) == 0)
+        rc = 0;
+    sodium_memzero(store_key, sizeof store_key);
+    keys_destroy(&key);
+    if (rc != 0) {
+        fprintf(stderr, "schakeld: %s\n", err);
+        return rc;
+    }
+    char ended[32] = "no entries";
+    if (r.trail_seq > 0) {
+        time_t at = (time_t)r.trail_at;
+        struct tm tm;
+        strftime(ended, sizeof ended, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&at, &tm));
+    }
+    printf("restored %s from %s\n"
+           "the backup's audit trail ends at entry %llu (%s): what was accepted after it is "
+           "lost\n"
+           "items now from seq %llu (was %llu), deliveries from %llu (was %llu), cases from "
+           "C-%08llu (was C-%08llu)\n"
+           "recorded as audit entry %llu (store.restored); take a new anchor with schakelctl "
+           "audit verify\n"
+           "tell every partner the time of the backup: publish again what was accepted after "
+           "it, under the same message ids\n",
+           cfg->store_path, backup, (unsigned long long)r.trail_seq, ended,
+           (unsigned long long)r.now.next_item_seq, (unsigned long long)r.was.next_item_seq,
+           (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
+           (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
+           (unsigned long long)r.entry_seq);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
@@ -348,6 +408,11 @@ int main(int argc, char **argv)
     }
     if (o.init) {
         rc = init_store_key(cfg->store_key_path);
+        config_destroy(&cfg);
+        return rc;
+    }
+    if (o.restored != NULL) {
+        rc = restore_store(cfg, o.restored);
         config_destroy(&cfg);
         return rc;
     }

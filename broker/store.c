@@ -388,7 +388,7 @@ static int file_create_private(const char *path, char *err, size_t errlen)
  * (the kernel releases it when the process ends, however it ends), with
  * the holder's pid in the file for the message. Returns the lock's fd, or
  * -1 with err. */
-static int store_lock(const char *path, char *err, size_t errlen)
+int store_lock_take(const char *path, char *err, size_t errlen)
 {
     char lock_path[PATH_MAX];
     if (snprintf(lock_path, sizeof lock_path, "%s.lock", path) >= (int)sizeof lock_path) {
@@ -454,7 +454,7 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
     }
     if (file_create_private(path, err, errlen) != 0)
         return NULL;
-    int lock_fd = store_lock(path, err, errlen);
+    int lock_fd = store_lock_take(path, err, errlen);
     if (lock_fd < 0)
         return NULL;
     store_t *store = store_new(seal_key);

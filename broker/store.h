@@ -76,6 +76,13 @@ void store_global_init(void);
 store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
                     size_t errlen);
 
+/* The lock store_open holds (an exclusive flock on PATH.lock, with the
+ * holder's pid in it), for an offline command that replaces a store's
+ * files before anything opens them (schakeld --restored). Returns the
+ * lock's fd (close it to release the lock), or -1 with err: "PATH: in use
+ * by another process (pid N): one schakeld per store; stop it first". */
+int store_lock_take(const char *path, char *err, size_t errlen);
+
 /* Roll back an open transaction, wipe the key and free; *store = NULL.
  * Safe on NULL and on *store == NULL. */
 void store_close(store_t **store);
@@ -373,6 +380,28 @@ int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, i
  * operator's backup) reads, it returns -1 at once, classified unavailable;
  * try again later. Returns 0 when the WAL is empty. */
 int store_checkpoint(store_t *store);
+
+/* ------------------------------------------------------------------ restore */
+
+/* What a restored store hands out next (store_counters_move). */
+typedef struct store_counters {
+    uint64_t next_item_seq;
+    uint64_t next_delivery_seq;
+    uint64_t next_case_num;
+} store_counters_t;
+
+/* After a backup was put in place (docs/OPERATIONS.md "Restoring a
+ * backup"): move the counters of item seqs, delivery seqs and case numbers
+ * past anything the lost state after the backup can have handed out, so
+ * that no seq or case id is given twice: each next value becomes what it
+ * would have been plus seq_margin (items, deliveries) or case_margin
+ * (cases), a counter never used before included. In the open transaction
+ * (store_begin is called if none is open); the caller commits. Refuses
+ * (-1, store_errmsg, nothing changed) when case numbers (eight digits)
+ * or seqs would run out. Fills *before (may be NULL) and *after. Returns
+ * 0 or -1. */
+int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
+                        store_counters_t *before, store_counters_t *after);
 
 /* ------------------------------------------------------------------ key rotation */
 

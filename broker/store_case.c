@@ -21,9 +21,6 @@
 #include "schakel_limits.h"
 #include "store_internal.h"
 
-/* The highest case number: "C-" and 8 digits. */
-#define CASE_NUM_MAX 99999999LL
-
 /* Parameters only: no SQL text is ever built from input. */
 static const char *const case_sql[CASE_STMT_COUNT] = {
     [CASE_STMT_CREATE] = "INSERT INTO cases (num, case_id, case_type, lead, title, opened_at,"
@@ -239,7 +236,7 @@ static int create_check(store_t *store, const char *case_type, const char *lead_
         store_refuse(store, "case_create", "title too long");
         return -1;
     }
-    if (store->next_case_num <= 0 || store->next_case_num > CASE_NUM_MAX) {
+    if (store->next_case_num <= 0 || store->next_case_num > STORE_CASE_NUM_MAX) {
         store_refuse(store, "case_create", "case ids exhausted");
         return -1;
     }

@@ -559,3 +559,65 @@ int store_schema_counters_load(store_t *store)
     store->next_delivery_seq = deliveries + 1;
     return 0;
 }
+
+/* One counter's row in sqlite_sequence, made if the table never had one,
+ * set to last. */
+static int counters_set(store_t *store, const char *table, int64_t last)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, 0"
+                                " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
+                                -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "counters_move") != 0 ||
+        store_bind_text(store, stmt, 1, table) != 0 ||
+        store_stmt_run(store, stmt, "counters_move") != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    store_stmt_finish(stmt);
+    stmt = NULL;
+    rc = sqlite3_prepare_v2(store->db, "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", -1,
+                            &stmt, NULL);
+    int failed = store_check_rc(store, rc, "counters_move") != 0 ||
+                 store_bind_text(store, stmt, 1, table) != 0 ||
+                 store_bind_int64(store, stmt, 2, last) != 0 ||
+                 store_stmt_run(store, stmt, "counters_move") != 0;
+    store_stmt_finish(stmt);
+    return failed ? -1 : 0;
+}
+
+int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
+                        store_counters_t *before, store_counters_t *after)
+{
+    if (store_enter(store, "counters_move") != 0 || store_begin(store) != 0 ||
+        store_schema_counters_load(store) != 0)
+        return -1;
+    store_counters_t was = {(uint64_t)store->next_item_seq, (uint64_t)store->next_delivery_seq,
+                            (uint64_t)store->next_case_num};
+    const uint64_t seq_max = (uint64_t)INT64_MAX / 2; /* room left for the seqs themselves */
+    if (seq_margin > seq_max || was.next_item_seq > seq_max - seq_margin ||
+        was.next_delivery_seq > seq_max - seq_margin) {
+        store_refuse(store, "counters_move", "sequence numbers would run out");
+        return -1;
+    }
+    if (case_margin >= (uint64_t)STORE_CASE_NUM_MAX ||
+        was.next_case_num > (uint64_t)STORE_CASE_NUM_MAX - case_margin) {
+        store_refuse(store, "counters_move",
+                     "case numbers would run out (eight digits): use a smaller case margin");
+        return -1;
+    }
+    store_counters_t now = {was.next_item_seq + seq_margin, was.next_delivery_seq + seq_margin,
+                            was.next_case_num + case_margin};
+    if (counters_set(store, "items", (int64_t)now.next_item_seq - 1) != 0 ||
+        counters_set(store, "deliveries", (int64_t)now.next_delivery_seq - 1) != 0 ||
+        counters_set(store, "cases", (int64_t)now.next_case_num - 1) != 0)
+        return -1;
+    store->next_item_seq = (int64_t)now.next_item_seq;
+    store->next_delivery_seq = (int64_t)now.next_delivery_seq;
+    store->next_case_num = (int64_t)now.next_case_num;
+    if (before != NULL)
+        *before = was;
+    *after = now;
+    return 0;
+}

@@ -425,15 +425,68 @@ static int setup_cases_env(void **state)
 }
 
 /* The restore of docs/OPERATIONS.md ("Restoring a backup"): a backup
- * taken while the broker runs, put back after more was accepted, with the
- * counters moved as the procedure says: the next delivery gets a seq and
- * an item seq past anything the lost state handed out (without step 2 it
- * would get the lost delivery's very seq, which a recipient that
- * deduplicates by seq would drop). */
+ * taken while the broker runs, put back with `schakeld --restored` after
+ * more was accepted: the next delivery gets a seq and an item seq past
+ * anything the lost state handed out (a broker started on the backup as
+ * it is would give the lost delivery's very seq again, which a recipient
+ * that deduplicates by seq would drop), the next case a number past the
+ * lost case's, the lost state's WAL is gone, and the trail says so.
+ * Refused, with the store left as it was, while a broker has the store,
+ * for a backup that is missing, not a store, under another store key or
+ * the store itself. */
+static void restore_run(h_env_t *env, const char *backup, const char *store_key, int want_status,
+                        const char *want_out, const char *want_err)
+{
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path,
+                                store_key != NULL ? "--store-key" : NULL, store_key, NULL);
+    if (status != want_status || strstr(res.out, want_out) == NULL ||
+        strstr(res.err, want_err) == NULL)
+        fail_msg("--restored %s: exit %d (want %d), stdout \"%s\" (want \"%s\"), stderr "
+                 "\"%s\" (want \"%s\")",
+                 backup, status, want_status, res.out, want_out, res.err, want_err);
+    h_cli_result_free(&res);
+    char copy[192];
+    snprintf(copy, sizeof copy, "%s.restoring", env->store_path);
+    if (access(copy, F_OK) == 0)
+        fail_msg("--restored %s left %s behind", backup, copy);
+}
+
+static void restore_refusals(h_env_t *env, const char *backup)
+{
+    char missing[192], other_key[192], says[512];
+    snprintf(missing, sizeof missing, "%s/bestaat-niet.db", env->dir);
+    snprintf(other_key, sizeof other_key, "%s/keys/other-store.key", env->dir);
+    h_cli_result_t res;
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", other_key, NULL), 0);
+    h_cli_result_free(&res);
+    snprintf(says, sizeof says, "the backup %s: No such file or directory", missing);
+    restore_run(env, missing, NULL, 1, "", says);
+    snprintf(says, sizeof says, "the backup %s: ", env->policy_path);
+    restore_run(env, env->policy_path, NULL, 1, "", says);
+    restore_run(env, backup, other_key, 1, "", "does not open this store");
+    snprintf(says, sizeof says, "the backup %s is the store itself", env->store_path);
+    restore_run(env, env->store_path, NULL, 1, "", says);
+}
+
+/* The highest item seq the store file holds (read-only, beside nothing). */
+static uint64_t restore_store_last_item(h_env_t *env)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT max(seq) FROM items", -1, &q, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    uint64_t last = (uint64_t)sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return last;
+}
+
 static void test_restore_procedure_moves_the_counters(void **state)
 {
     h_env_t *env = *state;
-    char backup[192], side[192];
+    char backup[192];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
     h_broker_start(env);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
@@ -469,38 +522,44 @@ static void test_restore_procedure_moves_the_counters(void **state)
     }
     schakel_close(&om);
     schakel_close(&politie);
-    assert_int_equal(h_broker_stop(env), 0);
 
-    /* 1. the backup in place, the lost state's WAL gone */
-    assert_int_equal(rename(backup, env->store_path), 0);
-    snprintf(side, sizeof side, "%s-wal", env->store_path);
-    (void)unlink(side);
-    snprintf(side, sizeof side, "%s-shm", env->store_path);
-    (void)unlink(side);
-    /* 2. the counters past the lost state, as written in OPERATIONS.md */
-    assert_int_equal(sqlite3_open(env->store_path, &copy), SQLITE_OK);
-    assert_int_equal(
-        sqlite3_exec(copy,
-                     "INSERT INTO sqlite_sequence (name, seq) SELECT t, 0 FROM (SELECT 'items' AS "
-                     "t UNION ALL SELECT 'deliveries' UNION ALL SELECT 'cases') WHERE t NOT IN "
-                     "(SELECT name FROM sqlite_sequence); UPDATE sqlite_sequence SET seq = seq + "
-                     "1000000000 WHERE name IN ('items', 'deliveries'); UPDATE sqlite_sequence "
-                     "SET seq = seq + 1000000 WHERE name = 'cases';",
-                     NULL, NULL, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_close(copy), SQLITE_OK);
-    /* 3. started again: A waits (from the backup), B is gone, C is new */
+    /* refused while the broker runs, and for bad backups: nothing changes */
+    restore_run(env, backup, NULL, 1, "", "in use by another process");
+    assert_int_equal(h_broker_stop(env), 0);
+    uint64_t lost_last = restore_store_last_item(env); /* the case has an item too */
+    assert_true(lost_last > lost_item);
+    restore_refusals(env, backup);
+    assert_int_equal(restore_store_last_item(env), lost_last);
+    /* the backup in place: the counters past the lost state (the backup
+     * held item A and its deliveries, no case), and the lost
+     * state's WAL gone (one is made if the stop left none); a second run
+     * starts from the backup again */
+    char items_from[96], wal[192];
+    snprintf(items_from, sizeof items_from, "items now from seq %llu (was %llu)",
+             (unsigned long long)lost_item + 1000000000, (unsigned long long)lost_item);
+    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
+    if (access(wal, F_OK) != 0) {
+        FILE *f = fopen(wal, "w");
+        assert_non_null(f);
+        assert_true(fputs("frames of the lost state", f) >= 0);
+        assert_int_equal(fclose(f), 0);
+    }
+    restore_run(env, backup, NULL, 0, items_from, "");
+    assert_int_equal(access(wal, F_OK), -1);
+    restore_run(env, backup, NULL, 0, "cases from C-01000001 (was C-00000001)", "");
+    assert_int_equal(restore_store_last_item(env), lost_item - 1);
+    /* started again: A waits (from the backup), B is gone, C is new */
     h_broker_start(env);
     politie = h_connect(env, H_POLITIE);
     s = h_police_signal("BVH-RESTORE-C");
     uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
-    assert_true(item > lost_item + 1000000000 - 1);
+    assert_int_equal(item, lost_item + 1000000000u);
     om = h_connect(env, H_OM);
     schakel_delivery_t *a = h_receive(om), *c = h_receive(om);
     assert_string_equal(a->source_ref, "BVH-RESTORE-A");
     assert_true(a->seq < lost_seq);
     assert_string_equal(c->source_ref, "BVH-RESTORE-C");
-    if (c->seq <= lost_seq)
+    if (c->seq <= lost_seq || c->seq < 1000000000u)
         fail_msg("the new delivery got seq %llu, not past the lost one's %llu",
                  (unsigned long long)c->seq, (unsigned long long)lost_seq);
     assert_int_equal(c->item_seq, item);
@@ -513,11 +572,31 @@ static void test_restore_procedure_moves_the_counters(void **state)
     riec = h_connect(env, H_RIEC);
     assert_int_equal(schakel_case_open(riec, &lost_case, NULL, new_id, NULL, H_TIMEOUT_MS),
                      SCHAKEL_OK);
-    if (strcmp(new_id, lost_id) <= 0)
-        fail_msg("the restored broker gave case id %s after the lost %s", new_id, lost_id);
+    assert_string_equal(lost_id, "C-00000001");
+    assert_string_equal(new_id, "C-01000001");
     schakel_close(&riec);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
+    /* the trail holds the restore and is intact */
+    h_cli_result_t res;
+    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                           "--broker-key", env->broker_pub, NULL);
+    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
+        fail_msg("audit verify after the restore: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(sqlite3_open_v2(env->store_path, &live, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_prepare_v2(live,
+                                        "SELECT count(*), max(detail) FROM audit"
+                                        " WHERE event = 'store.restored'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    assert_non_null(strstr((const char *)sqlite3_column_text(q, 1), "cases_from=C-01000001"));
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_close(live), SQLITE_OK);
     h_done(env);
 }
 
@@ -589,6 +668,10 @@ static void test_schakeld_usage_errors(void **state)
         {{"--rekey", NULL}, "--rekey goes with --new-store-key"},
         {{"--init", "--rekey", "--new-store-key", "x", NULL}, "and not with --init"},
         {{"--listen", "ipc:///tmp/x", NULL}, "must be a tcp:// endpoint"},
+        {{"--restored", NULL}, "--restored needs a value"},
+        {{"--restored", "backup.db", "--init", NULL}, "--restored goes with neither --init"},
+        {{"--restored", "backup.db", "--store", "x.db", NULL},
+         "--restored needs store, store_key_file and key_file"},
     };
     (void)env;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

@@ -1,0 +1,47 @@
+/*
+ * restore.h — schakeld --restored BACKUP: a backup put in place of the store.
+ *
+ * A backup is the store as it was when it was taken; a broker started on
+ * it as it is would hand out again the seqs and case numbers the lost
+ * state after it had given (docs/OPERATIONS.md "Restoring a backup").
+ * restore_from_backup makes the restored store safe to start before it
+ * becomes the store: counters moved, the restore in the audit trail.
+ */
+#ifndef SCHAKEL_RESTORE_H
+#define SCHAKEL_RESTORE_H
+
+#include <stdint.h>
+
+#include "keys.h"
+#include "store.h"
+
+/* The margins: far beyond the traffic of the time between a backup and
+ * its restore (a billion seqs, a million case numbers). */
+#define RESTORE_SEQ_MARGIN 1000000000u
+#define RESTORE_CASE_MARGIN 1000000u
+
+typedef struct restore_report {
+    store_counters_t was; /* what the backup would have handed out next */
+    store_counters_t now; /* what the restored store hands out next */
+    uint64_t trail_seq;   /* the backup's last audit entry (0: none) */
+    int64_t trail_at;     /* its time, Unix seconds */
+    uint64_t entry_seq;   /* the "store.restored" entry */
+} restore_report_t;
+
+/* With no broker on the store (its lock is taken for the whole of it):
+ * copy backup_path to STORE.restoring, open the copy as a store under
+ * store_key (a file that is not a Schakel store, or a key that does not
+ * open it, is refused; an older schema is migrated), move its counters
+ * (store_counters_move with the margins above), append a
+ * "store.restored" entry signed into the trail with key, commit, copy its
+ * WAL into it; then remove the old store's -wal and -shm (they belong to
+ * the lost state) and rename the copy over store_path. A failure before
+ * the rename leaves the store as it was (and no copy); the copy carries
+ * the moved counters before it becomes the store, so a crash at any
+ * point never leaves a restored store with the old counters. Returns 0
+ * with *report, or -1 with err. */
+int restore_from_backup(const char *store_path, const char *backup_path,
+                        const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
+                        restore_report_t *report, char *err, size_t errlen);
+
+#endif
