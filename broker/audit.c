@@ -221,6 +221,8 @@ typedef struct verify_state {
     uint8_t prev[STORE_AUDIT_HASH_BYTES]; /* the recomputed hash of the last entry */
     uint64_t expected;                    /* the seq the next entry must have */
     uint64_t certified;                   /* seq of the last checkpoint that matched */
+    size_t key_floor;     /* index of the key that signed it: later ones need this or a later key */
+    uint64_t floor_seq;   /* the first checkpoint signed by keys[key_floor] (0: none yet) */
     store_audit_checkpoint_t *cps;        /* this batch's checkpoints, in seq order */
     size_t n_cps, cap_cps, next_cp;
     int out_of_memory;
@@ -269,11 +271,51 @@ static int verify_collect_checkpoint(const store_audit_checkpoint_t *cp, void *a
     return 0;
 }
 
-static int verify_key_known(const verify_state_t *st, const uint8_t key[32])
+/* The index of key among the given keys, oldest first: the first match at
+ * or after the key of the last verified checkpoint (a key listed twice
+ * covers a return to it). -1 when it was not given at all; -2 when only an
+ * older key than that checkpoint's matches. */
+static long verify_key_index(const verify_state_t *st, const uint8_t key[32])
 {
-    for (size_t i = 0; i < st->n_keys; i++)
-        if (sodium_memcmp(st->keys[i], key, 32) == 0)
-            return 1;
+    long older = -1;
+    for (size_t i = 0; i < st->n_keys; i++) {
+        if (sodium_memcmp(st->keys[i], key, 32) != 0)
+            continue;
+        if (i >= st->key_floor)
+            return (long)i;
+        older = -2;
+    }
+    return older;
+}
+
+/* The key of a checkpoint: given, and not older than the one before it.
+ * After a rotation the old key signs nothing more; one that does (a
+ * retired, perhaps leaked, key re-signing what the new key certified) is
+ * refused. Returns 0, or -1 reported. */
+static int verify_checkpoint_key(verify_state_t *st, const store_audit_checkpoint_t *cp)
+{
+    char z85[41];
+    long index = verify_key_index(st, cp->key);
+    keys_public_z85(cp->key, z85);
+    if (index == -1) {
+        verify_broken(st, cp->seq,
+                      "the checkpoint at seq %llu is signed by key %s, which is not a broker key "
+                      "given for the verification",
+                      (unsigned long long)cp->seq, z85);
+        return -1;
+    }
+    if (index == -2) {
+        verify_broken(st, cp->seq,
+                      "the checkpoint at seq %llu is signed by key %s, which comes before the key "
+                      "that signed checkpoints since seq %llu: after a rotation the old key signs "
+                      "nothing, so a retired key re-signed the trail (or the keys were not given "
+                      "oldest first)",
+                      (unsigned long long)cp->seq, z85, (unsigned long long)st->floor_seq);
+        return -1;
+    }
+    if (st->floor_seq == 0 || (size_t)index != st->key_floor)
+        st->floor_seq = cp->seq;
+    st->key_floor = (size_t)index;
     return 0;
 }
 
@@ -283,20 +325,13 @@ static int verify_checkpoint(verify_state_t *st, const store_audit_checkpoint_t 
                              const uint8_t recomputed[STORE_AUDIT_HASH_BYTES])
 {
     uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
-    char z85[41];
     if (cp->damage != NULL) {
         verify_broken(st, cp->seq, "the checkpoint at seq %llu is damaged: %s",
                       (unsigned long long)cp->seq, cp->damage);
         return -1;
     }
-    if (!verify_key_known(st, cp->key)) {
-        keys_public_z85(cp->key, z85);
-        verify_broken(st, cp->seq,
-                      "the checkpoint at seq %llu is signed by key %s, which is not a broker key "
-                      "given for the verification",
-                      (unsigned long long)cp->seq, z85);
+    if (verify_checkpoint_key(st, cp) != 0)
         return -1;
-    }
     audit_checkpoint_signed_bytes(cp->seq, cp->hash, cp->at, signed_bytes);
     if (keys_verify(cp->key, signed_bytes, sizeof signed_bytes, cp->signature) != 0) {
         verify_broken(st, cp->seq,

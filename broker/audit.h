@@ -129,9 +129,12 @@ typedef struct audit_verify_report {
 } audit_verify_report_t;
 
 /* Recompute the chain from entry 1 and check every checkpoint: its
- * signature under one of keys (Ed25519 public keys; a checkpoint signed
- * by another key fails) and that it certifies the recomputed hash at its
- * seq; and, when anchor is not NULL, the anchor. An entry whose lists
+ * signature under one of keys (Ed25519 public keys, oldest first; a
+ * checkpoint signed by another key fails, and so does one signed by a key
+ * listed before the key of an earlier checkpoint: after a rotation the old
+ * key signs nothing more; a key listed again after a later one covers a
+ * return to it) and that it certifies the recomputed hash at its seq; and,
+ * when anchor is not NULL, the anchor. An entry whose lists
  * break the shape rules (store_audit_shape_problem) breaks the chain
  * though its hash matches: the broker writes no such entry. Stops at the first
  * failure, in seq order. Then, on an intact chain, the acked-delivery

@@ -1031,6 +1031,65 @@ static void test_verify_names_the_first_broken_place(void **state)
     }
 }
 
+/* A rotation of the broker key at entry 1000: the template's checkpoint
+ * 1000 re-signed by the old key stays, 2000 is signed by the new one
+ * (other_key). Keys given oldest first verify; in the other order they do
+ * not; a key listed again covers a return to it. And the attack the rule
+ * stops: with the old key (from a compromised host), rewrite entries the
+ * new key certified and re-sign their checkpoint with it. */
+static void rotated_copy(const char *path, int forged)
+{
+    copy_file(template_path, path);
+    sqlite3 *db = attacker_open(path);
+    if (forged) {
+        store_fixture_db_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
+        rehash_from(path, db, 1500, TRAIL_ENTRIES);
+        store_fixture_db_exec(db, "UPDATE audit_checkpoints SET hash ="
+                                  " (SELECT hash FROM audit WHERE seq = 2000) WHERE seq = 2000");
+    }
+    resign_checkpoint(db, 2000, forged ? broker_key : other_key);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+static void test_verify_keys_in_rotation_order(void **state)
+{
+    fixture_t *f = *state;
+    char path[160];
+    audit_verify_report_t r;
+    store_close(&f->store);
+    snprintf(path, sizeof path, "%s/rotated.db", f->dir);
+    rotated_copy(path, 0);
+    const keypair_t *old_first[] = {broker_key, other_key};
+    verify_path(path, old_first, 2, NULL, &r);
+    assert_true(r.intact);
+    assert_int_equal(r.checkpoints, 2);
+    const keypair_t *new_first[] = {other_key, broker_key};
+    verify_path(path, new_first, 2, NULL, &r);
+    assert_false(r.intact);
+    assert_int_equal(r.broken_seq, 2000);
+    assert_non_null(strstr(r.problem, "comes before the key that signed checkpoints since seq 1000"));
+    const keypair_t *returned[] = {other_key, broker_key, other_key};
+    verify_path(path, returned, 3, NULL, &r);
+    assert_true(r.intact);
+    unlink(path);
+
+    rotated_copy(path, 1);
+    const keypair_t *only_old[] = {broker_key};
+    verify_path(path, only_old, 1, NULL, &r); /* what the forger hopes for */
+    assert_true(r.intact);
+    /* a checkpoint by the new key before it: the forged one is refused
+     * (the copy's guards are gone already) */
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    resign_checkpoint(db, 1000, other_key);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    verify_path(path, old_first, 2, NULL, &r);
+    assert_false(r.intact);
+    assert_int_equal(r.broken_seq, 2000);
+    assert_non_null(strstr(r.problem, "a retired key re-signed the trail"));
+    unlink(path);
+}
+
 /* ------------------------------------------------------------------ fail closed */
 
 static void fill(uint8_t *out, size_t len, uint8_t salt)
@@ -1964,6 +2023,8 @@ int main(void)
         cmocka_unit_test(test_verify_reports_an_intact_trail),
         cmocka_unit_test_setup_teardown(test_verify_beside_a_writer, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_verify_keys_in_rotation_order, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_storage_refuses_the_action_and_keeps_nothing,
                                         setup, store_fixture_teardown),
