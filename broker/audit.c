@@ -708,6 +708,11 @@ static void buf_json_string(text_buf_t *b, const char *s)
         } else if (*p < 0x20 || *p == 0x7F) {
             snprintf(esc, sizeof esc, "\\u%04x", *p);
             buf_put(b, esc, 6);
+        } else if (utf8 && *p == 0xC2 && p[1] >= 0x80 && p[1] <= 0x9F) {
+            /* C1 controls (U+0080..U+009F): terminals act on them too */
+            snprintf(esc, sizeof esc, "\\u%04x", p[1]);
+            buf_put(b, esc, 6);
+            p++;
         } else if (*p >= 0x80 && !utf8) {
             buf_puts(b, "\\ufffd");
         } else {

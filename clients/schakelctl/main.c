@@ -34,14 +34,17 @@ static const char main_usage[] =
     "trail broken, 4 cannot reach or authenticate to the broker.\n";
 
 /* An audit export goes to the broker when an admin endpoint is named (an
- * --admin option or SCHAKEL_ADMIN) and no store file is. */
+ * --admin option or SCHAKEL_ADMIN) and no store file is. Whole option
+ * names only: --store-key names no store (the broker's path then refuses
+ * it as an option it does not take, rather than an export of the default
+ * store going unrecorded). */
 static int wants_broker(int argc, char **argv)
 {
     int admin = getenv("SCHAKEL_ADMIN") != NULL;
     for (int i = 1; i < argc; i++) {
-        if (strncmp(argv[i], "--store", 7) == 0)
+        if (strcmp(argv[i], "--store") == 0)
             return 0;
-        if (strncmp(argv[i], "--admin", 7) == 0)
+        if (strcmp(argv[i], "--admin") == 0)
             admin = 1;
     }
     return admin;
@@ -71,6 +74,12 @@ int main(int argc, char **argv)
         /* `audit subject P --admin EP`: through the broker, which records
          * the export in the trail; with --store: offline, from a copy. */
         if (argc >= 3 && strcmp(argv[2], "subject") == 0 && wants_broker(argc, argv)) {
+            for (int i = 3; i < argc; i++)
+                if (strcmp(argv[i], "--store-key") == 0)
+                    return ctl_usage_error(NULL,
+                                           "audit subject through the broker (SCHAKEL_ADMIN or "
+                                           "--admin) takes no --store-key: the broker uses its "
+                                           "own; give --store PATH to export from a store file");
             argv[2] = (char *)"audit-subject";
             return ctl_show_main(argc - 2, argv + 2);
         }

@@ -267,6 +267,11 @@ static void test_ctl_usage_and_unreachable(void **state)
          {"audit", "subject", "PSN-1c4e88aa07", "PSN-7f3a9c2e41", NULL},
          2,
          "audit-subject takes 1 argument, not 2"},
+        {REAL,
+         1,
+         {"audit", "subject", "PSN-1c4e88aa07", "--store-key", "store.key", NULL},
+         2,
+         "audit subject through the broker (SCHAKEL_ADMIN or --admin) takes no --store-key"},
         {REAL, 1, {"frobnicate", NULL}, 2, "unknown command 'frobnicate'"},
         {REAL, 1, {NULL}, 2, "no command given"},
     };

@@ -1978,7 +1978,7 @@ static void test_renderings_escape_and_withhold(void **state)
         int json, withhold;
         const char *expected;
     } rows[] = {
-        {1, 0, "\"detail\":\"q\\\" b\\\\ nl\\u000a tab\\u0009 esc\\u001b c1\xc2\x85 caf\xc3\xa9\""},
+        {1, 0, "\"detail\":\"q\\\" b\\\\ nl\\u000a tab\\u0009 esc\\u001b c1\\u0085 caf\xc3\xa9\""},
         {1, 0, "\"time\":\"1970-01-01T00:00:00Z\""},
         {1, 0, "\"subject_tag\":\"" SUBJECT_A "\""},
         {1, 1, "\"subject_tag\":\"withheld\""},
