@@ -51,6 +51,9 @@ struct admin_request {
     const admin_command_t *command; /* NULL: the answer is `refusal` */
     uint8_t *refusal;               /* encoded frame refusing the request, owned */
     size_t refusal_len;
+    /* A refusal's record (admin_record "refused"): written again after a
+     * turn that rolled it back, as its refusal is sent all the same. */
+    char refused_why[320];
     size_t n_args;
     char args[SCHAKEL_ADMIN_MAX_ARGS][SCHAKEL_ADMIN_MAX_ARG_LEN + 1];
     char *prepared; /* an answer made in the turn (audit-subject), sent after the commit */
@@ -253,12 +256,17 @@ static void admin_send_answer(admin_t *admin, const admin_request_t *request, in
 
 /* Take a request slot for the message's sender. NULL when the routing id
  * cannot be kept (oversized: a client that set one against the protocol). */
-static admin_request_t *admin_slot(admin_t *admin, zmq_msg_t *routing, const char *principal)
+static admin_request_t *admin_slot(admin_t *admin, broker_t *b, zmq_msg_t *routing,
+                                   const char *principal)
 {
     size_t len = zmq_msg_size(routing);
     if (len == 0 || len > SESSION_ROUTING_MAX || strlen(principal) > SCHAKEL_MAX_PRINCIPAL_LEN) {
         log_event(LOG_WARN, "admin.dropped", "principal", principal, "why",
                   "oversized routing id or principal", NULL);
+        /* unanswerable, but on the trail like any refused request */
+        (void)record_admin(b, principal, "refused",
+                           "request_id=- dropped unanswered: the connection set a routing id "
+                           "the broker cannot keep (a client must set no ZMQ_ROUTING_ID)");
         return NULL;
     }
     admin_request_t *request = &admin->pending[admin->n_pending++];
@@ -277,6 +285,7 @@ static void admin_refuse(admin_t *admin, broker_t *b, admin_request_t *request,
     sessions_count_refusal(b->sessions, request->principal);
     request->refusal = admin_encode_rejected(reason, text, &request->refusal_len);
     snprintf(why, sizeof why, "reason=%s %s", wire_reason_name(reason), text);
+    snprintf(request->refused_why, sizeof request->refused_why, "%s", why);
     admin_record(b, request, "refused", why);
 }
 
@@ -390,6 +399,7 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
         size_t len = 0;
         request->refusal = admin_encode_response(request->request_id, 0, text, NULL, 0, &len);
         request->refusal_len = len;
+        snprintf(request->refused_why, sizeof request->refused_why, "%s", text);
         admin_record(b, request, "refused", text);
         return;
     }
@@ -448,7 +458,7 @@ static int admin_receive_one(admin_t *admin, broker_t *b)
             parts++;
     }
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
-    admin_request_t *request = user_id != NULL ? admin_slot(admin, &routing, user_id) : NULL;
+    admin_request_t *request = user_id != NULL ? admin_slot(admin, b, &routing, user_id) : NULL;
     if (user_id == NULL)
         log_event(LOG_ERROR, "admin.unattributed", NULL);
     else if (request != NULL &&
@@ -483,6 +493,10 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
     if (request->command == NULL) {
         if (request->refusal != NULL)
             (void)admin_send(admin, request, request->refusal, request->refusal_len);
+        /* Refused all the same, but its record went with the rollback:
+         * write it again (it commits with the next turn). */
+        if (!committed && request->refused_why[0] != '\0')
+            admin_record(b, request, "refused", request->refused_why);
         return;
     }
     if (!committed) {

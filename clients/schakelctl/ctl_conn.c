@@ -183,7 +183,9 @@ static int ctl_conn_handshake(ctl_conn_t *conn, int timeout_ms)
         if (zmq_poll(&item, 1, (long)left) < 0 && zmq_errno() != EINTR)
             break;
     }
-    const char *why = "broker down, wrong address, or wrong broker key";
+    const char *why = "the broker accepted the connection but never completed the handshake: "
+                      "it could not record the admission (storage trouble: see its log), or it "
+                      "is overloaded, or no Schakel broker listens there";
     if (conn->tcp_connects == 0)
         why = "no TCP connection: broker down, wrong address, or admin_listen not set";
     else if (conn->handshake_failures > 0)

@@ -42,9 +42,9 @@ static int wants_broker(int argc, char **argv)
 {
     int admin = getenv("SCHAKEL_ADMIN") != NULL;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--store") == 0)
+        if (strcmp(argv[i], "--store") == 0 || strncmp(argv[i], "--store=", 8) == 0)
             return 0;
-        if (strcmp(argv[i], "--admin") == 0)
+        if (strcmp(argv[i], "--admin") == 0 || strncmp(argv[i], "--admin=", 8) == 0)
             admin = 1;
     }
     return admin;
@@ -75,7 +75,8 @@ int main(int argc, char **argv)
          * the export in the trail; with --store: offline, from a copy. */
         if (argc >= 3 && strcmp(argv[2], "subject") == 0 && wants_broker(argc, argv)) {
             for (int i = 3; i < argc; i++)
-                if (strcmp(argv[i], "--store-key") == 0)
+                if (strcmp(argv[i], "--store-key") == 0 ||
+                    strncmp(argv[i], "--store-key=", 12) == 0)
                     return ctl_usage_error(NULL,
                                            "audit subject through the broker (SCHAKEL_ADMIN or "
                                            "--admin) takes no --store-key: the broker uses its "

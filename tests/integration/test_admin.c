@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <sqlite3.h>
 #include <zmq.h>
 
 #include "keys.h"
@@ -799,6 +800,111 @@ static void test_admin_frames(void **state)
     h_done(env);
 }
 
+/* SQL on the live store (the broker's connection sees a schema change at
+ * its next statement); with a count query, its one integer. */
+static int64_t store_sql(const h_env_t *env, const char *sql, int count)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int64_t value = 0;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    int rc = sqlite3_step(stmt);
+    if (count && rc == SQLITE_ROW)
+        value = sqlite3_column_int64(stmt, 0);
+    else if (rc != SQLITE_DONE)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return value;
+}
+
+/* A refused admin request whose record went with a rolled-back turn (the
+ * record of another request in the same turn could not be written) is
+ * refused all the same, and recorded again with the next turn. */
+static void test_admin_refusal_recorded_after_rollback(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    store_sql(env,
+              "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'admin.status'"
+              " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+              0);
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = 31;
+    request.command = "status";
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *status = pack_frame(&frame, 1, &len);
+    static const char garbage[] = "\xff\xff\xff garbage";
+    h_broker_pause(env); /* both in one turn */
+    assert_int_equal(zmq_send(c.socket, garbage, sizeof garbage - 1, 0), (int)sizeof garbage - 1);
+    assert_int_equal(zmq_send(c.socket, status, len, 0), (int)len);
+    free(status);
+    h_broker_resume(env);
+    Schakel__Frame *answer = raw_next(&c);
+    expect_refused(&answer, "INVALID_MESSAGE", "not a valid", "garbage in a failed turn");
+    answer = raw_next(&c);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || answer->admin_response->ok ||
+        answer->admin_response->error == NULL)
+        fail_msg("status in a failed turn: body %d", (int)answer->body_case);
+    expect_text(answer->admin_response->error, "could not store its record", "status");
+    wire_frame_free(&answer);
+    store_sql(env, "DROP TRIGGER test_refuse", 0);
+    answer = status_exchange(&c, 32);
+    assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_ADMIN_RESPONSE);
+    assert_true(answer->admin_response->ok);
+    wire_frame_free(&answer);
+    raw_close(&c);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(store_sql(env,
+                               "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                               " actor = '" H_OPERATOR "' AND detail LIKE '%INVALID_MESSAGE%'",
+                               1),
+                     1);
+    assert_int_equal(store_sql(env,
+                               "SELECT count(*) FROM audit WHERE event = 'admin.status' AND"
+                               " detail = 'request_id=31'",
+                               1),
+                     0);
+    h_done(env);
+}
+
+/* An operator's admission the broker could not record (ZAP status 300,
+ * which libzmq answers by not completing the handshake) is not reported
+ * as a refused or wrong key: schakelctl names the storage trouble. */
+static void test_ctl_admission_not_recorded(void **state)
+{
+    h_env_t *env = *state;
+    const char *const args[] = {"status", NULL};
+    const char *const quick[] = {"status", "--connect-timeout", "2", NULL};
+    h_cli_result_t res;
+    store_sql(env,
+              "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'auth.admitted'"
+              " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+              0);
+    ctl(env, H_OPERATOR, &res, quick);
+    expect_exit(&res, 4, "status while admissions cannot be recorded");
+    expect_text(res.err, "never completed the handshake: it could not record the admission",
+                "stderr");
+    if (strstr(res.err, "refused our key") != NULL || strstr(res.err, "wrong broker key") != NULL)
+        fail_msg("blamed the key: %s", res.err);
+    h_cli_result_free(&res);
+    store_sql(env, "DROP TRIGGER test_refuse", 0);
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "status once admissions are recorded again");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 /* An operator connection that is open when a reload removes its key is
  * refused from its next request on (the handshake refuses new ones). */
 static void test_open_operator_connection_refused_after_reload(void **state)
@@ -1361,6 +1467,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reload_revoking_keys_cuts_them_off, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_refusal_recorded_after_rollback,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ctl_admission_not_recorded, setup_admin_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_open_operator_connection_refused_after_reload,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
