@@ -186,6 +186,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    b->request_refusals.kind = &refusals_requests;
     if (!zmq_has("curve")) {
         snprintf(err, errlen, "this libzmq was built without CURVE support; refusing to run");
         goto fail;
@@ -363,7 +364,12 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     size_t len = 0;
     metrics_refused(b, reason);
     sessions_count_refusal(b->sessions, session->principal);
-    record_refused(b, session->principal, message_id, reason, text, item_index);
+    int recorded = refusals_take(&b->request_refusals, session->principal,
+                                 b->now_s > 0 ? b->now_s : (int64_t)time(NULL));
+    if (recorded)
+        record_refused(b, session->principal, message_id, reason, text, item_index);
+    else
+        record_refused_counted(session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
     if (frame == NULL || broker_queue_reply(b, session, frame, len, NULL) != 0) {
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
@@ -371,7 +377,7 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
         return;
     }
     pending_reply_t *r = &b->replies[b->n_replies - 1];
-    r->is_refusal = 1;
+    r->is_refusal = recorded;
     r->has_message_id = message_id != NULL;
     if (message_id != NULL)
         memcpy(r->message_id, message_id, SCHAKEL_MESSAGE_ID_BYTES);

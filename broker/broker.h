@@ -36,7 +36,8 @@ typedef struct pending_reply {
     int is_gated;  /* another answer that may only go out if the turn commits (a view) */
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
     /* A Rejected: what its audit entry said, to write it again should the
-     * turn be rolled back (and the entry with it). */
+     * turn be rolled back (and the entry with it); is_refusal only when it
+     * had an entry of its own (not only counted: refusals.h). */
     int is_refusal;
     int has_message_id;
     Schakel__Reason reason;
@@ -82,6 +83,12 @@ typedef struct broker {
     refusals_t refusals;        /* which refused handshakes the trail takes in full */
     refusals_t refusals_summed; /* the window summed up in this turn, until it commits */
     int refusals_summed_pending;
+    /* The same for refused requests of authenticated principals (kind
+     * refusals_requests): a partner's flood of refusals (unknown acks,
+     * refused publishes) cannot fill the disk with entries. */
+    refusals_t request_refusals;
+    refusals_t request_refusals_summed;
+    int request_refusals_summed_pending;
     /* A reload whose audit entry could not be written yet: not in force,
      * but it narrows the one in force (no session, admission, frame,
      * operator request or push it would refuse), and its record is tried

@@ -509,10 +509,27 @@ typedef struct case_partner_view {
     case_filtered_t filtered;
 } case_partner_view_t;
 
-/* Queue the event, as `v` holds it for its partner, to one principal.
- * Returns 0, or -1 on a store or record failure. */
+/* Whom a delivery of the event is about: the event's own subject (the
+ * opened case's, a linked signal's), else the case's; NULL when none.
+ * The entry is about that person whether or not the recipient's rule
+ * shows the pseudonym (its fields say what it got), so that the person's
+ * export finds every partner that received their data. */
+static const char *case_event_subject(const case_cmd_t *x, const Schakel__CaseEvent *full,
+                                      const Schakel__Signal *linked)
+{
+    if (full->subject != NULL)
+        return full->subject;
+    if (linked != NULL && linked->subject != NULL)
+        return linked->subject;
+    return case_subject(x);
+}
+
+/* Queue the event, as `v` holds it for its partner, to one principal
+ * (linked: the event's signal, decoded, or NULL). Returns 0, or -1 on a
+ * store or record failure. */
 static int case_deliver_one(case_cmd_t *x, const policy_principal_t *p,
-                            const case_partner_view_t *v, const Schakel__CaseEvent *full)
+                            const case_partner_view_t *v, const Schakel__CaseEvent *full,
+                            const Schakel__Signal *linked)
 {
     broker_t *b = x->b;
     store_delivery_t d = {
@@ -551,10 +568,9 @@ static int case_deliver_one(case_cmd_t *x, const policy_principal_t *p,
         .purpose = v->rule->purpose,
         .legal_basis = v->rule->legal_basis,
         .fields = v->filtered.seen,
-        /* the event's own subject (opened, linked), else the case's: the
-         * entry is about that person whether or not this recipient's rule
-         * shows the pseudonym (its fields say what it got) */
-        .subject = full->subject != NULL ? full->subject : case_subject(x),
+        .has_signal = v->filtered.has_signal,
+        .signal_fields = v->filtered.signal_fields,
+        .subject = case_event_subject(x, full, linked),
         .expires_at = x->expires_at,
     };
     if (record_case_queued(b, &rd) != 0)
@@ -594,7 +610,7 @@ static long case_queue_event(case_cmd_t *x, const Schakel__CaseEvent *full, uint
         }
         if (queued < 0 || v->rule == NULL || !policy_case_member_reaches(b->policy, v->rule, p))
             continue;
-        queued = case_deliver_one(x, p, v, full) == 0 ? queued + 1 : -1;
+        queued = case_deliver_one(x, p, v, full, linked) == 0 ? queued + 1 : -1;
     }
     for (size_t i = 0; i < SCHAKEL_MAX_PARTNERS; i++)
         case_filtered_free(&views[i].filtered);

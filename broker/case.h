@@ -25,15 +25,19 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
  * member of or invited to; with one, that case and its timeline as the
  * asker's membership rule lets it see it (an invited partner: the case
  * without its timeline). A case the asker may not see is NOT_FOUND, worded
- * as for an id that does not exist. */
+ * as for an id that does not exist. Every answer shown is on the audit
+ * trail in the same turn ("case.listed", or "case.viewed": one tagged with
+ * the case's subject and one per other subject of linked signals shown);
+ * one that cannot be recorded is refused instead. */
 void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
                        const Schakel__CaseQuery *query);
 
 /* At start and after a reload: open cases whose case type or lead partner
- * the policy in force does not have any more can be reached by nobody (not
- * seen, not closed: their retention does not start). Each such (type,
- * lead) is logged as "cases.unreachable" with how many; returns how many
- * cases in all, or -1 when the store could not be read (logged). */
+ * the policy in force does not have any more, or whose lead is no longer
+ * one of its type's lead partners, can be closed by nobody (their
+ * retention does not start). Each such (type, lead) is logged as
+ * "cases.unreachable" with how many and why; returns how many cases in
+ * all, or -1 when the store could not be read (logged). */
 long case_check_reachable(broker_t *b);
 
 /* For the push (deliver.c): the membership rule a waiting case delivery

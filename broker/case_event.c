@@ -65,14 +65,27 @@ const case_member_t *case_members_find(const case_members_t *m, const char *part
 
 /* ------------------------------------------------------------------ filtering */
 
-/* Room for "text", every note field name, "attachments", "subject",
- * "address" and "signal", comma-separated. */
+/* Room for "text", every note field name, "attachments", "subject" and
+ * "address", comma-separated. */
 #define CASE_SEEN_BYTES (SCHAKEL_MAX_NOTE_FIELDS * (SCHAKEL_MAX_ID_LEN + 1) + 64)
 
 static void seen_add(char *seen, const char *name)
 {
     size_t used = strlen(seen);
     snprintf(seen + used, CASE_SEEN_BYTES - used, "%s%s", used ? "," : "", name);
+}
+
+/* The FIELD_* bits of the fields a signal has (it may already be reduced
+ * to what the partner that linked it saw). */
+static uint32_t case_signal_present(const Schakel__Signal *s)
+{
+    return (s->area != NULL ? FIELD_AREA : 0u) | (s->address != NULL ? FIELD_ADDRESS : 0u) |
+           (s->subject != NULL ? FIELD_SUBJECT : 0u) | (s->grounds != NULL ? FIELD_GROUNDS : 0u) |
+           (s->case_ref != NULL ? FIELD_CASE_REF : 0u) | (s->has_severity ? FIELD_SEVERITY : 0u) |
+           (s->has_observed_at ? FIELD_OBSERVED_AT : 0u) |
+           (s->summary != NULL ? FIELD_SUMMARY : 0u) |
+           (s->source_ref != NULL ? FIELD_SOURCE_REF : 0u) |
+           (s->n_recipients > 0 ? FIELD_RECIPIENTS : 0u);
 }
 
 int case_event_filter(const Schakel__CaseEvent *full, const Schakel__Signal *linked,
@@ -134,7 +147,8 @@ int case_event_filter(const Schakel__CaseEvent *full, const Schakel__Signal *lin
         copy.has_signal = 1;
         copy.signal.data = signal;
         copy.signal.len = len;
-        seen_add(out->seen, "signal");
+        out->has_signal = 1;
+        out->signal_fields = mask & case_signal_present(linked);
         if ((mask & FIELD_SUBJECT) && linked->subject != NULL)
             out->subject = linked->subject;
     }

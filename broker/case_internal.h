@@ -38,6 +38,8 @@ typedef struct case_filtered {
     size_t len;
     char *seen;          /* the content fields kept ("text,financieel,..."), for the audit */
     const char *subject; /* the pseudonym it shows (borrowed from the event), or NULL */
+    int has_signal;      /* it carries the linked signal, with these of its fields: */
+    uint32_t signal_fields; /* FIELD_* bits (sender, kind and theme always go along) */
 } case_filtered_t;
 
 /* Reduce `full` for members under `rule`: the note text and close/reopen
@@ -46,8 +48,10 @@ typedef struct case_filtered {
  * content, for a CaseView with no room for them; a real attachment is
  * never empty), the opened case's subject and address only by
  * those names, a linked signal (`linked`: full->signal decoded; NULL
- * drops it) only with the rule's signal fields. Ids, kind, actor, times,
- * members, title and area always pass. Returns 0, or -1 out of memory. */
+ * drops it) only with the rule's signal fields (named in has_signal and
+ * signal_fields, not in seen: the audit entry spells them out). Ids, kind,
+ * actor, times, members, title and area always pass. Returns 0, or -1 out
+ * of memory. */
 int case_event_filter(const Schakel__CaseEvent *full, const Schakel__Signal *linked,
                       const policy_case_member_rule_t *rule, int without_bytes,
                       case_filtered_t *out);
@@ -69,9 +73,11 @@ void case_event_copy_free(case_event_copy_t *copy);
 
 /* The pseudonym the case was opened with (its first event), into out; ""
  * when it names none or has no events yet. Everything the trail records
- * about the case carries its tag, so that a data-subject export finds the
- * case's commands, deliveries and views. Returns 0, or -1 (store error,
- * out of memory, an event that does not decode). */
+ * about the case carries its tag (a linked signal's link and its
+ * deliveries carry the signal's own, and a view showing it an entry
+ * more), so that a data-subject export finds the case's commands,
+ * deliveries and views. Returns 0, or -1 (store error, out of memory, an
+ * event that does not decode). */
 int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_SUBJECT_LEN + 1]);
 
 /* Whether a delivery of the signal item_seq was queued to `principal`

@@ -9,7 +9,9 @@
  * events in order, that fit in SCHAKEL_MAX_FRAME_BYTES; an attachment
  * whose bytes do not fit is listed with empty content (its bytes came
  * through the mailbox), and what does not fit at all is logged as left
- * out. Trusts the store's bodies and the policy in force.
+ * out. A list and a view are recorded (case.listed, case.viewed) in the
+ * turn that answers, or refused. Trusts the store's bodies and the policy
+ * in force.
  */
 #include "case.h"
 
@@ -17,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "case_internal.h"
 #include "case_state.h"
@@ -185,8 +189,13 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
         ptrs[view.n_cases++] = s;
     }
     view.cases = ptrs;
+    /* titles are free text about people: a list is a view, on the trail
+     * in this turn, or not shown */
     if (failed)
         case_view_refuse_store(b, session);
+    else if (record_case_listed(b, asker->id, view.n_cases) != 0)
+        broker_reject(b, session, b->turn_failure,
+                      "the broker could not record this list; ask again", NULL, -1, 0);
     else
         case_view_send(b, session, &view);
     for (size_t i = 0; members != NULL && i < list.n; i++)
@@ -200,11 +209,19 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
 
 /* ------------------------------------------------------------------ one case */
 
+/* A subject whose linked signals a page shows, and how many of them. */
+typedef struct case_linked_subject {
+    char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
+    size_t signals;
+} case_linked_subject_t;
+
 typedef struct case_timeline {
     Schakel__CaseEvent **events;
     size_t n, cap;
     size_t used;
     int more; /* an event did not fit: the rest is for the next page */
+    case_linked_subject_t *linked; /* distinct, in order of first showing */
+    size_t n_linked, cap_linked;
 } case_timeline_t;
 
 static void case_timeline_free(case_timeline_t *t)
@@ -212,7 +229,41 @@ static void case_timeline_free(case_timeline_t *t)
     for (size_t i = 0; i < t->n; i++)
         schakel__case_event__free_unpacked(t->events[i], wire_wiped_allocator());
     free(t->events);
+    if (t->linked != NULL) {
+        sodium_memzero(t->linked, t->cap_linked * sizeof *t->linked);
+        free(t->linked);
+    }
     memset(t, 0, sizeof *t);
+}
+
+/* The page shows a signal about `subject` (NULL: about nobody): count it
+ * under its subject, a new one at the end. Returns 0, or -1 out of memory. */
+static int case_timeline_note_subject(case_timeline_t *t, const char *subject)
+{
+    if (subject == NULL || strlen(subject) > SCHAKEL_MAX_SUBJECT_LEN)
+        return 0; /* validated when stored: never longer */
+    for (size_t i = 0; i < t->n_linked; i++)
+        if (strcmp(t->linked[i].subject, subject) == 0) {
+            t->linked[i].signals++;
+            return 0;
+        }
+    if (t->n_linked == t->cap_linked) {
+        size_t cap = t->cap_linked ? t->cap_linked * 2 : 4;
+        case_linked_subject_t *grown = calloc(cap, sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        if (t->linked != NULL) {
+            memcpy(grown, t->linked, t->n_linked * sizeof *grown);
+            sodium_memzero(t->linked, t->cap_linked * sizeof *t->linked);
+            free(t->linked);
+        }
+        t->linked = grown;
+        t->cap_linked = cap;
+    }
+    case_linked_subject_t *entry = &t->linked[t->n_linked++];
+    strcpy(entry->subject, subject);
+    entry->signals = 1;
+    return 0;
 }
 
 /* Add one stored event, reduced to the rule, if it fits: with its
@@ -235,12 +286,19 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
         case_filtered_free(&filtered);
         rc = case_event_filter(full, linked, rule, 1, &filtered);
     }
+    int fits = rc == 0 && t->used + filtered.len + 8 <= budget;
+    /* a shown signal is a view of its subject's data, whatever fields of
+     * it the rule lets through */
+    if (fits && filtered.has_signal && case_timeline_note_subject(t, linked->subject) != 0)
+        rc = -1;
     if (linked != NULL)
         schakel__signal__free_unpacked(linked, wire_wiped_allocator());
     schakel__case_event__free_unpacked(full, wire_wiped_allocator());
-    if (rc != 0)
+    if (rc != 0) {
+        case_filtered_free(&filtered);
         return -1;
-    if (t->used + filtered.len + 8 > budget) {
+    }
+    if (!fits) {
         t->more = 1;
         case_filtered_free(&filtered);
         return 0;
@@ -290,6 +348,26 @@ static int case_timeline_load(broker_t *b, const char *case_id, uint64_t after,
     return 0;
 }
 
+/* The view's entries: one tagged with the case's subject, and one more
+ * per other subject whose linked signals the page shows (an entry holds
+ * one tag), so that each person's export finds who saw their data.
+ * Returns 0, or -1 (the turn failed). */
+static int case_view_record(broker_t *b, const policy_principal_t *asker, const char *case_id,
+                            const char *case_subject, const case_timeline_t *t)
+{
+    if (record_case_viewed(b, asker->id, case_id, case_subject, t->n) != 0)
+        return -1;
+    for (size_t i = 0; i < t->n_linked; i++) {
+        const case_linked_subject_t *other = &t->linked[i];
+        if (case_subject != NULL && strcmp(other->subject, case_subject) == 0)
+            continue;
+        if (record_case_viewed_signals(b, asker->id, case_id, other->subject, t->n,
+                                       other->signals) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 static void case_query_one(broker_t *b, const session_t *session, const policy_principal_t *asker,
                            const Schakel__CaseQuery *query)
 {
@@ -330,8 +408,8 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
                                 budget, &timeline) != 0) ||
             case_subject_load(b->store, brief.case_id, subject) != 0) {
             case_view_refuse_store(b, session);
-        } else if (record_case_viewed(b, asker->id, brief.case_id,
-                                      subject[0] != '\0' ? subject : NULL, timeline.n) == 0) {
+        } else if (case_view_record(b, asker, brief.case_id, subject[0] != '\0' ? subject : NULL,
+                                    &timeline) == 0) {
             view.has_request_id = query->has_request_id;
             view.request_id = query->request_id;
             view.n_cases = 1;
@@ -370,16 +448,26 @@ static int case_kind_reachable(const char *case_type, const char *lead, uint64_t
                                void *arg)
 {
     reach_ctx_t *r = arg;
-    int no_type = policy_case_type_by_id(r->policy, case_type) == NULL;
-    int no_lead = policy_partner_by_id(r->policy, lead) == NULL;
-    if (!no_type && !no_lead)
+    const policy_case_type_t *type = policy_case_type_by_id(r->policy, case_type);
+    const policy_partner_t *partner = policy_partner_by_id(r->policy, lead);
+    char why[2 * SCHAKEL_MAX_ID_LEN + 96];
+    if (type == NULL)
+        snprintf(why, sizeof why,
+                 "the policy has no such case type: nobody can see or close these cases");
+    else if (partner == NULL)
+        snprintf(why, sizeof why, "the policy has no such partner: nobody can close these cases");
+    else if (policy_case_membership(r->policy, type, partner, partner) == NULL)
+        /* only the lead closes (case_state.c): out of the type's lead
+         * list, it is not even a member any more */
+        snprintf(why, sizeof why,
+                 "lead %s is no longer a lead partner of %s: nobody can close these cases", lead,
+                 case_type);
+    else
         return 0;
     char n[24];
     snprintf(n, sizeof n, "%llu", (unsigned long long)open_cases);
     log_event(LOG_WARN, "cases.unreachable", "case_type", case_type, "lead", lead, "open", n, "why",
-              no_type ? "the policy has no such case type: nobody can see or close these cases"
-                      : "the policy has no such partner: nobody can close these cases",
-              NULL);
+              why, NULL);
     r->unreachable += open_cases > (uint64_t)LONG_MAX ? LONG_MAX : (long)open_cases;
     return 0;
 }

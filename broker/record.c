@@ -190,6 +190,17 @@ int record_refused(broker_t *b, const char *principal, const uint8_t *message_id
     return record_refused_entry(b, principal, message_id, reason, text, item_index);
 }
 
+void record_refused_counted(const char *principal, const uint8_t *message_id,
+                            Schakel__Reason reason, const char *text, int item_index)
+{
+    char id_hex[33] = "-", item[16];
+    if (message_id != NULL)
+        syntax_hex(message_id, 16, id_hex);
+    snprintf(item, sizeof item, "%d", item_index);
+    log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex, "reason",
+              wire_reason_name(reason), "item", item, "text", text, "recorded", "counted", NULL);
+}
+
 int record_refused_entry(broker_t *b, const char *principal, const uint8_t *message_id,
                          Schakel__Reason reason, const char *text, int item_index)
 {
@@ -824,9 +835,24 @@ int record_case(broker_t *b, const record_case_t *c)
     return record_append(b, &e);
 }
 
+/* The content fields a case delivery carried: the event's, then a linked
+ * signal's as "signal:" and their names (cut to fit; the fields of a
+ * case event are far shorter). */
+static const char *record_case_fields(const record_case_delivery_t *d, char *out, size_t outlen)
+{
+    const char *seen = d->fields != NULL ? d->fields : "";
+    if (!d->has_signal)
+        return d->fields;
+    size_t used = (size_t)snprintf(out, outlen, "%s%ssignal:", seen, seen[0] != '\0' ? "," : "");
+    if (used < outlen)
+        (void)record_field_names(d->signal_fields, out + used, outlen - used);
+    return out;
+}
+
 int record_case_queued(broker_t *b, const record_case_delivery_t *d)
 {
     char seq_s[24], item_s[24], id_hex[33], detail[160], tag[STORE_SUBJECT_TAG_LEN + 1];
+    char fields[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
     snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
@@ -851,8 +877,33 @@ int record_case_queued(broker_t *b, const record_case_delivery_t *d)
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
     audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
     audit_set_text(&e, STORE_AUDIT_LEGAL_BASIS, d->legal_basis);
-    audit_set_text(&e, STORE_AUDIT_FIELDS, d->fields);
+    audit_set_text(&e, STORE_AUDIT_FIELDS, record_case_fields(d, fields, sizeof fields));
     audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, d->expires_at);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
+/* A case.viewed entry; signals: how many linked signals about `subject`
+ * the view showed, on an entry for a linked signal's subject, else 0. */
+static int record_view_entry(broker_t *b, const char *principal, const char *case_id,
+                             const char *subject, size_t events, size_t signals)
+{
+    char detail[96], n[24], linked[24], tag[STORE_SUBJECT_TAG_LEN + 1];
+    store_audit_entry_t e;
+    snprintf(n, sizeof n, "%zu", events);
+    snprintf(linked, sizeof linked, "%zu", signals);
+    log_event(LOG_INFO, "case.viewed", "principal", principal, "case_id", case_id, "events", n,
+              signals != 0 ? "linked_signals" : NULL, linked, NULL);
+    if (subject != NULL && record_subject_tag(b, subject, "case.viewed", tag) != 0)
+        return -1;
+    if (signals != 0)
+        snprintf(detail, sizeof detail, "case_id=%s events=%zu linked_signals=%zu", case_id, events,
+                 signals);
+    else
+        snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, events);
+    audit_entry_init(&e, "case.viewed");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }
@@ -860,17 +911,24 @@ int record_case_queued(broker_t *b, const record_case_delivery_t *d)
 int record_case_viewed(broker_t *b, const char *principal, const char *case_id, const char *subject,
                        size_t events)
 {
-    char detail[64], n[24], tag[STORE_SUBJECT_TAG_LEN + 1];
+    return record_view_entry(b, principal, case_id, subject, events, 0);
+}
+
+int record_case_viewed_signals(broker_t *b, const char *principal, const char *case_id,
+                               const char *subject, size_t events, size_t signals)
+{
+    return record_view_entry(b, principal, case_id, subject, events, signals);
+}
+
+int record_case_listed(broker_t *b, const char *principal, size_t cases)
+{
+    char detail[48], n[24];
     store_audit_entry_t e;
-    snprintf(n, sizeof n, "%zu", events);
-    log_event(LOG_INFO, "case.viewed", "principal", principal, "case_id", case_id, "events", n,
-              NULL);
-    if (subject != NULL && record_subject_tag(b, subject, "case.viewed", tag) != 0)
-        return -1;
-    snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, events);
-    audit_entry_init(&e, "case.viewed");
+    snprintf(n, sizeof n, "%zu", cases);
+    log_event(LOG_INFO, "case.listed", "principal", principal, "cases", n, NULL);
+    snprintf(detail, sizeof detail, "cases=%zu", cases);
+    audit_entry_init(&e, "case.listed");
     audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }
@@ -995,35 +1053,66 @@ int record_started(broker_t *b)
 /* The refused handshakes of an ended window (at a stop: of the open one)
  * that were only counted: one "auth.refused_summary" entry. Returns 0 (also
  * when there is none), or -1 with the turn failed. */
-static int record_refusals_summary(broker_t *b, int force)
+/* The refusals of one kind (handshakes or requests) counted in an ended
+ * window (at a stop: the open one): one summary entry. */
+typedef struct refusals_book {
+    refusals_t *open, *summed;
+    int *pending;
+    const char *event, *reason;
+} refusals_book_t;
+
+static refusals_book_t record_refusals_book(broker_t *b, int requests)
+{
+    if (requests)
+        return (refusals_book_t){&b->request_refusals, &b->request_refusals_summed,
+                                 &b->request_refusals_summed_pending, "request.refused_summary",
+                                 "refused requests counted, not recorded one by one"};
+    return (refusals_book_t){&b->refusals, &b->refusals_summed, &b->refusals_summed_pending,
+                             "auth.refused_summary",
+                             "refused handshakes counted, not recorded one by one"};
+}
+
+/* Returns 0 (also when there is none), or -1 with the turn failed. */
+static int record_refusals_summary_of(broker_t *b, refusals_book_t book, int force)
 {
     char detail[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
-    b->refusals_summed = b->refusals; /* put back if the entry does not commit */
-    uint64_t counted = refusals_summary(&b->refusals, record_now(b), force, detail, sizeof detail);
+    *book.summed = *book.open; /* put back if the entry does not commit */
+    uint64_t counted = refusals_summary(book.open, record_now(b), force, detail, sizeof detail);
     if (counted == 0)
         return 0;
     char n[24];
     snprintf(n, sizeof n, "%llu", (unsigned long long)counted);
     store_audit_entry_t e;
-    audit_entry_init(&e, "auth.refused_summary");
-    audit_set_text(&e, STORE_AUDIT_REASON, "refused handshakes counted, not recorded one by one");
+    audit_entry_init(&e, book.event);
+    audit_set_text(&e, STORE_AUDIT_REASON, book.reason);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     if (record_append_now(b, &e) != 0) {
-        refusals_put_back(&b->refusals, &b->refusals_summed);
+        refusals_put_back(book.open, book.summed);
         return -1;
     }
-    log_event(LOG_WARN, "auth.refused_summary", "counted", n, "detail", detail, NULL);
-    b->refusals_summed_pending = 1;
+    log_event(LOG_WARN, book.event, "counted", n, "detail", detail, NULL);
+    *book.pending = 1;
     return 0;
+}
+
+/* The summaries of refused handshakes and refused requests that are due. */
+static int record_refusals_summary(broker_t *b, int force)
+{
+    if (record_refusals_summary_of(b, record_refusals_book(b, 0), force) != 0)
+        return -1;
+    return record_refusals_summary_of(b, record_refusals_book(b, 1), force);
 }
 
 void record_turn_settle(broker_t *b, int committed)
 {
-    if (!b->refusals_summed_pending)
-        return;
-    b->refusals_summed_pending = 0;
-    if (!committed) /* the summary went with the turn: summed up again later */
-        refusals_put_back(&b->refusals, &b->refusals_summed);
+    for (int requests = 0; requests < 2; requests++) {
+        refusals_book_t book = record_refusals_book(b, requests);
+        if (!*book.pending)
+            continue;
+        *book.pending = 0;
+        if (!committed) /* the summary went with the turn: summed up again later */
+            refusals_put_back(book.open, book.summed);
+    }
 }
 
 int record_stopped(broker_t *b)

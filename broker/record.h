@@ -34,6 +34,13 @@ int record_accepted(struct broker *b, const char *sender, const uint8_t message_
  * no deny rules, so what decided is the absence of an allowing one. */
 int record_refused(struct broker *b, const char *principal, const uint8_t *message_id,
                    Schakel__Reason reason, const char *text, int item_index);
+/* A refusal beyond the limits of refusals.h (broker_reject asks
+ * refusals_take first): only logged (the same line, with recorded=counted);
+ * record_turn_end writes the window's summary ("request.refused_summary",
+ * which principals, how many each) when it ends, record_stopped at a
+ * stop. */
+void record_refused_counted(const char *principal, const uint8_t *message_id,
+                            Schakel__Reason reason, const char *text, int item_index);
 /* The entry of record_refused without its log line: for a refusal whose
  * entry was rolled back with its turn (the refusal itself was sent). */
 int record_refused_entry(struct broker *b, const char *principal, const uint8_t *message_id,
@@ -176,7 +183,11 @@ typedef struct record_case_delivery {
     const char *purpose;
     const char *legal_basis;
     const char *fields;  /* names of the event's fields the recipient got, comma-separated */
-    const char *subject; /* the event shows this pseudonym to the recipient, or NULL */
+    int has_signal;      /* a linked signal went along, with the signal_fields (FIELD_*) */
+    uint32_t signal_fields; /* of it: recorded as "signal:sender,kind,theme,area,..." */
+    const char *subject;    /* the entry's subject (recorded as its tag), or NULL: the event's
+                               own (opened, a linked signal's), else the case's, whether or not
+                               the recipient's rule shows the pseudonym */
     int64_t expires_at;
 } record_case_delivery_t;
 int record_case_queued(struct broker *b, const record_case_delivery_t *d);
@@ -185,6 +196,19 @@ int record_case_queued(struct broker *b, const record_case_delivery_t *d);
  * subject: the case's pseudonym (recorded as its tag), or NULL. */
 int record_case_viewed(struct broker *b, const char *principal, const char *case_id,
                        const char *subject, size_t events);
+
+/* The same view showed `signals` linked signals about `subject` (another
+ * than the case's): a "case.viewed" entry more, tagged with that subject,
+ * its detail naming how many ("linked_signals=N"). 0, or -1 (the turn
+ * failed). */
+int record_case_viewed_signals(struct broker *b, const char *principal, const char *case_id,
+                               const char *subject, size_t events, size_t signals);
+
+/* A principal was shown the list of its partner's cases (CaseQuery
+ * without a case id), `cases` of them: event "case.listed". The titles
+ * are free text, so the list is recorded as a view. 0, or -1 (the turn
+ * failed). */
+int record_case_listed(struct broker *b, const char *principal, size_t cases);
 
 /* The broker starts (its key, the policy hash, the version) and stops (a
  * final entry and a checkpoint over everything). Both commit at once;

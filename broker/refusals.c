@@ -1,6 +1,6 @@
 /*
- * refusals.c — which refused handshakes get an audit entry of their own,
- * and the summary of the others (refusals.h). Trusts nothing of the peer
+ * refusals.c — which refusals (of handshakes, of requests) get an audit
+ * entry of their own, and the summary of the others (refusals.h). Trusts nothing of the peer
  * text but its length (it is cut, and only copied). No errors: a full
  * peer table counts the rest in one total.
  */
@@ -8,6 +8,16 @@
 
 #include <stdio.h>
 #include <string.h>
+
+const refusals_kind_t refusals_requests = {"principals", REFUSALS_REQUESTS_PER_PRINCIPAL,
+                                           REFUSALS_REQUESTS_PER_WINDOW};
+static const refusals_kind_t refusals_handshakes = {"peers", REFUSALS_PER_PEER,
+                                                    REFUSALS_PER_WINDOW};
+
+static const refusals_kind_t *refusals_kind(const refusals_t *r)
+{
+    return r->kind != NULL ? r->kind : &refusals_handshakes;
+}
 
 static refusals_peer_t *refusals_peer(refusals_t *r, const char *peer)
 {
@@ -29,8 +39,10 @@ int refusals_take(refusals_t *r, const char *peer, int64_t now_s)
     if (r->window_start_s == 0)
         r->window_start_s = now_s;
     refusals_peer_t *p = refusals_peer(r, cut);
-    if (p != NULL && p->recorded < REFUSALS_PER_PEER && r->recorded < REFUSALS_PER_WINDOW) {
-        p->recorded++;
+    const refusals_kind_t *kind = refusals_kind(r);
+    if ((p == NULL || p->recorded < kind->per_key) && r->recorded < kind->per_window) {
+        if (p != NULL)
+            p->recorded++;
         r->recorded++;
         return 1;
     }
@@ -45,7 +57,9 @@ int refusals_take(refusals_t *r, const char *peer, int64_t now_s)
 /* "peers=A:N,B:N,...,others:N", as far as it fits whole into out. */
 static void refusals_peer_list(const refusals_t *r, char *out, size_t outlen)
 {
-    size_t used = (size_t)snprintf(out, outlen, "peers=");
+    size_t used = (size_t)snprintf(out, outlen, "%s=", refusals_kind(r)->keys);
+    if (used >= outlen)
+        return;
     uint64_t left_out = r->counted_elsewhere;
     int first = 1;
     for (size_t i = 0; i < r->n_peers; i++) {
@@ -80,7 +94,9 @@ uint64_t refusals_summary(refusals_t *r, int64_t now_s, int force, char *out, si
         if (n > 0 && (size_t)n < outlen)
             refusals_peer_list(r, out + n, outlen - (size_t)n);
     }
+    const refusals_kind_t *kind = r->kind;
     memset(r, 0, sizeof *r);
+    r->kind = kind;
     return counted;
 }
 

@@ -330,7 +330,7 @@ echo "7. The RIEC opens a case on 6211AB 12 and invites politie, gemeente, the"
 echo "   housing corporation and om (om is offline and answers later)"
 case_ok riec open --type ondermijning-adres --area BU09350101 --postcode 6211AB \
     --house-number 12 --subject PSN-7f3a9c2e41 \
-    --title "Hennepkwekerij en brandonveilige situatie, 6211AB 12"
+    --title "Hennepkwekerij en brandonveilige situatie"
 CASE=$(printf '%s\n' "$out" | sed -n 's/.*case=\(C-[0-9]*\).*/\1/p')
 check "a case id was assigned" yes "$(case $CASE in C-????????) echo yes ;; *) echo no ;; esac)"
 for partner in politie gemeente woco-maasoever om; do

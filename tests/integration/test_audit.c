@@ -686,6 +686,48 @@ static void test_refused_handshakes_are_summed_up(void **state)
     h_done(env);
 }
 
+/* Refused requests cost a partner little (an Ack may carry 1,024 seqs):
+ * the trail takes 600 of one principal's in full per minute and sums up
+ * the rest (at the latest when the broker stops), while another
+ * principal's are still recorded; every refusal is answered all the same. */
+static void test_refused_requests_are_summed_up(void **state)
+{
+    h_env_t *env = *state;
+    enum { UNKNOWN = 800, FULL = 600 };
+    uint64_t seqs[UNKNOWN];
+    for (size_t i = 0; i < UNKNOWN; i++)
+        seqs[i] = 1000000000000ull + i; /* no such delivery */
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    assert_int_equal(schakel_ack_many(om, seqs, UNKNOWN), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 0); /* its answer follows every refusal */
+    assert_int_equal(schakel_ack(politie, seqs[0]), SCHAKEL_OK);
+    assert_int_equal(h_backlog(politie), 0);
+    schakel_close(&politie);
+    schakel_close(&om);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'request.refused'"
+                               " AND actor = '" H_OM "' AND reason = 'UNKNOWN_DELIVERY'",
+                               NULL),
+                     FULL);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'request.refused'"
+                               " AND actor = '" H_POLITIE "'",
+                               NULL),
+                     1);
+    char summary[96];
+    snprintf(summary, sizeof summary, "suppressed=%d %% principals=" H_OM ":%d", UNKNOWN - FULL,
+             UNKNOWN - FULL);
+    assert_int_equal(store_int(env,
+                               "SELECT count(*) FROM audit WHERE event = 'request.refused_summary'"
+                               " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
+                               " WHERE event = 'broker.stopped')",
+                               summary),
+                     1);
+    h_done(env);
+}
+
 static void test_actions_fail_closed_without_their_entries(void **state)
 {
     h_env_t *env = *state;
@@ -907,6 +949,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_verify_names_the_entry_changed_in_a_copy,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_refused_requests_are_summed_up, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_refused_handshakes_are_summed_up, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,

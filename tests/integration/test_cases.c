@@ -8,10 +8,13 @@
  * for the lead is recorded with both names; a closed case refuses notes;
  * each member sees only its rule's note fields; an invite no rule allows is
  * refused naming the case type; leaving stops delivery at once; contents
- * expire after the close; a received signal can be linked; a repeated
- * command is answered, not carried out, again. Waits are bounded: on
+ * expire after the close; a received signal can be linked, and its
+ * deliveries and views are in its own subject's export; a repeated
+ * command is answered, not carried out, again; lists are recorded; cases
+ * a reload leaves unclosable are named. Waits are bounded: on
  * deliveries, answers and the broker's log, never on the clock.
  */
+#define _GNU_SOURCE /* memmem */
 #include "harness.h"
 #include "schakel_limits.h"
 
@@ -73,7 +76,7 @@ static const schakel_case_open_t ADDRESS_CASE = {
     .subject = "PSN-7f3a9c2e41",
     .postcode = "6211AB",
     .house_number = 12,
-    .title = "Hennepkwekerij en contante betalingen, Markt 12",
+    .title = "Hennepkwekerij en contante betalingen",
 };
 
 static void open_case(schakel_client_t *c, const schakel_case_open_t *open,
@@ -1251,6 +1254,155 @@ static void test_link_after_own_retention_is_refused(void **state)
     stop_clean(env);
 }
 
+/* How many lines of out (an export: an entry a line) hold every needle
+ * (NULL-terminated). */
+static size_t export_lines(const char *out, const char *const *needles)
+{
+    size_t n = 0;
+    for (const char *at = out; at != NULL && *at != '\0';) {
+        const char *end = strchr(at, '\n');
+        size_t len = end != NULL ? (size_t)(end - at) : strlen(at);
+        int all = 1;
+        for (size_t i = 0; needles[i] != NULL && all; i++)
+            all = memmem(at, len, needles[i], strlen(needles[i])) != NULL;
+        n += (size_t)all;
+        at = end != NULL ? end + 1 : NULL;
+    }
+    return n;
+}
+
+/* The export of `subject` by schakelctl, offline from the stopped broker's
+ * store; the caller frees res. */
+static void export_subject(h_env_t *env, const char *subject, h_cli_result_t *res)
+{
+    char store_key[192];
+    snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
+    int rc = h_run_ctl(env, NULL, NULL, res, "audit", "subject", subject, "--store",
+                       env->store_path, "--store-key", store_key, NULL);
+    if (rc != 0)
+        fail_msg("schakelctl audit subject: exit %d: %s", rc, res->err);
+}
+
+#define LINKED_SUBJECT "PSN-0b5e11a7c9"
+
+/* A signal about another person than the case's, linked to the case: every
+ * delivery of its link (to the members then, and in the history of one
+ * that joins later) and every view of a timeline showing it is in that
+ * person's export, whether or not the recipient's rule shows the
+ * pseudonym, each delivery naming the signal fields the member got. */
+static void test_linked_signal_names_its_subject(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_signal_t about_b = FARM_SIGNAL;
+    about_b.subject = LINKED_SUBJECT;
+    uint32_t recipients = 0;
+    uint64_t item_seq = h_publish_ok(woco, &about_b, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4); /* politie, riec's two principals, gemeente */
+    schakel_client_t *receivers[] = {riec, politie, gemeente};
+    for (size_t i = 0; i < 3; i++) {
+        schakel_delivery_t *d = h_receive(receivers[i]);
+        assert_int_equal(d->item_seq, item_seq);
+        must(receivers[i], schakel_ack(receivers[i], d->seq), "ack");
+        schakel_delivery_free(&d);
+    }
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie, gemeente};
+    const char *const partners[] = {"politie", "gemeente"};
+    case_with_members(riec, id, members, partners, 2);
+    schakel_case_result_t r;
+    must(riec, schakel_case_link(riec, id, item_seq, NULL, &r, T), "link");
+    assert_int_equal(r.recipients, 4); /* riec's two principals, politie, gemeente */
+    schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
+    assert_string_equal(d->case_event->signal->subject, LINKED_SUBJECT);
+    schakel_delivery_free(&d);
+    d = expect_event(gemeente, id, SCHAKEL_CASE_EVENT_SIGNAL_LINKED);
+    assert_null(d->case_event->signal->subject); /* its rule does not show it */
+    schakel_delivery_free(&d);
+    /* om joins later: the link comes in its history */
+    invite(riec, id, "om");
+    d = expect_event(om, id, SCHAKEL_CASE_EVENT_INVITED);
+    schakel_delivery_free(&d);
+    must(om, schakel_case_accept(om, id, NULL, NULL, T), "accept");
+    int linked_seen = 0;
+    for (int joined = 0; !joined;) {
+        d = h_receive(om);
+        assert_true(d->is_case_event);
+        linked_seen += d->case_event->kind == SCHAKEL_CASE_EVENT_SIGNAL_LINKED;
+        joined = d->case_event->kind == SCHAKEL_CASE_EVENT_JOINED &&
+                 strcmp(d->case_event->partner, "om") == 0;
+        must(om, schakel_ack(om, d->seq), "ack");
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(linked_seen, 1);
+    /* two members view the timeline, one of them without the pseudonym */
+    schakel_client_t *viewers[] = {politie, gemeente};
+    for (size_t i = 0; i < 2; i++) {
+        schakel_case_view_t *view = NULL;
+        must(viewers[i], schakel_case_show(viewers[i], id, &view, T), "show");
+        schakel_case_view_free(&view);
+    }
+    schakel_close(&om);
+    schakel_close(&gemeente);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    schakel_close(&woco);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    /* the entries keep the shapes the verifier checks */
+    h_cli_result_t res;
+    int rc = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                       "--broker-key", env->broker_pub, NULL);
+    if (rc != 0)
+        fail_msg("schakelctl audit verify: exit %d: %s%s", rc, res.out, res.err);
+    h_cli_result_free(&res);
+    export_subject(env, LINKED_SUBJECT, &res);
+    static const struct {
+        const char *recipient, *fields;
+    } got[] = {
+        {H_RIEC, "signal:sender,kind,theme,area,address,subject,grounds,severity,summary"},
+        {H_RIEC_CASEWORKER,
+         "signal:sender,kind,theme,area,address,subject,grounds,severity,summary"},
+        {H_POLITIE, "signal:sender,kind,theme,area,address,subject,grounds,summary"},
+        {H_GEMEENTE, "signal:sender,kind,theme,area,address,summary"},
+        {H_OM, "signal:sender,kind,theme,area,address,subject,grounds,summary"},
+    };
+    for (size_t i = 0; i < sizeof got / sizeof got[0]; i++) {
+        char recipient[96], fields[160];
+        snprintf(recipient, sizeof recipient, "\"recipient\":\"%s\"", got[i].recipient);
+        snprintf(fields, sizeof fields, "\"fields\":\"%s\"", got[i].fields);
+        const char *const needles[] = {"\"event\":\"delivery.queued\"",
+                                       "\"kind\":\"case.signal_linked\"", recipient, fields, NULL};
+        if (export_lines(res.out, needles) != 1)
+            fail_msg("the export of the linked signal's subject lacks its delivery to %s with"
+                     " %s:\n%s",
+                     got[i].recipient, got[i].fields, res.out);
+    }
+    const char *const any_link[] = {"\"kind\":\"case.signal_linked\"", NULL};
+    assert_int_equal(export_lines(res.out, any_link), 5);
+    static const char *const viewers_ids[] = {H_POLITIE, H_GEMEENTE};
+    for (size_t i = 0; i < 2; i++) {
+        char actor[96];
+        snprintf(actor, sizeof actor, "\"actor\":\"%s\"", viewers_ids[i]);
+        const char *const needles[] = {"\"event\":\"case.viewed\"", actor, "linked_signals=1", id,
+                                       NULL};
+        if (export_lines(res.out, needles) != 1)
+            fail_msg("the export lacks the view of %s:\n%s", viewers_ids[i], res.out);
+    }
+    h_cli_result_free(&res);
+    /* the case's own subject keeps its views (one entry each), not the link */
+    export_subject(env, ADDRESS_CASE.subject, &res);
+    const char *const viewed[] = {"\"event\":\"case.viewed\"", NULL};
+    assert_int_equal(export_lines(res.out, viewed), 2);
+    assert_int_equal(export_lines(res.out, any_link), 0);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ policy reload */
 
 /* h_case_types with `what` replaced by `with` (which must occur). */
@@ -1496,6 +1648,95 @@ static void test_unreachable_cases_are_named(void **state)
     stop_clean(env);
 }
 
+/* A lead partner taken out of its case type's `lead:` list (still a
+ * partner) can close none of its open cases, nor can anyone acting for
+ * it: the broker says so at the reload and at the start. */
+static void test_lead_out_of_lead_list_is_named(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    schakel_close(&riec);
+    char *types = case_types_with("    lead: [riec]\n", "    lead: [brandweer]\n");
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, types);
+    free(types);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    static const char needle[] =
+        "event=cases.unreachable case_type=ondermijning-adres lead=riec open=1 why=\"lead riec is"
+        " no longer a lead partner of ondermijning-adres: nobody can close these cases\"";
+    if (h_await_log(env, offset, needle, T) != 0)
+        fail_msg("no \"%s\" after the reload", needle);
+    /* and indeed: riec cannot close it */
+    riec = h_connect(env, H_RIEC);
+    schakel_status_t st = schakel_case_close(riec, id, "Afgerond", NULL, NULL, T);
+    assert_int_equal(st, SCHAKEL_ERR_REFUSED);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    offset = h_log_offset(env);
+    h_broker_start(env);
+    if (h_await_log(env, offset, needle, T) != 0)
+        fail_msg("no \"%s\" at the start", needle);
+    stop_clean(env);
+}
+
+/* The "case.listed" entries of `principal`, their details joined by '|'
+ * into out ("" when none). */
+static void listed_entries(const h_env_t *env, const char *principal, char *out, size_t len)
+{
+    sqlite3_stmt *stmt = trail_query(env,
+                                     "SELECT coalesce(group_concat(detail, '|'), '') FROM"
+                                     " (SELECT detail FROM audit WHERE event = 'case.listed'"
+                                     " AND actor = ?1 ORDER BY seq)",
+                                     principal, NULL);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    snprintf(out, len, "%s", (const char *)sqlite3_column_text(stmt, 0));
+    trail_done(stmt);
+}
+
+/* A list of cases shows titles, leads and members: each list answer is a
+ * "case.listed" entry naming who asked and how many cases it showed, and
+ * a list that cannot be recorded is not shown. */
+static void test_case_list_is_recorded(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    open_case(riec, &ADDRESS_CASE, id);
+    invite(riec, id, "politie");
+    schakel_case_list_t *list = NULL;
+    must(riec, schakel_case_list(riec, &list, T), "list by riec");
+    assert_int_equal(list->n_cases, 2);
+    schakel_case_list_free(&list);
+    must(politie, schakel_case_list(politie, &list, T), "list by politie");
+    assert_int_equal(list->n_cases, 1); /* invited to one */
+    schakel_case_list_free(&list);
+    char details[256];
+    listed_entries(env, H_RIEC, details, sizeof details);
+    assert_string_equal(details, "cases=2");
+    listed_entries(env, H_POLITIE, details, sizeof details);
+    assert_string_equal(details, "cases=1");
+
+    trail_trigger(env, "case.listed");
+    const schakel_error_t *e = must_refuse(riec, schakel_case_list(riec, &list, T),
+                                           "INTERNAL_ERROR", "an unrecorded list");
+    if (strstr(e->text, "could not record this list") == NULL)
+        fail_msg("the refused list says \"%s\"", e->text);
+    assert_null(list);
+    trail_trigger(env, NULL);
+    must(riec, schakel_case_list(riec, &list, T), "list again");
+    assert_int_equal(list->n_cases, 2);
+    schakel_case_list_free(&list);
+    listed_entries(env, H_RIEC, details, sizeof details);
+    assert_string_equal(details, "cases=2|cases=2");
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ idempotency */
 
 /* A command repeated with its command id is answered with the original
@@ -1623,6 +1864,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_comes_in_pages, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_cases_are_named, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_linked_signal_names_its_subject, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_lead_out_of_lead_list_is_named, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_list_is_recorded, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,6 +83,38 @@ static void test_window_total_and_peers_beyond_the_table(void **state)
     assert_string_equal(small, "suppressed=11 window_s=60 since=1764000000 peers=others:11");
 }
 
+/* Refused requests, counted per principal: their own limits and word, a
+ * principal beyond the table still recorded while the window's total
+ * allows, and the kind kept when the window closes. */
+static void test_requests_per_principal(void **state)
+{
+    (void)state;
+    refusals_t r = {.kind = &refusals_requests};
+    assert_int_equal(take_n(&r, "politie/bvh-koppeling", REFUSALS_REQUESTS_PER_PRINCIPAL + 40, T0),
+                     REFUSALS_REQUESTS_PER_PRINCIPAL);
+    char principal[64];
+    unsigned full = 0;
+    for (unsigned i = 0; i < REFUSALS_PEERS + 20; i++) {
+        snprintf(principal, sizeof principal, "woco-%u/meldingen", i);
+        full += take_n(&r, principal, 1, T0);
+    }
+    assert_int_equal(full, REFUSALS_PEERS + 20); /* 20 beyond the table: recorded too */
+    full = 0;
+    for (unsigned i = 0; i < REFUSALS_REQUESTS_PER_WINDOW; i++) {
+        snprintf(principal, sizeof principal, "riec-%u/analyse", i % 4);
+        full += take_n(&r, principal, 1, T0);
+    }
+    /* four more principals' shares, until the window's total is reached */
+    assert_int_equal(full, REFUSALS_REQUESTS_PER_WINDOW - REFUSALS_REQUESTS_PER_PRINCIPAL -
+                               REFUSALS_PEERS - 20);
+    char text[4096];
+    uint64_t counted = refusals_summary(&r, T0 + REFUSALS_WINDOW_S, 0, text, sizeof text);
+    assert_int_equal(counted, 40 + REFUSALS_REQUESTS_PER_WINDOW - full);
+    assert_non_null(strstr(text, " principals=politie/bvh-koppeling:40,"));
+    assert_ptr_equal(r.kind, &refusals_requests);
+    assert_int_equal(take_n(&r, "politie/bvh-koppeling", 1, T0 + 100), 1);
+}
+
 static void test_long_peer_is_cut(void **state)
 {
     (void)state;
@@ -93,8 +125,8 @@ static void test_long_peer_is_cut(void **state)
     assert_int_equal(take_n(&r, peer, REFUSALS_PER_PEER + 1, T0), REFUSALS_PER_PEER);
     assert_int_equal(r.n_peers, 1);
     assert_int_equal(strlen(r.peers[0].peer), REFUSALS_PEER_LEN);
-    /* a second long address with the same first 63 bytes is the same peer */
-    peer[100] = 'q';
+    /* a second long address with the same first 160 bytes is the same peer */
+    peer[REFUSALS_PEER_LEN + 10] = 'q';
     assert_int_equal(take_n(&r, peer, 1, T0), 0);
     assert_int_equal(r.n_peers, 1);
 }
@@ -104,6 +136,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_peer_and_per_window),
         cmocka_unit_test(test_window_total_and_peers_beyond_the_table),
+        cmocka_unit_test(test_requests_per_principal),
         cmocka_unit_test(test_long_peer_is_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
