@@ -434,6 +434,14 @@ typedef struct store_rekey_counts {
 int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
                 store_rekey_counts_t *counts);
 
+/* store_rekey, and before its commit `record` (if not NULL) is called
+ * inside the rekey's transaction with the counts, to write the rotation's
+ * audit entry (audit_append works there); non-zero from it rolls the
+ * whole rekey back (store_errmsg says why). */
+typedef int (*store_rekey_record_fn)(store_t *store, const store_rekey_counts_t *counts, void *arg);
+int store_rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                         store_rekey_counts_t *counts, store_rekey_record_fn record, void *arg);
+
 /* ------------------------------------------------------------------ cases */
 
 /*

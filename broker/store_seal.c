@@ -675,7 +675,8 @@ static int64_t rekey_table(store_t *store, const rekey_table_t *t, const uint8_t
  * in free disk and holds the lock for the whole pass; acceptable for an
  * operation run with the broker stopped, and a failure anywhere leaves the
  * store exactly as it was. */
-static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey_counts_t *counts)
+static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey_counts_t *counts,
+                             store_rekey_record_fn record, void *arg)
 {
     int64_t done[REKEY_TABLES] = {0};
     if (store_exec_fixed(store, "BEGIN EXCLUSIVE", "rekey: lock the store") != 0) {
@@ -685,6 +686,9 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         }
         return -1;
     }
+    /* one of ours, as store_begin opens it: the record's audit entry goes in it */
+    store->txn_open = 1;
+    store->txn_serial++;
     int failed = 0;
     for (size_t i = 0; i < REKEY_TABLES && !failed; i++)
         failed = (done[i] = rekey_table(store, &rekey_tables[i], new_key)) < 0;
@@ -696,12 +700,17 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         failed = subject_key_write(store, new_key,
                                    "UPDATE meta SET value = ?1 WHERE name = 'audit_subject_key'",
                                    "rekey: rewrite the audit subject key") != 0;
+    if (!failed && record != NULL) {
+        store_rekey_counts_t so_far = {(uint64_t)done[0], (uint64_t)done[1]};
+        failed = record(store, &so_far, arg) != 0;
+    }
     if (!failed && sqlite3_get_autocommit(store->db)) {
         store_refuse(store, "rekey", "the transaction was rolled back after a storage error");
         failed = 1;
     }
     if (!failed)
         failed = store_exec_fixed(store, "COMMIT", "rekey: commit") != 0;
+    store->txn_open = 0;
     if (!failed && store_wal_sync(store) != 0)
         return -2; /* committed under the new key, but not known to be on disk */
     if (failed) {
@@ -716,6 +725,12 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
 
 int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
                 store_rekey_counts_t *counts)
+{
+    return store_rekey_recorded(store, new_key, counts, NULL, NULL);
+}
+
+int store_rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                         store_rekey_counts_t *counts, store_rekey_record_fn record, void *arg)
 {
     store_rekey_counts_t tally = {0, 0};
     if (counts != NULL)
@@ -739,7 +754,7 @@ int store_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
     }
     int rc = store_exec_fixed(store, "PRAGMA locking_mode = EXCLUSIVE", "rekey: locking mode");
     if (rc == 0)
-        rc = rekey_transaction(store, key, &tally);
+        rc = rekey_transaction(store, key, &tally, record, arg);
     /* Back to shared locking; the exclusive lock goes with the next read.
      * Neither can fail in a way that matters: at worst the lock is held
      * until the store is closed. */

@@ -647,6 +647,28 @@ static void test_rekey_reseals_the_store(void **state)
     h_broker_start_with(env, extra);
     storage_receive_marked(env, &s, id);
     assert_int_equal(h_broker_stop(env), 0);
+    /* the rotation is on the trail once (the refused tries are not), in
+     * the trail the broker went on signing */
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*), max(detail), max(reason) FROM audit"
+                                        " WHERE event = 'store.rekeyed'",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    assert_string_equal((const char *)sqlite3_column_text(q, 1), "items=1 deliveries=1");
+    assert_string_equal((const char *)sqlite3_column_text(q, 2),
+                        "store key rotated (schakeld --rekey)");
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                       "--broker-key", env->broker_pub, NULL);
+    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
+        fail_msg("audit verify after the rekey: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
     h_done(env);
 }
 

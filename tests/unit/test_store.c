@@ -1543,6 +1543,20 @@ static void test_tampered_rows_do_not_authenticate(void **state)
     }
 }
 
+/* A rekey's record (store_rekey_recorded): *arg set refuses it; otherwise
+ * it notes the counts it was given. */
+static store_rekey_counts_t *rekey_record_seen;
+
+static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void *arg)
+{
+    (void)store;
+    if (*(const int *)arg)
+        return -1;
+    if (rekey_record_seen != NULL)
+        *rekey_record_seen = *counts;
+    return 0;
+}
+
 /* A delivery by reference: the mask is what the row seals, the content is
  * the item's own body; a row cannot switch between the two kinds, a case
  * delivery cannot be one, and a rekey re-seals the mask. */
@@ -1612,11 +1626,22 @@ static void test_delivery_by_reference(void **state)
         assert_int_equal(seen.fields, masks[i]);
         assert_int_equal(seen.by_ref, 1);
     }
-    /* a rekey re-seals the masks under the new key; they still open */
+    /* a rekey whose record fails changes nothing; one whose record is
+     * written re-seals the masks under the new key, and they still open */
     uint8_t new_key[STORE_KEY_BYTES];
     randombytes_buf(new_key, sizeof new_key);
-    store_rekey_counts_t counts;
-    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    store_rekey_counts_t counts, seen_counts = {0, 0};
+    int refuse = 1;
+    assert_int_equal(store_rekey_recorded(f->store, new_key, &counts, rekey_record, &refuse), -1);
+    assert_int_equal(counts.deliveries, 0);
+    ref_seen_t still = {.n = 0};
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect_ref, &still), 4);
+    refuse = 0;
+    rekey_record_seen = &seen_counts;
+    assert_int_equal(store_rekey_recorded(f->store, new_key, &counts, rekey_record, &refuse), 0);
+    rekey_record_seen = NULL;
+    assert_int_equal(seen_counts.deliveries, counts.deliveries);
+    assert_true(counts.deliveries >= 4);
     ref_seen_t after = {.n = 0};
     assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect_ref, &after), 4);
     assert_int_equal(after.fields, masks[3]);
