@@ -193,6 +193,13 @@ UNIT_EXTRA_test_record := broker/refusals.c
 UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
 UNIT_LIBS_test_import_read = $(CLI_LIBS)
 $(BUILD)/obj/tests/unit/test_import_read.o: TEST_CFLAGS += -Iclients/schakel
+# how the CLI prints what partners sent (cli.c, on libschakel)
+UNIT_EXTRA_test_cli_field := clients/schakel/cli.c clients/schakel/case_print.c \
+	clients/schakel/fields.c clients/libschakel/client.c \
+	clients/libschakel/delivery.c clients/libschakel/case.c clients/libschakel/caseview.c \
+	clients/libschakel/inflight.c
+UNIT_LIBS_test_cli_field = $(CLI_LIBS)
+$(BUILD)/obj/tests/unit/test_cli_field.o: TEST_CFLAGS += -Iclients/schakel
 UNIT_EXTRA_test_client := clients/libschakel/delivery.c clients/libschakel/case.c \
 	clients/libschakel/caseview.c clients/libschakel/inflight.c
 UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/delivery.c \

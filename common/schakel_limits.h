@@ -19,6 +19,8 @@
 /* Wire */
 #define SCHAKEL_MAX_FRAME_BYTES (256u * 1024u)      /* one ZMQ frame, checked before decoding */
 #define SCHAKEL_DECODE_BUDGET_BYTES (1024u * 1024u) /* allocator budget per decoded frame */
+#define SCHAKEL_DECODE_BROKER_BUDGET_BYTES                                                         \
+    (16u * 1024u * 1024u) /* the same, for a client decoding a frame from the broker */
 #define SCHAKEL_MAX_ITEMS 256u                      /* items in one Publish */
 #define SCHAKEL_MAX_ITEM_BYTES (32u * 1024u)        /* one serialized Signal */
 #define SCHAKEL_MESSAGE_ID_BYTES 16u

@@ -135,10 +135,12 @@ ProtobufCAllocator *wire_wiped_allocator(void)
 
 /* protobuf-c has no size or depth limit of its own. Each unpack gets an
  * allocator whose allocator_data is this struct on the caller's stack; it
- * counts every byte handed out during that one unpack (temporaries
- * included, so the count bounds peak use from above) and refuses past the
- * limit, which makes the unpack fail. The blocks are wiped blocks, so
- * freeing needs no budget state: one shared allocator frees every tree. */
+ * counts the bytes live during that one unpack (protobuf-c's temporaries,
+ * such as the 1 KiB table it takes for each message of more than 16
+ * fields, count while they live, and go when freed) and refuses past the
+ * limit, which makes the unpack fail: the count is the peak use. The blocks
+ * are wiped blocks that carry their size, so freeing a tree later needs no
+ * budget state: one shared allocator frees every tree. */
 struct decode_budget {
     size_t used;
     size_t limit;
@@ -164,7 +166,11 @@ static void *budget_alloc(void *allocator_data, size_t size)
 
 static void budget_free(void *allocator_data, void *pointer)
 {
-    (void)allocator_data;
+    struct decode_budget *budget = allocator_data;
+    if (budget != NULL && pointer != NULL) {
+        size_t size = ((const wiped_block_t *)pointer - 1)->size;
+        budget->used -= size <= budget->used ? size : budget->used;
+    }
     wire_wiped_free(pointer);
 }
 
@@ -180,17 +186,16 @@ static ProtobufCAllocator release_allocator = {release_alloc, budget_free, NULL}
 
 static ProtobufCMessage *unpack_budgeted(const ProtobufCMessageDescriptor *descriptor,
                                          const uint8_t *buf, size_t len, const char *what,
-                                         wire_error_t *err)
+                                         size_t limit, wire_error_t *err)
 {
-    struct decode_budget budget = {0, SCHAKEL_DECODE_BUDGET_BYTES, 0, 0};
+    struct decode_budget budget = {0, limit, 0, 0};
     ProtobufCAllocator allocator = {budget_alloc, budget_free, &budget};
     ProtobufCMessage *message = protobuf_c_message_unpack(descriptor, &allocator, len, buf);
     if (message != NULL)
         return message;
     if (budget.exceeded)
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
-                       "%s needs more than %u bytes of memory to decode", what,
-                       SCHAKEL_DECODE_BUDGET_BYTES);
+                       "%s needs more than %zu bytes of memory to decode", what, limit);
     else if (budget.out_of_memory)
         wire_error_set(err, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory while decoding %s",
                        what);
@@ -214,11 +219,16 @@ static int field_is_present(const ProtobufCMessage *message, const ProtobufCFiel
     return *(const protobuf_c_boolean *)(const void *)(base + field->quantifier_offset);
 }
 
-static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *err);
+/* tree_check's flags: a frame from the broker may carry a reason code this
+ * code does not know yet (codes are only ever appended: PROTOCOL.md 8). */
+#define TREE_ANY_REASON 1u
+
+static int tree_check(const ProtobufCMessage *message, int depth, unsigned flags,
+                      wire_error_t *err);
 
 /* Enum values protobuf-c accepted without knowing them, and nested messages. */
 static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDescriptor *field,
-                       int depth, wire_error_t *err)
+                       int depth, unsigned flags, wire_error_t *err)
 {
     const char *base = (const char *)message;
     const void *values = base + field->offset;
@@ -232,6 +242,8 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
     for (size_t i = 0; i < count; i++) {
         if (field->type == PROTOBUF_C_TYPE_ENUM) {
             int value = ((const int *)values)[i];
+            if ((flags & TREE_ANY_REASON) && field->descriptor == &schakel__reason__descriptor)
+                continue;
             if (protobuf_c_enum_descriptor_get_value(field->descriptor, value) == NULL) {
                 wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
                                "%s.%s has the unknown value %d", message->descriptor->short_name,
@@ -240,7 +252,7 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
             }
         } else if (field->type == PROTOBUF_C_TYPE_MESSAGE) {
             const ProtobufCMessage *nested = ((const ProtobufCMessage *const *)values)[i];
-            if (nested != NULL && tree_check(nested, depth + 1, err) < 0)
+            if (nested != NULL && tree_check(nested, depth + 1, flags, err) < 0)
                 return -1;
         }
     }
@@ -249,7 +261,7 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
 
 /* Unknown fields are refused, never forwarded: protobuf-c would keep them
  * and pack them again into whatever we relay. */
-static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *err)
+static int tree_check(const ProtobufCMessage *message, int depth, unsigned flags, wire_error_t *err)
 {
     const ProtobufCMessageDescriptor *descriptor = message->descriptor;
     if (depth > WIRE_MAX_DEPTH) {
@@ -263,7 +275,7 @@ static int tree_check(const ProtobufCMessage *message, int depth, wire_error_t *
         return -1;
     }
     for (unsigned i = 0; i < descriptor->n_fields; i++)
-        if (field_check(message, &descriptor->fields[i], depth, err) < 0)
+        if (field_check(message, &descriptor->fields[i], depth, flags, err) < 0)
             return -1;
     return 0;
 }
@@ -414,10 +426,11 @@ ProtobufCMessage *wire_unpack_checked(const ProtobufCMessageDescriptor *descript
                                       const uint8_t *buf, size_t len, const char *what,
                                       wire_error_t *err)
 {
-    ProtobufCMessage *message = unpack_budgeted(descriptor, buf, len, what, err);
+    ProtobufCMessage *message =
+        unpack_budgeted(descriptor, buf, len, what, SCHAKEL_DECODE_BUDGET_BYTES, err);
     if (message == NULL)
         return NULL;
-    if (tree_check(message, 0, err) < 0 || scan_strings(buf, len, descriptor, 0, err) < 0) {
+    if (tree_check(message, 0, 0, err) < 0 || scan_strings(buf, len, descriptor, 0, err) < 0) {
         wire_message_free(message);
         return NULL;
     }
@@ -611,7 +624,9 @@ static int check_version(const Schakel__Frame *frame, wire_error_t *err)
     return 0;
 }
 
-Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err)
+/* The frame decoder for both directions: budget and flags differ. */
+static Schakel__Frame *decode_frame(const uint8_t *buf, size_t len, size_t budget, unsigned flags,
+                                    wire_error_t *err)
 {
     wire_error_reset(err);
     if (err != NULL) {
@@ -628,20 +643,30 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
         return NULL;
     }
     ProtobufCMessage *message =
-        unpack_budgeted(&schakel__frame__descriptor, buf, len, "frame", err);
+        unpack_budgeted(&schakel__frame__descriptor, buf, len, "frame", budget, err);
     if (message == NULL)
         return NULL;
     /* Version first: a newer peer's frame may well carry fields we do not
      * know, and "unsupported version" is the useful answer then. */
     Schakel__Frame *frame = (Schakel__Frame *)message;
     note_message_id(frame, err);
-    if (check_version(frame, err) < 0 || tree_check(message, 0, err) < 0 ||
+    if (check_version(frame, err) < 0 || tree_check(message, 0, flags, err) < 0 ||
         scan_strings(buf, len, &schakel__frame__descriptor, 0, err) < 0 ||
         check_body(frame, err) < 0) {
         wire_frame_free(&frame);
         return NULL;
     }
     return frame;
+}
+
+Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err)
+{
+    return decode_frame(buf, len, SCHAKEL_DECODE_BUDGET_BYTES, 0, err);
+}
+
+Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err)
+{
+    return decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES, TREE_ANY_REASON, err);
 }
 
 void wire_frame_free(Schakel__Frame **frame)
@@ -926,12 +951,12 @@ Schakel__Signal *wire_decode_signal(const uint8_t *buf, size_t len, int64_t now,
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "item is empty");
         return NULL;
     }
-    ProtobufCMessage *message =
-        unpack_budgeted(&schakel__signal__descriptor, buf, len, "item", err);
+    ProtobufCMessage *message = unpack_budgeted(&schakel__signal__descriptor, buf, len, "item",
+                                                SCHAKEL_DECODE_BUDGET_BYTES, err);
     if (message == NULL)
         return NULL;
     Schakel__Signal *signal = (Schakel__Signal *)message;
-    if (tree_check(message, 0, err) < 0 ||
+    if (tree_check(message, 0, 0, err) < 0 ||
         scan_strings(buf, len, &schakel__signal__descriptor, 0, err) < 0 ||
         wire_validate_signal(signal, now, err) < 0) {
         wire_signal_free(&signal);

@@ -64,6 +64,15 @@ wire_limits_t wire_get_limits(void);
  * Publish whose message id is 16 bytes (or CasePublish whose command id is),
  * err->has_message_id/message_id. */
 Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *err);
+
+/* wire_decode_frame for a client reading what the broker sends: a larger
+ * decode budget (SCHAKEL_DECODE_BROKER_BUDGET_BYTES: a full page of a case
+ * view, 256 KiB of many small events, decodes to several times its size),
+ * and a Rejected reason code this code does not know is kept (codes are
+ * only ever appended; PROTOCOL.md 8: a client treats one it does not know
+ * as a refusal that is not retryable). Everything else is checked as
+ * wire_decode_frame checks it. */
+Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err);
 void wire_frame_free(Schakel__Frame **frame);
 
 /* Unpack one item as a Signal (budgeted, unknown fields refused) and

@@ -800,7 +800,7 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
     memset(&werr, 0, sizeof werr);
     Schakel__Frame *frame = NULL;
     if (!multipart)
-        frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &werr);
+        frame = wire_decode_broker_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &werr);
     if (frame == NULL && !multipart && werr.reason == SCHAKEL__REASON__INTERNAL_ERROR &&
         zmq_msg_move(&client->held, &msg) == 0) {
         client->holding = 1;

@@ -1999,7 +1999,8 @@ static void test_publish_wrong_answers(void **state)
         {FAKE_OTHER_ID_ONLY, SCHAKEL_ERR_TIMEOUT, "same message id"},
         {FAKE_WRONG_COUNT, SCHAKEL_ERR_PROTOCOL, "accepted 2 items of a publish of 1"},
         {FAKE_SHORT_ID, SCHAKEL_ERR_PROTOCOL, "message_id is 15 bytes"},
-        {FAKE_UNKNOWN_REASON, SCHAKEL_ERR_PROTOCOL, "unknown value 999"},
+        /* a code a newer broker appended: a refusal not to retry */
+        {FAKE_UNKNOWN_REASON, SCHAKEL_ERR_REFUSED, "who knows"},
         {FAKE_BAD_ITEM_INDEX, SCHAKEL_ERR_PROTOCOL, "item 5 of a publish of 1"},
         {FAKE_WHOLE_REJECT, SCHAKEL_ERR_REFUSED, "what?"},
         {FAKE_MULTIPART, SCHAKEL_ERR_PROTOCOL, "multipart"},
@@ -2032,6 +2033,10 @@ static void test_publish_wrong_answers(void **state)
             assert_int_equal(schakel_last_error(client)->status, status);
             assert_non_null(strstr(schakel_last_error(client)->text, rows[r].text));
             assert_int_equal(result.seq, 0); /* nothing reported as accepted */
+            if (rows[r].mode == FAKE_UNKNOWN_REASON) {
+                assert_int_equal(schakel_last_error(client)->reason, 999);
+                assert_string_equal(schakel_last_error(client)->reason_name, "UNKNOWN");
+            }
         } else {
             assert_int_equal(result.seq, 100);
         }

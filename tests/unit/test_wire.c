@@ -2160,6 +2160,118 @@ static void test_reason_names(void **state)
     assert_string_equal(wire_reason_name((Schakel__Reason)-1), "UNKNOWN");
 }
 
+/* A page of a case view as the broker fills it (up to 256 KiB - 1 KiB of
+ * note events, their text filtered out) decodes in a client, with 2, 10
+ * and 64 members per event: many small events decode to several times
+ * their wire size (each event of more than 16 fields also takes a
+ * temporary table while it is read), which the partner-side budget (1
+ * MiB) does not hold for the smallest events, and the client's budget for
+ * broker frames does. */
+static void test_full_case_view_page_decodes(void **state)
+{
+    (void)state;
+    static const size_t members_per_event[] = {2, 10, 64};
+    for (size_t row = 0; row < sizeof members_per_event / sizeof members_per_event[0]; row++) {
+        size_t n_members = members_per_event[row];
+        char **members = calloc(n_members, sizeof *members);
+        char names[64][24];
+        for (size_t m = 0; m < n_members; m++) {
+            snprintf(names[m], sizeof names[m], "woco-%02zu", m);
+            members[m] = names[m];
+        }
+        enum { MAX_EVENTS = 8192 };
+        Schakel__CaseEvent *events = calloc(MAX_EVENTS, sizeof *events);
+        Schakel__CaseEvent **list = calloc(MAX_EVENTS, sizeof *list);
+        assert_non_null(members);
+        assert_non_null(events);
+        assert_non_null(list);
+        Schakel__CaseView view = SCHAKEL__CASE_VIEW__INIT;
+        view.has_request_id = 1;
+        view.request_id = 7;
+        view.events = list;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        frame.body_case = SCHAKEL__FRAME__BODY_CASE_VIEW;
+        frame.case_view = &view;
+        size_t packed = 0;
+        while (view.n_events < MAX_EVENTS) {
+            Schakel__CaseEvent *e = &events[view.n_events];
+            schakel__case_event__init(e);
+            e->case_id = "C-00000042";
+            e->case_type = "ondermijning-adres";
+            e->has_event_seq = 1;
+            e->event_seq = view.n_events + 1;
+            e->has_kind = 1;
+            e->kind = SCHAKEL__CASE_EVENT_KIND__CASE_EVENT_NOTE;
+            e->actor = "riec/analyse";
+            e->has_at = 1;
+            e->at = 1764000000;
+            e->lead = "riec";
+            e->n_members = n_members;
+            e->members = members;
+            list[view.n_events++] = e;
+            size_t len = 0;
+            uint8_t *bytes = wire_encode_frame(&frame, &len);
+            assert_non_null(bytes);
+            free(bytes);
+            if (len > SCHAKEL_MAX_FRAME_BYTES - 1024) {
+                view.n_events--; /* one too many: the page the broker sends */
+                break;
+            }
+            packed = len;
+        }
+        size_t len = 0;
+        uint8_t *bytes = wire_encode_frame(&frame, &len);
+        assert_int_equal(len, packed);
+        wire_error_t err;
+        Schakel__Frame *decoded = wire_decode_broker_frame(bytes, len, &err);
+        if (decoded == NULL)
+            fail_msg("%zu members: a page of %zu events (%zu bytes): %s", n_members, view.n_events,
+                     len, err.text);
+        assert_int_equal(decoded->case_view->n_events, view.n_events);
+        wire_frame_free(&decoded);
+        if (n_members == 2) { /* the partner-side budget does not hold it */
+            assert_null(wire_decode_frame(bytes, len, &err));
+            assert_non_null(strstr(err.text, "bytes of memory to decode"));
+        } else if (n_members == 10) { /* it does, counting what is live: the
+                                         temporary table of each event goes */
+            decoded = wire_decode_frame(bytes, len, &err);
+            if (decoded == NULL)
+                fail_msg("10 members, partner budget: %s", err.text);
+            wire_frame_free(&decoded);
+        }
+        free(bytes);
+        free(list);
+        free(events);
+        free(members);
+    }
+}
+
+/* A reason code appended by a newer broker: kept in a frame from the
+ * broker (a refusal the client does not retry), refused from a partner. */
+static void test_unknown_reason_from_the_broker(void **state)
+{
+    (void)state;
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    rejected.has_reason = 1;
+    rejected.reason = (Schakel__Reason)999;
+    rejected.text = "a reason from a newer broker";
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frame.rejected = &rejected;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(&frame, &len);
+    assert_non_null(bytes);
+    wire_error_t err;
+    Schakel__Frame *decoded = wire_decode_broker_frame(bytes, len, &err);
+    assert_non_null(decoded);
+    assert_int_equal((int)decoded->rejected->reason, 999);
+    assert_string_equal(wire_reason_name(decoded->rejected->reason), "UNKNOWN");
+    wire_frame_free(&decoded);
+    assert_null(wire_decode_frame(bytes, len, &err));
+    assert_non_null(strstr(err.text, "Rejected.reason has the unknown value 999"));
+    free(bytes);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -2192,6 +2304,8 @@ int main(void)
         cmocka_unit_test(test_case_publish_table),
         cmocka_unit_test(test_case_signed_bytes_and_hash),
         cmocka_unit_test(test_case_publish_vector),
+        cmocka_unit_test(test_full_case_view_page_decodes),
+        cmocka_unit_test(test_unknown_reason_from_the_broker),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
