@@ -5,22 +5,29 @@
  * show`, `inbox` and `listen`. Writes to stdout only; the caller flushes.
  */
 #include "cli.h"
+#include "schakel_limits.h"
 
 #include <stdio.h>
 #include <string.h>
 
-/* Members joined with ',' (partner ids hold no ','), cut at the buffer. */
+/* Members joined with ',' (partner ids hold no ','): room for every
+ * partner a policy can have; a longer list (not from this broker) is cut
+ * on a name, and says how many there are in all. */
 static void case_print_list(const char *key, char *const *items, size_t n)
 {
-    char text[1024];
-    size_t used = 0;
+    char text[SCHAKEL_MAX_PARTNERS * (SCHAKEL_MAX_ID_LEN + 1) + 32];
+    const size_t room = sizeof text - 32; /* the rest for the note of a cut */
+    size_t used = 0, shown = 0;
     text[0] = '\0';
-    for (size_t i = 0; i < n && used < sizeof text; i++) {
-        int written = snprintf(text + used, sizeof text - used, "%s%s", i > 0 ? "," : "", items[i]);
-        if (written < 0)
+    for (; shown < n; shown++) {
+        size_t len = strlen(items[shown]) + (shown > 0 ? 1 : 0);
+        if (used + len >= room)
             break;
-        used += (size_t)written;
+        snprintf(text + used, sizeof text - used, "%s%s", shown > 0 ? "," : "", items[shown]);
+        used += len;
     }
+    if (shown < n)
+        snprintf(text + used, sizeof text - used, "%s...(%zu in all)", shown > 0 ? "," : "", n);
     if (n > 0)
         cli_field(key, text);
 }

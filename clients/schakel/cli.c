@@ -191,7 +191,10 @@ void cli_field(const char *key, const char *value)
             printf("\\%c", *p);
         else if (*p < 0x20 || *p == 0x7f)
             printf("\\x%02x", *p);
-        else
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) { /* a C1 control in UTF-8 */
+            printf("\\x%02x\\x%02x", *p, p[1]);
+            p++;
+        } else
             putchar(*p);
     }
     putchar('"');
