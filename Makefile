@@ -248,6 +248,10 @@ $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
+# the client's decoding of broker frames is libschakel's
+$(BUILD)/tests/fuzz/replay_fuzz_broker_frame: $(LIB_O)
+$(BUILD)/obj/tests/fuzz/fuzz_broker_frame.o: TEST_CFLAGS += -Iclients/libschakel
+
 $(BUILD)/obj/tests/fuzz/replay_main.o: tests/fuzz/replay_main.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
@@ -277,6 +281,7 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 # Made only with BUILD=build/fuzz SAN=1 CC=clang, as `make fuzz` does.
 $(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BROKER_O) $(COMMON_O)
 	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
+$(BUILD)/fuzz_broker_frame: $(LIB_O)
 
 fuzz: deps
 	@mkdir -p build/fuzz; probe=build/fuzz/libfuzzer-probe; \
