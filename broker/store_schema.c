@@ -572,10 +572,10 @@ static int counters_set(store_t *store, const char *table, int64_t last)
     if (store_check_rc(store, rc, "counters_move") != 0 ||
         store_bind_text(store, stmt, 1, table) != 0 ||
         store_stmt_run(store, stmt, "counters_move") != 0) {
-        store_stmt_finish(stmt);
+        sqlite3_finalize(stmt);
         return -1;
     }
-    store_stmt_finish(stmt);
+    sqlite3_finalize(stmt);
     stmt = NULL;
     rc = sqlite3_prepare_v2(store->db, "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", -1,
                             &stmt, NULL);
@@ -583,7 +583,7 @@ static int counters_set(store_t *store, const char *table, int64_t last)
                  store_bind_text(store, stmt, 1, table) != 0 ||
                  store_bind_int64(store, stmt, 2, last) != 0 ||
                  store_stmt_run(store, stmt, "counters_move") != 0;
-    store_stmt_finish(stmt);
+    sqlite3_finalize(stmt);
     return failed ? -1 : 0;
 }
 
