@@ -23,6 +23,7 @@
 
 #include "case.h"
 #include "log.h"
+#include "purge.h"
 #include "record.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -211,6 +212,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     (void)case_check_reachable(b); /* logged */
+    (void)purge_find(b);           /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->sync_always = o->sync_always;
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
@@ -270,6 +272,7 @@ void broker_destroy(broker_t **bp)
     broker_t *b = *bp;
     metrics_destroy(&b->metrics); /* stops the HTTP thread first */
     record_release(b);
+    purge_release(b);
     store_syncer_stop(&b->syncer);
     tickets_drop(b); /* never synced: nothing of them may be claimed */
     free(b->tickets);
@@ -914,6 +917,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     b->policy_loaded_at = (int64_t)time(NULL);
     deliver_policy_changed(b);     /* what waits is decided again, under the new policy */
     (void)case_check_reachable(b); /* logged */
+    (void)purge_find(b);           /* logged */
     size_t dropped = reload_drop_sessions(b, b->policy);
     return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }
@@ -1127,7 +1131,8 @@ int broker_run(broker_t *b)
         /* More expired, or deliveries to revoke: the next turn comes at
          * once, unless the last one failed (a store that fails is tried
          * again at the usual pace, not in a busy loop). */
-        if ((b->expiry_due || b->n_revocations > 0) && !b->last_turn_rolled_back)
+        if ((b->expiry_due || b->n_revocations > 0 || purge_pending(b)) &&
+            !b->last_turn_rolled_back)
             wait_ms = 0;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
             if (zmq_errno() == EINTR)
@@ -1176,11 +1181,12 @@ int broker_run(broker_t *b)
         if (admin_read > 0)
             b->turn_acks_only = 0; /* arrived after the poll: answered after a synced commit */
         int housekeeping = b->now_ms >= next_housekeeping;
-        if (housekeeping || b->expiry_due || b->n_revocations > 0)
+        if (housekeeping || b->expiry_due || b->n_revocations > 0 || purge_pending(b))
             b->turn_acks_only = 0;
         if (housekeeping || b->expiry_due)
             deliver_expire(b);
         deliver_revoke(b);
+        purge_step(b);
         record_turn_end(b);
         int turn = commit_turn(b);
         broker_connections_drain(b); /* no push to a connection that closed meanwhile */

@@ -127,6 +127,11 @@ typedef struct broker {
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
     size_t n_revocations;
+    /* Recipients with waiting deliveries the policy in force does not
+     * name, withdrawn a batch per turn (purge.h). */
+    char (*purge_list)[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    size_t n_purge;
+    int purge_more; /* more than the list holds: listed again once it is done */
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
     admin_t *admin;           /* the admin endpoint, NULL unless admin_listen is set */

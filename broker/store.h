@@ -320,6 +320,17 @@ int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t af
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);
 
+/* The first recipient after `after` ("" for the first of all), in byte
+ * order, with a pending delivery, into out (outlen bytes; an id that does
+ * not fit is an error). 1 when there is one, 0 when none is left, -1 on
+ * error. Cost: one descent of the mailboxes' recipient index, so walking
+ * every recipient costs O(recipients * log n), not O(deliveries). */
+int store_mailbox_next_recipient(store_t *store, const char *after, char *out, size_t outlen);
+
+/* The seqs of up to `limit` pending deliveries of recipient, oldest first,
+ * into seqs. Returns how many, or -1. Cost: O(log n + limit). */
+int store_mailbox_oldest(store_t *store, const char *recipient, uint64_t *seqs, size_t limit);
+
 /* Pending (unacked) deliveries in every mailbox together; -1 on error.
  * O(pending deliveries): for operators' status, not for the routing path. */
 int64_t store_backlog_total(store_t *store);

@@ -506,3 +506,65 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     store_count_change(store, recipient, -1);
     return 1;
 }
+
+/* ------------------------------------------------------------------ walking mailboxes */
+
+int store_mailbox_next_recipient(store_t *store, const char *after, char *out, size_t outlen)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (store_enter(store, "next recipient") != 0)
+        return -1;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT recipient FROM deliveries WHERE recipient > ?1"
+                                " ORDER BY recipient LIMIT 1",
+                                -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "next recipient") != 0 ||
+        store_bind_text(store, stmt, 1, after) != 0) {
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    int found = 0;
+    rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        const char *recipient = store_column_text(stmt, 0);
+        if (recipient == NULL || strlen(recipient) >= outlen) {
+            store_refuse(store, "next recipient", "a recipient id that is not text or too long");
+            found = -1;
+        } else {
+            memcpy(out, recipient, strlen(recipient) + 1);
+            found = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "next recipient");
+        found = -1;
+    }
+    sqlite3_finalize(stmt);
+    return found;
+}
+
+int store_mailbox_oldest(store_t *store, const char *recipient, uint64_t *seqs, size_t limit)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (store_enter(store, "oldest deliveries") != 0)
+        return -1;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT seq FROM deliveries WHERE recipient = ?1"
+                                " ORDER BY seq LIMIT ?2",
+                                -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "oldest deliveries") != 0 ||
+        store_bind_text(store, stmt, 1, recipient) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    size_t n = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < limit)
+        seqs[n++] = (uint64_t)sqlite3_column_int64(stmt, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        store_fail(store, "oldest deliveries");
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    sqlite3_finalize(stmt);
+    return (int)n;
+}

@@ -286,6 +286,101 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     h_done(env);
 }
 
+/* One store count (read-only, beside the running broker). */
+static int64_t store_count(const h_env_t *env, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    int64_t n = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
+}
+
+/* `count` fire signals for woco-jekerdal, in publishes of up to 100, and
+ * one for gemeente: all waiting. */
+static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
+{
+    const char *const to_jekerdal[] = {"woco-jekerdal"}, *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t batch[100];
+    for (size_t i = 0; i < 100; i++)
+        batch[i] = fire_signal(to_jekerdal, 1);
+    for (size_t done = 0; done < count; done += 100) {
+        size_t n = count - done < 100 ? count - done : 100;
+        if (schakel_publish(brandweer, NULL, batch, n, NULL, NULL, NULL, NULL, H_TIMEOUT_MS) !=
+            SCHAKEL_OK)
+            fail_msg("publish: %s", schakel_last_error(brandweer)->text);
+    }
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&brandweer);
+    assert_int_equal(
+        store_count(env,
+                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'"),
+        (int64_t)count);
+}
+
+/* What the withdrawal left: no delivery of jekerdal, a tombstone and an
+ * entry naming why for each, gemeente's untouched. */
+static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count)
+{
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=mailbox.withdrawn recipient=woco-jekerdal/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=mailbox.emptied recipient=woco-jekerdal/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(
+        store_count(env,
+                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'"),
+        0);
+    assert_int_equal(
+        store_count(env,
+                    "SELECT count(*) FROM tombstones WHERE recipient = 'woco-jekerdal/meldingen'"),
+        count);
+    assert_int_equal(store_count(env, "SELECT count(*) FROM audit WHERE event = 'delivery.revoked'"
+                                      " AND recipient = 'woco-jekerdal/meldingen' AND reason ="
+                                      " 'principal woco-jekerdal/meldingen is not in the policy"
+                                      " in force'"),
+                     count);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
+}
+
+/* A principal taken out of the policy can never connect again: what waits
+ * for it is withdrawn (revoked, a batch of 256 per turn), at the reload
+ * that removes it, and at a start under a policy without it. */
+static void test_removed_principals_mailbox_is_withdrawn(void **state)
+{
+    h_env_t *env = *state;
+    enum { WAITING = 300 }; /* more than one turn's batch */
+    publish_waiting_for_jekerdal(env, WAITING);
+    write_policy_v2(env);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    expect_jekerdal_withdrawn(env, offset, WAITING);
+    h_done(env);
+}
+
+static void test_mailbox_withdrawn_at_start(void **state)
+{
+    h_env_t *env = *state;
+    publish_waiting_for_jekerdal(env, 3);
+    assert_int_equal(h_broker_stop(env), 0);
+    write_policy_v2(env);
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    expect_jekerdal_withdrawn(env, offset, 3);
+    h_done(env);
+}
+
 /* A reload whose audit entry cannot be written (another process holds the
  * store's write lock) is not in force, but what it revokes is revoked at
  * once: the removed principal's session is cut off, and deliveries its
@@ -368,6 +463,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_removed_principals_mailbox_is_withdrawn,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox_withdrawn_at_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
                                         h_teardown),

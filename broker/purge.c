@@ -1,0 +1,127 @@
+/*
+ * purge.c — withdrawing the mailboxes of principals the policy no longer
+ * has (purge.h). Owns the list of such recipients; the store keeps the
+ * deliveries, record.c their audit entries. Errors fail the turn, as an
+ * expiry's do.
+ */
+#include "purge.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "record.h"
+
+typedef char purge_id_t[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+
+void purge_release(broker_t *b)
+{
+    free(b->purge_list);
+    b->purge_list = NULL;
+    b->n_purge = 0;
+    b->purge_more = 0;
+}
+
+long purge_find(broker_t *b)
+{
+    purge_id_t after = "", recipient;
+    purge_release(b);
+    b->purge_list = calloc(PURGE_LIST_MAX, sizeof *b->purge_list);
+    if (b->purge_list == NULL) {
+        log_event(LOG_ERROR, "purge.failed", "error", "out of memory", NULL);
+        return -1;
+    }
+    int rc;
+    while ((rc = store_mailbox_next_recipient(b->store, after, recipient, sizeof recipient)) == 1) {
+        memcpy(after, recipient, sizeof after);
+        if (policy_principal_by_id(b->policy, recipient) != NULL)
+            continue;
+        if (b->n_purge == PURGE_LIST_MAX) {
+            b->purge_more = 1; /* listed again once these are done */
+            break;
+        }
+        memcpy(b->purge_list[b->n_purge++], recipient, sizeof recipient);
+        log_event(LOG_WARN, "mailbox.withdrawn", "recipient", recipient, "why",
+                  "not in the policy in force: its waiting deliveries are revoked", NULL);
+    }
+    if (rc < 0) {
+        log_event(LOG_ERROR, "purge.failed", "error", store_errmsg(b->store), NULL);
+        purge_release(b);
+        return -1;
+    }
+    return (long)b->n_purge;
+}
+
+int purge_pending(const broker_t *b)
+{
+    return b->n_purge > 0 || b->purge_more;
+}
+
+/* A revoked delivery as the store told it, its strings copied (they are
+ * the statement's, gone once it is reset). */
+typedef struct purge_revoked {
+    store_expired_t view;
+    purge_id_t recipient;
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} purge_revoked_t;
+
+static void purge_on_revoked(const store_expired_t *e, void *arg)
+{
+    purge_revoked_t *copy = arg;
+    snprintf(copy->recipient, sizeof copy->recipient, "%s", e->recipient);
+    snprintf(copy->rule_id, sizeof copy->rule_id, "%s", e->rule_id);
+    snprintf(copy->rule_hash, sizeof copy->rule_hash, "%s", e->rule_hash);
+    copy->view = *e;
+    copy->view.recipient = copy->recipient;
+    copy->view.rule_id = copy->rule_id;
+    copy->view.rule_hash = copy->rule_hash;
+}
+
+/* The last listed recipient leaves the list. */
+static void purge_done_with_last(broker_t *b)
+{
+    b->n_purge--;
+    if (b->n_purge == 0 && b->purge_more)
+        (void)purge_find(b); /* the next ones (logged on failure) */
+}
+
+void purge_step(broker_t *b)
+{
+    if (b->n_purge == 0)
+        return;
+    const char *recipient = b->purge_list[b->n_purge - 1];
+    if (policy_principal_by_id(b->policy, recipient) != NULL) {
+        purge_done_with_last(b); /* back in the policy: what is left stays */
+        return;
+    }
+    uint64_t seqs[SCHAKEL_EXPIRY_BATCH];
+    int n = store_begin(b->store) == 0
+                ? store_mailbox_oldest(b->store, recipient, seqs, SCHAKEL_EXPIRY_BATCH)
+                : -1;
+    if (n < 0) {
+        log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+        broker_fail_turn(b);
+        return;
+    }
+    if (n == 0) { /* all withdrawn, in turns that committed */
+        log_event(LOG_INFO, "mailbox.emptied", "recipient", recipient, NULL);
+        purge_done_with_last(b);
+        return;
+    }
+    char why[SCHAKEL_MAX_PRINCIPAL_LEN + 64];
+    snprintf(why, sizeof why, "principal %s is not in the policy in force", recipient);
+    for (int i = 0; i < n; i++) {
+        purge_revoked_t copy;
+        int rc =
+            store_delivery_revoke(b->store, recipient, seqs[i], b->now_s, purge_on_revoked, &copy);
+        if (rc < 0) {
+            log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+            broker_fail_turn(b);
+            return;
+        }
+        if (rc == 1 && record_withdrawn(b, &copy.view, why) != 0)
+            return; /* the turn fails (recorded by record.c); tried again later */
+    }
+}
