@@ -15,6 +15,14 @@
 
 typedef char purge_id_t[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
 
+/* A principal that can receive under the policy in force: in it, and not
+ * an operator (an operator key cannot use the partner endpoint). */
+static int purge_can_receive(const broker_t *b, const char *principal)
+{
+    const policy_principal_t *p = policy_principal_by_id(b->policy, principal);
+    return p != NULL && p->role != ROLE_OPERATOR;
+}
+
 void purge_release(broker_t *b)
 {
     free(b->purge_list);
@@ -35,7 +43,7 @@ long purge_find(broker_t *b)
     int rc;
     while ((rc = store_mailbox_next_recipient(b->store, after, recipient, sizeof recipient)) == 1) {
         memcpy(after, recipient, sizeof after);
-        if (policy_principal_by_id(b->policy, recipient) != NULL)
+        if (purge_can_receive(b, recipient))
             continue;
         if (b->n_purge == PURGE_LIST_MAX) {
             b->purge_more = 1; /* listed again once these are done */
@@ -92,7 +100,7 @@ void purge_step(broker_t *b)
     if (b->n_purge == 0)
         return;
     const char *recipient = b->purge_list[b->n_purge - 1];
-    if (policy_principal_by_id(b->policy, recipient) != NULL) {
+    if (purge_can_receive(b, recipient)) {
         purge_done_with_last(b); /* back in the policy: what is left stays */
         return;
     }
@@ -111,7 +119,10 @@ void purge_step(broker_t *b)
         return;
     }
     char why[SCHAKEL_MAX_PRINCIPAL_LEN + 64];
-    snprintf(why, sizeof why, "principal %s is not in the policy in force", recipient);
+    snprintf(why, sizeof why, "principal %s %s", recipient,
+             policy_principal_by_id(b->policy, recipient) != NULL
+                 ? "is an operator under the policy in force"
+                 : "is not in the policy in force");
     for (int i = 0; i < n; i++) {
         purge_revoked_t copy;
         int rc =

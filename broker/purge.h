@@ -2,7 +2,8 @@
  * purge.h — the mailboxes of principals the policy no longer has.
  *
  * A principal removed from the policy (a partner that left the programme, a
- * system taken out of use) can never connect again, so what waits in its
+ * system taken out of use), or made an operator, can never receive again
+ * on the partner endpoint, so what waits in its
  * mailbox would never be delivered: signal deliveries until their
  * retention ends, case deliveries of open cases without end. The broker
  * withdraws them instead: at start and after every reload it lists the

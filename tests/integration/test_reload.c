@@ -328,7 +328,7 @@ static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
 
 /* What the withdrawal left: no delivery of jekerdal, a tombstone and an
  * entry naming why for each, gemeente's untouched. */
-static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count)
+static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, const char *why)
 {
     assert_int_equal(h_await_log(env, offset,
                                  "event=mailbox.withdrawn recipient=woco-jekerdal/meldingen",
@@ -346,11 +346,12 @@ static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count)
         store_count(env,
                     "SELECT count(*) FROM tombstones WHERE recipient = 'woco-jekerdal/meldingen'"),
         count);
-    assert_int_equal(store_count(env, "SELECT count(*) FROM audit WHERE event = 'delivery.revoked'"
-                                      " AND recipient = 'woco-jekerdal/meldingen' AND reason ="
-                                      " 'principal woco-jekerdal/meldingen is not in the policy"
-                                      " in force'"),
-                     count);
+    char sql[320];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.revoked' AND recipient ="
+             " 'woco-jekerdal/meldingen' AND reason = 'principal woco-jekerdal/meldingen %s'",
+             why);
+    assert_int_equal(store_count(env, sql), count);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
 }
 
@@ -365,7 +366,24 @@ static void test_removed_principals_mailbox_is_withdrawn(void **state)
     write_policy_v2(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
-    expect_jekerdal_withdrawn(env, offset, WAITING);
+    expect_jekerdal_withdrawn(env, offset, WAITING, "is not in the policy in force");
+    h_done(env);
+}
+
+/* A principal made an operator cannot receive on the partner endpoint
+ * either: its mailbox goes the same way. */
+static void test_operators_mailbox_is_withdrawn(void **state)
+{
+    h_env_t *env = *state;
+    publish_waiting_for_jekerdal(env, 2);
+    char *block = replaced(JEKERDAL_PRINCIPAL_BLOCK, "role: system", "role: operator");
+    char *header = replaced(h_policy_header, JEKERDAL_PRINCIPAL_BLOCK, block);
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    free(block);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    expect_jekerdal_withdrawn(env, offset, 2, "is an operator under the policy in force");
     h_done(env);
 }
 
@@ -377,7 +395,7 @@ static void test_mailbox_withdrawn_at_start(void **state)
     write_policy_v2(env);
     long offset = h_log_offset(env);
     h_broker_start(env);
-    expect_jekerdal_withdrawn(env, offset, 3);
+    expect_jekerdal_withdrawn(env, offset, 3, "is not in the policy in force");
     h_done(env);
 }
 
@@ -467,6 +485,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_removed_principals_mailbox_is_withdrawn,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_withdrawn_at_start, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_operators_mailbox_is_withdrawn, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
                                         h_teardown),
