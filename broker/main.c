@@ -362,7 +362,7 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
            "the backup's audit trail ends at entry %llu (%s): what was accepted after it is "
            "lost\n"
            "items now from seq %llu (was %llu), deliveries from %llu (was %llu), cases from "
-           "C-%08llu (was C-%08llu)\n"
+           "C-%08llu (was C-%08llu)%s\n"
            "recorded as audit entry %llu (store.restored); take a new anchor with schakelctl "
            "audit verify\n"
            "tell every partner the time of the backup: publish again what was accepted after "
@@ -371,7 +371,9 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
            (unsigned long long)r.now.next_item_seq, (unsigned long long)r.was.next_item_seq,
            (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
            (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
-           (unsigned long long)r.entry_seq);
+           r.has_floor ? ", past the replaced store's too" : "", (unsigned long long)r.entry_seq);
+    if (!r.has_floor)
+        printf("note: %s: the counters moved past the backup's alone\n", r.floor_note);
     return 0;
 }
 

@@ -34,7 +34,8 @@ static int side_path(char *out, size_t outlen, const char *path, const char *suf
     return snprintf(out, outlen, "%s%s", path, suffix) < (int)outlen ? 0 : -1;
 }
 
-/* Removes the files SQLite and store_open keep beside a store file. */
+/* Removes the files SQLite and store_open keep beside a store file (the
+ * lock file too when with_lock). */
 static int remove_sides(const char *path, int with_lock, char *err, size_t errlen)
 {
     static const char *const suffix[] = {"-wal", "-shm", ".lock"};
@@ -122,12 +123,14 @@ static int last_entry_fn(const store_audit_entry_t *entry, void *arg)
 /* In the copy: counters moved and the entry written, in one synced
  * transaction; then its WAL copied into it, so that the file alone is the
  * whole store. */
-static int restore_prepare(store_t *copy, const keypair_t *key, restore_report_t *r)
+static int restore_prepare(store_t *copy, const keypair_t *key, const store_counters_t *floor,
+                           restore_report_t *r)
 {
     store_audit_tail_t tail;
     if (store_audit_tail(copy, &tail) != 0 ||
         (tail.seq > 0 && store_audit_scan(copy, tail.seq - 1, 1, last_entry_fn, r) < 0) ||
-        store_counters_move(copy, RESTORE_SEQ_MARGIN, RESTORE_CASE_MARGIN, &r->was, &r->now) != 0)
+        store_counters_move(copy, RESTORE_SEQ_MARGIN, RESTORE_CASE_MARGIN, floor, &r->was,
+                            &r->now) != 0)
         return -1;
     char detail[256], ended[32] = "none";
     if (r->trail_seq > 0) {
@@ -154,20 +157,30 @@ static int restore_prepare(store_t *copy, const keypair_t *key, restore_report_t
     return store_checkpoint(copy);
 }
 
-/* The copy, made ready; closed either way. */
+/* The copy, made ready; closed either way. A backup taken as files (a
+ * snapshot of the store and its WAL) has its -wal beside it: it is copied
+ * too, and SQLite recovers it into the copy when it opens it. */
 static int restore_make_copy(const char *copy_path, const char *backup_path,
                              const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                             restore_report_t *r, char *err, size_t errlen)
+                             const store_counters_t *floor, restore_report_t *r, char *err,
+                             size_t errlen)
 {
-    char open_err[768];
+    char open_err[768], backup_wal[PATH_MAX], copy_wal[PATH_MAX];
+    struct stat st;
     if (copy_file(backup_path, copy_path, err, errlen) != 0)
+        return -1;
+    if (side_path(backup_wal, sizeof backup_wal, backup_path, "-wal") != 0 ||
+        side_path(copy_wal, sizeof copy_wal, copy_path, "-wal") != 0)
+        return snprintf(err, errlen, "%s: path too long", backup_path), -1;
+    if (stat(backup_wal, &st) == 0 && st.st_size > 0 &&
+        copy_file(backup_wal, copy_wal, err, errlen) != 0)
         return -1;
     store_t *copy = store_open(copy_path, store_key, open_err, sizeof open_err);
     if (copy == NULL) {
         snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
         return -1;
     }
-    int rc = restore_prepare(copy, key, r);
+    int rc = restore_prepare(copy, key, floor, r);
     if (rc != 0)
         snprintf(err, errlen, "the backup %s: %s (the store is unchanged)", backup_path,
                  store_errmsg(copy));
@@ -175,9 +188,10 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
     return rc;
 }
 
-/* The backup must be another file than the store it replaces. */
-static int restore_check_paths(const char *store_path, const char *backup_path, char *err,
-                               size_t errlen)
+/* The backup must be another file than the store it replaces, and than
+ * the copy this makes of it. */
+static int restore_check_paths(const char *store_path, const char *copy_path,
+                               const char *backup_path, char *err, size_t errlen)
 {
     struct stat b, s;
     if (stat(backup_path, &b) != 0)
@@ -186,44 +200,143 @@ static int restore_check_paths(const char *store_path, const char *backup_path, 
         return snprintf(err, errlen, "the backup %s: not a regular file", backup_path), -1;
     if (stat(store_path, &s) == 0 && s.st_dev == b.st_dev && s.st_ino == b.st_ino)
         return snprintf(err, errlen, "the backup %s is the store itself", backup_path), -1;
+    if (stat(copy_path, &s) == 0 && s.st_dev == b.st_dev && s.st_ino == b.st_ino)
+        return snprintf(err, errlen,
+                        "the backup %s is the copy an earlier restore left: copy it elsewhere "
+                        "first (it is replaced by the new copy)",
+                        backup_path),
+               -1;
     return 0;
+}
+
+/* Whose the store is: its file's owner and mode, or, for a store not made
+ * yet, its folder's owner and 0600. The restored store and the lock file
+ * get them, so that the broker's service user can open what a restore run
+ * as root made. */
+typedef struct restore_owner {
+    uid_t uid;
+    gid_t gid;
+    mode_t mode;
+} restore_owner_t;
+
+static int restore_owner_of(const char *store_path, restore_owner_t *owner, char *err,
+                            size_t errlen)
+{
+    struct stat st;
+    if (stat(store_path, &st) == 0) {
+        *owner = (restore_owner_t){st.st_uid, st.st_gid, st.st_mode & 0777};
+        return 0;
+    }
+    char dir[PATH_MAX];
+    const char *slash = strrchr(store_path, '/');
+    snprintf(dir, sizeof dir, "%.*s", slash == NULL ? 1 : (int)(slash - store_path),
+             slash == NULL ? "." : store_path);
+    if (dir[0] == '\0')
+        snprintf(dir, sizeof dir, "/");
+    if (stat(dir, &st) != 0)
+        return snprintf(err, errlen, "%s: %s", dir, strerror(errno)), -1;
+    *owner = (restore_owner_t){st.st_uid, st.st_gid, 0600};
+    return 0;
+}
+
+/* A file of ours given the store's owner and mode (a chown only when it
+ * differs: an unprivileged run owns the store already). */
+static int restore_give(const char *path, int fd, const restore_owner_t *owner, char *err,
+                        size_t errlen)
+{
+    struct stat st;
+    int rc = fd >= 0 ? fstat(fd, &st) : stat(path, &st);
+    if (rc == 0 && (st.st_uid != owner->uid || st.st_gid != owner->gid))
+        rc = fd >= 0 ? fchown(fd, owner->uid, owner->gid) : chown(path, owner->uid, owner->gid);
+    if (rc == 0 && fd < 0 && (st.st_mode & 0777) != owner->mode)
+        rc = chmod(path, owner->mode);
+    if (rc != 0)
+        snprintf(err, errlen, "%s: cannot give it the store's owner: %s", path, strerror(errno));
+    return rc;
+}
+
+/* The store being replaced may have handed out more than the backup knows
+ * (it ran after the backup was taken; or a broker ran on an earlier
+ * restore of this same backup): its counters, read without its key, are a
+ * floor. A store that cannot be read gives none (said in the report). */
+static void restore_floor(const char *store_path, store_counters_t *floor, restore_report_t *r)
+{
+    char why[256];
+    if (access(store_path, F_OK) != 0) {
+        snprintf(r->floor_note, sizeof r->floor_note, "no store at %s", store_path);
+        return;
+    }
+    if (store_counters_of_file(store_path, floor, why, sizeof why) != 0) {
+        snprintf(r->floor_note, sizeof r->floor_note,
+                 "the store being replaced cannot be read (%s)", why);
+        return;
+    }
+    r->has_floor = 1;
+}
+
+/* The copy in the store's place: the old store's WAL set aside first (laid
+ * over the backup's pages it would corrupt them) and put back if the rename
+ * fails, so that a failure leaves the store as it was. */
+static int restore_swap(const char *store_path, const char *copy_path, char *err, size_t errlen)
+{
+    char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX];
+    if (side_path(wal, sizeof wal, store_path, "-wal") != 0 ||
+        side_path(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
+        side_path(shm, sizeof shm, store_path, "-shm") != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    int had_wal = access(wal, F_OK) == 0;
+    if (had_wal && rename(wal, aside) != 0)
+        return snprintf(err, errlen, "%s: %s", wal, strerror(errno)), -1;
+    if (rename(copy_path, store_path) != 0) {
+        int saved = errno;
+        if (had_wal && rename(aside, wal) != 0)
+            snprintf(err, errlen,
+                     "%s: %s; and its WAL could not be put back from %s (%s): rename it to %s "
+                     "before starting schakeld, or run the restore again",
+                     store_path, strerror(saved), aside, strerror(errno), wal);
+        else
+            snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
+        return -1;
+    }
+    if (remove_if_there(aside, err, errlen) != 0 || remove_if_there(shm, err, errlen) != 0)
+        return -1;
+    return sync_folder_of(store_path, err, errlen);
 }
 
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
                         restore_report_t *report, char *err, size_t errlen)
 {
-    char copy_path[PATH_MAX];
+    char copy_path[PATH_MAX], lock_path[PATH_MAX];
+    restore_owner_t owner;
+    store_counters_t floor;
     memset(report, 0, sizeof *report);
-    if (side_path(copy_path, sizeof copy_path, store_path, ".restoring") != 0)
+    if (side_path(copy_path, sizeof copy_path, store_path, ".restoring") != 0 ||
+        side_path(lock_path, sizeof lock_path, store_path, ".lock") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
-    if (restore_check_paths(store_path, backup_path, err, errlen) != 0)
+    if (restore_check_paths(store_path, copy_path, backup_path, err, errlen) != 0 ||
+        restore_owner_of(store_path, &owner, err, errlen) != 0)
         return -1;
     int lock = store_lock_take(store_path, err, errlen);
     if (lock < 0)
         return -1;
     int rc = -1;
+    restore_floor(store_path, &floor, report);
     /* a copy left by an earlier run that stopped half-way goes first */
-    if (remove_if_there(copy_path, err, errlen) != 0 ||
+    if (restore_give(lock_path, lock, &owner, err, errlen) != 0 ||
+        remove_if_there(copy_path, err, errlen) != 0 ||
         remove_sides(copy_path, 1, err, errlen) != 0)
         goto out;
-    if (restore_make_copy(copy_path, backup_path, store_key, key, report, err, errlen) != 0) {
+    if (restore_make_copy(copy_path, backup_path, store_key, key, report->has_floor ? &floor : NULL,
+                          report, err, errlen) != 0 ||
+        remove_sides(copy_path, 1, err, errlen) != 0 ||
+        restore_give(copy_path, -1, &owner, err, errlen) != 0) {
         char ignored[8];
         (void)remove_if_there(copy_path, ignored, sizeof ignored);
         (void)remove_sides(copy_path, 1, ignored, sizeof ignored);
         goto out;
     }
-    /* The copy is the whole store now. The old WAL goes before the rename:
-     * laid over the backup's pages it would corrupt them. */
-    if (remove_sides(copy_path, 1, err, errlen) != 0 ||
-        remove_sides(store_path, 0, err, errlen) != 0)
-        goto out;
-    if (rename(copy_path, store_path) != 0) {
-        snprintf(err, errlen, "%s: %s (the restored copy is %s)", store_path, strerror(errno),
-                 copy_path);
-        goto out;
-    }
-    rc = sync_folder_of(store_path, err, errlen);
+    rc = restore_swap(store_path, copy_path, err, errlen);
 out:
     close(lock);
     return rc;

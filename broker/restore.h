@@ -26,20 +26,28 @@ typedef struct restore_report {
     uint64_t trail_seq;   /* the backup's last audit entry (0: none) */
     int64_t trail_at;     /* its time, Unix seconds */
     uint64_t entry_seq;   /* the "store.restored" entry */
+    int has_floor;        /* the counters also went past the replaced store's */
+    char floor_note[320]; /* without has_floor: why not */
 } restore_report_t;
 
 /* With no broker on the store (its lock is taken for the whole of it):
- * copy backup_path to STORE.restoring, open the copy as a store under
- * store_key (a file that is not a Schakel store, or a key that does not
- * open it, is refused; an older schema is migrated), move its counters
- * (store_counters_move with the margins above), append a
- * "store.restored" entry signed into the trail with key, commit, copy its
- * WAL into it; then remove the old store's -wal and -shm (they belong to
- * the lost state) and rename the copy over store_path. A failure before
- * the rename leaves the store as it was (and no copy); the copy carries
- * the moved counters before it becomes the store, so a crash at any
- * point never leaves a restored store with the old counters. Returns 0
- * with *report, or -1 with err. */
+ * copy backup_path (and a non-empty BACKUP-wal beside it, a snapshot's)
+ * to STORE.restoring, open the copy as a store under store_key (a file
+ * that is not a Schakel store, or a key that does not open it, is
+ * refused; an older schema is migrated), move its counters
+ * (store_counters_move with the margins above, from the larger of the
+ * backup's and the replaced store's own, read without its key, so that a
+ * store restored twice from one backup never hands out a seq twice),
+ * append a "store.restored" entry signed into the trail with key, commit,
+ * copy its WAL into it; give it the replaced store's owner and mode (its
+ * folder's owner for a new one; the lock file likewise); then set the old
+ * store's -wal aside (it belongs to the lost state), rename the copy over
+ * store_path, and remove the old -wal and -shm. A failure up to the
+ * rename leaves the store as it was, and no copy; the copy carries the
+ * moved counters before it becomes the store, so an interruption never
+ * leaves a restored store with the old counters (one between setting the
+ * WAL aside and the rename needs the command run again: err says so when
+ * it can). Returns 0 with *report, or -1 with err. */
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
                         restore_report_t *report, char *err, size_t errlen);

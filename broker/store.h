@@ -404,15 +404,23 @@ typedef struct store_counters {
 /* After a backup was put in place (docs/OPERATIONS.md "Restoring a
  * backup"): move the counters of item seqs, delivery seqs and case numbers
  * past anything the lost state after the backup can have handed out, so
- * that no seq or case id is given twice: each next value becomes what it
- * would have been plus seq_margin (items, deliveries) or case_margin
- * (cases), a counter never used before included. In the open transaction
- * (store_begin is called if none is open); the caller commits. Refuses
- * (-1, store_errmsg, nothing changed) when case numbers (eight digits)
- * or seqs would run out. Fills *before (may be NULL) and *after. Returns
- * 0 or -1. */
+ * that no seq or case id is given twice: each next value becomes the
+ * larger of what it would have been and *floor (the store being replaced,
+ * which may have handed out more: NULL for none), plus seq_margin (items,
+ * deliveries) or case_margin (cases), a counter never used before
+ * included. In the open transaction (store_begin is called if none is
+ * open); the caller commits. Refuses (-1, store_errmsg, nothing changed)
+ * when case numbers (eight digits) or seqs would run out. Fills *before
+ * (may be NULL: the store's own next values) and *after. Returns 0 or -1. */
 int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
-                        store_counters_t *before, store_counters_t *after);
+                        const store_counters_t *floor, store_counters_t *before,
+                        store_counters_t *after);
+
+/* The next values of a store file's counters, read without its key and
+ * without writing (a raw read-only connection: its WAL is read, not
+ * changed). 0 with *next, or -1 with err (a file that is not a readable
+ * store). */
+int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ key rotation */
 

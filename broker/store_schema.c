@@ -587,28 +587,40 @@ static int counters_set(store_t *store, const char *table, int64_t last)
     return failed ? -1 : 0;
 }
 
+static uint64_t counter_max(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
 int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
-                        store_counters_t *before, store_counters_t *after)
+                        const store_counters_t *floor, store_counters_t *before,
+                        store_counters_t *after)
 {
     if (store_enter(store, "counters_move") != 0 || store_begin(store) != 0 ||
         store_schema_counters_load(store) != 0)
         return -1;
     store_counters_t was = {(uint64_t)store->next_item_seq, (uint64_t)store->next_delivery_seq,
                             (uint64_t)store->next_case_num};
+    store_counters_t from = was;
+    if (floor != NULL) {
+        from.next_item_seq = counter_max(from.next_item_seq, floor->next_item_seq);
+        from.next_delivery_seq = counter_max(from.next_delivery_seq, floor->next_delivery_seq);
+        from.next_case_num = counter_max(from.next_case_num, floor->next_case_num);
+    }
     const uint64_t seq_max = (uint64_t)INT64_MAX / 2; /* room left for the seqs themselves */
-    if (seq_margin > seq_max || was.next_item_seq > seq_max - seq_margin ||
-        was.next_delivery_seq > seq_max - seq_margin) {
+    if (seq_margin > seq_max || from.next_item_seq > seq_max - seq_margin ||
+        from.next_delivery_seq > seq_max - seq_margin) {
         store_refuse(store, "counters_move", "sequence numbers would run out");
         return -1;
     }
     if (case_margin >= (uint64_t)STORE_CASE_NUM_MAX ||
-        was.next_case_num > (uint64_t)STORE_CASE_NUM_MAX - case_margin) {
+        from.next_case_num > (uint64_t)STORE_CASE_NUM_MAX - case_margin) {
         store_refuse(store, "counters_move",
                      "case numbers would run out (eight digits): use a smaller case margin");
         return -1;
     }
-    store_counters_t now = {was.next_item_seq + seq_margin, was.next_delivery_seq + seq_margin,
-                            was.next_case_num + case_margin};
+    store_counters_t now = {from.next_item_seq + seq_margin, from.next_delivery_seq + seq_margin,
+                            from.next_case_num + case_margin};
     if (counters_set(store, "items", (int64_t)now.next_item_seq - 1) != 0 ||
         counters_set(store, "deliveries", (int64_t)now.next_delivery_seq - 1) != 0 ||
         counters_set(store, "cases", (int64_t)now.next_case_num - 1) != 0)
@@ -619,5 +631,54 @@ int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margi
     if (before != NULL)
         *before = was;
     *after = now;
+    return 0;
+}
+
+/* One counter query on a raw connection: 0 with *value, or -1. */
+static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value)
+{
+    sqlite3_stmt *stmt = NULL;
+    int ok = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
+             sqlite3_step(stmt) == SQLITE_ROW;
+    if (ok)
+        *value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    return ok && *value >= 0 && *value < INT64_MAX ? 0 : -1;
+}
+
+int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int64_t items = 0, deliveries = 0, cases = 0;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK)
+        (void)sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    if (rc != SQLITE_OK ||
+        counters_file_query(
+            db,
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+            " WHERE name = 'items'), 0), coalesce((SELECT max(seq) FROM items), 0))",
+            &items) != 0 ||
+        counters_file_query(db,
+                            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                            " WHERE name = 'deliveries'), 0),"
+                            " coalesce((SELECT max(seq) FROM deliveries), 0),"
+                            " coalesce((SELECT max(seq) FROM tombstones), 0))",
+                            &deliveries) != 0) {
+        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    /* a store from before cases has no counter of them: none was used */
+    if (counters_file_query(
+            db,
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+            " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
+            &cases) != 0)
+        cases = 0;
+    sqlite3_close(db);
+    next->next_item_seq = (uint64_t)items + 1;
+    next->next_delivery_seq = (uint64_t)deliveries + 1;
+    next->next_case_num = (uint64_t)cases + 1;
     return 0;
 }

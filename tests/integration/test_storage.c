@@ -434,12 +434,14 @@ static int setup_cases_env(void **state)
  * Refused, with the store left as it was, while a broker has the store,
  * for a backup that is missing, not a store, under another store key or
  * the store itself. */
-static void restore_run(h_env_t *env, const char *backup, const char *store_key, int want_status,
-                        const char *want_out, const char *want_err)
+static void restore_run2(h_env_t *env, const char *backup, const char *store_key, int want_status,
+                         const char *want_out, const char *want_out2, const char *want_err)
 {
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path,
                                 store_key != NULL ? "--store-key" : NULL, store_key, NULL);
+    if (want_out2 != NULL && strstr(res.out, want_out2) == NULL)
+        fail_msg("--restored %s: stdout \"%s\" (want \"%s\")", backup, res.out, want_out2);
     if (status != want_status || strstr(res.out, want_out) == NULL ||
         strstr(res.err, want_err) == NULL)
         fail_msg("--restored %s: exit %d (want %d), stdout \"%s\" (want \"%s\"), stderr "
@@ -450,6 +452,12 @@ static void restore_run(h_env_t *env, const char *backup, const char *store_key,
     snprintf(copy, sizeof copy, "%s.restoring", env->store_path);
     if (access(copy, F_OK) == 0)
         fail_msg("--restored %s left %s behind", backup, copy);
+}
+
+static void restore_run(h_env_t *env, const char *backup, const char *store_key, int want_status,
+                        const char *want_out, const char *want_err)
+{
+    restore_run2(env, backup, store_key, want_status, want_out, NULL, want_err);
 }
 
 static void restore_refusals(h_env_t *env, const char *backup)
@@ -467,6 +475,17 @@ static void restore_refusals(h_env_t *env, const char *backup)
     restore_run(env, backup, other_key, 1, "", "does not open this store");
     snprintf(says, sizeof says, "the backup %s is the store itself", env->store_path);
     restore_run(env, env->store_path, NULL, 1, "", says);
+    /* the copy an interrupted restore left is not taken as a backup (it
+     * would be removed as the stale copy before being read) */
+    char copy[192];
+    snprintf(copy, sizeof copy, "%s.restoring", env->store_path);
+    assert_int_equal(link(backup, copy), 0);
+    int status = h_run_schakeld(&res, "--restored", copy, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, "is the copy an earlier restore left") == NULL)
+        fail_msg("--restored of the stale copy: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(access(copy, F_OK), 0);
+    assert_int_equal(unlink(copy), 0);
 }
 
 /* The highest item seq the store file holds (read-only, beside nothing). */
@@ -530,13 +549,13 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_true(lost_last > lost_item);
     restore_refusals(env, backup);
     assert_int_equal(restore_store_last_item(env), lost_last);
-    /* the backup in place: the counters past the lost state (the backup
-     * held item A and its deliveries, no case), and the lost
-     * state's WAL gone (one is made if the stop left none); a second run
-     * starts from the backup again */
+    /* the backup in place, its counters past the lost state's (the backup
+     * held item A and no case; the lost store items to lost_last and case
+     * 1), the lost state's WAL gone (one is made if the stop left none),
+     * the store's owner and mode kept */
     char items_from[96], wal[192];
     snprintf(items_from, sizeof items_from, "items now from seq %llu (was %llu)",
-             (unsigned long long)lost_item + 1000000000, (unsigned long long)lost_item);
+             (unsigned long long)lost_last + 1 + 1000000000, (unsigned long long)lost_item);
     snprintf(wal, sizeof wal, "%s-wal", env->store_path);
     if (access(wal, F_OK) != 0) {
         FILE *f = fopen(wal, "w");
@@ -544,22 +563,38 @@ static void test_restore_procedure_moves_the_counters(void **state)
         assert_true(fputs("frames of the lost state", f) >= 0);
         assert_int_equal(fclose(f), 0);
     }
-    restore_run(env, backup, NULL, 0, items_from, "");
+    if (geteuid() == 0) /* a restore as root keeps the service user's store */
+        assert_int_equal(chown(env->store_path, 65534, 65534), 0);
+    assert_int_equal(chmod(env->store_path, 0640), 0);
+    struct stat kept;
+    assert_int_equal(stat(env->store_path, &kept), 0);
+    restore_run2(env, backup, NULL, 0, items_from,
+                 "cases from C-01000002 (was C-00000001), past the replaced store's too", "");
     assert_int_equal(access(wal, F_OK), -1);
-    restore_run(env, backup, NULL, 0, "cases from C-01000001 (was C-00000001)", "");
+    struct stat restored;
+    assert_int_equal(stat(env->store_path, &restored), 0);
+    assert_int_equal(restored.st_uid, kept.st_uid);
+    assert_int_equal(restored.st_gid, kept.st_gid);
+    assert_int_equal(restored.st_mode & 0777, 0640);
+    assert_true(restored.st_ino != kept.st_ino);
+    /* restored again from the same backup (a second incident before the
+     * next backup): past the first restore's counters, not the same again */
+    snprintf(items_from, sizeof items_from, "items now from seq %llu (was %llu)",
+             (unsigned long long)lost_last + 1 + 2000000000ull, (unsigned long long)lost_item);
+    restore_run2(env, backup, NULL, 0, items_from, "cases from C-02000002 (was C-00000001)", "");
     assert_int_equal(restore_store_last_item(env), lost_item - 1);
     /* started again: A waits (from the backup), B is gone, C is new */
     h_broker_start(env);
     politie = h_connect(env, H_POLITIE);
     s = h_police_signal("BVH-RESTORE-C");
     uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
-    assert_int_equal(item, lost_item + 1000000000u);
+    assert_int_equal(item, lost_last + 1 + 2000000000ull);
     om = h_connect(env, H_OM);
     schakel_delivery_t *a = h_receive(om), *c = h_receive(om);
     assert_string_equal(a->source_ref, "BVH-RESTORE-A");
     assert_true(a->seq < lost_seq);
     assert_string_equal(c->source_ref, "BVH-RESTORE-C");
-    if (c->seq <= lost_seq || c->seq < 1000000000u)
+    if (c->seq <= lost_seq || c->seq < 2000000000ull)
         fail_msg("the new delivery got seq %llu, not past the lost one's %llu",
                  (unsigned long long)c->seq, (unsigned long long)lost_seq);
     assert_int_equal(c->item_seq, item);
@@ -573,7 +608,7 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(schakel_case_open(riec, &lost_case, NULL, new_id, NULL, H_TIMEOUT_MS),
                      SCHAKEL_OK);
     assert_string_equal(lost_id, "C-00000001");
-    assert_string_equal(new_id, "C-01000001");
+    assert_string_equal(new_id, "C-02000002");
     schakel_close(&riec);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
@@ -593,10 +628,66 @@ static void test_restore_procedure_moves_the_counters(void **state)
                                         -1, &q, NULL),
                      SQLITE_OK);
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    assert_int_equal(sqlite3_column_int(q, 0), 1);
-    assert_non_null(strstr((const char *)sqlite3_column_text(q, 1), "cases_from=C-01000001"));
+    assert_int_equal(sqlite3_column_int(q, 0), 1); /* the second restore's trail */
+    assert_non_null(strstr((const char *)sqlite3_column_text(q, 1), "cases_from=C-02000002"));
     sqlite3_finalize(q);
     assert_int_equal(sqlite3_close(live), SQLITE_OK);
+    h_done(env);
+}
+
+/* A file's bytes into another (the test's own snapshot of a store). */
+static void restore_copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fclose(out), 0);
+}
+
+/* A backup taken as files (a file-system snapshot of the store and its
+ * WAL, with the broker held still): what was committed in the WAL is part
+ * of the backup, and the restore keeps it. */
+static void test_restore_of_a_snapshot_with_its_wal(void **state)
+{
+    h_env_t *env = *state;
+    char snap[192], snap_wal[192], wal[192];
+    snprintf(snap, sizeof snap, "%s/snapshot.db", env->dir);
+    snprintf(snap_wal, sizeof snap_wal, "%s/snapshot.db-wal", env->dir);
+    snprintf(wal, sizeof wal, "%s-wal", env->store_path);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    static const char *const refs[] = {"BVH-SNAP-1", "BVH-SNAP-2", "BVH-SNAP-3"};
+    for (size_t i = 0; i < 3; i++) {
+        schakel_signal_t s = h_police_signal(refs[i]);
+        (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    }
+    schakel_close(&politie);
+    h_broker_pause(env); /* nothing moves while the files are copied */
+    restore_copy_file(env->store_path, snap);
+    restore_copy_file(wal, snap_wal);
+    h_broker_resume(env);
+    struct stat st;
+    assert_int_equal(stat(snap_wal, &st), 0);
+    assert_true(st.st_size > 0); /* the snapshot's WAL holds commits */
+    assert_int_equal(h_broker_stop(env), 0);
+    restore_run(env, snap, NULL, 0, "restored", "");
+    assert_int_equal(restore_store_last_item(env), 3);
+    h_broker_start(env);
+    schakel_client_t *om = h_connect(env, H_OM);
+    for (size_t i = 0; i < 3; i++) {
+        schakel_delivery_t *d = h_receive(om);
+        assert_string_equal(d->source_ref, refs[i]);
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    assert_int_equal(h_broker_stop(env), 0);
     h_done(env);
 }
 
@@ -1331,8 +1422,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_second_broker_on_a_store_is_refused, h_setup_env,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters,
-                                        setup_cases_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_of_a_snapshot_with_its_wal, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
