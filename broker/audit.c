@@ -188,6 +188,29 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
     return 0;
 }
 
+int audit_append_offline(store_t *store, const keypair_t *key, int64_t now,
+                         store_audit_entry_t *entry, char *why, size_t whylen)
+{
+    store_audit_tail_t tail;
+    if (store_begin(store) != 0 || store_audit_tail(store, &tail) != 0) {
+        snprintf(why, whylen, "%s", store_errmsg(store));
+        return -1;
+    }
+    if (key == NULL && tail.seq + 1 - tail.checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES) {
+        snprintf(why, whylen,
+                 "the audit trail ends in %llu entries without a checkpoint, and one more "
+                 "unsigned would make them too many: give the broker key so that it is signed",
+                 (unsigned long long)(tail.seq - tail.checkpoint_seq));
+        return -1;
+    }
+    if (audit_append(store, key, now, entry) != 0 ||
+        (key != NULL && audit_checkpoint(store, key, now, 1) < 0)) {
+        snprintf(why, whylen, "%s", store_errmsg(store));
+        return -1;
+    }
+    return 0;
+}
+
 static int checkpoint_due(const store_audit_tail_t *tail, int64_t now, int force)
 {
     if (tail->seq <= tail->checkpoint_seq)

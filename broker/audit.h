@@ -85,6 +85,16 @@ void audit_checkpoint_signed_bytes(uint64_t seq, const uint8_t hash[STORE_AUDIT_
  * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries. */
 int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_entry_t *entry);
 
+/* An entry an offline command writes (schakeld --rekey, --restored), in
+ * the store's open transaction: appended and, with key, certified at once
+ * by a checkpoint at its seq. Without a key it is refused (-1, why filled,
+ * nothing appended) when it would leave SCHAKEL_AUDIT_CHECKPOINT_ENTRIES
+ * entries without a checkpoint: audit_verify reads such a stretch as
+ * checkpoints removed, and no later checkpoint mends it. Returns 0, or -1
+ * (why filled: the refusal, or the store's error). */
+int audit_append_offline(store_t *store, const keypair_t *key, int64_t now,
+                         store_audit_entry_t *entry, char *why, size_t whylen);
+
 /* Sign and insert a checkpoint for the last entry if one is due: when
  * entries wait since the last checkpoint and either force is set, or
  * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES of them wait, or the last checkpoint is

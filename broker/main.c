@@ -50,35 +50,36 @@ typedef struct options {
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
-            "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
-            "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
-            "       schakeld --init --config FILE | --init --store-key FILE\n"
-            "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
-            "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE\n"
-            "       schakeld --restored BACKUP --config FILE  (broker stopped)\n"
-            "       schakeld --version\n"
-            "\n"
-            "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
-            "                    store_key_file, ack_timeout, metrics_listen, admin_listen,\n"
-            "                    sync_thread, and the limits of docs/OPERATIONS.md)\n"
-            "  --init            create the store's sealing key file (mode 0600) and exit\n"
-            "  --store-key FILE  the store's sealing key file\n"
-            "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
-            "  --restored BACKUP put a backup in place of the store, its seqs and case\n"
-            "                    numbers moved past the lost state's, and record it\n"
-            "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
-            "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
-            "  --max-connections N    connections per principal (default 64)\n"
-            "  --set KEY=VALUE   any config key, e.g. --set max_items_per_publish=64\n"
-            "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any "
-            "port)\n"
-            "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
-            "  --store FILE      SQLite store\n"
-            "  --key FILE        the broker's secret key file (mode 0600)\n"
-            "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n"
-            "                    (after \"METRICS <host:port>\\n\" when metrics_listen is set)\n");
+    fprintf(
+        out,
+        "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
+        "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
+        "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
+        "       schakeld --init --config FILE | --init --store-key FILE\n"
+        "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
+        "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE [--key FILE]\n"
+        "       schakeld --restored BACKUP --config FILE  (broker stopped)\n"
+        "       schakeld --version\n"
+        "\n"
+        "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
+        "                    store_key_file, ack_timeout, metrics_listen, admin_listen,\n"
+        "                    sync_thread, and the limits of docs/OPERATIONS.md)\n"
+        "  --init            create the store's sealing key file (mode 0600) and exit\n"
+        "  --store-key FILE  the store's sealing key file\n"
+        "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
+        "  --restored BACKUP put a backup in place of the store, its seqs and case\n"
+        "                    numbers moved past the lost state's, and record it\n"
+        "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
+        "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
+        "  --max-connections N    connections per principal (default 64)\n"
+        "  --set KEY=VALUE   any config key, e.g. --set max_items_per_publish=64\n"
+        "  --listen EP       ZMQ endpoint, e.g. tcp://127.0.0.1:7450 (tcp://127.0.0.1:* = any "
+        "port)\n"
+        "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
+        "  --store FILE      SQLite store\n"
+        "  --key FILE        the broker's secret key file (mode 0600)\n"
+        "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n"
+        "                    (after \"METRICS <host:port>\\n\" when metrics_listen is set)\n");
 }
 
 static int parse_level(const char *s, log_level_t *level)
@@ -257,28 +258,46 @@ static int init_store_key(const char *path)
     return 0;
 }
 
-/* The rotation's audit entry, in the rekey's own transaction (no
- * checkpoint: the broker key is not needed; the next start signs one). */
+/* The rotation's audit entry, in the rekey's own transaction: signed with
+ * a checkpoint when the broker key is known (key_file), else unsigned as
+ * far as audit_append_offline allows. */
+typedef struct rekey_audit {
+    const keypair_t *key; /* NULL: none given */
+    char why[512];        /* why the entry could not be written */
+} rekey_audit_t;
+
 static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void *arg)
 {
+    rekey_audit_t *audit = arg;
     char detail[96];
     store_audit_entry_t e;
-    (void)arg;
     snprintf(detail, sizeof detail, "items=%llu deliveries=%llu", (unsigned long long)counts->items,
              (unsigned long long)counts->deliveries);
     audit_entry_init(&e, "store.rekeyed");
     audit_set_text(&e, STORE_AUDIT_REASON, "store key rotated (schakeld --rekey)");
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return audit_append(store, NULL, (int64_t)time(NULL), &e);
+    return audit_append_offline(store, audit->key, (int64_t)time(NULL), &e, audit->why,
+                                sizeof audit->why);
+}
+
+static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                          store_rekey_counts_t *counts, const keypair_t *broker_key,
+                          rekey_audit_t *audit)
+{
+    audit->key = broker_key;
+    return store_rekey_recorded(store, new_key, counts, rekey_record, audit);
 }
 
 /* schakeld --rekey: re-seal the store under a new key, made beforehand
  * with --init. Run with the broker stopped: store_rekey locks the store
  * and fails while another process has it open. The store is not created
  * if missing (store_open would make an empty one). */
-static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path)
+static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
+                       const char *broker_key_path)
 {
     char err[1024] = "";
+    rekey_audit_t audit = {NULL, ""};
+    keypair_t *broker_key = NULL;
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
     store_rekey_counts_t counts = {0, 0};
     store_t *store = NULL;
@@ -291,7 +310,9 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     if (access(store_path, F_OK) != 0)
         snprintf(err, sizeof err, "%s: %s", store_path, strerror(errno));
     else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||
-             keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0)
+             keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0 ||
+             (broker_key_path != NULL &&
+              (broker_key = keys_load_secret(broker_key_path, err, sizeof err)) == NULL))
         ; /* err says which file and why */
     else if (sodium_memcmp(key, new_key, sizeof key) == 0)
         snprintf(err, sizeof err,
@@ -300,7 +321,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  new_key_path);
     else if ((store = store_open(store_path, key, err, sizeof err)) == NULL)
         ; /* err is store_open's */
-    else if ((rc = store_rekey_recorded(store, new_key, &counts, rekey_record, NULL)) == -2)
+    else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
         snprintf(err, sizeof err,
                  "%s was re-sealed under %s, but syncing it to disk failed (%s): keep BOTH key "
                  "files; check the disk, then start schakeld with %s (with %s if that key is "
@@ -308,7 +329,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  store_path, new_key_path, store_errmsg(store), new_key_path, key_path);
     else if (rc != 0)
         snprintf(err, sizeof err, "%s: %s (the store is unchanged, still under %s)", store_path,
-                 store_errmsg(store), key_path);
+                 audit.why[0] != '\0' ? audit.why : store_errmsg(store), key_path);
     if (rc != 0)
         rc = 1;
     if (rc == 0) {
@@ -323,6 +344,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
         fprintf(stderr, "schakeld: %s\n", err);
     }
     store_close(&store);
+    keys_destroy(&broker_key);
     sodium_memzero(key, sizeof key);
     sodium_memzero(new_key, sizeof new_key);
     return rc;
@@ -435,7 +457,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (o.rekey) {
-        rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key);
+        rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key, cfg->key_file);
         config_destroy(&cfg);
         return rc;
     }

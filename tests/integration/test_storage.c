@@ -754,6 +754,15 @@ static void test_rekey_reseals_the_store(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 2),
                         "store key rotated (schakeld --rekey)");
     sqlite3_finalize(q);
+    /* signed at once with the broker key --config names */
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT count(*) FROM audit_checkpoints WHERE seq ="
+                                        " (SELECT seq FROM audit WHERE event = 'store.rekeyed')",
+                                        -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(q, 0), 1);
+    sqlite3_finalize(q);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
                        "--broker-key", env->broker_pub, NULL);

@@ -1090,6 +1090,41 @@ static void test_verify_keys_in_rotation_order(void **state)
     unlink(path);
 }
 
+/* An offline command's entry (schakeld --rekey): unsigned while the
+ * stretch without a checkpoint allows one more; refused when it would
+ * reach SCHAKEL_AUDIT_CHECKPOINT_ENTRIES (verify would call that removed
+ * checkpoints, for good); with the broker key, certified at once. */
+static void test_offline_entry_keeps_the_trail_verifiable(void **state)
+{
+    fixture_t *f = *state;
+    const uint64_t n = SCHAKEL_AUDIT_CHECKPOINT_ENTRIES;
+    trail_append(f->store, NULL, 1, n - 2); /* a broker that died before its checkpoint */
+    char why[512];
+    store_audit_entry_t e;
+    audit_entry_init(&e, "store.rekeyed");
+    assert_int_equal(audit_append_offline(f->store, NULL, BASE_TIME + 20, &e, why, sizeof why), 0);
+    assert_int_equal(e.seq, n - 1);
+    assert_int_equal(store_commit(f->store), 0);
+    audit_entry_init(&e, "store.rekeyed");
+    assert_int_equal(audit_append_offline(f->store, NULL, BASE_TIME + 21, &e, why, sizeof why), -1);
+    assert_non_null(strstr(why, "ends in 999 entries without a checkpoint"));
+    store_rollback(f->store);
+    audit_entry_init(&e, "store.rekeyed");
+    assert_int_equal(
+        audit_append_offline(f->store, broker_key, BASE_TIME + 22, &e, why, sizeof why), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, n);
+    assert_int_equal(tail.checkpoint_seq, n);
+    audit_verify_report_t r;
+    const keypair_t *keys[] = {broker_key};
+    store_close(&f->store);
+    verify_path(f->path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+    assert_int_equal(r.entries, n);
+}
+
 /* ------------------------------------------------------------------ fail closed */
 
 static void fill(uint8_t *out, size_t len, uint8_t salt)
@@ -2025,6 +2060,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_verify_names_the_first_broken_place, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_verify_keys_in_rotation_order, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_offline_entry_keeps_the_trail_verifiable, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_full_storage_refuses_the_action_and_keeps_nothing,
                                         setup, store_fixture_teardown),
