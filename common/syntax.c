@@ -7,6 +7,8 @@
  */
 #include "syntax.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "schakel_limits.h"
@@ -326,4 +328,27 @@ int syntax_unhex(const char *hex, uint8_t *bytes, size_t len)
         bytes[i] = (uint8_t)(hi << 4 | lo);
     }
     return 0;
+}
+
+char *syntax_json_escape_controls(const char *json)
+{
+    size_t len = strlen(json);
+    char *out = malloc(len * 3 + 1); /* one byte may become six, two bytes six */
+    if (out == NULL)
+        return NULL;
+    size_t used = 0;
+    for (const unsigned char *p = (const unsigned char *)json; *p != '\0'; p++) {
+        if (*p == 0x7f) {
+            memcpy(out + used, "\\u007f", 6);
+            used += 6;
+        } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            snprintf(out + used, 7, "\\u00%02x", p[1]);
+            used += 6;
+            p++;
+        } else {
+            out[used++] = (char)*p;
+        }
+    }
+    out[used] = '\0';
+    return out;
 }

@@ -42,4 +42,10 @@ void syntax_hex(const uint8_t *bytes, size_t len, char *out);
 /* Parse 2*len hex digits into bytes; returns 0 or -1. */
 int syntax_unhex(const char *hex, uint8_t *bytes, size_t len);
 
+/* A copy of JSON text (UTF-8, as a JSON writer made it) in which DEL and
+ * the C1 controls (U+0080..U+009F), which JSON lets strings carry raw and
+ * a terminal acts on, are written \u007f and \u0080..\u009f; everything
+ * else is unchanged. Returns a malloc'd string, or NULL out of memory. */
+char *syntax_json_escape_controls(const char *json);
+
 #endif

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "syntax.h"
+
 #define CLI_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define CLI_MAX_TIMEOUT_S 86400 /* a day: beyond that a timeout is a typo */
 
@@ -163,9 +165,13 @@ int cli_connect(const cli_options_t *opts, schakel_client_t **client)
     return CLI_EXIT_OK;
 }
 
+/* DEL and the C1 controls escaped (syntax_json_escape_controls): jansson
+ * writes them raw, and a terminal acts on them. */
 int cli_print_json(const json_t *value)
 {
-    char *text = json_dumps(value, JSON_COMPACT);
+    char *raw = json_dumps(value, JSON_COMPACT);
+    char *text = raw != NULL ? syntax_json_escape_controls(raw) : NULL;
+    free(raw);
     if (text == NULL)
         return -1;
     int rc = puts(text) == EOF ? -1 : 0;

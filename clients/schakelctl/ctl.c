@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "syntax.h"
+
 #define CTL_DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define CTL_DEFAULT_TIMEOUT_MS 30000
 #define CTL_MAX_TIMEOUT_S 86400 /* a day: beyond that a timeout is a typo */
@@ -102,9 +104,13 @@ int ctl_usage_error(const char *command, const char *fmt, ...)
     return CTL_EXIT_USAGE;
 }
 
+/* DEL and the C1 controls escaped (syntax_json_escape_controls): jansson
+ * writes them raw, and a terminal acts on them. */
 int ctl_print_json(const json_t *value)
 {
-    char *text = json_dumps(value, JSON_COMPACT);
+    char *raw = json_dumps(value, JSON_COMPACT);
+    char *text = raw != NULL ? syntax_json_escape_controls(raw) : NULL;
+    free(raw);
     if (text == NULL)
         return -1;
     int rc = puts(text) == EOF ? -1 : 0;

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -358,6 +359,33 @@ static void test_hex(void **state)
     assert_int_equal(syntax_unhex(NULL, back, 4), -1);
 }
 
+/* JSON text for a terminal: DEL and C1 controls written as escapes, the
+ * rest (other UTF-8, escapes already there) unchanged. */
+static void test_json_escape_controls(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } rows[] = {
+        {"{\"a\":\"plain\"}", "{\"a\":\"plain\"}"},
+        {"\"del \x7f\"", "\"del \\u007f\""},
+        {"\"csi \xc2\x9b"
+         "2J\"",
+         "\"csi \\u009b2J\""},
+        {"\"nel \xc2\x85 pad \xc2\x80\"", "\"nel \\u0085 pad \\u0080\""},
+        {"\"caf\xc3\xa9 \xc2\xa0 \xe2\x82\xac\"", "\"caf\xc3\xa9 \xc2\xa0 \xe2\x82\xac\""},
+        {"\"already \\u001b\"", "\"already \\u001b\""},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char *out = syntax_json_escape_controls(rows[i].in);
+        assert_non_null(out);
+        if (strcmp(out, rows[i].out) != 0)
+            fail_msg("row %zu: [%s], expected [%s]", i, out, rows[i].out);
+        free(out);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -372,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_utf8_against_reference_short),
         cmocka_unit_test(test_utf8_against_reference_random),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_json_escape_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
