@@ -7,6 +7,7 @@
  */
 #include "syntax.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,7 +334,9 @@ int syntax_unhex(const char *hex, uint8_t *bytes, size_t len)
 char *syntax_json_escape_controls(const char *json)
 {
     size_t len = strlen(json);
-    char *out = malloc(len * 3 + 1); /* one byte may become six, two bytes six */
+    if (len > (SIZE_MAX - 1) / 6)
+        return NULL;
+    char *out = malloc(len * 6 + 1); /* a DEL byte becomes six: \\u007f */
     if (out == NULL)
         return NULL;
     size_t used = 0;

@@ -376,6 +376,9 @@ static void test_json_escape_controls(void **state)
         {"\"caf\xc3\xa9 \xc2\xa0 \xe2\x82\xac\"", "\"caf\xc3\xa9 \xc2\xa0 \xe2\x82\xac\""},
         {"\"already \\u001b\"", "\"already \\u001b\""},
         {"", ""},
+        {"\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", /* each byte six: the largest growth */
+         "\\u007f\\u007f\\u007f\\u007f\\u007f\\u007f\\u007f\\u007f"},
+        {"\x7f\xc2\x9b\x7f\xc2\x85\x7f", "\\u007f\\u009b\\u007f\\u0085\\u007f"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char *out = syntax_json_escape_controls(rows[i].in);
