@@ -1016,6 +1016,7 @@ static int commit_turn(broker_t *b)
     b->last_turn_rolled_back = !committed;
     b->last_turn_committed_writes = committed && wrote;
     record_turn_settle(b, committed);
+    purge_settle(b, committed);
     if (!committed)
         sessions_restart_receivers(b->sessions);
     deliver_kept_settle(b->kept, committed); /* the turn's kept items: usable, or wiped */

@@ -131,7 +131,8 @@ typedef struct broker {
      * name, withdrawn a batch per turn (purge.h). */
     char (*purge_list)[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     size_t n_purge;
-    int purge_more; /* more than the list holds: listed again once it is done */
+    int purge_more;    /* more than the list holds: listed again once it is done */
+    int purge_emptied; /* this turn found the last listed recipient empty */
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
     admin_t *admin;           /* the admin endpoint, NULL unless admin_listen is set */

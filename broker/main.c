@@ -396,6 +396,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
            r.has_floor ? ", past the replaced store's too" : "", (unsigned long long)r.entry_seq);
     if (!r.has_floor)
         printf("note: %s: the counters moved past the backup's alone\n", r.floor_note);
+    if (r.warning[0] != '\0')
+        fprintf(stderr, "schakeld: warning: %s\n", r.warning);
     return 0;
 }
 

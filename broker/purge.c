@@ -29,6 +29,7 @@ void purge_release(broker_t *b)
     b->purge_list = NULL;
     b->n_purge = 0;
     b->purge_more = 0;
+    b->purge_emptied = 0;
 }
 
 long purge_find(broker_t *b)
@@ -95,10 +96,21 @@ static void purge_done_with_last(broker_t *b)
         (void)purge_find(b); /* the next ones (logged on failure) */
 }
 
+void purge_settle(broker_t *b, int committed)
+{
+    if (!b->purge_emptied)
+        return;
+    b->purge_emptied = 0;
+    if (committed && b->n_purge > 0) { /* nothing of it is left for good */
+        log_event(LOG_INFO, "mailbox.emptied", "recipient", b->purge_list[b->n_purge - 1], NULL);
+        purge_done_with_last(b);
+    }
+}
+
 void purge_step(broker_t *b)
 {
-    if (b->n_purge == 0)
-        return;
+    if (b->n_purge == 0 || b->turn_failed)
+        return; /* a failed turn is rolled back: what it saw may come back */
     const char *recipient = b->purge_list[b->n_purge - 1];
     if (purge_can_receive(b, recipient)) {
         purge_done_with_last(b); /* back in the policy: what is left stays */
@@ -113,9 +125,8 @@ void purge_step(broker_t *b)
         broker_fail_turn(b);
         return;
     }
-    if (n == 0) { /* all withdrawn, in turns that committed */
-        log_event(LOG_INFO, "mailbox.emptied", "recipient", recipient, NULL);
-        purge_done_with_last(b);
+    if (n == 0) { /* it leaves the list once this turn has committed */
+        b->purge_emptied = 1;
         return;
     }
     char why[SCHAKEL_MAX_PRINCIPAL_LEN + 64];

@@ -33,9 +33,15 @@ int purge_pending(const broker_t *b);
 
 /* In the turn's transaction: revoke up to SCHAKEL_EXPIRY_BATCH waiting
  * deliveries of the first listed recipient, recording each; a recipient
- * with none left leaves the list. A store or record failure fails the
- * turn (tried again in a later one). */
+ * with none left leaves the list once the turn has committed
+ * (purge_settle). Nothing in a turn that has failed already. A store or
+ * record failure fails the turn (tried again in a later one). */
 void purge_step(broker_t *b);
+
+/* After the turn's commit (committed 0: rolled back): a recipient the turn
+ * found empty leaves the list ("mailbox.emptied") only if it committed;
+ * otherwise what the rollback put back is withdrawn in a later turn. */
+void purge_settle(broker_t *b, int committed);
 
 /* Free the list. */
 void purge_release(broker_t *b);

@@ -13,10 +13,13 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "audit.h"
 
@@ -106,7 +109,7 @@ static int sync_folder_of(const char *path, char *err, size_t errlen)
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     int failed = fd < 0 || fsync(fd) != 0;
     if (failed)
-        snprintf(err, errlen, "%s: sync: %s", dir, strerror(errno));
+        snprintf(err, errlen, "%.400s: sync: %s", dir, strerror(errno));
     if (fd >= 0)
         close(fd);
     return failed ? -1 : 0;
@@ -274,16 +277,35 @@ static void restore_floor(const char *store_path, store_counters_t *floor, resto
     r->has_floor = 1;
 }
 
+/* The old store's WAL copied into it before anything moves, so that the
+ * store file alone is whole and the WAL empty: an interruption between
+ * setting the WAL aside and the rename then leaves a whole old store. A
+ * store that cannot be checkpointed (damaged) keeps its WAL, set aside
+ * below as before. */
+static void restore_fold_old_wal(const char *store_path)
+{
+    sqlite3 *db = NULL;
+    if (access(store_path, F_OK) == 0 &&
+        sqlite3_open_v2(store_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+        (void)sqlite3_busy_timeout(db, 2000);
+        (void)sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+    }
+    sqlite3_close(db);
+}
+
 /* The copy in the store's place: the old store's WAL set aside first (laid
  * over the backup's pages it would corrupt them) and put back if the rename
- * fails, so that a failure leaves the store as it was. */
-static int restore_swap(const char *store_path, const char *copy_path, char *err, size_t errlen)
+ * fails, so that a failure leaves the store as it was. What fails after
+ * the rename leaves the store restored: a warning in the report. */
+static int restore_swap(const char *store_path, const char *copy_path, restore_report_t *r,
+                        char *err, size_t errlen)
 {
     char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX];
     if (side_path(wal, sizeof wal, store_path, "-wal") != 0 ||
         side_path(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
         side_path(shm, sizeof shm, store_path, "-shm") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    restore_fold_old_wal(store_path);
     int had_wal = access(wal, F_OK) == 0;
     if (had_wal && rename(wal, aside) != 0)
         return snprintf(err, errlen, "%s: %s", wal, strerror(errno)), -1;
@@ -298,19 +320,25 @@ static int restore_swap(const char *store_path, const char *copy_path, char *err
             snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
         return -1;
     }
-    if (remove_if_there(aside, err, errlen) != 0 || remove_if_there(shm, err, errlen) != 0)
-        return -1;
-    return sync_folder_of(store_path, err, errlen);
+    char why[512] = "";
+    if (remove_if_there(aside, why, sizeof why) != 0 ||
+        remove_if_there(shm, why, sizeof why) != 0 ||
+        sync_folder_of(store_path, why, sizeof why) != 0)
+        snprintf(r->warning, sizeof r->warning, "the store is restored, but: %s", why);
+    return 0;
 }
 
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
                         restore_report_t *report, char *err, size_t errlen)
 {
-    char copy_path[PATH_MAX], lock_path[PATH_MAX];
+    char copy_path[PATH_MAX], lock_path[PATH_MAX], backup_real[PATH_MAX];
     restore_owner_t owner;
     store_counters_t floor;
     memset(report, 0, sizeof *report);
+    /* a backup named through a link: its -wal is the file's, beside it */
+    if (realpath(backup_path, backup_real) == NULL)
+        return snprintf(err, errlen, "the backup %s: %s", backup_path, strerror(errno)), -1;
     if (side_path(copy_path, sizeof copy_path, store_path, ".restoring") != 0 ||
         side_path(lock_path, sizeof lock_path, store_path, ".lock") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
@@ -327,7 +355,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         remove_if_there(copy_path, err, errlen) != 0 ||
         remove_sides(copy_path, 1, err, errlen) != 0)
         goto out;
-    if (restore_make_copy(copy_path, backup_path, store_key, key, report->has_floor ? &floor : NULL,
+    if (restore_make_copy(copy_path, backup_real, store_key, key, report->has_floor ? &floor : NULL,
                           report, err, errlen) != 0 ||
         remove_sides(copy_path, 1, err, errlen) != 0 ||
         restore_give(copy_path, -1, &owner, err, errlen) != 0) {
@@ -336,7 +364,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         (void)remove_sides(copy_path, 1, ignored, sizeof ignored);
         goto out;
     }
-    rc = restore_swap(store_path, copy_path, err, errlen);
+    rc = restore_swap(store_path, copy_path, report, err, errlen);
 out:
     close(lock);
     return rc;

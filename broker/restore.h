@@ -28,6 +28,7 @@ typedef struct restore_report {
     uint64_t entry_seq;   /* the "store.restored" entry */
     int has_floor;        /* the counters also went past the replaced store's */
     char floor_note[320]; /* without has_floor: why not */
+    char warning[600];    /* restored, but something after the rename failed */
 } restore_report_t;
 
 /* With no broker on the store (its lock is taken for the whole of it):

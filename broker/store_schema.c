@@ -669,13 +669,22 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
         sqlite3_close(db);
         return -1;
     }
-    /* a store from before cases has no counter of them: none was used */
-    if (counters_file_query(
-            db,
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-            " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
-            &cases) != 0)
-        cases = 0;
+    /* a store from before cases has no table of them: none was used */
+    int64_t has_cases = 0;
+    if (counters_file_query(db,
+                            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                            " AND name = 'cases'",
+                            &has_cases) != 0 ||
+        (has_cases > 0 &&
+         counters_file_query(
+             db,
+             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+             " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
+             &cases) != 0)) {
+        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return -1;
+    }
     sqlite3_close(db);
     next->next_item_seq = (uint64_t)items + 1;
     next->next_delivery_seq = (uint64_t)deliveries + 1;

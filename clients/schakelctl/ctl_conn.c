@@ -306,7 +306,7 @@ static int ctl_take_frame(ctl_conn_t *conn, ctl_reassembly_t *r, ctl_answer_t *a
         return CTL_EXIT_OK;
     }
     wire_error_t err = {0};
-    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
+    Schakel__Frame *frame = wire_decode_broker_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
     int more = zmq_msg_more(&msg);
     zmq_msg_close(&msg);
     int rc = CTL_EXIT_OK;
