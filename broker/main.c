@@ -394,8 +394,10 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
            (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
            (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
            r.has_floor ? ", past the replaced store's too" : "", (unsigned long long)r.entry_seq);
-    if (!r.has_floor)
-        printf("note: %s: the counters moved past the backup's alone\n", r.floor_note);
+    if (r.floor_note[0] != '\0')
+        printf("note: %s\n", r.floor_note);
+    if (r.fold_note[0] != '\0')
+        printf("note: %s\n", r.fold_note);
     if (r.warning[0] != '\0')
         fprintf(stderr, "schakeld: warning: %s\n", r.warning);
     return 0;

@@ -269,27 +269,49 @@ static void restore_floor(const char *store_path, store_counters_t *floor, resto
         snprintf(r->floor_note, sizeof r->floor_note, "no store at %s", store_path);
         return;
     }
-    if (store_counters_of_file(store_path, floor, why, sizeof why) != 0) {
+    int rc = store_counters_of_file(store_path, floor, why, sizeof why);
+    if (rc < 0) {
         snprintf(r->floor_note, sizeof r->floor_note,
-                 "the store being replaced cannot be read (%s)", why);
+                 "the store being replaced cannot be read (%.200s): the counters moved past the "
+                 "backup's alone",
+                 why);
         return;
     }
+    if (rc == 1)
+        snprintf(r->floor_note, sizeof r->floor_note,
+                 "the case counter of the store being replaced cannot be read (%.200s): case "
+                 "numbers moved past the backup's alone",
+                 why);
     r->has_floor = 1;
 }
 
 /* The old store's WAL copied into it before anything moves, so that the
  * store file alone is whole and the WAL empty: an interruption between
- * setting the WAL aside and the rename then leaves a whole old store. A
- * store that cannot be checkpointed (damaged) keeps its WAL, set aside
- * below as before. */
-static void restore_fold_old_wal(const char *store_path)
+ * setting the WAL aside and the rename then leaves a whole old store.
+ * When it cannot be (a reader holds the WAL, a damaged store), the WAL is
+ * set aside as it is, and the report says so. */
+static void restore_fold_old_wal(const char *store_path, restore_report_t *r)
 {
     sqlite3 *db = NULL;
-    if (access(store_path, F_OK) == 0 &&
-        sqlite3_open_v2(store_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK) {
+    int log = -1, copied = -2, rc = SQLITE_OK;
+    if (access(store_path, F_OK) != 0)
+        return;
+    rc = sqlite3_open_v2(store_path, &db, SQLITE_OPEN_READWRITE, NULL);
+    if (rc == SQLITE_OK) {
         (void)sqlite3_busy_timeout(db, 2000);
-        (void)sqlite3_exec(db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+        /* a statement first: a connection learns that the file is in WAL
+         * mode only once it reads it (the checkpoint alone does nothing) */
+        rc = sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
     }
+    if (rc == SQLITE_OK)
+        rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &copied);
+    if (rc != SQLITE_OK || log != copied)
+        snprintf(r->fold_note, sizeof r->fold_note,
+                 "the old store's WAL could not be copied into it (%s): it was set aside as it "
+                 "is, and an interruption before the rename would have needed the command run "
+                 "again",
+                 rc != SQLITE_OK ? (db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc))
+                                 : "frames left");
     sqlite3_close(db);
 }
 
@@ -305,7 +327,7 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
         side_path(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
         side_path(shm, sizeof shm, store_path, "-shm") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
-    restore_fold_old_wal(store_path);
+    restore_fold_old_wal(store_path, r);
     int had_wal = access(wal, F_OK) == 0;
     if (had_wal && rename(wal, aside) != 0)
         return snprintf(err, errlen, "%s: %s", wal, strerror(errno)), -1;
@@ -320,11 +342,17 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
             snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
         return -1;
     }
-    char why[512] = "";
-    if (remove_if_there(aside, why, sizeof why) != 0 ||
-        remove_if_there(shm, why, sizeof why) != 0 ||
-        sync_folder_of(store_path, why, sizeof why) != 0)
-        snprintf(r->warning, sizeof r->warning, "the store is restored, but: %s", why);
+    /* each of these runs whatever the one before it did; the first
+     * failure is the warning */
+    char why[3][512] = {"", "", ""};
+    int failed[3] = {remove_if_there(aside, why[0], sizeof why[0]),
+                     remove_if_there(shm, why[1], sizeof why[1]),
+                     sync_folder_of(store_path, why[2], sizeof why[2])};
+    for (int i = 0; i < 3; i++)
+        if (failed[i] != 0) {
+            snprintf(r->warning, sizeof r->warning, "the store is restored, but: %.500s", why[i]);
+            break;
+        }
     return 0;
 }
 
@@ -342,7 +370,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     if (side_path(copy_path, sizeof copy_path, store_path, ".restoring") != 0 ||
         side_path(lock_path, sizeof lock_path, store_path, ".lock") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
-    if (restore_check_paths(store_path, copy_path, backup_path, err, errlen) != 0 ||
+    if (restore_check_paths(store_path, copy_path, backup_real, err, errlen) != 0 ||
         restore_owner_of(store_path, &owner, err, errlen) != 0)
         return -1;
     int lock = store_lock_take(store_path, err, errlen);

@@ -27,7 +27,8 @@ typedef struct restore_report {
     int64_t trail_at;     /* its time, Unix seconds */
     uint64_t entry_seq;   /* the "store.restored" entry */
     int has_floor;        /* the counters also went past the replaced store's */
-    char floor_note[320]; /* without has_floor: why not */
+    char floor_note[400]; /* why the counters moved past the backup's alone, in part or all */
+    char fold_note[420];  /* why the old WAL was set aside as it was */
     char warning[600];    /* restored, but something after the rename failed */
 } restore_report_t;
 

@@ -418,8 +418,9 @@ int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margi
 
 /* The next values of a store file's counters, read without its key and
  * without writing (a raw read-only connection: its WAL is read, not
- * changed). 0 with *next, or -1 with err (a file that is not a readable
- * store). */
+ * changed). 0 with *next; 1 with the seqs in *next but its case counter
+ * unreadable (next_case_num 1, err says why); -1 with err (a file that is
+ * not a readable store). */
 int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen);
 
 /* ------------------------------------------------------------------ key rotation */

@@ -634,16 +634,23 @@ int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margi
     return 0;
 }
 
-/* One counter query on a raw connection: 0 with *value, or -1. */
-static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value)
+/* One counter query on a raw connection: 0 with *value, or -1 with err. */
+static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value, char *err,
+                               size_t errlen)
 {
     sqlite3_stmt *stmt = NULL;
     int ok = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
              sqlite3_step(stmt) == SQLITE_ROW;
     if (ok)
         *value = sqlite3_column_int64(stmt, 0);
+    else
+        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
     sqlite3_finalize(stmt);
-    return ok && *value >= 0 && *value < INT64_MAX ? 0 : -1;
+    if (ok && (*value < 0 || *value == INT64_MAX)) {
+        snprintf(err, errlen, "a counter out of range (%lld)", (long long)*value);
+        ok = 0;
+    }
+    return ok ? 0 : -1;
 }
 
 int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen)
@@ -651,43 +658,45 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
     sqlite3 *db = NULL;
     int64_t items = 0, deliveries = 0, cases = 0;
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK)
-        (void)sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
-    if (rc != SQLITE_OK ||
-        counters_file_query(
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return -1;
+    }
+    (void)sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    if (counters_file_query(
             db,
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
             " WHERE name = 'items'), 0), coalesce((SELECT max(seq) FROM items), 0))",
-            &items) != 0 ||
+            &items, err, errlen) != 0 ||
         counters_file_query(db,
                             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
                             " WHERE name = 'deliveries'), 0),"
                             " coalesce((SELECT max(seq) FROM deliveries), 0),"
                             " coalesce((SELECT max(seq) FROM tombstones), 0))",
-                            &deliveries) != 0) {
-        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+                            &deliveries, err, errlen) != 0) {
         sqlite3_close(db);
         return -1;
     }
-    /* a store from before cases has no table of them: none was used */
-    int64_t has_cases = 0;
-    if (counters_file_query(db,
-                            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                            " AND name = 'cases'",
-                            &has_cases) != 0 ||
-        (has_cases > 0 &&
-         counters_file_query(
-             db,
-             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-             " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
-             &cases) != 0)) {
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-        sqlite3_close(db);
-        return -1;
-    }
-    sqlite3_close(db);
     next->next_item_seq = (uint64_t)items + 1;
     next->next_delivery_seq = (uint64_t)deliveries + 1;
+    next->next_case_num = 1;
+    /* a store from before cases has no table of them: none was used; one
+     * whose case counter cannot be read still gives its seqs (1) */
+    int64_t has_cases = 0;
+    int partial = counters_file_query(db,
+                                      "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                                      " AND name = 'cases'",
+                                      &has_cases, err, errlen) != 0 ||
+                  (has_cases > 0 &&
+                   counters_file_query(
+                       db,
+                       "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                       " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
+                       &cases, err, errlen) != 0);
+    sqlite3_close(db);
+    if (partial)
+        return 1;
     next->next_case_num = (uint64_t)cases + 1;
     return 0;
 }

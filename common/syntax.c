@@ -333,10 +333,18 @@ int syntax_unhex(const char *hex, uint8_t *bytes, size_t len)
 
 char *syntax_json_escape_controls(const char *json)
 {
-    size_t len = strlen(json);
-    if (len > (SIZE_MAX - 1) / 6)
+    size_t len = strlen(json), grow = 0;
+    for (const unsigned char *p = (const unsigned char *)json; *p != '\0'; p++) {
+        if (*p == 0x7f)
+            grow += 5; /* one byte becomes six: \\u007f */
+        else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+            grow += 4; /* two become six */
+            p++;
+        }
+    }
+    if (grow > SIZE_MAX - 1 - len)
         return NULL;
-    char *out = malloc(len * 6 + 1); /* a DEL byte becomes six: \\u007f */
+    char *out = malloc(len + grow + 1);
     if (out == NULL)
         return NULL;
     size_t used = 0;

@@ -2174,7 +2174,7 @@ static void test_full_case_view_page_decodes(void **state)
     for (size_t row = 0; row < sizeof members_per_event / sizeof members_per_event[0]; row++) {
         size_t n_members = members_per_event[row];
         char **members = calloc(n_members, sizeof *members);
-        char names[64][24];
+        char names[64][32];
         for (size_t m = 0; m < n_members; m++) {
             snprintf(names[m], sizeof names[m], "woco-%02zu", m);
             members[m] = names[m];
