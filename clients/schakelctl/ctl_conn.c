@@ -189,7 +189,8 @@ static int ctl_conn_handshake(ctl_conn_t *conn, int timeout_ms)
     if (conn->tcp_connects == 0)
         why = "no TCP connection: broker down, wrong address, or admin_listen not set";
     else if (conn->handshake_failures > 0)
-        why = "the broker closed the connection during the handshake: wrong broker key pinned?";
+        why = "the broker closed the connection during the handshake: a wrong broker key "
+              "pinned, or it could not record the admission (storage trouble: see its log)";
     ctl_say("could not complete a CURVE handshake with %s within %d ms: %s", conn->endpoint,
             timeout_ms, why);
     return CTL_EXIT_UNREACHABLE;

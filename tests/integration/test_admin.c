@@ -879,8 +879,9 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
 }
 
 /* An operator's admission the broker could not record (ZAP status 300,
- * which libzmq answers by not completing the handshake) is not reported
- * as a refused or wrong key: schakelctl names the storage trouble. */
+ * which libzmq answers by not completing the handshake, or by closing the
+ * connection) is not reported as a refused key: schakelctl names the
+ * storage trouble as the cause, or one of two. */
 static void test_ctl_admission_not_recorded(void **state)
 {
     h_env_t *env = *state;
@@ -893,9 +894,10 @@ static void test_ctl_admission_not_recorded(void **state)
               0);
     ctl(env, H_OPERATOR, &res, quick);
     expect_exit(&res, 4, "status while admissions cannot be recorded");
-    expect_text(res.err, "never completed the handshake: it could not record the admission",
-                "stderr");
-    if (strstr(res.err, "refused our key") != NULL || strstr(res.err, "wrong broker key") != NULL)
+    /* libzmq either leaves the handshake open or closes the connection on
+     * a status 300: both say what may be the cause */
+    expect_text(res.err, "could not record the admission (storage trouble: see its log)", "stderr");
+    if (strstr(res.err, "refused our key") != NULL)
         fail_msg("blamed the key: %s", res.err);
     h_cli_result_free(&res);
     store_sql(env, "DROP TRIGGER test_refuse", 0);
