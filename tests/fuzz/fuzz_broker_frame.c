@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (frame->body_case == SCHAKEL__FRAME__BODY_DELIVER) {
         schakel_delivery_t *delivery = NULL;
-        char text[256];
+        char text[256] = "";
         schakel_status_t status = delivery_decode(frame->deliver, &delivery, text, sizeof text);
         if ((status == SCHAKEL_OK) != (delivery != NULL) || memchr(text, 0, sizeof text) == NULL)
             abort(); /* a delivery exactly when it says so, and a terminated text */
