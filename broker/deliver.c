@@ -735,29 +735,12 @@ size_t deliver_check_ack_timeouts(broker_t *b)
 }
 
 /* Expiries and revocations are told inside a store callback, where the
- * store must not be written to: each is copied here and recorded (an
- * audit entry) once the store call has returned, in the same transaction. */
-typedef struct removed_copy {
-    store_expired_t view; /* points into the copies below */
-    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
-    char rule_hash[65];
-} removed_copy_t;
-
-static void removed_copy_set(removed_copy_t *c, const store_expired_t *e)
-{
-    snprintf(c->recipient, sizeof c->recipient, "%s", e->recipient);
-    snprintf(c->rule_id, sizeof c->rule_id, "%s", e->rule_id);
-    snprintf(c->rule_hash, sizeof c->rule_hash, "%s", e->rule_hash);
-    c->view = *e;
-    c->view.recipient = c->recipient;
-    c->view.rule_id = c->rule_id;
-    c->view.rule_hash = c->rule_hash;
-}
-
+ * store must not be written to: each is copied (store_expired_copy_t) and
+ * recorded (an audit entry) once the store call has returned, in the same
+ * transaction. */
 typedef struct expiry_batch {
     broker_t *broker;
-    removed_copy_t copies[SCHAKEL_EXPIRY_BATCH];
+    store_expired_copy_t copies[SCHAKEL_EXPIRY_BATCH];
     size_t n;
     int overflow;
 } expiry_batch_t;
@@ -767,7 +750,7 @@ static void on_expired(const store_expired_t *e, void *arg)
     expiry_batch_t *batch = arg;
     broker_t *b = batch->broker;
     if (batch->n < SCHAKEL_EXPIRY_BATCH)
-        removed_copy_set(&batch->copies[batch->n++], e);
+        store_expired_copy_set(&batch->copies[batch->n++], e);
     else
         batch->overflow = 1; /* store_expire tells at most its limit: a bug */
     /* An expired delivery in flight will never be acked: free its slot. */
@@ -805,7 +788,7 @@ void deliver_expire(broker_t *b)
 
 static void on_revoked(const store_expired_t *e, void *arg)
 {
-    removed_copy_set(arg, e);
+    store_expired_copy_set(arg, e);
 }
 
 void deliver_policy_changed(broker_t *b)
@@ -827,7 +810,7 @@ void deliver_revoke(broker_t *b)
     }
     for (size_t i = 0; i < b->n_revocations; i++) {
         const revocation_t *v = &b->revocations[i];
-        removed_copy_t copy;
+        store_expired_copy_t copy;
         int rc = store_delivery_revoke(b->store, v->recipient, v->seq, b->now_s, on_revoked, &copy);
         if (rc < 0) {
             log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);

@@ -67,25 +67,9 @@ int purge_pending(const broker_t *b)
     return b->n_purge > 0 || b->purge_more;
 }
 
-/* A revoked delivery as the store told it, its strings copied (they are
- * the statement's, gone once it is reset). */
-typedef struct purge_revoked {
-    store_expired_t view;
-    purge_id_t recipient;
-    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
-    char rule_hash[65];
-} purge_revoked_t;
-
 static void purge_on_revoked(const store_expired_t *e, void *arg)
 {
-    purge_revoked_t *copy = arg;
-    snprintf(copy->recipient, sizeof copy->recipient, "%s", e->recipient);
-    snprintf(copy->rule_id, sizeof copy->rule_id, "%s", e->rule_id);
-    snprintf(copy->rule_hash, sizeof copy->rule_hash, "%s", e->rule_hash);
-    copy->view = *e;
-    copy->view.recipient = copy->recipient;
-    copy->view.rule_id = copy->rule_id;
-    copy->view.rule_hash = copy->rule_hash;
+    store_expired_copy_set(arg, e);
 }
 
 /* The last listed recipient leaves the list. */
@@ -135,7 +119,7 @@ void purge_step(broker_t *b)
                  ? "is an operator under the policy in force"
                  : "is not in the policy in force");
     for (int i = 0; i < n; i++) {
-        purge_revoked_t copy;
+        store_expired_copy_t copy;
         int rc =
             store_delivery_revoke(b->store, recipient, seqs[i], b->now_s, purge_on_revoked, &copy);
         if (rc < 0) {

@@ -358,6 +358,19 @@ typedef struct store_expired {
 
 typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
 
+/* A store_expired_t kept past its callback: its strings are the
+ * statement's and go once it is reset, so a caller that records the
+ * removal after the store call returned (an audit entry, which writes to
+ * the store) copies it here first. */
+typedef struct store_expired_copy {
+    store_expired_t view; /* points into the copies below */
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} store_expired_copy_t;
+
+void store_expired_copy_set(store_expired_copy_t *copy, const store_expired_t *e);
+
 /* Retention expiry, one bounded step. Inside the caller's open transaction
  * (-1 with an error if none is open): removes up to `limit` deliveries whose
  * expires_at <= now, whether or not their recipient ever came back, each leaving a

@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <sqlite3.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "store_internal.h"
@@ -228,4 +229,15 @@ int store_checkpoint(store_t *store)
     store->wal_frames = 0; /* truncated: the thread's last round is of an old WAL */
     store->wal_generation++;
     return 0;
+}
+
+void store_expired_copy_set(store_expired_copy_t *copy, const store_expired_t *e)
+{
+    snprintf(copy->recipient, sizeof copy->recipient, "%s", e->recipient);
+    snprintf(copy->rule_id, sizeof copy->rule_id, "%s", e->rule_id);
+    snprintf(copy->rule_hash, sizeof copy->rule_hash, "%s", e->rule_hash);
+    copy->view = *e;
+    copy->view.recipient = copy->recipient;
+    copy->view.rule_id = copy->rule_id;
+    copy->view.rule_hash = copy->rule_hash;
 }

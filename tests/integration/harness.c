@@ -1256,6 +1256,23 @@ void h_cli_result_free(h_cli_result_t *res)
     res->out = res->err = NULL;
 }
 
+void h_copy_file(const char *from, const char *to)
+{
+    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
+    if (in == NULL || out == NULL)
+        fail_msg("copy %s to %s: %s", from, to, strerror(errno));
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n)
+            fail_msg("copy %s to %s: %s", from, to, strerror(errno));
+    if (ferror(in))
+        fail_msg("copy %s: %s", from, strerror(errno));
+    fclose(in);
+    if (fclose(out) != 0)
+        fail_msg("copy to %s: %s", to, strerror(errno));
+}
+
 int h_closed_port(int *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -257,6 +257,10 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
 
 void h_cli_result_free(h_cli_result_t *res);
 
+/* Copy a file's bytes into a new file `to` (a store's copy for a test to
+ * change or restore); fails the test on any error. */
+void h_copy_file(const char *from, const char *to);
+
 /* A command line: args, then `times` pairs of option and value,
  * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */
 void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,

@@ -169,19 +169,6 @@ static int64_t store_int(const h_env_t *env, const char *sql, const char *param)
     return value;
 }
 
-static void copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        assert_int_equal(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    assert_int_equal(fclose(out), 0);
-}
-
 static void file_hash_hex(const char *path, char hex[65])
 {
     char *text = slurp(path);
@@ -574,7 +561,7 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
         h_cli_result_t res = {0};
         long long t = (long long)target;
         snprintf(copy, sizeof copy, "%s/copy-%d.db", env->dir, attack);
-        copy_file(env->store_path, copy);
+        h_copy_file(env->store_path, copy);
         sqlite3 *db = db_open(copy, 1);
         db_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
                     "DROP TRIGGER audit_acks_append_only_delete");

@@ -657,20 +657,6 @@ static void test_restore_procedure_moves_the_counters(void **state)
     h_done(env);
 }
 
-/* A file's bytes into another (the test's own snapshot of a store). */
-static void restore_copy_file(const char *from, const char *to)
-{
-    FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
-    assert_non_null(in);
-    assert_non_null(out);
-    char buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        assert_int_equal(fwrite(buf, 1, n, out), n);
-    fclose(in);
-    assert_int_equal(fclose(out), 0);
-}
-
 /* A backup taken as files (a file-system snapshot of the store and its
  * WAL, with the broker held still), named through a link: what was
  * committed in the WAL is part of the backup, and the restore keeps it. */
@@ -690,8 +676,8 @@ static void test_restore_of_a_snapshot_with_its_wal(void **state)
     }
     schakel_close(&politie);
     h_broker_pause(env); /* nothing moves while the files are copied */
-    restore_copy_file(env->store_path, snap);
-    restore_copy_file(wal, snap_wal);
+    h_copy_file(env->store_path, snap);
+    h_copy_file(wal, snap_wal);
     h_broker_resume(env);
     struct stat st;
     assert_int_equal(stat(snap_wal, &st), 0);
