@@ -178,27 +178,32 @@ int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16
     return record_append(b, &e);
 }
 
-int record_refused(broker_t *b, const char *principal, const uint8_t *message_id,
-                   Schakel__Reason reason, const char *text, int item_index)
+/* The log line of a refusal; one only counted (refusals.h) ends
+ * recorded=counted. */
+static void record_refused_log(const char *principal, const uint8_t *message_id,
+                               Schakel__Reason reason, const char *text, int item_index,
+                               int counted)
 {
     char id_hex[33] = "-", item[16];
     if (message_id != NULL)
         syntax_hex(message_id, 16, id_hex);
     snprintf(item, sizeof item, "%d", item_index);
     log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex, "reason",
-              wire_reason_name(reason), "item", item, "text", text, NULL);
+              wire_reason_name(reason), "item", item, "text", text, counted ? "recorded" : NULL,
+              "counted", NULL);
+}
+
+int record_refused(broker_t *b, const char *principal, const uint8_t *message_id,
+                   Schakel__Reason reason, const char *text, int item_index)
+{
+    record_refused_log(principal, message_id, reason, text, item_index, 0);
     return record_refused_entry(b, principal, message_id, reason, text, item_index);
 }
 
 void record_refused_counted(const char *principal, const uint8_t *message_id,
                             Schakel__Reason reason, const char *text, int item_index)
 {
-    char id_hex[33] = "-", item[16];
-    if (message_id != NULL)
-        syntax_hex(message_id, 16, id_hex);
-    snprintf(item, sizeof item, "%d", item_index);
-    log_event(LOG_WARN, "request.refused", "principal", principal, "message_id", id_hex, "reason",
-              wire_reason_name(reason), "item", item, "text", text, "recorded", "counted", NULL);
+    record_refused_log(principal, message_id, reason, text, item_index, 1);
 }
 
 int record_refused_entry(broker_t *b, const char *principal, const uint8_t *message_id,
