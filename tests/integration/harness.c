@@ -32,6 +32,8 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 
+#include <sqlite3.h>
+
 #include "keys.h"
 
 extern char **environ;
@@ -1271,6 +1273,42 @@ void h_copy_file(const char *from, const char *to)
     fclose(in);
     if (fclose(out) != 0)
         fail_msg("copy to %s: %s", to, strerror(errno));
+}
+
+static sqlite3 *h_store_open(const h_env_t *env, int flags)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(env->store_path, &db, flags, NULL) != SQLITE_OK)
+        fail_msg("open %s: %s", env->store_path, db != NULL ? sqlite3_errmsg(db) : "no memory");
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    return db;
+}
+
+int64_t h_store_int(const h_env_t *env, const char *sql, const char *param)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    if (param != NULL)
+        sqlite3_bind_text(stmt, 1, param, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(stmt) != SQLITE_ROW)
+        fail_msg("%s: no row (%s)", sql, sqlite3_errmsg(db));
+    int64_t value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (sqlite3_close(db) != SQLITE_OK)
+        fail_msg("close %s", env->store_path);
+    return value;
+}
+
+void h_store_exec(const h_env_t *env, const char *sql)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READWRITE);
+    char *message = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &message) != SQLITE_OK)
+        fail_msg("%s: %s", sql, message);
+    if (sqlite3_close(db) != SQLITE_OK)
+        fail_msg("close %s", env->store_path);
 }
 
 int h_closed_port(int *port)

@@ -261,6 +261,15 @@ void h_cli_result_free(h_cli_result_t *res);
  * change or restore); fails the test on any error. */
 void h_copy_file(const char *from, const char *to);
 
+/* SQL on the store file beside the running broker (busy timeout
+ * H_TIMEOUT_MS), failing the test on any error: h_store_int returns the
+ * one integer a query yields, with up to one text parameter (param NULL:
+ * none), read-only; h_store_exec runs statements that yield no rows (a
+ * trigger made or dropped: the broker's connection sees it at its next
+ * statement). */
+int64_t h_store_int(const h_env_t *env, const char *sql, const char *param);
+void h_store_exec(const h_env_t *env, const char *sql);
+
 /* A command line: args, then `times` pairs of option and value,
  * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */
 void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,

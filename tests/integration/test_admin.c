@@ -18,7 +18,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <sqlite3.h>
 #include <zmq.h>
 
 #include "keys.h"
@@ -800,27 +799,6 @@ static void test_admin_frames(void **state)
     h_done(env);
 }
 
-/* SQL on the live store (the broker's connection sees a schema change at
- * its next statement); with a count query, its one integer. */
-static int64_t store_sql(const h_env_t *env, const char *sql, int count)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    int64_t value = 0;
-    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    int rc = sqlite3_step(stmt);
-    if (count && rc == SQLITE_ROW)
-        value = sqlite3_column_int64(stmt, 0);
-    else if (rc != SQLITE_DONE)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    sqlite3_finalize(stmt);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return value;
-}
-
 /* A refused admin request whose record went with a rolled-back turn (the
  * record of another request in the same turn could not be written) is
  * refused all the same, and recorded again with the next turn. */
@@ -831,10 +809,9 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
     h_admin_endpoint(env, admin, sizeof admin);
     raw_client_t c;
     raw_connect(&c, env, admin, H_OPERATOR);
-    store_sql(env,
-              "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'admin.status'"
-              " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
-              0);
+    h_store_exec(env,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'admin.status'"
+                 " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
     request.has_request_id = 1;
@@ -858,22 +835,22 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
         fail_msg("status in a failed turn: body %d", (int)answer->body_case);
     expect_text(answer->admin_response->error, "could not store its record", "status");
     wire_frame_free(&answer);
-    store_sql(env, "DROP TRIGGER test_refuse", 0);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
     answer = status_exchange(&c, 32);
     assert_int_equal(answer->body_case, SCHAKEL__FRAME__BODY_ADMIN_RESPONSE);
     assert_true(answer->admin_response->ok);
     wire_frame_free(&answer);
     raw_close(&c);
     assert_int_equal(h_broker_stop(env), 0);
-    assert_int_equal(store_sql(env,
-                               "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
-                               " actor = '" H_OPERATOR "' AND detail LIKE '%INVALID_MESSAGE%'",
-                               1),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                                 " actor = '" H_OPERATOR "' AND detail LIKE '%INVALID_MESSAGE%'",
+                                 NULL),
                      1);
-    assert_int_equal(store_sql(env,
-                               "SELECT count(*) FROM audit WHERE event = 'admin.status' AND"
-                               " detail = 'request_id=31'",
-                               1),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.status' AND"
+                                 " detail = 'request_id=31'",
+                                 NULL),
                      0);
     h_done(env);
 }
@@ -888,10 +865,9 @@ static void test_ctl_admission_not_recorded(void **state)
     const char *const args[] = {"status", NULL};
     const char *const quick[] = {"status", "--connect-timeout", "2", NULL};
     h_cli_result_t res;
-    store_sql(env,
-              "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'auth.admitted'"
-              " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
-              0);
+    h_store_exec(
+        env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'auth.admitted'"
+             " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
     ctl(env, H_OPERATOR, &res, quick);
     expect_exit(&res, 4, "status while admissions cannot be recorded");
     /* libzmq either leaves the handshake open or closes the connection on
@@ -900,7 +876,7 @@ static void test_ctl_admission_not_recorded(void **state)
     if (strstr(res.err, "refused our key") != NULL)
         fail_msg("blamed the key: %s", res.err);
     h_cli_result_free(&res);
-    store_sql(env, "DROP TRIGGER test_refuse", 0);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
     ctl(env, H_OPERATOR, &res, args);
     expect_exit(&res, 0, "status once admissions are recorded again");
     h_cli_result_free(&res);

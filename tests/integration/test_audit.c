@@ -146,29 +146,6 @@ static void db_exec(sqlite3 *db, const char *sql)
         fail_msg("%s: %s", sql, message);
 }
 
-/* One integer from SQL with up to one text parameter. */
-static int64_t db_int(sqlite3 *db, const char *sql, const char *param)
-{
-    sqlite3_stmt *stmt = NULL;
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    if (param != NULL)
-        sqlite3_bind_text(stmt, 1, param, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(stmt) != SQLITE_ROW)
-        fail_msg("%s: no row", sql);
-    int64_t value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    return value;
-}
-
-static int64_t store_int(const h_env_t *env, const char *sql, const char *param)
-{
-    sqlite3 *db = db_open(env->store_path, 0);
-    int64_t value = db_int(db, sql, param);
-    sqlite3_close(db);
-    return value;
-}
-
 static void file_hash_hex(const char *path, char hex[65])
 {
     char *text = slurp(path);
@@ -360,28 +337,28 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
                      0);
     assert_int_equal(keys_sign_pk_to_curve(sign_pk, curve_pk), 0);
     keys_public_z85(curve_pk, key_z85);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
-                               " AND curve_key = ?1 AND peer = '127.0.0.1' AND actor IS NULL",
-                               key_z85),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                                 " AND curve_key = ?1 AND peer = '127.0.0.1' AND actor IS NULL",
+                                 key_z85),
                      1);
     snprintf(detail, sizeof detail, "old_policy=%s new_policy=%s requested_by=SIGHUP", old_hash,
              new_hash);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'policy.reloaded'"
-                               " AND detail = ?1",
-                               detail),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'policy.reloaded'"
+                                 " AND detail = ?1",
+                                 detail),
                      1);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
-                               " AND actor = ?1 AND reason = 'POLICY_DENIED'"
-                               " AND rule_id IS NULL",
-                               H_POLITIE),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                                 " AND actor = ?1 AND reason = 'POLICY_DENIED'"
+                                 " AND rule_id IS NULL",
+                                 H_POLITIE),
                      1);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
-                               " AND actor = ?1",
-                               H_POLITIE),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                                 " AND actor = ?1",
+                                 H_POLITIE),
                      4);
     /* A's deliveries name A by one keyed tag, B's by another, N's by none;
      * the pseudonyms themselves are nowhere on disk. */
@@ -399,58 +376,58 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
     /* A's deliveries carry what a data-subject request needs: one queued
      * entry per item (A1, A2) listing its deliveries with their rule, and
      * none of the per-delivery columns. */
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
-                               " AND subject_tag = ?1 AND recipient IS NULL"
-                               " AND delivery_seq IS NULL AND rule_id IS NULL"
-                               " AND actor = 'politie/bvh-koppeling'"
-                               " AND kind = 'witwassen' AND theme = 'ondermijning'"
-                               " AND deliveries LIKE 'rule politie-ondermijning-om %subject%'"
-                               " AND deliveries LIKE '% om/parket' || char(10) || '%'",
-                               tag_a1),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
+                                 " AND subject_tag = ?1 AND recipient IS NULL"
+                                 " AND delivery_seq IS NULL AND rule_id IS NULL"
+                                 " AND actor = 'politie/bvh-koppeling'"
+                                 " AND kind = 'witwassen' AND theme = 'ondermijning'"
+                                 " AND deliveries LIKE 'rule politie-ondermijning-om %subject%'"
+                                 " AND deliveries LIKE '% om/parket' || char(10) || '%'",
+                                 tag_a1),
                      2);
     /* ... and as many delivery lines as there were deliveries (lines that
      * do not start with "rule "). */
-    assert_int_equal(store_int(env,
-                               "SELECT sum((length(deliveries) - length(replace(deliveries,"
-                               " char(10), ''))) - 1 - (length(deliveries) -"
-                               " length(replace(deliveries, char(10) || 'rule ', ''))) / 6)"
-                               " FROM audit WHERE event = 'delivery.queued' AND subject_tag = ?1",
-                               tag_a1),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT sum((length(deliveries) - length(replace(deliveries,"
+                                 " char(10), ''))) - 1 - (length(deliveries) -"
+                                 " length(replace(deliveries, char(10) || 'rule ', ''))) / 6)"
+                                 " FROM audit WHERE event = 'delivery.queued' AND subject_tag = ?1",
+                                 tag_a1),
                      recipients_a);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
-                               " AND deliveries IS NULL",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'delivery.queued'"
+                                 " AND deliveries IS NULL",
+                                 NULL),
                      0);
     /* One Ack frame, one turn: one entry listing both seqs, ascending, and
      * indexed; no entry of the shape before schema 6. */
     char seqs[64];
     snprintf(seqs, sizeof seqs, "%llu,%llu", (unsigned long long)x->acked[0],
              (unsigned long long)x->acked[1]);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
-                               " AND actor = 'om/parket' AND recipient = 'om/parket'"
-                               " AND delivery_seqs = ?1 AND delivery_seq IS NULL",
-                               seqs),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'delivery.acked'"
+                                 " AND actor = 'om/parket' AND recipient = 'om/parket'"
+                                 " AND delivery_seqs = ?1 AND delivery_seq IS NULL",
+                                 seqs),
                      1);
     assert_int_equal(
-        store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit_acks k JOIN audit a"
-                               " ON a.seq = k.audit_seq WHERE a.delivery_seqs = ?1",
-                               seqs),
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit_acks k JOIN audit a"
+                                 " ON a.seq = k.audit_seq WHERE a.delivery_seqs = ?1",
+                                 seqs),
                      2);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event IN"
-                               " ('broker.started', 'broker.stopped')",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event IN"
+                                 " ('broker.started', 'broker.stopped')",
+                                 NULL),
                      2);
     /* No contents: the summary and grounds are nowhere in the trail. */
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE detail LIKE '%contante%'"
-                               " OR reason LIKE '%contante%'",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE detail LIKE '%contante%'"
+                                 " OR reason LIKE '%contante%'",
+                                 NULL),
                      0);
 }
 
@@ -464,9 +441,9 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     assert_int_equal(h_broker_stop(env), 0); /* a clean stop certifies everything */
     assert_trail_holds(env, &x);
 
-    int64_t entries = store_int(env, "SELECT count(*) FROM audit", NULL);
-    int64_t checkpoints = store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
-    assert_int_equal(store_int(env, "SELECT max(seq) FROM audit_checkpoints", NULL), entries);
+    int64_t entries = h_store_int(env, "SELECT count(*) FROM audit", NULL);
+    int64_t checkpoints = h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit_checkpoints", NULL), entries);
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
         fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
@@ -511,8 +488,8 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     /* tail: metadata only, subjects withheld. */
     char from[24];
     snprintf(from, sizeof from, "%lld",
-             (long long)store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL",
-                                  NULL));
+             (long long)h_store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL",
+                                    NULL));
     assert_int_equal(ctl_run(env, &res, "audit", "tail", "--store", env->store_path, "--from", from,
                              "--count", "1", NULL),
                      0);
@@ -522,7 +499,7 @@ static void test_trail_of_a_broker_verifies_and_exports(void **state)
     /* The acked entry with its whole list, as a line and as JSON. */
     snprintf(
         from, sizeof from, "%lld",
-        (long long)store_int(env, "SELECT seq FROM audit WHERE event = 'delivery.acked'", NULL));
+        (long long)h_store_int(env, "SELECT seq FROM audit WHERE event = 'delivery.acked'", NULL));
     char list[64];
     snprintf(list, sizeof list, "%llu,%llu", (unsigned long long)x.acked[0],
              (unsigned long long)x.acked[1]);
@@ -554,7 +531,7 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
     exercise_broker(env, &x);
     assert_int_equal(h_broker_stop(env), 0);
     int64_t target =
-        store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL", NULL);
+        h_store_int(env, "SELECT min(seq) FROM audit WHERE subject_tag IS NOT NULL", NULL);
     enum { ALTERED, REMOVED, SWAPPED, INDEX_ROW_REMOVED, N_ATTACKS };
     for (int attack = 0; attack < N_ATTACKS; attack++) {
         char copy[192], sql[512], expected[64];
@@ -644,31 +621,32 @@ static void test_refused_handshakes_are_summed_up(void **state)
     }
     assert_int_equal(h_broker_stop(env), 0);
     /* ten in full from 127.0.0.1, the start-up self-check's probe the first */
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
-                               " AND peer = '127.0.0.1'",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                                 " AND peer = '127.0.0.1'",
+                                 NULL),
                      10);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
-                               " AND peer <> '127.0.0.1'",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused'"
+                                 " AND peer <> '127.0.0.1'",
+                                 NULL),
                      0);
     /* the others in one summary, written before broker.stopped */
     assert_int_equal(
-        store_int(env, "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'", NULL), 1);
-    int64_t counted = store_int(env,
-                                "SELECT CAST(substr(detail, 12) AS INTEGER) FROM audit"
-                                " WHERE event = 'auth.refused_summary'",
-                                NULL);
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'", NULL),
+        1);
+    int64_t counted = h_store_int(env,
+                                  "SELECT CAST(substr(detail, 12) AS INTEGER) FROM audit"
+                                  " WHERE event = 'auth.refused_summary'",
+                                  NULL);
     assert_true(counted >= TRIES - 9); /* libzmq may try a refused handshake more than once */
     char peers[64];
     snprintf(peers, sizeof peers, "%% peers=127.0.0.1:%lld", (long long)counted);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'"
-                               " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
-                               " WHERE event = 'broker.stopped')",
-                               peers),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused_summary'"
+                                 " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
+                                 " WHERE event = 'broker.stopped')",
+                                 peers),
                      1);
     h_done(env);
 }
@@ -693,25 +671,26 @@ static void test_refused_requests_are_summed_up(void **state)
     schakel_close(&politie);
     schakel_close(&om);
     assert_int_equal(h_broker_stop(env), 0);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'request.refused'"
-                               " AND actor = '" H_OM "' AND reason = 'UNKNOWN_DELIVERY'",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'request.refused'"
+                                 " AND actor = '" H_OM "' AND reason = 'UNKNOWN_DELIVERY'",
+                                 NULL),
                      FULL);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'request.refused'"
-                               " AND actor = '" H_POLITIE "'",
-                               NULL),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'request.refused'"
+                                 " AND actor = '" H_POLITIE "'",
+                                 NULL),
                      1);
     char summary[96];
     snprintf(summary, sizeof summary, "suppressed=%d %% principals=" H_OM ":%d", UNKNOWN - FULL,
              UNKNOWN - FULL);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'request.refused_summary'"
-                               " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
-                               " WHERE event = 'broker.stopped')",
-                               summary),
-                     1);
+    assert_int_equal(
+        h_store_int(env,
+                    "SELECT count(*) FROM audit WHERE event = 'request.refused_summary'"
+                    " AND detail LIKE ?1 AND seq < (SELECT seq FROM audit"
+                    " WHERE event = 'broker.stopped')",
+                    summary),
+        1);
     h_done(env);
 }
 
@@ -735,7 +714,7 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     assert_int_equal(
         schakel_publish(politie, NULL, &s2, 1, refused_id, NULL, NULL, NULL, H_TIMEOUT_MS),
         SCHAKEL_ERR_REFUSED);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM publishes", NULL), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM publishes", NULL), 1);
     assert_int_equal(h_backlog(om), 1);
 
     /* An ack that cannot be recorded does not happen. */
@@ -747,7 +726,8 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     (void)h_backlog(om);
     char seq_text[24];
     snprintf(seq_text, sizeof seq_text, "%llu", (unsigned long long)seq);
-    assert_int_equal(store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text),
+                     1);
 
     /* An admission that cannot be recorded is not granted. */
     trail_accept(env);
@@ -779,17 +759,17 @@ static void test_actions_fail_closed_without_their_entries(void **state)
     char hex[33];
     for (int i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", refused_id[i]);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
-                               " AND message_id = ?1",
-                               hex),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'publish.accepted'"
+                                 " AND message_id = ?1",
+                                 hex),
                      1); /* the retry, not the refused one */
-    assert_true(store_int(env,
-                          "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
-                          " AND message_id = ?1",
-                          hex) >= 1);
+    assert_true(h_store_int(env,
+                            "SELECT count(*) FROM audit WHERE event = 'publish.refused'"
+                            " AND message_id = ?1",
+                            hex) >= 1);
     assert_int_equal(
-        store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
     h_cli_result_t res = {0};
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
@@ -841,7 +821,8 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
         fail_msg("no log line with: %s", needle);
     (void)h_backlog(om); /* answered after the ack's turn */
-    assert_int_equal(store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq_text),
+                     1);
 
     /* The repair of docs/OPERATIONS.md ("An ack that fails for good"). */
     db = db_open(env->store_path, 1);
@@ -859,11 +840,11 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     schakel_close(&om);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
-    assert_int_equal(store_int(env,
-                               "SELECT count(*) FROM audit_acks a JOIN audit e"
-                               " ON e.seq = a.audit_seq WHERE a.delivery_seq = ?1"
-                               " AND e.event = 'delivery.acked'",
-                               seq_text),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit_acks a JOIN audit e"
+                                 " ON e.seq = a.audit_seq WHERE a.delivery_seq = ?1"
+                                 " AND e.event = 'delivery.acked'",
+                                 seq_text),
                      1);
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
@@ -907,20 +888,20 @@ static void test_items_kept_as_long_as_their_longest_delivery(void **state)
          0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        int64_t got = store_int(env, rows[i].sql, NULL);
+        int64_t got = h_store_int(env, rows[i].sql, NULL);
         if (got != rows[i].want)
             fail_msg("row %zu: %s gave %lld, want %lld", i, rows[i].sql, (long long)got,
                      (long long)rows[i].want);
     }
-    assert_int_equal(store_int(env,
-                               "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
-                               " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
-                               H_WOCO_MAASOEVER),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
+                                 " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
+                                 H_WOCO_MAASOEVER),
                      730);
-    assert_int_equal(store_int(env,
-                               "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
-                               " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
-                               H_POLITIE),
+    assert_int_equal(h_store_int(env,
+                                 "SELECT (i.expires_at - p.accepted_at) / 86400 FROM items AS i"
+                                 " JOIN publishes AS p ON p.id = i.publish_id WHERE p.sender = ?1",
+                                 H_POLITIE),
                      1825);
     h_done(env);
 }

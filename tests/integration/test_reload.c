@@ -286,22 +286,6 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     h_done(env);
 }
 
-/* One store count (read-only, beside the running broker). */
-static int64_t store_count(const h_env_t *env, const char *sql)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *q = NULL;
-    assert_int_equal(sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
-    if (sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
-    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
-    int64_t n = sqlite3_column_int64(q, 0);
-    sqlite3_finalize(q);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    return n;
-}
-
 /* `count` fire signals for woco-jekerdal, in publishes of up to 100, and
  * one for gemeente: all waiting. */
 static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
@@ -321,8 +305,9 @@ static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
     (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
     schakel_close(&brandweer);
     assert_int_equal(
-        store_count(env,
-                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'"),
+        h_store_int(env,
+                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'",
+                    NULL),
         (int64_t)count);
 }
 
@@ -339,19 +324,21 @@ static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, 
                                  H_TIMEOUT_MS),
                      0);
     assert_int_equal(
-        store_count(env,
-                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'"),
+        h_store_int(env,
+                    "SELECT count(*) FROM deliveries WHERE recipient = 'woco-jekerdal/meldingen'",
+                    NULL),
         0);
     assert_int_equal(
-        store_count(env,
-                    "SELECT count(*) FROM tombstones WHERE recipient = 'woco-jekerdal/meldingen'"),
+        h_store_int(env,
+                    "SELECT count(*) FROM tombstones WHERE recipient = 'woco-jekerdal/meldingen'",
+                    NULL),
         count);
     char sql[320];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM audit WHERE event = 'delivery.revoked' AND recipient ="
              " 'woco-jekerdal/meldingen' AND reason = 'principal woco-jekerdal/meldingen %s'",
              why);
-    assert_int_equal(store_count(env, sql), count);
+    assert_int_equal(h_store_int(env, sql, NULL), count);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
 }
 
