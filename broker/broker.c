@@ -99,36 +99,12 @@ static void router_events_open(broker_t *b)
     }
 }
 
-/* Which sockets closed and were not given to a connection since: frames
- * of a closed connection may still be read after its close event (libzmq
- * keeps what it had received), and must not make a session, nor take a
- * principal's receiving from its live connection. */
-static void fd_closed_set(broker_t *b, int fd, int closed)
-{
-    if (fd < 0 || fd >= (1 << 24))
-        return;
-    size_t byte = (size_t)fd / 8;
-    if (byte >= b->fds_closed_len) {
-        if (!closed)
-            return; /* never marked */
-        size_t len = byte + 1 > 2 * b->fds_closed_len ? byte + 1 : 2 * b->fds_closed_len;
-        uint8_t *grown = realloc(b->fds_closed, len);
-        if (grown == NULL)
-            return; /* unmarked: the frame's session ends at the next event on its socket */
-        memset(grown + b->fds_closed_len, 0, len - b->fds_closed_len);
-        b->fds_closed = grown;
-        b->fds_closed_len = len;
-    }
-    if (closed)
-        b->fds_closed[byte] |= (uint8_t)(1u << (fd % 8));
-    else
-        b->fds_closed[byte] &= (uint8_t) ~(1u << (fd % 8));
-}
-
+/* Frames of a closed connection may still be read after its close event
+ * (libzmq keeps what it had received), and must not make a session, nor
+ * take a principal's receiving from its live connection. */
 int broker_connection_closed(const broker_t *b, int fd)
 {
-    return fd >= 0 && (size_t)fd / 8 < b->fds_closed_len &&
-           (b->fds_closed[(size_t)fd / 8] & (1u << (fd % 8))) != 0;
+    return b->conns != NULL && conns_is_closed(b->conns, fd);
 }
 
 /* Every connection event so far: a session whose connection closed (or
@@ -159,7 +135,10 @@ void broker_connections_drain(broker_t *b)
         }
         if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0) {
             (void)sessions_drop_fd(b->sessions, fd);
-            fd_closed_set(b, fd, id == ZMQ_EVENT_DISCONNECTED);
+            if (id == ZMQ_EVENT_DISCONNECTED)
+                conns_closed(b->conns, fd);
+            else
+                conns_opened(b->conns, fd, monotonic_ms());
         }
     }
 }
@@ -197,7 +176,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if ((b->policy = policy_load(o->policy_path, err, errlen)) == NULL)
         goto fail;
     if ((b->policy_path = strdup(o->policy_path)) == NULL ||
-        (b->sessions = sessions_new()) == NULL) {
+        (b->sessions = sessions_new()) == NULL || (b->conns = conns_new()) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
@@ -218,6 +197,9 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->publish_rate = o->publish_rate > 0 ? o->publish_rate : SCHAKEL_DEFAULT_PUBLISH_RATE;
     b->max_connections =
         o->max_connections > 0 ? o->max_connections : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
+    b->max_handshakes = o->max_handshakes > 0 ? o->max_handshakes : SCHAKEL_DEFAULT_MAX_HANDSHAKES;
+    b->idle_timeout_ms =
+        o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_window = o->max_window > 0 && o->max_window < SCHAKEL_MAX_WINDOW ? o->max_window
                                                                             : SCHAKEL_MAX_WINDOW;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
@@ -282,7 +264,7 @@ void broker_destroy(broker_t **bp)
         (void)zmq_socket_monitor(b->router, NULL, 0);
         zmq_close(b->router_events);
     }
-    free(b->fds_closed);
+    conns_destroy(&b->conns);
     if (b->router != NULL)
         zmq_close(b->router);
     admin_destroy(&b->admin);
@@ -846,6 +828,7 @@ static int receive_one(broker_t *b)
             broker_reject(b, session, SCHAKEL__REASON__TOO_MANY_FRAMES,
                           "send exactly one frame per message", NULL, -1, 0);
         } else {
+            conns_used(b->conns, fd, b->now_ms);
             dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
         }
     }
@@ -1067,14 +1050,44 @@ static void clock_turn(broker_t *b)
     b->now_ms = monotonic_ms();
 }
 
+/* zap_allow_fn: a principal's handshakes are rationed (sessions.h). */
+static int allow_handshake(void *arg, const char *principal)
+{
+    broker_t *b = arg;
+    return sessions_allow_handshake(b->sessions, principal, b->now_ms, b->max_handshakes);
+}
+
 int broker_serve_zap(broker_t *b)
 {
     clock_turn(b);
     b->turn_acks_only = 0;
-    int handled = zap_handle(b->zap, b->policy, b->policy_pending, record_auth, b);
+    int handled = zap_handle(b->zap, b->policy, b->policy_pending, record_auth, allow_handshake, b);
     record_turn_end(b);
     (void)commit_turn(b);
     return handled;
+}
+
+/* Connections that served no frame for idle_timeout_ms and are not
+ * receiving are shut down (conns.h): a valid key cannot hold sockets
+ * without end. Their clients' libzmq reconnects when they have something
+ * to send. */
+static void close_idle_connections(broker_t *b)
+{
+    if (b->router_events == NULL)
+        return; /* no connection events: nothing is tracked */
+    size_t cursor = 0;
+    receiver_t *r;
+    while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL)
+        if (r->session != NULL)
+            conns_used(b->conns, r->session->fd, b->now_ms);
+    size_t shut = conns_close_idle(b->conns, b->now_ms, b->idle_timeout_ms);
+    if (shut == 0)
+        return;
+    b->stats.connections_closed_idle += shut;
+    char n[24], idle[24];
+    snprintf(n, sizeof n, "%zu", shut);
+    snprintf(idle, sizeof idle, "%lld", (long long)b->idle_timeout_ms);
+    log_event(LOG_INFO, "connections.closed_idle", "connections", n, "idle_ms", idle, NULL);
 }
 
 /* Commits are synced on a second thread from here on, and the WAL is
@@ -1161,7 +1174,7 @@ int broker_run(broker_t *b)
             (admin_slot >= 0 && (items[admin_slot].revents & ZMQ_POLLIN)))
             b->turn_acks_only = 0;
         if ((items[1].revents & ZMQ_POLLIN) &&
-            zap_handle(b->zap, b->policy, b->policy_pending, record_auth, b) < 0) {
+            zap_handle(b->zap, b->policy, b->policy_pending, record_auth, allow_handshake, b) < 0) {
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
@@ -1198,6 +1211,7 @@ int broker_run(broker_t *b)
              * their memory in the process unless told to give it back. */
             if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
                 malloc_trim(0);
+            close_idle_connections(b);
             if (deliver_check_ack_timeouts(b) > 0) {
                 broker_connections_drain(b);
                 deliver_push_all(b);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "admin.h"
+#include "conns.h"
 #include "keys.h"
 #include "metrics.h"
 #include "policy.h"
@@ -70,14 +71,14 @@ typedef struct broker_stats {
     /* turns committed with an fsync of the WAL, and without (acks only) */
     unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
+    unsigned long connections_closed_idle; /* shut down for being unused (conns.h) */
 } broker_stats_t;
 
 typedef struct broker {
     void *ctx;
     void *router;
     void *router_events; /* the router's connection events (accepted, closed), or NULL */
-    uint8_t *fds_closed; /* a bit per socket: closed, and not given to a connection since */
-    size_t fds_closed_len;
+    conns_t *conns;      /* its connections by socket: open, closed, unused since (conns.h) */
     zap_t *zap;
     policy_t *policy;
     refusals_t refusals;        /* which refused handshakes the trail takes in full */
@@ -123,6 +124,8 @@ typedef struct broker {
     int64_t ack_timeout_ms;       /* in-flight deliveries unacked this long are sent again */
     uint32_t publish_rate;        /* publishes per second per principal */
     uint32_t max_connections;     /* sessions per principal */
+    uint32_t max_handshakes;      /* handshakes per minute per principal */
+    int64_t idle_timeout_ms;      /* a connection unused this long is closed */
     uint32_t max_window;          /* a larger Flow.window is clamped to this */
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
@@ -162,6 +165,8 @@ typedef struct broker_options {
     int64_t ack_timeout_ms;     /* 0: SCHAKEL_DEFAULT_ACK_TIMEOUT_MS */
     uint32_t publish_rate;      /* per principal per second; 0: SCHAKEL_DEFAULT_PUBLISH_RATE */
     uint32_t max_connections;   /* per principal; 0: SCHAKEL_DEFAULT_MAX_CONNECTIONS */
+    uint32_t max_handshakes;    /* per principal per minute; 0: SCHAKEL_DEFAULT_MAX_HANDSHAKES */
+    int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */

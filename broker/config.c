@@ -46,6 +46,8 @@ typedef struct config_doc {
     char *metrics_listen;
     char *admin_listen;
     char *sync_thread;
+    char *max_handshakes;
+    char *idle_timeout;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -82,6 +84,10 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            admin_listen, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("sync_thread", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            sync_thread, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_handshakes_per_minute", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_handshakes, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("connection_idle_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, idle_timeout, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -104,6 +110,8 @@ enum {
     KEY_METRICS_LISTEN,
     KEY_ADMIN_LISTEN,
     KEY_SYNC_THREAD,
+    KEY_HANDSHAKES,
+    KEY_IDLE_TIMEOUT,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -121,16 +129,18 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "max_window",
                                                    "metrics_listen",
                                                    "admin_listen",
-                                                   "sync_thread"};
+                                                   "sync_thread",
+                                                   "max_handshakes_per_minute",
+                                                   "connection_idle_timeout"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
-    "sync_thread"
+    "sync_thread, max_handshakes_per_minute, connection_idle_timeout"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false,
                                                 false, false, false, false, false, false,
-                                                false, false, false, false};
+                                                false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -152,6 +162,8 @@ static int64_t config_count_cap(int key)
         return SCHAKEL_MAX_GROUNDS_LEN;
     case KEY_WINDOW:
         return SCHAKEL_MAX_WINDOW;
+    case KEY_HANDSHAKES:
+        return SCHAKEL_MAX_HANDSHAKES_CAP;
     default:
         return 0;
     }
@@ -341,7 +353,7 @@ static const char *config_value_problem(int key, const char *value)
     if (config_count_cap(key) > 0 && config_count(value, config_count_cap(key)) < 0)
         return "must be a whole number from 1 up to the built-in limit (see "
                "docs/OPERATIONS.md, Limits)";
-    if (key == KEY_ACK_TIMEOUT && config_duration_ms(value) < 0)
+    if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT) && config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
     if (key == KEY_LISTEN || key == KEY_ADMIN_LISTEN) {
@@ -409,6 +421,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->admin_listen;
     case KEY_SYNC_THREAD:
         return &cfg->sync_thread;
+    case KEY_HANDSHAKES:
+        return &cfg->max_handshakes;
+    case KEY_IDLE_TIMEOUT:
+        return &cfg->idle_timeout;
     default:
         return &cfg->store_path;
     }
@@ -420,7 +436,8 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         doc->listen,          doc->key_file,       doc->policy,           doc->store,
         doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
         doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
-        doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread};
+        doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread,
+        doc->max_handshakes,  doc->idle_timeout};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -488,6 +505,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->metrics_listen);
     free((*cfg)->admin_listen);
     free((*cfg)->sync_thread);
+    free((*cfg)->max_handshakes);
+    free((*cfg)->idle_timeout);
     free(*cfg);
     *cfg = NULL;
 }

@@ -58,8 +58,8 @@ typedef struct metrics_snapshot {
     int store_ok;    /* the last turn that wrote to the store committed */
     int64_t turn_ms; /* monotonic time of the loop's last turn */
     broker_stats_t stats;
-    uint64_t auth_failures;
-    uint64_t sessions;
+    uint64_t auth_failures, handshakes_throttled;
+    uint64_t sessions, connections; /* connections: open TCP connections of the router */
     uint64_t checkpoint_rounds, checkpoints_in_place,
         checkpoints_forced; /* store_checkpoint_counts */
     char policy_hash[65];
@@ -285,6 +285,10 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
     fputs("schakel_up 1\n", f);
     metrics_render_head(f, "schakel_sessions", "gauge", "Client connections that sent a frame.");
     fprintf(f, "schakel_sessions %llu\n", (unsigned long long)s->sessions);
+    metrics_render_head(f, "schakel_connections", "gauge",
+                        "Client connections open (accepted and not closed), with a session or "
+                        "without one.");
+    fprintf(f, "schakel_connections %llu\n", (unsigned long long)s->connections);
     if (s->store_bytes >= 0) {
         metrics_render_head(f, "schakel_store_bytes", "gauge",
                             "Size of the store on disk: the database and its write-ahead log.");
@@ -340,6 +344,14 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "CURVE handshakes refused by the ZAP handler (the start-up self-check "
                            "probe is one).",
                            s->auth_failures);
+    metrics_render_counter(f, "schakel_handshakes_throttled_total",
+                           "Of those, handshakes of registered keys refused for now (answered "
+                           "300): their principal reached max_handshakes_per_minute.",
+                           s->handshakes_throttled);
+    metrics_render_counter(f, "schakel_connections_closed_idle_total",
+                           "Connections the broker closed after connection_idle_timeout without a "
+                           "frame (not receiving).",
+                           s->stats.connections_closed_idle);
     metrics_render_partners(f, s);
     metrics_render_latency(f, s);
     metrics_render_durations(f, "schakel_store_wal_sync_seconds",
@@ -759,7 +771,9 @@ void metrics_turn_end(broker_t *b, int outcome)
     m->local.checkpoint_rounds = counts.thread_rounds;
     m->local.checkpoints_in_place = counts.finished_in_place + counts.forced_in_place;
     m->local.checkpoints_forced = counts.forced_in_place;
-    m->local.auth_failures = zap_counts(b->zap).refused;
+    zap_counts_t auth = zap_counts(b->zap);
+    m->local.auth_failures = auth.refused;
+    m->local.handshakes_throttled = auth.throttled;
     store_loop_sync_durations(b->store, &m->local.wal_syncs);
     if (b->syncer != NULL) {
         durations_t thread;
@@ -767,6 +781,7 @@ void metrics_turn_end(broker_t *b, int outcome)
         durations_merge(&m->local.wal_syncs, &thread);
     }
     m->local.sessions = sessions_count(b->sessions);
+    m->local.connections = b->conns != NULL ? conns_open_count(b->conns) : 0;
     pthread_mutex_lock(&m->lock);
     m->shared = m->local;
     pthread_mutex_unlock(&m->lock);

@@ -12,17 +12,43 @@
 
 #include "table.h"
 
+/* A token bucket: `capacity` tokens at most, `capacity` more every
+ * period_ms, spread evenly. It starts full. */
+typedef struct bucket {
+    double tokens;
+    int64_t refill_ms; /* when tokens was last topped up */
+    int started;
+} bucket_t;
+
+/* 1 and one token taken when the bucket holds one at now_ms, else 0. */
+static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t period_ms)
+{
+    if (!b->started) {
+        b->tokens = capacity;
+        b->refill_ms = now_ms;
+        b->started = 1;
+    } else if (now_ms > b->refill_ms) {
+        b->tokens += (double)(now_ms - b->refill_ms) * capacity / (double)period_ms;
+        if (b->tokens > capacity)
+            b->tokens = capacity;
+        b->refill_ms = now_ms;
+    }
+    if (b->tokens < 1.0)
+        return 0;
+    b->tokens -= 1.0;
+    return 1;
+}
+
 /* Per-principal accounting: how many sessions it has, and its publish
- * rate bucket. Kept while the broker runs (one small entry per principal
+ * and handshake rate buckets. Kept while the broker runs (one small entry per principal
  * ever seen, bounded by the policy's principals). */
 typedef struct principal_state {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     unsigned sessions;
     unsigned long refusals; /* frames of it refused since start (operators' statistics) */
     int64_t last_seen_ms;   /* last frame of any of its sessions; 0: none yet */
-    double tokens;          /* publishes it may still make now */
-    int64_t refill_ms;      /* when tokens was last topped up */
-    int bucket_started;
+    bucket_t publishes;     /* publishes it may make now */
+    bucket_t handshakes;    /* handshakes it may complete now */
 } principal_state_t;
 
 static int is_receiving(sessions_t *s, const session_t *session);
@@ -53,23 +79,15 @@ static principal_state_t *principal_state(sessions_t *s, const char *principal)
 int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms, uint32_t rate)
 {
     principal_state_t *p = principal_state(s, principal);
-    if (p == NULL)
-        return 0; /* out of memory: refusing is the safe side */
-    /* Token bucket: `rate` per second, at most one second's worth saved. */
-    if (!p->bucket_started) {
-        p->tokens = rate;
-        p->refill_ms = now_ms;
-        p->bucket_started = 1;
-    } else if (now_ms > p->refill_ms) {
-        p->tokens += (double)(now_ms - p->refill_ms) * rate / 1000.0;
-        if (p->tokens > rate)
-            p->tokens = rate;
-        p->refill_ms = now_ms;
-    }
-    if (p->tokens < 1.0)
-        return 0;
-    p->tokens -= 1.0;
-    return 1;
+    /* out of memory: refusing is the safe side; at most one second's worth saved */
+    return p != NULL && bucket_take(&p->publishes, now_ms, rate, 1000);
+}
+
+int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
+                             uint32_t per_minute)
+{
+    principal_state_t *p = principal_state(s, principal);
+    return p != NULL && bucket_take(&p->handshakes, now_ms, per_minute, 60 * 1000);
 }
 
 sessions_t *sessions_new(void)

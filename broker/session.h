@@ -61,6 +61,11 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
 /* Rate limit: 1 if `principal` may publish now at `rate` publishes per
  * second (a token bucket holding at most one second's worth), 0 if not. */
 int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms, uint32_t rate);
+/* Handshakes: 1 if `principal` may complete one more now, at most
+ * `per_minute` a minute (a token bucket holding a minute's worth: a burst
+ * of per_minute, then one every 60 / per_minute seconds), 0 if not. */
+int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
+                             uint32_t per_minute);
 
 /* Make `session` its principal's receiver with `window`. If it already is,
  * only the window changes; otherwise in-flight state restarts so that every

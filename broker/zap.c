@@ -43,6 +43,7 @@ typedef struct zap_pending {
     char key_z85[41];
     zap_part_t peer, domain; /* to record a refusal again after a rollback */
     int counted;             /* a refusal only counted: nothing to record again */
+    int retry;               /* refused for now (throttled): answered 300, not 400 */
 } zap_pending_t;
 
 struct zap {
@@ -223,7 +224,7 @@ static int zap_queue(zap_t *zap, const zap_part_t *routing_id, const zap_part_t 
 /* Decide, count, record and queue one request (parts without envelope). */
 static void zap_decide_one(zap_t *zap, const policy_t *policy, const policy_t *narrowing,
                            const zap_part_t *routing_id, const zap_part_t *parts, int n,
-                           zap_record_fn record, void *arg)
+                           zap_record_fn record, zap_allow_fn allow, void *arg)
 {
     const char *why = NULL;
     const policy_principal_t *p = zap_decide(policy, parts, n, &why);
@@ -234,6 +235,15 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const policy_t *n
             p = NULL;
             why = "key revoked by a policy reload (not yet recorded)";
         }
+    }
+    /* A registered key cannot open connections without end: each costs a
+     * socket and an admission entry in the trail. */
+    int retry = 0;
+    if (p != NULL && allow != NULL && !allow(arg, p->id)) {
+        p = NULL;
+        why = ZAP_WHY_THROTTLED;
+        retry = 1;
+        zap->counts.throttled++;
     }
     char key_z85[41] = "-";
     if (n == 7 && parts[6].len == 32)
@@ -258,13 +268,14 @@ static void zap_decide_one(zap_t *zap, const policy_t *policy, const policy_t *n
         log_event(LOG_ERROR, "zap.unanswered", "why", "out of memory", NULL);
         return;
     }
+    zap->pending[zap->n_pending - 1].retry = retry;
     /* a failure fails the turn: see zap_flush */
     if (record != NULL && record(arg, &decision) == 1)
         zap->pending[zap->n_pending - 1].counted = 1;
 }
 
 int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, zap_record_fn record,
-               void *arg)
+               zap_allow_fn allow, void *arg)
 {
     int handled = 0;
     while (handled < (int)SCHAKEL_MAX_BATCH) {
@@ -284,7 +295,7 @@ int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, za
             continue;
         }
         zap_decide_one(zap, policy, narrowing, &frames[0], frames + ZAP_ENVELOPE, n - ZAP_ENVELOPE,
-                       record, arg);
+                       record, allow, arg);
     }
     return handled;
 }
@@ -313,7 +324,7 @@ void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
         int admit = r->admitted && committed;
         if (!r->admitted && !r->counted && !committed && record != NULL)
             zap_record_again(r, record, arg);
-        const char *status = admit ? "200" : r->admitted ? "300" : "400";
+        const char *status = admit ? "200" : r->admitted || r->retry ? "300" : "400";
         const char *text = admit ? "OK" : r->admitted ? unrecorded : r->why;
         if (zap_reply(zap->socket, &r->routing_id, &r->request_id, status, text,
                       admit ? r->user_id : "", admit ? r->key_z85 : NULL) != 0)

@@ -38,7 +38,8 @@ void *zap_socket(zap_t *zap);
 /* Counters since start, for the self-check and status. */
 typedef struct zap_counts {
     unsigned long admitted;
-    unsigned long refused;
+    unsigned long refused;   /* every refusal, the throttled ones too */
+    unsigned long throttled; /* registered keys refused for now: too many handshakes */
 } zap_counts_t;
 zap_counts_t zap_counts(const zap_t *zap);
 
@@ -61,19 +62,32 @@ typedef struct zap_decision {
  * holds its record committed. */
 typedef int (*zap_record_fn)(void *arg, const zap_decision_t *decision);
 
+/* Whether `principal`, admitted by the policy, may complete one more
+ * handshake now (1) or has made too many of late (0). Each call that
+ * returns 1 counts one handshake. */
+typedef int (*zap_allow_fn)(void *arg, const char *principal);
+
+/* The reason a throttled handshake is refused with (and recorded). */
+#define ZAP_WHY_THROTTLED                                                                          \
+    "too many handshakes by this principal (max_handshakes_per_minute): try again later"
+
 /* Read up to SCHAKEL_MAX_BATCH pending ZAP requests (non-blocking), decide
  * each under `policy` (and, when `narrowing` is not NULL, under it too: a
  * reload not yet recorded admits nobody the policy in force would not,
- * and refuses whom it revokes), record it with record(arg, ...) (may be
- * NULL) and queue its reply: nothing is answered yet. Returns the number
- * read, or -1 on a socket error. The handler is a ROUTER, so that replies
- * can wait for the commit while further requests are read (RFC 27's REQ
- * client speaks to it through the empty delimiter frame). */
+ * and refuses whom it revokes), then ask allow(arg, ...) (may be NULL)
+ * whether the principal may make one more handshake now, record the
+ * decision with record(arg, ...) (may be NULL) and queue its reply:
+ * nothing is answered yet. Returns the number read, or -1 on a socket
+ * error. The handler is a ROUTER, so that replies can wait for the commit
+ * while further requests are read (RFC 27's REQ client speaks to it
+ * through the empty delimiter frame). */
 int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, zap_record_fn record,
-               void *arg);
+               zap_allow_fn allow, void *arg);
 
 /* After the turn's commit: send every queued reply. Refusals go as they
- * are (400); when the turn was rolled back (committed == 0) their records
+ * are (400), a throttled handshake as a temporary failure (300: libzmq
+ * closes the connection without an ERROR and the client's libzmq tries
+ * again after its reconnect interval); when the turn was rolled back (committed == 0) their records
  * went with it and are made again with record (again set; they commit with
  * the next turn). An admission goes as 200 when committed is set;
  * otherwise its record was rolled back and it is answered 300 (temporary

@@ -1134,8 +1134,10 @@ static schakel_status_t client_await_handshake(schakel_client_t *client, int64_t
     if (client->tcp_connects == 0)
         why = "no TCP connection: broker down or wrong address";
     else if (client->handshake_failures > 0)
-        why = "the connection was closed during the handshake: wrong broker key pinned, or "
-              "not a Schakel broker at that address?";
+        why = "the connection was closed during the handshake: the broker may be turning this "
+              "key away for now (too many handshakes of late, or it cannot record the "
+              "admission: see its log), or a wrong broker key is pinned, or no Schakel broker "
+              "listens there";
     return client_error_set(err, SCHAKEL_ERR_CONNECT,
                             "could not complete a CURVE handshake with %s within %d ms: %s",
                             client->endpoint, timeout_ms, why);

@@ -184,7 +184,8 @@ static int ctl_conn_handshake(ctl_conn_t *conn, int timeout_ms)
             break;
     }
     const char *why = "the broker accepted the connection but never completed the handshake: "
-                      "it could not record the admission (storage trouble: see its log), or it "
+                      "it could not record the admission (storage trouble: see its log), or this "
+                      "key made too many handshakes of late (max_handshakes_per_minute), or it "
                       "is overloaded, or no Schakel broker listens there";
     if (conn->tcp_connects == 0)
         why = "no TCP connection: broker down, wrong address, or admin_listen not set";

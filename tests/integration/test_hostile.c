@@ -40,6 +40,7 @@
 
 #include "keys.h"
 #include "wire.h"
+#include "zap.h"
 
 /* The principal that misbehaves in most rows: its signals go to politie. */
 #define HOSTILE H_WOCO_MAASOEVER
@@ -3520,6 +3521,119 @@ static void test_connection_cap_per_principal(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ idle connections */
+
+/* Wait for r's connection to close (within timeout_ms). With
+ * `no_handshake`, its handshake must neither succeed nor be refused for
+ * good (an ERROR, FAILED_AUTH): a temporary refusal (ZAP 300) closes it
+ * silently. Returns when it closed. */
+static int64_t raw_await_closed(raw_t *r, int timeout_ms, int no_handshake, const char *what)
+{
+    int64_t deadline = hostile_now_ms() + timeout_ms;
+    int before = r->disconnects;
+    while (r->disconnects == before) {
+        if (hostile_left_ms(deadline) <= 0)
+            fail_msg("%s: still connected after %d ms", what, timeout_ms);
+        uint32_t value = 0;
+        int event = raw_event(r, hostile_left_ms(deadline), &value);
+        if (no_handshake && event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            fail_msg("%s: the handshake succeeded", what);
+        if (no_handshake && event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+            fail_msg("%s: refused for good (FAILED_AUTH %u), not for now", what, value);
+    }
+    return hostile_now_ms();
+}
+
+/* connection_idle_timeout 1s: a connection that sends nothing after its
+ * handshake, and one whose session went quiet, are closed once they have
+ * been unused for longer; a receiving connection of the same principal,
+ * quiet as long, stays and is delivered to; a libschakel client whose
+ * connection was closed meanwhile publishes on a new one. */
+static void test_idle_connections_are_closed(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "connection_idle_timeout=1s", NULL};
+    h_broker_start_with(env, extra);
+    long offset = h_log_offset(env);
+    raw_t *receiver = raw_connect(env, HOSTILE);
+    pb_t frame = {0};
+    frame_flow(&frame, 0);
+    raw_send_frame(receiver, &frame);
+    (void)raw_settle(receiver, "the receiver");
+    /* connected before the silent one: unused longer, closed no later */
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    int64_t opened = hostile_now_ms();
+    raw_t *silent = raw_connect(env, HOSTILE);
+    raw_t *quiet = raw_connect(env, HOSTILE);
+    (void)raw_heartbeat(quiet, "the quiet connection's one frame");
+    int64_t used = hostile_now_ms();
+    int64_t silent_closed = raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a silent connection");
+    int64_t quiet_closed = raw_await_closed(quiet, 1000 + H_TIMEOUT_MS, 0, "a quiet connection");
+    if (silent_closed - opened <= 1000 || quiet_closed - used <= 1000)
+        fail_msg("closed before the idle timeout: %lld ms after the handshake, %lld ms after "
+                 "the last frame",
+                 (long long)(silent_closed - opened), (long long)(quiet_closed - used));
+    if (h_await_log(env, offset, "event=connections.closed_idle", H_TIMEOUT_MS) != 0)
+        fail_msg("no connections.closed_idle line in the broker's log");
+    print_message("    closed %lld and %lld ms after they were last used (timeout 1000 ms)\n",
+                  (long long)(silent_closed - opened), (long long)(quiet_closed - used));
+
+    /* The receiver was as quiet for as long: still connected, and served. */
+    raw_assert_connected(receiver, "the receiving connection");
+    static const char *const to_maasoever[] = {"woco-maasoever"};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to_maasoever,
+                             .n_recipients = 1};
+    uint8_t id[16];
+    (void)h_publish_ok(brandweer, &fire, NULL, id, NULL, NULL);
+    Schakel__Frame *d = raw_next(receiver, "the receiver", SCHAKEL__FRAME__BODY_DELIVER);
+    assert_memory_equal(d->deliver->message_id.data, id, 16);
+    frame_free(&d);
+    raw_assert_connected(receiver, "the receiving connection");
+    schakel_close(&brandweer);
+    raw_close(&silent);
+    raw_close(&quiet);
+    raw_close(&receiver);
+    h_done(env);
+}
+
+/* max_handshakes_per_minute 3: a principal's fourth handshake within the
+ * minute is refused for now (ZAP 300: closed without an ERROR, the client
+ * tries again later) and recorded; its three connections and other
+ * principals go on. */
+static void test_handshakes_are_rationed_per_principal(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "max_handshakes_per_minute=3", NULL};
+    h_broker_start_with(env, extra);
+    bystanders_t by;
+    bystanders_open(env, &by);
+    raw_t *conns[3];
+    for (size_t i = 0; i < 3; i++) {
+        conns[i] = raw_connect(env, HOSTILE);
+        (void)raw_settle(conns[i], "one of three connections");
+    }
+    const char *what = "a fourth handshake within the minute";
+    bystanders_before(&by, what);
+    char z85[41];
+    curve_key_z85(env, HOSTILE, z85);
+    mark_t mark = mark_take(env);
+    raw_t *fourth = raw_open(env, h_key_file(env, HOSTILE), env->broker_pub, HOSTILE);
+    (void)raw_await_closed(fourth, H_TIMEOUT_MS, 1, what);
+    raw_close(&fourth);
+    expect_auth_refusal_recorded(env, &mark, what, ZAP_WHY_THROTTLED, z85);
+    for (size_t i = 0; i < 3; i++) {
+        (void)raw_settle(conns[i], "the three after the fourth");
+        raw_assert_connected(conns[i], what);
+        raw_close(&conns[i]);
+    }
+    bystanders_after(&by, what);
+    bystanders_close(&by);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ slow handshakes */
 
 static int tcp_connect_endpoint(const char *endpoint)
@@ -3955,6 +4069,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_flood_is_rate_limited, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap_per_principal, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_connections_are_closed, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_handshakes_are_rationed_per_principal, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_slow_handshakes_are_closed, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_policy_files_are_refused, h_setup_broker,

@@ -1576,7 +1576,7 @@ static void test_connect_table(void **state)
     } rows[] = {
         {"alice.key", "broker.pub", SCHAKEL_OK, ""},
         {"mallory.key", "broker.pub", SCHAKEL_ERR_AUTH, "status 400"},
-        {"alice.key", "other-broker.pub", SCHAKEL_ERR_CONNECT, "wrong broker key pinned"},
+        {"alice.key", "other-broker.pub", SCHAKEL_ERR_CONNECT, "a wrong broker key is pinned"},
         {"open.key", "broker.pub", SCHAKEL_ERR_KEY, "open.key"},
         {"missing.key", "broker.pub", SCHAKEL_ERR_KEY, "missing.key"},
         {"alice.key", "missing.pub", SCHAKEL_ERR_KEY, "missing.pub"},

@@ -72,7 +72,9 @@ static void test_good_config(void **state)
                                      "store: var/schakel.db\n"
                                      "store_key_file: keys/store.key\n"
                                      "ack_timeout: 2m\n"
-                                     "sync_thread: always\n",
+                                     "sync_thread: always\n"
+                                     "max_handshakes_per_minute: 120\n"
+                                     "connection_idle_timeout: 90s\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -87,6 +89,8 @@ static void test_good_config(void **state)
     assert_string_equal(cfg->ack_timeout, "2m");
     assert_int_equal(config_duration_ms(cfg->ack_timeout), 120000);
     assert_string_equal(cfg->sync_thread, "always");
+    assert_int_equal(config_limit(cfg->max_handshakes, "max_handshakes_per_minute"), 120);
+    assert_int_equal(config_duration_ms(cfg->idle_timeout), 90000);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -170,6 +174,12 @@ static const set_row_t set_rows[] = {
     {"max_window", "-1", 0, "whole number"},
     {"max_summary_length", "80", 1, NULL},
     {"max_grounds_length", "2001", 0, "built-in limit"},
+    {"max_handshakes_per_minute", "60000", 1, NULL},
+    {"max_handshakes_per_minute", "60001", 0, "built-in limit"},
+    {"max_handshakes_per_minute", "0", 0, "whole number"},
+    {"connection_idle_timeout", "5s", 1, NULL},
+    {"connection_idle_timeout", "100ms", 0, "must be a duration"},
+    {"connection_idle_timeout", "forever", 0, "must be a duration"},
 };
 
 static void test_config_set(void **state)
@@ -210,6 +220,10 @@ static void test_config_set(void **state)
     free(cfg.max_frame_bytes);
     free(cfg.max_window);
     free(cfg.max_summary);
+    assert_int_equal(config_limit(cfg.max_handshakes, "max_handshakes_per_minute"), 60000);
+    assert_int_equal(config_duration_ms(cfg.idle_timeout), 5000);
+    free(cfg.max_handshakes);
+    free(cfg.idle_timeout);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 

@@ -394,22 +394,22 @@ static void test_flow_of_a_closed_connection_is_ignored(void **state)
         sessions_touch(b.sessions, rid, sizeof rid, "om/parket", "K", 0, 16, &over);
     assert_non_null(session);
     session->fd = 9;
-    uint8_t closed[2] = {0, 1u << 1}; /* socket 9 */
-    b.fds_closed = closed;
-    b.fds_closed_len = sizeof closed;
+    b.conns = conns_new();
+    assert_non_null(b.conns);
+    conns_closed(b.conns, 9); /* socket 9 */
     Schakel__Flow flow = SCHAKEL__FLOW__INIT;
     flow.has_window = 1;
     flow.window = 8;
     deliver_flow(&b, session, &flow);
     receiver_t *r = sessions_receiver(b.sessions, "om/parket");
     assert_true(r == NULL || r->session == NULL);
-    closed[1] = 0; /* the socket open */
+    conns_opened(b.conns, 9, 0); /* a new connection on it */
     deliver_flow(&b, session, &flow);
     r = sessions_receiver(b.sessions, "om/parket");
     assert_non_null(r);
     assert_ptr_equal(r->session, session);
     assert_int_equal(r->window, 8);
-    b.fds_closed = NULL;
+    conns_destroy(&b.conns);
     sessions_destroy(&b.sessions);
 }
 

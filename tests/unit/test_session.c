@@ -285,6 +285,31 @@ static void test_publish_rate(void **state)
     sessions_destroy(&s);
 }
 
+/* Handshakes: a minute's worth at once, then one per 60/N seconds; a
+ * principal's publishes and handshakes are rationed apart. */
+static void test_handshake_rate(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    assert_non_null(s);
+    int allowed = 0;
+    for (int i = 0; i < 10; i++)
+        allowed += sessions_allow_handshake(s, "politie/bvh", 5000, 6);
+    assert_int_equal(allowed, 6);
+    assert_int_equal(sessions_allow_publish(s, "politie/bvh", 5000, 10), 1);
+    assert_int_equal(sessions_allow_handshake(s, "om/parket", 5000, 6), 1);
+    /* 6 a minute: one more every 10 s */
+    assert_int_equal(sessions_allow_handshake(s, "politie/bvh", 14999, 6), 0);
+    assert_int_equal(sessions_allow_handshake(s, "politie/bvh", 15000, 6), 1);
+    assert_int_equal(sessions_allow_handshake(s, "politie/bvh", 15001, 6), 0);
+    /* never more than a minute's worth saved */
+    allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += sessions_allow_handshake(s, "politie/bvh", 3600000, 6);
+    assert_int_equal(allowed, 6);
+    sessions_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -298,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_cap_keeps_a_claim_to_receive),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
+        cmocka_unit_test(test_handshake_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,149 @@
+/*
+ * test_conns.c — the router's connections by socket (broker/conns.c):
+ * which close, which are shut down for being unused, and that a socket
+ * number taken by a newer connection is never shut down on an old one's
+ * account. Real sockets (socketpair), so that shutdown(2) and the
+ * kernel's cookies are the real ones.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "conns.h"
+
+typedef struct pair {
+    int ours;   /* the broker's side, as libzmq would hold it */
+    int client; /* the other end */
+} pair_t;
+
+static pair_t pair_open(void)
+{
+    int fds[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    return (pair_t){fds[0], fds[1]};
+}
+
+static void pair_close(pair_t *p)
+{
+    if (p->ours >= 0)
+        close(p->ours);
+    if (p->client >= 0)
+        close(p->client);
+    p->ours = p->client = -1;
+}
+
+/* 1 when the client's end sees its peer shut down (end of file). */
+static int client_sees_shutdown(const pair_t *p)
+{
+    struct pollfd item = {.fd = p->client, .events = POLLIN};
+    if (poll(&item, 1, 0) != 1)
+        return 0;
+    char c;
+    return recv(p->client, &c, 1, MSG_DONTWAIT) == 0;
+}
+
+/* Unused longer than the limit: shut down once; used within it: kept. */
+static void test_unused_connections_are_shut_down(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    assert_non_null(c);
+    pair_t quiet = pair_open(), busy = pair_open();
+    conns_opened(c, quiet.ours, 1000);
+    conns_opened(c, busy.ours, 1000);
+    assert_int_equal(conns_open_count(c), 2);
+    assert_int_equal(conns_close_idle(c, 1500, 500), 0); /* exactly the limit: not yet */
+    conns_used(c, busy.ours, 1400);
+    assert_int_equal(conns_close_idle(c, 1501, 500), 1);
+    assert_true(client_sees_shutdown(&quiet));
+    assert_false(client_sees_shutdown(&busy));
+    /* shut down once, until its close event */
+    assert_int_equal(conns_close_idle(c, 5000, 500), 1); /* now busy's turn */
+    assert_true(client_sees_shutdown(&busy));
+    assert_int_equal(conns_close_idle(c, 9000, 500), 0);
+    conns_closed(c, quiet.ours);
+    conns_closed(c, busy.ours);
+    assert_int_equal(conns_open_count(c), 0);
+    assert_true(conns_is_closed(c, quiet.ours));
+    pair_close(&quiet);
+    pair_close(&busy);
+    conns_destroy(&c);
+    assert_null(c);
+}
+
+/* A connection's socket closed, and a new connection got its number
+ * before the close event was read: the old connection's age must not
+ * shut the new one down. */
+static void test_reused_socket_number_is_not_shut_down(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    pair_t old = pair_open();
+    int number = old.ours;
+    conns_opened(c, number, 0);
+    close(old.ours); /* libzmq closed it; its event is still on its way */
+    old.ours = -1;
+    pair_t fresh = pair_open();
+    if (fresh.ours != number) { /* take the same number, as the kernel would */
+        assert_int_equal(dup2(fresh.ours, number), number);
+        close(fresh.ours);
+        fresh.ours = number;
+    }
+    assert_int_equal(conns_close_idle(c, 10000, 500), 0);
+    assert_false(client_sees_shutdown(&fresh));
+    /* its events arrive: closed, then accepted anew; then it ages itself */
+    conns_closed(c, number);
+    assert_true(conns_is_closed(c, number));
+    conns_opened(c, number, 20000);
+    assert_false(conns_is_closed(c, number));
+    assert_int_equal(conns_close_idle(c, 20400, 500), 0);
+    assert_int_equal(conns_close_idle(c, 20600, 500), 1);
+    assert_true(client_sees_shutdown(&fresh));
+    pair_close(&old);
+    pair_close(&fresh);
+    conns_destroy(&c);
+}
+
+/* A number that is not a socket now (a file took it) is never touched,
+ * and numbers never seen or out of range are neither open nor closed. */
+static void test_non_sockets_and_unknown_numbers(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    pair_t p = pair_open();
+    int number = p.ours;
+    conns_opened(c, number, 0);
+    int file = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(file >= 0);
+    assert_int_equal(dup2(file, number), number); /* the socket is gone; a file has it */
+    close(file);
+    assert_int_equal(conns_close_idle(c, 10000, 500), 0);
+    assert_false(conns_is_closed(c, 12345));
+    assert_false(conns_is_closed(c, -1));
+    conns_used(c, 12345, 5); /* unknown: nothing */
+    conns_closed(c, -1);
+    conns_opened(c, 1 << 24, 0); /* out of range: untracked */
+    assert_int_equal(conns_open_count(c), 1);
+    close(number);
+    close(p.client);
+    conns_destroy(&c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unused_connections_are_shut_down),
+        cmocka_unit_test(test_reused_socket_number_is_not_shut_down),
+        cmocka_unit_test(test_non_sockets_and_unknown_numbers),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
