@@ -216,6 +216,10 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     }
     router_events_open(b);
+    if (b->router_events != NULL && !conns_cookies_supported())
+        log_event(LOG_WARN, "connections.untracked", "why",
+                  "this kernel gives sockets no cookie (SO_COOKIE)", "effect",
+                  "connections that send nothing, or over a principal's cap, are not closed", NULL);
     size_t len = sizeof b->endpoint;
     if (zmq_getsockopt(b->router, ZMQ_LAST_ENDPOINT, b->endpoint, &len) != 0) {
         snprintf(err, errlen, "cannot read the bound endpoint: %s", zmq_strerror(zmq_errno()));
@@ -828,7 +832,7 @@ static int receive_one(broker_t *b)
             broker_reject(b, session, SCHAKEL__REASON__TOO_MANY_FRAMES,
                           "send exactly one frame per message", NULL, -1, 0);
         } else {
-            conns_used(b->conns, fd, b->now_ms);
+            conns_used(b->conns, fd, b->now_ms, user_id);
             dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
         }
     }
@@ -1067,20 +1071,24 @@ int broker_serve_zap(broker_t *b)
     return handled;
 }
 
-/* Connections that served no frame for idle_timeout_ms and are not
- * receiving are shut down (conns.h): a valid key cannot hold sockets
- * without end. Their clients' libzmq reconnects when they have something
- * to send. */
+/* Connections that served no frame since their handshake, and those of a
+ * principal over its cap that are quiet, are shut down (conns.h): a valid
+ * key cannot hold sockets without end. Not while frames wait unread: a
+ * loop that fell behind would take connections whose frames it has not
+ * read yet for unused. */
 static void close_idle_connections(broker_t *b)
 {
-    if (b->router_events == NULL)
-        return; /* no connection events: nothing is tracked */
+    if (b->router_events == NULL || frames_waiting(b))
+        return; /* without connection events nothing is tracked */
     size_t cursor = 0;
     receiver_t *r;
     while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL)
         if (r->session != NULL)
-            conns_used(b->conns, r->session->fd, b->now_ms);
-    size_t shut = conns_close_idle(b->conns, b->now_ms, b->idle_timeout_ms);
+            conns_used(b->conns, r->session->fd, b->now_ms, r->principal);
+    conns_limits_t limits = {.idle_ms = b->idle_timeout_ms,
+                             .quiet_ms = SCHAKEL_SESSION_ACTIVE_MS,
+                             .max_per_principal = b->max_connections};
+    size_t shut = conns_close_idle(b->conns, b->now_ms, &limits);
     if (shut == 0)
         return;
     b->stats.connections_closed_idle += shut;

@@ -71,7 +71,7 @@ typedef struct broker_stats {
     /* turns committed with an fsync of the WAL, and without (acks only) */
     unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
-    unsigned long connections_closed_idle; /* shut down for being unused (conns.h) */
+    unsigned long connections_closed_idle; /* shut down: unused, or over the cap (conns.h) */
 } broker_stats_t;
 
 typedef struct broker {
@@ -125,7 +125,7 @@ typedef struct broker {
     uint32_t publish_rate;        /* publishes per second per principal */
     uint32_t max_connections;     /* sessions per principal */
     uint32_t max_handshakes;      /* handshakes per minute per principal */
-    int64_t idle_timeout_ms;      /* a connection unused this long is closed */
+    int64_t idle_timeout_ms;      /* a connection without a frame this long is closed */
     uint32_t max_window;          /* a larger Flow.window is clamped to this */
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];

@@ -14,8 +14,8 @@
  *   metrics_listen: 127.0.0.1:9750 # optional: HTTP /metrics, /healthz, /readyz
  *   admin_listen: tcp://127.0.0.1:7451  # optional: the operators' endpoint (schakelctl)
  *   sync_thread: busy              # optional: busy | always (docs/OPERATIONS.md, Capacity)
- *   max_handshakes_per_minute: 600 # optional: per principal
- *   connection_idle_timeout: 60s   # optional: close a connection that served no frame this long
+ *   max_handshakes_per_minute: 300 # optional: per principal
+ *   connection_idle_timeout: 30s   # optional: close a connection without a frame this long
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -46,7 +46,7 @@ typedef struct broker_config {
     char *admin_listen;   /* tcp:// endpoint of the admin endpoint, or NULL: none */
     char *sync_thread;    /* "busy" or "always", or NULL: busy */
     char *max_handshakes; /* handshakes per minute per principal, or NULL: default */
-    char *idle_timeout;   /* duration text: close a connection unused this long, or NULL */
+    char *idle_timeout;   /* duration text: close a connection without a frame this long */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

@@ -11,14 +11,16 @@
 #include <string.h>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define CONNS_MAX_FD (1 << 24)
 
 enum { CONN_UNKNOWN = 0, CONN_OPEN, CONN_CLOSED };
 
 typedef struct conn {
-    uint64_t cookie; /* SO_COOKIE at the accept event; 0: unknown, never shut down */
-    int64_t used_ms; /* last frame served, or last seen receiving */
+    uint64_t cookie;    /* SO_COOKIE at the accept event; 0: unknown, never shut down */
+    uint64_t principal; /* hash of the principal it served frames of; 0: none yet */
+    int64_t used_ms;    /* the accept, then the last frame served or seen receiving */
     uint8_t state;
     uint8_t shut; /* shut down by conns_close_idle, its close event not yet seen */
 } conn_t;
@@ -76,6 +78,16 @@ static uint64_t socket_cookie(int fd)
     return cookie;
 }
 
+int conns_cookies_supported(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int supported = socket_cookie(fd) != 0;
+    close(fd);
+    return supported;
+}
+
 void conns_opened(conns_t *c, int fd, int64_t now_ms)
 {
     conn_t *conn = conns_slot(c, fd);
@@ -85,6 +97,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
         c->open++;
     conn->state = CONN_OPEN;
     conn->cookie = socket_cookie(fd);
+    conn->principal = 0;
     conn->used_ms = now_ms;
     conn->shut = 0;
 }
@@ -107,31 +120,96 @@ int conns_is_closed(const conns_t *c, int fd)
     return conn != NULL && conn->state == CONN_CLOSED;
 }
 
-void conns_used(conns_t *c, int fd, int64_t now_ms)
+/* FNV-1a: principals are the policy's ids, not chosen by a peer; a
+ * collision would only count two principals' connections together. Never
+ * 0, which means "no frame served yet". */
+static uint64_t conns_principal_hash(const char *principal)
 {
-    conn_t *conn = conns_find(c, fd);
-    if (conn != NULL && conn->state == CONN_OPEN && now_ms > conn->used_ms)
-        conn->used_ms = now_ms;
+    uint64_t h = 0xcbf29ce484222325u;
+    for (const unsigned char *p = (const unsigned char *)principal; *p != '\0'; p++)
+        h = (h ^ *p) * 0x100000001b3u;
+    return h != 0 ? h : 1;
 }
 
-size_t conns_close_idle(conns_t *c, int64_t now_ms, int64_t idle_ms)
+void conns_used(conns_t *c, int fd, int64_t now_ms, const char *principal)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn == NULL || conn->state != CONN_OPEN)
+        return;
+    if (now_ms > conn->used_ms)
+        conn->used_ms = now_ms;
+    conn->principal = conns_principal_hash(principal);
+}
+
+/* Shut down the connection on socket i if it still is the one accepted
+ * there (its cookie). Returns 1 when shut down. */
+static int conns_shut(conns_t *c, size_t i)
+{
+    conn_t *conn = &c->by_fd[i];
+    if (socket_cookie((int)i) != conn->cookie || shutdown((int)i, SHUT_RDWR) != 0)
+        return 0;
+    conn->shut = 1;
+    return 1;
+}
+
+static int conns_live(const conn_t *conn)
+{
+    return conn->state == CONN_OPEN && !conn->shut && conn->cookie != 0;
+}
+
+typedef struct conns_ranked {
+    uint64_t principal;
+    int64_t used_ms;
+    size_t fd;
+} conns_ranked_t;
+
+/* By principal, then most recently used first. */
+static int conns_rank_order(const void *a, const void *b)
+{
+    const conns_ranked_t *x = a, *y = b;
+    if (x->principal != y->principal)
+        return x->principal < y->principal ? -1 : 1;
+    if (x->used_ms != y->used_ms)
+        return x->used_ms > y->used_ms ? -1 : 1;
+    return x->fd < y->fd ? -1 : x->fd > y->fd;
+}
+
+/* (b): beyond a principal's `max` most recently used connections, those
+ * quiet for quiet_ms. Without memory for the ranking, nothing this pass. */
+static size_t conns_close_over_cap(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->len; i++)
+        n += conns_live(&c->by_fd[i]) && c->by_fd[i].principal != 0;
+    if (n <= lim->max_per_principal)
+        return 0;
+    conns_ranked_t *ranked = malloc(n * sizeof *ranked);
+    if (ranked == NULL)
+        return 0;
+    size_t k = 0;
+    for (size_t i = 0; i < c->len; i++)
+        if (conns_live(&c->by_fd[i]) && c->by_fd[i].principal != 0)
+            ranked[k++] = (conns_ranked_t){c->by_fd[i].principal, c->by_fd[i].used_ms, i};
+    qsort(ranked, n, sizeof *ranked, conns_rank_order);
+    size_t shut = 0, rank = 0;
+    for (size_t i = 0; i < n; i++) {
+        rank = i > 0 && ranked[i].principal == ranked[i - 1].principal ? rank + 1 : 0;
+        if (rank >= lim->max_per_principal && now_ms - ranked[i].used_ms >= lim->quiet_ms)
+            shut += (size_t)conns_shut(c, ranked[i].fd);
+    }
+    free(ranked);
+    return shut;
+}
+
+size_t conns_close_idle(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 {
     size_t shut = 0;
     for (size_t i = 0; i < c->len; i++) {
-        conn_t *conn = &c->by_fd[i];
-        if (conn->state != CONN_OPEN || conn->shut || conn->cookie == 0 ||
-            now_ms - conn->used_ms <= idle_ms)
-            continue;
-        /* Still the socket of that accept event: not closed and reused by
-         * a connection whose events are yet to be read. */
-        if (socket_cookie((int)i) != conn->cookie)
-            continue;
-        if (shutdown((int)i, SHUT_RDWR) == 0) {
-            conn->shut = 1;
-            shut++;
-        }
+        const conn_t *conn = &c->by_fd[i];
+        if (conns_live(conn) && conn->principal == 0 && now_ms - conn->used_ms > lim->idle_ms)
+            shut += (size_t)conns_shut(c, i);
     }
-    return shut;
+    return shut + conns_close_over_cap(c, now_ms, lim);
 }
 
 size_t conns_open_count(const conns_t *c)

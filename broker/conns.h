@@ -3,18 +3,27 @@
  * events report them: which are open, which closed (and were not given to
  * a new connection since), and since when each has been of no use.
  *
- * libzmq has no call that closes one peer of a ROUTER, and its per
- * principal limit can only count connections that send frames: a client
- * with a valid key could open connections and send nothing on them until
- * the broker runs out of file descriptors. The broker therefore closes a
- * connection that has served no frame for a while and is not receiving:
- * it shuts the socket down (shutdown(2), the descriptor stays libzmq's),
- * libzmq sees the peer gone and closes it as usual. A socket number is
- * reused by the next connection once libzmq closed it, and the close event
- * may still be on its way: a connection is known by the kernel's cookie of
- * its socket (SO_COOKIE), read when its accept event is handled, and is
- * shut down only while its socket still has that cookie. A socket whose
- * cookie cannot be read is never shut down.
+ * libzmq has no call that closes one peer of a ROUTER, and the session
+ * cap (session.h) only counts connections that sent a frame in the last
+ * second: a client with a valid key could open connections and leave them
+ * silent, or keep many alive with a frame now and then, until the broker
+ * runs out of file descriptors. The broker therefore closes (a) a
+ * connection that has served no frame for idle_ms since its handshake
+ * (a client sends its first frame at once), and (b) the least recently
+ * used connections of a principal that holds more than its cap of
+ * connections that served frames, once each has been quiet for quiet_ms.
+ * A principal within its cap keeps its connections however long they are
+ * idle. Closing is shutdown(2) on libzmq's own socket (the descriptor
+ * stays libzmq's): libzmq sees the peer gone and closes it as usual.
+ *
+ * A socket number is reused by the next connection once libzmq closed it,
+ * and the close event may still be on its way: a connection is known by
+ * the kernel's cookie of its socket (SO_COOKIE), read when its accept
+ * event is handled, and is shut down only if its socket still has that
+ * cookie just before. (libzmq's I/O thread may close it between that check
+ * and the shutdown, and another thread open a socket with its number:
+ * microseconds, at worst one dropped connection that reconnects.) A socket
+ * whose cookie cannot be read is never shut down.
  *
  * A plain table owned by the broker's loop thread. Out of memory leaves a
  * socket untracked: it is never shut down, and never taken for closed.
@@ -36,12 +45,23 @@ void conns_opened(conns_t *conns, int fd, int64_t now_ms);
 void conns_closed(conns_t *conns, int fd);
 /* 1 when `fd` closed and no connection was accepted on it since. */
 int conns_is_closed(const conns_t *conns, int fd);
-/* The connection on `fd` served a frame, or is receiving, at now_ms. */
-void conns_used(conns_t *conns, int fd, int64_t now_ms);
+/* The connection on `fd` served a frame of `principal`, or is its
+ * receiving connection, at now_ms. */
+void conns_used(conns_t *conns, int fd, int64_t now_ms, const char *principal);
 
-/* Shut down every open connection unused for longer than idle_ms (once
- * each; its close event follows). Returns how many were shut down. */
-size_t conns_close_idle(conns_t *conns, int64_t now_ms, int64_t idle_ms);
+typedef struct conns_limits {
+    int64_t idle_ms;          /* (a): no frame served this long since the handshake */
+    int64_t quiet_ms;         /* (b): quiet this long, over its principal's cap */
+    size_t max_per_principal; /* (b): connections that served frames, per principal */
+} conns_limits_t;
+
+/* Shut down the connections (a) and (b) of the header comment, once each
+ * (their close events follow). Returns how many were shut down. */
+size_t conns_close_idle(conns_t *conns, int64_t now_ms, const conns_limits_t *limits);
+
+/* 1 when this kernel names sockets with cookies (SO_COOKIE, Linux 4.12
+ * and later); without them no connection is ever shut down. */
+int conns_cookies_supported(void);
 
 /* Connections open now (accepted, not closed), for the operators. */
 size_t conns_open_count(const conns_t *conns);

@@ -64,12 +64,13 @@
 #define SCHAKEL_MAX_CONNECTIONS_CAP 4096
 /* Handshakes a principal may complete per minute (a token bucket holding a
  * minute's worth); over it, ZAP answers 300 and the client tries again. */
-#define SCHAKEL_DEFAULT_MAX_HANDSHAKES 600
+#define SCHAKEL_DEFAULT_MAX_HANDSHAKES 300
 #define SCHAKEL_MAX_HANDSHAKES_CAP 60000
-/* A connection that served no frame this long and is not receiving is
- * closed (libschakel sends a Heartbeat every SCHAKEL_CLIENT_HEARTBEAT_MS
- * while it waits). */
-#define SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS 60000
+/* A connection that sent no frame this long after its handshake is closed
+ * (a client sends its first frame at once); so are the least recently used
+ * connections of a principal over max_connections_per_principal, once
+ * quiet for SCHAKEL_SESSION_ACTIVE_MS (broker/conns.h). */
+#define SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS 30000
 
 /* Flow control */
 #define SCHAKEL_DEFAULT_WINDOW 64u           /* deliveries in flight per receiver */

@@ -128,6 +128,11 @@ typedef struct client_wait {
     uint64_t order;         /* when the request was (last) sent (client->requests_sent) */
     int sent_connected;     /* it was sent while a connection was up (inflight.h) */
     unsigned socket_no;     /* client->sockets_made when it was sent */
+    /* A reconnect came after it was sent: send it (or a Heartbeat) again,
+     * once every event read with that one is handled (client_wait_chores),
+     * so that reconnects read together are answered with one copy. */
+    int resend_owed;
+    int heartbeat_owed;
     Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
@@ -450,6 +455,8 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
 {
     for (size_t i = 0; i < client->flight.count; i++) {
         inflight_entry_t *entry = &client->flight.entries[i];
+        if (entry->answer != NULL)
+            entry->resend_owed = 0; /* answered meanwhile: nothing to send */
         if (!entry->resend_owed)
             continue;
         schakel_status_t status =
@@ -464,9 +471,12 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
 }
 
 /* A new connection is up: the broker keeps no session state across
- * connections, so re-announce our window, and re-ask a question whose answer
- * may have been lost with the old connection. A publish is sent again as
- * is: the broker answers a repeated message id with the original answer. */
+ * connections, so our window is owed again, and so is a question whose
+ * answer may have been lost with the old connection. A publish is sent
+ * again as is: the broker answers a repeated message id with the original
+ * answer. Nothing is sent here: the wait sends what is owed once every
+ * event read with this one is handled (events are read late, after calls
+ * that did not read them, and several reconnects then mean one copy). */
 static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
 {
     client->handshakes++;
@@ -474,7 +484,6 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
     client->handshake_failures = 0;
     if (client->handshakes > 1) {
         client->flow_owed = client->subscribed;
-        (void)client_send_owed_flow(client); /* on failure the wait loop retries */
         client_gave_up_reconnected(client);
         /* What went out on the lost connection is sent again; what was
          * sent while there was none waits in the socket's queue and goes
@@ -489,26 +498,18 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
             else
                 entry->sent_connected = 1;
         }
-        (void)client_send_owed_publishes(client); /* on failure the wait loop retries */
         /* A publish or case command is answered once whatever the number of
          * copies (idempotent by id); a query has no effect to repeat. */
         if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
-            wait->request != NULL) {
+            wait->request != NULL && !wait->resend_owed) {
             if (!wait->sent_connected && wait->socket_no == client->sockets_made)
                 wait->sent_connected = 1; /* in the queue: it goes out now */
-            else if (client_send_bytes(client, wait->request, wait->request_len, wait->what) !=
-                     SCHAKEL_OK)
-                client_wait_finish(wait, client->last_error.status);
-            else {
-                wait->order = ++client->requests_sent;
-                wait->sent_connected = client->connected;
-                wait->socket_no = client->sockets_made;
-            }
+            else
+                wait->resend_owed = 1;
         }
-        int asking = wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0;
+        if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0)
+            wait->heartbeat_owed = 1;
         client->heartbeats_pending = 0;
-        if (asking && client_send_heartbeat(client) != SCHAKEL_OK)
-            client_wait_finish(wait, client->last_error.status);
     }
     if (wait->kind == CLIENT_WAIT_HANDSHAKE)
         client_wait_finish(wait, SCHAKEL_OK);
@@ -852,6 +853,41 @@ static inflight_entry_t *client_flight_ready(schakel_client_t *client, const uin
     return entry != NULL && entry->answer != NULL ? entry : NULL;
 }
 
+/* The request a wait is for, or its Heartbeat, sent again after a
+ * reconnect (client_on_handshake); a failure to send ends the wait. */
+static void client_send_owed_request(schakel_client_t *client, client_wait_t *wait)
+{
+    if (wait->resend_owed) {
+        if (client_send_bytes(client, wait->request, wait->request_len, wait->what) != SCHAKEL_OK) {
+            client_wait_finish(wait, client->last_error.status);
+            return;
+        }
+        wait->resend_owed = 0;
+        wait->order = ++client->requests_sent;
+        wait->sent_connected = client->connected;
+        wait->socket_no = client->sockets_made;
+    }
+    if (wait->heartbeat_owed) {
+        wait->heartbeat_owed = 0;
+        if (client_send_heartbeat(client) != SCHAKEL_OK)
+            client_wait_finish(wait, client->last_error.status);
+    }
+}
+
+/* Events that came while no call read them (drops, reconnects), handled
+ * before a request goes out: it is then sent knowing the connection it
+ * goes out on, and is not taken for one lost with an earlier connection
+ * (which would send it again once per reconnect read). What they make
+ * owed goes out with the request's own wait. Returns an error a handshake
+ * ended in (a refused key), else SCHAKEL_OK. */
+static schakel_status_t client_catch_up(schakel_client_t *client)
+{
+    client_wait_t idle = {.kind = CLIENT_WAIT_DELIVERY}; /* waits for nothing of its own */
+    if (client->monitor != NULL)
+        client_drain_events(client, &idle);
+    return idle.done ? idle.status : SCHAKEL_OK;
+}
+
 /* What a wait does before it polls: hand out what is queued, replace an
  * abandoned socket, decode a held message, send an owed Flow. */
 static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, int64_t now)
@@ -870,6 +906,7 @@ static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, in
     if (!wait->done) {
         (void)client_send_owed_flow(client);      /* stays owed on failure */
         (void)client_send_owed_publishes(client); /* likewise */
+        client_send_owed_request(client, wait);
     }
 }
 
@@ -963,7 +1000,9 @@ static schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, in
     int64_t deadline = client_deadline(timeout_ms);
     int drops_before = client->drops;
     char hint[160];
-    schakel_status_t status = client_send_heartbeat(client);
+    schakel_status_t status = client_catch_up(client);
+    if (status == SCHAKEL_OK)
+        status = client_send_heartbeat(client);
     if (status != SCHAKEL_OK)
         return status;
     status = client_wait(client, &wait, deadline);
@@ -1467,9 +1506,12 @@ static schakel_status_t client_publish_start(schakel_client_t *client, const cha
                            "or forget it, before sending it again");
     if (sender == NULL)
         sender = client->principal;
+    schakel_status_t status = client_catch_up(client);
+    if (status != SCHAKEL_OK)
+        return status;
     uint8_t *frame = NULL;
     size_t len = 0;
-    schakel_status_t status = client_encode_publish(client, sender, signals, n, id, &frame, &len);
+    status = client_encode_publish(client, sender, signals, n, id, &frame, &len);
     /* Publishes still to be sent again go first: a new one must not
      * overtake them; it waits behind them if they cannot go now. */
     int behind = status == SCHAKEL_OK && client_send_owed_publishes(client) != SCHAKEL_OK;
@@ -1630,9 +1672,12 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
                           .request = request,
                           .request_len = len,
                           .what = what};
+    schakel_status_t status = client_catch_up(client);
+    if (status != SCHAKEL_OK)
+        return status;
     if (message_id != NULL)
         client_fence_copies(client, message_id);
-    schakel_status_t status = client_send_bytes(client, request, len, what);
+    status = client_send_bytes(client, request, len, what);
     if (status != SCHAKEL_OK)
         return status;
     wait.order = ++client->requests_sent;
@@ -1674,7 +1719,8 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window)
     client->window = window;
     client->subscribed = 1;
     client->flow_owed = 1;
-    return client_send_owed_flow(client);
+    schakel_status_t status = client_catch_up(client);
+    return status != SCHAKEL_OK ? status : client_send_owed_flow(client);
 }
 
 schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out, int timeout_ms)

@@ -9,6 +9,7 @@
 #include "harness.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -269,6 +270,52 @@ static void test_connected_receiver_survives_broker_restart(void **state)
     h_done(env);
 }
 
+/* Lines of the broker's log after `offset` that contain `needle`. */
+static int log_count(const h_env_t *env, long offset, const char *needle)
+{
+    FILE *f = fopen(env->log_path, "r");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0)
+        n += strstr(line, needle) != NULL;
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* A publisher that made no call while the broker restarted twice, its
+ * socket reconnecting by itself each time, sends its next publish once:
+ * the reconnects it reads of afterwards all came before that send. */
+static void test_idle_publisher_sends_once_after_reconnects(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char endpoint[sizeof env->endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+    for (int i = 0; i < 2; i++) {
+        h_broker_kill9(env);
+        long started = h_log_offset(env);
+        h_broker_start_at(env, endpoint);
+        if (h_await_log(env, started, "event=auth.admitted principal=" H_POLITIE, H_TIMEOUT_MS) !=
+            0)
+            fail_msg("restart %d: the idle client did not reconnect by itself", i + 1);
+    }
+    long offset = h_log_offset(env);
+    schakel_signal_t s = h_police_signal("BVH-2024-09600");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    (void)h_backlog(politie); /* answered after every copy the broker got */
+    int accepted = log_count(env, offset, "event=publish.accepted");
+    int duplicates = log_count(env, offset, "event=publish.duplicate");
+    if (accepted != 1 || duplicates != 0)
+        fail_msg("one publish after two reconnects: %d accepted, %d duplicate copies", accepted,
+                 duplicates);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* The broker keeps at most `window` unacked deliveries in flight to a
  * receiver; an ack opens room for the next. */
 static void test_flow_window_limits_deliveries_in_flight(void **state)
@@ -328,6 +375,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_clean_stop_keeps_acks_and_backlog, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_connected_receiver_survives_broker_restart,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_publisher_sends_once_after_reconnects,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_flow_window_limits_deliveries_in_flight,
                                         h_setup_broker, h_teardown),

@@ -3544,12 +3544,29 @@ static int64_t raw_await_closed(raw_t *r, int timeout_ms, int no_handshake, cons
     return hostile_now_ms();
 }
 
-/* connection_idle_timeout 1s: a connection that sends nothing after its
- * handshake, and one whose session went quiet, are closed once they have
- * been unused for longer; a receiving connection of the same principal,
- * quiet as long, stays and is delivered to; a libschakel client whose
- * connection was closed meanwhile publishes on a new one. */
-static void test_idle_connections_are_closed(void **state)
+/* Lines of the broker's log after `offset` that contain `needle`. */
+static int log_count(const h_env_t *env, long offset, const char *needle)
+{
+    FILE *f = fopen(env->log_path, "r");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0)
+        n += strstr(line, needle) != NULL;
+    free(line);
+    fclose(f);
+    return n;
+}
+
+/* connection_idle_timeout 1s: a connection that sends no frame after its
+ * handshake is closed once that second has passed. Connections that
+ * served frames stay, however long they are quiet, while their principal
+ * is within its cap: a receiving one (delivered to afterwards), a raw one
+ * that sent one Heartbeat, and a libschakel client (which publishes
+ * afterwards without having reconnected). */
+static void test_silent_connections_are_closed(void **state)
 {
     h_env_t *env = *state;
     const char *extra[] = {"--set", "connection_idle_timeout=1s", NULL};
@@ -3560,25 +3577,24 @@ static void test_idle_connections_are_closed(void **state)
     frame_flow(&frame, 0);
     raw_send_frame(receiver, &frame);
     (void)raw_settle(receiver, "the receiver");
-    /* connected before the silent one: unused longer, closed no later */
     schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
-    int64_t opened = hostile_now_ms();
-    raw_t *silent = raw_connect(env, HOSTILE);
     raw_t *quiet = raw_connect(env, HOSTILE);
     (void)raw_heartbeat(quiet, "the quiet connection's one frame");
-    int64_t used = hostile_now_ms();
-    int64_t silent_closed = raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a silent connection");
-    int64_t quiet_closed = raw_await_closed(quiet, 1000 + H_TIMEOUT_MS, 0, "a quiet connection");
-    if (silent_closed - opened <= 1000 || quiet_closed - used <= 1000)
-        fail_msg("closed before the idle timeout: %lld ms after the handshake, %lld ms after "
-                 "the last frame",
-                 (long long)(silent_closed - opened), (long long)(quiet_closed - used));
+    /* opened after the others were last used: when it is closed, they
+     * have been quiet for longer */
+    int64_t opened = hostile_now_ms();
+    raw_t *silent = raw_connect(env, HOSTILE);
+    int64_t closed = raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a silent connection");
+    if (closed - opened <= 1000)
+        fail_msg("closed %lld ms after its handshake, before the idle timeout (1000 ms)",
+                 (long long)(closed - opened));
     if (h_await_log(env, offset, "event=connections.closed_idle", H_TIMEOUT_MS) != 0)
         fail_msg("no connections.closed_idle line in the broker's log");
-    print_message("    closed %lld and %lld ms after they were last used (timeout 1000 ms)\n",
-                  (long long)(silent_closed - opened), (long long)(quiet_closed - used));
+    print_message("    a silent connection closed %lld ms after its handshake (timeout 1000 ms)\n",
+                  (long long)(closed - opened));
 
-    /* The receiver was as quiet for as long: still connected, and served. */
+    raw_assert_connected(quiet, "a quiet connection that sent a frame");
+    (void)raw_heartbeat(quiet, "the quiet connection later");
     raw_assert_connected(receiver, "the receiving connection");
     static const char *const to_maasoever[] = {"woco-maasoever"};
     schakel_signal_t fire = {.kind = "brandonveilige-situatie",
@@ -3592,10 +3608,48 @@ static void test_idle_connections_are_closed(void **state)
     assert_memory_equal(d->deliver->message_id.data, id, 16);
     frame_free(&d);
     raw_assert_connected(receiver, "the receiving connection");
+    int admitted = log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
+    if (admitted != 1)
+        fail_msg("the libschakel client was admitted %d times: its connection was closed",
+                 admitted);
     schakel_close(&brandweer);
     raw_close(&silent);
     raw_close(&quiet);
     raw_close(&receiver);
+    h_done(env);
+}
+
+/* --max-connections 2: a principal that holds more connections that
+ * served frames (the session cap let a newer one in once the oldest had
+ * been quiet for a second) gets its least recently used quiet one closed;
+ * its two most recent stay and are served. */
+static void test_connections_over_the_cap_are_closed(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--max-connections", "2", NULL};
+    h_broker_start_with(env, extra);
+    raw_t *oldest = raw_connect(env, HOSTILE);
+    (void)raw_heartbeat(oldest, "the oldest connection");
+    raw_t *second = raw_connect(env, HOSTILE);
+    (void)raw_heartbeat(second, "the second connection");
+    /* The session cap lets a third in once one of the two has been quiet
+     * for SCHAKEL_SESSION_ACTIVE_MS: the wait is the rule itself. */
+    int64_t until = hostile_now_ms() + SCHAKEL_SESSION_ACTIVE_MS + 100;
+    while (hostile_now_ms() < until) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    (void)raw_heartbeat(second, "the second connection again");
+    raw_t *third = raw_connect(env, HOSTILE);
+    (void)raw_heartbeat(third, "a third connection");
+    (void)raw_await_closed(oldest, 2000 + H_TIMEOUT_MS, 0, "the least recently used connection");
+    raw_assert_connected(second, "the second connection");
+    raw_assert_connected(third, "the third connection");
+    (void)raw_heartbeat(second, "the second connection after the close");
+    (void)raw_heartbeat(third, "the third connection after the close");
+    raw_close(&oldest);
+    raw_close(&second);
+    raw_close(&third);
     h_done(env);
 }
 
@@ -4069,7 +4123,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_flood_is_rate_limited, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_connection_cap_per_principal, h_setup_env, h_teardown),
-        cmocka_unit_test_setup_teardown(test_idle_connections_are_closed, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_silent_connections_are_closed, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_connections_over_the_cap_are_closed, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_handshakes_are_rationed_per_principal, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_slow_handshakes_are_closed, h_setup_broker,

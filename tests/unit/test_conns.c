@@ -1,6 +1,7 @@
 /*
  * test_conns.c — the router's connections by socket (broker/conns.c):
- * which close, which are shut down for being unused, and that a socket
+ * which close, which are shut down (no frame since the handshake, or over
+ * their principal's cap and quiet), and that a socket
  * number taken by a newer connection is never shut down on an old one's
  * account. Real sockets (socketpair), so that shutdown(2) and the
  * kernel's cookies are the real ones.
@@ -51,33 +52,75 @@ static int client_sees_shutdown(const pair_t *p)
     return recv(p->client, &c, 1, MSG_DONTWAIT) == 0;
 }
 
-/* Unused longer than the limit: shut down once; used within it: kept. */
-static void test_unused_connections_are_shut_down(void **state)
+static const conns_limits_t limits = {.idle_ms = 500, .quiet_ms = 100, .max_per_principal = 2};
+
+/* A connection that served no frame since its handshake is shut down once
+ * idle_ms has passed (once, until its close event); one that served a
+ * frame is kept, however long it is quiet, while its principal is within
+ * its cap. */
+static void test_connections_without_a_frame_are_shut_down(void **state)
+{
+    (void)state;
+    assert_true(conns_cookies_supported()); /* every check below needs them */
+    conns_t *c = conns_new();
+    assert_non_null(c);
+    pair_t silent = pair_open(), used = pair_open();
+    conns_opened(c, silent.ours, 1000);
+    conns_opened(c, used.ours, 1000);
+    conns_used(c, used.ours, 1001, "politie/bvh");
+    assert_int_equal(conns_open_count(c), 2);
+    assert_int_equal(conns_close_idle(c, 1500, &limits), 0); /* exactly the limit: not yet */
+    assert_int_equal(conns_close_idle(c, 1501, &limits), 1);
+    assert_true(client_sees_shutdown(&silent));
+    assert_false(client_sees_shutdown(&used));
+    assert_int_equal(conns_close_idle(c, 9000000, &limits), 0); /* once; the used one stays */
+    assert_false(client_sees_shutdown(&used));
+    conns_closed(c, silent.ours);
+    conns_closed(c, used.ours);
+    assert_int_equal(conns_open_count(c), 0);
+    assert_true(conns_is_closed(c, silent.ours));
+    pair_close(&silent);
+    pair_close(&used);
+    conns_destroy(&c);
+    assert_null(c);
+}
+
+/* Over its cap, a principal's least recently used connections are shut
+ * down once quiet for quiet_ms; its most recent ones, other principals'
+ * and a connection seen receiving (used now) stay. */
+static void test_connections_over_the_cap_are_shut_down(void **state)
 {
     (void)state;
     conns_t *c = conns_new();
-    assert_non_null(c);
-    pair_t quiet = pair_open(), busy = pair_open();
-    conns_opened(c, quiet.ours, 1000);
-    conns_opened(c, busy.ours, 1000);
-    assert_int_equal(conns_open_count(c), 2);
-    assert_int_equal(conns_close_idle(c, 1500, 500), 0); /* exactly the limit: not yet */
-    conns_used(c, busy.ours, 1400);
-    assert_int_equal(conns_close_idle(c, 1501, 500), 1);
-    assert_true(client_sees_shutdown(&quiet));
-    assert_false(client_sees_shutdown(&busy));
-    /* shut down once, until its close event */
-    assert_int_equal(conns_close_idle(c, 5000, 500), 1); /* now busy's turn */
-    assert_true(client_sees_shutdown(&busy));
-    assert_int_equal(conns_close_idle(c, 9000, 500), 0);
-    conns_closed(c, quiet.ours);
-    conns_closed(c, busy.ours);
-    assert_int_equal(conns_open_count(c), 0);
-    assert_true(conns_is_closed(c, quiet.ours));
-    pair_close(&quiet);
-    pair_close(&busy);
+    enum { N = 5 };
+    pair_t p[N];
+    for (size_t i = 0; i < N; i++) {
+        p[i] = pair_open();
+        conns_opened(c, p[i].ours, 0);
+    }
+    /* politie: p0 (oldest), p1, p2, p3 (newest); om: p4, older than all */
+    conns_used(c, p[4].ours, 5, "om/parket");
+    conns_used(c, p[0].ours, 10, "politie/bvh");
+    conns_used(c, p[1].ours, 20, "politie/bvh");
+    conns_used(c, p[2].ours, 1000, "politie/bvh");
+    conns_used(c, p[3].ours, 1001, "politie/bvh");
+    /* p0 and p1 are beyond the two most recent but quiet only since 10/20 */
+    assert_int_equal(conns_close_idle(c, 100, &limits), 0);
+    assert_int_equal(conns_close_idle(c, 115, &limits), 1); /* p0: quiet 105 ms */
+    assert_true(client_sees_shutdown(&p[0]));
+    assert_false(client_sees_shutdown(&p[1]));
+    /* p1 receives: used now, it ranks first; p2 is now beyond the cap,
+     * and quiet long enough */
+    conns_used(c, p[1].ours, 1200, "politie/bvh");
+    assert_int_equal(conns_close_idle(c, 1200, &limits), 1);
+    assert_true(client_sees_shutdown(&p[2]));
+    for (size_t i = 1; i < N; i++)
+        if (i != 2)
+            assert_false(client_sees_shutdown(&p[i]));
+    assert_int_equal(conns_close_idle(c, 5000, &limits), 0);
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
     conns_destroy(&c);
-    assert_null(c);
 }
 
 /* A connection's socket closed, and a new connection got its number
@@ -98,15 +141,15 @@ static void test_reused_socket_number_is_not_shut_down(void **state)
         close(fresh.ours);
         fresh.ours = number;
     }
-    assert_int_equal(conns_close_idle(c, 10000, 500), 0);
+    assert_int_equal(conns_close_idle(c, 10000, &limits), 0);
     assert_false(client_sees_shutdown(&fresh));
     /* its events arrive: closed, then accepted anew; then it ages itself */
     conns_closed(c, number);
     assert_true(conns_is_closed(c, number));
     conns_opened(c, number, 20000);
     assert_false(conns_is_closed(c, number));
-    assert_int_equal(conns_close_idle(c, 20400, 500), 0);
-    assert_int_equal(conns_close_idle(c, 20600, 500), 1);
+    assert_int_equal(conns_close_idle(c, 20400, &limits), 0);
+    assert_int_equal(conns_close_idle(c, 20600, &limits), 1);
     assert_true(client_sees_shutdown(&fresh));
     pair_close(&old);
     pair_close(&fresh);
@@ -126,10 +169,10 @@ static void test_non_sockets_and_unknown_numbers(void **state)
     assert_true(file >= 0);
     assert_int_equal(dup2(file, number), number); /* the socket is gone; a file has it */
     close(file);
-    assert_int_equal(conns_close_idle(c, 10000, 500), 0);
+    assert_int_equal(conns_close_idle(c, 10000, &limits), 0);
     assert_false(conns_is_closed(c, 12345));
     assert_false(conns_is_closed(c, -1));
-    conns_used(c, 12345, 5); /* unknown: nothing */
+    conns_used(c, 12345, 5, "politie/bvh"); /* unknown: nothing */
     conns_closed(c, -1);
     conns_opened(c, 1 << 24, 0); /* out of range: untracked */
     assert_int_equal(conns_open_count(c), 1);
@@ -141,7 +184,8 @@ static void test_non_sockets_and_unknown_numbers(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_unused_connections_are_shut_down),
+        cmocka_unit_test(test_connections_without_a_frame_are_shut_down),
+        cmocka_unit_test(test_connections_over_the_cap_are_shut_down),
         cmocka_unit_test(test_reused_socket_number_is_not_shut_down),
         cmocka_unit_test(test_non_sockets_and_unknown_numbers),
     };
