@@ -200,6 +200,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->max_handshakes = o->max_handshakes > 0 ? o->max_handshakes : SCHAKEL_DEFAULT_MAX_HANDSHAKES;
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
+    b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;
     b->max_window = o->max_window > 0 && o->max_window < SCHAKEL_MAX_WINDOW ? o->max_window
                                                                             : SCHAKEL_MAX_WINDOW;
     if ((b->ctx = zmq_ctx_new()) == NULL) {
@@ -825,6 +826,7 @@ static int receive_one(broker_t *b)
                     session_revoked(session, (void *)(uintptr_t)b->policy_pending))) {
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
                           "this key is no longer registered for the partner endpoint", NULL, -1, 0);
+            conns_revoked(b->conns, fd, b->now_ms);
             /* The reply has its own copy of the routing id; the session and
              * any receiving state go, so nothing more is pushed to it. */
             sessions_drop(b->sessions, session);
@@ -855,9 +857,26 @@ static int session_revoked(const session_t *session, void *arg)
 /* Sessions of removed principals and replaced keys under `policy` stop at
  * once: no more deliveries, their next frame is refused, and the ZAP
  * handler refuses their next handshake. Returns how many. */
+typedef struct revocation_scan {
+    broker_t *b;
+    const policy_t *policy;
+} revocation_scan_t;
+
+/* session_revoked, and the connection of a revoked session is closed
+ * later (conns.h (c)). */
+static int session_revoked_closing(const session_t *session, void *arg)
+{
+    revocation_scan_t *scan = arg;
+    int revoked = session_revoked(session, (void *)(uintptr_t)scan->policy);
+    if (revoked)
+        conns_revoked(scan->b->conns, session->fd, scan->b->now_ms);
+    return revoked;
+}
+
 static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 {
-    size_t dropped = sessions_drop_where(b->sessions, session_revoked, (void *)(uintptr_t)policy);
+    revocation_scan_t scan = {b, policy};
+    size_t dropped = sessions_drop_where(b->sessions, session_revoked_closing, &scan);
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", dropped);
@@ -1071,14 +1090,13 @@ int broker_serve_zap(broker_t *b)
     return handled;
 }
 
-/* Connections that served no frame since their handshake, and those of a
- * principal over its cap that are quiet, are shut down (conns.h): a valid
- * key cannot hold sockets without end. Not while frames wait unread: a
- * loop that fell behind would take connections whose frames it has not
- * read yet for unused. */
+/* Silent connections beyond the allowance, a principal's quiet ones over
+ * its cap, and revoked keys' are shut down (conns.h): a valid key cannot
+ * hold sockets without end. Each is older or quieter than a loop that
+ * keeps up could leave a frame unread (the idle timeout, a second). */
 static void close_idle_connections(broker_t *b)
 {
-    if (b->router_events == NULL || frames_waiting(b))
+    if (b->router_events == NULL)
         return; /* without connection events nothing is tracked */
     size_t cursor = 0;
     receiver_t *r;
@@ -1086,6 +1104,7 @@ static void close_idle_connections(broker_t *b)
         if (r->session != NULL)
             conns_used(b->conns, r->session->fd, b->now_ms, r->principal);
     conns_limits_t limits = {.idle_ms = b->idle_timeout_ms,
+                             .max_silent = b->max_silent,
                              .quiet_ms = SCHAKEL_SESSION_ACTIVE_MS,
                              .max_per_principal = b->max_connections};
     size_t shut = conns_close_idle(b->conns, b->now_ms, &limits);

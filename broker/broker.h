@@ -126,6 +126,7 @@ typedef struct broker {
     uint32_t max_connections;     /* sessions per principal */
     uint32_t max_handshakes;      /* handshakes per minute per principal */
     int64_t idle_timeout_ms;      /* a connection without a frame this long is closed */
+    uint32_t max_silent;          /* ... beyond this many such connections in all */
     uint32_t max_window;          /* a larger Flow.window is clamped to this */
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
@@ -167,6 +168,7 @@ typedef struct broker_options {
     uint32_t max_connections;   /* per principal; 0: SCHAKEL_DEFAULT_MAX_CONNECTIONS */
     uint32_t max_handshakes;    /* per principal per minute; 0: SCHAKEL_DEFAULT_MAX_HANDSHAKES */
     int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
+    uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */

@@ -48,6 +48,7 @@ typedef struct config_doc {
     char *sync_thread;
     char *max_handshakes;
     char *idle_timeout;
+    char *max_silent;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -88,6 +89,8 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, max_handshakes, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("connection_idle_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, idle_timeout, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_silent_connections", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_silent, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -112,6 +115,7 @@ enum {
     KEY_SYNC_THREAD,
     KEY_HANDSHAKES,
     KEY_IDLE_TIMEOUT,
+    KEY_SILENT,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -131,16 +135,17 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "admin_listen",
                                                    "sync_thread",
                                                    "max_handshakes_per_minute",
-                                                   "connection_idle_timeout"};
+                                                   "connection_idle_timeout",
+                                                   "max_silent_connections"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
-    "sync_thread, max_handshakes_per_minute, connection_idle_timeout"
+    "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false,
-                                                false, false, false, false, false, false,
-                                                false, false, false, false, false, false};
+static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
+                                                false, false, false, false, false, false, false,
+                                                false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -164,6 +169,8 @@ static int64_t config_count_cap(int key)
         return SCHAKEL_MAX_WINDOW;
     case KEY_HANDSHAKES:
         return SCHAKEL_MAX_HANDSHAKES_CAP;
+    case KEY_SILENT:
+        return SCHAKEL_MAX_SILENT_CAP;
     default:
         return 0;
     }
@@ -425,6 +432,8 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_handshakes;
     case KEY_IDLE_TIMEOUT:
         return &cfg->idle_timeout;
+    case KEY_SILENT:
+        return &cfg->max_silent;
     default:
         return &cfg->store_path;
     }
@@ -437,7 +446,7 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
         doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
         doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread,
-        doc->max_handshakes,  doc->idle_timeout};
+        doc->max_handshakes,  doc->idle_timeout,   doc->max_silent};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -507,6 +516,7 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->sync_thread);
     free((*cfg)->max_handshakes);
     free((*cfg)->idle_timeout);
+    free((*cfg)->max_silent);
     free(*cfg);
     *cfg = NULL;
 }

@@ -22,7 +22,8 @@ typedef struct conn {
     uint64_t principal; /* hash of the principal it served frames of; 0: none yet */
     int64_t used_ms;    /* the accept, then the last frame served or seen receiving */
     uint8_t state;
-    uint8_t shut; /* shut down by conns_close_idle, its close event not yet seen */
+    uint8_t shut;    /* shut down by conns_close_idle, its close event not yet seen */
+    uint8_t revoked; /* its key was revoked at used_ms: closed idle_ms later */
 } conn_t;
 
 struct conns {
@@ -100,6 +101,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->principal = 0;
     conn->used_ms = now_ms;
     conn->shut = 0;
+    conn->revoked = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -112,6 +114,7 @@ void conns_closed(conns_t *c, int fd)
     conn->state = CONN_CLOSED;
     conn->cookie = 0;
     conn->shut = 0;
+    conn->revoked = 0;
 }
 
 int conns_is_closed(const conns_t *c, int fd)
@@ -139,6 +142,16 @@ void conns_used(conns_t *c, int fd, int64_t now_ms, const char *principal)
     if (now_ms > conn->used_ms)
         conn->used_ms = now_ms;
     conn->principal = conns_principal_hash(principal);
+    conn->revoked = 0; /* a reload gave its key back */
+}
+
+void conns_revoked(conns_t *c, int fd, int64_t now_ms)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn == NULL || conn->state != CONN_OPEN || conn->revoked)
+        return;
+    conn->revoked = 1;
+    conn->used_ms = now_ms;
 }
 
 /* Shut down the connection on socket i if it still is the one accepted
@@ -163,38 +176,51 @@ typedef struct conns_ranked {
     size_t fd;
 } conns_ranked_t;
 
-/* By principal, then most recently used first. */
+/* By principal (0: the silent ones); the silent oldest first (the
+ * allowance keeps those that waited longest), the others most recently
+ * used first (their cap keeps the busy ones). */
 static int conns_rank_order(const void *a, const void *b)
 {
     const conns_ranked_t *x = a, *y = b;
     if (x->principal != y->principal)
         return x->principal < y->principal ? -1 : 1;
     if (x->used_ms != y->used_ms)
-        return x->used_ms > y->used_ms ? -1 : 1;
+        return (x->used_ms < y->used_ms) == (x->principal == 0) ? -1 : 1;
     return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
-/* (b): beyond a principal's `max` most recently used connections, those
- * quiet for quiet_ms. Without memory for the ranking, nothing this pass. */
-static size_t conns_close_over_cap(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
+/* (a) and (b): the silent connections beyond the allowance, and each
+ * principal's beyond its cap, once unused long enough. Without memory for
+ * the ranking, nothing this pass. */
+static size_t conns_close_ranked(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < c->len; i++)
-        n += conns_live(&c->by_fd[i]) && c->by_fd[i].principal != 0;
-    if (n <= lim->max_per_principal)
-        return 0;
+    size_t n = 0, silent = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const conn_t *conn = &c->by_fd[i];
+        if (conns_live(conn) && !conn->revoked) {
+            n++;
+            silent += conn->principal == 0;
+        }
+    }
+    if (silent <= lim->max_silent && n - silent <= lim->max_per_principal)
+        return 0; /* no group can be over its limit */
     conns_ranked_t *ranked = malloc(n * sizeof *ranked);
     if (ranked == NULL)
         return 0;
     size_t k = 0;
-    for (size_t i = 0; i < c->len; i++)
-        if (conns_live(&c->by_fd[i]) && c->by_fd[i].principal != 0)
-            ranked[k++] = (conns_ranked_t){c->by_fd[i].principal, c->by_fd[i].used_ms, i};
+    for (size_t i = 0; i < c->len; i++) {
+        const conn_t *conn = &c->by_fd[i];
+        if (conns_live(conn) && !conn->revoked)
+            ranked[k++] = (conns_ranked_t){conn->principal, conn->used_ms, i};
+    }
     qsort(ranked, n, sizeof *ranked, conns_rank_order);
     size_t shut = 0, rank = 0;
     for (size_t i = 0; i < n; i++) {
         rank = i > 0 && ranked[i].principal == ranked[i - 1].principal ? rank + 1 : 0;
-        if (rank >= lim->max_per_principal && now_ms - ranked[i].used_ms >= lim->quiet_ms)
+        int is_silent = ranked[i].principal == 0;
+        size_t max = is_silent ? lim->max_silent : lim->max_per_principal;
+        int64_t unused = is_silent ? lim->idle_ms : lim->quiet_ms;
+        if (rank >= max && now_ms - ranked[i].used_ms > unused)
             shut += (size_t)conns_shut(c, ranked[i].fd);
     }
     free(ranked);
@@ -206,10 +232,10 @@ size_t conns_close_idle(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
     size_t shut = 0;
     for (size_t i = 0; i < c->len; i++) {
         const conn_t *conn = &c->by_fd[i];
-        if (conns_live(conn) && conn->principal == 0 && now_ms - conn->used_ms > lim->idle_ms)
+        if (conns_live(conn) && conn->revoked && now_ms - conn->used_ms > lim->idle_ms)
             shut += (size_t)conns_shut(c, i);
     }
-    return shut + conns_close_over_cap(c, now_ms, lim);
+    return shut + conns_close_ranked(c, now_ms, lim);
 }
 
 size_t conns_open_count(const conns_t *c)

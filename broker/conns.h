@@ -7,14 +7,17 @@
  * cap (session.h) only counts connections that sent a frame in the last
  * second: a client with a valid key could open connections and leave them
  * silent, or keep many alive with a frame now and then, until the broker
- * runs out of file descriptors. The broker therefore closes (a) a
- * connection that has served no frame for idle_ms since its handshake
- * (a client sends its first frame at once), and (b) the least recently
- * used connections of a principal that holds more than its cap of
- * connections that served frames, once each has been quiet for quiet_ms.
- * A principal within its cap keeps its connections however long they are
- * idle. Closing is shutdown(2) on libzmq's own socket (the descriptor
- * stays libzmq's): libzmq sees the peer gone and closes it as usual.
+ * runs out of file descriptors. The broker therefore closes (a) silent
+ * connections (no frame served since they connected) beyond an allowance
+ * for all (max_silent; the oldest are kept), once each is older than
+ * idle_ms; (b) the least recently used connections of a principal that
+ * holds more than its cap of connections that served frames, once each
+ * has been quiet for quiet_ms; (c) a connection whose key was revoked,
+ * idle_ms after the revocation. A client that reconnected by itself while
+ * its program made no call (libschakel sends only from within a call)
+ * holds a silent connection: the allowance keeps it. Closing is
+ * shutdown(2) on libzmq's own socket (the descriptor stays libzmq's):
+ * libzmq sees the peer gone and closes it as usual.
  *
  * A socket number is reused by the next connection once libzmq closed it,
  * and the close event may still be on its way: a connection is known by
@@ -48,15 +51,19 @@ int conns_is_closed(const conns_t *conns, int fd);
 /* The connection on `fd` served a frame of `principal`, or is its
  * receiving connection, at now_ms. */
 void conns_used(conns_t *conns, int fd, int64_t now_ms, const char *principal);
+/* The key of the connection on `fd` was revoked at now_ms (its frames
+ * are refused from now on): (c). */
+void conns_revoked(conns_t *conns, int fd, int64_t now_ms);
 
 typedef struct conns_limits {
-    int64_t idle_ms;          /* (a): no frame served this long since the handshake */
+    int64_t idle_ms;          /* (a), (c): older than this since connecting, or revoked */
+    size_t max_silent;        /* (a): silent connections kept in all */
     int64_t quiet_ms;         /* (b): quiet this long, over its principal's cap */
     size_t max_per_principal; /* (b): connections that served frames, per principal */
 } conns_limits_t;
 
-/* Shut down the connections (a) and (b) of the header comment, once each
- * (their close events follow). Returns how many were shut down. */
+/* Shut down the connections (a), (b) and (c) of the header comment, once
+ * each (their close events follow). Returns how many were shut down. */
 size_t conns_close_idle(conns_t *conns, int64_t now_ms, const conns_limits_t *limits);
 
 /* 1 when this kernel names sockets with cookies (SO_COOKIE, Linux 4.12

@@ -484,6 +484,7 @@ int main(int argc, char **argv)
             (uint32_t)config_limit(cfg->max_connections, "max_connections_per_principal"),
         .max_handshakes = (uint32_t)config_limit(cfg->max_handshakes, "max_handshakes_per_minute"),
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
+        .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
         .metrics_listen = cfg->metrics_listen,
         .admin_listen = cfg->admin_listen,

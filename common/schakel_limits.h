@@ -66,11 +66,15 @@
  * minute's worth); over it, ZAP answers 300 and the client tries again. */
 #define SCHAKEL_DEFAULT_MAX_HANDSHAKES 300
 #define SCHAKEL_MAX_HANDSHAKES_CAP 60000
-/* A connection that sent no frame this long after its handshake is closed
- * (a client sends its first frame at once); so are the least recently used
- * connections of a principal over max_connections_per_principal, once
- * quiet for SCHAKEL_SESSION_ACTIVE_MS (broker/conns.h). */
+/* Connections that sent no frame since they connected, beyond
+ * SCHAKEL_DEFAULT_MAX_SILENT of them (the oldest kept), are closed once
+ * older than the idle timeout; so are a principal's least recently used
+ * connections beyond max_connections_per_principal, once quiet for
+ * SCHAKEL_SESSION_ACTIVE_MS, and a revoked key's, the idle timeout after
+ * the revocation (broker/conns.h). */
 #define SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS 30000
+#define SCHAKEL_DEFAULT_MAX_SILENT 1024
+#define SCHAKEL_MAX_SILENT_CAP 65536
 
 /* Flow control */
 #define SCHAKEL_DEFAULT_WINDOW 64u           /* deliveries in flight per receiver */

@@ -3560,16 +3560,18 @@ static int log_count(const h_env_t *env, long offset, const char *needle)
     return n;
 }
 
-/* connection_idle_timeout 1s: a connection that sends no frame after its
- * handshake is closed once that second has passed. Connections that
- * served frames stay, however long they are quiet, while their principal
- * is within its cap: a receiving one (delivered to afterwards), a raw one
- * that sent one Heartbeat, and a libschakel client (which publishes
- * afterwards without having reconnected). */
+/* connection_idle_timeout 1s, max_silent_connections 1: of two
+ * connections that send no frame after their handshake, the older is
+ * kept (the allowance) and the newer closed once that second has passed.
+ * Connections that served frames stay, however long they are quiet, while
+ * their principal is within its cap: a receiving one (delivered to
+ * afterwards), a raw one that sent one Heartbeat, and a libschakel client
+ * (which publishes afterwards without having reconnected). */
 static void test_silent_connections_are_closed(void **state)
 {
     h_env_t *env = *state;
-    const char *extra[] = {"--set", "connection_idle_timeout=1s", NULL};
+    const char *extra[] = {"--set", "connection_idle_timeout=1s", "--set",
+                           "max_silent_connections=1", NULL};
     h_broker_start_with(env, extra);
     long offset = h_log_offset(env);
     raw_t *receiver = raw_connect(env, HOSTILE);
@@ -3580,11 +3582,12 @@ static void test_silent_connections_are_closed(void **state)
     schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
     raw_t *quiet = raw_connect(env, HOSTILE);
     (void)raw_heartbeat(quiet, "the quiet connection's one frame");
+    raw_t *kept = raw_connect(env, HOSTILE);
     /* opened after the others were last used: when it is closed, they
      * have been quiet for longer */
     int64_t opened = hostile_now_ms();
     raw_t *silent = raw_connect(env, HOSTILE);
-    int64_t closed = raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a silent connection");
+    int64_t closed = raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a second silent connection");
     if (closed - opened <= 1000)
         fail_msg("closed %lld ms after its handshake, before the idle timeout (1000 ms)",
                  (long long)(closed - opened));
@@ -3593,6 +3596,7 @@ static void test_silent_connections_are_closed(void **state)
     print_message("    a silent connection closed %lld ms after its handshake (timeout 1000 ms)\n",
                   (long long)(closed - opened));
 
+    raw_assert_connected(kept, "the older silent connection (within the allowance)");
     raw_assert_connected(quiet, "a quiet connection that sent a frame");
     (void)raw_heartbeat(quiet, "the quiet connection later");
     raw_assert_connected(receiver, "the receiving connection");
@@ -3614,8 +3618,80 @@ static void test_silent_connections_are_closed(void **state)
                  admitted);
     schakel_close(&brandweer);
     raw_close(&silent);
+    raw_close(&kept);
     raw_close(&quiet);
     raw_close(&receiver);
+    h_done(env);
+}
+
+/* A libschakel client that makes no call while the broker restarts
+ * reconnects by itself and holds a silent connection (it sends only from
+ * within a call): within the allowance it is not closed and reconnected
+ * again and again, and its next publish goes out on it. */
+static void test_idle_client_after_a_restart_is_kept(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "connection_idle_timeout=1s", "--set",
+                           "max_silent_connections=1", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    char endpoint[sizeof env->endpoint], problem[256];
+    snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+    h_broker_kill9(env);
+    long offset = h_log_offset(env);
+    if (h_broker_try_start_with(env, endpoint, extra, problem, sizeof problem) != 0)
+        fail_msg("restart: %s", problem);
+    if (h_await_log(env, offset, "event=auth.admitted principal=" H_BRANDWEER, H_TIMEOUT_MS) != 0)
+        fail_msg("the idle client did not reconnect by itself");
+    /* a newer silent connection beyond the allowance: once it is closed,
+     * the client's (older) was past the timeout in the same pass */
+    raw_t *silent = raw_connect(env, HOSTILE);
+    (void)raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a newer silent connection");
+    raw_close(&silent);
+    int admitted = log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
+    if (admitted != 1)
+        fail_msg("the idle client was admitted %d times after the restart: closed and "
+                 "reconnected",
+                 admitted);
+    static const char *const to_maasoever[] = {"woco-maasoever"};
+    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
+                             .theme = "brandveiligheid",
+                             .area = "GM0935",
+                             .recipients = to_maasoever,
+                             .n_recipients = 1};
+    (void)h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
+/* connection_idle_timeout 1s: a connection whose key a reload revoked is
+ * answered NOT_PERMITTED, then closed once that second has passed. */
+static void test_revoked_connection_is_closed(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "connection_idle_timeout=1s", NULL};
+    h_broker_start_with(env, extra);
+    raw_t *removed = raw_connect(env, HOSTILE);
+    (void)raw_settle(removed, "before the reload");
+    char *without = text_replaced(h_policy_header,
+                                  "  - id: woco-maasoever/meldingen\n    role: system\n"
+                                  "    key_file: keys/woco-maasoever-meldingen.pub\n",
+                                  "");
+    h_env_write_policy(env, "%s%s", without, h_default_rules);
+    free(without);
+    int64_t revoked = hostile_now_ms();
+    assert_int_equal(h_broker_reload(env), 1);
+    pb_t frame = {0};
+    frame_heartbeat(&frame);
+    raw_send_frame(removed, &frame);
+    raw_expect_rejected(removed, "a heartbeat after the reload", SCHAKEL__REASON__NOT_PERMITTED,
+                        NULL, -1, 0);
+    int64_t closed =
+        raw_await_closed(removed, 1000 + H_TIMEOUT_MS, 0, "a revoked key's connection");
+    if (closed - revoked <= 1000)
+        fail_msg("closed %lld ms after the reload, before the idle timeout",
+                 (long long)(closed - revoked));
+    raw_close(&removed);
     h_done(env);
 }
 
@@ -4125,6 +4201,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_connection_cap_per_principal, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_silent_connections_are_closed, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_idle_client_after_a_restart_is_kept, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_revoked_connection_is_closed, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_connections_over_the_cap_are_closed, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_handshakes_are_rationed_per_principal, h_setup_env,

@@ -180,6 +180,8 @@ static const set_row_t set_rows[] = {
     {"connection_idle_timeout", "5s", 1, NULL},
     {"connection_idle_timeout", "100ms", 0, "must be a duration"},
     {"connection_idle_timeout", "forever", 0, "must be a duration"},
+    {"max_silent_connections", "65536", 1, NULL},
+    {"max_silent_connections", "65537", 0, "built-in limit"},
 };
 
 static void test_config_set(void **state)
@@ -222,8 +224,10 @@ static void test_config_set(void **state)
     free(cfg.max_summary);
     assert_int_equal(config_limit(cfg.max_handshakes, "max_handshakes_per_minute"), 60000);
     assert_int_equal(config_duration_ms(cfg.idle_timeout), 5000);
+    assert_int_equal(config_limit(cfg.max_silent, "max_silent_connections"), 65536);
     free(cfg.max_handshakes);
     free(cfg.idle_timeout);
+    free(cfg.max_silent);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 

@@ -52,7 +52,9 @@ static int client_sees_shutdown(const pair_t *p)
     return recv(p->client, &c, 1, MSG_DONTWAIT) == 0;
 }
 
-static const conns_limits_t limits = {.idle_ms = 500, .quiet_ms = 100, .max_per_principal = 2};
+/* No silent connection allowed: each is closed once older than idle_ms. */
+static const conns_limits_t limits = {
+    .idle_ms = 500, .max_silent = 0, .quiet_ms = 100, .max_per_principal = 2};
 
 /* A connection that served no frame since its handshake is shut down once
  * idle_ms has passed (once, until its close event); one that served a
@@ -123,6 +125,67 @@ static void test_connections_over_the_cap_are_shut_down(void **state)
     conns_destroy(&c);
 }
 
+/* Silent connections within the allowance stay however old (a client
+ * that reconnected by itself while its program made no call); beyond it
+ * the newest old enough go, the oldest stay. */
+static void test_silent_allowance_keeps_the_oldest(void **state)
+{
+    (void)state;
+    const conns_limits_t allow2 = {
+        .idle_ms = 500, .max_silent = 2, .quiet_ms = 100, .max_per_principal = 2};
+    conns_t *c = conns_new();
+    enum { N = 4 };
+    pair_t p[N];
+    const int64_t opened[N] = {100, 200, 300, 900};
+    for (size_t i = 0; i < N; i++) {
+        p[i] = pair_open();
+        conns_opened(c, p[i].ours, opened[i]);
+    }
+    /* p2 is beyond the allowance (ranked after p0, p1) but not old yet;
+     * p3 younger still */
+    assert_int_equal(conns_close_idle(c, 800, &allow2), 0);
+    assert_int_equal(conns_close_idle(c, 801, &allow2), 1);
+    assert_true(client_sees_shutdown(&p[2]));
+    assert_int_equal(conns_close_idle(c, 1401, &allow2), 1);
+    assert_true(client_sees_shutdown(&p[3]));
+    assert_int_equal(conns_close_idle(c, 9000000, &allow2), 0);
+    assert_false(client_sees_shutdown(&p[0]));
+    assert_false(client_sees_shutdown(&p[1]));
+    /* a used connection does not count as silent */
+    conns_used(c, p[0].ours, 9000000, "politie/bvh");
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
+    conns_destroy(&c);
+}
+
+/* A revoked key's connection is closed idle_ms after the revocation
+ * (its refusals go out meanwhile), whatever the allowance and cap; a
+ * reload that gives the key back makes it a used connection again. */
+static void test_revoked_connections_are_closed(void **state)
+{
+    (void)state;
+    const conns_limits_t roomy = {
+        .idle_ms = 500, .max_silent = 100, .quiet_ms = 100, .max_per_principal = 100};
+    conns_t *c = conns_new();
+    pair_t revoked = pair_open(), restored = pair_open();
+    conns_opened(c, revoked.ours, 0);
+    conns_opened(c, restored.ours, 0);
+    conns_used(c, revoked.ours, 10, "politie/bvh");
+    conns_used(c, restored.ours, 10, "om/parket");
+    conns_revoked(c, revoked.ours, 1000);
+    conns_revoked(c, revoked.ours, 1400); /* once: from the first */
+    conns_revoked(c, restored.ours, 1000);
+    conns_used(c, restored.ours, 1200, "om/parket");
+    assert_int_equal(conns_close_idle(c, 1500, &roomy), 0);
+    assert_int_equal(conns_close_idle(c, 1501, &roomy), 1);
+    assert_true(client_sees_shutdown(&revoked));
+    assert_int_equal(conns_close_idle(c, 9000000, &roomy), 0);
+    assert_false(client_sees_shutdown(&restored));
+    pair_close(&revoked);
+    pair_close(&restored);
+    conns_destroy(&c);
+}
+
 /* A connection's socket closed, and a new connection got its number
  * before the close event was read: the old connection's age must not
  * shut the new one down. */
@@ -186,6 +249,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connections_without_a_frame_are_shut_down),
         cmocka_unit_test(test_connections_over_the_cap_are_shut_down),
+        cmocka_unit_test(test_silent_allowance_keeps_the_oldest),
+        cmocka_unit_test(test_revoked_connections_are_closed),
         cmocka_unit_test(test_reused_socket_number_is_not_shut_down),
         cmocka_unit_test(test_non_sockets_and_unknown_numbers),
     };
