@@ -834,7 +834,7 @@ static int receive_one(broker_t *b)
             broker_reject(b, session, SCHAKEL__REASON__TOO_MANY_FRAMES,
                           "send exactly one frame per message", NULL, -1, 0);
         } else {
-            conns_used(b->conns, fd, b->now_ms, user_id);
+            conns_used(b->conns, fd, b->now_ms, user_id, key ? key : "");
             dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
         }
     }
@@ -857,26 +857,37 @@ static int session_revoked(const session_t *session, void *arg)
 /* Sessions of removed principals and replaced keys under `policy` stop at
  * once: no more deliveries, their next frame is refused, and the ZAP
  * handler refuses their next handshake. Returns how many. */
-typedef struct revocation_scan {
-    broker_t *b;
-    const policy_t *policy;
-} revocation_scan_t;
-
-/* session_revoked, and the connection of a revoked session is closed
- * later (conns.h (c)). */
-static int session_revoked_closing(const session_t *session, void *arg)
+/* Connections that served frames with a principal or key `policy` no
+ * longer registers are closed later (conns.h (c)), with a session or
+ * without one (it expired). Without memory for the list, none now: their
+ * frames are refused all the same. */
+static void reload_revoke_connections(broker_t *b, const policy_t *policy)
 {
-    revocation_scan_t *scan = arg;
-    int revoked = session_revoked(session, (void *)(uintptr_t)scan->policy);
-    if (revoked)
-        conns_revoked(scan->b->conns, session->fd, scan->b->now_ms);
-    return revoked;
+    size_t n = policy_principal_count(policy), k = 0;
+    conns_identity_t *registered = malloc((n > 0 ? n : 1) * sizeof *registered);
+    if (registered == NULL)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        const policy_principal_t *p = policy_principal_at(policy, i);
+        if (p->role == ROLE_OPERATOR)
+            continue;
+        char key[41];
+        keys_public_z85(p->curve_pk, key);
+        registered[k++] = (conns_identity_t){conns_identity_hash(p->id), conns_identity_hash(key)};
+    }
+    size_t revoked = conns_revoke_unregistered(b->conns, b->now_ms, registered, k);
+    free(registered);
+    if (revoked > 0) {
+        char count[24];
+        snprintf(count, sizeof count, "%zu", revoked);
+        log_event(LOG_INFO, "connections.revoked", "count", count, NULL);
+    }
 }
 
 static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 {
-    revocation_scan_t scan = {b, policy};
-    size_t dropped = sessions_drop_where(b->sessions, session_revoked_closing, &scan);
+    reload_revoke_connections(b, policy);
+    size_t dropped = sessions_drop_where(b->sessions, session_revoked, (void *)(uintptr_t)policy);
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", dropped);
@@ -1090,10 +1101,11 @@ int broker_serve_zap(broker_t *b)
     return handled;
 }
 
-/* Silent connections beyond the allowance, a principal's quiet ones over
- * its cap, and revoked keys' are shut down (conns.h): a valid key cannot
- * hold sockets without end. Each is older or quieter than a loop that
- * keeps up could leave a frame unread (the idle timeout, a second). */
+/* Silent connections beyond their address's share of the allowance, a
+ * principal's quiet ones over its cap, and revoked keys' are shut down
+ * (conns.h): a valid key cannot hold sockets without end. Each is older
+ * or quieter than a loop that keeps up could leave a frame unread (the
+ * idle timeout, a second). */
 static void close_idle_connections(broker_t *b)
 {
     if (b->router_events == NULL)
@@ -1102,7 +1114,7 @@ static void close_idle_connections(broker_t *b)
     receiver_t *r;
     while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL)
         if (r->session != NULL)
-            conns_used(b->conns, r->session->fd, b->now_ms, r->principal);
+            conns_used(b->conns, r->session->fd, b->now_ms, r->principal, r->session->key);
     conns_limits_t limits = {.idle_ms = b->idle_timeout_ms,
                              .max_silent = b->max_silent,
                              .quiet_ms = SCHAKEL_SESSION_ACTIVE_MS,
@@ -1111,10 +1123,9 @@ static void close_idle_connections(broker_t *b)
     if (shut == 0)
         return;
     b->stats.connections_closed_idle += shut;
-    char n[24], idle[24];
+    char n[24];
     snprintf(n, sizeof n, "%zu", shut);
-    snprintf(idle, sizeof idle, "%lld", (long long)b->idle_timeout_ms);
-    log_event(LOG_INFO, "connections.closed_idle", "connections", n, "idle_ms", idle, NULL);
+    log_event(LOG_INFO, "connections.closed_idle", "connections", n, NULL);
 }
 
 /* Commits are synced on a second thread from here on, and the WAL is

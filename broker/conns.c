@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,7 +20,9 @@ enum { CONN_UNKNOWN = 0, CONN_OPEN, CONN_CLOSED };
 
 typedef struct conn {
     uint64_t cookie;    /* SO_COOKIE at the accept event; 0: unknown, never shut down */
+    uint64_t address;   /* hash of the peer's address (not its port) */
     uint64_t principal; /* hash of the principal it served frames of; 0: none yet */
+    uint64_t key;       /* hash of the key (Z85) those frames were authenticated with */
     int64_t used_ms;    /* the accept, then the last frame served or seen receiving */
     uint8_t state;
     uint8_t shut;    /* shut down by conns_close_idle, its close event not yet seen */
@@ -89,6 +92,38 @@ int conns_cookies_supported(void)
     return supported;
 }
 
+/* FNV-1a over bytes: principals and keys are the policy's, addresses the
+ * kernel's; a collision would only count two of them together. Never 0,
+ * which means "none". */
+static uint64_t conns_hash(const void *data, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ ((const unsigned char *)data)[i]) * 0x100000001b3u;
+    return h != 0 ? h : 1;
+}
+
+uint64_t conns_identity_hash(const char *text)
+{
+    return conns_hash(text, strlen(text));
+}
+
+/* The peer's address without its port: the connections of one client
+ * host (or one NAT) share it. */
+static uint64_t peer_address(int fd)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    if (getpeername(fd, (struct sockaddr *)&addr, &len) != 0)
+        return 1;
+    if (addr.ss_family == AF_INET)
+        return conns_hash(&((struct sockaddr_in *)&addr)->sin_addr, sizeof(struct in_addr));
+    if (addr.ss_family == AF_INET6)
+        return conns_hash(&((struct sockaddr_in6 *)&addr)->sin6_addr, sizeof(struct in6_addr));
+    return 1; /* another family (a test's socketpair): one address */
+}
+
 void conns_opened(conns_t *c, int fd, int64_t now_ms)
 {
     conn_t *conn = conns_slot(c, fd);
@@ -98,7 +133,9 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
         c->open++;
     conn->state = CONN_OPEN;
     conn->cookie = socket_cookie(fd);
+    conn->address = peer_address(fd);
     conn->principal = 0;
+    conn->key = 0;
     conn->used_ms = now_ms;
     conn->shut = 0;
     conn->revoked = 0;
@@ -123,25 +160,15 @@ int conns_is_closed(const conns_t *c, int fd)
     return conn != NULL && conn->state == CONN_CLOSED;
 }
 
-/* FNV-1a: principals are the policy's ids, not chosen by a peer; a
- * collision would only count two principals' connections together. Never
- * 0, which means "no frame served yet". */
-static uint64_t conns_principal_hash(const char *principal)
-{
-    uint64_t h = 0xcbf29ce484222325u;
-    for (const unsigned char *p = (const unsigned char *)principal; *p != '\0'; p++)
-        h = (h ^ *p) * 0x100000001b3u;
-    return h != 0 ? h : 1;
-}
-
-void conns_used(conns_t *c, int fd, int64_t now_ms, const char *principal)
+void conns_used(conns_t *c, int fd, int64_t now_ms, const char *principal, const char *key)
 {
     conn_t *conn = conns_find(c, fd);
     if (conn == NULL || conn->state != CONN_OPEN)
         return;
     if (now_ms > conn->used_ms)
         conn->used_ms = now_ms;
-    conn->principal = conns_principal_hash(principal);
+    conn->principal = conns_identity_hash(principal);
+    conn->key = conns_identity_hash(key);
     conn->revoked = 0; /* a reload gave its key back */
 }
 
@@ -152,6 +179,32 @@ void conns_revoked(conns_t *c, int fd, int64_t now_ms)
         return;
     conn->revoked = 1;
     conn->used_ms = now_ms;
+}
+
+static int conns_pair_order(const void *a, const void *b)
+{
+    const conns_identity_t *x = a, *y = b;
+    if (x->principal != y->principal)
+        return x->principal < y->principal ? -1 : 1;
+    return x->key < y->key ? -1 : x->key > y->key;
+}
+
+size_t conns_revoke_unregistered(conns_t *c, int64_t now_ms, conns_identity_t *registered, size_t n)
+{
+    qsort(registered, n, sizeof *registered, conns_pair_order);
+    size_t revoked = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        conn_t *conn = &c->by_fd[i];
+        if (conn->state != CONN_OPEN || conn->principal == 0 || conn->revoked)
+            continue;
+        conns_identity_t id = {conn->principal, conn->key};
+        if (n > 0 && bsearch(&id, registered, n, sizeof *registered, conns_pair_order) != NULL)
+            continue;
+        conn->revoked = 1;
+        conn->used_ms = now_ms;
+        revoked++;
+    }
+    return revoked;
 }
 
 /* Shut down the connection on socket i if it still is the one accepted
@@ -171,56 +224,112 @@ static int conns_live(const conn_t *conn)
 }
 
 typedef struct conns_ranked {
-    uint64_t principal;
+    uint64_t group; /* the principal (served frames), or the peer address (silent) */
     int64_t used_ms;
     size_t fd;
 } conns_ranked_t;
 
-/* By principal (0: the silent ones); the silent oldest first (the
- * allowance keeps those that waited longest), the others most recently
- * used first (their cap keeps the busy ones). */
-static int conns_rank_order(const void *a, const void *b)
+/* By group, then oldest first (silent: a host keeps those that waited
+ * longest) or, with `newest_first`, most recently used first (a
+ * principal keeps its busy ones). */
+static int conns_rank_oldest(const void *a, const void *b)
 {
     const conns_ranked_t *x = a, *y = b;
-    if (x->principal != y->principal)
-        return x->principal < y->principal ? -1 : 1;
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
     if (x->used_ms != y->used_ms)
-        return (x->used_ms < y->used_ms) == (x->principal == 0) ? -1 : 1;
+        return x->used_ms < y->used_ms ? -1 : 1;
     return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
-/* (a) and (b): the silent connections beyond the allowance, and each
- * principal's beyond its cap, once unused long enough. Without memory for
- * the ranking, nothing this pass. */
-static size_t conns_close_ranked(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
+static int conns_rank_newest(const void *a, const void *b)
 {
-    size_t n = 0, silent = 0;
-    for (size_t i = 0; i < c->len; i++) {
-        const conn_t *conn = &c->by_fd[i];
-        if (conns_live(conn) && !conn->revoked) {
-            n++;
-            silent += conn->principal == 0;
-        }
-    }
-    if (silent <= lim->max_silent && n - silent <= lim->max_per_principal)
-        return 0; /* no group can be over its limit */
-    conns_ranked_t *ranked = malloc(n * sizeof *ranked);
+    const conns_ranked_t *x = a, *y = b;
+    if (x->group != y->group)
+        return x->group < y->group ? -1 : 1;
+    if (x->used_ms != y->used_ms)
+        return x->used_ms > y->used_ms ? -1 : 1;
+    return x->fd < y->fd ? -1 : x->fd > y->fd;
+}
+
+/* The live connections that are silent (or, !silent, have served frames),
+ * ranked by `order`; NULL when there are none or memory is short. */
+static conns_ranked_t *conns_rank(const conns_t *c, int silent,
+                                  int (*order)(const void *, const void *), size_t *n_out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < c->len; i++)
+        n += conns_live(&c->by_fd[i]) && !c->by_fd[i].revoked &&
+             (c->by_fd[i].principal == 0) == silent;
+    *n_out = n;
+    conns_ranked_t *ranked = n > 0 ? malloc(n * sizeof *ranked) : NULL;
     if (ranked == NULL)
-        return 0;
+        return NULL;
     size_t k = 0;
     for (size_t i = 0; i < c->len; i++) {
         const conn_t *conn = &c->by_fd[i];
-        if (conns_live(conn) && !conn->revoked)
-            ranked[k++] = (conns_ranked_t){conn->principal, conn->used_ms, i};
+        if (conns_live(conn) && !conn->revoked && (conn->principal == 0) == silent)
+            ranked[k++] =
+                (conns_ranked_t){silent ? conn->address : conn->principal, conn->used_ms, i};
     }
-    qsort(ranked, n, sizeof *ranked, conns_rank_order);
+    qsort(ranked, n, sizeof *ranked, order);
+    return ranked;
+}
+
+/* How many silent connections each address may keep: the largest share
+ * q with sum over addresses of min(held, q) within max. One host that
+ * opens many cannot push out the few of the others. */
+static size_t conns_silent_share(const conns_ranked_t *ranked, size_t n, size_t max)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t q = lo + (hi - lo + 1) / 2, kept = 0, run = 0;
+        for (size_t i = 0; i < n; i++) {
+            run = i > 0 && ranked[i].group == ranked[i - 1].group ? run + 1 : 0;
+            kept += run < q;
+        }
+        if (kept <= max)
+            lo = q;
+        else
+            hi = q - 1;
+    }
+    return lo;
+}
+
+/* (a): silent connections beyond each address's share of the allowance,
+ * newest first, once older than idle_ms. Without memory, nothing now. */
+static size_t conns_close_silent(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
+{
+    size_t n = 0;
+    conns_ranked_t *ranked = conns_rank(c, 1, conns_rank_oldest, &n);
+    if (ranked == NULL || n <= lim->max_silent) {
+        free(ranked);
+        return 0;
+    }
+    size_t share = conns_silent_share(ranked, n, lim->max_silent), shut = 0, rank = 0;
+    for (size_t i = 0; i < n; i++) {
+        rank = i > 0 && ranked[i].group == ranked[i - 1].group ? rank + 1 : 0;
+        if (rank >= share && now_ms - ranked[i].used_ms > lim->idle_ms)
+            shut += (size_t)conns_shut(c, ranked[i].fd);
+    }
+    free(ranked);
+    return shut;
+}
+
+/* (b): beyond a principal's `max_per_principal` most recently used
+ * connections, those quiet for quiet_ms. Without memory, nothing now. */
+static size_t conns_close_over_cap(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
+{
+    size_t n = 0;
+    conns_ranked_t *ranked = conns_rank(c, 0, conns_rank_newest, &n);
+    if (ranked == NULL || n <= lim->max_per_principal) {
+        free(ranked);
+        return 0;
+    }
     size_t shut = 0, rank = 0;
     for (size_t i = 0; i < n; i++) {
-        rank = i > 0 && ranked[i].principal == ranked[i - 1].principal ? rank + 1 : 0;
-        int is_silent = ranked[i].principal == 0;
-        size_t max = is_silent ? lim->max_silent : lim->max_per_principal;
-        int64_t unused = is_silent ? lim->idle_ms : lim->quiet_ms;
-        if (rank >= max && now_ms - ranked[i].used_ms > unused)
+        rank = i > 0 && ranked[i].group == ranked[i - 1].group ? rank + 1 : 0;
+        if (rank >= lim->max_per_principal && now_ms - ranked[i].used_ms > lim->quiet_ms)
             shut += (size_t)conns_shut(c, ranked[i].fd);
     }
     free(ranked);
@@ -235,7 +344,8 @@ size_t conns_close_idle(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
         if (conns_live(conn) && conn->revoked && now_ms - conn->used_ms > lim->idle_ms)
             shut += (size_t)conns_shut(c, i);
     }
-    return shut + conns_close_ranked(c, now_ms, lim);
+    shut += conns_close_silent(c, now_ms, lim);
+    return shut + conns_close_over_cap(c, now_ms, lim);
 }
 
 size_t conns_open_count(const conns_t *c)

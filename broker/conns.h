@@ -9,13 +9,15 @@
  * silent, or keep many alive with a frame now and then, until the broker
  * runs out of file descriptors. The broker therefore closes (a) silent
  * connections (no frame served since they connected) beyond an allowance
- * for all (max_silent; the oldest are kept), once each is older than
+ * for all (max_silent), shared fairly among peer addresses (each keeps its
+ * oldest, up to a share that fits the allowance), once each is older than
  * idle_ms; (b) the least recently used connections of a principal that
  * holds more than its cap of connections that served frames, once each
- * has been quiet for quiet_ms; (c) a connection whose key was revoked,
- * idle_ms after the revocation. A client that reconnected by itself while
- * its program made no call (libschakel sends only from within a call)
- * holds a silent connection: the allowance keeps it. Closing is
+ * has been quiet for quiet_ms; (c) a connection that served frames with a
+ * key a reload revoked, idle_ms after the revocation. A client that
+ * reconnected by itself while its program made no call (libschakel sends
+ * only from within a call) holds a silent connection: the allowance keeps
+ * it, and one host that opens many cannot push out the others'. Closing is
  * shutdown(2) on libzmq's own socket (the descriptor stays libzmq's):
  * libzmq sees the peer gone and closes it as usual.
  *
@@ -48,12 +50,23 @@ void conns_opened(conns_t *conns, int fd, int64_t now_ms);
 void conns_closed(conns_t *conns, int fd);
 /* 1 when `fd` closed and no connection was accepted on it since. */
 int conns_is_closed(const conns_t *conns, int fd);
-/* The connection on `fd` served a frame of `principal`, or is its
- * receiving connection, at now_ms. */
-void conns_used(conns_t *conns, int fd, int64_t now_ms, const char *principal);
+/* The connection on `fd` served a frame of `principal`, authenticated
+ * with `key` (Z85), or is its receiving connection, at now_ms. */
+void conns_used(conns_t *conns, int fd, int64_t now_ms, const char *principal, const char *key);
 /* The key of the connection on `fd` was revoked at now_ms (its frames
  * are refused from now on): (c). */
 void conns_revoked(conns_t *conns, int fd, int64_t now_ms);
+
+/* A principal and a key, as conns_identity_hash gives them. */
+typedef struct conns_identity {
+    uint64_t principal, key;
+} conns_identity_t;
+uint64_t conns_identity_hash(const char *text);
+/* After a reload: every connection that served frames with a principal
+ * and key not among the n `registered` ones (sorted here) is revoked at
+ * now_ms. Returns how many. */
+size_t conns_revoke_unregistered(conns_t *conns, int64_t now_ms, conns_identity_t *registered,
+                                 size_t n);
 
 typedef struct conns_limits {
     int64_t idle_ms;          /* (a), (c): older than this since connecting, or revoked */

@@ -349,8 +349,8 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "300): their principal reached max_handshakes_per_minute.",
                            s->handshakes_throttled);
     metrics_render_counter(f, "schakel_connections_closed_idle_total",
-                           "Connections the broker closed: no frame within connection_idle_timeout "
-                           "of the handshake, or quiet beyond the principal's connection cap.",
+                           "Connections the broker closed: silent ones beyond the allowance, quiet "
+                           "ones beyond their principal's cap, and revoked keys'.",
                            s->stats.connections_closed_idle);
     metrics_render_partners(f, s);
     metrics_render_latency(f, s);

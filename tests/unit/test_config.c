@@ -74,7 +74,8 @@ static void test_good_config(void **state)
                                      "ack_timeout: 2m\n"
                                      "sync_thread: always\n"
                                      "max_handshakes_per_minute: 120\n"
-                                     "connection_idle_timeout: 90s\n",
+                                     "connection_idle_timeout: 90s\n"
+                                     "max_silent_connections: 2048\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -91,6 +92,7 @@ static void test_good_config(void **state)
     assert_string_equal(cfg->sync_thread, "always");
     assert_int_equal(config_limit(cfg->max_handshakes, "max_handshakes_per_minute"), 120);
     assert_int_equal(config_duration_ms(cfg->idle_timeout), 90000);
+    assert_int_equal(config_limit(cfg->max_silent, "max_silent_connections"), 2048);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -182,6 +184,8 @@ static const set_row_t set_rows[] = {
     {"connection_idle_timeout", "forever", 0, "must be a duration"},
     {"max_silent_connections", "65536", 1, NULL},
     {"max_silent_connections", "65537", 0, "built-in limit"},
+    {"max_silent_connections", "0", 0, "whole number"},
+    {"connection_idle_timeout", "25h", 0, "must be a duration"},
 };
 
 static void test_config_set(void **state)

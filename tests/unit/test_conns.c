@@ -13,8 +13,10 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -69,7 +71,7 @@ static void test_connections_without_a_frame_are_shut_down(void **state)
     pair_t silent = pair_open(), used = pair_open();
     conns_opened(c, silent.ours, 1000);
     conns_opened(c, used.ours, 1000);
-    conns_used(c, used.ours, 1001, "politie/bvh");
+    conns_used(c, used.ours, 1001, "politie/bvh", "K1");
     assert_int_equal(conns_open_count(c), 2);
     assert_int_equal(conns_close_idle(c, 1500, &limits), 0); /* exactly the limit: not yet */
     assert_int_equal(conns_close_idle(c, 1501, &limits), 1);
@@ -101,11 +103,11 @@ static void test_connections_over_the_cap_are_shut_down(void **state)
         conns_opened(c, p[i].ours, 0);
     }
     /* politie: p0 (oldest), p1, p2, p3 (newest); om: p4, older than all */
-    conns_used(c, p[4].ours, 5, "om/parket");
-    conns_used(c, p[0].ours, 10, "politie/bvh");
-    conns_used(c, p[1].ours, 20, "politie/bvh");
-    conns_used(c, p[2].ours, 1000, "politie/bvh");
-    conns_used(c, p[3].ours, 1001, "politie/bvh");
+    conns_used(c, p[4].ours, 5, "om/parket", "K1");
+    conns_used(c, p[0].ours, 10, "politie/bvh", "K1");
+    conns_used(c, p[1].ours, 20, "politie/bvh", "K1");
+    conns_used(c, p[2].ours, 1000, "politie/bvh", "K1");
+    conns_used(c, p[3].ours, 1001, "politie/bvh", "K1");
     /* p0 and p1 are beyond the two most recent but quiet only since 10/20 */
     assert_int_equal(conns_close_idle(c, 100, &limits), 0);
     assert_int_equal(conns_close_idle(c, 115, &limits), 1); /* p0: quiet 105 ms */
@@ -113,7 +115,7 @@ static void test_connections_over_the_cap_are_shut_down(void **state)
     assert_false(client_sees_shutdown(&p[1]));
     /* p1 receives: used now, it ranks first; p2 is now beyond the cap,
      * and quiet long enough */
-    conns_used(c, p[1].ours, 1200, "politie/bvh");
+    conns_used(c, p[1].ours, 1200, "politie/bvh", "K1");
     assert_int_equal(conns_close_idle(c, 1200, &limits), 1);
     assert_true(client_sees_shutdown(&p[2]));
     for (size_t i = 1; i < N; i++)
@@ -152,7 +154,7 @@ static void test_silent_allowance_keeps_the_oldest(void **state)
     assert_false(client_sees_shutdown(&p[0]));
     assert_false(client_sees_shutdown(&p[1]));
     /* a used connection does not count as silent */
-    conns_used(c, p[0].ours, 9000000, "politie/bvh");
+    conns_used(c, p[0].ours, 9000000, "politie/bvh", "K1");
     for (size_t i = 0; i < N; i++)
         pair_close(&p[i]);
     conns_destroy(&c);
@@ -170,12 +172,12 @@ static void test_revoked_connections_are_closed(void **state)
     pair_t revoked = pair_open(), restored = pair_open();
     conns_opened(c, revoked.ours, 0);
     conns_opened(c, restored.ours, 0);
-    conns_used(c, revoked.ours, 10, "politie/bvh");
-    conns_used(c, restored.ours, 10, "om/parket");
+    conns_used(c, revoked.ours, 10, "politie/bvh", "K1");
+    conns_used(c, restored.ours, 10, "om/parket", "K1");
     conns_revoked(c, revoked.ours, 1000);
     conns_revoked(c, revoked.ours, 1400); /* once: from the first */
     conns_revoked(c, restored.ours, 1000);
-    conns_used(c, restored.ours, 1200, "om/parket");
+    conns_used(c, restored.ours, 1200, "om/parket", "K1");
     assert_int_equal(conns_close_idle(c, 1500, &roomy), 0);
     assert_int_equal(conns_close_idle(c, 1501, &roomy), 1);
     assert_true(client_sees_shutdown(&revoked));
@@ -183,6 +185,93 @@ static void test_revoked_connections_are_closed(void **state)
     assert_false(client_sees_shutdown(&restored));
     pair_close(&revoked);
     pair_close(&restored);
+    conns_destroy(&c);
+}
+
+/* A TCP connection from `from` (a loopback address) to `listener`: the
+ * accepted side is the broker's. */
+static pair_t tcp_pair(int listener, const char *from)
+{
+    struct sockaddr_in to;
+    socklen_t len = sizeof to;
+    assert_int_equal(getsockname(listener, (struct sockaddr *)&to, &len), 0);
+    int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    assert_int_equal(inet_pton(AF_INET, from, &src.sin_addr), 1);
+    assert_int_equal(bind(client, (struct sockaddr *)&src, sizeof src), 0);
+    assert_int_equal(connect(client, (struct sockaddr *)&to, sizeof to), 0);
+    int ours = accept(listener, NULL, NULL);
+    assert_true(ours >= 0);
+    return (pair_t){ours, client};
+}
+
+/* One host that opens many silent connections cannot push out another
+ * host's newer few: the allowance (3) is shared, each address keeping
+ * its oldest up to the share that fits. */
+static void test_silent_allowance_is_shared_by_address(void **state)
+{
+    (void)state;
+    const conns_limits_t allow3 = {
+        .idle_ms = 500, .max_silent = 3, .quiet_ms = 100, .max_per_principal = 2};
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(listener, (struct sockaddr *)&at, sizeof at), 0);
+    assert_int_equal(listen(listener, 16), 0);
+    conns_t *c = conns_new();
+    enum { N = 5 };
+    pair_t p[N];
+    /* one host opens four connections, then another host one, newer */
+    for (size_t i = 0; i < N; i++) {
+        p[i] = tcp_pair(listener, i < 4 ? "127.0.0.3" : "127.0.0.2");
+        conns_opened(c, p[i].ours, (int64_t)(100 + 100 * i));
+    }
+    /* share 2: 127.0.0.2 keeps its one, 127.0.0.3 its two oldest */
+    assert_int_equal(conns_close_idle(c, 10000, &allow3), 2);
+    assert_false(client_sees_shutdown(&p[0]));
+    assert_false(client_sees_shutdown(&p[1]));
+    assert_true(client_sees_shutdown(&p[2]));
+    assert_true(client_sees_shutdown(&p[3]));
+    assert_false(client_sees_shutdown(&p[4]));
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
+    close(listener);
+    conns_destroy(&c);
+}
+
+/* After a reload, connections that served frames with a principal or key
+ * no longer registered are revoked (closed idle_ms later), with a session
+ * or not; those still registered, and silent ones, are not. */
+static void test_reload_revokes_unregistered_connections(void **state)
+{
+    (void)state;
+    const conns_limits_t roomy = {
+        .idle_ms = 500, .max_silent = 100, .quiet_ms = 100, .max_per_principal = 100};
+    conns_t *c = conns_new();
+    enum { N = 4 };
+    pair_t p[N];
+    for (size_t i = 0; i < N; i++) {
+        p[i] = pair_open();
+        conns_opened(c, p[i].ours, 0);
+    }
+    conns_used(c, p[0].ours, 10, "politie/bvh", "K1"); /* still registered */
+    conns_used(c, p[1].ours, 10, "politie/bvh", "K0"); /* an old key of it */
+    conns_used(c, p[2].ours, 10, "om/parket", "K2");   /* removed */
+    /* p[3] silent */
+    conns_identity_t registered[] = {
+        {conns_identity_hash("woco/meldingen"), conns_identity_hash("K3")},
+        {conns_identity_hash("politie/bvh"), conns_identity_hash("K1")},
+    };
+    assert_int_equal(conns_revoke_unregistered(c, 1000, registered, 2), 2);
+    assert_int_equal(conns_revoke_unregistered(c, 1200, registered, 2), 0); /* once */
+    assert_int_equal(conns_close_idle(c, 1500, &roomy), 0);
+    assert_int_equal(conns_close_idle(c, 1501, &roomy), 2);
+    assert_false(client_sees_shutdown(&p[0]));
+    assert_true(client_sees_shutdown(&p[1]));
+    assert_true(client_sees_shutdown(&p[2]));
+    assert_false(client_sees_shutdown(&p[3]));
+    assert_int_equal(conns_revoke_unregistered(c, 2000, NULL, 0), 1); /* nobody registered */
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
     conns_destroy(&c);
 }
 
@@ -235,7 +324,7 @@ static void test_non_sockets_and_unknown_numbers(void **state)
     assert_int_equal(conns_close_idle(c, 10000, &limits), 0);
     assert_false(conns_is_closed(c, 12345));
     assert_false(conns_is_closed(c, -1));
-    conns_used(c, 12345, 5, "politie/bvh"); /* unknown: nothing */
+    conns_used(c, 12345, 5, "politie/bvh", "K1"); /* unknown: nothing */
     conns_closed(c, -1);
     conns_opened(c, 1 << 24, 0); /* out of range: untracked */
     assert_int_equal(conns_open_count(c), 1);
@@ -251,6 +340,8 @@ int main(void)
         cmocka_unit_test(test_connections_over_the_cap_are_shut_down),
         cmocka_unit_test(test_silent_allowance_keeps_the_oldest),
         cmocka_unit_test(test_revoked_connections_are_closed),
+        cmocka_unit_test(test_silent_allowance_is_shared_by_address),
+        cmocka_unit_test(test_reload_revokes_unregistered_connections),
         cmocka_unit_test(test_reused_socket_number_is_not_shut_down),
         cmocka_unit_test(test_non_sockets_and_unknown_numbers),
     };
