@@ -857,26 +857,54 @@ static int session_revoked(const session_t *session, void *arg)
 /* Sessions of removed principals and replaced keys under `policy` stop at
  * once: no more deliveries, their next frame is refused, and the ZAP
  * handler refuses their next handshake. Returns how many. */
-/* Connections that served frames with a principal or key `policy` no
- * longer registers are closed later (conns.h (c)), with a session or
- * without one (it expired). Without memory for the list, none now: their
- * frames are refused all the same. */
-static void reload_revoke_connections(broker_t *b, const policy_t *policy)
+/* The principal and key pairs `policy` registers on the partner
+ * endpoint (no operators) into out (room for all its principals). */
+static size_t registered_pairs(const policy_t *policy, conns_identity_t *out)
 {
     size_t n = policy_principal_count(policy), k = 0;
-    conns_identity_t *registered = malloc((n > 0 ? n : 1) * sizeof *registered);
-    if (registered == NULL)
-        return;
     for (size_t i = 0; i < n; i++) {
         const policy_principal_t *p = policy_principal_at(policy, i);
         if (p->role == ROLE_OPERATOR)
             continue;
         char key[41];
         keys_public_z85(p->curve_pk, key);
-        registered[k++] = (conns_identity_t){conns_identity_hash(p->id), conns_identity_hash(key)};
+        out[k++] = (conns_identity_t){conns_identity_hash(p->id), conns_identity_hash(key)};
     }
-    size_t revoked = conns_revoke_unregistered(b->conns, b->now_ms, registered, k);
-    free(registered);
+    return k;
+}
+
+/* Connections that served frames with a principal or key the policy in
+ * force, or a reload still pending, does not register are closed later
+ * (conns.h (c)), with a session or without one (it expired); a later
+ * reload that registers their pair again takes that back. Without memory
+ * for the lists, nothing changes now: their frames are refused all the
+ * same. */
+static void reload_revoke_connections(broker_t *b)
+{
+    size_t n = policy_principal_count(b->policy) + 1;
+    conns_identity_t *pairs = malloc(n * sizeof *pairs);
+    if (pairs == NULL)
+        return;
+    size_t k = registered_pairs(b->policy, pairs);
+    if (b->policy_pending != NULL) { /* both must register a pair */
+        conns_identity_t *pending =
+            malloc((policy_principal_count(b->policy_pending) + 1) * sizeof *pending);
+        if (pending == NULL) {
+            free(pairs);
+            return;
+        }
+        size_t m = registered_pairs(b->policy_pending, pending), kept = 0;
+        for (size_t i = 0; i < k; i++)
+            for (size_t j = 0; j < m; j++)
+                if (pairs[i].principal == pending[j].principal && pairs[i].key == pending[j].key) {
+                    pairs[kept++] = pairs[i];
+                    break;
+                }
+        k = kept;
+        free(pending);
+    }
+    size_t revoked = conns_revoke_unregistered(b->conns, b->now_ms, pairs, k);
+    free(pairs);
     if (revoked > 0) {
         char count[24];
         snprintf(count, sizeof count, "%zu", revoked);
@@ -886,7 +914,7 @@ static void reload_revoke_connections(broker_t *b, const policy_t *policy)
 
 static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 {
-    reload_revoke_connections(b, policy);
+    reload_revoke_connections(b);
     size_t dropped = sessions_drop_where(b->sessions, session_revoked, (void *)(uintptr_t)policy);
     if (dropped > 0) {
         char n[24];

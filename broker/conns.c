@@ -191,18 +191,23 @@ static int conns_pair_order(const void *a, const void *b)
 
 size_t conns_revoke_unregistered(conns_t *c, int64_t now_ms, conns_identity_t *registered, size_t n)
 {
-    qsort(registered, n, sizeof *registered, conns_pair_order);
+    if (n > 1)
+        qsort(registered, n, sizeof *registered, conns_pair_order);
     size_t revoked = 0;
     for (size_t i = 0; i < c->len; i++) {
         conn_t *conn = &c->by_fd[i];
-        if (conn->state != CONN_OPEN || conn->principal == 0 || conn->revoked)
+        if (conn->state != CONN_OPEN || conn->principal == 0)
             continue;
         conns_identity_t id = {conn->principal, conn->key};
-        if (n > 0 && bsearch(&id, registered, n, sizeof *registered, conns_pair_order) != NULL)
+        if (n > 0 && bsearch(&id, registered, n, sizeof *registered, conns_pair_order) != NULL) {
+            conn->revoked = 0; /* a later reload gave the pair back */
             continue;
-        conn->revoked = 1;
-        conn->used_ms = now_ms;
-        revoked++;
+        }
+        if (!conn->revoked) {
+            conn->revoked = 1;
+            conn->used_ms = now_ms;
+            revoked++;
+        }
     }
     return revoked;
 }
@@ -252,15 +257,24 @@ static int conns_rank_newest(const void *a, const void *b)
     return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
-/* The live connections that are silent (or, !silent, have served frames),
- * ranked by `order`; NULL when there are none or memory is short. */
-static conns_ranked_t *conns_rank(const conns_t *c, int silent,
+/* Whether the live connection conn is one conns_rank takes: silent (or,
+ * !silent, has served frames), not revoked, and (silent) older than
+ * older_ms: younger ones cannot be closed yet, and must not shrink the
+ * share of those that can (a handshake in progress is silent too). */
+static int conns_rankable(const conn_t *conn, int silent, int64_t now_ms, int64_t older_ms)
+{
+    return conns_live(conn) && !conn->revoked && (conn->principal == 0) == silent &&
+           (!silent || now_ms - conn->used_ms > older_ms);
+}
+
+/* Those connections, ranked by `order`; NULL when there are none or
+ * memory is short. */
+static conns_ranked_t *conns_rank(const conns_t *c, int silent, int64_t now_ms, int64_t older_ms,
                                   int (*order)(const void *, const void *), size_t *n_out)
 {
     size_t n = 0;
     for (size_t i = 0; i < c->len; i++)
-        n += conns_live(&c->by_fd[i]) && !c->by_fd[i].revoked &&
-             (c->by_fd[i].principal == 0) == silent;
+        n += conns_rankable(&c->by_fd[i], silent, now_ms, older_ms);
     *n_out = n;
     conns_ranked_t *ranked = n > 0 ? malloc(n * sizeof *ranked) : NULL;
     if (ranked == NULL)
@@ -268,12 +282,22 @@ static conns_ranked_t *conns_rank(const conns_t *c, int silent,
     size_t k = 0;
     for (size_t i = 0; i < c->len; i++) {
         const conn_t *conn = &c->by_fd[i];
-        if (conns_live(conn) && !conn->revoked && (conn->principal == 0) == silent)
+        if (conns_rankable(conn, silent, now_ms, older_ms))
             ranked[k++] =
                 (conns_ranked_t){silent ? conn->address : conn->principal, conn->used_ms, i};
     }
-    qsort(ranked, n, sizeof *ranked, order);
+    if (n > 1)
+        qsort(ranked, n, sizeof *ranked, order);
     return ranked;
+}
+
+/* Oldest first, whatever the group. */
+static int conns_rank_age(const void *a, const void *b)
+{
+    const conns_ranked_t *x = a, *y = b;
+    if (x->used_ms != y->used_ms)
+        return x->used_ms < y->used_ms ? -1 : 1;
+    return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
 /* How many silent connections each address may keep: the largest share
@@ -296,22 +320,34 @@ static size_t conns_silent_share(const conns_ranked_t *ranked, size_t n, size_t 
     return lo;
 }
 
-/* (a): silent connections beyond each address's share of the allowance,
- * newest first, once older than idle_ms. Without memory, nothing now. */
+/* (a): of the silent connections older than idle_ms, each address keeps
+ * its oldest up to the share; the slots the share leaves of the allowance
+ * go to the oldest of the rest, whatever their address (more addresses
+ * than the allowance: a share of 0), and the others are shut down. Without
+ * memory, nothing now. */
 static size_t conns_close_silent(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 {
     size_t n = 0;
-    conns_ranked_t *ranked = conns_rank(c, 1, conns_rank_oldest, &n);
+    conns_ranked_t *ranked = conns_rank(c, 1, now_ms, lim->idle_ms, conns_rank_oldest, &n);
     if (ranked == NULL || n <= lim->max_silent) {
         free(ranked);
         return 0;
     }
-    size_t share = conns_silent_share(ranked, n, lim->max_silent), shut = 0, rank = 0;
-    for (size_t i = 0; i < n; i++) {
-        rank = i > 0 && ranked[i].group == ranked[i - 1].group ? rank + 1 : 0;
-        if (rank >= share && now_ms - ranked[i].used_ms > lim->idle_ms)
-            shut += (size_t)conns_shut(c, ranked[i].fd);
+    size_t share = conns_silent_share(ranked, n, lim->max_silent), kept = 0, beyond = 0;
+    uint64_t group = 0;
+    for (size_t i = 0, rank = 0; i < n; i++) {
+        rank = i > 0 && ranked[i].group == group ? rank + 1 : 0;
+        group = ranked[i].group;
+        if (rank < share)
+            kept++;
+        else
+            ranked[beyond++] = ranked[i]; /* beyond <= i: nothing unread is overwritten */
     }
+    if (beyond > 1)
+        qsort(ranked, beyond, sizeof *ranked, conns_rank_age);
+    size_t shut = 0;
+    for (size_t i = lim->max_silent - kept; i < beyond; i++)
+        shut += (size_t)conns_shut(c, ranked[i].fd);
     free(ranked);
     return shut;
 }
@@ -321,7 +357,7 @@ static size_t conns_close_silent(conns_t *c, int64_t now_ms, const conns_limits_
 static size_t conns_close_over_cap(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 {
     size_t n = 0;
-    conns_ranked_t *ranked = conns_rank(c, 0, conns_rank_newest, &n);
+    conns_ranked_t *ranked = conns_rank(c, 0, now_ms, 0, conns_rank_newest, &n);
     if (ranked == NULL || n <= lim->max_per_principal) {
         free(ranked);
         return 0;

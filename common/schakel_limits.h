@@ -67,11 +67,11 @@
 #define SCHAKEL_DEFAULT_MAX_HANDSHAKES 300
 #define SCHAKEL_MAX_HANDSHAKES_CAP 60000
 /* Connections that sent no frame since they connected, beyond
- * SCHAKEL_DEFAULT_MAX_SILENT of them (the oldest kept), are closed once
- * older than the idle timeout; so are a principal's least recently used
- * connections beyond max_connections_per_principal, once quiet for
- * SCHAKEL_SESSION_ACTIVE_MS, and a revoked key's, the idle timeout after
- * the revocation (broker/conns.h). */
+ * SCHAKEL_DEFAULT_MAX_SILENT of them (shared among peer addresses), are
+ * closed once older than the idle timeout; so are a principal's least
+ * recently used connections beyond max_connections_per_principal, once
+ * quiet for SCHAKEL_SESSION_ACTIVE_MS, and those that served frames with
+ * a revoked key, the idle timeout after the revocation (broker/conns.h). */
 #define SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS 30000
 #define SCHAKEL_DEFAULT_MAX_SILENT 1024
 #define SCHAKEL_MAX_SILENT_CAP 65536

@@ -238,6 +238,40 @@ static void test_silent_allowance_is_shared_by_address(void **state)
     conns_destroy(&c);
 }
 
+/* More addresses than the allowance (3): the share is 0, and the slots go
+ * to the oldest whatever their address; connections younger than idle_ms
+ * (a handshake in progress) neither count nor are closed. */
+static void test_silent_allowance_with_many_addresses(void **state)
+{
+    (void)state;
+    const conns_limits_t allow3 = {
+        .idle_ms = 500, .max_silent = 3, .quiet_ms = 100, .max_per_principal = 2};
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(listener, (struct sockaddr *)&at, sizeof at), 0);
+    assert_int_equal(listen(listener, 16), 0);
+    conns_t *c = conns_new();
+    enum { N = 6 };
+    static const char *const from[N] = {"127.0.0.2", "127.0.0.3", "127.0.0.4",
+                                        "127.0.0.5", "127.0.0.6", "127.0.0.7"};
+    static const int64_t opened[N] = {400, 100, 300, 200, 9800, 9900};
+    pair_t p[N];
+    for (size_t i = 0; i < N; i++) {
+        p[i] = tcp_pair(listener, from[i]);
+        conns_opened(c, p[i].ours, opened[i]);
+    }
+    /* four old ones on four addresses: the three oldest stay; the two
+     * young ones are neither counted nor closed */
+    assert_int_equal(conns_close_idle(c, 10000, &allow3), 1);
+    assert_true(client_sees_shutdown(&p[0]));
+    for (size_t i = 1; i < N; i++)
+        assert_false(client_sees_shutdown(&p[i]));
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
+    close(listener);
+    conns_destroy(&c);
+}
+
 /* After a reload, connections that served frames with a principal or key
  * no longer registered are revoked (closed idle_ms later), with a session
  * or not; those still registered, and silent ones, are not. */
@@ -269,7 +303,14 @@ static void test_reload_revokes_unregistered_connections(void **state)
     assert_true(client_sees_shutdown(&p[1]));
     assert_true(client_sees_shutdown(&p[2]));
     assert_false(client_sees_shutdown(&p[3]));
-    assert_int_equal(conns_revoke_unregistered(c, 2000, NULL, 0), 1); /* nobody registered */
+    /* a reload that revokes p[0]'s pair, then one that gives it back
+     * before it was closed: it stays */
+    conns_identity_t none[] = {{conns_identity_hash("woco/meldingen"), conns_identity_hash("K3")}};
+    assert_int_equal(conns_revoke_unregistered(c, 2000, none, 1), 1);
+    assert_int_equal(conns_revoke_unregistered(c, 2100, registered, 2), 0);
+    assert_int_equal(conns_close_idle(c, 9000, &roomy), 0);
+    assert_false(client_sees_shutdown(&p[0]));
+    assert_int_equal(conns_revoke_unregistered(c, 9000, NULL, 0), 1); /* nobody registered */
     for (size_t i = 0; i < N; i++)
         pair_close(&p[i]);
     conns_destroy(&c);
@@ -341,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_silent_allowance_keeps_the_oldest),
         cmocka_unit_test(test_revoked_connections_are_closed),
         cmocka_unit_test(test_silent_allowance_is_shared_by_address),
+        cmocka_unit_test(test_silent_allowance_with_many_addresses),
         cmocka_unit_test(test_reload_revokes_unregistered_connections),
         cmocka_unit_test(test_reused_socket_number_is_not_shut_down),
         cmocka_unit_test(test_non_sockets_and_unknown_numbers),
