@@ -694,6 +694,21 @@ static int h_log_contains(const h_env_t *env, long offset, const char *needle)
     return found;
 }
 
+int h_log_count(const h_env_t *env, long offset, const char *needle)
+{
+    FILE *f = fopen(env->log_path, "r");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0;
+    while (getline(&line, &cap, f) > 0)
+        n += strstr(line, needle) != NULL;
+    free(line);
+    fclose(f);
+    return n;
+}
+
 int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms)
 {
     int watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);

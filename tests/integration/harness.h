@@ -137,6 +137,9 @@ long h_log_offset(const h_env_t *env);
  * timeout. */
 int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms);
 
+/* Lines of the broker log after `offset` that contain `needle`. */
+int h_log_count(const h_env_t *env, long offset, const char *needle);
+
 /* Send SIGHUP and wait for the broker to log the outcome of the reload.
  * Returns 1 if it took the new policy ("policy.reloaded"), 0 if it refused
  * it and kept the old one ("policy.reload_refused"); fails the test if

@@ -9,7 +9,6 @@
 #include "harness.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -270,22 +269,6 @@ static void test_connected_receiver_survives_broker_restart(void **state)
     h_done(env);
 }
 
-/* Lines of the broker's log after `offset` that contain `needle`. */
-static int log_count(const h_env_t *env, long offset, const char *needle)
-{
-    FILE *f = fopen(env->log_path, "r");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    while (getline(&line, &cap, f) > 0)
-        n += strstr(line, needle) != NULL;
-    free(line);
-    fclose(f);
-    return n;
-}
-
 /* A publisher that made no call while the broker restarted twice, its
  * socket reconnecting by itself each time, sends its next publish once:
  * the reconnects it reads of afterwards all came before that send. */
@@ -307,8 +290,8 @@ static void test_idle_publisher_sends_once_after_reconnects(void **state)
     schakel_signal_t s = h_police_signal("BVH-2024-09600");
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
     (void)h_backlog(politie); /* answered after every copy the broker got */
-    int accepted = log_count(env, offset, "event=publish.accepted");
-    int duplicates = log_count(env, offset, "event=publish.duplicate");
+    int accepted = h_log_count(env, offset, "event=publish.accepted");
+    int duplicates = h_log_count(env, offset, "event=publish.duplicate");
     if (accepted != 1 || duplicates != 0)
         fail_msg("one publish after two reconnects: %d accepted, %d duplicate copies", accepted,
                  duplicates);

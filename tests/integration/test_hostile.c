@@ -3544,22 +3544,6 @@ static int64_t raw_await_closed(raw_t *r, int timeout_ms, int no_handshake, cons
     return hostile_now_ms();
 }
 
-/* Lines of the broker's log after `offset` that contain `needle`. */
-static int log_count(const h_env_t *env, long offset, const char *needle)
-{
-    FILE *f = fopen(env->log_path, "r");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    while (getline(&line, &cap, f) > 0)
-        n += strstr(line, needle) != NULL;
-    free(line);
-    fclose(f);
-    return n;
-}
-
 /* connection_idle_timeout 1s, max_silent_connections 1: of two
  * connections that send no frame after their handshake, the older is
  * kept (the allowance) and the newer closed once that second has passed.
@@ -3612,7 +3596,7 @@ static void test_silent_connections_are_closed(void **state)
     assert_memory_equal(d->deliver->message_id.data, id, 16);
     frame_free(&d);
     raw_assert_connected(receiver, "the receiving connection");
-    int admitted = log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
+    int admitted = h_log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
     if (admitted != 1)
         fail_msg("the libschakel client was admitted %d times: its connection was closed",
                  admitted);
@@ -3648,7 +3632,7 @@ static void test_idle_client_after_a_restart_is_kept(void **state)
     raw_t *silent = raw_connect(env, HOSTILE);
     (void)raw_await_closed(silent, 1000 + H_TIMEOUT_MS, 0, "a newer silent connection");
     raw_close(&silent);
-    int admitted = log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
+    int admitted = h_log_count(env, offset, "event=auth.admitted principal=" H_BRANDWEER);
     if (admitted != 1)
         fail_msg("the idle client was admitted %d times after the restart: closed and "
                  "reconnected",
