@@ -854,9 +854,6 @@ static int session_revoked(const session_t *session, void *arg)
     return p == NULL || p->role == ROLE_OPERATOR || !key_still_registered(session, p);
 }
 
-/* Sessions of removed principals and replaced keys under `policy` stop at
- * once: no more deliveries, their next frame is refused, and the ZAP
- * handler refuses their next handshake. Returns how many. */
 /* The principal and key pairs `policy` registers on the partner
  * endpoint (no operators) into out (room for all its principals). */
 static size_t registered_pairs(const policy_t *policy, conns_identity_t *out)
@@ -894,12 +891,12 @@ static void reload_revoke_connections(broker_t *b)
             return;
         }
         size_t m = registered_pairs(b->policy_pending, pending), kept = 0;
+        if (m > 1)
+            qsort(pending, m, sizeof *pending, conns_identity_order);
         for (size_t i = 0; i < k; i++)
-            for (size_t j = 0; j < m; j++)
-                if (pairs[i].principal == pending[j].principal && pairs[i].key == pending[j].key) {
-                    pairs[kept++] = pairs[i];
-                    break;
-                }
+            if (m > 0 &&
+                bsearch(&pairs[i], pending, m, sizeof *pending, conns_identity_order) != NULL)
+                pairs[kept++] = pairs[i];
         k = kept;
         free(pending);
     }
@@ -912,6 +909,10 @@ static void reload_revoke_connections(broker_t *b)
     }
 }
 
+/* Sessions of removed principals and replaced keys under `policy` stop at
+ * once: no more deliveries, their next frame is refused, and the ZAP
+ * handler refuses their next handshake; their connections are closed
+ * later. Returns how many sessions. */
 static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 {
     reload_revoke_connections(b);

@@ -181,7 +181,7 @@ void conns_revoked(conns_t *c, int fd, int64_t now_ms)
     conn->used_ms = now_ms;
 }
 
-static int conns_pair_order(const void *a, const void *b)
+int conns_identity_order(const void *a, const void *b)
 {
     const conns_identity_t *x = a, *y = b;
     if (x->principal != y->principal)
@@ -192,14 +192,15 @@ static int conns_pair_order(const void *a, const void *b)
 size_t conns_revoke_unregistered(conns_t *c, int64_t now_ms, conns_identity_t *registered, size_t n)
 {
     if (n > 1)
-        qsort(registered, n, sizeof *registered, conns_pair_order);
+        qsort(registered, n, sizeof *registered, conns_identity_order);
     size_t revoked = 0;
     for (size_t i = 0; i < c->len; i++) {
         conn_t *conn = &c->by_fd[i];
         if (conn->state != CONN_OPEN || conn->principal == 0)
             continue;
         conns_identity_t id = {conn->principal, conn->key};
-        if (n > 0 && bsearch(&id, registered, n, sizeof *registered, conns_pair_order) != NULL) {
+        if (n > 0 &&
+            bsearch(&id, registered, n, sizeof *registered, conns_identity_order) != NULL) {
             conn->revoked = 0; /* a later reload gave the pair back */
             continue;
         }
@@ -234,9 +235,8 @@ typedef struct conns_ranked {
     size_t fd;
 } conns_ranked_t;
 
-/* By group, then oldest first (silent: a host keeps those that waited
- * longest) or, with `newest_first`, most recently used first (a
- * principal keeps its busy ones). */
+/* By group, then oldest first: a host keeps the silent connections that
+ * waited longest. */
 static int conns_rank_oldest(const void *a, const void *b)
 {
     const conns_ranked_t *x = a, *y = b;
@@ -247,6 +247,8 @@ static int conns_rank_oldest(const void *a, const void *b)
     return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
+/* By group, then most recently used first: a principal keeps its busy
+ * connections. */
 static int conns_rank_newest(const void *a, const void *b)
 {
     const conns_ranked_t *x = a, *y = b;

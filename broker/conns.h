@@ -62,6 +62,8 @@ typedef struct conns_identity {
     uint64_t principal, key;
 } conns_identity_t;
 uint64_t conns_identity_hash(const char *text);
+/* qsort/bsearch order of conns_identity_t. */
+int conns_identity_order(const void *a, const void *b);
 /* After a reload: every connection that served frames with a principal
  * and key not among the n `registered` ones (sorted here) is revoked at
  * now_ms. Returns how many. */

@@ -388,7 +388,8 @@ static void test_mailbox_withdrawn_at_start(void **state)
 
 /* A reload whose audit entry cannot be written (another process holds the
  * store's write lock) is not in force, but what it revokes is revoked at
- * once: the removed principal's session is cut off, and deliveries its
+ * once: the removed principal's session is cut off (its connection to be
+ * closed), and deliveries its
  * changed rule no longer allows are withheld. Once the store can be
  * written again, the broker records the reload and applies it. */
 static void test_unrecorded_reload_still_revokes(void **state)
@@ -412,6 +413,10 @@ static void test_unrecorded_reload_still_revokes(void **state)
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 0);
     assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
+    /* its connection is to be closed: the pending reload does not register
+     * it, though the policy in force does (the other two stay) */
+    if (h_await_log(env, offset, "event=connections.revoked count=1", H_TIMEOUT_MS) != 0)
+        fail_msg("the removed principal's connection was not revoked by the pending reload");
 
     /* the removed principal is cut off although the reload is not in force */
     schakel_signal_t report = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
