@@ -791,6 +791,18 @@ static uint64_t raw_settle(raw_t *r, const char *what)
     return raw_heartbeat(r, what);
 }
 
+/* A fire-safety signal for woco-maasoever (HOSTILE), which the default
+ * rules let brandweer send. */
+static schakel_signal_t fire_to_maasoever(void)
+{
+    static const char *const to_maasoever[] = {"woco-maasoever"};
+    return (schakel_signal_t){.kind = "brandonveilige-situatie",
+                              .theme = "brandveiligheid",
+                              .area = "GM0935",
+                              .recipients = to_maasoever,
+                              .n_recipients = 1};
+}
+
 /* ------------------------------------------------------------------ bystanders */
 
 /* The well-behaved: a publisher and a receiver (brandweer → woco-jekerdal
@@ -2868,12 +2880,7 @@ static void test_revoked_keys_are_cut_off(void **state)
 
     /* The removed principal receives with a window of 1: one delivery in
      * flight, one waiting when its key is revoked. */
-    static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
-                             .theme = "brandveiligheid",
-                             .area = "GM0935",
-                             .recipients = to_maasoever,
-                             .n_recipients = 1};
+    schakel_signal_t fire = fire_to_maasoever();
     (void)h_publish_ok(by.publisher, &fire, NULL, NULL, NULL, NULL);
     (void)h_publish_ok(by.publisher, &fire, NULL, NULL, NULL, NULL);
     pb_t frame = {0};
@@ -3066,12 +3073,7 @@ static void test_ack_of_another_principals_delivery(void **state)
     raw_t *hostile = re.ctx.raw;
 
     /* The hostile principal's own delivery, received on its raw socket. */
-    static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
-                             .theme = "brandveiligheid",
-                             .area = "GM0935",
-                             .recipients = to_maasoever,
-                             .n_recipients = 1};
+    schakel_signal_t fire = fire_to_maasoever();
     (void)h_publish_ok(re.by.publisher, &fire, NULL, NULL, NULL, NULL);
     pb_t frame = {0};
     frame_flow(&frame, 1);
@@ -3474,12 +3476,7 @@ static void test_connection_cap_per_principal(void **state)
     pb_free(&item);
     frame_flow(&frame, 0);
     raw_send_frame(conns[0], &frame);
-    static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
-                             .theme = "brandveiligheid",
-                             .area = "GM0935",
-                             .recipients = to_maasoever,
-                             .n_recipients = 1};
+    schakel_signal_t fire = fire_to_maasoever();
     (void)h_publish_ok(by.publisher, &fire, NULL, id, NULL, NULL);
     Schakel__Frame *d =
         raw_next(conns[0], "one of the three receives", SCHAKEL__FRAME__BODY_DELIVER);
@@ -3584,12 +3581,7 @@ static void test_silent_connections_are_closed(void **state)
     raw_assert_connected(quiet, "a quiet connection that sent a frame");
     (void)raw_heartbeat(quiet, "the quiet connection later");
     raw_assert_connected(receiver, "the receiving connection");
-    static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
-                             .theme = "brandveiligheid",
-                             .area = "GM0935",
-                             .recipients = to_maasoever,
-                             .n_recipients = 1};
+    schakel_signal_t fire = fire_to_maasoever();
     uint8_t id[16];
     (void)h_publish_ok(brandweer, &fire, NULL, id, NULL, NULL);
     Schakel__Frame *d = raw_next(receiver, "the receiver", SCHAKEL__FRAME__BODY_DELIVER);
@@ -3637,12 +3629,7 @@ static void test_idle_client_after_a_restart_is_kept(void **state)
         fail_msg("the idle client was admitted %d times after the restart: closed and "
                  "reconnected",
                  admitted);
-    static const char *const to_maasoever[] = {"woco-maasoever"};
-    schakel_signal_t fire = {.kind = "brandonveilige-situatie",
-                             .theme = "brandveiligheid",
-                             .area = "GM0935",
-                             .recipients = to_maasoever,
-                             .n_recipients = 1};
+    schakel_signal_t fire = fire_to_maasoever();
     (void)h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
     schakel_close(&brandweer);
     h_done(env);
