@@ -186,6 +186,17 @@ static void test_revoked_connections_are_closed(void **state)
     conns_destroy(&c);
 }
 
+/* A TCP listener on 127.0.0.1, on a port the kernel picks. */
+static int loopback_listener(void)
+{
+    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_true(listener >= 0);
+    assert_int_equal(bind(listener, (struct sockaddr *)&at, sizeof at), 0);
+    assert_int_equal(listen(listener, 16), 0);
+    return listener;
+}
+
 /* A TCP connection from `from` (a loopback address) to `listener`: the
  * accepted side is the broker's. */
 static pair_t tcp_pair(int listener, const char *from)
@@ -211,10 +222,7 @@ static void test_silent_allowance_is_shared_by_address(void **state)
     (void)state;
     const conns_limits_t allow3 = {
         .idle_ms = 500, .max_silent = 3, .quiet_ms = 100, .max_per_principal = 2};
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(listener, (struct sockaddr *)&at, sizeof at), 0);
-    assert_int_equal(listen(listener, 16), 0);
+    int listener = loopback_listener();
     conns_t *c = conns_new();
     enum { N = 5 };
     pair_t p[N];
@@ -244,10 +252,7 @@ static void test_silent_allowance_with_many_addresses(void **state)
     (void)state;
     const conns_limits_t allow3 = {
         .idle_ms = 500, .max_silent = 3, .quiet_ms = 100, .max_per_principal = 2};
-    int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in at = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(listener, (struct sockaddr *)&at, sizeof at), 0);
-    assert_int_equal(listen(listener, 16), 0);
+    int listener = loopback_listener();
     conns_t *c = conns_new();
     enum { N = 6 };
     static const char *const from[N] = {"127.0.0.2", "127.0.0.3", "127.0.0.4",
