@@ -643,6 +643,13 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
         hb.has_backlog = 1;
         hb.backlog = (uint64_t)backlog;
     }
+    /* The Flow this connection's session holds: none after the session was
+     * forgotten on a live connection (a key revoked and given back before
+     * the connection closed), which tells a receiver to send Flow again. */
+    if (session->flow_order > 0) {
+        hb.has_window = 1;
+        hb.window = session->flow_window;
+    }
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &hb;
     size_t len = 0;

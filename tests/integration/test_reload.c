@@ -231,6 +231,55 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     h_done(env);
 }
 
+/* A receiver whose key is revoked and given back before its connection
+ * is closed keeps that connection, but the broker forgot its session and
+ * with it the Flow: the Heartbeat answer names no window then, and
+ * libschakel sends Flow again, so deliveries come on the same connection. */
+static void test_key_given_back_receives_again(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    assert_int_equal(schakel_subscribe(gemeente, 0), SCHAKEL_OK);
+    assert_int_equal(h_backlog(gemeente), 0); /* the Flow is processed */
+
+    char base[512], err[256];
+    snprintf(base, sizeof base, "%s", h_key_file(env, H_GEMEENTE));
+    *strrchr(base, '.') = '\0';
+    strncat(base, "-new", sizeof base - strlen(base) - 1);
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    char *header =
+        replaced(h_policy_header, "keys/gemeente-meldingen.pub", "keys/gemeente-meldingen-new.pub");
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    assert_int_equal(h_broker_reload(env), 1);
+    uint64_t backlog = 0;
+    assert_int_equal(schakel_backlog(gemeente, &backlog, H_TIMEOUT_MS), SCHAKEL_ERR_REFUSED);
+    assert_string_equal(schakel_last_error(gemeente)->reason_name, "NOT_PERMITTED");
+
+    long offset = h_log_offset(env);
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    assert_int_equal(h_backlog(gemeente), 1); /* answered without a window */
+    schakel_delivery_t *d = NULL;
+    schakel_status_t st = schakel_receive(gemeente, &d, SCHAKEL_CLIENT_HEARTBEAT_MS / 2);
+    if (st != SCHAKEL_OK)
+        fail_msg("the receiver whose key came back got nothing: %s", schakel_strerror(st));
+    assert_string_equal(d->rule_id, "brandweer-brandveiligheid");
+    assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(gemeente), 0);
+    /* on the connection it had: nothing was closed, no handshake again */
+    assert_int_equal(h_log_count(env, offset, "event=connections.closed_idle"), 0);
+    assert_int_equal(h_log_count(env, offset, "event=auth.admitted"), 0);
+    schakel_close(&gemeente);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* What already waits in a mailbox is withheld once the policy no longer
  * allows it: a reload that narrows a rule stops delivery of what no longer
  * passes, and leaves a tombstone (logged as delivery.revoked). */
@@ -473,6 +522,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_key_given_back_receives_again, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_removed_principals_mailbox_is_withdrawn,
                                         h_setup_broker, h_teardown),
