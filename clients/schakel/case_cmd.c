@@ -552,7 +552,7 @@ static const case_command_t *case_find(const char *name)
 static int case_parse(int argc, char **argv, case_args_t *args)
 {
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, ":", case_options, NULL)) != -1) {
         int rc = cli_common_option(&args->opts, option, optarg);
         if (rc == 0)
@@ -560,9 +560,7 @@ static int case_parse(int argc, char **argv, case_args_t *args)
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("case",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("case", option, case_options, argc, argv);
     }
     if (args->opts.help) {
         fputs(case_usage, stdout);
@@ -665,15 +663,13 @@ int case_inbox_main(int argc, char **argv)
     cli_options_t opts;
     cli_options_init(&opts);
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         int rc = cli_common_option(&opts, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("inbox",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("inbox", option, options, argc, argv);
     }
     if (opts.help) {
         fputs(case_inbox_usage, stdout);

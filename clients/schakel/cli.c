@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "optreport.h"
 #include "syntax.h"
 
 #define CLI_DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -101,6 +102,14 @@ int cli_usage_error(const char *command, const char *fmt, ...)
     cli_vusage(command, fmt, args);
     va_end(args);
     return CLI_EXIT_USAGE;
+}
+
+int cli_option_error(const char *command, int result, const struct option *options, int argc,
+                     char *const argv[])
+{
+    char text[256];
+    optreport_describe(result, options, argc, argv, text, sizeof text);
+    return cli_usage_error(command, "%s", text);
 }
 
 int cli_bad_value(const char *command, const char *fmt, ...)

@@ -77,6 +77,14 @@ void cli_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+struct option;
+
+/* Report what getopt_long refused ('?' or ':' in result; the message is
+ * optreport_describe's) as a usage error of command, named as in
+ * cli_usage_error; returns CLI_EXIT_USAGE. Call it before getopt runs again. */
+int cli_option_error(const char *command, int result, const struct option *options, int argc,
+                     char *const argv[]);
+
 /* Report a bad option value like cli_usage_error, and return -1 (for the
  * option parsers' "bad value" result). */
 int cli_bad_value(const char *command, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -74,15 +74,13 @@ int identity_whoami_main(int argc, char **argv)
     cli_options_t opts;
     cli_options_init(&opts);
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         int rc = cli_common_option(&opts, option, optarg);
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("whoami",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("whoami", option, options, argc, argv);
     }
     if (opts.help) {
         fputs(identity_whoami_usage, stdout);

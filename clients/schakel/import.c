@@ -148,7 +148,7 @@ static int import_option(import_options_t *o, int option, const char *arg)
 static int import_parse(int argc, char **argv, import_options_t *o)
 {
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, "+:", import_options, NULL)) != -1) {
         int rc = cli_common_option(&o->common, option, optarg);
         if (rc == 0)
@@ -156,9 +156,7 @@ static int import_parse(int argc, char **argv, import_options_t *o)
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("import",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("import", option, import_options, argc, argv);
     }
     if (o->common.help) {
         fputs(import_usage, stdout);

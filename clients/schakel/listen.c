@@ -252,7 +252,7 @@ int listen_main(int argc, char **argv)
     listen_settings_t settings = {0, 0, 0, SCHAKEL_DEFAULT_WINDOW};
     cli_options_init(&opts);
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, "+:", listen_options, NULL)) != -1) {
         int rc = cli_common_option(&opts, option, optarg);
         if (rc == 0)
@@ -260,9 +260,7 @@ int listen_main(int argc, char **argv)
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("listen",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("listen", option, listen_options, argc, argv);
     }
     if (opts.help) {
         fputs(listen_usage, stdout);

@@ -335,7 +335,7 @@ static int publish_parse(int argc, char **argv, cli_options_t *opts, publish_bat
                          int *from_stdin)
 {
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
     while ((option = getopt_long(argc, argv, "+:", publish_options, NULL)) != -1) {
         int rc = cli_common_option(opts, option, optarg);
         if (rc == 0)
@@ -343,9 +343,7 @@ static int publish_parse(int argc, char **argv, cli_options_t *opts, publish_bat
         if (rc < 0)
             return CLI_EXIT_USAGE;
         if (rc == 0)
-            return cli_usage_error("publish",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return cli_option_error("publish", option, publish_options, argc, argv);
     }
     if (opts->help) {
         fputs(publish_usage, stdout);

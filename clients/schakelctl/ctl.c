@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "optreport.h"
 #include "syntax.h"
 
 #define CTL_DEFAULT_CONNECT_TIMEOUT_MS 5000
@@ -102,6 +103,14 @@ int ctl_usage_error(const char *command, const char *fmt, ...)
     else
         fputs("\nTry 'schakelctl --help'.\n", stderr);
     return CTL_EXIT_USAGE;
+}
+
+int ctl_option_error(const char *command, int result, const struct option *options, int argc,
+                     char *const argv[])
+{
+    char text[256];
+    optreport_describe(result, options, argc, argv, text, sizeof text);
+    return ctl_usage_error(command, "%s", text);
 }
 
 /* DEL and the C1 controls escaped (syntax_json_escape_controls): jansson

@@ -77,6 +77,14 @@ void ctl_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int ctl_usage_error(const char *command, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+struct option;
+
+/* Report what getopt_long refused ('?' or ':' in result; the message is
+ * optreport_describe's) as a usage error of command, as ctl_usage_error
+ * does; returns CTL_EXIT_USAGE. Call it before getopt runs again. */
+int ctl_option_error(const char *command, int result, const struct option *options, int argc,
+                     char *const argv[]);
+
 /* Parse a whole decimal number in [min, max]. Returns 0 or -1. */
 int ctl_parse_number(const char *text, long long min, long long max, long long *out);
 

@@ -124,7 +124,7 @@ static int ctl_explain_args(int argc, char **argv, ctl_explain_t *e)
                                             {"help", 0, NULL, OPT_HELP},
                                             {NULL, 0, NULL, 0}};
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
     optind = 2; /* after "policy explain" */
     while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         switch (option) {
@@ -158,9 +158,7 @@ static int ctl_explain_args(int argc, char **argv, ctl_explain_t *e)
             e->to[e->n_to++] = optarg;
             break;
         default:
-            return ctl_usage_error("policy explain",
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return ctl_option_error("policy explain", option, options, argc, argv);
         }
     }
     if (e->help)

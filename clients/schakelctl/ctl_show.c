@@ -265,15 +265,13 @@ int ctl_show_main(int argc, char **argv)
     ctl_options_t opts;
     ctl_options_init(&opts);
     int option;
-    opterr = 0; /* we report: '?' is an unknown option, ':' one without its value */
+    opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
     while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
         int rc = ctl_common_option(&opts, option, optarg);
         if (rc < 0)
             return CTL_EXIT_USAGE;
         if (rc == 0)
-            return ctl_usage_error(command,
-                                   option == ':' ? "%s needs a value" : "unknown option '%s'",
-                                   argv[optind - 1]);
+            return ctl_option_error(command, option, options, argc, argv);
     }
     if (opts.help) {
         ctl_show_usage(command, ctl_show_commands[which].summary);
