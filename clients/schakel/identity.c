@@ -27,24 +27,32 @@ static const char identity_whoami_usage[] =
     "authenticated us as.\n"
     "\n" CLI_COMMON_HELP;
 
+/* Only --help (or -h), before or after NAME. A NAME that begins with '-'
+ * is refused even after "--": it would read as an option everywhere else. */
 int identity_keygen_main(int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    static const struct option options[] = {{"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
+    int option = getopt_long(argc, argv, ":h", options, NULL);
+    if (option == 'h') {
         fputs(identity_keygen_usage, stdout);
         return CLI_EXIT_OK;
     }
-    if (argc != 2 || argv[1][0] == '\0' || argv[1][0] == '-')
+    if (option != -1)
+        return cli_option_error("keygen", option, options, argc, argv);
+    if (optind + 1 != argc || argv[optind][0] == '\0' || argv[optind][0] == '-')
         return cli_usage_error("keygen", "keygen wants exactly one NAME");
+    const char *name = argv[optind];
     schakel_error_t err;
     memset(&err, 0, sizeof err);
-    schakel_status_t status = schakel_keygen(argv[1], &err);
+    schakel_status_t status = schakel_keygen(name, &err);
     if (status != SCHAKEL_OK) {
         cli_say("keygen: %s", err.text);
         return status == SCHAKEL_ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
     }
     char pub_path[4096], text[256] = "", z85[41];
     uint8_t sign_pk[32];
-    snprintf(pub_path, sizeof pub_path, "%s.pub", argv[1]);
+    snprintf(pub_path, sizeof pub_path, "%s.pub", name);
     if (keys_load_public(pub_path, sign_pk, text, sizeof text) != 0) {
         cli_say("keygen: wrote the key pair but cannot read %s back: %s", pub_path, text);
         return CLI_EXIT_FAILURE;

@@ -10,6 +10,7 @@
 #include "audit_cmd.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 
 #include "audit.h"
 #include "keys.h"
+#include "optreport.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "syntax.h"
@@ -107,75 +109,118 @@ static int parse_u64(const char *text, uint64_t min, uint64_t *out)
     return 0;
 }
 
-/* 1 if `name` is an option of `sub` that takes a value. */
-static int option_takes_value(const char *name, const char *sub)
+enum audit_option {
+    AUDIT_OPT_STORE = 1000,
+    AUDIT_OPT_BROKER_KEY,
+    AUDIT_OPT_EXPECT,
+    AUDIT_OPT_STORE_KEY,
+    AUDIT_OPT_FROM,
+    AUDIT_OPT_COUNT,
+    AUDIT_OPT_NO_FOLLOW,
+    AUDIT_OPT_JSON,
+};
+
+/* Every audit command's options in one table: an option of another
+ * command is named as such (option_applies), not as unknown. */
+static const struct option audit_options[] = {{"store", 1, NULL, AUDIT_OPT_STORE},
+                                              {"broker-key", 1, NULL, AUDIT_OPT_BROKER_KEY},
+                                              {"expect", 1, NULL, AUDIT_OPT_EXPECT},
+                                              {"store-key", 1, NULL, AUDIT_OPT_STORE_KEY},
+                                              {"from", 1, NULL, AUDIT_OPT_FROM},
+                                              {"count", 1, NULL, AUDIT_OPT_COUNT},
+                                              {"no-follow", 0, NULL, AUDIT_OPT_NO_FOLLOW},
+                                              {"json", 0, NULL, AUDIT_OPT_JSON},
+                                              {"help", 0, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+
+/* 1 if option (an AUDIT_OPT_) is one of audit `sub`'s. */
+static int option_applies(int option, const char *sub)
 {
-    int is_tail = strcmp(sub, "tail") == 0, is_verify = strcmp(sub, "verify") == 0;
-    return strcmp(name, "--store") == 0 ||
-           (is_verify && (strcmp(name, "--broker-key") == 0 || strcmp(name, "--expect") == 0)) ||
-           (strcmp(sub, "subject") == 0 && strcmp(name, "--store-key") == 0) ||
-           (is_tail && (strcmp(name, "--from") == 0 || strcmp(name, "--count") == 0));
+    switch (option) {
+    case AUDIT_OPT_BROKER_KEY:
+    case AUDIT_OPT_EXPECT:
+        return strcmp(sub, "verify") == 0;
+    case AUDIT_OPT_STORE_KEY:
+        return strcmp(sub, "subject") == 0;
+    case AUDIT_OPT_FROM:
+    case AUDIT_OPT_COUNT:
+    case AUDIT_OPT_NO_FOLLOW:
+    case AUDIT_OPT_JSON:
+        return strcmp(sub, "tail") == 0;
+    default:
+        return 1; /* --store */
+    }
 }
 
-/* One option with a value (argv[*i] names it). Returns 0, or a usage exit. */
-static int option_value(audit_options_t *o, const char *sub, int argc, char **argv, int *i)
+/* One option that applies (value: its optarg). Returns 0, or a usage exit. */
+static int option_set(audit_options_t *o, int option, const char *value)
 {
-    const char *name = argv[*i];
-    if (!option_takes_value(name, sub))
-        return audit_say(AUDIT_CMD_USAGE, "'%s' is not an option of audit %s", name, sub);
-    if (*i + 1 >= argc)
-        return audit_say(AUDIT_CMD_USAGE, "%s needs a value", name);
-    const char *value = argv[++*i];
-    int is_tail = strcmp(sub, "tail") == 0, is_verify = strcmp(sub, "verify") == 0;
-    if (strcmp(name, "--store") == 0) {
+    switch (option) {
+    case AUDIT_OPT_STORE:
         o->store = value;
-    } else if (strcmp(name, "--broker-key") == 0 && is_verify) {
+        break;
+    case AUDIT_OPT_BROKER_KEY:
         if (o->n_keys == AUDIT_MAX_KEYS)
             return audit_say(AUDIT_CMD_USAGE, "at most %d --broker-key options", AUDIT_MAX_KEYS);
         o->keys[o->n_keys++] = value;
-    } else if (strcmp(name, "--store-key") == 0 && strcmp(sub, "subject") == 0) {
+        break;
+    case AUDIT_OPT_STORE_KEY:
         o->store_key = value;
-    } else if (strcmp(name, "--expect") == 0 && is_verify) {
+        break;
+    case AUDIT_OPT_EXPECT:
         o->expect = value;
-    } else if (strcmp(name, "--from") == 0 && is_tail) {
+        break;
+    case AUDIT_OPT_FROM:
         if (parse_u64(value, 1, &o->from) != 0)
             return audit_say(AUDIT_CMD_USAGE, "--from needs a seq (1 or more)");
-    } else if (strcmp(name, "--count") == 0 && is_tail) {
+        break;
+    case AUDIT_OPT_COUNT:
         if (parse_u64(value, 1, &o->count) != 0)
             return audit_say(AUDIT_CMD_USAGE, "--count needs a number (1 or more)");
-    } else {
-        return audit_say(AUDIT_CMD_USAGE, "'%s' is not an option of audit %s", name, sub);
+        break;
+    case AUDIT_OPT_NO_FOLLOW:
+        o->no_follow = 1;
+        break;
+    case AUDIT_OPT_JSON:
+        o->json = 1;
+        break;
     }
     return 0;
 }
 
-/* Returns 0, -1 after printing the help, or a usage exit. */
+/* Options (before or after the arguments) and subject's PSEUDONYM.
+ * Returns 0, -1 after printing the help, or a usage exit. */
 static int options_parse(audit_options_t *o, const char *sub, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     o->store = AUDIT_DEFAULT_STORE;
     o->store_key = AUDIT_DEFAULT_STORE_KEY;
-    for (int i = 2; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    int option, long_index = -1;
+    opterr = 0; /* its '?' and ':' are told apart by optreport_describe */
+    optind = 2; /* after "audit SUB" */
+    while ((option = getopt_long(argc, argv, ":h", audit_options, &long_index)) != -1) {
+        if (option == 'h') {
             fputs(audit_usage, stdout);
             return -1;
         }
-        if (strcmp(a, "--json") == 0 && strcmp(sub, "tail") == 0) {
-            o->json = 1;
-        } else if (strcmp(a, "--no-follow") == 0 && strcmp(sub, "tail") == 0) {
-            o->no_follow = 1;
-        } else if (strncmp(a, "--", 2) == 0) {
-            int rc = option_value(o, sub, argc, argv, &i);
-            if (rc != 0)
-                return rc;
-        } else if (strcmp(sub, "subject") == 0 && o->subject == NULL) {
-            o->subject = a;
-        } else {
-            return audit_say(AUDIT_CMD_USAGE, "unexpected argument '%s'", a);
+        if (option == '?' || option == ':') {
+            char text[256];
+            optreport_describe(option, audit_options, argc, argv, text, sizeof text);
+            return audit_say(AUDIT_CMD_USAGE, "%s", text);
         }
+        if (!option_applies(option, sub))
+            return audit_say(AUDIT_CMD_USAGE, "'--%s' is not an option of audit %s",
+                             audit_options[long_index].name, sub);
+        int rc = option_set(o, option, optarg);
+        if (rc != 0)
+            return rc;
     }
-    if (strcmp(sub, "subject") == 0 && o->subject == NULL)
+    int is_subject = strcmp(sub, "subject") == 0;
+    if (is_subject && optind < argc)
+        o->subject = argv[optind++];
+    if (optind < argc)
+        return audit_say(AUDIT_CMD_USAGE, "unexpected argument '%s'", argv[optind]);
+    if (is_subject && o->subject == NULL)
         return audit_say(AUDIT_CMD_USAGE, "audit subject needs a PSEUDONYM");
     if (strcmp(sub, "verify") == 0 && o->n_keys == 0)
         o->keys[o->n_keys++] = AUDIT_DEFAULT_BROKER_KEY;

@@ -40,26 +40,29 @@ static const char ctl_explain_usage[] =
 
 /* ------------------------------------------------------------------ check */
 
+/* `policy check FILE [--json]`: options before or after FILE. */
 static int ctl_policy_check(int argc, char **argv)
 {
+    static const struct option options[] = {
+        {"json", 0, NULL, CTL_OPT_JSON}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
     int json = 0;
-    const char *file = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+    int option;
+    opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
+    optind = 2; /* after "policy check" */
+    while ((option = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+        if (option == 'h') {
             fputs(ctl_check_usage, stdout);
             return CTL_EXIT_OK;
         }
-        if (strcmp(argv[i], "--json") == 0)
-            json = 1;
-        else if (argv[i][0] == '-' && argv[i][1] != '\0')
-            return ctl_usage_error("policy check", "unknown option '%s'", argv[i]);
-        else if (file != NULL)
-            return ctl_usage_error("policy check", "policy check takes one FILE");
-        else
-            file = argv[i];
+        if (option != CTL_OPT_JSON)
+            return ctl_option_error("policy check", option, options, argc, argv);
+        json = 1;
     }
-    if (file == NULL)
+    if (optind == argc)
         return ctl_usage_error("policy check", "policy check needs a FILE");
+    if (optind + 1 != argc)
+        return ctl_usage_error("policy check", "policy check takes one FILE");
+    const char *file = argv[optind];
     char err[1024] = "";
     policy_t *policy = policy_load(file, err, sizeof err);
     if (json) {

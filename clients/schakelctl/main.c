@@ -37,7 +37,8 @@ static const char main_usage[] =
  * --admin option or SCHAKEL_ADMIN) and no store file is. Whole option
  * names only: --store-key names no store (the broker's path then refuses
  * it as an option it does not take, rather than an export of the default
- * store going unrecorded). */
+ * store going unrecorded), and the offline path takes no abbreviation of
+ * --store either (for subject each is ambiguous with --store-key). */
 static int wants_broker(int argc, char **argv)
 {
     int admin = getenv("SCHAKEL_ADMIN") != NULL;

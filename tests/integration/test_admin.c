@@ -1332,6 +1332,8 @@ static void test_ctl_policy_usage(void **state)
         {{"policy", "frobnicate", NULL}, 2, "unknown policy command 'frobnicate' (check, explain)"},
         {{"policy", "check", NULL}, 2, "policy check needs a FILE"},
         {{"policy", "check", "--strict", p, NULL}, 2, "unknown option '--strict'"},
+        {{"policy", "check", p, "--json=1", NULL}, 2, "--json takes no value"},
+        {{"policy", "check", "-xq", p, NULL}, 2, "unknown option '-x'"},
         {{"policy", "check", p, p, NULL}, 2, "policy check takes one FILE"},
         {{EXPLAIN(p, "inbraakreeks"), NULL}, 0, "ALLOW"},
         {{EXPLAIN(p, "inbraakreeks"), "extra", NULL}, 2, "unexpected argument 'extra'"},
@@ -1380,6 +1382,8 @@ static void test_ctl_audit_usage(void **state)
     snprintf(missing, sizeof missing, "%s/bestaat-niet.db", env->dir);
     snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
     snprintf(hash_at_0, sizeof hash_at_0, "0:%064d", 0);
+    char store_is[180];
+    snprintf(store_is, sizeof store_is, "--store=%s", s);
     char missing_key_says[256], missing_store_says[256], not_a_store_says[256];
     snprintf(missing_key_says, sizeof missing_key_says,
              "cannot read the broker key: cannot open key file %s", missing);
@@ -1394,6 +1398,21 @@ static void test_ctl_audit_usage(void **state)
         {{"audit", NULL}, 2, "no audit command given (verify, subject, tail)"},
         {{"audit", "frobnicate", NULL}, 2, "unknown audit command 'frobnicate'"},
         {{"audit", "verify", "--store", NULL}, 2, "--store needs a value"},
+        /* --store=PATH is --store PATH; an empty one is an empty path */
+        {{"audit", "tail", store_is, "--from", "1", "--count", "1", "--no-follow", NULL},
+         0,
+         "seq=1 "},
+        {{"audit", "tail", "--store=", "--no-follow", NULL}, 1, "store: no store path"},
+        {{"audit", "tail", "--store", s, "--no-follow=1", NULL}, 2, "--no-follow takes no value"},
+        {{"audit", "verify", "--store", s, "-x", NULL}, 2, "unknown option '-x'"},
+        {{"audit", "tail", "--store", s, "-qx", NULL}, 2, "unknown option '-q'"},
+        {{"audit", "verify", "--bogus=1", NULL}, 2, "unknown option '--bogus'"},
+        {{"audit", "subject", "PSN-1c4e88aa07", "--st", s, NULL},
+         2,
+         "option '--st' is ambiguous (--store, --store-key)"},
+        {{"audit", "verify", "--store", s, "--fr", "3", NULL},
+         2,
+         "'--from' is not an option of audit verify"},
         {{"audit", "verify", "--store", s, "--broker-key", b, "--expect", "5", NULL},
          2,
          "--expect needs SEQ:HASH (HASH: 64 hex digits)"},

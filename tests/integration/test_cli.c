@@ -424,7 +424,10 @@ static void test_cli_usage_errors_exit_2(void **state)
         /* keygen (paths in the env's folder, should one be written after all) */
         {{"keygen", NULL}, NULL, 2, "keygen wants exactly one NAME"},
         {{"keygen", key_a, key_b, NULL}, NULL, 2, "keygen wants exactly one NAME"},
-        {{"keygen", "--force", NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        {{"keygen", "--force", NULL}, NULL, 2, "unknown option '--force'"},
+        {{"keygen", "--help=1", NULL}, NULL, 2, "--help takes no value"},
+        {{"keygen", "-xq", key_a, NULL}, NULL, 2, "unknown option '-x'"},
+        {{"keygen", "--", "-x", NULL}, NULL, 2, "keygen wants exactly one NAME"},
         {{"keygen", "", NULL}, NULL, 2, "keygen wants exactly one NAME"},
         /* import */
         {{"import", NULL}, NULL, 2, "no FILE given"},
