@@ -266,7 +266,9 @@ int ctl_show_main(int argc, char **argv)
     ctl_options_init(&opts);
     int option;
     opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
-    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
+    /* Options before or after the arguments: `audit subject PSEUDONYM
+     * --admin EP`, as docs/OPERATIONS.md writes it. */
+    while ((option = getopt_long(argc, argv, ":", options, NULL)) != -1) {
         int rc = ctl_common_option(&opts, option, optarg);
         if (rc < 0)
             return CTL_EXIT_USAGE;
