@@ -2,7 +2,9 @@
  * test_reload.c — SIGHUP reloads the policy of a running schakeld: a good
  * policy applies at once (new rules, new rule hashes, removed principals cut
  * off mid-session, replaced keys likewise), a bad one is refused whole and
- * the old one stays.
+ * the old one stays. What waits for a removed principal is withdrawn, and
+ * a withdrawal the store fails in the middle is rolled back batch-whole
+ * and finished once the store can be written again.
  *
  * The harness waits for the broker's own log line about the reload (inotify
  * on the log file), never for a fixed time.
@@ -16,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <sodium.h>
 #include <sqlite3.h>
 
 #include "keys.h"
@@ -512,6 +515,181 @@ static void test_unrecorded_reload_still_revokes(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ a withdrawal that fails */
+
+static const char *const ADMIN_ON[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
+
+static int setup_broker_with_admin(void **state)
+{
+    h_env_t *env = h_env_new();
+    *state = env;
+    h_broker_start_with(env, ADMIN_ON);
+    return 0;
+}
+
+/* schakelctl as the operator (args NULL-terminated); exit `code`, and
+ * stderr naming `says` (NULL: anything). */
+static void operator_ctl(h_env_t *env, const char *const *args, int code, const char *says)
+{
+    char admin[128];
+    h_cli_result_t res;
+    h_admin_endpoint(env, admin, sizeof admin);
+    h_run_ctl_argv(env, admin, h_key_file(env, H_OPERATOR), args, &res);
+    if (res.status != code || (says != NULL && strstr(res.err, says) == NULL))
+        fail_msg("schakelctl %s: exit %d, expected %d (\"%s\")\nstdout: %s\nstderr: %s", args[0],
+                 res.status, code, says != NULL ? says : "", res.out, res.err);
+    h_cli_result_free(&res);
+}
+
+static int64_t jekerdal_count(h_env_t *env, const char *table)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE recipient = '%s'", table,
+             H_WOCO_JEKERDAL);
+    return h_store_int(env, sql, NULL);
+}
+
+/* The "delivery.revoked" entries of jekerdal's deliveries; each names
+ * another delivery, and each tombstone has one. */
+static int64_t jekerdal_revoked_entries(h_env_t *env)
+{
+    static const char entries[] = "SELECT count(*) FROM audit WHERE event = 'delivery.revoked'"
+                                  " AND recipient = '" H_WOCO_JEKERDAL "'";
+    int64_t n = h_store_int(env, entries, NULL);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(DISTINCT delivery_seq) FROM audit WHERE event ="
+                                 " 'delivery.revoked' AND recipient = '" H_WOCO_JEKERDAL "'",
+                                 NULL),
+                     n);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM tombstones AS t WHERE NOT EXISTS (SELECT 1"
+                                 " FROM audit AS a WHERE a.event = 'delivery.revoked'"
+                                 " AND a.delivery_seq = t.seq AND a.recipient = t.recipient)",
+                                 NULL),
+                     0);
+    return n;
+}
+
+/* Where the store fails in the middle of a withdrawal's second batch:
+ * the audit entry of one revocation, or the revocation itself. */
+enum withdrawal_fault { FAULT_ENTRY, FAULT_REVOKE };
+
+/* The operator takes woco-jekerdal's system out of the policy (schakelctl
+ * reload) while the store refuses one step of the withdrawal of what waits
+ * for it: the batch that fails is rolled back whole (the one before it
+ * stays whole), the log names the failure, what the broker cannot store
+ * meanwhile is refused for a retry, and once the store takes it again the
+ * withdrawal ends with every delivery revoked and recorded once. */
+static void withdrawal_fails_and_recovers(h_env_t *env, enum withdrawal_fault fault)
+{
+    enum { WAITING = SCHAKEL_EXPIRY_BATCH + 44, FAILING = SCHAKEL_EXPIRY_BATCH + 15 };
+    publish_waiting_for_jekerdal(env, WAITING);
+    char sql[320], seq[24];
+    snprintf(sql, sizeof sql,
+             "SELECT seq FROM deliveries WHERE recipient = '" H_WOCO_JEKERDAL "'"
+             " ORDER BY seq LIMIT 1 OFFSET %d",
+             FAILING - 1);
+    snprintf(seq, sizeof seq, "%lld", (long long)h_store_int(env, sql, NULL));
+    if (fault == FAULT_ENTRY)
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                 " 'delivery.revoked' AND NEW.delivery_seq = %s"
+                 " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+                 seq);
+    else
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON tombstones WHEN NEW.seq = %s"
+                 " BEGIN SELECT RAISE(ABORT, 'the tombstones are full'); END",
+                 seq);
+    const char *failed = fault == FAULT_ENTRY
+                             ? "event=audit.write_failed entry=delivery.revoked error="
+                             : "event=store.revoke_failed error=";
+    const char *why = fault == FAULT_ENTRY ? "the audit path is full" : "the tombstones are full";
+    /* connected first: a handshake needs a turn that commits */
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    h_store_exec(env, sql);
+
+    char *header = replaced(h_policy_header, JEKERDAL_PRINCIPAL_BLOCK, "");
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    long offset = h_log_offset(env);
+    const char *const reload[] = {"reload", NULL};
+    operator_ctl(env, reload, 0, NULL);
+    if (h_await_log(env, offset, failed, H_TIMEOUT_MS) != 0)
+        fail_msg("the withdrawal did not fail (\"%s\")", failed);
+    assert_int_equal(h_await_log(env, offset, why, 0), 0);
+    /* a later turn tries again, and fails again: the first one is over */
+    long retried = h_log_offset(env);
+    if (h_await_log(env, retried, failed, H_TIMEOUT_MS) != 0)
+        fail_msg("the failed batch was not tried again: it was committed");
+
+    /* the first batch whole, nothing of the second */
+    assert_int_equal(jekerdal_count(env, "deliveries"), WAITING - SCHAKEL_EXPIRY_BATCH);
+    assert_int_equal(jekerdal_count(env, "tombstones"), SCHAKEL_EXPIRY_BATCH);
+    assert_int_equal(jekerdal_revoked_entries(env), SCHAKEL_EXPIRY_BATCH);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE seq = ?1", seq), 1);
+    assert_int_equal(h_log_count(env, offset, "event=mailbox.emptied"), 0);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = '" H_GEMEENTE "'",
+                    NULL),
+        1);
+
+    /* a publish in a turn that cannot commit is refused, nothing of it kept */
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    int64_t publishes = h_store_int(env, "SELECT count(*) FROM publishes", NULL);
+    assert_int_equal(schakel_publish(brandweer, NULL, &s, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    const schakel_error_t *e = schakel_last_error(brandweer);
+    assert_string_equal(e->reason_name, "INTERNAL_ERROR");
+    assert_string_equal(e->text, "the broker could not store this publish; nothing was stored, "
+                                 "publish again with the same message id");
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM publishes", NULL), publishes);
+    /* so is a handshake, the operator's too, whose admission cannot be
+     * recorded: schakelctl points at the log, which names the failure */
+    const char *const status_soon[] = {"status", "--connect-timeout", "2", NULL};
+    operator_ctl(env, status_soon, 4,
+                 "could not record the admission (storage trouble: see its log)");
+
+    /* the store takes it again */
+    offset = h_log_offset(env);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    if (h_await_log(env, offset, "event=mailbox.emptied recipient=" H_WOCO_JEKERDAL,
+                    H_TIMEOUT_MS) != 0)
+        fail_msg("the withdrawal did not end once the store took it again");
+    assert_int_equal(jekerdal_count(env, "deliveries"), 0);
+    assert_int_equal(jekerdal_count(env, "tombstones"), WAITING);
+    assert_int_equal(jekerdal_revoked_entries(env), WAITING);
+    int duplicate = -1;
+    (void)h_publish_ok(brandweer, &s, id, NULL, NULL, &duplicate);
+    assert_int_equal(duplicate, 0);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 2);
+    const char *const status[] = {"status", NULL};
+    operator_ctl(env, status, 0, NULL);
+    schakel_close(&brandweer);
+    assert_int_equal(h_broker_stop(env), 0);
+    const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
+                                  "--broker-key", env->broker_pub, NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, verify, &res);
+    if (res.status != 0)
+        fail_msg("audit verify: exit %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+static void test_withdrawal_rolled_back_when_its_entry_fails(void **state)
+{
+    withdrawal_fails_and_recovers(*state, FAULT_ENTRY);
+}
+
+static void test_withdrawal_rolled_back_when_a_revocation_fails(void **state)
+{
+    withdrawal_fails_and_recovers(*state, FAULT_REVOKE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -533,6 +711,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_withdrawal_rolled_back_when_its_entry_fails,
+                                        setup_broker_with_admin, h_teardown),
+        cmocka_unit_test_setup_teardown(test_withdrawal_rolled_back_when_a_revocation_fails,
+                                        setup_broker_with_admin, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
 }
