@@ -939,9 +939,11 @@ static int case_admit(case_cmd_t *x)
     }
     wire_case_publish_hash(publish, x->hash);
     int repeat = case_answer_repeat(x);
-    if (repeat < 0)
+    if (repeat < 0) {
+        log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
         case_refuse(x, broker_store_failure_reason(b),
                     "the broker could not read its store; send the command again");
+    }
     return repeat == 0;
 }
 
