@@ -11,7 +11,8 @@
  * expire after the close; a received signal can be linked, and its
  * deliveries and views are in its own subject's export; a repeated
  * command is answered, not carried out, again; lists are recorded; cases
- * a reload leaves unclosable are named. Waits are bounded: on
+ * a reload leaves unclosable are named; a store row that cannot be read
+ * refuses what needs it, whole, and nothing else. Waits are bounded: on
  * deliveries, answers and the broker's log, never on the clock.
  */
 #define _GNU_SOURCE /* memmem */
@@ -968,6 +969,385 @@ static void test_case_command_not_recorded_is_not_stored(void **state)
     stop_clean(env);
 }
 
+/* ------------------------------------------------------------------ unreadable rows */
+
+/* A stored value made unreadable as a damaged or tampered row is (one byte
+ * short: a sealed body or title no longer authenticates, a content hash
+ * has the wrong length), and put back as it was. */
+typedef struct damage {
+    char update[256];
+    uint8_t *saved;
+    int len;
+} damage_t;
+
+/* Run `sql`, which changes one row, on the store beside the broker with
+ * blob as ?1, past the schema's CHECK constraints (a damaged disk does
+ * not ask them). */
+static void store_set_blob(const h_env_t *env, const char *sql, const uint8_t *blob, int len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_open(env->store_path, &db) != SQLITE_OK)
+        fail_msg("open the store: %s", sqlite3_errmsg(db));
+    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
+    if (sqlite3_exec(db, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 1, blob, len, SQLITE_TRANSIENT) != SQLITE_OK ||
+        sqlite3_step(stmt) != SQLITE_DONE || sqlite3_changes(db) != 1)
+        fail_msg("%s: %s (%d rows)", sql, sqlite3_errmsg(db), sqlite3_changes(db));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+}
+
+/* Damage `column` of the one row of `table` that `where` selects. */
+static void damage_row(const h_env_t *env, damage_t *d, const char *table, const char *column,
+                       const char *where)
+{
+    char select[256];
+    snprintf(select, sizeof select, "SELECT %s FROM %s WHERE %s", column, table, where);
+    snprintf(d->update, sizeof d->update, "UPDATE %s SET %s = ?1 WHERE %s", table, column, where);
+    sqlite3_stmt *stmt = trail_query(env, select, NULL, NULL);
+    if (sqlite3_step(stmt) != SQLITE_ROW || (d->len = sqlite3_column_bytes(stmt, 0)) < 2)
+        fail_msg("%s: no value to damage", select);
+    d->saved = malloc((size_t)d->len);
+    assert_non_null(d->saved);
+    memcpy(d->saved, sqlite3_column_blob(stmt, 0), (size_t)d->len);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        fail_msg("%s: more than one row", select);
+    trail_done(stmt);
+    store_set_blob(env, d->update, d->saved, d->len - 1);
+}
+
+static void damage_repair(const h_env_t *env, damage_t *d)
+{
+    store_set_blob(env, d->update, d->saved, d->len);
+    free(d->saved);
+    d->saved = NULL;
+}
+
+static const char UNAUTHENTIC[] = "does not authenticate: store key wrong or row tampered";
+
+/* The broker logged `event` with the store's reason `why`. */
+static void expect_logged_unreadable(const h_env_t *env, long offset, const char *event,
+                                     const char *why)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "event=%s ", event);
+    if (h_await_log(env, offset, needle, 0) != 0 || h_await_log(env, offset, why, 0) != 0)
+        fail_msg("the log does not say why the store could not be read (%s: %s)", event, why);
+}
+
+/* Entries of the trail: `event` by `actor` with `reason` (NULL: any). */
+static int64_t entries_of(const h_env_t *env, const char *event, const char *actor,
+                          const char *reason)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = '%s' AND actor = '%s'%s%s%s", event, actor,
+             reason != NULL ? " AND reason = '" : "", reason != NULL ? reason : "",
+             reason != NULL ? "'" : "");
+    return h_store_int(env, sql, NULL);
+}
+
+/* The INTERNAL_ERROR refusals on the trail of `actor`'s commands with this
+ * id. */
+static int64_t command_refusals(const h_env_t *env, const char *actor, const uint8_t id[16])
+{
+    char hex[33], sql[256];
+    sodium_bin2hex(hex, sizeof hex, id, 16);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'publish.refused' AND actor = '%s'"
+             " AND message_id = '%s' AND reason = 'INTERNAL_ERROR'",
+             actor, hex);
+    return h_store_int(env, sql, NULL);
+}
+
+/* Whether `actor`'s command with this id is stored (0 or 1). */
+static int64_t command_stored(const h_env_t *env, const char *actor, const uint8_t id[16])
+{
+    char hex[33], sql[256];
+    sodium_bin2hex(hex, sizeof hex, id, 16);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM publishes WHERE sender = '%s' AND message_id = x'%s'", actor,
+             hex);
+    return h_store_int(env, sql, NULL);
+}
+
+static int64_t last_event_seq(const h_env_t *env, const char *id)
+{
+    return h_store_int(env, "SELECT last_event_seq FROM cases WHERE case_id = ?1", id);
+}
+
+static const char READ_FAILED_VIEW[] = "the broker could not read its store; ask again";
+static const char READ_FAILED_COMMAND[] =
+    "the broker could not read its store; nothing was stored, send the command again with the "
+    "same command id";
+
+/* An event that cannot be read is never shown in part: a view of the
+ * timeline is refused INTERNAL_ERROR ("ask again"), is not on the trail,
+ * and the log names the row; commands, which read the case and its first
+ * event only, go on; once the row is whole the view shows every event. */
+static void test_unreadable_event_refuses_the_view(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char id[SCHAKEL_CASE_ID_SIZE], where[96];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    static const int a_note[] = {SCHAKEL_CASE_EVENT_NOTE};
+    case_with_members(riec, id, members, partners, 1);   /* 1 opened .. 3 joined */
+    note(riec, id, "Eerste aantekening", NULL, 0, NULL); /* 4 */
+    expect_events(politie, id, a_note, 1);
+    damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 4", id);
+    damage_row(env, &damage, "case_events", "body", where);
+
+    long offset = h_log_offset(env);
+    schakel_case_view_t *view = NULL;
+    const schakel_error_t *e = must_refuse(politie, schakel_case_show(politie, id, &view, T),
+                                           "INTERNAL_ERROR", "a view of an unreadable event");
+    assert_string_equal(e->text, READ_FAILED_VIEW);
+    assert_null(view);
+    expect_logged_unreadable(env, offset, "store.read_failed", UNAUTHENTIC);
+
+    note(politie, id, "Tweede aantekening", NULL, 0, NULL); /* 5 */
+    expect_events(riec, id, a_note, 1);
+    schakel_case_list_t *list = NULL;
+    must(politie, schakel_case_list(politie, &list, T), "list");
+    assert_int_equal(list->n_cases, 1);
+    schakel_case_list_free(&list);
+
+    damage_repair(env, &damage);
+    must(politie, schakel_case_show(politie, id, &view, T), "show");
+    assert_int_equal(view->n_events, 5);
+    assert_string_equal(view->events[3].text, "Eerste aantekening");
+    assert_string_equal(view->events[4].text, "Tweede aantekening");
+    schakel_case_view_free(&view);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(entries_of(env, "case.viewed", H_POLITIE, NULL), 1);
+    assert_int_equal(entries_of(env, "request.refused", H_POLITIE, "INTERNAL_ERROR"), 1);
+    h_done(env);
+}
+
+/* A case whose title cannot be read: the list that holds it, its view and
+ * commands on it are refused INTERNAL_ERROR, nothing stored or recorded
+ * but the refusals; the partner's other case is served as ever; once the
+ * title is whole the refused command is carried out, once. */
+static void test_unreadable_title_refuses_what_reads_it(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE], other[SCHAKEL_CASE_ID_SIZE], where[64];
+    open_case(riec, &ADDRESS_CASE, id);
+    schakel_case_open_t second = ADDRESS_CASE;
+    second.title = "Tweede adres, zelfde patroon";
+    open_case(riec, &second, other);
+    damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s'", id);
+    damage_row(env, &damage, "cases", "title", where);
+
+    long offset = h_log_offset(env);
+    schakel_case_list_t *list = NULL;
+    const schakel_error_t *e = must_refuse(riec, schakel_case_list(riec, &list, T),
+                                           "INTERNAL_ERROR", "a list with an unreadable title");
+    assert_string_equal(e->text, READ_FAILED_VIEW);
+    assert_null(list);
+    schakel_case_view_t *view = NULL;
+    e = must_refuse(riec, schakel_case_show(riec, id, &view, T), "INTERNAL_ERROR",
+                    "a view of a case whose title is unreadable");
+    assert_string_equal(e->text, READ_FAILED_VIEW);
+    assert_null(view);
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t same = {.command_id = command_id};
+    e = must_refuse(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, NULL, T),
+                    "INTERNAL_ERROR", "a note on a case whose title is unreadable");
+    assert_string_equal(e->text, READ_FAILED_COMMAND);
+    expect_logged_unreadable(env, offset, "store.read_failed", UNAUTHENTIC);
+    assert_int_equal(last_event_seq(env, id), 1);
+    assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
+
+    must(riec, schakel_case_show(riec, other, &view, T), "show the other case");
+    assert_string_equal(view->summary.title, second.title);
+    schakel_case_view_free(&view);
+    note(riec, other, "Aantekening bij het tweede adres", NULL, 0, NULL);
+
+    damage_repair(env, &damage);
+    must(riec, schakel_case_list(riec, &list, T), "list");
+    assert_int_equal(list->n_cases, 2);
+    assert_string_equal(list->cases[0].title, ADDRESS_CASE.title);
+    schakel_case_list_free(&list);
+    schakel_case_result_t r;
+    must(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, &r, T), "the note again");
+    assert_false(r.duplicate);
+    assert_int_equal(last_event_seq(env, id), 2);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(entries_of(env, "case.listed", H_RIEC, NULL), 1);
+    assert_int_equal(entries_of(env, "case.viewed", H_RIEC, NULL), 1);
+    assert_int_equal(entries_of(env, "request.refused", H_RIEC, "INTERNAL_ERROR"), 2);
+    assert_int_equal(command_refusals(env, H_RIEC, command_id), 1);
+    assert_int_equal(entries_of(env, "case.note", H_RIEC, NULL), 2);
+    h_done(env);
+}
+
+/* A command whose case's first event (the subject of every entry) cannot
+ * be read, or whose id's earlier answer cannot be read, is refused
+ * INTERNAL_ERROR with nothing stored; sent again with the same command id
+ * once the rows are whole, it is carried out once, then answered as a
+ * duplicate. */
+static void test_unreadable_rows_refuse_the_command(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char id[SCHAKEL_CASE_ID_SIZE], where[128], hex[33];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1); /* 1 opened .. 3 joined */
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t same = {.command_id = command_id};
+    damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 1", id);
+    damage_row(env, &damage, "case_events", "body", where);
+
+    long offset = h_log_offset(env);
+    const schakel_error_t *e =
+        must_refuse(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, NULL, T),
+                    "INTERNAL_ERROR", "a note on a case whose opening is unreadable");
+    assert_string_equal(e->text, READ_FAILED_COMMAND);
+    expect_logged_unreadable(env, offset, "store.read_failed", UNAUTHENTIC);
+    assert_int_equal(last_event_seq(env, id), 3);
+    assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
+    expect_quiet(politie, "politie");
+    damage_repair(env, &damage);
+    schakel_case_result_t r;
+    must(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, &r, T), "the note again");
+    assert_false(r.duplicate);
+    schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_NOTE);
+    assert_int_equal(d->case_event->event_seq, 4);
+    schakel_delivery_free(&d);
+
+    /* the stored answer to the id, damaged: a repeat cannot be told */
+    sodium_bin2hex(hex, sizeof hex, command_id, sizeof command_id);
+    snprintf(where, sizeof where, "sender = '" H_RIEC "' AND message_id = x'%s'", hex);
+    damage_row(env, &damage, "publishes", "content_hash", where);
+    offset = h_log_offset(env);
+    e = must_refuse(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, NULL, T),
+                    "INTERNAL_ERROR", "a repeat whose first answer is unreadable");
+    assert_string_equal(e->text, "the broker could not read its store; send the command again");
+    expect_logged_unreadable(env, offset, "store.read_failed", "stored content hash is damaged");
+    assert_int_equal(last_event_seq(env, id), 4);
+    expect_quiet(politie, "politie");
+    damage_repair(env, &damage);
+    must(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, &r, T),
+         "the note a third time");
+    assert_true(r.duplicate);
+    assert_int_equal(last_event_seq(env, id), 4);
+    expect_quiet(politie, "politie");
+    schakel_close(&politie);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(command_refusals(env, H_RIEC, command_id), 2);
+    assert_int_equal(entries_of(env, "case.note", H_RIEC, NULL), 1);
+    h_done(env);
+}
+
+/* A join whose history cannot be read all through fails after much of it
+ * was written in the turn (the command, the membership, the joined event,
+ * the first deliveries and their entries): the turn is rolled back whole,
+ * the joiner is told to send it again, and nobody receives anything; the
+ * case goes on at the same event seq, and the join sent again once the
+ * row is whole brings the whole history in order. */
+static void test_unreadable_history_rolls_back_the_join(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    char id[SCHAKEL_CASE_ID_SIZE], where[96];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    static const int a_note[] = {SCHAKEL_CASE_EVENT_NOTE};
+    static const int invited[] = {SCHAKEL_CASE_EVENT_INVITED};
+    case_with_members(riec, id, members, partners, 1); /* 1 opened .. 3 joined */
+    invite(riec, id, "om");                            /* 4 */
+    expect_events(riec, id, invited, 1);
+    expect_events(politie, id, invited, 1);
+    expect_events(om, id, invited, 1);
+    note(riec, id, "Eerste aantekening", NULL, 0, NULL); /* 5 */
+    expect_events(riec, id, a_note, 1);
+    expect_events(politie, id, a_note, 1);
+    /* the acks committed: none of them is in the turn that fails */
+    expect_quiet(riec, "riec");
+    expect_quiet(politie, "politie");
+    expect_quiet(om, "om");
+    damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 5", id);
+    damage_row(env, &damage, "case_events", "body", where);
+
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t same = {.command_id = command_id};
+    long offset = h_log_offset(env);
+    const schakel_error_t *e = must_refuse(om, schakel_case_accept(om, id, &same, NULL, T),
+                                           "INTERNAL_ERROR", "a join with an unreadable history");
+    assert_string_equal(e->text, "the broker could not store this case command; nothing was "
+                                 "stored, send it again with the same command id");
+    expect_logged_unreadable(env, offset, "store.write_failed", UNAUTHENTIC);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM case_members WHERE case_id = ?1"
+                                 " AND partner = 'om' AND state = 'i'",
+                                 id),
+                     1);
+    assert_int_equal(last_event_seq(env, id), 5);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
+                     0);
+    assert_int_equal(command_stored(env, H_OM, command_id), 0);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'case.joined'", NULL),
+        1); /* politie's */
+    expect_quiet(riec, "riec");
+    expect_quiet(politie, "politie");
+    expect_quiet(om, "om");
+
+    note(politie, id, "Tweede aantekening", NULL, 0, NULL); /* 6 */
+    expect_events(riec, id, a_note, 1);
+    assert_int_equal(last_event_seq(env, id), 6);
+    damage_repair(env, &damage);
+    schakel_case_result_t r;
+    must(om, schakel_case_accept(om, id, &same, &r, T), "the join again");
+    assert_false(r.duplicate);
+    static const int history[] = {SCHAKEL_CASE_EVENT_OPENED, SCHAKEL_CASE_EVENT_INVITED,
+                                  SCHAKEL_CASE_EVENT_JOINED, SCHAKEL_CASE_EVENT_NOTE,
+                                  SCHAKEL_CASE_EVENT_NOTE,   SCHAKEL_CASE_EVENT_JOINED};
+    static const uint64_t seqs[] = {1, 2, 3, 5, 6, 7};
+    for (size_t i = 0; i < sizeof history / sizeof history[0]; i++) {
+        schakel_delivery_t *d = expect_event(om, id, history[i]);
+        assert_int_equal(d->case_event->event_seq, seqs[i]);
+        schakel_delivery_free(&d);
+    }
+    expect_quiet(om, "om");
+    schakel_close(&om);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(command_refusals(env, H_OM, command_id), 1);
+    assert_int_equal(entries_of(env, "case.joined", H_OM, NULL), 1);
+    h_cli_result_t res;
+    const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
+                                  "--broker-key", env->broker_pub, NULL};
+    h_run_ctl_argv(env, NULL, NULL, verify, &res);
+    if (res.status != 0)
+        fail_msg("audit verify: exit %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 /* Contents are kept for the case type's retention after the close, then
@@ -1850,6 +2230,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_leave_stops_delivery, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_case_command_not_recorded_is_not_stored, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_event_refuses_the_view, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_title_refuses_what_reads_it, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_rows_refuse_the_command, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_history_rolls_back_the_join, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_needs_the_principals_own_delivery, setup_cases,
