@@ -330,6 +330,8 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
     uint8_t *reply = NULL;
     size_t reply_len = 0;
     int found = store_publish_find(b->store, sender->id, id, stored_hash, &reply, &reply_len);
+    if (found < 0)
+        log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
     if (found <= 0)
         return found;
     if (sodium_memcmp(stored_hash, hash, 32) != 0) {

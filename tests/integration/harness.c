@@ -1299,6 +1299,51 @@ static sqlite3 *h_store_open(const h_env_t *env, int flags)
     return db;
 }
 
+/* Run `sql`, which changes one row, on the store beside the broker with
+ * blob as ?1, past the schema's CHECK constraints (a damaged disk does
+ * not ask them). */
+static void h_store_set_blob(const h_env_t *env, const char *sql, const uint8_t *blob, int len)
+{
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READWRITE);
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_exec(db, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 1, blob, len, SQLITE_TRANSIENT) != SQLITE_OK ||
+        sqlite3_step(stmt) != SQLITE_DONE || sqlite3_changes(db) != 1)
+        fail_msg("%s: %s (%d rows)", sql, sqlite3_errmsg(db), sqlite3_changes(db));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+}
+
+void h_damage_row(const h_env_t *env, h_damage_t *d, const char *table, const char *column,
+                  const char *where)
+{
+    char select[256];
+    snprintf(select, sizeof select, "SELECT %s FROM %s WHERE %s", column, table, where);
+    snprintf(d->update, sizeof d->update, "UPDATE %s SET %s = ?1 WHERE %s", table, column, where);
+    sqlite3 *db = h_store_open(env, SQLITE_OPEN_READONLY);
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(db, select, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", select, sqlite3_errmsg(db));
+    if (sqlite3_step(stmt) != SQLITE_ROW || (d->len = sqlite3_column_bytes(stmt, 0)) < 2)
+        fail_msg("%s: no value to damage", select);
+    d->saved = malloc((size_t)d->len);
+    assert_non_null(d->saved);
+    memcpy(d->saved, sqlite3_column_blob(stmt, 0), (size_t)d->len);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        fail_msg("%s: more than one row", select);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    h_store_set_blob(env, d->update, d->saved, d->len - 1);
+}
+
+void h_damage_repair(const h_env_t *env, h_damage_t *d)
+{
+    h_store_set_blob(env, d->update, d->saved, d->len);
+    free(d->saved);
+    d->saved = NULL;
+}
+
 int64_t h_store_int(const h_env_t *env, const char *sql, const char *param)
 {
     sqlite3 *db = h_store_open(env, SQLITE_OPEN_READONLY);

@@ -273,6 +273,21 @@ void h_copy_file(const char *from, const char *to);
 int64_t h_store_int(const h_env_t *env, const char *sql, const char *param);
 void h_store_exec(const h_env_t *env, const char *sql);
 
+/* A stored value made unreadable as a damaged or tampered row is (one byte
+ * short: a sealed body or title no longer authenticates, a content hash
+ * has the wrong length), and put back as it was: h_damage_row damages
+ * `column` of the one row of `table` that `where` selects (past the
+ * schema's CHECK constraints: a damaged disk does not ask them);
+ * h_damage_repair writes the saved value back. */
+typedef struct h_damage {
+    char update[256];
+    uint8_t *saved;
+    int len;
+} h_damage_t;
+void h_damage_row(const h_env_t *env, h_damage_t *d, const char *table, const char *column,
+                  const char *where);
+void h_damage_repair(const h_env_t *env, h_damage_t *d);
+
 /* A command line: args, then `times` pairs of option and value,
  * NULL-terminated, into out (at least n_args + 2 * times + 1 entries). */
 void h_repeated_option(const char **out, const char *const *args, size_t n_args, const char *option,

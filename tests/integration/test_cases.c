@@ -971,60 +971,6 @@ static void test_case_command_not_recorded_is_not_stored(void **state)
 
 /* ------------------------------------------------------------------ unreadable rows */
 
-/* A stored value made unreadable as a damaged or tampered row is (one byte
- * short: a sealed body or title no longer authenticates, a content hash
- * has the wrong length), and put back as it was. */
-typedef struct damage {
-    char update[256];
-    uint8_t *saved;
-    int len;
-} damage_t;
-
-/* Run `sql`, which changes one row, on the store beside the broker with
- * blob as ?1, past the schema's CHECK constraints (a damaged disk does
- * not ask them). */
-static void store_set_blob(const h_env_t *env, const char *sql, const uint8_t *blob, int len)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *stmt = NULL;
-    if (sqlite3_open(env->store_path, &db) != SQLITE_OK)
-        fail_msg("open the store: %s", sqlite3_errmsg(db));
-    sqlite3_busy_timeout(db, H_TIMEOUT_MS);
-    if (sqlite3_exec(db, "PRAGMA ignore_check_constraints = ON", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 1, blob, len, SQLITE_TRANSIENT) != SQLITE_OK ||
-        sqlite3_step(stmt) != SQLITE_DONE || sqlite3_changes(db) != 1)
-        fail_msg("%s: %s (%d rows)", sql, sqlite3_errmsg(db), sqlite3_changes(db));
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-}
-
-/* Damage `column` of the one row of `table` that `where` selects. */
-static void damage_row(const h_env_t *env, damage_t *d, const char *table, const char *column,
-                       const char *where)
-{
-    char select[256];
-    snprintf(select, sizeof select, "SELECT %s FROM %s WHERE %s", column, table, where);
-    snprintf(d->update, sizeof d->update, "UPDATE %s SET %s = ?1 WHERE %s", table, column, where);
-    sqlite3_stmt *stmt = trail_query(env, select, NULL, NULL);
-    if (sqlite3_step(stmt) != SQLITE_ROW || (d->len = sqlite3_column_bytes(stmt, 0)) < 2)
-        fail_msg("%s: no value to damage", select);
-    d->saved = malloc((size_t)d->len);
-    assert_non_null(d->saved);
-    memcpy(d->saved, sqlite3_column_blob(stmt, 0), (size_t)d->len);
-    if (sqlite3_step(stmt) != SQLITE_DONE)
-        fail_msg("%s: more than one row", select);
-    trail_done(stmt);
-    store_set_blob(env, d->update, d->saved, d->len - 1);
-}
-
-static void damage_repair(const h_env_t *env, damage_t *d)
-{
-    store_set_blob(env, d->update, d->saved, d->len);
-    free(d->saved);
-    d->saved = NULL;
-}
-
 static const char UNAUTHENTIC[] = "does not authenticate: store key wrong or row tampered";
 
 /* The broker logged `event` with the store's reason `why`. */
@@ -1099,9 +1045,9 @@ static void test_unreadable_event_refuses_the_view(void **state)
     case_with_members(riec, id, members, partners, 1);   /* 1 opened .. 3 joined */
     note(riec, id, "Eerste aantekening", NULL, 0, NULL); /* 4 */
     expect_events(politie, id, a_note, 1);
-    damage_t damage;
+    h_damage_t damage;
     snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 4", id);
-    damage_row(env, &damage, "case_events", "body", where);
+    h_damage_row(env, &damage, "case_events", "body", where);
 
     long offset = h_log_offset(env);
     schakel_case_view_t *view = NULL;
@@ -1118,7 +1064,7 @@ static void test_unreadable_event_refuses_the_view(void **state)
     assert_int_equal(list->n_cases, 1);
     schakel_case_list_free(&list);
 
-    damage_repair(env, &damage);
+    h_damage_repair(env, &damage);
     must(politie, schakel_case_show(politie, id, &view, T), "show");
     assert_int_equal(view->n_events, 5);
     assert_string_equal(view->events[3].text, "Eerste aantekening");
@@ -1145,9 +1091,9 @@ static void test_unreadable_title_refuses_what_reads_it(void **state)
     schakel_case_open_t second = ADDRESS_CASE;
     second.title = "Tweede adres, zelfde patroon";
     open_case(riec, &second, other);
-    damage_t damage;
+    h_damage_t damage;
     snprintf(where, sizeof where, "case_id = '%s'", id);
-    damage_row(env, &damage, "cases", "title", where);
+    h_damage_row(env, &damage, "cases", "title", where);
 
     long offset = h_log_offset(env);
     schakel_case_list_t *list = NULL;
@@ -1175,7 +1121,7 @@ static void test_unreadable_title_refuses_what_reads_it(void **state)
     schakel_case_view_free(&view);
     note(riec, other, "Aantekening bij het tweede adres", NULL, 0, NULL);
 
-    damage_repair(env, &damage);
+    h_damage_repair(env, &damage);
     must(riec, schakel_case_list(riec, &list, T), "list");
     assert_int_equal(list->n_cases, 2);
     assert_string_equal(list->cases[0].title, ADDRESS_CASE.title);
@@ -1211,9 +1157,9 @@ static void test_unreadable_rows_refuse_the_command(void **state)
     uint8_t command_id[16];
     randombytes_buf(command_id, sizeof command_id);
     const schakel_case_options_t same = {.command_id = command_id};
-    damage_t damage;
+    h_damage_t damage;
     snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 1", id);
-    damage_row(env, &damage, "case_events", "body", where);
+    h_damage_row(env, &damage, "case_events", "body", where);
 
     long offset = h_log_offset(env);
     const schakel_error_t *e =
@@ -1224,7 +1170,7 @@ static void test_unreadable_rows_refuse_the_command(void **state)
     assert_int_equal(last_event_seq(env, id), 3);
     assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
     expect_quiet(politie, "politie");
-    damage_repair(env, &damage);
+    h_damage_repair(env, &damage);
     schakel_case_result_t r;
     must(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, &r, T), "the note again");
     assert_false(r.duplicate);
@@ -1235,7 +1181,7 @@ static void test_unreadable_rows_refuse_the_command(void **state)
     /* the stored answer to the id, damaged: a repeat cannot be told */
     sodium_bin2hex(hex, sizeof hex, command_id, sizeof command_id);
     snprintf(where, sizeof where, "sender = '" H_RIEC "' AND message_id = x'%s'", hex);
-    damage_row(env, &damage, "publishes", "content_hash", where);
+    h_damage_row(env, &damage, "publishes", "content_hash", where);
     offset = h_log_offset(env);
     e = must_refuse(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, NULL, T),
                     "INTERNAL_ERROR", "a repeat whose first answer is unreadable");
@@ -1243,7 +1189,7 @@ static void test_unreadable_rows_refuse_the_command(void **state)
     expect_logged_unreadable(env, offset, "store.read_failed", "stored content hash is damaged");
     assert_int_equal(last_event_seq(env, id), 4);
     expect_quiet(politie, "politie");
-    damage_repair(env, &damage);
+    h_damage_repair(env, &damage);
     must(riec, schakel_case_note(riec, id, "Aantekening", NULL, 0, &same, &r, T),
          "the note a third time");
     assert_true(r.duplicate);
@@ -1286,9 +1232,9 @@ static void test_unreadable_history_rolls_back_the_join(void **state)
     expect_quiet(riec, "riec");
     expect_quiet(politie, "politie");
     expect_quiet(om, "om");
-    damage_t damage;
+    h_damage_t damage;
     snprintf(where, sizeof where, "case_id = '%s' AND event_seq = 5", id);
-    damage_row(env, &damage, "case_events", "body", where);
+    h_damage_row(env, &damage, "case_events", "body", where);
 
     uint8_t command_id[16];
     randombytes_buf(command_id, sizeof command_id);
@@ -1318,7 +1264,7 @@ static void test_unreadable_history_rolls_back_the_join(void **state)
     note(politie, id, "Tweede aantekening", NULL, 0, NULL); /* 6 */
     expect_events(riec, id, a_note, 1);
     assert_int_equal(last_event_seq(env, id), 6);
-    damage_repair(env, &damage);
+    h_damage_repair(env, &damage);
     schakel_case_result_t r;
     must(om, schakel_case_accept(om, id, &same, &r, T), "the join again");
     assert_false(r.duplicate);

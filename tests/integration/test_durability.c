@@ -109,6 +109,45 @@ static void test_idempotent_republish_and_duplicate_conflict(void **state)
     h_done(env);
 }
 
+/* A repeat whose first answer cannot be read (a damaged row) cannot be
+ * told from a new publish: it is refused, the log says why, nothing is
+ * stored twice, and once the row is whole the repeat gets the original
+ * answer. */
+static void test_unreadable_first_answer_refuses_the_repeat(void **state)
+{
+    h_env_t *env = *state;
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    schakel_signal_t s = h_police_signal("BVH-2024-08002");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint64_t seq = h_publish_ok(politie, &s, id, NULL, NULL, NULL);
+
+    char hex[33], where[128];
+    sodium_bin2hex(hex, sizeof hex, id, sizeof id);
+    snprintf(where, sizeof where, "sender = '" H_POLITIE "' AND message_id = x'%s'", hex);
+    h_damage_t damage;
+    h_damage_row(env, &damage, "publishes", "content_hash", where);
+    long offset = h_log_offset(env);
+    assert_int_equal(schakel_publish(politie, NULL, &s, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    const schakel_error_t *e = schakel_last_error(politie);
+    assert_string_equal(e->reason_name, "INTERNAL_ERROR");
+    assert_non_null(strstr(e->text, "the broker could not read its store; publish again"));
+    if (h_await_log(env, offset, "event=store.read_failed ", 0) != 0 ||
+        h_await_log(env, offset, "stored content hash is damaged", 0) != 0)
+        fail_msg("the log does not say why the first answer could not be read");
+    h_damage_repair(env, &damage);
+
+    int duplicate = -1;
+    assert_int_equal(h_publish_ok(politie, &s, id, NULL, NULL, &duplicate), seq);
+    assert_int_equal(duplicate, 1);
+    schakel_close(&politie);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(h_backlog(om), 1); /* one copy */
+    schakel_close(&om);
+    h_done(env);
+}
+
 /* 8. Accepted means on disk: a broker killed right after Accepted, before
  * the recipient connects, delivers after a restart on the same store, and
  * still knows the message id. */
@@ -349,6 +388,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_offline_recipient_receives_everything_in_order,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_idempotent_republish_and_duplicate_conflict,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_first_answer_refuses_the_repeat,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_accepted_survives_kill9, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_unacked_delivery_is_redelivered_after_reconnect,
