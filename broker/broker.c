@@ -643,13 +643,6 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
         hb.has_backlog = 1;
         hb.backlog = (uint64_t)backlog;
     }
-    /* The Flow this connection's session holds: none after the session was
-     * forgotten on a live connection (a key revoked and given back before
-     * the connection closed), which tells a receiver to send Flow again. */
-    if (session->flow_order > 0) {
-        hb.has_window = 1;
-        hb.window = session->flow_window;
-    }
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &hb;
     size_t len = 0;
@@ -765,6 +758,27 @@ static void msg_wipe_close(zmq_msg_t *msg)
 
 static int session_revoked(const session_t *session, void *arg);
 
+/* The first frame served on a connection whose key a reload revoked and a
+ * later one registered again: its session gets back the Flow the
+ * revocation dropped (conns_keep_flow), so a receiver whose connection
+ * stayed open receives again without sending Flow. */
+static void restore_flow(broker_t *b, session_t *session, int fd)
+{
+    uint64_t order = 0;
+    uint32_t window = 0;
+    if (!conns_take_flow(b->conns, fd, &order, &window))
+        return;
+    receiver_t *r = sessions_restore_flow(b->sessions, session, order, window);
+    if (r == NULL) {
+        log_event(LOG_ERROR, "flow.refused", "principal", session->principal, "why",
+                  "out of memory", NULL);
+        return;
+    }
+    r->progress_ms = b->now_ms;
+    log_event(LOG_INFO, "flow.restored", "principal", session->principal, "receiving",
+              r->session == session ? "yes" : "no", NULL);
+}
+
 /* Receive one ROUTER message: routing id, then exactly one data frame.
  * Returns 1 when a message was handled, 0 when none was pending, -1 on a
  * socket error. */
@@ -834,6 +848,7 @@ static int receive_one(broker_t *b)
             broker_reject(b, session, SCHAKEL__REASON__NOT_PERMITTED,
                           "this key is no longer registered for the partner endpoint", NULL, -1, 0);
             conns_revoked(b->conns, fd, b->now_ms);
+            conns_keep_flow(b->conns, fd, session->flow_order, session->flow_window);
             /* The reply has its own copy of the routing id; the session and
              * any receiving state go, so nothing more is pushed to it. */
             sessions_drop(b->sessions, session);
@@ -842,6 +857,8 @@ static int receive_one(broker_t *b)
                           "send exactly one frame per message", NULL, -1, 0);
         } else {
             conns_used(b->conns, fd, b->now_ms, user_id, key ? key : "");
+            if (session->flow_order == 0)
+                restore_flow(b, session, fd);
             dispatch(b, session, principal, zmq_msg_data(&data), zmq_msg_size(&data));
         }
     }
@@ -920,10 +937,27 @@ static void reload_revoke_connections(broker_t *b)
  * once: no more deliveries, their next frame is refused, and the ZAP
  * handler refuses their next handshake; their connections are closed
  * later. Returns how many sessions. */
+typedef struct reload_revocation {
+    broker_t *broker;
+    const policy_t *policy;
+} reload_revocation_t;
+
+/* session_revoked under arg->policy; a revoked session's Flow is kept with
+ * its connection (restore_flow). */
+static int session_revoked_keep_flow(const session_t *session, void *arg)
+{
+    const reload_revocation_t *r = arg;
+    if (!session_revoked(session, (void *)(uintptr_t)r->policy))
+        return 0;
+    conns_keep_flow(r->broker->conns, session->fd, session->flow_order, session->flow_window);
+    return 1;
+}
+
 static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 {
     reload_revoke_connections(b);
-    size_t dropped = sessions_drop_where(b->sessions, session_revoked, (void *)(uintptr_t)policy);
+    reload_revocation_t revocation = {b, policy};
+    size_t dropped = sessions_drop_where(b->sessions, session_revoked_keep_flow, &revocation);
     if (dropped > 0) {
         char n[24];
         snprintf(n, sizeof n, "%zu", dropped);

@@ -27,6 +27,8 @@ typedef struct conn {
     uint8_t state;
     uint8_t shut;    /* shut down by conns_close_idle, its close event not yet seen */
     uint8_t revoked; /* its key was revoked at used_ms: closed idle_ms later */
+    uint32_t flow_window; /* the Flow a revocation dropped with its session ... */
+    uint64_t flow_order;  /* ... and its order among the principal's Flows; 0: none */
 } conn_t;
 
 struct conns {
@@ -139,6 +141,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->used_ms = now_ms;
     conn->shut = 0;
     conn->revoked = 0;
+    conn->flow_order = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -152,6 +155,7 @@ void conns_closed(conns_t *c, int fd)
     conn->cookie = 0;
     conn->shut = 0;
     conn->revoked = 0;
+    conn->flow_order = 0;
 }
 
 int conns_is_closed(const conns_t *c, int fd)
@@ -179,6 +183,26 @@ void conns_revoked(conns_t *c, int fd, int64_t now_ms)
         return;
     conn->revoked = 1;
     conn->used_ms = now_ms;
+}
+
+void conns_keep_flow(conns_t *c, int fd, uint64_t order, uint32_t window)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn == NULL || conn->state != CONN_OPEN || order == 0)
+        return;
+    conn->flow_order = order;
+    conn->flow_window = window;
+}
+
+int conns_take_flow(conns_t *c, int fd, uint64_t *order, uint32_t *window)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn == NULL || conn->state != CONN_OPEN || conn->flow_order == 0)
+        return 0;
+    *order = conn->flow_order;
+    *window = conn->flow_window;
+    conn->flow_order = 0;
+    return 1;
 }
 
 int conns_identity_order(const void *a, const void *b)

@@ -57,6 +57,16 @@ void conns_used(conns_t *conns, int fd, int64_t now_ms, const char *principal, c
  * are refused from now on): (c). */
 void conns_revoked(conns_t *conns, int fd, int64_t now_ms);
 
+/* A revocation dropped the session of the connection on `fd`, which held
+ * a Flow (its order among the principal's Flows, and its window): kept
+ * with the connection, for as long as it stays open, so that the session
+ * its next frame opens once the key is registered again receives as
+ * before (conns_take_flow), with no word from the client. */
+void conns_keep_flow(conns_t *conns, int fd, uint64_t order, uint32_t window);
+/* The Flow kept for the connection on `fd`, handed out once: 1 with
+ * *order and *window set, 0 when none is kept. */
+int conns_take_flow(conns_t *conns, int fd, uint64_t *order, uint32_t *window);
+
 /* A principal and a key, as conns_identity_hash gives them. */
 typedef struct conns_identity {
     uint64_t principal, key;

@@ -267,19 +267,47 @@ receiver_t *sessions_receiver(sessions_t *s, const char *principal)
     return table_get(s->receivers, principal, strlen(principal));
 }
 
-receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
+/* The receiver state of the session's principal, made if it has none;
+ * NULL on OOM. */
+static receiver_t *receiver_of(sessions_t *s, const session_t *session)
 {
     receiver_t *r = sessions_receiver(s, session->principal);
-    if (r == NULL) {
-        r = calloc(1, sizeof *r);
-        if (r == NULL)
-            return NULL;
-        strcpy(r->principal, session->principal);
-        if (table_put(s->receivers, r->principal, strlen(r->principal), r) != 0) {
-            free(r);
-            return NULL;
-        }
+    if (r != NULL)
+        return r;
+    r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    strcpy(r->principal, session->principal);
+    if (table_put(s->receivers, r->principal, strlen(r->principal), r) != 0) {
+        free(r);
+        return NULL;
     }
+    return r;
+}
+
+receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t order,
+                                  uint32_t window)
+{
+    receiver_t *r = receiver_of(s, session);
+    if (r == NULL)
+        return NULL;
+    session->flow_order = order;
+    session->flow_window = window;
+    if (r->session == session || (r->session != NULL && r->session->flow_order > order))
+        return r; /* a Flow read since receives: this one waits as a claim */
+    r->session = session;
+    r->inflight = 0;
+    r->cursor = 0;
+    r->window = window;
+    r->dirty = 1;
+    return r;
+}
+
+receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
+{
+    receiver_t *r = receiver_of(s, session);
+    if (r == NULL)
+        return NULL;
     session->flow_order = ++s->flows;
     session->flow_window = window;
     if (r->session != session) {

@@ -72,6 +72,15 @@ int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_m
  * unacked delivery is sent again. Returns the receiver, NULL on OOM. */
 receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window);
 
+/* Give `session` back the Flow (its order among the principal's Flows, and
+ * its window) that a session of its connection held when a revocation
+ * dropped it, the key being registered again: it receives unless another
+ * session's Flow came after that one (then it waits as that session's
+ * claim would, 7.8), everything unacked sent again. Returns the receiver,
+ * NULL on OOM. */
+receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t order,
+                                  uint32_t window);
+
 /* The receiver state of a principal, or NULL. */
 receiver_t *sessions_receiver(sessions_t *s, const char *principal);
 

@@ -84,7 +84,6 @@ struct schakel_client {
     unsigned window;
     int subscribed;
     int flow_owed;          /* a Flow must (still) be sent for this connection */
-    uint64_t flow_sent_at;  /* requests_sent when the last Flow went out */
     int handshakes;         /* successful CURVE handshakes so far */
     int connected;          /* a handshake succeeded and the connection has not dropped */
     int tcp_connects;       /* TCP connections made (for error texts) */
@@ -330,10 +329,8 @@ static schakel_status_t client_send_owed_flow(schakel_client_t *client)
     if (!client->flow_owed)
         return SCHAKEL_OK;
     schakel_status_t status = client_send_flow(client);
-    if (status == SCHAKEL_OK) {
+    if (status == SCHAKEL_OK)
         client->flow_owed = 0;
-        client->flow_sent_at = client->requests_sent;
-    }
     return status;
 }
 
@@ -350,18 +347,15 @@ static void client_settle_before(schakel_client_t *client, uint64_t order)
 }
 
 /* The oldest Heartbeat still owed an answer got one (a Heartbeat or a
- * refusal naming no id): requests given up on before it were answered too.
- * Returns when that Heartbeat was sent (requests_sent), or 0 if unknown. */
-static uint64_t client_heartbeat_answered(schakel_client_t *client)
+ * refusal naming no id): requests given up on before it were answered too. */
+static void client_heartbeat_answered(schakel_client_t *client)
 {
     if (client->heartbeats_pending == 0)
-        return 0; /* one forgotten (CLIENT_HEARTBEATS_MAX) or sent before a reconnect */
-    uint64_t order = client->heartbeat_orders[0];
-    client_settle_before(client, order);
+        return; /* one forgotten (CLIENT_HEARTBEATS_MAX) or sent before a reconnect */
+    client_settle_before(client, client->heartbeat_orders[0]);
     client->heartbeats_pending--;
     memmove(&client->heartbeat_orders[0], &client->heartbeat_orders[1],
             client->heartbeats_pending * sizeof client->heartbeat_orders[0]);
-    return order;
 }
 
 /* An answer to a request given up on came: a CaseView (query) or an
@@ -599,15 +593,7 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
     snprintf(client->role, sizeof client->role, "%s", role);
     if (heartbeat->has_backlog)
         client->backlog = heartbeat->backlog;
-    /* An answer to a Heartbeat sent after our Flow that names no window:
-     * the broker no longer holds it for this connection (it forgot the
-     * session: a key revoked and given back while the connection stayed
-     * open), and pushes nothing here until the Flow comes again. A stale
-     * answer from an old connection costs at most one Flow more, which
-     * changes nothing on a connection already receiving. */
-    uint64_t order = client_heartbeat_answered(client);
-    if (client->subscribed && !heartbeat->has_window && order > client->flow_sent_at)
-        client->flow_owed = 1;
+    client_heartbeat_answered(client);
     if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
         client_wait_finish(wait, SCHAKEL_OK);
 }

@@ -217,8 +217,7 @@ typedef struct schakel_delivery {
 /* Start receiving with a window of deliveries in flight (0 = default). Called
  * implicitly by the first schakel_receive. If the Flow cannot be sent now
  * (an error is returned), it stays owed and the next call that waits for
- * the broker sends it. It is sent again after every reconnect, and after a
- * Heartbeat answer that says the broker no longer holds it (PROTOCOL 7.9). */
+ * the broker sends it. */
 schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 
 /* Wait up to timeout_ms for the next delivery. Returns SCHAKEL_OK with *out

@@ -366,10 +366,6 @@ class Connection:
                 if not f.HasField("version") or f.version != PROTOCOL_VERSION:
                     raise ProtocolError("frame of protocol version %r" %
                                         (f.version if f.HasField("version") else None))
-                if (f.WhichOneof("body") == "heartbeat" and f.heartbeat.HasField("principal")
-                        and self.window is not None and not f.heartbeat.HasField("window")):
-                    # the broker holds no Flow for this connection (4.9, 7.9)
-                    self.send(flow=self.pb.Flow(window=self.window))
                 return f
 
     def wait_for(self, is_answer, timeout_s):

@@ -195,8 +195,6 @@ typedef struct fake_broker {
     uint64_t unacked;
     enum fake_heartbeat_mode heartbeat_mode;
     int heartbeats_held;
-    int held_before_flow; /* the first of them, read before any Flow: answered without window */
-    int forget_flow;      /* answer every Heartbeat without window, as a broker that forgot it */
     int refuse_held_heartbeats; /* a Publish first refuses them (no id), in order */
     int quiet_acks;       /* refuse no ack (for bulk acks of made-up seqs) */
     int ack_frames;       /* Ack frames received */
@@ -964,8 +962,6 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
     pthread_mutex_lock(&fake->lock);
     int refusals = fake->refuse_held_heartbeats ? fake->heartbeats_held : 0;
     fake->heartbeats_held -= refusals;
-    fake->held_before_flow =
-        refusals < fake->held_before_flow ? fake->held_before_flow - refusals : 0;
     pthread_mutex_unlock(&fake->lock);
     for (int i = 0; i < refusals; i++) /* the Heartbeats came first: their answers do too */
         fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__NOT_PERMITTED,
@@ -1026,19 +1022,13 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     pthread_mutex_lock(&fake->lock);
     heartbeat.has_backlog = 1;
     heartbeat.backlog = fake->unacked;
-    /* The window of the Flow as of when each Heartbeat was read, as the
-     * broker answers (PROTOCOL 4.9); held ones read before a Flow first. */
-    int answers = 0, before_flow = 0, flowed = fake->flows > 0 && !fake->forget_flow;
-    uint32_t window = fake->window;
+    int answers = 0;
     enum fake_heartbeat_mode mode = fake->heartbeat_mode;
     if (mode == FAKE_HEARTBEAT_HOLD) {
         fake->heartbeats_held++;
-        if (!flowed && fake->held_before_flow == fake->heartbeats_held - 1)
-            fake->held_before_flow++;
     } else {
         answers = fake->heartbeats_held + 1;
-        before_flow = fake->held_before_flow + !flowed;
-        fake->heartbeats_held = fake->held_before_flow = 0;
+        fake->heartbeats_held = 0;
     }
     pthread_mutex_unlock(&fake->lock);
     heartbeat.principal = (char *)(uintptr_t)user_id;
@@ -1047,8 +1037,6 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
     for (int i = 0; i < answers; i++) {
-        heartbeat.has_window = i >= before_flow;
-        heartbeat.window = heartbeat.has_window ? window : 0;
         if (mode == FAKE_HEARTBEAT_REFUSE)
             fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__NOT_PERMITTED,
                                "heartbeat refused");
@@ -1228,8 +1216,6 @@ static void fake_reset(fake_broker_t *fake)
     fake->unacked = 0;
     fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
     fake->heartbeats_held = 0;
-    fake->held_before_flow = 0;
-    fake->forget_flow = 0;
     fake->refuse_held_heartbeats = 0;
     fake->quiet_acks = 0;
     fake->ack_frames = 0;
@@ -2229,72 +2215,6 @@ static void test_connect_misbehaving_servers(void **state)
         schakel_close(&client);
     }
     fake_reset(&fake);
-}
-
-/* Flows the fake has read so far. */
-static int fake_flows(void)
-{
-    pthread_mutex_lock(&fake.lock);
-    int flows = fake.flows;
-    pthread_mutex_unlock(&fake.lock);
-    return flows;
-}
-
-/* A Heartbeat answer without window, to a Heartbeat sent after the Flow,
- * means the broker forgot the Flow: the next wait sends it again, once per
- * such answer; answers with the window, or to a Heartbeat sent before the
- * Flow, send nothing. */
-static void test_forgotten_flow_is_sent_again(void **state)
-{
-    schakel_client_t *client = *state;
-    uint64_t backlog = 0;
-    schakel_delivery_t *d = NULL;
-    assert_int_equal(schakel_subscribe(client, 7), SCHAKEL_OK);
-    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
-    assert_int_equal(schakel_receive(client, &d, 50), SCHAKEL_ERR_TIMEOUT);
-    assert_int_equal(fake_flows(), 1); /* answered with the window: nothing again */
-
-    pthread_mutex_lock(&fake.lock);
-    fake.forget_flow = 1;
-    pthread_mutex_unlock(&fake.lock);
-    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
-    assert_int_equal(fake_flows(), 1); /* owed, sent by the next wait */
-    assert_int_equal(schakel_receive(client, &d, 50), SCHAKEL_ERR_TIMEOUT);
-    assert_int_equal(fake_flows(), 2);
-    pthread_mutex_lock(&fake.lock);
-    assert_int_equal(fake.window, 7); /* the window asked for */
-    fake.forget_flow = 0;
-    pthread_mutex_unlock(&fake.lock);
-    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
-    assert_int_equal(schakel_receive(client, &d, 50), SCHAKEL_ERR_TIMEOUT);
-    assert_int_equal(fake_flows(), 2);
-    assert_null(d);
-}
-
-/* The answer to a Heartbeat sent before the first Flow names no window:
- * that is no reason to send the Flow again. */
-static void test_answer_from_before_the_flow_sends_nothing(void **state)
-{
-    schakel_client_t *client = *state;
-    uint64_t backlog = 0;
-    schakel_delivery_t *d = NULL;
-    pthread_mutex_lock(&fake.lock);
-    fake.heartbeat_mode = FAKE_HEARTBEAT_HOLD;
-    pthread_mutex_unlock(&fake.lock);
-    assert_int_equal(schakel_backlog(client, &backlog, 50), SCHAKEL_ERR_TIMEOUT);
-    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
-    assert_int_equal(schakel_receive(client, &d, 50), SCHAKEL_ERR_TIMEOUT);
-    pthread_mutex_lock(&fake.lock);
-    assert_int_equal(fake.flows, 1);
-    assert_int_equal(fake.heartbeats_held, 1);
-    assert_int_equal(fake.held_before_flow, 1);
-    fake.heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
-    pthread_mutex_unlock(&fake.lock);
-    /* answered: the held one without window, this one with */
-    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
-    assert_int_equal(schakel_receive(client, &d, 50), SCHAKEL_ERR_TIMEOUT);
-    assert_int_equal(fake_flows(), 1);
-    assert_null(d);
 }
 
 /* A slow broker answers Heartbeats late: the calls that gave up time out,
@@ -3754,10 +3674,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_publish_survives_restart, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_and_ack, client_setup, client_teardown),
-        cmocka_unit_test_setup_teardown(test_forgotten_flow_is_sent_again, client_setup,
-                                        client_teardown),
-        cmocka_unit_test_setup_teardown(test_answer_from_before_the_flow_sends_nothing,
-                                        client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_delivery_table, client_setup, client_teardown),

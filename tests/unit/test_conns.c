@@ -186,6 +186,41 @@ static void test_revoked_connections_are_closed(void **state)
     conns_destroy(&c);
 }
 
+/* The Flow a revocation dropped is kept with its connection while it is
+ * open, handed out once, and forgotten when the socket closes or a new
+ * connection gets its number; none is kept for a session without one. */
+static void test_flow_kept_for_its_connection(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    pair_t p = pair_open();
+    uint64_t order = 0;
+    uint32_t window = 0;
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0); /* unknown socket */
+    conns_keep_flow(c, p.ours, 7, 64);
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0); /* not accepted yet */
+    conns_opened(c, p.ours, 0);
+    conns_keep_flow(c, p.ours, 0, 64); /* no Flow: nothing kept */
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0);
+    conns_keep_flow(c, p.ours, 7, 64);
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 1);
+    assert_int_equal(order, 7);
+    assert_int_equal(window, 64);
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0); /* once */
+    conns_keep_flow(c, p.ours, 9, 8);
+    conns_closed(c, p.ours);
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0);
+    conns_opened(c, p.ours, 0);
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0);
+    conns_keep_flow(c, p.ours, 9, 8);
+    conns_opened(c, p.ours, 100); /* a new connection on the number, its close unseen */
+    assert_int_equal(conns_take_flow(c, p.ours, &order, &window), 0);
+    conns_keep_flow(c, -1, 9, 8); /* out of range: ignored */
+    assert_int_equal(conns_take_flow(c, -1, &order, &window), 0);
+    pair_close(&p);
+    conns_destroy(&c);
+}
+
 /* A TCP listener on 127.0.0.1, on a port the kernel picks. */
 static int loopback_listener(void)
 {
@@ -384,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_connections_over_the_cap_are_shut_down),
         cmocka_unit_test(test_silent_allowance_keeps_the_oldest),
         cmocka_unit_test(test_revoked_connections_are_closed),
+        cmocka_unit_test(test_flow_kept_for_its_connection),
         cmocka_unit_test(test_silent_allowance_is_shared_by_address),
         cmocka_unit_test(test_silent_allowance_with_many_addresses),
         cmocka_unit_test(test_reload_revokes_unregistered_connections),

@@ -81,6 +81,61 @@ static void test_receiver_takeover_restarts_inflight(void **state)
     sessions_destroy(&s);
 }
 
+/* A Flow given back after a revocation: the session receives unless a
+ * later Flow of another session receives (then it is that one's claim
+ * and takes over when it ends), everything unacked sent again. */
+static void test_restored_flow(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    sessions_t *s = sessions_new();
+    session_t *first = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    receiver_t *r = sessions_receive(s, first, 8);
+    uint64_t order = first->flow_order;
+    sessions_drop(s, first); /* revoked */
+    assert_null(r->session);
+    /* nobody received since: the restored one receives */
+    session_t *back = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    r->inflight = 3;
+    r->cursor = 40;
+    assert_ptr_equal(sessions_restore_flow(s, back, order, 8), r);
+    assert_ptr_equal(r->session, back);
+    assert_int_equal(back->flow_order, order);
+    assert_int_equal(back->flow_window, 8);
+    assert_int_equal(r->window, 8);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->cursor, 0);
+    assert_int_equal(r->dirty, 1);
+
+    /* revoked again; another connection sends Flow meanwhile */
+    sessions_drop(s, back);
+    session_t *later = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    assert_ptr_equal(sessions_receive(s, later, 4), r);
+    r->inflight = 2;
+    r->dirty = 0;
+    back = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    assert_ptr_equal(sessions_restore_flow(s, back, order, 8), r);
+    assert_ptr_equal(r->session, later); /* the later Flow keeps receiving */
+    assert_int_equal(r->window, 4);
+    assert_int_equal(r->inflight, 2);
+    assert_int_equal(r->dirty, 0);
+    sessions_drop(s, later); /* ... until it ends: the restored claim takes over */
+    assert_ptr_equal(r->session, back);
+    assert_int_equal(r->window, 8);
+
+    /* a restored Flow later than the receiving session's: it takes over */
+    session_t *c = sessions_touch(s, rid_c, 5, "om/parket", "K", 0, 16, &over);
+    assert_ptr_equal(sessions_restore_flow(s, c, order + 100, 2), r);
+    assert_ptr_equal(r->session, c);
+    /* a principal without receiver state gets one */
+    session_t *other = sessions_touch(s, rid_b, 5, "politie/bvh", "K", 0, 16, &over);
+    receiver_t *pr = sessions_restore_flow(s, other, 5, 16);
+    assert_non_null(pr);
+    assert_ptr_equal(pr, sessions_receiver(s, "politie/bvh"));
+    assert_ptr_equal(pr->session, other);
+    sessions_destroy(&s);
+}
+
 static void test_expiry(void **state)
 {
     (void)state;
@@ -315,6 +370,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity_is_the_principal),
         cmocka_unit_test(test_receiver_takeover_restarts_inflight),
+        cmocka_unit_test(test_restored_flow),
         cmocka_unit_test(test_expiry),
         cmocka_unit_test(test_drop_where),
         cmocka_unit_test(test_drop_where_without_memory),
