@@ -889,13 +889,14 @@ static int case_store(case_cmd_t *x)
 static int case_answer_repeat(case_cmd_t *x)
 {
     broker_t *b = x->b;
-    uint8_t stored_hash[32];
+    int same_content = 0;
     uint8_t *reply = NULL;
     size_t reply_len = 0;
-    int found = store_publish_find(b->store, x->actor->id, x->id, stored_hash, &reply, &reply_len);
+    int found = store_publish_find(b->store, x->actor->id, x->id, x->hash, &same_content, &reply,
+                                   &reply_len);
     if (found <= 0)
         return found;
-    if (sodium_memcmp(stored_hash, x->hash, 32) != 0) {
+    if (!same_content) {
         free(reply);
         case_refuse(x, SCHAKEL__REASON__DUPLICATE_CONFLICT,
                     "this command id was already used by this principal for other content");

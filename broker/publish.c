@@ -326,15 +326,16 @@ static int answer_repeat(broker_t *b, const session_t *session, const policy_pri
                          const Schakel__Publish *publish, const uint8_t hash[32])
 {
     const uint8_t *id = publish->message_id.data;
-    uint8_t stored_hash[32];
+    int same_content = 0;
     uint8_t *reply = NULL;
     size_t reply_len = 0;
-    int found = store_publish_find(b->store, sender->id, id, stored_hash, &reply, &reply_len);
+    int found =
+        store_publish_find(b->store, sender->id, id, hash, &same_content, &reply, &reply_len);
     if (found < 0)
         log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
     if (found <= 0)
         return found;
-    if (sodium_memcmp(stored_hash, hash, 32) != 0) {
+    if (!same_content) {
         free(reply);
         broker_reject(b, session, SCHAKEL__REASON__DUPLICATE_CONFLICT,
                       "this message id was already used by this sender for other content", id, -1,

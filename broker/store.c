@@ -44,10 +44,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_ROLLBACK] = "ROLLBACK",
     [STMT_PUBLISH_FIND] = "SELECT content_hash, reply FROM publishes"
                           " WHERE sender = ?1 AND message_id = ?2",
-    [STMT_PUBLISH_ADD] =
-        "INSERT INTO publishes"
-        " (sender, message_id, content_hash, signature, root, accepted_at, expires_at)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, max(?6, ?7))",
+    [STMT_PUBLISH_ADD] = "INSERT INTO publishes"
+                         " (sender, message_id, content_hash, evidence, accepted_at, expires_at)"
+                         " VALUES (?1, ?2, ?3, ?4, ?5, max(?5, ?6))",
     [STMT_PUBLISH_SET_REPLY] = "UPDATE publishes SET reply = ?2 WHERE id = ?1",
     /* Selecting from the publish makes an unknown publish insert nothing. */
     [STMT_ITEM_ADD] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
@@ -875,18 +874,21 @@ int store_in_transaction(const store_t *store)
 
 /* ------------------------------------------------------------------ publishes and items */
 
-/* Copy the found publish's hash and reply out of the current row. */
-static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_hash[32],
-                         uint8_t **accepted, size_t *accepted_len)
+/* Compare the found publish's content with content_hash and copy its reply
+ * out of the current row. */
+static int publish_found(store_t *store, sqlite3_stmt *stmt, const uint8_t content_hash[32],
+                         int *same_content, uint8_t **accepted, size_t *accepted_len)
 {
     size_t hash_len = 0, reply_len = 0;
-    const uint8_t *hash = store_column_bytes(stmt, 0, &hash_len);
+    const uint8_t *stored_tag = store_column_bytes(stmt, 0, &hash_len);
     const uint8_t *reply = store_column_bytes(stmt, 1, &reply_len);
-    uint8_t *copy = NULL;
-    if (hash == NULL || hash_len != STORE_HASH_BYTES) {
+    uint8_t *copy = NULL, tag[STORE_HASH_BYTES];
+    if (stored_tag == NULL || hash_len != STORE_HASH_BYTES) {
         store_refuse(store, "publish_find", "stored content hash is damaged");
         return -1;
     }
+    if (content_hash != NULL && store_content_tag(store, content_hash, tag) != 0)
+        return -1;
     if (reply == NULL && sqlite3_column_type(stmt, 1) != SQLITE_NULL) {
         store_refuse(store, "publish_find", "out of memory reading the reply");
         return -1;
@@ -896,8 +898,8 @@ static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_has
         store_refuse(store, "publish_find", "out of memory");
         return -1;
     }
-    if (content_hash != NULL)
-        memcpy(content_hash, hash, STORE_HASH_BYTES);
+    if (content_hash != NULL && same_content != NULL)
+        *same_content = sodium_memcmp(tag, stored_tag, STORE_HASH_BYTES) == 0;
     if (copy != NULL && reply_len > 0)
         memcpy(copy, reply, reply_len);
     if (accepted != NULL)
@@ -909,7 +911,8 @@ static int publish_found(store_t *store, sqlite3_stmt *stmt, uint8_t content_has
 
 /* Cost: one lookup in the UNIQUE (sender, message_id) index, O(log n). */
 int store_publish_find(store_t *store, const char *sender, const uint8_t message_id[16],
-                       uint8_t content_hash[32], uint8_t **accepted, size_t *accepted_len)
+                       const uint8_t content_hash[32], int *same_content, uint8_t **accepted,
+                       size_t *accepted_len)
 {
     if (store_enter(store, "publish_find") != 0)
         return -1;
@@ -932,7 +935,7 @@ int store_publish_find(store_t *store, const char *sender, const uint8_t message
     if (rc == SQLITE_DONE)
         found = 0;
     else if (rc == SQLITE_ROW)
-        found = publish_found(store, stmt, content_hash, accepted, accepted_len);
+        found = publish_found(store, stmt, content_hash, same_content, accepted, accepted_len);
     else
         store_fail(store, "publish_find");
     store_stmt_finish(stmt);
@@ -954,13 +957,21 @@ int64_t store_publish_add_retained(store_t *store, const char *sender, const uin
         return -1;
     }
     sqlite3_stmt *stmt = store->stmt[STMT_PUBLISH_ADD];
-    if (store_bind_text(store, stmt, 1, sender) != 0 ||
+    uint8_t tag[STORE_HASH_BYTES], evidence[STORE_HASH_BYTES + STORE_SIGNATURE_BYTES];
+    store_seal_ad_t ad;
+    if (store_seal_ad_evidence(&ad, message_id, sender) != 0) {
+        store_refuse(store, "publish_add", "sender too long");
+        return -1;
+    }
+    memcpy(evidence, root, STORE_HASH_BYTES);
+    memcpy(evidence + STORE_HASH_BYTES, signature, STORE_SIGNATURE_BYTES);
+    if (store_content_tag(store, content_hash, tag) != 0 ||
+        store_bind_text(store, stmt, 1, sender) != 0 ||
         store_bind_bytes(store, stmt, 2, message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
-        store_bind_bytes(store, stmt, 3, content_hash, STORE_HASH_BYTES) != 0 ||
-        store_bind_bytes(store, stmt, 4, signature, STORE_SIGNATURE_BYTES) != 0 ||
-        store_bind_bytes(store, stmt, 5, root, STORE_HASH_BYTES) != 0 ||
-        store_bind_int64(store, stmt, 6, accepted_at) != 0 ||
-        store_bind_int64(store, stmt, 7, retain_until) != 0) {
+        store_bind_bytes(store, stmt, 3, tag, STORE_HASH_BYTES) != 0 ||
+        store_seal_bind(store, stmt, 4, &ad, evidence, sizeof evidence) != 0 ||
+        store_bind_int64(store, stmt, 5, accepted_at) != 0 ||
+        store_bind_int64(store, stmt, 6, retain_until) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }

@@ -27,18 +27,21 @@
  *             is_case_event(1: 0 or 1) || case_id || recipient (bytes, no NUL)
  *   case title: "schakel-store-case-v1\0"   || case_id
  *   case event: "schakel-store-case-event-v1\0" || case_id || event_seq(8)
+ *   publish evidence (root(32) || signature(64)):
+ *               "schakel-store-publish-evidence-v1\0" || message_id(16) || sender
  * A body that does not authenticate is an error for the call that reads it,
- * never handed out. What stays in clear, because routing, idempotency and
- * evidence need it: principal ids (sender, recipient, sender partner),
- * message ids, item indexes and seqs, rule id and rule hash, purpose and
- * legal basis (policy text, not personal data), timestamps (accepted_at,
- * expires_at, expired_at), the publish's content hash, signature and signed
- * root (digests over whole items, including the random message id), the
- * stored Accepted reply (message id, item seqs, recipient counts), and of a
- * case its id, type, lead partner, state, times, member partners with
- * their states and membership rules, and its event seqs. The audit
- * trail (below) is metadata in clear as well, with the data subject named
- * only by a keyed tag (store_subject_tag), never by its pseudonym.
+ * never handed out. A publish's content hash is stored as a tag keyed with
+ * the subject key (store_content_tag): the root and signature in clear, or
+ * an unkeyed hash, would let a copy of the store confirm guessed contents
+ * (a templated signal's few unknown fields) offline. What stays in clear,
+ * because routing and idempotency need it: principal ids (sender,
+ * recipient, sender partner), message ids, item indexes and seqs, rule id
+ * and rule hash, purpose and legal basis (policy text, not personal data),
+ * timestamps (accepted_at, expires_at, expired_at), the stored Accepted reply (message id, item
+ * seqs, recipient counts), and of a case its id, type, lead partner, state, times, member partners
+ * with their states and membership rules, and its event seqs. The audit trail (below) is metadata
+ * in clear as well, with the data subject named only by a keyed tag (store_subject_tag), never by
+ * its pseudonym.
  *
  * Sequence numbers (item seq, delivery seq) are increasing and never reused,
  * not even after the rows are acked or expired, but they are not dense: a
@@ -204,18 +207,23 @@ int store_in_transaction(const store_t *store);
  * fails) or store_rollback. */
 int store_transaction_lost(const store_t *store);
 
-/* A publish seen before: returns 1 and fills content_hash and the stored
- * Accepted frame bytes (malloc'd, caller frees) if (sender, message_id) is
- * known; 0 if not; -1 on error. content_hash, accepted and accepted_len may
- * be NULL; *accepted is NULL (len 0) when no reply has been attached yet.
- * Publishes are kept until their retention ends (see store_expire), across
- * restarts; a repeat after that is a new publish. */
+/* A publish seen before: returns 1 if (sender, message_id) is known, with
+ * *same_content set to whether content_hash (the repeat's) is the stored
+ * publish's, and the stored Accepted frame bytes (malloc'd, caller frees);
+ * 0 if not; -1 on error. content_hash (then same_content is untouched),
+ * same_content, accepted and accepted_len may be NULL; *accepted is NULL
+ * (len 0) when no reply has been attached yet. Publishes are kept until
+ * their retention ends (see store_expire), across restarts; a repeat after
+ * that is a new publish. */
 int store_publish_find(store_t *store, const char *sender, const uint8_t message_id[16],
-                       uint8_t content_hash[32], uint8_t **accepted, size_t *accepted_len);
+                       const uint8_t content_hash[32], int *same_content, uint8_t **accepted,
+                       size_t *accepted_len);
 
-/* Record a publish: sender, id, content hash, the signature and the signed
- * root (evidence). Its retention starts at accepted_at and is raised by
- * every delivery of its items. Returns the publish's row id (>0) or -1. */
+/* Record a publish: sender, id, content hash (stored as a keyed tag, so a
+ * copy of the store cannot confirm a guessed content), and the signed root
+ * and signature (evidence, sealed like a body, bound to the sender and
+ * message id). Its retention starts at accepted_at and is raised by every
+ * delivery of its items. Returns the publish's row id (>0) or -1. */
 int64_t store_publish_add(store_t *store, const char *sender, const uint8_t message_id[16],
                           const uint8_t content_hash[32], const uint8_t signature[64],
                           const uint8_t root[32], int64_t accepted_at);

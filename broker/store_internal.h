@@ -346,6 +346,8 @@ int store_schema_check_readable(store_t *store, long min_version);
 #define STORE_SCHEMA_AUDIT_VERSION 3
 /* The schema version that added cases. */
 #define STORE_SCHEMA_CASES_VERSION 4
+/* The schema version that sealed a publish's evidence. */
+#define STORE_SCHEMA_EVIDENCE_VERSION 8
 
 /* ------------------------------------------------------------------ store_expire.c */
 
@@ -384,6 +386,22 @@ int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq, i
  * SCHAKEL_CASE_ID_LEN bytes. */
 int store_seal_ad_case(store_seal_ad_t *ad, const char *case_id);
 int store_seal_ad_case_event(store_seal_ad_t *ad, const char *case_id, uint64_t event_seq);
+
+/* A publish's evidence (its signed root and signature), bound to its
+ * message id and sender; -1 for a sender longer than any principal id. */
+int store_seal_ad_evidence(store_seal_ad_t *ad, const uint8_t message_id[16], const char *sender);
+
+/* The tag under which a publish's content hash is stored: BLAKE2b-256
+ * keyed with the subject key (which a rekey keeps), so that a copy of the
+ * store cannot confirm a guessed content; equal hashes give equal tags, so
+ * repeats are still told apart. 0, or -1 without the store key. */
+int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32]);
+
+/* Inside the open schema transaction, once the keys are loaded: seal the
+ * evidence of publishes stored before it was sealed (their signature and
+ * root in clear), tag their content hashes, and drop the clear columns.
+ * 0, or -1 with errmsg set. */
+int store_seal_migrate_evidence(store_t *store);
 
 /* Make room for len bytes in s (contents wiped, not kept); 0, or -1 when
  * out of memory. */

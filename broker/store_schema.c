@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -52,9 +52,12 @@
  * record expired deliveries without content and without foreign keys: what
  * they name is gone.
  *
- * Sealed columns: items.body, deliveries.body and meta.value (the key
- * check). Every other column is in clear because routing, idempotency or
- * evidence needs it (store.h lists them); tombstones hold no content.
+ * Sealed columns: items.body, deliveries.body, publishes.evidence (the
+ * signed root and the signature, since version 8), cases.title,
+ * case_events.body and meta.value (the key check, the subject key). A
+ * publish's content hash is stored as a keyed tag (store_content_tag).
+ * Every other column is in clear because routing or idempotency needs it
+ * (store.h lists them); tombstones hold no content.
  *
  * Step 1 -> 2 seals bodies. Version 1 stored them in clear and cannot be
  * sealed in SQL, so the step takes only an empty version-1 store (there
@@ -370,6 +373,12 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
     {"ALTER TABLE audit ADD COLUMN deliveries TEXT;"
      "PRAGMA user_version = 7;",
      NULL},
+    /* 7 -> 8: a publish's evidence sealed and its content hash keyed; the
+     * rows and the clear columns are done in C once the keys are loaded
+     * (store_seal_migrate_evidence, in the same transaction) */
+    {"ALTER TABLE publishes ADD COLUMN evidence BLOB;"
+     "PRAGMA user_version = 8;",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -502,6 +511,7 @@ int store_schema_apply(store_t *store)
             goto fail;
     }
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
+        (version < STORE_SCHEMA_EVIDENCE_VERSION && store_seal_migrate_evidence(store) != 0) ||
         store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;

@@ -31,6 +31,12 @@ static const char ad_case_tag[] = "schakel-store-case-v1";
 static const char ad_case_event_tag[] = "schakel-store-case-event-v1";
 static const char ad_keycheck_tag[] = "schakel-store-keycheck";
 static const char ad_subject_key_tag[] = "schakel-store-audit-subject-key";
+/* A publish's evidence: its signed root and signature, sealed; bound to the
+ * message id and the sender (last). */
+static const char ad_evidence_tag[] = "schakel-store-publish-evidence-v1";
+/* Prefix of a publish's content tag: BLAKE2b-256 keyed with the subject
+ * key over this (with its NUL) and the content hash. */
+static const char content_tag_domain[] = "schakel-store-content-v1";
 /* Prefix of a subject tag's input: BLAKE2b-256 keyed with the subject key
  * over this (with its NUL) and the pseudonym. */
 static const char subject_tag_domain[] = "schakel-audit-subject-v1";
@@ -41,7 +47,8 @@ _Static_assert(sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
                        sizeof ad_delivery_tag + 8 + 8 &&
                    sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
                        sizeof ad_delivery_ref_tag + 8 + 8 &&
-                   STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8,
+                   STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8 &&
+                   STORE_SEAL_AD_MAX >= sizeof ad_evidence_tag + 16 + SCHAKEL_MAX_PRINCIPAL_LEN,
                "the case delivery layout is the longest");
 
 /* The key check: this text, sealed under the store key at creation. */
@@ -202,6 +209,18 @@ int store_seal_ad_case_event(store_seal_ad_t *ad, const char *case_id, uint64_t 
     ad_put(ad, ad_case_event_tag, sizeof ad_case_event_tag);
     ad_put(ad, case_id, SCHAKEL_CASE_ID_LEN);
     ad_put_be(ad, event_seq, 8);
+    return 0;
+}
+
+int store_seal_ad_evidence(store_seal_ad_t *ad, const uint8_t message_id[16], const char *sender)
+{
+    size_t sender_len = strlen(sender);
+    if (sender_len > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return -1;
+    ad->len = 0;
+    ad_put(ad, ad_evidence_tag, sizeof ad_evidence_tag);
+    ad_put(ad, message_id, 16);
+    ad_put(ad, sender, sender_len);
     return 0;
 }
 
@@ -528,6 +547,123 @@ int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJ
     return 0;
 }
 
+int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32])
+{
+    if (store->subject_key == NULL) {
+        store_refuse(store, "content tag", "needs the store key");
+        return -1;
+    }
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, store->subject_key, STORE_KEY_BYTES, 32);
+    crypto_generichash_update(&state, (const uint8_t *)content_tag_domain,
+                              sizeof content_tag_domain);
+    crypto_generichash_update(&state, hash, 32);
+    crypto_generichash_final(&state, tag, 32);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ evidence in clear */
+
+/* A publish stored before its evidence was sealed, copied out of the row
+ * (id, sender, message_id, content_hash, signature, root), so that the
+ * SELECT can be reset before the row is rewritten. */
+typedef struct clear_publish {
+    int64_t id;
+    char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint8_t message_id[16];
+    uint8_t hash[32];
+    uint8_t evidence[32 + 64]; /* root, signature */
+} clear_publish_t;
+
+/* The first such publish after *after: 1, 0 when none is left, -1. */
+static int clear_publish_next(store_t *store, sqlite3_stmt *next, int64_t after, clear_publish_t *p)
+{
+    if (store_bind_int64(store, next, 1, after) != 0) {
+        store_stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next), result = -1;
+    size_t id_len = 0, hash_len = 0, sig_len = 0, root_len = 0;
+    if (rc == SQLITE_ROW) {
+        p->id = sqlite3_column_int64(next, 0);
+        const char *sender = store_column_text(next, 1);
+        const uint8_t *message_id = store_column_bytes(next, 2, &id_len);
+        const uint8_t *hash = store_column_bytes(next, 3, &hash_len);
+        const uint8_t *sig = store_column_bytes(next, 4, &sig_len);
+        const uint8_t *root = store_column_bytes(next, 5, &root_len);
+        if (sender == NULL || strlen(sender) >= sizeof p->sender || message_id == NULL ||
+            id_len != 16 || hash == NULL || hash_len != 32 || sig == NULL || sig_len != 64 ||
+            root == NULL || root_len != 32) {
+            store->last_rc = 0;
+            snprintf(store->errmsg, sizeof store->errmsg,
+                     "schema migration: publish %lld: damaged row", (long long)p->id);
+        } else {
+            strcpy(p->sender, sender);
+            memcpy(p->message_id, message_id, 16);
+            memcpy(p->hash, hash, 32);
+            memcpy(p->evidence, root, 32);
+            memcpy(p->evidence + 32, sig, 64);
+            result = 1;
+        }
+    } else if (rc == SQLITE_DONE) {
+        result = 0;
+    } else {
+        store_fail(store, "schema migration: read a publish");
+    }
+    store_stmt_finish(next);
+    return result;
+}
+
+int store_seal_migrate_evidence(store_t *store)
+{
+    sqlite3_stmt *next = NULL, *update = NULL;
+    int result = 0;
+    int64_t after = 0;
+    if (sqlite3_prepare_v2(store->db,
+                           "SELECT id, sender, message_id, content_hash, signature, root"
+                           " FROM publishes WHERE id > ?1 AND evidence IS NULL ORDER BY id LIMIT 1",
+                           -1, &next, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(store->db,
+                           "UPDATE publishes SET evidence = ?2, content_hash = ?3 WHERE id = ?1",
+                           -1, &update, NULL) != SQLITE_OK) {
+        store_fail(store, "schema migration: prepare");
+        result = -1;
+    }
+    while (result == 0) {
+        clear_publish_t p;
+        store_seal_ad_t ad;
+        uint8_t tag[32];
+        int found = clear_publish_next(store, next, after, &p);
+        if (found <= 0) {
+            result = found;
+            break;
+        }
+        after = p.id;
+        size_t sealed_len = 0;
+        if (store_seal_ad_evidence(&ad, p.message_id, p.sender) != 0 ||
+            store_content_tag(store, p.hash, tag) != 0 ||
+            (sealed_len = seal_under(store, store->seal_key, &ad, p.evidence, sizeof p.evidence)) ==
+                0 ||
+            store_bind_int64(store, update, 1, p.id) != 0 ||
+            store_bind_bytes(store, update, 2, store->sealed.bytes, sealed_len) != 0 ||
+            store_bind_bytes(store, update, 3, tag, sizeof tag) != 0 ||
+            store_stmt_run(store, update, "schema migration: seal a publish's evidence") != 0) {
+            store_stmt_finish(update);
+            result = -1;
+        }
+        sodium_memzero(&p, sizeof p);
+    }
+    (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
+    (void)sqlite3_finalize(next);
+    /* The clear columns go; secure_delete overwrites what they held. */
+    if (result == 0)
+        result = store_exec_fixed(store,
+                                  "ALTER TABLE publishes DROP COLUMN signature;"
+                                  "ALTER TABLE publishes DROP COLUMN root;",
+                                  "schema migration: drop the evidence in clear");
+    return result;
+}
+
 /* ------------------------------------------------------------------ rekeying */
 
 /* One table of sealed bodies, walked once per rekey: the next row after a
@@ -576,6 +712,16 @@ static int rekey_case_event_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
     return store_seal_ad_case_event(ad, store_column_text(row, 1), (uint64_t)event_seq);
 }
 
+static int rekey_evidence_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
+{
+    size_t id_len = 0;
+    const uint8_t *message_id = store_column_bytes(row, 1, &id_len);
+    const char *sender = store_column_text(row, 2);
+    if (message_id == NULL || id_len != 16 || sender == NULL)
+        return -1;
+    return store_seal_ad_evidence(ad, message_id, sender);
+}
+
 static const rekey_table_t rekey_tables[] = {
     {"item",
      "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
@@ -591,6 +737,9 @@ static const rekey_table_t rekey_tables[] = {
     {"case event",
      "SELECT id, case_id, event_seq, body FROM case_events WHERE id > ?1 ORDER BY id LIMIT 1",
      "UPDATE case_events SET body = ?2 WHERE id = ?1", 3, rekey_case_event_ad},
+    {"publish evidence",
+     "SELECT id, message_id, sender, evidence FROM publishes WHERE id > ?1 ORDER BY id LIMIT 1",
+     "UPDATE publishes SET evidence = ?2 WHERE id = ?1", 3, rekey_evidence_ad},
 };
 #define REKEY_TABLES (sizeof rekey_tables / sizeof rekey_tables[0])
 

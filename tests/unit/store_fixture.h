@@ -76,6 +76,20 @@ void store_fixture_db_exec(sqlite3 *db, const char *sql);
  * fails the test if sql does not prepare or yields no row. */
 int64_t store_fixture_db_int(sqlite3 *db, const char *sql);
 
+/* SQL that gives the publishes table of a current store the shape it had
+ * before schema 8 (evidence in clear): the sealed evidence column gone, a
+ * signature and a root column (zeros in rows already there). Run it with
+ * the rest of a downgrade, before setting the older user_version. */
+#define STORE_FIXTURE_PUBLISHES_BEFORE_8                                                           \
+    "ALTER TABLE publishes DROP COLUMN evidence;"                                                  \
+    "ALTER TABLE publishes ADD COLUMN signature BLOB NOT NULL DEFAULT x'"                          \
+    "0000000000000000000000000000000000000000000000000000000000000000"                             \
+    "0000000000000000000000000000000000000000000000000000000000000000'"                            \
+    " CHECK (length(signature) = 64);"                                                             \
+    "ALTER TABLE publishes ADD COLUMN root BLOB NOT NULL DEFAULT x'"                               \
+    "0000000000000000000000000000000000000000000000000000000000000000'"                            \
+    " CHECK (length(root) = 32);"
+
 /* Generates the key pair dir/name.{key,pub} with keys_generate and loads its
  * secret half. Fails the test on any error. The pair is the caller's
  * (keys_destroy). */

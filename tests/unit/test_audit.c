@@ -1162,7 +1162,7 @@ static int publish_stored(store_t *store, uint8_t salt)
 {
     uint8_t id[16];
     fill(id, sizeof id, salt);
-    return store_publish_find(store, "politie/bvh-koppeling", id, NULL, NULL, NULL);
+    return store_publish_find(store, "politie/bvh-koppeling", id, NULL, NULL, NULL, NULL);
 }
 
 static void test_full_storage_refuses_the_action_and_keeps_nothing(void **state)
@@ -1925,12 +1925,13 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     trail_append(f->store, broker_key, 1, 30);
     store_close(&f->store);
     sqlite3 *db = store_fixture_raw_open_or_create(f->path);
-    store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
-                              "DROP TRIGGER audit_acks_append_only_delete;"
-                              "DROP TABLE audit_acks;"
-                              "ALTER TABLE audit DROP COLUMN delivery_seqs;"
-                              "ALTER TABLE audit DROP COLUMN deliveries;"
-                              "PRAGMA user_version = 5;");
+    store_fixture_db_exec(
+        db, "DROP TRIGGER audit_acks_append_only_update;"
+            "DROP TRIGGER audit_acks_append_only_delete;"
+            "DROP TABLE audit_acks;"
+            "ALTER TABLE audit DROP COLUMN delivery_seqs;"
+            "ALTER TABLE audit DROP COLUMN deliveries;" STORE_FIXTURE_PUBLISHES_BEFORE_8
+            "PRAGMA user_version = 5;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     /* Offline readers take it as version 5. */
@@ -1959,7 +1960,7 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     /* The broker's opening migrates it; the old acks stay where they were. */
     f->store = store_fixture_open(f->path, store_key);
     db = store_fixture_raw_open_or_create(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 7);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 8);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_acks"), 0);
     assert_int_equal(
         store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);

@@ -142,7 +142,7 @@ static int publish_known(store_t *store, const char *sender, unsigned n)
 {
     uint8_t id[16];
     fill(id, sizeof id, n, 1);
-    return store_publish_find(store, sender, id, NULL, NULL, NULL);
+    return store_publish_find(store, sender, id, NULL, NULL, NULL, NULL);
 }
 
 static void raw_text(sqlite3 *db, const char *sql, char *out, size_t outlen)
@@ -313,7 +313,7 @@ static void test_too_new_store_left_untouched(void **state)
 static void test_publish_find_before_and_after_add(void **state)
 {
     fixture_t *f = *state;
-    uint8_t id[16], hash[32], sig[64], root[32], found_hash[32];
+    uint8_t id[16], hash[32], sig[64], root[32], other[32];
     static uint8_t sentinel;
     uint8_t *reply = &sentinel; /* must be overwritten with NULL */
     size_t reply_len = 99;
@@ -322,27 +322,33 @@ static void test_publish_find_before_and_after_add(void **state)
     fill(hash, sizeof hash, 7, 2);
     fill(sig, sizeof sig, 7, 3);
     fill(root, sizeof root, 7, 4);
+    memcpy(other, hash, sizeof other);
 
-    assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len), 0);
+    int same = -1;
+    assert_int_equal(store_publish_find(f->store, WOCO, id, hash, &same, &reply, &reply_len), 0);
+    assert_int_equal(same, -1);
     assert_null(reply);
     assert_int_equal(reply_len, 0);
 
     int64_t publish_id = store_publish_add(f->store, WOCO, id, hash, sig, root, 1700000000);
     assert_true(publish_id > 0);
-    /* Known, but no reply attached yet. */
-    assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len), 1);
-    assert_memory_equal(found_hash, hash, sizeof hash);
+    /* Known, but no reply attached yet; the same content, or other. */
+    assert_int_equal(store_publish_find(f->store, WOCO, id, hash, &same, &reply, &reply_len), 1);
+    assert_int_equal(same, 1);
     assert_null(reply);
+    other[0] ^= 1;
+    assert_int_equal(store_publish_find(f->store, WOCO, id, other, &same, &reply, &reply_len), 1);
+    assert_int_equal(same, 0);
     assert_int_equal(reply_len, 0);
 
     assert_int_equal(store_publish_set_reply(f->store, publish_id, accepted, sizeof accepted), 0);
-    assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len), 1);
+    assert_int_equal(store_publish_find(f->store, WOCO, id, NULL, NULL, &reply, &reply_len), 1);
     assert_int_equal(reply_len, sizeof accepted);
     assert_memory_equal(reply, accepted, sizeof accepted);
     free(reply);
 
     /* Same id from another sender, another id from the same sender: unknown. */
-    assert_int_equal(store_publish_find(f->store, GEMEENTE, id, NULL, NULL, NULL), 0);
+    assert_int_equal(store_publish_find(f->store, GEMEENTE, id, NULL, NULL, NULL, NULL), 0);
     assert_int_equal(publish_known(f->store, WOCO, 8), 0);
     /* A reply for a publish that does not exist. */
     assert_int_equal(store_publish_set_reply(f->store, publish_id + 100, accepted, 1), -1);
@@ -2286,10 +2292,12 @@ static void test_idempotency_survives_reopen(void **state)
 
     for (int round = 0; round < 2; round++) {
         reopen(f);
-        uint8_t found_hash[32], *reply = NULL;
+        uint8_t *reply = NULL;
         size_t reply_len = 0;
-        assert_int_equal(store_publish_find(f->store, WOCO, id, found_hash, &reply, &reply_len), 1);
-        assert_memory_equal(found_hash, hash, sizeof hash);
+        int same = 0;
+        assert_int_equal(store_publish_find(f->store, WOCO, id, hash, &same, &reply, &reply_len),
+                         1);
+        assert_int_equal(same, 1); /* the content tag's key survives a reopen */
         assert_int_equal(reply_len, sizeof accepted);
         assert_memory_equal(reply, accepted, sizeof accepted);
         free(reply);
@@ -2724,6 +2732,132 @@ static void test_rekey_reseals_every_body(void **state)
     assert_int_equal(
         store_mailbox_scan(f->store, "brandweer/meldkamer", 0, 10, collect_body, &seen), 1);
     assert_string_equal(seen.text, "after rekey");
+}
+
+/* Open the sealed evidence of the publish with message id `id` from the
+ * file with `key`, as store.h documents its layout, taking `sender` for
+ * its sender: 0 with root || signature in out, -1 when it does not
+ * authenticate. */
+static int evidence_open(const char *path, const uint8_t *key, const char *sender,
+                         const uint8_t id[16], uint8_t out[96])
+{
+    static const char tag[] = "schakel-store-publish-evidence-v1";
+    uint8_t sealed[200], ad[sizeof tag + 16 + 64];
+    size_t ad_len = 0;
+    memcpy(ad, tag, sizeof tag); /* with its NUL */
+    ad_len += sizeof tag;
+    memcpy(ad + ad_len, id, 16);
+    ad_len += 16;
+    memcpy(ad + ad_len, sender, strlen(sender));
+    ad_len += strlen(sender);
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT evidence FROM publishes WHERE message_id = ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_blob(stmt, 1, id, 16, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    size_t len = (size_t)sqlite3_column_bytes(stmt, 0);
+    assert_int_equal(len, 24 + 96 + 16);
+    memcpy(sealed, sqlite3_column_blob(stmt, 0), len);
+    sqlite3_finalize(stmt);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    unsigned long long out_len = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &out_len, NULL, sealed + 24, len - 24, ad,
+                                                   ad_len, sealed, key) != 0)
+        return -1;
+    assert_int_equal(out_len, 96);
+    return 0;
+}
+
+/* A store from before schema 8 kept a publish's signature, signed root and
+ * content hash in clear, from which a copy of the store could confirm a
+ * guessed content. Opening it seals the evidence, keys the hash and drops
+ * the clear columns, and nothing of them is left in the files; a repeat is
+ * still told from other content, new publishes are stored the same way,
+ * and a rekey re-seals the evidence. */
+static void test_evidence_in_clear_is_sealed_at_open(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t id[16], hash[32], sig[64], root[32], other[32], opened[96];
+    fill(id, sizeof id, 31, 1);
+    fill(hash, sizeof hash, 31, 2);
+    fill(sig, sizeof sig, 31, 3);
+    fill(root, sizeof root, 31, 4);
+    store_close(&f->store);
+    sqlite3 *db = store_fixture_raw_open(f->path);
+    store_fixture_db_exec(db, STORE_FIXTURE_PUBLISHES_BEFORE_8 "PRAGMA user_version = 7;");
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "INSERT INTO publishes (sender, message_id, content_hash,"
+                                        " signature, root, accepted_at, expires_at)"
+                                        " VALUES (?1, ?2, ?3, ?4, ?5, 1700000000, 1700000000)",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, WOCO, -1, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 2, id, sizeof id, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 3, hash, sizeof hash, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 4, sig, sizeof sig, SQLITE_STATIC);
+    sqlite3_bind_blob(stmt, 5, root, sizeof root, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_true(store_files_contain(f->path, sig, sizeof sig));
+
+    reopen(f); /* migrates */
+    store_close(&f->store);
+    db = store_fixture_raw_open(f->path);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 8);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
+                                              " WHERE name IN ('signature', 'root')"),
+                     0);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_false(store_files_contain(f->path, sig, sizeof sig));
+    assert_false(store_files_contain(f->path, root, sizeof root));
+    assert_false(store_files_contain(f->path, hash, sizeof hash));
+    assert_int_equal(evidence_open(f->path, test_key, WOCO, id, opened), 0);
+    assert_memory_equal(opened, root, sizeof root);
+    assert_memory_equal(opened + 32, sig, sizeof sig);
+
+    f->store = store_fixture_open(f->path, test_key);
+    int same = -1;
+    memcpy(other, hash, sizeof other);
+    other[31] ^= 0x80;
+    assert_int_equal(store_publish_find(f->store, WOCO, id, hash, &same, NULL, NULL), 1);
+    assert_int_equal(same, 1);
+    assert_int_equal(store_publish_find(f->store, WOCO, id, other, &same, NULL, NULL), 1);
+    assert_int_equal(same, 0);
+
+    /* a new publish: the same, from the start */
+    uint8_t id2[16], hash2[32], sig2[64], root2[32];
+    fill(id2, sizeof id2, 32, 1);
+    fill(hash2, sizeof hash2, 32, 2);
+    fill(sig2, sizeof sig2, 32, 3);
+    fill(root2, sizeof root2, 32, 4);
+    assert_true(store_publish_add(f->store, WOCO, id2, hash2, sig2, root2, 1700000001) > 0);
+    assert_int_equal(store_publish_find(f->store, WOCO, id2, hash2, &same, NULL, NULL), 1);
+    assert_int_equal(same, 1);
+    store_close(&f->store);
+    assert_false(store_files_contain(f->path, sig2, sizeof sig2));
+    assert_false(store_files_contain(f->path, hash2, sizeof hash2));
+    assert_int_equal(evidence_open(f->path, test_key, WOCO, id2, opened), 0);
+    assert_memory_equal(opened + 32, sig2, sizeof sig2);
+    assert_int_equal(evidence_open(f->path, test_key, GEMEENTE, id2, opened), -1); /* bound */
+
+    /* a rekey re-seals it; the content tags stay valid */
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    f->store = store_fixture_open(f->path, test_key);
+    store_rekey_counts_t counts;
+    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    assert_int_equal(store_publish_find(f->store, WOCO, id, hash, &same, NULL, NULL), 1);
+    assert_int_equal(same, 1);
+    store_close(&f->store);
+    assert_int_equal(evidence_open(f->path, new_key, WOCO, id, opened), 0);
+    assert_memory_equal(opened + 32, sig, sizeof sig);
+    assert_int_equal(evidence_open(f->path, test_key, WOCO, id2, opened), -1);
+    assert_int_equal(evidence_open(f->path, new_key, WOCO, id2, opened), 0);
+    f->store = store_fixture_open(f->path, new_key);
 }
 
 typedef struct rekey_reentry {
@@ -3199,6 +3333,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_v1_store_migrates_only_when_empty, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_every_body, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_evidence_in_clear_is_sealed_at_open, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup,
