@@ -300,6 +300,16 @@ schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t 
                  (unsigned long long)in->seq);
         return SCHAKEL_ERR_PROTOCOL;
     }
+    if (in->sender != NULL && signal->sender != NULL && strcmp(in->sender, signal->sender) != 0) {
+        /* the envelope is the broker's word, the signal the sender's own
+         * (sealed at rest): a mismatch is a damaged or altered store */
+        snprintf(text, textlen,
+                 "delivery seq=%llu names sender %.*s, but its signal was sent by %.*s: refused",
+                 (unsigned long long)in->seq, SCHAKEL_MAX_PRINCIPAL_LEN, in->sender,
+                 SCHAKEL_MAX_PRINCIPAL_LEN, signal->sender);
+        schakel__signal__free_unpacked(signal, &allocator);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
     schakel_delivery_t *d = calloc(1, sizeof *d);
     int rc = d == NULL
                  ? -2

@@ -108,6 +108,7 @@ enum fake_flow_mode {
     FAKE_FLOW_BAD_UTF8,
     FAKE_FLOW_NO_MESSAGE_ID,
     FAKE_FLOW_BAD_SEVERITY,
+    FAKE_FLOW_OTHER_SENDER,   /* the envelope names another sender than the signal */
     FAKE_FLOW_FLOOD,          /* FAKE_FLOOD deliveries at once, window or not */
     FAKE_FLOW_CASE_EVENT,     /* a Deliver of a case event */
     FAKE_FLOW_BAD_CASE_EVENT, /* a Deliver whose case event is broken */
@@ -455,8 +456,9 @@ static void fake_send_deliver_seq(fake_broker_t *fake, zmq_msg_t *routing, enum 
     deliver.message_id.data = (uint8_t *)(uintptr_t)id;
     deliver.message_id.len = 16;
     deliver.item_index = 0;
-    deliver.sender = "woco-servatius/meldingen";
-    deliver.sender_partner = "woco-servatius";
+    deliver.sender =
+        mode == FAKE_FLOW_OTHER_SENDER ? "gemeente/meldingen" : "woco-servatius/meldingen";
+    deliver.sender_partner = mode == FAKE_FLOW_OTHER_SENDER ? "gemeente" : "woco-servatius";
     deliver.rule_id = "woco-ondermijning";
     deliver.rule_hash = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     deliver.purpose = mode == FAKE_FLOW_BAD_UTF8 ? "Aanpak \xc3\x28" : "Aanpak ondermijning";
@@ -1928,6 +1930,9 @@ static void test_receive_delivery_table(void **state)
         {FAKE_FLOW_BAD_UTF8, SCHAKEL_ERR_PROTOCOL, "UTF-8"}, /* refused by the frame codec */
         {FAKE_FLOW_NO_MESSAGE_ID, SCHAKEL_ERR_PROTOCOL, "seq=7"},
         {FAKE_FLOW_BAD_SEVERITY, SCHAKEL_ERR_PROTOCOL, "seq=7"},
+        {FAKE_FLOW_OTHER_SENDER, SCHAKEL_ERR_PROTOCOL,
+         "seq=7 names sender gemeente/meldingen, but its signal was sent by "
+         "woco-servatius/meldingen"},
         {FAKE_FLOW_DELIVER, SCHAKEL_OK, ""}, /* still works after every failure */
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
