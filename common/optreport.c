@@ -69,25 +69,51 @@ static void optreport_long_error(int result, const struct option *options, const
         snprintf(out, outlen, "unknown option '%s'", arg);
 }
 
+/* After a refused long option getopt has moved past it, so it is
+ * argv[optind - 1]. After a short one that argument is the one before
+ * when the refused character was not the last of its cluster: only optopt
+ * names a short option for sure. A long option leaves optopt 0 (unknown,
+ * ambiguous) or its val. */
+static const char *optreport_last(int argc, char *const argv[])
+{
+    return optind > 0 && optind <= argc ? argv[optind - 1] : NULL;
+}
+
+static int optreport_is_long(const char *arg)
+{
+    return arg != NULL && strncmp(arg, "--", 2) == 0 && arg[2] != '\0';
+}
+
+/* The option the long option `last` names, if optopt says getopt refused
+ * that one (and not a short option after it, last being its value). */
+static const struct option *optreport_named(const struct option *options, const char *last)
+{
+    size_t matches = 0;
+    const struct option *named =
+        optreport_long(options, last + 2, strcspn(last + 2, "="), &matches);
+    if (named == NULL || named->flag != NULL || optopt == 0 || named->val != optopt)
+        return NULL;
+    return named;
+}
+
+const struct option *optreport_refused_long(int result, const struct option *options, int argc,
+                                            char *const argv[])
+{
+    const char *last = optreport_last(argc, argv);
+    if ((result != '?' && result != ':') || !optreport_is_long(last))
+        return NULL;
+    return optreport_named(options, last);
+}
+
 void optreport_describe(int result, const struct option *options, int argc, char *const argv[],
                         char *out, size_t outlen)
 {
     if (outlen == 0)
         return;
-    /* After a refused long option getopt has moved past it, so it is
-     * argv[optind - 1]. After a short one that argument is the one before
-     * when the refused character was not the last of its cluster: only
-     * optopt names a short option for sure. A long option leaves optopt 0
-     * (unknown, ambiguous) or its val. */
-    const char *last = optind > 0 && optind <= argc ? argv[optind - 1] : NULL;
-    if (last != NULL && strncmp(last, "--", 2) == 0 && last[2] != '\0') {
-        size_t matches = 0;
-        const struct option *named =
-            optreport_long(options, last + 2, strcspn(last + 2, "="), &matches);
-        if (optopt == 0 || (named != NULL && named->flag == NULL && named->val == optopt)) {
-            optreport_long_error(result, options, last, out, outlen);
-            return;
-        }
+    const char *last = optreport_last(argc, argv);
+    if (optreport_is_long(last) && (optopt == 0 || optreport_named(options, last) != NULL)) {
+        optreport_long_error(result, options, last, out, outlen);
+        return;
     }
     if ((result != '?' && result != ':') || optopt == 0) { /* an option no handler took: a bug */
         snprintf(out, outlen, "unknown option '%s'", last != NULL ? last : "");

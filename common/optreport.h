@@ -31,4 +31,14 @@ struct option;
 void optreport_describe(int result, const struct option *options, int argc, char *const argv[],
                         char *out, size_t outlen);
 
+/* The entry of options that getopt_long's `result` ('?' or ':') refused,
+ * when that was a long option of the table (named in full or abbreviated)
+ * given a value it does not take, or without the value it needs; NULL for
+ * an unknown or ambiguous long option and for a short option. For a
+ * command that shares one table among several subcommands, to name an
+ * option of another one as such rather than say what its value lacks. The
+ * same preconditions as optreport_describe; safe on any command line. */
+const struct option *optreport_refused_long(int result, const struct option *options, int argc,
+                                            char *const argv[]);
+
 #endif

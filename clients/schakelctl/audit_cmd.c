@@ -188,6 +188,19 @@ static int option_set(audit_options_t *o, int option, const char *value)
     return 0;
 }
 
+/* An option getopt_long refused. One of another audit command's, also
+ * given a value it does not take or without its value, is named as such:
+ * "'--json' is not an option of audit verify", not "--json takes no value". */
+static int option_refused(const char *sub, int option, int argc, char **argv)
+{
+    const struct option *named = optreport_refused_long(option, audit_options, argc, argv);
+    if (named != NULL && !option_applies(named->val, sub))
+        return audit_say(AUDIT_CMD_USAGE, "'--%s' is not an option of audit %s", named->name, sub);
+    char text[256];
+    optreport_describe(option, audit_options, argc, argv, text, sizeof text);
+    return audit_say(AUDIT_CMD_USAGE, "%s", text);
+}
+
 /* Options (before or after the arguments) and subject's PSEUDONYM.
  * Returns 0, -1 after printing the help, or a usage exit. */
 static int options_parse(audit_options_t *o, const char *sub, int argc, char **argv)
@@ -203,11 +216,8 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
             fputs(audit_usage, stdout);
             return -1;
         }
-        if (option == '?' || option == ':') {
-            char text[256];
-            optreport_describe(option, audit_options, argc, argv, text, sizeof text);
-            return audit_say(AUDIT_CMD_USAGE, "%s", text);
-        }
+        if (option == '?' || option == ':')
+            return option_refused(sub, option, argc, argv);
         if (!option_applies(option, sub))
             return audit_say(AUDIT_CMD_USAGE, "'--%s' is not an option of audit %s",
                              audit_options[long_index].name, sub);

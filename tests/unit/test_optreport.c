@@ -30,29 +30,55 @@ typedef struct row {
     const char *says;    /* NULL: a control, getopt accepts every option */
 } row_t;
 
-/* Run getopt_long over one row from the start; returns its first refusal
- * ('?' or ':') with the message in out, or -1 if it accepted everything. */
-static int refusal_of(const row_t *row, char *out, size_t outlen)
-{
+/* A row's command line, argv[0] "cmd", in storage the caller keeps. */
+typedef struct command_line {
     char storage[7][64];
     char *argv[8];
-    int argc = 0;
-    snprintf(storage[0], sizeof storage[0], "cmd");
-    argv[argc++] = storage[0];
-    for (size_t i = 0; row->args[i] != NULL; i++, argc++) {
-        snprintf(storage[argc], sizeof storage[argc], "%s", row->args[i]);
-        argv[argc] = storage[argc];
+    int argc;
+} command_line_t;
+
+/* Run getopt_long over one row from the start; returns its first refusal
+ * ('?' or ':'), or -1 if it accepted everything. */
+static int first_refusal(const row_t *row, command_line_t *line)
+{
+    line->argc = 0;
+    snprintf(line->storage[0], sizeof line->storage[0], "cmd");
+    line->argv[line->argc++] = line->storage[0];
+    for (size_t i = 0; row->args[i] != NULL; i++, line->argc++) {
+        snprintf(line->storage[line->argc], sizeof line->storage[line->argc], "%s", row->args[i]);
+        line->argv[line->argc] = line->storage[line->argc];
     }
-    argv[argc] = NULL;
+    line->argv[line->argc] = NULL;
     opterr = 0;
     optind = 0; /* glibc: start over, forgetting the last row's cluster */
     int option;
-    while ((option = getopt_long(argc, argv, row->optstring, test_options, NULL)) != -1)
-        if (option == '?' || option == ':') {
-            optreport_describe(option, test_options, argc, argv, out, outlen);
+    while ((option = getopt_long(line->argc, line->argv, row->optstring, test_options, NULL)) != -1)
+        if (option == '?' || option == ':')
             return option;
-        }
     return -1;
+}
+
+/* The same, with the message for the refusal in out. */
+static int refusal_of(const row_t *row, char *out, size_t outlen)
+{
+    command_line_t line;
+    int refusal = first_refusal(row, &line);
+    if (refusal != -1)
+        optreport_describe(refusal, test_options, line.argc, line.argv, out, outlen);
+    return refusal;
+}
+
+/* Each row refused as it says, or accepted. */
+static void check_rows(const row_t *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char said[160] = "";
+        int refusal = refusal_of(&rows[i], said, sizeof said);
+        if (rows[i].says == NULL && refusal != -1)
+            fail_msg("row %zu: refused (%s), expected accepted", i, said);
+        if (rows[i].says != NULL && strcmp(said, rows[i].says) != 0)
+            fail_msg("row %zu: said \"%s\", expected \"%s\"", i, said, rows[i].says);
+    }
 }
 
 static void test_optreport_rows(void **state)
@@ -93,13 +119,45 @@ static void test_optreport_rows(void **state)
         /* with '+' what follows an argument is not an option */
         {"+:hqv:", {"file", "-xq", NULL}, NULL},
     };
+    check_rows(rows, sizeof rows / sizeof rows[0]);
+}
+
+/* Which long option of the table getopt_long refused, for a command that
+ * names one of another subcommand as such: a flag given a value, an
+ * option without its value, named in full or abbreviated; not an unknown
+ * or ambiguous one, nor a short option (also one after a value that looks
+ * like a long option). */
+static void test_optreport_refused_long(void **state)
+{
+    (void)state;
+    static const struct {
+        row_t row;
+        const char *refused; /* its name, or NULL */
+    } rows[] = {
+        {{":hqv:", {"--json=1", NULL}, NULL}, "json"},
+        {{":hqv:", {"file", "--js=1", NULL}, NULL}, "json"},
+        {{":hqv:", {"--broker", NULL}, NULL}, "broker"},
+        {{":hqv:", {"--broker-k", NULL}, NULL}, "broker-key"},
+        {{":hqv:", {"--help=yes", NULL}, NULL}, "help"},
+        {{":hqv:", {"--bogus=1", NULL}, NULL}, NULL},
+        {{":hqv:", {"--br", "x", NULL}, NULL}, NULL},
+        {{":hqv:", {"-x", NULL}, NULL}, NULL},
+        {{":hqv:", {"-v", NULL}, NULL}, NULL},
+        {{":hqv:", {"--broker", "--json", "-qx", NULL}, NULL}, NULL},
+        {{":hqv:", {"--broker", "--json=1", "-x", NULL}, NULL}, NULL},
+    };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        char said[160] = "";
-        int refusal = refusal_of(&rows[i], said, sizeof said);
-        if (rows[i].says == NULL && refusal != -1)
-            fail_msg("row %zu: refused (%s), expected accepted", i, said);
-        if (rows[i].says != NULL && strcmp(said, rows[i].says) != 0)
-            fail_msg("row %zu: said \"%s\", expected \"%s\"", i, said, rows[i].says);
+        command_line_t line;
+        int refusal = first_refusal(&rows[i].row, &line);
+        if (refusal == -1)
+            fail_msg("row %zu: accepted, expected a refusal", i);
+        const struct option *refused =
+            optreport_refused_long(refusal, test_options, line.argc, line.argv);
+        const char *name = refused != NULL ? refused->name : NULL;
+        if ((name == NULL) != (rows[i].refused == NULL) ||
+            (name != NULL && strcmp(name, rows[i].refused) != 0))
+            fail_msg("row %zu: named %s, expected %s", i, name ? name : "none",
+                     rows[i].refused ? rows[i].refused : "none");
     }
 }
 
@@ -121,6 +179,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_optreport_rows),
+        cmocka_unit_test(test_optreport_refused_long),
         cmocka_unit_test(test_optreport_cut_to_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
