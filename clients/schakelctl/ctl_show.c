@@ -26,28 +26,32 @@ static int ctl_show_export(const json_t *doc)
 }
 
 static const struct {
-    const char *command;
+    const char *command; /* the admin request's */
+    const char *name;    /* as typed after "schakelctl" */
     const char *summary;
     ctl_print_fn print;
-    int n_args; /* positional arguments the command takes */
+    const char *operand; /* the one argument it takes, or NULL for none */
 } ctl_show_commands[] = {
-    {"status", "uptime, version, policy, connections, message counters, backlog, store size",
-     ctl_show_status, 0},
-    {"partners", "per partner and principal: connected, last seen, backlog, refusals",
-     ctl_show_partners, 0},
-    {"rules", "the rules in force: ids, hashes, scope, purposes, legal bases, retention",
-     ctl_show_rules, 0},
-    {"reload", "reload the broker's policy file now (as SIGHUP does) and report the outcome",
-     ctl_show_reload, 0},
-    {"audit-subject",
+    {"status", "status",
+     "uptime, version, policy, connections, message counters, backlog, store size", ctl_show_status,
+     NULL},
+    {"partners", "partners", "per partner and principal: connected, last seen, backlog, refusals",
+     ctl_show_partners, NULL},
+    {"rules", "rules", "the rules in force: ids, hashes, scope, purposes, legal bases, retention",
+     ctl_show_rules, NULL},
+    {"reload", "reload",
+     "reload the broker's policy file now (as SIGHUP does) and report the outcome", ctl_show_reload,
+     NULL},
+    {"audit-subject", "audit subject",
      "everything the audit trail holds about one data subject (PSEUDONYM), as JSON; the broker "
      "records the export itself in the trail",
-     ctl_show_export, 1},
+     ctl_show_export, "PSEUDONYM"},
 };
 
-static void ctl_show_usage(const char *command, const char *summary)
+static void ctl_show_usage(const char *name, const char *operand, const char *summary)
 {
-    printf("usage: schakelctl %s [OPTIONS]\n\n%s.\n\n" CTL_COMMON_HELP, command, summary);
+    printf("usage: schakelctl %s%s%s [OPTIONS]\n\n%s.\n\n" CTL_COMMON_HELP, name,
+           operand != NULL ? " " : "", operand != NULL ? operand : "", summary);
 }
 
 /* "label       value" with the value made safe. */
@@ -237,10 +241,11 @@ static int ctl_show_reload(const json_t *doc)
 
 /* ------------------------------------------------------------------ dispatch */
 
-/* The broker refused the command (reload of a bad policy, ...). */
-static int ctl_show_failed(const char *command, const ctl_answer_t *answer, int json)
+/* The broker refused the command (reload of a bad policy, ...); name is
+ * the command as typed. */
+static int ctl_show_failed(const char *name, const ctl_answer_t *answer, int json)
 {
-    ctl_say("%s failed: %s", command, answer->error ? answer->error : "no reason given");
+    ctl_say("%s failed: %s", name, answer->error ? answer->error : "no reason given");
     const char *kept = ctl_json_string(answer->json, "kept_hash", NULL);
     if (kept != NULL)
         ctl_say("the policy in force stays: %s", kept);
@@ -255,6 +260,23 @@ static int ctl_show_failed(const char *command, const ctl_answer_t *answer, int 
     return CTL_EXIT_FAILURE;
 }
 
+/* The arguments after the options (argv[optind..]), checked against what
+ * the command takes. Returns 0 with *operand set (NULL for a command
+ * without one), or a usage exit. */
+static int ctl_show_operands(size_t which, int argc, char **argv, const char **operand)
+{
+    const char *name = ctl_show_commands[which].name;
+    const char *wanted = ctl_show_commands[which].operand;
+    if (wanted == NULL && optind != argc)
+        return ctl_usage_error(name, "%s takes no arguments ('%s')", name, argv[optind]);
+    if (wanted != NULL && optind == argc)
+        return ctl_usage_error(name, "%s needs a %s", name, wanted);
+    if (argc - optind > 1)
+        return ctl_usage_error(name, "unexpected argument '%s'", argv[optind + 1]);
+    *operand = optind < argc ? argv[optind] : NULL;
+    return CTL_EXIT_OK;
+}
+
 int ctl_show_main(int argc, char **argv)
 {
     static const struct option options[] = {CTL_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
@@ -262,6 +284,8 @@ int ctl_show_main(int argc, char **argv)
     while (strcmp(ctl_show_commands[which].command, argv[0]) != 0)
         which++;
     const char *command = ctl_show_commands[which].command;
+    const char *name = ctl_show_commands[which].name;
+    const char *operand = NULL;
     ctl_options_t opts;
     ctl_options_init(&opts);
     int option;
@@ -273,32 +297,29 @@ int ctl_show_main(int argc, char **argv)
         if (rc < 0)
             return CTL_EXIT_USAGE;
         if (rc == 0)
-            return ctl_option_error(command, option, options, argc, argv);
+            return ctl_option_error(name, option, options, argc, argv);
     }
     if (opts.help) {
-        ctl_show_usage(command, ctl_show_commands[which].summary);
+        ctl_show_usage(name, ctl_show_commands[which].operand, ctl_show_commands[which].summary);
         return CTL_EXIT_OK;
     }
-    int n_args = ctl_show_commands[which].n_args;
-    if (n_args == 0 && optind != argc)
-        return ctl_usage_error(command, "%s takes no arguments ('%s')", command, argv[optind]);
-    if (argc - optind != n_args)
-        return ctl_usage_error(command, "%s takes %d argument%s, not %d", command, n_args,
-                               n_args == 1 ? "" : "s", argc - optind);
+    int rc = ctl_show_operands(which, argc, argv, &operand);
+    if (rc != CTL_EXIT_OK)
+        return rc;
     ctl_conn_t *conn = NULL;
-    int rc = ctl_conn_open(&opts, &conn);
+    rc = ctl_conn_open(&opts, &conn);
     if (rc != CTL_EXIT_OK)
         return rc;
     ctl_answer_t answer;
-    rc = ctl_conn_request(conn, command, (const char *const *)argv + optind, (size_t)n_args,
-                          opts.timeout_ms, &answer);
+    rc = ctl_conn_request(conn, command, &operand, operand != NULL ? 1 : 0, opts.timeout_ms,
+                          &answer);
     ctl_conn_close(&conn);
     if (rc != CTL_EXIT_OK)
         return rc;
     if (!answer.ok)
-        rc = ctl_show_failed(command, &answer, opts.json);
+        rc = ctl_show_failed(name, &answer, opts.json);
     else if (answer.json == NULL || !json_is_object(answer.json)) {
-        ctl_say("the broker answered '%s' without a JSON object", command);
+        ctl_say("the broker answered '%s' without a JSON object", name);
         rc = CTL_EXIT_FAILURE;
     } else if (opts.json)
         rc = ctl_print_json(answer.json) == 0 ? CTL_EXIT_OK : CTL_EXIT_FAILURE;

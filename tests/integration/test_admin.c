@@ -199,9 +199,14 @@ static void test_admin_endpoint_admits_operators_only(void **state)
 /* Settings missing or wrong, a broker that is not there, bad options and
  * arguments: each refused with its exit status and its cause on stderr;
  * the control (status, all settings right) is answered. */
+/* What a usage error of audit subject through the broker ends with: the
+ * command as typed, not the admin request's name. */
+#define TRY_SUBJECT "Try 'schakelctl audit subject --help'."
+
 static void test_ctl_usage_and_unreachable(void **state)
 {
     h_env_t *env = *state;
+    const char *psn = "PSN-1c4e88aa07";
     int port = 0;
     int port_fd = h_closed_port(&port);
     char closed[64], admin[128], zero_pub[160], missing[160];
@@ -271,12 +276,16 @@ static void test_ctl_usage_and_unreachable(void **state)
          "--connect-timeout wants whole seconds from 1 to 86400, not '1m'"},
         {REAL, 1, {"status", "now", NULL}, 2, "status takes no arguments ('now')"},
         {REAL, 1, {"reload", "now", NULL}, 2, "reload takes no arguments ('now')"},
-        {REAL, 1, {"audit", "subject", NULL}, 2, "audit-subject takes 1 argument, not 0"},
+        /* audit subject through the broker names itself as typed */
+        {REAL, 1, {"audit", "subject", NULL}, 2, "audit subject needs a PSEUDONYM"},
         {REAL,
          1,
          {"audit", "subject", "PSN-1c4e88aa07", "PSN-7f3a9c2e41", NULL},
          2,
-         "audit-subject takes 1 argument, not 2"},
+         "unexpected argument 'PSN-7f3a9c2e41'"},
+        {REAL, 1, {"audit", "subject", psn, "--bogus", NULL}, 2, "'--bogus'\n" TRY_SUBJECT},
+        {REAL, 1, {"audit", "subject", "--json=1", psn, NULL}, 2, "no value\n" TRY_SUBJECT},
+        {REAL, 1, {"audit", "subject", psn, "--help", NULL}, 0, "audit subject PSEUDONYM ["},
         {REAL,
          1,
          {"audit", "subject", "PSN-1c4e88aa07", "--store-key", "store.key", NULL},
