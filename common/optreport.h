@@ -3,8 +3,8 @@
  * getopt_long refused, in one sentence.
  *
  * schakel and schakelctl parse every command with getopt_long (opterr = 0,
- * an optstring that starts with ':' after any '+') and hand its '?' or ':'
- * here, so that both tools name a wrong option the same way: the option
+ * an optstring that starts with ':' after any '+' or '-') and hand its '?'
+ * or ':' here, so that both tools name a wrong option the same way: the option
  * itself (not the argument before it, which is what argv[optind - 1] is
  * while getopt is inside a cluster of short options), and the reason.
  */

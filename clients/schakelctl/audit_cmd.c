@@ -201,35 +201,52 @@ static int option_refused(const char *sub, int option, int argc, char **argv)
     return audit_say(AUDIT_CMD_USAGE, "%s", text);
 }
 
-/* Options (before or after the arguments) and subject's PSEUDONYM.
- * Returns 0, -1 after printing the help, or a usage exit. */
+/* An argument that is not an option: subject's PSEUDONYM, once. */
+static int operand_set(audit_options_t *o, const char *sub, const char *arg)
+{
+    if (strcmp(sub, "subject") != 0 || o->subject != NULL)
+        return audit_say(AUDIT_CMD_USAGE, "unexpected argument '%s'", arg);
+    o->subject = arg;
+    return 0;
+}
+
+/* Options and subject's PSEUDONYM, in any order. The optstring's '-' hands
+ * getopt_long's arguments over in the order given, each operand as 1,
+ * whatever POSIXLY_CORRECT says (without it getopt would stop at the
+ * first operand there, and refuse `subject P --store X`); after "--"
+ * every argument is an operand. Returns 0, -1 after printing the help, or
+ * a usage exit. */
 static int options_parse(audit_options_t *o, const char *sub, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     o->store = AUDIT_DEFAULT_STORE;
     o->store_key = AUDIT_DEFAULT_STORE_KEY;
-    int option, long_index = -1;
+    int is_subject = strcmp(sub, "subject") == 0;
+    int option, long_index = -1, rc = 0;
     opterr = 0; /* its '?' and ':' are told apart by optreport_describe */
     optind = 2; /* after "audit SUB" */
-    while ((option = getopt_long(argc, argv, ":h", audit_options, &long_index)) != -1) {
+    while (rc == 0) {
+        option = getopt_long(argc, argv, "-:h", audit_options, &long_index);
+        if (option == -1)
+            break;
         if (option == 'h') {
             fputs(audit_usage, stdout);
             return -1;
         }
         if (option == '?' || option == ':')
             return option_refused(sub, option, argc, argv);
-        if (!option_applies(option, sub))
-            return audit_say(AUDIT_CMD_USAGE, "'--%s' is not an option of audit %s",
-                             audit_options[long_index].name, sub);
-        int rc = option_set(o, option, optarg);
-        if (rc != 0)
-            return rc;
+        if (option == 1)
+            rc = operand_set(o, sub, optarg);
+        else if (!option_applies(option, sub))
+            rc = audit_say(AUDIT_CMD_USAGE, "'--%s' is not an option of audit %s",
+                           audit_options[long_index].name, sub);
+        else
+            rc = option_set(o, option, optarg);
     }
-    int is_subject = strcmp(sub, "subject") == 0;
-    if (is_subject && optind < argc)
-        o->subject = argv[optind++];
-    if (optind < argc)
-        return audit_say(AUDIT_CMD_USAGE, "unexpected argument '%s'", argv[optind]);
+    for (; rc == 0 && optind < argc; optind++) /* after "--" */
+        rc = operand_set(o, sub, argv[optind]);
+    if (rc != 0)
+        return rc;
     if (is_subject && o->subject == NULL)
         return audit_say(AUDIT_CMD_USAGE, "audit subject needs a PSEUDONYM");
     if (strcmp(sub, "verify") == 0 && o->n_keys == 0)

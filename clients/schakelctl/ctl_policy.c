@@ -40,29 +40,39 @@ static const char ctl_explain_usage[] =
 
 /* ------------------------------------------------------------------ check */
 
-/* `policy check FILE [--json]`: options before or after FILE. */
+/* `policy check FILE [--json]`: options before or after FILE. The
+ * optstring's '-' hands getopt_long's arguments over in the order given,
+ * FILE as 1, whatever POSIXLY_CORRECT says (without it getopt would stop
+ * at FILE there, and refuse `policy check FILE --json`); after "--" every
+ * argument is a FILE. */
 static int ctl_policy_check(int argc, char **argv)
 {
     static const struct option options[] = {
         {"json", 0, NULL, CTL_OPT_JSON}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    int json = 0;
+    int json = 0, files = 0;
+    const char *file = NULL;
     int option;
     opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
     optind = 2; /* after "policy check" */
-    while ((option = getopt_long(argc, argv, ":h", options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "-:h", options, NULL)) != -1) {
         if (option == 'h') {
             fputs(ctl_check_usage, stdout);
             return CTL_EXIT_OK;
         }
-        if (option != CTL_OPT_JSON)
+        if (option == 1 && files++ == 0)
+            file = optarg;
+        else if (option == CTL_OPT_JSON)
+            json = 1;
+        else if (option != 1)
             return ctl_option_error("policy check", option, options, argc, argv);
-        json = 1;
     }
-    if (optind == argc)
+    for (; optind < argc; optind++) /* after "--" */
+        if (files++ == 0)
+            file = argv[optind];
+    if (files == 0)
         return ctl_usage_error("policy check", "policy check needs a FILE");
-    if (optind + 1 != argc)
+    if (files != 1)
         return ctl_usage_error("policy check", "policy check takes one FILE");
-    const char *file = argv[optind];
     char err[1024] = "";
     policy_t *policy = policy_load(file, err, sizeof err);
     if (json) {

@@ -260,26 +260,66 @@ static int ctl_show_failed(const char *name, const ctl_answer_t *answer, int jso
     return CTL_EXIT_FAILURE;
 }
 
-/* The arguments after the options (argv[optind..]), checked against what
- * the command takes. Returns 0 with *operand set (NULL for a command
- * without one), or a usage exit. */
-static int ctl_show_operands(size_t which, int argc, char **argv, const char **operand)
+/* One argument that is not an option: the first two are kept. */
+static void ctl_show_operand(const char *arg, const char *first[2], int *given)
+{
+    if (*given < 2)
+        first[*given] = arg;
+    ++*given;
+}
+
+/* The arguments that are not options, checked against what the command
+ * takes. Returns 0 with *operand set (NULL for a command without one), or
+ * a usage exit. */
+static int ctl_show_operands(size_t which, const char *first[2], int given, const char **operand)
 {
     const char *name = ctl_show_commands[which].name;
     const char *wanted = ctl_show_commands[which].operand;
-    if (wanted == NULL && optind != argc)
-        return ctl_usage_error(name, "%s takes no arguments ('%s')", name, argv[optind]);
-    if (wanted != NULL && optind == argc)
+    if (wanted == NULL && given > 0)
+        return ctl_usage_error(name, "%s takes no arguments ('%s')", name, first[0]);
+    if (wanted != NULL && given == 0)
         return ctl_usage_error(name, "%s needs a %s", name, wanted);
-    if (argc - optind > 1)
-        return ctl_usage_error(name, "unexpected argument '%s'", argv[optind + 1]);
-    *operand = optind < argc ? argv[optind] : NULL;
+    if (given > 1)
+        return ctl_usage_error(name, "unexpected argument '%s'", first[1]);
+    *operand = first[0];
     return CTL_EXIT_OK;
+}
+
+/* Options and the command's operand, in any order. The optstring's '-'
+ * hands getopt_long's arguments over in the order given, each operand as
+ * 1, whatever POSIXLY_CORRECT says (without it getopt would stop at the
+ * first operand there, and refuse `audit subject P --admin EP`); after
+ * "--" every argument is an operand. Returns 0, or a usage exit. */
+static int ctl_show_args(size_t which, int argc, char **argv, ctl_options_t *opts,
+                         const char **operand)
+{
+    static const struct option options[] = {CTL_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
+    const char *first[2] = {NULL, NULL};
+    int option, given = 0;
+    opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
+    for (;;) {
+        option = getopt_long(argc, argv, "-:", options, NULL);
+        if (option == -1)
+            break;
+        if (option == 1) {
+            ctl_show_operand(optarg, first, &given);
+            continue;
+        }
+        int rc = ctl_common_option(opts, option, optarg);
+        if (rc < 0)
+            return CTL_EXIT_USAGE;
+        if (rc == 0)
+            return ctl_option_error(ctl_show_commands[which].name, option, options, argc, argv);
+    }
+    for (; optind < argc; optind++) /* after "--" */
+        ctl_show_operand(argv[optind], first, &given);
+    if (opts->help)
+        return CTL_EXIT_OK;
+    return ctl_show_operands(which, first, given, operand);
 }
 
 int ctl_show_main(int argc, char **argv)
 {
-    static const struct option options[] = {CTL_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
     size_t which = 0;
     while (strcmp(ctl_show_commands[which].command, argv[0]) != 0)
         which++;
@@ -288,24 +328,13 @@ int ctl_show_main(int argc, char **argv)
     const char *operand = NULL;
     ctl_options_t opts;
     ctl_options_init(&opts);
-    int option;
-    opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
-    /* Options before or after the arguments: `audit subject PSEUDONYM
-     * --admin EP`, as docs/OPERATIONS.md writes it. */
-    while ((option = getopt_long(argc, argv, ":", options, NULL)) != -1) {
-        int rc = ctl_common_option(&opts, option, optarg);
-        if (rc < 0)
-            return CTL_EXIT_USAGE;
-        if (rc == 0)
-            return ctl_option_error(name, option, options, argc, argv);
-    }
+    int rc = ctl_show_args(which, argc, argv, &opts, &operand);
+    if (rc != CTL_EXIT_OK)
+        return rc;
     if (opts.help) {
         ctl_show_usage(name, ctl_show_commands[which].operand, ctl_show_commands[which].summary);
         return CTL_EXIT_OK;
     }
-    int rc = ctl_show_operands(which, argc, argv, &operand);
-    if (rc != CTL_EXIT_OK)
-        return rc;
     ctl_conn_t *conn = NULL;
     rc = ctl_conn_open(&opts, &conn);
     if (rc != CTL_EXIT_OK)

@@ -1721,13 +1721,15 @@ void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen)
     }
 }
 
-/* envp for schakelctl: ours without SCHAKEL_*, plus the admin settings. */
-static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *key_file)
+/* envp for schakelctl: ours without SCHAKEL_*, plus the admin settings
+ * and extra ("NAME=value", or NULL). */
+static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *key_file,
+                         const char *extra)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **envp = calloc(n + 4, sizeof *envp);
+    char **envp = calloc(n + 5, sizeof *envp);
     assert_non_null(envp);
     size_t used = 0;
     for (size_t i = 0; i < n; i++)
@@ -1735,7 +1737,8 @@ static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *
             envp[used++] = strdup(environ[i]);
     if ((admin && asprintf(&envp[used++], "SCHAKEL_ADMIN=%s", admin) < 0) ||
         (broker_pub && asprintf(&envp[used++], "SCHAKEL_BROKER_KEY=%s", broker_pub) < 0) ||
-        (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0))
+        (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0) ||
+        (extra && (envp[used++] = strdup(extra)) == NULL))
         fail_msg("out of memory");
     envp[used] = NULL;
     return envp;
@@ -1744,12 +1747,18 @@ static char **h_ctl_envp(const char *admin, const char *broker_pub, const char *
 int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const char *const *args,
                    h_cli_result_t *res)
 {
+    return h_run_ctl_env(env, admin, key_file, NULL, args, res);
+}
+
+int h_run_ctl_env(h_env_t *env, const char *admin, const char *key_file, const char *extra_env,
+                  const char *const *args, h_cli_result_t *res)
+{
     memset(res, 0, sizeof *res);
     const char *program = h_schakelctl_path();
     if (access(program, X_OK) != 0)
         fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
                  strerror(errno));
-    char **envp = h_ctl_envp(admin, env->broker_pub, key_file);
+    char **envp = h_ctl_envp(admin, env->broker_pub, key_file, extra_env);
     h_run_program(program, args, envp, NULL, 0, res);
     h_free_strv(envp);
     return res->status;

@@ -359,6 +359,11 @@ void h_admin_endpoint(const h_env_t *env, char *out, size_t outlen);
 int h_run_ctl_argv(h_env_t *env, const char *admin, const char *key_file, const char *const *args,
                    h_cli_result_t *res);
 
+/* The same with one variable more in its environment, extra_env
+ * ("NAME=value", e.g. "POSIXLY_CORRECT=1"; NULL: none). */
+int h_run_ctl_env(h_env_t *env, const char *admin, const char *key_file, const char *extra_env,
+                  const char *const *args, h_cli_result_t *res);
+
 /* The same with the key file of `principal` (NULL: SCHAKEL_KEY unset) and
  * the arguments as a NULL-terminated list. */
 int h_run_ctl(h_env_t *env, const char *admin, const char *principal, h_cli_result_t *res, ...)

@@ -1288,6 +1288,12 @@ static void test_audited_subject_export(void **state)
     expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP");
     assert_int_equal(count_of(res.out, "admin.audit_subject"), 1); /* the first export */
     h_cli_result_free(&res);
+    /* and with POSIXLY_CORRECT set, where getopt alone stops at the first
+     * argument: --admin after the pseudonym still counts */
+    h_run_ctl_env(env, NULL, h_key_file(env, H_OPERATOR), "POSIXLY_CORRECT=1", with_admin, &res);
+    expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP, POSIXLY_CORRECT");
+    assert_int_equal(count_of(res.out, "admin.audit_subject"), 2);
+    h_cli_result_free(&res);
 
     /* a subject without entries: an empty export, still recorded */
     const char *const other[] = {"audit", "subject", "PSN-00000000ab", NULL};
@@ -1314,11 +1320,13 @@ typedef struct offline_row {
     const char *says;
 } offline_row_t;
 
-static void run_offline_rows(h_env_t *env, const offline_row_t *rows, size_t n, const char *table)
+/* extra_env: one variable more for each run ("NAME=value"), or NULL. */
+static void run_offline_rows(h_env_t *env, const offline_row_t *rows, size_t n, const char *table,
+                             const char *extra_env)
 {
     for (size_t i = 0; i < n; i++) {
         h_cli_result_t res;
-        h_run_ctl_argv(env, NULL, NULL, rows[i].args, &res);
+        h_run_ctl_env(env, NULL, NULL, extra_env, rows[i].args, &res);
         char what[96];
         snprintf(what, sizeof what, "%s row %zu (%s %s)", table, i,
                  rows[i].args[0] ? rows[i].args[0] : "-",
@@ -1350,6 +1358,8 @@ static void test_ctl_policy_usage(void **state)
         {{"policy", "check", p, "--json=1", NULL}, 2, "--json takes no value"},
         {{"policy", "check", "-xq", p, NULL}, 2, "unknown option '-x'"},
         {{"policy", "check", p, p, NULL}, 2, "policy check takes one FILE"},
+        {{"policy", "check", "--", p, NULL}, 0, "valid: 8 partners"},
+        {{"policy", "check", "--json", "--", p, p, NULL}, 2, "policy check takes one FILE"},
         {{EXPLAIN(p, "inbraakreeks"), NULL}, 0, "ALLOW"},
         {{EXPLAIN(p, "inbraakreeks"), "extra", NULL}, 2, "unexpected argument 'extra'"},
         {{EXPLAIN(p, "inbraakreeks"), "--verbose", NULL}, 2, "unknown option '--verbose'"},
@@ -1370,7 +1380,19 @@ static void test_ctl_policy_usage(void **state)
         {{EXPLAIN(missing, "inbraakreeks"), NULL}, 1, missing_says},
     };
 #undef EXPLAIN
-    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "policy");
+    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "policy", NULL);
+
+    /* With POSIXLY_CORRECT set getopt alone stops at the first argument:
+     * an option after FILE counts all the same. */
+    const offline_row_t posixly_rows[] = {
+        {{"policy", "check", p, "--json", NULL}, 0, "\"ok\":true"},
+        {{"policy", "check", p, "-xq", NULL}, 2, "unknown option '-x'"},
+        {{"policy", "check", p, "--json=1", NULL}, 2, "--json takes no value"},
+        {{"policy", "check", p, p, "--json", NULL}, 2, "policy check takes one FILE"},
+        {{"policy", "check", "--", p, NULL}, 0, "valid: 8 partners"},
+    };
+    run_offline_rows(env, posixly_rows, sizeof posixly_rows / sizeof posixly_rows[0],
+                     "policy, POSIXLY_CORRECT", "POSIXLY_CORRECT=1");
 
     /* One --to more than explain takes. */
     const char *const base[] = {"policy",  "explain",       "--policy", p,
@@ -1475,7 +1497,23 @@ static void test_ctl_audit_usage(void **state)
          not_a_store_says},
         {{"audit", "tail", "--store", missing, "--no-follow", NULL}, 1, missing_store_says},
     };
-    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "audit");
+    run_offline_rows(env, rows, sizeof rows / sizeof rows[0], "audit", NULL);
+
+    /* With POSIXLY_CORRECT set getopt alone stops at the first argument:
+     * options after the PSEUDONYM count all the same. */
+    const offline_row_t posixly_rows[] = {
+        {{"audit", "subject", "PSN-1c4e88aa07", "--store", s, "--store-key", store_key, NULL},
+         0,
+         "\"subject\":\"PSN-1c4e88aa07\""},
+        {{"audit", "subject", "PSN-1c4e88aa07", "--store", s, "--json", NULL},
+         2,
+         "'--json' is not an option of audit subject"},
+        {{"audit", "verify", "--store", s, "extra", "--broker-key", b, NULL},
+         2,
+         "unexpected argument 'extra'"},
+    };
+    run_offline_rows(env, posixly_rows, sizeof posixly_rows / sizeof posixly_rows[0],
+                     "audit, POSIXLY_CORRECT", "POSIXLY_CORRECT=1");
 
     /* One --broker-key more than verify takes. */
     const char *const base[] = {"audit", "verify", "--store", s};

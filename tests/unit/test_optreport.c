@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -118,8 +119,30 @@ static void test_optreport_rows(void **state)
         {":hqv:", {"file", "--broker", NULL}, "--broker needs a value"},
         /* with '+' what follows an argument is not an option */
         {"+:hqv:", {"file", "-xq", NULL}, NULL},
+        /* with '-' arguments come in order (as 1): the same messages */
+        {"-:hqv:", {"file", "-xq", NULL}, "unknown option '-x'"},
+        {"-:hqv:", {"file", "--json=on", "more", NULL}, "--json takes no value"},
+        {"-:hqv:", {"file", "--broker", NULL}, "--broker needs a value"},
+        {"-:hqv:", {"file", "--", "-x", NULL}, NULL},
     };
     check_rows(rows, sizeof rows / sizeof rows[0]);
+}
+
+/* With POSIXLY_CORRECT set getopt_long stops at the first argument,
+ * unless the optstring begins with '-': then it hands every argument over
+ * in order, and the options after an argument are still read and refused
+ * as without it. The tools' optstrings rely on that. */
+static void test_optreport_posixly_correct(void **state)
+{
+    (void)state;
+    static const row_t rows[] = {
+        {":hqv:", {"file", "--json=on", NULL}, NULL}, /* stops at "file" */
+        {"-:hqv:", {"file", "--json=on", NULL}, "--json takes no value"},
+        {"-:hqv:", {"file", "-qx", NULL}, "unknown option '-x'"},
+    };
+    assert_int_equal(setenv("POSIXLY_CORRECT", "1", 1), 0);
+    check_rows(rows, sizeof rows / sizeof rows[0]);
+    assert_int_equal(unsetenv("POSIXLY_CORRECT"), 0);
 }
 
 /* Which long option of the table getopt_long refused, for a command that
@@ -179,6 +202,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_optreport_rows),
+        cmocka_unit_test(test_optreport_posixly_correct),
         cmocka_unit_test(test_optreport_refused_long),
         cmocka_unit_test(test_optreport_cut_to_buffer),
     };
