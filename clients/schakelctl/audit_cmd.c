@@ -63,6 +63,10 @@ static const char audit_usage[] =
     "  --count N           tail: stop after N entries\n"
     "  --no-follow         tail: stop at the end of the trail instead of waiting\n"
     "  --json              tail: one JSON object per line\n"
+    "Options may stand before or after the arguments. subject's PSEUDONYM is the\n"
+    "first argument that is neither an option nor an option's value: one that begins\n"
+    "with a single '-' is taken as it is; one that begins with '--' follows '--'\n"
+    "(audit subject -- --PSEUDONYM).\n"
     "Exit status: 0 ok (verify: intact), 1 failure, 2 usage, 3 verify: the trail is broken\n"
     "(or its index of acked deliveries disagrees with it).\n";
 
@@ -213,9 +217,10 @@ static int operand_set(audit_options_t *o, const char *sub, const char *arg)
 /* Options and subject's PSEUDONYM, in any order. The optstring's '-' hands
  * getopt_long's arguments over in the order given, each operand as 1,
  * whatever POSIXLY_CORRECT says (without it getopt would stop at the
- * first operand there, and refuse `subject P --store X`); after "--"
- * every argument is an operand. Returns 0, -1 after printing the help, or
- * a usage exit. */
+ * first operand there, and refuse `subject P --store X`). Where subject's
+ * PSEUDONYM is due, an argument that begins with a single '-' is that
+ * PSEUDONYM (audit_cmd_dash_pseudonym); after "--" every argument is an
+ * operand. Returns 0, -1 after printing the help, or a usage exit. */
 static int options_parse(audit_options_t *o, const char *sub, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
@@ -226,6 +231,11 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
     opterr = 0; /* its '?' and ':' are told apart by optreport_describe */
     optind = 2; /* after "audit SUB" */
     while (rc == 0) {
+        if (is_subject && o->subject == NULL && optind < argc &&
+            audit_cmd_dash_pseudonym(argv[optind])) {
+            o->subject = argv[optind++];
+            continue;
+        }
         option = getopt_long(argc, argv, "-:h", audit_options, &long_index);
         if (option == -1)
             break;
@@ -252,6 +262,11 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
     if (strcmp(sub, "verify") == 0 && o->n_keys == 0)
         o->keys[o->n_keys++] = AUDIT_DEFAULT_BROKER_KEY;
     return 0;
+}
+
+int audit_cmd_dash_pseudonym(const char *arg)
+{
+    return arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' && strcmp(arg, "-h") != 0;
 }
 
 /* Read-only; with the store key when key is not NULL (wiped here). */

@@ -18,4 +18,12 @@
  * stderr, and returns one of the exit codes above. */
 int audit_cmd_main(int argc, char **argv);
 
+/* 1 if arg, standing where `audit subject` still expects its PSEUDONYM
+ * (offline here, or through the broker in ctl_show.c), is that PSEUDONYM
+ * though it begins with '-': it begins with a single '-' and is not -h.
+ * PROTOCOL.md 5.2 lets a pseudonym begin with '-', and the audit commands
+ * have no short option but -h, so nothing else is lost; one that begins
+ * with "--" is told from a long option only by a "--" before it. */
+int audit_cmd_dash_pseudonym(const char *arg);
+
 #endif

@@ -12,6 +12,8 @@
 #include <getopt.h>
 #include <string.h>
 
+#include "audit_cmd.h"
+
 typedef int (*ctl_print_fn)(const json_t *doc);
 
 static int ctl_show_status(const json_t *doc);
@@ -52,6 +54,10 @@ static void ctl_show_usage(const char *name, const char *operand, const char *su
 {
     printf("usage: schakelctl %s%s%s [OPTIONS]\n\n%s.\n\n" CTL_COMMON_HELP, name,
            operand != NULL ? " " : "", operand != NULL ? operand : "", summary);
+    if (operand != NULL)
+        printf("\nOptions may stand before or after the %s. A %s that begins with a\n"
+               "single '-' is taken as it is; one that begins with '--' follows '--'.\n",
+               operand, operand);
 }
 
 /* "label       value" with the value made safe. */
@@ -288,8 +294,10 @@ static int ctl_show_operands(size_t which, const char *first[2], int given, cons
 /* Options and the command's operand, in any order. The optstring's '-'
  * hands getopt_long's arguments over in the order given, each operand as
  * 1, whatever POSIXLY_CORRECT says (without it getopt would stop at the
- * first operand there, and refuse `audit subject P --admin EP`); after
- * "--" every argument is an operand. Returns 0, or a usage exit. */
+ * first operand there, and refuse `audit subject P --admin EP`). Where the
+ * PSEUDONYM is due, an argument that begins with a single '-' is it, as
+ * offline (audit_cmd_dash_pseudonym); after "--" every argument is an
+ * operand. Returns 0, or a usage exit. */
 static int ctl_show_args(size_t which, int argc, char **argv, ctl_options_t *opts,
                          const char **operand)
 {
@@ -298,6 +306,11 @@ static int ctl_show_args(size_t which, int argc, char **argv, ctl_options_t *opt
     int option, given = 0;
     opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
     for (;;) {
+        if (ctl_show_commands[which].operand != NULL && given == 0 && optind < argc &&
+            audit_cmd_dash_pseudonym(argv[optind])) {
+            ctl_show_operand(argv[optind++], first, &given);
+            continue;
+        }
         option = getopt_long(argc, argv, "-:", options, NULL);
         if (option == -1)
             break;

@@ -286,6 +286,8 @@ static void test_ctl_usage_and_unreachable(void **state)
         {REAL, 1, {"audit", "subject", psn, "--bogus", NULL}, 2, "'--bogus'\n" TRY_SUBJECT},
         {REAL, 1, {"audit", "subject", "--json=1", psn, NULL}, 2, "no value\n" TRY_SUBJECT},
         {REAL, 1, {"audit", "subject", psn, "--help", NULL}, 0, "audit subject PSEUDONYM ["},
+        /* after the PSEUDONYM, '-X...' is an option again */
+        {REAL, 1, {"audit", "subject", psn, "-Xb3c9a8f21", NULL}, 2, "unknown option '-X'"},
         {REAL,
          1,
          {"audit", "subject", "PSN-1c4e88aa07", "--store-key", "store.key", NULL},
@@ -1295,6 +1297,39 @@ static void test_audited_subject_export(void **state)
     assert_int_equal(count_of(res.out, "admin.audit_subject"), 2);
     h_cli_result_free(&res);
 
+    /* A pseudonym may begin with '-' (PROTOCOL.md 5.2): where it is due it
+     * is taken as it is, one with "--" after "--"; options before or after,
+     * SCHAKEL_ADMIN or --admin, POSIXLY_CORRECT or not. */
+    const struct {
+        int admin_set; /* SCHAKEL_ADMIN; else --admin in args */
+        const char *posixly;
+        const char *args[7];
+        const char *subject;
+    } dash_rows[] = {
+        {1, NULL, {"audit", "subject", "-Xb3c9a8f21", NULL}, "-Xb3c9a8f21"},
+        {1, NULL, {"audit", "subject", "-Xb3c9a8f21", "--timeout", "9", NULL}, "-Xb3c9a8f21"},
+        {0, NULL, {"audit", "subject", "--admin", admin, "-Xb3c9a8f21", NULL}, "-Xb3c9a8f21"},
+        {0,
+         "POSIXLY_CORRECT=1",
+         {"audit", "subject", "-Xb3c9a8f21", "--admin", admin, NULL},
+         "-Xb3c9a8f21"},
+        {1, NULL, {"audit", "subject", "--", "--b3c9a8f21", NULL}, "--b3c9a8f21"},
+        {0,
+         "POSIXLY_CORRECT=1",
+         {"audit", "subject", "--admin", admin, "--", "--b3c9a8f21", NULL},
+         "--b3c9a8f21"},
+    };
+    for (size_t i = 0; i < sizeof dash_rows / sizeof dash_rows[0]; i++) {
+        char what[64], says[64];
+        snprintf(what, sizeof what, "dash pseudonym row %zu", i);
+        snprintf(says, sizeof says, "\"subject\":\"%s\"", dash_rows[i].subject);
+        h_run_ctl_env(env, dash_rows[i].admin_set ? admin : NULL, h_key_file(env, H_OPERATOR),
+                      dash_rows[i].posixly, dash_rows[i].args, &res);
+        expect_exit(&res, 0, what);
+        expect_text(res.out, says, what);
+        h_cli_result_free(&res);
+    }
+
     /* a subject without entries: an empty export, still recorded */
     const char *const other[] = {"audit", "subject", "PSN-00000000ab", NULL};
     ctl(env, H_OPERATOR, &res, other);
@@ -1481,6 +1516,21 @@ static void test_ctl_audit_usage(void **state)
          2,
          "--count needs a number (1 or more)"},
         {{"audit", "subject", "--store", s, NULL}, 2, "audit subject needs a PSEUDONYM"},
+        /* a PSEUDONYM may begin with '-' (PROTOCOL.md 5.2): where it is due
+         * it is taken as it is, one with "--" after "--"; -h stays help */
+        {{"audit", "subject", "-Xb3c9a8f21", "--store", s, "--store-key", store_key, NULL},
+         0,
+         "\"subject\":\"-Xb3c9a8f21\""},
+        {{"audit", "subject", "--store", s, "-Xb3c9a8f21", "--store-key", store_key, NULL},
+         0,
+         "\"subject\":\"-Xb3c9a8f21\""},
+        {{"audit", "subject", "--store", s, "--store-key", store_key, "--", "--b3c9a8f21", NULL},
+         0,
+         "\"subject\":\"--b3c9a8f21\""},
+        {{"audit", "subject", "-h", NULL}, 0, "usage: schakelctl audit verify"},
+        {{"audit", "subject", "PSN-1c4e88aa07", "-Xb3c9a8f21", "--store", s, NULL},
+         2,
+         "unknown option '-X'"},
         {{"audit", "subject", "PSN-1c4e88aa07", "PSN-7f3a9c2e41", "--store", s, NULL},
          2,
          "unexpected argument 'PSN-7f3a9c2e41'"},
@@ -1505,6 +1555,9 @@ static void test_ctl_audit_usage(void **state)
         {{"audit", "subject", "PSN-1c4e88aa07", "--store", s, "--store-key", store_key, NULL},
          0,
          "\"subject\":\"PSN-1c4e88aa07\""},
+        {{"audit", "subject", "-Xb3c9a8f21", "--store", s, "--store-key", store_key, NULL},
+         0,
+         "\"subject\":\"-Xb3c9a8f21\""},
         {{"audit", "subject", "PSN-1c4e88aa07", "--store", s, "--json", NULL},
          2,
          "'--json' is not an option of audit subject"},
