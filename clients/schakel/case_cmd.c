@@ -548,12 +548,22 @@ static const case_command_t *case_find(const char *name)
 
 /* Parse `case COMMAND ...` (argv[0] = COMMAND). Returns 0 to go on, -1
  * after --help, or an exit code. Options may come before or after the
- * arguments. */
+ * arguments: the optstring's '-' hands them over in order, each argument
+ * as 1, whatever POSIXLY_CORRECT says (without it getopt would stop at
+ * the first argument there, and refuse `case note CASE --text T`). */
 static int case_parse(int argc, char **argv, case_args_t *args)
 {
+    const size_t kept = sizeof args->positional / sizeof args->positional[0];
+    size_t given = 0;
     int option;
     opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
-    while ((option = getopt_long(argc, argv, ":", case_options, NULL)) != -1) {
+    while ((option = getopt_long(argc, argv, "-:", case_options, NULL)) != -1) {
+        if (option == 1) {
+            if (given < kept)
+                args->positional[given] = optarg;
+            given++;
+            continue;
+        }
         int rc = cli_common_option(&args->opts, option, optarg);
         if (rc == 0)
             rc = case_option(args, option, optarg);
@@ -562,17 +572,17 @@ static int case_parse(int argc, char **argv, case_args_t *args)
         if (rc == 0)
             return cli_option_error("case", option, case_options, argc, argv);
     }
+    for (; optind < argc; optind++, given++) /* after "--" */
+        if (given < kept)
+            args->positional[given] = argv[optind];
     if (args->opts.help) {
         fputs(case_usage, stdout);
         return -1;
     }
-    size_t given = (size_t)(argc - optind);
     if (given != args->command->n_positional)
         return cli_usage_error("case", "'case %s' takes %zu argument%s, not %zu",
                                args->command->name, args->command->n_positional,
                                args->command->n_positional == 1 ? "" : "s", given);
-    for (size_t i = 0; i < given; i++)
-        args->positional[i] = argv[optind + (int)i];
     return case_prepare(args);
 }
 

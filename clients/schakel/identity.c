@@ -27,22 +27,31 @@ static const char identity_whoami_usage[] =
     "authenticated us as.\n"
     "\n" CLI_COMMON_HELP;
 
-/* Only --help (or -h), before or after NAME. A NAME that begins with '-'
- * is refused even after "--": it would read as an option everywhere else. */
+/* Only --help (or -h), before or after NAME: the optstring's '-' hands
+ * the arguments over in order, NAME as 1, whatever POSIXLY_CORRECT says.
+ * A NAME that begins with '-' is refused even after "--": it would read as
+ * an option everywhere else. */
 int identity_keygen_main(int argc, char **argv)
 {
     static const struct option options[] = {{"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    const char *name = NULL;
+    int names = 0, option;
     opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
-    int option = getopt_long(argc, argv, ":h", options, NULL);
-    if (option == 'h') {
-        fputs(identity_keygen_usage, stdout);
-        return CLI_EXIT_OK;
+    while ((option = getopt_long(argc, argv, "-:h", options, NULL)) != -1) {
+        if (option == 'h') {
+            fputs(identity_keygen_usage, stdout);
+            return CLI_EXIT_OK;
+        }
+        if (option != 1)
+            return cli_option_error("keygen", option, options, argc, argv);
+        if (names++ == 0)
+            name = optarg;
     }
-    if (option != -1)
-        return cli_option_error("keygen", option, options, argc, argv);
-    if (optind + 1 != argc || argv[optind][0] == '\0' || argv[optind][0] == '-')
+    for (; optind < argc; optind++) /* after "--" */
+        if (names++ == 0)
+            name = argv[optind];
+    if (names != 1 || name[0] == '\0' || name[0] == '-')
         return cli_usage_error("keygen", "keygen wants exactly one NAME");
-    const char *name = argv[optind];
     schakel_error_t err;
     memset(&err, 0, sizeof err);
     schakel_status_t status = schakel_keygen(name, &err);

@@ -1032,13 +1032,15 @@ void h_assert_delivery_fields(const schakel_delivery_t *d, const schakel_signal_
 
 /* ------------------------------------------------------------------ CLI */
 
-/* envp for the CLI: ours without SCHAKEL_*, plus the three variables. */
-static char **h_cli_envp(const char *endpoint, const char *broker_pub, const char *key_file)
+/* envp for the CLI: ours without SCHAKEL_*, plus the three variables and
+ * extra ("NAME=value", or NULL). */
+static char **h_cli_envp(const char *endpoint, const char *broker_pub, const char *key_file,
+                         const char *extra)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **envp = calloc(n + 4, sizeof *envp);
+    char **envp = calloc(n + 5, sizeof *envp);
     assert_non_null(envp);
     size_t used = 0;
     for (size_t i = 0; i < n; i++)
@@ -1049,6 +1051,8 @@ static char **h_cli_envp(const char *endpoint, const char *broker_pub, const cha
     if (broker_pub && asprintf(&envp[used++], "SCHAKEL_BROKER_KEY=%s", broker_pub) < 0)
         fail_msg("out of memory");
     if (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0)
+        fail_msg("out of memory");
+    if (extra && (envp[used++] = strdup(extra)) == NULL)
         fail_msg("out of memory");
     envp[used] = NULL;
     return envp;
@@ -1231,7 +1235,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
     const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
-    char **envp = h_cli_envp(endpoint, broker_pub, key_file);
+    char **envp = h_cli_envp(endpoint, broker_pub, key_file, t.extra_env);
     h_run_program(program, args, envp, t.stdin_text, t.stderr_tty, res);
     h_free_strv(envp);
     return res->status;

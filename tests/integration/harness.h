@@ -245,6 +245,7 @@ typedef struct h_cli_target {
     const char *key_file;
     const char *stdin_text; /* NULL: /dev/null */
     int stderr_tty;         /* stderr on a pseudo-terminal (isatty(2) true), read as res->err */
+    const char *extra_env;  /* one variable more, "NAME=value" (NULL: none) */
 } h_cli_target_t;
 
 /* Run build/schakel with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and SCHAKEL_KEY

@@ -292,14 +292,17 @@ static void expect_run(h_env_t *env, const char *principal, const h_cli_target_t
 
 /* Run a table as `principal`: the rows that must fail against a port that
  * nobody listens on (a row that wrongly gets as far as connecting ends with
- * exit 4 and reaches no broker), the controls against the env's broker. */
-static void run_usage_rows(h_env_t *env, const char *principal, const usage_row_t *rows, size_t n)
+ * exit 4 and reaches no broker), the controls against the env's broker.
+ * extra_env: one variable more for each run ("NAME=value"), or NULL. */
+static void run_usage_rows(h_env_t *env, const char *principal, const usage_row_t *rows, size_t n,
+                           const char *extra_env)
 {
     char nowhere[64];
     int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
     for (size_t i = 0; i < n; i++) {
         h_cli_target_t target = {.endpoint = rows[i].exit_code == 0 ? NULL : nowhere,
-                                 .stdin_text = rows[i].stdin_text};
+                                 .stdin_text = rows[i].stdin_text,
+                                 .extra_env = extra_env};
         char what[200];
         int len = snprintf(what, sizeof what, "row %zu: ", i);
         describe_args(rows[i].args, what + len, sizeof what - (size_t)len);
@@ -328,10 +331,11 @@ static void write_filled(const h_env_t *env, const char *name, size_t len, char 
 static void test_cli_usage_errors_exit_2(void **state)
 {
     h_env_t *env = *state;
-    char feed[128], key_a[128], key_b[128], long_path[4100];
+    char feed[128], key_a[128], key_b[128], key_c[128], long_path[4100];
     snprintf(feed, sizeof feed, "%s/feed.jsonl", env->dir);
     snprintf(key_a, sizeof key_a, "%s/keys/sleutel-a", env->dir);
     snprintf(key_b, sizeof key_b, "%s/keys/sleutel-b", env->dir);
+    snprintf(key_c, sizeof key_c, "%s/keys/sleutel-c", env->dir);
     /* Longer than a path with ".import-state" added may be. */
     memset(long_path, 'p', sizeof long_path - 1);
     long_path[sizeof long_path - 1] = '\0';
@@ -456,7 +460,19 @@ static void test_cli_usage_errors_exit_2(void **state)
          2,
          "--test-interrupt-after-batches wants a number"},
     };
-    run_usage_rows(env, H_WOCO_MAASOEVER, rows, sizeof rows / sizeof rows[0]);
+    run_usage_rows(env, H_WOCO_MAASOEVER, rows, sizeof rows / sizeof rows[0], NULL);
+
+    /* With POSIXLY_CORRECT set getopt alone stops at the first argument:
+     * an option after keygen's NAME counts all the same. */
+    const usage_row_t posixly_rows[] = {
+        {{"keygen", key_a, "--help", NULL}, NULL, 0, "usage: schakel keygen NAME"},
+        {{"keygen", key_a, "--force", NULL}, NULL, 2, "unknown option '--force'"},
+        {{"keygen", key_a, "-xq", NULL}, NULL, 2, "unknown option '-x'"},
+        {{"keygen", "--", "-x", NULL}, NULL, 2, "keygen wants exactly one NAME"},
+        {{"keygen", "--", key_c, NULL}, NULL, 0, NULL},
+    };
+    run_usage_rows(env, H_WOCO_MAASOEVER, posixly_rows,
+                   sizeof posixly_rows / sizeof posixly_rows[0], "POSIXLY_CORRECT=1");
 
     char nowhere[64];
     int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
@@ -602,7 +618,7 @@ static void test_cli_publish_stdin_errors(void **state)
         {{"publish", NULL}, "\n   \n\t\n", 2, "no signals: give signal options or JSON on stdin"},
         {{"publish", "-", NULL}, NULL, 2, "no signals"},
     };
-    run_usage_rows(env, H_POLITIE, rows, sizeof rows / sizeof rows[0]);
+    run_usage_rows(env, H_POLITIE, rows, sizeof rows / sizeof rows[0], NULL);
     free(too_many);
     free(long_line);
     /* The control's one signal, and nothing of the refused batches. */
@@ -713,7 +729,19 @@ static void test_cli_case_usage_errors(void **state)
          2,
          "--timeout wants whole seconds from 1 to 3600, not ''"},
     };
-    run_usage_rows(env, H_RIEC_CASEWORKER, rows, sizeof rows / sizeof rows[0]);
+    run_usage_rows(env, H_RIEC_CASEWORKER, rows, sizeof rows / sizeof rows[0], NULL);
+
+    /* With POSIXLY_CORRECT set getopt alone stops at the first argument:
+     * the options after CASE count all the same. */
+    const usage_row_t posixly_rows[] = {
+        {{"case", "list", "--json", NULL}, NULL, 0, NULL},
+        {{"case", "show", c, "-xq", NULL}, NULL, 2, "unknown option '-x'"},
+        {{"case", "note", c, "--text-f", NULL}, NULL, 2, "--text-file needs a value"},
+        {{"case", "accept", c, "--command-id", "abc", NULL}, NULL, 2, "32 hex digits, not 'abc'"},
+        {{"case", "link", c, "--", "-3", NULL}, NULL, 2, "a signal we received, not '-3'"},
+    };
+    run_usage_rows(env, H_RIEC_CASEWORKER, posixly_rows,
+                   sizeof posixly_rows / sizeof posixly_rows[0], "POSIXLY_CORRECT=1");
     free(big_stdin);
 
     /* One --field more than a note takes. */
