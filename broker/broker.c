@@ -10,6 +10,7 @@
 #include "broker.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -869,6 +870,9 @@ static int receive_one(broker_t *b)
 
 /* ------------------------------------------------------------ reload */
 
+/* How often a reload pending for its record logs that it still is. */
+#define RELOAD_RETRY_LOG_MS 60000
+
 /* After a reload: the session's principal is gone, became an operator, or
  * now has another key than the one this connection authenticated with. */
 static int session_revoked(const session_t *session, void *arg)
@@ -973,17 +977,35 @@ static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
 static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, char *err,
                         size_t errlen)
 {
+    /* A retry of the reload pending (once a second while the store stays
+     * unwritable) logs its refusal once a minute, with the retries since. */
+    int64_t now = monotonic_ms();
+    int retry = b->policy_pending == fresh;
+    int logged = !retry || now - b->pending_logged_ms >= RELOAD_RETRY_LOG_MS;
+    b->quiet_audit_failure = !logged;
     /* Fail closed: the new policy applies only once its record is on disk. */
-    if (record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
-                               policy_hash_hex(fresh)) != 0) {
+    int recorded = record_policy_reloaded(b, requested_by, policy_hash_hex(b->policy),
+                                          policy_hash_hex(fresh)) == 0;
+    b->quiet_audit_failure = 0;
+    if (!recorded) {
         snprintf(err, errlen,
                  "the audit trail cannot record the reload (%s); the old policy stays in force, "
                  "but what the new one revokes is revoked now, and the reload applies as soon "
                  "as its record can be written",
                  store_errmsg(b->store));
-        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                  policy_hash_hex(b->policy), "pending", policy_hash_hex(fresh), "by", requested_by,
-                  NULL);
+        if (logged) {
+            char retries[24];
+            snprintf(retries, sizeof retries, "%" PRIu64, b->pending_retries);
+            log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                      policy_hash_hex(b->policy), "pending", policy_hash_hex(fresh), "by",
+                      requested_by, "retries", retries, NULL);
+            b->pending_logged_ms = now;
+            b->pending_retries = 0;
+        } else {
+            b->pending_retries++;
+        }
+        if (retry)
+            b->pending_tries++;
         if (b->policy_pending != fresh) {
             policy_destroy(&b->policy_pending);
             b->policy_pending = fresh;
@@ -994,8 +1016,16 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
         (void)reload_drop_sessions(b, fresh);
         return -1;
     }
-    log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
-              policy_hash_hex(fresh), "by", requested_by, NULL);
+    if (retry) { /* after how many tries, as the refusals logged leave some out */
+        char tries[24];
+        snprintf(tries, sizeof tries, "%" PRIu64, b->pending_tries);
+        log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
+                  policy_hash_hex(fresh), "by", requested_by, "retries", tries, NULL);
+    } else {
+        log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
+                  policy_hash_hex(fresh), "by", requested_by, NULL);
+    }
+    b->pending_retries = b->pending_tries = 0;
     if (b->policy_pending == fresh)
         b->policy_pending = NULL;
     policy_destroy(&b->policy_pending); /* a newer reload replaces one still pending */

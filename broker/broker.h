@@ -98,6 +98,10 @@ typedef struct broker {
     policy_t *policy_pending;
     char pending_by[64];
     int64_t pending_retry_ms;
+    int64_t pending_logged_ms; /* when a retry of it last logged its refusal */
+    uint64_t pending_retries;  /* retries since then, logged with the next */
+    uint64_t pending_tries;    /* retries in all, logged when it applies */
+    int quiet_audit_failure;   /* a retry not logged: nor is its audit.write_failed */
     char *policy_path;
     store_t *store;
     sessions_t *sessions;

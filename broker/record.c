@@ -67,16 +67,19 @@ static int record_append(broker_t *b, store_audit_entry_t *entry)
 static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
 {
     if (b->turn_failed) {
-        log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
-                  "error", "the current turn already failed", NULL);
+        if (!b->quiet_audit_failure)
+            log_event(LOG_ERROR, "audit.write_failed", "entry",
+                      entry->field[STORE_AUDIT_EVENT].text, "error",
+                      "the current turn already failed", NULL);
         return -1;
     }
     if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0)
         return -1;
     if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
         return 0;
-    log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
-              "error", store_errmsg(b->store), NULL);
+    if (!b->quiet_audit_failure)
+        log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
+                  "error", store_errmsg(b->store), NULL);
     store_rollback(b->store);
     return -1;
 }

@@ -503,7 +503,7 @@ static void test_unrecorded_reload_still_revokes(void **state)
     assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
     assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
     write_policy_v2(env); /* jekerdal removed, the rule to gemeente changed */
-    long offset = h_log_offset(env);
+    long offset = h_log_offset(env), reload_offset = offset;
     assert_int_equal(h_broker_reload(env), 0);
     assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
     /* its connection is to be closed: the pending reload does not register
@@ -543,6 +543,13 @@ static void test_unrecorded_reload_still_revokes(void **state)
     sqlite3_close(lock);
     if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
         fail_msg("the pending reload was not recorded once the store could be written");
+    /* tried again every second meanwhile, the refusal logged once a minute */
+    assert_int_equal(h_log_count(env, reload_offset, "event=policy.reload_refused "), 1);
+    assert_int_equal(
+        h_log_count(env, reload_offset, "event=audit.write_failed entry=policy.reloaded"), 1);
+    assert_int_equal(h_log_count(env, reload_offset, " retries=0"), 1); /* the first refusal's */
+    assert_int_equal(h_log_count(env, offset, "event=policy.reloaded "), 1);
+    assert_int_equal(h_log_count(env, offset, " retries="), 1); /* at least one retry */
     if (h_await_log(env, offset, "event=delivery.revoked recipient=gemeente/meldingen",
                     H_TIMEOUT_MS) != 0)
         fail_msg("the waiting deliveries were not revoked under the reloaded policy");
