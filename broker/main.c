@@ -21,6 +21,7 @@
 #include "audit.h"
 #include "broker.h"
 #include "config.h"
+#include "coredump.h"
 #include "log.h"
 #include "restore.h"
 
@@ -406,6 +407,12 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
 int main(int argc, char **argv)
 {
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
+    char why[256];
+    /* First, before any key is read and any thread starts (coredump.h). */
+    if (coredump_disable(why, sizeof why) != 0) {
+        fprintf(stderr, "schakeld: %s\n", why);
+        return 1;
+    }
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
         return rc == 1 ? 0 : 2;

@@ -780,6 +780,10 @@ static void reconnect_run(bench_t *b)
         return;
     printf("bench_reconnect: baseline VmRSS %.1f MiB; storm of %" PRIu64 " cycles\n",
            bench_mib(b->baseline.rss_kib), b->opt.count);
+    if (b->baseline.fds < 0) /* schakeld is not dumpable: its /proc/PID/fd is root's */
+        printf("bench_reconnect: the broker's open fds are not readable by this user (schakeld "
+               "makes itself not dumpable); they are reported as n/a: run the bench as root "
+               "for them\n");
     fflush(stdout);
     if (bench_sampler_start(&b->sampler, b->env.broker_pid, RECONNECT_POLL_MS) != 0)
         fprintf(stderr, "bench_reconnect: no sampler thread; the peak is from samples only\n");

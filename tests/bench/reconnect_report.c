@@ -19,6 +19,23 @@
 #define RECONNECT_SESSION_ALLOWANCE_BYTES 1024
 #define RECONNECT_MIN_SESSIONS_PER_RATIO 100 /* fewer: bytes per session mean nothing */
 
+/* A count of the broker's open fds, or "n/a" (text) / null (JSON) when it
+ * could not be read: schakeld is not dumpable, so only root reads its
+ * /proc/PID/fd. */
+static const char *reconnect_fds_text(int fds, char *out, size_t len)
+{
+    if (fds < 0)
+        snprintf(out, len, "n/a");
+    else
+        snprintf(out, len, "%d", fds);
+    return out;
+}
+
+static const char *reconnect_fds_json(int fds, char *out, size_t len)
+{
+    return fds < 0 ? "null" : reconnect_fds_text(fds, out, len);
+}
+
 /* "valid,invalid,raw" or the subset chosen. */
 static const char *reconnect_kinds_text(unsigned kinds)
 {
@@ -163,9 +180,11 @@ static void reconnect_print_memory(const bench_t *b)
         snprintf(slope_text, sizeof slope_text, "%+.1f (steady)", slope);
     printf("%-22s first %d s: %s, after %d s: %s\n", "KiB per 1000 cycles",
            SCHAKEL_SESSION_TIMEOUT_MS / 1000, early_text, RECONNECT_PLATEAU_MS / 1000, slope_text);
-    printf("%-22s fds %d -> %d, threads %d -> %d, log %.1f MiB\n", "broker", b->baseline.fds,
-           b->final.mem.fds, b->baseline.threads, b->final.mem.threads,
-           (double)b->log_bytes / 1048576.0);
+    char fds_before[16], fds_after[16];
+    printf("%-22s fds %s -> %s, threads %d -> %d, log %.1f MiB\n", "broker",
+           reconnect_fds_text(b->baseline.fds, fds_before, sizeof fds_before),
+           reconnect_fds_text(b->final.mem.fds, fds_after, sizeof fds_after), b->baseline.threads,
+           b->final.mem.threads, (double)b->log_bytes / 1048576.0);
     printf("%-22s VmRSS %.1f -> %.1f MiB\n", "bench process", bench_mib(b->client_rss_baseline_kib),
            bench_mib(b->client_rss_final_kib));
 }
@@ -191,9 +210,10 @@ void reconnect_report_print_table(const bench_t *b)
            "anon MiB", "HWM MiB", "threads", "fds");
     for (size_t i = 0; i < b->n_samples; i++) {
         const mem_sample_t *s = &b->samples[i];
-        printf("%-10" PRIu64 " %-9.1f %-10.2f %-10.2f %-10.2f %-8d %-6d\n", s->cycles, s->at_s,
+        char fds[16];
+        printf("%-10" PRIu64 " %-9.1f %-10.2f %-10.2f %-10.2f %-8d %-6s\n", s->cycles, s->at_s,
                bench_mib(s->mem.rss_kib), bench_mib(s->mem.anon_kib), bench_mib(s->mem.hwm_kib),
-               s->mem.threads, s->mem.fds);
+               s->mem.threads, reconnect_fds_text(s->mem.fds, fds, sizeof fds));
     }
     int wrong =
         reconnect_report_wrong_outcomes(&b->storm) || reconnect_report_wrong_outcomes(&b->warm);
@@ -272,7 +292,10 @@ static void reconnect_json_memory(FILE *f, const bench_t *b)
                           reconnect_slope(b, 0, SCHAKEL_SESSION_TIMEOUT_MS / 1000.0));
     reconnect_json_number(f, "storm_slope_kib_per_1000_cycles", reconnect_slope(b, 0, INFINITY));
     fprintf(f, "  \"threshold_kib\": %ld,\n", base->rss_kib + (long)b->opt.margin_mib * 1024);
-    fprintf(f, "  \"baseline_fds\": %d,\n  \"final_fds\": %d,\n", base->fds, fin->fds);
+    char fds_before[16], fds_after[16];
+    fprintf(f, "  \"baseline_fds\": %s,\n  \"final_fds\": %s,\n",
+            reconnect_fds_json(base->fds, fds_before, sizeof fds_before),
+            reconnect_fds_json(fin->fds, fds_after, sizeof fds_after));
     fprintf(f, "  \"baseline_threads\": %d,\n  \"final_threads\": %d,\n", base->threads,
             fin->threads);
     fprintf(f, "  \"broker_log_bytes\": %lld,\n", b->log_bytes);
@@ -330,11 +353,13 @@ static void reconnect_json_tail(FILE *f, const bench_t *b)
     fprintf(f, "  },\n  \"samples\": [\n");
     for (size_t i = 0; i < b->n_samples; i++) {
         const mem_sample_t *s = &b->samples[i];
+        char fds[16];
         fprintf(f,
                 "    {\"cycles\": %" PRIu64 ", \"at_s\": %.2f, \"rss_kib\": %ld, \"hwm_kib\": "
-                "%ld, \"anon_kib\": %ld, \"file_kib\": %ld, \"threads\": %d, \"fds\": %d}%s\n",
+                "%ld, \"anon_kib\": %ld, \"file_kib\": %ld, \"threads\": %d, \"fds\": %s}%s\n",
                 s->cycles, s->at_s, s->mem.rss_kib, s->mem.hwm_kib, s->mem.anon_kib,
-                s->mem.file_kib, s->mem.threads, s->mem.fds, i + 1 < b->n_samples ? "," : "");
+                s->mem.file_kib, s->mem.threads, reconnect_fds_json(s->mem.fds, fds, sizeof fds),
+                i + 1 < b->n_samples ? "," : "");
     }
     fprintf(f, "  ]\n");
 }

@@ -224,7 +224,8 @@ int bench_read_mem(pid_t pid, bench_mem_t *m);
 int bench_read_proc(pid_t pid, bench_mem_t *m);
 
 /* Open file descriptors of a process (entries of /proc/<pid>/fd), -1 on
- * error. pid 0 = self. */
+ * error: also for a broker when we are not root (schakeld is not
+ * dumpable, so its /proc/<pid>/fd is root's). pid 0 = self. */
 int bench_count_fds(pid_t pid);
 
 /* User + system CPU seconds of a process so far, -1 on error. pid 0 = self. */
