@@ -1,8 +1,8 @@
 /*
  * keys.c — principal key files: generate, load, convert, sign (see keys.h).
  *
- * Trusts nothing in a key file: mode, type, size and syntax are checked
- * before a byte is used. Secret material lives in sodium_malloc memory (plain
+ * Trusts nothing in a key file: type, owner, mode, size and syntax are
+ * checked before a byte is used. Secret material lives in sodium_malloc memory (plain
  * malloc under SCHAKEL_PLAIN_ALLOC, for sanitizer builds) and every temporary
  * copy is wiped on every path. Errors are returned as text for the caller.
  */
@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,8 +74,46 @@ int keys_parse_public_z85(const char *z85, uint8_t sign_pk[32])
     return 0;
 }
 
+/* The name of a user, or "?" when it has none (a uid no account has). */
+static void user_name(uid_t uid, char *out, size_t outlen)
+{
+    struct passwd entry, *found = NULL;
+    char buf[1024];
+    if (getpwuid_r(uid, &entry, buf, sizeof buf, &found) == 0 && found != NULL)
+        snprintf(out, outlen, "%s", found->pw_name);
+    else
+        snprintf(out, outlen, "?");
+}
+
+/* A secret key file must belong to the user that reads it (the effective
+ * uid), or to root, which can read and replace every file anyway: a file
+ * another user owns is a key that user can read, or swap for one of its
+ * own, whatever its mode says. Run as root, a program therefore takes only
+ * root's key files (run it as the key's user instead, as the service user
+ * for the broker's keys). Returns 0, or -1 with err filled. */
+static int check_secret_owner(const char *path, const struct stat *st, char *err, size_t errlen)
+{
+    uid_t self = geteuid();
+    if (st->st_uid == self || st->st_uid == 0)
+        return 0;
+    char owner[64], reader[128] = "root";
+    user_name(st->st_uid, owner, sizeof owner);
+    if (self != 0) {
+        char name[64];
+        user_name(self, name, sizeof name);
+        snprintf(reader, sizeof reader, "uid %u (%s) reading it, nor to root", (unsigned)self,
+                 name);
+    }
+    snprintf(err, errlen,
+             "secret key file %s belongs to uid %u (%s), not to %s: its owner can read or "
+             "replace it; chown it to uid %u, or run as uid %u",
+             path, (unsigned)st->st_uid, owner, reader, (unsigned)self, (unsigned)st->st_uid);
+    return -1;
+}
+
 /* Read a small text key file into buf and return the first line that is not
- * blank and not a '#' comment, trimmed. `secret` adds the mode check. */
+ * blank and not a '#' comment, trimmed. `secret` adds the owner and mode
+ * checks. */
 static int read_key_line(const char *path, int secret, char *line, size_t linelen, char *err,
                          size_t errlen)
 {
@@ -90,6 +129,10 @@ static int read_key_line(const char *path, int secret, char *line, size_t linele
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "key file %s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (secret && check_secret_owner(path, &st, err, errlen) != 0) {
         close(fd);
         return -1;
     }

@@ -5,8 +5,9 @@
  * 32-byte Ed25519 seed in Z85, NAME.pub the 32-byte Ed25519 public key in
  * Z85. The CurveZMQ (X25519) pair is derived from the Ed25519 pair, so one
  * file serves signing and transport. Secrets live in sodium_malloc memory and
- * are wiped on every path. Loading trusts nothing in the file: sizes, syntax
- * and file mode are checked; errors are returned as text, never printed.
+ * are wiped on every path. Loading trusts nothing in the file: sizes, syntax,
+ * and a secret file's owner and mode are checked; errors are returned as
+ * text, never printed.
  */
 #ifndef SCHAKEL_KEYS_H
 #define SCHAKEL_KEYS_H
@@ -30,8 +31,9 @@ typedef struct keypair {
  * exists) and PATH_BASE.pub (0644). Returns 0, or -1 with err filled. */
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
-/* Load a secret key file. Refuses a file that is group- or world-readable,
- * not a regular file, or not in the expected format. Returns a new keypair
+/* Load a secret key file. Refuses a file that belongs to another user than
+ * the effective uid (root's files excepted: see keys.c), is group- or
+ * world-readable, not a regular file, or not in the expected format. Returns a new keypair
  * (caller destroys it with keys_destroy), or NULL with err filled. */
 keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
@@ -64,7 +66,8 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
 /* A symmetric secret (the store's sealing key): 32 random bytes in Z85 in
  * a text file of the same layout as a .key file. keys_write_symmetric
  * creates path with mode 0600 and refuses an existing file;
- * keys_load_symmetric refuses a file group or others can read. Both return
+ * keys_load_symmetric refuses a file group or others can read, or one of
+ * another user, as keys_load_secret does. Both return
  * 0, or -1 with err filled; key is wiped on failure. */
 int keys_write_symmetric(const char *path, const char *comment, char *err,
                          size_t errlen) KEYS_WARN_UNUSED;

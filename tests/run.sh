@@ -4,11 +4,16 @@
 # lines ("[  PASSED  ] N test(s)." / "[  FAILED  ] N test(s), listed below:")
 # and from the fuzz replay drivers' "N passed, N failed" line. A binary that
 # exits non-zero without a summary (a crash, a sanitizer report) counts as
-# one failure, so a crash can never pass silently.
+# one failure, so a crash can never pass silently. Tests cmocka reports
+# skipped ("[  SKIPPED ] N test(s)", a test that cannot run here, such as
+# one that needs root) count as neither, and are named in a line of their
+# own before the last.
 set -u
 passed=0
 failed=0
+skipped=0
 failed_names=""
+skipped_names=""
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 for bin in "$@"; do
@@ -20,6 +25,9 @@ for bin in "$@"; do
     f=$(sed -n 's/^\[  FAILED  \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
     rp=$(sed -n 's/^[A-Za-z_0-9]*: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
     rf=$(sed -n 's/^[A-Za-z_0-9]*: \([0-9][0-9]*\) passed, \([0-9][0-9]*\) failed$/\2/p' "$out" | awk '{s+=$1} END {print s+0}')
+    s=$(sed -n 's/^\[  SKIPPED \] \([0-9][0-9]*\) test.*/\1/p' "$out" | awk '{s+=$1} END {print s+0}')
+    skipped=$((skipped + s))
+    [ "$s" -ne 0 ] && skipped_names="$skipped_names $bin"
     p=$((p + rp))
     f=$((f + rf))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -33,6 +41,7 @@ for bin in "$@"; do
     failed=$((failed + f))
     [ "$f" -ne 0 ] && failed_names="$failed_names $bin"
 done
+[ -n "$skipped_names" ] && echo "skipped: $skipped test(s) in$skipped_names"
 [ -n "$failed_names" ] && echo "failing:$failed_names"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

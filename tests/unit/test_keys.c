@@ -141,6 +141,105 @@ static void test_refused_secret_files(void **state)
     assert_null(keys_load_secret(dir, err, sizeof err)); /* a directory */
 }
 
+/* Who may own a key file: a secret one (a .key file, a store key) the user
+ * that reads it, or root; a file of another user is refused, whatever its
+ * mode, with its owner and the reader named. A .pub file may belong to
+ * anyone. Giving a file to another user needs root: run as another user,
+ * test_key_files_of_another_user is reported skipped, never passed. */
+enum key_kind { KEY_SECRET, KEY_SYMMETRIC, KEY_PUBLIC };
+
+typedef struct owner_row {
+    const char *name;
+    enum key_kind kind;
+    int other_owner; /* 1: chowned to another uid (needs root); 0: ours */
+    mode_t mode;
+    int loads; /* 1: accepted; 0: refused for its owner */
+} owner_row_t;
+
+static const owner_row_t owner_rows[] = {
+    {"own.key", KEY_SECRET, 0, 0600, 1},
+    {"own-readonly.key", KEY_SECRET, 0, 0400, 1},
+    {"own-store.key", KEY_SYMMETRIC, 0, 0600, 1},
+    {"own-public.pub", KEY_PUBLIC, 0, 0644, 1},
+    {"other.key", KEY_SECRET, 1, 0600, 0},
+    {"other-readonly.key", KEY_SECRET, 1, 0400, 0},
+    {"other-store.key", KEY_SYMMETRIC, 1, 0600, 0},
+    {"other-open.key", KEY_SECRET, 1, 0644, 0}, /* the owner is named first */
+    {"other-public.pub", KEY_PUBLIC, 1, 0644, 1},
+};
+
+/* Another uid than ours, for chown. */
+static uid_t other_uid(void)
+{
+    return geteuid() == 65534 ? 65533 : 65534;
+}
+
+/* Write the row's file (a valid key of its kind) and load it: 0 or -1. */
+static int owner_row_load(const owner_row_t *row, char *err, size_t errlen)
+{
+    char p[256];
+    path(p, sizeof p, row->name);
+    if (row->kind == KEY_PUBLIC) {
+        char base[256];
+        path(base, sizeof base, row->name);
+        base[strlen(base) - strlen(".pub")] = '\0';
+        assert_int_equal(keys_generate(base, err, errlen), 0);
+    } else {
+        write_file(row->name, "# c\n0000000000000000000000000000000000000000\n", 0600);
+    }
+    if (row->other_owner)
+        assert_int_equal(chown(p, other_uid(), (gid_t)-1), 0);
+    assert_int_equal(chmod(p, row->mode), 0);
+    err[0] = '\0';
+    if (row->kind == KEY_SECRET) {
+        keypair_t *kp = keys_load_secret(p, err, errlen);
+        int rc = kp != NULL ? 0 : -1;
+        keys_destroy(&kp);
+        return rc;
+    }
+    uint8_t key[32];
+    return row->kind == KEY_SYMMETRIC ? keys_load_symmetric(p, key, err, errlen)
+                                      : keys_load_public(p, key, err, errlen);
+}
+
+static void owner_rows_check(int other_owner)
+{
+    char want_owner[96], want_reader[96];
+    snprintf(want_owner, sizeof want_owner, "belongs to uid %u", (unsigned)other_uid());
+    snprintf(want_reader, sizeof want_reader, "chown it to uid %u", (unsigned)geteuid());
+    for (size_t i = 0; i < sizeof owner_rows / sizeof owner_rows[0]; i++) {
+        const owner_row_t *row = &owner_rows[i];
+        char err[512];
+        if (row->other_owner != other_owner)
+            continue;
+        int rc = owner_row_load(row, err, sizeof err);
+        if (row->loads && rc != 0)
+            fail_msg("%s: refused: %s", row->name, err);
+        if (!row->loads && (rc == 0 || strstr(err, row->name) == NULL ||
+                            strstr(err, want_owner) == NULL || strstr(err, want_reader) == NULL))
+            fail_msg("%s: expected a refusal naming it, \"%s\" and \"%s\", got %s \"%s\"",
+                     row->name, want_owner, want_reader, rc == 0 ? "accepted" : "refused", err);
+    }
+}
+
+static void test_key_files_of_our_own_user(void **state)
+{
+    (void)state;
+    owner_rows_check(0);
+}
+
+static void test_key_files_of_another_user(void **state)
+{
+    (void)state;
+    if (geteuid() != 0) {
+        fprintf(stderr, "test_keys: giving a key file to another user needs root; the rows "
+                        "other.key, other-readonly.key, other-store.key, other-open.key and "
+                        "other-public.pub are skipped\n");
+        skip();
+    }
+    owner_rows_check(1);
+}
+
 /* A FIFO in place of a key file is refused at once, never waited on (a
  * blocking open would hang a broker reloading its policy). alarm() bounds
  * the test so that a regression fails instead of hanging. */
@@ -210,6 +309,8 @@ int main(void)
         cmocka_unit_test(test_public_keys),
         cmocka_unit_test(test_symmetric_keys),
         cmocka_unit_test(test_fifo_is_refused_without_blocking),
+        cmocka_unit_test(test_key_files_of_our_own_user),
+        cmocka_unit_test(test_key_files_of_another_user),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
