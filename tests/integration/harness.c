@@ -1534,6 +1534,13 @@ int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
     return h_run_program(program, args, environ, NULL, 0, res);
 }
 
+int h_run_sh(const char *script, h_cli_result_t *res)
+{
+    const char *args[] = {"-c", script, NULL};
+    memset(res, 0, sizeof *res);
+    return h_run_program("/bin/sh", args, environ, NULL, 0, res);
+}
+
 int h_run_schakeld(h_cli_result_t *res, ...)
 {
     const char *args[64];

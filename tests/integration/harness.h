@@ -328,6 +328,13 @@ void h_broker_start_with(h_env_t *env, const char *const *extra);
 int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res);
 int h_run_schakeld(h_cli_result_t *res, ...) __attribute__((sentinel));
 
+/* Run `/bin/sh -c script` to its end as h_run_schakeld does (our
+ * environment and umask, stdin /dev/null, H_CLI_TIMEOUT_MS): for a command
+ * the documents give as shell text. Returns the exit status (also in
+ * res->status, -1 when it did not finish in time and was killed); free res
+ * with h_cli_result_free. */
+int h_run_sh(const char *script, h_cli_result_t *res);
+
 /* Start schakeld on tcp://127.0.0.1:* with metrics on a free loopback port
  * (--set metrics_listen=127.0.0.1:0) and the extra options (as
  * h_broker_start_with; at most H_MAX_EXTRA_ARGS - 2 words). The ready fd

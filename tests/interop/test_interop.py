@@ -1156,7 +1156,8 @@ def doc_verifier(env):
 
 def store_copy(env, name, tamper=None):
     """A consistent copy of the running broker's store (SQLite's online
-    backup, as OPERATIONS.md says), then `tamper` run on the copy."""
+    backup in one step: one read transaction, as the VACUUM INTO of
+    OPERATIONS.md "Backups"), then `tamper` run on the copy."""
     import sqlite3
     path = os.path.join(env.tmp, name)
     src = sqlite3.connect("file:%s?mode=ro" % os.path.join(env.tmp, "store.db"), uri=True)
