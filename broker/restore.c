@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "audit.h"
+#include "owner.h"
 
 /* Removes path; a file that is not there is fine. */
 static int remove_if_there(const char *path, char *err, size_t errlen)
@@ -212,52 +213,6 @@ static int restore_check_paths(const char *store_path, const char *copy_path,
     return 0;
 }
 
-/* Whose the store is: its file's owner and mode, or, for a store not made
- * yet, its folder's owner and 0600. The restored store and the lock file
- * get them, so that the broker's service user can open what a restore run
- * as root made. */
-typedef struct restore_owner {
-    uid_t uid;
-    gid_t gid;
-    mode_t mode;
-} restore_owner_t;
-
-static int restore_owner_of(const char *store_path, restore_owner_t *owner, char *err,
-                            size_t errlen)
-{
-    struct stat st;
-    if (stat(store_path, &st) == 0) {
-        *owner = (restore_owner_t){st.st_uid, st.st_gid, st.st_mode & 0777};
-        return 0;
-    }
-    char dir[PATH_MAX];
-    const char *slash = strrchr(store_path, '/');
-    snprintf(dir, sizeof dir, "%.*s", slash == NULL ? 1 : (int)(slash - store_path),
-             slash == NULL ? "." : store_path);
-    if (dir[0] == '\0')
-        snprintf(dir, sizeof dir, "/");
-    if (stat(dir, &st) != 0)
-        return snprintf(err, errlen, "%s: %s", dir, strerror(errno)), -1;
-    *owner = (restore_owner_t){st.st_uid, st.st_gid, 0600};
-    return 0;
-}
-
-/* A file of ours given the store's owner and mode (a chown only when it
- * differs: an unprivileged run owns the store already). */
-static int restore_give(const char *path, int fd, const restore_owner_t *owner, char *err,
-                        size_t errlen)
-{
-    struct stat st;
-    int rc = fd >= 0 ? fstat(fd, &st) : stat(path, &st);
-    if (rc == 0 && (st.st_uid != owner->uid || st.st_gid != owner->gid))
-        rc = fd >= 0 ? fchown(fd, owner->uid, owner->gid) : chown(path, owner->uid, owner->gid);
-    if (rc == 0 && fd < 0 && (st.st_mode & 0777) != owner->mode)
-        rc = chmod(path, owner->mode);
-    if (rc != 0)
-        snprintf(err, errlen, "%s: cannot give it the store's owner: %s", path, strerror(errno));
-    return rc;
-}
-
 /* The store being replaced may have handed out more than the backup knows
  * (it ran after the backup was taken; or a broker ran on an earlier
  * restore of this same backup): its counters, read without its key, are a
@@ -361,7 +316,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
                         restore_report_t *report, char *err, size_t errlen)
 {
     char copy_path[PATH_MAX], lock_path[PATH_MAX], backup_real[PATH_MAX];
-    restore_owner_t owner;
+    file_owner_t owner;
     store_counters_t floor;
     memset(report, 0, sizeof *report);
     /* a backup named through a link: its -wal is the file's, beside it */
@@ -371,7 +326,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         side_path(lock_path, sizeof lock_path, store_path, ".lock") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     if (restore_check_paths(store_path, copy_path, backup_real, err, errlen) != 0 ||
-        restore_owner_of(store_path, &owner, err, errlen) != 0)
+        owner_of_store(store_path, &owner, err, errlen) != 0)
         return -1;
     int lock = store_lock_take(store_path, err, errlen);
     if (lock < 0)
@@ -379,14 +334,14 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     int rc = -1;
     restore_floor(store_path, &floor, report);
     /* a copy left by an earlier run that stopped half-way goes first */
-    if (restore_give(lock_path, lock, &owner, err, errlen) != 0 ||
+    if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
         remove_if_there(copy_path, err, errlen) != 0 ||
         remove_sides(copy_path, 1, err, errlen) != 0)
         goto out;
     if (restore_make_copy(copy_path, backup_real, store_key, key, report->has_floor ? &floor : NULL,
                           report, err, errlen) != 0 ||
         remove_sides(copy_path, 1, err, errlen) != 0 ||
-        restore_give(copy_path, -1, &owner, err, errlen) != 0) {
+        owner_give(copy_path, -1, &owner, err, errlen) != 0) {
         char ignored[8];
         (void)remove_if_there(copy_path, ignored, sizeof ignored);
         (void)remove_sides(copy_path, 1, ignored, sizeof ignored);
