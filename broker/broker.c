@@ -152,7 +152,7 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     uint8_t seal_key[STORE_KEY_BYTES];
     store_t *store = NULL;
     if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
-        store = store_open(store_path, seal_key, err, errlen);
+        store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen);
     else
         snprintf(err + strlen(err), errlen - strlen(err),
                  " (create a store key once with: schakeld --init --config FILE)");

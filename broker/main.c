@@ -1,6 +1,6 @@
 /*
  * main.c — schakeld: command line, configuration, signals, readiness, and
- * the offline commands (--init, --rekey, --restored).
+ * the offline commands (--rekey, --restored; --init is init.c).
  *
  * Reads the config file and command-line overrides, builds the broker,
  * runs the start-up self-check and only then announces readiness (a READY
@@ -22,6 +22,7 @@
 #include "broker.h"
 #include "config.h"
 #include "coredump.h"
+#include "init.h"
 #include "log.h"
 #include "restore.h"
 
@@ -56,7 +57,7 @@ static void usage(FILE *out)
         "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
         "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
         "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
-        "       schakeld --init --config FILE | --init --store-key FILE\n"
+        "       schakeld --init --config FILE | --init --store-key FILE [--store FILE]\n"
         "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
         "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE [--key FILE]\n"
         "       schakeld --restored BACKUP --config FILE  (broker stopped)\n"
@@ -65,7 +66,8 @@ static void usage(FILE *out)
         "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
         "                    store_key_file, ack_timeout, metrics_listen, admin_listen,\n"
         "                    sync_thread, and the limits of docs/OPERATIONS.md)\n"
-        "  --init            create the store's sealing key file (mode 0600) and exit\n"
+        "  --init            create the store key file (mode 0600) and, with a store\n"
+        "                    path, an empty store, each where none is, and exit\n"
         "  --store-key FILE  the store's sealing key file\n"
         "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
         "  --restored BACKUP put a backup in place of the store, its seqs and case\n"
@@ -239,26 +241,6 @@ static void announce_ready(int fd, const char *endpoint, const char *metrics)
     sd_notify(0, "READY=1");
 }
 
-/* schakeld --init: create the store's sealing key, never overwriting one
- * (a lost or replaced key makes the store unreadable). */
-static int init_store_key(const char *path)
-{
-    char err[512];
-    if (path == NULL) {
-        fprintf(stderr, "schakeld: --init needs store_key_file (in --config or --store-key)\n");
-        return 2;
-    }
-    if (keys_write_symmetric(path,
-                             "Schakel store sealing key (XChaCha20-Poly1305). Keep it "
-                             "private and backed up: without it the store is unreadable.",
-                             err, sizeof err) != 0) {
-        fprintf(stderr, "schakeld: %s\n", err);
-        return 1;
-    }
-    printf("created store key %s (mode 0600); back it up apart from the store\n", path);
-    return 0;
-}
-
 /* The rotation's audit entry, in the rekey's own transaction: signed with
  * a checkpoint when the broker key is known (key_file), else unsigned as
  * far as audit_append_offline allows. */
@@ -291,8 +273,8 @@ static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES]
 
 /* schakeld --rekey: re-seal the store under a new key, made beforehand
  * with --init. Run with the broker stopped: store_rekey locks the store
- * and fails while another process has it open. The store is not created
- * if missing (store_open would make an empty one). */
+ * and fails while another process has it open. A store that is not there
+ * is said before any key file is read. */
 static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
                        const char *broker_key_path)
 {
@@ -308,8 +290,8 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                         "and --store-key)\n");
         return 2;
     }
-    if (access(store_path, F_OK) != 0)
-        snprintf(err, sizeof err, "%s: %s", store_path, strerror(errno));
+    if (store_presence(store_path, err, sizeof err) != STORE_FILE_PRESENT)
+        ; /* err names the store and what is (not) there */
     else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||
              keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0 ||
              (broker_key_path != NULL &&
@@ -320,7 +302,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  "%s holds the current store key; make a new one with: "
                  "schakeld --init --store-key NEWFILE",
                  new_key_path);
-    else if ((store = store_open(store_path, key, err, sizeof err)) == NULL)
+    else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL)
         ; /* err is store_open's */
     else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
         snprintf(err, sizeof err,
@@ -458,7 +440,7 @@ int main(int argc, char **argv)
         }
     }
     if (o.init) {
-        rc = init_store_key(cfg->store_key_path);
+        rc = init_command(cfg->store_key_path, cfg->store_path);
         config_destroy(&cfg);
         return rc;
     }

@@ -179,7 +179,8 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
     if (stat(backup_wal, &st) == 0 && st.st_size > 0 &&
         copy_file(backup_wal, copy_wal, err, errlen) != 0)
         return -1;
-    store_t *copy = store_open(copy_path, store_key, open_err, sizeof open_err);
+    store_t *copy =
+        store_open(copy_path, store_key, STORE_OPEN_EXISTING, open_err, sizeof open_err);
     if (copy == NULL) {
         snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
         return -1;

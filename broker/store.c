@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "schakel_limits.h"
@@ -363,12 +364,12 @@ static int statements_prepare(store_t *store)
 
 /* ------------------------------------------------------------------ open and close */
 
-/* The store holds personal data: create it owner-only. SQLite gives its -wal
- * and -shm files the mode of the database file. An existing file keeps its
- * mode. */
-static int file_create_private(const char *path, char *err, size_t errlen)
+/* A new store file, owner-only: it holds personal data (SQLite gives its
+ * -wal and -shm files the mode of the database file). O_EXCL: a file
+ * that is there, whatever it holds, is never taken for a new store. */
+static int file_create_new(const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         open_error(err, errlen, path, strerror(errno));
         return -1;
@@ -378,6 +379,43 @@ static int file_create_private(const char *path, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+store_file_state_t store_presence(const char *path, char *err, size_t errlen)
+{
+    char said[PATH_MAX + 160], wal[PATH_MAX];
+    struct stat st;
+    store_file_state_t state = STORE_FILE_MISSING;
+    if (path == NULL || path[0] == '\0') {
+        open_error(err, errlen, "store", "no store path");
+        return STORE_FILE_UNKNOWN;
+    }
+    int found = stat(path, &st) == 0;
+    int stat_errno = found ? 0 : errno;
+    if (found && S_ISREG(st.st_mode) && st.st_size > 0)
+        return STORE_FILE_PRESENT;
+    if ((found && !S_ISREG(st.st_mode)) || (!found && stat_errno != ENOENT)) {
+        open_error(err, errlen, path, found ? "not a regular file" : strerror(stat_errno));
+        return STORE_FILE_UNKNOWN;
+    }
+    if (snprintf(wal, sizeof wal, "%s-wal", path) >= (int)sizeof wal) {
+        open_error(err, errlen, path, "the path is too long");
+        return STORE_FILE_UNKNOWN;
+    }
+    if (found)
+        snprintf(said, sizeof said, "%s is an empty file", path);
+    else
+        snprintf(said, sizeof said, "%s: %s", path, strerror(stat_errno));
+    if (stat(wal, &st) == 0) {
+        size_t used = strlen(said);
+        snprintf(said + used, sizeof said - used,
+                 ", but %s is there (%lld bytes): the write-ahead log of a store that is gone", wal,
+                 (long long)st.st_size);
+        state = STORE_FILE_WAL_ONLY;
+    }
+    if (err != NULL && errlen > 0)
+        snprintf(err, errlen, "%s", said);
+    return state;
 }
 
 /* One process writes a store: a second broker on the same file would hand
@@ -436,8 +474,65 @@ static store_t *store_new(const uint8_t seal_key[STORE_KEY_BYTES])
     return store;
 }
 
-store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
-                    size_t errlen)
+/* Where a store must be there: a path without one, said before anything
+ * is created (not even the lock file). */
+static int store_require_present(const char *path, char *err, size_t errlen)
+{
+    store_file_state_t state = store_presence(path, err, errlen);
+    if (state == STORE_FILE_PRESENT)
+        return 0;
+    if (state != STORE_FILE_UNKNOWN && err != NULL && errlen > 0) {
+        size_t used = strnlen(err, errlen);
+        snprintf(err + used, errlen - used, ": no store to open (only schakeld --init makes one)");
+    }
+    return -1;
+}
+
+/* Where a new store is to be made: nothing there, not even the -wal of a
+ * store that is gone (SQLite would lay its pages over the new file). */
+static int store_make_file(const char *path, char *err, size_t errlen)
+{
+    if (store_presence(path, err, errlen) == STORE_FILE_WAL_ONLY) {
+        size_t used = strnlen(err, errlen);
+        snprintf(err + used, errlen - used, "; no new store is made under it");
+        return -1;
+    }
+    return file_create_new(path, err, errlen);
+}
+
+/* A file that is there but has no Schakel schema (user_version 0: another
+ * database, or a store whose --init was interrupted) is refused where a
+ * store must exist, before anything is written to it: giving it the
+ * schema here would start an empty store as silently as creating one. */
+static int store_check_made(store_t *store)
+{
+    int64_t version = 0;
+    if (store_check_rc(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
+                       "busy_timeout") != 0 ||
+        store_query_int64(store, "PRAGMA user_version", &version) != 0)
+        return -1;
+    if (version != 0)
+        return 0;
+    store_refuse(store, "not a Schakel store",
+                 "schema version 0 (an empty database, or a store whose schakeld --init did not "
+                 "finish); no store to open (only schakeld --init makes one)");
+    return -1;
+}
+
+/* A store this open made and could not finish goes again, with what
+ * SQLite kept beside it (the lock file stays: it is any store's). */
+static void store_unmake(const char *path)
+{
+    char side[PATH_MAX];
+    (void)unlink(path);
+    if (snprintf(side, sizeof side, "%s-wal", path) < (int)sizeof side)
+        (void)unlink(side);
+    if (snprintf(side, sizeof side, "%s-shm", path) < (int)sizeof side)
+        (void)unlink(side);
+}
+
+store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
+                    store_open_mode_t mode, char *err, size_t errlen)
 {
     if (path == NULL || path[0] == '\0' || strcmp(path, ":memory:") == 0) {
         open_error(err, errlen, "store", "the store must be a file path");
@@ -451,33 +546,42 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], c
         open_error(err, errlen, path, "libsodium cannot initialise");
         return NULL;
     }
-    if (file_create_private(path, err, errlen) != 0)
+    int creating = mode == STORE_OPEN_CREATE;
+    if ((creating ? store_make_file(path, err, errlen)
+                  : store_require_present(path, err, errlen)) != 0)
         return NULL;
     int lock_fd = store_lock_take(path, err, errlen);
-    if (lock_fd < 0)
-        return NULL;
-    store_t *store = store_new(seal_key);
+    store_t *store = lock_fd >= 0 ? store_new(seal_key) : NULL;
     if (store == NULL) {
-        close(lock_fd);
-        open_error(err, errlen, path, "out of memory");
+        if (lock_fd >= 0) {
+            close(lock_fd);
+            open_error(err, errlen, path, "out of memory");
+        }
+        if (creating)
+            store_unmake(path);
         return NULL;
     }
     store->lock_fd = lock_fd;
     /* One thread uses a store handle at a time: SQLite's own mutexes on
-     * every call are not needed (multi-thread mode). */
-    int rc = sqlite3_open_v2(
-        path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+     * every call are not needed (multi-thread mode). The file is there
+     * (made above, or checked): SQLite is never asked to create one. */
+    int rc = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         open_error(err, errlen, path,
                    store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
         store_close(&store);
+        if (creating)
+            store_unmake(path);
         return NULL;
     }
     store_wal_hook_install(store);
-    if (store_schema_configure(store) != 0 || store_schema_apply(store) != 0 ||
-        statements_prepare(store) != 0 || store_schema_counters_load(store) != 0) {
+    if ((!creating && store_check_made(store) != 0) || store_schema_configure(store) != 0 ||
+        store_schema_apply(store) != 0 || statements_prepare(store) != 0 ||
+        store_schema_counters_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
+        if (creating)
+            store_unmake(path);
         return NULL;
     }
     return store;

@@ -61,23 +61,59 @@
 
 typedef struct store store_t;
 
-/* Open (creating if needed) the store at path, apply the schema and check
- * the key. seal_key (STORE_KEY_BYTES, from keys_load_symmetric) is copied
- * into sodium_malloc memory (plain malloc under SCHAKEL_PLAIN_ALLOC) and
- * wiped on close; the caller wipes its own copy. The first open of a new
- * store records a sealed key check; a later open with another key fails
- * with "the store key does not open this store (wrong store key file?)"
- * and writes nothing. Returns NULL with err filled on failure. A new file is
- * created mode 0600. A store whose schema version is newer than this code
- * knows is refused. */
+/* What store_open does where there is no store. The zero value, which a
+ * forgotten or zeroed mode has, makes none: a broker that started on a new,
+ * empty store because its volume was not mounted would hand out seqs from
+ * 1 again (recipients that deduplicate by Deliver.seq drop the new
+ * deliveries) and begin a second audit trail, without a word. */
+typedef enum store_open_mode {
+    STORE_OPEN_EXISTING = 0, /* the store must be there (store_presence) and be a Schakel store */
+    STORE_OPEN_CREATE = 1,   /* a new store: refused where a file (or a -wal) is already there */
+} store_open_mode_t;
+
+/* Whether a store is at path, from its files alone (nothing is opened or
+ * created). STORE_FILE_MISSING also when path is an empty file (0 bytes:
+ * SQLite would take it for an empty database), and STORE_FILE_WAL_ONLY
+ * when the file is missing or empty while PATH-wal is there: that WAL
+ * belongs to a store that is gone, and a new store laid under it would
+ * take its pages. Every case but STORE_FILE_PRESENT leaves one line in err
+ * naming the path and what is (not) there: "PATH: No such file or
+ * directory", "PATH is an empty file", "..., but PATH-wal is there (N
+ * bytes)", or why it cannot tell (STORE_FILE_UNKNOWN: a stat error, not a
+ * regular file). */
+typedef enum store_file_state {
+    STORE_FILE_UNKNOWN = -1,
+    STORE_FILE_MISSING = 0,
+    STORE_FILE_WAL_ONLY = 1,
+    STORE_FILE_PRESENT = 2,
+} store_file_state_t;
+store_file_state_t store_presence(const char *path, char *err, size_t errlen);
+
 /* Process-wide settings of the storage library, once, before the first
  * store is opened and before other threads start: SQLite keeps no memory
  * statistics (nothing reads them, and each of its allocations would take a
  * global mutex to count them). Optional: stores work without it. */
 void store_global_init(void);
 
-store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES], char *err,
-                    size_t errlen);
+/* Open the store at path, apply the schema (migrating an older one) and
+ * check the key. seal_key (STORE_KEY_BYTES, from keys_load_symmetric) is
+ * copied into sodium_malloc memory (plain malloc under SCHAKEL_PLAIN_ALLOC)
+ * and wiped on close; the caller wipes its own copy.
+ * STORE_OPEN_EXISTING refuses, before it creates or writes anything (the
+ * lock file included), a path store_presence does not find PRESENT (err:
+ * its line, then "no store to open: only schakeld --init makes one"), and
+ * a file without a Schakel schema (user_version 0: another database, or a
+ * store whose making was interrupted). STORE_OPEN_CREATE makes the file
+ * (O_EXCL, mode 0600: it holds personal data) and gives it the current
+ * schema and the sealed key check, refusing a path where a file or a -wal
+ * is already there ("PATH: File exists"), so that it never opens, let
+ * alone changes, a store that exists. An open with another key than the
+ * one the store was made with fails with "the store key does not open
+ * this store (wrong store key file?)" and writes nothing. A store whose
+ * schema version is newer than this code knows is refused. Returns NULL
+ * with err filled on failure. */
+store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
+                    store_open_mode_t mode, char *err, size_t errlen);
 
 /* The lock store_open holds (an exclusive flock on PATH.lock, with the
  * holder's pid in it), for an offline command that replaces a store's

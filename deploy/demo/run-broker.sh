@@ -3,8 +3,8 @@
 # with the demo policy, for trying the CLI by hand.
 #
 # On first use creates var/run/ with a key per partner (`schakel keygen`), the
-# broker's key, and copies of the demo policy and config; later runs keep all
-# of it (edit var/run/policy.yaml and send SIGHUP to reload). Prints the
+# broker's key, copies of the demo policy and config, and the store key and
+# an empty store (`schakeld --init`); later runs keep all of it (edit var/run/policy.yaml and send SIGHUP to reload). Prints the
 # environment to export for `schakel`, then execs the broker: Ctrl-C stops it.
 # Environment: BUILD (default build) names the folder with schakeld and schakel.
 set -eu
@@ -39,7 +39,9 @@ for file in policy.yaml schakeld.yaml; do
         echo "run-broker: copied deploy/demo/$file to $RUN/$file"
     fi
 done
-if [ ! -f "$RUN/keys/store.key" ]; then
+# The store key and the store (the broker never creates a store itself):
+# --init makes what is missing and says so; it never overwrites either.
+if [ ! -f "$RUN/keys/store.key" ] || [ ! -f "$RUN/store.db" ]; then
     "$SCHAKELD" --init --config "$RUN/schakeld.yaml"
 fi
 

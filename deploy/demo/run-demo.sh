@@ -47,7 +47,8 @@ for name in broker gemeente politie om veiligheidshuis riec woco-maasoever woco-
     "$SCHAKEL" keygen "$DEMO/keys/$name" >/dev/null
 done
 cp deploy/demo/policy.yaml deploy/demo/schakeld.yaml "$DEMO/"
-# The store's sealing key: bodies are encrypted at rest under it.
+# The store's sealing key (bodies are encrypted at rest under it) and the
+# empty store: the broker never creates a store itself.
 "$SCHAKELD" --init --config "$DEMO/schakeld.yaml" >/dev/null
 
 mkfifo "$DEMO/ready"

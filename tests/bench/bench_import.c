@@ -288,13 +288,8 @@ static int import_run_cli(import_bench_t *b, const char *tag, import_run_result_
     char *const argv[] = {(char *)"schakel", (char *)"import", (char *)"--quiet", b->feed, NULL};
     int64_t start = bench_now_ns();
     pid_t pid = fork();
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-            _exit(126);
-        execve(program, argv, envp);
-        _exit(127);
-    }
+    if (pid == 0)
+        bench_exec_child(program, argv, envp, out, err);
     close(out);
     close(err);
     free(envp);

@@ -340,10 +340,37 @@ static int bench_write_config(bench_env_t *env, const char *config_extra)
     return rc;
 }
 
+/* The store key and the empty store, as an operator makes them once
+ * (schakeld --init --config): the broker never creates its store. What
+ * it says goes to the broker log. */
+static int bench_init_store(bench_env_t *env)
+{
+    const char *program = bench_schakeld_path();
+    char *const argv[] = {(char *)(uintptr_t)program, "--init", "--config", env->config_path, NULL};
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0) {
+        bench_problem(env, "open %s: %s", env->log_path, strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid == 0)
+        bench_exec_child(program, argv, environ, log_fd, log_fd);
+    close(log_fd);
+    int status = 0;
+    while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        bench_problem(env, "%s --init --config %s failed (see %s)", program, env->config_path,
+                      env->log_path);
+        return -1;
+    }
+    return 0;
+}
+
 int bench_env_create(bench_env_t *env, const char *const *principals, size_t n,
                      const char *policy_text, const char *config_extra)
 {
-    char path[BENCH_PATH_MAX], err[256];
+    char path[BENCH_PATH_MAX];
     env->broker_pid = 0;
     env->broker_pidfd = -1;
     if (keys_init() != 0) {
@@ -371,18 +398,13 @@ int bench_env_create(bench_env_t *env, const char *const *principals, size_t n,
     for (size_t i = 0; i < n; i++)
         if (bench_make_key(env, principals[i]) != 0)
             return -1;
-    snprintf(path, sizeof path, "%s/keys/store.key", env->dir);
-    if (keys_write_symmetric(path, "store key of one benchmark", err, sizeof err) != 0) {
-        bench_problem(env, "store key %s: %s", path, err);
-        return -1;
-    }
     if (bench_write_file(env->policy_path, policy_text, 0644) != 0 ||
         bench_write_config(env, config_extra) != 0) {
         bench_problem(env, "cannot write the policy or config in %s: %s", env->dir,
                       strerror(errno));
         return -1;
     }
-    return 0;
+    return bench_init_store(env);
 }
 
 void bench_env_remove(bench_env_t *env, int keep)
@@ -409,6 +431,15 @@ const char *bench_schakeld_path(void)
     const char *build = getenv("BUILD");
     snprintf(buf, sizeof buf, "%s/schakeld", build != NULL && *build != '\0' ? build : "build");
     return buf;
+}
+
+void bench_exec_child(const char *program, char *const argv[], char *const envp[], int out, int err)
+{
+    int devnull = open("/dev/null", O_RDONLY);
+    if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+        _exit(126);
+    execve(program, argv, envp);
+    _exit(127);
 }
 
 /* In the child between fork and exec: async-signal-safe calls only. */

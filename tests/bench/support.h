@@ -114,12 +114,13 @@ typedef struct bench_env {
 } bench_env_t;
 
 /* Make the folder under /tmp, a key pair for "broker" and for each of the n
- * principals (files keys/<principal with '/' as '-'>.key/.pub), a store key
- * (keys/store.key), policy.yaml with `policy_text` verbatim (it names key
- * files as keys/<base>.pub, see bench_key_base), and schakeld.yaml
- * (listen tcp://127.0.0.1:*, key_file, store_key_file, policy, store) with
- * `config_extra` (NULL or YAML lines, e.g. limits) appended. Returns 0, or
- * -1 with env->problem set. */
+ * principals (files keys/<principal with '/' as '-'>.key/.pub), policy.yaml
+ * with `policy_text` verbatim (it names key files as keys/<base>.pub, see
+ * bench_key_base), schakeld.yaml (listen tcp://127.0.0.1:*, key_file,
+ * store_key_file, policy, store) with `config_extra` (NULL or YAML lines,
+ * e.g. limits) appended, and the store key (keys/store.key) and an empty
+ * store made by `schakeld --init --config` (bench_schakeld_path). Returns 0,
+ * or -1 with env->problem set. */
 int bench_env_create(bench_env_t *env, const char *const *principals, size_t n,
                      const char *policy_text, const char *config_extra);
 
@@ -141,6 +142,13 @@ void bench_env_remove(bench_env_t *env, int keep);
 
 /* The schakeld to run: $SCHAKELD, else $BUILD/schakeld, else build/schakeld. */
 const char *bench_schakeld_path(void);
+
+/* In a child between fork and exec: stdin from /dev/null, stdout to out,
+ * stderr to err, then execve(program, argv, envp). Exits 126 when the
+ * descriptors cannot be set up, 127 when the exec fails; async-signal-safe
+ * calls only. */
+void bench_exec_child(const char *program, char *const argv[], char *const envp[], int out, int err)
+    __attribute__((noreturn));
 
 /* Start schakeld --config <config> --log-level <level> --ready-fd 3, output
  * appended to log_path, and wait up to timeout_ms for its READY line; sets

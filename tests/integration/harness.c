@@ -346,11 +346,6 @@ static h_env_t *h_env_create(const char *rules_yaml)
             fail_msg("keys_generate %s: %s", path, err);
     }
 
-    /* The store's sealing key, as `schakeld --init` makes it. */
-    snprintf(path, sizeof path, "%s/keys/store.key", env->dir);
-    if (keys_write_symmetric(path, "store key of one integration test", err, sizeof err) != 0)
-        fail_msg("store key %s: %s", path, err);
-
     h_env_write_policy(env, "%s%s", h_policy_header, rules_yaml);
     const char *config = "# schakeld configuration of one integration test\n"
                          "listen: tcp://127.0.0.1:*\n"
@@ -360,6 +355,12 @@ static h_env_t *h_env_create(const char *rules_yaml)
                          "store: store.db\n";
     if (h_write_file(env->config_path, config, 0644) != 0)
         fail_msg("write %s: %s", env->config_path, strerror(errno));
+    /* The store key and an empty store, made once as an operator makes
+     * them: schakeld never creates a store when it starts. */
+    h_cli_result_t res;
+    if (h_run_schakeld(&res, "--init", "--config", env->config_path, NULL) != 0)
+        fail_msg("schakeld --init --config %s: exit %d: %s", env->config_path, res.status, res.err);
+    h_cli_result_free(&res);
     return env;
 }
 

@@ -55,7 +55,7 @@ typedef struct h_env {
     char dir[64];          /* mkdtemp folder under /tmp, removed by h_env_free */
     char config_path[128]; /* DIR/schakeld.yaml */
     char policy_path[128]; /* DIR/policy.yaml */
-    char store_path[128];  /* DIR/store.db */
+    char store_path[128];  /* DIR/store.db, made by schakeld --init */
     char log_path[128];    /* DIR/schakeld.log: the broker's stdout and stderr */
     char broker_pub[128];  /* DIR/keys/broker.pub */
     char endpoint[128];    /* from the READY line; "" while no broker runs */
@@ -66,7 +66,9 @@ typedef struct h_env {
 } h_env_t;
 
 /* A new folder with keys for every principal (and the broker), the default
- * policy and a schakeld.yaml. Fails the test on error. Free with h_env_free. */
+ * policy, a schakeld.yaml, and the store key and an empty store made by
+ * `schakeld --init --config` (a broker never creates its store). Fails the
+ * test on error. Free with h_env_free. */
 h_env_t *h_env_new(void);
 
 /* As h_env_new, with h_policy_header followed by rules_yaml as the policy. */

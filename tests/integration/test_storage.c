@@ -394,6 +394,9 @@ static void test_second_broker_on_a_store_is_refused(void **state)
      * its trail: the start entry comes once the broker holds its endpoints */
     char other[192];
     snprintf(other, sizeof other, "%s/other.db", env->dir);
+    assert_int_equal(
+        h_run_schakeld(&res, "--init", "--config", env->config_path, "--store", other, NULL), 0);
+    h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--config", env->config_path, "--store", other, "--listen",
                             env->endpoint, "--ready-fd", "1", NULL);
     if (status != 1 || !strstr(res.err, "cannot listen"))
@@ -826,12 +829,15 @@ static void test_schakeld_usage_errors(void **state)
 }
 
 /* No store key file: schakeld exits 1 and says how to make one; it does
- * not create a store it could not seal. */
+ * not touch the store it could not open. */
 static void test_missing_store_key_says_run_init(void **state)
 {
     h_env_t *env = *state;
     char absent[192];
     snprintf(absent, sizeof absent, "%s/keys/absent-store.key", env->dir);
+    size_t before_len = 0, after_len = 0;
+    uint8_t *before = storage_slurp(env->store_path, &before_len);
+    assert_non_null(before);
     h_cli_result_t res;
     int status =
         h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
@@ -840,9 +846,11 @@ static void test_missing_store_key_says_run_init(void **state)
         fail_msg("without a store key file schakeld exited %d; stdout \"%s\" stderr \"%s\"", status,
                  res.out, res.err);
     h_cli_result_free(&res);
-    struct stat st;
-    if (stat(env->store_path, &st) == 0)
-        fail_msg("schakeld created %s without a store key", env->store_path);
+    uint8_t *after = storage_slurp(env->store_path, &after_len);
+    if (after_len != before_len || memcmp(before, after, before_len) != 0)
+        fail_msg("a start without a store key changed %s", env->store_path);
+    free(before);
+    free(after);
     h_done(env);
 }
 
@@ -918,8 +926,14 @@ static void test_init_creates_private_key_and_never_overwrites(void **state)
     const char *over_env[] = {"--init", "--config", env->config_path, NULL};
     storage_assert_init_refused(env_key, over_env);
 
-    /* The key made by --init opens a new store. */
-    const char *with_fresh[] = {"--store-key", fresh, NULL};
+    /* The key made by --init opens a new store made with it. */
+    char fresh_store[192];
+    snprintf(fresh_store, sizeof fresh_store, "%s/fresh.db", env->dir);
+    status = h_run_schakeld(&res, "--init", "--store-key", fresh, "--store", fresh_store, NULL);
+    if (status != 0 || strstr(res.out, "created store") == NULL)
+        fail_msg("schakeld --init --store-key --store exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    const char *with_fresh[] = {"--store-key", fresh, "--store", fresh_store, NULL};
     h_broker_start_with(env, with_fresh);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = storage_police_signal("BVH-2024-11001");

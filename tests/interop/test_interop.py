@@ -141,11 +141,13 @@ class Broker:
         self.log_path = os.path.join(workdir, "schakeld.log")
 
     def store_key(self):
-        """The store's sealing key, made once with `schakeld --init`."""
+        """The store's sealing key and the empty store, made once with
+        `schakeld --init` (the broker never creates its store)."""
         path = os.path.join(self.workdir, "keys", "store.key")
-        if not os.path.exists(path):
-            subprocess.run([broker_binary(), "--init", "--store-key", path], check=True,
-                           stdout=subprocess.DEVNULL)
+        store = os.path.join(self.workdir, "store.db")
+        if not os.path.exists(path) or not os.path.exists(store):
+            subprocess.run([broker_binary(), "--init", "--store-key", path, "--store", store],
+                           check=True, stdout=subprocess.DEVNULL)
         return path
 
     def start(self, listen="tcp://127.0.0.1:*"):

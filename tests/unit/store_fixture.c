@@ -45,13 +45,25 @@ int store_fixture_make_dir(char *dir, size_t dirlen, const char *name)
     return mkdtemp(dir) == NULL ? -1 : 0;
 }
 
-store_t *store_fixture_open(const char *path, const uint8_t key[STORE_KEY_BYTES])
+static store_t *fixture_open_mode(const char *path, const uint8_t key[STORE_KEY_BYTES],
+                                  store_open_mode_t mode)
 {
     char err[512] = "";
-    store_t *store = store_open(path, key, err, sizeof err);
+    store_t *store = store_open(path, key, mode, err, sizeof err);
     if (store == NULL)
-        fail_msg("store_open(%s): %s", path, err);
+        fail_msg("store_open(%s, %s): %s", path, mode == STORE_OPEN_CREATE ? "create" : "existing",
+                 err);
     return store;
+}
+
+store_t *store_fixture_open(const char *path, const uint8_t key[STORE_KEY_BYTES])
+{
+    return fixture_open_mode(path, key, STORE_OPEN_EXISTING);
+}
+
+store_t *store_fixture_create(const char *path, const uint8_t key[STORE_KEY_BYTES])
+{
+    return fixture_open_mode(path, key, STORE_OPEN_CREATE);
 }
 
 store_t *store_fixture_open_reader(const char *path, const uint8_t *key)
@@ -70,7 +82,7 @@ store_fixture_t *store_fixture_new(const char *name, const uint8_t key[STORE_KEY
     assert_int_equal(store_fixture_make_dir(f->dir, sizeof f->dir, name), 0);
     int n = snprintf(f->path, sizeof f->path, "%s/store.db", f->dir);
     assert_true(n > 0 && (size_t)n < sizeof f->path);
-    f->store = store_fixture_open(f->path, key);
+    f->store = store_fixture_create(f->path, key);
     return f;
 }
 

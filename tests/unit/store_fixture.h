@@ -33,17 +33,22 @@ void store_fixture_remove_tree(const char *dir);
  * or mkdtemp fails; it fails no test, so a setup may report it instead. */
 int store_fixture_make_dir(char *dir, size_t dirlen, const char *name);
 
-/* store_open(path, key), failing the test with the store's message if it
- * cannot open. The returned handle is the caller's (store_close). */
+/* store_open(path, key) of the store at path (STORE_OPEN_EXISTING), failing
+ * the test with the store's message if it cannot open. The returned handle
+ * is the caller's (store_close). */
 store_t *store_fixture_open(const char *path, const uint8_t key[STORE_KEY_BYTES]);
+
+/* The same for a new store at path (STORE_OPEN_CREATE: nothing may be
+ * there yet). */
+store_t *store_fixture_create(const char *path, const uint8_t key[STORE_KEY_BYTES]);
 
 /* store_open_reader(path, key), key may be NULL (a keyless reader), failing
  * the test with the store's message if it cannot open. The handle is the
  * caller's (store_close). */
 store_t *store_fixture_open_reader(const char *path, const uint8_t *key);
 
-/* A new fixture: a folder made by store_fixture_make_dir(name) and a store
- * opened in it with key. Fails the test if any step fails. The fixture is
+/* A new fixture: a folder made by store_fixture_make_dir(name) and a new
+ * store made in it with key. Fails the test if any step fails. The fixture is
  * the caller's: release it with store_fixture_destroy. */
 store_fixture_t *store_fixture_new(const char *name, const uint8_t key[STORE_KEY_BYTES]);
 

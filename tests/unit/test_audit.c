@@ -171,7 +171,7 @@ static int group_setup(void **state)
                              &broker_key);
     other_key = store_fixture_make_key(group_dir, "other");
     snprintf(template_path, sizeof template_path, "%s/template.db", group_dir);
-    store_t *store = store_fixture_open(template_path, store_key);
+    store_t *store = store_fixture_create(template_path, store_key);
     trail_append(store, broker_key, 1, TRAIL_ENTRIES);
     store_audit_tail_t tail;
     assert_int_equal(store_audit_tail(store, &tail), 0);
@@ -1323,7 +1323,8 @@ static void test_subject_tag_is_keyed_per_store_and_survives_rekey(void **state)
     assert_string_equal(tag, again);
 
     snprintf(path, sizeof path, "%s/other.db", f->dir);
-    store_t *other = store_fixture_open(path, store_key); /* same store key, its own subject key */
+    store_t *other =
+        store_fixture_create(path, store_key); /* same store key, its own subject key */
     assert_int_equal(store_subject_tag(other, SUBJECT_A, other_tag), 0);
     assert_string_not_equal(tag, other_tag);
     store_close(&other);
@@ -1347,7 +1348,7 @@ static void test_subject_tag_is_keyed_per_store_and_survives_rekey(void **state)
     store_close(&reader);
     assert_null(store_open_reader(f->path, store_key, err, sizeof err));
     assert_non_null(strstr(err, "does not open this store"));
-    f->store = store_open(f->path, new_key, err, sizeof err);
+    f->store = store_open(f->path, new_key, STORE_OPEN_EXISTING, err, sizeof err);
     assert_non_null(f->store);
     assert_int_equal(store_subject_tag(f->store, SUBJECT_A, again), 0);
     assert_string_equal(tag, again);

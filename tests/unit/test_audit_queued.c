@@ -537,7 +537,7 @@ static void test_verify_enforces_the_shape_rules(void **state)
         audit_verify_report_t r;
         store_audit_entry_t e;
         snprintf(path, sizeof path, "%s/shape-%zu.db", f->dir, i);
-        store_t *fresh = store_fixture_open(path, store_key); /* the schema, no entry */
+        store_t *fresh = store_fixture_create(path, store_key); /* the schema, no entry */
         store_close(&fresh);
         int acked = rows[i].shape == ACKED_OK || rows[i].shape == SEQS_NOT_CANONICAL ||
                     rows[i].shape == SEQS_WITH_SEQ || rows[i].shape == LIST_ON_ACKED;

@@ -51,7 +51,7 @@ static uint8_t test_key[STORE_KEY_BYTES];
 static store_t *open_with(const char *path, const uint8_t key[STORE_KEY_BYTES], char *err,
                           size_t errlen)
 {
-    return store_open(path, key, err, errlen);
+    return store_open(path, key, STORE_OPEN_EXISTING, err, errlen);
 }
 
 static int setup(void **state)
@@ -288,7 +288,7 @@ static void test_open_refuses(void **state)
             fail_msg("row %zu: error \"%s\" lacks \"%s\"", i, err, rows[i].reason);
     }
     char err[512] = "";
-    assert_null(store_open(f->path, NULL, err, sizeof err));
+    assert_null(store_open(f->path, NULL, STORE_OPEN_EXISTING, err, sizeof err));
     assert_non_null(strstr(err, "no store key"));
 }
 
@@ -306,6 +306,127 @@ static void test_too_new_store_left_untouched(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     assert_string_equal(mode, "delete");
     assert_int_equal(raw_user_version(path), version);
+}
+
+/* ------------------------------------------------------------------ no store made by accident */
+
+enum no_store { NS_MISSING, NS_EMPTY_FILE, NS_WAL_ONLY, NS_NO_SCHEMA, NS_THE_STORE };
+
+/* The file (stat) and its bytes: what an open must leave as it was. */
+typedef struct file_seen {
+    int there;
+    size_t len;
+    uint8_t bytes[8192];
+} file_seen_t;
+
+static void file_look(const char *path, file_seen_t *seen)
+{
+    memset(seen, 0, sizeof *seen);
+    FILE *file = fopen(path, "rb");
+    if (file == NULL)
+        return;
+    seen->there = 1;
+    seen->len = fread(seen->bytes, 1, sizeof seen->bytes, file);
+    assert_int_equal(fclose(file), 0);
+}
+
+/* Prepare what is at path for the row (NS_THE_STORE: the fixture's own). */
+static const char *no_store_path(const fixture_t *f, enum no_store kind, char *buf, size_t len)
+{
+    char wal[300];
+    if (kind == NS_THE_STORE)
+        return f->path;
+    fixture_path(f, "elsewhere.db", buf, len);
+    snprintf(wal, sizeof wal, "%s-wal", buf);
+    FILE *file = NULL;
+    switch (kind) {
+    case NS_MISSING:
+    case NS_THE_STORE:
+        break;
+    case NS_EMPTY_FILE:
+        file = fopen(buf, "wb");
+        break;
+    case NS_WAL_ONLY:
+        file = fopen(wal, "wb");
+        assert_non_null(file);
+        fputs("the log of a store that is gone", file);
+        break;
+    case NS_NO_SCHEMA: {
+        sqlite3 *db = store_fixture_raw_open_or_create(buf);
+        assert_int_equal(sqlite3_exec(db, "CREATE TABLE notes (line TEXT)", NULL, NULL, NULL),
+                         SQLITE_OK);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        break;
+    }
+    }
+    if (file != NULL)
+        assert_int_equal(fclose(file), 0);
+    return buf;
+}
+
+/* STORE_OPEN_EXISTING makes no store where there is none (nor its lock
+ * file), and gives no schema to a file without one; STORE_OPEN_CREATE
+ * makes none where a file, or only a -wal, is: each refusal leaves what
+ * is there byte for byte (a file that is there gets the lock file every
+ * opener takes before it reads). */
+static void test_open_makes_no_store_by_accident(void **state)
+{
+    fixture_t *f = *state;
+    store_close(&f->store); /* the fixture's store, opened again below */
+    static const struct {
+        store_open_mode_t mode;
+        enum no_store kind;
+        const char *reason; /* expected in the error text */
+        int locked;         /* the lock file may be made */
+    } rows[] = {
+        {STORE_OPEN_EXISTING, NS_MISSING, "No such file or directory: no store to open", 0},
+        {STORE_OPEN_EXISTING, NS_EMPTY_FILE, "is an empty file: no store to open", 0},
+        {STORE_OPEN_EXISTING, NS_WAL_ONLY, "-wal is there", 0},
+        {STORE_OPEN_EXISTING, NS_NO_SCHEMA, "not a Schakel store: schema version 0", 1},
+        {STORE_OPEN_CREATE, NS_THE_STORE, "File exists", 0},
+        {STORE_OPEN_CREATE, NS_EMPTY_FILE, "File exists", 0},
+        {STORE_OPEN_CREATE, NS_NO_SCHEMA, "File exists", 0},
+        {STORE_OPEN_CREATE, NS_WAL_ONLY, "no new store is made under it", 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[256], side[300], err[768] = "";
+        const char *p = no_store_path(f, rows[i].kind, path, sizeof path);
+        static file_seen_t before[3], after[3];
+        static const char *const suffix[] = {"", "-wal", ".lock"};
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(side, sizeof side, "%s%s", p, suffix[k]);
+            file_look(side, &before[k]);
+        }
+        store_t *store = store_open(p, test_key, rows[i].mode, err, sizeof err);
+        if (store != NULL) {
+            store_close(&store);
+            fail_msg("row %zu: store_open made or opened a store", i);
+        }
+        if (strstr(err, rows[i].reason) == NULL || strstr(err, p) == NULL)
+            fail_msg("row %zu: error \"%s\" lacks \"%s\" or the path", i, err, rows[i].reason);
+        for (size_t k = 0; k < 3; k++) {
+            snprintf(side, sizeof side, "%s%s", p, suffix[k]);
+            file_look(side, &after[k]);
+            if (k == 2 && rows[i].locked && !before[k].there)
+                continue;
+            if (after[k].there != before[k].there || after[k].len != before[k].len ||
+                memcmp(after[k].bytes, before[k].bytes, after[k].len) != 0)
+                fail_msg("row %zu: %s was %s", i, side,
+                         !before[k].there  ? "created"
+                         : !after[k].there ? "removed"
+                                           : "changed");
+        }
+        if (rows[i].kind != NS_THE_STORE)
+            for (size_t k = 0; k < 3; k++) {
+                snprintf(side, sizeof side, "%s%s", p, suffix[k]);
+                (void)unlink(side);
+            }
+    }
+    /* the fixture's store opens as before */
+    f->store = store_fixture_open(f->path, test_key);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(deliver_new(f->store, POLITIE, 1) > 0);
+    assert_int_equal(store_commit(f->store), 0);
 }
 
 /* ------------------------------------------------------------------ publishes and items */
@@ -1130,7 +1251,7 @@ static void test_close_without_commit_loses_transaction(void **state)
 static int crash_child(const char *path)
 {
     char err[512];
-    store_t *store = open_with(path, test_key, err, sizeof err);
+    store_t *store = store_open(path, test_key, STORE_OPEN_CREATE, err, sizeof err);
     if (store == NULL || store_begin(store) != 0)
         return 2;
     int64_t first = publish(store, WOCO, 1, 1700000000);
@@ -1260,20 +1381,25 @@ static void test_page_size_of_new_and_existing_stores(void **state)
 {
     fixture_t *f = *state;
     static const struct {
-        int existing; /* the file was made with 4 KiB pages before the store */
+        int existing; /* a store whose file has 4 KiB pages (as one made before 8 KiB) */
         int64_t want;
     } rows[] = {{0, 8192}, {1, 4096}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char path[256];
         snprintf(path, sizeof path, "%s.%zu", f->path, i);
         if (rows[i].existing) {
-            sqlite3 *db = store_fixture_raw_open_or_create(path);
-            assert_int_equal(sqlite3_exec(db, "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;",
+            store_t *made = store_fixture_create(path, test_key);
+            store_close(&made);
+            sqlite3 *db = store_fixture_raw_open(path);
+            assert_int_equal(sqlite3_exec(db,
+                                          "PRAGMA journal_mode = DELETE; PRAGMA page_size = 4096;"
+                                          " VACUUM; PRAGMA journal_mode = WAL;",
                                           NULL, NULL, NULL),
                              SQLITE_OK);
             assert_int_equal(sqlite3_close(db), SQLITE_OK);
         }
-        store_t *store = store_fixture_open(path, test_key);
+        store_t *store = rows[i].existing ? store_fixture_open(path, test_key)
+                                          : store_fixture_create(path, test_key);
         assert_int_equal(store_begin(store), 0);
         int64_t seq = deliver_new(store, POLITIE, 900 + (unsigned)i);
         assert_int_equal(store_commit(store), 0);
@@ -3271,6 +3397,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_count_after_sqlite_rolled_back, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_open_refuses, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_open_makes_no_store_by_accident, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_too_new_store_left_untouched, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_publish_find_before_and_after_add, setup,

@@ -1458,7 +1458,7 @@ static void test_rekey_reseals_case_bodies(void **state)
     /* The old key opens nothing any more. */
     store_close(&f->store); /* one handle writes a store at a time */
     char err[512] = "";
-    store_t *old = store_open(f->path, test_key, err, sizeof err);
+    store_t *old = store_open(f->path, test_key, STORE_OPEN_EXISTING, err, sizeof err);
     assert_null(old);
     assert_non_null(strstr(err, "does not open this store"));
     sodium_memzero(new_key, sizeof new_key);

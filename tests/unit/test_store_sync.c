@@ -59,7 +59,7 @@ static void store_fresh(fixture_t *f, const char *name)
     assert_true(n > 0 && (size_t)n < sizeof f->path);
     n = snprintf(f->wal, sizeof f->wal, "%s-wal", f->path);
     assert_true(n > 0 && (size_t)n < sizeof f->wal);
-    f->store = store_fixture_open(f->path, test_key);
+    f->store = store_fixture_create(f->path, test_key);
     struct stat st;
     if (stat(f->wal, &st) != 0)
         fail_msg("an opened store has no WAL file %s: %s", f->wal, strerror(errno));
