@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -144,6 +145,26 @@ void broker_connections_drain(broker_t *b)
     }
 }
 
+/* A store that is not there is never replaced by a new, empty one: seqs
+ * would start again at 1 (a recipient that deduplicates by Deliver.seq
+ * drops what comes next) and the audit trail anew. Said first, before
+ * the key: the way on may be a backup rather than --init. */
+static int store_missing_refused(const char *store_path, char *err, size_t errlen)
+{
+    char why[PATH_MAX + 200];
+    store_file_state_t state = store_presence(store_path, why, sizeof why);
+    if (state != STORE_FILE_MISSING && state != STORE_FILE_WAL_ONLY)
+        return 0; /* there, or store_open says why it cannot tell */
+    log_event(LOG_ERROR, "store.missing", "path", store_path, "why", why, NULL);
+    snprintf(err, errlen,
+             "the store is missing: %s; schakeld does not start on a new, empty store by itself "
+             "(its seqs would start again at 1, its audit trail anew): restore a backup "
+             "(docs/OPERATIONS.md, \"Restoring a backup\"), or create a new store with schakeld "
+             "--init",
+             why);
+    return -1;
+}
+
 /* Open the store with the sealing key from its key file; the key copy on
  * our stack is wiped on every path. */
 static store_t *open_sealed_store(const char *store_path, const char *store_key_path, char *err,
@@ -151,6 +172,8 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
 {
     uint8_t seal_key[STORE_KEY_BYTES];
     store_t *store = NULL;
+    if (store_missing_refused(store_path, err, errlen) != 0)
+        return NULL;
     if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
         store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen);
     else

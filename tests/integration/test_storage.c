@@ -943,6 +943,175 @@ static void test_init_creates_private_key_and_never_overwrites(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ a missing store */
+
+/* The files a store leaves beside it, the database's own first. */
+static const char *const storage_store_files[] = {"", "-wal", "-shm", ".lock"};
+#define STORAGE_N_STORE_FILES (sizeof storage_store_files / sizeof storage_store_files[0])
+
+static void storage_store_file(const h_env_t *env, size_t which, char *path, size_t len)
+{
+    snprintf(path, len, "%s%s", env->store_path, storage_store_files[which]);
+}
+
+/* Every file of the store gone, as a data volume that is not mounted (or
+ * a removed folder) leaves it. */
+static void storage_remove_store(const h_env_t *env)
+{
+    for (size_t i = 0; i < STORAGE_N_STORE_FILES; i++) {
+        char path[192];
+        storage_store_file(env, i, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT)
+            fail_msg("remove %s: %s", path, strerror(errno));
+    }
+}
+
+/* None of the store's files is there, but the one with suffix keep (NULL:
+ * none). */
+static void storage_assert_no_store(const h_env_t *env, const char *keep, const char *when)
+{
+    for (size_t i = 0; i < STORAGE_N_STORE_FILES; i++) {
+        char path[192];
+        storage_store_file(env, i, path, sizeof path);
+        if ((keep == NULL || strcmp(keep, storage_store_files[i]) != 0) && access(path, F_OK) == 0)
+            fail_msg("%s: %s was created", when, path);
+    }
+}
+
+/* A broker start on the missing store: exit 1 before it serves, the path,
+ * why, and both ways on said on stderr, the refusal logged. */
+static void storage_assert_start_refused(h_env_t *env, const char *why, const char *when)
+{
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                                "--store", env->store_path, "--ready-fd", "1", NULL);
+    if (status != 1 || strstr(res.out, "READY") != NULL ||
+        strstr(res.err, env->store_path) == NULL || strstr(res.err, why) == NULL ||
+        strstr(res.err, "event=store.missing") == NULL ||
+        strstr(res.err, "restore a backup (docs/OPERATIONS.md, \"Restoring a backup\")") == NULL ||
+        strstr(res.err, "create a new store with schakeld --init") == NULL)
+        fail_msg("%s: schakeld exited %d (want 1 with \"%s\", the path and both ways on); stdout "
+                 "\"%s\" stderr \"%s\"",
+                 when, status, why, res.out, res.err);
+    h_cli_result_free(&res);
+}
+
+/* A store that is gone (its volume not mounted, its file removed) is not
+ * replaced by a new, empty one: the broker would hand out delivery seq 1
+ * again, which a recipient that deduplicates by seq drops, and begin a
+ * new audit trail. It refuses to start and creates nothing; so with a
+ * store file that is empty, or missing while its -wal is there. Only
+ * `schakeld --init` makes a new store (not under such a -wal), on which
+ * the broker then starts. */
+static void test_missing_store_refuses_to_start(void **state)
+{
+    h_env_t *env = *state;
+    schakel_signal_t s = storage_police_signal("BVH-2024-15001");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    storage_remove_store(env);
+    storage_assert_start_refused(env, "No such file or directory", "the store removed");
+    storage_assert_no_store(env, NULL, "a refused start");
+
+    /* its -wal left behind: missing too, and --init lays no store under it */
+    char wal[192];
+    storage_store_file(env, 1, wal, sizeof wal);
+    FILE *f = fopen(wal, "wb");
+    assert_non_null(f);
+    assert_int_equal(fputs("the write-ahead log of a store that is gone", f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    storage_assert_start_refused(env, wal, "only the store's -wal there");
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--init", "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, wal) == NULL)
+        fail_msg("--init beside a -wal without its store exited %d: %s%s", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    storage_assert_no_store(env, "-wal", "with only the -wal there");
+    assert_int_equal(unlink(wal), 0);
+
+    /* an empty file is no store either */
+    f = fopen(env->store_path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+    storage_assert_start_refused(env, "empty", "an empty store file");
+    struct stat st;
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    assert_int_equal(unlink(env->store_path), 0);
+    storage_assert_no_store(env, NULL, "an empty store file");
+
+    /* --init makes a new store; the broker starts on it */
+    status = h_run_schakeld(&res, "--init", "--config", env->config_path, NULL);
+    if (status != 0 || strstr(res.out, "created store") == NULL ||
+        strstr(res.out, env->store_path) == NULL)
+        fail_msg("--init on the missing store exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    s = storage_police_signal("BVH-2024-15002");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* --init on a store that is there leaves it as it is, byte for byte: alone
+ * it creates nothing and says so (exit 1); with a new store key file it
+ * makes the key and still leaves the store alone, which the broker then
+ * serves as before. */
+static void test_init_leaves_an_existing_store_alone(void **state)
+{
+    h_env_t *env = *state;
+    storage_snapshot_t before, after;
+    uint8_t id[16];
+    schakel_signal_t s = storage_marked_signal();
+    storage_publish_marked(env, &s, id);
+    assert_int_equal(h_broker_stop(env), 0);
+    storage_snapshot_take(env, &before);
+    assert_true(before.len[0] > 0);
+
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--init", "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, env->store_path) == NULL ||
+        strstr(res.err, "nothing created") == NULL)
+        fail_msg("--init on an existing key and store exited %d; stdout \"%s\" stderr \"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+
+    char next_key[192];
+    snprintf(next_key, sizeof next_key, "%s/keys/next-store.key", env->dir);
+    status =
+        h_run_schakeld(&res, "--init", "--config", env->config_path, "--store-key", next_key, NULL);
+    if (status != 0 || strstr(res.out, "created store key") == NULL ||
+        strstr(res.out, env->store_path) == NULL || strstr(res.out, "left as it is") == NULL)
+        fail_msg("--init with a new key on an existing store exited %d; stdout \"%s\" stderr "
+                 "\"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+    storage_assert_private_key(next_key);
+
+    storage_snapshot_take(env, &after);
+    for (int i = 0; i < STORAGE_N_FILES; i++)
+        if (after.len[i] != before.len[i] ||
+            (before.len[i] > 0 && memcmp(after.data[i], before.data[i], before.len[i]) != 0))
+            fail_msg("--init changed store.db%s (%zu -> %zu bytes)", storage_suffixes[i],
+                     before.len[i], after.len[i]);
+    storage_snapshot_free(&before);
+    storage_snapshot_free(&after);
+
+    h_broker_start(env);
+    storage_receive_marked(env, &s, id);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 #define STORAGE_SHORT_RULE "politie-kort-om"
@@ -1466,6 +1635,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
                                         h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_missing_store_refuses_to_start, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_expires_delivery_and_wipes_body,
                                         storage_setup_retention, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_expired_never_pushed_after_restart,
