@@ -783,9 +783,11 @@ static void msg_wipe_close(zmq_msg_t *msg)
 static int session_revoked(const session_t *session, void *arg);
 
 /* The first frame served on a connection whose key a reload revoked and a
- * later one registered again: its session gets back the Flow the
- * revocation dropped (conns_keep_flow), so a receiver whose connection
- * stayed open receives again without sending Flow. */
+ * later one registered again, or whose standby session the cap ended: its
+ * session gets back the Flow that was dropped (conns_keep_flow), so a
+ * receiver whose connection stayed open receives again, and a standby
+ * takes over again when the receiving connection closes, without sending
+ * Flow. */
 static void restore_flow(broker_t *b, session_t *session, int fd)
 {
     uint64_t order = 0;
@@ -798,9 +800,23 @@ static void restore_flow(broker_t *b, session_t *session, int fd)
                   "out of memory", NULL);
         return;
     }
-    r->progress_ms = b->now_ms;
+    if (r->session == session)
+        r->progress_ms = b->now_ms; /* a claim leaves the receiver's ack clock alone */
     log_event(LOG_INFO, "flow.restored", "principal", session->principal, "receiving",
               r->session == session ? "yes" : "no", NULL);
+}
+
+/* A standby session (a Flow of its own, another connection receiving)
+ * ended at the principal's cap to make room keeps its claim with its
+ * connection, which stays open: its next frame gives it back in its place
+ * (restore_flow), so it takes over when the receiving one closes. */
+static void keep_evicted_claim(broker_t *b)
+{
+    int fd = -1;
+    uint64_t order = 0;
+    uint32_t window = 0;
+    if (sessions_take_evicted_claim(b->sessions, &fd, &order, &window))
+        conns_keep_flow(b->conns, fd, order, window);
 }
 
 /* Receive one ROUTER message: routing id, then exactly one data frame.
@@ -851,6 +867,7 @@ static int receive_one(broker_t *b)
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
+        keep_evicted_claim(b);
         if (session != NULL && fd >= 0 && session->fd >= 0 && session->fd != fd) {
             /* the routing id is another connection's now: a new session */
             sessions_drop(b->sessions, session);
@@ -860,6 +877,7 @@ static int receive_one(broker_t *b)
         }
         if (session != NULL)
             session->fd = fd;
+        keep_evicted_claim(b);
         if (over_limit) {
             refuse_connection(b, &routing, user_id);
         } else if (session == NULL) {

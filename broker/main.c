@@ -386,6 +386,20 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
     return 0;
 }
 
+/* A long step of opening the store (a schema migration) is still going:
+ * systemd is asked for another minute of start-up from now, at every
+ * call, so a large store is not killed and rolled back over and over at
+ * TimeoutStartSec; the log says how far it is every 100,000 rows. */
+static void report_store_progress(const char *step, uint64_t done)
+{
+    sd_notify(0, "EXTEND_TIMEOUT_USEC=60000000");
+    if (done % 100000 != 0)
+        return;
+    char rows[24];
+    snprintf(rows, sizeof rows, "%llu", (unsigned long long)done);
+    log_event(LOG_INFO, "store.migrating", "step", step, "rows", rows, NULL);
+}
+
 int main(int argc, char **argv)
 {
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
@@ -400,6 +414,7 @@ int main(int argc, char **argv)
         return rc == 1 ? 0 : 2;
     log_set_level(o.log_level);
     store_global_init(); /* before any thread and any store */
+    store_set_progress(report_store_progress);
     if (keys_init() != 0) {
         fprintf(stderr, "schakeld: libsodium failed to initialise\n");
         return 1;

@@ -58,6 +58,10 @@ struct sessions {
     table_t *receivers;  /* principal id -> receiver_t */
     table_t *principals; /* principal id -> principal_state_t */
     uint64_t flows;      /* Flows so far: the order of session_t.flow_order */
+    /* The claim of the last session evict_idle ended, until taken */
+    int evicted_fd;
+    uint64_t evicted_order;
+    uint32_t evicted_window;
 };
 
 static principal_state_t *principal_state(sessions_t *s, const char *principal)
@@ -195,6 +199,11 @@ static int evict_idle(sessions_t *s, const char *principal, int64_t now_ms)
     }
     if (oldest == NULL)
         return 0;
+    if (oldest->flow_order > 0 && oldest->fd >= 0) { /* its connection may stay open */
+        s->evicted_fd = oldest->fd;
+        s->evicted_order = oldest->flow_order;
+        s->evicted_window = oldest->flow_window;
+    }
     sessions_drop(s, oldest);
     return 1;
 }
@@ -397,6 +406,17 @@ static int session_on_fd(const session_t *session, void *arg)
 size_t sessions_drop_fd(sessions_t *s, int fd)
 {
     return drop_each(s, session_on_fd, &fd); /* usually one session, often none */
+}
+
+int sessions_take_evicted_claim(sessions_t *s, int *fd, uint64_t *order, uint32_t *window)
+{
+    if (s->evicted_order == 0)
+        return 0;
+    *fd = s->evicted_fd;
+    *order = s->evicted_order;
+    *window = s->evicted_window;
+    s->evicted_order = 0;
+    return 1;
 }
 
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor)

@@ -81,6 +81,13 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
 receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t order,
                                   uint32_t window);
 
+/* The Flow of the last session sessions_touch ended at the cap to make
+ * room (a claim: such a session is never receiving), for the broker to
+ * keep with its connection (conns_keep_flow), which may stay open and give
+ * it back with its next frame: 1 with the session's socket, Flow order and
+ * window, handed out once; 0 when none (or the session had sent no Flow). */
+int sessions_take_evicted_claim(sessions_t *s, int *fd, uint64_t *order, uint32_t *window);
+
 /* The receiver state of a principal, or NULL. */
 receiver_t *sessions_receiver(sessions_t *s, const char *principal);
 

@@ -584,7 +584,30 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
             store_unmake(path);
         return NULL;
     }
+    /* A migration that sealed evidence held in clear: the old pages of a
+     * WAL left by an unclean stop, and those the migration wrote after
+     * them, go now, not at some later truncating checkpoint. Best effort
+     * (a reader may hold the WAL); the database file is clean either way
+     * once checkpointed (secure_delete). */
+    if (store->evidence_migrated) {
+        (void)store_checkpoint(store);
+        store->last_rc = 0;
+        store->errmsg[0] = '\0';
+    }
     return store;
+}
+
+static store_progress_fn store_progress_hook;
+
+void store_set_progress(store_progress_fn fn)
+{
+    store_progress_hook = fn;
+}
+
+void store_progress(const char *step, uint64_t done)
+{
+    if (store_progress_hook != NULL)
+        store_progress_hook(step, done);
 }
 
 void store_close(store_t **store)

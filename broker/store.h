@@ -95,6 +95,13 @@ store_file_state_t store_presence(const char *path, char *err, size_t errlen);
  * global mutex to count them). Optional: stores work without it. */
 void store_global_init(void);
 
+/* A long step of store_open (a schema migration that rewrites every row
+ * of a table) calls fn now and then with what it does and the rows done so
+ * far, so that a supervisor can be told the start is still going (schakeld
+ * extends its systemd start timeout). Process-wide; NULL for none. */
+typedef void (*store_progress_fn)(const char *step, uint64_t done);
+void store_set_progress(store_progress_fn fn);
+
 /* Open the store at path, apply the schema (migrating an older one) and
  * check the key. seal_key (STORE_KEY_BYTES, from keys_load_symmetric) is
  * copied into sodium_malloc memory (plain malloc under SCHAKEL_PLAIN_ALLOC)

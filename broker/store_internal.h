@@ -144,6 +144,7 @@ struct store {
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
     uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
+    int evidence_migrated;   /* this open sealed evidence held in clear (schema 8) */
     unsigned cache_writes;   /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
     int commit_wrote;        /* the last commit appended frames (the hook ran) */
     int commit_beside_round; /* ... while a round was asked for or ran */
@@ -402,6 +403,10 @@ int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32]);
  * root in clear), tag their content hashes, and drop the clear columns.
  * 0, or -1 with errmsg set. */
 int store_seal_migrate_evidence(store_t *store);
+
+/* Tell the hook store_set_progress installed (if any) that a long step of
+ * store_open is still going: `done` rows of `step` so far. */
+void store_progress(const char *step, uint64_t done);
 
 /* Make room for len bytes in s (contents wiped, not kept); 0, or -1 when
  * out of memory. */

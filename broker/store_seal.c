@@ -564,6 +564,9 @@ int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32])
 
 /* ------------------------------------------------------------------ evidence in clear */
 
+/* How many rows between two calls of the progress hook. */
+#define STORE_MIGRATION_PROGRESS_ROWS 10000u
+
 /* A publish stored before its evidence was sealed, copied out of the row
  * (id, sender, message_id, content_hash, signature, root), so that the
  * SELECT can be reset before the row is rewritten. */
@@ -619,6 +622,7 @@ int store_seal_migrate_evidence(store_t *store)
     sqlite3_stmt *next = NULL, *update = NULL;
     int result = 0;
     int64_t after = 0;
+    uint64_t sealed = 0;
     if (sqlite3_prepare_v2(store->db,
                            "SELECT id, sender, message_id, content_hash, signature, root"
                            " FROM publishes WHERE id > ?1 AND evidence IS NULL ORDER BY id LIMIT 1",
@@ -652,10 +656,14 @@ int store_seal_migrate_evidence(store_t *store)
             result = -1;
         }
         sodium_memzero(&p, sizeof p);
+        if (result == 0 && ++sealed % STORE_MIGRATION_PROGRESS_ROWS == 0)
+            store_progress("sealing the evidence of publishes", sealed);
     }
     (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
     (void)sqlite3_finalize(next);
     /* The clear columns go; secure_delete overwrites what they held. */
+    if (result == 0 && sealed > 0)
+        store->evidence_migrated = 1;
     if (result == 0)
         result = store_exec_fixed(store,
                                   "ALTER TABLE publishes DROP COLUMN signature;"

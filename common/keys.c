@@ -241,8 +241,32 @@ keypair_t *keys_load_secret(const char *path, char *err, size_t errlen)
     return kp;
 }
 
-/* Write text to path with the given mode; O_EXCL so an existing key is never
- * overwritten. */
+/* Sync the folder that holds path, so that a new file's name survives a
+ * power cut as its contents do (a store re-sealed under a new key must
+ * not outlive the key file's directory entry). */
+static int sync_parent_dir(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (len >= sizeof dir)
+        return -1;
+    if (slash == NULL)
+        dir[0] = '.';
+    else
+        memcpy(dir, path, len);
+    dir[len] = '\0';
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    if (close(fd) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* Write text to path with the given mode, then sync it and its folder;
+ * O_EXCL so an existing key is never overwritten. */
 static int write_new_file(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -254,6 +278,8 @@ static int write_new_file(const char *path, const char *text, mode_t mode, char 
     ssize_t n = write(fd, text, len);
     int rc = (n == (ssize_t)len && fsync(fd) == 0) ? 0 : -1;
     if (close(fd) != 0)
+        rc = -1;
+    if (rc == 0 && sync_parent_dir(path) != 0)
         rc = -1;
     if (rc != 0) {
         snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));

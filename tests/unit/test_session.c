@@ -281,6 +281,51 @@ static void test_cap_keeps_a_claim_to_receive(void **state)
     sessions_destroy(&s);
 }
 
+/* A standby (a Flow, another session receiving) ended at the cap to make
+ * room hands its claim to the broker, once, for its connection to get back
+ * (sessions_restore_flow) in its place: behind the receiving session's,
+ * and receiving when that one ends. A session without a Flow leaves none. */
+static void test_cap_hands_over_an_ended_claim(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    sessions_t *s = sessions_new();
+    int fd = -1;
+    uint64_t order = 0;
+    uint32_t window = 0;
+    session_t *standby = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 2, &over);
+    standby->fd = 7;
+    receiver_t *r = sessions_receive(s, standby, 4);
+    uint64_t standby_order = standby->flow_order;
+    session_t *active = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 2, &over);
+    active->fd = 8;
+    assert_ptr_equal(sessions_receive(s, active, 8), r);
+    assert_int_equal(sessions_take_evicted_claim(s, &fd, &order, &window), 0);
+    int64_t later = SCHAKEL_SESSION_ACTIVE_MS + 10;
+    session_t *third = sessions_touch(s, rid_c, 5, "om/parket", "K", later, 2, &over);
+    assert_non_null(third);
+    third->fd = 9;
+    assert_int_equal(sessions_take_evicted_claim(s, &fd, &order, &window), 1);
+    assert_int_equal(fd, 7);
+    assert_int_equal(order, standby_order);
+    assert_int_equal(window, 4);
+    assert_int_equal(sessions_take_evicted_claim(s, &fd, &order, &window), 0); /* once */
+    assert_ptr_equal(r->session, active);
+
+    /* the standby's connection comes back (the third's quiet session makes
+     * room, leaving no claim) and gets its claim: behind the active one */
+    int64_t quiet = 2 * later;
+    session_t *back = sessions_touch(s, rid_a, 5, "om/parket", "K", quiet, 2, &over);
+    assert_non_null(back);
+    assert_int_equal(sessions_take_evicted_claim(s, &fd, &order, &window), 0);
+    assert_ptr_equal(sessions_restore_flow(s, back, standby_order, 4), r);
+    assert_ptr_equal(r->session, active);
+    sessions_drop(s, active);
+    assert_ptr_equal(r->session, back);
+    assert_int_equal(r->window, 4);
+    sessions_destroy(&s);
+}
+
 static void test_connection_cap(void **state)
 {
     (void)state;
@@ -377,6 +422,7 @@ int main(void)
         cmocka_unit_test(test_drop_fd),
         cmocka_unit_test(test_receiving_goes_back_when_its_session_ends),
         cmocka_unit_test(test_cap_keeps_a_claim_to_receive),
+        cmocka_unit_test(test_cap_hands_over_an_ended_claim),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
         cmocka_unit_test(test_handshake_rate),

@@ -2986,6 +2986,66 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     f->store = store_fixture_open(f->path, new_key);
 }
 
+static unsigned progress_calls;
+static uint64_t progress_done;
+
+static void count_progress(const char *step, uint64_t done)
+{
+    assert_non_null(strstr(step, "evidence"));
+    progress_calls++;
+    progress_done = done;
+}
+
+/* A broker of schema 7 stopped uncleanly: its WAL still holds pages with
+ * publishes' signatures in clear. The opening that migrates reports its
+ * progress every 10,000 rows, and leaves no clear signature in the files
+ * while the store is open (the WAL truncated, the file checkpointed). */
+static void test_evidence_migration_reports_and_leaves_no_old_wal(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t sig[64];
+    fill(sig, sizeof sig, 41, 3);
+    char hex[129], sql[1024];
+    sodium_bin2hex(hex, sizeof hex, sig, sizeof sig);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO publishes (sender, message_id, content_hash, signature, root,"
+             " accepted_at, expires_at) VALUES ('" WOCO "', randomblob(16), randomblob(32),"
+             " x'%s', randomblob(32), 1700000000, 1700000000)",
+             hex);
+    store_close(&f->store);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) { /* writes, then exits without closing: the WAL stays */
+        sqlite3 *db = NULL;
+        if (sqlite3_open(f->path, &db) != SQLITE_OK ||
+            sqlite3_exec(db,
+                         STORE_FIXTURE_PUBLISHES_BEFORE_8
+                         "PRAGMA user_version = 7; PRAGMA wal_autocheckpoint = 0;"
+                         "INSERT INTO publishes (sender, message_id, content_hash, signature,"
+                         " root, accepted_at, expires_at)"
+                         " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                         " WHERE i < 20000)"
+                         " SELECT '" WOCO "', randomblob(16), randomblob(32), randomblob(64),"
+                         " randomblob(32), 1700000000, 1700000000 FROM n",
+                         NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            _exit(1);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(store_files_contain(f->path, sig, sizeof sig));
+
+    progress_calls = 0;
+    store_set_progress(count_progress);
+    f->store = store_fixture_open(f->path, test_key);
+    store_set_progress(NULL);
+    assert_int_equal(progress_calls, 2);
+    assert_int_equal(progress_done, 20000);
+    assert_false(store_files_contain(f->path, sig, sizeof sig));
+}
+
 typedef struct rekey_reentry {
     store_t *store;
     const uint8_t *key;
@@ -3464,6 +3524,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_evidence_in_clear_is_sealed_at_open, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_evidence_migration_reports_and_leaves_no_old_wal,
+                                        setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup,
                                         store_fixture_teardown),
