@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 #include <zmq.h>
@@ -176,9 +177,12 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
         return NULL;
     if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
         store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen);
-    else
+    else if (access(store_key_path, F_OK) != 0 && errno == ENOENT)
+        /* the store is there (store_missing_refused): only its own key opens it */
         snprintf(err + strlen(err), errlen - strlen(err),
-                 " (create a store key once with: schakeld --init --config FILE)");
+                 " (the store %s is sealed under that key: put the key file back from its "
+                 "backup; a new key cannot open it)",
+                 store_path);
     sodium_memzero(seal_key, sizeof seal_key);
     return store;
 }

@@ -9,8 +9,10 @@
 #include "init.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -41,6 +43,31 @@ static int init_key(const char *key_path, int for_store)
     return 1;
 }
 
+/* The schema version (user_version) in the header of the SQLite file at
+ * path, read as bytes so that nothing is opened or made beside it; -1
+ * when it cannot be told (unreadable, not SQLite, or a -wal beside it,
+ * whose commits may have changed it: then the broker's open says). */
+static long init_schema_version(const char *path)
+{
+    static const char magic[] = "SQLite format 3";
+    char wal[PATH_MAX + 8];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    if (stat(wal, &st) == 0 && st.st_size > 0)
+        return -1;
+    unsigned char header[100];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return -1;
+    size_t got = fread(header, 1, sizeof header, f);
+    fclose(f);
+    if (got != sizeof header || memcmp(header, magic, sizeof magic) != 0)
+        return -1;
+    /* bytes 60..63: the user version, big-endian */
+    return (long)(((uint32_t)header[60] << 24) | ((uint32_t)header[61] << 16) |
+                  ((uint32_t)header[62] << 8) | header[63]);
+}
+
 /* Whether a new store may be made at path: 1 yes, 0 a store is there
  * (left as it is, said on stdout), -1 not (said on stderr). */
 static int init_store_wanted(const char *path)
@@ -48,6 +75,14 @@ static int init_store_wanted(const char *path)
     char why[PATH_MAX + 200];
     switch (store_presence(path, why, sizeof why)) {
     case STORE_FILE_PRESENT:
+        if (init_schema_version(path) == 0) {
+            fprintf(stderr,
+                    "schakeld: %s holds no Schakel store (schema version 0: an --init that did "
+                    "not finish, or another database): left as it is; if it holds nothing to "
+                    "keep, remove it and run schakeld --init again\n",
+                    path);
+            return -1;
+        }
         printf("store %s exists: left as it is\n", path);
         return 0;
     case STORE_FILE_MISSING:

@@ -387,13 +387,18 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
 }
 
 /* A long step of opening the store (a schema migration) is still going:
- * systemd is asked for another minute of start-up from now, at every
- * call, so a large store is not killed and rolled back over and over at
- * TimeoutStartSec; the log says how far it is every 100,000 rows. */
+ * systemd is asked for another minute of start-up from now, and 10 us
+ * more for every row done (a step that rewrites a table of that many
+ * rows), at every call, so a large store is not killed and rolled back
+ * over and over at TimeoutStartSec; the log says how far it is every
+ * 100,000 rows. */
 static void report_store_progress(const char *step, uint64_t done)
 {
-    sd_notify(0, "EXTEND_TIMEOUT_USEC=60000000");
-    if (done % 100000 != 0)
+    char extend[64];
+    snprintf(extend, sizeof extend, "EXTEND_TIMEOUT_USEC=%llu",
+             60000000ULL + (unsigned long long)(done < UINT64_MAX / 10 ? done * 10 : 0));
+    sd_notify(0, extend);
+    if (done == 0 || done % 100000 != 0)
         return;
     char rows[24];
     snprintf(rows, sizeof rows, "%llu", (unsigned long long)done);

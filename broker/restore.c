@@ -222,7 +222,11 @@ static void restore_floor(const char *store_path, store_counters_t *floor, resto
 {
     char why[256];
     if (access(store_path, F_OK) != 0) {
-        snprintf(r->floor_note, sizeof r->floor_note, "no store at %s", store_path);
+        snprintf(r->floor_note, sizeof r->floor_note,
+                 "no store at %.200s: the counters moved past the backup's alone; if a broker "
+                 "served on an earlier restore of this backup, it may hand out its seqs again "
+                 "(docs/OPERATIONS.md, \"Restoring a backup\")",
+                 store_path);
         return;
     }
     int rc = store_counters_of_file(store_path, floor, why, sizeof why);

@@ -515,7 +515,8 @@ static int store_check_made(store_t *store)
         return 0;
     store_refuse(store, "not a Schakel store",
                  "schema version 0 (an empty database, or a store whose schakeld --init did not "
-                 "finish); no store to open (only schakeld --init makes one)");
+                 "finish); no store to open: if it holds nothing to keep, remove it and run "
+                 "schakeld --init again (only schakeld --init makes a store)");
     return -1;
 }
 
@@ -590,6 +591,7 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
      * (a reader may hold the WAL); the database file is clean either way
      * once checkpointed (secure_delete). */
     if (store->evidence_migrated) {
+        store_progress("truncating the WAL", 0);
         (void)store_checkpoint(store);
         store->last_rc = 0;
         store->errmsg[0] = '\0';

@@ -664,6 +664,8 @@ int store_seal_migrate_evidence(store_t *store)
     /* The clear columns go; secure_delete overwrites what they held. */
     if (result == 0 && sealed > 0)
         store->evidence_migrated = 1;
+    if (result == 0 && sealed > 0) /* each rewrites the table: as long again */
+        store_progress("dropping the clear columns", sealed);
     if (result == 0)
         result = store_exec_fixed(store,
                                   "ALTER TABLE publishes DROP COLUMN signature;"

@@ -106,8 +106,8 @@ static int check_secret_owner(const char *path, const struct stat *st, char *err
     }
     snprintf(err, errlen,
              "secret key file %s belongs to uid %u (%s), not to %s: its owner can read or "
-             "replace it; chown it to uid %u, or run as uid %u",
-             path, (unsigned)st->st_uid, owner, reader, (unsigned)self, (unsigned)st->st_uid);
+             "replace it; run as uid %u (the program that uses it), or chown it to uid %u",
+             path, (unsigned)st->st_uid, owner, reader, (unsigned)st->st_uid, (unsigned)self);
     return -1;
 }
 

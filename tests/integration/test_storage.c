@@ -828,9 +828,10 @@ static void test_schakeld_usage_errors(void **state)
     h_done(env);
 }
 
-/* No store key file: schakeld exits 1 and says how to make one; it does
- * not touch the store it could not open. */
-static void test_missing_store_key_says_run_init(void **state)
+/* No store key file beside a store: schakeld exits 1 and says to put the
+ * key back from its backup (only the store's own key opens it: a new one
+ * from --init would not); it does not touch the store it could not open. */
+static void test_missing_store_key_says_restore_it(void **state)
 {
     h_env_t *env = *state;
     char absent[192];
@@ -842,7 +843,9 @@ static void test_missing_store_key_says_run_init(void **state)
     int status =
         h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
                        "--store", env->store_path, "--store-key", absent, "--ready-fd", "1", NULL);
-    if (status != 1 || !strstr(res.err, "schakeld --init") || strstr(res.out, "READY"))
+    if (status != 1 || !strstr(res.err, absent) ||
+        !strstr(res.err, "put the key file back from its backup; a new key cannot open it") ||
+        strstr(res.err, "--init") || strstr(res.out, "READY"))
         fail_msg("without a store key file schakeld exited %d; stdout \"%s\" stderr \"%s\"", status,
                  res.out, res.err);
     h_cli_result_free(&res);
@@ -966,6 +969,33 @@ static void storage_remove_store(const h_env_t *env)
     }
 }
 
+/* A restore with no store in place has no floor for the counters (a store
+ * that is gone cannot tell how far it counted): it still restores, and
+ * says what that may mean. */
+static void test_restore_without_a_store_says_so(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-NO-FLOOR-1");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0); /* a clean stop: store.db alone is whole */
+    char backup[192];
+    snprintf(backup, sizeof backup, "%s/backup-no-floor.db", env->dir);
+    h_copy_file(env->store_path, backup);
+    storage_remove_store(env);
+    char says[512];
+    snprintf(says, sizeof says, "note: no store at %s: the counters moved past the backup's alone",
+             env->store_path);
+    restore_run2(env, backup, NULL, 0, says,
+                 "if a broker served on an earlier restore of this backup, it may hand out its "
+                 "seqs again",
+                 "");
+    h_broker_start(env);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    h_done(env);
+}
+
 /* None of the store's files is there, but the one with suffix keep (NULL:
  * none). */
 static void storage_assert_no_store(const h_env_t *env, const char *keep, const char *when)
@@ -1043,6 +1073,28 @@ static void test_missing_store_refuses_to_start(void **state)
     assert_int_equal(st.st_size, 0);
     assert_int_equal(unlink(env->store_path), 0);
     storage_assert_no_store(env, NULL, "an empty store file");
+
+    /* a database without the schema (an --init that did not finish): both
+     * the broker and --init say to remove it first, and leave it as it is */
+    sqlite3 *other = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "CREATE TABLE t (x)", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_close(other), SQLITE_OK);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                            "--store", env->store_path, "--ready-fd", "1", NULL);
+    if (status != 1 || strstr(res.out, "READY") != NULL ||
+        strstr(res.err, "not a Schakel store: schema version 0") == NULL ||
+        strstr(res.err, "remove it and run schakeld --init again") == NULL)
+        fail_msg("a database without the schema: schakeld exited %d: %s%s", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--init", "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, "holds no Schakel store") == NULL ||
+        strstr(res.err, "remove it and run schakeld --init again") == NULL)
+        fail_msg("--init on a database without the schema exited %d: %s%s", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(unlink(env->store_path), 0);
 
     /* --init makes a new store; the broker starts on it */
     status = h_run_schakeld(&res, "--init", "--config", env->config_path, NULL);
@@ -1623,7 +1675,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_wrong_store_key_refuses_to_start, h_setup_broker,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_missing_store_key_says_run_init, h_setup_env,
+        cmocka_unit_test_setup_teardown(test_missing_store_key_says_restore_it, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_second_broker_on_a_store_is_refused, h_setup_env,
                                         h_teardown),
@@ -1635,6 +1687,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
                                         h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_without_a_store_says_so, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_refuses_to_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
