@@ -294,6 +294,20 @@ static receiver_t *receiver_of(sessions_t *s, const session_t *session)
     return r;
 }
 
+/* `session` receives with `window`. A new receiving connection: whatever
+ * was in flight to the old one may never have arrived, so the push
+ * restarts at the oldest unacked; the same one only changes its window. */
+static void receiver_take(receiver_t *r, session_t *session, uint32_t window)
+{
+    if (r->session != session) {
+        r->session = session;
+        r->inflight = 0;
+        r->cursor = 0;
+    }
+    r->window = window;
+    r->dirty = 1;
+}
+
 receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t order,
                                   uint32_t window)
 {
@@ -302,13 +316,9 @@ receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t or
         return NULL;
     session->flow_order = order;
     session->flow_window = window;
-    if (r->session == session || (r->session != NULL && r->session->flow_order > order))
+    if (r->session != NULL && r->session != session && r->session->flow_order > order)
         return r; /* a Flow read since receives: this one waits as a claim */
-    r->session = session;
-    r->inflight = 0;
-    r->cursor = 0;
-    r->window = window;
-    r->dirty = 1;
+    receiver_take(r, session, window);
     return r;
 }
 
@@ -319,15 +329,7 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
         return NULL;
     session->flow_order = ++s->flows;
     session->flow_window = window;
-    if (r->session != session) {
-        /* A new receiving connection: whatever was in flight to the old one
-         * may never have arrived, so the push restarts at the oldest unacked. */
-        r->session = session;
-        r->inflight = 0;
-        r->cursor = 0;
-    }
-    r->window = window;
-    r->dirty = 1;
+    receiver_take(r, session, window);
     return r;
 }
 
