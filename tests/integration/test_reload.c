@@ -174,6 +174,37 @@ static void test_bad_policy_is_refused_and_old_one_stays(void **state)
     h_done(env);
 }
 
+/* The path, without its .key/.pub, of gemeente's second key pair, made
+ * the first time it is asked for. */
+static void gemeente_new_key(h_env_t *env, char *base, size_t len)
+{
+    char err[256], pub[600];
+    snprintf(base, len, "%s", h_key_file(env, H_GEMEENTE));
+    *strrchr(base, '.') = '\0';
+    strncat(base, "-new", len - strlen(base) - 1);
+    snprintf(pub, sizeof pub, "%s.pub", base);
+    if (access(pub, F_OK) != 0)
+        assert_int_equal(keys_generate(base, err, sizeof err), 0);
+}
+
+/* A policy that names gemeente's second key instead of its first
+ * (revoked), or the default policy back (registered again), reloaded. */
+static void gemeente_key_revoked(h_env_t *env, int revoked)
+{
+    if (!revoked) {
+        h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+        assert_int_equal(h_broker_reload(env), 1);
+        return;
+    }
+    char base[512];
+    gemeente_new_key(env, base, sizeof base);
+    char *header =
+        replaced(h_policy_header, "keys/gemeente-meldingen.pub", "keys/gemeente-meldingen-new.pub");
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    assert_int_equal(h_broker_reload(env), 1);
+}
+
 /* Replacing a principal's key cuts off the connection made with the old
  * key at once: it receives nothing more, its next frame is refused, and the
  * old key cannot handshake again; the new key gets what is owed. */
@@ -187,16 +218,9 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     assert_int_equal(h_backlog(old), 0); /* the Flow is processed */
 
     /* A new key pair next to the old one, and a policy that names it. */
-    char base[512], err[256];
-    snprintf(base, sizeof base, "%s", h_key_file(env, H_GEMEENTE));
-    *strrchr(base, '.') = '\0';
-    strncat(base, "-new", sizeof base - strlen(base) - 1);
-    assert_int_equal(keys_generate(base, err, sizeof err), 0);
-    char *header =
-        replaced(h_policy_header, "keys/gemeente-meldingen.pub", "keys/gemeente-meldingen-new.pub");
-    h_env_write_policy(env, "%s%s", header, h_default_rules);
-    free(header);
-    assert_int_equal(h_broker_reload(env), 1);
+    char base[512];
+    gemeente_new_key(env, base, sizeof base);
+    gemeente_key_revoked(env, 1);
 
     schakel_signal_t s = fire_signal(to_gemeente, 1);
     (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
@@ -233,31 +257,6 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     schakel_close(&fresh);
     schakel_close(&brandweer);
     h_done(env);
-}
-
-/* Replace gemeente's key in the policy (revoked, base gets the new key
- * pair the first time) or put the default policy back (registered again),
- * and reload. */
-static void gemeente_key_revoked(h_env_t *env, int revoked)
-{
-    if (!revoked) {
-        h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
-        assert_int_equal(h_broker_reload(env), 1);
-        return;
-    }
-    char base[512], err[256];
-    snprintf(base, sizeof base, "%s", h_key_file(env, H_GEMEENTE));
-    *strrchr(base, '.') = '\0';
-    strncat(base, "-new", sizeof base - strlen(base) - 1);
-    char pub[600];
-    snprintf(pub, sizeof pub, "%s.pub", base);
-    if (access(pub, F_OK) != 0)
-        assert_int_equal(keys_generate(base, err, sizeof err), 0);
-    char *header =
-        replaced(h_policy_header, "keys/gemeente-meldingen.pub", "keys/gemeente-meldingen-new.pub");
-    h_env_write_policy(env, "%s%s", header, h_default_rules);
-    free(header);
-    assert_int_equal(h_broker_reload(env), 1);
 }
 
 /* A receiver whose key is revoked and registered again before its
