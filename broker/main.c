@@ -44,6 +44,7 @@ typedef struct options {
     size_t n_sets;
     int init;
     int rekey;                 /* --rekey */
+    int without_floor;         /* --without-floor, with --restored */
     const char *restored;      /* --restored BACKUP */
     const char *new_store_key; /* --new-store-key */
     int ready_fd;
@@ -60,7 +61,7 @@ static void usage(FILE *out)
         "       schakeld --init --config FILE | --init --store-key FILE [--store FILE]\n"
         "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
         "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE [--key FILE]\n"
-        "       schakeld --restored BACKUP --config FILE  (broker stopped)\n"
+        "       schakeld --restored BACKUP [--without-floor] --config FILE  (broker stopped)\n"
         "       schakeld --version\n"
         "\n"
         "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
@@ -72,6 +73,8 @@ static void usage(FILE *out)
         "  --rekey           re-seal the store under --new-store-key (made with --init)\n"
         "  --restored BACKUP put a backup in place of the store, its seqs and case\n"
         "                    numbers moved past the lost state's, and record it\n"
+        "  --without-floor   restore although no store is in place (or it cannot be\n"
+        "                    read) to show how far the lost state counted\n"
         "  --ack-timeout D   resend in-flight deliveries unacked this long (e.g. 60s, 2m)\n"
         "  --max-publish-rate N   publishes per second per principal (default 1000)\n"
         "  --max-connections N    connections per principal (default 64)\n"
@@ -98,7 +101,7 @@ static int parse_level(const char *s, log_level_t *level)
 }
 
 /* Options that take a value (the others: --version, --help, --init,
- * --rekey). */
+ * --rekey, --without-floor). */
 static int takes_value(const char *a)
 {
     static const char *const names[] = {"--config",          "--listen",      "--policy",
@@ -131,6 +134,10 @@ static int parse_args(int argc, char **argv, options_t *o)
         }
         if (strcmp(a, "--rekey") == 0) {
             o->rekey = 1;
+            continue;
+        }
+        if (strcmp(a, "--without-floor") == 0) {
+            o->without_floor = 1;
             continue;
         }
         if (!takes_value(a)) {
@@ -191,6 +198,10 @@ static int parse_args(int argc, char **argv, options_t *o)
     }
     if (o->restored != NULL && (o->init || o->rekey)) {
         fprintf(stderr, "schakeld: --restored goes with neither --init nor --rekey\n");
+        return 2;
+    }
+    if (o->without_floor && o->restored == NULL) {
+        fprintf(stderr, "schakeld: --without-floor goes with --restored only\n");
         return 2;
     }
     return 0;
@@ -335,9 +346,9 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
 
 /* schakeld --restored BACKUP: the backup in place of the store, with the
  * broker stopped (restore.h). */
-static int restore_store(const broker_config_t *cfg, const char *backup)
+static int restore_store(const broker_config_t *cfg, const char *backup, int without_floor)
 {
-    char err[1024] = "";
+    char err[1536] = "";
     uint8_t store_key[STORE_KEY_BYTES];
     keypair_t *key = NULL;
     restore_report_t r;
@@ -349,7 +360,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
     }
     if (keys_load_symmetric(cfg->store_key_path, store_key, err, sizeof err) == 0 &&
         (key = keys_load_secret(cfg->key_file, err, sizeof err)) != NULL &&
-        restore_from_backup(cfg->store_path, backup, store_key, key, &r, err, sizeof err) == 0)
+        restore_from_backup(cfg->store_path, backup, store_key, key, without_floor, &r, err,
+                            sizeof err) == 0)
         rc = 0;
     sodium_memzero(store_key, sizeof store_key);
     keys_destroy(&key);
@@ -378,7 +390,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup)
            (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
            r.has_floor ? ", past the replaced store's too" : "", (unsigned long long)r.entry_seq);
     if (r.floor_note[0] != '\0')
-        printf("note: %s\n", r.floor_note);
+        printf("note: %s: the counters moved past the backup's alone (--without-floor)\n",
+               r.floor_note);
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
     if (r.warning[0] != '\0')
@@ -465,7 +478,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (o.restored != NULL) {
-        rc = restore_store(cfg, o.restored);
+        rc = restore_store(cfg, o.restored, o.without_floor);
         config_destroy(&cfg);
         return rc;
     }

@@ -217,32 +217,45 @@ static int restore_check_paths(const char *store_path, const char *copy_path,
 /* The store being replaced may have handed out more than the backup knows
  * (it ran after the backup was taken; or a broker ran on an earlier
  * restore of this same backup): its counters, read without its key, are a
- * floor. A store that cannot be read gives none (said in the report). */
-static void restore_floor(const char *store_path, store_counters_t *floor, restore_report_t *r)
+ * floor. Returns 0 with the whole floor; 1 when there is none, or none for
+ * the case numbers (a store that is not there or cannot be read), with
+ * what is missing in r->floor_note. */
+static int restore_floor(const char *store_path, store_counters_t *floor, restore_report_t *r)
 {
     char why[256];
     if (access(store_path, F_OK) != 0) {
-        snprintf(r->floor_note, sizeof r->floor_note,
-                 "no store at %.200s: the counters moved past the backup's alone; if a broker "
-                 "served on an earlier restore of this backup, it may hand out its seqs again "
-                 "(docs/OPERATIONS.md, \"Restoring a backup\")",
-                 store_path);
-        return;
+        snprintf(r->floor_note, sizeof r->floor_note, "no store at %.200s", store_path);
+        return 1;
     }
     int rc = store_counters_of_file(store_path, floor, why, sizeof why);
     if (rc < 0) {
         snprintf(r->floor_note, sizeof r->floor_note,
-                 "the store being replaced cannot be read (%.200s): the counters moved past the "
-                 "backup's alone",
-                 why);
-        return;
+                 "the store being replaced cannot be read (%.200s)", why);
+        return 1;
     }
-    if (rc == 1)
-        snprintf(r->floor_note, sizeof r->floor_note,
-                 "the case counter of the store being replaced cannot be read (%.200s): case "
-                 "numbers moved past the backup's alone",
-                 why);
     r->has_floor = 1;
+    if (rc == 1) {
+        snprintf(r->floor_note, sizeof r->floor_note,
+                 "the case counter of the store being replaced cannot be read (%.200s)", why);
+        return 1;
+    }
+    return 0;
+}
+
+/* Without the whole floor nothing shows how far the lost state counted:
+ * refused unless the operator says to go on without it. */
+static int restore_floor_refusal(const restore_report_t *r, char *err, size_t errlen)
+{
+    snprintf(err, errlen,
+             "%s: nothing shows how far the lost store counted; if this backup was restored "
+             "before and a broker served on that restore, its seqs and case ids would be handed "
+             "out again, and recipients that deduplicate by seq would drop new deliveries. Put "
+             "the lost store file back in place first (a volume not mounted?), so that it is "
+             "the floor; if it is truly gone, restore the newest backup made after any earlier "
+             "restore of it, with --without-floor (docs/OPERATIONS.md, \"Restoring a backup\"). "
+             "Nothing was changed",
+             r->floor_note);
+    return -1;
 }
 
 /* The old store's WAL copied into it before anything moves, so that the
@@ -318,7 +331,7 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
 
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                        restore_report_t *report, char *err, size_t errlen)
+                        int without_floor, restore_report_t *report, char *err, size_t errlen)
 {
     char copy_path[PATH_MAX], lock_path[PATH_MAX], backup_real[PATH_MAX];
     file_owner_t owner;
@@ -337,7 +350,10 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     if (lock < 0)
         return -1;
     int rc = -1;
-    restore_floor(store_path, &floor, report);
+    if (restore_floor(store_path, &floor, report) != 0 && !without_floor) {
+        restore_floor_refusal(report, err, errlen);
+        goto out;
+    }
     /* a copy left by an earlier run that stopped half-way goes first */
     if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
         remove_if_there(copy_path, err, errlen) != 0 ||

@@ -27,7 +27,8 @@ typedef struct restore_report {
     int64_t trail_at;     /* its time, Unix seconds */
     uint64_t entry_seq;   /* the "store.restored" entry */
     int has_floor;        /* the counters also went past the replaced store's */
-    char floor_note[400]; /* why the counters moved past the backup's alone, in part or all */
+    char floor_note[400]; /* what of the floor is missing ("" none): the restore went on
+                           * without it (without_floor) */
     char fold_note[420];  /* why the old WAL was set aside as it was */
     char warning[600];    /* restored, but something after the rename failed */
 } restore_report_t;
@@ -39,7 +40,9 @@ typedef struct restore_report {
  * refused; an older schema is migrated), move its counters
  * (store_counters_move with the margins above, from the larger of the
  * backup's and the replaced store's own, read without its key, so that a
- * store restored twice from one backup never hands out a seq twice),
+ * store restored twice from one backup never hands out a seq twice;
+ * without that floor, in whole or for the case numbers, because no store
+ * is there or it cannot be read, it is refused unless without_floor),
  * append a "store.restored" entry signed into the trail with key, commit,
  * copy its WAL into it; give it the replaced store's owner and mode (its
  * folder's owner for a new one; the lock file likewise); then set the old
@@ -52,6 +55,6 @@ typedef struct restore_report {
  * it can). Returns 0 with *report, or -1 with err. */
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                        restore_report_t *report, char *err, size_t errlen);
+                        int without_floor, restore_report_t *report, char *err, size_t errlen);
 
 #endif

@@ -810,6 +810,7 @@ static void test_schakeld_usage_errors(void **state)
         {{"--restored", "backup.db", "--init", NULL}, "--restored goes with neither --init"},
         {{"--restored", "backup.db", "--store", "x.db", NULL},
          "--restored needs store, store_key_file and key_file"},
+        {{"--without-floor", NULL}, "--without-floor goes with --restored only"},
     };
     (void)env;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -969,10 +970,45 @@ static void storage_remove_store(const h_env_t *env)
     }
 }
 
-/* A restore with no store in place has no floor for the counters (a store
- * that is gone cannot tell how far it counted): it still restores, and
- * says what that may mean. */
-static void test_restore_without_a_store_says_so(void **state)
+/* A restore with --without-floor or none; refused: exit 1, want_err on
+ * stderr, and nothing of the store changed (no copy left: restore_run2's
+ * check). */
+static void restore_floor_refused(h_env_t *env, const char *backup, const char *want_err)
+{
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, want_err) == NULL ||
+        strstr(res.err, "with --without-floor (docs/OPERATIONS.md, \"Restoring a backup\")") ==
+            NULL ||
+        strstr(res.err, "Nothing was changed") == NULL || strstr(res.out, "restored") != NULL)
+        fail_msg("--restored %s without a floor: exit %d (want 1), stdout \"%s\", stderr \"%s\" "
+                 "(want \"%s\", the way on, nothing changed)",
+                 backup, status, res.out, res.err, want_err);
+    h_cli_result_free(&res);
+    char copy[192];
+    snprintf(copy, sizeof copy, "%s.restoring", env->store_path);
+    if (access(copy, F_OK) == 0)
+        fail_msg("the refused restore left %s behind", copy);
+}
+
+static void restore_floor_overridden(h_env_t *env, const char *backup, const char *want_note)
+{
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--without-floor", "--config",
+                                env->config_path, NULL);
+    if (status != 0 || strstr(res.out, want_note) == NULL)
+        fail_msg("--restored %s --without-floor: exit %d (want 0), stdout \"%s\" (want \"%s\"), "
+                 "stderr \"%s\"",
+                 backup, status, res.out, want_note, res.err);
+    h_cli_result_free(&res);
+}
+
+/* With no store in place, or one that cannot be read, nothing shows how
+ * far the lost state counted: a backup restored twice with a broker
+ * serving between would hand out its seqs again. Refused, with nothing
+ * made and the way on; --without-floor goes on and says what it did
+ * without. */
+static void test_restore_without_a_floor_is_refused(void **state)
 {
     h_env_t *env = *state;
     schakel_client_t *politie = h_connect(env, H_POLITIE);
@@ -980,17 +1016,53 @@ static void test_restore_without_a_store_says_so(void **state)
     (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0); /* a clean stop: store.db alone is whole */
-    char backup[192];
+    char backup[192], says[512];
     snprintf(backup, sizeof backup, "%s/backup-no-floor.db", env->dir);
     h_copy_file(env->store_path, backup);
+
+    /* a store file that is not a store cannot be read: refused, left as it is */
     storage_remove_store(env);
-    char says[512];
-    snprintf(says, sizeof says, "note: no store at %s: the counters moved past the backup's alone",
+    FILE *junk = fopen(env->store_path, "w");
+    assert_non_null(junk);
+    fputs("not a database, but what a damaged volume left\n", junk);
+    assert_int_equal(fclose(junk), 0);
+    restore_floor_refused(env, backup, "the store being replaced cannot be read (");
+    char text[128] = "";
+    junk = fopen(env->store_path, "r");
+    assert_non_null(junk);
+    assert_non_null(fgets(text, sizeof text, junk));
+    assert_int_equal(fclose(junk), 0);
+    assert_string_equal(text, "not a database, but what a damaged volume left\n");
+
+    /* one whose seqs can be read but not its case counter: refused too
+     * (case ids would be handed out again) */
+    storage_remove_store(env);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT);"
+                                  " CREATE TABLE deliveries (seq INTEGER);"
+                                  " CREATE TABLE tombstones (seq INTEGER);"
+                                  " CREATE TABLE cases (damaged INTEGER);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    restore_floor_refused(env, backup,
+                          "the case counter of the store being replaced cannot be read (");
+
+    /* none at all: refused, and none made */
+    storage_remove_store(env);
+    snprintf(says, sizeof says, "no store at %s: nothing shows how far the lost store counted",
              env->store_path);
-    restore_run2(env, backup, NULL, 0, says,
-                 "if a broker served on an earlier restore of this backup, it may hand out its "
-                 "seqs again",
-                 "");
+    restore_floor_refused(env, backup, says);
+    if (access(env->store_path, F_OK) == 0)
+        fail_msg("the refused restore made %s", env->store_path);
+
+    /* said on purpose: restored, with the note of what it did without */
+    snprintf(says, sizeof says,
+             "note: no store at %s: the counters moved past the backup's alone (--without-floor)",
+             env->store_path);
+    restore_floor_overridden(env, backup, says);
     h_broker_start(env);
     assert_int_equal(h_backlog_of(env, H_OM), 1);
     h_done(env);
@@ -1687,7 +1759,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
                                         h_setup_env, h_teardown),
-        cmocka_unit_test_setup_teardown(test_restore_without_a_store_says_so, h_setup_broker,
+        cmocka_unit_test_setup_teardown(test_restore_without_a_floor_is_refused, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_refuses_to_start, h_setup_broker,
                                         h_teardown),
