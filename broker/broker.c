@@ -229,6 +229,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;
+    b->idempotency_s =
+        (o->idempotency_ms > 0 ? o->idempotency_ms : SCHAKEL_DEFAULT_IDEMPOTENCY_MS) / 1000;
     b->max_window = o->max_window > 0 && o->max_window < SCHAKEL_MAX_WINDOW ? o->max_window
                                                                             : SCHAKEL_MAX_WINDOW;
     if ((b->ctx = zmq_ctx_new()) == NULL) {

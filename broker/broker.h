@@ -132,6 +132,7 @@ typedef struct broker {
     int64_t idle_timeout_ms;      /* a connection without a frame this long is closed */
     uint32_t max_silent;          /* ... beyond this many such connections in all */
     uint32_t max_window;          /* a larger Flow.window is clamped to this */
+    int64_t idempotency_s;        /* an accepted publish is remembered at least this long */
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
     size_t n_revocations;
@@ -174,6 +175,7 @@ typedef struct broker_options {
     int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
     uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
+    int64_t idempotency_ms;     /* 0: SCHAKEL_DEFAULT_IDEMPOTENCY_MS */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
     int sync_always;            /* every turn's sync on the sync thread, not only while busy */

@@ -49,6 +49,7 @@ typedef struct config_doc {
     char *max_handshakes;
     char *idle_timeout;
     char *max_silent;
+    char *idempotency_window;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -91,6 +92,8 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, idle_timeout, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_silent_connections", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_silent, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("idempotency_window", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, idempotency_window, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -116,6 +119,7 @@ enum {
     KEY_HANDSHAKES,
     KEY_IDLE_TIMEOUT,
     KEY_SILENT,
+    KEY_IDEMPOTENCY,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -136,16 +140,18 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "sync_thread",
                                                    "max_handshakes_per_minute",
                                                    "connection_idle_timeout",
-                                                   "max_silent_connections"};
+                                                   "max_silent_connections",
+                                                   "idempotency_window"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
-    "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections"
+    "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections, "    \
+    "idempotency_window"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
                                                 false, false, false, false, false, false, false,
-                                                false, false, false, false, false};
+                                                false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -360,7 +366,8 @@ static const char *config_value_problem(int key, const char *value)
     if (config_count_cap(key) > 0 && config_count(value, config_count_cap(key)) < 0)
         return "must be a whole number from 1 up to the built-in limit (see "
                "docs/OPERATIONS.md, Limits)";
-    if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT) && config_duration_ms(value) < 0)
+    if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT || key == KEY_IDEMPOTENCY) &&
+        config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
     if (key == KEY_LISTEN || key == KEY_ADMIN_LISTEN) {
@@ -434,6 +441,8 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->idle_timeout;
     case KEY_SILENT:
         return &cfg->max_silent;
+    case KEY_IDEMPOTENCY:
+        return &cfg->idempotency_window;
     default:
         return &cfg->store_path;
     }
@@ -446,7 +455,7 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
         doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
         doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
         doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread,
-        doc->max_handshakes,  doc->idle_timeout,   doc->max_silent};
+        doc->max_handshakes,  doc->idle_timeout,   doc->max_silent,       doc->idempotency_window};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -516,6 +525,7 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->sync_thread);
     free((*cfg)->max_handshakes);
     free((*cfg)->idle_timeout);
+    free((*cfg)->idempotency_window);
     free((*cfg)->max_silent);
     free(*cfg);
     *cfg = NULL;

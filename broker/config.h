@@ -17,6 +17,7 @@
  *   max_handshakes_per_minute: 300 # optional: per principal
  *   connection_idle_timeout: 30s   # optional: close a connection without a frame this long
  *   max_silent_connections: 1024   # optional: ... beyond this many such connections
+ *   idempotency_window: 10m        # optional: a publish is known as a repeat at least this long
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -49,6 +50,8 @@ typedef struct broker_config {
     char *max_handshakes; /* handshakes per minute per principal, or NULL: default */
     char *idle_timeout;   /* duration text: close a connection without a frame this long */
     char *max_silent;     /* connections without a frame kept in all, or NULL: default */
+    char *idempotency_window; /* duration text: an accepted publish is remembered at least
+                               * this long, or NULL: default */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

@@ -508,6 +508,7 @@ int main(int argc, char **argv)
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
+        .idempotency_ms = cfg->idempotency_window ? config_duration_ms(cfg->idempotency_window) : 0,
         .metrics_listen = cfg->metrics_listen,
         .admin_listen = cfg->admin_listen,
         .sync_always = cfg->sync_thread != NULL && strcmp(cfg->sync_thread, "always") == 0,

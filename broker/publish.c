@@ -256,6 +256,9 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         if (retain[i] > publish_retain)
             publish_retain = retain[i];
     }
+    /* the idempotency record outlives a short retention, or none */
+    if (publish_retain < b->now_s + b->idempotency_s)
+        publish_retain = b->now_s + b->idempotency_s;
     if (store_begin(b->store) != 0)
         return -1;
     int64_t publish_id = store_publish_add_retained(

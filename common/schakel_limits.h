@@ -76,6 +76,14 @@
 #define SCHAKEL_DEFAULT_MAX_SILENT 1024
 #define SCHAKEL_MAX_SILENT_CAP 65536
 
+/* An accepted publish is remembered by (sender, message_id) at least this
+ * long after its acceptance (config idempotency_window), however short
+ * its retention or when it reached no recipient: a retry inside it is
+ * answered as a repeat, never delivered again. Only the idempotency
+ * record (ids, the sealed evidence, the keyed content tag, the answer)
+ * stays: its items go with their retention (docs/PROTOCOL.md 7.3). */
+#define SCHAKEL_DEFAULT_IDEMPOTENCY_MS 600000
+
 /* Flow control */
 #define SCHAKEL_DEFAULT_WINDOW 64u           /* deliveries in flight per receiver */
 #define SCHAKEL_MAX_WINDOW 1024u             /* a larger Flow.window is clamped */

@@ -186,6 +186,11 @@ static const set_row_t set_rows[] = {
     {"max_silent_connections", "65537", 0, "built-in limit"},
     {"max_silent_connections", "0", 0, "whole number"},
     {"connection_idle_timeout", "25h", 0, "must be a duration"},
+    {"idempotency_window", "24h", 1, NULL},
+    {"idempotency_window", "10m", 1, NULL},
+    {"idempotency_window", "500ms", 0, "must be a duration"},
+    {"idempotency_window", "25h", 0, "must be a duration"},
+    {"idempotency_window", "0s", 0, "must be a duration"},
 };
 
 static void test_config_set(void **state)
@@ -229,9 +234,11 @@ static void test_config_set(void **state)
     assert_int_equal(config_limit(cfg.max_handshakes, "max_handshakes_per_minute"), 60000);
     assert_int_equal(config_duration_ms(cfg.idle_timeout), 5000);
     assert_int_equal(config_limit(cfg.max_silent, "max_silent_connections"), 65536);
+    assert_int_equal(config_duration_ms(cfg.idempotency_window), 600000);
     free(cfg.max_handshakes);
     free(cfg.idle_timeout);
     free(cfg.max_silent);
+    free(cfg.idempotency_window);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
