@@ -1295,6 +1295,14 @@ static void syncer_start(broker_t *b)
 int broker_run(broker_t *b)
 {
     int64_t next_housekeeping = 0;
+    /* The WAL an unclean stop left may hold page images of rows that
+     * expired before it, whose truncation was still waiting its turn (the
+     * count of them did not survive): truncated before serving, or, while
+     * a reader holds it, by the next turn's checkpoint_if_due. */
+    if (store_checkpoint(b->store) != 0) {
+        log_event(LOG_WARN, "store.checkpoint_deferred", "error", store_errmsg(b->store), NULL);
+        b->expired_since_checkpoint = 1;
+    }
     syncer_start(b);
     while (!stop_requested) {
         if (reload_requested) {

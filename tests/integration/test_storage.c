@@ -1403,6 +1403,77 @@ static void test_repeat_after_a_short_retention_is_a_repeat(void **state)
     h_done(env);
 }
 
+/* The single item as stored: its sealed body (the signal's content). */
+static uint8_t *storage_stored_item(const h_env_t *env, size_t *len)
+{
+    sqlite3 *db = storage_db_open(env);
+    sqlite3_stmt *stmt = storage_prepare(db, "SELECT body FROM items");
+    if (sqlite3_step(stmt) != SQLITE_ROW)
+        fail_msg("no stored item (%s)", sqlite3_errmsg(db));
+    *len = (size_t)sqlite3_column_bytes(stmt, 0);
+    assert_true(*len > 64);
+    uint8_t *body = malloc(*len);
+    assert_non_null(body);
+    memcpy(body, sqlite3_column_blob(stmt, 0), *len);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        fail_msg("more than one stored item");
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return body;
+}
+
+/* Publish one signal under the 2 s rule and wait until its delivery
+ * expired (the log line). */
+static void storage_publish_and_expire(h_env_t *env, schakel_client_t *politie,
+                                       const char *source_ref, uint8_t **item, size_t *item_len)
+{
+    long offset = h_log_offset(env);
+    schakel_signal_t s = storage_police_signal(source_ref);
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    if (item != NULL)
+        *item = storage_stored_item(env, item_len);
+    char needle[160];
+    snprintf(needle, sizeof needle, "event=delivery.expired recipient=%s", H_OM);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no \"%s\" within %d ms of a 2 s retention", needle, H_TIMEOUT_MS);
+}
+
+/* The WAL is truncated at most every 10 s after an expiry; what expired
+ * after the last truncation is still in it. A crash then loses the count
+ * of it: the restarted broker truncates the WAL at once all the same, so
+ * the expired content does not stay there until the next expiry. */
+static void test_expired_content_leaves_the_wal_after_a_crash(void **state)
+{
+    h_env_t *env = *state;
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    /* the first expiry truncates at once; the second waits its 10 s */
+    storage_publish_and_expire(env, politie, "BVH-2024-14001", NULL, NULL);
+    uint8_t *item = NULL;
+    size_t item_len = 0;
+    storage_publish_and_expire(env, politie, "BVH-2024-14002", &item, &item_len);
+    schakel_close(&politie);
+    storage_snapshot_t snap;
+    storage_snapshot_take(env, &snap);
+    unsigned in = storage_snapshot_find(&snap, item, item_len);
+    storage_snapshot_free(&snap);
+    if ((in & 2u) == 0) /* else this test could not fail */
+        fail_msg("before the crash the expired item is not in store.db-wal (found in: %s)",
+                 in ? storage_file_names(in) : "none");
+
+    char problem[256];
+    if (h_broker_crash_restart(env, problem, sizeof problem) != 0)
+        fail_msg("restart after the crash: %s", problem);
+    /* two round trips: the second's turn comes after the first's truncation */
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+    storage_snapshot_take(env, &snap);
+    storage_assert_gone(&snap, item, item_len, "after a crash and a restart");
+    storage_snapshot_free(&snap);
+    free(item);
+    h_done(env);
+}
+
 /* A delivery under a 2 s rule expires although its recipient never came:
  * it leaves a tombstone, its body leaves the disk, the recipient gets
  * nothing. The same item's delivery under a 365 d rule stays. */
@@ -1833,6 +1904,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_repeat_after_a_short_retention_is_a_repeat,
+                                        storage_setup_short_rule, h_teardown),
+        cmocka_unit_test_setup_teardown(test_expired_content_leaves_the_wal_after_a_crash,
                                         storage_setup_short_rule, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_expires_delivery_and_wipes_body,
                                         storage_setup_retention, h_teardown),
