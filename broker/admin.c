@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sodium.h>
 #include <zmq.h>
 
 #include "admin_json.h"
@@ -245,7 +246,12 @@ static void admin_send_answer(admin_t *admin, const admin_request_t *request, in
         uint8_t *frame = admin_encode_response(request->request_id, ok, offset == 0 ? error : NULL,
                                                json != NULL ? admin->chunk : NULL, more, &len);
         int sent = frame != NULL && admin_send(admin, request, frame, len) == 0;
+        /* an answer may name a subject (audit-subject): wiped once sent */
+        if (frame != NULL)
+            sodium_memzero(frame, len);
         free(frame);
+        if (json != NULL)
+            sodium_memzero(admin->chunk, n);
         if (!sent)
             return;
         offset += n;
@@ -334,6 +340,7 @@ static void admin_prepare_export(broker_t *b, admin_request_t *request)
         const char *count = strstr(json, "\"count\":");
         size_t entries = count != NULL ? (size_t)strtoull(count + 8, NULL, 10) : 0;
         if (record_subject_export(b, request->principal, pseudonym, entries) != 0) {
+            sodium_memzero(json, strlen(json));
             free(json);
             json = NULL;
             snprintf(err, sizeof err, "the export could not be recorded; nothing was handed out");
@@ -539,6 +546,8 @@ void admin_after_commit(admin_t *admin, broker_t *b, int committed)
         admin_answer(admin, b, request, committed);
         free(request->refusal);
         request->refusal = NULL;
+        if (request->prepared != NULL) /* the export names its subject */
+            sodium_memzero(request->prepared, request->prepared_len);
         free(request->prepared);
         request->prepared = NULL;
     }

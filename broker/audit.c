@@ -671,10 +671,17 @@ static void buf_put(text_buf_t *b, const char *s, size_t n)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *grown = realloc(b->data, cap);
+        /* not realloc: the text names a subject, and the old block is
+         * wiped before it goes back to the heap */
+        char *grown = malloc(cap);
         if (grown == NULL) {
             b->out_of_memory = 1;
             return;
+        }
+        if (b->data != NULL) {
+            memcpy(grown, b->data, b->len + 1);
+            sodium_memzero(b->data, b->cap);
+            free(b->data);
         }
         b->data = grown;
         b->cap = cap;
@@ -708,6 +715,8 @@ static void buf_printf(text_buf_t *b, const char *fmt, ...)
 static char *buf_take(text_buf_t *b)
 {
     if (b->out_of_memory || b->data == NULL) {
+        if (b->data != NULL)
+            sodium_memzero(b->data, b->cap);
         free(b->data);
         return b->out_of_memory ? NULL : strdup("");
     }

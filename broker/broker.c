@@ -503,6 +503,17 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
     }
 }
 
+/* A reply may carry contents (a CaseView: titles, notes, a linked
+ * signal's fields): wiped when freed, sent or not. */
+static void reply_frame_free(pending_reply_t *r)
+{
+    if (r->frame != NULL) {
+        sodium_memzero(r->frame, r->frame_len);
+        free(r->frame);
+    }
+    r->frame = NULL;
+}
+
 static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -513,15 +524,14 @@ static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
              * message id and get the same answer from the store. */
             log_event(LOG_WARN, "reply.undeliverable", "errno", zmq_strerror(zmq_errno()), NULL);
         }
-        free(r->frame);
-        r->frame = NULL;
+        reply_frame_free(r);
     }
 }
 
 static void free_replies(pending_reply_t *replies, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        free(replies[i].frame);
+        reply_frame_free(&replies[i]);
     free(replies);
 }
 
@@ -1399,6 +1409,7 @@ int broker_run(broker_t *b)
         broker_connections_drain(b); /* no push to a connection that closed meanwhile */
         deliver_push_all(b);
         checkpoint_if_due(b);
+        store_case_forget(b->store); /* a case title read this turn */
         if (housekeeping) {
             /* After a reconnect storm many sessions go at once; glibc keeps
              * their memory in the process unless told to give it back. */

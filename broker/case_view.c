@@ -88,10 +88,20 @@ static int case_briefs_collect(const store_case_t *c, char my_state, void *arg)
     return 0;
 }
 
+/* A title is free text about people: wiped when freed. */
+static void case_title_free(char **title)
+{
+    if (*title != NULL) {
+        sodium_memzero(*title, strlen(*title));
+        free(*title);
+    }
+    *title = NULL;
+}
+
 static void case_briefs_free(case_briefs_t *list)
 {
     for (size_t i = 0; i < list->n; i++)
-        free(list->rows[i].title);
+        case_title_free(&list->rows[i].title);
     free(list->rows);
     memset(list, 0, sizeof *list);
 }
@@ -380,7 +390,7 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
         found = 0; /* past its retention: gone, even before the sweep */
     if (found < 0 || (found == 1 && case_brief_set(&brief, &c, 0) != 0) ||
         (found == 1 && case_members_load(b->store, brief.case_id, &members) != 0)) {
-        free(brief.title);
+        case_title_free(&brief.title);
         case_view_refuse_store(b, session);
         return;
     }
@@ -425,7 +435,7 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
     }
     case_timeline_free(&timeline);
     case_members_free(&members);
-    free(brief.title);
+    case_title_free(&brief.title);
 }
 
 void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,

@@ -578,6 +578,11 @@ int store_case_create(store_t *store, const char *case_type, const char *lead_pa
  * Cost: one index lookup and the title's decryption. */
 int store_case_get(store_t *store, const char *case_id, store_case_t *out);
 
+/* Wipe the strings the last store_case_get (or case listing) left in the
+ * store (the title is plaintext): the broker calls it at the end of each
+ * turn. Safe on a store that read no case. */
+void store_case_forget(store_t *store);
+
 /* Record a close (closed = 1: closed_at = now) or a reopen (closed = 0:
  * closed_at = 0). Records what it is told: the state machine is the
  * caller's. Retention is store_case_set_expiry's. */

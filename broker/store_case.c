@@ -278,6 +278,12 @@ int store_case_create(store_t *store, const char *case_type, const char *lead_pa
 }
 
 /* Cost: one lookup in the case_id index and a rowid lookup, O(log n). */
+void store_case_forget(store_t *store)
+{
+    if (store->case_row.bytes != NULL)
+        sodium_memzero(store->case_row.bytes, store->case_row.cap);
+}
+
 int store_case_get(store_t *store, const char *case_id, store_case_t *out)
 {
     if (store_enter(store, "case_get") != 0)

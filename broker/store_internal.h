@@ -134,7 +134,8 @@ struct store {
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
     store_scratch_t sealed;   /* ciphertext only */
     store_scratch_t opened;   /* plaintext: wiped after each use */
-    store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on reuse */
+    store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on
+                               * reuse and by store_case_forget */
     int in_callback;          /* inside a scan or expiry callback */
     int txn_open;             /* store_begin began one; commit/rollback not yet called */
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
