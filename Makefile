@@ -76,7 +76,8 @@ CLI_SRC := $(wildcard clients/schakel/*.c)
 CTL_SRC := $(wildcard clients/schakelctl/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
-INTEG_SUPPORT := $(filter-out $(INTEG_SRC) tests/integration/syncgate.c,$(wildcard tests/integration/*.c))
+INTEG_SHIMS := tests/integration/syncgate.c tests/integration/clockshift.c
+INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
 INTEROP := $(wildcard tests/interop/test_interop.py)
@@ -238,11 +239,13 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
-# schakeld's fdatasync/fsync behind a gate file (LD_PRELOAD by test_sync only)
-$(BUILD)/tests/integration/syncgate.so: tests/integration/syncgate.c
+# Shims LD_PRELOADed into the brokers of one test: schakeld's fdatasync/fsync
+# behind a gate file (test_sync), its system clock stepped (test_clock)
+$(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
+$(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
 
 $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)
 	@mkdir -p $(dir $@)

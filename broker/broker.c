@@ -42,11 +42,16 @@ void broker_request_reload(void)
     reload_requested = 1;
 }
 
-static int64_t monotonic_ms(void)
+static int64_t clock_ms(clockid_t which)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(which, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t monotonic_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Socket options of a CURVE endpoint (partners or operators): CURVE
@@ -187,6 +192,45 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     return store;
 }
 
+static int trail_last_at_fn(const store_audit_entry_t *entry, void *arg)
+{
+    *(int64_t *)arg = entry->at;
+    return 0;
+}
+
+/* The broker's time from the system clock, not before the audit trail's
+ * last entry (wallclock.h); said in the log when it is. */
+static int broker_clock_start(broker_t *b, int accept_clock, char *err, size_t errlen)
+{
+    store_audit_tail_t tail;
+    int64_t floor_s = 0;
+    if (store_audit_tail(b->store, &tail) != 0 ||
+        (tail.seq > 0 &&
+         store_audit_scan(b->store, tail.seq - 1, 1, trail_last_at_fn, &floor_s) < 0)) {
+        snprintf(err, errlen, "cannot read the audit trail's last entry: %s",
+                 store_errmsg(b->store));
+        return -1;
+    }
+    int64_t wall_ms = clock_ms(CLOCK_REALTIME);
+    if (wallclock_start(&b->clock, wall_ms, clock_ms(CLOCK_BOOTTIME), floor_s, accept_clock, err,
+                        errlen) != 0) {
+        char behind[24];
+        snprintf(behind, sizeof behind, "%lld", (long long)(floor_s - wall_ms / 1000));
+        log_event(LOG_ERROR, "clock.behind_trail", "behind_s", behind, NULL);
+        return -1;
+    }
+    if (wall_ms / 1000 < floor_s) {
+        char behind[24];
+        snprintf(behind, sizeof behind, "%lld", (long long)(floor_s - wall_ms / 1000));
+        log_event(LOG_WARN, "clock.behind_trail", "behind_s", behind, "effect",
+                  accept_clock ? "the system clock is taken as it is (--accept-clock)"
+                               : "the broker's time starts at the trail's last entry",
+                  NULL);
+    }
+    b->now_s = b->clock.now_s;
+    return 0;
+}
+
 broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
 {
     broker_t *b = calloc(1, sizeof *b);
@@ -217,6 +261,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     }
     b->seq_at_start = (uint64_t)last_seq;
     b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
+    if (broker_clock_start(b, o->accept_clock, err, errlen) != 0)
+        goto fail;
     b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
     (void)case_check_reachable(b); /* logged */
     (void)purge_find(b);           /* logged */
@@ -1235,10 +1281,28 @@ static void checkpoint_if_due(broker_t *b)
         log_event(LOG_WARN, "store.checkpoint_deferred", "error", store_errmsg(b->store), NULL);
 }
 
+/* This turn's clocks. A step of the system clock is said when it is
+ * found and once a minute while it lasts; the broker's time goes on
+ * (wallclock.h). */
 static void clock_turn(broker_t *b)
 {
-    b->now_s = (int64_t)time(NULL);
+    wallclock_change_t change;
     b->now_ms = monotonic_ms();
+    b->now_s =
+        wallclock_update(&b->clock, clock_ms(CLOCK_REALTIME), clock_ms(CLOCK_BOOTTIME), &change);
+    if (change == WALLCLOCK_AGREES) {
+        log_event(LOG_INFO, "clock.agrees", "effect", "the broker follows the system clock again",
+                  NULL);
+    } else if (b->clock.stepped &&
+               (change == WALLCLOCK_STEPPED || b->now_ms - b->clock_logged_ms >= 60000)) {
+        char offset[24];
+        snprintf(offset, sizeof offset, "%+lld", (long long)(b->clock.offset_ms / 1000));
+        log_event(LOG_ERROR, "clock.stepped", "offset_s", offset, "effect",
+                  "not followed: retention and the trail go on in the broker's own time; set the "
+                  "clock right, or restart the broker to take it as it is",
+                  NULL);
+        b->clock_logged_ms = b->now_ms;
+    }
 }
 
 /* zap_allow_fn: a principal's handshakes are rationed (sessions.h). */

@@ -23,6 +23,7 @@
 #include "schakel.pb-c.h"
 #include "session.h"
 #include "store.h"
+#include "wallclock.h"
 #include "wire.h"
 #include "zap.h"
 
@@ -125,6 +126,8 @@ typedef struct broker {
     Schakel__Reason turn_failure; /* what the turn's publishers are told then */
     int64_t now_s;                /* wall clock of this loop turn */
     int64_t now_ms;               /* monotonic clock of this loop turn */
+    wallclock_t clock;            /* now_s's source: the system clock, guarded (wallclock.h) */
+    int64_t clock_logged_ms;      /* when clock.stepped was last logged (now_ms) */
     int64_t ack_timeout_ms;       /* in-flight deliveries unacked this long are sent again */
     uint32_t publish_rate;        /* publishes per second per principal */
     uint32_t max_connections;     /* sessions per principal */
@@ -176,6 +179,7 @@ typedef struct broker_options {
     uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
     int64_t idempotency_ms;     /* 0: SCHAKEL_DEFAULT_IDEMPOTENCY_MS */
+    int accept_clock;           /* start on a system clock behind the audit trail */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
     int sync_always;            /* every turn's sync on the sync thread, not only while busy */

@@ -45,6 +45,7 @@ typedef struct options {
     int init;
     int rekey;                 /* --rekey */
     int without_floor;         /* --without-floor, with --restored */
+    int accept_clock;          /* --accept-clock: a system clock behind the trail */
     const char *restored;      /* --restored BACKUP */
     const char *new_store_key; /* --new-store-key */
     int ready_fd;
@@ -57,7 +58,7 @@ static void usage(FILE *out)
         out,
         "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
         "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
-        "                [--ready-fd N] [--log-level debug|info|warn|error]\n"
+        "                [--ready-fd N] [--log-level debug|info|warn|error] [--accept-clock]\n"
         "       schakeld --init --config FILE | --init --store-key FILE [--store FILE]\n"
         "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
         "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE [--key FILE]\n"
@@ -84,6 +85,8 @@ static void usage(FILE *out)
         "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
         "  --store FILE      SQLite store\n"
         "  --key FILE        the broker's secret key file (mode 0600)\n"
+        "  --accept-clock    start although the system clock is behind the audit trail's\n"
+        "                    last entry (a trail stamped by a clock that ran ahead)\n"
         "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n"
         "                    (after \"METRICS <host:port>\\n\" when metrics_listen is set)\n");
 }
@@ -101,7 +104,7 @@ static int parse_level(const char *s, log_level_t *level)
 }
 
 /* Options that take a value (the others: --version, --help, --init,
- * --rekey, --without-floor). */
+ * --rekey, --without-floor, --accept-clock). */
 static int takes_value(const char *a)
 {
     static const char *const names[] = {"--config",          "--listen",      "--policy",
@@ -138,6 +141,10 @@ static int parse_args(int argc, char **argv, options_t *o)
         }
         if (strcmp(a, "--without-floor") == 0) {
             o->without_floor = 1;
+            continue;
+        }
+        if (strcmp(a, "--accept-clock") == 0) {
+            o->accept_clock = 1;
             continue;
         }
         if (!takes_value(a)) {
@@ -508,6 +515,7 @@ int main(int argc, char **argv)
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),
+        .accept_clock = o.accept_clock,
         .idempotency_ms = cfg->idempotency_window ? config_duration_ms(cfg->idempotency_window) : 0,
         .metrics_listen = cfg->metrics_listen,
         .admin_listen = cfg->admin_listen,

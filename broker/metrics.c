@@ -60,6 +60,7 @@ typedef struct metrics_snapshot {
     broker_stats_t stats;
     uint64_t auth_failures, handshakes_throttled;
     uint64_t sessions, connections; /* connections: open TCP connections of the router */
+    int64_t clock_offset_ms;        /* system clock minus the broker's, while not followed */
     uint64_t checkpoint_rounds, checkpoints_in_place,
         checkpoints_forced; /* store_checkpoint_counts */
     char policy_hash[65];
@@ -289,6 +290,10 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
                         "Client connections open (accepted and not closed), with a session or "
                         "without one.");
     fprintf(f, "schakel_connections %llu\n", (unsigned long long)s->connections);
+    metrics_render_head(f, "schakel_clock_step_seconds", "gauge",
+                        "How far the system clock stepped away from the broker's time and is "
+                        "not followed (0 while they agree).");
+    fprintf(f, "schakel_clock_step_seconds %.3f\n", (double)s->clock_offset_ms / 1000.0);
     if (s->store_bytes >= 0) {
         metrics_render_head(f, "schakel_store_bytes", "gauge",
                             "Size of the store on disk: the database and its write-ahead log.");
@@ -782,6 +787,7 @@ void metrics_turn_end(broker_t *b, int outcome)
     }
     m->local.sessions = sessions_count(b->sessions);
     m->local.connections = b->conns != NULL ? conns_open_count(b->conns) : 0;
+    m->local.clock_offset_ms = b->clock.stepped ? b->clock.offset_ms : 0;
     pthread_mutex_lock(&m->lock);
     m->shared = m->local;
     pthread_mutex_unlock(&m->lock);

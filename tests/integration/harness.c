@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <link.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -1513,6 +1514,37 @@ int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const 
         snprintf(problem, problem_len, "schakeld did not start: %s", why);
     }
     return rc;
+}
+
+static int h_asan_runtime_find(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    if (info->dlpi_name != NULL && strstr(info->dlpi_name, "/libasan.so") != NULL) {
+        snprintf(arg, PATH_MAX, "%s", info->dlpi_name);
+        return 1;
+    }
+    return 0;
+}
+
+int h_preload_shim(const char *name, char *err, size_t errlen)
+{
+    char self[PATH_MAX], shim[PATH_MAX + 64], asan[PATH_MAX] = "";
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return snprintf(err, errlen, "/proc/self/exe: %s", strerror(errno)), -1;
+    self[n] = '\0';
+    *strrchr(self, '/') = '\0';
+    snprintf(shim, sizeof shim, "%s/%s", self, name);
+    if (access(shim, R_OK) != 0)
+        return snprintf(err, errlen, "%s: %s (make builds it with this test)", shim,
+                        strerror(errno)),
+               -1;
+    (void)dl_iterate_phdr(h_asan_runtime_find, asan);
+    char preload[2 * PATH_MAX + 80];
+    snprintf(preload, sizeof preload, "%s%s%s", asan, asan[0] ? ":" : "", shim);
+    if (setenv("LD_PRELOAD", preload, 1) != 0)
+        return snprintf(err, errlen, "setenv: %s", strerror(errno)), -1;
+    return 0;
 }
 
 void h_broker_start_with(h_env_t *env, const char *const *extra)

@@ -322,6 +322,13 @@ int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const 
  * the log) unless the broker becomes ready. */
 void h_broker_start_with(h_env_t *env, const char *const *extra);
 
+/* Preload the shim `name` (a .so built next to the test binary, e.g.
+ * "syncgate.so") into every program this process starts from now on:
+ * LD_PRELOAD in its environment, after the ASan runtime when this build
+ * uses a shared one (ASan must come first; the broker is built like the
+ * test). Call once, before any thread. Returns 0, or -1 with err. */
+int h_preload_shim(const char *name, char *err, size_t errlen);
+
 /* Run schakeld (h_schakeld_path) with the arguments (NULL-terminated,
  * without the program name) to its end, stdin /dev/null, within
  * H_CLI_TIMEOUT_MS: for one-shot uses (--init) and start-ups that must

@@ -479,6 +479,9 @@ static void test_counters_follow_traffic(void **state)
         if (strstr(text, secrets[i]) != NULL)
             fail_msg("/metrics shows \"%s\":\n%s", secrets[i], text);
     assert_true(series_value(text, "schakel_sessions") >= 2);
+    /* the system clock agrees with the broker's (a step: test_clock) */
+    if (strstr(text, "\nschakel_clock_step_seconds 0.000\n") == NULL)
+        fail_msg("/metrics has no schakel_clock_step_seconds of 0:\n%s", text);
     assert_promtool_accepts(env, text);
     free(text);
 

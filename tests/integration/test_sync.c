@@ -8,13 +8,12 @@
  * while the fail file exists they fail with EIO; each held or failed call is
  * a line in the broker's log, which the tests wait for (inotify, bounded).
  */
-#define _GNU_SOURCE /* dl_iterate_phdr */
+#define _GNU_SOURCE
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <link.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,41 +35,15 @@ static char fail_path[128];
 
 /* ------------------------------------------------------------ the shim */
 
-static int asan_runtime_find(struct dl_phdr_info *info, size_t size, void *arg)
-{
-    (void)size;
-    if (info->dlpi_name != NULL && strstr(info->dlpi_name, "/libasan.so") != NULL) {
-        snprintf(arg, PATH_MAX, "%s", info->dlpi_name);
-        return 1;
-    }
-    return 0;
-}
-
-/* LD_PRELOAD for every broker this program starts: the shim next to this
- * binary, after the ASan runtime when this build uses a shared one (ASan
- * must come first in the library list; the broker is built like this
- * program). Set once, before any thread, in the environment the harness
- * passes on. Returns 0, or -1 with a message. */
+/* Every broker of this program gets the shim, and the paths of its two
+ * files. Returns 0, or -1 with a message. */
 static int shim_prepare(void)
 {
-    char self[PATH_MAX], shim[PATH_MAX + 32], asan[PATH_MAX] = "";
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0) {
-        fprintf(stderr, "test_sync: /proc/self/exe: %s\n", strerror(errno));
+    char err[PATH_MAX + 128];
+    if (h_preload_shim("syncgate.so", err, sizeof err) != 0) {
+        fprintf(stderr, "test_sync: %s\n", err);
         return -1;
     }
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    *slash = '\0';
-    snprintf(shim, sizeof shim, "%s/syncgate.so", self);
-    if (access(shim, R_OK) != 0) {
-        fprintf(stderr, "test_sync: %s: %s (make builds it with this test)\n", shim,
-                strerror(errno));
-        return -1;
-    }
-    (void)dl_iterate_phdr(asan_runtime_find, asan);
-    char preload[2 * PATH_MAX + 40];
-    snprintf(preload, sizeof preload, "%s%s%s", asan, asan[0] ? ":" : "", shim);
     snprintf(shim_dir, sizeof shim_dir, "/tmp/schakel-syncgate-XXXXXX");
     if (mkdtemp(shim_dir) == NULL) {
         fprintf(stderr, "test_sync: mkdtemp: %s\n", strerror(errno));
@@ -78,8 +51,7 @@ static int shim_prepare(void)
     }
     snprintf(gate_path, sizeof gate_path, "%s/gate", shim_dir);
     snprintf(fail_path, sizeof fail_path, "%s/fail", shim_dir);
-    if (setenv("LD_PRELOAD", preload, 1) != 0 ||
-        setenv("SCHAKEL_TEST_SYNC_GATE", gate_path, 1) != 0 ||
+    if (setenv("SCHAKEL_TEST_SYNC_GATE", gate_path, 1) != 0 ||
         setenv("SCHAKEL_TEST_SYNC_FAIL", fail_path, 1) != 0) {
         fprintf(stderr, "test_sync: setenv: %s\n", strerror(errno));
         return -1;
