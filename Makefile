@@ -221,6 +221,7 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c 
 	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)
+UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_store_sync := $(STORE_UNIT_SRC) tests/unit/sync_gate.c

@@ -1157,8 +1157,11 @@ static char *export_document(export_state_t *st, const char *pseudonym, const ch
 
 static void export_free(export_state_t *st)
 {
-    for (size_t i = 0; i < st->n_items; i++)
+    for (size_t i = 0; i < st->n_items; i++) {
+        if (st->items[i].json != NULL) /* what was recorded about the subject */
+            sodium_memzero(st->items[i].json, strlen(st->items[i].json));
         free(st->items[i].json);
+    }
     free(st->items);
     free(st->deliveries);
     free(st->acked);

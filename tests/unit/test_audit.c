@@ -10,6 +10,8 @@
  * read-only opening, as `schakelctl audit verify` does. A full disk is
  * simulated by a page limit. Each test has its own mkdtemp() folder.
  */
+#define _GNU_SOURCE /* memmem */
+#include <malloc.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,6 +38,49 @@
 #define SUBJECT_A "subj-A-0001"
 #define SUBJECT_B "subj-B-0002"
 #define HASH64 "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* ------------------------------------------------------------------ freed memory */
+
+/* malloc, realloc and free of the code under test are wrapped (-Wl,--wrap):
+ * while watched_text is set, every block freed by this thread, and every
+ * block realloc moves, is searched for it first: a subject's pseudonym
+ * must be wiped before its memory goes back. */
+void *__real_malloc(size_t size);
+void *__real_realloc(void *block, size_t size);
+void __real_free(void *block);
+void *__wrap_malloc(size_t size);
+void *__wrap_realloc(void *block, size_t size);
+void __wrap_free(void *block);
+
+static _Thread_local const char *watched_text;
+static _Thread_local size_t watched_hits;
+
+static int block_holds_watched(void *block)
+{
+    return block != NULL && watched_text != NULL &&
+           memmem(block, malloc_usable_size(block), watched_text, strlen(watched_text)) != NULL;
+}
+
+void *__wrap_malloc(size_t size)
+{
+    return __real_malloc(size);
+}
+
+void *__wrap_realloc(void *block, size_t size)
+{
+    int held = block_holds_watched(block);
+    void *grown = __real_realloc(block, size);
+    if (held && grown != NULL && grown != block)
+        watched_hits++;
+    return grown;
+}
+
+void __wrap_free(void *block)
+{
+    if (block_holds_watched(block))
+        watched_hits++;
+    __real_free(block);
+}
 
 /* ------------------------------------------------------------------ files and keys */
 
@@ -1421,6 +1466,30 @@ static void export_of(store_t *store, const char *subject, char **json)
         fail_msg("export of %s: %s", subject, err);
 }
 
+/* The pseudonym the export names goes back to the heap only wiped: the
+ * document as it grows, and the entries it was made of. */
+static void test_subject_export_wipes_what_it_frees(void **state)
+{
+    fixture_t *f = *state;
+    trail_append(f->store, broker_key, 1, 30);
+    store_close(&f->store);
+    char err[256];
+    store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    char *json = NULL;
+    watched_text = SUBJECT_A;
+    watched_hits = 0;
+    export_of(reader, SUBJECT_A, &json);
+    watched_text = NULL;
+    assert_non_null(strstr(json, "\"subject\":\"" SUBJECT_A "\"")); /* else this cannot fail */
+    assert_true(strlen(json) > 1024); /* the document grew several times */
+    if (watched_hits != 0)
+        fail_msg("%zu blocks holding the pseudonym were freed unwiped", watched_hits);
+    sodium_memzero(json, strlen(json));
+    free(json);
+    store_close(&reader);
+}
+
 static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
 {
     fixture_t *f = *state;
@@ -2074,6 +2143,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subject_tag_is_keyed_per_store_and_survives_rekey,
                                         setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_reader_is_keyless_read_only_and_picky, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_subject_export_wipes_what_it_frees, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
                                         setup, store_fixture_teardown),
