@@ -84,6 +84,11 @@ INTEROP := $(wildcard tests/interop/test_interop.py)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_O := $(PROTO_O) $(call obj,$(COMMON_SRC))
+# The programs' own core policy (common/coredump.h) is not libschakel's: a
+# host program that links the library decides its own. The library gets
+# the rest of common/; schakeld, schakel and schakelctl link it themselves.
+COREDUMP_O := $(call obj,common/coredump.c)
+LIB_COMMON_O := $(filter-out $(COREDUMP_O),$(COMMON_O))
 BROKER_O := $(call obj,$(BROKER_SRC))
 LIB_O := $(call obj,$(LIB_SRC))
 INTEG_SUPPORT_O := $(call obj,$(INTEG_SUPPORT))
@@ -160,20 +165,21 @@ $(BUILD)/obj/%.o: %.c $(PROTO_H)
 $(SCHAKELD): $(call obj,broker/main.c) $(BROKER_O) $(COMMON_O)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
 
-$(LIBA): $(LIB_O) $(COMMON_O)
+$(LIBA): $(LIB_O) $(LIB_COMMON_O)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBSO): $(LIB_O) $(COMMON_O)
+$(LIBSO): $(LIB_O) $(LIB_COMMON_O)
 $(LIBSO): clients/libschakel/libschakel.map
 	$(CC) -shared -Wl,-soname,libschakel.so.1 -Wl,--version-script=clients/libschakel/libschakel.map \
-		$(LDFLAGS_ALL:-pie=) -o $@ $(LIB_O) $(COMMON_O) $(PKG_LIBS)
+		$(LDFLAGS_ALL:-pie=) -o $@ $(LIB_O) $(LIB_COMMON_O) $(PKG_LIBS)
 	ln -sf libschakel.so.1 $(BUILD)/libschakel.so
 
-$(SCHAKEL): $(call obj,$(CLI_SRC)) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CLI_SRC)) $(LIBA) $(PKG_LIBS) $(CLI_LIBS) -lm
+$(SCHAKEL): $(call obj,$(CLI_SRC)) $(COREDUMP_O) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CLI_SRC)) $(COREDUMP_O) $(LIBA) $(PKG_LIBS) $(CLI_LIBS) -lm
 
-$(SCHAKELCTL): $(call obj,$(CTL_SRC)) $(BROKER_O) $(LIBA)
-	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CTL_SRC)) $(BROKER_O) $(LIBA) $(PKG_LIBS) $(CLI_LIBS) -lm
+$(SCHAKELCTL): $(call obj,$(CTL_SRC)) $(COREDUMP_O) $(BROKER_O) $(LIBA)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(call obj,$(CTL_SRC)) $(COREDUMP_O) $(BROKER_O) $(LIBA) $(PKG_LIBS) \
+		$(CLI_LIBS) -lm
 
 $(BUILD)/libschakel.pc: clients/libschakel/libschakel.pc.in
 	@mkdir -p $(BUILD)

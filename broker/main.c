@@ -430,7 +430,7 @@ int main(int argc, char **argv)
     options_t o = {.ready_fd = -1, .log_level = LOG_INFO};
     char why[256];
     /* First, before any key is read and any thread starts (coredump.h). */
-    if (coredump_disable(why, sizeof why) != 0) {
+    if (coredump_disable("schakeld", why, sizeof why) != 0) {
         fprintf(stderr, "schakeld: %s\n", why);
         return 1;
     }

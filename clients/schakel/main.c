@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "coredump.h"
 
 static const char main_usage[] =
     "usage: schakel COMMAND [OPTIONS]\n"
@@ -32,6 +33,13 @@ static const char main_usage[] =
 
 int main(int argc, char **argv)
 {
+    /* First, before any key is read (coredump.h): a partner's secret keys
+     * and the signals it sends and receives are in this process. */
+    char why[256];
+    if (coredump_disable("schakel", why, sizeof why) != 0) {
+        fprintf(stderr, "schakel: %s\n", why);
+        return CLI_EXIT_FAILURE;
+    }
     if (argc < 2)
         return cli_usage_error(NULL, "no command given");
     const char *command = argv[1];

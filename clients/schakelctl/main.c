@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "audit_cmd.h"
+#include "coredump.h"
 #include "ctl.h"
 #include "schakel_limits.h"
 
@@ -53,6 +54,14 @@ static int wants_broker(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* First, before any key is read (coredump.h): an operator's secret
+     * key, the store key of an offline audit command and what it exports
+     * are in this process. */
+    char why[256];
+    if (coredump_disable("schakelctl", why, sizeof why) != 0) {
+        fprintf(stderr, "schakelctl: %s\n", why);
+        return CTL_EXIT_FAILURE;
+    }
     if (argc < 2)
         return ctl_usage_error(NULL, "no command given");
     const char *command = argv[1];

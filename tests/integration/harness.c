@@ -26,12 +26,17 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stddef.h>
 #include <sys/inotify.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 
 #include <sqlite3.h>
 
@@ -1100,13 +1105,22 @@ static char *h_buf_take(h_buf_t *b)
     return b->data;
 }
 
-/* Child side of a CLI run: stdin, stdout, stderr from the pipes, then exec. */
+/* How a tool's child is prepared before its exec (NULL fn: not at all). */
+typedef struct h_prepare {
+    h_child_prepare_fn fn;
+    const void *arg;
+} h_prepare_t;
+
+/* Child side of a CLI run: stdin, stdout, stderr from the pipes, the
+ * preparation, then exec. */
 static void h_exec_cli(const char *program, char *const argv[], char *const envp[], int in_r,
-                       int out_w, int err_w)
+                       int out_w, int err_w, const h_prepare_t *prepare)
 {
     if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
         _exit(126);
     syscall(SYS_close_range, 3u, ~0u, 0u);
+    if (prepare != NULL && prepare->fn != NULL && prepare->fn(prepare->arg) != 0)
+        _exit(125);
     execve(program, argv, envp);
     _exit(127);
 }
@@ -1176,7 +1190,8 @@ static void h_open_pty(int fds[2])
 }
 
 static int h_run_program(const char *program, const char *const *args, char *const *envp,
-                         const char *stdin_text, int stderr_tty, h_cli_result_t *res)
+                         const char *stdin_text, int stderr_tty, const h_prepare_t *prepare,
+                         h_cli_result_t *res)
 {
     size_t argc = 0;
     while (args[argc])
@@ -1199,7 +1214,7 @@ static int h_run_program(const char *program, const char *const *args, char *con
     if (pid < 0)
         fail_msg("fork: %s", strerror(errno));
     if (pid == 0)
-        h_exec_cli(program, argv, envp, in[0], out[1], err[1]);
+        h_exec_cli(program, argv, envp, in[0], out[1], err[1], prepare);
     close(in[0]);
     close(out[1]);
     close(err[1]);
@@ -1238,7 +1253,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
     const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
     char **envp = h_cli_envp(endpoint, broker_pub, key_file, t.extra_env);
-    h_run_program(program, args, envp, t.stdin_text, t.stderr_tty, res);
+    h_run_program(program, args, envp, t.stdin_text, t.stderr_tty, NULL, res);
     h_free_strv(envp);
     return res->status;
 }
@@ -1564,14 +1579,114 @@ int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
     if (access(program, X_OK) != 0)
         fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
                  strerror(errno));
-    return h_run_program(program, args, environ, NULL, 0, res);
+    return h_run_program(program, args, environ, NULL, 0, NULL, res);
 }
 
 int h_run_sh(const char *script, h_cli_result_t *res)
 {
     const char *args[] = {"-c", script, NULL};
     memset(res, 0, sizeof *res);
-    return h_run_program("/bin/sh", args, environ, NULL, 0, res);
+    return h_run_program("/bin/sh", args, environ, NULL, 0, NULL, res);
+}
+
+int h_run_prepared(const char *program, const char *const *args, const char *extra_env,
+                   h_child_prepare_fn prepare, const void *arg, h_cli_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it", program, strerror(errno));
+    size_t n = 0, name_len = extra_env != NULL ? strcspn(extra_env, "=") + 1 : 0;
+    while (environ[n])
+        n++;
+    char **envp = calloc(n + 2, sizeof *envp);
+    assert_non_null(envp);
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++)
+        if (extra_env == NULL || strncmp(environ[i], extra_env, name_len) != 0)
+            if ((envp[used++] = strdup(environ[i])) == NULL)
+                fail_msg("out of memory");
+    if (extra_env != NULL && (envp[used++] = strdup(extra_env)) == NULL)
+        fail_msg("out of memory");
+    envp[used] = NULL;
+    const h_prepare_t how = {prepare, arg};
+    h_run_program(program, args, envp, NULL, 0, &how, res);
+    h_free_strv(envp);
+    return res->status;
+}
+
+/* The audit architecture a filter of this build checks for: a system call
+ * of another architecture's numbering is let through (not ours to judge). */
+#if defined(__x86_64__)
+#define H_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define H_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* Offsets of an argument's low and high 32 bits in struct seccomp_data. */
+#define H_ARG_LOW(a) ((uint32_t)(offsetof(struct seccomp_data, args) + 8u * (a) + H_LOW_AT))
+#define H_ARG_HIGH(a) ((uint32_t)(offsetof(struct seccomp_data, args) + 8u * (a) + 4u - H_LOW_AT))
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define H_LOW_AT 0u
+#else
+#define H_LOW_AT 4u
+#endif
+
+int h_prepare_seccomp(const void *arg)
+{
+#ifndef H_AUDIT_ARCH
+    (void)arg;
+    errno = ENOSYS;
+    return -1;
+#else
+    const h_seccomp_t *set = arg;
+    struct sock_filter f[8 + H_SECCOMP_MAX_RULES * 10];
+    unsigned len = 0;
+    if (set->n > H_SECCOMP_MAX_RULES) {
+        errno = E2BIG;
+        return -1;
+    }
+    f[len++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
+    f[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, H_AUDIT_ARCH, 1, 0);
+    f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    for (size_t r = 0; r < set->n; r++) {
+        const h_syscall_deny_t *rule = &set->rules[r];
+        unsigned miss_jf[4], n_jf = 0, miss_jt = 0; /* jumps to the next rule, patched below */
+        f[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                                offsetof(struct seccomp_data, nr));
+        miss_jf[n_jf++] = len;
+        f[len++] =
+            (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)rule->nr, 0, 0);
+        for (size_t c = 0; c < 2; c++) {
+            const h_arg_cond_t *cond = &rule->cond[c];
+            if (cond->test == H_ARG_ANY)
+                continue;
+            f[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, H_ARG_LOW(cond->arg));
+            if (cond->test == H_ARG_EQ) {
+                miss_jf[n_jf++] = len;
+                f[len++] =
+                    (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, cond->value, 0, 0);
+                continue;
+            }
+            /* H_ARG_NONZERO: low bits not 0 holds; else the high bits decide */
+            f[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2);
+            f[len++] =
+                (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, H_ARG_HIGH(cond->arg));
+            miss_jt = len;
+            f[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 0);
+        }
+        f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
+        for (unsigned i = 0; i < n_jf; i++)
+            f[miss_jf[i]].jf = (uint8_t)(len - miss_jf[i] - 1);
+        if (miss_jt != 0)
+            f[miss_jt].jt = (uint8_t)(len - miss_jt - 1);
+    }
+    f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
+    struct sock_fprog prog = {.len = (unsigned short)len, .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) == 0 ? 0 : -1;
+#endif
 }
 
 int h_run_schakeld(h_cli_result_t *res, ...)
@@ -1803,7 +1918,7 @@ int h_run_ctl_env(h_env_t *env, const char *admin, const char *key_file, const c
         fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
                  strerror(errno));
     char **envp = h_ctl_envp(admin, env->broker_pub, key_file, extra_env);
-    h_run_program(program, args, envp, NULL, 0, res);
+    h_run_program(program, args, envp, NULL, 0, NULL, res);
     h_free_strv(envp);
     return res->status;
 }

@@ -337,6 +337,48 @@ int h_preload_shim(const char *name, char *err, size_t errlen);
 int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res);
 int h_run_schakeld(h_cli_result_t *res, ...) __attribute__((sentinel));
 
+/* A preparation of a tool's child process, run just before its exec:
+ * async-signal-safe calls only (a system-call filter installed, a
+ * capability dropped). A nonzero return ends the child with status 125
+ * before the exec. */
+typedef int (*h_child_prepare_fn)(const void *arg);
+
+/* Run program (h_schakeld_path(), h_schakel_path(), h_schakelctl_path())
+ * as h_run_schakeld_argv runs schakeld, in our environment with extra_env
+ * ("NAME=value", in place of our NAME if we have one; NULL: none), and
+ * prepare(arg) in its child before the exec (NULL: none). Returns the exit
+ * status (also in res->status); free res with h_cli_result_free. */
+int h_run_prepared(const char *program, const char *const *args, const char *extra_env,
+                   h_child_prepare_fn prepare, const void *arg, h_cli_result_t *res);
+
+/* A system call that the filter of h_prepare_seccomp makes fail with
+ * EPERM: number nr (SYS_...), when both conditions hold. A condition looks
+ * at argument arg (0..5): H_ARG_EQ compares its low 32 bits with value,
+ * H_ARG_NONZERO holds when the whole argument is not 0 (a pointer given);
+ * H_ARG_ANY always holds. */
+typedef enum h_arg_test { H_ARG_ANY = 0, H_ARG_EQ, H_ARG_NONZERO } h_arg_test_t;
+typedef struct h_arg_cond {
+    h_arg_test_t test;
+    unsigned arg;
+    uint32_t value;
+} h_arg_cond_t;
+typedef struct h_syscall_deny {
+    long nr;
+    h_arg_cond_t cond[2];
+} h_syscall_deny_t;
+#define H_SECCOMP_MAX_RULES 8
+typedef struct h_seccomp {
+    const h_syscall_deny_t *rules;
+    size_t n; /* at most H_SECCOMP_MAX_RULES */
+} h_seccomp_t;
+
+/* An h_child_prepare_fn: no new privileges, and a seccomp filter that
+ * denies what the h_seccomp_t at arg names (EPERM) and lets every other
+ * call through, for a refusal a test cannot bring about otherwise (a
+ * setrlimit or chmod that fails). -1 (errno ENOSYS) on an architecture the
+ * filter does not know. */
+int h_prepare_seccomp(const void *arg);
+
 /* Run `/bin/sh -c script` to its end as h_run_schakeld does (our
  * environment and umask, stdin /dev/null, H_CLI_TIMEOUT_MS): for a command
  * the documents give as shell text. Returns the exit status (also in

@@ -1,9 +1,10 @@
 /*
- * coredump.c — no core dump of schakeld (see coredump.h).
+ * coredump.c — no core dump of schakeld, schakel or schakelctl (see
+ * coredump.h).
  *
  * Owns the process's RLIMIT_CORE and its dumpable flag; trusts the kernel
- * to apply them. Fails closed: an error here is returned for schakeld to
- * refuse to start, never ignored.
+ * to apply them. Fails closed: an error here is returned for the program
+ * to refuse to run, never ignored.
  */
 #include "coredump.h"
 
@@ -13,7 +14,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
-int coredump_disable(char *err, size_t errlen)
+int coredump_disable(const char *program, char *err, size_t errlen)
 {
     struct rlimit limit;
     if (getrlimit(RLIMIT_CORE, &limit) != 0) {
@@ -24,9 +25,9 @@ int coredump_disable(char *err, size_t errlen)
         const struct rlimit none = {0, 0};
         if (setrlimit(RLIMIT_CORE, &none) != 0) {
             snprintf(err, errlen,
-                     "cannot set the core file size limit to 0 (%s); start schakeld with it "
+                     "cannot set the core file size limit to 0 (%s); start %s with it "
                      "at 0 (LimitCORE=0 in its unit, ulimit -c 0 in a shell)",
-                     strerror(errno));
+                     strerror(errno), program);
             return -1;
         }
     }
