@@ -232,6 +232,10 @@ UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_store_sync := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
 UNIT_EXTRA_test_store_checkpoint := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
+# schakeld --init with the store, the owner and the files beside a store;
+# the fsyncs of the broker's own code go through the test's wrapper
+UNIT_EXTRA_test_init := $(STORE_UNIT_SRC) broker/owner.c broker/storefile.c
+UNIT_LDFLAGS_test_init := -Wl,--wrap=fsync
 # the push's kept items (deliver.c) with the broker code they call
 UNIT_EXTRA_test_deliver := $(filter-out broker/deliver.c,$(BROKER_SRC))
 .SECONDEXPANSION:

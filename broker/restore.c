@@ -23,33 +23,7 @@
 
 #include "audit.h"
 #include "owner.h"
-
-/* Removes path; a file that is not there is fine. */
-static int remove_if_there(const char *path, char *err, size_t errlen)
-{
-    if (unlink(path) == 0 || errno == ENOENT)
-        return 0;
-    snprintf(err, errlen, "%s: %s", path, strerror(errno));
-    return -1;
-}
-
-static int side_path(char *out, size_t outlen, const char *path, const char *suffix)
-{
-    return snprintf(out, outlen, "%s%s", path, suffix) < (int)outlen ? 0 : -1;
-}
-
-/* Removes the files SQLite and store_open keep beside a store file (the
- * lock file too when with_lock). */
-static int remove_sides(const char *path, int with_lock, char *err, size_t errlen)
-{
-    static const char *const suffix[] = {"-wal", "-shm", ".lock"};
-    char side[PATH_MAX];
-    for (size_t i = 0; i < (with_lock ? 3u : 2u); i++)
-        if (side_path(side, sizeof side, path, suffix[i]) != 0 ||
-            remove_if_there(side, err, errlen) != 0)
-            return -1;
-    return 0;
-}
+#include "storefile.h"
 
 /* A new file of mode 0600 with the bytes of from, synced. */
 static int copy_file(const char *from, const char *to, char *err, size_t errlen)
@@ -93,26 +67,6 @@ static int copy_file(const char *from, const char *to, char *err, size_t errlen)
         snprintf(err, errlen, "%s: %s", to, strerror(errno));
         failed = 1;
     }
-    return failed ? -1 : 0;
-}
-
-/* Syncs the folder of path, so that a rename in it is on disk. */
-static int sync_folder_of(const char *path, char *err, size_t errlen)
-{
-    char dir[PATH_MAX];
-    const char *slash = strrchr(path, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path) >= (int)sizeof dir)
-        return snprintf(err, errlen, "%s: path too long", path), -1;
-    if (dir[0] == '\0')
-        snprintf(dir, sizeof dir, "/");
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int failed = fd < 0 || fsync(fd) != 0;
-    if (failed)
-        snprintf(err, errlen, "%.400s: sync: %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
     return failed ? -1 : 0;
 }
 
@@ -173,8 +127,8 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
     struct stat st;
     if (copy_file(backup_path, copy_path, err, errlen) != 0)
         return -1;
-    if (side_path(backup_wal, sizeof backup_wal, backup_path, "-wal") != 0 ||
-        side_path(copy_wal, sizeof copy_wal, copy_path, "-wal") != 0)
+    if (storefile_side(backup_wal, sizeof backup_wal, backup_path, "-wal") != 0 ||
+        storefile_side(copy_wal, sizeof copy_wal, copy_path, "-wal") != 0)
         return snprintf(err, errlen, "%s: path too long", backup_path), -1;
     if (stat(backup_wal, &st) == 0 && st.st_size > 0 &&
         copy_file(backup_wal, copy_wal, err, errlen) != 0)
@@ -296,9 +250,9 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
                         char *err, size_t errlen)
 {
     char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX];
-    if (side_path(wal, sizeof wal, store_path, "-wal") != 0 ||
-        side_path(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
-        side_path(shm, sizeof shm, store_path, "-shm") != 0)
+    if (storefile_side(wal, sizeof wal, store_path, "-wal") != 0 ||
+        storefile_side(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
+        storefile_side(shm, sizeof shm, store_path, "-shm") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     restore_fold_old_wal(store_path, r);
     int had_wal = access(wal, F_OK) == 0;
@@ -318,9 +272,9 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
     /* each of these runs whatever the one before it did; the first
      * failure is the warning */
     char why[3][512] = {"", "", ""};
-    int failed[3] = {remove_if_there(aside, why[0], sizeof why[0]),
-                     remove_if_there(shm, why[1], sizeof why[1]),
-                     sync_folder_of(store_path, why[2], sizeof why[2])};
+    int failed[3] = {storefile_remove(aside, why[0], sizeof why[0]),
+                     storefile_remove(shm, why[1], sizeof why[1]),
+                     storefile_sync_folder(store_path, why[2], sizeof why[2])};
     for (int i = 0; i < 3; i++)
         if (failed[i] != 0) {
             snprintf(r->warning, sizeof r->warning, "the store is restored, but: %.500s", why[i]);
@@ -340,8 +294,8 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     /* a backup named through a link: its -wal is the file's, beside it */
     if (realpath(backup_path, backup_real) == NULL)
         return snprintf(err, errlen, "the backup %s: %s", backup_path, strerror(errno)), -1;
-    if (side_path(copy_path, sizeof copy_path, store_path, ".restoring") != 0 ||
-        side_path(lock_path, sizeof lock_path, store_path, ".lock") != 0)
+    if (storefile_side(copy_path, sizeof copy_path, store_path, ".restoring") != 0 ||
+        storefile_side(lock_path, sizeof lock_path, store_path, ".lock") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     if (restore_check_paths(store_path, copy_path, backup_real, err, errlen) != 0 ||
         owner_of_store(store_path, &owner, err, errlen) != 0)
@@ -356,16 +310,16 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     }
     /* a copy left by an earlier run that stopped half-way goes first */
     if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
-        remove_if_there(copy_path, err, errlen) != 0 ||
-        remove_sides(copy_path, 1, err, errlen) != 0)
+        storefile_remove(copy_path, err, errlen) != 0 ||
+        storefile_remove_sides(copy_path, 1, err, errlen) != 0)
         goto out;
     if (restore_make_copy(copy_path, backup_real, store_key, key, report->has_floor ? &floor : NULL,
                           report, err, errlen) != 0 ||
-        remove_sides(copy_path, 1, err, errlen) != 0 ||
+        storefile_remove_sides(copy_path, 1, err, errlen) != 0 ||
         owner_give(copy_path, -1, &owner, err, errlen) != 0) {
         char ignored[8];
-        (void)remove_if_there(copy_path, ignored, sizeof ignored);
-        (void)remove_sides(copy_path, 1, ignored, sizeof ignored);
+        (void)storefile_remove(copy_path, ignored, sizeof ignored);
+        (void)storefile_remove_sides(copy_path, 1, ignored, sizeof ignored);
         goto out;
     }
     rc = restore_swap(store_path, copy_path, report, err, errlen);

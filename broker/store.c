@@ -501,7 +501,8 @@ static int store_make_file(const char *path, char *err, size_t errlen)
 }
 
 /* A file that is there but has no Schakel schema (user_version 0: another
- * database, or a store whose --init was interrupted) is refused where a
+ * database, or a store made in place by an --init of an older schakeld
+ * that was interrupted) is refused where a
  * store must exist, before anything is written to it: giving it the
  * schema here would start an empty store as silently as creating one. */
 static int store_check_made(store_t *store)
@@ -514,9 +515,9 @@ static int store_check_made(store_t *store)
     if (version != 0)
         return 0;
     store_refuse(store, "not a Schakel store",
-                 "schema version 0 (an empty database, or a store whose schakeld --init did not "
-                 "finish); no store to open: if it holds nothing to keep, remove it and run "
-                 "schakeld --init again (only schakeld --init makes a store)");
+                 "schema version 0 (an empty database, or what an interrupted --init of an "
+                 "older schakeld left); no store to open: if it holds nothing to keep, remove it "
+                 "and run schakeld --init again (only schakeld --init makes a store)");
     return -1;
 }
 

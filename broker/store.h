@@ -110,9 +110,11 @@ void store_set_progress(store_progress_fn fn);
  * lock file included), a path store_presence does not find PRESENT (err:
  * its line, then "no store to open: only schakeld --init makes one"), and
  * a file without a Schakel schema (user_version 0: another database, or a
- * store whose making was interrupted). STORE_OPEN_CREATE makes the file
- * (O_EXCL, mode 0600: it holds personal data) and gives it the current
- * schema and the sealed key check, refusing a path where a file or a -wal
+ * store made in place by an older schakeld --init that was interrupted).
+ * STORE_OPEN_CREATE makes the file (O_EXCL, mode 0600: it holds personal
+ * data) and gives it the current schema and the sealed key check (for
+ * schakeld --init, at a temporary path: init.h), refusing a path where a
+ * file or a -wal
  * is already there ("PATH: File exists"), so that it never opens, let
  * alone changes, a store that exists. An open with another key than the
  * one the store was made with fails with "the store key does not open

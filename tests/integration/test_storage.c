@@ -16,9 +16,11 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -1186,6 +1188,70 @@ static void test_missing_store_refuses_to_start(void **state)
     h_done(env);
 }
 
+/* An h_child_prepare_fn: a file size limit of *arg bytes, so that the
+ * program is ended by SIGXFSZ when a file of its outgrows it. */
+static int storage_file_limit(const void *arg)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_FSIZE, &limit) != 0)
+        return -1;
+    limit.rlim_cur = *(const rlim_t *)arg;
+    return setrlimit(RLIMIT_FSIZE, &limit);
+}
+
+/* An --init that is interrupted while it makes the store (killed by
+ * SIGXFSZ when the new store outgrows a file size limit) leaves no file at
+ * the store path: only its temporary, which the broker does not take for
+ * the store (it refuses to start, store.missing) and the next --init
+ * removes before it makes the store. */
+static void test_interrupted_init_leaves_no_store(void **state)
+{
+    h_env_t *env = *state;
+    storage_remove_store(env);
+    char temp[192];
+    snprintf(temp, sizeof temp, "%s.initializing", env->store_path);
+    const char *const init[] = {"--init", "--config", env->config_path, NULL};
+    const rlim_t limit = 16384; /* a new store is some 250 kB */
+    h_cli_result_t res;
+    int status = h_run_prepared(h_schakeld_path(), init, NULL, storage_file_limit, &limit, &res);
+    if (status != 128 + SIGXFSZ)
+        fail_msg("--init under a file size limit of %llu bytes exited %d, not killed by SIGXFSZ: "
+                 "%s%s",
+                 (unsigned long long)limit, status, res.out, res.err);
+    h_cli_result_free(&res);
+    if (access(env->store_path, F_OK) == 0 || errno != ENOENT)
+        fail_msg("the interrupted --init left a file at %s", env->store_path);
+    if (access(temp, F_OK) != 0)
+        fail_msg("the interrupted --init left no %s: it was not interrupted while it made the "
+                 "store",
+                 temp);
+    storage_assert_start_refused(env, "No such file or directory", "after an interrupted --init");
+    status = h_run_schakeld_argv(init, &res);
+    char removed[256];
+    snprintf(removed, sizeof removed, "removed %s, left by an --init that did not finish", temp);
+    if (status != 0 || strstr(res.out, removed) == NULL || strstr(res.out, "created store") == NULL)
+        fail_msg("--init after an interrupted one exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    static const char *const sides[] = {"", "-wal", "-shm", ".lock"};
+    for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) {
+        char side[200];
+        snprintf(side, sizeof side, "%s%s", temp, sides[i]);
+        if (access(side, F_OK) == 0)
+            fail_msg("%s is still there after the next --init", side);
+    }
+    struct stat st;
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = storage_police_signal("BVH-2024-15101");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* --init on a store that is there leaves it as it is, byte for byte: alone
  * it creates nothing and says so (exit 1); with a new store key file it
  * makes the key and still leaves the store alone, which the broker then
@@ -1900,6 +1966,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_without_a_floor_is_refused, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_refuses_to_start, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_init_leaves_no_store, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
                                         h_teardown),

@@ -1,0 +1,39 @@
+/*
+ * storefile.h — the files beside a store, for the offline commands that
+ * put a store file in place (schakeld --init, --restored): the side files'
+ * names (PATH-wal, PATH-shm, PATH.lock), their removal, syncing a file
+ * and the folder a rename happened in, and a move that never replaces a
+ * file that is there.
+ *
+ * Every function returns 0, or -1 with err naming the file and why.
+ */
+#ifndef SCHAKEL_STOREFILE_H
+#define SCHAKEL_STOREFILE_H
+
+#include <stddef.h>
+
+/* PATH followed by suffix ("-wal", ".lock") into out; -1 (and nothing in
+ * err: the caller names the path) when it does not fit. */
+int storefile_side(char *out, size_t outlen, const char *path, const char *suffix);
+
+/* Removes path; a file that is not there is fine. */
+int storefile_remove(const char *path, char *err, size_t errlen);
+
+/* Removes PATH-wal and PATH-shm, and PATH.lock too when with_lock; those
+ * that are not there are fine. */
+int storefile_remove_sides(const char *path, int with_lock, char *err, size_t errlen);
+
+/* Syncs the file at path (its data and size), or the folder path is in,
+ * so that a rename in it is on disk. */
+int storefile_sync(const char *path, char *err, size_t errlen);
+int storefile_sync_folder(const char *path, char *err, size_t errlen);
+
+/* Renames from to to, in one folder, unless a file (or a link, even one
+ * that leads nowhere) is at to: renameat2 with RENAME_NOREPLACE, or where
+ * the file system cannot, link and unlink (should the unlink fail, from
+ * stays as a second name of the file: remove it with storefile_remove).
+ * A file at to is never replaced: -1 with errno EEXIST and err "TO: File
+ * exists". Not synced (storefile_sync_folder). */
+int storefile_place(const char *from, const char *to, char *err, size_t errlen);
+
+#endif
