@@ -28,6 +28,7 @@
 #include "log.h"
 #include "purge.h"
 #include "record.h"
+#include "storefile.h"
 
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
@@ -171,6 +172,31 @@ static int store_missing_refused(const char *store_path, char *err, size_t errle
     return -1;
 }
 
+/* A store made by an older version, or copied into place under umask
+ * 022, may be readable by every local user: it and its -wal and -shm are
+ * made owner-only before the store is opened (SQLite gives the side files
+ * it makes then the store file's mode), each change a warning line. A
+ * mode that cannot be changed refuses the start (storefile_tighten says
+ * what to run). */
+static int store_modes_tighten(const char *store_path, char *err, size_t errlen)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        char path[PATH_MAX], old[8];
+        mode_t was = 0;
+        if (storefile_side(path, sizeof path, store_path, suffix[i]) != 0)
+            return snprintf(err, errlen, "%s: the path is too long", store_path), -1;
+        int rc = storefile_tighten(path, &was, err, errlen);
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            continue;
+        snprintf(old, sizeof old, "%04o", (unsigned)was);
+        log_event(LOG_WARN, "store.mode_tightened", "path", path, "was", old, "now", "0600", NULL);
+    }
+    return 0;
+}
+
 /* Open the store with the sealing key from its key file; the key copy on
  * our stack is wiped on every path. */
 static store_t *open_sealed_store(const char *store_path, const char *store_key_path, char *err,
@@ -178,7 +204,8 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
 {
     uint8_t seal_key[STORE_KEY_BYTES];
     store_t *store = NULL;
-    if (store_missing_refused(store_path, err, errlen) != 0)
+    if (store_missing_refused(store_path, err, errlen) != 0 ||
+        store_modes_tighten(store_path, err, errlen) != 0)
         return NULL;
     if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
         store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen);

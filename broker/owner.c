@@ -18,7 +18,9 @@ int owner_of_store(const char *store_path, file_owner_t *owner, char *err, size_
 {
     struct stat st;
     if (stat(store_path, &st) == 0) {
-        *owner = (file_owner_t){st.st_uid, st.st_gid, st.st_mode & 0777};
+        /* owner-only, whatever the replaced store had: the broker would
+         * make a looser mode so at its start anyway (storefile.h) */
+        *owner = (file_owner_t){st.st_uid, st.st_gid, 0600};
         return 0;
     }
     char dir[PATH_MAX];

@@ -15,9 +15,11 @@ typedef struct file_owner {
     mode_t mode;
 } file_owner_t;
 
-/* The owner and mode of the store file at store_path, or, for a store not
- * made yet, its folder's owner and 0600. Returns 0, or -1 with err
- * ("FOLDER: No such file or directory"). */
+/* The owner of the store file at store_path, or, for a store not made
+ * yet, its folder's owner; and mode 0600 either way (a store file that
+ * group or others may read is one the broker makes owner-only at its
+ * start). Returns 0, or -1 with err ("FOLDER: No such file or
+ * directory"). */
 int owner_of_store(const char *store_path, file_owner_t *owner, char *err, size_t errlen);
 
 /* Give the file at path (through fd when fd >= 0) owner's uid and gid,

@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 int storefile_side(char *out, size_t outlen, const char *path, const char *suffix)
@@ -87,5 +88,35 @@ int storefile_place(const char *from, const char *to, char *err, size_t errlen)
     int saved = errno;
     snprintf(err, errlen, "%s: %s", to, strerror(saved));
     errno = saved;
+    return -1;
+}
+
+int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    *was = st.st_mode & 07777;
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) == 0)
+        return 0;
+    if (chmod(path, 0600) == 0)
+        return 1;
+    int saved = errno;
+    uid_t self = geteuid();
+    char run[PATH_MAX * 2 + 80];
+    if (st.st_uid != self)
+        snprintf(run, sizeof run,
+                 "it belongs to uid %u, not to uid %u that runs schakeld: run, as root, chown %u "
+                 "%s && chmod 600 %s",
+                 (unsigned)st.st_uid, (unsigned)self, (unsigned)self, path, path);
+    else
+        snprintf(run, sizeof run, "run: chmod 600 %s", path);
+    snprintf(err, errlen,
+             "%s has mode %04o (group or others may read it) and cannot be made 0600: %s; %s", path,
+             (unsigned)*was, strerror(saved), run);
     return -1;
 }

@@ -3,14 +3,17 @@
  * put a store file in place (schakeld --init, --restored): the side files'
  * names (PATH-wal, PATH-shm, PATH.lock), their removal, syncing a file
  * and the folder a rename happened in, and a move that never replaces a
- * file that is there.
+ * file that is there; and for the broker's start, a store file that
+ * others may read made owner-only.
  *
- * Every function returns 0, or -1 with err naming the file and why.
+ * Every function returns 0 (storefile_tighten: 0 or 1), or -1 with err
+ * naming the file and why.
  */
 #ifndef SCHAKEL_STOREFILE_H
 #define SCHAKEL_STOREFILE_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* PATH followed by suffix ("-wal", ".lock") into out; -1 (and nothing in
  * err: the caller names the path) when it does not fit. */
@@ -35,5 +38,15 @@ int storefile_sync_folder(const char *path, char *err, size_t errlen);
  * A file at to is never replaced: -1 with errno EEXIST and err "TO: File
  * exists". Not synced (storefile_sync_folder). */
 int storefile_place(const char *from, const char *to, char *err, size_t errlen);
+
+/* The file at path (a store or its -wal or -shm) made mode 0600 when
+ * group or others have any permission on it: it holds personal data (in
+ * its sealed bodies, and its metadata in clear), and SQLite gives the
+ * -wal and -shm it makes the store file's mode. Returns 1 when it did
+ * (*was the mode it had, e.g. 0644), 0 when there was nothing to do (no
+ * file there, or owner-only already), -1 when the mode cannot be read or
+ * changed, with err saying what to run ("chmod 600 PATH", and a chown to
+ * the user that runs schakeld when another user owns the file). */
+int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen);
 
 #endif

@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -560,7 +561,8 @@ static void test_restore_procedure_moves_the_counters(void **state)
     /* the backup in place, its counters past the lost state's (the backup
      * held item A and no case; the lost store items to lost_last and case
      * 1), the lost state's WAL gone (one is made if the stop left none),
-     * the store's owner and mode kept */
+     * the store's owner kept, its mode owner-only (a 0640 store is not
+     * restored as such: the broker would make it 0600 at its start) */
     char items_from[96], wal[192];
     snprintf(items_from, sizeof items_from, "items now from seq %llu (was %llu)",
              (unsigned long long)lost_last + 1 + 1000000000, (unsigned long long)lost_item);
@@ -600,7 +602,7 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(stat(env->store_path, &restored), 0);
     assert_int_equal(restored.st_uid, kept.st_uid);
     assert_int_equal(restored.st_gid, kept.st_gid);
-    assert_int_equal(restored.st_mode & 0777, 0640);
+    assert_int_equal(restored.st_mode & 0777, 0600);
     assert_true(restored.st_ino != kept.st_ino);
     /* restored again from the same backup (a second incident before the
      * next backup): past the first restore's counters, not the same again */
@@ -1302,6 +1304,127 @@ static void test_init_leaves_an_existing_store_alone(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ the store's mode */
+
+/* A store, its -wal and its -shm that group or others may read (a store
+ * made by an older version, a copy put in place under umask 022) are made
+ * 0600 at the broker's start, each with a warning line naming the file and
+ * its old mode; the broker then serves what the store holds. A start on
+ * files that are 0600 says nothing. */
+static void test_loose_store_modes_are_tightened(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = storage_police_signal("BVH-2024-16001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    h_broker_kill9(env); /* the -wal and -shm stay beside the store */
+    static const struct {
+        const char *suffix;
+        mode_t mode;
+        const char *was;
+    } files[] = {{"", 0644, "0644"}, {"-wal", 0640, "0640"}, {"-shm", 0604, "0604"}};
+    char path[3][192];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path[i], sizeof path[i], "%s%s", env->store_path, files[i].suffix);
+        if (chmod(path[i], files[i].mode) != 0)
+            fail_msg("chmod %s (after a kill -9 it should be there): %s", path[i], strerror(errno));
+    }
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    for (size_t i = 0; i < 3; i++) {
+        char line[640];
+        snprintf(line, sizeof line, "event=store.mode_tightened path=%s was=%s", path[i],
+                 files[i].was);
+        if (h_log_count(env, offset, line) != 1) {
+            h_dump_log(env);
+            fail_msg("no line \"%s\" at the start", line);
+        }
+        struct stat st;
+        if (stat(path[i], &st) != 0 || (st.st_mode & 07777) != 0600)
+            fail_msg("%s has mode %04o after the start, not 0600", path[i],
+                     (unsigned)(st.st_mode & 07777));
+    }
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    offset = h_log_offset(env);
+    h_broker_start(env);
+    assert_int_equal(h_log_count(env, offset, "event=store.mode_tightened"), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* chmod, in every form, refused (EPERM) by a seccomp filter. */
+static const h_syscall_deny_t storage_deny_chmod[] = {
+#ifdef SYS_chmod
+    {SYS_chmod, {{H_ARG_ANY, 0, 0}, {H_ARG_ANY, 0, 0}}},
+#endif
+    {SYS_fchmod, {{H_ARG_ANY, 0, 0}, {H_ARG_ANY, 0, 0}}},
+    {SYS_fchmodat, {{H_ARG_ANY, 0, 0}, {H_ARG_ANY, 0, 0}}},
+#ifdef SYS_fchmodat2
+    {SYS_fchmodat2, {{H_ARG_ANY, 0, 0}, {H_ARG_ANY, 0, 0}}},
+#endif
+};
+
+/* A broker start on the env's store with chmod refused: exit 1 before it
+ * serves, with "PATH has mode 0644 ...: Operation not permitted; " and
+ * run after it. */
+static void storage_assert_mode_refused(h_env_t *env, const char *run)
+{
+    const h_seccomp_t no_chmod = {storage_deny_chmod,
+                                  sizeof storage_deny_chmod / sizeof storage_deny_chmod[0]};
+    const char *const args[] = {"--config", env->config_path, "--listen",   "tcp://127.0.0.1:*",
+                                "--store",  env->store_path,  "--ready-fd", "1",
+                                NULL};
+    h_cli_result_t res;
+    int status = h_run_prepared(h_schakeld_path(), args, NULL, h_prepare_seccomp, &no_chmod, &res);
+    char says[768];
+    snprintf(says, sizeof says,
+             "%s has mode 0644 (group or others may read it) and cannot be made 0600: Operation "
+             "not permitted; %s",
+             env->store_path, run);
+    if (status != 1 || strstr(res.out, "READY") != NULL || strstr(res.err, says) == NULL)
+        fail_msg("schakeld on a 0644 store it cannot chmod exited %d (want 1 with \"%s\"); "
+                 "stdout \"%s\" stderr \"%s\"",
+                 status, says, res.out, res.err);
+    h_cli_result_free(&res);
+}
+
+/* A store that others may read and whose mode the broker cannot change
+ * (here a seccomp filter refuses chmod) refuses the start before the
+ * broker serves, saying what to run: chmod, and first a chown to the
+ * broker's user where another user owns the file (as root only: the
+ * test cannot give a file away otherwise). Run, the broker starts. */
+static void test_loose_store_mode_unchangeable_refuses_start(void **state)
+{
+    h_env_t *env = *state;
+    assert_int_equal(chmod(env->store_path, 0644), 0);
+    char run[512];
+    snprintf(run, sizeof run, "run: chmod 600 %s", env->store_path);
+    storage_assert_mode_refused(env, run);
+    if (geteuid() == 0) {
+        assert_int_equal(chown(env->store_path, 65534, 65534), 0);
+        snprintf(run, sizeof run,
+                 "it belongs to uid 65534, not to uid 0 that runs schakeld: run, as root, chown 0 "
+                 "%s && chmod 600 %s",
+                 env->store_path, env->store_path);
+        storage_assert_mode_refused(env, run);
+        assert_int_equal(chown(env->store_path, 0, 0), 0);
+    } else {
+        fprintf(stderr, "test_storage: not root: the refusal for a store of another user is not "
+                        "checked\n");
+    }
+    struct stat st;
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(chmod(env->store_path, 0600), 0); /* what it says to run */
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    assert_int_equal(h_log_count(env, offset, "event=store.mode_tightened"), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 #define STORAGE_SHORT_RULE "politie-kort-om"
@@ -1969,6 +2092,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_init_leaves_no_store, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_loose_store_modes_are_tightened, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_loose_store_mode_unchangeable_refuses_start,
+                                        h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_repeat_after_a_short_retention_is_a_repeat,
