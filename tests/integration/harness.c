@@ -21,12 +21,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <stddef.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -1639,7 +1639,9 @@ int h_prepare_seccomp(const void *arg)
     return -1;
 #else
     const h_seccomp_t *set = arg;
-    struct sock_filter f[8 + H_SECCOMP_MAX_RULES * 10];
+    /* a rule: the number's load and test, two conditions of up to four
+     * instructions each, the denial */
+    struct sock_filter f[4 + H_SECCOMP_MAX_RULES * 11];
     unsigned len = 0;
     if (set->n > H_SECCOMP_MAX_RULES) {
         errno = E2BIG;
@@ -1651,7 +1653,8 @@ int h_prepare_seccomp(const void *arg)
     f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     for (size_t r = 0; r < set->n; r++) {
         const h_syscall_deny_t *rule = &set->rules[r];
-        unsigned miss_jf[4], n_jf = 0, miss_jt = 0; /* jumps to the next rule, patched below */
+        /* the jumps to the next rule (on false, or on true), patched below */
+        unsigned miss_jf[3], n_jf = 0, miss_jt[2], n_jt = 0;
         f[len++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
                                                 offsetof(struct seccomp_data, nr));
         miss_jf[n_jf++] = len;
@@ -1672,14 +1675,14 @@ int h_prepare_seccomp(const void *arg)
             f[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2);
             f[len++] =
                 (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, H_ARG_HIGH(cond->arg));
-            miss_jt = len;
+            miss_jt[n_jt++] = len;
             f[len++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 0);
         }
         f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM);
         for (unsigned i = 0; i < n_jf; i++)
             f[miss_jf[i]].jf = (uint8_t)(len - miss_jf[i] - 1);
-        if (miss_jt != 0)
-            f[miss_jt].jt = (uint8_t)(len - miss_jt - 1);
+        for (unsigned i = 0; i < n_jt; i++)
+            f[miss_jt[i]].jt = (uint8_t)(len - miss_jt[i] - 1);
     }
     f[len++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW);
     struct sock_fprog prog = {.len = (unsigned short)len, .filter = f};
