@@ -125,25 +125,41 @@ static int probe_readable(pid_t pid)
 }
 
 /* A dumpable process like the broker but for the flag: of our user,
- * without CAP_SYS_PTRACE, waiting until *release is closed. */
+ * without CAP_SYS_PTRACE, waiting until *release is closed. Returned once
+ * it has dropped the capability (it says so on a pipe): before, it would
+ * hold one the probe does not, and the kernel would deny the probe for
+ * that. */
 static pid_t start_dumpable_reference(int *release)
 {
-    int pipefd[2];
-    if (pipe2(pipefd, O_CLOEXEC) != 0)
+    int pipefd[2], ready[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0 || pipe2(ready, O_CLOEXEC) != 0)
         fail_msg("pipe: %s", strerror(errno));
     pid_t child = fork();
     if (child < 0)
         fail_msg("fork: %s", strerror(errno));
     if (child == 0) {
-        char byte;
+        char byte = 1;
         close(pipefd[1]);
+        close(ready[0]);
         if (drop_ptrace_capability() != 0)
             _exit(PROBE_CAPS);
+        if (write(ready[1], &byte, 1) != 1)
+            _exit(PROBE_OTHER);
         while (read(pipefd[0], &byte, 1) < 0 && errno == EINTR)
             ;
         _exit(0);
     }
     close(pipefd[0]);
+    close(ready[1]);
+    char byte;
+    struct pollfd p = {.fd = ready[0], .events = POLLIN};
+    int dropped = poll(&p, 1, H_TIMEOUT_MS) == 1 && read(ready[0], &byte, 1) == 1;
+    close(ready[0]);
+    if (!dropped) {
+        close(pipefd[1]);
+        int status = await_child(child, "the dumpable reference process");
+        fail_msg("the dumpable reference process did not drop CAP_SYS_PTRACE (status %d)", status);
+    }
     *release = pipefd[1];
     return child;
 }
