@@ -223,7 +223,7 @@ UNIT_EXTRA_test_config := broker/yamlguard.c
 # The store and what it needs, for the tests that open real stores ($^
 # lists a file named twice once).
 STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
-	broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
+	broker/store_migrate.c broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c \
 	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)

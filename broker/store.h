@@ -9,8 +9,8 @@
  * does not wait). Callers group many operations into one transaction per
  * loop turn (store_begin .. store_commit). Nothing outside store.c,
  * store_delivery.c, store_count.c, store_schema.c, store_expire.c,
- * store_seal.c, store_audit.c, store_case.c and store_sync.c (joined by
- * store_internal.h) knows SQL, so a later backend
+ * store_seal.c, store_migrate.c, store_audit.c, store_case.c and
+ * store_sync.c (joined by store_internal.h) knows SQL, so a later backend
  * (PostgreSQL) replaces those files only. Errors are returned (-1) with a
  * message retrievable by store_errmsg; the caller decides.
  *

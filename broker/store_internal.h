@@ -4,10 +4,11 @@
  * mailboxes), store_count.c (pending counts in memory), store_schema.c
  * (schema, migrations, connection checks, counters), store_expire.c
  * (retention, checkpoints), store_seal.c (sealing bodies, the key check,
- * key memory, the audit subject key, rekeying), store_audit.c (the audit
- * trail's rows and its keyless reader) and store_case.c (cases, their
- * members and events). Private to those eight files: every other module
- * sees store.h only, and nothing outside them knows SQL.
+ * key memory, the audit subject key, rekeying), store_migrate.c (the
+ * migration steps done in C), store_audit.c (the audit trail's rows and
+ * its keyless reader) and store_case.c (cases, their members and events).
+ * Private to those nine files: every other module sees store.h only, and
+ * nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
 #define SCHAKEL_STORE_INTERNAL_H
@@ -362,6 +363,14 @@ int store_schema_check_readable(store_t *store, long min_version);
 int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
                                 store_expired_fn fn, void *arg, const char *what);
 
+/* ------------------------------------------------------------------ store_migrate.c */
+
+/* Inside the open schema transaction, once the keys are loaded: seal the
+ * evidence of publishes stored before it was sealed (their signature and
+ * root in clear), tag their content hashes, and drop the clear columns
+ * (schema 8). 0, or -1 with errmsg set. */
+int store_migrate_evidence(store_t *store);
+
 /* ------------------------------------------------------------------ store_seal.c */
 
 /* The associated data of one sealed body (store.h documents the layouts).
@@ -398,12 +407,6 @@ int store_seal_ad_evidence(store_seal_ad_t *ad, const uint8_t message_id[16], co
  * store cannot confirm a guessed content; equal hashes give equal tags, so
  * repeats are still told apart. 0, or -1 without the store key. */
 int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32]);
-
-/* Inside the open schema transaction, once the keys are loaded: seal the
- * evidence of publishes stored before it was sealed (their signature and
- * root in clear), tag their content hashes, and drop the clear columns.
- * 0, or -1 with errmsg set. */
-int store_seal_migrate_evidence(store_t *store);
 
 /* Tell the hook store_set_progress installed (if any) that a long step of
  * store_open is still going: `done` rows of `step` so far. */

@@ -375,7 +375,7 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      NULL},
     /* 7 -> 8: a publish's evidence sealed and its content hash keyed; the
      * rows and the clear columns are done in C once the keys are loaded
-     * (store_seal_migrate_evidence, in the same transaction) */
+     * (store_migrate_evidence, in the same transaction) */
     {"ALTER TABLE publishes ADD COLUMN evidence BLOB;"
      "PRAGMA user_version = 8;",
      NULL},
@@ -511,7 +511,7 @@ int store_schema_apply(store_t *store)
             goto fail;
     }
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
-        (version < STORE_SCHEMA_EVIDENCE_VERSION && store_seal_migrate_evidence(store) != 0) ||
+        (version < STORE_SCHEMA_EVIDENCE_VERSION && store_migrate_evidence(store) != 0) ||
         store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;

@@ -1,0 +1,122 @@
+/*
+ * store_migrate.c — the steps of a schema migration that SQL cannot do,
+ * run by store_schema_apply inside the migration's transaction once the
+ * keys are loaded: schema 8 seals the evidence of publishes stored in
+ * clear. Trusts nothing read from the file: a row it cannot read refuses
+ * the open, naming the row, and the store stays as it was.
+ * Errors are -1 with store_errmsg set, as everywhere in the store.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store_internal.h"
+
+/* How many rows between two calls of the progress hook. */
+#define STORE_MIGRATION_PROGRESS_ROWS 10000u
+
+/* ------------------------------------------------------------------ schema 8: evidence in clear */
+
+/* A publish stored before its evidence was sealed, copied out of the row
+ * (id, sender, message_id, content_hash, signature, root), so that the
+ * SELECT can be reset before the row is rewritten. */
+typedef struct clear_publish {
+    int64_t id;
+    char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint8_t message_id[16];
+    uint8_t hash[32];
+    uint8_t evidence[32 + 64]; /* root, signature */
+} clear_publish_t;
+
+/* The first such publish after *after: 1, 0 when none is left, -1. */
+static int clear_publish_next(store_t *store, sqlite3_stmt *next, int64_t after, clear_publish_t *p)
+{
+    if (store_bind_int64(store, next, 1, after) != 0) {
+        store_stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next), result = -1;
+    size_t id_len = 0, hash_len = 0, sig_len = 0, root_len = 0;
+    if (rc == SQLITE_ROW) {
+        p->id = sqlite3_column_int64(next, 0);
+        const char *sender = store_column_text(next, 1);
+        const uint8_t *message_id = store_column_bytes(next, 2, &id_len);
+        const uint8_t *hash = store_column_bytes(next, 3, &hash_len);
+        const uint8_t *sig = store_column_bytes(next, 4, &sig_len);
+        const uint8_t *root = store_column_bytes(next, 5, &root_len);
+        if (sender == NULL || strlen(sender) >= sizeof p->sender || message_id == NULL ||
+            id_len != 16 || hash == NULL || hash_len != 32 || sig == NULL || sig_len != 64 ||
+            root == NULL || root_len != 32) {
+            store->last_rc = 0;
+            snprintf(store->errmsg, sizeof store->errmsg,
+                     "schema migration: publish %lld: damaged row", (long long)p->id);
+        } else {
+            strcpy(p->sender, sender);
+            memcpy(p->message_id, message_id, 16);
+            memcpy(p->hash, hash, 32);
+            memcpy(p->evidence, root, 32);
+            memcpy(p->evidence + 32, sig, 64);
+            result = 1;
+        }
+    } else if (rc == SQLITE_DONE) {
+        result = 0;
+    } else {
+        store_fail(store, "schema migration: read a publish");
+    }
+    store_stmt_finish(next);
+    return result;
+}
+
+int store_migrate_evidence(store_t *store)
+{
+    sqlite3_stmt *next = NULL, *update = NULL;
+    int result = 0;
+    int64_t after = 0;
+    uint64_t sealed = 0;
+    if (sqlite3_prepare_v2(store->db,
+                           "SELECT id, sender, message_id, content_hash, signature, root"
+                           " FROM publishes WHERE id > ?1 AND evidence IS NULL ORDER BY id LIMIT 1",
+                           -1, &next, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(store->db,
+                           "UPDATE publishes SET evidence = ?2, content_hash = ?3 WHERE id = ?1",
+                           -1, &update, NULL) != SQLITE_OK) {
+        store_fail(store, "schema migration: prepare");
+        result = -1;
+    }
+    while (result == 0) {
+        clear_publish_t p;
+        store_seal_ad_t ad;
+        uint8_t tag[32];
+        int found = clear_publish_next(store, next, after, &p);
+        if (found <= 0) {
+            result = found;
+            break;
+        }
+        after = p.id;
+        if (store_seal_ad_evidence(&ad, p.message_id, p.sender) != 0 ||
+            store_content_tag(store, p.hash, tag) != 0 ||
+            store_seal_bind(store, update, 2, &ad, p.evidence, sizeof p.evidence) != 0 ||
+            store_bind_int64(store, update, 1, p.id) != 0 ||
+            store_bind_bytes(store, update, 3, tag, sizeof tag) != 0 ||
+            store_stmt_run(store, update, "schema migration: seal a publish's evidence") != 0) {
+            store_stmt_finish(update);
+            result = -1;
+        }
+        sodium_memzero(&p, sizeof p);
+        if (result == 0 && ++sealed % STORE_MIGRATION_PROGRESS_ROWS == 0)
+            store_progress("sealing the evidence of publishes", sealed);
+    }
+    (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
+    (void)sqlite3_finalize(next);
+    /* The clear columns go; secure_delete overwrites what they held. */
+    if (result == 0 && sealed > 0)
+        store->evidence_migrated = 1;
+    if (result == 0 && sealed > 0) /* each rewrites the table: as long again */
+        store_progress("dropping the clear columns", sealed);
+    if (result == 0)
+        result = store_exec_fixed(store,
+                                  "ALTER TABLE publishes DROP COLUMN signature;"
+                                  "ALTER TABLE publishes DROP COLUMN root;",
+                                  "schema migration: drop the evidence in clear");
+    return result;
+}
