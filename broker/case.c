@@ -720,6 +720,22 @@ static int case_drop_partner(case_cmd_t *x, const char *partner_id)
 
 /* ------------------------------------------------------------------ storing */
 
+/* The case's retention from now on (store_case_set_expiry). Deliveries of
+ * it whose bodies do not authenticate (rows altered in the store) take it
+ * too, unsent as before: logged, the command goes on. 0 or -1. */
+static int case_set_expiry(case_cmd_t *x, int64_t expires_at)
+{
+    int unreadable = store_case_set_expiry(x->b->store, x->case_id, expires_at);
+    if (unreadable <= 0)
+        return unreadable;
+    char n[16];
+    snprintf(n, sizeof n, "%d", unreadable);
+    log_event(LOG_ERROR, "store.read_failed", "case", x->case_id, "deliveries", n, "error",
+              store_errmsg(x->b->store), "effect",
+              "their retention follows the case; they stay unsent until it ends", NULL);
+    return 0;
+}
+
 /* The case's new state: membership, closed flag, retention. */
 static int case_apply(case_cmd_t *x)
 {
@@ -747,7 +763,7 @@ static int case_apply(case_cmd_t *x)
     case CASE_CMD_REOPEN:
         if (store_case_set_closed(s, x->case_id, 0, b->now_s) != 0)
             return -1;
-        return store_case_set_expiry(s, x->case_id, STORE_CASE_OPEN_EXPIRY);
+        return case_set_expiry(x, STORE_CASE_OPEN_EXPIRY);
     default:
         return 0;
     }
@@ -863,8 +879,7 @@ static int case_store(case_cmd_t *x)
         return -1;
     /* From the close the whole case counts down: rows, events, deliveries,
      * the commands' evidence. */
-    if (x->command == CASE_CMD_CLOSE &&
-        store_case_set_expiry(b->store, x->case_id, x->expires_at) != 0)
+    if (x->command == CASE_CMD_CLOSE && case_set_expiry(x, x->expires_at) != 0)
         return -1;
     if (x->queued == 0 && store_case_item_link(b->store, x->case_id, (uint64_t)x->item_seq) != 0)
         return -1;

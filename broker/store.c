@@ -74,8 +74,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
      * items to it (case_items_extend_retention then raises them). */
     [STMT_DELIVERY_CASE_ITEM] =
         "INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (?1, ?2)",
-    /* A delivery by reference brings its item's sealed bytes along (one
-     * rowid lookup); the others bring NULL there. */
+    /* A delivery's columns in the order of STORE_DELIVERY_COLUMNS, then its
+     * item's: a delivery by reference brings its item's sealed bytes along
+     * (one rowid lookup); the others bring NULL there. */
     [STMT_MAILBOX_SCAN] =
         "SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"
         " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"

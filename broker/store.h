@@ -21,10 +21,24 @@
  * row, or a row whose bound columns are edited, does not authenticate (all
  * integers big-endian; a case id is its SCHAKEL_CASE_ID_LEN bytes):
  *   item:     "schakel-store-item-v1\0"     || seq(8) || publish_id(8) || item_index(4)
- *   delivery: "schakel-store-delivery-v1\0" || seq(8) || item_seq(8) || recipient (bytes, no NUL)
+ *   delivery: "schakel-store-delivery-v2\0" || seq(8) || item_seq(8) || envelope(32) ||
+ *             recipient (bytes, no NUL)
+ *   delivery by reference (its body the rule's field mask, 4 bytes little-endian):
+ *             "schakel-store-delivery-ref-v2\0" || seq(8) || item_seq(8) || envelope(32) ||
+ *             recipient
  *   case delivery (a delivery with a case id):
- *             "schakel-store-case-delivery-v1\0" || seq(8) || item_seq(8) ||
- *             is_case_event(1: 0 or 1) || case_id || recipient (bytes, no NUL)
+ *             "schakel-store-case-delivery-v2\0" || seq(8) || item_seq(8) ||
+ *             is_case_event(1: 0 or 1) || case_id || envelope(32) || recipient
+ *   where envelope is the BLAKE2b-256 (unkeyed) of what the Deliver frame
+ *   tells the recipient besides the body, each text as len(4) || bytes:
+ *             sender || sender_partner || message_id(16) || item_index(4) ||
+ *             accepted_at(8) || rule_id || rule_hash || purpose || legal_basis ||
+ *             expires_at(8)
+ *   so that none of it can be altered in the file while the delivery waits
+ *   (a case's close, which sets its deliveries' expires_at, seals them
+ *   again). Schema 8 and before sealed deliveries under the "-v1" tags of
+ *   the same layouts without the envelope; the opening that migrates a
+ *   store to schema 9 seals each again.
  *   case title: "schakel-store-case-v1\0"   || case_id
  *   case event: "schakel-store-case-event-v1\0" || case_id || event_seq(8)
  *   publish evidence (root(32) || signature(64)):
@@ -666,9 +680,16 @@ int store_case_drop_deliveries_at(store_t *store, const char *case_id, const cha
  * store_case_item_link) all expire at expires_at: closed_at +
  * retention_after_close at a close, STORE_CASE_OPEN_EXPIRY at a reopen.
  * Events and deliveries added later take the case's expiry (events) or
- * their own (deliveries: the caller passes the same). Inside the caller's
- * transaction (-1 without one): five statements, one outcome. Cost:
- * O((events + pending deliveries + commands) log n). */
+ * their own (deliveries: the caller passes the same). A pending delivery's
+ * expiry is part of the envelope its seal binds, so each is opened and
+ * sealed again for the new one. One that does not authenticate (a row
+ * altered in the file) takes the new expiry but keeps its body as it was:
+ * it stays refused wherever it is read, and leaves with the case; the
+ * close is not held up by it. Inside the caller's transaction (-1 without
+ * one), one outcome. Returns the number of such deliveries (0 when all
+ * were re-sealed; errmsg then names the last of them), or -1. Cost:
+ * O((events + pending deliveries + commands) log n), and a decryption
+ * and an encryption per pending delivery. */
 int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at);
 
 /* Tie an item (the evidence of a case command) to the case's retention:

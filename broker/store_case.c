@@ -64,7 +64,15 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
         " ORDER BY seq LIMIT 1",
     [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
-    [CASE_STMT_EXPIRY_DELIVERIES] = "UPDATE deliveries SET expires_at = ?2 WHERE case_id = ?1",
+    /* A case's deliveries one at a time, in the order of its index
+     * (recipient, then seq): each is re-sealed, as its expires_at is part
+     * of the envelope its seal binds. */
+    [CASE_STMT_EXPIRY_DELIVERY_NEXT] =
+        "SELECT " STORE_DELIVERY_COLUMNS " FROM deliveries"
+        " WHERE case_id = ?1 AND (recipient, seq) > (?2, ?3) ORDER BY recipient, seq LIMIT 1",
+    /* ?2 NULL: the body is kept as it is */
+    [CASE_STMT_EXPIRY_DELIVERY_SET] =
+        "UPDATE deliveries SET expires_at = ?3, body = coalesce(?2, body) WHERE seq = ?1",
     /* An item of the case follows it, but never below what else still
      * needs it: a pending delivery outside this case, or another case that
      * links it (else closing one case could take an item another still
@@ -768,26 +776,102 @@ static int expiry_update(store_t *store, enum store_case_stmt_id id, const char 
     return store_stmt_run(store, stmt, "case_set_expiry");
 }
 
+/* Where the walk of a case's deliveries is: past this recipient and seq. */
+typedef struct expiry_cursor {
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    int64_t seq;
+} expiry_cursor_t;
+
+/* Re-seal the current row of `next` (one of the case's deliveries) for its
+ * new expires_at into ?2 of `set`: 0 when bound; 1 when the row cannot be
+ * re-sealed (a body that does not authenticate, or a row no broker
+ * writes), ?2 then NULL, so that it keeps its body; -1 on error. */
+static int expiry_reseal(store_t *store, sqlite3_stmt *next, sqlite3_stmt *set, int64_t expires_at)
+{
+    store_delivery_t d;
+    store_seal_ad_t old_ad, new_ad;
+    int rc = 1;
+    if (store_delivery_row(next, &d) == 0 &&
+        store_seal_ad_delivery(&old_ad, (int64_t)d.seq, &d) == 0) {
+        d.expires_at = expires_at;
+        if (store_seal_ad_delivery(&new_ad, (int64_t)d.seq, &d) == 0)
+            rc = store_seal_reseal(store, next, DCOL_BODY, "delivery", (int64_t)d.seq, &old_ad,
+                                   &new_ad, set, 2);
+    } else {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg, "delivery %lld: damaged row",
+                 (long long)sqlite3_column_int64(next, DCOL_SEQ));
+    }
+    if (rc == 1 && store_check_rc(store, sqlite3_bind_null(set, 2), "case_set_expiry") != 0)
+        return -1;
+    return rc;
+}
+
+/* The case's next delivery after the cursor: its expires_at set and its
+ * body re-sealed (expiry_reseal), the cursor moved past it. 1 when one was
+ * done, 0 when none is left, -1. *unreadable counts the rows that kept
+ * their bodies. The SELECT is reset before the row is rewritten. */
+static int expiry_delivery_next(store_t *store, const char *case_id, int64_t expires_at,
+                                expiry_cursor_t *at, int *unreadable)
+{
+    sqlite3_stmt *next = case_stmt(store, CASE_STMT_EXPIRY_DELIVERY_NEXT);
+    sqlite3_stmt *set = case_stmt(store, CASE_STMT_EXPIRY_DELIVERY_SET);
+    if (next == NULL || set == NULL)
+        return -1;
+    if (store_bind_text(store, next, 1, case_id) != 0 ||
+        store_bind_text(store, next, 2, at->recipient) != 0 ||
+        store_bind_int64(store, next, 3, at->seq) != 0) {
+        store_stmt_finish(next);
+        return -1;
+    }
+    int rc = sqlite3_step(next), result = -1;
+    const char *recipient = rc == SQLITE_ROW ? store_column_text(next, DCOL_RECIPIENT) : NULL;
+    if (rc == SQLITE_DONE) {
+        result = 0;
+    } else if (rc != SQLITE_ROW) {
+        store_fail(store, "case_set_expiry");
+    } else if (recipient == NULL || strlen(recipient) >= sizeof at->recipient) {
+        store_refuse(store, "case_set_expiry", "damaged delivery row: its recipient");
+    } else {
+        strcpy(at->recipient, recipient);
+        at->seq = sqlite3_column_int64(next, DCOL_SEQ);
+        result = expiry_reseal(store, next, set, expires_at);
+    }
+    store_stmt_finish(next);
+    if (result < 0 || rc != SQLITE_ROW)
+        return result;
+    if (result == 1 && *unreadable < INT_MAX)
+        (*unreadable)++;
+    if (store_bind_int64(store, set, 1, at->seq) != 0 ||
+        store_bind_int64(store, set, 3, expires_at) != 0 ||
+        store_stmt_run(store, set, "case_set_expiry") != 0) {
+        store_stmt_finish(set);
+        return -1;
+    }
+    return 1;
+}
+
 /* Cost: the case row, then each of its events, pending deliveries (through
- * the (case_id, recipient) index) and command items and publishes
- * (through case_items) rewritten: O((e + d + c) log n). */
+ * the (case_id, recipient) index, each opened, re-sealed and rewritten:
+ * two BLAKE2b passes and a decryption and an encryption of its body) and
+ * command items and publishes (through case_items) rewritten:
+ * O((e + d + c) log n). */
 int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at)
 {
     if (store_enter(store, "case_set_expiry") != 0 ||
         transaction_required(store, "case_set_expiry") != 0)
         return -1;
-    if (case_update(store, CASE_STMT_EXPIRY_CASE, case_id, expires_at, 0, "case_set_expiry") != 0)
+    if (case_update(store, CASE_STMT_EXPIRY_CASE, case_id, expires_at, 0, "case_set_expiry") != 0 ||
+        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0)
         return -1;
-    static const enum store_case_stmt_id rest[] = {
-        CASE_STMT_EXPIRY_EVENTS,
-        CASE_STMT_EXPIRY_DELIVERIES,
-        CASE_STMT_EXPIRY_ITEMS,
-        CASE_STMT_EXPIRY_PUBLISHES,
-    };
-    for (size_t i = 0; i < sizeof rest / sizeof rest[0]; i++)
-        if (expiry_update(store, rest[i], case_id, expires_at) != 0)
-            return -1;
-    return 0;
+    expiry_cursor_t at = {.recipient = "", .seq = 0};
+    int unreadable = 0, found;
+    while ((found = expiry_delivery_next(store, case_id, expires_at, &at, &unreadable)) > 0)
+        ;
+    if (found < 0 || expiry_update(store, CASE_STMT_EXPIRY_ITEMS, case_id, expires_at) != 0 ||
+        expiry_update(store, CASE_STMT_EXPIRY_PUBLISHES, case_id, expires_at) != 0)
+        return -1;
+    return unreadable;
 }
 
 /* Cost: two index lookups and at most one insert with its trigger's two

@@ -16,28 +16,9 @@
 #include "store.h"
 #include "store_internal.h"
 
-/* Result columns of STMT_MAILBOX_SCAN, in order. */
-enum scan_col {
-    SCAN_SEQ,
-    SCAN_RECIPIENT,
-    SCAN_ITEM_SEQ,
-    SCAN_MESSAGE_ID,
-    SCAN_ITEM_INDEX,
-    SCAN_SENDER,
-    SCAN_SENDER_PARTNER,
-    SCAN_RULE_ID,
-    SCAN_RULE_HASH,
-    SCAN_PURPOSE,
-    SCAN_LEGAL_BASIS,
-    SCAN_ACCEPTED_AT,
-    SCAN_EXPIRES_AT,
-    SCAN_BODY,
-    SCAN_CASE_ID,
-    SCAN_IS_CASE_EVENT,
-    SCAN_BY_REF,
-    SCAN_ITEM_BODY,
-    SCAN_ITEM_PUBLISH_ID
-};
+/* Result columns of STMT_MAILBOX_SCAN: a delivery's (STORE_DELIVERY_COLUMNS),
+ * then its item's. */
+enum scan_col { SCAN_ITEM_BODY = DCOL_COUNT, SCAN_ITEM_PUBLISH_ID };
 
 /* ------------------------------------------------------------------ deliveries */
 
@@ -276,8 +257,7 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (seq < 0)
         return -1;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, seq, (int64_t)d->item_seq, d->by_ref, d->recipient, d->case_id,
-                               d->is_case_event) != 0) {
+    if (store_seal_ad_delivery(&ad, seq, d) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
         return -1;
     }
@@ -323,44 +303,55 @@ static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d
                                    &d->body_len);
 }
 
+int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
+{
+    size_t id_len = 0;
+    int64_t item_index = sqlite3_column_int64(stmt, DCOL_ITEM_INDEX);
+    d->seq = (uint64_t)sqlite3_column_int64(stmt, DCOL_SEQ);
+    d->item_seq = (uint64_t)sqlite3_column_int64(stmt, DCOL_ITEM_SEQ);
+    d->item_index = (uint32_t)item_index;
+    d->accepted_at = sqlite3_column_int64(stmt, DCOL_ACCEPTED_AT);
+    d->expires_at = sqlite3_column_int64(stmt, DCOL_EXPIRES_AT);
+    d->recipient = store_column_text(stmt, DCOL_RECIPIENT);
+    d->message_id = store_column_bytes(stmt, DCOL_MESSAGE_ID, &id_len);
+    d->sender = store_column_text(stmt, DCOL_SENDER);
+    d->sender_partner = store_column_text(stmt, DCOL_SENDER_PARTNER);
+    d->rule_id = store_column_text(stmt, DCOL_RULE_ID);
+    d->rule_hash = store_column_text(stmt, DCOL_RULE_HASH);
+    d->purpose = store_column_text(stmt, DCOL_PURPOSE);
+    d->legal_basis = store_column_text(stmt, DCOL_LEGAL_BASIS);
+    d->case_id = store_column_text(stmt, DCOL_CASE_ID); /* NULL: a signal's */
+    d->is_case_event = sqlite3_column_int64(stmt, DCOL_IS_CASE_EVENT) != 0;
+    d->by_ref = sqlite3_column_int64(stmt, DCOL_BY_REF) != 0;
+    d->body = NULL;
+    d->body_len = 0;
+    d->fields = 0;
+    if (d->recipient == NULL || d->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES ||
+        item_index < 0 || item_index > UINT32_MAX || d->sender == NULL ||
+        d->sender_partner == NULL || d->rule_id == NULL || d->rule_hash == NULL ||
+        d->purpose == NULL || d->legal_basis == NULL ||
+        (d->case_id == NULL && sqlite3_column_type(stmt, DCOL_CASE_ID) != SQLITE_NULL) ||
+        (d->is_case_event && d->case_id == NULL))
+        return -1;
+    return 0;
+}
+
 /* Fill d from the current row of the scan. Pointers borrow the row; the
- * body is opened into store->opened. */
+ * body is opened into store->opened, under associated data that binds the
+ * envelope the row's columns make (one BLAKE2b pass per row). */
 static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d,
                     store_have_item_fn have_item, void *arg)
 {
-    size_t id_len = 0;
-    d->seq = (uint64_t)sqlite3_column_int64(stmt, SCAN_SEQ);
-    d->item_seq = (uint64_t)sqlite3_column_int64(stmt, SCAN_ITEM_SEQ);
-    d->item_index = (uint32_t)sqlite3_column_int64(stmt, SCAN_ITEM_INDEX);
-    d->accepted_at = sqlite3_column_int64(stmt, SCAN_ACCEPTED_AT);
-    d->expires_at = sqlite3_column_int64(stmt, SCAN_EXPIRES_AT);
-    d->recipient = store_column_text(stmt, SCAN_RECIPIENT);
-    d->message_id = store_column_bytes(stmt, SCAN_MESSAGE_ID, &id_len);
-    d->sender = store_column_text(stmt, SCAN_SENDER);
-    d->sender_partner = store_column_text(stmt, SCAN_SENDER_PARTNER);
-    d->rule_id = store_column_text(stmt, SCAN_RULE_ID);
-    d->rule_hash = store_column_text(stmt, SCAN_RULE_HASH);
-    d->purpose = store_column_text(stmt, SCAN_PURPOSE);
-    d->legal_basis = store_column_text(stmt, SCAN_LEGAL_BASIS);
-    d->case_id = store_column_text(stmt, SCAN_CASE_ID); /* NULL: a signal's */
-    d->is_case_event = sqlite3_column_int64(stmt, SCAN_IS_CASE_EVENT) != 0;
-    if (d->recipient == NULL || d->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES ||
-        d->sender == NULL || d->sender_partner == NULL || d->rule_id == NULL ||
-        d->rule_hash == NULL || d->purpose == NULL || d->legal_basis == NULL ||
-        (d->case_id == NULL && sqlite3_column_type(stmt, SCAN_CASE_ID) != SQLITE_NULL) ||
-        (d->is_case_event && d->case_id == NULL)) {
+    if (store_delivery_row(stmt, d) != 0) {
         store_refuse(store, "mailbox_scan", "damaged row or out of memory");
         return -1;
     }
-    d->by_ref = sqlite3_column_int64(stmt, SCAN_BY_REF) != 0;
-    d->fields = 0;
     store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, (int64_t)d->item_seq, d->by_ref, d->recipient,
-                               d->case_id, d->is_case_event) != 0) {
+    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, d) != 0) {
         store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
         return -1;
     }
-    if (store_seal_column(store, stmt, SCAN_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
+    if (store_seal_column(store, stmt, DCOL_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
         0)
         return -1;
     if (!d->by_ref)

@@ -104,7 +104,8 @@ enum store_case_stmt_id {
     CASE_STMT_DROP_FIND,
     CASE_STMT_EXPIRY_CASE,
     CASE_STMT_EXPIRY_EVENTS,
-    CASE_STMT_EXPIRY_DELIVERIES,
+    CASE_STMT_EXPIRY_DELIVERY_NEXT,
+    CASE_STMT_EXPIRY_DELIVERY_SET,
     CASE_STMT_EXPIRY_ITEMS,
     CASE_STMT_EXPIRY_PUBLISHES,
     CASE_STMT_LINK_FACTS,
@@ -281,6 +282,43 @@ int store_checkpointer_quiesce(store_t *store);
 
 /* ------------------------------------------------------------------ deliveries */
 
+/* The columns of a delivery row, in this order, as store_delivery_row reads
+ * them: the mailbox scan (its item's columns after them), rekey, a case's
+ * new retention and the schema-9 migration select them so. */
+#define STORE_DELIVERY_COLUMNS                                                                     \
+    "seq, recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"           \
+    " rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id, is_case_event,"     \
+    " by_ref"
+enum store_delivery_col {
+    DCOL_SEQ,
+    DCOL_RECIPIENT,
+    DCOL_ITEM_SEQ,
+    DCOL_MESSAGE_ID,
+    DCOL_ITEM_INDEX,
+    DCOL_SENDER,
+    DCOL_SENDER_PARTNER,
+    DCOL_RULE_ID,
+    DCOL_RULE_HASH,
+    DCOL_PURPOSE,
+    DCOL_LEGAL_BASIS,
+    DCOL_ACCEPTED_AT,
+    DCOL_EXPIRES_AT,
+    DCOL_BODY,
+    DCOL_CASE_ID,
+    DCOL_IS_CASE_EVENT,
+    DCOL_BY_REF,
+    DCOL_COUNT
+};
+
+/* Fill d from the current row of stmt (STORE_DELIVERY_COLUMNS first): every
+ * field but body, body_len and fields (NULL, 0, 0). Strings and the message
+ * id borrow the row (valid until stmt steps or is reset). Safe on any file
+ * content: -1, errmsg untouched (the caller names the row), for a row no
+ * broker writes (a missing column, a message id not of 16 bytes, an item
+ * index beyond 32 bits, a case event without a case) or when SQLite runs
+ * out of memory. */
+int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d);
+
 /* Item item_seq was just added, in this transaction, to the publish
  * store_publish_add added in it (store->added_*), with retention
  * expires_at: the deliveries that follow check their facts against those
@@ -351,6 +389,8 @@ int store_schema_check_readable(store_t *store, long min_version);
 #define STORE_SCHEMA_CASES_VERSION 4
 /* The schema version that sealed a publish's evidence. */
 #define STORE_SCHEMA_EVIDENCE_VERSION 8
+/* The schema version that bound a delivery's envelope to its seal. */
+#define STORE_SCHEMA_ENVELOPE_VERSION 9
 
 /* ------------------------------------------------------------------ store_expire.c */
 
@@ -371,15 +411,22 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
  * (schema 8). 0, or -1 with errmsg set. */
 int store_migrate_evidence(store_t *store);
 
+/* Likewise: seal every delivery again, from the layout of schema 8 and
+ * before (which bound no envelope) to the current one (schema 9). A row
+ * that does not open under the old layout refuses the open, naming it.
+ * 0, or -1 with errmsg set. */
+int store_migrate_deliveries(store_t *store);
+
 /* ------------------------------------------------------------------ store_seal.c */
 
 /* The associated data of one sealed body (store.h documents the layouts).
  * Big enough for the longest: the case delivery tag with its NUL, two
- * seqs, the event flag, a case id and a recipient of
- * SCHAKEL_MAX_PRINCIPAL_LEN bytes. */
+ * seqs, the event flag, a case id, the envelope's digest and a recipient
+ * of SCHAKEL_MAX_PRINCIPAL_LEN bytes. */
+#define STORE_SEAL_ENVELOPE_BYTES 32
 #define STORE_SEAL_AD_MAX                                                                          \
-    (sizeof "schakel-store-case-delivery-v1" + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN +                   \
-     SCHAKEL_MAX_PRINCIPAL_LEN)
+    (sizeof "schakel-store-case-delivery-v2" + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN +                   \
+     STORE_SEAL_ENVELOPE_BYTES + SCHAKEL_MAX_PRINCIPAL_LEN)
 
 typedef struct store_seal_ad {
     uint8_t bytes[STORE_SEAL_AD_MAX];
@@ -387,12 +434,19 @@ typedef struct store_seal_ad {
 } store_seal_ad_t;
 
 void store_seal_ad_item(store_seal_ad_t *ad, int64_t seq, int64_t publish_id, uint32_t item_index);
-/* A delivery of a signal (case_id NULL: the "delivery" layout) or of a
- * case (the "case delivery" layout). -1 (ad unusable) for a recipient
- * longer than any principal id can be, or a case id that is not
- * SCHAKEL_CASE_ID_LEN bytes. */
-int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq, int by_ref,
-                           const char *recipient, const char *case_id, int is_case_event);
+/* Delivery seq as d describes it (seq itself is not read from d): a
+ * signal's (d->case_id NULL: the "delivery" layout, or "delivery by
+ * reference" with d->by_ref) or a case's (the "case delivery" layout),
+ * each binding the envelope d is sent with (sender, sender partner,
+ * message id, item index, accepted_at, rule id and hash, purpose, legal
+ * basis, expires_at) by its BLAKE2b-256 digest. -1 (ad unusable) for a
+ * recipient longer than any principal id can be, a case id that is not
+ * SCHAKEL_CASE_ID_LEN bytes, a case delivery by reference, or a text
+ * beyond 4 GiB. Cost: one BLAKE2b pass over about 200 bytes. */
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d);
+/* The same delivery under the layout of schema 8 and before, which bound
+ * no envelope ("-v1" tags): only the migration reads it. */
+int store_seal_ad_delivery_v1(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d);
 /* A case's title and a case's event; -1 for a case id that is not
  * SCHAKEL_CASE_ID_LEN bytes. */
 int store_seal_ad_case(store_seal_ad_t *ad, const char *case_id);
@@ -407,6 +461,16 @@ int store_seal_ad_evidence(store_seal_ad_t *ad, const uint8_t message_id[16], co
  * store cannot confirm a guessed content; equal hashes give equal tags, so
  * repeats are still told apart. 0, or -1 without the store key. */
 int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32]);
+
+/* Re-seal the body in column col of the current row of `row`: opened
+ * under `from`, sealed under `to` with a fresh nonce, and bound to param
+ * of `update` (the sealed bytes stay in store->sealed until the next seal,
+ * as for store_seal_bind). 0; 1 when the body does not authenticate under
+ * `from` (nothing bound; errmsg names the row as "body of <what> <seq>
+ * ..."); -1 on any other error (errmsg set). The plaintext is wiped. */
+int store_seal_reseal(store_t *store, sqlite3_stmt *row, int col, const char *what, int64_t seq,
+                      const store_seal_ad_t *from, const store_seal_ad_t *to, sqlite3_stmt *update,
+                      int param);
 
 /* Tell the hook store_set_progress installed (if any) that a long step of
  * store_open is still going: `done` rows of `step` so far. */

@@ -15,7 +15,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -125,6 +125,19 @@
  * did. No index by delivery seq: the subject export finds a queued entry
  * by its subject tag and reads the seqs from the list, and nothing else
  * looks a queued entry up by delivery.
+ *
+ * Step 7 -> 8 seals a publish's signature and signed root and keys its
+ * content hash (store_migrate_evidence, in C once the keys are
+ * loaded).
+ *
+ * Step 8 -> 9 binds a delivery's envelope (sender, sender partner, message
+ * id, item index, accepted_at, rule id and hash, purpose, legal basis,
+ * expires_at: what the Deliver frame tells the recipient) to its sealed
+ * body: the associated data takes the envelope's BLAKE2b-256 digest,
+ * under new tags (store.h). No column changes; every waiting delivery is
+ * re-sealed in C (store_migrate_deliveries), and one that does not
+ * open under the old layout refuses the open. A case's close, which sets
+ * its deliveries' expires_at, re-seals them since (store_case.c).
  */
 typedef struct schema_step {
     const char *sql;
@@ -379,6 +392,10 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
     {"ALTER TABLE publishes ADD COLUMN evidence BLOB;"
      "PRAGMA user_version = 8;",
      NULL},
+    /* 8 -> 9: a delivery's envelope bound to its seal; the rows are
+     * re-sealed in C (store_migrate_deliveries, in the same
+     * transaction) */
+    {"PRAGMA user_version = 9;", NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -512,6 +529,7 @@ int store_schema_apply(store_t *store)
     }
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
         (version < STORE_SCHEMA_EVIDENCE_VERSION && store_migrate_evidence(store) != 0) ||
+        (version < STORE_SCHEMA_ENVELOPE_VERSION && store_migrate_deliveries(store) != 0) ||
         store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;

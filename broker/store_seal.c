@@ -23,10 +23,16 @@ _Static_assert(STORE_KEY_BYTES == crypto_aead_xchacha20poly1305_ietf_KEYBYTES,
  * its NUL, so no tag is a prefix of another's data. The recipient is the
  * last field, so its length needs no prefix. */
 static const char ad_item_tag[] = "schakel-store-item-v1";
-static const char ad_delivery_tag[] = "schakel-store-delivery-v1";
+/* Deliveries since schema 9: the envelope bound too. New tags, so that a
+ * body sealed under one layout can never open under the other. */
+static const char ad_delivery_tag[] = "schakel-store-delivery-v2";
 /* A delivery by reference: its sealed body is the 4-byte field mask. */
-static const char ad_delivery_ref_tag[] = "schakel-store-delivery-ref-v1";
-static const char ad_case_delivery_tag[] = "schakel-store-case-delivery-v1";
+static const char ad_delivery_ref_tag[] = "schakel-store-delivery-ref-v2";
+static const char ad_case_delivery_tag[] = "schakel-store-case-delivery-v2";
+/* Deliveries up to schema 8, read only by the migration. */
+static const char ad_delivery_v1_tag[] = "schakel-store-delivery-v1";
+static const char ad_delivery_ref_v1_tag[] = "schakel-store-delivery-ref-v1";
+static const char ad_case_delivery_v1_tag[] = "schakel-store-case-delivery-v1";
 static const char ad_case_tag[] = "schakel-store-case-v1";
 static const char ad_case_event_tag[] = "schakel-store-case-event-v1";
 static const char ad_keycheck_tag[] = "schakel-store-keycheck";
@@ -40,16 +46,19 @@ static const char content_tag_domain[] = "schakel-store-content-v1";
 /* Prefix of a subject tag's input: BLAKE2b-256 keyed with the subject key
  * over this (with its NUL) and the pseudonym. */
 static const char subject_tag_domain[] = "schakel-audit-subject-v1";
-_Static_assert(STORE_SEAL_AD_MAX == sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN +
-                                        SCHAKEL_MAX_PRINCIPAL_LEN,
+/* The longest delivery layout without its recipient. */
+#define AD_CASE_DELIVERY_HEAD                                                                      \
+    (sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN + STORE_SEAL_ENVELOPE_BYTES)
+_Static_assert(STORE_SEAL_AD_MAX == AD_CASE_DELIVERY_HEAD + SCHAKEL_MAX_PRINCIPAL_LEN,
                "store_seal_ad_t holds the longest associated data");
-_Static_assert(sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
-                       sizeof ad_delivery_tag + 8 + 8 &&
-                   sizeof ad_case_delivery_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN >=
-                       sizeof ad_delivery_ref_tag + 8 + 8 &&
-                   STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8 &&
-                   STORE_SEAL_AD_MAX >= sizeof ad_evidence_tag + 16 + SCHAKEL_MAX_PRINCIPAL_LEN,
-               "the case delivery layout is the longest");
+_Static_assert(
+    AD_CASE_DELIVERY_HEAD >= sizeof ad_delivery_tag + 8 + 8 + STORE_SEAL_ENVELOPE_BYTES &&
+        AD_CASE_DELIVERY_HEAD >= sizeof ad_delivery_ref_tag + 8 + 8 + STORE_SEAL_ENVELOPE_BYTES &&
+        AD_CASE_DELIVERY_HEAD >= sizeof ad_case_delivery_v1_tag + 8 + 8 + 1 + SCHAKEL_CASE_ID_LEN &&
+        AD_CASE_DELIVERY_HEAD >= sizeof ad_delivery_ref_v1_tag + 8 + 8 &&
+        STORE_SEAL_AD_MAX >= sizeof ad_case_event_tag + SCHAKEL_CASE_ID_LEN + 8 &&
+        STORE_SEAL_AD_MAX >= sizeof ad_evidence_tag + 16 + SCHAKEL_MAX_PRINCIPAL_LEN,
+    "the case delivery layout is the longest");
 
 /* The key check: this text, sealed under the store key at creation. */
 static const char keycheck_text[] = "schakel store key check, version 1";
@@ -159,35 +168,99 @@ static int case_id_fits(const char *case_id)
     return case_id != NULL && strlen(case_id) == SCHAKEL_CASE_ID_LEN;
 }
 
-/* A signal's delivery keeps the layout it always had; one by reference
- * has a tag of its own, so a row cannot switch between a body and a field
- * mask unnoticed; a case's delivery also binds its case and whether it is
- * an event, so a row cannot be moved into another case or turned into a
- * signal unnoticed. */
-int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, int64_t item_seq, int by_ref,
-                           const char *recipient, const char *case_id, int is_case_event)
+int store_seal_ad_delivery_v1(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d)
 {
-    size_t recipient_len = strlen(recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN || (case_id != NULL && !case_id_fits(case_id)) ||
-        (by_ref && case_id != NULL))
+    size_t recipient_len = strlen(d->recipient);
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN ||
+        (d->case_id != NULL && !case_id_fits(d->case_id)) || (d->by_ref && d->case_id != NULL))
         return -1;
     ad->len = 0;
-    if (by_ref) {
-        ad_put(ad, ad_delivery_ref_tag, sizeof ad_delivery_ref_tag);
-        ad_put_be(ad, (uint64_t)seq, 8);
-        ad_put_be(ad, (uint64_t)item_seq, 8);
-    } else if (case_id == NULL) {
-        ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
-        ad_put_be(ad, (uint64_t)seq, 8);
-        ad_put_be(ad, (uint64_t)item_seq, 8);
-    } else {
-        ad_put(ad, ad_case_delivery_tag, sizeof ad_case_delivery_tag);
-        ad_put_be(ad, (uint64_t)seq, 8);
-        ad_put_be(ad, (uint64_t)item_seq, 8);
-        ad_put_be(ad, is_case_event ? 1u : 0u, 1);
-        ad_put(ad, case_id, SCHAKEL_CASE_ID_LEN);
+    if (d->by_ref)
+        ad_put(ad, ad_delivery_ref_v1_tag, sizeof ad_delivery_ref_v1_tag);
+    else if (d->case_id == NULL)
+        ad_put(ad, ad_delivery_v1_tag, sizeof ad_delivery_v1_tag);
+    else
+        ad_put(ad, ad_case_delivery_v1_tag, sizeof ad_case_delivery_v1_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, d->item_seq, 8);
+    if (d->case_id != NULL) {
+        ad_put_be(ad, d->is_case_event ? 1u : 0u, 1);
+        ad_put(ad, d->case_id, SCHAKEL_CASE_ID_LEN);
     }
-    ad_put(ad, recipient, recipient_len);
+    ad_put(ad, d->recipient, recipient_len);
+    return 0;
+}
+
+/* One text of the envelope: its length (4 bytes), then its bytes. */
+static int envelope_text(crypto_generichash_state *state, const char *text)
+{
+    size_t len = strlen(text);
+    if (len > UINT32_MAX)
+        return -1;
+    uint8_t prefix[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+                         (uint8_t)len};
+    crypto_generichash_update(state, prefix, sizeof prefix);
+    crypto_generichash_update(state, (const uint8_t *)text, len);
+    return 0;
+}
+
+static void envelope_int(crypto_generichash_state *state, uint64_t value, size_t width)
+{
+    uint8_t bytes[8];
+    for (size_t i = 0; i < width; i++)
+        bytes[i] = (uint8_t)(value >> (8 * (width - 1 - i)));
+    crypto_generichash_update(state, bytes, width);
+}
+
+/* The digest of the envelope a delivery is sent with, in a fixed order,
+ * each text with its length and each integer at a fixed width, so that no
+ * two envelopes encode alike (store.h). */
+static int envelope_digest(const store_delivery_t *d, uint8_t digest[STORE_SEAL_ENVELOPE_BYTES])
+{
+    crypto_generichash_state state;
+    crypto_generichash_init(&state, NULL, 0, STORE_SEAL_ENVELOPE_BYTES);
+    int failed =
+        envelope_text(&state, d->sender) != 0 || envelope_text(&state, d->sender_partner) != 0;
+    crypto_generichash_update(&state, d->message_id, 16);
+    envelope_int(&state, d->item_index, 4);
+    envelope_int(&state, (uint64_t)d->accepted_at, 8);
+    failed = failed || envelope_text(&state, d->rule_id) != 0 ||
+             envelope_text(&state, d->rule_hash) != 0 || envelope_text(&state, d->purpose) != 0 ||
+             envelope_text(&state, d->legal_basis) != 0;
+    envelope_int(&state, (uint64_t)d->expires_at, 8);
+    crypto_generichash_final(&state, digest, STORE_SEAL_ENVELOPE_BYTES);
+    return failed ? -1 : 0;
+}
+
+/* A signal's delivery and one by reference have tags of their own, so a
+ * row cannot switch between a body and a field mask unnoticed; a case's
+ * delivery also binds its case and whether it is an event, so a row cannot
+ * be moved into another case or turned into a signal unnoticed; each binds
+ * the envelope the recipient is told, so none of it can be changed
+ * unnoticed while the delivery waits. */
+int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d)
+{
+    uint8_t envelope[STORE_SEAL_ENVELOPE_BYTES];
+    size_t recipient_len = strlen(d->recipient);
+    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN ||
+        (d->case_id != NULL && !case_id_fits(d->case_id)) || (d->by_ref && d->case_id != NULL) ||
+        envelope_digest(d, envelope) != 0)
+        return -1;
+    ad->len = 0;
+    if (d->by_ref)
+        ad_put(ad, ad_delivery_ref_tag, sizeof ad_delivery_ref_tag);
+    else if (d->case_id == NULL)
+        ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
+    else
+        ad_put(ad, ad_case_delivery_tag, sizeof ad_case_delivery_tag);
+    ad_put_be(ad, (uint64_t)seq, 8);
+    ad_put_be(ad, d->item_seq, 8);
+    if (d->case_id != NULL) {
+        ad_put_be(ad, d->is_case_event ? 1u : 0u, 1);
+        ad_put(ad, d->case_id, SCHAKEL_CASE_ID_LEN);
+    }
+    ad_put(ad, envelope, sizeof envelope);
+    ad_put(ad, d->recipient, recipient_len);
     return 0;
 }
 
@@ -562,6 +635,35 @@ int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32])
     return 0;
 }
 
+/* ------------------------------------------------------------------ deliveries re-sealed */
+
+int store_seal_reseal(store_t *store, sqlite3_stmt *row, int col, const char *what, int64_t seq,
+                      const store_seal_ad_t *from, const store_seal_ad_t *to, sqlite3_stmt *update,
+                      int param)
+{
+    size_t sealed_len = 0, len = 0;
+    const uint8_t *sealed = store_column_bytes(row, col, &sealed_len), *body = NULL;
+    if (sealed == NULL) {
+        store_refuse(store, "read body", "missing or out of memory");
+        return -1;
+    }
+    int rc = body_open(store, from, sealed, sealed_len, &body, &len);
+    if (rc == -1) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "body of %s %lld does not authenticate: store key wrong or row tampered", what,
+                 (long long)seq);
+        return 1;
+    }
+    if (rc != 0)
+        return -1;
+    sealed_len = seal_under(store, store->seal_key, to, body, len);
+    sodium_memzero(store->opened.bytes, len);
+    if (sealed_len == 0)
+        return -1;
+    return store_bind_bytes(store, update, param, store->sealed.bytes, sealed_len);
+}
+
 /* ------------------------------------------------------------------ rekeying */
 
 /* One table of sealed bodies, walked once per rekey: the next row after a
@@ -588,13 +690,10 @@ static int rekey_item_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
 
 static int rekey_delivery_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
 {
-    const char *recipient = store_column_text(row, 2);
-    const char *case_id = store_column_text(row, 3); /* NULL: a signal's */
-    if (recipient == NULL || (case_id == NULL && sqlite3_column_type(row, 3) != SQLITE_NULL))
+    store_delivery_t d;
+    if (store_delivery_row(row, &d) != 0)
         return -1;
-    return store_seal_ad_delivery(ad, sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
-                                  sqlite3_column_int64(row, 5) != 0, recipient, case_id,
-                                  sqlite3_column_int64(row, 4) != 0);
+    return store_seal_ad_delivery(ad, (int64_t)d.seq, &d);
 }
 
 static int rekey_case_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
@@ -625,9 +724,8 @@ static const rekey_table_t rekey_tables[] = {
      "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
      "UPDATE items SET body = ?2 WHERE seq = ?1", 3, rekey_item_ad},
     {"delivery",
-     "SELECT seq, item_seq, recipient, case_id, is_case_event, by_ref, body FROM deliveries"
-     " WHERE seq > ?1 ORDER BY seq LIMIT 1",
-     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", 6, rekey_delivery_ad},
+     "SELECT " STORE_DELIVERY_COLUMNS " FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
+     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", DCOL_BODY, rekey_delivery_ad},
     /* Not counted in store_rekey_counts_t (which names items and
      * deliveries only), re-sealed all the same. */
     {"case title", "SELECT num, case_id, title FROM cases WHERE num > ?1 ORDER BY num LIMIT 1",

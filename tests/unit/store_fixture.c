@@ -169,3 +169,156 @@ void store_fixture_group_keys(char *group_dir, size_t group_dir_len, const char 
     assert_int_equal(store_fixture_make_dir(group_dir, group_dir_len, name), 0);
     *broker_key = store_fixture_make_key(group_dir, "broker");
 }
+
+/* ------------------------------------------------------------------ delivery layouts */
+
+/* A delivery row's columns, in this order, for the layouts below. */
+#define FIXTURE_DELIVERY_SQL                                                                       \
+    "SELECT seq, item_seq, recipient, case_id, is_case_event, by_ref, sender, sender_partner,"     \
+    " message_id, item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis,"              \
+    " expires_at, body FROM deliveries"
+enum { FX_BODY = 16 };
+
+static void put_be(uint8_t *out, size_t *len, uint64_t value, size_t width)
+{
+    for (size_t i = 0; i < width; i++)
+        out[(*len)++] = (uint8_t)(value >> (8 * (width - 1 - i)));
+}
+
+static void put_text(uint8_t *out, size_t *len, const char *text, int with_length)
+{
+    size_t n = strlen(text);
+    if (with_length)
+        put_be(out, len, n, 4);
+    memcpy(out + *len, text, n);
+    *len += n;
+}
+
+/* The envelope's encoding (store.h), built whole and hashed in one call. */
+static void fixture_envelope(sqlite3_stmt *row, uint8_t digest[32])
+{
+    uint8_t enc[2048];
+    size_t len = 0;
+    put_text(enc, &len, (const char *)sqlite3_column_text(row, 6), 1);
+    put_text(enc, &len, (const char *)sqlite3_column_text(row, 7), 1);
+    assert_int_equal(sqlite3_column_bytes(row, 8), 16);
+    memcpy(enc + len, sqlite3_column_blob(row, 8), 16);
+    len += 16;
+    put_be(enc, &len, (uint64_t)sqlite3_column_int64(row, 9), 4);
+    put_be(enc, &len, (uint64_t)sqlite3_column_int64(row, 10), 8);
+    for (int col = 11; col <= 14; col++)
+        put_text(enc, &len, (const char *)sqlite3_column_text(row, col), 1);
+    put_be(enc, &len, (uint64_t)sqlite3_column_int64(row, 15), 8);
+    assert_int_equal(crypto_generichash(digest, 32, enc, len, NULL, 0), 0);
+}
+
+static size_t fixture_delivery_ad(sqlite3_stmt *row, enum store_fixture_layout layout,
+                                  uint8_t ad[512])
+{
+    const char *case_id = (const char *)sqlite3_column_text(row, 3);
+    int by_ref = sqlite3_column_int64(row, 5) != 0;
+    char tag[64];
+    size_t len = 0;
+    snprintf(tag, sizeof tag, "schakel-store-%sdelivery-%sv%d", case_id != NULL ? "case-" : "",
+             by_ref ? "ref-" : "", (int)layout);
+    memcpy(ad, tag, strlen(tag) + 1); /* with its NUL */
+    len = strlen(tag) + 1;
+    put_be(ad, &len, (uint64_t)sqlite3_column_int64(row, 0), 8);
+    put_be(ad, &len, (uint64_t)sqlite3_column_int64(row, 1), 8);
+    if (case_id != NULL) {
+        put_be(ad, &len, sqlite3_column_int64(row, 4) != 0, 1);
+        put_text(ad, &len, case_id, 0);
+    }
+    if (layout == STORE_FIXTURE_LAYOUT_ENVELOPE) {
+        fixture_envelope(row, ad + len);
+        len += 32;
+    }
+    put_text(ad, &len, (const char *)sqlite3_column_text(row, 2), 0);
+    return len;
+}
+
+static int fixture_open_row(sqlite3_stmt *row, const uint8_t *key, enum store_fixture_layout layout,
+                            uint8_t *out, size_t cap, size_t *len)
+{
+    uint8_t ad[512];
+    size_t ad_len = fixture_delivery_ad(row, layout, ad);
+    const uint8_t *sealed = sqlite3_column_blob(row, FX_BODY);
+    size_t sealed_len = (size_t)sqlite3_column_bytes(row, FX_BODY);
+    assert_true(sealed_len >= 40 && sealed_len - 40 <= cap);
+    unsigned long long opened = 0;
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(out, &opened, NULL, sealed + 24, sealed_len - 24,
+                                                   ad, ad_len, sealed, key) != 0)
+        return -1;
+    *len = (size_t)opened;
+    return 0;
+}
+
+int store_fixture_delivery_open(const char *path, const uint8_t key[STORE_KEY_BYTES], int64_t seq,
+                                enum store_fixture_layout layout, uint8_t *out, size_t cap,
+                                size_t *len)
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *row = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, FIXTURE_DELIVERY_SQL " WHERE seq = ?1", -1, &row, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(row, 1, seq), SQLITE_OK);
+    if (sqlite3_step(row) != SQLITE_ROW)
+        fail_msg("no delivery %lld in %s", (long long)seq, path);
+    int rc = fixture_open_row(row, key, layout, out, cap, len);
+    sqlite3_finalize(row);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return rc;
+}
+
+size_t store_fixture_deliveries_before_9(const char *path, const uint8_t key[STORE_KEY_BYTES])
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *seqs = NULL, *row = NULL, *update = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT seq FROM deliveries ORDER BY seq", -1, &seqs, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, FIXTURE_DELIVERY_SQL " WHERE seq = ?1", -1, &row, NULL),
+                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "UPDATE deliveries SET body = ?2 WHERE seq = ?1", -1, &update, NULL),
+        SQLITE_OK);
+    /* the seqs first: no SELECT is pending while a row is rewritten */
+    size_t n = 0, cap = 0;
+    int64_t *all = NULL;
+    while (sqlite3_step(seqs) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap > 0 ? 2 * cap : 64;
+            all = realloc(all, cap * sizeof *all);
+            assert_non_null(all);
+        }
+        all[n++] = sqlite3_column_int64(seqs, 0);
+    }
+    sqlite3_finalize(seqs);
+    store_fixture_db_exec(db, "BEGIN");
+    for (size_t i = 0; i < n; i++) {
+        static uint8_t body[65536], sealed[65536 + 40];
+        uint8_t ad[512];
+        size_t len = 0;
+        assert_int_equal(sqlite3_bind_int64(row, 1, all[i]), SQLITE_OK);
+        assert_int_equal(sqlite3_step(row), SQLITE_ROW);
+        if (fixture_open_row(row, key, STORE_FIXTURE_LAYOUT_ENVELOPE, body, sizeof body, &len) != 0)
+            fail_msg("delivery %lld does not open under the current layout", (long long)all[i]);
+        size_t ad_len = fixture_delivery_ad(row, STORE_FIXTURE_LAYOUT_BEFORE_9, ad);
+        assert_int_equal(sqlite3_reset(row), SQLITE_OK);
+        unsigned long long sealed_len = 0;
+        randombytes_buf(sealed, 24);
+        crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + 24, &sealed_len, body, len, ad, ad_len,
+                                                   NULL, sealed, key);
+        assert_int_equal(sqlite3_bind_int64(update, 1, all[i]), SQLITE_OK);
+        assert_int_equal(
+            sqlite3_bind_blob(update, 2, sealed, (int)(24 + sealed_len), SQLITE_STATIC), SQLITE_OK);
+        assert_int_equal(sqlite3_step(update), SQLITE_DONE);
+        assert_int_equal(sqlite3_reset(update), SQLITE_OK);
+    }
+    store_fixture_db_exec(db, "COMMIT");
+    free(all);
+    sqlite3_finalize(row);
+    sqlite3_finalize(update);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
+}

@@ -95,6 +95,26 @@ int64_t store_fixture_db_int(sqlite3 *db, const char *sql);
     "0000000000000000000000000000000000000000000000000000000000000000'"                            \
     " CHECK (length(root) = 32);"
 
+/* A delivery's associated data as store.h documents it, built here apart
+ * from the store's own code: STORE_FIXTURE_LAYOUT_ENVELOPE (schema 9: the
+ * envelope's BLAKE2b-256 digest bound) or STORE_FIXTURE_LAYOUT_BEFORE_9
+ * (schema 8 and before: none). */
+enum store_fixture_layout { STORE_FIXTURE_LAYOUT_BEFORE_9 = 1, STORE_FIXTURE_LAYOUT_ENVELOPE = 2 };
+
+/* Open delivery seq's sealed body in the file at path with key under the
+ * associated data `layout` makes of the row's columns as they are now:
+ * 0 with the body in out (cap bytes; *len its length), or -1 when it does
+ * not authenticate. Fails the test when there is no such row. */
+int store_fixture_delivery_open(const char *path, const uint8_t key[STORE_KEY_BYTES], int64_t seq,
+                                enum store_fixture_layout layout, uint8_t *out, size_t cap,
+                                size_t *len);
+
+/* Re-seal every delivery of the (closed) store at path from the current
+ * layout to the one of schema 8, as a broker of that schema had sealed
+ * them. Fails the test if one does not open. Returns how many. Run it
+ * with the rest of a downgrade, before setting the older user_version. */
+size_t store_fixture_deliveries_before_9(const char *path, const uint8_t key[STORE_KEY_BYTES]);
+
 /* Generates the key pair dir/name.{key,pub} with keys_generate and loads its
  * secret half. Fails the test on any error. The pair is the caller's
  * (keys_destroy). */

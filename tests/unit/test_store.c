@@ -2720,29 +2720,15 @@ static void rekey_check_mailboxes(store_t *store, const rekey_data_t *data)
     assert_int_equal(seen.n, data->deliveries);
 }
 
-/* The documented associated data of a delivery (store.h). */
-static size_t delivery_ad(uint8_t *ad, int64_t seq, int64_t item_seq, const char *recipient)
-{
-    static const char tag[] = "schakel-store-delivery-v1";
-    size_t len = sizeof tag;
-    memcpy(ad, tag, sizeof tag);
-    for (int i = 7; i >= 0; i--)
-        ad[len++] = (uint8_t)((uint64_t)seq >> (8 * i));
-    for (int i = 7; i >= 0; i--)
-        ad[len++] = (uint8_t)((uint64_t)item_seq >> (8 * i));
-    memcpy(ad + len, recipient, strlen(recipient));
-    return len + strlen(recipient);
-}
-
 /* How many item and delivery bodies in the file open under key, with the
  * documented associated data, read past the store's own code. Each one
  * that opens must hold what was stored. */
 static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_BYTES],
                                  const rekey_data_t *data)
 {
-    static const char *const sql[] = {
-        [REKEY_ITEM_BODY] = "SELECT seq, publish_id, item_index, body FROM items",
-        [REKEY_DELIVERY_BODY] = "SELECT seq, item_seq, recipient, body FROM deliveries"};
+    static const char *const sql[] = {[REKEY_ITEM_BODY] =
+                                          "SELECT seq, publish_id, item_index, body FROM items",
+                                      [REKEY_DELIVERY_BODY] = "SELECT seq FROM deliveries"};
     static uint8_t opened[REKEY_BODY_MAX];
     size_t count = 0;
     sqlite3 *db = store_fixture_raw_open(path);
@@ -2752,10 +2738,16 @@ static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_B
         while (sqlite3_step(stmt) == SQLITE_ROW) {
             uint8_t ad[128];
             int64_t seq = sqlite3_column_int64(stmt, 0), second = sqlite3_column_int64(stmt, 1);
-            size_t ad_len =
-                table == REKEY_ITEM_BODY
-                    ? item_ad(ad, seq, second, (uint32_t)sqlite3_column_int64(stmt, 2))
-                    : delivery_ad(ad, seq, second, (const char *)sqlite3_column_text(stmt, 2));
+            if (table == REKEY_DELIVERY_BODY) {
+                size_t len = 0;
+                if (store_fixture_delivery_open(path, key, seq, STORE_FIXTURE_LAYOUT_ENVELOPE,
+                                                opened, sizeof opened, &len) != 0)
+                    continue;
+                rekey_expect(data, REKEY_DELIVERY_BODY, seq, opened, len);
+                count++;
+                continue;
+            }
+            size_t ad_len = item_ad(ad, seq, second, (uint32_t)sqlite3_column_int64(stmt, 2));
             const uint8_t *sealed = sqlite3_column_blob(stmt, 3);
             size_t sealed_len = (size_t)sqlite3_column_bytes(stmt, 3);
             assert_true(sealed_len >= 40 && sealed_len - 40 <= sizeof opened);
@@ -2933,7 +2925,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     reopen(f); /* migrates */
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 8);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 9);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
                                               " WHERE name IN ('signature', 'root')"),
                      0);
@@ -3434,6 +3426,350 @@ static void test_count_after_sqlite_rolled_back(void **state)
         raw_int(f->path, "SELECT count(*) FROM deliveries WHERE recipient = 'riec/analist'"), 0);
 }
 
+/* ------------------------------------------------------------------ envelopes */
+
+/* The kinds of waiting delivery whose envelope the seal binds. */
+enum envelope_kind { ENV_BODY, ENV_REF, ENV_CASE, ENV_CASE_EVENT, ENV_KINDS };
+static const char *const envelope_kind_name[ENV_KINDS] = {"signal by body", "signal by reference",
+                                                          "case delivery", "case event"};
+
+/* A case for the case kinds, made in the caller's transaction. */
+static void envelope_case(store_t *store, char case_id[SCHAKEL_CASE_ID_LEN + 1])
+{
+    if (store_case_create(store, "zorg-en-veiligheid", "woco-servatius", "casus", NOW, case_id) !=
+        0)
+        fail_msg("store_case_create: %s", store_errmsg(store));
+}
+
+/* A publish by WOCO (number n) with one item, delivered to recipient as
+ * `kind` (in case case_id for the case kinds). Returns the seq. */
+static int64_t envelope_delivery(store_t *store, enum envelope_kind kind, const char *recipient,
+                                 unsigned n, const char *case_id)
+{
+    int64_t accepted_at = 1700000000 + n;
+    int64_t publish_id = publish(store, WOCO, n, accepted_at);
+    assert_true(publish_id > 0);
+    int64_t item_seq = item(store, publish_id, 0);
+    assert_true(item_seq > 0);
+    delivery_spec_t spec;
+    delivery_spec(&spec, recipient, WOCO, "woco-servatius", n, accepted_at, item_seq, 0);
+    spec.d.by_ref = kind == ENV_REF;
+    spec.d.fields = kind == ENV_REF ? 0x15u : 0;
+    spec.d.case_id = kind >= ENV_CASE ? case_id : NULL;
+    spec.d.is_case_event = kind == ENV_CASE_EVENT;
+    int64_t seq = store_delivery_add(store, &spec.d);
+    if (seq <= 0)
+        fail_msg("%s: store_delivery_add: %s", envelope_kind_name[kind], store_errmsg(store));
+    return seq;
+}
+
+typedef struct envelope_seen {
+    uint64_t seq;
+    int64_t expires_at;
+    char purpose[64];
+    size_t body_len;
+    size_t n;
+} envelope_seen_t;
+
+static int collect_envelope(const store_delivery_t *d, void *arg)
+{
+    envelope_seen_t *seen = arg;
+    seen->seq = d->seq;
+    seen->expires_at = d->expires_at;
+    snprintf(seen->purpose, sizeof seen->purpose, "%s", d->purpose);
+    seen->body_len = d->body_len;
+    seen->n++;
+    return 0;
+}
+
+/* recipient's mailbox holds exactly delivery seq, and it opens. */
+static void envelope_expect_opens(store_t *store, const char *recipient, int64_t seq,
+                                  envelope_seen_t *seen, const char *what)
+{
+    memset(seen, 0, sizeof *seen);
+    int visited = store_mailbox_scan(store, recipient, 0, 10, collect_envelope, seen);
+    if (visited != 1 || seen->seq != (uint64_t)seq || seen->body_len == 0)
+        fail_msg("%s: scan of %s gave %d (%s)", what, recipient, visited,
+                 visited < 0 ? store_errmsg(store) : "");
+}
+
+/* recipient's mailbox cannot be read: its delivery does not authenticate,
+ * and nothing of it is handed out. */
+static void envelope_expect_refused(store_t *store, const char *recipient, const char *what)
+{
+    envelope_seen_t seen = {.n = 0};
+    int visited = store_mailbox_scan(store, recipient, 0, 10, collect_envelope, &seen);
+    if (visited != -1 || seen.n != 0)
+        fail_msg("%s: a changed envelope was read (%d, purpose \"%s\")", what, visited,
+                 seen.purpose);
+    if (strstr(store_errmsg(store), "does not authenticate") == NULL)
+        fail_msg("%s: %s", what, store_errmsg(store));
+    assert_false(store_last_error_is_unavailable(store));
+}
+
+/* Each column of the envelope a Deliver frame is built from, changed in
+ * the file while the delivery waits (and bytes moved from one text to the
+ * next, which only the length prefixes tell apart). */
+static const struct envelope_change {
+    const char *what;
+    const char *set; /* NULL: left as it is */
+} envelope_changes[] = {
+    {"nothing", NULL},
+    {"sender", "sender = 'woco-servatius/andere'"},
+    {"sender_partner", "sender_partner = 'gemeente'"},
+    {"message_id", "message_id = zeroblob(16)"},
+    {"item_index", "item_index = item_index + 1"},
+    {"accepted_at", "accepted_at = accepted_at - 1"},
+    {"rule_id", "rule_id = 'woco-alles'"},
+    {"rule_hash", "rule_hash = '00000000'"},
+    {"purpose", "purpose = 'Marketing'"},
+    {"legal_basis", "legal_basis = 'Toestemming'"},
+    {"expires_at", "expires_at = expires_at + 86400"},
+    {"a byte from sender to sender_partner",
+     "sender = substr(sender, 1, length(sender) - 1),"
+     " sender_partner = substr(sender, -1) || sender_partner"},
+    {"a byte from purpose to legal_basis", "purpose = substr(purpose, 1, length(purpose) - 1),"
+                                           " legal_basis = substr(purpose, -1) || legal_basis"},
+};
+#define ENVELOPE_CHANGES (sizeof envelope_changes / sizeof envelope_changes[0])
+
+static void test_envelope_bound_to_seal(void **state)
+{
+    fixture_t *f = *state;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1], recipient[ENV_KINDS][ENVELOPE_CHANGES][48];
+    int64_t seq[ENV_KINDS][ENVELOPE_CHANGES];
+    assert_int_equal(store_begin(f->store), 0);
+    envelope_case(f->store, case_id);
+    for (int k = 0; k < ENV_KINDS; k++)
+        for (size_t c = 0; c < ENVELOPE_CHANGES; c++) {
+            snprintf(recipient[k][c], sizeof recipient[k][c], "politie/env-%d-%zu", k, c);
+            seq[k][c] = envelope_delivery(f->store, (enum envelope_kind)k, recipient[k][c],
+                                          300 + 20 * (unsigned)k + (unsigned)c, case_id);
+        }
+    assert_int_equal(store_commit(f->store), 0);
+    for (int k = 0; k < ENV_KINDS; k++)
+        for (size_t c = 0; c < ENVELOPE_CHANGES; c++) {
+            if (envelope_changes[c].set == NULL)
+                continue;
+            char sql[512];
+            snprintf(sql, sizeof sql, "UPDATE deliveries SET %s WHERE seq = %lld",
+                     envelope_changes[c].set, (long long)seq[k][c]);
+            store_fixture_raw_exec(f->path, sql);
+        }
+    for (int k = 0; k < ENV_KINDS; k++)
+        for (size_t c = 0; c < ENVELOPE_CHANGES; c++) {
+            char what[128];
+            snprintf(what, sizeof what, "%s, %s changed", envelope_kind_name[k],
+                     envelope_changes[c].what);
+            envelope_seen_t seen;
+            if (envelope_changes[c].set == NULL) {
+                envelope_expect_opens(f->store, recipient[k][c], seq[k][c], &seen, what);
+                assert_string_equal(seen.purpose, "Aanpak ondermijning");
+            } else {
+                envelope_expect_refused(f->store, recipient[k][c], what);
+            }
+        }
+}
+
+/* A rekey re-seals every kind under the new key with its envelope; a
+ * case's close (and a reopen) sets its deliveries' expiry and re-seals
+ * them, so they still open, telling the new expiry; a case delivery whose
+ * envelope was changed takes the new expiry too but keeps its body, and
+ * stays unreadable, without holding up the close. */
+static void test_envelope_kept_by_rekey_and_case_close(void **state)
+{
+    fixture_t *f = *state;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1], other_case[SCHAKEL_CASE_ID_LEN + 1], who[ENV_KINDS][48];
+    int64_t seq[ENV_KINDS];
+    assert_int_equal(store_begin(f->store), 0);
+    envelope_case(f->store, case_id);
+    envelope_case(f->store, other_case);
+    for (int k = 0; k < ENV_KINDS; k++) {
+        snprintf(who[k], sizeof who[k], "riec/kind-%d", k);
+        seq[k] =
+            envelope_delivery(f->store, (enum envelope_kind)k, who[k], 400 + (unsigned)k, case_id);
+    }
+    /* three of the other case's (two to one recipient: the close walks
+     * them by recipient and seq), one of them changed in the file below */
+    int64_t whole = envelope_delivery(f->store, ENV_CASE_EVENT, "om/heel", 410, other_case);
+    int64_t changed = envelope_delivery(f->store, ENV_CASE_EVENT, "om/gewijzigd", 411, other_case);
+    int64_t whole_too = envelope_delivery(f->store, ENV_CASE, "om/heel", 412, other_case);
+    assert_int_equal(store_commit(f->store), 0);
+
+    uint8_t new_key[STORE_KEY_BYTES], body[256];
+    size_t len = 0;
+    randombytes_buf(new_key, sizeof new_key);
+    store_rekey_counts_t counts;
+    assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
+    assert_int_equal(counts.deliveries, ENV_KINDS + 3);
+    envelope_seen_t seen;
+    for (int k = 0; k < ENV_KINDS; k++) {
+        envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
+        assert_int_equal(store_fixture_delivery_open(f->path, new_key, seq[k],
+                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
+                                                     sizeof body, &len),
+                         0);
+        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
+                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
+                                                     sizeof body, &len),
+                         -1);
+    }
+
+    /* the close: the case's deliveries tell the new expiry, the signals
+     * keep theirs */
+    const int64_t closed_until = NOW + 30 * 86400, open_until = STORE_CASE_OPEN_EXPIRY;
+    const int64_t expiries[] = {closed_until, open_until}; /* a close, a reopen */
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_case_set_expiry(f->store, case_id, expiries[i]), 0);
+        assert_int_equal(store_commit(f->store), 0);
+        for (int k = 0; k < ENV_KINDS; k++) {
+            envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
+            if (k >= ENV_CASE)
+                assert_int_equal(seen.expires_at, expiries[i]);
+            else
+                assert_int_equal(seen.expires_at, 1700000000 + 400 + k + 365 * 86400);
+            assert_int_equal(store_fixture_delivery_open(f->path, new_key, seq[k],
+                                                         STORE_FIXTURE_LAYOUT_ENVELOPE, body,
+                                                         sizeof body, &len),
+                             0);
+        }
+    }
+
+    /* a changed one: counted, named, and left as unreadable as it was */
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+             (long long)changed);
+    store_fixture_raw_exec(f->path, sql);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_case_set_expiry(f->store, other_case, closed_until), 1);
+    char named[64];
+    snprintf(named, sizeof named, "body of delivery %lld does not", (long long)changed);
+    assert_non_null(strstr(store_errmsg(f->store), named));
+    assert_int_equal(store_commit(f->store), 0);
+    for (int64_t after = whole - 1; after < whole_too; after = (int64_t)seen.seq) {
+        memset(&seen, 0, sizeof seen);
+        assert_int_equal(
+            store_mailbox_scan(f->store, "om/heel", (uint64_t)after, 1, collect_envelope, &seen),
+            1);
+        assert_int_equal(seen.expires_at, closed_until);
+    }
+    assert_int_equal(seen.seq, whole_too);
+    envelope_expect_refused(f->store, "om/gewijzigd", "the other case's changed delivery");
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries WHERE seq = %lld",
+             (long long)changed);
+    assert_int_equal(raw_int(f->path, sql), closed_until);
+    /* put back as it was sealed, it opens again: its body was kept */
+    snprintf(sql, sizeof sql,
+             "UPDATE deliveries SET purpose = 'Aanpak ondermijning', expires_at = %lld"
+             " WHERE seq = %lld",
+             (long long)(1700000411 + 365 * 86400), (long long)changed);
+    store_fixture_raw_exec(f->path, sql);
+    envelope_expect_opens(f->store, "om/gewijzigd", changed, &seen, "put back");
+    sodium_memzero(new_key, sizeof new_key);
+}
+
+static int count_delivery_rows(const store_delivery_t *d, void *arg)
+{
+    (void)d;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+static unsigned envelope_progress_calls;
+static uint64_t envelope_progress_done;
+
+static void count_envelope_progress(const char *step, uint64_t done)
+{
+    if (strstr(step, "deliveries") == NULL)
+        return;
+    envelope_progress_calls++;
+    envelope_progress_done = done;
+}
+
+/* A store of schema 8 as such a broker left it (every delivery sealed
+ * without its envelope): the opening re-seals each under the current
+ * layout, reporting every 10,000 rows; the old layout opens none of them
+ * any more. One that does not open under the old layout refuses the
+ * opening, naming it, and the store is left at schema 8. */
+static void test_envelope_migration_from_schema_8(void **state)
+{
+    fixture_t *f = *state;
+    enum { MANY = 20000 };
+    char case_id[SCHAKEL_CASE_ID_LEN + 1], who[ENV_KINDS][48];
+    int64_t seq[ENV_KINDS];
+    assert_int_equal(store_begin(f->store), 0);
+    envelope_case(f->store, case_id);
+    for (int k = 0; k < ENV_KINDS; k++) {
+        snprintf(who[k], sizeof who[k], "riec/oud-%d", k);
+        seq[k] =
+            envelope_delivery(f->store, (enum envelope_kind)k, who[k], 500 + (unsigned)k, case_id);
+    }
+    int64_t publish_id = publish(f->store, WOCO, 600, 1700000600);
+    int64_t item_seq = item(f->store, publish_id, 0);
+    for (unsigned i = 0; i < MANY - ENV_KINDS; i++) {
+        delivery_spec_t spec;
+        delivery_spec(&spec, POLITIE, WOCO, "woco-servatius", 600, 1700000600, item_seq, 0);
+        spec.d.by_ref = 1;
+        spec.d.fields = i;
+        assert_true(store_delivery_add(f->store, &spec.d) > 0);
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    store_close(&f->store);
+    assert_int_equal(store_fixture_deliveries_before_9(f->path, test_key), MANY);
+    store_fixture_raw_exec(f->path, "PRAGMA user_version = 8");
+    uint8_t body[256];
+    size_t len = 0;
+    assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[ENV_CASE],
+                                                 STORE_FIXTURE_LAYOUT_ENVELOPE, body, sizeof body,
+                                                 &len),
+                     -1);
+
+    /* one that does not open under the old layout: refused, named */
+    char sql[160], err[512] = "";
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET recipient = 'om/parket' WHERE seq = %lld",
+             (long long)seq[ENV_REF]);
+    store_fixture_raw_exec(f->path, sql);
+    assert_null(open_with(f->path, test_key, err, sizeof err));
+    char named[64];
+    snprintf(named, sizeof named, "delivery %lld does not authenticate", (long long)seq[ENV_REF]);
+    if (strstr(err, named) == NULL || strstr(err, "schema migration") == NULL)
+        fail_msg("refusal: %s", err);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 8);
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET recipient = '%s' WHERE seq = %lld",
+             who[ENV_REF], (long long)seq[ENV_REF]);
+    store_fixture_raw_exec(f->path, sql);
+
+    envelope_progress_calls = 0;
+    store_set_progress(count_envelope_progress);
+    f->store = store_fixture_open(f->path, test_key);
+    store_set_progress(NULL);
+    assert_int_equal(envelope_progress_calls, 2);
+    assert_int_equal(envelope_progress_done, MANY);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 9);
+    envelope_seen_t seen;
+    for (int k = 0; k < ENV_KINDS; k++) {
+        envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
+        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
+                                                     STORE_FIXTURE_LAYOUT_ENVELOPE, body,
+                                                     sizeof body, &len),
+                         0);
+        assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
+                                                     STORE_FIXTURE_LAYOUT_BEFORE_9, body,
+                                                     sizeof body, &len),
+                         -1);
+    }
+    len = 0;
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, MANY, count_delivery_rows, &len),
+                     MANY - ENV_KINDS);
+    assert_int_equal(len, MANY - ENV_KINDS);
+    /* the envelope is bound from now on */
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+             (long long)seq[ENV_BODY]);
+    store_fixture_raw_exec(f->path, sql);
+    envelope_expect_refused(f->store, who[ENV_BODY], "changed after the migration");
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -3444,6 +3780,11 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_data, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_delivery_by_reference, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_bound_to_seal, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_kept_by_rekey_and_case_close, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_envelope_migration_from_schema_8, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup,

@@ -1474,7 +1474,9 @@ static void test_case_queries_use_indexes(void **state)
          * must still select the partial index */
         {"SELECT seq FROM deliveries WHERE case_id = ?1 AND recipient = ?2 ORDER BY seq LIMIT 1",
          "deliveries_by_case"},
-        {"UPDATE deliveries SET expires_at = ?2 WHERE case_id = ?1", "deliveries_by_case"},
+        {"SELECT seq, body FROM deliveries WHERE case_id = ?1 AND (recipient, seq) > (?2, ?3)"
+         " ORDER BY recipient, seq LIMIT 1",
+         "deliveries_by_case"},
         {"SELECT event_seq, body FROM case_events WHERE case_id = ?1 AND event_seq > ?2"
          " ORDER BY event_seq",
          "sqlite_autoindex_case_events"},
