@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 #include <sqlite3.h>
@@ -1294,6 +1295,66 @@ static void test_unreadable_history_rolls_back_the_join(void **state)
     h_done(env);
 }
 
+/* A close sets the retention of the case's waiting deliveries, which
+ * their seals bind, so it seals each again: the member receives them
+ * afterwards as they were, with the new retention. One whose envelope was
+ * altered in the store does not hold up the close: it takes the new
+ * retention, stays undelivered, and the log names it (store.read_failed
+ * with the case and the count). */
+static void test_close_reseals_waiting_deliveries(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char id[SCHAKEL_CASE_ID_SIZE], sql[160];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    static const int a_note[] = {SCHAKEL_CASE_EVENT_NOTE};
+    case_with_members(riec, id, members, partners, 1); /* 1 opened .. 3 joined */
+    expect_quiet(politie, "politie");
+    schakel_close(&politie);                             /* what follows waits in its mailbox */
+    note(riec, id, "Eerste aantekening", NULL, 0, NULL); /* 4 */
+    note(riec, id, "Tweede aantekening", NULL, 0, NULL); /* 5 */
+    expect_events(riec, id, a_note, 1);
+    expect_events(riec, id, a_note, 1);
+    int64_t altered =
+        h_store_int(env, "SELECT max(seq) FROM deliveries WHERE recipient = ?1", H_POLITIE);
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+             (long long)altered);
+    h_store_exec(env, sql);
+
+    long offset = h_log_offset(env);
+    must(riec, schakel_case_close(riec, id, "Afgerond", NULL, NULL, T), "close");
+    char named[96], count[64];
+    snprintf(named, sizeof named, "case=%s deliveries=1 ", id);
+    snprintf(count, sizeof count, "body of delivery %lld does not authenticate",
+             (long long)altered);
+    if (h_await_log(env, offset, "event=store.read_failed ", H_TIMEOUT_MS) != 0 ||
+        h_await_log(env, offset, named, 0) != 0 || h_await_log(env, offset, count, 0) != 0)
+        fail_msg("the close does not log the delivery it could not seal again");
+
+    /* the first note, sealed again: delivered with the close's retention
+     * (30 days for this type) */
+    politie = h_connect(env, H_POLITIE);
+    schakel_delivery_t *d = expect_event(politie, id, SCHAKEL_CASE_EVENT_NOTE);
+    assert_string_equal(d->case_event->text, "Eerste aantekening");
+    int64_t now = (int64_t)time(NULL);
+    assert_true(d->expires_at > now + 29 * 86400 && d->expires_at <= now + 30 * 86400);
+    schakel_delivery_free(&d);
+    offset = h_log_offset(env);
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries WHERE seq = %lld",
+             (long long)altered);
+    assert_true(h_store_int(env, sql, NULL) <= now + 30 * 86400); /* the close's retention */
+    if (h_await_log(env, offset, count, H_TIMEOUT_MS) != 0)
+        fail_msg("the push did not meet the altered delivery");
+    assert_int_equal(schakel_receive(politie, &d, 0), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+    assert_int_equal(h_backlog(politie), 2); /* the altered note and the close */
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* ------------------------------------------------------------------ retention */
 
 /* Contents are kept for the case type's retention after the close, then
@@ -2175,6 +2236,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_invite_refused_by_rule, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_leave_stops_delivery, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_retention_after_close, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_close_reseals_waiting_deliveries, setup_cases,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_case_command_not_recorded_is_not_stored, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_event_refuses_the_view, setup_cases,

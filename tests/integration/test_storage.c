@@ -2068,10 +2068,77 @@ static void test_ack_timeout_and_ack_handling(void **state)
     h_done(env);
 }
 
+/* A waiting delivery's envelope is sealed with its body: one whose purpose
+ * is altered in the store of a running broker is not delivered, not even
+ * with its genuine content; the push says why in its log (store.scan_failed
+ * naming the delivery) and serves the other recipients on. The recipient's
+ * later deliveries wait behind it; once the row says again what was
+ * sealed, everything is delivered as it was decided. */
+static void test_altered_envelope_is_not_delivered(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t to_om = h_police_signal("BVH-2024-12001");
+    uint8_t first_id[16], later_id[16];
+    (void)h_publish_ok(politie, &to_om, NULL, first_id, NULL, NULL);
+    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    h_store_exec(env, "UPDATE deliveries SET purpose = 'Marketing' WHERE recipient = 'om/parket'");
+
+    long offset = h_log_offset(env);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    char why[96];
+    snprintf(why, sizeof why, "body of delivery %lld does not authenticate", (long long)seq);
+    if (h_await_log(env, offset, "event=store.scan_failed ", H_TIMEOUT_MS) != 0 ||
+        h_await_log(env, offset, why, 0) != 0)
+        fail_msg("the log does not say why the delivery was not pushed");
+    schakel_delivery_t *d = NULL;
+    assert_int_equal(schakel_receive(om, &d, 0), SCHAKEL_ERR_TIMEOUT); /* the push is past it */
+    assert_null(d);
+
+    /* the broker serves the others, and the recipient's later deliveries
+     * wait behind the altered one */
+    schakel_signal_t to_gemeente = h_police_signal("BVH-2024-12002");
+    to_gemeente.kind = "inbraakreeks";
+    to_gemeente.theme = "woninginbraak";
+    (void)h_publish_ok(politie, &to_gemeente, NULL, NULL, NULL, NULL);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    d = h_receive(gemeente);
+    assert_string_equal(d->purpose, "Gebiedsgerichte preventie van woninginbraak");
+    assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    schakel_close(&gemeente);
+    offset = h_log_offset(env);
+    schakel_signal_t later = h_police_signal("BVH-2024-12003");
+    (void)h_publish_ok(politie, &later, NULL, later_id, NULL, NULL);
+    if (h_await_log(env, offset, why, H_TIMEOUT_MS) != 0)
+        fail_msg("the push did not try the altered delivery again");
+    assert_int_equal(schakel_receive(om, &d, 0), SCHAKEL_ERR_TIMEOUT);
+
+    /* put back as it was decided: both arrive, in order, as sealed */
+    h_store_exec(env, "UPDATE deliveries SET purpose = 'Strafrechtelijke beoordeling'"
+                      " WHERE recipient = 'om/parket'");
+    const uint8_t *const ids[] = {first_id, later_id};
+    for (size_t i = 0; i < 2; i++) {
+        d = h_receive(om);
+        assert_memory_equal(d->message_id, ids[i], 16);
+        assert_string_equal(d->purpose, "Strafrechtelijke beoordeling");
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_assert_nobody_else(env, NULL);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_altered_envelope_is_not_delivered, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_wrong_store_key_refuses_to_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_key_says_restore_it, h_setup_env,
