@@ -53,7 +53,8 @@
  * and rule hash, purpose and legal basis (policy text, not personal data),
  * timestamps (accepted_at, expires_at, expired_at), the stored Accepted reply (message id, item
  * seqs, recipient counts), and of a case its id, type, lead partner, state, times, member partners
- * with their states and membership rules, and its event seqs. The audit trail (below) is metadata
+ * with their states and membership rules, and its event seqs. In clear, but a waiting delivery's
+ * are bound to its sealed body (the envelope above). The audit trail (below) is metadata
  * in clear as well, with the data subject named only by a keyed tag (store_subject_tag), never by
  * its pseudonym.
  *
@@ -360,8 +361,9 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
  * in seq order. The delivery passed to fn is only valid during the call
  * (its body is wiped when fn returns). fn returns 0 to continue, non-zero to
  * stop. Returns the number visited or -1; a body that does not authenticate
- * (wrong key, tampered row) stops the scan with -1 and the message "body of
- * delivery N does not authenticate: ...". fn must not call store functions:
+ * (wrong key, tampered row: any column its seal binds, the envelope
+ * included) stops the scan with -1 and the message "body of delivery N
+ * does not authenticate: ...". fn must not call store functions:
  * the scan's statement is live, and they return -1. */
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
