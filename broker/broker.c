@@ -1353,7 +1353,9 @@ int broker_serve_zap(broker_t *b)
  * principal's quiet ones over its cap, and revoked keys' are shut down
  * (conns.h): a valid key cannot hold sockets without end. Each is older
  * or quieter than a loop that keeps up could leave a frame unread (the
- * idle timeout, a second). */
+ * idle timeout, a second). Over the cap, the receiving connection stays
+ * (used now), and so do standbys while connections without a claim can
+ * go. O(sessions + connections), once a second. */
 static void close_idle_connections(broker_t *b)
 {
     if (b->router_events == NULL)
@@ -1363,6 +1365,11 @@ static void close_idle_connections(broker_t *b)
     while ((r = sessions_next_receiver(b->sessions, &cursor)) != NULL)
         if (r->session != NULL)
             conns_used(b->conns, r->session->fd, b->now_ms, r->principal, r->session->key);
+    cursor = 0;
+    session_t *session;
+    while ((session = sessions_next(b->sessions, &cursor)) != NULL)
+        if (session->flow_order > 0)
+            conns_claimed(b->conns, session->fd);
     conns_limits_t limits = {.idle_ms = b->idle_timeout_ms,
                              .max_silent = b->max_silent,
                              .quiet_ms = SCHAKEL_SESSION_ACTIVE_MS,

@@ -27,7 +27,8 @@ typedef struct conn {
     uint8_t state;
     uint8_t shut;    /* shut down by conns_close_idle, its close event not yet seen */
     uint8_t revoked; /* its key was revoked at used_ms: closed idle_ms later */
-    uint32_t flow_window; /* the Flow a revocation dropped with its session ... */
+    uint8_t claim;   /* a session on it holds a Flow: until the next pass (conns_claimed) */
+    uint32_t flow_window; /* the Flow kept with it when its session ended ... */
     uint64_t flow_order;  /* ... and its order among the principal's Flows; 0: none */
 } conn_t;
 
@@ -142,6 +143,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->shut = 0;
     conn->revoked = 0;
     conn->flow_order = 0;
+    conn->claim = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -156,6 +158,7 @@ void conns_closed(conns_t *c, int fd)
     conn->shut = 0;
     conn->revoked = 0;
     conn->flow_order = 0;
+    conn->claim = 0;
 }
 
 int conns_is_closed(const conns_t *c, int fd)
@@ -203,6 +206,13 @@ int conns_take_flow(conns_t *c, int fd, uint64_t *order, uint32_t *window)
     *window = conn->flow_window;
     conn->flow_order = 0;
     return 1;
+}
+
+void conns_claimed(conns_t *c, int fd)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn != NULL && conn->state == CONN_OPEN)
+        conn->claim = 1;
 }
 
 int conns_identity_order(const void *a, const void *b)
@@ -257,6 +267,7 @@ typedef struct conns_ranked {
     uint64_t group; /* the principal (served frames), or the peer address (silent) */
     int64_t used_ms;
     size_t fd;
+    int claim; /* holds a claim to receive (never for silent ones) */
 } conns_ranked_t;
 
 /* By group, then oldest first: a host keeps the silent connections that
@@ -271,13 +282,20 @@ static int conns_rank_oldest(const void *a, const void *b)
     return x->fd < y->fd ? -1 : x->fd > y->fd;
 }
 
-/* By group, then most recently used first: a principal keeps its busy
- * connections. */
+/* By group, then those that hold a claim to receive, then most recently
+ * used first: a principal keeps its receiving connection (used now) and
+ * its standbys, then its busy connections. A standby's client whose
+ * connection is closed reconnects and sends Flow again, and the last Flow
+ * moves receiving (PROTOCOL.md 7.8): closing standbys while connections
+ * that hold no claim stay would move it back and forth, each time sending
+ * everything unacked again. */
 static int conns_rank_newest(const void *a, const void *b)
 {
     const conns_ranked_t *x = a, *y = b;
     if (x->group != y->group)
         return x->group < y->group ? -1 : 1;
+    if (x->claim != y->claim)
+        return x->claim ? -1 : 1;
     if (x->used_ms != y->used_ms)
         return x->used_ms > y->used_ms ? -1 : 1;
     return x->fd < y->fd ? -1 : x->fd > y->fd;
@@ -309,8 +327,8 @@ static conns_ranked_t *conns_rank(const conns_t *c, int silent, int64_t now_ms, 
     for (size_t i = 0; i < c->len; i++) {
         const conn_t *conn = &c->by_fd[i];
         if (conns_rankable(conn, silent, now_ms, older_ms))
-            ranked[k++] =
-                (conns_ranked_t){silent ? conn->address : conn->principal, conn->used_ms, i};
+            ranked[k++] = (conns_ranked_t){silent ? conn->address : conn->principal, conn->used_ms,
+                                           i, !silent && (conn->claim || conn->flow_order != 0)};
     }
     if (n > 1)
         qsort(ranked, n, sizeof *ranked, order);
@@ -378,8 +396,9 @@ static size_t conns_close_silent(conns_t *c, int64_t now_ms, const conns_limits_
     return shut;
 }
 
-/* (b): beyond a principal's `max_per_principal` most recently used
- * connections, those quiet for quiet_ms. Without memory, nothing now. */
+/* (b): beyond a principal's `max_per_principal` connections, those that
+ * hold a claim first and then the most recently used, those quiet for
+ * quiet_ms. Without memory, nothing now. */
 static size_t conns_close_over_cap(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 {
     size_t n = 0;
@@ -407,7 +426,10 @@ size_t conns_close_idle(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
             shut += (size_t)conns_shut(c, i);
     }
     shut += conns_close_silent(c, now_ms, lim);
-    return shut + conns_close_over_cap(c, now_ms, lim);
+    shut += conns_close_over_cap(c, now_ms, lim);
+    for (size_t i = 0; i < c->len; i++)
+        c->by_fd[i].claim = 0; /* marked again before the next pass */
+    return shut;
 }
 
 size_t conns_open_count(const conns_t *c)

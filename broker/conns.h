@@ -13,11 +13,14 @@
  * oldest, up to a share that fits the allowance), once each is older than
  * idle_ms; (b) the least recently used connections of a principal that
  * holds more than its cap of connections that served frames, once each
- * has been quiet for quiet_ms; (c) a connection that served frames with a
- * key a reload revoked, idle_ms after the revocation. A client that
- * reconnected by itself while its program made no call (libschakel sends
- * only from within a call) holds a silent connection: the allowance keeps
- * it, and one host that opens many cannot push out the others'. Closing is
+ * has been quiet for quiet_ms, those that hold no claim to receive before
+ * its standbys (a standby's client reconnects and sends Flow again, which
+ * would move the principal's receiving to it); (c) a connection that
+ * served frames with a key a reload revoked, idle_ms after the
+ * revocation. A client that reconnected by itself while its program made
+ * no call (libschakel sends only from within a call) holds a silent
+ * connection: the allowance keeps it, and one host that opens many cannot
+ * push out the others'. Closing is
  * shutdown(2) on libzmq's own socket (the descriptor stays libzmq's):
  * libzmq sees the peer gone and closes it as usual.
  *
@@ -67,6 +70,15 @@ void conns_keep_flow(conns_t *conns, int fd, uint64_t order, uint32_t window);
  * *order and *window set, 0 when none is kept. */
 int conns_take_flow(conns_t *conns, int fd, uint64_t *order, uint32_t *window);
 
+/* The connection on `fd` holds a claim to receive: a session on it sent
+ * Flow (it receives, or waits to take over). The mark lasts until the
+ * next conns_close_idle, which keeps such connections before those of
+ * their principal that hold none, and then forgets it: the broker marks
+ * them again before each pass (a claim ends with its session). A Flow
+ * kept for the connection (conns_keep_flow) counts as a claim without a
+ * mark. Unknown or closed sockets are ignored. */
+void conns_claimed(conns_t *conns, int fd);
+
 /* A principal and a key, as conns_identity_hash gives them. */
 typedef struct conns_identity {
     uint64_t principal, key;
@@ -88,7 +100,8 @@ typedef struct conns_limits {
 } conns_limits_t;
 
 /* Shut down the connections (a), (b) and (c) of the header comment, once
- * each (their close events follow). Returns how many were shut down. */
+ * each (their close events follow), and forget the marks of
+ * conns_claimed. Returns how many were shut down. */
 size_t conns_close_idle(conns_t *conns, int64_t now_ms, const conns_limits_t *limits);
 
 /* 1 when this kernel names sockets with cookies (SO_COOKIE, Linux 4.12

@@ -426,6 +426,11 @@ receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor)
     return table_next(s->receivers, cursor);
 }
 
+session_t *sessions_next(sessions_t *s, size_t *cursor)
+{
+    return table_next(s->by_routing, cursor);
+}
+
 size_t sessions_count(const sessions_t *s)
 {
     return table_count(s->by_routing);

@@ -136,6 +136,9 @@ void sessions_restart_receivers(sessions_t *s);
 
 /* Iterate receivers (cursor starts at 0); NULL at the end. */
 receiver_t *sessions_next_receiver(sessions_t *s, size_t *cursor);
+/* Iterate sessions (cursor starts at 0); NULL at the end. None may be
+ * added or dropped meanwhile. */
+session_t *sessions_next(sessions_t *s, size_t *cursor);
 size_t sessions_count(const sessions_t *s);
 
 #endif

@@ -3705,6 +3705,114 @@ static void test_connections_over_the_cap_are_closed(void **state)
     h_done(env);
 }
 
+/* Until what was sent so far has been quiet for SCHAKEL_SESSION_ACTIVE_MS:
+ * from then on a new connection's first frame at the cap may end one of
+ * those sessions to make room. The wait is the rule itself: there is no
+ * event to wait for. */
+static void await_sessions_quiet(void)
+{
+    int64_t until = hostile_now_ms() + SCHAKEL_SESSION_ACTIVE_MS + 100;
+    while (hostile_now_ms() < until) {
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* The next frame on the receiving connection r is the delivery of `seq`,
+ * sent for the first time. When none comes, says whether `standby` took
+ * receiving over (it then gets what was in flight to r, sent again). */
+static void expect_first_delivery(raw_t *r, uint64_t seq, schakel_client_t *standby,
+                                  const char *what)
+{
+    Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
+    if (f == NULL) {
+        schakel_delivery_t *d = NULL;
+        if (schakel_receive(standby, &d, H_TIMEOUT_MS) == SCHAKEL_OK) {
+            unsigned long long got = (unsigned long long)d->seq;
+            int again = d->redelivery;
+            schakel_delivery_free(&d);
+            fail_msg("%s: receiving moved to a standby, which got seq %llu (redelivery %d)", what,
+                     got, again);
+        }
+        fail_msg("%s: no delivery on the receiving connection within %d ms", what, H_TIMEOUT_MS);
+    }
+    char got[400];
+    frame_describe(f, got, sizeof got);
+    int again = f->body_case == SCHAKEL__FRAME__BODY_DELIVER && f->deliver->has_redelivery &&
+                f->deliver->redelivery;
+    if (f->body_case != SCHAKEL__FRAME__BODY_DELIVER || f->deliver->seq != seq || again)
+        fail_msg("%s: got %s%s, expected seq %llu sent for the first time", what, got,
+                 again ? " (redelivery)" : "", (unsigned long long)seq);
+    frame_free(&f);
+}
+
+/* The next deliveries of `client` are seqs[0..n), each flagged as sent
+ * before; each is acked. */
+static void expect_sent_again(schakel_client_t *client, const uint64_t *seqs, size_t n,
+                              const char *what)
+{
+    for (size_t i = 0; i < n; i++) {
+        schakel_delivery_t *d = h_receive(client);
+        if (d->seq != seqs[i] || !d->redelivery)
+            fail_msg("%s: got seq %llu (redelivery %d), expected seq %llu sent again", what,
+                     (unsigned long long)d->seq, d->redelivery, (unsigned long long)seqs[i]);
+        assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(client), 0);
+}
+
+/* --max-connections 2: a libschakel client of woco-maasoever that sent
+ * Flow, a raw connection whose later Flow takes receiving over (the
+ * client waits as a standby), and a third connection that sends a
+ * Heartbeat (its first frame ends the standby's quiet session; the claim
+ * stays with its connection). Over the cap the one without a claim is
+ * closed, though used after the standby: had the standby been closed, its
+ * client would reconnect at its next call and send Flow again, taking
+ * receiving over and getting what was in flight once more. The standby
+ * takes over when the receiving connection closes. */
+static void test_over_the_cap_a_standby_is_not_closed(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--max-connections", "2", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *standby = h_connect(env, HOSTILE);
+    assert_int_equal(schakel_subscribe(standby, 0), SCHAKEL_OK);
+    assert_int_equal(h_backlog(standby), 0); /* its Flow is read */
+    raw_t *active = raw_connect(env, HOSTILE);
+    pb_t frame = {0};
+    frame_flow(&frame, 4);
+    raw_send_frame(active, &frame);
+    (void)raw_settle(active, "the receiving connection's Flow");
+    schakel_signal_t fire = fire_to_maasoever();
+    uint64_t seqs[2];
+    seqs[0] = h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    expect_first_delivery(active, seqs[0], standby, "the first delivery"); /* not acked */
+    await_sessions_quiet();
+    long offset = h_log_offset(env);
+    raw_t *busy = raw_connect(env, HOSTILE);
+    (void)raw_heartbeat(busy, "a connection without a claim");
+    if (h_await_log(env, offset, "event=connections.closed_idle connections=1",
+                    2000 + H_TIMEOUT_MS) != 0)
+        fail_msg("no connection of the three was closed at the cap");
+    /* In a call, a standby whose connection was closed reconnects and
+     * sends Flow again; its new connection's first frame can end the
+     * other's session once that is quiet. */
+    await_sessions_quiet();
+    assert_int_equal(h_backlog(standby), 1);
+    seqs[1] = h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    expect_first_delivery(active, seqs[1], standby, "a delivery after the close");
+    (void)raw_await_closed(busy, H_TIMEOUT_MS, 0, "the connection without a claim");
+    raw_assert_connected(active, "the receiving connection");
+    raw_close(&active);
+    expect_sent_again(standby, seqs, 2, "the standby once the receiving connection closed");
+    raw_close(&busy);
+    schakel_close(&standby);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* max_handshakes_per_minute 3: a principal's fourth handshake within the
  * minute is refused for now (ZAP 300: closed without an ERROR, the client
  * tries again later) and recorded; its three connections and other
@@ -4181,6 +4289,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_revoked_connection_is_closed, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_connections_over_the_cap_are_closed, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_over_the_cap_a_standby_is_not_closed, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_handshakes_are_rationed_per_principal, h_setup_env,
                                         h_teardown),

@@ -127,6 +127,67 @@ static void test_connections_over_the_cap_are_shut_down(void **state)
     conns_destroy(&c);
 }
 
+/* Over its cap, a principal's connections that hold no claim to receive
+ * (no Flow) are shut down before its standbys, however recently used: a
+ * standby's client reconnects and sends Flow again, which would move
+ * receiving to it. A Flow kept with a connection (conns_keep_flow) is a
+ * claim too; a mark (conns_claimed) lasts one pass. Only when its claims
+ * alone are over the cap does a standby go, the least recently used. */
+static void test_over_the_cap_standbys_go_last(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    enum { N = 6 };
+    pair_t p[N];
+    for (size_t i = 0; i < N; i++) {
+        p[i] = pair_open();
+        if (i < N - 1)
+            conns_opened(c, p[i].ours, 0);
+    }
+    /* politie: p0 receives, p1 a standby, p2 a standby whose session ended
+     * at the cap (its Flow kept), p3 and p4 busy without a claim */
+    conns_used(c, p[1].ours, 10, "politie/bvh", "K1");
+    conns_used(c, p[2].ours, 20, "politie/bvh", "K1");
+    conns_keep_flow(c, p[2].ours, 5, 8);
+    conns_used(c, p[3].ours, 1000, "politie/bvh", "K1");
+    conns_used(c, p[4].ours, 900, "politie/bvh", "K1");
+    conns_limits_t three = limits;
+    three.max_per_principal = 3;
+    conns_used(c, p[0].ours, 1200, "politie/bvh", "K1"); /* receiving: used now */
+    conns_claimed(c, p[0].ours);
+    conns_claimed(c, p[1].ours);
+    assert_int_equal(conns_close_idle(c, 1200, &three), 2);
+    assert_true(client_sees_shutdown(&p[3]));
+    assert_true(client_sees_shutdown(&p[4]));
+    for (size_t i = 0; i < 3; i++)
+        assert_false(client_sees_shutdown(&p[i]));
+    conns_closed(c, p[3].ours);
+    conns_closed(c, p[4].ours);
+
+    /* three claims over a cap of two: the least recently used standby */
+    conns_used(c, p[0].ours, 1300, "politie/bvh", "K1");
+    conns_claimed(c, p[0].ours);
+    conns_claimed(c, p[1].ours);
+    assert_int_equal(conns_close_idle(c, 1300, &limits), 1);
+    assert_true(client_sees_shutdown(&p[1]));
+    assert_false(client_sees_shutdown(&p[0]));
+    assert_false(client_sees_shutdown(&p[2]));
+    conns_closed(c, p[1].ours);
+
+    /* marks last one pass: p0 unmarked (its session ended) is a connection
+     * without a claim, behind p2's kept Flow and less recently used than
+     * p5 */
+    conns_opened(c, p[5].ours, 1340);
+    conns_used(c, p[5].ours, 1350, "politie/bvh", "K1");
+    assert_int_equal(conns_close_idle(c, 1500, &limits), 1);
+    assert_true(client_sees_shutdown(&p[0]));
+    assert_false(client_sees_shutdown(&p[2]));
+    assert_false(client_sees_shutdown(&p[5]));
+    for (size_t i = 0; i < N; i++)
+        pair_close(&p[i]);
+    conns_destroy(&c);
+}
+
 /* Silent connections within the allowance stay however old (a client
  * that reconnected by itself while its program made no call); beyond it
  * the newest old enough go, the oldest stay. */
@@ -417,6 +478,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_connections_without_a_frame_are_shut_down),
         cmocka_unit_test(test_connections_over_the_cap_are_shut_down),
+        cmocka_unit_test(test_over_the_cap_standbys_go_last),
         cmocka_unit_test(test_silent_allowance_keeps_the_oldest),
         cmocka_unit_test(test_revoked_connections_are_closed),
         cmocka_unit_test(test_flow_kept_for_its_connection),
