@@ -36,7 +36,20 @@ struct conns {
     conn_t *by_fd;
     size_t len;
     size_t open;
+    size_t kept_flows; /* entries with a flow_order (only open ones have one) */
 };
+
+/* Set or clear (order 0) the Flow kept with a connection: the one place
+ * flow_order changes, so that kept_flows counts the entries with one. */
+static void conn_set_flow(conns_t *c, conn_t *conn, uint64_t order, uint32_t window)
+{
+    if (conn->flow_order != 0)
+        c->kept_flows--;
+    if (order != 0)
+        c->kept_flows++;
+    conn->flow_order = order;
+    conn->flow_window = window;
+}
 
 conns_t *conns_new(void)
 {
@@ -134,6 +147,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
         return; /* untracked: never shut down */
     if (conn->state != CONN_OPEN)
         c->open++;
+    conn_set_flow(c, conn, 0, 0); /* nothing kept of an earlier one on the number */
     conn->state = CONN_OPEN;
     conn->cookie = socket_cookie(fd);
     conn->address = peer_address(fd);
@@ -142,7 +156,6 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->used_ms = now_ms;
     conn->shut = 0;
     conn->revoked = 0;
-    conn->flow_order = 0;
     conn->claim = 0;
 }
 
@@ -153,11 +166,11 @@ void conns_closed(conns_t *c, int fd)
         return; /* unmarked: a frame's session ends at the next event on its socket */
     if (conn->state == CONN_OPEN)
         c->open--;
+    conn_set_flow(c, conn, 0, 0);
     conn->state = CONN_CLOSED;
     conn->cookie = 0;
     conn->shut = 0;
     conn->revoked = 0;
-    conn->flow_order = 0;
     conn->claim = 0;
 }
 
@@ -193,8 +206,7 @@ void conns_keep_flow(conns_t *c, int fd, uint64_t order, uint32_t window)
     conn_t *conn = conns_find(c, fd);
     if (conn == NULL || conn->state != CONN_OPEN || order == 0)
         return;
-    conn->flow_order = order;
-    conn->flow_window = window;
+    conn_set_flow(c, conn, order, window);
 }
 
 int conns_take_flow(conns_t *c, int fd, uint64_t *order, uint32_t *window)
@@ -204,7 +216,7 @@ int conns_take_flow(conns_t *c, int fd, uint64_t *order, uint32_t *window)
         return 0;
     *order = conn->flow_order;
     *window = conn->flow_window;
-    conn->flow_order = 0;
+    conn_set_flow(c, conn, 0, 0);
     return 1;
 }
 
@@ -213,6 +225,20 @@ void conns_claimed(conns_t *c, int fd)
     conn_t *conn = conns_find(c, fd);
     if (conn != NULL && conn->state == CONN_OPEN)
         conn->claim = 1;
+}
+
+size_t conns_kept_claims(const conns_t *c, const char *principal)
+{
+    if (c->kept_flows == 0)
+        return 0; /* the usual case: no scan */
+    uint64_t id = conns_identity_hash(principal);
+    size_t kept = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const conn_t *conn = &c->by_fd[i];
+        kept += conn->state == CONN_OPEN && conn->flow_order != 0 && !conn->revoked &&
+                conn->principal == id;
+    }
+    return kept;
 }
 
 int conns_identity_order(const void *a, const void *b)

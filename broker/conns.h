@@ -79,6 +79,11 @@ int conns_take_flow(conns_t *conns, int fd, uint64_t *order, uint32_t *window);
  * mark. Unknown or closed sockets are ignored. */
 void conns_claimed(conns_t *conns, int fd);
 
+/* The Flows kept for open, unrevoked connections of `principal`
+ * (conns_keep_flow): claims to receive whose session ended while their
+ * connection stays open. O(connections) when any Flow is kept, else O(1). */
+size_t conns_kept_claims(const conns_t *conns, const char *principal);
+
 /* A principal and a key, as conns_identity_hash gives them. */
 typedef struct conns_identity {
     uint64_t principal, key;

@@ -29,6 +29,33 @@
 #include "log.h"
 #include "record.h"
 
+/* The principal's claims to receive with a Flow of `session`: its
+ * sessions that hold one, this one if it held none, and the Flows kept
+ * with connections whose session ended (conns_kept_claims). Counted only
+ * past `enough` (O(connections) when some Flow is kept). */
+static size_t flow_claims(broker_t *b, const session_t *session, size_t enough)
+{
+    size_t claims = sessions_claims(b->sessions, session->principal) + (session->flow_order == 0);
+    if (claims > enough)
+        return claims;
+    return claims + conns_kept_claims(b->conns, session->principal);
+}
+
+/* Last Flow wins (PROTOCOL.md 7.8), within the cap: a Flow that would
+ * take receiving from another session while the principal's claims, this
+ * one's included, are more than max_connections waits as a standby. Such
+ * a principal is over its cap, and the broker closes its least recently
+ * used standbys (conns.h); their clients reconnect and send Flow again,
+ * and if each of those took receiving, receiving would move at every
+ * close, with everything unacked sent again each time. */
+static int flow_stands_by(broker_t *b, const session_t *session)
+{
+    const receiver_t *r = sessions_receiver(b->sessions, session->principal);
+    if (r == NULL || r->session == NULL || r->session == session)
+        return 0;
+    return flow_claims(b, session, b->max_connections) > b->max_connections;
+}
+
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
 {
     if (broker_connection_closed(b, session->fd)) {
@@ -43,6 +70,17 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
         window = SCHAKEL_DEFAULT_WINDOW;
     if (window > b->max_window)
         window = b->max_window;
+    if (flow_stands_by(b, session)) {
+        if (sessions_stand_by(b->sessions, session, window) == NULL) {
+            log_event(LOG_ERROR, "flow.refused", "principal", session->principal, "why",
+                      "out of memory", NULL);
+            return;
+        }
+        char cap[16];
+        snprintf(cap, sizeof cap, "%u", (unsigned)b->max_connections);
+        log_event(LOG_INFO, "flow.standby", "principal", session->principal, "cap", cap, NULL);
+        return; /* a claim leaves the receiver's ack clock alone */
+    }
     receiver_t *r = sessions_receive(b->sessions, session, window);
     if (r != NULL)
         r->progress_ms = b->now_ms;

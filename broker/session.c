@@ -45,6 +45,7 @@ static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t p
 typedef struct principal_state {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     unsigned sessions;
+    unsigned claims;        /* of those, the ones that sent Flow (flow_order > 0) */
     unsigned long refusals; /* frames of it refused since start (operators' statistics) */
     int64_t last_seen_ms;   /* last frame of any of its sessions; 0: none yet */
     bucket_t publishes;     /* publishes it may make now */
@@ -173,6 +174,8 @@ void sessions_drop(sessions_t *s, session_t *session)
     principal_state_t *p = table_get(s->principals, session->principal, strlen(session->principal));
     if (p != NULL && p->sessions > 0)
         p->sessions--;
+    if (p != NULL && p->claims > 0 && session->flow_order > 0)
+        p->claims--;
     receiver_detach(s, session);
     table_remove(s->by_routing, session->routing_id, session->routing_len);
     free(session);
@@ -308,14 +311,24 @@ static void receiver_take(receiver_t *r, session_t *session, uint32_t window)
     r->dirty = 1;
 }
 
+/* `session` sends a Flow of `order` (> 0) with `window`: counted among its
+ * principal's claims if it held none. */
+static void claim_set(sessions_t *s, session_t *session, uint64_t order, uint32_t window)
+{
+    principal_state_t *p = table_get(s->principals, session->principal, strlen(session->principal));
+    if (p != NULL && session->flow_order == 0)
+        p->claims++;
+    session->flow_order = order;
+    session->flow_window = window;
+}
+
 receiver_t *sessions_restore_flow(sessions_t *s, session_t *session, uint64_t order,
                                   uint32_t window)
 {
     receiver_t *r = receiver_of(s, session);
     if (r == NULL)
         return NULL;
-    session->flow_order = order;
-    session->flow_window = window;
+    claim_set(s, session, order, window);
     if (r->session != NULL && r->session != session && r->session->flow_order > order)
         return r; /* a Flow read since receives: this one waits as a claim */
     receiver_take(r, session, window);
@@ -327,10 +340,30 @@ receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window)
     receiver_t *r = receiver_of(s, session);
     if (r == NULL)
         return NULL;
-    session->flow_order = ++s->flows;
-    session->flow_window = window;
+    claim_set(s, session, ++s->flows, window);
     receiver_take(r, session, window);
     return r;
+}
+
+receiver_t *sessions_stand_by(sessions_t *s, session_t *session, uint32_t window)
+{
+    receiver_t *r = receiver_of(s, session);
+    if (r == NULL)
+        return NULL;
+    if (r->session == NULL || r->session == session)
+        return sessions_receive(s, session, window);
+    claim_set(s, session, ++s->flows, window);
+    /* The receiving session keeps the latest Flow: the one that takes
+     * over when it ends is the latest of the others (this one, now), and
+     * a claim given back later (sessions_restore_flow) waits behind it. */
+    r->session->flow_order = ++s->flows;
+    return r;
+}
+
+unsigned sessions_claims(const sessions_t *s, const char *principal)
+{
+    const principal_state_t *p = table_get(s->principals, principal, strlen(principal));
+    return p != NULL ? p->claims : 0;
 }
 
 /* A receiving session is never expired for silence: a quiet recipient

@@ -6,7 +6,8 @@
  * per-principal delivery state: the session that asked to receive (Flow),
  * its window, what is in flight, and how far the mailbox has been pushed.
  * One principal has at most one receiving session: a newer Flow takes over,
- * and everything unacked is sent again to it. When the receiving session
+ * and everything unacked is sent again to it (unless the broker lets it
+ * stand by instead: sessions_stand_by). When the receiving session
  * ends, receiving goes back to the principal's session that sent Flow most
  * recently before it, if one is still there. State is in memory only; the
  * mailbox itself is in the store, so losing this state loses nothing.
@@ -71,6 +72,18 @@ int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_m
  * only the window changes; otherwise in-flight state restarts so that every
  * unacked delivery is sent again. Returns the receiver, NULL on OOM. */
 receiver_t *sessions_receive(sessions_t *s, session_t *session, uint32_t window);
+
+/* A Flow of `session` that does not take receiving from the session that
+ * has it: `session` waits with `window` as a claim (7.8), the one that
+ * receives when the receiving session ends; the receiving session keeps
+ * the principal's latest Flow. Nothing is sent again. With no session
+ * receiving, or `session` receiving, the same as sessions_receive.
+ * Returns the receiver, NULL on OOM. */
+receiver_t *sessions_stand_by(sessions_t *s, session_t *session, uint32_t window);
+
+/* How many sessions of `principal` hold a claim to receive (sent Flow, or
+ * got one back): the receiving one and those waiting. O(1). */
+unsigned sessions_claims(const sessions_t *s, const char *principal);
 
 /* Give `session` back the Flow (its order among the principal's Flows, and
  * its window) that a session of its connection held when a revocation

@@ -3813,6 +3813,64 @@ static void test_over_the_cap_a_standby_is_not_closed(void **state)
     h_done(env);
 }
 
+/* --max-connections 2, and three clients of woco-maasoever that receive:
+ * a libschakel client (first), a raw connection whose later Flow takes
+ * receiving over, and a second libschakel client whose Flow would give
+ * the principal three claims to receive. That Flow waits as a standby
+ * (flow.standby). The cap then closes the least recently used standby,
+ * the first client's, which reconnects at its next call and sends Flow
+ * again: that one waits too. Receiving stays on the raw connection, with
+ * nothing sent again, until it closes; then the latest standby gets all
+ * that is unacked, flagged as sent before. */
+static void test_flows_over_the_cap_stand_by(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--max-connections", "2", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *first = h_connect(env, HOSTILE);
+    assert_int_equal(schakel_subscribe(first, 0), SCHAKEL_OK);
+    assert_int_equal(h_backlog(first), 0);
+    raw_t *active = raw_connect(env, HOSTILE);
+    pb_t frame = {0};
+    frame_flow(&frame, 4);
+    raw_send_frame(active, &frame);
+    (void)raw_settle(active, "the receiving connection's Flow"); /* two claims: it takes over */
+    schakel_signal_t fire = fire_to_maasoever();
+    uint64_t seqs[3];
+    seqs[0] = h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    expect_first_delivery(active, seqs[0], first, "the first delivery"); /* not acked */
+    await_sessions_quiet(); /* the second's first frame ends the first's session */
+    long offset = h_log_offset(env);
+    schakel_client_t *second = h_connect(env, HOSTILE);
+    assert_int_equal(schakel_subscribe(second, 0), SCHAKEL_OK);
+    assert_int_equal(h_backlog(second), 1);
+    if (h_await_log(env, offset, "event=flow.standby principal=" HOSTILE " cap=2", H_TIMEOUT_MS) !=
+        0)
+        fail_msg("the second client's Flow, a third claim, did not stand by");
+    seqs[1] = h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    expect_first_delivery(active, seqs[1], second, "a delivery after the third Flow");
+
+    if (h_await_log(env, offset, "event=connections.closed_idle connections=1",
+                    2000 + H_TIMEOUT_MS) != 0)
+        fail_msg("no standby was closed with three claims over a cap of two");
+    await_sessions_quiet(); /* the first's new connection ends the second's session */
+    long again = h_log_offset(env);
+    assert_int_equal(h_backlog(first), 2); /* reconnected in this call, its Flow sent again */
+    if (h_await_log(env, again, "event=flow.standby principal=" HOSTILE " cap=2", H_TIMEOUT_MS) !=
+        0)
+        fail_msg("the first client's Flow after its reconnect did not stand by");
+    seqs[2] = h_publish_ok(brandweer, &fire, NULL, NULL, NULL, NULL);
+    expect_first_delivery(active, seqs[2], first, "a delivery after the first reconnected");
+    raw_assert_connected(active, "the receiving connection");
+    raw_close(&active);
+    expect_sent_again(first, seqs, 3, "the latest standby once the receiving connection closed");
+    schakel_close(&second);
+    schakel_close(&first);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* max_handshakes_per_minute 3: a principal's fourth handshake within the
  * minute is refused for now (ZAP 300: closed without an ERROR, the client
  * tries again later) and recorded; its three connections and other
@@ -4292,6 +4350,7 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_over_the_cap_a_standby_is_not_closed, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_flows_over_the_cap_stand_by, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_handshakes_are_rationed_per_principal, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_slow_handshakes_are_closed, h_setup_broker,

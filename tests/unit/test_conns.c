@@ -151,6 +151,8 @@ static void test_over_the_cap_standbys_go_last(void **state)
     conns_keep_flow(c, p[2].ours, 5, 8);
     conns_used(c, p[3].ours, 1000, "politie/bvh", "K1");
     conns_used(c, p[4].ours, 900, "politie/bvh", "K1");
+    assert_int_equal(conns_kept_claims(c, "politie/bvh"), 1);
+    assert_int_equal(conns_kept_claims(c, "om/parket"), 0);
     conns_limits_t three = limits;
     three.max_per_principal = 3;
     conns_used(c, p[0].ours, 1200, "politie/bvh", "K1"); /* receiving: used now */
@@ -183,6 +185,17 @@ static void test_over_the_cap_standbys_go_last(void **state)
     assert_true(client_sees_shutdown(&p[0]));
     assert_false(client_sees_shutdown(&p[2]));
     assert_false(client_sees_shutdown(&p[5]));
+
+    /* a kept Flow given back, or its connection's key revoked, is no
+     * longer one of the principal's kept claims */
+    conns_revoked(c, p[2].ours, 1500);
+    assert_int_equal(conns_kept_claims(c, "politie/bvh"), 0);
+    conns_keep_flow(c, p[5].ours, 9, 8);
+    assert_int_equal(conns_kept_claims(c, "politie/bvh"), 1);
+    uint64_t order = 0;
+    uint32_t window = 0;
+    assert_int_equal(conns_take_flow(c, p[5].ours, &order, &window), 1);
+    assert_int_equal(conns_kept_claims(c, "politie/bvh"), 0);
     for (size_t i = 0; i < N; i++)
         pair_close(&p[i]);
     conns_destroy(&c);

@@ -413,6 +413,84 @@ static void test_flow_of_a_closed_connection_is_ignored(void **state)
     sessions_destroy(&b.sessions);
 }
 
+/* A Flow of om over max_connections 2 on connection `fd` (open), as the
+ * broker reads one: its session, made on first use. */
+static session_t *flow_on(broker_t *b, const uint8_t rid[5], int fd, uint32_t window)
+{
+    int over = 0;
+    session_t *session = sessions_touch(b->sessions, rid, 5, "om/parket", "K", 0, 16, &over);
+    assert_non_null(session);
+    session->fd = fd;
+    conns_opened(b->conns, fd, 0);
+    conns_used(b->conns, fd, 0, "om/parket", "K");
+    Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+    flow.has_window = 1;
+    flow.window = window;
+    deliver_flow(b, session, &flow);
+    return session;
+}
+
+/* Last Flow wins while the principal's claims to receive are within its
+ * connection cap; a Flow that would make them more (a standby that the
+ * cap closed reconnects and sends Flow again) waits as a standby, and
+ * receiving stays where it is with nothing sent again. A Flow kept with
+ * a connection whose session ended (conns_keep_flow) is a claim too. */
+static void test_flow_over_the_cap_of_claims_stands_by(void **state)
+{
+    (void)state;
+    static const uint8_t rid_a[5] = {0, 'a', 'a', 'a', 'a'}, rid_b[5] = {0, 'b', 'b', 'b', 'b'},
+                         rid_c[5] = {0, 'c', 'c', 'c', 'c'}, rid_d[5] = {0, 'd', 'd', 'd', 'd'};
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.sessions = sessions_new();
+    b.conns = conns_new();
+    assert_non_null(b.sessions);
+    assert_non_null(b.conns);
+    b.max_window = SCHAKEL_MAX_WINDOW;
+    b.max_connections = 2;
+    b.now_ms = 1000;
+    session_t *a = flow_on(&b, rid_a, 7, 4);
+    receiver_t *r = sessions_receiver(b.sessions, "om/parket");
+    assert_non_null(r);
+    assert_ptr_equal(r->session, a);
+    b.now_ms = 2000;
+    session_t *sb = flow_on(&b, rid_b, 8, 8); /* two claims: it takes over */
+    assert_ptr_equal(r->session, sb);
+    assert_int_equal(r->progress_ms, 2000);
+    r->inflight = 2;
+    r->cursor = 17;
+    b.now_ms = 3000;
+    session_t *c = flow_on(&b, rid_c, 9, 16); /* a third: it stands by */
+    assert_ptr_equal(r->session, sb);
+    assert_int_equal(r->window, 8);
+    assert_int_equal(r->inflight, 2);
+    assert_int_equal(r->cursor, 17);
+    assert_int_equal(r->progress_ms, 2000);
+    assert_true(c->flow_order > 0);
+
+    /* a's session ends with its connection open, its Flow kept there; c's
+     * ends for good: two sessions' claims and a kept one are still three */
+    conns_keep_flow(b.conns, 7, a->flow_order, a->flow_window);
+    sessions_drop(b.sessions, a);
+    sessions_drop(b.sessions, c);
+    conns_closed(b.conns, 9);
+    session_t *d = flow_on(&b, rid_d, 10, 32);
+    assert_ptr_equal(r->session, sb);
+    assert_int_equal(r->inflight, 2);
+    /* the kept Flow goes with its connection: d's next Flow takes over */
+    conns_closed(b.conns, 7);
+    Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+    flow.has_window = 1;
+    flow.window = 32;
+    deliver_flow(&b, d, &flow);
+    assert_ptr_equal(r->session, d);
+    assert_int_equal(r->window, 32);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->cursor, 0);
+    conns_destroy(&b.conns);
+    sessions_destroy(&b.sessions);
+}
+
 /* After a reload the push decides again: revocations it queued under the
  * old policy are forgotten (the new one may allow those deliveries), and
  * every receiver starts again at its oldest unacked delivery, so that they
@@ -461,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_kept_bounded_in_age),
         cmocka_unit_test(test_kept_refusals_and_clear),
         cmocka_unit_test(test_flow_of_a_closed_connection_is_ignored),
+        cmocka_unit_test(test_flow_over_the_cap_of_claims_stands_by),
         cmocka_unit_test(test_policy_change_forgets_queued_revocations),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -326,6 +326,72 @@ static void test_cap_hands_over_an_ended_claim(void **state)
     sessions_destroy(&s);
 }
 
+/* A Flow that stands by (over the principal's cap of claims) leaves
+ * receiving where it is: same session, window, in-flight state, nothing
+ * sent again; the receiving session keeps the latest Flow, so that a
+ * claim given back later waits behind it, and the one standing by takes
+ * over when it ends. With nobody receiving it receives. Claims are
+ * counted per principal as Flows come and sessions end. */
+static void test_stand_by_leaves_receiving_alone(void **state)
+{
+    (void)state;
+    static const uint8_t rid_c[5] = {0, 'c', 'c', 'c', 'c'};
+    static const uint8_t rid_d[5] = {0, 'd', 'd', 'd', 'd'};
+    sessions_t *s = sessions_new();
+    session_t *a = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    session_t *b = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    session_t *c = sessions_touch(s, rid_c, 5, "om/parket", "K", 0, 16, &over);
+    assert_int_equal(sessions_claims(s, "om/parket"), 0);
+    receiver_t *r = sessions_stand_by(s, a, 4); /* nobody receives: it does */
+    assert_non_null(r);
+    assert_ptr_equal(r->session, a);
+    uint64_t a_order = a->flow_order;
+    assert_ptr_equal(sessions_receive(s, b, 8), r);
+    assert_int_equal(sessions_claims(s, "om/parket"), 2);
+    r->inflight = 3;
+    r->cursor = 42;
+    r->dirty = 0;
+    assert_ptr_equal(sessions_stand_by(s, c, 16), r);
+    assert_ptr_equal(r->session, b);
+    assert_int_equal(r->window, 8);
+    assert_int_equal(r->inflight, 3);
+    assert_int_equal(r->cursor, 42);
+    assert_int_equal(r->dirty, 0);
+    assert_true(c->flow_order > 0);
+    assert_true(b->flow_order > c->flow_order);
+    assert_int_equal(sessions_claims(s, "om/parket"), 3);
+    assert_ptr_equal(sessions_stand_by(s, b, 9), r); /* the receiving one: its window */
+    assert_int_equal(r->window, 9);
+    assert_int_equal(sessions_claims(s, "om/parket"), 3);
+
+    /* c's claim ends with its session (ended at the cap, its connection
+     * open) and comes back with its next frame: it waits behind b, though
+     * c's Flow was read after b's */
+    uint64_t c_order = c->flow_order;
+    sessions_drop(s, c);
+    assert_int_equal(sessions_claims(s, "om/parket"), 2);
+    session_t *back = sessions_touch(s, rid_d, 5, "om/parket", "K", 0, 16, &over);
+    assert_int_equal(sessions_claims(s, "om/parket"), 2); /* no Flow yet */
+    assert_ptr_equal(sessions_restore_flow(s, back, c_order, 16), r);
+    assert_ptr_equal(r->session, b);
+    assert_int_equal(r->inflight, 3);
+    assert_int_equal(sessions_claims(s, "om/parket"), 3);
+
+    /* b ends: the latest of the others, c's claim (not a's), receives
+     * with its window, everything unacked sent again */
+    sessions_drop(s, b);
+    assert_ptr_equal(r->session, back);
+    assert_true(a_order < back->flow_order);
+    assert_int_equal(r->window, 16);
+    assert_int_equal(r->inflight, 0);
+    assert_int_equal(r->cursor, 0);
+    assert_int_equal(sessions_claims(s, "om/parket"), 2);
+    sessions_drop(s, a);
+    assert_int_equal(sessions_claims(s, "om/parket"), 1);
+    assert_int_equal(sessions_claims(s, "riec/analyse"), 0);
+    sessions_destroy(&s);
+}
+
 static void test_connection_cap(void **state)
 {
     (void)state;
@@ -423,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_receiving_goes_back_when_its_session_ends),
         cmocka_unit_test(test_cap_keeps_a_claim_to_receive),
         cmocka_unit_test(test_cap_hands_over_an_ended_claim),
+        cmocka_unit_test(test_stand_by_leaves_receiving_alone),
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
         cmocka_unit_test(test_handshake_rate),
