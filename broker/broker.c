@@ -739,11 +739,15 @@ static void tickets_append(broker_t *b)
 
 /* ------------------------------------------------------------ heartbeat */
 
+/* The answer to a client's Heartbeat: who it is, its backlog, and the
+ * store epoch when it asked for it (a client from before the field
+ * refuses a frame with a field it does not know). */
 static void heartbeat_reply(broker_t *b, const session_t *session,
-                            const policy_principal_t *principal)
+                            const policy_principal_t *principal, const Schakel__Heartbeat *asked)
 {
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     Schakel__Heartbeat hb = SCHAKEL__HEARTBEAT__INIT;
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
     int64_t backlog = store_mailbox_count(b->store, principal->id);
     struct timespec wall;
     clock_gettime(CLOCK_REALTIME, &wall);
@@ -755,6 +759,12 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
     if (backlog >= 0) {
         hb.has_backlog = 1;
         hb.backlog = (uint64_t)backlog;
+    }
+    if (asked->has_store_epoch) {
+        store_epoch(b->store, epoch);
+        hb.has_store_epoch = 1;
+        hb.store_epoch.data = epoch;
+        hb.store_epoch.len = sizeof epoch;
     }
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &hb;
@@ -793,7 +803,7 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
         deliver_flow(b, session, frame->flow);
         break;
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
-        heartbeat_reply(b, session, principal);
+        heartbeat_reply(b, session, principal, frame->heartbeat);
         break;
     case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
         case_publish_handle(b, session, principal, frame->case_publish);

@@ -25,6 +25,7 @@
 #include "init.h"
 #include "log.h"
 #include "restore.h"
+#include "syntax.h"
 
 #ifndef SCHAKEL_VERSION
 #define SCHAKEL_VERSION "0.1.0"
@@ -376,7 +377,10 @@ static int restore_store(const broker_config_t *cfg, const char *backup, int wit
         fprintf(stderr, "schakeld: %s\n", err);
         return rc;
     }
-    char ended[32] = "no entries";
+    char ended[32] = "no entries", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
+         epoch_was[sizeof epoch];
+    syntax_hex(r.epoch_now, sizeof r.epoch_now, epoch);
+    syntax_hex(r.epoch_was, sizeof r.epoch_was, epoch_was);
     if (r.trail_seq > 0) {
         time_t at = (time_t)r.trail_at;
         struct tm tm;
@@ -387,6 +391,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup, int wit
            "lost\n"
            "items now from seq %llu (was %llu), deliveries from %llu (was %llu), cases from "
            "C-%08llu (was C-%08llu)%s\n"
+           "store epoch now %s (was %s): clients that compare it learn of the restore (a rerun "
+           "of schakel import publishes its file again)\n"
            "recorded as audit entry %llu (store.restored); take a new anchor with schakelctl "
            "audit verify\n"
            "tell every partner the time of the backup: publish again what was accepted after "
@@ -395,7 +401,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup, int wit
            (unsigned long long)r.now.next_item_seq, (unsigned long long)r.was.next_item_seq,
            (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
            (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
-           r.has_floor ? ", past the replaced store's too" : "", (unsigned long long)r.entry_seq);
+           r.has_floor ? ", past the replaced store's too" : "", epoch, epoch_was,
+           (unsigned long long)r.entry_seq);
     if (r.floor_note[0] != '\0')
         printf("note: %s: the counters moved past the backup's alone (--without-floor)\n",
                r.floor_note);

@@ -24,6 +24,7 @@
 #include "audit.h"
 #include "owner.h"
 #include "storefile.h"
+#include "syntax.h"
 
 /* A new file of mode 0600 with the bytes of from, synced. */
 static int copy_file(const char *from, const char *to, char *err, size_t errlen)
@@ -78,29 +79,34 @@ static int last_entry_fn(const store_audit_entry_t *entry, void *arg)
     return 0;
 }
 
-/* In the copy: counters moved and the entry written, in one synced
- * transaction; then its WAL copied into it, so that the file alone is the
- * whole store. */
+/* In the copy: a new store epoch, counters moved and the entry written,
+ * in one synced transaction; then its WAL copied into it, so that the file
+ * alone is the whole store. */
 static int restore_prepare(store_t *copy, const keypair_t *key, const store_counters_t *floor,
                            restore_report_t *r)
 {
     store_audit_tail_t tail;
     if (store_audit_tail(copy, &tail) != 0 ||
         (tail.seq > 0 && store_audit_scan(copy, tail.seq - 1, 1, last_entry_fn, r) < 0) ||
+        store_epoch_renew(copy, r->epoch_was, r->epoch_now) != 0 ||
         store_counters_move(copy, RESTORE_SEQ_MARGIN, RESTORE_CASE_MARGIN, floor, &r->was,
                             &r->now) != 0)
         return -1;
-    char detail[256], ended[32] = "none";
+    char detail[320], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
+                      epoch_was[sizeof epoch];
+    syntax_hex(r->epoch_now, sizeof r->epoch_now, epoch);
+    syntax_hex(r->epoch_was, sizeof r->epoch_was, epoch_was);
     if (r->trail_seq > 0) {
         time_t at = (time_t)r->trail_at;
         struct tm tm;
         strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
     }
     snprintf(detail, sizeof detail,
-             "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu",
+             "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu "
+             "store_epoch=%s store_epoch_was=%s",
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
-             (unsigned long long)r->now.next_delivery_seq,
-             (unsigned long long)r->now.next_case_num);
+             (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
+             epoch, epoch_was);
     store_audit_entry_t e;
     audit_entry_init(&e, "store.restored");
     audit_set_text(&e, STORE_AUDIT_REASON, "restored from a backup");

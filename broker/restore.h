@@ -26,6 +26,8 @@ typedef struct restore_report {
     uint64_t trail_seq;   /* the backup's last audit entry (0: none) */
     int64_t trail_at;     /* its time, Unix seconds */
     uint64_t entry_seq;   /* the "store.restored" entry */
+    uint8_t epoch_was[SCHAKEL_STORE_EPOCH_BYTES]; /* the backup's store epoch */
+    uint8_t epoch_now[SCHAKEL_STORE_EPOCH_BYTES]; /* the restored store's, new */
     int has_floor;        /* the counters also went past the replaced store's */
     char floor_note[400]; /* what of the floor is missing ("" none): the restore went on
                            * without it (without_floor) */
@@ -37,7 +39,9 @@ typedef struct restore_report {
  * copy backup_path (and a non-empty BACKUP-wal beside it, a snapshot's)
  * to STORE.restoring, open the copy as a store under store_key (a file
  * that is not a Schakel store, or a key that does not open it, is
- * refused; an older schema is migrated), move its counters
+ * refused; an older schema is migrated), give it a new store epoch
+ * (store_epoch_renew: clients that compare it learn that what the broker
+ * accepted after the backup is gone), move its counters
  * (store_counters_move with the margins above, from the larger of the
  * backup's and the replaced store's own, read without its key, so that a
  * store restored twice from one backup never hands out a seq twice;

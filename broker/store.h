@@ -474,6 +474,28 @@ int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, i
  * try again later. Returns 0 when the WAL is empty. */
 int store_checkpoint(store_t *store);
 
+/* ------------------------------------------------------------------ store epoch */
+
+/* The store epoch names the store's history: 16 random bytes made with the
+ * store (schakeld --init; a store from before epochs gets them at its
+ * first open), the same for as long as the store goes on from what it
+ * accepted (restarts, a rekey), and new after every restore from a backup
+ * (store_epoch_renew), which loses what was accepted after the backup.
+ * Clients are told it in the Heartbeat answer (docs/PROTOCOL.md 4.9): one
+ * that remembers what the broker accepted (an import's journal) compares
+ * it. Not secret; kept in clear in meta. */
+
+/* Copy the epoch of the open store into epoch. */
+void store_epoch(const store_t *store, uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]);
+
+/* A restore: give the store a new random epoch, in the open transaction
+ * (store_begin is called if none is open); the caller commits. *was (may
+ * be NULL) gets the old one, *now the new one, which this handle reports
+ * at once (as store_counters_move's counters: a caller that does not
+ * commit closes the handle). 0, or -1 with store_errmsg. */
+int store_epoch_renew(store_t *store, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
+                      uint8_t now[SCHAKEL_STORE_EPOCH_BYTES]);
+
 /* ------------------------------------------------------------------ restore */
 
 /* What a restored store hands out next (store_counters_move). */

@@ -134,6 +134,7 @@ struct store {
     int64_t next_item_seq;  /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* the store epoch (store_schema.c) */
     store_scratch_t sealed;   /* ciphertext only */
     store_scratch_t opened;   /* plaintext: wiped after each use */
     store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on
@@ -370,9 +371,10 @@ int store_pragma_set(store_t *store, const char *sql);
  * do. */
 int store_schema_configure(store_t *store);
 
-/* Run the missing migration steps and the key check (store_seal_keycheck)
- * in one immediate transaction: the store ends at the current version, or
- * unchanged. */
+/* Run the missing migration steps, the key check (store_seal_keycheck)
+ * and the store epoch (made for a store that has none, then loaded into
+ * store->epoch) in one immediate transaction: the store ends at the
+ * current version, or unchanged. */
 int store_schema_apply(store_t *store);
 
 /* Set next_item_seq, next_delivery_seq and next_case_num past every one

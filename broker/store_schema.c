@@ -6,6 +6,7 @@
  * PRAGMA SQLite ignored or seqs out of range refuse the open. Errors are
  * -1 with store_errmsg set, as everywhere in the store.
  */
+#include <sodium.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -54,7 +55,8 @@
  *
  * Sealed columns: items.body, deliveries.body, publishes.evidence (the
  * signed root and the signature, since version 8), cases.title,
- * case_events.body and meta.value (the key check, the subject key). A
+ * case_events.body and meta.value of the key check and the subject key
+ * (the store epoch's is in clear: every client is told it). A
  * publish's content hash is stored as a keyed tag (store_content_tag).
  * Every other column is in clear because routing or idempotency needs it
  * (store.h lists them); tombstones hold no content.
@@ -505,6 +507,104 @@ int store_schema_configure(store_t *store)
     return 0;
 }
 
+/* ------------------------------------------------------------------ the store epoch */
+
+/*
+ * The store epoch names the store's history (store.h): 16 random bytes in
+ * meta, in clear (every client is told them; they say nothing of what the
+ * store holds). A store gets them when it is made, or at its first open
+ * after an upgrade when it has none (no schema step: a meta row); a
+ * restore replaces them (store_epoch_renew); a rekey and a restart leave
+ * them as they are.
+ */
+
+/* The epoch's row into store->epoch: 1, 0 when there is none, -1 (a row
+ * of another length is damage). */
+static int epoch_read(store_t *store)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'store_epoch'", -1,
+                           &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "read the store epoch");
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = 0;
+    if (rc == SQLITE_ROW) {
+        size_t len = 0;
+        const uint8_t *value = store_column_bytes(stmt, 0, &len);
+        if (value == NULL || len != sizeof store->epoch) {
+            store_refuse(store, "store epoch", "damaged (not 16 bytes)");
+            result = -1;
+        } else {
+            memcpy(store->epoch, value, sizeof store->epoch);
+            result = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "read the store epoch");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt); /* repeats the step's code, handled above */
+    return result;
+}
+
+/* Write epoch with sql (an INSERT, or the UPDATE of a restore), which must
+ * change exactly one row. */
+static int epoch_write(store_t *store, const uint8_t *epoch, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "write the store epoch");
+        return -1;
+    }
+    int result = store_bind_bytes(store, stmt, 1, epoch, SCHAKEL_STORE_EPOCH_BYTES);
+    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
+        store_fail(store, "write the store epoch");
+        result = -1;
+    }
+    if (result == 0 && sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "write the store epoch", "the store has no store epoch");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt);
+    return result;
+}
+
+/* In the open schema transaction: load the epoch, made first for a store
+ * that has none. */
+static int epoch_load(store_t *store)
+{
+    int found = epoch_read(store);
+    if (found != 0)
+        return found < 0 ? -1 : 0;
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+    randombytes_buf(epoch, sizeof epoch);
+    if (epoch_write(store, epoch, "INSERT INTO meta (name, value) VALUES ('store_epoch', ?1)") != 0)
+        return -1;
+    memcpy(store->epoch, epoch, sizeof store->epoch);
+    return 0;
+}
+
+void store_epoch(const store_t *store, uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES])
+{
+    memcpy(epoch, store->epoch, sizeof store->epoch);
+}
+
+int store_epoch_renew(store_t *store, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
+                      uint8_t now[SCHAKEL_STORE_EPOCH_BYTES])
+{
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+    if (store_enter(store, "store epoch") != 0 || store_begin(store) != 0)
+        return -1;
+    randombytes_buf(epoch, sizeof epoch);
+    if (epoch_write(store, epoch, "UPDATE meta SET value = ?1 WHERE name = 'store_epoch'") != 0)
+        return -1;
+    if (was != NULL)
+        memcpy(was, store->epoch, sizeof store->epoch);
+    memcpy(store->epoch, epoch, sizeof store->epoch);
+    memcpy(now, epoch, sizeof epoch);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ migration */
 
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
@@ -530,7 +630,7 @@ int store_schema_apply(store_t *store)
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
         (version < STORE_SCHEMA_EVIDENCE_VERSION && store_migrate_evidence(store) != 0) ||
         (version < STORE_SCHEMA_ENVELOPE_VERSION && store_migrate_deliveries(store) != 0) ||
-        store_exec_fixed(store, "COMMIT", "schema") != 0)
+        epoch_load(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     return 0;
 fail:

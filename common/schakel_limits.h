@@ -25,6 +25,7 @@
 #define SCHAKEL_MAX_ITEM_BYTES (32u * 1024u)        /* one serialized Signal */
 #define SCHAKEL_MESSAGE_ID_BYTES 16u
 #define SCHAKEL_SIGNATURE_BYTES 64u
+#define SCHAKEL_STORE_EPOCH_BYTES 16u /* Heartbeat.store_epoch: the store's history */
 #define SCHAKEL_MAX_ACKS 1024u     /* seqs in one Ack */
 #define SCHAKEL_MAX_RECIPIENTS 16u /* Signal.recipients */
 

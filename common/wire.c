@@ -545,6 +545,20 @@ static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
     return 0;
 }
 
+/* A client asks for the store epoch with an empty one; the broker answers
+ * with its 16 bytes (libschakel wants exactly those in an answer). */
+static int check_heartbeat(const Schakel__Heartbeat *heartbeat, wire_error_t *err)
+{
+    if (heartbeat->has_store_epoch && heartbeat->store_epoch.len != 0 &&
+        heartbeat->store_epoch.len != SCHAKEL_STORE_EPOCH_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "heartbeat store_epoch is %zu bytes; it is empty (asking for it) or %u",
+                       heartbeat->store_epoch.len, SCHAKEL_STORE_EPOCH_BYTES);
+        return -1;
+    }
+    return 0;
+}
+
 /* Bodies only the broker sends: the client library relies on these. */
 static int check_broker_bodies(const Schakel__Frame *frame, wire_error_t *err)
 {
@@ -597,7 +611,7 @@ static int check_body(const Schakel__Frame *frame, wire_error_t *err)
         }
         return 0;
     case SCHAKEL__FRAME__BODY_HEARTBEAT:
-        return 0;
+        return check_heartbeat(frame->heartbeat, err);
     case SCHAKEL__FRAME__BODY_CASE_PUBLISH:
         return wire_check_case_publish(frame->case_publish, err);
     case SCHAKEL__FRAME__BODY_CASE_QUERY:

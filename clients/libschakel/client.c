@@ -81,6 +81,12 @@ struct schakel_client {
     char partner[CLIENT_NAME_BYTES];
     char role[CLIENT_NAME_BYTES];
     uint64_t backlog;
+    /* schakel_store_epoch: while it waits, Heartbeats ask for the epoch
+     * (never otherwise: a broker from before the field refuses them), and
+     * an answer that carries one sets it */
+    int epoch_asking;
+    int epoch_answered;
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
     unsigned window;
     int subscribed;
     int flow_owed;          /* a Flow must (still) be sent for this connection */
@@ -296,6 +302,7 @@ static schakel_status_t client_send_heartbeat(schakel_client_t *client)
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     heartbeat.has_time = 1;
     heartbeat.time = client_wall_ms();
+    heartbeat.has_store_epoch = client->epoch_asking; /* empty: asks for it */
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
     schakel_status_t status = client_send(client, &frame, "Heartbeat");
@@ -570,12 +577,14 @@ static int client_same_id(const ProtobufCBinaryData *id, const uint8_t *expected
            memcmp(id->data, expected, SCHAKEL_MESSAGE_ID_BYTES) == 0;
 }
 
-/* The broker's Heartbeat answer: who we are, and our backlog. */
+/* The broker's Heartbeat answer: who we are, our backlog, and the store
+ * epoch when we asked for it. */
 static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbeat *heartbeat,
                                 client_wait_t *wait)
 {
     if (heartbeat->principal == NULL)
         return; /* a heartbeat of the broker's own, not an answer */
+    client_heartbeat_answered(client); /* a malformed answer is the answer all the same */
     const char *partner = heartbeat->partner != NULL ? heartbeat->partner : "";
     const char *role = heartbeat->role != NULL ? heartbeat->role : "";
     if (!syntax_is_principal_id(heartbeat->principal) || strlen(role) >= CLIENT_NAME_BYTES ||
@@ -588,12 +597,22 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
         client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
         return;
     }
+    if (heartbeat->has_store_epoch && heartbeat->store_epoch.len != sizeof client->epoch) {
+        client_fail(client, SCHAKEL_ERR_PROTOCOL,
+                    "broker %s answered a Heartbeat with a store epoch of %zu bytes, not %zu",
+                    client->endpoint, heartbeat->store_epoch.len, sizeof client->epoch);
+        client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
+        return;
+    }
+    if (heartbeat->has_store_epoch) {
+        memcpy(client->epoch, heartbeat->store_epoch.data, sizeof client->epoch);
+        client->epoch_answered = 1;
+    }
     snprintf(client->principal, sizeof client->principal, "%s", heartbeat->principal);
     snprintf(client->partner, sizeof client->partner, "%s", partner);
     snprintf(client->role, sizeof client->role, "%s", role);
     if (heartbeat->has_backlog)
         client->backlog = heartbeat->backlog;
-    client_heartbeat_answered(client);
     if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
         client_wait_finish(wait, SCHAKEL_OK);
 }
@@ -1283,6 +1302,34 @@ schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, in
     schakel_status_t status = client_heartbeat_round_trip(client, timeout_ms);
     if (status == SCHAKEL_OK)
         *backlog = client->backlog;
+    return status;
+}
+
+_Static_assert(SCHAKEL_STORE_EPOCH_BYTES == 16, "schakel.h says 16 bytes");
+
+schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                     int timeout_ms)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (epoch == NULL || known == NULL || timeout_ms <= 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_store_epoch needs two outputs and a positive timeout");
+    memset(epoch, 0, SCHAKEL_STORE_EPOCH_BYTES);
+    *known = 0;
+    client->epoch_asking = 1;
+    client->epoch_answered = 0;
+    schakel_status_t status = client_heartbeat_round_trip(client, timeout_ms);
+    client->epoch_asking = 0;
+    /* A broker from before store epochs refuses a Heartbeat that asks (an
+     * unknown field): it names none. Any other refusal is the caller's. */
+    if (status == SCHAKEL_ERR_REFUSED &&
+        client->last_error.reason == SCHAKEL__REASON__INVALID_MESSAGE)
+        return SCHAKEL_OK;
+    if (status == SCHAKEL_OK && client->epoch_answered) {
+        memcpy(epoch, client->epoch, SCHAKEL_STORE_EPOCH_BYTES);
+        *known = 1;
+    }
     return status;
 }
 

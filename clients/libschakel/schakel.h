@@ -251,6 +251,22 @@ void schakel_delivery_free(schakel_delivery_t **delivery);
  * (after every ack we sent before this call). */
 schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, int timeout_ms);
 
+/* Ask the broker for its store epoch (a Heartbeat round trip): 16 bytes
+ * naming the history of the broker's store. They stay the same across
+ * restarts of the broker, and change when its store is restored from a
+ * backup, which loses what the broker accepted after the backup was taken
+ * (docs/PROTOCOL.md 4.9, docs/OPERATIONS.md "Restoring a backup"). A
+ * client that remembers what the broker accepted (schakel import's
+ * journal) compares the epoch with the one it saw then, and when they
+ * differ publishes that again under the same message ids: what the broker
+ * still has is answered as a duplicate. SCHAKEL_OK with *known = 1 and the
+ * 16 bytes in epoch, or *known = 0 and epoch zeroed when the broker names
+ * none (one from before store epochs). Otherwise errors as schakel_backlog:
+ * SCHAKEL_ERR_USAGE for NULL outputs or a timeout that is not positive,
+ * SCHAKEL_ERR_PROTOCOL for an epoch that is not 16 bytes. */
+schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                     int timeout_ms);
+
 /* ------------------------------------------------------------------ cases
  * A case (casus) is joint work of several partners, led by one; only its
  * members see it. docs/PROTOCOL.md section 12 gives the rules; every case

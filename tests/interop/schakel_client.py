@@ -400,9 +400,13 @@ class Connection:
 
     # -- who am I / backlog (4.9, 7.1, 7.7) --
 
-    def heartbeat(self, timeout_s=5.0):
-        """Send Heartbeat{time}; return the broker's Heartbeat (Refusal if refused)."""
-        self.send(heartbeat=self.pb.Heartbeat(time=int(time.time() * 1000)))
+    def heartbeat(self, timeout_s=5.0, ask_epoch=False):
+        """Send Heartbeat{time} (with an empty store_epoch when ask_epoch: it asks for the
+        store epoch); return the broker's Heartbeat (Refusal if refused)."""
+        hb = self.pb.Heartbeat(time=int(time.time() * 1000))
+        if ask_epoch:
+            hb.store_epoch = b""
+        self.send(heartbeat=hb)
         f = self.wait_for(lambda f: (f.WhichOneof("body") == "heartbeat"
                                      and f.heartbeat.HasField("principal"))
                           or self.is_anonymous_refusal(f), timeout_s)
@@ -411,6 +415,13 @@ class Connection:
         return f.heartbeat
 
     whoami = heartbeat
+
+    def store_epoch(self, timeout_s=5.0):
+        """The broker's store epoch (4.9): 16 bytes, new after every restore from a backup."""
+        hb = self.heartbeat(timeout_s, ask_epoch=True)
+        if not hb.HasField("store_epoch") or len(hb.store_epoch) != 16:
+            raise ProtocolError("Heartbeat answer without a 16-byte store_epoch")
+        return hb.store_epoch
 
     def backlog(self, timeout_s=5.0):
         hb = self.heartbeat(timeout_s)

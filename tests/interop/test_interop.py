@@ -430,7 +430,20 @@ def check_whoami(env):
         expect(hb.HasField("backlog"), "Heartbeat.backlog present")
         expect(hb.HasField("time") and before - 5000 <= hb.time <= after + 5000,
                "Heartbeat.time is the broker's clock in milliseconds")
+        expect(not hb.HasField("store_epoch"), "no store_epoch unless asked for")
         env.close(conn)
+
+
+@check("1b store epoch: asked with an empty store_epoch, 16 bytes, the same on every connection")
+def check_store_epoch(env):
+    first = env.connect("politie")
+    epoch = first.store_epoch()
+    expect_eq(len(epoch), 16, "Heartbeat.store_epoch length")
+    expect(not first.whoami().HasField("store_epoch"), "a Heartbeat that does not ask gets none")
+    second = env.connect("gemeente")
+    expect_eq(second.store_epoch(), epoch, "another principal's connection")
+    env.close(second)
+    env.close(first)
 
 
 @check("2 single publish: Accepted, delivered with the rule's fields only, ack, backlog 0")
@@ -583,6 +596,8 @@ def check_example_frames(env):
     built = {
         "Frame{version: 1, heartbeat: {time: 1767225600123}}":
             pb.Frame(version=1, heartbeat=pb.Heartbeat(time=1767225600123)),
+        'Frame{version: 1, heartbeat: {time: 1767225600123, store_epoch: ""}}':
+            pb.Frame(version=1, heartbeat=pb.Heartbeat(time=1767225600123, store_epoch=b"")),
         "Frame{version: 1, flow: {window: 64}}": pb.Frame(version=1, flow=pb.Flow(window=64)),
         "Frame{version: 1, ack: {seqs: [7, 300]}}": pb.Frame(version=1,
                                                              ack=pb.Ack(seqs=[7, 300])),
@@ -1074,6 +1089,7 @@ def check_restart(env):
     d3 = p.receive(ANSWER_S)
     expect(d3 is not None, "third delivery before the restart (left unacknowledged)")
     expect_eq(p.backlog(), 2, "backlog before the restart (the ack of d2 taken)")
+    epoch = p.store_epoch()
     endpoint = env.broker.endpoint
     rc = env.broker.stop()
     expect(rc in (0, -signal.SIGTERM), "broker stops on SIGTERM (exit %r)" % rc)
@@ -1086,6 +1102,7 @@ def check_restart(env):
     expect(p.handshakes >= 2, "the client saw a new handshake and re-sent Flow")
     p.ack(*[d.seq for d in got])
     expect_eq(p.backlog(), 0, "backlog after the acks")
+    expect_eq(p.store_epoch(), epoch, "a restart keeps the store epoch (only a restore changes it)")
     again = g.retry(res1)
     expect_eq(expect_accepted(again.answer, res1.message_id, 1).duplicate, True,
               "a retry after the restart is a duplicate (the publish was on disk)")

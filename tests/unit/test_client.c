@@ -98,6 +98,16 @@ enum fake_heartbeat_mode {
     FAKE_HEARTBEAT_REFUSE, /* every held question and this one refused, naming no id */
 };
 
+/* How the fake answers a Heartbeat that asks for the store epoch. */
+enum fake_epoch_mode {
+    FAKE_EPOCH_ANSWER,     /* FAKE_EPOCH, 16 bytes */
+    FAKE_EPOCH_NONE,       /* no store_epoch in the answer */
+    FAKE_EPOCH_OLD_BROKER, /* refused as a broker from before the field does */
+    FAKE_EPOCH_SHORT,      /* 15 bytes (the codec refuses the frame) */
+    FAKE_EPOCH_EMPTY,      /* 0 bytes (a client's question: the library refuses it) */
+};
+#define FAKE_EPOCH "store-epoch-0001"
+
 /* How the fake answers a Flow: not at all, or with one Deliver, well-formed
  * or broken in one way. */
 enum fake_flow_mode {
@@ -197,6 +207,9 @@ typedef struct fake_broker {
     enum fake_heartbeat_mode heartbeat_mode;
     int heartbeats_held;
     int refuse_held_heartbeats; /* a Publish first refuses them (no id), in order */
+    enum fake_epoch_mode epoch_mode;
+    int heartbeats;       /* Heartbeats received */
+    int epoch_asks;       /* of them, asking for the store epoch */
     int quiet_acks;       /* refuse no ack (for bulk acks of made-up seqs) */
     int ack_frames;       /* Ack frames received */
     size_t ack_frame_max; /* most seqs in one of them */
@@ -1017,13 +1030,31 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
     }
 }
 
-static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const char *user_id)
+static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const char *user_id,
+                              const Schakel__Heartbeat *asked)
 {
     Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     pthread_mutex_lock(&fake->lock);
     heartbeat.has_backlog = 1;
     heartbeat.backlog = fake->unacked;
+    fake->heartbeats++;
+    fake->epoch_asks += asked->has_store_epoch;
+    enum fake_epoch_mode epoch_mode = fake->epoch_mode;
+    pthread_mutex_unlock(&fake->lock);
+    if (asked->has_store_epoch && epoch_mode == FAKE_EPOCH_OLD_BROKER) {
+        fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__INVALID_MESSAGE,
+                           "Heartbeat carries unknown field 7");
+        return;
+    }
+    if (asked->has_store_epoch && epoch_mode != FAKE_EPOCH_NONE) {
+        heartbeat.has_store_epoch = 1;
+        heartbeat.store_epoch.data = (uint8_t *)(uintptr_t)FAKE_EPOCH;
+        heartbeat.store_epoch.len = epoch_mode == FAKE_EPOCH_SHORT   ? 15
+                                    : epoch_mode == FAKE_EPOCH_EMPTY ? 0
+                                                                     : 16;
+    }
+    pthread_mutex_lock(&fake->lock);
     int answers = 0;
     enum fake_heartbeat_mode mode = fake->heartbeat_mode;
     if (mode == FAKE_HEARTBEAT_HOLD) {
@@ -1114,7 +1145,7 @@ static void fake_router(fake_broker_t *fake)
             fake_on_publish(fake, &routing, frame->publish);
             break;
         case SCHAKEL__FRAME__BODY_HEARTBEAT:
-            fake_on_heartbeat(fake, &routing, user_id);
+            fake_on_heartbeat(fake, &routing, user_id, frame->heartbeat);
             break;
         case SCHAKEL__FRAME__BODY_ACK:
             fake_on_ack(fake, &routing, frame->ack);
@@ -1219,6 +1250,8 @@ static void fake_reset(fake_broker_t *fake)
     fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
     fake->heartbeats_held = 0;
     fake->refuse_held_heartbeats = 0;
+    fake->epoch_mode = FAKE_EPOCH_ANSWER;
+    fake->heartbeats = fake->epoch_asks = 0;
     fake->quiet_acks = 0;
     fake->ack_frames = 0;
     fake->ack_frame_max = 0;
@@ -1646,6 +1679,79 @@ static void test_whoami(void **state)
     assert_string_equal(role, ROLE);
     assert_int_equal(schakel_whoami(client, principal, partner, role, 0), SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_whoami(NULL, principal, partner, role, WAIT_MS), SCHAKEL_ERR_USAGE);
+}
+
+/* The store epoch: asked for by schakel_store_epoch's Heartbeat alone
+ * (whoami and backlog do not ask: a broker from before the field would
+ * refuse them); 16 bytes known; none named by a broker that answers
+ * without it or refuses the question as an unknown field; an epoch of
+ * another length a protocol error (15 bytes refused by the codec, none by
+ * the library); bad arguments refused before anything is sent; another
+ * refusal the caller's. */
+static void test_store_epoch(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_epoch_mode epoch;
+        enum fake_heartbeat_mode heartbeat;
+        schakel_status_t status;
+        int known;
+    } rows[] = {
+        {FAKE_EPOCH_ANSWER, FAKE_HEARTBEAT_ANSWER, SCHAKEL_OK, 1},
+        {FAKE_EPOCH_NONE, FAKE_HEARTBEAT_ANSWER, SCHAKEL_OK, 0},
+        {FAKE_EPOCH_OLD_BROKER, FAKE_HEARTBEAT_ANSWER, SCHAKEL_OK, 0},
+        {FAKE_EPOCH_EMPTY, FAKE_HEARTBEAT_ANSWER, SCHAKEL_ERR_PROTOCOL, 0},
+        {FAKE_EPOCH_ANSWER, FAKE_HEARTBEAT_REFUSE, SCHAKEL_ERR_REFUSED, 0},
+        /* last: a frame that does not decode answers nothing the client
+         * can tell, so its Heartbeat stays owed an answer */
+        {FAKE_EPOCH_SHORT, FAKE_HEARTBEAT_ANSWER, SCHAKEL_ERR_PROTOCOL, 0},
+    };
+    uint8_t epoch[16], zero[16] = {0};
+    uint64_t backlog = 0;
+    int known = -1;
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        pthread_mutex_lock(&fake.lock);
+        fake.epoch_mode = rows[r].epoch;
+        fake.heartbeat_mode = rows[r].heartbeat;
+        fake.heartbeats = fake.epoch_asks = 0;
+        pthread_mutex_unlock(&fake.lock);
+        memset(epoch, 0xee, sizeof epoch);
+        known = -1;
+        schakel_status_t status = schakel_store_epoch(client, epoch, &known, WAIT_MS);
+        if (status != rows[r].status)
+            fail_msg("row %zu: %s (%s), want %s", r, schakel_strerror(status),
+                     schakel_last_error(client)->text, schakel_strerror(rows[r].status));
+        assert_int_equal(known, rows[r].known);
+        if (rows[r].known)
+            assert_memory_equal(epoch, FAKE_EPOCH, 16);
+        else
+            assert_memory_equal(epoch, zero, 16);
+        if (rows[r].status == SCHAKEL_ERR_PROTOCOL)
+            assert_non_null(
+                strstr(schakel_last_error(client)->text, rows[r].epoch == FAKE_EPOCH_SHORT
+                                                             ? "store_epoch is 15 bytes"
+                                                             : "a store epoch of 0 bytes, not 16"));
+        pthread_mutex_lock(&fake.lock);
+        fake.epoch_mode = FAKE_EPOCH_OLD_BROKER;
+        fake.heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
+        pthread_mutex_unlock(&fake.lock);
+        if (rows[r].epoch == FAKE_EPOCH_SHORT)
+            break;
+        /* the client stays usable, and asks nothing more */
+        assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+        assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+        pthread_mutex_lock(&fake.lock);
+        assert_int_equal(fake.epoch_asks, 1);
+        assert_true(fake.heartbeats >= 3);
+        pthread_mutex_unlock(&fake.lock);
+    }
+    assert_int_equal(schakel_store_epoch(client, NULL, &known, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch(client, epoch, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch(client, epoch, &known, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch(NULL, epoch, &known, WAIT_MS), SCHAKEL_ERR_USAGE);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.epoch_asks, 1); /* none of them sent anything */
+    pthread_mutex_unlock(&fake.lock);
 }
 
 /* ------------------------------------------------------------ publish */
@@ -3668,6 +3774,7 @@ int main(void)
         cmocka_unit_test(test_connect_table),
         cmocka_unit_test(test_connect_bad_arguments),
         cmocka_unit_test_setup_teardown(test_whoami, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_table, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_rejected_reason, client_setup,
                                         client_teardown),

@@ -3770,6 +3770,82 @@ static void test_envelope_migration_from_schema_8(void **state)
     envelope_expect_refused(f->store, who[ENV_BODY], "changed after the migration");
 }
 
+/* ------------------------------------------------------------------ store epoch */
+
+/* The store's epoch as it is in the file (in clear in meta). */
+static size_t raw_epoch(const char *path, uint8_t *out, size_t cap)
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    size_t len =
+        raw_blob(db, "SELECT value FROM meta WHERE name = 'store_epoch' AND ?1 = 0", 0, out, cap);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return len;
+}
+
+/* Made with the store, 16 bytes in clear in meta; kept by a reopen and a
+ * rekey; new after store_epoch_renew once committed (the handle reports
+ * it at once, a reopen too); a store without one (from before epochs)
+ * gets one at its first open, which a reopen keeps; one that is not 16
+ * bytes refuses the open. */
+static void test_store_epoch_made_kept_renewed(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t first[16], again[16], was[16], now[16], in_file[32], zero[16] = {0};
+    store_epoch(f->store, first);
+    assert_memory_not_equal(first, zero, 16);
+    assert_int_equal(raw_epoch(f->path, in_file, sizeof in_file), 16);
+    assert_memory_equal(in_file, first, 16);
+    reopen(f);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, first, 16);
+
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    assert_int_equal(store_rekey(f->store, new_key, NULL), 0);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, first, 16);
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, new_key);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, first, 16);
+
+    assert_int_equal(store_epoch_renew(f->store, was, now), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_memory_equal(was, first, 16);
+    assert_memory_not_equal(now, first, 16);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, now, 16);
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, new_key);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, now, 16);
+    store_close(&f->store);
+
+    /* a store from before epochs */
+    store_fixture_raw_exec(f->path, "DELETE FROM meta WHERE name = 'store_epoch'");
+    f->store = store_fixture_open(f->path, new_key);
+    store_epoch(f->store, first);
+    assert_memory_not_equal(first, now, 16);
+    assert_int_equal(raw_epoch(f->path, in_file, sizeof in_file), 16);
+    assert_memory_equal(in_file, first, 16);
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, new_key);
+    store_epoch(f->store, again);
+    assert_memory_equal(again, first, 16);
+    store_close(&f->store);
+
+    /* a damaged one: refused, and left as it is */
+    store_fixture_raw_exec(f->path, "UPDATE meta SET value = x'0102' WHERE name = 'store_epoch'");
+    char err[512] = "";
+    assert_null(open_with(f->path, new_key, err, sizeof err));
+    assert_non_null(strstr(err, "store epoch"));
+    assert_int_equal(raw_epoch(f->path, in_file, sizeof in_file), 2);
+    store_fixture_raw_exec(f->path, "UPDATE meta SET value = x'"
+                                    "00112233445566778899aabbccddeeff"
+                                    "' WHERE name = 'store_epoch'");
+    f->store = store_fixture_open(f->path, new_key);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -3875,6 +3951,8 @@ int main(void)
                                         setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_store_epoch_made_kept_renewed, setup,
                                         store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

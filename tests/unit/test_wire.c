@@ -658,6 +658,15 @@ struct raw_frame_row {
 static const struct raw_frame_row raw_frame_rows[] = {
     {"heartbeat", "08 01 b2 01 00", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
     {"heartbeat with time", "08 01 b2 01 03 08 e8 07", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
+    /* store_epoch (7, 0x3a): empty asks for it, 16 bytes answer */
+    {"heartbeat asking for the store epoch", "08 01 b2 01 02 3a 00", OK, NULL,
+     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat with a store epoch", "08 01 b2 01 12 3a 10 " ZERO16, OK, NULL,
+     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat store epoch of 1 byte", "08 01 b2 01 03 3a 01 00", R(INVALID_FIELD),
+     "store_epoch is 1 bytes", 0},
+    {"heartbeat store epoch of 17 bytes", "08 01 b2 01 13 3a 11 " ZERO16 " 00", R(INVALID_FIELD),
+     "store_epoch is 17 bytes", 0},
     {"version after body", "b2 01 00 08 01", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
     {"flow window 0", "08 01 aa 01 02 08 00", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
     {"flow window 64", "08 01 aa 01 02 08 40", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
