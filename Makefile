@@ -200,6 +200,10 @@ UNIT_EXTRA_test_record := broker/refusals.c
 UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
 UNIT_LIBS_test_import_read = $(CLI_LIBS)
 $(BUILD)/obj/tests/unit/test_import_read.o: TEST_CFLAGS += -Iclients/schakel
+# its journal (the reader names the formats)
+UNIT_EXTRA_test_import_journal := clients/schakel/import_journal.c clients/schakel/import_read.c
+UNIT_LIBS_test_import_journal = $(CLI_LIBS)
+$(BUILD)/obj/tests/unit/test_import_journal.o: TEST_CFLAGS += -Iclients/schakel
 # how the CLI prints what partners sent (cli.c, on libschakel)
 UNIT_EXTRA_test_cli_field := clients/schakel/cli.c clients/schakel/case_print.c \
 	clients/schakel/fields.c clients/libschakel/client.c \

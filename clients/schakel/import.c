@@ -5,10 +5,12 @@
  * publishing anything twice, and a list of the refused lines.
  *
  * Owns the options, the order of the run (check the file before anything
- * is sent, connect, open the journal, read and send batch by batch) and the
- * summary. SIGINT and SIGTERM are blocked for the whole run and looked at
- * between batches: the batch being sent is finished and journalled, then
- * the run stops (exit 5). Exit codes: see import.h and schakel(1).
+ * is sent, connect, open the journal and compare the broker's store epoch
+ * with the journal's, read and send batch by batch, ask the epoch again)
+ * and the summary. SIGINT and SIGTERM are blocked for the whole run and
+ * looked at between batches: the batch being sent is finished and
+ * journalled, then the run stops (exit 5). Exit codes: see import.h and
+ * schakel(1).
  */
 #include "import.h"
 
@@ -46,8 +48,10 @@ static const char import_usage[] =
     "the fields of 'schakel publish') or CSV with a header row naming those fields\n"
     "(postcode, house_number and addition for the address; recipients separated\n"
     "by ';'). Interrupted or failed runs go on where they stopped when run again;\n"
-    "nothing is published twice. Prints \"accepted N, refused N, already accepted N\"\n"
-    "and lists each refused line in the refusals file.\n"
+    "nothing is published twice. After the broker's store was restored from a\n"
+    "backup, a run again publishes the file from its first line (what the broker\n"
+    "kept counts as already accepted). Prints \"accepted N, refused N, already\n"
+    "accepted N\" and lists each refused line in the refusals file.\n"
     "\n"
     "options:\n"
     "  --format F           json or csv (default: by the extension .jsonl, .json,\n"
@@ -227,12 +231,53 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
         schakel_whoami(run->client, run->sender, partner, role, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("whoami", status, schakel_last_error(run->client));
+    status = schakel_store_epoch(run->client, run->epoch, &run->epoch_known,
+                                 o->common.connect_timeout_ms);
+    if (status != SCHAKEL_OK)
+        return cli_report("store epoch", status, schakel_last_error(run->client));
     import_identity_t identity = {fp, run->sender, format, o->batch};
     rc = import_journal_open(&run->journal, o->state, &identity, o->batch_given, o->restart,
                              &run->refusals, err, sizeof err);
-    if (rc != CLI_EXIT_OK)
+    if (rc != CLI_EXIT_OK) {
         cli_say("import: %s", err);
-    return rc;
+        return rc;
+    }
+    /* a broker from before store epochs names none: the journal is taken
+     * as it is */
+    int restored =
+        run->epoch_known ? import_journal_epoch(&run->journal, run->epoch, err, sizeof err) : 0;
+    if (restored < 0) {
+        cli_say("import: %s", err);
+        return CLI_EXIT_FAILURE;
+    }
+    if (restored)
+        cli_say("import: the broker's store was restored from a backup since the journal %s was "
+                "written: publishing again from line 1; what the broker still has is answered as "
+                "already accepted",
+                o->state);
+    return CLI_EXIT_OK;
+}
+
+/* A run that went through asks the broker's store epoch once more: when it
+ * is another than at the start, the store was restored from a backup
+ * during the run and may have lost batches the journal has done (their
+ * lines are under the epoch of the start, so the next run publishes them
+ * again). Said, and the run fails, so that it is run again. A broker that
+ * cannot be asked now leaves it to the next run. */
+static void import_check_epoch(import_run_t *run, const import_options_t *o)
+{
+    uint8_t now[SCHAKEL_STORE_EPOCH_BYTES];
+    int known = 0;
+    if (!run->epoch_known || run->stop_status != CLI_EXIT_OK || run->batches_done == 0)
+        return;
+    if (schakel_store_epoch(run->client, now, &known, o->common.connect_timeout_ms) != SCHAKEL_OK ||
+        !known || memcmp(now, run->epoch, sizeof now) == 0)
+        return;
+    import_progress_clear(&run->progress);
+    cli_say("import: the broker's store was restored from a backup during this import, and may "
+            "have lost lines it had accepted: run the same command again; it publishes again from "
+            "line 1, and what the broker still has is answered as already accepted");
+    run->stop_status = CLI_EXIT_FAILURE;
 }
 
 /* Batches sent ahead of their answers, oldest first, and the one being
@@ -416,6 +461,7 @@ static int import_run(const import_options_t *o)
         import_progress_init(&run->progress, o->quiet, fp.data_lines);
         import_loop(run, o, &reader, &pipe);
         import_settle_stopped(run, &pipe);
+        import_check_epoch(run, o);
         rc = import_end(run, o, &fp);
     }
     for (size_t i = 0; i < pipe.capacity; i++) {

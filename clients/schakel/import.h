@@ -159,6 +159,8 @@ typedef struct import_journal {
     long done_through;        /* every line up to here is done */
     uint64_t accepted_before; /* lines accepted in earlier runs */
     unsigned batch;           /* lines per batch of the journal */
+    int has_epoch;            /* the journal names the broker's store epoch: */
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* its last one */
 } import_journal_t;
 
 /* Open the journal at path for the identity: resume one that matches, or
@@ -181,6 +183,15 @@ int import_journal_refusal(import_journal_t *journal, const import_refusal_t *re
  * it durable. 0, or -1 with err. */
 int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
                         char *err, size_t errlen);
+
+/* The broker's store epoch as this run begins (schakel_store_epoch). When
+ * the journal names another one, the broker's store was restored since:
+ * the lines the journal has done are forgotten (done_through and
+ * accepted_before 0; its refusals stay) and 1 is returned. Appends the
+ * epoch, durably, unless it is the journal's already (a journal from
+ * before epochs gets it, its lines kept). 0 or 1, or -1 with err. */
+int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
+                         char *err, size_t errlen);
 
 void import_journal_close(import_journal_t *journal);
 
@@ -260,6 +271,8 @@ typedef struct import_run {
     uint64_t already;  /* accepted before: journal and duplicate answers */
     uint64_t batches_done;
     int stop_status; /* exit code of an error that stopped the run, or 0 */
+    int epoch_known; /* the broker named its store epoch as the run began: */
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
 } import_run_t;
 
 /* Add the current record to the batch: as an item, or as a refusal when

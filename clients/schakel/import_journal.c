@@ -6,10 +6,15 @@
  *
  * The journal is text: a header naming the file (size and BLAKE2b-256),
  * the sender, the format and the batch size, then one line per refusal
- * ("R LINE REASON text") and per finished batch ("D FIRST LAST ACCEPTED"),
- * appended and made durable (fdatasync) as they happen. It trusts its own
- * journal only as far as it parses: anything else is "damaged". Errors are
- * returned as text, never printed here.
+ * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED") and
+ * per broker store epoch a run began with that the journal did not name
+ * last ("E EPOCH", 32 hex digits), appended and made durable (fdatasync)
+ * as they happen. An E line with another epoch than the E line before it
+ * means the broker's store was restored from a backup in between: the
+ * batches done before it no longer count (the broker may have lost them),
+ * the refusals do. A journal from before E lines reads as before. It
+ * trusts its own journal only as far as it parses: anything else is
+ * "damaged". Errors are returned as text, never printed here.
  */
 #include "import.h"
 
@@ -166,6 +171,35 @@ int import_journal_done(import_journal_t *journal, long first, long last, uint64
     return 0;
 }
 
+/* A store epoch: the journal's lines are of the store it names. One that
+ * differs from the journal's last is a restore in between: what was done
+ * before it is not done. */
+static void import_epoch_take(import_journal_t *journal, const uint8_t *epoch)
+{
+    if (journal->has_epoch && memcmp(journal->epoch, epoch, sizeof journal->epoch) != 0) {
+        journal->done_through = 0;
+        journal->accepted_before = 0;
+    }
+    memcpy(journal->epoch, epoch, sizeof journal->epoch);
+    journal->has_epoch = 1;
+}
+
+int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
+                         char *err, size_t errlen)
+{
+    if (journal->has_epoch && memcmp(journal->epoch, epoch, sizeof journal->epoch) == 0)
+        return 0;
+    int restored =
+        journal->has_epoch && (journal->done_through > 0 || journal->accepted_before > 0);
+    char line[2 * SCHAKEL_STORE_EPOCH_BYTES + 4] = "E ";
+    syntax_hex(epoch, SCHAKEL_STORE_EPOCH_BYTES, line + 2);
+    strcat(line, "\n");
+    if (import_journal_append(journal, line, 1, err, errlen) != 0)
+        return -1;
+    import_epoch_take(journal, epoch);
+    return restored;
+}
+
 /* A new journal: the header, durable, and the folder entry too. */
 static int import_journal_start(import_journal_t *journal, const char *path,
                                 const import_identity_t *identity, char *err, size_t errlen)
@@ -282,6 +316,13 @@ static int import_entry_line(import_journal_t *journal, import_refusals_t *refus
     unsigned long long accepted;
     char reason[IMPORT_REASON_SIZE];
     int text_at = 0;
+    if (line[0] == 'E' && line[1] == ' ') {
+        uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+        if (syntax_unhex(line + 2, epoch, sizeof epoch) != 0)
+            return -1;
+        import_epoch_take(journal, epoch);
+        return 0;
+    }
     if (line[0] == 'R' && sscanf(line, "R %ld %31s %n", &first, reason, &text_at) == 2 &&
         text_at > 0 && first > 0)
         return import_refusals_add(refusals, first, reason, line + text_at);

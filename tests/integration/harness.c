@@ -1708,6 +1708,64 @@ int h_run_schakeld(h_cli_result_t *res, ...)
     return h_run_schakeld_argv(args, res);
 }
 
+/* ------------------------------------------------------------------ the documented backup */
+
+static const char h_ops_doc[] = "docs/OPERATIONS.md";
+static const char h_doc_store[] = "/var/lib/schakel/store.db";
+static const char h_doc_folder[] = "/backup/";
+
+/* Replace the one occurrence of `from` in text (of size len) by `to`;
+ * fails the test if there is not exactly one. */
+static void h_backup_replace_once(char *text, size_t len, const char *from, const char *to)
+{
+    char *at = strstr(text, from);
+    if (at == NULL || strstr(at + 1, from) != NULL)
+        fail_msg("the backup command of %s names %s not exactly once: %s", h_ops_doc, from, text);
+    size_t tail = strlen(at + strlen(from));
+    if ((size_t)(at - text) + strlen(to) + tail + 1 > len)
+        fail_msg("the backup command of %s is too long", h_ops_doc);
+    memmove(at + strlen(to), at + strlen(from), tail + 1);
+    memcpy(at, to, strlen(to));
+}
+
+void h_backup_command(const h_env_t *env, const char *folder, char *out, size_t outlen)
+{
+    FILE *f = fopen(h_ops_doc, "r");
+    if (f == NULL)
+        fail_msg("%s: %s (run the test from the source tree)", h_ops_doc, strerror(errno));
+    char line[1024];
+    int in_section = 0, in_block = 0;
+    size_t used = 0;
+    out[0] = '\0';
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "## ", 3) == 0) {
+            if (in_section)
+                break;
+            in_section = strcmp(line, "## Backups\n") == 0;
+            continue;
+        }
+        if (!in_section)
+            continue;
+        if (!in_block) {
+            in_block = strcmp(line, "```sh\n") == 0;
+            continue;
+        }
+        if (strcmp(line, "```\n") == 0)
+            break;
+        if (used + strlen(line) + 1 > outlen)
+            fail_msg("the backup command of %s is too long", h_ops_doc);
+        memcpy(out + used, line, strlen(line) + 1);
+        used += strlen(line);
+    }
+    fclose(f);
+    if (used == 0)
+        fail_msg("%s has no ```sh block in its section \"## Backups\"", h_ops_doc);
+    char to[256];
+    h_backup_replace_once(out, outlen, h_doc_store, env->store_path);
+    snprintf(to, sizeof to, "%s/", folder);
+    h_backup_replace_once(out, outlen, h_doc_folder, to);
+}
+
 /* ------------------------------------------------------------------ metrics */
 
 /* Read the ready fd up to its READY line, which must follow a METRICS

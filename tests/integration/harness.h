@@ -386,6 +386,14 @@ int h_prepare_seccomp(const void *arg);
  * with h_cli_result_free. */
 int h_run_sh(const char *script, h_cli_result_t *res);
 
+/* The backup command of docs/OPERATIONS.md (the first ```sh block of its
+ * section "## Backups"), read from the document (run the test from the
+ * source tree), with the env's store in place of the store it names and
+ * folder (no slash at its end) in place of its backup folder, into out;
+ * run it with h_run_sh. Fails the test when the document does not name
+ * each exactly once, or has no such block. */
+void h_backup_command(const h_env_t *env, const char *folder, char *out, size_t outlen);
+
 /* Start schakeld on tcp://127.0.0.1:* with metrics on a free loopback port
  * (--set metrics_listen=127.0.0.1:0) and the extra options (as
  * h_broker_start_with; at most H_MAX_EXTRA_ARGS - 2 words). The ready fd

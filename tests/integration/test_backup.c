@@ -53,10 +53,6 @@
  * under a second; a copy that starts over with each commit never ends). */
 #define BACKUP_BOUND_MS 15000
 
-static const char ops_doc[] = "docs/OPERATIONS.md";
-static const char doc_store[] = "/var/lib/schakel/store.db";
-static const char doc_folder[] = "/backup/";
-
 static int64_t backup_now_ms(void)
 {
     struct timespec ts;
@@ -78,64 +74,6 @@ static long long backup_file_size(const char *path)
 {
     struct stat st;
     return stat(path, &st) == 0 ? (long long)st.st_size : 0;
-}
-
-/* ------------------------------------------------------------------ the document */
-
-/* Replace the one occurrence of `from` in text (of size len) by `to`;
- * fails the test if there is not exactly one. */
-static void backup_replace_once(char *text, size_t len, const char *from, const char *to)
-{
-    char *at = strstr(text, from);
-    if (at == NULL || strstr(at + 1, from) != NULL)
-        fail_msg("the backup command of %s names %s not exactly once: %s", ops_doc, from, text);
-    size_t tail = strlen(at + strlen(from));
-    if ((size_t)(at - text) + strlen(to) + tail + 1 > len)
-        fail_msg("the backup command of %s is too long", ops_doc);
-    memmove(at + strlen(to), at + strlen(from), tail + 1);
-    memcpy(at, to, strlen(to));
-}
-
-/* The first ```sh block of the section "## Backups" of OPERATIONS.md,
- * with the store and the backup folder of this test in place of those it
- * names, into out. */
-static void backup_documented_command(const h_env_t *env, const char *folder, char *out,
-                                      size_t outlen)
-{
-    FILE *f = fopen(ops_doc, "r");
-    if (f == NULL)
-        fail_msg("%s: %s (run the test from the source tree)", ops_doc, strerror(errno));
-    char line[1024];
-    int in_section = 0, in_block = 0;
-    size_t used = 0;
-    out[0] = '\0';
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (strncmp(line, "## ", 3) == 0) {
-            if (in_section)
-                break;
-            in_section = strcmp(line, "## Backups\n") == 0;
-            continue;
-        }
-        if (!in_section)
-            continue;
-        if (!in_block) {
-            in_block = strcmp(line, "```sh\n") == 0;
-            continue;
-        }
-        if (strcmp(line, "```\n") == 0)
-            break;
-        if (used + strlen(line) + 1 > outlen)
-            fail_msg("the backup command of %s is too long", ops_doc);
-        memcpy(out + used, line, strlen(line) + 1);
-        used += strlen(line);
-    }
-    fclose(f);
-    if (used == 0)
-        fail_msg("%s has no ```sh block in its section \"## Backups\"", ops_doc);
-    char to[256];
-    backup_replace_once(out, outlen, doc_store, env->store_path);
-    snprintf(to, sizeof to, "%s/", folder);
-    backup_replace_once(out, outlen, doc_folder, to);
 }
 
 /* ------------------------------------------------------------------ the publisher */
@@ -330,7 +268,7 @@ static void test_documented_backup_under_traffic(void **state)
     char folder[192], command[2048], pattern[256];
     snprintf(folder, sizeof folder, "%s/backup", env->dir);
     assert_int_equal(mkdir(folder, 0700), 0);
-    backup_documented_command(env, folder, command, sizeof command);
+    h_backup_command(env, folder, command, sizeof command);
 
     h_broker_start(env);
     backup_fill_store(env);

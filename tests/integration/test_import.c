@@ -6,7 +6,10 @@
  * anything is sent; a rerun publishes nothing twice (after completion,
  * after an interruption, with a lost journal entry, with no journal at
  * all); a changed file needs --restart; progress lines appear on a
- * non-terminal stderr.
+ * non-terminal stderr. After the broker's store is restored from a backup
+ * (its store epoch is new), a rerun publishes the file again, and an
+ * import during the restore says to run it again; a broker restart keeps
+ * the epoch and a rerun skips as before.
  *
  * The CLI runs as a child process (harness); its files live in the test's
  * mkdtemp folder. Deliveries are identified by source_ref "L<line>".
@@ -14,6 +17,8 @@
 #include "harness.h"
 
 #include <fcntl.h>
+#include <glob.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1121,6 +1126,282 @@ static void test_import_in_flight_order_and_refusal(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ restores */
+
+/* A backup of the running broker's store, taken with the command of
+ * docs/OPERATIONS.md ("Backups") as it is written there, into DIR/backup;
+ * its path into path. */
+static void take_backup(h_env_t *env, char *path)
+{
+    char folder[T_PATH], command[2048], pattern[T_PATH + 8];
+    path_in(env, "backup", folder);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    h_backup_command(env, folder, command, sizeof command);
+    h_cli_result_t res;
+    int status = h_run_sh(command, &res);
+    if (status != 0 || res.err[0] != '\0')
+        fail_msg("the backup command \"%s\" exited %d: %s%s", command, status, res.out, res.err);
+    h_cli_result_free(&res);
+    snprintf(pattern, sizeof pattern, "%s/*", folder);
+    glob_t found;
+    if (glob(pattern, 0, NULL, &found) != 0 || found.gl_pathc != 1)
+        fail_msg("the backup folder holds %zu files, want the backup alone", found.gl_pathc);
+    snprintf(path, T_PATH, "%s", found.gl_pathv[0]);
+    globfree(&found);
+}
+
+/* schakeld --restored BACKUP, the broker stopped: exit 0, or -1 with the
+ * output in problem (never fails the test: a thread may be running). */
+static int restore_backup(const h_env_t *env, const char *backup, char *problem, size_t len)
+{
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    int ok = status == 0 && strstr(res.out, "store epoch now ") != NULL;
+    if (!ok)
+        snprintf(problem, len, "--restored %s: exit %d: %s%s", backup, status, res.out, res.err);
+    h_cli_result_free(&res);
+    return ok ? 0 : -1;
+}
+
+/* The broker's store epoch, as libschakel gives it to politie. */
+static void broker_epoch(h_env_t *env, uint8_t epoch[16])
+{
+    schakel_client_t *client = h_connect(env, H_POLITIE);
+    int known = 0;
+    assert_int_equal(schakel_store_epoch(client, epoch, &known, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(known, 1);
+    schakel_close(&client);
+}
+
+/* How many "E" (store epoch) entries the journal holds. */
+static int journal_epochs(const char *journal)
+{
+    char *text = read_file(journal);
+    assert_non_null(text);
+    int n = strncmp(text, "E ", 2) == 0;
+    for (const char *p = text; (p = strstr(p, "\nE ")) != NULL; p++)
+        n++;
+    free(text);
+    return n;
+}
+
+static void expect_said(const h_cli_result_t *res, const char *needle, int said, const char *what)
+{
+    if ((strstr(res->err, needle) != NULL) != said)
+        fail_msg("%s: stderr %s \"%s\"\nstdout: %s\nstderr: %s", what,
+                 said ? "does not say" : "says", needle, res->out, res->err);
+}
+
+#define SAID_RESTORED_SINCE "the broker's store was restored from a backup since"
+#define SAID_RESTORED_DURING "the broker's store was restored from a backup during this import"
+
+/* The review's case: a is imported, a backup is taken with the documented
+ * command, b is imported, the broker is stopped, the backup restored
+ * (schakeld --restored) and the broker started. The restored store lost
+ * b, and its store epoch is new: a rerun of b says so and publishes b
+ * again, and om receives each of its lines once. A rerun of a publishes a
+ * again too; the store still has it, so every batch is answered as a
+ * repeat and nothing reaches om twice. A rerun of b after that skips it. */
+static void test_import_rerun_after_restore_publishes_again(void **state)
+{
+    h_env_t *env = *state;
+    char a[T_PATH], b[T_PATH], b_journal[T_PATH], backup[T_PATH], problem[2048];
+    path_in(env, "a.jsonl", a);
+    path_in(env, "b.jsonl", b);
+    path_in(env, "b.jsonl.import-state", b_journal);
+    int64_t observed_a = (int64_t)time(NULL) - 3000, observed_b = observed_a + 1000;
+    write_json_file(a, 100, observed_a);
+    write_json_file(b, 100, observed_b);
+    const char *const args[] = {"--batch", "30", "--quiet", NULL};
+    unsigned char *want = all_lines(100);
+    h_cli_result_t res;
+
+    run_import(env, H_POLITIE, a, &res, args);
+    expect_exit(&res, 0, "import a");
+    expect_summary(&res, 100, 0, 0);
+    h_cli_result_free(&res);
+    drain_lines(env, H_OM, want, 100, check_json_cb, &observed_a);
+    uint8_t epoch_before[16], epoch_after[16];
+    broker_epoch(env, epoch_before);
+    take_backup(env, backup);
+    run_import(env, H_POLITIE, b, &res, args);
+    expect_exit(&res, 0, "import b");
+    expect_summary(&res, 100, 0, 0);
+    h_cli_result_free(&res);
+
+    assert_int_equal(h_broker_stop(env), 0);
+    if (restore_backup(env, backup, problem, sizeof problem) != 0)
+        fail_msg("%s", problem);
+    h_broker_start(env);
+    broker_epoch(env, epoch_after);
+    assert_memory_not_equal(epoch_before, epoch_after, 16);
+    /* the restore's audit entry names both */
+    char hex_after[33], hex_before[33], detail[96];
+    sodium_bin2hex(hex_after, sizeof hex_after, epoch_after, 16);
+    sodium_bin2hex(hex_before, sizeof hex_before, epoch_before, 16);
+    snprintf(detail, sizeof detail, "store_epoch=%s store_epoch_was=%s", hex_after, hex_before);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND instr(detail, ?1) > 0",
+                                 detail),
+                     1);
+
+    run_import(env, H_POLITIE, b, &res, args);
+    expect_exit(&res, 0, "rerun of b after the restore");
+    expect_summary(&res, 100, 0, 0);
+    expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun of b after the restore");
+    h_cli_result_free(&res);
+    drain_lines(env, H_OM, want, 100, check_json_cb, &observed_b);
+    assert_int_equal(journal_epochs(b_journal), 2);
+
+    run_import(env, H_POLITIE, a, &res, args);
+    expect_exit(&res, 0, "rerun of a after the restore");
+    expect_summary(&res, 0, 0, 100);
+    expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun of a after the restore");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+
+    long offset = h_log_offset(env);
+    run_import(env, H_POLITIE, b, &res, args);
+    expect_exit(&res, 0, "second rerun of b");
+    expect_summary(&res, 0, 0, 100);
+    expect_said(&res, SAID_RESTORED_SINCE, 0, "second rerun of b");
+    h_cli_result_free(&res);
+    assert_int_equal(h_log_count(env, offset, "event=publish."), 0);
+    free(want);
+    h_done(env);
+}
+
+/* A broker restart is no restore: the store epoch stays, and a rerun
+ * skips the lines its journal has done as before, sending nothing and
+ * writing nothing to the journal. */
+static void test_import_restart_keeps_epoch_rerun_skips(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    path_in(env, "kept.jsonl", file);
+    path_in(env, "kept.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 1200;
+    write_json_file(file, 100, observed);
+    const char *const args[] = {"--batch", "30", "--quiet", NULL};
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "import");
+    expect_summary(&res, 100, 0, 0);
+    h_cli_result_free(&res);
+    assert_int_equal(journal_epochs(journal), 1);
+    char *written = read_file(journal);
+    assert_non_null(written);
+    uint8_t epoch_before[16], epoch_after[16];
+    broker_epoch(env, epoch_before);
+
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start(env);
+    broker_epoch(env, epoch_after);
+    assert_memory_equal(epoch_before, epoch_after, 16);
+
+    long offset = h_log_offset(env);
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "rerun after a restart");
+    expect_summary(&res, 0, 0, 100);
+    expect_said(&res, "restored", 0, "rerun after a restart");
+    h_cli_result_free(&res);
+    assert_int_equal(h_log_count(env, offset, "event=publish."), 0);
+    char *after = read_file(journal);
+    assert_non_null(after);
+    assert_string_equal(after, written);
+    free(after);
+    free(written);
+    unsigned char *want = all_lines(100);
+    drain_lines(env, H_OM, want, 100, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
+/* An import run in a thread of its own (h_run_cli_argv never fails the
+ * test for a program that ran before). */
+typedef struct import_job {
+    h_env_t *env;
+    const char *file;
+    const char *const *args;
+    h_cli_result_t res;
+} import_job_t;
+
+static void *import_job_run(void *arg)
+{
+    import_job_t *job = arg;
+    run_import(job->env, H_POLITIE, job->file, &job->res, job->args);
+    return NULL;
+}
+
+/* The broker's store is restored while an import runs: the broker is
+ * stopped after its first batch, the backup taken before the import put
+ * in place, and the broker started on the same endpoint; the import goes
+ * on into the restored store. It cannot know which of its batches the
+ * restore lost, so at its end it finds the new epoch, says so and fails;
+ * the rerun publishes again from line 1, and om receives every line once. */
+#define DURING_LINES 600
+
+static void test_import_restored_during_import_run_again(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], backup[T_PATH], endpoint[sizeof env->endpoint], problem[2048] = "";
+    path_in(env, "during.jsonl", file);
+    int64_t observed = (int64_t)time(NULL) - 1800;
+    write_json_file(file, DURING_LINES, observed);
+    take_backup(env, backup);
+    /* one line a publish, one publish at a time: the import is still
+     * sending when the broker stops; a wait for an answer outlasts the
+     * restore */
+    const char *const args[] = {"--batch",   "1",  "--in-flight", "1",
+                                "--timeout", "10", "--quiet",     NULL};
+    import_job_t job = {.env = env, .file = file, .args = args};
+    long offset = h_log_offset(env);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, import_job_run, &job), 0);
+    int stopped = -1;
+    if (h_await_log(env, offset, "event=publish.accepted", H_TIMEOUT_MS) != 0) {
+        snprintf(problem, sizeof problem, "the import published nothing within %d ms",
+                 H_TIMEOUT_MS);
+    } else {
+        snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+        stopped = h_broker_stop(env);
+        if (stopped != 0)
+            snprintf(problem, sizeof problem, "the broker stopped with %d", stopped);
+        else if (restore_backup(env, backup, problem, sizeof problem) == 0)
+            for (int attempt = 1; attempt <= H_RESTART_ATTEMPTS; attempt++)
+                if (h_broker_try_start_at(env, endpoint, problem, sizeof problem) == 0) {
+                    problem[0] = '\0';
+                    break;
+                }
+    }
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    if (problem[0] != '\0') {
+        h_cli_result_free(&job.res);
+        fail_msg("%s", problem);
+    }
+    expect_exit(&job.res, 1, "import during a restore");
+    expect_said(&job.res, SAID_RESTORED_DURING, 1, "import during a restore");
+    h_cli_result_free(&job.res);
+
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "rerun");
+    expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun");
+    unsigned long accepted = 0, refused = 0, already = 0;
+    const char *summary = strstr(res.out, "accepted ");
+    if (summary == NULL ||
+        sscanf(summary, "accepted %lu, refused %lu, already accepted %lu", &accepted, &refused,
+               &already) != 3 ||
+        refused != 0 || accepted + already != DURING_LINES || accepted == 0)
+        fail_msg("rerun: want every line accepted now or before, some now: %s", res.out);
+    h_cli_result_free(&res);
+    unsigned char *want = all_lines(DURING_LINES);
+    drain_lines(env, H_OM, want, DURING_LINES, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
 /* Options of import that are refused before anything is read or sent. */
 static void test_import_bad_options_refused(void **state)
 {
@@ -1183,6 +1464,12 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_bad_options_refused, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_rerun_after_restore_publishes_again,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_restart_keeps_epoch_rerun_skips, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_restored_during_import_run_again,
+                                        h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
