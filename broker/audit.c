@@ -18,6 +18,7 @@
 
 #include "schakel_limits.h"
 #include "syntax.h"
+#include "wallclock.h"
 
 /* ------------------------------------------------------------------ entries */
 
@@ -185,6 +186,41 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
         return -1;
     if (key != NULL && entry->seq - tail.checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES)
         return checkpoint_write(store, key, now, entry->seq, entry->hash);
+    return 0;
+}
+
+static int last_at_fn(const store_audit_entry_t *entry, void *arg)
+{
+    *(int64_t *)arg = entry->at;
+    return 0;
+}
+
+int audit_trail_last_at(store_t *store, int64_t *at)
+{
+    store_audit_tail_t tail;
+    *at = 0;
+    if (store_audit_tail(store, &tail) != 0 ||
+        (tail.seq > 0 && store_audit_scan(store, tail.seq - 1, 1, last_at_fn, at) < 0))
+        return -1;
+    return 0;
+}
+
+int audit_offline_time(store_t *store, int accept_clock, int64_t *now, char *why, size_t whylen)
+{
+    int64_t floor_s = 0, wall_s = (int64_t)time(NULL);
+    if (audit_trail_last_at(store, &floor_s) != 0) {
+        snprintf(why, whylen, "cannot read the audit trail's last entry: %s", store_errmsg(store));
+        return -1;
+    }
+    if (!accept_clock && floor_s - wall_s > WALLCLOCK_BEHIND_S) {
+        snprintf(why, whylen,
+                 "the system clock is %lld s behind the last entry of the audit trail: set the "
+                 "clock right (timedatectl, NTP) and run this again; if the trail's time is the "
+                 "wrong one (a clock that ran ahead), add --accept-clock",
+                 (long long)(floor_s - wall_s));
+        return -1;
+    }
+    *now = !accept_clock && wall_s < floor_s ? floor_s : wall_s;
     return 0;
 }
 

@@ -95,6 +95,17 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
 int audit_append_offline(store_t *store, const keypair_t *key, int64_t now,
                          store_audit_entry_t *entry, char *why, size_t whylen);
 
+/* The time of the trail's last entry (by seq) in *at, 0 for an empty
+ * trail. Returns 0, or -1 (store_errmsg says why). */
+int audit_trail_last_at(store_t *store, int64_t *at);
+
+/* The time an offline command stamps its entry with: the system clock,
+ * not before the trail's last entry, as the broker's own time
+ * (wallclock.h). A clock more than WALLCLOCK_BEHIND_S behind that entry
+ * is refused (-1, why says by how much and what to do) unless
+ * accept_clock, which takes the clock as it is. Returns 0 with *now. */
+int audit_offline_time(store_t *store, int accept_clock, int64_t *now, char *why, size_t whylen);
+
 /* Sign and insert a checkpoint for the last entry if one is due: when
  * entries wait since the last checkpoint and either force is set, or
  * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES of them wait, or the last checkpoint is

@@ -24,6 +24,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "audit.h"
 #include "case.h"
 #include "log.h"
 #include "purge.h"
@@ -219,21 +220,12 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     return store;
 }
 
-static int trail_last_at_fn(const store_audit_entry_t *entry, void *arg)
-{
-    *(int64_t *)arg = entry->at;
-    return 0;
-}
-
 /* The broker's time from the system clock, not before the audit trail's
  * last entry (wallclock.h); said in the log when it is. */
 static int broker_clock_start(broker_t *b, int accept_clock, char *err, size_t errlen)
 {
-    store_audit_tail_t tail;
     int64_t floor_s = 0;
-    if (store_audit_tail(b->store, &tail) != 0 ||
-        (tail.seq > 0 &&
-         store_audit_scan(b->store, tail.seq - 1, 1, trail_last_at_fn, &floor_s) < 0)) {
+    if (audit_trail_last_at(b->store, &floor_s) != 0) {
         snprintf(err, errlen, "cannot read the audit trail's last entry: %s",
                  store_errmsg(b->store));
         return -1;
@@ -749,10 +741,8 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
     Schakel__Heartbeat hb = SCHAKEL__HEARTBEAT__INIT;
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
     int64_t backlog = store_mailbox_count(b->store, principal->id);
-    struct timespec wall;
-    clock_gettime(CLOCK_REALTIME, &wall);
     hb.has_time = 1;
-    hb.time = (int64_t)wall.tv_sec * 1000 + wall.tv_nsec / 1000000;
+    hb.time = b->clock.now_ms; /* the broker's time, as expires_at and accepted_at */
     hb.principal = principal->id;
     hb.partner = principal->partner->id;
     hb.role = (char *)(uintptr_t)policy_role_name(principal->role);
@@ -1330,6 +1320,11 @@ static void clock_turn(broker_t *b)
     if (change == WALLCLOCK_AGREES) {
         log_event(LOG_INFO, "clock.agrees", "effect", "the broker follows the system clock again",
                   NULL);
+    } else if (change == WALLCLOCK_HELD) {
+        char offset[24];
+        snprintf(offset, sizeof offset, "%+lld", (long long)(b->clock.offset_ms / 1000));
+        log_event(LOG_WARN, "clock.stepped_back", "offset_s", offset, "effect",
+                  "followed: the broker's time holds until the system clock has passed it", NULL);
     } else if (b->clock.stepped &&
                (change == WALLCLOCK_STEPPED || b->now_ms - b->clock_logged_ms >= 60000)) {
         char offset[24];

@@ -644,7 +644,7 @@ static int push_one(const store_delivery_t *d, void *arg)
         r->progress_ms = b->now_ms; /* the ack clock starts now */
     if (d->seq > r->highest_sent) {
         r->highest_sent = d->seq;
-        metrics_first_send(b->metrics, d->item_seq, d->accepted_at);
+        metrics_first_send(b->metrics, d->item_seq, d->accepted_at, b->clock.now_ms);
     }
     b->stats.delivered++;
     if (redelivery)

@@ -86,8 +86,9 @@ static void usage(FILE *out)
         "  --policy FILE     access policy (YAML); SIGHUP reloads it\n"
         "  --store FILE      SQLite store\n"
         "  --key FILE        the broker's secret key file (mode 0600)\n"
-        "  --accept-clock    start although the system clock is behind the audit trail's\n"
-        "                    last entry (a trail stamped by a clock that ran ahead)\n"
+        "  --accept-clock    start (or --rekey, --restored) although the system clock is\n"
+        "                    more than 10 minutes behind the audit trail's last entry\n"
+        "                    (a trail stamped by a clock that ran ahead)\n"
         "  --ready-fd N      when serving, write \"READY <endpoint>\\n\" to fd N and close it\n"
         "                    (after \"METRICS <host:port>\\n\" when metrics_listen is set)\n");
 }
@@ -265,6 +266,7 @@ static void announce_ready(int fd, const char *endpoint, const char *metrics)
  * far as audit_append_offline allows. */
 typedef struct rekey_audit {
     const keypair_t *key; /* NULL: none given */
+    int accept_clock;     /* --accept-clock: stamp with a clock behind the trail */
     char why[512];        /* why the entry could not be written */
 } rekey_audit_t;
 
@@ -278,8 +280,10 @@ static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void
     audit_entry_init(&e, "store.rekeyed");
     audit_set_text(&e, STORE_AUDIT_REASON, "store key rotated (schakeld --rekey)");
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return audit_append_offline(store, audit->key, (int64_t)time(NULL), &e, audit->why,
-                                sizeof audit->why);
+    int64_t now = 0;
+    if (audit_offline_time(store, audit->accept_clock, &now, audit->why, sizeof audit->why) != 0)
+        return -1;
+    return audit_append_offline(store, audit->key, now, &e, audit->why, sizeof audit->why);
 }
 
 static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
@@ -295,10 +299,10 @@ static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES]
  * and fails while another process has it open. A store that is not there
  * is said before any key file is read. */
 static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
-                       const char *broker_key_path)
+                       const char *broker_key_path, int accept_clock)
 {
     char err[1024] = "";
-    rekey_audit_t audit = {NULL, ""};
+    rekey_audit_t audit = {NULL, accept_clock, ""};
     keypair_t *broker_key = NULL;
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
     store_rekey_counts_t counts = {0, 0};
@@ -354,7 +358,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
 
 /* schakeld --restored BACKUP: the backup in place of the store, with the
  * broker stopped (restore.h). */
-static int restore_store(const broker_config_t *cfg, const char *backup, int without_floor)
+static int restore_store(const broker_config_t *cfg, const char *backup, unsigned flags)
 {
     char err[1536] = "";
     uint8_t store_key[STORE_KEY_BYTES];
@@ -368,8 +372,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup, int wit
     }
     if (keys_load_symmetric(cfg->store_key_path, store_key, err, sizeof err) == 0 &&
         (key = keys_load_secret(cfg->key_file, err, sizeof err)) != NULL &&
-        restore_from_backup(cfg->store_path, backup, store_key, key, without_floor, &r, err,
-                            sizeof err) == 0)
+        restore_from_backup(cfg->store_path, backup, store_key, key, flags, &r, err, sizeof err) ==
+            0)
         rc = 0;
     sodium_memzero(store_key, sizeof store_key);
     keys_destroy(&key);
@@ -404,8 +408,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup, int wit
            r.has_floor ? ", past the replaced store's too" : "", epoch, epoch_was,
            (unsigned long long)r.entry_seq);
     if (r.floor_note[0] != '\0')
-        printf("note: %s: the counters moved past the backup's alone (--without-floor)\n",
-               r.floor_note);
+        printf("note: %s: %s moved past the backup's alone (--without-floor)\n", r.floor_note,
+               r.has_floor ? "case numbers" : "the counters");
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
     if (r.warning[0] != '\0')
@@ -492,12 +496,15 @@ int main(int argc, char **argv)
         return rc;
     }
     if (o.restored != NULL) {
-        rc = restore_store(cfg, o.restored, o.without_floor);
+        rc = restore_store(cfg, o.restored,
+                           (o.without_floor ? RESTORE_WITHOUT_FLOOR : 0u) |
+                               (o.accept_clock ? RESTORE_ACCEPT_CLOCK : 0u));
         config_destroy(&cfg);
         return rc;
     }
     if (o.rekey) {
-        rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key, cfg->key_file);
+        rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key, cfg->key_file,
+                         o.accept_clock);
         config_destroy(&cfg);
         return rc;
     }

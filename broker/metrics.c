@@ -597,7 +597,7 @@ static const metrics_accept_t *metrics_ring_find(metrics_t *m, uint64_t item_seq
     return NULL;
 }
 
-void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s)
+void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s, int64_t now_ms)
 {
     if (m == NULL || m->ring == NULL)
         return;
@@ -605,8 +605,8 @@ void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s)
     double seconds;
     if (e != NULL)
         seconds = (double)(metrics_clock_ms(CLOCK_MONOTONIC) - e->accepted_ms) / 1000.0;
-    else /* whole seconds of wall clock: high by up to a second */
-        seconds = (double)metrics_clock_ms(CLOCK_REALTIME) / 1000.0 - (double)accepted_at_s;
+    else /* whole seconds of the broker's time: high by up to a second */
+        seconds = (double)now_ms / 1000.0 - (double)accepted_at_s;
     if (seconds < 0)
         seconds = 0;
     size_t bucket = 0;

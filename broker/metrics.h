@@ -57,10 +57,11 @@ void metrics_refused(struct broker *b, int reason);
  * restart, are timed from their stored accepted_at (whole seconds). */
 void metrics_item_accepted(metrics_t *m, uint64_t item_seq, int64_t now_ms);
 
-/* A delivery of item_seq (accepted at accepted_at_s, wall clock) was sent
- * for the first time by this process: observe its accept-to-deliver
- * latency. Redeliveries are not observed. */
-void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s);
+/* A delivery of item_seq (accepted at accepted_at_s, in the broker's time)
+ * was sent for the first time by this process, at now_ms (the broker's
+ * time, wallclock.h): observe its accept-to-deliver latency.
+ * Redeliveries are not observed. */
+void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s, int64_t now_ms);
 
 /* The broker serves: start-up and self-check are done. Call it before
  * readiness is announced (READY line, sd_notify), so that /healthz and

@@ -83,9 +83,12 @@ static int last_entry_fn(const store_audit_entry_t *entry, void *arg)
  * in one synced transaction; then its WAL copied into it, so that the file
  * alone is the whole store. */
 static int restore_prepare(store_t *copy, const keypair_t *key, const store_counters_t *floor,
-                           restore_report_t *r)
+                           unsigned flags, restore_report_t *r, char *why, size_t whylen)
 {
     store_audit_tail_t tail;
+    int64_t now = 0;
+    if (audit_offline_time(copy, (flags & RESTORE_ACCEPT_CLOCK) != 0, &now, why, whylen) != 0)
+        return -1;
     if (store_audit_tail(copy, &tail) != 0 ||
         (tail.seq > 0 && store_audit_scan(copy, tail.seq - 1, 1, last_entry_fn, r) < 0) ||
         store_epoch_renew(copy, r->epoch_was, r->epoch_now) != 0 ||
@@ -111,7 +114,6 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
     audit_entry_init(&e, "store.restored");
     audit_set_text(&e, STORE_AUDIT_REASON, "restored from a backup");
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    int64_t now = (int64_t)time(NULL);
     if (audit_append(copy, key, now, &e) != 0 || audit_checkpoint(copy, key, now, 1) < 0 ||
         store_commit(copy) != 0) {
         store_rollback(copy);
@@ -126,10 +128,10 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
  * too, and SQLite recovers it into the copy when it opens it. */
 static int restore_make_copy(const char *copy_path, const char *backup_path,
                              const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                             const store_counters_t *floor, restore_report_t *r, char *err,
-                             size_t errlen)
+                             const store_counters_t *floor, unsigned flags, restore_report_t *r,
+                             char *err, size_t errlen)
 {
-    char open_err[768], backup_wal[PATH_MAX], copy_wal[PATH_MAX];
+    char open_err[768], backup_wal[PATH_MAX], copy_wal[PATH_MAX], why[512] = "";
     struct stat st;
     if (copy_file(backup_path, copy_path, err, errlen) != 0)
         return -1;
@@ -145,10 +147,10 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
         snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
         return -1;
     }
-    int rc = restore_prepare(copy, key, floor, r);
+    int rc = restore_prepare(copy, key, floor, flags, r, why, sizeof why);
     if (rc != 0)
         snprintf(err, errlen, "the backup %s: %s (the store is unchanged)", backup_path,
-                 store_errmsg(copy));
+                 why[0] != '\0' ? why : store_errmsg(copy));
     store_close(&copy);
     return rc;
 }
@@ -291,7 +293,7 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
 
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                        int without_floor, restore_report_t *report, char *err, size_t errlen)
+                        unsigned flags, restore_report_t *report, char *err, size_t errlen)
 {
     char copy_path[PATH_MAX], lock_path[PATH_MAX], backup_real[PATH_MAX];
     file_owner_t owner;
@@ -310,7 +312,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     if (lock < 0)
         return -1;
     int rc = -1;
-    if (restore_floor(store_path, &floor, report) != 0 && !without_floor) {
+    if (restore_floor(store_path, &floor, report) != 0 && !(flags & RESTORE_WITHOUT_FLOOR)) {
         restore_floor_refusal(report, err, errlen);
         goto out;
     }
@@ -320,7 +322,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         storefile_remove_sides(copy_path, 1, err, errlen) != 0)
         goto out;
     if (restore_make_copy(copy_path, backup_real, store_key, key, report->has_floor ? &floor : NULL,
-                          report, err, errlen) != 0 ||
+                          flags, report, err, errlen) != 0 ||
         storefile_remove_sides(copy_path, 1, err, errlen) != 0 ||
         owner_give(copy_path, -1, &owner, err, errlen) != 0) {
         char ignored[8];

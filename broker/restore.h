@@ -20,6 +20,13 @@
 #define RESTORE_SEQ_MARGIN 1000000000u
 #define RESTORE_CASE_MARGIN 1000000u
 
+/* restore_from_backup's flags: go on without the replaced store as the
+ * floor of the counters (--without-floor); stamp the store.restored entry
+ * with the system clock even when it is behind the backup's trail
+ * (--accept-clock; else refused over WALLCLOCK_BEHIND_S, audit.h). */
+#define RESTORE_WITHOUT_FLOOR 1u
+#define RESTORE_ACCEPT_CLOCK 2u
+
 typedef struct restore_report {
     store_counters_t was; /* what the backup would have handed out next */
     store_counters_t now; /* what the restored store hands out next */
@@ -30,7 +37,7 @@ typedef struct restore_report {
     uint8_t epoch_now[SCHAKEL_STORE_EPOCH_BYTES]; /* the restored store's, new */
     int has_floor;        /* the counters also went past the replaced store's */
     char floor_note[400]; /* what of the floor is missing ("" none): the restore went on
-                           * without it (without_floor) */
+                           * without it (RESTORE_WITHOUT_FLOOR) */
     char fold_note[420];  /* why the old WAL was set aside as it was */
     char warning[600];    /* restored, but something after the rename failed */
 } restore_report_t;
@@ -46,7 +53,7 @@ typedef struct restore_report {
  * backup's and the replaced store's own, read without its key, so that a
  * store restored twice from one backup never hands out a seq twice;
  * without that floor, in whole or for the case numbers, because no store
- * is there or it cannot be read, it is refused unless without_floor),
+ * is there or it cannot be read, it is refused unless RESTORE_WITHOUT_FLOOR),
  * append a "store.restored" entry signed into the trail with key, commit,
  * copy its WAL into it; give it the replaced store's owner and mode (its
  * folder's owner for a new one; the lock file likewise); then set the old
@@ -59,6 +66,6 @@ typedef struct restore_report {
  * it can). Returns 0 with *report, or -1 with err. */
 int restore_from_backup(const char *store_path, const char *backup_path,
                         const uint8_t store_key[STORE_KEY_BYTES], const keypair_t *key,
-                        int without_floor, restore_report_t *report, char *err, size_t errlen);
+                        unsigned flags, restore_report_t *report, char *err, size_t errlen);
 
 #endif

@@ -25,11 +25,12 @@ int wallclock_start(wallclock_t *c, int64_t wall_ms, int64_t boot_ms, int64_t fl
                  (long long)(floor_s - wall_s));
         return -1;
     }
+    /* A clock a little behind the trail is followed; the time holds at the
+     * trail's last entry until the clock passes it. */
     c->base_wall_ms = wall_ms;
-    if (!accept_behind && wall_s < floor_s)
-        c->base_wall_ms = floor_s * 1000;
     c->base_boot_ms = boot_ms;
-    c->now_s = floor_div_1000(c->base_wall_ms);
+    c->now_ms = !accept_behind && wall_s < floor_s ? floor_s * 1000 : wall_ms;
+    c->now_s = floor_div_1000(c->now_ms);
     c->offset_ms = 0;
     c->stepped = 0;
     return 0;
@@ -41,15 +42,19 @@ int64_t wallclock_update(wallclock_t *c, int64_t wall_ms, int64_t boot_ms,
     wallclock_change_t what = WALLCLOCK_SAME;
     int64_t expected_ms = c->base_wall_ms + (boot_ms - c->base_boot_ms);
     int64_t offset_ms = wall_ms - expected_ms;
-    int64_t limit_ms = (int64_t)WALLCLOCK_STEP_S * 1000;
-    if (offset_ms >= -limit_ms && offset_ms <= limit_ms) {
-        /* agreed: follow the system clock's own small corrections */
+    int64_t ahead_ms = (int64_t)WALLCLOCK_STEP_S * 1000,
+            back_ms = (int64_t)WALLCLOCK_BEHIND_S * 1000;
+    if (offset_ms >= -back_ms && offset_ms <= ahead_ms) {
+        /* agreed, or a step back the time can wait out: follow the system
+         * clock (its time holds until the clock has passed it again) */
         c->base_wall_ms = wall_ms;
         c->base_boot_ms = boot_ms;
         expected_ms = wall_ms;
-        c->offset_ms = 0;
+        c->offset_ms = offset_ms < -ahead_ms ? offset_ms : 0;
         if (c->stepped)
             what = WALLCLOCK_AGREES;
+        else if (offset_ms < -ahead_ms)
+            what = WALLCLOCK_HELD;
         c->stepped = 0;
     } else {
         c->offset_ms = offset_ms;
@@ -57,9 +62,9 @@ int64_t wallclock_update(wallclock_t *c, int64_t wall_ms, int64_t boot_ms,
             what = WALLCLOCK_STEPPED;
         c->stepped = 1;
     }
-    int64_t now_s = floor_div_1000(expected_ms);
-    if (now_s > c->now_s)
-        c->now_s = now_s;
+    if (expected_ms > c->now_ms)
+        c->now_ms = expected_ms;
+    c->now_s = floor_div_1000(c->now_ms);
     if (change != NULL)
         *change = what;
     return c->now_s;

@@ -160,6 +160,94 @@ static void test_start_behind_the_trail(void **state)
     h_done(env);
 }
 
+/* No entry of the trail is stamped before the one ahead of it. */
+static void assert_trail_in_order(h_env_t *env, const char *when)
+{
+    if (h_store_int(env,
+                    "SELECT count(*) FROM audit AS a JOIN audit AS b ON b.seq = a.seq + 1"
+                    " WHERE b.at < a.at",
+                    NULL) != 0)
+        fail_msg("%s: an audit entry is stamped before the one ahead of it", when);
+}
+
+/* A step back of five minutes is waited out, also across a restart: the
+ * broker's time holds until the system clock has passed it, and the
+ * broker never counts itself stepped. */
+static void test_small_step_back_is_waited_out(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-CLOCK-6");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    long offset = h_log_offset(env);
+    clock_shift(-300);
+    await(env, offset, "event=clock.stepped_back offset_s=-");
+    s = h_police_signal("BVH-CLOCK-7");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start(env); /* the clock is still five minutes behind the trail */
+    await(env, offset, "event=clock.behind_trail behind_s=");
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-CLOCK-8");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_backlog_of(env, H_OM), 3);
+    if (h_log_count(env, offset, "event=clock.stepped offset_s=") != 0)
+        fail_msg("a step back of five minutes left the broker stepped");
+    assert_trail_in_order(env, "after a step back and a restart");
+    h_done(env);
+}
+
+/* schakeld --rekey and --restored stamp their entries as the broker does:
+ * on a clock two days behind the trail they are refused, changing
+ * nothing; with --accept-clock they take the clock as it is. */
+static void test_offline_commands_keep_to_the_trail(void **state)
+{
+    h_env_t *env = *state;
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-CLOCK-9");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    char backup[192], fresh[192];
+    snprintf(backup, sizeof backup, "%s/backup-clock.db", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
+    h_copy_file(env->store_path, backup);
+    h_cli_result_t res;
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    int64_t entries = h_store_int(env, "SELECT count(*) FROM audit", NULL);
+
+    clock_shift(-2 * DAY_S);
+    static const char *const behind = "behind the last entry of the audit trail";
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key",
+                                fresh, NULL);
+    if (status != 1 || strstr(res.err, behind) == NULL ||
+        strstr(res.err, "--accept-clock") == NULL || strstr(res.err, "unchanged") == NULL)
+        fail_msg("--rekey two days behind the trail: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, behind) == NULL ||
+        strstr(res.err, "the store is unchanged") == NULL)
+        fail_msg("--restored two days behind the trail: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit", NULL), entries);
+
+    status = h_run_schakeld(&res, "--restored", backup, "--accept-clock", "--config",
+                            env->config_path, NULL);
+    if (status != 0)
+        fail_msg("--restored --accept-clock: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND at < strftime('%s', 'now') - 86400",
+                                 NULL),
+                     1);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -182,6 +270,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_step_back_stamps_nothing_earlier, clock_setup,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_start_behind_the_trail, clock_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_small_step_back_is_waited_out, clock_setup,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_offline_commands_keep_to_the_trail, clock_setup_env,
+                                        h_teardown),
     };
     int rc = cmocka_run_group_tests_name("integration: clock", tests, NULL, NULL);
     unlink(shift_path);

@@ -121,6 +121,44 @@ static void test_step_back_not_followed(void **state)
     run_steps("back", steps, sizeof steps / sizeof steps[0]);
 }
 
+/* A step back of up to WALLCLOCK_BEHIND_S is followed and waited out: the
+ * time holds until the system clock has passed it, and then goes on with
+ * it, not stepped. */
+static void test_small_step_back_is_waited_out(void **state)
+{
+    (void)state;
+    static const step_t steps[] = {
+        {10000, 10000, 10, WALLCLOCK_SAME},
+        {11000 - 300000, 11000, 10, WALLCLOCK_HELD}, /* 5 minutes back */
+        {200000 - 300000, 200000, 10, WALLCLOCK_SAME},
+        {311000 - 300000, 311000, 11, WALLCLOCK_SAME}, /* passed it */
+        {400000 - 300000, 400000, 100, WALLCLOCK_SAME},
+        /* 601 s back is a step */
+        {401000 - 300000 - 601000, 401000, 101, WALLCLOCK_STEPPED},
+    };
+    run_steps("small step back", steps, sizeof steps / sizeof steps[0]);
+}
+
+/* A start on a clock a little behind the trail holds the time at the
+ * trail's last entry until the clock passes it, then follows it: never
+ * stepped (a restart after a small step back ends in agreement). */
+static void test_start_behind_waits_for_the_clock(void **state)
+{
+    (void)state;
+    wallclock_t c;
+    char err[256];
+    int64_t floor_s = T0_MS / 1000 + 300;
+    assert_int_equal(wallclock_start(&c, T0_MS, BOOT0_MS, floor_s, 0, err, sizeof err), 0);
+    for (int64_t s = 0; s <= 600; s += 50) {
+        wallclock_change_t change = WALLCLOCK_STEPPED;
+        int64_t now = wallclock_update(&c, T0_MS + s * 1000, BOOT0_MS + s * 1000, &change);
+        int64_t want = s < 300 ? floor_s : T0_MS / 1000 + s;
+        if (now != want || change != WALLCLOCK_SAME || c.stepped)
+            fail_msg("+%lld s: time %lld (want %lld), change %d, stepped %d", (long long)s,
+                     (long long)now, (long long)want, (int)change, c.stepped);
+    }
+}
+
 /* Time suspended counts (CLOCK_BOOTTIME): a host that slept two hours
  * wakes up agreeing with its system clock. */
 static void test_suspend_is_no_step(void **state)
@@ -141,6 +179,8 @@ int main(void)
         cmocka_unit_test(test_step_forward_not_followed),
         cmocka_unit_test(test_step_back_not_followed),
         cmocka_unit_test(test_suspend_is_no_step),
+        cmocka_unit_test(test_small_step_back_is_waited_out),
+        cmocka_unit_test(test_start_behind_waits_for_the_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
