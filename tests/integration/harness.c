@@ -1111,14 +1111,22 @@ typedef struct h_prepare {
     const void *arg;
 } h_prepare_t;
 
-/* Child side of a CLI run: stdin, stdout, stderr from the pipes, the
- * preparation, then exec. */
+/* Child side of a CLI run: stdin, stdout, stderr from the pipes, SIGPIPE
+ * at its default (the harness ignores it, and an ignored signal stays so
+ * across exec), the file-size limit (0: ours), the preparation, then exec. */
 static void h_exec_cli(const char *program, char *const argv[], char *const envp[], int in_r,
-                       int out_w, int err_w, const h_prepare_t *prepare)
+                       int out_w, int err_w, rlim_t file_limit, const h_prepare_t *prepare)
 {
     if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
         _exit(126);
     syscall(SYS_close_range, 3u, ~0u, 0u);
+    signal(SIGPIPE, SIG_DFL);
+    if (file_limit != 0) {
+        const struct rlimit limit = {file_limit, file_limit};
+        signal(SIGXFSZ, SIG_IGN);
+        if (setrlimit(RLIMIT_FSIZE, &limit) != 0)
+            _exit(126);
+    }
     if (prepare != NULL && prepare->fn != NULL && prepare->fn(prepare->arg) != 0)
         _exit(125);
     execve(program, argv, envp);
@@ -1130,7 +1138,7 @@ static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_
                       h_buf_t *err, int64_t deadline)
 {
     size_t in_len = stdin_text ? strlen(stdin_text) : 0, in_done = 0;
-    int open_out = 1, open_err = 1;
+    int open_out = out_r >= 0, open_err = 1;
     if (in_w >= 0 && in_len == 0) {
         close(in_w);
         in_w = -1;
@@ -1190,9 +1198,14 @@ static void h_open_pty(int fds[2])
 }
 
 static int h_run_program(const char *program, const char *const *args, char *const *envp,
-                         const char *stdin_text, int stderr_tty, const h_prepare_t *prepare,
+                         const h_cli_target_t *io, const h_prepare_t *prepare,
                          h_cli_result_t *res)
 {
+    const h_cli_target_t none = {0};
+    if (io == NULL)
+        io = &none;
+    const char *stdin_text = io->stdin_text;
+    int stderr_tty = io->stderr_tty;
     size_t argc = 0;
     while (args[argc])
         argc++;
@@ -1202,8 +1215,8 @@ static int h_run_program(const char *program, const char *const *args, char *con
     for (size_t i = 0; i < argc; i++)
         argv[i + 1] = strdup(args[i]);
 
-    int in[2], out[2], err[2];
-    if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 ||
+    int in[2], out[2] = {-1, -1}, err[2];
+    if (pipe2(in, O_CLOEXEC) != 0 || (io->stdout_fd == NULL && pipe2(out, O_CLOEXEC) != 0) ||
         (!stderr_tty && pipe2(err, O_CLOEXEC) != 0))
         fail_msg("pipe: %s", strerror(errno));
     if (stderr_tty)
@@ -1214,16 +1227,19 @@ static int h_run_program(const char *program, const char *const *args, char *con
     if (pid < 0)
         fail_msg("fork: %s", strerror(errno));
     if (pid == 0)
-        h_exec_cli(program, argv, envp, in[0], out[1], err[1], prepare);
+        h_exec_cli(program, argv, envp, in[0], io->stdout_fd ? *io->stdout_fd : out[1], err[1],
+                   io->file_limit, prepare);
     close(in[0]);
-    close(out[1]);
+    if (out[1] >= 0)
+        close(out[1]);
     close(err[1]);
     int pidfd = h_pidfd_open(pid);
 
     int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
     h_buf_t out_buf = {0}, err_buf = {0};
     int pumped = h_cli_pump(in[1], stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
-    close(out[0]);
+    if (out[0] >= 0)
+        close(out[0]);
     close(err[0]);
     int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
     if (status == -1 || pumped != 0) {
@@ -1253,7 +1269,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
     const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
     char **envp = h_cli_envp(endpoint, broker_pub, key_file, t.extra_env);
-    h_run_program(program, args, envp, t.stdin_text, t.stderr_tty, NULL, res);
+    h_run_program(program, args, envp, &t, NULL, res);
     h_free_strv(envp);
     return res->status;
 }
@@ -1579,14 +1595,14 @@ int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
     if (access(program, X_OK) != 0)
         fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
                  strerror(errno));
-    return h_run_program(program, args, environ, NULL, 0, NULL, res);
+    return h_run_program(program, args, environ, NULL, NULL, res);
 }
 
 int h_run_sh(const char *script, h_cli_result_t *res)
 {
     const char *args[] = {"-c", script, NULL};
     memset(res, 0, sizeof *res);
-    return h_run_program("/bin/sh", args, environ, NULL, 0, NULL, res);
+    return h_run_program("/bin/sh", args, environ, NULL, NULL, res);
 }
 
 int h_run_prepared(const char *program, const char *const *args, const char *extra_env,
@@ -1609,7 +1625,7 @@ int h_run_prepared(const char *program, const char *const *args, const char *ext
         fail_msg("out of memory");
     envp[used] = NULL;
     const h_prepare_t how = {prepare, arg};
-    h_run_program(program, args, envp, NULL, 0, &how, res);
+    h_run_program(program, args, envp, NULL, &how, res);
     h_free_strv(envp);
     return res->status;
 }
@@ -1979,7 +1995,7 @@ int h_run_ctl_env(h_env_t *env, const char *admin, const char *key_file, const c
         fail_msg("%s is not an executable (%s); build it or set SCHAKELCTL", program,
                  strerror(errno));
     char **envp = h_ctl_envp(admin, env->broker_pub, key_file, extra_env);
-    h_run_program(program, args, envp, NULL, 0, NULL, res);
+    h_run_program(program, args, envp, NULL, NULL, res);
     h_free_strv(envp);
     return res->status;
 }

@@ -248,10 +248,15 @@ typedef struct h_cli_target {
     const char *stdin_text; /* NULL: /dev/null */
     int stderr_tty;         /* stderr on a pseudo-terminal (isatty(2) true), read as res->err */
     const char *extra_env;  /* one variable more, "NAME=value" (NULL: none) */
+    const int *stdout_fd;   /* NULL: a pipe read into res->out; else the tool's stdout is this
+                               descriptor (a file, a pipe's write end) and res->out is "" */
+    rlim_t file_limit;      /* 0: as ours; else the tool's RLIMIT_FSIZE, SIGXFSZ ignored, so
+                               that a write past it fails with EFBIG as on a full disk */
 } h_cli_target_t;
 
 /* Run build/schakel with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and SCHAKEL_KEY
- * set for `principal` (NULL: SCHAKEL_KEY unset), arguments NULL-terminated.
+ * set for `principal` (NULL: SCHAKEL_KEY unset), arguments NULL-terminated,
+ * SIGPIPE at its default as a shell leaves it (every tool the harness runs).
  * Returns the exit status (also in res->status); free res with
  * h_cli_result_free. */
 int h_run_cli(h_env_t *env, const char *principal, h_cli_result_t *res, ...)
