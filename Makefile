@@ -255,12 +255,14 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
-# Shims LD_PRELOADed into the brokers of one test: schakeld's fdatasync/fsync
-# behind a gate file (test_sync), its system clock stepped (test_clock)
+# Shims LD_PRELOADed into the programs of one test: schakeld's fdatasync/fsync
+# behind a gate file (test_sync), or the CLI's failing (test_listen), the
+# broker's system clock stepped (test_clock)
 $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
+$(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
 
 $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)

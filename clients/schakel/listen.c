@@ -1,18 +1,29 @@
 /*
  * listen.c — `schakel listen`: receive deliveries (signals and case
  * events), print each one (a key=value line, or a JSON object per line),
- * flush stdout, and only then acknowledge it, so a delivery is never acked
- * that did not reach the output.
+ * and only then acknowledge it, so a delivery is never acked that did not
+ * reach the output. What is already queued is taken as one batch (at most
+ * half the Flow window): printed, then, when stdout is a regular file, synced
+ * once (fdatasync), then acked together. A pipe or terminal cannot be
+ * synced: what was written into it is acked.
  * Stops on --count, --drain (broker reports backlog 0), --timeout, or
- * SIGINT/SIGTERM. A failed write to stdout stops without acking (exit 1).
+ * SIGINT/SIGTERM. A failed write or sync stops without acking what it
+ * failed for (exit 1), and cuts a regular file back to its last whole
+ * delivery, so that no partial line stays for the next copy to join.
  */
 #include "cli.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdio_ext.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "schakel_limits.h"
 #include "syntax.h"
@@ -32,7 +43,7 @@ static const char listen_usage[] =
     "usage: schakel listen [OPTIONS]\n"
     "\n"
     "Receive deliveries (signals and case events), print each one and then\n"
-    "acknowledge it.\n"
+    "acknowledge it (written to a regular file: once the file is synced).\n"
     "\n"
     "  --count N            exit 0 after N deliveries\n"
     "  --drain              exit 0 once the broker reports nothing left to deliver\n"
@@ -57,6 +68,21 @@ typedef struct listen_settings {
     unsigned window;
 } listen_settings_t;
 
+/* Where the deliveries go. A regular file is synced before its deliveries
+ * are acked, and cut back when one could not be written whole. */
+typedef struct listen_output {
+    int is_file;
+    int append; /* O_APPEND: each write goes to the end, whatever the offset says */
+} listen_output_t;
+
+/* Deliveries printed and not yet acked: at most a Flow window. */
+typedef struct listen_batch {
+    uint64_t seqs[SCHAKEL_MAX_WINDOW];
+    size_t n;
+    off_t start;     /* a file's end before the batch: where a failed sync cuts back to */
+    int unconfirmed; /* acks were sent that no round trip has confirmed since */
+} listen_batch_t;
+
 static volatile sig_atomic_t listen_stop;
 
 static void listen_on_signal(int signo)
@@ -73,6 +99,10 @@ static void listen_catch_signals(void)
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
+    /* A reader that went away is a write error (EPIPE) to report, not a
+     * silent death with status 141. */
+    action.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &action, NULL);
 }
 
 static int64_t listen_now_ms(void)
@@ -127,9 +157,11 @@ static void listen_print_human(const schakel_delivery_t *d)
     putchar('\n');
 }
 
-/* Print one delivery and flush. Returns 0, or -1 if it did not reach stdout. */
+/* Print one delivery and flush. Returns 0, or -1 if it did not reach
+ * stdout whole (errno says why, 0 when it is unknown). */
 static int listen_print(const cli_options_t *opts, const schakel_delivery_t *d)
 {
+    errno = 0;
     if (opts->json) {
         json_t *obj = jsonio_delivery_to_json(d);
         int rc = obj != NULL ? cli_print_json(obj) : -1;
@@ -138,6 +170,35 @@ static int listen_print(const cli_options_t *opts, const schakel_delivery_t *d)
     }
     listen_print_human(d);
     return fflush(stdout) == 0 && !ferror(stdout) ? 0 : -1;
+}
+
+static void listen_output_init(listen_output_t *out)
+{
+    struct stat st;
+    int flags = fcntl(STDOUT_FILENO, F_GETFL);
+    out->is_file = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
+    out->append = flags != -1 && (flags & O_APPEND) != 0;
+}
+
+/* Where the next delivery begins in a regular file (all before it is
+ * flushed). For an O_APPEND file that is its end: the offset of a file
+ * opened with >> is 0 until the first write. -1 if it cannot be told. */
+static off_t listen_offset(const listen_output_t *out)
+{
+    return out->is_file ? lseek(STDOUT_FILENO, 0, out->append ? SEEK_END : SEEK_CUR) : -1;
+}
+
+/* Take back what a failed write or sync left: stdio's unwritten bytes
+ * (defensive: glibc drops them when a write fails, the C standard does not
+ * say so, and the exit would write them after the cut) and, in a regular
+ * file, everything from `offset` on. */
+static void listen_cut_back(const listen_output_t *out, off_t offset)
+{
+    __fpurge(stdout);
+    if (out->is_file && (offset < 0 || ftruncate(STDOUT_FILENO, offset) != 0))
+        cli_say("listen: cannot cut standard output back to its last whole delivery (%s); "
+                "it may end in a partial line",
+                offset < 0 ? "its offset is unknown" : strerror(errno));
 }
 
 /* After the last ack: one round trip proves the broker has processed them. */
@@ -150,62 +211,86 @@ static void listen_confirm_acks(schakel_client_t *client)
                 schakel_last_error(client)->text);
 }
 
-/* Receive one delivery (up to wait_ms), print it, ack it. Returns 1 when a
- * delivery was handled, 0 on a quiet timeout, or -(exit code) on failure. */
-static int listen_one(const cli_options_t *opts, schakel_client_t *client, int wait_ms)
+/* Make the batch's deliveries durable (a regular file: fdatasync) and ack
+ * them together. Returns 0, or -(exit code) after a report: a failed sync
+ * cuts the file back to where the batch began and acks nothing. */
+static int listen_commit(const listen_output_t *out, schakel_client_t *client,
+                         listen_batch_t *batch)
 {
-    schakel_delivery_t *d = NULL;
-    schakel_status_t status = schakel_receive(client, &d, wait_ms);
-    if (status == SCHAKEL_ERR_TIMEOUT)
+    size_t n = batch->n;
+    batch->n = 0;
+    if (n == 0)
         return 0;
-    if (status != SCHAKEL_OK)
-        return -cli_report("listen", status, schakel_last_error(client));
-    int printed = listen_print(opts, d);
-    uint64_t seq = d->seq;
-    schakel_delivery_free(&d);
-    if (printed != 0) {
-        cli_say("listen: cannot write to stdout; delivery seq=%llu not acknowledged",
-                (unsigned long long)seq);
+    if (out->is_file && fdatasync(STDOUT_FILENO) != 0) {
+        int error = errno;
+        listen_cut_back(out, batch->start);
+        cli_say("listen: cannot sync standard output (%s); %zu deliveries from seq=%llu not "
+                "acknowledged",
+                strerror(error), n, (unsigned long long)batch->seqs[0]);
         return -CLI_EXIT_FAILURE;
     }
-    status = schakel_ack(client, seq);
+    schakel_status_t status = schakel_ack_many(client, batch->seqs, n);
     if (status != SCHAKEL_OK)
         return -cli_report("ack", status, schakel_last_error(client));
-    return 1;
+    batch->unconfirmed = 1;
+    return 0;
 }
 
-/* The receive loop. Returns the exit code. */
-static int listen_loop(const cli_options_t *opts, const listen_settings_t *settings,
-                       schakel_client_t *client)
+/* Print d into the batch. Returns 0, or -(exit code) after a report when it
+ * could not be written whole: it is cut back and not acked; those before
+ * it in the batch are committed. */
+static int listen_add(const cli_options_t *opts, const listen_output_t *out,
+                      schakel_client_t *client, listen_batch_t *batch, const schakel_delivery_t *d)
 {
-    int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000 : -1;
-    long long received = 0;
-    while (!listen_stop) {
-        int wait_ms = LISTEN_SLICE_MS;
-        if (deadline >= 0) {
-            int64_t left = deadline - listen_now_ms();
-            if (left <= 0)
-                break;
-            if (left < wait_ms)
-                wait_ms = (int)left;
-        }
-        int got = listen_one(opts, client, wait_ms);
-        if (got < 0)
-            return -got;
-        received += got;
-        if (settings->count > 0 && received >= settings->count) {
-            listen_confirm_acks(client);
-            return CLI_EXIT_OK;
-        }
-        if (got == 0 && settings->drain) {
-            uint64_t backlog = 0;
-            schakel_status_t status = schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS);
-            if (status != SCHAKEL_OK)
-                return cli_report("listen: backlog", status, schakel_last_error(client));
-            if (backlog == 0)
-                return CLI_EXIT_OK;
-        }
+    off_t offset = listen_offset(out);
+    if (batch->n == 0)
+        batch->start = offset;
+    if (listen_print(opts, d) == 0) {
+        batch->seqs[batch->n++] = d->seq;
+        return 0;
     }
+    int error = errno;
+    listen_cut_back(out, offset);
+    cli_say("listen: cannot write to standard output (%s); delivery seq=%llu not acknowledged",
+            error != 0 ? strerror(error) : "cause unknown", (unsigned long long)d->seq);
+    int rc = listen_commit(out, client, batch);
+    return rc != 0 ? rc : -CLI_EXIT_FAILURE;
+}
+
+/* Receive one batch: a delivery within wait_ms, then what is already
+ * queued, at most max in all; print them, then commit them. Returns how
+ * many were handled (0 on a quiet timeout), or -(exit code). */
+static long long listen_batch(const cli_options_t *opts, const listen_output_t *out,
+                              schakel_client_t *client, listen_batch_t *batch, int wait_ms,
+                              size_t max)
+{
+    schakel_status_t status = SCHAKEL_OK;
+    long long handled = 0;
+    for (size_t taken = 0; taken < max; taken++) {
+        schakel_delivery_t *d = NULL;
+        status = schakel_receive(client, &d, taken == 0 ? wait_ms : 0);
+        if (status != SCHAKEL_OK)
+            break;
+        int rc = listen_add(opts, out, client, batch, d);
+        schakel_delivery_free(&d);
+        if (rc != 0)
+            return rc;
+        handled++;
+    }
+    /* What was printed before a failed receive is acked before the report. */
+    schakel_error_t error = *schakel_last_error(client);
+    int rc = listen_commit(out, client, batch);
+    if (rc != 0)
+        return rc;
+    if (status != SCHAKEL_OK && status != SCHAKEL_ERR_TIMEOUT)
+        return -cli_report("listen", status, &error);
+    return handled;
+}
+
+/* The loop ended by a signal (exit 0) or at --timeout: 0, or 1 with a
+ * report when --count or --drain was not satisfied by then. */
+static int listen_stopped(const listen_settings_t *settings, long long received)
+{
     if (listen_stop)
         return CLI_EXIT_OK;
     if (settings->count > 0) {
@@ -218,6 +303,60 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
         return CLI_EXIT_FAILURE;
     }
     return CLI_EXIT_OK;
+}
+
+/* The receive loop. Returns the exit code. */
+static int listen_loop(const cli_options_t *opts, const listen_settings_t *settings,
+                       schakel_client_t *client)
+{
+    int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000 : -1;
+    long long received = 0;
+    listen_output_t out;
+    listen_output_init(&out);
+    listen_batch_t *batch = calloc(1, sizeof *batch);
+    if (batch == NULL) {
+        cli_say("listen: out of memory");
+        return CLI_EXIT_FAILURE;
+    }
+    int rc = -1;
+    while (!listen_stop && rc < 0) {
+        int wait_ms = LISTEN_SLICE_MS;
+        if (deadline >= 0) {
+            int64_t left = deadline - listen_now_ms();
+            if (left <= 0)
+                break;
+            if (left < wait_ms)
+                wait_ms = (int)left;
+        }
+        /* Half the window at most: the broker sends the other half while
+         * this batch is written and synced, and is not left idle. */
+        size_t max = settings->window > 1 ? settings->window / 2 : 1;
+        if (settings->count > 0 && (unsigned long long)(settings->count - received) < max)
+            max = (size_t)(settings->count - received);
+        long long got = listen_batch(opts, &out, client, batch, wait_ms, max);
+        if (got < 0) {
+            /* What reached the output before the failure was acked:
+             * confirm it, or say that it may come again. */
+            if (batch->unconfirmed)
+                listen_confirm_acks(client);
+            rc = (int)-got;
+            break;
+        }
+        received += got;
+        if (settings->count > 0 && received >= settings->count) {
+            listen_confirm_acks(client);
+            rc = CLI_EXIT_OK;
+        } else if (got == 0 && settings->drain) {
+            uint64_t backlog = 0;
+            schakel_status_t status = schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS);
+            if (status != SCHAKEL_OK)
+                rc = cli_report("listen: backlog", status, schakel_last_error(client));
+            else if (backlog == 0)
+                rc = CLI_EXIT_OK;
+        }
+    }
+    free(batch);
+    return rc >= 0 ? rc : listen_stopped(settings, received);
 }
 
 static int listen_option(listen_settings_t *settings, int option, const char *arg)
