@@ -112,10 +112,22 @@ static int64_t listen_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* seq, then what identifies the item also when it comes again under a new
+ * seq (a broker restored from a backup, its partners publishing again):
+ * the sender's message id and the item's index in it. */
+static void listen_print_ids(const schakel_delivery_t *d)
+{
+    char message_id[2 * SCHAKEL_MESSAGE_ID_BYTES + 1];
+    syntax_hex(d->message_id, sizeof d->message_id, message_id);
+    printf("seq=%llu message_id=%s item_index=%u", (unsigned long long)d->seq, message_id,
+           (unsigned)d->item_index);
+}
+
 /* A case event: which case, then the event as `case show` prints it. */
 static void listen_print_case_event(const schakel_delivery_t *d)
 {
-    printf("seq=%llu case=%s ", (unsigned long long)d->seq, d->case_event->case_id);
+    listen_print_ids(d);
+    printf(" case=%s ", d->case_event->case_id);
     case_print_event(d->case_event);
     cli_field("rule", d->rule_id);
     if (d->redelivery)
@@ -130,7 +142,7 @@ static void listen_print_human(const schakel_delivery_t *d)
         listen_print_case_event(d);
         return;
     }
-    printf("seq=%llu", (unsigned long long)d->seq);
+    listen_print_ids(d);
     cli_field("from", d->sender);
     cli_field("kind", d->kind);
     cli_field("theme", d->theme);

@@ -3,7 +3,8 @@
  * regular file is synced before the acks (a failed sync acks nothing), a
  * delivery that could not be written whole (a full disk: RLIMIT_FSIZE) is
  * cut back out of the file, O_APPEND files included, and not acked; a
- * closed pipe is an error with a message, not a death by SIGPIPE.
+ * closed pipe is an error with a message, not a death by SIGPIPE; the
+ * human lines carry the message id and item index.
  *
  * Every program of this binary runs with syncgate.so preloaded; only the
  * CLI runs that name SCHAKEL_TEST_SYNC_FAIL in their environment see its
@@ -315,6 +316,55 @@ static void test_listen_closed_pipe_is_an_error(void **state)
     h_done(env);
 }
 
+/* The human lines, like the JSON ones, name the item by the sender's
+ * message id and its index: what identifies it when it comes again under
+ * a new seq (a broker restored from a backup, and the item published
+ * again). */
+static void test_listen_lines_name_message_id_and_index(void **state)
+{
+    h_env_t *env = *state;
+    const uint8_t message_id[16] = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
+                                    0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff};
+    const char *hex = "00112233445566778899aabbccddeeff";
+    publish_batch(env, message_id, NULL);
+    static const char *const human[] = {"listen", "--drain", "--timeout", "20", NULL};
+    h_cli_result_t res;
+    run_listen(env, -1, 0, NULL, human, &res);
+    expect_exit(&res, 0, "listen");
+    const char *p = res.out;
+    for (int i = 0; i < BATCH; i++) {
+        char ids[128];
+        snprintf(ids, sizeof ids, " message_id=%s item_index=%d from=%s ", hex, i,
+                 H_WOCO_MAASOEVER);
+        const char *end = strchr(p, '\n');
+        if (strncmp(p, "seq=", 4) != 0 || end == NULL)
+            fail_msg("line %d is not a delivery: %s", i + 1, p);
+        const char *found = strstr(p, ids);
+        if (found == NULL || found > end)
+            fail_msg("line %d lacks \"%s\": %.*s", i + 1, ids, (int)(end - p), p);
+        p = end + 1;
+    }
+    assert_string_equal(p, "");
+    h_cli_result_free(&res);
+
+    /* --json names them too: the police's copies. */
+    static const char *const json[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
+    h_run_cli_argv(env, H_POLITIE, NULL, json, &res);
+    expect_exit(&res, 0, "listen --json");
+    p = res.out;
+    for (int i = 0; i < BATCH; i++) {
+        char ids[128];
+        snprintf(ids, sizeof ids, "\"message_id\":\"%s\",\"item_index\":%d,", hex, i);
+        const char *end = strchr(p, '\n');
+        const char *found = strstr(p, ids);
+        if (end == NULL || found == NULL || found > end)
+            fail_msg("JSON line %d lacks %s: %s", i + 1, ids, p);
+        p = end + 1;
+    }
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -328,6 +378,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_listen_full_disk_cuts_back, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_closed_pipe_is_an_error, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_lines_name_message_id_and_index, h_setup_broker,
                                         h_teardown),
     };
     return cmocka_run_group_tests_name("integration: listen", tests, NULL, NULL);
