@@ -80,6 +80,8 @@ typedef struct listen_batch {
     uint64_t seqs[SCHAKEL_MAX_WINDOW];
     size_t n;
     off_t start;     /* a file's end before the batch: where a failed sync cuts back to */
+    off_t end;       /* where the batch's last delivery ended in the file */
+    int contiguous;  /* nothing but the batch was written from start to end */
     int unconfirmed; /* acks were sent that no round trip has confirmed since */
 } listen_batch_t;
 
@@ -203,14 +205,25 @@ static off_t listen_offset(const listen_output_t *out)
 /* Take back what a failed write or sync left: stdio's unwritten bytes
  * (defensive: glibc drops them when a write fails, the C standard does not
  * say so, and the exit would write them after the cut) and, in a regular
- * file, everything from `offset` on. */
-static void listen_cut_back(const listen_output_t *out, off_t offset)
+ * file, everything from `offset` on, but only while the file ends where
+ * our own writing left it (`end`): a file other programs append to too
+ * (several listeners into one inbox) keeps what they wrote after us. */
+static void listen_cut_back(const listen_output_t *out, off_t offset, off_t end)
 {
+    struct stat st;
     __fpurge(stdout);
-    if (out->is_file && (offset < 0 || ftruncate(STDOUT_FILENO, offset) != 0))
+    if (!out->is_file)
+        return;
+    if (offset < 0 || end < 0)
+        cli_say("listen: cannot cut standard output back to its last whole delivery (its "
+                "offset is unknown); it may end in a partial line");
+    else if (fstat(STDOUT_FILENO, &st) != 0 || st.st_size != end)
+        cli_say("listen: standard output was not cut back to its last whole delivery: another "
+                "program wrote to it after this one; it may hold a partial line of ours");
+    else if (ftruncate(STDOUT_FILENO, offset) != 0)
         cli_say("listen: cannot cut standard output back to its last whole delivery (%s); "
                 "it may end in a partial line",
-                offset < 0 ? "its offset is unknown" : strerror(errno));
+                strerror(errno));
 }
 
 /* After the last ack: one round trip proves the broker has processed them. */
@@ -235,7 +248,15 @@ static int listen_commit(const listen_output_t *out, schakel_client_t *client,
         return 0;
     if (out->is_file && fdatasync(STDOUT_FILENO) != 0) {
         int error = errno;
-        listen_cut_back(out, batch->start);
+        /* whole lines, not synced, not acked: they come again; taken back
+         * when the file holds only ours from start on */
+        if (batch->contiguous) {
+            listen_cut_back(out, batch->start, batch->end);
+        } else {
+            __fpurge(stdout);
+            cli_say("listen: standard output was not cut back: another program wrote to it "
+                    "between this one's deliveries, which stay in it whole");
+        }
         cli_say("listen: cannot sync standard output (%s); %zu deliveries from seq=%llu not "
                 "acknowledged",
                 strerror(error), n, (unsigned long long)batch->seqs[0]);
@@ -255,14 +276,19 @@ static int listen_add(const cli_options_t *opts, const listen_output_t *out,
                       schakel_client_t *client, listen_batch_t *batch, const schakel_delivery_t *d)
 {
     off_t offset = listen_offset(out);
-    if (batch->n == 0)
-        batch->start = offset;
+    if (batch->n == 0) {
+        batch->start = batch->end = offset;
+        batch->contiguous = 1;
+    } else if (offset != batch->end) {
+        batch->contiguous = 0; /* another program appended between ours */
+    }
     if (listen_print(opts, d) == 0) {
         batch->seqs[batch->n++] = d->seq;
+        batch->end = out->is_file ? lseek(STDOUT_FILENO, 0, SEEK_CUR) : -1;
         return 0;
     }
     int error = errno;
-    listen_cut_back(out, offset);
+    listen_cut_back(out, offset, out->is_file ? lseek(STDOUT_FILENO, 0, SEEK_CUR) : -1);
     cli_say("listen: cannot write to standard output (%s); delivery seq=%llu not acknowledged",
             error != 0 ? strerror(error) : "cause unknown", (unsigned long long)d->seq);
     int rc = listen_commit(out, client, batch);

@@ -1042,12 +1042,12 @@ void h_assert_delivery_fields(const schakel_delivery_t *d, const schakel_signal_
 /* envp for the CLI: ours without SCHAKEL_*, plus the three variables and
  * extra ("NAME=value", or NULL). */
 static char **h_cli_envp(const char *endpoint, const char *broker_pub, const char *key_file,
-                         const char *extra)
+                         const char *extra, const char *extra2)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **envp = calloc(n + 5, sizeof *envp);
+    char **envp = calloc(n + 6, sizeof *envp);
     assert_non_null(envp);
     size_t used = 0;
     for (size_t i = 0; i < n; i++)
@@ -1060,6 +1060,8 @@ static char **h_cli_envp(const char *endpoint, const char *broker_pub, const cha
     if (key_file && asprintf(&envp[used++], "SCHAKEL_KEY=%s", key_file) < 0)
         fail_msg("out of memory");
     if (extra && (envp[used++] = strdup(extra)) == NULL)
+        fail_msg("out of memory");
+    if (extra2 && (envp[used++] = strdup(extra2)) == NULL)
         fail_msg("out of memory");
     envp[used] = NULL;
     return envp;
@@ -1268,7 +1270,7 @@ int h_run_cli_argv(h_env_t *env, const char *principal, const h_cli_target_t *ta
     const char *endpoint = t.endpoint ? t.endpoint : env->endpoint;
     const char *broker_pub = t.broker_pub ? t.broker_pub : env->broker_pub;
     const char *key_file = t.key_file ? t.key_file : principal ? h_key_file(env, principal) : NULL;
-    char **envp = h_cli_envp(endpoint, broker_pub, key_file, t.extra_env);
+    char **envp = h_cli_envp(endpoint, broker_pub, key_file, t.extra_env, t.extra_env2);
     h_run_program(program, args, envp, &t, NULL, res);
     h_free_strv(envp);
     return res->status;

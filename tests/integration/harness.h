@@ -248,6 +248,7 @@ typedef struct h_cli_target {
     const char *stdin_text; /* NULL: /dev/null */
     int stderr_tty;         /* stderr on a pseudo-terminal (isatty(2) true), read as res->err */
     const char *extra_env;  /* one variable more, "NAME=value" (NULL: none) */
+    const char *extra_env2; /* and a second one (NULL: none) */
     const int *stdout_fd;   /* NULL: a pipe read into res->out; else the tool's stdout is this
                                descriptor (a file, a pipe's write end) and res->out is "" */
     rlim_t file_limit;      /* 0: as ours; else the tool's RLIMIT_FSIZE, SIGXFSZ ignored, so

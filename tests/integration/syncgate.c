@@ -4,9 +4,9 @@
  * Wraps fdatasync and fsync. While the file named by SCHAKEL_TEST_SYNC_FAIL
  * exists, each call fails with EIO without syncing; while the file named by
  * SCHAKEL_TEST_SYNC_GATE exists, each call waits (looking every
- * millisecond) and then syncs. Each held or failed call writes one line to
- * stderr (the broker's log in the harness), so a test can see the broker
- * reach a sync. Trusts the environment it is given; never fails otherwise.
+ * millisecond) and then syncs, or fails if the fail file exists by then. Each held or failed call
+ * writes one line to stderr (the broker's log in the harness), so a test can see the broker reach a
+ * sync. Trusts the environment it is given; never fails otherwise.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -52,6 +52,11 @@ static int syncgate_pass(const char *call, int fd)
         while (syncgate_exists("SCHAKEL_TEST_SYNC_GATE"))
             nanosleep(&millisecond, NULL);
         syncgate_note("syncgate.released", call, fd);
+        if (syncgate_exists("SCHAKEL_TEST_SYNC_FAIL")) { /* held, then failed */
+            syncgate_note("syncgate.failed", call, fd);
+            errno = EIO;
+            return -1;
+        }
     }
     errno = saved;
     return 0;

@@ -15,6 +15,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +204,73 @@ static void test_listen_failed_sync_acks_nothing(void **state)
     h_done(env);
 }
 
+/* A listen into a file another program appends to as well (a second
+ * listener into one inbox), held in its sync and then failing it. */
+typedef struct held_listen {
+    h_env_t *env;
+    int fd;
+    char gate_env[200], fail_env[200];
+    h_cli_result_t res;
+} held_listen_t;
+
+static void *held_listen_run(void *arg)
+{
+    held_listen_t *h = arg;
+    static const char *const drain[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
+    const h_cli_target_t target = {
+        .stdout_fd = &h->fd, .extra_env = h->gate_env, .extra_env2 = h->fail_env};
+    (void)h_run_cli_argv(h->env, H_GEMEENTE, &target, drain, &h->res);
+    return NULL;
+}
+
+/* A failed sync does not cut away what another program appended to the
+ * same file: its line stays, whole; listen's own lines, not acked, stay
+ * too (they come again), and it says why it did not cut back. */
+static void test_listen_failed_sync_keeps_another_writers_lines(void **state)
+{
+    h_env_t *env = *state;
+    uint64_t item_seqs[BATCH];
+    publish_batch(env, NULL, item_seqs);
+    char path[160], gate_path[160], fail_path[160];
+    snprintf(path, sizeof path, "%s/inbox.jsonl", env->dir);
+    snprintf(gate_path, sizeof gate_path, "%s/sync-gate", env->dir);
+    snprintf(fail_path, sizeof fail_path, "%s/sync-fail", env->dir);
+    const char *earlier = "{\"seq\":1,\"earlier\":true}\n";
+    const char *other = "{\"seq\":2,\"other_writer\":true}\n";
+    write_file(path, earlier);
+    write_file(gate_path, "");
+
+    held_listen_t h = {.env = env, .fd = open_output(path, 1)};
+    snprintf(h.gate_env, sizeof h.gate_env, "SCHAKEL_TEST_SYNC_GATE=%s", gate_path);
+    snprintf(h.fail_env, sizeof h.fail_env, "SCHAKEL_TEST_SYNC_FAIL=%s", fail_path);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, held_listen_run, &h), 0);
+    /* listen has written (a line at least) and waits in its sync; bounded */
+    const struct timespec pause = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < H_TIMEOUT_MS / 10 && file_size(path) <= (off_t)strlen(earlier); i++)
+        nanosleep(&pause, NULL);
+    int other_fd = open_output(path, 1);
+    assert_int_equal(write(other_fd, other, strlen(other)), (ssize_t)strlen(other));
+    assert_int_equal(fsync(other_fd), 0);
+    close(other_fd);
+    write_file(fail_path, "");
+    unlink(gate_path);
+    pthread_join(thread, NULL);
+    close(h.fd);
+
+    expect_exit(&h.res, 1, "listen whose sync fails after another writer appended");
+    expect_err(&h.res, "cannot sync standard output", "the failed sync");
+    expect_err(&h.res, "was not cut back", "the file another program wrote to");
+    h_cli_result_free(&h.res);
+    char *text = file_text(path);
+    if (strncmp(text, earlier, strlen(earlier)) != 0 || strstr(text, other) == NULL)
+        fail_msg("the other writer's line is gone:\n%s", text);
+    free(text);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+    unlink(fail_path);
+    h_done(env);
+}
+
 /* A full disk (the CLI's RLIMIT_FSIZE) in the middle of a delivery: the
  * file is cut back to the end of the last whole one, in a file opened as
  * `>` and as `>>` (whose offset is 0 until its first write); what was
@@ -375,6 +444,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_listen_failed_sync_acks_nothing, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_failed_sync_keeps_another_writers_lines,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_full_disk_cuts_back, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_closed_pipe_is_an_error, h_setup_broker,
