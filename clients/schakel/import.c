@@ -263,15 +263,22 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
  * during the run and may have lost batches the journal has done (their
  * lines are under the epoch of the start, so the next run publishes them
  * again). Said, and the run fails, so that it is run again. A broker that
- * cannot be asked now leaves it to the next run. */
+ * cannot be asked now leaves it to the next run, which is said. */
 static void import_check_epoch(import_run_t *run, const import_options_t *o)
 {
     uint8_t now[SCHAKEL_STORE_EPOCH_BYTES];
     int known = 0;
     if (!run->epoch_known || run->stop_status != CLI_EXIT_OK || run->batches_done == 0)
         return;
-    if (schakel_store_epoch(run->client, now, &known, o->common.connect_timeout_ms) != SCHAKEL_OK ||
-        !known || memcmp(now, run->epoch, sizeof now) == 0)
+    if (schakel_store_epoch(run->client, now, &known, o->common.connect_timeout_ms) != SCHAKEL_OK) {
+        import_progress_clear(&run->progress);
+        cli_say("import: warning: could not ask the broker at the end whether its store was "
+                "restored from a backup during this import (%s); if it was, run the same command "
+                "again",
+                schakel_last_error(run->client)->text);
+        return;
+    }
+    if (!known || memcmp(now, run->epoch, sizeof now) == 0)
         return;
     import_progress_clear(&run->progress);
     cli_say("import: the broker's store was restored from a backup during this import, and may "
