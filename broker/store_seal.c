@@ -168,27 +168,42 @@ static int case_id_fits(const char *case_id)
     return case_id != NULL && strlen(case_id) == SCHAKEL_CASE_ID_LEN;
 }
 
-int store_seal_ad_delivery_v1(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d)
+/* The tags of a delivery's layouts: by reference, a signal's body, a
+ * case's. */
+static const char *const ad_delivery_tags_v1[3] = {ad_delivery_ref_v1_tag, ad_delivery_v1_tag,
+                                                   ad_case_delivery_v1_tag};
+static const char *const ad_delivery_tags[3] = {ad_delivery_ref_tag, ad_delivery_tag,
+                                                ad_case_delivery_tag};
+
+/* A delivery's associated data in either layout: its tag (with its NUL),
+ * seq, item seq, for a case whether it is an event and the case id, the
+ * envelope's digest (NULL: the layout before schema 9 has none), and the
+ * recipient last. */
+static int ad_delivery(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d,
+                       const char *const tags[3], const uint8_t *envelope)
 {
     size_t recipient_len = strlen(d->recipient);
     if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN ||
         (d->case_id != NULL && !case_id_fits(d->case_id)) || (d->by_ref && d->case_id != NULL))
         return -1;
+    const char *tag = d->by_ref ? tags[0] : d->case_id == NULL ? tags[1] : tags[2];
     ad->len = 0;
-    if (d->by_ref)
-        ad_put(ad, ad_delivery_ref_v1_tag, sizeof ad_delivery_ref_v1_tag);
-    else if (d->case_id == NULL)
-        ad_put(ad, ad_delivery_v1_tag, sizeof ad_delivery_v1_tag);
-    else
-        ad_put(ad, ad_case_delivery_v1_tag, sizeof ad_case_delivery_v1_tag);
+    ad_put(ad, tag, strlen(tag) + 1);
     ad_put_be(ad, (uint64_t)seq, 8);
     ad_put_be(ad, d->item_seq, 8);
     if (d->case_id != NULL) {
         ad_put_be(ad, d->is_case_event ? 1u : 0u, 1);
         ad_put(ad, d->case_id, SCHAKEL_CASE_ID_LEN);
     }
+    if (envelope != NULL)
+        ad_put(ad, envelope, STORE_SEAL_ENVELOPE_BYTES);
     ad_put(ad, d->recipient, recipient_len);
     return 0;
+}
+
+int store_seal_ad_delivery_v1(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d)
+{
+    return ad_delivery(ad, seq, d, ad_delivery_tags_v1, NULL);
 }
 
 /* One text of the envelope: its length (4 bytes), then its bytes. */
@@ -241,27 +256,9 @@ static int envelope_digest(const store_delivery_t *d, uint8_t digest[STORE_SEAL_
 int store_seal_ad_delivery(store_seal_ad_t *ad, int64_t seq, const store_delivery_t *d)
 {
     uint8_t envelope[STORE_SEAL_ENVELOPE_BYTES];
-    size_t recipient_len = strlen(d->recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN ||
-        (d->case_id != NULL && !case_id_fits(d->case_id)) || (d->by_ref && d->case_id != NULL) ||
-        envelope_digest(d, envelope) != 0)
+    if (envelope_digest(d, envelope) != 0)
         return -1;
-    ad->len = 0;
-    if (d->by_ref)
-        ad_put(ad, ad_delivery_ref_tag, sizeof ad_delivery_ref_tag);
-    else if (d->case_id == NULL)
-        ad_put(ad, ad_delivery_tag, sizeof ad_delivery_tag);
-    else
-        ad_put(ad, ad_case_delivery_tag, sizeof ad_case_delivery_tag);
-    ad_put_be(ad, (uint64_t)seq, 8);
-    ad_put_be(ad, d->item_seq, 8);
-    if (d->case_id != NULL) {
-        ad_put_be(ad, d->is_case_event ? 1u : 0u, 1);
-        ad_put(ad, d->case_id, SCHAKEL_CASE_ID_LEN);
-    }
-    ad_put(ad, envelope, sizeof envelope);
-    ad_put(ad, d->recipient, recipient_len);
-    return 0;
+    return ad_delivery(ad, seq, d, ad_delivery_tags, envelope);
 }
 
 int store_seal_ad_case(store_seal_ad_t *ad, const char *case_id)
