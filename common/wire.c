@@ -220,8 +220,10 @@ static int field_is_present(const ProtobufCMessage *message, const ProtobufCFiel
 }
 
 /* tree_check's flags: a frame from the broker may carry a reason code this
- * code does not know yet (codes are only ever appended: PROTOCOL.md 8). */
+ * code does not know yet (codes are only ever appended: PROTOCOL.md 8),
+ * and fields it does not know (fields are only ever added: PROTOCOL.md 1.3). */
 #define TREE_ANY_REASON 1u
+#define TREE_ANY_FIELD 2u
 
 static int tree_check(const ProtobufCMessage *message, int depth, unsigned flags,
                       wire_error_t *err);
@@ -259,8 +261,23 @@ static int field_check(const ProtobufCMessage *message, const ProtobufCFieldDesc
     return 0;
 }
 
+/* A field from a newer broker: ignored by a client unless it stands where
+ * the frame's body should be (a body this code does not know). */
+static int unknown_tolerated(const ProtobufCMessage *message, unsigned flags)
+{
+    if (!(flags & TREE_ANY_FIELD))
+        return 0;
+    if (message->descriptor != &schakel__frame__descriptor)
+        return 1;
+    return ((const Schakel__Frame *)(const void *)message)->body_case !=
+           SCHAKEL__FRAME__BODY__NOT_SET;
+}
+
 /* Unknown fields are refused, never forwarded: protobuf-c would keep them
- * and pack them again into whatever we relay. */
+ * and pack them again into whatever we relay. A client reading the broker
+ * (TREE_ANY_FIELD) ignores them instead (PROTOCOL.md 1.3): it relays
+ * nothing of a broker frame, and a delivered signal is decoded on its own,
+ * with unknown fields refused. */
 static int tree_check(const ProtobufCMessage *message, int depth, unsigned flags, wire_error_t *err)
 {
     const ProtobufCMessageDescriptor *descriptor = message->descriptor;
@@ -269,7 +286,7 @@ static int tree_check(const ProtobufCMessage *message, int depth, unsigned flags
                        descriptor->short_name);
         return -1;
     }
-    if (message->n_unknown_fields > 0) {
+    if (message->n_unknown_fields > 0 && !unknown_tolerated(message, flags)) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "%s carries unknown field %u",
                        descriptor->short_name, (unsigned)message->unknown_fields[0].tag);
         return -1;
@@ -680,7 +697,8 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
 
 Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err)
 {
-    return decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES, TREE_ANY_REASON, err);
+    return decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES,
+                        TREE_ANY_REASON | TREE_ANY_FIELD, err);
 }
 
 void wire_frame_free(Schakel__Frame **frame)

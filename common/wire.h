@@ -70,8 +70,10 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
  * view, 256 KiB of many small events, decodes to several times its size),
  * and a Rejected reason code this code does not know is kept (codes are
  * only ever appended; PROTOCOL.md 8: a client treats one it does not know
- * as a refusal that is not retryable). Everything else is checked as
- * wire_decode_frame checks it. */
+ * as a refusal that is not retryable), and so are fields it does not know
+ * (ignored: fields are only ever added, PROTOCOL.md 1.3), except where the
+ * frame's body should be: a frame with no body this code knows is refused.
+ * Everything else is checked as wire_decode_frame checks it. */
 Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err);
 void wire_frame_free(Schakel__Frame **frame);
 

@@ -2281,6 +2281,67 @@ static void test_unknown_reason_from_the_broker(void **state)
     free(bytes);
 }
 
+/* Fields a newer broker added: a client ignores them and keeps the ones
+ * it knows (PROTOCOL.md 1.3); a partner's frame with them is refused; a
+ * frame whose only body is one this code does not know is refused either
+ * way. */
+static void test_unknown_fields_from_the_broker(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name, *hex;
+        int broker_ok;
+        const char *fragment; /* of the refusal, from the broker or else the partner's */
+    } rows[] = {
+        /* Heartbeat{time 5, field 9 = 1, principal "a"} */
+        {"heartbeat field 9", "08 01 b2 01 07 08 05 48 01 12 01 61", 1,
+         "Heartbeat carries unknown field 9"},
+        /* the same unknown field twice: repeats are counted for known ones */
+        {"heartbeat field 9 twice", "08 01 b2 01 09 08 05 48 01 48 01 12 01 61", 1,
+         "Heartbeat carries unknown field 9"},
+        /* a length-delimited unknown field with bytes that are no UTF-8 */
+        {"heartbeat field 10, bytes", "08 01 b2 01 09 08 05 52 02 ff fe 12 01 61", 1,
+         "Heartbeat carries unknown field 10"},
+        {"frame field 99", "08 01 b2 01 05 08 05 12 01 61 98 06 01", 1,
+         "Frame carries unknown field 99"},
+        {"item accepted field 5",
+         "08 01 8a 01 16 0a 10 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 12 02 28 01", 1,
+         "ItemAccepted carries unknown field 5"},
+        {"unknown body 35", "08 01 9a 02 00", 0, "Frame carries unknown field 35"},
+        {"unknown body 35 and field 99", "08 01 9a 02 00 98 06 01", 0,
+         "Frame carries unknown field"},
+        /* a known field still checked beside an unknown one */
+        {"heartbeat field 9, principal not UTF-8", "08 01 b2 01 07 08 05 48 01 12 01 ff", 0,
+         "Heartbeat.principal is not valid UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        struct bytes b = {0};
+        bytes_hex(&b, rows[i].hex);
+        wire_error_t err;
+        Schakel__Frame *frame = wire_decode_broker_frame(b.data, b.len, &err);
+        if (rows[i].broker_ok) {
+            if (frame == NULL)
+                fail_msg("%s: refused from the broker: %s", rows[i].name, err.text);
+            if (frame->body_case == SCHAKEL__FRAME__BODY_HEARTBEAT) {
+                assert_true(frame->heartbeat->has_time);
+                assert_int_equal(frame->heartbeat->time, 5);
+                assert_string_equal(frame->heartbeat->principal, "a");
+            } else {
+                assert_int_equal(frame->body_case, SCHAKEL__FRAME__BODY_ACCEPTED);
+                assert_int_equal(frame->accepted->n_items, 1);
+            }
+            wire_frame_free(&frame);
+            assert_null(wire_decode_frame(b.data, b.len, &err));
+            assert_int_equal(err.reason, SCHAKEL__REASON__INVALID_MESSAGE);
+        } else {
+            assert_null(frame);
+        }
+        if (strstr(err.text, rows[i].fragment) == NULL)
+            fail_msg("%s: \"%s\" does not say \"%s\"", rows[i].name, err.text, rows[i].fragment);
+        bytes_free(&b);
+    }
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -2294,6 +2355,7 @@ int main(void)
         cmocka_unit_test(test_raw_signal_table),
         cmocka_unit_test(test_signal_item_size),
         cmocka_unit_test(test_raw_frame_table),
+        cmocka_unit_test(test_unknown_fields_from_the_broker),
         cmocka_unit_test(test_publish_table),
         cmocka_unit_test(test_ack_counts),
         cmocka_unit_test(test_frame_size_limit),
