@@ -335,7 +335,7 @@ static void admin_prepare_export(broker_t *b, admin_request_t *request)
         snprintf(err, sizeof err,
                  "audit-subject takes one pseudonym (8..64 of A-Z a-z 0-9 . _ : -, "
                  "not all digits)");
-    } else if (audit_subject_export(b->store, pseudonym, &json, err, sizeof err) == 0) {
+    } else if (audit_subject_export(b->store, pseudonym, b->now_s, &json, err, sizeof err) == 0) {
         /* the export's own "count" member: the number of entries handed out */
         const char *count = strstr(json, "\"count\":");
         size_t entries = count != NULL ? (size_t)strtoull(count + 8, NULL, 10) : 0;

@@ -1164,7 +1164,8 @@ static int export_item_order(const void *a, const void *b)
 
 /* The document: entries in seq order, each once (a delivery's own entry is
  * found both by subject and by delivery seq). */
-static char *export_document(export_state_t *st, const char *pseudonym, const char *tag)
+static char *export_document(export_state_t *st, const char *pseudonym, const char *tag,
+                             int64_t now_s)
 {
     text_buf_t b = {0};
     char now_text[32];
@@ -1173,7 +1174,7 @@ static char *export_document(export_state_t *st, const char *pseudonym, const ch
         qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
     for (size_t i = 0; i < st->n_items; i++)
         count += i == 0 || st->items[i].seq != st->items[i - 1].seq;
-    audit_format_time((int64_t)time(NULL), now_text, sizeof now_text);
+    audit_format_time(now_s, now_text, sizeof now_text);
     buf_puts(&b, "{\"subject\":");
     buf_json_string(&b, pseudonym);
     buf_puts(&b, ",\"subject_tag\":");
@@ -1203,8 +1204,8 @@ static void export_free(export_state_t *st)
     free(st->acked);
 }
 
-int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,
-                         size_t errlen)
+int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, char **json_out,
+                         char *err, size_t errlen)
 {
     export_state_t st;
     char tag[STORE_SUBJECT_TAG_LEN + 1];
@@ -1236,7 +1237,7 @@ int audit_subject_export(store_t *store, const char *pseudonym, char **json_out,
             rc = store_audit_scan_acked(store, st.deliveries[i], export_add_acked, &st);
     }
     if (rc >= 0 && !st.out_of_memory)
-        *json_out = export_document(&st, pseudonym, tag);
+        *json_out = export_document(&st, pseudonym, tag, now_s);
     export_free(&st);
     if (*json_out != NULL)
         return 0;

@@ -189,9 +189,11 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
  * delivery the delivery and acked-delivery indexes: O(log n) each. Reads
  * only; auditing the export is the caller's (record_subject_export in the
  * broker; an offline reader cannot write to the broker's trail). Returns
- * 0 with *json_out malloc'd (caller frees), or -1 with err filled. */
-int audit_subject_export(store_t *store, const char *pseudonym, char **json_out, char *err,
-                         size_t errlen);
+ * 0 with *json_out malloc'd (caller frees), or -1 with err filled.
+ * now_s is the document's "exported_at": the broker's time (its clock
+ * guard), or the system clock's offline. */
+int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, char **json_out,
+                         char *err, size_t errlen);
 
 /* One entry as a JSON object: "seq", "at" (Unix seconds), "time" (UTC,
  * ISO 8601), "event", every present field under its column name, "hash"

@@ -282,7 +282,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
     if (broker_clock_start(b, o->accept_clock, err, errlen) != 0)
         goto fail;
-    b->started_at = b->policy_loaded_at = (int64_t)time(NULL);
+    b->started_at = b->policy_loaded_at = b->clock.now_s;
     (void)case_check_reachable(b); /* logged */
     (void)purge_find(b);           /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
@@ -1161,7 +1161,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     policy_destroy(&b->policy_pending); /* a newer reload replaces one still pending */
     policy_destroy(&b->policy);
     b->policy = fresh;
-    b->policy_loaded_at = (int64_t)time(NULL);
+    b->policy_loaded_at = b->now_s;
     deliver_policy_changed(b);     /* what waits is decided again, under the new policy */
     (void)case_check_reachable(b); /* logged */
     (void)purge_find(b);           /* logged */

@@ -388,7 +388,7 @@ static int audit_subject_cmd(const audit_options_t *o)
     store_t *store = open_store(o->store, key);
     if (store == NULL)
         return AUDIT_CMD_FAILED;
-    int rc = audit_subject_export(store, o->subject, &json, err, sizeof err);
+    int rc = audit_subject_export(store, o->subject, (int64_t)time(NULL), &json, err, sizeof err);
     store_close(&store);
     if (rc != 0)
         return audit_say(AUDIT_CMD_FAILED, "%s", err);

@@ -248,6 +248,57 @@ static void test_offline_commands_keep_to_the_trail(void **state)
     h_done(env);
 }
 
+/* What the broker reports of its own time follows its time, not the
+ * stepped system clock: `schakelctl status` (started_at, uptime_s, the
+ * policy's loaded_at after a reload) and the `exported_at` of a subject
+ * export. */
+static void test_reports_in_the_brokers_time(void **state)
+{
+    static const char *const admin_on[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
+    h_env_t *env = *state;
+    h_broker_start_with(env, admin_on);
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    long offset = h_log_offset(env);
+    clock_shift(6 * 365 * DAY_S);
+    await(env, offset, "event=clock.stepped offset_s=+");
+    int64_t now = (int64_t)time(NULL); /* this process's clock is not shifted */
+
+    h_cli_result_t res;
+    if (h_run_ctl(env, admin, H_OPERATOR, &res, "reload", NULL) != 0)
+        fail_msg("schakelctl reload: exit %d, stderr \"%s\"", res.status, res.err);
+    h_cli_result_free(&res);
+    if (h_run_ctl(env, admin, H_OPERATOR, &res, "status", "--json", NULL) != 0)
+        fail_msg("schakelctl status: exit %d, stderr \"%s\"", res.status, res.err);
+    const char *started = strstr(res.out, "\"started_at\":");
+    const char *uptime = strstr(res.out, "\"uptime_s\":");
+    const char *loaded = strstr(res.out, "\"loaded_at\":");
+    if (started == NULL || uptime == NULL || loaded == NULL)
+        fail_msg("schakelctl status names no started_at, uptime_s or loaded_at: %s", res.out);
+    long long started_at = strtoll(started + strlen("\"started_at\":"), NULL, 10);
+    long long uptime_s = strtoll(uptime + strlen("\"uptime_s\":"), NULL, 10);
+    long long loaded_at = strtoll(loaded + strlen("\"loaded_at\":"), NULL, 10);
+    if (started_at > now + 60 || started_at < now - 3600 || uptime_s < 0 || uptime_s > 3600 ||
+        loaded_at > now + 60 || loaded_at < started_at)
+        fail_msg("during a step of 6 years, after a reload: started_at %lld (now %lld), "
+                 "uptime_s %lld, policy loaded_at %lld",
+                 started_at, (long long)now, uptime_s, loaded_at);
+    h_cli_result_free(&res);
+
+    char year[16], want[64];
+    struct tm tm;
+    time_t t = (time_t)now;
+    strftime(year, sizeof year, "%Y", gmtime_r(&t, &tm));
+    snprintf(want, sizeof want, "\"exported_at\":\"%s-", year);
+    if (h_run_ctl(env, admin, H_OPERATOR, &res, "audit", "subject", "PSN-1c4e88aa07", NULL) != 0)
+        fail_msg("schakelctl audit subject: exit %d, stderr \"%s\"", res.status, res.err);
+    if (strstr(res.out, want) == NULL)
+        fail_msg("the export during a step of 6 years is not stamped in %s: %.300s", year, res.out);
+    h_cli_result_free(&res);
+    clock_shift(0);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -271,6 +322,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_start_behind_the_trail, clock_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_small_step_back_is_waited_out, clock_setup,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_reports_in_the_brokers_time, clock_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_offline_commands_keep_to_the_trail, clock_setup_env,
                                         h_teardown),

@@ -1496,11 +1496,18 @@ static size_t export_seqs(const char *json, uint64_t *out, size_t max)
     return n;
 }
 
+/* The export's time is the caller's (the broker's, guarded against clock
+ * steps), not the system clock's: one fixed here, and checked. */
+#define EXPORT_AT 1764000000
+#define EXPORT_AT_TEXT "\"exported_at\":\"2025-11-24T16:00:00Z\""
+
 static void export_of(store_t *store, const char *subject, char **json)
 {
     char err[256];
-    if (audit_subject_export(store, subject, json, err, sizeof err) != 0)
+    if (audit_subject_export(store, subject, EXPORT_AT, json, err, sizeof err) != 0)
         fail_msg("export of %s: %s", subject, err);
+    if (strstr(*json, EXPORT_AT_TEXT) == NULL)
+        fail_msg("export of %s is not stamped " EXPORT_AT_TEXT ": %.200s", subject, *json);
 }
 
 /* The pseudonym the export names goes back to the heap only wiped: the
@@ -1559,7 +1566,8 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     /* The trail names subjects by a keyed tag: no export without the key. */
     store_t *reader = store_fixture_open_reader(f->path, NULL);
     char *json = NULL;
-    assert_int_equal(audit_subject_export(reader, SUBJECT_A, &json, err, sizeof err), -1);
+    assert_int_equal(
+        audit_subject_export(reader, SUBJECT_A, (int64_t)time(NULL), &json, err, sizeof err), -1);
     assert_non_null(strstr(err, "needs the store key"));
     store_close(&reader);
     reader = store_open_reader(f->path, store_key, err, sizeof err);
@@ -1600,9 +1608,11 @@ static void test_subject_export_holds_exactly_the_subjects_entries(void **state)
     free(json);
 
     json = NULL;
-    assert_int_equal(audit_subject_export(reader, "123456789", &json, err, sizeof err), -1);
+    assert_int_equal(
+        audit_subject_export(reader, "123456789", (int64_t)time(NULL), &json, err, sizeof err), -1);
     assert_null(json);
-    assert_int_equal(audit_subject_export(reader, "a'b OR 1", &json, err, sizeof err), -1);
+    assert_int_equal(
+        audit_subject_export(reader, "a'b OR 1", (int64_t)time(NULL), &json, err, sizeof err), -1);
     store_close(&reader);
 }
 

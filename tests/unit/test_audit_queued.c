@@ -336,7 +336,7 @@ static void test_mixed_trail_verifies_and_exports(void **state)
     assert_int_equal(r.entries, 5);
 
     store_t *reader = store_fixture_open_reader(f->path, store_key);
-    if (audit_subject_export(reader, SUBJECT, &json, err, sizeof err) != 0)
+    if (audit_subject_export(reader, SUBJECT, (int64_t)time(NULL), &json, err, sizeof err) != 0)
         fail_msg("export: %s", err);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.queued\""), 2);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.expired\""), 1);
@@ -626,7 +626,7 @@ static void test_schema_6_store_migrates(void **state)
     assert_int_equal(r.entries, 3);
     /* stays open across the upgrade */
     store_t *early = store_fixture_open_reader(f->path, store_key);
-    if (audit_subject_export(early, SUBJECT, &json, err, sizeof err) != 0)
+    if (audit_subject_export(early, SUBJECT, (int64_t)time(NULL), &json, err, sizeof err) != 0)
         fail_msg("export: %s", err);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.queued\""), 2);
     free(json);
@@ -644,7 +644,7 @@ static void test_schema_6_store_migrates(void **state)
     verify_ok(f->path, &r);
     if (!r.intact || !r.index_intact || r.entries != 5 || r.acked_seqs != 3)
         fail_msg("verify: %d %llu %s", r.intact, (unsigned long long)r.entries, r.problem);
-    if (audit_subject_export(early, SUBJECT, &json, err, sizeof err) != 0)
+    if (audit_subject_export(early, SUBJECT, (int64_t)time(NULL), &json, err, sizeof err) != 0)
         fail_msg("export: %s", err);
     assert_int_equal(occurrences(json, "\"event\":\"delivery.queued\""), 3);
     assert_int_equal(occurrences(json, "\"deliveries_listed\""), 1);
