@@ -98,15 +98,20 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_TOMBSTONE_ADD] = "INSERT INTO tombstones"
                            " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [STMT_DELIVERY_REMOVE] = "DELETE FROM deliveries WHERE seq = ?1",
+    [STMT_DELIVERY_REMOVE] = STORE_DELIVERY_REMOVE_SQL,
     [STMT_REVOKE_FIND] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
                          " FROM deliveries WHERE seq = ?1 AND recipient = ?2",
     /* Looks at no more than ?2 due rows: one still referenced is skipped
      * this time and taken once its deliveries (due no later) are gone. */
+    /* An item named by a delivery set aside stays with it (the content
+     * of one by reference, and the evidence when it was the item that
+     * failed): the set-aside row is due no later, its item's retention
+     * having been raised to it. */
     [STMT_EXPIRE_ITEMS] =
         "DELETE FROM items WHERE seq IN"
         " (SELECT seq FROM items WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.item_seq = items.seq)",
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.item_seq = items.seq)"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.item_seq = items.seq)",
     [STMT_EXPIRE_PUBLISHES] =
         "DELETE FROM publishes WHERE id IN"
         " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
@@ -122,7 +127,24 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "DELETE FROM cases WHERE num IN"
         " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.case_id = cases.case_id)",
+        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.case_id = cases.case_id)"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.case_id = cases.case_id)",
+    /* The scan's row for one delivery (store_delivery_set_aside checks it
+     * again before moving it). */
+    [STMT_SET_ASIDE_FIND] =
+        "SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"
+        " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"
+        " d.expires_at, d.body, d.case_id, d.is_case_event, d.by_ref, i.body, i.publish_id"
+        " FROM deliveries AS d LEFT JOIN items AS i ON d.by_ref = 1 AND i.seq = d.item_seq"
+        " WHERE d.seq = ?1 AND d.recipient = ?2",
+    [STMT_SET_ASIDE_MOVE] = STORE_SET_ASIDE_MOVE_SQL,
+    [STMT_SET_ASIDE_GET] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at,"
+                           " reason FROM deliveries_set_aside WHERE seq = ?1",
+    /* The columns store_expire_found_delivery reads. */
+    [STMT_EXPIRE_NEXT_SET_ASIDE] =
+        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
+        " FROM deliveries_set_aside WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    [STMT_SET_ASIDE_REMOVE] = "DELETE FROM deliveries_set_aside WHERE seq = ?1",
 };
 
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite
@@ -636,6 +658,7 @@ void store_close(store_t **store)
     }
     store_seal_free(s);
     store_count_free(s);
+    free(s->open_set_aside);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* the lock goes with it */
     free(s);

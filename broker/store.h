@@ -423,6 +423,7 @@ typedef struct store_expired {
     const char *rule_id;
     const char *rule_hash;
     int64_t expires_at;
+    int set_aside; /* a row of deliveries_set_aside (never sent), not a waiting one */
 } store_expired_t;
 
 typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
@@ -457,6 +458,57 @@ void store_expired_copy_set(store_expired_copy_t *copy, const store_expired_t *e
  * Cost: O(limit * log n) whatever the backlog, so the broker can call it
  * every turn without stalling routing. */
 int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn, void *arg);
+
+/* ------------------------------------------------------------------ set aside */
+
+/*
+ * A waiting delivery that does not authenticate (its own sealed body, the
+ * envelope its seal binds, or the content of the item it refers to: a
+ * row altered or damaged outside the broker) cannot be sent, and since a
+ * mailbox goes out in seq order it would hold up everything after it for
+ * its recipient. It is set aside instead: moved, its columns exactly as
+ * they are (nothing re-sealed, nothing dropped), into deliveries_set_aside
+ * with when and why, out of the mailbox and its count. There it stays
+ * until its own expires_at (store_expire: a tombstone, fn told with
+ * set_aside = 1), or until an operator puts it back from a backup
+ * (docs/OPERATIONS.md). A rekey leaves the table as it is.
+ */
+#define STORE_SET_ASIDE_REASON_LEN 256
+
+/* One delivery set aside, copied out of its row (a damaged text that is
+ * missing or too long reads as ""). */
+typedef struct store_set_aside {
+    store_expired_copy_t row; /* seq, recipient, item_seq, rule, expires_at */
+    char reason[STORE_SET_ASIDE_REASON_LEN];
+} store_set_aside_t;
+
+/* The seq at which the last store_mailbox_scan of this handle stopped
+ * because the row does not authenticate or reads damaged (what
+ * store_delivery_set_aside takes), or 0 when the last scan did not stop so
+ * (it succeeded, or failed otherwise: out of memory, an SQLite error). */
+uint64_t store_scan_unreadable(const store_t *store);
+
+/* Set aside the pending delivery seq of recipient, inside the caller's
+ * transaction, if it still does not authenticate: its row is checked again
+ * as the scan checks it (the store trusts no caller's word that a row is
+ * damaged). 1 when moved, with *out filled (reason: what failed); 0 when
+ * there is nothing to set aside (acked, expired or set aside meanwhile, or
+ * it opens after all); -1 on error. Cost: as one row of the scan, a row
+ * copy and a delete, O(log n). */
+int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
+                             store_set_aside_t *out);
+
+/* The deliveries the schema-9 migration of this open set aside (a row that
+ * does not open under the layout of schema 8 and so cannot be re-sealed):
+ * how many, and with i < that count their rows as stored (1; 0 when the
+ * row is no longer in the table; -1 on error). The broker records them
+ * once it can write its trail. */
+size_t store_set_aside_at_open(const store_t *store);
+int store_set_aside_at_open_get(store_t *store, size_t i, store_set_aside_t *out);
+
+/* Rows in deliveries_set_aside; -1 on error. O(rows): for metrics and
+ * operators, a table that is empty unless something went wrong. */
+int64_t store_set_aside_count(store_t *store);
 
 /* Remove one pending delivery of `recipient` before its retention ends,
  * because the policy in force no longer allows it: a tombstone (expired_at

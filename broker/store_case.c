@@ -63,6 +63,11 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
         "'/')"
         " ORDER BY seq LIMIT 1",
     [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
+    /* A case's deliveries set aside follow it as its waiting ones do (the
+     * one column of theirs the broker changes: else one of an open case
+     * would never go); not re-sealed, as they do not open. */
+    [CASE_STMT_EXPIRY_SET_ASIDE] =
+        "UPDATE deliveries_set_aside SET expires_at = ?2 WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
     /* A case's deliveries one at a time, in the order of its index
      * (recipient, then seq): each is re-sealed, as its expires_at is part
@@ -83,7 +88,9 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
         " coalesce((SELECT max(d.expires_at) FROM deliveries AS d WHERE d.item_seq = items.seq"
         " AND (d.case_id IS NULL OR d.case_id <> ?1)), 0),"
         " coalesce((SELECT max(c.expires_at) FROM case_items AS ci JOIN cases AS c"
-        " ON c.case_id = ci.case_id WHERE ci.item_seq = items.seq AND ci.case_id <> ?1), 0))"
+        " ON c.case_id = ci.case_id WHERE ci.item_seq = items.seq AND ci.case_id <> ?1), 0),"
+        " coalesce((SELECT max(s.expires_at) FROM deliveries_set_aside AS s"
+        " WHERE s.item_seq = items.seq AND (s.case_id IS NULL OR s.case_id <> ?1)), 0))"
         " WHERE seq IN (SELECT item_seq FROM case_items WHERE case_id = ?1)",
     /* and a publish, never below its items (set just before) */
     [CASE_STMT_EXPIRY_PUBLISHES] =
@@ -862,7 +869,8 @@ int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_a
         transaction_required(store, "case_set_expiry") != 0)
         return -1;
     if (case_update(store, CASE_STMT_EXPIRY_CASE, case_id, expires_at, 0, "case_set_expiry") != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0)
+        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0 ||
+        expiry_update(store, CASE_STMT_EXPIRY_SET_ASIDE, case_id, expires_at) != 0)
         return -1;
     expiry_cursor_t at = {.recipient = "", .seq = 0};
     int unreadable = 0, found;

@@ -2,14 +2,18 @@
  * store_delivery.c — the mailboxes: queueing a delivery (checked against its
  * item's own rows, the item's retention raised), scanning a recipient's
  * mailbox in seq order with each body opened (a delivery by reference gets
- * its item's bytes and the rule's field mask), counting, acking.
+ * its item's bytes and the rule's field mask), counting, acking, and
+ * setting aside a delivery that does not authenticate.
  * Trusts its caller for id syntax, nothing read back from the file (a body
- * that does not authenticate is an error). Errors: -1 with store_errmsg set.
+ * that does not authenticate is an error; the scan names its row for
+ * store_delivery_set_aside, which checks it again). Errors: -1 with
+ * store_errmsg set.
  */
 #include <limits.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "schakel_limits.h"
@@ -277,6 +281,17 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     return seq;
 }
 
+/* What a row's failure to open was: the row itself (it does not
+ * authenticate, or reads as no broker writes it: SCAN_UNREADABLE, which
+ * store_delivery_set_aside takes), or anything else (memory, SQLite). */
+enum { SCAN_FAILED = -1, SCAN_UNREADABLE = -2 };
+
+/* SCAN_UNREADABLE when the body just opened failed on the row's bytes. */
+static int scan_open_failed(const store_t *store)
+{
+    return store->body_unauthentic ? SCAN_UNREADABLE : SCAN_FAILED;
+}
+
 /* A delivery by reference: its opened body is the field mask; the content
  * is the item's body, opened in its place, unless the caller has it
  * (`have`: body NULL, store_mailbox_scan_hinted). */
@@ -286,7 +301,7 @@ static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d
         store_refuse(store, "mailbox_scan",
                      d->body_len != 4 ? "damaged row: a field mask of a wrong size"
                                       : "damaged row: the delivery's item is gone");
-        return -1;
+        return SCAN_UNREADABLE;
     }
     d->fields = (uint32_t)d->body[0] | (uint32_t)d->body[1] << 8 | (uint32_t)d->body[2] << 16 |
                 (uint32_t)d->body[3] << 24;
@@ -299,8 +314,10 @@ static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d
     store_seal_ad_t ad;
     store_seal_ad_item(&ad, (int64_t)d->item_seq, sqlite3_column_int64(stmt, SCAN_ITEM_PUBLISH_ID),
                        d->item_index);
-    return store_seal_column_named(store, stmt, SCAN_ITEM_BODY, "item", &ad, &d->body,
-                                   &d->body_len);
+    if (store_seal_column_named(store, stmt, SCAN_ITEM_BODY, "item", &ad, &d->body, &d->body_len) !=
+        0)
+        return scan_open_failed(store);
+    return 0;
 }
 
 int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
@@ -338,22 +355,25 @@ int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
 
 /* Fill d from the current row of the scan. Pointers borrow the row; the
  * body is opened into store->opened, under associated data that binds the
- * envelope the row's columns make (one BLAKE2b pass per row). */
+ * envelope the row's columns make (one BLAKE2b pass per row). 0,
+ * SCAN_UNREADABLE (the row's fault) or SCAN_FAILED, errmsg set. */
 static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d,
                     store_have_item_fn have_item, void *arg)
 {
     if (store_delivery_row(stmt, d) != 0) {
-        store_refuse(store, "mailbox_scan", "damaged row or out of memory");
-        return -1;
+        int nomem = sqlite3_errcode(store->db) == SQLITE_NOMEM;
+        store_refuse(store, "mailbox_scan",
+                     nomem ? "out of memory" : "damaged row: a column no broker writes so");
+        return nomem ? SCAN_FAILED : SCAN_UNREADABLE;
     }
     store_seal_ad_t ad;
     if (store_seal_ad_delivery(&ad, (int64_t)d->seq, d) != 0) {
         store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
-        return -1;
+        return SCAN_UNREADABLE;
     }
     if (store_seal_column(store, stmt, DCOL_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
         0)
-        return -1;
+        return scan_open_failed(store);
     if (!d->by_ref)
         return 0;
     return scan_row_item(store, stmt, d, have_item != NULL && have_item(d->item_seq, arg));
@@ -393,10 +413,14 @@ int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t af
         return -1;
     }
     int visited = 0, result = -1, rc;
+    store->scan_unreadable_seq = 0;
     store->in_callback = 1;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         store_delivery_t d;
-        if (scan_row(store, stmt, &d, have_item, arg) != 0)
+        int opened = scan_row(store, stmt, &d, have_item, arg);
+        if (opened == SCAN_UNREADABLE && sqlite3_column_int64(stmt, DCOL_SEQ) > 0)
+            store->scan_unreadable_seq = (uint64_t)sqlite3_column_int64(stmt, DCOL_SEQ);
+        if (opened != 0)
             break;
         visited++;
         int stop = fn(&d, arg);
@@ -558,4 +582,180 @@ int store_mailbox_oldest(store_t *store, const char *recipient, uint64_t *seqs, 
     }
     sqlite3_finalize(stmt);
     return (int)n;
+}
+
+/* ------------------------------------------------------------------ set aside */
+
+uint64_t store_scan_unreadable(const store_t *store)
+{
+    return store != NULL ? store->scan_unreadable_seq : 0;
+}
+
+int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
+                         int64_t now, const char *reason)
+{
+    if (store_bind_int64(store, move, 1, seq) != 0 || store_bind_int64(store, move, 2, now) != 0 ||
+        store_bind_text(store, move, 3, reason) != 0) {
+        store_stmt_finish(move);
+        return -1;
+    }
+    if (store_stmt_run(store, move, "set aside") != 0)
+        return -1;
+    if (sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "set aside", "the delivery to set aside is not there");
+        return -1;
+    }
+    if (store_bind_int64(store, remove, 1, seq) != 0) {
+        store_stmt_finish(remove);
+        return -1;
+    }
+    return store_stmt_run(store, remove, "set aside");
+}
+
+/* Text column col of row, or "" when it is missing or does not fit in
+ * len bytes (a damaged row says what it can). */
+static void set_aside_text(sqlite3_stmt *row, int col, char *out, size_t len)
+{
+    const char *text = store_column_text(row, col);
+    if (text == NULL || strlen(text) >= len)
+        text = "";
+    memcpy(out, text, strlen(text) + 1);
+}
+
+/* *out from the current row of STMT_SET_ASIDE_GET's columns (seq,
+ * recipient, item_seq, rule_id, rule_hash, expires_at, reason). */
+static void set_aside_copy(sqlite3_stmt *row, store_set_aside_t *out)
+{
+    store_expired_copy_t *c = &out->row;
+    set_aside_text(row, 1, c->recipient, sizeof c->recipient);
+    set_aside_text(row, 3, c->rule_id, sizeof c->rule_id);
+    set_aside_text(row, 4, c->rule_hash, sizeof c->rule_hash);
+    set_aside_text(row, 6, out->reason, sizeof out->reason);
+    c->view = (store_expired_t){
+        .seq = (uint64_t)sqlite3_column_int64(row, 0),
+        .recipient = c->recipient,
+        .item_seq = (uint64_t)sqlite3_column_int64(row, 2),
+        .rule_id = c->rule_id,
+        .rule_hash = c->rule_hash,
+        .expires_at = sqlite3_column_int64(row, 5),
+        .set_aside = 1,
+    };
+}
+
+/* Read set-aside row seq into *out: 1, 0 when it is not there, -1. */
+static int set_aside_get(store_t *store, int64_t seq, store_set_aside_t *out)
+{
+    sqlite3_stmt *get = store->stmt[STMT_SET_ASIDE_GET];
+    if (store_bind_int64(store, get, 1, seq) != 0) {
+        store_stmt_finish(get);
+        return -1;
+    }
+    int rc = sqlite3_step(get), found = rc == SQLITE_ROW;
+    if (found)
+        set_aside_copy(get, out);
+    else if (rc != SQLITE_DONE)
+        store_fail(store, "set aside: read");
+    store_stmt_finish(get);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
+}
+
+/* Open delivery seq of recipient as the scan does: 1 when it does not
+ * authenticate or reads damaged (why in reason), 0 when it opens or is
+ * not there, -1 on any other failure. */
+static int set_aside_check(store_t *store, const char *recipient, int64_t seq, char *reason,
+                           size_t reason_len)
+{
+    sqlite3_stmt *find = store->stmt[STMT_SET_ASIDE_FIND];
+    if (store_bind_int64(store, find, 1, seq) != 0 ||
+        store_bind_text(store, find, 2, recipient) != 0) {
+        store_stmt_finish(find);
+        return -1;
+    }
+    int rc = sqlite3_step(find), result = 0;
+    if (rc == SQLITE_ROW) {
+        store_delivery_t d;
+        int opened = scan_row(store, find, &d, NULL, NULL);
+        if (opened == 0)
+            sodium_memzero(store->opened.bytes, d.body_len);
+        else if (opened == SCAN_UNREADABLE)
+            snprintf(reason, reason_len, "%.250s", store->errmsg);
+        result = opened == 0 ? 0 : opened == SCAN_UNREADABLE ? 1 : -1;
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "set aside: find");
+        result = -1;
+    }
+    store_stmt_finish(find);
+    return result;
+}
+
+/* Cost: one row of the scan (an index lookup, one or two openings), a row
+ * copy with its index inserts and a delete, O(log n). */
+int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
+                             store_set_aside_t *out)
+{
+    char reason[STORE_SET_ASIDE_REASON_LEN] = "";
+    if (store_enter(store, "set aside") != 0)
+        return -1;
+    if (recipient == NULL || out == NULL || sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "set aside", "a recipient and an open transaction are required");
+        return -1;
+    }
+    if (seq == 0 || seq > INT64_MAX)
+        return 0; /* never a seq */
+    int unreadable = set_aside_check(store, recipient, (int64_t)seq, reason, sizeof reason);
+    if (unreadable <= 0)
+        return unreadable;
+    if (store_set_aside_move(store, store->stmt[STMT_SET_ASIDE_MOVE],
+                             store->stmt[STMT_DELIVERY_REMOVE], (int64_t)seq, now, reason) != 0)
+        return -1;
+    int got = set_aside_get(store, (int64_t)seq, out);
+    if (got != 1) {
+        if (got == 0)
+            store_refuse(store, "set aside", "the row moved is not in the table");
+        return -1;
+    }
+    store_count_change(store, recipient, -1);
+    return 1;
+}
+
+int store_set_aside_note_open(store_t *store, int64_t seq)
+{
+    if (store->n_open_set_aside == store->open_set_aside_cap) {
+        size_t cap = store->open_set_aside_cap ? 2 * store->open_set_aside_cap : 16;
+        uint64_t *grown = realloc(store->open_set_aside, cap * sizeof *grown);
+        if (grown == NULL) {
+            store_refuse(store, "schema migration", "out of memory");
+            return -1;
+        }
+        store->open_set_aside = grown;
+        store->open_set_aside_cap = cap;
+    }
+    store->open_set_aside[store->n_open_set_aside++] = (uint64_t)seq;
+    return 0;
+}
+
+size_t store_set_aside_at_open(const store_t *store)
+{
+    return store != NULL ? store->n_open_set_aside : 0;
+}
+
+int store_set_aside_at_open_get(store_t *store, size_t i, store_set_aside_t *out)
+{
+    if (store_enter(store, "set aside") != 0)
+        return -1;
+    if (i >= store->n_open_set_aside || out == NULL) {
+        store_refuse(store, "set aside", "no such row of the migration");
+        return -1;
+    }
+    return set_aside_get(store, (int64_t)store->open_set_aside[i], out);
+}
+
+/* Cost: O(rows set aside), which is none unless something went wrong. */
+int64_t store_set_aside_count(store_t *store)
+{
+    int64_t count = -1;
+    if (store_enter(store, "set aside count") != 0 ||
+        store_query_int64(store, "SELECT count(*) FROM deliveries_set_aside", &count) != 0)
+        return -1;
+    return count;
 }

@@ -1,6 +1,7 @@
 /*
  * store_expire.c — retention: store_expire removes the deliveries whose
- * rule's retention has ended (each leaving a tombstone without content),
+ * rule's retention has ended, waiting or set aside (each leaving a
+ * tombstone without content),
  * then the items and publishes nothing references any more, then the
  * events and rows of cases whose retention after the close has ended, and
  * store_checkpoint clears their old page images from the WAL. Trusts the
@@ -33,9 +34,9 @@ static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
     return store_stmt_run(store, stmt, "expire: tombstone");
 }
 
-static int delivery_remove(store_t *store, int64_t seq)
+static int delivery_remove(store_t *store, int64_t seq, int set_aside)
 {
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_REMOVE];
+    sqlite3_stmt *stmt = store->stmt[set_aside ? STMT_SET_ASIDE_REMOVE : STMT_DELIVERY_REMOVE];
     if (store_bind_int64(store, stmt, 1, seq) != 0) {
         store_stmt_finish(stmt);
         return -1;
@@ -49,8 +50,18 @@ static int delivery_remove(store_t *store, int64_t seq)
     return 0;
 }
 
-int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
-                                store_expired_fn fn, void *arg, const char *what)
+/* A text of a set-aside row, which may be the damage that set it aside:
+ * missing or beyond any id's length, its tombstone says "" (its seq
+ * names it), so that one such row cannot hold up the sweep. */
+static const char *set_aside_text(const char *text)
+{
+    return text != NULL && strlen(text) <= SCHAKEL_MAX_PRINCIPAL_LEN ? text : "";
+}
+
+/* The current row of `found` (expiry's columns), a waiting delivery or
+ * one set aside: tombstone, tell fn, remove (store_expire_found_delivery). */
+static int expire_found(store_t *store, sqlite3_stmt *found, int64_t now, store_expired_fn fn,
+                        void *arg, const char *what, int set_aside)
 {
     store_expired_t e = {
         .seq = (uint64_t)sqlite3_column_int64(found, 0),
@@ -59,9 +70,15 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
         .rule_id = store_column_text(found, 3),
         .rule_hash = store_column_text(found, 4),
         .expires_at = sqlite3_column_int64(found, 5),
+        .set_aside = set_aside,
     };
     int result = -1;
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
+    if (set_aside && sqlite3_errcode(store->db) != SQLITE_NOMEM) {
+        e.recipient = set_aside_text(e.recipient);
+        e.rule_id = set_aside_text(e.rule_id);
+        e.rule_hash = set_aside_text(e.rule_hash);
+    }
     if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL ||
         strlen(e.recipient) >= sizeof recipient)
         store_refuse(store, what, "damaged row or out of memory");
@@ -76,18 +93,27 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
     }
     store_stmt_finish(found); /* e's strings end here */
     if (result == 0)
-        result = delivery_remove(store, (int64_t)e.seq);
-    if (result == 0)
+        result = delivery_remove(store, (int64_t)e.seq, set_aside);
+    if (result == 0 && !set_aside) /* a set-aside row left the count when set aside */
         store_count_change(store, recipient, -1);
     return result;
 }
 
-/* Expire the delivery that is due first, if any: tombstone, tell fn, remove.
- * Returns 1 when one was expired, 0 when none is due, -1 on error. Cost:
- * one descent of the expires_at index and O(log n) writes. */
-static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg)
+int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
+                                store_expired_fn fn, void *arg, const char *what)
 {
-    sqlite3_stmt *next = store->stmt[STMT_EXPIRE_NEXT_DELIVERY];
+    return expire_found(store, found, now, fn, arg, what, 0);
+}
+
+/* Expire the delivery that is due first, if any, of the waiting ones or
+ * (set_aside) of those set aside: tombstone, tell fn, remove. Returns 1
+ * when one was expired, 0 when none is due, -1 on error. Cost: one descent
+ * of the expires_at index and O(log n) writes. */
+static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg,
+                               int set_aside)
+{
+    sqlite3_stmt *next =
+        store->stmt[set_aside ? STMT_EXPIRE_NEXT_SET_ASIDE : STMT_EXPIRE_NEXT_DELIVERY];
     if (store_bind_int64(store, next, 1, now) != 0) {
         store_stmt_finish(next);
         return -1;
@@ -99,7 +125,7 @@ static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn,
         store_stmt_finish(next);
         return rc == SQLITE_DONE ? 0 : -1;
     }
-    return store_expire_found_delivery(store, next, now, fn, arg, "expire") == 0 ? 1 : -1;
+    return expire_found(store, next, now, fn, arg, "expire", set_aside) == 0 ? 1 : -1;
 }
 
 /* Remove one pending delivery before its retention ends (the policy no
@@ -163,15 +189,18 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
         limit = INT_MAX / 5; /* the total returned is an int */
     if (limit == 0)
         return 0;
+    /* Waiting deliveries first, then those set aside, within one limit:
+     * fn is told at most `limit` of them in all. */
     int removed = 0;
-    for (size_t i = 0; i < limit; i++) {
-        int one = expire_one_delivery(store, now, fn, arg);
-        if (one < 0)
-            return -1;
-        if (one == 0)
-            break;
-        removed++;
-    }
+    for (int set_aside = 0; set_aside < 2; set_aside++)
+        for (size_t i = (size_t)removed; i < limit; i++) {
+            int one = expire_one_delivery(store, now, fn, arg, set_aside);
+            if (one < 0)
+                return -1;
+            if (one == 0)
+                break;
+            removed++;
+        }
     int items = expire_unreferenced(store, STMT_EXPIRE_ITEMS, now, limit, "expire: items");
     if (items < 0)
         return -1;

@@ -59,6 +59,11 @@ enum stmt_id {
     STMT_DELIVERY_ITEM_FACTS,
     STMT_DELIVERY_CASE_KNOWN,
     STMT_DELIVERY_CASE_ITEM,
+    STMT_SET_ASIDE_FIND,
+    STMT_SET_ASIDE_MOVE,
+    STMT_SET_ASIDE_GET,
+    STMT_EXPIRE_NEXT_SET_ASIDE,
+    STMT_SET_ASIDE_REMOVE,
     STMT_COUNT
 };
 
@@ -103,6 +108,7 @@ enum store_case_stmt_id {
     CASE_STMT_OF_PARTNER,
     CASE_STMT_DROP_FIND,
     CASE_STMT_EXPIRY_CASE,
+    CASE_STMT_EXPIRY_SET_ASIDE,
     CASE_STMT_EXPIRY_EVENTS,
     CASE_STMT_EXPIRY_DELIVERY_NEXT,
     CASE_STMT_EXPIRY_DELIVERY_SET,
@@ -149,6 +155,13 @@ struct store {
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
     uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
     int evidence_migrated;   /* this open sealed evidence held in clear (schema 8) */
+    /* Set aside (store_delivery_set_aside): the last scan stopped at this
+     * row, unreadable (0: it did not); the seqs the schema-9 migration of
+     * this open set aside. */
+    uint64_t scan_unreadable_seq;
+    uint64_t *open_set_aside;
+    size_t n_open_set_aside, open_set_aside_cap;
+    int body_unauthentic;    /* the last store_seal_column(_named) failed to authenticate */
     unsigned cache_writes;   /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
     int commit_wrote;        /* the last commit appended frames (the hook ran) */
     int commit_beside_round; /* ... while a round was asked for or ran */
@@ -393,6 +406,8 @@ int store_schema_check_readable(store_t *store, long min_version);
 #define STORE_SCHEMA_EVIDENCE_VERSION 8
 /* The schema version that bound a delivery's envelope to its seal. */
 #define STORE_SCHEMA_ENVELOPE_VERSION 9
+/* The schema version that added deliveries_set_aside. */
+#define STORE_SCHEMA_SET_ASIDE_VERSION 10
 
 /* ------------------------------------------------------------------ store_expire.c */
 
@@ -405,6 +420,28 @@ int store_schema_check_readable(store_t *store, long min_version);
 int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
                                 store_expired_fn fn, void *arg, const char *what);
 
+/* ------------------------------------------------------------------ set aside */
+
+/* Copy delivery ?1 (whatever its columns hold) into deliveries_set_aside
+ * with set_aside_at ?2 and reason ?3; DELETE FROM deliveries then removes
+ * it (STMT_DELIVERY_REMOVE). */
+#define STORE_SET_ASIDE_MOVE_SQL                                                                   \
+    "INSERT INTO deliveries_set_aside (" STORE_DELIVERY_COLUMNS ", set_aside_at, reason)"          \
+    " SELECT " STORE_DELIVERY_COLUMNS ", ?2, ?3 FROM deliveries WHERE seq = ?1"
+#define STORE_DELIVERY_REMOVE_SQL "DELETE FROM deliveries WHERE seq = ?1"
+
+/* Move the delivery seq into deliveries_set_aside with `move`
+ * (STORE_SET_ASIDE_MOVE_SQL) and out of deliveries with `remove`
+ * (STORE_DELIVERY_REMOVE_SQL): the prepared ones, or the migration's own
+ * (it runs before statements_prepare). Counts are the caller's. 0, or -1
+ * with errmsg set (a move of a row that is not there included). */
+int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
+                         int64_t now, const char *reason);
+
+/* Note seq as set aside by the migration of this open (for
+ * store_set_aside_at_open). 0, or -1 when out of memory. */
+int store_set_aside_note_open(store_t *store, int64_t seq);
+
 /* ------------------------------------------------------------------ store_migrate.c */
 
 /* Inside the open schema transaction, once the keys are loaded: seal the
@@ -415,8 +452,9 @@ int store_migrate_evidence(store_t *store);
 
 /* Likewise: seal every delivery again, from the layout of schema 8 and
  * before (which bound no envelope) to the current one (schema 9). A row
- * that does not open under the old layout refuses the open, naming it.
- * 0, or -1 with errmsg set. */
+ * that does not open under the old layout, or reads damaged, is set aside
+ * (deliveries_set_aside, made by step 9 -> 10 before this runs) and noted
+ * for store_set_aside_at_open. 0, or -1 with errmsg set. */
 int store_migrate_deliveries(store_t *store);
 
 /* ------------------------------------------------------------------ store_seal.c */

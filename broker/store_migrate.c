@@ -3,13 +3,16 @@
  * run by store_schema_apply inside the migration's transaction once the
  * keys are loaded: schema 8 seals the evidence of publishes stored in
  * clear, schema 9 seals every waiting delivery again with its envelope
- * bound. Trusts nothing read from the file: a row it cannot read or open
- * refuses the open, naming the row, and the store stays as it was.
+ * bound. Trusts nothing read from the file: a publish it cannot read
+ * refuses the open, naming the row, and the store stays as it was; a
+ * delivery it cannot read or open is set aside (store_delivery_set_aside's
+ * table), as the push would set it aside.
  * Errors are -1 with store_errmsg set, as everywhere in the store.
  */
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_internal.h"
 
@@ -125,10 +128,12 @@ int store_migrate_evidence(store_t *store)
 /* ------------------------------------------------------------------ schema 9: envelopes bound */
 
 /* The next delivery after *after under the old layout, re-sealed under the
- * new one and bound to ?2 of update (?1 its seq). 1, 0 when none is left,
- * -1. The SELECT is reset before the caller rewrites the row. */
+ * new one and bound to ?2 of update (?1 its seq). 1; 2 when it does not
+ * open under the old layout or reads damaged (then why says so and
+ * *after is past it: the caller sets it aside); 0 when none is left; -1.
+ * The SELECT is reset before the caller rewrites the row. */
 static int migrate_delivery_next(store_t *store, sqlite3_stmt *next, sqlite3_stmt *update,
-                                 int64_t *after)
+                                 int64_t *after, char *why, size_t why_len)
 {
     if (store_bind_int64(store, next, 1, *after) != 0) {
         store_stmt_finish(next);
@@ -144,10 +149,15 @@ static int migrate_delivery_next(store_t *store, sqlite3_stmt *next, sqlite3_stm
     } else if (store_delivery_row(next, &d) != 0 ||
                store_seal_ad_delivery_v1(&old_ad, (int64_t)d.seq, &d) != 0 ||
                store_seal_ad_delivery(&new_ad, (int64_t)d.seq, &d) != 0) {
-        store->last_rc = 0;
-        snprintf(store->errmsg, sizeof store->errmsg,
-                 "schema migration: delivery %lld: damaged row",
-                 (long long)sqlite3_column_int64(next, DCOL_SEQ));
+        if (sqlite3_errcode(store->db) == SQLITE_NOMEM) {
+            store_refuse(store, "schema migration", "out of memory");
+        } else {
+            *after = sqlite3_column_int64(next, DCOL_SEQ);
+            snprintf(why, why_len,
+                     "damaged row: a column no broker writes so (migration to"
+                     " schema 9)");
+            result = 2;
+        }
     } else {
         rc = store_seal_reseal(store, next, DCOL_BODY, "delivery", (int64_t)d.seq, &old_ad, &new_ad,
                                update, 2);
@@ -155,47 +165,73 @@ static int migrate_delivery_next(store_t *store, sqlite3_stmt *next, sqlite3_stm
             *after = (int64_t)d.seq;
             result = 1;
         } else if (rc == 1) { /* named by store_seal_reseal */
-            char why[STORE_ERRMSG_LEN];
-            snprintf(why, sizeof why, "%s", store->errmsg);
-            snprintf(store->errmsg, sizeof store->errmsg,
-                     "schema migration: %.400s (under the layout of schema 8)", why);
+            *after = (int64_t)d.seq;
+            snprintf(why, why_len, "%.200s (under the layout of schema 8, migrating to 9)",
+                     store->errmsg);
+            result = 2;
         }
     }
     store_stmt_finish(next);
     return result;
 }
 
+/* Set aside the delivery the migration could not re-seal, and note it
+ * for the broker to record (store_set_aside_at_open). */
+static int migrate_set_aside(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
+                             const char *why)
+{
+    if (store_set_aside_move(store, move, remove, seq, (int64_t)time(NULL), why) != 0 ||
+        store_set_aside_note_open(store, seq) != 0) {
+        char was[STORE_ERRMSG_LEN];
+        snprintf(was, sizeof was, "%s", store->errmsg);
+        snprintf(store->errmsg, sizeof store->errmsg,
+                 "schema migration: delivery %lld: cannot set it aside: %.400s", (long long)seq,
+                 was);
+        return -1;
+    }
+    return 0;
+}
+
 /* Cost: per delivery one index descent, an opening, a BLAKE2b pass, a
- * sealing and a rowid update, O(n log n) in all; memory one row. */
+ * sealing and a rowid update, O(n log n) in all; memory one row (and a
+ * seq per row set aside). */
 int store_migrate_deliveries(store_t *store)
 {
-    sqlite3_stmt *next = NULL, *update = NULL;
+    sqlite3_stmt *next = NULL, *update = NULL, *move = NULL, *remove = NULL;
     int result = 0;
     int64_t after = 0;
-    uint64_t resealed = 0;
+    uint64_t walked = 0; /* re-sealed or set aside */
     if (sqlite3_prepare_v2(store->db,
                            "SELECT " STORE_DELIVERY_COLUMNS
                            " FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
                            -1, &next, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(store->db, "UPDATE deliveries SET body = ?2 WHERE seq = ?1", -1, &update,
-                           NULL) != SQLITE_OK) {
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(store->db, STORE_SET_ASIDE_MOVE_SQL, -1, &move, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(store->db, STORE_DELIVERY_REMOVE_SQL, -1, &remove, NULL) != SQLITE_OK) {
         store_fail(store, "schema migration: prepare");
         result = -1;
     }
     while (result == 0) {
-        int found = migrate_delivery_next(store, next, update, &after);
+        char why[STORE_SET_ASIDE_REASON_LEN];
+        int found = migrate_delivery_next(store, next, update, &after, why, sizeof why);
         if (found <= 0) {
             result = found;
             break;
         }
-        if (store_stmt_run(store, update, "schema migration: re-seal a delivery") != 0) {
+        if (found == 2) {
+            store_stmt_finish(update); /* nothing bound for this row */
+            result = migrate_set_aside(store, move, remove, after, why);
+        } else if (store_stmt_run(store, update, "schema migration: re-seal a delivery") != 0) {
             store_stmt_finish(update);
             result = -1;
-        } else if (++resealed % STORE_MIGRATION_PROGRESS_ROWS == 0) {
-            store_progress("re-sealing deliveries with their envelopes", resealed);
         }
+        if (result == 0 && ++walked % STORE_MIGRATION_PROGRESS_ROWS == 0)
+            store_progress("re-sealing deliveries with their envelopes", walked);
     }
-    (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
+    (void)sqlite3_finalize(remove); /* NULL-safe; repeats codes handled above */
+    (void)sqlite3_finalize(move);
+    (void)sqlite3_finalize(update);
     (void)sqlite3_finalize(next);
     return result;
 }

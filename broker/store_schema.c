@@ -16,7 +16,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 9
+#define STORE_SCHEMA_VERSION 10
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -138,8 +138,20 @@
  * body: the associated data takes the envelope's BLAKE2b-256 digest,
  * under new tags (store.h). No column changes; every waiting delivery is
  * re-sealed in C (store_migrate_deliveries), and one that does not
- * open under the old layout refuses the open. A case's close, which sets
- * its deliveries' expires_at, re-seals them since (store_case.c).
+ * open under the old layout is set aside (step 10). A case's close, which
+ * sets its deliveries' expires_at, re-seals them since (store_case.c).
+ *
+ * Step 9 -> 10 adds deliveries_set_aside: a waiting delivery that does not
+ * authenticate (its body, its envelope, or its item's content: damage or
+ * tampering outside the broker) is moved there, columns untouched, with
+ * set_aside_at and reason, so that it no longer holds up its recipient's
+ * mailbox (store_delivery_set_aside). The columns keep no type or
+ * constraint (declared without type, SQLite keeps each value as it
+ * comes, so the bytes are the row's own) and no foreign key, as
+ * tombstones: the item and the case a row names stay while it does
+ * (the expiry of items and cases waits for it), and it goes at its own
+ * expires_at with a tombstone. seq is the delivery's and stays unique
+ * among every delivery (the counters read this table too).
  */
 typedef struct schema_step {
     const char *sql;
@@ -398,6 +410,25 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      * re-sealed in C (store_migrate_deliveries, in the same
      * transaction) */
     {"PRAGMA user_version = 9;", NULL},
+    /* 9 -> 10: deliveries set aside (the columns of STORE_DELIVERY_COLUMNS
+     * in their order, then when and why; no constraint on the copied
+     * columns: a row comes over as it was, however damaged; IF NOT
+     * EXISTS: a store whose user_version was set back by hand has it) */
+    {"CREATE TABLE IF NOT EXISTS deliveries_set_aside ("
+     "  seq INTEGER PRIMARY KEY,"
+     "  recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"
+     "  rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id,"
+     "  is_case_event, by_ref,"
+     "  set_aside_at INTEGER NOT NULL,"
+     "  reason TEXT NOT NULL"
+     ");"
+     "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_expiry ON deliveries_set_aside "
+     "(expires_at);"
+     "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_item ON deliveries_set_aside (item_seq);"
+     "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
+     "  WHERE case_id IS NOT NULL;"
+     "PRAGMA user_version = 10;",
+     NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -676,6 +707,7 @@ int store_schema_counters_load(store_t *store)
                           "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
                           " WHERE name = 'deliveries'), 0),"
                           " coalesce((SELECT max(seq) FROM deliveries), 0),"
+                          " coalesce((SELECT max(seq) FROM deliveries_set_aside), 0),"
                           " coalesce((SELECT max(seq) FROM tombstones), 0))",
                           &deliveries) != 0)
         return -1;

@@ -383,9 +383,11 @@ static int column_open(store_t *store, sqlite3_stmt *stmt, int col, const char *
     const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
     if (sealed == NULL) {
         store_refuse(store, "read body", "missing or out of memory");
+        store->body_unauthentic = sqlite3_column_type(stmt, col) == SQLITE_NULL; /* missing */
         return -1;
     }
     int rc = body_open(store, ad, sealed, sealed_len, body, len);
+    store->body_unauthentic = rc == -1;
     if (rc == -1) {
         store->last_rc = 0;
         snprintf(store->errmsg, sizeof store->errmsg,
@@ -408,9 +410,11 @@ int store_seal_column_named(store_t *store, sqlite3_stmt *stmt, int col, const c
     const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
     if (sealed == NULL) {
         store_refuse(store, "read body", "missing or out of memory");
+        store->body_unauthentic = sqlite3_column_type(stmt, col) == SQLITE_NULL; /* missing */
         return -1;
     }
     int rc = body_open(store, ad, sealed, sealed_len, body, len);
+    store->body_unauthentic = rc == -1;
     if (rc == -1) {
         store->last_rc = 0;
         snprintf(store->errmsg, sizeof store->errmsg,

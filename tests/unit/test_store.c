@@ -1375,6 +1375,25 @@ static int64_t raw_int(const char *path, const char *sql)
     return strtoll(value, NULL, 10);
 }
 
+/* Every column of delivery seq in `table` (deliveries or
+ * deliveries_set_aside) as SQL literals, to compare a row with its copy
+ * byte for byte. */
+static void raw_delivery_quoted(const char *path, const char *table, int64_t seq, char *out,
+                                size_t outlen)
+{
+    char sql[768];
+    snprintf(sql, sizeof sql,
+             "SELECT quote(seq)||quote(recipient)||quote(item_seq)||quote(message_id)||"
+             "quote(item_index)||quote(sender)||quote(sender_partner)||quote(rule_id)||"
+             "quote(rule_hash)||quote(purpose)||quote(legal_basis)||quote(accepted_at)||"
+             "quote(expires_at)||quote(body)||quote(case_id)||quote(is_case_event)||"
+             "quote(by_ref) FROM %s WHERE seq = %lld",
+             table, (long long)seq);
+    sqlite3 *db = store_fixture_raw_open(path);
+    raw_text(db, sql, out, outlen);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
 /* A new store has 8 KiB pages (store_schema.c); a store whose file was
  * made with another page size keeps it, and works as before. */
 static void test_page_size_of_new_and_existing_stores(void **state)
@@ -1636,6 +1655,8 @@ static void tamper(const char *path, enum tamper how, int64_t a, int64_t b)
     store_fixture_raw_exec(path, sql);
 }
 
+#define SET_ASIDE_AT 1750000123LL
+
 static void test_tampered_rows_do_not_authenticate(void **state)
 {
     fixture_t *f = *state;
@@ -1662,9 +1683,16 @@ static void test_tampered_rows_do_not_authenticate(void **state)
         const char *mailbox = rows[i].how == TAMPER_RECIPIENT ? second : first;
         body_seen_t seen = {.n = 0};
         int visited = store_mailbox_scan(f->store, mailbox, 0, 10, collect_body, &seen);
+        store_set_aside_t x;
         if (!rows[i].fails) {
             assert_int_equal(visited, 1);
             assert_string_equal(seen.text, "body a of the first");
+            /* a row that opens is never set aside */
+            assert_int_equal(store_begin(f->store), 0);
+            assert_int_equal(
+                store_delivery_set_aside(f->store, mailbox, (uint64_t)a, SET_ASIDE_AT, &x), 0);
+            assert_int_equal(store_commit(f->store), 0);
+            assert_int_equal(store_mailbox_count(f->store, mailbox), 1);
             continue;
         }
         if (visited != -1)
@@ -1672,6 +1700,45 @@ static void test_tampered_rows_do_not_authenticate(void **state)
         assert_int_equal(seen.n, 0); /* not a byte of garbage handed out */
         assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
         assert_false(store_last_error_is_unavailable(f->store));
+
+        /* the scan names the row; set aside, it leaves the mailbox and its
+         * count with its columns as they were, and the mailbox reads on */
+        int64_t unreadable = rows[i].how == TAMPER_SEQ ? a + 1000 : a;
+        assert_int_equal(store_scan_unreadable(f->store), (uint64_t)unreadable);
+        char was[4096], copied[4096];
+        raw_delivery_quoted(f->path, "deliveries", unreadable, was, sizeof was);
+        int64_t waiting = store_mailbox_count(f->store, mailbox);
+        assert_int_equal(
+            store_delivery_set_aside(f->store, mailbox, (uint64_t)unreadable, SET_ASIDE_AT, &x),
+            -1); /* outside a transaction */
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_delivery_set_aside(f->store, "riec/een-ander", (uint64_t)unreadable,
+                                                  SET_ASIDE_AT, &x),
+                         0); /* another's mailbox has no such row */
+        assert_int_equal(
+            store_delivery_set_aside(f->store, mailbox, (uint64_t)unreadable, SET_ASIDE_AT, &x), 1);
+        assert_int_equal(store_commit(f->store), 0);
+        assert_int_equal(x.row.view.seq, (uint64_t)unreadable);
+        assert_string_equal(x.row.view.recipient, mailbox);
+        assert_true(x.row.view.set_aside);
+        if (strstr(x.reason, "does not authenticate") == NULL)
+            fail_msg("row %zu: reason %s", i, x.reason);
+        raw_delivery_quoted(f->path, "deliveries_set_aside", unreadable, copied, sizeof copied);
+        assert_string_equal(copied, was);
+        char sql[512];
+        snprintf(
+            sql, sizeof sql,
+            "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld AND set_aside_at = %lld"
+            " AND reason = '%s'",
+            (long long)unreadable, (long long)SET_ASIDE_AT, x.reason);
+        assert_int_equal(raw_int(f->path, sql), 1);
+        assert_int_equal(store_mailbox_count(f->store, mailbox), waiting - 1);
+        seen.n = 0;
+        visited = store_mailbox_scan(f->store, mailbox, 0, 10, collect_body, &seen);
+        assert_int_equal(visited, rows[i].how == TAMPER_RECIPIENT ? 1 : 0);
+        if (visited == 1)
+            assert_string_equal(seen.text, "body b, the second");
+        assert_int_equal(store_scan_unreadable(f->store), 0);
     }
 }
 
@@ -2026,6 +2093,114 @@ static void test_scan_hint_skips_only_items_the_caller_has(void **state)
                      -1);
     assert_int_equal(gone.n, 0);
     assert_non_null(strstr(store_errmsg(f->store), "item is gone"));
+}
+
+typedef struct set_aside_expired {
+    uint64_t seq[4];
+    int set_aside[4];
+    size_t n;
+} set_aside_expired_t;
+
+static void collect_set_aside_expired(const store_expired_t *e, void *arg)
+{
+    set_aside_expired_t *seen = arg;
+    if (seen->n < 4) {
+        seen->seq[seen->n] = e->seq;
+        seen->set_aside[seen->n] = e->set_aside;
+    }
+    seen->n++;
+}
+
+/* An item whose sealed content no longer opens: each delivery by
+ * reference to it is set aside as its recipient's scan reaches it (the
+ * recipient's later deliveries read on); the item stays while a row set
+ * aside names it, even past its own expiry; the rows go at their
+ * expires_at with tombstones (fn told set_aside), and the item after
+ * them. */
+static void test_unreadable_item_is_set_aside_and_expires(void **state)
+{
+    fixture_t *f = *state;
+    const char *riec = "riec/analist";
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t first = deliver_ref(f->store, POLITIE, 720, "shared item", 0x3, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t item_seq = item_of_delivery(f->path, first);
+    delivery_spec_t spec;
+    delivery_spec(&spec, riec, WOCO, "woco-servatius", 720, 1700000720, item_seq, 0);
+    spec.d.by_ref = 1;
+    spec.d.fields = 0x1;
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t second = store_delivery_add(f->store, &spec.d);
+    int64_t later =
+        deliver_bytes(f->store, POLITIE, 721, "later item", "later body", 1800000000, NULL);
+    assert_true(second > 0 && later > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[192];
+    snprintf(sql, sizeof sql,
+             "UPDATE items SET body = substr(body, 1, length(body) - 1) WHERE seq = %lld",
+             (long long)item_seq);
+    store_fixture_raw_exec(f->path, sql);
+
+    const struct {
+        const char *recipient;
+        int64_t seq;
+        int after; /* rows the scan reads once it is set aside */
+    } rows[] = {{POLITIE, first, 1}, {riec, second, 0}};
+    for (size_t i = 0; i < 2; i++) {
+        body_seen_t seen = {.n = 0};
+        assert_int_equal(
+            store_mailbox_scan(f->store, rows[i].recipient, 0, 10, collect_body, &seen), -1);
+        assert_int_equal(store_scan_unreadable(f->store), (uint64_t)rows[i].seq);
+        store_set_aside_t x;
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_delivery_set_aside(f->store, rows[i].recipient,
+                                                  (uint64_t)rows[i].seq, SET_ASIDE_AT, &x),
+                         1);
+        assert_int_equal(store_commit(f->store), 0);
+        if (strstr(x.reason, "body of item does not authenticate") == NULL)
+            fail_msg("row %zu: reason %s", i, x.reason);
+        assert_int_equal(x.row.view.item_seq, (uint64_t)item_seq);
+        assert_int_equal(
+            store_mailbox_scan(f->store, rows[i].recipient, 0, 10, collect_body, &seen),
+            rows[i].after);
+        if (rows[i].after)
+            assert_string_equal(seen.text, "later body");
+    }
+    assert_int_equal(store_set_aside_count(f->store), 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE seq = %lld", (long long)item_seq);
+    assert_int_equal(raw_int(f->path, sql), 1);
+
+    /* due itself, the item stays while the rows set aside name it */
+    snprintf(sql, sizeof sql, "UPDATE items SET expires_at = 1 WHERE seq = %lld",
+             (long long)item_seq);
+    store_fixture_raw_exec(f->path, sql);
+    set_aside_expired_t told = {.n = 0};
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_expire(f->store, 1000, 10, collect_set_aside_expired, &told), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE seq = %lld", (long long)item_seq);
+    assert_int_equal(raw_int(f->path, sql), 1);
+
+    /* at their own expires_at: tombstones, fn told, the item after them */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_expire(f->store, spec.d.expires_at, 10, collect_set_aside_expired, &told),
+        4); /* two rows set aside, their item and its publish */
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(told.n, 2);
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(told.seq[i], (uint64_t)rows[i].seq);
+        assert_true(told.set_aside[i]);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM tombstones WHERE seq = %lld AND recipient = '%s'"
+                 " AND expired_at = %lld",
+                 (long long)rows[i].seq, rows[i].recipient, (long long)spec.d.expires_at);
+        assert_int_equal(raw_int(f->path, sql), 1);
+    }
+    assert_int_equal(store_set_aside_count(f->store), 0);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM items WHERE seq = %lld", (long long)item_seq);
+    assert_int_equal(raw_int(f->path, sql), 0);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 1); /* the later one waits on */
 }
 
 static void test_wrong_key_refused_at_open(void **state)
@@ -2925,7 +3100,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     reopen(f); /* migrates */
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 9);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 10);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
                                               " WHERE name IN ('signature', 'root')"),
                      0);
@@ -3690,8 +3865,9 @@ static void count_envelope_progress(const char *step, uint64_t done)
 /* A store of schema 8 as such a broker left it (every delivery sealed
  * without its envelope): the opening re-seals each under the current
  * layout, reporting every 10,000 rows; the old layout opens none of them
- * any more. One that does not open under the old layout refuses the
- * opening, naming it, and the store is left at schema 8. */
+ * any more. One that does not open under the old layout is set aside,
+ * its columns as they were, and named for the broker to record
+ * (store_set_aside_at_open); the rest is migrated all the same. */
 static void test_envelope_migration_from_schema_8(void **state)
 {
     fixture_t *f = *state;
@@ -3725,20 +3901,12 @@ static void test_envelope_migration_from_schema_8(void **state)
                                                  &len),
                      -1);
 
-    /* one that does not open under the old layout: refused, named */
-    char sql[160], err[512] = "";
+    /* one that does not open under the old layout: set aside, as it is */
+    char sql[160], was[4096], copied[4096];
     snprintf(sql, sizeof sql, "UPDATE deliveries SET recipient = 'om/parket' WHERE seq = %lld",
              (long long)seq[ENV_REF]);
     store_fixture_raw_exec(f->path, sql);
-    assert_null(open_with(f->path, test_key, err, sizeof err));
-    char named[64];
-    snprintf(named, sizeof named, "delivery %lld does not authenticate", (long long)seq[ENV_REF]);
-    if (strstr(err, named) == NULL || strstr(err, "schema migration") == NULL)
-        fail_msg("refusal: %s", err);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 8);
-    snprintf(sql, sizeof sql, "UPDATE deliveries SET recipient = '%s' WHERE seq = %lld",
-             who[ENV_REF], (long long)seq[ENV_REF]);
-    store_fixture_raw_exec(f->path, sql);
+    raw_delivery_quoted(f->path, "deliveries", seq[ENV_REF], was, sizeof was);
 
     envelope_progress_calls = 0;
     store_set_progress(count_envelope_progress);
@@ -3746,9 +3914,26 @@ static void test_envelope_migration_from_schema_8(void **state)
     store_set_progress(NULL);
     assert_int_equal(envelope_progress_calls, 2);
     assert_int_equal(envelope_progress_done, MANY);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 9);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 10);
+    raw_delivery_quoted(f->path, "deliveries_set_aside", seq[ENV_REF], copied, sizeof copied);
+    assert_string_equal(copied, was);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
+             (long long)seq[ENV_REF]);
+    assert_int_equal(raw_int(f->path, sql), 0);
+    assert_int_equal(store_set_aside_at_open(f->store), 1);
+    store_set_aside_t aside;
+    assert_int_equal(store_set_aside_at_open_get(f->store, 0, &aside), 1);
+    assert_int_equal(aside.row.view.seq, seq[ENV_REF]);
+    assert_string_equal(aside.row.view.recipient, "om/parket");
+    if (strstr(aside.reason, "does not authenticate") == NULL ||
+        strstr(aside.reason, "schema 8") == NULL)
+        fail_msg("reason: %s", aside.reason);
+    assert_int_equal(store_set_aside_count(f->store), 1);
+    assert_int_equal(store_mailbox_count(f->store, "om/parket"), 0);
     envelope_seen_t seen;
     for (int k = 0; k < ENV_KINDS; k++) {
+        if (k == ENV_REF)
+            continue; /* set aside */
         envelope_expect_opens(f->store, who[k], seq[k], &seen, envelope_kind_name[k]);
         assert_int_equal(store_fixture_delivery_open(f->path, test_key, seq[k],
                                                      STORE_FIXTURE_LAYOUT_ENVELOPE, body,
@@ -3917,6 +4102,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_crash_without_commit, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_bodies_sealed_in_file, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_item_body_sealed_to_its_row, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_unreadable_item_is_set_aside_and_expires, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_rows_do_not_authenticate, setup,
                                         store_fixture_teardown),
