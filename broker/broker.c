@@ -333,6 +333,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
      * then needs an entry of its own and is refused while none can be
      * written. */
     (void)record_started(b);
+    (void)record_set_aside_at_open(b); /* rows the migration set aside; logged */
     if (store_sync_failed(b->store)) {
         snprintf(err, errlen, "the store could not sync its first commit: %s",
                  store_errmsg(b->store));
@@ -1451,7 +1452,7 @@ int broker_run(broker_t *b)
         /* More expired, or deliveries to revoke: the next turn comes at
          * once, unless the last one failed (a store that fails is tried
          * again at the usual pace, not in a busy loop). */
-        if ((b->expiry_due || b->n_revocations > 0 || purge_pending(b)) &&
+        if ((b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 || purge_pending(b)) &&
             !b->last_turn_rolled_back)
             wait_ms = 0;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
@@ -1501,11 +1502,13 @@ int broker_run(broker_t *b)
         if (admin_read > 0)
             b->turn_acks_only = 0; /* arrived after the poll: answered after a synced commit */
         int housekeeping = b->now_ms >= next_housekeeping;
-        if (housekeeping || b->expiry_due || b->n_revocations > 0 || purge_pending(b))
+        if (housekeeping || b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 ||
+            purge_pending(b))
             b->turn_acks_only = 0;
         if (housekeeping || b->expiry_due)
             deliver_expire(b);
         deliver_revoke(b);
+        deliver_set_aside(b);
         purge_step(b);
         record_turn_end(b);
         int turn = commit_turn(b);

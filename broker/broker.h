@@ -64,10 +64,12 @@ typedef struct revocation {
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
 } revocation_t;
 
-/* Counters since start. accepted, duplicates and acked count committed
- * turns only (metrics_turn_end takes back those of a rolled-back turn). */
+/* Counters since start. accepted, duplicates, acked and set_aside count
+ * committed turns only (metrics_turn_end takes back those of a rolled-back
+ * turn). */
 typedef struct broker_stats {
     unsigned long accepted, refused, delivered, acked, duplicates;
+    unsigned long set_aside;   /* deliveries set aside (deliver_set_aside, and at the start) */
     unsigned long redelivered; /* deliveries sent with the redelivery flag */
     /* turns committed with an fsync of the WAL, and without (acks only) */
     unsigned long commits_synced, commits_unsynced;
@@ -139,6 +141,12 @@ typedef struct broker {
     int expiry_due; /* the last sweep hit its limit, or the push met an expired delivery */
     revocation_t revocations[SCHAKEL_REVOKE_BATCH];
     size_t n_revocations;
+    /* Waiting deliveries the push found unreadable (they do not
+     * authenticate): set aside in the next turn's transaction
+     * (deliver_set_aside), which comes at once. One per receiver and push
+     * at most; beyond the batch the push finds them again. */
+    revocation_t set_asides[SCHAKEL_SET_ASIDE_BATCH];
+    size_t n_set_asides;
     /* Recipients with waiting deliveries the policy in force does not
      * name, withdrawn a batch per turn (purge.h). */
     char (*purge_list)[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
@@ -289,6 +297,13 @@ void deliver_expire(broker_t *b);
 /* Remove the deliveries withheld since the last turn because the policy no
  * longer allows them (inside the turn's transaction). */
 void deliver_revoke(broker_t *b);
+
+/* Set aside, in the turn's transaction, the deliveries the push found
+ * unreadable (store_delivery_set_aside checks each again): each is
+ * recorded (record_set_aside: an error log line, an audit entry, the
+ * counter) and its receiver goes on past it. A store error fails the
+ * turn; the push finds the row again. */
+void deliver_set_aside(broker_t *b);
 
 /* Another policy is in force: what the push decided under the one before
  * is decided again. The kept items are wiped (pushed from the store from

@@ -653,6 +653,21 @@ static int push_one(const store_delivery_t *d, void *arg)
     return 0;
 }
 
+/* The scan stopped at a row of r's mailbox that does not authenticate:
+ * set aside in the next turn (deliver_set_aside), which the loop runs at
+ * once; said there, once. The rows before it in the scan went out. */
+static void push_set_aside(broker_t *b, receiver_t *r, uint64_t seq)
+{
+    for (size_t i = 0; i < b->n_set_asides; i++)
+        if (b->set_asides[i].seq == seq)
+            return; /* another session of the same principal found it */
+    if (b->n_set_asides == SCHAKEL_SET_ASIDE_BATCH)
+        return; /* found again by a push after this batch */
+    revocation_t *v = &b->set_asides[b->n_set_asides++];
+    v->seq = seq;
+    snprintf(v->recipient, sizeof v->recipient, "%s", r->principal);
+}
+
 /* One round for one receiver: up to PUSH_ROUND deliveries within its
  * window. Returns 1 when it may have more to push in this pass, 0 when it
  * is done for this pass: its mailbox drained up to the window, its window
@@ -673,8 +688,12 @@ static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
     int visited = store_mailbox_scan_hinted(b->store, r->principal, r->cursor, limit,
                                             push_cache_has, push_one, &st);
     if (visited < 0) {
-        log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
-        return 0; /* stays dirty: retried next turn */
+        uint64_t unreadable = store_scan_unreadable(b->store);
+        if (unreadable == 0)
+            log_event(LOG_ERROR, "store.scan_failed", "error", store_errmsg(b->store), NULL);
+        else
+            push_set_aside(b, r, unreadable);
+        return 0; /* stays dirty: retried next turn (past a row set aside) */
     }
     if (st.stop_errno == EHOSTUNREACH) {
         log_event(LOG_INFO, "session.gone", "principal", r->principal, NULL);
@@ -791,8 +810,9 @@ static void on_expired(const store_expired_t *e, void *arg)
         store_expired_copy_set(&batch->copies[batch->n++], e);
     else
         batch->overflow = 1; /* store_expire tells at most its limit: a bug */
-    /* An expired delivery in flight will never be acked: free its slot. */
-    receiver_t *r = sessions_receiver(b->sessions, e->recipient);
+    /* An expired delivery in flight will never be acked: free its slot
+     * (one set aside was never sent: it holds none). */
+    receiver_t *r = e->set_aside ? NULL : sessions_receiver(b->sessions, e->recipient);
     if (r != NULL && r->session != NULL && e->seq <= r->cursor && r->inflight > 0) {
         r->inflight--;
         r->dirty = 1;
@@ -859,4 +879,31 @@ void deliver_revoke(broker_t *b)
             return; /* the turn fails (recorded by record.c); kept, as above */
     }
     b->n_revocations = 0;
+}
+
+void deliver_set_aside(broker_t *b)
+{
+    if (b->n_set_asides == 0)
+        return;
+    size_t n = b->n_set_asides;
+    b->n_set_asides = 0; /* a failure: the push finds them again */
+    if (store_begin(b->store) != 0) {
+        broker_fail_turn(b);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const revocation_t *v = &b->set_asides[i];
+        store_set_aside_t x;
+        int rc = store_delivery_set_aside(b->store, v->recipient, v->seq, b->now_s, &x);
+        if (rc < 0) {
+            log_event(LOG_ERROR, "store.set_aside_failed", "error", store_errmsg(b->store), NULL);
+            broker_fail_turn(b);
+            return;
+        }
+        if (rc == 1 && record_set_aside(b, &x) != 0)
+            return; /* the turn fails (recorded by record.c) */
+        receiver_t *r = sessions_receiver(b->sessions, v->recipient);
+        if (r != NULL)
+            r->dirty = 1; /* on past it */
+    }
 }

@@ -68,6 +68,7 @@ typedef struct metrics_snapshot {
     metrics_partner_t partners[SCHAKEL_MAX_PARTNERS];
     int backlog_known;
     int64_t store_bytes;                           /* -1: unknown */
+    int64_t set_aside_rows;                        /* deliveries_set_aside; -1: unknown */
     uint64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* per bucket, the last is +Inf */
     uint64_t latency_count;
     double latency_sum;
@@ -294,6 +295,12 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
                         "How far the system clock stepped away from the broker's time and is "
                         "not followed (0 while they agree).");
     fprintf(f, "schakel_clock_step_seconds %.3f\n", (double)s->clock_offset_ms / 1000.0);
+    if (s->set_aside_rows >= 0) {
+        metrics_render_head(f, "schakel_deliveries_set_aside", "gauge",
+                            "Deliveries held set aside (they do not authenticate) until their "
+                            "retention ends or an operator puts them back.");
+        fprintf(f, "schakel_deliveries_set_aside %lld\n", (long long)s->set_aside_rows);
+    }
     if (s->store_bytes >= 0) {
         metrics_render_head(f, "schakel_store_bytes", "gauge",
                             "Size of the store on disk: the database and its write-ahead log.");
@@ -327,6 +334,10 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            s->stats.redelivered);
     metrics_render_counter(f, "schakel_acks_total", "Deliveries acknowledged by their recipient.",
                            s->stats.acked);
+    metrics_render_counter(f, "schakel_deliveries_set_aside_total",
+                           "Waiting deliveries set aside because they do not authenticate "
+                           "(altered or damaged in the store), at the push or by a migration.",
+                           s->stats.set_aside);
     metrics_render_counter(f, "schakel_store_commits_synced_total",
                            "Loop turns committed with an fsync of the store's WAL.",
                            s->stats.commits_synced);
@@ -515,6 +526,7 @@ metrics_t *metrics_new(const char *listen, const char *store_path, const char *v
     }
     snprintf(m->version, sizeof m->version, "%s", version ? version : "unknown");
     m->local.store_bytes = -1;
+    m->local.set_aside_rows = -1;
     m->shared = m->local;
     if (listen == NULL)
         return m;
@@ -734,6 +746,7 @@ static void metrics_count_store(metrics_t *m, broker_t *b)
     for (size_t i = 0; i < m->local.n_partners; i++)
         m->local.partners[i].backlog = backlog[i];
     m->local.backlog_known = 1;
+    m->local.set_aside_rows = store_set_aside_count(b->store); /* a table empty but for damage */
     if (m->store_path != NULL) {
         char wal[4096];
         int64_t db = metrics_file_bytes(m->store_path);
@@ -750,6 +763,7 @@ void metrics_turn_end(broker_t *b, int outcome)
         b->stats.accepted = m->turn_start.accepted;
         b->stats.duplicates = m->turn_start.duplicates;
         b->stats.acked = m->turn_start.acked;
+        b->stats.set_aside = m->turn_start.set_aside;
     }
     metrics_watchdog(m);
     if (m->daemon == NULL)

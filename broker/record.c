@@ -762,15 +762,23 @@ int record_expired(broker_t *b, const store_expired_t *x)
     char seq_s[24];
     store_audit_entry_t e;
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
-    log_event(LOG_INFO, "delivery.expired", "recipient", x->recipient, "seq", seq_s, "rule",
-              x->rule_id, "rule_hash", x->rule_hash, NULL);
+    char recipient[2 * SCHAKEL_MAX_PRINCIPAL_LEN], rule_id[2 * SCHAKEL_MAX_ID_LEN], rule_hash[160];
+    /* a set-aside row's texts may be its damage: cleaned (waiting rows'
+     * are the broker's own, and come out the same) */
+    record_clean(x->recipient, recipient, sizeof recipient);
+    record_clean(x->rule_id, rule_id, sizeof rule_id);
+    record_clean(x->rule_hash, rule_hash, sizeof rule_hash);
+    log_event(LOG_INFO, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule", rule_id,
+              "rule_hash", rule_hash, x->set_aside ? "set_aside" : NULL, "1", NULL);
     audit_entry_init(&e, "delivery.expired");
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, x->recipient);
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
     audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
     audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->seq);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, x->rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, rule_hash);
     audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, x->expires_at);
+    if (x->set_aside)
+        audit_set_text(&e, STORE_AUDIT_REASON, "set aside: it did not authenticate");
     return record_append(b, &e);
 }
 
@@ -794,6 +802,56 @@ int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why)
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
     audit_set_text(&e, STORE_AUDIT_REASON, why);
     return record_append(b, &e);
+}
+
+/* A delivery set aside: said once, at error level (an operator has
+ * something to look at: docs/OPERATIONS.md), recorded and counted. The
+ * texts come from a row that may be the damage itself: cleaned. */
+int record_set_aside(broker_t *b, const store_set_aside_t *x)
+{
+    char seq_s[24], recipient[2 * SCHAKEL_MAX_PRINCIPAL_LEN], rule_id[2 * SCHAKEL_MAX_ID_LEN],
+        rule_hash[160], reason[2 * STORE_SET_ASIDE_REASON_LEN];
+    store_audit_entry_t e;
+    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->row.view.seq);
+    record_clean(x->row.view.recipient, recipient, sizeof recipient);
+    record_clean(x->row.view.rule_id, rule_id, sizeof rule_id);
+    record_clean(x->row.view.rule_hash, rule_hash, sizeof rule_hash);
+    record_clean(x->reason, reason, sizeof reason);
+    log_event(LOG_ERROR, "delivery.set_aside", "recipient", recipient, "seq", seq_s, "rule",
+              rule_id, "reason", reason, NULL);
+    audit_entry_init(&e, "delivery.set_aside");
+    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
+    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->row.view.item_seq);
+    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->row.view.seq);
+    audit_set_text(&e, STORE_AUDIT_RULE_ID, rule_id);
+    audit_set_text(&e, STORE_AUDIT_RULE_HASH, rule_hash);
+    audit_set_text(&e, STORE_AUDIT_REASON, reason);
+    if (record_append(b, &e) != 0)
+        return -1;
+    b->stats.set_aside++;
+    return 0;
+}
+
+int record_set_aside_at_open(broker_t *b)
+{
+    size_t n = store_set_aside_at_open(b->store);
+    for (size_t i = 0; i < n; i++) {
+        store_set_aside_t x;
+        int found = store_set_aside_at_open_get(b->store, i, &x);
+        if (found < 0 || (found == 1 && record_set_aside(b, &x) != 0)) {
+            if (found < 0)
+                log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.set_aside", "error",
+                          store_errmsg(b->store), NULL);
+            store_rollback(b->store);
+            return -1;
+        }
+    }
+    if (n == 0 || store_commit(b->store) == 0)
+        return 0;
+    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.set_aside", "error",
+              store_errmsg(b->store), NULL);
+    store_rollback(b->store);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ cases */

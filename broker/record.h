@@ -106,6 +106,18 @@ int record_revoked(struct broker *b, const store_expired_t *revoked);
  * of the case along). */
 int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const char *why);
 
+/* A waiting delivery was set aside (store_delivery_set_aside): a
+ * "delivery.set_aside" entry (recipient, item and delivery seq, rule id
+ * and hash, reason), a log line at error level and the counter
+ * schakel_deliveries_set_aside_total. In the turn's transaction. 0, or -1
+ * with the turn failed. */
+int record_set_aside(struct broker *b, const store_set_aside_t *set_aside);
+
+/* The deliveries the store's migration set aside at this start
+ * (store_set_aside_at_open), each recorded as record_set_aside does, in a
+ * transaction of their own, committed. 0, or -1 (logged). */
+int record_set_aside_at_open(struct broker *b);
+
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
  * granted only if the turn that holds this entry commits (zap_flush); a
  * refusal rolled back with its turn is recorded again (decision->again:

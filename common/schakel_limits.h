@@ -111,6 +111,7 @@
 #define SCHAKEL_MAX_HELD_REPLIES 8192u  /* their answers, before the loop waits for the disk */
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
+#define SCHAKEL_SET_ASIDE_BATCH 64u     /* unreadable deliveries set aside per loop turn at most */
 #define SCHAKEL_CHECKPOINT_IVL_MS 10000 /* after expiries, truncate the WAL at most this often */
 
 /* Admin endpoint (docs/PROTOCOL.md "Admin endpoint") */

@@ -636,6 +636,89 @@ static void test_checkpoint_rounds_counted(void **state)
     h_done(env);
 }
 
+/* One signal for om/parket, committed; the broker is stopped after it
+ * and its delivery's seq returned. */
+static int64_t set_aside_one_waiting(h_env_t *env)
+{
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-13001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    assert_int_equal(h_broker_stop(env), 0);
+    return seq;
+}
+
+/* A delivery set aside by the push counts once in
+ * schakel_deliveries_set_aside_total, however many pushes follow, and is
+ * held in schakel_deliveries_set_aside until it goes. */
+static void test_set_aside_counted(void **state)
+{
+    h_env_t *env = *state;
+    static const char total[] = "schakel_deliveries_set_aside_total";
+    static const char held[] = "schakel_deliveries_set_aside";
+    (void)set_aside_one_waiting(env);
+    h_store_exec(env, "UPDATE deliveries SET legal_basis = 'geen' WHERE recipient = 'om/parket'");
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    settle(politie);
+    assert_true(counter_now(address, total) == 0);
+    await_gauge(address, politie, held, 0);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 0), SCHAKEL_OK);
+    for (int i = 0; i < 3; i++) {
+        char ref[32];
+        snprintf(ref, sizeof ref, "BVH-2024-%05d", 13002 + i);
+        schakel_signal_t s = h_police_signal(ref);
+        (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    settle(om);
+    assert_true(counter_now(address, total) == 1);
+    await_gauge(address, om, held, 1);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* The schema-9 migration sets aside a delivery that does not open under
+ * the layout of schema 8 (here: every one sealed since, in a store set
+ * back to 8); the broker records each at its start, as the push would:
+ * one log line, one audit entry, counted. */
+static void test_set_aside_by_migration_recorded(void **state)
+{
+    h_env_t *env = *state;
+    int64_t seq = set_aside_one_waiting(env);
+    h_store_exec(env, "PRAGMA user_version = 8");
+    long offset = h_log_offset(env);
+    char address[64], sql[256];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *om = h_connect(env, H_OM);
+    settle(om);
+    assert_true(counter_now(address, "schakel_deliveries_set_aside_total") == 1);
+    assert_int_equal(h_backlog(om), 0);
+    char line[96];
+    snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
+             (long long)seq);
+    assert_int_equal(h_log_count(env, offset, line), 1);
+    assert_int_equal(h_log_count(env, offset, "under the layout of schema 8"), 1);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.set_aside' AND delivery_seq = %lld"
+             " AND recipient = ?1",
+             (long long)seq);
+    assert_int_equal(h_store_int(env, sql, H_OM), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
+    schakel_close(&om);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* A broker asked for metrics it cannot serve does not start. */
 static void test_bad_metrics_listen_is_refused(void **state)
 {
@@ -681,6 +764,9 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_sync_and_turn_durations, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_rounds_counted, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_counted, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_by_migration_recorded, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
     };
