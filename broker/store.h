@@ -363,7 +363,8 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
  * stop. Returns the number visited or -1; a body that does not authenticate
  * (wrong key, tampered row: any column its seal binds, the envelope
  * included) stops the scan with -1 and the message "body of delivery N
- * does not authenticate: ...". fn must not call store functions:
+ * does not authenticate: ...", and store_scan_unreadable names the row
+ * (store_delivery_set_aside). fn must not call store functions:
  * the scan's statement is live, and they return -1. */
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
@@ -445,7 +446,8 @@ void store_expired_copy_set(store_expired_copy_t *copy, const store_expired_t *e
  * (-1 with an error if none is open): removes up to `limit` deliveries whose
  * expires_at <= now, whether or not their recipient ever came back, each leaving a
  * tombstone (seq, recipient, item_seq, rule id and hash, expires_at,
- * expired_at = now; no content) and calling fn (may be NULL); then up to
+ * expired_at = now; no content) and calling fn (may be NULL), waiting ones
+ * first, then set-aside ones (set_aside 1) within the same limit; then up to
  * `limit` items, and up to `limit` publishes, whose expires_at <= now and
  * that no remaining delivery or item references; then up to `limit` case
  * events whose expires_at <= now (no tombstone: the case's own timeline),

@@ -858,7 +858,8 @@ static int expiry_delivery_next(store_t *store, const char *case_id, int64_t exp
     return 1;
 }
 
-/* Cost: the case row, then each of its events, pending deliveries (through
+/* Cost: the case row, its deliveries set aside (through their case_id
+ * index), then each of its events, pending deliveries (through
  * the (case_id, recipient) index, each opened, re-sealed and rewritten:
  * two BLAKE2b passes and a decryption and an encryption of its body) and
  * command items and publishes (through case_items) rewritten:
