@@ -49,7 +49,7 @@ typedef struct kept_entry {
 static struct {
     kept_entry_t entries[MAX_KEPT];
     size_t n_entries;
-    size_t commits, rollbacks, write_failed_logs;
+    size_t commits, rollbacks, write_failed_logs, set_aside_logs;
     const char *refuse_event; /* audit_append refuses entries of this event */
     size_t refuse_after;      /* ... once this many of them were taken */
 } trail;
@@ -182,9 +182,10 @@ int log_enabled(log_level_t level)
 
 void log_event(log_level_t level, const char *event, ...)
 {
-    (void)level;
     if (strcmp(event, "audit.write_failed") == 0)
         trail.write_failed_logs++;
+    if (strcmp(event, "delivery.set_aside") == 0 && level == LOG_ERROR)
+        trail.set_aside_logs++;
 }
 
 const char *policy_hash_hex(const policy_t *policy)
@@ -441,6 +442,48 @@ static void test_lists_are_bounded(void **state)
 /* The entries that commit at once carry the acks kept so far in the same
  * transaction, ahead of themselves: no commit leaves a delete without its
  * record. */
+/* A delivery set aside: one entry naming it (its damaged texts cleaned:
+ * the row may be the damage), one error line, counted; the turn is no
+ * longer one of acks only. A refused entry fails the turn and counts
+ * nothing. */
+static void test_set_aside_entry(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    store_set_aside_t x;
+    memset(&x, 0, sizeof x);
+    x.row.view = (store_expired_t){.seq = 42, .item_seq = 17, .expires_at = 1800000000,
+                                   .set_aside = 1};
+    snprintf(x.row.recipient, sizeof x.row.recipient, "om/par\x01ket");
+    snprintf(x.row.rule_id, sizeof x.row.rule_id, "om-ondermijning");
+    snprintf(x.row.rule_hash, sizeof x.row.rule_hash, "9f2c");
+    x.row.view.recipient = x.row.recipient;
+    x.row.view.rule_id = x.row.rule_id;
+    x.row.view.rule_hash = x.row.rule_hash;
+    snprintf(x.reason, sizeof x.reason, "body of delivery 42 does not authenticate");
+    assert_int_equal(record_set_aside(b, &x), 0);
+    assert_int_equal(trail.n_entries, 1);
+    const kept_entry_t *k = &trail.entries[0];
+    assert_string_equal(k->event, "delivery.set_aside");
+    assert_string_equal(k->recipient, "om/par?ket");
+    assert_true(k->has_seq);
+    assert_int_equal(k->seq, 42);
+    assert_int_equal(k->item_seq, 17);
+    assert_int_equal(trail.set_aside_logs, 1);
+    assert_int_equal(b->stats.set_aside, 1);
+    assert_false(b->turn_acks_only);
+    assert_false(b->turn_failed);
+
+    trail.refuse_event = "delivery.set_aside";
+    trail.refuse_after = 1;
+    assert_int_equal(record_set_aside(b, &x), -1);
+    assert_true(b->turn_failed);
+    assert_int_equal(b->stats.set_aside, 1);
+    test_broker_free(&b);
+    trail_reset();
+}
+
 static void test_immediate_commits_record_kept_acks_first(void **state)
 {
     (void)state;
@@ -735,6 +778,7 @@ int main(void)
         cmocka_unit_test(test_failed_turn_records_no_acks),
         cmocka_unit_test(test_lists_are_bounded),
         cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
+        cmocka_unit_test(test_set_aside_entry),
         cmocka_unit_test(test_one_queued_entry_per_item),
         cmocka_unit_test(test_queued_text_spells_every_field_and_number),
         cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),
