@@ -1208,6 +1208,55 @@ static void test_set_expiry_and_sweep(void **state)
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 2); /* b's event and the signal */
 }
 
+/* A case's delivery set aside (it does not authenticate) follows the
+ * case's retention as its waiting ones do: a close sets its expires_at
+ * (else one of an open case would never go); the case stays while it
+ * does, and both go at its end. */
+static void test_set_aside_delivery_follows_its_case(void **state)
+{
+    fixture_t *f = *state;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1], sql[256];
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, "Pand Kerkstraat", case_id);
+    int64_t item_seq = command(f->store, "riec/analist", 1, "opened");
+    int64_t seq =
+        deliver(f->store, case_id, 1, POLITIE, "riec/analist", 1, item_seq, "opened", OPEN);
+    assert_int_equal(store_commit(f->store), 0);
+    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
+             (long long)seq);
+    store_fixture_raw_exec(f->path, sql);
+    size_t visited = 0;
+    assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, count_delivery, &visited), -1);
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)seq);
+    store_set_aside_t x;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_delivery_set_aside(f->store, POLITIE, (uint64_t)seq, NOW, &x), 1);
+    assert_int_equal(store_case_set_expiry(f->store, case_id, NOW + 500), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+             (long long)seq);
+    assert_int_equal(raw_int(f->path, sql), NOW + 500);
+
+    /* held longer by hand: the case waits for it */
+    snprintf(sql, sizeof sql, "UPDATE deliveries_set_aside SET expires_at = %lld WHERE seq = %lld",
+             (long long)(NOW + 900), (long long)seq);
+    store_fixture_raw_exec(f->path, sql);
+    static const struct {
+        int64_t now;
+        int64_t set_aside, cases;
+    } sweeps[] = {{NOW + 500, 1, 1}, {NOW + 900, 0, 0}};
+    for (size_t i = 0; i < sizeof sweeps / sizeof sweeps[0]; i++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_true(store_expire(f->store, sweeps[i].now, 100, NULL, NULL) >= 0);
+        assert_int_equal(store_commit(f->store), 0);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries_set_aside"),
+                         sweeps[i].set_aside);
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM cases"), sweeps[i].cases);
+    }
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM tombstones WHERE seq = %lld", (long long)seq);
+    assert_int_equal(raw_int(f->path, sql), 1);
+}
+
 /* Closing a case never lowers an item below what else still needs it: a
  * pending delivery outside the case, or another case that links it.
  * Otherwise the sweep, which takes the earliest due items first, a batch
@@ -1526,6 +1575,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_item_link_keeps_command_evidence, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_delivery_follows_its_case, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_close_keeps_items_others_need, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_waits_for_its_deliveries, setup,
