@@ -3922,6 +3922,7 @@ static void test_envelope_migration_from_schema_8(void **state)
     assert_int_equal(raw_int(f->path, sql), 0);
     assert_int_equal(store_set_aside_at_open(f->store), 1);
     store_set_aside_t aside;
+    assert_int_equal(store_set_aside_at_open_get(f->store, 1, &aside), -1); /* no such row */
     assert_int_equal(store_set_aside_at_open_get(f->store, 0, &aside), 1);
     assert_int_equal(aside.row.view.seq, seq[ENV_REF]);
     assert_string_equal(aside.row.view.recipient, "om/parket");
