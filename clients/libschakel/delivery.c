@@ -130,8 +130,27 @@ static void delivery_budget_free(void *data, void *ptr)
     wire_wiped_free(ptr);
 }
 
-/* Copy a delivered string (NULL stays NULL) after checking its UTF-8.
- * Returns 0, -1 for bad text, -2 for no memory. */
+/* A decoded string handed over to the delivery: the block protobuf-c
+ * unpacked it into (a wire_wiped_alloc block, under the decoding
+ * allocators of wire.c and below) becomes the delivery's, and its old owner
+ * forgets it. No copy, no allocation: nothing of this can fail. */
+static char *delivery_take(char **from)
+{
+    char *text = *from;
+    *from = NULL;
+    return text;
+}
+
+/* A string of the delivered signal is valid UTF-8 without NUL (up to its
+ * terminator: protobuf-c keeps no length); NULL is absent. */
+static int delivery_text_ok(const char *text)
+{
+    return text == NULL || syntax_is_utf8((const uint8_t *)text, strlen(text));
+}
+
+/* Copy a string into a block of the delivery's kind after checking its
+ * UTF-8 (a case event's actor, which stays the event's). Returns 0, -1 for
+ * bad text, -2 for no memory. */
 static int delivery_copy_text(const char *in, char **out)
 {
     *out = NULL;
@@ -140,80 +159,86 @@ static int delivery_copy_text(const char *in, char **out)
     size_t len = strlen(in);
     if (!syntax_is_utf8((const uint8_t *)in, len))
         return -1;
-    *out = malloc(len + 1);
+    *out = wire_wiped_alloc(len + 1);
     if (*out == NULL)
         return -2;
     memcpy(*out, in, len + 1);
     return 0;
 }
 
-/* Fill the signal part of a delivery. Returns 0, -1 bad text, -2 no memory. */
-static int delivery_copy_signal(schakel_delivery_t *d, const Schakel__Signal *s)
+/* The signal's texts, as pairs of where they are and where they go. */
+#define DELIVERY_SIGNAL_TEXTS 10u
+
+static size_t delivery_signal_texts(schakel_delivery_t *d, Schakel__Signal *s,
+                                    char **from[DELIVERY_SIGNAL_TEXTS],
+                                    char **to[DELIVERY_SIGNAL_TEXTS])
 {
-    struct {
-        const char *in;
-        char **out;
-    } texts[] = {
-        {s->kind, &d->kind},
-        {s->theme, &d->theme},
-        {s->area, &d->area},
-        {s->subject, &d->subject},
-        {s->grounds, &d->grounds},
-        {s->case_ref, &d->case_ref},
-        {s->summary, &d->summary},
-        {s->source_ref, &d->source_ref},
-        {s->address != NULL ? s->address->postcode : NULL, &d->postcode},
-        {s->address != NULL ? s->address->addition : NULL, &d->addition},
+    char **pairs[][2] = {
+        {&s->kind, &d->kind},       {&s->theme, &d->theme},           {&s->area, &d->area},
+        {&s->subject, &d->subject}, {&s->grounds, &d->grounds},       {&s->case_ref, &d->case_ref},
+        {&s->summary, &d->summary}, {&s->source_ref, &d->source_ref}, {NULL, &d->postcode},
+        {NULL, &d->addition},
     };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        int rc = delivery_copy_text(texts[i].in, texts[i].out);
-        if (rc != 0)
-            return rc;
+    if (s->address != NULL) {
+        pairs[8][0] = &s->address->postcode;
+        pairs[9][0] = &s->address->addition;
     }
-    if (s->address != NULL && s->address->has_house_number)
-        d->house_number = s->address->house_number;
-    if (s->has_severity) {
-        if ((int)s->severity < SCHAKEL_SEVERITY_UNSPECIFIED ||
-            (int)s->severity > SCHAKEL_SEVERITY_CRITICAL)
+    size_t n = 0;
+    for (size_t i = 0; i < DELIVERY_SIGNAL_TEXTS; i++)
+        if (pairs[i][0] != NULL) {
+            from[n] = pairs[i][0];
+            to[n++] = pairs[i][1];
+        }
+    return n;
+}
+
+/* Check what the signal part of a delivery must be: every text UTF-8
+ * (delivery_text_ok), severity in range, at most SCHAKEL_MAX_RECIPIENTS.
+ * Returns 0 or -1; takes nothing. */
+static int delivery_check_signal(Schakel__Signal *s)
+{
+    char **from[DELIVERY_SIGNAL_TEXTS], **to[DELIVERY_SIGNAL_TEXTS];
+    schakel_delivery_t scratch;
+    size_t n = delivery_signal_texts(&scratch, s, from, to);
+    for (size_t i = 0; i < n; i++)
+        if (!delivery_text_ok(*from[i]))
             return -1;
-        d->severity = (int)s->severity;
-    }
-    if (s->has_observed_at)
-        d->observed_at = s->observed_at;
+    if (s->has_severity && ((int)s->severity < SCHAKEL_SEVERITY_UNSPECIFIED ||
+                            (int)s->severity > SCHAKEL_SEVERITY_CRITICAL))
+        return -1;
     if (s->n_recipients > SCHAKEL_MAX_RECIPIENTS)
         return -1;
-    if (s->n_recipients > 0) {
-        d->recipients = calloc(s->n_recipients, sizeof *d->recipients);
-        if (d->recipients == NULL)
-            return -2;
-        d->n_recipients = s->n_recipients;
-        for (size_t i = 0; i < s->n_recipients; i++) {
-            int rc = delivery_copy_text(s->recipients[i], &d->recipients[i]);
-            if (rc != 0)
-                return rc;
-        }
-    }
+    for (size_t i = 0; i < s->n_recipients; i++)
+        if (!delivery_text_ok(s->recipients[i]))
+            return -1;
     return 0;
 }
 
-/* Fill the envelope part of a delivery (`sender` from the envelope, else
- * the signal's or the event's). Returns 0, -1 bad text, -2 no memory. */
-static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver *in,
-                                  const char *sender)
+/* Fill the signal part of a checked delivery, taking the signal's texts
+ * and its recipient list (the rest of the signal is freed by the caller). */
+static void delivery_take_signal(schakel_delivery_t *d, Schakel__Signal *s)
 {
-    struct {
-        const char *in;
-        char **out;
-    } texts[] = {
-        {sender, &d->sender},       {in->sender_partner, &d->sender_partner},
-        {in->rule_id, &d->rule_id}, {in->rule_hash, &d->rule_hash},
-        {in->purpose, &d->purpose}, {in->legal_basis, &d->legal_basis},
-    };
-    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
-        int rc = delivery_copy_text(texts[i].in, texts[i].out);
-        if (rc != 0)
-            return rc;
+    char **from[DELIVERY_SIGNAL_TEXTS], **to[DELIVERY_SIGNAL_TEXTS];
+    size_t n = delivery_signal_texts(d, s, from, to);
+    for (size_t i = 0; i < n; i++)
+        *to[i] = delivery_take(from[i]);
+    if (s->address != NULL && s->address->has_house_number)
+        d->house_number = s->address->house_number;
+    if (s->has_severity)
+        d->severity = (int)s->severity;
+    if (s->has_observed_at)
+        d->observed_at = s->observed_at;
+    if (s->n_recipients > 0) {
+        d->recipients = s->recipients;
+        d->n_recipients = s->n_recipients;
+        s->recipients = NULL;
+        s->n_recipients = 0;
     }
+}
+
+/* The numbers of the envelope. */
+static void delivery_envelope_numbers(schakel_delivery_t *d, const Schakel__Deliver *in)
+{
     d->seq = in->seq;
     /* a case event names the command that caused it, when the broker says */
     if (in->has_message_id)
@@ -223,19 +248,26 @@ static int delivery_copy_envelope(schakel_delivery_t *d, const Schakel__Deliver 
     d->redelivery = in->has_redelivery && in->redelivery;
     d->accepted_at = in->has_accepted_at ? in->accepted_at : 0;
     d->expires_at = in->has_expires_at ? in->expires_at : 0;
-    return 0;
 }
 
-/* The signal inside a Deliver was reduced to the deciding rule's fields, so
- * wire_decode_signal (which demands area and checks the time window against
- * our clock) is not used: the signal is unpacked under the byte budget and
- * only kind and theme, which every rule keeps, are required. Unknown fields a
- * newer broker may add are ignored. */
+/* Take the envelope's texts but the sender (the caller's) from the Deliver.
+ * They are not checked again: wire_decode_broker_frame checked the exact
+ * wire bytes of every string of the frame, the Deliver's included
+ * (scan_strings: UTF-8, no NUL), before the frame was queued. */
+static void delivery_take_envelope(schakel_delivery_t *d, Schakel__Deliver *in)
+{
+    d->sender_partner = delivery_take(&in->sender_partner);
+    d->rule_id = delivery_take(&in->rule_id);
+    d->rule_hash = delivery_take(&in->rule_hash);
+    d->purpose = delivery_take(&in->purpose);
+    d->legal_basis = delivery_take(&in->legal_basis);
+    delivery_envelope_numbers(d, in);
+}
+
 /* A Deliver of a case event: the event decoded by caseview.c, the
  * envelope as for a signal. */
-static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
-                                                   schakel_delivery_t **out, char *text,
-                                                   size_t textlen)
+static schakel_status_t delivery_decode_case_event(Schakel__Deliver *in, schakel_delivery_t **out,
+                                                   char *text, size_t textlen)
 {
     char why[200];
     if (!in->has_seq || (in->has_message_id && in->message_id.len != SCHAKEL_MESSAGE_ID_BYTES)) {
@@ -252,11 +284,16 @@ static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
     }
     schakel_delivery_t *d = calloc(1, sizeof *d);
     int rc = d == NULL ? -2 : 0;
-    if (d != NULL) {
+    /* the sender: the envelope's, else the event's actor (a copy) */
+    if (d != NULL && in->sender == NULL)
+        rc = delivery_copy_text(event->actor, &d->sender);
+    if (rc == 0) { /* nothing below allocates: the frame gives up its texts */
         d->is_case_event = 1;
         d->case_event = event;
         event = NULL;
-        rc = delivery_copy_envelope(d, in, in->sender != NULL ? in->sender : d->case_event->actor);
+        if (d->sender == NULL)
+            d->sender = delivery_take(&in->sender);
+        delivery_take_envelope(d, in);
     }
     caseview_event_free(&event);
     if (rc != 0) {
@@ -270,7 +307,15 @@ static schakel_status_t delivery_decode_case_event(const Schakel__Deliver *in,
     return SCHAKEL_OK;
 }
 
-schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
+/* The signal inside a Deliver was reduced to the deciding rule's fields, so
+ * wire_decode_signal (which demands area and checks the time window against
+ * our clock) is not used: the signal is unpacked under the byte budget and
+ * only kind and theme, which every rule keeps, are required. Unknown fields a
+ * newer broker may add are ignored. Once everything is checked and the
+ * delivery allocated, it takes the texts of the signal and of the envelope
+ * as they were unpacked (delivery_take): a Deliver that fails for memory is
+ * left whole, to be decoded again. */
+schakel_status_t delivery_decode(Schakel__Deliver *in, schakel_delivery_t **out, char *text,
                                  size_t textlen)
 {
     *out = NULL;
@@ -310,25 +355,26 @@ schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t 
         schakel__signal__free_unpacked(signal, &allocator);
         return SCHAKEL_ERR_PROTOCOL;
     }
-    schakel_delivery_t *d = calloc(1, sizeof *d);
-    int rc = d == NULL
-                 ? -2
-                 : delivery_copy_envelope(d, in, in->sender != NULL ? in->sender : signal->sender);
-    if (rc == 0)
-        rc = delivery_copy_signal(d, signal);
-    schakel__signal__free_unpacked(signal, &allocator);
-    if (rc != 0) {
-        schakel_delivery_free(&d);
-        if (rc == -2) {
-            snprintf(text, textlen, "out of memory decoding delivery seq=%llu",
-                     (unsigned long long)in->seq);
-            return SCHAKEL_ERR_NOMEM;
-        }
+    /* the envelope's sender was checked with the frame; the signal's not */
+    if ((in->sender == NULL && !delivery_text_ok(signal->sender)) ||
+        delivery_check_signal(signal) != 0) {
+        schakel__signal__free_unpacked(signal, &allocator);
         snprintf(text, textlen,
                  "delivery seq=%llu has a field that is not valid UTF-8 or out of range",
                  (unsigned long long)in->seq);
         return SCHAKEL_ERR_PROTOCOL;
     }
+    schakel_delivery_t *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        schakel__signal__free_unpacked(signal, &allocator);
+        snprintf(text, textlen, "out of memory decoding delivery seq=%llu",
+                 (unsigned long long)in->seq);
+        return SCHAKEL_ERR_NOMEM;
+    }
+    d->sender = delivery_take(in->sender != NULL ? &in->sender : &signal->sender);
+    delivery_take_envelope(d, in);
+    delivery_take_signal(d, signal);
+    schakel__signal__free_unpacked(signal, &allocator);
     *out = d;
     return SCHAKEL_OK;
 }
@@ -343,10 +389,10 @@ void schakel_delivery_free(schakel_delivery_t **delivery)
                      d->area,    d->postcode,       d->addition, d->subject,
                      d->grounds, d->case_ref,       d->summary,  d->source_ref};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
-        wire_free_text(texts[i]); /* what the broker sent is wiped, as in the broker */
+        wire_wiped_free(texts[i]); /* what the broker sent is wiped, as in the broker */
     for (size_t i = 0; d->recipients != NULL && i < d->n_recipients; i++)
-        wire_free_text(d->recipients[i]);
-    free(d->recipients);
+        wire_wiped_free(d->recipients[i]);
+    wire_wiped_free(d->recipients);
     caseview_event_free(&d->case_event);
     free(d);
     *delivery = NULL;

@@ -44,14 +44,17 @@ void delivery_queue_drop_front(delivery_queue_t *q);
 /* Free a queued copy of seq, if any (it was acked: never hand it out again). */
 void delivery_queue_forget(delivery_queue_t *q, uint64_t seq);
 
-/* Decode a Deliver (already through wire_decode_frame) into a new delivery
- * the caller frees with schakel_delivery_free. Safe on untrusted input: the
- * signal bytes are unpacked under SCHAKEL_DECODE_BUDGET_BYTES and every
- * string is checked for UTF-8. Returns SCHAKEL_OK with *out set, or
- * SCHAKEL_ERR_PROTOCOL (the broker sent something broken) /
- * SCHAKEL_ERR_NOMEM (an allocation failed; decoding the same Deliver again
- * later may succeed) with *out NULL and a text naming the delivery's seq. */
-schakel_status_t delivery_decode(const Schakel__Deliver *in, schakel_delivery_t **out, char *text,
+/* Decode a Deliver (already through wire_decode_broker_frame, whose check
+ * of every string in the frame the envelope's texts rely on) into a new
+ * delivery the caller frees with schakel_delivery_free. Safe on untrusted
+ * input: the signal bytes are unpacked under SCHAKEL_DECODE_BUDGET_BYTES and
+ * every string of the signal is checked for UTF-8. Returns SCHAKEL_OK with
+ * *out set: the delivery took the Deliver's texts (those pointers in `in`
+ * are NULL now; free the frame as usual). Or SCHAKEL_ERR_PROTOCOL (the
+ * broker sent something broken) / SCHAKEL_ERR_NOMEM (an allocation failed;
+ * decoding the same Deliver again later may succeed) with *out NULL, `in`
+ * unchanged and a text naming the delivery's seq. */
+schakel_status_t delivery_decode(Schakel__Deliver *in, schakel_delivery_t **out, char *text,
                                  size_t textlen);
 
 #endif

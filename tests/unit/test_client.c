@@ -118,10 +118,14 @@ enum fake_flow_mode {
     FAKE_FLOW_BAD_UTF8,
     FAKE_FLOW_NO_MESSAGE_ID,
     FAKE_FLOW_BAD_SEVERITY,
-    FAKE_FLOW_OTHER_SENDER,   /* the envelope names another sender than the signal */
-    FAKE_FLOW_FLOOD,          /* FAKE_FLOOD deliveries at once, window or not */
-    FAKE_FLOW_CASE_EVENT,     /* a Deliver of a case event */
-    FAKE_FLOW_BAD_CASE_EVENT, /* a Deliver whose case event is broken */
+    FAKE_FLOW_OTHER_SENDER,      /* the envelope names another sender than the signal */
+    FAKE_FLOW_SIGNAL_SENDER,     /* the envelope names no sender: the signal's stands */
+    FAKE_FLOW_BAD_SIGNAL_SENDER, /* ... and the signal's is not UTF-8 */
+    FAKE_FLOW_BAD_SIGNAL_UTF8,   /* a text of the signal (not of the envelope) is not UTF-8 */
+    FAKE_FLOW_BAD_RECIPIENT,     /* a recipient of the signal is not UTF-8 */
+    FAKE_FLOW_FLOOD,             /* FAKE_FLOOD deliveries at once, window or not */
+    FAKE_FLOW_CASE_EVENT,        /* a Deliver of a case event */
+    FAKE_FLOW_BAD_CASE_EVENT,    /* a Deliver whose case event is broken */
 };
 
 /* How the fake answers a CasePublish / a CaseQuery. */
@@ -443,10 +447,11 @@ static void fake_send_deliver_seq(fake_broker_t *fake, zmq_msg_t *routing, enum 
 {
     static const uint8_t garbage[] = {0xff, 0xff, 0xff, 0x0f, 0x01};
     static const uint8_t id[16] = {0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12};
-    char *recipients[] = {"politie"};
+    char *recipients[] = {mode == FAKE_FLOW_BAD_RECIPIENT ? "poli\xfftie" : "politie"};
     Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
     Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-    signal.sender = "woco-servatius/meldingen";
+    signal.sender =
+        mode == FAKE_FLOW_BAD_SIGNAL_SENDER ? "woco-servatius/\xc3" : "woco-servatius/meldingen";
     signal.kind = mode == FAKE_FLOW_NO_KIND ? NULL : "hennepkwekerij";
     signal.theme = "ondermijning";
     address.postcode = "6211AB";
@@ -456,7 +461,9 @@ static void fake_send_deliver_seq(fake_broker_t *fake, zmq_msg_t *routing, enum 
     signal.has_severity = 1;
     signal.severity =
         mode == FAKE_FLOW_BAD_SEVERITY ? (Schakel__Severity)9 : SCHAKEL__SEVERITY__SEVERITY_HIGH;
-    signal.summary = "Stroomverbruik verdubbeld, ramen afgeplakt";
+    signal.summary = mode == FAKE_FLOW_BAD_SIGNAL_UTF8
+                         ? "Stroomverbruik \xe2\x82 verdubbeld"
+                         : "Stroomverbruik verdubbeld, ramen afgeplakt";
     signal.n_recipients = 1;
     signal.recipients = recipients;
     size_t len = 0;
@@ -469,8 +476,10 @@ static void fake_send_deliver_seq(fake_broker_t *fake, zmq_msg_t *routing, enum 
     deliver.message_id.data = (uint8_t *)(uintptr_t)id;
     deliver.message_id.len = 16;
     deliver.item_index = 0;
-    deliver.sender =
-        mode == FAKE_FLOW_OTHER_SENDER ? "gemeente/meldingen" : "woco-servatius/meldingen";
+    deliver.sender = mode == FAKE_FLOW_OTHER_SENDER ? "gemeente/meldingen"
+                     : mode == FAKE_FLOW_SIGNAL_SENDER || mode == FAKE_FLOW_BAD_SIGNAL_SENDER
+                         ? NULL
+                         : "woco-servatius/meldingen";
     deliver.sender_partner = mode == FAKE_FLOW_OTHER_SENDER ? "gemeente" : "woco-servatius";
     deliver.rule_id = "woco-ondermijning";
     deliver.rule_hash = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
@@ -2039,6 +2048,11 @@ static void test_receive_delivery_table(void **state)
         {FAKE_FLOW_OTHER_SENDER, SCHAKEL_ERR_PROTOCOL,
          "seq=7 names sender gemeente/meldingen, but its signal was sent by "
          "woco-servatius/meldingen"},
+        {FAKE_FLOW_SIGNAL_SENDER, SCHAKEL_OK, ""}, /* check_delivery: the signal's sender */
+        /* the signal's texts are checked by delivery_decode, not by the frame codec */
+        {FAKE_FLOW_BAD_SIGNAL_SENDER, SCHAKEL_ERR_PROTOCOL, "seq=7 has a field that is not valid"},
+        {FAKE_FLOW_BAD_SIGNAL_UTF8, SCHAKEL_ERR_PROTOCOL, "seq=7 has a field that is not valid"},
+        {FAKE_FLOW_BAD_RECIPIENT, SCHAKEL_ERR_PROTOCOL, "seq=7 has a field that is not valid"},
         {FAKE_FLOW_DELIVER, SCHAKEL_OK, ""}, /* still works after every failure */
     };
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
