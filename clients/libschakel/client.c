@@ -803,18 +803,19 @@ static int client_next_message(schakel_client_t *client, zmq_msg_t *msg)
     return -1;
 }
 
-/* Read one ZMQ message from the broker and act on it. A message the codec
+/* Read one ZMQ message from the broker, if one is there (returns 1, else 0),
+ * and act on it. A message the codec
  * refuses (not a Frame, wrong version, multipart, over the size limit) ends
  * the current wait with SCHAKEL_ERR_PROTOCOL: the broker is not speaking our
  * protocol, and waiting on would only hide that behind a timeout. A message
  * we lacked the memory to decode (the codec's INTERNAL_ERROR) ends the wait
  * with SCHAKEL_ERR_NOMEM and is held, to be decoded first by the next wait:
  * it may be the answer or delivery the broker will not send again. */
-static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
+static int client_read_frame(schakel_client_t *client, client_wait_t *wait)
 {
     zmq_msg_t msg;
     if (client_next_message(client, &msg) != 0)
-        return;
+        return 0;
     int multipart = zmq_msg_more(&msg);
     wire_error_t werr;
     memset(&werr, 0, sizeof werr);
@@ -829,7 +830,7 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
                     "out of memory decoding a frame from broker %s (kept for the next call)",
                     client->endpoint);
         client_wait_finish(wait, SCHAKEL_ERR_NOMEM);
-        return;
+        return 1;
     }
     while (zmq_msg_more(&msg)) { /* drop the rest of a multipart message */
         zmq_msg_close(&msg);
@@ -843,10 +844,11 @@ static void client_read_frame(schakel_client_t *client, client_wait_t *wait)
                     client->endpoint, multipart ? "TOO_MANY_FRAMES" : wire_reason_name(werr.reason),
                     multipart ? "a multipart message" : werr.text);
         client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
-        return;
+        return 1;
     }
     if (!client_on_frame(client, frame, wait))
         wire_frame_free(&frame);
+    return 1;
 }
 
 /* ------------------------------------------------------------------ waiting */
@@ -969,12 +971,24 @@ static schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wai
             return wait->status;
         if (deadline >= 0 && now >= deadline && polled)
             return SCHAKEL_ERR_TIMEOUT;
+        long sleep_ms = (long)client_wait_sleep_ms(client, wait, deadline, now); /* keep-alive */
+        polled = 1;
+        /* What zmq_poll would find ready, taken without it while frames
+         * come in a stream (most of a receiver's waits): the socket's
+         * events first, then one frame, as below. Only a wait that finds
+         * nothing there polls, and sleeps. */
+        if (client->monitor != NULL)
+            client_drain_events(client, wait);
+        if (!wait->done && client->socket != NULL && !delivery_queue_full(&client->queue) &&
+            client_read_frame(client, wait))
+            continue;
+        if (wait->done)
+            continue;
         zmq_pollitem_t items[2] = {
             {client->monitor, 0, ZMQ_POLLIN, 0},
             {client->socket, 0, delivery_queue_full(&client->queue) ? 0 : ZMQ_POLLIN, 0},
         };
-        polled = 1;
-        if (zmq_poll(items, 2, (long)client_wait_sleep_ms(client, wait, deadline, now)) == -1) {
+        if (zmq_poll(items, 2, sleep_ms) == -1) {
             if (errno == EINTR)
                 continue;
             return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
