@@ -340,11 +340,10 @@ static int scan_strings(const uint8_t *bytes, size_t len,
                         const ProtobufCMessageDescriptor *descriptor, int depth, wire_error_t *err);
 
 static int scan_length_delimited(const uint8_t *bytes, size_t len,
-                                 const ProtobufCMessageDescriptor *descriptor, uint32_t tag,
-                                 int depth, wire_error_t *err)
+                                 const ProtobufCMessageDescriptor *descriptor,
+                                 const ProtobufCFieldDescriptor *field, int depth,
+                                 wire_error_t *err)
 {
-    const ProtobufCFieldDescriptor *field =
-        protobuf_c_message_descriptor_get_field(descriptor, (unsigned)tag);
     if (field == NULL)
         return 0; /* unknown: refused by tree_check */
     if (field->type == PROTOBUF_C_TYPE_MESSAGE)
@@ -362,11 +361,10 @@ static int scan_length_delimited(const uint8_t *bytes, size_t len,
  * heartbeat is a heartbeat; an item with two senders has the second), so
  * what was checked, signed and stored could differ: refuse both. `seen` is
  * a bitmap over field numbers below 128 (all of the schema's). */
-static int check_repeat(const ProtobufCMessageDescriptor *descriptor, uint32_t tag,
-                        uint64_t seen[2], uint32_t *oneof_tag, wire_error_t *err)
+static int check_repeat(const ProtobufCMessageDescriptor *descriptor,
+                        const ProtobufCFieldDescriptor *field, uint32_t tag, uint64_t seen[2],
+                        uint32_t *oneof_tag, wire_error_t *err)
 {
-    const ProtobufCFieldDescriptor *field =
-        protobuf_c_message_descriptor_get_field(descriptor, (unsigned)tag);
     if (field == NULL || field->label == PROTOBUF_C_LABEL_REPEATED || tag >= 128)
         return 0; /* unknown ones are refused by tree_check */
     if (seen[tag / 64] >> (tag % 64) & 1) {
@@ -403,8 +401,13 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     while (reader.pos < reader.len) {
         uint64_t key = 0, value = 0;
         int bad = reader_varint(&reader, &key);
+        /* looked up once for both checks below (a binary search each) */
+        const ProtobufCFieldDescriptor *field =
+            !bad && key >> 3 <= UINT32_MAX
+                ? protobuf_c_message_descriptor_get_field(descriptor, (unsigned)(key >> 3))
+                : NULL;
         if (!bad && key >> 3 <= UINT32_MAX &&
-            check_repeat(descriptor, (uint32_t)(key >> 3), seen, &oneof_tag, err) < 0)
+            check_repeat(descriptor, field, (uint32_t)(key >> 3), seen, &oneof_tag, err) < 0)
             return -1;
         switch (bad ? 7u : (unsigned)(key & 7u)) {
         case 0: /* varint */
@@ -419,8 +422,8 @@ static int scan_strings(const uint8_t *bytes, size_t len,
         case 2: /* length-delimited */
             bad = reader_varint(&reader, &value) || value > reader.len - reader.pos;
             if (!bad && key >> 3 <= UINT32_MAX &&
-                scan_length_delimited(reader.bytes + reader.pos, (size_t)value, descriptor,
-                                      (uint32_t)(key >> 3), depth, err) < 0)
+                scan_length_delimited(reader.bytes + reader.pos, (size_t)value, descriptor, field,
+                                      depth, err) < 0)
                 return -1;
             if (!bad)
                 reader.pos += (size_t)value;
