@@ -282,19 +282,68 @@ static void tp_fill_signal(const tp_bench_t *b, schakel_signal_t *s, const char 
 
 /* The scheduled (paced) or actual (throughput) send time, the phase and
  * the item's number in the phase, at a fixed width so every item has the
- * same size. */
-static void tp_format_ref(char *out, int64_t at_ns, unsigned phase, uint64_t number)
+ * same size: "t=" 19 digits ":p" 2 digits ":n" 10 digits. Written and read
+ * digit by digit: with snprintf and sscanf they took about 2,300 and 3,300
+ * instructions an item, more than a tenth of what a recipient thread did. */
+#define TP_REF_TIME_DIGITS 19u
+#define TP_REF_PHASE_DIGITS 2u
+#define TP_REF_NUMBER_DIGITS 10u
+_Static_assert(6 + TP_REF_TIME_DIGITS + TP_REF_PHASE_DIGITS + TP_REF_NUMBER_DIGITS < TP_REF_BYTES,
+               "a source_ref and its NUL fit TP_REF_BYTES");
+
+static char *tp_put_digits(char *out, uint64_t value, unsigned digits)
 {
-    snprintf(out, TP_REF_BYTES, "t=%019" PRId64 ":p%02u:n%010" PRIu64, at_ns, phase % 100u, number);
+    for (unsigned i = digits; i-- > 0; value /= 10)
+        out[i] = (char)('0' + value % 10);
+    return out + digits;
 }
 
+static void tp_format_ref(char *out, int64_t at_ns, unsigned phase, uint64_t number)
+{
+    char *at = out;
+    memcpy(at, "t=", 2);
+    at = tp_put_digits(at + 2, at_ns > 0 ? (uint64_t)at_ns : 0, TP_REF_TIME_DIGITS);
+    memcpy(at, ":p", 2);
+    at = tp_put_digits(at + 2, phase % 100u, TP_REF_PHASE_DIGITS);
+    memcpy(at, ":n", 2);
+    at = tp_put_digits(at + 2, number % 10000000000u, TP_REF_NUMBER_DIGITS);
+    *at = '\0';
+}
+
+/* Reads `digits` decimal digits; -1 if one is not. */
+static int tp_get_digits(const char **in, unsigned digits, uint64_t *value)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < digits; i++) {
+        char c = (*in)[i];
+        if (c < '0' || c > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(c - '0');
+    }
+    *in += digits;
+    *value = v;
+    return 0;
+}
+
+/* Exactly what tp_format_ref writes, else -1 (19 digits fit an int64_t). */
 static int tp_parse_ref(const char *ref, int64_t *at_ns, unsigned *phase, uint64_t *number)
 {
-    int used = 0;
-    if (ref == NULL ||
-        sscanf(ref, "t=%" SCNd64 ":p%u:n%" SCNu64 "%n", at_ns, phase, number, &used) != 3)
+    uint64_t t = 0, p = 0, n = 0;
+    if (ref == NULL || strncmp(ref, "t=", 2) != 0)
         return -1;
-    return ref[used] == '\0' ? 0 : -1;
+    ref += 2;
+    if (tp_get_digits(&ref, TP_REF_TIME_DIGITS, &t) != 0 || strncmp(ref, ":p", 2) != 0)
+        return -1;
+    ref += 2;
+    if (tp_get_digits(&ref, TP_REF_PHASE_DIGITS, &p) != 0 || strncmp(ref, ":n", 2) != 0)
+        return -1;
+    ref += 2;
+    if (tp_get_digits(&ref, TP_REF_NUMBER_DIGITS, &n) != 0 || *ref != '\0' || t > INT64_MAX)
+        return -1;
+    *at_ns = (int64_t)t;
+    *phase = (unsigned)p;
+    *number = n;
+    return 0;
 }
 
 /* Choose the summary length that makes every item opt.item_bytes long (or
