@@ -232,7 +232,11 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
 
 /* Acknowledge a delivery: the broker removes it from our mailbox. Does not
  * wait: a refusal (UNKNOWN_DELIVERY) is recorded in the last error by the
- * next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. */
+ * next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. Each
+ * call sends one Ack frame at once; a receiver of many deliveries acks them
+ * together with schakel_ack_many (a frame per delivery cost a receiver
+ * about 6,000 instructions more per delivery than frames of 256, in its
+ * thread and libzmq's: docs/PERFORMANCE.md, step 19). */
 schakel_status_t schakel_ack(schakel_client_t *client, uint64_t seq);
 
 /* Acknowledge n deliveries at once (seqs: n seq numbers, none 0; n == 0 is
