@@ -141,8 +141,8 @@ static char *delivery_take(char **from)
     return text;
 }
 
-/* A string of the delivered signal is valid UTF-8 without NUL (up to its
- * terminator: protobuf-c keeps no length); NULL is absent. */
+/* A string of the delivered signal is valid UTF-8 up to its first NUL
+ * (protobuf-c keeps no length); NULL is absent. */
 static int delivery_text_ok(const char *text)
 {
     return text == NULL || syntax_is_utf8((const uint8_t *)text, strlen(text));
