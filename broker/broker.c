@@ -733,8 +733,8 @@ static void tickets_append(broker_t *b)
 /* ------------------------------------------------------------ heartbeat */
 
 /* The answer to a client's Heartbeat: who it is, its backlog, and the
- * store epoch when it asked for it (a client from before the field
- * refuses a frame with a field it does not know). */
+ * store epoch with its floor seq when it asked for it (a client from
+ * before the fields refuses a frame with a field it does not know). */
 static void heartbeat_reply(broker_t *b, const session_t *session,
                             const policy_principal_t *principal, const Schakel__Heartbeat *asked)
 {
@@ -756,6 +756,9 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
         hb.has_store_epoch = 1;
         hb.store_epoch.data = epoch;
         hb.store_epoch.len = sizeof epoch;
+        /* absent when unknown (a restore without the replaced store's
+         * counters): the client then keeps nothing it recorded */
+        hb.has_store_epoch_floor = store_epoch_floor(b->store, &hb.store_epoch_floor);
     }
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &hb;

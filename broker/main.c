@@ -382,7 +382,9 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
         return rc;
     }
     char ended[32] = "no entries", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
-         epoch_was[sizeof epoch];
+         epoch_was[sizeof epoch], floor[32] = "unknown";
+    if (r.epoch_floor_known)
+        snprintf(floor, sizeof floor, "%llu", (unsigned long long)r.epoch_floor);
     syntax_hex(r.epoch_now, sizeof r.epoch_now, epoch);
     syntax_hex(r.epoch_was, sizeof r.epoch_was, epoch_was);
     if (r.trail_seq > 0) {
@@ -395,8 +397,9 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
            "lost\n"
            "items now from seq %llu (was %llu), deliveries from %llu (was %llu), cases from "
            "C-%08llu (was C-%08llu)%s\n"
-           "store epoch now %s (was %s): clients that compare it learn of the restore (a rerun "
-           "of schakel import publishes its file again)\n"
+           "store epoch now %s (was %s), floor seq %s: clients that compare it learn of the "
+           "restore (a rerun of schakel import publishes again what it published after the "
+           "backup%s)\n"
            "recorded as audit entry %llu (store.restored); take a new anchor with schakelctl "
            "audit verify\n"
            "tell every partner the time of the backup: publish again what was accepted after "
@@ -405,7 +408,8 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
            (unsigned long long)r.now.next_item_seq, (unsigned long long)r.was.next_item_seq,
            (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
            (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
-           r.has_floor ? ", past the replaced store's too" : "", epoch, epoch_was,
+           r.has_floor ? ", past the replaced store's too" : "", epoch, epoch_was, floor,
+           r.epoch_floor_known ? "" : "; with the floor unknown, its whole file",
            (unsigned long long)r.entry_seq);
     if (r.floor_note[0] != '\0')
         printf("note: %s: %s moved past the backup's alone (--without-floor)\n", r.floor_note,

@@ -79,9 +79,11 @@ static int last_entry_fn(const store_audit_entry_t *entry, void *arg)
     return 0;
 }
 
-/* In the copy: a new store epoch, counters moved and the entry written,
- * in one synced transaction; then its WAL copied into it, so that the file
- * alone is the whole store. */
+/* In the copy: counters moved, a new store epoch with its floor (the
+ * backup's highest item seq before the move; unknown when the counters
+ * could not go past the replaced store's, whose seqs may then be handed
+ * out again) and the entry written, in one synced transaction; then its
+ * WAL copied into it, so that the file alone is the whole store. */
 static int restore_prepare(store_t *copy, const keypair_t *key, const store_counters_t *floor,
                            unsigned flags, restore_report_t *r, char *why, size_t whylen)
 {
@@ -91,12 +93,18 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
         return -1;
     if (store_audit_tail(copy, &tail) != 0 ||
         (tail.seq > 0 && store_audit_scan(copy, tail.seq - 1, 1, last_entry_fn, r) < 0) ||
-        store_epoch_renew(copy, r->epoch_was, r->epoch_now) != 0 ||
         store_counters_move(copy, RESTORE_SEQ_MARGIN, RESTORE_CASE_MARGIN, floor, &r->was,
                             &r->now) != 0)
         return -1;
-    char detail[320], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
-                      epoch_was[sizeof epoch];
+    r->epoch_floor_known = r->has_floor;
+    r->epoch_floor = r->was.next_item_seq - 1; /* the counter is at least 1 */
+    if (store_epoch_renew(copy, r->epoch_floor_known ? &r->epoch_floor : NULL, r->epoch_was,
+                          r->epoch_now) != 0)
+        return -1;
+    char detail[384], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
+                      epoch_was[sizeof epoch], epoch_floor[24] = "unknown";
+    if (r->epoch_floor_known)
+        snprintf(epoch_floor, sizeof epoch_floor, "%llu", (unsigned long long)r->epoch_floor);
     syntax_hex(r->epoch_now, sizeof r->epoch_now, epoch);
     syntax_hex(r->epoch_was, sizeof r->epoch_was, epoch_was);
     if (r->trail_seq > 0) {
@@ -106,10 +114,10 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
     }
     snprintf(detail, sizeof detail,
              "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu "
-             "store_epoch=%s store_epoch_was=%s",
+             "store_epoch=%s store_epoch_was=%s store_epoch_floor=%s",
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
              (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
-             epoch, epoch_was);
+             epoch, epoch_was, epoch_floor);
     store_audit_entry_t e;
     audit_entry_init(&e, "store.restored");
     audit_set_text(&e, STORE_AUDIT_REASON, "restored from a backup");

@@ -17,7 +17,7 @@
 
 /* The margins: far beyond the traffic of the time between a backup and
  * its restore (a billion seqs, a million case numbers). */
-#define RESTORE_SEQ_MARGIN 1000000000u
+#define RESTORE_SEQ_MARGIN SCHAKEL_RESTORE_SEQ_MARGIN /* clients rely on it: schakel_limits.h */
 #define RESTORE_CASE_MARGIN 1000000u
 
 /* restore_from_backup's flags: go on without the replaced store as the
@@ -35,6 +35,8 @@ typedef struct restore_report {
     uint64_t entry_seq;   /* the "store.restored" entry */
     uint8_t epoch_was[SCHAKEL_STORE_EPOCH_BYTES]; /* the backup's store epoch */
     uint8_t epoch_now[SCHAKEL_STORE_EPOCH_BYTES]; /* the restored store's, new */
+    uint64_t epoch_floor;                         /* its floor seq: the backup's highest item seq */
+    int epoch_floor_known;                        /* 0: unknown (no floor of the replaced store) */
     int has_floor;        /* the counters also went past the replaced store's */
     char floor_note[400]; /* what of the floor is missing ("" none): the restore went on
                            * without it (RESTORE_WITHOUT_FLOOR) */
@@ -46,14 +48,16 @@ typedef struct restore_report {
  * copy backup_path (and a non-empty BACKUP-wal beside it, a snapshot's)
  * to STORE.restoring, open the copy as a store under store_key (a file
  * that is not a Schakel store, or a key that does not open it, is
- * refused; an older schema is migrated), give it a new store epoch
- * (store_epoch_renew: clients that compare it learn that what the broker
- * accepted after the backup is gone), move its counters
+ * refused; an older schema is migrated), move its counters
  * (store_counters_move with the margins above, from the larger of the
  * backup's and the replaced store's own, read without its key, so that a
  * store restored twice from one backup never hands out a seq twice;
  * without that floor, in whole or for the case numbers, because no store
  * is there or it cannot be read, it is refused unless RESTORE_WITHOUT_FLOOR),
+ * give it a new store epoch (store_epoch_renew: clients that compare it
+ * learn that what the broker accepted after the backup is gone) whose
+ * floor seq is the backup's highest item seq (unknown when the item
+ * counters went on without the replaced store's),
  * append a "store.restored" entry signed into the trail with key, commit,
  * copy its WAL into it; give it the replaced store's owner and mode (its
  * folder's owner for a new one; the lock file likewise); then set the old

@@ -542,12 +542,26 @@ int store_checkpoint(store_t *store);
 /* Copy the epoch of the open store into epoch. */
 void store_epoch(const store_t *store, uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]);
 
-/* A restore: give the store a new random epoch, in the open transaction
- * (store_begin is called if none is open); the caller commits. *was (may
- * be NULL) gets the old one, *now the new one, which this handle reports
- * at once (as store_counters_move's counters: a caller that does not
- * commit closes the handle). 0, or -1 with store_errmsg. */
-int store_epoch_renew(store_t *store, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
+/* The epoch's floor seq: the highest item seq the backup it was restored
+ * from had handed out (its counter, forgotten items counted), 0 for an
+ * epoch made with the store. Every item accepted before that backup was
+ * taken has a seq no higher, every one accepted after it (in any epoch:
+ * store_counters_move goes past the replaced store's counters) a higher
+ * one, so a client that recorded the seqs of its publishes knows which the
+ * restored store has, or forgot on purpose (docs/PROTOCOL.md 4.9). 1 with
+ * *floor, or 0 (*floor 0) when it is unknown: a restore that went on
+ * without the replaced store's counters, whose seqs may be handed out
+ * again, or a store restored by a broker from before floors. */
+int store_epoch_floor(const store_t *store, uint64_t *floor);
+
+/* A restore: give the store a new random epoch with the floor seq *floor
+ * (NULL: unknown; one above INT64_MAX is refused), in the open
+ * transaction (store_begin is called if none is open); the caller
+ * commits. *was (may be NULL) gets the old one, *now the new one, which
+ * this handle reports at once with its floor (as store_counters_move's
+ * counters: a caller that does not commit closes the handle). 0, or -1
+ * with store_errmsg. */
+int store_epoch_renew(store_t *store, const uint64_t *floor, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
                       uint8_t now[SCHAKEL_STORE_EPOCH_BYTES]);
 
 /* ------------------------------------------------------------------ restore */

@@ -141,6 +141,8 @@ struct store {
     int64_t next_delivery_seq;
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* the store epoch (store_schema.c) */
+    uint64_t epoch_floor;                     /* its floor seq, when epoch_floor_known */
+    int epoch_floor_known;
     store_scratch_t sealed;   /* ciphertext only */
     store_scratch_t opened;   /* plaintext: wiped after each use */
     store_scratch_t case_row; /* store_case_get's strings (title: plaintext), wiped on
@@ -386,7 +388,7 @@ int store_schema_configure(store_t *store);
 
 /* Run the missing migration steps, the key check (store_seal_keycheck)
  * and the store epoch (made for a store that has none, then loaded into
- * store->epoch) in one immediate transaction: the store ends at the
+ * store->epoch with its floor) in one immediate transaction: the store ends at the
  * current version, or unchanged. */
 int store_schema_apply(store_t *store);
 

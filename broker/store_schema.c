@@ -56,7 +56,7 @@
  * Sealed columns: items.body, deliveries.body, publishes.evidence (the
  * signed root and the signature, since version 8), cases.title,
  * case_events.body and meta.value of the key check and the subject key
- * (the store epoch's is in clear: every client is told it). A
+ * (the store epoch's and its floor seq's are in clear: every client is told them). A
  * publish's content hash is stored as a keyed tag (store_content_tag).
  * Every other column is in clear because routing or idempotency needs it
  * (store.h lists them); tombstones hold no content.
@@ -546,7 +546,13 @@ int store_schema_configure(store_t *store)
  * store holds). A store gets them when it is made, or at its first open
  * after an upgrade when it has none (no schema step: a meta row); a
  * restore replaces them (store_epoch_renew); a rekey and a restart leave
- * them as they are.
+ * them as they are. Beside them, the epoch's floor seq: the highest item
+ * seq the backup had handed out when it was taken (every item accepted
+ * before it has one as high at most, every item accepted after it, in any
+ * epoch, a higher one: see store_counters_move), 8 bytes big-endian, 0 for
+ * an epoch made with the store; no row when it is unknown (a restore that
+ * went on without the replaced store's counters, a store restored by a
+ * broker from before floors).
  */
 
 /* The epoch's row into store->epoch: 1, 0 when there is none, -1 (a row
@@ -600,19 +606,88 @@ static int epoch_write(store_t *store, const uint8_t *epoch, const char *sql)
     return result;
 }
 
-/* In the open schema transaction: load the epoch, made first for a store
- * that has none. */
+/* The floor's row into store->epoch_floor: 1, 0 when there is none (the
+ * floor is unknown), -1 (a row of another length is damage). */
+static int epoch_floor_read(store_t *store)
+{
+    sqlite3_stmt *stmt = NULL;
+    store->epoch_floor_known = 0;
+    store->epoch_floor = 0;
+    if (sqlite3_prepare_v2(store->db, "SELECT value FROM meta WHERE name = 'store_epoch_floor'", -1,
+                           &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "read the store epoch's floor");
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), result = 0;
+    if (rc == SQLITE_ROW) {
+        size_t len = 0;
+        const uint8_t *value = store_column_bytes(stmt, 0, &len);
+        if (value == NULL || len != 8 || value[0] >= 0x80) {
+            store_refuse(store, "store epoch floor", "damaged (not 8 bytes of a seq)");
+            result = -1;
+        } else {
+            for (size_t i = 0; i < 8; i++)
+                store->epoch_floor = store->epoch_floor << 8 | value[i];
+            store->epoch_floor_known = 1;
+            result = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "read the store epoch's floor");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt); /* repeats the step's code, handled above */
+    return result;
+}
+
+/* Write the floor (NULL: unknown, the row removed). */
+static int epoch_floor_write(store_t *store, const uint64_t *floor)
+{
+    sqlite3_stmt *stmt = NULL;
+    const char *sql = floor != NULL ? "INSERT OR REPLACE INTO meta (name, value)"
+                                      " VALUES ('store_epoch_floor', ?1)"
+                                    : "DELETE FROM meta WHERE name = 'store_epoch_floor'";
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "write the store epoch's floor");
+        return -1;
+    }
+    int result = 0;
+    uint8_t value[8]; /* bound without a copy: it lives until the step */
+    if (floor != NULL) {
+        for (size_t i = 0; i < 8; i++)
+            value[i] = (uint8_t)(*floor >> (56 - 8 * i));
+        result = store_bind_bytes(store, stmt, 1, value, sizeof value);
+    }
+    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
+        store_fail(store, "write the store epoch's floor");
+        result = -1;
+    }
+    (void)sqlite3_finalize(stmt);
+    if (result == 0) {
+        store->epoch_floor_known = floor != NULL;
+        store->epoch_floor = floor != NULL ? *floor : 0;
+    }
+    return result;
+}
+
+/* In the open schema transaction: load the epoch and its floor; a store
+ * that has no epoch gets one first, with floor 0 (no client knows of an
+ * earlier history of it). */
 static int epoch_load(store_t *store)
 {
     int found = epoch_read(store);
-    if (found != 0)
-        return found < 0 ? -1 : 0;
-    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
-    randombytes_buf(epoch, sizeof epoch);
-    if (epoch_write(store, epoch, "INSERT INTO meta (name, value) VALUES ('store_epoch', ?1)") != 0)
+    if (found < 0)
         return -1;
-    memcpy(store->epoch, epoch, sizeof store->epoch);
-    return 0;
+    if (found == 0) {
+        uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+        const uint64_t floor = 0;
+        randombytes_buf(epoch, sizeof epoch);
+        if (epoch_write(store, epoch,
+                        "INSERT INTO meta (name, value) VALUES ('store_epoch', ?1)") != 0 ||
+            epoch_floor_write(store, &floor) != 0)
+            return -1;
+        memcpy(store->epoch, epoch, sizeof store->epoch);
+    }
+    return epoch_floor_read(store) < 0 ? -1 : 0;
 }
 
 void store_epoch(const store_t *store, uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES])
@@ -620,14 +695,25 @@ void store_epoch(const store_t *store, uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES])
     memcpy(epoch, store->epoch, sizeof store->epoch);
 }
 
-int store_epoch_renew(store_t *store, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
+int store_epoch_floor(const store_t *store, uint64_t *floor)
+{
+    *floor = store->epoch_floor;
+    return store->epoch_floor_known;
+}
+
+int store_epoch_renew(store_t *store, const uint64_t *floor, uint8_t was[SCHAKEL_STORE_EPOCH_BYTES],
                       uint8_t now[SCHAKEL_STORE_EPOCH_BYTES])
 {
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
     if (store_enter(store, "store epoch") != 0 || store_begin(store) != 0)
         return -1;
+    if (floor != NULL && *floor > (uint64_t)INT64_MAX) {
+        store_refuse(store, "store epoch", "a floor seq out of range");
+        return -1;
+    }
     randombytes_buf(epoch, sizeof epoch);
-    if (epoch_write(store, epoch, "UPDATE meta SET value = ?1 WHERE name = 'store_epoch'") != 0)
+    if (epoch_write(store, epoch, "UPDATE meta SET value = ?1 WHERE name = 'store_epoch'") != 0 ||
+        epoch_floor_write(store, floor) != 0)
         return -1;
     if (was != NULL)
         memcpy(was, store->epoch, sizeof store->epoch);

@@ -26,6 +26,11 @@
 #define SCHAKEL_MESSAGE_ID_BYTES 16u
 #define SCHAKEL_SIGNATURE_BYTES 64u
 #define SCHAKEL_STORE_EPOCH_BYTES 16u /* Heartbeat.store_epoch: the store's history */
+/* A restore from a backup moves the item seq counter at least this far
+ * past the backup's (PROTOCOL 4.9): a client that finds a store epoch's
+ * floor seq this far above the seqs it recorded knows that another
+ * restore may lie between */
+#define SCHAKEL_RESTORE_SEQ_MARGIN 1000000000u
 #define SCHAKEL_MAX_ACKS 1024u     /* seqs in one Ack */
 #define SCHAKEL_MAX_RECIPIENTS 16u /* Signal.recipients */
 

@@ -87,6 +87,8 @@ struct schakel_client {
     int epoch_asking;
     int epoch_answered;
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+    int epoch_floor_known; /* the answer named the epoch's floor seq: */
+    uint64_t epoch_floor;
     unsigned window;
     int subscribed;
     int flow_owed;          /* a Flow must (still) be sent for this connection */
@@ -607,6 +609,9 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
     if (heartbeat->has_store_epoch) {
         memcpy(client->epoch, heartbeat->store_epoch.data, sizeof client->epoch);
         client->epoch_answered = 1;
+        /* a floor without an epoch names nothing */
+        client->epoch_floor_known = heartbeat->has_store_epoch_floor;
+        client->epoch_floor = heartbeat->has_store_epoch_floor ? heartbeat->store_epoch_floor : 0;
     }
     snprintf(client->principal, sizeof client->principal, "%s", heartbeat->principal);
     snprintf(client->partner, sizeof client->partner, "%s", partner);
@@ -1321,18 +1326,17 @@ schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, in
 
 _Static_assert(SCHAKEL_STORE_EPOCH_BYTES == 16, "schakel.h says 16 bytes");
 
-schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
-                                     int timeout_ms)
+/* Both calls: the Heartbeat round trip that asks for the epoch. */
+static schakel_status_t client_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                           uint64_t *floor_seq, int *floor_known, int timeout_ms)
 {
-    if (client == NULL)
-        return SCHAKEL_ERR_USAGE;
-    if (epoch == NULL || known == NULL || timeout_ms <= 0)
-        return client_fail(client, SCHAKEL_ERR_USAGE,
-                           "schakel_store_epoch needs two outputs and a positive timeout");
     memset(epoch, 0, SCHAKEL_STORE_EPOCH_BYTES);
     *known = 0;
+    *floor_seq = 0;
+    *floor_known = 0;
     client->epoch_asking = 1;
     client->epoch_answered = 0;
+    client->epoch_floor_known = 0;
     schakel_status_t status = client_heartbeat_round_trip(client, timeout_ms);
     client->epoch_asking = 0;
     /* A broker from before store epochs refuses a Heartbeat that asks (an
@@ -1343,8 +1347,35 @@ schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16]
     if (status == SCHAKEL_OK && client->epoch_answered) {
         memcpy(epoch, client->epoch, SCHAKEL_STORE_EPOCH_BYTES);
         *known = 1;
+        *floor_known = client->epoch_floor_known;
+        *floor_seq = client->epoch_floor;
     }
     return status;
+}
+
+schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                     int timeout_ms)
+{
+    uint64_t floor_seq;
+    int floor_known;
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (epoch == NULL || known == NULL || timeout_ms <= 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_store_epoch needs two outputs and a positive timeout");
+    return client_store_epoch(client, epoch, known, &floor_seq, &floor_known, timeout_ms);
+}
+
+schakel_status_t schakel_store_epoch_floor(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                           uint64_t *floor_seq, int *floor_known, int timeout_ms)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (epoch == NULL || known == NULL || floor_seq == NULL || floor_known == NULL ||
+        timeout_ms <= 0)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_store_epoch_floor needs four outputs and a positive timeout");
+    return client_store_epoch(client, epoch, known, floor_seq, floor_known, timeout_ms);
 }
 
 /* ------------------------------------------------------------------ publish */

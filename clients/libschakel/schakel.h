@@ -271,6 +271,24 @@ schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, in
 schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16], int *known,
                                      int timeout_ms);
 
+/* schakel_store_epoch, and the epoch's floor seq: the highest item seq of
+ * the backup the broker's store was restored from when this epoch began
+ * (0 for a store never restored). Every item the broker accepted before
+ * that backup was taken has a seq (schakel_item_result_t.seq) no higher,
+ * and every item accepted after it, in any epoch, a higher one: a client
+ * that recorded the seqs of its publishes need not publish again those
+ * with seqs no higher than the floor (the restored store has them, or
+ * forgot them on purpose when their retention ended: published again,
+ * they would be delivered anew), and publishes again the others
+ * (docs/PROTOCOL.md 4.9). *floor_known = 1 with the floor in *floor_seq,
+ * or *floor_known = 0 and *floor_seq 0 when the broker names none (the
+ * store was restored without the counters of the store it replaced, so
+ * seqs may have been handed out twice; a broker from before floors; no
+ * epoch): then publish everything again. Errors as schakel_store_epoch
+ * (SCHAKEL_ERR_USAGE for any NULL output). */
+schakel_status_t schakel_store_epoch_floor(schakel_client_t *client, uint8_t epoch[16], int *known,
+                                           uint64_t *floor_seq, int *floor_known, int timeout_ms);
+
 /* ------------------------------------------------------------------ cases
  * A case (casus) is joint work of several partners, led by one; only its
  * members see it. docs/PROTOCOL.md section 12 gives the rules; every case

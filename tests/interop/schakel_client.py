@@ -423,6 +423,14 @@ class Connection:
             raise ProtocolError("Heartbeat answer without a 16-byte store_epoch")
         return hb.store_epoch
 
+    def store_epoch_floor(self, timeout_s=5.0):
+        """The store epoch and its floor seq (4.9): (16 bytes, the highest item seq of the
+        backup the store was restored from, 0 if never restored; None when unknown)."""
+        hb = self.heartbeat(timeout_s, ask_epoch=True)
+        if not hb.HasField("store_epoch") or len(hb.store_epoch) != 16:
+            raise ProtocolError("Heartbeat answer without a 16-byte store_epoch")
+        return hb.store_epoch, (hb.store_epoch_floor if hb.HasField("store_epoch_floor") else None)
+
     def backlog(self, timeout_s=5.0):
         hb = self.heartbeat(timeout_s)
         if not hb.HasField("backlog"):

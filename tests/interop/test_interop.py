@@ -431,15 +431,20 @@ def check_whoami(env):
         expect(hb.HasField("time") and before - 5000 <= hb.time <= after + 5000,
                "Heartbeat.time is the broker's clock in milliseconds")
         expect(not hb.HasField("store_epoch"), "no store_epoch unless asked for")
+        expect(not hb.HasField("store_epoch_floor"), "no store_epoch_floor unless asked for")
         env.close(conn)
 
 
-@check("1b store epoch: asked with an empty store_epoch, 16 bytes, the same on every connection")
+@check("1b store epoch: asked with an empty store_epoch, 16 bytes, the same on every connection;"
+       " its floor seq 0 (never restored)")
 def check_store_epoch(env):
     first = env.connect("politie")
     epoch = first.store_epoch()
     expect_eq(len(epoch), 16, "Heartbeat.store_epoch length")
-    expect(not first.whoami().HasField("store_epoch"), "a Heartbeat that does not ask gets none")
+    expect_eq(first.store_epoch_floor(), (epoch, 0), "the epoch with its floor seq")
+    unasked = first.whoami()
+    expect(not unasked.HasField("store_epoch") and not unasked.HasField("store_epoch_floor"),
+           "a Heartbeat that does not ask gets neither")
     second = env.connect("gemeente")
     expect_eq(second.store_epoch(), epoch, "another principal's connection")
     env.close(second)
@@ -598,6 +603,11 @@ def check_example_frames(env):
             pb.Frame(version=1, heartbeat=pb.Heartbeat(time=1767225600123)),
         'Frame{version: 1, heartbeat: {time: 1767225600123, store_epoch: ""}}':
             pb.Frame(version=1, heartbeat=pb.Heartbeat(time=1767225600123, store_epoch=b"")),
+        "Frame{version: 1, heartbeat: {time: 1767225600456, store_epoch: "
+        "0x5d0c3e8a91f24b7765a0c1d2e3f40718, store_epoch_floor: 731844}}":
+            pb.Frame(version=1, heartbeat=pb.Heartbeat(
+                time=1767225600456, store_epoch=bytes.fromhex("5d0c3e8a91f24b7765a0c1d2e3f40718"),
+                store_epoch_floor=731844)),
         "Frame{version: 1, flow: {window: 64}}": pb.Frame(version=1, flow=pb.Flow(window=64)),
         "Frame{version: 1, ack: {seqs: [7, 300]}}": pb.Frame(version=1,
                                                              ack=pb.Ack(seqs=[7, 300])),
@@ -1102,7 +1112,8 @@ def check_restart(env):
     expect(p.handshakes >= 2, "the client saw a new handshake and re-sent Flow")
     p.ack(*[d.seq for d in got])
     expect_eq(p.backlog(), 0, "backlog after the acks")
-    expect_eq(p.store_epoch(), epoch, "a restart keeps the store epoch (only a restore changes it)")
+    expect_eq(p.store_epoch_floor(), (epoch, 0),
+              "a restart keeps the store epoch (only a restore changes it) and its floor seq")
     again = g.retry(res1)
     expect_eq(expect_accepted(again.answer, res1.message_id, 1).duplicate, True,
               "a retry after the restart is a duplicate (the publish was on disk)")

@@ -212,6 +212,8 @@ typedef struct fake_broker {
     int heartbeats_held;
     int refuse_held_heartbeats; /* a Publish first refuses them (no id), in order */
     enum fake_epoch_mode epoch_mode;
+    int epoch_floor_sent; /* the answer carries store_epoch_floor (also without an epoch): */
+    uint64_t epoch_floor;
     int heartbeats;       /* Heartbeats received */
     int epoch_asks;       /* of them, asking for the store epoch */
     int quiet_acks;       /* refuse no ack (for bulk acks of made-up seqs) */
@@ -1050,6 +1052,8 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     fake->heartbeats++;
     fake->epoch_asks += asked->has_store_epoch;
     enum fake_epoch_mode epoch_mode = fake->epoch_mode;
+    heartbeat.has_store_epoch_floor = asked->has_store_epoch && fake->epoch_floor_sent;
+    heartbeat.store_epoch_floor = fake->epoch_floor;
     pthread_mutex_unlock(&fake->lock);
     if (asked->has_store_epoch && epoch_mode == FAKE_EPOCH_OLD_BROKER) {
         fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__INVALID_MESSAGE,
@@ -1260,6 +1264,8 @@ static void fake_reset(fake_broker_t *fake)
     fake->heartbeats_held = 0;
     fake->refuse_held_heartbeats = 0;
     fake->epoch_mode = FAKE_EPOCH_ANSWER;
+    fake->epoch_floor_sent = 1;
+    fake->epoch_floor = 0;
     fake->heartbeats = fake->epoch_asks = 0;
     fake->quiet_acks = 0;
     fake->ack_frames = 0;
@@ -1760,6 +1766,69 @@ static void test_store_epoch(void **state)
     assert_int_equal(schakel_store_epoch(NULL, epoch, &known, WAIT_MS), SCHAKEL_ERR_USAGE);
     pthread_mutex_lock(&fake.lock);
     assert_int_equal(fake.epoch_asks, 1); /* none of them sent anything */
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* The epoch's floor seq: given with the epoch when the answer carries it
+ * (0 too: a store never restored), unknown when it does not (a restore
+ * without the replaced store's counters), and when there is no epoch
+ * (none named, a broker from before epochs, a floor without an epoch);
+ * schakel_store_epoch takes the same answer as before; bad arguments are
+ * refused before anything is sent. */
+static void test_store_epoch_floor(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        enum fake_epoch_mode epoch;
+        int floor_sent;
+        uint64_t floor;
+        int known, floor_known;
+    } rows[] = {
+        {FAKE_EPOCH_ANSWER, 1, 1000000042, 1, 1}, {FAKE_EPOCH_ANSWER, 1, 0, 1, 1},
+        {FAKE_EPOCH_ANSWER, 1, UINT64_MAX, 1, 1}, {FAKE_EPOCH_ANSWER, 0, 0, 1, 0},
+        {FAKE_EPOCH_NONE, 1, 1000000042, 0, 0},   {FAKE_EPOCH_OLD_BROKER, 1, 1000000042, 0, 0},
+    };
+    uint8_t epoch[16];
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        pthread_mutex_lock(&fake.lock);
+        fake.epoch_mode = rows[r].epoch;
+        fake.epoch_floor_sent = rows[r].floor_sent;
+        fake.epoch_floor = rows[r].floor;
+        pthread_mutex_unlock(&fake.lock);
+        int known = -1, floor_known = -1;
+        uint64_t floor = 77;
+        schakel_status_t status =
+            schakel_store_epoch_floor(client, epoch, &known, &floor, &floor_known, WAIT_MS);
+        if (status != SCHAKEL_OK || known != rows[r].known || floor_known != rows[r].floor_known)
+            fail_msg("row %zu: %s (%s), known %d, floor known %d", r, schakel_strerror(status),
+                     schakel_last_error(client)->text, known, floor_known);
+        assert_int_equal(floor, rows[r].floor_known ? rows[r].floor : 0);
+        if (rows[r].known)
+            assert_memory_equal(epoch, FAKE_EPOCH, 16);
+        /* the older call: the same epoch, the floor left aside */
+        known = -1;
+        assert_int_equal(schakel_store_epoch(client, epoch, &known, WAIT_MS), SCHAKEL_OK);
+        assert_int_equal(known, rows[r].known);
+    }
+    int known = 0, floor_known = 0;
+    uint64_t floor = 0;
+    pthread_mutex_lock(&fake.lock);
+    fake.epoch_asks = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_store_epoch_floor(client, epoch, &known, NULL, &floor_known, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch_floor(client, epoch, &known, &floor, NULL, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch_floor(client, NULL, &known, &floor, &floor_known, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch_floor(client, epoch, NULL, &floor, &floor_known, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch_floor(client, epoch, &known, &floor, &floor_known, 0),
+                     SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_store_epoch_floor(NULL, epoch, &known, &floor, &floor_known, WAIT_MS),
+                     SCHAKEL_ERR_USAGE);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.epoch_asks, 0); /* none of them sent anything */
     pthread_mutex_unlock(&fake.lock);
 }
 
@@ -3789,6 +3858,7 @@ int main(void)
         cmocka_unit_test(test_connect_bad_arguments),
         cmocka_unit_test_setup_teardown(test_whoami, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_store_epoch_floor, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_table, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_rejected_reason, client_setup,
                                         client_teardown),

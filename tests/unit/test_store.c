@@ -3995,7 +3995,7 @@ static void test_store_epoch_made_kept_renewed(void **state)
     store_epoch(f->store, again);
     assert_memory_equal(again, first, 16);
 
-    assert_int_equal(store_epoch_renew(f->store, was, now), 0);
+    assert_int_equal(store_epoch_renew(f->store, NULL, was, now), 0);
     assert_int_equal(store_commit(f->store), 0);
     assert_memory_equal(was, first, 16);
     assert_memory_not_equal(now, first, 16);
@@ -4030,6 +4030,116 @@ static void test_store_epoch_made_kept_renewed(void **state)
                                     "00112233445566778899aabbccddeeff"
                                     "' WHERE name = 'store_epoch'");
     f->store = store_fixture_open(f->path, new_key);
+}
+
+/* The floor seq as it is in the file: its length (0: no row). */
+static size_t raw_floor(const char *path, uint8_t out[8])
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    size_t len = 0;
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT value FROM meta WHERE name = 'store_epoch_floor'",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        len = (size_t)sqlite3_column_bytes(stmt, 0);
+        assert_int_equal(len, 8);
+        memcpy(out, sqlite3_column_blob(stmt, 0), 8);
+    } else {
+        assert_int_equal(rc, SQLITE_DONE);
+    }
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return len;
+}
+
+static void expect_floor(const store_t *store, int known, uint64_t floor)
+{
+    uint64_t got = 77;
+    assert_int_equal(store_epoch_floor(store, &got), known);
+    assert_int_equal(got, known ? floor : 0);
+}
+
+/* The epoch's floor seq: 0 for a store made new (in meta, 8 bytes
+ * big-endian); the one store_epoch_renew is given, in its transaction
+ * (gone with a rollback), kept by a reopen and a rekey; unknown (no row)
+ * when it is given none, and for a store whose epoch was renewed by a
+ * broker from before floors; a store without an epoch gets floor 0 with
+ * it. A floor above INT64_MAX is refused; a row that is not 8 bytes of a
+ * seq refuses the open. */
+static void test_store_epoch_floor(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t was[16], now[16], raw[8];
+    static const uint8_t zero[8] = {0};
+    static const uint8_t big_endian[8] = {0, 0, 0, 0, 0x3b, 0x9a, 0xca, 0x2a};
+    expect_floor(f->store, 1, 0);
+    assert_int_equal(raw_floor(f->path, raw), 8);
+    assert_memory_equal(raw, zero, 8);
+
+    uint64_t floor = 1000000042, too_big = (uint64_t)INT64_MAX + 1;
+    assert_int_equal(store_epoch_renew(f->store, &too_big, was, now), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "floor"));
+    store_rollback(f->store);
+    assert_int_equal(store_epoch_renew(f->store, &floor, was, now), 0);
+    expect_floor(f->store, 1, floor);
+    store_rollback(f->store);
+    reopen(f);
+    expect_floor(f->store, 1, 0);
+    assert_int_equal(store_epoch_renew(f->store, &floor, was, now), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_floor(f->path, raw), 8);
+    assert_memory_equal(raw, big_endian, 8);
+    reopen(f);
+    expect_floor(f->store, 1, floor);
+    uint8_t new_key[STORE_KEY_BYTES];
+    randombytes_buf(new_key, sizeof new_key);
+    assert_int_equal(store_rekey(f->store, new_key, NULL), 0);
+    expect_floor(f->store, 1, floor);
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, new_key);
+    expect_floor(f->store, 1, floor);
+
+    /* unknown: no row */
+    assert_int_equal(store_epoch_renew(f->store, NULL, was, now), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    expect_floor(f->store, 0, 0);
+    assert_int_equal(raw_floor(f->path, raw), 0);
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, new_key);
+    expect_floor(f->store, 0, 0);
+    store_close(&f->store);
+
+    /* a store from before epochs gets floor 0 with its epoch */
+    store_fixture_raw_exec(f->path, "DELETE FROM meta WHERE name = 'store_epoch'");
+    f->store = store_fixture_open(f->path, new_key);
+    expect_floor(f->store, 1, 0);
+    store_close(&f->store);
+    /* one with an epoch and no floor (renewed before floors): unknown */
+    store_fixture_raw_exec(f->path, "DELETE FROM meta WHERE name = 'store_epoch_floor'");
+    f->store = store_fixture_open(f->path, new_key);
+    expect_floor(f->store, 0, 0);
+    store_close(&f->store);
+
+    /* damaged rows: refused, and left as they are */
+    static const char *const damaged[] = {"x'010203'", "x'8000000000000001'",
+                                          "x'000000000000000001'"};
+    for (size_t i = 0; i < sizeof damaged / sizeof damaged[0]; i++) {
+        char sql[160], err[512] = "";
+        snprintf(sql, sizeof sql,
+                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('store_epoch_floor', %s)",
+                 damaged[i]);
+        store_fixture_raw_exec(f->path, sql);
+        assert_null(open_with(f->path, new_key, err, sizeof err));
+        if (strstr(err, "store epoch floor") == NULL)
+            fail_msg("row %zu: %s", i, err);
+    }
+    store_fixture_raw_exec(f->path, "UPDATE meta SET value = x'0000000000000007' WHERE name = "
+                                    "'store_epoch_floor'");
+    f->store = store_fixture_open(f->path, new_key);
+    expect_floor(f->store, 1, 7);
 }
 
 int main(void)
@@ -4140,6 +4250,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rekey_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_failure_keeps_old_key, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_store_epoch_floor, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch_made_kept_renewed, setup,
                                         store_fixture_teardown),
     };

@@ -663,6 +663,13 @@ static const struct raw_frame_row raw_frame_rows[] = {
      SCHAKEL__FRAME__BODY_HEARTBEAT},
     {"heartbeat with a store epoch", "08 01 b2 01 12 3a 10 " ZERO16, OK, NULL,
      SCHAKEL__FRAME__BODY_HEARTBEAT},
+    /* store_epoch_floor (8, 0x40), with the epoch: 1000 */
+    {"heartbeat with a store epoch and its floor", "08 01 b2 01 15 3a 10 " ZERO16 " 40 e8 07", OK,
+     NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat answer of PROTOCOL 4.9 with its floor",
+     "08 01 b2 01 1d 08 c8 d3 ea b6 b7 33 3a 10 5d 0c 3e 8a 91 f2 4b 77 65 a0 c1 d2 e3 f4 07 18 40 "
+     "c4 d5 2c",
+     OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
     {"heartbeat store epoch of 1 byte", "08 01 b2 01 03 3a 01 00", R(INVALID_FIELD),
      "store_epoch is 1 bytes", 0},
     {"heartbeat store epoch of 17 bytes", "08 01 b2 01 13 3a 11 " ZERO16 " 00", R(INVALID_FIELD),
