@@ -49,9 +49,10 @@ static const char import_usage[] =
     "(postcode, house_number and addition for the address; recipients separated\n"
     "by ';'). Interrupted or failed runs go on where they stopped when run again;\n"
     "nothing is published twice. After the broker's store was restored from a\n"
-    "backup, a run again publishes the file from its first line (what the broker\n"
-    "kept counts as already accepted). Prints \"accepted N, refused N, already\n"
-    "accepted N\" and lists each refused line in the refusals file.\n"
+    "backup, a run again publishes the batches accepted after the backup was\n"
+    "taken (what the broker kept counts as already accepted). Prints \"accepted N,\n"
+    "refused N, already accepted N\" and lists each refused line in the refusals\n"
+    "file.\n"
     "\n"
     "options:\n"
     "  --format F           json or csv (default: by the extension .jsonl, .json,\n"
@@ -219,6 +220,43 @@ static int import_check_file(const import_options_t *o, int *format, import_fing
     return CLI_EXIT_OK;
 }
 
+/* What a change of the broker's store epoch since the journal was
+ * written does to this run (import_journal_epoch). */
+static void import_say_restored(const import_run_t *run, const import_options_t *o, int change)
+{
+    if (change == IMPORT_EPOCH_SAME)
+        return;
+    if (change == IMPORT_EPOCH_FLOOR) {
+        size_t kept = run->journal.kept_by_floor;
+        cli_say("import: the broker's store was restored from a backup since the journal %s was "
+                "written: publishing again the batches accepted after the backup was taken; the "
+                "%zu batch%s done before it %s kept (the broker has %s, or forgot %s on purpose "
+                "when %s time was over), and what the broker still has is answered as already "
+                "accepted",
+                o->state, kept, kept == 1 ? "" : "es", kept == 1 ? "is" : "are",
+                kept == 1 ? "it" : "them", kept == 1 ? "it" : "them", kept == 1 ? "its" : "their");
+        return;
+    }
+    cli_say("import: the broker's store was restored from a backup since the journal %s was "
+            "written: publishing again from line 1; what the broker still has is answered as "
+            "already accepted",
+            o->state);
+    char why[256];
+    if (change == IMPORT_EPOCH_NO_FLOOR)
+        snprintf(why, sizeof why,
+                 "the broker does not say which seqs its backup held (a restore without the "
+                 "counters of the store it replaced, or a broker from before it tells)");
+    else
+        snprintf(why, sizeof why,
+                 "the backup's floor seq %llu is far above the journal's: another restore, not "
+                 "seen by this journal, may lie between",
+                 (unsigned long long)run->epoch_floor);
+    cli_say("import: warning: %s, so lines the broker had forgotten on purpose before its backup "
+            "was taken (their retention and its idempotency window over) are accepted and "
+            "delivered anew, with a new retention",
+            why);
+}
+
 /* Connect, learn who we are, open the journal. */
 static int import_begin(import_run_t *run, const import_options_t *o, int format,
                         const import_fingerprint_t *fp)
@@ -231,8 +269,9 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
         schakel_whoami(run->client, run->sender, partner, role, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("whoami", status, schakel_last_error(run->client));
-    status = schakel_store_epoch(run->client, run->epoch, &run->epoch_known,
-                                 o->common.connect_timeout_ms);
+    status =
+        schakel_store_epoch_floor(run->client, run->epoch, &run->epoch_known, &run->epoch_floor,
+                                  &run->epoch_floor_known, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("store epoch", status, schakel_last_error(run->client));
     import_identity_t identity = {fp, run->sender, format, o->batch};
@@ -244,17 +283,15 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
     }
     /* a broker from before store epochs names none: the journal is taken
      * as it is */
-    int restored =
-        run->epoch_known ? import_journal_epoch(&run->journal, run->epoch, err, sizeof err) : 0;
-    if (restored < 0) {
+    int change = run->epoch_known
+                     ? import_journal_epoch(&run->journal, run->epoch, run->epoch_floor_known,
+                                            run->epoch_floor, err, sizeof err)
+                     : IMPORT_EPOCH_SAME;
+    if (change < 0) {
         cli_say("import: %s", err);
         return CLI_EXIT_FAILURE;
     }
-    if (restored)
-        cli_say("import: the broker's store was restored from a backup since the journal %s was "
-                "written: publishing again from line 1; what the broker still has is answered as "
-                "already accepted",
-                o->state);
+    import_say_restored(run, o, change);
     return CLI_EXIT_OK;
 }
 
@@ -282,8 +319,9 @@ static void import_check_epoch(import_run_t *run, const import_options_t *o)
         return;
     import_progress_clear(&run->progress);
     cli_say("import: the broker's store was restored from a backup during this import, and may "
-            "have lost lines it had accepted: run the same command again; it publishes again from "
-            "line 1, and what the broker still has is answered as already accepted");
+            "have lost lines it had accepted: run the same command again; it publishes again what "
+            "was accepted after the backup was taken, and what the broker still has is answered "
+            "as already accepted");
     run->stop_status = CLI_EXIT_FAILURE;
 }
 
@@ -350,8 +388,12 @@ static void import_loop(import_run_t *run, const import_options_t *o, import_rea
     uint64_t done = 0;
     int started = 0, rc;
     while ((rc = import_reader_next(reader, err, sizeof err)) == 1) {
-        if (reader->record_line <= run->journal.done_through) {
-            done++; /* done in an earlier run */
+        if (import_journal_is_done(&run->journal, reader->record_line)) {
+            /* done in an earlier run; a batch being filled goes before it
+             * (batches are cut as before, so none is: a defensive check) */
+            if (import_filling(pipe)->n_lines > 0 && import_launch(run, pipe) != 0)
+                return;
+            done++;
             if ((done & IMPORT_SKIP_UPDATE_MASK) == 0)
                 import_progress_update(&run->progress, done);
             continue;

@@ -154,14 +154,35 @@ typedef struct import_identity {
     unsigned batch;
 } import_identity_t;
 
+/* A batch the journal has done: lines first..last, `accepted` of them
+ * accepted, and the highest item seq the broker answered for them (0 when
+ * none was accepted), which a D line from before seqs does not name. */
+typedef struct import_done {
+    long first, last;
+    uint64_t accepted;
+    uint64_t max_seq;
+    int has_seq;
+} import_done_t;
+
 typedef struct import_journal {
     int fd;
-    long done_through;        /* every line up to here is done */
-    uint64_t accepted_before; /* lines accepted in earlier runs */
+    import_done_t *done; /* the batches done, by first line, none overlapping */
+    size_t n_done, cap_done;
+    uint64_t accepted_before; /* lines accepted in earlier runs: of those batches */
     unsigned batch;           /* lines per batch of the journal */
     int has_epoch;            /* the journal names the broker's store epoch: */
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* its last one */
+    size_t kept_by_floor;                     /* the last change of epoch kept this many batches */
 } import_journal_t;
+
+/* What import_journal_epoch found. */
+enum import_epoch_change {
+    IMPORT_EPOCH_SAME = 0,       /* the journal's epoch, or nothing done to lose */
+    IMPORT_EPOCH_FLOOR = 1,      /* another: the batches the floor seq covers are kept */
+    IMPORT_EPOCH_NO_FLOOR = 2,   /* another, its floor unknown: nothing is kept */
+    IMPORT_EPOCH_FLOOR_AFAR = 3, /* another, its floor so far above the journal's seqs that
+                                  * another restore may lie between: nothing is kept */
+};
 
 /* Open the journal at path for the identity: resume one that matches, or
  * start a new one (none yet, or restart). The journal's refusals are added
@@ -179,19 +200,31 @@ int import_journal_open(import_journal_t *journal, const char *path,
 int import_journal_refusal(import_journal_t *journal, const import_refusal_t *refusal, int sync,
                            char *err, size_t errlen);
 
-/* Append "lines first..last are done, `accepted` of them accepted" and make
- * it durable. 0, or -1 with err. */
+/* Append "lines first..last are done, `accepted` of them accepted, the
+ * highest item seq the broker answered for them max_seq (0: none)" and
+ * make it durable. 0, or -1 with err (also for lines that overlap a batch
+ * done). */
 int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
-                        char *err, size_t errlen);
+                        uint64_t max_seq, char *err, size_t errlen);
 
-/* The broker's store epoch as this run begins (schakel_store_epoch). When
- * the journal names another one, the broker's store was restored since:
- * the lines the journal has done are forgotten (done_through and
- * accepted_before 0; its refusals stay) and 1 is returned. Appends the
- * epoch, durably, unless it is the journal's already (a journal from
- * before epochs gets it, its lines kept). 0 or 1, or -1 with err. */
+/* 1 when the journal has done the batch holding line (a rerun skips it). */
+int import_journal_is_done(const import_journal_t *journal, long line);
+
+/* The broker's store epoch and its floor seq (floor_known 0: unknown) as
+ * this run begins (schakel_store_epoch_floor). When the journal names
+ * another epoch and has batches done, the broker's store was restored
+ * since: a batch whose recorded seqs are all at most the floor is kept
+ * (the restored store has it, or forgot it on purpose), the others, and
+ * every batch of a D line without a seq, are forgotten (their refusals
+ * stay) and accepted_before counts the kept ones; with the floor unknown,
+ * or at least SCHAKEL_RESTORE_SEQ_MARGIN / 2 above the highest seq the
+ * journal holds (a restore it did not see may lie between: a backup made
+ * after it has a floor that high), none is kept. Appends the epoch,
+ * durably, unless it is the journal's already (a journal from before
+ * epochs gets it, its lines kept), with the floor when it kept a batch.
+ * enum import_epoch_change, or -1 with err. */
 int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
-                         char *err, size_t errlen);
+                         int floor_known, uint64_t floor, char *err, size_t errlen);
 
 void import_journal_close(import_journal_t *journal);
 
@@ -273,6 +306,8 @@ typedef struct import_run {
     int stop_status; /* exit code of an error that stopped the run, or 0 */
     int epoch_known; /* the broker named its store epoch as the run began: */
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+    int epoch_floor_known; /* and its floor seq: */
+    uint64_t epoch_floor;
 } import_run_t;
 
 /* Add the current record to the batch: as an item, or as a refusal when

@@ -6,15 +6,19 @@
  *
  * The journal is text: a header naming the file (size and BLAKE2b-256),
  * the sender, the format and the batch size, then one line per refusal
- * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED") and
+ * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED
+ * SEQ", SEQ the highest item seq the broker answered for its lines) and
  * per broker store epoch a run began with that the journal did not name
- * last ("E EPOCH", 32 hex digits), appended and made durable (fdatasync)
- * as they happen. An E line with another epoch than the E line before it
- * means the broker's store was restored from a backup in between: the
- * batches done before it no longer count (the broker may have lost them),
- * the refusals do. A journal from before E lines reads as before. It
- * trusts its own journal only as far as it parses: anything else is
- * "damaged". Errors are returned as text, never printed here.
+ * last ("E EPOCH", 32 hex digits, or "E EPOCH FLOOR" with the epoch's
+ * floor seq when that kept batches), appended and made durable
+ * (fdatasync) as they happen. An E line with another epoch than the E
+ * line before it means the broker's store was restored from a backup in
+ * between: of the batches done before it only those whose SEQ is at most
+ * FLOOR still count (the backup has them, or forgot them on purpose), the
+ * refusals all do. A journal from before E lines, or D lines without SEQ,
+ * reads as before. It trusts its own journal only as far as it parses:
+ * anything else is "damaged". Errors are returned as text, never printed
+ * here.
  */
 #include "import.h"
 
@@ -160,44 +164,166 @@ int import_journal_refusal(import_journal_t *journal, const import_refusal_t *re
     return import_journal_append(journal, line, sync, err, errlen);
 }
 
-int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
-                        char *err, size_t errlen)
+/* ------------------------------------------------------------ batches done */
+
+/* The first batch done whose last line is at least line (n_done: none). */
+static size_t import_done_find(const import_journal_t *journal, long line)
 {
-    char line[96];
-    snprintf(line, sizeof line, "D %ld %ld %" PRIu64 "\n", first, last, accepted);
-    if (import_journal_append(journal, line, 1, err, errlen) != 0)
+    size_t low = 0, high = journal->n_done;
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        if (journal->done[mid].last < line)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    return low;
+}
+
+int import_journal_is_done(const import_journal_t *journal, long line)
+{
+    size_t at = import_done_find(journal, line);
+    return at < journal->n_done && journal->done[at].first <= line;
+}
+
+/* A batch done, in its place. -1 when it is no batch of lines or overlaps
+ * one done (damage), -2 short of memory. */
+static int import_done_add(import_journal_t *journal, const import_done_t *batch)
+{
+    size_t at = import_done_find(journal, batch->first);
+    if (batch->first < 1 || batch->last < batch->first ||
+        (at < journal->n_done && journal->done[at].first <= batch->last))
         return -1;
-    journal->done_through = last;
+    if (journal->n_done == journal->cap_done) {
+        size_t cap = journal->cap_done == 0 ? 64 : journal->cap_done * 2;
+        import_done_t *grown = realloc(journal->done, cap * sizeof *grown);
+        if (grown == NULL)
+            return -2;
+        journal->done = grown;
+        journal->cap_done = cap;
+    }
+    memmove(journal->done + at + 1, journal->done + at,
+            (journal->n_done - at) * sizeof *journal->done);
+    journal->done[at] = *batch;
+    journal->n_done++;
+    journal->accepted_before += batch->accepted;
     return 0;
 }
 
-/* A store epoch: the journal's lines are of the store it names. One that
- * differs from the journal's last is a restore in between: what was done
- * before it is not done. */
-static void import_epoch_take(import_journal_t *journal, const uint8_t *epoch)
+int import_journal_done(import_journal_t *journal, long first, long last, uint64_t accepted,
+                        uint64_t max_seq, char *err, size_t errlen)
 {
-    if (journal->has_epoch && memcmp(journal->epoch, epoch, sizeof journal->epoch) != 0) {
-        journal->done_through = 0;
-        journal->accepted_before = 0;
+    char line[128];
+    import_done_t batch = {first, last, accepted, max_seq, 1};
+    if (import_journal_is_done(journal, first) || import_journal_is_done(journal, last)) {
+        snprintf(err, errlen, "lines %ld to %ld are in a batch the journal has done", first, last);
+        return -1;
     }
+    snprintf(line, sizeof line, "D %ld %ld %" PRIu64 " %" PRIu64 "\n", first, last, accepted,
+             max_seq);
+    if (import_journal_append(journal, line, 1, err, errlen) != 0)
+        return -1;
+    if (import_done_add(journal, &batch) != 0) {
+        snprintf(err, errlen, "out of memory (the journal holds lines %ld to %ld)", first, last);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ store epochs */
+
+/* What a change to another epoch with this floor does to the batches
+ * done. Item seqs are never handed out twice and a restore moves the
+ * counter past every seq handed out before it, so a batch recorded under
+ * the journal's last epoch with seqs at most the floor (the highest of the
+ * backup) was accepted before the backup was taken, in the history the
+ * backup has. That holds for a backup of the last epoch or of one before
+ * it (its floor is below every seq of the epochs after it: those batches
+ * are published again), not for one made after a restore the journal did
+ * not see: such a restore moved the counter at least
+ * SCHAKEL_RESTORE_SEQ_MARGIN past the journal's seqs, and a backup made
+ * after it has a floor as far above them. Half the margin leaves room for
+ * a restore without the replaced store's counters (they go on from the
+ * backup's then), and asks, at worst, too often. */
+static enum import_epoch_change import_epoch_judge(const import_journal_t *journal, int floor_known,
+                                                   uint64_t floor)
+{
+    uint64_t highest = 0;
+    for (size_t i = 0; i < journal->n_done; i++)
+        if (journal->done[i].has_seq && journal->done[i].max_seq > highest)
+            highest = journal->done[i].max_seq;
+    if (!floor_known)
+        return IMPORT_EPOCH_NO_FLOOR;
+    if (floor >= highest && floor - highest >= SCHAKEL_RESTORE_SEQ_MARGIN / 2)
+        return IMPORT_EPOCH_FLOOR_AFAR;
+    return IMPORT_EPOCH_FLOOR;
+}
+
+/* How many batches the change keeps; with apply, keep only those. */
+static size_t import_epoch_keep(import_journal_t *journal, enum import_epoch_change change,
+                                uint64_t floor, int apply)
+{
+    size_t kept = 0;
+    uint64_t accepted = 0;
+    for (size_t i = 0; i < journal->n_done; i++) {
+        const import_done_t *batch = &journal->done[i];
+        if (change != IMPORT_EPOCH_FLOOR || !batch->has_seq || batch->max_seq > floor)
+            continue;
+        accepted += batch->accepted;
+        if (apply)
+            journal->done[kept] = *batch;
+        kept++;
+    }
+    if (apply) {
+        journal->n_done = kept;
+        journal->accepted_before = accepted;
+        journal->kept_by_floor = kept;
+    }
+    return kept;
+}
+
+/* The change an epoch (and its floor) makes to the journal: none for its
+ * own, or when nothing is done to lose. */
+static enum import_epoch_change import_epoch_change(const import_journal_t *journal,
+                                                    const uint8_t *epoch, int floor_known,
+                                                    uint64_t floor)
+{
+    if (!journal->has_epoch || memcmp(journal->epoch, epoch, sizeof journal->epoch) == 0 ||
+        journal->n_done == 0)
+        return IMPORT_EPOCH_SAME;
+    return import_epoch_judge(journal, floor_known, floor);
+}
+
+/* A store epoch: the journal's lines are of the store it names. */
+static void import_epoch_take(import_journal_t *journal, const uint8_t *epoch, int floor_known,
+                              uint64_t floor)
+{
+    enum import_epoch_change change = import_epoch_change(journal, epoch, floor_known, floor);
+    if (change != IMPORT_EPOCH_SAME)
+        (void)import_epoch_keep(journal, change, floor, 1);
     memcpy(journal->epoch, epoch, sizeof journal->epoch);
     journal->has_epoch = 1;
 }
 
 int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
-                         char *err, size_t errlen)
+                         int floor_known, uint64_t floor, char *err, size_t errlen)
 {
     if (journal->has_epoch && memcmp(journal->epoch, epoch, sizeof journal->epoch) == 0)
-        return 0;
-    int restored =
-        journal->has_epoch && (journal->done_through > 0 || journal->accepted_before > 0);
-    char line[2 * SCHAKEL_STORE_EPOCH_BYTES + 4] = "E ";
+        return IMPORT_EPOCH_SAME;
+    enum import_epoch_change change = import_epoch_change(journal, epoch, floor_known, floor);
+    char line[2 * SCHAKEL_STORE_EPOCH_BYTES + 32] = "E ";
     syntax_hex(epoch, SCHAKEL_STORE_EPOCH_BYTES, line + 2);
+    /* the floor only when it keeps something: "E EPOCH" alone keeps
+     * nothing, which a schakel from before floors reads the same way; one
+     * with a floor it calls damaged, rather than publish again what it
+     * keeps */
+    if (change != IMPORT_EPOCH_SAME && import_epoch_keep(journal, change, floor, 0) > 0)
+        snprintf(line + strlen(line), sizeof line - strlen(line), " %" PRIu64, floor);
     strcat(line, "\n");
     if (import_journal_append(journal, line, 1, err, errlen) != 0)
         return -1;
-    import_epoch_take(journal, epoch);
-    return restored;
+    import_epoch_take(journal, epoch, floor_known, floor);
+    return (int)change;
 }
 
 /* A new journal: the header, durable, and the folder entry too. */
@@ -233,7 +359,7 @@ static int import_journal_start(import_journal_t *journal, const char *path,
         close(dir);
     }
     journal->batch = identity->batch;
-    journal->done_through = 0;
+    journal->n_done = 0;
     journal->accepted_before = 0;
     return 0;
 }
@@ -308,29 +434,67 @@ static int import_header_line(import_header_t *h, const char *line)
     }
 }
 
+/* Are text's first n words (single spaces between them, none after) of
+ * digits alone, and under 20 each (sscanf's %llu takes a sign and wraps
+ * around on overflow)? */
+static int import_decimal_words(const char *text, int n)
+{
+    for (int word = 0; word < n; word++) {
+        size_t digits = strspn(text, "0123456789");
+        if (digits == 0 || digits > 19)
+            return 0;
+        text += digits;
+        if (word + 1 < n && *text++ != ' ')
+            return 0;
+    }
+    return *text == '\0';
+}
+
+/* An epoch line's words: the epoch, 32 hex digits, and the floor when it
+ * kept batches. 0, or -1. */
+static int import_epoch_line(import_journal_t *journal, const char *words)
+{
+    char hex[2 * SCHAKEL_STORE_EPOCH_BYTES + 1];
+    uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
+    size_t len = strcspn(words, " ");
+    unsigned long long floor = 0;
+    if (len != sizeof hex - 1)
+        return -1;
+    memcpy(hex, words, len);
+    hex[len] = '\0';
+    if (syntax_unhex(hex, epoch, sizeof epoch) != 0)
+        return -1;
+    int floor_known = words[len] == ' ';
+    if (floor_known &&
+        (!import_decimal_words(words + len + 1, 1) || sscanf(words + len + 1, "%llu", &floor) != 1))
+        return -1;
+    /* "E EPOCH" after another epoch keeps nothing, whatever the floor was */
+    import_epoch_take(journal, epoch, floor_known, floor);
+    return 0;
+}
+
 /* One entry after the header. 0, or -1 when it does not parse. */
 static int import_entry_line(import_journal_t *journal, import_refusals_t *refusals,
                              const char *line)
 {
     long first, last;
-    unsigned long long accepted;
+    unsigned long long accepted, seq;
     char reason[IMPORT_REASON_SIZE];
     int text_at = 0;
-    if (line[0] == 'E' && line[1] == ' ') {
-        uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
-        if (syntax_unhex(line + 2, epoch, sizeof epoch) != 0)
-            return -1;
-        import_epoch_take(journal, epoch);
-        return 0;
-    }
+    if (line[0] == 'E' && line[1] == ' ')
+        return import_epoch_line(journal, line + 2);
     if (line[0] == 'R' && sscanf(line, "R %ld %31s %n", &first, reason, &text_at) == 2 &&
         text_at > 0 && first > 0)
         return import_refusals_add(refusals, first, reason, line + text_at);
-    if (line[0] == 'D' && sscanf(line, "D %ld %ld %llu", &first, &last, &accepted) == 3 &&
-        first > journal->done_through && last >= first) {
-        journal->done_through = last;
-        journal->accepted_before += accepted;
-        return 0;
+    if (line[0] == 'D') {
+        import_done_t batch;
+        char end[2];
+        int n = sscanf(line, "D %ld %ld %llu %llu%1s", &first, &last, &accepted, &seq, end);
+        if ((n != 3 && n != 4) || !import_decimal_words(line + 2, n))
+            return -1;
+        batch =
+            (import_done_t){first, last, (uint64_t)accepted, n == 4 ? (uint64_t)seq : 0, n == 4};
+        return import_done_add(journal, &batch);
     }
     return -1;
 }
@@ -471,4 +635,7 @@ void import_journal_close(import_journal_t *journal)
     if (journal->fd >= 0)
         close(journal->fd);
     journal->fd = -1;
+    free(journal->done);
+    journal->done = NULL;
+    journal->n_done = journal->cap_done = 0;
 }

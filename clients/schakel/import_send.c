@@ -426,9 +426,11 @@ static schakel_status_t import_take_answer(import_run_t *run, import_publish_t *
 
 /* Publish items [from, to) of the batch under the publish's id until every
  * one of them is accepted or refused; the first answer is that of the
- * launch, if it sent the publish. 0, or -1 (stop). */
+ * launch, if it sent the publish. The accepted items are added to
+ * *accepted, and *max_seq raised to the highest item seq of the answer (a
+ * repeat's answer carries the seqs of the original). 0, or -1 (stop). */
 static int import_publish(import_run_t *run, import_batch_t *batch, import_publish_t *pub,
-                          uint64_t *accepted)
+                          uint64_t *accepted, uint64_t *max_seq)
 {
     schakel_publish_answer_t answer;
     int retries = 0, timeouts = 0;
@@ -443,8 +445,8 @@ static int import_publish(import_run_t *run, import_batch_t *batch, import_publi
             status = import_take_answer(run, pub, &answer, &e);
             duplicate = status == SCHAKEL_OK && answer.duplicate;
         } else {
-            status = schakel_publish(run->client, NULL, batch->send, n, pub->id, NULL, NULL,
-                                     &duplicate, run->timeout_ms);
+            status = schakel_publish(run->client, NULL, batch->send, n, pub->id, NULL,
+                                     answer.results, &duplicate, run->timeout_ms);
             e = *schakel_last_error(run->client);
         }
         if (status == SCHAKEL_OK) {
@@ -453,6 +455,9 @@ static int import_publish(import_run_t *run, import_batch_t *batch, import_publi
             else
                 run->accepted += n;
             *accepted += n;
+            for (size_t i = 0; i < n; i++)
+                if (answer.results[i].seq > *max_seq)
+                    *max_seq = answer.results[i].seq;
             return 0;
         }
         if (import_after_failure(run, batch, n, status, &e, &retries, &timeouts) != 0)
@@ -521,16 +526,17 @@ int import_send_launch(import_run_t *run, import_batch_t *batch)
 int import_send_finish(import_run_t *run, import_batch_t *batch)
 {
     char err[IMPORT_MAX_TEXT];
-    uint64_t accepted = 0;
+    uint64_t accepted = 0, max_seq = 0;
     for (size_t p = 0; p < batch->n_publishes; p++) {
-        if (import_publish(run, batch, &batch->publishes[p], &accepted) != 0) {
+        if (import_publish(run, batch, &batch->publishes[p], &accepted, &max_seq) != 0) {
             import_send_settle(run, batch);
             return -1;
         }
     }
     int rc = 0;
-    if (batch->n_lines > 0 && import_journal_done(&run->journal, batch->first_line,
-                                                  batch->last_line, accepted, err, sizeof err) != 0)
+    if (batch->n_lines > 0 &&
+        import_journal_done(&run->journal, batch->first_line, batch->last_line, accepted, max_seq,
+                            err, sizeof err) != 0)
         rc = import_stop(run, CLI_EXIT_FAILURE, "%s", err);
     if (rc == 0)
         run->batches_done++;

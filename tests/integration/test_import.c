@@ -7,15 +7,20 @@
  * after an interruption, with a lost journal entry, with no journal at
  * all); a changed file needs --restart; progress lines appear on a
  * non-terminal stderr. After the broker's store is restored from a backup
- * (its store epoch is new), a rerun publishes the file again, and an
- * import during the restore says to run it again; a broker restart keeps
- * the epoch and a rerun skips as before.
+ * (its store epoch is new), a rerun publishes again the batches accepted
+ * after the backup was taken and skips those from before it, also those
+ * the broker had forgotten on purpose (they are not delivered again),
+ * across two restores too; with the floor unknown (--without-floor) it
+ * publishes the file again and warns. An import during the restore says
+ * to run it again; a broker restart keeps the epoch and a rerun skips as
+ * before.
  *
  * The CLI runs as a child process (harness); its files live in the test's
  * mkdtemp folder. Deliveries are identified by source_ref "L<line>".
  */
 #include "harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
 #include <pthread.h>
@@ -27,6 +32,8 @@
 #include <unistd.h>
 
 #include <sodium.h>
+
+#include "schakel_limits.h"
 
 #define T_PATH 256
 #define T_EXIT_USAGE 2
@@ -137,15 +144,21 @@ static int run_import(h_env_t *env, const char *principal, const char *file, h_c
 
 static const char *const severities[] = {"low", "medium", "high", "critical"};
 
-/* One JSON line of politie about ondermijning (entitled: om) for line n. */
-static void json_line(text_t *t, long n, int64_t observed)
+/* One JSON line of politie about ondermijning of the kind for line n. */
+static void json_line_of(text_t *t, long n, int64_t observed, const char *kind)
 {
     text_add(t,
-             "{\"kind\":\"witwassen\",\"theme\":\"ondermijning\",\"area\":\"BU09350101\","
+             "{\"kind\":\"%s\",\"theme\":\"ondermijning\",\"area\":\"BU09350101\","
              "\"address\":{\"postcode\":\"6211AB\",\"house_number\":%ld},\"severity\":\"%s\","
              "\"observed_at\":%lld,\"summary\":\"Melding %ld: \\\"contant\\\" geld, caf\\u00e9\","
              "\"source_ref\":\"L%ld\"}\n",
-             n % 99999 + 1, severities[n % 4], (long long)observed, n, n);
+             kind, n % 99999 + 1, severities[n % 4], (long long)observed, n, n);
+}
+
+/* One JSON line of politie about ondermijning (entitled: om) for line n. */
+static void json_line(text_t *t, long n, int64_t observed)
+{
+    json_line_of(t, n, observed, "witwassen");
 }
 
 /* Content check of a delivery of json_line(n). */
@@ -1254,20 +1267,247 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
     drain_lines(env, H_OM, want, 100, check_json_cb, &observed_b);
     assert_int_equal(journal_epochs(b_journal), 2);
 
+    /* a's batches have seqs at most the floor: kept, nothing sent */
+    long offset = h_log_offset(env);
     run_import(env, H_POLITIE, a, &res, args);
     expect_exit(&res, 0, "rerun of a after the restore");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun of a after the restore");
+    expect_said(&res, "the 4 batches done before it are kept", 1, "rerun of a after the restore");
     h_cli_result_free(&res);
+    assert_int_equal(h_log_count(env, offset, "event=publish."), 0);
     assert_int_equal(h_backlog_of(env, H_OM), 0);
 
-    long offset = h_log_offset(env);
+    offset = h_log_offset(env);
     run_import(env, H_POLITIE, b, &res, args);
     expect_exit(&res, 0, "second rerun of b");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, SAID_RESTORED_SINCE, 0, "second rerun of b");
     h_cli_result_free(&res);
     assert_int_equal(h_log_count(env, offset, "event=publish."), 0);
+    free(want);
+    h_done(env);
+}
+
+/* The broker's store epoch and its floor seq, as libschakel gives them
+ * to politie: the floor, or -1 when it is unknown. */
+static int64_t broker_floor(h_env_t *env, uint8_t epoch[16])
+{
+    schakel_client_t *client = h_connect(env, H_POLITIE);
+    int known = 0, floor_known = -1;
+    uint64_t floor = 77;
+    assert_int_equal(
+        schakel_store_epoch_floor(client, epoch, &known, &floor, &floor_known, H_TIMEOUT_MS),
+        SCHAKEL_OK);
+    assert_int_equal(known, 1);
+    schakel_close(&client);
+    if (!floor_known) {
+        assert_int_equal(floor, 0);
+        return -1;
+    }
+    assert_true(floor <= (uint64_t)INT64_MAX);
+    return (int64_t)floor;
+}
+
+/* om's deliveries under the short rule end within 2 s, politie's records
+ * of them with the 1 s idempotency window. */
+#define SHORT_RULES                                                                                \
+    "rules:\n"                                                                                     \
+    "  - id: politie-kort-om\n"                                                                    \
+    "    from: [politie]\n"                                                                        \
+    "    to: [om]\n"                                                                               \
+    "    kinds: [kortstondig]\n"                                                                   \
+    "    themes: [ondermijning]\n"                                                                 \
+    "    areas: [\"*\"]\n"                                                                         \
+    "    purpose: \"Kortstondige afstemming met het parket\"\n"                                    \
+    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"                                               \
+    "    fields: [area, severity, summary, source_ref]\n"                                          \
+    "    retention: 2s\n"                                                                          \
+    "  - id: politie-ondermijning-om\n"                                                            \
+    "    from: [politie]\n"                                                                        \
+    "    to: [om]\n"                                                                               \
+    "    kinds: [witwassen]\n"                                                                     \
+    "    themes: [ondermijning]\n"                                                                 \
+    "    areas: [\"*\"]\n"                                                                         \
+    "    purpose: \"Strafrechtelijke beoordeling\"\n"                                              \
+    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"                                               \
+    "    fields: [area, address, severity, observed_at, summary, source_ref]\n"                    \
+    "    retention: 1825d\n"
+
+static int setup_short_rules(void **state)
+{
+    *state = h_env_new_with_rules(SHORT_RULES);
+    return 0;
+}
+
+static const char *const short_window[] = {"--set", "idempotency_window=1s", NULL};
+
+/* Wait (bounded) until the store holds no item and no publish record:
+ * retention and idempotency window are over for everything published. */
+static void await_forgotten(h_env_t *env)
+{
+    int64_t left = 1;
+    for (int tries = 0; tries < H_TIMEOUT_MS / 100 && left != 0; tries++) {
+        left = h_store_int(env,
+                           "SELECT (SELECT count(*) FROM items) + "
+                           "(SELECT count(*) FROM publishes)",
+                           NULL);
+        if (left != 0) {
+            struct timespec pause = {0, 100 * 1000 * 1000};
+            nanosleep(&pause, NULL);
+        }
+    }
+    if (left != 0)
+        fail_msg("%lld items and publishes are still in the store after %d ms", (long long)left,
+                 H_TIMEOUT_MS);
+}
+
+static void restore_and_start(h_env_t *env, const char *backup)
+{
+    char problem[2048];
+    assert_int_equal(h_broker_stop(env), 0);
+    if (restore_backup(env, backup, problem, sizeof problem) != 0)
+        fail_msg("%s", problem);
+    h_broker_start_with(env, short_window);
+}
+
+/* The defect's case. Lines 1..40 (two batches) go to om under a 2 s
+ * retention, and the broker forgets them (retention and idempotency window
+ * over); a backup is taken; lines 41..100 are imported after it. The
+ * store is restored from the backup: a rerun skips lines 1..40 (their
+ * seqs are at most the epoch's floor seq) and publishes 41..100 again,
+ * which the restore lost; om receives those once each and none of 1..40.
+ * Restored once more from the same backup (of the first epoch, after the
+ * second): the journal's 41..100 are of the second epoch, above the
+ * floor, and are published again; 1..40 still are not. */
+static void test_import_rerun_after_restore_skips_what_was_forgotten(void **state)
+{
+    h_env_t *env = *state;
+    h_broker_start_with(env, short_window);
+    char file[T_PATH], journal[T_PATH], backup[T_PATH];
+    path_in(env, "forgotten.jsonl", file);
+    path_in(env, "forgotten.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 2400;
+    text_t t = {0};
+    for (long n = 1; n <= 100; n++)
+        json_line_of(&t, n, observed, n <= 40 ? "kortstondig" : "witwassen");
+    write_file(file, t.s, t.len);
+    free(t.s);
+    const char *const first_two[] = {"--batch", "20", "--quiet", "--test-interrupt-after-batches",
+                                     "2",       NULL};
+    const char *const args[] = {"--batch", "20", "--quiet", NULL};
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, first_two);
+    expect_exit(&res, T_EXIT_INTERRUPTED, "import of lines 1..40");
+    expect_summary(&res, 40, 0, 0);
+    h_cli_result_free(&res);
+    await_forgotten(env);
+    uint8_t epoch_first[16], epoch_now[16];
+    assert_int_equal(broker_floor(env, epoch_first), 0); /* a store never restored */
+    take_backup(env, backup);
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "import of lines 41..100");
+    expect_summary(&res, 60, 0, 40);
+    h_cli_result_free(&res);
+    unsigned char *want = all_lines(100);
+    memset(want + 1, 0, 40);
+    drain_lines(env, H_OM, want, 100, check_json_cb, &observed);
+
+    for (int restore = 1; restore <= 2; restore++) {
+        restore_and_start(env, backup);
+        int64_t floor = broker_floor(env, epoch_now);
+        assert_memory_not_equal(epoch_now, epoch_first, 16);
+        /* the backup's highest seq: the 40 lines before it, none after */
+        if (floor < 40 || floor >= (int64_t)SCHAKEL_RESTORE_SEQ_MARGIN)
+            fail_msg("restore %d: floor seq %lld", restore, (long long)floor);
+        char detail[64];
+        snprintf(detail, sizeof detail, "store_epoch_floor=%lld", (long long)floor);
+        assert_int_equal(h_store_int(env,
+                                     "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                     " AND instr(detail, ?1) > 0",
+                                     detail),
+                         1); /* the backup's trail has not the first restore's entry */
+        long offset = h_log_offset(env);
+        run_import(env, H_POLITIE, file, &res, args);
+        expect_exit(&res, 0, "rerun after the restore");
+        expect_summary(&res, 60, 0, 40);
+        expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun after the restore");
+        expect_said(&res, "the 2 batches done before it are kept", 1, "rerun after the restore");
+        expect_said(&res, "warning", 0, "rerun after the restore");
+        h_cli_result_free(&res);
+        assert_int_equal(h_log_count(env, offset, "event=publish.accepted"), 3);
+        assert_int_equal(h_log_count(env, offset, "event=publish.duplicate"), 0);
+        drain_lines(env, H_OM, want, 100, check_json_cb, &observed);
+    }
+    assert_int_equal(journal_epochs(journal), 3);
+    free(want);
+    h_done(env);
+}
+
+/* A restore that went on without the replaced store's counters
+ * (--without-floor, the store gone): the floor seq is unknown, and a
+ * rerun publishes the whole file again as before, saying that lines the
+ * broker had forgotten are shared again. */
+static void test_import_rerun_with_floor_unknown_warns(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], backup[T_PATH];
+    path_in(env, "nofloor.jsonl", file);
+    path_in(env, "nofloor.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 2000;
+    write_json_file(file, 100, observed);
+    const char *const args[] = {"--batch", "30", "--quiet", NULL};
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "import");
+    expect_summary(&res, 100, 0, 0);
+    h_cli_result_free(&res);
+    take_backup(env, backup);
+    assert_int_equal(h_broker_stop(env), 0);
+    static const char *const sides[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[T_PATH + 8];
+        snprintf(path, sizeof path, "%s%s", env->store_path, sides[i]);
+        assert_true(unlink(path) == 0 || errno == ENOENT);
+    }
+    int status = h_run_schakeld(&res, "--restored", backup, "--without-floor", "--config",
+                                env->config_path, NULL);
+    if (status != 0 || strstr(res.out, "floor seq unknown") == NULL)
+        fail_msg("--restored --without-floor: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_broker_start(env);
+    uint8_t epoch[16];
+    assert_int_equal(broker_floor(env, epoch), -1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND instr(detail, ?1) > 0",
+                                 "store_epoch_floor=unknown"),
+                     1);
+
+    long offset = h_log_offset(env);
+    run_import(env, H_POLITIE, file, &res, args);
+    expect_exit(&res, 0, "rerun with the floor unknown");
+    expect_summary(&res, 0, 0, 100);
+    expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun with the floor unknown");
+    expect_said(&res, "publishing again from line 1", 1, "rerun with the floor unknown");
+    expect_said(&res,
+                "warning: the broker does not say which seqs its backup held (a restore without "
+                "the counters of the store it replaced",
+                1, "rerun with the floor unknown");
+    expect_said(&res, "are accepted and delivered anew", 1, "rerun with the floor unknown");
+    h_cli_result_free(&res);
+    /* every batch sent again, each a repeat */
+    assert_int_equal(h_log_count(env, offset, "event=publish.duplicate"), 4);
+    /* the E line names no floor: it kept nothing */
+    char *text = read_file(journal);
+    assert_non_null(text);
+    char hex[33], line[40];
+    sodium_bin2hex(hex, sizeof hex, epoch, 16);
+    snprintf(line, sizeof line, "\nE %s\n", hex);
+    assert_non_null(strstr(text, line));
+    free(text);
+    unsigned char *want = all_lines(100);
+    drain_lines(env, H_OM, want, 100, check_json_cb, &observed);
     free(want);
     h_done(env);
 }
@@ -1470,6 +1710,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_restored_during_import_run_again,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_rerun_after_restore_skips_what_was_forgotten,
+                                        setup_short_rules, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_rerun_with_floor_unknown_warns, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

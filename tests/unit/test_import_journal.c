@@ -2,9 +2,13 @@
  * test_import_journal.c — schakel import's journal and the broker's store
  * epoch: a journal from before epochs reads as it did and gets the epoch
  * of the run that resumes it; the same epoch leaves it as it is; another
- * one (a restore of the broker's store since) forgets the lines done, not
- * the refusals, also when the journal is read again; a malformed epoch
- * line is damage.
+ * one (a restore of the broker's store since) keeps the batches whose
+ * seqs are at most its floor seq and forgets the others, and those of D
+ * lines without seqs, not the refusals, also when the journal is read
+ * again; with the floor unknown, or far above the journal's seqs, it
+ * forgets them all; across two restores (the second of a backup older
+ * than the first restore) the floor keeps only what that backup has; a
+ * malformed epoch or done line is damage.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -107,16 +111,41 @@ static int open_journal(fixture_t *f, char *err, size_t errlen)
     return import_journal_open(&f->journal, f->path, &f->identity, 0, 0, &f->refusals, err, errlen);
 }
 
-static void expect_open(fixture_t *f, long done_through, uint64_t accepted, size_t refusals)
+/* The batches done, as "FIRST-LAST" words ("" none). */
+static void expect_done(const import_journal_t *journal, const char *want)
+{
+    char got[512] = "";
+    for (size_t i = 0; i < journal->n_done; i++)
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%ld-%ld", i ? " " : "",
+                 journal->done[i].first, journal->done[i].last);
+    if (strcmp(got, want) != 0)
+        fail_msg("batches done: \"%s\", want \"%s\"", got, want);
+    /* import_journal_is_done agrees, at the edges of each */
+    for (size_t i = 0; i < journal->n_done; i++) {
+        assert_true(import_journal_is_done(journal, journal->done[i].first));
+        assert_true(import_journal_is_done(journal, journal->done[i].last));
+        assert_false(import_journal_is_done(journal, journal->done[i].first - 1) &&
+                     (i == 0 || journal->done[i - 1].last != journal->done[i].first - 1));
+    }
+}
+
+static void expect_open(fixture_t *f, const char *done, uint64_t accepted, size_t refusals)
 {
     char err[1024] = "";
     int rc = open_journal(f, err, sizeof err);
     if (rc != CLI_EXIT_OK)
         fail_msg("open: %d: %s", rc, err);
-    assert_int_equal(f->journal.done_through, done_through);
+    expect_done(&f->journal, done);
     assert_int_equal(f->journal.accepted_before, accepted);
     assert_int_equal(f->refusals.n_loaded, refusals);
     assert_int_equal(f->journal.batch, 100);
+}
+
+static void expect_text(const char *path, const char *want)
+{
+    char *text = read_text(path);
+    assert_string_equal(text, want);
+    free(text);
 }
 
 /* A journal written before store epochs: its lines are done as they were
@@ -129,12 +158,13 @@ static void test_old_journal_reads_as_before_and_gets_the_epoch(void **state)
     write_text(f->path, HEADER "R 7 POLICY_DENIED no rule lets politie send this\n"
                                "D 1 100 99\n"
                                "D 101 200 100\n");
-    expect_open(f, 200, 199, 1);
+    expect_open(f, "1-100 101-200", 199, 1);
     assert_int_equal(f->journal.has_epoch, 0);
     uint8_t a[SCHAKEL_STORE_EPOCH_BYTES];
     epoch_of(EPOCH_A, a);
-    assert_int_equal(import_journal_epoch(&f->journal, a, err, sizeof err), 0);
-    assert_int_equal(f->journal.done_through, 200);
+    assert_int_equal(import_journal_epoch(&f->journal, a, 1, 0, err, sizeof err),
+                     IMPORT_EPOCH_SAME);
+    expect_done(&f->journal, "1-100 101-200");
     assert_int_equal(f->journal.has_epoch, 1);
     char *text = read_text(f->path);
     assert_string_equal(text, HEADER "R 7 POLICY_DENIED no rule lets politie send this\n"
@@ -143,7 +173,7 @@ static void test_old_journal_reads_as_before_and_gets_the_epoch(void **state)
                                      "E " EPOCH_A "\n");
     free(text);
     /* read again: the same, the epoch known */
-    expect_open(f, 200, 199, 1);
+    expect_open(f, "1-100 101-200", 199, 1);
     assert_int_equal(f->journal.has_epoch, 1);
     assert_memory_equal(f->journal.epoch, a, sizeof a);
 }
@@ -156,11 +186,12 @@ static void test_same_epoch_keeps_the_journal(void **state)
     const char *written = HEADER "E " EPOCH_A "\n"
                                  "D 1 100 100\n";
     write_text(f->path, written);
-    expect_open(f, 100, 100, 0);
+    expect_open(f, "1-100", 100, 0);
     uint8_t a[SCHAKEL_STORE_EPOCH_BYTES];
     epoch_of(EPOCH_A, a);
-    assert_int_equal(import_journal_epoch(&f->journal, a, err, sizeof err), 0);
-    assert_int_equal(f->journal.done_through, 100);
+    assert_int_equal(import_journal_epoch(&f->journal, a, 1, 0, err, sizeof err),
+                     IMPORT_EPOCH_SAME);
+    expect_done(&f->journal, "1-100");
     char *text = read_text(f->path);
     assert_string_equal(text, written);
     free(text);
@@ -178,28 +209,31 @@ static void test_other_epoch_forgets_the_lines_done(void **state)
                                "R 7 POLICY_DENIED no rule lets politie send this\n"
                                "D 1 100 99\n"
                                "D 101 200 100\n");
-    expect_open(f, 200, 199, 1);
+    expect_open(f, "1-100 101-200", 199, 1);
     uint8_t b[SCHAKEL_STORE_EPOCH_BYTES];
     epoch_of(EPOCH_B, b);
-    assert_int_equal(import_journal_epoch(&f->journal, b, err, sizeof err), 1);
-    assert_int_equal(f->journal.done_through, 0);
+    /* D lines from before seqs: nothing is kept, whatever the floor */
+    assert_int_equal(import_journal_epoch(&f->journal, b, 1, 1000, err, sizeof err),
+                     IMPORT_EPOCH_FLOOR);
+    expect_done(&f->journal, "");
     assert_int_equal(f->journal.accepted_before, 0);
     assert_memory_equal(f->journal.epoch, b, sizeof b);
-    expect_open(f, 0, 0, 1);
+    expect_open(f, "", 0, 1);
     assert_non_null(import_refusals_loaded(&f->refusals, 7));
     /* the rerun goes on from line 1 */
-    assert_int_equal(import_journal_done(&f->journal, 1, 100, 99, err, sizeof err), 0);
-    expect_open(f, 100, 99, 1);
+    assert_int_equal(import_journal_done(&f->journal, 1, 100, 99, 0, err, sizeof err), 0);
+    expect_open(f, "1-100", 99, 1);
     /* the same epoch again: nothing more is forgotten */
-    assert_int_equal(import_journal_epoch(&f->journal, b, err, sizeof err), 0);
-    assert_int_equal(f->journal.done_through, 100);
+    assert_int_equal(import_journal_epoch(&f->journal, b, 1, 0, err, sizeof err),
+                     IMPORT_EPOCH_SAME);
+    expect_done(&f->journal, "1-100");
     char *text = read_text(f->path);
     assert_string_equal(text, HEADER "E " EPOCH_A "\n"
                                      "R 7 POLICY_DENIED no rule lets politie send this\n"
                                      "D 1 100 99\n"
                                      "D 101 200 100\n"
                                      "E " EPOCH_B "\n"
-                                     "D 1 100 99\n");
+                                     "D 1 100 99 0\n");
     free(text);
 }
 
@@ -209,25 +243,208 @@ static void test_new_journal_gets_the_epoch(void **state)
 {
     fixture_t *f = *state;
     char err[1024] = "";
-    expect_open(f, 0, 0, 0); /* no file yet: a new journal */
+    expect_open(f, "", 0, 0); /* no file yet: a new journal */
     uint8_t a[SCHAKEL_STORE_EPOCH_BYTES], b[SCHAKEL_STORE_EPOCH_BYTES];
     epoch_of(EPOCH_A, a);
     epoch_of(EPOCH_B, b);
-    assert_int_equal(import_journal_epoch(&f->journal, a, err, sizeof err), 0);
-    assert_int_equal(import_journal_epoch(&f->journal, b, err, sizeof err), 0);
+    assert_int_equal(import_journal_epoch(&f->journal, a, 1, 0, err, sizeof err),
+                     IMPORT_EPOCH_SAME);
+    assert_int_equal(import_journal_epoch(&f->journal, b, 1, 0, err, sizeof err),
+                     IMPORT_EPOCH_SAME);
     char *text = read_text(f->path);
     assert_string_equal(text, HEADER "E " EPOCH_A "\n"
                                      "E " EPOCH_B "\n");
     free(text);
 }
 
-/* An epoch line that is not 32 hex digits is damage, as any other. */
+#define EPOCH_C "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
+
+/* Another epoch with a floor seq: the batches whose seqs are at most the
+ * floor are kept (the backup has them, or forgot them on purpose), also
+ * one after a batch that is not (a repeat's answer carries the original's
+ * seqs), and counted as accepted before; the others are forgotten; the
+ * refusals stay. The E line names the floor, and the journal reads the
+ * same again; the batches published again go in their places. */
+static void test_other_epoch_keeps_what_the_floor_covers(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    write_text(f->path, HEADER "E " EPOCH_A "\n"
+                               "R 7 POLICY_DENIED no rule lets politie send this\n"
+                               "D 1 100 99 500\n"
+                               "D 101 200 100 1500\n"
+                               "D 201 300 100 1000\n"
+                               "D 301 350 0 0\n");
+    expect_open(f, "1-100 101-200 201-300 301-350", 299, 1);
+    uint8_t b[SCHAKEL_STORE_EPOCH_BYTES];
+    epoch_of(EPOCH_B, b);
+    assert_int_equal(import_journal_epoch(&f->journal, b, 1, 1000, err, sizeof err),
+                     IMPORT_EPOCH_FLOOR);
+    expect_done(&f->journal, "1-100 201-300 301-350");
+    assert_int_equal(f->journal.accepted_before, 199);
+    assert_int_equal(f->journal.kept_by_floor, 3);
+    assert_false(import_journal_is_done(&f->journal, 150));
+    expect_open(f, "1-100 201-300 301-350", 199, 1);
+    assert_memory_equal(f->journal.epoch, b, sizeof b);
+    /* the rerun publishes 101..200 again, into the new epoch's seqs */
+    assert_int_equal(import_journal_done(&f->journal, 101, 200, 100, 1000001600, err, sizeof err),
+                     0);
+    /* lines of a batch done are refused, not journalled */
+    assert_int_equal(import_journal_done(&f->journal, 150, 250, 1, 1, err, sizeof err), -1);
+    expect_open(f, "1-100 101-200 201-300 301-350", 299, 1);
+    expect_text(f->path, HEADER "E " EPOCH_A "\n"
+                                "R 7 POLICY_DENIED no rule lets politie send this\n"
+                                "D 1 100 99 500\n"
+                                "D 101 200 100 1500\n"
+                                "D 201 300 100 1000\n"
+                                "D 301 350 0 0\n"
+                                "E " EPOCH_B " 1000\n"
+                                "D 101 200 100 1000001600\n");
+}
+
+/* The floor unknown (a restore without the replaced store's counters, a
+ * broker from before floors), or far above the journal's seqs (a backup
+ * made after a restore the journal did not see: that restore moved the
+ * counters a billion past them), keeps nothing; the E line then has no
+ * floor, as one from before floors, and reads the same. Just under half
+ * the margin above, the floor is taken. */
+static void test_unknown_or_far_floor_keeps_nothing(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        int floor_known;
+        uint64_t floor;
+        int change;
+        const char *done;
+    } rows[] = {
+        {0, 0, IMPORT_EPOCH_NO_FLOOR, ""},
+        {0, 5000, IMPORT_EPOCH_NO_FLOOR, ""},
+        {1, 1500 + SCHAKEL_RESTORE_SEQ_MARGIN / 2, IMPORT_EPOCH_FLOOR_AFAR, ""},
+        {1, 1500 + SCHAKEL_RESTORE_SEQ_MARGIN, IMPORT_EPOCH_FLOOR_AFAR, ""},
+        {1, 1500 + SCHAKEL_RESTORE_SEQ_MARGIN / 2 - 1, IMPORT_EPOCH_FLOOR, "1-100 101-200"},
+        {1, 1499, IMPORT_EPOCH_FLOOR, "1-100"},
+        {1, 499, IMPORT_EPOCH_FLOOR, ""},
+    };
+    uint8_t b[SCHAKEL_STORE_EPOCH_BYTES];
+    epoch_of(EPOCH_B, b);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char err[1024] = "", want[2048];
+        write_text(f->path, HEADER "E " EPOCH_A "\n"
+                                   "D 1 100 100 500\n"
+                                   "D 101 200 100 1500\n");
+        expect_open(f, "1-100 101-200", 200, 0);
+        int change = import_journal_epoch(&f->journal, b, rows[i].floor_known, rows[i].floor, err,
+                                          sizeof err);
+        if (change != rows[i].change)
+            fail_msg("row %zu: change %d, want %d", i, change, rows[i].change);
+        expect_done(&f->journal, rows[i].done);
+        uint64_t accepted = 100 * (uint64_t)f->journal.n_done;
+        assert_int_equal(f->journal.accepted_before, accepted);
+        expect_open(f, rows[i].done, accepted, 0);
+        char floor_word[32] = "";
+        if (rows[i].done[0] != '\0')
+            snprintf(floor_word, sizeof floor_word, " %llu", (unsigned long long)rows[i].floor);
+        snprintf(want, sizeof want, "%sE %s\nD 1 100 100 500\nD 101 200 100 1500\nE %s%s\n", HEADER,
+                 EPOCH_A, EPOCH_B, floor_word);
+        expect_text(f->path, want);
+    }
+}
+
+/* Two restores. Under epoch A three batches were done (seqs 100, 200,
+ * 300); a backup taken after the first (its highest seq 150) was restored:
+ * epoch B keeps the first and the rerun published the other two again,
+ * into B's seqs (past a billion). Then a backup of A taken later than the
+ * first (highest seq 250: it has the first two batches) is restored:
+ * epoch C. Its floor is below every seq of epoch B, so what the journal
+ * holds from B is published again; what it holds from A at most 250 is
+ * kept. The backup does have the second batch (seq 200): published again,
+ * it is answered as a repeat. Had the second restore been of a backup of
+ * B's store (its floor past B's seqs, a billion above the journal's A
+ * seqs) with the journal never run under B, that floor would be far
+ * above the journal's seqs: nothing kept. */
+static void test_two_restores_keep_what_the_last_backup_has(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    uint8_t b[SCHAKEL_STORE_EPOCH_BYTES], c[SCHAKEL_STORE_EPOCH_BYTES];
+    epoch_of(EPOCH_B, b);
+    epoch_of(EPOCH_C, c);
+    write_text(f->path, HEADER "E " EPOCH_A "\n"
+                               "D 1 100 100 100\n"
+                               "D 101 200 100 200\n"
+                               "D 201 300 100 300\n");
+    expect_open(f, "1-100 101-200 201-300", 300, 0);
+    assert_int_equal(import_journal_epoch(&f->journal, b, 1, 150, err, sizeof err),
+                     IMPORT_EPOCH_FLOOR);
+    expect_done(&f->journal, "1-100");
+    assert_int_equal(import_journal_done(&f->journal, 101, 200, 100, 1000000400, err, sizeof err),
+                     0);
+    assert_int_equal(import_journal_done(&f->journal, 201, 300, 100, 1000000500, err, sizeof err),
+                     0);
+    expect_open(f, "1-100 101-200 201-300", 300, 0);
+    assert_int_equal(import_journal_epoch(&f->journal, c, 1, 250, err, sizeof err),
+                     IMPORT_EPOCH_FLOOR);
+    expect_done(&f->journal, "1-100");
+    assert_int_equal(f->journal.accepted_before, 100);
+    expect_open(f, "1-100", 100, 0);
+    /* the rerun: the second batch is a repeat (its original seq), the
+     * third new */
+    assert_int_equal(import_journal_done(&f->journal, 101, 200, 100, 200, err, sizeof err), 0);
+    assert_int_equal(import_journal_done(&f->journal, 201, 300, 100, 1000000750, err, sizeof err),
+                     0);
+    expect_text(f->path, HEADER "E " EPOCH_A "\n"
+                                "D 1 100 100 100\n"
+                                "D 101 200 100 200\n"
+                                "D 201 300 100 300\n"
+                                "E " EPOCH_B " 150\n"
+                                "D 101 200 100 1000000400\n"
+                                "D 201 300 100 1000000500\n"
+                                "E " EPOCH_C " 250\n"
+                                "D 101 200 100 200\n"
+                                "D 201 300 100 1000000750\n");
+    expect_open(f, "1-100 101-200 201-300", 300, 0);
+
+    /* the journal never run under B; C restored from a backup of B */
+    write_text(f->path, HEADER "E " EPOCH_A "\n"
+                               "D 1 100 100 100\n"
+                               "D 101 200 100 200\n"
+                               "D 201 300 100 300\n");
+    expect_open(f, "1-100 101-200 201-300", 300, 0);
+    assert_int_equal(import_journal_epoch(&f->journal, c, 1, 1000000350, err, sizeof err),
+                     IMPORT_EPOCH_FLOOR_AFAR);
+    expect_done(&f->journal, "");
+}
+
+/* An epoch line that is not 32 hex digits (and a floor seq of digits),
+ * or a done line that is malformed or names lines done, is damage. */
 static void test_malformed_epoch_line_is_damage(void **state)
 {
     fixture_t *f = *state;
     static const char *const lines[] = {
-        "E 0a0a\n", "E " EPOCH_A "00\n", "E 0g0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a\n",
-        "E\n",      "E  " EPOCH_A "\n",
+        "E 0a0a\n",
+        "E " EPOCH_A "00\n",
+        "E 0g0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a\n",
+        "E\n",
+        "E  " EPOCH_A "\n",
+        "E " EPOCH_A " \n",
+        "E " EPOCH_A " x\n",
+        "E " EPOCH_A " -1\n",
+        "E " EPOCH_A " +1\n",
+        "E " EPOCH_A " 12345678901234567890\n",
+        "E " EPOCH_A " 1 2\n",
+        "E " EPOCH_A "  1\n",
+        /* done lines: malformed, or over lines done */
+        "D 101 200 100 x\n",
+        "D 101 200 100 -5\n",
+        "D 101 200 100 5 6\n",
+        "D 101 200 100  5\n",
+        "D 101 200 100 5 \n",
+        "D 101 200\n",
+        "D 200 101 1 1\n",
+        "D 0 10 1 1\n",
+        "D 100 200 1 1\n",
+        "D 1 100 100 7\n",
+        "D 101 200 12345678901234567890 1\n",
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         char text[1024], err[1024] = "";
@@ -247,6 +464,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_epoch_keeps_the_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_epoch_forgets_the_lines_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_journal_gets_the_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_epoch_keeps_what_the_floor_covers, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_or_far_floor_keeps_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_two_restores_keep_what_the_last_backup_has, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_malformed_epoch_line_is_damage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
