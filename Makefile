@@ -264,6 +264,9 @@ $(BUILD)/tests/integration/%.so: tests/integration/%.c
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
+# test_listen parses the JSON lines of `schakel listen --json` as a reader would
+$(BUILD)/obj/tests/integration/test_listen.o: TEST_CFLAGS += $(CLI_CFLAGS)
+$(BUILD)/tests/integration/test_listen: TEST_LIBS += $(CLI_LIBS)
 
 $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)
 	@mkdir -p $(dir $@)

@@ -6,16 +6,21 @@
  * half the Flow window): printed, then, when stdout is a regular file, synced
  * once (fdatasync), then acked together. A pipe or terminal cannot be
  * synced: what was written into it is acked.
+ * A regular file is checked before anything is received: it must have a
+ * name (its folder is synced once before the first ack), and a partial
+ * last line (a crash while writing) is ended with a newline first.
  * Stops on --count, --drain (broker reports backlog 0), --timeout, or
- * SIGINT/SIGTERM. A failed write or sync stops without acking what it
- * failed for (exit 1), and cuts a regular file back to its last whole
- * delivery, so that no partial line stays for the next copy to join.
+ * SIGINT/SIGTERM (after the delivery being written; a second one at
+ * once). A failed write or sync stops without acking what it failed for
+ * (exit 1), and cuts a regular file back to its last whole delivery, so
+ * that no partial line stays for the next copy to join.
  */
 #include "cli.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -72,7 +77,8 @@ typedef struct listen_settings {
  * are acked, and cut back when one could not be written whole. */
 typedef struct listen_output {
     int is_file;
-    int append; /* O_APPEND: each write goes to the end, whatever the offset says */
+    int append;    /* O_APPEND: each write goes to the end, whatever the offset says */
+    int folder_fd; /* the file's folder until it is synced, before the first ack; else -1 */
 } listen_output_t;
 
 /* Deliveries printed and not yet acked: at most a Flow window. */
@@ -87,20 +93,35 @@ typedef struct listen_batch {
 
 static volatile sig_atomic_t listen_stop;
 
+/* The first SIGINT or SIGTERM asks for a stop after the delivery being
+ * written; a second one ends the process at once, by that signal (what
+ * was not written whole is not acked: it comes again). */
 static void listen_on_signal(int signo)
 {
-    (void)signo;
+    if (listen_stop) {
+        signal(signo, SIG_DFL);
+        raise(signo); /* blocked in its handler: taken as it returns */
+        return;
+    }
     listen_stop = 1;
 }
 
+/* SA_RESTART: a write blocked in a full pipe goes on after the signal
+ * instead of failing with EINTR, which stdio would report as a failed
+ * write (exit 1, and a partial line left in the pipe). Waits for the
+ * broker (poll) are not restarted by it and see the stop within a slice. */
 static void listen_catch_signals(void)
 {
     struct sigaction action;
     memset(&action, 0, sizeof action);
     action.sa_handler = listen_on_signal;
+    action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
+    sigaddset(&action.sa_mask, SIGINT);
+    sigaddset(&action.sa_mask, SIGTERM);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGTERM, &action, NULL);
+    action.sa_flags = 0;
     /* A reader that went away is a write error (EPIPE) to report, not a
      * silent death with status 141. */
     action.sa_handler = SIG_IGN;
@@ -186,12 +207,138 @@ static int listen_print(const cli_options_t *opts, const schakel_delivery_t *d)
     return fflush(stdout) == 0 && !ferror(stdout) ? 0 : -1;
 }
 
-static void listen_output_init(listen_output_t *out)
+/* The folder holding the file `st` (standard output's), opened, found by
+ * the name /proc gives the descriptor and checked to hold that file under
+ * that name. Returns the folder's descriptor, or -1 after a report: a file
+ * with no name (deleted), or one whose name cannot be found there, cannot
+ * have its folder synced, and what is written to a deleted one is gone
+ * when it is closed; acking deliveries into either could lose them, so
+ * listen refuses it before anything is received. */
+static int listen_open_folder(const struct stat *st)
+{
+    char path[PATH_MAX];
+    struct stat named;
+    if (st->st_nlink == 0) {
+        cli_say("listen: standard output is a file that was deleted: what is written to it is "
+                "lost once it is closed; nothing received");
+        return -1;
+    }
+    ssize_t len = readlink("/proc/self/fd/1", path, sizeof path - 1);
+    char *slash = len > 0 ? memchr(path, '/', (size_t)len) : NULL;
+    if (len > 0)
+        path[len] = '\0';
+    if (slash != path || (slash = strrchr(path, '/')) == NULL) {
+        cli_say("listen: cannot find the name of standard output's file (%s), so its folder "
+                "cannot be synced; nothing received",
+                len < 0 ? strerror(errno) : "/proc/self/fd/1 names no path");
+        return -1;
+    }
+    *slash = '\0';
+    int folder = open(slash == path ? "/" : path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (folder < 0 || fstatat(folder, slash + 1, &named, AT_SYMLINK_NOFOLLOW) != 0 ||
+        named.st_dev != st->st_dev || named.st_ino != st->st_ino) {
+        int error = folder < 0 ? errno : 0;
+        *slash = '/';
+        cli_say("listen: standard output's file is not found under its name %s (%s), so its "
+                "folder cannot be synced; nothing received",
+                path, error != 0 ? strerror(error) : "another file or none is there now");
+        if (folder >= 0)
+            close(folder);
+        return -1;
+    }
+    return folder;
+}
+
+/* Where in a regular file the last line before `end` begins: the byte
+ * after its last newline before `end`, 0 if there is none. -1 on error. */
+static off_t listen_line_start(int fd, off_t end)
+{
+    char chunk[4096];
+    while (end > 0) {
+        size_t want = end < (off_t)sizeof chunk ? (size_t)end : sizeof chunk;
+        ssize_t got = pread(fd, chunk, want, end - (off_t)want);
+        if (got != (ssize_t)want)
+            return -1;
+        for (size_t i = want; i > 0; i--)
+            if (chunk[i - 1] == '\n')
+                return end - (off_t)want + (off_t)i;
+        end -= (off_t)want;
+    }
+    return 0;
+}
+
+/* A file that does not end in a newline where our first delivery would
+ * go ends in a fragment: a delivery being written when the system went
+ * down (never synced, so never acked: it comes again). Appended to, it
+ * would glue our first line onto it, two deliveries in one line that no
+ * parser reads. The fragment is ended with a newline and said on stderr
+ * (offset, length): it stays as one bad line, and ours stay whole.
+ *
+ * Why not cut it away (ftruncate back to its last newline), which would
+ * leave only whole lines: ftruncate cannot say "only if the file still
+ * ends here". Another listener appending to the same file between our look
+ * and our cut would lose what it wrote, synced and acked. A newline
+ * appended after such a line costs an empty line at most. What stays
+ * unsafe: a listener that starts just while another is in the middle of
+ * writing a line could end that line early, splitting it in two.
+ *
+ * The file is read through /proc/self/fd/1 (standard output is usually
+ * opened for writing only). Returns 0, or -1 after a report when the
+ * newline cannot be written. A file that cannot be read is said and left
+ * as it is. */
+static int listen_end_fragment(const listen_output_t *out, const struct stat *st)
+{
+    off_t at = out->append ? st->st_size : lseek(STDOUT_FILENO, 0, SEEK_CUR);
+    if (at <= 0)
+        return 0;
+    int fd = open("/proc/self/fd/1", O_RDONLY | O_CLOEXEC);
+    off_t start = fd >= 0 ? listen_line_start(fd, at) : -1;
+    int error = errno;
+    if (fd >= 0)
+        close(fd);
+    if (start < 0) {
+        cli_say("listen: warning: cannot read standard output's file to see whether it ends in "
+                "a partial line (%s)",
+                strerror(error));
+        return 0;
+    }
+    if (start == at)
+        return 0;
+    if (write(STDOUT_FILENO, "\n", 1) != 1) {
+        cli_say("listen: standard output ends in a partial line (offset %lld, %lld bytes) that "
+                "cannot be ended with a newline (%s); nothing received",
+                (long long)start, (long long)(at - start), strerror(errno));
+        return -1;
+    }
+    cli_say("listen: warning: standard output ended in a partial line (offset %lld, %lld bytes): "
+            "a delivery written when the system went down, not acknowledged, which comes again; "
+            "ended with a newline, it stays a line of its own",
+            (long long)start, (long long)(at - start));
+    return 0;
+}
+
+/* Standard output before anything is received: a regular file must have a
+ * name (its folder is opened to be synced) and gets its fragment ended.
+ * Returns CLI_EXIT_OK, or CLI_EXIT_FAILURE after a report. */
+static int listen_output_open(listen_output_t *out)
 {
     struct stat st;
     int flags = fcntl(STDOUT_FILENO, F_GETFL);
     out->is_file = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
     out->append = flags != -1 && (flags & O_APPEND) != 0;
+    out->folder_fd = -1;
+    if (!out->is_file)
+        return CLI_EXIT_OK;
+    if ((out->folder_fd = listen_open_folder(&st)) < 0 || listen_end_fragment(out, &st) != 0)
+        return CLI_EXIT_FAILURE;
+    return CLI_EXIT_OK;
+}
+
+static void listen_output_close(listen_output_t *out)
+{
+    if (out->folder_fd >= 0)
+        close(out->folder_fd);
+    out->folder_fd = -1;
 }
 
 /* Where the next delivery begins in a regular file (all before it is
@@ -236,17 +383,35 @@ static void listen_confirm_acks(schakel_client_t *client)
                 schakel_last_error(client)->text);
 }
 
-/* Make the batch's deliveries durable (a regular file: fdatasync) and ack
+/* Make what a regular file holds durable: its data, and before the first
+ * ack of the run its folder, whose entry of the file the shell made (`>`):
+ * lost in a power loss, it would take the file and every delivery acked
+ * into it. Returns 0, or -1 with errno and *what naming what failed. */
+static int listen_sync(listen_output_t *out, const char **what)
+{
+    *what = "standard output";
+    if (fdatasync(STDOUT_FILENO) != 0)
+        return -1;
+    if (out->folder_fd < 0)
+        return 0;
+    *what = "the folder of standard output's file";
+    if (fsync(out->folder_fd) != 0)
+        return -1;
+    listen_output_close(out);
+    return 0;
+}
+
+/* Make the batch's deliveries durable (a regular file: listen_sync) and ack
  * them together. Returns 0, or -(exit code) after a report: a failed sync
  * cuts the file back to where the batch began and acks nothing. */
-static int listen_commit(const listen_output_t *out, schakel_client_t *client,
-                         listen_batch_t *batch)
+static int listen_commit(listen_output_t *out, schakel_client_t *client, listen_batch_t *batch)
 {
     size_t n = batch->n;
+    const char *what = "";
     batch->n = 0;
     if (n == 0)
         return 0;
-    if (out->is_file && fdatasync(STDOUT_FILENO) != 0) {
+    if (out->is_file && listen_sync(out, &what) != 0) {
         int error = errno;
         /* whole lines, not synced, not acked: they come again; taken back
          * when the file holds only ours from start on */
@@ -257,8 +422,7 @@ static int listen_commit(const listen_output_t *out, schakel_client_t *client,
             cli_say("listen: standard output was not cut back: another program wrote to it "
                     "between this one's deliveries, which stay in it whole");
         }
-        cli_say("listen: cannot sync standard output (%s); %zu deliveries from seq=%llu not "
-                "acknowledged",
+        cli_say("listen: cannot sync %s (%s); %zu deliveries from seq=%llu not acknowledged", what,
                 strerror(error), n, (unsigned long long)batch->seqs[0]);
         return -CLI_EXIT_FAILURE;
     }
@@ -272,8 +436,8 @@ static int listen_commit(const listen_output_t *out, schakel_client_t *client,
 /* Print d into the batch. Returns 0, or -(exit code) after a report when it
  * could not be written whole: it is cut back and not acked; those before
  * it in the batch are committed. */
-static int listen_add(const cli_options_t *opts, const listen_output_t *out,
-                      schakel_client_t *client, listen_batch_t *batch, const schakel_delivery_t *d)
+static int listen_add(const cli_options_t *opts, listen_output_t *out, schakel_client_t *client,
+                      listen_batch_t *batch, const schakel_delivery_t *d)
 {
     off_t offset = listen_offset(out);
     if (batch->n == 0) {
@@ -298,13 +462,14 @@ static int listen_add(const cli_options_t *opts, const listen_output_t *out,
 /* Receive one batch: a delivery within wait_ms, then what is already
  * queued, at most max in all; print them, then commit them. Returns how
  * many were handled (0 on a quiet timeout), or -(exit code). */
-static long long listen_batch(const cli_options_t *opts, const listen_output_t *out,
+static long long listen_batch(const cli_options_t *opts, listen_output_t *out,
                               schakel_client_t *client, listen_batch_t *batch, int wait_ms,
                               size_t max)
 {
     schakel_status_t status = SCHAKEL_OK;
     long long handled = 0;
-    for (size_t taken = 0; taken < max; taken++) {
+    /* a stop is taken between deliveries: the one being written is finished */
+    for (size_t taken = 0; taken < max && (taken == 0 || !listen_stop); taken++) {
         schakel_delivery_t *d = NULL;
         status = schakel_receive(client, &d, taken == 0 ? wait_ms : 0);
         if (status != SCHAKEL_OK)
@@ -343,14 +508,12 @@ static int listen_stopped(const listen_settings_t *settings, long long received)
     return CLI_EXIT_OK;
 }
 
-/* The receive loop. Returns the exit code. */
+/* The receive loop into out. Returns the exit code. */
 static int listen_loop(const cli_options_t *opts, const listen_settings_t *settings,
-                       schakel_client_t *client)
+                       listen_output_t *out, schakel_client_t *client)
 {
     int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000 : -1;
     long long received = 0;
-    listen_output_t out;
-    listen_output_init(&out);
     listen_batch_t *batch = calloc(1, sizeof *batch);
     if (batch == NULL) {
         cli_say("listen: out of memory");
@@ -371,7 +534,7 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
         size_t max = settings->window > 1 ? settings->window / 2 : 1;
         if (settings->count > 0 && (unsigned long long)(settings->count - received) < max)
             max = (size_t)(settings->count - received);
-        long long got = listen_batch(opts, &out, client, batch, wait_ms, max);
+        long long got = listen_batch(opts, out, client, batch, wait_ms, max);
         if (got < 0) {
             /* What reached the output before the failure was acked:
              * confirm it, or say that it may come again. */
@@ -393,6 +556,8 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
                 rc = CLI_EXIT_OK;
         }
     }
+    if (rc < 0 && listen_stop && batch->unconfirmed)
+        listen_confirm_acks(client); /* what was written before the stop */
     free(batch);
     return rc >= 0 ? rc : listen_stopped(settings, received);
 }
@@ -446,15 +611,21 @@ int listen_main(int argc, char **argv)
     if (optind != argc)
         return cli_usage_error("listen", "listen takes no arguments ('%s')", argv[optind]);
     listen_catch_signals();
+    listen_output_t out;
+    int rc = listen_output_open(&out);
     schakel_client_t *client = NULL;
-    int rc = cli_connect(&opts, &client);
-    if (rc != CLI_EXIT_OK)
+    if (rc == CLI_EXIT_OK)
+        rc = cli_connect(&opts, &client);
+    if (rc != CLI_EXIT_OK) {
+        listen_output_close(&out);
         return rc;
+    }
     schakel_status_t status = schakel_subscribe(client, settings.window);
     if (status != SCHAKEL_OK)
         rc = cli_report("listen", status, schakel_last_error(client));
     else
-        rc = listen_loop(&opts, &settings, client);
+        rc = listen_loop(&opts, &settings, &out, client);
     schakel_close(&client);
+    listen_output_close(&out);
     return rc;
 }

@@ -1140,7 +1140,7 @@ static int h_cli_pump(int in_w, const char *stdin_text, int out_r, int err_r, h_
                       h_buf_t *err, int64_t deadline)
 {
     size_t in_len = stdin_text ? strlen(stdin_text) : 0, in_done = 0;
-    int open_out = out_r >= 0, open_err = 1;
+    int open_out = out_r >= 0, open_err = err_r >= 0;
     if (in_w >= 0 && in_len == 0) {
         close(in_w);
         in_w = -1;
@@ -1217,11 +1217,11 @@ static int h_run_program(const char *program, const char *const *args, char *con
     for (size_t i = 0; i < argc; i++)
         argv[i + 1] = strdup(args[i]);
 
-    int in[2], out[2] = {-1, -1}, err[2];
+    int in[2], out[2] = {-1, -1}, err[2] = {-1, -1};
     if (pipe2(in, O_CLOEXEC) != 0 || (io->stdout_fd == NULL && pipe2(out, O_CLOEXEC) != 0) ||
-        (!stderr_tty && pipe2(err, O_CLOEXEC) != 0))
+        (!stderr_tty && io->stderr_fd == NULL && pipe2(err, O_CLOEXEC) != 0))
         fail_msg("pipe: %s", strerror(errno));
-    if (stderr_tty)
+    if (stderr_tty && io->stderr_fd == NULL)
         h_open_pty(err);
     /* A tool that exits without reading stdin must not kill us with SIGPIPE. */
     signal(SIGPIPE, SIG_IGN);
@@ -1229,20 +1229,24 @@ static int h_run_program(const char *program, const char *const *args, char *con
     if (pid < 0)
         fail_msg("fork: %s", strerror(errno));
     if (pid == 0)
-        h_exec_cli(program, argv, envp, in[0], io->stdout_fd ? *io->stdout_fd : out[1], err[1],
-                   io->file_limit, prepare);
+        h_exec_cli(program, argv, envp, in[0], io->stdout_fd ? *io->stdout_fd : out[1],
+                   io->stderr_fd ? *io->stderr_fd : err[1], io->file_limit, prepare);
     close(in[0]);
     if (out[1] >= 0)
         close(out[1]);
-    close(err[1]);
+    if (err[1] >= 0)
+        close(err[1]);
     int pidfd = h_pidfd_open(pid);
+    if (io->pid_fd != NULL && write(*io->pid_fd, &pid, sizeof pid) != (ssize_t)sizeof pid)
+        fprintf(stderr, "harness: cannot pass on the process id: %s\n", strerror(errno));
 
     int64_t deadline = h_now_ms() + H_CLI_TIMEOUT_MS;
     h_buf_t out_buf = {0}, err_buf = {0};
     int pumped = h_cli_pump(in[1], stdin_text, out[0], err[0], &out_buf, &err_buf, deadline);
     if (out[0] >= 0)
         close(out[0]);
-    close(err[0]);
+    if (err[0] >= 0)
+        close(err[0]);
     int status = h_wait_exit(pid, pidfd, h_remaining_ms(deadline) + 1000);
     if (status == -1 || pumped != 0) {
         kill(pid, SIGKILL);

@@ -253,6 +253,12 @@ typedef struct h_cli_target {
                                descriptor (a file, a pipe's write end) and res->out is "" */
     rlim_t file_limit;      /* 0: as ours; else the tool's RLIMIT_FSIZE, SIGXFSZ ignored, so
                                that a write past it fails with EFBIG as on a full disk */
+    const int *stderr_fd;   /* NULL: as stderr_tty says; else the tool's stderr is this
+                               descriptor (a pipe's write end, read by the test while the tool
+                               runs) and res->err is "" */
+    const int *pid_fd;      /* NULL: none; else the tool's process id (a pid_t) is written to
+                               this descriptor (a pipe's write end) once it is started, for a
+                               test that signals it while another thread waits for its end */
 } h_cli_target_t;
 
 /* Run build/schakel with SCHAKEL_BROKER, SCHAKEL_BROKER_KEY and SCHAKEL_KEY

@@ -3,17 +3,25 @@
  *
  * Wraps fdatasync and fsync. While the file named by SCHAKEL_TEST_SYNC_FAIL
  * exists, each call fails with EIO without syncing; while the file named by
- * SCHAKEL_TEST_SYNC_GATE exists, each call waits (looking every
- * millisecond) and then syncs, or fails if the fail file exists by then. Each held or failed call
- * writes one line to stderr (the broker's log in the harness), so a test can see the broker reach a
- * sync. Trusts the environment it is given; never fails otherwise.
+ * SCHAKEL_TEST_SYNC_FAIL_FOLDER exists, each call on a folder does. While
+ * the file named by SCHAKEL_TEST_SYNC_GATE exists, each call waits (looking
+ * every millisecond) and then syncs, or fails if the fail file exists by
+ * then; when the gate file holds a number N, the process's first N calls
+ * pass it and the later ones wait, so that a test lets one held call go on
+ * by writing the next number (a program stepped from sync to sync). Each
+ * held or failed call writes one line to stderr (the broker's log in the
+ * harness, a tool's stderr), so a test can see a program reach a sync.
+ * Trusts the environment it is given; never fails otherwise.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +33,23 @@ static int syncgate_exists(const char *variable)
 {
     const char *path = getenv(variable);
     return path != NULL && path[0] != '\0' && access(path, F_OK) == 0;
+}
+
+/* Whether the gate holds the call numbered `call` (1, 2, ...): its file
+ * exists and holds no number of calls that may pass, or a smaller one. */
+static int syncgate_closed(unsigned long call)
+{
+    const char *path = getenv("SCHAKEL_TEST_SYNC_GATE");
+    if (path == NULL || path[0] == '\0')
+        return 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    char text[32];
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    text[n > 0 ? n : 0] = '\0';
+    return call > strtoul(text, NULL, 10);
 }
 
 /* One write per line, so that lines of several threads do not mix. */
@@ -40,16 +65,21 @@ static void syncgate_note(const char *event, const char *call, int fd)
 /* 0: go on and sync; -1: fail this call (errno EIO). */
 static int syncgate_pass(const char *call, int fd)
 {
+    static _Atomic unsigned long calls;
+    unsigned long number = atomic_fetch_add(&calls, 1) + 1;
     int saved = errno;
-    if (syncgate_exists("SCHAKEL_TEST_SYNC_FAIL")) {
+    struct stat st;
+    if (syncgate_exists("SCHAKEL_TEST_SYNC_FAIL") ||
+        (syncgate_exists("SCHAKEL_TEST_SYNC_FAIL_FOLDER") && fstat(fd, &st) == 0 &&
+         S_ISDIR(st.st_mode))) {
         syncgate_note("syncgate.failed", call, fd);
         errno = EIO;
         return -1;
     }
-    if (syncgate_exists("SCHAKEL_TEST_SYNC_GATE")) {
+    if (syncgate_closed(number)) {
         syncgate_note("syncgate.held", call, fd);
         const struct timespec millisecond = {0, 1000000};
-        while (syncgate_exists("SCHAKEL_TEST_SYNC_GATE"))
+        while (syncgate_closed(number))
             nanosleep(&millisecond, NULL);
         syncgate_note("syncgate.released", call, fd);
         if (syncgate_exists("SCHAKEL_TEST_SYNC_FAIL")) { /* held, then failed */

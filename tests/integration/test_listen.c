@@ -4,24 +4,34 @@
  * delivery that could not be written whole (a full disk: RLIMIT_FSIZE) is
  * cut back out of the file, O_APPEND files included, and not acked; a
  * closed pipe is an error with a message, not a death by SIGPIPE; the
- * human lines carry the message id and item index.
+ * human lines carry the message id and item index. Before anything is
+ * received, a file's partial last line is ended with a newline (and said),
+ * and a file without a name is refused; its folder is synced before the
+ * first ack. A SIGINT while a write waits in a full pipe finishes that
+ * line and stops; a second signal stops at once.
  *
  * Every program of this binary runs with syncgate.so preloaded; only the
- * CLI runs that name SCHAKEL_TEST_SYNC_FAIL in their environment see its
- * fdatasync fail (with EIO, and a line on its stderr), never a broker.
+ * CLI runs that name SCHAKEL_TEST_SYNC_FAIL (or _FAIL_FOLDER) in their
+ * environment see its fdatasync or fsync fail (with EIO, and a line on
+ * its stderr), never a broker.
  */
 #define _GNU_SOURCE
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <time.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define BATCH 5
@@ -434,6 +444,361 @@ static void test_listen_lines_name_message_id_and_index(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------ what listen checks first */
+
+/* A file that ends in a partial line (a delivery being written when the
+ * system went down) gets a newline before the first delivery, and the
+ * fragment's offset and length are said: every line but the fragment's is
+ * one JSON object that parses; the fragment stays as it was, a line of its
+ * own. A file that ends in a newline is left as it is, and nothing is
+ * said. */
+static void test_listen_ends_a_partial_last_line(void **state)
+{
+    h_env_t *env = *state;
+    uint64_t item_seqs[BATCH];
+    publish_batch(env, NULL, item_seqs);
+    char path[160], said[128];
+    snprintf(path, sizeof path, "%s/inbox.jsonl", env->dir);
+    const char *earlier = "{\"seq\":1,\"earlier\":true}\n";
+    const char *fragment = "{\"seq\":2,\"message_id\":\"00112233";
+    char prepared[256];
+    snprintf(prepared, sizeof prepared, "%s%s", earlier, fragment);
+    write_file(path, prepared);
+    snprintf(said, sizeof said, "ended in a partial line (offset %zu, %zu bytes)", strlen(earlier),
+             strlen(fragment));
+
+    static const char *const drain[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
+    h_cli_result_t res;
+    int fd = open_output(path, 1);
+    run_listen(env, fd, 0, NULL, drain, &res);
+    close(fd);
+    expect_exit(&res, 0, "listen into a file ending in a partial line");
+    expect_err(&res, said, "the partial line");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
+
+    char *text = file_text(path);
+    size_t kept = strlen(prepared);
+    if (strncmp(text, prepared, kept) != 0 || text[kept] != '\n')
+        fail_msg("the fragment is not kept as a line of its own:\n%s", text);
+    unsigned seen[BATCH] = {0};
+    assert_int_equal(whole_lines(text, kept + 1, item_seqs, seen), BATCH);
+    /* as a reader of the file sees it: each line but the fragment parses */
+    size_t line = 0;
+    for (char *p = text, *end; *p != '\0'; p = end + 1, line++) {
+        end = strchr(p, '\n');
+        assert_non_null(end);
+        json_error_t error;
+        json_t *parsed = json_loadb(p, (size_t)(end - p), 0, &error);
+        if ((parsed != NULL) != (line != 1))
+            fail_msg("line %zu %s: %.*s", line + 1,
+                     parsed ? "parses, want the fragment" : error.text, (int)(end - p), p);
+        json_decref(parsed);
+    }
+    assert_int_equal(line, 2 + BATCH);
+    free(text);
+
+    /* Ending in a newline now: nothing said, nothing added. */
+    off_t size = file_size(path);
+    fd = open_output(path, 1);
+    run_listen(env, fd, 0, NULL, drain, &res);
+    close(fd);
+    expect_exit(&res, 0, "listen into a file of whole lines");
+    if (strstr(res.err, "partial line") != NULL)
+        fail_msg("listen saw a partial line in a file of whole lines: %s", res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(file_size(path), size);
+    h_done(env);
+}
+
+/* The folder of the output file is synced before the first ack: when that
+ * sync fails, nothing is acked, the file is cut back, and the tool says
+ * which sync failed (exit 1). With the sync working, all is acked. */
+static void test_listen_syncs_the_folder_before_acking(void **state)
+{
+    h_env_t *env = *state;
+    publish_batch(env, NULL, NULL);
+    char path[160], fail_path[160], fail_env[200];
+    snprintf(path, sizeof path, "%s/inbox.jsonl", env->dir);
+    snprintf(fail_path, sizeof fail_path, "%s/sync-fail-folder", env->dir);
+    snprintf(fail_env, sizeof fail_env, "SCHAKEL_TEST_SYNC_FAIL_FOLDER=%s", fail_path);
+    write_file(fail_path, "");
+
+    static const char *const drain[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
+    h_cli_result_t res;
+    int fd = open_output(path, 0);
+    run_listen(env, fd, 0, fail_env, drain, &res);
+    close(fd);
+    expect_exit(&res, 1, "listen whose folder sync fails");
+    expect_err(&res, "event=syncgate.failed call=fsync", "listen's sync of the folder");
+    expect_err(&res, "cannot sync the folder of standard output's file (Input/output error)",
+               "the failed folder sync");
+    expect_err(&res, "not acknowledged", "the failed folder sync");
+    h_cli_result_free(&res);
+    assert_int_equal(file_size(path), 0);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+
+    unlink(fail_path);
+    fd = open_output(path, 0);
+    run_listen(env, fd, 0, fail_env, drain, &res);
+    close(fd);
+    expect_exit(&res, 0, "listen whose folder sync works");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
+    h_done(env);
+}
+
+/* A file with no name cannot have its folder synced: one that was deleted
+ * (what is written to it is gone once it is closed) and one whose name
+ * /proc gives is no longer its name (its other name is unknown to listen)
+ * are refused before anything is received (exit 1, nothing acked). */
+static void test_listen_refuses_a_file_without_a_name(void **state)
+{
+    h_env_t *env = *state;
+    publish_batch(env, NULL, NULL);
+    char path[160], other[160];
+    snprintf(path, sizeof path, "%s/inbox.jsonl", env->dir);
+    snprintf(other, sizeof other, "%s/inbox-other-name.jsonl", env->dir);
+    static const char *const drain[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
+    h_cli_result_t res;
+
+    int fd = open_output(path, 0);
+    assert_int_equal(unlink(path), 0);
+    run_listen(env, fd, 0, NULL, drain, &res);
+    close(fd);
+    expect_exit(&res, 1, "listen into a deleted file");
+    expect_err(&res, "standard output is a file that was deleted", "the deleted file");
+    expect_err(&res, "nothing received", "the deleted file");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+
+    fd = open_output(path, 0);
+    assert_int_equal(link(path, other), 0);
+    assert_int_equal(unlink(path), 0);
+    run_listen(env, fd, 0, NULL, drain, &res);
+    close(fd);
+    expect_exit(&res, 1, "listen into a file known by another name");
+    expect_err(&res, "is not found under its name", "the file known by another name");
+    expect_err(&res, "nothing received", "the file known by another name");
+    h_cli_result_free(&res);
+    assert_int_equal(file_size(other), 0);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+    h_done(env);
+}
+
+/* ------------------------------------------------ a stop while a pipe is full */
+
+/* A listen whose stdout is a pipe the test holds, run in a thread; its
+ * process id comes through pid_pipe. */
+typedef struct piped_listen {
+    h_env_t *env;
+    int out_fd, pid_fd;
+    h_cli_result_t res;
+} piped_listen_t;
+
+static void *piped_listen_run(void *arg)
+{
+    piped_listen_t *p = arg;
+    static const char *const drain[] = {"listen", "--drain", "--timeout", "20", NULL};
+    const h_cli_target_t target = {.stdout_fd = &p->out_fd, .pid_fd = &p->pid_fd};
+    (void)h_run_cli_argv(p->env, H_GEMEENTE, &target, drain, &p->res);
+    return NULL;
+}
+
+/* The first line of /proc/PID/<name> into line, or -1 (errno) when it
+ * cannot be read: the process is gone, or it may not be looked at. */
+static int proc_line(pid_t pid, const char *name, const char *prefix, char *line, size_t len)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/%s", (long)pid, name);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    int found = -1;
+    while (fgets(line, (int)len, f) != NULL)
+        if (prefix == NULL || strncmp(line, prefix, strlen(prefix)) == 0) {
+            found = 0;
+            break;
+        }
+    if (found != 0)
+        errno = ENOENT;
+    fclose(f);
+    return found;
+}
+
+/* Wait (bounded, looking every millisecond: the state of another process
+ * has no event to wait on) until pid's main thread is in the system call
+ * nr on descriptor 1. Returns 0, or -1 when /proc/PID/syscall cannot be
+ * read (errno: EACCES without CAP_SYS_PTRACE, the CLI not being dumpable). */
+static int await_in_syscall(pid_t pid, long nr, const char *what)
+{
+    char want[48], line[256];
+    snprintf(want, sizeof want, "%ld 0x1 ", nr);
+    const struct timespec millisecond = {0, 1000000};
+    for (int waited = 0; waited < H_TIMEOUT_MS; waited++) {
+        if (proc_line(pid, "syscall", NULL, line, sizeof line) != 0)
+            return -1;
+        if (strncmp(line, want, strlen(want)) == 0)
+            return 0;
+        nanosleep(&millisecond, NULL);
+    }
+    fail_msg("%s: not in system call %ld on descriptor 1 within %d ms (last: %s)", what, nr,
+             H_TIMEOUT_MS, line);
+    return -1;
+}
+
+/* Wait (bounded, as await_in_syscall) until signo is no longer pending for
+ * pid (taken by its handler), or pid is gone. */
+static void await_signal_taken(pid_t pid, int signo)
+{
+    char line[256];
+    const unsigned long long bit = 1ull << (signo - 1);
+    const struct timespec millisecond = {0, 1000000};
+    for (int waited = 0; waited < H_TIMEOUT_MS; waited++) {
+        int pending = 0;
+        static const char *const fields[] = {"SigPnd:", "ShdPnd:"};
+        for (size_t i = 0; i < 2; i++) {
+            if (proc_line(pid, "status", fields[i], line, sizeof line) != 0)
+                return; /* gone */
+            pending |= (strtoull(line + strlen(fields[i]), NULL, 16) & bit) != 0;
+        }
+        if (!pending)
+            return;
+        nanosleep(&millisecond, NULL);
+    }
+    fail_msg("signal %d still pending for %ld after %d ms", signo, (long)pid, H_TIMEOUT_MS);
+}
+
+/* Everything fd gives until its end (bounded), NUL-terminated; free it. */
+static char *read_to_end(int fd, size_t *len_out)
+{
+    size_t cap = 16384, len = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1)
+            fail_msg("the pipe did not end within %d ms", H_CLI_TIMEOUT_MS);
+        if (cap - len < 4097) {
+            cap *= 2;
+            text = realloc(text, cap);
+            assert_non_null(text);
+        }
+        ssize_t n = read(fd, text + len, cap - len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    text[len] = '\0';
+    *len_out = len;
+    return text;
+}
+
+/* Send signo to the process of pidfd: 0, or -1 when it has ended. */
+static int signal_listen(int pidfd, int signo)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signo, NULL, 0);
+}
+
+/* Start listen into a pipe of one page that the test has filled: its first
+ * write waits, nothing of it in the pipe. Returns once listen waits in that
+ * write: its process id, a pidfd of it in *pidfd (signalled by that, never
+ * by a number another process may have taken), the pipe's read end in
+ * *read_end; skipped when the test may not see where listen waits. */
+static pid_t start_blocked_listen(h_env_t *env, piped_listen_t *p, pthread_t *thread, int *pidfd,
+                                  int *read_end, size_t *filled)
+{
+    int out[2], pid_pipe[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(pid_pipe, O_CLOEXEC), 0);
+    long page = sysconf(_SC_PAGESIZE);
+    int size = fcntl(out[1], F_SETPIPE_SZ, (int)page);
+    if (size < 0)
+        fail_msg("F_SETPIPE_SZ: %s", strerror(errno));
+    char *filler = malloc((size_t)size);
+    assert_non_null(filler);
+    memset(filler, 'x', (size_t)size - 1);
+    filler[size - 1] = '\n';
+    assert_int_equal(write(out[1], filler, (size_t)size), size);
+    free(filler);
+    *filled = (size_t)size;
+
+    *p = (piped_listen_t){.env = env, .out_fd = out[1], .pid_fd = pid_pipe[1]};
+    assert_int_equal(pthread_create(thread, NULL, piped_listen_run, p), 0);
+    pid_t pid = 0;
+    struct pollfd ready = {.fd = pid_pipe[0], .events = POLLIN};
+    if (poll(&ready, 1, H_TIMEOUT_MS) != 1 || read(pid_pipe[0], &pid, sizeof pid) != sizeof pid)
+        fail_msg("listen was not started within %d ms", H_TIMEOUT_MS);
+    if ((*pidfd = (int)syscall(SYS_pidfd_open, pid, 0)) < 0)
+        fail_msg("pidfd_open of listen: %s", strerror(errno));
+    close(pid_pipe[0]);
+    close(pid_pipe[1]);
+    close(out[1]); /* listen holds the write end now */
+    *read_end = out[0];
+    if (await_in_syscall(pid, SYS_write, "listen writing into the full pipe") != 0) {
+        int error = errno;
+        close(out[0]); /* listen's write fails (EPIPE) and it ends */
+        pthread_join(*thread, NULL);
+        close(*pidfd);
+        h_cli_result_free(&p->res);
+        fprintf(stderr,
+                "test_listen: cannot see where listen waits (/proc/%ld/syscall: %s; "
+                "CAP_SYS_PTRACE is needed for a process that is not dumpable): skipped\n",
+                (long)pid, strerror(error));
+        skip();
+    }
+    int queued = -1;
+    assert_int_equal(ioctl(out[0], FIONREAD, &queued), 0);
+    assert_int_equal(queued, size); /* nothing of its line went in */
+    return pid;
+}
+
+/* SIGINT while listen waits in a write into a full pipe: the write goes on
+ * once the reader reads, the line is whole, listen stops after it (exit 0)
+ * and acks only it. A second signal (SIGTERM after SIGINT) ends it at once
+ * by that signal: nothing is acked. */
+static void test_listen_stop_finishes_the_line_in_a_full_pipe(void **state)
+{
+    h_env_t *env = *state;
+    publish_batch(env, NULL, NULL);
+    piped_listen_t p;
+    pthread_t thread;
+    int read_end, pidfd;
+    size_t filled, len;
+
+    pid_t pid = start_blocked_listen(env, &p, &thread, &pidfd, &read_end, &filled);
+    assert_int_equal(signal_listen(pidfd, SIGINT), 0);
+    await_signal_taken(pid, SIGINT);
+    (void)signal_listen(pidfd, SIGTERM); /* checked by its exit status */
+    pthread_join(thread, NULL);
+    close(pidfd);
+    char *text = read_to_end(read_end, &len);
+    close(read_end);
+    expect_exit(&p.res, 128 + SIGTERM, "listen given SIGINT, then SIGTERM");
+    h_cli_result_free(&p.res);
+    assert_int_equal(len, filled);
+    free(text);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+
+    pid = start_blocked_listen(env, &p, &thread, &pidfd, &read_end, &filled);
+    assert_int_equal(signal_listen(pidfd, SIGINT), 0);
+    await_signal_taken(pid, SIGINT);
+    text = read_to_end(read_end, &len); /* the reader goes on: the line is finished */
+    close(read_end);
+    pthread_join(thread, NULL);
+    close(pidfd);
+    expect_exit(&p.res, 0, "listen given SIGINT while its write waits");
+    h_cli_result_free(&p.res);
+    const char *line = text + filled, *end = strchr(line, '\n');
+    if (strncmp(line, "seq=", 4) != 0 || end == NULL || end[1] != '\0')
+        fail_msg("want one whole delivery line after the filler, got: %s", line);
+    free(text);
+    assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH - 1);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -452,6 +817,14 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_lines_name_message_id_and_index, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_ends_a_partial_last_line, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_syncs_the_folder_before_acking, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_refuses_a_file_without_a_name, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_stop_finishes_the_line_in_a_full_pipe,
+                                        h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: listen", tests, NULL, NULL);
 }
