@@ -256,13 +256,14 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
 # Shims LD_PRELOADed into the programs of one test: schakeld's fdatasync/fsync
-# behind a gate file (test_sync), or the CLI's failing (test_listen), the
-# broker's system clock stepped (test_clock)
+# behind a gate file (test_sync), or the CLI's failing or held (test_listen,
+# test_import), the broker's system clock stepped (test_clock)
 $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
+$(BUILD)/tests/integration/test_import: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
 # test_listen parses the JSON lines of `schakel listen --json` as a reader would
 $(BUILD)/obj/tests/integration/test_listen.o: TEST_CFLAGS += $(CLI_CFLAGS)

@@ -13,16 +13,22 @@
  * across two restores too; with the floor unknown (--without-floor) it
  * publishes the file again and warns. An import during the restore says
  * to run it again; a broker restart keeps the epoch and a rerun skips as
- * before.
+ * before. A broker that cannot be asked at the end of a run (stopped
+ * after the last Accepted) gets a warning.
  *
  * The CLI runs as a child process (harness); its files live in the test's
- * mkdtemp folder. Deliveries are identified by source_ref "L<line>".
+ * mkdtemp folder. Deliveries are identified by source_ref "L<line>". Every
+ * program runs with syncgate.so preloaded; only the CLI runs that name
+ * SCHAKEL_TEST_SYNC_GATE in their environment are held by it.
  */
+#define _GNU_SOURCE /* pipe2 */
 #include "harness.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1642,6 +1648,148 @@ static void test_import_restored_during_import_run_again(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ the end of a run */
+
+/* The import's journal syncs, stepped one by one through syncgate's gate
+ * file (holding a number of syncs that may pass), its stderr read as it
+ * runs. */
+typedef struct stepped_import {
+    h_env_t *env;
+    const char *const *args;
+    int err_fd, pid_fd;
+    char gate_env[T_PATH + 32];
+    h_cli_result_t res;
+} stepped_import_t;
+
+static void *stepped_import_run(void *arg)
+{
+    stepped_import_t *job = arg;
+    const h_cli_target_t target = {
+        .stderr_fd = &job->err_fd, .pid_fd = &job->pid_fd, .extra_env = job->gate_env};
+    (void)h_run_cli_argv(job->env, H_POLITIE, &target, job->args, &job->res);
+    return NULL;
+}
+
+/* Let `passed` syncs of the held program through the gate (written whole,
+ * then renamed in: the shim never reads half a number). */
+static void gate_let_pass(const char *gate, unsigned long passed)
+{
+    char tmp[T_PATH + 8], number[32];
+    snprintf(tmp, sizeof tmp, "%s.new", gate);
+    int len = snprintf(number, sizeof number, "%lu", passed);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, number, (size_t)len) != len || close(fd) != 0 || rename(tmp, gate) != 0)
+        fprintf(stderr, "test_import: gate %s: %s\n", gate, strerror(errno));
+}
+
+/* The broker is stopped after the last Accepted of a run and before its
+ * end, where import asks whether the store was restored during the run: at
+ * the sync of the journal entry of the batch the Accepted answered (the
+ * only sync after a publish), where the import is held. It cannot ask:
+ * it warns and says to run it again if there was a restore, and exits 0
+ * (every line accepted), as schakel(1) says. A rerun against the broker
+ * started again finds the epoch unchanged and publishes nothing. */
+#define END_LINES 3
+
+static void test_import_end_check_unanswered_warns(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], gate[T_PATH], problem[512] = "";
+    path_in(env, "end.jsonl", file);
+    path_in(env, "sync-gate", gate);
+    int64_t observed = (int64_t)time(NULL) - 1800;
+    write_json_file(file, END_LINES, observed);
+    gate_let_pass(gate, 0); /* every sync waits until let through */
+    int err_pipe[2], pid_pipe[2];
+    assert_int_equal(pipe2(err_pipe, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(pid_pipe, O_CLOEXEC), 0);
+    const char *const args[] = {"import", "--quiet", "--connect-timeout", "1", file, NULL};
+    stepped_import_t job = {.env = env, .args = args, .err_fd = err_pipe[1], .pid_fd = pid_pipe[1]};
+    snprintf(job.gate_env, sizeof job.gate_env, "SCHAKEL_TEST_SYNC_GATE=%s", gate);
+    long offset = h_log_offset(env);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, stepped_import_run, &job), 0);
+    /* once it runs, its stderr is its own: the pipe ends when it ends */
+    pid_t pid = 0;
+    struct pollfd started = {.fd = pid_pipe[0], .events = POLLIN};
+    if (poll(&started, 1, H_TIMEOUT_MS) != 1 || read(pid_pipe[0], &pid, sizeof pid) != sizeof pid)
+        snprintf(problem, sizeof problem, "the import was not started within %d ms", H_TIMEOUT_MS);
+    close(pid_pipe[0]);
+    close(pid_pipe[1]);
+    close(err_pipe[1]);
+
+    /* each held sync: before the publish, let it through; after it (the
+     * broker logged the Accepted before it answered), stop the broker */
+    char err[16384] = "";
+    size_t len = 0;
+    unsigned long held = 0;
+    int stopped = -1;
+    while (problem[0] == '\0') {
+        struct pollfd p = {.fd = err_pipe[0], .events = POLLIN};
+        if (poll(&p, 1, H_CLI_TIMEOUT_MS) != 1) {
+            snprintf(problem, sizeof problem, "the import said nothing for %d ms after: %.300s",
+                     H_CLI_TIMEOUT_MS, err);
+            break;
+        }
+        ssize_t n = read(err_pipe[0], err + len, sizeof err - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break; /* the import has ended */
+        len += (size_t)n;
+        err[len] = '\0';
+        unsigned long notes = 0;
+        for (const char *q = err; (q = strstr(q, "event=syncgate.held")) != NULL; q++)
+            notes++;
+        for (; held < notes; held++) {
+            if (stopped < 0 && h_log_count(env, offset, "event=publish.accepted") > 0) {
+                stopped = h_broker_stop(env);
+                gate_let_pass(gate, ULONG_MAX);
+            } else {
+                gate_let_pass(gate, held + 1);
+            }
+        }
+        if (len == sizeof err - 1) {
+            snprintf(problem, sizeof problem, "the import said too much: %s", err);
+            gate_let_pass(gate, ULONG_MAX);
+        }
+    }
+    if (problem[0] != '\0')
+        gate_let_pass(gate, ULONG_MAX);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    close(err_pipe[0]);
+    if (problem[0] != '\0')
+        fail_msg("%s", problem);
+    if (stopped != 0)
+        fail_msg("the broker was %s (status %d); the import said: %s",
+                 stopped < 0 ? "never stopped: no sync of the import came after the Accepted"
+                             : "not stopped cleanly",
+                 stopped, err);
+    if (job.res.status != 0 ||
+        strstr(job.res.out, "accepted 3, refused 0, already accepted 0") == NULL ||
+        strstr(err, "import: warning: could not ask the broker at the end whether its store was "
+                    "restored from a backup during this import") == NULL ||
+        strstr(err, "if it was, run the same command again") == NULL)
+        fail_msg("an import whose broker stopped before its end: exit %d, want 0 and the "
+                 "warning\nstdout: %s\nstderr: %s",
+                 job.res.status, job.res.out, err);
+    h_cli_result_free(&job.res);
+
+    h_broker_start(env);
+    h_cli_result_t res;
+    const char *const quiet[] = {"--quiet", NULL};
+    run_import(env, H_POLITIE, file, &res, quiet);
+    expect_exit(&res, 0, "rerun");
+    expect_said(&res, SAID_RESTORED_SINCE, 0, "rerun");
+    if (strstr(res.out, "accepted 0, refused 0, already accepted 3") == NULL)
+        fail_msg("rerun: want every line accepted before: %s", res.out);
+    h_cli_result_free(&res);
+    unsigned char *want = all_lines(END_LINES);
+    drain_lines(env, H_OM, want, END_LINES, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
 /* Options of import that are refused before anything is read or sent. */
 static void test_import_bad_options_refused(void **state)
 {
@@ -1671,6 +1819,11 @@ static void test_import_bad_options_refused(void **state)
 
 int main(void)
 {
+    char err[PATH_MAX + 128];
+    if (h_preload_shim("syncgate.so", err, sizeof err) != 0) {
+        fprintf(stderr, "test_import: %s\n", err);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_import_json_lines_arrive_once_as_written,
                                         h_setup_broker, h_teardown),
@@ -1713,6 +1866,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_rerun_after_restore_skips_what_was_forgotten,
                                         setup_short_rules, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_rerun_with_floor_unknown_warns, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_end_check_unanswered_warns, h_setup_broker,
                                         h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
