@@ -257,7 +257,8 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 
 # Shims LD_PRELOADed into the programs of one test: schakeld's fdatasync/fsync
 # behind a gate file (test_sync), or the CLI's failing or held (test_listen,
-# test_import), the broker's system clock stepped (test_clock)
+# test_import), the broker's system clock stepped (test_clock), renameat2
+# without RENAME_NOREPLACE for schakeld --init (test_storage)
 $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
@@ -265,6 +266,7 @@ $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_import: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
+$(BUILD)/tests/integration/test_storage: | $(BUILD)/tests/integration/renamegate.so
 # test_listen parses the JSON lines of `schakel listen --json` as a reader would
 $(BUILD)/obj/tests/integration/test_listen.o: TEST_CFLAGS += $(CLI_CFLAGS)
 $(BUILD)/tests/integration/test_listen: TEST_LIBS += $(CLI_LIBS)

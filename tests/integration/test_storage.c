@@ -7,7 +7,10 @@
  *
  * Every test runs its own schakeld and reads its store files byte by byte
  * (or with a read-only SQLite connection), as someone holding the disk
- * would. Waits are on log lines, replies and receives, each bounded.
+ * would. Waits are on log lines, replies and receives, each bounded. Every
+ * program runs with renamegate.so preloaded; only the --init runs that
+ * name SCHAKEL_TEST_RENAMEAT2 see renameat2 fail as on a file system
+ * without RENAME_NOREPLACE.
  */
 /* memmem */
 #define _GNU_SOURCE
@@ -15,6 +18,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1254,6 +1258,66 @@ static void test_interrupted_init_leaves_no_store(void **state)
     h_done(env);
 }
 
+/* --init on a file system without RENAME_NOREPLACE (renamegate.so makes
+ * renameat2 fail with EINVAL, as such a file system does): the new store is
+ * moved into place with link() and unlink() instead, whole, and the broker
+ * serves it; a store that appears at the path meanwhile (made by the shim
+ * just before the move, as another process would) is never replaced:
+ * --init fails naming it, it stays byte for byte, and the new one is gone. */
+static void test_init_without_rename_noreplace(void **state)
+{
+    h_env_t *env = *state;
+    static const char appeared[] = "a store that another process made meanwhile\n";
+    char temp[192], einval[192];
+    snprintf(temp, sizeof temp, "%s.initializing", env->store_path);
+    snprintf(einval, sizeof einval, "event=renamegate.einval path=%s", env->store_path);
+    const char *const init[] = {"--init", "--config", env->config_path, NULL};
+    h_cli_result_t res;
+
+    storage_remove_store(env);
+    int status =
+        h_run_prepared(h_schakeld_path(), init, "SCHAKEL_TEST_RENAMEAT2=einval", NULL, NULL, &res);
+    if (status != 0 || strstr(res.err, einval) == NULL || strstr(res.out, "created store") == NULL)
+        fail_msg("--init without RENAME_NOREPLACE exited %d (want 0, the fallback taken): "
+                 "stdout \"%s\" stderr \"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+    struct stat st;
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(st.st_nlink, 1); /* the temporary name is gone */
+    if (access(temp, F_OK) == 0 || errno != ENOENT)
+        fail_msg("%s is still there after --init", temp);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = storage_police_signal("BVH-2024-15201");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_backlog_of(env, H_OM), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    storage_remove_store(env);
+    status = h_run_prepared(h_schakeld_path(), init, "SCHAKEL_TEST_RENAMEAT2=einval-appear", NULL,
+                            NULL, &res);
+    if (status != 1 || strstr(res.err, einval) == NULL ||
+        strstr(res.err, "appeared while --init made the new store") == NULL ||
+        strstr(res.out, "created store") != NULL)
+        fail_msg("--init without RENAME_NOREPLACE, a store appearing meanwhile, exited %d (want "
+                 "1, naming it): stdout \"%s\" stderr \"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+    char got[sizeof appeared + 16] = "";
+    FILE *f = fopen(env->store_path, "rb");
+    assert_non_null(f);
+    size_t len = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    if (len != sizeof appeared - 1 || memcmp(got, appeared, len) != 0)
+        fail_msg("the store that appeared was replaced: %zu bytes \"%.40s\"", len, got);
+    if (access(temp, F_OK) == 0 || errno != ENOENT)
+        fail_msg("%s is still there after the refused --init", temp);
+    h_done(env);
+}
+
 /* --init on a store that is there leaves it as it is, byte for byte: alone
  * it creates nothing and says so (exit 1); with a new store key file it
  * makes the key and still leaves the store alone, which the broker then
@@ -2225,6 +2289,11 @@ static void test_damaged_item_sets_its_delivery_aside(void **state)
 
 int main(void)
 {
+    char err[PATH_MAX + 128];
+    if (h_preload_shim("renamegate.so", err, sizeof err) != 0) {
+        fprintf(stderr, "test_storage: %s\n", err);
+        return 1;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_altered_delivery_is_set_aside, h_setup_broker,
@@ -2256,6 +2325,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_loose_store_mode_unchangeable_refuses_start,
                                         h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_leaves_an_existing_store_alone, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_init_without_rename_noreplace, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_repeat_after_a_short_retention_is_a_repeat,
                                         storage_setup_short_rule, h_teardown),

@@ -1,0 +1,65 @@
+/*
+ * renamegate.c — a file system without RENAME_NOREPLACE, for schakeld
+ * --init (LD_PRELOAD, tests only).
+ *
+ * Wraps renameat2. When SCHAKEL_TEST_RENAMEAT2 is "einval", each call
+ * fails with EINVAL, as on a file system that cannot rename without
+ * replacing; when it is "einval-appear", a file is first made at the
+ * target (O_EXCL, holding RENAMEGATE_APPEARED), as a store another process
+ * made meanwhile. Each call it fails writes one line to stderr, so that a
+ * test sees the fallback taken. Unset or another value: libc's renameat2.
+ * Trusts the environment it is given; never fails otherwise.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define RENAMEGATE_APPEARED "a store that another process made meanwhile\n"
+
+/* The shim's own entry point; the process calls it in place of libc's. */
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+              unsigned int flags);
+
+typedef int (*renameat2_fn)(int, const char *, int, const char *, unsigned int);
+
+static void renamegate_note(const char *event, const char *path)
+{
+    char line[512];
+    int n = snprintf(line, sizeof line, "event=%s path=%s\n", event, path);
+    if (n > 0 && (size_t)n < sizeof line && write(2, line, (size_t)n) < 0) {
+        /* stderr is gone: the test sees no line and fails on its own */
+    }
+}
+
+int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+              unsigned int flags)
+{
+    const char *mode = getenv("SCHAKEL_TEST_RENAMEAT2");
+    if (mode != NULL && strcmp(mode, "einval-appear") == 0) {
+        int fd = openat(newdirfd, newpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd >= 0) {
+            if (write(fd, RENAMEGATE_APPEARED, strlen(RENAMEGATE_APPEARED)) < 0)
+                renamegate_note("renamegate.appear_failed", newpath);
+            close(fd);
+        }
+        renamegate_note("renamegate.appeared", newpath);
+    }
+    if (mode != NULL && strncmp(mode, "einval", 6) == 0) {
+        renamegate_note("renamegate.einval", newpath);
+        errno = EINVAL;
+        return -1;
+    }
+    renameat2_fn real = NULL;
+    void *sym = dlsym(RTLD_NEXT, "renameat2");
+    memcpy(&real, &sym, sizeof real); /* POSIX: a data pointer holds a function's address */
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(olddirfd, oldpath, newdirfd, newpath, flags);
+}
