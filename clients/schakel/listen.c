@@ -224,10 +224,10 @@ static int listen_open_folder(const struct stat *st)
         return -1;
     }
     ssize_t len = readlink("/proc/self/fd/1", path, sizeof path - 1);
-    char *slash = len > 0 ? memchr(path, '/', (size_t)len) : NULL;
     if (len > 0)
         path[len] = '\0';
-    if (slash != path || (slash = strrchr(path, '/')) == NULL) {
+    char *slash = len > 0 && path[0] == '/' ? strrchr(path, '/') : NULL;
+    if (slash == NULL) {
         cli_say("listen: cannot find the name of standard output's file (%s), so its folder "
                 "cannot be synced; nothing received",
                 len < 0 ? strerror(errno) : "/proc/self/fd/1 names no path");
@@ -257,8 +257,11 @@ static off_t listen_line_start(int fd, off_t end)
     while (end > 0) {
         size_t want = end < (off_t)sizeof chunk ? (size_t)end : sizeof chunk;
         ssize_t got = pread(fd, chunk, want, end - (off_t)want);
-        if (got != (ssize_t)want)
+        if (got != (ssize_t)want) {
+            if (got >= 0)
+                errno = EIO; /* shorter than it was a moment ago */
             return -1;
+        }
         for (size_t i = want; i > 0; i--)
             if (chunk[i - 1] == '\n')
                 return end - (off_t)want + (off_t)i;
