@@ -76,7 +76,8 @@ CLI_SRC := $(wildcard clients/schakel/*.c)
 CTL_SRC := $(wildcard clients/schakelctl/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
-INTEG_SHIMS := tests/integration/syncgate.c tests/integration/clockshift.c
+INTEG_SHIMS := tests/integration/syncgate.c tests/integration/clockshift.c \
+    tests/integration/renamegate.c
 INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
