@@ -1563,7 +1563,7 @@ static int h_asan_runtime_find(struct dl_phdr_info *info, size_t size, void *arg
     return 0;
 }
 
-int h_preload_shim(const char *name, char *err, size_t errlen)
+int h_shim_preload(const char *name, char *out, size_t outlen, char *err, size_t errlen)
 {
     char self[PATH_MAX], shim[PATH_MAX + 64], asan[PATH_MAX] = "";
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -1577,9 +1577,17 @@ int h_preload_shim(const char *name, char *err, size_t errlen)
                         strerror(errno)),
                -1;
     (void)dl_iterate_phdr(h_asan_runtime_find, asan);
-    char preload[2 * PATH_MAX + 80];
-    snprintf(preload, sizeof preload, "%s%s%s", asan, asan[0] ? ":" : "", shim);
-    if (setenv("LD_PRELOAD", preload, 1) != 0)
+    if (snprintf(out, outlen, "LD_PRELOAD=%s%s%s", asan, asan[0] ? ":" : "", shim) >= (int)outlen)
+        return snprintf(err, errlen, "%s: path too long", shim), -1;
+    return 0;
+}
+
+int h_preload_shim(const char *name, char *err, size_t errlen)
+{
+    char preload[2 * PATH_MAX + 96];
+    if (h_shim_preload(name, preload, sizeof preload, err, errlen) != 0)
+        return -1;
+    if (setenv("LD_PRELOAD", preload + strlen("LD_PRELOAD="), 1) != 0)
         return snprintf(err, errlen, "setenv: %s", strerror(errno)), -1;
     return 0;
 }

@@ -341,6 +341,11 @@ void h_broker_start_with(h_env_t *env, const char *const *extra);
  * test). Call once, before any thread. Returns 0, or -1 with err. */
 int h_preload_shim(const char *name, char *err, size_t errlen);
 
+/* The same for one tool only: "LD_PRELOAD=..." into out, to give as its
+ * extra_env (h_cli_target_t), so that the shim stays out of the other
+ * programs the test runs (a shell, sqlite3). Returns 0, or -1 with err. */
+int h_shim_preload(const char *name, char *out, size_t outlen, char *err, size_t errlen);
+
 /* Run schakeld (h_schakeld_path) with the arguments (NULL-terminated,
  * without the program name) to its end, stdin /dev/null, within
  * H_CLI_TIMEOUT_MS: for one-shot uses (--init) and start-ups that must

@@ -17,9 +17,9 @@
  * after the last Accepted) gets a warning.
  *
  * The CLI runs as a child process (harness); its files live in the test's
- * mkdtemp folder. Deliveries are identified by source_ref "L<line>". Every
- * program runs with syncgate.so preloaded; only the CLI runs that name
- * SCHAKEL_TEST_SYNC_GATE in their environment are held by it.
+ * mkdtemp folder. Deliveries are identified by source_ref "L<line>". The
+ * one import held sync by sync runs with syncgate.so preloaded, no other
+ * program.
  */
 #define _GNU_SOURCE /* pipe2 */
 #include "harness.h"
@@ -1658,14 +1658,17 @@ typedef struct stepped_import {
     const char *const *args;
     int err_fd, pid_fd;
     char gate_env[T_PATH + 32];
+    char preload[2 * PATH_MAX + 96];
     h_cli_result_t res;
 } stepped_import_t;
 
 static void *stepped_import_run(void *arg)
 {
     stepped_import_t *job = arg;
-    const h_cli_target_t target = {
-        .stderr_fd = &job->err_fd, .pid_fd = &job->pid_fd, .extra_env = job->gate_env};
+    const h_cli_target_t target = {.stderr_fd = &job->err_fd,
+                                   .pid_fd = &job->pid_fd,
+                                   .extra_env = job->gate_env,
+                                   .extra_env2 = job->preload};
     (void)h_run_cli_argv(job->env, H_POLITIE, &target, job->args, &job->res);
     return NULL;
 }
@@ -1706,6 +1709,9 @@ static void test_import_end_check_unanswered_warns(void **state)
     const char *const args[] = {"import", "--quiet", "--connect-timeout", "1", file, NULL};
     stepped_import_t job = {.env = env, .args = args, .err_fd = err_pipe[1], .pid_fd = pid_pipe[1]};
     snprintf(job.gate_env, sizeof job.gate_env, "SCHAKEL_TEST_SYNC_GATE=%s", gate);
+    if (h_shim_preload("syncgate.so", job.preload, sizeof job.preload, problem, sizeof problem) !=
+        0)
+        fail_msg("%s", problem);
     long offset = h_log_offset(env);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, stepped_import_run, &job), 0);
@@ -1819,11 +1825,6 @@ static void test_import_bad_options_refused(void **state)
 
 int main(void)
 {
-    char err[PATH_MAX + 128];
-    if (h_preload_shim("syncgate.so", err, sizeof err) != 0) {
-        fprintf(stderr, "test_import: %s\n", err);
-        return 1;
-    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_import_json_lines_arrive_once_as_written,
                                         h_setup_broker, h_teardown),
