@@ -326,7 +326,7 @@ int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_
     return (int)change;
 }
 
-/* A new journal: the header, durable, and the folder entry too. */
+/* A new journal: the header, durable. */
 static int import_journal_start(import_journal_t *journal, const char *path,
                                 const import_identity_t *identity, char *err, size_t errlen)
 {
@@ -342,21 +342,6 @@ static int import_journal_start(import_journal_t *journal, const char *path,
         import_journal_append(journal, header, 1, err, errlen) != 0) {
         snprintf(err, errlen, "cannot write the journal %s: %s", path, strerror(errno));
         return -1;
-    }
-    /* the folder entry of a new file */
-    char folder[4096];
-    snprintf(folder, sizeof folder, "%s", path);
-    char *slash = strrchr(folder, '/');
-    if (slash == NULL)
-        snprintf(folder, sizeof folder, ".");
-    else if (slash == folder)
-        folder[1] = '\0';
-    else
-        *slash = '\0';
-    int dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dir >= 0) {
-        fsync(dir);
-        close(dir);
     }
     journal->batch = identity->batch;
     journal->n_done = 0;
@@ -586,6 +571,34 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
     return CLI_EXIT_OK;
 }
 
+/* The folder entry of the journal, durable at every open (a run that
+ * failed here left the file behind, and the next one resumes it): without
+ * it a power loss could take the journal with the batches it records, and
+ * a rerun publish them again after the broker has forgotten them. Nothing
+ * is published until it holds. */
+static int import_journal_sync_folder(const char *path, char *err, size_t errlen)
+{
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", path);
+    char *slash = strrchr(folder, '/');
+    if (slash == NULL)
+        snprintf(folder, sizeof folder, ".");
+    else if (slash == folder)
+        folder[1] = '\0';
+    else
+        *slash = '\0';
+    int dir = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0 || fsync(dir) != 0) {
+        snprintf(err, errlen, "cannot sync the folder %s of the journal %s: %s", folder, path,
+                 strerror(errno));
+        if (dir >= 0)
+            close(dir);
+        return -1;
+    }
+    close(dir);
+    return 0;
+}
+
 int import_journal_open(import_journal_t *journal, const char *path,
                         const import_identity_t *identity, int batch_given, int restart,
                         import_refusals_t *refusals, char *err, size_t errlen)
@@ -621,6 +634,8 @@ int import_journal_open(import_journal_t *journal, const char *path,
         rc = import_journal_resume(journal, path, text, identity, batch_given, refusals, err,
                                    errlen);
     free(text);
+    if (rc == CLI_EXIT_OK && import_journal_sync_folder(path, err, errlen) != 0)
+        rc = CLI_EXIT_FAILURE;
     if (rc == CLI_EXIT_OK && lseek(journal->fd, 0, SEEK_END) < 0) {
         snprintf(err, errlen, "cannot append to the journal %s: %s", path, strerror(errno));
         rc = CLI_EXIT_FAILURE;

@@ -1823,6 +1823,45 @@ static void test_import_bad_options_refused(void **state)
     h_done(env);
 }
 
+/* The journal's folder entry is synced at every open, before anything is
+ * published: when that sync fails the import says so and exits 1 having
+ * published nothing, a new journal and a resumed one alike. */
+static void test_import_journal_folder_sync_failure_publishes_nothing(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], fail[T_PATH], fail_env[T_PATH + 40], preload[2 * PATH_MAX + 96];
+    char problem[512] = "";
+    path_in(env, "folder.jsonl", file);
+    path_in(env, "sync-fail-folder", fail);
+    write_json_file(file, 10, (int64_t)time(NULL) - 1800);
+    snprintf(fail_env, sizeof fail_env, "SCHAKEL_TEST_SYNC_FAIL_FOLDER=%s", fail);
+    if (h_shim_preload("syncgate.so", preload, sizeof preload, problem, sizeof problem) != 0)
+        fail_msg("%s", problem);
+    const h_cli_target_t target = {.extra_env = fail_env, .extra_env2 = preload};
+    const char *const args[] = {"import", "--quiet", file, NULL};
+    long offset = h_log_offset(env);
+    for (int run = 0; run < 3; run++) {
+        /* runs 0 and 2 fail (a new journal, the finished one); 1 succeeds */
+        if (run != 1)
+            write_file(fail, "", 0);
+        else
+            assert_int_equal(unlink(fail), 0);
+        h_cli_result_t res;
+        (void)h_run_cli_argv(env, H_POLITIE, &target, args, &res);
+        if (run == 1) {
+            expect_exit(&res, 0, "import with the folder synced");
+            expect_summary(&res, 10, 0, 0);
+        } else {
+            expect_exit(&res, 1, "import whose journal folder cannot be synced");
+            expect_said(&res, "cannot sync the folder", 1, "the failed folder sync");
+            expect_said(&res, "event=syncgate.failed call=fsync", 1, "the shim's note");
+        }
+        h_cli_result_free(&res);
+        assert_int_equal(h_log_count(env, offset, "event=publish.accepted"), run == 0 ? 0 : 1);
+    }
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1870,6 +1909,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_end_check_unanswered_warns, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_journal_folder_sync_failure_publishes_nothing,
+                                        h_setup_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
