@@ -333,7 +333,18 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
      * then needs an entry of its own and is refused while none can be
      * written. */
     (void)record_started(b);
-    (void)record_set_aside_at_open(b); /* rows the migration set aside; logged */
+    /* Rows the schema migration set aside, at this start or at an opening
+     * that could not record them. The broker does not start before its
+     * trail names them: it would send a recipient what follows them, a
+     * gap nothing explains. A failure leaves them to be found again at
+     * the next start (store_set_aside_unrecorded). */
+    if (record_set_aside_unrecorded(b) != 0) {
+        snprintf(err, errlen,
+                 "cannot record the deliveries the schema migration set aside"
+                 " (delivery.set_aside): %s",
+                 store_errmsg(b->store));
+        goto fail;
+    }
     if (store_sync_failed(b->store)) {
         snprintf(err, errlen, "the store could not sync its first commit: %s",
                  store_errmsg(b->store));

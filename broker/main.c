@@ -24,6 +24,7 @@
 #include "coredump.h"
 #include "init.h"
 #include "log.h"
+#include "record.h"
 #include "restore.h"
 #include "syntax.h"
 
@@ -265,24 +266,39 @@ static void announce_ready(int fd, const char *endpoint, const char *metrics)
  * a checkpoint when the broker key is known (key_file), else unsigned as
  * far as audit_append_offline allows. */
 typedef struct rekey_audit {
-    const keypair_t *key; /* NULL: none given */
-    int accept_clock;     /* --accept-clock: stamp with a clock behind the trail */
-    char why[512];        /* why the entry could not be written */
+    const keypair_t *key;       /* NULL: none given */
+    int accept_clock;           /* --accept-clock: stamp with a clock behind the trail */
+    int64_t set_aside_recorded; /* rows the migration set aside, recorded now */
+    int64_t set_aside_held;     /* rows set aside: they stay under the old key */
+    char why[512];              /* why the entry could not be written */
 } rekey_audit_t;
 
+/* In the rekey's transaction: first the rows the schema migration set
+ * aside that the trail does not name yet (this opening's, or one's that
+ * could not record them), as a broker's start records them; then the
+ * rotation, with how many rows set aside stay sealed under the old key
+ * (a rekey does not open them). */
 static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void *arg)
 {
     rekey_audit_t *audit = arg;
-    char detail[96];
+    char detail[128];
     store_audit_entry_t e;
-    snprintf(detail, sizeof detail, "items=%llu deliveries=%llu", (unsigned long long)counts->items,
-             (unsigned long long)counts->deliveries);
-    audit_entry_init(&e, "store.rekeyed");
-    audit_set_text(&e, STORE_AUDIT_REASON, "store key rotated (schakeld --rekey)");
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     int64_t now = 0;
     if (audit_offline_time(store, audit->accept_clock, &now, audit->why, sizeof audit->why) != 0)
         return -1;
+    if ((audit->set_aside_recorded = record_set_aside_offline(store, audit->key, now)) < 0 ||
+        (audit->set_aside_held = store_set_aside_count(store)) < 0) {
+        snprintf(audit->why, sizeof audit->why,
+                 "cannot record the deliveries the schema migration set aside: %s",
+                 store_errmsg(store));
+        return -1;
+    }
+    snprintf(detail, sizeof detail, "items=%llu deliveries=%llu set_aside=%lld",
+             (unsigned long long)counts->items, (unsigned long long)counts->deliveries,
+             (long long)audit->set_aside_held);
+    audit_entry_init(&e, "store.rekeyed");
+    audit_set_text(&e, STORE_AUDIT_REASON, "store key rotated (schakeld --rekey)");
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return audit_append_offline(store, audit->key, now, &e, audit->why, sizeof audit->why);
 }
 
@@ -302,7 +318,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                        const char *broker_key_path, int accept_clock)
 {
     char err[1024] = "";
-    rekey_audit_t audit = {NULL, accept_clock, ""};
+    rekey_audit_t audit = {NULL, accept_clock, 0, 0, ""};
     keypair_t *broker_key = NULL;
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
     store_rekey_counts_t counts = {0, 0};
@@ -343,6 +359,13 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                "set store_key_file to %s before schakeld starts again\n",
                (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
                new_key_path, new_key_path);
+        if (audit.set_aside_recorded > 0)
+            printf("recorded %lld deliveries the schema migration set aside (delivery.set_aside)\n",
+                   (long long)audit.set_aside_recorded);
+        if (audit.set_aside_held > 0)
+            printf("%lld deliveries set aside stay sealed under %s: keep that key while any"
+                   " remains (docs/OPERATIONS.md, \"A delivery that does not authenticate\")\n",
+                   (long long)audit.set_aside_held, key_path);
         /* Old ciphertexts leave the WAL; the broker would do it later. */
         if (store_checkpoint(store) != 0)
             fprintf(stderr, "schakeld: warning: %s\n", store_errmsg(store));
@@ -416,6 +439,11 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
                r.has_floor ? "case numbers" : "the counters");
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
+    if (r.set_aside_recorded > 0)
+        printf("the backup's schema migration set aside %lld deliveries it could not re-seal:"
+               " recorded (delivery.set_aside); see docs/OPERATIONS.md, \"A delivery that does not"
+               " authenticate\"\n",
+               (long long)r.set_aside_recorded);
     if (r.warning[0] != '\0')
         fprintf(stderr, "schakeld: warning: %s\n", r.warning);
     return 0;

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "keys.h"
 #include "schakel.pb-c.h"
 #include "store.h"
 #include "zap.h"
@@ -108,15 +109,26 @@ int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const c
 
 /* A waiting delivery was set aside (store_delivery_set_aside): a
  * "delivery.set_aside" entry (recipient, item and delivery seq, rule id
- * and hash, reason), a log line at error level and the counter
- * schakel_deliveries_set_aside_total. In the turn's transaction. 0, or -1
+ * and hash, reason) in the turn's transaction, the counter
+ * schakel_deliveries_set_aside_total (set back if the turn rolls back)
+ * and a log line at error level once the turn commits
+ * (record_turn_settle): said once however often a turn fails. 0, or -1
  * with the turn failed. */
 int record_set_aside(struct broker *b, const store_set_aside_t *set_aside);
 
-/* The deliveries the store's migration set aside at this start
- * (store_set_aside_at_open), each recorded as record_set_aside does, in a
- * transaction of their own, committed. 0, or -1 (logged). */
-int record_set_aside_at_open(struct broker *b);
+/* The rows set aside that the trail does not name yet (the schema-9
+ * migration's, of this start or of an earlier opening that could not
+ * record them: store_set_aside_unrecorded), each recorded as
+ * record_set_aside does, committed a batch at a time. 0, or -1 (logged,
+ * rolled back: those left are found again at the next start). */
+int record_set_aside_unrecorded(struct broker *b);
+
+/* The same offline (schakeld --rekey, --restored: no broker, no counter),
+ * in the store's open transaction, which the caller commits: each row's
+ * log line, and its entry appended with audit_append at `now` (key signs
+ * the checkpoints it makes; NULL: none). Returns how many were recorded,
+ * or -1 with store_errmsg set (nothing to commit). */
+int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t now);
 
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
  * granted only if the turn that holds this entry commits (zap_flush); a
@@ -241,7 +253,8 @@ void record_turn_end(struct broker *b);
 
 /* After the turn's commit (committed 1) or rollback (0): what the turn's
  * entries summed up but did not commit is kept to be recorded again
- * (the refused handshakes of an "auth.refused_summary"). */
+ * (the refused handshakes of an "auth.refused_summary"); the log lines of
+ * the turn's set-asides are written once it committed. */
 void record_turn_settle(struct broker *b, int committed);
 
 /* Free what record.c keeps between calls (b->acks); safe to call twice. */

@@ -23,6 +23,7 @@
 
 #include "audit.h"
 #include "owner.h"
+#include "record.h"
 #include "storefile.h"
 #include "syntax.h"
 
@@ -118,6 +119,10 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
              (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
              epoch, epoch_was, epoch_floor);
+    /* A backup of an older schema was migrated when it was opened: the
+     * rows that set aside are recorded first, as a broker's start does. */
+    if ((r->set_aside_recorded = record_set_aside_offline(copy, key, now)) < 0)
+        return -1;
     store_audit_entry_t e;
     audit_entry_init(&e, "store.restored");
     audit_set_text(&e, STORE_AUDIT_REASON, "restored from a backup");

@@ -42,6 +42,8 @@ typedef struct restore_report {
                            * without it (RESTORE_WITHOUT_FLOOR) */
     char fold_note[420];  /* why the old WAL was set aside as it was */
     char warning[600];    /* restored, but something after the rename failed */
+    int64_t set_aside_recorded; /* rows the schema migration of the backup set aside,
+                                 * recorded (delivery.set_aside) before the restore's entry */
 } restore_report_t;
 
 /* With no broker on the store (its lock is taken for the whole of it):

@@ -95,9 +95,10 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_EXPIRE_NEXT_DELIVERY] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
         " FROM deliveries WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    /* A seq that has a tombstone already keeps it (store_expire.c). */
     [STMT_TOMBSTONE_ADD] = "INSERT INTO tombstones"
                            " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
-                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (seq) DO NOTHING",
     [STMT_DELIVERY_REMOVE] = STORE_DELIVERY_REMOVE_SQL,
     [STMT_REVOKE_FIND] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
                          " FROM deliveries WHERE seq = ?1 AND recipient = ?2",
@@ -145,6 +146,14 @@ static const char *const stmt_sql[STMT_COUNT] = {
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
         " FROM deliveries_set_aside WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
     [STMT_SET_ASIDE_REMOVE] = "DELETE FROM deliveries_set_aside WHERE seq = ?1",
+    /* One whose expires_at is no integer in range (NULL, a text or a blob,
+     * which sort after every number, or a real past any integer): the
+     * table keeps no types, and that may be the damage. Each term is a
+     * range of the expires_at index. */
+    [STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED] =
+        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
+        " FROM deliveries_set_aside WHERE expires_at IS NULL OR expires_at >= ''"
+        " OR expires_at > 9223372036854775807 LIMIT 1",
 };
 
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite
@@ -658,7 +667,6 @@ void store_close(store_t **store)
     }
     store_seal_free(s);
     store_count_free(s);
-    free(s->open_set_aside);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* the lock goes with it */
     free(s);

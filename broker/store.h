@@ -425,6 +425,9 @@ typedef struct store_expired {
     const char *rule_hash;
     int64_t expires_at;
     int set_aside; /* a row of deliveries_set_aside (never sent), not a waiting one */
+    /* Its seq had a tombstone already (a row put back from a backup after
+     * it had expired): that one is kept, no second one is added. */
+    int tombstoned_before;
 } store_expired_t;
 
 typedef void (*store_expired_fn)(const store_expired_t *e, void *arg);
@@ -446,8 +449,10 @@ void store_expired_copy_set(store_expired_copy_t *copy, const store_expired_t *e
  * (-1 with an error if none is open): removes up to `limit` deliveries whose
  * expires_at <= now, whether or not their recipient ever came back, each leaving a
  * tombstone (seq, recipient, item_seq, rule id and hash, expires_at,
- * expired_at = now; no content) and calling fn (may be NULL), waiting ones
- * first, then set-aside ones (set_aside 1) within the same limit; then up to
+ * expired_at = now; no content; a seq that has one already keeps it, and
+ * fn is told tombstoned_before) and calling fn (may be NULL), waiting ones
+ * first, then set-aside ones (set_aside 1; one whose expires_at is no
+ * integer in range is due now) within the same limit; then up to
  * `limit` items, and up to `limit` publishes, whose expires_at <= now and
  * that no remaining delivery or item references; then up to `limit` case
  * events whose expires_at <= now (no tombstone: the case's own timeline),
@@ -500,13 +505,19 @@ uint64_t store_scan_unreadable(const store_t *store);
 int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
                              store_set_aside_t *out);
 
-/* The deliveries the schema-9 migration of this open set aside (a row that
- * does not open under the layout of schema 8 and so cannot be re-sealed):
- * how many, and with i < that count their rows as stored (1; 0 when the
- * row is no longer in the table; -1 on error). The broker records them
- * once it can write its trail. */
-size_t store_set_aside_at_open(const store_t *store);
-int store_set_aside_at_open_get(store_t *store, size_t i, store_set_aside_t *out);
+/* Rows set aside that no "delivery.set_aside" audit entry names: those the
+ * schema-9 migration set aside (a row that does not open under the layout
+ * of schema 8, and so cannot be re-sealed), at this open or at an earlier
+ * one whose opener could not record them. Whoever opens a store records
+ * them before anything else (the broker at its start, schakeld --rekey
+ * and --restored): the push records its own set-asides in the same
+ * transaction. Up to max of their seqs greater than `after`, in seq
+ * order: how many (0: none left), or -1. Safe on any file content. */
+int store_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs, size_t max);
+
+/* Row seq of deliveries_set_aside, copied into *out: 1; 0 when it is not
+ * there; -1 on error. */
+int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out);
 
 /* Rows in deliveries_set_aside; -1 on error. O(rows): for metrics and
  * operators, a table that is empty unless something went wrong. */

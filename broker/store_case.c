@@ -65,9 +65,14 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
     [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
     /* A case's deliveries set aside follow it as its waiting ones do (the
      * one column of theirs the broker changes: else one of an open case
-     * would never go); not re-sealed, as they do not open. */
+     * would never go); not re-sealed, as they do not open. Their case_id
+     * may be the damage: never past their item's retention, which a
+     * delivery of the case raised to the case's (and the items of the
+     * case were set just before). */
     [CASE_STMT_EXPIRY_SET_ASIDE] =
-        "UPDATE deliveries_set_aside SET expires_at = ?2 WHERE case_id = ?1",
+        "UPDATE deliveries_set_aside SET expires_at = min(?2, coalesce((SELECT i.expires_at"
+        " FROM items AS i WHERE i.seq = deliveries_set_aside.item_seq"
+        " AND typeof(i.expires_at) = 'integer'), ?2)) WHERE case_id = ?1",
     [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
     /* A case's deliveries one at a time, in the order of its index
      * (recipient, then seq): each is re-sealed, as its expires_at is part
@@ -858,26 +863,27 @@ static int expiry_delivery_next(store_t *store, const char *case_id, int64_t exp
     return 1;
 }
 
-/* Cost: the case row, its deliveries set aside (through their case_id
- * index), then each of its events, pending deliveries (through
+/* Cost: the case row, then each of its events, pending deliveries (through
  * the (case_id, recipient) index, each opened, re-sealed and rewritten:
- * two BLAKE2b passes and a decryption and an encryption of its body) and
- * command items and publishes (through case_items) rewritten:
- * O((e + d + c) log n). */
+ * two BLAKE2b passes and a decryption and an encryption of its body),
+ * command items, deliveries set aside (through their case_id index, an
+ * item lookup each) and publishes (through case_items) rewritten:
+ * O((e + d + c + s) log n). */
 int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at)
 {
     if (store_enter(store, "case_set_expiry") != 0 ||
         transaction_required(store, "case_set_expiry") != 0)
         return -1;
     if (case_update(store, CASE_STMT_EXPIRY_CASE, case_id, expires_at, 0, "case_set_expiry") != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_SET_ASIDE, case_id, expires_at) != 0)
+        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0)
         return -1;
     expiry_cursor_t at = {.recipient = "", .seq = 0};
     int unreadable = 0, found;
     while ((found = expiry_delivery_next(store, case_id, expires_at, &at, &unreadable)) > 0)
         ;
+    /* the rows set aside after the items: bounded by them */
     if (found < 0 || expiry_update(store, CASE_STMT_EXPIRY_ITEMS, case_id, expires_at) != 0 ||
+        expiry_update(store, CASE_STMT_EXPIRY_SET_ASIDE, case_id, expires_at) != 0 ||
         expiry_update(store, CASE_STMT_EXPIRY_PUBLISHES, case_id, expires_at) != 0)
         return -1;
     return unreadable;

@@ -320,6 +320,19 @@ static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d
     return 0;
 }
 
+/* The columns of a delivery row the broker writes as integers: any other
+ * type there (a text, a real, NULL) is damage, not a value to convert. */
+static int delivery_integers_typed(sqlite3_stmt *stmt)
+{
+    static const int cols[] = {DCOL_SEQ,         DCOL_ITEM_SEQ,   DCOL_ITEM_INDEX,
+                               DCOL_ACCEPTED_AT, DCOL_EXPIRES_AT, DCOL_IS_CASE_EVENT,
+                               DCOL_BY_REF};
+    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+        if (sqlite3_column_type(stmt, cols[i]) != SQLITE_INTEGER)
+            return 0;
+    return 1;
+}
+
 int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
 {
     size_t id_len = 0;
@@ -348,7 +361,7 @@ int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
         d->sender_partner == NULL || d->rule_id == NULL || d->rule_hash == NULL ||
         d->purpose == NULL || d->legal_basis == NULL ||
         (d->case_id == NULL && sqlite3_column_type(stmt, DCOL_CASE_ID) != SQLITE_NULL) ||
-        (d->is_case_event && d->case_id == NULL))
+        (d->is_case_event && d->case_id == NULL) || !delivery_integers_typed(stmt))
         return -1;
     return 0;
 }
@@ -594,8 +607,11 @@ uint64_t store_scan_unreadable(const store_t *store)
 int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
                          int64_t now, const char *reason)
 {
+    int64_t longest =
+        now < INT64_MAX - SCHAKEL_MAX_RETENTION_S ? now + SCHAKEL_MAX_RETENTION_S : INT64_MAX;
     if (store_bind_int64(store, move, 1, seq) != 0 || store_bind_int64(store, move, 2, now) != 0 ||
-        store_bind_text(store, move, 3, reason) != 0) {
+        store_bind_text(store, move, 3, reason) != 0 ||
+        store_bind_int64(store, move, 4, longest) != 0) {
         store_stmt_finish(move);
         return -1;
     }
@@ -718,36 +734,54 @@ int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq
     return 1;
 }
 
-int store_set_aside_note_open(store_t *store, int64_t seq)
+/* Cost: per row set aside after `after`, in seq order, one lookup of the
+ * trail's delivery_seq index; the rows are few unless something went
+ * badly wrong. */
+int store_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs, size_t max)
 {
-    if (store->n_open_set_aside == store->open_set_aside_cap) {
-        size_t cap = store->open_set_aside_cap ? 2 * store->open_set_aside_cap : 16;
-        uint64_t *grown = realloc(store->open_set_aside, cap * sizeof *grown);
-        if (grown == NULL) {
-            store_refuse(store, "schema migration", "out of memory");
-            return -1;
-        }
-        store->open_set_aside = grown;
-        store->open_set_aside_cap = cap;
+    sqlite3_stmt *stmt = NULL;
+    if (store_enter(store, "set aside unrecorded") != 0)
+        return -1;
+    if (seqs == NULL || max == 0 || max > INT_MAX) {
+        store_refuse(store, "set aside unrecorded", "room for 1 to INT_MAX seqs is required");
+        return -1;
     }
-    store->open_set_aside[store->n_open_set_aside++] = (uint64_t)seq;
-    return 0;
+    if (after >= INT64_MAX)
+        return 0;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT s.seq FROM deliveries_set_aside AS s WHERE s.seq > ?1"
+                                " AND NOT EXISTS (SELECT 1 FROM audit AS a"
+                                " WHERE a.delivery_seq = s.seq AND a.event = 'delivery.set_aside')"
+                                " ORDER BY s.seq LIMIT ?2",
+                                -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "set aside unrecorded") != 0 ||
+        store_bind_int64(store, stmt, 1, (int64_t)after) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)max) != 0) {
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    int n = 0;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && (size_t)n < max)
+        seqs[n++] = (uint64_t)sqlite3_column_int64(stmt, 0);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        store_fail(store, "set aside unrecorded");
+        n = -1;
+    }
+    sqlite3_finalize(stmt);
+    return n;
 }
 
-size_t store_set_aside_at_open(const store_t *store)
-{
-    return store != NULL ? store->n_open_set_aside : 0;
-}
-
-int store_set_aside_at_open_get(store_t *store, size_t i, store_set_aside_t *out)
+int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out)
 {
     if (store_enter(store, "set aside") != 0)
         return -1;
-    if (i >= store->n_open_set_aside || out == NULL) {
-        store_refuse(store, "set aside", "no such row of the migration");
+    if (out == NULL) {
+        store_refuse(store, "set aside", "out is required");
         return -1;
     }
-    return set_aside_get(store, (int64_t)store->open_set_aside[i], out);
+    if (seq == 0 || seq > INT64_MAX)
+        return 0; /* never a seq */
+    return set_aside_get(store, (int64_t)seq, out);
 }
 
 /* Cost: O(rows set aside), which is none unless something went wrong. */

@@ -18,7 +18,11 @@
 
 /* ------------------------------------------------------------------ expiry */
 
-static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
+/* The delivery's tombstone; e->tombstoned_before set when its seq has one
+ * already (a row put back from a backup after it had expired, or any
+ * other copy of an expired row): the first is kept, none is added, and
+ * the expiry goes on, so that one such row never stops the sweep. */
+static int tombstone_add(store_t *store, store_expired_t *e, int64_t now)
 {
     sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
     if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
@@ -31,7 +35,10 @@ static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now)
         store_stmt_finish(stmt);
         return -1;
     }
-    return store_stmt_run(store, stmt, "expire: tombstone");
+    if (store_stmt_run(store, stmt, "expire: tombstone") != 0)
+        return -1;
+    e->tombstoned_before = sqlite3_changes(store->db) == 0;
+    return 0;
 }
 
 static int delivery_remove(store_t *store, int64_t seq, int set_aside)
@@ -72,6 +79,8 @@ static int expire_found(store_t *store, sqlite3_stmt *found, int64_t now, store_
         .expires_at = sqlite3_column_int64(found, 5),
         .set_aside = set_aside,
     };
+    if (sqlite3_column_type(found, 5) != SQLITE_INTEGER)
+        e.expires_at = now; /* damage (a set-aside row's): due now */
     int result = -1;
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
     if (set_aside && sqlite3_errcode(store->db) != SQLITE_NOMEM) {
@@ -105,16 +114,13 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
     return expire_found(store, found, now, fn, arg, what, 0);
 }
 
-/* Expire the delivery that is due first, if any, of the waiting ones or
- * (set_aside) of those set aside: tombstone, tell fn, remove. Returns 1
- * when one was expired, 0 when none is due, -1 on error. Cost: one descent
- * of the expires_at index and O(log n) writes. */
-static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg,
-                               int set_aside)
+/* Expire the delivery `next` finds, if any (?1 bound to now when it has
+ * one): tombstone, tell fn, remove. 1 when one was expired, 0 when none
+ * is found, -1 on error. */
+static int expire_next(store_t *store, sqlite3_stmt *next, int64_t now, store_expired_fn fn,
+                       void *arg, int set_aside)
 {
-    sqlite3_stmt *next =
-        store->stmt[set_aside ? STMT_EXPIRE_NEXT_SET_ASIDE : STMT_EXPIRE_NEXT_DELIVERY];
-    if (store_bind_int64(store, next, 1, now) != 0) {
+    if (sqlite3_bind_parameter_count(next) > 0 && store_bind_int64(store, next, 1, now) != 0) {
         store_stmt_finish(next);
         return -1;
     }
@@ -126,6 +132,25 @@ static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn,
         return rc == SQLITE_DONE ? 0 : -1;
     }
     return expire_found(store, next, now, fn, arg, "expire", set_aside) == 0 ? 1 : -1;
+}
+
+/* Expire the delivery that is due first, if any, of the waiting ones or
+ * (set_aside) of those set aside, whose expires_at may be damage: one
+ * that is no integer in range is due now, first. Returns 1 when one was
+ * expired, 0 when none is due, -1 on error. Cost: one or two descents of
+ * the expires_at index and O(log n) writes. */
+static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg,
+                               int set_aside)
+{
+    if (set_aside) {
+        int damaged =
+            expire_next(store, store->stmt[STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED], now, fn, arg, 1);
+        if (damaged != 0)
+            return damaged;
+    }
+    return expire_next(
+        store, store->stmt[set_aside ? STMT_EXPIRE_NEXT_SET_ASIDE : STMT_EXPIRE_NEXT_DELIVERY], now,
+        fn, arg, set_aside);
 }
 
 /* Remove one pending delivery before its retention ends (the policy no

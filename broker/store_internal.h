@@ -64,6 +64,7 @@ enum stmt_id {
     STMT_SET_ASIDE_GET,
     STMT_EXPIRE_NEXT_SET_ASIDE,
     STMT_SET_ASIDE_REMOVE,
+    STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED,
     STMT_COUNT
 };
 
@@ -158,11 +159,8 @@ struct store {
     uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
     int evidence_migrated;   /* this open sealed evidence held in clear (schema 8) */
     /* Set aside (store_delivery_set_aside): the last scan stopped at this
-     * row, unreadable (0: it did not); the seqs the schema-9 migration of
-     * this open set aside. */
+     * row, unreadable (0: it did not). */
     uint64_t scan_unreadable_seq;
-    uint64_t *open_set_aside;
-    size_t n_open_set_aside, open_set_aside_cap;
     int body_unauthentic;    /* the last store_seal_column(_named) failed to authenticate */
     unsigned cache_writes;   /* SQLITE_DBSTATUS_CACHE_WRITE at the last commit */
     int commit_wrote;        /* the last commit appended frames (the hook ran) */
@@ -330,8 +328,9 @@ enum store_delivery_col {
  * field but body, body_len and fields (NULL, 0, 0). Strings and the message
  * id borrow the row (valid until stmt steps or is reset). Safe on any file
  * content: -1, errmsg untouched (the caller names the row), for a row no
- * broker writes (a missing column, a message id not of 16 bytes, an item
- * index beyond 32 bits, a case event without a case) or when SQLite runs
+ * broker writes (a missing column, an integer column of another type, a
+ * message id not of 16 bytes, an item index beyond 32 bits, a case event
+ * without a case) or when SQLite runs
  * out of memory. */
 int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d);
 
@@ -426,10 +425,21 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
 
 /* Copy delivery ?1 (whatever its columns hold) into deliveries_set_aside
  * with set_aside_at ?2 and reason ?3; DELETE FROM deliveries then removes
- * it (STMT_DELIVERY_REMOVE). */
+ * it (STMT_DELIVERY_REMOVE). Every column comes over as it is but
+ * expires_at, which may be the very damage (a retention of centuries, or
+ * no number at all would keep the row, its item and its case for ever):
+ * it is bounded by what the broker can trust, its item's retention (raised
+ * to its longest delivery's as each was queued) and ?4 (?2 plus the
+ * longest retention a policy may set); one that is not an integer is due
+ * at once (?2). The columns are STORE_DELIVERY_COLUMNS' in their order. */
 #define STORE_SET_ASIDE_MOVE_SQL                                                                   \
     "INSERT INTO deliveries_set_aside (" STORE_DELIVERY_COLUMNS ", set_aside_at, reason)"          \
-    " SELECT " STORE_DELIVERY_COLUMNS ", ?2, ?3 FROM deliveries WHERE seq = ?1"
+    " SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"                \
+    " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"          \
+    " CASE WHEN typeof(d.expires_at) = 'integer' THEN min(d.expires_at, ?4,"                       \
+    " coalesce((SELECT i.expires_at FROM items AS i WHERE i.seq = d.item_seq"                      \
+    " AND typeof(i.expires_at) = 'integer'), ?4)) ELSE ?2 END,"                                    \
+    " d.body, d.case_id, d.is_case_event, d.by_ref, ?2, ?3 FROM deliveries AS d WHERE d.seq = ?1"
 #define STORE_DELIVERY_REMOVE_SQL "DELETE FROM deliveries WHERE seq = ?1"
 
 /* Move the delivery seq into deliveries_set_aside with `move`
@@ -439,10 +449,6 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
  * with errmsg set (a move of a row that is not there included). */
 int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
                          int64_t now, const char *reason);
-
-/* Note seq as set aside by the migration of this open (for
- * store_set_aside_at_open). 0, or -1 when out of memory. */
-int store_set_aside_note_open(store_t *store, int64_t seq);
 
 /* ------------------------------------------------------------------ store_migrate.c */
 
@@ -455,8 +461,9 @@ int store_migrate_evidence(store_t *store);
 /* Likewise: seal every delivery again, from the layout of schema 8 and
  * before (which bound no envelope) to the current one (schema 9). A row
  * that does not open under the old layout, or reads damaged, is set aside
- * (deliveries_set_aside, made by step 9 -> 10 before this runs) and noted
- * for store_set_aside_at_open. 0, or -1 with errmsg set. */
+ * (deliveries_set_aside, made by step 9 -> 10 before this runs), for
+ * whoever opened the store to record (store_set_aside_unrecorded). 0, or
+ * -1 with errmsg set. */
 int store_migrate_deliveries(store_t *store);
 
 /* ------------------------------------------------------------------ store_seal.c */
@@ -508,8 +515,9 @@ int store_content_tag(store_t *store, const uint8_t hash[32], uint8_t tag[32]);
  * under `from`, sealed under `to` with a fresh nonce, and bound to param
  * of `update` (the sealed bytes stay in store->sealed until the next seal,
  * as for store_seal_bind). 0; 1 when the body does not authenticate under
- * `from` (nothing bound; errmsg names the row as "body of <what> <seq>
- * ..."); -1 on any other error (errmsg set). The plaintext is wiped. */
+ * `from` or is missing (nothing bound; errmsg names the row: "body of
+ * <what> <seq> ..."); -1 on any other error (errmsg set). The plaintext is
+ * wiped. */
 int store_seal_reseal(store_t *store, sqlite3_stmt *row, int col, const char *what, int64_t seq,
                       const store_seal_ad_t *from, const store_seal_ad_t *to, sqlite3_stmt *update,
                       int param);
@@ -539,7 +547,9 @@ int store_seal_bind(store_t *store, sqlite3_stmt *stmt, int param, const store_s
 /* Read and open the sealed body in column col of the delivery with this
  * seq. *body points into store->opened, valid until the next body is
  * opened; the caller wipes it. -1 when it does not authenticate ("body of
- * delivery N does not authenticate: ...") or memory runs out. */
+ * delivery N does not authenticate: ...") or is missing ("damaged row:
+ * body of delivery N is missing (not a blob)"), body_unauthentic set for
+ * both, or when memory runs out. */
 int store_seal_column(store_t *store, sqlite3_stmt *stmt, int col, int64_t seq,
                       const store_seal_ad_t *ad, const uint8_t **body, size_t *len);
 

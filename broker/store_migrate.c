@@ -6,7 +6,7 @@
  * bound. Trusts nothing read from the file: a publish it cannot read
  * refuses the open, naming the row, and the store stays as it was; a
  * delivery it cannot read or open is set aside (store_delivery_set_aside's
- * table), as the push would set it aside.
+ * table), as the push would set it aside, for the opener to record.
  * Errors are -1 with store_errmsg set, as everywhere in the store.
  */
 #include <sodium.h>
@@ -175,13 +175,13 @@ static int migrate_delivery_next(store_t *store, sqlite3_stmt *next, sqlite3_stm
     return result;
 }
 
-/* Set aside the delivery the migration could not re-seal, and note it
- * for the broker to record (store_set_aside_at_open). */
+/* Set aside the delivery the migration could not re-seal; no audit entry
+ * names it yet, which is how whoever opened the store finds it to record
+ * it (store_set_aside_unrecorded). */
 static int migrate_set_aside(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
                              const char *why)
 {
-    if (store_set_aside_move(store, move, remove, seq, (int64_t)time(NULL), why) != 0 ||
-        store_set_aside_note_open(store, seq) != 0) {
+    if (store_set_aside_move(store, move, remove, seq, (int64_t)time(NULL), why) != 0) {
         char was[STORE_ERRMSG_LEN];
         snprintf(was, sizeof was, "%s", store->errmsg);
         snprintf(store->errmsg, sizeof store->errmsg,

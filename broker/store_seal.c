@@ -374,18 +374,45 @@ int store_seal_bind(store_t *store, sqlite3_stmt *stmt, int param, const store_s
     return store_bind_bytes(store, stmt, param, store->sealed.bytes, sealed_len);
 }
 
+/* The sealed bytes in column col of the row `what` (with its seq, or -1
+ * when what names it). The broker writes a blob there: NULL, or an empty
+ * value of another type ('' included), is the row's damage, said in
+ * errmsg with body_unauthentic set, not a failure of memory; any other
+ * value is opened as its bytes, and does not authenticate. NULL with
+ * errmsg set when there are none. */
+static const uint8_t *column_sealed(store_t *store, sqlite3_stmt *stmt, int col, const char *what,
+                                    int64_t seq, size_t *len)
+{
+    *len = 0;
+    int type = sqlite3_column_type(stmt, col);
+    if (type == SQLITE_NULL || (type != SQLITE_BLOB && sqlite3_column_bytes(stmt, col) == 0)) {
+        store->last_rc = 0;
+        if (seq >= 0)
+            snprintf(store->errmsg, sizeof store->errmsg,
+                     "damaged row: body of %s %lld is missing (not a blob)", what, (long long)seq);
+        else
+            snprintf(store->errmsg, sizeof store->errmsg,
+                     "damaged row: body of %s is missing (not a blob)", what);
+        store->body_unauthentic = 1;
+        return NULL;
+    }
+    const uint8_t *sealed = store_column_bytes(stmt, col, len);
+    if (sealed == NULL) {
+        store_refuse(store, "read body", "out of memory");
+        store->body_unauthentic = 0;
+    }
+    return sealed;
+}
+
 /* Read and open the body in column col of the row `what` (item, delivery)
  * with this seq. */
 static int column_open(store_t *store, sqlite3_stmt *stmt, int col, const char *what, int64_t seq,
                        const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
 {
     size_t sealed_len = 0;
-    const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
-    if (sealed == NULL) {
-        store_refuse(store, "read body", "missing or out of memory");
-        store->body_unauthentic = sqlite3_column_type(stmt, col) == SQLITE_NULL; /* missing */
+    const uint8_t *sealed = column_sealed(store, stmt, col, what, seq, &sealed_len);
+    if (sealed == NULL)
         return -1;
-    }
     int rc = body_open(store, ad, sealed, sealed_len, body, len);
     store->body_unauthentic = rc == -1;
     if (rc == -1) {
@@ -407,12 +434,9 @@ int store_seal_column_named(store_t *store, sqlite3_stmt *stmt, int col, const c
                             const store_seal_ad_t *ad, const uint8_t **body, size_t *len)
 {
     size_t sealed_len = 0;
-    const uint8_t *sealed = store_column_bytes(stmt, col, &sealed_len);
-    if (sealed == NULL) {
-        store_refuse(store, "read body", "missing or out of memory");
-        store->body_unauthentic = sqlite3_column_type(stmt, col) == SQLITE_NULL; /* missing */
+    const uint8_t *sealed = column_sealed(store, stmt, col, what, -1, &sealed_len);
+    if (sealed == NULL)
         return -1;
-    }
     int rc = body_open(store, ad, sealed, sealed_len, body, len);
     store->body_unauthentic = rc == -1;
     if (rc == -1) {
@@ -643,11 +667,9 @@ int store_seal_reseal(store_t *store, sqlite3_stmt *row, int col, const char *wh
                       int param)
 {
     size_t sealed_len = 0, len = 0;
-    const uint8_t *sealed = store_column_bytes(row, col, &sealed_len), *body = NULL;
-    if (sealed == NULL) {
-        store_refuse(store, "read body", "missing or out of memory");
-        return -1;
-    }
+    const uint8_t *sealed = column_sealed(store, row, col, what, seq, &sealed_len), *body = NULL;
+    if (sealed == NULL)
+        return store->body_unauthentic ? 1 : -1;
     int rc = body_open(store, from, sealed, sealed_len, &body, &len);
     if (rc == -1) {
         store->last_rc = 0;

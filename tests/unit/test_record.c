@@ -52,6 +52,8 @@ static struct {
     size_t commits, rollbacks, write_failed_logs, set_aside_logs;
     const char *refuse_event; /* audit_append refuses entries of this event */
     size_t refuse_after;      /* ... once this many of them were taken */
+    uint64_t unrecorded_from; /* store_set_aside_unrecorded: seqs from here ... */
+    size_t n_unrecorded;      /* ... this many */
 } trail;
 
 static char store_token; /* the broker's store: only its address is used */
@@ -162,16 +164,31 @@ int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJ
     return 0;
 }
 
-size_t store_set_aside_at_open(const store_t *store)
+/* The rows set aside that no entry names: trail.n_unrecorded of them
+ * from seq trail.unrecorded_from (none unless a test says so). */
+int store_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs, size_t max)
 {
-    (void)store;
-    return 0; /* no migration ran */
+    assert_ptr_equal(store, (store_t *)&store_token);
+    int n = 0;
+    for (uint64_t seq = trail.unrecorded_from;
+         seq < trail.unrecorded_from + trail.n_unrecorded && (size_t)n < max; seq++)
+        if (seq > after)
+            seqs[n++] = seq;
+    return n;
 }
 
-int store_set_aside_at_open_get(store_t *store, size_t i, store_set_aside_t *out)
+int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out)
 {
-    (void)store, (void)i, (void)out;
-    return -1;
+    assert_ptr_equal(store, (store_t *)&store_token);
+    memset(out, 0, sizeof *out);
+    snprintf(out->row.recipient, sizeof out->row.recipient, "om/parket");
+    snprintf(out->reason, sizeof out->reason, "body of delivery %llu does not authenticate",
+             (unsigned long long)seq);
+    out->row.view = (store_expired_t){.seq = seq, .item_seq = 7, .set_aside = 1};
+    out->row.view.recipient = out->row.recipient;
+    out->row.view.rule_id = out->row.rule_id;
+    out->row.view.rule_hash = out->row.rule_hash;
+    return 1;
 }
 
 int log_enabled(log_level_t level)
@@ -443,9 +460,10 @@ static void test_lists_are_bounded(void **state)
  * transaction, ahead of themselves: no commit leaves a delete without its
  * record. */
 /* A delivery set aside: one entry naming it (its damaged texts cleaned:
- * the row may be the damage), one error line, counted; the turn is no
- * longer one of acks only. A refused entry fails the turn and counts
- * nothing. */
+ * the row may be the damage), counted, and one error line once the turn
+ * commits (a turn rolled back says nothing: the next push sets the row
+ * aside again and says it then); the turn is no longer one of acks only.
+ * A refused entry fails the turn and counts nothing. */
 static void test_set_aside_entry(void **state)
 {
     (void)state;
@@ -470,17 +488,74 @@ static void test_set_aside_entry(void **state)
     assert_true(k->has_seq);
     assert_int_equal(k->seq, 42);
     assert_int_equal(k->item_seq, 17);
-    assert_int_equal(trail.set_aside_logs, 1);
+    assert_int_equal(trail.set_aside_logs, 0); /* not before the commit */
     assert_int_equal(b->stats.set_aside, 1);
     assert_false(b->turn_acks_only);
     assert_false(b->turn_failed);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 1);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 1); /* said once */
+
+    /* recorded in a turn that fails for another reason: not said */
+    assert_int_equal(record_set_aside(b, &x), 0);
+    broker_fail_turn(b);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 1);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 1);
 
     trail.refuse_event = "delivery.set_aside";
-    trail.refuse_after = 1;
+    trail.refuse_after = 2;
     assert_int_equal(record_set_aside(b, &x), -1);
     assert_true(b->turn_failed);
-    assert_int_equal(b->stats.set_aside, 1);
+    assert_int_equal(b->stats.set_aside, 2);
+    turn_end(b);
+    assert_int_equal(trail.set_aside_logs, 1);
     test_broker_free(&b);
+    trail_reset();
+}
+
+/* The rows set aside that no entry names (the schema migration's) are
+ * recorded at the start, each as the push records one, committed a
+ * batch at a time, each batch's lines said once it committed. A refused
+ * entry rolls back the batch it is in and fails (the broker does not
+ * start): the rows of that batch are found again at the next start. */
+static void test_set_aside_unrecorded_at_start(void **state)
+{
+    (void)state;
+    static const struct {
+        size_t rows, refuse_after;
+        int result;
+        size_t entries, commits, said;
+    } cases[] = {
+        {0, 0, 0, 0, 0, 0},       /* none: nothing written, nothing committed */
+        {70, 0, 0, 70, 2, 70},    /* two batches */
+        {70, 65, -1, 65, 1, 64},  /* the second batch refused after its first entry */
+        {3, 0 + 100, 0, 3, 1, 3}, /* refusal beyond them: all recorded */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        trail_reset();
+        broker_t *b = test_broker();
+        trail.unrecorded_from = 1000;
+        trail.n_unrecorded = cases[i].rows;
+        if (cases[i].refuse_after > 0) {
+            trail.refuse_event = "delivery.set_aside";
+            trail.refuse_after = cases[i].refuse_after;
+        }
+        int result = record_set_aside_unrecorded(b);
+        if (result != cases[i].result || trail.n_entries != cases[i].entries ||
+            trail.commits != cases[i].commits || trail.set_aside_logs != cases[i].said)
+            fail_msg("case %zu: result %d, %zu entries, %zu commits, %zu said", i, result,
+                     trail.n_entries, trail.commits, trail.set_aside_logs);
+        for (size_t k = 0; k < trail.n_entries; k++) {
+            assert_string_equal(trail.entries[k].event, "delivery.set_aside");
+            assert_int_equal(trail.entries[k].seq, 1000 + (int64_t)k);
+        }
+        assert_int_equal(trail.rollbacks, result < 0 ? 1 : 0);
+        assert_int_equal(b->stats.set_aside, cases[i].entries);
+        test_broker_free(&b);
+    }
     trail_reset();
 }
 
@@ -779,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_lists_are_bounded),
         cmocka_unit_test(test_immediate_commits_record_kept_acks_first),
         cmocka_unit_test(test_set_aside_entry),
+        cmocka_unit_test(test_set_aside_unrecorded_at_start),
         cmocka_unit_test(test_one_queued_entry_per_item),
         cmocka_unit_test(test_queued_text_spells_every_field_and_number),
         cmocka_unit_test(test_interleaved_items_get_an_entry_per_run),

@@ -1257,6 +1257,69 @@ static void test_set_aside_delivery_follows_its_case(void **state)
     assert_int_equal(raw_int(f->path, sql), 1);
 }
 
+/* A case's close sets the expires_at of its deliveries set aside, but
+ * their case_id may be the damage: a signal's row altered to name the
+ * case (it no longer authenticates, and is set aside) is never kept past
+ * its own item's retention by the close, while the case's own row
+ * follows the close, and a reopen, as before. */
+static void test_close_bounds_set_aside_rows_by_their_item(void **state)
+{
+    fixture_t *f = *state;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1], sql[256];
+    const int64_t signal_until = NOW + 200, closed_until = NOW + 5000;
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, "Pand Molenweg", case_id);
+    int64_t command_item = command(f->store, "riec/analist", 1, "opened");
+    int64_t own =
+        deliver(f->store, case_id, 1, POLITIE, "riec/analist", 1, command_item, "opened", OPEN);
+    int64_t signal_item = command(f->store, "politie/bvh", 2, "signal");
+    int64_t signal = deliver(f->store, NULL, 0, "om/parket", "politie/bvh", 2, signal_item,
+                             "signal", signal_until);
+    assert_int_equal(store_commit(f->store), 0);
+    snprintf(sql, sizeof sql,
+             "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld;"
+             "UPDATE deliveries SET case_id = '%s' WHERE seq = %lld",
+             (long long)own, case_id, (long long)signal);
+    store_fixture_raw_exec(f->path, sql);
+    const struct {
+        const char *recipient;
+        int64_t seq;
+    } rows[] = {{POLITIE, own}, {"om/parket", signal}};
+    for (size_t i = 0; i < 2; i++) {
+        size_t visited = 0;
+        assert_int_equal(
+            store_mailbox_scan(f->store, rows[i].recipient, 0, 10, count_delivery, &visited), -1);
+        store_set_aside_t x;
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(
+            store_delivery_set_aside(f->store, rows[i].recipient, (uint64_t)rows[i].seq, NOW, &x),
+            1);
+        assert_int_equal(store_commit(f->store), 0);
+    }
+    const struct {
+        int64_t expiry, own, signal;
+    } steps[] = {
+        {closed_until, closed_until, signal_until}, /* a close */
+        {OPEN, OPEN, signal_until},                 /* a reopen */
+        {closed_until, closed_until, signal_until}, /* closed again */
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_case_set_expiry(f->store, case_id, steps[i].expiry), 0);
+        assert_int_equal(store_commit(f->store), 0);
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+                 (long long)own);
+        if (raw_int(f->path, sql) != steps[i].own)
+            fail_msg("step %zu: the case's own row expires at %lld", i,
+                     (long long)raw_int(f->path, sql));
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+                 (long long)signal);
+        if (raw_int(f->path, sql) != steps[i].signal)
+            fail_msg("step %zu: the altered signal's row expires at %lld", i,
+                     (long long)raw_int(f->path, sql));
+    }
+}
+
 /* Closing a case never lowers an item below what else still needs it: a
  * pending delivery outside the case, or another case that links it.
  * Otherwise the sweep, which takes the earliest due items first, a batch
@@ -1576,6 +1639,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_expiry_and_sweep, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_delivery_follows_its_case, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_close_bounds_set_aside_rows_by_their_item, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_close_keeps_items_others_need, setup,
                                         store_fixture_teardown),
