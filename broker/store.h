@@ -474,11 +474,13 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
  * row altered or damaged outside the broker) cannot be sent, and since a
  * mailbox goes out in seq order it would hold up everything after it for
  * its recipient. It is set aside instead: moved, its columns exactly as
- * they are (nothing re-sealed, nothing dropped), into deliveries_set_aside
- * with when and why, out of the mailbox and its count. There it stays
- * until its own expires_at (store_expire: a tombstone, fn told with
- * set_aside = 1), or until an operator puts it back from a backup
- * (docs/OPERATIONS.md). A rekey leaves the table as it is.
+ * they are (nothing re-sealed, nothing dropped) but expires_at, which may
+ * be the damage and is bounded by its item's retention (one that is no
+ * integer: due at once), into deliveries_set_aside with when and why, out
+ * of the mailbox and its count. There it stays until that expires_at
+ * (store_expire: a tombstone, fn told with set_aside = 1), or until an
+ * operator puts it back from a backup (docs/OPERATIONS.md). A rekey
+ * leaves the table as it is.
  */
 #define STORE_SET_ASIDE_REASON_LEN 256
 

@@ -143,13 +143,14 @@
  *
  * Step 9 -> 10 adds deliveries_set_aside: a waiting delivery that does not
  * authenticate (its body, its envelope, or its item's content: damage or
- * tampering outside the broker) is moved there, columns untouched, with
+ * tampering outside the broker) is moved there, columns untouched but an
+ * expires_at bounded by its item's (STORE_SET_ASIDE_MOVE_SQL), with
  * set_aside_at and reason, so that it no longer holds up its recipient's
  * mailbox (store_delivery_set_aside). The columns keep no type or
  * constraint (declared without type, SQLite keeps each value as it
  * comes, so the bytes are the row's own) and no foreign key, as
  * tombstones: the item and the case a row names stay while it does
- * (the expiry of items and cases waits for it), and it goes at its own
+ * (the expiry of items and cases waits for it), and it goes at its
  * expires_at with a tombstone. seq is the delivery's and stays unique
  * among every delivery (the counters read this table too).
  */
