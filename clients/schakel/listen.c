@@ -77,8 +77,10 @@ typedef struct listen_settings {
  * are acked, and cut back when one could not be written whole. */
 typedef struct listen_output {
     int is_file;
-    int append;    /* O_APPEND: each write goes to the end, whatever the offset says */
-    int folder_fd; /* the file's folder until it is synced, before the first ack; else -1 */
+    int append;              /* O_APPEND: each write goes to the end, whatever the offset says */
+    int folder_fd;           /* the file's folder, for the run; else -1 */
+    int folder_synced;       /* its entry of the file is durable (before the first ack) */
+    char name[NAME_MAX + 1]; /* the file's name in it */
 } listen_output_t;
 
 /* Deliveries printed and not yet acked: at most a Flow window. */
@@ -214,7 +216,7 @@ static int listen_print(const cli_options_t *opts, const schakel_delivery_t *d)
  * have its folder synced, and what is written to a deleted one is gone
  * when it is closed; acking deliveries into either could lose them, so
  * listen refuses it before anything is received. */
-static int listen_open_folder(const struct stat *st)
+static int listen_open_folder(const struct stat *st, char *name, size_t namelen)
 {
     char path[PATH_MAX];
     struct stat named;
@@ -246,7 +248,25 @@ static int listen_open_folder(const struct stat *st)
             close(folder);
         return -1;
     }
+    if (strlen(slash + 1) >= namelen) { /* a name longer than NAME_MAX was found: not possible */
+        close(folder);
+        cli_say("listen: the name of standard output's file is too long; nothing received");
+        return -1;
+    }
+    strcpy(name, slash + 1);
     return folder;
+}
+
+/* Whether standard output's file is still the one under its name in its
+ * folder. One deleted, or renamed away (a reader taking the inbox, a file
+ * renamed over it), no longer is: what listen wrote into it is not where
+ * the partner looks, and once listen closes a deleted one it is gone. */
+static int listen_still_named(const listen_output_t *out)
+{
+    struct stat st, named;
+    return fstat(STDOUT_FILENO, &st) == 0 && st.st_nlink > 0 &&
+           fstatat(out->folder_fd, out->name, &named, AT_SYMLINK_NOFOLLOW) == 0 &&
+           named.st_dev == st.st_dev && named.st_ino == st.st_ino;
 }
 
 /* Where in a regular file the last line before `end` begins: the byte
@@ -330,9 +350,11 @@ static int listen_output_open(listen_output_t *out)
     out->is_file = fstat(STDOUT_FILENO, &st) == 0 && S_ISREG(st.st_mode);
     out->append = flags != -1 && (flags & O_APPEND) != 0;
     out->folder_fd = -1;
+    out->folder_synced = 0;
     if (!out->is_file)
         return CLI_EXIT_OK;
-    if ((out->folder_fd = listen_open_folder(&st)) < 0 || listen_end_fragment(out, &st) != 0)
+    if ((out->folder_fd = listen_open_folder(&st, out->name, sizeof out->name)) < 0 ||
+        listen_end_fragment(out, &st) != 0)
         return CLI_EXIT_FAILURE;
     return CLI_EXIT_OK;
 }
@@ -389,19 +411,21 @@ static void listen_confirm_acks(schakel_client_t *client)
 /* Make what a regular file holds durable: its data, and before the first
  * ack of the run its folder, whose entry of the file the shell made (`>`):
  * lost in a power loss, it would take the file and every delivery acked
- * into it. Returns 0, or -1 with errno and *what naming what failed. */
+ * into it. Then, before every ack, the file must still be the one under
+ * its name. Returns 0; -1 with errno and *what naming what failed; -2
+ * when the file was deleted or renamed away. */
 static int listen_sync(listen_output_t *out, const char **what)
 {
     *what = "standard output";
     if (fdatasync(STDOUT_FILENO) != 0)
         return -1;
-    if (out->folder_fd < 0)
-        return 0;
-    *what = "the folder of standard output's file";
-    if (fsync(out->folder_fd) != 0)
-        return -1;
-    listen_output_close(out);
-    return 0;
+    if (!out->folder_synced) {
+        *what = "the folder of standard output's file";
+        if (fsync(out->folder_fd) != 0)
+            return -1;
+        out->folder_synced = 1;
+    }
+    return listen_still_named(out) ? 0 : -2;
 }
 
 /* Make the batch's deliveries durable (a regular file: listen_sync) and ack
@@ -414,7 +438,17 @@ static int listen_commit(listen_output_t *out, schakel_client_t *client, listen_
     batch->n = 0;
     if (n == 0)
         return 0;
-    if (out->is_file && listen_sync(out, &what) != 0) {
+    int synced = out->is_file ? listen_sync(out, &what) : 0;
+    if (synced == -2) {
+        /* the file is not where the partner looks; nothing to cut back */
+        __fpurge(stdout);
+        cli_say("listen: standard output's file was deleted or renamed away while listen ran "
+                "(%s is another file or none now); %zu deliveries from seq=%llu not "
+                "acknowledged: they come again",
+                out->name, n, (unsigned long long)batch->seqs[0]);
+        return -CLI_EXIT_FAILURE;
+    }
+    if (synced != 0) {
         int error = errno;
         /* whole lines, not synced, not acked: they come again; taken back
          * when the file holds only ours from start on */

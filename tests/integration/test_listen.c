@@ -281,6 +281,50 @@ static void test_listen_failed_sync_keeps_another_writers_lines(void **state)
     h_done(env);
 }
 
+/* The output file deleted, or renamed away (a reader taking the inbox by
+ * renaming a new file over it), while listen waits in its sync: the
+ * deliveries are in a file the partner no longer has under its name, so
+ * nothing is acked, listen says why and exits 1; they come again. */
+static void test_listen_file_gone_from_its_name_acks_nothing(void **state)
+{
+    h_env_t *env = *state;
+    publish_batch(env, NULL, NULL);
+    for (int replaced = 0; replaced < 2; replaced++) {
+        char path[160], gate_path[160], other[160];
+        snprintf(path, sizeof path, "%s/inbox-%d.jsonl", env->dir, replaced);
+        snprintf(gate_path, sizeof gate_path, "%s/sync-gate", env->dir);
+        snprintf(other, sizeof other, "%s/fresh.jsonl", env->dir);
+        write_file(path, "");
+        write_file(gate_path, "");
+        held_listen_t h = {.env = env, .fd = open_output(path, 1)};
+        snprintf(h.gate_env, sizeof h.gate_env, "SCHAKEL_TEST_SYNC_GATE=%s", gate_path);
+        snprintf(h.fail_env, sizeof h.fail_env, "SCHAKEL_TEST_SYNC_FAIL=%s/no-such-file", env->dir);
+        pthread_t thread;
+        assert_int_equal(pthread_create(&thread, NULL, held_listen_run, &h), 0);
+        /* listen has written (a line at least) and waits in its sync; bounded */
+        const struct timespec pause = {0, 10 * 1000 * 1000};
+        for (int i = 0; i < H_TIMEOUT_MS / 10 && file_size(path) <= 0; i++)
+            nanosleep(&pause, NULL);
+        if (replaced) {
+            write_file(other, "");
+            assert_int_equal(rename(other, path), 0);
+        } else {
+            assert_int_equal(unlink(path), 0);
+        }
+        unlink(gate_path);
+        pthread_join(thread, NULL);
+        close(h.fd);
+        expect_exit(&h.res, 1,
+                    replaced ? "listen whose file was renamed over"
+                             : "listen whose file was deleted");
+        expect_err(&h.res, "was deleted or renamed away while listen ran", "the file gone");
+        expect_err(&h.res, "not acknowledged", "the file gone");
+        h_cli_result_free(&h.res);
+        assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH);
+    }
+    h_done(env);
+}
+
 /* A full disk (the CLI's RLIMIT_FSIZE) in the middle of a delivery: the
  * file is cut back to the end of the last whole one, in a file opened as
  * `>` and as `>>` (whose offset is 0 until its first write); what was
@@ -809,6 +853,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_listen_failed_sync_acks_nothing, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_file_gone_from_its_name_acks_nothing,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_failed_sync_keeps_another_writers_lines,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_full_disk_cuts_back, h_setup_broker,
