@@ -13,6 +13,7 @@
 
 #include "harness.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -2084,4 +2085,98 @@ h_env_t *h_env_new_with_cases(void)
     h_env_t *env = h_env_new_with_rules(rules);
     free(rules);
     return env;
+}
+
+/* ---- the put-back of a set-aside delivery (docs/OPERATIONS.md) */
+
+/* Replace each occurrence of the number `from` (not part of a longer
+ * word) in text by `to`; fails the test unless there is one at least. */
+static void put_back_replace_number(char *text, size_t len, const char *from, const char *to)
+{
+    size_t n_from = strlen(from), n_to = strlen(to), found = 0;
+    for (char *at = strstr(text, from); at != NULL; at = strstr(at, from)) {
+        int alone =
+            (at == text || !isalnum((unsigned char)at[-1])) && !isalnum((unsigned char)at[n_from]);
+        if (!alone) {
+            at += n_from;
+            continue;
+        }
+        size_t tail = strlen(at + n_from);
+        if ((size_t)(at - text) + n_to + tail + 1 > len)
+            fail_msg("the put-back SQL is too long");
+        memmove(at + n_to, at + n_from, tail + 1);
+        memcpy(at, to, n_to);
+        at += n_to;
+        found++;
+    }
+    if (found == 0)
+        fail_msg("the put-back SQL of docs/OPERATIONS.md names no %s", from);
+}
+
+/* The SQL of docs/OPERATIONS.md, "Putting a set-aside delivery back", as
+ * it stands there (between <<'SQL' and SQL), for delivery seq of item
+ * item_seq and the backup file backup. */
+static void put_back_sql(const char *backup, int64_t seq, int64_t item_seq, char *out,
+                         size_t outlen)
+{
+    static const char doc[] = "docs/OPERATIONS.md", doc_backup[] = "/backup/schakel-2026-11-20.db";
+    FILE *f = fopen(doc, "r");
+    if (f == NULL)
+        fail_msg("%s: %s (run the test from the source tree)", doc, strerror(errno));
+    char line[1024];
+    int in_paragraph = 0, in_sql = 0;
+    size_t used = 0;
+    out[0] = '\0';
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (!in_paragraph) {
+            in_paragraph = strncmp(line, "**Putting a set-aside delivery back.**", 38) == 0;
+            continue;
+        }
+        if (!in_sql) {
+            in_sql = strstr(line, "<<'SQL'") != NULL;
+            continue;
+        }
+        if (strcmp(line, "SQL\n") == 0)
+            break;
+        if (used + strlen(line) + 1 > outlen)
+            fail_msg("the put-back SQL of %s is too long", doc);
+        memcpy(out + used, line, strlen(line) + 1);
+        used += strlen(line);
+    }
+    fclose(f);
+    if (used == 0)
+        fail_msg("%s: no <<'SQL' block after \"Putting a set-aside delivery back\"", doc);
+    char number[24];
+    char *at = strstr(out, doc_backup);
+    if (at == NULL || strlen(out) - strlen(doc_backup) + strlen(backup) + 1 > outlen)
+        fail_msg("the put-back SQL of %s names no %s", doc, doc_backup);
+    memmove(at + strlen(backup), at + strlen(doc_backup), strlen(at + strlen(doc_backup)) + 1);
+    memcpy(at, backup, strlen(backup));
+    snprintf(number, sizeof number, "%lld", (long long)seq);
+    put_back_replace_number(out, outlen, "42", number);
+    snprintf(number, sizeof number, "%lld", (long long)item_seq);
+    put_back_replace_number(out, outlen, "17", number);
+}
+
+static int put_back_changes_said(void *arg, int n, char **values, char **names)
+{
+    if (n == 1 && strcmp(names[0], "put_back") == 0 && values[0] != NULL)
+        *(int *)arg = atoi(values[0]);
+    return 0;
+}
+
+int h_put_back(const h_env_t *env, const char *backup, int64_t seq, int64_t item_seq)
+{
+    static char sql[8192];
+    put_back_sql(backup, seq, item_seq, sql, sizeof sql);
+    sqlite3 *db = NULL;
+    char *message = NULL;
+    int said = -1;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db, sql, put_back_changes_said, &said, &message) != SQLITE_OK)
+        fail_msg("the documented put-back: %s\n%s", message ? message : sqlite3_errmsg(db), sql);
+    sqlite3_close(db);
+    if (said != 0 && said != 1)
+        fail_msg("the documented put-back said no changes() of 0 or 1: %d", said);
+    return said;
 }

@@ -466,4 +466,10 @@ extern const char h_case_types[];
 /* As h_env_new, with h_default_rules followed by h_case_types. */
 h_env_t *h_env_new_with_cases(void);
 
+/* Run the put-back of a set-aside delivery (docs/OPERATIONS.md, "Putting
+ * a set-aside delivery back"), the SQL as it stands there, on the env's
+ * store (broker stopped) for delivery seq of item item_seq from the
+ * backup file backup; returns what its SELECT changes() said (0 or 1). */
+int h_put_back(const h_env_t *env, const char *backup, int64_t seq, int64_t item_seq);
+
 #endif

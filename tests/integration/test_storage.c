@@ -17,7 +17,6 @@
 
 #include "harness.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -2160,100 +2159,6 @@ static int64_t storage_int_beside(const h_env_t *env, const char *copy, const ch
     " rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id, is_case_event,"     \
     " by_ref"
 
-/* Replace each occurrence of the number `from` (not part of a longer
- * word) in text by `to`; fails the test unless there is one at least. */
-static void storage_replace_number(char *text, size_t len, const char *from, const char *to)
-{
-    size_t n_from = strlen(from), n_to = strlen(to), found = 0;
-    for (char *at = strstr(text, from); at != NULL; at = strstr(at, from)) {
-        int alone =
-            (at == text || !isalnum((unsigned char)at[-1])) && !isalnum((unsigned char)at[n_from]);
-        if (!alone) {
-            at += n_from;
-            continue;
-        }
-        size_t tail = strlen(at + n_from);
-        if ((size_t)(at - text) + n_to + tail + 1 > len)
-            fail_msg("the put-back SQL is too long");
-        memmove(at + n_to, at + n_from, tail + 1);
-        memcpy(at, to, n_to);
-        at += n_to;
-        found++;
-    }
-    if (found == 0)
-        fail_msg("the put-back SQL of docs/OPERATIONS.md names no %s", from);
-}
-
-/* The SQL of docs/OPERATIONS.md, "Putting a set-aside delivery back", as
- * it stands there (between <<'SQL' and SQL), for delivery seq of item
- * item_seq and the backup file backup. */
-static void storage_put_back_sql(const char *backup, int64_t seq, int64_t item_seq, char *out,
-                                 size_t outlen)
-{
-    static const char doc[] = "docs/OPERATIONS.md", doc_backup[] = "/backup/schakel-2026-11-20.db";
-    FILE *f = fopen(doc, "r");
-    if (f == NULL)
-        fail_msg("%s: %s (run the test from the source tree)", doc, strerror(errno));
-    char line[1024];
-    int in_paragraph = 0, in_sql = 0;
-    size_t used = 0;
-    out[0] = '\0';
-    while (fgets(line, sizeof line, f) != NULL) {
-        if (!in_paragraph) {
-            in_paragraph = strncmp(line, "**Putting a set-aside delivery back.**", 38) == 0;
-            continue;
-        }
-        if (!in_sql) {
-            in_sql = strstr(line, "<<'SQL'") != NULL;
-            continue;
-        }
-        if (strcmp(line, "SQL\n") == 0)
-            break;
-        if (used + strlen(line) + 1 > outlen)
-            fail_msg("the put-back SQL of %s is too long", doc);
-        memcpy(out + used, line, strlen(line) + 1);
-        used += strlen(line);
-    }
-    fclose(f);
-    if (used == 0)
-        fail_msg("%s: no <<'SQL' block after \"Putting a set-aside delivery back\"", doc);
-    char number[24];
-    char *at = strstr(out, doc_backup);
-    if (at == NULL || strlen(out) - strlen(doc_backup) + strlen(backup) + 1 > outlen)
-        fail_msg("the put-back SQL of %s names no %s", doc, doc_backup);
-    memmove(at + strlen(backup), at + strlen(doc_backup), strlen(at + strlen(doc_backup)) + 1);
-    memcpy(at, backup, strlen(backup));
-    snprintf(number, sizeof number, "%lld", (long long)seq);
-    storage_replace_number(out, outlen, "42", number);
-    snprintf(number, sizeof number, "%lld", (long long)item_seq);
-    storage_replace_number(out, outlen, "17", number);
-}
-
-static int storage_changes_said(void *arg, int n, char **values, char **names)
-{
-    if (n == 1 && strcmp(names[0], "put_back") == 0 && values[0] != NULL)
-        *(int *)arg = atoi(values[0]);
-    return 0;
-}
-
-/* Run the documented put-back (broker stopped) of delivery seq from
- * backup; returns what its SELECT changes() said. */
-static int storage_put_back(const h_env_t *env, const char *backup, int64_t seq, int64_t item_seq)
-{
-    static char sql[8192];
-    storage_put_back_sql(backup, seq, item_seq, sql, sizeof sql);
-    sqlite3 *db = NULL;
-    char *message = NULL;
-    int said = -1;
-    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, sql, storage_changes_said, &said, &message) != SQLITE_OK)
-        fail_msg("the documented put-back: %s\n%s", message ? message : sqlite3_errmsg(db), sql);
-    sqlite3_close(db);
-    if (said != 0 && said != 1)
-        fail_msg("the documented put-back said no changes() of 0 or 1: %d", said);
-    return said;
-}
-
 /* A waiting delivery that does not authenticate after `alter` (SQL run on
  * the store, broker stopped; ?1 is not bound: it names om/parket's row
  * itself) is set aside by the push, once: its row moves, exactly as it
@@ -2339,7 +2244,7 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
     h_cli_result_free(&res);
 
     /* put back from the backup (broker stopped): delivered as decided */
-    assert_int_equal(storage_put_back(env, backup, seq, item_seq), 1);
+    assert_int_equal(h_put_back(env, backup, seq, item_seq), 1);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld",
              (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
@@ -2422,7 +2327,7 @@ static void test_put_back_from_a_backup_without_the_row(void **state)
     int64_t item_seq = 0;
     snprintf(backup, sizeof backup, "%s/before.db", env->dir);
     int64_t seq = storage_one_set_aside(env, backup, 1, &item_seq);
-    assert_int_equal(storage_put_back(env, backup, seq, item_seq), 0);
+    assert_int_equal(h_put_back(env, backup, seq, item_seq), 0);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld",
              (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 1);
@@ -2457,7 +2362,7 @@ static void test_put_back_after_it_expired(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM tombstones WHERE seq = %lld", (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 1);
 
-    assert_int_equal(storage_put_back(env, backup, seq, item_seq), 0);
+    assert_int_equal(h_put_back(env, backup, seq, item_seq), 0);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld", (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
 
