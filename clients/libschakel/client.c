@@ -1378,6 +1378,20 @@ schakel_status_t schakel_store_epoch_floor(schakel_client_t *client, uint8_t epo
     return client_store_epoch(client, epoch, known, floor_seq, floor_known, timeout_ms);
 }
 
+schakel_status_t schakel_connections_made(schakel_client_t *client, uint64_t *count)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (count == NULL)
+        return client_fail(client, SCHAKEL_ERR_USAGE, "schakel_connections_made needs an output");
+    /* libzmq says a handshake succeeded before the connection hands on any
+     * frame it brings, so once an answer was read its connection's word is
+     * in the monitor: read here, it is counted */
+    schakel_status_t status = client_catch_up(client);
+    *count = (uint64_t)client->handshakes;
+    return status;
+}
+
 /* ------------------------------------------------------------------ publish */
 
 /* protobuf-c declares message strings as char *; packing only reads them, so

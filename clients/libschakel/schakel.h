@@ -289,6 +289,22 @@ schakel_status_t schakel_store_epoch(schakel_client_t *client, uint8_t epoch[16]
 schakel_status_t schakel_store_epoch_floor(schakel_client_t *client, uint8_t epoch[16], int *known,
                                            uint64_t *floor_seq, int *floor_known, int timeout_ms);
 
+/* How many connections to the broker this client has made so far: CURVE
+ * handshakes completed, the first counted (1 once schakel_connect
+ * returned). libschakel makes a lost connection again on its own (the
+ * broker restarted, or was stopped and its store restored from a backup)
+ * and sends again what was in flight: a caller that must know whether an
+ * answer came from the broker it asked something of before (schakel
+ * import: was the store epoch it asked still that of the store that
+ * answered its publishes?) reads the count before asking and again after
+ * taking the answers; when it moved, an answer may come from a broker
+ * restored since, and it asks again. Connection events that no call has
+ * read yet are taken first: a connection that an answer already taken
+ * came on is always counted. SCHAKEL_OK with *count set; SCHAKEL_ERR_USAGE
+ * for a NULL count; an error a handshake ended in (SCHAKEL_ERR_AUTH: the
+ * broker refused our key), *count set all the same. */
+schakel_status_t schakel_connections_made(schakel_client_t *client, uint64_t *count);
+
 /* ------------------------------------------------------------------ cases
  * A case (casus) is joint work of several partners, led by one; only its
  * members see it. docs/PROTOCOL.md section 12 gives the rules; every case

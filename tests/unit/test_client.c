@@ -2003,7 +2003,9 @@ static void *restart_after_first_publish(void *arg)
 }
 
 /* The broker restarts while a publish waits for its answer: the client sends
- * the same signed publish again on the new connection, within its timeout. */
+ * the same signed publish again on the new connection, within its timeout,
+ * and counts that connection (schakel_connections_made) once the answer is
+ * taken. */
 static void test_publish_survives_restart(void **state)
 {
     schakel_client_t *client = *state;
@@ -2012,6 +2014,11 @@ static void test_publish_survives_restart(void **state)
     uint8_t id[16];
     pthread_t helper;
     void *helper_failed = NULL;
+    uint64_t connections = 0;
+    assert_int_equal(schakel_connections_made(client, &connections), SCHAKEL_OK);
+    assert_int_equal(connections, 1);
+    assert_int_equal(schakel_connections_made(client, NULL), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_connections_made(NULL, &connections), SCHAKEL_ERR_USAGE);
     fake_set_modes(&fake, FAKE_SILENT, FAKE_FLOW_QUIET);
     assert_int_equal(pthread_create(&helper, NULL, restart_after_first_publish, NULL), 0);
     schakel_status_t status =
@@ -2020,6 +2027,8 @@ static void test_publish_survives_restart(void **state)
     assert_null(helper_failed);
     assert_int_equal(status, SCHAKEL_OK);
     assert_int_equal(result.seq, 100);
+    assert_int_equal(schakel_connections_made(client, &connections), SCHAKEL_OK);
+    assert_int_equal(connections, 2);
     pthread_mutex_lock(&fake.lock);
     assert_int_equal(fake.publishes, 2);
     assert_int_equal(fake.signature_ok, 1);
@@ -3717,9 +3726,13 @@ static void test_inflight_survives_restart(void **state)
     fake_stop(&fake);
     assert_int_equal(fake_start(&fake, endpoint), 0);
     assert_int_equal(schakel_publishes_in_flight(client), 4);
-    /* the second first: the reconnect comes while the first is still in flight */
+    /* the second first: the reconnect comes while the first is still in
+     * flight; its answer came on the new connection, which is counted */
     inflight_wait(client, ids[1], &answer, 3 * WAIT_MS);
     check_accepted(&answer, ids[1], 2, 0);
+    uint64_t connections = 0;
+    assert_int_equal(schakel_connections_made(client, &connections), SCHAKEL_OK);
+    assert_int_equal(connections, 2);
     static const unsigned rest[] = {0, 2, 3};
     for (size_t i = 0; i < 3; i++) {
         inflight_wait(client, NULL, &answer, WAIT_MS);
