@@ -6,11 +6,12 @@
  *
  * Owns the options, the order of the run (check the file before anything
  * is sent, connect, open the journal and compare the broker's store epoch
- * with the journal's, read and send batch by batch, ask the epoch again)
- * and the summary. SIGINT and SIGTERM are blocked for the whole run and
- * looked at between batches: the batch being sent is finished and
- * journalled, then the run stops (exit 5). Exit codes: see import.h and
- * schakel(1).
+ * with the journal's, read and send batch by batch, asking the epoch again
+ * before a batch is journalled when libschakel has made its connection
+ * again since, and at the end) and the summary. SIGINT and SIGTERM are
+ * blocked for the whole run and looked at between batches: the batch
+ * being sent is finished and journalled, then the run stops (exit 5).
+ * Exit codes: see import.h and schakel(1).
  */
 #include "import.h"
 
@@ -220,41 +221,68 @@ static int import_check_file(const import_options_t *o, int *format, import_fing
     return CLI_EXIT_OK;
 }
 
-/* What a change of the broker's store epoch since the journal was
- * written does to this run (import_journal_epoch). */
-static void import_say_restored(const import_run_t *run, const import_options_t *o, int change)
+/* The warning of a change that publishes again batches the backup may
+ * have held and forgotten on purpose, why that cannot be told apart. */
+static void import_warn_forgotten(const import_run_t *run, int change)
 {
-    if (change == IMPORT_EPOCH_SAME)
-        return;
-    if (change == IMPORT_EPOCH_FLOOR) {
-        size_t kept = run->journal.kept_by_floor;
-        cli_say("import: the broker's store was restored from a backup since the journal %s was "
-                "written: publishing again the batches accepted after the backup was taken; the "
-                "%zu batch%s done before it %s kept (the broker has %s, or forgot %s on purpose "
-                "when %s time was over), and what the broker still has is answered as already "
-                "accepted",
-                o->state, kept, kept == 1 ? "" : "es", kept == 1 ? "is" : "are",
-                kept == 1 ? "it" : "them", kept == 1 ? "it" : "them", kept == 1 ? "its" : "their");
-        return;
-    }
-    cli_say("import: the broker's store was restored from a backup since the journal %s was "
-            "written: publishing again from line 1; what the broker still has is answered as "
-            "already accepted",
-            o->state);
-    char why[256];
+    char why[512];
+    size_t without_seq = run->journal.dropped_without_seq;
     if (change == IMPORT_EPOCH_NO_FLOOR)
         snprintf(why, sizeof why,
                  "the broker does not say which seqs its backup held (a restore without the "
                  "counters of the store it replaced, or a broker from before it tells)");
-    else
+    else if (change == IMPORT_EPOCH_FLOOR_AFAR)
         snprintf(why, sizeof why,
-                 "the backup's floor seq %llu is far above the journal's: another restore, not "
-                 "seen by this journal, may lie between",
+                 "the backup's floor seq %llu is half a billion or more above every seq the "
+                 "journal holds: the backup was taken after a restore (one this journal did not "
+                 "see, or one it saw whose backup was older than its batches), or this file was "
+                 "imported long before the backup on a busy broker, and the seqs cannot tell "
+                 "which batches the backup held",
                  (unsigned long long)run->epoch_floor);
+    else if (without_seq > 0)
+        snprintf(why, sizeof why,
+                 "%zu batch%s of the journal %s recorded by a schakel from before item seqs, so "
+                 "whether the backup held %s is not known",
+                 without_seq, without_seq == 1 ? "" : "es", without_seq == 1 ? "was" : "were",
+                 without_seq == 1 ? "it" : "them");
+    else
+        return;
     cli_say("import: warning: %s, so lines the broker had forgotten on purpose before its backup "
             "was taken (their retention and its idempotency window over) are accepted and "
             "delivered anew, with a new retention",
             why);
+}
+
+/* What a change of the broker's store epoch does to this run
+ * (import_journal_epoch): since the journal was written (at the start:
+ * this run publishes again), or during this run (the next one does). */
+static void import_say_restored(const import_run_t *run, int change, int during)
+{
+    if (change == IMPORT_EPOCH_SAME && !during)
+        return;
+    char when[512];
+    size_t kept = run->journal.kept_by_floor;
+    if (during)
+        snprintf(when, sizeof when,
+                 "import: the broker's store was restored from a backup during this import (the "
+                 "connection was made again, to a store of another epoch): the journal %s now "
+                 "names it, and what the restored store answered is not journalled; run the same "
+                 "command again: it publishes again",
+                 run->journal_path);
+    else
+        snprintf(when, sizeof when,
+                 "import: the broker's store was restored from a backup since the journal %s was "
+                 "written: publishing again",
+                 run->journal_path);
+    if (change == IMPORT_EPOCH_FLOOR && kept > 0)
+        cli_say("%s the batches accepted after the backup was taken; the %zu batch%s done before "
+                "it %s kept (the broker has %s, or forgot %s on purpose when %s time was over), "
+                "and what the broker still has is answered as already accepted",
+                when, kept, kept == 1 ? "" : "es", kept == 1 ? "is" : "are",
+                kept == 1 ? "it" : "them", kept == 1 ? "it" : "them", kept == 1 ? "its" : "their");
+    else
+        cli_say("%s from line 1; what the broker still has is answered as already accepted", when);
+    import_warn_forgotten(run, change);
 }
 
 /* Connect, learn who we are, open the journal. */
@@ -269,9 +297,13 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
         schakel_whoami(run->client, run->sender, partner, role, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("whoami", status, schakel_last_error(run->client));
-    status =
-        schakel_store_epoch_floor(run->client, run->epoch, &run->epoch_known, &run->epoch_floor,
-                                  &run->epoch_floor_known, o->common.connect_timeout_ms);
+    /* counted before the epoch is asked: a connection made again while it
+     * is asked makes the first batch ask once more */
+    status = schakel_connections_made(run->client, &run->epoch_connections);
+    if (status == SCHAKEL_OK)
+        status =
+            schakel_store_epoch_floor(run->client, run->epoch, &run->epoch_known, &run->epoch_floor,
+                                      &run->epoch_floor_known, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("store epoch", status, schakel_last_error(run->client));
     import_identity_t identity = {fp, run->sender, format, o->batch};
@@ -291,8 +323,64 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
         cli_say("import: %s", err);
         return CLI_EXIT_FAILURE;
     }
-    import_say_restored(run, o, change);
+    import_say_restored(run, change, 0);
     return CLI_EXIT_OK;
+}
+
+/* The broker could not tell, after a connection made again, whether its
+ * store is still the one the run began with. Returns -1. */
+static int import_recheck_failed(import_run_t *run, int status, const char *why)
+{
+    import_progress_clear(&run->progress);
+    cli_say("import: the connection to the broker was made again during this import, and %s: "
+            "stopping before journalling what it answered since; run the same command again",
+            why);
+    run->stop_status = status;
+    return -1;
+}
+
+int import_epoch_recheck(import_run_t *run)
+{
+    char err[IMPORT_MAX_TEXT * 2];
+    uint8_t now[SCHAKEL_STORE_EPOCH_BYTES];
+    int known = 0, floor_known = 0;
+    uint64_t connections = 0, floor = 0;
+    if (!run->epoch_known)
+        return 0; /* a broker from before store epochs: nothing to compare */
+    schakel_status_t status = schakel_connections_made(run->client, &connections);
+    if (status == SCHAKEL_OK && connections == run->epoch_connections)
+        return 0;
+    if (status == SCHAKEL_OK)
+        status = schakel_store_epoch_floor(run->client, now, &known, &floor, &floor_known,
+                                           run->ask_timeout_ms);
+    if (status != SCHAKEL_OK) {
+        snprintf(err, sizeof err,
+                 "the broker could not be asked whether its store was restored "
+                 "from a backup meanwhile (%s)",
+                 schakel_last_error(run->client)->text);
+        return import_recheck_failed(run, cli_exit_for(status), err);
+    }
+    if (!known)
+        return import_recheck_failed(run, CLI_EXIT_FAILURE,
+                                     "the broker no longer names its store epoch (one from before "
+                                     "store epochs took its place)");
+    if (memcmp(now, run->epoch, sizeof now) == 0) {
+        run->epoch_connections = connections;
+        return 0;
+    }
+    int change = import_journal_epoch(&run->journal, now, floor_known, floor, err, sizeof err);
+    import_progress_clear(&run->progress);
+    run->stop_status = CLI_EXIT_FAILURE;
+    if (change < 0) {
+        cli_say("import: %s", err);
+        return -1;
+    }
+    memcpy(run->epoch, now, sizeof run->epoch);
+    run->epoch_floor = floor;
+    run->epoch_floor_known = floor_known;
+    run->epoch_connections = connections;
+    import_say_restored(run, change, 1); /* also with nothing done to lose */
+    return -1;
 }
 
 /* A run that went through asks the broker's store epoch once more: when it
@@ -503,6 +591,8 @@ static int import_run(const import_options_t *o)
         run->journal.fd = -1;
         run->timeout_ms = o->timeout_ms;
         run->in_flight = o->in_flight;
+        run->journal_path = o->state;
+        run->ask_timeout_ms = o->common.connect_timeout_ms;
         rc = import_begin(run, o, format, &fp);
     }
     if (!short_of_memory && rc == CLI_EXIT_OK) {

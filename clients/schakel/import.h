@@ -172,7 +172,8 @@ typedef struct import_journal {
     unsigned batch;           /* lines per batch of the journal */
     int has_epoch;            /* the journal names the broker's store epoch: */
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* its last one */
-    size_t kept_by_floor;                     /* the last change of epoch kept this many batches */
+    size_t kept_by_floor;                     /* the last change of epoch kept this many batches, */
+    size_t dropped_without_seq;               /* and forgot this many of D lines without a seq */
 } import_journal_t;
 
 /* What import_journal_epoch found. */
@@ -308,6 +309,12 @@ typedef struct import_run {
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES];
     int epoch_floor_known; /* and its floor seq: */
     uint64_t epoch_floor;
+    /* connections libschakel had made when the epoch was last asked: a
+     * batch answered after another one is journalled once the epoch is
+     * asked again (import_epoch_recheck) */
+    uint64_t epoch_connections;
+    const char *journal_path; /* --state */
+    int ask_timeout_ms;       /* --connect-timeout: for the epoch */
 } import_run_t;
 
 /* Add the current record to the batch: as an item, or as a refusal when
@@ -344,6 +351,17 @@ void import_send_discard(import_batch_t *batch);
 
 /* 1 when SIGINT or SIGTERM is pending (blocked for the whole run). */
 int import_interrupted(void);
+
+/* import.c: before a finished batch is journalled. When libschakel has
+ * made its connection again since the store epoch was last asked (a
+ * broker restarted, or restored from a backup), asks it again: the same
+ * epoch, 0 (journal it); another, the journal takes it as a run's start
+ * does (an E line, with the floor when that keeps batches), says so and
+ * returns -1 with run->stop_status 1: the batch is not journalled (its
+ * answers may be the restored store's or the old one's), and the next run
+ * publishes again what the change did not keep. -1 too, said, when the
+ * broker cannot be asked. */
+int import_epoch_recheck(import_run_t *run);
 
 /* Record a refusal of a line (and journal it). 0, or -1 (run->stop_status). */
 int import_send_refuse(import_run_t *run, long line, const char *reason, const char *text,

@@ -249,12 +249,16 @@ static enum import_epoch_change import_epoch_judge(const import_journal_t *journ
                                                    uint64_t floor)
 {
     uint64_t highest = 0;
-    for (size_t i = 0; i < journal->n_done; i++)
+    int any_seq = 0;
+    for (size_t i = 0; i < journal->n_done; i++) {
+        any_seq |= journal->done[i].has_seq;
         if (journal->done[i].has_seq && journal->done[i].max_seq > highest)
             highest = journal->done[i].max_seq;
+    }
     if (!floor_known)
         return IMPORT_EPOCH_NO_FLOOR;
-    if (floor >= highest && floor - highest >= SCHAKEL_RESTORE_SEQ_MARGIN / 2)
+    /* D lines without seqs alone: nothing to compare, and nothing to keep */
+    if (any_seq && floor >= highest && floor - highest >= SCHAKEL_RESTORE_SEQ_MARGIN / 2)
         return IMPORT_EPOCH_FLOOR_AFAR;
     return IMPORT_EPOCH_FLOOR;
 }
@@ -263,10 +267,11 @@ static enum import_epoch_change import_epoch_judge(const import_journal_t *journ
 static size_t import_epoch_keep(import_journal_t *journal, enum import_epoch_change change,
                                 uint64_t floor, int apply)
 {
-    size_t kept = 0;
+    size_t kept = 0, without_seq = 0;
     uint64_t accepted = 0;
     for (size_t i = 0; i < journal->n_done; i++) {
         const import_done_t *batch = &journal->done[i];
+        without_seq += !batch->has_seq;
         if (change != IMPORT_EPOCH_FLOOR || !batch->has_seq || batch->max_seq > floor)
             continue;
         accepted += batch->accepted;
@@ -278,6 +283,7 @@ static size_t import_epoch_keep(import_journal_t *journal, enum import_epoch_cha
         journal->n_done = kept;
         journal->accepted_before = accepted;
         journal->kept_by_floor = kept;
+        journal->dropped_without_seq = without_seq;
     }
     return kept;
 }
@@ -308,6 +314,8 @@ static void import_epoch_take(import_journal_t *journal, const uint8_t *epoch, i
 int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
                          int floor_known, uint64_t floor, char *err, size_t errlen)
 {
+    journal->kept_by_floor = 0; /* they tell of this change alone */
+    journal->dropped_without_seq = 0;
     if (journal->has_epoch && memcmp(journal->epoch, epoch, sizeof journal->epoch) == 0)
         return IMPORT_EPOCH_SAME;
     enum import_epoch_change change = import_epoch_change(journal, epoch, floor_known, floor);

@@ -534,6 +534,10 @@ int import_send_finish(import_run_t *run, import_batch_t *batch)
         }
     }
     int rc = 0;
+    if (batch->n_lines > 0 && import_epoch_recheck(run) != 0) {
+        import_send_discard(batch);
+        return -1;
+    }
     if (batch->n_lines > 0 &&
         import_journal_done(&run->journal, batch->first_line, batch->last_line, accepted, max_seq,
                             err, sizeof err) != 0)

@@ -7,8 +7,9 @@
  * lines without seqs, not the refusals, also when the journal is read
  * again; with the floor unknown, or far above the journal's seqs, it
  * forgets them all; across two restores (the second of a backup older
- * than the first restore) the floor keeps only what that backup has; a
- * malformed epoch or done line is damage.
+ * than the first restore) the floor keeps only what that backup has; D
+ * lines without seqs alone are never "far below" a floor, and the change
+ * counts those it forgot; a malformed epoch or done line is damage.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -192,6 +193,7 @@ static void test_same_epoch_keeps_the_journal(void **state)
     assert_int_equal(import_journal_epoch(&f->journal, a, 1, 0, err, sizeof err),
                      IMPORT_EPOCH_SAME);
     expect_done(&f->journal, "1-100");
+    assert_int_equal(f->journal.dropped_without_seq, 0); /* of this change alone */
     char *text = read_text(f->path);
     assert_string_equal(text, written);
     free(text);
@@ -212,11 +214,14 @@ static void test_other_epoch_forgets_the_lines_done(void **state)
     expect_open(f, "1-100 101-200", 199, 1);
     uint8_t b[SCHAKEL_STORE_EPOCH_BYTES];
     epoch_of(EPOCH_B, b);
-    /* D lines from before seqs: nothing is kept, whatever the floor */
+    /* D lines from before seqs: nothing is kept, whatever the floor, and
+     * the run is told how many it forgot for want of a seq */
     assert_int_equal(import_journal_epoch(&f->journal, b, 1, 1000, err, sizeof err),
                      IMPORT_EPOCH_FLOOR);
     expect_done(&f->journal, "");
     assert_int_equal(f->journal.accepted_before, 0);
+    assert_int_equal(f->journal.kept_by_floor, 0);
+    assert_int_equal(f->journal.dropped_without_seq, 2);
     assert_memory_equal(f->journal.epoch, b, sizeof b);
     expect_open(f, "", 0, 1);
     assert_non_null(import_refusals_loaded(&f->refusals, 7));
@@ -227,6 +232,7 @@ static void test_other_epoch_forgets_the_lines_done(void **state)
     assert_int_equal(import_journal_epoch(&f->journal, b, 1, 0, err, sizeof err),
                      IMPORT_EPOCH_SAME);
     expect_done(&f->journal, "1-100");
+    assert_int_equal(f->journal.dropped_without_seq, 0); /* of this change alone */
     char *text = read_text(f->path);
     assert_string_equal(text, HEADER "E " EPOCH_A "\n"
                                      "R 7 POLICY_DENIED no rule lets politie send this\n"
@@ -235,6 +241,38 @@ static void test_other_epoch_forgets_the_lines_done(void **state)
                                      "E " EPOCH_B "\n"
                                      "D 1 100 99 0\n");
     free(text);
+}
+
+/* A journal whose D lines all lack seqs has nothing to compare a floor
+ * with: however high the floor, the change is IMPORT_EPOCH_FLOOR keeping
+ * nothing for want of seqs (not "far above the journal's seqs"); one with
+ * a seq beside them is judged by it, and its seq-less batches counted. */
+static void test_seqless_journal_is_no_far_floor(void **state)
+{
+    fixture_t *f = *state;
+    uint8_t b[SCHAKEL_STORE_EPOCH_BYTES];
+    epoch_of(EPOCH_B, b);
+    static const struct {
+        const char *lines;
+        int change;
+        size_t kept, without_seq;
+    } rows[] = {
+        {"D 1 100 100\nD 101 200 100\n", IMPORT_EPOCH_FLOOR, 0, 2},
+        {"D 1 100 100\nD 101 200 100 500\n", IMPORT_EPOCH_FLOOR_AFAR, 0, 1},
+        {"D 1 100 100\nD 101 200 100 1000000500\n", IMPORT_EPOCH_FLOOR, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char text[1024], err[1024] = "";
+        snprintf(text, sizeof text, "%sE %s\n%s", HEADER, EPOCH_A, rows[i].lines);
+        write_text(f->path, text);
+        expect_open(f, "1-100 101-200", 200, 0);
+        int change = import_journal_epoch(&f->journal, b, 1, 1000000600, err, sizeof err);
+        if (change != rows[i].change || f->journal.kept_by_floor != rows[i].kept ||
+            f->journal.dropped_without_seq != rows[i].without_seq)
+            fail_msg("row %zu: change %d kept %zu without seq %zu, want %d %zu %zu", i, change,
+                     f->journal.kept_by_floor, f->journal.dropped_without_seq, rows[i].change,
+                     rows[i].kept, rows[i].without_seq);
+    }
 }
 
 /* A new journal names the epoch right after its header; a journal that
@@ -464,6 +502,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_same_epoch_keeps_the_journal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_epoch_forgets_the_lines_done, setup, teardown),
         cmocka_unit_test_setup_teardown(test_new_journal_gets_the_epoch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seqless_journal_is_no_far_floor, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_epoch_keeps_what_the_floor_covers, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_unknown_or_far_floor_keeps_nothing, setup, teardown),
