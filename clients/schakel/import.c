@@ -358,7 +358,11 @@ int import_epoch_recheck(import_run_t *run)
                  "the broker could not be asked whether its store was restored "
                  "from a backup meanwhile (%s)",
                  schakel_last_error(run->client)->text);
-        return import_recheck_failed(run, cli_exit_for(status), err);
+        /* 4 when it cannot be reached, else 1 (not 2 or 3: no usage
+         * error, and the file was not read to its end) */
+        int code = cli_exit_for(status);
+        return import_recheck_failed(
+            run, code == CLI_EXIT_UNREACHABLE ? CLI_EXIT_UNREACHABLE : CLI_EXIT_FAILURE, err);
     }
     if (!known)
         return import_recheck_failed(run, CLI_EXIT_FAILURE,

@@ -1733,6 +1733,63 @@ static void test_import_restored_during_import_run_again(void **state)
     h_done(env);
 }
 
+/* The broker restarts (no restore) while an import runs: libschakel
+ * makes its connection again, the import asks the epoch before it
+ * journals the next batch, finds it unchanged and goes on to the end:
+ * exit 0, every line accepted once, no word of a restore, one epoch in the
+ * journal. */
+static void test_import_broker_restart_during_import_goes_on(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], endpoint[sizeof env->endpoint], problem[2048] = "";
+    path_in(env, "restart.jsonl", file);
+    path_in(env, "restart.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 1800;
+    write_json_file(file, DURING_LINES, observed);
+    const char *const args[] = {"--batch",   "1",  "--in-flight", "1",
+                                "--timeout", "10", "--quiet",     NULL};
+    import_job_t job = {.env = env, .file = file, .args = args};
+    long offset = h_log_offset(env);
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, import_job_run, &job), 0);
+    if (h_await_log(env, offset, "event=publish.accepted", H_TIMEOUT_MS) != 0) {
+        snprintf(problem, sizeof problem, "the import published nothing within %d ms",
+                 H_TIMEOUT_MS);
+    } else {
+        snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+        int stopped = h_broker_stop(env);
+        if (stopped != 0)
+            snprintf(problem, sizeof problem, "the broker stopped with %d", stopped);
+        else
+            for (int attempt = 1; attempt <= H_RESTART_ATTEMPTS; attempt++)
+                if (h_broker_try_start_at(env, endpoint, problem, sizeof problem) == 0) {
+                    problem[0] = '\0';
+                    break;
+                }
+    }
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    if (problem[0] != '\0') {
+        h_cli_result_free(&job.res);
+        fail_msg("%s", problem);
+    }
+    expect_exit(&job.res, 0, "import during a restart");
+    expect_said(&job.res, "restored", 0, "import during a restart");
+    expect_said(&job.res, "made again", 0, "import during a restart");
+    unsigned long accepted = 0, refused = 0, already = 0;
+    const char *summary = strstr(job.res.out, "accepted ");
+    if (summary == NULL ||
+        sscanf(summary, "accepted %lu, refused %lu, already accepted %lu", &accepted, &refused,
+               &already) != 3 ||
+        refused != 0 || accepted + already != DURING_LINES)
+        fail_msg("import during a restart: want every line accepted: %s", job.res.out);
+    h_cli_result_free(&job.res);
+    assert_int_equal(journal_epochs(journal), 1);
+    unsigned char *want = all_lines(DURING_LINES);
+    drain_lines(env, H_OM, want, DURING_LINES, check_json_cb, &observed);
+    free(want);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ the end of a run */
 
 /* The import's journal syncs, stepped one by one through syncgate's gate
@@ -1987,6 +2044,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_restart_keeps_epoch_rerun_skips, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_restored_during_import_run_again,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_broker_restart_during_import_goes_on,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_rerun_after_restore_skips_what_was_forgotten,
                                         setup_short_rules, h_teardown),
