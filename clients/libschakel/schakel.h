@@ -183,7 +183,12 @@ size_t schakel_publishes_in_flight(const schakel_client_t *client);
  * sending it again with the same message id is safe. */
 schakel_status_t schakel_publish_forget(schakel_client_t *client, const uint8_t *message_id);
 
-/* A received delivery; owned by the caller, free with schakel_delivery_free. */
+/* A received delivery; owned by the caller, free with schakel_delivery_free.
+ * Its strings, its recipients array and its case_event belong to the
+ * delivery: they are the blocks its frame was unpacked into, not separate
+ * malloc blocks, and are wiped and freed only by schakel_delivery_free. An
+ * application reads them (or copies what it keeps past the free), and never
+ * passes one to free() or realloc(), nor sets a field to memory of its own. */
 typedef struct schakel_delivery {
     uint64_t seq;
     uint8_t message_id[16];
