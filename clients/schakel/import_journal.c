@@ -8,17 +8,17 @@
  * the sender, the format and the batch size, then one line per refusal
  * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED
  * SEQ", SEQ the highest item seq the broker answered for its lines) and
- * per broker store epoch a run began with that the journal did not name
- * last ("E EPOCH", 32 hex digits, or "E EPOCH FLOOR" with the epoch's
- * floor seq when that kept batches), appended and made durable
- * (fdatasync) as they happen. An E line with another epoch than the E
- * line before it means the broker's store was restored from a backup in
- * between: of the batches done before it only those whose SEQ is at most
- * FLOOR still count (the backup has them, or forgot them on purpose), the
- * refusals all do. A journal from before E lines, or D lines without SEQ,
- * reads as before. It trusts its own journal only as far as it parses:
- * anything else is "damaged". Errors are returned as text, never printed
- * here.
+ * per broker store epoch a run began with, or met after libschakel made
+ * its connection again, that the journal did not name last ("E EPOCH",
+ * 32 hex digits, or "E EPOCH FLOOR" with the epoch's floor seq when that
+ * kept batches), appended and made durable (fdatasync) as they happen.
+ * An E line with another epoch than the E line before it means the
+ * broker's store was restored from a backup in between: of the batches
+ * done before it only those whose SEQ is at most FLOOR still count (the
+ * backup has them, or forgot them on purpose), the refusals all do. A
+ * journal from before E lines, or D lines without SEQ, reads as before.
+ * It trusts its own journal only as far as it parses: anything else is
+ * "damaged". Errors are returned as text, never printed here.
  */
 #include "import.h"
 
