@@ -333,9 +333,10 @@ int import_send_launch(import_run_t *run, import_batch_t *batch);
 
 /* Take the answers of the batch's publishes (launched ones) or publish
  * them (the others), retrying what may be retried and dropping refused
- * lines, then journal the batch as done and free its items. Batches are
- * finished in the order they were launched. 0, or -1 when the run must
- * stop (run->stop_status set; the batch is not journalled then). */
+ * lines, then journal the batch as done (after import_epoch_recheck, which
+ * may stop the run) and free its items. Batches are finished in the order
+ * they were launched. 0, or -1 when the run must stop (run->stop_status
+ * set; the batch is not journalled then). */
 int import_send_finish(import_run_t *run, import_batch_t *batch);
 
 /* The run stopped: take the answers of the batch's publishes still in
