@@ -102,7 +102,7 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
     if (store_epoch_renew(copy, r->epoch_floor_known ? &r->epoch_floor : NULL, r->epoch_was,
                           r->epoch_now) != 0)
         return -1;
-    char detail[384], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
+    char detail[768], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
                       epoch_was[sizeof epoch], epoch_floor[24] = "unknown";
     if (r->epoch_floor_known)
         snprintf(epoch_floor, sizeof epoch_floor, "%llu", (unsigned long long)r->epoch_floor);
@@ -113,12 +113,17 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
         struct tm tm;
         strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
     }
+    const char *kept = strrchr(r->replaced, '/');
+    kept = kept != NULL ? kept + 1 : r->replaced;
     snprintf(detail, sizeof detail,
              "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu "
-             "store_epoch=%s store_epoch_was=%s store_epoch_floor=%s",
+             "store_epoch=%s store_epoch_was=%s store_epoch_floor=%s replaced_kept=%.200s "
+             "replaced_trail_ended=%llu replaced_trail_hash=%s",
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
              (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
-             epoch, epoch_was, epoch_floor);
+             epoch, epoch_was, epoch_floor, kept[0] != '\0' ? kept : "none",
+             (unsigned long long)r->replaced_trail_seq,
+             r->replaced_trail_hash[0] != '\0' ? r->replaced_trail_hash : "unknown");
     /* A backup of an older schema was migrated when it was opened: the
      * rows that set aside are recorded first, as a broker's start does. */
     if ((r->set_aside_recorded = record_set_aside_offline(copy, key, now)) < 0)
@@ -233,6 +238,104 @@ static int restore_floor_refusal(const restore_report_t *r, char *err, size_t er
     return -1;
 }
 
+/* The last entry of the replaced store's audit trail, read without its
+ * key (with its WAL): seq and hash, named in the store.restored entry so
+ * that the kept file is tied to the restored trail. Left 0 / "" when it
+ * cannot be read. */
+static void restore_replaced_trail(const char *store_path, restore_report_t *r)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_open_v2(store_path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
+            SQLITE_OK &&
+        sqlite3_busy_timeout(db, 2000) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", -1, &q,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW && sqlite3_column_int64(q, 0) > 0 &&
+        sqlite3_column_type(q, 1) == SQLITE_BLOB && sqlite3_column_bytes(q, 1) == 32) {
+        r->replaced_trail_seq = (uint64_t)sqlite3_column_int64(q, 0);
+        syntax_hex(sqlite3_column_blob(q, 1), 32, r->replaced_trail_hash);
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+}
+
+/* The store being replaced is kept: its audit trail is the only record of
+ * what was accepted, delivered and acknowledged after the backup (who saw
+ * a data subject's data). Named STORE.replaced-YYYYMMDDTHHMMSSZ (the
+ * system clock's time: a name only; -2 ... -9 after it when taken) and
+ * made a second name of the store's file now, before anything changes, so
+ * that it costs no space and no time; a file system without second names
+ * (EPERM, EXDEV, EMLINK, ENOTSUP, ENOSYS) gets a copy at the swap instead
+ * (replaced_linked 0). No store in place: nothing to keep. */
+static int restore_keep_replaced(const char *store_path, restore_report_t *r, char *err,
+                                 size_t errlen)
+{
+    r->replaced[0] = '\0';
+    if (access(store_path, F_OK) != 0)
+        return 0;
+    restore_replaced_trail(store_path, r);
+    char stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+    for (int n = 1; n <= 9; n++) {
+        char suffix[48];
+        if (n == 1)
+            snprintf(suffix, sizeof suffix, ".replaced-%s", stamp);
+        else
+            snprintf(suffix, sizeof suffix, ".replaced-%s-%d", stamp, n);
+        if (storefile_side(r->replaced, sizeof r->replaced, store_path, suffix) != 0)
+            return snprintf(err, errlen, "%s: path too long", store_path), -1;
+        char wal[sizeof r->replaced + 8];
+        snprintf(wal, sizeof wal, "%s-wal", r->replaced);
+        if (access(wal, F_OK) == 0)
+            continue; /* a -wal of an earlier kept store with this name */
+        if (link(store_path, r->replaced) == 0) {
+            r->replaced_linked = 1;
+            return 0;
+        }
+        if (errno == EEXIST)
+            continue;
+        if (errno == EPERM || errno == EXDEV || errno == EMLINK || errno == ENOTSUP ||
+            errno == ENOSYS) {
+            if (access(r->replaced, F_OK) == 0)
+                continue;
+            r->replaced_linked = 0;
+            return 0;
+        }
+        snprintf(err, errlen,
+                 "the store being replaced cannot be kept as %s (%s): it holds the record of "
+                 "what was accepted, delivered and acknowledged after the backup; nothing was "
+                 "changed",
+                 r->replaced, strerror(errno));
+        r->replaced[0] = '\0';
+        return -1;
+    }
+    snprintf(err, errlen,
+             "the store being replaced cannot be kept: %s and nine names after it are taken; "
+             "move earlier kept stores away; nothing was changed",
+             r->replaced);
+    r->replaced[0] = '\0';
+    return -1;
+}
+
+/* Undo restore_keep_replaced after a failure before the rename: the store
+ * is as it was, and its second name (or a partial copy) goes. */
+static void restore_unkeep_replaced(restore_report_t *r)
+{
+    char ignored[8];
+    if (r->replaced[0] == '\0')
+        return;
+    (void)storefile_remove(r->replaced, ignored, sizeof ignored);
+    if (!r->replaced_linked) {
+        char wal[sizeof r->replaced + 8];
+        snprintf(wal, sizeof wal, "%s-wal", r->replaced);
+        (void)storefile_remove(wal, ignored, sizeof ignored);
+    }
+    r->replaced[0] = '\0';
+}
+
 /* The old store's WAL copied into it before anything moves, so that the
  * store file alone is whole and the WAL empty: an interruption between
  * setting the WAL aside and the rename then leaves a whole old store.
@@ -267,16 +370,32 @@ static void restore_fold_old_wal(const char *store_path, restore_report_t *r)
  * over the backup's pages it would corrupt them) and put back if the rename
  * fails, so that a failure leaves the store as it was. What fails after
  * the rename leaves the store restored: a warning in the report. */
-static int restore_swap(const char *store_path, const char *copy_path, restore_report_t *r,
-                        char *err, size_t errlen)
+static int restore_swap(const char *store_path, const char *copy_path, const file_owner_t *owner,
+                        restore_report_t *r, char *err, size_t errlen)
 {
-    char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX];
+    char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX], kept_wal[sizeof r->replaced + 8];
     if (storefile_side(wal, sizeof wal, store_path, "-wal") != 0 ||
         storefile_side(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
         storefile_side(shm, sizeof shm, store_path, "-shm") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    snprintf(kept_wal, sizeof kept_wal, "%s-wal", r->replaced);
     restore_fold_old_wal(store_path, r);
     int had_wal = access(wal, F_OK) == 0;
+    /* no second name of the old store's file: a copy of it, and of what is
+     * left of its WAL, before anything moves */
+    if (r->replaced[0] != '\0' && !r->replaced_linked) {
+        char why[512];
+        if (copy_file(store_path, r->replaced, why, sizeof why) != 0 ||
+            (had_wal && copy_file(wal, kept_wal, why, sizeof why) != 0) ||
+            owner_give(r->replaced, -1, owner, why, sizeof why) != 0 ||
+            (had_wal && owner_give(kept_wal, -1, owner, why, sizeof why) != 0))
+            return snprintf(err, errlen,
+                            "the store being replaced cannot be kept as a copy (%.500s): it holds "
+                            "the record of what was accepted, delivered and acknowledged after "
+                            "the backup; nothing was changed",
+                            why),
+                   -1;
+    }
     if (had_wal && rename(wal, aside) != 0)
         return snprintf(err, errlen, "%s: %s", wal, strerror(errno)), -1;
     if (rename(copy_path, store_path) != 0) {
@@ -291,11 +410,21 @@ static int restore_swap(const char *store_path, const char *copy_path, restore_r
         return -1;
     }
     /* each of these runs whatever the one before it did; the first
-     * failure is the warning */
+     * failure is the warning. What was set aside of the old WAL goes with
+     * the kept store's second name (a copy has its own already). */
     char why[3][512] = {"", "", ""};
-    int failed[3] = {storefile_remove(aside, why[0], sizeof why[0]),
-                     storefile_remove(shm, why[1], sizeof why[1]),
-                     storefile_sync_folder(store_path, why[2], sizeof why[2])};
+    int failed[3] = {0, 0, 0};
+    if (had_wal && r->replaced_linked && rename(aside, kept_wal) != 0) {
+        failed[0] = -1;
+        snprintf(why[0], sizeof why[0],
+                 "the old store's WAL stays as %.200s: rename it to %.200s, where the kept "
+                 "store reads it (%s)",
+                 aside, kept_wal, strerror(errno));
+    } else if (!r->replaced_linked || !had_wal) {
+        failed[0] = storefile_remove(aside, why[0], sizeof why[0]);
+    }
+    failed[1] = storefile_remove(shm, why[1], sizeof why[1]);
+    failed[2] = storefile_sync_folder(store_path, why[2], sizeof why[2]);
     for (int i = 0; i < 3; i++)
         if (failed[i] != 0) {
             snprintf(r->warning, sizeof r->warning, "the store is restored, but: %.500s", why[i]);
@@ -329,6 +458,8 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         restore_floor_refusal(report, err, errlen);
         goto out;
     }
+    if (restore_keep_replaced(store_path, report, err, errlen) != 0)
+        goto out;
     /* a copy left by an earlier run that stopped half-way goes first */
     if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
         storefile_remove(copy_path, err, errlen) != 0 ||
@@ -343,8 +474,10 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         (void)storefile_remove_sides(copy_path, 1, ignored, sizeof ignored);
         goto out;
     }
-    rc = restore_swap(store_path, copy_path, report, err, errlen);
+    rc = restore_swap(store_path, copy_path, &owner, report, err, errlen);
 out:
+    if (rc != 0)
+        restore_unkeep_replaced(report);
     close(lock);
     return rc;
 }

@@ -44,6 +44,10 @@ typedef struct restore_report {
     char warning[600];    /* restored, but something after the rename failed */
     int64_t set_aside_recorded; /* rows the schema migration of the backup set aside,
                                  * recorded (delivery.set_aside) before the restore's entry */
+    char replaced[4096];        /* where the replaced store is kept ("": there was none) */
+    int replaced_linked;        /* 1: a second name of its file; 0: a copy made at the swap */
+    uint64_t replaced_trail_seq;  /* its audit trail's last entry (0: none or unreadable) */
+    char replaced_trail_hash[65]; /* that entry's hash, hex ("" unknown) */
 } restore_report_t;
 
 /* With no broker on the store (its lock is taken for the whole of it):
@@ -64,7 +68,13 @@ typedef struct restore_report {
  * copy its WAL into it; give it the replaced store's owner and mode (its
  * folder's owner for a new one; the lock file likewise); then set the old
  * store's -wal aside (it belongs to the lost state), rename the copy over
- * store_path, and remove the old -wal and -shm. A failure up to the
+ * store_path, and remove the old -shm. The replaced store is kept beside
+ * it as STORE.replaced-YYYYMMDDTHHMMSSZ (a second name of its file, made
+ * before the copy; a copy, with its -wal, where the file system has no
+ * second names), with what was set aside of its -wal as that name's -wal:
+ * its audit trail is the only record of what was accepted, delivered and
+ * acknowledged after the backup, and the store.restored entry names it
+ * with its trail's last seq and hash. A failure up to the
  * rename leaves the store as it was, and no copy; the copy carries the
  * moved counters before it becomes the store, so an interruption never
  * leaves a restored store with the old counters (one between setting the

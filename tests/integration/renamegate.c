@@ -8,6 +8,10 @@
  * target (O_EXCL, holding RENAMEGATE_APPEARED), as a store another process
  * made meanwhile. Each call it fails writes one line to stderr, so that a
  * test sees the fallback taken. Unset or another value: libc's renameat2.
+ * Wraps link and linkat too: when SCHAKEL_TEST_LINK is "eperm", each call
+ * fails with EPERM, as on a file system without second names of a file
+ * (schakeld --restored keeps the replaced store as a copy then), with a
+ * line on stderr likewise.
  * Trusts the environment it is given; never fails otherwise.
  */
 #define _GNU_SOURCE
@@ -25,7 +29,12 @@
 int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
               unsigned int flags);
 
+int link(const char *oldpath, const char *newpath);
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
+
 typedef int (*renameat2_fn)(int, const char *, int, const char *, unsigned int);
+typedef int (*link_fn)(const char *, const char *);
+typedef int (*linkat_fn)(int, const char *, int, const char *, int);
 
 static void renamegate_note(const char *event, const char *path)
 {
@@ -57,6 +66,45 @@ int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpa
     renameat2_fn real = NULL;
     void *sym = dlsym(RTLD_NEXT, "renameat2");
     memcpy(&real, &sym, sizeof real); /* POSIX: a data pointer holds a function's address */
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+/* SCHAKEL_TEST_LINK=eperm: the call fails (1) with a line; else 0. */
+static int link_refused(const char *newpath)
+{
+    const char *mode = getenv("SCHAKEL_TEST_LINK");
+    if (mode == NULL || strcmp(mode, "eperm") != 0)
+        return 0;
+    renamegate_note("renamegate.link_eperm", newpath);
+    errno = EPERM;
+    return 1;
+}
+
+int link(const char *oldpath, const char *newpath)
+{
+    if (link_refused(newpath))
+        return -1;
+    link_fn real = NULL;
+    void *sym = dlsym(RTLD_NEXT, "link");
+    memcpy(&real, &sym, sizeof real);
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(oldpath, newpath);
+}
+
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+    if (link_refused(newpath))
+        return -1;
+    linkat_fn real = NULL;
+    void *sym = dlsym(RTLD_NEXT, "linkat");
+    memcpy(&real, &sym, sizeof real);
     if (real == NULL) {
         errno = ENOSYS;
         return -1;

@@ -17,6 +17,7 @@
 
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -446,6 +447,59 @@ static int setup_cases_env(void **state)
  * the store itself. */
 static char restore_last_out[8192]; /* what the last restore_run2 printed */
 
+/* How many stores a restore kept beside env's (STORE.replaced-*, not
+ * their -wal and -shm files). */
+static int restore_kept_count(h_env_t *env)
+{
+    const char *base = strrchr(env->store_path, '/');
+    base = base != NULL ? base + 1 : env->store_path;
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s.replaced-", base);
+    DIR *d = opendir(env->dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+            !(len > 4 && (strcmp(e->d_name + len - 4, "-wal") == 0 ||
+                          strcmp(e->d_name + len - 4, "-shm") == 0)))
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The kept store the last restore named ("the replaced store is kept as
+ * PATH"), into path; its audit trail's last seq as the restore said it. */
+static void restore_kept_path(char *path, size_t len, uint64_t *said_trail)
+{
+    const char *at = strstr(restore_last_out, "the replaced store is kept as ");
+    if (at == NULL)
+        fail_msg("the restore did not say where it kept the replaced store: %s", restore_last_out);
+    at += strlen("the replaced store is kept as ");
+    size_t n = strcspn(at, " ");
+    assert_true(n < len);
+    memcpy(path, at, n);
+    path[n] = '\0';
+    const char *trail = strstr(at, "(its audit trail to entry ");
+    assert_non_null(trail);
+    *said_trail = strtoull(trail + strlen("(its audit trail to entry "), NULL, 10);
+}
+
+/* One number a query gives in the kept store at path. */
+static int64_t restore_kept_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, sql, -1, &q, NULL) != SQLITE_OK || sqlite3_step(q) != SQLITE_ROW)
+        fail_msg("%s: %s: %s", path, sql, sqlite3_errmsg(db));
+    int64_t v = sqlite3_column_int64(q, 0);
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    return v;
+}
+
 static void restore_run2(h_env_t *env, const char *backup, const char *store_key, int want_status,
                          const char *want_out, const char *want_out2, const char *want_err)
 {
@@ -562,6 +616,8 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_true(lost_last > lost_item);
     restore_refusals(env, backup);
     assert_int_equal(restore_store_last_item(env), lost_last);
+    assert_int_equal(restore_kept_count(env), 0); /* a refused restore keeps nothing */
+    uint64_t lost_trail = (uint64_t)h_store_int(env, "SELECT max(seq) FROM audit", NULL);
     /* the backup in place, its counters past the lost state's (the backup
      * held item A and no case; the lost store items to lost_last and case
      * 1), the lost state's WAL gone (one is made if the stop left none),
@@ -602,6 +658,24 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_close(reader), SQLITE_OK);
     assert_int_equal(access(wal, F_OK), -1);
+    /* the lost store is kept, as a second name of its file, with the WAL
+     * that could not be copied into it: its trail (who received what after
+     * the backup), its items and the table its WAL held are all there */
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    struct stat ks;
+    assert_int_equal(stat(kept_path, &ks), 0);
+    assert_int_equal(ks.st_ino, kept.st_ino);
+    assert_int_equal(ks.st_mode & 0777, 0640); /* as it was: the file was not touched */
+    assert_int_equal(said_trail, lost_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
+                     (int64_t)lost_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)lost_last);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT count(*) FROM sqlite_master"
+                                                 " WHERE name = 'lost_marker'"),
+                     1);
+    assert_int_equal(restore_kept_count(env), 1);
     struct stat restored;
     assert_int_equal(stat(env->store_path, &restored), 0);
     assert_int_equal(restored.st_uid, kept.st_uid);
@@ -616,6 +690,17 @@ static void test_restore_procedure_moves_the_counters(void **state)
     if (strstr(restore_last_out, "note:") != NULL) /* nobody reading: the WAL folded in */
         fail_msg("a note where none was due: %s", restore_last_out);
     assert_int_equal(restore_store_last_item(env), lost_item - 1);
+    /* the first restore's store is kept too, under a name of its own */
+    assert_int_equal(restore_kept_count(env), 2);
+    char kept_path2[256];
+    uint64_t said_trail2 = 0;
+    restore_kept_path(kept_path2, sizeof kept_path2, &said_trail2);
+    assert_string_not_equal(kept_path2, kept_path);
+    assert_int_equal(restore_kept_int(kept_path2, "SELECT max(seq) FROM audit"),
+                     (int64_t)said_trail2);
+    assert_int_equal(
+        restore_kept_int(kept_path2, "SELECT count(*) FROM audit WHERE event = 'store.restored'"),
+        1);
     /* started again: A waits (from the backup), B is gone, C is new */
     h_broker_start(env);
     politie = h_connect(env, H_POLITIE);
@@ -663,6 +748,13 @@ static void test_restore_procedure_moves_the_counters(void **state)
     assert_int_equal(sqlite3_step(q), SQLITE_ROW);
     assert_int_equal(sqlite3_column_int(q, 0), 1); /* the second restore's trail */
     assert_non_null(strstr((const char *)sqlite3_column_text(q, 1), "cases_from=C-02000002"));
+    char names_kept[320];
+    snprintf(names_kept, sizeof names_kept, "replaced_kept=%s replaced_trail_ended=%llu ",
+             strrchr(kept_path2, '/') + 1, (unsigned long long)said_trail2);
+    if (strstr((const char *)sqlite3_column_text(q, 1), names_kept) == NULL ||
+        strstr((const char *)sqlite3_column_text(q, 1), "replaced_trail_hash=unknown") != NULL)
+        fail_msg("store.restored does not name the kept store (%s): %s", names_kept,
+                 (const char *)sqlite3_column_text(q, 1));
     sqlite3_finalize(q);
     assert_int_equal(sqlite3_close(live), SQLITE_OK);
     h_done(env);
@@ -1072,6 +1164,13 @@ static void test_restore_without_a_floor_is_refused(void **state)
              "note: no store at %s: the counters moved past the backup's alone (--without-floor)",
              env->store_path);
     restore_floor_overridden(env, backup, says);
+    assert_int_equal(restore_kept_count(env), 0); /* there was no store to keep */
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND detail LIKE '%replaced_kept=none replaced_trail_ended=0"
+                                 " replaced_trail_hash=unknown'",
+                                 NULL),
+                     1);
     h_broker_start(env);
     assert_int_equal(h_backlog_of(env, H_OM), 1);
     h_done(env);
@@ -2563,6 +2662,55 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     h_done(env);
 }
 
+/* A file system without second names of a file (link fails with EPERM,
+ * renamegate.so): the replaced store is kept as a copy, with the service
+ * user's owner, and holds what the lost state had. */
+static void test_restore_keeps_a_copy_without_links(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-KEPT-A");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-KEPT-B"); /* after the backup: only the kept store has it */
+    uint64_t lost_item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    uint64_t lost_trail = (uint64_t)h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    struct stat old;
+    assert_int_equal(stat(env->store_path, &old), 0);
+    assert_int_equal(setenv("SCHAKEL_TEST_LINK", "eperm", 1), 0);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    assert_int_equal(unsetenv("SCHAKEL_TEST_LINK"), 0);
+    snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
+    if (status != 0 || strstr(res.err, "event=renamegate.link_eperm") == NULL ||
+        strstr(res.out, " (a copy) (its audit trail to entry ") == NULL)
+        fail_msg("--restored without links: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    struct stat ks;
+    assert_int_equal(stat(kept_path, &ks), 0);
+    assert_true(ks.st_ino != old.st_ino);
+    assert_int_equal(ks.st_uid, old.st_uid);
+    assert_int_equal(ks.st_mode & 0777, 0600);
+    assert_int_equal(said_trail, lost_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)lost_item);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
+                     (int64_t)lost_trail);
+    assert_int_equal(restore_kept_count(env), 1);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -2594,6 +2742,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_of_a_snapshot_with_its_wal, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_keeps_a_copy_without_links, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
