@@ -437,13 +437,17 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
     if (r.floor_note[0] != '\0')
         printf("note: %s: %s moved past the backup's alone (--without-floor)\n", r.floor_note,
                r.has_floor ? "case numbers" : "the counters");
-    if (r.replaced[0] != '\0')
-        printf("the replaced store is kept as %s%s (its audit trail to entry %llu): the record of "
-               "what was accepted, delivered and acknowledged after the backup, which the "
-               "restored store does not have; keep it as long as partners or data subjects may "
-               "ask about that time (schakelctl audit ... --store %s), then remove it\n",
-               r.replaced, r.replaced_linked ? "" : " (a copy)",
-               (unsigned long long)r.replaced_trail_seq, r.replaced);
+    if (r.replaced[0] != '\0') {
+        char trail[64] = "its audit trail could not be read";
+        if (r.replaced_trail_seq > 0)
+            snprintf(trail, sizeof trail, "its audit trail to entry %llu",
+                     (unsigned long long)r.replaced_trail_seq);
+        printf("the replaced store is kept as %s%s (%s): the record of what was accepted, "
+               "delivered and acknowledged after the backup, which the restored store does not "
+               "have; keep it as long as partners or data subjects may ask about that time "
+               "(schakelctl audit ... --store %s), then remove it\n",
+               r.replaced, r.replaced_linked ? "" : " (a copy)", trail, r.replaced);
+    }
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
     if (r.set_aside_recorded > 0)

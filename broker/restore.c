@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "restore.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -27,7 +28,10 @@
 #include "storefile.h"
 #include "syntax.h"
 
-/* A new file of mode 0600 with the bytes of from, synced. */
+/* A new file of mode 0600 with the bytes of from, synced; to must not be
+ * there (O_EXCL, and not a symbolic link). -1 with err; -2 when nothing
+ * was made at to (it could not be created), so that a caller removes only
+ * what it made. */
 static int copy_file(const char *from, const char *to, char *err, size_t errlen)
 {
     int in = open(from, O_RDONLY | O_CLOEXEC);
@@ -35,11 +39,11 @@ static int copy_file(const char *from, const char *to, char *err, size_t errlen)
         snprintf(err, errlen, "the backup %s: %s", from, strerror(errno));
         return -1;
     }
-    int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (out < 0) {
         snprintf(err, errlen, "%s: %s", to, strerror(errno));
         close(in);
-        return -1;
+        return -2;
     }
     char buf[65536];
     ssize_t got;
@@ -260,79 +264,149 @@ static void restore_replaced_trail(const char *store_path, restore_report_t *r)
     sqlite3_close(db);
 }
 
+/* Names of the store's own file left beside it by a restore interrupted
+ * between making the kept name and renaming the copy over the store: they
+ * are the live store, not a kept one, and go. */
+static void restore_drop_stale_names(const char *store_path)
+{
+    struct stat st, e;
+    char folder[PATH_MAX], prefix[PATH_MAX], path[PATH_MAX];
+    if (stat(store_path, &st) != 0 ||
+        snprintf(folder, sizeof folder, "%s", store_path) >= (int)sizeof folder)
+        return;
+    char *slash = strrchr(folder, '/');
+    const char *base = slash != NULL ? slash + 1 : store_path;
+    if (slash != NULL)
+        *slash = '\0';
+    snprintf(prefix, sizeof prefix, "%s.replaced-", base);
+    DIR *d = opendir(slash != NULL ? (folder[0] != '\0' ? folder : "/") : ".");
+    if (d == NULL)
+        return;
+    for (struct dirent *ent; (ent = readdir(d)) != NULL;) {
+        if (strncmp(ent->d_name, prefix, strlen(prefix)) != 0 ||
+            snprintf(path, sizeof path, "%s/%s", slash != NULL ? folder : ".", ent->d_name) >=
+                (int)sizeof path)
+            continue;
+        if (lstat(path, &e) == 0 && S_ISREG(e.st_mode) && e.st_dev == st.st_dev &&
+            e.st_ino == st.st_ino)
+            (void)unlink(path);
+    }
+    closedir(d);
+}
+
 /* The store being replaced is kept: its audit trail is the only record of
  * what was accepted, delivered and acknowledged after the backup (who saw
- * a data subject's data). Named STORE.replaced-YYYYMMDDTHHMMSSZ (the
- * system clock's time: a name only; -2 ... -9 after it when taken) and
- * made a second name of the store's file now, before anything changes, so
- * that it costs no space and no time; a file system without second names
- * (EPERM, EXDEV, EMLINK, ENOTSUP, ENOSYS) gets a copy at the swap instead
- * (replaced_linked 0). No store in place: nothing to keep. */
-static int restore_keep_replaced(const char *store_path, restore_report_t *r, char *err,
+ * a data subject's data). Its name is chosen here, before anything
+ * changes: STORE.replaced-YYYYMMDDTHHMMSSZ (the system clock's time: a
+ * name only; -2 ... -9 after it when it, its -wal or its -shm is there);
+ * restore_swap makes it just before the rename. The last entry of its
+ * trail is read now, for the store.restored entry. An older restore's set
+ * aside WAL (STORE.lost-wal, from a version that set it aside there, or an
+ * interrupted copy) is refused: it belongs to a store and would be lost.
+ * No store in place: nothing to keep. */
+static int restore_name_replaced(const char *store_path, restore_report_t *r, char *err,
                                  size_t errlen)
 {
+    char lost[PATH_MAX], first[sizeof r->replaced] = "";
     r->replaced[0] = '\0';
+    if (storefile_side(lost, sizeof lost, store_path, ".lost-wal") != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    if (access(lost, F_OK) == 0)
+        return snprintf(err, errlen,
+                        "%s is there: the WAL of a store an earlier restore replaced, set aside "
+                        "when that restore was interrupted; rename it to the -wal of the kept "
+                        "store it belongs to (STORE.replaced-...-wal), or move it away with that "
+                        "store, then run again; nothing was changed",
+                        lost),
+               -1;
     if (access(store_path, F_OK) != 0)
         return 0;
+    restore_drop_stale_names(store_path);
     restore_replaced_trail(store_path, r);
     char stamp[32];
     time_t now = time(NULL);
     struct tm tm;
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
     for (int n = 1; n <= 9; n++) {
-        char suffix[48];
+        char suffix[48], side[sizeof r->replaced + 8];
         if (n == 1)
             snprintf(suffix, sizeof suffix, ".replaced-%s", stamp);
         else
             snprintf(suffix, sizeof suffix, ".replaced-%s-%d", stamp, n);
         if (storefile_side(r->replaced, sizeof r->replaced, store_path, suffix) != 0)
             return snprintf(err, errlen, "%s: path too long", store_path), -1;
-        char wal[sizeof r->replaced + 8];
-        snprintf(wal, sizeof wal, "%s-wal", r->replaced);
-        if (access(wal, F_OK) == 0)
-            continue; /* a -wal of an earlier kept store with this name */
-        if (link(store_path, r->replaced) == 0) {
-            r->replaced_linked = 1;
+        if (n == 1)
+            snprintf(first, sizeof first, "%s", r->replaced);
+        int taken = access(r->replaced, F_OK) == 0;
+        snprintf(side, sizeof side, "%s-wal", r->replaced);
+        taken = taken || access(side, F_OK) == 0;
+        snprintf(side, sizeof side, "%s-shm", r->replaced);
+        taken = taken || access(side, F_OK) == 0;
+        if (!taken)
             return 0;
-        }
-        if (errno == EEXIST)
-            continue;
-        if (errno == EPERM || errno == EXDEV || errno == EMLINK || errno == ENOTSUP ||
-            errno == ENOSYS) {
-            if (access(r->replaced, F_OK) == 0)
-                continue;
-            r->replaced_linked = 0;
-            return 0;
-        }
+    }
+    snprintf(err, errlen,
+             "the store being replaced cannot be kept: %s and the nine names after it are "
+             "taken; move earlier kept stores away; nothing was changed",
+             first);
+    r->replaced[0] = '\0';
+    return -1;
+}
+
+/* The kept store made, after the fold: a second name of the store's file
+ * (through a symbolic link store path: of the file it names), or, on a
+ * file system without second names (EPERM, EXDEV, EMLINK, ENOTSUP,
+ * ENOSYS), a copy of it and of what is left of its WAL, with the store's
+ * owner. Returns 0, or -1 with err and nothing left of it. */
+static int restore_make_kept(const char *store_path, const char *wal, int had_wal,
+                             const file_owner_t *owner, restore_report_t *r, char *err,
+                             size_t errlen)
+{
+    char why[512], kept_wal[sizeof r->replaced + 8];
+    snprintf(kept_wal, sizeof kept_wal, "%s-wal", r->replaced);
+    if (linkat(AT_FDCWD, store_path, AT_FDCWD, r->replaced, AT_SYMLINK_FOLLOW) == 0) {
+        r->replaced_linked = 1;
+        return 0;
+    }
+    if (errno != EPERM && errno != EXDEV && errno != EMLINK && errno != ENOTSUP &&
+        errno != ENOSYS) {
         snprintf(err, errlen,
                  "the store being replaced cannot be kept as %s (%s): it holds the record of "
                  "what was accepted, delivered and acknowledged after the backup; nothing was "
                  "changed",
                  r->replaced, strerror(errno));
-        r->replaced[0] = '\0';
         return -1;
     }
-    snprintf(err, errlen,
-             "the store being replaced cannot be kept: %s and nine names after it are taken; "
-             "move earlier kept stores away; nothing was changed",
-             r->replaced);
-    r->replaced[0] = '\0';
-    return -1;
+    r->replaced_linked = 0;
+    int made = copy_file(store_path, r->replaced, why, sizeof why), made_wal = 0;
+    if (made == 0 && had_wal)
+        made_wal = copy_file(wal, kept_wal, why, sizeof why);
+    if (made != 0 || made_wal != 0 || owner_give(r->replaced, -1, owner, why, sizeof why) != 0 ||
+        (had_wal && owner_give(kept_wal, -1, owner, why, sizeof why) != 0)) {
+        char ignored[8];
+        if (made != -2) /* only what this made */
+            (void)storefile_remove(r->replaced, ignored, sizeof ignored);
+        if (made == 0 && had_wal && made_wal != -2)
+            (void)storefile_remove(kept_wal, ignored, sizeof ignored);
+        snprintf(err, errlen,
+                 "the store being replaced cannot be kept as a copy (%.500s): it holds the "
+                 "record of what was accepted, delivered and acknowledged after the backup; "
+                 "nothing was changed",
+                 why);
+        return -1;
+    }
+    return 0;
 }
 
-/* Undo restore_keep_replaced after a failure before the rename: the store
- * is as it was, and its second name (or a partial copy) goes. */
-static void restore_unkeep_replaced(restore_report_t *r)
+/* Undo restore_make_kept after a failure before the rename: the store is
+ * as it was; its second name, or the copy and its -wal, go. */
+static void restore_unmake_kept(restore_report_t *r)
 {
-    char ignored[8];
-    if (r->replaced[0] == '\0')
-        return;
+    char ignored[8], kept_wal[sizeof r->replaced + 8];
+    snprintf(kept_wal, sizeof kept_wal, "%s-wal", r->replaced);
     (void)storefile_remove(r->replaced, ignored, sizeof ignored);
-    if (!r->replaced_linked) {
-        char wal[sizeof r->replaced + 8];
-        snprintf(wal, sizeof wal, "%s-wal", r->replaced);
-        (void)storefile_remove(wal, ignored, sizeof ignored);
-    }
+    if (!r->replaced_linked)
+        (void)storefile_remove(kept_wal, ignored, sizeof ignored);
     r->replaced[0] = '\0';
 }
 
@@ -366,10 +440,13 @@ static void restore_fold_old_wal(const char *store_path, restore_report_t *r)
     sqlite3_close(db);
 }
 
-/* The copy in the store's place: the old store's WAL set aside first (laid
- * over the backup's pages it would corrupt them) and put back if the rename
- * fails, so that a failure leaves the store as it was. What fails after
- * the rename leaves the store restored: a warning in the report. */
+/* The copy in the store's place: the kept store made (restore_make_kept),
+ * the old store's WAL moved away first (laid over the backup's pages it
+ * would corrupt them): to the kept name's -wal when that is a second name
+ * of the file, where it belongs, else (a copy has its own) set aside as
+ * STORE.lost-wal; put back if the rename fails, so that a failure leaves
+ * the store as it was and no kept store. What fails after the rename
+ * leaves the store restored: a warning in the report. */
 static int restore_swap(const char *store_path, const char *copy_path, const file_owner_t *owner,
                         restore_report_t *r, char *err, size_t errlen)
 {
@@ -381,50 +458,38 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
     snprintf(kept_wal, sizeof kept_wal, "%s-wal", r->replaced);
     restore_fold_old_wal(store_path, r);
     int had_wal = access(wal, F_OK) == 0;
-    /* no second name of the old store's file: a copy of it, and of what is
-     * left of its WAL, before anything moves */
-    if (r->replaced[0] != '\0' && !r->replaced_linked) {
-        char why[512];
-        if (copy_file(store_path, r->replaced, why, sizeof why) != 0 ||
-            (had_wal && copy_file(wal, kept_wal, why, sizeof why) != 0) ||
-            owner_give(r->replaced, -1, owner, why, sizeof why) != 0 ||
-            (had_wal && owner_give(kept_wal, -1, owner, why, sizeof why) != 0))
-            return snprintf(err, errlen,
-                            "the store being replaced cannot be kept as a copy (%.500s): it holds "
-                            "the record of what was accepted, delivered and acknowledged after "
-                            "the backup; nothing was changed",
-                            why),
-                   -1;
+    int keeping = r->replaced[0] != '\0';
+    if (keeping && restore_make_kept(store_path, wal, had_wal, owner, r, err, errlen) != 0) {
+        r->replaced[0] = '\0';
+        return -1;
     }
-    if (had_wal && rename(wal, aside) != 0)
-        return snprintf(err, errlen, "%s: %s", wal, strerror(errno)), -1;
+    const char *moved = keeping && r->replaced_linked ? kept_wal : aside;
+    if (had_wal && rename(wal, moved) != 0) {
+        snprintf(err, errlen, "%s: %s (the store is as it was)", wal, strerror(errno));
+        if (keeping)
+            restore_unmake_kept(r);
+        return -1;
+    }
     if (rename(copy_path, store_path) != 0) {
         int saved = errno;
-        if (had_wal && rename(aside, wal) != 0)
+        if (had_wal && rename(moved, wal) != 0) {
             snprintf(err, errlen,
                      "%s: %s; and its WAL could not be put back from %s (%s): rename it to %s "
                      "before starting schakeld, or run the restore again",
-                     store_path, strerror(saved), aside, strerror(errno), wal);
-        else
-            snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
+                     store_path, strerror(saved), moved, strerror(errno), wal);
+            return -1; /* the kept name stays: it holds that WAL's store */
+        }
+        snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
+        if (keeping)
+            restore_unmake_kept(r);
         return -1;
     }
     /* each of these runs whatever the one before it did; the first
-     * failure is the warning. What was set aside of the old WAL goes with
-     * the kept store's second name (a copy has its own already). */
+     * failure is the warning */
     char why[3][512] = {"", "", ""};
-    int failed[3] = {0, 0, 0};
-    if (had_wal && r->replaced_linked && rename(aside, kept_wal) != 0) {
-        failed[0] = -1;
-        snprintf(why[0], sizeof why[0],
-                 "the old store's WAL stays as %.200s: rename it to %.200s, where the kept "
-                 "store reads it (%s)",
-                 aside, kept_wal, strerror(errno));
-    } else if (!r->replaced_linked || !had_wal) {
-        failed[0] = storefile_remove(aside, why[0], sizeof why[0]);
-    }
-    failed[1] = storefile_remove(shm, why[1], sizeof why[1]);
-    failed[2] = storefile_sync_folder(store_path, why[2], sizeof why[2]);
+    int failed[3] = {had_wal && moved == aside ? storefile_remove(aside, why[0], sizeof why[0]) : 0,
+                     storefile_remove(shm, why[1], sizeof why[1]),
+                     storefile_sync_folder(store_path, why[2], sizeof why[2])};
     for (int i = 0; i < 3; i++)
         if (failed[i] != 0) {
             snprintf(r->warning, sizeof r->warning, "the store is restored, but: %.500s", why[i]);
@@ -458,7 +523,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         restore_floor_refusal(report, err, errlen);
         goto out;
     }
-    if (restore_keep_replaced(store_path, report, err, errlen) != 0)
+    if (restore_name_replaced(store_path, report, err, errlen) != 0)
         goto out;
     /* a copy left by an earlier run that stopped half-way goes first */
     if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
@@ -468,16 +533,16 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     if (restore_make_copy(copy_path, backup_real, store_key, key, report->has_floor ? &floor : NULL,
                           flags, report, err, errlen) != 0 ||
         storefile_remove_sides(copy_path, 1, err, errlen) != 0 ||
-        owner_give(copy_path, -1, &owner, err, errlen) != 0) {
+        owner_give(copy_path, -1, &owner, err, errlen) != 0)
+        goto out;
+    rc = restore_swap(store_path, copy_path, &owner, report, err, errlen);
+out:
+    if (rc != 0) { /* no copy left behind (after the rename there is none) */
         char ignored[8];
         (void)storefile_remove(copy_path, ignored, sizeof ignored);
         (void)storefile_remove_sides(copy_path, 1, ignored, sizeof ignored);
-        goto out;
+        report->replaced[0] = '\0';
     }
-    rc = restore_swap(store_path, copy_path, &owner, report, err, errlen);
-out:
-    if (rc != 0)
-        restore_unkeep_replaced(report);
     close(lock);
     return rc;
 }

@@ -69,12 +69,15 @@ typedef struct restore_report {
  * folder's owner for a new one; the lock file likewise); then set the old
  * store's -wal aside (it belongs to the lost state), rename the copy over
  * store_path, and remove the old -shm. The replaced store is kept beside
- * it as STORE.replaced-YYYYMMDDTHHMMSSZ (a second name of its file, made
- * before the copy; a copy, with its -wal, where the file system has no
- * second names), with what was set aside of its -wal as that name's -wal:
- * its audit trail is the only record of what was accepted, delivered and
- * acknowledged after the backup, and the store.restored entry names it
- * with its trail's last seq and hash. A failure up to the
+ * it as STORE.replaced-YYYYMMDDTHHMMSSZ (named before the copy is made,
+ * made just before the rename: a second name of its file, with its -wal
+ * moved to that name's -wal; a copy, with one of its -wal, where the file
+ * system has no second names): its audit trail is the only record of what
+ * was accepted, delivered and acknowledged after the backup, and the
+ * store.restored entry names it with its trail's last seq and hash. A
+ * STORE.lost-wal left by an interrupted restore is refused (it belongs to
+ * a store); second names of the store's own file left by one go. A
+ * failure up to the
  * rename leaves the store as it was, and no copy; the copy carries the
  * moved counters before it becomes the store, so an interruption never
  * leaves a restored store with the old counters (one between setting the

@@ -2711,6 +2711,87 @@ static void test_restore_keeps_a_copy_without_links(void **state)
     h_done(env);
 }
 
+/* What an interrupted restore can leave is not lost nor taken for a kept
+ * store: a STORE.lost-wal (the WAL of a store it replaced) refuses the
+ * next restore with nothing changed; a second name of the live store's
+ * file is dropped; a kept copy that cannot be made (its name a dangling
+ * link, with links refused) refuses it with no copy of the backup left. */
+static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], lost[256], stale[256], restoring[256];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    snprintf(lost, sizeof lost, "%s.lost-wal", env->store_path);
+    snprintf(stale, sizeof stale, "%s.replaced-20260101T000000Z", env->store_path);
+    snprintf(restoring, sizeof restoring, "%s.restoring", env->store_path);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-KEPT-LOST");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    struct stat before, after;
+    assert_int_equal(stat(env->store_path, &before), 0);
+
+    FILE *f = fopen(lost, "w");
+    assert_non_null(f);
+    assert_true(fputs("frames of a replaced store", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 ||
+        strstr(res.err, ".lost-wal is there: the WAL of a store an earlier "
+                        "restore replaced") == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored with a lost WAL: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(stat(env->store_path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(access(lost, F_OK), 0);
+    assert_int_equal(restore_kept_count(env), 0);
+    assert_int_equal(unlink(lost), 0);
+
+    /* links refused and the copy's name a dangling link (O_NOFOLLOW): the
+     * names of the next minute, so that the run meets one of them */
+    char dangling[60][256];
+    time_t now = time(NULL);
+    for (int i = 0; i < 60; i++) {
+        time_t t = now + i;
+        struct tm tm;
+        char stamp[32];
+        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&t, &tm));
+        snprintf(dangling[i], sizeof dangling[i], "%s.replaced-%s", env->store_path, stamp);
+        assert_int_equal(symlink("nowhere-at-all", dangling[i]), 0);
+    }
+    assert_int_equal(setenv("SCHAKEL_TEST_LINK", "eperm", 1), 0);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    assert_int_equal(unsetenv("SCHAKEL_TEST_LINK"), 0);
+    if (status != 1 || strstr(res.err, "cannot be kept as a copy") == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored with no copy possible: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    for (int i = 0; i < 60; i++)
+        assert_int_equal(unlink(dangling[i]), 0);
+    assert_int_equal(stat(env->store_path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(access(restoring, F_OK), -1);
+    assert_int_equal(restore_kept_count(env), 0);
+
+    /* a second name of the live store (an interruption just before the
+     * rename) is not a kept store: dropped, and the real one kept */
+    assert_int_equal(link(env->store_path, stale), 0);
+    restore_run2(env, backup, NULL, 0, "the replaced store is kept as ", NULL, "");
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(restore_kept_count(env), 1);
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    struct stat ks;
+    assert_int_equal(stat(kept_path, &ks), 0);
+    assert_int_equal(ks.st_ino, before.st_ino);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -2745,6 +2826,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_keeps_a_copy_without_links, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_refuses_what_would_lose_a_kept_store,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
