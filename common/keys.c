@@ -333,6 +333,19 @@ int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len, uint8_t sig[6
     return crypto_sign_detached(sig, NULL, msg, len, kp->sign_sk) == 0 ? 0 : -1;
 }
 
+int keys_derive(const keypair_t *kp, const char context[8], uint64_t subkey_id, uint8_t *out,
+                size_t len)
+{
+    if (kp == NULL || kp->sign_sk == NULL || out == NULL || len < crypto_kdf_BYTES_MIN ||
+        len > crypto_kdf_BYTES_MAX)
+        return -1;
+    /* libsodium's Ed25519 secret key is seed || public key: the seed, the
+     * key file's secret, is the master key; the key itself is never used
+     * as the key of a hash */
+    _Static_assert(crypto_kdf_KEYBYTES == crypto_sign_SEEDBYTES, "the seed is a kdf master key");
+    return crypto_kdf_derive_from_key(out, len, subkey_id, context, kp->sign_sk) == 0 ? 0 : -1;
+}
+
 int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len, const uint8_t sig[64])
 {
     return crypto_sign_verify_detached(sig, msg, len, sign_pk) == 0 ? 0 : -1;

@@ -59,6 +59,14 @@ int keys_sign_pk_to_curve(const uint8_t sign_pk[32], uint8_t curve_pk[32]) KEYS_
 int keys_sign(const keypair_t *kp, const uint8_t *msg, size_t len,
               uint8_t sig[64]) KEYS_WARN_UNUSED;
 
+/* len bytes (crypto_kdf_BYTES_MIN..MAX, 16..64) derived from the pair's
+ * secret (its 32-byte Ed25519 seed) with crypto_kdf for one purpose,
+ * named by context (8 bytes) and subkey_id: the same key, context and id
+ * give the same bytes, and nothing about the seed or another purpose's
+ * bytes. out is a secret: the caller wipes it. Returns 0 or -1. */
+int keys_derive(const keypair_t *kp, const char context[8], uint64_t subkey_id, uint8_t *out,
+                size_t len) KEYS_WARN_UNUSED;
+
 /* Verify an Ed25519 detached signature. Returns 0 when valid, -1 otherwise. */
 int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
                 const uint8_t sig[64]) KEYS_WARN_UNUSED;

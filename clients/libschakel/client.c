@@ -1392,6 +1392,26 @@ schakel_status_t schakel_connections_made(schakel_client_t *client, uint64_t *co
     return status;
 }
 
+schakel_status_t schakel_derive_secret(schakel_client_t *client, const char *context,
+                                       uint64_t subkey_id, uint8_t *out, size_t len)
+{
+    if (client == NULL)
+        return SCHAKEL_ERR_USAGE;
+    if (out == NULL || context == NULL || strlen(context) != crypto_kdf_CONTEXTBYTES)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_derive_secret needs an output and a context of %u characters",
+                           (unsigned)crypto_kdf_CONTEXTBYTES);
+    if (len < crypto_kdf_BYTES_MIN || len > crypto_kdf_BYTES_MAX)
+        return client_fail(client, SCHAKEL_ERR_USAGE,
+                           "schakel_derive_secret derives %u to %u bytes, not %zu",
+                           (unsigned)crypto_kdf_BYTES_MIN, (unsigned)crypto_kdf_BYTES_MAX, len);
+    if (keys_derive(client->keys, context, subkey_id, out, len) != 0) {
+        sodium_memzero(out, len);
+        return client_fail(client, SCHAKEL_ERR_INTERNAL, "cannot derive a secret from the key");
+    }
+    return SCHAKEL_OK;
+}
+
 /* ------------------------------------------------------------------ publish */
 
 /* protobuf-c declares message strings as char *; packing only reads them, so

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 #include <zmq.h>
 
 #include "keys.h"
@@ -2036,6 +2037,49 @@ static void test_publish_survives_restart(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
+/* schakel_derive_secret is crypto_kdf from the seed of the client's key
+ * file: the same bytes each call, other bytes for another subkey id or
+ * context, and nothing but a usage error for a missing client, output or
+ * context, a context of another length than 8, or a length outside
+ * 16..64. */
+static void test_derive_secret(void **state)
+{
+    schakel_client_t *client = *state;
+    char path[160], err[256];
+    uint8_t want[64], got[64], again[64], other[64];
+    path_of(path, sizeof path, "alice.key");
+    keypair_t *alice = keys_load_secret(path, err, sizeof err);
+    assert_non_null(alice);
+    assert_int_equal(crypto_kdf_derive_from_key(want, 32, 1, "schkimpt", alice->sign_sk), 0);
+    keys_destroy(&alice);
+    assert_int_equal(schakel_derive_secret(client, "schkimpt", 1, got, 32), SCHAKEL_OK);
+    assert_memory_equal(got, want, 32);
+    assert_int_equal(schakel_derive_secret(client, "schkimpt", 1, again, 32), SCHAKEL_OK);
+    assert_memory_equal(again, got, 32);
+    assert_int_equal(schakel_derive_secret(client, "schkimpt", 2, other, 32), SCHAKEL_OK);
+    assert_memory_not_equal(other, got, 32);
+    assert_int_equal(schakel_derive_secret(client, "schkimpx", 1, other, 32), SCHAKEL_OK);
+    assert_memory_not_equal(other, got, 32);
+    assert_int_equal(schakel_derive_secret(client, "schkimpt", 1, other, 16), SCHAKEL_OK);
+    assert_int_equal(schakel_derive_secret(client, "schkimpt", 1, other, 64), SCHAKEL_OK);
+    static const struct {
+        const char *context;
+        size_t len;
+        int null_out;
+    } refused[] = {
+        {NULL, 32, 0},       {"schkimp", 32, 0},  {"schkimptt", 32, 0}, {"", 32, 0},
+        {"schkimpt", 15, 0}, {"schkimpt", 65, 0}, {"schkimpt", 0, 0},   {"schkimpt", 32, 1},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        schakel_status_t status = schakel_derive_secret(
+            client, refused[i].context, 1, refused[i].null_out ? NULL : other, refused[i].len);
+        if (status != SCHAKEL_ERR_USAGE)
+            fail_msg("row %zu: %d, not a usage error", i, status);
+        assert_int_equal(schakel_last_error(client)->status, SCHAKEL_ERR_USAGE);
+    }
+    assert_int_equal(schakel_derive_secret(NULL, "schkimpt", 1, other, 32), SCHAKEL_ERR_USAGE);
+}
+
 /* ------------------------------------------------------------ receive */
 
 static void check_delivery(const schakel_delivery_t *d)
@@ -3882,6 +3926,7 @@ int main(void)
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_survives_restart, client_setup,
                                         client_teardown),
+        cmocka_unit_test_setup_teardown(test_derive_secret, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_and_ack, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
                                         client_teardown),

@@ -80,6 +80,20 @@ static void test_generate_and_load(void **state)
     assert_int_equal(keys_verify(pk, msg, sizeof msg, sig), 0);
     msg[0] ^= 1;
     assert_int_equal(keys_verify(pk, msg, sizeof msg, sig), -1);
+
+    /* A derived secret is crypto_kdf from the seed; no pair, no output or
+     * a length outside 16..64 derives nothing. */
+    uint8_t seed[32], want[32], got[64];
+    assert_int_equal(crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk), 0);
+    assert_int_equal(crypto_kdf_derive_from_key(want, sizeof want, 7, "testctx1", seed), 0);
+    assert_int_equal(keys_derive(kp, "testctx1", 7, got, 32), 0);
+    assert_memory_equal(got, want, 32);
+    assert_memory_not_equal(got, seed, 32);
+    assert_int_equal(keys_derive(NULL, "testctx1", 7, got, 32), -1);
+    assert_int_equal(keys_derive(kp, "testctx1", 7, NULL, 32), -1);
+    assert_int_equal(keys_derive(kp, "testctx1", 7, got, 15), -1);
+    assert_int_equal(keys_derive(kp, "testctx1", 7, got, 65), -1);
+    sodium_memzero(seed, sizeof seed);
     keys_destroy(&kp);
     assert_null(kp);
     keys_destroy(&kp); /* idempotent */
