@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #define IMPORT_DEFAULT_TIMEOUT_MS 10000
 #define IMPORT_MAX_TIMEOUT_S 3600
 #define IMPORT_DEFAULT_BATCH SCHAKEL_MAX_ITEMS
@@ -285,12 +287,60 @@ static void import_say_restored(const import_run_t *run, int change, int during)
     import_warn_forgotten(run, change);
 }
 
-/* Connect, learn who we are, open the journal. */
+/* The journal's ids and this run's key (after the journal is open): a
+ * journal of unkeyed ids keeps them, which is said; one written with
+ * another key takes this one, which is said with what it means. 0, or -1
+ * (said). */
+static int import_take_key(import_run_t *run, const uint8_t check[IMPORT_KEY_CHECK_BYTES])
+{
+    char err[IMPORT_MAX_TEXT * 2];
+    if (run->journal.ids == IMPORT_IDS_V1) {
+        cli_say("import: note: the journal %s was begun by a schakel from before keyed message "
+                "ids: this file's ids stay derived without a key, as they were, so that nothing "
+                "is published twice (a recipient can test guesses of fields withheld from it "
+                "against them; see schakel(1))",
+                run->journal_path);
+        return 0;
+    }
+    int changed = import_journal_key(&run->journal, check, err, sizeof err);
+    if (changed < 0) {
+        cli_say("import: %s", err);
+        return -1;
+    }
+    if (changed)
+        cli_say("import: warning: the journal %s was written with another key than this one: "
+                "message ids derive from the key, so a batch the broker accepted but that was "
+                "not journalled as done (an import that stopped within a batch: a crash, a lost "
+                "connection) is published again under another id and delivered "
+                "twice; this key is the journal's from here on",
+                run->journal_path);
+    return 0;
+}
+
+/* The key of this run's message ids and its check, from the sender's key.
+ * 0, or the exit code (said). */
+static int import_derive_keys(import_run_t *run, uint8_t check[IMPORT_KEY_CHECK_BYTES])
+{
+    schakel_status_t status = schakel_derive_secret(
+        run->client, IMPORT_KDF_CONTEXT, IMPORT_KDF_ID_KEY, run->id_key, sizeof run->id_key);
+    if (status == SCHAKEL_OK)
+        status = schakel_derive_secret(run->client, IMPORT_KDF_CONTEXT, IMPORT_KDF_KEY_CHECK, check,
+                                       IMPORT_KEY_CHECK_BYTES);
+    if (status != SCHAKEL_OK)
+        return cli_report("import", status, schakel_last_error(run->client));
+    return CLI_EXIT_OK;
+}
+
+/* Connect, learn who we are, derive the id key, open the journal. */
 static int import_begin(import_run_t *run, const import_options_t *o, int format,
                         const import_fingerprint_t *fp)
 {
     char partner[IMPORT_PRINCIPAL_SIZE], role[IMPORT_PRINCIPAL_SIZE], err[IMPORT_MAX_TEXT * 2];
+    uint8_t check[IMPORT_KEY_CHECK_BYTES];
     int rc = cli_connect(&o->common, &run->client);
+    if (rc != CLI_EXIT_OK)
+        return rc;
+    rc = import_derive_keys(run, check);
     if (rc != CLI_EXIT_OK)
         return rc;
     schakel_status_t status =
@@ -306,7 +356,7 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
                                       &run->epoch_floor_known, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("store epoch", status, schakel_last_error(run->client));
-    import_identity_t identity = {fp, run->sender, format, o->batch};
+    import_identity_t identity = {fp, run->sender, format, o->batch, check};
     rc = import_journal_open(&run->journal, o->state, &identity, o->batch_given, o->restart,
                              &run->refusals, err, sizeof err);
     if (rc != CLI_EXIT_OK) {
@@ -324,7 +374,7 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
         return CLI_EXIT_FAILURE;
     }
     import_say_restored(run, change, 0);
-    return CLI_EXIT_OK;
+    return import_take_key(run, check) == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILURE;
 }
 
 /* The broker could not tell, after a connection made again, whether its
@@ -613,6 +663,7 @@ static int import_run(const import_options_t *o)
         free(pipe.batches[i]);
     }
     if (run != NULL) {
+        sodium_memzero(run->id_key, sizeof run->id_key);
         import_journal_close(&run->journal);
         import_refusals_free(&run->refusals);
         schakel_close(&run->client);

@@ -40,6 +40,26 @@
 /* Buffer for a principal id (schakel_whoami wants at least 130 bytes). */
 #define IMPORT_PRINCIPAL_SIZE 136u
 
+/* How the message ids of a journal's lines are derived (schakel(1),
+ * "Batches and message ids"). A journal keeps the derivation it was begun
+ * with: one begun by a schakel from before keyed ids names none and goes
+ * on with V1, so that a batch accepted but not journalled is sent again
+ * under the id it had. */
+enum import_ids {
+    IMPORT_IDS_V1 = 1, /* unkeyed BLAKE2b ("schakel-import1"): a recipient can test guesses */
+    IMPORT_IDS_KEYED =
+        2, /* keyed with a secret derived from the sender's key ("schakel-import2") */
+};
+/* The secrets an import derives from the sender's key
+ * (schakel_derive_secret): the key of its message ids, and a check of
+ * that key the journal records (so that a rerun with another key is told
+ * apart). Neither lets anyone without the key file compute the other. */
+#define IMPORT_KDF_CONTEXT "schkimpt"
+#define IMPORT_KDF_ID_KEY 1u
+#define IMPORT_KDF_KEY_CHECK 2u
+#define IMPORT_ID_KEY_BYTES 32u
+#define IMPORT_KEY_CHECK_BYTES 16u
+
 enum import_format {
     IMPORT_FORMAT_JSON = 1,
     IMPORT_FORMAT_CSV = 2,
@@ -152,6 +172,9 @@ typedef struct import_identity {
     const char *sender;
     int format;
     unsigned batch;
+    /* the check of the sender's id key (IMPORT_KDF_KEY_CHECK): a new
+     * journal records it (and IMPORT_IDS_KEYED); not part of the match */
+    const uint8_t *key_check;
 } import_identity_t;
 
 /* A batch the journal has done: lines first..last, `accepted` of them
@@ -174,6 +197,8 @@ typedef struct import_journal {
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* its last one */
     size_t kept_by_floor;                     /* the last change of epoch kept this many batches, */
     size_t dropped_without_seq;               /* and forgot this many of D lines without a seq */
+    int ids;                                  /* enum import_ids of its message ids */
+    uint8_t key_check[IMPORT_KEY_CHECK_BYTES]; /* IMPORT_IDS_KEYED: the last key's check */
 } import_journal_t;
 
 /* What import_journal_epoch found. */
@@ -226,6 +251,15 @@ int import_journal_is_done(const import_journal_t *journal, long line);
  * enum import_epoch_change, or -1 with err. */
 int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES],
                          int floor_known, uint64_t floor, char *err, size_t errlen);
+
+/* The check of the key this run derives its ids with (a journal with
+ * IMPORT_IDS_KEYED): 0 when it is the journal's (and for a V1 journal,
+ * whose ids need no key); 1 when it is another (the sender's key was
+ * replaced since the journal was written: ids derive otherwise now),
+ * recorded durably ("K CHECK") as the journal's key from here on; -1 with
+ * err. */
+int import_journal_key(import_journal_t *journal, const uint8_t check[IMPORT_KEY_CHECK_BYTES],
+                       char *err, size_t errlen);
 
 void import_journal_close(import_journal_t *journal);
 
@@ -313,6 +347,9 @@ typedef struct import_run {
      * batch answered after another one is journalled once the epoch is
      * asked again (import_epoch_recheck) */
     uint64_t epoch_connections;
+    /* the key of derived message ids (IMPORT_IDS_KEYED), derived from
+     * the sender's key; wiped before the run is freed */
+    uint8_t id_key[IMPORT_ID_KEY_BYTES];
     const char *journal_path; /* --state */
     int ask_timeout_ms;       /* --connect-timeout: for the epoch */
 } import_run_t;

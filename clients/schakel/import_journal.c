@@ -5,13 +5,17 @@
  * file (FILE.refused).
  *
  * The journal is text: a header naming the file (size and BLAKE2b-256),
- * the sender, the format and the batch size, then one line per refusal
+ * the sender, the format, the batch size and how message ids are derived
+ * ("ids keyed CHECK", CHECK the check of the sender's id key in 32 hex
+ * digits; a journal begun by a schakel from before keyed ids has no such
+ * line, and its ids stay unkeyed), then one line per refusal
  * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED
  * SEQ", SEQ the highest item seq the broker answered for its lines) and
  * per broker store epoch a run began with, or met after libschakel made
  * its connection again, that the journal did not name last ("E EPOCH",
  * 32 hex digits, or "E EPOCH FLOOR" with the epoch's floor seq when that
- * kept batches), appended and made durable (fdatasync) as they happen.
+ * kept batches), and per run with another key than the journal's last
+ * ("K CHECK"), appended and made durable (fdatasync) as they happen.
  * An E line with another epoch than the E line before it means the
  * broker's store was restored from a backup in between: of the batches
  * done before it only those whose SEQ is at most FLOOR still count (the
@@ -339,13 +343,19 @@ static int import_journal_start(import_journal_t *journal, const char *path,
                                 const import_identity_t *identity, char *err, size_t errlen)
 {
     char hash[2 * sizeof identity->fingerprint->hash + 1];
+    char check[2 * IMPORT_KEY_CHECK_BYTES + 1];
     char header[512];
+    if (identity->key_check == NULL) { /* every new journal has keyed ids */
+        snprintf(err, errlen, "no key to derive message ids with");
+        return -1;
+    }
     syntax_hex(identity->fingerprint->hash, sizeof identity->fingerprint->hash, hash);
+    syntax_hex(identity->key_check, IMPORT_KEY_CHECK_BYTES, check);
     snprintf(header, sizeof header,
              "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
-             "%s\nfile %" PRIu64 " %s\nsender %s\nformat %s\nbatch %u\n",
+             "%s\nfile %" PRIu64 " %s\nsender %s\nformat %s\nbatch %u\nids keyed %s\n",
              IMPORT_JOURNAL_MAGIC, identity->fingerprint->size, hash, identity->sender,
-             import_format_name(identity->format), identity->batch);
+             import_format_name(identity->format), identity->batch, check);
     if (ftruncate(journal->fd, 0) != 0 || lseek(journal->fd, 0, SEEK_SET) != 0 ||
         import_journal_append(journal, header, 1, err, errlen) != 0) {
         snprintf(err, errlen, "cannot write the journal %s: %s", path, strerror(errno));
@@ -354,6 +364,8 @@ static int import_journal_start(import_journal_t *journal, const char *path,
     journal->batch = identity->batch;
     journal->n_done = 0;
     journal->accepted_before = 0;
+    journal->ids = IMPORT_IDS_KEYED;
+    memcpy(journal->key_check, identity->key_check, sizeof journal->key_check);
     return 0;
 }
 
@@ -466,6 +478,27 @@ static int import_epoch_line(import_journal_t *journal, const char *words)
     return 0;
 }
 
+/* A key check (32 hex digits, nothing after) into check. 0, or -1. */
+static int import_key_check_word(const char *hex, uint8_t check[IMPORT_KEY_CHECK_BYTES])
+{
+    return strlen(hex) == 2 * IMPORT_KEY_CHECK_BYTES &&
+                   syntax_unhex(hex, check, IMPORT_KEY_CHECK_BYTES) == 0
+               ? 0
+               : -1;
+}
+
+/* The header's last line, if the journal has it: "ids keyed CHECK". A
+ * journal without it is of unkeyed ids (a schakel from before keyed ids
+ * wrote it). 0, or -1 for another derivation (a newer schakel's). */
+static int import_ids_line(import_journal_t *journal, const char *line)
+{
+    if (strncmp(line, "ids keyed ", 10) != 0 ||
+        import_key_check_word(line + 10, journal->key_check) != 0)
+        return -1;
+    journal->ids = IMPORT_IDS_KEYED;
+    return 0;
+}
+
 /* One entry after the header. 0, or -1 when it does not parse. */
 static int import_entry_line(import_journal_t *journal, import_refusals_t *refusals,
                              const char *line)
@@ -476,6 +509,11 @@ static int import_entry_line(import_journal_t *journal, import_refusals_t *refus
     int text_at = 0;
     if (line[0] == 'E' && line[1] == ' ')
         return import_epoch_line(journal, line + 2);
+    /* another key: only a journal of keyed ids has one */
+    if (line[0] == 'K' && line[1] == ' ')
+        return journal->ids == IMPORT_IDS_KEYED
+                   ? import_key_check_word(line + 2, journal->key_check)
+                   : -1;
     if (line[0] == 'R' && sscanf(line, "R %ld %31s %n", &first, reason, &text_at) == 2 &&
         text_at > 0 && first > 0)
         return import_refusals_add(refusals, first, reason, line + text_at);
@@ -540,6 +578,8 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
     memset(&h, 0, sizeof h);
     size_t from = refusals->n;
     long line_no = 0;
+    int entries = 0; /* lines after the header's first five */
+    journal->ids = IMPORT_IDS_V1;
     const char *p = text;
     while (*p != '\0') {
         const char *end = strchr(p, '\n'); /* every line ends with one (see slurp) */
@@ -556,8 +596,13 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
         p = end + 1;
         if (line[0] == '#')
             continue;
-        int bad =
-            h.lines < 5 ? import_header_line(&h, line) : import_entry_line(journal, refusals, line);
+        int bad;
+        if (h.lines < 5)
+            bad = import_header_line(&h, line);
+        else if (entries++ == 0 && strncmp(line, "ids ", 4) == 0)
+            bad = import_ids_line(journal, line);
+        else
+            bad = import_entry_line(journal, refusals, line);
         if (bad) {
             snprintf(err, errlen, "the journal %s is damaged at line %ld: give --restart", path,
                      line_no);
@@ -651,6 +696,21 @@ int import_journal_open(import_journal_t *journal, const char *path,
     if (rc != CLI_EXIT_OK)
         import_journal_close(journal);
     return rc;
+}
+
+int import_journal_key(import_journal_t *journal, const uint8_t check[IMPORT_KEY_CHECK_BYTES],
+                       char *err, size_t errlen)
+{
+    char line[2 * IMPORT_KEY_CHECK_BYTES + 4] = "K ";
+    if (journal->ids != IMPORT_IDS_KEYED ||
+        memcmp(journal->key_check, check, sizeof journal->key_check) == 0)
+        return 0;
+    syntax_hex(check, IMPORT_KEY_CHECK_BYTES, line + 2);
+    strcat(line, "\n");
+    if (import_journal_append(journal, line, 1, err, errlen) != 0)
+        return -1;
+    memcpy(journal->key_check, check, sizeof journal->key_check);
+    return 1;
 }
 
 void import_journal_close(import_journal_t *journal)

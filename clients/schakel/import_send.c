@@ -4,9 +4,13 @@
  * A batch is --batch consecutive data lines; its items are published as one
  * signed publish (several when they would not fit one frame; a line with
  * its own message_id alone). Message ids are derived from the sender and
- * the items' line numbers and bytes, so a rerun sends a batch under the
- * same id and the broker answers a repeat as a duplicate: nothing is
- * published twice. A line the broker refuses is recorded (and journalled,
+ * the items' line numbers and bytes, keyed with a secret derived from the
+ * sender's key (a message id reaches every recipient, whatever fields its
+ * rule passes: unkeyed, it would let a recipient test guesses of the
+ * fields withheld from it), so a rerun with the same key sends a batch
+ * under the same id and the broker answers a repeat as a duplicate:
+ * nothing is published twice. A journal begun without keyed ids keeps
+ * its unkeyed ones. A line the broker refuses is recorded (and journalled,
  * durably) and the rest is sent again; a refusal of the publish as a
  * whole is retried when the protocol says so (with a bounded backoff), and
  * stops the run otherwise. Errors are reported on stderr here, with the
@@ -39,8 +43,10 @@
 /* Retries of a publish that got no answer (each waited --timeout). */
 #define IMPORT_MAX_TIMEOUTS 3
 
-/* The domain of derived message ids; with its NUL, 16 bytes. */
-static const char import_id_domain[] = "schakel-import1";
+/* The domains of derived message ids (enum import_ids); with their NUL,
+ * 16 bytes each. */
+static const char import_id_domain_v1[] = "schakel-import1";
+static const char import_id_domain_keyed[] = "schakel-import2";
 
 /* Set when a wait for a retry took SIGINT/SIGTERM off the pending set. */
 static int import_interrupt_taken;
@@ -141,17 +147,25 @@ static size_t import_item_wire(size_t encoded)
     return 1 + varint + encoded;
 }
 
-/* BLAKE2b-128 over "schakel-import1" NUL, the sender and NUL, and for each
- * item its line number (8 bytes, little-endian) and the BLAKE2b-256 of its
- * bytes: the same lines of the same file give the same id. */
-static void import_derive_id(const char *sender, const import_item_t *items, size_t n,
+/* BLAKE2b-128 keyed with run->id_key over "schakel-import2" NUL (a journal
+ * of V1 ids: unkeyed, over "schakel-import1" NUL), the sender and NUL, and
+ * for each item its line number (8 bytes, little-endian) and the
+ * BLAKE2b-256 of its bytes: the same lines of the same file, sent with the
+ * same key, give the same id, and nobody without the key can compute it. */
+static void import_derive_id(const import_run_t *run, const import_item_t *items, size_t n,
                              uint8_t id[SCHAKEL_MESSAGE_ID_BYTES])
 {
     crypto_generichash_state state;
-    crypto_generichash_init(&state, NULL, 0, SCHAKEL_MESSAGE_ID_BYTES);
-    crypto_generichash_update(&state, (const unsigned char *)import_id_domain,
-                              sizeof import_id_domain);
-    crypto_generichash_update(&state, (const unsigned char *)sender, strlen(sender) + 1);
+    if (run->journal.ids == IMPORT_IDS_V1) {
+        crypto_generichash_init(&state, NULL, 0, SCHAKEL_MESSAGE_ID_BYTES);
+        crypto_generichash_update(&state, (const unsigned char *)import_id_domain_v1,
+                                  sizeof import_id_domain_v1);
+    } else {
+        crypto_generichash_init(&state, run->id_key, sizeof run->id_key, SCHAKEL_MESSAGE_ID_BYTES);
+        crypto_generichash_update(&state, (const unsigned char *)import_id_domain_keyed,
+                                  sizeof import_id_domain_keyed);
+    }
+    crypto_generichash_update(&state, (const unsigned char *)run->sender, strlen(run->sender) + 1);
     for (size_t i = 0; i < n; i++) {
         uint8_t line[8];
         uint64_t number = (uint64_t)items[i].line;
@@ -161,6 +175,7 @@ static void import_derive_id(const char *sender, const import_item_t *items, siz
         crypto_generichash_update(&state, items[i].digest, sizeof items[i].digest);
     }
     crypto_generichash_final(&state, id, SCHAKEL_MESSAGE_ID_BYTES);
+    sodium_memzero(&state, sizeof state); /* it held the key */
 }
 
 /* ------------------------------------------------------------ refusals */
@@ -492,7 +507,7 @@ static void import_cut(const import_run_t *run, import_batch_t *batch)
         if (batch->items[from].has_given_id)
             memcpy(pub->id, batch->items[from].given_id, sizeof pub->id);
         else
-            import_derive_id(run->sender, batch->items + from, i - from, pub->id);
+            import_derive_id(run, batch->items + from, i - from, pub->id);
     }
 }
 

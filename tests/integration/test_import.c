@@ -18,6 +18,13 @@
  * brings every line to its recipient once. A broker restart keeps the
  * epoch and a rerun skips as before. A broker that cannot be asked at the end of a run (stopped
  * after the last Accepted) gets a warning.
+ * Message ids are keyed with a secret derived from the sender's key: a
+ * recipient whose rule withholds the address cannot confirm a guessed
+ * house number by hashing candidate lines (a one-row CSV with --batch 1, a
+ * one-line feed); the ids are the same with the same key and other with
+ * another, which a rerun of a journal written with the old key says (and
+ * publishes an unjournalled batch again); a journal begun by a schakel
+ * from before keyed ids goes on with its unkeyed ids, nothing twice.
  *
  * The CLI runs as a child process (harness); its files live in the test's
  * mkdtemp folder. Deliveries are identified by source_ref "L<line>". The
@@ -42,6 +49,7 @@
 
 #include <sodium.h>
 
+#include "keys.h"
 #include "schakel_limits.h"
 
 #define T_PATH 256
@@ -489,36 +497,69 @@ static void test_import_bad_lines_refused_by_line_rest_accepted(void **state)
     h_done(env);
 }
 
-/* The id the man page gives for a publish of these lines (numbered from
- * first_line, the ones in `sent`) of politie: BLAKE2b-128 over
- * "schakel-import1" NUL, the sender NUL, and per line its number (8 bytes,
- * little-endian) and the BLAKE2b-256 of its bytes; in hex. */
-static void expected_id(const char *const *lines, const int *sent, size_t n, char hex[33])
+/* The key of the message ids a principal's imports derive, as the man
+ * page gives it: crypto_kdf from the seed of its key file (the first 32
+ * bytes of libsodium's secret key), context "schkimpt", subkey 1. */
+static void import_id_key(const char *key_file, uint8_t key[32])
 {
-    static const char domain[] = "schakel-import1";
+    char err[256];
+    keypair_t *pair = keys_load_secret(key_file, err, sizeof err);
+    if (pair == NULL)
+        fail_msg("cannot load %s: %s", key_file, err);
+    assert_int_equal(crypto_kdf_derive_from_key(key, 32, 1, "schkimpt", pair->sign_sk), 0);
+    keys_destroy(&pair);
+}
+
+/* The id the man page gives for a publish of politie of these lines (line
+ * i numbered first + i, the ones in `sent`, all with NULL): BLAKE2b-128
+ * keyed with the id key over "schakel-import2" NUL (key NULL: unkeyed,
+ * over "schakel-import1" NUL, as a journal of unkeyed ids has them), the
+ * sender NUL, and per line its number (8 bytes, little-endian) and the
+ * BLAKE2b-256 of its bytes. */
+static void expected_id_bytes(const uint8_t *key, const char *const *lines, const int *sent,
+                              size_t n, long first, uint8_t id[16])
+{
+    static const char domain_v1[] = "schakel-import1", domain_keyed[] = "schakel-import2";
     crypto_generichash_state state;
-    uint8_t id[16];
-    crypto_generichash_init(&state, NULL, 0, sizeof id);
-    crypto_generichash_update(&state, (const unsigned char *)domain, sizeof domain);
+    crypto_generichash_init(&state, key, key != NULL ? 32 : 0, 16);
+    if (key != NULL)
+        crypto_generichash_update(&state, (const unsigned char *)domain_keyed, sizeof domain_keyed);
+    else
+        crypto_generichash_update(&state, (const unsigned char *)domain_v1, sizeof domain_v1);
     crypto_generichash_update(&state, (const unsigned char *)H_POLITIE, sizeof H_POLITIE);
     for (size_t i = 0; i < n; i++) {
-        if (!sent[i])
+        if (sent != NULL && !sent[i])
             continue;
         uint8_t number[8] = {0}, digest[32];
-        number[0] = (uint8_t)(i + 1);
+        uint64_t line = (uint64_t)first + i;
+        for (int b = 0; b < 8; b++)
+            number[b] = (uint8_t)(line >> (8 * b));
         crypto_generichash(digest, sizeof digest, (const unsigned char *)lines[i], strlen(lines[i]),
                            NULL, 0);
         crypto_generichash_update(&state, number, sizeof number);
         crypto_generichash_update(&state, digest, sizeof digest);
     }
-    crypto_generichash_final(&state, id, sizeof id);
-    for (size_t i = 0; i < sizeof id; i++)
+    crypto_generichash_final(&state, id, 16);
+}
+
+static void id_hex(const uint8_t id[16], char hex[33])
+{
+    for (size_t i = 0; i < 16; i++)
         snprintf(hex + 2 * i, 3, "%02x", id[i]);
+}
+
+/* The same in hex, for lines numbered from 1. */
+static void expected_id(const uint8_t *key, const char *const *lines, const int *sent, size_t n,
+                        char hex[33])
+{
+    uint8_t id[16];
+    expected_id_bytes(key, lines, sent, n, 1, id);
+    id_hex(id, hex);
 }
 
 /* When the broker refuses one line of a publish, the rest goes out under
  * the publish's own id: the id of the lines of the batch, as the man page
- * gives it, in every run. So a rerun without the journal, after the
+ * gives it (keyed with politie's id key), in every run. So a rerun without the journal, after the
  * refused line became one the policy allows, sends the whole batch under
  * that id again, and the broker, which stored the rest under it, refuses
  * it as a conflict: nothing is delivered twice. */
@@ -543,7 +584,9 @@ static void test_import_rest_of_a_refused_publish_keeps_its_id(void **state)
     write_file(file, t.s, t.len);
     free(t.s);
     const int all[] = {1, 1, 1};
-    expected_id(lines, all, 3, whole);
+    uint8_t key[32];
+    import_id_key(h_key_file(env, H_POLITIE), key);
+    expected_id(key, lines, all, 3, whole);
 
     long offset = h_log_offset(env);
     const char *const args[] = {"--batch", "3", "--in-flight", "1", "--refusals", refused, NULL};
@@ -2004,6 +2047,254 @@ static void test_import_journal_folder_sync_failure_publishes_nothing(void **sta
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ message ids and keys */
+
+/* politie's inbraakreeks at 6211AB house as a CSV record or a JSON line
+ * (without its line end): gemeente's rule passes area, severity,
+ * observed_at and summary, not the address. */
+static void burglary_line(int csv, long house, int64_t observed, char *out, size_t len)
+{
+    if (csv)
+        snprintf(out, len,
+                 "inbraakreeks,woninginbraak,GM0935,6211AB,%ld,high,%lld,Inbraak in de wijk", house,
+                 (long long)observed);
+    else
+        snprintf(out, len,
+                 "{\"kind\":\"inbraakreeks\",\"theme\":\"woninginbraak\",\"area\":\"GM0935\","
+                 "\"address\":{\"postcode\":\"6211AB\",\"house_number\":%ld},"
+                 "\"severity\":\"high\",\"observed_at\":%lld,\"summary\":\"Inbraak in de wijk\"}",
+                 house, (long long)observed);
+}
+
+/* A message id reaches every recipient, whatever fields its rule passes.
+ * gemeente gets politie's inbraakreeks under a rule without the address;
+ * knowing the sender, the fields it was given, the line's number and the
+ * file's layout, it tries house numbers 1..2000 (the true one, 137, among
+ * them), hashes each candidate line as the unkeyed derivation does, and
+ * with its own id key: nothing matches. The id is the one keyed with
+ * politie's id key. A one-row CSV with --batch 1 and a one-line JSON feed
+ * at the default batch alike. */
+static void test_import_ids_let_no_recipient_test_guesses(void **state)
+{
+    h_env_t *env = *state;
+    int64_t observed = (int64_t)time(NULL) - 300;
+    uint8_t politie_key[32], gemeente_key[32], id[16];
+    import_id_key(h_key_file(env, H_POLITIE), politie_key);
+    import_id_key(h_key_file(env, H_GEMEENTE), gemeente_key);
+    for (int csv = 1; csv >= 0; csv--) {
+        char file[T_PATH], line[512], guess[512];
+        path_in(env, csv ? "one.csv" : "one.jsonl", file);
+        burglary_line(csv, 137, observed, line, sizeof line);
+        text_t t = {0};
+        if (csv)
+            text_add(&t, "kind,theme,area,postcode,house_number,severity,observed_at,summary\n");
+        text_add(&t, "%s\n", line);
+        write_file(file, t.s, t.len);
+        free(t.s);
+        h_cli_result_t res;
+        run_import(env, H_POLITIE, file, &res,
+                   csv ? (const char *const[]){"--batch", "1", NULL} : NULL);
+        expect_exit(&res, 0, csv ? "import of one CSV row" : "import of one JSON line");
+        expect_summary(&res, 1, 0, 0);
+        h_cli_result_free(&res);
+
+        schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+        schakel_delivery_t *d = h_receive(gemeente);
+        assert_string_equal(d->rule_id, "politie-woninginbraak-gemeente");
+        assert_null(d->postcode); /* withheld */
+        assert_int_equal(d->house_number, 0);
+        long number = csv ? 2 : 1; /* the CSV header is line 1 */
+        for (long house = 1; house <= 2000; house++) {
+            burglary_line(csv, house, observed, guess, sizeof guess);
+            const char *const guessed[] = {guess};
+            expected_id_bytes(NULL, guessed, NULL, 1, number, id);
+            if (memcmp(id, d->message_id, sizeof id) == 0)
+                fail_msg("the unkeyed hash of the line confirms house number %ld", house);
+            expected_id_bytes(gemeente_key, guessed, NULL, 1, number, id);
+            if (memcmp(id, d->message_id, sizeof id) == 0)
+                fail_msg("gemeente's own key confirms house number %ld", house);
+        }
+        const char *const sent[] = {line};
+        expected_id_bytes(politie_key, sent, NULL, 1, number, id);
+        assert_memory_equal(id, d->message_id, sizeof id);
+        assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+        assert_int_equal(h_backlog(gemeente), 0);
+        schakel_close(&gemeente);
+    }
+    h_done(env);
+}
+
+/* Receive n deliveries of one publish as principal (ack them, then none
+ * is left): its message id. */
+static void receive_publish(h_env_t *env, const char *principal, size_t n, uint8_t id[16])
+{
+    schakel_client_t *client = h_connect(env, principal);
+    for (size_t i = 0; i < n; i++) {
+        schakel_delivery_t *d = h_receive(client);
+        if (i == 0)
+            memcpy(id, d->message_id, 16);
+        else
+            assert_memory_equal(id, d->message_id, 16);
+        assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(client), 0);
+    schakel_close(&client);
+}
+
+/* Lines 1..n of json_line, each without its line end (free each). */
+static void json_lines_of(long n, int64_t observed, char **lines)
+{
+    for (long i = 0; i < n; i++) {
+        text_t t = {0};
+        json_line(&t, i + 1, observed);
+        t.s[t.len - 1] = '\0';
+        lines[i] = t.s;
+    }
+}
+
+/* The ids are the same in every run with the same key (a rerun without
+ * the journal is answered as a repeat), and other with another key: after
+ * politie's key is replaced (a policy reload), a rerun of a batch that was
+ * accepted but not journalled (a crash) warns that the journal was written
+ * with another key and publishes it again under the new key's id, so om
+ * gets it twice, as schakel(1) says; the journal takes the new key (K),
+ * and the next such rerun is answered as a repeat, without the warning. */
+static void test_import_ids_stay_with_the_key(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], base[T_PATH], new_key[T_PATH + 8], err[256];
+    char *lines[3];
+    uint8_t old_key[32], newer_key[32], id[16], want[16];
+    path_in(env, "keyed.jsonl", file);
+    path_in(env, "keyed.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 400;
+    write_json_file(file, 3, observed);
+    json_lines_of(3, observed, lines);
+    const char *const *sent = (const char *const *)lines;
+    import_id_key(h_key_file(env, H_POLITIE), old_key);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, 0, "import");
+    expect_summary(&res, 3, 0, 0);
+    h_cli_result_free(&res);
+    receive_publish(env, H_OM, 3, id);
+    expected_id_bytes(old_key, sent, NULL, 3, 1, want);
+    assert_memory_equal(id, want, sizeof id);
+
+    assert_int_equal(unlink(journal), 0); /* the same key: the same id */
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, 0, "rerun without the journal");
+    expect_summary(&res, 0, 0, 3);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+
+    /* politie's key is replaced; the last batch's D line was lost */
+    snprintf(base, sizeof base, "%s/keys/politie-bvh-koppeling-new", env->dir);
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    snprintf(new_key, sizeof new_key, "%s.key", base);
+    const char *old_pub = "keys/politie-bvh-koppeling.pub\n";
+    const char *at = strstr(h_policy_header, old_pub);
+    assert_non_null(at);
+    h_env_write_policy(env, "%.*skeys/politie-bvh-koppeling-new.pub\n%s%s",
+                       (int)(at - h_policy_header), h_policy_header, at + strlen(old_pub),
+                       h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    import_id_key(new_key, newer_key);
+    for (int round = 0; round < 2; round++) {
+        drop_last_done_entry(journal);
+        run_import(env, H_POLITIE, file, &res,
+                   (const char *const[]){"--batch", "3", "--key", new_key, NULL});
+        expect_exit(&res, 0, round == 0 ? "rerun with another key" : "rerun with it again");
+        expect_said(&res, "was written with another key", round == 0, "the key warning");
+        if (round == 0)
+            expect_summary(&res, 3, 0, 0); /* published again: twice at om */
+        else
+            expect_summary(&res, 0, 0, 3);
+        h_cli_result_free(&res);
+        if (round == 0) {
+            receive_publish(env, H_OM, 3, id);
+            expected_id_bytes(newer_key, sent, NULL, 3, 1, want);
+            assert_memory_equal(id, want, sizeof id);
+            expected_id_bytes(old_key, sent, NULL, 3, 1, want);
+            assert_memory_not_equal(id, want, sizeof id);
+        }
+        assert_int_equal(h_backlog_of(env, H_OM), 0);
+    }
+    char *text = read_file(journal);
+    assert_non_null(text);
+    if (strstr(text, "\nids keyed ") == NULL || strstr(text, "\nK ") == NULL ||
+        strstr(strstr(text, "\nK ") + 1, "\nK ") != NULL)
+        fail_msg("the journal does not name the keyed ids and the new key once: %s", text);
+    free(text);
+    for (int i = 0; i < 3; i++)
+        free(lines[i]);
+    h_done(env);
+}
+
+/* A journal begun by a schakel from before keyed ids (a header without an
+ * ids line) goes on with the unkeyed ids it used, and says so: the batch a
+ * run publishes has its unkeyed id, and after a crash that lost that
+ * batch's journal entry the rerun sends it again under the same id,
+ * answered as a repeat: every line reaches om once. The journal stays one
+ * of unkeyed ids. */
+static void test_import_unkeyed_journal_keeps_its_ids(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], hash_hex[65];
+    char *lines[6];
+    uint8_t hash[32], id[16], want[16];
+    path_in(env, "older.jsonl", file);
+    path_in(env, "older.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 500;
+    write_json_file(file, 6, observed);
+    json_lines_of(6, observed, lines);
+    const char *const *sent = (const char *const *)lines;
+    char *bytes = read_file(file);
+    assert_non_null(bytes);
+    size_t size = strlen(bytes);
+    crypto_generichash(hash, sizeof hash, (const unsigned char *)bytes, size, NULL, 0);
+    free(bytes);
+    for (size_t i = 0; i < sizeof hash; i++)
+        snprintf(hash_hex + 2 * i, 3, "%02x", hash[i]);
+    text_t t = {0};
+    text_add(&t,
+             "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
+             "schakel-import-journal 1\nfile %zu %s\nsender %s\nformat json\nbatch 3\n",
+             size, hash_hex, H_POLITIE);
+    write_file(journal, t.s, t.len);
+    free(t.s);
+
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "3", "--test-interrupt-after-batches", "1", NULL});
+    expect_exit(&res, T_EXIT_INTERRUPTED, "import resuming an unkeyed journal");
+    expect_summary(&res, 3, 0, 0);
+    expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
+    h_cli_result_free(&res);
+    receive_publish(env, H_OM, 3, id);
+    expected_id_bytes(NULL, sent, NULL, 3, 1, want);
+    assert_memory_equal(id, want, sizeof id);
+
+    drop_last_done_entry(journal); /* a crash: lines 1..3 go out again */
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, 0, "rerun");
+    expect_summary(&res, 3, 0, 3);
+    h_cli_result_free(&res);
+    receive_publish(env, H_OM, 3, id); /* lines 4..6, and nothing twice */
+    expected_id_bytes(NULL, sent + 3, NULL, 3, 4, want);
+    assert_memory_equal(id, want, sizeof id);
+    char *text = read_file(journal);
+    assert_non_null(text);
+    if (strstr(text, "\nids ") != NULL || strstr(text, "\nK ") != NULL)
+        fail_msg("the unkeyed journal became keyed: %s", text);
+    free(text);
+    for (int i = 0; i < 6; i++)
+        free(lines[i]);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2052,6 +2343,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_rerun_with_floor_unknown_warns, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_end_check_unanswered_warns, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_ids_let_no_recipient_test_guesses,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_ids_stay_with_the_key, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_unkeyed_journal_keeps_its_ids, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_journal_folder_sync_failure_publishes_nothing,
                                         h_setup_broker, h_teardown),

@@ -9,7 +9,12 @@
  * forgets them all; across two restores (the second of a backup older
  * than the first restore) the floor keeps only what that backup has; D
  * lines without seqs alone are never "far below" a floor, and the change
- * counts those it forgot; a malformed epoch or done line is damage.
+ * counts those it forgot; a malformed epoch or done line is damage. A new
+ * journal records that its message ids are keyed, with the check of the
+ * key; a journal without that line (begun by a schakel from before keyed
+ * ids) reads as one of unkeyed ids and stays so; a run with another key
+ * records it (K) once; a malformed ids or K line, or one out of its
+ * place, is damage.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,6 +43,11 @@
     "format json\n"                                                                                \
     "batch 100\n"
 
+/* The check of the fixture's key, and another; a new journal's header. */
+#define CHECK_A "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
+#define CHECK_B "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
+#define HEADER_KEYED HEADER "ids keyed " CHECK_A "\n"
+
 typedef struct fixture {
     char dir[64];
     char path[128];
@@ -45,6 +55,7 @@ typedef struct fixture {
     import_identity_t identity;
     import_journal_t journal;
     import_refusals_t refusals;
+    uint8_t key_check[IMPORT_KEY_CHECK_BYTES];
 } fixture_t;
 
 static int setup(void **state)
@@ -57,7 +68,9 @@ static int setup(void **state)
     f->fingerprint.size = 4096;
     for (size_t i = 0; i < sizeof f->fingerprint.hash; i++)
         f->fingerprint.hash[i] = (uint8_t)(0x11 * (i % 16));
-    f->identity = (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100};
+    memset(f->key_check, 0xa1, sizeof f->key_check);
+    f->identity =
+        (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100, f->key_check};
     f->journal.fd = -1;
     *state = f;
     return 0;
@@ -290,9 +303,96 @@ static void test_new_journal_gets_the_epoch(void **state)
     assert_int_equal(import_journal_epoch(&f->journal, b, 1, 0, err, sizeof err),
                      IMPORT_EPOCH_SAME);
     char *text = read_text(f->path);
-    assert_string_equal(text, HEADER "E " EPOCH_A "\n"
-                                     "E " EPOCH_B "\n");
+    assert_string_equal(text, HEADER_KEYED "E " EPOCH_A "\n"
+                                           "E " EPOCH_B "\n");
     free(text);
+}
+
+/* A new journal's ids are keyed, and it names the check of the key;
+ * read again it is so, and the same key writes nothing. Another key is
+ * recorded once (1, then 0), and read again it is the journal's. */
+static void test_new_journal_records_keyed_ids(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    uint8_t b[IMPORT_KEY_CHECK_BYTES];
+    memset(b, 0xb2, sizeof b);
+    expect_open(f, "", 0, 0); /* a new journal */
+    assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+    assert_int_equal(import_journal_done(&f->journal, 1, 100, 100, 5, err, sizeof err), 0);
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+    assert_memory_equal(f->journal.key_check, f->key_check, sizeof f->key_check);
+    assert_int_equal(import_journal_key(&f->journal, f->key_check, err, sizeof err), 0);
+    expect_text(f->path, HEADER_KEYED "D 1 100 100 5\n");
+    assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 1);
+    assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 0);
+    expect_text(f->path, HEADER_KEYED "D 1 100 100 5\nK " CHECK_B "\n");
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+    assert_memory_equal(f->journal.key_check, b, sizeof b);
+    assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 0);
+    /* --restart: a new journal, of this run's key */
+    import_journal_close(&f->journal);
+    import_refusals_free(&f->refusals);
+    assert_int_equal(import_journal_open(&f->journal, f->path, &f->identity, 0, 1, &f->refusals,
+                                         err, sizeof err),
+                     CLI_EXIT_OK);
+    expect_text(f->path, HEADER_KEYED);
+}
+
+/* A journal without an ids line was begun by a schakel from before keyed
+ * ids: its ids stay unkeyed (V1), whatever key the run has, and nothing
+ * is written for the key; it never becomes keyed by what it is given. */
+static void test_journal_without_ids_line_keeps_v1_ids(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    const char *written = HEADER "E " EPOCH_A "\nD 1 100 100 5\n";
+    write_text(f->path, written);
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    assert_int_equal(import_journal_key(&f->journal, f->key_check, err, sizeof err), 0);
+    assert_int_equal(import_journal_done(&f->journal, 101, 200, 100, 9, err, sizeof err), 0);
+    expect_text(f->path, HEADER "E " EPOCH_A "\nD 1 100 100 5\nD 101 200 100 9\n");
+    expect_open(f, "1-100 101-200", 200, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+}
+
+/* An ids line that is not "ids keyed" and 32 hex digits, or that is not
+ * the header's last line; a K line that is malformed, or in a journal of
+ * unkeyed ids: damage. */
+static void test_malformed_ids_or_key_line_is_damage(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *text;
+        int line;
+    } rows[] = {
+        {HEADER "ids keyed a1a1\n", 7},
+        {HEADER "ids keyed " CHECK_A "00\n", 7},
+        {HEADER "ids keyed " CHECK_A " \n", 7},
+        {HEADER "ids keyed  " CHECK_A "\n", 7},
+        {HEADER "ids keyed g1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1\n", 7},
+        {HEADER "ids plain " CHECK_A "\n", 7},
+        {HEADER "ids keyed\n", 7},
+        {HEADER "ids v1\n", 7},
+        {HEADER_KEYED "ids keyed " CHECK_A "\n", 8},
+        {HEADER "D 1 100 100 5\nids keyed " CHECK_A "\n", 8},
+        {HEADER "K " CHECK_B "\n", 7},
+        {HEADER_KEYED "K b2b2\n", 8},
+        {HEADER_KEYED "K " CHECK_B " \n", 8},
+        {HEADER_KEYED "K\n", 8},
+        {HEADER_KEYED "K  " CHECK_B "\n", 8},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char want[64], err[1024] = "";
+        write_text(f->path, rows[i].text);
+        int rc = open_journal(f, err, sizeof err);
+        snprintf(want, sizeof want, "is damaged at line %d", rows[i].line);
+        if (rc != CLI_EXIT_USAGE || strstr(err, want) == NULL)
+            fail_msg("row %zu: %d: %s", i, rc, err);
+    }
 }
 
 #define EPOCH_C "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
@@ -509,6 +609,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_two_restores_keep_what_the_last_backup_has, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_epoch_line_is_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_journal_records_keyed_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_journal_without_ids_line_keeps_v1_ids, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_ids_or_key_line_is_damage, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
