@@ -278,7 +278,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "cannot read the store: %s", store_errmsg(b->store));
         goto fail;
     }
-    b->seq_at_start = (uint64_t)last_seq;
+    b->seq_at_start = b->seq_at_policy = (uint64_t)last_seq;
     b->push_limit_seq = UINT64_MAX; /* every commit so far is synced */
     if (broker_clock_start(b, o->accept_clock, err, errlen) != 0)
         goto fail;
@@ -1177,6 +1177,10 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     policy_destroy(&b->policy);
     b->policy = fresh;
     b->policy_loaded_at = b->now_s;
+    /* What waits now was decided before: its acks ask the policy again.
+     * A seq handed out later is higher than any waiting one. */
+    int64_t last_seq = store_delivery_last_seq(b->store);
+    b->seq_at_policy = last_seq < 0 ? UINT64_MAX : (uint64_t)last_seq;
     deliver_policy_changed(b);     /* what waits is decided again, under the new policy */
     (void)case_check_reachable(b); /* logged */
     (void)purge_find(b);           /* logged */

@@ -114,6 +114,11 @@ typedef struct broker {
     size_t n_replies, cap_replies;
     broker_stats_t stats;
     uint64_t seq_at_start; /* deliveries up to this seq may have been sent before a restart */
+    /* Deliveries up to this seq may have been decided under another policy
+     * than the one in force (before a start or the last reload): an ack of
+     * one asks the policy again (deliver_pending_check); UINT64_MAX when
+     * the seq could not be read at the reload. */
+    uint64_t seq_at_policy;
     /* Deliveries above this seq are committed but their commit is not synced
      * yet: they wait (UINT64_MAX when every commit is synced). */
     uint64_t push_limit_seq;
@@ -287,7 +292,25 @@ uint8_t *publish_duplicate_reply(const uint8_t *reply, size_t reply_len, size_t 
 
 /* deliver.c */
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
+/* An ack removes the delivery only while the policy still allows it
+ * (deliver_pending_check): one the policy in force withholds is revoked
+ * instead, as the push would, and one a reload not yet recorded withholds
+ * stays; both are answered UNKNOWN_DELIVERY, as a seq that is not there. */
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack);
+
+/* Whether recipient's pending delivery seq may go out, by the push's
+ * check: its rule, in the version that decided it, still reaches the
+ * recipient under the policy in force and under a reload not yet
+ * recorded. */
+typedef enum deliver_pending {
+    DELIVER_NOT_PENDING = 0, /* no such pending delivery of recipient */
+    DELIVER_ALLOWED,
+    DELIVER_HELD,    /* allowed, but a reload not yet recorded withholds it */
+    DELIVER_REVOKED, /* the policy in force withholds it: the push revokes it */
+} deliver_pending_t;
+/* Returns a deliver_pending_t, or -1 on a store error (store_errmsg).
+ * Cost: one rowid lookup and the rule's lookup by id. */
+int deliver_pending_check(broker_t *b, const char *recipient, uint64_t seq);
 /* Push every dirty receiver's mailbox within its window (after commit). */
 void deliver_push_all(broker_t *b);
 /* Retention: remove up to SCHAKEL_EXPIRY_BATCH expired deliveries (and

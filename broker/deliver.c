@@ -6,7 +6,8 @@
  * memory does not grow with a backlog: a queue waits on disk. Sends never
  * block: a full peer queue (EAGAIN) leaves the rest for a later turn, an
  * unroutable peer (EHOSTUNREACH) ends its session. Trusts the store and the
- * session table; acks are checked against the caller's own mailbox. The
+ * session table; acks are checked against the caller's own mailbox and,
+ * as the push, against the policy (a withheld delivery is revoked). The
  * push's plaintext (decoded items, reduced copies, frames) is wiped when it
  * is released. What a pass opens from the store does not outlive the pass;
  * what the publish path keeps for the push (deliver_kept_t: at most
@@ -89,6 +90,68 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow)
                   "out of memory", NULL);
 }
 
+static void on_revoked(const store_expired_t *e, void *arg)
+{
+    store_expired_copy_set(arg, e);
+}
+
+/* A delivery the push queued for revocation in this turn was never sent:
+ * it holds no slot in the window. */
+static int revocation_queued(const broker_t *b, const char *recipient, uint64_t seq)
+{
+    for (size_t i = 0; i < b->n_revocations; i++)
+        if (b->revocations[i].seq == seq && strcmp(b->revocations[i].recipient, recipient) == 0)
+            return 1;
+    return 0;
+}
+
+/* An answered delivery's slot in the window is free, if the current
+ * receiving session was sent it, whichever connection of this principal
+ * answers. */
+static void ack_frees_slot(receiver_t *receiver, uint64_t seq)
+{
+    if (receiver != NULL && receiver->session != NULL && seq <= receiver->cursor &&
+        receiver->inflight > 0) {
+        receiver->inflight--;
+        receiver->dirty = 1;
+    }
+}
+
+/* The ack of a delivery the policy in force withholds: revoked, as the
+ * push would revoke it (delivery.revoked). 0, or -1 when the turn failed. */
+static int ack_revokes(broker_t *b, receiver_t *receiver, const char *recipient, uint64_t seq)
+{
+    int queued = revocation_queued(b, recipient, seq);
+    store_expired_copy_t copy;
+    int rc = store_delivery_revoke(b->store, recipient, seq, b->now_s, on_revoked, &copy);
+    if (rc < 0) {
+        log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+        broker_fail_turn(b);
+        return -1;
+    }
+    if (rc == 1 && record_revoked(b, &copy.view) != 0)
+        return -1; /* the turn fails (recorded by record.c) */
+    if (rc == 1 && !queued)
+        ack_frees_slot(receiver, seq); /* sent before the policy changed */
+    return 0;
+}
+
+static int rule_allows(const policy_t *policy, const store_delivery_rule_t *rule,
+                       const char *recipient);
+
+int deliver_pending_check(broker_t *b, const char *recipient, uint64_t seq)
+{
+    store_delivery_rule_t rule;
+    int found = store_delivery_rule(b->store, recipient, seq, &rule);
+    if (found <= 0)
+        return found < 0 ? -1 : DELIVER_NOT_PENDING;
+    if (!rule_allows(b->policy, &rule, recipient))
+        return DELIVER_REVOKED;
+    if (b->policy_pending != NULL && !rule_allows(b->policy_pending, &rule, recipient))
+        return DELIVER_HELD;
+    return DELIVER_ALLOWED;
+}
+
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
 {
     receiver_t *receiver = sessions_receiver(b->sessions, session->principal);
@@ -98,13 +161,24 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
     }
     for (size_t i = 0; i < ack->n_seqs; i++) {
         uint64_t seq = ack->seqs[i];
-        int rc = store_delivery_ack(b->store, session->principal, seq);
+        /* Decided under the policy in force, with no reload pending: the
+         * policy allows it (the cost of every ack in the steady state). */
+        int pending = seq > b->seq_at_policy && b->policy_pending == NULL
+                          ? DELIVER_ALLOWED
+                          : deliver_pending_check(b, session->principal, seq);
+        int rc = pending == DELIVER_ALLOWED ? store_delivery_ack(b->store, session->principal, seq)
+                 : pending < 0              ? -1
+                                            : 0;
         if (rc < 0) {
             log_event(LOG_ERROR, "store.ack_failed", "error", store_errmsg(b->store), NULL);
             broker_fail_turn(b);
             return;
         }
+        if (pending == DELIVER_REVOKED && ack_revokes(b, receiver, session->principal, seq) != 0)
+            return;
         if (rc == 0) {
+            /* withheld ones too: the policy no longer lets the recipient
+             * learn that they were there */
             char text[128];
             snprintf(text, sizeof text,
                      "sequence %llu is not a pending delivery in your mailbox (unknown, "
@@ -116,13 +190,7 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         if (record_acked(b, session->principal, seq) != 0)
             return; /* the turn fails: this ack and the turn's others do not happen */
         b->stats.acked++;
-        /* Counted against the window if the current receiving session was
-         * sent it, whichever connection of this principal acks it. */
-        if (receiver != NULL && receiver->session != NULL && seq <= receiver->cursor &&
-            receiver->inflight > 0) {
-            receiver->inflight--;
-            receiver->dirty = 1;
-        }
+        ack_frees_slot(receiver, seq);
         if (receiver != NULL)
             receiver->progress_ms = b->now_ms;
     }
@@ -547,6 +615,18 @@ static int allowed_under(const policy_t *policy, const store_delivery_t *d, cons
     return policy_rule_reaches(policy, rule, policy_principal_by_id(policy, recipient));
 }
 
+/* allowed_under, for a delivery known by its rule alone. */
+static int rule_allows(const policy_t *policy, const store_delivery_rule_t *rule,
+                       const char *recipient)
+{
+    store_delivery_t d = {
+        .rule_id = rule->rule_id,
+        .rule_hash = rule->rule_hash,
+        .case_id = rule->case_id[0] != '\0' ? rule->case_id : NULL,
+    };
+    return allowed_under(policy, &d, recipient);
+}
+
 static int still_allowed(const broker_t *b, const store_delivery_t *d, const char *recipient)
 {
     return allowed_under(b->policy, d, recipient);
@@ -842,11 +922,6 @@ void deliver_expire(broker_t *b)
      * time, so that routing never waits for a long sweep. */
     b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;
     b->expired_since_checkpoint += (size_t)removed;
-}
-
-static void on_revoked(const store_expired_t *e, void *arg)
-{
-    store_expired_copy_set(arg, e);
 }
 
 void deliver_policy_changed(broker_t *b)

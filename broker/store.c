@@ -91,6 +91,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
                            " AND expires_at < ?2",
     [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
     [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
+    [STMT_DELIVERY_RULE] = "SELECT rule_id, rule_hash, case_id FROM deliveries"
+                           " WHERE seq = ?1 AND recipient = ?2",
     [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
     [STMT_EXPIRE_NEXT_DELIVERY] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"

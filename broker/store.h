@@ -413,6 +413,25 @@ int64_t store_delivery_last_seq(store_t *store);
  * else's), -1 on error. Seqs are never reused. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq);
 
+/* The rule that decided a pending delivery, as its row names it. */
+typedef struct store_delivery_rule {
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+    /* a case's delivery: its case ("" for a signal's); rule_id then
+     * names a membership rule */
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+} store_delivery_rule_t;
+
+/* The rule of recipient's pending delivery seq, for the check an ack
+ * makes that the policy still allows it (deliver.c). The columns are
+ * read in clear, not authenticated: a row altered outside the broker is
+ * found by the push, which opens every row before it sends it. 1 with
+ * *out filled; 0 when recipient has no such pending delivery (or its
+ * rule or case does not fit *out: no honest row); -1 on error. Cost: one rowid
+ * lookup, O(log n). */
+int store_delivery_rule(store_t *store, const char *recipient, uint64_t seq,
+                        store_delivery_rule_t *out);
+
 /* ------------------------------------------------------------------ retention */
 
 /* One expired delivery, as recorded in its tombstone. Borrowed: valid only

@@ -535,6 +535,50 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
     return 1;
 }
 
+int store_delivery_rule(store_t *store, const char *recipient, uint64_t seq,
+                        store_delivery_rule_t *out)
+{
+    if (store_enter(store, "delivery_rule") != 0)
+        return -1;
+    if (recipient == NULL || out == NULL) {
+        store_refuse(store, "delivery_rule", "recipient and out are required");
+        return -1;
+    }
+    if (seq == 0 || seq > INT64_MAX)
+        return 0; /* never a seq */
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_RULE];
+    if (store_bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
+        store_bind_text(store, stmt, 2, recipient) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt), found = 0;
+    if (rc == SQLITE_ROW) {
+        /* rule_id and rule_hash are NOT NULL: a NULL is SQLite out of memory */
+        const char *rule_id = store_column_text(stmt, 0);
+        const char *rule_hash = store_column_text(stmt, 1);
+        int of_case = sqlite3_column_type(stmt, 2) != SQLITE_NULL;
+        const char *case_id = of_case ? store_column_text(stmt, 2) : "";
+        if (rule_id == NULL || rule_hash == NULL || case_id == NULL) {
+            store_fail(store, "delivery_rule");
+            rc = SQLITE_NOMEM;
+        } else {
+            found = strlen(rule_id) < sizeof out->rule_id &&
+                    strlen(rule_hash) < sizeof out->rule_hash &&
+                    (!of_case || (case_id[0] != '\0' && strlen(case_id) < sizeof out->case_id));
+        }
+        if (found) {
+            memcpy(out->rule_id, rule_id, strlen(rule_id) + 1);
+            memcpy(out->rule_hash, rule_hash, strlen(rule_hash) + 1);
+            memcpy(out->case_id, case_id, strlen(case_id) + 1);
+        }
+    } else if (rc != SQLITE_DONE) {
+        store_fail(store, "delivery_rule");
+    }
+    store_stmt_finish(stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
+}
+
 /* ------------------------------------------------------------------ walking mailboxes */
 
 int store_mailbox_next_recipient(store_t *store, const char *after, char *out, size_t outlen)

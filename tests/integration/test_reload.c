@@ -378,6 +378,147 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     h_done(env);
 }
 
+/* The ack of seq must be refused as an unknown delivery, its answer
+ * before that of a Heartbeat reporting `backlog`. */
+static void ack_refused(schakel_client_t *c, uint64_t seq, uint64_t backlog)
+{
+    assert_int_equal(schakel_ack(c, seq), SCHAKEL_OK);
+    assert_int_equal(h_backlog(c), backlog);
+    const schakel_error_t *e = schakel_last_error(c);
+    char what[64];
+    snprintf(what, sizeof what, "seq=%llu refused", (unsigned long long)seq);
+    if (strcmp(e->reason_name, "UNKNOWN_DELIVERY") != 0 || strstr(e->text, what) == NULL)
+        fail_msg("ack of %llu: last error %s \"%s\"; expected UNKNOWN_DELIVERY for it",
+                 (unsigned long long)seq, e->reason_name, e->text);
+}
+
+/* The seq of recipient's waiting delivery under rule_id. */
+static int64_t waiting_seq(h_env_t *env, const char *recipient, const char *rule_id)
+{
+    char sql[192];
+    snprintf(sql, sizeof sql,
+             "SELECT coalesce(max(seq), 0) FROM deliveries WHERE rule_id = '%s' AND recipient = ?1",
+             rule_id);
+    int64_t seq = h_store_int(env, sql, recipient);
+    assert_true(seq > 0);
+    return seq;
+}
+
+/* How many audit entries of `event` name delivery seq (in delivery_seq or
+ * through audit_acks). */
+static int64_t entries_naming(h_env_t *env, const char *event, int64_t seq)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = ?1 AND (delivery_seq = %lld OR seq IN"
+             " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = %lld))",
+             (long long)seq, (long long)seq);
+    return h_store_int(env, sql, event);
+}
+
+/* An ack is no way around a reload: gemeente, taken out of the fire
+ * service's rule, acks what waits for it without ever asking to receive
+ * (no Flow, so the push never re-decided it). The delivery the policy now
+ * withholds is revoked (delivery.revoked, as the push would), not acked,
+ * and the ack is answered as one of a delivery that is not there; the one
+ * of a rule the reload left alone is acked, as is politie's, decided
+ * before the reload too. The Heartbeat's backlog counts what waits until
+ * it is decided again. */
+static void test_ack_of_a_withheld_delivery_revokes_it(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    schakel_signal_t farm = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
+    uint64_t farm_item = h_publish_ok(woco, &farm, NULL, NULL, NULL, NULL);
+    int64_t fire = waiting_seq(env, H_GEMEENTE, "brandweer-brandveiligheid");
+    int64_t farm_seq = waiting_seq(env, H_GEMEENTE, "woco-ondermijning-gemeente");
+
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    assert_int_equal(h_backlog(gemeente), 2); /* not decided again yet */
+    ack_refused(gemeente, (uint64_t)fire, 1);
+    if (h_await_log(env, offset, "event=delivery.revoked recipient=" H_GEMEENTE, H_TIMEOUT_MS) != 0)
+        fail_msg("the withheld delivery was not revoked at its ack");
+    /* every seq up to 16: only the one the policy allows is acked */
+    uint64_t seqs[16];
+    for (size_t i = 0; i < 16; i++)
+        seqs[i] = i + 1;
+    assert_true(fire <= 16 && farm_seq <= 16);
+    assert_int_equal(schakel_ack_many(gemeente, seqs, 16), SCHAKEL_OK);
+    assert_int_equal(h_backlog(gemeente), 0);
+    /* politie's, under a rule the reload left alone */
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_delivery_t *d = h_receive(politie);
+    assert_string_equal(d->rule_id, "woco-ondermijning-politie");
+    assert_int_equal(d->item_seq, farm_item); /* decided before the reload */
+    assert_int_equal(schakel_ack(politie, d->seq), SCHAKEL_OK);
+    int64_t politie_seq = (int64_t)d->seq;
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(politie), 0);
+
+    assert_int_equal(entries_naming(env, "delivery.revoked", fire), 1);
+    assert_int_equal(entries_naming(env, "delivery.acked", fire), 0);
+    assert_int_equal(entries_naming(env, "delivery.acked", farm_seq), 1);
+    assert_int_equal(entries_naming(env, "delivery.revoked", farm_seq), 0);
+    assert_int_equal(entries_naming(env, "delivery.acked", politie_seq), 1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 1);
+    schakel_close(&politie);
+    schakel_close(&gemeente);
+    schakel_close(&woco);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
+/* An ack under a reload the broker cannot record yet (a trigger refuses
+ * its audit entry alone): the delivery the pending policy would withhold
+ * is neither acked nor revoked (that waits for the reload's record, as at
+ * the push), and the ack is answered as one of a delivery that is not
+ * there. Once the reload is recorded, the next ack of it revokes it. */
+static void test_ack_under_a_pending_reload(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    int64_t fire = waiting_seq(env, H_GEMEENTE, "brandweer-brandveiligheid");
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE); /* a handshake needs a commit */
+
+    h_store_exec(env,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                 " 'policy.reloaded' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
+    ack_refused(gemeente, (uint64_t)fire, 1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
+    assert_int_equal(entries_naming(env, "delivery.acked", fire), 0);
+
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
+        fail_msg("the pending reload was not recorded once the store could be written");
+    ack_refused(gemeente, (uint64_t)fire, 0);
+    assert_int_equal(entries_naming(env, "delivery.revoked", fire), 1);
+    assert_int_equal(entries_naming(env, "delivery.acked", fire), 0);
+    schakel_close(&gemeente);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* `count` fire signals for woco-jekerdal, in publishes of up to 100, and
  * one for gemeente: all waiting. */
 static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
@@ -755,6 +896,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_mailbox_withdrawn_at_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_operators_mailbox_is_withdrawn, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_of_a_withheld_delivery_revokes_it, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_under_a_pending_reload, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
                                         h_teardown),
