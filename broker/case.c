@@ -302,17 +302,20 @@ static int case_link_cap(case_cmd_t *x, uint32_t mask)
 }
 
 /* The actor itself received the signal (a delivery of it was queued to
- * the actor's principal, and its retention has not ended), and the policy
- * in force still lets the sender share it with that principal; the case
- * gets only the fields the actor's partner may see. A principal links only
- * what it was given: not what another principal of its partner got (a
- * rule's to_roles), nor, acting for the lead, what the lead got. */
+ * the actor's principal, its retention has not ended, and it was acked or
+ * still waits allowed: not revoked), and the policy in force still lets
+ * the sender share it with that principal; the case gets only the fields
+ * that delivery carried and the rule in force still gives. A principal
+ * links only what it was given: not what another principal of its partner
+ * got (a rule's to_roles), nor, acting for the lead, what the lead got,
+ * nor fields a later version of the rule adds. */
 static int case_plan_link(case_cmd_t *x)
 {
     broker_t *b = x->b;
     uint64_t item_seq = x->cmd->link_signal->item_seq;
     char text[SCHAKEL_MAX_REJECT_TEXT];
-    int received = case_principal_received(b, item_seq, x->actor->id);
+    uint32_t given = 0; /* the fields of the actor's own delivery */
+    int received = case_principal_received(b, item_seq, x->actor->id, &given);
     int found = received == 1 ? store_item_get(b->store, item_seq, &x->linked_body, &x->linked_len)
                               : received;
     if (found < 0)
@@ -321,7 +324,7 @@ static int case_plan_link(case_cmd_t *x)
         x->linked = schakel__signal__unpack(wire_wiped_allocator(), x->linked_len, x->linked_body);
     uint32_t mask = 0;
     if (x->linked != NULL && case_link_entitlement(b, x->linked, x->actor, &mask) == 0) {
-        if (case_link_cap(x, mask) != 0)
+        if (case_link_cap(x, mask & given) != 0)
             return -2;
     } else if (x->linked != NULL) {
         /* no longer entitled: the same answer as never received */

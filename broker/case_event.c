@@ -14,6 +14,8 @@
 
 #include <sodium.h>
 
+#include "record.h"
+
 /* ------------------------------------------------------------------ members */
 
 static int case_members_collect(const char *partner, char state, const char *rule_id,
@@ -284,7 +286,28 @@ typedef struct case_probe {
     int found;             /* probe: a queued entry was seen; final: a match */
     int done;              /* final scan: past the item */
     uint64_t item_seq;     /* probe: that entry's item_seq */
+    uint64_t delivery_seq; /* final: the match's delivery */
+    uint32_t fields;       /* final: the signal fields it was given (FIELD_* bits) */
 } case_probe_t;
+
+/* The FIELD_* bits of a delivery's recorded fields ("sender,kind,theme,
+ * area,..."): the names of POLICY.md section 6; sender, kind, theme and
+ * any other word give none. */
+static uint32_t case_fields_mask(const char *text, size_t len)
+{
+    uint32_t mask = 0;
+    for (size_t at = 0; at < len;) {
+        const char *comma = memchr(text + at, ',', len - at);
+        size_t end = comma != NULL ? (size_t)(comma - text) : len;
+        for (unsigned bit = 0; bit < 32; bit++) {
+            const char *name = policy_field_name(UINT32_C(1) << bit);
+            if (name != NULL && strlen(name) == end - at && memcmp(name, text + at, end - at) == 0)
+                mask |= UINT32_C(1) << bit;
+        }
+        at = end + 1;
+    }
+    return mask;
+}
 
 static int case_probe_next_queued(const store_audit_entry_t *e, void *arg)
 {
@@ -302,8 +325,11 @@ static int case_probe_listed(const store_audit_delivery_t *d, void *arg)
 {
     case_probe_t *p = arg;
     if (d->recipient_len == strlen(p->principal) &&
-        memcmp(d->recipient, p->principal, d->recipient_len) == 0 && d->expires_at > p->now_s)
+        memcmp(d->recipient, p->principal, d->recipient_len) == 0 && d->expires_at > p->now_s) {
         p->found = 1;
+        p->delivery_seq = d->seq;
+        p->fields = case_fields_mask(d->fields, d->fields_len);
+    }
     return p->found;
 }
 
@@ -326,10 +352,14 @@ static int case_probe_match(const store_audit_entry_t *e, void *arg)
     const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
     if (item_seq != p->want || !e->field[STORE_AUDIT_THEME].present)
         return 0;
+    const store_audit_value_t *seq = &e->field[STORE_AUDIT_DELIVERY_SEQ];
+    const store_audit_value_t *fields = &e->field[STORE_AUDIT_FIELDS];
     if (to->present && strcmp(to->text, p->principal) == 0 && expires->present &&
-        expires->number > p->now_s)
+        expires->number > p->now_s && seq->present && seq->number > 0 && fields->present) {
         p->found = 1;
-    else if (listed->present)
+        p->delivery_seq = (uint64_t)seq->number;
+        p->fields = case_fields_mask(fields->text, strlen(fields->text));
+    } else if (listed->present)
         (void)store_audit_deliveries_parse(listed->text, case_probe_listed, p);
     return p->found;
 }
@@ -350,7 +380,38 @@ static int case_next_queued(store_t *store, uint64_t after, uint64_t end, case_p
     return 0;
 }
 
-int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal)
+/* An entry of its own that records the ack of a delivery (before schema
+ * 6; later acks are found through audit_acks). */
+static int case_probe_acked(const store_audit_entry_t *e, void *arg)
+{
+    const store_audit_value_t *event = &e->field[STORE_AUDIT_EVENT];
+    int *acked = arg;
+    *acked = e->damage == NULL && event->present && strcmp(event->text, "delivery.acked") == 0;
+    return *acked;
+}
+
+/* Whether the principal still holds delivery_seq: it acked it, or it
+ * waits and the push would still send it. Not when it was revoked, set
+ * aside or withheld by a reload not yet recorded. 1, 0, or -1. */
+static int case_still_given(broker_t *b, const char *principal, uint64_t delivery_seq)
+{
+    int pending = deliver_pending_check(b, principal, delivery_seq);
+    if (pending < 0)
+        return -1;
+    if (pending != DELIVER_NOT_PENDING)
+        return pending == DELIVER_ALLOWED;
+    if (record_acked_in_turn(b, principal, delivery_seq))
+        return 1; /* acked earlier in this turn: its entry is written at its end */
+    uint64_t entry = 0;
+    int acked = store_audit_acked_lookup(b->store, delivery_seq, &entry);
+    if (acked != 0)
+        return acked;
+    if (store_audit_scan_delivery(b->store, delivery_seq, case_probe_acked, &acked) < 0)
+        return -1;
+    return acked;
+}
+
+int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal, uint32_t *fields)
 {
     store_audit_tail_t tail;
     if (item_seq == 0 || store_audit_tail(b->store, &tail) != 0)
@@ -377,5 +438,10 @@ int case_principal_received(broker_t *b, uint64_t item_seq, const char *principa
         stop = visited == 0 || p.found || p.done;
         lo += (uint64_t)visited;
     }
-    return p.found;
+    if (!p.found)
+        return 0;
+    int given = case_still_given(b, principal, p.delivery_seq);
+    if (given == 1)
+        *fields = p.fields;
+    return given;
 }

@@ -80,10 +80,15 @@ void case_event_copy_free(case_event_copy_t *copy);
  * event that does not decode). */
 int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_SUBJECT_LEN + 1]);
 
-/* Whether a delivery of the signal item_seq was queued to `principal`
- * (pending or acked) and its retention has not ended (expires_at after
- * b->now_s): its "delivery.queued" entry in the audit trail. 1 yes, 0 no,
- * -1 on a store error. Cost: O(log entries) probes (see case_event.c). */
-int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal);
+/* Whether `principal` was given the signal item_seq and still holds it: a
+ * delivery of it was queued to the principal (its "delivery.queued" entry
+ * in the audit trail), its retention has not ended (expires_at after
+ * b->now_s), and it was acked, or it waits and the policy would still send
+ * it (deliver_pending_check: not one revoked, set aside, or withheld by a
+ * reload). 1 with *fields the signal fields that delivery carried (FIELD_*
+ * bits, as recorded when it was decided), 0 no, -1 on a store error.
+ * Cost: O(log entries) probes (see case_event.c), then two index lookups. */
+int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal,
+                            uint32_t *fields);
 
 #endif

@@ -727,6 +727,20 @@ static int record_acks_flush(broker_t *b)
     return rc;
 }
 
+int record_acked_in_turn(const broker_t *b, const char *recipient, uint64_t seq)
+{
+    const struct record_acks *acks = b->acks;
+    for (size_t i = 0; acks != NULL && i < acks->n_active; i++) {
+        const record_acker_t *a = &acks->ackers[i];
+        if (strcmp(a->recipient, recipient) != 0)
+            continue;
+        for (size_t k = 0; k < a->n; k++)
+            if (a->seqs[k] == seq)
+                return 1;
+    }
+    return 0;
+}
+
 int record_acked(broker_t *b, const char *recipient, uint64_t seq)
 {
     char seq_s[24];

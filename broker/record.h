@@ -95,6 +95,11 @@ void record_delivered(const char *recipient, uint64_t seq, int redelivery);
  * before; the ack must then not be counted. */
 int record_acked(struct broker *b, const char *recipient, uint64_t seq);
 
+/* Whether recipient acked delivery seq in this turn, its entry not
+ * written yet (record_acked keeps it until the turn ends): 1 or 0. Cost:
+ * a walk of the recipient's kept seqs, at most STORE_AUDIT_MAX_ACKED_SEQS. */
+int record_acked_in_turn(const struct broker *b, const char *recipient, uint64_t seq);
+
 /* A delivery's retention ended: its body is gone, a tombstone stays. */
 int record_expired(struct broker *b, const store_expired_t *expired);
 

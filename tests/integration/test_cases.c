@@ -1669,6 +1669,139 @@ static void test_link_after_own_retention_is_refused(void **state)
     stop_clean(env);
 }
 
+/* riec's signal rule as written, and with source_ref among its fields:
+ * a new version of the rule. */
+static const char RIEC_FIELDS[] =
+    "    fields: [area, address, subject, grounds, severity, observed_at, summary]\n"
+    "    retention: 730d\n";
+static const char RIEC_FIELDS_WIDER[] =
+    "    fields: [area, address, subject, grounds, severity, observed_at, summary, source_ref]\n"
+    "    retention: 730d\n";
+
+/* The policy with riec's signal rule given `fields` (RIEC_FIELDS or
+ * RIEC_FIELDS_WIDER), reloaded. */
+static void reload_riec_fields(h_env_t *env, const char *fields)
+{
+    const char *at = strstr(h_default_rules, RIEC_FIELDS);
+    assert_non_null(at);
+    h_env_write_policy(env, "%s%.*s%s%s%s", h_policy_header, (int)(at - h_default_rules),
+                       h_default_rules, fields, at + strlen(RIEC_FIELDS), h_case_types);
+    assert_int_equal(h_broker_reload(env), 1);
+}
+
+/* A link passes on no more than the linker was given: riec received the
+ * farm signal without source_ref and acked it; a reload then adds
+ * source_ref to riec's rule. The link of that signal carries what riec's
+ * own delivery carried (within what the rule in force gives), so nobody
+ * gets source_ref through the case, not even the lead, whose case rule
+ * shows every field. A signal riec receives under the new version carries
+ * it, and so does its link (sent right after its ack: the two frames
+ * usually meet in one broker turn, before the ack's entry is written at
+ * the turn's end). */
+static void test_link_gives_the_linkers_own_fields(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    uint64_t before = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, NULL, NULL);
+    schakel_delivery_t *d = h_receive(riec);
+    assert_int_equal(d->item_seq, before);
+    assert_null(d->source_ref);
+    must(riec, schakel_ack(riec, d->seq), "ack");
+    schakel_delivery_free(&d);
+    d = h_receive(politie);
+    must(politie, schakel_ack(politie, d->seq), "ack");
+    schakel_delivery_free(&d);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, id, members, partners, 1);
+
+    reload_riec_fields(env, RIEC_FIELDS_WIDER);
+    must(riec, schakel_case_link(riec, id, before, NULL, NULL, T), "link");
+    const unsigned to_riec =
+        H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SEVERITY | H_F_SUMMARY;
+    expect_linked(riec, "riec", id, H_WOCO_MAASOEVER, to_riec);
+    expect_linked(politie, "politie", id, H_WOCO_MAASOEVER,
+                  H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY);
+
+    /* given under the new version, with source_ref: linked with it */
+    uint64_t after = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, NULL, NULL);
+    d = h_receive(riec);
+    assert_int_equal(d->item_seq, after);
+    assert_non_null(d->source_ref);
+    must(riec, schakel_ack(riec, d->seq), "ack");
+    schakel_delivery_free(&d);
+    must(riec, schakel_case_link(riec, id, after, NULL, NULL, T), "link of the new one");
+    expect_linked(riec, "riec", id, H_WOCO_MAASOEVER, to_riec | H_F_SOURCE_REF);
+    d = h_receive(politie); /* politie's delivery of the new signal itself */
+    assert_false(d->is_case_event);
+    must(politie, schakel_ack(politie, d->seq), "ack");
+    schakel_delivery_free(&d);
+    expect_linked(politie, "politie", id, H_WOCO_MAASOEVER,
+                  H_F_AREA | H_F_ADDRESS | H_F_SUBJECT | H_F_GROUNDS | H_F_SUMMARY);
+    schakel_close(&woco);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
+/* A delivery the policy withholds gives nothing to link: riec's system
+ * and caseworker wait for the farm signal when a reload changes riec's
+ * rule (a new version: what the old one decided is withheld). The
+ * system's delivery is revoked at its push (delivery.revoked); the
+ * caseworker's still waits, not re-decided yet. Neither can be linked,
+ * with the answer about a signal never received. */
+static void test_link_of_a_withheld_delivery_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *janssen = h_connect(env, H_RIEC_CASEWORKER);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    schakel_delivery_t *d = expect_event(riec, id, SCHAKEL_CASE_EVENT_OPENED);
+    schakel_delivery_free(&d);
+    uint32_t recipients = 0;
+    uint64_t item = h_publish_ok(woco, &FARM_SIGNAL, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 4); /* politie, riec's two principals, gemeente */
+    /* held by riec's client, not acked: it waits */
+    d = h_receive(riec);
+    assert_int_equal(d->item_seq, item);
+    schakel_delivery_free(&d);
+
+    long offset = h_log_offset(env);
+    reload_riec_fields(env, RIEC_FIELDS_WIDER);
+    /* pushed again (a new connection) under the new version: revoked */
+    schakel_close(&riec);
+    riec = h_connect(env, H_RIEC);
+    must(riec, schakel_subscribe(riec, 0), "subscribe");
+    if (h_await_log(env, offset, "event=delivery.revoked recipient=" H_RIEC, H_TIMEOUT_MS) != 0)
+        fail_msg("riec's waiting delivery was not revoked under the new rule");
+    assert_int_equal(schakel_receive(riec, &d, 300), SCHAKEL_ERR_TIMEOUT);
+
+    schakel_client_t *linkers[] = {riec, janssen};
+    const char *const names[] = {H_RIEC, H_RIEC_CASEWORKER};
+    for (size_t i = 0; i < 2; i++) {
+        const schakel_error_t *e =
+            must_refuse(linkers[i], schakel_case_link(linkers[i], id, item, NULL, NULL, T),
+                        "NOT_FOUND", "link of a withheld delivery");
+        char want[128];
+        snprintf(want, sizeof want, "no signal with item seq %llu that %s received",
+                 (unsigned long long)item, names[i]);
+        assert_string_equal(e->text, want);
+    }
+    /* the caseworker's waits still, beside the case's opening (its case
+     * rule did not change) */
+    assert_int_equal(h_backlog(janssen), 2);
+    assert_int_equal(h_backlog(riec), 0);
+    schakel_close(&woco);
+    schakel_close(&janssen);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* How many lines of out (an export: an entry a line) hold every needle
  * (NULL-terminated). */
 static size_t export_lines(const char *out, const char *const *needles)
@@ -2278,6 +2411,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_link_received_signal, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_link_needs_the_principals_own_delivery, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_gives_the_linkers_own_fields, setup_cases,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_link_of_a_withheld_delivery_is_refused, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_link_after_own_retention_is_refused, setup_cases,
                                         h_teardown),
