@@ -162,8 +162,13 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
     for (size_t i = 0; i < ack->n_seqs; i++) {
         uint64_t seq = ack->seqs[i];
         /* Decided under the policy in force, with no reload pending: the
-         * policy allows it (the cost of every ack in the steady state). */
-        int pending = seq > b->seq_at_policy && b->policy_pending == NULL
+         * policy allows it (the cost of every ack in the steady state).
+         * Sent to this principal by this process (pushes go in seq order,
+         * so a pending row at or below the highest seq sent was sent): it
+         * has the delivery, and its ack is recorded as what it is, whatever
+         * the policy says now. */
+        int sent = receiver != NULL && seq <= receiver->highest_sent;
+        int pending = sent || (seq > b->seq_at_policy && b->policy_pending == NULL)
                           ? DELIVER_ALLOWED
                           : deliver_pending_check(b, session->principal, seq);
         int rc = pending == DELIVER_ALLOWED ? store_delivery_ack(b->store, session->principal, seq)

@@ -479,6 +479,38 @@ static void test_ack_of_a_withheld_delivery_revokes_it(void **state)
     h_done(env);
 }
 
+/* A delivery the recipient was sent before a reload withdrew its rule:
+ * its ack after the reload is recorded as an ack (the recipient has it,
+ * and the trail says so), not as a revocation of something never sent. */
+static void test_ack_of_a_delivery_sent_before_the_reload_is_recorded(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_delivery_t *d = h_receive(gemeente);
+    assert_string_equal(d->rule_id, "brandweer-brandveiligheid");
+    uint64_t fire = d->seq;
+    schakel_delivery_free(&d);
+
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    assert_int_equal(schakel_ack(gemeente, fire), SCHAKEL_OK);
+    assert_int_equal(h_backlog(gemeente), 0);
+    assert_int_equal(entries_naming(env, "delivery.acked", (int64_t)fire), 1);
+    assert_int_equal(entries_naming(env, "delivery.revoked", (int64_t)fire), 0);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
+    schakel_close(&gemeente);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* An ack under a reload the broker cannot record yet (a trigger refuses
  * its audit entry alone): the delivery the pending policy would withhold
  * is neither acked nor revoked (that waits for the reload's record, as at
@@ -899,6 +931,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_of_a_withheld_delivery_revokes_it, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_of_a_delivery_sent_before_the_reload_is_recorded,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_under_a_pending_reload, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_narrowed_rule_stops_waiting_deliveries, h_setup_broker,
