@@ -270,6 +270,137 @@ int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int forc
     return checkpoint_write(store, key, now, tail.seq, tail.hash) == 0 ? 1 : -1;
 }
 
+/* ------------------------------------------------------------------ the tail at start */
+
+typedef struct tail_check {
+    uint8_t prev[STORE_AUDIT_HASH_BYTES];
+    uint64_t expected; /* the seq the next entry must have */
+    uint64_t broken;   /* the first entry that does not chain (0: none yet) */
+    const char *problem;
+    store_audit_checkpoint_t cp;
+    int have_cp;
+} tail_check_t;
+
+static int tail_check_checkpoint(const store_audit_checkpoint_t *cp, void *arg)
+{
+    tail_check_t *tc = arg;
+    tc->cp = *cp;
+    tc->cp.damage = cp->damage != NULL ? "damaged" : NULL; /* the row's string ends here */
+    tc->have_cp = 1;
+    return 1;
+}
+
+/* The checkpoint's own entry: its stored hash must be the one it certifies. */
+static int tail_check_certified(const store_audit_entry_t *e, void *arg)
+{
+    tail_check_t *tc = arg;
+    if (e->seq != tc->expected || e->damage != NULL ||
+        sodium_memcmp(e->hash, tc->cp.hash, STORE_AUDIT_HASH_BYTES) != 0) {
+        tc->broken = tc->expected;
+        tc->problem = "it is not the entry the last checkpoint certifies";
+        return 1;
+    }
+    memcpy(tc->prev, e->hash, STORE_AUDIT_HASH_BYTES);
+    tc->expected = e->seq + 1;
+    return 1;
+}
+
+static int tail_check_entry(const store_audit_entry_t *e, void *arg)
+{
+    tail_check_t *tc = arg;
+    uint8_t recomputed[STORE_AUDIT_HASH_BYTES];
+    if (e->seq != tc->expected) {
+        tc->problem = "it is missing";
+    } else if (e->damage != NULL) {
+        tc->problem = "its row is damaged";
+    } else {
+        audit_entry_hash(tc->prev, e, recomputed);
+        if (sodium_memcmp(recomputed, e->hash, STORE_AUDIT_HASH_BYTES) != 0)
+            tc->problem = "its hash is not the one its fields and the entry before it give";
+        else if (store_audit_shape_problem(e) != NULL)
+            tc->problem = "it is of a shape the broker does not write";
+    }
+    if (tc->problem != NULL) {
+        tc->broken = tc->expected;
+        return 1;
+    }
+    memcpy(tc->prev, recomputed, STORE_AUDIT_HASH_BYTES);
+    tc->expected = e->seq + 1;
+    return 0;
+}
+
+int audit_tail_check(store_t *store, char *why, size_t whylen)
+{
+    store_audit_tail_t tail;
+    tail_check_t tc;
+    memset(&tc, 0, sizeof tc);
+    if (store_audit_tail(store, &tail) != 0) {
+        snprintf(why, whylen, "cannot read the audit trail's tail: %s", store_errmsg(store));
+        return -1;
+    }
+    tc.expected = 1;
+    if (tail.checkpoint_seq > tail.seq) {
+        snprintf(why, whylen,
+                 "the audit trail ends at entry %llu, but a checkpoint certifies entry %llu: "
+                 "entries from %llu on were removed",
+                 (unsigned long long)tail.seq, (unsigned long long)tail.checkpoint_seq,
+                 (unsigned long long)tail.seq + 1);
+        return 1;
+    }
+    if (tail.seq - tail.checkpoint_seq >= SCHAKEL_AUDIT_CHECKPOINT_ENTRIES) {
+        snprintf(why, whylen,
+                 "entry %llu of the audit trail is %u entries after its last checkpoint (seq "
+                 "%llu), but the broker signs one at least every %u: checkpoints were removed",
+                 (unsigned long long)(tail.checkpoint_seq + SCHAKEL_AUDIT_CHECKPOINT_ENTRIES),
+                 (unsigned)SCHAKEL_AUDIT_CHECKPOINT_ENTRIES,
+                 (unsigned long long)tail.checkpoint_seq,
+                 (unsigned)SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
+        return 1;
+    }
+    if (tail.checkpoint_seq > 0) {
+        uint64_t cs = tail.checkpoint_seq;
+        uint8_t signed_bytes[AUDIT_CHECKPOINT_SIGNED_BYTES];
+        tc.expected = cs;
+        if (store_audit_checkpoint_scan(store, cs - 1, cs, tail_check_checkpoint, &tc) < 0 ||
+            store_audit_scan(store, cs - 1, 1, tail_check_certified, &tc) < 0) {
+            snprintf(why, whylen, "cannot read the audit trail's tail: %s", store_errmsg(store));
+            return -1;
+        }
+        if (tc.have_cp && tc.cp.damage == NULL)
+            audit_checkpoint_signed_bytes(tc.cp.seq, tc.cp.hash, tc.cp.at, signed_bytes);
+        if (!tc.have_cp || tc.cp.damage != NULL ||
+            keys_verify(tc.cp.key, signed_bytes, sizeof signed_bytes, tc.cp.signature) != 0) {
+            snprintf(why, whylen,
+                     "the audit trail's last checkpoint (seq %llu) does not verify under the key "
+                     "it names",
+                     (unsigned long long)cs);
+            return 1;
+        }
+        if (tc.broken == 0 && tc.expected == cs) {
+            tc.broken = cs;
+            tc.problem = "it is missing";
+        }
+    }
+    /* At most SCHAKEL_AUDIT_CHECKPOINT_ENTRIES - 1 entries: one batch. */
+    if (tc.broken == 0 && store_audit_scan(store, tc.expected - 1, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES,
+                                           tail_check_entry, &tc) < 0) {
+        snprintf(why, whylen, "cannot read the audit trail's tail: %s", store_errmsg(store));
+        return -1;
+    }
+    if (tc.broken == 0 && tc.expected != tail.seq + 1) {
+        tc.broken = tc.expected;
+        tc.problem = "it is missing";
+    }
+    if (tc.broken == 0)
+        return 0;
+    snprintf(why, whylen,
+             "the audit trail does not chain from its last checkpoint (seq %llu) to its last "
+             "entry (seq %llu): entry %llu does not chain (%s)",
+             (unsigned long long)tail.checkpoint_seq, (unsigned long long)tail.seq,
+             (unsigned long long)tc.broken, tc.problem);
+    return 1;
+}
+
 /* ------------------------------------------------------------------ verifying */
 
 typedef struct verify_state {
@@ -630,6 +761,20 @@ static int verify_end(store_t *store, verify_state_t *st)
     return 0;
 }
 
+/* After an intact chain: SQLite's indexes of the trail's tables. The
+ * chain is read by seq (the rowid) alone, so an index rebuilt outside the
+ * broker, its definition put back, changes no hash; but the export reads
+ * through it. Returns 0, or -1 on a read error. */
+static int verify_tables(store_t *store, audit_verify_report_t *report)
+{
+    if (store_audit_integrity(store, report->tables_problem, sizeof report->tables_problem,
+                              &report->tables_problems) != 0)
+        return -1;
+    report->tables_checked = 1;
+    report->tables_intact = report->tables_problems == 0;
+    return 0;
+}
+
 /* One batch: its checkpoints, then its entries. Returns the entries read,
  * or -1 on a read error. */
 static int verify_batch(store_t *store, verify_state_t *st)
@@ -678,7 +823,8 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
             break;
     }
     if (result == 0 && report->intact &&
-        (verify_end(store, &st) != 0 || (report->intact && verify_index_end(store, &st) != 0)))
+        (verify_end(store, &st) != 0 || (report->intact && verify_index_end(store, &st) != 0) ||
+         (report->intact && verify_tables(store, report) != 0)))
         result = -1;
     if (result != 0) {
         report->intact = 0;
@@ -985,6 +1131,8 @@ typedef struct export_state {
     size_t n_deliveries, cap_deliveries;
     uint64_t *acked; /* seqs of the entries export_add_acked has seen, ascending */
     size_t n_acked, cap_acked;
+    const char *tag;   /* the subject's tag: what the subject index was asked for */
+    uint64_t delivery; /* the delivery the delivery index is being asked for */
     int out_of_memory;
 } export_state_t;
 
@@ -1061,17 +1209,14 @@ static int export_acked_seen(export_state_t *st, uint64_t seq)
     return 0;
 }
 
-/* An entry the index names but that cannot be read as an acked entry
- * (damaged, or without a readable delivery_seqs): shown only as its seq
- * and that it is unreadable, never its fields, which may be anyone's;
+/* An entry an index led to that is not what the index was asked for:
+ * shown only as its seq and why, never its fields, which may be anyone's;
  * verify names what is wrong with it. */
-static int export_add_unreadable(export_state_t *st, uint64_t seq)
+static int export_add_unreadable(export_state_t *st, uint64_t seq, const char *why)
 {
     text_buf_t b = {0};
     buf_printf(&b, "{\"seq\":%llu,\"unreadable\":", (unsigned long long)seq);
-    buf_json_string(&b, "the acked-delivery index names this entry for one of the subject's "
-                        "deliveries, but it is not a readable delivery.acked entry (run "
-                        "schakelctl audit verify)");
+    buf_json_string(&b, why);
     buf_puts(&b, "}");
     return export_keep(st, seq, buf_take(&b), 1);
 }
@@ -1100,7 +1245,10 @@ static int export_add_acked(const store_audit_entry_t *e, void *arg)
                    ? store_audit_seqs_parse(v->text, seqs, STORE_AUDIT_MAX_ACKED_SEQS)
                    : 0;
     if (n == 0)
-        return export_add_unreadable(st, e->seq) != 0;
+        return export_add_unreadable(st, e->seq,
+                                     "the acked-delivery index names this entry for one of the "
+                                     "subject's deliveries, but it is not a readable "
+                                     "delivery.acked entry (run schakelctl audit verify)") != 0;
     size_t used = 0, kept = 0;
     for (size_t i = 0; i < n; i++) {
         if (!export_is_subjects(st, seqs[i]))
@@ -1135,12 +1283,21 @@ static int export_note_listed(const store_audit_delivery_t *d, void *arg)
 
 /* A subject's entry, and the deliveries it names: in delivery_seq (an
  * entry of one delivery) or in deliveries (a queued entry of schema 7,
- * all deliveries of the subject's item). */
+ * all deliveries of the subject's item). The subject index is SQLite's,
+ * trusted by the query for what it holds: a row whose own subject_tag is
+ * not the subject's (an index rebuilt outside the broker) is another
+ * subject's entry, marked unreadable and never shown. */
 static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
 {
     export_state_t *st = arg;
+    const store_audit_value_t *tag = &e->field[STORE_AUDIT_SUBJECT_TAG];
     const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
     const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
+    if (!tag->present || tag->text == NULL || strcmp(tag->text, st->tag) != 0)
+        return export_add_unreadable(st, e->seq,
+                                     "the subject index names this entry for the subject, but "
+                                     "the entry names another subject or none: the index was "
+                                     "altered (run schakelctl audit verify)") != 0;
     if (delivery->present && delivery->number > 0 && e->damage == NULL &&
         export_note_delivery(st, (uint64_t)delivery->number) != 0)
         return 1;
@@ -1149,6 +1306,22 @@ static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
         if (st->out_of_memory)
             return 1;
     }
+    return export_add(e, arg);
+}
+
+/* An entry of one of the subject's deliveries (an expiry, a revocation, a
+ * set-aside, an ack or queued entry of an older schema), found through
+ * the delivery index, which is checked as the subject index is. */
+static int export_add_delivery_entry(const store_audit_entry_t *e, void *arg)
+{
+    export_state_t *st = arg;
+    const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
+    if (!delivery->present || delivery->number < 0 || (uint64_t)delivery->number != st->delivery)
+        return export_add_unreadable(st, e->seq,
+                                     "the delivery index names this entry for one of the "
+                                     "subject's deliveries, but the entry names another "
+                                     "delivery or none: the index was altered (run schakelctl "
+                                     "audit verify)") != 0;
     return export_add(e, arg);
 }
 
@@ -1219,6 +1392,7 @@ int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, c
         snprintf(err, errlen, "%s", store_errmsg(store));
         return -1;
     }
+    st.tag = tag;
     int rc = store_audit_scan_subject(store, tag, export_add_subject_entry, &st);
     if (st.n_deliveries > 1) {
         size_t unique = 1;
@@ -1232,7 +1406,8 @@ int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, c
      * recorded before schema 7, an ack recorded before schema 6) and the
      * acked entry that lists it. */
     for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++) {
-        rc = store_audit_scan_delivery(store, st.deliveries[i], export_add, &st);
+        st.delivery = st.deliveries[i];
+        rc = store_audit_scan_delivery(store, st.deliveries[i], export_add_delivery_entry, &st);
         if (rc >= 0 && !st.out_of_memory)
             rc = store_audit_scan_acked(store, st.deliveries[i], export_add_acked, &st);
     }

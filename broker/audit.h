@@ -114,6 +114,20 @@ int audit_offline_time(store_t *store, int accept_clock, int64_t *now, char *why
  * none was due, -1 on error (store_errmsg). */
 int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int force);
 
+/* The trail's tail as the broker left it, checked before anything is
+ * chained to it or signed (a broker's start, schakeld --rekey and
+ * --restored): the last checkpoint's signature under the key it names,
+ * that the entry at its seq has the hash it certifies, and the chain
+ * recomputed from there to the last entry (fewer than
+ * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries: more is checkpoints removed).
+ * What it cannot see: a tail re-chained consistently after the last
+ * checkpoint, and which key signed (audit_verify, with the keys and an
+ * anchor, sees both). Returns 0 when the tail chains; 1 when it does not,
+ * why naming the first entry that does not chain; -1 when the store could
+ * not be read (why). Cost: one Ed25519 verification and at most
+ * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES BLAKE2b hashes, rows read in one scan. */
+int audit_tail_check(store_t *store, char *why, size_t whylen);
+
 /* ------------------------------------------------------------------ verifying */
 
 /* A hash the auditor remembers from an earlier verification (an anchor):
@@ -147,6 +161,17 @@ typedef struct audit_verify_report {
     int index_checked, index_intact;
     uint64_t acked_seqs;
     char index_problem[256];
+    /* SQLite's own indexes of the trail's tables (audit_by_subject,
+     * audit_by_delivery: what the export finds a subject's entries
+     * through, and the chain's walk by seq never reads), checked by
+     * SQLite's integrity_check of each table once the chain is intact:
+     * tables_intact 0 when SQLite reports anything (an index rebuilt
+     * outside the broker to leave rows out, or to file a row under
+     * another subject or delivery); tables_problems counts its messages,
+     * tables_problem is the first. It leaves intact as the chain is. */
+    int tables_checked, tables_intact;
+    uint64_t tables_problems;
+    char tables_problem[384];
 } audit_verify_report_t;
 
 /* Recompute the chain from entry 1 and check every checkpoint: its
@@ -159,13 +184,15 @@ typedef struct audit_verify_report {
  * break the shape rules (store_audit_shape_problem) breaks the chain
  * though its hash matches: the broker writes no such entry. Stops at the first
  * failure, in seq order. Then, on an intact chain, the acked-delivery
- * index against the entries' seq lists. Works on a reader
+ * index against the entries' seq lists, and the tables' SQLite indexes
+ * (store_audit_integrity). Works on a reader
  * (store_open_reader). Returns 0 when the verification ran
  * (report->intact and index_intact say how it ended), -1 when the store
  * could not be read (report->problem says why). Memory is bounded
  * (SCHAKEL_AUDIT_VERIFY_BATCH entries' checkpoints and 1 MiB of listed
  * acks at a time); time is one BLAKE2b per entry, one Ed25519
- * verification per checkpoint and one index look-up per listed ack. */
+ * verification per checkpoint, one index look-up per listed ack, and
+ * SQLite's walk of the tables and their indexes. */
 int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
                  const audit_anchor_t *anchor, audit_verify_report_t *report);
 

@@ -220,6 +220,34 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     return store;
 }
 
+/* The trail's tail must chain from its last checkpoint before the broker
+ * chains or signs anything more (audit_tail_check); from then on the
+ * store holds it to the tail each commit leaves (store_audit_tail_guard),
+ * so that a tail rewritten while the broker runs is refused, not signed. */
+static int broker_trail_check(store_t *store, const char *store_path, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = audit_tail_check(store, why, sizeof why);
+    if (rc > 0) {
+        log_event(LOG_ERROR, "audit.tail_broken", "error", why, NULL);
+        snprintf(err, errlen,
+                 "%s; the broker chains and signs nothing onto it and does not start: run "
+                 "schakelctl audit verify --store %s (docs/OPERATIONS.md, \"When audit verify "
+                 "fails\")",
+                 why, store_path);
+        return -1;
+    }
+    if (rc < 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    if (store_audit_tail_guard(store) != 0) {
+        snprintf(err, errlen, "cannot read the audit trail's tail: %s", store_errmsg(store));
+        return -1;
+    }
+    return 0;
+}
+
 /* The broker's time from the system clock, not before the audit trail's
  * last entry (wallclock.h); said in the log when it is. */
 static int broker_clock_start(broker_t *b, int accept_clock, char *err, size_t errlen)
@@ -271,7 +299,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if ((b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL)
+    if ((b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL ||
+        broker_trail_check(b->store, o->store_path, err, errlen) != 0)
         goto fail;
     int64_t last_seq = store_delivery_last_seq(b->store);
     if (last_seq < 0) {

@@ -310,6 +310,24 @@ static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES]
     return store_rekey_recorded(store, new_key, counts, rekey_record, audit);
 }
 
+/* Before an offline command chains or signs anything: the trail's tail
+ * must chain from its last checkpoint (audit_tail_check). Returns 0, or
+ * -1 with err filled. */
+static int offline_trail_check(store_t *store, const char *store_path, char *err, size_t errlen)
+{
+    char why[512];
+    int rc = audit_tail_check(store, why, sizeof why);
+    if (rc > 0)
+        snprintf(err, errlen,
+                 "%s: %s; nothing is chained or signed onto it (the store is unchanged): run "
+                 "schakelctl audit verify --store %s (docs/OPERATIONS.md, \"When audit verify "
+                 "fails\")",
+                 store_path, why, store_path);
+    else if (rc < 0)
+        snprintf(err, errlen, "%s: %s", store_path, why);
+    return rc != 0 ? -1 : 0;
+}
+
 /* schakeld --rekey: re-seal the store under a new key, made beforehand
  * with --init. Run with the broker stopped: store_rekey locks the store
  * and fails while another process has it open. A store that is not there
@@ -343,6 +361,8 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  new_key_path);
     else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL)
         ; /* err is store_open's */
+    else if (offline_trail_check(store, store_path, err, sizeof err) != 0)
+        ; /* err names the entry and the command that says more */
     else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
         snprintf(err, sizeof err,
                  "%s was re-sealed under %s, but syncing it to disk failed (%s): keep BOTH key "

@@ -30,6 +30,30 @@ static int64_t record_now(const broker_t *b)
     return b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
 }
 
+/* A write of the trail failed: said as event (audit.write_failed,
+ * audit.checkpoint_failed) with why, or, when the stored tail is not the
+ * one this broker last committed (store.h store_audit_tail_guard), as
+ * audit.tail_mismatch with both seqs and the anchor to verify with. */
+static void record_write_failed(const broker_t *b, const char *event, const char *entry,
+                                const char *why)
+{
+    uint64_t stored = 0, committed = 0;
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+    if (!store_audit_tail_mismatch(b->store, &stored, &committed, hash)) {
+        log_event(LOG_ERROR, event, "entry", entry, "error", why, NULL);
+        return;
+    }
+    char stored_text[24], committed_text[24], expect[24 + 2 * STORE_AUDIT_HASH_BYTES + 2];
+    char hex[2 * STORE_AUDIT_HASH_BYTES + 1];
+    syntax_hex(hash, sizeof hash, hex);
+    snprintf(stored_text, sizeof stored_text, "%llu", (unsigned long long)stored);
+    snprintf(committed_text, sizeof committed_text, "%llu", (unsigned long long)committed);
+    snprintf(expect, sizeof expect, "%llu:%s", (unsigned long long)committed, hex);
+    log_event(LOG_ERROR, "audit.tail_mismatch", "stored_seq", stored_text, "committed_seq",
+              committed_text, "expect", expect, "entry", entry, "effect",
+              "nothing is appended or signed: every action that needs an entry is refused", NULL);
+}
+
 /* Append one entry in the turn's transaction; on failure log it and fail
  * the turn. */
 static int record_append_now(broker_t *b, store_audit_entry_t *entry)
@@ -41,8 +65,8 @@ static int record_append_now(broker_t *b, store_audit_entry_t *entry)
         b->turn_acks_only = 0;
     if (audit_append(b->store, b->key, record_now(b), entry) == 0)
         return 0;
-    log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
-              "error", store_errmsg(b->store), NULL);
+    record_write_failed(b, "audit.write_failed", entry->field[STORE_AUDIT_EVENT].text,
+                        store_errmsg(b->store));
     broker_fail_turn(b);
     return -1;
 }
@@ -78,8 +102,8 @@ static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
     if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
         return 0;
     if (!b->quiet_audit_failure)
-        log_event(LOG_ERROR, "audit.write_failed", "entry", entry->field[STORE_AUDIT_EVENT].text,
-                  "error", store_errmsg(b->store), NULL);
+        record_write_failed(b, "audit.write_failed", entry->field[STORE_AUDIT_EVENT].text,
+                            store_errmsg(b->store));
     store_rollback(b->store);
     return -1;
 }
@@ -332,7 +356,7 @@ static int record_text_fits(const char *text, size_t size)
 /* A delivery that cannot be kept fails the turn. */
 static int record_queue_failed(broker_t *b, const char *why)
 {
-    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.queued", "error", why, NULL);
+    record_write_failed(b, "audit.write_failed", "delivery.queued", why);
     broker_fail_turn(b);
     return -1;
 }
@@ -631,7 +655,7 @@ void record_delivered(const char *recipient, uint64_t seq, int redelivery)
 /* An ack that cannot be kept fails the turn: it then does not happen. */
 static int record_acks_failed(broker_t *b, const char *why)
 {
-    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.acked", "error", why, NULL);
+    record_write_failed(b, "audit.write_failed", "delivery.acked", why);
     broker_fail_turn(b);
     return -1;
 }
@@ -939,8 +963,7 @@ int record_set_aside_unrecorded(broker_t *b)
     if (n == 0)
         return 0;
 failed:
-    log_event(LOG_ERROR, "audit.write_failed", "entry", "delivery.set_aside", "error",
-              store_errmsg(b->store), NULL);
+    record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
     store_rollback(b->store);
     set_aside_settle(b, 0);
     return -1;
@@ -1308,8 +1331,7 @@ int record_stopped(broker_t *b)
         record_refusals_summary(b, 1) != 0 ||
         audit_append(b->store, b->key, record_now(b), &e) != 0 ||
         audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
-        log_event(LOG_ERROR, "audit.write_failed", "entry", "broker.stopped", "error",
-                  store_errmsg(b->store), NULL);
+        record_write_failed(b, "audit.write_failed", "broker.stopped", store_errmsg(b->store));
         store_rollback(b->store);
         return -1;
     }
@@ -1333,7 +1355,7 @@ void record_turn_end(broker_t *b)
         return; /* the turn failed (logged) */
     int rc = audit_checkpoint(b->store, b->key, record_now(b), 0);
     if (rc < 0) {
-        log_event(LOG_ERROR, "audit.checkpoint_failed", "error", store_errmsg(b->store), NULL);
+        record_write_failed(b, "audit.checkpoint_failed", "checkpoint", store_errmsg(b->store));
         broker_fail_turn(b);
     } else if (rc > 0) {
         b->turn_acks_only = 0; /* a signed checkpoint is committed with an fsync */

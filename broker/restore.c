@@ -169,6 +169,20 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
         snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
         return -1;
     }
+    /* Nothing is chained or signed onto a tail that does not chain. */
+    int chains = audit_tail_check(copy, why, sizeof why);
+    if (chains != 0) {
+        if (chains > 0)
+            snprintf(err, errlen,
+                     "the backup %s: %s; nothing is chained or signed onto it (the store is "
+                     "unchanged): run schakelctl audit verify --store %s (docs/OPERATIONS.md, "
+                     "\"When audit verify fails\")",
+                     backup_path, why, backup_path);
+        else
+            snprintf(err, errlen, "the backup %s: %s (the store is unchanged)", backup_path, why);
+        store_close(&copy);
+        return -1;
+    }
     int rc = restore_prepare(copy, key, floor, flags, r, why, sizeof why);
     if (rc != 0)
         snprintf(err, errlen, "the backup %s: %s (the store is unchanged)", backup_path,

@@ -715,7 +715,8 @@ int store_begin(store_t *store)
     if (store_stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
         return -1;
     store->txn_open = 1;
-    store->txn_serial++; /* a new transaction: the cached audit tail is stale */
+    store->txn_serial++;       /* a new transaction: the cached audit tail is stale */
+    store->audit_mismatch = 0; /* its reads say again */
     return 0;
 }
 
@@ -749,6 +750,7 @@ static int commit_now(store_t *store)
     if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
         store_count_commit(store);
+        store_audit_committed(store);
         return 0;
     }
     store_count_rollback(store);

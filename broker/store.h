@@ -1004,6 +1004,25 @@ typedef struct store_audit_tail {
  * transaction begun with store_begin). Returns 0 or -1. */
 int store_audit_tail(store_t *store, store_audit_tail_t *tail);
 
+/* The running broker's guard on its trail (it is the trail's only writer
+ * while it runs): from this call on, the handle keeps the tail (seq and
+ * hash) as of its last successful commit, taken as it is now (call it
+ * outside a transaction, once the trail is known to chain: audit.h
+ * audit_tail_check) and moved on by each commit whose transaction read
+ * the tail, never by a rollback. Every read of the stored tail that the
+ * transaction's cache does not serve (the first of each transaction,
+ * which comes before its first append and before a checkpoint is signed;
+ * any read outside one) is compared with it, a memcmp: another tail (the
+ * trail cut back, or its last entries re-appended with recomputed hashes,
+ * outside the broker) is refused, -1 with store_errmsg naming both seqs,
+ * so that nothing is appended or signed onto it. Returns 0, or -1. */
+int store_audit_tail_guard(store_t *store);
+
+/* 1 when the last read of the tail was refused by the guard: the seq the
+ * trail ends at, and the seq and hash this handle last committed; else 0. */
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+                              uint8_t committed_hash[STORE_AUDIT_HASH_BYTES]);
+
 /* Inside the caller's open transaction (store_begin; -1 without one):
  * insert one entry whose seq must be the tail's + 1 and whose hash the
  * caller computed (audit.c). Text fields are refused unless valid UTF-8 of
@@ -1068,6 +1087,16 @@ void store_audit_snapshot_end(store_t *store, int began);
 /* Rows of the audit table outside the chain (seq below 1: the broker never
  * writes one; the exports leave them out). 0 with *count, or -1. */
 int store_audit_off_chain(store_t *store, uint64_t *count);
+/* SQLite's own check of the trail's tables (audit, audit_checkpoints,
+ * audit_acks) and their indexes (audit_by_subject, audit_by_delivery:
+ * what the data-subject export reads through, and what the chain's walk
+ * by seq never meets): PRAGMA integrity_check of each table, which also
+ * finds an index rebuilt outside the broker to leave rows out or to file
+ * them under another value. *problems counts SQLite's messages, problem
+ * holds the first (with its table); 0 problems when all is well. Returns
+ * 0, or -1 when the check could not run. Cost: a walk of each table and
+ * each index. */
+int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uint64_t *problems);
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
 /* A row of audit_acks naming an entry after after_seq that does not exist
  * (written outside the broker: it would make the ack of that delivery fail

@@ -88,11 +88,17 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
                         " ORDER BY seq LIMIT ?2",
     /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index
      * serves it. Only entries of the chain (seq from 1): a row below it was
-     * put in the file, not by the broker (audit_verify names it). */
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE subject_tag = ?1"
-                                " AND seq > 0 ORDER BY seq",
-    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit"
-                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
+     * put in the file, not by the broker (audit_verify names it). The index
+     * gives seqs only, and the row is read by seq: SQLite takes a column an
+     * index holds from the index, and an index rebuilt outside the broker
+     * would then hand another subject's entry out with this subject's tag,
+     * where the export's own check of the row could not see it. */
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
+                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
+                                " ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
+                                 " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0)"
+                                 " ORDER BY seq",
     [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
                                    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
     [AUDIT_STMT_ACKED_ADD] = "INSERT INTO audit_acks (delivery_seq, audit_seq) VALUES (?1, ?2)",
@@ -111,20 +117,24 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
 static const char *const audit_sql_before_acks[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
-                                " WHERE subject_tag = ?1 AND seq > 0 ORDER BY seq",
-    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit"
-                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
+                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
+                                " ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
+                                 " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0)"
+                                 " ORDER BY seq",
 };
 
 /* The entry scans for a store of schema 6 (offline readers only). */
 static const char *const audit_sql_before_queued[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
-                                " WHERE subject_tag = ?1 AND seq > 0 ORDER BY seq",
-    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit"
-                                 " WHERE delivery_seq = ?1 AND seq > 0 ORDER BY seq",
+    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq IN"
+                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
+                                " ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE"
+                                 " seq IN (SELECT seq FROM audit WHERE delivery_seq = ?1"
+                                 " AND seq > 0) ORDER BY seq",
     [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq ="
                               " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
 };
@@ -275,6 +285,74 @@ static int tail_read_checkpoint(store_t *store, store_audit_tail_t *tail)
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
+/* The guard: the stored tail must be the one this handle last committed
+ * (a memcmp). Another is a trail written outside the broker since (rows
+ * removed, re-appended with recomputed hashes): nothing may be chained to
+ * it or signed over it. */
+static int tail_guard_check(store_t *store, const store_audit_tail_t *fresh)
+{
+    if (!store->audit_guarded)
+        return 0;
+    if (fresh->seq == store->audit_committed_seq &&
+        sodium_memcmp(fresh->hash, store->audit_committed_hash, STORE_AUDIT_HASH_BYTES) == 0) {
+        store->audit_mismatch = 0;
+        return 0;
+    }
+    char hex[2 * STORE_AUDIT_HASH_BYTES + 1], why[384];
+    syntax_hex(store->audit_committed_hash, STORE_AUDIT_HASH_BYTES, hex);
+    store->audit_mismatch = 1;
+    store->audit_mismatch_seq = fresh->seq;
+    snprintf(why, sizeof why,
+             "the trail ends at entry %llu%s, but this broker last committed entry %llu: it was "
+             "written outside the broker, and nothing is chained to it or signed (run "
+             "schakelctl audit verify --expect %llu:%s)",
+             (unsigned long long)fresh->seq,
+             fresh->seq == store->audit_committed_seq ? " with another hash" : "",
+             (unsigned long long)store->audit_committed_seq,
+             (unsigned long long)store->audit_committed_seq, hex);
+    store_refuse(store, "audit tail", why);
+    return -1;
+}
+
+int store_audit_tail_guard(store_t *store)
+{
+    store_audit_tail_t tail;
+    if (store_enter(store, "audit tail guard") != 0)
+        return -1;
+    store->audit_guarded = 0;
+    store->audit_mismatch = 0;
+    if (audit_txn_open(store)) {
+        store_refuse(store, "audit tail guard", "a transaction is open: only committed entries");
+        return -1;
+    }
+    if (store_audit_tail(store, &tail) != 0)
+        return -1;
+    store->audit_committed_seq = tail.seq;
+    memcpy(store->audit_committed_hash, tail.hash, STORE_AUDIT_HASH_BYTES);
+    store->audit_guarded = 1;
+    return 0;
+}
+
+void store_audit_committed(store_t *store)
+{
+    if (!store->audit_guarded || store->audit_tail_serial == 0 ||
+        store->audit_tail_serial != store->txn_serial)
+        return; /* the transaction read no tail: it wrote no entry */
+    store->audit_committed_seq = store->audit_tail.seq;
+    memcpy(store->audit_committed_hash, store->audit_tail.hash, STORE_AUDIT_HASH_BYTES);
+}
+
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+                              uint8_t committed_hash[STORE_AUDIT_HASH_BYTES])
+{
+    if (store == NULL || !store->audit_mismatch)
+        return 0;
+    *stored_seq = store->audit_mismatch_seq;
+    *committed_seq = store->audit_committed_seq;
+    memcpy(committed_hash, store->audit_committed_hash, STORE_AUDIT_HASH_BYTES);
+    return 1;
+}
+
 /* Cost: two descents to the end of a rowid b-tree; none when cached. The
  * cache lives as long as one transaction begun by store_begin: the broker
  * is the only writer, so within it nothing else moves the tail, and after
@@ -289,7 +367,8 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail)
     }
     store_audit_tail_t fresh;
     memset(&fresh, 0, sizeof fresh);
-    if (tail_read_entry(store, &fresh) != 0 || tail_read_checkpoint(store, &fresh) != 0)
+    if (tail_read_entry(store, &fresh) != 0 || tail_read_checkpoint(store, &fresh) != 0 ||
+        tail_guard_check(store, &fresh) != 0)
         return -1;
     if (audit_txn_open(store)) {
         store->audit_tail = fresh;
@@ -1006,6 +1085,50 @@ int store_audit_off_chain(store_t *store, uint64_t *count)
         store_query_int64(store, "SELECT count(*) FROM audit WHERE seq < 1", &n) != 0)
         return -1;
     *count = (uint64_t)n;
+    return 0;
+}
+
+/* SQLite's integrity_check of one table and its indexes; the statement
+ * text is fixed per table. Returns 0 (problem untouched when "ok"), or -1. */
+static int integrity_of(store_t *store, const char *sql, const char *table, char *problem,
+                        size_t problem_len, uint64_t *problems)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
+        store_fail(store, "audit integrity check");
+        return -1;
+    }
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(stmt, 0);
+        if (text == NULL || strcmp(text, "ok") == 0)
+            continue;
+        if ((*problems)++ == 0)
+            snprintf(problem, problem_len, "%s (integrity_check of table %s)", text, table);
+    }
+    if (rc != SQLITE_DONE)
+        store_fail(store, "audit integrity check");
+    sqlite3_finalize(stmt);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* Cost: a walk of each table and of each of its indexes, with a look-up
+ * per row and index (what PRAGMA integrity_check does for one table). */
+int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uint64_t *problems)
+{
+    if (store_enter(store, "audit integrity check") != 0 || problem == NULL || problems == NULL)
+        return -1;
+    *problems = 0;
+    problem[0] = '\0';
+    int has_acks = audit_has_acks(store);
+    if (has_acks < 0 ||
+        integrity_of(store, "PRAGMA integrity_check(audit)", "audit", problem, problem_len,
+                     problems) != 0 ||
+        integrity_of(store, "PRAGMA integrity_check(audit_checkpoints)", "audit_checkpoints",
+                     problem, problem_len, problems) != 0 ||
+        (has_acks && integrity_of(store, "PRAGMA integrity_check(audit_acks)", "audit_acks",
+                                  problem, problem_len, problems) != 0))
+        return -1;
     return 0;
 }
 

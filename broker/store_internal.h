@@ -186,6 +186,15 @@ struct store {
     uint64_t txn_serial;        /* transactions store_begin began, for the audit tail cache */
     uint64_t audit_tail_serial; /* the txn_serial audit_tail was read in; 0: none */
     store_audit_tail_t audit_tail;
+    /* The running broker's guard (store_audit_tail_guard): the tail as of
+     * its last commit through this handle, which every read of the stored
+     * tail not served from the cache must find; and the last such read
+     * that did not (audit_mismatch, with the seq it found). */
+    int audit_guarded;
+    uint64_t audit_committed_seq;
+    uint8_t audit_committed_hash[STORE_AUDIT_HASH_BYTES];
+    int audit_mismatch;
+    uint64_t audit_mismatch_seq;
     /* The item whose publish facts a delivery last checked, and whose
      * retention (and its publish's) it raised, in transaction item_serial:
      * the next deliveries of the same item need no statement (store.c). */
@@ -569,5 +578,9 @@ int store_seal_keycheck(store_t *store);
  * (guarded memory), or with create set make one for a store that has none
  * (inside the open schema transaction). -1 with errmsg set. */
 int store_seal_subject_key(store_t *store, int create);
+
+/* A commit went through: the guarded tail (store_audit_tail_guard) moves
+ * to the tail this transaction read and wrote, if it read one (store_audit.c). */
+void store_audit_committed(store_t *store);
 
 #endif

@@ -2163,6 +2163,287 @@ static void test_renderings_escape_and_withhold(void **state)
     free(line);
 }
 
+/* ------------------------------------------------------------------ the tables' own indexes */
+
+/* An index of the audit table rebuilt by someone who holds the file
+ * (definition: what follows "ON audit "), its honest definition then put
+ * back into sqlite_schema: no hash changes, the query planner trusts it. */
+static void index_rebuilt(const char *path, const char *index, const char *definition)
+{
+    char sql[512], honest[256];
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_schema WHERE name = ?1", -1, &stmt, NULL),
+        SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, index, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    snprintf(honest, sizeof honest, "%s", (const char *)sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    snprintf(sql, sizeof sql, "DROP INDEX %s; CREATE INDEX %s ON audit %s;", index, index,
+             definition);
+    store_fixture_db_exec(db, sql);
+    store_fixture_db_exec(db, "PRAGMA writable_schema = ON");
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE sqlite_schema SET sql = ?1 WHERE name = ?2", -1,
+                                        &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(stmt, 1, honest, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, index, -1, SQLITE_STATIC);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_DONE);
+    sqlite3_finalize(stmt);
+    store_fixture_db_exec(db, "PRAGMA writable_schema = OFF");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The export reads a subject's entries through audit_by_subject and its
+ * deliveries' through audit_by_delivery; the chain's walk reads by seq and
+ * never meets them. Rebuilt to leave an entry out, verify's table check
+ * names it (the chain is intact); rebuilt to file another subject's entry
+ * under this one, the export shows only its seq, marked, never its
+ * fields. (trail_entry: A's deliveries at 10, 20, 30, acked at 11, 21;
+ * B's at 5, 15, 25.) */
+static void test_indexes_rebuilt_outside_the_broker(void **state)
+{
+    fixture_t *f = *state;
+    char definition[256];
+    trail_append(f->store, broker_key, 1, 30);
+    store_close(&f->store);
+    static const struct {
+        const char *index, *definition; /* TAG_A: A's tag */
+        uint64_t seqs[8];               /* A's export */
+        size_t n;
+        uint64_t marked; /* shown only as unreadable */
+        const char *problem;
+    } rows[] = {
+        {NULL, NULL, {10, 11, 20, 21, 30}, 5, 0, NULL},
+        {"audit_by_subject",
+         "(subject_tag) WHERE subject_tag IS NOT NULL AND seq <> 20",
+         {10, 11, 30},
+         3,
+         0,
+         "row 20 missing from index audit_by_subject"},
+        {"audit_by_subject",
+         "((CASE WHEN seq = 15 THEN 'TAG_A' ELSE subject_tag END)) WHERE subject_tag IS NOT NULL",
+         {10, 11, 15, 20, 21, 30},
+         6,
+         15,
+         "audit_by_subject"},
+        {"audit_by_delivery",
+         "((CASE WHEN seq = 25 THEN 10 ELSE delivery_seq END)) WHERE delivery_seq IS NOT NULL",
+         {10, 11, 20, 21, 25, 30},
+         6,
+         25,
+         "audit_by_delivery"},
+        {"audit_by_delivery",
+         "(delivery_seq) WHERE delivery_seq IS NOT NULL AND seq <> 21",
+         {10, 11, 20, 30},
+         4,
+         0,
+         "row 21 missing from index audit_by_delivery"},
+    };
+    const keypair_t *keys[] = {broker_key};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160], marker[64], shown[64];
+        uint64_t seqs[16];
+        audit_verify_report_t r;
+        snprintf(path, sizeof path, "%s/indexed-%zu.db", f->dir, i);
+        copy_file(f->path, path);
+        if (rows[i].index != NULL) {
+            const char *at = strstr(rows[i].definition, "TAG_A");
+            if (at == NULL)
+                snprintf(definition, sizeof definition, "%s", rows[i].definition);
+            else
+                snprintf(definition, sizeof definition, "%.*s%s%s", (int)(at - rows[i].definition),
+                         rows[i].definition, tag_a, at + 5);
+            index_rebuilt(path, rows[i].index, definition);
+        }
+        verify_path(path, keys, 1, NULL, &r);
+        if (!r.intact || !r.tables_checked)
+            fail_msg("row %zu: intact=%d tables_checked=%d: %s", i, r.intact, r.tables_checked,
+                     r.problem);
+        if (rows[i].problem == NULL
+                ? !r.tables_intact
+                : r.tables_intact || strstr(r.tables_problem, rows[i].problem) == NULL)
+            fail_msg("row %zu: tables_intact=%d \"%s\", expected \"%s\"", i, r.tables_intact,
+                     r.tables_problem, rows[i].problem ? rows[i].problem : "");
+        store_t *reader = store_fixture_open_reader(path, store_key);
+        char *json = NULL;
+        export_of(reader, SUBJECT_A, &json);
+        store_close(&reader);
+        size_t n = export_seqs(json, seqs, 16);
+        if (n != rows[i].n)
+            fail_msg("row %zu: %zu entries exported, expected %zu:\n%s", i, n, rows[i].n, json);
+        for (size_t k = 0; k < n; k++)
+            if (seqs[k] != rows[i].seqs[k])
+                fail_msg("row %zu: entry %zu is seq %llu, expected %llu:\n%s", i, k,
+                         (unsigned long long)seqs[k], (unsigned long long)rows[i].seqs[k], json);
+        assert_null(strstr(json, tag_b)); /* nothing of B's is shown */
+        if (rows[i].marked != 0) {
+            snprintf(marker, sizeof marker,
+                     "{\"seq\":%llu,\"unreadable\":", (unsigned long long)rows[i].marked);
+            snprintf(shown, sizeof shown,
+                     "{\"seq\":%llu,\"at\":", (unsigned long long)rows[i].marked);
+            if (strstr(json, marker) == NULL || strstr(json, shown) != NULL)
+                fail_msg("row %zu: entry %llu is not only marked:\n%s", i,
+                         (unsigned long long)rows[i].marked, json);
+            assert_non_null(strstr(json, "the index was altered (run schakelctl audit verify)"));
+        }
+        free(json);
+        unlink(path);
+    }
+}
+
+/* ------------------------------------------------------------------ the tail at start */
+
+/* audit_tail_check on copies of the template (checkpoints at 1000 and
+ * 2000, entries to 2500), each changed as someone holding the file might:
+ * what does not chain from the last checkpoint is named; a tail re-chained
+ * consistently after it, or cut back after it, is not (anchors catch those). */
+static void test_tail_check_names_what_does_not_chain(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *sql;      /* NULL: the template as it is */
+        uint64_t rehash_from; /* then hashes recomputed from here to rehash_to */
+        uint64_t rehash_to;
+        const char *problem; /* NULL: it chains */
+    } rows[] = {
+        {NULL, 0, 0, NULL},
+        {"UPDATE audit SET detail = 'forged' WHERE seq = 2302", 0, 0,
+         "entry 2302 does not chain (its hash is not"},
+        {"UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 2300", 2300, 2300,
+         "entry 2301 does not chain (its hash is not"},
+        {"UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 2300", 2300, TRAIL_ENTRIES, NULL},
+        {"UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 2000", 2000, TRAIL_ENTRIES,
+         "entry 2000 does not chain (it is not the entry the last checkpoint certifies)"},
+        {"DELETE FROM audit WHERE seq = 2200", 0, 0, "entry 2200 does not chain (it is missing)"},
+        {"DELETE FROM audit WHERE seq > 2200", 0, 0, NULL},
+        {"DELETE FROM audit WHERE seq > 1800", 0, 0,
+         "ends at entry 1800, but a checkpoint certifies entry 2000"},
+        {"DELETE FROM audit_checkpoints WHERE seq = 2000", 0, 0,
+         "entry 2000 of the audit trail is 1000 entries after its last checkpoint (seq 1000)"},
+        {"UPDATE audit_checkpoints SET at = at + 1 WHERE seq = 2000", 0, 0,
+         "last checkpoint (seq 2000) does not verify"},
+        {"UPDATE audit SET hash = substr(hash, 1, 31) WHERE seq = 2400", 0, 0,
+         "entry 2400 does not chain (its row is damaged)"},
+    };
+    store_close(&f->store);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char path[160], why[512] = "";
+        snprintf(path, sizeof path, "%s/tail-%zu.db", f->dir, i);
+        copy_file(template_path, path);
+        if (rows[i].sql != NULL) {
+            sqlite3 *db = attacker_open(path);
+            store_fixture_db_exec(db, rows[i].sql);
+            if (rows[i].rehash_from != 0)
+                rehash_from(path, db, rows[i].rehash_from, rows[i].rehash_to);
+            assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        }
+        store_t *store = store_fixture_open(path, store_key);
+        int rc = audit_tail_check(store, why, sizeof why);
+        store_close(&store);
+        if (rows[i].problem == NULL ? rc != 0 : rc != 1 || strstr(why, rows[i].problem) == NULL)
+            fail_msg("row %zu: %d \"%s\", expected \"%s\"", i, rc, why,
+                     rows[i].problem ? rows[i].problem : "");
+        unlink(path);
+    }
+    /* A trail without a checkpoint yet chains from entry 1; an empty one. */
+    char path[160], why[512] = "";
+    snprintf(path, sizeof path, "%s/young.db", f->dir);
+    store_t *store = store_fixture_create(path, store_key);
+    assert_int_equal(audit_tail_check(store, why, sizeof why), 0);
+    trail_append(store, NULL, 1, 40);
+    assert_int_equal(audit_tail_check(store, why, sizeof why), 0);
+    store_close(&store);
+    store_fixture_raw_exec(path, "DROP TRIGGER audit_append_only_update;"
+                                 "UPDATE audit SET detail = 'forged' WHERE seq = 1");
+    store = store_fixture_open(path, store_key);
+    assert_int_equal(audit_tail_check(store, why, sizeof why), 1);
+    assert_non_null(strstr(why, "entry 1 does not chain"));
+    store_close(&store);
+}
+
+/* ------------------------------------------------------------------ the running broker's tail */
+
+static void append_one(store_t *store, const char *detail)
+{
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, "riec/analyse");
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    if (audit_append(store, broker_key, BASE_TIME + 1, &e) != 0)
+        fail_msg("append: %s", store_errmsg(store));
+}
+
+/* The guard holds the handle to the tail it last committed: a rolled-back
+ * transaction does not move it (the next one chains as before); a tail
+ * rewritten by another connection (the last entry re-appended with a
+ * recomputed hash, or the trail cut back) is refused before anything is
+ * appended or a checkpoint signed, and said with both seqs. */
+static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t stored = 0, committed = 0;
+    uint8_t hash[32];
+    store_audit_tail_t tail;
+    trail_append(f->store, broker_key, 1, 30);
+    assert_int_equal(store_audit_tail_guard(f->store), 0);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 0);
+
+    append_one(f->store, "rolled back");
+    assert_int_equal(store_rollback(f->store), 0);
+    append_one(f->store, "committed");
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 2, 1), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    append_one(f->store, "committed too");
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, 32);
+    uint8_t own[32];
+    memcpy(own, tail.hash, 32);
+
+    /* Entry 32 re-appended by another connection, with another recipient
+     * and its hash recomputed: the chain is consistent, verify calls it
+     * intact (no checkpoint covers it yet). */
+    sqlite3 *db = attacker_open(f->path);
+    store_fixture_db_exec(db, "UPDATE audit SET recipient = 'woco/meldingen' WHERE seq = 32");
+    rehash_from(f->path, db, 32, 32);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    verify_path(f->path, keys, 1, NULL, &r);
+    assert_true(r.intact);
+
+    int64_t checkpoints = 0;
+    sqlite3 *raw = store_fixture_raw_open(f->path);
+    checkpoints = store_fixture_db_int(raw, "SELECT count(*) FROM audit_checkpoints");
+    assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 3, 1), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "this broker last committed entry 32"));
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(stored, 32);
+    assert_int_equal(committed, 32);
+    assert_memory_equal(hash, own, 32);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    assert_int_equal(audit_append(f->store, broker_key, BASE_TIME + 3, &e), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "ends at entry 32 with another hash"));
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM audit_checkpoints"),
+                     checkpoints);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT max(seq) FROM audit"), 32);
+
+    /* Cut back to 31: refused as well, naming both seqs. */
+    store_fixture_db_exec(raw, "DELETE FROM audit WHERE seq = 32"); /* its trigger is gone */
+    assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 3, 1), -1);
+    assert_non_null(strstr(store_errmsg(f->store),
+                           "ends at entry 31, but this broker last committed entry 32"));
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(stored, 31);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2212,6 +2493,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_shows_a_shared_acked_entry_once, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_store_from_before_acked_lists_migrates, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_indexes_rebuilt_outside_the_broker, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tail_check_names_what_does_not_chain, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_it_did_not_commit, setup,
                                         store_fixture_teardown),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

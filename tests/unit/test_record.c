@@ -49,7 +49,8 @@ typedef struct kept_entry {
 static struct {
     kept_entry_t entries[MAX_KEPT];
     size_t n_entries;
-    size_t commits, rollbacks, write_failed_logs, set_aside_logs;
+    size_t commits, rollbacks, write_failed_logs, set_aside_logs, tail_mismatch_logs;
+    int tail_mismatch;        /* store_audit_tail_mismatch says so */
     const char *refuse_event; /* audit_append refuses entries of this event */
     size_t refuse_after;      /* ... once this many of them were taken */
     uint64_t unrecorded_from; /* store_set_aside_unrecorded: seqs from here ... */
@@ -156,6 +157,18 @@ const char *store_errmsg(const store_t *store)
     return "refused by the test";
 }
 
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+                              uint8_t committed_hash[STORE_AUDIT_HASH_BYTES])
+{
+    (void)store;
+    if (!trail.tail_mismatch)
+        return 0;
+    *stored_seq = 40;
+    *committed_seq = 41;
+    memset(committed_hash, 0xab, STORE_AUDIT_HASH_BYTES);
+    return 1;
+}
+
 int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJECT_TAG_LEN + 1])
 {
     (void)store, (void)pseudonym;
@@ -201,6 +214,8 @@ void log_event(log_level_t level, const char *event, ...)
 {
     if (strcmp(event, "audit.write_failed") == 0)
         trail.write_failed_logs++;
+    if (strcmp(event, "audit.tail_mismatch") == 0 && level == LOG_ERROR)
+        trail.tail_mismatch_logs++;
     if (strcmp(event, "delivery.set_aside") == 0 && level == LOG_ERROR)
         trail.set_aside_logs++;
 }
@@ -409,6 +424,22 @@ static void test_failed_turn_records_no_acks(void **state)
     assert_int_equal(trail.n_entries, 3);
     assert_string_equal(acked_entry(2)->recipient, "riec/analyse");
     assert_string_equal(acked_entry(2)->seqs, "8");
+
+    /* A trail whose tail is not the one the broker committed: the same
+     * failure, said as audit.tail_mismatch. */
+    trail.refuse_event = "delivery.acked";
+    trail.refuse_after = 0;
+    trail.tail_mismatch = 1;
+    size_t write_failed = trail.write_failed_logs;
+    ack_ok(b, "om/parket", 10);
+    record_turn_end(b);
+    assert_int_equal(b->turn_failed, 1);
+    assert_int_equal(trail.tail_mismatch_logs, 1);
+    assert_int_equal(trail.write_failed_logs, write_failed);
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 3);
+    trail.refuse_event = NULL;
+    trail.tail_mismatch = 0;
 
     /* A recipient that cannot be a principal id fails the turn too. */
     char too_long[SCHAKEL_MAX_PRINCIPAL_LEN + 2];
