@@ -906,6 +906,228 @@ static void test_items_kept_as_long_as_their_longest_delivery(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ a tail rewritten outside */
+
+/* The documented encoding (OPERATIONS "The encodings, for an independent
+ * verifier"), written again here from the document: what someone holding
+ * the file without the broker key can compute. */
+static void be_update(crypto_generichash_state *h, uint64_t value, int bytes)
+{
+    uint8_t be[8];
+    for (int i = 0; i < bytes; i++)
+        be[i] = (uint8_t)(value >> (8 * (bytes - 1 - i)));
+    crypto_generichash_update(h, be, (size_t)bytes);
+}
+
+#define ENTRY_COLUMNS                                                                              \
+    "seq, at, event, actor, peer, curve_key, recipient, recipient_partner, message_id,"            \
+    " item_index, item_seq, delivery_seq, kind, theme, subject_tag, rule_id, rule_hash, purpose,"  \
+    " legal_basis, fields, expires_at, reason, detail, delivery_seqs, deliveries"
+
+static void entry_hash(sqlite3_stmt *row, const uint8_t prev[32], uint8_t hash[32])
+{
+    static const char domain[] = "schakel-audit-v1";
+    crypto_generichash_state h;
+    crypto_generichash_init(&h, NULL, 0, 32);
+    crypto_generichash_update(&h, (const uint8_t *)domain, sizeof domain - 1);
+    crypto_generichash_update(&h, prev, 32);
+    be_update(&h, (uint64_t)sqlite3_column_int64(row, 0), 8);
+    be_update(&h, (uint64_t)sqlite3_column_int64(row, 1), 8);
+    for (int field = 0; field < 23; field++) {
+        int col = 2 + field, type = sqlite3_column_type(row, col);
+        uint8_t tag = 0x00;
+        if (type == SQLITE_NULL) {
+            if (field < 21) /* a late field is left out when absent */
+                crypto_generichash_update(&h, &tag, 1);
+            continue;
+        }
+        if (field >= 21) {
+            const uint8_t late[2] = {0x03, (uint8_t)field};
+            crypto_generichash_update(&h, late, 2);
+        }
+        if (type == SQLITE_INTEGER) {
+            tag = 0x02;
+            crypto_generichash_update(&h, &tag, 1);
+            be_update(&h, (uint64_t)sqlite3_column_int64(row, col), 8);
+        } else {
+            const uint8_t *text = sqlite3_column_text(row, col);
+            size_t len = (size_t)sqlite3_column_bytes(row, col);
+            tag = 0x01;
+            crypto_generichash_update(&h, &tag, 1);
+            be_update(&h, len, 4);
+            crypto_generichash_update(&h, text, len);
+        }
+    }
+    crypto_generichash_final(&h, hash, 32);
+}
+
+/* Entries from..the end given hashes that chain, as the broker's own do. */
+static void rechain_from(sqlite3 *db, int64_t from)
+{
+    uint8_t prev[32] = {0}, hash[32];
+    sqlite3_stmt *read = NULL, *write = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT hash FROM audit WHERE seq = ?1", -1, &read, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(read, 1, from - 1);
+    if (sqlite3_step(read) == SQLITE_ROW)
+        memcpy(prev, sqlite3_column_blob(read, 0), 32);
+    sqlite3_finalize(read);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "SELECT " ENTRY_COLUMNS " FROM audit WHERE seq >= ?1"
+                                        " ORDER BY seq",
+                                        -1, &read, NULL),
+                     SQLITE_OK);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "UPDATE audit SET hash = ?1 WHERE seq = ?2", -1, &write, NULL),
+        SQLITE_OK);
+    sqlite3_bind_int64(read, 1, from);
+    db_exec(db, "BEGIN");
+    while (sqlite3_step(read) == SQLITE_ROW) {
+        entry_hash(read, prev, hash);
+        sqlite3_bind_blob(write, 1, hash, 32, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(write, 2, sqlite3_column_int64(read, 0));
+        assert_int_equal(sqlite3_step(write), SQLITE_DONE);
+        sqlite3_reset(write);
+        memcpy(prev, hash, 32);
+    }
+    sqlite3_finalize(read);
+    sqlite3_finalize(write);
+    db_exec(db, "COMMIT");
+}
+
+/* The value of key=VALUE in the first log line after offset that holds
+ * needle. */
+static void log_value(const h_env_t *env, long offset, const char *needle, const char *key,
+                      char *out, size_t outlen)
+{
+    char *log = slurp(env->log_path);
+    const char *line = strstr(log + offset, needle);
+    if (line == NULL)
+        fail_msg("no log line with %s", needle);
+    const char *end = strchr(line, '\n'), *value = strstr(line, key);
+    if (value == NULL || (end != NULL && value > end))
+        fail_msg("the line with %s has no %s", needle, key);
+    value += strlen(key);
+    size_t len = strcspn(value, " \n");
+    snprintf(out, outlen, "%.*s", (int)(len < outlen ? len : outlen - 1), value);
+    free(log);
+}
+
+/* Someone holding the file rewrites the trail's last entries while the
+ * broker runs (a recipient changed, the chain recomputed: no checkpoint
+ * covers them yet, so verify alone calls the trail intact). The broker
+ * chains and signs nothing onto that tail: the next publish is refused
+ * with nothing stored, the log says audit.tail_mismatch with both seqs
+ * and the anchor, the stop signs no checkpoint, and verify with that
+ * anchor names the rewrite. A tail that does not chain keeps the broker
+ * from starting; an honest restart starts. */
+static void test_a_tail_rewritten_outside_the_broker(void **state)
+{
+    h_env_t *env = *state;
+    h_cli_result_t res = {0};
+    char expect[128], stored[24], committed[24], needle[96];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s1 = ondermijning(SUBJECT_A, "BVH-AUDIT-30");
+    h_publish_ok(politie, &s1, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start(env); /* an honest restart: its tail chains */
+
+    politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-31");
+    h_publish_ok(politie, &s2, NULL, NULL, NULL, NULL);
+    int64_t checkpoints = h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
+    int64_t last_checkpoint = h_store_int(env, "SELECT max(seq) FROM audit_checkpoints", NULL);
+    int64_t queued =
+        h_store_int(env, "SELECT max(seq) FROM audit WHERE event = 'delivery.queued'", NULL);
+    int64_t tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    assert_true(queued > last_checkpoint);
+
+    sqlite3 *db = db_open(env->store_path, 1);
+    db_exec(db, "DROP TRIGGER audit_append_only_update");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE audit SET deliveries = replace(deliveries, ' om/parket', ' om/elders')"
+             " WHERE seq = %lld",
+             (long long)queued);
+    db_exec(db, sql);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, NULL) != 0)
+        fail_msg("verify of the re-chained tail: %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+
+    long offset = h_log_offset(env);
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    schakel_signal_t s3 = ondermijning(SUBJECT_A, "BVH-AUDIT-32");
+    assert_int_equal(schakel_publish(politie, NULL, &s3, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    if (h_await_log(env, offset, "event=audit.tail_mismatch", H_TIMEOUT_MS) != 0)
+        fail_msg("no audit.tail_mismatch in the log");
+    log_value(env, offset, "event=audit.tail_mismatch", "stored_seq=", stored, sizeof stored);
+    log_value(env, offset, "event=audit.tail_mismatch", "committed_seq=", committed,
+              sizeof committed);
+    log_value(env, offset, "event=audit.tail_mismatch", "expect=", expect, sizeof expect);
+    assert_int_equal(strtoll(stored, NULL, 10), tail);
+    assert_int_equal(strtoll(committed, NULL, 10), tail);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM publishes", NULL), 2);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+    schakel_close(&politie);
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_stop(env), 0); /* its broker.stopped and checkpoint: refused */
+    assert_true(h_log_count(env, offset, "event=audit.tail_mismatch") >= 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+    int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                         env->broker_pub, "--expect", expect, NULL);
+    snprintf(needle, sizeof needle, "entry %lld does not have the anchor's hash", (long long)tail);
+    if (status != CTL_EXIT_BROKEN || strstr(res.out, needle) == NULL)
+        fail_msg("verify --expect %s: %d\n%s%s", expect, status, res.out, res.err);
+    h_cli_result_free(&res);
+
+    /* A tail that does not chain: no start. */
+    db = db_open(env->store_path, 1);
+    snprintf(sql, sizeof sql, "UPDATE audit SET detail = 'forged' WHERE seq = %lld",
+             (long long)queued);
+    db_exec(db, sql);
+    sqlite3_close(db);
+    char problem[256];
+    offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started on a tail that does not chain");
+    snprintf(needle, sizeof needle, "entry %lld does not chain", (long long)queued);
+    assert_true(h_log_count(env, offset, needle) >= 1);
+    assert_true(h_log_count(env, offset, "run schakelctl audit verify --store") >= 1);
+
+    /* Nor does --rekey or --restored (of a copy as backup) chain or sign
+     * anything onto it. */
+    char backup[192], fresh[192];
+    snprintf(backup, sizeof backup, "%s/backup-unchained.db", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
+    h_copy_file(env->store_path, backup);
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key", fresh,
+                            NULL);
+    if (status != 1 || strstr(res.err, needle) == NULL ||
+        strstr(res.err, "the store is unchanged") == NULL ||
+        strstr(res.err, "schakelctl audit verify --store") == NULL)
+        fail_msg("--rekey of a tail that does not chain: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, needle) == NULL ||
+        strstr(res.err, "the store is unchanged") == NULL)
+        fail_msg("--restored of a tail that does not chain: exit %d, stderr \"%s\"", status,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -925,6 +1147,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tail_rewritten_outside_the_broker, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_items_kept_as_long_as_their_longest_delivery,
                                         h_setup_broker, h_teardown),
     };
