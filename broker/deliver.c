@@ -164,10 +164,12 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         /* Decided under the policy in force, with no reload pending: the
          * policy allows it (the cost of every ack in the steady state).
          * Sent to this principal by this process (pushes go in seq order,
-         * so a pending row at or below the highest seq sent was sent): it
-         * has the delivery, and its ack is recorded as what it is, whatever
-         * the policy says now. */
-        int sent = receiver != NULL && seq <= receiver->highest_sent;
+         * so a pending row at or below the highest seq sent was sent,
+         * except one the push passed over to be revoked, which waits in
+         * b->revocations for the next turn): it has the delivery, and its
+         * ack is recorded as what it is, whatever the policy says now. */
+        int sent = receiver != NULL && seq <= receiver->highest_sent &&
+                   !revocation_queued(b, session->principal, seq);
         int pending = sent || (seq > b->seq_at_policy && b->policy_pending == NULL)
                           ? DELIVER_ALLOWED
                           : deliver_pending_check(b, session->principal, seq);

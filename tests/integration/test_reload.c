@@ -479,6 +479,50 @@ static void test_ack_of_a_withheld_delivery_revokes_it(void **state)
     h_done(env);
 }
 
+/* The push passes over a withheld delivery (its revocation waits for the
+ * next turn) and sends the next one: an ack of the withheld one read in
+ * that next turn, before the revocation, is not taken for an ack of a
+ * delivery sent. The Flow and 511 acks of seqs that were never there fill
+ * the first turn (512 frames), so the ack of the withheld one comes in the
+ * turn after the push. */
+static void test_ack_of_a_delivery_passed_over_is_not_recorded(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_signal_t s = fire_signal(to_gemeente, 1);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    schakel_signal_t farm = {.kind = "hennepkwekerij", .theme = "ondermijning", .area = "GM0935"};
+    (void)h_publish_ok(woco, &farm, NULL, NULL, NULL, NULL);
+    int64_t fire = waiting_seq(env, H_GEMEENTE, "brandweer-brandveiligheid");
+    int64_t farm_seq = waiting_seq(env, H_GEMEENTE, "woco-ondermijning-gemeente");
+    assert_true(fire < farm_seq);
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    assert_int_equal(h_broker_reload(env), 1);
+
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    assert_int_equal(schakel_subscribe(gemeente, 0), SCHAKEL_OK);
+    for (uint64_t i = 0; i < 511; i++)
+        assert_int_equal(schakel_ack(gemeente, 900000000ull + i), SCHAKEL_OK);
+    assert_int_equal(schakel_ack(gemeente, (uint64_t)fire), SCHAKEL_OK);
+    schakel_delivery_t *d = h_receive(gemeente);
+    assert_int_equal(d->seq, (uint64_t)farm_seq); /* the withheld one was never sent */
+    assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(gemeente), 0);
+    assert_int_equal(entries_naming(env, "delivery.acked", fire), 0);
+    assert_int_equal(entries_naming(env, "delivery.revoked", fire), 1);
+    assert_int_equal(entries_naming(env, "delivery.acked", farm_seq), 1);
+    schakel_close(&gemeente);
+    schakel_close(&woco);
+    schakel_close(&brandweer);
+    h_done(env);
+}
+
 /* A delivery the recipient was sent before a reload withdrew its rule:
  * its ack after the reload is recorded as an ack (the recipient has it,
  * and the trail says so), not as a revocation of something never sent. */
@@ -932,6 +976,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_of_a_withheld_delivery_revokes_it, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_of_a_delivery_sent_before_the_reload_is_recorded,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_of_a_delivery_passed_over_is_not_recorded,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_under_a_pending_reload, h_setup_broker,
                                         h_teardown),
