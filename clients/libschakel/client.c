@@ -1397,7 +1397,10 @@ schakel_status_t schakel_derive_secret(schakel_client_t *client, const char *con
 {
     if (client == NULL)
         return SCHAKEL_ERR_USAGE;
-    if (out == NULL || context == NULL || strlen(context) != crypto_kdf_CONTEXTBYTES)
+    /* strnlen: a context longer than 8 is refused without reading past
+     * its ninth byte */
+    if (out == NULL || context == NULL ||
+        strnlen(context, crypto_kdf_CONTEXTBYTES + 1) != crypto_kdf_CONTEXTBYTES)
         return client_fail(client, SCHAKEL_ERR_USAGE,
                            "schakel_derive_secret needs an output and a context of %u characters",
                            (unsigned)crypto_kdf_CONTEXTBYTES);

@@ -312,8 +312,9 @@ schakel_status_t schakel_connections_made(schakel_client_t *client, uint64_t *co
 
 /* A secret of len bytes (16 to 64) derived from the client's secret key
  * (the Ed25519 seed of its key file) for one purpose: libsodium's
- * crypto_kdf_derive_from_key with context (exactly 8 characters, naming
- * the purpose) and subkey_id. The same key file, context and id always
+ * crypto_kdf_derive_from_key with context (a NUL-terminated string of
+ * exactly 8 characters, naming the purpose; no more than its first 9
+ * bytes are read) and subkey_id. The same key file, context and id always
  * give the same bytes; without the key file nobody can compute them, nor
  * learn the key from them. Meant as the key of a keyed hash, e.g. over a
  * publish's content to make its message id (a message id reaches every
@@ -321,8 +322,9 @@ schakel_status_t schakel_connections_made(schakel_client_t *client, uint64_t *co
  * content without a key lets a recipient test guesses of withheld fields;
  * schakel import derives its ids so). A key file replaced by another
  * gives other bytes. The bytes are a secret: wipe them (sodium_memzero)
- * when done. SCHAKEL_OK, or SCHAKEL_ERR_USAGE for a NULL client or out, a
- * context of another length, or len outside 16..64. */
+ * when done. SCHAKEL_OK; SCHAKEL_ERR_USAGE for a NULL client or out, a
+ * context of another length, or len outside 16..64; SCHAKEL_ERR_INTERNAL
+ * when libsodium cannot derive it (out is wiped then). */
 schakel_status_t schakel_derive_secret(schakel_client_t *client, const char *context,
                                        uint64_t subkey_id, uint8_t *out, size_t len);
 

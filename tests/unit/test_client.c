@@ -2040,8 +2040,8 @@ static void test_publish_survives_restart(void **state)
 /* schakel_derive_secret is crypto_kdf from the seed of the client's key
  * file: the same bytes each call, other bytes for another subkey id or
  * context, and nothing but a usage error for a missing client, output or
- * context, a context of another length than 8, or a length outside
- * 16..64. */
+ * context, a context of another length than 8 (one of 9 bytes without a
+ * NUL is not read past), or a length outside 16..64. */
 static void test_derive_secret(void **state)
 {
     schakel_client_t *client = *state;
@@ -2078,6 +2078,14 @@ static void test_derive_secret(void **state)
         assert_int_equal(schakel_last_error(client)->status, SCHAKEL_ERR_USAGE);
     }
     assert_int_equal(schakel_derive_secret(NULL, "schkimpt", 1, other, 32), SCHAKEL_ERR_USAGE);
+    /* a context longer than 8 is refused from its first 9 bytes: here 9
+     * with no NUL after them, which a read past them (strlen) would
+     * overrun (ASan says so) */
+    char *long_context = malloc(crypto_kdf_CONTEXTBYTES + 1);
+    assert_non_null(long_context);
+    memcpy(long_context, "schkimptt", crypto_kdf_CONTEXTBYTES + 1);
+    assert_int_equal(schakel_derive_secret(client, long_context, 1, other, 32), SCHAKEL_ERR_USAGE);
+    free(long_context);
 }
 
 /* ------------------------------------------------------------ receive */
