@@ -37,6 +37,7 @@ enum import_option {
     IMPORT_OPT_BATCH,
     IMPORT_OPT_STATE,
     IMPORT_OPT_RESTART,
+    IMPORT_OPT_NEW_KEY,
     IMPORT_OPT_REFUSALS,
     IMPORT_OPT_TIMEOUT,
     IMPORT_OPT_QUIET,
@@ -63,6 +64,8 @@ static const char import_usage[] =
     "  --batch N            lines per batch, 1 to 256 (default 256)\n"
     "  --state PATH         the journal of this import (default FILE.import-state)\n"
     "  --restart            forget the journal and start again from the first line\n"
+    "  --new-key            go on with a journal written with another key of the\n"
+    "                       sender (see schakel(1): lines may be delivered twice)\n"
     "  --refusals PATH      the list of refused lines (default FILE.refused)\n"
     "  --timeout S          seconds to wait for each answer of the broker (default 10)\n"
     "  --in-flight N        publishes sent before their answers come, 1 to 16\n"
@@ -78,6 +81,7 @@ static const struct option import_options[] = {
     {"batch", 1, NULL, IMPORT_OPT_BATCH},
     {"state", 1, NULL, IMPORT_OPT_STATE},
     {"restart", 0, NULL, IMPORT_OPT_RESTART},
+    {"new-key", 0, NULL, IMPORT_OPT_NEW_KEY},
     {"refusals", 1, NULL, IMPORT_OPT_REFUSALS},
     {"timeout", 1, NULL, IMPORT_OPT_TIMEOUT},
     {"quiet", 0, NULL, IMPORT_OPT_QUIET},
@@ -95,6 +99,7 @@ typedef struct import_options {
     int batch_given;
     const char *state;
     int restart;
+    int new_key;
     const char *refusals;
     int timeout_ms;
     unsigned in_flight;
@@ -123,6 +128,9 @@ static int import_option(import_options_t *o, int option, const char *arg)
         return 1;
     case IMPORT_OPT_RESTART:
         o->restart = 1;
+        return 1;
+    case IMPORT_OPT_NEW_KEY:
+        o->new_key = 1;
         return 1;
     case IMPORT_OPT_REFUSALS:
         o->refusals = arg;
@@ -289,8 +297,8 @@ static void import_say_restored(const import_run_t *run, int change, int during)
 
 /* The journal's ids and this run's key (after the journal is open): a
  * journal of unkeyed ids keeps them, which is said; one written with
- * another key takes this one, which is said with what it means. 0, or -1
- * (said). */
+ * another key (let in by --new-key) takes this one, which is said with
+ * what it means. 0, or -1 (said). */
 static int import_take_key(import_run_t *run, const uint8_t check[IMPORT_KEY_CHECK_BYTES])
 {
     char err[IMPORT_MAX_TEXT * 2];
@@ -308,10 +316,10 @@ static int import_take_key(import_run_t *run, const uint8_t check[IMPORT_KEY_CHE
         return -1;
     }
     if (changed)
-        cli_say("import: warning: the journal %s was written with another key than this one: "
-                "message ids derive from the key, so a batch the broker accepted but that was "
-                "not journalled as done (an import that stopped within a batch: a crash, a lost "
-                "connection) is published again under another id and delivered "
+        cli_say("import: warning: the journal %s was written with another key than this one "
+                "(--new-key): message ids derive from the key, so a batch the broker accepted "
+                "but that was not journalled as done (an import that stopped within a batch: a "
+                "crash, a lost connection) is published again under another id and delivered "
                 "twice; this key is the journal's from here on",
                 run->journal_path);
     return 0;
@@ -356,7 +364,7 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
                                       &run->epoch_floor_known, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("store epoch", status, schakel_last_error(run->client));
-    import_identity_t identity = {fp, run->sender, format, o->batch, check};
+    import_identity_t identity = {fp, run->sender, format, o->batch, check, o->new_key};
     rc = import_journal_open(&run->journal, o->state, &identity, o->batch_given, o->restart,
                              &run->refusals, err, sizeof err);
     if (rc != CLI_EXIT_OK) {

@@ -42,9 +42,10 @@
 
 /* How the message ids of a journal's lines are derived (schakel(1),
  * "Batches and message ids"). A journal keeps the derivation it was begun
- * with: one begun by a schakel from before keyed ids names none and goes
- * on with V1, so that a batch accepted but not journalled is sent again
- * under the id it had. */
+ * with, also across --restart: one begun by a schakel from before keyed
+ * ids names none and goes on with V1, so that a batch accepted but not
+ * journalled, or published again by --restart, is sent under the id it
+ * had and answered as a repeat. */
 enum import_ids {
     IMPORT_IDS_V1 = 1, /* unkeyed BLAKE2b ("schakel-import1"): a recipient can test guesses */
     IMPORT_IDS_KEYED =
@@ -173,8 +174,10 @@ typedef struct import_identity {
     int format;
     unsigned batch;
     /* the check of the sender's id key (IMPORT_KDF_KEY_CHECK): a new
-     * journal records it (and IMPORT_IDS_KEYED); not part of the match */
+     * journal of keyed ids records it; a journal of keyed ids that names
+     * another is refused unless new_key (--new-key) */
     const uint8_t *key_check;
+    int new_key;
 } import_identity_t;
 
 /* A batch the journal has done: lines first..last, `accepted` of them
@@ -214,7 +217,16 @@ enum import_epoch_change {
  * start a new one (none yet, or restart). The journal's refusals are added
  * to refusals. If the journal is of another file, sender or format, or
  * its batch size differs from one given explicitly (batch_given), returns
- * CLI_EXIT_USAGE with err saying to use --restart; otherwise CLI_EXIT_OK
+ * CLI_EXIT_USAGE with err saying to use --restart. A journal of keyed ids
+ * that names another key than identity->key_check (its last one; with
+ * restart, any) is refused with CLI_EXIT_USAGE unless identity->new_key:
+ * ids derive from the key, and the lines the broker accepted that it does
+ * not record (with restart: every line) would be published again under
+ * other ids. A restart keeps the derivation of the journal it replaces
+ * when that names the same sender (a journal of unkeyed ids stays one, so
+ * that unchanged batches are answered as repeats), and cuts the journal
+ * in two durable steps (its entries, then its header) so that a crash
+ * between them leaves a header that still names it. Otherwise CLI_EXIT_OK
  * with journal->batch the batch size to use, or CLI_EXIT_FAILURE. */
 int import_journal_open(import_journal_t *journal, const char *path,
                         const import_identity_t *identity, int batch_given, int restart,
@@ -255,9 +267,9 @@ int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_
 /* The check of the key this run derives its ids with (a journal with
  * IMPORT_IDS_KEYED): 0 when it is the journal's (and for a V1 journal,
  * whose ids need no key); 1 when it is another (the sender's key was
- * replaced since the journal was written: ids derive otherwise now),
- * recorded durably ("K CHECK") as the journal's key from here on; -1 with
- * err. */
+ * replaced since the journal was written, and import_journal_open let
+ * it in with new_key: ids derive otherwise now), recorded durably
+ * ("K CHECK") as the journal's key from here on; -1 with err. */
 int import_journal_key(import_journal_t *journal, const uint8_t check[IMPORT_KEY_CHECK_BYTES],
                        char *err, size_t errlen);
 

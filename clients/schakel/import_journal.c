@@ -7,15 +7,20 @@
  * The journal is text: a header naming the file (size and BLAKE2b-256),
  * the sender, the format, the batch size and how message ids are derived
  * ("ids keyed CHECK", CHECK the check of the sender's id key in 32 hex
- * digits; a journal begun by a schakel from before keyed ids has no such
- * line, and its ids stay unkeyed), then one line per refusal
+ * digits; a journal of keyed ids says "schakel-import-journal 2" in its
+ * first line, so that one cut before its ids line reads as incomplete, not
+ * as one of unkeyed ids; a journal begun by a schakel from before keyed
+ * ids says 1 and has no ids line, and its ids stay unkeyed, also across
+ * --restart), then one line per refusal
  * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED
  * SEQ", SEQ the highest item seq the broker answered for its lines) and
  * per broker store epoch a run began with, or met after libschakel made
  * its connection again, that the journal did not name last ("E EPOCH",
  * 32 hex digits, or "E EPOCH FLOOR" with the epoch's floor seq when that
  * kept batches), and per run with another key than the journal's last
- * ("K CHECK"), appended and made durable (fdatasync) as they happen.
+ * ("K CHECK"; only with --new-key: another key is refused, as it would
+ * publish again under other ids what the journal does not record),
+ * appended and made durable (fdatasync) as they happen.
  * An E line with another epoch than the E line before it means the
  * broker's store was restored from a backup in between: of the batches
  * done before it only those whose SEQ is at most FLOOR still count (the
@@ -38,7 +43,11 @@
 
 #include "syntax.h"
 
-#define IMPORT_JOURNAL_MAGIC "schakel-import-journal 1"
+/* The first line: 2 for a journal of keyed ids (its header ends with the
+ * ids line), 1 for one of unkeyed ids (no ids line; a journal with 1 and
+ * an ids line is of keyed ids as well, from a schakel that wrote it so). */
+#define IMPORT_JOURNAL_MAGIC "schakel-import-journal 2"
+#define IMPORT_JOURNAL_MAGIC_UNKEYED "schakel-import-journal 1"
 #define IMPORT_JOURNAL_MAX_BYTES (1024L * 1024L * 1024L)
 
 /* ------------------------------------------------------------ refusals */
@@ -338,34 +347,46 @@ int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_
     return (int)change;
 }
 
-/* A new journal: the header, durable. */
+/* A new journal of these ids (enum import_ids): the header, durable. The
+ * file is first cut to its first keep bytes (the header of the journal a
+ * restart replaces, which names the same ids), durably, and then the
+ * header is written over them: a crash in between leaves a header that
+ * still says how the lines published so far were derived. */
 static int import_journal_start(import_journal_t *journal, const char *path,
-                                const import_identity_t *identity, char *err, size_t errlen)
+                                const import_identity_t *identity, int ids, off_t keep, char *err,
+                                size_t errlen)
 {
     char hash[2 * sizeof identity->fingerprint->hash + 1];
     char check[2 * IMPORT_KEY_CHECK_BYTES + 1];
     char header[512];
-    if (identity->key_check == NULL) { /* every new journal has keyed ids */
+    if (ids == IMPORT_IDS_KEYED && identity->key_check == NULL) {
         snprintf(err, errlen, "no key to derive message ids with");
         return -1;
     }
     syntax_hex(identity->fingerprint->hash, sizeof identity->fingerprint->hash, hash);
-    syntax_hex(identity->key_check, IMPORT_KEY_CHECK_BYTES, check);
-    snprintf(header, sizeof header,
-             "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
-             "%s\nfile %" PRIu64 " %s\nsender %s\nformat %s\nbatch %u\nids keyed %s\n",
-             IMPORT_JOURNAL_MAGIC, identity->fingerprint->size, hash, identity->sender,
-             import_format_name(identity->format), identity->batch, check);
-    if (ftruncate(journal->fd, 0) != 0 || lseek(journal->fd, 0, SEEK_SET) != 0 ||
-        import_journal_append(journal, header, 1, err, errlen) != 0) {
+    if (ids == IMPORT_IDS_KEYED)
+        syntax_hex(identity->key_check, IMPORT_KEY_CHECK_BYTES, check);
+    int len = snprintf(
+        header, sizeof header,
+        "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
+        "%s\nfile %" PRIu64 " %s\nsender %s\nformat %s\nbatch %u\n%s%s%s",
+        ids == IMPORT_IDS_KEYED ? IMPORT_JOURNAL_MAGIC : IMPORT_JOURNAL_MAGIC_UNKEYED,
+        identity->fingerprint->size, hash, identity->sender, import_format_name(identity->format),
+        identity->batch, ids == IMPORT_IDS_KEYED ? "ids keyed " : "",
+        ids == IMPORT_IDS_KEYED ? check : "", ids == IMPORT_IDS_KEYED ? "\n" : "");
+    if (ftruncate(journal->fd, keep) != 0 || fdatasync(journal->fd) != 0 ||
+        lseek(journal->fd, 0, SEEK_SET) != 0 ||
+        import_journal_append(journal, header, 0, err, errlen) != 0 ||
+        ftruncate(journal->fd, (off_t)len) != 0 || fdatasync(journal->fd) != 0) {
         snprintf(err, errlen, "cannot write the journal %s: %s", path, strerror(errno));
         return -1;
     }
     journal->batch = identity->batch;
     journal->n_done = 0;
     journal->accepted_before = 0;
-    journal->ids = IMPORT_IDS_KEYED;
-    memcpy(journal->key_check, identity->key_check, sizeof journal->key_check);
+    journal->ids = ids;
+    if (ids == IMPORT_IDS_KEYED)
+        memcpy(journal->key_check, identity->key_check, sizeof journal->key_check);
     return 0;
 }
 
@@ -417,14 +438,18 @@ typedef struct import_header {
     char sender[IMPORT_PRINCIPAL_SIZE];
     char format[16];
     unsigned batch;
-    int lines; /* header lines seen */
+    int lines;   /* header lines seen */
+    int version; /* of the first line: 2 (keyed ids, an ids line follows) or 1 */
 } import_header_t;
 
 static int import_header_line(import_header_t *h, const char *line)
 {
     switch (h->lines) {
     case 0:
-        return strcmp(line, IMPORT_JOURNAL_MAGIC) == 0 ? 0 : -1;
+        h->version = strcmp(line, IMPORT_JOURNAL_MAGIC) == 0           ? 2
+                     : strcmp(line, IMPORT_JOURNAL_MAGIC_UNKEYED) == 0 ? 1
+                                                                       : 0;
+        return h->version != 0 ? 0 : -1;
     case 1:
         return sscanf(line, "file %llu %79s", &h->size, h->hash) == 2 ? 0 : -1;
     case 2:
@@ -487,9 +512,10 @@ static int import_key_check_word(const char *hex, uint8_t check[IMPORT_KEY_CHECK
                : -1;
 }
 
-/* The header's last line, if the journal has it: "ids keyed CHECK". A
- * journal without it is of unkeyed ids (a schakel from before keyed ids
- * wrote it). 0, or -1 for another derivation (a newer schakel's). */
+/* The header's last line: "ids keyed CHECK" (a journal of version 2
+ * has it; one of version 1 without it is of unkeyed ids, a schakel from
+ * before keyed ids wrote it). 0, or -1 for another derivation (a newer
+ * schakel's). */
 static int import_ids_line(import_journal_t *journal, const char *line)
 {
     if (strncmp(line, "ids keyed ", 10) != 0 ||
@@ -599,7 +625,7 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
         int bad;
         if (h.lines < 5)
             bad = import_header_line(&h, line);
-        else if (entries++ == 0 && strncmp(line, "ids ", 4) == 0)
+        else if (entries++ == 0 && (h.version == 2 || strncmp(line, "ids ", 4) == 0))
             bad = import_ids_line(journal, line);
         else
             bad = import_entry_line(journal, refusals, line);
@@ -611,17 +637,132 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
         if (h.lines < 5)
             h.lines++;
     }
-    if (h.lines < 5) {
+    /* version 2 without its ids line: cut while its header was written,
+     * before anything was published under it */
+    if (h.lines < 5 || (h.version == 2 && journal->ids != IMPORT_IDS_KEYED)) {
         snprintf(err, errlen, "the journal %s has no complete header: give --restart", path);
         return CLI_EXIT_USAGE;
     }
     int rc = import_header_matches(&h, identity, batch_given, path, err, errlen);
     if (rc != CLI_EXIT_OK)
         return rc;
+    if (journal->ids == IMPORT_IDS_KEYED && !identity->new_key &&
+        (identity->key_check == NULL ||
+         memcmp(journal->key_check, identity->key_check, sizeof journal->key_check) != 0)) {
+        snprintf(err, errlen,
+                 "the journal %s was written with another key than this one (the sender's key "
+                 "was replaced since): message ids derive from the key, so a batch the broker "
+                 "accepted that the journal does not record as done (a run that stopped with "
+                 "exit 1 or 4, or crashed) would be published again under another id and "
+                 "delivered twice. Run it with the key file it was written with (--key) while "
+                 "the broker still knows that key; when it no longer does, give --new-key to go "
+                 "on with this one",
+                 path);
+        return CLI_EXIT_USAGE;
+    }
     import_refusals_sort(refusals, from);
     refusals->n_loaded = refusals->n;
     journal->batch = h.batch;
     return CLI_EXIT_OK;
+}
+
+/* What the journal a restart replaces says of its ids. */
+typedef struct import_prior {
+    int ids;           /* enum import_ids of its header; 0 none (unreadable, another sender) */
+    int other_key;     /* keyed: it names another key than this run's, or a K line not read */
+    size_t header_end; /* bytes of its header (0 for none) */
+} import_prior_t;
+
+/* Read the header of the journal a restart replaces (text), and every K
+ * line after it. A header that cannot be read, or is not complete, was
+ * cut while it was written, before anything was published under it: it
+ * names no ids; so does one of another sender (its ids are not this
+ * sender's). */
+static void import_journal_prior(const char *text, const import_identity_t *identity,
+                                 import_prior_t *prior)
+{
+    import_header_t h;
+    import_journal_t keyed = {.ids = IMPORT_IDS_V1};
+    memset(&h, 0, sizeof h);
+    memset(prior, 0, sizeof *prior);
+    const char *p = text;
+    while (*p != '\0') {
+        const char *next = strchr(p, '\n') + 1; /* every line ends with one (see slurp) */
+        char line[256];
+        size_t len = (size_t)(next - 1 - p);
+        if (len >= sizeof line) {
+            if (h.lines < 5)
+                return;
+            break; /* an entry: the header ended before it */
+        }
+        memcpy(line, p, len);
+        line[len] = '\0';
+        if (line[0] != '#' && h.lines < 5) {
+            if (import_header_line(&h, line) != 0)
+                return;
+            h.lines++;
+        } else if (line[0] != '#') {
+            /* the ids line ends the header; without one (version 1) the
+             * header ended before this line */
+            if (h.version == 2 || strncmp(line, "ids ", 4) == 0) {
+                if (import_ids_line(&keyed, line) != 0)
+                    return;
+                p = next;
+            }
+            break;
+        }
+        p = next;
+    }
+    if (h.lines < 5 || (h.version == 2 && keyed.ids != IMPORT_IDS_KEYED) ||
+        strcmp(h.sender, identity->sender) != 0)
+        return;
+    prior->ids = keyed.ids;
+    prior->header_end = (size_t)(p - text);
+    if (prior->ids != IMPORT_IDS_KEYED)
+        return;
+    prior->other_key = identity->key_check == NULL ||
+                       memcmp(keyed.key_check, identity->key_check, IMPORT_KEY_CHECK_BYTES) != 0;
+    if (identity->key_check == NULL)
+        return;
+    for (; *p != '\0'; p = strchr(p, '\n') + 1) {
+        uint8_t check[IMPORT_KEY_CHECK_BYTES];
+        char hex[2 * IMPORT_KEY_CHECK_BYTES + 1];
+        size_t len = strcspn(p, "\n");
+        if (p[0] != 'K')
+            continue;
+        if (len != sizeof hex + 1 || p[1] != ' ') {
+            prior->other_key = 1;
+            continue;
+        }
+        memcpy(hex, p + 2, sizeof hex - 1);
+        hex[sizeof hex - 1] = '\0';
+        prior->other_key |= import_key_check_word(hex, check) != 0 ||
+                            memcmp(check, identity->key_check, sizeof check) != 0;
+    }
+}
+
+/* --restart of a journal (text): a new one of the same ids. 0, or
+ * CLI_EXIT_USAGE (another key, without new_key) or CLI_EXIT_FAILURE with
+ * err. */
+static int import_journal_restart(import_journal_t *journal, const char *path, const char *text,
+                                  const import_identity_t *identity, char *err, size_t errlen)
+{
+    import_prior_t prior;
+    import_journal_prior(text, identity, &prior);
+    if (prior.ids == IMPORT_IDS_KEYED && prior.other_key && !identity->new_key) {
+        snprintf(err, errlen,
+                 "the journal %s names another key than this one (the sender's key was replaced "
+                 "since): --restart publishes every line again, under the ids of this key, and "
+                 "the broker takes the lines it accepted under the other key as new and delivers "
+                 "them twice. Give --new-key as well to do so all the same",
+                 path);
+        return CLI_EXIT_USAGE;
+    }
+    int ids = prior.ids == IMPORT_IDS_V1 ? IMPORT_IDS_V1 : IMPORT_IDS_KEYED;
+    return import_journal_start(journal, path, identity, ids, (off_t)prior.header_end, err,
+                                errlen) == 0
+               ? CLI_EXIT_OK
+               : CLI_EXIT_FAILURE;
 }
 
 /* The folder entry of the journal, durable at every open (a run that
@@ -680,9 +821,12 @@ int import_journal_open(import_journal_t *journal, const char *path,
         return CLI_EXIT_FAILURE;
     }
     int rc;
-    if (restart || len == 0)
-        rc = import_journal_start(journal, path, identity, err, errlen) == 0 ? CLI_EXIT_OK
-                                                                             : CLI_EXIT_FAILURE;
+    if (len == 0)
+        rc = import_journal_start(journal, path, identity, IMPORT_IDS_KEYED, 0, err, errlen) == 0
+                 ? CLI_EXIT_OK
+                 : CLI_EXIT_FAILURE;
+    else if (restart)
+        rc = import_journal_restart(journal, path, text, identity, err, errlen);
     else
         rc = import_journal_resume(journal, path, text, identity, batch_given, refusals, err,
                                    errlen);

@@ -2157,10 +2157,13 @@ static void json_lines_of(long n, int64_t observed, char **lines)
 /* The ids are the same in every run with the same key (a rerun without
  * the journal is answered as a repeat), and other with another key: after
  * politie's key is replaced (a policy reload), a rerun of a batch that was
- * accepted but not journalled (a crash) warns that the journal was written
- * with another key and publishes it again under the new key's id, so om
- * gets it twice, as schakel(1) says; the journal takes the new key (K),
- * and the next such rerun is answered as a repeat, without the warning. */
+ * accepted but not journalled (a crash) is refused (exit 2, nothing
+ * published, the journal as it was), and so is --restart with the new
+ * key; with --new-key it warns that the journal was written with another
+ * key and publishes the batch again under the new key's id, so om gets it
+ * twice, as schakel(1) says; the journal takes the new key (K), and the
+ * next such rerun, without --new-key, is answered as a repeat, without the
+ * warning. */
 static void test_import_ids_stay_with_the_key(void **state)
 {
     h_env_t *env = *state;
@@ -2202,10 +2205,31 @@ static void test_import_ids_stay_with_the_key(void **state)
                        h_default_rules);
     assert_int_equal(h_broker_reload(env), 1);
     import_id_key(new_key, newer_key);
-    for (int round = 0; round < 2; round++) {
-        drop_last_done_entry(journal);
+    drop_last_done_entry(journal);
+    char *before = read_file(journal);
+    assert_non_null(before);
+    for (int restart = 0; restart < 2; restart++) {
         run_import(env, H_POLITIE, file, &res,
-                   (const char *const[]){"--batch", "3", "--key", new_key, NULL});
+                   (const char *const[]){"--batch", "3", "--key", new_key,
+                                         restart ? "--restart" : NULL, NULL});
+        expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another key" : "another key");
+        expect_said(&res, restart ? "names another key" : "written with another key", 1,
+                    "the refusal");
+        expect_said(&res, "--new-key", 1, "the way on");
+        h_cli_result_free(&res);
+        char *after = read_file(journal);
+        assert_non_null(after);
+        assert_string_equal(after, before);
+        free(after);
+        assert_int_equal(h_backlog_of(env, H_OM), 0);
+    }
+    free(before);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            drop_last_done_entry(journal);
+        run_import(env, H_POLITIE, file, &res,
+                   (const char *const[]){"--batch", "3", "--key", new_key,
+                                         round == 0 ? "--new-key" : NULL, NULL});
         expect_exit(&res, 0, round == 0 ? "rerun with another key" : "rerun with it again");
         expect_said(&res, "was written with another key", round == 0, "the key warning");
         if (round == 0)
@@ -2233,24 +2257,12 @@ static void test_import_ids_stay_with_the_key(void **state)
     h_done(env);
 }
 
-/* A journal begun by a schakel from before keyed ids (a header without an
- * ids line) goes on with the unkeyed ids it used, and says so: the batch a
- * run publishes has its unkeyed id, and after a crash that lost that
- * batch's journal entry the rerun sends it again under the same id,
- * answered as a repeat: every line reaches om once. The journal stays one
- * of unkeyed ids. */
-static void test_import_unkeyed_journal_keeps_its_ids(void **state)
+/* The header of a journal of politie's JSON import of file with --batch
+ * 3, as a schakel from before keyed ids wrote it: no ids line. */
+static void write_unkeyed_journal(const char *file, const char *journal)
 {
-    h_env_t *env = *state;
-    char file[T_PATH], journal[T_PATH], hash_hex[65];
-    char *lines[6];
-    uint8_t hash[32], id[16], want[16];
-    path_in(env, "older.jsonl", file);
-    path_in(env, "older.jsonl.import-state", journal);
-    int64_t observed = (int64_t)time(NULL) - 500;
-    write_json_file(file, 6, observed);
-    json_lines_of(6, observed, lines);
-    const char *const *sent = (const char *const *)lines;
+    char hash_hex[65];
+    uint8_t hash[32];
     char *bytes = read_file(file);
     assert_non_null(bytes);
     size_t size = strlen(bytes);
@@ -2265,6 +2277,27 @@ static void test_import_unkeyed_journal_keeps_its_ids(void **state)
              size, hash_hex, H_POLITIE);
     write_file(journal, t.s, t.len);
     free(t.s);
+}
+
+/* A journal begun by a schakel from before keyed ids (a header without an
+ * ids line) goes on with the unkeyed ids it used, and says so: the batch a
+ * run publishes has its unkeyed id, and after a crash that lost that
+ * batch's journal entry the rerun sends it again under the same id,
+ * answered as a repeat: every line reaches om once. The journal stays one
+ * of unkeyed ids. */
+static void test_import_unkeyed_journal_keeps_its_ids(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    char *lines[6];
+    uint8_t id[16], want[16];
+    path_in(env, "older.jsonl", file);
+    path_in(env, "older.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 500;
+    write_json_file(file, 6, observed);
+    json_lines_of(6, observed, lines);
+    const char *const *sent = (const char *const *)lines;
+    write_unkeyed_journal(file, journal);
 
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res,
@@ -2292,6 +2325,49 @@ static void test_import_unkeyed_journal_keeps_its_ids(void **state)
     free(text);
     for (int i = 0; i < 6; i++)
         free(lines[i]);
+    h_done(env);
+}
+
+/* --restart of a journal begun by a schakel from before keyed ids keeps
+ * its unkeyed ids: politie imports 6 lines with --batch 3 under such a
+ * journal, then a seventh line is appended; the rerun is refused (exit 2:
+ * the file changed) and names --restart, which publishes again only the
+ * batches that changed: here none (lines 1..3 and 4..6 are answered as
+ * repeats), and line 7 is new. om has each of the 7 lines once. The
+ * journal stays one of unkeyed ids. */
+static void test_import_restart_of_unkeyed_journal_keeps_its_ids(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    path_in(env, "older.jsonl", file);
+    path_in(env, "older.jsonl.import-state", journal);
+    int64_t observed = (int64_t)time(NULL) - 500;
+    write_json_file(file, 6, observed);
+    write_unkeyed_journal(file, journal);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, 0, "import resuming an unkeyed journal");
+    expect_summary(&res, 6, 0, 0);
+    h_cli_result_free(&res);
+
+    write_json_file(file, 7, observed); /* line 7 appended */
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, T_EXIT_USAGE, "rerun of a file that grew");
+    expect_said(&res, "publishes again the lines of every batch that changed", 1,
+                "the refusal's way on");
+    h_cli_result_free(&res);
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "3", "--restart", NULL});
+    expect_exit(&res, 0, "--restart");
+    expect_summary(&res, 1, 0, 6);
+    expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 7);
+    char *text = read_file(journal);
+    assert_non_null(text);
+    if (strstr(text, "\nschakel-import-journal 1\n") == NULL || strstr(text, "\nids ") != NULL)
+        fail_msg("the restarted journal is not one of unkeyed ids: %s", text);
+    free(text);
     h_done(env);
 }
 
@@ -2350,6 +2426,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_unkeyed_journal_keeps_its_ids, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_restart_of_unkeyed_journal_keeps_its_ids,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_journal_folder_sync_failure_publishes_nothing,
                                         h_setup_broker, h_teardown),
     };

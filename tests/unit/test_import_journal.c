@@ -13,8 +13,13 @@
  * journal records that its message ids are keyed, with the check of the
  * key; a journal without that line (begun by a schakel from before keyed
  * ids) reads as one of unkeyed ids and stays so; a run with another key
- * records it (K) once; a malformed ids or K line, or one out of its
- * place, is damage.
+ * records it (K) once, and only when let in by --new-key (refused
+ * otherwise, the journal left as it is); a malformed ids or K line, or one
+ * out of its place, is damage. A journal of keyed ids says version 2 in
+ * its first line: one cut before its ids line is incomplete, not one of
+ * unkeyed ids. --restart keeps the ids of the journal it replaces
+ * (unkeyed stay unkeyed), and refuses one that names another key
+ * anywhere unless --new-key.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,19 +39,24 @@
 #define EPOCH_A "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a"
 #define EPOCH_B "0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"
 
-/* The header a journal of the fixture's file has (batch 100, JSON). */
-#define HEADER                                                                                     \
-    "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"                  \
-    "schakel-import-journal 1\n"                                                                   \
+/* The header a journal of the fixture's file has (batch 100, JSON): of
+ * unkeyed ids (version 1, no ids line), as a schakel from before keyed
+ * ids wrote it. */
+#define COMMENT "# journal of `schakel import`: the lines done and refused; see schakel(1)\n"
+#define HEADER_FIELDS                                                                              \
     "file 4096 " HASH "\n"                                                                         \
     "sender " SENDER "\n"                                                                          \
     "format json\n"                                                                                \
     "batch 100\n"
+#define HEADER COMMENT "schakel-import-journal 1\n" HEADER_FIELDS
 
-/* The check of the fixture's key, and another; a new journal's header. */
+/* The check of the fixture's key, and another; a new journal's header
+ * (version 2, keyed ids), and one of keyed ids with the first line of
+ * version 1, as a schakel wrote it before the version told them apart. */
 #define CHECK_A "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1"
 #define CHECK_B "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2"
-#define HEADER_KEYED HEADER "ids keyed " CHECK_A "\n"
+#define HEADER_KEYED COMMENT "schakel-import-journal 2\n" HEADER_FIELDS "ids keyed " CHECK_A "\n"
+#define HEADER_KEYED_V1 HEADER "ids keyed " CHECK_A "\n"
 
 typedef struct fixture {
     char dir[64];
@@ -70,7 +80,7 @@ static int setup(void **state)
         f->fingerprint.hash[i] = (uint8_t)(0x11 * (i % 16));
     memset(f->key_check, 0xa1, sizeof f->key_check);
     f->identity =
-        (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100, f->key_check};
+        (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100, f->key_check, 0};
     f->journal.fd = -1;
     *state = f;
     return 0;
@@ -328,17 +338,148 @@ static void test_new_journal_records_keyed_ids(void **state)
     assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 1);
     assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 0);
     expect_text(f->path, HEADER_KEYED "D 1 100 100 5\nK " CHECK_B "\n");
+    memcpy(f->key_check, b, sizeof b); /* the run's key is the journal's last */
     expect_open(f, "1-100", 100, 0);
     assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
     assert_memory_equal(f->journal.key_check, b, sizeof b);
     assert_int_equal(import_journal_key(&f->journal, b, err, sizeof err), 0);
-    /* --restart: a new journal, of this run's key */
+    /* version 1 with an ids line reads as keyed too */
+    memset(f->key_check, 0xa1, sizeof f->key_check);
+    write_text(f->path, HEADER_KEYED_V1 "D 1 100 100 5\n");
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+    assert_memory_equal(f->journal.key_check, f->key_check, sizeof f->key_check);
+}
+
+/* Open the fixture's journal with --restart: its exit code. */
+static int restart_journal(fixture_t *f, char *err, size_t errlen)
+{
     import_journal_close(&f->journal);
     import_refusals_free(&f->refusals);
-    assert_int_equal(import_journal_open(&f->journal, f->path, &f->identity, 0, 1, &f->refusals,
-                                         err, sizeof err),
-                     CLI_EXIT_OK);
-    expect_text(f->path, HEADER_KEYED);
+    return import_journal_open(&f->journal, f->path, &f->identity, 0, 1, &f->refusals, err, errlen);
+}
+
+/* A journal of keyed ids written with another key than the run's (the
+ * sender's key was replaced) is refused, and left as it is: a batch the
+ * broker accepted that it does not record would go out again under
+ * another id. With new_key (--new-key) it is resumed, and takes the key. */
+static void test_other_key_is_refused_without_new_key(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    const char *written = HEADER_KEYED "E " EPOCH_A "\nD 1 100 100 5\n";
+    write_text(f->path, written);
+    memset(f->key_check, 0xb2, sizeof f->key_check);
+    int rc = open_journal(f, err, sizeof err);
+    if (rc != CLI_EXIT_USAGE || strstr(err, "written with another key") == NULL ||
+        strstr(err, "--new-key") == NULL)
+        fail_msg("another key: %d: %s", rc, err);
+    expect_text(f->path, written);
+    f->identity.new_key = 1;
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(import_journal_key(&f->journal, f->key_check, err, sizeof err), 1);
+    expect_text(f->path, HEADER_KEYED "E " EPOCH_A "\nD 1 100 100 5\nK " CHECK_B "\n");
+    /* taken: without new_key from here on */
+    f->identity.new_key = 0;
+    expect_open(f, "1-100", 100, 0);
+    /* a journal of unkeyed ids needs no key: any is taken */
+    write_text(f->path, HEADER "D 1 100 100 5\n");
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+}
+
+/* --restart keeps the ids of the journal it replaces, so that the batches
+ * whose lines did not change are answered as repeats: one of unkeyed ids
+ * (also of a file that changed since) is begun again as one, its version
+ * 1 header without an ids line; one of keyed ids with the run's key as
+ * one of keyed ids. One that names another key anywhere (its header or a
+ * K line) is refused and left as it is, unless new_key. A journal whose
+ * header cannot be read, or of another sender, begins keyed ids. */
+static void test_restart_keeps_the_ids(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    f->fingerprint.size = 5000; /* the file grew: --restart is what the refusal says */
+    write_text(f->path, HEADER "E " EPOCH_A "\nR 7 POLICY_DENIED no\nD 1 100 99 5\n");
+    assert_int_equal(open_journal(f, err, sizeof err), CLI_EXIT_USAGE);
+    assert_non_null(strstr(err, "the file has changed"));
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    expect_text(f->path, COMMENT "schakel-import-journal 1\nfile 5000 " HASH "\nsender " SENDER
+                                 "\nformat json\nbatch 100\n");
+    expect_open(f, "", 0, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    f->fingerprint.size = 4096;
+
+    static const struct {
+        const char *text;
+        int key_b;   /* the run's key is CHECK_B, not CHECK_A */
+        int new_key; /* --new-key */
+        int rc;
+        const char *after; /* the journal after it */
+    } rows[] = {
+        {HEADER_KEYED "D 1 100 100 5\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        {HEADER_KEYED_V1 "D 1 100 100 5\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        {HEADER_KEYED "D 1 100 100 5\n", 1, 0, CLI_EXIT_USAGE, NULL},
+        {HEADER_KEYED "D 1 100 100 5\nK " CHECK_B "\n", 1, 0, CLI_EXIT_USAGE, NULL},
+        {HEADER_KEYED "D 1 100 100 5\nK " CHECK_B "\nK " CHECK_A "\n", 0, 0, CLI_EXIT_USAGE, NULL},
+        {HEADER_KEYED "K b2\n", 0, 0, CLI_EXIT_USAGE, NULL},
+        {HEADER_KEYED "D 1 100 100 5\nK " CHECK_B "\n", 0, 1, CLI_EXIT_OK, HEADER_KEYED},
+        /* another sender's journal: its ids are not this sender's */
+        {COMMENT "schakel-import-journal 1\nfile 4096 " HASH "\nsender om/bvh\nformat json\n"
+                 "batch 100\nD 1 100 100 5\n",
+         0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        /* cut within its header, or not a journal: nothing was published */
+        {COMMENT "schakel-import-journal 1\nfile 4096 " HASH "\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS, 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        {"something else\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        write_text(f->path, rows[i].text);
+        memset(f->key_check, rows[i].key_b ? 0xb2 : 0xa1, sizeof f->key_check);
+        f->identity.new_key = rows[i].new_key;
+        err[0] = '\0';
+        int rc = restart_journal(f, err, sizeof err);
+        if (rc != rows[i].rc)
+            fail_msg("row %zu: %d, want %d: %s", i, rc, rows[i].rc, err);
+        if (rc == CLI_EXIT_USAGE && strstr(err, "names another key") == NULL)
+            fail_msg("row %zu: %s", i, err);
+        if (rc == CLI_EXIT_OK)
+            assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+        char *text = read_text(f->path);
+        const char *want = rows[i].after != NULL ? rows[i].after : rows[i].text;
+        if (strcmp(text, want) != 0)
+            fail_msg("row %zu: the journal is\n%s\nnot\n%s", i, text, want);
+        free(text);
+    }
+}
+
+/* A journal of version 2 (keyed ids) whose header has no ids line was cut
+ * while its header was written (a torn ids line is cut from the file): it
+ * reads as incomplete, never as one of unkeyed ids; another line in the
+ * ids line's place is damage. */
+static void test_keyed_header_cut_before_ids_is_incomplete(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *text;
+        const char *want;
+    } rows[] = {
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS, "has no complete header"},
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS "ids keyed a1a1a1", "has no complete "
+                                                                                "header"},
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS "E " EPOCH_A "\n",
+         "is damaged at line 7"},
+        {COMMENT "schakel-import-journal 3\n" HEADER_FIELDS "ids keyed " CHECK_A "\n",
+         "is damaged at line 2"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char err[1024] = "";
+        write_text(f->path, rows[i].text);
+        int rc = open_journal(f, err, sizeof err);
+        if (rc != CLI_EXIT_USAGE || strstr(err, rows[i].want) == NULL)
+            fail_msg("row %zu: %d: %s", i, rc, err);
+    }
 }
 
 /* A journal without an ids line was begun by a schakel from before keyed
@@ -378,6 +519,8 @@ static void test_malformed_ids_or_key_line_is_damage(void **state)
         {HEADER "ids keyed\n", 7},
         {HEADER "ids v1\n", 7},
         {HEADER_KEYED "ids keyed " CHECK_A "\n", 8},
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS "ids keyed a1a1\n", 7},
+        {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS "ids v1\n", 7},
         {HEADER "D 1 100 100 5\nids keyed " CHECK_A "\n", 8},
         {HEADER "K " CHECK_B "\n", 7},
         {HEADER_KEYED "K b2b2\n", 8},
@@ -613,6 +756,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_journal_without_ids_line_keeps_v1_ids, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_malformed_ids_or_key_line_is_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_key_is_refused_without_new_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_keeps_the_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keyed_header_cut_before_ids_is_incomplete, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
