@@ -342,7 +342,7 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
     struct tm tm;
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
     for (int n = 1; n <= 9; n++) {
-        char suffix[48], side[sizeof r->replaced + 8];
+        char suffix[64], side[sizeof r->replaced + 8];
         if (n == 1)
             snprintf(suffix, sizeof suffix, ".replaced-%s", stamp);
         else
