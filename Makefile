@@ -193,7 +193,8 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
-UNIT_EXTRA_test_session := broker/table.c
+UNIT_EXTRA_test_session := broker/table.c broker/sendq.c
+UNIT_EXTRA_test_sendq := broker/sendq.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
 UNIT_EXTRA_test_record := broker/refusals.c

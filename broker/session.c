@@ -118,8 +118,10 @@ void sessions_destroy(sessions_t **sp)
     size_t cursor = 0;
     void *v;
     if (s->by_routing != NULL)
-        while ((v = table_next(s->by_routing, &cursor)) != NULL)
+        while ((v = table_next(s->by_routing, &cursor)) != NULL) {
+            sendq_release(&((session_t *)v)->queue);
             free(v);
+        }
     cursor = 0;
     if (s->receivers != NULL)
         while ((v = table_next(s->receivers, &cursor)) != NULL)
@@ -178,6 +180,7 @@ void sessions_drop(sessions_t *s, session_t *session)
         p->claims--;
     receiver_detach(s, session);
     table_remove(s->by_routing, session->routing_id, session->routing_len);
+    sendq_release(&session->queue); /* frames still in libzmq hold their own */
     free(session);
 }
 
@@ -236,12 +239,18 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         session = calloc(1, sizeof *session);
         if (session == NULL)
             return NULL;
+        session->queue = sendq_new();
+        if (session->queue == NULL) {
+            free(session);
+            return NULL;
+        }
         memcpy(session->routing_id, routing_id, len);
         session->routing_len = len;
         session->fd = -1;
         strcpy(session->principal, principal);
         strcpy(session->key, key);
         if (table_put(s->by_routing, routing_id, len, session) != 0) {
+            sendq_release(&session->queue);
             free(session);
             return NULL;
         }

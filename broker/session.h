@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "schakel_limits.h"
+#include "sendq.h"
 
 #define SESSION_ROUTING_MAX 256
 
@@ -31,6 +32,7 @@ typedef struct session {
     int64_t last_seen_ms;
     uint64_t flow_order;  /* when it last sent Flow (a counter of Flows); 0: never */
     uint32_t flow_window; /* the window of that Flow */
+    sendq_t *queue;       /* bytes owed to it, queued and not yet taken by libzmq (sendq.h) */
 } session_t;
 
 typedef struct receiver {

@@ -114,6 +114,17 @@
 #define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */
 #define SCHAKEL_MAX_SYNC_TICKETS 64u    /* turns committed and waiting for their sync */
 #define SCHAKEL_MAX_HELD_REPLIES 8192u  /* their answers, before the loop waits for the disk */
+/* Work per loop turn besides its frames: published items and acked seqs
+ * together. A turn stops taking frames once it has this much, so that a
+ * burst of full batches (or Acks of 1,024 seqs) from one partner is spread
+ * over turns, with the other partners' frames read between them. */
+#define SCHAKEL_MAX_TURN_WORK 4096u
+/* Bytes one connection may owe before the broker holds back what a client
+ * can make large: answers queued in the loop and frames libzmq has not yet
+ * taken out to send (SNDHWM counts frames, not bytes). Past it a CaseQuery
+ * is answered RATE_LIMITED, the push waits, and an ack timeout sends
+ * nothing again (docs/PROTOCOL.md 10.2). */
+#define SCHAKEL_MAX_QUEUED_BYTES (4u * 1024u * 1024u)
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_SET_ASIDE_BATCH 64u     /* unreadable deliveries set aside per loop turn at most */

@@ -1,0 +1,45 @@
+/*
+ * sendq.h — the bytes one connection owes: answers queued in the loop for
+ * it, and frames handed to libzmq that libzmq has not yet taken out to
+ * encrypt and write. libzmq's own send limit counts frames (SNDHWM), not
+ * bytes, so a client that reads nothing could have the broker hold
+ * thousands of frames of up to 256 KiB each; the broker asks sendq_bytes
+ * before it queues more of what a client can make large (case views,
+ * deliveries, resends) and holds back past SCHAKEL_MAX_QUEUED_BYTES.
+ *
+ * A sendq_t is counted down on libzmq's I/O thread (broker_send's free
+ * function) and outlives the session that made it while any of its frames
+ * is still in libzmq: it is reference-counted, and every count is atomic.
+ * Allocation failure is the only error (sendq_new returns NULL).
+ */
+#ifndef SCHAKEL_SENDQ_H
+#define SCHAKEL_SENDQ_H
+
+#include <stddef.h>
+
+typedef struct sendq sendq_t;
+
+/* A new count at 0 bytes, holding one reference (the caller's); NULL when
+ * out of memory. */
+sendq_t *sendq_new(void);
+
+/* Another reference to q (a queued answer, a frame in libzmq). Safe on
+ * NULL; returns q. */
+sendq_t *sendq_hold(sendq_t *q);
+
+/* Drop one reference and set *q to NULL; the last one frees it. Safe on
+ * NULL and *q NULL; safe on any thread. */
+void sendq_release(sendq_t **q);
+
+/* Count n bytes queued, or taken out again (sendq_sub: never below 0).
+ * Safe on NULL; safe on any thread. */
+void sendq_add(sendq_t *q, size_t n);
+void sendq_sub(sendq_t *q, size_t n);
+
+/* Bytes queued now (0 for NULL). */
+size_t sendq_bytes(const sendq_t *q);
+
+/* 1 when q has reached SCHAKEL_MAX_QUEUED_BYTES (0 for NULL). */
+int sendq_full(const sendq_t *q);
+
+#endif

@@ -1,0 +1,108 @@
+/*
+ * test_sendq.c — a connection's count of queued bytes (broker/sendq.c):
+ * up and down, never below 0, full at SCHAKEL_MAX_QUEUED_BYTES, and freed
+ * by whichever holder lets go last, on the thread that does (libzmq's
+ * I/O thread frees frames: here another thread counts down and releases
+ * while this one does the same).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <pthread.h>
+
+#include "schakel_limits.h"
+#include "sendq.h"
+
+static void test_counts_up_and_down(void **state)
+{
+    (void)state;
+    sendq_t *q = sendq_new();
+    assert_non_null(q);
+    assert_int_equal(sendq_bytes(q), 0);
+    assert_false(sendq_full(q));
+    sendq_add(q, 1000);
+    sendq_add(q, 24);
+    assert_int_equal(sendq_bytes(q), 1024);
+    sendq_sub(q, 1000);
+    assert_int_equal(sendq_bytes(q), 24);
+    sendq_sub(q, 100); /* more than counted: a defect, floored, never wrapped to full */
+    assert_int_equal(sendq_bytes(q), 0);
+    assert_false(sendq_full(q));
+    sendq_add(q, SCHAKEL_MAX_QUEUED_BYTES - 1);
+    assert_false(sendq_full(q));
+    sendq_add(q, 1);
+    assert_true(sendq_full(q));
+    sendq_sub(q, 1);
+    assert_false(sendq_full(q));
+    sendq_release(&q);
+    assert_null(q);
+}
+
+static void test_null_is_empty(void **state)
+{
+    (void)state;
+    sendq_t *q = NULL;
+    sendq_add(NULL, 5);
+    sendq_sub(NULL, 5);
+    assert_null(sendq_hold(NULL));
+    assert_int_equal(sendq_bytes(NULL), 0);
+    assert_false(sendq_full(NULL));
+    sendq_release(&q);
+    sendq_release(NULL);
+}
+
+enum { FRAMES = 100000, FRAME_BYTES = 100 };
+
+/* Frames freed on another thread, as libzmq's I/O thread frees them. */
+typedef struct frames {
+    sendq_t **held;
+    size_t n;
+} frames_t;
+
+static void *free_frames(void *arg)
+{
+    frames_t *frames = arg;
+    for (size_t i = 0; i < frames->n; i++) {
+        sendq_sub(frames->held[i], FRAME_BYTES);
+        sendq_release(&frames->held[i]);
+    }
+    return NULL;
+}
+
+/* Each frame holds the count; the session lets go first, and the frames
+ * are freed on two threads at once: the count ends at 0, and the last
+ * release frees it (ASan reports a leak or a use after free otherwise). */
+static void test_frames_outlive_their_session(void **state)
+{
+    (void)state;
+    static sendq_t *held[FRAMES];
+    sendq_t *q = sendq_new();
+    assert_non_null(q);
+    for (size_t i = 0; i < FRAMES; i++) {
+        held[i] = sendq_hold(q);
+        sendq_add(q, FRAME_BYTES);
+    }
+    assert_int_equal(sendq_bytes(q), (size_t)FRAMES * FRAME_BYTES);
+    sendq_t *probe = sendq_hold(q);
+    sendq_release(&q); /* the session ends */
+    frames_t first = {held, FRAMES / 2}, second = {held + FRAMES / 2, FRAMES - FRAMES / 2};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, free_frames, &first), 0);
+    free_frames(&second);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(sendq_bytes(probe), 0);
+    sendq_release(&probe);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counts_up_and_down),
+        cmocka_unit_test(test_null_is_empty),
+        cmocka_unit_test(test_frames_outlive_their_session),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
