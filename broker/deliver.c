@@ -152,9 +152,49 @@ int deliver_pending_check(broker_t *b, const char *recipient, uint64_t seq)
     return DELIVER_ALLOWED;
 }
 
+/* The one refusal of an Ack's seqs that were not pending: how many, the
+ * first of them as Rejected.seq, and as many more as the text holds
+ * (PROTOCOL.md 4.7). One per Ack frame, not one per seq: an Ack of 1,024
+ * unknown seqs made 1,024 answers, audit entries and log lines. */
+static void ack_refuse_unknown(broker_t *b, session_t *session, const Schakel__Ack *ack,
+                               const uint64_t *unknown, size_t n_listed, size_t n_unknown)
+{
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    int len;
+    if (n_unknown == 1) /* the text every refused seq had before, one each */
+        len = snprintf(text, sizeof text,
+                       "sequence %llu is not a pending delivery in your mailbox (unknown, "
+                       "already acked, or not yours)",
+                       (unsigned long long)unknown[0]);
+    else
+        len = snprintf(text, sizeof text,
+                       "%zu of the %zu acknowledged sequences are not pending deliveries in your "
+                       "mailbox (unknown, already acked, or not yours):",
+                       n_unknown, ack->n_seqs);
+    size_t used = len > 0 && (size_t)len < sizeof text ? (size_t)len : sizeof text - 1;
+    size_t listed = n_unknown == 1 ? 1 : 0;
+    for (; listed < n_listed; listed++) {
+        char one[24];
+        int n = snprintf(one, sizeof one, " %llu", (unsigned long long)unknown[listed]);
+        /* room for this one and, if more follow, for " ..." */
+        size_t after = listed + 1 < n_unknown ? 4 : 0;
+        if (n <= 0 || used + (size_t)n + after >= sizeof text)
+            break;
+        memcpy(text + used, one, (size_t)n + 1);
+        used += (size_t)n;
+    }
+    if (listed < n_unknown && used + 4 < sizeof text)
+        memcpy(text + used, " ...", 5);
+    broker_reject(b, session, SCHAKEL__REASON__UNKNOWN_DELIVERY, text, NULL, -1, unknown[0]);
+}
+
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
 {
     receiver_t *receiver = sessions_receiver(b->sessions, session->principal);
+    /* the seqs not pending, in the Ack's order; wire.c caps n_seqs at
+     * SCHAKEL_MAX_ACKS, and only the first few are named */
+    uint64_t unknown[32]; /* more than a Rejected's text can name */
+    size_t n_unknown = 0, listed_max = sizeof unknown / sizeof unknown[0];
     if (store_begin(b->store) != 0) {
         broker_fail_turn(b);
         return;
@@ -186,12 +226,9 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         if (rc == 0) {
             /* withheld ones too: the policy no longer lets the recipient
              * learn that they were there */
-            char text[128];
-            snprintf(text, sizeof text,
-                     "sequence %llu is not a pending delivery in your mailbox (unknown, "
-                     "already acked, or not yours)",
-                     (unsigned long long)seq);
-            broker_reject(b, session, SCHAKEL__REASON__UNKNOWN_DELIVERY, text, NULL, -1, seq);
+            if (n_unknown < listed_max)
+                unknown[n_unknown] = seq;
+            n_unknown++;
             continue;
         }
         if (record_acked(b, session->principal, seq) != 0)
@@ -201,6 +238,9 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         if (receiver != NULL)
             receiver->progress_ms = b->now_ms;
     }
+    if (n_unknown > 0)
+        ack_refuse_unknown(b, session, ack, unknown,
+                           n_unknown < listed_max ? n_unknown : listed_max, n_unknown);
 }
 
 /*
