@@ -826,6 +826,11 @@ static void dispatch(broker_t *b, session_t *session, const policy_principal_t *
         frame->body_case != SCHAKEL__FRAME__BODY_FLOW &&
         frame->body_case != SCHAKEL__FRAME__BODY_HEARTBEAT)
         b->turn_acks_only = 0;
+    /* the store work a frame can ask for besides itself (SCHAKEL_MAX_TURN_WORK) */
+    if (frame->body_case == SCHAKEL__FRAME__BODY_PUBLISH)
+        b->turn_work += (uint32_t)frame->publish->n_items;
+    else if (frame->body_case == SCHAKEL__FRAME__BODY_ACK)
+        b->turn_work += (uint32_t)frame->ack->n_seqs;
     switch (frame->body_case) {
     case SCHAKEL__FRAME__BODY_PUBLISH:
         publish_handle(b, session, principal, frame->publish);
@@ -1532,7 +1537,16 @@ int broker_run(broker_t *b)
             log_event(LOG_ERROR, "zap.failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
-        for (unsigned n = 0; n < SCHAKEL_MAX_BATCH; n++) {
+        /* A turn ends at SCHAKEL_MAX_BATCH frames, at SCHAKEL_MAX_TURN_WORK
+         * items and acked seqs (a burst of full batches from one partner
+         * goes over several turns, and libzmq's fair queue reads the other
+         * partners' frames between them), and when its answers and those
+         * waiting for their sync reach SCHAKEL_MAX_HELD_REPLIES: a frame
+         * makes at most one answer. */
+        b->turn_work = 0;
+        for (unsigned n = 0; n < SCHAKEL_MAX_BATCH && b->turn_work < SCHAKEL_MAX_TURN_WORK &&
+                             b->n_replies + b->held_replies < SCHAKEL_MAX_HELD_REPLIES;
+             n++) {
             int rc = receive_one(b);
             if (rc == 0)
                 break;

@@ -133,6 +133,7 @@ typedef struct broker {
     Schakel__Reason turn_failure; /* what the turn's publishers are told then */
     int64_t now_s;                /* wall clock of this loop turn */
     int64_t now_ms;               /* monotonic clock of this loop turn */
+    uint32_t turn_work; /* items published and seqs acked in this turn (SCHAKEL_MAX_TURN_WORK) */
     wallclock_t clock;            /* now_s's source: the system clock, guarded (wallclock.h) */
     int64_t clock_logged_ms;      /* when clock.stepped was last logged (now_ms) */
     int64_t ack_timeout_ms;       /* in-flight deliveries unacked this long are sent again */
