@@ -286,6 +286,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         return NULL;
     }
     b->request_refusals.kind = &refusals_requests;
+    b->undeliverable.kind = &refusals_undeliverable;
     if (!zmq_has("curve")) {
         snprintf(err, errlen, "this libzmq was built without CURVE support; refusing to run");
         goto fail;
@@ -443,6 +444,9 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     strcpy(r->principal, session->principal);
     r->frame = frame;
     r->frame_len = frame_len;
+    r->queue = sendq_hold(session->queue);
+    r->queued_len = frame_len;
+    sendq_add(r->queue, frame_len);
     r->is_accept = accept_message_id != NULL;
     r->is_gated = 0;
     r->is_refusal = 0;
@@ -512,32 +516,49 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     snprintf(r->text, sizeof r->text, "%s", text != NULL ? text : "");
 }
 
+/* What broker_send puts before a frame body it hands to libzmq: the
+ * body's length and the count it is in. 16 bytes on LP64, which keeps the
+ * body as aligned as malloc's own. */
+typedef struct send_head {
+    sendq_t *queue;
+    size_t len;
+} send_head_t;
+
 /* libzmq's free function for a frame body handed over by broker_send: the
  * body may be plaintext (a delivery), and libzmq frees it on its I/O
  * thread once CURVE has encrypted it (the buffer its encryption copies the
- * plaintext into is libzmq's, and is not wiped). hint carries the length. */
+ * plaintext into is libzmq's, and is not wiped), or when the connection's
+ * queue is dropped. It leaves the connection's count then (sendq.h: atomic,
+ * and held by the frame, so it may outlive its session). */
 static void broker_wipe_free(void *data, void *hint)
 {
-    sodium_memzero(data, (size_t)(uintptr_t)hint);
-    free(data);
+    (void)hint;
+    send_head_t *head = (send_head_t *)(void *)((uint8_t *)data - sizeof(send_head_t));
+    sodium_memzero(data, head->len);
+    sendq_sub(head->queue, head->len);
+    sendq_release(&head->queue);
+    free(head);
 }
 
-int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
-                size_t frame_len)
+int broker_send(broker_t *b, sendq_t *queue, const uint8_t *routing_id, size_t routing_len,
+                const uint8_t *frame, size_t frame_len)
 {
     /* The body goes over as a message of our own, wiped when libzmq frees
      * it: zmq_send would copy it into memory that is freed unwiped. */
-    uint8_t *copy = malloc(frame_len > 0 ? frame_len : 1);
-    if (copy == NULL) {
+    send_head_t *head = malloc(sizeof *head + (frame_len > 0 ? frame_len : 1));
+    if (head == NULL) {
         errno = ENOMEM;
         return -1;
     }
+    uint8_t *copy = (uint8_t *)(head + 1);
+    head->len = frame_len;
+    head->queue = sendq_hold(queue);
+    sendq_add(queue, frame_len);
     if (frame_len > 0)
         memcpy(copy, frame, frame_len);
     zmq_msg_t body;
-    if (zmq_msg_init_data(&body, copy, frame_len, broker_wipe_free, (void *)(uintptr_t)frame_len) !=
-        0) {
-        broker_wipe_free(copy, (void *)(uintptr_t)frame_len);
+    if (zmq_msg_init_data(&body, copy, frame_len, broker_wipe_free, NULL) != 0) {
+        broker_wipe_free(copy, NULL);
         return -1;
     }
     if (zmq_send(b->router, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
@@ -618,6 +639,36 @@ static void reply_frame_free(pending_reply_t *r)
         free(r->frame);
     }
     r->frame = NULL;
+    sendq_sub(r->queue, r->queued_len); /* broker_send counted its own copy */
+    r->queued_len = 0;
+    sendq_release(&r->queue);
+}
+
+/* An answer that could not be queued: the client is gone or does not
+ * read; it will retry with the same message id and get the same answer
+ * from the store. Said in full a few times per principal a minute, the
+ * rest summed up (undeliverable_summary): a client that reads nothing
+ * could otherwise have the broker write a log line per frame it sends. */
+static void reply_undeliverable(broker_t *b, const pending_reply_t *r, int err)
+{
+    int64_t now_s = b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
+    char summary[1024];
+    if (refusals_summary(&b->undeliverable, now_s, 0, summary, sizeof summary) > 0)
+        log_event(LOG_WARN, "reply.undeliverable_summary", "detail", summary, NULL);
+    if (refusals_take(&b->undeliverable, r->principal, now_s))
+        log_event(LOG_WARN, "reply.undeliverable", "principal", r->principal, "errno",
+                  zmq_strerror(err), NULL);
+    b->stats.replies_undeliverable++;
+}
+
+/* The window of undeliverable answers has ended (or the broker stops:
+ * force): its summary line, if any were only counted. */
+static void undeliverable_summary(broker_t *b, int force)
+{
+    char summary[1024];
+    int64_t now_s = b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
+    if (refusals_summary(&b->undeliverable, now_s, force, summary, sizeof summary) > 0)
+        log_event(LOG_WARN, "reply.undeliverable_summary", "detail", summary, NULL);
 }
 
 static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
@@ -625,11 +676,8 @@ static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
     for (size_t i = 0; i < n; i++) {
         pending_reply_t *r = &replies[i];
         if (r->frame != NULL &&
-            broker_send(b, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0) {
-            /* The client is gone or not reading; it will retry with the same
-             * message id and get the same answer from the store. */
-            log_event(LOG_WARN, "reply.undeliverable", "errno", zmq_strerror(zmq_errno()), NULL);
-        }
+            broker_send(b, r->queue, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0)
+            reply_undeliverable(b, r, zmq_errno());
         reply_frame_free(r);
     }
 }
@@ -1583,6 +1631,7 @@ int broker_run(broker_t *b)
             if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
                 malloc_trim(0);
             close_idle_connections(b);
+            undeliverable_summary(b, 0);
             if (deliver_check_ack_timeouts(b) > 0) {
                 broker_connections_drain(b);
                 deliver_push_all(b);
@@ -1606,6 +1655,7 @@ int broker_run(broker_t *b)
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
     tickets_drain(b);        /* the turns waiting for their sync are answered first */
+    undeliverable_summary(b, 1);
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
     /* the last checkpoint is the loop's, and complete */
     if (store_checkpointer_stop(b->store) != 0) {

@@ -34,6 +34,8 @@ typedef struct pending_reply {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t *frame; /* encoded Frame, owned */
     size_t frame_len;
+    sendq_t *queue;    /* its session's count of bytes owed (a reference), or NULL */
+    size_t queued_len; /* what it added to that count: frame_len when queued */
     int is_accept; /* an Accepted whose truth depends on the commit */
     int is_gated;  /* another answer that may only go out if the turn commits (a view) */
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
@@ -75,6 +77,11 @@ typedef struct broker_stats {
     unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
     unsigned long connections_closed_idle; /* shut down: unused, or over the cap (conns.h) */
+    /* A connection's queued bytes at SCHAKEL_MAX_QUEUED_BYTES (sendq.h):
+     * case queries answered RATE_LIMITED, pushes stopped, ack timeouts
+     * that sent nothing again; and answers that could not be queued. */
+    unsigned long queries_held, pushes_held, ack_timeouts_deferred;
+    unsigned long replies_undeliverable;
 } broker_stats_t;
 
 typedef struct broker {
@@ -93,6 +100,10 @@ typedef struct broker {
     refusals_t request_refusals;
     refusals_t request_refusals_summed;
     int request_refusals_summed_pending;
+    /* Answers that could not be queued (reply.undeliverable): a client
+     * that reads nothing, or is gone, gets many; logged a few per
+     * principal a minute, the rest summed up (log only, no audit entry). */
+    refusals_t undeliverable;
     /* A reload whose audit entry could not be written yet: not in force,
      * but it narrows the one in force (no session, admission, frame,
      * operator request or push it would refuse), and its record is tried
@@ -244,9 +255,10 @@ int broker_configure_router(void *router, const keypair_t *key, const char *doma
 
 /* Send one frame to a routing id without ever blocking. Returns 0 when
  * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)
- * or EHOSTUNREACH (peer gone). */
-int broker_send(broker_t *b, const uint8_t *routing_id, size_t routing_len, const uint8_t *frame,
-                size_t frame_len);
+ * or EHOSTUNREACH (peer gone). A frame queued is counted in `queue` (the
+ * session's, or NULL) until libzmq frees it (sendq.h). */
+int broker_send(broker_t *b, sendq_t *queue, const uint8_t *routing_id, size_t routing_len,
+                const uint8_t *frame, size_t frame_len);
 
 /* Queue an answer that may only be sent if this turn commits (a CaseView,
  * whose audit entry is in the turn): on a rolled-back turn it becomes a

@@ -441,6 +441,17 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
 void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
                        const Schakel__CaseQuery *query)
 {
+    if (sendq_full(session->queue)) {
+        /* A view can be 256 KiB, and the query costs the client one small
+         * frame: one that asks and does not read would have the broker hold
+         * every answer (sendq.h). Nothing is read or recorded. */
+        b->stats.queries_held++;
+        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED,
+                      "this connection has not read the answers and deliveries already sent to "
+                      "it (4 MiB); read them, then ask again",
+                      NULL, -1, 0);
+        return;
+    }
     if (query->case_id == NULL)
         case_query_list(b, session, asker, query);
     else

@@ -685,6 +685,14 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
 {
     receiver_t *r = st->receiver;
     deliver_kept_t *kept = st->broker->kept;
+    if (sendq_full(r->session->queue)) {
+        /* The connection has not taken what it was sent (sendq.h): the
+         * rest waits here, as for a full libzmq queue, and goes on in a
+         * later turn once it reads (each of its acks makes one). */
+        st->broker->stats.pushes_held++;
+        st->stop_errno = EAGAIN;
+        return 1;
+    }
     size_t len = 0, content_len = d->body_len;
     const uint8_t *content = d->body;
     int from_kept = 0;
@@ -710,7 +718,8 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
         st->stop_errno = EAGAIN; /* out of memory: try again next turn */
         return 1;
     }
-    int rc = broker_send(st->broker, r->session->routing_id, r->session->routing_len, frame, len);
+    int rc = broker_send(st->broker, r->session->queue, r->session->routing_id,
+                         r->session->routing_len, frame, len);
     sodium_memzero(frame, len); /* the filtered signal in clear */
     free(frame);
     if (rc != 0) {
@@ -902,11 +911,27 @@ size_t deliver_check_ack_timeouts(broker_t *b)
         if (r->session == NULL || r->inflight == 0 ||
             b->now_ms - r->progress_ms < b->ack_timeout_ms)
             continue;
+        char inflight[24];
+        snprintf(inflight, sizeof inflight, "%u", r->inflight);
+        size_t queued = sendq_bytes(r->session->queue);
+        if (queued > 0) {
+            /* Not all of it has left the broker (libzmq holds frames the
+             * connection has not taken): what is still here cannot have
+             * been lost on the way, and sent again it would only queue
+             * behind itself, a window more at every timeout of a client
+             * that reads nothing. The clock starts again instead; the
+             * connection stays, and what it owes goes out as it reads. */
+            char bytes[24];
+            snprintf(bytes, sizeof bytes, "%zu", queued);
+            log_event(LOG_WARN, "delivery.ack_timeout_deferred", "recipient", r->principal,
+                      "inflight", inflight, "queued_bytes", bytes, NULL);
+            b->stats.ack_timeouts_deferred++;
+            r->progress_ms = b->now_ms;
+            continue;
+        }
         /* Nothing acked for the whole timeout: whatever is in flight may be
          * lost on the way (or the recipient dropped it). Start again at the
          * oldest unacked delivery; what was sent before is flagged. */
-        char inflight[24];
-        snprintf(inflight, sizeof inflight, "%u", r->inflight);
         log_event(LOG_WARN, "delivery.ack_timeout", "recipient", r->principal, "inflight", inflight,
                   NULL);
         r->cursor = 0;

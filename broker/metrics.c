@@ -368,6 +368,22 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Connections the broker closed: silent ones beyond the allowance, quiet "
                            "ones beyond their principal's cap, and revoked keys'.",
                            s->stats.connections_closed_idle);
+    metrics_render_counter(f, "schakel_replies_undeliverable_total",
+                           "Answers the broker could not queue: the client was gone, or its "
+                           "queue full (SNDHWM).",
+                           s->stats.replies_undeliverable);
+    metrics_render_counter(f, "schakel_queue_full_queries_total",
+                           "Case queries answered RATE_LIMITED because the connection already "
+                           "owed 4 MiB it had not read.",
+                           s->stats.queries_held);
+    metrics_render_counter(f, "schakel_queue_full_pushes_total",
+                           "Pushes to a receiver stopped because its connection owed 4 MiB it "
+                           "had not read (it goes on once the connection reads).",
+                           s->stats.pushes_held);
+    metrics_render_counter(f, "schakel_ack_timeouts_deferred_total",
+                           "Ack timeouts that sent nothing again because what was in flight had "
+                           "not yet left the broker.",
+                           s->stats.ack_timeouts_deferred);
     metrics_render_partners(f, s);
     metrics_render_latency(f, s);
     metrics_render_durations(f, "schakel_store_wal_sync_seconds",

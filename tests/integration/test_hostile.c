@@ -39,6 +39,7 @@
 #include <zmq.h>
 
 #include "keys.h"
+#include "refusals.h"
 #include "wire.h"
 #include "zap.h"
 
@@ -442,10 +443,24 @@ static raw_t *raw_open(const h_env_t *env, const char *key_file, const char *ser
     return raw_open_as(env, key_file, server_pub, label, NULL, 0);
 }
 
+static raw_t *raw_open_with(const h_env_t *env, const char *key_file, const char *server_pub,
+                            const char *label, const void *routing_id, size_t routing_len,
+                            int rcvhwm, int rcvbuf);
+
 /* raw_open, with a routing id of the client's choosing when not NULL (a
  * client the protocol forbids). */
 static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *server_pub,
                           const char *label, const void *routing_id, size_t routing_len)
+{
+    return raw_open_with(env, key_file, server_pub, label, routing_id, routing_len, 20000, 0);
+}
+
+/* raw_open_as with a receive queue of rcvhwm frames and, unless 0, a
+ * kernel receive buffer of rcvbuf bytes: set before it connects, as
+ * libzmq takes them for a connection when it is made. */
+static raw_t *raw_open_with(const h_env_t *env, const char *key_file, const char *server_pub,
+                            const char *label, const void *routing_id, size_t routing_len,
+                            int rcvhwm, int rcvbuf)
 {
     raw_t *r = calloc(1, sizeof *r);
     assert_non_null(r);
@@ -466,7 +481,8 @@ static raw_t *raw_open_as(const h_env_t *env, const char *key_file, const char *
         zmq_setsockopt(r->socket, ZMQ_CURVE_SECRETKEY, r->key->curve_sk, 32) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_LINGER, &linger, sizeof linger) != 0 ||
         zmq_setsockopt(r->socket, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_setsockopt(r->socket, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_setsockopt(r->socket, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm) != 0 ||
+        (rcvbuf > 0 && zmq_setsockopt(r->socket, ZMQ_RCVBUF, &rcvbuf, sizeof rcvbuf) != 0) ||
         zmq_setsockopt(r->socket, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms) != 0 ||
         (routing_id != NULL &&
          zmq_setsockopt(r->socket, ZMQ_ROUTING_ID, routing_id, routing_len) != 0))
@@ -4300,6 +4316,385 @@ static void test_hostile_policy_files_are_refused(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------------ bounds */
+
+/* Start the broker (with extra options, or none) so that its peak memory
+ * is what it holds: under ASan the quarantine (256 MiB) would keep what
+ * it frees. */
+static void broker_start_measured(h_env_t *env, const char *const *extra)
+{
+    static const char *const none[] = {NULL};
+#if defined(__SANITIZE_ADDRESS__)
+    const char *asan = getenv("ASAN_OPTIONS");
+    char *saved = asan != NULL ? strdup(asan) : NULL, options[512];
+    snprintf(options, sizeof options, "%s%squarantine_size_mb=0", saved ? saved : "",
+             saved && saved[0] ? ":" : "");
+    setenv("ASAN_OPTIONS", options, 1);
+    h_broker_start_with(env, extra != NULL ? extra : none);
+    if (saved != NULL)
+        setenv("ASAN_OPTIONS", saved, 1);
+    else
+        unsetenv("ASAN_OPTIONS");
+    free(saved);
+#else
+    h_broker_start_with(env, extra != NULL ? extra : none);
+#endif
+}
+
+/* Ack frames of SCHAKEL_MAX_ACKS seqs that were never sent, each followed
+ * by a Heartbeat, all waiting for the broker at once (it was paused): one
+ * Rejected per frame, naming its first unknown seq and counting them all,
+ * one log line and one audit entry per frame; not one of each per seq
+ * (65,536 answers, each held in the turn). The acked seqs count towards a
+ * turn's SCHAKEL_MAX_TURN_WORK: a Heartbeat's answer carries the time of
+ * the turn that handled it, and no more than a turn's worth of Acks comes
+ * before heartbeats of one time. Another partner is answered meanwhile,
+ * and the broker's memory stays put. */
+static void test_unknown_acks_get_one_refusal_per_frame(void **state)
+{
+    h_env_t *env = *state;
+    enum { FRAMES = 64 };
+    const unsigned per_turn = SCHAKEL_MAX_TURN_WORK / SCHAKEL_MAX_ACKS;
+    broker_start_measured(env, NULL);
+    raw_t *attacker = raw_connect(env, H_POLITIE);
+    raw_t *watcher = raw_connect(env, H_OM);
+    (void)raw_heartbeat(attacker, "attacker before");
+    (void)raw_heartbeat(watcher, "watcher before");
+    long before = broker_peak_kb(env);
+    mark_t mark = mark_take(env);
+    const uint64_t base = (UINT64_C(1) << 62) + 1000000;
+    static uint64_t seqs[SCHAKEL_MAX_ACKS];
+    h_broker_pause(env);
+    for (int f = 0; f < FRAMES; f++) {
+        for (size_t i = 0; i < SCHAKEL_MAX_ACKS; i++)
+            seqs[i] = base + (uint64_t)f * SCHAKEL_MAX_ACKS + i;
+        pb_t frame = {0};
+        frame_ack(&frame, seqs, SCHAKEL_MAX_ACKS);
+        raw_send_frame(attacker, &frame);
+        frame_heartbeat(&frame);
+        raw_send_frame(attacker, &frame);
+    }
+    h_broker_resume(env);
+    (void)raw_heartbeat(watcher, "watcher during the acks");
+    uint64_t turn_time = 0;
+    unsigned in_turn = 0;
+    for (int f = 0; f < FRAMES; f++) {
+        Schakel__Frame *fr = raw_next(attacker, "refusal of an Ack", SCHAKEL__FRAME__BODY_REJECTED);
+        const Schakel__Rejected *rj = fr->rejected;
+        uint64_t first = base + (uint64_t)f * SCHAKEL_MAX_ACKS;
+        char head[96], seqs_named[64];
+        snprintf(head, sizeof head, "%u of the %u acknowledged sequences", SCHAKEL_MAX_ACKS,
+                 SCHAKEL_MAX_ACKS);
+        snprintf(seqs_named, sizeof seqs_named, ": %llu %llu ", (unsigned long long)first,
+                 (unsigned long long)first + 1);
+        if (!rj->has_reason || rj->reason != SCHAKEL__REASON__UNKNOWN_DELIVERY || !rj->has_seq ||
+            rj->seq != first || rj->has_message_id || !rj->has_item_index || rj->item_index != -1 ||
+            rj->text == NULL || strlen(rj->text) >= SCHAKEL_MAX_REJECT_TEXT ||
+            strstr(rj->text, head) == NULL || strstr(rj->text, seqs_named) == NULL ||
+            strcmp(rj->text + strlen(rj->text) - 4, " ...") != 0) {
+            char got[400];
+            frame_describe(fr, got, sizeof got);
+            fail_msg("Ack frame %d: got %s; expected one UNKNOWN_DELIVERY naming seq %llu", f, got,
+                     (unsigned long long)first);
+        }
+        frame_free(&fr);
+        /* nothing more for that Ack: the next answer is its heartbeat's */
+        fr = raw_next(attacker, "heartbeat after an Ack", SCHAKEL__FRAME__BODY_HEARTBEAT);
+        uint64_t t = fr->heartbeat->has_time ? (uint64_t)fr->heartbeat->time : 0;
+        frame_free(&fr);
+        if (f == 0 || t != turn_time) {
+            turn_time = t;
+            in_turn = 0;
+        }
+        if (++in_turn > per_turn)
+            fail_msg("%u Acks of %u seqs were handled in one turn (at most %u)", in_turn,
+                     SCHAKEL_MAX_ACKS, per_turn);
+    }
+    char needle[320];
+    refusal_needle(needle, sizeof needle, H_POLITIE, NULL, SCHAKEL__REASON__UNKNOWN_DELIVERY, -1);
+    int lines = h_log_count(env, mark.log_offset, needle);
+    if (lines != FRAMES)
+        fail_msg("%d request.refused log lines for %d Ack frames", lines, FRAMES);
+    if (audit_count(env, &mark, "request.refused", H_POLITIE, NULL, "",
+                    wire_reason_name(SCHAKEL__REASON__UNKNOWN_DELIVERY)) != FRAMES)
+        fail_msg("not one audit entry per refused Ack frame");
+    long grown = broker_peak_kb(env) - before;
+    if (grown > 32 * 1024)
+        fail_msg("Ack frames of unknown seqs grew the broker's peak memory by %ld MiB",
+                 grown / 1024);
+    raw_close(&attacker);
+    raw_close(&watcher);
+    h_done(env);
+}
+
+/* Full batches (SCHAKEL_MAX_ITEMS items each), each followed by a
+ * Heartbeat, all waiting for the broker at once (it was paused): a turn
+ * takes at most SCHAKEL_MAX_TURN_WORK items, so that the frames of other
+ * connections are read between turns. A Heartbeat's answer carries the
+ * time of the turn that handled it: no more than a turn's worth of
+ * batches comes before heartbeats of one time. Everything is accepted. */
+static void test_burst_of_full_batches_is_spread_over_turns(void **state)
+{
+    h_env_t *env = *state;
+    enum { BATCHES = 48 };
+    const unsigned per_turn = SCHAKEL_MAX_TURN_WORK / SCHAKEL_MAX_ITEMS;
+    raw_t *attacker = raw_connect(env, HOSTILE);
+    raw_t *watcher = raw_connect(env, H_OM);
+    (void)raw_heartbeat(attacker, "attacker before");
+    (void)raw_heartbeat(watcher, "watcher before");
+    static pb_t items[SCHAKEL_MAX_ITEMS];
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signal_item(&items[i], NULL, (int64_t)time(NULL));
+    uint8_t ids[BATCHES][16];
+    h_broker_pause(env);
+    for (int b = 0; b < BATCHES; b++) {
+        pb_t frame = {0};
+        randombytes_buf(ids[b], sizeof ids[b]);
+        publish_signed(attacker->key, ids[b], items, SCHAKEL_MAX_ITEMS, &frame);
+        raw_send_frame(attacker, &frame);
+        frame_heartbeat(&frame);
+        raw_send_frame(attacker, &frame);
+    }
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        pb_free(&items[i]);
+    h_broker_resume(env);
+    (void)raw_heartbeat(watcher, "watcher during the batches");
+    uint64_t turn_time = 0;
+    unsigned in_turn = 0, turns = 0;
+    for (int b = 0; b < BATCHES; b++) {
+        (void)raw_expect_accepted(attacker, "a full batch", ids[b], SCHAKEL_MAX_ITEMS, 0);
+        Schakel__Frame *f =
+            raw_next(attacker, "heartbeat after a batch", SCHAKEL__FRAME__BODY_HEARTBEAT);
+        uint64_t t = f->heartbeat->has_time ? (uint64_t)f->heartbeat->time : 0;
+        frame_free(&f);
+        if (b == 0 || t != turn_time) {
+            turn_time = t;
+            in_turn = 0;
+            turns++;
+        }
+        if (++in_turn > per_turn)
+            fail_msg("%u full batches were handled in one turn (at most %u)", in_turn, per_turn);
+    }
+    if (turns < BATCHES / per_turn)
+        fail_msg("%d full batches in %u turns", BATCHES, turns);
+    raw_close(&attacker);
+    raw_close(&watcher);
+    h_done(env);
+}
+
+/* A case of two attachments of 120,000 bytes: each view of it is ~234 KB. */
+static void open_case_with_attachments(h_env_t *env, char id[SCHAKEL_CASE_ID_SIZE],
+                                       const char *member, int attachments, size_t size)
+{
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .postcode = "6211AB",
+        .house_number = 12,
+        .title = "bounds",
+    };
+    schakel_case_result_t res;
+    assert_int_equal(schakel_case_open(riec, &open, NULL, id, &res, H_TIMEOUT_MS), SCHAKEL_OK);
+    if (member != NULL) {
+        schakel_client_t *other = h_connect(env, member);
+        assert_int_equal(schakel_case_invite(riec, id, "om", NULL, NULL, H_TIMEOUT_MS), SCHAKEL_OK);
+        assert_int_equal(schakel_case_accept(other, id, NULL, NULL, H_TIMEOUT_MS), SCHAKEL_OK);
+        schakel_close(&other);
+    }
+    uint8_t *content = malloc(size);
+    assert_non_null(content);
+    randombytes_buf(content, size);
+    for (int i = 0; i < attachments; i++)
+        assert_int_equal(schakel_case_attach(riec, id, "a.bin", "application/octet-stream", content,
+                                             size, NULL, NULL, H_TIMEOUT_MS),
+                         SCHAKEL_OK);
+    free(content);
+    schakel_close(&riec);
+}
+
+/* A raw connection that reads as little as libzmq lets it: one frame in
+ * its queue, 4 KiB in the kernel's buffer. */
+static raw_t *raw_connect_unread(h_env_t *env, const char *principal)
+{
+    raw_t *r = raw_open_with(env, h_key_file(env, principal), env->broker_pub, principal, NULL, 0,
+                             1, 4096);
+    uint32_t value = 0;
+    assert_int_equal(raw_await_handshake(r, H_TIMEOUT_MS, &value), ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
+    return r;
+}
+
+/* A member asks for a case view of ~234 KB again and again and reads
+ * nothing: once the connection owes SCHAKEL_MAX_QUEUED_BYTES, a query is
+ * answered RATE_LIMITED (a few views more may have left for the kernel's
+ * buffers), and the broker does not hold every view it was asked for. */
+static void test_unread_case_views_are_rate_limited(void **state)
+{
+    h_env_t *env = *state;
+    enum { QUERIES = 400, VIEWS_AT_MOST = 64 };
+    broker_start_measured(env, NULL);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case_with_attachments(env, id, NULL, 2, 120000);
+    raw_t *r = raw_connect_unread(env, H_RIEC);
+    long before = broker_peak_kb(env);
+    long offset = h_log_offset(env);
+    pb_t body = {0}, frame = {0};
+    pb_uint(&body, field_no(&schakel__case_query__descriptor, "request_id"), 7);
+    pb_text(&body, field_no(&schakel__case_query__descriptor, "case_id"), id);
+    pb_uint(&frame, FRAME_F("version"), 1);
+    pb_bytes(&frame, FRAME_F("case_query"), body.data, body.len);
+    pb_free(&body);
+    for (int i = 0; i < QUERIES; i++)
+        raw_send(r, &frame, 1);
+    pb_free(&frame);
+    char needle[320];
+    refusal_needle(needle, sizeof needle, H_RIEC, NULL, SCHAKEL__REASON__RATE_LIMITED, -1);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no case query was answered RATE_LIMITED while the connection read nothing");
+    long grown = broker_peak_kb(env) - before;
+    int views = 0, limited = 0, first_limited = -1;
+    for (int i = 0; i < QUERIES; i++) {
+        Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
+        if (f == NULL)
+            fail_msg("answer %d of %d did not come", i, QUERIES);
+        if (f->body_case == SCHAKEL__FRAME__BODY_CASE_VIEW) {
+            views++;
+        } else if (f->body_case == SCHAKEL__FRAME__BODY_REJECTED && f->rejected->has_reason &&
+                   f->rejected->reason == SCHAKEL__REASON__RATE_LIMITED &&
+                   !f->rejected->has_message_id && f->rejected->text != NULL &&
+                   strstr(f->rejected->text, "read them, then ask again") != NULL) {
+            if (first_limited < 0)
+                first_limited = i;
+            limited++;
+        } else {
+            char got[400];
+            frame_describe(f, got, sizeof got);
+            fail_msg("answer %d: %s", i, got);
+        }
+        frame_free(&f);
+    }
+    if (first_limited < 0 || first_limited > VIEWS_AT_MOST)
+        fail_msg("%d views went out before the first RATE_LIMITED (at most %d)", first_limited,
+                 VIEWS_AT_MOST);
+    if (grown > 48 * 1024)
+        fail_msg("unread case views grew the broker's peak memory by %ld MiB", grown / 1024);
+    /* read, it is answered again */
+    (void)raw_heartbeat(r, "after reading");
+    raw_close(&r);
+    h_done(env);
+}
+
+/* The most the kernel may hold of a connection's bytes on the broker's
+ * side (net.ipv4.tcp_wmem's maximum), or 4 MiB if it cannot be read. */
+static long tcp_wmem_max(void)
+{
+    long lo = 0, def = 0, max = 4L * 1024 * 1024;
+    FILE *f = fopen("/proc/sys/net/ipv4/tcp_wmem", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%ld %ld %ld", &lo, &def, &max) != 3)
+            max = 4L * 1024 * 1024;
+        fclose(f);
+    }
+    return max;
+}
+
+/* A member that stops reading while a window of large case events is in
+ * flight: the push stops once the connection owes SCHAKEL_MAX_QUEUED_BYTES
+ * (what libzmq and the kernel took beyond that aside), and an ack timeout
+ * sends nothing again while what was sent has not left (it says so), so
+ * that timeouts do not pile copies of the window into the same queue. */
+static void test_unread_window_is_not_resent(void **state)
+{
+    h_env_t *env = *state;
+    /* deliveries the broker may have pushed before it stops: its own
+     * bound, the kernel's send buffer, and the client's 4 KiB */
+    const long pushed_at_most = ((long)SCHAKEL_MAX_QUEUED_BYTES + tcp_wmem_max() + 64 * 1024) /
+                                    (long)SCHAKEL_MAX_ATTACHMENT_BYTES +
+                                8;
+    const int attachments = (int)pushed_at_most + 24;
+    static const char *const fast_acks[] = {"--ack-timeout", "1s", NULL};
+    broker_start_measured(env, fast_acks);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case_with_attachments(env, id, H_OM, attachments, SCHAKEL_MAX_ATTACHMENT_BYTES);
+    raw_t *r = raw_connect_unread(env, H_OM);
+    long before = broker_peak_kb(env);
+    long offset = h_log_offset(env);
+    pb_t frame = {0};
+    frame_flow(&frame, SCHAKEL_MAX_WINDOW);
+    raw_send_frame(r, &frame);
+    static const char deferred[] = "event=delivery.ack_timeout_deferred recipient=" H_OM;
+    for (int i = 0; i < 3; i++) { /* three timeouts, each one ack_timeout apart */
+        if (h_await_log(env, offset, deferred, H_TIMEOUT_MS) != 0)
+            fail_msg("ack timeout %d of a connection that reads nothing was not deferred", i + 1);
+        offset = h_log_offset(env);
+        /* its answer is queued behind whatever was pushed before */
+        frame_heartbeat(&frame);
+        raw_send_frame(r, &frame);
+    }
+    if (h_log_count(env, 0, "event=delivery.ack_timeout recipient=" H_OM) != 0)
+        fail_msg("an ack timeout sent the window again into the unread queue");
+    long grown = broker_peak_kb(env) - before;
+    if (grown > 48 * 1024)
+        fail_msg("an unread window grew the broker's peak memory by %ld MiB", grown / 1024);
+    long delivered = 0;
+    for (;;) {
+        Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
+        if (f == NULL)
+            fail_msg("the first heartbeat's answer did not come");
+        int body = f->body_case;
+        frame_free(&f);
+        if (body == SCHAKEL__FRAME__BODY_HEARTBEAT)
+            break;
+        if (body == SCHAKEL__FRAME__BODY_DELIVER)
+            delivered++;
+    }
+    if (delivered > pushed_at_most)
+        fail_msg("%ld deliveries were pushed to a connection that read nothing (at most %ld)",
+                 delivered, pushed_at_most);
+    raw_close(&r);
+    h_done(env);
+}
+
+/* Answers to a connection that is gone cannot be queued: a client that
+ * sends many frames and leaves had a log line written for each of them.
+ * Now a few per principal a minute say so in full, and the rest are
+ * summed up in one line (here when the broker stops). The frames wait
+ * for the broker (paused) with the connection's end behind them. */
+static void test_undeliverable_answers_are_summed_up(void **state)
+{
+    h_env_t *env = *state;
+    enum { FRAMES = 200 };
+    raw_t *r = raw_connect(env, H_POLITIE);
+    (void)raw_heartbeat(r, "before");
+    long offset = h_log_offset(env);
+    h_broker_pause(env);
+    for (int i = 0; i < FRAMES; i++) {
+        uint64_t seq = (UINT64_C(1) << 62) + 5000 + (uint64_t)i;
+        pb_t frame = {0};
+        frame_ack(&frame, &seq, 1);
+        raw_send_frame(r, &frame);
+    }
+    int linger = 5000; /* into the kernel's buffers before the socket closes */
+    assert_int_equal(zmq_setsockopt(r->socket, ZMQ_LINGER, &linger, sizeof linger), 0);
+    raw_close(&r);
+    h_broker_resume(env);
+    char last[96];
+    snprintf(last, sizeof last, "sequence %llu is not a pending delivery",
+             (unsigned long long)((UINT64_C(1) << 62) + 5000 + FRAMES - 1));
+    if (h_await_log(env, offset, last, H_TIMEOUT_MS) != 0)
+        fail_msg("the broker did not handle the last frame");
+    assert_int_equal(h_broker_stop(env), 0);
+    int full = h_log_count(env, offset, "event=reply.undeliverable principal=" H_POLITIE " ");
+    if (full != (int)REFUSALS_UNDELIVERABLE_PER_PRINCIPAL)
+        fail_msg("%d reply.undeliverable lines (expected %u, the rest summed up)", full,
+                 REFUSALS_UNDELIVERABLE_PER_PRINCIPAL);
+    if (h_log_count(env, offset, "event=reply.undeliverable_summary detail=\"suppressed=") != 1 ||
+        h_log_count(env, offset, "principals=" H_POLITIE ":") != 1)
+        fail_msg("no summary of the undeliverable answers when the broker stopped");
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ main */
 
 int main(void)
@@ -4356,6 +4751,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slow_handshakes_are_closed, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_hostile_policy_files_are_refused, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_acks_get_one_refusal_per_frame, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_burst_of_full_batches_is_spread_over_turns,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_case_views_are_rate_limited, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_window_is_not_resent, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_undeliverable_answers_are_summed_up, h_setup_broker,
                                         h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
