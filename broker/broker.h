@@ -77,9 +77,9 @@ typedef struct broker_stats {
     unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
     unsigned long connections_closed_idle; /* shut down: unused, or over the cap (conns.h) */
-    /* A connection's queued bytes at SCHAKEL_MAX_QUEUED_BYTES (sendq.h):
-     * case queries answered RATE_LIMITED, pushes stopped, ack timeouts
-     * that sent nothing again; and answers that could not be queued. */
+    /* A connection's queued bytes at their bounds (sendq.h): case queries
+     * answered RATE_LIMITED, pushes stopped, ack timeouts that sent
+     * nothing again; and answers that could not be queued. */
     unsigned long queries_held, pushes_held, ack_timeouts_deferred;
     unsigned long replies_undeliverable;
 } broker_stats_t;

@@ -685,10 +685,12 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
 {
     receiver_t *r = st->receiver;
     deliver_kept_t *kept = st->broker->kept;
-    if (sendq_full(r->session->queue)) {
+    if (sendq_push_full(r->session->queue)) {
         /* The connection has not taken what it was sent (sendq.h): the
          * rest waits here, as for a full libzmq queue, and goes on in a
-         * later turn once it reads (each of its acks makes one). */
+         * later turn once it reads (each of its acks makes one). At half
+         * the bound its queries are held at: a receiver that reads is
+         * never refused a view for its deliveries. */
         st->broker->stats.pushes_held++;
         st->stop_errno = EAGAIN;
         return 1;

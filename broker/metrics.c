@@ -377,7 +377,7 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "owed 4 MiB it had not read.",
                            s->stats.queries_held);
     metrics_render_counter(f, "schakel_queue_full_pushes_total",
-                           "Pushes to a receiver stopped because its connection owed 4 MiB it "
+                           "Pushes to a receiver stopped because its connection owed 2 MiB it "
                            "had not read (it goes on once the connection reads).",
                            s->stats.pushes_held);
     metrics_render_counter(f, "schakel_ack_timeouts_deferred_total",

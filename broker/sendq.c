@@ -71,3 +71,8 @@ int sendq_full(const sendq_t *q)
 {
     return sendq_bytes(q) >= SCHAKEL_MAX_QUEUED_BYTES;
 }
+
+int sendq_push_full(const sendq_t *q)
+{
+    return sendq_bytes(q) >= SCHAKEL_MAX_QUEUED_PUSH_BYTES;
+}

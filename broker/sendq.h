@@ -5,7 +5,8 @@
  * bytes, so a client that reads nothing could have the broker hold
  * thousands of frames of up to 256 KiB each; the broker asks sendq_bytes
  * before it queues more of what a client can make large (case views,
- * deliveries, resends) and holds back past SCHAKEL_MAX_QUEUED_BYTES.
+ * deliveries, resends) and holds back past SCHAKEL_MAX_QUEUED_BYTES (the
+ * push at half of it).
  *
  * A sendq_t is counted down on libzmq's I/O thread (broker_send's free
  * function) and outlives the session that made it while any of its frames
@@ -39,7 +40,12 @@ void sendq_sub(sendq_t *q, size_t n);
 /* Bytes queued now (0 for NULL). */
 size_t sendq_bytes(const sendq_t *q);
 
-/* 1 when q has reached SCHAKEL_MAX_QUEUED_BYTES (0 for NULL). */
+/* 1 when q has reached SCHAKEL_MAX_QUEUED_BYTES (0 for NULL): no more
+ * answers a client can make large. */
 int sendq_full(const sendq_t *q);
+
+/* 1 when q has reached SCHAKEL_MAX_QUEUED_PUSH_BYTES (0 for NULL): no more
+ * deliveries for now. */
+int sendq_push_full(const sendq_t *q);
 
 #endif

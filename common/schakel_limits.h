@@ -122,9 +122,11 @@
 /* Bytes one connection may owe before the broker holds back what a client
  * can make large: answers queued in the loop and frames libzmq has not yet
  * taken out to send (SNDHWM counts frames, not bytes). Past it a CaseQuery
- * is answered RATE_LIMITED, the push waits, and an ack timeout sends
- * nothing again (docs/PROTOCOL.md 10.2). */
+ * is answered RATE_LIMITED (docs/PROTOCOL.md 10.2). The push waits at half
+ * of it, so that deliveries alone never make a receiver's queries refused:
+ * only views it does not read do. */
 #define SCHAKEL_MAX_QUEUED_BYTES (4u * 1024u * 1024u)
+#define SCHAKEL_MAX_QUEUED_PUSH_BYTES (SCHAKEL_MAX_QUEUED_BYTES / 2u)
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_SET_ASIDE_BATCH 64u     /* unreadable deliveries set aside per loop turn at most */

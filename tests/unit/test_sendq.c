@@ -1,6 +1,7 @@
 /*
  * test_sendq.c — a connection's count of queued bytes (broker/sendq.c):
- * up and down, never below 0, full at SCHAKEL_MAX_QUEUED_BYTES, and freed
+ * up and down, never below 0, full for the push at
+ * SCHAKEL_MAX_QUEUED_PUSH_BYTES and for answers at SCHAKEL_MAX_QUEUED_BYTES, and freed
  * by whichever holder lets go last, on the thread that does (libzmq's
  * I/O thread frees frames: here another thread counts down and releases
  * while this one does the same).
@@ -31,12 +32,18 @@ static void test_counts_up_and_down(void **state)
     sendq_sub(q, 100); /* more than counted: a defect, floored, never wrapped to full */
     assert_int_equal(sendq_bytes(q), 0);
     assert_false(sendq_full(q));
-    sendq_add(q, SCHAKEL_MAX_QUEUED_BYTES - 1);
+    sendq_add(q, SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1);
+    assert_false(sendq_push_full(q));
+    sendq_add(q, 1);
+    assert_true(sendq_push_full(q));
+    assert_false(sendq_full(q));
+    sendq_add(q, SCHAKEL_MAX_QUEUED_BYTES - SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1);
     assert_false(sendq_full(q));
     sendq_add(q, 1);
     assert_true(sendq_full(q));
     sendq_sub(q, 1);
     assert_false(sendq_full(q));
+    assert_true(sendq_push_full(q));
     sendq_release(&q);
     assert_null(q);
 }
@@ -50,6 +57,7 @@ static void test_null_is_empty(void **state)
     assert_null(sendq_hold(NULL));
     assert_int_equal(sendq_bytes(NULL), 0);
     assert_false(sendq_full(NULL));
+    assert_false(sendq_push_full(NULL));
     sendq_release(&q);
     sendq_release(NULL);
 }
