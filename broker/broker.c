@@ -446,7 +446,7 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     r->frame_len = frame_len;
     r->queue = sendq_hold(session->queue);
     r->queued_len = frame_len;
-    sendq_add(r->queue, frame_len);
+    sendq_add(r->queue, frame_len, 0);
     r->is_accept = accept_message_id != NULL;
     r->is_gated = 0;
     r->is_refusal = 0;
@@ -517,11 +517,13 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
 }
 
 /* What broker_send puts before a frame body it hands to libzmq: the
- * body's length and the count it is in. 16 bytes on LP64, which keeps the
- * body as aligned as malloc's own. */
+ * body's length, the count it is in and whether it is a delivery's. 32
+ * bytes on LP64, which keeps the body as aligned as malloc's own. */
 typedef struct send_head {
     sendq_t *queue;
     size_t len;
+    size_t push;
+    size_t unused;
 } send_head_t;
 
 /* libzmq's free function for a frame body handed over by broker_send: the
@@ -535,13 +537,13 @@ static void broker_wipe_free(void *data, void *hint)
     (void)hint;
     send_head_t *head = (send_head_t *)(void *)((uint8_t *)data - sizeof(send_head_t));
     sodium_memzero(data, head->len);
-    sendq_sub(head->queue, head->len);
+    sendq_sub(head->queue, head->len, head->push != 0);
     sendq_release(&head->queue);
     free(head);
 }
 
-int broker_send(broker_t *b, sendq_t *queue, const uint8_t *routing_id, size_t routing_len,
-                const uint8_t *frame, size_t frame_len)
+int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id,
+                size_t routing_len, const uint8_t *frame, size_t frame_len)
 {
     /* The body goes over as a message of our own, wiped when libzmq frees
      * it: zmq_send would copy it into memory that is freed unwiped. */
@@ -552,8 +554,10 @@ int broker_send(broker_t *b, sendq_t *queue, const uint8_t *routing_id, size_t r
     }
     uint8_t *copy = (uint8_t *)(head + 1);
     head->len = frame_len;
+    head->push = push != 0;
+    head->unused = 0;
     head->queue = sendq_hold(queue);
-    sendq_add(queue, frame_len);
+    sendq_add(queue, frame_len, push);
     if (frame_len > 0)
         memcpy(copy, frame, frame_len);
     zmq_msg_t body;
@@ -639,7 +643,7 @@ static void reply_frame_free(pending_reply_t *r)
         free(r->frame);
     }
     r->frame = NULL;
-    sendq_sub(r->queue, r->queued_len); /* broker_send counted its own copy */
+    sendq_sub(r->queue, r->queued_len, 0); /* broker_send counted its own copy */
     r->queued_len = 0;
     sendq_release(&r->queue);
 }
@@ -676,7 +680,7 @@ static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
     for (size_t i = 0; i < n; i++) {
         pending_reply_t *r = &replies[i];
         if (r->frame != NULL &&
-            broker_send(b, r->queue, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0)
+            broker_send(b, r->queue, 0, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0)
             reply_undeliverable(b, r, zmq_errno());
         reply_frame_free(r);
     }

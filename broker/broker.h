@@ -256,9 +256,10 @@ int broker_configure_router(void *router, const keypair_t *key, const char *doma
 /* Send one frame to a routing id without ever blocking. Returns 0 when
  * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)
  * or EHOSTUNREACH (peer gone). A frame queued is counted in `queue` (the
- * session's, or NULL) until libzmq frees it (sendq.h). */
-int broker_send(broker_t *b, sendq_t *queue, const uint8_t *routing_id, size_t routing_len,
-                const uint8_t *frame, size_t frame_len);
+ * session's, or NULL) until libzmq frees it (sendq.h), as a delivery's when
+ * push is 1. */
+int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id,
+                size_t routing_len, const uint8_t *frame, size_t frame_len);
 
 /* Queue an answer that may only be sent if this turn commits (a CaseView,
  * whose audit entry is in the turn): on a rolled-back turn it becomes a

@@ -720,7 +720,7 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
         st->stop_errno = EAGAIN; /* out of memory: try again next turn */
         return 1;
     }
-    int rc = broker_send(st->broker, r->session->queue, r->session->routing_id,
+    int rc = broker_send(st->broker, r->session->queue, 1, r->session->routing_id,
                          r->session->routing_len, frame, len);
     sodium_memzero(frame, len); /* the filtered signal in clear */
     free(frame);
@@ -915,14 +915,16 @@ size_t deliver_check_ack_timeouts(broker_t *b)
             continue;
         char inflight[24];
         snprintf(inflight, sizeof inflight, "%u", r->inflight);
-        size_t queued = sendq_bytes(r->session->queue);
+        size_t queued = sendq_push_bytes(r->session->queue);
         if (queued > 0) {
-            /* Not all of it has left the broker (libzmq holds frames the
-             * connection has not taken): what is still here cannot have
-             * been lost on the way, and sent again it would only queue
-             * behind itself, a window more at every timeout of a client
-             * that reads nothing. The clock starts again instead; the
-             * connection stays, and what it owes goes out as it reads. */
+            /* Not all of its deliveries have left the broker (libzmq holds
+             * frames the connection has not taken): what is still here
+             * cannot have been lost on the way, and sent again it would
+             * only queue behind itself, a window more at every timeout of
+             * a client that reads nothing. The clock starts again instead;
+             * the connection stays, and what it owes goes out as it reads.
+             * Answers to its own requests do not count: a client that
+             * keeps asking would hold back its redelivery for ever. */
             char bytes[24];
             snprintf(bytes, sizeof bytes, "%zu", queued);
             log_event(LOG_WARN, "delivery.ack_timeout_deferred", "recipient", r->principal,

@@ -11,7 +11,8 @@
 #include "schakel_limits.h"
 
 struct sendq {
-    atomic_size_t bytes;
+    atomic_size_t bytes;      /* all of it */
+    atomic_size_t push_bytes; /* of it, deliveries' */
     atomic_uint refs;
 };
 
@@ -21,6 +22,7 @@ sendq_t *sendq_new(void)
     if (q == NULL)
         return NULL;
     atomic_init(&q->bytes, 0);
+    atomic_init(&q->push_bytes, 0);
     atomic_init(&q->refs, 1);
     return q;
 }
@@ -44,27 +46,43 @@ void sendq_release(sendq_t **qp)
         free(q);
 }
 
-void sendq_add(sendq_t *q, size_t n)
-{
-    if (q != NULL)
-        atomic_fetch_add_explicit(&q->bytes, n, memory_order_relaxed);
-}
-
-void sendq_sub(sendq_t *q, size_t n)
+void sendq_add(sendq_t *q, size_t n, int push)
 {
     if (q == NULL)
         return;
-    size_t old = atomic_load_explicit(&q->bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&q->bytes, n, memory_order_relaxed);
+    if (push)
+        atomic_fetch_add_explicit(&q->push_bytes, n, memory_order_relaxed);
+}
+
+/* n off *count, never below 0: a defect must not wrap to "full" for ever */
+static void count_sub(atomic_size_t *count, size_t n)
+{
+    size_t old = atomic_load_explicit(count, memory_order_relaxed);
     size_t fresh;
     do
-        fresh = old > n ? old - n : 0; /* a defect must not wrap to "full" forever */
-    while (!atomic_compare_exchange_weak_explicit(&q->bytes, &old, fresh, memory_order_relaxed,
+        fresh = old > n ? old - n : 0;
+    while (!atomic_compare_exchange_weak_explicit(count, &old, fresh, memory_order_relaxed,
                                                   memory_order_relaxed));
+}
+
+void sendq_sub(sendq_t *q, size_t n, int push)
+{
+    if (q == NULL)
+        return;
+    count_sub(&q->bytes, n);
+    if (push)
+        count_sub(&q->push_bytes, n);
 }
 
 size_t sendq_bytes(const sendq_t *q)
 {
     return q != NULL ? atomic_load_explicit(&q->bytes, memory_order_relaxed) : 0;
+}
+
+size_t sendq_push_bytes(const sendq_t *q)
+{
+    return q != NULL ? atomic_load_explicit(&q->push_bytes, memory_order_relaxed) : 0;
 }
 
 int sendq_full(const sendq_t *q)

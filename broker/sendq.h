@@ -32,13 +32,17 @@ sendq_t *sendq_hold(sendq_t *q);
  * NULL and *q NULL; safe on any thread. */
 void sendq_release(sendq_t **q);
 
-/* Count n bytes queued, or taken out again (sendq_sub: never below 0).
+/* Count n bytes queued, or taken out again (sendq_sub: never below 0);
+ * push: 1 when they are a delivery's, which are also counted apart.
  * Safe on NULL; safe on any thread. */
-void sendq_add(sendq_t *q, size_t n);
-void sendq_sub(sendq_t *q, size_t n);
+void sendq_add(sendq_t *q, size_t n, int push);
+void sendq_sub(sendq_t *q, size_t n, int push);
 
-/* Bytes queued now (0 for NULL). */
+/* Bytes queued now (0 for NULL); of them, deliveries' (sendq_push_bytes:
+ * what an ack timeout waits for to leave before it sends them again; an
+ * answer to the client's own requests does not hold it back). */
 size_t sendq_bytes(const sendq_t *q);
+size_t sendq_push_bytes(const sendq_t *q);
 
 /* 1 when q has reached SCHAKEL_MAX_QUEUED_BYTES (0 for NULL): no more
  * answers a client can make large. */

@@ -4673,6 +4673,63 @@ static void test_unread_window_is_not_resent(void **state)
     h_done(env);
 }
 
+/* A receiver that reads what it is sent and keeps asking (a Heartbeat
+ * after another, each answered) but never acks a delivery gets it again at
+ * the ack timeout: the answers owed to its own requests do not hold the
+ * resend back, only deliveries that have not left the broker do. */
+static void test_busy_reader_gets_redelivery(void **state)
+{
+    h_env_t *env = *state;
+    static const char *const fast_acks[] = {"--ack-timeout", "1s", NULL};
+    h_broker_start_with(env, fast_acks);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-BUSY-READER");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    raw_t *r = raw_connect(env, H_OM);
+    pb_t frame = {0};
+    frame_flow(&frame, 1);
+    raw_send_frame(r, &frame);
+    uint64_t seq = 0;
+    int delivered = 0, asked = 0;
+    int64_t deadline = hostile_now_ms() + 10 * 1000; /* ten ack timeouts */
+    while (delivered < 2 && hostile_now_ms() < deadline && asked < 1000000) {
+        if (delivered > 0) { /* asks again as soon as it is answered */
+            frame_heartbeat(&frame);
+            raw_send_frame(r, &frame);
+            asked++;
+        }
+        for (int answered = 0; !answered;) {
+            Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
+            if (f == NULL)
+                fail_msg("no answer to heartbeat %d", asked);
+            if (f->body_case == SCHAKEL__FRAME__BODY_DELIVER) {
+                if (seq != 0 && f->deliver->seq != seq)
+                    fail_msg("got seq %llu, expected %llu again",
+                             (unsigned long long)f->deliver->seq, (unsigned long long)seq);
+                seq = f->deliver->seq;
+                delivered++;
+                answered = asked == 0; /* the first delivery is what it waits for */
+            } else if (f->body_case == SCHAKEL__FRAME__BODY_HEARTBEAT) {
+                answered = 1;
+            } else {
+                char got[400];
+                frame_describe(f, got, sizeof got);
+                fail_msg("a busy reader: got %s", got);
+            }
+            frame_free(&f);
+        }
+    }
+    if (delivered < 2)
+        fail_msg("a delivery never acked was not sent again to a reader that kept asking (%d "
+                 "heartbeats in 10 s, ack timeout 1 s)",
+                 asked);
+    if (h_log_count(env, 0, "event=delivery.ack_timeout recipient=" H_OM) < 1)
+        fail_msg("no delivery.ack_timeout for the resend");
+    raw_close(&r);
+    h_done(env);
+}
+
 /* Answers to a connection that is gone cannot be queued: a client that
  * sends many frames and leaves had a log line written for each of them.
  * Now a few per principal a minute say so in full, and the rest are
@@ -4777,6 +4834,7 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unread_window_is_not_resent, setup_cases_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_busy_reader_gets_redelivery, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_undeliverable_answers_are_summed_up, h_setup_broker,
                                         h_teardown),
     };

@@ -24,36 +24,58 @@ static void test_counts_up_and_down(void **state)
     assert_non_null(q);
     assert_int_equal(sendq_bytes(q), 0);
     assert_false(sendq_full(q));
-    sendq_add(q, 1000);
-    sendq_add(q, 24);
+    sendq_add(q, 1000, 0);
+    sendq_add(q, 24, 0);
     assert_int_equal(sendq_bytes(q), 1024);
-    sendq_sub(q, 1000);
+    sendq_sub(q, 1000, 0);
     assert_int_equal(sendq_bytes(q), 24);
-    sendq_sub(q, 100); /* more than counted: a defect, floored, never wrapped to full */
+    sendq_sub(q, 100, 0); /* more than counted: a defect, floored, never wrapped to full */
     assert_int_equal(sendq_bytes(q), 0);
     assert_false(sendq_full(q));
-    sendq_add(q, SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1);
+    sendq_add(q, SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1, 0);
     assert_false(sendq_push_full(q));
-    sendq_add(q, 1);
+    sendq_add(q, 1, 0);
     assert_true(sendq_push_full(q));
     assert_false(sendq_full(q));
-    sendq_add(q, SCHAKEL_MAX_QUEUED_BYTES - SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1);
+    sendq_add(q, SCHAKEL_MAX_QUEUED_BYTES - SCHAKEL_MAX_QUEUED_PUSH_BYTES - 1, 0);
     assert_false(sendq_full(q));
-    sendq_add(q, 1);
+    sendq_add(q, 1, 0);
     assert_true(sendq_full(q));
-    sendq_sub(q, 1);
+    sendq_sub(q, 1, 0);
     assert_false(sendq_full(q));
     assert_true(sendq_push_full(q));
     sendq_release(&q);
     assert_null(q);
 }
 
+/* A delivery's bytes are counted in all and apart: an answer's are not
+ * among them (an ack timeout waits for deliveries only). */
+static void test_deliveries_counted_apart(void **state)
+{
+    (void)state;
+    sendq_t *q = sendq_new();
+    assert_non_null(q);
+    sendq_add(q, 37, 0); /* a Heartbeat's answer */
+    assert_int_equal(sendq_push_bytes(q), 0);
+    sendq_add(q, 1000, 1); /* a delivery */
+    assert_int_equal(sendq_bytes(q), 1037);
+    assert_int_equal(sendq_push_bytes(q), 1000);
+    sendq_sub(q, 1000, 1);
+    assert_int_equal(sendq_push_bytes(q), 0);
+    assert_int_equal(sendq_bytes(q), 37);
+    sendq_sub(q, 37, 0);
+    sendq_sub(q, 5, 1); /* floored apart too */
+    assert_int_equal(sendq_push_bytes(q), 0);
+    assert_int_equal(sendq_push_bytes(NULL), 0);
+    sendq_release(&q);
+}
+
 static void test_null_is_empty(void **state)
 {
     (void)state;
     sendq_t *q = NULL;
-    sendq_add(NULL, 5);
-    sendq_sub(NULL, 5);
+    sendq_add(NULL, 5, 0);
+    sendq_sub(NULL, 5, 0);
     assert_null(sendq_hold(NULL));
     assert_int_equal(sendq_bytes(NULL), 0);
     assert_false(sendq_full(NULL));
@@ -74,7 +96,7 @@ static void *free_frames(void *arg)
 {
     frames_t *frames = arg;
     for (size_t i = 0; i < frames->n; i++) {
-        sendq_sub(frames->held[i], FRAME_BYTES);
+        sendq_sub(frames->held[i], FRAME_BYTES, 0);
         sendq_release(&frames->held[i]);
     }
     return NULL;
@@ -91,7 +113,7 @@ static void test_frames_outlive_their_session(void **state)
     assert_non_null(q);
     for (size_t i = 0; i < FRAMES; i++) {
         held[i] = sendq_hold(q);
-        sendq_add(q, FRAME_BYTES);
+        sendq_add(q, FRAME_BYTES, 0);
     }
     assert_int_equal(sendq_bytes(q), (size_t)FRAMES * FRAME_BYTES);
     sendq_t *probe = sendq_hold(q);
@@ -109,6 +131,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counts_up_and_down),
+        cmocka_unit_test(test_deliveries_counted_apart),
         cmocka_unit_test(test_null_is_empty),
         cmocka_unit_test(test_frames_outlive_their_session),
     };
