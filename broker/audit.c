@@ -329,11 +329,14 @@ static int tail_check_entry(const store_audit_entry_t *e, void *arg)
     return 0;
 }
 
-int audit_tail_check(store_t *store, char *why, size_t whylen)
+int audit_tail_check(store_t *store, const uint8_t own_key[32], audit_tail_signer_t *other,
+                     char *why, size_t whylen)
 {
     store_audit_tail_t tail;
     tail_check_t tc;
     memset(&tc, 0, sizeof tc);
+    if (other != NULL)
+        memset(other, 0, sizeof *other);
     if (store_audit_tail(store, &tail) != 0) {
         snprintf(why, whylen, "cannot read the audit trail's tail: %s", store_errmsg(store));
         return -1;
@@ -379,6 +382,13 @@ int audit_tail_check(store_t *store, char *why, size_t whylen)
         if (tc.broken == 0 && tc.expected == cs) {
             tc.broken = cs;
             tc.problem = "it is missing";
+        }
+        /* Said, not refused: the broker knows only its own key, and a
+         * rotation leaves the last checkpoint under the old one. */
+        if (own_key != NULL && other != NULL &&
+            sodium_memcmp(tc.cp.key, own_key, sizeof tc.cp.key) != 0) {
+            other->seq = cs;
+            memcpy(other->key, tc.cp.key, sizeof other->key);
         }
     }
     /* At most SCHAKEL_AUDIT_CHECKPOINT_ENTRIES - 1 entries: one batch. */

@@ -121,12 +121,23 @@ int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int forc
  * recomputed from there to the last entry (fewer than
  * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES entries: more is checkpoints removed).
  * What it cannot see: a tail re-chained consistently after the last
- * checkpoint, and which key signed (audit_verify, with the keys and an
- * anchor, sees both). Returns 0 when the tail chains; 1 when it does not,
- * why naming the first entry that does not chain; -1 when the store could
- * not be read (why). Cost: one Ed25519 verification and at most
+ * checkpoint, and whether the key that signed is one of the broker's
+ * (audit_verify, with the keys and an anchor, sees both): a trail changed
+ * before the last checkpoint, re-chained and that checkpoint signed again
+ * under another key, passes. So, when own_key is given and the last
+ * checkpoint is signed under another key, other (may be NULL) says so:
+ * its seq and key (other->seq 0: signed under own_key, or no checkpoint).
+ * A rotation of the broker key leaves the last checkpoint under the old
+ * key once. Returns 0 when the tail chains; 1 when it does not, why naming
+ * the first entry that does not chain; -1 when the store could not be
+ * read (why). Cost: one Ed25519 verification and at most
  * SCHAKEL_AUDIT_CHECKPOINT_ENTRIES BLAKE2b hashes, rows read in one scan. */
-int audit_tail_check(store_t *store, char *why, size_t whylen);
+typedef struct audit_tail_signer {
+    uint64_t seq;    /* the last checkpoint, when under another key than own_key; else 0 */
+    uint8_t key[32]; /* the key it names */
+} audit_tail_signer_t;
+int audit_tail_check(store_t *store, const uint8_t own_key[32], audit_tail_signer_t *other,
+                     char *why, size_t whylen);
 
 /* ------------------------------------------------------------------ verifying */
 

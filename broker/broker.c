@@ -220,14 +220,32 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     return store;
 }
 
+/* STORE.audit-mismatch: a broker that ran on this store found its trail's
+ * tail rewritten outside it (record.c). A start knows only the file, and
+ * would sign that tail if it chains: no start until an operator has
+ * verified the store with the mark's anchor (storefile_mismatch_refuse). */
+static int broker_mismatch_refused(const char *store_path, char *err, size_t errlen)
+{
+    char why[2048];
+    if (storefile_mismatch_refuse(store_path, 0, why, sizeof why) == 0)
+        return 0;
+    log_event(LOG_ERROR, "audit.tail_mismatch_marked", "error", why, NULL);
+    snprintf(err, errlen, "%s; the broker does not start on this store", why);
+    return -1;
+}
+
 /* The trail's tail must chain from its last checkpoint before the broker
  * chains or signs anything more (audit_tail_check); from then on the
  * store holds it to the tail each commit leaves (store_audit_tail_guard),
- * so that a tail rewritten while the broker runs is refused, not signed. */
-static int broker_trail_check(store_t *store, const char *store_path, char *err, size_t errlen)
+ * so that a tail rewritten while the broker runs is refused, not signed.
+ * A last checkpoint under another key than the broker's is said: the
+ * check proves the signature, not whose key it is (audit.h). */
+static int broker_trail_check(store_t *store, const keypair_t *key, const char *store_path,
+                              char *err, size_t errlen)
 {
     char why[512];
-    int rc = audit_tail_check(store, why, sizeof why);
+    audit_tail_signer_t other;
+    int rc = audit_tail_check(store, key->sign_pk, &other, why, sizeof why);
     if (rc > 0) {
         log_event(LOG_ERROR, "audit.tail_broken", "error", why, NULL);
         snprintf(err, errlen,
@@ -240,6 +258,18 @@ static int broker_trail_check(store_t *store, const char *store_path, char *err,
     if (rc < 0) {
         snprintf(err, errlen, "%s", why);
         return -1;
+    }
+    if (other.seq > 0) {
+        char seq[24], signer[41], own[41], verify[4200];
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)other.seq);
+        keys_public_z85(other.key, signer);
+        keys_public_z85(key->sign_pk, own);
+        snprintf(verify, sizeof verify,
+                 "expected once after a rotation of the broker key; otherwise run schakelctl "
+                 "audit verify --store %s with --broker-key for every broker key ever used",
+                 store_path);
+        log_event(LOG_ERROR, "audit.checkpoint_other_key", "seq", seq, "key", signer, "broker_key",
+                  own, "action", verify, NULL);
     }
     if (store_audit_tail_guard(store) != 0) {
         snprintf(err, errlen, "cannot read the audit trail's tail: %s", store_errmsg(store));
@@ -296,12 +326,14 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if ((b->policy = policy_load(o->policy_path, err, errlen)) == NULL)
         goto fail;
     if ((b->policy_path = strdup(o->policy_path)) == NULL ||
-        (b->sessions = sessions_new()) == NULL || (b->conns = conns_new()) == NULL) {
+        (b->store_path = strdup(o->store_path)) == NULL || (b->sessions = sessions_new()) == NULL ||
+        (b->conns = conns_new()) == NULL) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if ((b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL ||
-        broker_trail_check(b->store, o->store_path, err, errlen) != 0)
+    if (broker_mismatch_refused(o->store_path, err, errlen) != 0 ||
+        (b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL ||
+        broker_trail_check(b->store, b->key, o->store_path, err, errlen) != 0)
         goto fail;
     int64_t last_seq = store_delivery_last_seq(b->store);
     if (last_seq < 0) {
@@ -418,6 +450,7 @@ void broker_destroy(broker_t **bp)
     policy_destroy(&b->policy_pending);
     policy_destroy(&b->policy);
     free(b->policy_path);
+    free(b->store_path);
     keys_destroy(&b->key);
     free(b);
     *bp = NULL;

@@ -117,6 +117,16 @@ typedef struct broker {
     uint64_t pending_tries;    /* retries in all, logged when it applies */
     int quiet_audit_failure;   /* a retry not logged: nor is its audit.write_failed */
     char *policy_path;
+    char *store_path; /* beside it, STORE.audit-mismatch (storefile.h) */
+    /* The trail's tail found rewritten outside the broker (record.c
+     * record_write_failed): said in full once, with the mark written
+     * beside the store; after that the refusals are counted and said at
+     * most once a minute. */
+    int tail_mismatch_said;
+    int64_t tail_mismatch_said_ms; /* now_ms of the last audit.tail_mismatch line */
+    uint64_t tail_mismatch_unsaid; /* refusals since then */
+    char tail_mismatch_mark[4200]; /* the mark's path, or why it could not be written */
+    int tail_mismatch_marked;      /* 1: the mark is there (written now, or before) */
     store_t *store;
     sessions_t *sessions;
     keypair_t *key;

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "record.h"
 #include "restore.h"
+#include "storefile.h"
 #include "syntax.h"
 
 #ifndef SCHAKEL_VERSION
@@ -316,7 +317,7 @@ static int rekey_recorded(store_t *store, const uint8_t new_key[STORE_KEY_BYTES]
 static int offline_trail_check(store_t *store, const char *store_path, char *err, size_t errlen)
 {
     char why[512];
-    int rc = audit_tail_check(store, why, sizeof why);
+    int rc = audit_tail_check(store, NULL, NULL, why, sizeof why);
     if (rc > 0)
         snprintf(err, errlen,
                  "%s: %s; nothing is chained or signed onto it (the store is unchanged): run "
@@ -335,7 +336,7 @@ static int offline_trail_check(store_t *store, const char *store_path, char *err
 static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
                        const char *broker_key_path, int accept_clock)
 {
-    char err[1024] = "";
+    char err[2048] = "";
     rekey_audit_t audit = {NULL, accept_clock, 0, 0, ""};
     keypair_t *broker_key = NULL;
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
@@ -349,6 +350,8 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     }
     if (store_presence(store_path, err, sizeof err) != STORE_FILE_PRESENT)
         ; /* err names the store and what is (not) there */
+    else if (storefile_mismatch_refuse(store_path, 0, err, sizeof err - 32) != 0)
+        strcat(err, "; the store is unchanged"); /* err names the mark and what to do */
     else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||
              keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0 ||
              (broker_key_path != NULL &&
@@ -403,7 +406,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
  * broker stopped (restore.h). */
 static int restore_store(const broker_config_t *cfg, const char *backup, unsigned flags)
 {
-    char err[1536] = "";
+    char err[2048] = "";
     uint8_t store_key[STORE_KEY_BYTES];
     keypair_t *key = NULL;
     restore_report_t r;
@@ -518,7 +521,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "schakeld: libsodium failed to initialise\n");
         return 1;
     }
-    char err[1024] = "";
+    char err[2048] = "";
     broker_config_t *cfg =
         o.config != NULL ? config_load(o.config, err, sizeof err) : calloc(1, sizeof *cfg);
     if (cfg == NULL) {

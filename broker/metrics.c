@@ -56,6 +56,7 @@ typedef struct metrics_partner {
 typedef struct metrics_snapshot {
     int serving;     /* the loop runs: key, policy, store and self-check are done */
     int store_ok;    /* the last turn that wrote to the store committed */
+    int tail_mismatch; /* the trail's tail was written outside the broker (store.h) */
     int64_t turn_ms; /* monotonic time of the loop's last turn */
     broker_stats_t stats;
     uint64_t auth_failures, handshakes_throttled;
@@ -437,7 +438,7 @@ static enum MHD_Result metrics_respond_text(struct MHD_Connection *connection, u
 static enum MHD_Result metrics_health(struct MHD_Connection *connection,
                                       const metrics_snapshot_t *s, int readiness)
 {
-    char text[160];
+    char text[256];
     int64_t quiet_ms = metrics_clock_ms(CLOCK_MONOTONIC) - s->turn_ms;
     unsigned status = MHD_HTTP_SERVICE_UNAVAILABLE;
     if (!s->serving)
@@ -445,6 +446,11 @@ static enum MHD_Result metrics_health(struct MHD_Connection *connection,
     else if (quiet_ms > METRICS_STALE_MS)
         snprintf(text, sizeof text, "stalled: the broker loop last turned %lld ms ago\n",
                  (long long)quiet_ms);
+    else if (readiness && s->tail_mismatch)
+        snprintf(text, sizeof text,
+                 "not ready: the audit trail was written outside the broker "
+                 "(audit.tail_mismatch); every action that needs an entry is refused "
+                 "INTERNAL_ERROR, and no start while STORE.audit-mismatch is there\n");
     else if (readiness && !s->store_ok)
         snprintf(text, sizeof text,
                  "not ready: the last store commit failed; publishes are refused UNAVAILABLE\n");
@@ -784,6 +790,10 @@ void metrics_turn_end(broker_t *b, int outcome)
     metrics_watchdog(m);
     if (m->daemon == NULL)
         return;
+    uint64_t stored_seq, committed_seq;
+    uint8_t committed_hash[STORE_AUDIT_HASH_BYTES];
+    m->local.tail_mismatch =
+        store_audit_tail_mismatch(b->store, &stored_seq, NULL, &committed_seq, committed_hash);
     if (outcome != METRICS_TURN_IDLE) {
         m->local.store_ok = outcome == METRICS_TURN_COMMITTED;
         durations_add(&m->local.turns, durations_now_ns() - m->turn_start_ns);

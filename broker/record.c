@@ -20,38 +20,94 @@
 #include "audit.h"
 #include "broker.h"
 #include "log.h"
+#include "storefile.h"
 #include "syntax.h"
 #include "wire.h"
 
 /* ------------------------------------------------------------------ helpers */
+
+/* At most one audit.tail_mismatch line a minute after the first. */
+#define RECORD_MISMATCH_SAID_EVERY_MS 60000
 
 static int64_t record_now(const broker_t *b)
 {
     return b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
 }
 
+/* The first refusal of a tail rewritten outside the broker leaves
+ * STORE.audit-mismatch beside the store (storefile.h): a later start
+ * knows only the file, and would chain and sign that tail if it chains
+ * from the last checkpoint. The mark holds the anchor (the broker's own
+ * last entry) and what was found; b->tail_mismatch_mark says where it is,
+ * or why it could not be written. */
+static void record_mark_mismatch(broker_t *b, const char *expect, uint64_t stored,
+                                 const uint8_t stored_hash[STORE_AUDIT_HASH_BYTES])
+{
+    char text[512], hex[2 * STORE_AUDIT_HASH_BYTES + 1], err[4096];
+    if (b->store_path == NULL)
+        return;
+    syntax_hex(stored_hash, STORE_AUDIT_HASH_BYTES, hex);
+    snprintf(text, sizeof text,
+             "# schakeld found the audit trail's last entries written outside it "
+             "(audit.tail_mismatch); no start, --rekey or --restored while this file is here: "
+             "docs/OPERATIONS.md, \"When audit verify fails\"\n"
+             "expect=%s\nfound=%llu:%s\nat=%lld\n",
+             expect, (unsigned long long)stored, hex, (long long)record_now(b));
+    int rc = storefile_mark_mismatch(b->store_path, text, b->tail_mismatch_mark,
+                                     sizeof b->tail_mismatch_mark, err, sizeof err);
+    if (rc < 0)
+        snprintf(b->tail_mismatch_mark, sizeof b->tail_mismatch_mark, "%s", err);
+    b->tail_mismatch_marked = rc >= 0;
+}
+
 /* A write of the trail failed: said as event (audit.write_failed,
  * audit.checkpoint_failed) with why, or, when the stored tail is not the
  * one this broker last committed (store.h store_audit_tail_guard), as
- * audit.tail_mismatch with both seqs and the anchor to verify with. */
-static void record_write_failed(const broker_t *b, const char *event, const char *entry,
-                                const char *why)
+ * audit.tail_mismatch with both seqs and the anchor to verify with: in
+ * full at the first (which writes the mark), then at most once a minute
+ * with the count of refusals since the line before (the periodic
+ * checkpoint alone tries every second). */
+static void record_write_failed(broker_t *b, const char *event, const char *entry, const char *why)
 {
     uint64_t stored = 0, committed = 0;
-    uint8_t hash[STORE_AUDIT_HASH_BYTES];
-    if (!store_audit_tail_mismatch(b->store, &stored, &committed, hash)) {
+    uint8_t hash[STORE_AUDIT_HASH_BYTES], stored_hash[STORE_AUDIT_HASH_BYTES];
+    if (!store_audit_tail_mismatch(b->store, &stored, stored_hash, &committed, hash)) {
         log_event(LOG_ERROR, event, "entry", entry, "error", why, NULL);
         return;
     }
-    char stored_text[24], committed_text[24], expect[24 + 2 * STORE_AUDIT_HASH_BYTES + 2];
-    char hex[2 * STORE_AUDIT_HASH_BYTES + 1];
+    char stored_text[24], committed_text[24], refused_text[24];
+    char expect[24 + 2 * STORE_AUDIT_HASH_BYTES + 2], hex[2 * STORE_AUDIT_HASH_BYTES + 1];
     syntax_hex(hash, sizeof hash, hex);
+    snprintf(expect, sizeof expect, "%llu:%s", (unsigned long long)committed, hex);
+    if (!b->tail_mismatch_said)
+        record_mark_mismatch(b, expect, stored, stored_hash);
+    else if (b->now_ms - b->tail_mismatch_said_ms < RECORD_MISMATCH_SAID_EVERY_MS) {
+        b->tail_mismatch_unsaid++;
+        return;
+    }
     snprintf(stored_text, sizeof stored_text, "%llu", (unsigned long long)stored);
     snprintf(committed_text, sizeof committed_text, "%llu", (unsigned long long)committed);
-    snprintf(expect, sizeof expect, "%llu:%s", (unsigned long long)committed, hex);
-    log_event(LOG_ERROR, "audit.tail_mismatch", "stored_seq", stored_text, "committed_seq",
-              committed_text, "expect", expect, "entry", entry, "effect",
-              "nothing is appended or signed: every action that needs an entry is refused", NULL);
+    snprintf(refused_text, sizeof refused_text, "%llu",
+             (unsigned long long)b->tail_mismatch_unsaid + 1);
+    const char *effect =
+        b->tail_mismatch_marked
+            ? "nothing is appended or signed: every action that needs an entry is refused; no "
+              "start on this store while the mark is there"
+            : "nothing is appended or signed: every action that needs an entry is refused; the "
+              "mark could not be written: do not start the broker on this store again before "
+              "audit verify with this anchor";
+    const char *mark_key = b->tail_mismatch_marked ? "mark" : "mark_failed";
+    if (!b->tail_mismatch_said)
+        log_event(LOG_ERROR, "audit.tail_mismatch", "stored_seq", stored_text, "committed_seq",
+                  committed_text, "expect", expect, "entry", entry, mark_key, b->tail_mismatch_mark,
+                  "effect", effect, NULL);
+    else
+        log_event(LOG_ERROR, "audit.tail_mismatch", "stored_seq", stored_text, "committed_seq",
+                  committed_text, "expect", expect, "entry", entry, "refused", refused_text,
+                  mark_key, b->tail_mismatch_mark, "effect", effect, NULL);
+    b->tail_mismatch_said = 1;
+    b->tail_mismatch_said_ms = b->now_ms;
+    b->tail_mismatch_unsaid = 0;
 }
 
 /* Append one entry in the turn's transaction; on failure log it and fail

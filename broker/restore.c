@@ -170,7 +170,7 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
         return -1;
     }
     /* Nothing is chained or signed onto a tail that does not chain. */
-    int chains = audit_tail_check(copy, why, sizeof why);
+    int chains = audit_tail_check(copy, NULL, NULL, why, sizeof why);
     if (chains != 0) {
         if (chains > 0)
             snprintf(err, errlen,
@@ -333,6 +333,11 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
                         "store, then run again; nothing was changed",
                         lost),
                -1;
+    if (storefile_mismatch_refuse(store_path, 1, err, errlen > 32 ? errlen - 32 : errlen) != 0) {
+        size_t len = strlen(err);
+        snprintf(err + len, errlen - len, "; nothing was changed");
+        return -1;
+    }
     if (access(store_path, F_OK) != 0)
         return 0;
     restore_drop_stale_names(store_path);

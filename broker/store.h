@@ -1019,8 +1019,10 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
 int store_audit_tail_guard(store_t *store);
 
 /* 1 when the last read of the tail was refused by the guard: the seq the
- * trail ends at, and the seq and hash this handle last committed; else 0. */
-int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+ * trail ends at and its last entry's hash (stored_hash may be NULL), and
+ * the seq and hash this handle last committed; else 0. */
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
+                              uint8_t stored_hash[STORE_AUDIT_HASH_BYTES], uint64_t *committed_seq,
                               uint8_t committed_hash[STORE_AUDIT_HASH_BYTES]);
 
 /* Inside the caller's open transaction (store_begin; -1 without one):
@@ -1094,8 +1096,9 @@ int store_audit_off_chain(store_t *store, uint64_t *count);
  * finds an index rebuilt outside the broker to leave rows out or to file
  * them under another value. *problems counts SQLite's messages, problem
  * holds the first (with its table); 0 problems when all is well. Returns
- * 0, or -1 when the check could not run. Cost: a walk of each table and
- * each index. */
+ * 0, or -1 when the check could not run. Cost: a walk of each table, a
+ * b-tree look-up per row and index, and a walk of each index: several
+ * times a plain walk (some 7 s for 2 million entries, against 0.8 s). */
 int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uint64_t *problems);
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
 /* A row of audit_acks naming an entry after after_seq that does not exist

@@ -302,6 +302,7 @@ static int tail_guard_check(store_t *store, const store_audit_tail_t *fresh)
     syntax_hex(store->audit_committed_hash, STORE_AUDIT_HASH_BYTES, hex);
     store->audit_mismatch = 1;
     store->audit_mismatch_seq = fresh->seq;
+    memcpy(store->audit_mismatch_hash, fresh->hash, STORE_AUDIT_HASH_BYTES);
     snprintf(why, sizeof why,
              "the trail ends at entry %llu%s, but this broker last committed entry %llu: it was "
              "written outside the broker, and nothing is chained to it or signed (run "
@@ -342,12 +343,15 @@ void store_audit_committed(store_t *store)
     memcpy(store->audit_committed_hash, store->audit_tail.hash, STORE_AUDIT_HASH_BYTES);
 }
 
-int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
+                              uint8_t stored_hash[STORE_AUDIT_HASH_BYTES], uint64_t *committed_seq,
                               uint8_t committed_hash[STORE_AUDIT_HASH_BYTES])
 {
     if (store == NULL || !store->audit_mismatch)
         return 0;
     *stored_seq = store->audit_mismatch_seq;
+    if (stored_hash != NULL)
+        memcpy(stored_hash, store->audit_mismatch_hash, STORE_AUDIT_HASH_BYTES);
     *committed_seq = store->audit_committed_seq;
     memcpy(committed_hash, store->audit_committed_hash, STORE_AUDIT_HASH_BYTES);
     return 1;

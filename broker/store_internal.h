@@ -195,6 +195,7 @@ struct store {
     uint8_t audit_committed_hash[STORE_AUDIT_HASH_BYTES];
     int audit_mismatch;
     uint64_t audit_mismatch_seq;
+    uint8_t audit_mismatch_hash[STORE_AUDIT_HASH_BYTES];
     /* The item whose publish facts a delivery last checked, and whose
      * retention (and its publish's) it raised, in transaction item_serial:
      * the next deliveries of the same item need no statement (store.c). */

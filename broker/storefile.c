@@ -120,3 +120,96 @@ int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen)
              (unsigned)*was, strerror(saved), run);
     return -1;
 }
+
+int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
+                            size_t path_outlen, char *err, size_t errlen)
+{
+    char mark[PATH_MAX];
+    struct stat store;
+    if (storefile_side(mark, sizeof mark, store_path, STOREFILE_MISMATCH_SUFFIX) != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    snprintf(path_out, path_outlen, "%s", mark);
+    int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST)
+        return 1;
+    if (fd < 0)
+        return snprintf(err, errlen, "%s: %s", mark, strerror(errno)), -1;
+    size_t len = strlen(text), done = 0;
+    int failed = 0;
+    while (done < len && !failed) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n > 0)
+            done += (size_t)n;
+        else if (n < 0 && errno != EINTR)
+            failed = 1;
+    }
+    /* The store's owner: a mark owned by root would stay in the way of the
+     * schakel user, who must be able to read it (and an operator remove it). */
+    if (!failed && stat(store_path, &store) == 0 &&
+        (store.st_uid != geteuid() || store.st_gid != getegid()) &&
+        fchown(fd, store.st_uid, store.st_gid) != 0)
+        failed = 1;
+    if (!failed && fsync(fd) != 0)
+        failed = 1;
+    int saved = errno;
+    if (close(fd) != 0 && !failed) {
+        failed = 1;
+        saved = errno;
+    }
+    if (failed)
+        return snprintf(err, errlen, "%s: %s", mark, strerror(saved)), -1;
+    return storefile_sync_folder(mark, err, errlen);
+}
+
+/* The anchor the mark holds (its expect= line), or "SEQ:HASH" when it
+ * cannot be read: the refusal says the command all the same. */
+static void mismatch_anchor(const char *mark, char *anchor, size_t anchorlen)
+{
+    char text[1024];
+    snprintf(anchor, anchorlen, "SEQ:HASH");
+    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    text[n] = '\0';
+    const char *line = strstr(text, "\nexpect=");
+    if (line == NULL)
+        return;
+    line += strlen("\nexpect=");
+    size_t len = strspn(line, "0123456789:abcdef");
+    if (len > 0 && len < anchorlen)
+        snprintf(anchor, anchorlen, "%.*s", (int)len, line);
+}
+
+int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, size_t errlen)
+{
+    char mark[PATH_MAX], anchor[128];
+    struct stat st;
+    if (storefile_side(mark, sizeof mark, store_path, STOREFILE_MISMATCH_SUFFIX) != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    if (lstat(mark, &st) != 0 && errno == ENOENT)
+        return 0;
+    mismatch_anchor(mark, anchor, sizeof anchor);
+    if (restoring)
+        snprintf(err, errlen,
+                 "%s is there: the running broker found the audit trail's last entries written "
+                 "outside it (audit.tail_mismatch): run schakelctl audit verify --store %s "
+                 "--expect %s (the broker's own last entry, from %s) on a copy kept as evidence; "
+                 "the restore would record that store's last entry in the restored trail as "
+                 "the broker's: move %s away with that copy, then run --restored again "
+                 "(docs/OPERATIONS.md, \"When audit verify fails\")",
+                 mark, store_path, anchor, mark, mark);
+    else
+        snprintf(err, errlen,
+                 "%s is there: the running broker found the audit trail's last entries written "
+                 "outside it (audit.tail_mismatch), and nothing may be chained or signed onto "
+                 "them: run schakelctl audit verify --store %s --expect %s (the broker's own "
+                 "last entry, from %s); then restore the last backup that verifies, or, only "
+                 "when verify says the trail is intact with that anchor (the store is the "
+                 "broker's own), remove %s (docs/OPERATIONS.md, \"When audit verify fails\")",
+                 mark, store_path, anchor, mark, mark);
+    return -1;
+}

@@ -49,4 +49,29 @@ int storefile_place(const char *from, const char *to, char *err, size_t errlen);
  * the user that runs schakeld when another user owns the file). */
 int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen);
 
+/* STORE.audit-mismatch: the mark the running broker leaves when the
+ * audit trail's tail is no longer the one it last committed (written
+ * outside it: audit.tail_mismatch), so that no later start, --rekey or
+ * --restored of that store chains or signs anything onto that tail while
+ * it knows only the file. */
+#define STOREFILE_MISMATCH_SUFFIX ".audit-mismatch"
+
+/* Writes text as STORE.audit-mismatch: created, never replaced (O_EXCL:
+ * the first mark, with the first anchor, stays), mode 0600, given the
+ * store's owner and group when they differ from the process's (a broker
+ * run as root on a store of the schakel user), synced, and its folder
+ * synced. Returns 0 when written (path_out names it), 1 when a mark was
+ * there already, -1 with err. */
+int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
+                            size_t path_outlen, char *err, size_t errlen);
+
+/* Whether STORE.audit-mismatch is there (any file or link of that name).
+ * Returns 0 when it is not; -1 when it is, or cannot be looked at, with
+ * err saying so: the mark's file, the anchor it holds (expect=SEQ:HASH),
+ * the schakelctl audit verify command to run and what to do then (for a
+ * start or --rekey: restore a backup, or remove the mark once verify
+ * holds; restoring, for --restored: move the mark away with the copy kept
+ * as evidence). The caller adds what it did not do. */
+int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, size_t errlen);
+
 #endif

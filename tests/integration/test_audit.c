@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1013,14 +1014,37 @@ static void log_value(const h_env_t *env, long offset, const char *needle, const
     free(log);
 }
 
+/* The text of the deliveries column of entry seq (the caller frees it);
+ * its detail column must be empty. */
+static char *entry_deliveries(const h_env_t *env, int64_t seq)
+{
+    sqlite3 *db = db_open(env->store_path, 0);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT deliveries, detail FROM audit WHERE seq = ?1",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_int64(stmt, 1, seq);
+    assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_type(stmt, 1), SQLITE_NULL);
+    char *text = strdup((const char *)sqlite3_column_text(stmt, 0));
+    assert_non_null(text);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return text;
+}
+
 /* Someone holding the file rewrites the trail's last entries while the
  * broker runs (a recipient changed, the chain recomputed: no checkpoint
  * covers them yet, so verify alone calls the trail intact). The broker
  * chains and signs nothing onto that tail: the next publish is refused
- * with nothing stored, the log says audit.tail_mismatch with both seqs
- * and the anchor, the stop signs no checkpoint, and verify with that
- * anchor names the rewrite. A tail that does not chain keeps the broker
- * from starting; an honest restart starts. */
+ * with nothing stored, the log says audit.tail_mismatch once with both
+ * seqs, the anchor and the mark it wrote beside the store (no
+ * store.write_failed besides), the stop signs no checkpoint, and verify
+ * with that anchor names the rewrite. The mark keeps a start (whose own
+ * check the re-chained tail passes), --rekey and --restored from
+ * chaining or signing onto it; once the tail is the broker's own again,
+ * verify with the anchor says so, the mark is removed, and the broker
+ * starts. A tail that does not chain keeps the broker from starting. */
 static void test_a_tail_rewritten_outside_the_broker(void **state)
 {
     h_env_t *env = *state;
@@ -1042,7 +1066,13 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
         h_store_int(env, "SELECT max(seq) FROM audit WHERE event = 'delivery.queued'", NULL);
     int64_t tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
     assert_true(queued > last_checkpoint);
+    char *deliveries = entry_deliveries(env, queued);
+    char mark[256];
+    snprintf(mark, sizeof mark, "%s.audit-mismatch", env->store_path);
+    assert_int_equal(access(mark, F_OK), -1);
 
+    /* the periodic checkpoint may meet the rewrite before the publish */
+    long offset = h_log_offset(env);
     sqlite3 *db = db_open(env->store_path, 1);
     db_exec(db, "DROP TRIGGER audit_append_only_update");
     char sql[256];
@@ -1058,7 +1088,6 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
         fail_msg("verify of the re-chained tail: %d\n%s%s", res.status, res.out, res.err);
     h_cli_result_free(&res);
 
-    long offset = h_log_offset(env);
     uint8_t id[16];
     randombytes_buf(id, sizeof id);
     schakel_signal_t s3 = ondermijning(SUBJECT_A, "BVH-AUDIT-32");
@@ -1072,12 +1101,16 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     log_value(env, offset, "event=audit.tail_mismatch", "expect=", expect, sizeof expect);
     assert_int_equal(strtoll(stored, NULL, 10), tail);
     assert_int_equal(strtoll(committed, NULL, 10), tail);
+    char mark_logged[256];
+    log_value(env, offset, "event=audit.tail_mismatch", "mark=", mark_logged, sizeof mark_logged);
+    assert_string_equal(mark_logged, mark);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM publishes", NULL), 2);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
     schakel_close(&politie);
-    offset = h_log_offset(env);
     assert_int_equal(h_broker_stop(env), 0); /* its broker.stopped and checkpoint: refused */
-    assert_true(h_log_count(env, offset, "event=audit.tail_mismatch") >= 1);
+    /* said once, within the minute; the refused publish said nothing else */
+    assert_int_equal(h_log_count(env, offset, "event=audit.tail_mismatch"), 1);
+    assert_int_equal(h_log_count(env, offset, "event=store.write_failed"), 0);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
     int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
@@ -1087,13 +1120,74 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
         fail_msg("verify --expect %s: %d\n%s%s", expect, status, res.out, res.err);
     h_cli_result_free(&res);
 
+    /* The mark: owner-only, with the anchor. The re-chained tail passes
+     * the start's own check, so only the mark stops the start (and
+     * --rekey, --restored), each naming it, the command and what to do. */
+    struct stat st;
+    assert_int_equal(stat(mark, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_uid, geteuid());
+    char *mark_text = slurp(mark), line[160], command[512];
+    snprintf(line, sizeof line, "\nexpect=%s\n", expect);
+    assert_non_null(strstr(mark_text, line));
+    free(mark_text);
+    snprintf(command, sizeof command, "run schakelctl audit verify --store %s --expect %s",
+             env->store_path, expect);
+    char problem[2048];
+    offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started on a store marked audit-mismatch");
+    assert_int_equal(h_log_count(env, offset, "event=audit.tail_mismatch_marked"), 1);
+    assert_true(h_log_count(env, offset, command) >= 1);
+    assert_true(h_log_count(env, offset, "remove ") >= 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+    char backup[192], fresh[192];
+    snprintf(backup, sizeof backup, "%s/backup-marked.db", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
+    h_copy_file(env->store_path, backup);
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key", fresh,
+                            NULL);
+    if (status != 1 || strstr(res.err, mark) == NULL || strstr(res.err, command) == NULL ||
+        strstr(res.err, "the store is unchanged") == NULL)
+        fail_msg("--rekey of a marked store: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, mark) == NULL || strstr(res.err, command) == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored over a marked store: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+
+    /* The rewrite undone: verify with the anchor says the trail is the
+     * broker's own; the mark may go. */
+    db = db_open(env->store_path, 1);
+    sqlite3_stmt *put_back = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE audit SET deliveries = ?1 WHERE seq = ?2", -1,
+                                        &put_back, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(put_back, 1, deliveries, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(put_back, 2, queued);
+    assert_int_equal(sqlite3_step(put_back), SQLITE_DONE);
+    sqlite3_finalize(put_back);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, "--expect", expect, NULL) != 0)
+        fail_msg("verify --expect %s of the trail put back: %d\n%s%s", expect, res.status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(unlink(mark), 0);
+
     /* A tail that does not chain: no start. */
     db = db_open(env->store_path, 1);
     snprintf(sql, sizeof sql, "UPDATE audit SET detail = 'forged' WHERE seq = %lld",
              (long long)queued);
     db_exec(db, sql);
     sqlite3_close(db);
-    char problem[256];
     offset = h_log_offset(env);
     if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
         fail_msg("the broker started on a tail that does not chain");
@@ -1103,12 +1197,8 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
 
     /* Nor does --rekey or --restored (of a copy as backup) chain or sign
      * anything onto it. */
-    char backup[192], fresh[192];
     snprintf(backup, sizeof backup, "%s/backup-unchained.db", env->dir);
-    snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
     h_copy_file(env->store_path, backup);
-    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
-    h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key", fresh,
                             NULL);
     if (status != 1 || strstr(res.err, needle) == NULL ||
@@ -1124,6 +1214,19 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     h_cli_result_free(&res);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+
+    /* Put back as the broker wrote it, and without the mark: it starts
+     * and records again. */
+    db = db_open(env->store_path, 1);
+    snprintf(sql, sizeof sql, "UPDATE audit SET detail = NULL WHERE seq = %lld", (long long)queued);
+    db_exec(db, sql);
+    sqlite3_close(db);
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    h_publish_ok(politie, &s3, id, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_true(h_store_int(env, "SELECT max(seq) FROM audit", NULL) > tail);
+    free(deliveries);
     h_done(env);
 }
 

@@ -314,6 +314,32 @@ static void test_health_and_readiness(void **state)
     h_done(env);
 }
 
+/* A trail written outside the running broker (an entry appended to it by
+ * another connection): the refused publish is INTERNAL_ERROR, and /readyz
+ * says why, not that commits fail UNAVAILABLE. (schakelctl status cannot
+ * say it: an operator's admission needs an entry too.) */
+static void test_readiness_under_a_tail_mismatch(void **state)
+{
+    h_env_t *env = *state;
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = police_signal();
+    h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    h_store_exec(env, "INSERT INTO audit (seq, at, event, hash) SELECT max(seq) + 1, max(at),"
+                      " 'request.refused', randomblob(32) FROM audit");
+    h_publish_refused(politie, NULL, &s, "INTERNAL_ERROR");
+    settle(politie);
+    http_reply_t r = http_request(address, "GET", "/readyz");
+    if (r.status != 503 ||
+        strstr(r.body, "written outside the broker (audit.tail_mismatch)") == NULL ||
+        strstr(r.body, "INTERNAL_ERROR") == NULL)
+        fail_msg("/readyz: %d \"%s\"", r.status, r.body);
+    http_reply_free(&r);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 typedef struct counts {
     double accepted, denied, deliveries, redeliveries, acks, auth_failures, latency_count;
 } counts_t;
@@ -758,6 +784,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_health_and_readiness, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_readiness_under_a_tail_mismatch, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_dawdling_clients_leave_room, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,

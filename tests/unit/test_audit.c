@@ -2340,7 +2340,7 @@ static void test_tail_check_names_what_does_not_chain(void **state)
             assert_int_equal(sqlite3_close(db), SQLITE_OK);
         }
         store_t *store = store_fixture_open(path, store_key);
-        int rc = audit_tail_check(store, why, sizeof why);
+        int rc = audit_tail_check(store, NULL, NULL, why, sizeof why);
         store_close(&store);
         if (rows[i].problem == NULL ? rc != 0 : rc != 1 || strstr(why, rows[i].problem) == NULL)
             fail_msg("row %zu: %d \"%s\", expected \"%s\"", i, rc, why,
@@ -2351,16 +2351,61 @@ static void test_tail_check_names_what_does_not_chain(void **state)
     char path[160], why[512] = "";
     snprintf(path, sizeof path, "%s/young.db", f->dir);
     store_t *store = store_fixture_create(path, store_key);
-    assert_int_equal(audit_tail_check(store, why, sizeof why), 0);
+    assert_int_equal(audit_tail_check(store, NULL, NULL, why, sizeof why), 0);
     trail_append(store, NULL, 1, 40);
-    assert_int_equal(audit_tail_check(store, why, sizeof why), 0);
+    assert_int_equal(audit_tail_check(store, NULL, NULL, why, sizeof why), 0);
     store_close(&store);
     store_fixture_raw_exec(path, "DROP TRIGGER audit_append_only_update;"
                                  "UPDATE audit SET detail = 'forged' WHERE seq = 1");
     store = store_fixture_open(path, store_key);
-    assert_int_equal(audit_tail_check(store, why, sizeof why), 1);
+    assert_int_equal(audit_tail_check(store, NULL, NULL, why, sizeof why), 1);
     assert_non_null(strstr(why, "entry 1 does not chain"));
     store_close(&store);
+}
+
+/* The forgery the tail check cannot refuse: an entry a genuine checkpoint
+ * covers (1500, under 2000) changed, the chain recomputed to the end, and
+ * that checkpoint given the new hash and signed again under another key.
+ * The check proves the signature, not whose key made it: the tail chains,
+ * and the check names the checkpoint and the other key, which the broker
+ * logs (audit.checkpoint_other_key). Under the broker's own key, or asked
+ * with the key that signed (a rotated broker), it names none. */
+static void test_tail_check_names_a_checkpoint_under_another_key(void **state)
+{
+    fixture_t *f = *state;
+    char path[160], why[512] = "";
+    audit_tail_signer_t other;
+    store_close(&f->store);
+    snprintf(path, sizeof path, "%s/other-key.db", f->dir);
+    copy_file(template_path, path);
+    store_t *store = store_fixture_open(path, store_key);
+    assert_int_equal(audit_tail_check(store, broker_key->sign_pk, &other, why, sizeof why), 0);
+    assert_int_equal(other.seq, 0);
+    store_close(&store);
+
+    sqlite3 *db = attacker_open(path);
+    store_fixture_db_exec(db, "UPDATE audit SET recipient = 'riec/analyse' WHERE seq = 1500");
+    rehash_from(path, db, 1500, TRAIL_ENTRIES);
+    store_fixture_db_exec(db, "UPDATE audit_checkpoints SET hash = (SELECT hash FROM audit WHERE"
+                              " seq = 2000) WHERE seq = 2000");
+    resign_checkpoint(db, 2000, other_key);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+
+    store = store_fixture_open(path, store_key);
+    memset(&other, 0xff, sizeof other);
+    if (audit_tail_check(store, broker_key->sign_pk, &other, why, sizeof why) != 0)
+        fail_msg("the re-signed tail: \"%s\"", why);
+    assert_int_equal(other.seq, 2000);
+    assert_memory_equal(other.key, other_key->sign_pk, 32);
+    assert_int_equal(audit_tail_check(store, other_key->sign_pk, &other, why, sizeof why), 0);
+    assert_int_equal(other.seq, 0);
+    store_close(&store);
+    /* verify with the broker's key names it */
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    verify_path(path, keys, 1, NULL, &r);
+    assert_false(r.intact);
+    unlink(path);
 }
 
 /* ------------------------------------------------------------------ the running broker's tail */
@@ -2388,7 +2433,7 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
     store_audit_tail_t tail;
     trail_append(f->store, broker_key, 1, 30);
     assert_int_equal(store_audit_tail_guard(f->store), 0);
-    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 0);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, NULL, &committed, hash), 0);
 
     append_one(f->store, "rolled back");
     assert_int_equal(store_rollback(f->store), 0);
@@ -2420,7 +2465,7 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
     checkpoints = store_fixture_db_int(raw, "SELECT count(*) FROM audit_checkpoints");
     assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 3, 1), -1);
     assert_non_null(strstr(store_errmsg(f->store), "this broker last committed entry 32"));
-    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, NULL, &committed, hash), 1);
     assert_int_equal(stored, 32);
     assert_int_equal(committed, 32);
     assert_memory_equal(hash, own, 32);
@@ -2428,7 +2473,7 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
     audit_entry_init(&e, "request.refused");
     assert_int_equal(audit_append(f->store, broker_key, BASE_TIME + 3, &e), -1);
     assert_non_null(strstr(store_errmsg(f->store), "ends at entry 32 with another hash"));
-    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, NULL, &committed, hash), 1);
     assert_int_equal(store_rollback(f->store), 0);
     assert_int_equal(store_fixture_db_int(raw, "SELECT count(*) FROM audit_checkpoints"),
                      checkpoints);
@@ -2439,7 +2484,7 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
     assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 3, 1), -1);
     assert_non_null(strstr(store_errmsg(f->store),
                            "ends at entry 31, but this broker last committed entry 32"));
-    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, &committed, hash), 1);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, NULL, &committed, hash), 1);
     assert_int_equal(stored, 31);
     assert_int_equal(sqlite3_close(raw), SQLITE_OK);
 }
@@ -2497,6 +2542,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_indexes_rebuilt_outside_the_broker, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tail_check_names_what_does_not_chain, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tail_check_names_a_checkpoint_under_another_key, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_it_did_not_commit, setup,
                                         store_fixture_teardown),

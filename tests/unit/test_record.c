@@ -27,6 +27,7 @@
 #include "policy.h"
 #include "record.h"
 #include "store.h"
+#include "storefile.h"
 
 /* ------------------------------------------------------------------ stand-ins */
 
@@ -50,6 +51,10 @@ static struct {
     kept_entry_t entries[MAX_KEPT];
     size_t n_entries;
     size_t commits, rollbacks, write_failed_logs, set_aside_logs, tail_mismatch_logs;
+    size_t tail_mismatch_repeats; /* audit.tail_mismatch lines with refused= */
+    char refused[24];             /* the last one's count */
+    size_t marks;                 /* storefile_mark_mismatch calls */
+    char mark_text[512];          /* what the first wrote */
     int tail_mismatch;        /* store_audit_tail_mismatch says so */
     const char *refuse_event; /* audit_append refuses entries of this event */
     size_t refuse_after;      /* ... once this many of them were taken */
@@ -157,16 +162,29 @@ const char *store_errmsg(const store_t *store)
     return "refused by the test";
 }
 
-int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq, uint64_t *committed_seq,
+int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
+                              uint8_t stored_hash[STORE_AUDIT_HASH_BYTES], uint64_t *committed_seq,
                               uint8_t committed_hash[STORE_AUDIT_HASH_BYTES])
 {
     (void)store;
     if (!trail.tail_mismatch)
         return 0;
     *stored_seq = 40;
+    if (stored_hash != NULL)
+        memset(stored_hash, 0xcd, STORE_AUDIT_HASH_BYTES);
     *committed_seq = 41;
     memset(committed_hash, 0xab, STORE_AUDIT_HASH_BYTES);
     return 1;
+}
+
+int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
+                            size_t path_outlen, char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    if (trail.marks++ == 0)
+        snprintf(trail.mark_text, sizeof trail.mark_text, "%s", text);
+    snprintf(path_out, path_outlen, "%s.audit-mismatch", store_path);
+    return trail.marks == 1 ? 0 : 1;
 }
 
 int store_subject_tag(store_t *store, const char *pseudonym, char tag[STORE_SUBJECT_TAG_LEN + 1])
@@ -214,8 +232,20 @@ void log_event(log_level_t level, const char *event, ...)
 {
     if (strcmp(event, "audit.write_failed") == 0)
         trail.write_failed_logs++;
-    if (strcmp(event, "audit.tail_mismatch") == 0 && level == LOG_ERROR)
+    if (strcmp(event, "audit.tail_mismatch") == 0 && level == LOG_ERROR) {
+        va_list ap;
+        va_start(ap, event);
+        for (const char *key = va_arg(ap, const char *); key != NULL;
+             key = va_arg(ap, const char *)) {
+            const char *value = va_arg(ap, const char *);
+            if (strcmp(key, "refused") == 0) {
+                trail.tail_mismatch_repeats++;
+                snprintf(trail.refused, sizeof trail.refused, "%s", value);
+            }
+        }
+        va_end(ap);
         trail.tail_mismatch_logs++;
+    }
     if (strcmp(event, "delivery.set_aside") == 0 && level == LOG_ERROR)
         trail.set_aside_logs++;
 }
@@ -430,6 +460,8 @@ static void test_failed_turn_records_no_acks(void **state)
     trail.refuse_event = "delivery.acked";
     trail.refuse_after = 0;
     trail.tail_mismatch = 1;
+    b->store_path = "/var/lib/schakel/store.db";
+    b->now_ms = 5000;
     size_t write_failed = trail.write_failed_logs;
     ack_ok(b, "om/parket", 10);
     record_turn_end(b);
@@ -438,6 +470,32 @@ static void test_failed_turn_records_no_acks(void **state)
     assert_int_equal(trail.write_failed_logs, write_failed);
     turn_end(b);
     assert_int_equal(trail.n_entries, 3);
+    /* The first wrote the mark, with the anchor and what was found. */
+    assert_int_equal(trail.marks, 1);
+    assert_non_null(strstr(trail.mark_text, "\nexpect=41:abababab"));
+    assert_non_null(strstr(trail.mark_text, "\nfound=40:cdcdcdcd"));
+    /* Said once: within the minute the refusals are counted, not said,
+     * and the mark is not written again; a minute on, one line with
+     * their count. */
+    for (int i = 0; i < 3; i++) {
+        b->now_ms += 1000;
+        ack_ok(b, "om/parket", 10);
+        record_turn_end(b);
+        assert_int_equal(b->turn_failed, 1);
+        turn_end(b);
+    }
+    assert_int_equal(trail.tail_mismatch_logs, 1);
+    assert_int_equal(trail.marks, 1);
+    b->now_ms = 5000 + 60000;
+    ack_ok(b, "om/parket", 10);
+    record_turn_end(b);
+    turn_end(b);
+    assert_int_equal(trail.tail_mismatch_logs, 2);
+    assert_int_equal(trail.tail_mismatch_repeats, 1);
+    assert_string_equal(trail.refused, "4");
+    assert_int_equal(b->tail_mismatch_unsaid, 0);
+    assert_int_equal(trail.marks, 1);
+    b->store_path = NULL;
     trail.refuse_event = NULL;
     trail.tail_mismatch = 0;
 
