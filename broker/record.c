@@ -79,12 +79,13 @@ static void record_write_failed(broker_t *b, const char *event, const char *entr
     char expect[24 + 2 * STORE_AUDIT_HASH_BYTES + 2], hex[2 * STORE_AUDIT_HASH_BYTES + 1];
     syntax_hex(hash, sizeof hash, hex);
     snprintf(expect, sizeof expect, "%llu:%s", (unsigned long long)committed, hex);
-    if (!b->tail_mismatch_said)
-        record_mark_mismatch(b, expect, stored, stored_hash);
-    else if (b->now_ms - b->tail_mismatch_said_ms < RECORD_MISMATCH_SAID_EVERY_MS) {
+    if (b->tail_mismatch_said &&
+        b->now_ms - b->tail_mismatch_said_ms < RECORD_MISMATCH_SAID_EVERY_MS) {
         b->tail_mismatch_unsaid++;
         return;
     }
+    if (!b->tail_mismatch_marked) /* the first time, or again a minute after it failed */
+        record_mark_mismatch(b, expect, stored, stored_hash);
     snprintf(stored_text, sizeof stored_text, "%llu", (unsigned long long)stored);
     snprintf(committed_text, sizeof committed_text, "%llu", (unsigned long long)committed);
     snprintf(refused_text, sizeof refused_text, "%llu",

@@ -54,6 +54,7 @@ static struct {
     size_t tail_mismatch_repeats; /* audit.tail_mismatch lines with refused= */
     char refused[24];             /* the last one's count */
     size_t marks;                 /* storefile_mark_mismatch calls */
+    int mark_fails;               /* ... which fail */
     char mark_text[512];          /* what the first wrote */
     int tail_mismatch;        /* store_audit_tail_mismatch says so */
     const char *refuse_event; /* audit_append refuses entries of this event */
@@ -180,8 +181,12 @@ int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
 int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
                             size_t path_outlen, char *err, size_t errlen)
 {
-    (void)err, (void)errlen;
-    if (trail.marks++ == 0)
+    trail.marks++;
+    if (trail.mark_fails) {
+        snprintf(err, errlen, "%s.audit-mismatch: No space left on device", store_path);
+        return -1;
+    }
+    if (trail.marks == 1)
         snprintf(trail.mark_text, sizeof trail.mark_text, "%s", text);
     snprintf(path_out, path_outlen, "%s.audit-mismatch", store_path);
     return trail.marks == 1 ? 0 : 1;
@@ -495,6 +500,28 @@ static void test_failed_turn_records_no_acks(void **state)
     assert_string_equal(trail.refused, "4");
     assert_int_equal(b->tail_mismatch_unsaid, 0);
     assert_int_equal(trail.marks, 1);
+    /* A mark that could not be written is tried again with the next
+     * line, a minute on, not at every refusal. */
+    broker_t *unmarked = test_broker();
+    unmarked->store_path = "/var/lib/schakel/store.db";
+    trail.mark_fails = 1;
+    trail.marks = 0;
+    for (int i = 0; i < 3; i++) {
+        unmarked->now_ms = 1000 * i;
+        ack_ok(unmarked, "om/parket", 10);
+        record_turn_end(unmarked);
+        turn_end(unmarked);
+    }
+    assert_int_equal(trail.marks, 1);
+    assert_int_equal(unmarked->tail_mismatch_marked, 0);
+    trail.mark_fails = 0;
+    unmarked->now_ms = 60000;
+    ack_ok(unmarked, "om/parket", 10);
+    record_turn_end(unmarked);
+    turn_end(unmarked);
+    assert_int_equal(trail.marks, 2);
+    assert_int_equal(unmarked->tail_mismatch_marked, 1);
+    test_broker_free(&unmarked);
     b->store_path = NULL;
     trail.refuse_event = NULL;
     trail.tail_mismatch = 0;
