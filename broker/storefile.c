@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -121,19 +122,50 @@ int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen)
     return -1;
 }
 
+/* The mark's path: beside the store's file itself (a store path that is
+ * a symbolic link, or reached through one, names the same mark as the
+ * file's own path), or beside the path as given when it cannot be
+ * resolved (no store there). */
+static int mismatch_path(char *mark, size_t len, const char *store_path)
+{
+    char real[PATH_MAX];
+    const char *base = realpath(store_path, real) != NULL ? real : store_path;
+    return storefile_side(mark, len, base, STOREFILE_MISMATCH_SUFFIX);
+}
+
+/* An existing mark made durable before it counts: one a failed attempt
+ * left may not have been synced. */
+static int mismatch_sync_existing(const char *mark, char *err, size_t errlen)
+{
+    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+        int rc = fsync(fd);
+        close(fd);
+        if (rc != 0)
+            return snprintf(err, errlen, "%s: %s", mark, strerror(errno)), -1;
+    }
+    return storefile_sync_folder(mark, err, errlen);
+}
+
 int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
                             size_t path_outlen, char *err, size_t errlen)
 {
-    char mark[PATH_MAX];
+    char mark[PATH_MAX], tmp[PATH_MAX + 8];
     struct stat store;
-    if (storefile_side(mark, sizeof mark, store_path, STOREFILE_MISMATCH_SUFFIX) != 0)
+    if (mismatch_path(mark, sizeof mark, store_path) != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     snprintf(path_out, path_outlen, "%s", mark);
-    int fd = open(mark, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST)
-        return 1;
+    struct stat there;
+    if (lstat(mark, &there) == 0)
+        return mismatch_sync_existing(mark, err, errlen) == 0 ? 1 : -1;
+    /* written whole and synced under another name, then linked into place
+     * (which fails if a mark appeared meanwhile): a mark is never seen
+     * half-written */
+    snprintf(tmp, sizeof tmp, "%s.tmp", mark);
+    (void)unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
-        return snprintf(err, errlen, "%s: %s", mark, strerror(errno)), -1;
+        return snprintf(err, errlen, "%s: %s", tmp, strerror(errno)), -1;
     size_t len = strlen(text), done = 0;
     int failed = 0;
     while (done < len && !failed) {
@@ -156,6 +188,13 @@ int storefile_mark_mismatch(const char *store_path, const char *text, char *path
         failed = 1;
         saved = errno;
     }
+    if (!failed && link(tmp, mark) != 0) {
+        saved = errno;
+        failed = 1;
+    }
+    (void)unlink(tmp);
+    if (failed && saved == EEXIST)
+        return mismatch_sync_existing(mark, err, errlen) == 0 ? 1 : -1;
     if (failed)
         return snprintf(err, errlen, "%s: %s", mark, strerror(saved)), -1;
     return storefile_sync_folder(mark, err, errlen);
@@ -188,7 +227,7 @@ int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, 
 {
     char mark[PATH_MAX], anchor[128];
     struct stat st;
-    if (storefile_side(mark, sizeof mark, store_path, STOREFILE_MISMATCH_SUFFIX) != 0)
+    if (mismatch_path(mark, sizeof mark, store_path) != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     if (lstat(mark, &st) != 0 && errno == ENOENT)
         return 0;
@@ -208,8 +247,9 @@ int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, 
                  "outside it (audit.tail_mismatch), and nothing may be chained or signed onto "
                  "them: run schakelctl audit verify --store %s --expect %s (the broker's own "
                  "last entry, from %s); then restore the last backup that verifies, or, only "
-                 "when verify says the trail is intact with that anchor (the store is the "
-                 "broker's own), remove %s (docs/OPERATIONS.md, \"When audit verify fails\")",
+                 "when verify says the trail is intact with that anchor and that it ends there "
+                 "(as many entries as the anchor's seq: entries after it are not the broker's), "
+                 "remove %s (docs/OPERATIONS.md, \"When audit verify fails\")",
                  mark, store_path, anchor, mark, mark);
     return -1;
 }

@@ -1159,6 +1159,17 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
         strstr(res.err, "nothing was changed") == NULL)
         fail_msg("--restored over a marked store: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
+    /* the store named through a symbolic link has the same mark */
+    char alias[192];
+    snprintf(alias, sizeof alias, "%s/alias.db", env->dir);
+    assert_int_equal(symlink(env->store_path, alias), 0);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--store", alias, "--rekey",
+                            "--new-store-key", fresh, NULL);
+    if (status != 1 || strstr(res.err, mark) == NULL || strstr(res.err, "ends there") == NULL)
+        fail_msg("--rekey of a marked store through a link: exit %d, stderr \"%s\"", status,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(unlink(alias), 0);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
 
