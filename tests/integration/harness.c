@@ -2180,3 +2180,10 @@ int h_put_back(const h_env_t *env, const char *backup, int64_t seq, int64_t item
         fail_msg("the documented put-back said no changes() of 0 or 1: %d", said);
     return said;
 }
+
+int h_time_factor(void)
+{
+    const char *factor = getenv("SCHAKEL_TEST_TIME_FACTOR");
+    long n = factor != NULL ? strtol(factor, NULL, 10) : 1;
+    return n >= 1 && n <= 20 ? (int)n : 1;
+}

@@ -42,6 +42,11 @@ extern const char *const h_receiving_principals[];
 
 /* Bounds of every wait (milliseconds). Only a failing test waits this long. */
 #define H_TIMEOUT_MS 10000
+
+/* SCHAKEL_TEST_TIME_FACTOR (an integer 1..20; 1 when unset or out of
+ * range): how much slower the broker runs under a slow tool such as
+ * valgrind (make check-valgrind sets it), to stretch waits by. */
+int h_time_factor(void);
 #define H_START_TIMEOUT_MS 15000
 #define H_CLI_TIMEOUT_MS 30000
 

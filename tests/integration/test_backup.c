@@ -60,15 +60,6 @@ static int64_t backup_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* SCHAKEL_TEST_TIME_FACTOR (1..20): a broker under valgrind is that much
- * slower, and the store is filled that much less. */
-static int backup_time_factor(void)
-{
-    const char *factor = getenv("SCHAKEL_TEST_TIME_FACTOR");
-    long n = factor != NULL ? strtol(factor, NULL, 10) : 1;
-    return n >= 1 && n <= 20 ? (int)n : 1;
-}
-
 /* A file's size, 0 if it does not exist. */
 static long long backup_file_size(const char *path)
 {
@@ -133,7 +124,7 @@ static int ticker_publish(ticker_t *t, tick_t *tick, const char *ref)
 static void *ticker_run(void *arg)
 {
     ticker_t *t = arg;
-    int64_t deadline = backup_now_ms() + TICK_DEADLINE_MS * backup_time_factor();
+    int64_t deadline = backup_now_ms() + TICK_DEADLINE_MS * h_time_factor();
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
     for (size_t i = 0; i < TICK_MAX && !atomic_load(&t->stop); i++) {
@@ -227,7 +218,7 @@ static void backup_fill_store(h_env_t *env)
         items[i].summary = summary;
     }
     schakel_client_t *client = h_connect(env, H_POLITIE);
-    size_t total = FILL_PUBLISHES / (size_t)backup_time_factor(), sent = 0, answered = 0;
+    size_t total = FILL_PUBLISHES / (size_t)h_time_factor(), sent = 0, answered = 0;
     while (answered < total) {
         while (sent < total && sent - answered < FILL_IN_FLIGHT) {
             schakel_status_t st = schakel_publish_send(client, NULL, items, FILL_ITEMS, NULL, NULL);
@@ -280,7 +271,7 @@ static void test_documented_backup_under_traffic(void **state)
     ticker_t t = {.env = env};
     pthread_t thread;
     ticker_start(&t, &thread);
-    if (ticker_await(&t, TICK_BEFORE, H_TIMEOUT_MS * backup_time_factor()) < TICK_BEFORE) {
+    if (ticker_await(&t, TICK_BEFORE, H_TIMEOUT_MS * h_time_factor()) < TICK_BEFORE) {
         ticker_stop(&t, thread);
         fail_msg("the publisher did not get %d publishes accepted: %s", TICK_BEFORE, t.problem);
     }
@@ -293,7 +284,7 @@ static void test_documented_backup_under_traffic(void **state)
     umask(umask_before);
     /* a few more publishes after it, then the publisher stops */
     size_t accepted_by_end = ticker_await(&t, 0, 0);
-    (void)ticker_await(&t, accepted_by_end + 5, H_TIMEOUT_MS * backup_time_factor());
+    (void)ticker_await(&t, accepted_by_end + 5, H_TIMEOUT_MS * h_time_factor());
     ticker_stop(&t, thread);
     fprintf(stderr,
             "test_backup: store %lld bytes (with its WAL); the backup took %lld ms; %zu "

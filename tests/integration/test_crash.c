@@ -47,9 +47,7 @@ enum {
  * check-valgrind sets it). */
 static int64_t crash_deadline_ms(void)
 {
-    const char *factor = getenv("SCHAKEL_TEST_TIME_FACTOR");
-    long n = factor != NULL ? strtol(factor, NULL, 10) : 1;
-    return CRASH_DEADLINE_MS * (n >= 1 && n <= 20 ? n : 1);
+    return CRASH_DEADLINE_MS * h_time_factor();
 }
 /* Shorter than a restart and reconnect often takes, so that publishes are
  * also retried by the test itself, not only re-sent by the library. */

@@ -652,9 +652,11 @@ static void frame_describe(const Schakel__Frame *f, char *out, size_t len)
  * frame comes in time or another one comes first. */
 static Schakel__Frame *raw_next(raw_t *r, const char *what, Schakel__Frame__BodyCase body)
 {
-    Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
+    /* a turn of full batches takes seconds under valgrind */
+    int wait_ms = H_TIMEOUT_MS * h_time_factor();
+    Schakel__Frame *f = raw_recv(r, wait_ms);
     if (!f)
-        fail_msg("%s: %s got no answer within %d ms", what, r->label, H_TIMEOUT_MS);
+        fail_msg("%s: %s got no answer within %d ms", what, r->label, wait_ms);
     if (f->body_case != body) {
         char got[400];
         frame_describe(f, got, sizeof got);
