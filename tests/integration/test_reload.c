@@ -323,6 +323,16 @@ static void test_key_given_back_receives_again(void **state)
     h_done(env);
 }
 
+/* The policy written anew with the fire service's rule no longer reaching
+ * the municipality (the caller reloads it). */
+static void policy_fire_service_drops_gemeente(h_env_t *env)
+{
+    char *rules =
+        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+}
+
 /* What already waits in a mailbox is withheld once the policy no longer
  * allows it: a reload that narrows a rule stops delivery of what no longer
  * passes, and leaves a tombstone (logged as delivery.revoked). */
@@ -337,10 +347,7 @@ static void test_narrowed_rule_stops_waiting_deliveries(void **state)
     assert_int_equal(h_backlog_of(env, H_WOCO_MAASOEVER), 1);
 
     /* The fire service may no longer inform the municipality. */
-    char *rules =
-        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
-    h_env_write_policy(env, "%s%s", h_policy_header, rules);
-    free(rules);
+    policy_fire_service_drops_gemeente(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
 
@@ -437,10 +444,7 @@ static void test_ack_of_a_withheld_delivery_revokes_it(void **state)
     int64_t fire = waiting_seq(env, H_GEMEENTE, "brandweer-brandveiligheid");
     int64_t farm_seq = waiting_seq(env, H_GEMEENTE, "woco-ondermijning-gemeente");
 
-    char *rules =
-        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
-    h_env_write_policy(env, "%s%s", h_policy_header, rules);
-    free(rules);
+    policy_fire_service_drops_gemeente(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
 
@@ -498,10 +502,7 @@ static void test_ack_of_a_delivery_passed_over_is_not_recorded(void **state)
     int64_t fire = waiting_seq(env, H_GEMEENTE, "brandweer-brandveiligheid");
     int64_t farm_seq = waiting_seq(env, H_GEMEENTE, "woco-ondermijning-gemeente");
     assert_true(fire < farm_seq);
-    char *rules =
-        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
-    h_env_write_policy(env, "%s%s", h_policy_header, rules);
-    free(rules);
+    policy_fire_service_drops_gemeente(env);
     assert_int_equal(h_broker_reload(env), 1);
 
     schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
@@ -539,10 +540,7 @@ static void test_ack_of_a_delivery_sent_before_the_reload_is_recorded(void **sta
     uint64_t fire = d->seq;
     schakel_delivery_free(&d);
 
-    char *rules =
-        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
-    h_env_write_policy(env, "%s%s", h_policy_header, rules);
-    free(rules);
+    policy_fire_service_drops_gemeente(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
     assert_int_equal(schakel_ack(gemeente, fire), SCHAKEL_OK);
@@ -573,10 +571,7 @@ static void test_ack_under_a_pending_reload(void **state)
     h_store_exec(env,
                  "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
                  " 'policy.reloaded' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
-    char *rules =
-        replaced(h_default_rules, BRANDWEER_TO, "    to: [woco-maasoever, woco-jekerdal]\n");
-    h_env_write_policy(env, "%s%s", h_policy_header, rules);
-    free(rules);
+    policy_fire_service_drops_gemeente(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 0);
     assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
