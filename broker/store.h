@@ -1015,11 +1015,14 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
  * any read outside one) is compared with it, a memcmp: another tail (the
  * trail cut back, or its last entries re-appended with recomputed hashes,
  * outside the broker) is refused, -1 with store_errmsg naming both seqs,
- * so that nothing is appended or signed onto it. Returns 0, or -1. */
+ * so that nothing is appended or signed onto it; once one was, so is the
+ * committed tail when it is found again (put back outside the broker),
+ * until the next call. Returns 0, or -1. */
 int store_audit_tail_guard(store_t *store);
 
 /* 1 when the last read of the tail was refused by the guard: the seq the
- * trail ends at and its last entry's hash (stored_hash may be NULL), and
+ * trail ended at and its last entry's hash when it was last found other
+ * than committed (stored_hash may be NULL), and
  * the seq and hash this handle last committed; else 0. */
 int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
                               uint8_t stored_hash[STORE_AUDIT_HASH_BYTES], uint64_t *committed_seq,

@@ -288,29 +288,48 @@ static int tail_read_checkpoint(store_t *store, store_audit_tail_t *tail)
 /* The guard: the stored tail must be the one this handle last committed
  * (a memcmp). Another is a trail written outside the broker since (rows
  * removed, re-appended with recomputed hashes): nothing may be chained to
- * it or signed over it. */
+ * it or signed over it. Once one was seen, the tail this handle committed
+ * is refused too: it was put back outside the broker, and what was done
+ * to the trail meanwhile only audit verify can tell; a broker that went on
+ * would sign onto it, and the mark it left (record.c) would then stand
+ * against its own entries. The found seq and hash stay those of the last
+ * tail that was not the committed one. */
 static int tail_guard_check(store_t *store, const store_audit_tail_t *fresh)
 {
     if (!store->audit_guarded)
         return 0;
-    if (fresh->seq == store->audit_committed_seq &&
-        sodium_memcmp(fresh->hash, store->audit_committed_hash, STORE_AUDIT_HASH_BYTES) == 0) {
+    int committed =
+        fresh->seq == store->audit_committed_seq &&
+        sodium_memcmp(fresh->hash, store->audit_committed_hash, STORE_AUDIT_HASH_BYTES) == 0;
+    if (committed && !store->audit_mismatch_seen) {
         store->audit_mismatch = 0;
         return 0;
     }
-    char hex[2 * STORE_AUDIT_HASH_BYTES + 1], why[384];
+    char hex[2 * STORE_AUDIT_HASH_BYTES + 1], why[448];
     syntax_hex(store->audit_committed_hash, STORE_AUDIT_HASH_BYTES, hex);
     store->audit_mismatch = 1;
-    store->audit_mismatch_seq = fresh->seq;
-    memcpy(store->audit_mismatch_hash, fresh->hash, STORE_AUDIT_HASH_BYTES);
-    snprintf(why, sizeof why,
-             "the trail ends at entry %llu%s, but this broker last committed entry %llu: it was "
-             "written outside the broker, and nothing is chained to it or signed (run "
-             "schakelctl audit verify --expect %llu:%s)",
-             (unsigned long long)fresh->seq,
-             fresh->seq == store->audit_committed_seq ? " with another hash" : "",
-             (unsigned long long)store->audit_committed_seq,
-             (unsigned long long)store->audit_committed_seq, hex);
+    store->audit_mismatch_seen = 1;
+    if (!committed) {
+        store->audit_mismatch_seq = fresh->seq;
+        memcpy(store->audit_mismatch_hash, fresh->hash, STORE_AUDIT_HASH_BYTES);
+        snprintf(why, sizeof why,
+                 "the trail ends at entry %llu%s, but this broker last committed entry %llu: it "
+                 "was written outside the broker, and nothing is chained to it or signed (run "
+                 "schakelctl audit verify --expect %llu:%s)",
+                 (unsigned long long)fresh->seq,
+                 fresh->seq == store->audit_committed_seq ? " with another hash" : "",
+                 (unsigned long long)store->audit_committed_seq,
+                 (unsigned long long)store->audit_committed_seq, hex);
+    } else {
+        snprintf(why, sizeof why,
+                 "the trail ends at this broker's last committed entry %llu again, but it was "
+                 "written outside the broker since (it ended at entry %llu): nothing is chained "
+                 "to it or signed until a restart after audit verify (run schakelctl audit "
+                 "verify --expect %llu:%s)",
+                 (unsigned long long)store->audit_committed_seq,
+                 (unsigned long long)store->audit_mismatch_seq,
+                 (unsigned long long)store->audit_committed_seq, hex);
+    }
     store_refuse(store, "audit tail", why);
     return -1;
 }
@@ -322,6 +341,7 @@ int store_audit_tail_guard(store_t *store)
         return -1;
     store->audit_guarded = 0;
     store->audit_mismatch = 0;
+    store->audit_mismatch_seen = 0;
     if (audit_txn_open(store)) {
         store_refuse(store, "audit tail guard", "a transaction is open: only committed entries");
         return -1;

@@ -189,11 +189,14 @@ struct store {
     /* The running broker's guard (store_audit_tail_guard): the tail as of
      * its last commit through this handle, which every read of the stored
      * tail not served from the cache must find; and the last such read
-     * that did not (audit_mismatch, with the seq it found). */
+     * that did not (audit_mismatch, with the seq it found), and whether
+     * any read did since the guard began (audit_mismatch_seen: a tail put
+     * back afterwards is refused as well, until the next guard). */
     int audit_guarded;
     uint64_t audit_committed_seq;
     uint8_t audit_committed_hash[STORE_AUDIT_HASH_BYTES];
     int audit_mismatch;
+    int audit_mismatch_seen;
     uint64_t audit_mismatch_seq;
     uint8_t audit_mismatch_hash[STORE_AUDIT_HASH_BYTES];
     /* The item whose publish facts a delivery last checked, and whose

@@ -1241,6 +1241,92 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     h_done(env);
 }
 
+/* The rewrite undone while the broker still runs (review: it then chained
+ * and signed again, and its own mark stood against those entries): the
+ * broker goes on refusing everything that needs an entry until it is
+ * restarted; verify with the anchor then finds the trail intact and
+ * ending at the anchor, the mark goes, and the broker starts and records. */
+static void test_a_tail_put_back_while_the_broker_runs(void **state)
+{
+    h_env_t *env = *state;
+    h_cli_result_t res = {0};
+    char expect[128];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s1 = ondermijning(SUBJECT_A, "BVH-AUDIT-40");
+    h_publish_ok(politie, &s1, NULL, NULL, NULL, NULL);
+    int64_t queued =
+        h_store_int(env, "SELECT max(seq) FROM audit WHERE event = 'delivery.queued'", NULL);
+    int64_t tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    int64_t checkpoints = h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
+    char *deliveries = entry_deliveries(env, queued);
+    char mark[256], sql[256];
+    snprintf(mark, sizeof mark, "%s.audit-mismatch", env->store_path);
+
+    long offset = h_log_offset(env);
+    sqlite3 *db = db_open(env->store_path, 1);
+    db_exec(db, "DROP TRIGGER audit_append_only_update");
+    snprintf(sql, sizeof sql,
+             "UPDATE audit SET deliveries = replace(deliveries, ' om/parket', ' om/elders')"
+             " WHERE seq = %lld",
+             (long long)queued);
+    db_exec(db, sql);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+    uint8_t id[16];
+    randombytes_buf(id, sizeof id);
+    schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-41");
+    assert_int_equal(schakel_publish(politie, NULL, &s2, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    if (h_await_log(env, offset, "event=audit.tail_mismatch", H_TIMEOUT_MS) != 0)
+        fail_msg("no audit.tail_mismatch in the log");
+    log_value(env, offset, "event=audit.tail_mismatch", "expect=", expect, sizeof expect);
+    assert_int_equal(access(mark, F_OK), 0);
+
+    /* put back as the broker wrote it */
+    db = db_open(env->store_path, 1);
+    sqlite3_stmt *put_back = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE audit SET deliveries = ?1 WHERE seq = ?2", -1,
+                                        &put_back, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(put_back, 1, deliveries, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(put_back, 2, queued);
+    assert_int_equal(sqlite3_step(put_back), SQLITE_DONE);
+    sqlite3_finalize(put_back);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+
+    /* still refused, nothing appended or signed */
+    assert_int_equal(schakel_publish(politie, NULL, &s2, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    schakel_signal_t s3 = ondermijning(SUBJECT_A, "BVH-AUDIT-42");
+    assert_int_equal(schakel_publish(politie, NULL, &s3, 1, NULL, NULL, NULL, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM publishes", NULL), 1);
+
+    /* verify with the anchor: intact, ending at it; the mark may go */
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, "--expect", expect, NULL) != 0)
+        fail_msg("verify --expect %s of the trail put back: %d\n%s%s", expect, res.status, res.out,
+                 res.err);
+    char count[48];
+    snprintf(count, sizeof count, "%lld entries", (long long)tail);
+    if (strstr(res.out, count) == NULL)
+        fail_msg("verify does not count %s:\n%s", count, res.out);
+    h_cli_result_free(&res);
+    assert_int_equal(unlink(mark), 0);
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    h_publish_ok(politie, &s2, id, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_true(h_store_int(env, "SELECT max(seq) FROM audit", NULL) > tail);
+    free(deliveries);
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -1264,6 +1350,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_items_kept_as_long_as_their_longest_delivery,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tail_put_back_while_the_broker_runs, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

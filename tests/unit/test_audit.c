@@ -2489,6 +2489,60 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
     assert_int_equal(sqlite3_close(raw), SQLITE_OK);
 }
 
+/* A tail put back as the broker committed it, after the guard refused
+ * another: still refused (what was done meanwhile only audit verify can
+ * tell, and a mark stands against it), naming both, until the guard is
+ * taken again (a restart); the found seq and hash stay the rewrite's. */
+static void test_guard_refuses_a_tail_put_back(void **state)
+{
+    fixture_t *f = *state;
+    uint64_t stored = 0, committed = 0;
+    uint8_t hash[32], found[32];
+    store_audit_tail_t tail;
+    trail_append(f->store, broker_key, 1, 30);
+    assert_int_equal(store_audit_tail_guard(f->store), 0);
+    append_one(f->store, "committed");
+    assert_int_equal(store_commit(f->store), 0);
+
+    sqlite3 *db = attacker_open(f->path);
+    store_fixture_db_exec(db, "UPDATE audit SET recipient = 'woco/meldingen' WHERE seq = 31");
+    rehash_from(f->path, db, 31, 31);
+    assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 2, 1), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "ends at entry 31 with another hash"));
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, found, &committed, hash), 1);
+    assert_int_equal(store_rollback(f->store), 0);
+
+    /* put back: the tail is the committed one again */
+    store_fixture_db_exec(db, "UPDATE audit SET recipient = NULL WHERE seq = 31");
+    rehash_from(f->path, db, 31, 31);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    store_audit_entry_t e;
+    audit_entry_init(&e, "request.refused");
+    assert_int_equal(audit_append(f->store, broker_key, BASE_TIME + 3, &e), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "last committed entry 31 again"));
+    assert_non_null(strstr(store_errmsg(f->store), "written outside the broker since"));
+    uint8_t still[32];
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, still, &committed, hash), 1);
+    assert_int_equal(stored, 31);
+    assert_int_equal(committed, 31);
+    assert_memory_equal(still, found, 32);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(audit_checkpoint(f->store, broker_key, BASE_TIME + 3, 1), -1);
+    assert_int_equal(store_rollback(f->store), 0);
+    sqlite3 *raw = store_fixture_raw_open(f->path);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT max(seq) FROM audit"), 31);
+
+    /* a new guard (as a restart takes it) starts from the tail as it is */
+    assert_int_equal(store_audit_tail_guard(f->store), 0);
+    assert_int_equal(store_audit_tail_mismatch(f->store, &stored, NULL, &committed, hash), 0);
+    append_one(f->store, "after the restart");
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_audit_tail(f->store, &tail), 0);
+    assert_int_equal(tail.seq, 32);
+    assert_int_equal(store_fixture_db_int(raw, "SELECT max(seq) FROM audit"), 32);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2544,6 +2598,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tail_check_names_what_does_not_chain, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tail_check_names_a_checkpoint_under_another_key, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_put_back, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_it_did_not_commit, setup,
                                         store_fixture_teardown),
