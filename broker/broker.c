@@ -227,7 +227,7 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
 static int broker_mismatch_refused(const char *store_path, char *err, size_t errlen)
 {
     char why[2048];
-    if (storefile_mismatch_refuse(store_path, 0, why, sizeof why) == 0)
+    if (storefile_mismatch_refuse(store_path, why, sizeof why) == 0)
         return 0;
     log_event(LOG_ERROR, "audit.tail_mismatch_marked", "error", why, NULL);
     snprintf(err, errlen, "%s; the broker does not start on this store", why);

@@ -350,7 +350,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     }
     if (store_presence(store_path, err, sizeof err) != STORE_FILE_PRESENT)
         ; /* err names the store and what is (not) there */
-    else if (storefile_mismatch_refuse(store_path, 0, err, sizeof err - 32) != 0)
+    else if (storefile_mismatch_refuse(store_path, err, sizeof err - 32) != 0)
         strcat(err, "; the store is unchanged"); /* err names the mark and what to do */
     else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||
              keys_load_symmetric(new_key_path, new_key, err, sizeof err) != 0 ||
@@ -470,6 +470,13 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
                "have; keep it as long as partners or data subjects may ask about that time "
                "(schakelctl audit ... --store %s), then remove it\n",
                r.replaced, r.replaced_linked ? "" : " (a copy)", trail, r.replaced);
+        if (r.marked)
+            printf("its mark %s is kept with it as %s: a running broker found its audit trail's "
+                   "last entries written outside it (audit.tail_mismatch); the store.restored "
+                   "entry records the broker's own last entry %s and what it found instead, %s "
+                   "(schakelctl audit verify --store %s --expect %s)\n",
+                   r.mark.path, r.mark_kept, r.mark.expect, r.mark.found, r.replaced,
+                   r.mark.expect);
     }
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);

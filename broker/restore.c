@@ -106,8 +106,9 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
     if (store_epoch_renew(copy, r->epoch_floor_known ? &r->epoch_floor : NULL, r->epoch_was,
                           r->epoch_now) != 0)
         return -1;
-    char detail[768], ended[32] = "none", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
-                      epoch_was[sizeof epoch], epoch_floor[24] = "unknown";
+    char detail[1024], mark[256] = "replaced_mark=none", ended[32] = "none",
+                       epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1], epoch_was[sizeof epoch],
+                       epoch_floor[24] = "unknown";
     if (r->epoch_floor_known)
         snprintf(epoch_floor, sizeof epoch_floor, "%llu", (unsigned long long)r->epoch_floor);
     syntax_hex(r->epoch_now, sizeof r->epoch_now, epoch);
@@ -117,17 +118,20 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
         struct tm tm;
         strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
     }
+    if (r->marked)
+        snprintf(mark, sizeof mark, "replaced_mark_expect=%s replaced_mark_found=%s",
+                 r->mark.expect, r->mark.found);
     const char *kept = strrchr(r->replaced, '/');
     kept = kept != NULL ? kept + 1 : r->replaced;
     snprintf(detail, sizeof detail,
              "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu "
              "store_epoch=%s store_epoch_was=%s store_epoch_floor=%s replaced_kept=%.200s "
-             "replaced_trail_ended=%llu replaced_trail_hash=%s",
+             "replaced_trail_ended=%llu replaced_trail_hash=%s %s",
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
              (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
              epoch, epoch_was, epoch_floor, kept[0] != '\0' ? kept : "none",
              (unsigned long long)r->replaced_trail_seq,
-             r->replaced_trail_hash[0] != '\0' ? r->replaced_trail_hash : "unknown");
+             r->replaced_trail_hash[0] != '\0' ? r->replaced_trail_hash : "unknown", mark);
     /* A backup of an older schema was migrated when it was opened: the
      * rows that set aside are recorded first, as a broker's start does. */
     if ((r->set_aside_recorded = record_set_aside_offline(copy, key, now)) < 0)
@@ -280,7 +284,9 @@ static void restore_replaced_trail(const char *store_path, restore_report_t *r)
 
 /* Names of the store's own file left beside it by a restore interrupted
  * between making the kept name and renaming the copy over the store: they
- * are the live store, not a kept one, and go. */
+ * are the live store, not a kept one, and go, with the mark made beside
+ * such a name (KEPT.audit-mismatch: the store's own mark is still there,
+ * and is kept anew). */
 static void restore_drop_stale_names(const char *store_path)
 {
     struct stat st, e;
@@ -302,8 +308,12 @@ static void restore_drop_stale_names(const char *store_path)
                 (int)sizeof path)
             continue;
         if (lstat(path, &e) == 0 && S_ISREG(e.st_mode) && e.st_dev == st.st_dev &&
-            e.st_ino == st.st_ino)
-            (void)unlink(path);
+            e.st_ino == st.st_ino && unlink(path) == 0 &&
+            strlen(path) + sizeof STOREFILE_MISMATCH_SUFFIX <= sizeof path) {
+            strcat(path, STOREFILE_MISMATCH_SUFFIX);
+            if (lstat(path, &e) == 0 && S_ISREG(e.st_mode))
+                (void)unlink(path);
+        }
     }
     closedir(d);
 }
@@ -312,9 +322,11 @@ static void restore_drop_stale_names(const char *store_path)
  * what was accepted, delivered and acknowledged after the backup (who saw
  * a data subject's data). Its name is chosen here, before anything
  * changes: STORE.replaced-YYYYMMDDTHHMMSSZ (the system clock's time: a
- * name only; -2 ... -9 after it when it, its -wal or its -shm is there);
+ * name only; -2 ... -9 after it when it, its -wal, its -shm or its
+ * .audit-mismatch is there);
  * restore_swap makes it just before the rename. The last entry of its
- * trail is read now, for the store.restored entry. An older restore's set
+ * trail is read now, for the store.restored entry, and the store's
+ * audit-mismatch mark, which a mark that cannot be read refuses. An older restore's set
  * aside WAL (STORE.lost-wal, from a version that set it aside there, or an
  * interrupted copy) is refused: it belongs to a store and would be lost.
  * No store in place: nothing to keep. */
@@ -333,13 +345,19 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
                         "store, then run again; nothing was changed",
                         lost),
                -1;
-    if (storefile_mismatch_refuse(store_path, 1, err, errlen > 32 ? errlen - 32 : errlen) != 0) {
+    if ((r->marked = storefile_mismatch_read(store_path, &r->mark, err,
+                                             errlen > 32 ? errlen - 32 : errlen)) < 0) {
         size_t len = strlen(err);
         snprintf(err + len, errlen - len, "; nothing was changed");
         return -1;
     }
     if (access(store_path, F_OK) != 0)
-        return 0;
+        return r->marked ? snprintf(err, errlen,
+                                    "%s is there, but no store at %s to keep it with: put the "
+                                    "store it marks back in place, or move the mark away with "
+                                    "the copy of that store kept as evidence; nothing was changed",
+                                    r->mark.path, store_path),
+               -1        : 0;
     restore_drop_stale_names(store_path);
     restore_replaced_trail(store_path, r);
     char stamp[32];
@@ -347,7 +365,7 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
     struct tm tm;
     strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
     for (int n = 1; n <= 9; n++) {
-        char suffix[64], side[sizeof r->replaced + 8];
+        char suffix[64], side[sizeof r->replaced + sizeof STOREFILE_MISMATCH_SUFFIX];
         if (n == 1)
             snprintf(suffix, sizeof suffix, ".replaced-%s", stamp);
         else
@@ -360,6 +378,8 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
         snprintf(side, sizeof side, "%s-wal", r->replaced);
         taken = taken || access(side, F_OK) == 0;
         snprintf(side, sizeof side, "%s-shm", r->replaced);
+        taken = taken || access(side, F_OK) == 0;
+        snprintf(side, sizeof side, "%s%s", r->replaced, STOREFILE_MISMATCH_SUFFIX);
         taken = taken || access(side, F_OK) == 0;
         if (!taken)
             return 0;
@@ -426,6 +446,9 @@ static void restore_unmake_kept(restore_report_t *r)
     (void)storefile_remove(r->replaced, ignored, sizeof ignored);
     if (!r->replaced_linked)
         (void)storefile_remove(kept_wal, ignored, sizeof ignored);
+    if (r->mark_kept[0] != '\0') /* the store keeps its own mark */
+        (void)storefile_remove(r->mark_kept, ignored, sizeof ignored);
+    r->mark_kept[0] = '\0';
     r->replaced[0] = '\0';
 }
 
@@ -459,6 +482,46 @@ static void restore_fold_old_wal(const char *store_path, restore_report_t *r)
     sqlite3_close(db);
 }
 
+/* The replaced store's mark made KEPT.audit-mismatch, once the kept store
+ * is there, before anything moves: the mark stays beside the store until
+ * the copy has replaced it, so that an interruption never leaves the
+ * marked store without its mark. */
+static int restore_keep_mark(restore_report_t *r, char *err, size_t errlen)
+{
+    char why[1024];
+    if (storefile_mismatch_keep(&r->mark, r->replaced, r->mark_kept, sizeof r->mark_kept, why,
+                                sizeof why) == 0)
+        return 0;
+    r->mark_kept[0] = '\0';
+    snprintf(err, errlen,
+             "%s cannot be kept with the store being replaced (%.700s): it records that the "
+             "store's audit trail was written outside the broker, and goes with the kept store "
+             "as its evidence; nothing was changed",
+             r->mark.path, why);
+    return -1;
+}
+
+/* After the rename: the mark goes from beside the restored store, which
+ * it would keep from starting (the kept store has it). A mark beside
+ * another file (the store path was a symbolic link: the file it named
+ * stays, with its mark) stays. */
+static int restore_drop_mark(const char *store_path, const restore_report_t *r, char *err,
+                             size_t errlen)
+{
+    char now[PATH_MAX];
+    if (r->mark_kept[0] == '\0' || storefile_mismatch_path(now, sizeof now, store_path) != 0 ||
+        strcmp(now, r->mark.path) != 0)
+        return 0;
+    if (storefile_remove(r->mark.path, err, errlen) != 0) {
+        size_t len = strlen(err);
+        snprintf(err + len, errlen - len,
+                 " (the mark is kept as %.300s as well: remove it beside the restored store)",
+                 r->mark_kept);
+        return -1;
+    }
+    return 0;
+}
+
 /* The copy in the store's place: the kept store made (restore_make_kept),
  * the old store's WAL moved away first (laid over the backup's pages it
  * would corrupt them): to the kept name's -wal when that is a second name
@@ -480,6 +543,10 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
     int keeping = r->replaced[0] != '\0';
     if (keeping && restore_make_kept(store_path, wal, had_wal, owner, r, err, errlen) != 0) {
         r->replaced[0] = '\0';
+        return -1;
+    }
+    if (keeping && r->marked && restore_keep_mark(r, err, errlen) != 0) {
+        restore_unmake_kept(r);
         return -1;
     }
     const char *moved = keeping && r->replaced_linked ? kept_wal : aside;
@@ -505,11 +572,12 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
     }
     /* each of these runs whatever the one before it did; the first
      * failure is the warning */
-    char why[3][512] = {"", "", ""};
-    int failed[3] = {had_wal && moved == aside ? storefile_remove(aside, why[0], sizeof why[0]) : 0,
+    char why[4][512] = {"", "", "", ""};
+    int failed[4] = {had_wal && moved == aside ? storefile_remove(aside, why[0], sizeof why[0]) : 0,
                      storefile_remove(shm, why[1], sizeof why[1]),
-                     storefile_sync_folder(store_path, why[2], sizeof why[2])};
-    for (int i = 0; i < 3; i++)
+                     restore_drop_mark(store_path, r, why[2], sizeof why[2]),
+                     storefile_sync_folder(store_path, why[3], sizeof why[3])};
+    for (int i = 0; i < 4; i++)
         if (failed[i] != 0) {
             snprintf(r->warning, sizeof r->warning, "the store is restored, but: %.500s", why[i]);
             break;

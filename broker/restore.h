@@ -14,6 +14,7 @@
 
 #include "keys.h"
 #include "store.h"
+#include "storefile.h"
 
 /* The margins: far beyond the traffic of the time between a backup and
  * its restore (a billion seqs, a million case numbers). */
@@ -48,6 +49,9 @@ typedef struct restore_report {
     int replaced_linked;        /* 1: a second name of its file; 0: a copy made at the swap */
     uint64_t replaced_trail_seq;  /* its audit trail's last entry (0: none or unreadable) */
     char replaced_trail_hash[65]; /* that entry's hash, hex ("" unknown) */
+    int marked;                   /* 1: the replaced store had STORE.audit-mismatch */
+    storefile_mark_t mark;        /* that mark, as read before anything changed */
+    char mark_kept[4096 + 16];    /* where it is kept: KEPT.audit-mismatch ("" not yet) */
 } restore_report_t;
 
 /* With no broker on the store (its lock is taken for the whole of it):
@@ -77,6 +81,13 @@ typedef struct restore_report {
  * store.restored entry names it with its trail's last seq and hash. A
  * STORE.lost-wal left by an interrupted restore is refused (it belongs to
  * a store); second names of the store's own file left by one go. A
+ * replaced store marked STORE.audit-mismatch (a running broker found its
+ * trail's tail written outside it: storefile.h) is restored over all the
+ * same, the backup being the remedy: the store.restored entry records the
+ * mark's anchor and what it found, and the mark goes with the kept store
+ * (KEPT.audit-mismatch, made with it, before the rename; the mark itself
+ * removed after it); a mark that cannot be read, or kept, is refused with
+ * nothing changed. A
  * failure up to the
  * rename leaves the store as it was, and no copy; the copy carries the
  * moved counters before it becomes the store, so an interruption never

@@ -2,7 +2,9 @@
  * storefile.c — the files beside a store (storefile.h).
  *
  * Trusts the paths it is given (from the broker's configuration and the
- * store path's folder); touches only the files named. Errors: -1 with a
+ * store path's folder); touches only the files named. A mark's bytes are
+ * not trusted: only its SEQ:HASH lines, checked for their form, are taken
+ * from it. Errors: -1 with a
  * message naming the file, errno kept for the caller where it matters
  * (storefile_place).
  */
@@ -147,6 +149,37 @@ static int mismatch_sync_existing(const char *mark, char *err, size_t errlen)
     return storefile_sync_folder(mark, err, errlen);
 }
 
+/* text written whole to tmp (made anew: O_EXCL, 0600), given uid and
+ * gid when they differ from the process's, and synced. Returns 0, or -1
+ * with errno. */
+static int mark_write_tmp(const char *tmp, const char *text, size_t len, uid_t uid, gid_t gid)
+{
+    (void)unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t done = 0;
+    int failed = 0;
+    while (done < len && !failed) {
+        ssize_t n = write(fd, text + done, len - done);
+        if (n > 0)
+            done += (size_t)n;
+        else if (n < 0 && errno != EINTR)
+            failed = 1;
+    }
+    if (!failed && (uid != geteuid() || gid != getegid()) && fchown(fd, uid, gid) != 0)
+        failed = 1;
+    if (!failed && fsync(fd) != 0)
+        failed = 1;
+    int saved = errno;
+    if (close(fd) != 0 && !failed) {
+        failed = 1;
+        saved = errno;
+    }
+    errno = saved;
+    return failed ? -1 : 0;
+}
+
 int storefile_mark_mismatch(const char *store_path, const char *text, char *path_out,
                             size_t path_outlen, char *err, size_t errlen)
 {
@@ -160,42 +193,24 @@ int storefile_mark_mismatch(const char *store_path, const char *text, char *path
         return mismatch_sync_existing(mark, err, errlen) == 0 ? 1 : -1;
     /* written whole and synced under another name, then linked into place
      * (which fails if a mark appeared meanwhile): a mark is never seen
-     * half-written */
+     * half-written. The store's owner: a mark owned by root would stay in
+     * the way of the schakel user, who must be able to read it (and an
+     * operator remove it). */
     snprintf(tmp, sizeof tmp, "%s.tmp", mark);
+    if (stat(store_path, &store) != 0) {
+        store.st_uid = geteuid();
+        store.st_gid = getegid();
+    }
+    if (mark_write_tmp(tmp, text, strlen(text), store.st_uid, store.st_gid) != 0) {
+        snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        (void)unlink(tmp);
+        return -1;
+    }
+    int linked = link(tmp, mark), saved = errno;
     (void)unlink(tmp);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return snprintf(err, errlen, "%s: %s", tmp, strerror(errno)), -1;
-    size_t len = strlen(text), done = 0;
-    int failed = 0;
-    while (done < len && !failed) {
-        ssize_t n = write(fd, text + done, len - done);
-        if (n > 0)
-            done += (size_t)n;
-        else if (n < 0 && errno != EINTR)
-            failed = 1;
-    }
-    /* The store's owner: a mark owned by root would stay in the way of the
-     * schakel user, who must be able to read it (and an operator remove it). */
-    if (!failed && stat(store_path, &store) == 0 &&
-        (store.st_uid != geteuid() || store.st_gid != getegid()) &&
-        fchown(fd, store.st_uid, store.st_gid) != 0)
-        failed = 1;
-    if (!failed && fsync(fd) != 0)
-        failed = 1;
-    int saved = errno;
-    if (close(fd) != 0 && !failed) {
-        failed = 1;
-        saved = errno;
-    }
-    if (!failed && link(tmp, mark) != 0) {
-        saved = errno;
-        failed = 1;
-    }
-    (void)unlink(tmp);
-    if (failed && saved == EEXIST)
+    if (linked != 0 && saved == EEXIST)
         return mismatch_sync_existing(mark, err, errlen) == 0 ? 1 : -1;
-    if (failed)
+    if (linked != 0)
         return snprintf(err, errlen, "%s: %s", mark, strerror(saved)), -1;
     return storefile_sync_folder(mark, err, errlen);
 }
@@ -223,7 +238,7 @@ static void mismatch_anchor(const char *mark, char *anchor, size_t anchorlen)
         snprintf(anchor, anchorlen, "%.*s", (int)len, line);
 }
 
-int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, size_t errlen)
+int storefile_mismatch_refuse(const char *store_path, char *err, size_t errlen)
 {
     char mark[PATH_MAX], anchor[128];
     struct stat st;
@@ -232,24 +247,111 @@ int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, 
     if (lstat(mark, &st) != 0 && errno == ENOENT)
         return 0;
     mismatch_anchor(mark, anchor, sizeof anchor);
-    if (restoring)
-        snprintf(err, errlen,
-                 "%s is there: the running broker found the audit trail's last entries written "
-                 "outside it (audit.tail_mismatch): run schakelctl audit verify --store %s "
-                 "--expect %s (the broker's own last entry, from %s) on a copy kept as evidence; "
-                 "the restore would record that store's last entry in the restored trail as "
-                 "the broker's: move %s away with that copy, then run --restored again "
-                 "(docs/OPERATIONS.md, \"When audit verify fails\")",
-                 mark, store_path, anchor, mark, mark);
-    else
-        snprintf(err, errlen,
-                 "%s is there: the running broker found the audit trail's last entries written "
-                 "outside it (audit.tail_mismatch), and nothing may be chained or signed onto "
-                 "them: run schakelctl audit verify --store %s --expect %s (the broker's own "
-                 "last entry, from %s); then restore the last backup that verifies, or, only "
-                 "when verify says the trail is intact with that anchor and that it ends there "
-                 "(as many entries as the anchor's seq: entries after it are not the broker's), "
-                 "remove %s (docs/OPERATIONS.md, \"When audit verify fails\")",
-                 mark, store_path, anchor, mark, mark);
+    snprintf(err, errlen,
+             "%s is there: the running broker found the audit trail's last entries written "
+             "outside it (audit.tail_mismatch), and nothing may be chained or signed onto "
+             "them: run schakelctl audit verify --store %s --expect %s (the broker's own "
+             "last entry, from %s); then restore the last backup that verifies (schakeld "
+             "--restored keeps this store and its mark, and records the anchor), or, only "
+             "when verify says the trail is intact with that anchor and that it ends there "
+             "(as many entries as the anchor's seq: entries after it are not the broker's), "
+             "remove %s (docs/OPERATIONS.md, \"When audit verify fails\")",
+             mark, store_path, anchor, mark, mark);
     return -1;
+}
+
+int storefile_mismatch_path(char *out, size_t outlen, const char *store_path)
+{
+    return mismatch_path(out, outlen, store_path);
+}
+
+/* SEQ:HASH (decimal, ':', 64 lowercase hex digits) at the start of the
+ * line key=, copied to out; -1 when the line is not there or not so. */
+static int mark_value(const char *text, const char *key, char *out, size_t outlen)
+{
+    char line[32];
+    snprintf(line, sizeof line, "\n%s=", key);
+    const char *at = strstr(text, line);
+    if (at == NULL)
+        return -1;
+    at += strlen(line);
+    size_t digits = strspn(at, "0123456789");
+    if (digits == 0 || digits > 20 || at[digits] != ':' ||
+        strspn(at + digits + 1, "0123456789abcdef") != 64 || at[digits + 65] != '\n' ||
+        digits + 66 > outlen)
+        return -1;
+    snprintf(out, outlen, "%.*s", (int)digits + 65, at);
+    return 0;
+}
+
+int storefile_mismatch_read(const char *store_path, storefile_mark_t *m, char *err, size_t errlen)
+{
+    struct stat st;
+    memset(m, 0, sizeof *m);
+    if (mismatch_path(m->path, sizeof m->path, store_path) != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    if (lstat(m->path, &st) != 0 && errno == ENOENT)
+        return 0;
+    const char *why = NULL;
+    int fd = open(m->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    ssize_t n = -1;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(st.st_mode))
+        why = "not a regular file";
+    else if ((n = read(fd, m->text, sizeof m->text - 1)) < 0)
+        why = strerror(errno);
+    else if ((size_t)n == sizeof m->text - 1 || (size_t)n != (size_t)st.st_size)
+        why = "larger than a mark schakeld writes";
+    if (fd >= 0)
+        close(fd);
+    if (why == NULL && n >= 0) {
+        m->len = (size_t)n;
+        m->text[m->len] = '\0';
+        m->uid = st.st_uid;
+        m->gid = st.st_gid;
+        if (strlen(m->text) != m->len ||
+            mark_value(m->text, "expect", m->expect, sizeof m->expect) != 0 ||
+            mark_value(m->text, "found", m->found, sizeof m->found) != 0)
+            why = "it holds no expect=SEQ:HASH and found=SEQ:HASH lines as schakeld writes them";
+    }
+    if (why == NULL)
+        return 1;
+    snprintf(err, errlen,
+             "%s cannot be read (%s): it marks this store as written outside the broker "
+             "(audit.tail_mismatch), and a restore records its anchor with the store it keeps; "
+             "keep the mark and a copy of the store as evidence, then move the mark away and "
+             "run --restored again (docs/OPERATIONS.md, \"When audit verify fails\")",
+             m->path, why);
+    return -1;
+}
+
+int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *kept_mark,
+                            size_t kept_marklen, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX + 8];
+    if (storefile_side(kept_mark, kept_marklen, kept, STOREFILE_MISMATCH_SUFFIX) != 0 ||
+        snprintf(tmp, sizeof tmp, "%s.tmp", kept_mark) >= (int)sizeof tmp)
+        return snprintf(err, errlen, "%s: path too long", kept), -1;
+    if (link(m->path, kept_mark) != 0) {
+        /* no second names here (as for the kept store: restore.c), or the
+         * mark on another file system than the kept store: a copy */
+        if (errno != EPERM && errno != EXDEV && errno != EMLINK && errno != ENOTSUP &&
+            errno != ENOSYS)
+            return snprintf(err, errlen, "%s: %s", kept_mark, strerror(errno)), -1;
+        if (mark_write_tmp(tmp, m->text, m->len, m->uid, m->gid) != 0) {
+            snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+            (void)unlink(tmp);
+            return -1;
+        }
+        if (storefile_place(tmp, kept_mark, err, errlen) != 0) {
+            (void)unlink(tmp);
+            return -1;
+        }
+    }
+    if (storefile_sync_folder(kept_mark, err, errlen) != 0) {
+        (void)unlink(kept_mark);
+        return -1;
+    }
+    return 0;
 }

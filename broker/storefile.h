@@ -4,7 +4,9 @@
  * names (PATH-wal, PATH-shm, PATH.lock), their removal, syncing a file
  * and the folder a rename happened in, and a move that never replaces a
  * file that is there; and for the broker's start, a store file that
- * others may read made owner-only.
+ * others may read made owner-only. The audit-mismatch mark a running
+ * broker leaves beside the store (written, refused at a start and
+ * --rekey, read and kept by --restored).
  *
  * Every function returns 0 (storefile_tighten: 0 or 1), or -1 with err
  * naming the file and why.
@@ -68,10 +70,43 @@ int storefile_mark_mismatch(const char *store_path, const char *text, char *path
 /* Whether STORE.audit-mismatch is there (any file or link of that name).
  * Returns 0 when it is not; -1 when it is, or cannot be looked at, with
  * err saying so: the mark's file, the anchor it holds (expect=SEQ:HASH),
- * the schakelctl audit verify command to run and what to do then (for a
- * start or --rekey: restore a backup, or remove the mark once verify
- * holds; restoring, for --restored: move the mark away with the copy kept
- * as evidence). The caller adds what it did not do. */
-int storefile_mismatch_refuse(const char *store_path, int restoring, char *err, size_t errlen);
+ * the schakelctl audit verify command to run and what to do then
+ * (restore a backup, or remove the mark once verify holds). For a start
+ * and --rekey; the caller adds what it did not do. */
+int storefile_mismatch_refuse(const char *store_path, char *err, size_t errlen);
+
+/* The mark's path for store_path into out: beside the store's file itself
+ * (through a symbolic link, beside the file it names). -1 when it does
+ * not fit. */
+int storefile_mismatch_path(char *out, size_t outlen, const char *store_path);
+
+/* A mark as read by storefile_mismatch_read. */
+typedef struct storefile_mark {
+    char path[4096]; /* STORE.audit-mismatch, beside the store's file */
+    char text[1024]; /* its bytes, NUL-terminated */
+    size_t len;      /* how many */
+    uid_t uid;       /* its owner and group: a copy of it gets them */
+    gid_t gid;
+    char expect[96]; /* its expect= line's SEQ:HASH: the broker's own last entry */
+    char found[96];  /* its found= line's SEQ:HASH: the tail it found instead */
+} storefile_mark_t;
+
+/* The mark of store_path read whole, for schakeld --restored, which keeps
+ * it with the store it replaces and records its anchor. Returns 0 when
+ * there is none, 1 with *m, or -1 when it is there but cannot be read: not
+ * a regular file (O_NOFOLLOW), unreadable, larger than a mark schakeld
+ * writes, or without both lines as schakeld writes them (SEQ:HASH, 64
+ * lowercase hex digits), with err naming it and what to do. */
+int storefile_mismatch_read(const char *store_path, storefile_mark_t *m, char *err, size_t errlen);
+
+/* The mark m made KEPT.audit-mismatch beside the kept store kept (its
+ * path into kept_mark): a second name of its file, or, where the file
+ * system has none (EPERM, EXDEV, EMLINK, ENOTSUP, ENOSYS), a copy of its
+ * bytes with its owner, written whole under another name and put in place
+ * without replacing anything; the folder synced. The mark itself stays
+ * (the caller removes it once the store it marked is replaced). -1 with
+ * err and nothing made. */
+int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *kept_mark,
+                            size_t kept_marklen, char *err, size_t errlen);
 
 #endif

@@ -11,7 +11,9 @@
  * Wraps link and linkat too: when SCHAKEL_TEST_LINK is "eperm", each call
  * fails with EPERM, as on a file system without second names of a file
  * (schakeld --restored keeps the replaced store as a copy then), with a
- * line on stderr likewise.
+ * line on stderr likewise; when it is "eacces-mark", only a call whose new
+ * name ends in ".audit-mismatch" fails, with EACCES (a mark --restored
+ * cannot keep with the replaced store).
  * Trusts the environment it is given; never fails otherwise.
  */
 #define _GNU_SOURCE
@@ -73,10 +75,19 @@ int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpa
     return real(olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
-/* SCHAKEL_TEST_LINK=eperm: the call fails (1) with a line; else 0. */
+/* SCHAKEL_TEST_LINK=eperm, or eacces-mark for a mark's name: the call
+ * fails (1) with a line; else 0. */
 static int link_refused(const char *newpath)
 {
+    static const char mark[] = ".audit-mismatch";
     const char *mode = getenv("SCHAKEL_TEST_LINK");
+    size_t len = strlen(newpath);
+    if (mode != NULL && strcmp(mode, "eacces-mark") == 0 && len >= sizeof mark - 1 &&
+        strcmp(newpath + len - (sizeof mark - 1), mark) == 0) {
+        renamegate_note("renamegate.link_eacces", newpath);
+        errno = EACCES;
+        return 1;
+    }
     if (mode == NULL || strcmp(mode, "eperm") != 0)
         return 0;
     renamegate_note("renamegate.link_eperm", newpath);

@@ -20,6 +20,7 @@
 
 #include "harness.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1033,42 +1034,41 @@ static char *entry_deliveries(const h_env_t *env, int64_t seq)
     return text;
 }
 
-/* Someone holding the file rewrites the trail's last entries while the
- * broker runs (a recipient changed, the chain recomputed: no checkpoint
- * covers them yet, so verify alone calls the trail intact). The broker
- * chains and signs nothing onto that tail: the next publish is refused
- * with nothing stored, the log says audit.tail_mismatch once with both
- * seqs, the anchor and the mark it wrote beside the store (no
- * store.write_failed besides), the stop signs no checkpoint, and verify
- * with that anchor names the rewrite. The mark keeps a start (whose own
- * check the re-chained tail passes), --rekey and --restored from
- * chaining or signing onto it; once the tail is the broker's own again,
- * verify with the anchor says so, the mark is removed, and the broker
- * starts. A tail that does not chain keeps the broker from starting. */
-static void test_a_tail_rewritten_outside_the_broker(void **state)
-{
-    h_env_t *env = *state;
-    h_cli_result_t res = {0};
-    char expect[128], stored[24], committed[24], needle[96];
-    schakel_client_t *politie = h_connect(env, H_POLITIE);
-    schakel_signal_t s1 = ondermijning(SUBJECT_A, "BVH-AUDIT-30");
-    h_publish_ok(politie, &s1, NULL, NULL, NULL, NULL);
-    schakel_close(&politie);
-    assert_int_equal(h_broker_stop(env), 0);
-    h_broker_start(env); /* an honest restart: its tail chains */
+/* What rewrite_tail_while_running did and found. */
+typedef struct rewritten {
+    char expect[128];    /* the anchor audit.tail_mismatch named */
+    char mark[256];      /* STORE.audit-mismatch */
+    int64_t tail;        /* the trail's last seq */
+    int64_t queued;      /* the delivery.queued entry rewritten */
+    int64_t checkpoints; /* how many checkpoints the store had */
+    char *deliveries;    /* that entry's deliveries as the broker wrote them (to free) */
+    uint8_t id[16];      /* the message id of the publish refused (BVH-AUDIT-32) */
+} rewritten_t;
 
-    politie = h_connect(env, H_POLITIE);
+/* With the broker running: one publish, then someone holding the file
+ * rewrites the trail's last entries (a recipient changed, the chain
+ * recomputed: no checkpoint covers them yet, so verify alone calls the
+ * trail intact). The next publish is refused with nothing stored, the log
+ * says audit.tail_mismatch once with both seqs, the anchor and the mark it
+ * wrote beside the store (no store.write_failed besides); the broker is
+ * stopped, and its stop signs no checkpoint. */
+static void rewrite_tail_while_running(h_env_t *env, rewritten_t *w)
+{
+    h_cli_result_t res = {0};
+    char stored[24], committed[24];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-31");
     h_publish_ok(politie, &s2, NULL, NULL, NULL, NULL);
-    int64_t checkpoints = h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
+    int64_t checkpoints = w->checkpoints =
+        h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
     int64_t last_checkpoint = h_store_int(env, "SELECT max(seq) FROM audit_checkpoints", NULL);
-    int64_t queued =
+    int64_t queued = w->queued =
         h_store_int(env, "SELECT max(seq) FROM audit WHERE event = 'delivery.queued'", NULL);
-    int64_t tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    int64_t tail = w->tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
     assert_true(queued > last_checkpoint);
-    char *deliveries = entry_deliveries(env, queued);
-    char mark[256];
-    snprintf(mark, sizeof mark, "%s.audit-mismatch", env->store_path);
+    w->deliveries = entry_deliveries(env, queued);
+    char *mark = w->mark, *expect = w->expect;
+    snprintf(w->mark, sizeof w->mark, "%s.audit-mismatch", env->store_path);
     assert_int_equal(access(mark, F_OK), -1);
 
     /* the periodic checkpoint may meet the rewrite before the publish */
@@ -1088,8 +1088,8 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
         fail_msg("verify of the re-chained tail: %d\n%s%s", res.status, res.out, res.err);
     h_cli_result_free(&res);
 
-    uint8_t id[16];
-    randombytes_buf(id, sizeof id);
+    uint8_t *id = w->id;
+    randombytes_buf(w->id, sizeof w->id);
     schakel_signal_t s3 = ondermijning(SUBJECT_A, "BVH-AUDIT-32");
     assert_int_equal(schakel_publish(politie, NULL, &s3, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
                      SCHAKEL_ERR_REFUSED);
@@ -1098,7 +1098,7 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     log_value(env, offset, "event=audit.tail_mismatch", "stored_seq=", stored, sizeof stored);
     log_value(env, offset, "event=audit.tail_mismatch", "committed_seq=", committed,
               sizeof committed);
-    log_value(env, offset, "event=audit.tail_mismatch", "expect=", expect, sizeof expect);
+    log_value(env, offset, "event=audit.tail_mismatch", "expect=", expect, sizeof w->expect);
     assert_int_equal(strtoll(stored, NULL, 10), tail);
     assert_int_equal(strtoll(committed, NULL, 10), tail);
     char mark_logged[256];
@@ -1113,6 +1113,37 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     assert_int_equal(h_log_count(env, offset, "event=store.write_failed"), 0);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
+}
+
+/* The review's sequence: the trail's tail rewritten while the broker runs
+ * (rewrite_tail_while_running). The broker chains and signs nothing onto
+ * that tail, and verify with the anchor names the rewrite. The mark keeps
+ * a start (whose own check the re-chained tail passes) and --rekey from
+ * chaining or signing onto it; once the tail is the broker's own again,
+ * verify with the anchor says so, the mark is removed, and the broker
+ * starts. A tail that does not chain keeps the broker from starting. */
+static void test_a_tail_rewritten_outside_the_broker(void **state)
+{
+    h_env_t *env = *state;
+    h_cli_result_t res = {0};
+    char needle[96];
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s1 = ondermijning(SUBJECT_A, "BVH-AUDIT-30");
+    h_publish_ok(politie, &s1, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start(env); /* an honest restart: its tail chains */
+
+    rewritten_t w;
+    rewrite_tail_while_running(env, &w);
+    const char *expect = w.expect, *mark = w.mark;
+    int64_t tail = w.tail, queued = w.queued, checkpoints = w.checkpoints;
+    char *deliveries = w.deliveries;
+    uint8_t *id = w.id;
+    schakel_signal_t s3 = ondermijning(SUBJECT_A, "BVH-AUDIT-32");
+    char sql[256];
+    sqlite3 *db = NULL;
+    long offset;
     int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                          env->broker_pub, "--expect", expect, NULL);
     snprintf(needle, sizeof needle, "entry %lld does not have the anchor's hash", (long long)tail);
@@ -1122,7 +1153,8 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
 
     /* The mark: owner-only, with the anchor. The re-chained tail passes
      * the start's own check, so only the mark stops the start (and
-     * --rekey, --restored), each naming it, the command and what to do. */
+     * --rekey), each naming it, the command and what to do (--restored
+     * goes: test_a_marked_store_restored_from_a_backup). */
     struct stat st;
     assert_int_equal(stat(mark, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -1143,9 +1175,7 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL), checkpoints);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), tail);
     char backup[192], fresh[192];
-    snprintf(backup, sizeof backup, "%s/backup-marked.db", env->dir);
     snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
-    h_copy_file(env->store_path, backup);
     assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
     h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key", fresh,
@@ -1153,11 +1183,6 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
     if (status != 1 || strstr(res.err, mark) == NULL || strstr(res.err, command) == NULL ||
         strstr(res.err, "the store is unchanged") == NULL)
         fail_msg("--rekey of a marked store: exit %d, stderr \"%s\"", status, res.err);
-    h_cli_result_free(&res);
-    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
-    if (status != 1 || strstr(res.err, mark) == NULL || strstr(res.err, command) == NULL ||
-        strstr(res.err, "nothing was changed") == NULL)
-        fail_msg("--restored over a marked store: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
     /* the store named through a symbolic link has the same mark */
     char alias[192];
@@ -1327,6 +1352,143 @@ static void test_a_tail_put_back_while_the_broker_runs(void **state)
     h_done(env);
 }
 
+/* The bytes of text written to path anew (mode 0600). */
+static void write_text(const char *path, const char *text)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    assert_int_equal(close(fd), 0);
+}
+
+/* How many names in env's folder begin with the store file's name and
+ * then suffix. */
+static int names_beside_store(const h_env_t *env, const char *suffix)
+{
+    char prefix[256];
+    const char *base = strrchr(env->store_path, '/');
+    snprintf(prefix, sizeof prefix, "%s%s", base != NULL ? base + 1 : env->store_path, suffix);
+    DIR *d = opendir(env->dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return n;
+}
+
+/* The remedy for a rewritten trail: the last backup that verifies put in
+ * place with --restored, which goes although the store is marked (the
+ * marked store is the kept one, the evidence). Its store.restored entry
+ * records the mark's anchor (the broker's own last entry) and what it
+ * found, the mark goes with the kept store (KEPT.audit-mismatch, the same
+ * bytes; none left beside the restored store), and the broker starts on
+ * the restored store while the kept one stays marked. A mark that cannot
+ * be read refuses the restore with nothing changed. */
+static void test_a_marked_store_restored_from_a_backup(void **state)
+{
+    h_env_t *env = *state;
+    h_cli_result_t res = {0};
+    char backup[192];
+    snprintf(backup, sizeof backup, "%s/backup-before.db", env->dir);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s1 = ondermijning(SUBJECT_A, "BVH-AUDIT-40");
+    h_publish_ok(politie, &s1, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup); /* the broker stopped: a whole store */
+    h_broker_start(env);
+
+    rewritten_t w;
+    rewrite_tail_while_running(env, &w);
+    free(w.deliveries);
+    char *mark_text = slurp(w.mark), found[128];
+    const char *at = strstr(mark_text, "\nfound=");
+    assert_non_null(at);
+    at += strlen("\nfound=");
+    snprintf(found, sizeof found, "%.*s", (int)strcspn(at, "\n"), at);
+    struct stat st, mark_st;
+    assert_int_equal(stat(env->store_path, &st), 0);
+    assert_int_equal(stat(w.mark, &mark_st), 0);
+
+    /* a mark that cannot be read: refused, nothing changed */
+    char cut[256];
+    snprintf(cut, sizeof cut, "# cut short\nexpect=%s\n", w.expect);
+    write_text(w.mark, cut);
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, w.mark) == NULL ||
+        strstr(res.err, "cannot be read (it holds no expect=SEQ:HASH and found=SEQ:HASH") == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored with a mark cut short: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    struct stat now;
+    assert_int_equal(stat(env->store_path, &now), 0);
+    assert_int_equal(now.st_ino, st.st_ino);
+    assert_int_equal(names_beside_store(env, ".replaced-"), 0);
+    assert_int_equal(names_beside_store(env, ".restoring"), 0);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), w.tail);
+    write_text(w.mark, mark_text);
+    assert_int_equal(stat(w.mark, &mark_st), 0);
+
+    /* the backup restored over the marked store */
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    const char *kept_at = strstr(res.out, "the replaced store is kept as ");
+    if (status != 0 || kept_at == NULL)
+        fail_msg("--restored over a marked store: exit %d, stdout \"%s\", stderr \"%s\"", status,
+                 res.out, res.err);
+    kept_at += strlen("the replaced store is kept as ");
+    char kept[256], kept_mark[300], says[1536];
+    snprintf(kept, sizeof kept, "%.*s", (int)strcspn(kept_at, " "), kept_at);
+    snprintf(kept_mark, sizeof kept_mark, "%s.audit-mismatch", kept);
+    snprintf(says, sizeof says,
+             "its mark %s is kept with it as %s: a running broker found its audit trail's last "
+             "entries written outside it (audit.tail_mismatch); the store.restored entry records "
+             "the broker's own last entry %s and what it found instead, %s",
+             w.mark, kept_mark, w.expect, found);
+    if (strstr(res.out, says) == NULL)
+        fail_msg("--restored does not say where the mark went (%s): \"%s\"", says, res.out);
+    h_cli_result_free(&res);
+    /* the mark beside the kept store (the same file), none beside the
+     * restored one; the kept store is the one marked (its own inode) */
+    struct stat kept_st, kept_mark_st;
+    assert_int_equal(access(w.mark, F_OK), -1);
+    assert_int_equal(stat(kept, &kept_st), 0);
+    assert_int_equal(kept_st.st_ino, st.st_ino);
+    assert_int_equal(stat(kept_mark, &kept_mark_st), 0);
+    assert_int_equal(kept_mark_st.st_ino, mark_st.st_ino);
+    assert_int_equal(kept_mark_st.st_nlink, 1);
+    char *kept_text = slurp(kept_mark);
+    assert_string_equal(kept_text, mark_text);
+    free(kept_text);
+    char names[512];
+    snprintf(names, sizeof names, "replaced_mark_expect=%s replaced_mark_found=%s", w.expect,
+             found);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND instr(detail, ?1) > 0",
+                                 names),
+                     1);
+    /* the kept store stays marked: no --rekey of it */
+    char fresh[192];
+    snprintf(fresh, sizeof fresh, "%s/keys/store-3.key", env->dir);
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--store", kept, "--rekey",
+                            "--new-store-key", fresh, NULL);
+    if (status != 1 || strstr(res.err, kept_mark) == NULL)
+        fail_msg("--rekey of the kept store: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+
+    /* the restored store starts and records */
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-41");
+    h_publish_ok(politie, &s2, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    free(mark_text);
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -1347,6 +1509,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_tail_rewritten_outside_the_broker, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_marked_store_restored_from_a_backup, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_items_kept_as_long_as_their_longest_delivery,
                                         h_setup_broker, h_teardown),

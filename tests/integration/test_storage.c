@@ -448,7 +448,7 @@ static int setup_cases_env(void **state)
 static char restore_last_out[8192]; /* what the last restore_run2 printed */
 
 /* How many stores a restore kept beside env's (STORE.replaced-*, not
- * their -wal and -shm files). */
+ * their -wal, -shm and .audit-mismatch files). */
 static int restore_kept_count(h_env_t *env)
 {
     const char *base = strrchr(env->store_path, '/');
@@ -462,8 +462,28 @@ static int restore_kept_count(h_env_t *env)
         size_t len = strlen(e->d_name);
         if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
             !(len > 4 && (strcmp(e->d_name + len - 4, "-wal") == 0 ||
-                          strcmp(e->d_name + len - 4, "-shm") == 0)))
+                          strcmp(e->d_name + len - 4, "-shm") == 0)) &&
+            !(len > 15 && strcmp(e->d_name + len - 15, ".audit-mismatch") == 0))
             n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* How many marks beside env's kept stores (STORE.replaced-*.audit-mismatch). */
+static int restore_marks_kept(h_env_t *env)
+{
+    const char *base = strrchr(env->store_path, '/');
+    base = base != NULL ? base + 1 : env->store_path;
+    char prefix[160];
+    snprintf(prefix, sizeof prefix, "%s.replaced-", base);
+    DIR *d = opendir(env->dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        n += strncmp(e->d_name, prefix, strlen(prefix)) == 0 && len > 15 &&
+             strcmp(e->d_name + len - 15, ".audit-mismatch") == 0;
     }
     closedir(d);
     return n;
@@ -498,6 +518,28 @@ static int64_t restore_kept_int(const char *path, const char *sql)
     sqlite3_finalize(q);
     sqlite3_close(db);
     return v;
+}
+
+/* A mark as a running broker leaves it beside env's store
+ * (STORE.audit-mismatch: its anchor and what it found, each SEQ:HASH),
+ * into text; its path into mark. */
+static void restore_plant_mark(const h_env_t *env, char *mark, size_t marklen, char *text,
+                               size_t textlen)
+{
+    char expect[65], found[65];
+    memset(expect, 'a', 64);
+    memset(found, 'b', 64);
+    expect[64] = found[64] = '\0';
+    snprintf(mark, marklen, "%s.audit-mismatch", env->store_path);
+    snprintf(text, textlen,
+             "# schakeld found the audit trail's last entries written outside it\n"
+             "expect=12:%s\nfound=12:%s\nat=1700000000\n",
+             expect, found);
+    FILE *f = fopen(mark, "wx");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(mark, 0600), 0);
 }
 
 static void restore_run2(h_env_t *env, const char *backup, const char *store_key, int want_status,
@@ -752,7 +794,8 @@ static void test_restore_procedure_moves_the_counters(void **state)
     snprintf(names_kept, sizeof names_kept, "replaced_kept=%s replaced_trail_ended=%llu ",
              strrchr(kept_path2, '/') + 1, (unsigned long long)said_trail2);
     if (strstr((const char *)sqlite3_column_text(q, 1), names_kept) == NULL ||
-        strstr((const char *)sqlite3_column_text(q, 1), "replaced_trail_hash=unknown") != NULL)
+        strstr((const char *)sqlite3_column_text(q, 1), "replaced_trail_hash=unknown") != NULL ||
+        strstr((const char *)sqlite3_column_text(q, 1), " replaced_mark=none") == NULL)
         fail_msg("store.restored does not name the kept store (%s): %s", names_kept,
                  (const char *)sqlite3_column_text(q, 1));
     sqlite3_finalize(q);
@@ -1159,6 +1202,23 @@ static void test_restore_without_a_floor_is_refused(void **state)
     if (access(env->store_path, F_OK) == 0)
         fail_msg("the refused restore made %s", env->store_path);
 
+    /* a mark left without the store it marks: refused even so, nothing
+     * made, the mark left as it is */
+    char mark[256], mark_text[512];
+    restore_plant_mark(env, mark, sizeof mark, mark_text, sizeof mark_text);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path,
+                                "--without-floor", NULL);
+    snprintf(says, sizeof says, "%s is there, but no store at %s to keep it with", mark,
+             env->store_path);
+    if (status != 1 || strstr(res.err, says) == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored of a mark without its store: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    if (access(env->store_path, F_OK) == 0)
+        fail_msg("the refused restore made %s", env->store_path);
+    assert_int_equal(unlink(mark), 0);
+
     /* said on purpose: restored, with the note of what it did without */
     snprintf(says, sizeof says,
              "note: no store at %s: the counters moved past the backup's alone (--without-floor)",
@@ -1168,7 +1228,7 @@ static void test_restore_without_a_floor_is_refused(void **state)
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit WHERE event = 'store.restored'"
                                  " AND detail LIKE '%replaced_kept=none replaced_trail_ended=0"
-                                 " replaced_trail_hash=unknown'",
+                                 " replaced_trail_hash=unknown replaced_mark=none'",
                                  NULL),
                      1);
     h_broker_start(env);
@@ -2685,6 +2745,8 @@ static void test_restore_keeps_a_copy_without_links(void **state)
     uint64_t lost_trail = (uint64_t)h_store_int(env, "SELECT max(seq) FROM audit", NULL);
     struct stat old;
     assert_int_equal(stat(env->store_path, &old), 0);
+    char mark[256], mark_text[512];
+    restore_plant_mark(env, mark, sizeof mark, mark_text, sizeof mark_text);
     assert_int_equal(setenv("SCHAKEL_TEST_LINK", "eperm", 1), 0);
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
@@ -2708,6 +2770,25 @@ static void test_restore_keeps_a_copy_without_links(void **state)
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
                      (int64_t)lost_trail);
     assert_int_equal(restore_kept_count(env), 1);
+    /* the mark went with the kept copy, as a copy of its own */
+    char kept_mark[300];
+    snprintf(kept_mark, sizeof kept_mark, "%s.audit-mismatch", kept_path);
+    assert_int_equal(access(mark, F_OK), -1);
+    size_t kept_len = 0;
+    uint8_t *kept_text = storage_slurp(kept_mark, &kept_len);
+    assert_non_null(kept_text);
+    assert_int_equal(kept_len, strlen(mark_text));
+    assert_memory_equal(kept_text, mark_text, kept_len);
+    free(kept_text);
+    assert_int_equal(stat(kept_mark, &ks), 0);
+    assert_int_equal(ks.st_mode & 0777, 0600);
+    assert_int_equal(ks.st_nlink, 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND detail LIKE '%replaced_mark_expect=12:aaaa%'"
+                                 " AND detail LIKE '%replaced_mark_found=12:bbbb%'",
+                                 NULL),
+                     1);
     h_done(env);
 }
 
@@ -2777,12 +2858,48 @@ static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
     assert_int_equal(access(restoring, F_OK), -1);
     assert_int_equal(restore_kept_count(env), 0);
 
+    /* a mark that cannot be kept with the replaced store: refused with
+     * nothing changed, the mark in its place */
+    char mark[256], mark_text[512];
+    restore_plant_mark(env, mark, sizeof mark, mark_text, sizeof mark_text);
+    assert_int_equal(setenv("SCHAKEL_TEST_LINK", "eacces-mark", 1), 0);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    assert_int_equal(unsetenv("SCHAKEL_TEST_LINK"), 0);
+    if (status != 1 || strstr(res.err, "event=renamegate.link_eacces") == NULL ||
+        strstr(res.err, "cannot be kept with the store being replaced") == NULL ||
+        strstr(res.err, "Permission denied") == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored with a mark that cannot be kept: exit %d, stderr \"%s\"", status,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(stat(env->store_path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(after.st_nlink, 1);
+    assert_int_equal(access(restoring, F_OK), -1);
+    assert_int_equal(restore_kept_count(env), 0);
+    size_t mark_len = 0;
+    uint8_t *still = storage_slurp(mark, &mark_len);
+    assert_non_null(still);
+    assert_int_equal(mark_len, strlen(mark_text));
+    free(still);
+    assert_int_equal(restore_marks_kept(env), 0);
+    assert_int_equal(unlink(mark), 0);
+
     /* a second name of the live store (an interruption just before the
      * rename) is not a kept store: dropped, and the real one kept */
     assert_int_equal(link(env->store_path, stale), 0);
+    /* the store marked, and the interrupted restore had kept its mark
+     * beside the stale name: that goes with it, the mark is kept anew */
+    char stale_mark[300];
+    snprintf(stale_mark, sizeof stale_mark, "%s.audit-mismatch", stale);
+    restore_plant_mark(env, mark, sizeof mark, mark_text, sizeof mark_text);
+    assert_int_equal(link(mark, stale_mark), 0);
     restore_run2(env, backup, NULL, 0, "the replaced store is kept as ", NULL, "");
     assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(stale_mark, F_OK), -1);
+    assert_int_equal(access(mark, F_OK), -1);
     assert_int_equal(restore_kept_count(env), 1);
+    assert_int_equal(restore_marks_kept(env), 1);
     char kept_path[256];
     uint64_t said_trail = 0;
     restore_kept_path(kept_path, sizeof kept_path, &said_trail);
