@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -223,13 +224,23 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
 /* STORE.audit-mismatch: a broker that ran on this store found its trail's
  * tail rewritten outside it (record.c). A start knows only the file, and
  * would sign that tail if it chains: no start until an operator has
- * verified the store with the mark's anchor (storefile_mismatch_refuse). */
-static int broker_mismatch_refused(const char *store_path, char *err, size_t errlen)
+ * verified the store with the mark's anchor (storefile_mismatch_refuse).
+ * Nor on a store file with a second name (a hard link), whose own -wal
+ * and mark would be beside that name (storefile_links_refuse). */
+static int broker_store_name_refused(const char *store_path, char *err, size_t errlen)
 {
     char why[2048];
-    if (storefile_mismatch_refuse(store_path, why, sizeof why) == 0)
-        return 0;
-    log_event(LOG_ERROR, "audit.tail_mismatch_marked", "error", why, NULL);
+    if (storefile_mismatch_refuse(store_path, why, sizeof why) == 0) {
+        if (storefile_links_refuse(store_path, why, sizeof why) == 0)
+            return 0;
+        struct stat st;
+        char links[24] = "?";
+        if (stat(store_path, &st) == 0)
+            snprintf(links, sizeof links, "%ju", (uintmax_t)st.st_nlink);
+        log_event(LOG_ERROR, "store.hard_linked", "links", links, "error", why, NULL);
+    } else {
+        log_event(LOG_ERROR, "audit.tail_mismatch_marked", "error", why, NULL);
+    }
     snprintf(err, errlen, "%s; the broker does not start on this store", why);
     return -1;
 }
@@ -331,7 +342,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (broker_mismatch_refused(o->store_path, err, errlen) != 0 ||
+    if (broker_store_name_refused(o->store_path, err, errlen) != 0 ||
         (b->store = open_sealed_store(o->store_path, o->store_key_path, err, errlen)) == NULL ||
         broker_trail_check(b->store, b->key, o->store_path, err, errlen) != 0)
         goto fail;

@@ -11,9 +11,11 @@
 #define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
 #include "storefile.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -354,4 +356,89 @@ int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *k
         return -1;
     }
     return 0;
+}
+
+/* Names the project's own commands may leave of a store's file beside
+ * it: an interrupted --restored (its kept name, made just before the
+ * rename: restore.c), an --init whose link fallback could not remove
+ * its temporary (init.c). */
+static const struct {
+    const char *suffix;
+    int prefix; /* the suffix begins the name's end (a time follows) */
+    const char *what;
+} own_names[] = {
+    {".replaced-", 1,
+     "left by a schakeld --restored that was interrupted before it put the backup in place: "
+     "run that schakeld --restored again (it removes that name and keeps the store as it "
+     "should), or, to keep this store as it is, remove that name"},
+    {".initializing", 0, "left by an interrupted schakeld --init: remove that name"},
+};
+
+/* A name in the store's folder that the project's own commands leave
+ * (own_names) and that is a name of the same file; its path in out and
+ * the index in own_names returned, or -1 when there is none. */
+static int links_own_name(const char *store_path, const struct stat *st, char *out, size_t outlen)
+{
+    char folder[PATH_MAX];
+    struct stat e;
+    if (snprintf(folder, sizeof folder, "%s", store_path) >= (int)sizeof folder)
+        return -1;
+    char *slash = strrchr(folder, '/');
+    const char *base = slash != NULL ? store_path + (slash - folder) + 1 : store_path;
+    if (slash != NULL)
+        *slash = '\0';
+    const char *dir = slash == NULL ? "." : (folder[0] != '\0' ? folder : "/");
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return -1;
+    size_t base_len = strlen(base);
+    int found = -1;
+    for (struct dirent *ent; found < 0 && (ent = readdir(d)) != NULL;) {
+        if (strncmp(ent->d_name, base, base_len) != 0)
+            continue;
+        const char *end = ent->d_name + base_len;
+        for (size_t i = 0; found < 0 && i < sizeof own_names / sizeof own_names[0]; i++) {
+            size_t len = strlen(own_names[i].suffix);
+            if ((own_names[i].prefix ? strncmp(end, own_names[i].suffix, len)
+                                     : strcmp(end, own_names[i].suffix)) != 0 ||
+                snprintf(out, outlen, "%s/%s", slash == NULL ? "." : folder, ent->d_name) >=
+                    (int)outlen)
+                continue;
+            if (lstat(out, &e) == 0 && S_ISREG(e.st_mode) && e.st_dev == st->st_dev &&
+                e.st_ino == st->st_ino)
+                found = (int)i;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
+int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
+{
+    struct stat st;
+    char other[PATH_MAX + 256];
+    if (stat(store_path, &st) != 0 || st.st_nlink <= 1)
+        return 0; /* not there: the caller says so */
+    int own = links_own_name(store_path, &st, other, sizeof other);
+    if (own >= 0)
+        snprintf(err, errlen,
+                 "the store file %s has %ju names (link count %ju): %s is another name of it, "
+                 "%s; SQLite names a store's -wal and -journal after the name it is opened "
+                 "under, so one store opened under two names can be corrupted (docs/"
+                 "OPERATIONS.md, \"Start-up\")",
+                 store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, other,
+                 own_names[own].what);
+    else
+        snprintf(err, errlen,
+                 "the store file %s has %ju names (link count %ju): a hard link (ln, cp -l, a "
+                 "backup made as a link) is another name of the same file; SQLite names a "
+                 "store's -wal and -journal after the name it is opened under, so one store "
+                 "opened under two names can be corrupted, and the marks beside this name "
+                 "(%s%s) are not beside the other: find the others with find \"$(df "
+                 "--output=target %s | tail -n 1)\" -xdev -samefile %s, and remove every name "
+                 "but this one (copy a backup made as a link to a file of its own first) "
+                 "(docs/OPERATIONS.md, \"Start-up\")",
+                 store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, store_path,
+                 STOREFILE_MISMATCH_SUFFIX, store_path, store_path);
+    return -1;
 }

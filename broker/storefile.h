@@ -6,7 +6,8 @@
  * file that is there; and for the broker's start, a store file that
  * others may read made owner-only. The audit-mismatch mark a running
  * broker leaves beside the store (written, refused at a start and
- * --rekey, read and kept by --restored).
+ * --rekey, read and kept by --restored), and the refusal of a store file
+ * with a second name.
  *
  * Every function returns 0 (storefile_tighten: 0 or 1), or -1 with err
  * naming the file and why.
@@ -108,5 +109,16 @@ int storefile_mismatch_read(const char *store_path, storefile_mark_t *m, char *e
  * err and nothing made. */
 int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *kept_mark,
                             size_t kept_marklen, char *err, size_t errlen);
+
+/* A store file with more than one name (st_nlink > 1: a hard link) is
+ * refused for a start and --rekey: SQLite names the -wal and -journal
+ * after the name a store is opened under, so two names of one store can
+ * corrupt it, and the mark beside one name is not beside the other.
+ * Returns 0 (one name, or no file: the caller says that), or -1 with err
+ * naming the count and what to do: when another name is one the project's
+ * own commands leave (an interrupted --restored's STORE.replaced-..., an
+ * interrupted --init's STORE.initializing), that name and the command
+ * that removes it. */
+int storefile_links_refuse(const char *store_path, char *err, size_t errlen);
 
 #endif

@@ -2886,8 +2886,22 @@ static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
     assert_int_equal(unlink(mark), 0);
 
     /* a second name of the live store (an interruption just before the
-     * rename) is not a kept store: dropped, and the real one kept */
+     * rename) keeps the broker from starting, which names it and says to
+     * run the restore again; that is not a kept store: dropped, and the
+     * real one kept */
     assert_int_equal(link(env->store_path, stale), 0);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                            "--ready-fd", "1", NULL);
+    char says[512];
+    snprintf(says, sizeof says,
+             "has 2 names (link count 2): %s is another name of it, left by a "
+             "schakeld --restored that was interrupted",
+             stale);
+    if (status != 1 || strstr(res.err, says) == NULL ||
+        strstr(res.err, "run that schakeld --restored again") == NULL ||
+        strstr(res.err, "event=store.hard_linked links=2") == NULL || strstr(res.out, "READY"))
+        fail_msg("a start beside a restore's stale name: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
     /* the store marked, and the interrupted restore had kept its mark
      * beside the stale name: that goes with it, the mark is kept anew */
     char stale_mark[300];
@@ -2906,6 +2920,50 @@ static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
     struct stat ks;
     assert_int_equal(stat(kept_path, &ks), 0);
     assert_int_equal(ks.st_ino, before.st_ino);
+    h_done(env);
+}
+
+/* A store file with a second name (a hard link elsewhere in its folder):
+ * SQLite would open it there with another -wal, and the marks beside
+ * this name are not beside that one. A start and --rekey are refused,
+ * naming the count and what to do, with the store unchanged; once the
+ * other name is gone, the broker starts. */
+static void test_a_store_with_a_second_name_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    char other[192], fresh[192], says[512];
+    snprintf(other, sizeof other, "%s/another-name.db", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/keys/store-linked.key", env->dir);
+    assert_int_equal(h_broker_stop(env), 0);
+    int64_t trail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    assert_int_equal(link(env->store_path, other), 0);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                                "--ready-fd", "1", NULL);
+    snprintf(says, sizeof says, "the store file %s has 2 names (link count 2): a hard link",
+             env->store_path);
+    if (status != 1 || strstr(res.err, says) == NULL ||
+        strstr(res.err, "event=store.hard_linked links=2") == NULL ||
+        strstr(res.err, "remove every name but this one") == NULL ||
+        strstr(res.err, "the broker does not start on this store") == NULL ||
+        strstr(res.out, "READY") != NULL)
+        fail_msg("a start on a store with two names: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key", fresh,
+                            NULL);
+    if (status != 1 || strstr(res.err, says) == NULL ||
+        strstr(res.err, "the store is unchanged") == NULL)
+        fail_msg("--rekey of a store with two names: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), trail);
+    assert_int_equal(unlink(other), 0);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-ONE-NAME");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
     h_done(env);
 }
 
@@ -2945,6 +3003,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_refuses_what_would_lose_a_kept_store,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_store_with_a_second_name_is_refused, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_rekey_reseals_the_store, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_schakeld_usage_errors, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_init_creates_private_key_and_never_overwrites,
