@@ -49,8 +49,9 @@ static void record_mark_mismatch(broker_t *b, const char *expect, uint64_t store
     syntax_hex(stored_hash, STORE_AUDIT_HASH_BYTES, hex);
     snprintf(text, sizeof text,
              "# schakeld found the audit trail's last entries written outside it "
-             "(audit.tail_mismatch); no start, --rekey or --restored while this file is here: "
-             "docs/OPERATIONS.md, \"When audit verify fails\"\n"
+             "(audit.tail_mismatch); no start or --rekey while this file is here (--restored "
+             "of a backup keeps it with this store): docs/OPERATIONS.md, \"When audit verify "
+             "fails\"\n"
              "expect=%s\nfound=%llu:%s\nat=%lld\n",
              expect, (unsigned long long)stored, hex, (long long)record_now(b));
     int rc = storefile_mark_mismatch(b->store_path, text, b->tail_mismatch_mark,
