@@ -326,10 +326,11 @@ static void restore_drop_stale_names(const char *store_path)
  * .audit-mismatch is there);
  * restore_swap makes it just before the rename. The last entry of its
  * trail is read now, for the store.restored entry, and the store's
- * audit-mismatch mark, which a mark that cannot be read refuses. An older restore's set
- * aside WAL (STORE.lost-wal, from a version that set it aside there, or an
- * interrupted copy) is refused: it belongs to a store and would be lost.
- * No store in place: nothing to keep. */
+ * audit-mismatch mark (one that cannot be read refuses; one without a
+ * store too). An older restore's set aside WAL (STORE.lost-wal, from a
+ * version that set it aside there, or an interrupted copy) is refused: it
+ * belongs to a store and would be lost. No store in place: nothing to
+ * keep. */
 static int restore_name_replaced(const char *store_path, restore_report_t *r, char *err,
                                  size_t errlen)
 {
@@ -351,13 +352,15 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
         snprintf(err + len, errlen - len, "; nothing was changed");
         return -1;
     }
+    if (access(store_path, F_OK) != 0 && r->marked)
+        return snprintf(err, errlen,
+                        "%s is there, but no store at %s to keep it with: put the store it "
+                        "marks back in place, or move the mark away with the copy of that store "
+                        "kept as evidence; nothing was changed",
+                        r->mark.path, store_path),
+               -1;
     if (access(store_path, F_OK) != 0)
-        return r->marked ? snprintf(err, errlen,
-                                    "%s is there, but no store at %s to keep it with: put the "
-                                    "store it marks back in place, or move the mark away with "
-                                    "the copy of that store kept as evidence; nothing was changed",
-                                    r->mark.path, store_path),
-               -1        : 0;
+        return 0;
     restore_drop_stale_names(store_path);
     restore_replaced_trail(store_path, r);
     char stamp[32];
