@@ -1034,6 +1034,40 @@ static char *entry_deliveries(const h_env_t *env, int64_t seq)
     return text;
 }
 
+/* Someone holding the file changes a recipient in delivery.queued entry
+ * queued and recomputes the chain from it (no checkpoint covers it yet,
+ * so verify alone calls the trail intact). */
+static void rewrite_queued_entry(const h_env_t *env, int64_t queued)
+{
+    sqlite3 *db = db_open(env->store_path, 1);
+    db_exec(db, "DROP TRIGGER IF EXISTS audit_append_only_update");
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE audit SET deliveries = replace(deliveries, ' om/parket', ' om/elders')"
+             " WHERE seq = %lld",
+             (long long)queued);
+    db_exec(db, sql);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+}
+
+/* Entry queued put back as the broker wrote it (its deliveries column),
+ * the chain recomputed from it. */
+static void put_back_queued_entry(const h_env_t *env, int64_t queued, const char *deliveries)
+{
+    sqlite3 *db = db_open(env->store_path, 1);
+    sqlite3_stmt *put_back = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE audit SET deliveries = ?1 WHERE seq = ?2", -1,
+                                        &put_back, NULL),
+                     SQLITE_OK);
+    sqlite3_bind_text(put_back, 1, deliveries, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(put_back, 2, queued);
+    assert_int_equal(sqlite3_step(put_back), SQLITE_DONE);
+    sqlite3_finalize(put_back);
+    rechain_from(db, queued);
+    sqlite3_close(db);
+}
+
 /* What rewrite_tail_while_running did and found. */
 typedef struct rewritten {
     char expect[128];    /* the anchor audit.tail_mismatch named */
@@ -1073,16 +1107,7 @@ static void rewrite_tail_while_running(h_env_t *env, rewritten_t *w)
 
     /* the periodic checkpoint may meet the rewrite before the publish */
     long offset = h_log_offset(env);
-    sqlite3 *db = db_open(env->store_path, 1);
-    db_exec(db, "DROP TRIGGER audit_append_only_update");
-    char sql[256];
-    snprintf(sql, sizeof sql,
-             "UPDATE audit SET deliveries = replace(deliveries, ' om/parket', ' om/elders')"
-             " WHERE seq = %lld",
-             (long long)queued);
-    db_exec(db, sql);
-    rechain_from(db, queued);
-    sqlite3_close(db);
+    rewrite_queued_entry(env, queued);
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, NULL) != 0)
         fail_msg("verify of the re-chained tail: %d\n%s%s", res.status, res.out, res.err);
@@ -1200,17 +1225,7 @@ static void test_a_tail_rewritten_outside_the_broker(void **state)
 
     /* The rewrite undone: verify with the anchor says the trail is the
      * broker's own; the mark may go. */
-    db = db_open(env->store_path, 1);
-    sqlite3_stmt *put_back = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE audit SET deliveries = ?1 WHERE seq = ?2", -1,
-                                        &put_back, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(put_back, 1, deliveries, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(put_back, 2, queued);
-    assert_int_equal(sqlite3_step(put_back), SQLITE_DONE);
-    sqlite3_finalize(put_back);
-    rechain_from(db, queued);
-    sqlite3_close(db);
+    put_back_queued_entry(env, queued, deliveries);
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
                 env->broker_pub, "--expect", expect, NULL) != 0)
         fail_msg("verify --expect %s of the trail put back: %d\n%s%s", expect, res.status, res.out,
@@ -1284,19 +1299,11 @@ static void test_a_tail_put_back_while_the_broker_runs(void **state)
     int64_t tail = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
     int64_t checkpoints = h_store_int(env, "SELECT count(*) FROM audit_checkpoints", NULL);
     char *deliveries = entry_deliveries(env, queued);
-    char mark[256], sql[256];
+    char mark[256];
     snprintf(mark, sizeof mark, "%s.audit-mismatch", env->store_path);
 
     long offset = h_log_offset(env);
-    sqlite3 *db = db_open(env->store_path, 1);
-    db_exec(db, "DROP TRIGGER audit_append_only_update");
-    snprintf(sql, sizeof sql,
-             "UPDATE audit SET deliveries = replace(deliveries, ' om/parket', ' om/elders')"
-             " WHERE seq = %lld",
-             (long long)queued);
-    db_exec(db, sql);
-    rechain_from(db, queued);
-    sqlite3_close(db);
+    rewrite_queued_entry(env, queued);
     uint8_t id[16];
     randombytes_buf(id, sizeof id);
     schakel_signal_t s2 = ondermijning(SUBJECT_A, "BVH-AUDIT-41");
@@ -1308,17 +1315,7 @@ static void test_a_tail_put_back_while_the_broker_runs(void **state)
     assert_int_equal(access(mark, F_OK), 0);
 
     /* put back as the broker wrote it */
-    db = db_open(env->store_path, 1);
-    sqlite3_stmt *put_back = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db, "UPDATE audit SET deliveries = ?1 WHERE seq = ?2", -1,
-                                        &put_back, NULL),
-                     SQLITE_OK);
-    sqlite3_bind_text(put_back, 1, deliveries, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(put_back, 2, queued);
-    assert_int_equal(sqlite3_step(put_back), SQLITE_DONE);
-    sqlite3_finalize(put_back);
-    rechain_from(db, queued);
-    sqlite3_close(db);
+    put_back_queued_entry(env, queued, deliveries);
 
     /* still refused, nothing appended or signed */
     assert_int_equal(schakel_publish(politie, NULL, &s2, 1, id, NULL, NULL, NULL, H_TIMEOUT_MS),
