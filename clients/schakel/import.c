@@ -38,6 +38,7 @@ enum import_option {
     IMPORT_OPT_STATE,
     IMPORT_OPT_RESTART,
     IMPORT_OPT_NEW_KEY,
+    IMPORT_OPT_NEW_BATCH,
     IMPORT_OPT_REFUSALS,
     IMPORT_OPT_TIMEOUT,
     IMPORT_OPT_QUIET,
@@ -63,7 +64,10 @@ static const char import_usage[] =
     "                       .csv, else by the first character: '{' is JSON)\n"
     "  --batch N            lines per batch, 1 to 256 (default 256)\n"
     "  --state PATH         the journal of this import (default FILE.import-state)\n"
-    "  --restart            forget the journal and start again from the first line\n"
+    "  --restart            forget the journal and start again from the first line,\n"
+    "                       with the journal's batch size and message ids\n"
+    "  --new-batch          with --restart, take the --batch given over the\n"
+    "                       journal's (see schakel(1): lines are delivered twice)\n"
     "  --new-key            go on with a journal written with another key of the\n"
     "                       sender (see schakel(1): lines may be delivered twice)\n"
     "  --refusals PATH      the list of refused lines (default FILE.refused)\n"
@@ -82,6 +86,7 @@ static const struct option import_options[] = {
     {"state", 1, NULL, IMPORT_OPT_STATE},
     {"restart", 0, NULL, IMPORT_OPT_RESTART},
     {"new-key", 0, NULL, IMPORT_OPT_NEW_KEY},
+    {"new-batch", 0, NULL, IMPORT_OPT_NEW_BATCH},
     {"refusals", 1, NULL, IMPORT_OPT_REFUSALS},
     {"timeout", 1, NULL, IMPORT_OPT_TIMEOUT},
     {"quiet", 0, NULL, IMPORT_OPT_QUIET},
@@ -100,6 +105,7 @@ typedef struct import_options {
     const char *state;
     int restart;
     int new_key;
+    int new_batch;
     const char *refusals;
     int timeout_ms;
     unsigned in_flight;
@@ -131,6 +137,9 @@ static int import_option(import_options_t *o, int option, const char *arg)
         return 1;
     case IMPORT_OPT_NEW_KEY:
         o->new_key = 1;
+        return 1;
+    case IMPORT_OPT_NEW_BATCH:
+        o->new_batch = 1;
         return 1;
     case IMPORT_OPT_REFUSALS:
         o->refusals = arg;
@@ -364,7 +373,13 @@ static int import_begin(import_run_t *run, const import_options_t *o, int format
                                       &run->epoch_floor_known, o->common.connect_timeout_ms);
     if (status != SCHAKEL_OK)
         return cli_report("store epoch", status, schakel_last_error(run->client));
-    import_identity_t identity = {fp, run->sender, format, o->batch, check, o->new_key};
+    import_identity_t identity = {.fingerprint = fp,
+                                  .sender = run->sender,
+                                  .format = format,
+                                  .batch = o->batch,
+                                  .key_check = check,
+                                  .new_key = o->new_key,
+                                  .new_batch = o->new_batch};
     rc = import_journal_open(&run->journal, o->state, &identity, o->batch_given, o->restart,
                              &run->refusals, err, sizeof err);
     if (rc != CLI_EXIT_OK) {

@@ -178,6 +178,9 @@ typedef struct import_identity {
      * another is refused unless new_key (--new-key) */
     const uint8_t *key_check;
     int new_key;
+    /* --restart with another batch size than the journal's (--new-batch):
+     * refused unless given, as every line goes out under other ids */
+    int new_batch;
 } import_identity_t;
 
 /* A batch the journal has done: lines first..last, `accepted` of them
@@ -224,10 +227,16 @@ enum import_epoch_change {
  * not record (with restart: every line) would be published again under
  * other ids. A restart keeps the derivation of the journal it replaces
  * when that names the same sender (a journal of unkeyed ids stays one, so
- * that unchanged batches are answered as repeats), and cuts the journal
- * in two durable steps (its entries, then its header) so that a crash
- * between them leaves a header that still names it. Otherwise CLI_EXIT_OK
- * with journal->batch the batch size to use, or CLI_EXIT_FAILURE. */
+ * that unchanged batches are answered as repeats; the first line of a
+ * header cut short says which), and its batch size: another one given
+ * with batch_given is refused with CLI_EXIT_USAGE unless
+ * identity->new_batch (other batches go out under other ids), and so is
+ * a restart without batch_given of a header cut before its batch size.
+ * A new journal (also a restart's) is written to PATH.new, made durable
+ * and renamed over PATH, its folder synced: a crash leaves the old
+ * journal whole or the new one, and the next open removes a PATH.new left
+ * behind. Otherwise CLI_EXIT_OK with journal->batch the batch size to
+ * use, or CLI_EXIT_FAILURE. */
 int import_journal_open(import_journal_t *journal, const char *path,
                         const import_identity_t *identity, int batch_given, int restart,
                         import_refusals_t *refusals, char *err, size_t errlen);

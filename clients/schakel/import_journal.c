@@ -11,7 +11,9 @@
  * first line, so that one cut before its ids line reads as incomplete, not
  * as one of unkeyed ids; a journal begun by a schakel from before keyed
  * ids says 1 and has no ids line, and its ids stay unkeyed, also across
- * --restart), then one line per refusal
+ * --restart, as does its batch size unless --new-batch; a new journal is
+ * written beside it and renamed into its place, so that a crash leaves
+ * the old one or the new one whole), then one line per refusal
  * ("R LINE REASON text"), per finished batch ("D FIRST LAST ACCEPTED
  * SEQ", SEQ the highest item seq the broker answered for its lines) and
  * per broker store epoch a run began with, or met after libschakel made
@@ -34,6 +36,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +52,9 @@
 #define IMPORT_JOURNAL_MAGIC "schakel-import-journal 2"
 #define IMPORT_JOURNAL_MAGIC_UNKEYED "schakel-import-journal 1"
 #define IMPORT_JOURNAL_MAX_BYTES (1024L * 1024L * 1024L)
+/* A new journal is written under the journal's name with this added, and
+ * renamed into place. */
+#define IMPORT_JOURNAL_TEMP_SUFFIX ".new"
 
 /* ------------------------------------------------------------ refusals */
 
@@ -347,18 +353,24 @@ int import_journal_epoch(import_journal_t *journal, const uint8_t epoch[SCHAKEL_
     return (int)change;
 }
 
-/* A new journal of these ids (enum import_ids): the header, durable. The
- * file is first cut to its first keep bytes (the header of the journal a
- * restart replaces, which names the same ids), durably, and then the
- * header is written over them: a crash in between leaves a header that
- * still says how the lines published so far were derived. */
-static int import_journal_start(import_journal_t *journal, const char *path,
-                                const import_identity_t *identity, int ids, off_t keep, char *err,
+/* A new journal of these ids (enum import_ids) in place of the file at
+ * real (the journal's path, links resolved; path names it in errors): its
+ * header is written to real IMPORT_JOURNAL_TEMP_SUFFIX beside it (0600,
+ * locked), made durable and renamed over it, and import_journal_open then
+ * syncs the folder before anything is published. A crash or power loss at
+ * any point leaves the file it replaces whole (and perhaps the temporary
+ * file, which the next run removes) or the new one whole, never a header
+ * cut short: the one it replaces keeps saying how the lines published
+ * under it were derived until the new one says the same (--restart keeps
+ * the ids). journal->fd becomes the new file's; the old one's lock is
+ * held until the new one holds its own. */
+static int import_journal_start(import_journal_t *journal, const char *path, const char *real,
+                                const import_identity_t *identity, int ids, char *err,
                                 size_t errlen)
 {
     char hash[2 * sizeof identity->fingerprint->hash + 1];
     char check[2 * IMPORT_KEY_CHECK_BYTES + 1];
-    char header[512];
+    char header[512], temp[PATH_MAX + sizeof IMPORT_JOURNAL_TEMP_SUFFIX];
     if (ids == IMPORT_IDS_KEYED && identity->key_check == NULL) {
         snprintf(err, errlen, "no key to derive message ids with");
         return -1;
@@ -374,13 +386,26 @@ static int import_journal_start(import_journal_t *journal, const char *path,
         identity->fingerprint->size, hash, identity->sender, import_format_name(identity->format),
         identity->batch, ids == IMPORT_IDS_KEYED ? "ids keyed " : "",
         ids == IMPORT_IDS_KEYED ? check : "", ids == IMPORT_IDS_KEYED ? "\n" : "");
-    if (ftruncate(journal->fd, keep) != 0 || fdatasync(journal->fd) != 0 ||
-        lseek(journal->fd, 0, SEEK_SET) != 0 ||
-        import_journal_append(journal, header, 0, err, errlen) != 0 ||
-        ftruncate(journal->fd, (off_t)len) != 0 || fdatasync(journal->fd) != 0) {
-        snprintf(err, errlen, "cannot write the journal %s: %s", path, strerror(errno));
+    if (snprintf(temp, sizeof temp, "%s%s", real, IMPORT_JOURNAL_TEMP_SUFFIX) >= (int)sizeof temp) {
+        snprintf(err, errlen, "the journal's path %s is too long", path);
         return -1;
     }
+    /* O_EXCL: one left by a crash is removed first, and no link is followed */
+    int fd = -1;
+    if ((unlink(temp) != 0 && errno != ENOENT) ||
+        (fd = open(temp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600)) < 0 ||
+        flock(fd, LOCK_EX | LOCK_NB) != 0 || import_write_all(fd, header, (size_t)len) != 0 ||
+        fdatasync(fd) != 0 || rename(temp, real) != 0) {
+        snprintf(err, errlen, "cannot write the journal %s (by way of %s): %s", path, temp,
+                 strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+            (void)unlink(temp);
+        }
+        return -1;
+    }
+    close(journal->fd);
+    journal->fd = fd;
     journal->batch = identity->batch;
     journal->n_done = 0;
     journal->accepted_before = 0;
@@ -556,9 +581,11 @@ static int import_entry_line(import_journal_t *journal, import_refusals_t *refus
     return -1;
 }
 
-/* Does the header name this identity? 0, or CLI_EXIT_USAGE with err. */
+/* Does the header name this identity? 0, or CLI_EXIT_USAGE with err
+ * (accepted: the lines its batches done record as accepted). */
 static int import_header_matches(const import_header_t *h, const import_identity_t *identity,
-                                 int batch_given, const char *path, char *err, size_t errlen)
+                                 int batch_given, uint64_t accepted, const char *path, char *err,
+                                 size_t errlen)
 {
     char hash[2 * sizeof identity->fingerprint->hash + 1];
     syntax_hex(identity->fingerprint->hash, sizeof identity->fingerprint->hash, hash);
@@ -588,8 +615,11 @@ static int import_header_matches(const import_header_t *h, const import_identity
     if (batch_given && h->batch != identity->batch) {
         snprintf(err, errlen,
                  "the journal %s was written with --batch %u: resume with that size (batches "
-                 "must be cut as before), or give --restart",
-                 path, h->batch);
+                 "must be cut as before). --restart with --batch %u and --new-batch imports the "
+                 "file again in other batches, under other message ids: the %" PRIu64
+                 " lines the journal records as accepted, and those of a batch accepted but not "
+                 "journalled, reach their recipients twice",
+                 path, h->batch, identity->batch, accepted);
         return CLI_EXIT_USAGE;
     }
     return CLI_EXIT_OK;
@@ -637,13 +667,15 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
         if (h.lines < 5)
             h.lines++;
     }
-    /* version 2 without its ids line: cut while its header was written,
-     * before anything was published under it */
+    /* version 2 without its ids line: cut while its header was written
+     * in place (by a schakel from before new journals were renamed into
+     * place); --restart goes on with the ids its first line names */
     if (h.lines < 5 || (h.version == 2 && journal->ids != IMPORT_IDS_KEYED)) {
         snprintf(err, errlen, "the journal %s has no complete header: give --restart", path);
         return CLI_EXIT_USAGE;
     }
-    int rc = import_header_matches(&h, identity, batch_given, path, err, errlen);
+    int rc = import_header_matches(&h, identity, batch_given, journal->accepted_before, path, err,
+                                   errlen);
     if (rc != CLI_EXIT_OK)
         return rc;
     if (journal->ids == IMPORT_IDS_KEYED && !identity->new_key &&
@@ -666,65 +698,75 @@ static int import_journal_resume(import_journal_t *journal, const char *path, co
     return CLI_EXIT_OK;
 }
 
-/* What the journal a restart replaces says of its ids. */
+/* What the journal a restart replaces says of the lines published under
+ * it. */
 typedef struct import_prior {
-    int ids;           /* enum import_ids of its header; 0 none (unreadable, another sender) */
+    int ids;           /* enum import_ids they may have been published under; 0 none */
     int other_key;     /* keyed: it names another key than this run's, or a K line not read */
-    size_t header_end; /* bytes of its header (0 for none) */
+    unsigned batch;    /* its batch size; 0 when its header was cut before it */
+    uint64_t accepted; /* lines its batches done record as accepted (as far as they parse) */
 } import_prior_t;
 
-/* Read the header of the journal a restart replaces (text), and every K
- * line after it. A header that cannot be read, or is not complete, was
- * cut while it was written, before anything was published under it: it
- * names no ids; so does one of another sender (its ids are not this
- * sender's). */
+/* Read the journal a restart replaces (text): its header, its batches done
+ * and every K line. Its first line alone says how its ids were derived
+ * (schakel-import-journal 2: keyed; 1: unkeyed, unless an ids line ends a
+ * complete header), also when the rest of the header was cut: a schakel
+ * that wrote a restart's header over the old one in place could leave a
+ * header cut short by a crash, the lines of the old one published. Only
+ * a file whose first line is no journal's, or one of another sender (its
+ * ids are not this sender's), names no ids. A header cut before its ids
+ * line names no key: it is taken as this run's. */
 static void import_journal_prior(const char *text, const import_identity_t *identity,
                                  import_prior_t *prior)
 {
     import_header_t h;
-    import_journal_t keyed = {.ids = IMPORT_IDS_V1};
+    import_journal_t scratch = {.fd = -1, .ids = IMPORT_IDS_V1};
+    import_refusals_t refusals = {0};
+    uint8_t header_check[IMPORT_KEY_CHECK_BYTES];
+    int entries = 0, ids_read = 0;
     memset(&h, 0, sizeof h);
     memset(prior, 0, sizeof *prior);
-    const char *p = text;
-    while (*p != '\0') {
-        const char *next = strchr(p, '\n') + 1; /* every line ends with one (see slurp) */
-        char line[256];
-        size_t len = (size_t)(next - 1 - p);
+    for (const char *p = text; *p != '\0'; p = strchr(p, '\n') + 1) {
+        char line[IMPORT_MAX_TEXT + 128];
+        size_t len = strcspn(p, "\n"); /* every line ends with one (see slurp) */
         if (len >= sizeof line) {
             if (h.lines < 5)
-                return;
-            break; /* an entry: the header ended before it */
+                break;
+            continue; /* an entry: not counted */
         }
         memcpy(line, p, len);
         line[len] = '\0';
-        if (line[0] != '#' && h.lines < 5) {
+        if (line[0] == '#')
+            continue;
+        if (h.lines < 5) {
             if (import_header_line(&h, line) != 0)
-                return;
+                break;
             h.lines++;
-        } else if (line[0] != '#') {
-            /* the ids line ends the header; without one (version 1) the
-             * header ended before this line */
-            if (h.version == 2 || strncmp(line, "ids ", 4) == 0) {
-                if (import_ids_line(&keyed, line) != 0)
-                    return;
-                p = next;
-            }
-            break;
+        } else if (entries++ == 0 && (h.version == 2 || strncmp(line, "ids ", 4) == 0)) {
+            if (import_ids_line(&scratch, line) != 0)
+                break;
+            memcpy(header_check, scratch.key_check, sizeof header_check); /* K lines follow */
+            ids_read = 1;
+        } else {
+            (void)import_entry_line(&scratch, &refusals, line); /* counted as far as it parses */
         }
-        p = next;
     }
-    if (h.lines < 5 || (h.version == 2 && keyed.ids != IMPORT_IDS_KEYED) ||
-        strcmp(h.sender, identity->sender) != 0)
+    import_refusals_free(&refusals);
+    free(scratch.done);
+    if (h.lines == 0 || (h.lines >= 3 && strcmp(h.sender, identity->sender) != 0))
         return;
-    prior->ids = keyed.ids;
-    prior->header_end = (size_t)(p - text);
+    prior->ids = h.version == 2 || ids_read ? IMPORT_IDS_KEYED : IMPORT_IDS_V1;
+    prior->batch = h.lines == 5 ? h.batch : 0;
+    prior->accepted = scratch.accepted_before;
     if (prior->ids != IMPORT_IDS_KEYED)
         return;
-    prior->other_key = identity->key_check == NULL ||
-                       memcmp(keyed.key_check, identity->key_check, IMPORT_KEY_CHECK_BYTES) != 0;
+    prior->other_key =
+        identity->key_check == NULL ||
+        (ids_read && memcmp(header_check, identity->key_check, sizeof header_check) != 0);
     if (identity->key_check == NULL)
         return;
-    for (; *p != '\0'; p = strchr(p, '\n') + 1) {
+    /* no header line begins with K */
+    for (const char *p = text; *p != '\0'; p = strchr(p, '\n') + 1) {
         uint8_t check[IMPORT_KEY_CHECK_BYTES];
         char hex[2 * IMPORT_KEY_CHECK_BYTES + 1];
         size_t len = strcspn(p, "\n");
@@ -741,11 +783,51 @@ static void import_journal_prior(const char *text, const import_identity_t *iden
     }
 }
 
-/* --restart of a journal (text): a new one of the same ids. 0, or
- * CLI_EXIT_USAGE (another key, without new_key) or CLI_EXIT_FAILURE with
- * err. */
-static int import_journal_restart(import_journal_t *journal, const char *path, const char *text,
-                                  const import_identity_t *identity, char *err, size_t errlen)
+/* The batch size of a restart (into *batch): the journal's unless --batch
+ * gives another, which only new_batch (--new-batch) lets in: other batches
+ * go out under other ids, and what the broker accepted before is
+ * delivered twice. 0, or CLI_EXIT_USAGE with err. */
+static int import_restart_batch(const import_prior_t *prior, const import_identity_t *identity,
+                                int batch_given, const char *path, unsigned *batch, char *err,
+                                size_t errlen)
+{
+    *batch = identity->batch;
+    if (prior->ids == 0)
+        return CLI_EXIT_OK; /* nothing of this sender's was published under it */
+    if (!batch_given && prior->batch == 0) {
+        snprintf(err, errlen,
+                 "the journal %s was cut within its header, before its batch size: give --batch "
+                 "with the size the import was run with (with another one every line the broker "
+                 "accepted goes out again under another message id, and is delivered twice)",
+                 path);
+        return CLI_EXIT_USAGE;
+    }
+    if (!batch_given) {
+        *batch = prior->batch;
+        return CLI_EXIT_OK;
+    }
+    if (prior->batch != 0 && prior->batch != identity->batch && !identity->new_batch) {
+        snprintf(err, errlen,
+                 "the journal %s was written with --batch %u: --restart with --batch %u cuts the "
+                 "file into other batches, and every line goes out again under another message "
+                 "id: the %" PRIu64 " lines the journal records as accepted, and those of a "
+                 "batch accepted but not journalled, reach their recipients twice (only a line "
+                 "with its own message_id, and a publish of the very lines of one before, is "
+                 "answered as a repeat). Give --restart without --batch to keep %u, or "
+                 "--new-batch as well to do so all the same",
+                 path, prior->batch, identity->batch, prior->accepted, prior->batch);
+        return CLI_EXIT_USAGE;
+    }
+    return CLI_EXIT_OK;
+}
+
+/* --restart of a journal (text): a new one of the same ids and, unless
+ * --batch and --new-batch say otherwise, the same batch size. 0, or
+ * CLI_EXIT_USAGE (another key without new_key, another batch size
+ * without new_batch) or CLI_EXIT_FAILURE with err. */
+static int import_journal_restart(import_journal_t *journal, const char *path, const char *real,
+                                  const char *text, const import_identity_t *identity,
+                                  int batch_given, char *err, size_t errlen)
 {
     import_prior_t prior;
     import_journal_prior(text, identity, &prior);
@@ -758,9 +840,12 @@ static int import_journal_restart(import_journal_t *journal, const char *path, c
                  path);
         return CLI_EXIT_USAGE;
     }
+    import_identity_t chosen = *identity;
+    int rc = import_restart_batch(&prior, identity, batch_given, path, &chosen.batch, err, errlen);
+    if (rc != CLI_EXIT_OK)
+        return rc;
     int ids = prior.ids == IMPORT_IDS_V1 ? IMPORT_IDS_V1 : IMPORT_IDS_KEYED;
-    return import_journal_start(journal, path, identity, ids, (off_t)prior.header_end, err,
-                                errlen) == 0
+    return import_journal_start(journal, path, real, &chosen, ids, err, errlen) == 0
                ? CLI_EXIT_OK
                : CLI_EXIT_FAILURE;
 }
@@ -793,27 +878,54 @@ static int import_journal_sync_folder(const char *path, char *err, size_t errlen
     return 0;
 }
 
+/* Open and lock the journal at path: the file at path when the lock is
+ * taken, not one a restart renamed it over meanwhile (whose lock is
+ * another). 0, or CLI_EXIT_FAILURE with err. */
+static int import_journal_lock(import_journal_t *journal, const char *path, char *err,
+                               size_t errlen)
+{
+    for (int attempt = 0; attempt < 8; attempt++) {
+        struct stat held, named;
+        journal->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (journal->fd < 0) {
+            snprintf(err, errlen,
+                     "cannot open the journal %s: %s (give --state PATH to keep it "
+                     "elsewhere)",
+                     path, strerror(errno));
+            return CLI_EXIT_FAILURE;
+        }
+        if (flock(journal->fd, LOCK_EX | LOCK_NB) != 0)
+            break;
+        if (fstat(journal->fd, &held) == 0 && stat(path, &named) == 0 &&
+            held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+            return CLI_EXIT_OK;
+        close(journal->fd);
+        journal->fd = -1;
+    }
+    snprintf(err, errlen, "the journal %s is in use: is another import of this file running?",
+             path);
+    return CLI_EXIT_FAILURE;
+}
+
 int import_journal_open(import_journal_t *journal, const char *path,
                         const import_identity_t *identity, int batch_given, int restart,
                         import_refusals_t *refusals, char *err, size_t errlen)
 {
+    char real[PATH_MAX], temp[PATH_MAX + sizeof IMPORT_JOURNAL_TEMP_SUFFIX];
     memset(journal, 0, sizeof *journal);
-    journal->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (journal->fd < 0) {
-        snprintf(err, errlen,
-                 "cannot open the journal %s: %s (give --state PATH to keep it "
-                 "elsewhere)",
-                 path, strerror(errno));
-        return CLI_EXIT_FAILURE;
-    }
-    if (flock(journal->fd, LOCK_EX | LOCK_NB) != 0) {
-        snprintf(err, errlen,
-                 "the journal %s is in use: is another import of this file "
-                 "running?",
-                 path);
+    if (import_journal_lock(journal, path, err, errlen) != CLI_EXIT_OK) {
         import_journal_close(journal);
         return CLI_EXIT_FAILURE;
     }
+    /* a new journal is renamed over the file itself, not over a link to it */
+    if (realpath(path, real) == NULL) {
+        snprintf(err, errlen, "cannot open the journal %s: %s", path, strerror(errno));
+        import_journal_close(journal);
+        return CLI_EXIT_FAILURE;
+    }
+    /* left by a crash before its rename: the journal is the file at path */
+    if (snprintf(temp, sizeof temp, "%s%s", real, IMPORT_JOURNAL_TEMP_SUFFIX) < (int)sizeof temp)
+        (void)unlink(temp);
     size_t len = 0;
     char *text = import_journal_slurp(journal->fd, path, &len, err, errlen);
     if (text == NULL) {
@@ -822,16 +934,16 @@ int import_journal_open(import_journal_t *journal, const char *path,
     }
     int rc;
     if (len == 0)
-        rc = import_journal_start(journal, path, identity, IMPORT_IDS_KEYED, 0, err, errlen) == 0
+        rc = import_journal_start(journal, path, real, identity, IMPORT_IDS_KEYED, err, errlen) == 0
                  ? CLI_EXIT_OK
                  : CLI_EXIT_FAILURE;
     else if (restart)
-        rc = import_journal_restart(journal, path, text, identity, err, errlen);
+        rc = import_journal_restart(journal, path, real, text, identity, batch_given, err, errlen);
     else
         rc = import_journal_resume(journal, path, text, identity, batch_given, refusals, err,
                                    errlen);
     free(text);
-    if (rc == CLI_EXIT_OK && import_journal_sync_folder(path, err, errlen) != 0)
+    if (rc == CLI_EXIT_OK && import_journal_sync_folder(real, err, errlen) != 0)
         rc = CLI_EXIT_FAILURE;
     if (rc == CLI_EXIT_OK && lseek(journal->fd, 0, SEEK_END) < 0) {
         snprintf(err, errlen, "cannot append to the journal %s: %s", path, strerror(errno));

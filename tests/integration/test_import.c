@@ -24,7 +24,10 @@
  * one-line feed); the ids are the same with the same key and other with
  * another, which a rerun of a journal written with the old key says (and
  * publishes an unjournalled batch again); a journal begun by a schakel
- * from before keyed ids goes on with its unkeyed ids, nothing twice.
+ * from before keyed ids goes on with its unkeyed ids, nothing twice, also
+ * through --restart of a header a power loss cut short. --restart keeps
+ * the journal's batch size; another is refused unless --new-batch, which
+ * sends every line again.
  *
  * The CLI runs as a child process (harness); its files live in the test's
  * mkdtemp folder. Deliveries are identified by source_ref "L<line>". The
@@ -2371,6 +2374,119 @@ static void test_import_restart_of_unkeyed_journal_keeps_its_ids(void **state)
     h_done(env);
 }
 
+/* The reviewer's torn header: politie imports 3 lines with --batch 3 under
+ * a journal of unkeyed ids; the file grows to 5 lines, and the journal
+ * holds the header of a restart of it written in place and cut by a power
+ * loss (its new bytes, the old header's size: one byte short, as the file
+ * passed 999 bytes). The rerun is refused (no complete header, nothing
+ * sent); --restart keeps the unkeyed ids its first line names, so lines
+ * 1..3 are answered as repeats and only 4 and 5 are new: om has 5, not 8. */
+static void test_import_restart_of_a_torn_header_keeps_its_ids(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH], grown[T_PATH];
+    path_in(env, "torn.jsonl", file);
+    path_in(env, "torn.jsonl.import-state", journal);
+    path_in(env, "torn.header", grown);
+    int64_t observed = (int64_t)time(NULL) - 400;
+    write_json_file(file, 3, observed);
+    write_unkeyed_journal(file, journal);
+    char *old = read_file(journal);
+    assert_non_null(old);
+    size_t old_header = strlen(old);
+    free(old);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, 0, "import under an unkeyed journal");
+    expect_summary(&res, 3, 0, 0);
+    h_cli_result_free(&res);
+    write_json_file(file, 5, observed);
+    write_unkeyed_journal(file, grown);
+    char *header = read_file(grown);
+    assert_non_null(header);
+    assert_true(strlen(header) == old_header + 1);
+    write_file(journal, header, old_header);
+    free(header);
+
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
+    expect_exit(&res, T_EXIT_USAGE, "rerun of a torn header");
+    expect_said(&res, "has no complete header: give --restart", 1, "the torn header");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 3);
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "3", "--restart", NULL});
+    expect_exit(&res, 0, "--restart of a torn header");
+    expect_summary(&res, 2, 0, 3);
+    expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 5);
+    char *text = read_file(journal);
+    assert_non_null(text);
+    if (strstr(text, "\nschakel-import-journal 1\n") == NULL || strstr(text, "\nids ") != NULL)
+        fail_msg("the restarted journal is not one of unkeyed ids: %s", text);
+    free(text);
+    h_done(env);
+}
+
+/* --restart with another --batch than the journal's: 6 lines imported
+ * with --batch 3, interrupted after the first batch; a resume with
+ * --batch 2 and --restart --batch 2 are refused (exit 2), naming the 3
+ * lines accepted that would reach om twice and --new-batch, the journal
+ * left as it was and nothing sent; with --new-batch every line goes out
+ * in new batches under new ids, as schakel(1) says: accepted 6, and om
+ * has lines 1..3 twice. --restart without --batch then keeps the
+ * journal's 2, and every batch is answered as a repeat. */
+static void test_import_restart_with_another_batch_needs_new_batch(void **state)
+{
+    h_env_t *env = *state;
+    char file[T_PATH], journal[T_PATH];
+    path_in(env, "rebatch.jsonl", file);
+    path_in(env, "rebatch.jsonl.import-state", journal);
+    write_json_file(file, 6, (int64_t)time(NULL) - 450);
+    h_cli_result_t res;
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "3", "--test-interrupt-after-batches", "1", NULL});
+    expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
+    expect_summary(&res, 3, 0, 0);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 3);
+    char *before = read_file(journal);
+    assert_non_null(before);
+
+    for (int restart = 0; restart < 2; restart++) {
+        run_import(env, H_POLITIE, file, &res,
+                   (const char *const[]){"--batch", "2", restart ? "--restart" : NULL, NULL});
+        expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another --batch" : "resume");
+        expect_said(&res,
+                    restart ? "--batch 3: --restart with --batch 2 cuts the file into other batches"
+                            : "--restart with --batch 2 and --new-batch",
+                    1, "the refusal");
+        expect_said(&res, "the 3 lines the journal records as accepted", 1, "the refusal");
+        expect_said(&res, "reach their recipients twice", 1, "the refusal");
+        h_cli_result_free(&res);
+        char *after = read_file(journal);
+        assert_non_null(after);
+        assert_string_equal(after, before);
+        free(after);
+        assert_int_equal(h_backlog_of(env, H_OM), 3);
+    }
+    free(before);
+
+    run_import(env, H_POLITIE, file, &res,
+               (const char *const[]){"--batch", "2", "--restart", "--new-batch", NULL});
+    expect_exit(&res, 0, "--restart --new-batch");
+    expect_summary(&res, 6, 0, 0);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 9);
+
+    run_import(env, H_POLITIE, file, &res, (const char *const[]){"--restart", NULL});
+    expect_exit(&res, 0, "--restart without --batch");
+    expect_summary(&res, 0, 0, 6);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_OM), 9);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2427,6 +2543,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_import_unkeyed_journal_keeps_its_ids, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_import_restart_of_unkeyed_journal_keeps_its_ids,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_restart_of_a_torn_header_keeps_its_ids,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_import_restart_with_another_batch_needs_new_batch,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_import_journal_folder_sync_failure_publishes_nothing,
                                         h_setup_broker, h_teardown),

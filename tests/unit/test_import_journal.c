@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -80,7 +81,7 @@ static int setup(void **state)
         f->fingerprint.hash[i] = (uint8_t)(0x11 * (i % 16));
     memset(f->key_check, 0xa1, sizeof f->key_check);
     f->identity =
-        (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100, f->key_check, 0};
+        (import_identity_t){&f->fingerprint, SENDER, IMPORT_FORMAT_JSON, 100, f->key_check, 0, 0};
     f->journal.fd = -1;
     *state = f;
     return 0;
@@ -89,9 +90,12 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture_t *f = *state;
+    char temp[160];
     import_journal_close(&f->journal);
     import_refusals_free(&f->refusals);
     unlink(f->path);
+    snprintf(temp, sizeof temp, "%s.new", f->path);
+    unlink(temp);
     rmdir(f->dir);
     free(f);
     return 0;
@@ -351,12 +355,19 @@ static void test_new_journal_records_keyed_ids(void **state)
     assert_memory_equal(f->journal.key_check, f->key_check, sizeof f->key_check);
 }
 
-/* Open the fixture's journal with --restart: its exit code. */
-static int restart_journal(fixture_t *f, char *err, size_t errlen)
+/* Open the fixture's journal with --restart, and --batch given or not:
+ * its exit code. */
+static int restart_journal_given(fixture_t *f, int batch_given, char *err, size_t errlen)
 {
     import_journal_close(&f->journal);
     import_refusals_free(&f->refusals);
-    return import_journal_open(&f->journal, f->path, &f->identity, 0, 1, &f->refusals, err, errlen);
+    return import_journal_open(&f->journal, f->path, &f->identity, batch_given, 1, &f->refusals,
+                               err, errlen);
+}
+
+static int restart_journal(fixture_t *f, char *err, size_t errlen)
+{
+    return restart_journal_given(f, 0, err, errlen);
 }
 
 /* A journal of keyed ids written with another key than the run's (the
@@ -429,9 +440,9 @@ static void test_restart_keeps_the_ids(void **state)
         {COMMENT "schakel-import-journal 1\nfile 4096 " HASH "\nsender om/bvh\nformat json\n"
                  "batch 100\nD 1 100 100 5\n",
          0, 0, CLI_EXIT_OK, HEADER_KEYED},
-        /* cut within its header, or not a journal: nothing was published */
-        {COMMENT "schakel-import-journal 1\nfile 4096 " HASH "\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        /* version 2 cut before its ids line: keyed, its key unknown */
         {COMMENT "schakel-import-journal 2\n" HEADER_FIELDS, 0, 0, CLI_EXIT_OK, HEADER_KEYED},
+        /* not a journal: nothing was published under it */
         {"something else\n", 0, 0, CLI_EXIT_OK, HEADER_KEYED},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -536,6 +547,148 @@ static void test_malformed_ids_or_key_line_is_damage(void **state)
         if (rc != CLI_EXIT_USAGE || strstr(err, want) == NULL)
             fail_msg("row %zu: %d: %s", i, rc, err);
     }
+}
+
+/* The header of the fixture's file grown to 10000 bytes, of unkeyed ids:
+ * one byte longer than HEADER. */
+#define HEADER_GROWN                                                                               \
+    COMMENT "schakel-import-journal 1\nfile 10000 " HASH "\nsender " SENDER "\nformat json\n"      \
+            "batch 100\n"
+
+/* What a rerun finds after a crash in a restart (or the first run) of a
+ * journal of unkeyed ids, whatever the moment: the old journal whole with
+ * a stray PATH.new beside it (a crash before the rename) resumes as it
+ * was, its batches done skipped, and the stray file is removed; the new
+ * journal whole in its place (after the rename) resumes with unkeyed
+ * ids and nothing done, so that every line goes out under the id it had
+ * and is answered as a repeat. A header written over the old one in
+ * place and cut short (a schakel from before renames, a power loss within
+ * its last sync: the new bytes, the old size) is incomplete, and
+ * --restart keeps the unkeyed ids its first line names (it asks for
+ * --batch, which the cut took). A restart that cannot write PATH.new
+ * leaves the journal as it was. */
+static void test_restart_crash_leaves_the_ids(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "", temp[160], grown[sizeof HEADER_GROWN];
+    const char *written = HEADER "E " EPOCH_A "\nD 1 100 100 5\n";
+    struct stat st;
+    snprintf(temp, sizeof temp, "%s.new", f->path);
+
+    /* before the rename: the old journal, and a torn new one beside it */
+    write_text(f->path, written);
+    write_text(temp, COMMENT "schakel-import-journal 2\nfile 10");
+    expect_open(f, "1-100", 100, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    assert_int_equal(stat(temp, &st), -1);
+    expect_text(f->path, written);
+    /* a restart with one beside it replaces it */
+    write_text(temp, "stray\n");
+    f->fingerprint.size = 10000;
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    assert_int_equal(stat(temp, &st), -1);
+    expect_text(f->path, HEADER_GROWN);
+
+    /* after the rename: the new journal whole */
+    expect_open(f, "", 0, 0);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+
+    /* written in place and cut: the new header's bytes, the old size */
+    memcpy(grown, HEADER_GROWN, sizeof grown);
+    assert_int_equal(strlen(grown), strlen(HEADER) + 1);
+    grown[strlen(HEADER)] = '\0';
+    write_text(f->path, grown);
+    assert_int_equal(open_journal(f, err, sizeof err), CLI_EXIT_USAGE);
+    assert_non_null(strstr(err, "has no complete header: give --restart"));
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_USAGE);
+    if (strstr(err, "before its batch size: give --batch") == NULL)
+        fail_msg("a restart of a header cut before its batch: %s", err);
+    *strrchr(grown, '\n') = '\0'; /* the torn line, cut as every torn last line is */
+    strcat(grown, "\n");
+    expect_text(f->path, grown);
+    assert_int_equal(restart_journal_given(f, 1, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    expect_text(f->path, HEADER_GROWN);
+    /* the same with a keyed one: keyed it stays */
+    write_text(f->path, COMMENT "schakel-import-journal 2\nfile 10000 " HASH "\nsender " SENDER
+                                "\nformat json\nbatch 100\n");
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_KEYED);
+    /* a shorter header over a longer one, the old one's end after it */
+    write_text(f->path, HEADER "0\n");
+    f->fingerprint.size = 4096;
+    assert_int_equal(open_journal(f, err, sizeof err), CLI_EXIT_USAGE);
+    assert_non_null(strstr(err, "is damaged at line 7"));
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    expect_text(f->path, HEADER);
+
+    /* PATH.new cannot be written: the journal stays as it was */
+    write_text(f->path, written);
+    assert_int_equal(mkdir(temp, 0700), 0);
+    char inner[200];
+    snprintf(inner, sizeof inner, "%s/x", temp);
+    write_text(inner, "x");
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_FAILURE);
+    if (strstr(err, "cannot write the journal") == NULL || strstr(err, ".new") == NULL)
+        fail_msg("a restart that cannot write beside the journal: %s", err);
+    expect_text(f->path, written);
+    assert_int_equal(unlink(inner), 0);
+    assert_int_equal(rmdir(temp), 0);
+    expect_open(f, "1-100", 100, 0);
+}
+
+/* --restart keeps the journal's batch size: without --batch it takes it;
+ * another --batch is refused (the journal left as it is), naming what
+ * would be delivered twice and --new-batch, which lets it in. A resume
+ * with another --batch names --new-batch too. Another sender's journal
+ * (nothing of this sender's under it) takes any. */
+static void test_restart_keeps_the_batch_size(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    const char *written = HEADER "E " EPOCH_A "\nD 1 100 99 5\nD 101 200 100 9\n";
+    write_text(f->path, written);
+    f->identity.batch = 50;
+    assert_int_equal(restart_journal_given(f, 1, err, sizeof err), CLI_EXIT_USAGE);
+    if (strstr(err, "written with --batch 100: --restart with --batch 50") == NULL ||
+        strstr(err, "the 199 lines the journal records as accepted") == NULL ||
+        strstr(err, "reach their recipients twice") == NULL ||
+        strstr(err, "--new-batch as well") == NULL)
+        fail_msg("another batch size: %s", err);
+    expect_text(f->path, written);
+    assert_int_equal(open_journal(f, err, sizeof err), CLI_EXIT_OK); /* not given: the journal's */
+    import_journal_close(&f->journal);
+    import_refusals_free(&f->refusals);
+    assert_int_equal(import_journal_open(&f->journal, f->path, &f->identity, 1, 0, &f->refusals,
+                                         err, sizeof err),
+                     CLI_EXIT_USAGE);
+    if (strstr(err, "--restart with --batch 50 and --new-batch") == NULL ||
+        strstr(err, "the 199 lines the journal records as accepted") == NULL)
+        fail_msg("a resume with another batch size: %s", err);
+    expect_text(f->path, written);
+
+    /* without --batch: the journal's */
+    f->identity.batch = 256;
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.batch, 100);
+    expect_text(f->path, HEADER);
+    /* with --new-batch: the one given */
+    write_text(f->path, written);
+    f->identity.batch = 50;
+    f->identity.new_batch = 1;
+    assert_int_equal(restart_journal_given(f, 1, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.batch, 50);
+    assert_int_equal(f->journal.ids, IMPORT_IDS_V1);
+    expect_text(f->path, COMMENT "schakel-import-journal 1\n"
+                                 "file 4096 " HASH "\nsender " SENDER "\nformat json\nbatch 50\n");
+    /* another sender's journal */
+    f->identity.new_batch = 0;
+    write_text(f->path, COMMENT "schakel-import-journal 1\nfile 4096 " HASH
+                                "\nsender om/bvh\nformat json\nbatch 100\nD 1 100 100 5\n");
+    assert_int_equal(restart_journal_given(f, 1, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(f->journal.batch, 50);
 }
 
 #define EPOCH_C "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c"
@@ -758,6 +911,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_ids_or_key_line_is_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_other_key_is_refused_without_new_key, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_the_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_crash_leaves_the_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_keeps_the_batch_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_keyed_header_cut_before_ids_is_incomplete, setup,
                                         teardown),
     };
