@@ -18,8 +18,13 @@
  * out of its place, is damage. A journal of keyed ids says version 2 in
  * its first line: one cut before its ids line is incomplete, not one of
  * unkeyed ids. --restart keeps the ids of the journal it replaces
- * (unkeyed stay unkeyed), and refuses one that names another key
- * anywhere unless --new-key.
+ * (unkeyed stay unkeyed; a header cut short keeps those its first line
+ * names), and refuses one that names another key anywhere unless
+ * --new-key; it keeps the journal's batch size, and refuses another unless
+ * --new-batch. A new journal is written beside the old one and renamed
+ * over it (through a link, over the file the link names): a crash leaves
+ * the old one whole, with a stray PATH.new the next open removes, or the
+ * new one whole.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -639,6 +644,26 @@ static void test_restart_crash_leaves_the_ids(void **state)
     expect_open(f, "1-100", 100, 0);
 }
 
+/* A journal named through a link (--state LINK): the new journal is
+ * renamed over the file the link names, and the link stays one. */
+static void test_restart_through_a_link_keeps_the_link(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "", target[160], temp[170];
+    struct stat st;
+    snprintf(target, sizeof target, "%s/journal", f->dir);
+    snprintf(temp, sizeof temp, "%s.new", target);
+    write_text(target, HEADER "D 1 100 100 5\n");
+    assert_int_equal(symlink("journal", f->path), 0);
+    assert_int_equal(restart_journal(f, err, sizeof err), CLI_EXIT_OK);
+    assert_int_equal(lstat(f->path, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    expect_text(target, HEADER);
+    assert_int_equal(stat(temp, &st), -1);
+    import_journal_close(&f->journal);
+    assert_int_equal(unlink(target), 0);
+}
+
 /* --restart keeps the journal's batch size: without --batch it takes it;
  * another --batch is refused (the journal left as it is), naming what
  * would be delivered twice and --new-batch, which lets it in. A resume
@@ -913,6 +938,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_keeps_the_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_crash_leaves_the_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_keeps_the_batch_size, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_through_a_link_keeps_the_link, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_keyed_header_cut_before_ids_is_incomplete, setup,
                                         teardown),
     };
