@@ -1143,7 +1143,11 @@ typedef struct export_state {
     size_t n_acked, cap_acked;
     const char *tag;   /* the subject's tag: what the subject index was asked for */
     uint64_t delivery; /* the delivery the delivery index is being asked for */
+    uint64_t last_seq; /* the last entry the subject index gave */
+    size_t bytes;      /* of the renderings kept */
+    size_t max_bytes;  /* 0: no bound */
     int out_of_memory;
+    int too_large; /* the renderings passed max_bytes */
 } export_state_t;
 
 /* The text of an acked entry's delivery_seqs as the export shows it: the
@@ -1166,6 +1170,13 @@ static int grow(void **array, size_t *cap, size_t n, size_t size)
 /* Keep an entry's rendering (json is taken; NULL: out of memory). */
 static int export_keep(export_state_t *st, uint64_t seq, char *json, int marker)
 {
+    size_t len = json != NULL ? strlen(json) : 0;
+    if (json != NULL && st->max_bytes > 0 && len + 2 > st->max_bytes - st->bytes) {
+        sodium_memzero(json, len);
+        free(json);
+        st->too_large = 1;
+        return 1;
+    }
     if (json == NULL ||
         grow((void **)&st->items, &st->cap_items, st->n_items, sizeof *st->items) != 0) {
         free(json);
@@ -1175,6 +1186,7 @@ static int export_keep(export_state_t *st, uint64_t seq, char *json, int marker)
     st->items[st->n_items].seq = seq;
     st->items[st->n_items].marker = marker;
     st->items[st->n_items++].json = json;
+    st->bytes += len + 2; /* and the ",\n" before it in the document */
     return 0;
 }
 
@@ -1303,6 +1315,7 @@ static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
     const store_audit_value_t *tag = &e->field[STORE_AUDIT_SUBJECT_TAG];
     const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
     const store_audit_value_t *listed = &e->field[STORE_AUDIT_DELIVERIES];
+    st->last_seq = e->seq;
     if (!tag->present || tag->text == NULL || strcmp(tag->text, st->tag) != 0)
         return export_add_unreadable(st, e->seq,
                                      "the subject index names this entry for the subject, but "
@@ -1348,7 +1361,7 @@ static int export_item_order(const void *a, const void *b)
 /* The document: entries in seq order, each once (a delivery's own entry is
  * found both by subject and by delivery seq). */
 static char *export_document(export_state_t *st, const char *pseudonym, const char *tag,
-                             int64_t now_s)
+                             int64_t now_s, size_t *count_out)
 {
     text_buf_t b = {0};
     char now_text[32];
@@ -1372,6 +1385,8 @@ static char *export_document(export_state_t *st, const char *pseudonym, const ch
         buf_puts(&b, st->items[i].json);
     }
     buf_puts(&b, "\n]}\n");
+    if (count_out != NULL)
+        *count_out = count;
     return buf_take(&b);
 }
 
@@ -1387,45 +1402,144 @@ static void export_free(export_state_t *st)
     free(st->acked);
 }
 
+/* ------------------------------------------------------------------ the export in steps */
+
+enum export_phase { EXPORT_SUBJECT = 0, EXPORT_DELIVERIES, EXPORT_READ };
+
+struct audit_export {
+    export_state_t st;
+    enum export_phase phase;
+    uint64_t cut;         /* the last committed entry when the export began */
+    size_t next_delivery; /* of st.deliveries, in EXPORT_DELIVERIES */
+    char pseudonym[SCHAKEL_MAX_SUBJECT_LEN + 1];
+    char tag[STORE_SUBJECT_TAG_LEN + 1];
+};
+
+audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, size_t max_bytes,
+                                   char *err, size_t errlen)
+{
+    if (pseudonym == NULL || !syntax_is_pseudonym(pseudonym) ||
+        strlen(pseudonym) > SCHAKEL_MAX_SUBJECT_LEN) {
+        snprintf(err, errlen, "not a pseudonym (8..64 of A-Z a-z 0-9 . _ : -, not all digits)");
+        return NULL;
+    }
+    audit_export_t *ex = calloc(1, sizeof *ex);
+    if (ex == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    strcpy(ex->pseudonym, pseudonym);
+    if (store_subject_tag(store, pseudonym, ex->tag) != 0 ||
+        store_audit_committed_seq(store, &ex->cut) != 0) {
+        snprintf(err, errlen, "%s", store_errmsg(store));
+        audit_export_destroy(&ex);
+        return NULL;
+    }
+    ex->st.tag = ex->tag;
+    ex->st.max_bytes = max_bytes;
+    return ex;
+}
+
+uint64_t audit_export_cut(const audit_export_t *ex)
+{
+    return ex->cut;
+}
+
+int audit_export_too_large(const audit_export_t *ex)
+{
+    return ex != NULL && ex->st.too_large;
+}
+
+/* The subject's deliveries, each once and in order, once all are known. */
+static void export_deliveries_settle(export_state_t *st)
+{
+    if (st->n_deliveries <= 1)
+        return;
+    size_t unique = 1;
+    qsort(st->deliveries, st->n_deliveries, sizeof *st->deliveries, seq_order);
+    for (size_t i = 1; i < st->n_deliveries; i++)
+        if (st->deliveries[i] != st->deliveries[unique - 1])
+            st->deliveries[unique++] = st->deliveries[i];
+    st->n_deliveries = unique;
+}
+
+/* Per delivery: its own entries (expired, revoked, a queued entry
+ * recorded before schema 7, an ack recorded before schema 6) and the
+ * acked entry that lists it, each up to the cut. */
+static int export_step_deliveries(audit_export_t *ex, store_t *store, size_t max_deliveries)
+{
+    export_state_t *st = &ex->st;
+    int rc = 0;
+    for (size_t n = 0; rc >= 0 && !st->out_of_memory && !st->too_large && n < max_deliveries &&
+                       ex->next_delivery < st->n_deliveries;
+         n++, ex->next_delivery++) {
+        st->delivery = st->deliveries[ex->next_delivery];
+        rc = store_audit_scan_delivery(store, st->delivery, ex->cut, export_add_delivery_entry, st);
+        if (rc >= 0 && !st->out_of_memory && !st->too_large)
+            rc = store_audit_scan_acked(store, st->delivery, ex->cut, export_add_acked, st);
+    }
+    if (rc >= 0 && ex->next_delivery >= st->n_deliveries)
+        ex->phase = EXPORT_READ;
+    return rc < 0 ? -1 : 0;
+}
+
+int audit_export_step(audit_export_t *ex, store_t *store, size_t max_entries, size_t max_deliveries,
+                      char *err, size_t errlen)
+{
+    export_state_t *st = &ex->st;
+    int rc = 0;
+    if (ex->phase == EXPORT_SUBJECT) {
+        rc = store_audit_scan_subject(store, ex->tag, st->last_seq, ex->cut, max_entries,
+                                      export_add_subject_entry, st);
+        if (rc >= 0 && (size_t)rc < max_entries) {
+            export_deliveries_settle(st);
+            ex->phase = EXPORT_DELIVERIES;
+        }
+    } else if (ex->phase == EXPORT_DELIVERIES) {
+        rc = export_step_deliveries(ex, store, max_deliveries);
+    }
+    if (rc < 0 || st->out_of_memory || st->too_large) {
+        if (st->too_large)
+            snprintf(err, errlen, "the export would be larger than %zu bytes", st->max_bytes);
+        else
+            snprintf(err, errlen, "%s", rc < 0 ? store_errmsg(store) : "out of memory");
+        return -1;
+    }
+    return ex->phase == EXPORT_READ;
+}
+
+char *audit_export_document(audit_export_t *ex, int64_t now_s, size_t *count)
+{
+    if (ex->phase != EXPORT_READ)
+        return NULL;
+    return export_document(&ex->st, ex->pseudonym, ex->tag, now_s, count);
+}
+
+void audit_export_destroy(audit_export_t **exp)
+{
+    if (exp == NULL || *exp == NULL)
+        return;
+    audit_export_t *ex = *exp;
+    export_free(&ex->st);
+    sodium_memzero(ex, sizeof *ex); /* the pseudonym and its tag */
+    free(ex);
+    *exp = NULL;
+}
+
 int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, char **json_out,
                          char *err, size_t errlen)
 {
-    export_state_t st;
-    char tag[STORE_SUBJECT_TAG_LEN + 1];
-    memset(&st, 0, sizeof st);
-    if (json_out == NULL || pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
-        snprintf(err, errlen, "not a pseudonym (8..64 of A-Z a-z 0-9 . _ : -, not all digits)");
+    if (json_out == NULL) {
+        snprintf(err, errlen, "no place for the export");
         return -1;
     }
     *json_out = NULL;
-    if (store_subject_tag(store, pseudonym, tag) != 0) {
-        snprintf(err, errlen, "%s", store_errmsg(store));
-        return -1;
-    }
-    st.tag = tag;
-    int rc = store_audit_scan_subject(store, tag, export_add_subject_entry, &st);
-    if (st.n_deliveries > 1) {
-        size_t unique = 1;
-        qsort(st.deliveries, st.n_deliveries, sizeof *st.deliveries, seq_order);
-        for (size_t i = 1; i < st.n_deliveries; i++)
-            if (st.deliveries[i] != st.deliveries[unique - 1])
-                st.deliveries[unique++] = st.deliveries[i];
-        st.n_deliveries = unique;
-    }
-    /* Per delivery: its own entries (expired, revoked, a queued entry
-     * recorded before schema 7, an ack recorded before schema 6) and the
-     * acked entry that lists it. */
-    for (size_t i = 0; rc >= 0 && !st.out_of_memory && i < st.n_deliveries; i++) {
-        st.delivery = st.deliveries[i];
-        rc = store_audit_scan_delivery(store, st.deliveries[i], export_add_delivery_entry, &st);
-        if (rc >= 0 && !st.out_of_memory)
-            rc = store_audit_scan_acked(store, st.deliveries[i], export_add_acked, &st);
-    }
-    if (rc >= 0 && !st.out_of_memory)
-        *json_out = export_document(&st, pseudonym, tag, now_s);
-    export_free(&st);
-    if (*json_out != NULL)
-        return 0;
-    snprintf(err, errlen, "%s", rc < 0 ? store_errmsg(store) : "out of memory");
-    return -1;
+    audit_export_t *ex = audit_export_begin(store, pseudonym, 0, err, errlen);
+    int rc = ex != NULL ? 0 : -1;
+    while (rc == 0)
+        rc = audit_export_step(ex, store, SIZE_MAX, SIZE_MAX, err, errlen);
+    if (rc == 1 && (*json_out = audit_export_document(ex, now_s, NULL)) == NULL)
+        snprintf(err, errlen, "out of memory");
+    audit_export_destroy(&ex);
+    return *json_out != NULL ? 0 : -1;
 }

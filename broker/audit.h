@@ -224,7 +224,9 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
  * only marked ({"seq": N, "unreadable": why}), another is left out, so
  * that a tampered index cannot show another subject's entry. pseudonym must be a valid
  * pseudonym (syntax_is_pseudonym). Uses the subject index, then per
- * delivery the delivery and acked-delivery indexes: O(log n) each. Reads
+ * delivery the delivery and acked-delivery indexes: O(log n) each; reads
+ * the trail up to its last committed entry when it begins (a store
+ * without a transaction open, or the broker's guarded handle). Reads
  * only; auditing the export is the caller's (record_subject_export in the
  * broker; an offline reader cannot write to the broker's trail). Returns
  * 0 with *json_out malloc'd (caller frees), or -1 with err filled.
@@ -232,6 +234,41 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
  * guard), or the system clock's offline. */
 int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, char **json_out,
                          char *err, size_t errlen);
+
+/* The same export in steps, for the broker's loop (admin.c), where one
+ * turn must not read a subject's whole trail: audit_subject_export is
+ * these run to the end at once.
+ *
+ * audit_export_begin: checks the pseudonym (the text above on error) and
+ * cuts the trail at its last committed entry (store_audit_committed_seq):
+ * every step reads entries up to that seq only. The trail is append-only,
+ * so the steps together read what one read at the cut would have read,
+ * whatever is appended meanwhile (an entry about the subject written
+ * after the cut is the next export's). max_bytes bounds the renderings
+ * kept (0: no bound). NULL with err filled on error.
+ * audit_export_step: reads at most max_entries of the subject's entries
+ * (the subject index, from where the last step ended), or, once those are
+ * all read, the entries of at most max_deliveries of its deliveries (two
+ * index look-ups each). Returns 0 while more remains, 1 when all is read,
+ * -1 with err filled (a store error, out of memory, past max_bytes);
+ * after -1 only audit_export_destroy.
+ * audit_export_document: after a step returned 1, the document
+ * audit_subject_export returns (malloc'd, the caller wipes and frees it)
+ * and in *count (if not NULL) the number of entries in it; NULL when out
+ * of memory or not all read. O(n log n) in the entries: a sort and a copy.
+ * audit_export_cut: the seq the export stops at. audit_export_too_large:
+ * 1 when a step failed because the renderings passed max_bytes.
+ * audit_export_destroy: wipes what was read (it names the subject) and
+ * frees; *ex = NULL; safe on NULL. */
+typedef struct audit_export audit_export_t;
+audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, size_t max_bytes,
+                                   char *err, size_t errlen);
+int audit_export_step(audit_export_t *ex, store_t *store, size_t max_entries, size_t max_deliveries,
+                      char *err, size_t errlen);
+char *audit_export_document(audit_export_t *ex, int64_t now_s, size_t *count);
+uint64_t audit_export_cut(const audit_export_t *ex);
+int audit_export_too_large(const audit_export_t *ex);
+void audit_export_destroy(audit_export_t **ex);
 
 /* One entry as a JSON object: "seq", "at" (Unix seconds), "time" (UTC,
  * ISO 8601), "event", every present field under its column name, "hash"

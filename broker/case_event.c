@@ -406,7 +406,7 @@ static int case_still_given(broker_t *b, const char *principal, uint64_t deliver
     int acked = store_audit_acked_lookup(b->store, delivery_seq, &entry);
     if (acked != 0)
         return acked;
-    if (store_audit_scan_delivery(b->store, delivery_seq, case_probe_acked, &acked) < 0)
+    if (store_audit_scan_delivery(b->store, delivery_seq, UINT64_MAX, case_probe_acked, &acked) < 0)
         return -1;
     return acked;
 }

@@ -1020,6 +1020,14 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail);
  * until the next call. Returns 0, or -1. */
 int store_audit_tail_guard(store_t *store);
 
+/* The seq of the last entry committed: the guard's (store_audit_tail_guard)
+ * on the broker's handle, even inside a transaction whose own entries are
+ * not committed yet; else the stored tail, outside a transaction only (-1
+ * inside one). A reader that stops there sees a trail that no later
+ * append changes (entries are append-only: store_schema.c's triggers).
+ * Returns 0 with *seq, or -1. */
+int store_audit_committed_seq(store_t *store, uint64_t *seq);
+
 /* 1 when the last read of the tail was refused by the guard: the seq the
  * trail ended at and its last entry's hash when it was last found other
  * than committed (stored_hash may be NULL), and
@@ -1060,19 +1068,25 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
  * number of rows visited, or -1.
  * store_audit_scan: entries with seq > after_seq in seq order, at most
  * limit. store_audit_scan_subject: entries whose subject is exactly
- * `subject`, in seq order (the subject index: O(log n + matches)).
- * store_audit_scan_delivery: entries that name this delivery seq in
- * delivery_seq, in seq order (index). store_audit_scan_acked: the entry
- * whose delivery_seqs lists it, through audit_acks (two key lookups; none
- * on a store older than schema 6). store_audit_checkpoint_scan:
+ * `subject`, with after_seq < seq <= up_to_seq, in seq order, at most
+ * limit (the subject index: O(log n + limit)).
+ * store_audit_scan_delivery: entries up to up_to_seq that name this
+ * delivery seq in delivery_seq, in seq order (index).
+ * store_audit_scan_acked: the entry up to up_to_seq whose delivery_seqs
+ * lists it, through audit_acks (two key lookups; none on a store older
+ * than schema 6). The bounds let a reader cut the trail where it stood
+ * when it began (UINT64_MAX: no bound). store_audit_checkpoint_scan:
  * checkpoints with after_seq < seq <= up_to_seq, in seq order. */
 typedef int (*store_audit_fn)(const store_audit_entry_t *entry, void *arg);
 typedef int (*store_audit_checkpoint_fn)(const store_audit_checkpoint_t *checkpoint, void *arg);
 int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn,
                      void *arg);
-int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg);
-int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
-int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg);
+int store_audit_scan_subject(store_t *store, const char *subject, uint64_t after_seq,
+                             uint64_t up_to_seq, size_t limit, store_audit_fn fn, void *arg);
+int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
+                              store_audit_fn fn, void *arg);
+int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
+                           store_audit_fn fn, void *arg);
 
 /* The acked-delivery index (audit_acks), for audit_verify's check that it
  * agrees with the entries. store_audit_acked_lookup: 1 with *audit_seq the

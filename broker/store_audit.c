@@ -87,24 +87,27 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
     /* "subject_tag = ?1" implies "subject_tag IS NOT NULL": the partial index
-     * serves it. Only entries of the chain (seq from 1): a row below it was
-     * put in the file, not by the broker (audit_verify names it). The index
-     * gives seqs only, and the row is read by seq: SQLite takes a column an
-     * index holds from the index, and an index rebuilt outside the broker
-     * would then hand another subject's entry out with this subject's tag,
-     * where the export's own check of the row could not see it. */
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
-                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
-                                " ORDER BY seq",
-    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
-                                 " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0)"
-                                 " ORDER BY seq",
+     * serves it, in seq order from ?2 (exclusive) to ?3, at most ?4 rows. Only entries of the chain
+     * (seq from 1): a row below it was put in the file, not by the broker (audit_verify names it).
+     * The index gives seqs only, and the row is read by seq: SQLite takes a column an index holds
+     * from the index, and an index rebuilt outside the broker would then hand another subject's
+     * entry out with this subject's tag, where the export's own check of the row could not see it.
+     */
+    [AUDIT_STMT_SCAN_SUBJECT] =
+        "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
+        " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > ?2 AND seq <= ?3"
+        " ORDER BY seq LIMIT ?4) ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] =
+        "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq IN"
+        " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0 AND seq <= ?2)"
+        " ORDER BY seq",
     [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
                                    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
     [AUDIT_STMT_ACKED_ADD] = "INSERT INTO audit_acks (delivery_seq, audit_seq) VALUES (?1, ?2)",
     /* two rowid lookups: the index row, then the entry */
-    [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq ="
-                              " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
+    [AUDIT_STMT_SCAN_ACKED] =
+        "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq ="
+        " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1) AND seq <= ?2",
     [AUDIT_STMT_ACKED_LOOKUP] = "SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1",
     [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_acks WHERE audit_seq <= ?1",
     [AUDIT_STMT_SAVEPOINT] = "SAVEPOINT audit_acked",
@@ -117,26 +120,30 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
 static const char *const audit_sql_before_acks[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
-                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
-                                " ORDER BY seq",
-    [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
-                                 " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0)"
-                                 " ORDER BY seq",
+    [AUDIT_STMT_SCAN_SUBJECT] =
+        "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
+        " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > ?2 AND seq <= ?3"
+        " ORDER BY seq LIMIT ?4) ORDER BY seq",
+    [AUDIT_STMT_SCAN_DELIVERY] =
+        "SELECT " AUDIT_ROW_COLUMNS_BEFORE_ACKS " FROM audit WHERE seq IN"
+        " (SELECT seq FROM audit WHERE delivery_seq = ?1 AND seq > 0 AND seq <= ?2)"
+        " ORDER BY seq",
 };
 
 /* The entry scans for a store of schema 6 (offline readers only). */
 static const char *const audit_sql_before_queued[AUDIT_STMT_COUNT] = {
     [AUDIT_STMT_SCAN] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq > ?1"
                         " ORDER BY seq LIMIT ?2",
-    [AUDIT_STMT_SCAN_SUBJECT] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq IN"
-                                " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > 0)"
-                                " ORDER BY seq",
+    [AUDIT_STMT_SCAN_SUBJECT] =
+        "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq IN"
+        " (SELECT seq FROM audit WHERE subject_tag = ?1 AND seq > ?2 AND seq <= ?3"
+        " ORDER BY seq LIMIT ?4) ORDER BY seq",
     [AUDIT_STMT_SCAN_DELIVERY] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE"
                                  " seq IN (SELECT seq FROM audit WHERE delivery_seq = ?1"
-                                 " AND seq > 0) ORDER BY seq",
-    [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq ="
-                              " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)",
+                                 " AND seq > 0 AND seq <= ?2) ORDER BY seq",
+    [AUDIT_STMT_SCAN_ACKED] =
+        "SELECT " AUDIT_ROW_COLUMNS_BEFORE_QUEUED " FROM audit WHERE seq ="
+        " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1) AND seq <= ?2",
 };
 
 /* ------------------------------------------------------------------ statements */
@@ -351,6 +358,25 @@ int store_audit_tail_guard(store_t *store)
     store->audit_committed_seq = tail.seq;
     memcpy(store->audit_committed_hash, tail.hash, STORE_AUDIT_HASH_BYTES);
     store->audit_guarded = 1;
+    return 0;
+}
+
+int store_audit_committed_seq(store_t *store, uint64_t *seq)
+{
+    store_audit_tail_t tail;
+    if (store_enter(store, "audit committed seq") != 0 || seq == NULL)
+        return -1;
+    if (store->audit_guarded) {
+        *seq = store->audit_committed_seq;
+        return 0;
+    }
+    if (audit_txn_open(store)) {
+        store_refuse(store, "audit committed seq", "a transaction is open: only committed entries");
+        return -1;
+    }
+    if (store_audit_tail(store, &tail) != 0)
+        return -1;
+    *seq = tail.seq;
     return 0;
 }
 
@@ -986,23 +1012,37 @@ int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_aud
     return scan_rows(store, stmt, fn, arg, "audit scan");
 }
 
-/* Cost: O(log n + matches) through the partial subject index; the ORDER BY
- * sorts the matches only. */
-int store_audit_scan_subject(store_t *store, const char *subject, store_audit_fn fn, void *arg)
+/* A seq bound as SQLite takes it: the trail's seqs are below INT64_MAX. */
+static int64_t seq_bound(uint64_t seq)
+{
+    return seq > INT64_MAX ? INT64_MAX : (int64_t)seq;
+}
+
+/* Cost: O(log n + limit) through the partial subject index (its rows are
+ * in seq order within one tag, so a step from after_seq starts where the
+ * last one ended). */
+int store_audit_scan_subject(store_t *store, const char *subject, uint64_t after_seq,
+                             uint64_t up_to_seq, size_t limit, store_audit_fn fn, void *arg)
 {
     if (store_enter(store, "audit subject scan") != 0 || fn == NULL || subject == NULL)
         return -1;
+    if (limit == 0 || after_seq >= up_to_seq || after_seq >= INT64_MAX)
+        return 0;
     sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_SUBJECT);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, subject) != 0) {
+    if (store_bind_text(store, stmt, 1, subject) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
+        store_bind_int64(store, stmt, 3, seq_bound(up_to_seq)) != 0 ||
+        store_bind_int64(store, stmt, 4, limit > INT_MAX ? INT_MAX : (int64_t)limit) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
     return scan_rows(store, stmt, fn, arg, "audit subject scan");
 }
 
-int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg)
+int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
+                              store_audit_fn fn, void *arg)
 {
     if (store_enter(store, "audit delivery scan") != 0 || fn == NULL)
         return -1;
@@ -1011,7 +1051,8 @@ int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, store_audit
     sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_DELIVERY);
     if (stmt == NULL)
         return -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0) {
+    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0 ||
+        store_bind_int64(store, stmt, 2, seq_bound(up_to_seq)) != 0) {
         store_stmt_finish(stmt);
         return -1;
     }
@@ -1054,7 +1095,8 @@ static int acked_stmt_for(store_t *store, enum store_audit_stmt_id id, uint64_t 
 }
 
 /* Cost: two rowid lookups (audit_acks, then audit). */
-int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn fn, void *arg)
+int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
+                           store_audit_fn fn, void *arg)
 {
     sqlite3_stmt *stmt = NULL;
     if (store_enter(store, "audit acked scan") != 0 || fn == NULL)
@@ -1062,6 +1104,10 @@ int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, store_audit_fn
     int ready = acked_stmt_for(store, AUDIT_STMT_SCAN_ACKED, delivery_seq, &stmt);
     if (ready <= 0)
         return ready;
+    if (store_bind_int64(store, stmt, 2, seq_bound(up_to_seq)) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
     return scan_rows(store, stmt, fn, arg, "audit acked scan");
 }
 

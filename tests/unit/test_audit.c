@@ -1501,13 +1501,49 @@ static size_t export_seqs(const char *json, uint64_t *out, size_t max)
 #define EXPORT_AT 1764000000
 #define EXPORT_AT_TEXT "\"exported_at\":\"2025-11-24T16:00:00Z\""
 
+/* The export in steps of at most `entries` of the subject's entries or
+ * `deliveries` of its deliveries, as the broker reads it over its turns
+ * (a larger bound reads it in fewer); the number of steps in *steps. */
+static char *export_in_steps(store_t *store, const char *subject, size_t entries, size_t deliveries,
+                             unsigned *steps)
+{
+    char err[256];
+    audit_export_t *ex = audit_export_begin(store, subject, 0, err, sizeof err);
+    if (ex == NULL)
+        fail_msg("export of %s in steps: %s", subject, err);
+    int rc;
+    *steps = 1;
+    while ((rc = audit_export_step(ex, store, entries, deliveries, err, sizeof err)) == 0)
+        (*steps)++;
+    if (rc != 1)
+        fail_msg("export of %s in steps: %s", subject, err);
+    char *json = audit_export_document(ex, EXPORT_AT, NULL);
+    assert_non_null(json);
+    audit_export_destroy(&ex);
+    assert_null(ex);
+    return json;
+}
+
+/* Each export of these tests is also read in steps of several sizes: the
+ * same document, entry for entry, whatever the steps. */
 static void export_of(store_t *store, const char *subject, char **json)
 {
     char err[256];
+    static const size_t sizes[][2] = {{1, 1}, {2, 3}, {7, 2}};
     if (audit_subject_export(store, subject, EXPORT_AT, json, err, sizeof err) != 0)
         fail_msg("export of %s: %s", subject, err);
     if (strstr(*json, EXPORT_AT_TEXT) == NULL)
         fail_msg("export of %s is not stamped " EXPORT_AT_TEXT ": %.200s", subject, *json);
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned steps = 0;
+        char *stepped = export_in_steps(store, subject, sizes[i][0], sizes[i][1], &steps);
+        if (strcmp(stepped, *json) != 0)
+            fail_msg("export of %s in steps of %zu entries, %zu deliveries differs:\n%s\n"
+                     "in one go:\n%s",
+                     subject, sizes[i][0], sizes[i][1], stepped, *json);
+        sodium_memzero(stepped, strlen(stepped)); /* as the caller's own: it names the subject */
+        free(stepped);
+    }
 }
 
 /* The pseudonym the export names goes back to the heap only wiped: the
@@ -2065,7 +2101,7 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     assert_int_equal(occurrences(json, "\"event\":\"delivery.acked\""), 2); /* 11, 21 */
     free(json);
     size_t found = 0;
-    assert_int_equal(store_audit_scan_acked(reader, 10, count_entry, &found), 0);
+    assert_int_equal(store_audit_scan_acked(reader, 10, UINT64_MAX, count_entry, &found), 0);
     assert_int_equal(found, 0);
     uint64_t indexed = 0, entry = 0;
     assert_int_equal(store_audit_acked_count(reader, INT64_MAX, &indexed), 0); /* no index */
@@ -2119,6 +2155,76 @@ static void test_store_from_before_acked_lists_migrates(void **state)
 }
 
 /* ------------------------------------------------------------------ renderings */
+
+/* An export read in steps is cut where the trail's committed entries
+ * ended when it began (the guarded handle's, whatever its open
+ * transaction holds): entries about the subject appended meanwhile, its
+ * own or an ack of one of its deliveries, are the next export's. */
+static void test_export_in_steps_is_cut_where_it_began(void **state)
+{
+    fixture_t *f = *state;
+    char err[256];
+    trail_append(f->store, broker_key, 1, 30);
+    char *before = NULL;
+    export_of(f->store, SUBJECT_A, &before);
+    assert_int_equal(store_audit_tail_guard(f->store), 0);
+    append_queued(f->store, 40, tag_a); /* seq 31, not committed yet */
+    audit_export_t *ex = audit_export_begin(f->store, SUBJECT_A, 0, err, sizeof err);
+    assert_non_null(ex);
+    assert_int_equal(audit_export_cut(ex), 30);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(audit_export_step(ex, f->store, 1, 1, err, sizeof err), 0);
+    append_queued(f->store, 41, tag_a);             /* seq 32 */
+    append_acked_list(f->store, "om/parket", "30"); /* seq 33: A's delivery at 30 acked */
+    assert_int_equal(store_commit(f->store), 0);
+    int rc;
+    while ((rc = audit_export_step(ex, f->store, 1, 1, err, sizeof err)) == 0)
+        ;
+    assert_int_equal(rc, 1);
+    size_t count = 0;
+    char *during = audit_export_document(ex, EXPORT_AT, &count);
+    audit_export_destroy(&ex);
+    assert_non_null(during);
+    assert_string_equal(during, before);
+    assert_int_equal(count, 5); /* 10, 11, 20, 21, 30 */
+    char *after = NULL;
+    uint64_t seqs[16];
+    export_of(f->store, SUBJECT_A, &after);
+    assert_int_equal(export_seqs(after, seqs, 16), 8); /* and 31, 32, 33 */
+    assert_int_equal(seqs[7], 33);
+    free(before);
+    free(during);
+    free(after);
+}
+
+/* An export whose renderings would pass max_bytes ends there, and says so:
+ * the broker's answer could not carry it. */
+static void test_export_in_steps_is_bounded_in_bytes(void **state)
+{
+    fixture_t *f = *state;
+    char err[256] = "";
+    trail_append(f->store, broker_key, 1, 30);
+    static const struct {
+        size_t max_bytes;
+        int too_large;
+    } rows[] = {{200, 1}, {1024 * 1024, 0}, {0, 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        audit_export_t *ex =
+            audit_export_begin(f->store, SUBJECT_A, rows[i].max_bytes, err, sizeof err);
+        assert_non_null(ex);
+        int rc;
+        while ((rc = audit_export_step(ex, f->store, 2, 2, err, sizeof err)) == 0)
+            ;
+        assert_int_equal(rc, rows[i].too_large ? -1 : 1);
+        assert_int_equal(audit_export_too_large(ex), rows[i].too_large);
+        if (rows[i].too_large)
+            assert_non_null(strstr(err, "larger than 200 bytes"));
+        audit_export_destroy(&ex);
+    }
+    /* not a pseudonym: no export begins */
+    assert_null(audit_export_begin(f->store, "123456789", 0, err, sizeof err));
+    assert_non_null(strstr(err, "not a pseudonym"));
+}
 
 static void test_renderings_escape_and_withhold(void **state)
 {
@@ -2578,6 +2684,10 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
                                         setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_export_in_steps_is_cut_where_it_began, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_export_in_steps_is_bounded_in_bytes, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test(test_renderings_escape_and_withhold),
         cmocka_unit_test_setup_teardown(test_acked_entries_are_indexed_with_their_entry, setup,
                                         store_fixture_teardown),
