@@ -57,9 +57,26 @@ struct admin_request {
     char refused_why[320];
     size_t n_args;
     char args[SCHAKEL_ADMIN_MAX_ARGS][SCHAKEL_ADMIN_MAX_ARG_LEN + 1];
-    char *prepared; /* an answer made in the turn (audit-subject), sent after the commit */
-    size_t prepared_len;
+    int fd;            /* the connection's socket (ZMQ_SRCFD), -1 when unknown */
+    char key[41];      /* the key it authenticated with (Z85), "" when unknown */
+    int export_begins; /* audit-subject: the export begins after the commit */
 };
+
+/* The data-subject export, one at a time, read in steps over loop turns
+ * (admin_export_step) from the turn after the commit of its request. */
+typedef struct admin_export_job {
+    int active;              /* a request holds it (from admin_accept on) */
+    admin_request_t request; /* whose answer it is */
+    int gone;                /* its connection closed: no answer, no record */
+    audit_export_t *export;  /* NULL before it begins and once all is read */
+    char *json;              /* the document, recorded this turn: sent after its commit */
+    size_t json_len;
+    size_t sent; /* of it, once sending began (in chunks over turns) */
+    int sending;
+    char failed[448]; /* why it ended without a document this turn ("": it did not) */
+    int64_t began_ms; /* monotonic, for the log */
+    unsigned steps;   /* turns it read in */
+} admin_export_job_t;
 
 struct admin {
     void *socket;
@@ -68,6 +85,8 @@ struct admin {
     admin_request_t *pending; /* SCHAKEL_ADMIN_BATCH slots */
     size_t n_pending;
     char *chunk; /* SCHAKEL_ADMIN_CHUNK_BYTES + 1: one NUL-terminated JSON chunk */
+    void *events; /* the admin socket's connection events (NULL: none) */
+    admin_export_job_t job;
 };
 
 static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *request,
@@ -80,15 +99,73 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
                         admin_json_t *out, char *err, size_t errlen);
 
 /* The commands; docs/PROTOCOL.md section 11 describes each answer.
- * audit-subject has no run function: its answer is made in the turn that
- * records it (admin_prepare_export) and handed out after that commit. */
+ * audit-subject has no run function: it is read in steps over the turns
+ * after its request's commit (admin_export_step), and its answer is
+ * handed out after the commit of the turn that records the export. */
 static const admin_command_t admin_commands[] = {
     {"status", 0, admin_status}, {"partners", 0, admin_partners}, {"rules", 0, admin_rules},
     {"reload", 0, admin_reload}, {"audit-subject", 1, NULL},
 };
 #define ADMIN_COMMAND_NAMES "status, partners, rules, reload, audit-subject"
 
+static void admin_export_release(admin_t *admin);
+
 /* ------------------------------------------------------------------ lifecycle */
+
+/* The admin socket reports each connection it accepts and each that
+ * closes, by its socket (the ZMQ_SRCFD of its frames), so that an export
+ * whose operator went away is dropped before it is recorded. Without them
+ * (an error here, logged) an export runs to its end and is recorded, and
+ * its answer is undeliverable. */
+#define ADMIN_EVENTS_ENDPOINT "inproc://schakel-admin-events"
+
+static void admin_events_open(admin_t *admin, void *ctx)
+{
+    if (zmq_socket_monitor(admin->socket, ADMIN_EVENTS_ENDPOINT,
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+        (admin->events = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
+        zmq_connect(admin->events, ADMIN_EVENTS_ENDPOINT) != 0) {
+        log_event(LOG_WARN, "admin.connection_events_unavailable", "error",
+                  zmq_strerror(zmq_errno()), NULL);
+        if (admin->events != NULL)
+            zmq_close(admin->events);
+        admin->events = NULL;
+        (void)zmq_socket_monitor(admin->socket, NULL, 0);
+    }
+}
+
+/* Every connection event so far (non-blocking): the export's connection
+ * is gone when the last event for its socket says it closed (a socket
+ * number closed and then accepted again is a later connection's). */
+static void admin_events_drain(admin_t *admin)
+{
+    for (;;) {
+        zmq_msg_t event, endpoint;
+        if (admin->events == NULL)
+            return;
+        zmq_msg_init(&event);
+        if (zmq_msg_recv(&event, admin->events, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&event);
+            return;
+        }
+        int more = zmq_msg_more(&event);
+        uint16_t id = 0;
+        int32_t fd = -1;
+        if (zmq_msg_size(&event) >= 6) {
+            memcpy(&id, zmq_msg_data(&event), sizeof id);
+            memcpy(&fd, (const uint8_t *)zmq_msg_data(&event) + 2, sizeof fd);
+        }
+        zmq_msg_close(&event);
+        if (more) { /* the endpoint */
+            zmq_msg_init(&endpoint);
+            (void)zmq_msg_recv(&endpoint, admin->events, ZMQ_DONTWAIT);
+            zmq_msg_close(&endpoint);
+        }
+        admin_export_job_t *job = &admin->job;
+        if (job->active && fd >= 0 && fd == job->request.fd)
+            job->gone = id == ZMQ_EVENT_DISCONNECTED;
+    }
+}
 
 admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
                    char *err, size_t errlen)
@@ -117,6 +194,7 @@ admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const ch
         admin_destroy(&admin);
         return NULL;
     }
+    admin_events_open(admin, ctx);
     return admin;
 }
 
@@ -127,6 +205,11 @@ void admin_destroy(admin_t **adminp)
     admin_t *admin = *adminp;
     for (size_t i = 0; admin->pending != NULL && i < admin->n_pending; i++)
         free(admin->pending[i].refusal);
+    admin_export_release(admin);
+    if (admin->events != NULL) {
+        (void)zmq_socket_monitor(admin->socket, NULL, 0);
+        zmq_close(admin->events);
+    }
     if (admin->socket != NULL)
         zmq_close(admin->socket);
     free(admin->pending);
@@ -225,25 +308,28 @@ static int admin_send(admin_t *admin, const admin_request_t *request, const uint
 }
 
 /* The answer in chunks of at most SCHAKEL_ADMIN_CHUNK_BYTES, cut only
- * before the first byte of a UTF-8 sequence; `error` rides on the first. */
-static void admin_send_answer(admin_t *admin, const admin_request_t *request, int ok,
-                              const char *error, const char *json, size_t json_len)
+ * before the first byte of a UTF-8 sequence; `error` rides on the first.
+ * From *offset on, at most max_chunks of them: 1 when the last is sent, 0
+ * when more remain, -1 when one could not be sent (the rest is not). */
+static int admin_send_chunks(admin_t *admin, const admin_request_t *request, int ok,
+                             const char *error, const char *json, size_t json_len, size_t *offset,
+                             size_t max_chunks)
 {
-    size_t offset = 0;
+    size_t chunks = 0;
     do {
-        size_t n = json_len - offset;
+        size_t n = json_len - *offset;
         if (n > SCHAKEL_ADMIN_CHUNK_BYTES) {
             n = SCHAKEL_ADMIN_CHUNK_BYTES;
-            while (n > 0 && ((unsigned char)json[offset + n] & 0xC0) == 0x80)
+            while (n > 0 && ((unsigned char)json[*offset + n] & 0xC0) == 0x80)
                 n--;
         }
         if (json != NULL) {
-            memcpy(admin->chunk, json + offset, n);
+            memcpy(admin->chunk, json + *offset, n);
             admin->chunk[n] = '\0';
         }
-        int more = offset + n < json_len;
+        int more = *offset + n < json_len;
         size_t len = 0;
-        uint8_t *frame = admin_encode_response(request->request_id, ok, offset == 0 ? error : NULL,
+        uint8_t *frame = admin_encode_response(request->request_id, ok, *offset == 0 ? error : NULL,
                                                json != NULL ? admin->chunk : NULL, more, &len);
         int sent = frame != NULL && admin_send(admin, request, frame, len) == 0;
         /* an answer may name a subject (audit-subject): wiped once sent */
@@ -253,9 +339,17 @@ static void admin_send_answer(admin_t *admin, const admin_request_t *request, in
         if (json != NULL)
             sodium_memzero(admin->chunk, n);
         if (!sent)
-            return;
-        offset += n;
-    } while (offset < json_len);
+            return -1;
+        *offset += n;
+    } while (*offset < json_len && ++chunks < max_chunks);
+    return *offset >= json_len;
+}
+
+static void admin_send_answer(admin_t *admin, const admin_request_t *request, int ok,
+                              const char *error, const char *json, size_t json_len)
+{
+    size_t offset = 0;
+    (void)admin_send_chunks(admin, request, ok, error, json, json_len, &offset, SIZE_MAX);
 }
 
 /* ------------------------------------------------------------------ reading requests */
@@ -280,6 +374,7 @@ static admin_request_t *admin_slot(admin_t *admin, broker_t *b, zmq_msg_t *routi
     memcpy(request->routing_id, zmq_msg_data(routing), len);
     request->routing_len = len;
     strcpy(request->principal, principal);
+    request->fd = -1;
     return request;
 }
 
@@ -323,38 +418,32 @@ static const admin_command_t *admin_command_by_name(const char *name)
 }
 
 /* A decoded AdminRequest: its fields, then the command. */
-/* audit-subject PSEUDONYM: the export is read and its own record written
- * in this turn, so that the export shows in the subject's trail exactly
- * when it is handed out (after the commit). A bad pseudonym or a failed
- * read becomes the answer (not ok) instead. */
-static void admin_prepare_export(broker_t *b, admin_request_t *request)
+/* audit-subject PSEUDONYM: checked now; read in steps from the turn after
+ * this one's commit (admin_export_begin). One export at a time: a second
+ * request meanwhile is answered at once that one is running, so that an
+ * export's memory is never held twice. A bad pseudonym becomes the answer
+ * (not ok). */
+static void admin_prepare_export(admin_t *admin, admin_request_t *request)
 {
-    char err[256] = "", *json = NULL;
+    char err[256] = "";
     const char *pseudonym = request->n_args == 1 ? request->args[0] : NULL;
     if (pseudonym == NULL || !syntax_is_pseudonym(pseudonym)) {
         snprintf(err, sizeof err,
                  "audit-subject takes one pseudonym (8..64 of A-Z a-z 0-9 . _ : -, "
                  "not all digits)");
-    } else if (audit_subject_export(b->store, pseudonym, b->now_s, &json, err, sizeof err) == 0) {
-        /* the export's own "count" member: the number of entries handed out */
-        const char *count = strstr(json, "\"count\":");
-        size_t entries = count != NULL ? (size_t)strtoull(count + 8, NULL, 10) : 0;
-        if (record_subject_export(b, request->principal, pseudonym, entries) != 0) {
-            sodium_memzero(json, strlen(json));
-            free(json);
-            json = NULL;
-            snprintf(err, sizeof err, "the export could not be recorded; nothing was handed out");
-        }
+    } else if (admin->job.active) {
+        snprintf(err, sizeof err,
+                 "another data-subject export is running (one at a time); ask again when it "
+                 "has been answered");
+    } else {
+        admin->job.active = 1;
+        request->export_begins = 1;
+        return;
     }
     size_t len = 0;
-    if (json != NULL) {
-        request->prepared = json;
-        request->prepared_len = strlen(json);
-    } else {
-        request->refusal = admin_encode_response(request->request_id, 0, err, NULL, 0, &len);
-        request->refusal_len = len;
-        request->command = NULL;
-    }
+    request->refusal = admin_encode_response(request->request_id, 0, err, NULL, 0, &len);
+    request->refusal_len = len;
+    request->command = NULL;
 }
 
 static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
@@ -413,7 +502,7 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
     request->command = command;
     admin_record(b, request, command->name, NULL);
     if (command->run == NULL)
-        admin_prepare_export(b, request);
+        admin_prepare_export(admin, request);
 }
 
 /* Everything but the identity check: one frame, a valid Frame, an AdminRequest. */
@@ -472,8 +561,13 @@ static int admin_receive_one(admin_t *admin, broker_t *b)
              !admin_still_operator(b, user_id, zmq_msg_gets(&data, ZAP_PROPERTY_KEY)))
         admin_refuse(admin, b, request, SCHAKEL__REASON__NOT_PERMITTED,
                      "this key is no longer registered as an operator's");
-    else if (request != NULL)
+    else if (request != NULL) {
+        const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
+        if (key != NULL && strlen(key) < sizeof request->key)
+            strcpy(request->key, key);
+        request->fd = zmq_msg_get(&data, ZMQ_SRCFD);
         admin_check(admin, b, request, parts, &data);
+    }
     zmq_msg_close(&data);
     zmq_msg_close(&routing);
     return 1;
@@ -491,6 +585,184 @@ int admin_receive(admin_t *admin, broker_t *b)
         read++;
     }
     return read;
+}
+
+/* ------------------------------------------------------------------ the export */
+
+/* Wipe and free what the export holds (its document names the subject);
+ * the slot is free for the next request. */
+static void admin_export_release(admin_t *admin)
+{
+    admin_export_job_t *job = &admin->job;
+    audit_export_destroy(&job->export);
+    if (job->json != NULL)
+        sodium_memzero(job->json, job->json_len);
+    free(job->json);
+    sodium_memzero(job, sizeof *job); /* the request names the pseudonym */
+}
+
+static void admin_export_log(const admin_export_job_t *job, int64_t now_ms, const char *event,
+                             const char *why)
+{
+    char id[24], steps[16], ms[24];
+    snprintf(id, sizeof id, "%" PRIu64, job->request.request_id);
+    snprintf(steps, sizeof steps, "%u", job->steps);
+    snprintf(ms, sizeof ms, "%lld", (long long)(now_ms - job->began_ms));
+    log_event(why != NULL ? LOG_WARN : LOG_INFO, event, "principal", job->request.principal,
+              "request_id", id, "steps", steps, "ms", ms, "why", why, NULL);
+}
+
+/* After the commit of its request's record: the export begins, cut at the
+ * trail's last committed entry. Not answered until it ends. */
+static void admin_export_begin(admin_t *admin, broker_t *b, const admin_request_t *request)
+{
+    admin_export_job_t *job = &admin->job;
+    char err[256] = "", cut[24], id[24];
+    job->request = *request;
+    job->began_ms = b->now_ms;
+    job->export = audit_export_begin(b->store, request->args[0], b->now_s,
+                                     SCHAKEL_ADMIN_MAX_RESPONSE_BYTES - 1024u, err, sizeof err);
+    if (job->export == NULL) {
+        admin_log_outcome(request, request->command->name, "failed", err);
+        admin_send_answer(admin, request, 0, err, NULL, 0);
+        admin_export_release(admin);
+        return;
+    }
+    snprintf(cut, sizeof cut, "%" PRIu64, audit_export_cut(job->export));
+    snprintf(id, sizeof id, "%" PRIu64, request->request_id);
+    log_event(LOG_INFO, "admin.export_begun", "principal", request->principal, "request_id", id,
+              "up_to_seq", cut, NULL);
+    admin_events_drain(admin); /* a connection that closed already */
+}
+
+/* The export ends this turn without a document: answered after the
+ * commit with `why` (and nothing handed out). */
+static void admin_export_fail(admin_t *admin, const char *why)
+{
+    admin_export_job_t *job = &admin->job;
+    audit_export_destroy(&job->export);
+    snprintf(job->failed, sizeof job->failed, "%s; nothing was handed out", why);
+}
+
+/* All read and written: the document, and its record in this turn (handed
+ * out only after the turn's commit: admin_export_answer). */
+static void admin_export_finish(admin_t *admin, broker_t *b)
+{
+    admin_export_job_t *job = &admin->job;
+    size_t count = 0;
+    char *json = audit_export_document(job->export, &count);
+    audit_export_destroy(&job->export);
+    if (json == NULL) {
+        admin_export_fail(admin, "out of memory while writing the export");
+        return;
+    }
+    b->turn_acks_only = 0; /* an operator's action: a synced commit before it is handed out */
+    if (record_subject_export(b, job->request.principal, job->request.args[0], count) != 0) {
+        sodium_memzero(json, strlen(json));
+        free(json);
+        snprintf(job->failed, sizeof job->failed,
+                 "the export could not be recorded; nothing was handed out");
+        return;
+    }
+    job->json = json;
+    job->json_len = strlen(json);
+}
+
+int admin_export_running(const admin_t *admin)
+{
+    return admin != NULL && (admin->job.export != NULL || admin->job.sending);
+}
+
+void admin_export_step(admin_t *admin, broker_t *b)
+{
+    admin_export_job_t *job = admin != NULL ? &admin->job : NULL;
+    char err[256] = "", why[400];
+    if (job == NULL || job->export == NULL)
+        return;
+    admin_events_drain(admin);
+    if (job->gone) {
+        /* nobody to hand it to: not recorded, not kept */
+        admin_export_log(job, b->now_ms, "admin.export_dropped",
+                         "the operator's connection closed");
+        admin_export_release(admin);
+        return;
+    }
+    if (!admin_still_operator(b, job->request.principal, job->request.key)) {
+        admin_export_fail(admin, "this key is no longer registered as an operator's");
+        return;
+    }
+    static const audit_export_bounds_t bounds = {
+        SCHAKEL_EXPORT_STEP_ENTRIES, SCHAKEL_EXPORT_STEP_DELIVERIES, SCHAKEL_EXPORT_STEP_BYTES};
+    job->steps++;
+    int rc = audit_export_step(job->export, b->store, &bounds, err, sizeof err);
+    if (rc < 0 && audit_export_too_large(job->export)) {
+        snprintf(why, sizeof why,
+                 "the export is larger than the %u MiB an answer may carry; export it "
+                 "offline (schakelctl audit subject PSEUDONYM --store FILE --store-key FILE)",
+                 SCHAKEL_ADMIN_MAX_RESPONSE_BYTES / (1024u * 1024u));
+        admin_export_fail(admin, why);
+    } else if (rc < 0) {
+        admin_export_fail(admin, err);
+    } else if (rc == 1) {
+        admin_export_finish(admin, b);
+    }
+}
+
+/* The document's next chunks (SCHAKEL_EXPORT_SEND_CHUNKS a turn), until
+ * the last is sent, one could not be, or the connection closed. */
+static void admin_export_send(admin_t *admin, const broker_t *b, size_t max_chunks)
+{
+    admin_export_job_t *job = &admin->job;
+    admin_events_drain(admin);
+    int rc = job->gone ? -1
+                       : admin_send_chunks(admin, &job->request, 1, NULL, job->json, job->json_len,
+                                           &job->sent, max_chunks);
+    if (rc == 0)
+        return;
+    admin_export_log(job, b->now_ms, rc > 0 ? "admin.export_done" : "admin.export_undelivered",
+                     rc > 0 ? NULL : "its connection closed or took no more");
+    admin_export_release(admin);
+}
+
+/* After each commit: an export that ended this turn is answered, with its
+ * document (in chunks over this turn and the next ones) only if the turn
+ * that recorded it committed. */
+static void admin_export_answer(admin_t *admin, const broker_t *b, int committed)
+{
+    admin_export_job_t *job = &admin->job;
+    const admin_request_t *request = &job->request;
+    if (!job->sending && job->json != NULL && committed) {
+        admin_log_outcome(request, "audit-subject", "ok", NULL);
+        job->sending = 1;
+    }
+    if (job->sending) {
+        admin_export_send(admin, b, SCHAKEL_EXPORT_SEND_CHUNKS);
+        return;
+    }
+    if (job->json == NULL && job->failed[0] == '\0')
+        return; /* still reading, or none */
+    const char *why = job->failed[0] != '\0'
+                          ? job->failed
+                          : "the broker could not store its record of this export (storage "
+                            "trouble); nothing was handed out, try again";
+    admin_log_outcome(request, "audit-subject", "failed", why);
+    admin_send_answer(admin, request, 0, why, NULL, 0);
+    admin_export_release(admin);
+}
+
+void admin_stop(admin_t *admin, const broker_t *b)
+{
+    if (admin != NULL && admin->job.sending) /* recorded as handed out: the rest at once */
+        admin_export_send(admin, b, SIZE_MAX);
+    if (admin == NULL || admin->job.export == NULL)
+        return;
+    admin_export_job_t *job = &admin->job;
+    static const char why[] = "the broker stopped before the export was done; nothing was handed "
+                              "out, ask again once it runs";
+    admin_export_log(job, b->now_ms, "admin.export_dropped", "the broker is stopping");
+    admin_log_outcome(&job->request, "audit-subject", "refused", why);
+    admin_send_answer(admin, &job->request, 0, why, NULL, 0);
+    admin_export_release(admin);
 }
 
 /* ------------------------------------------------------------------ answering */
@@ -511,11 +783,12 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
                                    "(storage trouble); nothing was done, try again";
         admin_log_outcome(request, request->command->name, "refused", text);
         admin_send_answer(admin, request, 0, text, NULL, 0);
+        if (request->export_begins)
+            admin_export_release(admin);
         return;
     }
-    if (request->prepared != NULL) {
-        admin_log_outcome(request, request->command->name, "ok", NULL);
-        admin_send_answer(admin, request, 1, NULL, request->prepared, request->prepared_len);
+    if (request->export_begins) {
+        admin_export_begin(admin, b, request);
         return;
     }
     admin_json_t out;
@@ -536,20 +809,19 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
 
 int admin_has_pending(const admin_t *admin)
 {
-    return admin != NULL && admin->n_pending > 0;
+    return admin != NULL &&
+           (admin->n_pending > 0 || (admin->job.json != NULL && !admin->job.sending) ||
+            admin->job.failed[0] != '\0');
 }
 
 void admin_after_commit(admin_t *admin, broker_t *b, int committed)
 {
+    admin_export_answer(admin, b, committed);
     for (size_t i = 0; i < admin->n_pending; i++) {
         admin_request_t *request = &admin->pending[i];
         admin_answer(admin, b, request, committed);
         free(request->refusal);
         request->refusal = NULL;
-        if (request->prepared != NULL) /* the export names its subject */
-            sodium_memzero(request->prepared, request->prepared_len);
-        free(request->prepared);
-        request->prepared = NULL;
     }
     admin->n_pending = 0;
 }

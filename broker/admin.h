@@ -7,7 +7,8 @@
  * never on the partner endpoint). The broker's loop polls its socket; every
  * request is read, checked and recorded during the turn, and executed and
  * answered only after the turn's commit (so a request whose record cannot
- * be committed is refused, not executed). The wire format (AdminRequest,
+ * be committed is refused, not executed). The data-subject export alone
+ * runs on over later turns, a bounded step each (admin_export_step). The wire format (AdminRequest,
  * AdminResponse with a JSON document) is docs/PROTOCOL.md section 11.
  */
 #ifndef SCHAKEL_ADMIN_H
@@ -52,6 +53,23 @@ void admin_after_commit(admin_t *admin, struct broker *b, int committed);
 /* 1 when admin_receive read requests that wait for admin_after_commit.
  * Safe on NULL. */
 int admin_has_pending(const admin_t *admin);
+
+/* The data-subject export (audit-subject), one at a time, read in steps
+ * over loop turns from the turn after its request's commit, up to the
+ * trail's last committed entry then (audit.h audit_export_begin).
+ * admin_export_step: in the turn, before its commit: one step (at most
+ * SCHAKEL_EXPORT_STEP_ENTRIES entries or SCHAKEL_EXPORT_STEP_DELIVERIES
+ * deliveries); an export whose operator's connection closed is dropped
+ * (wiped, nothing recorded); one whose key is no longer an operator's ends
+ * unanswered but for why; the last step writes the export's record, and
+ * admin_after_commit hands the document out only if that commit went
+ * through. admin_export_running: 1 while an export still reads (the loop
+ * then turns without waiting). admin_stop: at the broker's stop, an
+ * unfinished export is answered that it was stopped, and wiped. Each is
+ * safe on NULL. */
+void admin_export_step(admin_t *admin, struct broker *b);
+int admin_export_running(const admin_t *admin);
+void admin_stop(admin_t *admin, const struct broker *b);
 
 /* A retention in seconds as a policy writes it, in the largest unit that
  * divides it exactly: 31536000 -> "1y", 7776000 -> "90d", 90 -> "90s".

@@ -1358,38 +1358,6 @@ static int export_item_order(const void *a, const void *b)
     return (x->marker > y->marker) - (x->marker < y->marker);
 }
 
-/* The document: entries in seq order, each once (a delivery's own entry is
- * found both by subject and by delivery seq). */
-static char *export_document(export_state_t *st, const char *pseudonym, const char *tag,
-                             int64_t now_s, size_t *count_out)
-{
-    text_buf_t b = {0};
-    char now_text[32];
-    size_t count = 0;
-    if (st->n_items > 1)
-        qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
-    for (size_t i = 0; i < st->n_items; i++)
-        count += i == 0 || st->items[i].seq != st->items[i - 1].seq;
-    audit_format_time(now_s, now_text, sizeof now_text);
-    buf_puts(&b, "{\"subject\":");
-    buf_json_string(&b, pseudonym);
-    buf_puts(&b, ",\"subject_tag\":");
-    buf_json_string(&b, tag);
-    buf_puts(&b, ",\"exported_at\":");
-    buf_json_string(&b, now_text);
-    buf_printf(&b, ",\"count\":%zu,\"entries\":[", count);
-    for (size_t i = 0, written = 0; i < st->n_items; i++) {
-        if (i > 0 && st->items[i].seq == st->items[i - 1].seq)
-            continue;
-        buf_puts(&b, written++ ? ",\n" : "\n");
-        buf_puts(&b, st->items[i].json);
-    }
-    buf_puts(&b, "\n]}\n");
-    if (count_out != NULL)
-        *count_out = count;
-    return buf_take(&b);
-}
-
 static void export_free(export_state_t *st)
 {
     for (size_t i = 0; i < st->n_items; i++) {
@@ -1404,19 +1372,24 @@ static void export_free(export_state_t *st)
 
 /* ------------------------------------------------------------------ the export in steps */
 
-enum export_phase { EXPORT_SUBJECT = 0, EXPORT_DELIVERIES, EXPORT_READ };
+enum export_phase { EXPORT_SUBJECT = 0, EXPORT_DELIVERIES, EXPORT_WRITE, EXPORT_DONE };
 
 struct audit_export {
     export_state_t st;
     enum export_phase phase;
     uint64_t cut;         /* the last committed entry when the export began */
+    int64_t began_s;      /* the document's "exported_at" */
     size_t next_delivery; /* of st.deliveries, in EXPORT_DELIVERIES */
+    size_t next_item;     /* of st.items (sorted), in EXPORT_WRITE */
+    size_t count;         /* entries in the document */
+    size_t shown;         /* of them written so far */
+    text_buf_t doc;       /* the document, allocated whole when the writing begins */
     char pseudonym[SCHAKEL_MAX_SUBJECT_LEN + 1];
     char tag[STORE_SUBJECT_TAG_LEN + 1];
 };
 
-audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, size_t max_bytes,
-                                   char *err, size_t errlen)
+audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, int64_t now_s,
+                                   size_t max_bytes, char *err, size_t errlen)
 {
     if (pseudonym == NULL || !syntax_is_pseudonym(pseudonym) ||
         strlen(pseudonym) > SCHAKEL_MAX_SUBJECT_LEN) {
@@ -1435,6 +1408,7 @@ audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, size_t
         audit_export_destroy(&ex);
         return NULL;
     }
+    ex->began_s = now_s;
     ex->st.tag = ex->tag;
     ex->st.max_bytes = max_bytes;
     return ex;
@@ -1479,24 +1453,107 @@ static int export_step_deliveries(audit_export_t *ex, store_t *store, size_t max
             rc = store_audit_scan_acked(store, st->delivery, ex->cut, export_add_acked, st);
     }
     if (rc >= 0 && ex->next_delivery >= st->n_deliveries)
-        ex->phase = EXPORT_READ;
+        ex->phase = EXPORT_WRITE;
     return rc < 0 ? -1 : 0;
 }
 
-int audit_export_step(audit_export_t *ex, store_t *store, size_t max_entries, size_t max_deliveries,
-                      char *err, size_t errlen)
+/* An item not shown twice: of two renderings of one seq, the first. */
+static int export_item_shown(const export_state_t *st, size_t i)
+{
+    return i == 0 || st->items[i].seq != st->items[i - 1].seq;
+}
+
+static void export_item_wipe(export_item_t *item)
+{
+    if (item->json != NULL) /* what was recorded about the subject */
+        sodium_memzero(item->json, strlen(item->json));
+    free(item->json);
+    item->json = NULL;
+}
+
+/* The writing begins: the entries in seq order, each once (a delivery's
+ * own entry is found both by subject and by delivery seq), counted; the
+ * document allocated whole, and its head written. */
+static void export_write_begin(audit_export_t *ex)
 {
     export_state_t *st = &ex->st;
+    text_buf_t head = {0};
+    char began[32];
+    size_t bytes = 0;
+    if (st->n_items > 1)
+        qsort(st->items, st->n_items, sizeof *st->items, export_item_order);
+    for (size_t i = 0; i < st->n_items; i++)
+        if (export_item_shown(st, i)) {
+            ex->count++;
+            bytes += strlen(st->items[i].json) + 2;
+        }
+    audit_format_time(ex->began_s, began, sizeof began);
+    buf_puts(&head, "{\"subject\":");
+    buf_json_string(&head, ex->pseudonym);
+    buf_puts(&head, ",\"subject_tag\":");
+    buf_json_string(&head, ex->tag);
+    buf_puts(&head, ",\"exported_at\":");
+    buf_json_string(&head, began);
+    buf_printf(&head, ",\"count\":%zu,\"entries\":[", ex->count);
+    if (!head.out_of_memory) {
+        ex->doc.cap = head.len + bytes + sizeof "\n]}\n";
+        ex->doc.data = malloc(ex->doc.cap);
+        if (ex->doc.data != NULL) {
+            ex->doc.data[0] = '\0';
+            buf_put(&ex->doc, head.data, head.len);
+        }
+    }
+    ex->doc.out_of_memory = head.out_of_memory || ex->doc.data == NULL;
+    char *wiped = buf_take(&head);
+    if (wiped != NULL)
+        sodium_memzero(wiped, strlen(wiped));
+    free(wiped);
+}
+
+/* Up to max_bytes of the entries onto the document (at least one), each
+ * rendering wiped and freed once written. */
+static void export_write_step(audit_export_t *ex, size_t max_bytes)
+{
+    export_state_t *st = &ex->st;
+    if (ex->doc.data == NULL && !ex->doc.out_of_memory)
+        export_write_begin(ex);
+    size_t written = 0;
+    while (!ex->doc.out_of_memory && ex->next_item < st->n_items && written < max_bytes) {
+        size_t i = ex->next_item++;
+        if (export_item_shown(st, i)) {
+            size_t len = strlen(st->items[i].json);
+            buf_puts(&ex->doc, ex->shown++ ? ",\n" : "\n");
+            buf_put(&ex->doc, st->items[i].json, len);
+            written += len;
+        }
+        export_item_wipe(&st->items[i]);
+    }
+    if (!ex->doc.out_of_memory && ex->next_item >= st->n_items) {
+        buf_puts(&ex->doc, "\n]}\n");
+        ex->phase = EXPORT_DONE;
+    }
+    st->out_of_memory |= ex->doc.out_of_memory;
+}
+
+int audit_export_step(audit_export_t *ex, store_t *store, const audit_export_bounds_t *bounds,
+                      char *err, size_t errlen)
+{
+    static const audit_export_bounds_t unbounded = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    export_state_t *st = &ex->st;
     int rc = 0;
+    if (bounds == NULL)
+        bounds = &unbounded;
     if (ex->phase == EXPORT_SUBJECT) {
-        rc = store_audit_scan_subject(store, ex->tag, st->last_seq, ex->cut, max_entries,
+        rc = store_audit_scan_subject(store, ex->tag, st->last_seq, ex->cut, bounds->entries,
                                       export_add_subject_entry, st);
-        if (rc >= 0 && (size_t)rc < max_entries) {
+        if (rc >= 0 && (size_t)rc < bounds->entries) {
             export_deliveries_settle(st);
             ex->phase = EXPORT_DELIVERIES;
         }
     } else if (ex->phase == EXPORT_DELIVERIES) {
-        rc = export_step_deliveries(ex, store, max_deliveries);
+        rc = export_step_deliveries(ex, store, bounds->deliveries);
+    } else if (ex->phase == EXPORT_WRITE) {
+        export_write_step(ex, bounds->bytes);
     }
     if (rc < 0 || st->out_of_memory || st->too_large) {
         if (st->too_large)
@@ -1505,14 +1562,18 @@ int audit_export_step(audit_export_t *ex, store_t *store, size_t max_entries, si
             snprintf(err, errlen, "%s", rc < 0 ? store_errmsg(store) : "out of memory");
         return -1;
     }
-    return ex->phase == EXPORT_READ;
+    return ex->phase == EXPORT_DONE;
 }
 
-char *audit_export_document(audit_export_t *ex, int64_t now_s, size_t *count)
+char *audit_export_document(audit_export_t *ex, size_t *count)
 {
-    if (ex->phase != EXPORT_READ)
+    if (ex->phase != EXPORT_DONE || ex->doc.data == NULL)
         return NULL;
-    return export_document(&ex->st, ex->pseudonym, ex->tag, now_s, count);
+    char *doc = ex->doc.data;
+    memset(&ex->doc, 0, sizeof ex->doc);
+    if (count != NULL)
+        *count = ex->count;
+    return doc;
 }
 
 void audit_export_destroy(audit_export_t **exp)
@@ -1521,6 +1582,9 @@ void audit_export_destroy(audit_export_t **exp)
         return;
     audit_export_t *ex = *exp;
     export_free(&ex->st);
+    if (ex->doc.data != NULL)
+        sodium_memzero(ex->doc.data, ex->doc.cap);
+    free(ex->doc.data);
     sodium_memzero(ex, sizeof *ex); /* the pseudonym and its tag */
     free(ex);
     *exp = NULL;
@@ -1534,12 +1598,12 @@ int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, c
         return -1;
     }
     *json_out = NULL;
-    audit_export_t *ex = audit_export_begin(store, pseudonym, 0, err, errlen);
+    audit_export_t *ex = audit_export_begin(store, pseudonym, now_s, 0, err, errlen);
     int rc = ex != NULL ? 0 : -1;
     while (rc == 0)
-        rc = audit_export_step(ex, store, SIZE_MAX, SIZE_MAX, err, errlen);
-    if (rc == 1 && (*json_out = audit_export_document(ex, now_s, NULL)) == NULL)
-        snprintf(err, errlen, "out of memory");
+        rc = audit_export_step(ex, store, NULL, err, errlen);
+    if (rc == 1)
+        *json_out = audit_export_document(ex, NULL);
     audit_export_destroy(&ex);
     return *json_out != NULL ? 0 : -1;
 }

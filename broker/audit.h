@@ -236,36 +236,44 @@ int audit_subject_export(store_t *store, const char *pseudonym, int64_t now_s, c
                          char *err, size_t errlen);
 
 /* The same export in steps, for the broker's loop (admin.c), where one
- * turn must not read a subject's whole trail: audit_subject_export is
- * these run to the end at once.
+ * turn must not read, nor write, a subject's whole trail:
+ * audit_subject_export is these run to the end at once.
  *
  * audit_export_begin: checks the pseudonym (the text above on error) and
  * cuts the trail at its last committed entry (store_audit_committed_seq):
  * every step reads entries up to that seq only. The trail is append-only,
  * so the steps together read what one read at the cut would have read,
  * whatever is appended meanwhile (an entry about the subject written
- * after the cut is the next export's). max_bytes bounds the renderings
- * kept (0: no bound). NULL with err filled on error.
- * audit_export_step: reads at most max_entries of the subject's entries
- * (the subject index, from where the last step ended), or, once those are
- * all read, the entries of at most max_deliveries of its deliveries (two
- * index look-ups each). Returns 0 while more remains, 1 when all is read,
- * -1 with err filled (a store error, out of memory, past max_bytes);
- * after -1 only audit_export_destroy.
+ * after the cut is the next export's). now_s is the document's
+ * "exported_at": the time the trail was cut. max_bytes bounds the
+ * renderings kept (0: no bound). NULL with err filled on error.
+ * audit_export_step: reads at most bounds->entries of the subject's
+ * entries (the subject index, from where the last step ended); once those
+ * are all read, the entries of at most bounds->deliveries of its
+ * deliveries (two index look-ups each); once those are, writes about
+ * bounds->bytes of the document (the first writing step sorts the
+ * renderings: O(n log n)), each rendering wiped and freed once written.
+ * bounds NULL: no bounds. Returns 0 while more remains, 1 when the
+ * document is whole, -1 with err filled (a store error, out of memory,
+ * past max_bytes); after -1 only audit_export_destroy.
  * audit_export_document: after a step returned 1, the document
- * audit_subject_export returns (malloc'd, the caller wipes and frees it)
- * and in *count (if not NULL) the number of entries in it; NULL when out
- * of memory or not all read. O(n log n) in the entries: a sort and a copy.
- * audit_export_cut: the seq the export stops at. audit_export_too_large:
- * 1 when a step failed because the renderings passed max_bytes.
- * audit_export_destroy: wipes what was read (it names the subject) and
- * frees; *ex = NULL; safe on NULL. */
+ * audit_subject_export returns, handed over (the caller wipes and frees
+ * it), and in *count (if not NULL) the number of entries in it; NULL
+ * before. audit_export_cut: the seq the export stops at.
+ * audit_export_too_large: 1 when a step failed because the renderings
+ * passed max_bytes. audit_export_destroy: wipes what was read and written
+ * (it names the subject) and frees; *ex = NULL; safe on NULL. */
 typedef struct audit_export audit_export_t;
-audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, size_t max_bytes,
-                                   char *err, size_t errlen);
-int audit_export_step(audit_export_t *ex, store_t *store, size_t max_entries, size_t max_deliveries,
+typedef struct audit_export_bounds {
+    size_t entries;    /* of the subject's entries read in a step */
+    size_t deliveries; /* deliveries whose entries are read in a step */
+    size_t bytes;      /* of the document written in a step */
+} audit_export_bounds_t;
+audit_export_t *audit_export_begin(store_t *store, const char *pseudonym, int64_t now_s,
+                                   size_t max_bytes, char *err, size_t errlen);
+int audit_export_step(audit_export_t *ex, store_t *store, const audit_export_bounds_t *bounds,
                       char *err, size_t errlen);
-char *audit_export_document(audit_export_t *ex, int64_t now_s, size_t *count);
+char *audit_export_document(audit_export_t *ex, size_t *count);
 uint64_t audit_export_cut(const audit_export_t *ex);
 int audit_export_too_large(const audit_export_t *ex);
 void audit_export_destroy(audit_export_t **ex);

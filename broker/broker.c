@@ -1600,7 +1600,8 @@ int broker_run(broker_t *b)
         /* More expired, or deliveries to revoke: the next turn comes at
          * once, unless the last one failed (a store that fails is tried
          * again at the usual pace, not in a busy loop). */
-        if ((b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 || purge_pending(b)) &&
+        if ((b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 || purge_pending(b) ||
+             admin_export_running(b->admin)) &&
             !b->last_turn_rolled_back)
             wait_ms = 0;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
@@ -1667,6 +1668,8 @@ int broker_run(broker_t *b)
         deliver_revoke(b);
         deliver_set_aside(b);
         purge_step(b);
+        /* a data-subject export reads a step a turn (its last records it) */
+        admin_export_step(b->admin, b);
         record_turn_end(b);
         int turn = commit_turn(b);
         broker_connections_drain(b); /* no push to a connection that closed meanwhile */
@@ -1703,6 +1706,7 @@ int broker_run(broker_t *b)
     }
     log_event(LOG_INFO, "broker.stopping", NULL);
     tickets_drain(b);        /* the turns waiting for their sync are answered first */
+    admin_stop(b->admin, b); /* an export not done is answered so, and wiped */
     undeliverable_summary(b, 1);
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
     /* the last checkpoint is the loop's, and complete */

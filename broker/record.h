@@ -160,7 +160,7 @@ int record_policy_refused(struct broker *b, const char *requested_by, const char
 int record_admin(struct broker *b, const char *operator_principal, const char *action,
                  const char *details);
 
-/* A data-subject export through the broker (audit_subject_export): event
+/* A data-subject export through the broker (audit_export_*, admin.c): event
  * "admin.audit_subject" naming the pseudonym, so that the export itself
  * shows in the subject's next export. In the turn's transaction: hand the
  * export out only after that turn committed. */

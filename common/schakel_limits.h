@@ -139,6 +139,17 @@
 #define SCHAKEL_ADMIN_BATCH 64u                  /* admin requests handled per loop turn */
 #define SCHAKEL_ADMIN_CHUNK_BYTES (128u * 1024u) /* JSON bytes in one AdminResponse */
 #define SCHAKEL_ADMIN_MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a whole answer, client side */
+/* The data-subject export (audit-subject) runs in steps over loop turns,
+ * one export at a time: a turn reads at most this many of the subject's
+ * entries (each rendered as JSON: 50-100 us for a queued entry of 4 rules),
+ * or the entries of at most this many of its deliveries (two index
+ * look-ups each), or writes this many bytes of the document, or sends
+ * this many chunks of it; a few milliseconds each. Its renderings are
+ * bounded by SCHAKEL_ADMIN_MAX_RESPONSE_BYTES, the most an answer may be. */
+#define SCHAKEL_EXPORT_STEP_ENTRIES 16u
+#define SCHAKEL_EXPORT_STEP_DELIVERIES 32u
+#define SCHAKEL_EXPORT_STEP_BYTES (1024u * 1024u)
+#define SCHAKEL_EXPORT_SEND_CHUNKS 8u /* of SCHAKEL_ADMIN_CHUNK_BYTES */
 
 /* Audit trail (docs/OPERATIONS.md "Audit trail") */
 #define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES                                                           \

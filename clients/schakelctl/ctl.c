@@ -69,6 +69,7 @@ int ctl_common_option(ctl_options_t *opts, int option, const char *arg)
     case CTL_OPT_CONNECT_TIMEOUT:
         return ctl_seconds_option("--connect-timeout", arg, &opts->connect_timeout_ms);
     case CTL_OPT_TIMEOUT:
+        opts->timeout_given = 1;
         return ctl_seconds_option("--timeout", arg, &opts->timeout_ms);
     case CTL_OPT_JSON:
         opts->json = 1;

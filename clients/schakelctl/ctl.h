@@ -49,9 +49,13 @@ enum ctl_common_option {
     "  --broker-key FILE    the broker's public key, .pub (default: $SCHAKEL_BROKER_KEY)\n"        \
     "  --key FILE           our operator key, .key (default: $SCHAKEL_KEY)\n"                      \
     "  --connect-timeout S  seconds to wait for the handshake (default 5)\n"                       \
-    "  --timeout S          seconds to wait for the answer (default 30)\n"                         \
+    "  --timeout S          seconds to wait for the answer (default 30; audit subject 600)\n"      \
     "  --json               print the broker's answer as one JSON object\n"                        \
     "  --help               this text\n"
+
+/* How long audit subject waits for its answer unless --timeout says: the
+ * broker reads a large subject's export in steps between its other work. */
+#define CTL_EXPORT_TIMEOUT_MS 600000
 
 typedef struct ctl_options {
     const char *admin;
@@ -59,6 +63,7 @@ typedef struct ctl_options {
     const char *key;
     int connect_timeout_ms;
     int timeout_ms;
+    int timeout_given; /* --timeout was given: no command's own default */
     int json;
     int help;
 } ctl_options_t;

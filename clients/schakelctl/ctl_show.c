@@ -348,6 +348,10 @@ int ctl_show_main(int argc, char **argv)
         ctl_show_usage(name, ctl_show_commands[which].operand, ctl_show_commands[which].summary);
         return CTL_EXIT_OK;
     }
+    /* The broker reads an export in steps between its other work: a large
+     * subject's takes longer than any other answer. */
+    if (strcmp(command, "audit-subject") == 0 && !opts.timeout_given)
+        opts.timeout_ms = CTL_EXPORT_TIMEOUT_MS;
     ctl_conn_t *conn = NULL;
     rc = ctl_conn_open(&opts, &conn);
     if (rc != CTL_EXIT_OK)

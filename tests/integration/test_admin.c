@@ -13,10 +13,14 @@
  */
 #include "harness.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -1344,6 +1348,277 @@ static void test_audited_subject_export(void **state)
     h_cli_result_free(&res);
 }
 
+/* ------------------------------------------------------------------ the export in steps */
+
+#define STEPPED_SUBJECT "PSN-1c4e88aa07"
+
+/* A subject whose export takes the broker many turns: `batches` publishes
+ * of SCHAKEL_MAX_ITEMS signals about it (each item reaches 4 recipients:
+ * an entry of the subject and 4 deliveries, read SCHAKEL_EXPORT_STEP_*
+ * at a time). */
+static void publish_about_subject(h_env_t *env, size_t batches)
+{
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
+    static schakel_item_result_t results[SCHAKEL_MAX_ITEMS];
+    for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
+        signals[i] = cannabis_signal();
+    for (size_t b = 0; b < batches; b++) {
+        schakel_status_t st = schakel_publish(jekerdal, NULL, signals, SCHAKEL_MAX_ITEMS, NULL,
+                                              NULL, results, NULL, H_TIMEOUT_MS);
+        if (st != SCHAKEL_OK)
+            fail_msg("publish %zu about the subject: %s", b, schakel_last_error(jekerdal)->text);
+    }
+    schakel_close(&jekerdal);
+}
+
+/* The 32 hex digits of a message id, as the trail writes it. */
+static void id_hex(const uint8_t id[16], char out[33])
+{
+    for (size_t i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+/* schakelctl audit subject, run on a thread of the test while it does
+ * other things; its pid (for a kill) in shared memory as it starts. */
+typedef struct export_run {
+    h_env_t *env;
+    const char *extra_arg; /* NULL, or an option of the command line */
+    h_cli_result_t res;
+    pid_t *pid; /* MAP_SHARED: the child writes its own */
+    pthread_t thread;
+} export_run_t;
+
+static int export_note_pid(const void *arg)
+{
+    pid_t *pid = (pid_t *)(uintptr_t)arg;
+    *pid = getpid();
+    return 0;
+}
+
+static void *export_thread(void *arg)
+{
+    export_run_t *run = arg;
+    char admin[128];
+    h_admin_endpoint(run->env, admin, sizeof admin);
+    const char *const args[] = {"audit",
+                                "subject",
+                                STEPPED_SUBJECT,
+                                "--admin",
+                                admin,
+                                "--key",
+                                h_key_file(run->env, H_OPERATOR),
+                                "--broker-key",
+                                run->env->broker_pub,
+                                run->extra_arg,
+                                NULL};
+    (void)h_run_prepared(h_schakelctl_path(), args, NULL, export_note_pid, run->pid, &run->res);
+    return NULL;
+}
+
+/* Start an export on its thread and wait until the broker has begun it. */
+static void export_start(export_run_t *run, h_env_t *env, const char *extra_arg)
+{
+    memset(run, 0, sizeof *run);
+    run->env = env;
+    run->extra_arg = extra_arg;
+    run->pid =
+        mmap(NULL, sizeof *run->pid, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(run->pid != MAP_FAILED);
+    *run->pid = 0;
+    long offset = h_log_offset(env);
+    assert_int_equal(pthread_create(&run->thread, NULL, export_thread, run), 0);
+    if (h_await_log(env, offset, "event=admin.export_begun", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker logged no admin.export_begun");
+    }
+}
+
+static void export_join(export_run_t *run)
+{
+    assert_int_equal(pthread_join(run->thread, NULL), 0);
+    munmap(run->pid, sizeof *run->pid);
+}
+
+/* The document as schakelctl prints the broker's: compact (the line
+ * breaks between entries go), and a line feed in a string escaped as \n
+ * (the broker writes \u000a; no other control character is in these
+ * entries). */
+static void compact(char *json)
+{
+    char *to = json;
+    for (const char *from = json; *from != '\0'; from++) {
+        if (strncmp(from, "\\u000a", 6) == 0) {
+            *to++ = '\\';
+            *to++ = 'n';
+            from += 5;
+        } else if (*from != '\n') {
+            *to++ = *from;
+        }
+    }
+    *to = '\0';
+}
+
+/* The broker reads a large subject's export in steps over its turns: a
+ * partner's publish sent once the export has begun is Accepted (and
+ * recorded) before the export is recorded, its entry about the subject is
+ * not in this export but in the next, a second export meanwhile is told
+ * that one is running, and the document is the one the offline export
+ * reads in one go up to the same entry. */
+static void test_export_runs_between_other_work(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, 12);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+
+    export_run_t run;
+    export_start(&run, env, NULL);
+    schakel_signal_t s = cannabis_signal();
+    uint8_t id[16];
+    char hex[33];
+    (void)h_publish_ok(jekerdal, &s, NULL, id, NULL, NULL);
+    id_hex(id, hex);
+    const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
+    h_cli_result_t second;
+    ctl(env, H_OPERATOR, &second, args);
+    expect_exit(&second, 1, "a second export while one runs");
+    expect_text(second.err, "another data-subject export is running", "a second export");
+    h_cli_result_free(&second);
+    export_join(&run);
+    expect_exit(&run.res, 0, "the export in steps");
+
+    /* the publish was recorded before the export: served between its steps */
+    int64_t published = h_store_int(env, "SELECT min(seq) FROM audit WHERE message_id = ?1", hex);
+    int64_t recorded =
+        h_store_int(env, "SELECT max(seq) FROM audit WHERE event = ?1", "admin.audit_subject");
+    if (!(published > 0 && published < recorded))
+        fail_msg("the publish (entry %lld) was not recorded before the export (entry %lld)",
+                 (long long)published, (long long)recorded);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports + 1);
+    /* ... and is the next export's */
+    assert_null(strstr(run.res.out, hex));
+    h_cli_result_t next;
+    ctl(env, H_OPERATOR, &next, args);
+    expect_exit(&next, 0, "the next export");
+    expect_text(next.out, hex, "the next export");
+    h_cli_result_free(&next);
+
+    /* the same entries as the offline export reads in one go, up to the
+     * publish's entry (after it: the export's own record) */
+    char store_key[256], sql[160], *entries = strstr(run.res.out, "\"entries\":[");
+    assert_non_null(entries);
+    snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
+    h_cli_result_t offline;
+    const char *const offline_args[] = {"audit",         "subject",     STEPPED_SUBJECT, "--store",
+                                        env->store_path, "--store-key", store_key,       NULL};
+    h_run_ctl_argv(env, NULL, NULL, offline_args, &offline);
+    expect_exit(&offline, 0, "the offline export");
+    snprintf(sql, sizeof sql, "{\"seq\":%lld,", (long long)published);
+    char *cut = strstr(offline.out, sql);
+    assert_non_null(cut);
+    /* cut the offline one before the publish's entry: ",\n" precedes it */
+    assert_true(cut - offline.out > 2);
+    strcpy(cut - 2, "]}");
+    compact(offline.out);
+    compact(run.res.out);
+    entries = strstr(run.res.out, "\"entries\":[");
+    char *count = strstr(run.res.out, "\"count\":");
+    assert_non_null(count);
+    size_t exported = (size_t)strtoull(count + 8, NULL, 10);
+    /* the counts differ (the offline one counts the publish's entry and the
+     * export's record too); the entries do not */
+    char *offline_entries = strstr(offline.out, "\"entries\":[");
+    assert_non_null(offline_entries);
+    assert_string_equal(entries, offline_entries);
+    assert_int_equal(exported, 12u * SCHAKEL_MAX_ITEMS); /* many steps' worth */
+    h_cli_result_free(&offline);
+    h_cli_result_free(&run.res);
+    schakel_close(&jekerdal);
+}
+
+/* An operator who goes away during an export: the broker drops it (no
+ * record of an export handed out) and runs on; the next export works. A
+ * stop during an export answers it so and ends cleanly. */
+static void test_export_dropped_with_its_operator(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, 12);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    export_run_t run;
+    long offset = h_log_offset(env);
+    export_start(&run, env, NULL);
+    assert_true(*run.pid > 0);
+    assert_int_equal(kill(*run.pid, SIGKILL), 0);
+    export_join(&run);
+    h_cli_result_free(&run.res);
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not drop the export of an operator who went away");
+    }
+    assert_int_equal(h_log_count(env, offset, "the operator's connection closed"), 1);
+    assert_int_equal(h_log_count(env, offset, "event=admin.export_done"), 0);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports);
+    /* runs on: a publish, then the next export */
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_signal_t s = cannabis_signal();
+    (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&jekerdal);
+    const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "the export after one dropped");
+    h_cli_result_free(&res);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports + 1);
+
+    /* a stop during an export: answered so, nothing recorded, a clean exit */
+    export_start(&run, env, NULL);
+    assert_int_equal(h_broker_stop(env), 0);
+    export_join(&run);
+    expect_exit(&run.res, 1, "an export the broker stopped during");
+    expect_text(run.res.err, "the broker stopped before the export was done", "a stopped export");
+    h_cli_result_free(&run.res);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports + 1);
+}
+
+/* A reload that removes the operator's key during its export ends the
+ * export unhanded and unrecorded; the broker runs on. */
+static void test_export_ended_by_a_reload(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, 12);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
+    export_run_t run;
+    export_start(&run, env, NULL);
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    export_join(&run);
+    expect_exit(&run.res, 1, "an export whose operator was removed");
+    expect_text(run.res.err, "no longer registered as an operator's; nothing was handed out",
+                "an export whose operator was removed");
+    h_cli_result_free(&run.res);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_signal_t s = cannabis_signal();
+    (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&jekerdal);
+    free(no_operator);
+}
+
 /* ------------------------------------------------------------------ usage without a broker */
 
 /* A schakelctl command line run without admin endpoint or key, and what it
@@ -1601,6 +1876,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_operator_connection_refused_after_reload,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_runs_between_other_work, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_dropped_with_its_operator, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_ended_by_a_reload, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,
                                         h_teardown),

@@ -1501,46 +1501,46 @@ static size_t export_seqs(const char *json, uint64_t *out, size_t max)
 #define EXPORT_AT 1764000000
 #define EXPORT_AT_TEXT "\"exported_at\":\"2025-11-24T16:00:00Z\""
 
-/* The export in steps of at most `entries` of the subject's entries or
- * `deliveries` of its deliveries, as the broker reads it over its turns
- * (a larger bound reads it in fewer); the number of steps in *steps. */
-static char *export_in_steps(store_t *store, const char *subject, size_t entries, size_t deliveries,
-                             unsigned *steps)
+/* The export in steps as bounded, as the broker reads and writes it over
+ * its turns; the number of steps in *steps. */
+static char *export_in_steps(store_t *store, const char *subject,
+                             const audit_export_bounds_t *bounds, unsigned *steps)
 {
     char err[256];
-    audit_export_t *ex = audit_export_begin(store, subject, 0, err, sizeof err);
+    audit_export_t *ex = audit_export_begin(store, subject, EXPORT_AT, 0, err, sizeof err);
     if (ex == NULL)
         fail_msg("export of %s in steps: %s", subject, err);
     int rc;
     *steps = 1;
-    while ((rc = audit_export_step(ex, store, entries, deliveries, err, sizeof err)) == 0)
+    while ((rc = audit_export_step(ex, store, bounds, err, sizeof err)) == 0)
         (*steps)++;
     if (rc != 1)
         fail_msg("export of %s in steps: %s", subject, err);
-    char *json = audit_export_document(ex, EXPORT_AT, NULL);
+    char *json = audit_export_document(ex, NULL);
     assert_non_null(json);
     audit_export_destroy(&ex);
     assert_null(ex);
     return json;
 }
 
-/* Each export of these tests is also read in steps of several sizes: the
- * same document, entry for entry, whatever the steps. */
+/* Each export of these tests is also read and written in steps of several
+ * sizes: the same document, byte for byte, whatever the steps. */
 static void export_of(store_t *store, const char *subject, char **json)
 {
     char err[256];
-    static const size_t sizes[][2] = {{1, 1}, {2, 3}, {7, 2}};
+    static const audit_export_bounds_t sizes[] = {{1, 1, 1}, {2, 3, 400}, {7, 2, 4096}};
     if (audit_subject_export(store, subject, EXPORT_AT, json, err, sizeof err) != 0)
         fail_msg("export of %s: %s", subject, err);
     if (strstr(*json, EXPORT_AT_TEXT) == NULL)
         fail_msg("export of %s is not stamped " EXPORT_AT_TEXT ": %.200s", subject, *json);
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         unsigned steps = 0;
-        char *stepped = export_in_steps(store, subject, sizes[i][0], sizes[i][1], &steps);
+        char *stepped = export_in_steps(store, subject, &sizes[i], &steps);
         if (strcmp(stepped, *json) != 0)
-            fail_msg("export of %s in steps of %zu entries, %zu deliveries differs:\n%s\n"
-                     "in one go:\n%s",
-                     subject, sizes[i][0], sizes[i][1], stepped, *json);
+            fail_msg("export of %s in steps of %zu entries, %zu deliveries, %zu bytes differs:"
+                     "\n%s\nin one go:\n%s",
+                     subject, sizes[i].entries, sizes[i].deliveries, sizes[i].bytes, stepped,
+                     *json);
         sodium_memzero(stepped, strlen(stepped)); /* as the caller's own: it names the subject */
         free(stepped);
     }
@@ -2169,20 +2169,21 @@ static void test_export_in_steps_is_cut_where_it_began(void **state)
     export_of(f->store, SUBJECT_A, &before);
     assert_int_equal(store_audit_tail_guard(f->store), 0);
     append_queued(f->store, 40, tag_a); /* seq 31, not committed yet */
-    audit_export_t *ex = audit_export_begin(f->store, SUBJECT_A, 0, err, sizeof err);
+    static const audit_export_bounds_t one = {1, 1, 1};
+    audit_export_t *ex = audit_export_begin(f->store, SUBJECT_A, EXPORT_AT, 0, err, sizeof err);
     assert_non_null(ex);
     assert_int_equal(audit_export_cut(ex), 30);
     assert_int_equal(store_commit(f->store), 0);
-    assert_int_equal(audit_export_step(ex, f->store, 1, 1, err, sizeof err), 0);
+    assert_int_equal(audit_export_step(ex, f->store, &one, err, sizeof err), 0);
     append_queued(f->store, 41, tag_a);             /* seq 32 */
     append_acked_list(f->store, "om/parket", "30"); /* seq 33: A's delivery at 30 acked */
     assert_int_equal(store_commit(f->store), 0);
     int rc;
-    while ((rc = audit_export_step(ex, f->store, 1, 1, err, sizeof err)) == 0)
+    while ((rc = audit_export_step(ex, f->store, &one, err, sizeof err)) == 0)
         ;
     assert_int_equal(rc, 1);
     size_t count = 0;
-    char *during = audit_export_document(ex, EXPORT_AT, &count);
+    char *during = audit_export_document(ex, &count);
     audit_export_destroy(&ex);
     assert_non_null(during);
     assert_string_equal(during, before);
@@ -2208,12 +2209,13 @@ static void test_export_in_steps_is_bounded_in_bytes(void **state)
         size_t max_bytes;
         int too_large;
     } rows[] = {{200, 1}, {1024 * 1024, 0}, {0, 0}};
+    static const audit_export_bounds_t two = {2, 2, 2};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         audit_export_t *ex =
-            audit_export_begin(f->store, SUBJECT_A, rows[i].max_bytes, err, sizeof err);
+            audit_export_begin(f->store, SUBJECT_A, EXPORT_AT, rows[i].max_bytes, err, sizeof err);
         assert_non_null(ex);
         int rc;
-        while ((rc = audit_export_step(ex, f->store, 2, 2, err, sizeof err)) == 0)
+        while ((rc = audit_export_step(ex, f->store, &two, err, sizeof err)) == 0)
             ;
         assert_int_equal(rc, rows[i].too_large ? -1 : 1);
         assert_int_equal(audit_export_too_large(ex), rows[i].too_large);
@@ -2222,7 +2224,7 @@ static void test_export_in_steps_is_bounded_in_bytes(void **state)
         audit_export_destroy(&ex);
     }
     /* not a pseudonym: no export begins */
-    assert_null(audit_export_begin(f->store, "123456789", 0, err, sizeof err));
+    assert_null(audit_export_begin(f->store, "123456789", EXPORT_AT, 0, err, sizeof err));
     assert_non_null(strstr(err, "not a pseudonym"));
 }
 
