@@ -121,9 +121,11 @@ static void admin_export_release(admin_t *admin);
 
 static void admin_events_open(admin_t *admin, void *ctx)
 {
+    int hwm = 1 << 16; /* two small frames per connection event, read every turn */
     if (zmq_socket_monitor(admin->socket, ADMIN_EVENTS_ENDPOINT,
                            ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
         (admin->events = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
+        zmq_setsockopt(admin->events, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_connect(admin->events, ADMIN_EVENTS_ENDPOINT) != 0) {
         log_event(LOG_WARN, "admin.connection_events_unavailable", "error",
                   zmq_strerror(zmq_errno()), NULL);
@@ -162,7 +164,7 @@ static void admin_events_drain(admin_t *admin)
             zmq_msg_close(&endpoint);
         }
         admin_export_job_t *job = &admin->job;
-        if (job->active && fd >= 0 && fd == job->request.fd)
+        if ((job->export != NULL || job->sending) && fd >= 0 && fd == job->request.fd)
             job->gone = id == ZMQ_EVENT_DISCONNECTED;
     }
 }
@@ -576,6 +578,7 @@ static int admin_receive_one(admin_t *admin, broker_t *b)
 int admin_receive(admin_t *admin, broker_t *b)
 {
     int read = 0;
+    admin_events_drain(admin); /* every turn, export or not: the monitor's queue stays short */
     while (admin->n_pending < SCHAKEL_ADMIN_BATCH) {
         int rc = admin_receive_one(admin, b);
         if (rc < 0)
