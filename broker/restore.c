@@ -286,14 +286,22 @@ static void restore_replaced_trail(const char *store_path, restore_report_t *r)
  * between making the kept name and renaming the copy over the store: they
  * are the live store, not a kept one, and go, with the mark made beside
  * such a name (KEPT.audit-mismatch: the store's own mark is still there,
- * and is kept anew). */
-static void restore_drop_stale_names(const char *store_path)
+ * and is kept anew). Such a restore may have moved the store's WAL to
+ * the name's -wal already, when it could not be copied into the store (a
+ * reader held it): that WAL holds the store's last commits, and goes back
+ * to the store's -wal first (synced with the folder), over one without a
+ * commit; with commits at both names, nothing is removed and the restore
+ * is refused. Called before anything reads the store (its counters, its
+ * trail): they are in that WAL. Returns 0, or -1 with err. */
+static int restore_drop_stale_names(const char *store_path, char *err, size_t errlen)
 {
     struct stat st, e;
-    char folder[PATH_MAX], prefix[PATH_MAX], path[PATH_MAX];
+    char folder[PATH_MAX], prefix[PATH_MAX], path[PATH_MAX], wal[PATH_MAX], live_wal[PATH_MAX];
     if (stat(store_path, &st) != 0 ||
         snprintf(folder, sizeof folder, "%s", store_path) >= (int)sizeof folder)
-        return;
+        return 0;
+    if (storefile_side(live_wal, sizeof live_wal, store_path, "-wal") != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
     char *slash = strrchr(folder, '/');
     const char *base = slash != NULL ? slash + 1 : store_path;
     if (slash != NULL)
@@ -301,21 +309,51 @@ static void restore_drop_stale_names(const char *store_path)
     snprintf(prefix, sizeof prefix, "%s.replaced-", base);
     DIR *d = opendir(slash != NULL ? (folder[0] != '\0' ? folder : "/") : ".");
     if (d == NULL)
-        return;
-    for (struct dirent *ent; (ent = readdir(d)) != NULL;) {
+        return 0;
+    int rc = 0;
+    for (struct dirent *ent; rc == 0 && (ent = readdir(d)) != NULL;) {
         if (strncmp(ent->d_name, prefix, strlen(prefix)) != 0 ||
             snprintf(path, sizeof path, "%s/%s", slash != NULL ? folder : ".", ent->d_name) >=
-                (int)sizeof path)
+                (int)sizeof path ||
+            snprintf(wal, sizeof wal, "%s-wal", path) >= (int)sizeof wal)
             continue;
-        if (lstat(path, &e) == 0 && S_ISREG(e.st_mode) && e.st_dev == st.st_dev &&
-            e.st_ino == st.st_ino && unlink(path) == 0 &&
-            strlen(path) + sizeof STOREFILE_MISMATCH_SUFFIX <= sizeof path) {
+        if (lstat(path, &e) != 0 || !S_ISREG(e.st_mode) || e.st_dev != st.st_dev ||
+            e.st_ino != st.st_ino)
+            continue;
+        if (lstat(wal, &e) == 0) {
+            /* a -wal of the header alone (32 bytes) or less holds no
+             * commit: one an open of the store made meanwhile */
+            if (lstat(live_wal, &e) == 0 ? e.st_size > 32 : errno != ENOENT) {
+                snprintf(err, errlen,
+                         "%s is a second name of the store, left by an interrupted restore, and "
+                         "both %s and %s are there: the first may hold the store's last "
+                         "commits; keep copies of both, then rename the one that belongs to "
+                         "the store to %s and remove the other and %s; nothing was changed",
+                         path, wal, live_wal, live_wal, path);
+                rc = -1;
+                break;
+            }
+            if (rename(wal, live_wal) != 0) {
+                snprintf(err, errlen,
+                         "%s: %s (the store's WAL, moved there by an interrupted restore: rename "
+                         "it to %s); nothing was changed",
+                         wal, strerror(errno), live_wal);
+                rc = -1;
+                break;
+            }
+            if (storefile_sync_folder(live_wal, err, errlen) != 0) {
+                rc = -1;
+                break;
+            }
+        }
+        if (unlink(path) == 0 && strlen(path) + sizeof STOREFILE_MISMATCH_SUFFIX <= sizeof path) {
             strcat(path, STOREFILE_MISMATCH_SUFFIX);
             if (lstat(path, &e) == 0 && S_ISREG(e.st_mode))
                 (void)unlink(path);
         }
     }
     closedir(d);
+    return rc;
 }
 
 /* The store being replaced is kept: its audit trail is the only record of
@@ -361,7 +399,6 @@ static int restore_name_replaced(const char *store_path, restore_report_t *r, ch
                -1;
     if (access(store_path, F_OK) != 0)
         return 0;
-    restore_drop_stale_names(store_path);
     restore_replaced_trail(store_path, r);
     char stamp[32];
     time_t now = time(NULL);
@@ -609,6 +646,9 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     if (lock < 0)
         return -1;
     int rc = -1;
+    err[0] = '\0';
+    if (restore_drop_stale_names(store_path, err, errlen) != 0)
+        goto out;
     if (restore_floor(store_path, &floor, report) != 0 && !(flags & RESTORE_WITHOUT_FLOOR)) {
         restore_floor_refusal(report, err, errlen);
         goto out;

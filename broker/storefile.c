@@ -141,7 +141,7 @@ static int mismatch_path(char *mark, size_t len, const char *store_path)
  * left may not have been synced. */
 static int mismatch_sync_existing(const char *mark, char *err, size_t errlen)
 {
-    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd >= 0) {
         int rc = fsync(fd);
         close(fd);
@@ -223,7 +223,7 @@ static void mismatch_anchor(const char *mark, char *anchor, size_t anchorlen)
 {
     char text[1024];
     snprintf(anchor, anchorlen, "SEQ:HASH");
-    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return;
     ssize_t n = read(fd, text, sizeof text - 1);
@@ -295,7 +295,7 @@ int storefile_mismatch_read(const char *store_path, storefile_mark_t *m, char *e
     if (lstat(m->path, &st) != 0 && errno == ENOENT)
         return 0;
     const char *why = NULL;
-    int fd = open(m->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(m->path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     ssize_t n = -1;
     if (fd < 0 || fstat(fd, &st) != 0)
         why = strerror(errno);
@@ -369,8 +369,10 @@ static const struct {
 } own_names[] = {
     {".replaced-", 1,
      "left by a schakeld --restored that was interrupted before it put the backup in place: "
-     "run that schakeld --restored again (it removes that name and keeps the store as it "
-     "should), or, to keep this store as it is, remove that name"},
+     "run that schakeld --restored again (it puts the store's WAL back if that restore had "
+     "moved it to that name's -wal, removes that name and keeps the store as it should), or, "
+     "to keep this store as it is, first rename that name's -wal, if there is one, to the "
+     "store's -wal (it holds the store's last commits), then remove that name"},
     {".initializing", 0, "left by an interrupted schakeld --init: remove that name"},
 };
 

@@ -14,12 +14,17 @@
  * line on stderr likewise; when it is "eacces-mark", only a call whose new
  * name ends in ".audit-mismatch" fails, with EACCES (a mark --restored
  * cannot keep with the replaced store).
+ * Wraps rename: when SCHAKEL_TEST_RENAME is "kill-restoring", a rename of
+ * a name ending in ".restoring" (schakeld --restored putting the backup
+ * in place) kills the process with SIGKILL instead, as a crash or power
+ * loss at that step would stop it, with a line on stderr first.
  * Trusts the environment it is given; never fails otherwise.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +37,12 @@ int renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpa
               unsigned int flags);
 
 int link(const char *oldpath, const char *newpath);
+int rename(const char *oldpath, const char *newpath);
 int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags);
 
 typedef int (*renameat2_fn)(int, const char *, int, const char *, unsigned int);
 typedef int (*link_fn)(const char *, const char *);
+typedef int (*rename_fn)(const char *, const char *);
 typedef int (*linkat_fn)(int, const char *, int, const char *, int);
 
 static void renamegate_note(const char *event, const char *path)
@@ -121,4 +128,24 @@ int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
         return -1;
     }
     return real(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+int rename(const char *oldpath, const char *newpath)
+{
+    static const char restoring[] = ".restoring";
+    const char *mode = getenv("SCHAKEL_TEST_RENAME");
+    size_t len = strlen(oldpath);
+    if (mode != NULL && strcmp(mode, "kill-restoring") == 0 && len >= sizeof restoring - 1 &&
+        strcmp(oldpath + len - (sizeof restoring - 1), restoring) == 0) {
+        renamegate_note("renamegate.killed", oldpath);
+        raise(SIGKILL);
+    }
+    rename_fn real = NULL;
+    void *sym = dlsym(RTLD_NEXT, "rename");
+    memcpy(&real, &sym, sizeof real);
+    if (real == NULL) {
+        errno = ENOSYS;
+        return -1;
+    }
+    return real(oldpath, newpath);
 }

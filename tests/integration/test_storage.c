@@ -2967,6 +2967,149 @@ static void test_a_store_with_a_second_name_is_refused(void **state)
     h_done(env);
 }
 
+/* A restore killed just before it put the backup in place, after it had
+ * moved the store's WAL to the kept name's -wal because a reader held it
+ * (review: the next restore dropped that name and its WAL's commits with
+ * it, and so did removing the name as the start's refusal said). Left:
+ * a second name of the live store, whose -wal holds the store's last
+ * commits; the item published while the reader held its snapshot is in
+ * them. Into stale, that name; returns that item's seq. */
+static uint64_t restore_killed_after_moving_the_wal(h_env_t *env, const char *backup, char *stale,
+                                                    size_t stale_len)
+{
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-WAL-A");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    h_broker_start(env);
+    sqlite3 *reader = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &reader, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(reader, "SELECT count(*) FROM items", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW); /* its snapshot: the WAL stays past it */
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-WAL-B");
+    uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(setenv("SCHAKEL_TEST_RENAME", "kill-restoring", 1), 0);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    assert_int_equal(unsetenv("SCHAKEL_TEST_RENAME"), 0);
+    if (status == 0 || strstr(res.err, "event=renamegate.killed") == NULL)
+        fail_msg("--restored killed at its rename: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    sqlite3_finalize(q);
+    sqlite3_close(reader);
+    /* the stale name, with the store's WAL beside it */
+    const char *base = strrchr(env->store_path, '/') + 1;
+    char prefix[160], wal[PATH_MAX + 8];
+    snprintf(prefix, sizeof prefix, "%s.replaced-", base);
+    DIR *d = opendir(env->dir);
+    assert_non_null(d);
+    stale[0] = '\0';
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, prefix, strlen(prefix)) == 0 &&
+            !(len > 4 && strcmp(e->d_name + len - 4, "-wal") == 0))
+            snprintf(stale, stale_len, "%s/%s", env->dir, e->d_name);
+    }
+    closedir(d);
+    assert_true(stale[0] != '\0');
+    struct stat a, b;
+    assert_int_equal(stat(stale, &a), 0);
+    assert_int_equal(stat(env->store_path, &b), 0);
+    assert_true(a.st_ino == b.st_ino);
+    snprintf(wal, sizeof wal, "%s-wal", stale);
+    assert_int_equal(stat(wal, &a), 0);
+    assert_true(a.st_size > 0);
+    return item;
+}
+
+/* The next restore puts that WAL back before it drops the stale name:
+ * the kept store holds the item. */
+static void test_restore_after_one_killed_keeps_the_moved_wal(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], stale[PATH_MAX];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    uint64_t item = restore_killed_after_moving_the_wal(env, backup, stale, sizeof stale);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
+    if (status != 0)
+        fail_msg("--restored after one killed: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
+    assert_int_equal(restore_kept_count(env), 1);
+    h_done(env);
+}
+
+/* Or the operator keeps the store as it is, as the start's refusal says:
+ * the name's -wal back to the store's, the name removed; the broker
+ * starts with the item. */
+static void test_keeping_the_store_after_a_killed_restore(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], stale[PATH_MAX], wal[PATH_MAX + 8], live_wal[PATH_MAX + 8];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    uint64_t item = restore_killed_after_moving_the_wal(env, backup, stale, sizeof stale);
+    char problem[4096];
+    long offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started beside a killed restore's second name");
+    assert_true(h_log_count(env, offset, "first rename that name's -wal") >= 1);
+    snprintf(wal, sizeof wal, "%s-wal", stale);
+    snprintf(live_wal, sizeof live_wal, "%s-wal", env->store_path);
+    assert_int_equal(access(live_wal, F_OK), -1);
+    assert_int_equal(rename(wal, live_wal), 0);
+    assert_int_equal(unlink(stale), 0);
+    h_broker_start(env);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM items", NULL), (int64_t)item);
+    h_done(env);
+}
+
+/* A FIFO where the audit-mismatch mark would be (review: the open of the
+ * mark waited for a writer, and a start and --restored hung instead of
+ * refusing): the start refuses naming the mark, --restored refuses it as
+ * not a regular file, with nothing changed. */
+static void test_a_fifo_as_the_mark_is_refused_not_waited_on(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], mark[256];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    snprintf(mark, sizeof mark, "%s.audit-mismatch", env->store_path);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    assert_int_equal(mkfifo(mark, 0600), 0);
+    struct stat before, after;
+    assert_int_equal(stat(env->store_path, &before), 0);
+    char problem[4096];
+    long offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started beside a FIFO as its mark");
+    assert_int_equal(h_log_count(env, offset, "event=audit.tail_mismatch_marked"), 1);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, "not a regular file") == NULL ||
+        strstr(res.err, "nothing was changed") == NULL)
+        fail_msg("--restored beside a FIFO as the mark: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(stat(env->store_path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(unlink(mark), 0);
+    h_broker_start(env);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -2975,6 +3118,12 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_restore_after_one_killed_keeps_the_moved_wal,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_keeping_the_store_after_a_killed_restore,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_a_fifo_as_the_mark_is_refused_not_waited_on,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_altered_delivery_is_set_aside, h_setup_broker,
                                         h_teardown),
