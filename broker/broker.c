@@ -357,6 +357,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     b->started_at = b->policy_loaded_at = b->clock.now_s;
     (void)case_check_reachable(b); /* logged */
+    case_ids_watch(b, monotonic_ms());
     (void)purge_find(b);           /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
     b->sync_always = o->sync_always;
@@ -364,6 +365,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->max_connections =
         o->max_connections > 0 ? o->max_connections : SCHAKEL_DEFAULT_MAX_CONNECTIONS;
     b->max_handshakes = o->max_handshakes > 0 ? o->max_handshakes : SCHAKEL_DEFAULT_MAX_HANDSHAKES;
+    b->case_opens_per_hour =
+        o->case_opens_per_hour > 0 ? o->case_opens_per_hour : SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR;
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;

@@ -10,7 +10,8 @@
  * commit. Trusts the wire module's validation, ZAP's identity, the store's
  * authenticated bodies and the policy in force. Refusals: RATE_LIMITED,
  * BAD_SIGNATURE, DUPLICATE_CONFLICT, the wire module's, SENDER_MISMATCH,
- * POLICY_DENIED, NOT_PERMITTED, NOT_FOUND, CASE_CLOSED; a store failure
+ * POLICY_DENIED, NOT_PERMITTED, NOT_FOUND, CASE_CLOSED, and for an open
+ * CASE_IDS_EXHAUSTED or RATE_LIMITED (case_ids.c); a store failure
  * fails the turn (UNAVAILABLE or INTERNAL_ERROR).
  */
 #include "case.h"
@@ -995,6 +996,10 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
         case_refuse(&x, SCHAKEL__REASON__SENDER_MISMATCH, text);
     } else {
         int planned = x.command == CASE_CMD_OPEN ? case_plan_open(&x) : case_plan_existing(&x);
+        /* an allowed open: a case id left, and the actor's budget */
+        if (planned == 0 && x.command == CASE_CMD_OPEN &&
+            !case_ids_admit_open(b, session, actor->id, x.id))
+            planned = -1;
         if (planned == -2) {
             log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
             case_refuse(&x, broker_store_failure_reason(b),
@@ -1006,6 +1011,8 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
             case_refuse(&x, b->turn_failure,
                         "the broker could not store this case command; nothing was stored, "
                         "send it again with the same command id");
+        } else if (planned == 0 && x.command == CASE_CMD_OPEN) {
+            case_ids_watch(b, b->now_ms);
         }
     }
     case_cmd_free(&x);

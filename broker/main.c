@@ -429,7 +429,9 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
         return rc;
     }
     char ended[32] = "no entries", epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1],
-         epoch_was[sizeof epoch], floor[32] = "unknown";
+         epoch_was[sizeof epoch], floor[32] = "unknown", cases_now[16], cases_was[16];
+    restore_case_from(r.now.next_case_num, cases_now);
+    restore_case_from(r.was.next_case_num, cases_was);
     if (r.epoch_floor_known)
         snprintf(floor, sizeof floor, "%llu", (unsigned long long)r.epoch_floor);
     syntax_hex(r.epoch_now, sizeof r.epoch_now, epoch);
@@ -443,7 +445,7 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
            "the backup's audit trail ends at entry %llu (%s): what was accepted after it is "
            "lost\n"
            "items now from seq %llu (was %llu), deliveries from %llu (was %llu), cases from "
-           "C-%08llu (was C-%08llu)%s\n"
+           "%s (was %s)%s\n"
            "store epoch now %s (was %s), floor seq %s: clients that compare it learn of the "
            "restore (a rerun of schakel import publishes again what it published after the "
            "backup%s)\n"
@@ -454,10 +456,14 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
            cfg->store_path, backup, (unsigned long long)r.trail_seq, ended,
            (unsigned long long)r.now.next_item_seq, (unsigned long long)r.was.next_item_seq,
            (unsigned long long)r.now.next_delivery_seq, (unsigned long long)r.was.next_delivery_seq,
-           (unsigned long long)r.now.next_case_num, (unsigned long long)r.was.next_case_num,
-           r.has_floor ? ", past the replaced store's too" : "", epoch, epoch_was, floor,
-           r.epoch_floor_known ? "" : "; with the floor unknown, its whole file",
+           cases_now, cases_was, r.has_floor ? ", past the replaced store's too" : "", epoch,
+           epoch_was, floor, r.epoch_floor_known ? "" : "; with the floor unknown, its whole file",
            (unsigned long long)r.entry_seq);
+    if (r.now.next_case_num > (uint64_t)SCHAKEL_CASE_NUM_MAX)
+        printf("note: fewer than %u case ids were left after the backup's: none are left now "
+               "(none is handed out again); the broker serves signals and the cases it has, and "
+               "refuses every case open CASE_IDS_EXHAUSTED (docs/OPERATIONS.md, Capacity)\n",
+               RESTORE_CASE_MARGIN);
     if (r.floor_note[0] != '\0')
         printf("note: %s: %s moved past the backup's alone (--without-floor)\n", r.floor_note,
                r.has_floor ? "case numbers" : "the counters");
@@ -600,6 +606,8 @@ int main(int argc, char **argv)
         .max_connections =
             (uint32_t)config_limit(cfg->max_connections, "max_connections_per_principal"),
         .max_handshakes = (uint32_t)config_limit(cfg->max_handshakes, "max_handshakes_per_minute"),
+        .case_opens_per_hour =
+            (uint32_t)config_limit(cfg->max_case_opens, "max_case_opens_per_hour"),
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),

@@ -70,6 +70,7 @@ typedef struct metrics_snapshot {
     int backlog_known;
     int64_t store_bytes;                           /* -1: unknown */
     int64_t set_aside_rows;                        /* deliveries_set_aside; -1: unknown */
+    int64_t case_ids_left;                         /* store_case_ids_left */
     uint64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* per bucket, the last is +Inf */
     uint64_t latency_count;
     double latency_sum;
@@ -302,6 +303,10 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
                             "retention ends or an operator puts them back.");
         fprintf(f, "schakel_deliveries_set_aside %lld\n", (long long)s->set_aside_rows);
     }
+    metrics_render_head(f, "schakel_case_ids_left", "gauge",
+                        "Case ids this broker can still hand out (of 99,999,999); at 0 every "
+                        "case open is refused CASE_IDS_EXHAUSTED.");
+    fprintf(f, "schakel_case_ids_left %lld\n", (long long)s->case_ids_left);
     if (s->store_bytes >= 0) {
         metrics_render_head(f, "schakel_store_bytes", "gauge",
                             "Size of the store on disk: the database and its write-ahead log.");
@@ -828,6 +833,7 @@ void metrics_turn_end(broker_t *b, int outcome)
     m->local.sessions = sessions_count(b->sessions);
     m->local.connections = b->conns != NULL ? conns_open_count(b->conns) : 0;
     m->local.clock_offset_ms = b->clock.stepped ? b->clock.offset_ms : 0;
+    m->local.case_ids_left = store_case_ids_left(b->store); /* O(1) */
     pthread_mutex_lock(&m->lock);
     m->shared = m->local;
     pthread_mutex_unlock(&m->lock);

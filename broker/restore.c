@@ -76,6 +76,14 @@ static int copy_file(const char *from, const char *to, char *err, size_t errlen)
     return failed ? -1 : 0;
 }
 
+void restore_case_from(uint64_t next_case_num, char out[16])
+{
+    if (next_case_num > (uint64_t)SCHAKEL_CASE_NUM_MAX)
+        snprintf(out, 16, "none");
+    else
+        snprintf(out, 16, "C-%08llu", (unsigned long long)next_case_num);
+}
+
 static int last_entry_fn(const store_audit_entry_t *entry, void *arg)
 {
     restore_report_t *r = arg;
@@ -108,7 +116,8 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
         return -1;
     char detail[1024], mark[256] = "replaced_mark=none", ended[32] = "none",
                        epoch[2 * SCHAKEL_STORE_EPOCH_BYTES + 1], epoch_was[sizeof epoch],
-                       epoch_floor[24] = "unknown";
+                       epoch_floor[24] = "unknown", cases_from[16];
+    restore_case_from(r->now.next_case_num, cases_from);
     if (r->epoch_floor_known)
         snprintf(epoch_floor, sizeof epoch_floor, "%llu", (unsigned long long)r->epoch_floor);
     syntax_hex(r->epoch_now, sizeof r->epoch_now, epoch);
@@ -124,12 +133,12 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
     const char *kept = strrchr(r->replaced, '/');
     kept = kept != NULL ? kept + 1 : r->replaced;
     snprintf(detail, sizeof detail,
-             "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=C-%08llu "
+             "trail_ended=%llu@%s items_from=%llu deliveries_from=%llu cases_from=%s "
              "store_epoch=%s store_epoch_was=%s store_epoch_floor=%s replaced_kept=%.200s "
              "replaced_trail_ended=%llu replaced_trail_hash=%s %s",
              (unsigned long long)r->trail_seq, ended, (unsigned long long)r->now.next_item_seq,
-             (unsigned long long)r->now.next_delivery_seq, (unsigned long long)r->now.next_case_num,
-             epoch, epoch_was, epoch_floor, kept[0] != '\0' ? kept : "none",
+             (unsigned long long)r->now.next_delivery_seq, cases_from, epoch, epoch_was,
+             epoch_floor, kept[0] != '\0' ? kept : "none",
              (unsigned long long)r->replaced_trail_seq,
              r->replaced_trail_hash[0] != '\0' ? r->replaced_trail_hash : "unknown", mark);
     /* A backup of an older schema was migrated when it was opened: the

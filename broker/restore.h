@@ -21,6 +21,11 @@
 #define RESTORE_SEQ_MARGIN SCHAKEL_RESTORE_SEQ_MARGIN /* clients rely on it: schakel_limits.h */
 #define RESTORE_CASE_MARGIN 1000000u
 
+/* A next case number as the restore names it: "C-00000415", or "none"
+ * past the last (fewer than RESTORE_CASE_MARGIN were left: the restored
+ * broker opens no case, store_counters_move). */
+void restore_case_from(uint64_t next_case_num, char out[16]);
+
 /* restore_from_backup's flags: go on without the replaced store as the
  * floor of the counters (--without-floor); stamp the store.restored entry
  * with the system clock even when it is behind the backup's trail

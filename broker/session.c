@@ -39,8 +39,8 @@ static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t p
     return 1;
 }
 
-/* Per-principal accounting: how many sessions it has, and its publish
- * and handshake rate buckets. Kept while the broker runs (one small entry per principal
+/* Per-principal accounting: how many sessions it has, and its publish,
+ * handshake and case-open buckets. Kept while the broker runs (one small entry per principal
  * ever seen, bounded by the policy's principals). */
 typedef struct principal_state {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
@@ -50,6 +50,7 @@ typedef struct principal_state {
     int64_t last_seen_ms;   /* last frame of any of its sessions; 0: none yet */
     bucket_t publishes;     /* publishes it may make now */
     bucket_t handshakes;    /* handshakes it may complete now */
+    bucket_t case_opens;    /* cases it may open now */
 } principal_state_t;
 
 static int is_receiving(sessions_t *s, const session_t *session);
@@ -86,6 +87,13 @@ int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms,
     principal_state_t *p = principal_state(s, principal);
     /* out of memory: refusing is the safe side; at most one second's worth saved */
     return p != NULL && bucket_take(&p->publishes, now_ms, rate, 1000);
+}
+
+int sessions_allow_case_open(sessions_t *s, const char *principal, int64_t now_ms,
+                             uint32_t per_hour)
+{
+    principal_state_t *p = principal_state(s, principal);
+    return p != NULL && bucket_take(&p->case_opens, now_ms, per_hour, 3600 * 1000);
 }
 
 int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,

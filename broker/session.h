@@ -69,6 +69,12 @@ int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms,
  * of per_minute, then one every 60 / per_minute seconds), 0 if not. */
 int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
                              uint32_t per_minute);
+/* Case opens: 1 if `principal` may open one more case now, at most
+ * `per_hour` an hour (a token bucket holding an hour's worth: a burst of
+ * per_hour, then one every 3600 / per_hour seconds), 0 if not. A token
+ * is taken only when 1 is returned. */
+int sessions_allow_case_open(sessions_t *s, const char *principal, int64_t now_ms,
+                             uint32_t per_hour);
 
 /* Make `session` its principal's receiver with `window`. If it already is,
  * only the window changes; otherwise in-flight state restarts so that every

@@ -613,8 +613,11 @@ typedef struct store_counters {
  * which may have handed out more: NULL for none), plus seq_margin (items,
  * deliveries) or case_margin (cases), a counter never used before
  * included. In the open transaction (store_begin is called if none is
- * open); the caller commits. Refuses (-1, store_errmsg, nothing changed)
- * when case numbers (eight digits) or seqs would run out. Fills *before
+ * open); the caller commits. Case numbers (eight digits) are capped: when
+ * fewer than case_margin are left, the next case number goes past the
+ * last (SCHAKEL_CASE_NUM_MAX + 1, none left: opens are refused), never
+ * back to one the lost state may have used. Refuses (-1, store_errmsg,
+ * nothing changed) when seqs would run out. Fills *before
  * (may be NULL: the store's own next values) and *after. Returns 0 or -1. */
 int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
                         const store_counters_t *floor, store_counters_t *before,
@@ -711,6 +714,11 @@ typedef struct store_case {
  * are used. Cost: one insert and two index inserts, O(log n). */
 int store_case_create(store_t *store, const char *case_type, const char *lead_partner,
                       const char *title, int64_t now, char case_id_out[SCHAKEL_CASE_ID_LEN + 1]);
+
+/* How many case ids store_case_create can still hand out (0 up to
+ * SCHAKEL_CASE_NUM_MAX): the counter as this store holds it, a create not
+ * yet committed included. O(1); safe on any open store. */
+int64_t store_case_ids_left(const store_t *store);
 
 /* 1 and *out filled when the case exists, 0 when not (any case_id text,
  * NULL excepted), -1 on error (a title that does not authenticate

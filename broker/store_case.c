@@ -297,6 +297,13 @@ int store_case_create(store_t *store, const char *case_type, const char *lead_pa
     return 0;
 }
 
+int64_t store_case_ids_left(const store_t *store)
+{
+    if (store == NULL || store->next_case_num <= 0 || store->next_case_num > STORE_CASE_NUM_MAX)
+        return 0;
+    return STORE_CASE_NUM_MAX - store->next_case_num + 1;
+}
+
 /* Cost: one lookup in the case_id index and a rowid lookup, O(log n). */
 void store_case_forget(store_t *store)
 {

@@ -29,7 +29,7 @@
  * it for its duration and puts it back. */
 #define STORE_BUSY_TIMEOUT_MS 2000
 #define STORE_MESSAGE_ID_BYTES 16 /* a publish's message id */
-#define STORE_CASE_NUM_MAX 99999999LL /* the highest case number: "C-" and 8 digits */
+#define STORE_CASE_NUM_MAX SCHAKEL_CASE_NUM_MAX /* the highest case number: "C-" and 8 digits */
 
 /* Statements prepared once at open (store.c lists their SQL). */
 enum stmt_id {

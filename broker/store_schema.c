@@ -860,14 +860,14 @@ int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margi
         store_refuse(store, "counters_move", "sequence numbers would run out");
         return -1;
     }
-    if (case_margin >= (uint64_t)STORE_CASE_NUM_MAX ||
-        from.next_case_num > (uint64_t)STORE_CASE_NUM_MAX - case_margin) {
-        store_refuse(store, "counters_move",
-                     "case numbers would run out (eight digits): use a smaller case margin");
-        return -1;
-    }
+    /* Case numbers past the last: none left rather than one used twice
+     * (the broker then refuses opens, CASE_IDS_EXHAUSTED). */
+    const uint64_t case_end = (uint64_t)STORE_CASE_NUM_MAX + 1;
+    uint64_t next_case = from.next_case_num;
+    if (next_case < case_end)
+        next_case = case_margin >= case_end - next_case ? case_end : next_case + case_margin;
     store_counters_t now = {from.next_item_seq + seq_margin, from.next_delivery_seq + seq_margin,
-                            from.next_case_num + case_margin};
+                            next_case};
     if (counters_set(store, "items", (int64_t)now.next_item_seq - 1) != 0 ||
         counters_set(store, "deliveries", (int64_t)now.next_delivery_seq - 1) != 0 ||
         counters_set(store, "cases", (int64_t)now.next_case_num - 1) != 0)

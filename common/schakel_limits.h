@@ -57,6 +57,11 @@
 #define SCHAKEL_MAX_CASE_MEMBERS 64u      /* partners in one case */
 #define SCHAKEL_MAX_CASE_TYPES 1000u
 #define SCHAKEL_CASE_ID_LEN 10u /* "C-" + 8 digits */
+/* The highest case number, never handed out twice: once it is used, no
+ * case can be opened on this broker (CASE_IDS_EXHAUSTED). Fewer than
+ * SCHAKEL_CASE_IDS_LOW (a tenth) left: the broker warns (case.ids_low). */
+#define SCHAKEL_CASE_NUM_MAX 99999999LL
+#define SCHAKEL_CASE_IDS_LOW 10000000LL
 
 /* Time window for Signal.observed_at, relative to the broker's clock */
 #define SCHAKEL_MAX_FUTURE_SKEW_S 300               /* five minutes ahead */
@@ -72,6 +77,14 @@
  * minute's worth); over it, ZAP answers 300 and the client tries again. */
 #define SCHAKEL_DEFAULT_MAX_HANDSHAKES 300
 #define SCHAKEL_MAX_HANDSHAKES_CAP 60000
+/* Cases a principal may open per hour (a token bucket holding an hour's
+ * worth: a burst of that many, then one every 3600 / N seconds), apart
+ * from its publish rate: case ids are a finite space shared by every
+ * partner (SCHAKEL_CASE_NUM_MAX), which a loop at the publish rate would
+ * use up in about a day. At 300 an hour one principal opening without
+ * pause needs 38 years to use it up. Over it: RATE_LIMITED. */
+#define SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR 300
+#define SCHAKEL_MAX_CASE_OPENS_CAP 100000
 /* Connections that sent no frame since they connected, beyond
  * SCHAKEL_DEFAULT_MAX_SILENT of them (shared among peer addresses), are
  * closed once older than the idle timeout; so are a principal's least

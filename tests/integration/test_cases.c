@@ -40,6 +40,13 @@ static int setup_cases(void **state)
     return 0;
 }
 
+/* An environment with the case types whose broker the test starts. */
+static int setup_cases_env(void **state)
+{
+    *state = h_env_new_with_cases();
+    return 0;
+}
+
 /* The broker stops cleanly on SIGTERM (under the sanitizers: without a
  * leak or an error), and the test is done. */
 static void stop_clean(h_env_t *env)
@@ -2138,6 +2145,8 @@ static void test_list_comes_in_pages(void **state)
 {
     h_env_t *env = *state;
     enum { CASES = 1100 };
+    const char *extra[] = {"--set", "max_case_opens_per_hour=1100", NULL};
+    h_broker_start_with(env, extra); /* over the default budget (300 an hour) */
     schakel_client_t *riec = h_connect(env, H_RIEC);
     schakel_case_open_t open = ADDRESS_CASE;
     char title[SCHAKEL_MAX_CASE_TITLE_LEN + 1];
@@ -2384,6 +2393,89 @@ static void test_link_after_revocation_is_refused(void **state)
     schakel_close(&riec);
 }
 
+/* ------------------------------------------------------------------ case ids */
+
+/* Refusals on the trail of `actor`'s command with this id and reason. */
+static int64_t refusals_of(const h_env_t *env, const char *actor, const uint8_t id[16],
+                           const char *reason)
+{
+    char hex[33], sql[256];
+    sodium_bin2hex(hex, sizeof hex, id, 16);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'publish.refused' AND actor = '%s'"
+             " AND message_id = '%s' AND reason = '%s'",
+             actor, hex, reason);
+    return h_store_int(env, sql, NULL);
+}
+
+/* The case counter: the last case number handed out. */
+static int64_t last_case_num(const h_env_t *env)
+{
+    return h_store_int(env,
+                       "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'cases'),"
+                       " 0)",
+                       NULL);
+}
+
+/* A principal's case-open budget (here 2 an hour, a burst of 2): its
+ * third open is refused RATE_LIMITED naming the budget, on the trail
+ * under its command id; nothing is stored and no case number used; the
+ * same command goes once the budget has a token again (after a restart,
+ * the clock of a test cannot wait an hour). Another principal of the
+ * same partner, and another partner, open all the while. */
+static void test_case_open_budget(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "max_case_opens_per_hour=2", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    open_case(riec, &ADDRESS_CASE, id);
+    assert_string_equal(id, "C-00000002");
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t third = {.command_id = command_id};
+    const schakel_error_t *e =
+        must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &third, id, NULL, T),
+                    "RATE_LIMITED", "a third open within the hour");
+    if (strstr(e->text, "more than 2 case opens per hour") == NULL ||
+        strstr(e->text, "case-open budget") == NULL || strstr(e->text, "same command id") == NULL)
+        fail_msg("the refused open says \"%s\"", e->text);
+    assert_int_equal(refusals_of(env, H_RIEC, command_id, "RATE_LIMITED"), 1);
+    assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM cases", NULL), 2);
+    assert_int_equal(last_case_num(env), 2);
+    /* a refused open costs nothing: a note on an open case still goes */
+    note(riec, "C-00000001", "Na de weigering", NULL, 0, NULL);
+
+    schakel_client_t *caseworker = h_connect(env, H_RIEC_CASEWORKER);
+    open_case(caseworker, &ADDRESS_CASE, id);
+    assert_string_equal(id, "C-00000003");
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    const schakel_case_open_t street = {
+        .case_type = "overlast-kort", .area = "WK093501", .title = "Overlast Boschstraat"};
+    open_case(gemeente, &street, id);
+    assert_string_equal(id, "C-00000004");
+    e = must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &third, id, NULL, T),
+                    "RATE_LIMITED", "the third open again within the hour");
+    schakel_close(&gemeente);
+    schakel_close(&caseworker);
+    schakel_close(&riec);
+
+    /* a full budget again: the refused command itself goes, once */
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start_with(env, extra);
+    riec = h_connect(env, H_RIEC);
+    schakel_case_result_t r;
+    must(riec, schakel_case_open(riec, &ADDRESS_CASE, &third, id, &r, T), "the refused open");
+    assert_string_equal(id, "C-00000005");
+    assert_false(r.duplicate);
+    assert_int_equal(command_stored(env, H_RIEC, command_id), 1);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2424,7 +2516,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_case_entries_name_the_subject, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_view_comes_in_pages, setup_cases, h_teardown),
-        cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_open_budget, setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_cases_are_named, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_linked_signal_names_its_subject, setup_cases,
                                         h_teardown),

@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "schakel.pb-c.h"
 
 #define SUBJECT "PSN-5e1f0c93d2"
@@ -780,6 +782,106 @@ static void test_bad_metrics_listen_is_refused(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------ case ids */
+
+static int setup_cases_env(void **state)
+{
+    *state = h_env_new_with_cases();
+    return 0;
+}
+
+static const schakel_case_open_t STREET_CASE = {
+    .case_type = "ondermijning-adres",
+    .area = "BU09350101",
+    .title = "Kerkstraat",
+};
+
+/* The case counter of the stopped store's: `last` handed out already. */
+static void set_last_case_num(const h_env_t *env, long long last)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO sqlite_sequence (name, seq) SELECT 'cases', 0 WHERE NOT EXISTS"
+             " (SELECT 1 FROM sqlite_sequence WHERE name = 'cases');"
+             "UPDATE sqlite_sequence SET seq = %lld WHERE name = 'cases'",
+             last);
+    h_store_exec(env, sql);
+}
+
+static double metric_now(const char *address, schakel_client_t *client, const char *series)
+{
+    settle(client);
+    char *text = http_get_ok(address, "/metrics");
+    double value = series_value(text, series);
+    free(text);
+    return value;
+}
+
+/* A store with two case ids left: the gauge counts them down, the broker
+ * warns once (case.ids_low at the start, not again at each open) and says
+ * once that none is left; then every open is refused CASE_IDS_EXHAUSTED
+ * (counted, on the trail, nothing stored), while signals and commands on
+ * existing cases go on. */
+static void test_case_ids_run_out(void **state)
+{
+    h_env_t *env = *state;
+    static const char ids_left[] = "schakel_case_ids_left";
+    set_last_case_num(env, 99999997);
+    char address[64], id[SCHAKEL_CASE_ID_SIZE];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    if (h_await_log(env, 0, "event=case.ids_low left=2 of=99999999", 0) != 0)
+        fail_msg("the start does not warn that two case ids are left");
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    assert_true(metric_now(address, riec, ids_left) == 2);
+    assert_int_equal(schakel_case_open(riec, &STREET_CASE, NULL, id, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    assert_string_equal(id, "C-99999998");
+    assert_true(metric_now(address, riec, ids_left) == 1);
+    assert_int_equal(schakel_case_open(riec, &STREET_CASE, NULL, id, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    assert_string_equal(id, "C-99999999");
+    assert_true(metric_now(address, riec, ids_left) == 0);
+    if (h_await_log(env, 0, "level=error event=case.ids_exhausted", 0) != 0)
+        fail_msg("the last id used is not logged");
+
+    for (int i = 0; i < 2; i++) {
+        uint8_t command_id[16];
+        randombytes_buf(command_id, sizeof command_id);
+        const schakel_case_options_t o = {.command_id = command_id};
+        schakel_status_t st = schakel_case_open(riec, &STREET_CASE, &o, id, NULL, H_TIMEOUT_MS);
+        const schakel_error_t *e = schakel_last_error(riec);
+        if (st != SCHAKEL_ERR_REFUSED || e->reason != 24 ||
+            strcmp(e->reason_name, "CASE_IDS_EXHAUSTED") != 0 ||
+            strstr(e->text, "every case id of this broker") == NULL)
+            fail_msg("an open with no id left: %s %s: %s", schakel_strerror(st), e->reason_name,
+                     e->text);
+        char hex[33], sql[256];
+        sodium_bin2hex(hex, sizeof hex, command_id, sizeof command_id);
+        snprintf(sql, sizeof sql,
+                 "SELECT count(*) FROM audit WHERE event = 'publish.refused' AND message_id = "
+                 "'%s' AND reason = 'CASE_IDS_EXHAUSTED'",
+                 hex);
+        assert_int_equal(h_store_int(env, sql, NULL), 1);
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM publishes WHERE message_id = x'%s'", hex);
+        assert_int_equal(h_store_int(env, sql, NULL), 0);
+    }
+    assert_true(metric_now(address, riec, refusal_series("CASE_IDS_EXHAUSTED")) == 2);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM cases", NULL), 2);
+    assert_int_equal(h_log_count(env, 0, "event=case.ids_low "), 1);
+    assert_int_equal(h_log_count(env, 0, "event=case.ids_exhausted "), 1);
+    /* what does not need a new id goes on */
+    assert_int_equal(
+        schakel_case_note(riec, "C-99999998", "Nog steeds", NULL, 0, NULL, NULL, H_TIMEOUT_MS),
+        SCHAKEL_OK);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = police_signal();
+    h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -795,6 +897,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_set_aside_counted, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_set_aside_by_migration_recorded, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_ids_run_out, setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
     };

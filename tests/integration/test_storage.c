@@ -611,6 +611,46 @@ static uint64_t restore_store_last_item(h_env_t *env)
     return last;
 }
 
+/* A restore of a store with fewer case ids left than its margin
+ * (1,000,000) moves the case counter past the last id, never back: the
+ * restore says so and that none is left, its entry says cases_from=none,
+ * the restored broker says none is left at its start and refuses every
+ * open CASE_IDS_EXHAUSTED, and serves signals. */
+static void test_restore_near_the_last_case_id(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    h_store_exec(env, "INSERT INTO sqlite_sequence (name, seq) VALUES ('cases', 99500000)");
+    h_copy_file(env->store_path, backup);
+    restore_run2(env, backup, NULL, 0, "cases from none (was C-99500001)",
+                 "note: fewer than 1000000 case ids were left after the backup's: none are left "
+                 "now",
+                 "");
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND detail LIKE '% cases_from=none %'",
+                                 NULL),
+                     1);
+    h_broker_start(env);
+    if (h_await_log(env, 0, "event=case.ids_exhausted", 0) != 0)
+        fail_msg("the restored broker does not say that no case id is left");
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres", .area = "BU09350101", .title = "Na de restore"};
+    char id[SCHAKEL_CASE_ID_SIZE];
+    assert_int_equal(schakel_case_open(riec, &open, NULL, id, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_ERR_REFUSED);
+    assert_string_equal(schakel_last_error(riec)->reason_name, "CASE_IDS_EXHAUSTED");
+    schakel_close(&riec);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-NA-RESTORE");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 static void test_restore_procedure_moves_the_counters(void **state)
 {
     h_env_t *env = *state;
@@ -3145,6 +3185,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_second_broker_on_a_store_is_refused, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_near_the_last_case_id, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_of_a_snapshot_with_its_wal, h_setup_env,
                                         h_teardown),

@@ -476,6 +476,32 @@ static void test_handshake_rate(void **state)
     sessions_destroy(&s);
 }
 
+/* Case opens: an hour's worth at once, then one per 3600/N seconds; a
+ * principal's budget is its own, apart from its publishes and from every
+ * other principal's. */
+static void test_case_open_budget(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    assert_non_null(s);
+    int allowed = 0;
+    for (int i = 0; i < 10; i++)
+        allowed += sessions_allow_case_open(s, "riec/coordinator", 1000, 4);
+    assert_int_equal(allowed, 4);
+    assert_int_equal(sessions_allow_publish(s, "riec/coordinator", 1000, 10), 1);
+    assert_int_equal(sessions_allow_case_open(s, "politie/bvh", 1000, 4), 1);
+    /* 4 an hour: one more every 15 minutes, none before */
+    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 899999, 4), 0);
+    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 900000, 4), 1);
+    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 900001, 4), 0);
+    /* never more than an hour's worth saved */
+    allowed = 0;
+    for (int i = 0; i < 20; i++)
+        allowed += sessions_allow_case_open(s, "riec/coordinator", 48 * 3600000LL, 4);
+    assert_int_equal(allowed, 4);
+    sessions_destroy(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +519,7 @@ int main(void)
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
         cmocka_unit_test(test_handshake_rate),
+        cmocka_unit_test(test_case_open_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

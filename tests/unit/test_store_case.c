@@ -332,6 +332,47 @@ static void test_case_ids_never_reused(void **state)
     assert_string_equal(c, "C-00000005");
 }
 
+/* The last ids: counted down to 0, then refused with the store's reason,
+ * after a reopen too; a restore's move never goes back below the last. */
+static void test_case_ids_run_out(void **state)
+{
+    fixture_t *f = *state;
+    char id[SCHAKEL_CASE_ID_LEN + 1];
+    assert_int_equal(store_case_ids_left(f->store), SCHAKEL_CASE_NUM_MAX);
+    case_new(f->store, "a", id);
+    assert_int_equal(store_case_ids_left(f->store), SCHAKEL_CASE_NUM_MAX - 1);
+    /* a restore with fewer than its margin left moves past the last */
+    store_counters_t floor = {1, 1, (uint64_t)SCHAKEL_CASE_NUM_MAX - 2}, after;
+    assert_int_equal(store_counters_move(f->store, 10, 5, &floor, NULL, &after), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(after.next_case_num, (uint64_t)SCHAKEL_CASE_NUM_MAX + 1);
+    assert_int_equal(store_case_ids_left(f->store), 0);
+    reopen(f);
+    assert_int_equal(store_case_ids_left(f->store), 0);
+    assert_int_equal(store_case_create(f->store, CASE_TYPE, "riec", "b", NOW, id), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "case ids exhausted"));
+    /* moved again: stays past the last, never wraps */
+    assert_int_equal(store_counters_move(f->store, 10, 5, NULL, NULL, &after), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(after.next_case_num, (uint64_t)SCHAKEL_CASE_NUM_MAX + 1);
+}
+
+/* A restore with room left moves by its margin exactly: the last id it
+ * leaves is the last there is. */
+static void test_case_ids_move_to_the_last(void **state)
+{
+    fixture_t *f = *state;
+    char id[SCHAKEL_CASE_ID_LEN + 1];
+    store_counters_t floor = {1, 1, (uint64_t)SCHAKEL_CASE_NUM_MAX - 5}, after;
+    assert_int_equal(store_counters_move(f->store, 10, 5, &floor, NULL, &after), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(after.next_case_num, (uint64_t)SCHAKEL_CASE_NUM_MAX);
+    assert_int_equal(store_case_ids_left(f->store), 1);
+    case_new(f->store, "the last", id);
+    assert_string_equal(id, "C-99999999");
+    assert_int_equal(store_case_ids_left(f->store), 0);
+}
+
 static void test_close_and_reopen_flags(void **state)
 {
     fixture_t *f = *state;
@@ -1620,6 +1661,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_and_get, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_ids_never_reused, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_ids_run_out, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_ids_move_to_the_last, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_close_and_reopen_flags, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_states, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_member_limit, setup, store_fixture_teardown),

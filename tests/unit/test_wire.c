@@ -715,7 +715,9 @@ static const struct raw_frame_row raw_frame_rows[] = {
      SCHAKEL__FRAME__BODY_REJECTED},
     {"rejected reason 21 (CASE_CLOSED)", "08 01 92 01 02 10 15", OK, NULL,
      SCHAKEL__FRAME__BODY_REJECTED},
-    {"rejected reason 24", "08 01 92 01 02 10 18", R(INVALID_FIELD), "unknown value 24", 0},
+    {"rejected reason 24 (CASE_IDS_EXHAUSTED)", "08 01 92 01 02 10 18", OK, NULL,
+     SCHAKEL__FRAME__BODY_REJECTED},
+    {"rejected reason 25", "08 01 92 01 02 10 19", R(INVALID_FIELD), "unknown value 25", 0},
     {"rejected reason none", "08 01 92 01 02 10 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected without reason", "08 01 92 01 00", R(INVALID_MESSAGE), "no reason", 0},
     {"rejected text not UTF-8", "08 01 92 01 05 10 08 1a 01 ff", R(INVALID_FIELD),
@@ -2172,7 +2174,8 @@ static void test_reason_names(void **state)
         assert_string_equal(wire_reason_name((Schakel__Reason)i), names[i]);
     assert_string_equal(wire_reason_name((Schakel__Reason)22), "TOO_MANY_CONNECTIONS");
     assert_string_equal(wire_reason_name((Schakel__Reason)23), "UNAVAILABLE");
-    assert_string_equal(wire_reason_name((Schakel__Reason)24), "UNKNOWN");
+    assert_string_equal(wire_reason_name((Schakel__Reason)24), "CASE_IDS_EXHAUSTED");
+    assert_string_equal(wire_reason_name((Schakel__Reason)25), "UNKNOWN");
     assert_string_equal(wire_reason_name((Schakel__Reason)-1), "UNKNOWN");
 }
 
