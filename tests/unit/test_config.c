@@ -245,6 +245,8 @@ static void test_config_set(void **state)
     free(cfg.idle_timeout);
     free(cfg.max_silent);
     free(cfg.idempotency_window);
+    assert_int_equal(config_limit(cfg.max_case_opens, "max_case_opens_per_hour"), 100000);
+    free(cfg.max_case_opens);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
