@@ -226,11 +226,14 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
  * would sign that tail if it chains: no start until an operator has
  * verified the store with the mark's anchor (storefile_mismatch_refuse).
  * Nor on a store file with a second name (a hard link), whose own -wal
- * and mark would be beside that name (storefile_links_refuse). */
+ * and mark would be beside that name (storefile_links_refuse), nor beside
+ * a WAL an interrupted restore set aside (storefile_lost_wal_refuse). */
 static int broker_store_name_refused(const char *store_path, char *err, size_t errlen)
 {
     char why[2048];
-    if (storefile_mismatch_refuse(store_path, why, sizeof why) == 0) {
+    if (storefile_lost_wal_refuse(store_path, why, sizeof why) != 0) {
+        log_event(LOG_ERROR, "store.lost_wal", "error", why, NULL);
+    } else if (storefile_mismatch_refuse(store_path, why, sizeof why) == 0) {
         if (storefile_links_refuse(store_path, why, sizeof why) == 0)
             return 0;
         struct stat st;

@@ -350,7 +350,8 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     }
     if (store_presence(store_path, err, sizeof err) != STORE_FILE_PRESENT)
         ; /* err names the store and what is (not) there */
-    else if (storefile_mismatch_refuse(store_path, err, sizeof err - 32) != 0 ||
+    else if (storefile_lost_wal_refuse(store_path, err, sizeof err - 32) != 0 ||
+             storefile_mismatch_refuse(store_path, err, sizeof err - 32) != 0 ||
              storefile_links_refuse(store_path, err, sizeof err - 32) != 0)
         strcat(err, "; the store is unchanged"); /* err names the mark or the names */
     else if (keys_load_symmetric(key_path, key, err, sizeof err) != 0 ||

@@ -291,6 +291,31 @@ static void restore_replaced_trail(const char *store_path, restore_report_t *r)
     sqlite3_close(db);
 }
 
+/* The live store's WAL, moved to from by an interrupted restore, put back
+ * as its -wal (synced with the folder): over a -wal of the header alone
+ * (32 bytes) or less, which holds no commit (one an open of the store made
+ * meanwhile); with commits at both names nothing moves and the restore is
+ * refused. Returns 0, or -1 with err. */
+static int restore_wal_back(const char *from, const char *live_wal, char *err, size_t errlen)
+{
+    struct stat e;
+    if (lstat(live_wal, &e) == 0 ? e.st_size > 32 : errno != ENOENT)
+        return snprintf(err, errlen,
+                        "%s is the store's WAL as an interrupted restore set it aside, and %s "
+                        "is there too: both may hold commits; keep copies of both, then rename "
+                        "the one that belongs to the store to %s and remove the other; nothing "
+                        "was changed",
+                        from, live_wal, live_wal),
+               -1;
+    if (rename(from, live_wal) != 0)
+        return snprintf(err, errlen,
+                        "%s: %s (the store's WAL, set aside by an interrupted restore: rename "
+                        "it to %s); nothing was changed",
+                        from, strerror(errno), live_wal),
+               -1;
+    return storefile_sync_folder(live_wal, err, errlen);
+}
+
 /* Names of the store's own file left beside it by a restore interrupted
  * between making the kept name and renaming the copy over the store: they
  * are the live store, not a kept one, and go, with the mark made beside
@@ -302,15 +327,28 @@ static void restore_replaced_trail(const char *store_path, restore_report_t *r)
  * commit; with commits at both names, nothing is removed and the restore
  * is refused. Called before anything reads the store (its counters, its
  * trail): they are in that WAL. Returns 0, or -1 with err. */
-static int restore_drop_stale_names(const char *store_path, char *err, size_t errlen)
+static int restore_drop_stale_names(const char *store_path, const char *copy_path, char *err,
+                                    size_t errlen)
 {
     struct stat st, e;
-    char folder[PATH_MAX], prefix[PATH_MAX], path[PATH_MAX], wal[PATH_MAX], live_wal[PATH_MAX];
+    char folder[PATH_MAX], prefix[PATH_MAX], path[PATH_MAX], wal[PATH_MAX], real[PATH_MAX],
+        live_wal[PATH_MAX + 8], lost[PATH_MAX + 16];
     if (stat(store_path, &st) != 0 ||
         snprintf(folder, sizeof folder, "%s", store_path) >= (int)sizeof folder)
         return 0;
-    if (storefile_side(live_wal, sizeof live_wal, store_path, "-wal") != 0)
+    if (storefile_real(real, sizeof real, store_path) != 0 ||
+        storefile_side(live_wal, sizeof live_wal, real, "-wal") != 0 ||
+        storefile_side(lost, sizeof lost, real, ".lost-wal") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    /* A run that kept a copy set the store's WAL aside as STORE.lost-wal;
+     * its copy of the backup (STORE.restoring) is still there only when it
+     * was interrupted before the rename: that WAL is then the live
+     * store's own, and goes back. (After the rename it is the kept
+     * copy's, and the refusal in restore_name_replaced says so.) */
+    if (lstat(lost, &e) == 0 && lstat(copy_path, &e) == 0) {
+        if (restore_wal_back(lost, live_wal, err, errlen) != 0)
+            return -1;
+    }
     char *slash = strrchr(folder, '/');
     const char *base = slash != NULL ? slash + 1 : store_path;
     if (slash != NULL)
@@ -329,31 +367,9 @@ static int restore_drop_stale_names(const char *store_path, char *err, size_t er
         if (lstat(path, &e) != 0 || !S_ISREG(e.st_mode) || e.st_dev != st.st_dev ||
             e.st_ino != st.st_ino)
             continue;
-        if (lstat(wal, &e) == 0) {
-            /* a -wal of the header alone (32 bytes) or less holds no
-             * commit: one an open of the store made meanwhile */
-            if (lstat(live_wal, &e) == 0 ? e.st_size > 32 : errno != ENOENT) {
-                snprintf(err, errlen,
-                         "%s is a second name of the store, left by an interrupted restore, and "
-                         "both %s and %s are there: the first may hold the store's last "
-                         "commits; keep copies of both, then rename the one that belongs to "
-                         "the store to %s and remove the other and %s; nothing was changed",
-                         path, wal, live_wal, live_wal, path);
-                rc = -1;
-                break;
-            }
-            if (rename(wal, live_wal) != 0) {
-                snprintf(err, errlen,
-                         "%s: %s (the store's WAL, moved there by an interrupted restore: rename "
-                         "it to %s); nothing was changed",
-                         wal, strerror(errno), live_wal);
-                rc = -1;
-                break;
-            }
-            if (storefile_sync_folder(live_wal, err, errlen) != 0) {
-                rc = -1;
-                break;
-            }
+        if (lstat(wal, &e) == 0 && restore_wal_back(wal, live_wal, err, errlen) != 0) {
+            rc = -1;
+            break;
         }
         if (unlink(path) == 0 && strlen(path) + sizeof STOREFILE_MISMATCH_SUFFIX <= sizeof path) {
             strcat(path, STOREFILE_MISMATCH_SUFFIX);
@@ -381,9 +397,10 @@ static int restore_drop_stale_names(const char *store_path, char *err, size_t er
 static int restore_name_replaced(const char *store_path, restore_report_t *r, char *err,
                                  size_t errlen)
 {
-    char lost[PATH_MAX], first[sizeof r->replaced] = "";
+    char real[PATH_MAX], lost[PATH_MAX + 16], first[sizeof r->replaced] = "";
     r->replaced[0] = '\0';
-    if (storefile_side(lost, sizeof lost, store_path, ".lost-wal") != 0)
+    if (storefile_real(real, sizeof real, store_path) != 0 ||
+        storefile_side(lost, sizeof lost, real, ".lost-wal") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     if (access(lost, F_OK) == 0)
         return snprintf(err, errlen,
@@ -581,10 +598,13 @@ static int restore_drop_mark(const char *store_path, const restore_report_t *r, 
 static int restore_swap(const char *store_path, const char *copy_path, const file_owner_t *owner,
                         restore_report_t *r, char *err, size_t errlen)
 {
-    char wal[PATH_MAX], aside[PATH_MAX], shm[PATH_MAX], kept_wal[sizeof r->replaced + 8];
-    if (storefile_side(wal, sizeof wal, store_path, "-wal") != 0 ||
-        storefile_side(aside, sizeof aside, store_path, ".lost-wal") != 0 ||
-        storefile_side(shm, sizeof shm, store_path, "-shm") != 0)
+    char real[PATH_MAX], wal[PATH_MAX + 8], aside[PATH_MAX + 16], shm[PATH_MAX + 8],
+        kept_wal[sizeof r->replaced + 8];
+    /* SQLite keeps the -wal and -shm beside the file a linked path names */
+    if (storefile_real(real, sizeof real, store_path) != 0 ||
+        storefile_side(wal, sizeof wal, real, "-wal") != 0 ||
+        storefile_side(aside, sizeof aside, real, ".lost-wal") != 0 ||
+        storefile_side(shm, sizeof shm, real, "-shm") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
     snprintf(kept_wal, sizeof kept_wal, "%s-wal", r->replaced);
     restore_fold_old_wal(store_path, r);
@@ -656,7 +676,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         return -1;
     int rc = -1;
     err[0] = '\0';
-    if (restore_drop_stale_names(store_path, err, errlen) != 0)
+    if (restore_drop_stale_names(store_path, copy_path, err, errlen) != 0)
         goto out;
     if (restore_floor(store_path, &floor, report) != 0 && !(flags & RESTORE_WITHOUT_FLOOR)) {
         restore_floor_refusal(report, err, errlen);

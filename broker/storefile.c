@@ -133,8 +133,9 @@ int storefile_tighten(const char *path, mode_t *was, char *err, size_t errlen)
 static int mismatch_path(char *mark, size_t len, const char *store_path)
 {
     char real[PATH_MAX];
-    const char *base = realpath(store_path, real) != NULL ? real : store_path;
-    return storefile_side(mark, len, base, STOREFILE_MISMATCH_SUFFIX);
+    if (storefile_real(real, sizeof real, store_path) != 0)
+        return -1;
+    return storefile_side(mark, len, real, STOREFILE_MISMATCH_SUFFIX);
 }
 
 /* An existing mark made durable before it counts: one a failed attempt
@@ -442,5 +443,31 @@ int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
                  "(docs/OPERATIONS.md, \"Start-up\")",
                  store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, store_path,
                  STOREFILE_MISMATCH_SUFFIX, store_path, store_path);
+    return -1;
+}
+
+int storefile_real(char *out, size_t outlen, const char *store_path)
+{
+    char real[PATH_MAX];
+    const char *base = realpath(store_path, real) != NULL ? real : store_path;
+    return snprintf(out, outlen, "%s", base) >= (int)outlen ? -1 : 0;
+}
+
+int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen)
+{
+    char real[PATH_MAX], lost[PATH_MAX + 16];
+    struct stat st;
+    if (storefile_real(real, sizeof real, store_path) != 0 ||
+        storefile_side(lost, sizeof lost, real, ".lost-wal") != 0)
+        return snprintf(err, errlen, "%s: path too long", store_path), -1;
+    if (lstat(lost, &st) != 0 && errno == ENOENT)
+        return 0;
+    snprintf(err, errlen,
+             "%s is there: the WAL of a store, set aside by a schakeld --restored that was "
+             "interrupted; its frames are a store's last commits (this store's, when that "
+             "restore had not yet put the backup in place), and a start without them would "
+             "hand out their seqs again: run that schakeld --restored again first (it puts the "
+             "WAL back where it belongs; docs/OPERATIONS.md, \"Restoring a backup\")",
+             lost);
     return -1;
 }

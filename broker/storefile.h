@@ -121,4 +121,18 @@ int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *k
  * that removes it. */
 int storefile_links_refuse(const char *store_path, char *err, size_t errlen);
 
+/* The store's file as SQLite names its -wal and -shm: the file a store
+ * path that is a symbolic link names (realpath), or the path itself when
+ * it cannot be resolved (no file). Returns 0, or -1 when it does not fit. */
+int storefile_real(char *out, size_t outlen, const char *store_path);
+
+/* STORE.lost-wal beside the store's file (storefile_real): the WAL of a
+ * store a schakeld --restored set aside and that an interruption left
+ * (its frames are a store's last commits: the live store's, when the
+ * restore had not yet put the backup in place). A start and --rekey are
+ * refused while it is there; the next --restored puts it back where it
+ * belongs (restore.c). Returns 0, or -1 with err naming it and what to
+ * do. */
+int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen);
+
 #endif

@@ -3014,8 +3014,8 @@ static void test_a_store_with_a_second_name_is_refused(void **state)
  * a second name of the live store, whose -wal holds the store's last
  * commits; the item published while the reader held its snapshot is in
  * them. Into stale, that name; returns that item's seq. */
-static uint64_t restore_killed_after_moving_the_wal(h_env_t *env, const char *backup, char *stale,
-                                                    size_t stale_len)
+static uint64_t restore_killed_after_moving_the_wal(h_env_t *env, const char *backup, int copy,
+                                                    char *stale, size_t stale_len)
 {
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = h_police_signal("BVH-WAL-A");
@@ -3038,14 +3038,24 @@ static uint64_t restore_killed_after_moving_the_wal(h_env_t *env, const char *ba
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
     assert_int_equal(setenv("SCHAKEL_TEST_RENAME", "kill-restoring", 1), 0);
+    if (copy)
+        assert_int_equal(setenv("SCHAKEL_TEST_LINK", "eperm", 1), 0);
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     assert_int_equal(unsetenv("SCHAKEL_TEST_RENAME"), 0);
+    assert_int_equal(unsetenv("SCHAKEL_TEST_LINK"), 0);
     if (status == 0 || strstr(res.err, "event=renamegate.killed") == NULL)
         fail_msg("--restored killed at its rename: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
     sqlite3_finalize(q);
     sqlite3_close(reader);
+    if (copy) { /* a kept copy: the store's WAL set aside as STORE.lost-wal */
+        struct stat lw;
+        snprintf(stale, stale_len, "%s.lost-wal", env->store_path);
+        assert_int_equal(stat(stale, &lw), 0);
+        assert_true(lw.st_size > 32);
+        return item;
+    }
     /* the stale name, with the store's WAL beside it */
     const char *base = strrchr(env->store_path, '/') + 1;
     char prefix[160], wal[PATH_MAX + 8];
@@ -3078,7 +3088,7 @@ static void test_restore_after_one_killed_keeps_the_moved_wal(void **state)
     h_env_t *env = *state;
     char backup[192], stale[PATH_MAX];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
-    uint64_t item = restore_killed_after_moving_the_wal(env, backup, stale, sizeof stale);
+    uint64_t item = restore_killed_after_moving_the_wal(env, backup, 0, stale, sizeof stale);
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
@@ -3101,7 +3111,7 @@ static void test_keeping_the_store_after_a_killed_restore(void **state)
     h_env_t *env = *state;
     char backup[192], stale[PATH_MAX], wal[PATH_MAX + 8], live_wal[PATH_MAX + 8];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
-    uint64_t item = restore_killed_after_moving_the_wal(env, backup, stale, sizeof stale);
+    uint64_t item = restore_killed_after_moving_the_wal(env, backup, 0, stale, sizeof stale);
     char problem[4096];
     long offset = h_log_offset(env);
     if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
@@ -3114,6 +3124,114 @@ static void test_keeping_the_store_after_a_killed_restore(void **state)
     assert_int_equal(unlink(stale), 0);
     h_broker_start(env);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM items", NULL), (int64_t)item);
+    h_done(env);
+}
+
+/* The same with a kept copy (no second names): the store's WAL was set
+ * aside as STORE.lost-wal (review: a plain start then served the store
+ * without its last commits and gave their seqs again, and the next
+ * restore's refusal said to give that WAL to the kept copy). A start and
+ * --rekey refuse while it is there; the next restore puts it back (its
+ * copy of the backup is still there: it had not renamed), reads the
+ * floor with it, and keeps the item; the restored broker's next item
+ * comes after it. */
+static void test_restore_after_one_killed_with_a_copy_puts_the_wal_back(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], lost[PATH_MAX], fresh[192];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    uint64_t item = restore_killed_after_moving_the_wal(env, backup, 1, lost, sizeof lost);
+    char problem[4096];
+    long offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started beside a STORE.lost-wal");
+    assert_int_equal(h_log_count(env, offset, "event=store.lost_wal"), 1);
+    h_cli_result_t res;
+    snprintf(fresh, sizeof fresh, "%s/keys/store-lost.key", env->dir);
+    assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
+    h_cli_result_free(&res);
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key",
+                                fresh, NULL);
+    if (status != 1 || strstr(res.err, ".lost-wal is there") == NULL)
+        fail_msg("--rekey beside a lost WAL: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
+    if (status != 0)
+        fail_msg("--restored after one killed: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(access(lost, F_OK), -1);
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
+                     (int64_t)said_trail);
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-WAL-C");
+    uint64_t next = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_true(next > item);
+    h_done(env);
+}
+
+/* A store path that is a symbolic link: SQLite keeps the WAL beside the
+ * file the link names, and the restore folds and keeps that one (review:
+ * it looked beside the link, and the kept store lacked the commits a
+ * reader held in the WAL while its trail was said to end after them). */
+static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], folder[192], real[256], side[300];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-LINK-A");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    snprintf(folder, sizeof folder, "%s/elsewhere", env->dir);
+    snprintf(real, sizeof real, "%s/store.db", folder);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    assert_int_equal(rename(env->store_path, real), 0);
+    static const char *const sides[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < 2; i++) {
+        char from[300];
+        snprintf(from, sizeof from, "%s%s", env->store_path, sides[i]);
+        snprintf(side, sizeof side, "%s%s", real, sides[i]);
+        if (rename(from, side) != 0)
+            assert_int_equal(errno, ENOENT);
+    }
+    assert_int_equal(symlink(real, env->store_path), 0);
+    h_broker_start(env);
+    sqlite3 *reader = NULL;
+    sqlite3_stmt *q = NULL;
+    assert_int_equal(sqlite3_open_v2(env->store_path, &reader, SQLITE_OPEN_READONLY, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(reader, "BEGIN", NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(reader, "SELECT count(*) FROM items", -1, &q, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-LINK-B");
+    uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
+    sqlite3_finalize(q);
+    sqlite3_close(reader);
+    if (status != 0)
+        fail_msg("--restored through a link: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    char kept_path[256];
+    uint64_t said_trail = 0;
+    restore_kept_path(kept_path, sizeof kept_path, &said_trail);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
+    assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
+                     (int64_t)said_trail);
     h_done(env);
 }
 
@@ -3163,6 +3281,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_keeping_the_store_after_a_killed_restore,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_fifo_as_the_mark_is_refused_not_waited_on,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_after_one_killed_with_a_copy_puts_the_wal_back,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_through_a_link_keeps_the_wal_beside_its_file,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_altered_delivery_is_set_aside, h_setup_broker,
