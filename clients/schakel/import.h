@@ -3,8 +3,9 @@
  *
  * import.c: options, the run and its summary. import_read.c: the file's
  * records (JSON lines or RFC 4180 CSV), the first pass, records as JSON
- * objects. import_journal.c: the journal that makes a run resumable, and
- * the refusals. import_send.c: batches, their message ids, publishing and
+ * objects. import_item.c: a record as the signal it publishes.
+ * import_journal.c: the journal that makes a run resumable, and the
+ * refusals. import_send.c: batches, their message ids, publishing and
  * retrying. import_progress.c: the progress bar or periodic lines.
  */
 #ifndef SCHAKEL_IMPORT_H
@@ -310,7 +311,7 @@ void import_progress_clear(import_progress_t *progress);
 /* The final state, and a newline after the bar. */
 void import_progress_finish(import_progress_t *progress);
 
-/* ------------------------------------------------------------ import_send.c */
+/* ------------------------------------------------------------ import_item.c */
 
 /* One record that parsed into a signal. */
 typedef struct import_item {
@@ -324,6 +325,21 @@ typedef struct import_item {
     size_t encoded; /* bytes of its serialized Signal */
     int excluded;   /* refused: no longer sent */
 } import_item_t;
+
+/* The reader's current record as an item: its JSON object, its signal (the
+ * strings point into the object), its own message_id if it names one, the
+ * bytes of the Signal libschakel serializes for it from sender, and the
+ * digest of its bytes. 0; or -1 with err saying why it cannot be sent (not
+ * JSON, not valid CSV, an unknown member, a wrong type, a message_id that
+ * is not 32 hex digits, a signal over SCHAKEL_MAX_ITEM_BYTES), the item
+ * then zeroed. The values are not checked here: the broker does. Safe on
+ * untrusted input. Free a filled item with import_item_free. */
+int import_item_read(import_item_t *item, import_reader_t *reader, const char *sender, char *err,
+                     size_t errlen);
+/* Free its object and recipients and zero it; a zeroed item is a no-op. */
+void import_item_free(import_item_t *item);
+
+/* ------------------------------------------------------------ import_send.c */
 
 /* One publish of a batch: items [from, to) under one message id. */
 typedef struct import_publish {

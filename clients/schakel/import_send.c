@@ -29,7 +29,6 @@
 #include <sodium.h>
 
 #include "schakel.pb-c.h"
-#include "syntax.h"
 
 /* Room in a frame for everything but the items: CurveZMQ framing, the
  * Frame and Publish headers, the message id and the signature. */
@@ -84,59 +83,6 @@ static int import_wait_interruptible(int ms)
 }
 
 /* ------------------------------------------------------------ sizes and ids */
-
-static char *import_lend(const char *text)
-{
-    union {
-        const char *borrowed;
-        char *lent;
-    } u;
-    u.borrowed = text;
-    return u.lent;
-}
-
-static char **import_lend_list(const char *const *texts)
-{
-    union {
-        const char *const *borrowed;
-        char **lent;
-    } u;
-    u.borrowed = texts;
-    return u.lent;
-}
-
-/* Bytes of the Signal libschakel will serialize for this signal (the same
- * protobuf-c message, so the same size), with its sender. */
-static size_t import_encoded_size(const schakel_signal_t *in, const char *sender)
-{
-    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
-    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-    signal.sender = import_lend(sender);
-    signal.kind = import_lend(in->kind);
-    signal.theme = import_lend(in->theme);
-    signal.area = import_lend(in->area);
-    if (in->postcode != NULL || in->house_number != 0 || in->addition != NULL) {
-        address.postcode = import_lend(in->postcode);
-        address.has_house_number = in->house_number != 0;
-        address.house_number = in->house_number;
-        address.addition = import_lend(in->addition);
-        signal.address = &address;
-    }
-    signal.subject = import_lend(in->subject);
-    signal.grounds = import_lend(in->grounds);
-    signal.case_ref = import_lend(in->case_ref);
-    signal.has_severity = in->severity != SCHAKEL_SEVERITY_UNSPECIFIED;
-    signal.severity = (Schakel__Severity)in->severity;
-    signal.has_observed_at = in->observed_at != 0;
-    signal.observed_at = in->observed_at;
-    signal.summary = import_lend(in->summary);
-    signal.source_ref = import_lend(in->source_ref);
-    if (in->recipients != NULL) {
-        signal.n_recipients = in->n_recipients;
-        signal.recipients = import_lend_list(in->recipients);
-    }
-    return schakel__signal__get_packed_size(&signal);
-}
 
 /* An item inside a Publish: its tag, its length as a varint, its bytes. */
 static size_t import_item_wire(size_t encoded)
@@ -208,13 +154,6 @@ static int import_local_refusal(import_run_t *run, long line, const char *text)
 
 /* ------------------------------------------------------------ building a batch */
 
-static void import_item_free(import_item_t *item)
-{
-    free(item->recipients);
-    json_decref(item->object);
-    memset(item, 0, sizeof *item);
-}
-
 static int64_t import_now_ms(void)
 {
     struct timespec ts;
@@ -258,30 +197,6 @@ void import_send_discard(import_batch_t *batch)
     batch->n_publishes = 0;
 }
 
-/* Fill the item from its object; returns 0, or -1 with err. */
-static int import_item_fill(import_run_t *run, import_item_t *item, char *err, size_t errlen)
-{
-    const char *hex = NULL;
-    if (jsonio_signal_from_json(item->object, &item->signal, &item->recipients, &hex, err,
-                                errlen) != 0)
-        return -1;
-    if (hex != NULL) {
-        if (strlen(hex) != 2 * SCHAKEL_MESSAGE_ID_BYTES ||
-            syntax_unhex(hex, item->given_id, sizeof item->given_id) != 0) {
-            snprintf(err, errlen, "\"message_id\" must be 32 hex digits");
-            return -1;
-        }
-        item->has_given_id = 1;
-    }
-    item->encoded = import_encoded_size(&item->signal, run->sender);
-    if (item->encoded > SCHAKEL_MAX_ITEM_BYTES) {
-        snprintf(err, errlen, "the signal encodes to %zu bytes; at most %u are allowed",
-                 item->encoded, SCHAKEL_MAX_ITEM_BYTES);
-        return -1;
-    }
-    return 0;
-}
-
 int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *reader)
 {
     char err[IMPORT_MAX_TEXT];
@@ -291,15 +206,8 @@ int import_send_add(import_run_t *run, import_batch_t *batch, import_reader_t *r
     batch->n_lines++;
     batch->last_line = reader->record_last_line;
     import_item_t *item = &batch->items[batch->n_items];
-    memset(item, 0, sizeof *item);
-    item->line = line;
-    item->object = import_reader_object(reader, err, sizeof err);
-    if (item->object == NULL || import_item_fill(run, item, err, sizeof err) != 0) {
-        import_item_free(item);
+    if (import_item_read(item, reader, run->sender, err, sizeof err) != 0)
         return import_local_refusal(run, line, err);
-    }
-    crypto_generichash(item->digest, sizeof item->digest, (const unsigned char *)reader->raw,
-                       reader->raw_len, NULL, 0);
     /* refused by the broker in an earlier run: not sent, but still part of
      * its batch's id, so that the batch gets the id it had then */
     item->excluded = import_refusals_loaded(&run->refusals, line) != NULL;
