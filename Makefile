@@ -275,11 +275,19 @@ $(BUILD)/tests/integration/test_listen: TEST_LIBS += $(CLI_LIBS)
 
 $(BUILD)/tests/fuzz/replay_fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/fuzz/replay_main.o $(BROKER_O) $(COMMON_O)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(FUZZ_LIBS_$*) -lm
 
 # the client's decoding of broker frames is libschakel's
 $(BUILD)/tests/fuzz/replay_fuzz_broker_frame: $(LIB_O)
 $(BUILD)/obj/tests/fuzz/fuzz_broker_frame.o: TEST_CFLAGS += -Iclients/libschakel
+# schakel import's reading of a file is the CLI's own code (its reader,
+# items, JSON input and field parsers, cli.c's number parser, with its JSON
+# library), on libschakel's types
+FUZZ_IMPORT_O := $(call obj,clients/schakel/import_read.c clients/schakel/import_item.c \
+	clients/schakel/jsonio.c clients/schakel/fields.c clients/schakel/cli.c)
+FUZZ_LIBS_import = $(CLI_LIBS)
+$(BUILD)/tests/fuzz/replay_fuzz_import: $(FUZZ_IMPORT_O) $(LIB_O)
+$(BUILD)/obj/tests/fuzz/fuzz_import.o: TEST_CFLAGS += -Iclients/schakel
 
 $(BUILD)/obj/tests/fuzz/replay_main.o: tests/fuzz/replay_main.c
 	@mkdir -p $(dir $@)
@@ -309,8 +317,9 @@ FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_SRC))
 
 # Made only with BUILD=build/fuzz SAN=1 CC=clang, as `make fuzz` does.
 $(BUILD)/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BROKER_O) $(COMMON_O)
-	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm
+	$(CC) $(LDFLAGS_ALL) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) $(FUZZ_LIBS_$*) -lm
 $(BUILD)/fuzz_broker_frame: $(LIB_O)
+$(BUILD)/fuzz_import: $(FUZZ_IMPORT_O) $(LIB_O)
 
 fuzz: deps
 	@mkdir -p build/fuzz; probe=build/fuzz/libfuzzer-probe; \
