@@ -523,8 +523,9 @@ static int import_csv_header(import_reader_t *reader, char *err, size_t errlen)
     }
     unsigned seen = 0;
     for (size_t i = 0; i < reader->n_fields; i++) {
-        const char *name = reader->values + reader->field_off[i];
         size_t len = reader->field_len[i];
+        /* a header of empty names only has no values buffer at all */
+        const char *name = len > 0 ? reader->values + reader->field_off[i] : "";
         int column = 0;
         while (column < IMPORT_COL_COUNT && (strlen(import_column_names[column]) != len ||
                                              memcmp(import_column_names[column], name, len) != 0))

@@ -1,7 +1,8 @@
 /*
  * test_import_read.c — schakel import's reading of a feed: it reads the
  * file its first pass hashed for the journal, and no more of it than that
- * pass saw (a feed still being written, a file renamed into its place).
+ * pass saw (a feed still being written, a file renamed into its place),
+ * and refuses a CSV header without a name for each column.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -118,12 +119,43 @@ static void test_a_file_put_in_its_place_is_refused(void **state)
     import_reader_close(&reader);
 }
 
+/* A CSV header row that names no column, or a column without a name,
+ * refuses the file (-2), naming the line and the empty name, before any
+ * record; also when every name is empty, so that the header was read
+ * without a byte of a value (UBSan: no offset into a buffer never made). */
+static void test_csv_header_with_empty_names_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    static const char *const headers[] = {",",           ",\r\n",        ",,,\n",
+                                          "\"\",kind\n", "kind,,area\n", "\n\n,\n"};
+    for (size_t i = 0; i < sizeof headers / sizeof headers[0]; i++) {
+        char err[256];
+        FILE *file = fopen(f->path, "w");
+        assert_non_null(file);
+        fprintf(file, "%switwassen,ondermijning,GM0935\n", headers[i]);
+        assert_int_equal(fclose(file), 0);
+        import_fingerprint_t fp;
+        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
+        import_reader_t reader;
+        assert_int_equal(
+            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), -2);
+        long line = i == 5 ? 3 : 1;
+        char want[64];
+        snprintf(want, sizeof want, "line %ld: unknown column \"\"", line);
+        if (strncmp(err, want, strlen(want)) != 0)
+            fail_msg("header %zu: \"%s\", want \"%s ...\"", i, err, want);
+        assert_null(reader.file);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lines_appended_after_the_scan_are_not_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_file_put_in_its_place_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_csv_header_with_empty_names_is_refused, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
