@@ -632,11 +632,22 @@ static json_t *import_recipients(const char *value, size_t len, char *err, size_
     return list;
 }
 
+/* len bytes, all digits. A field's value is not NUL-terminated (the next
+ * field's bytes follow it, or the end of the buffer): no str* function may
+ * read it. */
+static int import_digits(const char *value, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (value[i] < '0' || value[i] > '9')
+            return 0;
+    return 1;
+}
+
 /* house_number in digits as a JSON number; anything else stays text, which
  * jsonio.c then refuses with its own words. */
 static json_t *import_house_number(const char *value, size_t len, char *err, size_t errlen)
 {
-    if (len > 0 && len <= 9 && strspn(value, "0123456789") >= len) {
+    if (len > 0 && len <= 9 && import_digits(value, len)) {
         json_int_t number = 0;
         for (size_t i = 0; i < len; i++)
             number = number * 10 + (value[i] - '0');

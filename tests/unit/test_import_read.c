@@ -2,7 +2,8 @@
  * test_import_read.c — schakel import's reading of a feed: it reads the
  * file its first pass hashed for the journal, and no more of it than that
  * pass saw (a feed still being written, a file renamed into its place),
- * and refuses a CSV header without a name for each column.
+ * refuses a CSV header without a name for each column, and reads a CSV
+ * field's value within its bytes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -148,6 +149,56 @@ static void test_csv_header_with_empty_names_is_refused(void **state)
     }
 }
 
+/* A CSV record's house_number in digits becomes a number, read within its
+ * field: here the last field, whose value ends exactly at the end of the
+ * values buffer (256 bytes: ASan sees a read past it), and one followed by
+ * a field of digits. Anything else stays text for jsonio.c to refuse. */
+static void test_csv_house_number_is_read_within_its_field(void **state)
+{
+    fixture_t *f = *state;
+    char summary[247];
+    memset(summary, 'a', sizeof summary - 1);
+    summary[sizeof summary - 1] = '\0';
+    static const struct {
+        const char *header, *value, *after;
+        json_int_t number; /* 0: text */
+    } rows[] = {
+        {"kind,theme,area,summary,house_number", "12", "", 12},
+        {"kind,theme,area,summary,house_number,source_ref", "12", ",345", 12},
+        {"kind,theme,area,summary,house_number", "0012", "", 12},
+        {"kind,theme,area,summary,house_number", "12a", "", 0},
+        {"kind,theme,area,summary,house_number", "1234567890", "", 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char err[256];
+        FILE *file = fopen(f->path, "w");
+        assert_non_null(file);
+        /* "w" + "o" + "GM0935" + 246 + 2 values bytes: 256 in all */
+        fprintf(file, "%s\nw,o,GM0935,%s,%s%s\n", rows[i].header, summary, rows[i].value,
+                rows[i].after);
+        assert_int_equal(fclose(file), 0);
+        import_fingerprint_t fp;
+        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
+        import_reader_t reader;
+        assert_int_equal(
+            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), 0);
+        assert_int_equal(import_reader_next(&reader, err, sizeof err), 1);
+        json_t *obj = import_reader_object(&reader, err, sizeof err);
+        assert_non_null(obj);
+        json_t *number = json_object_get(json_object_get(obj, "address"), "house_number");
+        assert_non_null(number);
+        if (rows[i].number != 0) {
+            assert_true(json_is_integer(number));
+            assert_int_equal(json_integer_value(number), rows[i].number);
+        } else {
+            assert_true(json_is_string(number));
+            assert_string_equal(json_string_value(number), rows[i].value);
+        }
+        json_decref(obj);
+        import_reader_close(&reader);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +206,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_file_put_in_its_place_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_csv_header_with_empty_names_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_csv_house_number_is_read_within_its_field, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
