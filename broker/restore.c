@@ -625,6 +625,21 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
             restore_unmake_kept(r);
         return -1;
     }
+    /* the old store's -shm indexes its WAL, which is gone from beside it:
+     * the restored file must not meet it (a reader still holding it would
+     * keep it alive); removed before the rename, not after */
+    char shm_why[512];
+    if (storefile_remove(shm, shm_why, sizeof shm_why) != 0) {
+        snprintf(err, errlen, "%s (the store is as it was)", shm_why);
+        if (had_wal && rename(moved, wal) != 0)
+            snprintf(err, errlen,
+                     "%s; and its WAL could not be put back from %s (%s): rename it to %s "
+                     "before starting schakeld, or run the restore again",
+                     shm_why, moved, strerror(errno), wal);
+        else if (keeping)
+            restore_unmake_kept(r);
+        return -1;
+    }
     if (rename(copy_path, store_path) != 0) {
         int saved = errno;
         if (had_wal && rename(moved, wal) != 0) {
@@ -643,7 +658,7 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
      * failure is the warning */
     char why[4][512] = {"", "", "", ""};
     int failed[4] = {had_wal && moved == aside ? storefile_remove(aside, why[0], sizeof why[0]) : 0,
-                     storefile_remove(shm, why[1], sizeof why[1]),
+                     storefile_remove(shm, why[1], sizeof why[1]), /* one made meanwhile */
                      restore_drop_mark(store_path, r, why[2], sizeof why[2]),
                      storefile_sync_folder(store_path, why[3], sizeof why[3])};
     for (int i = 0; i < 4; i++)
@@ -674,7 +689,7 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     int lock = store_lock_take(store_path, err, errlen);
     if (lock < 0)
         return -1;
-    int rc = -1;
+    int rc = -1, copy_ours = 0;
     err[0] = '\0';
     if (restore_drop_stale_names(store_path, copy_path, err, errlen) != 0)
         goto out;
@@ -684,7 +699,10 @@ int restore_from_backup(const char *store_path, const char *backup_path,
     }
     if (restore_name_replaced(store_path, report, err, errlen) != 0)
         goto out;
-    /* a copy left by an earlier run that stopped half-way goes first */
+    /* a copy left by an earlier run that stopped half-way goes first; it
+     * stays until here, whatever refuses before: it is what tells the
+     * next run that a STORE.lost-wal is the live store's own WAL */
+    copy_ours = 1;
     if (owner_give(lock_path, lock, &owner, err, errlen) != 0 ||
         storefile_remove(copy_path, err, errlen) != 0 ||
         storefile_remove_sides(copy_path, 1, err, errlen) != 0)
@@ -696,12 +714,13 @@ int restore_from_backup(const char *store_path, const char *backup_path,
         goto out;
     rc = restore_swap(store_path, copy_path, &owner, report, err, errlen);
 out:
-    if (rc != 0) { /* no copy left behind (after the rename there is none) */
+    if (rc != 0 && copy_ours) { /* no copy left behind (after the rename there is none) */
         char ignored[8];
         (void)storefile_remove(copy_path, ignored, sizeof ignored);
         (void)storefile_remove_sides(copy_path, 1, ignored, sizeof ignored);
-        report->replaced[0] = '\0';
     }
+    if (rc != 0)
+        report->replaced[0] = '\0';
     close(lock);
     return rc;
 }

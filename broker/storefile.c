@@ -423,14 +423,17 @@ int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
     if (stat(store_path, &st) != 0 || st.st_nlink <= 1)
         return 0; /* not there: the caller says so */
     int own = links_own_name(store_path, &st, other, sizeof other);
+    char real[PATH_MAX];
+    if (storefile_real(real, sizeof real, store_path) != 0)
+        snprintf(real, sizeof real, "%s", store_path);
     if (own >= 0)
         snprintf(err, errlen,
                  "the store file %s has %ju names (link count %ju): %s is another name of it, "
-                 "%s; SQLite names a store's -wal and -journal after the name it is opened "
-                 "under, so one store opened under two names can be corrupted (docs/"
-                 "OPERATIONS.md, \"Start-up\")",
+                 "%s (the store's -wal is %s-wal); SQLite names a store's -wal and -journal "
+                 "after the name it is opened under, so one store opened under two names can "
+                 "be corrupted (docs/OPERATIONS.md, \"Start-up\")",
                  store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, other,
-                 own_names[own].what);
+                 own_names[own].what, real);
     else
         snprintf(err, errlen,
                  "the store file %s has %ju names (link count %ju): a hard link (ln, cp -l, a "
@@ -460,14 +463,43 @@ int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen)
     if (storefile_real(real, sizeof real, store_path) != 0 ||
         storefile_side(lost, sizeof lost, real, ".lost-wal") != 0)
         return snprintf(err, errlen, "%s: path too long", store_path), -1;
-    if (lstat(lost, &st) != 0 && errno == ENOENT)
-        return 0;
-    snprintf(err, errlen,
-             "%s is there: the WAL of a store, set aside by a schakeld --restored that was "
-             "interrupted; its frames are a store's last commits (this store's, when that "
-             "restore had not yet put the backup in place), and a start without them would "
-             "hand out their seqs again: run that schakeld --restored again first (it puts the "
-             "WAL back where it belongs; docs/OPERATIONS.md, \"Restoring a backup\")",
-             lost);
-    return -1;
+    if (lstat(lost, &st) == 0) {
+        char copy[PATH_MAX + 16];
+        if (storefile_side(copy, sizeof copy, store_path, ".restoring") == 0 &&
+            lstat(copy, &st) == 0)
+            snprintf(err, errlen,
+                     "%s is there: the WAL of this store, set aside by a schakeld --restored "
+                     "that was interrupted before it put the backup in place (%s is still "
+                     "there); its frames are this store's last commits, and a start without "
+                     "them would hand out their seqs again: run that schakeld --restored again "
+                     "first (it puts the WAL back; docs/OPERATIONS.md, \"Restoring a backup\")",
+                     lost, copy);
+        else
+            snprintf(err, errlen,
+                     "%s is there: the WAL of the store a schakeld --restored replaced, set "
+                     "aside and left when it was interrupted after it put the backup in place; "
+                     "it belongs to the kept copy of that store (STORE.replaced-...): if that "
+                     "copy's -wal has the same bytes (cmp), remove %s; otherwise rename it to "
+                     "that copy's -wal (docs/OPERATIONS.md, \"Restoring a backup\")",
+                     lost, lost);
+        return -1;
+    }
+    if (errno != ENOENT)
+        return snprintf(err, errlen, "%s: %s", lost, strerror(errno)), -1;
+    /* a -wal beside a store path that is a symbolic link is not the one
+     * SQLite reads (beside the file the link names): frames in it would
+     * be missed */
+    char beside[PATH_MAX + 8], wal[PATH_MAX + 8];
+    if (lstat(store_path, &st) == 0 && S_ISLNK(st.st_mode) &&
+        storefile_side(beside, sizeof beside, store_path, "-wal") == 0 &&
+        storefile_side(wal, sizeof wal, real, "-wal") == 0 && strcmp(beside, wal) != 0 &&
+        lstat(beside, &st) == 0 && st.st_size > 32)
+        return snprintf(err, errlen,
+                        "%s is there, beside the store path %s, which is a symbolic link: "
+                        "SQLite reads the -wal beside the file the link names (%s), so the "
+                        "frames in it would be missed; if it belongs to the store, move it "
+                        "to %s (none must be there), else remove it",
+                        beside, store_path, wal, wal),
+               -1;
+    return 0;
 }

@@ -3047,6 +3047,10 @@ static uint64_t restore_killed_after_moving_the_wal(h_env_t *env, const char *ba
     if (status == 0 || strstr(res.err, "event=renamegate.killed") == NULL)
         fail_msg("--restored killed at its rename: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
+    /* the old store's -shm went before the rename, reader or not */
+    char shm[PATH_MAX];
+    snprintf(shm, sizeof shm, "%s-shm", env->store_path);
+    assert_int_equal(access(shm, F_OK), -1);
     sqlite3_finalize(q);
     sqlite3_close(reader);
     if (copy) { /* a kept copy: the store's WAL set aside as STORE.lost-wal */
@@ -3152,9 +3156,28 @@ static void test_restore_after_one_killed_with_a_copy_puts_the_wal_back(void **s
     h_cli_result_free(&res);
     int status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key",
                                 fresh, NULL);
-    if (status != 1 || strstr(res.err, ".lost-wal is there") == NULL)
+    if (status != 1 || strstr(res.err, ".lost-wal is there") == NULL ||
+        strstr(res.err, "before it put the backup in place") == NULL)
         fail_msg("--rekey beside a lost WAL: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
+    /* a -wal with commits at the store as well: refused, and the copy of
+     * the backup that tells whose the lost WAL is stays (review: a refused
+     * run removed it, and the next took the WAL for the kept copy's) */
+    char live_wal[PATH_MAX], restoring[PATH_MAX];
+    snprintf(live_wal, sizeof live_wal, "%s-wal", env->store_path);
+    snprintf(restoring, sizeof restoring, "%s.restoring", env->store_path);
+    FILE *f = fopen(live_wal, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100; i++)
+        assert_true(fputc('w', f) != EOF);
+    assert_int_equal(fclose(f), 0);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status != 1 || strstr(res.err, "both may hold commits") == NULL)
+        fail_msg("--restored with a WAL at both names: exit %d, stderr \"%s\"", status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(access(restoring, F_OK), 0);
+    assert_int_equal(access(lost, F_OK), 0);
+    assert_int_equal(unlink(live_wal), 0);
     status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(restore_last_out, sizeof restore_last_out, "%s", res.out);
     if (status != 0)
@@ -3204,6 +3227,20 @@ static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **sta
             assert_int_equal(errno, ENOENT);
     }
     assert_int_equal(symlink(real, env->store_path), 0);
+    /* a -wal beside the link is not the one SQLite reads: refused */
+    char beside[300];
+    snprintf(beside, sizeof beside, "%s-wal", env->store_path);
+    FILE *f = fopen(beside, "w");
+    assert_non_null(f);
+    for (int i = 0; i < 100; i++)
+        assert_true(fputc('w', f) != EOF);
+    assert_int_equal(fclose(f), 0);
+    char problem[4096];
+    long offset = h_log_offset(env);
+    if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
+        fail_msg("the broker started with a -wal beside its store's link");
+    assert_true(h_log_count(env, offset, "which is a symbolic link") >= 1);
+    assert_int_equal(unlink(beside), 0);
     h_broker_start(env);
     sqlite3 *reader = NULL;
     sqlite3_stmt *q = NULL;
