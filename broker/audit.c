@@ -1144,6 +1144,8 @@ typedef struct export_state {
     const char *tag;   /* the subject's tag: what the subject index was asked for */
     uint64_t delivery; /* the delivery the delivery index is being asked for */
     uint64_t last_seq; /* the last entry the subject index gave */
+    size_t n_subject_items; /* of items, the subject index's (ascending seqs): all of them
+                               once the deliveries are read */
     size_t bytes;      /* of the renderings kept */
     size_t max_bytes;  /* 0: no bound */
     int out_of_memory;
@@ -1179,6 +1181,8 @@ static int export_keep(export_state_t *st, uint64_t seq, char *json, int marker)
     }
     if (json == NULL ||
         grow((void **)&st->items, &st->cap_items, st->n_items, sizeof *st->items) != 0) {
+        if (json != NULL) /* an entry about the subject */
+            sodium_memzero(json, len);
         free(json);
         st->out_of_memory = 1;
         return 1;
@@ -1332,13 +1336,32 @@ static int export_add_subject_entry(const store_audit_entry_t *e, void *arg)
     return export_add(e, arg);
 }
 
+static int export_item_seq_order(const void *key, const void *item)
+{
+    uint64_t seq = *(const uint64_t *)key, other = ((const export_item_t *)item)->seq;
+    return (seq > other) - (seq < other);
+}
+
+/* Whether the subject index gave the entry at seq already: a queued entry
+ * of a case event names the subject and its one delivery, and both
+ * indexes find it. Its items are in seq order (the index is read so). */
+static int export_read_by_subject(const export_state_t *st, uint64_t seq)
+{
+    return bsearch(&seq, st->items, st->n_subject_items, sizeof *st->items,
+                   export_item_seq_order) != NULL;
+}
+
 /* An entry of one of the subject's deliveries (an expiry, a revocation, a
  * set-aside, an ack or queued entry of an older schema), found through
- * the delivery index, which is checked as the subject index is. */
+ * the delivery index, which is checked as the subject index is. One the
+ * subject index gave is kept once, so that the byte bound counts it once
+ * (the document would show it once all the same). */
 static int export_add_delivery_entry(const store_audit_entry_t *e, void *arg)
 {
     export_state_t *st = arg;
     const store_audit_value_t *delivery = &e->field[STORE_AUDIT_DELIVERY_SEQ];
+    if (export_read_by_subject(st, e->seq))
+        return 0;
     if (!delivery->present || delivery->number < 0 || (uint64_t)delivery->number != st->delivery)
         return export_add_unreadable(st, e->seq,
                                      "the delivery index names this entry for one of the "
@@ -1547,6 +1570,7 @@ int audit_export_step(audit_export_t *ex, store_t *store, const audit_export_bou
         rc = store_audit_scan_subject(store, ex->tag, st->last_seq, ex->cut, bounds->entries,
                                       export_add_subject_entry, st);
         if (rc >= 0 && (size_t)rc < bounds->entries) {
+            st->n_subject_items = st->n_items;
             export_deliveries_settle(st);
             ex->phase = EXPORT_DELIVERIES;
         }

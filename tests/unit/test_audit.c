@@ -2228,6 +2228,49 @@ static void test_export_in_steps_is_bounded_in_bytes(void **state)
     assert_non_null(strstr(err, "not a pseudonym"));
 }
 
+/* A queued entry of a case event names the subject and its delivery, and
+ * both indexes find it (the trail's queued entries at 10, 20, 30 have
+ * that shape): the byte bound counts it once, as the document shows it
+ * once. The bound the document's entries take to the byte is enough, one
+ * byte less is not, and the document is the unbounded one. */
+static void test_export_counts_an_entry_both_indexes_find_once(void **state)
+{
+    fixture_t *f = *state;
+    char err[256] = "";
+    trail_append(f->store, broker_key, 1, 30);
+    char *whole = NULL;
+    export_of(f->store, SUBJECT_A, &whole);
+    /* each entry counts its rendering and the ",\n" before it: the text
+     * from the "[" to the "\n]}" and one byte */
+    const char *open = strstr(whole, "\"entries\":[");
+    const char *close = strstr(whole, "\n]}\n");
+    assert_non_null(open);
+    assert_non_null(close);
+    size_t needed = (size_t)(close - (open + strlen("\"entries\":["))) + 1;
+    static const audit_export_bounds_t two = {2, 2, 2};
+    for (size_t less = 0; less <= 1; less++) {
+        audit_export_t *ex =
+            audit_export_begin(f->store, SUBJECT_A, EXPORT_AT, needed - less, err, sizeof err);
+        assert_non_null(ex);
+        int rc;
+        while ((rc = audit_export_step(ex, f->store, &two, err, sizeof err)) == 0)
+            ;
+        if (rc != (less ? -1 : 1))
+            fail_msg("a bound of %zu bytes for %zu: %s", needed - less, needed,
+                     rc < 0 ? err : "enough");
+        if (!less) {
+            size_t count = 0;
+            char *json = audit_export_document(ex, &count);
+            assert_non_null(json);
+            assert_string_equal(json, whole);
+            assert_int_equal(count, 5); /* 10, 11, 20, 21, 30 */
+            free(json);
+        }
+        audit_export_destroy(&ex);
+    }
+    free(whole);
+}
+
 static void test_renderings_escape_and_withhold(void **state)
 {
     (void)state;
@@ -2687,6 +2730,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subject_export_holds_exactly_the_subjects_entries,
                                         setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_export_in_steps_is_cut_where_it_began, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_export_counts_an_entry_both_indexes_find_once, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_export_in_steps_is_bounded_in_bytes, setup,
                                         store_fixture_teardown),
