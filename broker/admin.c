@@ -27,6 +27,7 @@
 #include "broker.h"
 #include "log.h"
 #include "record.h"
+#include "sendq.h"
 #include "syntax.h"
 #include "wire.h"
 
@@ -66,17 +67,23 @@ struct admin_request {
  * (admin_export_step) from the turn after the commit of its request. */
 typedef struct admin_export_job {
     int active;              /* a request holds it (from admin_accept on) */
-    admin_request_t request; /* whose answer it is */
-    int gone;                /* its connection closed: no answer, no record */
+    admin_request_t request; /* whose answer it is (from admin_accept on: its socket) */
+    int gone;                /* its connection closed: no answer, no record; never cleared */
     audit_export_t *export;  /* NULL before it begins and once all is read */
-    char *json;              /* the document, recorded this turn: sent after its commit */
+    char *json;              /* the document, recorded this turn: sent after its commit;
+                                wiped and NULL once all of it is handed to libzmq */
     size_t json_len;
     size_t sent; /* of it, once sending began (in chunks over turns) */
-    int sending;
+    int sending; /* from the commit of its record until its last chunk has left libzmq */
+    sendq_t *queue;   /* the bytes of its chunks libzmq holds (sendq.h), while sending */
+    size_t max_owed;  /* the most queue counted, for the log */
+    int held;         /* sending waited at SCHAKEL_EXPORT_MAX_OWED_BYTES (logged once) */
     char failed[448]; /* why it ended without a document this turn ("": it did not) */
     int64_t began_ms; /* monotonic, for the log */
     unsigned steps;   /* turns it read in */
 } admin_export_job_t;
+
+#define ADMIN_TURN_SOCKETS 256
 
 struct admin {
     void *socket;
@@ -86,6 +93,12 @@ struct admin {
     size_t n_pending;
     char *chunk; /* SCHAKEL_ADMIN_CHUNK_BYTES + 1: one NUL-terminated JSON chunk */
     void *events; /* the admin socket's connection events (NULL: none) */
+    /* The sockets of this turn's events read before its requests (a
+     * request read after its connection's close is in them); past
+     * ADMIN_TURN_SOCKETS, every export asked for this turn is gone. */
+    int turn_sockets[ADMIN_TURN_SOCKETS];
+    size_t n_turn_sockets;
+    int turn_sockets_overflow;
     admin_export_job_t job;
 };
 
@@ -123,7 +136,7 @@ static void admin_events_open(admin_t *admin, void *ctx)
 {
     int hwm = 1 << 16; /* two small frames per connection event, read every turn */
     if (zmq_socket_monitor(admin->socket, ADMIN_EVENTS_ENDPOINT,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0 ||
         (admin->events = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
         zmq_setsockopt(admin->events, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
         zmq_connect(admin->events, ADMIN_EVENTS_ENDPOINT) != 0) {
@@ -136,10 +149,20 @@ static void admin_events_open(admin_t *admin, void *ctx)
     }
 }
 
-/* Every connection event so far (non-blocking): the export's connection
- * is gone when the last event for its socket says it closed (a socket
- * number closed and then accepted again is a later connection's). */
-static void admin_events_drain(admin_t *admin)
+/* Every connection event so far (non-blocking). The export's connection
+ * is gone at any event on its socket once the job holds that socket
+ * (from the reading of its request on): libzmq reports a connection's
+ * close before it frees the socket number, and its accept before the
+ * handshake the request came through, so that an event read after the
+ * request is its connection's close, or a later connection's accept on
+ * the number its close freed (a close and an accept in one drain must
+ * not read as "still there"). An event read in the same turn as the
+ * request but before it (note: 1, the turn's first read) is its
+ * connection's close too: a connection's accept, and any event of an
+ * earlier connection on its socket number, came before the handshake the
+ * request came through, whose ZAP request the loop answered in an
+ * earlier turn, after which that turn read the events. */
+static void admin_events_drain(admin_t *admin, int note)
 {
     for (;;) {
         zmq_msg_t event, endpoint;
@@ -151,12 +174,9 @@ static void admin_events_drain(admin_t *admin)
             return;
         }
         int more = zmq_msg_more(&event);
-        uint16_t id = 0;
-        int32_t fd = -1;
-        if (zmq_msg_size(&event) >= 6) {
-            memcpy(&id, zmq_msg_data(&event), sizeof id);
+        int32_t fd = -1; /* after the event's 16-bit id: which event it is does not matter */
+        if (zmq_msg_size(&event) >= 6)
             memcpy(&fd, (const uint8_t *)zmq_msg_data(&event) + 2, sizeof fd);
-        }
         zmq_msg_close(&event);
         if (more) { /* the endpoint */
             zmq_msg_init(&endpoint);
@@ -164,8 +184,12 @@ static void admin_events_drain(admin_t *admin)
             zmq_msg_close(&endpoint);
         }
         admin_export_job_t *job = &admin->job;
-        if ((job->export != NULL || job->sending) && fd >= 0 && fd == job->request.fd)
-            job->gone = id == ZMQ_EVENT_DISCONNECTED;
+        if (job->active && fd >= 0 && fd == job->request.fd)
+            job->gone = 1;
+        if (note && admin->n_turn_sockets < ADMIN_TURN_SOCKETS)
+            admin->turn_sockets[admin->n_turn_sockets++] = fd;
+        else if (note)
+            admin->turn_sockets_overflow = 1;
     }
 }
 
@@ -295,13 +319,14 @@ static uint8_t *admin_encode_response(uint64_t request_id, int ok, const char *e
     return wire_encode_frame(&frame, len);
 }
 
-/* Never blocks: a client that does not read loses its answer, not us. */
-static int admin_send(admin_t *admin, const admin_request_t *request, const uint8_t *frame,
-                      size_t len)
+/* Never blocks: a client that does not read loses its answer, not us.
+ * libzmq gets a copy that is wiped when it frees it (broker_send_on: an
+ * answer may name a subject), counted in queue (NULL: none) until then. */
+static int admin_send(admin_t *admin, sendq_t *queue, const admin_request_t *request,
+                      const uint8_t *frame, size_t len)
 {
-    if (zmq_send(admin->socket, request->routing_id, request->routing_len,
-                 ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-        zmq_send(admin->socket, frame, len, ZMQ_DONTWAIT) < 0) {
+    if (broker_send_on(admin->socket, queue, 0, request->routing_id, request->routing_len, frame,
+                       len) != 0) {
         log_event(LOG_WARN, "admin.reply_undeliverable", "principal", request->principal, "errno",
                   zmq_strerror(zmq_errno()), NULL);
         return -1;
@@ -311,9 +336,10 @@ static int admin_send(admin_t *admin, const admin_request_t *request, const uint
 
 /* The answer in chunks of at most SCHAKEL_ADMIN_CHUNK_BYTES, cut only
  * before the first byte of a UTF-8 sequence; `error` rides on the first.
- * From *offset on, at most max_chunks of them: 1 when the last is sent, 0
- * when more remain, -1 when one could not be sent (the rest is not). */
-static int admin_send_chunks(admin_t *admin, const admin_request_t *request, int ok,
+ * From *offset on, at most max_chunks of them, counted in queue (NULL:
+ * none): 1 when the last is sent, 0 when more remain, -1 when one could
+ * not be sent (the rest is not). */
+static int admin_send_chunks(admin_t *admin, sendq_t *queue, const admin_request_t *request, int ok,
                              const char *error, const char *json, size_t json_len, size_t *offset,
                              size_t max_chunks)
 {
@@ -333,7 +359,7 @@ static int admin_send_chunks(admin_t *admin, const admin_request_t *request, int
         size_t len = 0;
         uint8_t *frame = admin_encode_response(request->request_id, ok, *offset == 0 ? error : NULL,
                                                json != NULL ? admin->chunk : NULL, more, &len);
-        int sent = frame != NULL && admin_send(admin, request, frame, len) == 0;
+        int sent = frame != NULL && admin_send(admin, queue, request, frame, len) == 0;
         /* an answer may name a subject (audit-subject): wiped once sent */
         if (frame != NULL)
             sodium_memzero(frame, len);
@@ -351,7 +377,7 @@ static void admin_send_answer(admin_t *admin, const admin_request_t *request, in
                               const char *error, const char *json, size_t json_len)
 {
     size_t offset = 0;
-    (void)admin_send_chunks(admin, request, ok, error, json, json_len, &offset, SIZE_MAX);
+    (void)admin_send_chunks(admin, NULL, request, ok, error, json, json_len, &offset, SIZE_MAX);
 }
 
 /* ------------------------------------------------------------------ reading requests */
@@ -439,6 +465,10 @@ static void admin_prepare_export(admin_t *admin, admin_request_t *request)
                  "has been answered");
     } else {
         admin->job.active = 1;
+        admin->job.request = *request; /* its socket: its connection's events count from now */
+        for (size_t i = 0; i < admin->n_turn_sockets; i++)
+            admin->job.gone |= request->fd >= 0 && admin->turn_sockets[i] == request->fd;
+        admin->job.gone |= admin->turn_sockets_overflow;
         request->export_begins = 1;
         return;
     }
@@ -578,7 +608,11 @@ static int admin_receive_one(admin_t *admin, broker_t *b)
 int admin_receive(admin_t *admin, broker_t *b)
 {
     int read = 0;
-    admin_events_drain(admin); /* every turn, export or not: the monitor's queue stays short */
+    /* every turn, export or not: the monitor's queue stays short; the
+     * sockets noted for an export asked for in this turn's requests */
+    admin->n_turn_sockets = 0;
+    admin->turn_sockets_overflow = 0;
+    admin_events_drain(admin, 1);
     while (admin->n_pending < SCHAKEL_ADMIN_BATCH) {
         int rc = admin_receive_one(admin, b);
         if (rc < 0)
@@ -601,18 +635,20 @@ static void admin_export_release(admin_t *admin)
     if (job->json != NULL)
         sodium_memzero(job->json, job->json_len);
     free(job->json);
+    sendq_release(&job->queue);       /* its frames still in libzmq hold their own */
     sodium_memzero(job, sizeof *job); /* the request names the pseudonym */
 }
 
 static void admin_export_log(const admin_export_job_t *job, int64_t now_ms, const char *event,
                              const char *why)
 {
-    char id[24], steps[16], ms[24];
+    char id[24], steps[16], ms[24], owed[24];
     snprintf(id, sizeof id, "%" PRIu64, job->request.request_id);
     snprintf(steps, sizeof steps, "%u", job->steps);
     snprintf(ms, sizeof ms, "%lld", (long long)(now_ms - job->began_ms));
+    snprintf(owed, sizeof owed, "%zu", job->max_owed);
     log_event(why != NULL ? LOG_WARN : LOG_INFO, event, "principal", job->request.principal,
-              "request_id", id, "steps", steps, "ms", ms, "why", why, NULL);
+              "request_id", id, "steps", steps, "ms", ms, "max_owed", owed, "why", why, NULL);
 }
 
 /* After the commit of its request's record: the export begins, cut at the
@@ -625,6 +661,10 @@ static void admin_export_begin(admin_t *admin, broker_t *b, const admin_request_
     job->began_ms = b->now_ms;
     job->export = audit_export_begin(b->store, request->args[0], b->now_s,
                                      SCHAKEL_ADMIN_MAX_RESPONSE_BYTES - 1024u, err, sizeof err);
+    if (job->export != NULL && (job->queue = sendq_new()) == NULL) {
+        audit_export_destroy(&job->export);
+        snprintf(err, sizeof err, "out of memory");
+    }
     if (job->export == NULL) {
         admin_log_outcome(request, request->command->name, "failed", err);
         admin_send_answer(admin, request, 0, err, NULL, 0);
@@ -635,7 +675,7 @@ static void admin_export_begin(admin_t *admin, broker_t *b, const admin_request_
     snprintf(id, sizeof id, "%" PRIu64, request->request_id);
     log_event(LOG_INFO, "admin.export_begun", "principal", request->principal, "request_id", id,
               "up_to_seq", cut, NULL);
-    admin_events_drain(admin); /* a connection that closed already */
+    admin_events_drain(admin, 0); /* a connection that closed already */
 }
 
 /* The export ends this turn without a document: answered after the
@@ -671,9 +711,14 @@ static void admin_export_finish(admin_t *admin, broker_t *b)
     job->json_len = strlen(json);
 }
 
-int admin_export_running(const admin_t *admin)
+int admin_export_wait_ms(const admin_t *admin)
 {
-    return admin != NULL && (admin->job.export != NULL || admin->job.sending);
+    if (admin == NULL || (admin->job.export == NULL && !admin->job.sending))
+        return -1;
+    if (admin->job.export != NULL ||
+        (admin->job.json != NULL && sendq_bytes(admin->job.queue) < SCHAKEL_EXPORT_MAX_OWED_BYTES))
+        return 0;
+    return SCHAKEL_EXPORT_SEND_WAIT_MS; /* its operator owes the bound, or libzmq the last chunks */
 }
 
 void admin_export_step(admin_t *admin, broker_t *b)
@@ -682,7 +727,7 @@ void admin_export_step(admin_t *admin, broker_t *b)
     char err[256] = "", why[400];
     if (job == NULL || job->export == NULL)
         return;
-    admin_events_drain(admin);
+    admin_events_drain(admin, 0);
     if (job->gone) {
         /* nobody to hand it to: not recorded, not kept */
         admin_export_log(job, b->now_ms, "admin.export_dropped",
@@ -711,20 +756,58 @@ void admin_export_step(admin_t *admin, broker_t *b)
     }
 }
 
-/* The document's next chunks (SCHAKEL_EXPORT_SEND_CHUNKS a turn), until
- * the last is sent, one could not be, or the connection closed. */
-static void admin_export_send(admin_t *admin, const broker_t *b, size_t max_chunks)
+/* Wipe and free the document once all of it is handed to libzmq (which
+ * holds copies of its own, wiped when freed). */
+static void admin_export_wipe_document(admin_export_job_t *job)
+{
+    sodium_memzero(job->json, job->json_len);
+    free(job->json);
+    job->json = NULL;
+}
+
+/* The document's next chunks: at most SCHAKEL_EXPORT_SEND_CHUNKS a turn,
+ * and only while its operator owes less than SCHAKEL_EXPORT_MAX_OWED_BYTES
+ * (what libzmq holds of it). The export ends once the last chunk has left
+ * libzmq (encrypted and written, or being written), when a chunk could
+ * not be handed over, or when its connection closed. */
+static void admin_export_send(admin_t *admin, const broker_t *b)
 {
     admin_export_job_t *job = &admin->job;
-    admin_events_drain(admin);
-    int rc = job->gone ? -1
-                       : admin_send_chunks(admin, &job->request, 1, NULL, job->json, job->json_len,
-                                           &job->sent, max_chunks);
-    if (rc == 0)
+    int rc = 0;
+    admin_events_drain(admin, 0);
+    size_t owed = sendq_bytes(job->queue);
+    if (!job->gone && job->json != NULL && owed >= SCHAKEL_EXPORT_MAX_OWED_BYTES && !job->held) {
+        /* a turn on, libzmq still holds the bound: its operator reads slowly, or not */
+        char text[24], bound[24];
+        job->held = 1;
+        snprintf(text, sizeof text, "%zu", owed);
+        snprintf(bound, sizeof bound, "%u", SCHAKEL_EXPORT_MAX_OWED_BYTES);
+        log_event(LOG_INFO, "admin.export_held", "principal", job->request.principal, "owed", text,
+                  "bound", bound, NULL);
+    }
+    for (size_t n = 0;
+         !job->gone && rc == 0 && job->json != NULL && n < SCHAKEL_EXPORT_SEND_CHUNKS &&
+         sendq_bytes(job->queue) < SCHAKEL_EXPORT_MAX_OWED_BYTES;
+         n++) {
+        rc = admin_send_chunks(admin, job->queue, &job->request, 1, NULL, job->json, job->json_len,
+                               &job->sent, 1);
+        owed = sendq_bytes(job->queue);
+        if (owed > job->max_owed)
+            job->max_owed = owed;
+        if (rc > 0)
+            admin_export_wipe_document(job);
+    }
+    if (rc < 0 || job->gone) {
+        admin_export_log(job, b->now_ms, "admin.export_undelivered",
+                         "its connection closed or took no more");
+        admin_export_release(admin);
         return;
-    admin_export_log(job, b->now_ms, rc > 0 ? "admin.export_done" : "admin.export_undelivered",
-                     rc > 0 ? NULL : "its connection closed or took no more");
-    admin_export_release(admin);
+    }
+    owed = sendq_bytes(job->queue);
+    if (job->json == NULL && owed == 0) {
+        admin_export_log(job, b->now_ms, "admin.export_done", NULL);
+        admin_export_release(admin);
+    }
 }
 
 /* After each commit: an export that ended this turn is answered, with its
@@ -739,7 +822,7 @@ static void admin_export_answer(admin_t *admin, const broker_t *b, int committed
         job->sending = 1;
     }
     if (job->sending) {
-        admin_export_send(admin, b, SCHAKEL_EXPORT_SEND_CHUNKS);
+        admin_export_send(admin, b);
         return;
     }
     if (job->json == NULL && job->failed[0] == '\0')
@@ -753,10 +836,42 @@ static void admin_export_answer(admin_t *admin, const broker_t *b, int committed
     admin_export_release(admin);
 }
 
+/* Recorded as handed out, and still going out at the stop: the rest goes
+ * to libzmq at once, whatever its operator owes, and the admin socket
+ * lingers SCHAKEL_ADMIN_STOP_LINGER_MS for libzmq to send it (its close at
+ * the broker's end would drop it unsent with the usual linger of 0). An
+ * operator who does not read it by then does not get it. */
+static void admin_stop_sending(admin_t *admin, const broker_t *b)
+{
+    admin_export_job_t *job = &admin->job;
+    char linger_text[16], owed[24];
+    int linger = SCHAKEL_ADMIN_STOP_LINGER_MS;
+    admin_events_drain(admin, 0);
+    int rc = job->gone ? -1
+             : job->json == NULL
+                 ? 1
+                 : admin_send_chunks(admin, job->queue, &job->request, 1, NULL, job->json,
+                                     job->json_len, &job->sent, SIZE_MAX);
+    if (rc <= 0) {
+        admin_export_log(job, b->now_ms, "admin.export_undelivered",
+                         "its connection closed or took no more");
+        admin_export_release(admin);
+        return;
+    }
+    if (zmq_setsockopt(admin->socket, ZMQ_LINGER, &linger, sizeof linger) != 0)
+        log_event(LOG_WARN, "admin.linger_failed", "error", zmq_strerror(zmq_errno()), NULL);
+    snprintf(linger_text, sizeof linger_text, "%d", linger);
+    snprintf(owed, sizeof owed, "%zu", sendq_bytes(job->queue));
+    log_event(LOG_INFO, "admin.export_stopping", "principal", job->request.principal, "owed", owed,
+              "linger_ms", linger_text, NULL);
+    admin_export_log(job, b->now_ms, "admin.export_done", NULL);
+    admin_export_release(admin);
+}
+
 void admin_stop(admin_t *admin, const broker_t *b)
 {
-    if (admin != NULL && admin->job.sending) /* recorded as handed out: the rest at once */
-        admin_export_send(admin, b, SIZE_MAX);
+    if (admin != NULL && admin->job.sending)
+        admin_stop_sending(admin, b);
     if (admin == NULL || admin->job.export == NULL)
         return;
     admin_export_job_t *job = &admin->job;
@@ -774,7 +889,7 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
 {
     if (request->command == NULL) {
         if (request->refusal != NULL)
-            (void)admin_send(admin, request, request->refusal, request->refusal_len);
+            (void)admin_send(admin, NULL, request, request->refusal, request->refusal_len);
         /* Refused all the same, but its record went with the rollback:
          * write it again (it commits with the next turn). */
         if (!committed && request->refused_why[0] != '\0')

@@ -59,16 +59,22 @@ int admin_has_pending(const admin_t *admin);
  * trail's last committed entry then (audit.h audit_export_begin).
  * admin_export_step: in the turn, before its commit: one step (at most
  * SCHAKEL_EXPORT_STEP_ENTRIES entries or SCHAKEL_EXPORT_STEP_DELIVERIES
- * deliveries); an export whose operator's connection closed is dropped
- * (wiped, nothing recorded); one whose key is no longer an operator's ends
+ * deliveries); an export whose operator's connection closed (any event on
+ * its socket from the reading of its request on) is dropped (wiped,
+ * nothing recorded); one whose key is no longer an operator's ends
  * unanswered but for why; the last step writes the export's record, and
  * admin_after_commit hands the document out only if that commit went
- * through. admin_export_running: 1 while an export still reads (the loop
- * then turns without waiting). admin_stop: at the broker's stop, an
- * unfinished export is answered that it was stopped, and wiped. Each is
- * safe on NULL. */
+ * through, in chunks over the turns while its operator owes under
+ * SCHAKEL_EXPORT_MAX_OWED_BYTES; the export ends once its last chunk has
+ * left libzmq. admin_export_wait_ms: how long the loop may wait for the
+ * export (-1: none runs; 0 while it reads, or sends with room;
+ * SCHAKEL_EXPORT_SEND_WAIT_MS while its operator owes the bound or libzmq
+ * holds the last chunks). admin_stop: at the broker's stop, an unfinished
+ * export is answered that it was stopped, and wiped; one going out is
+ * handed to libzmq whole, and the admin socket lingers
+ * SCHAKEL_ADMIN_STOP_LINGER_MS for it. Each is safe on NULL. */
 void admin_export_step(admin_t *admin, struct broker *b);
-int admin_export_running(const admin_t *admin);
+int admin_export_wait_ms(const admin_t *admin);
 void admin_stop(admin_t *admin, const struct broker *b);
 
 /* A retention in seconds as a policy writes it, in the largest unit that

@@ -595,6 +595,12 @@ static void broker_wipe_free(void *data, void *hint)
 int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id,
                 size_t routing_len, const uint8_t *frame, size_t frame_len)
 {
+    return broker_send_on(b->router, queue, push, routing_id, routing_len, frame, frame_len);
+}
+
+int broker_send_on(void *socket, sendq_t *queue, int push, const uint8_t *routing_id,
+                   size_t routing_len, const uint8_t *frame, size_t frame_len)
+{
     /* The body goes over as a message of our own, wiped when libzmq frees
      * it: zmq_send would copy it into memory that is freed unwiped. */
     send_head_t *head = malloc(sizeof *head + (frame_len > 0 ? frame_len : 1));
@@ -615,7 +621,7 @@ int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id
         broker_wipe_free(copy, NULL);
         return -1;
     }
-    if (zmq_send(b->router, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    if (zmq_send(socket, routing_id, routing_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
         int err = zmq_errno();
         zmq_msg_close(&body); /* wipes and frees the copy */
         errno = err;
@@ -623,7 +629,7 @@ int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id
     }
     /* With ROUTER_MANDATORY the routing frame is only accepted if the whole
      * message can be queued, so the body cannot fail halfway for EAGAIN. */
-    if (zmq_msg_send(&body, b->router, ZMQ_DONTWAIT) < 0) {
+    if (zmq_msg_send(&body, socket, ZMQ_DONTWAIT) < 0) {
         int err = zmq_errno();
         zmq_msg_close(&body);
         errno = err;
@@ -1606,10 +1612,14 @@ int broker_run(broker_t *b)
         /* More expired, or deliveries to revoke: the next turn comes at
          * once, unless the last one failed (a store that fails is tried
          * again at the usual pace, not in a busy loop). */
+        int export_wait_ms = admin_export_wait_ms(b->admin);
         if ((b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 || purge_pending(b) ||
-             admin_export_running(b->admin)) &&
+             export_wait_ms == 0) &&
             !b->last_turn_rolled_back)
             wait_ms = 0;
+        /* an export whose operator owes its bound looks again soon */
+        if (export_wait_ms > 0 && export_wait_ms < wait_ms)
+            wait_ms = export_wait_ms;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
             if (zmq_errno() == EINTR)
                 continue;

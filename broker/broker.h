@@ -276,6 +276,11 @@ int broker_configure_router(void *router, const keypair_t *key, const char *doma
 int broker_send(broker_t *b, sendq_t *queue, int push, const uint8_t *routing_id,
                 size_t routing_len, const uint8_t *frame, size_t frame_len);
 
+/* The same on another ROUTER of the broker's (the admin socket): every
+ * frame body handed to libzmq is wiped when libzmq frees it. */
+int broker_send_on(void *socket, sendq_t *queue, int push, const uint8_t *routing_id,
+                   size_t routing_len, const uint8_t *frame, size_t frame_len);
+
 /* Queue an answer that may only be sent if this turn commits (a CaseView,
  * whose audit entry is in the turn): on a rolled-back turn it becomes a
  * refusal with the failure's reason. Takes ownership of frame; 0 or -1. */

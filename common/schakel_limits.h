@@ -163,6 +163,18 @@
 #define SCHAKEL_EXPORT_STEP_DELIVERIES 32u
 #define SCHAKEL_EXPORT_STEP_BYTES (1024u * 1024u)
 #define SCHAKEL_EXPORT_SEND_CHUNKS 8u /* of SCHAKEL_ADMIN_CHUNK_BYTES */
+/* What the export's operator may owe: its next chunks go to libzmq only
+ * while the bytes of its answer libzmq still holds (not yet taken out to
+ * encrypt and write) are under this, so that an operator who does not read
+ * holds about this much, not the whole document; meanwhile the loop looks
+ * again every SCHAKEL_EXPORT_SEND_WAIT_MS. The export, and with it "one at
+ * a time", ends only once the last chunk has left libzmq. */
+#define SCHAKEL_EXPORT_MAX_OWED_BYTES (1024u * 1024u)
+#define SCHAKEL_EXPORT_SEND_WAIT_MS 10
+/* At the broker's stop, an answer still going out is handed to libzmq
+ * whole, and libzmq has this long to send it (the admin socket's
+ * ZMQ_LINGER then; 0 otherwise): the stop waits for it at most so long. */
+#define SCHAKEL_ADMIN_STOP_LINGER_MS 5000
 
 /* Audit trail (docs/OPERATIONS.md "Audit trail") */
 #define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES                                                           \

@@ -13,12 +13,16 @@
  */
 #include "harness.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1591,6 +1595,230 @@ static void test_export_dropped_with_its_operator(void **state)
         exports + 1);
 }
 
+/* The admin endpoint's port, from the broker's READY line. */
+static int admin_port(const h_env_t *env)
+{
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    const char *colon = strrchr(admin, ':');
+    assert_non_null(colon);
+    return atoi(colon + 1);
+}
+
+/* A TCP connection to the admin endpoint that says nothing (no handshake). */
+static int raw_admin_connect(const h_env_t *env)
+{
+    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)admin_port(env))};
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    if (connect(fd, (const struct sockaddr *)&to, sizeof to) != 0)
+        fail_msg("connect to the admin port: %s", strerror(errno));
+    return fd;
+}
+
+/* A number field of the first line after offset that holds `event`. */
+static unsigned long long log_field(const h_env_t *env, long offset, const char *event,
+                                    const char *field)
+{
+    FILE *f = fopen(env->log_path, "r");
+    char line[4096], key[64];
+    assert_non_null(f);
+    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    snprintf(key, sizeof key, " %s=", field);
+    while (fgets(line, sizeof line, f) != NULL) {
+        const char *at = strstr(line, event);
+        const char *value = at != NULL ? strstr(line, key) : NULL;
+        if (value != NULL) {
+            fclose(f);
+            return strtoull(value + strlen(key), NULL, 10);
+        }
+    }
+    fclose(f);
+    fail_msg("no %s line with %s after offset %ld", event, field, offset);
+    return 0;
+}
+
+/* The entries a document counts ("count":N), or SIZE_MAX without one. */
+static size_t export_count(const char *json)
+{
+    const char *count = strstr(json, "\"count\":");
+    return count != NULL ? (size_t)strtoull(count + 8, NULL, 10) : SIZE_MAX;
+}
+
+/* An operator whose connection closes while a new TCP connection comes
+ * in (both before the broker's next turn: it is stopped meanwhile, so
+ * that its one read of the connection events holds both): the new one
+ * may take the closed one's socket number, and the export is dropped all
+ * the same, unrecorded. */
+static void test_export_dropped_when_its_socket_is_taken_again(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, 12);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    export_run_t run;
+    long offset = h_log_offset(env);
+    export_start(&run, env, NULL);
+    assert_true(*run.pid > 0);
+    h_broker_pause(env);
+    assert_int_equal(kill(*run.pid, SIGKILL), 0);
+    export_join(&run); /* reaped: its socket is closed */
+    h_cli_result_free(&run.res);
+    /* several, so that one is accepted after the close whichever the
+     * broker's I/O thread takes first: the lowest free number is the
+     * closed one's */
+    int raw[4];
+    for (size_t i = 0; i < 4; i++)
+        raw[i] = raw_admin_connect(env);
+    h_broker_resume(env);
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not drop the export whose connection closed");
+    }
+    assert_int_equal(h_log_count(env, offset, "the operator's connection closed"), 1);
+    assert_int_equal(h_log_count(env, offset, "event=admin.export_done"), 0);
+    assert_int_equal(h_log_count(env, offset, "event=admin.answered"), 0);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports);
+    for (size_t i = 0; i < 4; i++)
+        close(raw[i]);
+    /* runs on: the next export is answered and recorded */
+    const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "the export after one dropped");
+    h_cli_result_free(&res);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports + 1);
+}
+
+/* An operator whose request and close reach the broker together (it is
+ * stopped meanwhile): its connection events may come before the request
+ * in the broker's turn, and the export is dropped all the same. */
+static void test_export_dropped_when_asked_for_as_its_operator_left(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    long offset = h_log_offset(env);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    h_broker_pause(env);
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    char *subject[] = {STEPPED_SUBJECT};
+    request.has_request_id = 1;
+    request.request_id = 77;
+    request.command = "audit-subject";
+    request.n_args = 1;
+    request.args = subject;
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *bytes = pack_frame(&frame, 1, &len);
+    assert_int_equal(zmq_send(c.socket, bytes, len, 0), (int)len);
+    free(bytes);
+    int linger = H_TIMEOUT_MS; /* the request goes out before the close */
+    assert_int_equal(zmq_setsockopt(c.socket, ZMQ_LINGER, &linger, sizeof linger), 0);
+    raw_close(&c);
+    h_broker_resume(env);
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not drop the export asked for as its operator left");
+    }
+    assert_int_equal(h_log_count(env, offset, "event=admin.answered"), 0);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports);
+}
+
+/* Enough about the subject that its document passes what the sockets
+ * between the broker and a stopped schakelctl take in, and the bound the
+ * broker sends to: the rest waits for the operator. */
+#define EXPORT_HELD_BATCHES 16u
+
+/* An operator who stops reading (schakelctl stopped): the broker hands
+ * libzmq its chunks only while it owes less than the bound, keeps the
+ * export meanwhile (a second is refused as running), and once it reads
+ * it gets the whole document; what the broker owed never passed the
+ * bound by more than the chunk that reached it. */
+static void test_export_waits_for_its_operator(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, EXPORT_HELD_BATCHES);
+    export_run_t run;
+    long offset = h_log_offset(env);
+    export_start(&run, env, "--timeout=120");
+    assert_true(*run.pid > 0);
+    assert_int_equal(kill(*run.pid, SIGSTOP), 0);
+    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not wait for an operator who does not read");
+    }
+    const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
+    h_cli_result_t second;
+    ctl(env, H_OPERATOR, &second, args);
+    expect_exit(&second, 1, "a second export while one waits for its operator");
+    expect_text(second.err, "another data-subject export is running", "a second export");
+    h_cli_result_free(&second);
+    assert_int_equal(kill(*run.pid, SIGCONT), 0);
+    export_join(&run);
+    expect_exit(&run.res, 0, "the export its operator read late");
+    assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
+    assert_non_null(strstr(run.res.out, "]}"));
+    h_cli_result_free(&run.res);
+    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not end the export");
+    }
+    unsigned long long owed = log_field(env, offset, "event=admin.export_done", "max_owed");
+    if (owed < SCHAKEL_EXPORT_MAX_OWED_BYTES ||
+        owed > SCHAKEL_EXPORT_MAX_OWED_BYTES + SCHAKEL_ADMIN_CHUNK_BYTES + 1024u)
+        fail_msg("the broker owed up to %llu bytes (bound %u)", owed,
+                 SCHAKEL_EXPORT_MAX_OWED_BYTES);
+}
+
+/* A stop while the answer is going out (its operator stopped, so that it
+ * is): the broker hands libzmq the rest and lingers for it, and the
+ * operator, reading again, gets the whole document it was recorded as
+ * handed. */
+static void test_export_going_out_at_a_stop_arrives(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, EXPORT_HELD_BATCHES);
+    int64_t exports =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    export_run_t run;
+    long offset = h_log_offset(env);
+    export_start(&run, env, "--timeout=30");
+    assert_true(*run.pid > 0);
+    assert_int_equal(kill(*run.pid, SIGSTOP), 0);
+    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not wait for an operator who does not read");
+    }
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the stopping broker did not hand out the rest of the export");
+    }
+    assert_int_equal(kill(*run.pid, SIGCONT), 0);
+    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS), 0);
+    export_join(&run);
+    expect_exit(&run.res, 0, "the export going out at the stop");
+    assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
+    assert_non_null(strstr(run.res.out, "]}"));
+    h_cli_result_free(&run.res);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
+        exports + 1);
+}
+
 /* A reload that removes the operator's key during its export ends the
  * export unhanded and unrecorded; the broker runs on. */
 static void test_export_ended_by_a_reload(void **state)
@@ -1880,6 +2108,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_runs_between_other_work, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_export_dropped_with_its_operator, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_dropped_when_its_socket_is_taken_again,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_dropped_when_asked_for_as_its_operator_left,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_waits_for_its_operator, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_going_out_at_a_stop_arrives, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_export_ended_by_a_reload, setup_admin_broker,
                                         h_teardown),
