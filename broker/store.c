@@ -715,9 +715,24 @@ int store_begin(store_t *store)
     if (store_stmt_run(store, store->stmt[STMT_BEGIN], "begin") != 0)
         return -1;
     store->txn_open = 1;
+    store->txn_case_num = store->next_case_num;
     store->txn_serial++;       /* a new transaction: the cached audit tail is stale */
     store->audit_mismatch = 0; /* its reads say again */
     return 0;
+}
+
+/* The open transaction ends without its writes (rolled back, lost or
+ * refused): what it counted goes with them. The item and delivery seqs it
+ * took stay taken (a gap in 63 bits costs nothing); the case number it
+ * took is the next open's again, since case ids are eight digits and the
+ * last of them must not be lost to a failed commit. Nothing outside the
+ * store saw that number: the turn's answers say it failed. */
+static void txn_counters_drop(store_t *store)
+{
+    store_count_rollback(store);
+    if (store->txn_case_num > 0)
+        store->next_case_num = store->txn_case_num;
+    store->txn_case_num = 0;
 }
 
 /* The transaction is gone without a COMMIT or ROLLBACK from us: SQLite
@@ -744,16 +759,17 @@ static int commit_now(store_t *store)
      * commit made beside an idle thread may ask for the next round. */
     store->commit_beside_round = !store_checkpointer_idle(store);
     if (sqlite3_get_autocommit(store->db)) {
-        store_count_rollback(store);
+        txn_counters_drop(store);
         return commit_lost(store);
     }
     if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
+        store->txn_case_num = 0;
         store_count_commit(store);
         store_audit_committed(store);
         return 0;
     }
-    store_count_rollback(store);
+    txn_counters_drop(store);
     /* SQLite syncs inside COMMIT too (the WAL's header, when the WAL starts
      * over): a failed sync there is as final as one of ours. */
     int failed_rc = sqlite3_extended_errcode(store->db);
@@ -950,7 +966,7 @@ int store_checkpoint_failure_is_final(int rc)
 static void commit_abandon(store_t *store)
 {
     store->item_serial = 0;
-    store_count_rollback(store);
+    txn_counters_drop(store);
     store->txn_open = 0;
     if (!sqlite3_get_autocommit(store->db))
         (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL);
@@ -1017,8 +1033,8 @@ int store_rollback(store_t *store)
 {
     if (store_enter(store, "rollback") != 0)
         return -1;
-    store->item_serial = 0;      /* what the memo knew may be rolled back */
-    store_count_rollback(store); /* and what the transaction counted */
+    store->item_serial = 0;   /* what the memo knew may be rolled back */
+    txn_counters_drop(store); /* and what the transaction counted */
     store->txn_open = 0;
     if (sqlite3_get_autocommit(store->db))
         return 0;

@@ -260,6 +260,8 @@ void store_loop_sync_durations(const store_t *store, durations_t *out);
  * broker stops (systemd starts it again); SQLite then recovers what is
  * really on disk. */
 int store_sync_failed(const store_t *store);
+/* Roll the open transaction back (none open: 0). The next case number
+ * goes back to where the transaction found it (store_case_create). */
 int store_rollback(store_t *store);
 int store_in_transaction(const store_t *store);
 /* 1 when a transaction we began was rolled back by SQLite itself (after an
@@ -711,7 +713,9 @@ typedef struct store_case {
  * tokens of at most SCHAKEL_MAX_ID_LEN bytes (presence and size checked
  * here, syntax by the caller); title may be NULL (empty), at most
  * SCHAKEL_MAX_CASE_TITLE_LEN bytes, and is sealed. -1 once 99999999 ids
- * are used. Cost: one insert and two index inserts, O(log n). */
+ * are used. A create whose transaction rolls back (store_rollback, a
+ * failed or lost commit) used no number: the next create gets it. Cost:
+ * one insert and two index inserts, O(log n). */
 int store_case_create(store_t *store, const char *case_type, const char *lead_partner,
                       const char *title, int64_t now, char case_id_out[SCHAKEL_CASE_ID_LEN + 1]);
 

@@ -142,6 +142,8 @@ struct store {
     int64_t next_item_seq;  /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
+    int64_t txn_case_num;     /* next_case_num when store_begin began the open transaction,
+                               * put back when it rolls back (0: none to put back) */
     uint8_t epoch[SCHAKEL_STORE_EPOCH_BYTES]; /* the store epoch (store_schema.c) */
     uint64_t epoch_floor;                     /* its floor seq, when epoch_floor_known */
     int epoch_floor_known;

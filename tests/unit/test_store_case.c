@@ -323,12 +323,23 @@ static void test_case_ids_never_reused(void **state)
     reopen(f);
     case_new(f->store, "c", c);
     assert_string_equal(c, "C-00000003");
-    /* A rolled-back create leaves a gap, never a second use. */
+    /* A rolled-back create used no number: the next create has it (the
+     * case counter follows the transaction; nothing named it outside). */
     assert_int_equal(store_begin(f->store), 0);
     case_new(f->store, "d", c);
     assert_string_equal(c, "C-00000004");
+    assert_int_equal(store_case_ids_left(f->store), SCHAKEL_CASE_NUM_MAX - 4);
     assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_case_ids_left(f->store), SCHAKEL_CASE_NUM_MAX - 3);
     case_new(f->store, "e", c);
+    assert_string_equal(c, "C-00000004");
+    /* a committed one stays used: a later rollback goes back to after it */
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, "f", c);
+    assert_string_equal(c, "C-00000005");
+    assert_int_equal(store_rollback(f->store), 0);
+    reopen(f);
+    case_new(f->store, "g", c);
     assert_string_equal(c, "C-00000005");
 }
 
@@ -367,6 +378,13 @@ static void test_case_ids_move_to_the_last(void **state)
     assert_int_equal(store_counters_move(f->store, 10, 5, &floor, NULL, &after), 0);
     assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(after.next_case_num, (uint64_t)SCHAKEL_CASE_NUM_MAX);
+    assert_int_equal(store_case_ids_left(f->store), 1);
+    /* the last id taken by a transaction rolled back is still there */
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, "rolled back", id);
+    assert_string_equal(id, "C-99999999");
+    assert_int_equal(store_case_ids_left(f->store), 0);
+    assert_int_equal(store_rollback(f->store), 0);
     assert_int_equal(store_case_ids_left(f->store), 1);
     case_new(f->store, "the last", id);
     assert_string_equal(id, "C-99999999");
