@@ -237,6 +237,9 @@ UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)
 UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
+# the admission of a case open: a real store and sessions, broker_reject the test's
+UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
+	broker/sendq.c broker/log.c
 UNIT_EXTRA_test_store_sync := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
 UNIT_EXTRA_test_store_checkpoint := $(STORE_UNIT_SRC) tests/unit/sync_gate.c
 # schakeld --init with the store, the owner and the files beside a store;

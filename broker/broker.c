@@ -370,6 +370,12 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->max_handshakes = o->max_handshakes > 0 ? o->max_handshakes : SCHAKEL_DEFAULT_MAX_HANDSHAKES;
     b->case_opens_per_hour =
         o->case_opens_per_hour > 0 ? o->case_opens_per_hour : SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR;
+    uint64_t partner_opens = (uint64_t)b->case_opens_per_hour * SCHAKEL_CASE_OPENS_PARTNER_FACTOR;
+    if (partner_opens > SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP)
+        partner_opens = SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP;
+    b->case_opens_per_hour_per_partner = o->case_opens_per_hour_per_partner > 0
+                                             ? o->case_opens_per_hour_per_partner
+                                             : (uint32_t)partner_opens;
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;
@@ -1425,6 +1431,7 @@ static int commit_turn(broker_t *b)
     b->last_turn_committed_writes = committed && wrote;
     record_turn_settle(b, committed);
     purge_settle(b, committed);
+    sessions_case_opens_settle(b->sessions, committed); /* a rolled-back open costs no budget */
     if (!committed)
         sessions_restart_receivers(b->sessions);
     deliver_kept_settle(b->kept, committed); /* the turn's kept items: usable, or wiped */

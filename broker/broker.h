@@ -162,6 +162,7 @@ typedef struct broker {
     uint32_t max_connections;     /* sessions per principal */
     uint32_t max_handshakes;      /* handshakes per minute per principal */
     uint32_t case_opens_per_hour; /* cases opened per hour per principal */
+    uint32_t case_opens_per_hour_per_partner; /* ... per partner, its principals together */
     int case_ids_logged;          /* what case_ids_watch last said: 0 nothing, 1 low,
                                    * 2 none left */
     int64_t case_ids_logged_ms;   /* when (now_ms) */
@@ -215,6 +216,8 @@ typedef struct broker_options {
     uint32_t max_connections;   /* per principal; 0: SCHAKEL_DEFAULT_MAX_CONNECTIONS */
     uint32_t max_handshakes;    /* per principal per minute; 0: SCHAKEL_DEFAULT_MAX_HANDSHAKES */
     uint32_t case_opens_per_hour; /* per principal; 0: SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR */
+    uint32_t case_opens_per_hour_per_partner; /* 0: SCHAKEL_CASE_OPENS_PARTNER_FACTOR times
+                                               * the per-principal budget (at most its cap) */
     int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
     uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */

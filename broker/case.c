@@ -996,9 +996,9 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
         case_refuse(&x, SCHAKEL__REASON__SENDER_MISMATCH, text);
     } else {
         int planned = x.command == CASE_CMD_OPEN ? case_plan_open(&x) : case_plan_existing(&x);
-        /* an allowed open: a case id left, and the actor's budget */
+        /* an allowed open: a case id left, and the actor's and its partner's budget */
         if (planned == 0 && x.command == CASE_CMD_OPEN &&
-            !case_ids_admit_open(b, session, actor->id, x.id))
+            !case_ids_admit_open(b, session, actor, x.id))
             planned = -1;
         if (planned == -2) {
             log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);

@@ -34,15 +34,18 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
 
 /* Before a case open is stored (its command allowed): 1 when it may go
  * on, 0 after queueing its refusal, CASE_IDS_EXHAUSTED when no case id is
- * left, else RATE_LIMITED when `actor` has used its case-open budget
- * (b->case_opens_per_hour, a token taken when it goes on). */
-int case_ids_admit_open(broker_t *b, const session_t *session, const char *actor,
+ * left (then case_ids_watch), else RATE_LIMITED when `actor` has used its
+ * case-open budget (b->case_opens_per_hour) or its partner has
+ * (b->case_opens_per_hour_per_partner): a token of each taken when it goes
+ * on, given back if the turn rolls back (sessions_case_opens_settle). */
+int case_ids_admit_open(broker_t *b, const session_t *session, const policy_principal_t *actor,
                         const uint8_t *command_id);
 
-/* At start and after each case open: when fewer than SCHAKEL_CASE_IDS_LOW
- * case ids are left, log case.ids_low (WARN, how many), or case.ids_exhausted
- * (ERROR) once none is; each at once when the state begins, then at most
- * once an hour (now_ms: the monotonic clock). */
+/* At start, after each case open and at each open refused for want of an
+ * id: when fewer than SCHAKEL_CASE_IDS_LOW case ids are left, log
+ * case.ids_low (WARN, how many), or case.ids_exhausted (ERROR) once none
+ * is; each at once when the state begins, then at most once an hour
+ * (now_ms: the monotonic clock). */
 void case_ids_watch(broker_t *b, int64_t now_ms);
 
 /* At start and after a reload: open cases whose case type or lead partner

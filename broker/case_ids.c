@@ -2,10 +2,11 @@
  * case_ids.c — the finite space of case ids (case.h).
  *
  * Owns what stands between one partner and every partner's case ids: each
- * principal's case-open budget, the refusal once none is left, and the
- * warning before that. Trusts the caller's principal (the ZAP identity)
- * and the store's counter. Refusals: RATE_LIMITED (the budget),
- * CASE_IDS_EXHAUSTED; nothing is stored for either.
+ * principal's and each partner's case-open budget, the refusal once none
+ * is left, and the warning before that. Trusts the caller's principal (the
+ * ZAP identity, its partner from the policy) and the store's counter.
+ * Refusals: RATE_LIMITED (a budget), CASE_IDS_EXHAUSTED; nothing is stored
+ * for either.
  */
 #include "case.h"
 
@@ -17,7 +18,7 @@
  * while the state lasts (the first time at once). */
 #define CASE_IDS_LOG_MS (3600 * 1000)
 
-int case_ids_admit_open(broker_t *b, const session_t *session, const char *actor,
+int case_ids_admit_open(broker_t *b, const session_t *session, const policy_principal_t *actor,
                         const uint8_t *command_id)
 {
     /* Exhaustion first: an open that cannot succeed costs no budget. */
@@ -26,14 +27,25 @@ int case_ids_admit_open(broker_t *b, const session_t *session, const char *actor
                       "every case id of this broker (C-00000001 to C-99999999) is used: no case "
                       "can be opened; commands on existing cases and signals go on",
                       command_id, -1, 0);
+        /* said again at most hourly while opens are tried */
+        case_ids_watch(b, b->now_ms);
         return 0;
     }
-    if (!sessions_allow_case_open(b->sessions, actor, b->now_ms, b->case_opens_per_hour)) {
+    case_open_verdict_t verdict =
+        sessions_allow_case_open(b->sessions, actor->id, actor->partner->id, b->now_ms,
+                                 b->case_opens_per_hour, b->case_opens_per_hour_per_partner);
+    if (verdict != CASE_OPEN_ALLOWED) {
         char text[SCHAKEL_MAX_REJECT_TEXT];
-        snprintf(text, sizeof text,
-                 "more than %u case opens per hour from this principal (its case-open budget); "
-                 "retry later with the same command id",
-                 b->case_opens_per_hour);
+        if (verdict == CASE_OPEN_DENIED_PARTNER)
+            snprintf(text, sizeof text,
+                     "more than %u case opens per hour from the principals of partner %s "
+                     "together (its case-open budget); retry later with the same command id",
+                     b->case_opens_per_hour_per_partner, actor->partner->id);
+        else
+            snprintf(text, sizeof text,
+                     "more than %u case opens per hour from this principal (its case-open "
+                     "budget); retry later with the same command id",
+                     b->case_opens_per_hour);
         broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, command_id, -1, 0);
         return 0;
     }

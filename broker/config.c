@@ -51,6 +51,7 @@ typedef struct config_doc {
     char *max_silent;
     char *idempotency_window;
     char *max_case_opens;
+    char *max_case_opens_partner;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -97,6 +98,9 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, idempotency_window, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_case_opens_per_hour", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_case_opens, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_case_opens_per_hour_per_partner",
+                           CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           max_case_opens_partner, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -124,6 +128,7 @@ enum {
     KEY_SILENT,
     KEY_IDEMPOTENCY,
     KEY_CASE_OPENS,
+    KEY_CASE_OPENS_PARTNER,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -146,17 +151,18 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "connection_idle_timeout",
                                                    "max_silent_connections",
                                                    "idempotency_window",
-                                                   "max_case_opens_per_hour"};
+                                                   "max_case_opens_per_hour",
+                                                   "max_case_opens_per_hour_per_partner"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
     "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections, "    \
-    "idempotency_window, max_case_opens_per_hour"
+    "idempotency_window, max_case_opens_per_hour, max_case_opens_per_hour_per_partner"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
-                                                false, false, false, false, false, false, false,
-                                                false, false, false, false, false, false, false};
+static const bool config_required[KEY_COUNT] = {
+    true,  true,  true,  true,  true,  false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -184,6 +190,8 @@ static int64_t config_count_cap(int key)
         return SCHAKEL_MAX_SILENT_CAP;
     case KEY_CASE_OPENS:
         return SCHAKEL_MAX_CASE_OPENS_CAP;
+    case KEY_CASE_OPENS_PARTNER:
+        return SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP;
     default:
         return 0;
     }
@@ -452,6 +460,8 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->idempotency_window;
     case KEY_CASE_OPENS:
         return &cfg->max_case_opens;
+    case KEY_CASE_OPENS_PARTNER:
+        return &cfg->max_case_opens_partner;
     default:
         return &cfg->store_path;
     }
@@ -459,13 +469,17 @@ static char **config_slot(broker_config_t *cfg, int key)
 
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
-    const char *values[KEY_COUNT] = {
-        doc->listen,          doc->key_file,       doc->policy,           doc->store,
-        doc->store_key_file,  doc->ack_timeout,    doc->max_publish_rate, doc->max_connections,
-        doc->max_frame_bytes, doc->max_items,      doc->max_summary,      doc->max_grounds,
-        doc->max_window,      doc->metrics_listen, doc->admin_listen,     doc->sync_thread,
-        doc->max_handshakes,  doc->idle_timeout,   doc->max_silent,       doc->idempotency_window,
-        doc->max_case_opens};
+    const char *values[KEY_COUNT] = {doc->listen,           doc->key_file,
+                                     doc->policy,           doc->store,
+                                     doc->store_key_file,   doc->ack_timeout,
+                                     doc->max_publish_rate, doc->max_connections,
+                                     doc->max_frame_bytes,  doc->max_items,
+                                     doc->max_summary,      doc->max_grounds,
+                                     doc->max_window,       doc->metrics_listen,
+                                     doc->admin_listen,     doc->sync_thread,
+                                     doc->max_handshakes,   doc->idle_timeout,
+                                     doc->max_silent,       doc->idempotency_window,
+                                     doc->max_case_opens,   doc->max_case_opens_partner};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -538,6 +552,7 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->idempotency_window);
     free((*cfg)->max_silent);
     free((*cfg)->max_case_opens);
+    free((*cfg)->max_case_opens_partner);
     free(*cfg);
     *cfg = NULL;
 }

@@ -19,6 +19,8 @@
  *   max_silent_connections: 1024   # optional: ... beyond this many such connections
  *   idempotency_window: 10m        # optional: a publish is known as a repeat at least this long
  *   max_case_opens_per_hour: 300   # optional: cases one principal may open an hour
+ *   max_case_opens_per_hour_per_partner: 1200 # optional: ... all principals of one partner
+ *                                  # together (default: 4 x max_case_opens_per_hour)
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -54,6 +56,7 @@ typedef struct broker_config {
     char *idempotency_window; /* duration text: an accepted publish is remembered at least
                                * this long, or NULL: default */
     char *max_case_opens;     /* cases opened per hour per principal, or NULL: default */
+    char *max_case_opens_partner; /* ... per partner (all its principals), or NULL: default */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

@@ -609,6 +609,8 @@ int main(int argc, char **argv)
         .max_handshakes = (uint32_t)config_limit(cfg->max_handshakes, "max_handshakes_per_minute"),
         .case_opens_per_hour =
             (uint32_t)config_limit(cfg->max_case_opens, "max_case_opens_per_hour"),
+        .case_opens_per_hour_per_partner = (uint32_t)config_limit(
+            cfg->max_case_opens_partner, "max_case_opens_per_hour_per_partner"),
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),

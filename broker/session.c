@@ -17,12 +17,14 @@
 typedef struct bucket {
     double tokens;
     int64_t refill_ms; /* when tokens was last topped up */
+    uint32_t capacity; /* as the last top-up was told */
     int started;
 } bucket_t;
 
-/* 1 and one token taken when the bucket holds one at now_ms, else 0. */
-static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t period_ms)
+/* Top the bucket up to now_ms. */
+static void bucket_fill(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t period_ms)
 {
+    b->capacity = capacity;
     if (!b->started) {
         b->tokens = capacity;
         b->refill_ms = now_ms;
@@ -33,10 +35,24 @@ static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t p
             b->tokens = capacity;
         b->refill_ms = now_ms;
     }
+}
+
+/* 1 and one token taken when the bucket holds one at now_ms, else 0. */
+static int bucket_take(bucket_t *b, int64_t now_ms, uint32_t capacity, int64_t period_ms)
+{
+    bucket_fill(b, now_ms, capacity, period_ms);
     if (b->tokens < 1.0)
         return 0;
     b->tokens -= 1.0;
     return 1;
+}
+
+/* A token taken is given back (never past the capacity). */
+static void bucket_return(bucket_t *b)
+{
+    b->tokens += 1.0;
+    if (b->tokens > b->capacity)
+        b->tokens = b->capacity;
 }
 
 /* Per-principal accounting: how many sessions it has, and its publish,
@@ -53,12 +69,31 @@ typedef struct principal_state {
     bucket_t case_opens;    /* cases it may open now */
 } principal_state_t;
 
+/* Per-partner accounting: the case-open bucket all its principals share.
+ * Kept while the broker runs (one per partner ever seen, bounded by the
+ * policy's partners). */
+typedef struct partner_state {
+    char partner[SCHAKEL_MAX_ID_LEN + 1];
+    bucket_t case_opens; /* cases its principals may open now, together */
+} partner_state_t;
+
+/* A case open's two tokens, taken in the current turn: given back if the
+ * turn rolls back (sessions_case_opens_settle). The states live as long as
+ * the sessions. */
+typedef struct case_open_taken {
+    principal_state_t *principal;
+    partner_state_t *partner;
+} case_open_taken_t;
+
 static int is_receiving(sessions_t *s, const session_t *session);
 
 struct sessions {
     table_t *by_routing; /* routing id -> session_t */
     table_t *receivers;  /* principal id -> receiver_t */
     table_t *principals; /* principal id -> principal_state_t */
+    table_t *partners;   /* partner id -> partner_state_t */
+    case_open_taken_t *opens_taken; /* this turn's case opens (their tokens) */
+    size_t n_opens_taken, cap_opens_taken;
     uint64_t flows;      /* Flows so far: the order of session_t.flow_order */
     /* The claim of the last session evict_idle ended, until taken */
     int evicted_fd;
@@ -89,11 +124,69 @@ int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms,
     return p != NULL && bucket_take(&p->publishes, now_ms, rate, 1000);
 }
 
-int sessions_allow_case_open(sessions_t *s, const char *principal, int64_t now_ms,
-                             uint32_t per_hour)
+static partner_state_t *partner_state(sessions_t *s, const char *partner)
 {
+    partner_state_t *q = table_get(s->partners, partner, strlen(partner));
+    if (q != NULL || strlen(partner) > SCHAKEL_MAX_ID_LEN)
+        return q;
+    q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return NULL;
+    strcpy(q->partner, partner);
+    if (table_put(s->partners, q->partner, strlen(q->partner), q) != 0) {
+        free(q);
+        return NULL;
+    }
+    return q;
+}
+
+/* Room for one more of the turn's case opens: 0, or -1 (out of memory). */
+static int opens_taken_reserve(sessions_t *s)
+{
+    if (s->n_opens_taken < s->cap_opens_taken)
+        return 0;
+    size_t cap = s->cap_opens_taken > 0 ? 2 * s->cap_opens_taken : 16;
+    case_open_taken_t *grown = realloc(s->opens_taken, cap * sizeof *grown);
+    if (grown == NULL)
+        return -1;
+    s->opens_taken = grown;
+    s->cap_opens_taken = cap;
+    return 0;
+}
+
+case_open_verdict_t sessions_allow_case_open(sessions_t *s, const char *principal,
+                                             const char *partner, int64_t now_ms, uint32_t per_hour,
+                                             uint32_t partner_per_hour)
+{
+    const int64_t hour_ms = 3600 * 1000;
     principal_state_t *p = principal_state(s, principal);
-    return p != NULL && bucket_take(&p->case_opens, now_ms, per_hour, 3600 * 1000);
+    partner_state_t *q = partner_state(s, partner);
+    /* out of memory: refusing is the safe side */
+    if (p == NULL || q == NULL || opens_taken_reserve(s) != 0)
+        return CASE_OPEN_DENIED;
+    /* both, or neither: a refusal takes no token */
+    bucket_fill(&p->case_opens, now_ms, per_hour, hour_ms);
+    bucket_fill(&q->case_opens, now_ms, partner_per_hour, hour_ms);
+    if (p->case_opens.tokens < 1.0)
+        return CASE_OPEN_DENIED;
+    if (q->case_opens.tokens < 1.0)
+        return CASE_OPEN_DENIED_PARTNER;
+    p->case_opens.tokens -= 1.0;
+    q->case_opens.tokens -= 1.0;
+    s->opens_taken[s->n_opens_taken++] = (case_open_taken_t){p, q};
+    return CASE_OPEN_ALLOWED;
+}
+
+void sessions_case_opens_settle(sessions_t *s, int committed)
+{
+    if (s == NULL)
+        return;
+    if (!committed)
+        for (size_t k = 0; k < s->n_opens_taken; k++) {
+            bucket_return(&s->opens_taken[k].principal->case_opens);
+            bucket_return(&s->opens_taken[k].partner->case_opens);
+        }
+    s->n_opens_taken = 0;
 }
 
 int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
@@ -111,7 +204,9 @@ sessions_t *sessions_new(void)
     s->by_routing = table_new();
     s->receivers = table_new();
     s->principals = table_new();
-    if (s->by_routing == NULL || s->receivers == NULL || s->principals == NULL) {
+    s->partners = table_new();
+    if (s->by_routing == NULL || s->receivers == NULL || s->principals == NULL ||
+        s->partners == NULL) {
         sessions_destroy(&s);
         return NULL;
     }
@@ -138,9 +233,15 @@ void sessions_destroy(sessions_t **sp)
     if (s->principals != NULL)
         while ((v = table_next(s->principals, &cursor)) != NULL)
             free(v);
+    cursor = 0;
+    if (s->partners != NULL)
+        while ((v = table_next(s->partners, &cursor)) != NULL)
+            free(v);
     table_destroy(&s->by_routing);
     table_destroy(&s->receivers);
     table_destroy(&s->principals);
+    table_destroy(&s->partners);
+    free(s->opens_taken);
     free(s);
     *sp = NULL;
 }

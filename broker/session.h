@@ -69,12 +69,26 @@ int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms,
  * of per_minute, then one every 60 / per_minute seconds), 0 if not. */
 int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
                              uint32_t per_minute);
-/* Case opens: 1 if `principal` may open one more case now, at most
- * `per_hour` an hour (a token bucket holding an hour's worth: a burst of
- * per_hour, then one every 3600 / per_hour seconds), 0 if not. A token
- * is taken only when 1 is returned. */
-int sessions_allow_case_open(sessions_t *s, const char *principal, int64_t now_ms,
-                             uint32_t per_hour);
+/* Case opens: CASE_OPEN_ALLOWED if `principal` may open one more case
+ * now, at most `per_hour` an hour, and its partner `partner` too, at most
+ * `partner_per_hour` an hour for all its principals together (each a token
+ * bucket holding an hour's worth: a burst of that many, then one every
+ * 3600 / N seconds); then a token is taken from both, and kept only if
+ * the turn commits (sessions_case_opens_settle). CASE_OPEN_DENIED when the
+ * principal has none left (or out of memory), CASE_OPEN_DENIED_PARTNER when
+ * only its partner has none left: nothing taken. */
+typedef enum case_open_verdict {
+    CASE_OPEN_DENIED = 0,
+    CASE_OPEN_DENIED_PARTNER,
+    CASE_OPEN_ALLOWED,
+} case_open_verdict_t;
+case_open_verdict_t sessions_allow_case_open(sessions_t *s, const char *principal,
+                                             const char *partner, int64_t now_ms, uint32_t per_hour,
+                                             uint32_t partner_per_hour);
+/* The turn ends: the case opens allowed since the last call keep their
+ * tokens if it committed, and give them back if it rolled back (nothing
+ * of them was stored, so they used up nothing). */
+void sessions_case_opens_settle(sessions_t *s, int committed);
 
 /* Make `session` its principal's receiver with `window`. If it already is,
  * only the window changes; otherwise in-flight state restarts so that every

@@ -85,6 +85,14 @@
  * pause needs 38 years to use it up. Over it: RATE_LIMITED. */
 #define SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR 300
 #define SCHAKEL_MAX_CASE_OPENS_CAP 100000
+/* Cases all principals of one partner may open per hour together, a bucket
+ * of its own beside each principal's: a partner with many principals
+ * (SCHAKEL_MAX_PRINCIPALS_PER_PARTNER) would otherwise have that many
+ * budgets. Unset: this many times the per-principal budget in force (1200
+ * an hour by default: one partner opening without pause needs over nine
+ * years; every partner of a full policy at once, 54 days). */
+#define SCHAKEL_CASE_OPENS_PARTNER_FACTOR 4
+#define SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP 400000
 /* Connections that sent no frame since they connected, beyond
  * SCHAKEL_DEFAULT_MAX_SILENT of them (shared among peer addresses), are
  * closed once older than the idle timeout; so are a principal's least

@@ -117,6 +117,7 @@ static size_t fuzz_config_fields(const broker_config_t *cfg, const char *names[]
     FUZZ_CONFIG_FIELD("max_grounds_length", max_grounds);
     FUZZ_CONFIG_FIELD("max_window", max_window);
     FUZZ_CONFIG_FIELD("max_case_opens_per_hour", max_case_opens);
+    FUZZ_CONFIG_FIELD("max_case_opens_per_hour_per_partner", max_case_opens_partner);
 #undef FUZZ_CONFIG_FIELD
     return n;
 }

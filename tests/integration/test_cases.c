@@ -24,6 +24,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <sys/resource.h>
+
 #include <sodium.h>
 #include <sqlite3.h>
 
@@ -2476,6 +2478,113 @@ static void test_case_open_budget(void **state)
     stop_clean(env);
 }
 
+/* Two principals of one partner share its case-open budget (here 3 an
+ * hour, each principal 2): riec's third open in all is refused
+ * RATE_LIMITED naming the partner's budget, though that principal has one
+ * of its own left; another partner opens all the while. */
+static void test_case_open_budget_per_partner(void **state)
+{
+    h_env_t *env = *state;
+    const char *extra[] = {"--set", "max_case_opens_per_hour=2", "--set",
+                           "max_case_opens_per_hour_per_partner=3", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *caseworker = h_connect(env, H_RIEC_CASEWORKER);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    open_case(riec, &ADDRESS_CASE, id);
+    open_case(caseworker, &ADDRESS_CASE, id);
+    assert_string_equal(id, "C-00000003");
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t fourth = {.command_id = command_id};
+    const schakel_error_t *e =
+        must_refuse(caseworker, schakel_case_open(caseworker, &ADDRESS_CASE, &fourth, id, NULL, T),
+                    "RATE_LIMITED", "the partner's fourth open within the hour");
+    if (strstr(e->text, "more than 3 case opens per hour from the principals of partner riec") ==
+            NULL ||
+        strstr(e->text, "same command id") == NULL)
+        fail_msg("the refused open says \"%s\"", e->text);
+    assert_int_equal(refusals_of(env, H_RIEC_CASEWORKER, command_id, "RATE_LIMITED"), 1);
+    assert_int_equal(command_stored(env, H_RIEC_CASEWORKER, command_id), 0);
+    assert_int_equal(last_case_num(env), 3);
+    const schakel_case_open_t street = {
+        .case_type = "overlast-kort", .area = "WK093501", .title = "Overlast Boschstraat"};
+    open_case(gemeente, &street, id);
+    open_case(gemeente, &street, id);
+    assert_string_equal(id, "C-00000005");
+    schakel_close(&gemeente);
+    schakel_close(&caseworker);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
+/* Publish signals until the broker refuses one UNAVAILABLE (its file-size
+ * limit lowered: a full disk); fails the test if none is. */
+static void fill_the_disk(h_env_t *env)
+{
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    for (int n = 0;; n++) {
+        if (n == 200)
+            fail_msg("no signal was refused under the lowered file-size limit");
+        char ref[32];
+        snprintf(ref, sizeof ref, "BVH-VOL-%04d", n);
+        schakel_signal_t s = h_police_signal(ref);
+        uint8_t message_id[16];
+        schakel_item_result_t result = {0};
+        int duplicate = -1;
+        schakel_status_t st =
+            schakel_publish(politie, NULL, &s, 1, NULL, message_id, &result, &duplicate, T);
+        if (st == SCHAKEL_OK)
+            continue;
+        must_refuse(politie, st, "UNAVAILABLE", "a signal on a full disk");
+        break;
+    }
+    schakel_close(&politie);
+}
+
+/* An open whose turn is rolled back (a full disk: UNAVAILABLE) uses
+ * neither a case id nor budget: with one id left and a budget of 2 an
+ * hour, one open stored, the next rolled back, its retry (same command id)
+ * gets the last id, C-99999999; then no id is left. */
+static void test_rolled_back_open_costs_nothing(void **state)
+{
+    h_env_t *env = *state;
+    h_store_exec(env, "INSERT INTO sqlite_sequence (name, seq) SELECT 'cases', 0 WHERE NOT EXISTS"
+                      " (SELECT 1 FROM sqlite_sequence WHERE name = 'cases');"
+                      "UPDATE sqlite_sequence SET seq = 99999997 WHERE name = 'cases'");
+    const char *extra[] = {"--set", "max_case_opens_per_hour=2", NULL};
+    h_broker_start_with(env, extra);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case(riec, &ADDRESS_CASE, id);
+    assert_string_equal(id, "C-99999998");
+
+    struct rlimit old;
+    (void)h_broker_file_limit_lower(env, &old);
+    fill_the_disk(env);
+    uint8_t command_id[16];
+    randombytes_buf(command_id, sizeof command_id);
+    const schakel_case_options_t last = {.command_id = command_id};
+    must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, NULL, T), "UNAVAILABLE",
+                "an open on a full disk");
+    h_broker_file_limit_restore(env, &old);
+    assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
+
+    schakel_case_result_t r;
+    must(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, &r, T),
+         "the rolled-back open, sent again");
+    assert_string_equal(id, "C-99999999");
+    assert_false(r.duplicate);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM cases", NULL), 2);
+    randombytes_buf(command_id, sizeof command_id);
+    must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, NULL, T),
+                "CASE_IDS_EXHAUSTED", "an open with no id left");
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2518,6 +2627,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_view_comes_in_pages, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_list_comes_in_pages, setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_case_open_budget, setup_cases_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_case_open_budget_per_partner, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_rolled_back_open_costs_nothing, setup_cases_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_unreachable_cases_are_named, setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_linked_signal_names_its_subject, setup_cases,
                                         h_teardown),

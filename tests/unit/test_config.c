@@ -76,7 +76,8 @@ static void test_good_config(void **state)
                                      "max_handshakes_per_minute: 120\n"
                                      "connection_idle_timeout: 90s\n"
                                      "max_silent_connections: 2048\n"
-                                     "max_case_opens_per_hour: 40\n",
+                                     "max_case_opens_per_hour: 40\n"
+                                     "max_case_opens_per_hour_per_partner: 90\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -95,6 +96,8 @@ static void test_good_config(void **state)
     assert_int_equal(config_duration_ms(cfg->idle_timeout), 90000);
     assert_int_equal(config_limit(cfg->max_silent, "max_silent_connections"), 2048);
     assert_int_equal(config_limit(cfg->max_case_opens, "max_case_opens_per_hour"), 40);
+    assert_int_equal(
+        config_limit(cfg->max_case_opens_partner, "max_case_opens_per_hour_per_partner"), 90);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -185,6 +188,9 @@ static const set_row_t set_rows[] = {
     {"max_case_opens_per_hour", "100001", 0, "built-in limit"},
     {"max_case_opens_per_hour", "0", 0, "whole number"},
     {"max_case_opens_per_hour", "-5", 0, "whole number"},
+    {"max_case_opens_per_hour_per_partner", "400000", 1, NULL},
+    {"max_case_opens_per_hour_per_partner", "400001", 0, "built-in limit"},
+    {"max_case_opens_per_hour_per_partner", "0", 0, "whole number"},
     {"connection_idle_timeout", "5s", 1, NULL},
     {"connection_idle_timeout", "100ms", 0, "must be a duration"},
     {"connection_idle_timeout", "forever", 0, "must be a duration"},
@@ -247,6 +253,9 @@ static void test_config_set(void **state)
     free(cfg.idempotency_window);
     assert_int_equal(config_limit(cfg.max_case_opens, "max_case_opens_per_hour"), 100000);
     free(cfg.max_case_opens);
+    assert_int_equal(
+        config_limit(cfg.max_case_opens_partner, "max_case_opens_per_hour_per_partner"), 400000);
+    free(cfg.max_case_opens_partner);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 

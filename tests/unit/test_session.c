@@ -476,6 +476,15 @@ static void test_handshake_rate(void **state)
     sessions_destroy(&s);
 }
 
+/* One case open of `principal` (of `partner`) at now_ms: 1 if allowed. A
+ * partner budget of 1000 an hour is out of the way of the principal's. */
+static int open_ok(sessions_t *s, const char *principal, const char *partner, int64_t now_ms,
+                   uint32_t per_hour, uint32_t partner_per_hour)
+{
+    return sessions_allow_case_open(s, principal, partner, now_ms, per_hour, partner_per_hour) ==
+           CASE_OPEN_ALLOWED;
+}
+
 /* Case opens: an hour's worth at once, then one per 3600/N seconds; a
  * principal's budget is its own, apart from its publishes and from every
  * other principal's. */
@@ -486,19 +495,91 @@ static void test_case_open_budget(void **state)
     assert_non_null(s);
     int allowed = 0;
     for (int i = 0; i < 10; i++)
-        allowed += sessions_allow_case_open(s, "riec/coordinator", 1000, 4);
+        allowed += open_ok(s, "riec/coordinator", "riec", 1000, 4, 1000);
     assert_int_equal(allowed, 4);
+    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", "riec", 1000, 4, 1000),
+                     CASE_OPEN_DENIED);
     assert_int_equal(sessions_allow_publish(s, "riec/coordinator", 1000, 10), 1);
-    assert_int_equal(sessions_allow_case_open(s, "politie/bvh", 1000, 4), 1);
+    assert_int_equal(open_ok(s, "politie/bvh", "politie", 1000, 4, 1000), 1);
     /* 4 an hour: one more every 15 minutes, none before */
-    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 899999, 4), 0);
-    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 900000, 4), 1);
-    assert_int_equal(sessions_allow_case_open(s, "riec/coordinator", 1000 + 900001, 4), 0);
+    assert_int_equal(open_ok(s, "riec/coordinator", "riec", 1000 + 899999, 4, 1000), 0);
+    assert_int_equal(open_ok(s, "riec/coordinator", "riec", 1000 + 900000, 4, 1000), 1);
+    assert_int_equal(open_ok(s, "riec/coordinator", "riec", 1000 + 900001, 4, 1000), 0);
     /* never more than an hour's worth saved */
     allowed = 0;
     for (int i = 0; i < 20; i++)
-        allowed += sessions_allow_case_open(s, "riec/coordinator", 48 * 3600000LL, 4);
+        allowed += open_ok(s, "riec/coordinator", "riec", 48 * 3600000LL, 4, 1000);
     assert_int_equal(allowed, 4);
+    sessions_destroy(&s);
+}
+
+/* A partner's budget is shared by its principals, each of which also has
+ * its own; another partner's is apart. Both must allow an open, and a
+ * refusal by either takes no token from the other. */
+static void test_case_open_budget_per_partner(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    assert_non_null(s);
+    /* partner riec: 3 an hour in all; each principal: 2 */
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 3), 1);
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 3), 1);
+    assert_int_equal(sessions_allow_case_open(s, "riec/a", "riec", 1000, 2, 3), CASE_OPEN_DENIED);
+    assert_int_equal(open_ok(s, "riec/b", "riec", 1000, 2, 3), 1);
+    /* riec/b has one of its own left, but its partner has none */
+    assert_int_equal(sessions_allow_case_open(s, "riec/b", "riec", 1000, 2, 3),
+                     CASE_OPEN_DENIED_PARTNER);
+    assert_int_equal(sessions_allow_case_open(s, "riec/c", "riec", 1000, 2, 3),
+                     CASE_OPEN_DENIED_PARTNER);
+    /* another partner is unaffected */
+    assert_int_equal(open_ok(s, "politie/bvh", "politie", 1000, 2, 3), 1);
+    /* the partner's refusals took nothing from riec/c: twenty minutes on
+     * (one partner token back) it opens once more */
+    assert_int_equal(open_ok(s, "riec/c", "riec", 1000 + 1200000, 2, 3), 1);
+    assert_int_equal(sessions_allow_case_open(s, "riec/c", "riec", 1000 + 1200000, 2, 3),
+                     CASE_OPEN_DENIED_PARTNER);
+    /* a principal's refusal took nothing from its partner */
+    assert_int_equal(open_ok(s, "gemeente/a", "gemeente", 1000, 1, 2), 1);
+    assert_int_equal(open_ok(s, "gemeente/a", "gemeente", 1000, 1, 2), 0);
+    assert_int_equal(open_ok(s, "gemeente/b", "gemeente", 1000, 1, 2), 1);
+    assert_int_equal(sessions_allow_case_open(s, "gemeente/c", "gemeente", 1000, 1, 2),
+                     CASE_OPEN_DENIED_PARTNER);
+    sessions_destroy(&s);
+}
+
+/* The tokens of the turn's opens are kept when it commits and given back
+ * when it rolls back, the partner's with the principal's; never past an
+ * hour's worth. */
+static void test_case_open_budget_follows_the_turn(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    assert_non_null(s);
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 2), 1);
+    sessions_case_opens_settle(s, 1); /* committed: used */
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 2), 1);
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 2), 0);
+    sessions_case_opens_settle(s, 0); /* rolled back: the second is back */
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 2), 1);
+    assert_int_equal(open_ok(s, "riec/a", "riec", 1000, 2, 2), 0);
+    sessions_case_opens_settle(s, 1);
+    sessions_case_opens_settle(s, 0); /* nothing of this turn: nothing back */
+    assert_int_equal(open_ok(s, "riec/b", "riec", 1000, 2, 2), 0); /* the partner's are used */
+    /* half an hour on, one partner token: riec/b opens; rolled back, the
+     * partner's token is back with riec/b's */
+    assert_int_equal(open_ok(s, "riec/b", "riec", 1000 + 1800000, 2, 2), 1);
+    assert_int_equal(open_ok(s, "riec/b", "riec", 1000 + 1800000, 2, 2), 0);
+    sessions_case_opens_settle(s, 0);
+    assert_int_equal(open_ok(s, "riec/b", "riec", 1000 + 1800000, 2, 2), 1);
+    /* what comes back never fills a bucket past an hour's worth: a token
+     * taken, an hour (full again) and one more taken, both given back */
+    assert_int_equal(open_ok(s, "politie/bvh", "politie", 1000, 2, 8), 1);
+    assert_int_equal(open_ok(s, "politie/bvh", "politie", 1000 + 3600000, 2, 8), 1);
+    sessions_case_opens_settle(s, 0);
+    int allowed = 0;
+    for (int i = 0; i < 5; i++)
+        allowed += open_ok(s, "politie/bvh", "politie", 1000 + 3600000, 2, 8);
+    assert_int_equal(allowed, 2);
     sessions_destroy(&s);
 }
 
@@ -520,6 +601,8 @@ int main(void)
         cmocka_unit_test(test_publish_rate),
         cmocka_unit_test(test_handshake_rate),
         cmocka_unit_test(test_case_open_budget),
+        cmocka_unit_test(test_case_open_budget_per_partner),
+        cmocka_unit_test(test_case_open_budget_follows_the_turn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
