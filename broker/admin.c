@@ -93,12 +93,15 @@ struct admin {
     size_t n_pending;
     char *chunk; /* SCHAKEL_ADMIN_CHUNK_BYTES + 1: one NUL-terminated JSON chunk */
     void *events; /* the admin socket's connection events (NULL: none) */
-    /* The sockets of this turn's events read before its requests (a
-     * request read after its connection's close is in them); past
-     * ADMIN_TURN_SOCKETS, every export asked for this turn is gone. */
+    /* The sockets of the events read since a turn's read last emptied the
+     * admin queue (a request read after its connection's close is in
+     * them, however many turns its reading took: libzmq queues a
+     * connection's requests before it reports the close); past
+     * ADMIN_TURN_SOCKETS, every export asked for meanwhile is gone. */
     int turn_sockets[ADMIN_TURN_SOCKETS];
     size_t n_turn_sockets;
     int turn_sockets_overflow;
+    int queue_emptied; /* the last turn's read found the admin queue empty */
     admin_export_job_t job;
 };
 
@@ -156,13 +159,16 @@ static void admin_events_open(admin_t *admin, void *ctx)
  * handshake the request came through, so that an event read after the
  * request is its connection's close, or a later connection's accept on
  * the number its close freed (a close and an accept in one drain must
- * not read as "still there"). An event read in the same turn as the
- * request but before it (note: 1, the turn's first read) is its
- * connection's close too: a connection's accept, and any event of an
- * earlier connection on its socket number, came before the handshake the
- * request came through, whose ZAP request the loop answered in an
- * earlier turn, after which that turn read the events. */
-static void admin_events_drain(admin_t *admin, int note)
+ * not read as "still there"). Every event read is noted (admin->
+ * turn_sockets) until a turn's read has emptied the admin queue: one read
+ * before a request of its socket is that connection's close too, even
+ * when the queue held the request for several turns (a connection's
+ * accept, and any event of an earlier connection on its socket number,
+ * came before the handshake the request came through, whose ZAP request
+ * the loop answered in an earlier turn, after which that turn read the
+ * events). A wrong "gone" drops an export unrecorded; a wrong "there"
+ * would record one nobody received. */
+static void admin_events_drain(admin_t *admin)
 {
     for (;;) {
         zmq_msg_t event, endpoint;
@@ -186,9 +192,9 @@ static void admin_events_drain(admin_t *admin, int note)
         admin_export_job_t *job = &admin->job;
         if (job->active && fd >= 0 && fd == job->request.fd)
             job->gone = 1;
-        if (note && admin->n_turn_sockets < ADMIN_TURN_SOCKETS)
+        if (admin->n_turn_sockets < ADMIN_TURN_SOCKETS)
             admin->turn_sockets[admin->n_turn_sockets++] = fd;
-        else if (note)
+        else
             admin->turn_sockets_overflow = 1;
     }
 }
@@ -398,7 +404,9 @@ static admin_request_t *admin_slot(admin_t *admin, broker_t *b, zmq_msg_t *routi
         return NULL;
     }
     admin_request_t *request = &admin->pending[admin->n_pending++];
-    memset(request, 0, offsetof(admin_request_t, args));
+    /* whole: a field left from the slot's last request (its export_begins,
+     * its key) would act for this one */
+    memset(request, 0, sizeof *request);
     memcpy(request->routing_id, zmq_msg_data(routing), len);
     request->routing_len = len;
     strcpy(request->principal, principal);
@@ -610,15 +618,20 @@ int admin_receive(admin_t *admin, broker_t *b)
     int read = 0;
     /* every turn, export or not: the monitor's queue stays short; the
      * sockets noted for an export asked for in this turn's requests */
-    admin->n_turn_sockets = 0;
-    admin->turn_sockets_overflow = 0;
-    admin_events_drain(admin, 1);
+    if (admin->queue_emptied) {
+        admin->n_turn_sockets = 0;
+        admin->turn_sockets_overflow = 0;
+    }
+    admin->queue_emptied = 0;
+    admin_events_drain(admin);
     while (admin->n_pending < SCHAKEL_ADMIN_BATCH) {
         int rc = admin_receive_one(admin, b);
         if (rc < 0)
             return -1;
-        if (rc == 0)
+        if (rc == 0) {
+            admin->queue_emptied = 1;
             break;
+        }
         read++;
     }
     return read;
@@ -675,7 +688,7 @@ static void admin_export_begin(admin_t *admin, broker_t *b, const admin_request_
     snprintf(id, sizeof id, "%" PRIu64, request->request_id);
     log_event(LOG_INFO, "admin.export_begun", "principal", request->principal, "request_id", id,
               "up_to_seq", cut, NULL);
-    admin_events_drain(admin, 0); /* a connection that closed already */
+    admin_events_drain(admin); /* a connection that closed already */
 }
 
 /* The export ends this turn without a document: answered after the
@@ -727,7 +740,7 @@ void admin_export_step(admin_t *admin, broker_t *b)
     char err[256] = "", why[400];
     if (job == NULL || job->export == NULL)
         return;
-    admin_events_drain(admin, 0);
+    admin_events_drain(admin);
     if (job->gone) {
         /* nobody to hand it to: not recorded, not kept */
         admin_export_log(job, b->now_ms, "admin.export_dropped",
@@ -774,7 +787,7 @@ static void admin_export_send(admin_t *admin, const broker_t *b)
 {
     admin_export_job_t *job = &admin->job;
     int rc = 0;
-    admin_events_drain(admin, 0);
+    admin_events_drain(admin);
     size_t owed = sendq_bytes(job->queue);
     if (!job->gone && job->json != NULL && owed >= SCHAKEL_EXPORT_MAX_OWED_BYTES && !job->held) {
         /* a turn on, libzmq still holds the bound: its operator reads slowly, or not */
@@ -846,7 +859,7 @@ static void admin_stop_sending(admin_t *admin, const broker_t *b)
     admin_export_job_t *job = &admin->job;
     char linger_text[16], owed[24];
     int linger = SCHAKEL_ADMIN_STOP_LINGER_MS;
-    admin_events_drain(admin, 0);
+    admin_events_drain(admin);
     int rc = job->gone ? -1
              : job->json == NULL
                  ? 1
