@@ -1384,7 +1384,10 @@ static void id_hex(const uint8_t id[16], char out[33])
 }
 
 /* schakelctl audit subject, run on a thread of the test while it does
- * other things; its pid (for a kill) in shared memory as it starts. */
+ * other things; its pid (for a kill) in shared memory as it starts. Each
+ * test keeps its run in static storage: a test that fails while the
+ * thread runs leaves it to finish (schakelctl ends by its own deadline),
+ * and it must not then write into a stack frame that is gone. */
 typedef struct export_run {
     h_env_t *env;
     const char *extra_arg; /* NULL, or an option of the command line */
@@ -1432,7 +1435,7 @@ static void export_start(export_run_t *run, h_env_t *env, const char *extra_arg)
     *run->pid = 0;
     long offset = h_log_offset(env);
     assert_int_equal(pthread_create(&run->thread, NULL, export_thread, run), 0);
-    if (h_await_log(env, offset, "event=admin.export_begun", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_begun", H_TIMEOUT_MS * h_time_factor()) != 0) {
         h_dump_log(env);
         fail_msg("the broker logged no admin.export_begun");
     }
@@ -1477,7 +1480,7 @@ static void test_export_runs_between_other_work(void **state)
     int64_t exports =
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
 
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     export_start(&run, env, NULL);
     schakel_signal_t s = cannabis_signal();
     uint8_t id[16];
@@ -1553,14 +1556,15 @@ static void test_export_dropped_with_its_operator(void **state)
     publish_about_subject(env, 12);
     int64_t exports =
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, NULL);
     assert_true(*run.pid > 0);
     assert_int_equal(kill(*run.pid, SIGKILL), 0);
     export_join(&run);
     h_cli_result_free(&run.res);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export of an operator who went away");
     }
@@ -1657,7 +1661,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     publish_about_subject(env, 12);
     int64_t exports =
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, NULL);
     assert_true(*run.pid > 0);
@@ -1672,7 +1676,8 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     for (size_t i = 0; i < 4; i++)
         raw[i] = raw_admin_connect(env);
     h_broker_resume(env);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export whose connection closed");
     }
@@ -1736,7 +1741,8 @@ static void export_asked_as_operator_left(h_env_t *env, unsigned statuses_before
     assert_int_equal(zmq_setsockopt(c.socket, ZMQ_LINGER, &linger, sizeof linger), 0);
     raw_close(&c);
     h_broker_resume(env);
-    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the broker did not drop the export asked for as its operator left");
     }
@@ -1770,12 +1776,13 @@ static void test_export_waits_for_its_operator(void **state)
 {
     h_env_t *env = *state;
     publish_about_subject(env, EXPORT_HELD_BATCHES);
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, "--timeout=120");
     assert_true(*run.pid > 0);
     assert_int_equal(kill(*run.pid, SIGSTOP), 0);
-    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3 * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the broker did not wait for an operator who does not read");
     }
@@ -1796,7 +1803,7 @@ static void test_export_waits_for_its_operator(void **state)
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
     assert_non_null(strstr(run.res.out, "]}"));
     h_cli_result_free(&run.res);
-    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS * h_time_factor()) != 0) {
         h_dump_log(env);
         fail_msg("the broker did not end the export");
     }
@@ -1824,22 +1831,24 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
     publish_about_subject(env, EXPORT_HELD_BATCHES);
     int64_t exports =
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, "--timeout=30");
     assert_true(*run.pid > 0);
     assert_int_equal(kill(*run.pid, SIGSTOP), 0);
-    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_held", H_TIMEOUT_MS * 3 * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the broker did not wait for an operator who does not read");
     }
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
-    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS) != 0) {
+    if (h_await_log(env, offset, "event=admin.export_stopping", H_TIMEOUT_MS * h_time_factor()) !=
+        0) {
         h_dump_log(env);
         fail_msg("the stopping broker did not hand out the rest of the export");
     }
     assert_int_equal(kill(*run.pid, SIGCONT), 0);
-    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS), 0);
+    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS * h_time_factor()), 0);
     export_join(&run);
     expect_exit(&run.res, 0, "the export going out at the stop");
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
@@ -1859,7 +1868,7 @@ static void test_export_ended_by_a_reload(void **state)
     int64_t exports =
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
     char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
-    export_run_t run;
+    static export_run_t run; /* not on the stack: see export_run_t */
     export_start(&run, env, NULL);
     h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
     assert_int_equal(h_broker_reload(env), 1);
