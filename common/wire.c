@@ -595,7 +595,9 @@ static int check_broker_bodies(const Schakel__Frame *frame, wire_error_t *err)
         return 0;
     case SCHAKEL__FRAME__BODY_DELIVER:
         if (!frame->deliver->has_seq || frame->deliver->seq == 0) {
-            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE, "deliver carries no seq");
+            wire_error_set(err, SCHAKEL__REASON__INVALID_MESSAGE,
+                           frame->deliver->has_seq ? "deliver seq is 0; seqs start at 1"
+                                                   : "deliver carries no seq");
             return -1;
         }
         /* A delivery is a signal or a case event, never both. */

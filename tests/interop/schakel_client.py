@@ -31,6 +31,9 @@ PUBLISH_TAG = b"schakel-publish1"          # 6.1, 16 ASCII bytes
 MESSAGE_ID_BYTES = 16
 SIGNATURE_BYTES = 64
 MAX_FRAME_BYTES = 262144
+# libzmq counts the 33 bytes of the CURVE MESSAGE command against
+# ZMQ_MAXMSGSIZE on this side too (PROTOCOL.md 3.5).
+CURVE_OVERHEAD = 33
 MAX_ITEMS = 256
 MAX_ITEM_BYTES = 32768
 MAX_ACKS = 1024
@@ -250,7 +253,8 @@ class Connection:
         s.curve_publickey = curve_public(signing_key.verify_key)
         s.curve_secretkey = curve_secret(signing_key)
         for option, value in ((zmq.LINGER, 500), (zmq.SNDHWM, 10000), (zmq.RCVHWM, 10000),
-                              (zmq.MAXMSGSIZE, MAX_FRAME_BYTES), (zmq.HANDSHAKE_IVL, 5000),
+                              (zmq.MAXMSGSIZE, MAX_FRAME_BYTES + CURVE_OVERHEAD),
+                              (zmq.HANDSHAKE_IVL, 5000),
                               (zmq.HEARTBEAT_IVL, 2000), (zmq.HEARTBEAT_TIMEOUT, 6000),
                               (zmq.HEARTBEAT_TTL, 6000), (zmq.RECONNECT_IVL, 200),
                               (zmq.RECONNECT_IVL_MAX, 5000)):

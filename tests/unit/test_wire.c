@@ -725,6 +725,8 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"heartbeat principal with NUL", "08 01 b2 01 05 12 03 61 00 62", R(INVALID_FIELD),
      "Heartbeat.principal contains a NUL byte", 0},
     {"deliver without seq", "08 01 9a 01 03 62 01 00", R(INVALID_MESSAGE), "no seq", 0},
+    {"deliver with seq 0", "08 01 9a 01 05 08 00 62 01 00", R(INVALID_MESSAGE),
+     "seq is 0; seqs start at 1", 0},
     {"deliver without signal", "08 01 9a 01 02 08 05", R(INVALID_MESSAGE), "no signal", 0},
     {"accepted without id", "08 01 8a 01 04 12 02 08 01", R(INVALID_MESSAGE), "no message_id", 0},
     {"accepted short id", "08 01 8a 01 03 0a 01 00", R(INVALID_FIELD), "is 1 bytes", 0},
