@@ -25,6 +25,7 @@
 #include "inflight.h"
 #include "keys.h"
 #include "schakel_limits.h"
+#include "signal_pb.h"
 #include "syntax.h"
 #include "wire.h"
 
@@ -1440,16 +1441,6 @@ uint8_t *client_lend_bytes(const uint8_t *bytes)
     return u.lent;
 }
 
-static char **client_lend_array(const char *const *texts)
-{
-    union {
-        const char *const *borrowed;
-        char **lent;
-    } u;
-    u.borrowed = texts;
-    return u.lent;
-}
-
 static uint64_t *client_lend_seqs(const uint64_t *seqs)
 {
     union {
@@ -1458,39 +1449,6 @@ static uint64_t *client_lend_seqs(const uint64_t *seqs)
     } u;
     u.borrowed = seqs;
     return u.lent;
-}
-
-/* Serialize one schakel_signal_t as a Signal item from sender. */
-static uint8_t *client_encode_signal(const schakel_signal_t *in, const char *sender, size_t *len)
-{
-    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
-    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-
-    signal.sender = client_lend(sender);
-    signal.kind = client_lend(in->kind);
-    signal.theme = client_lend(in->theme);
-    signal.area = client_lend(in->area);
-    if (in->postcode != NULL || in->house_number != 0 || in->addition != NULL) {
-        address.postcode = client_lend(in->postcode);
-        address.has_house_number = in->house_number != 0;
-        address.house_number = in->house_number;
-        address.addition = client_lend(in->addition);
-        signal.address = &address;
-    }
-    signal.subject = client_lend(in->subject);
-    signal.grounds = client_lend(in->grounds);
-    signal.case_ref = client_lend(in->case_ref);
-    signal.has_severity = in->severity != SCHAKEL_SEVERITY_UNSPECIFIED;
-    signal.severity = (Schakel__Severity)in->severity;
-    signal.has_observed_at = in->observed_at != 0;
-    signal.observed_at = in->observed_at;
-    signal.summary = client_lend(in->summary);
-    signal.source_ref = client_lend(in->source_ref);
-    if (in->recipients != NULL) {
-        signal.n_recipients = in->n_recipients;
-        signal.recipients = client_lend_array(in->recipients);
-    }
-    return wire_encode_signal(&signal, len);
 }
 
 static void client_free_items(ProtobufCBinaryData *items, size_t n)
@@ -1512,7 +1470,7 @@ static schakel_status_t client_encode_publish(schakel_client_t *client, const ch
     if (items == NULL)
         return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory building the publish");
     for (size_t i = 0; i < n; i++) {
-        items[i].data = client_encode_signal(&signals[i], sender, &items[i].len);
+        items[i].data = signal_pb_encode(&signals[i], sender, &items[i].len);
         if (items[i].data == NULL) {
             client_free_items(items, n);
             return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding item %zu", i);

@@ -2,7 +2,8 @@
  * import_item.c — one record of an import file as the signal it publishes:
  * the record as a JSON object (import_read.c), its members as a
  * schakel_signal_t (jsonio.c), its own message_id, the size of the Signal
- * libschakel will serialize, and the digest of its bytes that its batch's
+ * libschakel will serialize (libschakel's own signal_pb.c, which its
+ * encoding goes through too), and the digest of its bytes that its batch's
  * message id covers. All of it before anything is signed or sent, and on
  * untrusted input: a record that cannot be a signal is refused with a text
  * that says why (the caller names the line); the values themselves are the
@@ -15,61 +16,8 @@
 
 #include <sodium.h>
 
-#include "schakel.pb-c.h"
+#include "signal_pb.h"
 #include "syntax.h"
-
-static char *import_lend(const char *text)
-{
-    union {
-        const char *borrowed;
-        char *lent;
-    } u;
-    u.borrowed = text;
-    return u.lent;
-}
-
-static char **import_lend_list(const char *const *texts)
-{
-    union {
-        const char *const *borrowed;
-        char **lent;
-    } u;
-    u.borrowed = texts;
-    return u.lent;
-}
-
-/* Bytes of the Signal libschakel will serialize for this signal (the same
- * protobuf-c message, so the same size), with its sender. */
-static size_t import_encoded_size(const schakel_signal_t *in, const char *sender)
-{
-    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
-    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-    signal.sender = import_lend(sender);
-    signal.kind = import_lend(in->kind);
-    signal.theme = import_lend(in->theme);
-    signal.area = import_lend(in->area);
-    if (in->postcode != NULL || in->house_number != 0 || in->addition != NULL) {
-        address.postcode = import_lend(in->postcode);
-        address.has_house_number = in->house_number != 0;
-        address.house_number = in->house_number;
-        address.addition = import_lend(in->addition);
-        signal.address = &address;
-    }
-    signal.subject = import_lend(in->subject);
-    signal.grounds = import_lend(in->grounds);
-    signal.case_ref = import_lend(in->case_ref);
-    signal.has_severity = in->severity != SCHAKEL_SEVERITY_UNSPECIFIED;
-    signal.severity = (Schakel__Severity)in->severity;
-    signal.has_observed_at = in->observed_at != 0;
-    signal.observed_at = in->observed_at;
-    signal.summary = import_lend(in->summary);
-    signal.source_ref = import_lend(in->source_ref);
-    if (in->recipients != NULL) {
-        signal.n_recipients = in->n_recipients;
-        signal.recipients = import_lend_list(in->recipients);
-    }
-    return schakel__signal__get_packed_size(&signal);
-}
 
 void import_item_free(import_item_t *item)
 {
@@ -93,7 +41,7 @@ static int import_item_fill(import_item_t *item, const char *sender, char *err, 
         }
         item->has_given_id = 1;
     }
-    item->encoded = import_encoded_size(&item->signal, sender);
+    item->encoded = signal_pb_packed_size(&item->signal, sender);
     if (item->encoded > SCHAKEL_MAX_ITEM_BYTES) {
         snprintf(err, errlen, "the signal encodes to %zu bytes; at most %u are allowed",
                  item->encoded, SCHAKEL_MAX_ITEM_BYTES);

@@ -18,8 +18,9 @@
  * the summary's "lines"), and the reader reads every line of the file; an
  * accepted record's bytes are those of its lines, its signal holds every
  * string of its JSON whole, a message_id it names is 32 hex digits and
- * its id, it encodes to the size import_item_read said
- * (within SCHAKEL_MAX_ITEM_BYTES), decodes to the same values, and the
+ * its id, it encodes as libschakel does (signal_pb_encode) to the size
+ * import_item_read said (within SCHAKEL_MAX_ITEM_BYTES), decodes to the
+ * values it was encoded with (packed again: the same bytes), and the
  * broker's decoder either accepts it or refuses it for a value
  * (wire_validate_signal gives the same refusal), never for its encoding; the
  * reader's buffers stay within 1 MiB however long a line is. Crashes,
@@ -35,6 +36,7 @@
 #include <sodium.h>
 
 #include "import.h"
+#include "signal_pb.h"
 #include "syntax.h"
 #include "wire.h"
 
@@ -42,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* A fixed clock, so that a finding replays the same way on any day. */
 #define FUZZ_NOW INT64_C(1700000000)
-/* The principal the signals are encoded from (import_encoded_size's sender). */
+/* The principal the signals are encoded from (import_item_read's sender). */
 #define FUZZ_SENDER "politie/bvh-koppeling"
 /* The reader keeps a record's limit of a line, and a record: never more
  * than this in any of its buffers, however long a line or record is. */
@@ -203,88 +205,21 @@ static void fuzz_import_check_json(json_t *value)
     }
 }
 
-static char *fuzz_lend(const char *text)
+/* The decoded Signal holds what libschakel encoded (signal_pb.c, the
+ * mapping both the encoding and import_item_read's size go through): packed
+ * again, it is the same bytes, so no value was lost or changed on the way
+ * (the encoder wrote no unknown fields, and protobuf-c packs the fields of
+ * a message in one order). Which field of the signal goes where is
+ * test_signal_pb's to check, every field set and unset. */
+static void fuzz_import_check_same(const uint8_t *packed, size_t len, const Schakel__Signal *out)
 {
-    union {
-        const char *borrowed;
-        char *lent;
-    } u;
-    u.borrowed = text;
-    return u.lent;
-}
-
-static char **fuzz_lend_list(const char *const *texts)
-{
-    union {
-        const char *const *borrowed;
-        char **lent;
-    } u;
-    u.borrowed = texts;
-    return u.lent;
-}
-
-/* The Signal libschakel's client_encode_signal builds for a signal. */
-static uint8_t *fuzz_encode(const schakel_signal_t *in, size_t *len)
-{
-    Schakel__Signal signal = SCHAKEL__SIGNAL__INIT;
-    Schakel__Address address = SCHAKEL__ADDRESS__INIT;
-    signal.sender = fuzz_lend(FUZZ_SENDER);
-    signal.kind = fuzz_lend(in->kind);
-    signal.theme = fuzz_lend(in->theme);
-    signal.area = fuzz_lend(in->area);
-    if (in->postcode != NULL || in->house_number != 0 || in->addition != NULL) {
-        address.postcode = fuzz_lend(in->postcode);
-        address.has_house_number = in->house_number != 0;
-        address.house_number = in->house_number;
-        address.addition = fuzz_lend(in->addition);
-        signal.address = &address;
-    }
-    signal.subject = fuzz_lend(in->subject);
-    signal.grounds = fuzz_lend(in->grounds);
-    signal.case_ref = fuzz_lend(in->case_ref);
-    signal.has_severity = in->severity != SCHAKEL_SEVERITY_UNSPECIFIED;
-    signal.severity = (Schakel__Severity)in->severity;
-    signal.has_observed_at = in->observed_at != 0;
-    signal.observed_at = in->observed_at;
-    signal.summary = fuzz_lend(in->summary);
-    signal.source_ref = fuzz_lend(in->source_ref);
-    if (in->recipients != NULL) {
-        signal.n_recipients = in->n_recipients;
-        signal.recipients = fuzz_lend_list(in->recipients);
-    }
-    return wire_encode_signal(&signal, len);
-}
-
-static int fuzz_same_text(const char *a, const char *b)
-{
-    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
-
-/* The Signal decodes to the values of the signal it was made of. */
-static void fuzz_import_check_same(const schakel_signal_t *in, const Schakel__Signal *out)
-{
-    const Schakel__Address *a = out->address;
-    int has_address = in->postcode != NULL || in->house_number != 0 || in->addition != NULL;
-    int same =
-        fuzz_same_text(out->sender, FUZZ_SENDER) && fuzz_same_text(out->kind, in->kind) &&
-        fuzz_same_text(out->theme, in->theme) && fuzz_same_text(out->area, in->area) &&
-        fuzz_same_text(out->subject, in->subject) && fuzz_same_text(out->grounds, in->grounds) &&
-        fuzz_same_text(out->case_ref, in->case_ref) && fuzz_same_text(out->summary, in->summary) &&
-        fuzz_same_text(out->source_ref, in->source_ref) &&
-        (int)out->has_severity == (in->severity != SCHAKEL_SEVERITY_UNSPECIFIED) &&
-        (!out->has_severity || (int)out->severity == in->severity) &&
-        (int)out->has_observed_at == (in->observed_at != 0) &&
-        (!out->has_observed_at || out->observed_at == in->observed_at) &&
-        (a != NULL) == has_address && out->n_recipients == in->n_recipients;
-    if (same && a != NULL)
-        same = fuzz_same_text(a->postcode, in->postcode) &&
-               fuzz_same_text(a->addition, in->addition) &&
-               (int)a->has_house_number == (in->house_number != 0) &&
-               (!a->has_house_number || a->house_number == in->house_number);
-    for (size_t i = 0; same && i < out->n_recipients; i++)
-        same = fuzz_same_text(out->recipients[i], in->recipients[i]);
-    if (!same)
+    size_t again_len = 0;
+    uint8_t *again = wire_encode_signal(out, &again_len);
+    if (again == NULL)
+        fuzz_import_fail("an accepted record's decoded Signal cannot be encoded", NULL);
+    if (again_len != len || memcmp(again, packed, len) != 0)
         fuzz_import_fail("an accepted record's Signal decodes to other values", NULL);
+    free(again);
 }
 
 /* What the broker makes of the item: accepted, or refused for one of its
@@ -328,7 +263,7 @@ static void fuzz_import_check_item(const import_reader_t *reader, const import_i
         fuzz_import_fail("an accepted record's message_id is not the 32 hex digits of its id",
                          NULL);
     size_t len = 0;
-    uint8_t *packed = fuzz_encode(&item->signal, &len);
+    uint8_t *packed = signal_pb_encode(&item->signal, FUZZ_SENDER, &len);
     if (packed == NULL)
         fuzz_import_fail("an accepted record cannot be encoded", NULL);
     if (len != item->encoded || len > SCHAKEL_MAX_ITEM_BYTES)
@@ -337,7 +272,7 @@ static void fuzz_import_check_item(const import_reader_t *reader, const import_i
     Schakel__Signal *out = schakel__signal__unpack(NULL, len, packed);
     if (out == NULL)
         fuzz_import_fail("an accepted record's Signal does not unpack", NULL);
-    fuzz_import_check_same(&item->signal, out);
+    fuzz_import_check_same(packed, len, out);
     fuzz_import_check_broker(packed, len, out);
     schakel__signal__free_unpacked(out, NULL);
     free(packed);
