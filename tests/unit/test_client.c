@@ -36,6 +36,7 @@
 #include "keys.h"
 #include "schakel.h"
 #include "schakel_limits.h"
+#include "signal_pb.h"
 #include "wire.h"
 
 #define PRINCIPAL "politie/bvh-koppeling"
@@ -81,6 +82,8 @@ enum fake_publish_mode {
 #define FAKE_PLAN_MAX 64
 #define FAKE_HELD_MAX 64
 #define FAKE_ID_LOG_MAX 128
+/* Items of the last publish whose digests the fake keeps. */
+#define FAKE_ITEMS_KEPT 4
 
 /* A publish left unanswered (FAKE_HOLD): enough to answer it later on the
  * connection it came from. */
@@ -201,6 +204,7 @@ typedef struct fake_broker {
     int signature_ok;
     int items_ok;
     size_t n_items;
+    uint8_t item_digest[FAKE_ITEMS_KEPT][32]; /* of the first items' bytes, as received */
     char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char first_kind[SCHAKEL_MAX_ID_LEN + 1];
     uint8_t message_id[16];
@@ -332,6 +336,9 @@ static enum fake_publish_mode fake_check_publish(fake_broker_t *fake,
     fake->signature_ok = signature_ok;
     fake->items_ok = items_ok;
     fake->n_items = publish->n_items;
+    for (size_t i = 0; i < publish->n_items && i < FAKE_ITEMS_KEPT; i++)
+        crypto_generichash(fake->item_digest[i], sizeof fake->item_digest[i],
+                           publish->items[i].data, publish->items[i].len, NULL, 0);
     memcpy(fake->sender, sender, sizeof sender);
     memcpy(fake->first_kind, kind, sizeof kind);
     memcpy(fake->message_id, publish->message_id.data, 16);
@@ -1907,6 +1914,40 @@ static void test_publish_table(void **state)
     }
     /* after garbage the client still works */
     assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+}
+
+/* The items libschakel sends are the Signals signal_pb_encode makes, the
+ * encoding whose size `schakel import` predicts (test_signal_pb checks
+ * the fields): every field set, and few. */
+static void test_publish_items_are_signal_pb(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_signal_t signals[3] = {sample_signal(), sample_signal(), sample_signal()};
+    signals[1].recipients = NULL;
+    signals[1].severity = SCHAKEL_SEVERITY_UNSPECIFIED;
+    signals[2] = (schakel_signal_t){
+        .kind = "woonfraude", .theme = "ondermijning", .area = "GM0935", .house_number = 7};
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, signals, 3, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    /* copied out: an assertion that fails must not leave the fake's lock held */
+    uint8_t received[3][32];
+    pthread_mutex_lock(&fake.lock);
+    size_t n_items = fake.n_items;
+    memcpy(received, fake.item_digest, sizeof received);
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(n_items, 3);
+    for (size_t i = 0; i < 3; i++) {
+        size_t len = 0;
+        uint8_t *packed = signal_pb_encode(&signals[i], PRINCIPAL, &len);
+        assert_non_null(packed);
+        size_t predicted = signal_pb_packed_size(&signals[i], PRINCIPAL);
+        uint8_t digest[32];
+        crypto_generichash(digest, sizeof digest, packed, len, NULL, 0);
+        free(packed);
+        assert_int_equal(predicted, len);
+        assert_memory_equal(received[i], digest, sizeof digest);
+    }
 }
 
 static void test_publish_rejected_reason(void **state)
@@ -3925,6 +3966,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch_floor, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_publish_items_are_signal_pb, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_rejected_reason, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_explicit_sender_and_id, client_setup,
