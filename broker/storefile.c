@@ -416,7 +416,38 @@ static int links_own_name(const char *store_path, const struct stat *st, char *o
     return found;
 }
 
-int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
+/* store_path as itself a name that own_names leave of another store's
+ * file in its folder (STORE.replaced-..., STORE.initializing), which an
+ * offline reader may be given: STORE's path in out and the index in
+ * own_names returned, or -1 when it is not. */
+static int links_own_name_of(const char *store_path, const struct stat *st, char *out,
+                             size_t outlen)
+{
+    const char *slash = strrchr(store_path, '/');
+    const char *base = slash != NULL ? slash + 1 : store_path;
+    size_t base_len = strlen(base);
+    for (size_t i = 0; i < sizeof own_names / sizeof own_names[0]; i++) {
+        const char *suffix = own_names[i].suffix, *at = NULL;
+        size_t len = strlen(suffix);
+        if (own_names[i].prefix) /* the last one: a time follows it */
+            for (const char *p = strstr(base, suffix); p != NULL; p = strstr(p + 1, suffix))
+                at = p;
+        else if (base_len > len && strcmp(base + base_len - len, suffix) == 0)
+            at = base + base_len - len;
+        struct stat e;
+        if (at == NULL || at == base ||
+            snprintf(out, outlen, "%.*s", (int)(at - store_path), store_path) >= (int)outlen)
+            continue;
+        if (stat(out, &e) == 0 && e.st_dev == st->st_dev && e.st_ino == st->st_ino)
+            return (int)i;
+    }
+    return -1;
+}
+
+/* The store file's names: 0 one (or no file), 1 another that none of the
+ * project's commands left, 2 one that one of them left (own_names, either
+ * way round); err says which and what to do for 1 and 2. */
+static int links_state(const char *store_path, char *err, size_t errlen)
 {
     struct stat st;
     char other[PATH_MAX + 256];
@@ -424,6 +455,17 @@ int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
         return 0; /* not there: the caller says so */
     int own = links_own_name(store_path, &st, other, sizeof other);
     char real[PATH_MAX];
+    if (own < 0 && (own = links_own_name_of(store_path, &st, other, sizeof other)) >= 0) {
+        const char *file = storefile_real(real, sizeof real, other) == 0 ? real : other;
+        snprintf(err, errlen,
+                 "the store file %s has %ju names (link count %ju): %s is another name of the "
+                 "store %s, %s (the store's -wal is %s-wal); SQLite names a store's -wal and "
+                 "-journal after the name it is opened under, so one store opened under two "
+                 "names can be corrupted (docs/OPERATIONS.md, \"Start-up\")",
+                 store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, store_path, other,
+                 own_names[own].what, file);
+        return 2;
+    }
     if (storefile_real(real, sizeof real, store_path) != 0)
         snprintf(real, sizeof real, "%s", store_path);
     if (own >= 0)
@@ -446,7 +488,12 @@ int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
                  "(docs/OPERATIONS.md, \"Start-up\")",
                  store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, store_path,
                  STOREFILE_MISMATCH_SUFFIX, store_path, store_path);
-    return -1;
+    return own >= 0 ? 2 : 1;
+}
+
+int storefile_links_refuse(const char *store_path, char *err, size_t errlen)
+{
+    return links_state(store_path, err, errlen) == 0 ? 0 : -1;
 }
 
 int storefile_real(char *out, size_t outlen, const char *store_path)
@@ -502,4 +549,22 @@ int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen)
                         beside, store_path, wal, wal),
                -1;
     return 0;
+}
+
+int storefile_whole_refuse(const char *store_path, char *err, size_t errlen)
+{
+    if (storefile_lost_wal_refuse(store_path, err, errlen) != 0)
+        return -1;
+    int names = links_state(store_path, err, errlen);
+    if (names != 1)
+        return names == 0 ? 0 : -1;
+    struct stat st;
+    if (stat(store_path, &st) != 0)
+        st.st_nlink = 2;
+    snprintf(err, errlen,
+             "the store file %s has %ju names (link count %ju): a -wal beside another name "
+             "of it is not read, nor what it holds (find the others with find \"$(df "
+             "--output=target %s | tail -n 1)\" -xdev -samefile %s)",
+             store_path, (uintmax_t)st.st_nlink, (uintmax_t)st.st_nlink, store_path, store_path);
+    return 1;
 }

@@ -118,7 +118,8 @@ int storefile_mismatch_keep(const storefile_mark_t *m, const char *kept, char *k
  * naming the count and what to do: when another name is one the project's
  * own commands leave (an interrupted --restored's STORE.replaced-..., an
  * interrupted --init's STORE.initializing), that name and the command
- * that removes it. */
+ * that removes it; when store_path is itself such a name of STORE's
+ * file (an offline reader may be given it), STORE and that command. */
 int storefile_links_refuse(const char *store_path, char *err, size_t errlen);
 
 /* The store's file as SQLite names its -wal and -shm: the file a store
@@ -134,5 +135,21 @@ int storefile_real(char *out, size_t outlen, const char *store_path);
  * belongs (restore.c). Returns 0, or -1 with err naming it and what to
  * do. */
 int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen);
+
+/* For the offline readers of a store (schakelctl audit): what a start
+ * refuses beside a store whose files, as they stand, may not hold its
+ * last commits: a STORE.lost-wal or a -wal beside a linked store path
+ * (storefile_lost_wal_refuse), or a second name of its file that an
+ * interrupted restore left, whose own -wal may hold them
+ * (storefile_links_refuse; also when store_path is itself that name). A
+ * trail read as the files stand would then verify without them. Returns
+ * 0; -1 with their err (the file and what to do); or 1 when the file
+ * has another name that none of the project's commands left (a hard link
+ * made by hand, or the file a symbolic link store path named, which a
+ * restore keeps under a second name), with err saying that a -wal beside
+ * that name is not read: a warning, as nothing shows that one is there.
+ * The audit-mismatch mark is not refused: it asks for that very
+ * verification. */
+int storefile_whole_refuse(const char *store_path, char *err, size_t errlen);
 
 #endif

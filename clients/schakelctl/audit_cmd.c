@@ -25,6 +25,7 @@
 #include "optreport.h"
 #include "schakel_limits.h"
 #include "store.h"
+#include "storefile.h"
 #include "syntax.h"
 
 /* The places docs/OPERATIONS.md "Files" gives them. */
@@ -68,7 +69,10 @@ static const char audit_usage[] =
     "with a single '-' is taken as it is; one that begins with '--' follows '--'\n"
     "(audit subject -- --PSEUDONYM).\n"
     "Exit status: 0 ok (verify: intact), 1 failure, 2 usage, 3 verify: the trail is broken\n"
-    "(or its index of acked deliveries disagrees with it).\n";
+    "(or its index of acked deliveries disagrees with it), 5 the store not read: its files\n"
+    "are as an interrupted schakeld --restored left them, or its file has a second name\n"
+    "(as the files stand, the trail may lack the store's last commits; the message says\n"
+    "what to do).\n";
 
 static int audit_say(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
@@ -269,15 +273,30 @@ int audit_cmd_dash_pseudonym(const char *arg)
     return arg[0] == '-' && arg[1] != '-' && arg[1] != '\0' && strcmp(arg, "-h") != 0;
 }
 
-/* Read-only; with the store key when key is not NULL (wiped here). */
-static store_t *open_store(const char *path, uint8_t *key)
+/* Read-only; with the store key when key is not NULL (wiped here). Not
+ * a store whose files may lack its last commits as they stand, where a
+ * start of the broker is refused (storefile_whole_refuse: a WAL an
+ * interrupted restore set aside, a second name of its file that such a
+ * restore left): a trail read without them would verify as intact, an
+ * export would miss them. NULL with the exit code in *code, after the
+ * message, which begins with refused ("not verified"). Another second
+ * name of the file is a warning on stderr, and the store is read. */
+static store_t *open_store(const char *path, uint8_t *key, const char *refused, int *code)
 {
-    char err[512];
-    store_t *store = store_open_reader(path, key, err, sizeof err);
+    char err[2048];
+    store_t *store = NULL;
+    int whole = storefile_whole_refuse(path, err, sizeof err);
+    if (whole > 0)
+        (void)audit_say(AUDIT_CMD_OK, "warning: %s", err);
+    if (whole < 0)
+        *code = audit_say(AUDIT_CMD_NOT_WHOLE,
+                          "%s: %s; as the files stand, what the store holds may lack its last "
+                          "commits, and a trail read without them would still verify as intact",
+                          refused, err);
+    else if ((store = store_open_reader(path, key, err, sizeof err)) == NULL)
+        *code = audit_say(AUDIT_CMD_FAILED, "cannot read the store: %s", err);
     if (key != NULL)
         sodium_memzero(key, STORE_KEY_BYTES);
-    if (store == NULL)
-        audit_say(AUDIT_CMD_FAILED, "cannot read the store: %s", err);
     return store;
 }
 
@@ -373,9 +392,10 @@ static int audit_verify_cmd(const audit_options_t *o)
     for (size_t i = 0; i < o->n_keys; i++)
         if (keys_load_public(o->keys[i], keys[i], err, sizeof err) != 0)
             return audit_say(AUDIT_CMD_FAILED, "cannot read the broker key: %s", err);
-    store_t *store = open_store(o->store, NULL);
+    int code = AUDIT_CMD_FAILED;
+    store_t *store = open_store(o->store, NULL, "not verified", &code);
     if (store == NULL)
-        return AUDIT_CMD_FAILED;
+        return code;
     audit_verify_report_t report;
     int rc = audit_verify(store, (const uint8_t(*)[32])keys, o->n_keys,
                           o->expect != NULL ? &anchor : NULL, &report);
@@ -405,9 +425,10 @@ static int audit_subject_cmd(const audit_options_t *o)
         return audit_say(AUDIT_CMD_USAGE, "'%s' is not a pseudonym", o->subject);
     if (keys_load_symmetric(o->store_key, key, err, sizeof err) != 0)
         return audit_say(AUDIT_CMD_FAILED, "cannot read the store key: %s", err);
-    store_t *store = open_store(o->store, key);
+    int code = AUDIT_CMD_FAILED;
+    store_t *store = open_store(o->store, key, "nothing exported", &code);
     if (store == NULL)
-        return AUDIT_CMD_FAILED;
+        return code;
     int rc = audit_subject_export(store, o->subject, (int64_t)time(NULL), &json, err, sizeof err);
     store_close(&store);
     if (rc != 0)
@@ -475,9 +496,10 @@ static int audit_tail_cmd(const audit_options_t *o)
     sa.sa_handler = tail_on_signal; /* no SA_RESTART: the wait ends at once */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    store_t *store = open_store(o->store, NULL);
+    int code = AUDIT_CMD_FAILED;
+    store_t *store = open_store(o->store, NULL, "nothing read", &code);
     if (store == NULL)
-        return AUDIT_CMD_FAILED;
+        return code;
     tail_state_t st = {.options = o};
     int rc = tail_start(store, o, &st.after);
     while (rc == 0 && !tail_interrupted) {

@@ -12,6 +12,10 @@
 #define AUDIT_CMD_FAILED 1 /* could not do it: unreadable store or key file */
 #define AUDIT_CMD_USAGE 2  /* bad arguments */
 #define AUDIT_CMD_BROKEN 3 /* verify: the trail is broken (the first broken entry is named) */
+/* 4 is schakelctl's: the broker cannot be reached (ctl.h) */
+#define AUDIT_CMD_NOT_WHOLE                                                                        \
+    5 /* the store's files are as an interrupted restore leaves them,                              \
+       * or its file has a second name: not read (storefile.h) */
 
 /* Run `schakelctl audit ...`: argv[0] is "audit", argv[1] the subcommand
  * (verify, subject, tail, help). Writes results to stdout, errors to

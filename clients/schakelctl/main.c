@@ -32,7 +32,8 @@ static const char main_usage[] =
     "\n"
     "Run 'schakelctl COMMAND --help' for the options of a command; see schakelctl(8).\n"
     "Exit status: 0 ok, 1 the command failed, 2 usage, 3 audit verify found the\n"
-    "trail broken, 4 cannot reach or authenticate to the broker.\n";
+    "trail broken, 4 cannot reach or authenticate to the broker, 5 audit did not read\n"
+    "the store: its files are as an interrupted restore left them.\n";
 
 /* An audit export goes to the broker when an admin endpoint is named (an
  * --admin option or SCHAKEL_ADMIN) and no store file is. Whole option

@@ -542,6 +542,48 @@ static void restore_plant_mark(const h_env_t *env, char *mark, size_t marklen, c
     assert_int_equal(chmod(mark, 0600), 0);
 }
 
+/* schakelctl audit verify --store path, offline; its exit status. */
+static int restore_verify(h_env_t *env, const char *path, h_cli_result_t *res)
+{
+    return h_run_ctl(env, NULL, NULL, res, "audit", "verify", "--store", path, "--broker-key",
+                     env->broker_pub, NULL);
+}
+
+/* verify of path refused where the store's files may lack its last
+ * commits (exit status 5: told from "intact", 0, and from "broken", 3),
+ * saying says and nothing of a trail; nothing read. */
+static void restore_verify_refused(h_env_t *env, const char *path, const char *says)
+{
+    h_cli_result_t res;
+    int status = restore_verify(env, path, &res);
+    if (status != 5 || strstr(res.err, "schakelctl audit: not verified: ") == NULL ||
+        strstr(res.err, says) == NULL || strstr(res.err, "may lack its last commits") == NULL ||
+        res.out[0] != '\0')
+        fail_msg("audit verify --store %s: exit %d (want 5), stdout \"%s\", stderr \"%s\" (want "
+                 "\"%s\")",
+                 path, status, res.out, res.err, says);
+    h_cli_result_free(&res);
+}
+
+/* verify of path: intact, with entries entries; with a warning that
+ * says warned on stderr, or none when warned is NULL. */
+static void restore_verify_intact(h_env_t *env, const char *path, int64_t entries,
+                                  const char *warned)
+{
+    h_cli_result_t res;
+    char says[96];
+    snprintf(says, sizeof says, "audit trail intact: %lld entries", (long long)entries);
+    int status = restore_verify(env, path, &res);
+    if (status != 0 || strstr(res.out, says) == NULL ||
+        (warned == NULL ? strstr(res.err, "warning") != NULL
+                        : strstr(res.err, "schakelctl audit: warning: ") == NULL ||
+                              strstr(res.err, warned) == NULL))
+        fail_msg("audit verify --store %s: exit %d, stdout \"%s\" (want \"%s\"), stderr \"%s\" "
+                 "(want \"%s\")",
+                 path, status, res.out, says, res.err, warned != NULL ? warned : "");
+    h_cli_result_free(&res);
+}
+
 static void restore_run2(h_env_t *env, const char *backup, const char *store_key, int want_status,
                          const char *want_out, const char *want_out2, const char *want_err)
 {
@@ -2858,8 +2900,29 @@ static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
     assert_non_null(f);
     assert_true(fputs("frames of a replaced store", f) >= 0);
     assert_int_equal(fclose(f), 0);
+    /* the offline audit commands refuse it as a start does (exit 5),
+     * naming it and what to do; nothing read */
+    restore_verify_refused(env, env->store_path,
+                           ".lost-wal is there: the WAL of the store a schakeld --restored "
+                           "replaced");
     h_cli_result_t res;
-    int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    char store_key[256];
+    snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
+    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "tail", "--store", env->store_path,
+                           "--no-follow", NULL);
+    if (status != 5 || strstr(res.err, "schakelctl audit: nothing read: ") == NULL ||
+        strstr(res.err, ".lost-wal is there") == NULL || res.out[0] != '\0')
+        fail_msg("audit tail beside a lost WAL: exit %d, stdout \"%s\", stderr \"%s\"", status,
+                 res.out, res.err);
+    h_cli_result_free(&res);
+    status = h_run_ctl(env, NULL, NULL, &res, "audit", "subject", "audit-subj-A1", "--store",
+                       env->store_path, "--store-key", store_key, NULL);
+    if (status != 5 || strstr(res.err, "schakelctl audit: nothing exported: ") == NULL ||
+        strstr(res.err, ".lost-wal is there") == NULL || res.out[0] != '\0')
+        fail_msg("audit subject beside a lost WAL: exit %d, stdout \"%s\", stderr \"%s\"", status,
+                 res.out, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     if (status != 1 ||
         strstr(res.err, ".lost-wal is there: the WAL of a store an earlier "
                         "restore replaced") == NULL ||
@@ -2942,6 +3005,12 @@ static void test_restore_refuses_what_would_lose_a_kept_store(void **state)
         strstr(res.err, "event=store.hard_linked links=2") == NULL || strstr(res.out, "READY"))
         fail_msg("a start beside a restore's stale name: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
+    restore_verify_refused(env, env->store_path, says);
+    snprintf(says, sizeof says,
+             "has 2 names (link count 2): %s is another name of the store %s, left by a "
+             "schakeld --restored that was interrupted",
+             stale, env->store_path);
+    restore_verify_refused(env, stale, says);
     /* the store marked, and the interrupted restore had kept its mark
      * beside the stale name: that goes with it, the mark is kept anew */
     char stale_mark[300];
@@ -2997,8 +3066,16 @@ static void test_a_store_with_a_second_name_is_refused(void **state)
         strstr(res.err, "the store is unchanged") == NULL)
         fail_msg("--rekey of a store with two names: exit %d, stderr \"%s\"", status, res.err);
     h_cli_result_free(&res);
+    /* read, with a warning that a -wal beside the other name is not:
+     * nothing shows that it is the store's */
+    snprintf(says, sizeof says,
+             "the store file %s has 2 names (link count 2): a -wal beside another name of it "
+             "is not read",
+             env->store_path);
+    restore_verify_intact(env, env->store_path, trail, says);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM audit", NULL), trail);
     assert_int_equal(unlink(other), 0);
+    restore_verify_intact(env, env->store_path, trail, NULL);
     h_broker_start(env);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = h_police_signal("BVH-ONE-NAME");
@@ -3121,11 +3198,20 @@ static void test_keeping_the_store_after_a_killed_restore(void **state)
     if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
         fail_msg("the broker started beside a killed restore's second name");
     assert_true(h_log_count(env, offset, "first rename that name's -wal") >= 1);
+    /* the store file without the WAL at the stale name's -wal lacks the
+     * item's entries: verify refuses it under either name (review: it
+     * verified what the file held as the whole trail) */
+    restore_verify_refused(env, env->store_path,
+                           "is another name of it, left by a schakeld "
+                           "--restored that was interrupted");
+    restore_verify_refused(env, stale, "is another name of the store ");
     snprintf(wal, sizeof wal, "%s-wal", stale);
     snprintf(live_wal, sizeof live_wal, "%s-wal", env->store_path);
     assert_int_equal(access(live_wal, F_OK), -1);
     assert_int_equal(rename(wal, live_wal), 0);
     assert_int_equal(unlink(stale), 0);
+    restore_verify_intact(env, env->store_path,
+                          h_store_int(env, "SELECT count(*) FROM audit", NULL), NULL);
     h_broker_start(env);
     assert_int_equal(h_store_int(env, "SELECT max(seq) FROM items", NULL), (int64_t)item);
     h_done(env);
@@ -3150,6 +3236,8 @@ static void test_restore_after_one_killed_with_a_copy_puts_the_wal_back(void **s
     if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
         fail_msg("the broker started beside a STORE.lost-wal");
     assert_int_equal(h_log_count(env, offset, "event=store.lost_wal"), 1);
+    restore_verify_refused(env, env->store_path,
+                           "that was interrupted before it put the backup in place");
     h_cli_result_t res;
     snprintf(fresh, sizeof fresh, "%s/keys/store-lost.key", env->dir);
     assert_int_equal(h_run_schakeld(&res, "--init", "--store-key", fresh, NULL), 0);
@@ -3190,6 +3278,8 @@ static void test_restore_after_one_killed_with_a_copy_puts_the_wal_back(void **s
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
                      (int64_t)said_trail);
+    restore_verify_intact(env, kept_path, restore_kept_int(kept_path, "SELECT count(*) FROM audit"),
+                          NULL);
     h_broker_start(env);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = h_police_signal("BVH-WAL-C");
@@ -3240,6 +3330,7 @@ static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **sta
     if (h_broker_try_start_at(env, "tcp://127.0.0.1:*", problem, sizeof problem) == 0)
         fail_msg("the broker started with a -wal beside its store's link");
     assert_true(h_log_count(env, offset, "which is a symbolic link") >= 1);
+    restore_verify_refused(env, env->store_path, "which is a symbolic link");
     assert_int_equal(unlink(beside), 0);
     h_broker_start(env);
     sqlite3 *reader = NULL;
@@ -3269,6 +3360,13 @@ static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **sta
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
                      (int64_t)said_trail);
+    restore_verify_intact(env, env->store_path,
+                          h_store_int(env, "SELECT count(*) FROM audit", NULL), NULL);
+    /* the kept store is a second name of the file the link named: verify
+     * warns that a -wal beside that file is not read (the kept store's is
+     * its own) */
+    restore_verify_intact(env, kept_path, restore_kept_int(kept_path, "SELECT count(*) FROM audit"),
+                          "has 2 names (link count 2): a -wal beside another name");
     h_done(env);
 }
 
