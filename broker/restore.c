@@ -588,6 +588,31 @@ static int restore_drop_mark(const char *store_path, const restore_report_t *r, 
     return 0;
 }
 
+/* Why the copy could not be renamed over the store (error: the rename's
+ * errno), into out: where the store's path is a mount point (a file
+ * mounted in its place, as a container's volume of that file alone,
+ * which Linux refuses to rename over: EBUSY), that, and what to do;
+ * else strerror. A store path that is a symbolic link is no such case,
+ * wherever the file it names lies: the rename replaces the link itself,
+ * in its own folder. */
+static void restore_rename_why(int error, const char *store_path, char *out, size_t outlen)
+{
+    struct statx stx;
+    if (statx(AT_FDCWD, store_path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0 &&
+        (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) != 0 &&
+        (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT) != 0)
+        snprintf(out, outlen,
+                 "%s: %s is a mount point (a file mounted in its place, as a container's "
+                 "volume of that one file), and the restore puts the backup in place by a "
+                 "rename in the store's folder, which cannot replace a mount point: mount the "
+                 "folder that holds the store instead of the file (schakeld keeps the store's "
+                 "-wal, -shm and lock beside it, in that folder), or run the restore on the "
+                 "host that holds the file (docs/OPERATIONS.md, \"Restoring a backup\")",
+                 strerror(error), store_path);
+    else
+        snprintf(out, outlen, "%s", strerror(error));
+}
+
 /* The copy in the store's place: the kept store made (restore_make_kept),
  * the old store's WAL moved away first (laid over the backup's pages it
  * would corrupt them): to the kept name's -wal when that is a second name
@@ -641,15 +666,16 @@ static int restore_swap(const char *store_path, const char *copy_path, const fil
         return -1;
     }
     if (rename(copy_path, store_path) != 0) {
-        int saved = errno;
+        char rename_why[1024];
+        restore_rename_why(errno, store_path, rename_why, sizeof rename_why);
         if (had_wal && rename(moved, wal) != 0) {
             snprintf(err, errlen,
                      "%s: %s; and its WAL could not be put back from %s (%s): rename it to %s "
                      "before starting schakeld, or run the restore again",
-                     store_path, strerror(saved), moved, strerror(errno), wal);
+                     store_path, rename_why, moved, strerror(errno), wal);
             return -1; /* the kept name stays: it holds that WAL's store */
         }
-        snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, strerror(saved));
+        snprintf(err, errlen, "%s: %s (the store is as it was)", store_path, rename_why);
         if (keeping)
             restore_unmake_kept(r);
         return -1;

@@ -3293,10 +3293,9 @@ static void test_restore_after_one_killed_with_a_copy_puts_the_wal_back(void **s
  * file the link names, and the restore folds and keeps that one (review:
  * it looked beside the link, and the kept store lacked the commits a
  * reader held in the WAL while its trail was said to end after them). */
-static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **state)
+static void restore_through_a_link(h_env_t *env, const char *folder)
 {
-    h_env_t *env = *state;
-    char backup[192], folder[192], real[256], side[300];
+    char backup[192], real[256], side[300];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_signal_t s = h_police_signal("BVH-LINK-A");
@@ -3304,17 +3303,19 @@ static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **sta
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
     h_copy_file(env->store_path, backup);
-    snprintf(folder, sizeof folder, "%s/elsewhere", env->dir);
     snprintf(real, sizeof real, "%s/store.db", folder);
-    assert_int_equal(mkdir(folder, 0700), 0);
-    assert_int_equal(rename(env->store_path, real), 0);
+    /* moved as copies: the folder may be on another file system */
+    h_copy_file(env->store_path, real);
+    assert_int_equal(unlink(env->store_path), 0);
     static const char *const sides[] = {"-wal", "-shm"};
     for (size_t i = 0; i < 2; i++) {
         char from[300];
         snprintf(from, sizeof from, "%s%s", env->store_path, sides[i]);
         snprintf(side, sizeof side, "%s%s", real, sides[i]);
-        if (rename(from, side) != 0)
-            assert_int_equal(errno, ENOENT);
+        if (access(from, F_OK) == 0) {
+            h_copy_file(from, side);
+            assert_int_equal(unlink(from), 0);
+        }
     }
     assert_int_equal(symlink(real, env->store_path), 0);
     /* a -wal beside the link is not the one SQLite reads: refused */
@@ -3360,13 +3361,129 @@ static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **sta
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM items"), (int64_t)item);
     assert_int_equal(restore_kept_int(kept_path, "SELECT max(seq) FROM audit"),
                      (int64_t)said_trail);
+    /* the link replaced by the restored file; the file it named stays, and
+     * is kept: as a second name of it, or a copy where it lies on another
+     * file system */
+    struct stat restored, named, kept;
+    assert_int_equal(lstat(env->store_path, &restored), 0);
+    assert_true(S_ISREG(restored.st_mode));
+    assert_int_equal(stat(real, &named), 0);
+    assert_int_equal(stat(kept_path, &kept), 0);
+    int linked = named.st_dev == restored.st_dev;
+    assert_true(linked ? kept.st_ino == named.st_ino
+                       : kept.st_dev == restored.st_dev && kept.st_nlink == 1);
     restore_verify_intact(env, env->store_path,
                           h_store_int(env, "SELECT count(*) FROM audit", NULL), NULL);
-    /* the kept store is a second name of the file the link named: verify
-     * warns that a -wal beside that file is not read (the kept store's is
-     * its own) */
+    /* a kept second name of the file the link named: verify warns that
+     * a -wal beside that file is not read (the kept store's is its own) */
     restore_verify_intact(env, kept_path, restore_kept_int(kept_path, "SELECT count(*) FROM audit"),
-                          "has 2 names (link count 2): a -wal beside another name");
+                          linked ? "has 2 names (link count 2): a -wal beside another name" : NULL);
+    h_done(env);
+}
+
+static void test_restore_through_a_link_keeps_the_wal_beside_its_file(void **state)
+{
+    h_env_t *env = *state;
+    char folder[192];
+    snprintf(folder, sizeof folder, "%s/elsewhere", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    restore_through_a_link(env, folder);
+}
+
+/* A folder on another file system than the tests' (tmpfs), and its
+ * removal with what a test left in it. */
+static char restore_elsewhere[64];
+
+static int teardown_elsewhere(void **state)
+{
+    DIR *d = restore_elsewhere[0] != '\0' ? opendir(restore_elsewhere) : NULL;
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;) {
+        char path[384];
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+            snprintf(path, sizeof path, "%s/%s", restore_elsewhere, e->d_name) < (int)sizeof path)
+            (void)unlink(path);
+    }
+    if (d != NULL) {
+        closedir(d);
+        (void)rmdir(restore_elsewhere);
+    }
+    restore_elsewhere[0] = '\0';
+    return h_teardown(state);
+}
+
+/* The same where the file the link names lies on another file system
+ * (/dev/shm, where it is one): the restored file takes the link's place
+ * in the link's folder (a rename there, which no file system boundary
+ * stops), and the file the link named is kept as a copy beside it. */
+static void test_restore_through_a_link_to_another_file_system(void **state)
+{
+    h_env_t *env = *state;
+    struct stat here, there;
+    snprintf(restore_elsewhere, sizeof restore_elsewhere, "/dev/shm/schakel-test-XXXXXX");
+    if (mkdtemp(restore_elsewhere) == NULL) {
+        print_message("no folder in /dev/shm (%s): not run\n", strerror(errno));
+        restore_elsewhere[0] = '\0';
+        h_done(env);
+        skip();
+    }
+    assert_int_equal(stat(env->dir, &here), 0);
+    assert_int_equal(stat(restore_elsewhere, &there), 0);
+    if (here.st_dev == there.st_dev) {
+        print_message("/dev/shm is on the tests' file system here: not run\n");
+        h_done(env);
+        skip();
+    }
+    restore_through_a_link(env, restore_elsewhere);
+}
+
+/* A store path that is a mount point (a file mounted in its place, as a
+ * container's volume of that one file): the rename that puts the backup
+ * in place cannot replace it (EBUSY). The restore says so and what to do,
+ * and leaves the store as it was, with no kept store and no copy of the
+ * backup; the broker then starts on it. Run in a mount namespace of its
+ * own (unshare), where one can be made. */
+static void test_a_restore_over_a_mount_point_says_why(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], restoring[256], script[1024];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    snprintf(restoring, sizeof restoring, "%s.restoring", env->store_path);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-MOUNTED");
+    uint64_t item = h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    struct stat before, after;
+    assert_int_equal(stat(env->store_path, &before), 0);
+    snprintf(script, sizeof script,
+             "unshare --user --map-root-user --mount --propagation private sh -c "
+             "'mount --bind %s %s || exit 97; exec %s --restored %s --config %s' 2>&1 || exit $?",
+             env->store_path, env->store_path, h_schakeld_path(), backup, env->config_path);
+    h_cli_result_t res;
+    int status = h_run_sh(script, &res);
+    if (status == 97 || strstr(res.out, "unshare: ") != NULL) {
+        print_message("no mount namespace of its own here (%s): not run\n", res.out);
+        h_cli_result_free(&res);
+        h_done(env);
+        skip();
+    }
+    char says[512];
+    snprintf(says, sizeof says,
+             "%s: Device or resource busy: %s is a mount point (a file mounted in its place",
+             env->store_path, env->store_path);
+    if (status != 1 || strstr(res.out, says) == NULL ||
+        strstr(res.out, "mount the folder that holds the store instead of the file") == NULL ||
+        strstr(res.out, "(the store is as it was)") == NULL)
+        fail_msg("--restored over a mount point: exit %d, output \"%s\"", status, res.out);
+    h_cli_result_free(&res);
+    assert_int_equal(stat(env->store_path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+    assert_int_equal(after.st_nlink, 1);
+    assert_int_equal(access(restoring, F_OK), -1);
+    assert_int_equal(restore_kept_count(env), 0);
+    h_broker_start(env);
+    assert_int_equal(h_store_int(env, "SELECT max(seq) FROM items", NULL), (int64_t)item);
     h_done(env);
 }
 
@@ -3419,6 +3536,10 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_after_one_killed_with_a_copy_puts_the_wal_back,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_through_a_link_to_another_file_system,
+                                        h_setup_broker, teardown_elsewhere),
+        cmocka_unit_test_setup_teardown(test_a_restore_over_a_mount_point_says_why, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_through_a_link_keeps_the_wal_beside_its_file,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_content_is_sealed_at_rest, h_setup_broker, h_teardown),
