@@ -336,6 +336,8 @@ struct record_acks {
     struct record_queue *queue; /* the kept deliveries of one item (record_queued) */
     struct set_aside_texts *said; /* the turn's set-asides, said once it commits */
     size_t n_said;                /* of SCHAKEL_SET_ASIDE_BATCH */
+    struct case_said *cases;      /* the turn's case events, said once it commits */
+    size_t n_cases, cap_cases;
 };
 
 #define RECORD_ACKERS_KEPT 16u
@@ -1076,15 +1078,66 @@ static void record_case_detail(const record_case_t *c, char *out, size_t outlen)
         snprintf(out + used, outlen - used, " deliveries=%zu", c->deliveries);
 }
 
+/* The log line of a case event, kept until its turn commits. */
+typedef struct case_said {
+    const char *event; /* case_event_name's: static */
+    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1], on_behalf_of[SCHAKEL_MAX_ID_LEN + 1],
+        case_id[SCHAKEL_CASE_ID_LEN + 1], partner[SCHAKEL_MAX_ID_LEN + 1], item_seq[24];
+} case_said_t;
+
+static void case_say(const case_said_t *t)
+{
+    log_event(LOG_INFO, t->event, "actor", t->actor, "on_behalf_of", t->on_behalf_of, "case_id",
+              t->case_id, "partner", t->partner, "item_seq", t->item_seq, NULL);
+}
+
+/* A case event is said when its turn commits (record_turn_settle), not
+ * before: an open rolled back names an id the next open gets, and a
+ * command rolled back was not carried out. A line that cannot wait (no
+ * memory for it) is said at once. Cost: one copy of ids per command. */
+static void case_say_at_commit(broker_t *b, const record_case_t *c)
+{
+    case_said_t t;
+    t.event = c->event;
+    snprintf(t.actor, sizeof t.actor, "%s", c->actor);
+    snprintf(t.on_behalf_of, sizeof t.on_behalf_of, "%s",
+             c->on_behalf_of != NULL ? c->on_behalf_of : "-");
+    snprintf(t.case_id, sizeof t.case_id, "%s", c->case_id);
+    snprintf(t.partner, sizeof t.partner, "%s", c->partner != NULL ? c->partner : "-");
+    snprintf(t.item_seq, sizeof t.item_seq, "%llu", (unsigned long long)c->item_seq);
+    struct record_acks *a = b->acks;
+    if (a == NULL && (a = b->acks = calloc(1, sizeof *b->acks)) == NULL) {
+        case_say(&t);
+        return;
+    }
+    if (a->n_cases == a->cap_cases) {
+        size_t cap = a->cap_cases != 0 ? 2 * a->cap_cases : 16;
+        case_said_t *grown = realloc(a->cases, cap * sizeof *grown);
+        if (grown == NULL) {
+            case_say(&t);
+            return;
+        }
+        a->cases = grown;
+        a->cap_cases = cap;
+    }
+    a->cases[a->n_cases++] = t;
+}
+
+/* The turn's case events said if it committed, forgotten if not. */
+static void case_settle(broker_t *b, int committed)
+{
+    if (b->acks == NULL)
+        return;
+    for (size_t i = 0; committed && i < b->acks->n_cases; i++)
+        case_say(&b->acks->cases[i]);
+    b->acks->n_cases = 0;
+}
+
 int record_case(broker_t *b, const record_case_t *c)
 {
-    char detail[512], id_hex[33], item_s[24], tag[STORE_SUBJECT_TAG_LEN + 1];
+    char detail[512], id_hex[33], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
-    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)c->item_seq);
     record_case_detail(c, detail, sizeof detail);
-    log_event(LOG_INFO, c->event, "actor", c->actor, "on_behalf_of",
-              c->on_behalf_of != NULL ? c->on_behalf_of : "-", "case_id", c->case_id, "partner",
-              c->partner != NULL ? c->partner : "-", "item_seq", item_s, NULL);
     if (c->subject != NULL && record_subject_tag(b, c->subject, c->event, tag) != 0)
         return -1;
     audit_entry_init(&e, c->event);
@@ -1097,7 +1150,10 @@ int record_case(broker_t *b, const record_case_t *c)
     if (c->expires_at != 0)
         audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, c->expires_at);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
+    if (record_append(b, &e) != 0)
+        return -1;
+    case_say_at_commit(b, c);
+    return 0;
 }
 
 /* The content fields a case delivery carried: the event's, then a linked
@@ -1371,6 +1427,7 @@ static int record_refusals_summary(broker_t *b, int force)
 void record_turn_settle(broker_t *b, int committed)
 {
     set_aside_settle(b, committed);
+    case_settle(b, committed);
     for (int requests = 0; requests < 2; requests++) {
         refusals_book_t book = record_refusals_book(b, requests);
         if (!*book.pending)
@@ -1428,6 +1485,7 @@ void record_release(broker_t *b)
         free(b->acks->ackers[i].seqs);
     free(b->acks->ackers);
     free(b->acks->said);
+    free(b->acks->cases);
     if (b->acks->queue != NULL) {
         free(b->acks->queue->deliveries);
         free(b->acks->queue->rules);

@@ -2547,7 +2547,9 @@ static void fill_the_disk(h_env_t *env)
 /* An open whose turn is rolled back (a full disk: UNAVAILABLE) uses
  * neither a case id nor budget: with one id left and a budget of 2 an
  * hour, one open stored, the next rolled back, its retry (same command id)
- * gets the last id, C-99999999; then no id is left. */
+ * gets the last id, C-99999999; then no id is left. The rolled-back open
+ * is not logged as opened (the id it would have named is the retry's):
+ * case.opened once for C-99999999, said by the retry. */
 static void test_rolled_back_open_costs_nothing(void **state)
 {
     h_env_t *env = *state;
@@ -2567,16 +2569,25 @@ static void test_rolled_back_open_costs_nothing(void **state)
     uint8_t command_id[16];
     randombytes_buf(command_id, sizeof command_id);
     const schakel_case_options_t last = {.command_id = command_id};
+    long offset = h_log_offset(env);
     must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, NULL, T), "UNAVAILABLE",
                 "an open on a full disk");
     h_broker_file_limit_restore(env, &old);
     assert_int_equal(command_stored(env, H_RIEC, command_id), 0);
+    /* the answer left after the turn's end: a line said for the open is in */
+    if (h_log_count(env, offset, "event=case.opened ") != 0)
+        fail_msg("the rolled-back open was logged as opened");
 
     schakel_case_result_t r;
     must(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, &r, T),
          "the rolled-back open, sent again");
     assert_string_equal(id, "C-99999999");
     assert_false(r.duplicate);
+    assert_int_equal(h_log_count(env, offset, "event=case.opened "), 1);
+    assert_int_equal(h_log_count(env, offset,
+                                 "event=case.opened actor=" H_RIEC
+                                 " on_behalf_of=- case_id=C-99999999 partner=- "),
+                     1);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM cases", NULL), 2);
     randombytes_buf(command_id, sizeof command_id);
     must_refuse(riec, schakel_case_open(riec, &ADDRESS_CASE, &last, id, NULL, T),
