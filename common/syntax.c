@@ -7,6 +7,7 @@
  */
 #include "syntax.h"
 
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,6 +316,25 @@ static int hex_value(char c)
     if (c >= 'A' && c <= 'F')
         return c - 'A' + 10;
     return -1;
+}
+
+int syntax_decimal(const char *text, long long min, long long max, long long *out)
+{
+    if (text == NULL || text[0] == '\0')
+        return -1;
+    long long value = 0;
+    for (const char *p = text; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        int digit = *p - '0';
+        if (value > (LLONG_MAX - digit) / 10)
+            return -1;
+        value = value * 10 + digit;
+    }
+    if (value < min || value > max)
+        return -1;
+    *out = value;
+    return 0;
 }
 
 int syntax_unhex(const char *hex, uint8_t *bytes, size_t len)

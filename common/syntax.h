@@ -37,6 +37,12 @@ int syntax_is_media_type(const char *media_type);
 /* len bytes are valid UTF-8 (no overlongs, no surrogates) and contain no NUL. */
 int syntax_is_utf8(const uint8_t *bytes, size_t len);
 
+/* A whole decimal number of digits only ("0".."9", at least one; leading
+ * zeros allowed), in [min, max] (0 <= min <= max): no sign, no space, no
+ * other base. Written to *out only when valid. Returns 0, or -1 (also for
+ * a value beyond long long). */
+int syntax_decimal(const char *text, long long min, long long max, long long *out);
+
 /* Lower-case hex of len bytes into out (2*len+1 bytes, NUL-terminated). */
 void syntax_hex(const uint8_t *bytes, size_t len, char *out);
 /* Parse 2*len hex digits into bytes; returns 0 or -1. */

@@ -6,7 +6,6 @@
  */
 #include "cli.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,15 +28,8 @@ void cli_options_init(cli_options_t *opts)
 
 int cli_parse_number(const char *text, long long min, long long max, long long *out)
 {
-    if (text == NULL || *text == '\0')
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    long long value = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < min || value > max)
-        return -1;
-    *out = value;
-    return 0;
+    /* digits only: strtoll took " 2", "+1" and "-0" */
+    return syntax_decimal(text, min, max, out);
 }
 
 int cli_common_option(cli_options_t *opts, int option, const char *arg)

@@ -100,7 +100,8 @@ int cli_report(const char *what, schakel_status_t status, const schakel_error_t 
  * Returns CLI_EXIT_OK with *client set, or the exit code after a report. */
 int cli_connect(const cli_options_t *opts, schakel_client_t **client);
 
-/* Parse a whole decimal number in [min, max]. Returns 0 or -1. */
+/* Parse a whole decimal number of digits only (no sign, no space) in
+ * [min, max] (syntax_decimal). Returns 0 or -1. */
 int cli_parse_number(const char *text, long long min, long long max, long long *out);
 
 /* Print " key=value" to stdout (nothing for a NULL value), quoting the value

@@ -161,7 +161,10 @@ static int import_option(import_options_t *o, int option, const char *arg)
         return 1;
     case IMPORT_OPT_TEST_INTERRUPT:
         if (cli_parse_number(arg, 1, INT32_MAX, &number) != 0)
-            return cli_bad_value("import", "--test-interrupt-after-batches wants a number");
+            return cli_bad_value("import",
+                                 "--test-interrupt-after-batches wants a number from 1 to %d, "
+                                 "not '%s'",
+                                 INT32_MAX, arg);
         o->interrupt_after = (uint64_t)number;
         return 1;
     default:

@@ -612,7 +612,8 @@ static int listen_option(listen_settings_t *settings, int option, const char *ar
         return 1;
     case LISTEN_OPT_TIMEOUT:
         if (cli_parse_number(arg, 1, LISTEN_MAX_TIMEOUT_S, &settings->timeout_s) != 0)
-            return cli_bad_value("listen", "--timeout wants whole seconds, not '%s'", arg);
+            return cli_bad_value("listen", "--timeout wants whole seconds from 1 to %d, not '%s'",
+                                 LISTEN_MAX_TIMEOUT_S, arg);
         return 1;
     case LISTEN_OPT_WINDOW:
         if (cli_parse_number(arg, 1, SCHAKEL_MAX_WINDOW, &number) != 0)

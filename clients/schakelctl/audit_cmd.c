@@ -9,7 +9,6 @@
  */
 #include "audit_cmd.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -106,14 +105,10 @@ typedef struct audit_options {
 
 static int parse_u64(const char *text, uint64_t min, uint64_t *out)
 {
-    char *end = NULL;
-    errno = 0;
-    if (text == NULL || text[0] < '0' || text[0] > '9')
+    long long value;
+    if (syntax_decimal(text, (long long)min, INT64_MAX, &value) != 0)
         return -1;
-    unsigned long long value = strtoull(text, &end, 10);
-    if (errno != 0 || *end != '\0' || value < min || value > INT64_MAX)
-        return -1;
-    *out = value;
+    *out = (uint64_t)value;
     return 0;
 }
 
@@ -180,11 +175,12 @@ static int option_set(audit_options_t *o, int option, const char *value)
         break;
     case AUDIT_OPT_FROM:
         if (parse_u64(value, 1, &o->from) != 0)
-            return audit_say(AUDIT_CMD_USAGE, "--from needs a seq (1 or more)");
+            return audit_say(AUDIT_CMD_USAGE, "--from needs a seq (1 or more), not '%s'", value);
         break;
     case AUDIT_OPT_COUNT:
         if (parse_u64(value, 1, &o->count) != 0)
-            return audit_say(AUDIT_CMD_USAGE, "--count needs a number (1 or more)");
+            return audit_say(AUDIT_CMD_USAGE, "--count needs a number (1 or more), not '%s'",
+                             value);
         break;
     case AUDIT_OPT_NO_FOLLOW:
         o->no_follow = 1;

@@ -6,7 +6,6 @@
  */
 #include "ctl.h"
 
-#include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -32,15 +31,8 @@ void ctl_options_init(ctl_options_t *opts)
 
 int ctl_parse_number(const char *text, long long min, long long max, long long *out)
 {
-    if (text == NULL || *text == '\0')
-        return -1;
-    char *end = NULL;
-    errno = 0;
-    long long value = strtoll(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < min || value > max)
-        return -1;
-    *out = value;
-    return 0;
+    /* digits only: strtoll took " 2", "+1" and "-0" */
+    return syntax_decimal(text, min, max, out);
 }
 
 static int ctl_seconds_option(const char *name, const char *arg, int *ms)

@@ -90,7 +90,8 @@ struct option;
 int ctl_option_error(const char *command, int result, const struct option *options, int argc,
                      char *const argv[]);
 
-/* Parse a whole decimal number in [min, max]. Returns 0 or -1. */
+/* Parse a whole decimal number of digits only (no sign, no space) in
+ * [min, max] (syntax_decimal). Returns 0 or -1. */
 int ctl_parse_number(const char *text, long long min, long long max, long long *out);
 
 /* One JSON value as a compact line on stdout; 0, or -1 if stdout failed. */

@@ -413,7 +413,10 @@ static void test_cli_usage_errors_exit_2(void **state)
         {{"listen", "--json", "-qx", NULL}, NULL, 2, "unknown option '-q'"},
         {{"listen", "--count=", NULL}, NULL, 2, "--count wants a positive number, not ''"},
         {{"listen", "now", NULL}, NULL, 2, "listen takes no arguments ('now')"},
-        {{"listen", "--timeout", "0", NULL}, NULL, 2, "--timeout wants whole seconds, not '0'"},
+        {{"listen", "--timeout", "0", NULL},
+         NULL,
+         2,
+         "--timeout wants whole seconds from 1 to 31536000, not '0'"},
         {{"listen", "--window", "0", NULL},
          NULL,
          2,
@@ -758,6 +761,103 @@ static void test_cli_case_usage_errors(void **state)
     h_done(env);
 }
 
+/* A number an option or argument takes is decimal digits only: each
+ * value below, a number strtoll would take ("+2", " 2", "-0") or one past
+ * long long, is refused (exit 2, before anything is sent) naming the
+ * option and the value; "2" itself is in every option's range. */
+static void test_cli_numbers_are_digits_only(void **state)
+{
+    h_env_t *env = *state;
+    char feed[128];
+    snprintf(feed, sizeof feed, "%s/feed.jsonl", env->dir);
+    static const char *const bad[] = {" 2", "+2",  "-0",  "-2",
+                                      "2 ", "\t2", "\n2", "99999999999999999999"};
+    const struct {
+        const char *principal;
+        const char *args[8]; /* the value goes where args has "V" */
+        const char *says;    /* followed by ", not 'VALUE'" */
+    } options[] = {
+        {H_POLITIE,
+         {"publish", "--theme", "overlast", "--house-number", "V"},
+         "--house-number wants a number from 1 to 99999"},
+        {H_POLITIE,
+         {"publish", "--theme", "overlast", "--severity", "V"},
+         "--severity wants low, medium, high or critical"},
+        {H_POLITIE,
+         {"publish", "--theme", "overlast", "--observed-at", "V"},
+         "--observed-at wants Unix seconds or ISO-8601 UTC like 2026-11-20T14:00:00Z"},
+        {H_POLITIE,
+         {"publish", "--theme", "overlast", "--timeout", "V"},
+         "--timeout wants whole seconds from 1 to 3600"},
+        {H_POLITIE,
+         {"whoami", "--connect-timeout", "V"},
+         "--connect-timeout wants whole seconds from 1 to 86400"},
+        {H_POLITIE, {"listen", "--count", "V"}, "--count wants a positive number"},
+        {H_POLITIE,
+         {"listen", "--timeout", "V"},
+         "--timeout wants whole seconds from 1 to 31536000"},
+        {H_POLITIE, {"listen", "--window", "V"}, "--window wants a number from 1 to 1024"},
+        {H_POLITIE, {"import", "--batch", "V", feed}, "--batch wants a number from 1 to 256"},
+        {H_POLITIE,
+         {"import", "--timeout", "V", feed},
+         "--timeout wants whole seconds from 1 to 3600"},
+        {H_POLITIE,
+         {"import", "--in-flight", "V", feed},
+         "--in-flight wants a number from 1 to 16"},
+        {H_POLITIE,
+         {"import", "--test-interrupt-after-batches", "V", feed},
+         "--test-interrupt-after-batches wants a number from 1 to 2147483647"},
+        {H_RIEC_CASEWORKER,
+         {"case", "open", "--type", "ondermijning-adres", "--area", "GM0935", "--house-number",
+          "V"},
+         "--house-number wants a number from 1 to 99999"},
+        {H_RIEC_CASEWORKER,
+         {"case", "list", "--timeout", "V"},
+         "--timeout wants whole seconds from 1 to 3600"},
+        {H_RIEC_CASEWORKER,
+         {"case", "link", "C-00000001", "--", "V"},
+         "link wants the item_seq of a signal we received"},
+    };
+    char nowhere[64];
+    int port_fd = nowhere_endpoint(nowhere, sizeof nowhere);
+    const h_cli_target_t closed = {.endpoint = nowhere};
+    for (size_t i = 0; i < sizeof options / sizeof options[0]; i++) {
+        for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+            const char *args[9] = {NULL};
+            for (size_t k = 0; k < 8 && options[i].args[k] != NULL; k++)
+                args[k] = strcmp(options[i].args[k], "V") == 0 ? bad[j] : options[i].args[k];
+            char says[200], what[200];
+            snprintf(says, sizeof says, "%s, not '%s'", options[i].says, bad[j]);
+            int len = snprintf(what, sizeof what, "value %zu: ", j);
+            describe_args(args, what + len, sizeof what - (size_t)len);
+            expect_run(env, options[i].principal, &closed, args, 2, says, what);
+        }
+    }
+    /* The same in a signal's JSON: a time or severity given as a string
+     * (bad's values as JSON strings). */
+    static const char *const bad_json[] = {
+        "\" 2\"", "\"+2\"",   "\"-0\"",   "\"-2\"",
+        "\"2 \"", "\"\\t2\"", "\"\\n2\"", "\"99999999999999999999\""};
+    static const char *const publish_stdin[] = {"publish", "-", NULL};
+    static const struct {
+        const char *member, *says;
+    } members[] = {
+        {"observed_at", "\"observed_at\" must be Unix seconds or ISO-8601 UTC"},
+        {"severity", "\"severity\" must be low, medium, high, critical or 1..4"},
+    };
+    for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
+        for (size_t j = 0; j < sizeof bad_json / sizeof bad_json[0]; j++) {
+            char text[200];
+            snprintf(text, sizeof text, "{\"kind\":\"x\",\"%s\":%s}\n", members[i].member,
+                     bad_json[j]);
+            const h_cli_target_t target = {.endpoint = nowhere, .stdin_text = text};
+            expect_run(env, H_POLITIE, &target, publish_stdin, 2, members[i].says, text);
+        }
+    }
+    h_closed_port_release(port_fd);
+    h_done(env);
+}
+
 /* `schakel listen --json --drain` prints every delivery as one JSON line,
  * acks them, and exits 0 once the mailbox is empty. */
 static void test_cli_listen_json_drain(void **state)
@@ -897,6 +997,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_usage_errors_exit_2, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_publish_stdin_errors, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_case_usage_errors, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_numbers_are_digits_only, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_listen_json_drain, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_whoami, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_keygen, h_setup_env, h_teardown),

@@ -361,6 +361,50 @@ static void test_hex(void **state)
 
 /* JSON text for a terminal: DEL and C1 controls written as escapes, the
  * rest (other UTF-8, escapes already there) unchanged. */
+/* Decimal digits only, in range; *out untouched by a refusal. */
+static void test_decimal(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text;
+        long long min, max;
+        int valid;
+        long long value;
+    } rows[] = {
+        {"2", 1, 10, 1, 2},
+        {"1", 1, 10, 1, 1},
+        {"10", 1, 10, 1, 10},
+        {"007", 1, 10, 1, 7},
+        {"0", 0, 10, 1, 0},
+        {"9223372036854775807", 1, INT64_MAX, 1, INT64_MAX},
+        {"0", 1, 10, 0, 0},
+        {"11", 1, 10, 0, 0},
+        {"9223372036854775808", 1, INT64_MAX, 0, 0},
+        {"99999999999999999999", 1, INT64_MAX, 0, 0},
+        {" 2", 1, 10, 0, 0},
+        {"2 ", 1, 10, 0, 0},
+        {"\t2", 1, 10, 0, 0},
+        {"2\n", 1, 10, 0, 0},
+        {"+2", 1, 10, 0, 0},
+        {"-2", 0, 10, 0, 0},
+        {"-0", 0, 10, 0, 0},
+        {"+0", 0, 10, 0, 0},
+        {"0x2", 0, 10, 0, 0},
+        {"1e1", 0, 100, 0, 0},
+        {"2.0", 0, 10, 0, 0},
+        {"", 0, 10, 0, 0},
+        {NULL, 0, 10, 0, 0},
+        {"\xd9\xa2", 0, 10, 0, 0}, /* ARABIC-INDIC DIGIT TWO */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        long long value = -42;
+        int rc = syntax_decimal(rows[i].text, rows[i].min, rows[i].max, &value);
+        if (rc != (rows[i].valid ? 0 : -1) || value != (rows[i].valid ? rows[i].value : -42))
+            fail_msg("row %zu: \"%s\" gave %d, %lld", i, rows[i].text ? rows[i].text : "(null)", rc,
+                     value);
+    }
+}
+
 static void test_json_escape_controls(void **state)
 {
     (void)state;
@@ -403,6 +447,7 @@ int main(void)
         cmocka_unit_test(test_utf8_against_reference_short),
         cmocka_unit_test(test_utf8_against_reference_random),
         cmocka_unit_test(test_hex),
+        cmocka_unit_test(test_decimal),
         cmocka_unit_test(test_json_escape_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
