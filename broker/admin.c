@@ -200,7 +200,7 @@ static void admin_events_drain(admin_t *admin)
 }
 
 admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
-                   char *err, size_t errlen)
+                   int heartbeat_timeout_ms, char *err, size_t errlen)
 {
     admin_t *admin = calloc(1, sizeof *admin);
     if (admin == NULL || (admin->store_path = strdup(store_path ? store_path : "")) == NULL ||
@@ -212,7 +212,7 @@ admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const ch
     }
     admin->socket = zmq_socket(ctx, ZMQ_ROUTER);
     if (admin->socket == NULL ||
-        broker_configure_router(admin->socket, key, ZAP_DOMAIN_ADMIN) != 0 ||
+        broker_configure_router(admin->socket, key, ZAP_DOMAIN_ADMIN, heartbeat_timeout_ms) != 0 ||
         zmq_bind(admin->socket, listen) != 0) {
         snprintf(err, errlen, "cannot listen for operators on %s (admin_listen): %s", listen,
                  zmq_strerror(zmq_errno()));

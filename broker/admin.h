@@ -24,10 +24,12 @@ struct broker;
 
 /* Bind the admin ROUTER on `listen` (a tcp:// endpoint) in ctx with the
  * broker's key; the ZAP handler must already be bound in ctx. store_path
- * names the store file, for its size in `status`. Returns NULL with err
- * filled on failure. */
+ * names the store file, for its size in `status`. An operator's connection
+ * that answers no ZMTP heartbeat for heartbeat_timeout_ms is closed (and
+ * an export it was reading dropped). Returns NULL with err filled on
+ * failure. */
 admin_t *admin_new(void *ctx, const keypair_t *key, const char *listen, const char *store_path,
-                   char *err, size_t errlen);
+                   int heartbeat_timeout_ms, char *err, size_t errlen);
 
 /* Close the socket, drop unanswered requests, free; *admin = NULL. Safe on
  * NULL and on *admin == NULL. */

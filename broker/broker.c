@@ -62,12 +62,13 @@ static int64_t monotonic_ms(void)
  * send is reported, not dropped), finite queues, dead-peer detection, and a
  * per-frame cap that disconnects peers sending frames far over the limit
  * (frames just over it are still read and refused FRAME_TOO_LARGE). */
-int broker_configure_router(void *router, const keypair_t *key, const char *domain)
+int broker_configure_router(void *router, const keypair_t *key, const char *domain,
+                            int heartbeat_timeout_ms)
 {
     int one = 1, zero = 0;
     int sndhwm = SCHAKEL_SNDHWM, rcvhwm = SCHAKEL_BROKER_RCVHWM;
     int handshake = SCHAKEL_HANDSHAKE_IVL_MS;
-    int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS;
+    int hb_ivl = SCHAKEL_ZMTP_HEARTBEAT_IVL_MS, hb_timeout = heartbeat_timeout_ms;
     int64_t maxmsg = 4 * (int64_t)SCHAKEL_MAX_FRAME_BYTES;
     return zmq_setsockopt(router, ZMQ_CURVE_SERVER, &one, sizeof one) ||
            zmq_setsockopt(router, ZMQ_CURVE_SECRETKEY, key->curve_sk, 32) ||
@@ -391,7 +392,9 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if ((b->zap = zap_new(b->ctx, err, errlen)) == NULL)
         goto fail;
     b->router = zmq_socket(b->ctx, ZMQ_ROUTER);
-    if (b->router == NULL || broker_configure_router(b->router, b->key, ZAP_DOMAIN_PARTNERS) != 0 ||
+    if (b->router == NULL ||
+        broker_configure_router(b->router, b->key, ZAP_DOMAIN_PARTNERS,
+                                SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS) != 0 ||
         zmq_bind(b->router, o->listen) != 0) {
         snprintf(err, errlen, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;
@@ -407,7 +410,10 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     }
     if (o->admin_listen != NULL &&
-        (b->admin = admin_new(b->ctx, b->key, o->admin_listen, o->store_path, err, errlen)) == NULL)
+        (b->admin = admin_new(b->ctx, b->key, o->admin_listen, o->store_path,
+                              o->admin_heartbeat_timeout_ms > 0 ? (int)o->admin_heartbeat_timeout_ms
+                                                                : SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS,
+                              err, errlen)) == NULL)
         goto fail;
     if ((b->metrics = metrics_new(o->metrics_listen, o->store_path, o->version, err, errlen)) ==
         NULL)

@@ -224,6 +224,7 @@ typedef struct broker_options {
     int64_t idempotency_ms;     /* 0: SCHAKEL_DEFAULT_IDEMPOTENCY_MS */
     int accept_clock;           /* start on a system clock behind the audit trail */
     const char *admin_listen;   /* admin endpoint (operators), or NULL for none */
+    int64_t admin_heartbeat_timeout_ms; /* 0: SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS */
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
     int sync_always;            /* every turn's sync on the sync thread, not only while busy */
     const char *version;        /* for schakel_build_info */
@@ -268,8 +269,11 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
                        const uint8_t *accept_message_id);
 
 /* The socket options every CURVE ROUTER of the broker gets, with its ZAP
- * domain. Returns 0, or non-zero when libzmq refused an option. */
-int broker_configure_router(void *router, const keypair_t *key, const char *domain);
+ * domain and the ZMTP heartbeat timeout of its connections (ms; the
+ * partners' SCHAKEL_ZMTP_HEARTBEAT_TIMEOUT_MS, the operators' as
+ * configured). Returns 0, or non-zero when libzmq refused an option. */
+int broker_configure_router(void *router, const keypair_t *key, const char *domain,
+                            int heartbeat_timeout_ms);
 
 /* Send one frame to a routing id without ever blocking. Returns 0 when
  * queued, -1 with zmq_errno() EAGAIN (peer's queue full: keep it for later)

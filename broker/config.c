@@ -48,6 +48,7 @@ typedef struct config_doc {
     char *sync_thread;
     char *max_handshakes;
     char *idle_timeout;
+    char *admin_heartbeat_timeout;
     char *max_silent;
     char *idempotency_window;
     char *max_case_opens;
@@ -92,6 +93,8 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            config_doc_t, max_handshakes, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("connection_idle_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, idle_timeout, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("admin_heartbeat_timeout", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, admin_heartbeat_timeout, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_silent_connections", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_silent, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("idempotency_window", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
@@ -129,6 +132,7 @@ enum {
     KEY_IDEMPOTENCY,
     KEY_CASE_OPENS,
     KEY_CASE_OPENS_PARTNER,
+    KEY_ADMIN_HEARTBEAT,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -152,16 +156,18 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "max_silent_connections",
                                                    "idempotency_window",
                                                    "max_case_opens_per_hour",
-                                                   "max_case_opens_per_hour_per_partner"};
+                                                   "max_case_opens_per_hour_per_partner",
+                                                   "admin_heartbeat_timeout"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
     "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections, "    \
-    "idempotency_window, max_case_opens_per_hour, max_case_opens_per_hour_per_partner"
+    "idempotency_window, max_case_opens_per_hour, max_case_opens_per_hour_per_partner, "           \
+    "admin_heartbeat_timeout"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {
-    true,  true,  true,  true,  true,  false, false, false, false, false, false,
+    true,  true,  true,  true,  true,  false, false, false, false, false, false, false,
     false, false, false, false, false, false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
@@ -381,7 +387,8 @@ static const char *config_value_problem(int key, const char *value)
     if (config_count_cap(key) > 0 && config_count(value, config_count_cap(key)) < 0)
         return "must be a whole number from 1 up to the built-in limit (see "
                "docs/OPERATIONS.md, Limits)";
-    if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT || key == KEY_IDEMPOTENCY) &&
+    if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT || key == KEY_IDEMPOTENCY ||
+         key == KEY_ADMIN_HEARTBEAT) &&
         config_duration_ms(value) < 0)
         return "must be a duration: a whole number with ms, s, m or h (\"60s\"), at least 1s and "
                "at most 24h";
@@ -462,6 +469,8 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_case_opens;
     case KEY_CASE_OPENS_PARTNER:
         return &cfg->max_case_opens_partner;
+    case KEY_ADMIN_HEARTBEAT:
+        return &cfg->admin_heartbeat_timeout;
     default:
         return &cfg->store_path;
     }
@@ -469,17 +478,29 @@ static char **config_slot(broker_config_t *cfg, int key)
 
 static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_config_t *cfg)
 {
-    const char *values[KEY_COUNT] = {doc->listen,           doc->key_file,
-                                     doc->policy,           doc->store,
-                                     doc->store_key_file,   doc->ack_timeout,
-                                     doc->max_publish_rate, doc->max_connections,
-                                     doc->max_frame_bytes,  doc->max_items,
-                                     doc->max_summary,      doc->max_grounds,
-                                     doc->max_window,       doc->metrics_listen,
-                                     doc->admin_listen,     doc->sync_thread,
-                                     doc->max_handshakes,   doc->idle_timeout,
-                                     doc->max_silent,       doc->idempotency_window,
-                                     doc->max_case_opens,   doc->max_case_opens_partner};
+    const char *values[KEY_COUNT] = {doc->listen,
+                                     doc->key_file,
+                                     doc->policy,
+                                     doc->store,
+                                     doc->store_key_file,
+                                     doc->ack_timeout,
+                                     doc->max_publish_rate,
+                                     doc->max_connections,
+                                     doc->max_frame_bytes,
+                                     doc->max_items,
+                                     doc->max_summary,
+                                     doc->max_grounds,
+                                     doc->max_window,
+                                     doc->metrics_listen,
+                                     doc->admin_listen,
+                                     doc->sync_thread,
+                                     doc->max_handshakes,
+                                     doc->idle_timeout,
+                                     doc->max_silent,
+                                     doc->idempotency_window,
+                                     doc->max_case_opens,
+                                     doc->max_case_opens_partner,
+                                     doc->admin_heartbeat_timeout};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -553,6 +574,7 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->max_silent);
     free((*cfg)->max_case_opens);
     free((*cfg)->max_case_opens_partner);
+    free((*cfg)->admin_heartbeat_timeout);
     free(*cfg);
     *cfg = NULL;
 }

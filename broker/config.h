@@ -21,6 +21,8 @@
  *   max_case_opens_per_hour: 300   # optional: cases one principal may open an hour
  *   max_case_opens_per_hour_per_partner: 1200 # optional: ... all principals of one partner
  *                                  # together (default: 4 x max_case_opens_per_hour)
+ *   admin_heartbeat_timeout: 6s    # optional: an operator's connection silent this long
+ *                                  # (no answer to the admin endpoint's heartbeat) is closed
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -57,6 +59,8 @@ typedef struct broker_config {
                                * this long, or NULL: default */
     char *max_case_opens;     /* cases opened per hour per principal, or NULL: default */
     char *max_case_opens_partner; /* ... per partner (all its principals), or NULL: default */
+    char *admin_heartbeat_timeout; /* duration text: an operator's connection that does not
+                                    * answer the heartbeat this long is closed, or NULL: 6s */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

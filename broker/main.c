@@ -618,6 +618,8 @@ int main(int argc, char **argv)
         .idempotency_ms = cfg->idempotency_window ? config_duration_ms(cfg->idempotency_window) : 0,
         .metrics_listen = cfg->metrics_listen,
         .admin_listen = cfg->admin_listen,
+        .admin_heartbeat_timeout_ms =
+            cfg->admin_heartbeat_timeout ? config_duration_ms(cfg->admin_heartbeat_timeout) : 0,
         .sync_always = cfg->sync_thread != NULL && strcmp(cfg->sync_thread, "always") == 0,
         .version = SCHAKEL_VERSION,
     };

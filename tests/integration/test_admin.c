@@ -42,6 +42,34 @@ static int setup_admin_broker(void **state)
     return 0;
 }
 
+/* The same with admin_heartbeat_timeout at `seconds`. */
+static h_env_t *admin_broker_heartbeat(int seconds)
+{
+    static char timeout[64];
+    snprintf(timeout, sizeof timeout, "admin_heartbeat_timeout=%ds", seconds);
+    const char *const extra[] = {ADMIN_ON[0], ADMIN_ON[1], "--set", timeout, NULL};
+    h_env_t *env = h_env_new();
+    h_broker_start_with(env, extra);
+    return env;
+}
+
+/* An operator's stopped schakelctl is kept 30 s (that much longer as
+ * SCHAKEL_TEST_TIME_FACTOR says): a broker slowed down (memcheck) may
+ * take longer than the default's 6 s to reach what a test holds the
+ * operator for. */
+static int setup_admin_broker_patient(void **state)
+{
+    *state = admin_broker_heartbeat(30 * h_time_factor());
+    return 0;
+}
+
+/* An operator's connection that answers no heartbeat for 1 s is closed. */
+static int setup_admin_broker_impatient(void **state)
+{
+    *state = admin_broker_heartbeat(1);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ small helpers */
 
 static void expect_exit(const h_cli_result_t *res, int code, const char *what)
@@ -1895,6 +1923,43 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
         exports + 1);
 }
 
+/* An operator who does not read at all (schakelctl stopped) is cut off
+ * once its connection answers no heartbeat for admin_heartbeat_timeout
+ * (here 1 s): within a few seconds of the export's beginning, well before
+ * the default's 6 s and the 2 s before the broker's first heartbeat asks;
+ * the export ends unanswered, and the broker runs on. */
+static void test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout(void **state)
+{
+    h_env_t *env = *state;
+    publish_about_subject(env, EXPORT_HELD_BATCHES);
+    static export_run_t run; /* not on the stack: see export_run_t */
+    long offset = h_log_offset(env);
+    export_start(&run, env, "--timeout=120");
+    assert_true(*run.pid > 0);
+    assert_int_equal(kill(*run.pid, SIGSTOP), 0);
+    if (h_await_log(env, offset, "level=warn event=admin.export_",
+                    H_TIMEOUT_MS * h_time_factor()) != 0) {
+        h_dump_log(env);
+        fail_msg("the broker did not cut off an operator who answers nothing");
+    }
+    assert_int_equal(h_log_count(env, offset, "event=admin.export_done"), 0);
+    /* the cut-off, from the export's beginning: 1 s after a heartbeat
+     * asked (every 2 s), and the turns before the broker sees it; the
+     * default timeout would take 8 s */
+    unsigned long long ms = log_field(env, offset, "level=warn event=admin.export_", "ms");
+    if (ms >= 6000ull * (unsigned long long)h_time_factor())
+        fail_msg("the operator was cut off %llu ms after the export began", ms);
+    assert_int_equal(kill(*run.pid, SIGKILL), 0);
+    export_join(&run);
+    h_cli_result_free(&run.res);
+    /* runs on: the next export is answered */
+    const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, "the export after one cut off");
+    h_cli_result_free(&res);
+}
+
 /* A reload that removes the operator's key during its export ends the
  * export unhanded and unrecorded; the broker runs on. */
 static void test_export_ended_by_a_reload(void **state)
@@ -2209,10 +2274,13 @@ int main(void)
             h_teardown),
         cmocka_unit_test_setup_teardown(test_export_dropped_when_asked_for_as_its_operator_left,
                                         setup_admin_broker, h_teardown),
-        cmocka_unit_test_setup_teardown(test_export_waits_for_its_operator, setup_admin_broker,
-                                        h_teardown),
-        cmocka_unit_test_setup_teardown(test_export_going_out_at_a_stop_arrives, setup_admin_broker,
-                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_waits_for_its_operator,
+                                        setup_admin_broker_patient, h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_going_out_at_a_stop_arrives,
+                                        setup_admin_broker_patient, h_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout,
+            setup_admin_broker_impatient, h_teardown),
         cmocka_unit_test_setup_teardown(test_export_ended_by_a_reload, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,

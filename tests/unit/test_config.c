@@ -77,7 +77,8 @@ static void test_good_config(void **state)
                                      "connection_idle_timeout: 90s\n"
                                      "max_silent_connections: 2048\n"
                                      "max_case_opens_per_hour: 40\n"
-                                     "max_case_opens_per_hour_per_partner: 90\n",
+                                     "max_case_opens_per_hour_per_partner: 90\n"
+                                     "admin_heartbeat_timeout: 2m\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -98,6 +99,7 @@ static void test_good_config(void **state)
     assert_int_equal(config_limit(cfg->max_case_opens, "max_case_opens_per_hour"), 40);
     assert_int_equal(
         config_limit(cfg->max_case_opens_partner, "max_case_opens_per_hour_per_partner"), 90);
+    assert_int_equal(config_duration_ms(cfg->admin_heartbeat_timeout), 120000);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -203,6 +205,13 @@ static const set_row_t set_rows[] = {
     {"idempotency_window", "500ms", 0, "must be a duration"},
     {"idempotency_window", "25h", 0, "must be a duration"},
     {"idempotency_window", "0s", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "500ms", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "25h", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "0s", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "+6s", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "6", 0, "must be a duration"},
+    {"admin_heartbeat_timeout", "", 0, "must not be empty"},
+    {"admin_heartbeat_timeout", "30s", 1, NULL},
 };
 
 static void test_config_set(void **state)
@@ -256,6 +265,8 @@ static void test_config_set(void **state)
     assert_int_equal(
         config_limit(cfg.max_case_opens_partner, "max_case_opens_per_hour_per_partner"), 400000);
     free(cfg.max_case_opens_partner);
+    assert_int_equal(config_duration_ms(cfg.admin_heartbeat_timeout), 30000);
+    free(cfg.admin_heartbeat_timeout);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
