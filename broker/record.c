@@ -243,20 +243,90 @@ static size_t record_field_names(uint32_t mask, char *out, size_t outlen)
     return used;
 }
 
+typedef struct record_acker {
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    uint64_t *seqs;
+    size_t n, cap;
+} record_acker_t;
+
+struct record_acks {
+    record_acker_t *ackers; /* the first n_active acked in this turn */
+    size_t n_active, n_ackers, cap_ackers;
+    size_t last; /* the acker of the last ack: acks come a frame at a time */
+    char text[STORE_AUDIT_MAX_ACKED_SEQS * 21u + 1u]; /* up to 20 digits and a comma each */
+    struct record_queue *queue;   /* the kept deliveries of one item (record_queued) */
+    struct set_aside_texts *said; /* the turn's set-asides, said once it commits */
+    size_t n_said;                /* of SCHAKEL_SET_ASIDE_BATCH */
+    struct line_said *lines;      /* the turn's publishes and case events, said once it commits */
+    size_t n_lines, cap_lines;
+};
+
+/* ------------------------------------------------------------------ lines said at commit */
+
+/* A log line kept until its turn commits (record_turn_settle): a publish
+ * or case command whose turn is rolled back was not carried out, and its
+ * line would name what the next one gets. */
+typedef struct line_said {
+    const char *event;  /* static */
+    const char *key[5]; /* static; the first NULL ends the pairs */
+    char val[5][SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+} line_said_t;
+
+static void line_say(const line_said_t *t)
+{
+    log_event(LOG_INFO, t->event, t->key[0], t->val[0], t->key[1], t->val[1], t->key[2], t->val[2],
+              t->key[3], t->val[3], t->key[4], t->val[4], NULL);
+}
+
+/* Kept for the turn's end; a line that cannot wait (no memory for it) is
+ * said at once. */
+static void line_say_at_commit(broker_t *b, const line_said_t *t)
+{
+    struct record_acks *a = b->acks;
+    if (a == NULL && (a = b->acks = calloc(1, sizeof *b->acks)) == NULL) {
+        line_say(t);
+        return;
+    }
+    if (a->n_lines == a->cap_lines) {
+        size_t cap = a->cap_lines != 0 ? 2 * a->cap_lines : 16;
+        line_said_t *grown = realloc(a->lines, cap * sizeof *grown);
+        if (grown == NULL) {
+            line_say(t);
+            return;
+        }
+        a->lines = grown;
+        a->cap_lines = cap;
+    }
+    a->lines[a->n_lines++] = *t;
+}
+
+/* The turn's lines said if it committed, forgotten if not. */
+static void line_settle(broker_t *b, int committed)
+{
+    if (b->acks == NULL)
+        return;
+    for (size_t i = 0; committed && i < b->acks->n_lines; i++)
+        line_say(&b->acks->lines[i]);
+    b->acks->n_lines = 0;
+}
+
 /* ------------------------------------------------------------------ publishes */
 
 int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16], size_t n_items,
                     size_t n_deliveries, int duplicate)
 {
-    char id_hex[33], items[24], deliveries[24], detail[64];
+    char id_hex[33], detail[64];
     store_audit_entry_t e;
+    line_said_t line = {.event = duplicate ? "publish.duplicate" : "publish.accepted",
+                        .key = {"principal", "message_id", "items", "deliveries", NULL}};
     syntax_hex(message_id, 16, id_hex);
-    snprintf(items, sizeof items, "%zu", n_items);
-    snprintf(deliveries, sizeof deliveries, "%zu", n_deliveries);
-    log_event(LOG_INFO, duplicate ? "publish.duplicate" : "publish.accepted", "principal", sender,
-              "message_id", id_hex, "items", items, "deliveries", deliveries, NULL);
+    snprintf(line.val[0], sizeof line.val[0], "%s", sender);
+    snprintf(line.val[1], sizeof line.val[1], "%s", id_hex);
+    snprintf(line.val[2], sizeof line.val[2], "%zu", n_items);
+    snprintf(line.val[3], sizeof line.val[3], "%zu", n_deliveries);
+    line_say_at_commit(b, &line);
     snprintf(detail, sizeof detail, "items=%zu deliveries=%zu", n_items, n_deliveries);
-    audit_entry_init(&e, duplicate ? "publish.duplicate" : "publish.accepted");
+    audit_entry_init(&e, line.event);
     audit_set_text(&e, STORE_AUDIT_ACTOR, sender);
     audit_set_text(&e, STORE_AUDIT_MESSAGE_ID, id_hex);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
@@ -321,24 +391,6 @@ static int record_subject_tag(broker_t *b, const char *pseudonym, const char *ev
 }
 
 /* ------------------------------------------------------------------ per-turn state */
-
-typedef struct record_acker {
-    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    uint64_t *seqs;
-    size_t n, cap;
-} record_acker_t;
-
-struct record_acks {
-    record_acker_t *ackers; /* the first n_active acked in this turn */
-    size_t n_active, n_ackers, cap_ackers;
-    size_t last; /* the acker of the last ack: acks come a frame at a time */
-    char text[STORE_AUDIT_MAX_ACKED_SEQS * 21u + 1u]; /* up to 20 digits and a comma each */
-    struct record_queue *queue; /* the kept deliveries of one item (record_queued) */
-    struct set_aside_texts *said; /* the turn's set-asides, said once it commits */
-    size_t n_said;                /* of SCHAKEL_SET_ASIDE_BATCH */
-    struct case_said *cases;      /* the turn's case events, said once it commits */
-    size_t n_cases, cap_cases;
-};
 
 #define RECORD_ACKERS_KEPT 16u
 #define RECORD_ACKER_FIRST_CAP 64u
@@ -1078,59 +1130,20 @@ static void record_case_detail(const record_case_t *c, char *out, size_t outlen)
         snprintf(out + used, outlen - used, " deliveries=%zu", c->deliveries);
 }
 
-/* The log line of a case event, kept until its turn commits. */
-typedef struct case_said {
-    const char *event; /* case_event_name's: static */
-    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1], on_behalf_of[SCHAKEL_MAX_ID_LEN + 1],
-        case_id[SCHAKEL_CASE_ID_LEN + 1], partner[SCHAKEL_MAX_ID_LEN + 1], item_seq[24];
-} case_said_t;
-
-static void case_say(const case_said_t *t)
-{
-    log_event(LOG_INFO, t->event, "actor", t->actor, "on_behalf_of", t->on_behalf_of, "case_id",
-              t->case_id, "partner", t->partner, "item_seq", t->item_seq, NULL);
-}
-
 /* A case event is said when its turn commits (record_turn_settle), not
  * before: an open rolled back names an id the next open gets, and a
- * command rolled back was not carried out. A line that cannot wait (no
- * memory for it) is said at once. Cost: one copy of ids per command. */
+ * command rolled back was not carried out. Cost: one copy of ids per
+ * command. */
 static void case_say_at_commit(broker_t *b, const record_case_t *c)
 {
-    case_said_t t;
-    t.event = c->event;
-    snprintf(t.actor, sizeof t.actor, "%s", c->actor);
-    snprintf(t.on_behalf_of, sizeof t.on_behalf_of, "%s",
-             c->on_behalf_of != NULL ? c->on_behalf_of : "-");
-    snprintf(t.case_id, sizeof t.case_id, "%s", c->case_id);
-    snprintf(t.partner, sizeof t.partner, "%s", c->partner != NULL ? c->partner : "-");
-    snprintf(t.item_seq, sizeof t.item_seq, "%llu", (unsigned long long)c->item_seq);
-    struct record_acks *a = b->acks;
-    if (a == NULL && (a = b->acks = calloc(1, sizeof *b->acks)) == NULL) {
-        case_say(&t);
-        return;
-    }
-    if (a->n_cases == a->cap_cases) {
-        size_t cap = a->cap_cases != 0 ? 2 * a->cap_cases : 16;
-        case_said_t *grown = realloc(a->cases, cap * sizeof *grown);
-        if (grown == NULL) {
-            case_say(&t);
-            return;
-        }
-        a->cases = grown;
-        a->cap_cases = cap;
-    }
-    a->cases[a->n_cases++] = t;
-}
-
-/* The turn's case events said if it committed, forgotten if not. */
-static void case_settle(broker_t *b, int committed)
-{
-    if (b->acks == NULL)
-        return;
-    for (size_t i = 0; committed && i < b->acks->n_cases; i++)
-        case_say(&b->acks->cases[i]);
-    b->acks->n_cases = 0;
+    line_said_t t = {.event = c->event,
+                     .key = {"actor", "on_behalf_of", "case_id", "partner", "item_seq"}};
+    snprintf(t.val[0], sizeof t.val[0], "%s", c->actor);
+    snprintf(t.val[1], sizeof t.val[1], "%s", c->on_behalf_of != NULL ? c->on_behalf_of : "-");
+    snprintf(t.val[2], sizeof t.val[2], "%s", c->case_id);
+    snprintf(t.val[3], sizeof t.val[3], "%s", c->partner != NULL ? c->partner : "-");
+    snprintf(t.val[4], sizeof t.val[4], "%llu", (unsigned long long)c->item_seq);
+    line_say_at_commit(b, &t);
 }
 
 int record_case(broker_t *b, const record_case_t *c)
@@ -1427,7 +1440,7 @@ static int record_refusals_summary(broker_t *b, int force)
 void record_turn_settle(broker_t *b, int committed)
 {
     set_aside_settle(b, committed);
-    case_settle(b, committed);
+    line_settle(b, committed);
     for (int requests = 0; requests < 2; requests++) {
         refusals_book_t book = record_refusals_book(b, requests);
         if (!*book.pending)
@@ -1485,7 +1498,7 @@ void record_release(broker_t *b)
         free(b->acks->ackers[i].seqs);
     free(b->acks->ackers);
     free(b->acks->said);
-    free(b->acks->cases);
+    free(b->acks->lines);
     if (b->acks->queue != NULL) {
         free(b->acks->queue->deliveries);
         free(b->acks->queue->rules);

@@ -2198,6 +2198,12 @@ static void test_storage_failure_fails_closed_and_recovers(void **state)
     storage_receive_accepted(om, &ledger, 1);
     /* Everything accepted was acked and nothing else is owed. */
     assert_int_equal(h_backlog(om), 0);
+    /* The log names each accepted publish once and no refused one: a
+     * publish's line is said when its turn commits. */
+    const int logged = h_log_count(env, 0, "event=publish.accepted ");
+    if (logged < 0 || (size_t)logged != ledger.n_accepted)
+        fail_msg("%d publish.accepted lines for %zu accepted publishes (%zu refused)", logged,
+                 ledger.n_accepted, ledger.n_refused);
     schakel_close(&om);
     schakel_close(&politie);
     /* The same process throughout: it recovered by itself. */
