@@ -1,7 +1,8 @@
 /*
  * sendq.c — a connection's queued bytes, counted across the loop thread
- * and libzmq's I/O thread (sendq.h). Two atomics and nothing else: no
- * lock, no log, nothing that can fail once made.
+ * and libzmq's I/O thread (sendq.h). Two atomics (and those of the
+ * principal's count it is within) and nothing else: no lock, no log,
+ * nothing that can fail once made.
  */
 #include "sendq.h"
 
@@ -14,9 +15,10 @@ struct sendq {
     atomic_size_t bytes;      /* all of it */
     atomic_size_t push_bytes; /* of it, deliveries' */
     atomic_uint refs;
+    sendq_t *shared; /* the principal's count this one is summed in, or NULL */
 };
 
-sendq_t *sendq_new(void)
+sendq_t *sendq_new_within(sendq_t *shared)
 {
     sendq_t *q = malloc(sizeof *q);
     if (q == NULL)
@@ -24,7 +26,13 @@ sendq_t *sendq_new(void)
     atomic_init(&q->bytes, 0);
     atomic_init(&q->push_bytes, 0);
     atomic_init(&q->refs, 1);
+    q->shared = sendq_hold(shared);
     return q;
+}
+
+sendq_t *sendq_new(void)
+{
+    return sendq_new_within(NULL);
 }
 
 sendq_t *sendq_hold(sendq_t *q)
@@ -42,8 +50,10 @@ void sendq_release(sendq_t **qp)
     *qp = NULL;
     /* acq_rel: the last holder sees every other holder's writes before it
      * frees (the usual reference-count pattern) */
-    if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1)
+    if (atomic_fetch_sub_explicit(&q->refs, 1, memory_order_acq_rel) == 1) {
+        sendq_release(&q->shared);
         free(q);
+    }
 }
 
 void sendq_add(sendq_t *q, size_t n, int push)
@@ -53,6 +63,8 @@ void sendq_add(sendq_t *q, size_t n, int push)
     atomic_fetch_add_explicit(&q->bytes, n, memory_order_relaxed);
     if (push)
         atomic_fetch_add_explicit(&q->push_bytes, n, memory_order_relaxed);
+    if (q->shared != NULL)
+        sendq_add(q->shared, n, push);
 }
 
 /* n off *count, never below 0: a defect must not wrap to "full" for ever */
@@ -73,6 +85,8 @@ void sendq_sub(sendq_t *q, size_t n, int push)
     count_sub(&q->bytes, n);
     if (push)
         count_sub(&q->push_bytes, n);
+    if (q->shared != NULL)
+        sendq_sub(q->shared, n, push);
 }
 
 size_t sendq_bytes(const sendq_t *q)
@@ -83,6 +97,11 @@ size_t sendq_bytes(const sendq_t *q)
 size_t sendq_push_bytes(const sendq_t *q)
 {
     return q != NULL ? atomic_load_explicit(&q->push_bytes, memory_order_relaxed) : 0;
+}
+
+size_t sendq_shared_bytes(const sendq_t *q)
+{
+    return q != NULL ? sendq_bytes(q->shared) : 0;
 }
 
 int sendq_full(const sendq_t *q)

@@ -24,6 +24,12 @@ typedef struct sendq sendq_t;
  * out of memory. */
 sendq_t *sendq_new(void);
 
+/* The same, within `shared` (a principal's count; may be NULL): every
+ * byte counted in the new count is counted in `shared` too, at the cost of
+ * one more atomic add or subtract. The new count holds a reference to
+ * `shared` until it is freed. */
+sendq_t *sendq_new_within(sendq_t *shared);
+
 /* Another reference to q (a queued answer, a frame in libzmq). Safe on
  * NULL; returns q. */
 sendq_t *sendq_hold(sendq_t *q);
@@ -43,6 +49,11 @@ void sendq_sub(sendq_t *q, size_t n, int push);
  * answer to the client's own requests does not hold it back). */
 size_t sendq_bytes(const sendq_t *q);
 size_t sendq_push_bytes(const sendq_t *q);
+
+/* Bytes queued now in the count q is within (sendq_new_within): what all
+ * of its principal's connections owe together; 0 when q is NULL or within
+ * none. */
+size_t sendq_shared_bytes(const sendq_t *q);
 
 /* 1 when q has reached SCHAKEL_MAX_QUEUED_BYTES (0 for NULL): no more
  * answers a client can make large. */

@@ -55,9 +55,11 @@ static void bucket_return(bucket_t *b)
         b->tokens = b->capacity;
 }
 
-/* Per-principal accounting: how many sessions it has, and its publish,
- * handshake and case-open buckets. Kept while the broker runs (one small entry per principal
- * ever seen, bounded by the policy's principals). */
+/* Per-principal accounting: how many sessions it has, its publish,
+ * handshake, case-open and unknown-ack buckets, and the bytes its
+ * connections owe together. Kept while the broker runs (one small entry
+ * per principal ever seen, bounded by the policy's principals): a session
+ * that expires or is dropped resets none of it. */
 typedef struct principal_state {
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     unsigned sessions;
@@ -67,6 +69,8 @@ typedef struct principal_state {
     bucket_t publishes;     /* publishes it may make now */
     bucket_t handshakes;    /* handshakes it may complete now */
     bucket_t case_opens;    /* cases it may open now */
+    bucket_t unknown_acks;  /* acked seqs not pending it may send now (may go below 0) */
+    sendq_t *owed;          /* what all its sessions' connections owe (sendq_new_within) */
 } principal_state_t;
 
 /* Per-partner accounting: the case-open bucket all its principals share.
@@ -110,7 +114,9 @@ static principal_state_t *principal_state(sessions_t *s, const char *principal)
     if (p == NULL)
         return NULL;
     strcpy(p->principal, principal);
-    if (table_put(s->principals, p->principal, strlen(p->principal), p) != 0) {
+    p->owed = sendq_new();
+    if (p->owed == NULL || table_put(s->principals, p->principal, strlen(p->principal), p) != 0) {
+        sendq_release(&p->owed);
         free(p);
         return NULL;
     }
@@ -196,6 +202,25 @@ int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_m
     return p != NULL && bucket_take(&p->handshakes, now_ms, per_minute, 60 * 1000);
 }
 
+int sessions_allow_unknown_acks(sessions_t *s, const char *principal, int64_t now_ms,
+                                uint32_t per_second)
+{
+    principal_state_t *p = principal_state(s, principal);
+    if (p == NULL)
+        return 0; /* out of memory: refusing is the safe side */
+    bucket_fill(&p->unknown_acks, now_ms, per_second, 1000);
+    return p->unknown_acks.tokens >= 1.0;
+}
+
+void sessions_count_unknown_acks(sessions_t *s, const char *principal, size_t n)
+{
+    principal_state_t *p = table_get(s->principals, principal, strlen(principal));
+    /* below 0 by at most one Ack's seqs (sessions_allow_unknown_acks saw
+     * a token first): a debt the refill pays back before the next Ack */
+    if (p != NULL && p->unknown_acks.started)
+        p->unknown_acks.tokens -= (double)n;
+}
+
 sessions_t *sessions_new(void)
 {
     sessions_t *s = calloc(1, sizeof *s);
@@ -231,8 +256,10 @@ void sessions_destroy(sessions_t **sp)
             free(v);
     cursor = 0;
     if (s->principals != NULL)
-        while ((v = table_next(s->principals, &cursor)) != NULL)
+        while ((v = table_next(s->principals, &cursor)) != NULL) {
+            sendq_release(&((principal_state_t *)v)->owed); /* frames in libzmq hold theirs */
             free(v);
+        }
     cursor = 0;
     if (s->partners != NULL)
         while ((v = table_next(s->partners, &cursor)) != NULL)
@@ -348,7 +375,7 @@ session_t *sessions_touch(sessions_t *s, const uint8_t *routing_id, size_t len,
         session = calloc(1, sizeof *session);
         if (session == NULL)
             return NULL;
-        session->queue = sendq_new();
+        session->queue = sendq_new_within(p->owed);
         if (session->queue == NULL) {
             free(session);
             return NULL;
@@ -485,7 +512,12 @@ unsigned sessions_claims(const sessions_t *s, const char *principal)
 }
 
 /* A receiving session is never expired for silence: a quiet recipient
- * with nothing to receive is not a dead one. Dead peers are found by ZMTP
+ * with nothing to receive is not a dead one. Nor is a session whose
+ * connection still owes bytes (libzmq holds frames of it that it has not
+ * taken): its next frame would make a session with a count at 0, and a
+ * connection that lets its session expire again and again could be owed
+ * the per-connection bound each time. It goes once they have left, or
+ * with its connection's close. Dead peers are found by ZMTP
  * heartbeats, after which libzmq drops the pipe and the next send is
  * unroutable (deliver.c ends the session then). */
 static int is_receiving(sessions_t *s, const session_t *session)
@@ -504,7 +536,8 @@ size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms)
         return 0; /* out of memory: try again next time */
     session_t *session;
     while ((session = table_next(s->by_routing, &cursor)) != NULL && marked < n) {
-        if (now_ms - session->last_seen_ms > timeout_ms && !is_receiving(s, session))
+        if (now_ms - session->last_seen_ms > timeout_ms && !is_receiving(s, session) &&
+            sendq_bytes(session->queue) == 0)
             gone[marked++] = session;
     }
     for (size_t i = 0; i < marked; i++)

@@ -32,7 +32,8 @@ typedef struct session {
     int64_t last_seen_ms;
     uint64_t flow_order;  /* when it last sent Flow (a counter of Flows); 0: never */
     uint32_t flow_window; /* the window of that Flow */
-    sendq_t *queue;       /* bytes owed to it, queued and not yet taken by libzmq (sendq.h) */
+    sendq_t *queue;       /* bytes owed to it, queued and not yet taken by libzmq (sendq.h),
+                           * within its principal's count (sendq_shared_bytes) */
 } session_t;
 
 typedef struct receiver {
@@ -69,6 +70,15 @@ int sessions_allow_publish(sessions_t *s, const char *principal, int64_t now_ms,
  * of per_minute, then one every 60 / per_minute seconds), 0 if not. */
 int sessions_allow_handshake(sessions_t *s, const char *principal, int64_t now_ms,
                              uint32_t per_minute);
+/* Unknown acks (acked seqs not pending in the principal's mailbox): 1 if
+ * `principal` may send an Ack now, at most `per_second` such seqs a
+ * second (a token bucket holding a second's worth), 0 if its bucket is
+ * empty (or out of memory). Nothing is taken: the Ack's unknown seqs are
+ * only known once looked up, and sessions_count_unknown_acks takes them
+ * then (the bucket may go below 0 by one Ack's worth). */
+int sessions_allow_unknown_acks(sessions_t *s, const char *principal, int64_t now_ms,
+                                uint32_t per_second);
+void sessions_count_unknown_acks(sessions_t *s, const char *principal, size_t n);
 /* Case opens: CASE_OPEN_ALLOWED if `principal` may open one more case
  * now, at most `per_hour` an hour, and its partner `partner` too, at most
  * `partner_per_hour` an hour for all its principals together (each a token
@@ -133,7 +143,8 @@ receiver_t *sessions_receiver(sessions_t *s, const char *principal);
 void sessions_drop(sessions_t *s, session_t *session);
 
 /* Drop every session silent for longer than timeout_ms, except receiving
- * ones (see session.c). Returns how many. */
+ * ones and those whose connection still owes bytes (see session.c).
+ * Returns how many. */
 size_t sessions_expire(sessions_t *s, int64_t now_ms, int64_t timeout_ms);
 
 /* Drop every session for which `gone` returns non-zero (after a policy

@@ -84,6 +84,43 @@ static void test_null_is_empty(void **state)
     sendq_release(NULL);
 }
 
+/* Two connections of one principal: each counts its own, and the
+ * principal's count sums both (deliveries apart too); a connection's
+ * frames stay counted in it after the connection's count is let go, and
+ * the principal's count lives as long as one holds it. */
+static void test_counted_within_the_principal(void **state)
+{
+    (void)state;
+    sendq_t *principal = sendq_new();
+    assert_non_null(principal);
+    sendq_t *one = sendq_new_within(principal), *two = sendq_new_within(principal);
+    assert_non_null(one);
+    assert_non_null(two);
+    sendq_add(one, 1000, 1);
+    sendq_add(two, 24, 0);
+    assert_int_equal(sendq_bytes(one), 1000);
+    assert_int_equal(sendq_bytes(two), 24);
+    assert_int_equal(sendq_bytes(principal), 1024);
+    assert_int_equal(sendq_push_bytes(principal), 1000);
+    assert_int_equal(sendq_shared_bytes(one), 1024);
+    assert_int_equal(sendq_shared_bytes(two), 1024);
+    assert_int_equal(sendq_shared_bytes(principal), 0); /* within none */
+    assert_int_equal(sendq_shared_bytes(NULL), 0);
+    sendq_t *frame = sendq_hold(one);
+    sendq_release(&one);       /* its session ends, a frame of it is still in libzmq */
+    sendq_release(&principal); /* and so does the principal's state (a stop) */
+    sendq_t *fresh = sendq_new_within(NULL);
+    assert_int_equal(sendq_shared_bytes(fresh), 0);
+    sendq_release(&fresh);
+    assert_int_equal(sendq_shared_bytes(two), 1024);
+    sendq_sub(frame, 1000, 1); /* libzmq frees it */
+    assert_int_equal(sendq_shared_bytes(two), 24);
+    sendq_release(&frame); /* ASan: nothing leaked, nothing used after free */
+    sendq_sub(two, 24, 0);
+    assert_int_equal(sendq_shared_bytes(two), 0);
+    sendq_release(&two);
+}
+
 enum { FRAMES = 100000, FRAME_BYTES = 100 };
 
 /* Frames freed on another thread, as libzmq's I/O thread frees them. */
@@ -134,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_deliveries_counted_apart),
         cmocka_unit_test(test_null_is_empty),
         cmocka_unit_test(test_frames_outlive_their_session),
+        cmocka_unit_test(test_counted_within_the_principal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

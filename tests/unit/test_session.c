@@ -160,6 +160,75 @@ static void test_expiry(void **state)
     sessions_destroy(&s);
 }
 
+/* What a principal's connections owe is counted in one count of the
+ * principal, which no expiry or drop of a session resets; a session whose
+ * connection still owes bytes does not expire (its next frame would make
+ * a session counted from 0 on the same connection). */
+static void test_owed_bytes_outlive_sessions(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    session_t *one = sessions_touch(s, rid_a, 5, "om/parket", "K", 0, 16, &over);
+    session_t *two = sessions_touch(s, rid_b, 5, "om/parket", "K", 0, 16, &over);
+    session_t *other =
+        sessions_touch(s, (const uint8_t *)"\0cccc", 5, "riec/analyse", "K", 0, 16, &over);
+    assert_non_null(one);
+    assert_non_null(two);
+    assert_non_null(other);
+    sendq_t *frame = sendq_hold(one->queue); /* a frame of it in libzmq */
+    sendq_add(frame, 3000, 0);
+    sendq_add(two->queue, 500, 1);
+    assert_int_equal(sendq_shared_bytes(one->queue), 3500);
+    assert_int_equal(sendq_shared_bytes(two->queue), 3500);
+    assert_int_equal(sendq_shared_bytes(other->queue), 0); /* another principal's */
+    /* silent for the timeout: the one whose connection owes nothing goes
+     * (the other principal's), those still owed stay */
+    assert_int_equal(sessions_expire(s, 20000, 10000), 1);
+    assert_int_equal(sessions_count(s), 2);
+    sendq_sub(two->queue, 500, 1);
+    assert_int_equal(sessions_expire(s, 20000, 10000), 1); /* two owes nothing now */
+    assert_int_equal(sessions_count(s), 1);
+    /* dropped all the same (its connection closed, or at the cap): a new
+     * session of the principal starts with what the principal is owed */
+    sessions_drop(s, one);
+    session_t *again = sessions_touch(s, rid_a, 5, "om/parket", "K", 20000, 16, &over);
+    assert_non_null(again);
+    assert_int_equal(sendq_bytes(again->queue), 0);
+    assert_int_equal(sendq_shared_bytes(again->queue), 3000);
+    sendq_sub(frame, 3000, 0);
+    assert_int_equal(sendq_shared_bytes(again->queue), 0);
+    sendq_release(&frame);
+    sessions_destroy(&s);
+}
+
+/* Unknown acks: an Ack may go while the bucket holds a token; its unknown
+ * seqs are taken after (below 0 by one Ack's worth), and the bucket fills
+ * at the rate, a second's worth at most; a principal's bucket is its own. */
+static void test_unknown_ack_rate(void **state)
+{
+    (void)state;
+    sessions_t *s = sessions_new();
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 1000, 100), 1);
+    sessions_count_unknown_acks(s, "om/parket", 60);
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 1000, 100), 1);
+    sessions_count_unknown_acks(s, "om/parket", 1024); /* one Ack of 1,024: 40 - 1024 */
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 1000, 100), 0);
+    assert_int_equal(sessions_allow_unknown_acks(s, "riec/analyse", 1000, 100), 1);
+    /* 984 in debt at 100 a second: 9.85 s to one token */
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 10840, 100), 0);
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 10850, 100), 1);
+    /* never more than a second's worth saved */
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 3600000, 100), 1);
+    sessions_count_unknown_acks(s, "om/parket", 100);
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 3600000, 100), 0);
+    /* a drop or expiry of its sessions does not fill it */
+    session_t *one = sessions_touch(s, rid_a, 5, "om/parket", "K", 3600000, 16, &over);
+    sessions_drop(s, one);
+    assert_int_equal(sessions_allow_unknown_acks(s, "om/parket", 3600000, 100), 0);
+    sessions_count_unknown_acks(s, "nobody/seen", 5); /* never seen: nothing to count */
+    sessions_destroy(&s);
+}
+
 static int is_riec(const session_t *session, void *arg)
 {
     (void)arg;
@@ -600,6 +669,8 @@ int main(void)
         cmocka_unit_test(test_connection_cap),
         cmocka_unit_test(test_publish_rate),
         cmocka_unit_test(test_handshake_rate),
+        cmocka_unit_test(test_owed_bytes_outlive_sessions),
+        cmocka_unit_test(test_unknown_ack_rate),
         cmocka_unit_test(test_case_open_budget),
         cmocka_unit_test(test_case_open_budget_per_partner),
         cmocka_unit_test(test_case_open_budget_follows_the_turn),
