@@ -332,6 +332,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     }
     b->request_refusals.kind = &refusals_requests;
     b->undeliverable.kind = &refusals_undeliverable;
+    b->acks_limited.kind = &refusals_acks_limited;
     if (!zmq_has("curve")) {
         snprintf(err, errlen, "this libzmq was built without CURVE support; refusing to run");
         goto fail;
@@ -377,6 +378,10 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     b->case_opens_per_hour_per_partner = o->case_opens_per_hour_per_partner > 0
                                              ? o->case_opens_per_hour_per_partner
                                              : (uint32_t)partner_opens;
+    b->max_principal_queued = o->max_principal_queued > 0 ? (size_t)o->max_principal_queued
+                                                          : SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES;
+    b->unknown_ack_rate =
+        o->unknown_ack_rate > 0 ? o->unknown_ack_rate : SCHAKEL_DEFAULT_UNKNOWN_ACK_RATE;
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;
@@ -550,17 +555,20 @@ static uint8_t *encode_rejected(Schakel__Reason reason, const char *text, const 
     return wire_encode_frame(&frame, len);
 }
 
-void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
-                   const uint8_t *message_id, int item_index, uint64_t seq)
+/* broker_reject, with its log line (`logged`) or without. */
+static void reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
+                   const uint8_t *message_id, int item_index, uint64_t seq, int logged)
 {
     size_t len = 0;
     metrics_refused(b, reason);
     sessions_count_refusal(b->sessions, session->principal);
     int recorded = refusals_take(&b->request_refusals, session->principal,
                                  b->now_s > 0 ? b->now_s : (int64_t)time(NULL));
-    if (recorded)
+    if (recorded && logged)
         record_refused(b, session->principal, message_id, reason, text, item_index);
-    else
+    else if (recorded)
+        (void)record_refused_entry(b, session->principal, message_id, reason, text, item_index);
+    else if (logged)
         record_refused_counted(session->principal, message_id, reason, text, item_index);
     uint8_t *frame = encode_rejected(reason, text, message_id, item_index, seq, &len);
     if (frame == NULL || broker_queue_reply(b, session, frame, len, NULL) != 0) {
@@ -576,6 +584,18 @@ void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason
     r->reason = reason;
     r->item_index = item_index;
     snprintf(r->text, sizeof r->text, "%s", text != NULL ? text : "");
+}
+
+void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
+                   const uint8_t *message_id, int item_index, uint64_t seq)
+{
+    reject(b, session, reason, text, message_id, item_index, seq, 1);
+}
+
+void broker_reject_unlogged(broker_t *b, const session_t *session, Schakel__Reason reason,
+                            const char *text, uint64_t seq)
+{
+    reject(b, session, reason, text, NULL, -1, seq, 0);
 }
 
 /* What broker_send puts before a frame body it hands to libzmq: the
@@ -1712,6 +1732,7 @@ int broker_run(broker_t *b)
                 malloc_trim(0);
             close_idle_connections(b);
             undeliverable_summary(b, 0);
+            deliver_acks_limited_summary(b, 0);
             if (deliver_check_ack_timeouts(b) > 0) {
                 broker_connections_drain(b);
                 deliver_push_all(b);
@@ -1737,6 +1758,7 @@ int broker_run(broker_t *b)
     tickets_drain(b);        /* the turns waiting for their sync are answered first */
     admin_stop(b->admin, b); /* an export not done is answered so, and wiped */
     undeliverable_summary(b, 1);
+    deliver_acks_limited_summary(b, 1);
     (void)record_stopped(b); /* the last entry and a checkpoint over all; logged on failure */
     /* the last checkpoint is the loop's, and complete */
     if (store_checkpointer_stop(b->store) != 0) {

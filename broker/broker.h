@@ -82,6 +82,10 @@ typedef struct broker_stats {
      * nothing again; and answers that could not be queued. */
     unsigned long queries_held, pushes_held, ack_timeouts_deferred;
     unsigned long replies_undeliverable;
+    /* The same at the principal's bound (max_queued_bytes_per_principal),
+     * and Acks refused for their principal's unknown seqs
+     * (max_unknown_acks_per_second). */
+    unsigned long principal_queries_held, principal_pushes_held, acks_rate_limited;
 } broker_stats_t;
 
 typedef struct broker {
@@ -104,6 +108,10 @@ typedef struct broker {
      * that reads nothing, or is gone, gets many; logged a few per
      * principal a minute, the rest summed up (log only, no audit entry). */
     refusals_t undeliverable;
+    /* Acks refused RATE_LIMITED for their principal's unknown seqs
+     * (ack.rate_limited): logged once per principal a minute, the rest
+     * summed up (deliver_acks_limited_summary). */
+    refusals_t acks_limited;
     /* A reload whose audit entry could not be written yet: not in force,
      * but it narrows the one in force (no session, admission, frame,
      * operator request or push it would refuse), and its record is tried
@@ -163,6 +171,8 @@ typedef struct broker {
     uint32_t max_handshakes;      /* handshakes per minute per principal */
     uint32_t case_opens_per_hour; /* cases opened per hour per principal */
     uint32_t case_opens_per_hour_per_partner; /* ... per partner, its principals together */
+    size_t max_principal_queued;              /* bytes all connections of one principal may owe */
+    uint32_t unknown_ack_rate;                /* acked seqs not pending, per second per principal */
     int case_ids_logged;          /* what case_ids_watch last said: 0 nothing, 1 low,
                                    * 2 none left */
     int64_t case_ids_logged_ms;   /* when (now_ms) */
@@ -218,6 +228,8 @@ typedef struct broker_options {
     uint32_t case_opens_per_hour; /* per principal; 0: SCHAKEL_DEFAULT_CASE_OPENS_PER_HOUR */
     uint32_t case_opens_per_hour_per_partner; /* 0: SCHAKEL_CASE_OPENS_PARTNER_FACTOR times
                                                * the per-principal budget (at most its cap) */
+    uint64_t max_principal_queued;            /* 0: SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES */
+    uint32_t unknown_ack_rate;  /* per principal per second; 0: SCHAKEL_DEFAULT_UNKNOWN_ACK_RATE */
     int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
     uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */
@@ -316,6 +328,11 @@ Schakel__Reason broker_store_failure_reason(const broker_t *b);
 /* Queue a Rejected reply. */
 void broker_reject(broker_t *b, const session_t *session, Schakel__Reason reason, const char *text,
                    const uint8_t *message_id, int item_index, uint64_t seq);
+/* The same without its request.refused log line, for a refusal a client
+ * can have made by the thousand a second: the caller logs it summed up.
+ * Counted, audited (refusals.h) and answered as any. */
+void broker_reject_unlogged(broker_t *b, const session_t *session, Schakel__Reason reason,
+                            const char *text, uint64_t seq);
 
 /* publish.c */
 void publish_handle(broker_t *b, session_t *session, const policy_principal_t *sender,
@@ -338,6 +355,10 @@ void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
  * instead, as the push would, and one a reload not yet recorded withholds
  * stays; both are answered UNKNOWN_DELIVERY, as a seq that is not there. */
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack);
+/* The window of Acks refused for unknown seqs has ended (or the broker
+ * stops: force): its ack.rate_limited_summary line, if any were only
+ * counted. */
+void deliver_acks_limited_summary(broker_t *b, int force);
 
 /* Whether recipient's pending delivery seq may go out, by the push's
  * check: its rule, in the version that decided it, still reaches the

@@ -452,6 +452,20 @@ void case_query_handle(broker_t *b, session_t *session, const policy_principal_t
                       NULL, -1, 0);
         return;
     }
+    if (sendq_shared_bytes(session->queue) >= b->max_principal_queued) {
+        /* The same for all connections of the principal together: each of
+         * its connections (up to max_connections_per_principal) could be
+         * owed the bound above. */
+        char text[SCHAKEL_MAX_REJECT_TEXT];
+        snprintf(text, sizeof text,
+                 "the connections of this principal have not read the answers and deliveries "
+                 "already sent to them (%zu bytes, max_queued_bytes_per_principal); read them, "
+                 "then ask again",
+                 b->max_principal_queued);
+        b->stats.principal_queries_held++;
+        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, NULL, -1, 0);
+        return;
+    }
     if (query->case_id == NULL)
         case_query_list(b, session, asker, query);
     else

@@ -53,6 +53,8 @@ typedef struct config_doc {
     char *idempotency_window;
     char *max_case_opens;
     char *max_case_opens_partner;
+    char *max_principal_queued;
+    char *max_unknown_acks;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -104,6 +106,11 @@ static const cyaml_schema_field_t config_schema_fields[] = {
     CYAML_FIELD_STRING_PTR("max_case_opens_per_hour_per_partner",
                            CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
                            max_case_opens_partner, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_queued_bytes_per_principal",
+                           CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL, config_doc_t,
+                           max_principal_queued, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_unknown_acks_per_second", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_unknown_acks, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -133,6 +140,8 @@ enum {
     KEY_CASE_OPENS,
     KEY_CASE_OPENS_PARTNER,
     KEY_ADMIN_HEARTBEAT,
+    KEY_PRINCIPAL_QUEUED,
+    KEY_UNKNOWN_ACKS,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -157,18 +166,20 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "idempotency_window",
                                                    "max_case_opens_per_hour",
                                                    "max_case_opens_per_hour_per_partner",
-                                                   "admin_heartbeat_timeout"};
+                                                   "admin_heartbeat_timeout",
+                                                   "max_queued_bytes_per_principal",
+                                                   "max_unknown_acks_per_second"};
 #define CONFIG_ALLOWED                                                                             \
     "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
     "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
     "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
     "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections, "    \
     "idempotency_window, max_case_opens_per_hour, max_case_opens_per_hour_per_partner, "           \
-    "admin_heartbeat_timeout"
+    "admin_heartbeat_timeout, max_queued_bytes_per_principal, max_unknown_acks_per_second"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {
-    true,  true,  true,  true,  true,  false, false, false, false, false, false, false,
-    false, false, false, false, false, false, false, false, false, false, false};
+    true,  true,  true,  true,  true,  false, false, false, false, false, false, false, false,
+    false, false, false, false, false, false, false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -198,6 +209,10 @@ static int64_t config_count_cap(int key)
         return SCHAKEL_MAX_CASE_OPENS_CAP;
     case KEY_CASE_OPENS_PARTNER:
         return SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP;
+    case KEY_PRINCIPAL_QUEUED:
+        return SCHAKEL_MAX_PRINCIPAL_QUEUED_CAP;
+    case KEY_UNKNOWN_ACKS:
+        return SCHAKEL_MAX_UNKNOWN_ACK_RATE;
     default:
         return 0;
     }
@@ -471,6 +486,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_case_opens_partner;
     case KEY_ADMIN_HEARTBEAT:
         return &cfg->admin_heartbeat_timeout;
+    case KEY_PRINCIPAL_QUEUED:
+        return &cfg->max_principal_queued;
+    case KEY_UNKNOWN_ACKS:
+        return &cfg->max_unknown_acks;
     default:
         return &cfg->store_path;
     }
@@ -500,7 +519,9 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
                                      doc->idempotency_window,
                                      doc->max_case_opens,
                                      doc->max_case_opens_partner,
-                                     doc->admin_heartbeat_timeout};
+                                     doc->admin_heartbeat_timeout,
+                                     doc->max_principal_queued,
+                                     doc->max_unknown_acks};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -575,6 +596,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->max_case_opens);
     free((*cfg)->max_case_opens_partner);
     free((*cfg)->admin_heartbeat_timeout);
+    free((*cfg)->max_principal_queued);
+    free((*cfg)->max_unknown_acks);
     free(*cfg);
     *cfg = NULL;
 }

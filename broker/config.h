@@ -23,6 +23,9 @@
  *                                  # together (default: 4 x max_case_opens_per_hour)
  *   admin_heartbeat_timeout: 6s    # optional: an operator's connection silent this long
  *                                  # (no answer to the admin endpoint's heartbeat) is closed
+ *   max_queued_bytes_per_principal: 16777216 # optional: bytes all connections of one
+ *                                  # principal may owe together (the push waits at half)
+ *   max_unknown_acks_per_second: 1024 # optional: acked seqs not pending, per principal
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -61,6 +64,8 @@ typedef struct broker_config {
     char *max_case_opens_partner; /* ... per partner (all its principals), or NULL: default */
     char *admin_heartbeat_timeout; /* duration text: an operator's connection that does not
                                     * answer the heartbeat this long is closed, or NULL: 6s */
+    char *max_principal_queued;    /* bytes one principal's connections may owe, or NULL */
+    char *max_unknown_acks;        /* acked seqs not pending per second per principal, or NULL */
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most

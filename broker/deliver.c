@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 #include <zmq.h>
@@ -188,8 +189,47 @@ static void ack_refuse_unknown(broker_t *b, session_t *session, const Schakel__A
     broker_reject(b, session, SCHAKEL__REASON__UNKNOWN_DELIVERY, text, NULL, -1, unknown[0]);
 }
 
+/* An Ack refused whole because its principal sent more seqs that were not
+ * pending than max_unknown_acks_per_second allows: nothing looked up,
+ * nothing acknowledged. One line per principal a minute, the rest summed
+ * up (deliver_acks_limited_summary): a client could send such Acks by the
+ * thousand a second, and each would have been a line. */
+static void ack_rate_limited(broker_t *b, const session_t *session, const Schakel__Ack *ack)
+{
+    char text[SCHAKEL_MAX_REJECT_TEXT], rate[16];
+    snprintf(text, sizeof text,
+             "more than %u acknowledged sequences a second that are not pending in your mailbox "
+             "(max_unknown_acks_per_second); nothing of this Ack was acknowledged: send it "
+             "again later, and ack only what you were delivered",
+             b->unknown_ack_rate);
+    /* no store work was done: the turn may take other frames instead */
+    b->turn_work -= ack->n_seqs < b->turn_work ? (uint32_t)ack->n_seqs : b->turn_work;
+    b->stats.acks_rate_limited++;
+    broker_reject_unlogged(b, session, SCHAKEL__REASON__RATE_LIMITED, text,
+                           ack->n_seqs > 0 ? ack->seqs[0] : 0);
+    deliver_acks_limited_summary(b, 0);
+    snprintf(rate, sizeof rate, "%u", b->unknown_ack_rate);
+    if (refusals_take(&b->acks_limited, session->principal,
+                      b->now_s > 0 ? b->now_s : (int64_t)time(NULL)))
+        log_event(LOG_WARN, "ack.rate_limited", "principal", session->principal,
+                  "max_unknown_acks_per_second", rate, NULL);
+}
+
+void deliver_acks_limited_summary(broker_t *b, int force)
+{
+    char summary[1024];
+    int64_t now_s = b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
+    if (refusals_summary(&b->acks_limited, now_s, force, summary, sizeof summary) > 0)
+        log_event(LOG_WARN, "ack.rate_limited_summary", "detail", summary, NULL);
+}
+
 void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
 {
+    if (!sessions_allow_unknown_acks(b->sessions, session->principal, b->now_ms,
+                                     b->unknown_ack_rate)) {
+        ack_rate_limited(b, session, ack);
+        return;
+    }
     receiver_t *receiver = sessions_receiver(b->sessions, session->principal);
     /* the seqs not pending, in the Ack's order; wire.c caps n_seqs at
      * SCHAKEL_MAX_ACKS, and only the first few are named */
@@ -238,9 +278,11 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
         if (receiver != NULL)
             receiver->progress_ms = b->now_ms;
     }
-    if (n_unknown > 0)
+    if (n_unknown > 0) {
+        sessions_count_unknown_acks(b->sessions, session->principal, n_unknown);
         ack_refuse_unknown(b, session, ack, unknown,
                            n_unknown < listed_max ? n_unknown : listed_max, n_unknown);
+    }
 }
 
 /*
@@ -692,6 +734,16 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
          * the bound its queries are held at: a receiver that reads is
          * never refused a view for its deliveries. */
         st->broker->stats.pushes_held++;
+        st->stop_errno = EAGAIN;
+        return 1;
+    }
+    if (sendq_shared_bytes(r->session->queue) >= st->broker->max_principal_queued / 2) {
+        /* The same for what all connections of the principal owe together
+         * (max_queued_bytes_per_principal): a principal that takes
+         * receiving to one connection after another, each left unread,
+         * would be owed a push bound by each. Its push waits, here alone;
+         * the other principals' go on. */
+        st->broker->stats.principal_pushes_held++;
         st->stop_errno = EAGAIN;
         return 1;
     }

@@ -611,6 +611,10 @@ int main(int argc, char **argv)
             (uint32_t)config_limit(cfg->max_case_opens, "max_case_opens_per_hour"),
         .case_opens_per_hour_per_partner = (uint32_t)config_limit(
             cfg->max_case_opens_partner, "max_case_opens_per_hour_per_partner"),
+        .max_principal_queued =
+            (uint64_t)config_limit(cfg->max_principal_queued, "max_queued_bytes_per_principal"),
+        .unknown_ack_rate =
+            (uint32_t)config_limit(cfg->max_unknown_acks, "max_unknown_acks_per_second"),
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),

@@ -386,6 +386,19 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Pushes to a receiver stopped because its connection owed 2 MiB it "
                            "had not read (it goes on once the connection reads).",
                            s->stats.pushes_held);
+    metrics_render_counter(f, "schakel_principal_queue_full_queries_total",
+                           "Case queries answered RATE_LIMITED because the connections of their "
+                           "principal together owed max_queued_bytes_per_principal.",
+                           s->stats.principal_queries_held);
+    metrics_render_counter(f, "schakel_principal_queue_full_pushes_total",
+                           "Pushes to a receiver stopped because the connections of its principal "
+                           "together owed half of max_queued_bytes_per_principal.",
+                           s->stats.principal_pushes_held);
+    metrics_render_counter(
+        f, "schakel_acks_rate_limited_total",
+        "Acks answered RATE_LIMITED, nothing looked up, because their principal "
+        "acked more seqs that were not pending than max_unknown_acks_per_second.",
+        s->stats.acks_rate_limited);
     metrics_render_counter(f, "schakel_ack_timeouts_deferred_total",
                            "Ack timeouts that sent nothing again because what was in flight had "
                            "not yet left the broker.",

@@ -13,6 +13,8 @@ const refusals_kind_t refusals_requests = {"principals", REFUSALS_REQUESTS_PER_P
                                            REFUSALS_REQUESTS_PER_WINDOW};
 const refusals_kind_t refusals_undeliverable = {"principals", REFUSALS_UNDELIVERABLE_PER_PRINCIPAL,
                                                 REFUSALS_UNDELIVERABLE_PER_WINDOW};
+const refusals_kind_t refusals_acks_limited = {"principals", REFUSALS_ACKS_LIMITED_PER_PRINCIPAL,
+                                               REFUSALS_ACKS_LIMITED_PER_WINDOW};
 static const refusals_kind_t refusals_handshakes = {"peers", REFUSALS_PER_PEER,
                                                     REFUSALS_PER_WINDOW};
 

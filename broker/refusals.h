@@ -24,6 +24,8 @@
 #define REFUSALS_REQUESTS_PER_WINDOW 6000u   /* ... and in all */
 #define REFUSALS_UNDELIVERABLE_PER_PRINCIPAL 10u /* reply.undeliverable: lines per principal */
 #define REFUSALS_UNDELIVERABLE_PER_WINDOW 100u   /* ... and in all */
+#define REFUSALS_ACKS_LIMITED_PER_PRINCIPAL 1u   /* ack.rate_limited: lines per principal */
+#define REFUSALS_ACKS_LIMITED_PER_WINDOW 64u     /* ... and in all */
 #define REFUSALS_PEERS 64u     /* keys counted one by one in a window; others in a total */
 #define REFUSALS_PEER_LEN 160u /* a key longer than this is cut (principal ids fit) */
 
@@ -39,6 +41,10 @@ extern const refusals_kind_t refusals_requests; /* principals, 600, 6000 */
 /* Answers the broker could not queue (reply.undeliverable): logged in full
  * 10 per principal and 100 in all per window, the rest summed up. */
 extern const refusals_kind_t refusals_undeliverable; /* principals, 10, 100 */
+/* Acks refused for their principal's unknown seqs (ack.rate_limited):
+ * logged in full once per principal and 64 in all per window, the rest
+ * summed up. */
+extern const refusals_kind_t refusals_acks_limited; /* principals, 1, 64 */
 
 typedef struct refusals_peer {
     char peer[REFUSALS_PEER_LEN + 1];

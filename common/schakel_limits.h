@@ -93,6 +93,14 @@
  * years; every partner of a full policy at once, 54 days). */
 #define SCHAKEL_CASE_OPENS_PARTNER_FACTOR 4
 #define SCHAKEL_MAX_CASE_OPENS_PARTNER_CAP 400000
+/* Acked seqs that are not pending in the acker's mailbox, per second per
+ * principal (a token bucket holding a second's worth; an Ack's seqs are
+ * counted once it has been looked up, so one Ack may go below 0): each
+ * costs a look-up in the store, and a client that acks only what it was
+ * delivered meets one now and then (an ack sent twice). Over it the whole
+ * Ack is answered RATE_LIMITED before any look-up, nothing acknowledged. */
+#define SCHAKEL_DEFAULT_UNKNOWN_ACK_RATE 1024
+#define SCHAKEL_MAX_UNKNOWN_ACK_RATE 1000000
 /* Connections that sent no frame since they connected, beyond
  * SCHAKEL_DEFAULT_MAX_SILENT of them (shared among peer addresses), are
  * closed once older than the idle timeout; so are a principal's least
@@ -148,6 +156,14 @@
  * only views it does not read do. */
 #define SCHAKEL_MAX_QUEUED_BYTES (4u * 1024u * 1024u)
 #define SCHAKEL_MAX_QUEUED_PUSH_BYTES (SCHAKEL_MAX_QUEUED_BYTES / 2u)
+/* Bytes all connections of one principal may owe together (config
+ * max_queued_bytes_per_principal): a principal may hold up to
+ * max_connections_per_principal connections, each up to the bound above,
+ * 256 MiB by default. Past it a CaseQuery on any of them is answered
+ * RATE_LIMITED, and the push to it waits at half of it, as at one
+ * connection's bounds; the other principals are not held up. */
+#define SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES (16u * 1024u * 1024u)
+#define SCHAKEL_MAX_PRINCIPAL_QUEUED_CAP (1024LL * 1024 * 1024)
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_SET_ASIDE_BATCH 64u     /* unreadable deliveries set aside per loop turn at most */

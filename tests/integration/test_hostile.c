@@ -4357,7 +4357,9 @@ static void test_unknown_acks_get_one_refusal_per_frame(void **state)
     h_env_t *env = *state;
     enum { FRAMES = 64 };
     const unsigned per_turn = SCHAKEL_MAX_TURN_WORK / SCHAKEL_MAX_ACKS;
-    broker_start_measured(env, NULL);
+    /* the unknown-ack rate out of the way (its own test follows) */
+    static const char *const unlimited[] = {"--set", "max_unknown_acks_per_second=1000000", NULL};
+    broker_start_measured(env, unlimited);
     raw_t *attacker = raw_connect(env, H_POLITIE);
     raw_t *watcher = raw_connect(env, H_OM);
     (void)raw_heartbeat(attacker, "attacker before");
@@ -4426,6 +4428,84 @@ static void test_unknown_acks_get_one_refusal_per_frame(void **state)
                  grown / 1024);
     raw_close(&attacker);
     raw_close(&watcher);
+    h_done(env);
+}
+
+/* max_unknown_acks_per_second 100: Ack frames of SCHAKEL_MAX_ACKS seqs
+ * never sent, each followed by a Heartbeat, all waiting for the broker at
+ * once (it was paused). The first is looked up and refused
+ * UNKNOWN_DELIVERY; its 1,024 unknown seqs put its principal's bucket
+ * 924 below 0 (over 9 s to refill), and every later one is answered
+ * RATE_LIMITED whole, naming its first seq, with nothing looked up; one
+ * ack.rate_limited line for them all (no request.refused line each), the
+ * rest summed up at the stop, each audited as any refusal. Another
+ * principal's unknown ack is looked up and answered as before. */
+static void test_unknown_acks_are_rate_limited(void **state)
+{
+    h_env_t *env = *state;
+    enum { FRAMES = 24 };
+    static const char *const slow[] = {"--set", "max_unknown_acks_per_second=100", NULL};
+    h_broker_start_with(env, slow);
+    raw_t *attacker = raw_connect(env, H_POLITIE);
+    raw_t *watcher = raw_connect(env, H_OM);
+    (void)raw_heartbeat(attacker, "attacker before");
+    (void)raw_heartbeat(watcher, "watcher before");
+    mark_t mark = mark_take(env);
+    const uint64_t base = (UINT64_C(1) << 62) + 2000000;
+    static uint64_t seqs[SCHAKEL_MAX_ACKS];
+    h_broker_pause(env);
+    for (int f = 0; f < FRAMES; f++) {
+        for (size_t i = 0; i < SCHAKEL_MAX_ACKS; i++)
+            seqs[i] = base + (uint64_t)f * SCHAKEL_MAX_ACKS + i;
+        pb_t frame = {0};
+        frame_ack(&frame, seqs, SCHAKEL_MAX_ACKS);
+        raw_send_frame(attacker, &frame);
+        frame_heartbeat(&frame);
+        raw_send_frame(attacker, &frame);
+    }
+    h_broker_resume(env);
+    for (int f = 0; f < FRAMES; f++) {
+        Schakel__Frame *fr = raw_next(attacker, "refusal of an Ack", SCHAKEL__FRAME__BODY_REJECTED);
+        const Schakel__Rejected *rj = fr->rejected;
+        Schakel__Reason expected =
+            f == 0 ? SCHAKEL__REASON__UNKNOWN_DELIVERY : SCHAKEL__REASON__RATE_LIMITED;
+        if (!rj->has_reason || rj->reason != expected || !rj->has_seq ||
+            rj->seq != base + (uint64_t)f * SCHAKEL_MAX_ACKS || rj->has_message_id ||
+            rj->text == NULL ||
+            (f > 0 && strstr(rj->text, "max_unknown_acks_per_second") == NULL)) {
+            char got[400];
+            frame_describe(fr, got, sizeof got);
+            fail_msg("Ack frame %d: got %s; expected %s", f, got, wire_reason_name(expected));
+        }
+        frame_free(&fr);
+        fr = raw_next(attacker, "heartbeat after an Ack", SCHAKEL__FRAME__BODY_HEARTBEAT);
+        frame_free(&fr);
+    }
+    /* another principal's bucket is its own */
+    uint64_t theirs = base - 1;
+    pb_t frame = {0};
+    frame_ack(&frame, &theirs, 1);
+    raw_send_frame(watcher, &frame);
+    raw_expect_rejected(watcher, "another principal's unknown ack",
+                        SCHAKEL__REASON__UNKNOWN_DELIVERY, NULL, -1, theirs);
+    char needle[320];
+    refusal_needle(needle, sizeof needle, H_POLITIE, NULL, SCHAKEL__REASON__RATE_LIMITED, -1);
+    if (h_log_count(env, mark.log_offset, needle) != 0)
+        fail_msg("a rate-limited Ack was logged a line of its own");
+    if (h_log_count(env, mark.log_offset, "event=ack.rate_limited principal=" H_POLITIE) != 1)
+        fail_msg("not one ack.rate_limited line for the principal's rate-limited Acks");
+    if (audit_count(env, &mark, "request.refused", H_POLITIE, NULL, "",
+                    wire_reason_name(SCHAKEL__REASON__RATE_LIMITED)) != FRAMES - 1)
+        fail_msg("not one audit entry per rate-limited Ack frame");
+    raw_close(&attacker);
+    raw_close(&watcher);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_stop(env), 0);
+    char summary[160];
+    snprintf(summary, sizeof summary, "event=ack.rate_limited_summary detail=\"suppressed=%d ",
+             FRAMES - 2);
+    if (h_log_count(env, offset, summary) != 1)
+        fail_msg("the stop did not sum up the %d rate-limited Acks not logged", FRAMES - 2);
     h_done(env);
 }
 
@@ -4584,6 +4664,156 @@ static void test_unread_case_views_are_rate_limited(void **state)
     /* read, it is answered again */
     (void)raw_heartbeat(r, "after reading");
     raw_close(&r);
+    h_done(env);
+}
+
+/* max_queued_bytes_per_principal 2 MiB: a member asks for a case view of
+ * ~234 KB again and again on each of 12 connections and reads nothing.
+ * Each connection alone could be owed 4 MiB (48 MiB in all); past what
+ * they owe together, a query on any of them is answered RATE_LIMITED
+ * naming the principal's bound, and the broker's memory grows by about
+ * that. Another principal's query is answered meanwhile; once the member
+ * reads, it is answered again. */
+static void test_unread_case_views_are_bounded_per_principal(void **state)
+{
+    h_env_t *env = *state;
+    enum { CONNECTIONS = 12, QUERIES = 40 };
+    static const char *const bound[] = {"--set", "max_queued_bytes_per_principal=2097152", NULL};
+    broker_start_measured(env, bound);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case_with_attachments(env, id, H_OM, 2, 120000);
+    raw_t *r[CONNECTIONS];
+    for (int c = 0; c < CONNECTIONS; c++)
+        r[c] = raw_connect_unread(env, H_RIEC);
+    raw_t *other = raw_connect(env, H_OM);
+    long before = broker_peak_kb(env);
+    long offset = h_log_offset(env);
+    pb_t body = {0}, frame = {0};
+    pb_uint(&body, field_no(&schakel__case_query__descriptor, "request_id"), 7);
+    pb_text(&body, field_no(&schakel__case_query__descriptor, "case_id"), id);
+    pb_uint(&frame, FRAME_F("version"), 1);
+    pb_bytes(&frame, FRAME_F("case_query"), body.data, body.len);
+    pb_free(&body);
+    for (int i = 0; i < QUERIES; i++)
+        for (int c = 0; c < CONNECTIONS; c++)
+            raw_send(r[c], &frame, 1);
+    char needle[320];
+    refusal_needle(needle, sizeof needle, H_RIEC, NULL, SCHAKEL__REASON__RATE_LIMITED, -1);
+    strncat(needle, "\"the connections of this principal", sizeof needle - strlen(needle) - 1);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no case query was refused for what the principal's connections owe");
+    /* the other principal is answered */
+    raw_send(other, &frame, 1);
+    Schakel__Frame *f = raw_next(other, "another principal's view", SCHAKEL__FRAME__BODY_CASE_VIEW);
+    frame_free(&f);
+    /* every query of the member answered, then what it held is measured */
+    int views = 0, limited = 0;
+    for (int c = 0; c < CONNECTIONS; c++) {
+        for (int i = 0; i < QUERIES; i++) {
+            f = raw_recv(r[c], H_TIMEOUT_MS * h_time_factor());
+            if (f == NULL)
+                fail_msg("connection %d: answer %d of %d did not come", c, i, QUERIES);
+            if (f->body_case == SCHAKEL__FRAME__BODY_CASE_VIEW) {
+                views++;
+            } else if (f->body_case == SCHAKEL__FRAME__BODY_REJECTED && f->rejected->has_reason &&
+                       f->rejected->reason == SCHAKEL__REASON__RATE_LIMITED &&
+                       f->rejected->text != NULL &&
+                       strstr(f->rejected->text, "read them, then ask again") != NULL) {
+                limited++;
+            } else {
+                char got[400];
+                frame_describe(f, got, sizeof got);
+                fail_msg("connection %d, answer %d: %s", c, i, got);
+            }
+            frame_free(&f);
+        }
+    }
+    long grown = broker_peak_kb(env) - before;
+    if (grown > 24 * 1024)
+        fail_msg("unread case views on %d connections of one principal grew the broker's peak "
+                 "memory by %ld MiB (%d views, %d refused)",
+                 CONNECTIONS, grown / 1024, views, limited);
+    /* read, it is answered again */
+    raw_send(r[0], &frame, 1);
+    f = raw_next(r[0], "a view once read", SCHAKEL__FRAME__BODY_CASE_VIEW);
+    frame_free(&f);
+    pb_free(&frame);
+    for (int c = 0; c < CONNECTIONS; c++)
+        raw_close(&r[c]);
+    raw_close(&other);
+    h_done(env);
+}
+
+/* max_queued_bytes_per_principal 4 MiB: a member's connection that reads
+ * nothing is owed case views up to its bound; meanwhile another connection
+ * of the member that reads sends Flow: the principal's connections owe
+ * more than half the principal's bound, so nothing is pushed to it (a
+ * Heartbeat answered in a later turn comes before any delivery). Once the
+ * first connection reads, the push goes on: every delivery in the mailbox
+ * comes, none lost. */
+static void test_push_waits_for_the_principal_bound(void **state)
+{
+    h_env_t *env = *state;
+    enum { QUERIES = 60, EVENTS = 3 };
+    static const char *const bound[] = {"--set", "max_queued_bytes_per_principal=4194304", NULL};
+    h_broker_start_with(env, bound);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case_with_attachments(env, id, H_OM, EVENTS, 120000);
+    raw_t *unread = raw_connect_unread(env, H_OM);
+    long offset = h_log_offset(env);
+    pb_t body = {0}, query = {0};
+    pb_uint(&body, field_no(&schakel__case_query__descriptor, "request_id"), 8);
+    pb_text(&body, field_no(&schakel__case_query__descriptor, "case_id"), id);
+    pb_uint(&query, FRAME_F("version"), 1);
+    pb_bytes(&query, FRAME_F("case_query"), body.data, body.len);
+    pb_free(&body);
+    for (int i = 0; i < QUERIES; i++)
+        raw_send(unread, &query, 1);
+    char needle[320];
+    refusal_needle(needle, sizeof needle, H_OM, NULL, SCHAKEL__REASON__RATE_LIMITED, -1);
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("the connection that reads nothing was not refused a view");
+    raw_t *reader = raw_connect(env, H_OM);
+    uint64_t backlog = raw_heartbeat(reader, "the reader's backlog");
+    if (backlog < EVENTS)
+        fail_msg("the member's mailbox holds %llu deliveries (expected %d at least)",
+                 (unsigned long long)backlog, EVENTS);
+    pb_t frame = {0};
+    frame_flow(&frame, 16);
+    raw_send_frame(reader, &frame);
+    (void)raw_heartbeat(reader, "the Flow's turn");
+    /* raw_heartbeat fails on any other frame: no delivery came first */
+    (void)raw_heartbeat(reader, "a turn after the Flow's push");
+    /* the first connection reads everything it was sent */
+    for (int i = 0; i < QUERIES; i++) {
+        Schakel__Frame *f = raw_recv(unread, H_TIMEOUT_MS * h_time_factor());
+        if (f == NULL)
+            fail_msg("answer %d of %d did not come", i, QUERIES);
+        frame_free(&f);
+    }
+    raw_close(&unread);
+    /* the push goes on in a later turn: every delivery comes (each Heartbeat
+     * makes a turn) */
+    uint64_t delivered = 0;
+    for (int turn = 0; delivered < backlog && turn < 50; turn++) {
+        frame_heartbeat(&frame);
+        raw_send_frame(reader, &frame);
+        for (;;) {
+            Schakel__Frame *f = raw_recv(reader, H_TIMEOUT_MS * h_time_factor());
+            if (f == NULL)
+                fail_msg("no answer to a Heartbeat");
+            int hb = f->body_case == SCHAKEL__FRAME__BODY_HEARTBEAT;
+            delivered += f->body_case == SCHAKEL__FRAME__BODY_DELIVER;
+            frame_free(&f);
+            if (hb)
+                break;
+        }
+    }
+    pb_free(&query);
+    if (delivered != backlog)
+        fail_msg("%llu of %llu deliveries were pushed once the principal's connections had read",
+                 (unsigned long long)delivered, (unsigned long long)backlog);
+    raw_close(&reader);
     h_done(env);
 }
 
@@ -4833,6 +5063,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_burst_of_full_batches_is_spread_over_turns,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_unread_case_views_are_rate_limited, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_acks_are_rate_limited, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_unread_case_views_are_bounded_per_principal,
+                                        setup_cases_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_push_waits_for_the_principal_bound, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unread_window_is_not_resent, setup_cases_env,
                                         h_teardown),

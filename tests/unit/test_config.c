@@ -78,7 +78,9 @@ static void test_good_config(void **state)
                                      "max_silent_connections: 2048\n"
                                      "max_case_opens_per_hour: 40\n"
                                      "max_case_opens_per_hour_per_partner: 90\n"
-                                     "admin_heartbeat_timeout: 2m\n",
+                                     "admin_heartbeat_timeout: 2m\n"
+                                     "max_queued_bytes_per_principal: 8388608\n"
+                                     "max_unknown_acks_per_second: 64\n",
                                      err, sizeof err);
     if (cfg == NULL)
         fail_msg("%s", err);
@@ -100,6 +102,9 @@ static void test_good_config(void **state)
     assert_int_equal(
         config_limit(cfg->max_case_opens_partner, "max_case_opens_per_hour_per_partner"), 90);
     assert_int_equal(config_duration_ms(cfg->admin_heartbeat_timeout), 120000);
+    assert_int_equal(config_limit(cfg->max_principal_queued, "max_queued_bytes_per_principal"),
+                     8388608);
+    assert_int_equal(config_limit(cfg->max_unknown_acks, "max_unknown_acks_per_second"), 64);
     assert_int_equal(config_complete(cfg, err, sizeof err), 0);
     config_destroy(&cfg);
     assert_null(cfg);
@@ -193,6 +198,13 @@ static const set_row_t set_rows[] = {
     {"max_case_opens_per_hour_per_partner", "400000", 1, NULL},
     {"max_case_opens_per_hour_per_partner", "400001", 0, "built-in limit"},
     {"max_case_opens_per_hour_per_partner", "0", 0, "whole number"},
+    {"max_queued_bytes_per_principal", "1073741825", 0, "built-in limit"},
+    {"max_queued_bytes_per_principal", "0", 0, "whole number"},
+    {"max_queued_bytes_per_principal", "16MiB", 0, "whole number"},
+    {"max_queued_bytes_per_principal", "1073741824", 1, NULL},
+    {"max_unknown_acks_per_second", "1000001", 0, "built-in limit"},
+    {"max_unknown_acks_per_second", "0", 0, "whole number"},
+    {"max_unknown_acks_per_second", "1000000", 1, NULL},
     {"connection_idle_timeout", "5s", 1, NULL},
     {"connection_idle_timeout", "100ms", 0, "must be a duration"},
     {"connection_idle_timeout", "forever", 0, "must be a duration"},
@@ -267,6 +279,11 @@ static void test_config_set(void **state)
     free(cfg.max_case_opens_partner);
     assert_int_equal(config_duration_ms(cfg.admin_heartbeat_timeout), 30000);
     free(cfg.admin_heartbeat_timeout);
+    assert_int_equal(config_limit(cfg.max_principal_queued, "max_queued_bytes_per_principal"),
+                     1073741824);
+    free(cfg.max_principal_queued);
+    assert_int_equal(config_limit(cfg.max_unknown_acks, "max_unknown_acks_per_second"), 1000000);
+    free(cfg.max_unknown_acks);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
