@@ -236,8 +236,10 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
                                  int timeout_ms);
 
 /* Acknowledge a delivery: the broker removes it from our mailbox. Does not
- * wait: a refusal (UNKNOWN_DELIVERY) is recorded in the last error by the
- * next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. Each
+ * wait: a refusal (UNKNOWN_DELIVERY; or RATE_LIMITED, nothing of that Ack
+ * acknowledged, when the principal acked more seqs that were not pending
+ * than the broker's max_unknown_acks_per_second: PROTOCOL.md 4.7) is
+ * recorded in the last error by the next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. Each
  * call sends one Ack frame at once; a receiver of many deliveries acks them
  * together with schakel_ack_many (a frame per delivery cost a receiver
  * about 6,000 instructions more per delivery than frames of 256, in its
