@@ -7,7 +7,11 @@
  * block: a full peer queue (EAGAIN) leaves the rest for a later turn, an
  * unroutable peer (EHOSTUNREACH) ends its session. Trusts the store and the
  * session table; acks are checked against the caller's own mailbox and,
- * as the push, against the policy (a withheld delivery is revoked). The
+ * as the push, against the policy (a withheld delivery is revoked), and
+ * refused RATE_LIMITED whole while their principal has acked more seqs
+ * that were not pending than max_unknown_acks_per_second. A receiver
+ * whose connection, or whose principal's connections together, owe their
+ * bound waits as for a full peer queue (sendq.h). The
  * push's plaintext (decoded items, reduced copies, frames) is wiped when it
  * is released. What a pass opens from the store does not outlive the pass;
  * what the publish path keeps for the push (deliver_kept_t: at most
