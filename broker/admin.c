@@ -778,16 +778,36 @@ static void admin_export_wipe_document(admin_export_job_t *job)
     job->json = NULL;
 }
 
+/* An export going out whose operator's key a reload (in force or
+ * pending) no longer registers: nothing more of it goes out; said, and
+ * the slot freed. 1 if so. */
+static int admin_export_revoked(admin_t *admin, const broker_t *b)
+{
+    admin_export_job_t *job = &admin->job;
+    if (job->gone || job->json == NULL ||
+        admin_still_operator(b, job->request.principal, job->request.key))
+        return 0;
+    admin_export_log(job, b->now_ms, "admin.export_undelivered",
+                     "this key is no longer registered as an operator's: the rest was not sent");
+    admin_export_release(admin);
+    return 1;
+}
+
 /* The document's next chunks: at most SCHAKEL_EXPORT_SEND_CHUNKS a turn,
  * and only while its operator owes less than SCHAKEL_EXPORT_MAX_OWED_BYTES
  * (what libzmq holds of it). The export ends once the last chunk has left
  * libzmq (encrypted and written, or being written), when a chunk could
- * not be handed over, or when its connection closed. */
+ * not be handed over, when its connection closed, or when a reload (in
+ * force or pending) no longer registers its operator's key: no more of
+ * it is handed over, though what libzmq or the kernel holds already (up
+ * to the bound, and the socket's buffers) cannot be called back. */
 static void admin_export_send(admin_t *admin, const broker_t *b)
 {
     admin_export_job_t *job = &admin->job;
     int rc = 0;
     admin_events_drain(admin);
+    if (admin_export_revoked(admin, b))
+        return;
     size_t owed = sendq_bytes(job->queue);
     if (!job->gone && job->json != NULL && owed >= SCHAKEL_EXPORT_MAX_OWED_BYTES && !job->held) {
         /* a turn on, libzmq still holds the bound: its operator reads slowly, or not */
@@ -860,6 +880,8 @@ static void admin_stop_sending(admin_t *admin, const broker_t *b)
     char linger_text[16], owed[24];
     int linger = SCHAKEL_ADMIN_STOP_LINGER_MS;
     admin_events_drain(admin);
+    if (admin_export_revoked(admin, b))
+        return;
     int rc = job->gone ? -1
              : job->json == NULL
                  ? 1
