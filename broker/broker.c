@@ -1366,8 +1366,15 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
 {
     policy_t *fresh = policy_load(b->policy_path, err, errlen);
     if (fresh == NULL) {
-        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                  policy_hash_hex(b->policy), "by", requested_by, NULL);
+        /* A reload still pending stays so (dropping it could give back
+         * what it revokes): said, as the file no longer holds it. */
+        if (b->policy_pending != NULL)
+            log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                      policy_hash_hex(b->policy), "pending", policy_hash_hex(b->policy_pending),
+                      "by", requested_by, NULL);
+        else
+            log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                      policy_hash_hex(b->policy), "by", requested_by, NULL);
         (void)record_policy_refused(b, requested_by, policy_hash_hex(b->policy), err);
         return -1;
     }

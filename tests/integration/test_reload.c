@@ -690,6 +690,28 @@ static void test_mailbox_withdrawn_at_start(void **state)
     h_done(env);
 }
 
+/* The pending= hash (64 hex digits) of the first policy.reload_refused
+ * logged from `offset` on, into out (65 bytes); fails without one. */
+static void refusal_pending(const h_env_t *env, long offset, char *out)
+{
+    FILE *log = fopen(env->log_path, "r");
+    assert_non_null(log);
+    assert_int_equal(fseek(log, offset, SEEK_SET), 0);
+    char line[4096];
+    out[0] = '\0';
+    while (out[0] == '\0' && fgets(line, sizeof line, log) != NULL) {
+        const char *at = strstr(line, "event=policy.reload_refused ");
+        const char *hash = at != NULL ? strstr(at, " pending=") : NULL;
+        if (hash != NULL && strspn(hash + 9, "0123456789abcdef") == 64)
+            snprintf(out, 65, "%.64s", hash + 9);
+        else if (at != NULL)
+            fail_msg("a refused reload with one pending named none: %s", line);
+    }
+    fclose(log);
+    if (out[0] == '\0')
+        fail_msg("no policy.reload_refused logged");
+}
+
 /* A reload whose audit entry cannot be written (another process holds the
  * store's write lock) is not in force, but what it revokes is revoked at
  * once: the removed principal's session is cut off (its connection to be
@@ -738,6 +760,16 @@ static void test_unrecorded_reload_still_revokes(void **state)
                                  " yet recorded)\"",
                                  H_TIMEOUT_MS),
                      0);
+    /* a reload refused meanwhile (a policy that does not load) leaves the
+     * pending one pending, and says which (review: it said only kept=) */
+    char pending[65];
+    refusal_pending(env, reload_offset, pending);
+    h_env_write_policy(env, "%s%s", h_policy_header, "rules: [\n  - id: x\n");
+    long refused_offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    char again_pending[65];
+    refusal_pending(env, refused_offset, again_pending);
+    assert_string_equal(again_pending, pending);
     /* gemeente's waiting deliveries, under the changed rule, are withheld:
      * its ack (which cannot be written either) frees the window, and
      * nothing more comes */
@@ -755,7 +787,7 @@ static void test_unrecorded_reload_still_revokes(void **state)
     if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
         fail_msg("the pending reload was not recorded once the store could be written");
     /* tried again every second meanwhile, the refusal logged once a minute */
-    assert_int_equal(h_log_count(env, reload_offset, "event=policy.reload_refused "), 1);
+    assert_int_equal(h_log_count(env, reload_offset, "event=policy.reload_refused "), 2);
     assert_int_equal(
         h_log_count(env, reload_offset, "event=audit.write_failed entry=policy.reloaded"), 1);
     assert_int_equal(h_log_count(env, reload_offset, " retries=0"), 1); /* the first refusal's */
