@@ -19,6 +19,7 @@
 #include "keys.h"
 #include "metrics.h"
 #include "policy.h"
+#include "record.h"
 #include "refusals.h"
 #include "schakel.pb-c.h"
 #include "session.h"
@@ -64,6 +65,7 @@ typedef struct sync_ticket {
 typedef struct revocation {
     uint64_t seq;
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    record_sent_t sent; /* as the push passed over it (deliver_sent) */
 } revocation_t;
 
 /* Counters since start. accepted, duplicates, acked and set_aside count
@@ -382,6 +384,14 @@ void deliver_expire(broker_t *b);
 /* Remove the deliveries withheld since the last turn because the policy no
  * longer allows them (inside the turn's transaction). */
 void deliver_revoke(broker_t *b);
+
+/* Whether this run pushed recipient's delivery seq, for the record of its
+ * withdrawal: yes when seq is at or below the highest seq the receiver
+ * was ever sent (pushes go in seq order; one passed over to be revoked
+ * waits in b->revocations with what was known then); unknown when it
+ * waited since before the start (an earlier run may have sent it; what a
+ * run sent is not kept); no otherwise. O(revocations queued). */
+record_sent_t deliver_sent(const broker_t *b, const char *recipient, uint64_t seq);
 
 /* Set aside, in the turn's transaction, the deliveries the push found
  * unreadable (store_delivery_set_aside checks each again): each is

@@ -716,7 +716,7 @@ static int case_drop_partner(case_cmd_t *x, const char *partner_id)
                              .rule_id = d->rule_id,
                              .rule_hash = d->rule_hash,
                              .expires_at = d->expires_at};
-        if (record_withdrawn(b, &e, why) != 0)
+        if (record_withdrawn(b, &e, why, deliver_sent(b, d->recipient, d->seq)) != 0)
             return -1;
     }
     return 0;

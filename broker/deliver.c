@@ -110,6 +110,17 @@ static int revocation_queued(const broker_t *b, const char *recipient, uint64_t 
     return 0;
 }
 
+record_sent_t deliver_sent(const broker_t *b, const char *recipient, uint64_t seq)
+{
+    for (size_t i = 0; i < b->n_revocations; i++)
+        if (b->revocations[i].seq == seq && strcmp(b->revocations[i].recipient, recipient) == 0)
+            return b->revocations[i].sent;
+    const receiver_t *r = sessions_receiver(b->sessions, recipient);
+    if (r != NULL && seq <= r->highest_sent)
+        return RECORD_SENT_YES;
+    return seq <= b->seq_at_start ? RECORD_SENT_UNKNOWN : RECORD_SENT_NO;
+}
+
 /* An answered delivery's slot in the window is free, if the current
  * receiving session was sent it, whichever connection of this principal
  * answers. */
@@ -127,6 +138,7 @@ static void ack_frees_slot(receiver_t *receiver, uint64_t seq)
 static int ack_revokes(broker_t *b, receiver_t *receiver, const char *recipient, uint64_t seq)
 {
     int queued = revocation_queued(b, recipient, seq);
+    record_sent_t sent = deliver_sent(b, recipient, seq);
     store_expired_copy_t copy;
     int rc = store_delivery_revoke(b->store, recipient, seq, b->now_s, on_revoked, &copy);
     if (rc < 0) {
@@ -134,7 +146,7 @@ static int ack_revokes(broker_t *b, receiver_t *receiver, const char *recipient,
         broker_fail_turn(b);
         return -1;
     }
-    if (rc == 1 && record_revoked(b, &copy.view) != 0)
+    if (rc == 1 && record_revoked(b, &copy.view, sent) != 0)
         return -1; /* the turn fails (recorded by record.c) */
     if (rc == 1 && !queued)
         ack_frees_slot(receiver, seq); /* sent before the policy changed */
@@ -822,7 +834,9 @@ static int push_one(const store_delivery_t *d, void *arg)
             st->stop_errno = EAGAIN; /* the next turn removes these first */
             return 1;
         }
-        revocation_t *v = &b->revocations[b->n_revocations++];
+        revocation_t *v = &b->revocations[b->n_revocations];
+        v->sent = deliver_sent(b, r->principal, d->seq); /* before it is queued */
+        b->n_revocations++;
         v->seq = d->seq;
         strcpy(v->recipient, r->principal);
         r->cursor = d->seq; /* never sent; gone after the next commit */
@@ -1082,7 +1096,7 @@ void deliver_revoke(broker_t *b)
             broker_fail_turn(b);
             return; /* kept: the push withholds them again after the rollback */
         }
-        if (rc == 1 && record_revoked(b, &copy.view) != 0)
+        if (rc == 1 && record_revoked(b, &copy.view, v->sent) != 0)
             return; /* the turn fails (recorded by record.c); kept, as above */
     }
     b->n_revocations = 0;

@@ -120,6 +120,7 @@ void purge_step(broker_t *b)
                  : "is not in the policy in force");
     for (int i = 0; i < n; i++) {
         store_expired_copy_t copy;
+        record_sent_t sent = deliver_sent(b, recipient, seqs[i]);
         int rc =
             store_delivery_revoke(b->store, recipient, seqs[i], b->now_s, purge_on_revoked, &copy);
         if (rc < 0) {
@@ -127,7 +128,7 @@ void purge_step(broker_t *b)
             broker_fail_turn(b);
             return;
         }
-        if (rc == 1 && record_withdrawn(b, &copy.view, why) != 0)
+        if (rc == 1 && record_withdrawn(b, &copy.view, why, sent) != 0)
             return; /* the turn fails (recorded by record.c); tried again later */
     }
 }

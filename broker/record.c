@@ -951,19 +951,25 @@ int record_expired(broker_t *b, const store_expired_t *x)
     return record_append(b, &e);
 }
 
-int record_revoked(broker_t *b, const store_expired_t *x)
+int record_revoked(broker_t *b, const store_expired_t *x, record_sent_t sent)
 {
-    return record_withdrawn(b, x, "the policy in force no longer allows it");
+    return record_withdrawn(b, x, "the policy in force no longer allows it", sent);
 }
 
-int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why)
+int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why, record_sent_t sent)
 {
     char seq_s[24];
     store_audit_entry_t e;
+    const char *sent_text = sent == RECORD_SENT_YES  ? "yes"
+                            : sent == RECORD_SENT_NO ? "no"
+                                                     : "unknown";
+    char detail[24];
+    snprintf(detail, sizeof detail, "sent=%s", sent_text);
     snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
     log_event(x->tombstoned_before ? LOG_WARN : LOG_INFO, "delivery.revoked", "recipient",
-              x->recipient, "seq", seq_s, "rule", x->rule_id, "rule_hash", x->rule_hash, "why", why,
-              x->tombstoned_before ? "tombstone" : NULL, "had one already: none added", NULL);
+              x->recipient, "seq", seq_s, "rule", x->rule_id, "rule_hash", x->rule_hash, "sent",
+              sent_text, "why", why, x->tombstoned_before ? "tombstone" : NULL,
+              "had one already: none added", NULL);
     audit_entry_init(&e, "delivery.revoked");
     audit_set_text(&e, STORE_AUDIT_RECIPIENT, x->recipient);
     audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
@@ -971,6 +977,7 @@ int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why)
     audit_set_text(&e, STORE_AUDIT_RULE_ID, x->rule_id);
     audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
     audit_set_text(&e, STORE_AUDIT_REASON, why);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     return record_append(b, &e);
 }
 

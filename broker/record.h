@@ -103,14 +103,27 @@ int record_acked_in_turn(const struct broker *b, const char *recipient, uint64_t
 /* A delivery's retention ended: its body is gone, a tombstone stays. */
 int record_expired(struct broker *b, const store_expired_t *expired);
 
-/* A waiting delivery the policy in force no longer allows was removed
- * without being sent: its body is gone, a tombstone stays. */
-int record_revoked(struct broker *b, const store_expired_t *revoked);
+/* What the broker knows, as it withdraws a delivery, of whether it was
+ * ever pushed: only this run's pushes are known (a receiver's highest
+ * seq sent, in memory), so one that waited since before the start is
+ * unknown unless this run sent it. A zeroed value claims nothing. */
+typedef enum record_sent {
+    RECORD_SENT_UNKNOWN = 0, /* waiting since before the start: an earlier run may have sent it */
+    RECORD_SENT_NO,          /* queued since the start, and this run never sent it */
+    RECORD_SENT_YES,         /* this run sent it (handed to a connection), unacked */
+} record_sent_t;
+
+/* A waiting delivery the policy in force no longer allows was removed,
+ * unacked (sent or not, as `sent` says: detail sent=yes|no|unknown): its
+ * body is gone, a tombstone stays. */
+int record_revoked(struct broker *b, const store_expired_t *revoked, record_sent_t sent);
 
 /* The same "delivery.revoked" entry, for another reason `why` (a partner
  * that left a case or was removed from it takes its waiting deliveries
- * of the case along). */
-int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const char *why);
+ * of the case along; a principal the policy no longer has, its
+ * mailbox). */
+int record_withdrawn(struct broker *b, const store_expired_t *withdrawn, const char *why,
+                     record_sent_t sent);
 
 /* A waiting delivery was set aside (store_delivery_set_aside): a
  * "delivery.set_aside" entry (recipient, item and delivery seq, rule id

@@ -471,6 +471,12 @@ static void test_ack_of_a_withheld_delivery_revokes_it(void **state)
     assert_int_equal(h_backlog(politie), 0);
 
     assert_int_equal(entries_naming(env, "delivery.revoked", fire), 1);
+    char sql[160]; /* never sent: gemeente never asked to receive */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.revoked' AND delivery_seq = %lld"
+             " AND detail = 'sent=no'",
+             (long long)fire);
+    assert_int_equal(h_store_int(env, sql, NULL), 1);
     assert_int_equal(entries_naming(env, "delivery.acked", fire), 0);
     assert_int_equal(entries_naming(env, "delivery.acked", farm_seq), 1);
     assert_int_equal(entries_naming(env, "delivery.revoked", farm_seq), 0);
@@ -615,9 +621,23 @@ static void publish_waiting_for_jekerdal(h_env_t *env, size_t count)
         (int64_t)count);
 }
 
+/* The "delivery.revoked" entries of jekerdal's deliveries that say
+ * sent=`sent` (yes, no, unknown). */
+static int64_t jekerdal_revoked_saying(h_env_t *env, const char *sent)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.revoked' AND recipient ="
+             " 'woco-jekerdal/meldingen' AND detail = 'sent=%s'",
+             sent);
+    return h_store_int(env, sql, NULL);
+}
+
 /* What the withdrawal left: no delivery of jekerdal, a tombstone and an
- * entry naming why for each, gemeente's untouched. */
-static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, const char *why)
+ * entry naming why for each (and that none was sent: `sent`, no or
+ * unknown), gemeente's untouched. */
+static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, const char *why,
+                                      const char *sent)
 {
     assert_int_equal(h_await_log(env, offset,
                                  "event=mailbox.withdrawn recipient=woco-jekerdal/meldingen",
@@ -643,6 +663,7 @@ static void expect_jekerdal_withdrawn(h_env_t *env, long offset, int64_t count, 
              " 'woco-jekerdal/meldingen' AND reason = 'principal woco-jekerdal/meldingen %s'",
              why);
     assert_int_equal(h_store_int(env, sql, NULL), count);
+    assert_int_equal(jekerdal_revoked_saying(env, sent), count);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 1);
 }
 
@@ -657,7 +678,7 @@ static void test_removed_principals_mailbox_is_withdrawn(void **state)
     write_policy_v2(env);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
-    expect_jekerdal_withdrawn(env, offset, WAITING, "is not in the policy in force");
+    expect_jekerdal_withdrawn(env, offset, WAITING, "is not in the policy in force", "no");
     h_done(env);
 }
 
@@ -674,7 +695,7 @@ static void test_operators_mailbox_is_withdrawn(void **state)
     free(block);
     long offset = h_log_offset(env);
     assert_int_equal(h_broker_reload(env), 1);
-    expect_jekerdal_withdrawn(env, offset, 2, "is an operator under the policy in force");
+    expect_jekerdal_withdrawn(env, offset, 2, "is an operator under the policy in force", "no");
     h_done(env);
 }
 
@@ -686,7 +707,65 @@ static void test_mailbox_withdrawn_at_start(void **state)
     write_policy_v2(env);
     long offset = h_log_offset(env);
     h_broker_start(env);
-    expect_jekerdal_withdrawn(env, offset, 3, "is not in the policy in force");
+    /* waiting since before the start: an earlier run may have sent them */
+    expect_jekerdal_withdrawn(env, offset, 3, "is not in the policy in force", "unknown");
+    h_done(env);
+}
+
+#define WITHDRAWN_SUBJECT "PSN-5e0d7a3c19"
+
+/* A delivery the removed principal was sent and never acked is withdrawn
+ * as one that was sent (sent=yes), in the trail and in the subject's
+ * export; the one behind it, never sent (a window of one), says sent=no
+ * (review: both said "removed unsent", and the export showed no sign of
+ * the push). */
+static void test_withdrawn_delivery_that_was_sent(void **state)
+{
+    h_env_t *env = *state;
+    const char *const to_jekerdal[] = {"woco-jekerdal"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_signal_t s = fire_signal(to_jekerdal, 1);
+    s.subject = WITHDRAWN_SUBJECT;
+    s.grounds = "Melding van een bewoner";
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    (void)h_publish_ok(brandweer, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&brandweer);
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    assert_int_equal(schakel_subscribe(jekerdal, 1), SCHAKEL_OK);
+    schakel_delivery_t *d = h_receive(jekerdal); /* not acked */
+    int64_t sent_seq = (int64_t)d->seq;
+    schakel_delivery_free(&d);
+
+    write_policy_v2(env);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    assert_int_equal(h_await_log(env, offset,
+                                 "event=mailbox.emptied recipient=woco-jekerdal/meldingen",
+                                 H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(jekerdal_revoked_saying(env, "yes"), 1);
+    assert_int_equal(jekerdal_revoked_saying(env, "no"), 1);
+    assert_int_equal(entries_naming(env, "delivery.acked", sent_seq), 0);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = 'delivery.revoked' AND delivery_seq = %lld"
+             " AND detail = 'sent=yes'",
+             (long long)sent_seq);
+    assert_int_equal(h_store_int(env, sql, NULL), 1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked recipient=" H_WOCO_JEKERDAL),
+                     2);
+    assert_int_equal(h_log_count(env, offset, " sent=yes "), 1);
+
+    char store_key[256];
+    snprintf(store_key, sizeof store_key, "%s/keys/store.key", env->dir);
+    h_cli_result_t res;
+    if (h_run_ctl(env, NULL, NULL, &res, "audit", "subject", WITHDRAWN_SUBJECT, "--store",
+                  env->store_path, "--store-key", store_key, NULL) != 0)
+        fail_msg("audit subject: %d\n%s", res.status, res.err);
+    assert_non_null(strstr(res.out, "\"detail\":\"sent=yes\""));
+    assert_non_null(strstr(res.out, "\"detail\":\"sent=no\""));
+    h_cli_result_free(&res);
+    schakel_close(&jekerdal);
     h_done(env);
 }
 
@@ -996,6 +1075,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_removed_principals_mailbox_is_withdrawn,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_withdrawn_delivery_that_was_sent, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_mailbox_withdrawn_at_start, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_operators_mailbox_is_withdrawn, h_setup_broker,
