@@ -509,6 +509,8 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     memcpy(r->routing_id, session->routing_id, session->routing_len);
     r->routing_len = session->routing_len;
     strcpy(r->principal, session->principal);
+    memcpy(r->key, session->key, sizeof r->key);
+    r->policy_generation = b->policy_generation;
     r->frame = frame;
     r->frame_len = frame_len;
     r->queue = sendq_hold(session->queue);
@@ -741,15 +743,19 @@ static void reply_frame_free(pending_reply_t *r)
  * from the store. Said in full a few times per principal a minute, the
  * rest summed up (undeliverable_summary): a client that reads nothing
  * could otherwise have the broker write a log line per frame it sends. */
-static void reply_undeliverable(broker_t *b, const pending_reply_t *r, int err)
+static void reply_undeliverable(broker_t *b, const pending_reply_t *r, int err, const char *why)
 {
     int64_t now_s = b->now_s > 0 ? b->now_s : (int64_t)time(NULL);
     char summary[1024];
     if (refusals_summary(&b->undeliverable, now_s, 0, summary, sizeof summary) > 0)
         log_event(LOG_WARN, "reply.undeliverable_summary", "detail", summary, NULL);
-    if (refusals_take(&b->undeliverable, r->principal, now_s))
-        log_event(LOG_WARN, "reply.undeliverable", "principal", r->principal, "errno",
-                  zmq_strerror(err), NULL);
+    if (refusals_take(&b->undeliverable, r->principal, now_s)) {
+        if (why != NULL)
+            log_event(LOG_WARN, "reply.undeliverable", "principal", r->principal, "why", why, NULL);
+        else
+            log_event(LOG_WARN, "reply.undeliverable", "principal", r->principal, "errno",
+                      zmq_strerror(err), NULL);
+    }
     b->stats.replies_undeliverable++;
 }
 
@@ -763,13 +769,32 @@ static void undeliverable_summary(broker_t *b, int force)
         log_event(LOG_WARN, "reply.undeliverable_summary", "detail", summary, NULL);
 }
 
+static int principal_key_revoked(const policy_t *policy, const char *principal, const char *key);
+
+/* A reply queued before a reload (one that waited for its sync, or one
+ * of the turn whose operator request reloaded) whose principal or key the
+ * policy in force, or a reload pending, no longer registers: not sent.
+ * Its answer was decided before, but it may carry case contents (a
+ * CaseView). One call to the policy per reply queued before a reload,
+ * none otherwise. */
+static int reply_revoked(const broker_t *b, const pending_reply_t *r)
+{
+    if (r->policy_generation == b->policy_generation)
+        return 0;
+    return principal_key_revoked(b->policy, r->principal, r->key) ||
+           (b->policy_pending != NULL &&
+            principal_key_revoked(b->policy_pending, r->principal, r->key));
+}
+
 static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         pending_reply_t *r = &replies[i];
-        if (r->frame != NULL &&
-            broker_send(b, r->queue, 0, r->routing_id, r->routing_len, r->frame, r->frame_len) != 0)
-            reply_undeliverable(b, r, zmq_errno());
+        if (r->frame != NULL && reply_revoked(b, r))
+            reply_undeliverable(b, r, 0, "its key was revoked by a reload after it was decided");
+        else if (r->frame != NULL && broker_send(b, r->queue, 0, r->routing_id, r->routing_len,
+                                                 r->frame, r->frame_len) != 0)
+            reply_undeliverable(b, r, zmq_errno(), NULL);
         reply_frame_free(r);
     }
 }
@@ -1196,9 +1221,19 @@ static int receive_one(broker_t *b)
  * now has another key than the one this connection authenticated with. */
 static int session_revoked(const session_t *session, void *arg)
 {
-    const policy_t *policy = arg;
-    const policy_principal_t *p = policy_principal_by_id(policy, session->principal);
-    return p == NULL || p->role == ROLE_OPERATOR || !key_still_registered(session, p);
+    return principal_key_revoked(arg, session->principal, session->key);
+}
+
+/* `principal` is gone from `policy`, became an operator, or (key not "")
+ * has another key there than `key` (Z85). */
+static int principal_key_revoked(const policy_t *policy, const char *principal, const char *key)
+{
+    const policy_principal_t *p = policy_principal_by_id(policy, principal);
+    if (p == NULL || p->role == ROLE_OPERATOR)
+        return 1;
+    char current[41];
+    keys_public_z85(p->curve_pk, current);
+    return key[0] != '\0' && strcmp(key, current) != 0;
 }
 
 /* The principal and key pairs `policy` registers on the partner
@@ -1328,6 +1363,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
         if (b->policy_pending != fresh) {
             policy_destroy(&b->policy_pending);
             b->policy_pending = fresh;
+            b->policy_generation++; /* held replies are checked against it */
             snprintf(b->pending_by, sizeof b->pending_by, "%s", requested_by);
         }
         b->pending_retry_ms = monotonic_ms() + 1000;
@@ -1350,6 +1386,7 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     policy_destroy(&b->policy_pending); /* a newer reload replaces one still pending */
     policy_destroy(&b->policy);
     b->policy = fresh;
+    b->policy_generation++; /* held replies are checked against it */
     b->policy_loaded_at = b->now_s;
     /* What waits now was decided before: its acks ask the policy again.
      * A seq handed out later is higher than any waiting one. */

@@ -33,6 +33,8 @@ typedef struct pending_reply {
     uint8_t routing_id[SESSION_ROUTING_MAX];
     size_t routing_len;
     char principal[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char key[41];               /* Z85 key of its session's connection; "": unknown */
+    uint64_t policy_generation; /* b->policy_generation when it was queued */
     uint8_t *frame; /* encoded Frame, owned */
     size_t frame_len;
     sendq_t *queue;    /* its session's count of bytes owed (a reference), or NULL */
@@ -126,6 +128,9 @@ typedef struct broker {
     uint64_t pending_retries;  /* retries since then, logged with the next */
     uint64_t pending_tries;    /* retries in all, logged when it applies */
     int quiet_audit_failure;   /* a retry not logged: nor is its audit.write_failed */
+    /* Counts the reloads that put a policy in force or made one pending: a
+     * reply queued under another count is checked again as it is sent. */
+    uint64_t policy_generation;
     char *policy_path;
     char *store_path; /* beside it, STORE.audit-mismatch (storefile.h) */
     /* The trail's tail found rewritten outside the broker (record.c

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <sodium.h>
+#include <sqlite3.h>
 
 /* A negative check ("nothing arrived yet") waits this long. It can only
  * pass falsely (the answer might have come later, or the check looked too
@@ -313,6 +314,61 @@ static void test_loop_goes_on_while_a_sync_is_held(void **state)
     h_done(env);
 }
 
+/* An answer held for its sync does not go out to a key a reload revoked
+ * meanwhile (review: the Accepted, decided before the reload, went out
+ * after it; a CaseView would carry case contents). The reload is made
+ * pending (the store write-locked by the test, so that the reload needs
+ * no sync of its own: what a pending reload revokes is revoked at once),
+ * and the held sync is let go only once the broker has said so. */
+static void test_held_answer_to_a_revoked_key_is_dropped(void **state)
+{
+    static const char politie_block[] = "  - id: politie/bvh-koppeling\n"
+                                        "    role: system\n"
+                                        "    key_file: keys/politie-bvh-koppeling.pub\n";
+    h_env_t *env = *state;
+    const char *at = strstr(h_policy_header, politie_block);
+    assert_non_null(at);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+
+    long offset = h_log_offset(env);
+    shim_file(gate_path, 1);
+    schakel_signal_t held = h_police_signal("BVH-SYNC-0301");
+    publisher_t *p = publisher_start(politie, &held);
+    await_log(env, offset, "event=syncgate.held");
+
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    h_env_write_policy(env, "%.*s%s%s", (int)(at - h_policy_header), h_policy_header,
+                       at + strlen(politie_block), h_default_rules);
+    long reload_offset = h_log_offset(env);
+    int reloaded = h_broker_reload(env);
+    int early = publisher_await(p, 0);
+    shim_file(gate_path, 0);
+    if (reloaded != 0 || h_log_count(env, reload_offset, "cannot record the reload") != 1)
+        fail_msg("the reload was not left pending by the locked store");
+    if (early)
+        fail_msg("the publish returned (%s) while its sync was held", schakel_strerror(p->status));
+
+    await_log(env, offset, "event=syncgate.released");
+    await_log(env, reload_offset,
+              "event=reply.undeliverable principal=" H_POLITIE
+              " why=\"its key was revoked by a reload after it was decided\"");
+    assert_true(publisher_await(p, H_TIMEOUT_MS));
+    if (p->status == SCHAKEL_OK)
+        fail_msg("the held Accepted reached a key the reload revoked");
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    await_log(env, reload_offset, "event=policy.reloaded ");
+    /* stored all the same (its commit was synced), and delivered */
+    receive_expect(om, p->message_id, "the publish whose answer was dropped");
+    publisher_join(&p);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* A sync that fails stops the broker (exit 1, store.sync_failed), and
  * never answers Accepted: on the sync thread it drops the turn's answers,
  * in the loop it answers that the publish may have been stored (never that
@@ -384,6 +440,8 @@ int main(void)
                                         sync_setup_always, sync_teardown),
         cmocka_unit_test_setup_teardown(test_loop_goes_on_while_a_sync_is_held, sync_setup_always,
                                         sync_teardown),
+        cmocka_unit_test_setup_teardown(test_held_answer_to_a_revoked_key_is_dropped,
+                                        sync_setup_always, sync_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,
                                         sync_setup_always, sync_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,
