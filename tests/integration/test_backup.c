@@ -369,10 +369,105 @@ static void test_documented_backup_under_traffic(void **state)
     h_done(env);
 }
 
+/* A backup made before a rotation of the store key ("Rotating the store
+ * key" step 5, "Restoring a backup"): the restore under the config's (new)
+ * key is refused, with the old key it goes on, the broker then refuses to
+ * start under the new key, and a second rekey from the old key to the new
+ * one lets it start and serve the backup's waiting delivery. The config's
+ * key file is given the new key, as pointing store_key_file at it would. */
+static void test_restore_of_a_backup_from_before_a_rekey(void **state)
+{
+    h_env_t *env = *state;
+    char folder[192], command[2048], pattern[256], backup[256];
+    char config_key[192], old_key[192], new_key[192];
+    snprintf(folder, sizeof folder, "%s/backup", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    h_backup_command(env, folder, command, sizeof command);
+    snprintf(config_key, sizeof config_key, "%s/keys/store.key", env->dir);
+    snprintf(old_key, sizeof old_key, "%s/keys/store-1.key", env->dir);
+    snprintf(new_key, sizeof new_key, "%s/keys/store-2.key", env->dir);
+
+    h_broker_start(env);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-BEFORE-REKEY");
+    uint8_t id[16];
+    (void)h_publish_ok(politie, &s, NULL, id, NULL, NULL);
+    schakel_close(&politie);
+    h_cli_result_t res;
+    int status = h_run_sh(command, &res);
+    if (status != 0)
+        fail_msg("the backup command exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    snprintf(pattern, sizeof pattern, "%s/*", folder);
+    glob_t found;
+    if (glob(pattern, 0, NULL, &found) != 0 || found.gl_pathc != 1)
+        fail_msg("the backup folder holds %zu files, want the backup alone", found.gl_pathc);
+    snprintf(backup, sizeof backup, "%s", found.gl_pathv[0]);
+    globfree(&found);
+
+    /* the rotation: the old key kept, the store re-sealed, the config's
+     * key the new one */
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(config_key, old_key);
+    assert_int_equal(chmod(old_key, 0600), 0);
+    status = h_run_schakeld(&res, "--init", "--store-key", new_key, NULL);
+    if (status != 0)
+        fail_msg("--init: exit %d: %s", status, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key",
+                            new_key, NULL);
+    if (status != 0 || !strstr(res.out, "re-sealed"))
+        fail_msg("--rekey: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_copy_file(new_key, config_key);
+
+    /* the restore: refused under the new key, done with the old one */
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
+    if (status == 0 || !strstr(res.err, "the store key does not open this store"))
+        fail_msg("--restored under the new key: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, "--store-key",
+                            old_key, NULL);
+    if (status != 0 || !strstr(res.out, "restored"))
+        fail_msg("--restored with the old key: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    /* the restored store is under the old key: no start under the new */
+    status = h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*",
+                            "--ready-fd", "1", NULL);
+    if (status != 1 || !strstr(res.err, "store key") || strstr(res.out, "READY"))
+        fail_msg("a start on the restored store under the new key: exit %d: %s%s", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    /* the second rekey, from the old key to the new one */
+    status = h_run_schakeld(&res, "--config", env->config_path, "--store-key", old_key, "--rekey",
+                            "--new-store-key", config_key, NULL);
+    if (status != 0 || !strstr(res.out, "re-sealed"))
+        fail_msg("the second --rekey: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+
+    h_broker_start(env);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_delivery_t *d = h_receive(om);
+    assert_memory_equal(d->message_id, id, 16);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    schakel_close(&om);
+    status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                       "--broker-key", env->broker_pub, NULL);
+    if (status != 0)
+        fail_msg("audit verify after the restore and rekey: exit %d: %s%s", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_documented_backup_under_traffic, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_of_a_backup_from_before_a_rekey, h_setup_env,
                                         h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
