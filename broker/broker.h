@@ -395,7 +395,10 @@ void deliver_revoke(broker_t *b);
  * was ever sent (pushes go in seq order; one passed over to be revoked
  * waits in b->revocations with what was known then); unknown when it
  * waited since before the start (an earlier run may have sent it; what a
- * run sent is not kept); no otherwise. O(revocations queued). */
+ * run sent is not kept); no otherwise. It errs only towards yes: one
+ * passed over, whose revocation a reload forgot (deliver_policy_changed)
+ * before the push sent a later seq, reads as sent; one pushed never
+ * reads as no. O(revocations queued). */
 record_sent_t deliver_sent(const broker_t *b, const char *recipient, uint64_t seq);
 
 /* Set aside, in the turn's transaction, the deliveries the push found

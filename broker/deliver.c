@@ -839,7 +839,7 @@ static int push_one(const store_delivery_t *d, void *arg)
         b->n_revocations++;
         v->seq = d->seq;
         strcpy(v->recipient, r->principal);
-        r->cursor = d->seq; /* never sent; gone after the next commit */
+        r->cursor = d->seq; /* not sent now; gone after the next commit */
         return 0;
     }
     /* Sent before in this process, or pending since before a restart (a
