@@ -1486,6 +1486,72 @@ static void test_a_marked_store_restored_from_a_backup(void **state)
     h_done(env);
 }
 
+/* The rotation of the broker key as docs/OPERATIONS.md ("Rotating the
+ * broker key") tells it: a new pair from `schakel keygen`, the broker
+ * stopped and started with it (audit.checkpoint_other_key once, naming
+ * both keys); a client pinning the old key exits 4 naming a wrong broker
+ * key, one pinning the new one connects; the trail verifies with both
+ * keys oldest first, and not with the new alone or newest first. */
+static void test_broker_key_rotation_as_documented(void **state)
+{
+    h_env_t *env = *state;
+    char base[192], new_key[200], new_pub[200], old_pub[192], config_key[192];
+    snprintf(base, sizeof base, "%s/keys/broker-2", env->dir);
+    snprintf(new_key, sizeof new_key, "%s.key", base);
+    snprintf(new_pub, sizeof new_pub, "%s.pub", base);
+    snprintf(old_pub, sizeof old_pub, "%s/keys/broker-1.pub", env->dir);
+    snprintf(config_key, sizeof config_key, "%s/keys/broker.key", env->dir);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-BEFORE-ROTATION");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+
+    h_cli_result_t res;
+    if (h_run_cli(env, NULL, &res, "keygen", base, NULL) != 0)
+        fail_msg("schakel keygen: exit %d: %s", res.status, res.err);
+    h_cli_result_free(&res);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->broker_pub, old_pub);
+    h_copy_file(new_key, config_key); /* as pointing key_file at it */
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    assert_int_equal(h_await_log(env, offset, "event=audit.checkpoint_other_key ", H_TIMEOUT_MS),
+                     0);
+    assert_int_equal(h_log_count(env, offset, "event=audit.checkpoint_other_key "), 1);
+
+    /* a client still pinning the old key */
+    if (h_run_cli(env, H_POLITIE, &res, "whoami", "--connect-timeout", "1", NULL) != 4 ||
+        strstr(res.err, "could not complete a CURVE handshake") == NULL ||
+        strstr(res.err, "wrong broker key") == NULL)
+        fail_msg("whoami pinning the old broker key: exit %d: %s", res.status, res.err);
+    h_cli_result_free(&res);
+    h_copy_file(new_pub, env->broker_pub); /* the partner pins the new one */
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-AFTER-ROTATION");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0); /* a checkpoint under the new key */
+
+    const struct {
+        const char *first, *second;
+        int status;
+    } rows[] = {
+        {old_pub, new_pub, 0},
+        {new_pub, NULL, 3},
+        {new_pub, old_pub, 3},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        int status = ctl_run(env, &res, "audit", "verify", "--store", env->store_path,
+                             "--broker-key", rows[i].first,
+                             rows[i].second != NULL ? "--broker-key" : NULL, rows[i].second, NULL);
+        if (status != rows[i].status)
+            fail_msg("verify with keys %zu: exit %d, want %d: %s%s", i, status, rows[i].status,
+                     res.out, res.err);
+        h_cli_result_free(&res);
+    }
+    h_done(env);
+}
+
 int main(void)
 {
     if (access(ctl_path(), X_OK) != 0) {
@@ -1511,6 +1577,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_items_kept_as_long_as_their_longest_delivery,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_key_rotation_as_documented, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_a_tail_put_back_while_the_broker_runs, h_setup_broker,
                                         h_teardown),
     };
