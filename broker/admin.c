@@ -940,6 +940,20 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
             admin_export_release(admin);
         return;
     }
+    /* A reload run ahead of it in this batch (an operator's `reload`) may
+     * have removed its key since it was read: then nothing is done. Its
+     * record says it was asked; the refusal's follows with the next turn. */
+    if (!admin_still_operator(b, request->principal, request->key)) {
+        static const char text[] = "this key is no longer registered as an operator's (a reload "
+                                   "ahead of this request removed it); nothing was done";
+        admin_refuse(admin, b, request, SCHAKEL__REASON__NOT_PERMITTED, text);
+        admin_log_outcome(request, request->command->name, "refused", text);
+        if (request->refusal != NULL)
+            (void)admin_send(admin, NULL, request, request->refusal, request->refusal_len);
+        if (request->export_begins)
+            admin_export_release(admin);
+        return;
+    }
     if (request->export_begins) {
         admin_export_begin(admin, b, request);
         return;

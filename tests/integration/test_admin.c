@@ -999,6 +999,60 @@ static void test_open_operator_connection_refused_after_reload(void **state)
     h_done(env);
 }
 
+/* An admin request of `command` with no arguments, packed. */
+static uint8_t *pack_admin_request(uint64_t request_id, const char *command, size_t *len)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = request_id;
+    request.command = (char *)(uintptr_t)command;
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    return pack_frame(&frame, 1, len);
+}
+
+/* A request read in the same turn as an operator's `reload` that removes
+ * its key, behind it: refused NOT_PERMITTED when its turn comes, not run
+ * (review: it was answered, checked only as it was read), and the refusal
+ * recorded. */
+static void test_request_behind_a_reload_that_removed_its_key(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    free(no_operator);
+    size_t reload_len = 0, status_len = 0;
+    uint8_t *reload = pack_admin_request(41, "reload", &reload_len);
+    uint8_t *status = pack_admin_request(42, "status", &status_len);
+    h_broker_pause(env); /* both in one turn */
+    assert_int_equal(zmq_send(c.socket, reload, reload_len, 0), (int)reload_len);
+    assert_int_equal(zmq_send(c.socket, status, status_len, 0), (int)status_len);
+    free(reload);
+    free(status);
+    h_broker_resume(env);
+    Schakel__Frame *answer = raw_next(&c);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || !answer->admin_response->ok)
+        fail_msg("the reload: body %d", (int)answer->body_case);
+    wire_frame_free(&answer);
+    answer = raw_next(&c);
+    expect_refused(&answer, "NOT_PERMITTED", "no longer registered as an operator's",
+                   "a status behind the reload that removed its key");
+    raw_close(&c);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                                 " actor = '" H_OPERATOR "' AND detail LIKE 'request_id=42 %'"
+                                 " AND detail LIKE '%NOT_PERMITTED%'",
+                                 NULL),
+                     1);
+    h_done(env);
+}
+
 /* A policy of n_rules rules whose purposes are mostly multi-byte
  * characters; the first purpose starts with `pad` ASCII bytes. */
 static void write_long_policy(h_env_t *env, const char *purpose, int n_rules, size_t pad)
@@ -2295,6 +2349,8 @@ int main(void)
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_ctl_admission_not_recorded, setup_admin_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_request_behind_a_reload_that_removed_its_key,
+                                        setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_open_operator_connection_refused_after_reload,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_audited_subject_export, setup_admin_broker,
