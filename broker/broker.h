@@ -410,10 +410,12 @@ void deliver_set_aside(broker_t *b);
 
 /* Another policy is in force: what the push decided under the one before
  * is decided again. The kept items are wiped (pushed from the store from
- * now on), and revocations not yet applied are forgotten, with every
- * receiver starting again at its oldest unacked delivery (what was sent
- * before comes again flagged as a redelivery), so that a delivery the new
- * policy allows is never removed for what the old one said. */
+ * now on), and revocations not yet applied are forgotten; when there were
+ * any, every receiver starts again at its oldest unacked delivery (what
+ * was sent before comes again flagged as a redelivery), so that a delivery
+ * the new policy allows is never removed for what the old one said, nor
+ * passed over. With none, nothing was passed over, and no receiver starts
+ * again. */
 void deliver_policy_changed(broker_t *b);
 
 /* Receivers that acked nothing for ack_timeout_ms while deliveries were in
