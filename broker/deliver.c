@@ -251,6 +251,10 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
      * SCHAKEL_MAX_ACKS, and only the first few are named */
     uint64_t unknown[32]; /* more than a Rejected's text can name */
     size_t n_unknown = 0, listed_max = sizeof unknown / sizeof unknown[0];
+    /* of them, those with no pending row: a withheld or revoked one is a
+     * delivery the recipient may well have had (pushed before a restart
+     * or a reload), whose ack is no abuse and costs no more than another */
+    size_t n_rationed = 0;
     if (store_begin(b->store) != 0) {
         broker_fail_turn(b);
         return;
@@ -285,6 +289,7 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
             if (n_unknown < listed_max)
                 unknown[n_unknown] = seq;
             n_unknown++;
+            n_rationed += pending != DELIVER_REVOKED && pending != DELIVER_HELD;
             continue;
         }
         if (record_acked(b, session->principal, seq) != 0)
@@ -295,7 +300,7 @@ void deliver_ack(broker_t *b, session_t *session, const Schakel__Ack *ack)
             receiver->progress_ms = b->now_ms;
     }
     if (n_unknown > 0) {
-        sessions_count_unknown_acks(b->sessions, session->principal, n_unknown);
+        sessions_count_unknown_acks(b->sessions, session->principal, n_rationed);
         ack_refuse_unknown(b, session, ack, unknown,
                            n_unknown < listed_max ? n_unknown : listed_max, n_unknown);
     }
@@ -753,7 +758,8 @@ static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery
         st->stop_errno = EAGAIN;
         return 1;
     }
-    if (sendq_shared_bytes(r->session->queue) >= st->broker->max_principal_queued / 2) {
+    size_t shared = sendq_shared_bytes(r->session->queue);
+    if (shared > 0 && shared >= st->broker->max_principal_queued / 2) {
         /* The same for what all connections of the principal owe together
          * (max_queued_bytes_per_principal): a principal that takes
          * receiving to one connection after another, each left unread,
