@@ -6,14 +6,17 @@
  * malloc under SCHAKEL_PLAIN_ALLOC, for sanitizer builds) and every temporary
  * copy is wiped on every path. Errors are returned as text for the caller.
  */
+#define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
 #include "keys.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -265,26 +268,152 @@ static int sync_parent_dir(const char *path)
     return rc;
 }
 
-/* Write text to path with the given mode, then sync it and its folder;
- * O_EXCL so an existing key is never overwritten. */
+/* A key file is written under a temporary name beside it,
+ * PATH.partial-XXXXXXXX (eight random hex digits), and given its name only
+ * once it is whole and synced: a run killed or cut off by a power loss
+ * while it writes leaves no file at PATH, never an empty or partial key
+ * that every later run would keep and fail to load. The writer holds an
+ * exclusive flock on its temporary until the name is given. */
+#define PARTIAL_MARK ".partial-"
+#define PARTIAL_DIGITS 8
+
+/* Whether name is base + PARTIAL_MARK + eight hex digits. */
+static int is_partial_of(const char *name, const char *base)
+{
+    size_t base_len = strlen(base), mark_len = strlen(PARTIAL_MARK);
+    if (strlen(name) != base_len + mark_len + PARTIAL_DIGITS ||
+        strncmp(name, base, base_len) != 0 || strncmp(name + base_len, PARTIAL_MARK, mark_len) != 0)
+        return 0;
+    for (const char *c = name + base_len + mark_len; *c != '\0'; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+            return 0;
+    return 1;
+}
+
+/* Remove the temporaries an interrupted write of path left beside it:
+ * files named as write_new_file names them whose flock nobody holds (a
+ * held one is another write of the same path, going on: left). Nothing is
+ * followed: a symbolic link, a FIFO or a folder of that name is left as
+ * it is. Best effort: a temporary never becomes a key by being left, only
+ * litter (a part of a key that was never used). */
+static void remove_partials(const char *path)
+{
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    const char *base = slash == NULL ? path : slash + 1;
+    size_t len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (len >= sizeof dir || base[0] == '\0')
+        return;
+    if (slash == NULL)
+        dir[0] = '.';
+    else
+        memcpy(dir, path, len);
+    dir[len] = '\0';
+    int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = dir_fd < 0 ? NULL : fdopendir(dir_fd);
+    if (d == NULL) {
+        if (dir_fd >= 0)
+            close(dir_fd);
+        return;
+    }
+    for (struct dirent *ent; (ent = readdir(d)) != NULL;) {
+        if (!is_partial_of(ent->d_name, base))
+            continue;
+        int fd = openat(dir_fd, ent->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0)
+            continue;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0)
+            (void)unlinkat(dir_fd, ent->d_name, 0);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Give the whole file at temp the name path, never replacing a file
+ * there: renameat2 RENAME_NOREPLACE, or on a file system without it
+ * link() and unlink(), which refuse an existing name as well. Returns 0,
+ * or -1 with errno (EEXIST: a file is at path). */
+static int place_new_file(const char *temp, const char *path)
+{
+    if (renameat2(AT_FDCWD, temp, AT_FDCWD, path, RENAME_NOREPLACE) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -1;
+    if (link(temp, path) != 0)
+        return -1;
+    (void)unlink(temp);
+    return 0;
+}
+
+/* Write all of text to fd (a short write or EINTR goes on). */
+static int write_all(int fd, const char *text, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, text, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        text += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Write text to a new file at path with the given mode (as open(2) gives
+ * it, under the umask), whole or not at all: under a temporary name first
+ * (above), synced, then named path unless a file is there (never
+ * overwritten: "cannot create PATH: File exists"), and the folder synced.
+ * Temporaries an interrupted earlier write left go first. */
 static int write_new_file(const char *path, const char *text, mode_t mode, char *err, size_t errlen)
 {
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    char temp[4096];
+    int fd = -1;
+    remove_partials(path);
+    for (int tries = 0; fd < 0 && tries < 8; tries++) {
+        uint8_t random[PARTIAL_DIGITS / 2];
+        randombytes_buf(random, sizeof random);
+        if (snprintf(temp, sizeof temp, "%s%s%02x%02x%02x%02x", path, PARTIAL_MARK, random[0],
+                     random[1], random[2], random[3]) >= (int)sizeof temp) {
+            snprintf(err, errlen, "cannot create %s: path too long", path);
+            return -1;
+        }
+        fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0 && errno != EEXIST)
+            break;
+    }
     if (fd < 0) {
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
         return -1;
     }
-    size_t len = strlen(text);
-    ssize_t n = write(fd, text, len);
-    int rc = (n == (ssize_t)len && fsync(fd) == 0) ? 0 : -1;
-    if (close(fd) != 0)
-        rc = -1;
-    if (rc == 0 && sync_parent_dir(path) != 0)
-        rc = -1;
+    /* held until the name is given (placed before close): another run's
+     * remove_partials leaves it */
+    (void)flock(fd, LOCK_EX | LOCK_NB);
+    int rc = write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
+    int saved = errno;
     if (rc != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        unlink(path);
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(saved));
+    } else if (place_new_file(temp, path) != 0) {
+        saved = errno;
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(saved));
+        rc = -1;
     }
+    if (rc != 0)
+        (void)unlink(temp);
+    if (close(fd) != 0 && rc == 0) {
+        saved = errno;
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(saved));
+        (void)unlink(path);
+        rc = -1;
+    }
+    if (rc == 0 && sync_parent_dir(path) != 0) {
+        saved = errno;
+        snprintf(err, errlen, "cannot write %s: syncing its folder: %s", path, strerror(saved));
+        (void)unlink(path);
+        rc = -1;
+    }
+    errno = saved;
     return rc;
 }
 

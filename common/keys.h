@@ -28,7 +28,15 @@ typedef struct keypair {
 } keypair_t;
 
 /* Generate a fresh pair and write PATH_BASE.key (mode 0600, refused if it
- * exists) and PATH_BASE.pub (0644). Returns 0, or -1 with err filled. */
+ * exists) and PATH_BASE.pub (0644). Each file is written whole or not at
+ * all: under a temporary name beside it (PATH.partial-XXXXXXXX, eight hex
+ * digits, made with the file's mode), synced, then given its name only if
+ * none is there (renameat2 RENAME_NOREPLACE, or link and unlink), and its
+ * folder synced; an interrupted write (a kill, a power cut) leaves no file
+ * at PATH, only such a temporary, never read as a key and removed by the
+ * next write of PATH (unless another write holds it: flock). Returns 0, or
+ * -1 with err filled ("cannot create PATH: File exists" for one that is
+ * there); on failure neither file is left. */
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
 /* Load a secret key file. Refuses a file that belongs to another user than
@@ -73,7 +81,8 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
 
 /* A symmetric secret (the store's sealing key): 32 random bytes in Z85 in
  * a text file of the same layout as a .key file. keys_write_symmetric
- * creates path with mode 0600 and refuses an existing file;
+ * creates path with mode 0600 and refuses an existing file, written whole
+ * or not at all as keys_generate writes its files;
  * keys_load_symmetric refuses a file group or others can read, or one of
  * another user, as keys_load_secret does. Both return
  * 0, or -1 with err filled; key is wiped on failure. */

@@ -1500,12 +1500,71 @@ static void test_interrupted_init_leaves_no_store(void **state)
     h_done(env);
 }
 
+/* The files in folder whose names begin with prefix. */
+static int storage_count_named(const char *folder, const char *prefix)
+{
+    DIR *d = opendir(folder);
+    if (d == NULL)
+        fail_msg("opendir %s: %s", folder, strerror(errno));
+    int found = 0;
+    for (struct dirent *ent; (ent = readdir(d)) != NULL;)
+        found += strncmp(ent->d_name, prefix, strlen(prefix)) == 0;
+    closedir(d);
+    return found;
+}
+
+/* An --init killed while it writes the store key (SIGXFSZ under a file
+ * size limit: at the key's first write, then half-way) leaves no key file,
+ * neither empty nor partial, and no store: only the key's temporary
+ * (keys/store.key.partial-XXXXXXXX), which is never taken for the key.
+ * The next --init makes the key and the store (and removes the
+ * temporary), and the broker starts on them. */
+static void test_interrupted_init_at_the_key(void **state)
+{
+    h_env_t *env = *state;
+    char key[256], keys[192];
+    snprintf(keys, sizeof keys, "%s/keys", env->dir);
+    snprintf(key, sizeof key, "%s/store.key", keys);
+    storage_remove_store(env);
+    assert_int_equal(unlink(key), 0);
+    const char *const init[] = {"--init", "--config", env->config_path, NULL};
+    static const rlim_t limits[] = {0, 60}; /* the key file is some 180 bytes */
+    h_cli_result_t res;
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        int status =
+            h_run_prepared(h_schakeld_path(), init, NULL, storage_file_limit, &limits[i], &res);
+        if (status != 128 + SIGXFSZ || strstr(res.out, "created store key") != NULL)
+            fail_msg("--init under a file size limit of %llu bytes exited %d, not killed by "
+                     "SIGXFSZ at the key's write: %s%s",
+                     (unsigned long long)limits[i], status, res.out, res.err);
+        h_cli_result_free(&res);
+        if (access(key, F_OK) == 0 || errno != ENOENT)
+            fail_msg("the --init killed at byte %llu of the key left %s",
+                     (unsigned long long)limits[i], key);
+        if (access(env->store_path, F_OK) == 0 || errno != ENOENT)
+            fail_msg("the --init killed at the key left %s", env->store_path);
+        /* the one temporary of this run: the earlier run's removed */
+        assert_int_equal(storage_count_named(keys, "store.key.partial-"), 1);
+    }
+    int status = h_run_schakeld_argv(init, &res);
+    if (status != 0 || strstr(res.out, "created store key") == NULL ||
+        strstr(res.out, "created store ") == NULL)
+        fail_msg("--init after one killed at the key exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    storage_assert_private_key(key);
+    assert_int_equal(storage_count_named(keys, "store.key.partial-"), 0);
+    h_broker_start(env);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* --init on a file system without RENAME_NOREPLACE (renamegate.so makes
  * renameat2 fail with EINVAL, as such a file system does): the new store is
  * moved into place with link() and unlink() instead, whole, and the broker
  * serves it; a store that appears at the path meanwhile (made by the shim
  * just before the move, as another process would) is never replaced:
- * --init fails naming it, it stays byte for byte, and the new one is gone. */
+ * --init fails naming it, it stays byte for byte, and the new one is gone.
+ * A new store key file likewise. */
 static void test_init_without_rename_noreplace(void **state)
 {
     h_env_t *env = *state;
@@ -1557,6 +1616,44 @@ static void test_init_without_rename_noreplace(void **state)
         fail_msg("the store that appeared was replaced: %zu bytes \"%.40s\"", len, got);
     if (access(temp, F_OK) == 0 || errno != ENOENT)
         fail_msg("%s is still there after the refused --init", temp);
+
+    /* a key file likewise: linked into place, its temporary gone, and
+     * never over a file that appeared meanwhile */
+    char keys[192], fresh[256], einval_key[320];
+    snprintf(keys, sizeof keys, "%s/keys", env->dir);
+    snprintf(fresh, sizeof fresh, "%s/fallback.key", keys);
+    snprintf(einval_key, sizeof einval_key, "event=renamegate.einval path=%s", fresh);
+    const char *const key_only[] = {"--init", "--store-key", fresh, NULL};
+    status = h_run_prepared(h_schakeld_path(), key_only, "SCHAKEL_TEST_RENAMEAT2=einval", NULL,
+                            NULL, &res);
+    if (status != 0 || strstr(res.err, einval_key) == NULL ||
+        strstr(res.out, "created store key") == NULL)
+        fail_msg("--init --store-key without RENAME_NOREPLACE exited %d (want 0, the fallback "
+                 "taken): stdout \"%s\" stderr \"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+    storage_assert_private_key(fresh);
+    assert_int_equal(stat(fresh, &st), 0);
+    assert_int_equal(st.st_nlink, 1);
+    assert_int_equal(storage_count_named(keys, "fallback.key.partial-"), 0);
+    assert_int_equal(unlink(fresh), 0);
+    status = h_run_prepared(h_schakeld_path(), key_only, "SCHAKEL_TEST_RENAMEAT2=einval-appear",
+                            NULL, NULL, &res);
+    if (status != 1 || strstr(res.err, einval_key) == NULL ||
+        strstr(res.err, "cannot create") == NULL || strstr(res.err, "File exists") == NULL ||
+        strstr(res.out, "created store key") != NULL)
+        fail_msg("--init --store-key without RENAME_NOREPLACE, a file appearing meanwhile, "
+                 "exited %d (want 1, naming it): stdout \"%s\" stderr \"%s\"",
+                 status, res.out, res.err);
+    h_cli_result_free(&res);
+    memset(got, 0, sizeof got);
+    f = fopen(fresh, "rb");
+    assert_non_null(f);
+    len = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    if (len != sizeof appeared - 1 || memcmp(got, appeared, len) != 0)
+        fail_msg("the key file that appeared was replaced: %zu bytes \"%.40s\"", len, got);
+    assert_int_equal(storage_count_named(keys, "fallback.key.partial-"), 0);
     h_done(env);
 }
 
@@ -3588,6 +3685,7 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_missing_store_refuses_to_start, h_setup_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_interrupted_init_at_the_key, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_interrupted_init_leaves_no_store, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_loose_store_modes_are_tightened, h_setup_broker,

@@ -6,7 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -315,6 +321,134 @@ static void test_symmetric_keys(void **state)
     assert_non_null(strstr(err, "not a Z85 key"));
 }
 
+/* The names in dir that begin with prefix: how many, and the size of the
+ * last one found. */
+static int count_named(const char *prefix, off_t *size)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int found = 0;
+    for (struct dirent *ent; (ent = readdir(d)) != NULL;) {
+        if (strncmp(ent->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        char p[512];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/%s", dir, ent->d_name);
+        if (size != NULL && lstat(p, &st) == 0)
+            *size = st.st_size;
+        found++;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Run the write of a key file (symmetric at base, or a pair at base.key
+ * and base.pub) in a child under a file size limit of `limit` bytes: the
+ * write stops there and SIGXFSZ kills the child at its next write, as a
+ * crash or a power cut would stop it half-way. */
+static void killed_while_writing(const char *base, int pair, rlim_t limit)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[256];
+        struct rlimit r;
+        signal(SIGXFSZ, SIG_DFL);
+        if (getrlimit(RLIMIT_FSIZE, &r) != 0)
+            _exit(3);
+        r.rlim_cur = limit;
+        if (setrlimit(RLIMIT_FSIZE, &r) != 0)
+            _exit(3);
+        int rc = pair ? keys_generate(base, err, sizeof err)
+                      : keys_write_symmetric(base, "Schakel store key", err, sizeof err);
+        _exit(rc == 0 ? 0 : 4);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGXFSZ)
+        fail_msg("writing %s under a file size limit of %llu bytes ended with status %d, not "
+                 "killed by SIGXFSZ",
+                 base, (unsigned long long)limit, status);
+}
+
+/* A write of a key file that is killed (at its first write, or half-way)
+ * leaves no file at the key's path, only its temporary
+ * (PATH.partial-XXXXXXXX, the part it wrote), which is never taken for
+ * the key; the next write makes the key
+ * and removes that temporary, but leaves one another write holds (its
+ * flock) and every other name: a symbolic link, a name that is not such a
+ * temporary's. A pair likewise leaves neither its .key nor its .pub. */
+static void test_interrupted_write_leaves_no_key(void **state)
+{
+    (void)state;
+    char p[256], err[256], held[300], link_name[300], target[300];
+    uint8_t key[32];
+    path(p, sizeof p, "cut.key");
+    /* killed at its first write, then half-way (the first one's temporary
+     * removed by the second) */
+    static const rlim_t limits[] = {0, 60};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        killed_while_writing(p, 0, limits[i]);
+        if (access(p, F_OK) == 0)
+            fail_msg("the write killed at byte %llu left %s", (unsigned long long)limits[i], p);
+        off_t size = -1;
+        assert_int_equal(count_named("cut.key.partial-", &size), 1);
+        assert_int_equal(size, (off_t)limits[i]);
+    }
+
+    /* beside it: one held by another write, a link, and look-alikes */
+    snprintf(held, sizeof held, "%s.partial-0000abcd", p);
+    int held_fd = open(held, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(held_fd >= 0);
+    assert_int_equal(flock(held_fd, LOCK_EX | LOCK_NB), 0);
+    path(target, sizeof target, "linked-target");
+    write_file("linked-target", "not a temporary\n", 0600);
+    snprintf(link_name, sizeof link_name, "%s.partial-00000001", p);
+    assert_int_equal(symlink(target, link_name), 0);
+    static const char *const others[] = {"cut.key.partial-0000abcz", "cut.key.partial-0000abcd0",
+                                         "cut.key.partial-0000ABCD", "cut.key.partial-000abcd"};
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        write_file(others[i], "another file\n", 0600);
+
+    assert_int_equal(keys_write_symmetric(p, "Schakel store key", err, sizeof err), 0);
+    assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), 0);
+    /* the killed one gone; the held one, the link, its target, the others left */
+    assert_int_equal(count_named("cut.key.partial-", NULL),
+                     2 + (int)(sizeof others / sizeof others[0]));
+    assert_int_equal(access(held, F_OK), 0);
+    struct stat st;
+    assert_int_equal(lstat(link_name, &st), 0);
+    assert_true(S_ISLNK(st.st_mode));
+    assert_int_equal(access(target, F_OK), 0);
+    /* released, it goes with the next write (which refuses the key there) */
+    assert_int_equal(close(held_fd), 0);
+    assert_int_equal(keys_write_symmetric(p, "x", err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot create"));
+    assert_non_null(strstr(err, "File exists"));
+    if (access(held, F_OK) == 0)
+        fail_msg("%s, no longer held, is still there", held);
+    assert_int_equal(count_named("cut.key.partial-", NULL),
+                     1 + (int)(sizeof others / sizeof others[0]));
+
+    /* a pair killed while its secret key is written: neither file */
+    char base[200], pub[256];
+    path(base, sizeof base, "cut-pair");
+    snprintf(p, sizeof p, "%s.key", base);
+    snprintf(pub, sizeof pub, "%s.pub", base);
+    killed_while_writing(base, 1, 40);
+    if (access(p, F_OK) == 0 || access(pub, F_OK) == 0)
+        fail_msg("the killed keys_generate left %s or %s", p, pub);
+    assert_int_equal(count_named("cut-pair.key.partial-", NULL), 1);
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    assert_int_equal(count_named("cut-pair.key.partial-", NULL), 0);
+    keypair_t *kp = keys_load_secret(p, err, sizeof err);
+    assert_non_null(kp);
+    assert_int_equal(keys_load_public(pub, key, err, sizeof err), 0);
+    assert_memory_equal(key, kp->sign_pk, 32);
+    keys_destroy(&kp);
+    sodium_memzero(key, sizeof key);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -322,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_refused_secret_files),
         cmocka_unit_test(test_public_keys),
         cmocka_unit_test(test_symmetric_keys),
+        cmocka_unit_test(test_interrupted_write_leaves_no_key),
         cmocka_unit_test(test_fifo_is_refused_without_blocking),
         cmocka_unit_test(test_key_files_of_our_own_user),
         cmocka_unit_test(test_key_files_of_another_user),
