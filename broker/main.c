@@ -329,10 +329,76 @@ static int offline_trail_check(store_t *store, const char *store_path, char *err
     return rc != 0 ? -1 : 0;
 }
 
+/* How far back from the trail's tail a rerun of --rekey looks for the
+ * rotation's entry: a rekey that committed ended the trail with it (and
+ * the set-aside entries before it), and nothing is written while the
+ * broker is stopped. Bounded, so that a store the broker has served
+ * since costs no scan of its trail. */
+#define REKEY_LOOK_BACK 64u
+
+/* The last store.rekeyed entry a scan saw. */
+typedef struct rekey_found {
+    uint64_t seq; /* 0: none */
+    char detail[128];
+} rekey_found_t;
+
+static int rekey_entry_seen(const store_audit_entry_t *entry, void *arg)
+{
+    rekey_found_t *found = arg;
+    const store_audit_value_t *event = &entry->field[STORE_AUDIT_EVENT];
+    const store_audit_value_t *detail = &entry->field[STORE_AUDIT_DETAIL];
+    if (entry->damage != NULL || !event->present || event->text == NULL ||
+        strcmp(event->text, "store.rekeyed") != 0)
+        return 0;
+    found->seq = entry->seq;
+    snprintf(found->detail, sizeof found->detail, "%s",
+             detail->present && detail->text != NULL ? detail->text : "");
+    return 0;
+}
+
+/* After the old key did not open the store: whether the new one does, as
+ * after an earlier --rekey that committed and was then killed, or whose
+ * words were lost (its commit is the one step that matters, and a kill
+ * after it leaves nothing to do). Then it says so on stdout, naming the
+ * rotation's entry when it is among the trail's last REKEY_LOOK_BACK, and
+ * returns 1; else 0, and the old key's refusal stands. Writes nothing. */
+static int rekey_already_done(const char *store_path, const char *key_path,
+                              const uint8_t new_key[STORE_KEY_BYTES], const char *new_key_path)
+{
+    char ignored[1024];
+    store_t *store = store_open(store_path, new_key, STORE_OPEN_EXISTING, ignored, sizeof ignored);
+    if (store == NULL)
+        return 0;
+    rekey_found_t found = {0, ""};
+    store_audit_tail_t tail;
+    if (store_audit_tail(store, &tail) == 0)
+        (void)store_audit_scan(store, tail.seq > REKEY_LOOK_BACK ? tail.seq - REKEY_LOOK_BACK : 0,
+                               REKEY_LOOK_BACK, rekey_entry_seen, &found);
+    int64_t held = store_set_aside_count(store);
+    store_close(&store);
+    char entry[200] = "";
+    if (found.seq != 0)
+        snprintf(entry, sizeof entry, " (audit entry %llu, store.rekeyed: %s)",
+                 (unsigned long long)found.seq, found.detail);
+    printf("%s is already sealed under %s, not under %s: an earlier schakeld --rekey "
+           "committed%s; nothing was changed\n"
+           "set store_key_file to %s before schakeld starts again\n",
+           store_path, new_key_path, key_path, entry, new_key_path);
+    if (held > 0)
+        printf("%lld deliveries set aside stay sealed under the key before the rotation (%s, if "
+               "that was it): keep it while any remains (docs/OPERATIONS.md, \"A delivery that "
+               "does not authenticate\")\n",
+               (long long)held, key_path);
+    return 1;
+}
+
 /* schakeld --rekey: re-seal the store under a new key, made beforehand
  * with --init. Run with the broker stopped: store_rekey locks the store
  * and fails while another process has it open. A store that is not there
- * is said before any key file is read. */
+ * is said before any key file is read. A store the old key does not open
+ * but the new one does was re-sealed by an earlier run: said, exit 0
+ * (the store is where a finished rekey leaves it; the next step is the
+ * same). */
 static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
                        const char *broker_key_path, int accept_clock)
 {
@@ -342,7 +408,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
     store_rekey_counts_t counts = {0, 0};
     store_t *store = NULL;
-    int rc = 1;
+    int rc = 1, done_before = 0;
     if (store_path == NULL || key_path == NULL) {
         fprintf(stderr, "schakeld: --rekey needs store and store_key_file (--config, or --store "
                         "and --store-key)\n");
@@ -364,9 +430,10 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  "%s holds the current store key; make a new one with: "
                  "schakeld --init --store-key NEWFILE",
                  new_key_path);
-    else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL)
-        ; /* err is store_open's */
-    else if (offline_trail_check(store, store_path, err, sizeof err) != 0)
+    else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL) {
+        done_before = rekey_already_done(store_path, key_path, new_key, new_key_path);
+        /* else err is store_open's */
+    } else if (offline_trail_check(store, store_path, err, sizeof err) != 0)
         ; /* err names the entry and the command that says more */
     else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
         snprintf(err, sizeof err,
@@ -377,9 +444,12 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     else if (rc != 0)
         snprintf(err, sizeof err, "%s: %s (the store is unchanged, still under %s)", store_path,
                  audit.why[0] != '\0' ? audit.why : store_errmsg(store), key_path);
-    if (rc != 0)
+    if (done_before) {
+        rc = 0; /* said */
+    } else if (rc != 0) {
         rc = 1;
-    if (rc == 0) {
+        fprintf(stderr, "schakeld: %s\n", err);
+    } else {
         printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n"
                "set store_key_file to %s before schakeld starts again\n",
                (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
@@ -394,8 +464,6 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
         /* Old ciphertexts leave the WAL; the broker would do it later. */
         if (store_checkpoint(store) != 0)
             fprintf(stderr, "schakeld: warning: %s\n", store_errmsg(store));
-    } else {
-        fprintf(stderr, "schakeld: %s\n", err);
     }
     store_close(&store);
     keys_destroy(&broker_key);

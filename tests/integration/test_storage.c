@@ -942,31 +942,50 @@ static void test_rekey_reseals_the_store(void **state)
     schakel_signal_t s = storage_marked_signal();
     uint8_t id[16];
     storage_publish_marked(env, &s, id);
-    char current[192], fresh[192];
+    char current[192], fresh[192], other[192];
     snprintf(current, sizeof current, "%s/keys/store.key", env->dir);
     snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
+    snprintf(other, sizeof other, "%s/keys/store-other.key", env->dir);
     h_cli_result_t res;
-    int status = h_run_schakeld(&res, "--init", "--store-key", fresh, NULL);
-    if (status != 0)
-        fail_msg("--init: exit %d: %s", status, res.err);
-    h_cli_result_free(&res);
+    for (int i = 0; i < 2; i++) {
+        int status = h_run_schakeld(&res, "--init", "--store-key", i == 0 ? fresh : other, NULL);
+        if (status != 0)
+            fail_msg("--init: exit %d: %s", status, res.err);
+        h_cli_result_free(&res);
+    }
+    char done[640];
+    snprintf(done, sizeof done,
+             "%s is already sealed under %s, not under %s: an earlier schakeld --rekey committed "
+             "(audit entry ",
+             env->store_path, fresh, current);
+    char set_to[256], again[1024] = "";
+    snprintf(set_to, sizeof set_to, "set store_key_file to %s before schakeld starts again", fresh);
+    int status;
+    /* the rerun (a run killed after its commit, or whose words were lost)
+     * finds the rotation done, names its entry, changes nothing */
     const struct {
-        const char *what, *new_key, *says;
+        const char *what, *old_key, *new_key, *says, *says_too;
         int stop_first, status;
     } rows[] = {
-        {"while the broker runs", fresh, "in use by another process", 0, 1},
-        {"under the current key", current, "holds the current store key", 1, 1},
-        {"with the broker stopped", fresh, "re-sealed", 1, 0},
+        {"while the broker runs", current, fresh, "in use by another process", "", 0, 1},
+        {"under the current key", current, current, "holds the current store key", "", 1, 1},
+        {"with the broker stopped", current, fresh, "re-sealed", "", 1, 0},
+        {"again, done", current, fresh, done,
+         ", store.rekeyed: items=1 deliveries=1 set_aside=0); nothing was changed", 1, 0},
+        {"with neither key the store's", other, current, "does not open this store", "", 1, 1},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (rows[i].stop_first && env->broker_pid > 0)
             assert_int_equal(h_broker_stop(env), 0);
-        status = h_run_schakeld(&res, "--config", env->config_path, "--store-key", current,
+        status = h_run_schakeld(&res, "--config", env->config_path, "--store-key", rows[i].old_key,
                                 "--rekey", "--new-store-key", rows[i].new_key, NULL);
         const char *said = rows[i].status == 0 ? res.out : res.err;
-        if (status != rows[i].status || !strstr(said, rows[i].says))
+        if (status != rows[i].status || !strstr(said, rows[i].says) ||
+            !strstr(said, rows[i].says_too) || (rows[i].status == 0 && !strstr(res.out, set_to)))
             fail_msg("--rekey %s: exit %d, stdout \"%s\", stderr \"%s\"", rows[i].what, status,
                      res.out, res.err);
+        if (rows[i].says == done)
+            snprintf(again, sizeof again, "%s", res.out);
         h_cli_result_free(&res);
     }
     /* the old key opens nothing now */
@@ -996,6 +1015,17 @@ static void test_rekey_reseals_the_store(void **state)
     assert_string_equal((const char *)sqlite3_column_text(q, 2),
                         "store key rotated (schakeld --rekey)");
     sqlite3_finalize(q);
+    /* the rerun named that entry */
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT seq FROM audit WHERE event = 'store.rekeyed'", -1, &q, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+    char named[64];
+    snprintf(named, sizeof named, "(audit entry %lld, store.rekeyed:", sqlite3_column_int64(q, 0));
+    sqlite3_finalize(q);
+    if (strstr(again, named) == NULL)
+        fail_msg("the rerun of --rekey did not name the rotation's entry \"%s\": \"%s\"", named,
+                 again);
     /* signed at once with the broker key --config names */
     assert_int_equal(sqlite3_prepare_v2(db,
                                         "SELECT count(*) FROM audit_checkpoints WHERE seq ="
