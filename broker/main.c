@@ -8,6 +8,7 @@
  * is one clear line on stderr and exit status 1; usage errors exit 2.
  */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -703,6 +704,11 @@ int main(int argc, char **argv)
     };
     wire_set_limits(&limits);
     broker_t *b = broker_new(&bo, err, sizeof err);
+    /* the store opened: a restore's leftover beside it is said, not refused */
+    char unfinished[8192], copy[PATH_MAX];
+    if (b != NULL && storefile_restore_unfinished(cfg->store_path, unfinished, sizeof unfinished) &&
+        storefile_side(copy, sizeof copy, cfg->store_path, ".restoring") == 0)
+        log_event(LOG_WARN, "store.restore_unfinished", "path", copy, "why", unfinished, NULL);
     config_destroy(&cfg);
     if (b == NULL) {
         fprintf(stderr, "schakeld: %s\n", err);

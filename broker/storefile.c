@@ -503,6 +503,33 @@ int storefile_real(char *out, size_t outlen, const char *store_path)
     return snprintf(out, outlen, "%s", base) >= (int)outlen ? -1 : 0;
 }
 
+int storefile_restore_unfinished(const char *store_path, char *why, size_t whylen)
+{
+    static const char *const suffix[] = {"", "-wal", "-shm", ".lock"};
+    char copy[PATH_MAX], side[PATH_MAX + 8], found[4096] = "";
+    struct stat st;
+    if (storefile_side(copy, sizeof copy, store_path, ".restoring") != 0)
+        return 0;
+    for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+        if (storefile_side(side, sizeof side, copy, suffix[i]) != 0 || lstat(side, &st) != 0)
+            continue;
+        size_t len = strlen(found);
+        int n = snprintf(found + len, sizeof found - len, "%s%s", len > 0 ? ", " : "", side);
+        if (n < 0 || (size_t)n >= sizeof found - len)
+            break; /* the names said so far do */
+    }
+    if (found[0] == '\0')
+        return 0;
+    snprintf(why, whylen,
+             "%s: left by a schakeld --restored that was interrupted before it put the backup "
+             "in place (its copy of the backup, and that copy's side files); the store %s is "
+             "as it was, and the broker serves it: to restore that backup, stop schakeld and "
+             "run the same schakeld --restored again; if that restore is abandoned, remove "
+             "them (docs/OPERATIONS.md, \"Restoring a backup\")",
+             found, store_path);
+    return 1;
+}
+
 int storefile_lost_wal_refuse(const char *store_path, char *err, size_t errlen)
 {
     char real[PATH_MAX], lost[PATH_MAX + 16];

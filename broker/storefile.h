@@ -127,6 +127,15 @@ int storefile_links_refuse(const char *store_path, char *err, size_t errlen);
  * it cannot be resolved (no file). Returns 0, or -1 when it does not fit. */
 int storefile_real(char *out, size_t outlen, const char *store_path);
 
+/* What an interrupted schakeld --restored left beside the store before
+ * its rename: STORE.restoring (its copy of the backup) or that copy's
+ * -wal, -shm or .lock. The store is as it was, and the broker serves it
+ * (a start beside STORE.lost-wal is refused apart: lost_wal_refuse); the
+ * restore did not happen. Returns 1 with why naming the files and the two
+ * ways on (run that restore again; remove them if it is abandoned), else
+ * 0 (nothing there, or the path does not fit). */
+int storefile_restore_unfinished(const char *store_path, char *why, size_t whylen);
+
 /* STORE.lost-wal beside the store's file (storefile_real): the WAL of a
  * store a schakeld --restored set aside and that an interruption left
  * (its frames are a store's last commits: the live store's, when the

@@ -3217,6 +3217,67 @@ static void test_a_store_with_a_second_name_is_refused(void **state)
     h_done(env);
 }
 
+/* A restore killed while it copies the backup (SIGXFSZ under a file size
+ * limit, before its rename) leaves STORE.restoring beside the store, which
+ * is as it was: the broker starts and serves it, and says at its start
+ * that the restore did not finish and what to do
+ * (store.restore_unfinished, naming the files); run again, the restore
+ * finishes and takes them away, and the next start says nothing. */
+static void test_start_beside_an_unfinished_restore_warns(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192], copy[192], said[320];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    snprintf(copy, sizeof copy, "%s.restoring", env->store_path);
+    snprintf(said, sizeof said, "event=store.restore_unfinished path=%s", copy);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = storage_police_signal("BVH-2024-15301");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_copy_file(env->store_path, backup);
+    struct stat st;
+    assert_int_equal(stat(backup, &st), 0);
+    const rlim_t limit = (rlim_t)st.st_size / 2; /* half-way through the copy */
+    const char *const restore[] = {"--restored", backup, "--config", env->config_path, NULL};
+    h_cli_result_t res;
+    int status = h_run_prepared(h_schakeld_path(), restore, NULL, storage_file_limit, &limit, &res);
+    if (status != 128 + SIGXFSZ || access(copy, F_OK) != 0)
+        fail_msg("--restored under a file size limit of %llu bytes exited %d (want killed by "
+                 "SIGXFSZ while it copies the backup, %s left): %s%s",
+                 (unsigned long long)limit, status, copy, res.out, res.err);
+    h_cli_result_free(&res);
+
+    long offset = h_log_offset(env);
+    h_broker_start(env);
+    if (h_log_count(env, offset, said) != 1 ||
+        h_log_count(env, offset, "interrupted before it put the backup in place") != 1 ||
+        h_log_count(env, offset, "run the same schakeld --restored again") != 1 ||
+        h_log_count(env, offset, "if that restore is abandoned, remove them") != 1) {
+        h_dump_log(env);
+        fail_msg("no line \"%s\" with the ways on at the start beside it", said);
+    }
+    assert_int_equal(h_backlog_of(env, H_OM), 1); /* the store as it was */
+    assert_int_equal(h_broker_stop(env), 0);
+
+    status = h_run_schakeld_argv(restore, &res);
+    if (status != 0)
+        fail_msg("--restored after the interrupted one exited %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    static const char *const sides[] = {"", "-wal", "-shm", ".lock"};
+    for (size_t i = 0; i < sizeof sides / sizeof sides[0]; i++) {
+        char side[224];
+        snprintf(side, sizeof side, "%s%s", copy, sides[i]);
+        if (access(side, F_OK) == 0)
+            fail_msg("%s is still there after the restore ran again", side);
+    }
+    offset = h_log_offset(env);
+    h_broker_start(env);
+    assert_int_equal(h_log_count(env, offset, "event=store.restore_unfinished"), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* A restore killed just before it put the backup in place, after it had
  * moved the store's WAL to the kept name's -wal because a reader held it
  * (review: the next restore dropped that name and its WAL's commits with
@@ -3661,6 +3722,8 @@ int main(void)
         return 1;
     }
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_start_beside_an_unfinished_restore_warns,
+                                        h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_after_one_killed_keeps_the_moved_wal,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_keeping_the_store_after_a_killed_restore,
