@@ -353,6 +353,8 @@ static int write_all(int fd, const char *text, size_t len)
         ssize_t n = write(fd, text, len);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n == 0)
+            errno = EIO; /* defensive: a regular file takes a byte or fails */
         if (n <= 0)
             return -1;
         text += n;
