@@ -560,7 +560,11 @@ void schakel_case_view_free(schakel_case_view_t **view);
 /* The last error of this client (never NULL for a non-NULL client). */
 const schakel_error_t *schakel_last_error(const schakel_client_t *client);
 
-/* Write a new key pair NAME.key / NAME.pub. */
+/* Write a new key pair NAME.key (mode 0600) / NAME.pub, never over a file
+ * that is there; each written whole under a temporary name beside it
+ * (NAME.key.partial-XXXXXXXX) and then renamed, so that an interruption
+ * leaves no empty or partial key file (the next keygen of NAME removes
+ * such a temporary). */
 schakel_status_t schakel_keygen(const char *path_base, schakel_error_t *err);
 
 /* Text of a status code. */
