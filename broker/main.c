@@ -364,7 +364,8 @@ static int rekey_entry_seen(const store_audit_entry_t *entry, void *arg)
  * rotation's entry when it is among the trail's last REKEY_LOOK_BACK, and
  * returns 1; else 0, and the old key's refusal stands. Writes nothing. */
 static int rekey_already_done(const char *store_path, const char *key_path,
-                              const uint8_t new_key[STORE_KEY_BYTES], const char *new_key_path)
+                              const uint8_t new_key[STORE_KEY_BYTES], const char *new_key_path,
+                              char *err, size_t errlen)
 {
     char ignored[1024];
     store_t *store = store_open(store_path, new_key, STORE_OPEN_EXISTING, ignored, sizeof ignored);
@@ -377,10 +378,21 @@ static int rekey_already_done(const char *store_path, const char *key_path,
                                REKEY_LOOK_BACK, rekey_entry_seen, &found);
     int64_t held = store_set_aside_count(store);
     store_close(&store);
-    char entry[200] = "";
-    if (found.seq != 0)
-        snprintf(entry, sizeof entry, " (audit entry %llu, store.rekeyed: %s)",
-                 (unsigned long long)found.seq, found.detail);
+    if (found.seq == 0) {
+        /* No rotation on record: the keys may be the wrong way round, and
+         * an operator rotating away from an exposed key must not be told
+         * it happened (review). */
+        snprintf(err, errlen,
+                 "%s does not open under %s but does under %s (--new-store-key), and no "
+                 "store.rekeyed entry is among the trail's last %u: were the two keys given the "
+                 "wrong way round? Nothing was changed; the store is sealed under %s (if an "
+                 "earlier --rekey to it committed longer ago, set store_key_file to it)",
+                 store_path, key_path, new_key_path, REKEY_LOOK_BACK, new_key_path);
+        return 0;
+    }
+    char entry[200];
+    snprintf(entry, sizeof entry, " (audit entry %llu, store.rekeyed: %s)",
+             (unsigned long long)found.seq, found.detail);
     printf("%s is already sealed under %s, not under %s: an earlier schakeld --rekey "
            "committed%s; nothing was changed\n"
            "set store_key_file to %s before schakeld starts again\n",
@@ -432,8 +444,9 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  "schakeld --init --store-key NEWFILE",
                  new_key_path);
     else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL) {
-        done_before = rekey_already_done(store_path, key_path, new_key, new_key_path);
-        /* else err is store_open's */
+        /* else err is store_open's, or says no rotation is on record */
+        done_before =
+            rekey_already_done(store_path, key_path, new_key, new_key_path, err, sizeof err);
     } else if (offline_trail_check(store, store_path, err, sizeof err) != 0)
         ; /* err names the entry and the command that says more */
     else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
