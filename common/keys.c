@@ -433,6 +433,22 @@ int keys_generate(const char *path_base, char *err, size_t errlen)
         snprintf(err, errlen, "key path too long");
         return -1;
     }
+    /* A keygen killed between placing the .key and the .pub left a whole
+     * secret key nobody was handed its public half of: this run writes the
+     * .pub from it and is done (a rerun could not otherwise get past the
+     * .key, which is never replaced). */
+    struct stat st;
+    if (lstat(key_path, &st) == 0 && S_ISREG(st.st_mode) && lstat(pub_path, &st) != 0 &&
+        errno == ENOENT) {
+        keypair_t *half = keys_load_secret(key_path, text, sizeof text);
+        if (half != NULL) {
+            keys_public_z85(half->sign_pk, pk_z85);
+            keys_destroy(&half);
+            snprintf(text, sizeof text, "# Schakel public key (Ed25519, Z85)\n%s\n", pk_z85);
+            rc = write_new_file(pub_path, text, 0644, err, errlen);
+            goto out;
+        }
+    }
     randombytes_buf(seed, sizeof seed);
     if (crypto_sign_seed_keypair(pk, sk, seed) != 0 || zmq_z85_encode(seed_z85, seed, 32) == NULL)
         goto out;
@@ -443,7 +459,8 @@ int keys_generate(const char *path_base, char *err, size_t errlen)
         goto out;
     snprintf(text, sizeof text, "# Schakel public key (Ed25519, Z85)\n%s\n", pk_z85);
     if (write_new_file(pub_path, text, 0644, err, errlen) != 0) {
-        unlink(key_path);
+        if (unlink(key_path) == 0)
+            (void)sync_parent_dir(key_path); /* not back after a power cut */
         goto out;
     }
     rc = 0;

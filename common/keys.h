@@ -34,7 +34,9 @@ typedef struct keypair {
  * none is there (renameat2 RENAME_NOREPLACE, or link and unlink), and its
  * folder synced; an interrupted write (a kill, a power cut) leaves no file
  * at PATH, only such a temporary, never read as a key and removed by the
- * next write of PATH (unless another write holds it: flock). Returns 0, or
+ * next write of PATH (unless another write holds it: flock). A .key left
+ * whole without its .pub (a run stopped between the two) gets its .pub
+ * written from it, and is kept. Returns 0, or
  * -1 with err filled ("cannot create PATH: File exists" for one that is
  * there); on failure neither file is left. */
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;

@@ -107,6 +107,23 @@ static void test_generate_and_load(void **state)
     /* Never overwrites an existing key. */
     assert_int_equal(keys_generate(base, err, sizeof err), -1);
     assert_non_null(strstr(err, "cannot create"));
+
+    /* A keygen killed between its two files left the .key alone: the next
+     * one writes its .pub from it, and the key stays what it was. */
+    assert_int_equal(unlink(pub), 0);
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    uint8_t again[32];
+    assert_int_equal(keys_load_public(pub, again, err, sizeof err), 0);
+    assert_memory_equal(again, pk, 32);
+    kp = keys_load_secret(key, err, sizeof err);
+    assert_non_null(kp);
+    assert_memory_equal(kp->sign_pk, pk, 32);
+    keys_destroy(&kp);
+    assert_int_equal(stat(pub, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0644);
+    /* with both there, still nothing replaced */
+    assert_int_equal(keys_generate(base, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot create"));
 }
 
 typedef struct bad_key {
