@@ -384,14 +384,22 @@ static int write_new_file(const char *path, const char *text, mode_t mode, char 
         fd = open(temp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
         if (fd < 0 && errno != EEXIST)
             break;
+        /* held until the name is given (placed before close): another
+         * run's remove_partials leaves it. Between the open and the lock
+         * such a run may have taken it for a leftover (it holds the lock,
+         * or has unlinked it): then another name (review). */
+        struct stat st;
+        if (fd >= 0 && ((flock(fd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK) ||
+                        (fstat(fd, &st) == 0 && st.st_nlink == 0))) {
+            close(fd);
+            fd = -1;
+            errno = EEXIST;
+        }
     }
     if (fd < 0) {
         snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
         return -1;
     }
-    /* held until the name is given (placed before close): another run's
-     * remove_partials leaves it */
-    (void)flock(fd, LOCK_EX | LOCK_NB);
     int rc = write_all(fd, text, strlen(text)) == 0 && fsync(fd) == 0 ? 0 : -1;
     int saved = errno;
     if (rc != 0) {
