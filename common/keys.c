@@ -244,10 +244,9 @@ keypair_t *keys_load_secret(const char *path, char *err, size_t errlen)
     return kp;
 }
 
-/* Sync the folder that holds path, so that a new file's name survives a
- * power cut as its contents do (a store re-sealed under a new key must
- * not outlive the key file's directory entry). */
-static int sync_parent_dir(const char *path)
+/* The folder that holds path, opened for reading ("." for a bare name,
+ * "/" for one in the root), or -1. */
+static int open_parent_dir(const char *path)
 {
     char dir[4096];
     const char *slash = strrchr(path, '/');
@@ -259,7 +258,15 @@ static int sync_parent_dir(const char *path)
     else
         memcpy(dir, path, len);
     dir[len] = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* Sync the folder that holds path, so that a new file's name survives a
+ * power cut as its contents do (a store re-sealed under a new key must
+ * not outlive the key file's directory entry). */
+static int sync_parent_dir(const char *path)
+{
+    int fd = open_parent_dir(path);
     if (fd < 0)
         return -1;
     int rc = fsync(fd);
@@ -298,18 +305,11 @@ static int is_partial_of(const char *name, const char *base)
  * litter (a part of a key that was never used). */
 static void remove_partials(const char *path)
 {
-    char dir[4096];
     const char *slash = strrchr(path, '/');
     const char *base = slash == NULL ? path : slash + 1;
-    size_t len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
-    if (len >= sizeof dir || base[0] == '\0')
+    if (base[0] == '\0')
         return;
-    if (slash == NULL)
-        dir[0] = '.';
-    else
-        memcpy(dir, path, len);
-    dir[len] = '\0';
-    int dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dir_fd = open_parent_dir(path);
     DIR *d = dir_fd < 0 ? NULL : fdopendir(dir_fd);
     if (d == NULL) {
         if (dir_fd >= 0)
