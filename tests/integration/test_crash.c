@@ -1,10 +1,31 @@
 /*
  * test_crash.c — crash safety: schakeld is killed with SIGKILL at random
- * moments while three publishers publish and five recipients receive, and
- * is restarted each time on the same port and store. Afterwards every
- * publish a publisher saw Accepted has reached every principal its rules
- * name, nothing else was delivered, no publish was stored twice, and each
- * recipient got the items of one sender in publish order (first receipts).
+ * moments while three publishers publish, a fourth sends 256-item bulk
+ * publishes, a caseworker opens cases and adds notes, and five recipients
+ * receive, and is restarted each time on the same port and store.
+ *
+ * The moments: after a publish went out, after an Accepted, after a
+ * delivery; during a bulk publish; during a case command (open or note);
+ * during or just after a policy reload (SIGHUP); just before or just after
+ * the broker signs an audit checkpoint (every SCHAKEL_AUDIT_CHECKPOINT_ENTRIES
+ * entries: the trail is read from the store to find it near).
+ *
+ * After each kill, while no broker runs: `schakelctl audit verify --store`
+ * finds the trail intact and still holding the entry the previous
+ * verification ended at (--expect), and SQLite's integrity_check of the
+ * store, opened read-only, says ok.
+ *
+ * Afterwards every publish a publisher saw Accepted has reached every
+ * principal its rules name, nothing else was delivered, no publish was
+ * stored twice, each recipient got the items of one sender in publish order
+ * (first receipts), every case command answered is in its case once and in
+ * order, and no delivery came again once its ack was confirmed: a recipient
+ * asks for its backlog (a Heartbeat) after its acks, and when the answer
+ * came on the connection the acks went out on (libschakel's count of
+ * connections made did not move), the broker had read them and committed
+ * them (docs/PROTOCOL.md 4.7, 7.7: the answer counts every Ack read before
+ * it; answers leave after the turn's commit). Only a power failure may bring
+ * such a delivery back, never a kill.
  *
  * Worker threads never call cmocka (its failures jump out of the main
  * thread): they record what they saw, and the main thread checks it once
@@ -17,6 +38,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,19 +46,50 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "schakel_limits.h"
+
 enum {
-    CRASH_PUBLISHERS = 3,
+    /* Three publishers publish freely; the fourth (a second connection of
+     * the police's principal, with ids of its own) sends bulk publishes
+     * when the main thread asks for one, to crash the broker during it. */
+    CRASH_PUBLISHERS = 4,
+    CRASH_FREE_PUBLISHERS = 3,
+    CRASH_BULK_PUBLISHER = 3,
+    CRASH_BULKS = 3,
+    CRASH_BULK_ITEMS = SCHAKEL_MAX_ITEMS,
     CRASH_RECIPIENTS = 5,
-    CRASH_MESSAGES = 150, /* publishes per publisher */
-    CRASH_MAX_ITEMS = 4,  /* items of the largest batch */
+    CRASH_MESSAGES = 150,               /* publishes per free publisher */
+    CRASH_MAX_ITEMS = CRASH_BULK_ITEMS, /* items of the largest batch */
     CRASH_MIN_CYCLES = 20,
-    /* A crash comes after 1..14 more publishes sent or Accepted, or 1..29
-     * more deliveries received, and at the latest after 16 more publish
-     * calls: some 450 / (16 + 3 in flight + 3 retries) = 20 crashes while
-     * the 450 publishes are made at the very least, 50 to 80 in practice. */
-    CRASH_MAX_ADVANCE_PUBLISHES = 14,
-    CRASH_MAX_ADVANCE_DELIVERIES = 29,
-    CRASH_MAX_SENT_PER_CYCLE = 16,
+    /* A crash comes after 1..18 more publishes sent or Accepted, or 1..37
+     * more deliveries received (a bulk publish, a case command or a reload
+     * after 1..18 more sent), and at the latest after 20 more publish
+     * calls: some 450 / (20 + 3 in flight + 3 retries) = 17 crashes while
+     * the 450 publishes are made at the very least (the rest of the 20
+     * while the recipients drain), 40 to 60 in practice. Fewer than the
+     * moments alone would allow: each crash also runs the checks of the
+     * store, and the test keeps to about 10 s. */
+    CRASH_MAX_ADVANCE_PUBLISHES = 18,
+    CRASH_MAX_ADVANCE_DELIVERIES = 37,
+    CRASH_MAX_SENT_PER_CYCLE = 20,
+    /* Near a checkpoint the wait is longer: the trail grows by a few
+     * entries per publish. */
+    CRASH_CHECKPOINT_SENT_PER_CYCLE = 64,
+    /* A checkpoint is "near" within this many entries; a crash "just
+     * before" one comes 1..16 entries short of it. */
+    CRASH_CHECKPOINT_REACH = 120,
+    CRASH_CHECKPOINT_SHORT = 16,
+    /* Cases: each opened, then given notes, one command per request. */
+    CRASH_CASES = 2,
+    CRASH_NOTES_PER_CASE = 3,
+    CRASH_CASE_COMMANDS = CRASH_CASES * (1 + CRASH_NOTES_PER_CASE),
+    /* A recipient confirms its acks after this many deliveries (and when
+     * nothing more comes); it remembers at most CRASH_PENDING_ACKS acks not
+     * yet confirmed. */
+    CRASH_CONFIRM_EVERY = 32,
+    CRASH_PENDING_ACKS = 256,
     CRASH_EXAMPLES = 8, /* violations printed per kind */
 };
 
@@ -54,9 +107,12 @@ static int64_t crash_deadline_ms(void)
 #define CRASH_PUBLISH_TIMEOUT_MS 300
 #define CRASH_RECEIVE_TIMEOUT_MS 250
 #define CRASH_BACKLOG_TIMEOUT_MS 2000
+#define CRASH_CASE_TIMEOUT_MS 300
 /* Backlog 0 answers a recipient with items missing takes as final. */
 #define CRASH_EMPTY_ANSWERS 3
 #define CRASH_FORBIDDEN_THEME "drugs" /* no rule below names it */
+#define CRASH_CASE_TYPE "crash-casus"
+#define CRASH_CASEWORKER H_VEILIGHEIDSHUIS /* leads the cases: nobody else sees them */
 
 /* ------------------------------------------------------------------ the plan */
 
@@ -92,28 +148,43 @@ static const struct crash_publisher_def crash_publisher_defs[CRASH_PUBLISHERS] =
     {H_POLITIE, {"ondermijning", "woninginbraak"}},
     {H_BRANDWEER, {"brandveiligheid", "overlast"}},
     {H_WOCO_MAASOEVER, {"ondermijning", "woonfraude"}},
+    {H_POLITIE, {"woninginbraak", "ondermijning"}}, /* the bulk publisher */
 };
 
 static const char *const crash_recipient_ids[CRASH_RECIPIENTS + 1] = {
     H_GEMEENTE, H_OM, H_RIEC, H_RIEC_CASEWORKER, H_WOCO_JEKERDAL, NULL,
 };
 
-/* Publish m of a publisher: one item, or a batch of 3 or 4. */
-static size_t crash_items_of(int m)
+/* Every principal with a mailbox of its own in this test: the recipients
+ * and the caseworker, who gets the events of the cases it leads. */
+static const char *const crash_mailbox_ids[] = {
+    H_GEMEENTE, H_OM, H_RIEC, H_RIEC_CASEWORKER, H_WOCO_JEKERDAL, CRASH_CASEWORKER, NULL,
+};
+
+/* How many publishes publisher p makes. */
+static int crash_messages_of(int p)
 {
-    return m % 4 == 1 ? 3 : m % 8 == 6 ? CRASH_MAX_ITEMS : 1;
+    return p == CRASH_BULK_PUBLISHER ? CRASH_BULKS : CRASH_MESSAGES;
+}
+
+/* Publish m of publisher p: one item, a batch of 3 or 4, or a bulk. */
+static size_t crash_items_of(int p, int m)
+{
+    if (p == CRASH_BULK_PUBLISHER)
+        return CRASH_BULK_ITEMS;
+    return m % 4 == 1 ? 3 : m % 8 == 6 ? 4 : 1;
 }
 
 /* Every tenth publish carries (as its last item) a theme no rule allows: the
  * broker must refuse it whole, and nothing of it may ever be delivered. */
-static int crash_is_forbidden(int m)
+static int crash_is_forbidden(int p, int m)
 {
-    return m % 10 == 7;
+    return p != CRASH_BULK_PUBLISHER && m % 10 == 7;
 }
 
 static const char *crash_theme_of(int p, int m, size_t item)
 {
-    if (crash_is_forbidden(m) && item + 1 == crash_items_of(m))
+    if (crash_is_forbidden(p, m) && item + 1 == crash_items_of(p, m))
         return CRASH_FORBIDDEN_THEME;
     return crash_publisher_defs[p].themes[((size_t)m + item) % 2];
 }
@@ -144,7 +215,7 @@ static int crash_decode_id(const uint8_t id[16], int *p, int *m)
         return -1;
     *p = id[9];
     *m = id[10] << 8 | id[11];
-    return *p < CRASH_PUBLISHERS && *m < CRASH_MESSAGES ? 0 : -1;
+    return *p < CRASH_PUBLISHERS && *m < crash_messages_of(*p) ? 0 : -1;
 }
 
 /* Is principal ("partner/name") one of partner's? */
@@ -182,7 +253,9 @@ static unsigned crash_expected_recipients(int p, const char *theme)
     return n;
 }
 
-/* The rules block of the policy (caller frees). */
+/* The rules and case types of the policy (caller frees). The case type is
+ * led by the caseworker's partner alone, without members: its events go
+ * to the caseworker only, and the recipients see nothing of it. */
 static char *crash_rules_yaml(void)
 {
     char *text = NULL;
@@ -203,6 +276,14 @@ static char *crash_rules_yaml(void)
                 "    retention: 30d\n",
                 rule->theme);
     }
+    fputs("case_types:\n"
+          "  - id: " CRASH_CASE_TYPE "\n"
+          "    purpose: \"Proef: een casus overleeft een crash\"\n"
+          "    legal_basis: \"Testomgeving zonder persoonsgegevens\"\n"
+          "    lead: [veiligheidshuis]\n"
+          "    members: []\n"
+          "    retention_after_close: 30d\n",
+          out);
     assert_int_equal(fclose(out), 0);
     return text;
 }
@@ -242,6 +323,7 @@ enum crash_violation {
     V_SECOND_SEQ,    /* one item delivered under two mailbox seqs: stored twice */
     V_REPEAT_AS_NEW, /* a seq received before came again with redelivery false */
     V_AFTER_EMPTY,   /* a new item after the broker said the mailbox was empty */
+    V_ACKED_AGAIN,   /* delivered again after its ack was confirmed */
     V_RECEIVE_ERROR, /* schakel_receive failed other than by a timeout */
     V_COUNT,
 };
@@ -254,8 +336,17 @@ static const char *const crash_violation_names[V_COUNT] = {
     "items delivered under a second mailbox seq (stored twice)",
     "repeated deliveries not flagged as redelivery",
     "new items after the backlog was reported 0",
+    "deliveries again after a Heartbeat answer on the connection of their Ack",
     "receive errors",
 };
+
+/* An ack sent and not yet confirmed: the item, and the number of
+ * connections the client had made when it went out. */
+typedef struct crash_ack {
+    uint8_t p;
+    uint16_t m, i;
+    uint64_t connection;
+} crash_ack_t;
 
 typedef struct crash_recipient {
     crash_run_t *run;
@@ -264,6 +355,7 @@ typedef struct crash_recipient {
     pthread_t thread;
     uint32_t receipts[CRASH_PUBLISHERS][CRASH_MESSAGES][CRASH_MAX_ITEMS];
     uint64_t first_seq[CRASH_PUBLISHERS][CRASH_MESSAGES][CRASH_MAX_ITEMS];
+    uint8_t confirmed[CRASH_PUBLISHERS][CRASH_MESSAGES][CRASH_MAX_ITEMS]; /* its ack confirmed */
     int last_first[CRASH_PUBLISHERS]; /* position of the last first receipt */
     uint64_t received;                /* every delivery, repeats included */
     uint64_t repeats;                 /* deliveries of an item received before */
@@ -273,30 +365,74 @@ typedef struct crash_recipient {
     uint64_t backlog_answers;    /* backlog queries answered */
     uint64_t last_backlog;
     unsigned empty_answers; /* backlog 0 answers while items were missing */
+    crash_ack_t pending[CRASH_PENDING_ACKS];
+    size_t n_pending;
+    unsigned since_confirm;    /* deliveries since the last confirmation */
+    uint64_t acks_confirmed;   /* acks a Heartbeat answer confirmed */
+    uint64_t acks_unconfirmed; /* acks not confirmed (see crash_confirm_acks) */
+    /* libschakel matches a Heartbeat answer to the oldest Heartbeat it
+     * still waits for: after a reconnect, or a wait that gave up, an
+     * answer to an earlier one can end the wait for a later one. Such a
+     * client is tainted, and replaced by a new one before acks are
+     * confirmed again. */
+    int tainted;
+    unsigned renewals;  /* clients replaced so */
+    char key_file[128]; /* to connect a new one */
 } crash_recipient_t;
 
-/* What the main thread counts to choose the moment of a crash. Right after
- * a publish went out the broker is likely verifying or committing it; right
- * after an Accepted it is likely between publishes; right after a delivery
- * it is likely handling acks. */
+/* One case command of the caseworker: command k opens case k / (1 + notes)
+ * when k % (1 + notes) is 0, and otherwise adds that note to it. */
+typedef struct crash_caseworker {
+    crash_run_t *run;
+    schakel_client_t *client;
+    pthread_t thread;
+    uint8_t state[CRASH_CASE_COMMANDS]; /* enum crash_publish_state */
+    char case_ids[CRASH_CASES][SCHAKEL_CASE_ID_SIZE];
+    unsigned calls, timeouts, duplicates, wrong;
+    uint64_t recipients; /* mailboxes the answered commands' events went to */
+    char example[256];
+} crash_caseworker_t;
+
+/* What the main thread counts or does to choose the moment of a crash.
+ * Right after a publish went out the broker is likely verifying or
+ * committing it; right after an Accepted it is likely between publishes;
+ * right after a delivery it is likely handling acks. */
 enum crash_moment {
     MOMENT_SENT,     /* publishes handed to schakel_publish (retries included) */
     MOMENT_ACCEPTED, /* Accepted answers seen by the publishers */
     MOMENT_RECEIVED, /* deliveries handed to the recipients */
+    MOMENT_BULK,     /* bulk publishes handed to the connection (resends included) */
+    MOMENT_CASE,     /* case commands about to be sent (retries included) */
+    MOMENT_RELOAD,   /* a SIGHUP: during the reload, or once it is logged */
+    MOMENT_DRAWN,    /* the kinds above are drawn; the next comes by the trail */
+    MOMENT_CHECKPOINT = MOMENT_DRAWN, /* an audit checkpoint near: before or after it */
     MOMENT_COUNT,
+};
+
+static const char *const crash_moment_names[MOMENT_COUNT] = {
+    "just after a send",        "after an Accepted",     "after a delivery",
+    "during a bulk publish",    "during a case command", "at a policy reload",
+    "near an audit checkpoint",
 };
 
 struct crash_run {
     h_env_t *env;
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* progress or publishers_running changed */
+    pthread_cond_t changed; /* progress, requests or publishers_running changed */
     unsigned progress[MOMENT_COUNT];
-    int publishers_running;
-    int stop; /* the main thread gives up: every thread returns */
+    int publishers_running; /* publishing threads: publishers and the caseworker */
+    int free_running;       /* of those, the free publishers */
+    unsigned bulks_asked;   /* bulk publishes the main thread asked for */
+    unsigned cases_asked;   /* case commands the main thread asked for */
+    int stop;               /* the main thread gives up: every thread returns */
     int64_t deadline_ms;
     int64_t observed_at;
+    char endpoint[128]; /* the broker's, for a recipient's new client */
+    char anchor[160];   /* SEQ:HASH of the trail's last entry at the last verification */
+    uint64_t verified;  /* verifications passed */
     crash_publisher_t publishers[CRASH_PUBLISHERS];
     crash_recipient_t recipients[CRASH_RECIPIENTS];
+    crash_caseworker_t caseworker;
 };
 
 static int64_t crash_now_ms(void)
@@ -337,6 +473,36 @@ static void crash_progress(crash_run_t *run, enum crash_moment moment)
     run->progress[moment]++;
     pthread_cond_broadcast(&run->changed);
     pthread_mutex_unlock(&run->lock);
+}
+
+/* A publishing thread is done (free: one of the free publishers). */
+static void crash_publisher_done(crash_run_t *run, int free)
+{
+    pthread_mutex_lock(&run->lock);
+    run->publishers_running--;
+    run->free_running -= free;
+    pthread_cond_broadcast(&run->changed);
+    pthread_mutex_unlock(&run->lock);
+}
+
+static struct timespec crash_timespec(int64_t ms)
+{
+    return (struct timespec){.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+}
+
+/* Wait until the main thread asked for more than `done` (bulks or case
+ * commands), the free publishers ended (the rest is done unasked), or the
+ * run stops. Returns 0 to go on, -1 to stop. */
+static int crash_await_request(crash_run_t *run, const unsigned *asked, unsigned done)
+{
+    struct timespec until = crash_timespec(run->deadline_ms);
+    pthread_mutex_lock(&run->lock);
+    while (*asked <= done && run->free_running > 0 && !run->stop &&
+           pthread_cond_timedwait(&run->changed, &run->lock, &until) != ETIMEDOUT)
+        ;
+    int stop = run->stop;
+    pthread_mutex_unlock(&run->lock);
+    return stop || crash_should_stop(run) ? -1 : 0;
 }
 
 static void crash_example(char *out, size_t outlen, const char *fmt, ...)
@@ -384,16 +550,50 @@ static schakel_status_t crash_publish_until_answered(crash_publisher_t *pub, int
     }
 }
 
+/* A bulk publish is handed to the connection (schakel_publish_send) before
+ * the main thread hears of it, so that a crash then finds the broker
+ * reading, verifying or committing its items; the library sends it again
+ * after a reconnect, and the test again after a retryable refusal. */
+static schakel_status_t crash_bulk_until_answered(crash_publisher_t *pub, int m,
+                                                  const schakel_signal_t *signals, size_t n,
+                                                  schakel_publish_answer_t *answer)
+{
+    uint8_t id[16];
+    crash_message_id(pub->index, m, id);
+    for (;;) {
+        if (crash_should_stop(pub->run))
+            return SCHAKEL_ERR_TIMEOUT;
+        pub->calls++;
+        crash_progress(pub->run, MOMENT_SENT);
+        schakel_status_t st = schakel_publish_send(pub->client, NULL, signals, n, id, NULL);
+        if (st != SCHAKEL_OK)
+            return st;
+        crash_progress(pub->run, MOMENT_BULK);
+        while ((st = schakel_publish_wait(pub->client, id, answer, CRASH_PUBLISH_TIMEOUT_MS)) ==
+                   SCHAKEL_ERR_TIMEOUT &&
+               !crash_should_stop(pub->run))
+            pub->timeouts++;
+        if (st != SCHAKEL_OK) {
+            (void)schakel_publish_forget(pub->client, id);
+            return st;
+        }
+        if (!(answer->status == SCHAKEL_ERR_REFUSED && crash_retryable(&answer->error)))
+            return answer->status;
+        pub->timeouts++;
+    }
+}
+
 /* Compare an answer with the plan; record the state. */
 static void crash_take_answer(crash_publisher_t *pub, int m, schakel_status_t st, size_t n,
                               const schakel_item_result_t *results, int dup)
 {
     const char *principal = crash_publisher_defs[pub->index].principal;
     const schakel_error_t *e = schakel_last_error(pub->client);
+    int forbidden = crash_is_forbidden(pub->index, m);
     if (st == SCHAKEL_OK) {
         pub->state[m] = PUBLISH_ACCEPTED;
         pub->duplicates += dup != 0;
-        for (size_t i = 0; i < n && !crash_is_forbidden(m); i++) {
+        for (size_t i = 0; i < n && !forbidden; i++) {
             unsigned want = crash_expected_recipients(pub->index, crash_theme_of(pub->index, m, i));
             if (results[i].recipients != want || results[i].seq == 0) {
                 pub->wrong++;
@@ -406,44 +606,59 @@ static void crash_take_answer(crash_publisher_t *pub, int m, schakel_status_t st
     } else if (st == SCHAKEL_ERR_REFUSED) {
         pub->state[m] = PUBLISH_REFUSED;
     }
-    int planned = crash_is_forbidden(m)
+    int planned = forbidden
                       ? st == SCHAKEL_ERR_REFUSED && strcmp(e->reason_name, "POLICY_DENIED") == 0
                       : st == SCHAKEL_OK;
     if (!planned && !crash_should_stop(pub->run)) {
         pub->wrong++;
         crash_example(pub->example, sizeof pub->example, "%s publish %d%s: %s %s: %s", principal, m,
-                      crash_is_forbidden(m) ? " (no rule allows it)" : "", schakel_strerror(st),
+                      forbidden ? " (no rule allows it)" : "", schakel_strerror(st),
                       st == SCHAKEL_OK ? "" : e->reason_name,
                       st == SCHAKEL_OK ? "accepted" : e->text);
     }
 }
 
-static void crash_publish_one(crash_publisher_t *pub, int m)
-{
-    size_t n = crash_items_of(m);
+/* The signals of publish m, with their strings in the caller's buffers. */
+typedef struct crash_batch {
     schakel_signal_t signals[CRASH_MAX_ITEMS];
-    char refs[CRASH_MAX_ITEMS][64];
+    char refs[CRASH_MAX_ITEMS][32];
     char summaries[CRASH_MAX_ITEMS][64];
+} crash_batch_t;
+
+static size_t crash_batch_fill(const crash_publisher_t *pub, int m, crash_batch_t *batch)
+{
+    size_t n = crash_items_of(pub->index, m);
     for (size_t i = 0; i < n; i++) {
-        crash_source_ref(pub->index, m, i, refs[i], sizeof refs[i]);
-        snprintf(summaries[i], sizeof summaries[i], "Proefsignaal %d van %s", m,
+        crash_source_ref(pub->index, m, i, batch->refs[i], sizeof batch->refs[i]);
+        snprintf(batch->summaries[i], sizeof batch->summaries[i], "Proefsignaal %d van %s", m,
                  crash_publisher_defs[pub->index].principal);
-        signals[i] = (schakel_signal_t){
+        batch->signals[i] = (schakel_signal_t){
             .kind = "proefsignaal",
             .theme = crash_theme_of(pub->index, m, i),
             .area = "GM0935",
             .severity = SCHAKEL_SEVERITY_MEDIUM,
             .observed_at = pub->run->observed_at,
-            .summary = summaries[i],
-            .source_ref = refs[i],
+            .summary = batch->summaries[i],
+            .source_ref = batch->refs[i],
         };
     }
-    schakel_item_result_t results[CRASH_MAX_ITEMS];
-    memset(results, 0, sizeof results);
-    int dup = 0;
+    return n;
+}
+
+static void crash_publish_one(crash_publisher_t *pub, int m)
+{
+    crash_batch_t batch;
+    schakel_publish_answer_t answer;
+    size_t n = crash_batch_fill(pub, m, &batch);
+    memset(&answer, 0, sizeof answer);
     pub->state[m] = PUBLISH_PENDING;
-    schakel_status_t st = crash_publish_until_answered(pub, m, signals, n, results, &dup);
-    crash_take_answer(pub, m, st, n, results, dup);
+    schakel_status_t st;
+    if (pub->index == CRASH_BULK_PUBLISHER)
+        st = crash_bulk_until_answered(pub, m, batch.signals, n, &answer);
+    else
+        st = crash_publish_until_answered(pub, m, batch.signals, n, answer.results,
+                                          &answer.duplicate);
+    crash_take_answer(pub, m, st, n, answer.results, answer.duplicate);
     if (st == SCHAKEL_OK)
         crash_progress(pub->run, MOMENT_ACCEPTED);
 }
@@ -453,10 +668,21 @@ static void *crash_publisher_main(void *arg)
     crash_publisher_t *pub = arg;
     for (int m = 0; m < CRASH_MESSAGES && !crash_should_stop(pub->run); m++)
         crash_publish_one(pub, m);
-    pthread_mutex_lock(&pub->run->lock);
-    pub->run->publishers_running--;
-    pthread_cond_broadcast(&pub->run->changed);
-    pthread_mutex_unlock(&pub->run->lock);
+    crash_publisher_done(pub->run, 1);
+    return NULL;
+}
+
+/* Bulk publishes go out when the main thread asks, the rest once the free
+ * publishers are done. */
+static void *crash_bulk_main(void *arg)
+{
+    crash_publisher_t *pub = arg;
+    for (int m = 0; m < CRASH_BULKS; m++) {
+        if (crash_await_request(pub->run, &pub->run->bulks_asked, (unsigned)m) != 0)
+            break;
+        crash_publish_one(pub, m);
+    }
+    crash_publisher_done(pub->run, 0);
     return NULL;
 }
 
@@ -478,9 +704,9 @@ static void crash_violation(crash_recipient_t *rec, enum crash_violation kind,
 static int crash_check_delivery(crash_recipient_t *rec, const schakel_delivery_t *d, int *p, int *m,
                                 size_t *i)
 {
-    if (crash_decode_id(d->message_id, p, m) != 0 || !d->sender ||
+    if (d->is_case_event || crash_decode_id(d->message_id, p, m) != 0 || !d->sender ||
         strcmp(d->sender, crash_publisher_defs[*p].principal) != 0 ||
-        d->item_index >= crash_items_of(*m)) {
+        d->item_index >= crash_items_of(*p, *m)) {
         crash_violation(rec, V_UNKNOWN_ID, d, "not an item any publisher of this test made");
         return -1;
     }
@@ -488,7 +714,7 @@ static int crash_check_delivery(crash_recipient_t *rec, const schakel_delivery_t
     const char *theme = crash_theme_of(*p, *m, *i);
     if (!crash_expects(rec->index, *p, theme))
         crash_violation(rec, V_MISROUTED, d, "no rule names this recipient for it");
-    char ref[64];
+    char ref[32];
     crash_source_ref(*p, *m, *i, ref, sizeof ref);
     const struct crash_rule *rule = crash_rule_for(*p, theme);
     if (!d->source_ref || strcmp(d->source_ref, ref) != 0 || !d->theme ||
@@ -497,31 +723,126 @@ static int crash_check_delivery(crash_recipient_t *rec, const schakel_delivery_t
     return 0;
 }
 
-static void crash_record(crash_recipient_t *rec, const schakel_delivery_t *d)
+/* Record a delivery; returns 0 and fills p, m, i if it is an item of this
+ * test. `queued_before` says it may have been read before the answer
+ * that confirmed its ack (crash_confirm_acks): such a copy is no
+ * violation. */
+static int crash_record(crash_recipient_t *rec, const schakel_delivery_t *d, int queued_before,
+                        int *p, int *m, size_t *i)
 {
-    int p, m;
-    size_t i;
     rec->received++;
-    if (crash_check_delivery(rec, d, &p, &m, &i) != 0)
-        return;
-    uint32_t *count = &rec->receipts[p][m][i];
+    if (crash_check_delivery(rec, d, p, m, i) != 0)
+        return -1;
+    uint32_t *count = &rec->receipts[*p][*m][*i];
     if (*count == 0) {
-        rec->first_seq[p][m][i] = d->seq;
+        rec->first_seq[*p][*m][*i] = d->seq;
         if (rec->empty_answers > 0)
             crash_violation(rec, V_AFTER_EMPTY, d, "the broker had said the mailbox was empty");
-        int position = m * CRASH_MAX_ITEMS + (int)i;
-        if (position <= rec->last_first[p])
+        int position = *m * CRASH_MAX_ITEMS + (int)*i;
+        if (position <= rec->last_first[*p])
             crash_violation(rec, V_OUT_OF_ORDER, d,
                             "an earlier item of a later publish came first");
-        rec->last_first[p] = position;
+        rec->last_first[*p] = position;
     } else {
         rec->repeats++;
-        if (d->seq != rec->first_seq[p][m][i])
+        if (d->seq != rec->first_seq[*p][*m][*i])
             crash_violation(rec, V_SECOND_SEQ, d, "this item came before under another seq");
         else if (!d->redelivery)
             crash_violation(rec, V_REPEAT_AS_NEW, d, "a seq received before, flagged as new");
+        if (rec->confirmed[*p][*m][*i] && !queued_before)
+            crash_violation(rec, V_ACKED_AGAIN, d,
+                            "its Ack was followed by a Heartbeat answer on the same connection");
     }
     (*count)++;
+    return 0;
+}
+
+/* Take one delivery: record it, ack it, and remember the ack with the
+ * number of connections made when it went out. */
+static void crash_take_delivery(crash_recipient_t *rec, schakel_delivery_t *d, int queued_before)
+{
+    int p = 0, m = 0;
+    size_t i = 0;
+    crash_progress(rec->run, MOMENT_RECEIVED);
+    int known = crash_record(rec, d, queued_before, &p, &m, &i) == 0;
+    uint64_t connection = 0;
+    if (schakel_connections_made(rec->client, &connection) != SCHAKEL_OK)
+        connection = 0; /* never confirmed */
+    /* A lost ack only means a redelivery, which the test counts. */
+    if (schakel_ack(rec->client, d->seq) == SCHAKEL_OK && known && connection > 0) {
+        if (rec->n_pending == CRASH_PENDING_ACKS) { /* the oldest goes unconfirmed */
+            memmove(&rec->pending[0], &rec->pending[1],
+                    (CRASH_PENDING_ACKS - 1) * sizeof(crash_ack_t));
+            rec->n_pending--;
+            rec->acks_unconfirmed++;
+        }
+        rec->pending[rec->n_pending++] = (crash_ack_t){
+            .p = (uint8_t)p, .m = (uint16_t)m, .i = (uint16_t)i, .connection = connection};
+    }
+    rec->since_confirm++;
+}
+
+/* A new client for a tainted one (the old one's deliveries not yet taken
+ * come again to the new one, which takes over receiving). Stays tainted
+ * while the broker cannot be reached. */
+static void crash_recipient_renew(crash_recipient_t *rec)
+{
+    schakel_client_t *fresh = NULL;
+    schakel_error_t err;
+    if (schakel_connect(&fresh, rec->run->endpoint, rec->run->env->broker_pub, rec->key_file,
+                        CRASH_BACKLOG_TIMEOUT_MS, &err) != SCHAKEL_OK)
+        return;
+    schakel_close(&rec->client);
+    rec->client = fresh;
+    rec->tainted = 0;
+    rec->renewals++;
+}
+
+/* Confirm the acks sent since the last time: ask for the backlog (a
+ * Heartbeat) on the connection they went out on. Its answer counts every
+ * Ack the broker read before the Heartbeat, and leaves after the commit of
+ * their turn (docs/PROTOCOL.md 4.7, 7.7): those deliveries must never come
+ * again, the broker killed or not. Only a client on its first connection
+ * that never gave up on a Heartbeat confirms (its answers are the ones to
+ * its Heartbeats), and only when it made no other connection by the
+ * answer. Deliveries the broker sent before it read the acks came before
+ * the answer and wait in the library's queue: they are taken now (a zero
+ * timeout hands out the queue, and reads no more than has arrived), and
+ * are no violation. */
+static void crash_confirm_acks(crash_recipient_t *rec)
+{
+    uint64_t before = 0, after = 0, backlog = 0;
+    size_t n = rec->n_pending;
+    rec->n_pending = 0;
+    rec->since_confirm = 0;
+    if (rec->tainted) {
+        rec->acks_unconfirmed += n;
+        crash_recipient_renew(rec);
+        return;
+    }
+    if (n == 0)
+        return;
+    if (schakel_connections_made(rec->client, &before) != SCHAKEL_OK || before != 1 ||
+        schakel_backlog(rec->client, &backlog, CRASH_BACKLOG_TIMEOUT_MS) != SCHAKEL_OK ||
+        schakel_connections_made(rec->client, &after) != SCHAKEL_OK || after != before) {
+        rec->tainted = 1;
+        rec->acks_unconfirmed += n;
+        return;
+    }
+    for (size_t k = 0; k < n; k++) {
+        const crash_ack_t *ack = &rec->pending[k];
+        if (ack->connection == before) {
+            rec->confirmed[ack->p][ack->m][ack->i] = 1;
+            rec->acks_confirmed++;
+        } else {
+            rec->acks_unconfirmed++;
+        }
+    }
+    schakel_delivery_t *d = NULL;
+    while (schakel_receive(rec->client, &d, 0) == SCHAKEL_OK) {
+        crash_take_delivery(rec, d, 1);
+        schakel_delivery_free(&d);
+    }
 }
 
 /* Has this recipient received every item its publishers saw Accepted that
@@ -531,8 +852,8 @@ static int crash_complete(const crash_recipient_t *rec)
 {
     const crash_run_t *run = rec->run;
     for (int p = 0; p < CRASH_PUBLISHERS; p++)
-        for (int m = 0; m < CRASH_MESSAGES; m++)
-            for (size_t i = 0; i < crash_items_of(m); i++)
+        for (int m = 0; m < crash_messages_of(p); m++)
+            for (size_t i = 0; i < crash_items_of(p, m); i++)
                 if (run->publishers[p].state[m] == PUBLISH_ACCEPTED &&
                     crash_expects(rec->index, p, crash_theme_of(p, m, i)) &&
                     rec->receipts[p][m][i] == 0)
@@ -547,8 +868,10 @@ static int crash_complete(const crash_recipient_t *rec)
 static int crash_drained(crash_recipient_t *rec)
 {
     uint64_t backlog = UINT64_MAX;
-    if (schakel_backlog(rec->client, &backlog, CRASH_BACKLOG_TIMEOUT_MS) != SCHAKEL_OK)
-        return 0; /* the broker may be restarting: try again later */
+    if (schakel_backlog(rec->client, &backlog, CRASH_BACKLOG_TIMEOUT_MS) != SCHAKEL_OK) {
+        rec->tainted = 1; /* its answer may still come */
+        return 0;         /* the broker may be restarting: try again later */
+    }
     rec->backlog_answers++;
     rec->last_backlog = backlog;
     if (backlog != 0)
@@ -568,11 +891,10 @@ static void *crash_recipient_main(void *arg)
         schakel_delivery_t *d = NULL;
         schakel_status_t st = schakel_receive(rec->client, &d, CRASH_RECEIVE_TIMEOUT_MS);
         if (st == SCHAKEL_OK) {
-            crash_progress(rec->run, MOMENT_RECEIVED);
-            crash_record(rec, d);
-            /* A lost ack only means a redelivery, which the test counts. */
-            (void)schakel_ack(rec->client, d->seq);
+            crash_take_delivery(rec, d, 0);
             schakel_delivery_free(&d);
+            if (rec->since_confirm >= CRASH_CONFIRM_EVERY)
+                crash_confirm_acks(rec);
             continue;
         }
         if (st != SCHAKEL_ERR_TIMEOUT) {
@@ -582,12 +904,209 @@ static void *crash_recipient_main(void *arg)
                           schakel_strerror(st), schakel_last_error(rec->client)->text);
             continue;
         }
+        crash_confirm_acks(rec);
         if (!publishing && crash_drained(rec)) {
             rec->drained = 1;
             break;
         }
     }
     return NULL;
+}
+
+/* ------------------------------------------------------------------ cases */
+
+/* Command ids are a pure function of the command, as message ids are. */
+static void crash_command_id(unsigned k, uint8_t id[16])
+{
+    memset(id, 0, 16);
+    memcpy(id, "crashcase", 9);
+    id[10] = (uint8_t)k;
+}
+
+static void crash_note_text(unsigned c, unsigned note, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "Notitie %u van proefcasus %u", note, c);
+}
+
+/* Send case command k until it is answered (with the same command id: the
+ * broker answers a repeat with the original answer) or the run ends. */
+static schakel_status_t crash_case_command(crash_caseworker_t *cw, unsigned k,
+                                           schakel_case_result_t *result)
+{
+    unsigned c = k / (1 + CRASH_NOTES_PER_CASE), note = k % (1 + CRASH_NOTES_PER_CASE);
+    uint8_t id[16];
+    crash_command_id(k, id);
+    schakel_case_options_t options = {.command_id = id};
+    char title[64], text[64];
+    snprintf(title, sizeof title, "Proefcasus %u", c);
+    crash_note_text(c, note, text, sizeof text);
+    schakel_case_open_t open = {.case_type = CRASH_CASE_TYPE, .area = "GM0935", .title = title};
+    for (;;) {
+        if (crash_should_stop(cw->run))
+            return SCHAKEL_ERR_TIMEOUT;
+        cw->calls++;
+        crash_progress(cw->run, MOMENT_CASE);
+        schakel_status_t st = note == 0
+                                  ? schakel_case_open(cw->client, &open, &options, NULL, result,
+                                                      CRASH_CASE_TIMEOUT_MS)
+                                  : schakel_case_note(cw->client, cw->case_ids[c], text, NULL, 0,
+                                                      &options, result, CRASH_CASE_TIMEOUT_MS);
+        if (st != SCHAKEL_ERR_TIMEOUT &&
+            !(st == SCHAKEL_ERR_REFUSED && crash_retryable(schakel_last_error(cw->client))))
+            return st;
+        cw->timeouts++;
+    }
+}
+
+static void *crash_caseworker_main(void *arg)
+{
+    crash_caseworker_t *cw = arg;
+    for (unsigned k = 0; k < CRASH_CASE_COMMANDS; k++) {
+        if (crash_await_request(cw->run, &cw->run->cases_asked, k) != 0)
+            break;
+        unsigned c = k / (1 + CRASH_NOTES_PER_CASE);
+        if (k % (1 + CRASH_NOTES_PER_CASE) != 0 && cw->case_ids[c][0] == '\0')
+            continue; /* its case was never opened: counted below as unsent */
+        schakel_case_result_t result;
+        memset(&result, 0, sizeof result);
+        cw->state[k] = PUBLISH_PENDING;
+        schakel_status_t st = crash_case_command(cw, k, &result);
+        if (st == SCHAKEL_OK) {
+            cw->state[k] = PUBLISH_ACCEPTED;
+            cw->duplicates += result.duplicate != 0;
+            cw->recipients += result.recipients;
+            if (k % (1 + CRASH_NOTES_PER_CASE) == 0)
+                snprintf(cw->case_ids[c], sizeof cw->case_ids[c], "%s", result.case_id);
+        } else if (!crash_should_stop(cw->run)) {
+            cw->state[k] = st == SCHAKEL_ERR_REFUSED ? PUBLISH_REFUSED : PUBLISH_PENDING;
+            cw->wrong++;
+            crash_example(cw->example, sizeof cw->example, "case command %u: %s %s: %s", k,
+                          schakel_strerror(st), schakel_last_error(cw->client)->reason_name,
+                          schakel_last_error(cw->client)->text);
+        }
+    }
+    crash_publisher_done(cw->run, 0);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ the store */
+
+/* The audit trail's entries since its last checkpoint, and that
+ * checkpoint's seq, read from the store beside the running broker
+ * (read-only, a connection of its own each time: one held across a kill
+ * would keep the store's shared memory for the next broker). Returns 0, or
+ * -1 when it cannot be read now. */
+static int crash_trail_gap(const h_env_t *env, int64_t *gap, int64_t *checkpoint)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+        sqlite3_busy_timeout(db, 1000) == SQLITE_OK &&
+        sqlite3_prepare_v2(db,
+                           "SELECT (SELECT IFNULL(MAX(seq), 0) FROM audit), "
+                           "(SELECT IFNULL(MAX(seq), 0) FROM audit_checkpoints)",
+                           -1, &stmt, NULL) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+        *checkpoint = sqlite3_column_int64(stmt, 1);
+        *gap = sqlite3_column_int64(stmt, 0) - *checkpoint;
+        rc = 0;
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* SQLite's integrity_check of the whole store, opened read-only while no
+ * broker runs (what a kill left: the database and its WAL). Returns 0 when
+ * it says ok, else -1 with the first thing it found in problem. */
+static int crash_integrity_check(const h_env_t *env, char *problem, size_t problem_len)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int rc = -1;
+    if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &stmt, NULL) != SQLITE_OK) {
+        snprintf(problem, problem_len, "integrity_check of %s: %s", env->store_path,
+                 db != NULL ? sqlite3_errmsg(db) : "no memory");
+    } else if (sqlite3_step(stmt) != SQLITE_ROW) {
+        snprintf(problem, problem_len, "integrity_check of %s gave no row: %s", env->store_path,
+                 sqlite3_errmsg(db));
+    } else {
+        const char *first = (const char *)sqlite3_column_text(stmt, 0);
+        if (first != NULL && strcmp(first, "ok") == 0 && sqlite3_step(stmt) == SQLITE_DONE)
+            rc = 0;
+        else
+            snprintf(problem, problem_len, "integrity_check of %s: %s", env->store_path,
+                     first != NULL ? first : "(null)");
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return rc;
+}
+
+/* `schakelctl audit verify` on the store while no broker runs: the trail
+ * must be intact, and still hold the entry the previous verification ended
+ * at (its --expect anchor, kept for the next one). Returns 0, or -1 with
+ * the tool's words in problem. */
+static int crash_verify_trail(crash_run_t *run, char *problem, size_t problem_len)
+{
+    h_env_t *env = run->env;
+    const char *args[] = {"audit",
+                          "verify",
+                          "--store",
+                          env->store_path,
+                          "--broker-key",
+                          env->broker_pub,
+                          run->anchor[0] ? "--expect" : NULL,
+                          run->anchor,
+                          NULL};
+    h_cli_result_t res = {0};
+    int status = h_run_ctl_argv(env, NULL, NULL, args, &res);
+    const char *out = res.out != NULL ? res.out : "", *err = res.err != NULL ? res.err : "";
+    const char *anchor = strstr(out, "--expect ");
+    size_t len = anchor != NULL ? strcspn(anchor + 9, " \n") : 0;
+    int rc = -1;
+    if (status != 0)
+        snprintf(problem, problem_len,
+                 "schakelctl audit verify after a kill (previous anchor %s) exited %d: %s%s",
+                 run->anchor[0] ? run->anchor : "none", status, out, err);
+    else if (len == 0 || len >= sizeof run->anchor)
+        snprintf(problem, problem_len, "schakelctl audit verify named no anchor: %s", out);
+    else {
+        memcpy(run->anchor, anchor + 9, len);
+        run->anchor[len] = '\0';
+        run->verified++;
+        rc = 0;
+    }
+    h_cli_result_free(&res);
+    return rc;
+}
+
+/* Kill the broker, check the store it left, and start another on the same
+ * endpoint and store. Returns 0, or -1 with the reason in problem. */
+static int crash_kill_check_restart(crash_run_t *run, char *problem, size_t problem_len)
+{
+    h_env_t *env = run->env;
+    if (env->broker_pid <= 0 || env->endpoint[0] == '\0') {
+        snprintf(problem, problem_len, "no broker is running to crash");
+        return -1;
+    }
+    char endpoint[sizeof env->endpoint];
+    snprintf(endpoint, sizeof endpoint, "%s", env->endpoint);
+    h_broker_kill9(env);
+    if (crash_verify_trail(run, problem, problem_len) != 0 ||
+        crash_integrity_check(env, problem, problem_len) != 0)
+        return -1;
+    /* As h_broker_crash_restart: a client reconnecting to the free port can,
+     * rarely, hold it as its own source port for a moment. */
+    for (int attempt = 1; attempt <= H_RESTART_ATTEMPTS; attempt++) {
+        if (h_broker_try_start_at(env, endpoint, problem, problem_len) == 0)
+            return 0;
+        fprintf(stderr, "crash: restart %d of %d on %s failed: %s\n", attempt, H_RESTART_ATTEMPTS,
+                endpoint, problem);
+    }
+    return -1;
 }
 
 /* ------------------------------------------------------------------ main thread */
@@ -628,6 +1147,7 @@ static crash_run_t *crash_run_new(h_env_t *env)
     pthread_condattr_destroy(&attr);
     assert_int_equal(pthread_mutex_init(&run->lock, NULL), 0);
     run->observed_at = (int64_t)time(NULL) - 3600;
+    snprintf(run->endpoint, sizeof run->endpoint, "%s", env->endpoint);
     for (int p = 0; p < CRASH_PUBLISHERS; p++) {
         run->publishers[p].run = run;
         run->publishers[p].index = p;
@@ -637,9 +1157,13 @@ static crash_run_t *crash_run_new(h_env_t *env)
         run->recipients[r].run = run;
         run->recipients[r].index = r;
         run->recipients[r].client = h_connect(env, crash_recipient_ids[r]);
+        snprintf(run->recipients[r].key_file, sizeof run->recipients[r].key_file, "%s",
+                 h_key_file(env, crash_recipient_ids[r]));
         for (int p = 0; p < CRASH_PUBLISHERS; p++)
             run->recipients[r].last_first[p] = -1;
     }
+    run->caseworker.run = run;
+    run->caseworker.client = h_connect(env, CRASH_CASEWORKER);
     return run;
 }
 
@@ -650,37 +1174,57 @@ static void crash_run_free(crash_run_t **runp)
         schakel_close(&run->publishers[p].client);
     for (int r = 0; r < CRASH_RECIPIENTS; r++)
         schakel_close(&run->recipients[r].client);
+    schakel_close(&run->caseworker.client);
     pthread_cond_destroy(&run->changed);
     pthread_mutex_destroy(&run->lock);
     free(run);
     *runp = NULL;
 }
 
+/* The threads, in the order they start. */
+enum {
+    CRASH_THREADS = CRASH_RECIPIENTS + CRASH_PUBLISHERS + 1,
+};
+
+static pthread_t *crash_thread_of(crash_run_t *run, int t)
+{
+    if (t < CRASH_RECIPIENTS)
+        return &run->recipients[t].thread;
+    if (t < CRASH_RECIPIENTS + CRASH_PUBLISHERS)
+        return &run->publishers[t - CRASH_RECIPIENTS].thread;
+    return &run->caseworker.thread;
+}
+
 /* Start every worker; returns how many started (all, unless one failed). */
 static int crash_start_threads(crash_run_t *run)
 {
-    run->publishers_running = CRASH_PUBLISHERS;
-    for (int r = 0; r < CRASH_RECIPIENTS; r++)
-        if (pthread_create(&run->recipients[r].thread, NULL, crash_recipient_main,
-                           &run->recipients[r]) != 0)
-            return r;
-    for (int p = 0; p < CRASH_PUBLISHERS; p++)
-        if (pthread_create(&run->publishers[p].thread, NULL, crash_publisher_main,
-                           &run->publishers[p]) != 0) {
-            pthread_mutex_lock(&run->lock);
-            run->publishers_running = p;
-            pthread_mutex_unlock(&run->lock);
-            return CRASH_RECIPIENTS + p;
+    run->publishers_running = CRASH_PUBLISHERS + 1;
+    run->free_running = CRASH_FREE_PUBLISHERS;
+    for (int t = 0; t < CRASH_THREADS; t++) {
+        int rc;
+        if (t < CRASH_RECIPIENTS)
+            rc = pthread_create(crash_thread_of(run, t), NULL, crash_recipient_main,
+                                &run->recipients[t]);
+        else if (t < CRASH_RECIPIENTS + CRASH_PUBLISHERS) {
+            int p = t - CRASH_RECIPIENTS;
+            rc = pthread_create(crash_thread_of(run, t), NULL,
+                                p == CRASH_BULK_PUBLISHER ? crash_bulk_main : crash_publisher_main,
+                                &run->publishers[p]);
+        } else
+            rc = pthread_create(crash_thread_of(run, t), NULL, crash_caseworker_main,
+                                &run->caseworker);
+        if (rc != 0) {
+            crash_stop(run); /* those started return: nobody waits for the others */
+            return t;
         }
-    return CRASH_RECIPIENTS + CRASH_PUBLISHERS;
+    }
+    return CRASH_THREADS;
 }
 
 static void crash_join_threads(crash_run_t *run, int started)
 {
-    for (int r = 0; r < CRASH_RECIPIENTS && r < started; r++)
-        pthread_join(run->recipients[r].thread, NULL);
-    for (int p = 0; p < CRASH_PUBLISHERS && CRASH_RECIPIENTS + p < started; p++)
-        pthread_join(run->publishers[p].thread, NULL);
+    for (int t = 0; t < started; t++)
+        pthread_join(*crash_thread_of(run, t), NULL);
 }
 
 /* Wait until the count of `moment` reaches target, the count of sent
@@ -689,8 +1233,7 @@ static void crash_join_threads(crash_run_t *run, int started)
 static int crash_await_progress(crash_run_t *run, enum crash_moment moment, unsigned target,
                                 unsigned sent_cap)
 {
-    struct timespec until = {.tv_sec = run->deadline_ms / 1000,
-                             .tv_nsec = (long)(run->deadline_ms % 1000) * 1000000L};
+    struct timespec until = crash_timespec(run->deadline_ms);
     pthread_mutex_lock(&run->lock);
     while (run->progress[moment] < target && run->progress[MOMENT_SENT] < sent_cap &&
            run->publishers_running > 0 && !run->stop &&
@@ -701,40 +1244,224 @@ static int crash_await_progress(crash_run_t *run, enum crash_moment moment, unsi
     return publishing;
 }
 
+/* The next moment to crash at, drawn from the seed. */
+typedef struct crash_plan {
+    enum crash_moment moment;
+    unsigned advance; /* of the moment's count; of Accepted answers after a bulk or case command */
+    uint64_t variant; /* the reload's and the checkpoint's way, and how near */
+} crash_plan_t;
+
 typedef struct crash_cycles {
     unsigned total;
     unsigned while_publishing;
     unsigned after[MOMENT_COUNT]; /* crashes per kind of moment */
-    char problem[256];            /* why a restart failed, or "" */
+    unsigned reloads_logged;      /* crashes after a logged reload (the others: during it) */
+    unsigned before_checkpoint, after_checkpoint;
+    int64_t checkpoint_aimed; /* the checkpoint seq when one was last aimed at */
+    char problem[1024];       /* why a check or restart failed, or "" */
 } crash_cycles_t;
 
+static int crash_count_now(crash_run_t *run, enum crash_moment moment)
+{
+    pthread_mutex_lock(&run->lock);
+    unsigned n = run->progress[moment];
+    pthread_mutex_unlock(&run->lock);
+    return (int)n;
+}
+
+/* Ask a thread for one more bulk publish or case command (asked), then
+ * wait until it is sent (moment) and `advance` more publishes are
+ * Accepted (0: at once), so that the crash falls at some point of its
+ * handling. Returns 1 while publishing goes on. */
+static int crash_ask_and_await(crash_run_t *run, unsigned *asked, enum crash_moment moment,
+                               unsigned advance)
+{
+    pthread_mutex_lock(&run->lock);
+    unsigned sent_cap = run->progress[MOMENT_SENT] + CRASH_MAX_SENT_PER_CYCLE;
+    unsigned target = run->progress[moment] + 1;
+    (*asked)++;
+    pthread_cond_broadcast(&run->changed);
+    pthread_mutex_unlock(&run->lock);
+    int publishing = crash_await_progress(run, moment, target, sent_cap);
+    if (publishing && advance > 0)
+        publishing = crash_await_progress(run, MOMENT_ACCEPTED,
+                                          (unsigned)crash_count_now(run, MOMENT_ACCEPTED) + advance,
+                                          sent_cap);
+    return publishing;
+}
+
+/* SIGHUP the broker (its policy file unchanged: the reload keeps every
+ * rule and case type, and is recorded in the trail), then crash during the
+ * reload, or once its outcome is logged (variant odd): it must be taken.
+ * Returns 1 while publishing goes on, 0 when it ended (no reload then), -1
+ * with the reason in problem. */
+static int crash_await_reload(crash_run_t *run, const crash_plan_t *plan, crash_cycles_t *cycles)
+{
+    h_env_t *env = run->env;
+    if (!crash_publishing(run))
+        return 0;
+    long offset = h_log_offset(env);
+    if (kill(env->broker_pid, SIGHUP) != 0) {
+        snprintf(cycles->problem, sizeof cycles->problem, "SIGHUP: %s", strerror(errno));
+        return -1;
+    }
+    if (plan->variant % 2 == 1) {
+        int wait_ms = H_TIMEOUT_MS * h_time_factor();
+        if (h_await_log(env, offset, "event=policy.", wait_ms) != 0) {
+            snprintf(cycles->problem, sizeof cycles->problem,
+                     "no policy reload outcome logged within %d ms of a SIGHUP", wait_ms);
+            return -1;
+        }
+        if (h_log_count(env, offset, "event=policy.reloaded ") != 1) {
+            snprintf(cycles->problem, sizeof cycles->problem,
+                     "the broker did not reload its unchanged policy (see its log)");
+            return -1;
+        }
+        cycles->reloads_logged++;
+    }
+    return crash_publishing(run);
+}
+
+static unsigned crash_progress_total(crash_run_t *run)
+{
+    pthread_mutex_lock(&run->lock);
+    unsigned total = 0;
+    for (int k = 0; k < MOMENT_DRAWN; k++)
+        total += run->progress[k];
+    pthread_mutex_unlock(&run->lock);
+    return total;
+}
+
+/* Wait until the workers made `steps` more progress of any kind, or
+ * sent_cap publishes were sent, publishing ended, or the run stops.
+ * Returns 1 when the caller may look again. */
+static int crash_await_steps(crash_run_t *run, unsigned steps, unsigned sent_cap)
+{
+    struct timespec until = crash_timespec(run->deadline_ms);
+    unsigned target = crash_progress_total(run) + steps;
+    pthread_mutex_lock(&run->lock);
+    for (;;) {
+        unsigned total = 0;
+        for (int k = 0; k < MOMENT_DRAWN; k++)
+            total += run->progress[k];
+        if (total >= target || run->progress[MOMENT_SENT] >= sent_cap ||
+            run->publishers_running == 0 || run->stop ||
+            pthread_cond_timedwait(&run->changed, &run->lock, &until) == ETIMEDOUT)
+            break;
+    }
+    int again = run->progress[MOMENT_SENT] < sent_cap && run->publishers_running > 0 && !run->stop;
+    pthread_mutex_unlock(&run->lock);
+    return again && crash_now_ms() < run->deadline_ms;
+}
+
+/* Crash just before the broker signs the next audit checkpoint (the trail
+ * 1..CRASH_CHECKPOINT_SHORT entries short of it, variant even) or just
+ * after it signed it (variant odd), the trail read again after every few
+ * steps of the workers. `checkpoint` is the last checkpoint's seq when the
+ * moment was chosen. Returns 1 while publishing goes on. */
+static int crash_await_checkpoint(crash_run_t *run, const crash_plan_t *plan, int64_t checkpoint,
+                                  crash_cycles_t *cycles)
+{
+    int before = plan->variant % 2 == 0;
+    int64_t short_by = 1 + (int64_t)(plan->variant / 2 % CRASH_CHECKPOINT_SHORT);
+    int64_t due = (int64_t)SCHAKEL_AUDIT_CHECKPOINT_ENTRIES - short_by;
+    pthread_mutex_lock(&run->lock);
+    unsigned sent_cap = run->progress[MOMENT_SENT] + CRASH_CHECKPOINT_SENT_PER_CYCLE;
+    pthread_mutex_unlock(&run->lock);
+    for (;;) {
+        int64_t gap = 0, now = 0;
+        if (crash_trail_gap(run->env, &gap, &now) == 0) {
+            if (now != checkpoint) {
+                cycles->after_checkpoint++;
+                break;
+            }
+            if (before && gap >= due) {
+                cycles->before_checkpoint++;
+                break;
+            }
+        }
+        if (!crash_await_steps(run, 4, sent_cap))
+            break;
+    }
+    return crash_publishing(run);
+}
+
+/* Bring about the moment of the plan: its count advanced (for a bulk
+ * publish, a case command or a reload, the publishes sent, after which
+ * it is asked for or made: so every kind of cycle lets about as many
+ * publishes go), or the checkpoint near. A bulk publish or case command
+ * when none is left is a plain send. Returns 1 while publishing goes on,
+ * 0 when it ended, -1 on a problem (in cycles). */
+static int crash_await_moment(crash_run_t *run, crash_plan_t *plan, int64_t checkpoint,
+                              crash_cycles_t *cycles)
+{
+    if (plan->moment == MOMENT_CHECKPOINT)
+        return crash_await_checkpoint(run, plan, checkpoint, cycles);
+    if ((plan->moment == MOMENT_BULK && run->bulks_asked >= CRASH_BULKS) ||
+        (plan->moment == MOMENT_CASE && run->cases_asked >= CRASH_CASE_COMMANDS))
+        plan->moment = MOMENT_SENT;
+    enum crash_moment counted = plan->moment <= MOMENT_RECEIVED ? plan->moment : MOMENT_SENT;
+    pthread_mutex_lock(&run->lock);
+    unsigned target = run->progress[counted] + plan->advance;
+    unsigned sent_cap = run->progress[MOMENT_SENT] + CRASH_MAX_SENT_PER_CYCLE;
+    pthread_mutex_unlock(&run->lock);
+    int publishing = crash_await_progress(run, counted, target, sent_cap);
+    if (!publishing || crash_should_stop(run))
+        return publishing;
+    switch (plan->moment) {
+    case MOMENT_BULK:
+        return crash_ask_and_await(run, &run->bulks_asked, MOMENT_BULK,
+                                   (unsigned)(plan->variant % 3));
+    case MOMENT_CASE:
+        return crash_ask_and_await(run, &run->cases_asked, MOMENT_CASE,
+                                   (unsigned)(plan->variant % 3));
+    case MOMENT_RELOAD:
+        return crash_await_reload(run, plan, cycles);
+    default:
+        return publishing;
+    }
+}
+
 /* Kill and restart the broker at a random moment (a random kind of
- * progress, advanced by a random amount), until publishing has ended and at
- * least CRASH_MIN_CYCLES crashes happened. The cap on publishes sent per
- * cycle makes sure most crashes come while publishing; should it end early
- * anyway, the remaining crashes happen while the recipients drain. */
+ * progress, advanced by a random amount; a bulk publish, a case command
+ * or a reload brought about; an audit checkpoint whenever the trail nears
+ * one), until publishing has ended and at least CRASH_MIN_CYCLES crashes
+ * happened. The cap on publishes sent per cycle makes sure most crashes
+ * come while publishing; should it end early anyway, the remaining crashes
+ * happen while the recipients drain. Every draw comes from the seed, one
+ * cycle after the other, whatever the moment turns out to be. */
 static void crash_cycle(crash_run_t *run, uint64_t seed, crash_cycles_t *cycles)
 {
     uint64_t prng = seed;
+    cycles->checkpoint_aimed = -1;
     for (;;) {
-        enum crash_moment moment = (enum crash_moment)(crash_splitmix(&prng) % MOMENT_COUNT);
-        unsigned max_advance =
-            moment == MOMENT_RECEIVED ? CRASH_MAX_ADVANCE_DELIVERIES : CRASH_MAX_ADVANCE_PUBLISHES;
-        unsigned advance = 1 + (unsigned)(crash_splitmix(&prng) % max_advance);
-        pthread_mutex_lock(&run->lock);
-        unsigned target = run->progress[moment] + advance;
-        unsigned sent_cap = run->progress[MOMENT_SENT] + CRASH_MAX_SENT_PER_CYCLE;
-        pthread_mutex_unlock(&run->lock);
-        int publishing = crash_await_progress(run, moment, target, sent_cap);
+        crash_plan_t plan;
+        plan.moment = (enum crash_moment)(crash_splitmix(&prng) % MOMENT_DRAWN);
+        unsigned max_advance = plan.moment == MOMENT_RECEIVED ? CRASH_MAX_ADVANCE_DELIVERIES
+                                                              : CRASH_MAX_ADVANCE_PUBLISHES;
+        plan.advance = 1 + (unsigned)(crash_splitmix(&prng) % max_advance);
+        plan.variant = crash_splitmix(&prng);
+        int64_t gap = 0, checkpoint = 0;
+        if (crash_trail_gap(run->env, &gap, &checkpoint) == 0 &&
+            gap + CRASH_CHECKPOINT_REACH >= (int64_t)SCHAKEL_AUDIT_CHECKPOINT_ENTRIES &&
+            checkpoint != cycles->checkpoint_aimed) {
+            plan.moment = MOMENT_CHECKPOINT;
+            cycles->checkpoint_aimed = checkpoint;
+        }
+        int publishing = crash_await_moment(run, &plan, checkpoint, cycles);
+        if (publishing < 0) {
+            crash_stop(run);
+            return;
+        }
         if (crash_should_stop(run) || (!publishing && cycles->total >= CRASH_MIN_CYCLES))
             return;
-        if (h_broker_crash_restart(run->env, cycles->problem, sizeof cycles->problem) != 0) {
+        if (crash_kill_check_restart(run, cycles->problem, sizeof cycles->problem) != 0) {
             crash_stop(run);
             return;
         }
         cycles->total++;
         cycles->while_publishing += (unsigned)publishing;
-        cycles->after[moment] += (unsigned)publishing;
+        cycles->after[plan.moment] += (unsigned)publishing;
     }
 }
 
@@ -742,8 +1469,9 @@ static void crash_cycle(crash_run_t *run, uint64_t seed, crash_cycles_t *cycles)
 
 typedef struct crash_totals {
     unsigned publishes, batches, items, accepted, refused, forbidden, pending, calls, timeouts,
-        duplicates_answered;
-    uint64_t expected, delivered, received, repeats, missing, phantom;
+        duplicates_answered, case_commands, renewals;
+    uint64_t expected, delivered, received, repeats, missing, phantom, acks_confirmed,
+        acks_unconfirmed;
 } crash_totals_t;
 
 static void crash_count_publishers(const crash_run_t *run, crash_totals_t *t)
@@ -753,18 +1481,20 @@ static void crash_count_publishers(const crash_run_t *run, crash_totals_t *t)
         t->calls += pub->calls;
         t->timeouts += pub->timeouts;
         t->duplicates_answered += pub->duplicates;
-        for (int m = 0; m < CRASH_MESSAGES; m++) {
+        for (int m = 0; m < crash_messages_of(p); m++) {
             if (pub->state[m] == PUBLISH_UNSENT)
                 continue;
             t->publishes++;
-            t->batches += crash_items_of(m) > 1;
-            t->forbidden += (unsigned)crash_is_forbidden(m);
-            t->items += (unsigned)crash_items_of(m);
+            t->batches += crash_items_of(p, m) > 1;
+            t->forbidden += (unsigned)crash_is_forbidden(p, m);
+            t->items += (unsigned)crash_items_of(p, m);
             t->accepted += pub->state[m] == PUBLISH_ACCEPTED;
             t->refused += pub->state[m] == PUBLISH_REFUSED;
             t->pending += pub->state[m] == PUBLISH_PENDING;
         }
     }
+    for (unsigned k = 0; k < CRASH_CASE_COMMANDS; k++)
+        t->case_commands += run->caseworker.state[k] == PUBLISH_ACCEPTED;
 }
 
 /* Check one item at one recipient: (a) an item its publisher saw Accepted
@@ -781,45 +1511,64 @@ static void crash_check_item(const crash_run_t *run, int r, int p, int m, size_t
     t->expected += (unsigned)expected;
     t->delivered += (unsigned)(expected && got);
     if (expected && !got && t->missing++ < CRASH_EXAMPLES)
-        fprintf(stderr, "crash: LOST: %s never received item %zu of %s publish %d (Accepted)\n",
-                recipient, i, sender, m);
+        fprintf(stderr,
+                "crash: LOST: %s never received item %zu of %s publish %d of publisher %d "
+                "(Accepted)\n",
+                recipient, i, sender, m, p);
     if (got && !accepted && t->phantom++ < CRASH_EXAMPLES)
         fprintf(stderr,
-                "crash: NOT ACCEPTED BUT DELIVERED: %s received item %zu of %s publish %d, "
-                "which its publisher saw %s\n",
-                recipient, i, sender, m, state == PUBLISH_REFUSED ? "Rejected" : "never answered");
+                "crash: NOT ACCEPTED BUT DELIVERED: %s received item %zu of %s publish %d of "
+                "publisher %d, which its publisher saw %s\n",
+                recipient, i, sender, m, p,
+                state == PUBLISH_REFUSED ? "Rejected" : "never answered");
 }
 
 static void crash_count_deliveries(const crash_run_t *run, crash_totals_t *t)
 {
     for (int r = 0; r < CRASH_RECIPIENTS; r++) {
-        t->received += run->recipients[r].received;
-        t->repeats += run->recipients[r].repeats;
+        const crash_recipient_t *rec = &run->recipients[r];
+        t->received += rec->received;
+        t->repeats += rec->repeats;
+        t->acks_confirmed += rec->acks_confirmed;
+        t->acks_unconfirmed += rec->acks_unconfirmed;
+        t->renewals += rec->renewals;
         for (int p = 0; p < CRASH_PUBLISHERS; p++)
-            for (int m = 0; m < CRASH_MESSAGES; m++)
-                for (size_t i = 0; i < crash_items_of(m); i++)
+            for (int m = 0; m < crash_messages_of(p); m++)
+                for (size_t i = 0; i < crash_items_of(p, m); i++)
                     crash_check_item(run, r, p, m, i, t);
     }
 }
 
-static void crash_print_totals(const crash_cycles_t *cycles, const crash_totals_t *t,
-                               int64_t took_ms)
+static void crash_print_totals(const crash_run_t *run, const crash_cycles_t *cycles,
+                               const crash_totals_t *t, int64_t took_ms)
 {
-    printf("crash: %u kill -9/restart cycles, %u while publishing (%u just after a send, %u "
-           "after an Accepted, %u after a delivery)\n",
-           cycles->total, cycles->while_publishing, cycles->after[MOMENT_SENT],
-           cycles->after[MOMENT_ACCEPTED], cycles->after[MOMENT_RECEIVED]);
-    printf("crash: %u publishes (%u batches, %u items) in %u calls, %u retried after a timeout, "
-           "%u answered as repeats\n",
-           t->publishes, t->batches, t->items, t->calls, t->timeouts, t->duplicates_answered);
+    printf("crash: %u kill -9/restart cycles, %u while publishing:", cycles->total,
+           cycles->while_publishing);
+    for (int k = 0; k < MOMENT_COUNT; k++)
+        printf("%s %u %s", k ? "," : "", cycles->after[k], crash_moment_names[k]);
+    printf(" (reloads: %u once logged, the others during it; checkpoints: %u just before, %u "
+           "just after)\n",
+           cycles->reloads_logged, cycles->before_checkpoint, cycles->after_checkpoint);
+    printf("crash: after each kill the trail verified (%" PRIu64
+           " times, each still holding the last one's end) and integrity_check ok\n",
+           run->verified);
+    printf("crash: %u publishes (%u batches, %u bulks of %d, %u items) in %u calls, %u retried "
+           "after a timeout, %u answered as repeats; %u case commands answered in %u calls\n",
+           t->publishes, t->batches, run->bulks_asked, CRASH_BULK_ITEMS, t->items, t->calls,
+           t->timeouts, t->duplicates_answered, t->case_commands, run->caseworker.calls);
     printf("crash: %u accepted, %u refused (%u planned), %u without an answer; deliveries "
            "expected %" PRIu64 ", delivered %" PRIu64 ", missing %" PRIu64
            ", delivered without Accepted %" PRIu64 "; %" PRIu64 " received, of which %" PRIu64
            " repeats\n",
            t->accepted, t->refused, t->forbidden, t->pending, t->expected, t->delivered, t->missing,
            t->phantom, t->received, t->repeats);
+    printf("crash: %" PRIu64 " acks confirmed by a Heartbeat answer on their connection, %" PRIu64
+           " not (a reconnect or a wait given up on came between); %u recipient clients "
+           "replaced to confirm again\n",
+           t->acks_confirmed, t->acks_unconfirmed, t->renewals);
     printf("crash: %.1f s from the start of publishing until every thread finished\n",
            (double)took_ms / 1000.0);
+
     fflush(stdout);
 }
 
@@ -831,7 +1580,7 @@ static unsigned crash_report_violations(const crash_run_t *run)
         const crash_publisher_t *pub = &run->publishers[p];
         total += pub->wrong;
         if (pub->wrong)
-            fprintf(stderr, "crash: %s: %u unplanned answers, first: %s\n",
+            fprintf(stderr, "crash: publisher %d (%s): %u unplanned answers, first: %s\n", p,
                     crash_publisher_defs[p].principal, pub->wrong, pub->example);
     }
     for (int r = 0; r < CRASH_RECIPIENTS; r++) {
@@ -853,6 +1602,72 @@ static unsigned crash_report_violations(const crash_run_t *run)
     return total;
 }
 
+/* Every case command answered is in its case once, in order, and nothing
+ * else is: each case is its opening and its notes. Returns the problems
+ * found (printed). */
+static unsigned crash_check_cases(crash_run_t *run)
+{
+    crash_caseworker_t *cw = &run->caseworker;
+    unsigned problems = cw->wrong;
+    if (cw->wrong)
+        fprintf(stderr, "crash: %s: %u unplanned answers to case commands, first: %s\n",
+                CRASH_CASEWORKER, cw->wrong, cw->example);
+    for (unsigned c = 0; c < CRASH_CASES; c++) {
+        unsigned first = c * (1 + CRASH_NOTES_PER_CASE);
+        for (unsigned k = first; k <= first + CRASH_NOTES_PER_CASE; k++)
+            if (cw->state[k] != PUBLISH_ACCEPTED && problems++ < CRASH_EXAMPLES)
+                fprintf(stderr, "crash: case command %u was not answered as done\n", k);
+        if (cw->state[first] != PUBLISH_ACCEPTED)
+            continue;
+        schakel_case_view_t *view = NULL;
+        if (schakel_case_show(cw->client, cw->case_ids[c], &view, H_TIMEOUT_MS) != SCHAKEL_OK) {
+            fprintf(stderr, "crash: case %s cannot be shown: %s\n", cw->case_ids[c],
+                    schakel_last_error(cw->client)->text);
+            problems++;
+            continue;
+        }
+        size_t e = 0;
+        int wrong = 0;
+        for (unsigned note = 0; note <= CRASH_NOTES_PER_CASE; note++) {
+            if (cw->state[first + note] != PUBLISH_ACCEPTED)
+                continue;
+            char text[64];
+            crash_note_text(c, note, text, sizeof text);
+            const schakel_case_event_t *ev = e < view->n_events ? &view->events[e] : NULL;
+            int want = note == 0 ? SCHAKEL_CASE_EVENT_OPENED : SCHAKEL_CASE_EVENT_NOTE;
+            if (ev == NULL || ev->kind != want ||
+                (note > 0 && (ev->text == NULL || strcmp(ev->text, text) != 0))) {
+                fprintf(stderr,
+                        "crash: case %s: event %zu is %s \"%s\", where the %s answered as done "
+                        "belongs\n",
+                        cw->case_ids[c], e + 1,
+                        ev != NULL ? schakel_case_event_kind_name(ev->kind) : "missing",
+                        ev != NULL && ev->text != NULL ? ev->text : "",
+                        note == 0 ? "opening" : text);
+                problems++;
+                wrong = 1;
+                break;
+            }
+            e++;
+        }
+        if (!wrong && e != view->n_events) {
+            fprintf(stderr, "crash: case %s has %zu events, %zu answered as done\n",
+                    cw->case_ids[c], view->n_events, e);
+            problems++;
+        }
+        schakel_case_view_free(&view);
+    }
+    /* Each answered command's event queued once to each mailbox it named. */
+    uint64_t backlog = h_backlog_of(run->env, CRASH_CASEWORKER);
+    if (backlog != cw->recipients) {
+        fprintf(stderr,
+                "crash: %s has %" PRIu64 " case events waiting; the answers named %" PRIu64 "\n",
+                CRASH_CASEWORKER, backlog, cw->recipients);
+        problems++;
+    }
+    return problems;
+}
+
 /* ------------------------------------------------------------------ the test */
 
 static void test_accepted_survives_random_kill9(void **state)
@@ -868,31 +1683,30 @@ static void test_accepted_survives_random_kill9(void **state)
 
     int started = crash_start_threads(run);
     crash_cycles_t cycles = {0};
-    if (started == CRASH_RECIPIENTS + CRASH_PUBLISHERS)
+    if (started == CRASH_THREADS)
         crash_cycle(run, seed, &cycles);
-    else
-        crash_stop(run);
     crash_join_threads(run, started);
     int64_t took_ms = crash_now_ms() - started_ms;
-    if (started != CRASH_RECIPIENTS + CRASH_PUBLISHERS) {
+    if (started != CRASH_THREADS) {
         crash_run_free(&run);
         fail_msg("could not start worker thread %d", started);
     }
 
     if (cycles.problem[0])
         fprintf(stderr,
-                "crash: the run was cut short (restart after crash %u failed: %s); what follows "
-                "counts an unfinished run\n",
+                "crash: the run was cut short (at crash %u: %s); what follows counts an "
+                "unfinished run\n",
                 cycles.total + 1, cycles.problem);
     crash_totals_t totals = {0};
     crash_count_publishers(run, &totals);
     crash_count_deliveries(run, &totals);
-    crash_print_totals(&cycles, &totals, took_ms);
+    crash_print_totals(run, &cycles, &totals, took_ms);
     unsigned violations = crash_report_violations(run);
+    unsigned case_problems = cycles.problem[0] ? 0 : crash_check_cases(run);
     crash_run_free(&run);
 
     if (cycles.problem[0])
-        fail_msg("restart after crash %u failed: %s", cycles.total + 1, cycles.problem);
+        fail_msg("at crash %u: %s", cycles.total + 1, cycles.problem);
     if (took_ms >= crash_deadline_ms())
         fail_msg("the crash test did not finish within %lld ms", (long long)crash_deadline_ms());
     if (totals.missing || totals.phantom)
@@ -901,15 +1715,20 @@ static void test_accepted_survives_random_kill9(void **state)
                  totals.missing, totals.phantom);
     if (violations)
         fail_msg("%u violations (see above)", violations);
+    if (case_problems)
+        fail_msg("%u problems with the cases (see above)", case_problems);
     if (cycles.total < CRASH_MIN_CYCLES)
         fail_msg("only %u crash cycles, want at least %d", cycles.total, CRASH_MIN_CYCLES);
-    assert_int_equal(totals.publishes, CRASH_PUBLISHERS * CRASH_MESSAGES);
+    assert_int_equal(totals.publishes, CRASH_FREE_PUBLISHERS * CRASH_MESSAGES + CRASH_BULKS);
     assert_int_equal(totals.pending, 0);
+    assert_int_equal(totals.case_commands, CRASH_CASE_COMMANDS);
     assert_true(totals.expected > 0);
     assert_int_equal(totals.delivered, totals.expected);
+    /* the ack check had acks to check */
+    assert_true(totals.acks_confirmed > 0);
 
     /* Nobody outside the rules got anything, publishers included. */
-    h_assert_nobody_else(env, crash_recipient_ids);
+    h_assert_nobody_else(env, crash_mailbox_ids);
     h_done(env);
 }
 
