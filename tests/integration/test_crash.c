@@ -6,32 +6,34 @@
  *
  * The moments: after a publish went out, after an Accepted, after a
  * delivery; during a bulk publish; during a case command (open or note);
- * during or just after a policy reload (SIGHUP); just before or just after
- * the broker signs an audit checkpoint (every SCHAKEL_AUDIT_CHECKPOINT_ENTRIES
- * entries: the trail is read from the store to find it near).
+ * just after a recipient's acks were confirmed (below); during or just
+ * after a policy reload (SIGHUP); just before or just after the broker
+ * signs an audit checkpoint (every SCHAKEL_AUDIT_CHECKPOINT_ENTRIES
+ * entries, a constant: the trail is read from the store to find one near).
  *
  * After each kill, while no broker runs: `schakelctl audit verify --store`
  * finds the trail intact and still holding the entry the previous
  * verification ended at (--expect), and SQLite's integrity_check of the
- * store, opened read-only, says ok.
+ * store, opened read-only from here (no sqlite3 tool needed), says ok.
  *
  * Afterwards every publish a publisher saw Accepted has reached every
  * principal its rules name, nothing else was delivered, no publish was
  * stored twice, each recipient got the items of one sender in publish order
- * (first receipts), every case command answered is in its case once and in
- * order, and no delivery came again once its ack was confirmed: a recipient
- * asks for its backlog (a Heartbeat) after its acks, and when the answer
- * came on the connection the acks went out on (libschakel's count of
- * connections made did not move), the broker had read them and committed
- * them (docs/PROTOCOL.md 4.7, 7.7: the answer counts every Ack read before
- * it; answers leave after the turn's commit). Only a power failure may bring
- * such a delivery back, never a kill.
+ * (first receipts), and every case command answered is in its case once
+ * and in order. And no delivery came again once its ack was confirmed: a
+ * recipient asks for its backlog (a Heartbeat) after its acks, and when
+ * the answer came on the connection the acks went out on, the broker had
+ * read them, and committed them before it answered (docs/PROTOCOL.md 4.7:
+ * an Ack takes effect with the next commit; 7.7: the answer counts every
+ * Ack read before the Heartbeat). Only a power failure may bring such a
+ * delivery back (4.7, 9), never a kill.
  *
  * Worker threads never call cmocka (its failures jump out of the main
  * thread): they record what they saw, and the main thread checks it once
  * they are joined. The crash moments come from a seeded PRNG whose seed is
- * printed; SCHAKEL_CRASH_SEED=N replays them (thread timing is not
- * replayable, so a replay is likely, not certain, to hit the same state).
+ * printed first; SCHAKEL_CRASH_SEED=N replays them (thread timing is not
+ * replayable, so a replay is likely, not certain, to hit the same state;
+ * a checkpoint comes when the trail nears one, whatever was drawn).
  */
 #include "harness.h"
 
@@ -63,17 +65,17 @@ enum {
     CRASH_MESSAGES = 150,               /* publishes per free publisher */
     CRASH_MAX_ITEMS = CRASH_BULK_ITEMS, /* items of the largest batch */
     CRASH_MIN_CYCLES = 20,
-    /* A crash comes after 1..18 more publishes sent or Accepted, or 1..37
-     * more deliveries received (a bulk publish, a case command or a reload
-     * after 1..18 more sent), and at the latest after 20 more publish
-     * calls: some 450 / (20 + 3 in flight + 3 retries) = 17 crashes while
-     * the 450 publishes are made at the very least (the rest of the 20
-     * while the recipients drain), 40 to 60 in practice. Fewer than the
-     * moments alone would allow: each crash also runs the checks of the
-     * store, and the test keeps to about 10 s. */
-    CRASH_MAX_ADVANCE_PUBLISHES = 18,
-    CRASH_MAX_ADVANCE_DELIVERIES = 37,
-    CRASH_MAX_SENT_PER_CYCLE = 20,
+    /* A crash comes after 1..16 more publishes sent or Accepted, or 1..33
+     * more deliveries received (a bulk publish, a case command, confirmed
+     * acks or a reload after 1..16 more sent), and at the latest after 18
+     * more publish calls: some 450 / (18 + 3 in flight + 3 retries) = 19
+     * crashes while the 450 publishes are made at the very least (the
+     * rest of the 20 while the recipients drain), 35 to 55 in practice.
+     * Fewer than the publishes alone would allow: each crash also runs the
+     * checks of the store, and the test keeps to about 10 s. */
+    CRASH_MAX_ADVANCE_PUBLISHES = 16,
+    CRASH_MAX_ADVANCE_DELIVERIES = 33,
+    CRASH_MAX_SENT_PER_CYCLE = 18,
     /* Near a checkpoint the wait is longer: the trail grows by a few
      * entries per publish. */
     CRASH_CHECKPOINT_SENT_PER_CYCLE = 64,
@@ -398,21 +400,22 @@ typedef struct crash_caseworker {
  * committing it; right after an Accepted it is likely between publishes;
  * right after a delivery it is likely handling acks. */
 enum crash_moment {
-    MOMENT_SENT,     /* publishes handed to schakel_publish (retries included) */
-    MOMENT_ACCEPTED, /* Accepted answers seen by the publishers */
-    MOMENT_RECEIVED, /* deliveries handed to the recipients */
-    MOMENT_BULK,     /* bulk publishes handed to the connection (resends included) */
-    MOMENT_CASE,     /* case commands about to be sent (retries included) */
-    MOMENT_RELOAD,   /* a SIGHUP: during the reload, or once it is logged */
-    MOMENT_DRAWN,    /* the kinds above are drawn; the next comes by the trail */
+    MOMENT_SENT,      /* publishes handed to schakel_publish (retries included) */
+    MOMENT_ACCEPTED,  /* Accepted answers seen by the publishers */
+    MOMENT_RECEIVED,  /* deliveries handed to the recipients */
+    MOMENT_BULK,      /* bulk publishes handed to the connection (resends included) */
+    MOMENT_CASE,      /* case commands about to be sent (retries included) */
+    MOMENT_CONFIRMED, /* acks a Heartbeat answer confirmed (crash_confirm_acks) */
+    MOMENT_RELOAD,    /* a SIGHUP: during the reload, or once it is logged */
+    MOMENT_DRAWN,     /* the kinds above are drawn; the next comes by the trail */
     MOMENT_CHECKPOINT = MOMENT_DRAWN, /* an audit checkpoint near: before or after it */
     MOMENT_COUNT,
 };
 
 static const char *const crash_moment_names[MOMENT_COUNT] = {
-    "just after a send",        "after an Accepted",     "after a delivery",
-    "during a bulk publish",    "during a case command", "at a policy reload",
-    "near an audit checkpoint",
+    "just after a send",     "after an Accepted",        "after a delivery",
+    "during a bulk publish", "during a case command",    "after acks were confirmed",
+    "at a policy reload",    "near an audit checkpoint",
 };
 
 struct crash_run {
@@ -838,6 +841,7 @@ static void crash_confirm_acks(crash_recipient_t *rec)
             rec->acks_unconfirmed++;
         }
     }
+    crash_progress(rec->run, MOMENT_CONFIRMED);
     schakel_delivery_t *d = NULL;
     while (schakel_receive(rec->client, &d, 0) == SCHAKEL_OK) {
         crash_take_delivery(rec, d, 1);
@@ -1019,30 +1023,37 @@ static int crash_trail_gap(const h_env_t *env, int64_t *gap, int64_t *checkpoint
 
 /* SQLite's integrity_check of the whole store, opened read-only while no
  * broker runs (what a kill left: the database and its WAL). Returns 0 when
- * it says ok, else -1 with the first thing it found in problem. */
+ * it says ok, else -1 with the first rows of what it found in problem. */
 static int crash_integrity_check(const h_env_t *env, char *problem, size_t problem_len)
 {
     sqlite3 *db = NULL;
     sqlite3_stmt *stmt = NULL;
-    int rc = -1;
     if (sqlite3_open_v2(env->store_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
         sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &stmt, NULL) != SQLITE_OK) {
         snprintf(problem, problem_len, "integrity_check of %s: %s", env->store_path,
                  db != NULL ? sqlite3_errmsg(db) : "no memory");
-    } else if (sqlite3_step(stmt) != SQLITE_ROW) {
-        snprintf(problem, problem_len, "integrity_check of %s gave no row: %s", env->store_path,
-                 sqlite3_errmsg(db));
-    } else {
-        const char *first = (const char *)sqlite3_column_text(stmt, 0);
-        if (first != NULL && strcmp(first, "ok") == 0 && sqlite3_step(stmt) == SQLITE_DONE)
-            rc = 0;
-        else
-            snprintf(problem, problem_len, "integrity_check of %s: %s", env->store_path,
-                     first != NULL ? first : "(null)");
+        sqlite3_finalize(stmt);
+        sqlite3_close(db);
+        return -1;
     }
+    int rows = 0, ok = 0, rc;
+    size_t used = (size_t)snprintf(problem, problem_len, "integrity_check of %s:", env->store_path);
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *row = (const char *)sqlite3_column_text(stmt, 0);
+        ok = ++rows == 1 && row != NULL && strcmp(row, "ok") == 0;
+        if (rows <= 3 && used < problem_len)
+            used += (size_t)snprintf(problem + used, problem_len - used, " %s",
+                                     row != NULL ? row : "(null)");
+    }
+    if (rc != SQLITE_DONE && used < problem_len)
+        snprintf(problem + used, problem_len - used, " (%s)", sqlite3_errmsg(db));
     sqlite3_finalize(stmt);
     sqlite3_close(db);
-    return rc;
+    if (ok && rows == 1 && rc == SQLITE_DONE) {
+        problem[0] = '\0';
+        return 0;
+    }
+    return -1;
 }
 
 /* `schakelctl audit verify` on the store while no broker runs: the trail
@@ -1415,6 +1426,9 @@ static int crash_await_moment(crash_run_t *run, crash_plan_t *plan, int64_t chec
     case MOMENT_CASE:
         return crash_ask_and_await(run, &run->cases_asked, MOMENT_CASE,
                                    (unsigned)(plan->variant % 3));
+    case MOMENT_CONFIRMED: /* the broker may have committed nothing after them */
+        return crash_await_progress(run, MOMENT_CONFIRMED,
+                                    (unsigned)crash_count_now(run, MOMENT_CONFIRMED) + 1, sent_cap);
     case MOMENT_RELOAD:
         return crash_await_reload(run, plan, cycles);
     default:
