@@ -624,7 +624,7 @@ static void crash_take_answer(crash_publisher_t *pub, int m, schakel_status_t st
 /* The signals of publish m, with their strings in the caller's buffers. */
 typedef struct crash_batch {
     schakel_signal_t signals[CRASH_MAX_ITEMS];
-    char refs[CRASH_MAX_ITEMS][32];
+    char refs[CRASH_MAX_ITEMS][64];
     char summaries[CRASH_MAX_ITEMS][64];
 } crash_batch_t;
 
@@ -717,7 +717,7 @@ static int crash_check_delivery(crash_recipient_t *rec, const schakel_delivery_t
     const char *theme = crash_theme_of(*p, *m, *i);
     if (!crash_expects(rec->index, *p, theme))
         crash_violation(rec, V_MISROUTED, d, "no rule names this recipient for it");
-    char ref[32];
+    char ref[64];
     crash_source_ref(*p, *m, *i, ref, sizeof ref);
     const struct crash_rule *rule = crash_rule_for(*p, theme);
     if (!d->source_ref || strcmp(d->source_ref, ref) != 0 || !d->theme ||
