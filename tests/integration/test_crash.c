@@ -1437,10 +1437,10 @@ static int crash_await_moment(crash_run_t *run, crash_plan_t *plan, int64_t chec
 }
 
 /* Kill and restart the broker at a random moment (a random kind of
- * progress, advanced by a random amount; a bulk publish, a case command
- * or a reload brought about; an audit checkpoint whenever the trail nears
- * one), until publishing has ended and at least CRASH_MIN_CYCLES crashes
- * happened. The cap on publishes sent per cycle makes sure most crashes
+ * progress, advanced by a random amount; a bulk publish, a case command,
+ * confirmed acks or a reload brought about after such an advance; an audit
+ * checkpoint whenever the trail nears one), until publishing has ended and at least
+ * CRASH_MIN_CYCLES crashes happened. The cap on publishes sent per cycle makes sure most crashes
  * come while publishing; should it end early anyway, the remaining crashes
  * happen while the recipients drain. Every draw comes from the seed, one
  * cycle after the other, whatever the moment turns out to be. */
