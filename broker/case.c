@@ -2,17 +2,19 @@
  * case.c — signed case commands in the broker loop (see case.h).
  *
  * The order is publish.c's: rate limit, signature, idempotency, decoding,
- * actor check, then the state machine and the policy; nothing is written
- * before all of that has passed. Then, in the turn's transaction: the
- * signed command as evidence (publishes/items), the case's new state, its
- * event (unfiltered, sealed) and one delivery per member principal with
- * the event reduced to its membership rule; the Accepted waits for the
- * commit. Trusts the wire module's validation, ZAP's identity, the store's
- * authenticated bodies and the policy in force. Refusals: RATE_LIMITED,
- * BAD_SIGNATURE, DUPLICATE_CONFLICT, the wire module's, SENDER_MISMATCH,
- * POLICY_DENIED, NOT_PERMITTED, NOT_FOUND, CASE_CLOSED, and for an open
- * CASE_IDS_EXHAUSTED or RATE_LIMITED (case_ids.c); a store failure
- * fails the turn (UNAVAILABLE or INTERNAL_ERROR).
+ * actor check, whether the actor can see the case at all (its partner's
+ * member row, before the case's own), then the state machine and the
+ * policy; nothing is written before all of that has passed. Then, in the
+ * turn's transaction: the signed command as evidence (publishes/items),
+ * the case's new state, its event (unfiltered, sealed) and one delivery
+ * per member principal with the event reduced to its membership rule;
+ * the Accepted waits for the commit. Trusts the wire module's validation,
+ * ZAP's identity, the store's authenticated bodies and the policy in
+ * force. Refusals: RATE_LIMITED, BAD_SIGNATURE, DUPLICATE_CONFLICT, the
+ * wire module's, SENDER_MISMATCH, POLICY_DENIED, NOT_PERMITTED,
+ * NOT_FOUND, CASE_CLOSED, and for an open CASE_IDS_EXHAUSTED or
+ * RATE_LIMITED (case_ids.c); a store failure fails the turn (UNAVAILABLE
+ * or INTERNAL_ERROR).
  */
 #include "case.h"
 
@@ -346,6 +348,16 @@ static int case_plan_link(case_cmd_t *x)
 static int case_plan_existing(case_cmd_t *x)
 {
     broker_t *b = x->b;
+    /* Whom the case cannot show itself to is refused before its row is
+     * read (and its title unsealed): as fast as for an id never used, and
+     * NOT_FOUND even when that row is damaged. */
+    int visible = case_may_be_visible(b, x->actor, x->cmd->case_id, x->cmd->on_behalf_of);
+    if (visible < 0)
+        return -2;
+    if (visible == 0) {
+        case_refuse_not_found(x);
+        return -1;
+    }
     store_case_t c;
     int found = store_case_get(b->store, x->cmd->case_id, &c);
     if (found < 0)

@@ -1,7 +1,8 @@
 /*
  * case_event.c — the pieces of cases that commands and queries share
- * (case_internal.h): member rows, events reduced to a membership rule,
- * events read one at a time, and whether a principal received a signal.
+ * (case_internal.h): member rows, whether an asker can see a case at all,
+ * events reduced to a membership rule, events read one at a time, and
+ * whether a principal received a signal.
  * Trusts the store's authenticated bodies (they were validated before
  * they were stored) and the policy in force. Errors: -1, out of memory or
  * a store failure; nothing here refuses a partner.
@@ -14,6 +15,7 @@
 
 #include <sodium.h>
 
+#include "case_state.h"
 #include "record.h"
 
 /* ------------------------------------------------------------------ members */
@@ -63,6 +65,42 @@ const case_member_t *case_members_find(const case_members_t *m, const char *part
         if (strcmp(m->rows[i].partner, partner) == 0)
             return &m->rows[i];
     return NULL;
+}
+
+/* 1 when the partner's row in the case is a member's (or, unless
+ * member_only, an invitation), 0 when not or none, -1 on a store error. */
+static int case_row_active(store_t *store, const char *case_id, const char *partner,
+                           int member_only)
+{
+    char state = 0;
+    int found = store_case_member_get(store, case_id, partner, &state);
+    if (found <= 0)
+        return found;
+    return state == CASE_MEMBER_MEMBER || (!member_only && state == CASE_MEMBER_INVITED);
+}
+
+/* Acting for the lead needs policy_case_may_act_for for the case's type:
+ * without the case row, for any type. O(case types log on_behalf). */
+static int case_may_act_for_some_type(const policy_t *policy, const policy_principal_t *actor,
+                                      const policy_partner_t *partner)
+{
+    for (size_t i = 0; i < policy_case_type_count(policy); i++)
+        if (policy_case_may_act_for(policy, policy_case_type_at(policy, i), actor, partner) ==
+            VERDICT_ALLOW)
+            return 1;
+    return 0;
+}
+
+int case_may_be_visible(broker_t *b, const policy_principal_t *asker, const char *case_id,
+                        const char *on_behalf_of)
+{
+    int own = case_row_active(b->store, case_id, asker->partner->id, 0);
+    if (own != 0 || on_behalf_of == NULL || strcmp(on_behalf_of, asker->partner->id) == 0)
+        return own;
+    const policy_partner_t *lead = policy_partner_by_id(b->policy, on_behalf_of);
+    if (lead == NULL || !case_may_act_for_some_type(b->policy, asker, lead))
+        return 0;
+    return case_row_active(b->store, case_id, lead->id, 1);
 }
 
 /* ------------------------------------------------------------------ filtering */

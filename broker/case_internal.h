@@ -1,8 +1,9 @@
 /*
  * case_internal.h — what case.c (commands) and case_view.c (queries,
  * push checks) share, implemented in case_event.c: a case's member rows,
- * an event reduced to a membership rule, reading events one at a time,
- * and whether a partner received a signal. Private to those three files.
+ * whether an asker can see a case at all, an event reduced to a
+ * membership rule, reading events one at a time, and whether a partner
+ * received a signal. Private to those three files.
  */
 #ifndef SCHAKEL_CASE_INTERNAL_H
 #define SCHAKEL_CASE_INTERNAL_H
@@ -31,6 +32,21 @@ int case_members_load(store_t *store, const char *case_id, case_members_t *m);
 void case_members_free(case_members_t *m);
 /* The row of a partner, or NULL. */
 const case_member_t *case_members_find(const case_members_t *m, const char *partner);
+
+/* Whether `asker` can possibly see case `case_id`, decided before anything
+ * of the case itself is read: its partner has a row in the case as a
+ * member or invited, or (a command's on_behalf_of, NULL: none) it names
+ * another partner that the policy lets it act for in some case type and
+ * that is a member. The lead qualifies by its own row: it is a member's
+ * from the open on and no command changes it (case_state.c refuses the
+ * lead's leave, removal, invitation and answers). A necessary condition
+ * of case_state_decide's visibility and of a view's, never more: whoever
+ * passes gets the full decision. Reads one (case_id, partner) index entry
+ * per partner asked about, never the case row, so a case the asker cannot
+ * see costs what an id never used costs, and no damage of its row shows.
+ * Returns 1 (maybe: decide), 0 (no: NOT_FOUND), -1 on a store error. */
+int case_may_be_visible(broker_t *b, const policy_principal_t *asker, const char *case_id,
+                        const char *on_behalf_of);
 
 /* An event reduced to what one membership rule lets its members see. */
 typedef struct case_filtered {

@@ -378,9 +378,27 @@ static int case_view_record(broker_t *b, const policy_principal_t *asker, const 
     return 0;
 }
 
+static void case_query_not_found(broker_t *b, const session_t *session, const char *case_id)
+{
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    case_state_not_found_text(case_id, text, sizeof text);
+    broker_reject(b, session, SCHAKEL__REASON__NOT_FOUND, text, NULL, -1, 0);
+}
+
+/* A partner neither member nor invited is refused before the case row is
+ * read (case_may_be_visible): as fast as an unknown id, and NOT_FOUND even
+ * when that row is damaged. */
 static void case_query_one(broker_t *b, const session_t *session, const policy_principal_t *asker,
                            const Schakel__CaseQuery *query)
 {
+    int visible = case_may_be_visible(b, asker, query->case_id, NULL);
+    if (visible <= 0) {
+        if (visible < 0)
+            case_view_refuse_store(b, session);
+        else
+            case_query_not_found(b, session, query->case_id);
+        return;
+    }
     store_case_t c;
     case_brief_t brief = {0};
     case_members_t members = {0};
@@ -400,9 +418,7 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
     const policy_case_member_rule_t *rule = found == 1 ? case_asker_rule(b, asker, &brief) : NULL;
     if (rule == NULL ||
         (brief.my_state != CASE_MEMBER_MEMBER && brief.my_state != CASE_MEMBER_INVITED)) {
-        char text[SCHAKEL_MAX_REJECT_TEXT];
-        case_state_not_found_text(query->case_id, text, sizeof text);
-        broker_reject(b, session, SCHAKEL__REASON__NOT_FOUND, text, NULL, -1, 0);
+        case_query_not_found(b, session, query->case_id);
     } else {
         char *member_ids[SCHAKEL_MAX_PARTNERS];
         Schakel__CaseSummary summary;

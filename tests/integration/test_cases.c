@@ -12,7 +12,8 @@
  * deliveries and views are in its own subject's export; a repeated
  * command is answered, not carried out, again; lists are recorded; cases
  * a reload leaves unclosable are named; a store row that cannot be read
- * refuses what needs it, whole, and nothing else. Waits are bounded: on
+ * refuses what needs it, whole, and nothing else (who cannot see the case
+ * never reads it). Waits are bounded: on
  * deliveries, answers and the broker's log, never on the clock.
  */
 #define _GNU_SOURCE /* memmem */
@@ -1038,6 +1039,113 @@ static const char READ_FAILED_VIEW[] = "the broker could not read its store; ask
 static const char READ_FAILED_COMMAND[] =
     "the broker could not read its store; nothing was stored, send the command again with the "
     "same command id";
+
+/* The refusal of an id never used, as `c` gets it, with the id replaced
+ * by "ID" (without_id). */
+static void unknown_case_answer(schakel_client_t *c, char *out, size_t len)
+{
+    schakel_case_view_t *view = NULL;
+    const schakel_error_t *e = must_refuse(c, schakel_case_show(c, UNKNOWN_CASE, &view, T),
+                                           "NOT_FOUND", "a view of an unknown case");
+    without_id(e->text, UNKNOWN_CASE, out, len);
+}
+
+/* The refusal must be `unknown` (unknown_case_answer) for case `id`. */
+static void expect_unknown_answer(schakel_client_t *c, schakel_status_t st, const char *id,
+                                  const char *unknown, const char *what)
+{
+    char seen[512];
+    const schakel_error_t *e = must_refuse(c, st, "NOT_FOUND", what);
+    without_id(e->text, id, seen, sizeof seen);
+    if (strcmp(seen, unknown) != 0)
+        fail_msg("%s: \"%s\", not the answer to an unknown id (\"%s\")", what, e->text, unknown);
+}
+
+/* Who cannot see a case is refused before its row is read: with its title
+ * damaged, partners outside it (and one naming a partner it may not act
+ * for) get exactly the answer of an id never used, and the broker reads
+ * nothing that fails (no store.read_failed); the lead, an invited
+ * partner and one acting for the lead read the row and get the store
+ * error as ever; once the title is whole each of them is served. */
+static void test_hidden_case_with_unreadable_title_is_not_found(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    schakel_client_t *vh = h_connect(env, H_VEILIGHEIDSHUIS);
+    char id[SCHAKEL_CASE_ID_SIZE], where[64], unknown[512];
+    open_case(riec, &ADDRESS_CASE, id);
+    invite(riec, id, "politie");
+    const schakel_case_options_t for_riec = {.on_behalf_of = "riec"};
+    const schakel_case_options_t for_gemeente = {.on_behalf_of = "gemeente"};
+    const schakel_case_options_t for_politie = {.on_behalf_of = "politie"};
+    h_damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s'", id);
+    h_damage_row(env, &damage, "cases", "title", where);
+
+    long offset = h_log_offset(env);
+    unknown_case_answer(gemeente, unknown, sizeof unknown);
+    schakel_case_view_t *view = NULL;
+    expect_unknown_answer(gemeente, schakel_case_show(gemeente, id, &view, T), id, unknown,
+                          "an outsider's view");
+    assert_null(view);
+    expect_unknown_answer(gemeente, schakel_case_note(gemeente, id, "x", NULL, 0, NULL, NULL, T),
+                          id, unknown, "an outsider's note");
+    expect_unknown_answer(gemeente, schakel_case_accept(gemeente, id, NULL, NULL, T), id, unknown,
+                          "an outsider's accept");
+    expect_unknown_answer(vh, schakel_case_show(vh, id, &view, T), id, unknown,
+                          "the coordinator's view (its partner is no member)");
+    expect_unknown_answer(vh, schakel_case_note(vh, id, "x", NULL, 0, NULL, NULL, T), id, unknown,
+                          "the coordinator's note for itself");
+    expect_unknown_answer(vh, schakel_case_note(vh, id, "x", NULL, 0, &for_gemeente, NULL, T), id,
+                          unknown, "a note for a partner outside the case");
+    /* politie is only invited, and nobody may act for it */
+    expect_unknown_answer(vh, schakel_case_note(vh, id, "x", NULL, 0, &for_politie, NULL, T), id,
+                          unknown, "a note for a partner it may not act for");
+    expect_unknown_answer(gemeente,
+                          schakel_case_note(gemeente, id, "x", NULL, 0, &for_riec, NULL, T), id,
+                          unknown, "an outsider claiming the lead");
+    if (h_log_count(env, offset, "event=store.read_failed ") != 0)
+        fail_msg("an outsider's request read the damaged case row");
+
+    /* those who may see it read the row, and fail as ever */
+    const schakel_error_t *e = must_refuse(riec, schakel_case_show(riec, id, &view, T),
+                                           "INTERNAL_ERROR", "the lead's view");
+    assert_string_equal(e->text, READ_FAILED_VIEW);
+    e = must_refuse(politie, schakel_case_show(politie, id, &view, T), "INTERNAL_ERROR",
+                    "the invited partner's view");
+    assert_string_equal(e->text, READ_FAILED_VIEW);
+    e = must_refuse(politie, schakel_case_accept(politie, id, NULL, NULL, T), "INTERNAL_ERROR",
+                    "the invited partner's accept");
+    assert_string_equal(e->text, READ_FAILED_COMMAND);
+    e = must_refuse(vh, schakel_case_note(vh, id, "x", NULL, 0, &for_riec, NULL, T),
+                    "INTERNAL_ERROR", "a note for the lead");
+    assert_string_equal(e->text, READ_FAILED_COMMAND);
+    assert_int_equal(h_log_count(env, offset, "event=store.read_failed "), 4);
+    assert_int_equal(last_event_seq(env, id), 2);
+
+    h_damage_repair(env, &damage);
+    must(politie, schakel_case_show(politie, id, &view, T), "the invited partner's view");
+    assert_true(view->summary.invited);
+    assert_int_equal(view->n_events, 0);
+    schakel_case_view_free(&view);
+    must(politie, schakel_case_accept(politie, id, NULL, NULL, T), "accept");
+    must(vh, schakel_case_note(vh, id, "Procesafspraak", NULL, 0, &for_riec, NULL, T),
+         "a note for the lead");
+    note(politie, id, "Aantekening van de politie", NULL, 0, NULL);
+    must(riec, schakel_case_show(riec, id, &view, T), "the lead's view");
+    assert_string_equal(view->summary.title, ADDRESS_CASE.title);
+    assert_int_equal(view->n_events, 5); /* opened, invited, joined, two notes */
+    schakel_case_view_free(&view);
+    expect_unknown_answer(gemeente, schakel_case_show(gemeente, id, &view, T), id, unknown,
+                          "an outsider's view of the whole case");
+    schakel_close(&vh);
+    schakel_close(&gemeente);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
 
 /* An event that cannot be read is never shown in part: a view of the
  * timeline is refused INTERNAL_ERROR ("ask again"), is not on the trail,
@@ -2617,6 +2725,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_title_refuses_what_reads_it, setup_cases,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_hidden_case_with_unreadable_title_is_not_found,
+                                        setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_rows_refuse_the_command, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_history_rolls_back_the_join, setup_cases,
