@@ -55,7 +55,7 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
         "SELECT c.case_id, c.case_type, c.lead, c.title, c.closed, c.opened_at, c.closed_at,"
         " c.last_event_seq, c.expires_at, m.state"
         " FROM case_members AS m JOIN cases AS c ON c.case_id = m.case_id"
-        " WHERE m.partner = ?1 ORDER BY c.num",
+        " WHERE m.partner = ?1 AND m.state IN ('i', 'm') ORDER BY c.num",
     /* The columns store_expire_found_delivery reads. */
     [CASE_STMT_DROP_FIND] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at FROM deliveries"
@@ -678,7 +678,9 @@ static int partner_visit(store_t *store, sqlite3_stmt *stmt, void *ctx)
     return p->fn(&c, my_state, p->arg) != 0 ? 1 : 0;
 }
 
-/* Cost: one range of the (partner, case_id) index, a case lookup and a
+/* The cases the partner is invited to or a member of: a case it declined
+ * or left is not read (its title not unsealed: it may no longer see it).
+ * Cost: one range of the (partner, case_id) index, a case lookup and a
  * title decryption per row, and a sort by case number, O(k log n) for the
  * partner's k cases. */
 int store_cases_of_partner(store_t *store, const char *partner, store_case_fn fn, void *arg)

@@ -1147,6 +1147,41 @@ static void test_hidden_case_with_unreadable_title_is_not_found(void **state)
     stop_clean(env);
 }
 
+/* A case a partner declined is not read for its list: a damaged title
+ * there leaves the list of its other cases whole (and nothing unsealed of
+ * a case it may no longer see). */
+static void test_declined_case_with_unreadable_title_leaves_the_list(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    char declined[SCHAKEL_CASE_ID_SIZE], joined[SCHAKEL_CASE_ID_SIZE], where[64];
+    schakel_client_t *members[] = {politie};
+    const char *const partners[] = {"politie"};
+    case_with_members(riec, joined, members, partners, 1);
+    open_case(riec, &ADDRESS_CASE, declined);
+    invite(riec, declined, "politie");
+    must(politie, schakel_case_decline(politie, declined, NULL, NULL, T), "decline");
+    h_damage_t damage;
+    snprintf(where, sizeof where, "case_id = '%s'", declined);
+    h_damage_row(env, &damage, "cases", "title", where);
+
+    long offset = h_log_offset(env);
+    schakel_case_list_t *list = NULL;
+    must(politie, schakel_case_list(politie, &list, T), "the list of a partner that declined");
+    assert_int_equal(list->n_cases, 1);
+    assert_string_equal(list->cases[0].case_id, joined);
+    schakel_case_list_free(&list);
+    assert_int_equal(h_log_count(env, offset, "event=store.read_failed "), 0);
+    /* the lead still reads it, and fails as ever */
+    must_refuse(riec, schakel_case_list(riec, &list, T), "INTERNAL_ERROR", "the lead's list");
+    assert_int_equal(h_log_count(env, offset, "event=store.read_failed "), 1);
+    h_damage_repair(env, &damage);
+    schakel_close(&politie);
+    schakel_close(&riec);
+    stop_clean(env);
+}
+
 /* An event that cannot be read is never shown in part: a view of the
  * timeline is refused INTERNAL_ERROR ("ask again"), is not on the trail,
  * and the log names the row; commands, which read the case and its first
@@ -2726,6 +2761,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unreadable_title_refuses_what_reads_it, setup_cases,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_hidden_case_with_unreadable_title_is_not_found,
+                                        setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_declined_case_with_unreadable_title_leaves_the_list,
                                         setup_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_unreadable_rows_refuse_the_command, setup_cases,
                                         h_teardown),
