@@ -518,6 +518,7 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
     sendq_add(r->queue, frame_len, 0);
     r->is_accept = accept_message_id != NULL;
     r->is_gated = 0;
+    r->view_check = NULL;
     r->is_refusal = 0;
     if (accept_message_id != NULL)
         memcpy(r->message_id, accept_message_id, SCHAKEL_MESSAGE_ID_BYTES);
@@ -525,11 +526,14 @@ int broker_queue_reply(broker_t *b, const session_t *session, uint8_t *frame, si
 }
 
 int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *frame,
-                             size_t frame_len)
+                             size_t frame_len, struct case_view_check *check)
 {
-    if (broker_queue_reply(b, session, frame, frame_len, NULL) != 0)
+    if (broker_queue_reply(b, session, frame, frame_len, NULL) != 0) {
+        case_view_check_free(&check);
         return -1;
+    }
     b->replies[b->n_replies - 1].is_gated = 1;
+    b->replies[b->n_replies - 1].view_check = check;
     return 0;
 }
 
@@ -712,9 +716,11 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
             size_t len = 0;
             uint8_t *frame = encode_rejected(failure, text, NULL, -1, 0, &len);
             metrics_refused(b, failure);
+            sodium_memzero(r->frame, r->frame_len); /* a view: case contents */
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
+            case_view_check_free(&r->view_check); /* no view any more */
         } else if (r->is_refusal) {
             /* Refused all the same, but its entry went with the rollback:
              * write it again (it commits with the next turn). */
@@ -733,6 +739,7 @@ static void reply_frame_free(pending_reply_t *r)
         free(r->frame);
     }
     r->frame = NULL;
+    case_view_check_free(&r->view_check);
     sendq_sub(r->queue, r->queued_len, 0); /* broker_send counted its own copy */
     r->queued_len = 0;
     sendq_release(&r->queue);
@@ -775,7 +782,8 @@ static int principal_key_revoked(const policy_t *policy, const char *principal, 
  * of the turn whose operator request reloaded) whose principal or key the
  * policy in force, or a reload pending, no longer registers: not sent.
  * Its answer was decided before, but it may carry case contents (a
- * CaseView). One call to the policy per reply queued before a reload,
+ * CaseView; one whose key stays is decided again instead,
+ * reply_view_decide_again). One call to the policy per reply queued before a reload,
  * none otherwise. */
 static int reply_revoked(const broker_t *b, const pending_reply_t *r)
 {
@@ -786,15 +794,44 @@ static int reply_revoked(const broker_t *b, const pending_reply_t *r)
             principal_key_revoked(b->policy_pending, r->principal, r->key));
 }
 
+/* A CaseView decided before a reload, leaving now: decided again under
+ * the policy in force (case_view_decide_again). One the policy no longer
+ * shows as it is becomes the refusal the asker gets instead, in its place
+ * among the connection's answers (a refusal names no request: answers
+ * come in the order of the queries). The view's frame is wiped. Cheap:
+ * a few look-ups in the policy per view decided before a reload, nothing
+ * otherwise. */
+static void reply_view_decide_again(broker_t *b, pending_reply_t *r)
+{
+    Schakel__Reason reason = SCHAKEL__REASON__REASON_NONE;
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    if (r->frame == NULL || r->view_check == NULL || r->policy_generation == b->policy_generation ||
+        case_view_decide_again(b, r->principal, r->view_check, &reason, text, sizeof text))
+        return;
+    size_t len = 0;
+    uint8_t *frame = encode_rejected(reason, text, NULL, -1, 0, &len);
+    if (frame == NULL)
+        log_event(LOG_ERROR, "reply.dropped", "principal", r->principal, "why", "out of memory",
+                  NULL);
+    sodium_memzero(r->frame, r->frame_len);
+    free(r->frame);
+    r->frame = frame; /* NULL: nothing is sent */
+    r->frame_len = len;
+    case_view_check_free(&r->view_check);
+}
+
 static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         pending_reply_t *r = &replies[i];
-        if (r->frame != NULL && reply_revoked(b, r))
+        if (r->frame != NULL && reply_revoked(b, r)) {
             reply_undeliverable(b, r, 0, "its key was revoked by a reload after it was decided");
-        else if (r->frame != NULL && broker_send(b, r->queue, 0, r->routing_id, r->routing_len,
-                                                 r->frame, r->frame_len) != 0)
-            reply_undeliverable(b, r, zmq_errno(), NULL);
+        } else {
+            reply_view_decide_again(b, r);
+            if (r->frame != NULL && broker_send(b, r->queue, 0, r->routing_id, r->routing_len,
+                                                r->frame, r->frame_len) != 0)
+                reply_undeliverable(b, r, zmq_errno(), NULL);
+        }
         reply_frame_free(r);
     }
 }

@@ -41,6 +41,9 @@ typedef struct pending_reply {
     size_t queued_len; /* what it added to that count: frame_len when queued */
     int is_accept; /* an Accepted whose truth depends on the commit */
     int is_gated;  /* another answer that may only go out if the turn commits (a view) */
+    /* A CaseView: what it was decided on, to decide it again should it
+     * leave after a reload (case_view_decide_again); owned, else NULL. */
+    struct case_view_check *view_check;
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
     /* A Rejected: what its audit entry said, to write it again should the
      * turn be rolled back (and the entry with it); is_refusal only when it
@@ -309,9 +312,13 @@ int broker_send_on(void *socket, sendq_t *queue, int push, const uint8_t *routin
 
 /* Queue an answer that may only be sent if this turn commits (a CaseView,
  * whose audit entry is in the turn): on a rolled-back turn it becomes a
- * refusal with the failure's reason. Takes ownership of frame; 0 or -1. */
+ * refusal with the failure's reason. A view that leaves after a reload
+ * (held for its sync, or answered in the turn of an operator's reload) is
+ * decided again by case_view_decide_again under the policy then in force,
+ * from `check` (what it was decided on). Takes ownership of frame and
+ * check (check may be NULL: nothing to decide again); 0 or -1. */
 int broker_queue_gated_reply(broker_t *b, const session_t *session, uint8_t *frame,
-                             size_t frame_len);
+                             size_t frame_len, struct case_view_check *check);
 
 /* A store write of this turn failed: the turn is rolled back instead of
  * committed, and every Accepted queued in it becomes a refusal with the

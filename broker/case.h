@@ -32,6 +32,30 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
 void case_query_handle(broker_t *b, session_t *session, const policy_principal_t *asker,
                        const Schakel__CaseQuery *query);
 
+/* What a CaseView was decided on (case_view.c): the asker's partner, the
+ * case (or the list), the membership rule of each (case type, lead) it
+ * shows, and what its entries recorded. Freed and wiped (it names
+ * pseudonyms) by case_view_check_free, which is idempotent. */
+typedef struct case_view_check case_view_check_t;
+void case_view_check_free(case_view_check_t **check);
+
+/* A CaseView decided under an older policy is leaving (held for the sync
+ * of its turn, or answered in the turn of an operator's reload): decided
+ * again under the policy in force and a reload not yet recorded, if any
+ * (what it withdraws is withdrawn at once, as for deliveries). 1: it may
+ * leave as it is; each (case type, lead) it shows still reaches the
+ * asker's principal, of the same partner, and for one case under the same
+ * membership rule, same id and content hash, which decides every field it
+ * shows. 0: it may not; *reason and text (of textlen bytes) are the
+ * refusal the asker gets instead: for one case that no rule lets the
+ * asker see any more, NOT_FOUND worded as for an unknown id (what a read
+ * now gets); else UNAVAILABLE, "ask again" (asked again, the view is
+ * decided under the new policy). The withholding is counted, logged and
+ * recorded (record_case_view_withheld: the view's entries said shown).
+ * Trusts check (made by case_view.c). */
+int case_view_decide_again(broker_t *b, const char *principal, const case_view_check_t *check,
+                           Schakel__Reason *reason, char *text, size_t textlen);
+
 /* Before a case open is stored (its command allowed): 1 when it may go
  * on, 0 after queueing its refusal, CASE_IDS_EXHAUSTED when no case id is
  * left (then case_ids_watch), else RATE_LIMITED when `actor` has used its

@@ -10,8 +10,10 @@
  * whose bytes do not fit is listed with empty content (its bytes came
  * through the mailbox), and what does not fit at all is logged as left
  * out. A list and a view are recorded (case.listed, case.viewed) in the
- * turn that answers, or refused. Trusts the store's bodies and the policy
- * in force.
+ * turn that answers, or refused. A view that leaves after a reload (held
+ * for its sync) is decided again under the policy then in force, and
+ * withheld, refused and recorded so, if that policy would not show it as
+ * it is. Trusts the store's bodies and the policy in force.
  */
 #include "case.h"
 
@@ -49,6 +51,12 @@ typedef struct case_briefs {
     const char *after; /* a list page: only cases after this id (NULL: from the first) */
     int64_t now_s;     /* a case past its retention is gone, even before the sweep */
 } case_briefs_t;
+
+/* A subject whose linked signals a page shows, and how many of them. */
+typedef struct case_linked_subject {
+    char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
+    size_t signals;
+} case_linked_subject_t;
 
 static int case_brief_set(case_brief_t *brief, const store_case_t *c, char my_state)
 {
@@ -138,7 +146,9 @@ static void case_summary_fill(Schakel__CaseSummary *s, const case_brief_t *brief
             member_ids[s->n_members++] = (char *)(uintptr_t)members->rows[i].partner;
 }
 
-static void case_view_send(broker_t *b, const session_t *session, Schakel__CaseView *view)
+/* Queue the view, with what it was decided on (check: taken). */
+static void case_view_send(broker_t *b, const session_t *session, Schakel__CaseView *view,
+                           case_view_check_t *check)
 {
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
     frame.body_case = SCHAKEL__FRAME__BODY_CASE_VIEW;
@@ -146,7 +156,9 @@ static void case_view_send(broker_t *b, const session_t *session, Schakel__CaseV
     size_t len = 0;
     uint8_t *bytes = wire_encode_frame(&frame, &len);
     /* its case.viewed entry is in this turn: no view without its record */
-    if (bytes == NULL || broker_queue_gated_reply(b, session, bytes, len) != 0)
+    if (bytes == NULL)
+        case_view_check_free(&check);
+    if (bytes == NULL || broker_queue_gated_reply(b, session, bytes, len, check) != 0)
         log_event(LOG_ERROR, "reply.dropped", "principal", session->principal, "why",
                   "out of memory", NULL);
 }
@@ -156,6 +168,189 @@ static void case_view_refuse_store(broker_t *b, const session_t *session)
     log_event(LOG_ERROR, "store.read_failed", "error", store_errmsg(b->store), NULL);
     broker_reject(b, session, broker_store_failure_reason(b),
                   "the broker could not read its store; ask again", NULL, -1, 0);
+}
+
+/* ------------------------------------------------------------------ deciding again */
+
+/* The cases of one (case type, lead) a view shows, and the asker's
+ * membership rule in them when it was decided (the same for each: the
+ * rule is a function of type, lead and the asker's partner). */
+typedef struct case_view_kind {
+    char case_type[SCHAKEL_MAX_ID_LEN + 1];
+    char lead[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} case_view_kind_t;
+
+struct case_view_check {
+    char partner[SCHAKEL_MAX_ID_LEN + 1];      /* the asker's */
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];     /* "": the list */
+    size_t shown;                              /* events of the case, or cases of the list */
+    char subject[SCHAKEL_MAX_SUBJECT_LEN + 1]; /* the case's ("": none), as recorded */
+    case_linked_subject_t *linked;             /* other subjects of linked signals shown */
+    size_t n_linked;
+    case_view_kind_t *kinds;
+    size_t n_kinds, cap_kinds;
+};
+
+/* What a decision under another policy says of a view; a zeroed value
+ * shows nothing. */
+enum case_view_verdict {
+    CASE_VIEW_NOT_SHOWN = 0, /* a case of it the asker may not see */
+    CASE_VIEW_OTHER,         /* seen, but not as it is (another rule or partner) */
+    CASE_VIEW_SAME,          /* shown as it is */
+};
+
+#define CASE_VIEW_RELOADED "the policy was reloaded after this view was decided; ask again"
+#define CASE_VIEW_PENDING                                                                          \
+    "a policy reload not yet recorded changes what this view may show; ask again"
+
+static case_view_check_t *case_view_check_new(const policy_principal_t *asker, const char *case_id)
+{
+    case_view_check_t *check = calloc(1, sizeof *check);
+    if (check == NULL)
+        return NULL;
+    snprintf(check->partner, sizeof check->partner, "%s", asker->partner->id);
+    snprintf(check->case_id, sizeof check->case_id, "%s", case_id != NULL ? case_id : "");
+    return check;
+}
+
+void case_view_check_free(case_view_check_t **checkp)
+{
+    if (checkp == NULL || *checkp == NULL)
+        return;
+    case_view_check_t *check = *checkp;
+    if (check->linked != NULL) {
+        sodium_memzero(check->linked, check->n_linked * sizeof *check->linked);
+        free(check->linked);
+    }
+    free(check->kinds);
+    sodium_memzero(check, sizeof *check);
+    free(check);
+    *checkp = NULL;
+}
+
+/* The view shows a case of brief's type and lead under rule: kept once
+ * per (type, lead). 0, or -1 out of memory. */
+static int case_view_check_add(case_view_check_t *check, const case_brief_t *brief,
+                               const policy_case_member_rule_t *rule)
+{
+    for (size_t i = 0; i < check->n_kinds; i++)
+        if (strcmp(check->kinds[i].case_type, brief->case_type) == 0 &&
+            strcmp(check->kinds[i].lead, brief->lead) == 0)
+            return 0;
+    if (check->n_kinds == check->cap_kinds) {
+        size_t cap = check->cap_kinds ? check->cap_kinds * 2 : 4;
+        case_view_kind_t *grown = realloc(check->kinds, cap * sizeof *grown);
+        if (grown == NULL)
+            return -1;
+        check->kinds = grown;
+        check->cap_kinds = cap;
+    }
+    case_view_kind_t *kind = &check->kinds[check->n_kinds++];
+    snprintf(kind->case_type, sizeof kind->case_type, "%s", brief->case_type);
+    snprintf(kind->lead, sizeof kind->lead, "%s", brief->lead);
+    /* a longer id than fits is cut, and then differs: decided as another rule */
+    snprintf(kind->rule_id, sizeof kind->rule_id, "%s", rule->id);
+    snprintf(kind->rule_hash, sizeof kind->rule_hash, "%s", rule->hash_hex);
+    return 0;
+}
+
+/* The view decided again under `policy`, for `principal`. Cost: a
+ * principal look-up, then a case type, a partner and a membership rule
+ * per (type, lead) the view shows. */
+static enum case_view_verdict case_view_under(const policy_t *policy, const char *principal,
+                                              const case_view_check_t *check)
+{
+    const policy_principal_t *asker = policy_principal_by_id(policy, principal);
+    if (asker == NULL || asker->partner == NULL)
+        return CASE_VIEW_NOT_SHOWN;
+    if (strcmp(asker->partner->id, check->partner) != 0)
+        return CASE_VIEW_OTHER; /* its partner's cases, members and standing are others */
+    enum case_view_verdict verdict = CASE_VIEW_SAME;
+    for (size_t i = 0; i < check->n_kinds; i++) {
+        const case_view_kind_t *kind = &check->kinds[i];
+        const policy_case_type_t *type = policy_case_type_by_id(policy, kind->case_type);
+        const policy_partner_t *lead = policy_partner_by_id(policy, kind->lead);
+        const policy_case_member_rule_t *rule =
+            type != NULL && lead != NULL
+                ? policy_case_membership(policy, type, asker->partner, lead)
+                : NULL;
+        if (rule == NULL || !policy_case_member_reaches(policy, rule, asker))
+            return CASE_VIEW_NOT_SHOWN;
+        /* a timeline is filtered by the rule's fields; a list shows none */
+        if (check->case_id[0] != '\0' &&
+            (strcmp(rule->id, kind->rule_id) != 0 || strcmp(rule->hash_hex, kind->rule_hash) != 0))
+            verdict = CASE_VIEW_OTHER;
+    }
+    return verdict;
+}
+
+/* The refusal a view `verdict` does not show as it is gets instead. */
+static void case_view_refusal(const case_view_check_t *check, enum case_view_verdict verdict,
+                              const char *ask_again, Schakel__Reason *reason, char *text,
+                              size_t textlen)
+{
+    if (verdict == CASE_VIEW_NOT_SHOWN && check->case_id[0] != '\0') {
+        *reason = SCHAKEL__REASON__NOT_FOUND; /* what a read of the case gets now */
+        case_state_not_found_text(check->case_id, text, textlen);
+    } else {
+        *reason = SCHAKEL__REASON__UNAVAILABLE;
+        snprintf(text, textlen, "%s", ask_again);
+    }
+}
+
+/* A view about to be recorded and sent while a reload waits to be
+ * recorded: what that reload withdraws is withdrawn already (as for the
+ * push, and for a view decided before it). 1: it may go on; 0: refused
+ * (nothing was recorded). */
+static int case_view_pending_allows(broker_t *b, const session_t *session,
+                                    const case_view_check_t *check)
+{
+    if (b->policy_pending == NULL)
+        return 1;
+    enum case_view_verdict verdict = case_view_under(b->policy_pending, session->principal, check);
+    if (verdict == CASE_VIEW_SAME)
+        return 1;
+    Schakel__Reason reason = SCHAKEL__REASON__REASON_NONE;
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    case_view_refusal(check, verdict, CASE_VIEW_PENDING, &reason, text, sizeof text);
+    broker_reject(b, session, reason, text, NULL, -1, 0);
+    return 0;
+}
+
+int case_view_decide_again(broker_t *b, const char *principal, const case_view_check_t *check,
+                           Schakel__Reason *reason, char *text, size_t textlen)
+{
+    enum case_view_verdict verdict = case_view_under(b->policy, principal, check);
+    if (b->policy_pending != NULL) {
+        enum case_view_verdict pending = case_view_under(b->policy_pending, principal, check);
+        if (pending < verdict)
+            verdict = pending;
+    }
+    if (verdict == CASE_VIEW_SAME)
+        return 1;
+    case_view_refusal(check, verdict, CASE_VIEW_RELOADED, reason, text, textlen);
+    metrics_refused(b, *reason);
+    /* Its entries said shown: one entry against each. A failed one fails
+     * the turn in progress (record.h); the view is withheld all the same. */
+    if (check->case_id[0] == '\0') {
+        (void)record_case_view_withheld(b, principal, NULL, NULL, check->shown, 0, *reason);
+        return 0;
+    }
+    const char *subject = check->subject[0] != '\0' ? check->subject : NULL;
+    if (record_case_view_withheld(b, principal, check->case_id, subject, check->shown, 0,
+                                  *reason) != 0)
+        return 0;
+    for (size_t i = 0; i < check->n_linked; i++) {
+        const case_linked_subject_t *other = &check->linked[i];
+        if (subject != NULL && strcmp(other->subject, subject) == 0)
+            continue; /* as case_view_record */
+        if (record_case_view_withheld(b, principal, check->case_id, other->subject, check->shown,
+                                      other->signals, *reason) != 0)
+            return 0;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ the list */
@@ -177,10 +372,13 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
     Schakel__CaseSummary **ptrs = calloc(list.n ? list.n : 1, sizeof *ptrs);
     case_members_t *members = calloc(list.n ? list.n : 1, sizeof *members);
     char **ids = calloc((list.n ? list.n : 1) * SCHAKEL_MAX_PARTNERS, sizeof *ids);
+    case_view_check_t *check = case_view_check_new(asker, NULL);
     size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN, used = 0;
-    int failed = summaries == NULL || ptrs == NULL || members == NULL || ids == NULL;
+    int failed =
+        summaries == NULL || ptrs == NULL || members == NULL || ids == NULL || check == NULL;
     for (size_t i = 0; !failed && i < list.n; i++) {
-        if (case_asker_rule(b, asker, &list.rows[i]) == NULL)
+        const policy_case_member_rule_t *rule = case_asker_rule(b, asker, &list.rows[i]);
+        if (rule == NULL)
             continue;
         if (case_members_load(b->store, list.rows[i].case_id, &members[i]) != 0) {
             failed = 1;
@@ -195,19 +393,30 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
             view.has_more = view.more = 1;
             break;
         }
+        if (case_view_check_add(check, &list.rows[i], rule) != 0) {
+            failed = 1;
+            break;
+        }
         used += size;
         ptrs[view.n_cases++] = s;
     }
     view.cases = ptrs;
+    if (check != NULL)
+        check->shown = view.n_cases;
     /* titles are free text about people: a list is a view, on the trail
      * in this turn, or not shown */
-    if (failed)
+    if (failed) {
         case_view_refuse_store(b, session);
-    else if (record_case_listed(b, asker->id, view.n_cases) != 0)
+    } else if (!case_view_pending_allows(b, session, check)) {
+        /* refused */
+    } else if (record_case_listed(b, asker->id, view.n_cases) != 0) {
         broker_reject(b, session, b->turn_failure,
                       "the broker could not record this list; ask again", NULL, -1, 0);
-    else
-        case_view_send(b, session, &view);
+    } else {
+        case_view_send(b, session, &view, check);
+        check = NULL; /* the reply's */
+    }
+    case_view_check_free(&check);
     for (size_t i = 0; members != NULL && i < list.n; i++)
         case_members_free(&members[i]);
     free(members);
@@ -218,12 +427,6 @@ static void case_query_list(broker_t *b, const session_t *session, const policy_
 }
 
 /* ------------------------------------------------------------------ one case */
-
-/* A subject whose linked signals a page shows, and how many of them. */
-typedef struct case_linked_subject {
-    char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
-    size_t signals;
-} case_linked_subject_t;
 
 typedef struct case_timeline {
     Schakel__CaseEvent **events;
@@ -385,6 +588,31 @@ static void case_query_not_found(broker_t *b, const session_t *session, const ch
     broker_reject(b, session, SCHAKEL__REASON__NOT_FOUND, text, NULL, -1, 0);
 }
 
+/* What a page of a case was decided on: the asker's rule, and the
+ * subjects its entries name. NULL out of memory. */
+static case_view_check_t *case_view_check_of_case(const policy_principal_t *asker,
+                                                  const case_brief_t *brief,
+                                                  const policy_case_member_rule_t *rule,
+                                                  const char *subject, const case_timeline_t *t)
+{
+    case_view_check_t *check = case_view_check_new(asker, brief->case_id);
+    if (check == NULL || case_view_check_add(check, brief, rule) != 0)
+        goto fail;
+    check->shown = t->n;
+    snprintf(check->subject, sizeof check->subject, "%s", subject);
+    if (t->n_linked > 0) {
+        check->linked = calloc(t->n_linked, sizeof *check->linked);
+        if (check->linked == NULL)
+            goto fail;
+        memcpy(check->linked, t->linked, t->n_linked * sizeof *check->linked);
+        check->n_linked = t->n_linked;
+    }
+    return check;
+fail:
+    case_view_check_free(&check);
+    return NULL;
+}
+
 /* A partner neither member nor invited is refused before the case row is
  * read (case_may_be_visible): as fast as an unknown id, and NOT_FOUND even
  * when that row is damaged. */
@@ -428,12 +656,16 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
         size_t budget = SCHAKEL_MAX_FRAME_BYTES - CASE_VIEW_MARGIN -
                         protobuf_c_message_get_packed_size(&summary.base);
         char subject[SCHAKEL_MAX_SUBJECT_LEN + 1];
+        case_view_check_t *check = NULL;
         /* an invited partner sees the case, not its contents */
         if ((brief.my_state == CASE_MEMBER_MEMBER &&
              case_timeline_load(b, brief.case_id, query->after_event_seq, last_event_seq, rule,
                                 budget, &timeline) != 0) ||
-            case_subject_load(b->store, brief.case_id, subject) != 0) {
+            case_subject_load(b->store, brief.case_id, subject) != 0 ||
+            (check = case_view_check_of_case(asker, &brief, rule, subject, &timeline)) == NULL) {
             case_view_refuse_store(b, session);
+        } else if (!case_view_pending_allows(b, session, check)) {
+            /* refused */
         } else if (case_view_record(b, asker, brief.case_id, subject[0] != '\0' ? subject : NULL,
                                     &timeline) == 0) {
             view.has_request_id = query->has_request_id;
@@ -443,11 +675,13 @@ static void case_query_one(broker_t *b, const session_t *session, const policy_p
             view.n_events = timeline.n;
             view.events = timeline.events;
             view.has_more = view.more = timeline.more;
-            case_view_send(b, session, &view);
+            case_view_send(b, session, &view, check);
+            check = NULL; /* the reply's */
         } else {
             broker_reject(b, session, b->turn_failure,
                           "the broker could not record this view; ask again", NULL, -1, 0);
         }
+        case_view_check_free(&check);
     }
     case_timeline_free(&timeline);
     case_members_free(&members);

@@ -1274,6 +1274,39 @@ int record_case_listed(broker_t *b, const char *principal, size_t cases)
     return record_append(b, &e);
 }
 
+int record_case_view_withheld(broker_t *b, const char *principal, const char *case_id,
+                              const char *subject, size_t shown, size_t signals,
+                              Schakel__Reason reason)
+{
+    const char *event = case_id != NULL ? "case.view_withheld" : "case.list_withheld";
+    char detail[96], n[24], linked[24], tag[STORE_SUBJECT_TAG_LEN + 1];
+    store_audit_entry_t e;
+    snprintf(n, sizeof n, "%zu", shown);
+    snprintf(linked, sizeof linked, "%zu", signals);
+    if (case_id != NULL)
+        log_event(LOG_WARN, event, "principal", principal, "case_id", case_id, "events", n,
+                  "reason", wire_reason_name(reason), signals != 0 ? "linked_signals" : NULL,
+                  linked, NULL);
+    else
+        log_event(LOG_WARN, event, "principal", principal, "cases", n, "reason",
+                  wire_reason_name(reason), NULL);
+    if (subject != NULL && record_subject_tag(b, subject, event, tag) != 0)
+        return -1;
+    if (case_id == NULL)
+        snprintf(detail, sizeof detail, "cases=%zu", shown);
+    else if (signals != 0)
+        snprintf(detail, sizeof detail, "case_id=%s events=%zu linked_signals=%zu", case_id, shown,
+                 signals);
+    else
+        snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, shown);
+    audit_entry_init(&e, event);
+    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
+    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
+    audit_set_text(&e, STORE_AUDIT_REASON, wire_reason_name(reason));
+    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
+    return record_append(b, &e);
+}
+
 /* ------------------------------------------------------------------ handshakes */
 
 int record_auth(void *broker, const zap_decision_t *d)

@@ -252,6 +252,17 @@ int record_case_viewed_signals(struct broker *b, const char *principal, const ch
  * failed). */
 int record_case_listed(struct broker *b, const char *principal, size_t cases);
 
+/* A view recorded as shown (case.viewed, case.listed) was not sent after
+ * all: decided again as it left after a reload, the policy then in force
+ * did not show it as it was, and the asker got the refusal `reason`
+ * instead. Event "case.view_withheld" (case_id set: one per case.viewed
+ * entry of the view, with the same subject and counts, the reason) or
+ * "case.list_withheld" (case_id NULL: `shown` cases), with a log line.
+ * 0, or -1 (the turn failed). */
+int record_case_view_withheld(struct broker *b, const char *principal, const char *case_id,
+                              const char *subject, size_t shown, size_t signals,
+                              Schakel__Reason reason);
+
 /* The broker starts (its key, the policy hash, the version) and stops (a
  * final entry and a checkpoint over everything). Both commit at once;
  * 0 or -1 (logged). */

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,8 +155,8 @@ static publisher_t *publisher_start(schakel_client_t *client, const schakel_sign
     return p;
 }
 
-/* 1 once the publish returned (within timeout_ms), else 0. */
-static int publisher_await(publisher_t *p, int timeout_ms)
+/* 1 once *done is set under lock (within timeout_ms), else 0. */
+static int call_await(pthread_mutex_t *lock, pthread_cond_t *cv, const int *done, int timeout_ms)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -165,13 +166,19 @@ static int publisher_await(publisher_t *p, int timeout_ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    pthread_mutex_lock(&p->lock);
+    pthread_mutex_lock(lock);
     int rc = 0;
-    while (!p->done && rc != ETIMEDOUT)
-        rc = pthread_cond_timedwait(&p->cv, &p->lock, &until);
-    int done = p->done;
-    pthread_mutex_unlock(&p->lock);
-    return done;
+    while (!*done && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(cv, lock, &until);
+    int was_done = *done;
+    pthread_mutex_unlock(lock);
+    return was_done;
+}
+
+/* 1 once the publish returned (within timeout_ms), else 0. */
+static int publisher_await(publisher_t *p, int timeout_ms)
+{
+    return call_await(&p->lock, &p->cv, &p->done, timeout_ms);
 }
 
 static void publisher_join(publisher_t **pp)
@@ -369,6 +376,324 @@ static void test_held_answer_to_a_revoked_key_is_dropped(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------ a case view held across a reload */
+
+/* sync_thread: always, with the case types of the harness. */
+static int sync_setup_cases(void **state)
+{
+    static const char *const extra[] = {"--set", "sync_thread=always", NULL};
+    sync_in_loop = 0;
+    unlink(gate_path);
+    unlink(fail_path);
+    h_env_t *env = h_env_new_with_cases();
+    h_broker_start_with(env, extra);
+    *state = env;
+    return 0;
+}
+
+/* A view of one case (case_id set) or of the list, asked on a thread. */
+typedef struct viewer {
+    schakel_client_t *client;
+    char case_id[SCHAKEL_CASE_ID_SIZE]; /* "": the list */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int done;
+    schakel_status_t status;
+    char reason[32]; /* the refusal's reason name */
+    char text[512];  /* and its text */
+    schakel_case_view_t *view;
+    schakel_case_list_t *list;
+} viewer_t;
+
+static void *viewer_main(void *arg)
+{
+    viewer_t *v = arg;
+    schakel_case_view_t *view = NULL;
+    schakel_case_list_t *list = NULL;
+    schakel_status_t st = v->case_id[0] != '\0'
+                              ? schakel_case_show(v->client, v->case_id, &view, H_TIMEOUT_MS)
+                              : schakel_case_list(v->client, &list, H_TIMEOUT_MS);
+    pthread_mutex_lock(&v->lock);
+    v->status = st;
+    snprintf(v->reason, sizeof v->reason, "%s", schakel_last_error(v->client)->reason_name);
+    snprintf(v->text, sizeof v->text, "%s", schakel_last_error(v->client)->text);
+    v->view = view;
+    v->list = list;
+    v->done = 1;
+    pthread_cond_broadcast(&v->cv);
+    pthread_mutex_unlock(&v->lock);
+    return NULL;
+}
+
+static void viewer_join(viewer_t **vp)
+{
+    viewer_t *v = *vp;
+    pthread_join(v->thread, NULL);
+    pthread_cond_destroy(&v->cv);
+    pthread_mutex_destroy(&v->lock);
+    schakel_case_view_free(&v->view);
+    schakel_case_list_free(&v->list);
+    free(v);
+    *vp = NULL;
+}
+
+/* `text` with `what` (which must occur) replaced by `with`; the caller
+ * frees it. */
+static char *text_with(const char *text, const char *what, const char *with)
+{
+    const char *at = strstr(text, what);
+    if (at == NULL)
+        fail_msg("the policy text lacks \"%s\"", what);
+    size_t len = strlen(text) - strlen(what) + strlen(with);
+    char *out = malloc(len + 1);
+    assert_non_null(out);
+    snprintf(out, len + 1, "%.*s%s%s", (int)(at - text), text, with, at + strlen(what));
+    return out;
+}
+
+/* The case types with gemeente out of every membership rule (its key
+ * stays: it is still a principal of the policy). */
+static char *case_types_without_gemeente(void)
+{
+    char *first =
+        text_with(h_case_types, "        partners: [gemeente]\n", "        partners: [om]\n");
+    char *both =
+        text_with(first, "        partners: [politie, om]\n", "        partners: [politie]\n");
+    free(first);
+    return both;
+}
+
+/* `client` asks for case `id` (NULL: the list) while the sync of the
+ * view's turn is held; meanwhile the policy becomes the default rules
+ * followed by `case_types`, and a reload applies it. The held sync is let
+ * go once the reload waits for the sync of its own record, so that the
+ * reload is in force when the view's turn is released (the loop releases
+ * it, and is in the reload until then). Returns the viewer, answered. */
+static viewer_t *view_across_reload(h_env_t *env, schakel_client_t *client, const char *id,
+                                    const char *case_types)
+{
+    viewer_t *v = calloc(1, sizeof *v);
+    assert_non_null(v);
+    v->client = client;
+    snprintf(v->case_id, sizeof v->case_id, "%s", id != NULL ? id : "");
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->cv, NULL);
+    long offset = h_log_offset(env);
+    shim_file(gate_path, 1);
+    assert_int_equal(pthread_create(&v->thread, NULL, viewer_main, v), 0);
+    await_log(env, offset, id != NULL ? "event=case.viewed " : "event=case.listed ");
+    await_log(env, offset, "event=syncgate.held");
+
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, case_types);
+    long reload_offset = h_log_offset(env);
+    if (kill(env->broker_pid, SIGHUP) != 0) {
+        shim_file(gate_path, 0);
+        fail_msg("kill: %s", strerror(errno));
+    }
+    await_log(env, reload_offset, "event=syncgate.held");
+    int early = call_await(&v->lock, &v->cv, &v->done, 0);
+    shim_file(gate_path, 0);
+    if (early)
+        fail_msg("the view was answered (%s) while its sync was held", schakel_strerror(v->status));
+    await_log(env, reload_offset, "event=policy.reloaded ");
+    assert_true(call_await(&v->lock, &v->cv, &v->done, H_TIMEOUT_MS));
+    return v;
+}
+
+static void must_be(schakel_client_t *c, schakel_status_t st, const char *what)
+{
+    if (st != SCHAKEL_OK)
+        fail_msg("%s: %s (%s %s)", what, schakel_strerror(st), schakel_last_error(c)->reason_name,
+                 schakel_last_error(c)->text);
+}
+
+static void expect_refused(const viewer_t *v, const char *reason, const char *text,
+                           const char *what)
+{
+    if (v->status != SCHAKEL_ERR_REFUSED)
+        fail_msg("%s: %s, not refused %s", what, schakel_strerror(v->status), reason);
+    if (strcmp(v->reason, reason) != 0 || strstr(v->text, text) == NULL)
+        fail_msg("%s: refused %s \"%s\", not %s \"%s\"", what, v->reason, v->text, reason, text);
+}
+
+/* The value of note field `name` in the view's events, or NULL. */
+static const char *view_field(const schakel_case_view_t *view, const char *name)
+{
+    for (size_t i = 0; i < view->n_events; i++)
+        for (size_t j = 0; j < view->events[i].n_fields; j++)
+            if (strcmp(view->events[i].fields[j].name, name) == 0)
+                return view->events[i].fields[j].value;
+    return NULL;
+}
+
+/* Entries `event` of the trail by gemeente with this reason. */
+static int64_t withheld_entries(const h_env_t *env, const char *event, const char *reason)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM audit WHERE event = '%s' AND actor = '" H_GEMEENTE
+             "' AND reason = ?1",
+             event);
+    return h_store_int(env, sql, reason);
+}
+
+#define HELD_REVIEW_TEXT "the policy was reloaded after this view was decided; ask again"
+
+/* A CaseView held for its sync is decided again as it leaves after a
+ * reload that kept the asker's key (review: a view decided under the old
+ * policy left after the new one was in force, showing what the reload had
+ * just withdrawn). A reload that leaves the asker's membership rule as it
+ * was lets it go; one that narrows the rule's fields withholds it ("ask
+ * again": asked again, the view shows the narrower fields); one that takes
+ * the partner out of the case type's members answers what a read under
+ * the new policy gets, NOT_FOUND. A list is withheld likewise. Each
+ * withheld view is on the trail next to its case.viewed (or case.listed)
+ * entry. */
+static void test_held_view_is_decided_again_after_a_reload(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .postcode = "6211AB",
+        .house_number = 12,
+        .title = "Hennepkwekerij en contante betalingen",
+    };
+    static const schakel_note_field_t fields[] = {{"bestuurlijk", "Sluiting per 1 maart"}};
+    char id[SCHAKEL_CASE_ID_SIZE];
+    must_be(riec, schakel_case_open(riec, &open, NULL, id, NULL, H_TIMEOUT_MS), "open");
+    must_be(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, H_TIMEOUT_MS), "invite");
+    must_be(gemeente, schakel_case_accept(gemeente, id, NULL, NULL, H_TIMEOUT_MS), "accept");
+    must_be(
+        riec,
+        schakel_case_note(riec, id, "Bestuurlijke rapportage", fields, 1, NULL, NULL, H_TIMEOUT_MS),
+        "note");
+
+    /* another case type's purpose changes: gemeente's rule is the same */
+    char *unrelated = text_with(h_case_types, "in een straat\"", "in een straat of wijk\"");
+    viewer_t *v = view_across_reload(env, gemeente, id, unrelated);
+    free(unrelated);
+    must_be(gemeente, v->status, "a view across a reload that left its rule as it was");
+    assert_string_equal(v->view->summary.case_id, id);
+    assert_non_null(view_field(v->view, "bestuurlijk"));
+    viewer_join(&v);
+
+    /* gemeente's rule shows fewer fields: withheld, then asked again */
+    char *narrower = text_with(h_case_types, "        fields: [text, address, bestuurlijk]\n",
+                               "        fields: [text]\n");
+    long offset = h_log_offset(env);
+    v = view_across_reload(env, gemeente, id, narrower);
+    expect_refused(v, "UNAVAILABLE", HELD_REVIEW_TEXT, "a view across a reload that narrowed it");
+    viewer_join(&v);
+    await_log(env, offset, "event=case.view_withheld principal=" H_GEMEENTE " case_id=");
+    schakel_case_view_t *view = NULL;
+    must_be(gemeente, schakel_case_show(gemeente, id, &view, H_TIMEOUT_MS), "asked again");
+    if (view_field(view, "bestuurlijk") != NULL)
+        fail_msg("asked again, the view still shows a field the reload withdrew");
+    schakel_case_view_free(&view);
+
+    /* gemeente may be a member no more: what a read now gets */
+    char *without = case_types_without_gemeente();
+    v = view_across_reload(env, gemeente, id, without);
+    char not_found[64];
+    snprintf(not_found, sizeof not_found, "no case %s that you can see", id);
+    expect_refused(v, "NOT_FOUND", not_found, "a view across a reload that removed the member");
+    viewer_join(&v);
+
+    /* the list likewise, once gemeente is back */
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, narrower);
+    assert_int_equal(h_broker_reload(env), 1);
+    v = view_across_reload(env, gemeente, NULL, without);
+    expect_refused(v, "UNAVAILABLE", HELD_REVIEW_TEXT, "a list across a reload that removed it");
+    viewer_join(&v);
+    schakel_case_list_t *list = NULL;
+    must_be(gemeente, schakel_case_list(gemeente, &list, H_TIMEOUT_MS), "the list asked again");
+    assert_int_equal(list->n_cases, 0);
+    schakel_case_list_free(&list);
+    free(without);
+    free(narrower);
+
+    /* the trail: each withheld view after its entry, the case's subject
+     * tagged as on case.viewed */
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "UNAVAILABLE"), 1);
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_FOUND"), 1);
+    assert_int_equal(withheld_entries(env, "case.list_withheld", "UNAVAILABLE"), 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit w WHERE w.event = "
+                                 "'case.view_withheld' AND w.subject_tag = (SELECT v.subject_tag "
+                                 "FROM audit v WHERE v.event = 'case.viewed' AND v.seq < w.seq "
+                                 "AND v.actor = w.actor ORDER BY v.seq DESC LIMIT 1) AND "
+                                 "w.detail LIKE ?1",
+                                 "case_id=%"),
+                     2);
+    schakel_close(&gemeente);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* While a reload waits to be recorded (the store write-locked by the
+ * test), what it withdraws is withdrawn from a view asked meanwhile as
+ * from the push: a case the partner may no longer see is NOT_FOUND, its
+ * list "ask again" (both refused before anything is recorded, so the
+ * refusal is not the one for a view that cannot be recorded). Once the
+ * reload is recorded, the list is asked again and holds no case. */
+static void test_view_under_a_pending_reload(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .title = "Leegstaand pand",
+    };
+    char id[SCHAKEL_CASE_ID_SIZE];
+    must_be(riec, schakel_case_open(riec, &open, NULL, id, NULL, H_TIMEOUT_MS), "open");
+    must_be(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, H_TIMEOUT_MS), "invite");
+    must_be(gemeente, schakel_case_accept(gemeente, id, NULL, NULL, H_TIMEOUT_MS), "accept");
+
+    sqlite3 *lock = NULL;
+    assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    char *without = case_types_without_gemeente();
+    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, without);
+    free(without);
+    long reload_offset = h_log_offset(env);
+    if (h_broker_reload(env) != 0 ||
+        h_log_count(env, reload_offset, "cannot record the reload") != 1)
+        fail_msg("the reload was not left pending by the locked store");
+
+    char not_found[64];
+    snprintf(not_found, sizeof not_found, "no case %s that you can see", id);
+    schakel_case_view_t *view = NULL;
+    schakel_status_t st = schakel_case_show(gemeente, id, &view, H_TIMEOUT_MS);
+    const schakel_error_t *e = schakel_last_error(gemeente);
+    if (st != SCHAKEL_ERR_REFUSED || strcmp(e->reason_name, "NOT_FOUND") != 0 ||
+        strcmp(e->text, not_found) != 0)
+        fail_msg("a view under a pending reload that removed the member: %s (%s \"%s\")",
+                 schakel_strerror(st), e->reason_name, e->text);
+    schakel_case_list_t *list = NULL;
+    st = schakel_case_list(gemeente, &list, H_TIMEOUT_MS);
+    if (st != SCHAKEL_ERR_REFUSED || strcmp(e->reason_name, "UNAVAILABLE") != 0 ||
+        strstr(e->text, "a policy reload not yet recorded") == NULL)
+        fail_msg("a list under a pending reload that removed the member: %s (%s \"%s\")",
+                 schakel_strerror(st), e->reason_name, e->text);
+
+    assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(lock);
+    await_log(env, reload_offset, "event=policy.reloaded ");
+    must_be(gemeente, schakel_case_list(gemeente, &list, H_TIMEOUT_MS), "the list once recorded");
+    assert_int_equal(list->n_cases, 0);
+    schakel_case_list_free(&list);
+    schakel_close(&gemeente);
+    schakel_close(&riec);
+    h_done(env);
+}
+
 /* A sync that fails stops the broker (exit 1, store.sync_failed), and
  * never answers Accepted: on the sync thread it drops the turn's answers,
  * in the loop it answers that the publish may have been stored (never that
@@ -442,6 +767,10 @@ int main(void)
                                         sync_teardown),
         cmocka_unit_test_setup_teardown(test_held_answer_to_a_revoked_key_is_dropped,
                                         sync_setup_always, sync_teardown),
+        cmocka_unit_test_setup_teardown(test_held_view_is_decided_again_after_a_reload,
+                                        sync_setup_cases, sync_teardown),
+        cmocka_unit_test_setup_teardown(test_view_under_a_pending_reload, sync_setup_cases,
+                                        sync_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,
                                         sync_setup_always, sync_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,
