@@ -1,8 +1,9 @@
 /*
  * metrics.c — the broker's numbers and health, reported outward (metrics.h).
  *
- * Owns the HTTP endpoint (libmicrohttpd, its own thread), the snapshot it
- * serves, the accept-to-deliver latency record and the watchdog ping.
+ * Owns the HTTP endpoint (libmicrohttpd on a thread of its own, with a
+ * deadline per connection: metrics_http.c), the snapshot it serves, the
+ * accept-to-deliver latency record and the watchdog ping.
  * Trusts nothing an HTTP client sends: only GET/HEAD of three fixed paths
  * are answered, from a copy taken under the mutex. Errors: metrics_new
  * returns NULL with a message; at run time a failed gauge query is logged
@@ -14,7 +15,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,15 +27,12 @@
 
 #include "broker.h"
 #include "log.h"
+#include "metrics_http.h"
 
 #define METRICS_RING 65536u              /* recently accepted items, for ms latency */
 #define METRICS_SESSIONS_REFRESH_MS 1000 /* connected principals */
 #define METRICS_STORE_REFRESH_MS 5000    /* backlog per partner, store size */
 #define METRICS_STALE_MS 5000            /* /healthz fails when the loop is quieter */
-/* Room for scrapers beside clients that connect and dawdle: each
- * connection that sends nothing for METRICS_HTTP_TIMEOUT_S is closed. */
-#define METRICS_HTTP_CONNECTIONS 64u
-#define METRICS_HTTP_TIMEOUT_S 3u
 
 /* Upper bounds (seconds) of the latency buckets: from a loop turn on an
  * idle broker (milliseconds) up to a partner offline for a day. */
@@ -76,6 +73,7 @@ typedef struct metrics_snapshot {
     double latency_sum;
     durations_t wal_syncs; /* every fsync of the WAL: on the loop and on the sync thread */
     durations_t turns;     /* loop turns that wrote to the store, from their first frame */
+    metrics_http_cuts_t http_cuts; /* the HTTP thread's own, set in its copy (metrics_answer) */
 } metrics_snapshot_t;
 
 typedef struct metrics_accept {
@@ -99,7 +97,7 @@ struct metrics {
     pthread_mutex_t lock;
     metrics_snapshot_t shared;
     /* Set before the thread starts, constant after. */
-    struct MHD_Daemon *daemon;
+    metrics_http_t *http;
     char address[64];
     int loopback;
 };
@@ -394,6 +392,14 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Pushes to a receiver stopped because the connections of its principal "
                            "together owed half of max_queued_bytes_per_principal.",
                            s->stats.principal_pushes_held);
+    metrics_render_head(f, "schakel_metrics_connections_cut_total", "counter",
+                        "Connections to this endpoint closed before they were done: past the "
+                        "deadline from their accept, or the oldest still sending its request "
+                        "when too many were.");
+    fprintf(f, "schakel_metrics_connections_cut_total{why=\"deadline\"} %llu\n",
+            (unsigned long long)s->http_cuts.deadline);
+    fprintf(f, "schakel_metrics_connections_cut_total{why=\"crowded\"} %llu\n",
+            (unsigned long long)s->http_cuts.crowded);
     metrics_render_counter(
         f, "schakel_acks_rate_limited_total",
         "Acks answered RATE_LIMITED, nothing looked up, because their principal "
@@ -434,6 +440,10 @@ static enum MHD_Result metrics_respond(struct MHD_Connection *connection, unsign
     }
     MHD_add_response_header(response, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     MHD_add_response_header(response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* One request per connection, so that its deadline is the request's and
+     * an answered one never sends another (libmicrohttpd 0.9.75 closes after
+     * each answer anyway; this does not leave it to the version). */
+    MHD_add_response_header(response, MHD_HTTP_HEADER_CONNECTION, "close");
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
         MHD_add_response_header(response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
     enum MHD_Result rc = MHD_queue_response(connection, status, response);
@@ -489,6 +499,7 @@ static enum MHD_Result metrics_answer(void *cls, struct MHD_Connection *connecti
     (void)upload_data;
     (void)upload_data_size;
     (void)request_state;
+    metrics_http_answered(connection);
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return metrics_respond_text(connection, MHD_HTTP_METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     int is_metrics = strcmp(url, "/metrics") == 0;
@@ -502,6 +513,7 @@ static enum MHD_Result metrics_answer(void *cls, struct MHD_Connection *connecti
     pthread_mutex_lock(&m->lock);
     *s = m->shared;
     pthread_mutex_unlock(&m->lock);
+    s->http_cuts = metrics_http_cut_counts(connection);
     enum MHD_Result rc;
     if (is_metrics) {
         size_t len = 0;
@@ -516,39 +528,19 @@ static enum MHD_Result metrics_answer(void *cls, struct MHD_Connection *connecti
     return rc;
 }
 
-/* The HTTP thread inherits our signal mask: block everything while it is
- * created, so SIGTERM and SIGHUP always reach the broker thread (whose
- * zmq_poll must see EINTR). */
 static int metrics_start_http(metrics_t *m, const char *listen, char *err, size_t errlen)
 {
     struct sockaddr_storage addr;
     socklen_t addr_len = 0;
+    char why[160];
     if (metrics_parse_listen(listen, &addr, &addr_len, err, errlen) != 0)
         return -1;
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
-    if (addr.ss_family == AF_INET6)
-        flags |= MHD_USE_IPv6;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, metrics_answer, m, MHD_OPTION_SOCK_ADDR,
-                                 (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
-                                 METRICS_HTTP_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 METRICS_HTTP_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-                                 (size_t)(32 * 1024), MHD_OPTION_END);
-    int saved_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (m->daemon == NULL) {
-        snprintf(err, errlen, "cannot serve metrics on %s: %s", listen,
-                 saved_errno ? strerror(saved_errno) : "libmicrohttpd failed to start");
+    m->http = metrics_http_start((struct sockaddr *)&addr, metrics_answer, m, why, sizeof why);
+    if (m->http == NULL) {
+        snprintf(err, errlen, "cannot serve metrics on %s: %s", listen, why);
         return -1;
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon, MHD_DAEMON_INFO_BIND_PORT);
-    if (info == NULL || info->port == 0) {
-        snprintf(err, errlen, "cannot read the port metrics are served on (%s)", listen);
-        return -1;
-    }
-    metrics_format_address(&addr, info->port, m->address, sizeof m->address);
+    metrics_format_address(&addr, metrics_http_port(m->http), m->address, sizeof m->address);
     m->loopback = metrics_is_loopback(&addr);
     return 0;
 }
@@ -589,8 +581,7 @@ void metrics_destroy(metrics_t **mp)
     if (mp == NULL || *mp == NULL)
         return;
     metrics_t *m = *mp;
-    if (m->daemon != NULL)
-        MHD_stop_daemon(m->daemon); /* joins the thread: nothing reads m after this */
+    metrics_http_stop(&m->http); /* joins the thread: nothing reads m after this */
     pthread_mutex_destroy(&m->lock);
     free(m->ring);
     free(m->store_path);
@@ -600,12 +591,12 @@ void metrics_destroy(metrics_t **mp)
 
 const char *metrics_address(const metrics_t *m)
 {
-    return m != NULL && m->daemon != NULL ? m->address : NULL;
+    return m != NULL && m->http != NULL ? m->address : NULL;
 }
 
 int metrics_address_is_loopback(const metrics_t *m)
 {
-    return m != NULL && m->daemon != NULL && m->loopback;
+    return m != NULL && m->http != NULL && m->loopback;
 }
 
 /* ------------------------------------------------------------ latency */
@@ -806,7 +797,7 @@ void metrics_turn_end(broker_t *b, int outcome)
         b->stats.set_aside = m->turn_start.set_aside;
     }
     metrics_watchdog(m);
-    if (m->daemon == NULL)
+    if (m->http == NULL)
         return;
     uint64_t stored_seq, committed_seq;
     uint8_t committed_hash[STORE_AUDIT_HASH_BYTES];

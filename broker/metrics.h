@@ -3,9 +3,11 @@
  * and readiness over HTTP, accept-to-deliver latency, the systemd watchdog.
  *
  * The HTTP endpoint (libmicrohttpd, in its own thread) is off unless the
- * config sets `metrics_listen`; the watchdog runs whenever systemd asks for
- * it. The broker loop is the only writer: once per turn it copies counters
- * and gauges into a snapshot under a mutex, and the HTTP thread renders
+ * config sets `metrics_listen`; a connection to it lives at most 3 s from
+ * its accept, however slowly it sends (metrics_http.h). The watchdog runs
+ * whenever systemd asks for it. The broker loop is the only writer: once
+ * per turn it copies counters and gauges into a snapshot under a mutex,
+ * and the HTTP thread renders
  * that copy only, never broker state. Metrics name partners and reason
  * codes, never principals, subjects or any content.
  */

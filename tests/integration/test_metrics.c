@@ -1,7 +1,8 @@
 /*
  * test_metrics.c — schakeld's HTTP metrics: /metrics is valid Prometheus
  * text (checked by promtool, Debian's prometheus package), its counters
- * move by exactly what the test does, /healthz and /readyz answer, no
+ * move by exactly what the test does, /healthz and /readyz answer (also
+ * beside clients that trickle their requests on many connections), no
  * content, subject or principal ever shows, and a bad metrics_listen stops
  * the broker at start-up.
  *
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -403,28 +405,149 @@ static void assert_latency_histogram(const char *address, double observed)
     free(text);
 }
 
-/* Clients that connect and dawdle (a request line, then nothing) do not
- * take every slot: /healthz still answers beside twenty of them. */
-static void test_dawdling_clients_leave_room(void **state)
+/* ------------------------------------------------------------ tricklers */
+
+/* docs/OPERATIONS.md (Metrics): a connection to the endpoint lives at most
+ * this long from its accept; at most this many wait for their request at
+ * once, a new one beyond closing the oldest. */
+#define METRICS_DEADLINE_MS 3000
+#define METRICS_CONNECTIONS 64
+
+/* More tricklers than the endpoint serves at once, and more than twice as
+ * many (past that libmicrohttpd stops accepting, and the rest wait in the
+ * listen backlog), each sending a byte of its request every
+ * TRICKLE_EVERY_MS (well inside libmicrohttpd's own 3 s inactivity
+ * timeout, which the bytes keep resetting). */
+enum { TRICKLERS = 2 * METRICS_CONNECTIONS + 32, TRICKLE_EVERY_MS = 400, TRICKLE_SLACK_MS = 3000 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The test holds TRICKLERS sockets and the broker as many: make sure the
+ * open-file limit allows them (raising the soft limit up to the hard one
+ * if need be; the broker started after this inherits it). The shipped
+ * unit sets LimitNOFILE=65536. */
+static void ensure_open_files(rlim_t needed)
+{
+    struct rlimit limit;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &limit), 0);
+    if (limit.rlim_cur != RLIM_INFINITY && limit.rlim_cur < needed) {
+        if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < needed)
+            fail_msg("RLIMIT_NOFILE allows %llu open files (hard limit), this test needs %llu",
+                     (unsigned long long)limit.rlim_max, (unsigned long long)needed);
+        limit.rlim_cur = needed;
+        assert_int_equal(setrlimit(RLIMIT_NOFILE, &limit), 0);
+    }
+}
+
+/* A byte read, or the end of the connection: 1 once it has ended (EOF or
+ * reset), 0 while it is open. */
+static int drained_to_end(int fd, char *buf, size_t cap, size_t *used)
+{
+    char scratch[512];
+    for (;;) {
+        char *into = buf != NULL && *used < cap ? buf + *used : scratch;
+        size_t room = buf != NULL && *used < cap ? cap - *used : sizeof scratch;
+        ssize_t got = recv(fd, into, room, MSG_DONTWAIT);
+        if (got > 0) {
+            if (into != scratch)
+                *used += (size_t)got;
+            continue;
+        }
+        if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            return 1;
+        return 0;
+    }
+}
+
+/* Tricklers on more connections than the endpoint serves at once: a
+ * scraper (HTTP/1.1, which the endpoint answers and closes) gets its
+ * /healthz before any trickler is old enough for the deadline, so room was
+ * made by closing the oldest; and the broker closes every trickler, the
+ * last within the deadline (plus slack) of the start, however they go on
+ * trickling. Both counted in schakel_metrics_connections_cut_total. */
+static void test_tricklers_are_cut(void **state)
 {
     h_env_t *env = *state;
+    ensure_open_files(2 * TRICKLERS + 256);
     char metrics[64];
     h_broker_start_metrics(env, NULL, metrics, sizeof metrics);
-    enum { DAWDLERS = 20 };
-    int fds[DAWDLERS];
-    for (int i = 0; i < DAWDLERS; i++) {
+    int fds[TRICKLERS], open_count = TRICKLERS;
+    int64_t start = mono_ms();
+    for (int i = 0; i < TRICKLERS; i++) {
         fds[i] = http_connect(metrics);
-        static const char line[] = "GET /metrics HTTP/1.1\r\nX-Slow: 1\r\n";
-        assert_int_equal(write(fds[i], line, sizeof line - 1), (ssize_t)(sizeof line - 1));
+        static const char head[] = "GET /metrics HTTP/1.1\r\nX-Slow: ";
+        assert_int_equal(send(fds[i], head, sizeof head - 1, MSG_NOSIGNAL),
+                         (ssize_t)(sizeof head - 1));
     }
-    for (int round = 0; round < 3; round++) {
-        /* at once, not when a dawdler's slot times out (seconds) */
-        http_reply_t r = http_request_within(metrics, "GET", "/healthz", 2000);
-        assert_int_equal(r.status, 200);
-        http_reply_free(&r);
+    int scraper = http_connect(metrics);
+    char request[128], reply[4096];
+    int n = snprintf(request, sizeof request, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", metrics);
+    assert_int_equal(send(scraper, request, (size_t)n, MSG_NOSIGNAL), n);
+    size_t reply_len = 0;
+    int64_t answered_at = -1, last_cut_at = -1, next_trickle = start + TRICKLE_EVERY_MS;
+    int64_t give_up = start + METRICS_DEADLINE_MS + TRICKLE_SLACK_MS;
+    struct pollfd p[TRICKLERS + 1];
+    int64_t now;
+    while ((now = mono_ms()) < give_up && (answered_at < 0 || open_count > 0)) {
+        if (now >= next_trickle) {
+            for (int i = 0; i < TRICKLERS; i++)
+                if (fds[i] >= 0)
+                    (void)send(fds[i], "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT); /* a cut one: EPIPE */
+            next_trickle += TRICKLE_EVERY_MS;
+        }
+        int wait_ms = (int)((next_trickle < give_up ? next_trickle : give_up) - now);
+        p[0] = (struct pollfd){.fd = answered_at < 0 ? scraper : -1, .events = POLLIN};
+        for (int i = 0; i < TRICKLERS; i++)
+            p[i + 1] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+        if (poll(p, TRICKLERS + 1, wait_ms > 0 ? wait_ms : 0) < 0)
+            assert_int_equal(errno, EINTR);
+        if (p[0].revents != 0 && drained_to_end(scraper, reply, sizeof reply - 1, &reply_len))
+            answered_at = mono_ms();
+        for (int i = 0; i < TRICKLERS; i++) {
+            if (p[i + 1].revents != 0 && drained_to_end(fds[i], NULL, 0, NULL)) {
+                close(fds[i]);
+                fds[i] = -1;
+                open_count--;
+                last_cut_at = mono_ms();
+            }
+        }
     }
-    for (int i = 0; i < DAWDLERS; i++)
-        close(fds[i]);
+    for (int i = 0; i < TRICKLERS; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    close(scraper);
+    reply[reply_len] = '\0';
+    int status = 0;
+    if (answered_at < 0 || sscanf(reply, "HTTP/1.1 %d", &status) != 1 || status != 200 ||
+        strstr(reply, "\r\n\r\nok\n") == NULL)
+        fail_msg("beside %d tricklers, no whole answer to /healthz (and its close) within %d ms: "
+                 "\"%.300s\"",
+                 TRICKLERS, METRICS_DEADLINE_MS + TRICKLE_SLACK_MS, reply);
+    if (answered_at - start >= METRICS_DEADLINE_MS)
+        fail_msg("/healthz was answered after %lld ms, not before the first trickler reached "
+                 "the %d ms deadline: no room was made by closing the oldest",
+                 (long long)(answered_at - start), METRICS_DEADLINE_MS);
+    if (open_count > 0)
+        fail_msg("%d of %d tricklers still open %d ms after they connected", open_count, TRICKLERS,
+                 METRICS_DEADLINE_MS + TRICKLE_SLACK_MS);
+    print_message("tricklers: /healthz after %lld ms, the last trickler closed after %lld ms\n",
+                  (long long)(answered_at - start), (long long)(last_cut_at - start));
+
+    /* each trickler cut once, by the broker: at least those beyond the
+     * slots made room, the others at the deadline */
+    char *text = http_get_ok(metrics, "/metrics");
+    double crowded = series_value(text, "schakel_metrics_connections_cut_total{why=\"crowded\"}");
+    double deadline = series_value(text, "schakel_metrics_connections_cut_total{why=\"deadline\"}");
+    free(text);
+    if (crowded < TRICKLERS - METRICS_CONNECTIONS || crowded + deadline != TRICKLERS)
+        fail_msg("connections cut: %g crowded, %g at the deadline; expected %d in all, at "
+                 "least %d crowded",
+                 crowded, deadline, TRICKLERS, TRICKLERS - METRICS_CONNECTIONS);
     h_done(env);
 }
 
@@ -888,7 +1011,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_health_and_readiness, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_readiness_under_a_tail_mismatch, h_setup_env,
                                         h_teardown),
-        cmocka_unit_test_setup_teardown(test_dawdling_clients_leave_room, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_tricklers_are_cut, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_counters_follow_traffic, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ack_turns_commit_without_fsync, h_setup_env,
                                         h_teardown),
