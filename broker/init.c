@@ -26,10 +26,6 @@
 /* Beside the store: the new store while --init makes it. */
 #define INIT_TEMP_SUFFIX ".initializing"
 
-#define INIT_KEY_COMMENT                                                                           \
-    "Schakel store sealing key (XChaCha20-Poly1305). Keep it private and backed up: without it "   \
-    "the store is unreadable."
-
 /* The key file, made unless it is there and a store is to be made with it
  * (then it is kept). Returns 1 when made, 0 when kept, -1 on failure
  * (said). */
@@ -40,7 +36,7 @@ static int init_key(const char *key_path, int for_store)
         printf("store key %s exists: kept\n", key_path);
         return 0;
     }
-    if (keys_write_symmetric(key_path, INIT_KEY_COMMENT, err, sizeof err) != 0) {
+    if (keys_write_symmetric(key_path, err, sizeof err) != 0) {
         fprintf(stderr, "schakeld: %s\n", err);
         return -1;
     }

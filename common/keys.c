@@ -1,10 +1,11 @@
 /*
  * keys.c — principal key files: generate, load, convert, sign (see keys.h).
  *
- * Trusts nothing in a key file: type, owner, mode, size and syntax are
- * checked before a byte is used. Secret material lives in sodium_malloc memory (plain
- * malloc under SCHAKEL_PLAIN_ALLOC, for sanitizer builds) and every temporary
- * copy is wiped on every path. Errors are returned as text for the caller.
+ * Trusts nothing in a key file: type, size, syntax, the kind its first line
+ * names, owner, mode and folder are checked before a byte is used. Secret
+ * material lives in sodium_malloc memory (plain malloc under
+ * SCHAKEL_PLAIN_ALLOC, for sanitizer builds) and every temporary copy is
+ * wiped on every path. Errors are returned as text for the caller.
  */
 #define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
 #include "keys.h"
@@ -114,74 +115,284 @@ static int check_secret_owner(const char *path, const struct stat *st, char *err
     return -1;
 }
 
-/* Read a small text key file into buf and return the first line that is not
- * blank and not a '#' comment, trimmed. `secret` adds the owner and mode
- * checks. */
-static int read_key_line(const char *path, int secret, char *line, size_t linelen, char *err,
+/* A key file's kind, as its first line names it (KEYS_*_HEADER in keys.h,
+ * the line every writer puts there). A secret key's text and a public
+ * key's look the same, 40 Z85 characters: only that line tells a .pub
+ * named as a secret key (whose text would be taken as a seed anyone can
+ * read) from a .key. */
+typedef enum key_kind {
+    KIND_UNSTATED = 0, /* no header: another comment, or the key line first */
+    KIND_SECRET,
+    KIND_PUBLIC,
+    KIND_STORE,
+} key_kind_t;
+
+static const struct {
+    key_kind_t kind;
+    const char *prefix; /* the first line begins so */
+    const char *what;   /* "key file PATH is WHAT" */
+    const char *as;     /* "..., not AS" */
+} key_kinds[] = {
+    {KIND_SECRET, KEYS_SECRET_PREFIX, "a secret key file", "a secret key"},
+    {KIND_PUBLIC, KEYS_PUBLIC_PREFIX, "a public key file", "a public key"},
+    {KIND_STORE, KEYS_STORE_PREFIX, "a store key file", "a store key"},
+};
+
+static size_t key_kind_index(key_kind_t kind)
+{
+    for (size_t i = 0; i < sizeof key_kinds / sizeof key_kinds[0]; i++)
+        if (key_kinds[i].kind == kind)
+            return i;
+    abort(); /* a kind without a row is a bug */
+}
+
+/* The kind the first line of text (already trimmed) names. */
+static key_kind_t key_kind_of(const char *first_line)
+{
+    for (size_t i = 0; i < sizeof key_kinds / sizeof key_kinds[0]; i++)
+        if (strncmp(first_line, key_kinds[i].prefix, strlen(key_kinds[i].prefix)) == 0)
+            return key_kinds[i].kind;
+    return KIND_UNSTATED;
+}
+
+/* path's folder as text ("." for a bare name, "/" for one in the root), or
+ * -1 when it does not fit. */
+static int parent_dir_name(const char *path, char *dir, size_t dirlen)
+{
+    const char *slash = strrchr(path, '/');
+    size_t len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
+    if (len >= dirlen)
+        return -1;
+    if (slash == NULL)
+        dir[0] = '.';
+    else
+        memcpy(dir, path, len);
+    dir[len] = '\0';
+    return 0;
+}
+
+/* The folder that holds path, opened for reading, or -1. */
+static int open_parent_dir(const char *path)
+{
+    char dir[4096];
+    if (parent_dir_name(path, dir, sizeof dir) != 0)
+        return -1;
+    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* Whoever may write a key file's folder can put another file under the
+ * key's name (rename, unlink and create): a .pub that admits another
+ * principal, a secret key of its own making. So a key file's folder must
+ * be writable by its owner alone, unless it is sticky (as /tmp is): then
+ * others cannot rename or remove a file they do not own, and the key is
+ * safe if it is the reader's (the effective uid's) or root's. The policy
+ * and configuration files are held to the same rule. file_uid is the key
+ * file's owner, or the reader's own uid for a file still to be written.
+ * Returns 0, or -1 with err filled. */
+static int check_key_folder(const char *path, int dir_fd, uid_t file_uid, char *err, size_t errlen)
+{
+    char dir[4096];
+    struct stat st;
+    if (parent_dir_name(path, dir, sizeof dir) != 0)
+        snprintf(dir, sizeof dir, "its folder");
+    if (fstat(dir_fd, &st) != 0) {
+        snprintf(err, errlen, "key file %s: cannot check its folder %s: %s", path, dir,
+                 strerror(errno));
+        return -1;
+    }
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
+        return 0;
+    uid_t self = geteuid();
+    if ((st.st_mode & S_ISVTX) != 0 && (file_uid == self || file_uid == 0))
+        return 0;
+    if ((st.st_mode & S_ISVTX) != 0)
+        snprintf(err, errlen,
+                 "key file %s belongs to uid %u, not to uid %u (the reader) or root, in a folder "
+                 "others may write (%s, mode %04o, sticky): its owner can put another key in its "
+                 "place; keep the key in a folder only its owner may write",
+                 path, (unsigned)file_uid, (unsigned)self, dir, (unsigned)(st.st_mode & 07777));
+    else
+        snprintf(err, errlen,
+                 "key file %s is in a folder group or others may write (%s, mode %04o): they "
+                 "can put another key in its place; run: chmod go-w %s",
+                 path, dir, (unsigned)(st.st_mode & 07777), dir);
+    return -1;
+}
+
+/* Why a file of kind `found` is not the `wanted` one, and which file is. */
+static void kind_refusal(const char *path, key_kind_t wanted, key_kind_t found, char *err,
                          size_t errlen)
 {
-    char buf[KEY_FILE_MAX_BYTES + 1];
-    /* O_NONBLOCK: a FIFO in place of a key file must not hang the caller
-     * (a broker reloading its policy) in open(); it is refused below as
-     * not a regular file. It has no effect on reading a regular file. */
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+    const char *what = key_kinds[key_kind_index(found)].what;
+    const char *as = key_kinds[key_kind_index(wanted)].as;
+    size_t len = strlen(path);
+    int named_pub = len > 4 && strcmp(path + len - 4, ".pub") == 0;
+    int named_key = len > 4 && strcmp(path + len - 4, ".key") == 0;
+    if (wanted == KIND_SECRET && found == KIND_PUBLIC && named_pub)
+        snprintf(err, errlen,
+                 "key file %s is %s (its first line says so), not %s: the secret key is the .key "
+                 "file keygen wrote beside it (%.*s.key)",
+                 path, what, as, (int)(len - 4), path);
+    else if (wanted == KIND_SECRET)
+        snprintf(err, errlen,
+                 "key file %s is %s (its first line says so), not %s: name the .key file "
+                 "keygen wrote",
+                 path, what, as);
+    else if (wanted == KIND_PUBLIC && found == KIND_SECRET && named_key)
+        snprintf(err, errlen,
+                 "key file %s is %s (its first line says so), not %s: name the .pub file keygen "
+                 "wrote beside it (%.*s.pub)",
+                 path, what, as, (int)(len - 4), path);
+    else if (wanted == KIND_PUBLIC)
+        snprintf(err, errlen,
+                 "key file %s is %s (its first line says so), not %s: name the .pub file keygen "
+                 "wrote",
+                 path, what, as);
+    else
+        snprintf(err, errlen,
+                 "key file %s is %s (its first line says so), not %s: the store key is the file "
+                 "schakeld --init made (store_key_file)",
+                 path, what, as);
+}
+
+/* A file without a header, read as a secret or store key: refused, as a
+ * public key's text (a .pub of another tool, or one whose header was
+ * lost) would otherwise be taken as a secret anyone can read. */
+static void unstated_refusal(const char *path, key_kind_t wanted, char *err, size_t errlen)
+{
+    if (wanted == KIND_SECRET)
+        snprintf(err, errlen,
+                 "key file %s does not say it is a secret key: its first line is not \"%s ...\" "
+                 "as keygen writes it (a public key's text looks the same as a secret one's); "
+                 "name the .key file keygen wrote",
+                 path, KEYS_SECRET_PREFIX);
+    else
+        snprintf(err, errlen,
+                 "key file %s does not say it is a store key: its first line is not \"%s ...\" "
+                 "as schakeld --init writes it; name the file --init made (store_key_file)",
+                 path, KEYS_STORE_PREFIX);
+}
+
+/* The checks of a key file's own mode and owner, once its kind is right:
+ * a secret (or store) key the reader's or root's with no permission for
+ * group or others; a public key not writable by group or others. */
+static int check_key_mode(const char *path, key_kind_t wanted, const struct stat *st, char *err,
+                          size_t errlen)
+{
+    if (wanted != KIND_PUBLIC && check_secret_owner(path, st, err, errlen) != 0)
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "key file %s is not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if (secret && check_secret_owner(path, &st, err, errlen) != 0) {
-        close(fd);
-        return -1;
-    }
-    if (secret && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    if (wanted != KIND_PUBLIC && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0) {
         snprintf(err, errlen,
                  "secret key file %s is accessible by group or others (mode %03o); "
                  "run: chmod 600 %s",
-                 path, (unsigned)(st.st_mode & 0777), path);
-        close(fd);
+                 path, (unsigned)(st->st_mode & 0777), path);
         return -1;
     }
-    ssize_t n = read(fd, buf, KEY_FILE_MAX_BYTES + 1);
-    int read_errno = errno;
-    close(fd);
-    if (n < 0 || n > KEY_FILE_MAX_BYTES) {
-        if (n < 0)
-            snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(read_errno));
-        else
-            snprintf(err, errlen, "key file %s is larger than %d bytes: not a key file", path,
-                     KEY_FILE_MAX_BYTES);
-        sodium_memzero(buf, sizeof buf);
+    if (wanted == KIND_PUBLIC && (st->st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        snprintf(err, errlen,
+                 "public key file %s may be written by group or others (mode %03o): they can "
+                 "put another key in it; run: chmod go-w %s",
+                 path, (unsigned)(st->st_mode & 0777), path);
         return -1;
     }
-    buf[n] = '\0';
-    int rc = -1;
-    char *save = NULL;
-    for (char *l = strtok_r(buf, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+    return 0;
+}
+
+/* The key line of buf (n bytes, NUL-terminated, cut in place): the first
+ * line that is not blank and not a '#' comment, trimmed; *kind is what
+ * the file's first line names. Returns 0, or -1 with err filled. */
+static int key_line_of(const char *path, char *buf, key_kind_t *kind, char *line, size_t linelen,
+                       char *err, size_t errlen)
+{
+    int first = 1;
+    *kind = KIND_UNSTATED;
+    for (char *l = buf, *next; l != NULL; l = next) {
+        next = strchr(l, '\n');
+        if (next != NULL)
+            *next++ = '\0';
         while (*l == ' ' || *l == '\t')
             l++;
         size_t len = strlen(l);
         while (len > 0 && (l[len - 1] == '\r' || l[len - 1] == ' ' || l[len - 1] == '\t'))
             l[--len] = '\0';
+        if (first)
+            *kind = key_kind_of(l);
+        first = 0;
         if (len == 0 || l[0] == '#')
             continue;
         if (len >= linelen) {
             snprintf(err, errlen, "key file %s: key line has %zu characters, expected %u", path,
                      len, KEYS_Z85_LEN);
-            break;
+            return -1;
         }
         memcpy(line, l, len + 1);
-        rc = 0;
-        break;
+        return 0;
     }
-    if (rc != 0 && err[0] == '\0')
-        snprintf(err, errlen, "key file %s holds no key", path);
-    sodium_memzero(buf, sizeof buf);
+    snprintf(err, errlen, "key file %s holds no key", path);
+    return -1;
+}
+
+/* Read the small text key file at path, of kind `wanted`, and return its
+ * key line (key_line_of). The file is opened in its folder, checked by
+ * fstat of the two descriptors read (a name swapped between a check and
+ * the read cannot dodge it): a regular file, its kind (before anything
+ * else: a public key named as the secret one must not be answered with
+ * advice to chmod it), then its mode and owner, then its folder. */
+static int read_key_line(const char *path, key_kind_t wanted, char *line, size_t linelen, char *err,
+                         size_t errlen)
+{
+    char buf[KEY_FILE_MAX_BYTES + 1];
+    const char *slash = strrchr(path, '/');
+    int dir_fd = open_parent_dir(path);
+    if (dir_fd < 0) {
+        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* O_NONBLOCK: a FIFO in place of a key file must not hang the caller
+     * (a broker reloading its policy) in open(); it is refused below as
+     * not a regular file. It has no effect on reading a regular file. */
+    int fd = openat(dir_fd, slash == NULL ? path : slash + 1,
+                    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+        close(dir_fd);
+        return -1;
+    }
+    struct stat st;
+    int rc = -1;
+    ssize_t n = -1;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "key file %s is not a regular file", path);
+        goto out;
+    }
+    n = read(fd, buf, KEY_FILE_MAX_BYTES + 1);
+    if (n < 0) {
+        snprintf(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (n > KEY_FILE_MAX_BYTES) {
+        snprintf(err, errlen, "key file %s is larger than %d bytes: not a key file", path,
+                 KEY_FILE_MAX_BYTES);
+        goto out;
+    }
+    buf[n] = '\0';
+    key_kind_t kind;
+    if (key_line_of(path, buf, &kind, line, linelen, err, errlen) != 0)
+        goto out;
+    if (kind != wanted && kind != KIND_UNSTATED)
+        kind_refusal(path, wanted, kind, err, errlen);
+    else if (kind == KIND_UNSTATED && wanted != KIND_PUBLIC)
+        unstated_refusal(path, wanted, err, errlen);
+    else if (check_key_mode(path, wanted, &st, err, errlen) == 0 &&
+             check_key_folder(path, dir_fd, st.st_uid, err, errlen) == 0)
+        rc = 0;
+out:
+    if (rc != 0)
+        sodium_memzero(line, linelen);
+    if (n > 0)
+        sodium_memzero(buf, (size_t)n);
+    close(fd);
+    close(dir_fd);
     return rc;
 }
 
@@ -189,7 +400,7 @@ int keys_load_public(const char *path, uint8_t sign_pk[32], char *err, size_t er
 {
     char line[64];
     err[0] = '\0';
-    if (read_key_line(path, 0, line, sizeof line, err, errlen) != 0)
+    if (read_key_line(path, KIND_PUBLIC, line, sizeof line, err, errlen) != 0)
         return -1;
     if (keys_parse_public_z85(line, sign_pk) != 0) {
         snprintf(err, errlen, "key file %s: not a Z85 Ed25519 public key (40 characters)", path);
@@ -232,7 +443,7 @@ keypair_t *keys_load_secret(const char *path, char *err, size_t errlen)
     uint8_t seed[32];
     keypair_t *kp = NULL;
     err[0] = '\0';
-    if (read_key_line(path, 1, line, sizeof line, err, errlen) != 0)
+    if (read_key_line(path, KIND_SECRET, line, sizeof line, err, errlen) != 0)
         return NULL;
     if (strlen(line) != KEYS_Z85_LEN || zmq_z85_decode(seed, line) == NULL) {
         snprintf(err, errlen, "key file %s: not a Z85 secret key seed (40 characters)", path);
@@ -242,23 +453,6 @@ keypair_t *keys_load_secret(const char *path, char *err, size_t errlen)
     sodium_memzero(line, sizeof line);
     sodium_memzero(seed, sizeof seed);
     return kp;
-}
-
-/* The folder that holds path, opened for reading ("." for a bare name,
- * "/" for one in the root), or -1. */
-static int open_parent_dir(const char *path)
-{
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    size_t len = slash == NULL ? 1 : slash == path ? 1 : (size_t)(slash - path);
-    if (len >= sizeof dir)
-        return -1;
-    if (slash == NULL)
-        dir[0] = '.';
-    else
-        memcpy(dir, path, len);
-    dir[len] = '\0';
-    return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
 /* Sync the folder that holds path, so that a new file's name survives a
@@ -372,6 +566,17 @@ static int write_new_file(const char *path, const char *text, mode_t mode, char 
 {
     char temp[4096];
     int fd = -1;
+    /* a key written where it would be refused is refused now, not at its
+     * first use (the file will be the writer's own) */
+    int dir_fd = open_parent_dir(path);
+    if (dir_fd < 0) {
+        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+        return -1;
+    }
+    int folder_rc = check_key_folder(path, dir_fd, geteuid(), err, errlen);
+    close(dir_fd);
+    if (folder_rc != 0)
+        return -1;
     remove_partials(path);
     for (int tries = 0; fd < 0 && tries < 8; tries++) {
         uint8_t random[PARTIAL_DIGITS / 2];
@@ -452,7 +657,7 @@ int keys_generate(const char *path_base, char *err, size_t errlen)
         if (half != NULL) {
             keys_public_z85(half->sign_pk, pk_z85);
             keys_destroy(&half);
-            snprintf(text, sizeof text, "# Schakel public key (Ed25519, Z85)\n%s\n", pk_z85);
+            snprintf(text, sizeof text, "%s\n%s\n", KEYS_PUBLIC_HEADER, pk_z85);
             rc = write_new_file(pub_path, text, 0644, err, errlen);
             goto out;
         }
@@ -461,11 +666,10 @@ int keys_generate(const char *path_base, char *err, size_t errlen)
     if (crypto_sign_seed_keypair(pk, sk, seed) != 0 || zmq_z85_encode(seed_z85, seed, 32) == NULL)
         goto out;
     keys_public_z85(pk, pk_z85);
-    snprintf(text, sizeof text,
-             "# Schakel secret key (Ed25519 seed, Z85). Keep private: mode 0600.\n%s\n", seed_z85);
+    snprintf(text, sizeof text, "%s\n%s\n", KEYS_SECRET_HEADER, seed_z85);
     if (write_new_file(key_path, text, 0600, err, errlen) != 0)
         goto out;
-    snprintf(text, sizeof text, "# Schakel public key (Ed25519, Z85)\n%s\n", pk_z85);
+    snprintf(text, sizeof text, "%s\n%s\n", KEYS_PUBLIC_HEADER, pk_z85);
     if (write_new_file(pub_path, text, 0644, err, errlen) != 0) {
         if (unlink(key_path) == 0)
             (void)sync_parent_dir(key_path); /* not back after a power cut */
@@ -507,7 +711,7 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len, const
     return crypto_sign_verify_detached(sig, msg, len, sign_pk) == 0 ? 0 : -1;
 }
 
-int keys_write_symmetric(const char *path, const char *comment, char *err, size_t errlen)
+int keys_write_symmetric(const char *path, char *err, size_t errlen)
 {
     uint8_t key[32];
     char z85[41], text[256];
@@ -515,7 +719,7 @@ int keys_write_symmetric(const char *path, const char *comment, char *err, size_
     randombytes_buf(key, sizeof key);
     int rc = -1;
     if (zmq_z85_encode(z85, key, sizeof key) != NULL) {
-        snprintf(text, sizeof text, "# %s\n%s\n", comment, z85);
+        snprintf(text, sizeof text, "%s\n%s\n", KEYS_STORE_HEADER, z85);
         rc = write_new_file(path, text, 0600, err, errlen);
     } else {
         snprintf(err, errlen, "cannot encode a key");
@@ -530,7 +734,7 @@ int keys_load_symmetric(const char *path, uint8_t key[32], char *err, size_t err
 {
     char line[64];
     err[0] = '\0';
-    if (read_key_line(path, 1, line, sizeof line, err, errlen) != 0)
+    if (read_key_line(path, KIND_STORE, line, sizeof line, err, errlen) != 0)
         return -1;
     int rc = 0;
     if (strlen(line) != KEYS_Z85_LEN || zmq_z85_decode(key, line) == NULL) {

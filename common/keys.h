@@ -3,11 +3,12 @@
  *
  * Owns the on-disk key formats (docs/PROTOCOL.md "Keys"): NAME.key holds the
  * 32-byte Ed25519 seed in Z85, NAME.pub the 32-byte Ed25519 public key in
- * Z85. The CurveZMQ (X25519) pair is derived from the Ed25519 pair, so one
- * file serves signing and transport. Secrets live in sodium_malloc memory and
- * are wiped on every path. Loading trusts nothing in the file: sizes, syntax,
- * and a secret file's owner and mode are checked; errors are returned as
- * text, never printed.
+ * Z85, each below a first line that names its kind (KEYS_*_HEADER). The
+ * CurveZMQ (X25519) pair is derived from the Ed25519 pair, so one file
+ * serves signing and transport. Secrets live in sodium_malloc memory and
+ * are wiped on every path. Loading trusts nothing in the file: its kind,
+ * sizes, syntax, mode, owner and folder are checked; errors are returned
+ * as text, never printed.
  */
 #ifndef SCHAKEL_KEYS_H
 #define SCHAKEL_KEYS_H
@@ -17,6 +18,20 @@
 
 #define KEYS_PUBLIC_BYTES 32u
 #define KEYS_Z85_LEN 40u /* Z85 text of 32 bytes, without NUL */
+
+/* The first line of each kind of key file, as the writers put it there;
+ * the readers tell the kinds apart by the line's start (the PREFIX), as a
+ * secret key's Z85 text and a public key's look the same. A secret or
+ * store key file without its line is refused; a public key file may go
+ * without one (docs/PROTOCOL.md 2.2). */
+#define KEYS_SECRET_PREFIX "# Schakel secret key"
+#define KEYS_PUBLIC_PREFIX "# Schakel public key"
+#define KEYS_STORE_PREFIX "# Schakel store sealing key"
+#define KEYS_SECRET_HEADER KEYS_SECRET_PREFIX " (Ed25519 seed, Z85). Keep private: mode 0600."
+#define KEYS_PUBLIC_HEADER KEYS_PUBLIC_PREFIX " (Ed25519, Z85)"
+#define KEYS_STORE_HEADER                                                                          \
+    KEYS_STORE_PREFIX " (XChaCha20-Poly1305). Keep it private and backed up: without it the "      \
+                      "store is unreadable."
 
 #define KEYS_WARN_UNUSED __attribute__((warn_unused_result))
 
@@ -28,7 +43,9 @@ typedef struct keypair {
 } keypair_t;
 
 /* Generate a fresh pair and write PATH_BASE.key (mode 0600, refused if it
- * exists) and PATH_BASE.pub (0644). Each file is written whole or not at
+ * exists) and PATH_BASE.pub (0644), each with its KEYS_*_HEADER line.
+ * Refused before anything is written when the folder is one the loaders
+ * refuse (group or others may write it, and it is not sticky). Each file is written whole or not at
  * all: under a temporary name beside it (PATH.partial-XXXXXXXX, eight hex
  * digits, made with the file's mode), synced, then given its name only if
  * none is there (renameat2 RENAME_NOREPLACE, or link and unlink), and its
@@ -41,9 +58,15 @@ typedef struct keypair {
  * there); on failure neither file is left. */
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
-/* Load a secret key file. Refuses a file that belongs to another user than
- * the effective uid (root's files excepted: see keys.c), is group- or
- * world-readable, not a regular file, or not in the expected format. Returns a new keypair
+/* Load a secret key file. Refuses, in this order: a file that is not a
+ * regular file (a symbolic link included) or not in the expected format;
+ * one whose first line does not begin with KEYS_SECRET_PREFIX ("... is a
+ * public key file (its first line says so), not a secret key: ..." for a
+ * .pub; a file without that line: a public key's text looks the same);
+ * one that belongs to another user than the effective uid (root's files
+ * excepted: see keys.c) or that group or others may access at all; one
+ * whose folder group or others may write, unless the folder is sticky
+ * and the file the effective uid's or root's. Returns a new keypair
  * (caller destroys it with keys_destroy), or NULL with err filled. */
 keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
@@ -51,7 +74,12 @@ keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WAR
 void keys_destroy(keypair_t **kp);
 
 /* Load a .pub file (Z85 Ed25519 public key, '#' comment lines allowed).
- * Returns 0, or -1 with err filled. */
+ * Refuses a file whose first line names another kind (a secret or store
+ * key file: "... is a secret key file (its first line says so), not a
+ * public key: ..."); one without a header is taken. Refuses a file that
+ * group or others may write, and one in a folder they may write, as
+ * keys_load_secret does (whoever may write it chooses who holds the key);
+ * any owner is accepted otherwise. Returns 0, or -1 with err filled. */
 int keys_load_public(const char *path, uint8_t sign_pk[32], char *err,
                      size_t errlen) KEYS_WARN_UNUSED;
 
@@ -82,14 +110,15 @@ int keys_verify(const uint8_t sign_pk[32], const uint8_t *msg, size_t len,
                 const uint8_t sig[64]) KEYS_WARN_UNUSED;
 
 /* A symmetric secret (the store's sealing key): 32 random bytes in Z85 in
- * a text file of the same layout as a .key file. keys_write_symmetric
- * creates path with mode 0600 and refuses an existing file, written whole
- * or not at all as keys_generate writes its files;
- * keys_load_symmetric refuses a file group or others can read, or one of
- * another user, as keys_load_secret does. Both return
- * 0, or -1 with err filled; key is wiped on failure. */
-int keys_write_symmetric(const char *path, const char *comment, char *err,
-                         size_t errlen) KEYS_WARN_UNUSED;
+ * a text file of the same layout as a .key file, below KEYS_STORE_HEADER.
+ * keys_write_symmetric creates path with mode 0600 and refuses an
+ * existing file, written whole or not at all as keys_generate writes its
+ * files (and refused in the same folders); keys_load_symmetric refuses a
+ * file whose first line does not begin with KEYS_STORE_PREFIX (a secret or
+ * public key file named as the store key is named as such), and one
+ * whose mode, owner or folder keys_load_secret refuses. Both return 0, or
+ * -1 with err filled; key is wiped on failure. */
+int keys_write_symmetric(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
 int keys_load_symmetric(const char *path, uint8_t key[32], char *err,
                         size_t errlen) KEYS_WARN_UNUSED;
 

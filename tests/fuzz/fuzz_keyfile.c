@@ -3,10 +3,13 @@
  * (keys_load_secret, keys_load_public, keys_load_symmetric). The input is
  * written to a mode 0600 file in a per-process mkdtemp() folder under /tmp
  * (removed at exit) and loaded three ways. A refusal must carry a
- * terminated error text; the three readers share one line syntax, so they
- * must agree on what they accept and on the 32 bytes it holds. Crashes,
- * sanitizer reports, leaks and broken promises (abort, with the promise
- * named on stderr) are the findings.
+ * terminated error text. Each reader takes only its kind of file, named
+ * by the first line (a file without one only as a public key), so at most
+ * one of them takes an input. The three share one line syntax: the input
+ * below each kind's first line, loaded by that kind's reader, must be
+ * taken alike and give the same 32 bytes. Crashes, sanitizer reports,
+ * leaks and broken promises (abort, with the promise named on stderr) are
+ * the findings.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -57,13 +60,9 @@ static void fuzz_keyfile_setup(void)
     atexit(fuzz_keyfile_cleanup);
 }
 
-/* Replace the file's content with the input; 0600 so that the secret
- * readers get past their mode check and reach the parser. */
-static void fuzz_keyfile_write(const uint8_t *data, size_t size)
+/* Write all of data to fd, or fail. */
+static void fuzz_keyfile_write_all(int fd, const uint8_t *data, size_t size)
 {
-    int fd = open(fuzz_keyfile_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0 || fchmod(fd, 0600) != 0)
-        fuzz_keyfile_fail("cannot create the input file");
     size_t done = 0;
     while (done < size) {
         ssize_t n = write(fd, data + done, size - done);
@@ -71,6 +70,21 @@ static void fuzz_keyfile_write(const uint8_t *data, size_t size)
             fuzz_keyfile_fail("cannot write the input file");
         done += (size_t)n;
     }
+}
+
+/* Replace the file's content with first_line (NULL: none) and a newline,
+ * then the input; 0600 in a 0700 folder, so that the secret readers get
+ * past their mode and folder checks and reach the parser. */
+static void fuzz_keyfile_write(const char *first_line, const uint8_t *data, size_t size)
+{
+    int fd = open(fuzz_keyfile_path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0 || fchmod(fd, 0600) != 0)
+        fuzz_keyfile_fail("cannot create the input file");
+    if (first_line != NULL) {
+        fuzz_keyfile_write_all(fd, (const uint8_t *)first_line, strlen(first_line));
+        fuzz_keyfile_write_all(fd, (const uint8_t *)"\n", 1);
+    }
+    fuzz_keyfile_write_all(fd, data, size);
     if (close(fd) != 0)
         fuzz_keyfile_fail("cannot write the input file");
 }
@@ -99,59 +113,88 @@ static void fuzz_keyfile_check_pair(const keypair_t *kp)
         fuzz_keyfile_fail("a loaded pair cannot make a signature that verifies");
 }
 
-/* keys_load_secret against the symmetric reader's verdict and bytes. */
-static void fuzz_keyfile_secret(int sym_rc, const uint8_t symmetric[32])
+/* keys_load_secret: 0 and the seed, or -1. */
+static int fuzz_keyfile_secret(uint8_t seed[32])
 {
     char err[256];
-    uint8_t seed[32];
     memset(err, 'x', sizeof err);
     keypair_t *kp = keys_load_secret(fuzz_keyfile_path, err, sizeof err);
     if (kp == NULL) {
         fuzz_keyfile_check_refusal(err, sizeof err);
-        if (sym_rc == 0)
-            fuzz_keyfile_fail("the secret reader refused a line the symmetric reader took");
-        return;
+        return -1;
     }
     fuzz_keyfile_check_pair(kp);
-    if (sym_rc != 0)
-        fuzz_keyfile_fail("the secret reader took a line the symmetric reader refused");
-    if (crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk) != 0 || memcmp(seed, symmetric, 32) != 0)
-        fuzz_keyfile_fail("the secret and symmetric readers decoded different bytes");
-    sodium_memzero(seed, sizeof seed);
+    if (crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk) != 0)
+        fuzz_keyfile_fail("a loaded pair has no seed");
     keys_destroy(&kp);
     if (kp != NULL)
         fuzz_keyfile_fail("keys_destroy left the pointer set");
+    return 0;
 }
 
-/* keys_load_public: the same line, plus a curve point check. */
-static void fuzz_keyfile_public(int sym_rc, const uint8_t symmetric[32])
+/* keys_load_public: 0 and a key that is a curve point, or -1. */
+static int fuzz_keyfile_public(uint8_t public_key[32])
 {
     char err[256];
-    uint8_t public_key[32], curve[32];
+    uint8_t curve[32];
     memset(err, 'x', sizeof err);
     if (keys_load_public(fuzz_keyfile_path, public_key, err, sizeof err) != 0) {
         fuzz_keyfile_check_refusal(err, sizeof err);
-        return;
+        return -1;
     }
-    if (sym_rc != 0 || memcmp(public_key, symmetric, 32) != 0)
-        fuzz_keyfile_fail("the public reader took a line or bytes the symmetric reader did not");
     if (keys_sign_pk_to_curve(public_key, curve) != 0)
         fuzz_keyfile_fail("the public reader took a key that is not a curve point");
+    return 0;
 }
+
+/* keys_load_symmetric: 0 and the key, or -1. */
+static int fuzz_keyfile_symmetric(uint8_t key[32])
+{
+    char err[256];
+    memset(err, 'x', sizeof err);
+    if (keys_load_symmetric(fuzz_keyfile_path, key, err, sizeof err) != 0) {
+        fuzz_keyfile_check_refusal(err, sizeof err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Each kind's first line, padded with blanks (trimmed when read) to one
+ * length, so that the size cap meets the three alike. */
+#define FUZZ_KEYFILE_PAD "%-28s"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    char err[256];
-    uint8_t symmetric[32];
+    uint8_t secret[32], public_key[32], symmetric[32];
+    char secret_line[64], public_line[64], store_line[64];
     fuzz_keyfile_setup();
-    fuzz_keyfile_write(data, size);
 
-    memset(err, 'x', sizeof err);
-    int sym_rc = keys_load_symmetric(fuzz_keyfile_path, symmetric, err, sizeof err);
-    if (sym_rc != 0)
-        fuzz_keyfile_check_refusal(err, sizeof err);
-    fuzz_keyfile_secret(sym_rc, symmetric);
-    fuzz_keyfile_public(sym_rc, symmetric);
+    /* the input as it is: at most one reader takes it */
+    fuzz_keyfile_write(NULL, data, size);
+    int taken = (fuzz_keyfile_secret(secret) == 0) + (fuzz_keyfile_public(public_key) == 0) +
+                (fuzz_keyfile_symmetric(symmetric) == 0);
+    if (taken > 1)
+        fuzz_keyfile_fail("more than one reader took the same file");
+
+    /* below each kind's first line: the same verdict and bytes */
+    snprintf(secret_line, sizeof secret_line, FUZZ_KEYFILE_PAD, KEYS_SECRET_PREFIX);
+    snprintf(public_line, sizeof public_line, FUZZ_KEYFILE_PAD, KEYS_PUBLIC_PREFIX);
+    snprintf(store_line, sizeof store_line, FUZZ_KEYFILE_PAD, KEYS_STORE_PREFIX);
+    if (strlen(secret_line) != strlen(store_line) || strlen(public_line) != strlen(store_line))
+        fuzz_keyfile_fail("the padded first lines differ in length");
+    fuzz_keyfile_write(store_line, data, size);
+    int sym_rc = fuzz_keyfile_symmetric(symmetric);
+    fuzz_keyfile_write(secret_line, data, size);
+    int secret_rc = fuzz_keyfile_secret(secret);
+    fuzz_keyfile_write(public_line, data, size);
+    int public_rc = fuzz_keyfile_public(public_key);
+    if (secret_rc != sym_rc)
+        fuzz_keyfile_fail("the secret and symmetric readers disagree on a line");
+    if (secret_rc == 0 && memcmp(secret, symmetric, 32) != 0)
+        fuzz_keyfile_fail("the secret and symmetric readers decoded different bytes");
+    if (public_rc == 0 && (sym_rc != 0 || memcmp(public_key, symmetric, 32) != 0))
+        fuzz_keyfile_fail("the public reader took a line or bytes the symmetric reader did not");
+    sodium_memzero(secret, sizeof secret);
     sodium_memzero(symmetric, sizeof symmetric);
     return 0;
 }

@@ -55,6 +55,10 @@ static void write_file(const char *name, const char *text, mode_t mode)
     assert_int_equal(chmod(p, mode), 0);
 }
 
+/* The first lines the writers put in a secret and a store key file. */
+#define SECRET KEYS_SECRET_HEADER "\n"
+#define STORE KEYS_STORE_HEADER "\n"
+
 static void test_generate_and_load(void **state)
 {
     (void)state;
@@ -137,12 +141,12 @@ static void test_refused_secret_files(void **state)
 {
     (void)state;
     static const bad_key_t rows[] = {
-        {"open.key", "# c\n0000000000000000000000000000000000000000\n", 0644, "group or others"},
-        {"group.key", "0000000000000000000000000000000000000000\n", 0640, "group or others"},
-        {"short.key", "abc\n", 0600, "not a Z85"},
-        {"long.key", "00000000000000000000000000000000000000000000\n", 0600, "not a Z85"},
-        {"bad.key", "000000000000000000000000000000000000000\"\n", 0600, "not a Z85"},
-        {"empty.key", "# only a comment\n\n", 0600, "holds no key"},
+        {"open.key", SECRET "0000000000000000000000000000000000000000\n", 0644, "group or others"},
+        {"group.key", SECRET "0000000000000000000000000000000000000000\n", 0640, "group or others"},
+        {"short.key", SECRET "abc\n", 0600, "not a Z85"},
+        {"long.key", SECRET "00000000000000000000000000000000000000000000\n", 0600, "not a Z85"},
+        {"bad.key", SECRET "000000000000000000000000000000000000000\"\n", 0600, "not a Z85"},
+        {"empty.key", SECRET "# only a comment\n\n", 0600, "holds no key"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char p[256], err[256] = "";
@@ -222,7 +226,10 @@ static int owner_row_load(const owner_row_t *row, char *err, size_t errlen)
         base[strlen(base) - strlen(".pub")] = '\0';
         assert_int_equal(keys_generate(base, err, errlen), 0);
     } else {
-        write_file(row->name, "# c\n0000000000000000000000000000000000000000\n", 0600);
+        write_file(row->name,
+                   row->kind == KEY_SECRET ? SECRET "0000000000000000000000000000000000000000\n"
+                                           : STORE "0000000000000000000000000000000000000000\n",
+                   0600);
     }
     if (row->other_owner)
         assert_int_equal(chown(p, other_uid(), (gid_t)-1), 0);
@@ -320,7 +327,7 @@ static void test_symmetric_keys(void **state)
     char p[256], err[256];
     uint8_t key[32], again[32];
     path(p, sizeof p, "store.key");
-    assert_int_equal(keys_write_symmetric(p, "Schakel store key", err, sizeof err), 0);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
@@ -328,11 +335,11 @@ static void test_symmetric_keys(void **state)
     assert_int_equal(keys_load_symmetric(p, again, err, sizeof err), 0);
     assert_memory_equal(key, again, 32);
     /* never overwritten; refused when readable by others or malformed */
-    assert_int_equal(keys_write_symmetric(p, "x", err, sizeof err), -1);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), -1);
     assert_int_equal(chmod(p, 0640), 0);
     assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), -1);
     assert_non_null(strstr(err, "group or others"));
-    write_file("short.sym", "abc\n", 0600);
+    write_file("short.sym", STORE "abc\n", 0600);
     path(p, sizeof p, "short.sym");
     assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), -1);
     assert_non_null(strstr(err, "not a Z85 key"));
@@ -377,7 +384,7 @@ static void killed_while_writing(const char *base, int pair, rlim_t limit)
         if (setrlimit(RLIMIT_FSIZE, &r) != 0)
             _exit(3);
         int rc = pair ? keys_generate(base, err, sizeof err)
-                      : keys_write_symmetric(base, "Schakel store key", err, sizeof err);
+                      : keys_write_symmetric(base, err, sizeof err);
         _exit(rc == 0 ? 0 : 4);
     }
     int status = 0;
@@ -427,7 +434,7 @@ static void test_interrupted_write_leaves_no_key(void **state)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         write_file(others[i], "another file\n", 0600);
 
-    assert_int_equal(keys_write_symmetric(p, "Schakel store key", err, sizeof err), 0);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
     assert_int_equal(keys_load_symmetric(p, key, err, sizeof err), 0);
     /* the killed one gone; the held one, the link, its target, the others left */
     assert_int_equal(count_named("cut.key.partial-", NULL),
@@ -439,7 +446,7 @@ static void test_interrupted_write_leaves_no_key(void **state)
     assert_int_equal(access(target, F_OK), 0);
     /* released, it goes with the next write (which refuses the key there) */
     assert_int_equal(close(held_fd), 0);
-    assert_int_equal(keys_write_symmetric(p, "x", err, sizeof err), -1);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), -1);
     assert_non_null(strstr(err, "cannot create"));
     assert_non_null(strstr(err, "File exists"));
     if (access(held, F_OK) == 0)
@@ -466,6 +473,285 @@ static void test_interrupted_write_leaves_no_key(void **state)
     sodium_memzero(key, sizeof key);
 }
 
+/* The three readers, by the kind of file each wants. */
+enum reader { READ_SECRET, READ_PUBLIC, READ_STORE };
+
+static int load_as(enum reader reader, const char *p, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    if (reader == READ_SECRET) {
+        keypair_t *kp = keys_load_secret(p, err, errlen);
+        int rc = kp != NULL ? 0 : -1;
+        keys_destroy(&kp);
+        return rc;
+    }
+    uint8_t key[32];
+    int rc = reader == READ_PUBLIC ? keys_load_public(p, key, err, errlen)
+                                   : keys_load_symmetric(p, key, err, errlen);
+    sodium_memzero(key, sizeof key);
+    return rc;
+}
+
+static const char *const reader_names[] = {"keys_load_secret", "keys_load_public",
+                                           "keys_load_symmetric"};
+
+/* A key file of one kind given to the reader of another is refused for
+ * its kind, which its first line names, with the file to name instead;
+ * never with advice to chmod or chown it (a .pub named as the broker's
+ * secret key was answered "run: chmod 600", and after that chmod its
+ * public text was taken as the seed). A file without that line is taken
+ * only as a public key. */
+typedef struct kind_row {
+    const char *file; /* in the folder "kinds" */
+    enum reader reader;
+    const char *expect; /* NULL: loads; else a part of the refusal */
+    const char *beside; /* NULL, or the file the refusal names instead, "(FOLDER/beside)" */
+} kind_row_t;
+
+static const kind_row_t kind_rows[] = {
+    {"pair.key", READ_SECRET, NULL, NULL},
+    {"pair.key", READ_PUBLIC,
+     "pair.key is a secret key file (its first line says so), not a public key: name the .pub "
+     "file keygen wrote beside it",
+     "pair.pub"},
+    {"pair.key", READ_STORE,
+     "pair.key is a secret key file (its first line says so), not a store key: the store key is "
+     "the file schakeld --init made (store_key_file)",
+     NULL},
+    {"pair.pub", READ_PUBLIC, NULL, NULL},
+    {"pair.pub", READ_SECRET,
+     "pair.pub is a public key file (its first line says so), not a secret key: the secret key "
+     "is the .key file keygen wrote beside it",
+     "pair.key"},
+    {"pair.pub", READ_STORE,
+     "pair.pub is a public key file (its first line says so), not a store key", NULL},
+    /* the same .pub after the chmod 600 the old refusal advised */
+    {"pair-600.pub", READ_SECRET, "pair-600.pub is a public key file (its first line says so)",
+     NULL},
+    {"copied-pub.key", READ_SECRET,
+     "copied-pub.key is a public key file (its first line says so), not a secret key: name the "
+     ".key file keygen wrote",
+     NULL},
+    {"store.key", READ_STORE, NULL, NULL},
+    {"store.key", READ_SECRET,
+     "store.key is a store key file (its first line says so), not a secret key", NULL},
+    {"store.key", READ_PUBLIC,
+     "store.key is a store key file (its first line says so), not a public key", NULL},
+    /* without the line: a public key's text, mode 0600 */
+    {"bare.key", READ_PUBLIC, NULL, NULL},
+    {"bare.key", READ_SECRET,
+     "bare.key does not say it is a secret key: its first line is not \"# Schakel secret key ...\"",
+     NULL},
+    {"bare.key", READ_STORE,
+     "bare.key does not say it is a store key: its first line is not \"# Schakel store sealing key "
+     "...\"",
+     NULL},
+    /* another comment first: the line must be the first (the public
+     * reader would take it for its text, 1 seed in 16 a point) */
+    {"other-comment.key", READ_STORE, "other-comment.key does not say it is a store key", NULL},
+    {"other-comment.key", READ_SECRET, "other-comment.key does not say it is a secret key", NULL},
+    {"blank-first.key", READ_SECRET, "blank-first.key does not say it is a secret key", NULL},
+    {"blank-first.key", READ_STORE, "blank-first.key does not say it is a store key", NULL},
+    /* trimmed as a key line is: CR LF, leading blanks */
+    {"crlf.key", READ_SECRET, NULL, NULL},
+    {"crlf.key", READ_PUBLIC, "crlf.key is a secret key file", NULL},
+};
+
+static void test_key_kinds(void **state)
+{
+    (void)state;
+    char base[256], p[300], err[1024], text[256], pub_text[256];
+    assert_int_equal(mkdir(strcat(strcpy(p, dir), "/kinds"), 0700), 0);
+    path(base, sizeof base, "kinds/pair");
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    path(p, sizeof p, "kinds/store.key");
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
+    keypair_t *kp = keys_load_secret(strcat(strcpy(p, base), ".key"), err, sizeof err);
+    assert_non_null(kp);
+    char pk_z85[41], seed_z85[41];
+    uint8_t seed[32];
+    keys_public_z85(kp->sign_pk, pk_z85);
+    assert_int_equal(crypto_sign_ed25519_sk_to_seed(seed, kp->sign_sk), 0);
+    keys_public_z85(seed, seed_z85);
+    keys_destroy(&kp);
+    snprintf(pub_text, sizeof pub_text, "%s\n%s\n", KEYS_PUBLIC_HEADER, pk_z85);
+    write_file("kinds/pair-600.pub", pub_text, 0600);
+    write_file("kinds/copied-pub.key", pub_text, 0600);
+    snprintf(text, sizeof text, "%s\n", pk_z85);
+    write_file("kinds/bare.key", text, 0600);
+    snprintf(text, sizeof text, "# my key\n%s\n%s\n", KEYS_SECRET_HEADER, seed_z85);
+    write_file("kinds/other-comment.key", text, 0600);
+    snprintf(text, sizeof text, "\n%s\n%s\n", KEYS_SECRET_HEADER, seed_z85);
+    write_file("kinds/blank-first.key", text, 0600);
+    snprintf(text, sizeof text, "  %s\r\n%s\r\n", KEYS_SECRET_HEADER, seed_z85);
+    write_file("kinds/crlf.key", text, 0600);
+    sodium_memzero(seed, sizeof seed);
+    sodium_memzero(seed_z85, sizeof seed_z85);
+    sodium_memzero(text, sizeof text);
+
+    char folder[256];
+    path(folder, sizeof folder, "kinds");
+    for (size_t i = 0; i < sizeof kind_rows / sizeof kind_rows[0]; i++) {
+        const kind_row_t *row = &kind_rows[i];
+        char file[600], too[600] = "";
+        snprintf(file, sizeof file, "%s/%s", folder, row->file);
+        int rc = load_as(row->reader, file, err, sizeof err);
+        if (row->expect == NULL) {
+            if (rc != 0)
+                fail_msg("%s by %s: refused: %s", row->file, reader_names[row->reader], err);
+            continue;
+        }
+        if (row->beside != NULL)
+            snprintf(too, sizeof too, "(%s/%s)", folder, row->beside);
+        if (rc == 0 || strstr(err, row->expect) == NULL || strstr(err, too) == NULL ||
+            strstr(err, "chmod") != NULL || strstr(err, "chown") != NULL)
+            fail_msg("%s by %s: expected a refusal with \"%s\" and \"%s\", no chmod or chown, "
+                     "got %s \"%s\"",
+                     row->file, reader_names[row->reader], row->expect, too,
+                     rc == 0 ? "accepted" : "refused", err);
+    }
+}
+
+/* A public key file group or others may write is refused: whoever may
+ * write it chooses who connects with that key. The refusal says chmod
+ * go-w, never chmod 600 (a .pub is to be read). */
+static void test_public_key_modes(void **state)
+{
+    (void)state;
+    static const struct {
+        mode_t mode;
+        int loads;
+    } rows[] = {{0644, 1}, {0444, 1}, {0600, 1}, {0640, 1}, {0664, 0},
+                {0646, 0}, {0666, 0}, {0620, 0}, {0602, 0}};
+    char base[256], p[300], err[512], want[128];
+    assert_int_equal(mkdir(strcat(strcpy(p, dir), "/modes"), 0700), 0);
+    path(base, sizeof base, "modes/partner");
+    assert_int_equal(keys_generate(base, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s.pub", base);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        uint8_t pk[32];
+        assert_int_equal(chmod(p, rows[i].mode), 0);
+        err[0] = '\0';
+        int rc = keys_load_public(p, pk, err, sizeof err);
+        snprintf(want, sizeof want, "may be written by group or others (mode %03o)",
+                 (unsigned)rows[i].mode);
+        if (rows[i].loads && rc != 0)
+            fail_msg("mode %03o: refused: %s", (unsigned)rows[i].mode, err);
+        if (!rows[i].loads &&
+            (rc == 0 || strstr(err, p) == NULL || strstr(err, want) == NULL ||
+             strstr(err, "run: chmod go-w") == NULL || strstr(err, "chmod 600") != NULL))
+            fail_msg("mode %03o: expected a refusal with \"%s\" and chmod go-w, got %s \"%s\"",
+                     (unsigned)rows[i].mode, want, rc == 0 ? "accepted" : "refused", err);
+    }
+}
+
+/* A key file in a folder group or others may write is refused, whatever
+ * its kind (they can put another key under its name), unless the folder
+ * is sticky and the file ours or root's; a key is not written into such
+ * a folder either. Files of another user need root to make: run as
+ * another user, those rows are reported, not passed. */
+static void test_key_folders(void **state)
+{
+    (void)state;
+    static const struct {
+        mode_t mode;
+        int other_owner;
+        int loads;
+    } rows[] = {
+        {0700, 0, 1},  {0750, 0, 1}, {0755, 0, 1},  {0500, 0, 1},  {01777, 0, 1},
+        {01770, 0, 1}, {0770, 0, 0}, {0777, 0, 0},  {0757, 0, 0},  {0730, 0, 0},
+        {0703, 0, 0},  {0700, 1, 1}, {01777, 1, 0}, {01770, 1, 0}, {0777, 1, 0},
+    };
+    static const char *const files[] = {"k.key", "k.pub", "store.key"};
+    static const enum reader readers[] = {READ_SECRET, READ_PUBLIC, READ_STORE};
+    char folder[256], base[300], p[300], err[1024], want[800];
+    int skipped = 0;
+    path(folder, sizeof folder, "folders");
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (rows[i].other_owner && geteuid() != 0) {
+            skipped++;
+            continue;
+        }
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", folder);
+        assert_int_equal(system(cmd), 0);
+        assert_int_equal(mkdir(folder, 0700), 0);
+        snprintf(base, sizeof base, "%s/k", folder);
+        assert_int_equal(keys_generate(base, err, sizeof err), 0);
+        snprintf(p, sizeof p, "%s/store.key", folder);
+        assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
+        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+            snprintf(p, sizeof p, "%s/%s", folder, files[f]);
+            if (rows[i].other_owner)
+                assert_int_equal(chown(p, other_uid(), (gid_t)-1), 0);
+        }
+        assert_int_equal(chmod(folder, rows[i].mode), 0);
+        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+            snprintf(p, sizeof p, "%s/%s", folder, files[f]);
+            /* a secret key of another user is refused for its owner
+             * before its folder is looked at: only its .pub shows the
+             * folder rule on its own */
+            if (rows[i].other_owner && readers[f] != READ_PUBLIC)
+                continue;
+            int rc = load_as(readers[f], p, err, sizeof err);
+            if ((rows[i].mode & S_ISVTX) != 0)
+                snprintf(want, sizeof want,
+                         "belongs to uid %u, not to uid %u (the reader) or root, in a folder "
+                         "others may write (%s, mode %04o, sticky)",
+                         (unsigned)other_uid(), (unsigned)geteuid(), folder,
+                         (unsigned)rows[i].mode);
+            else
+                snprintf(want, sizeof want,
+                         "is in a folder group or others may write (%s, mode %04o): they can put "
+                         "another key in its place; run: chmod go-w %s",
+                         folder, (unsigned)rows[i].mode, folder);
+            if (rows[i].loads && rc != 0)
+                fail_msg("%s in a folder of mode %04o%s: refused: %s", files[f],
+                         (unsigned)rows[i].mode, rows[i].other_owner ? ", another's" : "", err);
+            if (!rows[i].loads && (rc == 0 || strstr(err, p) == NULL || strstr(err, want) == NULL))
+                fail_msg("%s in a folder of mode %04o%s: expected a refusal with \"%s\", got %s "
+                         "\"%s\"",
+                         files[f], (unsigned)rows[i].mode, rows[i].other_owner ? ", another's" : "",
+                         want, rc == 0 ? "accepted" : "refused", err);
+        }
+        /* nothing new is written where it would be refused */
+        if (rows[i].other_owner || (rows[i].mode & 0200) == 0)
+            continue;
+        snprintf(base, sizeof base, "%s/new", folder);
+        snprintf(p, sizeof p, "%s/new-store.key", folder);
+        int pair_rc = keys_generate(base, err, sizeof err);
+        if ((pair_rc == 0) != rows[i].loads)
+            fail_msg("keys_generate in a folder of mode %04o: %s \"%s\"", (unsigned)rows[i].mode,
+                     pair_rc == 0 ? "written" : "refused", err);
+        if (pair_rc != 0 && strstr(err, "is in a folder group or others may write") == NULL)
+            fail_msg("keys_generate in a folder of mode %04o: refused for another cause: %s",
+                     (unsigned)rows[i].mode, err);
+        int store_rc = keys_write_symmetric(p, err, sizeof err);
+        if ((store_rc == 0) != rows[i].loads)
+            fail_msg("keys_write_symmetric in a folder of mode %04o: %s \"%s\"",
+                     (unsigned)rows[i].mode, store_rc == 0 ? "written" : "refused", err);
+        if (!rows[i].loads) {
+            DIR *d = opendir(folder);
+            assert_non_null(d);
+            int names = 0;
+            for (struct dirent *ent; (ent = readdir(d)) != NULL;)
+                names += ent->d_name[0] != '.';
+            closedir(d);
+            if (names != 3)
+                fail_msg("a refused write in a folder of mode %04o left %d names, not 3",
+                         (unsigned)rows[i].mode, names);
+        }
+    }
+    assert_int_equal(chmod(folder, 0700), 0);
+    if (skipped > 0) {
+        fprintf(stderr,
+                "test_keys: giving a key file to another user needs root; %d rows of "
+                "test_key_folders are skipped\n",
+                skipped);
+        skip();
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -477,6 +763,9 @@ int main(void)
         cmocka_unit_test(test_fifo_is_refused_without_blocking),
         cmocka_unit_test(test_key_files_of_our_own_user),
         cmocka_unit_test(test_key_files_of_another_user),
+        cmocka_unit_test(test_key_kinds),
+        cmocka_unit_test(test_public_key_modes),
+        cmocka_unit_test(test_key_folders),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
