@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -256,6 +257,145 @@ static void test_replaced_key_is_cut_off_at_once(void **state)
     assert_int_equal(h_backlog(fresh), 0);
     schakel_close(&fresh);
     schakel_close(&brandweer);
+    h_done(env);
+}
+
+/* The policy with gemeente's key_file replaced by key_file (relative to
+ * the policy's folder), reloaded: 1 when taken, 0 when refused. */
+static int gemeente_key_file_reload(h_env_t *env, const char *key_file)
+{
+    char *header = replaced(h_policy_header, "keys/gemeente-meldingen.pub", key_file);
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    free(header);
+    return h_broker_reload(env);
+}
+
+/* A key_file the broker must not trust is refused at a reload, and the
+ * policy in force stays, its keys included: a partner's secret key file
+ * (taken, 1 in 16, as a public key before, and the broker then held that
+ * secret), a .pub group or others may write, a .pub in a folder they may
+ * write (whoever may write either chooses who connects as gemeente). A
+ * .pub of ours in a sticky folder others may write is taken, as is the
+ * right file after the refusals. */
+static void test_key_file_refusals_keep_the_old_policy(void **state)
+{
+    h_env_t *env = *state;
+    char base[512], err[256], folder[600], sticky[600], shared_base[700], cmd[1400];
+    gemeente_new_key(env, base, sizeof base);
+    snprintf(folder, sizeof folder, "%s/shared", env->dir);
+    snprintf(sticky, sizeof sticky, "%s/sticky", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    assert_int_equal(mkdir(sticky, 0700), 0);
+    snprintf(shared_base, sizeof shared_base, "%s/gemeente", folder);
+    assert_int_equal(keys_generate(shared_base, err, sizeof err), 0);
+    snprintf(cmd, sizeof cmd, "cp -p '%s.pub' '%s/gemeente.pub'", base, sticky);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(chmod(folder, 0770), 0);
+    assert_int_equal(chmod(sticky, 01777), 0);
+    char new_pub[600];
+    snprintf(new_pub, sizeof new_pub, "%s.pub", base);
+    assert_int_equal(chmod(new_pub, 0664), 0);
+
+    static const struct {
+        const char *key_file;
+        const char *says;
+    } rows[] = {
+        {"keys/gemeente-meldingen.key",
+         "keys/gemeente-meldingen.key is a secret key file (its first line says so), not a "
+         "public key: name the .pub file keygen wrote beside it"},
+        {"keys/gemeente-meldingen-new.pub",
+         "keys/gemeente-meldingen-new.pub may be written by group or others (mode 664)"},
+        {"shared/gemeente.pub", "shared/gemeente.pub is in a folder group or others may write"},
+    };
+    const char *const to_gemeente[] = {"gemeente"};
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        long offset = h_log_offset(env);
+        if (gemeente_key_file_reload(env, rows[i].key_file) != 0)
+            fail_msg("the broker took a policy naming %s", rows[i].key_file);
+        if (h_log_count(env, offset, rows[i].says) != 1) {
+            h_dump_log(env);
+            fail_msg("the refusal of %s does not say \"%s\"", rows[i].key_file, rows[i].says);
+        }
+        /* the old policy: gemeente's key, on its connection, receives */
+        schakel_signal_t s = fire_signal(to_gemeente, 1);
+        uint32_t recipients = 0;
+        (void)h_publish_ok(brandweer, &s, NULL, NULL, &recipients, NULL);
+        assert_int_equal(recipients, 1);
+        schakel_delivery_t *d = h_receive(gemeente);
+        assert_int_equal(schakel_ack(gemeente, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(gemeente), 0);
+    schakel_close(&gemeente);
+    schakel_close(&brandweer);
+
+    /* ours in a sticky folder: taken; the .pub made private: taken */
+    assert_int_equal(gemeente_key_file_reload(env, "sticky/gemeente.pub"), 1);
+    assert_int_equal(chmod(new_pub, 0644), 0);
+    assert_int_equal(gemeente_key_file_reload(env, "keys/gemeente-meldingen-new.pub"), 1);
+    assert_int_equal(chmod(folder, 0700), 0);
+    assert_int_equal(chmod(sticky, 0700), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* A broker start with a key file of the wrong kind, or in a folder group
+ * or others may write, is refused naming the file, its kind and the file
+ * meant; a .pub named as the broker's key is refused for what it is, not
+ * with advice to chmod it (after which its public text became the seed),
+ * also once it is mode 0600. */
+static void test_broker_start_refuses_key_files(void **state)
+{
+    h_env_t *env = *state;
+    char broker_pub[600], broker_key[600], store_key[600], keys[400];
+    snprintf(keys, sizeof keys, "%s/keys", env->dir);
+    snprintf(broker_pub, sizeof broker_pub, "%s/broker.pub", keys);
+    snprintf(broker_key, sizeof broker_key, "%s/broker.key", keys);
+    snprintf(store_key, sizeof store_key, "%s/store.key", keys);
+    char pub_says[1400], store_says[900], key_says[900], folder_says[1200];
+    snprintf(pub_says, sizeof pub_says,
+             "%s is a public key file (its first line says so), not a secret key: the secret key "
+             "is the .key file keygen wrote beside it (%s)",
+             broker_pub, broker_key);
+    snprintf(store_says, sizeof store_says,
+             "%s is a store key file (its first line says so), not a secret key", store_key);
+    snprintf(key_says, sizeof key_says,
+             "%s is a secret key file (its first line says so), not a store key", broker_key);
+    snprintf(folder_says, sizeof folder_says,
+             "%s is in a folder group or others may write (%s, mode 0770)", broker_key, keys);
+    const struct {
+        const char *option, *value;
+        mode_t pub_mode, folder_mode;
+        const char *says;
+    } rows[] = {
+        {"--key", broker_pub, 0644, 0700, pub_says},
+        {"--key", broker_pub, 0600, 0700, pub_says},
+        {"--key", store_key, 0644, 0700, store_says},
+        {"--store-key", broker_key, 0644, 0700, key_says},
+        {"--key", broker_key, 0644, 0770, folder_says},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *const extra[] = {rows[i].option, rows[i].value, NULL};
+        char problem[512] = "";
+        assert_int_equal(chmod(broker_pub, rows[i].pub_mode), 0);
+        assert_int_equal(chmod(keys, rows[i].folder_mode), 0);
+        long offset = h_log_offset(env);
+        if (h_broker_try_start_with(env, "tcp://127.0.0.1:*", extra, problem, sizeof problem) == 0)
+            fail_msg("row %zu: the broker started with %s %s", i, rows[i].option, rows[i].value);
+        if (h_log_count(env, offset, rows[i].says) != 1 ||
+            h_log_count(env, offset, "chmod 600") != 0 ||
+            h_log_count(env, offset, "event=broker.ready") != 0) {
+            h_dump_log(env);
+            fail_msg("row %zu: the refusal does not say \"%s\", or says chmod 600 (%s)", i,
+                     rows[i].says, problem);
+        }
+    }
+    assert_int_equal(chmod(broker_pub, 0644), 0);
+    assert_int_equal(chmod(keys, 0700), 0);
+    h_broker_start(env);
+    assert_int_equal(h_broker_stop(env), 0);
     h_done(env);
 }
 
@@ -1069,6 +1209,10 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_policy_is_refused_and_old_one_stays,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_key_file_refusals_keep_the_old_policy, h_setup_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_broker_start_refuses_key_files, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_key_given_back_receives_again, h_setup_broker,
