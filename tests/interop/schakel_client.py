@@ -47,6 +47,9 @@ KEY_FILE_MAX_BYTES = 4096
 
 SECRET_KEY_COMMENT = "# Schakel secret key (Ed25519 seed, Z85). Keep private: mode 0600."
 PUBLIC_KEY_COMMENT = "# Schakel public key (Ed25519, Z85)"
+# What a key file's first line begins with names its kind (2.2).
+KEY_KINDS = ((b"# Schakel secret key", "secret"), (b"# Schakel public key", "public"),
+             (b"# Schakel store sealing key", "store"))
 
 
 class KeyFileError(ValueError):
@@ -107,8 +110,10 @@ def z85_decode(text):
     return zmq.utils.z85.decode(text.encode("ascii"))
 
 
-def read_key_line(path):
-    """The key line of a key file, read as section 2.2 describes."""
+def read_key_line(path, want=None):
+    """The key line of a key file, read as section 2.2 describes; with want
+    ("secret" or "public"), a file whose first line names another kind is
+    refused, and so is a secret key file without that line."""
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(path + ": not a regular file")
@@ -116,6 +121,13 @@ def read_key_line(path):
         data = f.read(KEY_FILE_MAX_BYTES + 1)
     if len(data) > KEY_FILE_MAX_BYTES:
         raise KeyFileError(path + ": larger than 4096 bytes")
+    first = data.split(b"\n")[0].lstrip(b" \t").rstrip(b" \t\r")
+    kind = next((name for prefix, name in KEY_KINDS if first.startswith(prefix)), None)
+    if want is not None and kind is not None and kind != want:
+        raise KeyFileError(path + ": a %s key file (its first line says so), not a %s key"
+                           % (kind, want))
+    if want == "secret" and kind is None:
+        raise KeyFileError(path + ": does not say it is a secret key (first line)")
     for raw in data.split(b"\n"):
         line = raw.lstrip(b" \t").rstrip(b" \t\r")
         if not line or line.startswith(b"#"):
@@ -132,14 +144,15 @@ def read_key_line(path):
 
 def load_signing_key(path):
     """NAME.key -> nacl SigningKey (the file holds the 32-byte seed)."""
+    line = read_key_line(path, "secret")  # its kind first: a .pub is not to be chmodded
     if os.lstat(path).st_mode & 0o077:
         raise KeyFileError(path + ": secret key readable by group or others")
-    return nacl.signing.SigningKey(z85_decode(read_key_line(path)))
+    return nacl.signing.SigningKey(z85_decode(line))
 
 
 def load_verify_key(path):
     """NAME.pub -> nacl VerifyKey (the Ed25519 public key)."""
-    return nacl.signing.VerifyKey(z85_decode(read_key_line(path)))
+    return nacl.signing.VerifyKey(z85_decode(read_key_line(path, "public")))
 
 
 def write_key_pair(directory, name, seed=None):

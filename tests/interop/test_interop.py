@@ -584,6 +584,15 @@ def check_key_vector(env):
               "Ed25519 public Z85")
     expect_eq(sc.read_key_line(os.path.join(env.keydir, "gemeente.pub")),
               val["Ed25519 public key, Z85 (the `.pub` line)"], ".pub file line")
+    # the kind on the first line: a .pub is never taken as the seed, a
+    # .key never as a public key (2.2)
+    for path, load in ((os.path.join(env.keydir, "gemeente.pub"), sc.load_signing_key),
+                       (env.key_file("gemeente"), sc.load_verify_key)):
+        try:
+            load(path)
+            expect(False, "%s read by %s" % (path, load.__name__))
+        except sc.KeyFileError as e:
+            expect("its first line says so" in str(e), "refusal of %s: %s" % (path, e))
     xpk, xsk = sc.curve_public(sk.verify_key), sc.curve_secret(sk)
     expect_eq(xpk.hex(), val["X25519 public key, hex"], "X25519 public (PyNaCl)")
     expect_eq(sc.curve_public_math(pk), xpk, "X25519 public (arithmetic of 2.4)")
