@@ -185,9 +185,9 @@ static int open_parent_dir(const char *path)
  * principal, a secret key of its own making. So a key file's folder must
  * be writable by its owner alone, unless it is sticky (as /tmp is): then
  * others cannot rename or remove a file they do not own, and the key is
- * safe if it is the reader's (the effective uid's) or root's. The policy
- * and configuration files are held to the same rule. file_uid is the key
- * file's owner, or the reader's own uid for a file still to be written.
+ * safe if it is the reader's (the effective uid's) or root's. file_uid is
+ * the key file's owner, or the reader's own uid for a file still to be
+ * written.
  * Returns 0, or -1 with err filled. */
 static int check_key_folder(const char *path, int dir_fd, uid_t file_uid, char *err, size_t errlen)
 {
