@@ -1638,7 +1638,9 @@ static void test_connect_table(void **state)
         {"open.key", "broker.pub", SCHAKEL_ERR_KEY, "open.key"},
         {"missing.key", "broker.pub", SCHAKEL_ERR_KEY, "missing.key"},
         {"alice.key", "missing.pub", SCHAKEL_ERR_KEY, "missing.pub"},
-        {"alice.pub", "broker.pub", SCHAKEL_ERR_KEY, ""},
+        /* each other's kind of key file, refused for it (not for a mode) */
+        {"alice.pub", "broker.pub", SCHAKEL_ERR_KEY, "is a public key file"},
+        {"alice.key", "alice.key", SCHAKEL_ERR_KEY, "is a secret key file"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         schakel_client_t *client = NULL;
