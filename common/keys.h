@@ -59,15 +59,16 @@ typedef struct keypair {
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
 /* Load a secret key file. Refuses, in this order: a file that is not a
- * regular file (a symbolic link included) or not in the expected format;
- * one whose first line does not begin with KEYS_SECRET_PREFIX ("... is a
- * public key file (its first line says so), not a secret key: ..." for a
- * .pub; a file without that line: a public key's text looks the same);
- * one that belongs to another user than the effective uid (root's files
- * excepted: see keys.c) or that group or others may access at all; one
- * whose folder group or others may write, unless the folder is sticky
- * and the file the effective uid's or root's. Returns a new keypair
- * (caller destroys it with keys_destroy), or NULL with err filled. */
+ * regular file (a symbolic link included), over 4096 bytes or without a
+ * key line; one whose first line does not begin with KEYS_SECRET_PREFIX
+ * ("... is a public key file (its first line says so), not a secret key:
+ * ..." for a .pub; a file without that line: a public key's text looks
+ * the same); one that belongs to another user than the effective uid
+ * (root's files excepted: see keys.c) or that group or others may access
+ * at all; one whose folder group or others may write, unless the folder
+ * is sticky and the file the effective uid's or root's; a key line that
+ * is not 40 Z85 characters. Returns a new keypair (caller destroys it
+ * with keys_destroy), or NULL with err filled. */
 keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
 /* Wipe and free; sets *kp to NULL; safe on NULL and on *kp == NULL. */
