@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -254,6 +255,7 @@ static void test_ctl_usage_and_unreachable(void **state)
     assert_non_null(f);
     fputs("# not a key\n0000000000000000000000000000000000000000\n", f);
     assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(zero_pub, 0644), 0); /* under any umask: refused for its key */
     snprintf(missing, sizeof missing, "%s/keys/bestaat-niet.key", env->dir);
     char zero_says[256], missing_broker_says[256], missing_key_says[256];
     snprintf(zero_says, sizeof zero_says, "broker key: key file %s: not a Z85 Ed25519 public key",
