@@ -53,9 +53,8 @@ struct admin_request {
     const admin_command_t *command; /* NULL: the answer is `refusal` */
     uint8_t *refusal;               /* encoded frame refusing the request, owned */
     size_t refusal_len;
-    /* A refusal's record (admin_record "refused"): written again after a
-     * turn that rolled it back, as its refusal is sent all the same. */
-    char refused_why[320];
+    const char *asked;    /* the command it names, once read as one (static) */
+    int refusal_recorded; /* its refusal's entry is carried (record_admin_refused) */
     size_t n_args;
     char args[SCHAKEL_ADMIN_MAX_ARGS][SCHAKEL_ADMIN_MAX_ARG_LEN + 1];
     int fd;            /* the connection's socket (ZMQ_SRCFD), -1 when unknown */
@@ -265,16 +264,27 @@ const char *admin_endpoint(const admin_t *admin)
 
 /* Every request is recorded in the audit trail, in this turn's
  * transaction, as it is read: who (the authenticated operator), what
- * (command, request id) and, for a refused one, why. It is executed only
- * after that transaction committed; a record that cannot be written fails
- * the turn, and the request is then refused unexecuted. */
-static void admin_record(broker_t *b, const admin_request_t *request, const char *action,
-                         const char *why)
+ * (command, request id). It is executed only after that transaction
+ * committed; a record that cannot be written fails the turn, and the
+ * request is then refused unexecuted, which is recorded in its place. */
+static void admin_record(broker_t *b, const admin_request_t *request, const char *action)
+{
+    char details[40];
+    snprintf(details, sizeof details, "request_id=%" PRIu64, request->request_id);
+    (void)record_admin(b, request->principal, action, details);
+}
+
+/* A refused request, and why: "admin.refused", carried until a
+ * transaction that holds it commits (record.h record_admin_refused), as
+ * the refusal is answered whether or not its turn commits, and a refusal
+ * decided after a commit (the check as a request is run) is written into
+ * the next turn's transaction, which may roll back as well. */
+static void admin_record_refused(broker_t *b, admin_request_t *request, const char *why)
 {
     char details[400];
-    snprintf(details, sizeof details, "request_id=%" PRIu64 "%s%s", request->request_id,
-             why != NULL ? " " : "", why != NULL ? why : "");
-    (void)record_admin(b, request->principal, action, details);
+    snprintf(details, sizeof details, "request_id=%" PRIu64 " %s", request->request_id, why);
+    (void)record_admin_refused(b, request->principal, details);
+    request->refusal_recorded = 1;
 }
 
 /* How a request ended, once answered: a log line (the trail has the
@@ -398,9 +408,10 @@ static admin_request_t *admin_slot(admin_t *admin, broker_t *b, zmq_msg_t *routi
         log_event(LOG_WARN, "admin.dropped", "principal", principal, "why",
                   "oversized routing id or principal", NULL);
         /* unanswerable, but on the trail like any refused request */
-        (void)record_admin(b, principal, "refused",
-                           "request_id=- dropped unanswered: the connection set a routing id "
-                           "the broker cannot keep (a client must set no ZMQ_ROUTING_ID)");
+        (void)record_admin_refused(b, principal,
+                                   "request_id=- dropped unanswered: the connection set a routing "
+                                   "id the broker cannot keep (a client must set no "
+                                   "ZMQ_ROUTING_ID)");
         return NULL;
     }
     admin_request_t *request = &admin->pending[admin->n_pending++];
@@ -422,8 +433,7 @@ static void admin_refuse(admin_t *admin, broker_t *b, admin_request_t *request,
     sessions_count_refusal(b->sessions, request->principal);
     request->refusal = admin_encode_rejected(reason, text, &request->refusal_len);
     snprintf(why, sizeof why, "reason=%s %s", wire_reason_name(reason), text);
-    snprintf(request->refused_why, sizeof request->refused_why, "%s", why);
-    admin_record(b, request, "refused", why);
+    admin_record_refused(b, request, why);
 }
 
 static int admin_operator_in(const policy_t *policy, const char *principal, const char *key)
@@ -535,12 +545,12 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
         size_t len = 0;
         request->refusal = admin_encode_response(request->request_id, 0, text, NULL, 0, &len);
         request->refusal_len = len;
-        snprintf(request->refused_why, sizeof request->refused_why, "%s", text);
-        admin_record(b, request, "refused", text);
+        admin_record_refused(b, request, text);
         return;
     }
     request->command = command;
-    admin_record(b, request, command->name, NULL);
+    request->asked = command->name;
+    admin_record(b, request, command->name);
     if (command->run == NULL)
         admin_prepare_export(admin, request);
 }
@@ -920,15 +930,28 @@ void admin_stop(admin_t *admin, const broker_t *b)
 
 /* ------------------------------------------------------------------ answering */
 
+/* Read as a command whose entry went with a rolled-back turn: refused
+ * unexecuted, and that refusal recorded in its place (carried), so that
+ * the trail still says who asked for what. */
+static void admin_record_unstored(broker_t *b, admin_request_t *request)
+{
+    char why[160];
+    snprintf(why, sizeof why,
+             "command=%s not done: its record went with a turn the broker rolled back "
+             "(storage trouble)",
+             request->asked);
+    admin_record_refused(b, request, why);
+}
+
 static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, int committed)
 {
+    /* A refusal's entry is carried to the trail already: written again at
+     * once if it went with this turn (record.h record_admin_refused). */
+    if (!committed && !request->refusal_recorded && request->asked != NULL)
+        admin_record_unstored(b, request);
     if (request->command == NULL) {
         if (request->refusal != NULL)
             (void)admin_send(admin, NULL, request, request->refusal, request->refusal_len);
-        /* Refused all the same, but its record went with the rollback:
-         * write it again (it commits with the next turn). */
-        if (!committed && request->refused_why[0] != '\0')
-            admin_record(b, request, "refused", request->refused_why);
         return;
     }
     if (!committed) {
@@ -942,7 +965,8 @@ static void admin_answer(admin_t *admin, broker_t *b, admin_request_t *request, 
     }
     /* A reload run ahead of it in this batch (an operator's `reload`) may
      * have removed its key since it was read: then nothing is done. Its
-     * record says it was asked; the refusal's follows with the next turn. */
+     * record says it was asked; the refusal's goes into the next turn's
+     * transaction, carried until one that holds it commits. */
     if (!admin_still_operator(b, request->principal, request->key)) {
         static const char text[] = "this key is no longer registered as an operator's (a reload "
                                    "ahead of this request removed it); nothing was done";

@@ -8,7 +8,8 @@
  * free texts (refusal texts, policy errors, operator details) are cleaned
  * to printable UTF-8 before they are kept. A failure to write an entry (or
  * to keep an ack) fails the turn: the action is then not committed (fail
- * closed).
+ * closed). A refused operator request's entry holds back no action: it is
+ * carried, kept until the trail holds it (record_admin_refused).
  */
 #include "record.h"
 
@@ -259,6 +260,8 @@ struct record_acks {
     size_t n_said;                /* of SCHAKEL_SET_ASIDE_BATCH */
     struct line_said *lines;      /* the turn's publishes and case events, said once it commits */
     size_t n_lines, cap_lines;
+    struct record_carried *carried; /* entries owed to the trail, oldest first */
+    size_t n_carried, cap_carried;
 };
 
 /* ------------------------------------------------------------------ lines said at commit */
@@ -1372,6 +1375,187 @@ int record_policy_refused(broker_t *b, const char *requested_by, const char *kep
     return record_append_commit(b, &e);
 }
 
+/* ------------------------------------------------------------------ entries carried to a commit */
+
+/* An entry the trail must get whatever becomes of the transaction it is
+ * first written in (a refusal stands, recorded or not): kept here until a
+ * settle finds it committed. Whether it committed is read from the trail,
+ * not from the turn's outcome: its seq holds its hash or it does not,
+ * whichever transactions committed or rolled back meanwhile (an
+ * operator's reload commits the open transaction at once, whatever it
+ * holds: counting turns would then write such an entry twice). One that
+ * is missing is written again at the settle in a transaction of its own,
+ * committed at once, so that the next turn's rollback cannot take it too.
+ * Cost: one indexed read per carried entry at the settle after its write;
+ * an fsync at a settle that writes one again. */
+typedef struct record_carried {
+    char event[32];
+    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char detail[512];
+    int written;    /* appended since the last settle: seq and hash are its */
+    int again;      /* to be written by this settle */
+    unsigned tries; /* writes so far */
+    uint64_t seq;
+    uint8_t hash[STORE_AUDIT_HASH_BYTES];
+} record_carried_t;
+
+/* Append c in the open transaction (one is begun if none is). Returns 0;
+ * -1 when the store refused it (logged); -2 when it was appended but the
+ * checkpoint due with it failed (logged): it is in the transaction, which
+ * must not commit. */
+static int record_carried_write(broker_t *b, record_carried_t *c)
+{
+    store_audit_entry_t e;
+    store_audit_tail_t tail;
+    audit_entry_init(&e, c->event);
+    audit_set_text(&e, STORE_AUDIT_ACTOR, c->actor);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, c->detail);
+    c->tries++;
+    int rc = audit_append(b->store, b->key, record_now(b), &e);
+    if (rc != 0) {
+        record_write_failed(b, "audit.write_failed", c->event, store_errmsg(b->store));
+        if (e.seq == 0 || store_audit_tail(b->store, &tail) != 0 || tail.seq != e.seq ||
+            memcmp(tail.hash, e.hash, sizeof tail.hash) != 0)
+            return -1;
+        rc = -2;
+    }
+    c->written = 1;
+    c->seq = e.seq;
+    memcpy(c->hash, e.hash, sizeof c->hash);
+    return rc;
+}
+
+typedef struct record_carried_find {
+    const record_carried_t *carried;
+    int found;
+} record_carried_find_t;
+
+static int record_carried_match(const store_audit_entry_t *entry, void *arg)
+{
+    record_carried_find_t *find = arg;
+    find->found = entry->seq == find->carried->seq &&
+                  (entry->damage != NULL ||
+                   memcmp(entry->hash, find->carried->hash, sizeof entry->hash) == 0);
+    return 1;
+}
+
+/* 1: the trail as the store shows it (committed; inside a transaction,
+ * with its own entries) holds c; 0: it does not; -1: it cannot be read.
+ * A row at its seq that reads back damaged counts as c: writing it again
+ * would not mend the chain, and audit verify names the damage. */
+static int record_carried_on_trail(broker_t *b, const record_carried_t *c)
+{
+    record_carried_find_t find = {c, 0};
+    if (store_audit_scan(b->store, c->seq - 1, 1, record_carried_match, &find) < 0)
+        return -1;
+    return find.found;
+}
+
+/* Keep and write one, in the turn's transaction: a refused write does not
+ * fail the turn (nothing waits on the entry), one whose checkpoint failed
+ * does, as any such write. Past SCHAKEL_AUDIT_MAX_CARRIED (or without
+ * memory for it) it is written once, in the open transaction only. */
+static int record_carry(broker_t *b, const char *event, const char *actor, const char *detail)
+{
+    struct record_acks *a = b->acks;
+    if (a == NULL)
+        a = b->acks = calloc(1, sizeof *b->acks);
+    int full = a != NULL && a->n_carried >= SCHAKEL_AUDIT_MAX_CARRIED;
+    record_carried_t one, *c = &one;
+    if (a != NULL && !full &&
+        record_grow((void **)&a->carried, &a->cap_carried, a->n_carried, sizeof *a->carried, 8) ==
+            0)
+        c = &a->carried[a->n_carried++];
+    else
+        log_event(LOG_WARN, "audit.not_carried", "entry", event, "actor", actor, "why",
+                  full ? "as many entries are carried already (SCHAKEL_AUDIT_MAX_CARRIED)"
+                       : "out of memory",
+                  "effect", "written in this transaction only: lost if it is rolled back", NULL);
+    memset(c, 0, sizeof *c);
+    snprintf(c->event, sizeof c->event, "%s", event);
+    record_clean(actor, c->actor, sizeof c->actor);
+    record_clean(detail, c->detail, sizeof c->detail);
+    if (record_queue_flush(b) != 0)
+        return -1;         /* the turn failed: written at its settle */
+    b->turn_acks_only = 0; /* the turn's commit holds it: a synced one */
+    int rc = record_carried_write(b, c);
+    if (rc == -2)
+        broker_fail_turn(b);
+    return rc == 0 ? 0 : -1;
+}
+
+/* After each turn's commit or rollback, before anything else writes: an
+ * entry written before it and now on the trail is forgotten; the others
+ * (not on it, or whose last write failed) are written again, oldest
+ * first, in one transaction committed at once (audit.recorded_late for
+ * each); if that fails it is rolled back (logged), and they wait for the
+ * next settle. An entry whose check cannot read the trail is checked
+ * again at the next settle. */
+static void record_carried_settle(broker_t *b)
+{
+    struct record_acks *a = b->acks;
+    if (a == NULL || a->n_carried == 0)
+        return;
+    size_t kept = 0;
+    for (size_t i = 0; i < a->n_carried; i++) {
+        record_carried_t *c = &a->carried[i];
+        int on_trail = c->written ? record_carried_on_trail(b, c) : 0;
+        if (on_trail == 1)
+            continue;
+        c->again = on_trail == 0; /* -1: checked again at the next settle */
+        a->carried[kept++] = *c;
+    }
+    a->n_carried = kept;
+    if (store_in_transaction(b->store))
+        return; /* defensive: the settle comes right after a commit or rollback */
+    int wrote = 0, rc = 0;
+    for (size_t i = 0; i < a->n_carried && rc == 0; i++)
+        if (a->carried[i].again) {
+            rc = record_carried_write(b, &a->carried[i]);
+            wrote = 1;
+        }
+    if (!wrote)
+        return;
+    if (rc == 0 && store_commit(b->store) != 0) {
+        record_write_failed(b, "audit.write_failed", a->carried[0].event, store_errmsg(b->store));
+        rc = -1;
+    }
+    if (rc != 0) {
+        store_rollback(b->store);
+        for (size_t i = 0; i < a->n_carried; i++)
+            if (a->carried[i].again)
+                a->carried[i].written = 0;
+        return;
+    }
+    kept = 0;
+    for (size_t i = 0; i < a->n_carried; i++) {
+        record_carried_t *c = &a->carried[i];
+        if (!c->again) {
+            a->carried[kept++] = *c;
+            continue;
+        }
+        char seq[24], tries[16];
+        snprintf(seq, sizeof seq, "%llu", (unsigned long long)c->seq);
+        snprintf(tries, sizeof tries, "%u", c->tries);
+        log_event(LOG_INFO, "audit.recorded_late", "entry", c->event, "actor", c->actor, "seq", seq,
+                  "writes", tries, NULL);
+    }
+    a->n_carried = kept;
+}
+
+/* At a stop, before broker.stopped: every carried entry that is not on
+ * the trail (or in the open transaction) is written into it. */
+static void record_carried_flush(broker_t *b)
+{
+    for (size_t i = 0; b->acks != NULL && i < b->acks->n_carried; i++) {
+        record_carried_t *c = &b->acks->carried[i];
+        if (c->written && record_carried_on_trail(b, c) != 0)
+            continue;
+        c->written = 0;
+        (void)record_carried_write(b, c); /* logged; said at the release if it stays out */
+    }
+}
+
 /* ------------------------------------------------------------------ operators */
 
 int record_admin(broker_t *b, const char *operator_principal, const char *action,
@@ -1391,6 +1575,12 @@ int record_admin(broker_t *b, const char *operator_principal, const char *action
     audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
     audit_set_text(&e, STORE_AUDIT_DETAIL, record_clean(details, clean, sizeof clean));
     return record_append(b, &e);
+}
+
+int record_admin_refused(broker_t *b, const char *operator_principal, const char *details)
+{
+    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", "refused", NULL);
+    return record_carry(b, "admin.refused", operator_principal, details);
 }
 
 int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,
@@ -1479,6 +1669,7 @@ static int record_refusals_summary(broker_t *b, int force)
 
 void record_turn_settle(broker_t *b, int committed)
 {
+    record_carried_settle(b);
     set_aside_settle(b, committed);
     line_settle(b, committed);
     for (int requests = 0; requests < 2; requests++) {
@@ -1495,6 +1686,7 @@ int record_stopped(broker_t *b)
 {
     store_audit_entry_t e;
     audit_entry_init(&e, "broker.stopped");
+    record_carried_flush(b);
     if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0 ||
         record_refusals_summary(b, 1) != 0 ||
         audit_append(b->store, b->key, record_now(b), &e) != 0 ||
@@ -1503,6 +1695,13 @@ int record_stopped(broker_t *b)
         store_rollback(b->store);
         return -1;
     }
+    /* committed with it: only an entry whose last write failed is still owed */
+    size_t kept = 0;
+    for (size_t i = 0; b->acks != NULL && i < b->acks->n_carried; i++)
+        if (!b->acks->carried[i].written)
+            b->acks->carried[kept++] = b->acks->carried[i];
+    if (b->acks != NULL)
+        b->acks->n_carried = kept;
     return 0;
 }
 
@@ -1534,6 +1733,15 @@ void record_release(broker_t *b)
 {
     if (b == NULL || b->acks == NULL)
         return;
+    /* Owed to the trail and not known to be on it: said, as this is the
+     * last that is known of them. */
+    for (size_t i = 0; i < b->acks->n_carried; i++) {
+        const record_carried_t *c = &b->acks->carried[i];
+        log_event(LOG_ERROR, "audit.not_recorded", "entry", c->event, "actor", c->actor, "detail",
+                  c->detail, "why",
+                  "the broker stopped before a transaction that holds it committed", NULL);
+    }
+    free(b->acks->carried);
     for (size_t i = 0; i < b->acks->n_ackers; i++)
         free(b->acks->ackers[i].seqs);
     free(b->acks->ackers);

@@ -173,6 +173,20 @@ int record_policy_refused(struct broker *b, const char *requested_by, const char
 int record_admin(struct broker *b, const char *operator_principal, const char *action,
                  const char *details);
 
+/* A refused operator request: event "admin.refused", the operator (or the
+ * principal a dropped request came from) and details as for record_admin.
+ * The refusal stands whether or not it is recorded, so its entry is
+ * carried: written now in the open transaction, and again after each
+ * turn's end that does not find it on the trail (record_turn_settle), in
+ * the order the refusals came, until one finds it committed; at a stop it
+ * goes into broker.stopped's transaction (record_stopped), and one still
+ * owed when record_release runs is logged (audit.not_recorded). Its
+ * write failing does not fail the turn (it is logged, audit.write_failed,
+ * and tried again). At most SCHAKEL_AUDIT_MAX_CARRIED are carried at a
+ * time; past that one is written once (audit.not_carried). The log line
+ * admin.action is written at once. 0 when written now, else -1. */
+int record_admin_refused(struct broker *b, const char *operator_principal, const char *details);
+
 /* A data-subject export through the broker (audit_export_*, admin.c): event
  * "admin.audit_subject" naming the pseudonym, so that the export itself
  * shows in the subject's next export. In the turn's transaction: hand the
@@ -264,7 +278,8 @@ int record_case_view_withheld(struct broker *b, const char *principal, const cha
                               Schakel__Reason reason);
 
 /* The broker starts (its key, the policy hash, the version) and stops (a
- * final entry and a checkpoint over everything). Both commit at once;
+ * final entry and a checkpoint over everything, after the carried entries
+ * not yet on the trail: record_admin_refused). Both commit at once;
  * 0 or -1 (logged). */
 int record_started(struct broker *b);
 int record_stopped(struct broker *b);
@@ -280,10 +295,13 @@ int record_stopped(struct broker *b);
  * write kept deliveries and acks first, in the same transaction. */
 void record_turn_end(struct broker *b);
 
-/* After the turn's commit (committed 1) or rollback (0): what the turn's
- * entries summed up but did not commit is kept to be recorded again
- * (the refused handshakes of an "auth.refused_summary"); the log lines of
- * the turn's set-asides are written once it committed. */
+/* After the turn's commit (committed 1) or rollback (0), before anything
+ * else writes: the carried entries (record_admin_refused) found on the
+ * trail are forgotten, the others written again into the next
+ * transaction; what the turn's entries summed up but did not commit is
+ * kept to be recorded again (the refused handshakes of an
+ * "auth.refused_summary"); the log lines of the turn's set-asides are
+ * written once it committed. */
 void record_turn_settle(struct broker *b, int committed);
 
 /* Free what record.c keeps between calls (b->acks); safe to call twice. */

@@ -207,6 +207,10 @@
 #define SCHAKEL_AUDIT_MAX_TEXT_LEN 4096u  /* bytes of one text field of an entry */
 #define SCHAKEL_AUDIT_TAIL_POLL_MS 500    /* `schakelctl audit tail` reads the store this often */
 #define SCHAKEL_AUDIT_VERIFY_BATCH 4096u  /* entries read per step of a verification */
+/* Entries carried in memory until a transaction that holds them commits
+ * (record.h record_admin_refused): about 700 bytes each. Past it an
+ * entry is written once, in the open transaction only (audit.not_carried). */
+#define SCHAKEL_AUDIT_MAX_CARRIED 1024u
 
 /* Policy */
 #define SCHAKEL_MAX_PARTNERS 64u

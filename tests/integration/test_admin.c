@@ -947,6 +947,107 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
                                  " detail = 'request_id=31'",
                                  NULL),
                      0);
+    /* refused unexecuted: recorded in its place, so the trail says it was asked */
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                                 " actor = '" H_OPERATOR "' AND detail LIKE"
+                                 " 'request_id=31 command=status not done: %storage trouble)'",
+                                 NULL),
+                     1);
+    h_done(env);
+}
+
+/* Wait for the second line with needle from offset on. */
+static void await_second_line(const h_env_t *env, long offset, const char *needle)
+{
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("no line with \"%s\" in the log", needle);
+    FILE *f = fopen(env->log_path, "r");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long after = offset;
+    while ((n = getline(&line, &cap, f)) > 0) {
+        after += n;
+        if (strstr(line, needle) != NULL)
+            break;
+    }
+    free(line);
+    fclose(f);
+    if (h_await_log(env, after, needle, H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("one line with \"%s\" in the log, not two", needle);
+    }
+}
+
+/* The trail holds this many admin.refused entries of the operator whose
+ * detail is LIKE pattern, and the log said so (said: h_await_log's
+ * result); then, once the broker stopped, still as many, and the chain
+ * verifies. */
+static void expect_refusal_entries(h_env_t *env, int said, const char *pattern, int64_t count)
+{
+    static const char sql[] = "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                              " actor = '" H_OPERATOR "' AND detail LIKE ?";
+    if (h_store_int(env, sql, pattern) != count) {
+        h_dump_log(env);
+        fail_msg("%lld entries of a refusal (%s), not %lld",
+                 (long long)h_store_int(env, sql, pattern), pattern, (long long)count);
+    }
+    assert_int_equal(said, 0); /* audit.recorded_late */
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(h_store_int(env, sql, pattern), count); /* none again at the stop */
+    const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
+                                  "--broker-key", env->broker_pub, NULL};
+    h_cli_result_t res;
+    ctl(env, NULL, &res, verify);
+    expect_exit(&res, 0, "audit verify after a refusal recorded late");
+    expect_text(res.out, "audit trail intact", "audit verify");
+    h_cli_result_free(&res);
+}
+
+static void refuse_admin_refused_entries(const h_env_t *env)
+{
+    h_store_exec(env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                      " 'admin.refused' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
+}
+
+/* A refused admin request whose entry the store refuses in its turn and
+ * again in the turn after it (the write with which the refusal was
+ * recorded again rolled back as well) is still recorded, once, as soon
+ * as the store takes it (review: it was written again only with the next
+ * turn, and lost when that one rolled back too); the turns meanwhile go
+ * on, and the chain verifies. */
+static void test_admin_refusal_carried_until_committed(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    refuse_admin_refused_entries(env);
+    long offset = h_log_offset(env);
+    static const char garbage[] = "\xff\xff\xff garbage";
+    assert_int_equal(zmq_send(c.socket, garbage, sizeof garbage - 1, 0), (int)sizeof garbage - 1);
+    Schakel__Frame *answer = raw_next(&c);
+    expect_refused(&answer, "INVALID_MESSAGE", "not a valid", "garbage while refusals fail");
+    await_second_line(env, offset, "event=audit.write_failed entry=admin.refused");
+    /* the next turn (which holds a write of it) meanwhile */
+    answer = status_exchange(&c, 51);
+    int status_ok =
+        answer->body_case == SCHAKEL__FRAME__BODY_ADMIN_RESPONSE && answer->admin_response->ok;
+    wire_frame_free(&answer);
+    raw_close(&c);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'admin.refused'", NULL), 0);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    /* said once it is on the trail; without it the count below says what is missing */
+    int said =
+        h_await_log(env, offset, "event=audit.recorded_late entry=admin.refused", H_TIMEOUT_MS);
+    expect_refusal_entries(env, said, "request_id=0 reason=INVALID_MESSAGE %", 1);
+    /* a refusal's write the store refuses does not roll its turn back */
+    assert_true(status_ok);
     h_done(env);
 }
 
@@ -1052,6 +1153,49 @@ static void test_request_behind_a_reload_that_removed_its_key(void **state)
                                  " AND detail LIKE '%NOT_PERMITTED%'",
                                  NULL),
                      1);
+    h_done(env);
+}
+
+/* The same refusal, decided after its turn's commit and so written into
+ * the next turn's transaction, whose write the store refuses (that turn
+ * rolls back without it): recorded once the store takes it (review: it
+ * was lost). */
+static void test_request_behind_a_reload_refusal_carried(void **state)
+{
+    h_env_t *env = *state;
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    raw_client_t c;
+    raw_connect(&c, env, admin, H_OPERATOR);
+    char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    free(no_operator);
+    size_t reload_len = 0, status_len = 0;
+    uint8_t *reload = pack_admin_request(43, "reload", &reload_len);
+    uint8_t *status = pack_admin_request(44, "status", &status_len);
+    refuse_admin_refused_entries(env);
+    long offset = h_log_offset(env);
+    h_broker_pause(env); /* both in one turn */
+    assert_int_equal(zmq_send(c.socket, reload, reload_len, 0), (int)reload_len);
+    assert_int_equal(zmq_send(c.socket, status, status_len, 0), (int)status_len);
+    free(reload);
+    free(status);
+    h_broker_resume(env);
+    Schakel__Frame *answer = raw_next(&c);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || !answer->admin_response->ok)
+        fail_msg("the reload: body %d", (int)answer->body_case);
+    wire_frame_free(&answer);
+    answer = raw_next(&c);
+    expect_refused(&answer, "NOT_PERMITTED", "no longer registered as an operator's",
+                   "a status behind the reload that removed its key");
+    raw_close(&c);
+    if (h_await_log(env, offset, "event=audit.write_failed entry=admin.refused", H_TIMEOUT_MS) != 0)
+        fail_msg("the refusal's write was not refused");
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    /* said once it is on the trail; without it the count below says what is missing */
+    int said =
+        h_await_log(env, offset, "event=audit.recorded_late entry=admin.refused", H_TIMEOUT_MS);
+    expect_refusal_entries(env, said, "request_id=44 reason=NOT_PERMITTED %", 1);
     h_done(env);
 }
 
@@ -2349,9 +2493,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_admin_frames, setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_admin_refusal_recorded_after_rollback,
                                         setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_admin_refusal_carried_until_committed,
+                                        setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_ctl_admission_not_recorded, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_request_behind_a_reload_that_removed_its_key,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_request_behind_a_reload_refusal_carried,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_open_operator_connection_refused_after_reload,
                                         setup_admin_broker, h_teardown),

@@ -8,6 +8,10 @@
  * keep every entry record.c appends (and can refuse them, as a full disk
  * would). Entries are checked against the documented layout of
  * delivery_seqs (docs/OPERATIONS.md): ascending seqs, one comma between.
+ * The stand-in trail also chains as the store does: an entry gets the seq
+ * after the entries not rolled back, and is committed or rolled back with
+ * the next store_commit or store_rollback, so that an entry carried to a
+ * commit (record_admin_refused) can be looked for at its seq.
  * The real trail, index and verification of these entries are
  * test_audit.c's; a real broker's, tests/integration/test_audit.c's.
  */
@@ -45,6 +49,9 @@ typedef struct kept_entry {
     int has_seq;
     int64_t seq;   /* delivery_seq */
     size_t commit; /* commits before it was appended */
+    enum { KEPT_PENDING, KEPT_COMMITTED, KEPT_ROLLED_BACK } state;
+    uint64_t chain_seq; /* its seq in the trail */
+    uint64_t hash_tag;  /* the first bytes of its hash: one per append */
 } kept_entry_t;
 
 static struct {
@@ -61,6 +68,10 @@ static struct {
     size_t refuse_after;      /* ... once this many of them were taken */
     uint64_t unrecorded_from; /* store_set_aside_unrecorded: seqs from here ... */
     size_t n_unrecorded;      /* ... this many */
+    int commit_fails;         /* store_commit fails (and rolls back) */
+    int in_transaction;       /* audit_append began one (refused or not) */
+    size_t recorded_late_logs, not_carried_logs, not_recorded_logs;
+    uint64_t hashes; /* hash tags given */
 } trail;
 
 static char store_token; /* the broker's store: only its address is used */
@@ -100,17 +111,34 @@ static size_t taken_of(const char *event)
     return n;
 }
 
+/* The seq the next entry gets: after every entry not rolled back. */
+static uint64_t trail_next_seq(void)
+{
+    uint64_t seq = 1;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        seq += trail.entries[i].state != KEPT_ROLLED_BACK;
+    return seq;
+}
+
 int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_entry_t *entry)
 {
     (void)key, (void)now;
     assert_ptr_equal(store, (store_t *)&store_token);
     const char *event = entry->field[STORE_AUDIT_EVENT].text;
     assert_non_null(event);
+    trail.in_transaction = 1; /* store_begin comes first */
+    entry->seq = trail_next_seq();
+    memset(entry->hash, 0, sizeof entry->hash);
+    uint64_t tag = ++trail.hashes;
+    memcpy(entry->hash, &tag, sizeof tag);
     if (trail.refuse_event != NULL && strcmp(event, trail.refuse_event) == 0 &&
         taken_of(event) >= trail.refuse_after)
         return -1;
     assert_true(trail.n_entries < MAX_KEPT);
     kept_entry_t *k = &trail.entries[trail.n_entries++];
+    k->state = KEPT_PENDING;
+    k->chain_seq = entry->seq;
+    k->hash_tag = tag;
     const store_audit_value_t *f = entry->field;
     snprintf(k->event, sizeof k->event, "%s", event);
     snprintf(k->actor, sizeof k->actor, "%s",
@@ -143,10 +171,23 @@ int audit_checkpoint(store_t *store, const keypair_t *key, int64_t now, int forc
     return 0;
 }
 
+static void trail_end_transaction(int committed)
+{
+    trail.in_transaction = 0;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        if (trail.entries[i].state == KEPT_PENDING)
+            trail.entries[i].state = committed ? KEPT_COMMITTED : KEPT_ROLLED_BACK;
+}
+
 int store_commit(store_t *store)
 {
     (void)store;
+    if (trail.commit_fails) {
+        trail_end_transaction(0); /* a failed commit rolls back */
+        return -1;
+    }
     trail.commits++;
+    trail_end_transaction(1);
     return 0;
 }
 
@@ -154,6 +195,44 @@ int store_rollback(store_t *store)
 {
     (void)store;
     trail.rollbacks++;
+    trail_end_transaction(0);
+    return 0;
+}
+
+int store_in_transaction(const store_t *store)
+{
+    (void)store;
+    return trail.in_transaction;
+}
+
+/* The trail as the store shows it: committed entries and the open
+ * transaction's. */
+int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn, void *arg)
+{
+    assert_ptr_equal(store, (store_t *)&store_token);
+    assert_int_equal(limit, 1);
+    for (size_t i = 0; i < trail.n_entries; i++) {
+        const kept_entry_t *k = &trail.entries[i];
+        if (k->state == KEPT_ROLLED_BACK || k->chain_seq != after_seq + 1)
+            continue;
+        store_audit_entry_t e;
+        memset(&e, 0, sizeof e);
+        e.seq = k->chain_seq;
+        memcpy(e.hash, &k->hash_tag, sizeof k->hash_tag);
+        (void)fn(&e, arg);
+        return 1;
+    }
+    return 0;
+}
+
+int store_audit_tail(store_t *store, store_audit_tail_t *tail)
+{
+    assert_ptr_equal(store, (store_t *)&store_token);
+    memset(tail, 0, sizeof *tail);
+    tail->seq = trail_next_seq() - 1;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        if (trail.entries[i].state != KEPT_ROLLED_BACK && trail.entries[i].chain_seq == tail->seq)
+            memcpy(tail->hash, &trail.entries[i].hash_tag, sizeof trail.entries[i].hash_tag);
     return 0;
 }
 
@@ -235,6 +314,12 @@ int log_enabled(log_level_t level)
 
 void log_event(log_level_t level, const char *event, ...)
 {
+    if (strcmp(event, "audit.recorded_late") == 0)
+        trail.recorded_late_logs++;
+    if (strcmp(event, "audit.not_carried") == 0)
+        trail.not_carried_logs++;
+    if (strcmp(event, "audit.not_recorded") == 0)
+        trail.not_recorded_logs++;
     if (strcmp(event, "audit.write_failed") == 0)
         trail.write_failed_logs++;
     if (strcmp(event, "audit.tail_mismatch") == 0 && level == LOG_ERROR) {
@@ -961,6 +1046,167 @@ static void test_refusal_summary_survives_a_failed_turn(void **state)
     trail_reset();
 }
 
+/* ------------------------------------------------------------------ carried */
+
+static size_t committed_of(const char *event, const char *detail)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        n += trail.entries[i].state == KEPT_COMMITTED &&
+             strcmp(trail.entries[i].event, event) == 0 &&
+             (detail == NULL || strcmp(trail.entries[i].detail, detail) == 0);
+    return n;
+}
+
+static void refused_ok(broker_t *b, const char *details)
+{
+    if (record_admin_refused(b, "gemeente/beheer", details) != 0)
+        fail_msg("record_admin_refused(%s) failed", details);
+}
+
+/* A refusal's entry is written in its turn; the turn's commit takes it
+ * with it and nothing writes it again; a rolled-back turn's is written
+ * again at once in a transaction of its own, committed; once on the trail,
+ * never again. */
+static void test_refusal_carried_until_committed(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    refused_ok(b, "request_id=1 reason=INVALID_MESSAGE x");
+    assert_int_equal(b->turn_acks_only, 0); /* the turn's commit is a synced one */
+    turn_end(b);
+    turn_end(b);
+    assert_int_equal(taken_of("admin.refused"), 1);
+    assert_int_equal(committed_of("admin.refused", NULL), 1);
+    assert_int_equal(trail.recorded_late_logs, 0);
+
+    size_t commits = trail.commits;
+    refused_ok(b, "request_id=2 reason=INVALID_MESSAGE x");
+    broker_fail_turn(b); /* another entry of the turn failed */
+    turn_end(b);
+    assert_int_equal(trail.commits, commits + 1); /* its own, at the settle */
+    assert_int_equal(taken_of("admin.refused"), 3);
+    assert_int_equal(committed_of("admin.refused", "request_id=2 reason=INVALID_MESSAGE x"), 1);
+    assert_int_equal(trail.recorded_late_logs, 1);
+    assert_false(store_in_transaction(b->store));
+    turn_end(b);
+    turn_end(b);
+    assert_int_equal(taken_of("admin.refused"), 3);
+    test_broker_free(&b);
+    assert_int_equal(trail.not_recorded_logs, 0);
+    trail_reset();
+}
+
+/* A refusal whose writes the store refuses does not fail its turn, and is
+ * written at each settle until the store takes it; a settle whose commit
+ * fails rolls it back and tries at the next. Entries keep the order the
+ * refusals came in. */
+static void test_refusal_refused_by_the_store_is_written_later(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "admin.refused";
+    assert_int_equal(record_admin_refused(b, "gemeente/beheer", "request_id=3 a"), -1);
+    assert_int_equal(record_admin_refused(b, "gemeente/beheer", "request_id=4 b"), -1);
+    assert_int_equal(b->turn_failed, 0);
+    assert_int_equal(trail.write_failed_logs, 2);
+    turn_end(b); /* committed; the settle's write is refused: one line, not one each */
+    assert_int_equal(trail.write_failed_logs, 3);
+    assert_false(store_in_transaction(b->store));
+    trail.refuse_event = NULL;
+    trail.commit_fails = 1;
+    turn_end(b); /* written, but the commit fails */
+    assert_int_equal(committed_of("admin.refused", NULL), 0);
+    assert_false(store_in_transaction(b->store));
+    trail.commit_fails = 0;
+    turn_end(b);
+    assert_int_equal(committed_of("admin.refused", NULL), 2);
+    size_t first = trail.n_entries;
+    for (size_t i = 0; i < trail.n_entries; i++)
+        if (trail.entries[i].state == KEPT_COMMITTED && first == trail.n_entries)
+            first = i;
+    assert_string_equal(trail.entries[first].detail, "request_id=3 a");
+    assert_string_equal(trail.entries[first + 1].detail, "request_id=4 b");
+    assert_int_equal(trail.recorded_late_logs, 2);
+    turn_end(b);
+    assert_int_equal(committed_of("admin.refused", NULL), 2);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* An entry committed by an action that commits at once (a reload) in the
+ * transaction it was written in is not written again when the rest of
+ * that turn rolls back: the trail, not the turn, says it is there. */
+static void test_refusal_committed_mid_turn_is_not_written_twice(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    refused_ok(b, "request_id=5 reason=NOT_PERMITTED gone");
+    assert_int_equal(record_policy_reloaded(b, "gemeente/beheer", "old", "new"), 0);
+    refused_ok(b, "request_id=6 reason=NOT_PERMITTED gone");
+    broker_fail_turn(b);
+    turn_end(b); /* rolls back request 6's entry only */
+    assert_int_equal(committed_of("admin.refused", "request_id=5 reason=NOT_PERMITTED gone"), 1);
+    assert_int_equal(taken_of("admin.refused"), 3); /* 5 once; 6 twice */
+    assert_int_equal(committed_of("admin.refused", "request_id=6 reason=NOT_PERMITTED gone"), 1);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* At a stop a refusal not yet on the trail goes into broker.stopped's
+ * transaction, before it; one the stop cannot write either is logged at
+ * the release (audit.not_recorded). */
+static void test_refusal_carried_into_the_stop(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "admin.refused";
+    assert_int_equal(record_admin_refused(b, "gemeente/beheer", "request_id=7 c"), -1);
+    trail.refuse_event = NULL;
+    assert_int_equal(record_stopped(b), 0);
+    const kept_entry_t *stopped = last_of("broker.stopped");
+    assert_non_null(stopped);
+    assert_string_equal((stopped - 1)->event, "admin.refused");
+    assert_int_equal(committed_of("admin.refused", "request_id=7 c"), 1);
+    test_broker_free(&b);
+    assert_int_equal(trail.not_recorded_logs, 0);
+
+    b = test_broker();
+    trail.refuse_event = "admin.refused";
+    assert_int_equal(record_admin_refused(b, "gemeente/beheer", "request_id=8 d"), -1);
+    assert_int_equal(record_stopped(b), 0);
+    test_broker_free(&b);
+    assert_int_equal(trail.not_recorded_logs, 1);
+    trail_reset();
+}
+
+/* At most SCHAKEL_AUDIT_MAX_CARRIED are carried; one more is written once
+ * only, and said (audit.not_carried). */
+static void test_carried_entries_are_bounded(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "admin.refused";
+    char detail[32];
+    for (unsigned i = 0; i <= SCHAKEL_AUDIT_MAX_CARRIED; i++) {
+        snprintf(detail, sizeof detail, "request_id=%u", i + 1);
+        assert_int_equal(record_admin_refused(b, "gemeente/beheer", detail), -1);
+    }
+    assert_int_equal(trail.not_carried_logs, 1);
+    trail.refuse_event = NULL;
+    turn_end(b);
+    assert_int_equal(committed_of("admin.refused", NULL), SCHAKEL_AUDIT_MAX_CARRIED);
+    snprintf(detail, sizeof detail, "request_id=%u", SCHAKEL_AUDIT_MAX_CARRIED + 1);
+    assert_int_equal(committed_of("admin.refused", detail), 0);
+    test_broker_free(&b);
+    trail_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -977,6 +1223,11 @@ int main(void)
         cmocka_unit_test(test_failed_turn_records_no_queued),
         cmocka_unit_test(test_queued_entries_are_bounded),
         cmocka_unit_test(test_refusal_summary_survives_a_failed_turn),
+        cmocka_unit_test(test_refusal_carried_until_committed),
+        cmocka_unit_test(test_refusal_refused_by_the_store_is_written_later),
+        cmocka_unit_test(test_refusal_committed_mid_turn_is_not_written_twice),
+        cmocka_unit_test(test_refusal_carried_into_the_stop),
+        cmocka_unit_test(test_carried_entries_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
