@@ -1392,7 +1392,7 @@ typedef struct record_carried {
     char event[32];
     char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char detail[512];
-    int written;    /* appended since the last settle: seq and hash are its */
+    int written;    /* appended, and not yet found missing: seq and hash are its */
     int again;      /* to be written by this settle */
     unsigned tries; /* writes so far */
     uint64_t seq;
