@@ -262,6 +262,8 @@ struct record_acks {
     size_t n_lines, cap_lines;
     struct record_carried *carried; /* entries owed to the trail, oldest first */
     size_t n_carried, cap_carried;
+    int64_t carried_next_ms;  /* now_ms before which a settle does not write them again */
+    int64_t carried_pause_ms; /* the wait after the last failed try: doubled, reset by a success */
 };
 
 /* ------------------------------------------------------------------ lines said at commit */
@@ -1386,14 +1388,21 @@ int record_policy_refused(broker_t *b, const char *requested_by, const char *kep
  * holds: counting turns would then write such an entry twice). One that
  * is missing is written again at the settle in a transaction of its own,
  * committed at once, so that the next turn's rollback cannot take it too.
- * Cost: one indexed read per carried entry at the settle after its write;
- * an fsync at a settle that writes one again. */
+ * A rewrite that fails waits before the next (RECORD_CARRIED_PAUSE_MS,
+ * doubled after each failure up to RECORD_CARRIED_PAUSE_MAX_MS): a
+ * store locked by another process makes each try wait its busy timeout,
+ * which must not hold up every turn. Cost: one indexed read per carried
+ * entry at the settle after its write; an fsync at a settle that writes
+ * one again. */
+#define RECORD_CARRIED_PAUSE_MS 1000
+#define RECORD_CARRIED_PAUSE_MAX_MS 30000
 typedef struct record_carried {
     char event[32];
     char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     char detail[512];
+    int64_t decided_at; /* record_now when it was carried: a later write names it */
     int written;    /* appended, and not yet found missing: seq and hash are its */
-    int again;      /* to be written by this settle */
+    int again;      /* to be written by this settle; -1 at a stop: unknown whether on the trail */
     unsigned tries; /* writes so far */
     uint64_t seq;
     uint8_t hash[STORE_AUDIT_HASH_BYTES];
@@ -1407,11 +1416,19 @@ static int record_carried_write(broker_t *b, record_carried_t *c)
 {
     store_audit_entry_t e;
     store_audit_tail_t tail;
+    char late[sizeof c->detail + 40];
     audit_entry_init(&e, c->event);
     audit_set_text(&e, STORE_AUDIT_ACTOR, c->actor);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, c->detail);
+    int64_t now = record_now(b);
+    if (now != c->decided_at) {
+        /* written later than it was decided: the entry says when that was */
+        snprintf(late, sizeof late, "%s decided_at=%lld", c->detail, (long long)c->decided_at);
+        audit_set_text(&e, STORE_AUDIT_DETAIL, late);
+    } else {
+        audit_set_text(&e, STORE_AUDIT_DETAIL, c->detail);
+    }
     c->tries++;
-    int rc = audit_append(b->store, b->key, record_now(b), &e);
+    int rc = audit_append(b->store, b->key, now, &e);
     if (rc != 0) {
         record_write_failed(b, "audit.write_failed", c->event, store_errmsg(b->store));
         if (e.seq == 0 || store_audit_tail(b->store, &tail) != 0 || tail.seq != e.seq ||
@@ -1475,6 +1492,7 @@ static int record_carry(broker_t *b, const char *event, const char *actor, const
     snprintf(c->event, sizeof c->event, "%s", event);
     record_clean(actor, c->actor, sizeof c->actor);
     record_clean(detail, c->detail, sizeof c->detail);
+    c->decided_at = record_now(b);
     if (record_queue_flush(b) != 0)
         return -1;         /* the turn failed: written at its settle */
     b->turn_acks_only = 0; /* the turn's commit holds it: a synced one */
@@ -1508,6 +1526,8 @@ static void record_carried_settle(broker_t *b)
     a->n_carried = kept;
     if (store_in_transaction(b->store))
         return; /* defensive: the settle comes right after a commit or rollback */
+    if (a->carried_pause_ms > 0 && b->now_ms < a->carried_next_ms)
+        return; /* the last try failed: not before its pause ends */
     int wrote = 0, rc = 0;
     for (size_t i = 0; i < a->n_carried && rc == 0; i++)
         if (a->carried[i].again) {
@@ -1525,8 +1545,14 @@ static void record_carried_settle(broker_t *b)
         for (size_t i = 0; i < a->n_carried; i++)
             if (a->carried[i].again)
                 a->carried[i].written = 0;
+        a->carried_pause_ms = a->carried_pause_ms == 0 ? RECORD_CARRIED_PAUSE_MS
+                              : a->carried_pause_ms >= RECORD_CARRIED_PAUSE_MAX_MS / 2
+                                  ? RECORD_CARRIED_PAUSE_MAX_MS
+                                  : a->carried_pause_ms * 2;
+        a->carried_next_ms = b->now_ms + a->carried_pause_ms;
         return;
     }
+    a->carried_pause_ms = 0;
     kept = 0;
     for (size_t i = 0; i < a->n_carried; i++) {
         record_carried_t *c = &a->carried[i];
@@ -1549,8 +1575,16 @@ static void record_carried_flush(broker_t *b)
 {
     for (size_t i = 0; b->acks != NULL && i < b->acks->n_carried; i++) {
         record_carried_t *c = &b->acks->carried[i];
-        if (c->written && record_carried_on_trail(b, c) != 0)
+        int on_trail = c->written ? record_carried_on_trail(b, c) : 0;
+        if (on_trail == 1)
             continue;
+        if (on_trail < 0) {
+            /* unknown: not written twice, but not forgotten either (said
+             * at the release, as one that stays out) */
+            c->written = 0;
+            c->again = -1;
+            continue;
+        }
         c->written = 0;
         (void)record_carried_write(b, c); /* logged; said at the release if it stays out */
     }
@@ -1739,7 +1773,10 @@ void record_release(broker_t *b)
         const record_carried_t *c = &b->acks->carried[i];
         log_event(LOG_ERROR, "audit.not_recorded", "entry", c->event, "actor", c->actor, "detail",
                   c->detail, "why",
-                  "the broker stopped before a transaction that holds it committed", NULL);
+                  c->again < 0
+                      ? "the trail could not be read at the stop to tell whether it holds it"
+                      : "the broker stopped before a transaction that holds it committed",
+                  NULL);
     }
     free(b->acks->carried);
     for (size_t i = 0; i < b->acks->n_ackers; i++)
