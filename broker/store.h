@@ -783,9 +783,9 @@ typedef int (*store_case_event_fn)(uint64_t event_seq, const uint8_t *event, siz
 int store_case_events(store_t *store, const char *case_id, uint64_t after_event_seq,
                       store_case_event_fn fn, void *arg);
 
-/* fn for each case in which partner has a member row, in any state (the
- * caller decides what an invited, declined or left partner may see), in
- * the order of the case ids; my_state is that row's state. c and its
+/* fn for each case in which partner is invited or a member (a case it
+ * declined or left is not read: its title is not unsealed), in the order
+ * of the case ids; my_state is that row's state. c and its
  * strings are valid during the call. Returns the number visited or -1.
  * Cost: O(log n + cases of the partner), one title decryption each. */
 typedef int (*store_case_fn)(const store_case_t *c, char my_state, void *arg);

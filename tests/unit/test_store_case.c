@@ -1516,8 +1516,9 @@ static void test_cases_of_partner(void **state)
         char state[4];
     } rows[] = {
         {"riec", 4, {0, 1, 2, 3}, {'m', 'm', 'm', 'm'}},
-        {"politie", 3, {0, 2, 3}, {'m', 'i', 'l'}},
-        {"gemeente", 1, {1}, {'d'}},
+        /* a case left or declined is not read (its title not unsealed) */
+        {"politie", 2, {0, 2}, {'m', 'i'}},
+        {"gemeente", 0, {0}, {0}},
         {"om", 0, {0}, {0}},
         {"", 0, {0}, {0}},
     };
@@ -1541,7 +1542,7 @@ static void test_cases_of_partner(void **state)
     assert_int_equal(store_cases_of_partner(f->store, NULL, collect_case, &stop), -1);
     assert_int_equal(store_cases_of_partner(f->store, "riec", NULL, NULL), -1);
     cases_seen_t reentry = {.reenter = f->store};
-    assert_int_equal(store_cases_of_partner(f->store, "politie", collect_case, &reentry), 3);
+    assert_int_equal(store_cases_of_partner(f->store, "politie", collect_case, &reentry), 2);
     assert_int_equal(reentry.reenter_result, -1);
 }
 
