@@ -974,9 +974,11 @@ static void tickets_append(broker_t *b)
 
 /* ------------------------------------------------------------ heartbeat */
 
-/* The answer to a client's Heartbeat: who it is, its backlog, and the
- * store epoch with its floor seq when it asked for it (a client from
- * before the fields refuses a frame with a field it does not know). */
+/* The answer to a client's Heartbeat: who it is, its backlog, the store
+ * epoch with its floor seq when it asked for it, and its heartbeat_id when
+ * it named one (a client from before the fields refuses a frame with a
+ * field it does not know). The id goes back only to the session that sent
+ * it, as it came (at most SCHAKEL_MAX_HEARTBEAT_ID_BYTES, wire.c). */
 static void heartbeat_reply(broker_t *b, const session_t *session,
                             const policy_principal_t *principal, const Schakel__Heartbeat *asked)
 {
@@ -1001,6 +1003,10 @@ static void heartbeat_reply(broker_t *b, const session_t *session,
         /* absent when unknown (a restore without the replaced store's
          * counters): the client then keeps nothing it recorded */
         hb.has_store_epoch_floor = store_epoch_floor(b->store, &hb.store_epoch_floor);
+    }
+    if (asked->has_heartbeat_id) {
+        hb.has_heartbeat_id = 1;
+        hb.heartbeat_id = asked->heartbeat_id;
     }
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &hb;

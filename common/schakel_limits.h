@@ -26,6 +26,7 @@
 #define SCHAKEL_MESSAGE_ID_BYTES 16u
 #define SCHAKEL_SIGNATURE_BYTES 64u
 #define SCHAKEL_STORE_EPOCH_BYTES 16u /* Heartbeat.store_epoch: the store's history */
+#define SCHAKEL_MAX_HEARTBEAT_ID_BYTES 16u /* Heartbeat.heartbeat_id: echoed in the answer */
 /* A restore from a backup moves the item seq counter at least this far
  * past the backup's (PROTOCOL 4.9): a client that finds a store epoch's
  * floor seq this far above the seqs it recorded knows that another

@@ -566,9 +566,17 @@ static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
 }
 
 /* A client asks for the store epoch with an empty one; the broker answers
- * with its 16 bytes (libschakel wants exactly those in an answer). */
+ * with its 16 bytes (libschakel wants exactly those in an answer). A
+ * heartbeat_id is the client's own bytes, echoed: bounded both ways. */
 static int check_heartbeat(const Schakel__Heartbeat *heartbeat, wire_error_t *err)
 {
+    if (heartbeat->has_heartbeat_id &&
+        heartbeat->heartbeat_id.len > SCHAKEL_MAX_HEARTBEAT_ID_BYTES) {
+        wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,
+                       "heartbeat heartbeat_id is %zu bytes; at most %u are allowed",
+                       heartbeat->heartbeat_id.len, SCHAKEL_MAX_HEARTBEAT_ID_BYTES);
+        return -1;
+    }
     if (heartbeat->has_store_epoch && heartbeat->store_epoch.len != 0 &&
         heartbeat->store_epoch.len != SCHAKEL_STORE_EPOCH_BYTES) {
         wire_error_set(err, SCHAKEL__REASON__INVALID_FIELD,

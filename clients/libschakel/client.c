@@ -56,10 +56,24 @@
 #define CLIENT_FIFO_CAPACITY (2u * SCHAKEL_MAX_WINDOW)
 /* Requests given up on that are remembered until their answer comes. */
 #define CLIENT_GAVE_UP_MAX 16u
-/* Heartbeats sent and not yet answered that the client keeps the order of;
- * beyond it the oldest is forgotten (its answer then ends the next one's
- * wait a little early, which only refreshes the backlog sooner). */
+/* Heartbeats sent and not yet answered that the client keeps; beyond it
+ * the oldest is forgotten (its answer, naming it, is then ignored; a
+ * refusal of it lands on the next one, as refusals name no Heartbeat). */
 #define CLIENT_HEARTBEATS_MAX 16u
+/* A Heartbeat names itself (heartbeat_id) by when it was sent: its order,
+ * 8 bytes big-endian. Orders are never reused by a client, so an answer
+ * names one Heartbeat of this client's whole life, whatever connection it
+ * came over. */
+#define CLIENT_HEARTBEAT_ID_BYTES 8u
+/* A round trip whose Heartbeat a broker from before heartbeat_id refused
+ * is asked again without one; a reconnect between may take another try. */
+#define CLIENT_HEARTBEAT_TRIES 3
+
+/* A Heartbeat sent and not yet answered. */
+typedef struct client_heartbeat {
+    uint64_t order; /* when it was sent (client->requests_sent), its heartbeat_id */
+    int named;      /* it carried that id (not to a broker that refused ids) */
+} client_heartbeat_t;
 
 typedef struct client_gave_up {
     uint64_t order;     /* when it was sent (client->requests_sent) */
@@ -98,11 +112,20 @@ struct schakel_client {
     int tcp_connects;       /* TCP connections made (for error texts) */
     int handshake_failures; /* connections closed during a handshake */
     int drops;              /* connections lost after they were up (for error texts) */
-    /* Heartbeats sent and not yet answered, oldest first: when each was
-     * sent (requests_sent). Answers come in order, and a refusal naming no
-     * id may be a Heartbeat's (a revoked principal, too many connections). */
-    uint64_t heartbeat_orders[CLIENT_HEARTBEATS_MAX];
+    /* Heartbeats sent on this connection and not yet answered, oldest
+     * first. An answer names its Heartbeat (heartbeat_id): one from a lost
+     * connection, read after the next handshake (PROTOCOL 7.10), names
+     * none of these and is ignored. A refusal names none, and answers the
+     * oldest, as answers come in order (a revoked principal, too many
+     * connections). */
+    client_heartbeat_t heartbeats[CLIENT_HEARTBEATS_MAX];
     size_t heartbeats_pending;
+    /* This connection's broker refused a Heartbeat naming itself as a
+     * broker from before heartbeat_id does (INVALID_MESSAGE): Heartbeats go
+     * without it, answers are taken in order, until the next connection,
+     * which may be to a newer broker. */
+    int heartbeat_ids_refused;
+    unsigned heartbeat_id_refusals; /* such refusals so far (a round trip asks again) */
     int64_t last_send_ms;
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
     inflight_t flight;      /* publishes sent, answer not yet handed out */
@@ -299,24 +322,38 @@ static schakel_status_t client_send(schakel_client_t *client, Schakel__Frame *fr
     return status;
 }
 
+static void client_heartbeat_id(uint64_t order, uint8_t id[CLIENT_HEARTBEAT_ID_BYTES])
+{
+    for (unsigned i = 0; i < CLIENT_HEARTBEAT_ID_BYTES; i++)
+        id[i] = (uint8_t)(order >> (8u * (CLIENT_HEARTBEAT_ID_BYTES - 1u - i)));
+}
+
 static schakel_status_t client_send_heartbeat(schakel_client_t *client)
 {
     Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    uint8_t id[CLIENT_HEARTBEAT_ID_BYTES];
+    uint64_t order = client->requests_sent + 1;
+    int named = !client->heartbeat_ids_refused;
+    client_heartbeat_id(order, id);
     heartbeat.has_time = 1;
     heartbeat.time = client_wall_ms();
     heartbeat.has_store_epoch = client->epoch_asking; /* empty: asks for it */
+    heartbeat.has_heartbeat_id = named;
+    heartbeat.heartbeat_id.data = id;
+    heartbeat.heartbeat_id.len = sizeof id;
     frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
     frame.heartbeat = &heartbeat;
     schakel_status_t status = client_send(client, &frame, "Heartbeat");
     if (status != SCHAKEL_OK)
         return status;
     if (client->heartbeats_pending == CLIENT_HEARTBEATS_MAX) {
-        memmove(&client->heartbeat_orders[0], &client->heartbeat_orders[1],
-                (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeat_orders[0]);
+        memmove(&client->heartbeats[0], &client->heartbeats[1],
+                (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeats[0]);
         client->heartbeats_pending--;
     }
-    client->heartbeat_orders[client->heartbeats_pending++] = ++client->requests_sent;
+    client->heartbeats[client->heartbeats_pending++] = (client_heartbeat_t){order, named};
+    client->requests_sent = order;
     return SCHAKEL_OK;
 }
 
@@ -356,16 +393,48 @@ static void client_settle_before(schakel_client_t *client, uint64_t order)
     client->n_gave_up = keep;
 }
 
-/* The oldest Heartbeat still owed an answer got one (a Heartbeat or a
- * refusal naming no id): requests given up on before it were answered too. */
-static void client_heartbeat_answered(schakel_client_t *client)
+/* The Heartbeat at `index` of those owed an answer got one: requests
+ * given up on before it were answered too, and so were the Heartbeats
+ * before it (answers come in order). */
+static void client_heartbeat_settle(schakel_client_t *client, size_t index)
+{
+    client_settle_before(client, client->heartbeats[index].order);
+    client->heartbeats_pending -= index + 1;
+    memmove(&client->heartbeats[0], &client->heartbeats[index + 1],
+            client->heartbeats_pending * sizeof client->heartbeats[0]);
+}
+
+/* The oldest Heartbeat still owed an answer got one that does not name
+ * it: a refusal (refusals name no Heartbeat), or an answer without
+ * heartbeat_id to a Heartbeat that went without one (to a broker from
+ * before the field). Fills *answered and returns 1, or returns 0 if none
+ * is owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a
+ * reconnect). */
+static int client_heartbeat_answered(schakel_client_t *client, client_heartbeat_t *answered)
 {
     if (client->heartbeats_pending == 0)
-        return; /* one forgotten (CLIENT_HEARTBEATS_MAX) or sent before a reconnect */
-    client_settle_before(client, client->heartbeat_orders[0]);
-    client->heartbeats_pending--;
-    memmove(&client->heartbeat_orders[0], &client->heartbeat_orders[1],
-            client->heartbeats_pending * sizeof client->heartbeat_orders[0]);
+        return 0;
+    *answered = client->heartbeats[0];
+    client_heartbeat_settle(client, 0);
+    return 1;
+}
+
+/* A Heartbeat answer naming `id`: settles the Heartbeat owed an answer that
+ * it names (1), or nothing (0) when it names none of them: the answer
+ * to a Heartbeat sent on a lost connection (PROTOCOL 7.10), or forgotten. */
+static int client_heartbeat_named_answered(schakel_client_t *client, const ProtobufCBinaryData *id)
+{
+    uint8_t expected[CLIENT_HEARTBEAT_ID_BYTES];
+    if (id->len != sizeof expected)
+        return 0;
+    for (size_t i = 0; i < client->heartbeats_pending; i++) {
+        client_heartbeat_id(client->heartbeats[i].order, expected);
+        if (client->heartbeats[i].named && memcmp(id->data, expected, sizeof expected) == 0) {
+            client_heartbeat_settle(client, i);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* An answer to a request given up on came: a CaseView (query) or an
@@ -517,9 +586,12 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
             else
                 wait->resend_owed = 1;
         }
+        /* answers to these may still be read (PROTOCOL 7.10): they name
+         * Heartbeats no longer owed one, and are ignored */
         if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0)
             wait->heartbeat_owed = 1;
         client->heartbeats_pending = 0;
+        client->heartbeat_ids_refused = 0; /* perhaps a newer broker */
     }
     if (wait->kind == CLIENT_WAIT_HANDSHAKE)
         client_wait_finish(wait, SCHAKEL_OK);
@@ -581,13 +653,27 @@ static int client_same_id(const ProtobufCBinaryData *id, const uint8_t *expected
 }
 
 /* The broker's Heartbeat answer: who we are, our backlog, and the store
- * epoch when we asked for it. */
+ * epoch when we asked for it. Only the answer to a Heartbeat owed one is
+ * taken: one naming a Heartbeat that is not (sent on a lost connection)
+ * tells nothing of now (its backlog counts acks from before, its epoch may
+ * be of a store since restored), and is ignored (a malformed one still
+ * ends the wait as a protocol error: the broker broke it). An answer without
+ * heartbeat_id answers the oldest Heartbeat only if that one went without
+ * it too; else it is of a lost connection to a broker from before the
+ * field (this one's broker echoes the id). */
 static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbeat *heartbeat,
                                 client_wait_t *wait)
 {
+    client_heartbeat_t answered;
+    int owed; /* a malformed answer is the answer all the same */
     if (heartbeat->principal == NULL)
         return; /* a heartbeat of the broker's own, not an answer */
-    client_heartbeat_answered(client); /* a malformed answer is the answer all the same */
+    if (heartbeat->has_heartbeat_id)
+        owed = client_heartbeat_named_answered(client, &heartbeat->heartbeat_id);
+    else if (client->heartbeats_pending > 0 && client->heartbeats[0].named)
+        owed = 0;
+    else
+        owed = client_heartbeat_answered(client, &answered);
     const char *partner = heartbeat->partner != NULL ? heartbeat->partner : "";
     const char *role = heartbeat->role != NULL ? heartbeat->role : "";
     if (!syntax_is_principal_id(heartbeat->principal) || strlen(role) >= CLIENT_NAME_BYTES ||
@@ -607,6 +693,8 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
         client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
         return;
     }
+    if (!owed)
+        return;
     if (heartbeat->has_store_epoch) {
         memcpy(client->epoch, heartbeat->store_epoch.data, sizeof client->epoch);
         client->epoch_answered = 1;
@@ -721,7 +809,7 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
     inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
     uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0].order : UINT64_MAX;
     uint64_t publish = oldest != NULL ? oldest->order : UINT64_MAX;
-    uint64_t heartbeat = client->heartbeats_pending > 0 ? client->heartbeat_orders[0] : UINT64_MAX;
+    uint64_t heartbeat = client->heartbeats_pending > 0 ? client->heartbeats[0].order : UINT64_MAX;
     int asking = wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW;
     uint64_t asked = asking ? wait->order : UINT64_MAX;
     if (gave_up < publish && gave_up < asked && gave_up < heartbeat) {
@@ -734,7 +822,14 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
     }
     client_error_rejected(&client->last_error, rejected, NULL);
     if (heartbeat < asked) {
-        client_heartbeat_answered(client);
+        client_heartbeat_t refused;
+        /* a broker from before heartbeat_id refuses a Heartbeat naming
+         * itself as carrying an unknown field (PROTOCOL 1.3, 4.9) */
+        if (client_heartbeat_answered(client, &refused) && refused.named &&
+            rejected->reason == SCHAKEL__REASON__INVALID_MESSAGE) {
+            client->heartbeat_ids_refused = 1;
+            client->heartbeat_id_refusals++;
+        }
         if ((wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0) ||
             client_connection_refused(rejected, wait))
             client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
@@ -1032,19 +1127,27 @@ static const char *client_timeout_hint(const schakel_client_t *client, int drops
     return client->connected ? "" : " (not connected to the broker)";
 }
 
-/* One Heartbeat round trip: refreshes principal, partner, role, backlog. */
+/* One Heartbeat round trip: refreshes principal, partner, role, backlog.
+ * A Heartbeat that a broker from before heartbeat_id refused is asked
+ * again without it (client_on_rejected). */
 static schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, int timeout_ms)
 {
-    client_wait_t wait = {.kind = CLIENT_WAIT_HEARTBEAT};
     int64_t deadline = client_deadline(timeout_ms);
     int drops_before = client->drops;
     char hint[160];
-    schakel_status_t status = client_catch_up(client);
-    if (status == SCHAKEL_OK)
-        status = client_send_heartbeat(client);
-    if (status != SCHAKEL_OK)
-        return status;
-    status = client_wait(client, &wait, deadline);
+    schakel_status_t status = SCHAKEL_ERR_REFUSED;
+    for (int tries = 0; tries < CLIENT_HEARTBEAT_TRIES; tries++) {
+        client_wait_t wait = {.kind = CLIENT_WAIT_HEARTBEAT};
+        unsigned refusals = client->heartbeat_id_refusals;
+        status = client_catch_up(client);
+        if (status == SCHAKEL_OK)
+            status = client_send_heartbeat(client);
+        if (status != SCHAKEL_OK)
+            return status;
+        status = client_wait(client, &wait, deadline);
+        if (status != SCHAKEL_ERR_REFUSED || client->heartbeat_id_refusals == refusals)
+            break;
+    }
     if (status == SCHAKEL_ERR_TIMEOUT)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT,
                            "broker %s did not answer a Heartbeat within %d ms%s", client->endpoint,

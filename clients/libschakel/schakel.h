@@ -258,8 +258,19 @@ schakel_status_t schakel_ack_many(schakel_client_t *client, const uint64_t *seqs
 
 void schakel_delivery_free(schakel_delivery_t **delivery);
 
-/* Ask the broker how many deliveries wait in our mailbox, not yet acked
- * (after every ack we sent before this call). */
+/* Ask the broker how many deliveries wait in our mailbox, not yet acked:
+ * the answer to this call's own Heartbeat, which counts every ack the
+ * broker read before it (the acks sent before this call on the connection
+ * it goes out on; one lost with a dropped connection is not, and its
+ * delivery comes again). The answer names the Heartbeat it answers
+ * (heartbeat_id, docs/PROTOCOL.md 4.9): one to an earlier Heartbeat, also
+ * one that came over a lost connection and is read after the reconnect
+ * (7.10), does not end this call. A broker from before the field refuses
+ * it: the Heartbeat goes again without it, and that broker's answers are
+ * taken in order until the next connection. So paired, an earlier answer
+ * read after a reconnect can end the call with a count from before the
+ * acks: a caller that must know its acks were counted asks again with no
+ * reconnect between (schakel_connections_made). */
 schakel_status_t schakel_backlog(schakel_client_t *client, uint64_t *backlog, int timeout_ms);
 
 /* Ask the broker for its store epoch (a Heartbeat round trip): 16 bytes

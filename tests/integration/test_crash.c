@@ -372,11 +372,12 @@ typedef struct crash_recipient {
     unsigned since_confirm;    /* deliveries since the last confirmation */
     uint64_t acks_confirmed;   /* acks a Heartbeat answer confirmed */
     uint64_t acks_unconfirmed; /* acks not confirmed (see crash_confirm_acks) */
-    /* libschakel matches a Heartbeat answer to the oldest Heartbeat it
-     * still waits for: after a reconnect, or a wait that gave up, an
-     * answer to an earlier one can end the wait for a later one. Such a
-     * client is tainted, and replaced by a new one before acks are
-     * confirmed again. */
+    /* A client that reconnected, or gave up on a Heartbeat, is tainted,
+     * and replaced by a new one before acks are confirmed again: the
+     * narrowest claim. (libschakel pairs a Heartbeat answer with the
+     * Heartbeat it names, heartbeat_id, so an earlier answer no longer
+     * ends a later wait: test_client's
+     * test_heartbeat_answer_of_a_lost_connection.) */
     int tainted;
     unsigned renewals;  /* clients replaced so */
     char key_file[128]; /* to connect a new one */
@@ -806,12 +807,10 @@ static void crash_recipient_renew(crash_recipient_t *rec)
  * Ack the broker read before the Heartbeat, and leaves after the commit of
  * their turn (docs/PROTOCOL.md 4.7, 7.7): those deliveries must never come
  * again, the broker killed or not. Only a client on its first connection
- * that never gave up on a Heartbeat confirms (its answers are the ones to
- * its Heartbeats), and only when it made no other connection by the
- * answer. Deliveries the broker sent before it read the acks came before
- * the answer and wait in the library's queue: they are taken now (a zero
- * timeout hands out the queue, and reads no more than has arrived), and
- * are no violation. */
+ * that never gave up on a Heartbeat confirms (see tainted), and only when
+ * it made no other connection by the answer. Deliveries the broker sent before it read the acks
+ * came before the answer and wait in the library's queue: they are taken now (a zero timeout hands
+ * out the queue, and reads no more than has arrived), and are no violation. */
 static void crash_confirm_acks(crash_recipient_t *rec)
 {
     uint64_t before = 0, after = 0, backlog = 0;

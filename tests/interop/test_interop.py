@@ -432,7 +432,42 @@ def check_whoami(env):
                "Heartbeat.time is the broker's clock in milliseconds")
         expect(not hb.HasField("store_epoch"), "no store_epoch unless asked for")
         expect(not hb.HasField("store_epoch_floor"), "no store_epoch_floor unless asked for")
+        expect(not hb.HasField("heartbeat_id"), "no heartbeat_id unless sent")
         env.close(conn)
+
+
+@check("1c heartbeat_id: each answer echoes its own Heartbeat's bytes, to that connection only;"
+       " over 16 bytes INVALID_FIELD")
+def check_heartbeat_id(env):
+    pb = env.pb
+    asker = env.connect("politie")
+    other = env.connect("gemeente")
+    for hid in (b"", b"x", b"\x00" * 16, os.urandom(16)):
+        answer = asker.request(pb.Frame(version=1, heartbeat=pb.Heartbeat(
+            time=int(time.time() * 1000), heartbeat_id=hid)).SerializeToString())
+        expect(answer.WhichOneof("body") == "heartbeat", "a Heartbeat answers, got %s" % answer)
+        expect(answer.heartbeat.HasField("heartbeat_id"), "the answer carries heartbeat_id")
+        expect_eq(answer.heartbeat.heartbeat_id, hid, "Heartbeat.heartbeat_id echoed")
+    # two at once: answers come in order, each naming its own
+    asker.send(heartbeat=pb.Heartbeat(heartbeat_id=b"first"))
+    asker.send(heartbeat=pb.Heartbeat(heartbeat_id=b"second", store_epoch=b""))
+    first = asker.wait_for(lambda f: f.WhichOneof("body") == "heartbeat", ANSWER_S).heartbeat
+    second = asker.wait_for(lambda f: f.WhichOneof("body") == "heartbeat", ANSWER_S).heartbeat
+    expect_eq((first.heartbeat_id, first.HasField("store_epoch")), (b"first", False),
+              "the first answer")
+    expect_eq((second.heartbeat_id, len(second.store_epoch)), (b"second", 16), "the second answer")
+    # nothing of the asker's bytes reaches another connection
+    hb = other.whoami()
+    expect(not hb.HasField("heartbeat_id"), "another connection's answer carries no heartbeat_id")
+    expect(all(f.WhichOneof("body") != "heartbeat" for f in other.unmatched),
+           "no stray Heartbeat on another connection")
+    answer = asker.request(pb.Frame(version=1, heartbeat=pb.Heartbeat(
+        heartbeat_id=b"0123456789abcdefg")).SerializeToString())
+    r = expect_rejected(env, answer, "INVALID_FIELD", None, -1)
+    expect("heartbeat_id" in r.text, "the refusal names heartbeat_id: %r" % r.text)
+    expect_eq(asker.whoami().principal, "politie/bvh-koppeling", "still answered afterwards")
+    env.close(other)
+    env.close(asker)
 
 
 @check("1b store epoch: asked with an empty store_epoch, 16 bytes, the same on every connection;"

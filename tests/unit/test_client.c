@@ -94,6 +94,13 @@ typedef struct fake_held {
     size_t n_items;
 } fake_held_t;
 
+/* A Heartbeat's heartbeat_id, echoed in its answer (absent: named 0). */
+typedef struct fake_heartbeat_id {
+    int named;
+    size_t len;
+    uint8_t id[SCHAKEL_MAX_HEARTBEAT_ID_BYTES];
+} fake_heartbeat_id_t;
+
 /* How the fake answers a Heartbeat: at once, or not until it is told to
  * (then every held question is answered, in order, with the next one). */
 enum fake_heartbeat_mode {
@@ -215,6 +222,16 @@ typedef struct fake_broker {
     uint64_t unacked;
     enum fake_heartbeat_mode heartbeat_mode;
     int heartbeats_held;
+    fake_heartbeat_id_t held_ids[FAKE_HELD_MAX]; /* the held Heartbeats' heartbeat_id */
+    int heartbeat_ids_unknown; /* refuse a heartbeat_id as a broker from before it does */
+    int heartbeat_ids_dropped; /* answer without echoing it (no broker does) */
+    int heartbeats_named;      /* Heartbeats received with a heartbeat_id */
+    /* fake_release answers the held Heartbeats too, on the connection the
+     * last one came from (heartbeat_routing) */
+    int release_heartbeats;
+    uint8_t heartbeat_routing[256];
+    size_t heartbeat_routing_len;
+    int flush_on_stop;          /* fake_stop sends what the router still holds first */
     int refuse_held_heartbeats; /* a Publish first refuses them (no id), in order */
     enum fake_epoch_mode epoch_mode;
     int epoch_floor_sent; /* the answer carries store_epoch_floor (also without an epoch): */
@@ -946,6 +963,38 @@ static void fake_send_case_event_deliver(fake_broker_t *f, zmq_msg_t *routing, i
     free(timeline.signal);
 }
 
+/* One Heartbeat answer on `routing` (backlog and principal as the fake
+ * stands now), echoing `id`. */
+static void fake_send_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const char *user_id,
+                                int epoch_asked, enum fake_epoch_mode epoch_mode,
+                                const fake_heartbeat_id_t *id)
+{
+    Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    heartbeat.has_heartbeat_id = id->named;
+    heartbeat.heartbeat_id.data = (uint8_t *)(uintptr_t)id->id;
+    heartbeat.heartbeat_id.len = id->len;
+    pthread_mutex_lock(&fake->lock);
+    heartbeat.has_backlog = 1;
+    heartbeat.backlog = fake->unacked;
+    heartbeat.has_store_epoch_floor = epoch_asked && fake->epoch_floor_sent;
+    heartbeat.store_epoch_floor = fake->epoch_floor;
+    pthread_mutex_unlock(&fake->lock);
+    if (epoch_asked && epoch_mode != FAKE_EPOCH_NONE) {
+        heartbeat.has_store_epoch = 1;
+        heartbeat.store_epoch.data = (uint8_t *)(uintptr_t)FAKE_EPOCH;
+        heartbeat.store_epoch.len = epoch_mode == FAKE_EPOCH_SHORT   ? 15
+                                    : epoch_mode == FAKE_EPOCH_EMPTY ? 0
+                                                                     : 16;
+    }
+    heartbeat.principal = (char *)(uintptr_t)user_id;
+    heartbeat.partner = PARTNER;
+    heartbeat.role = ROLE;
+    frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+    frame.heartbeat = &heartbeat;
+    fake_send_frame(fake, routing, &frame);
+}
+
 /* Keep a publish to be answered by fake_release (FAKE_HOLD). */
 static void fake_hold(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Publish *publish)
 {
@@ -961,7 +1010,8 @@ static void fake_hold(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Pu
 }
 
 /* The test asked (a byte on the wake pipe): answer every held publish
- * with Accepted, in the order received, then tell the test. */
+ * with Accepted, in the order received (and, when release_heartbeats is
+ * set, every held Heartbeat first), then tell the test. */
 static void fake_release_held(fake_broker_t *fake)
 {
     static fake_held_t batch[FAKE_HELD_MAX]; /* only the fake's thread uses it */
@@ -971,7 +1021,22 @@ static void fake_release_held(fake_broker_t *fake)
     size_t n = fake->n_held;
     memcpy(batch, fake->held, n * sizeof batch[0]);
     fake->n_held = 0;
+    int heartbeats = fake->release_heartbeats ? fake->heartbeats_held : 0;
+    fake->heartbeats_held -= heartbeats;
+    static uint8_t heartbeat_routing[sizeof fake->heartbeat_routing];
+    static fake_heartbeat_id_t held_ids[FAKE_HELD_MAX];
+    memcpy(held_ids, fake->held_ids, sizeof held_ids);
+    size_t heartbeat_routing_len = fake->heartbeat_routing_len;
+    memcpy(heartbeat_routing, fake->heartbeat_routing, heartbeat_routing_len);
     pthread_mutex_unlock(&fake->lock);
+    for (int i = 0; i < heartbeats; i++) { /* on the connection they came from */
+        zmq_msg_t routing;
+        if (zmq_msg_init_size(&routing, heartbeat_routing_len) != 0)
+            continue;
+        memcpy(zmq_msg_data(&routing), heartbeat_routing, heartbeat_routing_len);
+        fake_send_heartbeat(fake, &routing, PRINCIPAL, 0, FAKE_EPOCH_ANSWER, &held_ids[i]);
+        zmq_msg_close(&routing);
+    }
     for (size_t i = 0; i < n; i++) {
         zmq_msg_t routing;
         if (zmq_msg_init_size(&routing, batch[i].routing_len) != 0)
@@ -1052,50 +1117,57 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
 static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const char *user_id,
                               const Schakel__Heartbeat *asked)
 {
-    Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
-    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    fake_heartbeat_id_t id = {.named = asked->has_heartbeat_id,
+                              .len = asked->heartbeat_id.len <= SCHAKEL_MAX_HEARTBEAT_ID_BYTES
+                                         ? asked->heartbeat_id.len
+                                         : 0};
+    static fake_heartbeat_id_t held_ids[FAKE_HELD_MAX]; /* only the fake's thread uses it */
+    if (id.len > 0)
+        memcpy(id.id, asked->heartbeat_id.data, id.len);
     pthread_mutex_lock(&fake->lock);
-    heartbeat.has_backlog = 1;
-    heartbeat.backlog = fake->unacked;
     fake->heartbeats++;
+    fake->heartbeats_named += id.named;
     fake->epoch_asks += asked->has_store_epoch;
     enum fake_epoch_mode epoch_mode = fake->epoch_mode;
-    heartbeat.has_store_epoch_floor = asked->has_store_epoch && fake->epoch_floor_sent;
-    heartbeat.store_epoch_floor = fake->epoch_floor;
+    int ids_unknown = fake->heartbeat_ids_unknown;
+    if (fake->heartbeat_ids_dropped)
+        id.named = 0;
     pthread_mutex_unlock(&fake->lock);
-    if (asked->has_store_epoch && epoch_mode == FAKE_EPOCH_OLD_BROKER) {
+    /* a broker from before store epochs is from before heartbeat_id too;
+     * it names the first field it does not know */
+    int old_broker = epoch_mode == FAKE_EPOCH_OLD_BROKER;
+    if ((asked->has_store_epoch && old_broker) || (id.named && (ids_unknown || old_broker))) {
         fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__INVALID_MESSAGE,
-                           "Heartbeat carries unknown field 7");
+                           asked->has_store_epoch && old_broker
+                               ? "Heartbeat carries unknown field 7"
+                               : "Heartbeat carries unknown field 9");
         return;
-    }
-    if (asked->has_store_epoch && epoch_mode != FAKE_EPOCH_NONE) {
-        heartbeat.has_store_epoch = 1;
-        heartbeat.store_epoch.data = (uint8_t *)(uintptr_t)FAKE_EPOCH;
-        heartbeat.store_epoch.len = epoch_mode == FAKE_EPOCH_SHORT   ? 15
-                                    : epoch_mode == FAKE_EPOCH_EMPTY ? 0
-                                                                     : 16;
     }
     pthread_mutex_lock(&fake->lock);
     int answers = 0;
     enum fake_heartbeat_mode mode = fake->heartbeat_mode;
     if (mode == FAKE_HEARTBEAT_HOLD) {
+        if (fake->heartbeats_held < FAKE_HELD_MAX)
+            fake->held_ids[fake->heartbeats_held] = id;
         fake->heartbeats_held++;
+        fake->heartbeat_routing_len =
+            zmq_msg_size(routing) <= sizeof fake->heartbeat_routing ? zmq_msg_size(routing) : 0;
+        memcpy(fake->heartbeat_routing, zmq_msg_data(routing), fake->heartbeat_routing_len);
     } else {
         answers = fake->heartbeats_held + 1;
         fake->heartbeats_held = 0;
+        memcpy(held_ids, fake->held_ids, sizeof held_ids);
     }
     pthread_mutex_unlock(&fake->lock);
-    heartbeat.principal = (char *)(uintptr_t)user_id;
-    heartbeat.partner = PARTNER;
-    heartbeat.role = ROLE;
-    frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
-    frame.heartbeat = &heartbeat;
-    for (int i = 0; i < answers; i++) {
+    for (int i = 0; i < answers; i++) { /* the held ones first, each with its own id */
+        const fake_heartbeat_id_t *answered =
+            i == answers - 1 ? &id : &held_ids[i < FAKE_HELD_MAX ? i : FAKE_HELD_MAX - 1];
         if (mode == FAKE_HEARTBEAT_REFUSE)
             fake_send_rejected(fake, routing, NULL, 0, SCHAKEL__REASON__NOT_PERMITTED,
                                "heartbeat refused");
         else
-            fake_send_frame(fake, routing, &frame);
+            fake_send_heartbeat(fake, routing, user_id, asked->has_store_epoch, epoch_mode,
+                                answered);
     }
 }
 
@@ -1211,6 +1283,10 @@ static void *fake_run(void *arg)
             fake_router(fake);
     }
     zmq_close(fake->zap);
+    pthread_mutex_lock(&fake->lock);
+    int linger = fake->flush_on_stop ? WAIT_MS : 0;
+    pthread_mutex_unlock(&fake->lock);
+    zmq_setsockopt(fake->router, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(fake->router);
     return NULL;
 }
@@ -1270,6 +1346,11 @@ static void fake_reset(fake_broker_t *fake)
     fake->unacked = 0;
     fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
     fake->heartbeats_held = 0;
+    fake->heartbeat_ids_unknown = 0;
+    fake->heartbeat_ids_dropped = 0;
+    fake->heartbeats_named = 0;
+    fake->release_heartbeats = 0;
+    fake->flush_on_stop = 0;
     fake->refuse_held_heartbeats = 0;
     fake->epoch_mode = FAKE_EPOCH_ANSWER;
     fake->epoch_floor_sent = 1;
@@ -2541,6 +2622,113 @@ static void test_slow_heartbeats(void **state)
     pthread_mutex_unlock(&fake.lock);
     assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
     assert_int_equal(backlog, 0);
+}
+
+/* Wait until the client has counted `n` connections (a handshake is
+ * counted from the socket's events alone: no frame is read meanwhile).
+ * Returns 0, or -1 when it did not get there within WAIT_MS. */
+static int await_connections(schakel_client_t *client, uint64_t n)
+{
+    const struct timespec millisecond = {0, 1000000};
+    int64_t deadline = now_ms() + WAIT_MS;
+    uint64_t made = 0;
+    while (schakel_connections_made(client, &made) == SCHAKEL_OK && made < n && now_ms() < deadline)
+        nanosleep(&millisecond, NULL);
+    return made >= n ? 0 : -1;
+}
+
+/* docs/PROTOCOL.md 7.10: a Heartbeat answer that came on a lost
+ * connection can still be read after the next handshake. It answers the
+ * Heartbeat that went out on that connection, not the one asked on the new
+ * one: schakel_backlog waits for its own answer, which counts the Ack sent
+ * just before it (the old answer, from before the Ack, counts the delivery
+ * still). The old answer is in the client's queue before the broker goes
+ * (sent before the router closes), and the new connection is counted
+ * before the call, so that the call reads the events first. */
+static void test_heartbeat_answer_of_a_lost_connection(void **state)
+{
+    schakel_client_t *client = *state;
+    char endpoint[sizeof fake.endpoint];
+    uint64_t backlog = 99;
+    pthread_mutex_lock(&fake.lock);
+    fake.unacked = 1; /* DELIVERED_SEQ, not yet acked */
+    fake.heartbeat_mode = FAKE_HEARTBEAT_HOLD;
+    fake.release_heartbeats = 1;
+    fake.flush_on_stop = 1;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_backlog(client, &backlog, SHORT_TIMEOUT_MS / 4), SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(fake_release(&fake), 0); /* its answer: backlog 1 */
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
+    fake.flush_on_stop = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    assert_int_equal(await_connections(client, 2), 0);
+    assert_int_equal(schakel_ack(client, DELIVERED_SEQ), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.acks, 1);
+    assert_int_equal(fake.unacked, 0);
+    assert_int_equal(fake.heartbeats_named, fake.heartbeats);
+    pthread_mutex_unlock(&fake.lock);
+}
+
+/* A broker from before heartbeat_id refuses a Heartbeat naming itself
+ * (INVALID_MESSAGE, an unknown field): the client asks again without it,
+ * takes answers in order on that connection, and names its Heartbeats
+ * again on the next one (perhaps a newer broker). A broker that takes the
+ * field but answers without it answers no Heartbeat that named itself. */
+static void test_heartbeat_ids_old_broker(void **state)
+{
+    schakel_client_t *client = *state;
+    char endpoint[sizeof fake.endpoint];
+    uint64_t backlog = 99;
+    uint8_t epoch[16];
+    int known = -1;
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_ids_unknown = 1;
+    fake.unacked = 1;
+    fake.heartbeats = fake.heartbeats_named = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(schakel_store_epoch(client, epoch, &known, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(known, 1);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.heartbeats, 4); /* one refused, three answered */
+    assert_int_equal(fake.heartbeats_named, 1);
+    pthread_mutex_unlock(&fake.lock);
+
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    assert_int_equal(await_connections(client, 2), 0);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.heartbeats_named, 2); /* named again, refused again */
+    fake.heartbeat_ids_unknown = 0;
+    pthread_mutex_unlock(&fake.lock);
+
+    fake_stop(&fake);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    assert_int_equal(await_connections(client, 3), 0);
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeats = fake.heartbeats_named = 0;
+    fake.unacked = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.heartbeats, 1);
+    assert_int_equal(fake.heartbeats_named, 1);
+    fake.heartbeat_ids_dropped = 1;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, SHORT_TIMEOUT_MS / 4),
+                     SCHAKEL_ERR_TIMEOUT);
 }
 
 static void test_ack_many(void **state)
@@ -3997,6 +4185,10 @@ int main(void)
         cmocka_unit_test(test_publish_cut_then_broker_gone),
         cmocka_unit_test(test_connect_misbehaving_servers),
         cmocka_unit_test_setup_teardown(test_slow_heartbeats, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_answer_of_a_lost_connection, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_ids_old_broker, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_ack_many, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_delivery_flood, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_too_large, client_setup, client_teardown),

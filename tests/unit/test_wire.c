@@ -674,6 +674,13 @@ static const struct raw_frame_row raw_frame_rows[] = {
      "store_epoch is 1 bytes", 0},
     {"heartbeat store epoch of 17 bytes", "08 01 b2 01 13 3a 11 " ZERO16 " 00", R(INVALID_FIELD),
      "store_epoch is 17 bytes", 0},
+    /* heartbeat_id (9, 0x4a): any bytes up to 16, echoed in the answer */
+    {"heartbeat with an empty heartbeat_id", "08 01 b2 01 02 4a 00", OK, NULL,
+     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat with a heartbeat_id of 16 bytes", "08 01 b2 01 12 4a 10 " ZERO16, OK, NULL,
+     SCHAKEL__FRAME__BODY_HEARTBEAT},
+    {"heartbeat with a heartbeat_id of 17 bytes", "08 01 b2 01 13 4a 11 " ZERO16 " 00",
+     R(INVALID_FIELD), "heartbeat_id is 17 bytes; at most 16", 0},
     {"version after body", "b2 01 00 08 01", OK, NULL, SCHAKEL__FRAME__BODY_HEARTBEAT},
     {"flow window 0", "08 01 aa 01 02 08 00", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
     {"flow window 64", "08 01 aa 01 02 08 40", OK, NULL, SCHAKEL__FRAME__BODY_FLOW},
@@ -700,8 +707,8 @@ static const struct raw_frame_row raw_frame_rows[] = {
     {"unknown field in frame", "08 01 b2 01 00 98 06 01", R(INVALID_MESSAGE),
      "Frame carries unknown field 99", 0},
     {"unknown body 35", "08 01 9a 02 00", R(INVALID_MESSAGE), "Frame carries unknown field 35", 0},
-    {"unknown field in heartbeat", "08 01 b2 01 02 48 01", R(INVALID_MESSAGE),
-     "Heartbeat carries unknown field 9", 0},
+    {"unknown field in heartbeat", "08 01 b2 01 02 58 01", R(INVALID_MESSAGE),
+     "Heartbeat carries unknown field 11", 0},
     {"unknown field in publish", "08 01 82 01 02 38 01", R(INVALID_MESSAGE),
      "Publish carries unknown field 7", 0},
     {"unknown field in item accepted", "08 01 8a 01 16 0a 10 " ZERO16 " 12 02 28 01",
@@ -2305,12 +2312,12 @@ static void test_unknown_fields_from_the_broker(void **state)
         int broker_ok;
         const char *fragment; /* of the refusal, from the broker or else the partner's */
     } rows[] = {
-        /* Heartbeat{time 5, field 9 = 1, principal "a"} */
-        {"heartbeat field 9", "08 01 b2 01 07 08 05 48 01 12 01 61", 1,
-         "Heartbeat carries unknown field 9"},
+        /* Heartbeat{time 5, field 11 = 1, principal "a"} */
+        {"heartbeat field 11", "08 01 b2 01 07 08 05 58 01 12 01 61", 1,
+         "Heartbeat carries unknown field 11"},
         /* the same unknown field twice: repeats are counted for known ones */
-        {"heartbeat field 9 twice", "08 01 b2 01 09 08 05 48 01 48 01 12 01 61", 1,
-         "Heartbeat carries unknown field 9"},
+        {"heartbeat field 11 twice", "08 01 b2 01 09 08 05 58 01 58 01 12 01 61", 1,
+         "Heartbeat carries unknown field 11"},
         /* a length-delimited unknown field with bytes that are no UTF-8 */
         {"heartbeat field 10, bytes", "08 01 b2 01 09 08 05 52 02 ff fe 12 01 61", 1,
          "Heartbeat carries unknown field 10"},
@@ -2323,7 +2330,7 @@ static void test_unknown_fields_from_the_broker(void **state)
         {"unknown body 35 and field 99", "08 01 9a 02 00 98 06 01", 0,
          "Frame carries unknown field"},
         /* a known field still checked beside an unknown one */
-        {"heartbeat field 9, principal not UTF-8", "08 01 b2 01 07 08 05 48 01 12 01 ff", 0,
+        {"heartbeat field 11, principal not UTF-8", "08 01 b2 01 07 08 05 58 01 12 01 ff", 0,
          "Heartbeat.principal is not valid UTF-8"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
