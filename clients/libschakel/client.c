@@ -406,10 +406,8 @@ static void client_heartbeat_settle(schakel_client_t *client, size_t index)
 
 /* The oldest Heartbeat still owed an answer got one that does not name
  * it: a refusal (refusals name no Heartbeat), or an answer without
- * heartbeat_id to a Heartbeat that went without one (to a broker from
- * before the field). Fills *answered and returns 1, or returns 0 if none
- * is owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a
- * reconnect). */
+ * heartbeat_id (from a broker that does not echo it). Fills *answered and returns 1, or returns 0
+ * if none is owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a reconnect). */
 static int client_heartbeat_answered(schakel_client_t *client, client_heartbeat_t *answered)
 {
     if (client->heartbeats_pending == 0)
@@ -658,9 +656,12 @@ static int client_same_id(const ProtobufCBinaryData *id, const uint8_t *expected
  * tells nothing of now (its backlog counts acks from before, its epoch may
  * be of a store since restored), and is ignored (a malformed one still
  * ends the wait as a protocol error: the broker broke it). An answer without
- * heartbeat_id answers the oldest Heartbeat only if that one went without
- * it too; else it is of a lost connection to a broker from before the
- * field (this one's broker echoes the id). */
+ * heartbeat_id, from a broker that does not echo it (one from before the
+ * field answers only Heartbeats that went without it), answers the oldest
+ * Heartbeat, as answers come in order on one connection: then an answer
+ * from a lost connection can be taken for a later one's, as before the
+ * field. A Heartbeat named on a lost connection to a broker that echoes
+ * is answered naming it, never so. */
 static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbeat *heartbeat,
                                 client_wait_t *wait)
 {
@@ -670,8 +671,6 @@ static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbe
         return; /* a heartbeat of the broker's own, not an answer */
     if (heartbeat->has_heartbeat_id)
         owed = client_heartbeat_named_answered(client, &heartbeat->heartbeat_id);
-    else if (client->heartbeats_pending > 0 && client->heartbeats[0].named)
-        owed = 0;
     else
         owed = client_heartbeat_answered(client, &answered);
     const char *partner = heartbeat->partner != NULL ? heartbeat->partner : "";
