@@ -825,6 +825,9 @@ static void send_replies(broker_t *b, pending_reply_t *replies, size_t n)
     for (size_t i = 0; i < n; i++) {
         pending_reply_t *r = &replies[i];
         if (r->frame != NULL && reply_revoked(b, r)) {
+            /* a view's entries said shown: the trail says it was not */
+            if (r->view_check != NULL)
+                case_view_withheld(b, r->principal, r->view_check, SCHAKEL__REASON__NOT_PERMITTED);
             reply_undeliverable(b, r, 0, "its key was revoked by a reload after it was decided");
         } else {
             reply_view_decide_again(b, r);

@@ -56,6 +56,13 @@ void case_view_check_free(case_view_check_t **check);
 int case_view_decide_again(broker_t *b, const char *principal, const case_view_check_t *check,
                            Schakel__Reason *reason, char *text, size_t textlen);
 
+/* A CaseView recorded as shown was not sent after all (decided again and
+ * refused, or dropped because a reload revoked the asker's key): one
+ * case.view_withheld entry against each of its case.viewed entries (or a
+ * case.list_withheld), with `reason` (record_case_view_withheld). */
+void case_view_withheld(broker_t *b, const char *principal, const case_view_check_t *check,
+                        Schakel__Reason reason);
+
 /* Before a case open is stored (its command allowed): 1 when it may go
  * on, 0 after queueing its refusal, CASE_IDS_EXHAUSTED when no case id is
  * left (then case_ids_watch), else RATE_LIMITED when `actor` has used its

@@ -465,13 +465,14 @@ static char *case_types_without_gemeente(void)
 }
 
 /* `client` asks for case `id` (NULL: the list) while the sync of the
- * view's turn is held; meanwhile the policy becomes the default rules
- * followed by `case_types`, and a reload applies it. The held sync is let
- * go once the reload waits for the sync of its own record, so that the
- * reload is in force when the view's turn is released (the loop releases
- * it, and is in the reload until then). Returns the viewer, answered. */
-static viewer_t *view_across_reload(h_env_t *env, schakel_client_t *client, const char *id,
-                                    const char *case_types)
+ * view's turn is held; meanwhile the policy becomes `policy`, and a
+ * reload applies it. The held sync is let go once the reload waits for
+ * the sync of its own record, so that the reload is in force when the
+ * view's turn is released (the loop releases it, and is in the reload
+ * until then). Returns the viewer, answered (or given up on by its
+ * client). */
+static viewer_t *view_across_policy(h_env_t *env, schakel_client_t *client, const char *id,
+                                    const char *policy)
 {
     viewer_t *v = calloc(1, sizeof *v);
     assert_non_null(v);
@@ -485,7 +486,7 @@ static viewer_t *view_across_reload(h_env_t *env, schakel_client_t *client, cons
     await_log(env, offset, id != NULL ? "event=case.viewed " : "event=case.listed ");
     await_log(env, offset, "event=syncgate.held");
 
-    h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, case_types);
+    h_env_write_policy(env, "%s", policy);
     long reload_offset = h_log_offset(env);
     if (kill(env->broker_pid, SIGHUP) != 0) {
         shim_file(gate_path, 0);
@@ -498,6 +499,19 @@ static viewer_t *view_across_reload(h_env_t *env, schakel_client_t *client, cons
         fail_msg("the view was answered (%s) while its sync was held", schakel_strerror(v->status));
     await_log(env, reload_offset, "event=policy.reloaded ");
     assert_true(call_await(&v->lock, &v->cv, &v->done, H_TIMEOUT_MS));
+    return v;
+}
+
+/* view_across_policy with the default rules followed by `case_types`. */
+static viewer_t *view_across_reload(h_env_t *env, schakel_client_t *client, const char *id,
+                                    const char *case_types)
+{
+    size_t len = strlen(h_policy_header) + strlen(h_default_rules) + strlen(case_types) + 1;
+    char *policy = malloc(len);
+    assert_non_null(policy);
+    snprintf(policy, len, "%s%s%s", h_policy_header, h_default_rules, case_types);
+    viewer_t *v = view_across_policy(env, client, id, policy);
+    free(policy);
     return v;
 }
 
@@ -630,6 +644,59 @@ static void test_held_view_is_decided_again_after_a_reload(void **state)
                                  "w.detail LIKE ?1",
                                  "case_id=%"),
                      2);
+    schakel_close(&gemeente);
+    schakel_close(&riec);
+    h_done(env);
+}
+
+/* A CaseView held for its sync whose asker's key a reload then removed
+ * is dropped (reply.undeliverable), and the trail says so next to its
+ * case.viewed entry: a case.view_withheld with NOT_PERMITTED (review: the
+ * view's entry said shown, and the data-subject export with it). */
+static void test_held_view_to_a_revoked_key_is_withheld(void **state)
+{
+    static const char gemeente_block[] = "  - id: gemeente/meldingen\n"
+                                         "    role: system\n"
+                                         "    key_file: keys/gemeente-meldingen.pub\n";
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .title = "Leegstaand pand",
+    };
+    char id[SCHAKEL_CASE_ID_SIZE];
+    must_be(riec, schakel_case_open(riec, &open, NULL, id, NULL, H_TIMEOUT_MS), "open");
+    must_be(riec, schakel_case_invite(riec, id, "gemeente", NULL, NULL, H_TIMEOUT_MS), "invite");
+    must_be(gemeente, schakel_case_accept(gemeente, id, NULL, NULL, H_TIMEOUT_MS), "accept");
+
+    const char *at = strstr(h_policy_header, gemeente_block);
+    assert_non_null(at);
+    size_t len = strlen(h_policy_header) + strlen(h_default_rules) + strlen(h_case_types) + 1;
+    char *policy = malloc(len);
+    assert_non_null(policy);
+    snprintf(policy, len, "%.*s%s%s%s", (int)(at - h_policy_header), h_policy_header,
+             at + strlen(gemeente_block), h_default_rules, h_case_types);
+    long offset = h_log_offset(env);
+    viewer_t *v = view_across_policy(env, gemeente, id, policy);
+    free(policy);
+    if (v->status == SCHAKEL_OK)
+        fail_msg("the held view reached a key the reload revoked");
+    viewer_join(&v);
+    await_log(env, offset,
+              "event=reply.undeliverable principal=" H_GEMEENTE
+              " why=\"its key was revoked by a reload after it was decided\"");
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_PERMITTED"), 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit w WHERE w.event = "
+                                 "'case.view_withheld' AND w.subject_tag IS NOT NULL AND "
+                                 "w.subject_tag = (SELECT v.subject_tag FROM audit v WHERE "
+                                 "v.event = 'case.viewed' AND v.seq < w.seq AND v.actor = "
+                                 "w.actor ORDER BY v.seq DESC LIMIT 1) AND w.detail LIKE ?1",
+                                 "case_id=%"),
+                     1);
     schakel_close(&gemeente);
     schakel_close(&riec);
     h_done(env);
@@ -768,6 +835,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_held_answer_to_a_revoked_key_is_dropped,
                                         sync_setup_always, sync_teardown),
         cmocka_unit_test_setup_teardown(test_held_view_is_decided_again_after_a_reload,
+                                        sync_setup_cases, sync_teardown),
+        cmocka_unit_test_setup_teardown(test_held_view_to_a_revoked_key_is_withheld,
                                         sync_setup_cases, sync_teardown),
         cmocka_unit_test_setup_teardown(test_view_under_a_pending_reload, sync_setup_cases,
                                         sync_teardown),
