@@ -114,10 +114,25 @@ def read_key_line(path, want=None):
     """The key line of a key file, read as section 2.2 describes; with want
     ("secret" or "public"), a file whose first line names another kind is
     refused, and so is a secret key file without that line."""
-    st = os.lstat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyFileError(path + ": not a regular file")
-    with open(path, "rb") as f:
+    folder = os.path.dirname(path) or "."
+    # the folder, then the file opened inside it without following a
+    # symlink: both checks are on what is read
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        dst = os.fstat(dir_fd)
+        try:
+            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        except OSError as e:
+            raise KeyFileError(path + ": " + e.strerror) from None
+    finally:
+        os.close(dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(path + ": not a regular file")
+        if dst.st_mode & 0o022 and not (
+                dst.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid())):
+            raise KeyFileError(path + ": in a folder group or others may write (%s)" % folder)
         data = f.read(KEY_FILE_MAX_BYTES + 1)
     if len(data) > KEY_FILE_MAX_BYTES:
         raise KeyFileError(path + ": larger than 4096 bytes")
@@ -128,6 +143,8 @@ def read_key_line(path, want=None):
                            % (kind, want))
     if want == "secret" and kind is None:
         raise KeyFileError(path + ": does not say it is a secret key (first line)")
+    if kind == "public" and st.st_mode & 0o022:
+        raise KeyFileError(path + ": public key file may be written by group or others")
     for raw in data.split(b"\n"):
         line = raw.lstrip(b" \t").rstrip(b" \t\r")
         if not line or line.startswith(b"#"):

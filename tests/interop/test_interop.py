@@ -628,6 +628,29 @@ def check_key_vector(env):
             expect(False, "%s read by %s" % (path, load.__name__))
         except sc.KeyFileError as e:
             expect("its first line says so" in str(e), "refusal of %s: %s" % (path, e))
+    # who may write a key file, or its folder, chooses the key (2.2)
+    scratch = tempfile.mkdtemp(prefix="schakel-interop-keys-")
+    try:
+        pub = os.path.join(scratch, "gemeente.pub")
+        shutil.copyfile(os.path.join(env.keydir, "gemeente.pub"), pub)
+        os.chmod(scratch, 0o700)
+        os.chmod(pub, 0o644)
+        sc.load_verify_key(pub)
+        for file_mode, dir_mode, what in ((0o664, 0o700, "may be written by group or others"),
+                                          (0o644, 0o770, "in a folder group or others may write")):
+            os.chmod(pub, file_mode)
+            os.chmod(scratch, dir_mode)
+            try:
+                sc.load_verify_key(pub)
+                expect(False, "%s read at mode %o in a folder at %o" % (pub, file_mode, dir_mode))
+            except sc.KeyFileError as e:
+                expect(what in str(e), "refusal of %s: %s" % (pub, e))
+        os.chmod(pub, 0o644)
+        os.chmod(scratch, 0o1777)  # sticky: a file of our own is taken
+        sc.load_verify_key(pub)
+    finally:
+        os.chmod(scratch, 0o700)
+        shutil.rmtree(scratch)
     xpk, xsk = sc.curve_public(sk.verify_key), sc.curve_secret(sk)
     expect_eq(xpk.hex(), val["X25519 public key, hex"], "X25519 public (PyNaCl)")
     expect_eq(sc.curve_public_math(pk), xpk, "X25519 public (arithmetic of 2.4)")
