@@ -319,9 +319,17 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
     const char *key = yamlguard_unknown_key(rc, &cap);
     if (key != NULL)
         return config_fail(ctx, line, "unknown key \"%s\" (allowed: " CONFIG_ALLOWED ")", key);
-    if (cap.message[0] != '\0')
-        return config_fail(ctx, line, "%s (%s)", cap.message, cyaml_strerror(rc));
-    return config_fail(ctx, line, "%s", cyaml_strerror(rc));
+    char plain[256];
+    yamlguard_explain(cap.message[0] ? cap.message : cyaml_strerror(rc), plain, sizeof plain);
+    /* The key whose value libcyaml refused: the field it names, else the
+     * top-level key on that line; none when the file is not a mapping. */
+    const char *field = cap.field[0] != '\0' ? cap.field : NULL;
+    for (int k = 0; k < KEY_COUNT && field == NULL; k++)
+        if (ctx->key_line[k] == line)
+            field = config_keys[k];
+    if (field != NULL)
+        return config_fail(ctx, line, "%s: %s", field, plain);
+    return config_fail(ctx, line, "%s (a config is a mapping of keys to single values)", plain);
 }
 
 /* ------------------------------------------------------------------ values */
@@ -392,16 +400,36 @@ static const char *config_hostport_problem(const char *value)
            "[::1]:9750)";
 }
 
-static const char *config_value_problem(int key, const char *value)
+/* What is wrong with a count: not a whole number from 1, or over the
+ * built-in cap (both named, with the number, in buf). NULL: nothing. */
+static const char *config_count_problem(int64_t cap, const char *value, char *buf, size_t buflen)
+{
+    if (value[0] < '1' || value[0] > '9' || strspn(value, "0123456789") != strlen(value))
+        snprintf(buf, buflen,
+                 "must be a whole number from 1 to %lld (the built-in limit; "
+                 "docs/OPERATIONS.md, Limits)",
+                 (long long)cap);
+    else if (config_count(value, cap) < 0)
+        snprintf(buf, buflen,
+                 "is %.24s%s, over the built-in limit of %lld (a config can lower a limit, "
+                 "not raise it; docs/OPERATIONS.md, Limits)",
+                 value, strlen(value) > 24 ? "..." : "", (long long)cap);
+    else
+        return NULL;
+    return buf;
+}
+
+/* What is wrong with value for key, or NULL; buf holds a message that
+ * names a number. */
+static const char *config_value_problem(int key, const char *value, char *buf, size_t buflen)
 {
     if (value == NULL || value[0] == '\0')
         return "must not be empty";
     for (const unsigned char *c = (const unsigned char *)value; *c; c++)
         if (*c < 0x20 || *c == 0x7f)
             return "contains a control character";
-    if (config_count_cap(key) > 0 && config_count(value, config_count_cap(key)) < 0)
-        return "must be a whole number from 1 up to the built-in limit (see "
-               "docs/OPERATIONS.md, Limits)";
+    if (config_count_cap(key) > 0)
+        return config_count_problem(config_count_cap(key), value, buf, buflen);
     if ((key == KEY_ACK_TIMEOUT || key == KEY_IDLE_TIMEOUT || key == KEY_IDEMPOTENCY ||
          key == KEY_ADMIN_HEARTBEAT) &&
         config_duration_ms(value) < 0)
@@ -525,7 +553,8 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
-        const char *problem = config_value_problem(k, values[k]);
+        char buf[256];
+        const char *problem = config_value_problem(k, values[k], buf, sizeof buf);
         if (problem)
             return config_fail(ctx, ctx->key_line[k], "%s %s", config_keys[k], problem);
         bool is_path = k == KEY_KEY_FILE || k == KEY_POLICY || k == KEY_STORE || k == KEY_STORE_KEY;
@@ -617,7 +646,8 @@ int config_set(broker_config_t *cfg, const char *field, const char *value, char 
         snprintf(err, errlen, "unknown config field \"%s\"", field ? field : "");
         return -1;
     }
-    const char *problem = config_value_problem(key, value);
+    char buf[256];
+    const char *problem = config_value_problem(key, value, buf, sizeof buf);
     if (problem) {
         snprintf(err, errlen, "%s %s", config_keys[key], problem);
         return -1;

@@ -70,7 +70,7 @@ typedef struct doc_rule {
 } doc_rule_t;
 
 typedef struct doc_policy {
-    unsigned version;
+    char *version; /* as written: a number type would take 1.5, 1e0 or 1_0 for 1 */
     doc_partner_t *partners;
     unsigned partners_count;
     doc_principal_t *principals;
@@ -135,7 +135,7 @@ static const cyaml_schema_value_t schema_rule = {
     CYAML_VALUE_MAPPING(CYAML_FLAG_DEFAULT, doc_rule_t, schema_rule_fields)};
 
 static const cyaml_schema_field_t schema_policy_fields[] = {
-    CYAML_FIELD_UINT("version", CYAML_FLAG_DEFAULT, doc_policy_t, version),
+    CYAML_FIELD_STRING_PTR("version", CYAML_FLAG_POINTER, doc_policy_t, version, 1, 32),
     CYAML_FIELD_SEQUENCE("partners", CYAML_FLAG_POINTER, doc_policy_t, partners, &schema_partner, 1,
                          SCHAKEL_MAX_PARTNERS),
     CYAML_FIELD_SEQUENCE("principals", CYAML_FLAG_POINTER, doc_policy_t, principals,
@@ -173,42 +173,6 @@ static int load_fail(load_ctx_t *ctx, unsigned line, const char *fmt, ...)
 
 /* ------------------------------------------------------------------ cyaml */
 
-/* libcyaml's wording for policy writers. */
-static void doc_explain(const char *message, char *out, size_t outlen)
-{
-    static const struct {
-        const char *cyaml;
-        const char *plain;
-    } words[] = {{"SEQUENCE_START", "a list"},   {"SEQUENCE", "a list"},
-                 {"MAPPING_START", "a mapping"}, {"MAPPING", "a mapping"},
-                 {"SCALAR", "a single value"},   {"STRING", "a single value"}};
-    char expected[32], found[32];
-    unsigned n;
-    if (sscanf(message, "Expecting %31[A-Z_], got event: %31[A-Z_]", expected, found) == 2) {
-        const char *e = expected, *f = found;
-        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
-            if (strcmp(expected, words[i].cyaml) == 0 && e == expected)
-                e = words[i].plain;
-            if (strcmp(found, words[i].cyaml) == 0 && f == found)
-                f = words[i].plain;
-        }
-        snprintf(out, outlen, "expected %s, found %s", e, f);
-    } else if (sscanf(message, "STRING length > %u", &n) == 1) {
-        snprintf(out, outlen, "longer than %u bytes", n);
-    } else if (sscanf(message, "STRING length < %u", &n) == 1) {
-        snprintf(out, outlen, "must not be empty");
-    } else if (sscanf(message, "Excessive entries (%u max)", &n) == 1) {
-        snprintf(out, outlen, "more than %u entries", n);
-    } else if (strncmp(message, "Insufficient entries", 20) == 0) {
-        snprintf(out, outlen, "must not be an empty list");
-    } else if (strncmp(message, "Invalid uint64_t value", 22) == 0 ||
-               strncmp(message, "Invalid UINT value", 18) == 0) {
-        snprintf(out, outlen, "expected a whole number");
-    } else {
-        snprintf(out, outlen, "%s", message);
-    }
-}
-
 static int doc_load(load_ctx_t *ctx, const uint8_t *buf, size_t len, doc_policy_t **out)
 {
     yamlguard_capture_t cap;
@@ -230,7 +194,7 @@ static int doc_load(load_ctx_t *ctx, const uint8_t *buf, size_t len, doc_policy_
         return load_fail(ctx, linemap_enclosing_mapping(&ctx->map, cap.field, line),
                          "missing key \"%s\"", cap.message + 32);
     char plain[256];
-    doc_explain(cap.message[0] ? cap.message : cyaml_strerror(rc), plain, sizeof plain);
+    yamlguard_explain(cap.message[0] ? cap.message : cyaml_strerror(rc), plain, sizeof plain);
     const char *field = cap.field[0] != '\0' ? cap.field : linemap_key_at(&ctx->map, line);
     if (field != NULL)
         return load_fail(ctx, line, "%s: %s", field, plain);
@@ -878,9 +842,9 @@ policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len, c
                        "a policy is a mapping with version, partners, principals and rules");
     if (rc == 0)
         rc = doc_load(&ctx, buf ? buf : empty, len, &p->doc);
-    if (rc == 0 && p->doc->version != 1)
+    if (rc == 0 && strcmp(p->doc->version, "1") != 0)
         rc = load_fail(&ctx, linemap_where(&ctx.map, "version", NO_INDEX, NULL, NO_INDEX),
-                       "unsupported policy version %u (this broker reads version 1)",
+                       "unsupported policy version \"%s\" (this broker reads version 1)",
                        p->doc->version);
     if (rc == 0)
         rc = partners_build(&ctx, p);

@@ -90,9 +90,53 @@ int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size
 
 /* ------------------------------------------------------------------ libyaml walk */
 
-static int yamlguard_syntax_error(const yamlguard_report_t *report, const yaml_parser_t *parser,
-                                  unsigned options)
+/* libyaml's line of a position: 1 + the line breaks before offset, as its
+ * scanner counts them (CR LF, CR, LF, and NEL, LS and PS in UTF-8). */
+static unsigned yamlguard_line_at(const uint8_t *buf, size_t len, size_t offset)
 {
+    unsigned line = 1;
+    if (offset > len)
+        offset = len;
+    for (size_t i = 0; i < offset; i++) {
+        if (buf[i] == '\r' && i + 1 < offset && buf[i + 1] == '\n')
+            i++;
+        if (buf[i] == '\n' || buf[i] == '\r')
+            line++;
+        else if (buf[i] == 0xc2 && i + 1 < offset && buf[i + 1] == 0x85 && ++i)
+            line++;
+        else if (buf[i] == 0xe2 && i + 2 < offset && buf[i + 1] == 0x80 &&
+                 (buf[i + 2] == 0xa8 || buf[i + 2] == 0xa9) && (i += 2))
+            line++;
+    }
+    return line;
+}
+
+/* A reader error (a byte sequence that is not UTF-8, or a character YAML
+ * does not allow raw) is found before any token, so libyaml leaves its
+ * problem_mark at the start; its problem_offset is where the bytes are. */
+static int yamlguard_reader_error(const yamlguard_report_t *report, const yaml_parser_t *parser,
+                                  const uint8_t *buf, size_t len)
+{
+    unsigned line = yamlguard_line_at(buf, len, parser->problem_offset);
+    const char *problem = parser->problem ? parser->problem : "error";
+    int value = parser->problem_value;
+    if (strcmp(problem, "control characters are not allowed") == 0)
+        return yamlguard_fail(report, line,
+                              value <= 0xff ? "control character 0x%02x (raw control characters "
+                                              "other than tab and line breaks are not allowed)"
+                                            : "character U+%04X is not allowed in YAML",
+                              (unsigned)value);
+    if (value >= 0 && strstr(problem, "UTF-8") != NULL)
+        return yamlguard_fail(report, line, "not UTF-8: %s 0x%02x (the file must be UTF-8)",
+                              problem, (unsigned)value);
+    return yamlguard_fail(report, line, "not UTF-8: %s (the file must be UTF-8)", problem);
+}
+
+static int yamlguard_syntax_error(const yamlguard_report_t *report, const yaml_parser_t *parser,
+                                  const uint8_t *buf, size_t len, unsigned options)
+{
+    if (parser->error == YAML_READER_ERROR)
+        return yamlguard_reader_error(report, parser, buf, len);
     char context[160] = "";
     if ((options & YAMLGUARD_SYNTAX_CONTEXT) && parser->context)
         snprintf(context, sizeof context, " %s (started at line %u)", parser->context,
@@ -101,9 +145,51 @@ static int yamlguard_syntax_error(const yamlguard_report_t *report, const yaml_p
                           parser->problem ? parser->problem : "error", context);
 }
 
+/* YAML 1.2 (5.2) tells the encoding from a byte order mark or, without
+ * one, from where the NUL bytes of the first ASCII character fall; libyaml
+ * reads UTF-16 after its marks. Only UTF-8 is taken, with or without its
+ * mark (EF BB BF, which libyaml skips): a policy's hash is over its bytes,
+ * and one text must not load from two encodings. NULL: none of these. */
+static const char *yamlguard_encoding(const uint8_t *b, size_t len, const char **why)
+{
+    static const struct {
+        uint8_t bytes[4];
+        size_t n;
+        const char *name, *why;
+    } marks[] = {
+        {{0, 0, 0xfe, 0xff}, 4, "UTF-32BE", "byte order mark 00 00 FE FF"},
+        {{0xff, 0xfe, 0, 0}, 4, "UTF-32LE", "byte order mark FF FE 00 00"},
+        {{0xfe, 0xff}, 2, "UTF-16BE", "byte order mark FE FF"},
+        {{0xff, 0xfe}, 2, "UTF-16LE", "byte order mark FF FE"},
+    };
+    for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++) {
+        if (len >= marks[i].n && memcmp(b, marks[i].bytes, marks[i].n) == 0) {
+            *why = marks[i].why;
+            return marks[i].name;
+        }
+    }
+    *why = "NUL bytes in its first character";
+    if (len >= 4 && b[0] == 0 && b[1] == 0 && b[2] == 0)
+        return "UTF-32BE";
+    if (len >= 4 && b[1] == 0 && b[2] == 0 && b[3] == 0)
+        return "UTF-32LE";
+    if (len >= 2 && b[0] == 0)
+        return "UTF-16BE";
+    if (len >= 2 && b[1] == 0)
+        return "UTF-16LE";
+    return NULL;
+}
+
 int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t len,
                    unsigned options, yamlguard_event_fn on_event, void *ctx)
 {
+    const char *why = NULL;
+    const char *encoding = yamlguard_encoding(buf, len, &why);
+    if (encoding != NULL)
+        return yamlguard_fail(report, 1,
+                              "the file is %s (%s), not UTF-8: convert it, e.g. iconv -f %s -t "
+                              "UTF-8",
+                              encoding, why, encoding);
     yaml_parser_t parser;
     if (!yaml_parser_initialize(&parser))
         return yamlguard_fail(report, 0, "cannot initialise the YAML parser");
@@ -113,7 +199,7 @@ int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t 
     for (bool done = false; !done && rc == 0;) {
         yaml_event_t ev;
         if (!yaml_parser_parse(&parser, &ev)) {
-            rc = yamlguard_syntax_error(report, &parser, options);
+            rc = yamlguard_syntax_error(report, &parser, buf, len, options);
             break;
         }
         unsigned line = (unsigned)ev.start_mark.line + 1;
@@ -198,6 +284,42 @@ void yamlguard_free(const cyaml_schema_value_t *schema, cyaml_data_t *data)
         return;
     cyaml_config_t config = yamlguard_cyaml_config(NULL);
     cyaml_free(&config, schema, data, 0);
+}
+
+void yamlguard_explain(const char *message, char *out, size_t outlen)
+{
+    static const struct {
+        const char *cyaml;
+        const char *plain;
+    } words[] = {{"SEQUENCE_START", "a list"},   {"SEQUENCE", "a list"},
+                 {"MAPPING_START", "a mapping"}, {"MAPPING", "a mapping"},
+                 {"SCALAR", "a single value"},   {"STRING", "a single value"},
+                 {"UINT", "a whole number"},     {"INT", "a whole number"}};
+    char expected[32], found[32];
+    unsigned n;
+    if (sscanf(message, "Expecting %31[A-Z_], got event: %31[A-Z_]", expected, found) == 2) {
+        const char *e = expected, *f = found;
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+            if (strcmp(expected, words[i].cyaml) == 0 && e == expected)
+                e = words[i].plain;
+            if (strcmp(found, words[i].cyaml) == 0 && f == found)
+                f = words[i].plain;
+        }
+        snprintf(out, outlen, "expected %s, found %s", e, f);
+    } else if (sscanf(message, "STRING length > %u", &n) == 1) {
+        snprintf(out, outlen, "longer than %u bytes", n);
+    } else if (sscanf(message, "STRING length < %u", &n) == 1) {
+        snprintf(out, outlen, "must not be empty");
+    } else if (sscanf(message, "Excessive entries (%u max)", &n) == 1) {
+        snprintf(out, outlen, "more than %u entries", n);
+    } else if (strncmp(message, "Insufficient entries", 20) == 0) {
+        snprintf(out, outlen, "must not be an empty list");
+    } else if (strncmp(message, "Invalid uint64_t value", 22) == 0 ||
+               strncmp(message, "Invalid UINT value", 18) == 0) {
+        snprintf(out, outlen, "expected a whole number");
+    } else {
+        snprintf(out, outlen, "%s", message);
+    }
 }
 
 const char *yamlguard_unknown_key(cyaml_err_t rc, const yamlguard_capture_t *cap)

@@ -1,9 +1,10 @@
 /*
  * yamlguard.h — what the broker's YAML loaders (config.c, policy_load.c)
  * share: "NAME:LINE: message" errors, a size-capped file read, a libyaml
- * event walk that refuses aliases and a second document, and libcyaml
- * loading that captures libcyaml's error message and line instead of
- * printing them. Nothing here knows a schema; the callers bring theirs.
+ * event walk that refuses text that is not UTF-8, aliases and a second
+ * document, and libcyaml loading that captures libcyaml's error message and
+ * line instead of printing them. Nothing here knows a schema; the callers
+ * bring theirs.
  */
 #ifndef SCHAKEL_YAMLGUARD_H
 #define SCHAKEL_YAMLGUARD_H
@@ -55,10 +56,14 @@ int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size
 typedef int (*yamlguard_event_fn)(void *ctx, const yaml_event_t *event, unsigned line);
 
 /* Parse buf[0..len) with libyaml, event by event. Refuses, with the line:
- * YAML syntax errors ("YAML syntax: ..."), aliases and a second document.
- * Every other event goes to on_event. Returns 0 at the end of the stream,
- * -1 on a refusal (message written), or what on_event returned. Safe on
- * untrusted input; libyaml's memory is freed on every path. */
+ * text that is not UTF-8 (UTF-16 or UTF-32, told by a byte order mark or
+ * by NUL bytes in the first character, at line 1; a UTF-8 byte order mark
+ * is fine), bytes that are not UTF-8 and raw control characters (at the
+ * line they are on), YAML syntax errors ("YAML syntax: ..."), aliases and a
+ * second document. Every other event goes to on_event. Returns 0 at the end
+ * of the stream, -1 on a refusal (message written), or what on_event
+ * returned. Safe on untrusted input; libyaml's memory is freed on every
+ * path. */
 int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t len,
                    unsigned options, yamlguard_event_fn on_event, void *ctx);
 
@@ -85,6 +90,12 @@ cyaml_err_t yamlguard_load(const uint8_t *buf, size_t len, const cyaml_schema_va
 
 /* Free data loaded by yamlguard_load with the same schema; NULL is fine. */
 void yamlguard_free(const cyaml_schema_value_t *schema, cyaml_data_t *data);
+
+/* libcyaml's error message (a capture's) in the words of the people who
+ * write the files: "expected a list, found a single value", "longer than
+ * N bytes", "must not be empty", "expected a whole number"...; any other
+ * message as it is. Written into out, truncated to outlen. */
+void yamlguard_explain(const char *message, char *out, size_t outlen);
 
 /* The key named by libcyaml's "Unexpected key: KEY" error, or NULL when rc
  * and cap describe another error. Borrowed from cap. */

@@ -82,20 +82,20 @@ static void test_limits_above_the_caps_are_refused(void **state)
 {
     h_env_t *env = *state;
     static const char *const rows[][2] = {
-        {"max_frame_bytes=262145", "max_frame_bytes"},
-        {"max_window=1025", "max_window"},
-        {"max_items_per_publish=0", "max_items_per_publish"},
-        {"max_publish_rate=fast", "max_publish_rate"},
+        {"max_frame_bytes=262145", "max_frame_bytes is 262145, over the built-in limit of 262144"},
+        {"max_window=1025", "max_window is 1025, over the built-in limit of 1024"},
+        {"max_items_per_publish=0", "max_items_per_publish must be a whole number from 1 to 256"},
+        {"max_publish_rate=fast", "max_publish_rate must be a whole number from 1 to 1000000"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         const char *const extra[] = {"--set", rows[i][0], NULL};
-        char problem[1024] = "", needle[128];
+        char problem[1024] = "", needle[256];
         long offset = h_log_offset(env);
         int rc = h_broker_try_start_with(env, "tcp://127.0.0.1:*", extra, problem, sizeof problem);
         if (rc == 0)
             fail_msg("the broker started with %s", rows[i][0]);
-        /* its one-line refusal names the option and the key */
-        snprintf(needle, sizeof needle, "--set %s: %s must be", rows[i][0], rows[i][1]);
+        /* its one-line refusal names the option, the key and the cap */
+        snprintf(needle, sizeof needle, "--set %s: %s", rows[i][0], rows[i][1]);
         if (h_await_log(env, offset, needle, 1000) != 0)
             fail_msg("%s: no refusal naming the key (%s)", rows[i][0], problem);
     }

@@ -179,10 +179,19 @@ static const set_row_t set_rows[] = {
     {"ack_timeout", "99999999999999999999s", 0, "must be a duration"},
     {"store_key_file", "/etc/schakel/store.key", 1, NULL},
     {"max_publish_rate", "50", 1, NULL},
-    {"max_publish_rate", "0", 0, "whole number from 1 up to the built-in limit"},
-    {"max_connections_per_principal", "4097", 0, "built-in limit"},
+    {"max_publish_rate", "0", 0,
+     "max_publish_rate must be a whole number from 1 to 1000000 (the built-in limit; "
+     "docs/OPERATIONS.md, Limits)"},
+    {"max_connections_per_principal", "4097", 0,
+     "max_connections_per_principal is 4097, over the built-in limit of 4096 (a config can "
+     "lower a limit, not raise it"},
     {"max_frame_bytes", "262144", 1, NULL},
-    {"max_frame_bytes", "262145", 0, "built-in limit"},
+    {"max_frame_bytes", "262145", 0, "is 262145, over the built-in limit of 262144"},
+    {"max_frame_bytes", "8388608", 0, "is 8388608, over the built-in limit of 262144"},
+    {"max_frame_bytes", "64MiB", 0, "must be a whole number from 1 to 262144"},
+    {"max_frame_bytes", "0262144", 0, "must be a whole number from 1 to 262144"},
+    {"max_frame_bytes", "99999999999999999999999999999", 0,
+     "is 999999999999999999999999..., over the built-in limit of 262144"},
     {"max_items_per_publish", "12x", 0, "whole number"},
     {"max_window", "1024", 1, NULL},
     {"max_window", "-1", 0, "whole number"},
@@ -298,7 +307,7 @@ static const bad_row_t bad_rows[] = {
     {"listen: tcp://127.0.0.1:7450\nstore: db\nlisten_admin: tcp://127.0.0.1:7451\n",
      "schakeld.yaml:3:", "unknown key \"listen_admin\""},
     {"# c\nlisten: ipc:///run/schakel.sock\n", "schakeld.yaml:2:", "listen must be a tcp://"},
-    {"listen: tcp://x:1\nstore: \"\"\n", "schakeld.yaml:2:", "String length too short"},
+    {"listen: tcp://x:1\nstore: \"\"\n", "schakeld.yaml:2:", "store: must not be empty"},
     {"listen: tcp://x:1\npolicy: \"a\\tb\"\n", "schakeld.yaml:2:", "control character"},
     {"listen: tcp://x:1\n\nack_timeout: soon\n",
      "schakeld.yaml:3:", "ack_timeout must be a duration"},
@@ -312,8 +321,24 @@ static const bad_row_t bad_rows[] = {
     {"listen: &ep tcp://x:1\nstore: *ep\n", "schakeld.yaml:2:", "aliases"},
     {"listen: [tcp://x:1\n", "schakeld.yaml:2:", "YAML syntax"},
     {"listen: tcp://x:1\n---\nstore: db\n", "schakeld.yaml:2:", "only one YAML document"},
-    {"- listen: tcp://x:1\n", "schakeld.yaml:1:", "Invalid value"},
-    {"listen:\n  - tcp://x:1\n", "schakeld.yaml:", "Invalid value"},
+    {"- listen: tcp://x:1\n", "schakeld.yaml:1:",
+     "expected a mapping, found a list (a config is a mapping of keys to single values)"},
+    {"listen:\n  - tcp://x:1\n",
+     "schakeld.yaml:2:", "listen: expected a single value, found a list"},
+    {"listen: tcp://x:1\n\nstore: {path: db}\n",
+     "schakeld.yaml:3:", "store: expected a single value, found a mapping"},
+    {"listen: tcp://x:1\nmax_frame_bytes: 8388608\n",
+     "schakeld.yaml:2:", "max_frame_bytes is 8388608, over the built-in limit of 262144"},
+    {"listen: tcp://x:1\nmax_frame_bytes: 64MiB\n", "schakeld.yaml:2:",
+     "max_frame_bytes must be a whole number from 1 to 262144 (the built-in limit"},
+    /* bytes libyaml's reader refuses: the line they are on, not 1 */
+    {"listen: tcp://x:1\n# note\nstore: db # \x1b\n",
+     "schakeld.yaml:3:", "control character 0x1b (raw control characters"},
+    {"listen: tcp://x:1\r\n\r\nstore: d\x7f\r\n", "schakeld.yaml:3:", "control character 0x7f"},
+    {"listen: tcp://x:1\n\n\nstore: \xff\n",
+     "schakeld.yaml:4:", "not UTF-8: invalid leading UTF-8 octet 0xff"},
+    {"\xfe\xff", "schakeld.yaml:1:", "the file is UTF-16BE (byte order mark FE FF), not UTF-8"},
+    {"\xff\xfel", "schakeld.yaml:1:", "the file is UTF-16LE (byte order mark FF FE)"},
 };
 
 static void test_bad_configs(void **state)
@@ -366,6 +391,30 @@ static void test_file_errors(void **state)
     assert_non_null(strstr(err, "larger than"));
 }
 
+/* A raw NUL (which a C string cannot hold) on line 3 and UTF-16 without a
+ * byte order mark are refused; a UTF-8 byte order mark is taken. */
+static void test_raw_nul_and_utf8_bom(void **state)
+{
+    const fixture_t *f = *state;
+    char err[512] = "";
+    static const char nul[] = "listen: tcp://x:1\n\nstore: db\0x\n";
+    write_text(f->path, nul, sizeof nul - 1);
+    assert_null(config_load(f->path, err, sizeof err));
+    if (strstr(err, "schakeld.yaml:3: control character 0x00") == NULL)
+        fail_msg("got %s", err);
+    static const char utf16[] = "l\0i\0s\0t\0e\0n\0:\0";
+    write_text(f->path, utf16, sizeof utf16 - 1);
+    assert_null(config_load(f->path, err, sizeof err));
+    if (strstr(err, "schakeld.yaml:1: the file is UTF-16LE (NUL bytes in its first character), "
+                    "not UTF-8") == NULL)
+        fail_msg("got %s", err);
+    broker_config_t *cfg = load_text(f, "\xef\xbb\xbflisten: tcp://x:1\n", err, sizeof err);
+    if (cfg == NULL)
+        fail_msg("a config with a UTF-8 byte order mark: %s", err);
+    assert_string_equal(cfg->listen, "tcp://x:1");
+    config_destroy(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -374,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_config_set),
         cmocka_unit_test_setup_teardown(test_bad_configs, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_raw_nul_and_utf8_bom, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

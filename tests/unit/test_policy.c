@@ -154,7 +154,7 @@ typedef struct bad_row {
 } bad_row_t;
 
 static const bad_row_t bad_rows[] = {
-    {"bad-version.yaml", "bad-version.yaml:2:", "unsupported policy version 2"},
+    {"bad-version.yaml", "bad-version.yaml:2:", "unsupported policy version \"2\""},
     {"bad-unknown-key.yaml", "bad-unknown-key.yaml:22:", "unknown key \"purpsoe\""},
     {"bad-unknown-top-key.yaml", "bad-unknown-top-key.yaml:25:", "unknown key \"defaults\""},
     {"bad-unknown-partner.yaml",
@@ -215,7 +215,26 @@ static const bad_row_t bad_rows[] = {
      "bad-to-roles-twice.yaml:19:", "rule \"r1\": to_roles: \"caseworker\" appears twice"},
     {"bad-empty-list.yaml", "bad-empty-list.yaml:19:", "themes: must not be an empty list"},
     {"bad-empty-string.yaml", "bad-empty-string.yaml:21:", "purpose: must not be empty"},
-    {"bad-version-word.yaml", "bad-version-word.yaml:2:", "version: expected a whole number"},
+    {"bad-version-word.yaml", "bad-version-word.yaml:2:", "unsupported policy version \"one\""},
+    {"bad-version-1-5.yaml",
+     "bad-version-1-5.yaml:2:", "unsupported policy version \"1.5\" (this broker reads version 1)"},
+    {"bad-version-1e0.yaml", "bad-version-1e0.yaml:2:", "unsupported policy version \"1e0\""},
+    {"bad-version-1_0.yaml", "bad-version-1_0.yaml:2:", "unsupported policy version \"1_0\""},
+    {"bad-version-0-9.yaml", "bad-version-0-9.yaml:2:", "unsupported policy version \"0.9\""},
+    {"bad-version-01.yaml", "bad-version-01.yaml:2:", "unsupported policy version \"01\""},
+    /* Raw bytes libyaml's reader refuses: the line they are on, not 1. */
+    {"bad-raw-control.yaml", "bad-raw-control.yaml:22:", "control character 0x1b (raw"},
+    {"bad-raw-control-crlf.yaml", "bad-raw-control-crlf.yaml:21:", "control character 0x1b"},
+    {"bad-raw-nul.yaml", "bad-raw-nul.yaml:22:", "control character 0x00"},
+    {"bad-not-utf8.yaml", "bad-not-utf8.yaml:22:", "not UTF-8: invalid leading UTF-8 octet 0xff"},
+    {"bad-utf16le.yaml",
+     "bad-utf16le.yaml:1:", "the file is UTF-16LE (byte order mark FF FE), not UTF-8"},
+    {"bad-utf16be.yaml",
+     "bad-utf16be.yaml:1:", "the file is UTF-16BE (byte order mark FE FF), not UTF-8"},
+    {"bad-utf16le-nobom.yaml", "bad-utf16le-nobom.yaml:1:",
+     "the file is UTF-16LE (NUL bytes in its first character), not UTF-8"},
+    {"bad-utf32le.yaml",
+     "bad-utf32le.yaml:1:", "the file is UTF-32LE (byte order mark FF FE 00 00), not UTF-8"},
     {"bad-key-not-plain.yaml",
      "bad-key-not-plain.yaml:25:", "a mapping key must be a plain string"},
 };
@@ -946,6 +965,46 @@ static void test_load_file_errors(void **state)
     assert_null(policy_load(NULL, err, sizeof err));
 }
 
+/* A UTF-8 byte order mark is taken (libyaml skips it); the policy hash is
+ * over the file's bytes, the mark included. version 1 may be quoted. */
+static void test_utf8_bom_and_quoted_version(void **state)
+{
+    const fixture_t *f = *state;
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    char *marked = malloc(len + 4);
+    assert_non_null(marked);
+    memcpy(marked, "\xef\xbb\xbf", 3);
+    memcpy(marked + 3, text, len + 1);
+    char err[512] = "";
+    policy_t *p = load_text(f, "bom.yaml", marked, err, sizeof err);
+    if (p == NULL)
+        fail_msg("a policy with a UTF-8 byte order mark: %s", err);
+    assert_int_equal(policy_rule_count(p), 7);
+    uint8_t digest[32];
+    char hex[65];
+    crypto_generichash(digest, sizeof digest, (const uint8_t *)marked, len + 3, NULL, 0);
+    syntax_hex(digest, sizeof digest, hex);
+    assert_string_equal(policy_hash_hex(p), hex);
+    policy_destroy(&p);
+
+    char *quoted = strstr(text, "\nversion: 1\n");
+    assert_non_null(quoted);
+    char *with_quotes = malloc(len + 3);
+    assert_non_null(with_quotes);
+    size_t head = (size_t)(quoted - text) + 10;
+    memcpy(with_quotes, text, head);
+    memcpy(with_quotes + head, "\"1\"", 3);
+    memcpy(with_quotes + head + 3, text + head + 1, len - head);
+    p = load_text(f, "quoted.yaml", with_quotes, err, sizeof err);
+    if (p == NULL)
+        fail_msg("version \"1\": %s", err);
+    policy_destroy(&p);
+    free(with_quotes);
+    free(marked);
+    free(text);
+}
+
 /* ------------------------------------------------------------------ 10,000 rules */
 
 #define BIG_PARTNERS 50
@@ -1155,6 +1214,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rule_hash, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_load_buffer),
         cmocka_unit_test_setup_teardown(test_load_file_errors, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_utf8_bom_and_quoted_version, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand_rules, fixture_setup, fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
