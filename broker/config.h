@@ -69,7 +69,8 @@ typedef struct broker_config {
 } broker_config_t;
 
 /* Load and check a config file: strict (an unknown key is an error), at most
- * 64 KiB, no anchors or aliases, one document. `listen` must be a tcp://
+ * 64 KiB, UTF-8, no anchors or aliases, one document; refused when group or
+ * others may write it or its folder (yamlguard_read_file). `listen` must be a tcp://
  * endpoint; paths must be non-empty and free of control characters. Returns
  * a new config (caller frees with config_destroy) or NULL with
  * "FILE:LINE: message" (or "FILE: message" when no line applies) in err.

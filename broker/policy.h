@@ -88,8 +88,11 @@ typedef struct policy_decision {
 typedef struct policy policy_t;
 
 /* Load and validate a policy file. Secret material is not involved. Keys are
- * given inline (`key: Z85`) or as `key_file:` relative to the policy file's
- * folder. On error returns NULL and writes "FILE:LINE: message" into err. */
+ * given inline (`key: Z85`) or as `key_file:` relative to the folder of
+ * path as given. Refused when group or others may write the file or its
+ * folder, or it is not UTF-8 (yamlguard_read_file, yamlguard_walk). On
+ * error returns NULL and writes "FILE:LINE: message" (or "FILE: message")
+ * into err. */
 policy_t *policy_load(const char *path, char *err, size_t errlen);
 
 /* The same from bytes already in memory (at most SCHAKEL_MAX_POLICY_BYTES);

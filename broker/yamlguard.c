@@ -1,15 +1,18 @@
 /*
  * yamlguard.c — the pieces the broker's YAML loaders share (see yamlguard.h).
  *
- * Trusts nothing in the bytes it reads or walks; trusts its callers'
- * schemas. Every error is written as "NAME:LINE: message" (or "NAME:
+ * Trusts nothing in the bytes it reads or walks, nor who may write a file
+ * it reads (the file, its folder and each link's folder are checked as
+ * opened); trusts its callers' schemas. Every error is written as "NAME:LINE: message" (or "NAME:
  * message") and returned as -1 (YAMLGUARD_NOMEM when only memory was
  * lacking); nothing is printed, libcyaml's own log included.
  */
+#define _GNU_SOURCE /* O_PATH */
 #include "yamlguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,21 +45,156 @@ int yamlguard_fail(const yamlguard_report_t *report, unsigned line, const char *
 
 /* ------------------------------------------------------------------ reading */
 
+/* How many symbolic links yamlguard_open follows from the name given to
+ * the file. */
+#define YAMLGUARD_MAX_LINKS 8
+
+/* "DIR/NAME", "NAME" when dir is "." or name is absolute, "/NAME" under
+ * the root: the path of a link's target in the words the operator wrote,
+ * for the messages. -1 if it does not fit. */
+static int yamlguard_join(char *out, size_t outlen, const char *dir, const char *name)
+{
+    int n;
+    if (strcmp(dir, ".") == 0 || name[0] == '/')
+        n = snprintf(out, outlen, "%s", name);
+    else if (strcmp(dir, "/") == 0)
+        n = snprintf(out, outlen, "/%s", name);
+    else
+        n = snprintf(out, outlen, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+/* Split path into its folder (".", "/" or the part before the last '/')
+ * and its last name, both into dir (which must hold PATH_MAX bytes). */
+static const char *yamlguard_split(const char *path, char *dir, size_t dirlen)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(dir, dirlen, ".");
+        return path;
+    }
+    if (slash == path)
+        snprintf(dir, dirlen, "/");
+    else
+        snprintf(dir, dirlen, "%.*s", (int)(slash - path), path);
+    return slash + 1;
+}
+
+/* Whoever may write the folder of a file may put another file in its place,
+ * whatever the file's own mode; a sticky folder (/tmp) lets only the
+ * file's owner, the folder's and root do that. So a folder that group or
+ * others may write is refused, unless it is sticky and the entry belongs
+ * to the user reading it or to root. dir_fd is the folder as opened, so
+ * that what is checked is what the entry was opened from. */
+static int yamlguard_check_folder(const yamlguard_report_t *report, const char *what, int dir_fd,
+                                  const char *dir, uid_t entry_owner, bool is_link)
+{
+    struct stat st;
+    if (fstat(dir_fd, &st) != 0)
+        return yamlguard_fail(report, 0, "cannot examine the folder %s: %s", dir, strerror(errno));
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
+        return 0;
+    uid_t self = geteuid();
+    if (!(st.st_mode & S_ISVTX))
+        return yamlguard_fail(report, 0,
+                              "group or others may write its folder %s (mode %04o), so they can "
+                              "put another %s in its place: run chmod go-w %s, or move the %s "
+                              "to a folder only its owner may write",
+                              dir, (unsigned)(st.st_mode & 07777), what, dir, what);
+    if (entry_owner == self || entry_owner == 0)
+        return 0;
+    return yamlguard_fail(report, 0,
+                          "group or others may write its folder %s (mode %04o, sticky) and the "
+                          "%s there belongs to uid %u, not to uid %u (this program) or root, so "
+                          "its owner can put another %s in its place: move the %s to a folder "
+                          "only its owner may write",
+                          dir, (unsigned)(st.st_mode & 07777), is_link ? "symbolic link" : "file",
+                          (unsigned)entry_owner, (unsigned)self, what, what);
+}
+
+/* Open report->name for reading as yamlguard_read_file describes, following
+ * symbolic links one at a time (each opened with O_NOFOLLOW from its folder
+ * as checked), so that no file or link on the way sits where group or
+ * others could replace it, and no swap between a check and the open can
+ * dodge one. Returns the fd, or -1 with the message written. */
+static int yamlguard_open(const yamlguard_report_t *report, const char *what)
+{
+    char path[PATH_MAX], dir[PATH_MAX], shown_dir[PATH_MAX], shown[PATH_MAX];
+    if (snprintf(path, sizeof path, "%s", report->name) >= (int)sizeof path)
+        return yamlguard_fail(report, 0, "cannot open: %s", strerror(ENAMETOOLONG));
+    snprintf(shown, sizeof shown, "%s", report->name);
+    int parent_fd = AT_FDCWD;
+    for (int links = 0;; links++) {
+        const char *name = yamlguard_split(path, dir, sizeof dir);
+        (void)yamlguard_split(shown, shown_dir, sizeof shown_dir);
+        /* O_PATH: a folder we may search but not list still opens. */
+        int dir_fd = openat(parent_fd, dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        int saved = errno;
+        if (parent_fd != AT_FDCWD)
+            close(parent_fd);
+        if (dir_fd < 0)
+            return yamlguard_fail(report, 0, "cannot open: %s", strerror(saved));
+        if (name[0] == '\0') {
+            close(dir_fd);
+            return yamlguard_fail(report, 0, "not a regular file");
+        }
+        /* O_NONBLOCK: a FIFO must not hang a reload in open(); it is
+         * refused as not a regular file. */
+        int fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+        if (fd >= 0) {
+            struct stat st;
+            int rc = 0;
+            if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+                rc = yamlguard_fail(report, 0, "not a regular file");
+            else if (st.st_mode & (S_IWGRP | S_IWOTH))
+                rc = yamlguard_fail(report, 0,
+                                    "group or others may write this %s file (mode %04o): run "
+                                    "chmod go-w %s",
+                                    what, (unsigned)(st.st_mode & 07777), shown);
+            else
+                rc = yamlguard_check_folder(report, what, dir_fd, shown_dir, st.st_uid, false);
+            close(dir_fd);
+            if (rc != 0) {
+                close(fd);
+                return -1;
+            }
+            return fd;
+        }
+        saved = errno;
+        struct stat link_st;
+        ssize_t n = -1;
+        /* ELOOP: the name is a symbolic link (O_NOFOLLOW). Its folder must
+         * be as safe as a file's before what it names is believed. */
+        if (saved != ELOOP || fstatat(dir_fd, name, &link_st, AT_SYMLINK_NOFOLLOW) != 0 ||
+            !S_ISLNK(link_st.st_mode)) {
+            close(dir_fd);
+            return yamlguard_fail(report, 0, "cannot open: %s", strerror(saved));
+        }
+        if (yamlguard_check_folder(report, what, dir_fd, shown_dir, link_st.st_uid, true) != 0) {
+            close(dir_fd);
+            return -1;
+        }
+        if (links == YAMLGUARD_MAX_LINKS ||
+            (n = readlinkat(dir_fd, name, path, sizeof path - 1)) <= 0) {
+            close(dir_fd);
+            return yamlguard_fail(report, 0, "cannot open: %s",
+                                  strerror(n == 0 || links == YAMLGUARD_MAX_LINKS ? ELOOP : errno));
+        }
+        path[n] = '\0';
+        if (yamlguard_join(shown, sizeof shown, shown_dir, path) != 0)
+            snprintf(shown, sizeof shown, "%s", path);
+        parent_fd = dir_fd; /* a relative target is relative to the link's folder */
+    }
+}
+
 /* Read at most max_bytes + 1 bytes: one more tells us the file is too large
  * without trusting st_size. */
 int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size_t max_bytes,
                         uint8_t **buf, size_t *len)
 {
-    /* O_NONBLOCK: a FIFO must not hang a reload in open(); it is refused
-     * below as not a regular file. */
-    int fd = open(report->name, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    int fd = yamlguard_open(report, what);
     if (fd < 0)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return yamlguard_fail(report, 0, "not a regular file");
-    }
+        return -1;
     size_t cap = max_bytes + 1, used = 0;
     uint8_t *data = malloc(cap);
     if (data == NULL) {

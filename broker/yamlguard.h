@@ -1,10 +1,10 @@
 /*
  * yamlguard.h — what the broker's YAML loaders (config.c, policy_load.c)
- * share: "NAME:LINE: message" errors, a size-capped file read, a libyaml
- * event walk that refuses text that is not UTF-8, aliases and a second
- * document, and libcyaml loading that captures libcyaml's error message and
- * line instead of printing them. Nothing here knows a schema; the callers
- * bring theirs.
+ * share: "NAME:LINE: message" errors, a size-capped read of a file only
+ * its owner may change, a libyaml event walk that refuses text that is not
+ * UTF-8, aliases and a second document, and libcyaml loading that captures
+ * libcyaml's error message and line instead of printing them. Nothing here
+ * knows a schema; the callers bring theirs.
  */
 #ifndef SCHAKEL_YAMLGUARD_H
 #define SCHAKEL_YAMLGUARD_H
@@ -39,10 +39,18 @@ int yamlguard_vfail(const yamlguard_report_t *report, unsigned line, const char 
 
 /* Read the regular file report->name whole, refusing one of more than
  * max_bytes without trusting st_size ("NAME: <what> is larger than N bytes").
+ * The file is refused when someone other than its owner could change what
+ * is read: group or others may write it, or its folder (unless the folder
+ * is sticky and the file belongs to this program's effective user or to
+ * root). Symbolic links are followed one at a time, each link's folder
+ * checked likewise; every check is on what was opened (fstat of the file's
+ * fd and of its folder's), so a swap between the check and the read cannot
+ * dodge it. what ("policy", "config") names the file in the messages.
  * On success returns 0 and *buf (caller frees) holding *len bytes. On error
  * returns -1, or YAMLGUARD_NOMEM when an allocation failed, with
- * "NAME: message" in report->err (cannot open, not a regular file, cannot
- * read, out of memory, too large). */
+ * "NAME: message" in report->err (cannot open, not a regular file, group or
+ * others may write it or its folder, cannot read, out of memory, too
+ * large). */
 int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size_t max_bytes,
                         uint8_t **buf, size_t *len);
 

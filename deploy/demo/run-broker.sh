@@ -39,6 +39,9 @@ for file in policy.yaml schakeld.yaml; do
         echo "run-broker: copied deploy/demo/$file to $RUN/$file"
     fi
 done
+# Whatever the umask: schakeld refuses a policy or config that group or
+# others may write.
+chmod go-w "$RUN/policy.yaml" "$RUN/schakeld.yaml"
 # The store key and the store (the broker never creates a store itself):
 # --init makes what is missing and says so; it never overwrites either.
 if [ ! -f "$RUN/keys/store.key" ] || [ ! -f "$RUN/store.db" ]; then

@@ -47,6 +47,9 @@ for name in broker gemeente politie om veiligheidshuis riec woco-maasoever woco-
     "$SCHAKEL" keygen "$DEMO/keys/$name" >/dev/null
 done
 cp deploy/demo/policy.yaml deploy/demo/schakeld.yaml "$DEMO/"
+# Whatever the umask: schakeld refuses a policy or config that group or
+# others may write.
+chmod 644 "$DEMO/policy.yaml" "$DEMO/schakeld.yaml"
 # The store's sealing key (bodies are encrypted at rest under it) and the
 # empty store: the broker never creates a store itself.
 "$SCHAKELD" --init --config "$DEMO/schakeld.yaml" >/dev/null

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <yaml.h>
@@ -63,6 +64,9 @@ static void fuzz_config_write(const uint8_t *data, size_t size)
     size_t written = size > 0 ? fwrite(data, 1, size, file) : 0;
     if (fclose(file) != 0 || written != size)
         fuzz_config_fail("cannot write the input file", NULL);
+    /* whatever the umask: config_load refuses a file others may write */
+    if (chmod(fuzz_config_path, 0644) != 0)
+        fuzz_config_fail("cannot chmod the input file", NULL);
 }
 
 /* "PATH: message" or "PATH:LINE: message", terminated. */

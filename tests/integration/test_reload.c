@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -171,6 +172,107 @@ static void test_bad_policy_is_refused_and_old_one_stays(void **state)
     /* A good policy after the bad ones is taken. */
     h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
     assert_int_equal(h_broker_reload(env), 1);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
+/* How the broker's log writes a value (log.c): quotes and backslashes
+ * escaped, other bytes outside printable ASCII as \xHH. */
+static void log_escaped(const char *value, char *out, size_t outlen)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)value; *p && n + 5 < outlen; p++) {
+        if (*p == '"' || *p == '\\')
+            n += (size_t)snprintf(out + n, outlen - n, "\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            n += (size_t)snprintf(out + n, outlen - n, "\\x%02x", *p);
+        else
+            out[n++] = (char)*p;
+    }
+    out[n] = '\0';
+}
+
+/* The policy file's bytes replaced whole (NUL bytes included). */
+static void write_policy_raw(const h_env_t *env, const char *bytes, size_t len)
+{
+    FILE *f = fopen(env->policy_path, "wb");
+    if (f == NULL || fwrite(bytes, 1, len, f) != len || fclose(f) != 0)
+        fail_msg("write %s", env->policy_path);
+}
+
+/* What the operator's check says of the policy file now and what a reload
+ * of it logs are one message: schakelctl policy check and the broker use
+ * one loader. Each row makes the file (or its folder) bad, then good. */
+static void test_policy_check_and_reload_agree(void **state)
+{
+    h_env_t *env = *state;
+    size_t good_len = strlen(h_policy_header) + strlen(h_default_rules);
+    char *good = malloc(good_len + 1);
+    assert_non_null(good);
+    snprintf(good, good_len + 1, "%s%s", h_policy_header, h_default_rules);
+    char *buf = malloc(2 * good_len + 64);
+    assert_non_null(buf);
+    for (int row = 0; row < 5; row++) {
+        const char *what = NULL;
+        size_t len = 0;
+        switch (row) {
+        case 0:
+            what = "mode 0666";
+            assert_int_equal(chmod(env->policy_path, 0666), 0);
+            break;
+        case 1:
+            what = "folder mode 0777";
+            assert_int_equal(chmod(env->dir, 0777), 0);
+            break;
+        case 2: /* a raw ESC in a comment at the end: its own line */
+            what = "a raw control character";
+            len = (size_t)snprintf(buf, 2 * good_len + 64, "%s# \x1b\n", good);
+            break;
+        case 3: {
+            what = "version 1.5";
+            char *v = strstr(good, "version: 1\n");
+            assert_non_null(v);
+            size_t head = (size_t)(v - good);
+            len = (size_t)snprintf(buf, 2 * good_len + 64, "%.*sversion: 1.5\n%s", (int)head, good,
+                                   v + strlen("version: 1\n"));
+            break;
+        }
+        default:
+            what = "UTF-16LE";
+            buf[0] = (char)0xff;
+            buf[1] = (char)0xfe;
+            for (size_t i = 0; i < good_len; i++) {
+                buf[2 + 2 * i] = good[i];
+                buf[3 + 2 * i] = '\0';
+            }
+            len = 2 + 2 * good_len;
+            break;
+        }
+        if (len > 0)
+            write_policy_raw(env, buf, len);
+        h_cli_result_t res;
+        int status = h_run_ctl(env, NULL, NULL, &res, "policy", "check", env->policy_path, NULL);
+        if (status != 1 || strncmp(res.err, env->policy_path, strlen(env->policy_path)) != 0)
+            fail_msg("%s: policy check exit %d: %s", what, status, res.err);
+        res.err[strcspn(res.err, "\n")] = '\0';
+        char needle[2048] = "error=\"";
+        log_escaped(res.err, needle + 7, sizeof needle - 8);
+        strcat(needle, "\"");
+        h_cli_result_free(&res);
+        long offset = h_log_offset(env);
+        if (h_broker_reload(env) != 0)
+            fail_msg("the broker took a policy with %s", what);
+        if (h_log_count(env, offset, needle) != 1) {
+            h_dump_log(env);
+            fail_msg("%s: the reload did not log what policy check said: %s", what, needle);
+        }
+        assert_int_equal(chmod(env->policy_path, 0644), 0);
+        assert_int_equal(chmod(env->dir, 0700), 0);
+        write_policy_raw(env, good, good_len);
+        assert_int_equal(h_broker_reload(env), 1);
+    }
+    free(buf);
+    free(good);
     assert_int_equal(h_broker_stop(env), 0);
     h_done(env);
 }
@@ -1212,6 +1314,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_key_file_refusals_keep_the_old_policy, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_broker_start_refuses_key_files, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_check_and_reload_agree, h_setup_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_replaced_key_is_cut_off_at_once, h_setup_broker,
                                         h_teardown),

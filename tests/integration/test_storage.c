@@ -1175,6 +1175,7 @@ static void test_init_creates_private_key_and_never_overwrites(void **state)
     assert_non_null(f);
     fprintf(f, "store_key_file: keys/via-config.key\n");
     assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(config, 0644), 0); /* whatever the umask: g+w is refused */
     status = h_run_schakeld(&res, "--init", "--config", config, NULL);
     if (status != 0)
         fail_msg("schakeld --init --config exited %d: %s", status, res.err);

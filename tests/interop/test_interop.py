@@ -236,6 +236,7 @@ class Env:
             self.keys[name] = sc.write_key_pair(self.keydir, name, seed)
         with open(os.path.join(self.tmp, "policy.yaml"), "w") as f:
             f.write(POLICY)
+        os.chmod(os.path.join(self.tmp, "policy.yaml"), 0o644)  # the broker refuses g+w, o+w
         self.ctx = zmq.Context()
         self.open = []
         self.broker = Broker(self.tmp)

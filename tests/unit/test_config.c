@@ -52,6 +52,8 @@ static void write_text(const char *path, const char *text, size_t len)
     assert_non_null(fp);
     assert_int_equal(fwrite(text, 1, len, fp), len);
     assert_int_equal(fclose(fp), 0);
+    /* whatever the umask: a config others may write is refused */
+    assert_int_equal(chmod(path, 0644), 0);
 }
 
 static broker_config_t *load_text(const fixture_t *f, const char *text, char *err, size_t errlen)
@@ -415,6 +417,39 @@ static void test_raw_nul_and_utf8_bom(void **state)
     config_destroy(&cfg);
 }
 
+/* A config file group or others may write, or in a folder they may write
+ * (unless sticky and the file is this user's or root's), is refused: it
+ * names the policy and the keys. */
+static void test_config_others_may_write(void **state)
+{
+    const fixture_t *f = *state;
+    char err[1024] = "", want[1024];
+    broker_config_t *cfg = load_text(f, "listen: tcp://x:1\n", err, sizeof err);
+    assert_non_null(cfg);
+    config_destroy(&cfg);
+    assert_int_equal(chmod(f->path, 0664), 0);
+    assert_null(config_load(f->path, err, sizeof err));
+    snprintf(want, sizeof want,
+             "%s: group or others may write this config file (mode 0664): run chmod go-w %s",
+             f->path, f->path);
+    assert_string_equal(err, want);
+    assert_int_equal(chmod(f->path, 0644), 0);
+    assert_int_equal(chmod(f->dir, 0777), 0);
+    assert_null(config_load(f->path, err, sizeof err));
+    snprintf(want, sizeof want,
+             "%s: group or others may write its folder %s (mode 0777), so they can put another "
+             "config in its place: run chmod go-w %s",
+             f->path, f->dir, f->dir);
+    if (strstr(err, want) == NULL)
+        fail_msg("got %s", err);
+    assert_int_equal(chmod(f->dir, 01777), 0);
+    cfg = config_load(f->path, err, sizeof err);
+    if (cfg == NULL)
+        fail_msg("this user's config in a sticky folder: %s", err);
+    config_destroy(&cfg);
+    assert_int_equal(chmod(f->dir, 0700), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -424,6 +459,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_configs, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_raw_nul_and_utf8_bom, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_config_others_may_write, fixture_setup,
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -111,6 +111,8 @@ static void write_file(const char *path, const char *text, size_t len)
     assert_non_null(fp);
     assert_int_equal(fwrite(text, 1, len, fp), len);
     assert_int_equal(fclose(fp), 0);
+    /* whatever the umask: a policy others may write is refused */
+    assert_int_equal(chmod(path, 0644), 0);
 }
 
 /* Copy tests/data/policy/NAME into the fixture folder (next to keys/) and
@@ -1005,6 +1007,141 @@ static void test_utf8_bom_and_quoted_version(void **state)
     free(text);
 }
 
+/* The message of loading PATH, which must fail. */
+static void load_refused(const char *path, char *err, size_t errlen)
+{
+    err[0] = '\0';
+    policy_t *p = policy_load(path, err, errlen);
+    if (p != NULL)
+        fail_msg("%s loaded, but must be refused", path);
+}
+
+static void expect_contains(const char *err, const char *want)
+{
+    if (strstr(err, want) == NULL)
+        fail_msg("got      %s\nexpected ... %s", err, want);
+}
+
+/* A policy file group or others may write, or one in a folder they may
+ * write (not sticky), is refused before it is read: whoever may write
+ * there decides who may send what. Symbolic links are followed one at a
+ * time and the folder of each is held to the same rule. */
+static void test_policy_others_may_write(void **state)
+{
+    const fixture_t *f = *state;
+    char err[1024], path[256], want[1024], sub[256], link[256], link2[256];
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    snprintf(path, sizeof path, "%s/policy.yaml", f->dir);
+    write_file(path, text, len);
+    policy_t *p = policy_load(path, err, sizeof err);
+    if (p == NULL)
+        fail_msg("the policy, mode 0644 in a folder of mode 0700: %s", err);
+    policy_destroy(&p);
+
+    static const mode_t file_modes[] = {0666, 0664, 0646, 0620, 0602};
+    for (size_t i = 0; i < sizeof file_modes / sizeof file_modes[0]; i++) {
+        assert_int_equal(chmod(path, file_modes[i]), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want,
+                 "%s: group or others may write this policy file (mode %04o): run chmod go-w %s",
+                 path, (unsigned)file_modes[i], path);
+        assert_string_equal(err, want);
+    }
+    assert_int_equal(chmod(path, 0640), 0); /* others may read: fine */
+    p = policy_load(path, err, sizeof err);
+    assert_non_null(p);
+    policy_destroy(&p);
+
+    static const mode_t folder_modes[] = {0777, 0770, 0707, 0730};
+    for (size_t i = 0; i < sizeof folder_modes / sizeof folder_modes[0]; i++) {
+        assert_int_equal(chmod(f->dir, folder_modes[i]), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want,
+                 "%s: group or others may write its folder %s (mode %04o), so they can put "
+                 "another policy in its place",
+                 path, f->dir, (unsigned)folder_modes[i]);
+        expect_contains(err, want);
+    }
+    /* sticky, and the file is this user's: only its owner (or root) can
+     * replace it */
+    assert_int_equal(chmod(f->dir, 01777), 0);
+    p = policy_load(path, err, sizeof err);
+    if (p == NULL)
+        fail_msg("the policy of this user in a sticky folder: %s", err);
+    policy_destroy(&p);
+    assert_int_equal(chmod(f->dir, 0700), 0);
+
+    /* A link in a safe folder to a policy in an unsafe one, a link in an
+     * unsafe folder to a safe policy, and a chain of links all in safe
+     * folders (that loads, key_file relative to the first link's folder). */
+    snprintf(sub, sizeof sub, "%s/open", f->dir);
+    assert_int_equal(mkdir(sub, 0700), 0);
+    assert_int_equal(chmod(sub, 0777), 0);
+    snprintf(link, sizeof link, "%s/open/real.yaml", f->dir);
+    write_file(link, text, len);
+    snprintf(link2, sizeof link2, "%s/via-open.yaml", f->dir);
+    assert_int_equal(symlink("open/real.yaml", link2), 0);
+    load_refused(link2, err, sizeof err);
+    snprintf(want, sizeof want, "%s: group or others may write its folder %s/open (mode 0777)",
+             link2, f->dir);
+    expect_contains(err, want);
+    snprintf(link, sizeof link, "%s/open/link.yaml", f->dir);
+    assert_int_equal(symlink("../policy.yaml", link), 0);
+    load_refused(link, err, sizeof err);
+    expect_contains(err, "so they can put another policy in its place");
+    expect_contains(err, "its folder ");
+    assert_int_equal(chmod(sub, 0700), 0);
+    p = policy_load(link, err, sizeof err); /* keys/ relative to open/: none there */
+    assert_null(p);
+    expect_contains(err, "cannot open key file");
+    snprintf(link, sizeof link, "%s/second.yaml", f->dir);
+    assert_int_equal(symlink("via-first.yaml", link), 0);
+    snprintf(link2, sizeof link2, "%s/via-first.yaml", f->dir);
+    assert_int_equal(symlink("policy.yaml", link2), 0);
+    p = policy_load(link, err, sizeof err);
+    if (p == NULL)
+        fail_msg("a chain of links in a safe folder: %s", err);
+    policy_destroy(&p);
+    /* a loop ends */
+    snprintf(link, sizeof link, "%s/loop-a.yaml", f->dir);
+    snprintf(link2, sizeof link2, "%s/loop-b.yaml", f->dir);
+    assert_int_equal(symlink("loop-b.yaml", link), 0);
+    assert_int_equal(symlink("loop-a.yaml", link2), 0);
+    load_refused(link, err, sizeof err);
+    expect_contains(err, "cannot open: Too many levels of symbolic links");
+    free(text);
+}
+
+/* In a sticky folder others may write, a policy of another user (not root)
+ * is refused: its owner can replace it. Needs root to give the file away. */
+static void test_policy_sticky_folder_other_owner(void **state)
+{
+    const fixture_t *f = *state;
+    if (geteuid() != 0)
+        skip(); /* only root can make a file of another user */
+    char err[1024], path[256], want[1024];
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    snprintf(path, sizeof path, "%s/policy.yaml", f->dir);
+    write_file(path, text, len);
+    free(text);
+    assert_int_equal(chmod(f->dir, 01777), 0);
+    assert_int_equal(chown(path, 4242, 4242), 0);
+    load_refused(path, err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s: group or others may write its folder %s (mode 1777, sticky) and the file there "
+             "belongs to uid 4242, not to uid 0 (this program) or root",
+             path, f->dir);
+    expect_contains(err, want);
+    assert_int_equal(chown(path, 0, 0), 0); /* root's: fine */
+    policy_t *p = policy_load(path, err, sizeof err);
+    if (p == NULL)
+        fail_msg("root's policy in a sticky folder: %s", err);
+    policy_destroy(&p);
+    assert_int_equal(chmod(f->dir, 0700), 0);
+}
+
 /* ------------------------------------------------------------------ 10,000 rules */
 
 #define BIG_PARTNERS 50
@@ -1215,6 +1352,10 @@ int main(void)
         cmocka_unit_test(test_load_buffer),
         cmocka_unit_test_setup_teardown(test_load_file_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_utf8_bom_and_quoted_version, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_others_may_write, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_sticky_folder_other_owner, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand_rules, fixture_setup, fixture_teardown),
     };
