@@ -1077,6 +1077,28 @@ static void admin_status_audit(broker_t *b, admin_json_t *out)
     admin_json_object_end(out);
 }
 
+/* The last reload and whether the files on disk would start the broker
+ * (broker.h reload_report_t). */
+static void admin_status_reload(const broker_t *b, admin_json_t *out)
+{
+    admin_json_key(out, "last_reload");
+    if (b->reload.at == 0) {
+        admin_json_null(out);
+    } else {
+        admin_json_object_begin(out);
+        admin_json_member_int(out, "at", b->reload.at);
+        admin_json_member_string(out, "by", b->reload.by);
+        admin_json_member_bool(out, "failed", b->reload.failed);
+        admin_json_member_string(out, "error", b->reload.failed ? b->reload.error : NULL);
+        admin_json_object_end(out);
+    }
+    admin_json_key(out, "next_start");
+    admin_json_object_begin(out);
+    admin_json_member_bool(out, "fails", b->reload.start_fails);
+    admin_json_member_string(out, "error", b->reload.start_fails ? b->reload.start_error : NULL);
+    admin_json_object_end(out);
+}
+
 static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *request,
                         admin_json_t *out, char *err, size_t errlen)
 {
@@ -1119,6 +1141,7 @@ static int admin_status(admin_t *admin, broker_t *b, const admin_request_t *requ
     admin_json_member_uint(out, "admitted", auth.admitted);
     admin_json_member_uint(out, "refused", auth.refused);
     admin_json_object_end(out);
+    admin_status_reload(b, out);
     admin_status_store(admin, b, out);
     admin_status_audit(b, out);
     admin_json_object_end(out);
@@ -1362,11 +1385,29 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
     if (dropped < 0) {
         admin_json_member_string(out, "kept_hash", old_hash);
     } else {
+        /* The asker reloaded its own key away: answered, then refused
+         * (admin_still_operator); with no operator left only SIGHUP
+         * reloads. */
+        int removed_self = !admin_still_operator(b, request->principal, request->key);
+        if (removed_self) {
+            char operators[24];
+            snprintf(operators, sizeof operators, "%zu", b->reload.operators);
+            log_event(LOG_WARN, "admin.operator_removed_itself", "principal", request->principal,
+                      "operators", operators, "effect",
+                      "answered; its next request is refused NOT_PERMITTED", NULL);
+        }
         admin_json_member_string(out, "old_hash", old_hash);
         admin_json_member_string(out, "new_hash", policy_hash_hex(b->policy));
         admin_json_member_bool(out, "changed", strcmp(old_hash, policy_hash_hex(b->policy)) != 0);
         admin_json_member_int(out, "sessions_dropped", dropped);
+        admin_json_member_uint(out, "operators", b->reload.operators);
+        admin_json_member_bool(out, "removed_self", removed_self);
+        admin_json_member_int(out, "cases_unreachable", b->reload.cases_unreachable);
     }
+    /* the config or policy on disk would not start the broker (for a
+     * refused policy, the same error) */
+    if (b->reload.start_fails)
+        admin_json_member_string(out, "next_start_error", b->reload.start_error);
     admin_json_object_end(out);
     return dropped < 0 ? -1 : 0;
 }

@@ -45,6 +45,9 @@ void broker_request_reload(void)
     reload_requested = 1;
 }
 
+static size_t reload_count_operators(const policy_t *policy);
+static int reload_policy_file(broker_t *b, const char *requested_by, char *err, size_t errlen);
+
 static int64_t clock_ms(clockid_t which)
 {
     struct timespec ts;
@@ -341,6 +344,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
         goto fail;
     if ((b->policy = policy_load(o->policy_path, err, errlen)) == NULL)
         goto fail;
+    b->start_check = o->start_check;
+    b->start_check_arg = o->start_check_arg;
     if ((b->policy_path = strdup(o->policy_path)) == NULL ||
         (b->store_path = strdup(o->store_path)) == NULL || (b->sessions = sessions_new()) == NULL ||
         (b->conns = conns_new()) == NULL) {
@@ -361,7 +366,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if (broker_clock_start(b, o->accept_clock, err, errlen) != 0)
         goto fail;
     b->started_at = b->policy_loaded_at = b->clock.now_s;
-    (void)case_check_reachable(b); /* logged */
+    b->reload.operators = reload_count_operators(b->policy);
+    b->reload.cases_unreachable = case_check_reachable(b); /* logged */
     case_ids_watch(b, monotonic_ms());
     (void)purge_find(b);           /* logged */
     b->ack_timeout_ms = o->ack_timeout_ms > 0 ? o->ack_timeout_ms : SCHAKEL_DEFAULT_ACK_TIMEOUT_MS;
@@ -1370,6 +1376,69 @@ static size_t reload_drop_sessions(broker_t *b, const policy_t *policy)
     return dropped;
 }
 
+/* Operators `policy` registers (the keys the admin endpoint admits). */
+static size_t reload_count_operators(const policy_t *policy)
+{
+    size_t n = policy_principal_count(policy), operators = 0;
+    for (size_t i = 0; i < n; i++)
+        operators += policy_principal_at(policy, i)->role == ROLE_OPERATOR;
+    return operators;
+}
+
+/* policy.reloaded, with what an operator must know of it: the operators
+ * left and the open cases nobody can see or close any more (each case
+ * type and lead is logged as cases.unreachable); a policy without an
+ * operator, while the admin endpoint is on, is said apart: only SIGHUP
+ * reloads then. A retry says after how many tries, as the refusals
+ * logged leave some out. */
+static void reload_log_applied(broker_t *b, const char *old_hash, const char *requested_by,
+                               int retry, uint64_t tries)
+{
+    char operators[24], cases[24], retries[24];
+    snprintf(operators, sizeof operators, "%zu", b->reload.operators);
+    if (b->reload.cases_unreachable >= 0)
+        snprintf(cases, sizeof cases, "%ld", b->reload.cases_unreachable);
+    else
+        snprintf(cases, sizeof cases, "unknown");
+    snprintf(retries, sizeof retries, "%" PRIu64, tries);
+    if (retry)
+        log_event(LOG_INFO, "policy.reloaded", "old", old_hash, "new", policy_hash_hex(b->policy),
+                  "by", requested_by, "operators", operators, "cases_unreachable", cases, "retries",
+                  retries, NULL);
+    else
+        log_event(LOG_INFO, "policy.reloaded", "old", old_hash, "new", policy_hash_hex(b->policy),
+                  "by", requested_by, "operators", operators, "cases_unreachable", cases, NULL);
+    if (b->reload.operators == 0 && b->admin != NULL)
+        log_event(LOG_WARN, "policy.no_operators", "effect",
+                  "the admin endpoint admits no key: schakelctl is refused until a reload "
+                  "(SIGHUP, systemctl reload) registers an operator again",
+                  NULL);
+}
+
+/* Whether the config file and the policy it names, as they are on disk
+ * now, would start the broker: a reload applies only the policy, and a
+ * file that fails only at the next start (a restart, the watchdog, a
+ * reboot) would leave the broker down then. Said when they would not,
+ * and once when they would again. */
+static void reload_check_start(broker_t *b)
+{
+    if (b->start_check == NULL)
+        return;
+    char err[sizeof b->reload.start_error];
+    if (b->start_check(b->start_check_arg, err, sizeof err) != 0) {
+        log_event(LOG_WARN, "config.would_not_start", "error", err, "effect",
+                  "the broker runs on as it is, but its next start (a restart, the watchdog, "
+                  "a reboot) fails: fix the file, then reload",
+                  NULL);
+        b->reload.start_fails = 1;
+        snprintf(b->reload.start_error, sizeof b->reload.start_error, "%s", err);
+    } else if (b->reload.start_fails) {
+        log_event(LOG_INFO, "config.would_start", NULL);
+        b->reload.start_fails = 0;
+        b->reload.start_error[0] = '\0';
+    }
+}
+
 /* Record the reload to `fresh` and put it in force. Returns the sessions
  * dropped, or -1 (err set) when its entry could not be written: then the
  * old policy stays in force, narrowed by `fresh` (b->policy_pending), and
@@ -1417,15 +1486,9 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
         (void)reload_drop_sessions(b, fresh);
         return -1;
     }
-    if (retry) { /* after how many tries, as the refusals logged leave some out */
-        char tries[24];
-        snprintf(tries, sizeof tries, "%" PRIu64, b->pending_tries);
-        log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
-                  policy_hash_hex(fresh), "by", requested_by, "retries", tries, NULL);
-    } else {
-        log_event(LOG_INFO, "policy.reloaded", "old", policy_hash_hex(b->policy), "new",
-                  policy_hash_hex(fresh), "by", requested_by, NULL);
-    }
+    char old_hash[65];
+    snprintf(old_hash, sizeof old_hash, "%s", policy_hash_hex(b->policy));
+    uint64_t tries = b->pending_tries;
     b->pending_retries = b->pending_tries = 0;
     if (b->policy_pending == fresh)
         b->policy_pending = NULL;
@@ -1438,14 +1501,28 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
      * A seq handed out later is higher than any waiting one. */
     int64_t last_seq = store_delivery_last_seq(b->store);
     b->seq_at_policy = last_seq < 0 ? UINT64_MAX : (uint64_t)last_seq;
-    deliver_policy_changed(b);     /* what waits is decided again, under the new policy */
-    (void)case_check_reachable(b); /* logged */
-    (void)purge_find(b);           /* logged */
+    deliver_policy_changed(b); /* what waits is decided again, under the new policy */
+    b->reload.operators = reload_count_operators(b->policy);
+    b->reload.cases_unreachable = case_check_reachable(b); /* each case type and lead logged */
+    reload_log_applied(b, old_hash, requested_by, retry, tries);
+    (void)purge_find(b); /* logged */
     size_t dropped = reload_drop_sessions(b, b->policy);
     return dropped > INT32_MAX ? INT32_MAX : (int)dropped;
 }
 
 int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen)
+{
+    b->reload.at = b->now_s;
+    snprintf(b->reload.by, sizeof b->reload.by, "%s", requested_by);
+    int rc = reload_policy_file(b, requested_by, err, errlen);
+    b->reload.failed = rc < 0;
+    snprintf(b->reload.error, sizeof b->reload.error, "%s", rc < 0 ? err : "");
+    reload_check_start(b);
+    return rc;
+}
+
+/* broker_reload_policy without its report. */
+static int reload_policy_file(broker_t *b, const char *requested_by, char *err, size_t errlen)
 {
     policy_t *fresh = policy_load(b->policy_path, err, errlen);
     if (fresh == NULL) {
@@ -1474,7 +1551,10 @@ static void broker_reload_retry(broker_t *b)
         return;
     char err[512], by[sizeof b->pending_by];
     snprintf(by, sizeof by, "%s", b->pending_by);
-    (void)reload_apply(b, b->policy_pending, by, err, sizeof err); /* logged either way */
+    if (reload_apply(b, b->policy_pending, by, err, sizeof err) >= 0) { /* logged either way */
+        b->reload.failed = 0;
+        b->reload.error[0] = '\0';
+    }
 }
 
 /* ------------------------------------------------------------ loop */

@@ -95,6 +95,26 @@ typedef struct broker_stats {
     unsigned long principal_queries_held, principal_pushes_held, acks_rate_limited;
 } broker_stats_t;
 
+/* Whether the config file as it is on disk now, and the policy it names,
+ * would start a broker (main.c: loaded as a start loads them, with the
+ * same command-line options over them; nothing of it is applied). Asked
+ * at every reload. Returns 0, or -1 with "FILE:LINE: message" in err. */
+typedef int (*broker_start_check_fn)(const void *arg, char *err, size_t errlen);
+
+/* What the last reload found: for the metrics, `schakelctl status` and
+ * the reload's answer and log line (broker_reload_policy). */
+typedef struct reload_report {
+    int64_t at;             /* Unix seconds of the last reload asked; 0: none since the start */
+    char by[64];            /* who asked it: "SIGHUP", "admin:PRINCIPAL" */
+    int failed;             /* refused: its policy did not load, or its record is pending */
+    char error[512];        /* why, while failed */
+    size_t operators;       /* operators the policy in force registers after it */
+    long cases_unreachable; /* open cases nobody can see or close under it; -1: unknown */
+    int start_fails;        /* the config on disk, or the policy it names, would not start
+                             * the broker (start_check at the last reload) */
+    char start_error[1024]; /* why, while start_fails */
+} reload_report_t;
+
 typedef struct broker {
     void *ctx;
     void *router;
@@ -135,6 +155,9 @@ typedef struct broker {
      * reply queued under another count is checked again as it is sent. */
     uint64_t policy_generation;
     char *policy_path;
+    broker_start_check_fn start_check; /* NULL: not asked (broker_options_t) */
+    const void *start_check_arg;
+    reload_report_t reload;
     char *store_path; /* beside it, STORE.audit-mismatch (storefile.h) */
     /* The trail's tail found rewritten outside the broker (record.c
      * record_write_failed): said in full once, with the mark written
@@ -250,6 +273,10 @@ typedef struct broker_options {
     const char *metrics_listen; /* HTTP metrics "HOST:PORT", or NULL for none */
     int sync_always;            /* every turn's sync on the sync thread, not only while busy */
     const char *version;        /* for schakel_build_info */
+    /* Asked at every reload (broker_start_check_fn), with arg; NULL: the
+     * files are not checked. */
+    broker_start_check_fn start_check;
+    const void *start_check_arg;
 } broker_options_t;
 
 /* Create the broker: load key and policy, open the sealed store, start the
@@ -281,7 +308,10 @@ void broker_request_reload(void);
  * validated whole first; on any error the old one stays and -1 is returned
  * with "FILE:LINE: message" in err. On success it replaces the old one at
  * once, sessions of principals that were removed, became operators or had
- * their key replaced are dropped, and the number dropped is returned. */
+ * their key replaced are dropped, and the number dropped is returned.
+ * Either way b->reload says what it found (operators left, cases made
+ * unreachable) and whether the files on disk would start the broker
+ * (broker_start_check_fn; logged config.would_not_start when not). */
 int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen);
 
 /* Queue a reply frame to a session for after the commit (takes ownership

@@ -47,6 +47,7 @@ typedef struct options {
     const char *sets[16]; /* --set KEY=VALUE, any config key */
     size_t n_sets;
     int init;
+    int check;                 /* --check: would these files start a broker? */
     int rekey;                 /* --rekey */
     int without_floor;         /* --without-floor, with --restored */
     int accept_clock;          /* --accept-clock: a system clock behind the trail */
@@ -63,6 +64,7 @@ static void usage(FILE *out)
         "usage: schakeld --config FILE [--listen ENDPOINT] [--policy FILE] [--store FILE]\n"
         "                [--key FILE] [--store-key FILE] [--ack-timeout DURATION]\n"
         "                [--ready-fd N] [--log-level debug|info|warn|error] [--accept-clock]\n"
+        "       schakeld --check --config FILE [the start's other options]\n"
         "       schakeld --init --config FILE | --init --store-key FILE [--store FILE]\n"
         "       schakeld --rekey --config FILE --new-store-key FILE  (broker stopped)\n"
         "       schakeld --rekey --store FILE --store-key FILE --new-store-key FILE [--key FILE]\n"
@@ -72,6 +74,9 @@ static void usage(FILE *out)
         "  --config FILE     broker config (YAML: listen, key_file, policy, store,\n"
         "                    store_key_file, ack_timeout, metrics_listen, admin_listen,\n"
         "                    sync_thread, and the limits of docs/OPERATIONS.md)\n"
+        "  --check           load the config and the policy it names as a start\n"
+        "                    would, apply nothing, and exit: 0 if they load, else 1\n"
+        "                    with FILE:LINE (systemctl reload runs it first)\n"
         "  --init            create the store key file (mode 0600) and, with a store\n"
         "                    path, an empty store, each where none is, and exit\n"
         "  --store-key FILE  the store's sealing key file\n"
@@ -109,7 +114,7 @@ static int parse_level(const char *s, log_level_t *level)
 }
 
 /* Options that take a value (the others: --version, --help, --init,
- * --rekey, --without-floor, --accept-clock). */
+ * --check, --rekey, --without-floor, --accept-clock). */
 static int takes_value(const char *a)
 {
     static const char *const names[] = {"--config",          "--listen",      "--policy",
@@ -142,6 +147,10 @@ static int parse_args(int argc, char **argv, options_t *o)
         }
         if (strcmp(a, "--rekey") == 0) {
             o->rekey = 1;
+            continue;
+        }
+        if (strcmp(a, "--check") == 0) {
+            o->check = 1;
             continue;
         }
         if (strcmp(a, "--without-floor") == 0) {
@@ -210,6 +219,10 @@ static int parse_args(int argc, char **argv, options_t *o)
     }
     if (o->restored != NULL && (o->init || o->rekey)) {
         fprintf(stderr, "schakeld: --restored goes with neither --init nor --rekey\n");
+        return 2;
+    }
+    if (o->check && (o->init || o->rekey || o->restored != NULL)) {
+        fprintf(stderr, "schakeld: --check goes with neither --init, --rekey nor --restored\n");
         return 2;
     }
     if (o->without_floor && o->restored == NULL) {
@@ -580,6 +593,96 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
     return 0;
 }
 
+/* The config a start runs with: the file (if --config), then the
+ * command-line options over it, checked as the file is. Returns it
+ * (caller frees with config_destroy), or NULL with err filled and
+ * *exit_code 1 (the file) or 2 (an option). */
+static broker_config_t *config_build(const options_t *o, char *err, size_t errlen, int *exit_code)
+{
+    *exit_code = 1;
+    err[0] = '\0';
+    broker_config_t *cfg =
+        o->config != NULL ? config_load(o->config, err, errlen) : calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        if (err[0] == '\0')
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    const char *overrides[][2] = {{"listen", o->listen},
+                                  {"key_file", o->key},
+                                  {"policy", o->policy},
+                                  {"store", o->store},
+                                  {"store_key_file", o->store_key},
+                                  {"ack_timeout", o->ack_timeout},
+                                  {"max_publish_rate", o->publish_rate},
+                                  {"max_connections_per_principal", o->max_connections}};
+    *exit_code = 2;
+    for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
+        if (overrides[i][1] != NULL &&
+            config_set(cfg, overrides[i][0], overrides[i][1], err, errlen) != 0) {
+            config_destroy(&cfg);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < o->n_sets; i++) {
+        char field[64], why[512];
+        const char *eq = strchr(o->sets[i], '=');
+        size_t len = (size_t)(eq - o->sets[i]);
+        snprintf(field, sizeof field, "%.*s", (int)(len < sizeof field ? len : 0), o->sets[i]);
+        if (config_set(cfg, field, eq + 1, why, sizeof why) != 0) {
+            snprintf(err, errlen, "--set %s: %s", o->sets[i], why);
+            config_destroy(&cfg);
+            return NULL;
+        }
+    }
+    return cfg;
+}
+
+/* Whether the config and the policy it names, as they are on disk now,
+ * would start a broker: loaded as a start loads them (config_build,
+ * config_complete, policy_load), nothing applied. The key files, the
+ * store and the endpoints are not tried. Returns the policy loaded (caller
+ * frees), or NULL with "FILE:LINE: message" in err. */
+static policy_t *start_files_load(const options_t *o, char *err, size_t errlen)
+{
+    int exit_code;
+    broker_config_t *cfg = config_build(o, err, errlen, &exit_code);
+    if (cfg == NULL)
+        return NULL;
+    policy_t *policy = NULL;
+    if (config_complete(cfg, err, errlen) == 0)
+        policy = policy_load(cfg->policy_path, err, errlen);
+    config_destroy(&cfg);
+    return policy;
+}
+
+/* broker_start_check_fn: the running broker asks at every reload. */
+static int start_check(const void *arg, char *err, size_t errlen)
+{
+    policy_t *policy = start_files_load(arg, err, errlen);
+    int rc = policy != NULL ? 0 : -1;
+    policy_destroy(&policy);
+    return rc;
+}
+
+/* `schakeld --check`: exit 0 when the files would start a broker, 1 with
+ * the error (FILE:LINE) on stderr when not. systemctl reload runs it
+ * before the SIGHUP (deploy/systemd/schakeld.service), so a policy the
+ * broker would refuse fails the reload where the operator sees it. */
+static int check_command(const options_t *o)
+{
+    char err[2048];
+    policy_t *policy = start_files_load(o, err, sizeof err);
+    if (policy == NULL) {
+        fprintf(stderr, "schakeld: %s\n", err);
+        return 1;
+    }
+    printf("config %s loads; policy %s\n", o->config != NULL ? o->config : "(none)",
+           policy_hash_hex(policy));
+    policy_destroy(&policy);
+    return 0;
+}
+
 /* A long step of opening the store (a schema migration) is still going:
  * systemd is asked for another minute of start-up from now, and 10 us
  * more for every row done (a step that rewrites a table of that many
@@ -619,39 +722,14 @@ int main(int argc, char **argv)
         return 1;
     }
     char err[2048] = "";
-    broker_config_t *cfg =
-        o.config != NULL ? config_load(o.config, err, sizeof err) : calloc(1, sizeof *cfg);
+    broker_config_t *cfg = config_build(&o, err, sizeof err, &rc);
     if (cfg == NULL) {
-        fprintf(stderr, "schakeld: %s\n", err[0] ? err : "out of memory");
-        return 1;
+        fprintf(stderr, "schakeld: %s\n", err);
+        return rc;
     }
-    /* Command-line options override the file, checked as the file is. */
-    const char *overrides[][2] = {{"listen", o.listen},
-                                  {"key_file", o.key},
-                                  {"policy", o.policy},
-                                  {"store", o.store},
-                                  {"store_key_file", o.store_key},
-                                  {"ack_timeout", o.ack_timeout},
-                                  {"max_publish_rate", o.publish_rate},
-                                  {"max_connections_per_principal", o.max_connections}};
-    for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; i++) {
-        if (overrides[i][1] != NULL &&
-            config_set(cfg, overrides[i][0], overrides[i][1], err, sizeof err) != 0) {
-            fprintf(stderr, "schakeld: %s\n", err);
-            config_destroy(&cfg);
-            return 2;
-        }
-    }
-    for (size_t i = 0; i < o.n_sets; i++) {
-        char field[64];
-        const char *eq = strchr(o.sets[i], '=');
-        size_t len = (size_t)(eq - o.sets[i]);
-        snprintf(field, sizeof field, "%.*s", (int)(len < sizeof field ? len : 0), o.sets[i]);
-        if (config_set(cfg, field, eq + 1, err, sizeof err) != 0) {
-            fprintf(stderr, "schakeld: --set %s: %s\n", o.sets[i], err);
-            config_destroy(&cfg);
-            return 2;
-        }
+    if (o.check) {
+        config_destroy(&cfg);
+        return check_command(&o);
     }
     if (o.init) {
         rc = init_command(cfg->store_key_path, cfg->store_path);
@@ -708,6 +786,8 @@ int main(int argc, char **argv)
             cfg->admin_heartbeat_timeout ? config_duration_ms(cfg->admin_heartbeat_timeout) : 0,
         .sync_always = cfg->sync_thread != NULL && strcmp(cfg->sync_thread, "always") == 0,
         .version = SCHAKEL_VERSION,
+        .start_check = start_check,
+        .start_check_arg = &o,
     };
     wire_limits_t limits = {
         .max_frame_bytes = (uint32_t)config_limit(cfg->max_frame_bytes, "max_frame_bytes"),

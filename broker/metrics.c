@@ -68,6 +68,9 @@ typedef struct metrics_snapshot {
     int64_t store_bytes;                           /* -1: unknown */
     int64_t set_aside_rows;                        /* deliveries_set_aside; -1: unknown */
     int64_t case_ids_left;                         /* store_case_ids_left */
+    int reload_failed;                             /* the last reload was refused (b->reload) */
+    int64_t reload_at; /* Unix seconds of the last reload, or of the start */
+    int start_fails;   /* the files on disk would not start the broker */
     uint64_t latency[METRICS_LATENCY_BUCKETS + 1]; /* per bucket, the last is +Inf */
     uint64_t latency_count;
     double latency_sum;
@@ -312,6 +315,23 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
     }
 }
 
+/* What the last reload found (broker.h reload_report_t). */
+static void metrics_render_reload(FILE *f, const metrics_snapshot_t *s)
+{
+    metrics_render_head(f, "schakel_policy_reload_failed", "gauge",
+                        "1 while the last policy reload was refused (its file did not load, or "
+                        "its audit entry is still pending): the policy in force is an older one.");
+    fprintf(f, "schakel_policy_reload_failed %d\n", s->reload_failed);
+    metrics_render_head(f, "schakel_policy_last_reload_timestamp_seconds", "gauge",
+                        "When the last policy reload was asked (SIGHUP or schakelctl reload), "
+                        "taken or refused; the start's time until one is.");
+    fprintf(f, "schakel_policy_last_reload_timestamp_seconds %lld\n", (long long)s->reload_at);
+    metrics_render_head(f, "schakel_config_would_not_start", "gauge",
+                        "1 while the config file, or the policy it names, as found on disk at "
+                        "the last reload would not start the broker: its next start fails.");
+    fprintf(f, "schakel_config_would_not_start %d\n", s->start_fails);
+}
+
 /* The whole /metrics text (caller frees), or NULL on OOM. */
 static char *metrics_render(const metrics_snapshot_t *s, const char *version, size_t *len)
 {
@@ -324,6 +344,7 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
     metrics_render_info(f, "schakel_policy_info", "Hash (BLAKE2b-256) of the policy in force.",
                         "hash", s->policy_hash);
     metrics_render_gauges(f, s);
+    metrics_render_reload(f, s);
     metrics_render_counter(f, "schakel_publishes_accepted_total",
                            "Publishes accepted and committed (repeats not included).",
                            s->stats.accepted);
@@ -838,6 +859,9 @@ void metrics_turn_end(broker_t *b, int outcome)
     m->local.connections = b->conns != NULL ? conns_open_count(b->conns) : 0;
     m->local.clock_offset_ms = b->clock.stepped ? b->clock.offset_ms : 0;
     m->local.case_ids_left = store_case_ids_left(b->store); /* O(1) */
+    m->local.reload_failed = b->reload.failed;
+    m->local.reload_at = b->reload.at > 0 ? b->reload.at : b->started_at;
+    m->local.start_fails = b->reload.start_fails;
     pthread_mutex_lock(&m->lock);
     m->shared = m->local;
     pthread_mutex_unlock(&m->lock);

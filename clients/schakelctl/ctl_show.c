@@ -70,6 +70,33 @@ static void ctl_row(const char *label, const char *value)
 
 /* ------------------------------------------------------------------ status */
 
+/* The last reload, and whether the broker's files would start it. */
+static void ctl_status_reload(const json_t *doc)
+{
+    char text[1200], when[40];
+    const json_t *reload = json_object_get(doc, "last_reload");
+    if (json_is_object(reload)) {
+        ctl_format_time(ctl_json_int(reload, "at", 0), when, sizeof when);
+        if (ctl_json_bool(reload, "failed"))
+            snprintf(text, sizeof text, "%s by %s: REFUSED, the policy in force is older: %s", when,
+                     ctl_json_string(reload, "by", "-"), ctl_json_string(reload, "error", "-"));
+        else
+            snprintf(text, sizeof text, "%s by %s: taken", when,
+                     ctl_json_string(reload, "by", "-"));
+        ctl_row("last reload", text);
+    } else if (json_is_null(reload)) {
+        ctl_row("last reload", "none since the start");
+    }
+    const json_t *start = json_object_get(doc, "next_start");
+    if (json_is_object(start) && ctl_json_bool(start, "fails")) {
+        snprintf(text, sizeof text, "WOULD FAIL (found at the last reload): %s",
+                 ctl_json_string(start, "error", "-"));
+        ctl_row("next start", text);
+    } else if (json_is_object(start)) {
+        ctl_row("next start", "ok: the config and policy load (as found at the last reload)");
+    }
+}
+
 static int ctl_show_status(const json_t *doc)
 {
     char text[512], when[40], span[40], size[40], db[40], wal[40];
@@ -95,6 +122,7 @@ static int ctl_show_status(const json_t *doc)
              ctl_json_int(policy, "partners", 0), ctl_json_int(policy, "principals", 0),
              ctl_json_int(policy, "rules", 0));
     ctl_row("", text);
+    ctl_status_reload(doc);
     snprintf(text, sizeof text, "%lld principals, %lld connections",
              ctl_json_int(doc, "connected_principals", 0), ctl_json_int(doc, "connections", 0));
     ctl_row("connected", text);
@@ -234,14 +262,53 @@ static int ctl_show_rules(const json_t *doc)
 
 /* ------------------------------------------------------------------ reload */
 
+/* "schakelctl: warning: TEXT" on stderr, TEXT made safe. */
+static void ctl_warn(const char *text)
+{
+    fputs("schakelctl: warning: ", stderr);
+    ctl_put_safe(stderr, text);
+    fputc('\n', stderr);
+}
+
+/* The broker's files on disk would not start it (a reload's answer). */
+static void ctl_warn_next_start(const json_t *doc)
+{
+    const char *error = ctl_json_string(doc, "next_start_error", NULL);
+    if (error == NULL)
+        return;
+    char text[1200];
+    snprintf(text, sizeof text,
+             "the broker's next start (a restart, the watchdog, a reboot) would fail: %s", error);
+    ctl_warn(text);
+}
+
 static int ctl_show_reload(const json_t *doc)
 {
-    printf("reloaded %s: policy %s -> %s%s; %lld connection%s dropped\n",
+    long long operators = ctl_json_int(doc, "operators", -1);
+    long long unreachable = ctl_json_int(doc, "cases_unreachable", -1);
+    printf("reloaded %s: policy %s -> %s%s; %lld connection%s dropped; %lld operator%s\n",
            ctl_json_string(doc, "policy", "-"), ctl_json_string(doc, "old_hash", "-"),
            ctl_json_string(doc, "new_hash", "-"),
            ctl_json_bool(doc, "changed") ? "" : " (unchanged)",
            ctl_json_int(doc, "sessions_dropped", 0),
-           ctl_json_int(doc, "sessions_dropped", 0) == 1 ? "" : "s");
+           ctl_json_int(doc, "sessions_dropped", 0) == 1 ? "" : "s", operators,
+           operators == 1 ? "" : "s");
+    if (ctl_json_bool(doc, "removed_self"))
+        ctl_warn(operators > 0 ? "this reload removed your own operator key: the broker refuses "
+                                 "your next request; another operator's key still works"
+                               : "this reload removed your own operator key, and no operator "
+                                 "is left: only SIGHUP (systemctl reload schakeld) reloads now");
+    else if (operators == 0)
+        ctl_warn("no operator is left: only SIGHUP (systemctl reload schakeld) reloads now");
+    if (unreachable > 0) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "%lld open case%s can no longer be seen or closed under this policy "
+                 "(cases.unreachable in the broker's log names the case types and leads)",
+                 unreachable, unreachable == 1 ? "" : "s");
+        ctl_warn(text);
+    }
+    ctl_warn_next_start(doc);
     return CTL_EXIT_OK;
 }
 
@@ -255,6 +322,7 @@ static int ctl_show_failed(const char *name, const ctl_answer_t *answer, int jso
     const char *kept = ctl_json_string(answer->json, "kept_hash", NULL);
     if (kept != NULL)
         ctl_say("the policy in force stays: %s", kept);
+    ctl_warn_next_start(answer->json);
     if (json && answer->json != NULL) {
         json_t *copy = json_deep_copy(answer->json);
         if (copy != NULL &&

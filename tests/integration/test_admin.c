@@ -622,6 +622,25 @@ static const char OPERATOR_BLOCK[] = "  - id: gemeente/beheer\n"
                                      "    role: operator\n"
                                      "    key_file: keys/gemeente-beheer.pub\n";
 
+static const char CASEWORKER_BLOCK[] = "  - id: riec/m.janssen\n"
+                                       "    role: caseworker\n";
+static const char CASEWORKER_AS_OPERATOR[] = "  - id: riec/m.janssen\n"
+                                             "    role: operator\n";
+
+/* Copy of text with the first occurrence of what replaced by with. */
+static char *replaced_once(const char *text, const char *what, const char *with)
+{
+    const char *at = strstr(text, what);
+    if (at == NULL)
+        fail_msg("policy text lacks \"%s\"", what);
+    char *out = malloc(strlen(text) - strlen(what) + strlen(with) + 1);
+    assert_non_null(out);
+    memcpy(out, text, (size_t)(at - text));
+    strcpy(out + (at - text), with);
+    strcat(out, at + strlen(what));
+    return out;
+}
+
 static char *without(const char *text, const char *what)
 {
     const char *at = strstr(text, what);
@@ -651,6 +670,10 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     ctl(env, H_OPERATOR, &res, reload_json);
     expect_exit(&res, 0, "reload without jekerdal");
     assert_true(json_int(res.out, "sessions_dropped") >= 1);
+    assert_int_equal(json_int(res.out, "operators"), 1);
+    assert_int_equal(json_int(res.out, "cases_unreachable"), 0);
+    expect_text(res.out, "\"removed_self\":false", "reload without jekerdal");
+    assert_null(strstr(res.err, "warning"));
     h_cli_result_free(&res);
 
     schakel_signal_t s = cannabis_signal();
@@ -663,19 +686,58 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     assert_null(strstr(partners, H_WOCO_JEKERDAL));
     free(partners);
 
-    /* The operator reloads its own key away: answered, then locked out. */
+    /* The operator reloads its own key away (the caseworker made an
+     * operator in its place): answered, warned, then locked out. */
     char *no_operator = without(header, OPERATOR_BLOCK);
-    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    char *handed_over = replaced_once(no_operator, CASEWORKER_BLOCK, CASEWORKER_AS_OPERATOR);
+    h_env_write_policy(env, "%s%s", handed_over, h_default_rules);
+    free(handed_over);
     const char *const reload[] = {"reload", NULL};
+    long offset = h_log_offset(env);
     ctl(env, H_OPERATOR, &res, reload);
     expect_exit(&res, 0, "reload without the operator");
     expect_text(res.out, "reloaded", "reload output");
+    expect_text(res.out, "; 1 operator\n", "reload output");
+    expect_text(res.err,
+                "warning: this reload removed your own operator key: the broker refuses your "
+                "next request; another operator's key still works",
+                "reload output");
     h_cli_result_free(&res);
+    assert_int_equal(h_log_count(env, offset,
+                                 "level=warn event=admin.operator_removed_itself "
+                                 "principal=" H_OPERATOR " operators=1"),
+                     1);
+    assert_int_equal(h_log_count(env, offset, "event=policy.no_operators"), 0);
+
+    /* The last operator reloads every operator away: only SIGHUP is left. */
+    h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
+    offset = h_log_offset(env);
+    ctl(env, H_RIEC_CASEWORKER, &res, reload);
+    expect_exit(&res, 0, "reload without any operator");
+    expect_text(res.out, "; 0 operators", "reload output");
+    expect_text(res.err,
+                "warning: this reload removed your own operator key, and no operator is left: "
+                "only SIGHUP (systemctl reload schakeld) reloads now",
+                "reload output");
+    h_cli_result_free(&res);
+    assert_int_equal(h_log_count(env, offset,
+                                 "level=warn event=admin.operator_removed_itself "
+                                 "principal=" H_RIEC_CASEWORKER " operators=0"),
+                     1);
+    assert_int_equal(h_log_count(env, offset, "level=warn event=policy.no_operators"), 1);
+    assert_int_equal(h_log_count(env, offset, "operators=0 cases_unreachable=0"), 1);
     const char *const status[] = {"status", NULL};
     ctl(env, H_OPERATOR, &res, status);
     expect_exit(&res, 4, "status with a removed operator key");
     expect_text(res.err, "refused our key", "status with a removed operator key");
     h_cli_result_free(&res);
+    ctl(env, H_RIEC_CASEWORKER, &res, status);
+    expect_exit(&res, 4, "status with the last operator key removed");
+    h_cli_result_free(&res);
+    /* SIGHUP brings an operator back */
+    h_env_write_policy(env, "%s%s", header, h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    free(ctl_json(env, "status"));
     free(no_operator);
     free(header);
     h_done(env);

@@ -2342,11 +2342,28 @@ static void test_unreachable_cases_are_named(void **state)
         "event=cases.unreachable case_type=ondermijning-adres lead=riec open=2 ";
     if (h_await_log(env, offset, needle, T) != 0)
         fail_msg("no \"%s\" after the reload", needle);
+    /* and counted on the reload's own line */
+    if (h_await_log(env, offset, "event=policy.reloaded ", 0) != 0 ||
+        h_log_count(env, offset, " operators=1 cases_unreachable=2") != 1)
+        fail_msg("the reload's line does not count the cases it made unreachable");
     assert_int_equal(h_broker_stop(env), 0);
     offset = h_log_offset(env);
-    h_broker_start(env);
+    const char *const admin_on[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
+    h_broker_start_with(env, admin_on);
     if (h_await_log(env, offset, needle, T) != 0)
         fail_msg("no \"%s\" at the start", needle);
+    /* an operator's reload counts them, and warns */
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    const char *const reload[] = {"reload", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, admin, h_key_file(env, H_OPERATOR), reload, &res);
+    if (res.status != 0 ||
+        strstr(res.err, "warning: 2 open cases can no longer be seen or closed under this "
+                        "policy (cases.unreachable in the broker's log names the case types "
+                        "and leads)") == NULL)
+        fail_msg("schakelctl reload: exit %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
     stop_clean(env);
 }
 

@@ -1005,6 +1005,53 @@ static void test_case_ids_run_out(void **state)
     h_done(env);
 }
 
+/* What the last reload found: refused or not and when, and whether the
+ * config on disk (or the policy it names) would start the broker; the
+ * alert rules of deploy/prometheus fire on both. */
+static void test_reload_outcome_exported(void **state)
+{
+    h_env_t *env = *state;
+    static const char failed[] = "schakel_policy_reload_failed",
+                      at[] = "schakel_policy_last_reload_timestamp_seconds",
+                      start_fails[] = "schakel_config_would_not_start";
+    double before_start = (double)time(NULL);
+    char address[64];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    assert_true(metric_now(address, brandweer, failed) == 0);
+    assert_true(metric_now(address, brandweer, start_fails) == 0);
+    assert_true(metric_now(address, brandweer, at) >= before_start);
+
+    /* refused: both */
+    h_env_write_policy(env, "%srules: [\n  - id: x\n", h_policy_header);
+    double before_reload = (double)time(NULL);
+    assert_int_equal(h_broker_reload(env), 0);
+    assert_true(metric_now(address, brandweer, failed) == 1);
+    assert_true(metric_now(address, brandweer, start_fails) == 1);
+    assert_true(metric_now(address, brandweer, at) >= before_reload);
+
+    /* taken: neither */
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    assert_int_equal(h_broker_reload(env), 1);
+    assert_true(metric_now(address, brandweer, failed) == 0);
+    assert_true(metric_now(address, brandweer, start_fails) == 0);
+
+    /* taken, but the config would not start the broker */
+    FILE *f = fopen(env->config_path, "a");
+    assert_non_null(f);
+    assert_true(fputs("polcy: shadow.yaml\n", f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(h_broker_reload(env), 1);
+    assert_true(metric_now(address, brandweer, failed) == 0);
+    assert_true(metric_now(address, brandweer, start_fails) == 1);
+    char *text = http_get_ok(address, "/metrics");
+    assert_promtool_accepts(env, text);
+    free(text);
+    schakel_close(&brandweer);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1023,6 +1070,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_case_ids_run_out, setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_outcome_exported, h_setup_env, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: metrics", tests, NULL, NULL);
 }

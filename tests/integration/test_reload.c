@@ -1302,6 +1302,151 @@ static void test_withdrawal_rolled_back_when_a_revocation_fails(void **state)
     withdrawal_fails_and_recovers(*state, FAULT_REVOKE);
 }
 
+/* ------------------------------------------------------------ what a reload tells */
+
+/* Append text to a file (the config). */
+static void append_to(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Lines of a file (its last line ends with a newline). */
+static unsigned lines_of(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    unsigned n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* `schakeld --check` with the options the harness starts the broker
+ * with (its config and store; the listen and admin endpoints given on the
+ * command line): exit `code`, stderr naming `says` (NULL: anything). */
+static void start_check(h_env_t *env, int code, const char *says)
+{
+    h_cli_result_t res;
+    h_run_schakeld(&res, "--check", "--config", env->config_path, "--store", env->store_path,
+                   "--listen", "tcp://127.0.0.1:*", "--set", "admin_listen=tcp://127.0.0.1:*",
+                   NULL);
+    if (res.status != code || (says != NULL && strstr(res.err, says) == NULL))
+        fail_msg("schakeld --check: exit %d, expected %d (\"%s\")\nstdout: %s\nstderr: %s",
+                 res.status, code, says != NULL ? says : "", res.out, res.err);
+    h_cli_result_free(&res);
+}
+
+/* schakelctl as the operator; its stdout (caller frees), the exit and
+ * stderr checked as operator_ctl does. */
+static char *operator_ctl_out(h_env_t *env, const char *const *args, int code, const char *says)
+{
+    char admin[128];
+    h_cli_result_t res;
+    h_admin_endpoint(env, admin, sizeof admin);
+    h_run_ctl_argv(env, admin, h_key_file(env, H_OPERATOR), args, &res);
+    if (res.status != code || (says != NULL && strstr(res.err, says) == NULL))
+        fail_msg("schakelctl %s: exit %d, expected %d (\"%s\")\nstdout: %s\nstderr: %s", args[0],
+                 res.status, code, says != NULL ? says : "", res.out, res.err);
+    char *out = res.out;
+    res.out = NULL;
+    h_cli_result_free(&res);
+    return out;
+}
+
+static void expect_in(const char *text, const char *needle, const char *what)
+{
+    if (strstr(text, needle) == NULL)
+        fail_msg("%s: \"%s\" not in:\n%s", what, needle, text);
+}
+
+/* A reload applies the policy alone, but the broker also loads the config
+ * file and the policy it names as its next start would: a config that
+ * would not load (review: `polcy:` appended, SIGHUP said policy.reloaded,
+ * the next start failed) and a policy refused are said at the reload
+ * (config.would_not_start with FILE:LINE), in `schakelctl status` and in
+ * the reload's answer; `schakeld --check`, which systemctl reload runs
+ * before its SIGHUP, fails on both; and once the files load again the
+ * broker says so. */
+static void test_reload_says_when_the_next_start_would_fail(void **state)
+{
+    h_env_t *env = *state;
+    const char *const status[] = {"status", NULL};
+    const char *const reload[] = {"reload", NULL};
+    start_check(env, 0, NULL);
+    char *out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "none since the start", "status before any reload");
+    free(out);
+
+    /* a config that would not start the broker */
+    char config[4096];
+    FILE *f = fopen(env->config_path, "r");
+    assert_non_null(f);
+    size_t config_len = fread(config, 1, sizeof config - 1, f);
+    fclose(f);
+    config[config_len] = '\0';
+    append_to(env->config_path, "polcy: shadow.yaml\n");
+    char where[200];
+    snprintf(where, sizeof where, "%s:%u: unknown key", env->config_path,
+             lines_of(env->config_path));
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1); /* the policy itself is fine */
+    if (h_await_log(env, offset, "level=warn event=config.would_not_start", H_TIMEOUT_MS) != 0 ||
+        h_await_log(env, offset, where, 0) != 0 || h_await_log(env, offset, "polcy", 0) != 0)
+        fail_msg("the reload does not say the config would not start the broker (%s)", where);
+    start_check(env, 1, where);
+    out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "WOULD FAIL", "status with a bad config");
+    expect_in(out, where, "status with a bad config");
+    expect_in(out, "by SIGHUP: taken", "status with a bad config");
+    free(out);
+    out = operator_ctl_out(env, reload, 0,
+                           "next start (a restart, the watchdog, a reboot) would fail");
+    expect_in(out, "reloaded", "reload with a bad config");
+    free(out);
+
+    /* the config as it was: said once */
+    f = fopen(env->config_path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(config, 1, config_len, f), config_len);
+    assert_int_equal(fclose(f), 0);
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    if (h_await_log(env, offset, "event=config.would_start", H_TIMEOUT_MS) != 0)
+        fail_msg("a config that loads again is not said");
+    start_check(env, 0, NULL);
+    out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "next start    ok", "status with the config fixed");
+    free(out);
+
+    /* a policy refused: the next start would fail on it too */
+    h_env_write_policy(env, "%srules: [\n  - id: x\n", h_policy_header);
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    if (h_await_log(env, offset, "event=config.would_not_start", H_TIMEOUT_MS) != 0 ||
+        h_await_log(env, offset, env->policy_path, 0) != 0)
+        fail_msg("a refused policy is not said to stop the next start");
+    start_check(env, 1, env->policy_path);
+    out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "by SIGHUP: REFUSED", "status after a refused reload");
+    expect_in(out, "WOULD FAIL", "status after a refused reload");
+    free(out);
+    free(operator_ctl_out(env, reload, 1, "next start (a restart, the watchdog, a reboot)"));
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    offset = h_log_offset(env);
+    free(operator_ctl_out(env, reload, 0, NULL));
+    if (h_await_log(env, offset, "event=config.would_start", H_TIMEOUT_MS) != 0)
+        fail_msg("a policy that loads again is not said");
+    out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "by admin:" H_OPERATOR ": taken", "status after a good reload");
+    free(out);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1342,6 +1487,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_withdrawal_rolled_back_when_its_entry_fails,
                                         setup_broker_with_admin, h_teardown),
         cmocka_unit_test_setup_teardown(test_withdrawal_rolled_back_when_a_revocation_fails,
+                                        setup_broker_with_admin, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_says_when_the_next_start_would_fail,
                                         setup_broker_with_admin, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: policy reload", tests, NULL, NULL);
