@@ -1878,6 +1878,7 @@ int broker_run(broker_t *b)
         }
         if (admin_read > 0)
             b->turn_acks_only = 0; /* arrived after the poll: answered after a synced commit */
+        purge_retry(b);            /* a listing that failed, at most once a second */
         int housekeeping = b->now_ms >= next_housekeeping;
         if (housekeeping || b->expiry_due || b->n_revocations > 0 || b->n_set_asides > 0 ||
             purge_pending(b))

@@ -228,6 +228,9 @@ typedef struct broker {
     size_t n_purge;
     int purge_more;    /* more than the list holds: listed again once it is done */
     int purge_emptied; /* this turn found the last listed recipient empty */
+    int purge_refind;  /* the last listing failed: listed again at purge_refind_ms */
+    int64_t purge_refind_ms;
+    int64_t purge_failed_logged_ms; /* when purge.failed was last said (now_ms) */
     size_t expired_since_checkpoint;
     int64_t next_checkpoint_ms;
     admin_t *admin;           /* the admin endpoint, NULL unless admin_listen is set */

@@ -23,6 +23,24 @@ static int purge_can_receive(const broker_t *b, const char *principal)
     return p != NULL && p->role != ROLE_OPERATOR;
 }
 
+/* How often a listing that keeps failing says so again. */
+#define PURGE_FAILED_LOG_MS 60000
+
+/* The listing failed: tried again in a second (purge_retry); said at
+ * once, then once a minute while it lasts. */
+static void purge_failed(broker_t *b, const char *error)
+{
+    if (!b->purge_refind || b->now_ms - b->purge_failed_logged_ms >= PURGE_FAILED_LOG_MS) {
+        log_event(LOG_ERROR, "purge.failed", "error", error, "effect",
+                  "the mailboxes of principals not in the policy in force are not withdrawn "
+                  "yet; listed again every second until the store can be read",
+                  NULL);
+        b->purge_failed_logged_ms = b->now_ms;
+    }
+    b->purge_refind = 1;
+    b->purge_refind_ms = b->now_ms + 1000;
+}
+
 void purge_release(broker_t *b)
 {
     free(b->purge_list);
@@ -38,7 +56,7 @@ long purge_find(broker_t *b)
     purge_release(b);
     b->purge_list = calloc(PURGE_LIST_MAX, sizeof *b->purge_list);
     if (b->purge_list == NULL) {
-        log_event(LOG_ERROR, "purge.failed", "error", "out of memory", NULL);
+        purge_failed(b, "out of memory");
         return -1;
     }
     int rc;
@@ -55,11 +73,23 @@ long purge_find(broker_t *b)
                   "not in the policy in force: its waiting deliveries are revoked", NULL);
     }
     if (rc < 0) {
-        log_event(LOG_ERROR, "purge.failed", "error", store_errmsg(b->store), NULL);
+        purge_failed(b, store_errmsg(b->store));
         purge_release(b);
         return -1;
     }
+    if (b->purge_refind) {
+        char listed[24];
+        snprintf(listed, sizeof listed, "%zu", b->n_purge);
+        log_event(LOG_INFO, "purge.resumed", "recipients", listed, NULL);
+        b->purge_refind = 0;
+    }
     return (long)b->n_purge;
+}
+
+void purge_retry(broker_t *b)
+{
+    if (b->purge_refind && b->now_ms >= b->purge_refind_ms)
+        (void)purge_find(b); /* logged either way */
 }
 
 int purge_pending(const broker_t *b)

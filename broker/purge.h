@@ -23,10 +23,15 @@
 #define PURGE_LIST_MAX 256u
 
 /* List the recipients to withdraw under b->policy (replacing any list).
- * Returns how many, or -1 when the store could not be read (logged; the
- * next reload or start tries again). Cost: one index descent per
- * recipient with waiting deliveries. */
+ * Returns how many, or -1 when the store could not be read (logged
+ * purge.failed, then once a minute while it lasts): purge_retry lists
+ * again. Cost: one index descent per recipient with waiting deliveries. */
 long purge_find(broker_t *b);
+
+/* A listing that failed is tried again (purge_find), at most once a
+ * second: the policy in force is the new one, and what waits for a
+ * principal it removed must not wait for the next reload or start. */
+void purge_retry(broker_t *b);
 
 /* Whether a purge waits for the next turn. */
 int purge_pending(const broker_t *b);
