@@ -42,11 +42,13 @@ int yamlguard_vfail(const yamlguard_report_t *report, unsigned line, const char 
  * The file is refused when someone other than its owner could change what
  * is read: group or others may write it, or its folder (unless the folder
  * is sticky and the file belongs to this program's effective user or to
- * root). Symbolic links are followed one at a time, each link's folder
- * checked likewise; every check is on what was opened (fstat of the file's
- * fd and of its folder's), so a swap between the check and the read cannot
- * dodge it. what ("policy", "config") names the file in the messages.
- * On success returns 0 and *buf (caller frees) holding *len bytes. On error
+ * root). The name is resolved one name at a time, and symbolic links are
+ * followed one at a time wherever they are (in its folder part as at its
+ * end, at most 8), each link's folder checked likewise (in a sticky
+ * folder the link must be this user's or root's); every check is on what
+ * was opened (fstat of the file's fd, of each link's and of its folder's),
+ * so a swap between the check and the read cannot dodge it. what ("policy", "config") names the
+ * file in the messages. On success returns 0 and *buf (caller frees) holding *len bytes. On error
  * returns -1, or YAMLGUARD_NOMEM when an allocation failed, with
  * "NAME: message" in report->err (cannot open, not a regular file, group or
  * others may write it or its folder, cannot read, out of memory, too

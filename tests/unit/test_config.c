@@ -430,7 +430,7 @@ static void test_config_others_may_write(void **state)
     assert_int_equal(chmod(f->path, 0664), 0);
     assert_null(config_load(f->path, err, sizeof err));
     snprintf(want, sizeof want,
-             "%s: group or others may write this config file (mode 0664): run chmod go-w %s",
+             "%s: group or others may write this config file (mode 664): run: chmod go-w %s",
              f->path, f->path);
     assert_string_equal(err, want);
     assert_int_equal(chmod(f->path, 0644), 0);
@@ -438,7 +438,7 @@ static void test_config_others_may_write(void **state)
     assert_null(config_load(f->path, err, sizeof err));
     snprintf(want, sizeof want,
              "%s: group or others may write its folder %s (mode 0777), so they can put another "
-             "config in its place: run chmod go-w %s",
+             "config in its place: run: chmod go-w %s",
              f->path, f->dir, f->dir);
     if (strstr(err, want) == NULL)
         fail_msg("got %s", err);

@@ -44,7 +44,10 @@ typedef struct fixture {
 
 static void remove_tree(const char *path)
 {
-    DIR *d = opendir(path);
+    struct stat st;
+    /* a symbolic link is removed, never followed (some point at "." or a
+     * loop) */
+    DIR *d = lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? opendir(path) : NULL;
     if (d != NULL) {
         struct dirent *e;
         while ((e = readdir(d)) != NULL) {
@@ -1044,7 +1047,7 @@ static void test_policy_others_may_write(void **state)
         assert_int_equal(chmod(path, file_modes[i]), 0);
         load_refused(path, err, sizeof err);
         snprintf(want, sizeof want,
-                 "%s: group or others may write this policy file (mode %04o): run chmod go-w %s",
+                 "%s: group or others may write this policy file (mode %03o): run: chmod go-w %s",
                  path, (unsigned)file_modes[i], path);
         assert_string_equal(err, want);
     }
@@ -1131,7 +1134,7 @@ static void test_policy_sticky_folder_other_owner(void **state)
     load_refused(path, err, sizeof err);
     snprintf(want, sizeof want,
              "%s: group or others may write its folder %s (mode 1777, sticky) and the file there "
-             "belongs to uid 4242, not to uid 0 (this program) or root",
+             "belongs to uid 4242, not to uid 0 (the reader) or root",
              path, f->dir);
     expect_contains(err, want);
     assert_int_equal(chown(path, 0, 0), 0); /* root's: fine */
@@ -1140,6 +1143,160 @@ static void test_policy_sticky_folder_other_owner(void **state)
         fail_msg("root's policy in a sticky folder: %s", err);
     policy_destroy(&p);
     assert_int_equal(chmod(f->dir, 0700), 0);
+}
+
+/* The layout of a Kubernetes ConfigMap mount under DIR/k8s (mode 0700):
+ * policy.yaml -> ..data/policy.yaml, ..data -> ..2026_11_27 (a folder of
+ * mode 0755 holding the policy), and a keys link in each to DIR/keys for
+ * its key_file entries. */
+static void make_configmap(const fixture_t *f, const char *text, size_t len)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/k8s", f->dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof path, "%s/k8s/..2026_11_27", f->dir);
+    assert_int_equal(mkdir(path, 0755), 0);
+    snprintf(path, sizeof path, "%s/k8s/..2026_11_27/policy.yaml", f->dir);
+    write_file(path, text, len);
+    snprintf(path, sizeof path, "%s/k8s/..data", f->dir);
+    assert_int_equal(symlink("..2026_11_27", path), 0);
+    snprintf(path, sizeof path, "%s/k8s/policy.yaml", f->dir);
+    assert_int_equal(symlink("..data/policy.yaml", path), 0);
+    snprintf(path, sizeof path, "%s/k8s/keys", f->dir);
+    assert_int_equal(symlink("../keys", path), 0);
+    snprintf(path, sizeof path, "%s/k8s/..2026_11_27/keys", f->dir);
+    assert_int_equal(symlink("../../keys", path), 0);
+}
+
+static void expect_loads(const char *path, const char *what)
+{
+    char err[1024];
+    policy_t *p = policy_load(path, err, sizeof err);
+    if (p == NULL)
+        fail_msg("%s: %s", what, err);
+    policy_destroy(&p);
+}
+
+/* A symbolic link in the folder part of the name is followed as one at
+ * its end is: its folder is checked (a link there is someone else's way
+ * to another policy), and the links followed are bounded. The ConfigMap
+ * layout loads in a folder only its owner may write, and sticky with
+ * links of the reader's own. */
+static void test_policy_links_in_folder_part(void **state)
+{
+    const fixture_t *f = *state;
+    char err[1024], path[256], want[1024], k8s[96], link[160], target[160];
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    make_configmap(f, text, len);
+    free(text);
+    snprintf(k8s, sizeof k8s, "%s/k8s", f->dir);
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    expect_loads(path, "the ConfigMap layout");
+    snprintf(path, sizeof path, "%s/..data/policy.yaml", k8s);
+    expect_loads(path, "through ..data");
+    assert_int_equal(chmod(k8s, 01777), 0);
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    expect_loads(path, "the ConfigMap layout, sticky, the reader's links");
+
+    /* not sticky: whoever may write k8s may point ..data elsewhere */
+    assert_int_equal(chmod(k8s, 0777), 0);
+    snprintf(path, sizeof path, "%s/..data/policy.yaml", k8s);
+    load_refused(path, err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s: group or others may write its folder %s (mode 0777), so they can put another "
+             "policy in its place: run: chmod go-w %s, or move the policy to a folder only its "
+             "owner may write",
+             path, k8s, k8s);
+    assert_string_equal(err, want);
+    assert_int_equal(chmod(k8s, 0700), 0);
+
+    /* an absolute target, a path ending in '/', a loop, a name in a link
+     * that is not a folder */
+    snprintf(link, sizeof link, "%s/abs", k8s);
+    snprintf(target, sizeof target, "%s/..2026_11_27", k8s);
+    assert_int_equal(symlink(target, link), 0);
+    snprintf(path, sizeof path, "%s/abs/policy.yaml", k8s);
+    expect_loads(path, "a link to an absolute folder");
+    snprintf(path, sizeof path, "%s/..data/", k8s);
+    load_refused(path, err, sizeof err);
+    expect_contains(err, ": not a regular file");
+    snprintf(link, sizeof link, "%s/loop", k8s);
+    assert_int_equal(symlink("loop", link), 0);
+    snprintf(path, sizeof path, "%s/loop/policy.yaml", k8s);
+    load_refused(path, err, sizeof err);
+    expect_contains(err, "cannot open: Too many levels of symbolic links");
+    snprintf(path, sizeof path, "%s/policy.yaml/x", k8s);
+    load_refused(path, err, sizeof err);
+    expect_contains(err, "cannot open: Not a directory");
+
+    /* 8 links in all (7 folder links, then the ConfigMap's policy.yaml
+     * and ..data make 9): at most 8 are followed */
+    for (int i = 1; i <= 7; i++) {
+        snprintf(link, sizeof link, "%s/hop%d", k8s, i);
+        snprintf(target, sizeof target, i == 1 ? "." : "hop%d", i - 1);
+        assert_int_equal(symlink(target, link), 0);
+    }
+    snprintf(path, sizeof path, "%s/hop7/..data/policy.yaml", k8s);
+    expect_loads(path, "8 links");
+    snprintf(path, sizeof path, "%s/hop7/policy.yaml", k8s);
+    load_refused(path, err, sizeof err);
+    expect_contains(err, "cannot open: Too many levels of symbolic links");
+}
+
+/* In a sticky folder others may write, a link in the folder part of the
+ * name that belongs to another user (not root) is refused, as a link at
+ * its end is: its owner can point it at a policy of their own. The
+ * ConfigMap layout with root's links loads. Needs root to give a link
+ * away. */
+static void test_policy_sticky_link_in_folder_part(void **state)
+{
+    const fixture_t *f = *state;
+    if (geteuid() != 0)
+        skip(); /* only root can make a link of another user */
+    char err[1024], path[256], want[1024], k8s[96], evil[128];
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    make_configmap(f, text, len);
+    snprintf(k8s, sizeof k8s, "%s/k8s", f->dir);
+    assert_int_equal(chmod(k8s, 01777), 0);
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    expect_loads(path, "the ConfigMap layout, sticky, root's links");
+
+    /* uid 1234's own folder and policy, and ..data made its link to them */
+    snprintf(evil, sizeof evil, "%s/evil", k8s);
+    assert_int_equal(mkdir(evil, 0755), 0);
+    snprintf(path, sizeof path, "%s/evil/policy.yaml", k8s);
+    write_file(path, text, len);
+    free(text);
+    assert_int_equal(chown(path, 1234, 1234), 0);
+    assert_int_equal(chown(evil, 1234, 1234), 0);
+    snprintf(path, sizeof path, "%s/..data", k8s);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(symlink("evil", path), 0);
+    assert_int_equal(lchown(path, 1234, 1234), 0);
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    load_refused(path, err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s: group or others may write its folder %s (mode 1777, sticky) and the symbolic "
+             "link ..data there belongs to uid 1234, not to uid 0 (the reader) or root, so its "
+             "owner can put another policy in its place",
+             path, k8s);
+    expect_contains(err, want);
+    snprintf(path, sizeof path, "%s/..data", k8s);
+    assert_int_equal(lchown(path, 0, 0), 0); /* root's link: taken */
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    expect_loads(path, "root's ..data");
+
+    /* the last link uid 1234's */
+    assert_int_equal(lchown(path, 1234, 1234), 0);
+    load_refused(path, err, sizeof err);
+    snprintf(want, sizeof want,
+             "%s: group or others may write its folder %s (mode 1777, sticky) "
+             "and the symbolic link policy.yaml there belongs to uid 1234",
+             path, k8s);
+    expect_contains(err, want);
+    assert_int_equal(chmod(k8s, 0700), 0);
 }
 
 /* ------------------------------------------------------------------ 10,000 rules */
@@ -1356,6 +1513,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_policy_others_may_write, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_policy_sticky_folder_other_owner, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_links_in_folder_part, fixture_setup,
+                                        fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_sticky_link_in_folder_part, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand_rules, fixture_setup, fixture_teardown),
     };
