@@ -704,6 +704,11 @@ static int h_log_contains(const h_env_t *env, long offset, const char *needle)
 
 int h_log_count(const h_env_t *env, long offset, const char *needle)
 {
+    return h_log_count_both(env, offset, needle, NULL);
+}
+
+int h_log_count_both(const h_env_t *env, long offset, const char *needle, const char *also)
+{
     FILE *f = fopen(env->log_path, "r");
     assert_non_null(f);
     assert_int_equal(fseek(f, offset, SEEK_SET), 0);
@@ -711,7 +716,7 @@ int h_log_count(const h_env_t *env, long offset, const char *needle)
     size_t cap = 0;
     int n = 0;
     while (getline(&line, &cap, f) > 0)
-        n += strstr(line, needle) != NULL;
+        n += strstr(line, needle) != NULL && (also == NULL || strstr(line, also) != NULL);
     free(line);
     fclose(f);
     return n;

@@ -146,6 +146,8 @@ int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout
 
 /* Lines of the broker log after `offset` that contain `needle`. */
 int h_log_count(const h_env_t *env, long offset, const char *needle);
+/* Lines from offset that hold both needle and also (NULL: needle alone). */
+int h_log_count_both(const h_env_t *env, long offset, const char *needle, const char *also);
 
 /* Send SIGHUP and wait for the broker to log the outcome of the reload.
  * Returns 1 if it took the new policy ("policy.reloaded"), 0 if it refused

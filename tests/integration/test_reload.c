@@ -193,22 +193,6 @@ static void log_escaped(const char *value, char *out, size_t outlen)
 }
 
 /* The policy file's bytes replaced whole (NUL bytes included). */
-/* Lines of the broker log from offset that hold both a and b. */
-static int log_count_both(const h_env_t *env, long offset, const char *a, const char *b)
-{
-    FILE *f = fopen(env->log_path, "r");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
-    char *line = NULL;
-    size_t cap = 0;
-    int n = 0;
-    while (getline(&line, &cap, f) > 0)
-        n += strstr(line, a) != NULL && strstr(line, b) != NULL;
-    free(line);
-    fclose(f);
-    return n;
-}
-
 static void write_policy_raw(const h_env_t *env, const char *bytes, size_t len)
 {
     FILE *f = fopen(env->policy_path, "wb");
@@ -282,7 +266,7 @@ static void test_policy_check_and_reload_agree(void **state)
          * not start the broker (it may name another of them) */
         if (h_await_log(env, offset, "event=config.would_not_start ", H_TIMEOUT_MS) != 0)
             fail_msg("%s: no config.would_not_start after the refusal", what);
-        if (log_count_both(env, offset, "event=policy.reload_refused ", needle) != 1) {
+        if (h_log_count_both(env, offset, "event=policy.reload_refused ", needle) != 1) {
             h_dump_log(env);
             fail_msg("%s: the reload did not log what policy check said: %s", what, needle);
         }
@@ -440,7 +424,7 @@ static void test_key_file_refusals_keep_the_old_policy(void **state)
          * not start the broker */
         if (h_await_log(env, offset, "event=config.would_not_start ", H_TIMEOUT_MS) != 0)
             fail_msg("no config.would_not_start after the refusal of %s", rows[i].key_file);
-        if (log_count_both(env, offset, "event=policy.reload_refused ", rows[i].says) != 1) {
+        if (h_log_count_both(env, offset, "event=policy.reload_refused ", rows[i].says) != 1) {
             h_dump_log(env);
             fail_msg("the refusal of %s does not say \"%s\"", rows[i].key_file, rows[i].says);
         }
