@@ -552,6 +552,18 @@ static int64_t withheld_entries(const h_env_t *env, const char *event, const cha
     return h_store_int(env, sql, reason);
 }
 
+/* case.view_withheld entries tagged with the subject of the case.viewed
+ * entry before them of the same principal (as the view's entries were). */
+static int64_t withheld_tagged_as_viewed(const h_env_t *env)
+{
+    return h_store_int(env,
+                       "SELECT count(*) FROM audit w WHERE w.event = 'case.view_withheld' AND "
+                       "w.subject_tag IS NOT NULL AND w.subject_tag = (SELECT v.subject_tag FROM "
+                       "audit v WHERE v.event = 'case.viewed' AND v.seq < w.seq AND v.actor = "
+                       "w.actor ORDER BY v.seq DESC LIMIT 1) AND w.detail LIKE ?1",
+                       "case_id=%");
+}
+
 #define HELD_REVIEW_TEXT "the policy was reloaded after this view was decided; ask again"
 
 /* A CaseView held for its sync is decided again as it leaves after a
@@ -636,14 +648,7 @@ static void test_held_view_is_decided_again_after_a_reload(void **state)
     assert_int_equal(withheld_entries(env, "case.view_withheld", "UNAVAILABLE"), 1);
     assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_FOUND"), 1);
     assert_int_equal(withheld_entries(env, "case.list_withheld", "UNAVAILABLE"), 1);
-    assert_int_equal(h_store_int(env,
-                                 "SELECT count(*) FROM audit w WHERE w.event = "
-                                 "'case.view_withheld' AND w.subject_tag = (SELECT v.subject_tag "
-                                 "FROM audit v WHERE v.event = 'case.viewed' AND v.seq < w.seq "
-                                 "AND v.actor = w.actor ORDER BY v.seq DESC LIMIT 1) AND "
-                                 "w.detail LIKE ?1",
-                                 "case_id=%"),
-                     2);
+    assert_int_equal(withheld_tagged_as_viewed(env), 2);
     schakel_close(&gemeente);
     schakel_close(&riec);
     h_done(env);
@@ -689,14 +694,7 @@ static void test_held_view_to_a_revoked_key_is_withheld(void **state)
               "event=reply.undeliverable principal=" H_GEMEENTE
               " why=\"its key was revoked by a reload after it was decided\"");
     assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_PERMITTED"), 1);
-    assert_int_equal(h_store_int(env,
-                                 "SELECT count(*) FROM audit w WHERE w.event = "
-                                 "'case.view_withheld' AND w.subject_tag IS NOT NULL AND "
-                                 "w.subject_tag = (SELECT v.subject_tag FROM audit v WHERE "
-                                 "v.event = 'case.viewed' AND v.seq < w.seq AND v.actor = "
-                                 "w.actor ORDER BY v.seq DESC LIMIT 1) AND w.detail LIKE ?1",
-                                 "case_id=%"),
-                     1);
+    assert_int_equal(withheld_tagged_as_viewed(env), 1);
     schakel_close(&gemeente);
     schakel_close(&riec);
     h_done(env);
