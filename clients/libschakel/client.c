@@ -404,15 +404,30 @@ static void client_heartbeat_settle(schakel_client_t *client, size_t index)
             client->heartbeats_pending * sizeof client->heartbeats[0]);
 }
 
-/* The oldest Heartbeat still owed an answer got one that does not name
- * it: a refusal (refusals name no Heartbeat), or an answer without
- * heartbeat_id (from a broker that does not echo it). Fills *answered and returns 1, or returns 0
- * if none is owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a reconnect). */
+/* The oldest Heartbeat still owed an answer got a refusal (refusals name
+ * no Heartbeat). Fills *answered and returns 1, or returns 0 if none is
+ * owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a reconnect). */
 static int client_heartbeat_answered(schakel_client_t *client, client_heartbeat_t *answered)
 {
     if (client->heartbeats_pending == 0)
         return 0;
     *answered = client->heartbeats[0];
+    client_heartbeat_settle(client, 0);
+    return 1;
+}
+
+/* A Heartbeat answer without heartbeat_id: it answers the oldest Heartbeat
+ * owed one if that went without the id too (to a broker from before the
+ * field, which answers in order), and nothing (0) otherwise. A Heartbeat
+ * that named itself is answered naming it by a broker that takes the field;
+ * one from before the field refuses it. An answer naming none left from a
+ * lost connection to such a broker is not taken for it, then, and neither is
+ * that of a broker that takes the field without echoing it (which breaks
+ * PROTOCOL 4.9; no Schakel broker does): the call times out. */
+static int client_heartbeat_unnamed_answered(schakel_client_t *client)
+{
+    if (client->heartbeats_pending == 0 || client->heartbeats[0].named)
+        return 0;
     client_heartbeat_settle(client, 0);
     return 1;
 }
@@ -656,23 +671,20 @@ static int client_same_id(const ProtobufCBinaryData *id, const uint8_t *expected
  * tells nothing of now (its backlog counts acks from before, its epoch may
  * be of a store since restored), and is ignored (a malformed one still
  * ends the wait as a protocol error: the broker broke it). An answer without
- * heartbeat_id, from a broker that does not echo it (one from before the
- * field answers only Heartbeats that went without it), answers the oldest
- * Heartbeat, as answers come in order on one connection: then an answer
- * from a lost connection can be taken for a later one's, as before the
- * field. A Heartbeat named on a lost connection to a broker that echoes
- * is answered naming it, never so. */
+ * heartbeat_id answers only the oldest Heartbeat, and only one that went
+ * without the id (to a broker from before the field, which answers in order
+ * on one connection): then an answer from a lost connection can be taken
+ * for a later one's, as before the field. A named Heartbeat is never so. */
 static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbeat *heartbeat,
                                 client_wait_t *wait)
 {
-    client_heartbeat_t answered;
     int owed; /* a malformed answer is the answer all the same */
     if (heartbeat->principal == NULL)
         return; /* a heartbeat of the broker's own, not an answer */
     if (heartbeat->has_heartbeat_id)
         owed = client_heartbeat_named_answered(client, &heartbeat->heartbeat_id);
     else
-        owed = client_heartbeat_answered(client, &answered);
+        owed = client_heartbeat_unnamed_answered(client);
     const char *partner = heartbeat->partner != NULL ? heartbeat->partner : "";
     const char *role = heartbeat->role != NULL ? heartbeat->role : "";
     if (!syntax_is_principal_id(heartbeat->principal) || strlen(role) >= CLIENT_NAME_BYTES ||

@@ -267,8 +267,11 @@ void schakel_delivery_free(schakel_delivery_t **delivery);
  * one that came over a lost connection and is read after the reconnect
  * (7.10), does not end this call. A broker from before the field refuses
  * it: the Heartbeat goes again without it, and that broker's answers are
- * taken in order until the next connection (as is an answer without the
- * field from a broker that does not echo it). So paired, an earlier answer
+ * taken in order until the next connection. An answer without the field
+ * answers only a Heartbeat sent without it (one left from a lost
+ * connection to an old broker does not end a Heartbeat that named itself;
+ * a broker that took the field without echoing it, which breaks 4.9, is
+ * never answered: the call times out). So paired, an earlier answer
  * read after a reconnect can end the call with a count from before the
  * acks: a caller that must know its acks were counted asks again with no
  * reconnect between (schakel_connections_made). */

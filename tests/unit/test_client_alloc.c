@@ -353,10 +353,14 @@ static void fake_on_publish(zmq_msg_t *routing, const Schakel__Publish *publish)
     fake_send_frame(routing, &frame);
 }
 
-static void fake_on_heartbeat(zmq_msg_t *routing, const char *user_id)
+/* The answer names the Heartbeat it answers, as PROTOCOL 4.9 says. */
+static void fake_on_heartbeat(zmq_msg_t *routing, const char *user_id,
+                              const Schakel__Heartbeat *asked)
 {
     Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
     Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    heartbeat.has_heartbeat_id = asked->has_heartbeat_id;
+    heartbeat.heartbeat_id = asked->heartbeat_id;
     heartbeat.principal = (char *)(uintptr_t)user_id;
     heartbeat.partner = PARTNER;
     heartbeat.role = ROLE;
@@ -438,7 +442,7 @@ static void fake_router(void)
             if (frame->body_case == SCHAKEL__FRAME__BODY_PUBLISH)
                 fake_on_publish(&routing, frame->publish);
             else if (frame->body_case == SCHAKEL__FRAME__BODY_HEARTBEAT)
-                fake_on_heartbeat(&routing, user_id);
+                fake_on_heartbeat(&routing, user_id, frame->heartbeat);
             else if (frame->body_case == SCHAKEL__FRAME__BODY_FLOW)
                 fake_on_flow(&routing);
             else if (frame->body_case == SCHAKEL__FRAME__BODY_ACK)
