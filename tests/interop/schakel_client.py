@@ -294,6 +294,15 @@ class Connection:
         self.handshakes = 0
         self.window = None          # set once this client receives
         self.last_send = 0.0
+        # Heartbeats sent on this connection and not yet answered, oldest first:
+        # (order, named). A Heartbeat names itself by its order (heartbeat_id, 8 bytes),
+        # never reused by this Connection, and an answer is paired by the id it names
+        # (4.9): not by counting, which takes a keep-alive's answer, or one that came
+        # over a lost connection (7.10), for the answer to a later Heartbeat.
+        self.heartbeats_sent = 0
+        self.heartbeats_owed = []
+        self.heartbeat_ids_refused = False  # this connection's broker is from before the field
+        self.last_settled = None    # the order of the Heartbeat the frame just read answers
         self.deliveries = collections.deque()   # Deliver frames kept while waiting
         self.ack_refusals = []      # Rejected{UNKNOWN_DELIVERY, seq}
         self.unmatched = []         # any other frame nobody waited for
@@ -328,6 +337,11 @@ class Connection:
             self.events.append((ev["event"], ev["value"]))
             if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshakes += 1
+                if self.handshakes > 1:
+                    # answers to these may still be read (7.10): they name Heartbeats
+                    # no longer owed one, and are ignored; the broker may be newer
+                    self.heartbeats_owed.clear()
+                    self.heartbeat_ids_refused = False
                 if self.window is not None and self.handshakes > 1:
                     # a new connection has no receiving state (7.4, 7.10)
                     self.send(flow=self.pb.Flow(window=self.window))
@@ -378,9 +392,51 @@ class Connection:
     def send(self, **body):
         self.send_bytes(self.frame(**body))
 
+    @staticmethod
+    def heartbeat_id(order):
+        """The heartbeat_id of this Connection's Heartbeat number ORDER (4.9)."""
+        return order.to_bytes(8, "big")
+
+    def send_heartbeat(self, ask_epoch=False):
+        """Send a Heartbeat naming itself (4.9), with an empty store_epoch when ASK_EPOCH;
+        without the id to a broker that refused it. Returns its order."""
+        hb = self.pb.Heartbeat(time=int(time.time() * 1000))
+        if ask_epoch:
+            hb.store_epoch = b""
+        self.heartbeats_sent += 1
+        order, named = self.heartbeats_sent, not self.heartbeat_ids_refused
+        if named:
+            hb.heartbeat_id = self.heartbeat_id(order)
+        self.send(heartbeat=hb)
+        self.heartbeats_owed.append((order, named))
+        return order
+
+    def _settle_heartbeat(self, f):
+        """The order of the Heartbeat owed an answer that frame F answers, or None (4.9):
+        an answer naming a heartbeat_id answers that one, an answer naming none only the
+        oldest, if it went without the id too; a Rejected naming nothing answers the
+        oldest (refusals are paired by order, 4.5). Those before it were answered too."""
+        owed = self.heartbeats_owed
+        body = f.WhichOneof("body")
+        index = None
+        if body == "heartbeat" and f.heartbeat.HasField("principal"):
+            if f.heartbeat.HasField("heartbeat_id"):
+                index = next((i for i, (order, named) in enumerate(owed)
+                              if named and self.heartbeat_id(order) == f.heartbeat.heartbeat_id),
+                             None)
+            elif owed and not owed[0][1]:
+                index = 0
+        elif self.is_anonymous_refusal(f) and owed:
+            index = 0
+        if index is None:
+            return None
+        order = owed[index][0]
+        del owed[:index + 1]
+        return order
+
     def _keepalive(self):
         if self.window is not None and time.monotonic() - self.last_send >= CLIENT_HEARTBEAT_S:
-            self.send(heartbeat=self.pb.Heartbeat(time=int(time.time() * 1000)))
+            self.send_heartbeat()   # named too: its answer is not taken for a later one's
 
     def recv_frame(self, timeout_s):
         """The next frame from the broker, or None after TIMEOUT_S."""
@@ -400,6 +456,7 @@ class Connection:
                 if not f.HasField("version") or f.version != PROTOCOL_VERSION:
                     raise ProtocolError("frame of protocol version %r" %
                                         (f.version if f.HasField("version") else None))
+                self.last_settled = self._settle_heartbeat(f)
                 return f
 
     def wait_for(self, is_answer, timeout_s):
@@ -435,18 +492,23 @@ class Connection:
     # -- who am I / backlog (4.9, 7.1, 7.7) --
 
     def heartbeat(self, timeout_s=5.0, ask_epoch=False):
-        """Send Heartbeat{time} (with an empty store_epoch when ask_epoch: it asks for the
-        store epoch); return the broker's Heartbeat (Refusal if refused)."""
-        hb = self.pb.Heartbeat(time=int(time.time() * 1000))
-        if ask_epoch:
-            hb.store_epoch = b""
-        self.send(heartbeat=hb)
-        f = self.wait_for(lambda f: (f.WhichOneof("body") == "heartbeat"
-                                     and f.heartbeat.HasField("principal"))
-                          or self.is_anonymous_refusal(f), timeout_s)
-        if f.WhichOneof("body") == "rejected":
+        """Send Heartbeat{time, heartbeat_id} (with an empty store_epoch when ask_epoch: it
+        asks for the store epoch); return the broker's answer to it, paired by heartbeat_id
+        (4.9; Refusal if refused). A broker from before the field refuses it
+        INVALID_MESSAGE: it is asked again without the id, and that broker's answers are
+        paired by order until the next connection."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            named = not self.heartbeat_ids_refused
+            order = self.send_heartbeat(ask_epoch)
+            f = self.wait_for(lambda f: self.last_settled == order,
+                              max(0.0, deadline - time.monotonic()))
+            if f.WhichOneof("body") == "heartbeat":
+                return f.heartbeat
+            if named and f.rejected.reason == self.pb.INVALID_MESSAGE:
+                self.heartbeat_ids_refused = True
+                continue
             raise Refusal(f.rejected, self.pb)
-        return f.heartbeat
 
     whoami = heartbeat
 

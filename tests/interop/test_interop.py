@@ -417,6 +417,7 @@ def check(name):
 
 @check("1 whoami: Heartbeat names principal, partner, role")
 def check_whoami(env):
+    pb = env.pb
     for name, (principal, role) in PRINCIPALS.items():
         if role == "operator":
             continue
@@ -433,7 +434,12 @@ def check_whoami(env):
                "Heartbeat.time is the broker's clock in milliseconds")
         expect(not hb.HasField("store_epoch"), "no store_epoch unless asked for")
         expect(not hb.HasField("store_epoch_floor"), "no store_epoch_floor unless asked for")
-        expect(not hb.HasField("heartbeat_id"), "no heartbeat_id unless sent")
+        expect_eq(hb.heartbeat_id, conn.heartbeat_id(conn.heartbeats_sent),
+                  "Heartbeat.heartbeat_id: the one whoami sent")
+        answer = conn.request(pb.Frame(version=1, heartbeat=pb.Heartbeat(
+            time=int(time.time() * 1000))).SerializeToString())
+        expect(answer.WhichOneof("body") == "heartbeat", "a Heartbeat answers, got %s" % answer)
+        expect(not answer.heartbeat.HasField("heartbeat_id"), "no heartbeat_id unless sent")
         env.close(conn)
 
 
@@ -459,7 +465,8 @@ def check_heartbeat_id(env):
     expect_eq((second.heartbeat_id, len(second.store_epoch)), (b"second", 16), "the second answer")
     # nothing of the asker's bytes reaches another connection
     hb = other.whoami()
-    expect(not hb.HasField("heartbeat_id"), "another connection's answer carries no heartbeat_id")
+    expect_eq(hb.heartbeat_id, other.heartbeat_id(other.heartbeats_sent),
+              "another connection's answer names its own Heartbeat only")
     expect(all(f.WhichOneof("body") != "heartbeat" for f in other.unmatched),
            "no stray Heartbeat on another connection")
     answer = asker.request(pb.Frame(version=1, heartbeat=pb.Heartbeat(
@@ -469,6 +476,26 @@ def check_heartbeat_id(env):
     expect_eq(asker.whoami().principal, "politie/bvh-koppeling", "still answered afterwards")
     env.close(other)
     env.close(asker)
+
+
+@check("1d a Heartbeat answer is paired by its heartbeat_id: a keep-alive's answer, counted"
+       " before an Ack, does not answer the backlog asked after it (4.9, appendix B 10)")
+def check_heartbeat_pairing(env):
+    g = env.connect("gemeente")
+    p = env.connect("politie")
+    res = g.publish([env.signal()])
+    expect_accepted(res.answer, res.message_id, 1)
+    d = p.receive(ANSWER_S)
+    expect(d is not None, "politie receives the delivery")
+    keepalive = p.send_heartbeat()      # as receive() does when idle; its answer not read yet
+    p.ack(d.seq)
+    expect_eq(p.backlog(), 0, "the backlog of the Heartbeat sent after the Ack")
+    early = [f.heartbeat for f in p.unmatched if f.WhichOneof("body") == "heartbeat"]
+    expect_eq([(hb.heartbeat_id, hb.backlog) for hb in early], [(p.heartbeat_id(keepalive), 1)],
+              "the keep-alive's answer, read first, counts the delivery before the Ack")
+    expect_eq(p.ack_refusals, [], "no UNKNOWN_DELIVERY for the ack")
+    env.close(g)
+    env.close(p)
 
 
 @check("1b store epoch: asked with an empty store_epoch, 16 bytes, the same on every connection;"
