@@ -71,8 +71,10 @@
 
 /* A Heartbeat sent and not yet answered. */
 typedef struct client_heartbeat {
-    uint64_t order; /* when it was sent (client->requests_sent), its heartbeat_id */
-    int named;      /* it carried that id (not to a broker that refused ids) */
+    uint64_t order;     /* when it was sent (client->requests_sent), its heartbeat_id */
+    int named;          /* it carried that id (not to a broker that refused ids) */
+    int sent_connected; /* as inflight_entry_t's: lost with that connection */
+    unsigned socket_no; /* client->sockets_made when it was sent */
 } client_heartbeat_t;
 
 typedef struct client_gave_up {
@@ -113,7 +115,8 @@ struct schakel_client {
     int handshake_failures; /* connections closed during a handshake */
     int drops;              /* connections lost after they were up (for error texts) */
     /* Heartbeats sent on this connection and not yet answered, oldest
-     * first. An answer names its Heartbeat (heartbeat_id): one from a lost
+     * first, and those sent while there was none, which wait in the
+     * socket's queue for the next. An answer names its Heartbeat (heartbeat_id): one from a lost
      * connection, read after the next handshake (PROTOCOL 7.10), names
      * none of these and is ignored. A refusal names none, and answers the
      * oldest, as answers come in order (a revoked principal, too many
@@ -352,7 +355,8 @@ static schakel_status_t client_send_heartbeat(schakel_client_t *client)
                 (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeats[0]);
         client->heartbeats_pending--;
     }
-    client->heartbeats[client->heartbeats_pending++] = (client_heartbeat_t){order, named};
+    client->heartbeats[client->heartbeats_pending++] =
+        (client_heartbeat_t){order, named, client->connected, client->sockets_made};
     client->requests_sent = order;
     return SCHAKEL_OK;
 }
@@ -562,6 +566,31 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
     return SCHAKEL_OK;
 }
 
+/* A new connection is up: Heartbeats that went out on the lost one are
+ * owed no answer any more (one may still be read, PROTOCOL 7.10: it names
+ * a Heartbeat not owed one, and is ignored), and the one a wait is for is
+ * asked again. Those sent while there was none wait in the socket's queue
+ * and go out on this one: they stay owed, and are answered (or refused, by
+ * a broker from before heartbeat_id, whose refusals would otherwise be
+ * taken for those of the Heartbeats asked after them). */
+static void client_heartbeats_reconnected(schakel_client_t *client, client_wait_t *wait)
+{
+    size_t kept = 0;
+    int last_lost = 0; /* a wait's Heartbeat is the last one sent */
+    for (size_t i = 0; i < client->heartbeats_pending; i++) {
+        client_heartbeat_t heartbeat = client->heartbeats[i];
+        if (!heartbeat.sent_connected && heartbeat.socket_no == client->sockets_made) {
+            heartbeat.sent_connected = 1; /* in the queue: it goes out now */
+            client->heartbeats[kept++] = heartbeat;
+        } else {
+            last_lost = i + 1 == client->heartbeats_pending;
+        }
+    }
+    if (wait->kind == CLIENT_WAIT_HEARTBEAT && last_lost)
+        wait->heartbeat_owed = 1;
+    client->heartbeats_pending = kept;
+}
+
 /* A new connection is up: the broker keeps no session state across
  * connections, so our window is owed again, and so is a question whose
  * answer may have been lost with the old connection. A publish is sent
@@ -599,11 +628,7 @@ static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
             else
                 wait->resend_owed = 1;
         }
-        /* answers to these may still be read (PROTOCOL 7.10): they name
-         * Heartbeats no longer owed one, and are ignored */
-        if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending > 0)
-            wait->heartbeat_owed = 1;
-        client->heartbeats_pending = 0;
+        client_heartbeats_reconnected(client, wait);
         client->heartbeat_ids_refused = 0; /* perhaps a newer broker */
     }
     if (wait->kind == CLIENT_WAIT_HANDSHAKE)

@@ -2732,6 +2732,51 @@ static void test_heartbeat_answer_of_a_lost_connection_old_broker(void **state)
     pthread_mutex_unlock(&fake.lock);
 }
 
+/* Heartbeats asked while the broker is away wait in the socket's queue and
+ * go out on the next connection, named: a broker from before heartbeat_id
+ * refuses each. Those refusals answer them, in order, not the Heartbeats
+ * asked once connected: the call asks again without the id and is
+ * answered, and so are the next (each refusal taken for a later
+ * Heartbeat's made schakel_backlog REFUSED, "unknown field 9"). */
+static void test_heartbeat_sent_while_broker_away_old_broker(void **state)
+{
+    schakel_client_t *client = *state;
+    char endpoint[sizeof fake.endpoint];
+    uint64_t backlog = 99;
+    uint8_t epoch[16];
+    int known = -1;
+    snprintf(endpoint, sizeof endpoint, "%s", fake.endpoint);
+    fake_stop(&fake);
+    /* until the client has seen the connection drop (bounded); the
+     * Heartbeats asked since wait in the socket's queue */
+    int noticed = 0;
+    for (int i = 0; i < 50 && !noticed; i++) {
+        assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, 100), SCHAKEL_ERR_TIMEOUT);
+        noticed = strstr(schakel_last_error(client)->text, "not connected") != NULL;
+    }
+    assert_true(noticed);
+    pthread_mutex_lock(&fake.lock);
+    fake.heartbeat_ids_unknown = 1;
+    fake.unacked = 1;
+    fake.heartbeats = fake.heartbeats_named = 0;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(fake_start(&fake, endpoint), 0);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1);
+    pthread_mutex_lock(&fake.lock);
+    int queued = fake.heartbeats_named; /* the queued ones, and this call's own */
+    fake.unacked = 2;
+    pthread_mutex_unlock(&fake.lock);
+    assert_true(queued >= 1);
+    assert_int_equal(schakel_store_epoch(client, epoch, &known, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(known, 1);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 2);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.heartbeats_named, queued); /* the rest went without the id */
+    pthread_mutex_unlock(&fake.lock);
+}
+
 /* A broker from before heartbeat_id refuses a Heartbeat naming itself
  * (INVALID_MESSAGE, an unknown field): the client asks again without it,
  * takes answers in order on that connection, and names its Heartbeats
@@ -4250,6 +4295,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_heartbeat_answer_of_a_lost_connection, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_answer_of_a_lost_connection_old_broker,
+                                        client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_heartbeat_sent_while_broker_away_old_broker,
                                         client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_ids_old_broker, client_setup,
                                         client_teardown),
