@@ -219,6 +219,7 @@ static void test_listen_failed_sync_acks_nothing(void **state)
 typedef struct held_listen {
     h_env_t *env;
     int fd;
+    int err_fd; /* > 0: the tool's stderr (the sync gate's lines), else read into res.err */
     char gate_env[200], fail_env[200];
     h_cli_result_t res;
 } held_listen_t;
@@ -227,8 +228,10 @@ static void *held_listen_run(void *arg)
 {
     held_listen_t *h = arg;
     static const char *const drain[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
-    const h_cli_target_t target = {
-        .stdout_fd = &h->fd, .extra_env = h->gate_env, .extra_env2 = h->fail_env};
+    const h_cli_target_t target = {.stdout_fd = &h->fd,
+                                   .stderr_fd = h->err_fd > 0 ? &h->err_fd : NULL,
+                                   .extra_env = h->gate_env,
+                                   .extra_env2 = h->fail_env};
     (void)h_run_cli_argv(h->env, H_GEMEENTE, &target, drain, &h->res);
     return NULL;
 }
@@ -241,24 +244,35 @@ static void test_listen_failed_sync_keeps_another_writers_lines(void **state)
     h_env_t *env = *state;
     uint64_t item_seqs[BATCH];
     publish_batch(env, NULL, item_seqs);
-    char path[160], gate_path[160], fail_path[160];
+    char path[160], gate_path[160], fail_path[160], err_path[160];
     snprintf(path, sizeof path, "%s/inbox.jsonl", env->dir);
     snprintf(gate_path, sizeof gate_path, "%s/sync-gate", env->dir);
     snprintf(fail_path, sizeof fail_path, "%s/sync-fail", env->dir);
+    snprintf(err_path, sizeof err_path, "%s/listen.err", env->dir);
     const char *earlier = "{\"seq\":1,\"earlier\":true}\n";
     const char *other = "{\"seq\":2,\"other_writer\":true}\n";
     write_file(path, earlier);
     write_file(gate_path, "");
 
-    held_listen_t h = {.env = env, .fd = open_output(path, 1)};
+    held_listen_t h = {.env = env, .fd = open_output(path, 1), .err_fd = open_output(err_path, 1)};
     snprintf(h.gate_env, sizeof h.gate_env, "SCHAKEL_TEST_SYNC_GATE=%s", gate_path);
     snprintf(h.fail_env, sizeof h.fail_env, "SCHAKEL_TEST_SYNC_FAIL=%s", fail_path);
     pthread_t thread;
     assert_int_equal(pthread_create(&thread, NULL, held_listen_run, &h), 0);
-    /* listen has written (a line at least) and waits in its sync; bounded */
+    /* listen has written its lines and waits in its sync (the gate says
+     * so on its stderr): the other writer's line comes after all of them;
+     * looked for every 10 ms, bounded */
     const struct timespec pause = {0, 10 * 1000 * 1000};
-    for (int i = 0; i < H_TIMEOUT_MS / 10 && file_size(path) <= (off_t)strlen(earlier); i++)
-        nanosleep(&pause, NULL);
+    int held = 0;
+    for (int i = 0; i < H_TIMEOUT_MS / 10 && !held; i++) {
+        char *said = file_text(err_path);
+        held = strstr(said, "event=syncgate.held") != NULL;
+        free(said);
+        if (!held)
+            nanosleep(&pause, NULL);
+    }
+    if (!held)
+        fail_msg("listen did not reach its sync within %d ms", H_TIMEOUT_MS);
     int other_fd = open_output(path, 1);
     assert_int_equal(write(other_fd, other, strlen(other)), (ssize_t)strlen(other));
     assert_int_equal(fsync(other_fd), 0);
@@ -267,7 +281,11 @@ static void test_listen_failed_sync_keeps_another_writers_lines(void **state)
     unlink(gate_path);
     pthread_join(thread, NULL);
     close(h.fd);
+    close(h.err_fd);
 
+    char *said = file_text(err_path);
+    free(h.res.err);
+    h.res.err = said; /* freed with the result */
     expect_exit(&h.res, 1, "listen whose sync fails after another writer appended");
     expect_err(&h.res, "cannot sync standard output", "the failed sync");
     expect_err(&h.res, "was not cut back", "the file another program wrote to");
