@@ -2,13 +2,15 @@
  * yamlguard.c — the pieces the broker's YAML loaders share (see yamlguard.h).
  *
  * Trusts nothing in the bytes it reads or walks, nor who may write a file
- * it reads (the file, its folder and each link's folder are checked as
- * opened); trusts its callers' schemas. Every error is written as "NAME:LINE: message" (or "NAME:
- * message") and returned as -1 (YAMLGUARD_NOMEM when only memory was
- * lacking); nothing is printed, libcyaml's own log included.
+ * it reads (the file, every folder on its path and each link are checked
+ * as opened: fileguard.h); trusts its callers' schemas. Every error is
+ * written as "NAME:LINE: message" (or "NAME: message") and returned as -1
+ * (YAMLGUARD_NOMEM when only memory was lacking); nothing is printed,
+ * libcyaml's own log included.
  */
-#define _GNU_SOURCE /* O_PATH */
 #include "yamlguard.h"
+
+#include "fileguard.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -45,94 +47,43 @@ int yamlguard_fail(const yamlguard_report_t *report, unsigned line, const char *
 
 /* ------------------------------------------------------------------ reading */
 
-/* How many symbolic links yamlguard_open follows from the name given to
- * the file, in its folder part and at its end together. A ConfigMap mount
- * takes two (policy.yaml -> ..data/policy.yaml, ..data -> a dated folder). */
-#define YAMLGUARD_MAX_LINKS 8
-
-/* yamlguard_step: the walk moved on to the next name. */
-#define YAMLGUARD_STEP_ON (-3)
-
-/* "DIR/NAME", "NAME" when dir is "." or name is absolute, "/NAME" under
- * the root: a path in the words the operator wrote (the name given and
- * the links' targets), for the messages. -1 if it does not fit. */
-static int yamlguard_join(char *out, size_t outlen, const char *dir, const char *name)
-{
-    int n;
-    if (strcmp(dir, ".") == 0 || name[0] == '/')
-        n = snprintf(out, outlen, "%s", name);
-    else if (strcmp(dir, "/") == 0)
-        n = snprintf(out, outlen, "/%s", name);
-    else
-        n = snprintf(out, outlen, "%s/%s", dir, name);
-    return n < 0 || (size_t)n >= outlen ? -1 : 0;
-}
-
-/* Where yamlguard_open has got to: the folder reached, as opened, and its
- * path in the operator's words; the names still to resolve (rest from
- * pos); how many links it has followed. */
-typedef struct yamlguard_path {
-    int dir_fd;
-    char shown_dir[PATH_MAX];
-    char rest[PATH_MAX];
-    size_t pos;
-    int links;
-} yamlguard_path_t;
-
-/* Whoever may write the folder of a file may put another file in its place,
- * whatever the file's own mode; a sticky folder (/tmp) lets only the
- * file's owner, the folder's and root do that. So a folder that group or
- * others may write is refused, unless it is sticky and the entry belongs
- * to the user reading it or to root. dir_fd is the folder as opened, so
- * that what is checked is what the entry was opened from. link_name: the
- * entry is that symbolic link (NULL: it is the file). */
-static int yamlguard_check_folder(const yamlguard_report_t *report, const char *what, int dir_fd,
-                                  const char *dir, uid_t entry_owner, const char *link_name)
-{
-    struct stat st;
-    if (fstat(dir_fd, &st) != 0)
-        return yamlguard_fail(report, 0, "cannot examine the folder %s: %s", dir, strerror(errno));
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
-        return 0;
-    uid_t self = geteuid();
-    if (!(st.st_mode & S_ISVTX))
-        return yamlguard_fail(report, 0,
-                              "group or others may write its folder %s (mode %04o), so they can "
-                              "put another %s in its place: run: chmod go-w %s, or move the %s "
-                              "to a folder only its owner may write",
-                              dir, (unsigned)(st.st_mode & 07777), what, dir, what);
-    if (entry_owner == self || entry_owner == 0)
-        return 0;
-    return yamlguard_fail(report, 0,
-                          "group or others may write its folder %s (mode %04o, sticky) and the "
-                          "%s%s there belongs to uid %u, not to uid %u (the reader) or root, so "
-                          "its owner can put another %s in its place: move the %s to a folder "
-                          "only its owner may write",
-                          dir, (unsigned)(st.st_mode & 07777),
-                          link_name ? "symbolic link " : "file", link_name ? link_name : "",
-                          (unsigned)entry_owner, (unsigned)self, what, what);
-}
-
-/* The last name, opened for reading as fd from walk->dir_fd: refused
- * unless a regular file only its owner may write, in a folder as safe.
- * Returns fd, or -1 (fd closed) with the message written. */
+/* The file as opened by fileguard_open (every folder on its path and
+ * each link checked there): refused unless a regular file that only root
+ * or the reader may change (its owner can rewrite it whatever its mode;
+ * group or others may not write it). Returns the fd, or -1 (the file
+ * closed) with the message written. */
 static int yamlguard_check_file(const yamlguard_report_t *report, const char *what,
-                                const yamlguard_path_t *walk, const char *name, int fd)
+                                fileguard_file_t *file)
 {
-    char shown[PATH_MAX];
+    char shown[PATH_MAX + NAME_MAX + 2];
     struct stat st;
-    int rc;
-    if (yamlguard_join(shown, sizeof shown, walk->shown_dir, name) != 0)
-        snprintf(shown, sizeof shown, "%s", name);
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    int rc = 0;
+    uid_t self = geteuid();
+    if (strcmp(file->dir, ".") == 0)
+        snprintf(shown, sizeof shown, "%s", file->name);
+    else
+        snprintf(shown, sizeof shown, "%s%s%s", file->dir, strcmp(file->dir, "/") == 0 ? "" : "/",
+                 file->name);
+    if (fstat(file->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         rc = yamlguard_fail(report, 0, "not a regular file");
-    else if (st.st_mode & (S_IWGRP | S_IWOTH))
+    } else if (st.st_mode & (S_IWGRP | S_IWOTH)) {
         rc = yamlguard_fail(report, 0,
                             "group or others may write this %s file (mode %03o): run: chmod go-w "
                             "%s",
                             what, (unsigned)(st.st_mode & 0777), shown);
-    else
-        rc = yamlguard_check_folder(report, what, walk->dir_fd, walk->shown_dir, st.st_uid, NULL);
+    } else if (st.st_uid != 0 && st.st_uid != self) {
+        char owner[64], reader[64];
+        fileguard_user_name(st.st_uid, owner, sizeof owner);
+        fileguard_user_name(self, reader, sizeof reader);
+        rc = yamlguard_fail(report, 0,
+                            "this %s file belongs to uid %u (%s), not to root or uid %u (%s, the "
+                            "reader), so its owner can change it whatever its mode: run: chown "
+                            "root %s",
+                            what, (unsigned)st.st_uid, owner, (unsigned)self, reader, shown);
+    }
+    int fd = file->fd;
+    file->fd = -1;
+    fileguard_close(file);
     if (rc != 0) {
         close(fd);
         return -1;
@@ -140,126 +91,22 @@ static int yamlguard_check_file(const yamlguard_report_t *report, const char *wh
     return fd;
 }
 
-/* name, in walk->dir_fd and opened there as link_fd (O_PATH | O_NOFOLLOW),
- * is a symbolic link. What it names is believed only if its folder is as
- * safe as a file's (in a sticky folder: the link is the reader's or
- * root's), checked on what was opened, and the target is read from the
- * same link (readlinkat of link_fd), so a swap cannot slip between. Then
- * the walk goes on at its target followed by the names after the link
- * (more: there were some, the link naming a folder). Returns 0, or -1
+/* Open report->name for reading as yamlguard_read_file describes
+ * (fileguard_open, links at the end followed too). Returns the fd, or -1
  * with the message written. */
-static int yamlguard_follow(const yamlguard_report_t *report, const char *what,
-                            yamlguard_path_t *walk, const char *name, int link_fd, bool more)
-{
-    struct stat st;
-    char target[PATH_MAX], next[PATH_MAX];
-    if (fstat(link_fd, &st) != 0)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
-    if (yamlguard_check_folder(report, what, walk->dir_fd, walk->shown_dir, st.st_uid, name) != 0)
-        return -1;
-    if (++walk->links > YAMLGUARD_MAX_LINKS)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(ELOOP));
-    ssize_t n = readlinkat(link_fd, "", target, sizeof target);
-    if (n <= 0 || (size_t)n >= sizeof target)
-        return yamlguard_fail(report, 0, "cannot open: %s",
-                              strerror(n < 0    ? errno
-                                       : n == 0 ? ENOENT
-                                                : ENAMETOOLONG));
-    target[n] = '\0';
-    n = snprintf(next, sizeof next, "%s%s%s", target, more ? "/" : "", walk->rest + walk->pos);
-    if (n < 0 || (size_t)n >= sizeof next)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(ENAMETOOLONG));
-    memcpy(walk->rest, next, (size_t)n + 1);
-    walk->pos = 0;
-    if (target[0] != '/')
-        return 0; /* a relative target is relative to the link's folder */
-    int root_fd = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root_fd < 0)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
-    close(walk->dir_fd);
-    walk->dir_fd = root_fd;
-    snprintf(walk->shown_dir, sizeof walk->shown_dir, "/");
-    return 0;
-}
-
-/* Resolve the next name of walk->rest in walk->dir_fd, never letting the
- * kernel follow a link: a folder is entered as opened (O_PATH | O_NOFOLLOW,
- * so one we may search but not list still opens), a link followed by
- * yamlguard_follow, the last name opened and checked as the file. Returns
- * the file's fd, YAMLGUARD_STEP_ON, or -1 with the message written. */
-static int yamlguard_step(const yamlguard_report_t *report, const char *what,
-                          yamlguard_path_t *walk)
-{
-    char *name = walk->rest + walk->pos;
-    while (*name == '/')
-        name++;
-    if (*name == '\0') /* the path ends in '/': it names a folder */
-        return yamlguard_fail(report, 0, "not a regular file");
-    char *end = strchr(name, '/');
-    bool more = end != NULL;
-    if (more)
-        *end = '\0';
-    walk->pos = (size_t)(name - walk->rest) + strlen(name) + (more ? 1 : 0);
-    if (!more) {
-        /* O_NONBLOCK: a FIFO must not hang a reload in open(); it is
-         * refused as not a regular file. ELOOP: a symbolic link. */
-        int fd = openat(walk->dir_fd, name, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
-        if (fd >= 0)
-            return yamlguard_check_file(report, what, walk, name, fd);
-        if (errno != ELOOP)
-            return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
-    }
-    struct stat st;
-    int fd = openat(walk->dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) != 0) {
-        int saved = errno;
-        if (fd >= 0)
-            close(fd);
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(saved));
-    }
-    if (S_ISLNK(st.st_mode)) {
-        int rc = yamlguard_follow(report, what, walk, name, fd, more);
-        close(fd);
-        return rc == 0 ? YAMLGUARD_STEP_ON : -1;
-    }
-    char shown_dir[PATH_MAX];
-    if (!S_ISDIR(st.st_mode) ||
-        yamlguard_join(shown_dir, sizeof shown_dir, walk->shown_dir, name) != 0) {
-        close(fd);
-        return yamlguard_fail(report, 0, "cannot open: %s",
-                              strerror(S_ISDIR(st.st_mode) ? ENAMETOOLONG : ENOTDIR));
-    }
-    close(walk->dir_fd);
-    walk->dir_fd = fd;
-    memcpy(walk->shown_dir, shown_dir, sizeof shown_dir);
-    return YAMLGUARD_STEP_ON;
-}
-
-/* Open report->name for reading as yamlguard_read_file describes, one name
- * at a time from "/" or ".", following symbolic links in its folder part
- * and at its end alike, so that no file or link on the way sits where
- * group or others could replace it, and no swap between a check and an
- * open can dodge one. The folders passed through by name are not checked
- * (only the file's and each link's): they are the operator's choice.
- * Returns the fd, or -1 with the message written. */
 static int yamlguard_open(const yamlguard_report_t *report, const char *what)
 {
-    yamlguard_path_t walk = {.dir_fd = -1};
-    int n = snprintf(walk.rest, sizeof walk.rest, "%s", report->name);
-    if (n < 0 || (size_t)n >= sizeof walk.rest)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(ENAMETOOLONG));
-    if (n == 0)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(ENOENT));
-    const char *start = walk.rest[0] == '/' ? "/" : ".";
-    walk.dir_fd = open(start, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (walk.dir_fd < 0)
-        return yamlguard_fail(report, 0, "cannot open: %s", strerror(errno));
-    snprintf(walk.shown_dir, sizeof walk.shown_dir, "%s", start);
-    int fd;
-    while ((fd = yamlguard_step(report, what, &walk)) == YAMLGUARD_STEP_ON)
-        continue;
-    close(walk.dir_fd);
-    return fd;
+    fileguard_file_t file;
+    fileguard_problem_t problem;
+    if (fileguard_open(report->name, FILEGUARD_FOLLOW_LAST, FILEGUARD_MAX_LINKS, &file, &problem) !=
+        0) {
+        if (problem.fault == FILEGUARD_SYSTEM && problem.sys_errno == EISDIR)
+            return yamlguard_fail(report, 0, "not a regular file"); /* a name ending in '/' */
+        char why[PATH_MAX + 512];
+        fileguard_describe(&problem, what, why, sizeof why);
+        return yamlguard_fail(report, 0, "%s", why);
+    }
+    return yamlguard_check_file(report, what, &file);
 }
 
 /* Read at most max_bytes + 1 bytes: one more tells us the file is too large

@@ -1,10 +1,10 @@
 /*
  * yamlguard.h — what the broker's YAML loaders (config.c, policy_load.c)
  * share: "NAME:LINE: message" errors, a size-capped read of a file only
- * its owner may change, a libyaml event walk that refuses text that is not
- * UTF-8, aliases and a second document, and libcyaml loading that captures
- * libcyaml's error message and line instead of printing them. Nothing here
- * knows a schema; the callers bring theirs.
+ * root or its reader may change, a libyaml event walk that refuses text
+ * that is not UTF-8, aliases and a second document, and libcyaml
+ * loading that captures libcyaml's error message and line instead of
+ * printing them. Nothing here knows a schema; the callers bring theirs.
  */
 #ifndef SCHAKEL_YAMLGUARD_H
 #define SCHAKEL_YAMLGUARD_H
@@ -39,20 +39,21 @@ int yamlguard_vfail(const yamlguard_report_t *report, unsigned line, const char 
 
 /* Read the regular file report->name whole, refusing one of more than
  * max_bytes without trusting st_size ("NAME: <what> is larger than N bytes").
- * The file is refused when someone other than its owner could change what
- * is read: group or others may write it, or its folder (unless the folder
- * is sticky and the file belongs to this program's effective user or to
- * root). The name is resolved one name at a time, and symbolic links are
- * followed one at a time wherever they are (in its folder part as at its
- * end, at most 8), each link's folder checked likewise (in a sticky
- * folder the link must be this user's or root's); every check is on what
- * was opened (fstat of the file's fd, of each link's and of its folder's),
- * so a swap between the check and the read cannot dodge it. what ("policy", "config") names the
- * file in the messages. On success returns 0 and *buf (caller frees) holding *len bytes. On error
- * returns -1, or YAMLGUARD_NOMEM when an allocation failed, with
- * "NAME: message" in report->err (cannot open, not a regular file, group or
- * others may write it or its folder, cannot read, out of memory, too
- * large). */
+ * The file is refused when someone other than root and this program's
+ * effective user could change what is read: it is opened by fileguard_open
+ * (fileguard.h: every folder from "/" down to it, the working folder's
+ * included for a relative name, must be root's or this user's and not
+ * writable by group or others unless sticky; symbolic links followed one
+ * at a time wherever they are, at most 8, in a sticky folder only this
+ * user's or root's), and the file itself must be root's or this user's,
+ * and not writable by group or others. Every check is on what was opened,
+ * so a swap between the check and the read cannot dodge it. what
+ * ("policy", "config") names the file in the messages. On success returns
+ * 0 and *buf (caller frees) holding *len bytes. On error returns -1, or
+ * YAMLGUARD_NOMEM when an allocation failed, with "NAME: message" in
+ * report->err (cannot open, not a regular file, the file's or a folder's
+ * or a link's owner or mode with the chown or chmod that mends it, cannot
+ * read, out of memory, too large). */
 int yamlguard_read_file(const yamlguard_report_t *report, const char *what, size_t max_bytes,
                         uint8_t **buf, size_t *len);
 
@@ -69,11 +70,11 @@ typedef int (*yamlguard_event_fn)(void *ctx, const yaml_event_t *event, unsigned
  * text that is not UTF-8 (UTF-16 or UTF-32, told by a byte order mark or
  * by NUL bytes in the first character, at line 1; a UTF-8 byte order mark
  * is fine), bytes that are not UTF-8 and raw control characters (at the
- * line they are on), YAML syntax errors ("YAML syntax: ..."), aliases and a
- * second document. Every other event goes to on_event. Returns 0 at the end
- * of the stream, -1 on a refusal (message written), or what on_event
- * returned. Safe on untrusted input; libyaml's memory is freed on every
- * path. */
+ * line they are on), YAML syntax errors ("YAML syntax: ..."), aliases and
+ * a second document. Every other event goes to on_event.
+ * Returns 0 at the end of the stream, -1 on a refusal (message written),
+ * or what on_event returned. Safe on untrusted input; libyaml's memory is
+ * freed on every path. */
 int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t len,
                    unsigned options, yamlguard_event_fn on_event, void *ctx);
 

@@ -10,10 +10,11 @@
 #define _GNU_SOURCE /* renameat2, RENAME_NOREPLACE */
 #include "keys.h"
 
+#include "fileguard.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,17 +79,6 @@ int keys_parse_public_z85(const char *z85, uint8_t sign_pk[32])
     return 0;
 }
 
-/* The name of a user, or "?" when it has none (a uid no account has). */
-static void user_name(uid_t uid, char *out, size_t outlen)
-{
-    struct passwd entry, *found = NULL;
-    char buf[1024];
-    if (getpwuid_r(uid, &entry, buf, sizeof buf, &found) == 0 && found != NULL)
-        snprintf(out, outlen, "%s", found->pw_name);
-    else
-        snprintf(out, outlen, "?");
-}
-
 /* A secret key file must belong to the user that reads it (the effective
  * uid), or to root, which can read and replace every file anyway: a file
  * another user owns is a key that user can read, or swap for one of its
@@ -101,10 +91,10 @@ static int check_secret_owner(const char *path, const struct stat *st, char *err
     if (st->st_uid == self || st->st_uid == 0)
         return 0;
     char owner[64], reader[128] = "root";
-    user_name(st->st_uid, owner, sizeof owner);
+    fileguard_user_name(st->st_uid, owner, sizeof owner);
     if (self != 0) {
         char name[64];
-        user_name(self, name, sizeof name);
+        fileguard_user_name(self, name, sizeof name);
         snprintf(reader, sizeof reader, "uid %u (%s) reading it, nor to root", (unsigned)self,
                  name);
     }
@@ -180,42 +170,32 @@ static int open_parent_dir(const char *path)
     return open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-/* Whoever may write a key file's folder can put another file under the
- * key's name (rename, unlink and create): a .pub that admits another
- * principal, a secret key of its own making. So a key file's folder must
- * be writable by its owner alone, unless it is sticky (as /tmp is): then
- * others cannot rename or remove a file they do not own, and the key is
- * safe if it is the reader's (the effective uid's) or root's. file_uid is
- * the key file's owner, or the reader's own uid for a file still to be
- * written.
- * Returns 0, or -1 with err filled. */
-static int check_key_folder(const char *path, int dir_fd, uid_t file_uid, char *err, size_t errlen)
+/* Open the key file at path (FILEGUARD_FOLDER_ONLY: only its folder, for
+ * a file to be written) with fileguard_open: whoever owns a folder on its
+ * path, or may write one (not sticky), can put another key in its place,
+ * so every folder from "/" down must be root's or the reader's and not
+ * writable by group or others unless sticky; a link in its folder part is
+ * followed as fileguard.h says, one at its end refused (a key file must be
+ * a regular file). Returns 0, or -1 with err filled. */
+static int open_key_file(const char *path, unsigned flags, fileguard_file_t *file, char *err,
+                         size_t errlen)
 {
-    char dir[4096];
-    struct stat st;
-    if (parent_dir_name(path, dir, sizeof dir) != 0)
-        snprintf(dir, sizeof dir, "its folder");
-    if (fstat(dir_fd, &st) != 0) {
-        snprintf(err, errlen, "key file %s: cannot check its folder %s: %s", path, dir,
-                 strerror(errno));
-        return -1;
-    }
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) == 0)
+    fileguard_problem_t problem;
+    if (fileguard_open(path, flags, FILEGUARD_KERNEL_LINKS, file, &problem) == 0)
         return 0;
-    uid_t self = geteuid();
-    if ((st.st_mode & S_ISVTX) != 0 && (file_uid == self || file_uid == 0))
-        return 0;
-    if ((st.st_mode & S_ISVTX) != 0)
-        snprintf(err, errlen,
-                 "key file %s belongs to uid %u, not to uid %u (the reader) or root, in a folder "
-                 "others may write (%s, mode %04o, sticky): its owner can put another key in its "
-                 "place; keep the key in a folder only its owner may write",
-                 path, (unsigned)file_uid, (unsigned)self, dir, (unsigned)(st.st_mode & 07777));
-    else
+    const char *verb = flags & FILEGUARD_FOLDER_ONLY ? "create" : "open key file";
+    if (problem.fault == FILEGUARD_SYSTEM) {
+        snprintf(err, errlen, "cannot %s %s: %s", verb, path, strerror(problem.sys_errno));
+    } else if (problem.fault == FILEGUARD_FOLDER_OPEN && problem.holds_it) {
         snprintf(err, errlen,
                  "key file %s is in a folder group or others may write (%s, mode %04o): they "
                  "can put another key in its place; run: chmod go-w %s",
-                 path, dir, (unsigned)(st.st_mode & 07777), dir);
+                 path, problem.folder, (unsigned)problem.folder_mode, problem.folder);
+    } else {
+        char why[PATH_MAX + 512];
+        fileguard_describe(&problem, "key", why, sizeof why);
+        snprintf(err, errlen, "key file %s: %s", path, why);
+    }
     return -1;
 }
 
@@ -275,7 +255,8 @@ static void unstated_refusal(const char *path, key_kind_t wanted, char *err, siz
 
 /* The checks of a key file's own mode and owner, once its kind is right:
  * a secret (or store) key the reader's or root's with no permission for
- * group or others; a public key not writable by group or others. */
+ * group or others; a public key not writable by group or others, and the
+ * reader's or root's (its owner may rewrite it whatever its mode). */
 static int check_key_mode(const char *path, key_kind_t wanted, const struct stat *st, char *err,
                           size_t errlen)
 {
@@ -293,6 +274,18 @@ static int check_key_mode(const char *path, key_kind_t wanted, const struct stat
                  "public key file %s may be written by group or others (mode %03o): they can "
                  "put another key in it; run: chmod go-w %s",
                  path, (unsigned)(st->st_mode & 0777), path);
+        return -1;
+    }
+    uid_t self = geteuid();
+    if (wanted == KIND_PUBLIC && st->st_uid != 0 && st->st_uid != self) {
+        char owner[64], reader[64];
+        fileguard_user_name(st->st_uid, owner, sizeof owner);
+        fileguard_user_name(self, reader, sizeof reader);
+        snprintf(err, errlen,
+                 "public key file %s belongs to uid %u (%s), not to root or uid %u (%s, the "
+                 "reader): its owner can put another key in it whatever its mode; run: chown "
+                 "root %s",
+                 path, (unsigned)st->st_uid, owner, (unsigned)self, reader, path);
         return -1;
     }
     return 0;
@@ -333,31 +326,20 @@ static int key_line_of(const char *path, char *buf, key_kind_t *kind, char *line
 }
 
 /* Read the small text key file at path, of kind `wanted`, and return its
- * key line (key_line_of). The file is opened in its folder, checked by
- * fstat of the two descriptors read (a name swapped between a check and
- * the read cannot dodge it): a regular file, its kind (before anything
- * else: a public key named as the secret one must not be answered with
- * advice to chmod it), then its mode and owner, then its folder. */
+ * key line (key_line_of). The file is opened by open_key_file (every
+ * folder on its path checked as opened, never followed by the kernel) and
+ * checked by fstat of the descriptor read (a name swapped between a check
+ * and the read cannot dodge it): a regular file, its kind (before its
+ * mode: a public key named as the secret one must not be answered with
+ * advice to chmod it), then its mode and owner. */
 static int read_key_line(const char *path, key_kind_t wanted, char *line, size_t linelen, char *err,
                          size_t errlen)
 {
     char buf[KEY_FILE_MAX_BYTES + 1];
-    const char *slash = strrchr(path, '/');
-    int dir_fd = open_parent_dir(path);
-    if (dir_fd < 0) {
-        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
+    fileguard_file_t file;
+    if (open_key_file(path, 0, &file, err, errlen) != 0)
         return -1;
-    }
-    /* O_NONBLOCK: a FIFO in place of a key file must not hang the caller
-     * (a broker reloading its policy) in open(); it is refused below as
-     * not a regular file. It has no effect on reading a regular file. */
-    int fd = openat(dir_fd, slash == NULL ? path : slash + 1,
-                    O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot open key file %s: %s", path, strerror(errno));
-        close(dir_fd);
-        return -1;
-    }
+    int fd = file.fd;
     struct stat st;
     int rc = -1;
     ssize_t n = -1;
@@ -383,16 +365,14 @@ static int read_key_line(const char *path, key_kind_t wanted, char *line, size_t
         kind_refusal(path, wanted, kind, err, errlen);
     else if (kind == KIND_UNSTATED && wanted != KIND_PUBLIC)
         unstated_refusal(path, wanted, err, errlen);
-    else if (check_key_mode(path, wanted, &st, err, errlen) == 0 &&
-             check_key_folder(path, dir_fd, st.st_uid, err, errlen) == 0)
+    else if (check_key_mode(path, wanted, &st, err, errlen) == 0)
         rc = 0;
 out:
     if (rc != 0)
         sodium_memzero(line, linelen);
     if (n > 0)
         sodium_memzero(buf, (size_t)n);
-    close(fd);
-    close(dir_fd);
+    fileguard_close(&file);
     return rc;
 }
 
@@ -568,15 +548,10 @@ static int write_new_file(const char *path, const char *text, mode_t mode, char 
     int fd = -1;
     /* a key written where it would be refused is refused now, not at its
      * first use (the file will be the writer's own) */
-    int dir_fd = open_parent_dir(path);
-    if (dir_fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+    fileguard_file_t folder;
+    if (open_key_file(path, FILEGUARD_FOLDER_ONLY, &folder, err, errlen) != 0)
         return -1;
-    }
-    int folder_rc = check_key_folder(path, dir_fd, geteuid(), err, errlen);
-    close(dir_fd);
-    if (folder_rc != 0)
-        return -1;
+    fileguard_close(&folder);
     remove_partials(path);
     for (int tries = 0; fd < 0 && tries < 8; tries++) {
         uint8_t random[PARTIAL_DIGITS / 2];

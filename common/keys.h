@@ -44,43 +44,46 @@ typedef struct keypair {
 
 /* Generate a fresh pair and write PATH_BASE.key (mode 0600, refused if it
  * exists) and PATH_BASE.pub (0644), each with its KEYS_*_HEADER line.
- * Refused before anything is written when the folder is one the loaders
- * refuse (group or others may write it, and it is not sticky). Each file is written whole or not at
- * all: under a temporary name beside it (PATH.partial-XXXXXXXX, eight hex
- * digits, made with the file's mode), synced, then given its name only if
- * none is there (renameat2 RENAME_NOREPLACE, or link and unlink), and its
- * folder synced; an interrupted write (a kill, a power cut) leaves no file
- * at PATH, only such a temporary, never read as a key and removed by the
- * next write of PATH (unless another write holds it: flock). A .key left
- * whole without its .pub (a run stopped between the two) gets its .pub
- * written from it, and is kept. Returns 0, or
- * -1 with err filled ("cannot create PATH: File exists" for one that is
- * there); on failure neither file is left. */
+ * Refused before anything is written when a folder on the path is one the
+ * loaders refuse (fileguard.h: another user's than root's and the
+ * writer's, or one group or others may write that is not sticky). Each
+ * file is written whole or not at all: under a temporary name beside it
+ * (PATH.partial-XXXXXXXX, eight hex digits, made with the file's mode),
+ * synced, then given its name only if none is there (renameat2
+ * RENAME_NOREPLACE, or link and unlink), and its folder synced; an
+ * interrupted write (a kill, a power cut) leaves no file at PATH, only
+ * such a temporary, never read as a key and removed by the next write of
+ * PATH (unless another write holds it: flock). A .key left whole without
+ * its .pub (a run stopped between the two) gets its .pub written from it,
+ * and is kept. Returns 0, or -1 with err filled ("cannot create PATH: File
+ * exists" for one that is there); on failure neither file is left. */
 int keys_generate(const char *path_base, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
-/* Load a secret key file. Refuses, in this order: a file that is not a
- * regular file (a symbolic link included), over 4096 bytes or without a
- * key line; one whose first line does not begin with KEYS_SECRET_PREFIX
- * ("... is a public key file (its first line says so), not a secret key:
- * ..." for a .pub; a file without that line: a public key's text looks
- * the same); one that belongs to another user than the effective uid
- * (root's files excepted: see keys.c) or that group or others may access
- * at all; one whose folder group or others may write, unless the folder
- * is sticky and the file the effective uid's or root's; a key line that
- * is not 40 Z85 characters. Returns a new keypair (caller destroys it
- * with keys_destroy), or NULL with err filled. */
+/* Load a secret key file. Refuses, in this order: a path with a folder
+ * that another user than root and the effective uid owns, or that group
+ * or others may write and that is not sticky (every folder from "/" down,
+ * fileguard.h; a symbolic link in the folder part is followed and held to
+ * the same rule); a file that is not a regular file (a symbolic link
+ * included), over 4096 bytes or without a key line; one whose first line
+ * does not begin with KEYS_SECRET_PREFIX ("... is a public key file (its
+ * first line says so), not a secret key: ..." for a .pub; a file without
+ * that line: a public key's text looks the same); one that belongs to
+ * another user than the effective uid (root's files excepted: see keys.c)
+ * or that group or others may access at all; a key line that is not 40
+ * Z85 characters. Returns a new keypair (caller destroys it with
+ * keys_destroy), or NULL with err filled. */
 keypair_t *keys_load_secret(const char *path, char *err, size_t errlen) KEYS_WARN_UNUSED;
 
 /* Wipe and free; sets *kp to NULL; safe on NULL and on *kp == NULL. */
 void keys_destroy(keypair_t **kp);
 
 /* Load a .pub file (Z85 Ed25519 public key, '#' comment lines allowed).
- * Refuses a file whose first line names another kind (a secret or store
- * key file: "... is a secret key file (its first line says so), not a
- * public key: ..."); one without a header is taken. Refuses a file that
- * group or others may write, and one in a folder they may write, as
- * keys_load_secret does (whoever may write it chooses who holds the key);
- * any owner is accepted otherwise. Returns 0, or -1 with err filled. */
+ * Refuses a path keys_load_secret refuses for its folders; a file whose
+ * first line names another kind (a secret or store key file: "... is a
+ * secret key file (its first line says so), not a public key: ...", one
+ * without a header is taken); a file that group or others may write, or that belongs to
+ * another user than root and the effective uid (whoever may change it
+ * chooses who holds the key). Returns 0, or -1 with err filled. */
 int keys_load_public(const char *path, uint8_t sign_pk[32], char *err,
                      size_t errlen) KEYS_WARN_UNUSED;
 

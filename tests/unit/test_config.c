@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -448,6 +450,68 @@ static void test_config_others_may_write(void **state)
         fail_msg("this user's config in a sticky folder: %s", err);
     config_destroy(&cfg);
     assert_int_equal(chmod(f->dir, 0700), 0);
+    if (geteuid() != 0)
+        skip(); /* only root can give a file to another user */
+    assert_int_equal(chown(f->path, 4242, 4242), 0);
+    assert_null(config_load(f->path, err, sizeof err));
+    snprintf(want, sizeof want,
+             "%s: this config file belongs to uid 4242 (?), not to root or uid 0 (root, the "
+             "reader), so its owner can change it whatever its mode: run: chown root %s",
+             f->path, f->path);
+    assert_string_equal(err, want);
+    assert_int_equal(chown(f->path, 0, 0), 0);
+}
+
+/* The loaders need to search a config's folder, not to list it: a folder
+ * of mode 0711 is taken. Root may list any folder, so as root the load
+ * runs in a child that becomes another user; as another user, a folder of
+ * its own of mode 0311 shows the same. */
+static void test_config_folder_search_only(void **state)
+{
+    const fixture_t *f = *state;
+    char err[1024] = "";
+    broker_config_t *cfg = load_text(f, "listen: tcp://x:1\n", err, sizeof err);
+    assert_non_null(cfg);
+    config_destroy(&cfg);
+    if (geteuid() != 0) {
+        assert_int_equal(chmod(f->dir, 0311), 0);
+        cfg = config_load(f->path, err, sizeof err);
+        assert_int_equal(chmod(f->dir, 0700), 0);
+        if (cfg == NULL)
+            fail_msg("a folder of mode 0311, our own: %s", err);
+        config_destroy(&cfg);
+        return;
+    }
+    assert_int_equal(chmod(f->dir, 0711), 0);
+    int pipe_fd[2];
+    assert_int_equal(pipe(pipe_fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pipe_fd[0]);
+        int rc = -1;
+        if (setgid(65534) != 0 || setuid(65534) != 0 || geteuid() != 65534)
+            snprintf(err, sizeof err, "cannot become uid 65534");
+        else if (open(f->dir, O_RDONLY | O_DIRECTORY) >= 0)
+            snprintf(err, sizeof err, "uid 65534 may list %s: the test proves nothing", f->dir);
+        else if ((cfg = config_load(f->path, err, sizeof err)) != NULL)
+            rc = 0;
+        config_destroy(&cfg);
+        if (rc == 0)
+            err[0] = '\0';
+        ssize_t n = write(pipe_fd[1], err, strlen(err));
+        _exit(n < 0 ? 2 : rc == 0 ? 0 : 1);
+    }
+    close(pipe_fd[1]);
+    char child_err[1024] = "";
+    ssize_t n = read(pipe_fd[0], child_err, sizeof child_err - 1);
+    close(pipe_fd[0]);
+    child_err[n > 0 ? n : 0] = '\0';
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(chmod(f->dir, 0700), 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("uid 65534 reading a config in a folder of mode 0711: %s", child_err);
 }
 
 int main(void)
@@ -459,6 +523,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_configs, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_raw_nul_and_utf8_bom, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_config_folder_search_only, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_config_others_may_write, fixture_setup,
                                         fixture_teardown),
     };

@@ -184,9 +184,9 @@ static void test_refused_secret_files(void **state)
 
 /* Who may own a key file: a secret one (a .key file, a store key) the user
  * that reads it, or root; a file of another user is refused, whatever its
- * mode, with its owner and the reader named. A .pub file may belong to
- * anyone. Giving a file to another user needs root: run as another user,
- * test_key_files_of_another_user is reported skipped, never passed. */
+ * mode, with its owner and the reader named; a .pub file likewise (its
+ * owner may rewrite it whatever its mode). Giving a file to another user needs root: run as another
+ * user, test_key_files_of_another_user is reported skipped, never passed. */
 enum key_kind { KEY_SECRET, KEY_SYMMETRIC, KEY_PUBLIC };
 
 typedef struct owner_row {
@@ -206,7 +206,7 @@ static const owner_row_t owner_rows[] = {
     {"other-readonly.key", KEY_SECRET, 1, 0400, 0},
     {"other-store.key", KEY_SYMMETRIC, 1, 0600, 0},
     {"other-open.key", KEY_SECRET, 1, 0644, 0}, /* the owner is named first */
-    {"other-public.pub", KEY_PUBLIC, 1, 0644, 1},
+    {"other-public.pub", KEY_PUBLIC, 1, 0644, 0},
 };
 
 /* Another uid than ours, for chown. */
@@ -256,13 +256,15 @@ static void owner_rows_check(int other_owner)
         char err[512];
         if (row->other_owner != other_owner)
             continue;
+        /* a .pub is to be root's: the service user only reads it */
+        const char *fix = row->kind == KEY_PUBLIC ? "run: chown root" : want_reader;
         int rc = owner_row_load(row, err, sizeof err);
         if (row->loads && rc != 0)
             fail_msg("%s: refused: %s", row->name, err);
         if (!row->loads && (rc == 0 || strstr(err, row->name) == NULL ||
-                            strstr(err, want_owner) == NULL || strstr(err, want_reader) == NULL))
+                            strstr(err, want_owner) == NULL || strstr(err, fix) == NULL))
             fail_msg("%s: expected a refusal naming it, \"%s\" and \"%s\", got %s \"%s\"",
-                     row->name, want_owner, want_reader, rc == 0 ? "accepted" : "refused", err);
+                     row->name, want_owner, fix, rc == 0 ? "accepted" : "refused", err);
     }
 }
 
@@ -647,8 +649,8 @@ static void test_public_key_modes(void **state)
 
 /* A key file in a folder group or others may write is refused, whatever
  * its kind (they can put another key under its name), unless the folder
- * is sticky and the file ours or root's; a key is not written into such
- * a folder either. Files of another user need root to make: run as
+ * is sticky (the file must then be ours or root's, as anywhere); a key is
+ * not written into such a folder either. Files of another user need root to make: run as
  * another user, those rows are reported, not passed. */
 static void test_key_folders(void **state)
 {
@@ -660,7 +662,7 @@ static void test_key_folders(void **state)
     } rows[] = {
         {0700, 0, 1},  {0750, 0, 1}, {0755, 0, 1},  {0500, 0, 1},  {01777, 0, 1},
         {01770, 0, 1}, {0770, 0, 0}, {0777, 0, 0},  {0757, 0, 0},  {0730, 0, 0},
-        {0703, 0, 0},  {0700, 1, 1}, {01777, 1, 0}, {01770, 1, 0}, {0777, 1, 0},
+        {0703, 0, 0},  {0700, 1, 0}, {01777, 1, 0}, {01770, 1, 0}, {0777, 1, 0},
     };
     static const char *const files[] = {"k.key", "k.pub", "store.key"};
     static const enum reader readers[] = {READ_SECRET, READ_PUBLIC, READ_STORE};
@@ -694,12 +696,9 @@ static void test_key_folders(void **state)
             if (rows[i].other_owner && readers[f] != READ_PUBLIC)
                 continue;
             int rc = load_as(readers[f], p, err, sizeof err);
-            if ((rows[i].mode & S_ISVTX) != 0)
-                snprintf(want, sizeof want,
-                         "belongs to uid %u, not to uid %u (the reader) or root, in a folder "
-                         "others may write (%s, mode %04o, sticky)",
-                         (unsigned)other_uid(), (unsigned)geteuid(), folder,
-                         (unsigned)rows[i].mode);
+            if (rows[i].other_owner && ((rows[i].mode & S_ISVTX) != 0 || (rows[i].mode & 022) == 0))
+                snprintf(want, sizeof want, "public key file %s belongs to uid %u (", p,
+                         (unsigned)other_uid());
             else
                 snprintf(want, sizeof want,
                          "is in a folder group or others may write (%s, mode %04o): they can put "
@@ -752,6 +751,247 @@ static void test_key_folders(void **state)
     }
 }
 
+/* Every folder on a key file's path counts, not only its own: whoever may
+ * write a folder above, or owns one, can rename the keys folder away and
+ * put one of their own in its place. The tree DIR/path/outer/inner holds
+ * a pair and a store key; each row sets the two folders' modes and owners
+ * and says what a load and a write answer. Rows with another user's folder
+ * need root: run as another user, they are reported skipped. */
+enum path_fault { PATH_OK, OUTER_OPEN, OUTER_OWNER, INNER_OWNER };
+
+typedef struct path_row {
+    mode_t outer_mode;
+    int outer_other; /* 1: outer belongs to other_uid() (needs root) */
+    mode_t inner_mode;
+    int inner_other;
+    enum path_fault fault;
+} path_row_t;
+
+static const path_row_t path_rows[] = {
+    {0755, 0, 0700, 0, PATH_OK},     {01777, 0, 0700, 0, PATH_OK},
+    {0711, 0, 0711, 0, PATH_OK},     {0777, 0, 0700, 0, OUTER_OPEN},
+    {0775, 0, 0755, 0, OUTER_OPEN},  {0757, 0, 0700, 0, OUTER_OPEN},
+    {0755, 1, 0700, 0, OUTER_OWNER}, {01777, 1, 0700, 0, OUTER_OWNER},
+    {0755, 0, 0755, 1, INNER_OWNER}, {01777, 0, 0755, 1, INNER_OWNER},
+};
+
+/* What a refusal for row's fault must say (path: the file refused). */
+static void path_row_want(const path_row_t *row, const char *file, const char *outer,
+                          const char *inner, char *want, size_t wantlen)
+{
+    if (row->fault == OUTER_OPEN)
+        snprintf(want, wantlen,
+                 "key file %s: group or others may write the folder %s above it (mode %04o), so "
+                 "they can put another key in its place: run: chmod go-w %s",
+                 file, outer, (unsigned)row->outer_mode, outer);
+    else if (row->fault == OUTER_OWNER)
+        snprintf(want, wantlen, "key file %s: the folder %s above it belongs to uid %u (", file,
+                 outer, (unsigned)other_uid());
+    else
+        snprintf(want, wantlen, "key file %s: its folder %s belongs to uid %u (", file, inner,
+                 (unsigned)other_uid());
+}
+
+static void path_tree_set(const char *outer, const char *inner, const path_row_t *row)
+{
+    assert_int_equal(chown(outer, row->outer_other ? other_uid() : geteuid(), (gid_t)-1), 0);
+    assert_int_equal(chown(inner, row->inner_other ? other_uid() : geteuid(), (gid_t)-1), 0);
+    assert_int_equal(chmod(outer, row->outer_mode), 0);
+    assert_int_equal(chmod(inner, row->inner_mode), 0);
+}
+
+static void test_key_path_folders(void **state)
+{
+    (void)state;
+    static const char *const files[] = {"k.key", "k.pub", "store.key"};
+    static const enum reader readers[] = {READ_SECRET, READ_PUBLIC, READ_STORE};
+    char top[256], outer[320], inner[384], p[512], err[1024], want[1024];
+    int skipped = 0;
+    path(top, sizeof top, "path");
+    assert_int_equal(mkdir(top, 0755), 0);
+    snprintf(outer, sizeof outer, "%s/outer", top);
+    snprintf(inner, sizeof inner, "%s/inner", outer);
+    assert_int_equal(mkdir(outer, 0700), 0);
+    assert_int_equal(mkdir(inner, 0700), 0);
+    snprintf(p, sizeof p, "%s/k", inner);
+    assert_int_equal(keys_generate(p, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s/store.key", inner);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
+    for (size_t i = 0; i < sizeof path_rows / sizeof path_rows[0]; i++) {
+        const path_row_t *row = &path_rows[i];
+        if ((row->outer_other || row->inner_other) && geteuid() != 0) {
+            skipped++;
+            continue;
+        }
+        path_tree_set(outer, inner, row);
+        for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
+            snprintf(p, sizeof p, "%s/%s", inner, files[f]);
+            int rc = load_as(readers[f], p, err, sizeof err);
+            if (row->fault == PATH_OK) {
+                if (rc != 0)
+                    fail_msg("row %zu, %s: refused: %s", i, files[f], err);
+                continue;
+            }
+            path_row_want(row, p, outer, inner, want, sizeof want);
+            if (rc == 0 || strstr(err, want) == NULL)
+                fail_msg("row %zu, %s: expected a refusal with \"%s\", got %s \"%s\"", i, files[f],
+                         want, rc == 0 ? "accepted" : "refused", err);
+        }
+        /* nothing is written where it would be refused (as root: the rows
+         * with another's folder are writable to root) */
+        if (row->fault == PATH_OK || (row->inner_mode & 0200) == 0)
+            continue;
+        snprintf(p, sizeof p, "%s/new", inner);
+        char named[512];
+        snprintf(named, sizeof named, "%s/new.key", inner);
+        path_row_want(row, named, outer, inner, want, sizeof want);
+        if (keys_generate(p, err, sizeof err) == 0 || strstr(err, "cannot create") != NULL ||
+            strstr(err, want) == NULL)
+            fail_msg("row %zu: keys_generate: expected a refusal with \"%s\", got \"%s\"", i, want,
+                     err);
+        struct stat st;
+        assert_int_equal(lstat(named, &st), -1);
+    }
+    /* back to ours, for the teardown */
+    path_tree_set(outer, inner, &path_rows[0]);
+    if (skipped > 0) {
+        fprintf(stderr,
+                "test_keys: giving a folder to another user needs root; %d rows of "
+                "test_key_path_folders are skipped\n",
+                skipped);
+        skip();
+    }
+}
+
+/* A symbolic link in a key file's folder part is followed one name at a
+ * time, and the folders its target passes are held to the same rule; a
+ * relative name starts in the working folder, and the folders above it
+ * count. */
+static void test_key_path_links_and_working_folder(void **state)
+{
+    (void)state;
+    char top[256], outer[320], inner[384], link[320], p[512], err[1024], want[1024];
+    uint8_t pk[32];
+    path(top, sizeof top, "via");
+    assert_int_equal(mkdir(top, 0755), 0);
+    snprintf(outer, sizeof outer, "%s/outer", top);
+    snprintf(inner, sizeof inner, "%s/inner", outer);
+    assert_int_equal(mkdir(outer, 0755), 0);
+    assert_int_equal(mkdir(inner, 0700), 0);
+    snprintf(p, sizeof p, "%s/k", inner);
+    assert_int_equal(keys_generate(p, err, sizeof err), 0);
+    snprintf(link, sizeof link, "%s/keys", top);
+    assert_int_equal(symlink("outer/inner", link), 0);
+    snprintf(p, sizeof p, "%s/keys/k.pub", top);
+    if (keys_load_public(p, pk, err, sizeof err) != 0)
+        fail_msg("through a link to a safe folder: %s", err);
+
+    assert_int_equal(chmod(outer, 0777), 0);
+    assert_int_equal(keys_load_public(p, pk, err, sizeof err), -1);
+    snprintf(want, sizeof want,
+             "key file %s: group or others may write the folder %s above it (mode 0777)", p, outer);
+    if (strstr(err, want) == NULL)
+        fail_msg("through a link into an open folder: expected \"%s\", got \"%s\"", want, err);
+
+    /* the working folder is inner, under the open folder */
+    int here = open(".", O_RDONLY | O_DIRECTORY);
+    assert_true(here >= 0);
+    assert_int_equal(chdir(inner), 0);
+    int rc = keys_load_public("k.pub", pk, err, sizeof err);
+    assert_int_equal(fchdir(here), 0);
+    snprintf(want, sizeof want,
+             "key file k.pub: group or others may write the folder %s above it (mode 0777)", outer);
+    if (rc == 0 || strstr(err, want) == NULL)
+        fail_msg("a relative name below an open folder: expected \"%s\", got %s \"%s\"", want,
+                 rc == 0 ? "accepted" : "refused", err);
+    assert_int_equal(chmod(outer, 0755), 0);
+    assert_int_equal(chdir(inner), 0);
+    rc = keys_load_public("k.pub", pk, err, sizeof err);
+    assert_int_equal(fchdir(here), 0);
+    close(here);
+    if (rc != 0)
+        fail_msg("a relative name below safe folders: %s", err);
+}
+
+/* The loaders need to search a key's folder, not to list it: a folder of
+ * mode 0711 (or 0311, its owner's own) is taken. Root may list any
+ * folder, so as root the load runs in a child that becomes another user,
+ * whose key is the .key and store key (its own) and the .pub (root's). */
+static int load_all_three(const char *folder, char *err, size_t errlen)
+{
+    static const char *const files[] = {"k.key", "k.pub", "store.key"};
+    static const enum reader readers[] = {READ_SECRET, READ_PUBLIC, READ_STORE};
+    for (size_t f = 0; f < 3; f++) {
+        char p[400];
+        snprintf(p, sizeof p, "%s/%s", folder, files[f]);
+        if (load_as(readers[f], p, err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static void test_key_folder_search_only(void **state)
+{
+    (void)state;
+    char folder[256], p[400], err[1024];
+    path(folder, sizeof folder, "search-only");
+    assert_int_equal(mkdir(folder, 0700), 0);
+    snprintf(p, sizeof p, "%s/k", folder);
+    assert_int_equal(keys_generate(p, err, sizeof err), 0);
+    snprintf(p, sizeof p, "%s/store.key", folder);
+    assert_int_equal(keys_write_symmetric(p, err, sizeof err), 0);
+    if (geteuid() != 0) {
+        assert_int_equal(chmod(folder, 0311), 0);
+        int rc = load_all_three(folder, err, sizeof err);
+        assert_int_equal(chmod(folder, 0700), 0);
+        if (rc != 0)
+            fail_msg("a folder of mode 0311, our own: %s", err);
+        return;
+    }
+    /* the child's keys are its own; the test folder above is opened to
+     * search for it */
+    uid_t user = other_uid();
+    static const char *const own[] = {"k.key", "store.key"};
+    for (size_t f = 0; f < 2; f++) {
+        snprintf(p, sizeof p, "%s/%s", folder, own[f]);
+        assert_int_equal(chown(p, user, (gid_t)-1), 0);
+    }
+    struct stat top;
+    assert_int_equal(stat(dir, &top), 0);
+    assert_int_equal(chmod(dir, 0711), 0);
+    assert_int_equal(chmod(folder, 0711), 0);
+    int pipe_fd[2];
+    assert_int_equal(pipe(pipe_fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pipe_fd[0]);
+        int rc = setgid(user) == 0 && setuid(user) == 0 && geteuid() == user ? 0 : -1;
+        if (rc != 0)
+            snprintf(err, sizeof err, "cannot become uid %u", (unsigned)user);
+        else if (open(folder, O_RDONLY | O_DIRECTORY) >= 0)
+            snprintf(err, sizeof err, "uid %u may list %s: the test proves nothing", (unsigned)user,
+                     folder);
+        else
+            rc = load_all_three(folder, err, sizeof err);
+        if (rc == 0)
+            err[0] = '\0';
+        ssize_t n = write(pipe_fd[1], err, strlen(err));
+        _exit(n < 0 ? 2 : rc == 0 ? 0 : 1);
+    }
+    close(pipe_fd[1]);
+    char child_err[1024] = "";
+    ssize_t n = read(pipe_fd[0], child_err, sizeof child_err - 1);
+    close(pipe_fd[0]);
+    child_err[n > 0 ? n : 0] = '\0';
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(chmod(dir, top.st_mode & 07777), 0);
+    assert_int_equal(chmod(folder, 0700), 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("uid %u reading keys in a folder of mode 0711: %s", (unsigned)user, child_err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -766,6 +1006,9 @@ int main(void)
         cmocka_unit_test(test_key_kinds),
         cmocka_unit_test(test_public_key_modes),
         cmocka_unit_test(test_key_folders),
+        cmocka_unit_test(test_key_path_folders),
+        cmocka_unit_test(test_key_path_links_and_working_folder),
+        cmocka_unit_test(test_key_folder_search_only),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

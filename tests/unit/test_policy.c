@@ -17,6 +17,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1116,8 +1117,9 @@ static void test_policy_others_may_write(void **state)
     free(text);
 }
 
-/* In a sticky folder others may write, a policy of another user (not root)
- * is refused: its owner can replace it. Needs root to give the file away. */
+/* A policy of another user (not root) is refused, in a sticky folder
+ * others may write as in one only its owner may: its owner can rewrite
+ * it whatever its mode. Needs root to give the file away. */
 static void test_policy_sticky_folder_other_owner(void **state)
 {
     const fixture_t *f = *state;
@@ -1129,14 +1131,18 @@ static void test_policy_sticky_folder_other_owner(void **state)
     snprintf(path, sizeof path, "%s/policy.yaml", f->dir);
     write_file(path, text, len);
     free(text);
-    assert_int_equal(chmod(f->dir, 01777), 0);
     assert_int_equal(chown(path, 4242, 4242), 0);
-    load_refused(path, err, sizeof err);
-    snprintf(want, sizeof want,
-             "%s: group or others may write its folder %s (mode 1777, sticky) and the file there "
-             "belongs to uid 4242, not to uid 0 (the reader) or root",
-             path, f->dir);
-    expect_contains(err, want);
+    static const mode_t folder_modes[] = {01777, 0700};
+    for (size_t i = 0; i < sizeof folder_modes / sizeof folder_modes[0]; i++) {
+        assert_int_equal(chmod(f->dir, folder_modes[i]), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want,
+                 "%s: this policy file belongs to uid 4242 (?), not to root or uid 0 (root, the "
+                 "reader), so its owner can change it whatever its mode: run: chown root %s",
+                 path, path);
+        assert_string_equal(err, want);
+    }
+    assert_int_equal(chmod(f->dir, 01777), 0);
     assert_int_equal(chown(path, 0, 0), 0); /* root's: fine */
     policy_t *p = policy_load(path, err, sizeof err);
     if (p == NULL)
@@ -1177,6 +1183,92 @@ static void expect_loads(const char *path, const char *what)
     policy_destroy(&p);
 }
 
+/* Every folder on the policy's path counts, from "/" down, not only its
+ * own: whoever may write a folder above it, or owns one, can rename the
+ * policy's folder away and put one of their own in its place. The tree
+ * DIR/outer/inner holds the policy (and a link to DIR/keys); a relative
+ * name starts in the working folder, whose folders above count too.
+ * Folders of another user need root: those parts are skipped otherwise. */
+static void test_policy_path_folders(void **state)
+{
+    const fixture_t *f = *state;
+    char err[1024], outer[128], inner[160], path[256], want[1024];
+    size_t len;
+    char *text = read_all(DATA_DIR "/good.yaml", &len);
+    snprintf(outer, sizeof outer, "%s/outer", f->dir);
+    snprintf(inner, sizeof inner, "%s/inner", outer);
+    assert_int_equal(mkdir(outer, 0755), 0);
+    assert_int_equal(mkdir(inner, 0700), 0);
+    snprintf(path, sizeof path, "%s/keys", inner);
+    assert_int_equal(symlink("../../keys", path), 0);
+    snprintf(path, sizeof path, "%s/policy.yaml", inner);
+    write_file(path, text, len);
+    free(text);
+    expect_loads(path, "the policy below safe folders");
+    assert_int_equal(chmod(outer, 01777), 0);
+    expect_loads(path, "the policy below a sticky folder");
+
+    static const mode_t open_modes[] = {0777, 0775, 0757, 0730};
+    for (size_t i = 0; i < sizeof open_modes / sizeof open_modes[0]; i++) {
+        assert_int_equal(chmod(outer, open_modes[i]), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want,
+                 "%s: group or others may write the folder %s above it (mode %04o), so they can "
+                 "put another policy in its place: run: chmod go-w %s, or move the policy to a "
+                 "folder only its owner may write",
+                 path, outer, (unsigned)open_modes[i], outer);
+        assert_string_equal(err, want);
+    }
+
+    /* a relative name: the working folder is inner */
+    int here = open(".", O_RDONLY | O_DIRECTORY);
+    assert_true(here >= 0);
+    assert_int_equal(chmod(outer, 0777), 0);
+    assert_int_equal(chdir(inner), 0);
+    err[0] = '\0';
+    policy_t *p = policy_load("policy.yaml", err, sizeof err);
+    assert_int_equal(fchdir(here), 0);
+    if (p != NULL)
+        fail_msg("policy.yaml in a working folder below an open one: loaded");
+    snprintf(want, sizeof want, "policy.yaml: group or others may write the folder %s above it",
+             outer);
+    expect_contains(err, want);
+    assert_int_equal(chmod(outer, 0755), 0);
+    assert_int_equal(chdir(inner), 0);
+    p = policy_load("policy.yaml", err, sizeof err);
+    assert_int_equal(fchdir(here), 0);
+    close(here);
+    if (p == NULL)
+        fail_msg("policy.yaml in a working folder below safe ones: %s", err);
+    policy_destroy(&p);
+
+    if (geteuid() != 0)
+        skip(); /* only root can give a folder to another user */
+    /* a folder of uid 1234's above, and the policy's own, in a sticky
+     * folder and in one only its owner may write */
+    static const mode_t outer_modes[] = {0755, 01777};
+    for (size_t i = 0; i < sizeof outer_modes / sizeof outer_modes[0]; i++) {
+        assert_int_equal(chmod(outer, outer_modes[i]), 0);
+        assert_int_equal(chown(inner, 1234, 1234), 0);
+        assert_int_equal(chmod(inner, 0755), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want,
+                 "%s: its folder %s belongs to uid 1234 (?), not to root or uid 0 (root, the "
+                 "reader), so its owner can put another policy in its place: run: chown root %s, "
+                 "or move the policy to folders only root or the reader own",
+                 path, inner, inner);
+        assert_string_equal(err, want);
+        assert_int_equal(chown(inner, 0, 0), 0);
+        assert_int_equal(chown(outer, 1234, 1234), 0);
+        load_refused(path, err, sizeof err);
+        snprintf(want, sizeof want, "%s: the folder %s above it belongs to uid 1234 (?)", path,
+                 outer);
+        expect_contains(err, want);
+        assert_int_equal(chown(outer, 0, 0), 0);
+        expect_loads(path, "root's folders again");
+    }
+}
+
 /* A symbolic link in the folder part of the name is followed as one at
  * its end is: its folder is checked (a link there is someone else's way
  * to another policy), and the links followed are bounded. The ConfigMap
@@ -1204,9 +1296,9 @@ static void test_policy_links_in_folder_part(void **state)
     snprintf(path, sizeof path, "%s/..data/policy.yaml", k8s);
     load_refused(path, err, sizeof err);
     snprintf(want, sizeof want,
-             "%s: group or others may write its folder %s (mode 0777), so they can put another "
-             "policy in its place: run: chmod go-w %s, or move the policy to a folder only its "
-             "owner may write",
+             "%s: group or others may write the folder %s above it (mode 0777), so they can put "
+             "another policy in its place: run: chmod go-w %s, or move the policy to a folder "
+             "only its owner may write",
              path, k8s, k8s);
     assert_string_equal(err, want);
     assert_int_equal(chmod(k8s, 0700), 0);
@@ -1284,9 +1376,19 @@ static void test_policy_sticky_link_in_folder_part(void **state)
              path, k8s);
     expect_contains(err, want);
     snprintf(path, sizeof path, "%s/..data", k8s);
-    assert_int_equal(lchown(path, 0, 0), 0); /* root's link: taken */
+    assert_int_equal(lchown(path, 0, 0), 0); /* root's link: taken, */
     snprintf(path, sizeof path, "%s/policy.yaml", k8s);
-    expect_loads(path, "root's ..data");
+    load_refused(path, err, sizeof err); /* but not the folder of 1234's it leads to */
+    snprintf(want, sizeof want,
+             "%s: its folder %s belongs to uid 1234 (?), not to root or uid 0 (root, the reader), "
+             "so its owner can put another policy in its place: run: chown root %s",
+             path, evil, evil);
+    expect_contains(err, want);
+    assert_int_equal(chown(evil, 0, 0), 0);
+    snprintf(path, sizeof path, "%s/evil/policy.yaml", k8s);
+    assert_int_equal(chown(path, 0, 0), 0);
+    snprintf(path, sizeof path, "%s/policy.yaml", k8s);
+    expect_loads(path, "root's ..data to root's folder");
 
     /* the last link uid 1234's */
     assert_int_equal(lchown(path, 1234, 1234), 0);
@@ -1514,6 +1616,7 @@ int main(void)
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_policy_sticky_folder_other_owner, fixture_setup,
                                         fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_path_folders, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_policy_links_in_folder_part, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_policy_sticky_link_in_folder_part, fixture_setup,
