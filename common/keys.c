@@ -235,9 +235,12 @@ static void kind_refusal(const char *path, key_kind_t wanted, key_kind_t found, 
                  path, what, as);
 }
 
-/* A file without a header, read as a secret or store key: refused, as a
- * public key's text (a .pub of another tool, or one whose header was
- * lost) would otherwise be taken as a secret anyone can read. */
+/* A file without a header: refused whatever the kind wanted. Read as a
+ * secret or store key, a public key's text (a .pub of another tool, or
+ * one whose header was lost) would be taken as a secret anyone can read;
+ * read as a public key, a seed copied without its line (a .key's text
+ * pasted into a .pub) would be taken, about 1 seed in 16 being a point
+ * that converts, and the partner's secret handled as public text. */
 static void unstated_refusal(const char *path, key_kind_t wanted, char *err, size_t errlen)
 {
     if (wanted == KIND_SECRET)
@@ -246,11 +249,17 @@ static void unstated_refusal(const char *path, key_kind_t wanted, char *err, siz
                  "as keygen writes it (a public key's text looks the same as a secret one's); "
                  "name the .key file keygen wrote",
                  path, KEYS_SECRET_PREFIX);
-    else
+    else if (wanted == KIND_STORE)
         snprintf(err, errlen,
                  "key file %s does not say it is a store key: its first line is not \"%s ...\" "
                  "as schakeld --init writes it; name the file --init made (store_key_file)",
                  path, KEYS_STORE_PREFIX);
+    else
+        snprintf(err, errlen,
+                 "key file %s does not say it is a public key: its first line is not \"%s ...\" "
+                 "as keygen writes it (a secret key's seed looks the same as a public key's "
+                 "text); if it holds a public key, put the line \"%s\" above it",
+                 path, KEYS_PUBLIC_PREFIX, KEYS_PUBLIC_HEADER);
 }
 
 /* The checks of a key file's own mode and owner, once its kind is right:
@@ -363,7 +372,7 @@ static int read_key_line(const char *path, key_kind_t wanted, char *line, size_t
         goto out;
     if (kind != wanted && kind != KIND_UNSTATED)
         kind_refusal(path, wanted, kind, err, errlen);
-    else if (kind == KIND_UNSTATED && wanted != KIND_PUBLIC)
+    else if (kind == KIND_UNSTATED)
         unstated_refusal(path, wanted, err, errlen);
     else if (check_key_mode(path, wanted, &st, err, errlen) == 0)
         rc = 0;

@@ -21,9 +21,8 @@
 
 /* The first line of each kind of key file, as the writers put it there;
  * the readers tell the kinds apart by the line's start (the PREFIX), as a
- * secret key's Z85 text and a public key's look the same. A secret or
- * store key file without its line is refused; a public key file may go
- * without one (docs/PROTOCOL.md 2.2). */
+ * secret key's Z85 text and a public key's look the same. A key file
+ * without its line is refused, whatever its kind (docs/PROTOCOL.md 2.2). */
 #define KEYS_SECRET_PREFIX "# Schakel secret key"
 #define KEYS_PUBLIC_PREFIX "# Schakel public key"
 #define KEYS_STORE_PREFIX "# Schakel store sealing key"
@@ -80,8 +79,9 @@ void keys_destroy(keypair_t **kp);
 /* Load a .pub file (Z85 Ed25519 public key, '#' comment lines allowed).
  * Refuses a path keys_load_secret refuses for its folders; a file whose
  * first line names another kind (a secret or store key file: "... is a
- * secret key file (its first line says so), not a public key: ...", one
- * without a header is taken); a file that group or others may write, or that belongs to
+ * secret key file (its first line says so), not a public key: ...") or
+ * none ("... does not say it is a public key": a seed's text looks the
+ * same); a file that group or others may write, or that belongs to
  * another user than root and the effective uid (whoever may change it
  * chooses who holds the key). Returns 0, or -1 with err filled. */
 int keys_load_public(const char *path, uint8_t sign_pk[32], char *err,

@@ -4,8 +4,8 @@
  * written to a mode 0600 file in a per-process mkdtemp() folder under /tmp
  * (removed at exit) and loaded three ways. A refusal must carry a
  * terminated error text. Each reader takes only its kind of file, named
- * by the first line (a file without one only as a public key), so at most
- * one of them takes an input. The three share one line syntax: the input
+ * by the first line (a file without one by none of them), so at most one
+ * of them takes an input. The three share one line syntax: the input
  * below each kind's first line, loaded by that kind's reader, must be
  * taken alike and give the same 32 bytes. Crashes, sanitizer reports,
  * leaks and broken promises (abort, with the promise named on stderr) are
@@ -159,6 +159,23 @@ static int fuzz_keyfile_symmetric(uint8_t key[32])
     return 0;
 }
 
+/* Whether the input's first line, its leading blanks skipped as the
+ * readers skip them, begins with one of the kinds' prefixes. */
+static int fuzz_keyfile_names_a_kind(const uint8_t *data, size_t size)
+{
+    static const char *const prefixes[] = {KEYS_SECRET_PREFIX, KEYS_PUBLIC_PREFIX,
+                                           KEYS_STORE_PREFIX};
+    size_t at = 0;
+    while (at < size && (data[at] == ' ' || data[at] == '\t'))
+        at++;
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t len = strlen(prefixes[i]);
+        if (size - at >= len && memcmp(data + at, prefixes[i], len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Each kind's first line, padded with blanks (trimmed when read) to one
  * length, so that the size cap meets the three alike. */
 #define FUZZ_KEYFILE_PAD "%-28s"
@@ -175,6 +192,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 (fuzz_keyfile_symmetric(symmetric) == 0);
     if (taken > 1)
         fuzz_keyfile_fail("more than one reader took the same file");
+    if (taken == 1 && !fuzz_keyfile_names_a_kind(data, size))
+        fuzz_keyfile_fail("a reader took a file whose first line names no kind");
 
     /* below each kind's first line: the same verdict and bytes */
     snprintf(secret_line, sizeof secret_line, FUZZ_KEYFILE_PAD, KEYS_SECRET_PREFIX);

@@ -253,7 +253,7 @@ static void test_ctl_usage_and_unreachable(void **state)
     snprintf(zero_pub, sizeof zero_pub, "%s/keys/nul.pub", env->dir);
     FILE *f = fopen(zero_pub, "w");
     assert_non_null(f);
-    fputs("# not a key\n0000000000000000000000000000000000000000\n", f);
+    fputs("# Schakel public key (Ed25519, Z85)\n0000000000000000000000000000000000000000\n", f);
     assert_int_equal(fclose(f), 0);
     assert_int_equal(chmod(zero_pub, 0644), 0); /* under any umask: refused for its key */
     snprintf(missing, sizeof missing, "%s/keys/bestaat-niet.key", env->dir);

@@ -316,7 +316,7 @@ static void test_public_keys(void **state)
     assert_memory_equal(pk, back, 32);
     assert_int_equal(keys_parse_public_z85("tooshort", back), -1);
     assert_int_equal(keys_parse_public_z85(NULL, back), -1);
-    write_file("junk.pub", "not a key at all, not a key at all, xx\n", 0644);
+    write_file("junk.pub", KEYS_PUBLIC_HEADER "\nnot a key at all, not a key at all, xx\n", 0644);
     char p[256];
     path(p, sizeof p, "junk.pub");
     assert_int_equal(keys_load_public(p, back, err, sizeof err), -1);
@@ -501,8 +501,8 @@ static const char *const reader_names[] = {"keys_load_secret", "keys_load_public
  * its kind, which its first line names, with the file to name instead;
  * never with advice to chmod or chown it (a .pub named as the broker's
  * secret key was answered "run: chmod 600", and after that chmod its
- * public text was taken as the seed). A file without that line is taken
- * only as a public key. */
+ * public text was taken as the seed). A file without that line is not
+ * taken as any kind. */
 typedef struct kind_row {
     const char *file; /* in the folder "kinds" */
     enum reader reader;
@@ -539,8 +539,14 @@ static const kind_row_t kind_rows[] = {
      "store.key is a store key file (its first line says so), not a secret key", NULL},
     {"store.key", READ_PUBLIC,
      "store.key is a store key file (its first line says so), not a public key", NULL},
-    /* without the line: a public key's text, mode 0600 */
-    {"bare.key", READ_PUBLIC, NULL, NULL},
+    /* without the line: a public key's text, mode 0600; as a .pub, a
+     * seed's text (taken as a public key 1 seed in 16) */
+    {"bare.key", READ_PUBLIC,
+     "bare.key does not say it is a public key: its first line is not \"# Schakel public key "
+     "...\"",
+     NULL},
+    {"seed.pub", READ_PUBLIC, "seed.pub does not say it is a public key", NULL},
+    {"other-comment.pub", READ_PUBLIC, "other-comment.pub does not say it is a public key", NULL},
     {"bare.key", READ_SECRET,
      "bare.key does not say it is a secret key: its first line is not \"# Schakel secret key ...\"",
      NULL},
@@ -581,6 +587,10 @@ static void test_key_kinds(void **state)
     write_file("kinds/copied-pub.key", pub_text, 0600);
     snprintf(text, sizeof text, "%s\n", pk_z85);
     write_file("kinds/bare.key", text, 0600);
+    snprintf(text, sizeof text, "%s\n", seed_z85);
+    write_file("kinds/seed.pub", text, 0644);
+    snprintf(text, sizeof text, "# partner's key\n%s\n%s\n", KEYS_PUBLIC_HEADER, pk_z85);
+    write_file("kinds/other-comment.pub", text, 0644);
     snprintf(text, sizeof text, "# my key\n%s\n%s\n", KEYS_SECRET_HEADER, seed_z85);
     write_file("kinds/other-comment.key", text, 0600);
     snprintf(text, sizeof text, "\n%s\n%s\n", KEYS_SECRET_HEADER, seed_z85);
