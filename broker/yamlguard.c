@@ -240,6 +240,44 @@ static const char *yamlguard_encoding(const uint8_t *b, size_t len, const char *
     return NULL;
 }
 
+/* The tag written on a node (`!!int 1`, `!local x`), or NULL: libyaml
+ * gives none for an untagged one. */
+static const yaml_char_t *yamlguard_tag_of(const yaml_event_t *ev)
+{
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        return ev->data.scalar.tag;
+    case YAML_SEQUENCE_START_EVENT:
+        return ev->data.sequence_start.tag;
+    case YAML_MAPPING_START_EVENT:
+        return ev->data.mapping_start.tag;
+    default:
+        return NULL;
+    }
+}
+
+/* A tag is refused wherever it is: libcyaml ignores tags, so a value
+ * would load as its text whatever the tag says (`version: !!int 1` as the
+ * string "1", `!!binary` text undecoded), and a reader of the file would
+ * take it to mean what it does not. The tag is shown as written where
+ * libyaml expanded it (tag:yaml.org,2002:int is !!int). */
+static int yamlguard_tag_refusal(const yamlguard_report_t *report, unsigned line, const char *tag)
+{
+    static const char core[] = "tag:yaml.org,2002:";
+    char shown[64];
+    if (strncmp(tag, core, sizeof core - 1) == 0)
+        snprintf(shown, sizeof shown, "!!%s", tag + sizeof core - 1);
+    else
+        snprintf(shown, sizeof shown, "%s", tag);
+    for (char *c = shown; *c != '\0'; c++)
+        if (*c < 0x21 || *c > 0x7e)
+            *c = '?';
+    return yamlguard_fail(report, line,
+                          "tags (%s) are not allowed: values are read as written, whatever a tag "
+                          "says; remove it",
+                          shown);
+}
+
 int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t len,
                    unsigned options, yamlguard_event_fn on_event, void *ctx)
 {
@@ -264,8 +302,11 @@ int yamlguard_walk(const yamlguard_report_t *report, const uint8_t *buf, size_t 
         }
         unsigned line = (unsigned)ev.start_mark.line + 1;
         done = ev.type == YAML_STREAM_END_EVENT;
+        const yaml_char_t *tag = yamlguard_tag_of(&ev);
         if (ev.type == YAML_ALIAS_EVENT)
             rc = yamlguard_fail(report, line, "aliases (*name) are not allowed");
+        else if (tag != NULL)
+            rc = yamlguard_tag_refusal(report, line, (const char *)tag);
         else if (ev.type == YAML_DOCUMENT_START_EVENT && ++documents > 1)
             rc = yamlguard_fail(report, line, "only one YAML document is allowed");
         else if (ev.type != YAML_DOCUMENT_START_EVENT)

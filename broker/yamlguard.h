@@ -2,7 +2,7 @@
  * yamlguard.h — what the broker's YAML loaders (config.c, policy_load.c)
  * share: "NAME:LINE: message" errors, a size-capped read of a file only
  * root or its reader may change, a libyaml event walk that refuses text
- * that is not UTF-8, aliases and a second document, and libcyaml
+ * that is not UTF-8, aliases, tags and a second document, and libcyaml
  * loading that captures libcyaml's error message and line instead of
  * printing them. Nothing here knows a schema; the callers bring theirs.
  */
@@ -70,8 +70,9 @@ typedef int (*yamlguard_event_fn)(void *ctx, const yaml_event_t *event, unsigned
  * text that is not UTF-8 (UTF-16 or UTF-32, told by a byte order mark or
  * by NUL bytes in the first character, at line 1; a UTF-8 byte order mark
  * is fine), bytes that are not UTF-8 and raw control characters (at the
- * line they are on), YAML syntax errors ("YAML syntax: ..."), aliases and
- * a second document. Every other event goes to on_event.
+ * line they are on), YAML syntax errors ("YAML syntax: ..."), aliases,
+ * tags (`!!int 1`: libcyaml would read the value as its text whatever the
+ * tag says) and a second document. Every other event goes to on_event.
  * Returns 0 at the end of the stream, -1 on a refusal (message written),
  * or what on_event returned. Safe on untrusted input; libyaml's memory is
  * freed on every path. */

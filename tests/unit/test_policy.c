@@ -228,6 +228,12 @@ static const bad_row_t bad_rows[] = {
     {"bad-version-1_0.yaml", "bad-version-1_0.yaml:2:", "unsupported policy version \"1_0\""},
     {"bad-version-0-9.yaml", "bad-version-0-9.yaml:2:", "unsupported policy version \"0.9\""},
     {"bad-version-01.yaml", "bad-version-01.yaml:2:", "unsupported policy version \"01\""},
+    /* A tag: libcyaml ignores it, so the value would load as its text. */
+    {"bad-version-tag-int.yaml", "bad-version-tag-int.yaml:2:",
+     "tags (!!int) are not allowed: values are read as written, whatever a tag says; remove it"},
+    {"bad-version-tag-str.yaml", "bad-version-tag-str.yaml:2:", "tags (!!str) are not allowed"},
+    {"bad-version-tag-local.yaml", "bad-version-tag-local.yaml:2:", "tags (!v1) are not allowed"},
+    {"bad-tag-list.yaml", "bad-tag-list.yaml:20:", "tags (!!seq) are not allowed"},
     /* Raw bytes libyaml's reader refuses: the line they are on, not 1. */
     {"bad-raw-control.yaml", "bad-raw-control.yaml:22:", "control character 0x1b (raw"},
     {"bad-raw-control-crlf.yaml", "bad-raw-control-crlf.yaml:21:", "control character 0x1b"},
