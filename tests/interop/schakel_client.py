@@ -12,6 +12,7 @@ The protobuf module is generated from proto/schakel.proto at run time
 """
 
 import collections
+import errno
 import hashlib
 import importlib.util
 import os
@@ -110,29 +111,101 @@ def z85_decode(text):
     return zmq.utils.z85.decode(text.encode("ascii"))
 
 
-def read_key_line(path, want=None):
-    """The key line of a key file, read as section 2.2 describes; with want
-    ("secret" or "public"), a file whose first line names another kind is
-    refused, and so is a secret key file without that line."""
-    folder = os.path.dirname(path) or "."
-    # the folder, then the file opened inside it without following a
-    # symlink: both checks are on what is read
-    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        dst = os.fstat(dir_fd)
+MAX_LINKS = 40  # as the kernel follows (MAXSYMLINKS)
+
+
+def _check_folder(path, st, shown):
+    """A folder on a key file's path (2.2): root's or the reader's, and not
+    writable by group or others unless sticky."""
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise KeyFileError(path + ": in a folder group or others may write (%s)" % shown)
+    if st.st_uid not in (0, os.geteuid()):
+        raise KeyFileError(path + ": in a folder of another user (%s, uid %d)"
+                           % (shown, st.st_uid))
+
+
+def _open_key_file(path):
+    """The key file at path opened for reading as 2.2 says: one name at a
+    time from "/" (or from the working folder, whose folders up to "/"
+    count too), each opened without following it; every folder on the way
+    checked, a symbolic link in the folder part followed (in a sticky
+    folder others may write, only the reader's or root's), one at the end
+    refused. Returns (fd, stat of the folder holding it)."""
+    def opened(name, dir_fd, flags):
         try:
-            fd = os.open(os.path.basename(path), os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            return os.open(name, flags, dir_fd=dir_fd)
         except OSError as e:
             raise KeyFileError(path + ": " + e.strerror) from None
+
+    names = [n for n in path.split("/") if n]
+    dir_fd = opened("/" if path.startswith("/") else ".", None, os.O_PATH | os.O_DIRECTORY)
+    try:
+        shown = "/" if path.startswith("/") else os.getcwd()
+        here = shown  # the folder reached, for the messages
+        below = os.fstat(dir_fd)
+        _check_folder(path, below, shown)
+        up = dir_fd
+        while not path.startswith("/"):  # the folders above the working one
+            parent = opened("..", up, os.O_PATH | os.O_DIRECTORY)
+            if up != dir_fd:
+                os.close(up)
+            up = parent
+            st = os.fstat(up)
+            if (st.st_dev, st.st_ino) == (below.st_dev, below.st_ino):
+                break
+            shown = os.path.dirname(shown)
+            _check_folder(path, st, shown)
+            below = st
+        if up != dir_fd:
+            os.close(up)
+        links = 0
+        while names:
+            name = names.pop(0)
+            if not names:
+                return opened(name, dir_fd, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK), \
+                    os.fstat(dir_fd)
+            entry = opened(name, dir_fd, os.O_PATH | os.O_NOFOLLOW)
+            try:
+                st = os.fstat(entry)
+                if stat.S_ISLNK(st.st_mode):
+                    folder = os.fstat(dir_fd)
+                    if folder.st_mode & 0o022 and st.st_uid not in (0, os.geteuid()):
+                        raise KeyFileError(path + ": a symbolic link of another user (%s) in a "
+                                           "folder others may write" % name)
+                    links += 1
+                    if links > MAX_LINKS:
+                        raise KeyFileError(path + ": too many levels of symbolic links")
+                    target = os.readlink("", dir_fd=entry)
+                    names = [n for n in target.split("/") if n] + names
+                    if target.startswith("/"):
+                        os.close(dir_fd)
+                        dir_fd = opened("/", None, os.O_PATH | os.O_DIRECTORY)
+                        here = "/"
+                        _check_folder(path, os.fstat(dir_fd), here)
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    raise KeyFileError(path + ": " + os.strerror(errno.ENOTDIR))
+                here = os.path.join(here, name)
+                _check_folder(path, st, here)
+                os.close(dir_fd)
+                dir_fd, entry = entry, -1
+            finally:
+                if entry >= 0:
+                    os.close(entry)
+        raise KeyFileError(path + ": names a folder")
     finally:
         os.close(dir_fd)
+
+
+def read_key_line(path, want=None):
+    """The key line of a key file, read as section 2.2 describes; with want
+    ("secret" or "public"), a file whose first line names another kind, or
+    none, is refused."""
+    fd, _ = _open_key_file(path)
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(path + ": not a regular file")
-        if dst.st_mode & 0o022 and not (
-                dst.st_mode & stat.S_ISVTX and st.st_uid in (0, os.geteuid())):
-            raise KeyFileError(path + ": in a folder group or others may write (%s)" % folder)
         data = f.read(KEY_FILE_MAX_BYTES + 1)
     if len(data) > KEY_FILE_MAX_BYTES:
         raise KeyFileError(path + ": larger than 4096 bytes")
@@ -141,10 +214,12 @@ def read_key_line(path, want=None):
     if want is not None and kind is not None and kind != want:
         raise KeyFileError(path + ": a %s key file (its first line says so), not a %s key"
                            % (kind, want))
-    if want == "secret" and kind is None:
-        raise KeyFileError(path + ": does not say it is a secret key (first line)")
+    if want is not None and kind is None:
+        raise KeyFileError(path + ": does not say it is a %s key (first line)" % want)
     if kind == "public" and st.st_mode & 0o022:
         raise KeyFileError(path + ": public key file may be written by group or others")
+    if st.st_uid not in (0, os.geteuid()):  # its owner may rewrite it whatever its mode
+        raise KeyFileError(path + ": key file of another user (uid %d)" % st.st_uid)
     for raw in data.split(b"\n"):
         line = raw.lstrip(b" \t").rstrip(b" \t\r")
         if not line or line.startswith(b"#"):

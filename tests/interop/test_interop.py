@@ -676,6 +676,37 @@ def check_key_vector(env):
         os.chmod(pub, 0o644)
         os.chmod(scratch, 0o1777)  # sticky: a file of our own is taken
         sc.load_verify_key(pub)
+
+        def refused(path, what):
+            try:
+                sc.load_verify_key(path)
+                expect(False, "%s read" % path)
+            except sc.KeyFileError as e:
+                expect(what in str(e), "refusal of %s: %s" % (path, e))
+
+        # every folder on the path counts, not only the file's own
+        inner = os.path.join(scratch, "inner")
+        os.mkdir(inner, 0o700)
+        deep = os.path.join(inner, "gemeente.pub")
+        shutil.copyfile(pub, deep)
+        os.chmod(deep, 0o644)
+        os.chmod(scratch, 0o777)
+        refused(deep, "in a folder group or others may write (%s)" % scratch)
+        os.chmod(scratch, 0o700)
+        sc.load_verify_key(deep)
+        if os.geteuid() == 0:  # a folder or a .pub of another user
+            os.chown(inner, 65534, -1)
+            refused(deep, "in a folder of another user (%s, uid 65534)" % inner)
+            os.chown(inner, 0, -1)
+            os.chown(deep, 65534, -1)
+            refused(deep, "key file of another user (uid 65534)")
+            os.chown(deep, 0, -1)
+        # a .pub without its first line: a seed's text looks the same
+        bare = os.path.join(scratch, "bare.pub")
+        with open(bare, "w", encoding="ascii") as f:
+            f.write(sc.z85_encode(pk) + "\n")
+        os.chmod(bare, 0o644)
+        refused(bare, "does not say it is a public key")
     finally:
         os.chmod(scratch, 0o700)
         shutil.rmtree(scratch)
