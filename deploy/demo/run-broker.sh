@@ -26,6 +26,9 @@ for program in "$SCHAKELD" "$SCHAKEL"; do
 done
 
 mkdir -p "$RUN/keys"
+# Every folder on a key's or the policy's path must not be writable by group
+# or others (docs/OPERATIONS.md, "Files"): var/ is made under the umask.
+chmod go-w "$ROOT/var"
 chmod 700 "$RUN" "$RUN/keys"
 for name in broker $PARTNERS operator; do
     if [ ! -f "$RUN/keys/$name.key" ]; then

@@ -39,6 +39,9 @@ trap 'exit 130' INT TERM
 
 rm -rf "$DEMO"
 mkdir -p "$DEMO/keys"
+# Every folder on a key's or the policy's path must not be writable by group
+# or others (docs/OPERATIONS.md, "Files"): var/ is made under the umask.
+chmod go-w var
 chmod 700 "$DEMO" "$DEMO/keys"
 # One key per partner system, one for the operator, the broker's own, and
 # one that the policy does not know.
