@@ -220,10 +220,12 @@ UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/d
 # every allocation of the program's own objects goes through the test's wrappers
 UNIT_LDFLAGS_test_client_alloc := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=free
 UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_index.c broker/policy_case.c \
-	broker/linemap.c broker/yamlguard.c
+	broker/policy_warn.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/policy_index.c \
-	broker/linemap.c broker/yamlguard.c
+	broker/policy_warn.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_index.c \
+	broker/policy_case.c broker/policy_warn.c broker/linemap.c broker/yamlguard.c
+UNIT_EXTRA_test_policy_warn := broker/policy.c broker/policy_load.c broker/policy_index.c \
 	broker/policy_case.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 # The store and what it needs, for the tests that open real stores ($^

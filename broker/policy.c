@@ -206,29 +206,6 @@ size_t policy_recipients(const policy_t *policy, const policy_rule_t *rule,
 
 /* ------------------------------------------------------------------ decisions */
 
-/* CBS levels GM < WK < BU; an area lies within a prefix when it is at the
- * prefix's level or below and its digits start with the prefix's digits:
- * GM0935 covers WK093501 and BU09350101, WK093501 covers BU09350101. */
-static int area_level(const char *code)
-{
-    if (strncmp(code, "GM", 2) == 0)
-        return 0;
-    if (strncmp(code, "WK", 2) == 0)
-        return 1;
-    if (strncmp(code, "BU", 2) == 0)
-        return 2;
-    return -1;
-}
-
-static bool area_within(const char *area, const char *prefix)
-{
-    int la = area_level(area), lp = area_level(prefix);
-    if (la < 0 || lp < 0 || la < lp)
-        return false;
-    size_t n = strlen(prefix + 2);
-    return strncmp(area + 2, prefix + 2, n) == 0;
-}
-
 /* ------------------------------------------------------------------ index lookups */
 
 uint32_t policy_name_find(const name_table_t *t, const char *name)
@@ -288,7 +265,7 @@ static bool rule_has_kind(const rule_entry_t *r, uint32_t kind)
 }
 
 /* Only entries of the signal's municipality can cover its area (an entry
- * has 4 digits after its letters, and area_within compares them all), so
+ * has 4 digits after its letters, and policy_area_within compares them all), so
  * only those are compared; area_refs is sorted by municipality. */
 static bool rule_covers_area(const rule_entry_t *r, uint32_t municipality, const char *area)
 {
@@ -301,7 +278,7 @@ static bool rule_covers_area(const rule_entry_t *r, uint32_t municipality, const
             hi = mid;
     }
     for (; lo < r->n_areas && r->area_refs[lo].municipality == municipality; lo++)
-        if (area_within(area, r->area_refs[lo].prefix))
+        if (policy_area_within(area, r->area_refs[lo].prefix))
             return true;
     return false;
 }
@@ -358,20 +335,18 @@ static void decide_consider(decide_state_t *s, const rule_entry_t *r,
     s->granted |= gain;
 }
 
-/* The buckets of the signal's keys: partner x (theme, "*") x (kind, "*")
- * x (municipality, "*"), the signal's own where it has one. At most 8. */
-static size_t decide_buckets(const policy_t *p, const policy_principal_t *sender,
-                             const signal_keys_t *keys, const uint32_t *begin[8],
-                             const uint32_t *end[8])
+size_t policy_index_candidates(const policy_t *p, size_t partner, size_t theme, uint32_t kind,
+                               uint32_t municipality, const uint32_t *begin[8],
+                               const uint32_t *end[8])
 {
-    size_t base = sender->partner->index * (p->n_themes + 1);
+    size_t base = partner * (p->n_themes + 1);
     /* "*" first; the signal's own second, where it has one */
-    size_t n_themes = keys->theme != NO_INDEX ? 2 : 1;
-    unsigned n_kinds = keys->kind != POLICY_NO_ID ? 2 : 1;
-    unsigned n_places = keys->municipality != POLICY_NO_ID ? 2 : 1;
-    size_t themes[2] = {base + p->n_themes, n_themes == 2 ? base + keys->theme : 0};
-    uint32_t kinds[2] = {0, n_kinds == 2 ? keys->kind + 1 : 0};
-    uint32_t places[2] = {0, n_places == 2 ? keys->municipality + 1 : 0};
+    size_t n_themes = theme != NO_INDEX ? 2 : 1;
+    unsigned n_kinds = kind != POLICY_NO_ID ? 2 : 1;
+    unsigned n_places = municipality != POLICY_NO_ID ? 2 : 1;
+    size_t themes[2] = {base + p->n_themes, n_themes == 2 ? base + theme : 0};
+    uint32_t kinds[2] = {0, n_kinds == 2 ? kind + 1 : 0};
+    uint32_t places[2] = {0, n_places == 2 ? municipality + 1 : 0};
     size_t n = 0;
     for (size_t t = 0; t < n_themes; t++) {
         unsigned shapes = p->index.shapes[themes[t]];
@@ -397,7 +372,8 @@ static void decide_walk(const policy_t *p, decide_state_t *s, const policy_princ
                           .kind = policy_name_find(&p->kinds, facts->kind),
                           .municipality = policy_area_municipality(facts->area)};
     const uint32_t *begin[8], *end[8];
-    size_t n = decide_buckets(p, sender, &keys, begin, end);
+    size_t n = policy_index_candidates(p, sender->partner->index, keys.theme, keys.kind,
+                                       keys.municipality, begin, end);
     while (n > 0 && s->granted != s->wanted) {
         size_t first = 0;
         for (size_t j = 1; j < n; j++)

@@ -259,4 +259,50 @@ uint32_t policy_case_member_signal_fields(const policy_case_member_rule_t *rule)
 const policy_case_member_rule_t *policy_case_member_rule_by_id(const policy_t *policy,
                                                                const char *id);
 
+/* ------------------------------------------------------------------ warnings */
+
+/* What a valid policy says that can never take effect (docs/POLICY.md
+ * section 5, "Rules that never decide", and section 12): found at every
+ * load, reported as warnings; the policy loads all the same. */
+typedef enum policy_warning_kind {
+    POLICY_WARNING_NONE = 0,
+    POLICY_WARNING_RULE_SHADOWED,      /* a rule never decides for some partners of its `to` */
+    POLICY_WARNING_RULE_NEVER_APPLIES, /* ... for any of them */
+    POLICY_WARNING_ON_BEHALF_UNUSED,   /* on_behalf names a principal of the only lead partner */
+    POLICY_WARNING_CHECK_STOPPED,      /* the check's budget ran out: rules left unchecked */
+} policy_warning_kind_t;
+
+typedef struct policy_warning {
+    policy_warning_kind_t kind;
+    const policy_rule_t *rule; /* RULE_*: the rule that never decides; CHECK_STOPPED: the
+                                * first rule not checked */
+    uint64_t partners;         /* RULE_*: the partners it never decides for (bit i:
+                                * policy_partner_at(policy, i)) */
+    size_t n_by;               /* RULE_*: the earlier rules deciding first (policy_warning_by) */
+    const policy_case_type_t *case_type; /* ON_BEHALF_UNUSED */
+    const policy_principal_t *principal; /* ON_BEHALF_UNUSED: the on_behalf entry */
+} policy_warning_t;
+
+/* Warnings of the policy, rules in file order, then case types. */
+size_t policy_warning_count(const policy_t *policy);
+
+/* Fill *out with warning i. Returns 0, or -1 past the end (out zeroed). */
+int policy_warning_at(const policy_t *policy, size_t i, policy_warning_t *out);
+
+/* The j-th earlier rule (in file order) that matches every signal warning
+ * i's rule matches and decides first for *partners of it; NULL past the
+ * end or for another kind of warning. */
+const policy_rule_t *policy_warning_by(const policy_t *policy, size_t i, size_t j,
+                                       uint64_t *partners);
+
+/* Warning i as one line for operators, e.g. `rule "x" (line 40) never
+ * decides for om: rule "y" (line 12) matches every signal it matches`,
+ * into buf (NUL-terminated; a line longer than len ends in "..."). Returns
+ * the length written; 0 (buf "") past the end. */
+size_t policy_warning_format(const policy_t *policy, size_t i, char *buf, size_t len);
+
+/* The steps the check took at load (a rule looked at, or an entry of
+ * kinds or areas read comparing two): its cost, for tests and benchmarks. */
+uint64_t policy_warning_work(const policy_t *policy);
+
 #endif

@@ -155,6 +155,31 @@ typedef struct case_type_entry {
     uint8_t member_of[SCHAKEL_MAX_PARTNERS]; /* 1 + member index per partner, 0 = none */
 } case_type_entry_t;
 
+/* One finding of policy_warn.c (policy.h policy_warning_t): its kind, the
+ * rule or case type it is about, and for a rule that never decides, its
+ * pairs (the earlier rules deciding first) in policy.shadow_pairs. */
+typedef struct warning_entry {
+    policy_warning_kind_t kind;
+    uint32_t subject;    /* rule index; ON_BEHALF_UNUSED: case type index */
+    uint32_t principal;  /* ON_BEHALF_UNUSED: principal index */
+    uint64_t partners;   /* RULE_*: the partners of its `to` it never decides for */
+    uint32_t first_pair; /* RULE_*: into policy.shadow_pairs, by earlier rule */
+    uint32_t n_pairs;
+} warning_entry_t;
+
+/* An earlier rule that matches every signal a later one matches and
+ * decides first for these partners of the later rule's `to`. */
+typedef struct shadow_pair {
+    uint32_t by; /* rule index */
+    uint64_t partners;
+} shadow_pair_t;
+
+/* Steps the check for rules that never decide may take at one load
+ * (POLICY.md 5, "Rules that never decide"): a rule looked at, or an entry
+ * of kinds or areas read comparing two. Past it the check stops and says
+ * so (POLICY_WARNING_CHECK_STOPPED): no policy makes a load slow. */
+#define POLICY_SHADOW_BUDGET ((uint64_t)1 << 26)
+
 struct policy {
     struct doc_policy *doc; /* owns every string the structures below point to */
     char hash_hex[65];
@@ -182,6 +207,11 @@ struct policy {
     case_member_entry_t *case_members; /* per type: its lead rule, then its members */
     size_t n_case_members;
     const case_member_entry_t **case_members_by_id;
+    warning_entry_t *warnings; /* policy_warn.c, in file order of their subject */
+    size_t n_warnings;
+    shadow_pair_t *shadow_pairs;
+    size_t n_shadow_pairs;
+    uint64_t shadow_work; /* steps of policy_warn.c's check: its cost (policy_warning_work) */
 };
 
 /* The role a policy writes as `name` ("system", "caseworker", "operator"),
@@ -227,6 +257,24 @@ void policy_index_build(policy_t *p, size_t budget);
 /* Free what policy_index_build allocated; idempotent. */
 void policy_index_free(policy_t *p);
 
+/* Find what p (loaded and indexed) says that can never take effect
+ * (policy_warn.c): rules that never decide for a partner of their `to`,
+ * compared pairwise in at most `budget` steps (POLICY_SHADOW_BUDGET
+ * when loading; tests pass less), and on_behalf entries never used.
+ * Replaces earlier findings. Dies on out-of-memory. */
+void policy_warnings_build(policy_t *p, uint64_t budget);
+
+/* Free what policy_warnings_build allocated; idempotent. */
+void policy_warnings_free(policy_t *p);
+
+/* The index buckets a signal of sender partner `partner` with these keys
+ * reads (theme NO_INDEX, kind or municipality POLICY_NO_ID: only "*"), at
+ * most 8; each lists rule indexes ascending. A rule is in at most one of
+ * them. Returns their count. */
+size_t policy_index_candidates(const policy_t *p, size_t partner, size_t theme, uint32_t kind,
+                               uint32_t municipality, const uint32_t *begin[8],
+                               const uint32_t *end[8]);
+
 /* Id of `name` in t, or POLICY_NO_ID (also for NULL). O(1) expected. */
 uint32_t policy_name_find(const name_table_t *t, const char *name);
 
@@ -245,6 +293,30 @@ static inline uint32_t policy_area_municipality(const char *area)
         m = m * 10 + (uint32_t)(area[i] - '0');
     }
     return m;
+}
+
+/* CBS levels GM < WK < BU; an area (or an area entry) lies within an
+ * entry when it is at the entry's level or below and its digits start
+ * with the entry's: GM0935 covers WK093501 and BU09350101, WK093501 covers
+ * BU09350101; WK0935 covers WK093501 but not GM0935. */
+static inline int policy_area_level(const char *code)
+{
+    if (code[0] == 'G' && code[1] == 'M')
+        return 0;
+    if (code[0] == 'W' && code[1] == 'K')
+        return 1;
+    if (code[0] == 'B' && code[1] == 'U')
+        return 2;
+    return -1;
+}
+
+static inline bool policy_area_within(const char *area, const char *prefix)
+{
+    int la = policy_area_level(area), lp = policy_area_level(prefix);
+    if (la < 0 || lp < 0 || la < lp)
+        return false;
+    size_t n = strlen(prefix + 2);
+    return strncmp(area + 2, prefix + 2, n) == 0;
 }
 
 /* Bucket key; kind_slot and municipality_slot are 0 for "*", else the

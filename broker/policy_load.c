@@ -1,7 +1,7 @@
 /*
  * policy_load.c — reads and validates the access policy (policy.h,
- * docs/POLICY.md); policy_index.c indexes it, policy.c answers questions
- * about the result.
+ * docs/POLICY.md); policy_index.c indexes it, policy_warn.c finds what in
+ * it can never take effect, policy.c answers questions about the result.
  *
  * Trusts nothing in the policy text: it is size-capped and read once, walked
  * by libyaml to map entries to lines (linemap.c: anchors, aliases, deep
@@ -855,8 +855,10 @@ policy_t *policy_load_buffer(const char *name, const uint8_t *buf, size_t len, c
     if (rc == 0)
         rc = policy_case_types_build(p, p->doc->case_types, p->doc->case_types_count, &ctx.report,
                                      &ctx.map);
-    if (rc == 0)
+    if (rc == 0) {
         policy_index_build(p, POLICY_INDEX_BUDGET);
+        policy_warnings_build(p, POLICY_SHADOW_BUDGET);
+    }
     linemap_free(&ctx.map);
     if (rc != 0)
         policy_destroy(&p);
@@ -904,6 +906,7 @@ void policy_destroy(policy_t **policy)
         return;
     policy_t *p = *policy;
     policy_index_free(p); /* first: it clears the rules' pointers into it */
+    policy_warnings_free(p);
     doc_free(p->doc);
     free(p->partners);
     free(p->partners_by_id);

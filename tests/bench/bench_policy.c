@@ -158,7 +158,9 @@ typedef struct size_run {
     long long bytes;
     policy_t *policy;
     double load_ms;
-    long load_rss_kib; /* this process's RSS growth over the load */
+    long load_rss_kib;   /* this process's RSS growth over the load */
+    size_t warnings;     /* rules that never decide, ... (policy_warning_count) */
+    uint64_t check_work; /* the steps of that check, part of the load (policy_warning_work) */
     const policy_principal_t *senders[POLICY_N_DECISIONS];
     double round_ns[POLICY_ROUNDS];
     size_t n_rounds;
@@ -542,6 +544,8 @@ static int policy_bench_prepare(bench_t *b, size_run_t *s)
                       policy_rule_count(s->policy));
         return -1;
     }
+    s->warnings = policy_warning_count(s->policy);
+    s->check_work = policy_warning_work(s->policy);
     if (policy_bench_check(b, s) != 0)
         return -1;
     s->ok = 1;
@@ -734,6 +738,12 @@ static void policy_bench_print(const bench_t *b)
                s->ns_min, s->ns_allow, s->ns_deny, base != NULL ? s->ns / base->ns : 0);
     }
     double ratio = policy_bench_ratio(b, 1), median_ratio = policy_bench_ratio(b, 0);
+    printf("%s\nthe load's check for rules that never decide (docs/POLICY.md 5): steps, warnings\n",
+           rule);
+    for (size_t k = 0; k < b->opt.n_sizes; k++)
+        if (b->runs[k].ok)
+            printf("  %u rules: %" PRIu64 " steps, %zu warnings\n", b->runs[k].rules,
+                   b->runs[k].check_work, b->runs[k].warnings);
     printf("%s\ncandidates: rules with the sender's partner in `from` and the signal's theme (or "
            "\"*\") in `themes`,\nper decision of the set, mean (max); they are what a decision "
            "may have to look at.\n%s\n",
@@ -759,6 +769,8 @@ static void policy_bench_json_size(FILE *f, const size_run_t *s)
     fprintf(f, "  \"policy_bytes_%u\": %lld,\n  \"load_ms_%u\": %.3f,\n", n, s->bytes, n,
             s->load_ms);
     fprintf(f, "  \"load_rss_kib_%u\": %ld,\n", n, s->load_rss_kib);
+    fprintf(f, "  \"check_steps_%u\": %" PRIu64 ",\n  \"warnings_%u\": %zu,\n", n, s->check_work, n,
+            s->warnings);
     fprintf(f, "  \"candidates_mean_%u\": %.2f,\n  \"candidates_max_%u\": %u,\n", n, s->candidates,
             n, s->candidates_max);
     if (!s->ok) {
