@@ -1372,6 +1372,22 @@ static int admin_rules(admin_t *admin, broker_t *b, const admin_request_t *reque
 
 /* ------------------------------------------------------------------ reload */
 
+/* The new policy's warnings (rules that never decide, ...): the first
+ * SCHAKEL_POLICY_WARNINGS_SHOWN lines, and how many there are. */
+static void admin_reload_warnings(const policy_t *policy, admin_json_t *out)
+{
+    size_t n = policy_warning_count(policy);
+    admin_json_member_uint(out, "warnings_total", n);
+    admin_json_key(out, "warnings");
+    admin_json_array_begin(out);
+    for (size_t i = 0; i < n && i < SCHAKEL_POLICY_WARNINGS_SHOWN; i++) {
+        char text[SCHAKEL_POLICY_WARNING_LEN];
+        policy_warning_format(policy, i, text, sizeof text);
+        admin_json_string(out, text);
+    }
+    admin_json_array_end(out);
+}
+
 static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *request,
                         admin_json_t *out, char *err, size_t errlen)
 {
@@ -1403,6 +1419,7 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
         admin_json_member_uint(out, "operators", b->reload.operators);
         admin_json_member_bool(out, "removed_self", removed_self);
         admin_json_member_int(out, "cases_unreachable", b->reload.cases_unreachable);
+        admin_reload_warnings(b->policy, out);
     }
     /* the config or policy on disk would not start the broker (for a
      * refused policy, the same error) */

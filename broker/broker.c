@@ -46,6 +46,7 @@ void broker_request_reload(void)
 }
 
 static size_t reload_count_operators(const policy_t *policy);
+static void log_policy_warnings(const policy_t *policy);
 static int reload_policy_file(broker_t *b, const char *requested_by, char *err, size_t errlen);
 
 static int64_t clock_ms(clockid_t which)
@@ -366,6 +367,7 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
     if (broker_clock_start(b, o->accept_clock, err, errlen) != 0)
         goto fail;
     b->started_at = b->policy_loaded_at = b->clock.now_s;
+    log_policy_warnings(b->policy);
     b->reload.operators = reload_count_operators(b->policy);
     b->reload.cases_unreachable = case_check_reachable(b); /* logged */
     case_ids_watch(b, monotonic_ms());
@@ -1385,6 +1387,26 @@ static size_t reload_count_operators(const policy_t *policy)
     return operators;
 }
 
+/* The policy's warnings (policy.h: rules that never decide, on_behalf
+ * entries never used), one line each, the first
+ * SCHAKEL_POLICY_WARNINGS_SHOWN, then how many more: at the start and at
+ * every reload applied, so that the log says it of the policy in force. */
+static void log_policy_warnings(const policy_t *policy)
+{
+    size_t n = policy_warning_count(policy);
+    for (size_t i = 0; i < n && i < SCHAKEL_POLICY_WARNINGS_SHOWN; i++) {
+        char text[SCHAKEL_POLICY_WARNING_LEN];
+        policy_warning_format(policy, i, text, sizeof text);
+        log_event(LOG_WARN, "policy.warning", "warning", text, NULL);
+    }
+    if (n > SCHAKEL_POLICY_WARNINGS_SHOWN) {
+        char more[24];
+        snprintf(more, sizeof more, "%zu", n - SCHAKEL_POLICY_WARNINGS_SHOWN);
+        log_event(LOG_WARN, "policy.warnings_more", "count", more, "effect",
+                  "not logged: schakelctl policy check FILE lists every one", NULL);
+    }
+}
+
 /* policy.reloaded, with what an operator must know of it: the operators
  * left and the open cases nobody can see or close any more (each case
  * type and lead is logged as cases.unreachable); a policy without an
@@ -1408,6 +1430,7 @@ static void reload_log_applied(broker_t *b, const char *old_hash, const char *re
     else
         log_event(LOG_INFO, "policy.reloaded", "old", old_hash, "new", policy_hash_hex(b->policy),
                   "by", requested_by, "operators", operators, "cases_unreachable", cases, NULL);
+    log_policy_warnings(b->policy);
     if (b->reload.operators == 0 && b->admin != NULL)
         log_event(LOG_WARN, "policy.no_operators", "effect",
                   "the admin endpoint admits no key: schakelctl is refused until a reload "

@@ -665,8 +665,9 @@ static int start_check(const void *arg, char *err, size_t errlen)
     return rc;
 }
 
-/* `schakeld --check`: exit 0 when the files would start a broker, 1 with
- * the error (FILE:LINE) on stderr when not. systemctl reload runs it
+/* `schakeld --check`: exit 0 when the files would start a broker (the
+ * policy's warnings, if any, on stderr), 1 with the error (FILE:LINE) on
+ * stderr when not. systemctl reload runs it
  * before the SIGHUP (deploy/systemd/schakeld.service), so a policy the
  * broker would refuse fails the reload where the operator sees it. */
 static int check_command(const options_t *o)
@@ -679,6 +680,12 @@ static int check_command(const options_t *o)
     }
     printf("config %s loads; policy %s\n", o->config != NULL ? o->config : "(none)",
            policy_hash_hex(policy));
+    /* what the broker would log as policy.warning: the policy loads all the same */
+    for (size_t i = 0; i < policy_warning_count(policy); i++) {
+        char text[SCHAKEL_POLICY_WARNING_LEN];
+        policy_warning_format(policy, i, text, sizeof text);
+        fprintf(stderr, "schakeld: warning: policy: %s\n", text);
+    }
     policy_destroy(&policy);
     return 0;
 }

@@ -222,5 +222,11 @@
 #define SCHAKEL_MAX_POLICY_TEXT_LEN 1000u /* purpose, legal_basis, partner name (bytes) */
 #define SCHAKEL_MAX_RULE_LIST 1024u       /* entries in one rule's kinds or areas */
 #define SCHAKEL_MAX_RETENTION_S (30LL * 365 * 24 * 3600) /* retention cap: 30 years of 365 days */
+/* A policy's warnings (rules that never decide, docs/POLICY.md 5) the
+ * broker logs at a start or reload, and a reload's answer lists; the
+ * rest are counted (schakelctl policy check lists every one). */
+#define SCHAKEL_POLICY_WARNINGS_SHOWN 20u
+/* One warning line, cut with "..." past it. */
+#define SCHAKEL_POLICY_WARNING_LEN 1024u
 
 #endif

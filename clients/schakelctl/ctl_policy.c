@@ -20,11 +20,13 @@
 #define CTL_EXPLAIN_MAX_TO 64
 
 static const char ctl_check_usage[] =
-    "usage: schakelctl policy check FILE [--json]\n"
+    "usage: schakelctl policy check FILE [--strict] [--json]\n"
     "\n"
     "Load and validate a policy file as schakeld would (key files included),\n"
     "without a broker. Prints FILE:LINE: message for the first error and\n"
-    "exits 1; exits 0 when the policy is valid.\n";
+    "exits 1; exits 0 when the policy is valid. Warnings (FILE:LINE: warning:\n"
+    "a rule that never decides for a partner, an on_behalf entry never used)\n"
+    "go to stderr and leave the exit status 0; with --strict they exit 1.\n";
 
 static const char ctl_explain_usage[] =
     "usage: schakelctl policy explain --policy FILE --from PRINCIPAL|PARTNER\n"
@@ -40,6 +42,93 @@ static const char ctl_explain_usage[] =
 
 /* ------------------------------------------------------------------ check */
 
+/* The line a warning is about: its rule's, or its case type's. */
+static unsigned ctl_warning_line(const policy_warning_t *w)
+{
+    if (w->rule != NULL)
+        return w->rule->line;
+    return w->case_type != NULL ? w->case_type->line : 0;
+}
+
+/* Every warning as FILE:LINE: warning: TEXT on stderr, TEXT made safe. */
+static void ctl_check_warnings_print(const policy_t *policy, const char *file)
+{
+    for (size_t i = 0; i < policy_warning_count(policy); i++) {
+        policy_warning_t w;
+        char text[SCHAKEL_POLICY_WARNING_LEN];
+        if (policy_warning_at(policy, i, &w) != 0)
+            continue;
+        policy_warning_format(policy, i, text, sizeof text);
+        fprintf(stderr, "%s:%u: warning: ", file, ctl_warning_line(&w));
+        ctl_put_safe(stderr, text);
+        fputc('\n', stderr);
+    }
+}
+
+static const char *ctl_warning_kind(policy_warning_kind_t kind)
+{
+    switch (kind) {
+    case POLICY_WARNING_RULE_SHADOWED:
+        return "rule_shadowed";
+    case POLICY_WARNING_RULE_NEVER_APPLIES:
+        return "rule_never_applies";
+    case POLICY_WARNING_ON_BEHALF_UNUSED:
+        return "on_behalf_unused";
+    case POLICY_WARNING_CHECK_STOPPED:
+        return "check_stopped";
+    case POLICY_WARNING_NONE:
+        break;
+    }
+    return "unknown";
+}
+
+static json_t *ctl_partners_json(const policy_t *policy, uint64_t partners)
+{
+    json_t *list = json_array();
+    for (uint64_t m = partners; m && list != NULL; m &= m - 1)
+        json_array_append_new(
+            list, json_string(policy_partner_at(policy, (size_t)__builtin_ctzll(m))->id));
+    return list;
+}
+
+/* The warnings as --json lists them: kind, line, message, and for a rule
+ * that never decides, its partners and the earlier rules deciding first. */
+static json_t *ctl_check_warnings_json(const policy_t *policy)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; i < policy_warning_count(policy) && list != NULL; i++) {
+        policy_warning_t w;
+        char text[SCHAKEL_POLICY_WARNING_LEN];
+        if (policy_warning_at(policy, i, &w) != 0)
+            continue;
+        policy_warning_format(policy, i, text, sizeof text);
+        json_t *item = json_pack("{s:s, s:I, s:s}", "kind", ctl_warning_kind(w.kind), "line",
+                                 (json_int_t)ctl_warning_line(&w), "message", text);
+        if (item == NULL)
+            continue;
+        if (w.rule != NULL)
+            json_object_set_new(item, "rule", json_string(w.rule->id));
+        if (w.case_type != NULL)
+            json_object_set_new(item, "case_type", json_string(w.case_type->id));
+        if (w.principal != NULL)
+            json_object_set_new(item, "principal", json_string(w.principal->id));
+        if (w.n_by > 0) {
+            json_object_set_new(item, "partners", ctl_partners_json(policy, w.partners));
+            json_t *by = json_array();
+            uint64_t partners;
+            const policy_rule_t *earlier;
+            for (size_t j = 0;
+                 (earlier = policy_warning_by(policy, i, j, &partners)) != NULL && by != NULL; j++)
+                json_array_append_new(by, json_pack("{s:s, s:I, s:o}", "rule", earlier->id, "line",
+                                                    (json_int_t)earlier->line, "partners",
+                                                    ctl_partners_json(policy, partners)));
+            json_object_set_new(item, "decided_by", by);
+        }
+        json_array_append_new(list, item);
+    }
+    return list;
+}
+
 /* `policy check FILE [--json]`: options before or after FILE. The
  * optstring's '-' hands getopt_long's arguments over in the order given,
  * FILE as 1, whatever POSIXLY_CORRECT says (without it getopt would stop
@@ -47,9 +136,12 @@ static const char ctl_explain_usage[] =
  * argument is a FILE. */
 static int ctl_policy_check(int argc, char **argv)
 {
-    static const struct option options[] = {
-        {"json", 0, NULL, CTL_OPT_JSON}, {"help", 0, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    int json = 0, files = 0;
+    enum { OPT_STRICT = CTL_OPT_FIRST_OWN };
+    static const struct option options[] = {{"json", 0, NULL, CTL_OPT_JSON},
+                                            {"strict", 0, NULL, OPT_STRICT},
+                                            {"help", 0, NULL, 'h'},
+                                            {NULL, 0, NULL, 0}};
+    int json = 0, strict = 0, files = 0;
     const char *file = NULL;
     int option;
     opterr = 0; /* its '?' and ':' are told apart by ctl_option_error */
@@ -63,6 +155,8 @@ static int ctl_policy_check(int argc, char **argv)
             file = optarg;
         else if (option == CTL_OPT_JSON)
             json = 1;
+        else if (option == OPT_STRICT)
+            strict = 1;
         else if (option != 1)
             return ctl_option_error("policy check", option, options, argc, argv);
     }
@@ -75,13 +169,15 @@ static int ctl_policy_check(int argc, char **argv)
         return ctl_usage_error("policy check", "policy check takes one FILE");
     char err[1024] = "";
     policy_t *policy = policy_load(file, err, sizeof err);
+    size_t warnings = policy_warning_count(policy);
     if (json) {
         json_t *out = policy != NULL
-                          ? json_pack("{s:s, s:b, s:s, s:I, s:I, s:I}", "file", file, "ok", 1,
+                          ? json_pack("{s:s, s:b, s:s, s:I, s:I, s:I, s:o}", "file", file, "ok", 1,
                                       "hash", policy_hash_hex(policy), "partners",
                                       (json_int_t)policy_partner_count(policy), "principals",
                                       (json_int_t)policy_principal_count(policy), "rules",
-                                      (json_int_t)policy_rule_count(policy))
+                                      (json_int_t)policy_rule_count(policy), "warnings",
+                                      ctl_check_warnings_json(policy))
                           : json_pack("{s:s, s:b, s:s}", "file", file, "ok", 0, "error", err);
         if (out == NULL || ctl_print_json(out) != 0)
             ctl_say("cannot write the result");
@@ -90,11 +186,12 @@ static int ctl_policy_check(int argc, char **argv)
         printf("%s: valid: %zu partners, %zu principals, %zu rules; policy hash %s\n", file,
                policy_partner_count(policy), policy_principal_count(policy),
                policy_rule_count(policy), policy_hash_hex(policy));
+        ctl_check_warnings_print(policy, file);
     } else {
         fputs(err, stderr);
         fputc('\n', stderr);
     }
-    int rc = policy != NULL ? CTL_EXIT_OK : CTL_EXIT_FAILURE;
+    int rc = policy == NULL || (strict && warnings > 0) ? CTL_EXIT_FAILURE : CTL_EXIT_OK;
     policy_destroy(&policy);
     return rc;
 }

@@ -282,6 +282,26 @@ static void ctl_warn_next_start(const json_t *doc)
     ctl_warn(text);
 }
 
+/* The new policy's warnings (rules that never decide, ...) as the
+ * reload's answer lists them, and how many it left out. */
+static void ctl_warn_policy(const json_t *doc)
+{
+    const json_t *list = json_object_get(doc, "warnings");
+    size_t shown = json_is_array(list) ? json_array_size(list) : 0;
+    for (size_t i = 0; i < shown; i++)
+        if (json_is_string(json_array_get(list, i)))
+            ctl_warn(json_string_value(json_array_get(list, i)));
+    long long total = ctl_json_int(doc, "warnings_total", 0);
+    if (total > (long long)shown) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "%lld more warning%s about the policy: schakelctl policy check FILE lists every "
+                 "one",
+                 total - (long long)shown, total - (long long)shown == 1 ? "" : "s");
+        ctl_warn(text);
+    }
+}
+
 static int ctl_show_reload(const json_t *doc)
 {
     long long operators = ctl_json_int(doc, "operators", -1);
@@ -308,6 +328,7 @@ static int ctl_show_reload(const json_t *doc)
                  unreachable, unreachable == 1 ? "" : "s");
         ctl_warn(text);
     }
+    ctl_warn_policy(doc);
     ctl_warn_next_start(doc);
     return CTL_EXIT_OK;
 }

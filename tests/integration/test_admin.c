@@ -1430,6 +1430,76 @@ static void test_policy_check(void **state)
     h_done(env);
 }
 
+/* A rule narrower than an earlier one for politie, and sent to om too:
+ * it never decides for politie. */
+static const char SHADOWED_RULE[] = "  - id: woco-hennep-politie-om\n"
+                                    "    from: [woco-maasoever]\n"
+                                    "    to: [politie, om]\n"
+                                    "    kinds: [hennepkwekerij]\n"
+                                    "    themes: [ondermijning]\n"
+                                    "    areas: [WK093501]\n"
+                                    "    purpose: \"Hennep in de wijk\"\n"
+                                    "    legal_basis: \"Convenant\"\n"
+                                    "    fields: [area]\n"
+                                    "    retention: 30d\n";
+
+/* policy check says what never decides as FILE:LINE: warning: on stderr,
+ * exits 0 (1 with --strict), and --json lists it with the rule deciding
+ * first; a policy without such rules says nothing of the kind. */
+static void test_policy_check_warnings(void **state)
+{
+    h_env_t *env = *state;
+    size_t len = strlen(h_default_rules) + strlen(SHADOWED_RULE) + 1;
+    char *rules = malloc(len);
+    assert_non_null(rules);
+    snprintf(rules, len, "%s%s", h_default_rules, SHADOWED_RULE);
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    unsigned later = header_lines() + line_of(rules, "- id: woco-hennep-politie-om");
+    unsigned earlier = header_lines() + line_of(rules, "- id: woco-ondermijning-politie");
+    free(rules);
+    char warning[600];
+    snprintf(warning, sizeof warning,
+             "%s:%u: warning: rule \"woco-hennep-politie-om\" (line %u) never decides for "
+             "politie: rule \"woco-ondermijning-politie\" (line %u) matches every signal it "
+             "matches\n",
+             env->policy_path, later, later, earlier);
+    const char *const check[] = {"policy", "check", env->policy_path, NULL};
+    const char *const strict[] = {"policy", "check", "--strict", env->policy_path, NULL};
+    const char *const json[] = {"policy", "check", env->policy_path, "--json", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, check, &res);
+    expect_exit(&res, 0, "check with a rule that never decides");
+    expect_text(res.out, "valid: 8 partners", "check with a rule that never decides");
+    assert_string_equal(res.err, warning);
+    h_cli_result_free(&res);
+    h_run_ctl_argv(env, NULL, NULL, strict, &res);
+    expect_exit(&res, 1, "--strict with a rule that never decides");
+    assert_string_equal(res.err, warning);
+    h_cli_result_free(&res);
+    h_run_ctl_argv(env, NULL, NULL, json, &res);
+    expect_exit(&res, 0, "--json with a rule that never decides");
+    expect_text(res.out, "\"kind\":\"rule_shadowed\"", "--json");
+    expect_text(res.out, "\"rule\":\"woco-hennep-politie-om\"", "--json");
+    expect_text(res.out, "\"partners\":[\"politie\"]", "--json");
+    char by[200];
+    snprintf(by, sizeof by,
+             "\"decided_by\":[{\"rule\":\"woco-ondermijning-politie\",\"line\":%u,"
+             "\"partners\":[\"politie\"]}]",
+             earlier);
+    expect_text(res.out, by, "--json");
+    h_cli_result_free(&res);
+
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    h_run_ctl_argv(env, NULL, NULL, strict, &res);
+    expect_exit(&res, 0, "--strict without warnings");
+    assert_string_equal(res.err, "");
+    h_cli_result_free(&res);
+    h_run_ctl_argv(env, NULL, NULL, json, &res);
+    expect_text(res.out, "\"warnings\":[]", "--json without warnings");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 static void test_policy_explain(void **state)
 {
     h_env_t *env = *state;
@@ -2331,7 +2401,9 @@ static void test_ctl_policy_usage(void **state)
         {{"policy", NULL}, 2, "usage: schakelctl policy check FILE"},
         {{"policy", "frobnicate", NULL}, 2, "unknown policy command 'frobnicate' (check, explain)"},
         {{"policy", "check", NULL}, 2, "policy check needs a FILE"},
-        {{"policy", "check", "--strict", p, NULL}, 2, "unknown option '--strict'"},
+        {{"policy", "check", "--strikt", p, NULL}, 2, "unknown option '--strikt'"},
+        {{"policy", "check", "--strict=1", p, NULL}, 2, "--strict takes no value"},
+        {{"policy", "check", p, "--strict", NULL}, 0, "valid: 8 partners"},
         {{"policy", "check", p, "--json=1", NULL}, 2, "--json takes no value"},
         {{"policy", "check", "-xq", p, NULL}, 2, "unknown option '-x'"},
         {{"policy", "check", p, p, NULL}, 2, "policy check takes one FILE"},
@@ -2592,6 +2664,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_long_answer_comes_in_chunks, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_check, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_policy_check_warnings, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_policy_explain, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ctl_policy_usage, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ctl_audit_usage, h_setup_broker, h_teardown),

@@ -1372,6 +1372,125 @@ static void expect_in(const char *text, const char *needle, const char *what)
         fail_msg("%s: \"%s\" not in:\n%s", what, needle, text);
 }
 
+/* n rules each narrower than woco-ondermijning-politie (the default
+ * rules' first) for politie, and one of them sent to om too: each never
+ * decides for politie. */
+static char *shadowed_rules(int n)
+{
+    size_t cap = strlen(h_default_rules) + (size_t)n * 400 + 1;
+    char *rules = malloc(cap);
+    assert_non_null(rules);
+    size_t len = (size_t)snprintf(rules, cap, "%s", h_default_rules);
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(rules + len, cap - len,
+                                "  - id: woco-hennep-%02d\n"
+                                "    from: [woco-maasoever]\n"
+                                "    to: [politie%s]\n"
+                                "    kinds: [hennepkwekerij]\n"
+                                "    themes: [ondermijning]\n"
+                                "    areas: [WK0935%02d]\n"
+                                "    purpose: \"Hennep, wijk %02d\"\n"
+                                "    legal_basis: \"Convenant\"\n"
+                                "    fields: [area]\n"
+                                "    retention: 30d\n",
+                                i, i == 0 ? ", om" : "", i + 1, i + 1);
+    return rules;
+}
+
+/* The line of `needle` in the policy file as written now. */
+static unsigned policy_line_of(const h_env_t *env, const char *needle)
+{
+    FILE *f = fopen(env->policy_path, "r");
+    assert_non_null(f);
+    char line[1024];
+    unsigned n = 0;
+    while (fgets(line, sizeof line, f) != NULL) {
+        n++;
+        if (strstr(line, needle) != NULL) {
+            fclose(f);
+            return n;
+        }
+    }
+    fclose(f);
+    fail_msg("\"%s\" not in the policy file", needle);
+    return 0;
+}
+
+/* Rules that never decide are said at the reload that brings them (the
+ * first SCHAKEL_POLICY_WARNINGS_SHOWN in the log, the rest counted; the
+ * reload's answer likewise), at the start, by schakeld --check, and not
+ * for a policy without them; the policy loads all the same. */
+static void test_reload_warns_of_rules_that_never_decide(void **state)
+{
+    h_env_t *env = *state;
+    const int n = (int)SCHAKEL_POLICY_WARNINGS_SHOWN + 5;
+    char *rules = shadowed_rules(n);
+    h_env_write_policy(env, "%s%s", h_policy_header, rules);
+    free(rules);
+    char first[512];
+    snprintf(first, sizeof first,
+             "rule \\\"woco-hennep-00\\\" (line %u) never decides for politie: rule "
+             "\\\"woco-ondermijning-politie\\\" (line %u) matches every signal it matches",
+             policy_line_of(env, "id: woco-hennep-00"),
+             policy_line_of(env, "id: woco-ondermijning-politie"));
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    if (h_await_log(env, offset, "event=policy.warnings_more count=5 ", H_TIMEOUT_MS) != 0)
+        fail_msg("the reload did not count the warnings it left out");
+    assert_int_equal(h_log_count(env, offset, "level=warn event=policy.warning "),
+                     (int)SCHAKEL_POLICY_WARNINGS_SHOWN);
+    if (h_log_count_both(env, offset, "event=policy.warning ", first) != 1) {
+        h_dump_log(env);
+        fail_msg("the reload did not log: %s", first);
+    }
+    assert_int_equal(h_log_count(env, offset, "never applies: rule"),
+                     (int)SCHAKEL_POLICY_WARNINGS_SHOWN - 1);
+
+    /* the reload's answer: the first ones listed, the rest counted */
+    const char *const reload[] = {"reload", NULL};
+    const char *const reload_json[] = {"reload", "--json", NULL};
+    char *out = operator_ctl_out(env, reload, 0,
+                                 "schakelctl: warning: 5 more warnings about the policy: "
+                                 "schakelctl policy check FILE lists every one");
+    expect_in(out, "reloaded", "reload with warnings");
+    free(out);
+    out = operator_ctl_out(env, reload, 0, "schakelctl: warning: rule \"woco-hennep-01\" (line ");
+    free(out);
+    out = operator_ctl_out(env, reload_json, 0, NULL);
+    expect_in(out, "\"warnings_total\":25", "reload --json");
+    expect_in(out, "\"warnings\":[\"rule \\\"woco-hennep-00\\\" (line ", "reload --json");
+    free(out);
+
+    /* schakeld --check and a start say them too */
+    start_check(env, 0, "schakeld: warning: policy: rule \"woco-hennep-00\"");
+    assert_int_equal(h_broker_stop(env), 0);
+    offset = h_log_offset(env);
+    h_broker_start_with(env, ADMIN_ON);
+    if (h_log_count_both(env, offset, "event=policy.warning ", first) != 1) {
+        h_dump_log(env);
+        fail_msg("the start did not log: %s", first);
+    }
+
+    /* the default policy has none: nothing said */
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    out = operator_ctl_out(env, reload_json, 0, NULL); /* answered after both reloads' lines */
+    expect_in(out, "\"warnings_total\":0", "reload --json without warnings");
+    expect_in(out, "\"warnings\":[]", "reload --json without warnings");
+    free(out);
+    assert_int_equal(h_log_count(env, offset, "event=policy.warning"), 0);
+    h_cli_result_t res;
+    h_run_schakeld(&res, "--check", "--config", env->config_path, "--store", env->store_path,
+                   "--listen", "tcp://127.0.0.1:*", "--set", "admin_listen=tcp://127.0.0.1:*",
+                   NULL);
+    assert_int_equal(res.status, 0);
+    assert_null(strstr(res.err, "warning"));
+    h_cli_result_free(&res);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* A reload applies the policy alone, but the broker also loads the config
  * file and the policy it names as its next start would: a config that
  * would not load (review: `polcy:` appended, SIGHUP said policy.reloaded,
@@ -1526,6 +1645,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_withdrawal_rolled_back_when_a_revocation_fails,
                                         setup_broker_with_admin, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_says_when_the_next_start_would_fail,
+                                        setup_broker_with_admin, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_warns_of_rules_that_never_decide,
                                         setup_broker_with_admin, h_teardown),
         cmocka_unit_test_setup_teardown(test_failed_listing_of_removed_mailboxes_is_retried,
                                         h_setup_broker, h_teardown),
