@@ -26,7 +26,7 @@ static const char main_usage[] =
     "  rules           the rules in force: ids, hashes, scope, purposes, legal bases\n"
     "  reload          reload the broker's policy now and report the outcome\n"
     "commands without a broker:\n"
-    "  policy check FILE      validate a policy file (FILE:LINE: errors)\n"
+    "  policy check FILE      validate a policy file (FILE:LINE: errors, warnings)\n"
     "  policy explain ...     which rule would decide about a signal, and what passes\n"
     "  audit ...              the audit trail (see schakelctl audit --help)\n"
     "\n"
