@@ -77,7 +77,7 @@ CTL_SRC := $(wildcard clients/schakelctl/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_SHIMS := tests/integration/syncgate.c tests/integration/clockshift.c \
-    tests/integration/renamegate.c
+    tests/integration/renamegate.c tests/integration/pollgate.c
 INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
@@ -263,8 +263,9 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(PKG_LIBS) $(TEST_LIBS) -lm
 
 # Shims LD_PRELOADed into the programs of one test: schakeld's fdatasync/fsync
-# behind a gate file (test_sync), or the CLI's failing or held (test_listen,
-# test_import), the broker's system clock stepped (test_clock), renameat2
+# behind a gate file (test_sync, test_metrics), or the CLI's failing or held
+# (test_listen, test_import), the broker loop's poll without its timeout
+# (test_metrics), the broker's system clock stepped (test_clock), renameat2
 # without RENAME_NOREPLACE for schakeld --init (test_storage)
 $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
@@ -272,6 +273,8 @@ $(BUILD)/tests/integration/%.so: tests/integration/%.c
 $(BUILD)/tests/integration/test_sync: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_listen: | $(BUILD)/tests/integration/syncgate.so
 $(BUILD)/tests/integration/test_import: | $(BUILD)/tests/integration/syncgate.so
+$(BUILD)/tests/integration/test_metrics: | $(BUILD)/tests/integration/syncgate.so \
+    $(BUILD)/tests/integration/pollgate.so
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
 $(BUILD)/tests/integration/test_storage: | $(BUILD)/tests/integration/renamegate.so
 # test_listen parses the JSON lines of `schakel listen --json` as a reader would

@@ -30,20 +30,8 @@
 #include "log.h"
 #include "purge.h"
 #include "record.h"
+#include "signals.h"
 #include "storefile.h"
-
-static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t reload_requested;
-
-void broker_request_stop(void)
-{
-    stop_requested = 1;
-}
-
-void broker_request_reload(void)
-{
-    reload_requested = 1;
-}
 
 static size_t reload_count_operators(const policy_t *policy);
 static void log_policy_warnings(const policy_t *policy);
@@ -1804,17 +1792,18 @@ int broker_run(broker_t *b)
         b->expired_since_checkpoint = 1;
     }
     syncer_start(b);
-    while (!stop_requested) {
-        if (reload_requested) {
-            reload_requested = 0;
+    while (!signals_stop_requested()) {
+        if (signals_reload_take()) {
             char err[512];
             (void)broker_reload_policy(b, "SIGHUP", err, sizeof err); /* logged either way */
         }
         broker_reload_retry(b);
-        /* router, ZAP, admin (if any), the syncer (if any), then the
-         * router's connection events (a receiving connection that closed
-         * hands receiving back at once, not at the next wake-up) */
-        zmq_pollitem_t items[5] = {
+        /* router, ZAP, admin (if any), the syncer (if any), the router's
+         * connection events (a receiving connection that closed hands
+         * receiving back at once, not at the next wake-up), then the
+         * signals' eventfd: a signal that came after the look at the flags
+         * above ends this poll at once, not after wait_ms */
+        zmq_pollitem_t items[6] = {
             {.socket = b->router, .events = ZMQ_POLLIN},
             {.socket = zap_socket(b->zap), .events = ZMQ_POLLIN},
         };
@@ -1832,6 +1821,11 @@ int broker_run(broker_t *b)
         }
         if (b->router_events != NULL)
             items[n_items++] = (zmq_pollitem_t){.socket = b->router_events, .events = ZMQ_POLLIN};
+        int wake_slot = -1;
+        if (signals_wake_fd() >= 0) {
+            wake_slot = n_items;
+            items[n_items++] = (zmq_pollitem_t){.fd = signals_wake_fd(), .events = ZMQ_POLLIN};
+        }
         /* woken for the watchdog, and when a kept item is due to be wiped */
         int wait_ms =
             deliver_kept_wait_ms(b->kept, monotonic_ms(), metrics_poll_timeout_ms(b, 1000));
@@ -1851,6 +1845,11 @@ int broker_run(broker_t *b)
                 continue;
             log_event(LOG_ERROR, "loop.poll_failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
+        }
+        if (wake_slot >= 0 && (items[wake_slot].revents & ZMQ_POLLIN)) {
+            signals_wake_drain();
+            if (signals_stop_requested())
+                break; /* nothing read yet: the stop path ends the turns waiting */
         }
         clock_turn(b);
         broker_connections_drain(b); /* sessions of closed connections go first */
@@ -1948,6 +1947,7 @@ int broker_run(broker_t *b)
             return -1;
         }
     }
+    metrics_stopping(b); /* /readyz says so before the stop waits for the disk */
     log_event(LOG_INFO, "broker.stopping", NULL);
     tickets_drain(b);        /* the turns waiting for their sync are answered first */
     admin_stop(b->admin, b); /* an export not done is answered so, and wiped */

@@ -298,13 +298,10 @@ int broker_serve_zap(broker_t *b);
  * the ROUTER never saw a message. Returns 0, or -1 with err filled. */
 int broker_self_check(broker_t *broker, char *err, size_t errlen);
 
-/* Run until broker_request_stop. Returns 0 on a clean stop, -1 on a fatal
- * error (logged). */
+/* Run until a stop is asked (signals.h): at once, with no turn, when it was
+ * asked during start-up. A reload asked during start-up is made at the
+ * first turn. Returns 0 on a clean stop, -1 on a fatal error (logged). */
 int broker_run(broker_t *broker);
-
-/* Async-signal-safe requests, for the signal handlers. */
-void broker_request_stop(void);
-void broker_request_reload(void);
 
 /* Reload the policy file now (SIGHUP, or an operator's `schakelctl reload`;
  * requested_by names which, for the record). The new policy is parsed and

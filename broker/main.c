@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +26,7 @@
 #include "log.h"
 #include "record.h"
 #include "restore.h"
+#include "signals.h"
 #include "storefile.h"
 #include "syntax.h"
 
@@ -232,36 +232,6 @@ static int parse_args(int argc, char **argv, options_t *o)
     return 0;
 }
 
-static void on_stop(int sig)
-{
-    (void)sig;
-    broker_request_stop();
-}
-
-static void on_reload(int sig)
-{
-    (void)sig;
-    broker_request_reload();
-}
-
-/* No SA_RESTART: zmq_poll must return EINTR so the loop sees the flag. */
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = on_reload;
-    sigaction(SIGHUP, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    /* Over a file-size limit, a write must fail (EFBIG -> the store reports
-     * a storage condition, publishes get UNAVAILABLE), not kill us. */
-    sigaction(SIGXFSZ, &sa, NULL);
-}
-
 /* With metrics on, a "METRICS <host:port>" line comes first: READY is the
  * last line, after which the fd is closed. */
 static void announce_ready(int fd, const char *endpoint, const char *metrics)
@@ -275,6 +245,21 @@ static void announce_ready(int fd, const char *endpoint, const char *metrics)
         close(fd);
     }
     sd_notify(0, "READY=1");
+}
+
+/* Serving from now on: /healthz and /readyz say so first, then the log
+ * and the READY line (and sd_notify). */
+static void serve(broker_t *b, int ready_fd)
+{
+    metrics_serving(b); /* before READY: /readyz must agree with it */
+    const char *metrics = metrics_address(b->metrics);
+    if (metrics != NULL && !metrics_address_is_loopback(b->metrics))
+        log_event(LOG_WARN, "metrics.not_loopback", "address", metrics, "why",
+                  "metrics_listen names a non-loopback address; /metrics is unauthenticated", NULL);
+    log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
+              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "metrics", metrics, "admin",
+              b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);
+    announce_ready(ready_fd, b->endpoint, metrics);
 }
 
 /* The rotation's audit entry, in the rekey's own transaction: signed with
@@ -721,6 +706,13 @@ int main(int argc, char **argv)
     int rc = parse_args(argc, argv, &o);
     if (rc != 0)
         return rc == 1 ? 0 : 2;
+    /* A broker's start: its signals are requests from now on, before the
+     * store is opened and any thread starts (signals.h). */
+    if (!o.init && !o.check && !o.rekey && o.restored == NULL &&
+        signals_install(why, sizeof why) != 0) {
+        fprintf(stderr, "schakeld: %s\n", why);
+        return 1;
+    }
     log_set_level(o.log_level);
     store_global_init(); /* before any thread and any store */
     store_set_progress(report_store_progress);
@@ -814,24 +806,18 @@ int main(int argc, char **argv)
         fprintf(stderr, "schakeld: %s\n", err);
         return 1;
     }
-    install_signals();
     if (broker_self_check(b, err, sizeof err) != 0) {
         log_event(LOG_ERROR, "selfcheck.failed", "error", err, NULL);
         fprintf(stderr, "schakeld: %s\n", err);
         broker_destroy(&b);
         return 1;
     }
-    metrics_serving(b); /* before READY: /readyz must agree with it */
-    const char *metrics = metrics_address(b->metrics);
-    if (metrics != NULL && !metrics_address_is_loopback(b->metrics))
-        log_event(LOG_WARN, "metrics.not_loopback", "address", metrics, "why",
-                  "metrics_listen names a non-loopback address; /metrics is unauthenticated", NULL);
-    log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
-              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "metrics", metrics, "admin",
-              b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);
-    announce_ready(o.ready_fd, b->endpoint, metrics);
+    /* A stop asked during start-up: the broker never serves, it says no
+     * READY (the ready fd closes at the exit) and stops as from its loop. */
+    if (!signals_stop_requested())
+        serve(b, o.ready_fd);
     rc = broker_run(b);
-    sd_notify(0, "STOPPING=1");
+    sd_notify(0, "STOPPING=1"); /* a fatal error's; a clean stop said it as it began */
     broker_destroy(&b);
     return rc == 0 ? 0 : 1;
 }

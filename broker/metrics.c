@@ -52,6 +52,7 @@ typedef struct metrics_partner {
 /* Everything the HTTP thread may show: a plain copy, no pointers. */
 typedef struct metrics_snapshot {
     int serving;     /* the loop runs: key, policy, store and self-check are done */
+    int stopping;    /* the stop path runs: the loop turns no more (metrics_stopping) */
     int store_ok;    /* the last turn that wrote to the store committed */
     int tail_mismatch; /* the trail's tail was written outside the broker (store.h) */
     int64_t turn_ms; /* monotonic time of the loop's last turn */
@@ -481,17 +482,41 @@ static enum MHD_Result metrics_respond_text(struct MHD_Connection *connection, u
     return metrics_respond(connection, status, "text/plain; charset=utf-8", body, strlen(body));
 }
 
+/* Why /metrics is not answered: the broker does not serve (yet, or any
+ * more), so no value is known or kept up (a start's snapshot is zeroed:
+ * schakel_case_ids_left 0 would set off SchakelCaseIdsExhausted). The
+ * scrape fails as if nothing listened: Prometheus's up is 0 and every
+ * series goes stale, so SchakelDown means exactly "does not serve". NULL
+ * while serving. */
+static const char *metrics_not_serving(const metrics_snapshot_t *s)
+{
+    if (s->stopping)
+        return "stopping: the broker was asked to stop; it serves no more and finishes its last "
+               "commit and checkpoint\n";
+    if (!s->serving)
+        return "starting: the broker does not serve yet\n";
+    return NULL;
+}
+
 /* /healthz: the loop turned recently. /readyz: also serving (start-up and
  * self-check done, policy loaded, store open) and the store's last write
- * committed. The text says what is wrong. */
+ * committed. The text says what is wrong. While the stop path runs, the
+ * loop turns no more: /readyz is 503 and /healthz 200, both "stopping"
+ * (the process is alive and doing what it was asked; the deadline of a
+ * stop is its supervisor's, TimeoutStopSec, and a liveness kill would only
+ * cut the last checkpoint short). */
 static enum MHD_Result metrics_health(struct MHD_Connection *connection,
                                       const metrics_snapshot_t *s, int readiness)
 {
     char text[256];
     int64_t quiet_ms = metrics_clock_ms(CLOCK_MONOTONIC) - s->turn_ms;
     unsigned status = MHD_HTTP_SERVICE_UNAVAILABLE;
-    if (!s->serving)
-        snprintf(text, sizeof text, "starting: the broker does not serve yet\n");
+    const char *not_serving = metrics_not_serving(s);
+    if (s->stopping && !readiness) {
+        status = MHD_HTTP_OK;
+        snprintf(text, sizeof text, "%s", not_serving);
+    } else if (not_serving != NULL)
+        snprintf(text, sizeof text, "%s", not_serving);
     else if (quiet_ms > METRICS_STALE_MS)
         snprintf(text, sizeof text, "stalled: the broker loop last turned %lld ms ago\n",
                  (long long)quiet_ms);
@@ -536,7 +561,9 @@ static enum MHD_Result metrics_answer(void *cls, struct MHD_Connection *connecti
     pthread_mutex_unlock(&m->lock);
     s->http_cuts = metrics_http_cut_counts(connection);
     enum MHD_Result rc;
-    if (is_metrics) {
+    if (is_metrics && metrics_not_serving(s) != NULL) {
+        rc = metrics_respond_text(connection, MHD_HTTP_SERVICE_UNAVAILABLE, metrics_not_serving(s));
+    } else if (is_metrics) {
         size_t len = 0;
         char *text = metrics_render(s, m->version, &len);
         rc = text == NULL ? MHD_NO
@@ -716,6 +743,17 @@ void metrics_serving(broker_t *b)
     m->local.store_ok = 1;
     metrics_turn_begin(b);
     metrics_turn_end(b, 0);
+}
+
+void metrics_stopping(broker_t *b)
+{
+    metrics_t *m = b->metrics;
+    /* systemd: the unit is deactivating, the watchdog pings end here */
+    sd_notify(0, "STOPPING=1");
+    m->local.stopping = 1;
+    pthread_mutex_lock(&m->lock);
+    m->shared.stopping = 1;
+    pthread_mutex_unlock(&m->lock);
 }
 
 int metrics_poll_timeout_ms(const broker_t *b, int max_ms)

@@ -68,8 +68,17 @@ void metrics_first_send(metrics_t *m, uint64_t item_seq, int64_t accepted_at_s, 
 /* The broker serves: start-up and self-check are done. Call it before
  * readiness is announced (READY line, sd_notify), so that /healthz and
  * /readyz agree with it from then on; it also arms the watchdog if systemd
- * asked for one. broker_run must follow. */
+ * asked for one. broker_run must follow. Until then /healthz, /readyz and
+ * /metrics answer 503 "starting": nothing the store or the policy holds is
+ * exported before it is known. */
 void metrics_serving(struct broker *b);
+
+/* The broker stops: from now on /readyz answers 503 "stopping", /healthz
+ * 200 "stopping", /metrics 503 (the loop turns no more); systemd is told
+ * STOPPING=1. Call it before the stop path's work (its last commit and
+ * checkpoint, which may wait for the disk). Before metrics_serving (a stop
+ * asked during start-up) too. */
+void metrics_stopping(struct broker *b);
 
 /* How a loop turn ended, for metrics_turn_end. */
 #define METRICS_TURN_IDLE 0         /* nothing was written to the store */

@@ -454,7 +454,8 @@ void h_done(h_env_t *env)
 /* ------------------------------------------------------------------ broker process */
 
 /* In the child between fork and exec: only async-signal-safe calls. */
-static void h_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
+static void h_exec_broker_env(const char *program, char *const argv[], char *const envp[],
+                              int ready_w, int log_fd)
 {
     int devnull = open("/dev/null", O_RDONLY);
     if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
@@ -466,8 +467,13 @@ static void h_exec_broker(const char *program, char *const argv[], int ready_w, 
         _exit(126);
     }
     syscall(SYS_close_range, 4u, ~0u, 0u);
-    execve(program, argv, environ);
+    execve(program, argv, envp);
     _exit(127);
+}
+
+static void h_exec_broker(const char *program, char *const argv[], int ready_w, int log_fd)
+{
+    h_exec_broker_env(program, argv, environ, ready_w, log_fd);
 }
 
 /* Read the READY line from the pipe, watching the process. Returns 0 with
@@ -1559,6 +1565,71 @@ int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const 
     return rc;
 }
 
+/* Our environment with the variables of extra ("NAME=value", NULL-terminated)
+ * in place of ours of the same names; the array is the caller's to free
+ * (the strings are borrowed). */
+static char **h_environ_with(const char *const *extra)
+{
+    size_t n_ours = 0, n_extra = 0;
+    while (environ[n_ours] != NULL)
+        n_ours++;
+    while (extra != NULL && extra[n_extra] != NULL)
+        n_extra++;
+    char **envp = calloc(n_ours + n_extra + 1, sizeof *envp);
+    assert_non_null(envp);
+    size_t n = 0;
+    for (size_t i = 0; i < n_ours; i++) {
+        int replaced = 0;
+        for (size_t j = 0; j < n_extra && !replaced; j++) {
+            size_t name_len = strcspn(extra[j], "=");
+            replaced = strncmp(environ[i], extra[j], name_len + 1) == 0;
+        }
+        if (!replaced)
+            envp[n++] = environ[i];
+    }
+    for (size_t j = 0; j < n_extra; j++)
+        envp[n++] = (char *)(uintptr_t)extra[j];
+    return envp;
+}
+
+int h_broker_spawn(h_env_t *env, const char *const *extra, const char *const *env_extra)
+{
+    const char *program = h_schakeld_path();
+    char *argv[H_MAX_EXTRA_ARGS + 11];
+    assert_int_equal(env->broker_pid, 0);
+    if (access(program, X_OK) != 0)
+        fail_msg("%s is not an executable (%s); build it or set SCHAKELD", program,
+                 strerror(errno));
+    if (h_broker_argv(env, program, "tcp://127.0.0.1:*", extra, argv,
+                      sizeof argv / sizeof argv[0]) != 0)
+        fail_msg("more than %d extra schakeld options", H_MAX_EXTRA_ARGS);
+    int log_fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (log_fd < 0)
+        fail_msg("open %s: %s", env->log_path, strerror(errno));
+    env->starts++;
+    dprintf(log_fd, "=== harness: start %u of %s (not awaited)\n", env->starts, program);
+    int pipefd[2];
+    if (pipe2(pipefd, O_CLOEXEC) != 0)
+        fail_msg("pipe: %s", strerror(errno));
+    char **envp = h_environ_with(env_extra);
+    pid_t pid = fork();
+    if (pid < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0)
+        h_exec_broker_env(program, argv, envp, pipefd[1], log_fd);
+    free(envp);
+    close(pipefd[1]);
+    close(log_fd);
+    env->broker_pid = pid;
+    env->broker_pidfd = h_pidfd_open(pid);
+    if (env->broker_pidfd < 0) {
+        close(pipefd[0]);
+        h_broker_kill9(env);
+        fail_msg("pidfd_open: %s", strerror(errno));
+    }
+    return pipefd[0];
+}
+
 static int h_asan_runtime_find(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
@@ -1868,6 +1939,12 @@ static int h_await_ready_metrics(h_env_t *env, int ready_r, char *metrics, size_
     metrics[metrics_text_len - 8] = '\0';
     snprintf(env->endpoint, sizeof env->endpoint, "%.64s", ready + strlen("READY "));
     return 0;
+}
+
+int h_broker_await_ready_metrics(h_env_t *env, int ready_fd, char *metrics, size_t metrics_len,
+                                 char *problem, size_t problem_len)
+{
+    return h_await_ready_metrics(env, ready_fd, metrics, metrics_len, problem, problem_len);
 }
 
 int h_broker_try_start_metrics(h_env_t *env, const char *const *extra, char *metrics,

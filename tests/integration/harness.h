@@ -431,6 +431,23 @@ int h_broker_try_start_metrics(h_env_t *env, const char *const *extra, char *met
 void h_broker_start_metrics(h_env_t *env, const char *const *extra, char *metrics,
                             size_t metrics_len);
 
+/* Start schakeld as h_broker_start_with does (its options, then extra),
+ * with the variables of env_extra ("NAME=value", NULL-terminated; NULL:
+ * none) in its environment in place of ours of the same names, and do not
+ * wait for it: returns the read end of its ready fd (the caller reads it,
+ * e.g. with h_broker_await_ready_metrics, and closes it), with
+ * env->broker_pid and env->broker_pidfd set and env->endpoint still "".
+ * For a test that acts while the broker starts. Fails the test on error. */
+int h_broker_spawn(h_env_t *env, const char *const *extra, const char *const *env_extra);
+
+/* Read the ready fd of a broker started with metrics_listen set up to its
+ * READY line, which must follow a METRICS line (bounded by the start's
+ * timeout). Returns 0 with env->endpoint and metrics ("HOST:PORT") filled,
+ * or -1 with why in problem (the fd closed first: the broker stopped or
+ * failed before READY). Closes nothing. */
+int h_broker_await_ready_metrics(h_env_t *env, int ready_fd, char *metrics, size_t metrics_len,
+                                 char *problem, size_t problem_len);
+
 /* ---- the admin endpoint and schakelctl */
 
 /* Path of schakelctl: build/schakelctl, or $SCHAKELCTL, or $BUILD/schakelctl. */

@@ -4,7 +4,11 @@
  * move by exactly what the test does, /healthz and /readyz answer (also
  * beside clients that trickle their requests on many connections), no
  * content, subject or principal ever shows, and a bad metrics_listen stops
- * the broker at start-up.
+ * the broker at start-up. While the broker starts and once its stop begins
+ * /metrics is 503 and /readyz says why; its signals are requests from the
+ * start on, and one that lands before the loop's poll is not left waiting.
+ * Those tests step the broker with syncgate.so and pollgate.so (preloaded
+ * into their brokers alone), never with sleeps.
  *
  * Counters are read after two Heartbeat round trips of a connected client:
  * the broker publishes its snapshot at the end of each loop turn, and the
@@ -17,8 +21,10 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -1052,6 +1058,368 @@ static void test_reload_outcome_exported(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------------------ start and stop */
+
+/* The broker of a start or stop test: syncgate.so and pollgate.so preloaded
+ * into it alone (built next to this binary), with their gate files in the
+ * env's folder, none there at first. */
+typedef struct gated {
+    char sync_gate[160], poll_gate[160];
+    char preload[2 * PATH_MAX + 200];
+    char sync_var[200], poll_var[200];
+    const char *vars[4];
+} gated_t;
+
+static void gated_init(gated_t *g, const h_env_t *env)
+{
+    char sync[2 * PATH_MAX + 96], poll_shim[2 * PATH_MAX + 96], err[PATH_MAX + 128];
+    if (h_shim_preload("syncgate.so", sync, sizeof sync, err, sizeof err) != 0 ||
+        h_shim_preload("pollgate.so", poll_shim, sizeof poll_shim, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    /* each is LD_PRELOAD=[the ASan runtime:]SHIM: the first, then the second shim */
+    const char *second = strrchr(poll_shim, ':');
+    second = second != NULL ? second + 1 : poll_shim + strlen("LD_PRELOAD=");
+    if (snprintf(g->preload, sizeof g->preload, "%s:%s", sync, second) >= (int)sizeof g->preload)
+        fail_msg("the shims' paths are too long");
+    snprintf(g->sync_gate, sizeof g->sync_gate, "%s/sync-gate", env->dir);
+    snprintf(g->poll_gate, sizeof g->poll_gate, "%s/poll-gate", env->dir);
+    snprintf(g->sync_var, sizeof g->sync_var, "SCHAKEL_TEST_SYNC_GATE=%s", g->sync_gate);
+    snprintf(g->poll_var, sizeof g->poll_var, "SCHAKEL_TEST_POLL_GATE=%s", g->poll_gate);
+    g->vars[0] = g->preload;
+    g->vars[1] = g->sync_var;
+    g->vars[2] = g->poll_var;
+    g->vars[3] = NULL;
+}
+
+/* Write a gate file: "" holds every sync (or, for the poll gate, takes
+ * the timeout out of every poll of the loop); "N" lets the first N syncs
+ * pass and holds the later ones. */
+static void gate_set(const char *path, const char *text)
+{
+    char tmp[200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0); /* the shim reads it whole or not at all */
+}
+
+static void gate_remove(const char *path)
+{
+    if (unlink(path) != 0 && errno != ENOENT)
+        fail_msg("remove %s: %s", path, strerror(errno));
+}
+
+static void await_log_line(h_env_t *env, long offset, const char *needle)
+{
+    if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
+        fail_msg("the broker logged no \"%s\" within %d ms", needle, H_TIMEOUT_MS);
+}
+
+/* A loopback port of our choosing for metrics_listen, to scrape before the
+ * broker's METRICS line: bound (SO_REUSEADDR, as libmicrohttpd binds) and
+ * not listening, so that no other bind to port 0 is given it while the
+ * broker has not bound it yet, and a connection to it is refused until
+ * the broker listens. Keep the socket until the broker is gone. */
+static int reserve_port(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    struct sockaddr_in addr = {.sin_family = AF_INET};
+    socklen_t len = sizeof addr;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) != 0)
+        fail_msg("a loopback port: %s", strerror(errno));
+    *port = ntohs(addr.sin_port);
+    return fd;
+}
+
+/* 1 when something listens on the address, 0 when the connection is
+ * refused. */
+static int listening(const char *address)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)atoi(strrchr(address, ':') + 1))};
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    int rc = connect(fd, (struct sockaddr *)&addr, sizeof addr);
+    int why = errno;
+    close(fd);
+    if (rc != 0 && why != ECONNREFUSED)
+        fail_msg("connect %s: %s", address, strerror(why));
+    return rc == 0;
+}
+
+/* Step a start begun with the sync gate at "0" (offset: the log's size
+ * before it) from sync to sync, letting one more pass each time, until
+ * the metrics endpoint listens; the start then waits in a sync, before
+ * READY. Returns how many syncs passed. */
+static int start_until_listening(h_env_t *env, const gated_t *g, const char *address, long offset)
+{
+    for (int passed = 0; passed < 64; passed++) {
+        if (passed > 0) {
+            char count[16];
+            snprintf(count, sizeof count, "%d", passed);
+            offset = h_log_offset(env);
+            gate_set(g->sync_gate, count);
+        }
+        await_log_line(env, offset, "event=syncgate.held");
+        if (listening(address))
+            return passed;
+    }
+    fail_msg("the metrics endpoint did not listen within the start's first 64 syncs");
+    return -1;
+}
+
+/* Read the ready fd to its end (bounded): what the broker wrote on it. */
+static void ready_fd_text(int fd, char *text, size_t cap)
+{
+    size_t used = 0;
+    int64_t deadline = mono_ms() + H_START_TIMEOUT_MS;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int left = (int)(deadline - mono_ms());
+        if (left <= 0)
+            fail_msg("the ready fd was not closed within %d ms", H_START_TIMEOUT_MS);
+        int n = poll(&p, 1, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        assert_true(n >= 0);
+        if (n == 0)
+            continue;
+        ssize_t got = read(fd, text + used, cap - 1 - used);
+        if (got < 0 && errno == EINTR)
+            continue;
+        assert_true(got >= 0);
+        if (got == 0 || used + (size_t)got == cap - 1) {
+            used += (size_t)got;
+            break;
+        }
+        used += (size_t)got;
+    }
+    text[used] = '\0';
+}
+
+/* Where needle first occurs in the broker log, or -1. */
+static long log_position(const h_env_t *env, const char *needle)
+{
+    FILE *f = fopen(env->log_path, "r");
+    assert_non_null(f);
+    char line[2048];
+    long at = -1, offset = 0;
+    while (at < 0 && fgets(line, sizeof line, f) != NULL) {
+        if (strstr(line, needle) != NULL)
+            at = offset;
+        offset += (long)strlen(line);
+    }
+    fclose(f);
+    return at;
+}
+
+static void expect_answer(const char *address, const char *path, int status, const char *piece)
+{
+    http_reply_t r = http_request(address, "GET", path);
+    if (r.status != status || strstr(r.body, piece) == NULL)
+        fail_msg("GET %s: %d \"%.300s\", expected %d with \"%s\"", path, r.status, r.body, status,
+                 piece);
+    http_reply_free(&r);
+}
+
+/* While the broker starts (the HTTP thread runs from the store's opening),
+ * nothing store- or policy-derived is exported before it is known (review:
+ * a scrape 71 ms into a start read schakel_up 1, schakel_case_ids_left 0
+ * and an empty policy hash while /readyz was 503): /metrics is 503
+ * "starting", a failed scrape. A SIGHUP then is a reload once serving
+ * (review: it ended the broker, by signal 1, before READY). */
+static void test_start_up_exports_nothing_yet(void **state)
+{
+    h_env_t *env = *state;
+    gated_t g;
+    gated_init(&g, env);
+    int port = 0, reserved = reserve_port(&port);
+    char address[64], listen_opt[96];
+    snprintf(address, sizeof address, "127.0.0.1:%d", port);
+    snprintf(listen_opt, sizeof listen_opt, "metrics_listen=%s", address);
+    const char *const extra[] = {"--set", listen_opt, NULL};
+    long start = h_log_offset(env);
+    gate_set(g.sync_gate, "0");
+    int ready_fd = h_broker_spawn(env, extra, g.vars);
+    (void)start_until_listening(env, &g, address, start);
+
+    http_reply_t r = http_request(address, "GET", "/metrics");
+    if (r.status != 503 || strstr(r.body, "starting") == NULL || strstr(r.body, "schakel_") != NULL)
+        fail_msg("/metrics while starting: %d \"%.300s\"", r.status, r.body);
+    http_reply_free(&r);
+    expect_answer(address, "/readyz", 503, "starting");
+    expect_answer(address, "/healthz", 503, "starting");
+    r = http_request(address, "HEAD", "/metrics");
+    assert_int_equal(r.status, 503);
+    http_reply_free(&r);
+
+    long offset = h_log_offset(env);
+    assert_int_equal(kill(env->broker_pid, SIGHUP), 0);
+    gate_remove(g.sync_gate);
+    char metrics[64], problem[256];
+    if (h_broker_await_ready_metrics(env, ready_fd, metrics, sizeof metrics, problem,
+                                     sizeof problem) != 0)
+        fail_msg("after a SIGHUP during its start: %s", problem);
+    close(ready_fd);
+    assert_string_equal(metrics, address);
+    await_log_line(env, offset, "event=policy.reloaded ");
+    assert_int_equal(h_log_count_both(env, offset, "event=policy.reloaded ", "by=SIGHUP"), 1);
+    assert_true(log_position(env, "event=broker.ready ") <
+                log_position(env, "event=policy.reloaded "));
+    char *text = http_get_ok(address, "/metrics");
+    assert_true(series_value(text, "schakel_up") == 1);
+    assert_true(series_value(text, "schakel_case_ids_left") > 0);
+    free(text);
+    expect_answer(address, "/readyz", 200, "ready");
+    assert_int_equal(h_broker_stop(env), 0);
+    close(reserved);
+    h_done(env);
+}
+
+/* A SIGTERM while the broker starts stops it cleanly once the start's
+ * steps are done: no READY, exit status 0, and the trail ends with
+ * broker.stopped (review: the signal's default action ended it). */
+static void test_stop_during_start_up_is_clean(void **state)
+{
+    h_env_t *env = *state;
+    gated_t g;
+    gated_init(&g, env);
+    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
+    long offset = h_log_offset(env);
+    gate_set(g.sync_gate, "0");
+    int ready_fd = h_broker_spawn(env, extra, g.vars);
+    await_log_line(env, offset, "event=syncgate.held");
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    gate_remove(g.sync_gate);
+    char said[512];
+    ready_fd_text(ready_fd, said, sizeof said);
+    close(ready_fd);
+    int code = h_broker_await_exit(env, H_TIMEOUT_MS);
+    if (code != 0)
+        fail_msg("a SIGTERM during the start: exit %d, ready fd \"%s\"", code, said);
+    if (strstr(said, "READY") != NULL)
+        fail_msg("a broker stopped during its start said \"%s\"", said);
+    assert_int_equal(h_log_count(env, offset, "event=broker.ready "), 0);
+    assert_int_equal(h_log_count(env, offset, "event=broker.stopping"), 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'broker.stopped' AND "
+                                 "seq = (SELECT max(seq) FROM audit)",
+                                 NULL),
+                     1);
+    h_done(env);
+}
+
+/* The threads of a serving broker are named (top -H, core dumps,
+ * sanitizer reports). */
+static void assert_threads_named(pid_t pid)
+{
+    static const char *const names[] = {"schakel-sync", "schakel-ckpt", "schakel-metrics"};
+    char tasks[64], found[256] = "";
+    snprintf(tasks, sizeof tasks, "/proc/%ld/task", (long)pid);
+    DIR *dir = opendir(tasks);
+    assert_non_null(dir);
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        char path[sizeof tasks + sizeof e->d_name + 8], name[32] = "";
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof path, "%s/%s/comm", tasks, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue; /* a thread that ended meanwhile */
+        if (fgets(name, sizeof name, f) != NULL) {
+            name[strcspn(name, "\n")] = '\0';
+            size_t used = strlen(found);
+            snprintf(found + used, sizeof found - used, "[%s]", name);
+        }
+        fclose(f);
+    }
+    closedir(dir);
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char want[40];
+        snprintf(want, sizeof want, "[%s]", names[i]);
+        if (strstr(found, want) == NULL)
+            fail_msg("no thread named %s among %s", names[i], found);
+    }
+}
+
+/* Once the stop begins, /readyz is 503 "stopping" while the stop path
+ * waits for the disk (review: with its sync held it answered 200 "ready"
+ * for 3 s, then "stalled"); /healthz 200 "stopping", /metrics 503. */
+static void test_readiness_ends_when_the_stop_begins(void **state)
+{
+    h_env_t *env = *state;
+    gated_t g;
+    gated_init(&g, env);
+    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
+    int ready_fd = h_broker_spawn(env, extra, g.vars);
+    char address[64], problem[256];
+    if (h_broker_await_ready_metrics(env, ready_fd, address, sizeof address, problem,
+                                     sizeof problem) != 0)
+        fail_msg("%s", problem);
+    close(ready_fd);
+    (void)h_backlog_of(env, H_OM); /* a round trip: the loop runs, idle */
+    assert_threads_named(env->broker_pid);
+    expect_answer(address, "/readyz", 200, "ready");
+
+    long offset = h_log_offset(env);
+    gate_set(g.sync_gate, "");
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    await_log_line(env, offset, "event=broker.stopping");
+    await_log_line(env, offset, "event=syncgate.held");
+    expect_answer(address, "/readyz", 503, "stopping");
+    expect_answer(address, "/healthz", 200, "stopping");
+    http_reply_t r = http_request(address, "GET", "/metrics");
+    if (r.status != 503 || strstr(r.body, "stopping") == NULL)
+        fail_msg("/metrics while stopping: %d \"%.300s\"", r.status, r.body);
+    http_reply_free(&r);
+    gate_remove(g.sync_gate);
+    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS), 0);
+    h_done(env);
+}
+
+/* A stop asked after the loop looked at its flags and before its zmq_poll
+ * began (here: while the loop waits in the sync of a reload's record) ends
+ * that poll at once. The poll gate takes the poll's timeout away, so a
+ * loop that would see the stop only at its next timeout never stops. */
+static void test_signal_before_the_poll_is_seen(void **state)
+{
+    h_env_t *env = *state;
+    gated_t g;
+    gated_init(&g, env);
+    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
+    int ready_fd = h_broker_spawn(env, extra, g.vars);
+    char address[64], problem[256];
+    if (h_broker_await_ready_metrics(env, ready_fd, address, sizeof address, problem,
+                                     sizeof problem) != 0)
+        fail_msg("%s", problem);
+    close(ready_fd);
+    (void)h_backlog_of(env, H_OM); /* a round trip: the loop runs, idle */
+
+    long offset = h_log_offset(env);
+    gate_set(g.poll_gate, "");
+    await_log_line(env, offset, "event=pollgate.untimed");
+    gate_set(g.sync_gate, "");
+    assert_int_equal(kill(env->broker_pid, SIGHUP), 0); /* EINTR: the loop reloads */
+    await_log_line(env, offset, "event=syncgate.held");
+    assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
+    gate_remove(g.sync_gate);
+    int code = h_broker_await_exit(env, H_TIMEOUT_MS);
+    gate_remove(g.poll_gate);
+    if (code != 0)
+        fail_msg("a SIGTERM before the loop's poll: %s",
+                 code < 0 ? "the broker did not stop" : "the stop was not clean");
+    assert_int_equal(h_log_count(env, offset, "event=policy.reloaded "), 1);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1071,6 +1439,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_metrics_listen_is_refused, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_outcome_exported, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_start_up_exports_nothing_yet, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_stop_during_start_up_is_clean, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_readiness_ends_when_the_stop_begins, h_setup_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_signal_before_the_poll_is_seen, h_setup_env,
+                                        h_teardown),
     };
     return cmocka_run_group_tests_name("integration: metrics", tests, NULL, NULL);
 }
