@@ -1841,15 +1841,18 @@ int broker_run(broker_t *b)
         if (export_wait_ms > 0 && export_wait_ms < wait_ms)
             wait_ms = export_wait_ms;
         if (zmq_poll(items, n_items, wait_ms) < 0) {
-            if (zmq_errno() == EINTR)
+            if (zmq_errno() == EINTR) {
+                signals_wake_drain(); /* its write: no second wake-up for it */
                 continue;
+            }
             log_event(LOG_ERROR, "loop.poll_failed", "error", zmq_strerror(zmq_errno()), NULL);
             return -1;
         }
+        /* Woken by a signal, as by EINTR: the flags first, and no turn of
+         * its own (what else is ready stays ready for the next poll). */
         if (wake_slot >= 0 && (items[wake_slot].revents & ZMQ_POLLIN)) {
             signals_wake_drain();
-            if (signals_stop_requested())
-                break; /* nothing read yet: the stop path ends the turns waiting */
+            continue;
         }
         clock_turn(b);
         broker_connections_drain(b); /* sessions of closed connections go first */
