@@ -82,6 +82,8 @@ INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integ
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
 INTEROP := $(wildcard tests/interop/test_interop.py)
+# checks that the docs say what the code does (the Logs table of OPERATIONS.md)
+DOC_CHECKS := $(wildcard tests/docs/test_*.py)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_O := $(PROTO_O) $(call obj,$(COMMON_SRC))
@@ -305,7 +307,8 @@ tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory tests-build
-	@BUILD=$(BUILD) SCHAKELD=$(SCHAKELD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN) $(INTEROP)
+	@BUILD=$(BUILD) SCHAKELD=$(SCHAKELD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN) $(INTEROP) \
+	  $(DOC_CHECKS)
 
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 tests-build
