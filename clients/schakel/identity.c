@@ -5,9 +5,11 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "keys.h"
 
@@ -26,6 +28,28 @@ static const char identity_whoami_usage[] =
     "Connect and print the principal, partner and role the broker\n"
     "authenticated us as.\n"
     "\n" CLI_COMMON_HELP;
+
+/* After a keygen that failed: when NAME's folder is not there, say so,
+ * with what to do (the library's "cannot create NAME.key: No such file or
+ * directory" leaves the reader to guess which part is missing). Returns 1
+ * if it said so. */
+static int identity_folder_missing(const char *name)
+{
+    char folder[4096];
+    const char *slash = strrchr(name, '/');
+    if (slash == NULL || (size_t)(slash - name) >= sizeof folder)
+        return 0; /* the current folder, which is there */
+    size_t len = slash == name ? 1 : (size_t)(slash - name);
+    memcpy(folder, name, len);
+    folder[len] = '\0';
+    struct stat st;
+    if (stat(folder, &st) == 0 || errno != ENOENT)
+        return 0;
+    cli_say("keygen: cannot create %s.key: the folder %s does not exist; create it first "
+            "(mkdir -p, or for the broker's keys: install -d -m 0750 -g schakel %s)",
+            name, folder, folder);
+    return 1;
+}
 
 /* Only --help (or -h), before or after NAME: the optstring's '-' hands
  * the arguments over in order, NAME as 1, whatever POSIXLY_CORRECT says.
@@ -56,7 +80,8 @@ int identity_keygen_main(int argc, char **argv)
     memset(&err, 0, sizeof err);
     schakel_status_t status = schakel_keygen(name, &err);
     if (status != SCHAKEL_OK) {
-        cli_say("keygen: %s", err.text);
+        if (!identity_folder_missing(name))
+            cli_say("keygen: %s", err.text);
         return status == SCHAKEL_ERR_USAGE ? CLI_EXIT_USAGE : CLI_EXIT_FAILURE;
     }
     char pub_path[4096], text[256] = "", z85[41];

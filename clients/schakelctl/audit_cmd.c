@@ -1,9 +1,9 @@
 /*
  * audit_cmd.c — `schakelctl audit verify|subject|tail` (see audit_cmd.h).
  *
- * Works on a store file opened read-only without the store key (the
- * broker's live file or a copy); verify needs only the broker's public
- * key. Trusts nothing in the file: audit.c recomputes every hash and
+ * Works on a store file opened read-only (the broker's live file or a
+ * copy), without the store key but for subject; verify needs only the
+ * broker's public key. Trusts nothing in the file: audit.c recomputes every hash and
  * checks every signature. Exit codes are audit_cmd.h's; errors are one line
  * on stderr.
  */
@@ -38,25 +38,31 @@
 static const char audit_usage[] =
     "usage: schakelctl audit verify [--store PATH] [--broker-key FILE]... [--expect SEQ:HASH]\n"
     "       schakelctl audit subject PSEUDONYM [--store PATH] [--store-key FILE]\n"
+    "       schakelctl audit subject PSEUDONYM --admin ENDPOINT [--key FILE] [--broker-key FILE]\n"
+    "                                 [--json] [--timeout S] [--connect-timeout S]\n"
     "       schakelctl audit tail [--store PATH] [--from SEQ] [--count N] [--no-follow] "
     "[--json]\n"
     "\n"
-    "Reads the broker's audit trail from its store file, read-only and without the\n"
-    "store key; a copy of the file will do.\n"
+    "Reads the broker's audit trail from its store file, read-only; a copy of the\n"
+    "file will do. verify and tail need no store key; subject does. With --admin (or\n"
+    "SCHAKEL_ADMIN set) and no --store, subject asks the running broker instead,\n"
+    "which records the export in its trail first (its options: schakelctl audit\n"
+    "subject P --admin ENDPOINT --help).\n"
     "  verify    recompute the hash chain and check every signed checkpoint; report\n"
     "            the trail intact (entries and checkpoints checked) or name the\n"
     "            first broken entry; then check the index of acked deliveries\n"
     "            against the entries\n"
     "  subject   everything the trail holds about one data subject, as JSON; needs\n"
-    "            the store key, as the trail names subjects by a keyed tag (not itself\n"
-    "            recorded: ask the broker's admin endpoint for an audited export)\n"
+    "            the store key, as the trail names subjects by a keyed tag (from a\n"
+    "            store file not itself recorded: with --admin the broker records it)\n"
     "  tail      print entries as they are written, one key=value line each (or\n"
     "            JSON with --json); subject pseudonyms are withheld\n"
     "options:\n"
     "  --store PATH        the store file (default " AUDIT_DEFAULT_STORE ")\n"
     "  --store-key FILE    subject: the store key (default " AUDIT_DEFAULT_STORE_KEY ")\n"
     "  --broker-key FILE   the broker's public key, .pub; after a rotation give every\n"
-    "                      key used, oldest first (default " AUDIT_DEFAULT_BROKER_KEY ")\n"
+    "                      key used, oldest first (default $SCHAKEL_BROKER_KEY, else\n"
+    "                      " AUDIT_DEFAULT_BROKER_KEY ")\n"
     "  --expect SEQ:HASH   the hash a previous verify reported for entry SEQ: the\n"
     "                      trail must still hold it (catches a trail cut back)\n"
     "  --from SEQ          tail: start at entry SEQ (default: the last 10)\n"
@@ -94,6 +100,7 @@ typedef struct audit_options {
     const char *store;
     const char *keys[AUDIT_MAX_KEYS];
     size_t n_keys;
+    const char *keys_from; /* NULL: --broker-key; else where the one key came from */
     const char *expect;
     const char *store_key;
     const char *subject;
@@ -259,8 +266,13 @@ static int options_parse(audit_options_t *o, const char *sub, int argc, char **a
         return rc;
     if (is_subject && o->subject == NULL)
         return audit_say(AUDIT_CMD_USAGE, "audit subject needs a PSEUDONYM");
-    if (strcmp(sub, "verify") == 0 && o->n_keys == 0)
-        o->keys[o->n_keys++] = AUDIT_DEFAULT_BROKER_KEY;
+    if (strcmp(sub, "verify") == 0 && o->n_keys == 0) {
+        /* as for the commands that ask the broker (schakelctl(8)) */
+        const char *env_key = getenv("SCHAKEL_BROKER_KEY");
+        int from_env = env_key != NULL && env_key[0] != '\0';
+        o->keys[o->n_keys++] = from_env ? env_key : AUDIT_DEFAULT_BROKER_KEY;
+        o->keys_from = from_env ? "SCHAKEL_BROKER_KEY" : "the default";
+    }
     return 0;
 }
 
@@ -385,9 +397,17 @@ static int audit_verify_cmd(const audit_options_t *o)
     char err[512];
     if (o->expect != NULL && parse_anchor(o->expect, &anchor) != 0)
         return audit_say(AUDIT_CMD_USAGE, "--expect needs SEQ:HASH (HASH: 64 hex digits)");
-    for (size_t i = 0; i < o->n_keys; i++)
-        if (keys_load_public(o->keys[i], keys[i], err, sizeof err) != 0)
+    for (size_t i = 0; i < o->n_keys; i++) {
+        if (keys_load_public(o->keys[i], keys[i], err, sizeof err) == 0)
+            continue;
+        if (o->keys_from == NULL)
             return audit_say(AUDIT_CMD_FAILED, "cannot read the broker key: %s", err);
+        return audit_say(AUDIT_CMD_FAILED,
+                         "cannot read the broker key: %s (%s, as no --broker-key was given): "
+                         "name the broker's .pub with --broker-key FILE (after a rotation of "
+                         "the broker key, every key used, oldest first)",
+                         err, o->keys_from);
+    }
     int code = AUDIT_CMD_FAILED;
     store_t *store = open_store(o->store, NULL, "not verified", &code);
     if (store == NULL)

@@ -159,9 +159,12 @@ static int ctl_conn_event(ctl_conn_t *conn)
 
 static int ctl_conn_refused(const ctl_conn_t *conn)
 {
-    ctl_say("the broker at %s refused our key on its admin endpoint (status %d): only "
-            "operator keys registered in the policy may use it",
-            conn->endpoint, conn->refused_status);
+    /* The partner endpoint refuses an operator key just so: the handshake
+     * alone cannot tell which of the two it was. */
+    ctl_say("the broker at %s refused our key (status %d): either %s is not its admin endpoint "
+            "(admin_listen; the partner endpoint refuses operator keys) or our key is not an "
+            "operator key registered in the policy",
+            conn->endpoint, conn->refused_status, conn->endpoint);
     return CTL_EXIT_UNREACHABLE;
 }
 

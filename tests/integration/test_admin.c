@@ -218,6 +218,19 @@ static void test_admin_endpoint_admits_operators_only(void **state)
         expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, rows[i].principal);
         h_cli_result_free(&res);
     }
+    /* An operator key against the partner endpoint: the message names
+     * both causes, the endpoint first. */
+    const char *const status[] = {"status", NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, env->endpoint, h_key_file(env, H_OPERATOR), status, &res);
+    expect_exit(&res, 4, "operator key on the partner endpoint");
+    char says[300];
+    snprintf(says, sizeof says, "refused our key (status 400): either %s is not its admin endpoint",
+             env->endpoint);
+    expect_text(res.err, says, "operator key on the partner endpoint");
+    expect_text(res.err, "or our key is not an operator key registered in the policy",
+                "operator key on the partner endpoint");
+    h_cli_result_free(&res);
     long offset = h_log_offset(env);
     schakel_client_t *client = NULL;
     schakel_error_t err;
@@ -2608,6 +2621,38 @@ static void test_ctl_audit_usage(void **state)
     expect_exit(&res, 2, "9 --broker-key");
     expect_text(res.err, "at most 8 --broker-key options", "9 --broker-key");
     h_cli_result_free(&res);
+
+    /* verify without --broker-key takes SCHAKEL_BROKER_KEY, as the
+     * commands that ask the broker do (the rows above run with it set to
+     * the broker's .pub); one that cannot be read is named with where it
+     * came from and the option to give. */
+    const char *const env_key[] = {"audit", "verify", "--store", s, NULL};
+    h_run_ctl_argv(env, NULL, NULL, env_key, &res);
+    expect_exit(&res, 0, "verify with SCHAKEL_BROKER_KEY");
+    expect_text(res.out, "audit trail intact", "verify with SCHAKEL_BROKER_KEY");
+    h_cli_result_free(&res);
+    char missing_env[200], env_says[400];
+    snprintf(missing_env, sizeof missing_env, "SCHAKEL_BROKER_KEY=%s", missing);
+    snprintf(env_says, sizeof env_says,
+             "cannot read the broker key: cannot open key file %s: No such file or directory "
+             "(SCHAKEL_BROKER_KEY, as no --broker-key was given): name the broker's .pub with "
+             "--broker-key FILE",
+             missing);
+    const char *const verify_args[] = {"audit", "verify", "--store", s, NULL};
+    h_run_prepared(h_schakelctl_path(), verify_args, missing_env, NULL, NULL, &res);
+    expect_exit(&res, 1, "verify with SCHAKEL_BROKER_KEY missing");
+    expect_text(res.err, env_says, "verify with SCHAKEL_BROKER_KEY missing");
+    h_cli_result_free(&res);
+    if (access("/etc/schakel/keys/broker.pub", F_OK) != 0) {
+        h_run_prepared(h_schakelctl_path(), verify_args, "SCHAKEL_BROKER_KEY=", NULL, NULL, &res);
+        expect_exit(&res, 1, "verify with the default broker key");
+        expect_text(res.err,
+                    "cannot open key file /etc/schakel/keys/broker.pub: No such file or directory "
+                    "(the default, as no --broker-key was given): name the broker's .pub with "
+                    "--broker-key FILE",
+                    "verify with the default broker key");
+        h_cli_result_free(&res);
+    }
     h_done(env);
 }
 

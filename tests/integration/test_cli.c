@@ -980,6 +980,21 @@ static void test_cli_keygen(void **state)
     if (strstr(res.err, "File exists") == NULL)
         fail_msg("keygen over an existing key: %s", res.err);
     h_cli_result_free(&res);
+
+    /* A folder that is not there is named, with what to do; nothing is
+     * written. */
+    char missing[200], missing_base[220], says[700];
+    snprintf(missing, sizeof missing, "%s/keys/nog-niet", env->dir);
+    snprintf(missing_base, sizeof missing_base, "%s/broker", missing);
+    snprintf(says, sizeof says,
+             "keygen: cannot create %s.key: the folder %s does not exist; create it first",
+             missing_base, missing);
+    h_run_cli(env, NULL, &res, "keygen", missing_base, NULL);
+    expect_exit(&res, 1, "keygen into a missing folder");
+    if (strstr(res.err, says) == NULL)
+        fail_msg("keygen into a missing folder: \"%s\" not on stderr: %s", says, res.err);
+    assert_int_equal(stat(missing, &st), -1);
+    h_cli_result_free(&res);
     h_done(env);
 }
 
