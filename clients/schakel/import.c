@@ -91,7 +91,8 @@ static const struct option import_options[] = {
     {"timeout", 1, NULL, IMPORT_OPT_TIMEOUT},
     {"quiet", 0, NULL, IMPORT_OPT_QUIET},
     {"in-flight", 1, NULL, IMPORT_OPT_IN_FLIGHT},
-    /* for tests: raise SIGINT once this many batches are sent (not in --help) */
+    /* for tests: raise SIGINT once this many batches are sent (not in --help; in
+     * schakel(1) as a test hook: the tests run the program that is installed) */
     {"test-interrupt-after-batches", 1, NULL, IMPORT_OPT_TEST_INTERRUPT},
     {NULL, 0, NULL, 0},
 };
