@@ -11,9 +11,17 @@
 
 PREFIX ?= /usr/local
 DESTDIR ?=
-# where `make install` puts deploy/systemd/schakeld.service and schakel.sysusers
+# where `make install` puts deploy/systemd/schakeld.service and schakel.sysusers:
+# under /usr and /usr/local where systemd looks for a package's units and
+# sysusers.d files; for another PREFIX (/opt/schakel) in /etc, as systemd
+# looks nowhere under such a PREFIX
+ifneq ($(filter /usr /usr/local,$(PREFIX)),)
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+else
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+endif
 BUILD ?= build
 GEN := $(BUILD)/gen
 CC ?= cc
@@ -432,7 +440,9 @@ install: all
 	install -m 0755 $(LIBSO) $(DESTDIR)$(PREFIX)/lib/
 	ln -sf libschakel.so.1 $(DESTDIR)$(PREFIX)/lib/libschakel.so
 	install -m 0644 clients/libschakel/schakel.h $(DESTDIR)$(PREFIX)/include/
-	install -m 0644 $(BUILD)/libschakel.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' clients/libschakel/libschakel.pc.in \
+		>$(DESTDIR)$(PREFIX)/lib/pkgconfig/libschakel.pc
+	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/libschakel.pc
 	for s in 1 5 8; do for m in docs/man/*.$$s; do \
 	  [ ! -f "$$m" ] || install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; \
 	done; done
@@ -440,6 +450,8 @@ install: all
 		>$(DESTDIR)$(UNITDIR)/schakeld.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/schakeld.service
 	install -m 0644 deploy/systemd/schakel.sysusers $(DESTDIR)$(SYSUSERSDIR)/schakel.conf
+	@echo "install: programs in $(PREFIX)/bin, the unit in $(UNITDIR)," \
+	  "the sysusers.d file in $(SYSUSERSDIR); next: docs/OPERATIONS.md, First install"
 
 format:
 	clang-format -i $(COMMON_SRC) common/*.h broker/*.c broker/*.h clients/*/*.c clients/*/*.h \
