@@ -91,7 +91,8 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
 INTEROP := $(wildcard tests/interop/test_interop.py)
 # checks that the docs say what the code does (the Logs table of OPERATIONS.md)
-DOC_CHECKS := $(wildcard tests/docs/test_*.py)
+# and that make install puts things where OPERATIONS says
+DOC_CHECKS := $(wildcard tests/docs/test_*.py tests/docs/test_*.sh)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 COMMON_O := $(PROTO_O) $(call obj,$(COMMON_SRC))
