@@ -20,6 +20,7 @@
 #include <sodium.h>
 #include <zmq.h>
 
+#include "acksent.h"
 #include "client_internal.h"
 #include "delivery.h"
 #include "inflight.h"
@@ -132,7 +133,11 @@ struct schakel_client {
     int64_t last_send_ms;
     delivery_queue_t queue; /* Deliver frames not yet handed out, CLIENT_FIFO_CAPACITY */
     inflight_t flight;      /* publishes sent, answer not yet handed out */
-    uint64_t requests_sent; /* requests that get an answer, sent on this client so far */
+    /* Requests sent on this client so far whose answers (or refusals) come
+     * in order: publishes, case commands, queries, Heartbeats, and Acks,
+     * whose only answer is a refusal. */
+    uint64_t requests_sent;
+    acksent_t acks_sent; /* Acks whose refusal may come, and those owed again */
     /* Requests given up on (a query that timed out, a publish forgotten or
      * timed out) whose answer is still owed: a refusal naming no id answers
      * the oldest request still owed one. Oldest (lowest order) first. */
@@ -390,6 +395,7 @@ static schakel_status_t client_send_owed_flow(schakel_client_t *client)
  * theirs came (or went with a lost connection). */
 static void client_settle_before(schakel_client_t *client, uint64_t order)
 {
+    acksent_settle_before(&client->acks_sent, order);
     size_t keep = 0;
     for (size_t i = 0; i < client->n_gave_up; i++)
         if (client->gave_up[i].order >= order)
@@ -562,6 +568,21 @@ static schakel_status_t client_send_owed_publishes(schakel_client_t *client)
         entry->resend_owed = 0;
         entry->order = ++client->requests_sent;
         entry->sent_connected = client->connected;
+    }
+    return SCHAKEL_OK;
+}
+
+/* Send again each Ack the broker refused RATE_LIMITED whose pause is
+ * over (acksent.h), oldest first; one that cannot be queued now stays
+ * owed, and is tried again by the next wait. */
+static schakel_status_t client_send_owed_acks(schakel_client_t *client, int64_t now)
+{
+    acksent_entry_t *entry;
+    while ((entry = acksent_due(&client->acks_sent, now)) != NULL) {
+        schakel_status_t status = client_send_bytes(client, entry->frame, entry->frame_len, "Ack");
+        if (status != SCHAKEL_OK)
+            return status;
+        acksent_resent(&client->acks_sent, entry, ++client->requests_sent);
     }
     return SCHAKEL_OK;
 }
@@ -831,6 +852,10 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
         snprintf(what, sizeof what, "ack of delivery seq=%llu refused",
                  (unsigned long long)rejected->seq);
         client_error_rejected(&client->last_error, rejected, what);
+        /* RATE_LIMITED: nothing of that Ack was acknowledged (PROTOCOL
+         * 4.7); it goes again after a pause (client_send_owed_acks) */
+        if (rejected->has_reason && rejected->reason == SCHAKEL__REASON__RATE_LIMITED)
+            (void)acksent_refused(&client->acks_sent, rejected->seq, client_now_ms());
         return 0; /* recorded; whatever we wait for goes on */
     }
     if (rejected->has_message_id)
@@ -1064,12 +1089,14 @@ static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, in
     if (!wait->done) {
         (void)client_send_owed_flow(client);      /* stays owed on failure */
         (void)client_send_owed_publishes(client); /* likewise */
+        (void)client_send_owed_acks(client, now); /* likewise */
         client_send_owed_request(client, wait);
     }
 }
 
 /* How long the wait may sleep in zmq_poll (-1 = no limit): until its
- * deadline, the moment an unannounced drop counts as abandoned, and, while
+ * deadline, the moment an unannounced drop counts as abandoned, when a
+ * refused Ack is owed again, and, while
  * waiting for a delivery, the next keep-alive Heartbeat (sent here when due,
  * so that the broker keeps the session). */
 static int64_t client_wait_sleep_ms(schakel_client_t *client, const client_wait_t *wait,
@@ -1079,6 +1106,9 @@ static int64_t client_wait_sleep_ms(schakel_client_t *client, const client_wait_
     int64_t wake = -1;
     if (client->retry_awaited_since != 0)
         wake = client->retry_awaited_since + CLIENT_RETRY_GRACE_MS;
+    int64_t ack_due = acksent_next_due(&client->acks_sent); /* an Ack owed again */
+    if (ack_due >= 0 && (wake < 0 || ack_due < wake))
+        wake = ack_due;
     if (wait->kind == CLIENT_WAIT_DELIVERY) {
         int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
         if (now >= due) {
@@ -1217,6 +1247,7 @@ static void client_destroy(schakel_client_t *client)
         return;
     delivery_queue_destroy(&client->queue);
     inflight_clear(&client->flight);
+    acksent_clear(&client->acks_sent);
     zmq_msg_close(&client->held);
     client_close_socket(client, -1);
     if (client->context != NULL)
@@ -1979,6 +2010,29 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
     return status;
 }
 
+/* Send one Ack of count seqs (1..SCHAKEL_MAX_ACKS) and keep its frame, to
+ * send it again should the broker refuse it RATE_LIMITED. */
+static schakel_status_t client_send_ack(schakel_client_t *client, const uint64_t *seqs,
+                                        size_t count)
+{
+    Schakel__Ack ack = SCHAKEL__ACK__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    ack.n_seqs = count;
+    ack.seqs = client_lend_seqs(seqs);
+    frame.body_case = SCHAKEL__FRAME__BODY_ACK;
+    frame.ack = &ack;
+    size_t len = 0;
+    uint8_t *buf = wire_encode_frame(&frame, &len);
+    if (buf == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding Ack");
+    schakel_status_t status = client_send_bytes(client, buf, len, "Ack");
+    if (status == SCHAKEL_OK)
+        acksent_keep(&client->acks_sent, ++client->requests_sent, seqs[0], buf, len);
+    else
+        free(buf);
+    return status;
+}
+
 schakel_status_t schakel_ack_many(schakel_client_t *client, const uint64_t *seqs, size_t n)
 {
     if (client == NULL)
@@ -1991,15 +2045,10 @@ schakel_status_t schakel_ack_many(schakel_client_t *client, const uint64_t *seqs
         if (seqs[i] == 0)
             return client_fail(client, SCHAKEL_ERR_USAGE,
                                "cannot ack seq 0 (entry %zu): delivery seqs start at 1", i);
+    (void)client_send_owed_acks(client, client_now_ms()); /* stays owed on failure */
     for (size_t sent = 0; sent < n;) {
         size_t count = n - sent < SCHAKEL_MAX_ACKS ? n - sent : SCHAKEL_MAX_ACKS;
-        Schakel__Ack ack = SCHAKEL__ACK__INIT;
-        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
-        ack.n_seqs = count;
-        ack.seqs = client_lend_seqs(seqs + sent);
-        frame.body_case = SCHAKEL__FRAME__BODY_ACK;
-        frame.ack = &ack;
-        schakel_status_t status = client_send(client, &frame, "Ack");
+        schakel_status_t status = client_send_ack(client, seqs + sent, count);
         if (status != SCHAKEL_OK) {
             char text[sizeof client->last_error.text];
             memcpy(text, client->last_error.text, sizeof text);

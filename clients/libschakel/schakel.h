@@ -239,7 +239,14 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
  * wait: a refusal (UNKNOWN_DELIVERY; or RATE_LIMITED, nothing of that Ack
  * acknowledged, when the principal acked more seqs that were not pending
  * than the broker's max_unknown_acks_per_second: PROTOCOL.md 4.7) is
- * recorded in the last error by the next call that reads from the broker. seq 0 is SCHAKEL_ERR_USAGE. Each
+ * recorded in the last error by the next call that reads from the broker.
+ * An Ack refused RATE_LIMITED is sent again by the library itself, 1 s
+ * after the refusal, then 2 s and 4 s after the next ones (three times at
+ * most), from within whichever call waits on the broker then (a receive,
+ * a publish, schakel_backlog) or the next ack call; a client closed or
+ * never waiting meanwhile leaves it, and its deliveries come again,
+ * flagged, at the broker's ack timeout. The library keeps the last 64
+ * Acks that may still be refused for this. seq 0 is SCHAKEL_ERR_USAGE. Each
  * call sends one Ack frame at once; a receiver of many deliveries acks them
  * together with schakel_ack_many (a frame per delivery cost a receiver
  * about 6,000 instructions more per delivery than frames of 256, in its

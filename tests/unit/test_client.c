@@ -189,6 +189,13 @@ typedef struct fake_case_seen {
     char query_case_id[16];
 } fake_case_seen_t;
 
+/* Ack frames whose arrival the fake times. */
+#define FAKE_ACK_FRAMES_TIMED 8
+#define FAKE_ACK_RATE_TEXT                                                                         \
+    "more than 1024 acknowledged sequences a second that are not pending in your mailbox "         \
+    "(max_unknown_acks_per_second); nothing of this Ack was acknowledged: send it again later, "   \
+    "and ack only what you were delivered"
+
 /* More deliveries than the client queues (twice the largest window). */
 #define FAKE_FLOOD (2u * SCHAKEL_MAX_WINDOW + 10u)
 
@@ -243,6 +250,8 @@ typedef struct fake_broker {
     size_t ack_frame_max; /* most seqs in one of them */
     uint64_t ack_next;    /* the seq expected next, when ack_in_order */
     int ack_in_order;     /* every seq so far was the one after the last */
+    int acks_rate_limited; /* the next Ack frames refused RATE_LIMITED whole */
+    int64_t ack_frame_ms[FAKE_ACK_FRAMES_TIMED]; /* when the first Ack frames came */
     enum fake_case_mode case_mode;
     enum fake_view_mode view_mode;
     fake_case_seen_t seen; /* the last case command and query */
@@ -1171,13 +1180,30 @@ static void fake_on_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const cha
     }
 }
 
+static int64_t fake_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__Ack *ack)
 {
     pthread_mutex_lock(&fake->lock);
+    if (fake->ack_frames < FAKE_ACK_FRAMES_TIMED)
+        fake->ack_frame_ms[fake->ack_frames] = fake_now_ms();
     fake->ack_frames++;
     if (ack->n_seqs > fake->ack_frame_max)
         fake->ack_frame_max = ack->n_seqs;
+    int rate_limited = fake->acks_rate_limited > 0;
+    fake->acks_rate_limited -= rate_limited;
+    pthread_cond_broadcast(&fake->changed);
     pthread_mutex_unlock(&fake->lock);
+    if (rate_limited) { /* as the broker: before any seq is looked up */
+        fake_send_rejected(fake, routing, NULL, ack->seqs[0], SCHAKEL__REASON__RATE_LIMITED,
+                           FAKE_ACK_RATE_TEXT);
+        return;
+    }
     for (size_t i = 0; i < ack->n_seqs; i++) {
         pthread_mutex_lock(&fake->lock);
         int known = fake->quiet_acks || (fake->unacked > 0 && ack->seqs[i] == DELIVERED_SEQ);
@@ -1361,6 +1387,7 @@ static void fake_reset(fake_broker_t *fake)
     fake->ack_frame_max = 0;
     fake->ack_next = 0;
     fake->ack_in_order = 1;
+    fake->acks_rate_limited = 0;
     fake->case_mode = FAKE_CASE_ACCEPT;
     fake->view_mode = FAKE_VIEW_ANSWER;
     memset(&fake->seen, 0, sizeof fake->seen);
@@ -2340,6 +2367,42 @@ static void test_ack_refused_is_recorded(void **state)
     assert_int_equal(err->reason, SCHAKEL__REASON__UNKNOWN_DELIVERY);
     assert_non_null(strstr(err->text, "4242"));
     assert_int_equal(schakel_ack(NULL, 1), SCHAKEL_ERR_USAGE);
+}
+
+/* An Ack the broker refused RATE_LIMITED acknowledged nothing (PROTOCOL
+ * 4.7): the client sends it again by itself, 1 s after the refusal, and
+ * 2 s after a second one, while the caller waits for deliveries; once
+ * taken, the delivery is not in the mailbox any more. */
+static void test_ack_rate_limited_sent_again(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    uint64_t backlog = 0;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    pthread_mutex_lock(&fake.lock);
+    fake.acks_rate_limited = 2;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    /* the refusal comes before the Heartbeat's answer */
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1);
+    assert_int_equal(schakel_last_error(client)->reason, SCHAKEL__REASON__RATE_LIMITED);
+    /* 1 s, refused again, 2 s: taken about 3 s after the first refusal */
+    assert_int_equal(schakel_receive(client, &d, 3000 + 2000), SCHAKEL_ERR_TIMEOUT);
+    assert_null(d);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.ack_frames, 3); /* never more, never at once */
+    assert_int_equal(fake.acked_seq, DELIVERED_SEQ);
+    int64_t first_pause = fake.ack_frame_ms[1] - fake.ack_frame_ms[0];
+    int64_t second_pause = fake.ack_frame_ms[2] - fake.ack_frame_ms[1];
+    pthread_mutex_unlock(&fake.lock);
+    assert_true(first_pause >= 1000 - 1);
+    assert_true(second_pause >= 2000 - 1);
 }
 
 /* The broker restarts: the client reconnects by itself and sends Flow again,
@@ -4279,6 +4342,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_receive_queued_during_publish, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_delivery_table, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_rate_limited_sent_again, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_ack_refused_is_recorded, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_resubscribe_after_restart, client_setup,
