@@ -368,6 +368,41 @@ static int case_time_left(int64_t deadline)
     return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int)left;
 }
 
+/* A query refused UNAVAILABLE is asked again (PROTOCOL 12.6: a policy
+ * reload overtook the view, or the broker could not record it: "ask
+ * again"): at most CASE_ASKS_AGAIN times a page, after a pause of
+ * CASE_ASK_AGAIN_PAUSE_MS doubled each time (50, 100, 200 ms), within the
+ * call's time. A reload's refusal is answered at the next ask; a store that
+ * stays unwritable is the caller's to wait out, with the refusal. */
+#define CASE_ASKS_AGAIN 3
+#define CASE_ASK_AGAIN_PAUSE_MS 50
+
+/* One page, as case_query, asked again on UNAVAILABLE as above; `what`
+ * names it in the text of a timeout. */
+static schakel_status_t case_ask(schakel_client_t *client, const char *case_id,
+                                 const char *after_case_id, uint64_t after_event, int64_t deadline,
+                                 int timeout_ms, const char *what, Schakel__Frame **view)
+{
+    for (int again = 0;; again++) {
+        int left = case_time_left(deadline);
+        if (left == 0)
+            return client_fail(client, SCHAKEL_ERR_TIMEOUT, "%s did not come whole within %d ms",
+                               what, timeout_ms);
+        schakel_status_t status =
+            case_query(client, case_id, after_case_id, after_event, left, view);
+        if (status != SCHAKEL_ERR_REFUSED ||
+            schakel_last_error(client)->reason != SCHAKEL__REASON__UNAVAILABLE ||
+            again == CASE_ASKS_AGAIN)
+            return status;
+        int pause_ms = CASE_ASK_AGAIN_PAUSE_MS << again;
+        if (case_time_left(deadline) <= pause_ms)
+            return status; /* no time to ask again: the refusal stands */
+        status = client_pause(client, pause_ms);
+        if (status != SCHAKEL_OK)
+            return status;
+    }
+}
+
 /* Whether the page says more follows; a page that says so must have
  * brought something (else asking again would bring the same). */
 static int case_page_more(const Schakel__CaseView *view, size_t brought)
@@ -420,11 +455,8 @@ schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t
         char after[sizeof list->cases[0].case_id] = "";
         if (list->n_cases > 0)
             snprintf(after, sizeof after, "%s", list->cases[list->n_cases - 1].case_id);
-        int left = case_time_left(deadline);
-        schakel_status_t status =
-            left == 0 ? client_fail(client, SCHAKEL_ERR_TIMEOUT,
-                                    "the case list did not come whole within %d ms", timeout_ms)
-                      : case_query(client, NULL, after[0] != '\0' ? after : NULL, 0, left, &frame);
+        schakel_status_t status = case_ask(client, NULL, after[0] != '\0' ? after : NULL, 0,
+                                           deadline, timeout_ms, "the case list", &frame);
         if (status != SCHAKEL_OK) {
             schakel_case_list_free(&list);
             return status;
@@ -494,12 +526,8 @@ schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id
     while (more && rc == CASEVIEW_OK) {
         Schakel__Frame *frame = NULL;
         uint64_t after = view->n_events > 0 ? view->events[view->n_events - 1].event_seq : 0;
-        int left = case_time_left(deadline);
-        schakel_status_t status =
-            left == 0
-                ? client_fail(client, SCHAKEL_ERR_TIMEOUT,
-                              "the case's timeline did not come whole within %d ms", timeout_ms)
-                : case_query(client, case_id, NULL, after, left, &frame);
+        schakel_status_t status = case_ask(client, case_id, NULL, after, deadline, timeout_ms,
+                                           "the case's timeline", &frame);
         if (status != SCHAKEL_OK) {
             schakel_case_view_free(&view);
             return status;

@@ -156,6 +156,7 @@ enum client_wait_kind {
     CLIENT_WAIT_PUBLISH, /* the answer of a publish in flight (message_id), or of any (NULL) */
     CLIENT_WAIT_VIEW,    /* CaseView naming request_id, or a Rejected of the whole frame */
     CLIENT_WAIT_DELIVERY,
+    CLIENT_WAIT_PAUSE, /* nothing: a pause that still reads what comes */
 };
 
 typedef struct client_wait {
@@ -1956,6 +1957,13 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
     }
     wire_frame_free(&wait.answer);
     return status;
+}
+
+schakel_status_t client_pause(schakel_client_t *client, int pause_ms)
+{
+    client_wait_t wait = {.kind = CLIENT_WAIT_PAUSE};
+    schakel_status_t status = client_wait(client, &wait, client_deadline(pause_ms));
+    return status == SCHAKEL_ERR_TIMEOUT ? SCHAKEL_OK : status;
 }
 
 void client_refused(schakel_client_t *client, const Schakel__Rejected *rejected)

@@ -48,6 +48,13 @@ schakel_status_t client_exchange(schakel_client_t *client, const uint8_t *reques
                                  const uint8_t *message_id, uint64_t request_id, const char *what,
                                  int timeout_ms, Schakel__Frame **answer);
 
+/* Wait pause_ms (> 0) without asking anything, reading what the broker
+ * sends meanwhile as any wait does (deliveries are queued, late answers
+ * paired, owed frames sent). Returns SCHAKEL_OK once the time is over, or
+ * the error that ended it (SCHAKEL_ERR_PROTOCOL for a garbled frame,
+ * SCHAKEL_ERR_NOMEM, SCHAKEL_ERR_AUTH), with the last error filled. */
+schakel_status_t client_pause(schakel_client_t *client, int pause_ms);
+
 /* protobuf-c declares message strings and bytes non-const; packing only
  * reads them, so lending it the caller's const data is safe. */
 char *client_lend(const char *text);

@@ -563,8 +563,12 @@ typedef struct schakel_case_view {
 
 /* The cases our partner is a member of or invited to, in the order they
  * were opened; a list larger than one frame is asked for page by page
- * within timeout_ms in all. On SCHAKEL_OK *out is a new list (free with
- * schakel_case_list_free). */
+ * within timeout_ms in all. A page refused UNAVAILABLE ("ask again": a
+ * policy reload overtook it, or the broker could not record it,
+ * docs/PROTOCOL.md 12.6) is asked again within the call, at most three
+ * times a page, after 50, 100 and 200 ms, while timeout_ms leaves time;
+ * then the call ends SCHAKEL_ERR_REFUSED with that reason. On SCHAKEL_OK
+ * *out is a new list (free with schakel_case_list_free). */
 schakel_status_t schakel_case_list(schakel_client_t *client, schakel_case_list_t **out,
                                    int timeout_ms);
 void schakel_case_list_free(schakel_case_list_t **list);
@@ -573,8 +577,9 @@ void schakel_case_list_free(schakel_case_list_t **list);
  * page by page within timeout_ms in all, when it is larger than one frame;
  * the summary is the first page's). A case id that does not exist and a
  * case our partner is not a member of (or invited to) are refused alike:
- * SCHAKEL_ERR_REFUSED, reason NOT_FOUND. On SCHAKEL_OK *out is a new view
- * (free with schakel_case_view_free). */
+ * SCHAKEL_ERR_REFUSED, reason NOT_FOUND. A page refused UNAVAILABLE is
+ * asked again within the call as schakel_case_list says. On SCHAKEL_OK
+ * *out is a new view (free with schakel_case_view_free). */
 schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id,
                                    schakel_case_view_t **out, int timeout_ms);
 void schakel_case_view_free(schakel_case_view_t **view);

@@ -254,6 +254,7 @@ typedef struct fake_broker {
     int64_t ack_frame_ms[FAKE_ACK_FRAMES_TIMED]; /* when the first Ack frames came */
     enum fake_case_mode case_mode;
     enum fake_view_mode view_mode;
+    int views_unavailable; /* the next queries refused UNAVAILABLE, "ask again" */
     fake_case_seen_t seen; /* the last case command and query */
     /* publishes in flight: publish number plan_start + k (counted from 1)
      * gets plan[k - 1] for k <= plan_len, publish_mode otherwise */
@@ -922,9 +923,16 @@ static void fake_on_case_query(fake_broker_t *f, zmq_msg_t *routing,
                      (unsigned long long)query->after_event_seq);
     }
     f->late_rejection = mode == FAKE_VIEW_LATE_NOT_FOUND;
+    int unavailable = f->views_unavailable > 0;
+    f->views_unavailable -= unavailable;
     pthread_mutex_unlock(&f->lock);
     if (mode == FAKE_VIEW_LATE_NOT_FOUND)
         return;
+    if (unavailable) { /* a reload overtook the view (PROTOCOL 12.6) */
+        fake_send_rejected(f, routing, NULL, 0, SCHAKEL__REASON__UNAVAILABLE,
+                           "the policy was reloaded after this view was decided; ask again");
+        return;
+    }
     if (query->case_id != NULL && strcmp(query->case_id, FAKE_CASE_ID) != 0) {
         char text[80];
         snprintf(text, sizeof text, "no case %s that you can see", query->case_id);
@@ -1390,6 +1398,7 @@ static void fake_reset(fake_broker_t *fake)
     fake->acks_rate_limited = 0;
     fake->case_mode = FAKE_CASE_ACCEPT;
     fake->view_mode = FAKE_VIEW_ANSWER;
+    fake->views_unavailable = 0;
     memset(&fake->seen, 0, sizeof fake->seen);
     fake->plan_start = 0;
     fake->plan_len = 0;
@@ -3481,6 +3490,62 @@ static void test_case_show_refusals(void **state)
     schakel_case_list_free(&list);
 }
 
+/* A view refused UNAVAILABLE "ask again" (a policy reload overtook it,
+ * PROTOCOL 12.6) is asked again inside the call, three times at most a
+ * page; a fourth refusal is the caller's, with its reason. */
+static void test_case_asked_again(void **state)
+{
+    schakel_client_t *client = *state;
+    static const struct {
+        int list;        /* schakel_case_list, else schakel_case_show */
+        int unavailable; /* queries the fake refuses first */
+        int paged;       /* the view comes in pages */
+        schakel_status_t expected;
+        int queries; /* queries the fake saw */
+    } rows[] = {
+        {0, 1, 0, SCHAKEL_OK, 2},
+        {0, 3, 0, SCHAKEL_OK, 4},
+        {1, 2, 0, SCHAKEL_OK, 3},
+        {1, 1, 1, SCHAKEL_OK, 3}, /* two pages, the first asked twice */
+        {0, 4, 0, SCHAKEL_ERR_REFUSED, 4},
+        {1, 4, 0, SCHAKEL_ERR_REFUSED, 4},
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        schakel_case_view_t *view = NULL;
+        schakel_case_list_t *list = NULL;
+        fake_set_case_modes(&fake, FAKE_CASE_ACCEPT,
+                            rows[r].paged ? FAKE_VIEW_PAGED : FAKE_VIEW_ANSWER);
+        pthread_mutex_lock(&fake.lock);
+        memset(&fake.seen, 0, sizeof fake.seen);
+        fake.views_unavailable = rows[r].unavailable;
+        pthread_mutex_unlock(&fake.lock);
+        schakel_status_t status = rows[r].list
+                                      ? schakel_case_list(client, &list, WAIT_MS)
+                                      : schakel_case_show(client, FAKE_CASE_ID, &view, WAIT_MS);
+        if (status != rows[r].expected)
+            print_error("row %zu: %s\n", r, schakel_last_error(client)->text);
+        assert_int_equal(status, rows[r].expected);
+        pthread_mutex_lock(&fake.lock);
+        int queries = fake.seen.queries;
+        fake.views_unavailable = 0;
+        if (rows[r].paged) /* the refused page asked again from the same point */
+            assert_string_equal(fake.seen.query_afters, "0;0;" FAKE_CASE_ID ";");
+        pthread_mutex_unlock(&fake.lock);
+        assert_int_equal(queries, rows[r].queries);
+        if (status == SCHAKEL_OK) {
+            assert_true(rows[r].list ? list != NULL && list->n_cases == 2
+                                     : view != NULL && view->n_events == 5);
+        } else {
+            assert_null(list);
+            assert_null(view);
+            assert_string_equal(schakel_last_error(client)->reason_name, "UNAVAILABLE");
+            assert_non_null(strstr(schakel_last_error(client)->text, "ask again"));
+        }
+        schakel_case_list_free(&list);
+        schakel_case_view_free(&view);
+    }
+}
+
 /* A view or list larger than a frame comes in pages: each query goes on
  * after the last event or case it has, and the result is whole. */
 static void test_case_pages(void **state)
@@ -4387,6 +4452,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_forgotten_copy_keeps_its_answer, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_case_pages, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_case_asked_again, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat_refusal_is_not_a_publish, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_mixed_calls, client_setup, client_teardown),
