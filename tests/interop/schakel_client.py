@@ -367,13 +367,16 @@ class Connection:
         self.monitor = s.get_monitor_socket(_MONITORED)
         self.events = []            # (event, value) as the monitor reported them
         self.handshakes = 0
+        self.connected = False      # a handshake succeeded and no DISCONNECTED came since
         self.window = None          # set once this client receives
         self.last_send = 0.0
         # Heartbeats sent on this connection and not yet answered, oldest first:
-        # (order, named). A Heartbeat names itself by its order (heartbeat_id, 8 bytes),
-        # never reused by this Connection, and an answer is paired by the id it names
-        # (4.9): not by counting, which takes a keep-alive's answer, or one that came
-        # over a lost connection (7.10), for the answer to a later Heartbeat.
+        # (order, named, sent_connected). A Heartbeat names itself by its order
+        # (heartbeat_id, 8 bytes), never reused by this Connection, and an answer is
+        # paired by the id it names (4.9): not by counting, which takes a keep-alive's
+        # answer, or one that came over a lost connection (7.10), for the answer to a
+        # later Heartbeat. One sent while there was no connection waits in the socket's
+        # queue and goes out on the next one: it stays owed an answer there (4.9).
         self.heartbeats_sent = 0
         self.heartbeats_owed = []
         self.heartbeat_ids_refused = False  # this connection's broker is from before the field
@@ -410,13 +413,21 @@ class Connection:
         while self.monitor.poll(0):
             ev = zmq.utils.monitor.recv_monitor_message(self.monitor)
             self.events.append((ev["event"], ev["value"]))
-            if ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if ev["event"] == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+            elif ev["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self.handshakes += 1
+                self.connected = True
+                # Those that went out on a lost connection are owed nothing (an answer
+                # may still be read, 7.10: it names a Heartbeat no longer owed one, and
+                # is ignored); those sent while there was none go out on this one, and
+                # are answered there (or refused, by a broker from before heartbeat_id,
+                # whose refusal must not be taken for a later Heartbeat's).
+                self.heartbeats_owed[:] = [(order, named, True)
+                                           for order, named, sent_connected
+                                           in self.heartbeats_owed if not sent_connected]
                 if self.handshakes > 1:
-                    # answers to these may still be read (7.10): they name Heartbeats
-                    # no longer owed one, and are ignored; the broker may be newer
-                    self.heartbeats_owed.clear()
-                    self.heartbeat_ids_refused = False
+                    self.heartbeat_ids_refused = False  # the broker may be newer
                 if self.window is not None and self.handshakes > 1:
                     # a new connection has no receiving state (7.4, 7.10)
                     self.send(flow=self.pb.Flow(window=self.window))
@@ -442,6 +453,8 @@ class Connection:
             while self.monitor.poll(0):
                 ev = zmq.utils.monitor.recv_monitor_message(self.monitor)
                 self.events.append((ev["event"], ev["value"]))
+                if ev["event"] == zmq.EVENT_DISCONNECTED:
+                    self.connected = False
             for event, value in self.events[seen:]:
                 if event & wanted:
                     return event, value
@@ -475,6 +488,7 @@ class Connection:
     def send_heartbeat(self, ask_epoch=False):
         """Send a Heartbeat naming itself (4.9), with an empty store_epoch when ASK_EPOCH;
         without the id to a broker that refused it. Returns its order."""
+        self._poll_events()     # sent knowing whether a connection is up
         hb = self.pb.Heartbeat(time=int(time.time() * 1000))
         if ask_epoch:
             hb.store_epoch = b""
@@ -483,7 +497,7 @@ class Connection:
         if named:
             hb.heartbeat_id = self.heartbeat_id(order)
         self.send(heartbeat=hb)
-        self.heartbeats_owed.append((order, named))
+        self.heartbeats_owed.append((order, named, self.connected))
         return order
 
     def _settle_heartbeat(self, f):
@@ -496,7 +510,7 @@ class Connection:
         index = None
         if body == "heartbeat" and f.heartbeat.HasField("principal"):
             if f.heartbeat.HasField("heartbeat_id"):
-                index = next((i for i, (order, named) in enumerate(owed)
+                index = next((i for i, (order, named, _) in enumerate(owed)
                               if named and self.heartbeat_id(order) == f.heartbeat.heartbeat_id),
                              None)
             elif owed and not owed[0][1]:

@@ -1208,7 +1208,8 @@ def check_frame_size(env):
     expect_eq(g.whoami().principal, "gemeente/meldingen", "answered on the new connection")
 
 
-@check("10 broker restart: Accepted survives, pending deliveries flagged, client re-sends Flow")
+@check("10 broker restart: Accepted survives, pending deliveries flagged, client re-sends Flow;"
+       " a Heartbeat asked while the broker is away is answered once it is back")
 def check_restart(env):
     g = env.connect("gemeente")
     p = env.connect("politie")
@@ -1230,7 +1231,15 @@ def check_restart(env):
     endpoint = env.broker.endpoint
     rc = env.broker.stop()
     expect(rc in (0, -signal.SIGTERM), "broker stops on SIGTERM (exit %r)" % rc)
+    expect(p.wait_event(zmq.EVENT_DISCONNECTED, ANSWER_S) is not None and not p.connected,
+           "the client saw its connection drop")
+    away = p.send_heartbeat()                   # waits in the socket's queue (4.9)
     env.broker.start(listen=endpoint)           # same port: the DEALERs reconnect to it
+    p.wait_handshake(ANSWER_S * 2)
+    answer = p.wait_for(lambda f: p.last_settled == away, ANSWER_S)
+    expect_eq((answer.WhichOneof("body"), answer.heartbeat.heartbeat_id, answer.heartbeat.backlog),
+              ("heartbeat", p.heartbeat_id(away), 2),
+              "the Heartbeat asked while the broker was away, answered on the new connection")
     got = [p.receive(ANSWER_S * 2), p.receive(ANSWER_S)]
     expect(all(got), "both pending deliveries again on the reconnected socket")
     expect_eq([(d.seq, d.item_seq) for d in got], [(d1.seq, d1.item_seq), (d3.seq, d3.item_seq)],
