@@ -462,12 +462,31 @@ static int client_heartbeat_named_answered(schakel_client_t *client, const Proto
 }
 
 /* An answer to a request given up on came: a CaseView (query) or an
- * answer naming an id that no publish in flight has. It answers the
- * oldest such request, and every request given up on before it. */
+ * answer naming no id (or a malformed one). It answers the oldest such
+ * request, and every request given up on before it. */
 static void client_settle_gave_up(schakel_client_t *client, int query)
 {
     for (size_t i = 0; i < client->n_gave_up; i++)
         if (client->gave_up[i].query == query) {
+            client_settle_before(client, client->gave_up[i].order + 1);
+            return;
+        }
+}
+
+/* An answer naming message id `id` that no publish in flight or wait
+ * has: the answer of the request given up on that names it, which settles
+ * it and every request sent before it (answers come in order), however many
+ * of those lost their answer (a broker drops one it cannot queue). An id no
+ * such request names (a second copy's answer, or one beyond
+ * CLIENT_GAVE_UP_MAX) settles nothing: taking it for the oldest given up on
+ * would leave a later one owed an answer, and the next refusal naming no
+ * id, another request's, would be taken for that one's. */
+static void client_settle_gave_up_id(schakel_client_t *client, const uint8_t *id)
+{
+    /* the oldest copy under that id: answers come in order */
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].has_id &&
+            memcmp(client->gave_up[i].id, id, SCHAKEL_MESSAGE_ID_BYTES) == 0) {
             client_settle_before(client, client->gave_up[i].order + 1);
             return;
         }
@@ -830,7 +849,7 @@ static int client_on_id_answer(schakel_client_t *client, const ProtobufCBinaryDa
         client_wait_finish(wait, SCHAKEL_OK);
         return 1;
     }
-    client_settle_gave_up(client, 0); /* answer to a request given up on */
+    client_settle_gave_up_id(client, id->data); /* answer to a request given up on */
     return 0;
 }
 

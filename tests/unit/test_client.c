@@ -4325,6 +4325,32 @@ static void test_inflight_forgotten_then_refusal_without_id(void **state)
     check_accepted(&answer, ids[1], 2, 0);
 }
 
+/* Two publishes given up on: the broker never answers the first (it drops
+ * an answer it cannot queue), and the second's Accepted names its id. That
+ * answer settles the second and every request sent before it (answers come
+ * in order), not only the oldest given up on: the refusal naming no id
+ * that comes next is the third publish's, not taken for the second's late
+ * answer (which left the third to time out). */
+static void test_inflight_gave_up_settled_by_id(void **state)
+{
+    schakel_client_t *client = *state;
+    static const enum fake_publish_mode plan[] = {FAKE_SILENT, FAKE_ACCEPT, FAKE_WHOLE_REJECT};
+    schakel_publish_answer_t answer;
+    uint8_t ids[3][16];
+    pthread_mutex_lock(&fake.lock);
+    fake.seqs_by_id = 1;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_plan(&fake, plan, 3);
+    inflight_send(client, 1, 1, ids[0]);
+    assert_int_equal(schakel_publish_forget(client, ids[0]), SCHAKEL_OK);
+    inflight_send(client, 2, 1, ids[1]);
+    assert_int_equal(schakel_publish_forget(client, ids[1]), SCHAKEL_OK);
+    inflight_send(client, 3, 1, ids[2]);
+    inflight_wait(client, ids[2], &answer, WAIT_MS);
+    assert_int_equal(answer.status, SCHAKEL_ERR_REFUSED);
+    assert_int_equal(answer.error.reason, SCHAKEL__REASON__INVALID_MESSAGE);
+}
+
 /* A query the caller gave up on (timeout) is refused late, with a
  * Rejected that names no message id, just before the answer to a publish
  * sent after it. Answers come in order (docs/PROTOCOL.md 4.5: such a
@@ -4459,6 +4485,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_inflight_survives_restart, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_sent_while_broker_away, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_inflight_gave_up_settled_by_id, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_forgotten_then_refusal_without_id,
                                         client_setup, client_teardown),
