@@ -394,14 +394,21 @@ static schakel_status_t client_send_owed_flow(schakel_client_t *client)
 /* Forget the requests given up on that were sent before `order`: answers
  * come in the order of the requests, so once a later request is answered
  * theirs came (or went with a lost connection). */
-static void client_settle_before(schakel_client_t *client, uint64_t order)
+static void client_forget_gave_up_before(schakel_client_t *client, uint64_t order)
 {
-    acksent_settle_before(&client->acks_sent, order);
     size_t keep = 0;
     for (size_t i = 0; i < client->n_gave_up; i++)
         if (client->gave_up[i].order >= order)
             client->gave_up[keep++] = client->gave_up[i];
     client->n_gave_up = keep;
+}
+
+/* The same, for an answer to the request sent as `order`: the Acks sent
+ * before it were taken or refused too. */
+static void client_settle_before(schakel_client_t *client, uint64_t order)
+{
+    acksent_settle_before(&client->acks_sent, order);
+    client_forget_gave_up_before(client, order);
 }
 
 /* The Heartbeat at `index` of those owed an answer got one: requests
@@ -498,7 +505,7 @@ static void client_give_up(schakel_client_t *client, uint64_t order, int sent_co
                            const uint8_t *id)
 {
     if (client->n_gave_up == CLIENT_GAVE_UP_MAX) /* the oldest is the least likely to come */
-        client_settle_before(client, client->gave_up[0].order + 1);
+        client_forget_gave_up_before(client, client->gave_up[0].order + 1);
     size_t at = client->n_gave_up;
     while (at > 0 && client->gave_up[at - 1].order > order)
         at--;
