@@ -584,18 +584,16 @@ static int64_t withheld_tagged_as_viewed(const h_env_t *env)
                        "case_id=%");
 }
 
-#define HELD_REVIEW_TEXT "the policy was reloaded after this view was decided; ask again"
-
 /* A CaseView held for its sync is decided again as it leaves after a
  * reload that kept the asker's key (review: a view decided under the old
  * policy left after the new one was in force, showing what the reload had
  * just withdrawn). A reload that leaves the asker's membership rule as it
  * was lets it go; one that narrows the rule's fields withholds it ("ask
- * again": asked again, the view shows the narrower fields); one that takes
- * the partner out of the case type's members answers what a read under
- * the new policy gets, NOT_FOUND. A list is withheld likewise. Each
- * withheld view is on the trail next to its case.viewed (or case.listed)
- * entry. */
+ * again", UNAVAILABLE: libschakel asks again within the call, and the view
+ * shows the narrower fields); one that takes the partner out of the case
+ * type's members answers what a read under the new policy gets, NOT_FOUND.
+ * A list is withheld likewise. Each withheld view is on the trail next to
+ * its case.viewed (or case.listed) entry. */
 static void test_held_view_is_decided_again_after_a_reload(void **state)
 {
     h_env_t *env = *state;
@@ -626,19 +624,18 @@ static void test_held_view_is_decided_again_after_a_reload(void **state)
     assert_non_null(view_field(v->view, "bestuurlijk"));
     viewer_join(&v);
 
-    /* gemeente's rule shows fewer fields: withheld, then asked again */
+    /* gemeente's rule shows fewer fields: withheld, and asked again within
+     * the call */
     char *narrower = text_with(h_case_types, "        fields: [text, address, bestuurlijk]\n",
                                "        fields: [text]\n");
     long offset = h_log_offset(env);
     v = view_across_reload(env, gemeente, id, narrower);
-    expect_refused(v, "UNAVAILABLE", HELD_REVIEW_TEXT, "a view across a reload that narrowed it");
+    must_be(gemeente, v->status, "a view across a reload that narrowed it, asked again");
+    if (view_field(v->view, "bestuurlijk") != NULL)
+        fail_msg("asked again, the view still shows a field the reload withdrew");
     viewer_join(&v);
     await_log(env, offset, "event=case.view_withheld principal=" H_GEMEENTE " case_id=");
-    schakel_case_view_t *view = NULL;
-    must_be(gemeente, schakel_case_show(gemeente, id, &view, H_TIMEOUT_MS), "asked again");
-    if (view_field(view, "bestuurlijk") != NULL)
-        fail_msg("asked again, the view still shows a field the reload withdrew");
-    schakel_case_view_free(&view);
+    assert_int_equal(h_log_count_both(env, offset, "event=case.view_withheld", "UNAVAILABLE"), 1);
 
     /* gemeente may be a member no more: what a read now gets */
     char *without = case_types_without_gemeente();
@@ -651,13 +648,13 @@ static void test_held_view_is_decided_again_after_a_reload(void **state)
     /* the list likewise, once gemeente is back */
     h_env_write_policy(env, "%s%s%s", h_policy_header, h_default_rules, narrower);
     assert_int_equal(h_broker_reload(env), 1);
+    offset = h_log_offset(env);
     v = view_across_reload(env, gemeente, NULL, without);
-    expect_refused(v, "UNAVAILABLE", HELD_REVIEW_TEXT, "a list across a reload that removed it");
+    must_be(gemeente, v->status, "a list across a reload that removed it, asked again");
+    assert_int_equal(v->list->n_cases, 0);
     viewer_join(&v);
-    schakel_case_list_t *list = NULL;
-    must_be(gemeente, schakel_case_list(gemeente, &list, H_TIMEOUT_MS), "the list asked again");
-    assert_int_equal(list->n_cases, 0);
-    schakel_case_list_free(&list);
+    await_log(env, offset, "event=case.list_withheld principal=" H_GEMEENTE);
+    assert_int_equal(h_log_count_both(env, offset, "event=case.list_withheld", "UNAVAILABLE"), 1);
     free(without);
     free(narrower);
 
@@ -719,8 +716,9 @@ static void test_held_view_to_a_revoked_key_is_withheld(void **state)
  * test), what it withdraws is withdrawn from a view asked meanwhile as
  * from the push: a case the partner may no longer see is NOT_FOUND, its
  * list "ask again" (both refused before anything is recorded, so the
- * refusal is not the one for a view that cannot be recorded). Once the
- * reload is recorded, the list is asked again and holds no case. */
+ * refusal is not the one for a view that cannot be recorded). libschakel
+ * asks for the list again within the call: once the store is let go and
+ * the reload recorded, it is answered, and holds no case. */
 static void test_view_under_a_pending_reload(void **state)
 {
     h_env_t *env = *state;
@@ -754,19 +752,23 @@ static void test_view_under_a_pending_reload(void **state)
         strcmp(e->text, not_found) != 0)
         fail_msg("a view under a pending reload that removed the member: %s (%s \"%s\")",
                  schakel_strerror(st), e->reason_name, e->text);
-    schakel_case_list_t *list = NULL;
-    st = schakel_case_list(gemeente, &list, H_TIMEOUT_MS);
-    if (st != SCHAKEL_ERR_REFUSED || strcmp(e->reason_name, "UNAVAILABLE") != 0 ||
-        strstr(e->text, "a policy reload not yet recorded") == NULL)
-        fail_msg("a list under a pending reload that removed the member: %s (%s \"%s\")",
-                 schakel_strerror(st), e->reason_name, e->text);
-
+    viewer_t *v = calloc(1, sizeof *v);
+    assert_non_null(v);
+    v->client = gemeente; /* case_id "": the list */
+    pthread_mutex_init(&v->lock, NULL);
+    pthread_cond_init(&v->cv, NULL);
+    long list_offset = h_log_offset(env);
+    assert_int_equal(pthread_create(&v->thread, NULL, viewer_main, v), 0);
+    await_log(env, list_offset,
+              "reason=UNAVAILABLE item=-1 text=\"a policy reload not yet recorded changes what "
+              "this view may show; ask again\"");
     assert_int_equal(sqlite3_exec(lock, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
     sqlite3_close(lock);
+    assert_true(call_await(&v->lock, &v->cv, &v->done, H_TIMEOUT_MS));
+    must_be(gemeente, v->status, "the list under a pending reload, asked again once recorded");
+    assert_int_equal(v->list->n_cases, 0);
+    viewer_join(&v);
     await_log(env, reload_offset, "event=policy.reloaded ");
-    must_be(gemeente, schakel_case_list(gemeente, &list, H_TIMEOUT_MS), "the list once recorded");
-    assert_int_equal(list->n_cases, 0);
-    schakel_case_list_free(&list);
     schakel_close(&gemeente);
     schakel_close(&riec);
     h_done(env);
