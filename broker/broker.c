@@ -701,9 +701,10 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
             size_t len = 0;
             uint8_t *frame = encode_rejected(failure, text, r->message_id, -1, 0, &len);
             /* Its acceptance was recorded before the commit: record that the
-             * turn was rolled back and this publish refused after all. */
+             * turn was rolled back and this publish refused after all
+             * (carried: the next turn may roll back too). */
             metrics_refused(b, failure);
-            record_refused(b, r->principal, r->message_id, failure, text, -1);
+            (void)record_refused_carried(b, r->principal, r->message_id, failure, text, -1, 1);
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
@@ -712,6 +713,8 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
             size_t len = 0;
             uint8_t *frame = encode_rejected(failure, text, NULL, -1, 0, &len);
             metrics_refused(b, failure);
+            /* its case.viewed entries went with the turn; the refusal stands */
+            (void)record_refused_carried(b, r->principal, NULL, failure, text, -1, 1);
             sodium_memzero(r->frame, r->frame_len); /* a view: case contents */
             free(r->frame);
             r->frame = frame;
@@ -719,9 +722,9 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
             case_view_check_free(&r->view_check); /* no view any more */
         } else if (r->is_refusal) {
             /* Refused all the same, but its entry went with the rollback:
-             * write it again (it commits with the next turn). */
-            (void)record_refused_entry(b, r->principal, r->has_message_id ? r->message_id : NULL,
-                                       r->reason, r->text, r->item_index);
+             * written again, and kept until the trail holds it (record.h). */
+            (void)record_refused_carried(b, r->principal, r->has_message_id ? r->message_id : NULL,
+                                         r->reason, r->text, r->item_index, 0);
         }
     }
 }

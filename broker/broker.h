@@ -93,6 +93,9 @@ typedef struct broker_stats {
      * and Acks refused for their principal's unknown seqs
      * (max_unknown_acks_per_second). */
     unsigned long principal_queries_held, principal_pushes_held, acks_rate_limited;
+    /* Audit entries carried until the trail holds them (record.c): how
+     * many are now, and how many could not be (audit.not_carried). */
+    unsigned long audit_carried, audit_not_carried;
 } broker_stats_t;
 
 /* Whether the config file as it is on disk now, and the policy it names,

@@ -339,23 +339,21 @@ int case_view_decide_again(broker_t *b, const char *principal, const case_view_c
 void case_view_withheld(broker_t *b, const char *principal, const case_view_check_t *check,
                         Schakel__Reason reason)
 {
-    /* Its entries said shown: one entry against each. A failed one fails
-     * the turn in progress (record.h); the view is withheld all the same. */
+    /* Its entries said shown: one entry against each, each carried until
+     * the trail holds it (record.h), whatever becomes of the transaction
+     * it is written in; the view is withheld all the same. */
     if (check->case_id[0] == '\0') {
         (void)record_case_view_withheld(b, principal, NULL, NULL, check->shown, 0, reason);
         return;
     }
     const char *subject = check->subject[0] != '\0' ? check->subject : NULL;
-    if (record_case_view_withheld(b, principal, check->case_id, subject, check->shown, 0, reason) !=
-        0)
-        return;
+    (void)record_case_view_withheld(b, principal, check->case_id, subject, check->shown, 0, reason);
     for (size_t i = 0; i < check->n_linked; i++) {
         const case_linked_subject_t *other = &check->linked[i];
         if (subject != NULL && strcmp(other->subject, subject) == 0)
             continue; /* as case_view_record */
-        if (record_case_view_withheld(b, principal, check->case_id, other->subject, check->shown,
-                                      other->signals, reason) != 0)
-            return;
+        (void)record_case_view_withheld(b, principal, check->case_id, other->subject, check->shown,
+                                        other->signals, reason);
     }
 }
 

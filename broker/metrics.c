@@ -364,6 +364,15 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Waiting deliveries set aside because they do not authenticate "
                            "(altered or damaged in the store), at the push or by a migration.",
                            s->stats.set_aside);
+    metrics_render_head(f, "schakel_audit_entries_carried", "gauge",
+                        "Audit entries kept in memory until the trail holds them (refusals and "
+                        "withheld views whose transaction was rolled back, or is still open).");
+    fprintf(f, "schakel_audit_entries_carried %lu\n", s->stats.audit_carried);
+    metrics_render_counter(
+        f, "schakel_audit_entries_not_carried_total",
+        "Audit entries that could not be carried (SCHAKEL_AUDIT_MAX_CARRIED "
+        "were, or no memory): written once only, lost if that write rolled back.",
+        s->stats.audit_not_carried);
     metrics_render_counter(f, "schakel_store_commits_synced_total",
                            "Loop turns committed with an fsync of the store's WAL.",
                            s->stats.commits_synced);

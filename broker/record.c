@@ -13,6 +13,7 @@
  */
 #include "record.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +133,12 @@ static int record_append_now(broker_t *b, store_audit_entry_t *entry)
 
 static int record_acks_flush(broker_t *b);
 static int record_queue_flush(broker_t *b);
+
+/* Entries kept until the trail holds them (see "entries carried to a
+ * commit" below). */
+typedef struct record_carried record_carried_t;
+static int record_carry(broker_t *b, const store_audit_entry_t *e);
+static void record_carry_owed(broker_t *b, const store_audit_entry_t *e);
 
 /* Any entry but a queued one: the item whose deliveries are kept is
  * written first, so that the trail keeps the order of the actions (an
@@ -366,19 +373,42 @@ void record_refused_counted(const char *principal, const uint8_t *message_id,
     record_refused_log(principal, message_id, reason, text, item_index, 1);
 }
 
+/* The texts a refusal's entry points into. */
+typedef struct record_refusal_texts {
+    char id_hex[33], clean[SCHAKEL_MAX_REJECT_TEXT + 8];
+} record_refusal_texts_t;
+
+static void record_refused_build(store_audit_entry_t *e, record_refusal_texts_t *t,
+                                 const char *principal, const uint8_t *message_id,
+                                 Schakel__Reason reason, const char *text, int item_index)
+{
+    audit_entry_init(e, message_id != NULL ? "publish.refused" : "request.refused");
+    audit_set_text(e, STORE_AUDIT_ACTOR, principal);
+    record_set_message_id(e, message_id, t->id_hex);
+    if (item_index >= 0)
+        audit_set_int(e, STORE_AUDIT_ITEM_INDEX, item_index);
+    audit_set_text(e, STORE_AUDIT_REASON, wire_reason_name(reason));
+    audit_set_text(e, STORE_AUDIT_DETAIL, record_clean(text, t->clean, sizeof t->clean));
+}
+
 int record_refused_entry(broker_t *b, const char *principal, const uint8_t *message_id,
                          Schakel__Reason reason, const char *text, int item_index)
 {
-    char id_hex[33], clean[SCHAKEL_MAX_REJECT_TEXT + 8];
+    record_refusal_texts_t t;
     store_audit_entry_t e;
-    audit_entry_init(&e, message_id != NULL ? "publish.refused" : "request.refused");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
-    record_set_message_id(&e, message_id, id_hex);
-    if (item_index >= 0)
-        audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, item_index);
-    audit_set_text(&e, STORE_AUDIT_REASON, wire_reason_name(reason));
-    audit_set_text(&e, STORE_AUDIT_DETAIL, record_clean(text, clean, sizeof clean));
+    record_refused_build(&e, &t, principal, message_id, reason, text, item_index);
     return record_append(b, &e);
+}
+
+int record_refused_carried(broker_t *b, const char *principal, const uint8_t *message_id,
+                           Schakel__Reason reason, const char *text, int item_index, int logged)
+{
+    record_refusal_texts_t t;
+    store_audit_entry_t e;
+    if (logged)
+        record_refused_log(principal, message_id, reason, text, item_index, 0);
+    record_refused_build(&e, &t, principal, message_id, reason, text, item_index);
+    return record_carry(b, &e);
 }
 
 /* ------------------------------------------------------------------ deliveries */
@@ -1309,7 +1339,7 @@ int record_case_view_withheld(broker_t *b, const char *principal, const char *ca
     audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
     audit_set_text(&e, STORE_AUDIT_REASON, wire_reason_name(reason));
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
+    return record_carry(b, &e);
 }
 
 /* ------------------------------------------------------------------ handshakes */
@@ -1334,16 +1364,18 @@ int record_auth(void *broker, const zap_decision_t *d)
                   "peer", peer, "domain", domain, NULL);
     else
         log_event(LOG_WARN, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer", peer,
-                  "domain", domain, NULL);
+                  "domain", domain, d->unrecorded ? "principal" : NULL, d->principal, NULL);
     snprintf(detail, sizeof detail, "domain=%s", domain[0] != '\0' ? domain : "-");
     audit_entry_init(&e, d->admitted ? "auth.admitted" : "auth.refused");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, d->admitted ? d->principal : NULL);
+    /* an admission refused after all names whom the key would have admitted */
+    audit_set_text(&e, STORE_AUDIT_ACTOR, d->admitted || d->unrecorded ? d->principal : NULL);
     audit_set_text(&e, STORE_AUDIT_PEER, peer);
     audit_set_text(&e, STORE_AUDIT_CURVE_KEY, d->key_z85);
     if (!d->admitted)
         audit_set_text(&e, STORE_AUDIT_REASON, d->why);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
+    /* decided after its turn's commit: carried until the trail holds it */
+    return d->again || d->unrecorded ? record_carry(b, &e) : record_append(b, &e);
 }
 
 /* ------------------------------------------------------------------ policy */
@@ -1373,40 +1405,125 @@ int record_policy_refused(broker_t *b, const char *requested_by, const char *kep
     audit_set_text(&e, STORE_AUDIT_REASON, record_clean(error, why, sizeof why));
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
     /* Committed at once, as a successful reload is: the refusal is on the
-     * record when it is reported, not only after the next turn. */
-    return record_append_commit(b, &e);
+     * record when it is reported, not only after the next turn. One that
+     * cannot commit now is carried: the reload was refused all the same. */
+    if (record_append_commit(b, &e) == 0)
+        return 0;
+    record_carry_owed(b, &e);
+    return -1;
 }
 
 /* ------------------------------------------------------------------ entries carried to a commit */
 
 /* An entry the trail must get whatever becomes of the transaction it is
- * first written in (a refusal stands, recorded or not): kept here until a
- * settle finds it committed. Whether it committed is read from the trail,
- * not from the turn's outcome: its seq holds its hash or it does not,
- * whichever transactions committed or rolled back meanwhile (an
- * operator's reload commits the open transaction at once, whatever it
- * holds: counting turns would then write such an entry twice). One that
- * is missing is written again at the settle in a transaction of its own,
- * committed at once, so that the next turn's rollback cannot take it too.
- * A rewrite that fails waits before the next (RECORD_CARRIED_PAUSE_MS,
- * doubled after each failure up to RECORD_CARRIED_PAUSE_MAX_MS): a
- * store locked by another process makes each try wait its busy timeout,
- * which must not hold up every turn. Cost: one indexed read per carried
- * entry at the settle after its write; an fsync at a settle that writes
- * one again. */
+ * first written in (a refusal stands, recorded or not; a view withheld
+ * was not shown): kept here, as the entry it is (its texts copied and
+ * cleaned: actor, peer, key, message id, item index, subject tag, reason,
+ * detail), until a settle finds it committed. Whether it committed is
+ * read from the trail, not from the turn's outcome: its seq holds its
+ * hash or it does not, whichever transactions committed or rolled back
+ * meanwhile (an operator's reload commits the open transaction at once,
+ * whatever it holds: counting turns would then write such an entry
+ * twice). One that is missing is written again at the settle in a
+ * transaction of its own, committed at once, so that the next turn's
+ * rollback cannot take it too. A rewrite that fails waits before the next
+ * (RECORD_CARRIED_PAUSE_MS, doubled after each failure up to
+ * RECORD_CARRIED_PAUSE_MAX_MS): a store locked by another process makes
+ * each try wait its busy timeout, which must not hold up every turn.
+ * Cost: one indexed read per carried entry at the settle after its
+ * write; an fsync at a settle that writes one again; about 2 KiB of
+ * memory per entry, SCHAKEL_AUDIT_MAX_CARRIED at most. */
 #define RECORD_CARRIED_PAUSE_MS 1000
 #define RECORD_CARRIED_PAUSE_MAX_MS 30000
-typedef struct record_carried {
+struct record_carried {
     char event[32];
-    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    unsigned present; /* 1u << enum store_audit_field, for each field the entry has */
+    /* record_clean keeps 5 bytes free: each holds its longest value */
+    char actor[SCHAKEL_MAX_PRINCIPAL_LEN + 6];
+    char peer[128];
+    char curve_key[48];
+    char message_id[2 * SCHAKEL_MESSAGE_ID_BYTES + 6];
+    char subject_tag[STORE_SUBJECT_TAG_LEN + 6];
+    char reason[1024];
     char detail[512];
+    int64_t item_index;
     int64_t decided_at; /* record_now when it was carried: a later write names it */
     int written;    /* appended, and not yet found missing: seq and hash are its */
     int again;      /* to be written by this settle; -1 at a stop: unknown whether on the trail */
     unsigned tries; /* writes so far */
     uint64_t seq;
     uint8_t hash[STORE_AUDIT_HASH_BYTES];
-} record_carried_t;
+};
+
+/* The fields a carried entry may have, and where their texts are kept
+ * (STORE_AUDIT_ITEM_INDEX, the one number, is kept apart). */
+static const struct {
+    enum store_audit_field field;
+    size_t offset, size;
+} record_carried_texts[] = {
+#define RECORD_CARRIED_TEXT(field, member)                                                         \
+    {                                                                                              \
+        field, offsetof(record_carried_t, member), sizeof(((record_carried_t *)0)->member)         \
+    }
+    RECORD_CARRIED_TEXT(STORE_AUDIT_ACTOR, actor),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_PEER, peer),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_CURVE_KEY, curve_key),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_MESSAGE_ID, message_id),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_SUBJECT_TAG, subject_tag),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_REASON, reason),
+    RECORD_CARRIED_TEXT(STORE_AUDIT_DETAIL, detail),
+#undef RECORD_CARRIED_TEXT
+};
+
+/* Copy entry e into c: its event and the fields above, texts cleaned and
+ * cut to their room. Any other field is a caller's mistake: aborts. */
+static void record_carried_set(record_carried_t *c, const store_audit_entry_t *e, int64_t now)
+{
+    memset(c, 0, sizeof *c);
+    record_clean(e->field[STORE_AUDIT_EVENT].text, c->event, sizeof c->event);
+    for (int f = 0; f < STORE_AUDIT_FIELD_COUNT; f++) {
+        if (f == STORE_AUDIT_EVENT || !e->field[f].present)
+            continue;
+        c->present |= 1u << f;
+        if (f == STORE_AUDIT_ITEM_INDEX) {
+            c->item_index = e->field[f].number;
+            continue;
+        }
+        size_t i = 0;
+        while (i < sizeof record_carried_texts / sizeof record_carried_texts[0] &&
+               record_carried_texts[i].field != (enum store_audit_field)f)
+            i++;
+        if (i == sizeof record_carried_texts / sizeof record_carried_texts[0] ||
+            e->field[f].text == NULL) {
+            log_event(LOG_ERROR, "record.bug", "entry", c->event, "why",
+                      "a carried entry has a field record_carried_texts does not keep", NULL);
+            abort();
+        }
+        record_clean(e->field[f].text, (char *)c + record_carried_texts[i].offset,
+                     record_carried_texts[i].size);
+    }
+    c->decided_at = now;
+}
+
+/* The entry c is, into e (which points into c and late). */
+static void record_carried_entry(const record_carried_t *c, int64_t now, store_audit_entry_t *e,
+                                 char *late, size_t latelen)
+{
+    audit_entry_init(e, c->event);
+    for (size_t i = 0; i < sizeof record_carried_texts / sizeof record_carried_texts[0]; i++)
+        if (c->present & (1u << record_carried_texts[i].field))
+            audit_set_text(e, record_carried_texts[i].field,
+                           (const char *)c + record_carried_texts[i].offset);
+    if (c->present & (1u << STORE_AUDIT_ITEM_INDEX))
+        audit_set_int(e, STORE_AUDIT_ITEM_INDEX, c->item_index);
+    if (now != c->decided_at) {
+        /* written later than it was decided: the entry says when that was */
+        const char *detail = (c->present & (1u << STORE_AUDIT_DETAIL)) ? c->detail : "";
+        snprintf(late, latelen, "%s%sdecided_at=%lld", detail, detail[0] != '\0' ? " " : "",
+                 (long long)c->decided_at);
+        audit_set_text(e, STORE_AUDIT_DETAIL, late);
+    }
+}
 
 /* Append c in the open transaction (one is begun if none is). Returns 0;
  * -1 when the store refused it (logged); -2 when it was appended but the
@@ -1417,18 +1534,9 @@ static int record_carried_write(broker_t *b, record_carried_t *c)
     store_audit_entry_t e;
     store_audit_tail_t tail;
     char late[sizeof c->detail + 40];
-    audit_entry_init(&e, c->event);
-    audit_set_text(&e, STORE_AUDIT_ACTOR, c->actor);
-    int64_t now = record_now(b);
-    if (now != c->decided_at) {
-        /* written later than it was decided: the entry says when that was */
-        snprintf(late, sizeof late, "%s decided_at=%lld", c->detail, (long long)c->decided_at);
-        audit_set_text(&e, STORE_AUDIT_DETAIL, late);
-    } else {
-        audit_set_text(&e, STORE_AUDIT_DETAIL, c->detail);
-    }
+    record_carried_entry(c, record_now(b), &e, late, sizeof late);
     c->tries++;
-    int rc = audit_append(b->store, b->key, now, &e);
+    int rc = audit_append(b->store, b->key, record_now(b), &e);
     if (rc != 0) {
         record_write_failed(b, "audit.write_failed", c->event, store_errmsg(b->store));
         if (e.seq == 0 || store_audit_tail(b->store, &tail) != 0 || tail.seq != e.seq ||
@@ -1468,31 +1576,54 @@ static int record_carried_on_trail(broker_t *b, const record_carried_t *c)
     return find.found;
 }
 
-/* Keep and write one, in the turn's transaction: a refused write does not
- * fail the turn (nothing waits on the entry), one whose checkpoint failed
- * does, as any such write. Past SCHAKEL_AUDIT_MAX_CARRIED (or without
- * memory for it) it is written once, in the open transaction only. */
-static int record_carry(broker_t *b, const char *event, const char *actor, const char *detail)
+/* The count the metrics show (schakel_audit_entries_carried). */
+static void record_carried_counted(broker_t *b)
+{
+    b->stats.audit_carried = b->acks != NULL ? b->acks->n_carried : 0;
+}
+
+/* Keep e to be carried: its place in the list, or NULL past
+ * SCHAKEL_AUDIT_MAX_CARRIED (or without memory for it), which is said
+ * (audit.not_carried, with what becomes of it: `effect`) and counted. */
+static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entry_t *e,
+                                             const char *effect)
 {
     struct record_acks *a = b->acks;
     if (a == NULL)
         a = b->acks = calloc(1, sizeof *b->acks);
     int full = a != NULL && a->n_carried >= SCHAKEL_AUDIT_MAX_CARRIED;
-    record_carried_t one, *c = &one;
     if (a != NULL && !full &&
         record_grow((void **)&a->carried, &a->cap_carried, a->n_carried, sizeof *a->carried, 8) ==
-            0)
-        c = &a->carried[a->n_carried++];
-    else
-        log_event(LOG_WARN, "audit.not_carried", "entry", event, "actor", actor, "why",
-                  full ? "as many entries are carried already (SCHAKEL_AUDIT_MAX_CARRIED)"
-                       : "out of memory",
-                  "effect", "written in this transaction only: lost if it is rolled back", NULL);
-    memset(c, 0, sizeof *c);
-    snprintf(c->event, sizeof c->event, "%s", event);
-    record_clean(actor, c->actor, sizeof c->actor);
-    record_clean(detail, c->detail, sizeof c->detail);
-    c->decided_at = record_now(b);
+            0) {
+        record_carried_t *c = &a->carried[a->n_carried++];
+        record_carried_set(c, e, record_now(b));
+        record_carried_counted(b);
+        return c;
+    }
+    const char *actor =
+        e->field[STORE_AUDIT_ACTOR].present ? e->field[STORE_AUDIT_ACTOR].text : "-";
+    log_event(LOG_WARN, "audit.not_carried", "entry", e->field[STORE_AUDIT_EVENT].text, "actor",
+              actor, "why",
+              full ? "as many entries are carried already (SCHAKEL_AUDIT_MAX_CARRIED)"
+                   : "out of memory",
+              "effect", effect, NULL);
+    b->stats.audit_not_carried++;
+    return NULL;
+}
+
+/* Keep entry e and write it, in the turn's transaction: a refused write
+ * does not fail the turn (nothing waits on the entry), one whose
+ * checkpoint failed does, as any such write. Past SCHAKEL_AUDIT_MAX_CARRIED
+ * (or without memory for it) it is written once, in the open transaction
+ * only. 0 when written now, else -1. */
+static int record_carry(broker_t *b, const store_audit_entry_t *e)
+{
+    record_carried_t one, *c = record_carried_keep(
+                              b, e, "written in this transaction only: lost if it is rolled back");
+    if (c == NULL) {
+        c = &one;
+        record_carried_set(c, e, record_now(b));
+    }
     if (record_queue_flush(b) != 0)
         return -1;         /* the turn failed: written at its settle */
     b->turn_acks_only = 0; /* the turn's commit holds it: a synced one */
@@ -1500,6 +1631,13 @@ static int record_carry(broker_t *b, const char *event, const char *actor, const
     if (rc == -2)
         broker_fail_turn(b);
     return rc == 0 ? 0 : -1;
+}
+
+/* Keep entry e, whose write failed already, for the next settle to write
+ * in a transaction of its own. */
+static void record_carry_owed(broker_t *b, const store_audit_entry_t *e)
+{
+    (void)record_carried_keep(b, e, "its write failed: it is not on the trail");
 }
 
 /* After each turn's commit or rollback, before anything else writes: an
@@ -1524,6 +1662,7 @@ static void record_carried_settle(broker_t *b)
         a->carried[kept++] = *c;
     }
     a->n_carried = kept;
+    record_carried_counted(b);
     if (store_in_transaction(b->store))
         return; /* defensive: the settle comes right after a commit or rollback */
     if (a->carried_pause_ms > 0 && b->now_ms < a->carried_next_ms)
@@ -1563,10 +1702,12 @@ static void record_carried_settle(broker_t *b)
         char seq[24], tries[16];
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)c->seq);
         snprintf(tries, sizeof tries, "%u", c->tries);
-        log_event(LOG_INFO, "audit.recorded_late", "entry", c->event, "actor", c->actor, "seq", seq,
-                  "writes", tries, NULL);
+        log_event(LOG_INFO, "audit.recorded_late", "entry", c->event, "actor",
+                  (c->present & (1u << STORE_AUDIT_ACTOR)) ? c->actor : "-", "seq", seq, "writes",
+                  tries, NULL);
     }
     a->n_carried = kept;
+    record_carried_counted(b);
 }
 
 /* At a stop, before broker.stopped: every carried entry that is not on
@@ -1613,8 +1754,12 @@ int record_admin(broker_t *b, const char *operator_principal, const char *action
 
 int record_admin_refused(broker_t *b, const char *operator_principal, const char *details)
 {
+    store_audit_entry_t e;
     log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", "refused", NULL);
-    return record_carry(b, "admin.refused", operator_principal, details);
+    audit_entry_init(&e, "admin.refused");
+    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
+    audit_set_text(&e, STORE_AUDIT_DETAIL, details);
+    return record_carry(b, &e);
 }
 
 int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,

@@ -9,7 +9,10 @@
  * written the function fails the turn (broker_fail_turn) and returns -1:
  * the turn is rolled back instead of committed, publishes of the turn are
  * refused (UNAVAILABLE on a storage condition), acks and expiries do not
- * happen, admissions are not granted. Ids and metadata only, never
+ * happen, admissions are not granted. An entry of what stands whatever
+ * becomes of its turn (a refusal, a view withheld) is carried instead
+ * (record_admin_refused): kept until the trail holds it, its failure
+ * failing nothing. Ids and metadata only, never
  * contents. Trusts its callers: strings come from the wire module
  * (validated) or the policy; free texts are cleaned before they are kept.
  */
@@ -42,10 +45,18 @@ int record_refused(struct broker *b, const char *principal, const uint8_t *messa
  * stop. */
 void record_refused_counted(const char *principal, const uint8_t *message_id,
                             Schakel__Reason reason, const char *text, int item_index);
-/* The entry of record_refused without its log line: for a refusal whose
- * entry was rolled back with its turn (the refusal itself was sent). */
+/* The entry of record_refused without its log line, in the turn's
+ * transaction (a refusal the limits of refusals.h let through unlogged). */
 int record_refused_entry(struct broker *b, const char *principal, const uint8_t *message_id,
                          Schakel__Reason reason, const char *text, int item_index);
+/* The same entry (with record_refused's log line when `logged`),
+ * carried as record_admin_refused's is: for a refusal that stands
+ * whatever becomes of the transaction it is written in, made after its
+ * turn was rolled back (a refusal whose entry went with the turn, a
+ * publish whose acceptance did). 0 when written now, else -1 (kept, and
+ * tried again; a refused write does not fail the turn). */
+int record_refused_carried(struct broker *b, const char *principal, const uint8_t *message_id,
+                           Schakel__Reason reason, const char *text, int item_index, int logged);
 
 /* One delivery queued to a recipient under a rule: what the data-subject
  * export needs. */
@@ -151,9 +162,12 @@ int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t n
 /* A ZAP decision (a zap_record_fn; arg is the broker). The admission is
  * granted only if the turn that holds this entry commits (zap_flush); a
  * refusal rolled back with its turn is recorded again (decision->again:
- * no second log line). A refusal beyond the limits of refusals.h is only
- * counted (returns 1): record_turn_end writes the window's summary
- * ("auth.refused_summary") when it ends, record_stopped at a stop. */
+ * no second log line), and an admission rolled back is recorded as the
+ * refusal it became (decision->unrecorded: actor the principal, reason
+ * ZAP_WHY_UNRECORDED), both carried as record_admin_refused's entry is. A
+ * refusal beyond the limits of refusals.h is only counted (returns 1):
+ * record_turn_end writes the window's summary ("auth.refused_summary")
+ * when it ends, record_stopped at a stop. */
 int record_auth(void *broker, const zap_decision_t *decision);
 
 /* A policy reload took effect: old and new policy hash; requested_by is
@@ -162,7 +176,9 @@ int record_auth(void *broker, const zap_decision_t *decision);
  * the entry is on disk: the caller swaps the policy only then. */
 int record_policy_reloaded(struct broker *b, const char *requested_by, const char *old_hash,
                            const char *new_hash);
-/* A reload that was refused (the old policy stays): why, and the kept hash. */
+/* A reload that was refused (the old policy stays): why, and the kept
+ * hash. Committed at once (0); an entry that cannot commit now (-1) is
+ * carried as record_admin_refused's is, written at the next settle. */
 int record_policy_refused(struct broker *b, const char *requested_by, const char *kept_hash,
                           const char *error);
 
@@ -178,13 +194,18 @@ int record_admin(struct broker *b, const char *operator_principal, const char *a
  * The refusal stands whether or not it is recorded, so its entry is
  * carried: written now in the open transaction, and again after each
  * turn's end that does not find it on the trail (record_turn_settle), in
- * the order the refusals came, until one finds it committed; at a stop it
- * goes into broker.stopped's transaction (record_stopped), and one still
- * owed when record_release runs is logged (audit.not_recorded). Its
- * write failing does not fail the turn (it is logged, audit.write_failed,
- * and tried again). At most SCHAKEL_AUDIT_MAX_CARRIED are carried at a
- * time; past that one is written once (audit.not_carried). The log line
- * admin.action is written at once. 0 when written now, else -1. */
+ * the order the entries were carried, until one finds it committed; one
+ * written in a later second than it was carried ends its detail with
+ * " decided_at=T". At a stop it goes into broker.stopped's transaction
+ * (record_stopped), and one still owed when record_release runs is logged
+ * (audit.not_recorded). Its write failing does not fail the turn (it is
+ * logged, audit.write_failed, and tried again). At most
+ * SCHAKEL_AUDIT_MAX_CARRIED entries are carried at a time, of every kind
+ * (record_refused_carried, record_auth's again, record_case_view_withheld,
+ * record_policy_refused's); past that one is written once
+ * (audit.not_carried, counted: schakel_audit_entries_not_carried_total).
+ * The log line admin.action is written at once. 0 when written now, else
+ * -1. */
 int record_admin_refused(struct broker *b, const char *operator_principal, const char *details);
 
 /* A data-subject export through the broker (audit_export_*, admin.c): event
@@ -272,7 +293,9 @@ int record_case_listed(struct broker *b, const char *principal, size_t cases);
  * instead. Event "case.view_withheld" (case_id set: one per case.viewed
  * entry of the view, with the same subject and counts, the reason) or
  * "case.list_withheld" (case_id NULL: `shown` cases), with a log line.
- * 0, or -1 (the turn failed). */
+ * Decided after the view's turn committed, so carried as
+ * record_admin_refused's entry is. 0 when written now, else -1 (kept, and
+ * tried again; a refused write does not fail the turn). */
 int record_case_view_withheld(struct broker *b, const char *principal, const char *case_id,
                               const char *subject, size_t shown, size_t signals,
                               Schakel__Reason reason);
@@ -297,8 +320,8 @@ void record_turn_end(struct broker *b);
 
 /* After the turn's commit (committed 1) or rollback (0), before anything
  * else writes: the carried entries (record_admin_refused) found on the
- * trail are forgotten, the others written again into the next
- * transaction; what the turn's entries summed up but did not commit is
+ * trail are forgotten, the others written again in a transaction of their
+ * own, committed at once; what the turn's entries summed up but did not commit is
  * kept to be recorded again (the refused handshakes of an
  * "auth.refused_summary"); the log lines of the turn's set-asides are
  * written once it committed. */

@@ -300,32 +300,34 @@ int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, za
     return handled;
 }
 
-/* A refusal's record, made again after the rollback of its turn. */
+/* After the rollback of its turn: a refusal's record made again, or an
+ * admission's made a refusal (it is answered 300). */
 static void zap_record_again(const zap_pending_t *r, zap_record_fn record, void *arg)
 {
     zap_decision_t decision = {
         .admitted = 0,
+        .principal = r->admitted ? r->user_id : NULL,
         .key_z85 = r->key_z85,
         .peer = r->peer.data,
         .domain = r->domain.data,
-        .why = r->why,
-        .again = 1,
+        .why = r->admitted ? ZAP_WHY_UNRECORDED : r->why,
+        .again = !r->admitted,
+        .unrecorded = r->admitted,
     };
-    (void)record(arg, &decision); /* a failure fails the next turn */
+    (void)record(arg, &decision); /* carried until the trail holds it (record.c) */
 }
 
 void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg)
 {
-    static const char unrecorded[] = "the audit trail could not record this admission; try again";
     if (zap == NULL)
         return;
     for (size_t i = 0; i < zap->n_pending; i++) {
         const zap_pending_t *r = &zap->pending[i];
         int admit = r->admitted && committed;
-        if (!r->admitted && !r->counted && !committed && record != NULL)
+        if (!r->counted && !committed && record != NULL)
             zap_record_again(r, record, arg);
         const char *status = admit ? "200" : r->admitted || r->retry ? "300" : "400";
-        const char *text = admit ? "OK" : r->admitted ? unrecorded : r->why;
+        const char *text = admit ? "OK" : r->admitted ? ZAP_WHY_UNRECORDED : r->why;
         if (zap_reply(zap->socket, &r->routing_id, &r->request_id, status, text,
                       admit ? r->user_id : "", admit ? r->key_z85 : NULL) != 0)
             log_event(LOG_WARN, "zap.reply_failed", "error", zmq_strerror(zmq_errno()), NULL);

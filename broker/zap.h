@@ -53,6 +53,10 @@ typedef struct zap_decision {
     const char *domain;    /* the ZAP domain; "-" when the request had none */
     const char *why;       /* refused: the reason */
     int again;             /* recorded once already, in a turn that was rolled back */
+    /* an admission whose record was rolled back with its turn, refused
+     * after all (answered 300): principal names whom it would have
+     * admitted, why is ZAP_WHY_UNRECORDED */
+    int unrecorded;
 } zap_decision_t;
 
 /* Records a decision (an audit entry in the turn's transaction). Returns 0
@@ -71,6 +75,10 @@ typedef int (*zap_allow_fn)(void *arg, const char *principal);
 #define ZAP_WHY_THROTTLED                                                                          \
     "too many handshakes by this principal (max_handshakes_per_minute): try again later"
 
+/* The reason an admission whose record was rolled back is refused with
+ * after all (answered 300, and recorded so). */
+#define ZAP_WHY_UNRECORDED "the audit trail could not record this admission; try again"
+
 /* Read up to SCHAKEL_MAX_BATCH pending ZAP requests (non-blocking), decide
  * each under `policy` (and, when `narrowing` is not NULL, under it too: a
  * reload not yet recorded admits nobody the policy in force would not,
@@ -87,12 +95,14 @@ int zap_handle(zap_t *zap, const policy_t *policy, const policy_t *narrowing, za
 /* After the turn's commit: send every queued reply. Refusals go as they
  * are (400), a throttled handshake as a temporary failure (300: libzmq
  * closes the connection without an ERROR and the client's libzmq tries
- * again after its reconnect interval); when the turn was rolled back (committed == 0) their records
- * went with it and are made again with record (again set; they commit with
- * the next turn). An admission goes as 200 when committed is set;
- * otherwise its record was rolled back and it is answered 300 (temporary
- * failure): libzmq then closes that connection without an ERROR, and the
- * client reconnects and tries again. Safe on NULL. */
+ * again after its reconnect interval); when the turn was rolled back
+ * (committed == 0) their records went with it and are made again with
+ * record (again set; record.c carries them until the trail holds them).
+ * An admission goes as 200 when committed is set; otherwise its record was
+ * rolled back and it is answered 300 (temporary failure), and recorded as
+ * refused after all with record (unrecorded set): libzmq then closes that
+ * connection without an ERROR, and the client reconnects and tries again.
+ * Safe on NULL. */
 void zap_flush(zap_t *zap, int committed, zap_record_fn record, void *arg);
 
 /* 1 when zap_handle queued replies that wait for zap_flush. Safe on NULL. */

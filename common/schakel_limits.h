@@ -209,8 +209,11 @@
 #define SCHAKEL_AUDIT_TAIL_POLL_MS 500    /* `schakelctl audit tail` reads the store this often */
 #define SCHAKEL_AUDIT_VERIFY_BATCH 4096u  /* entries read per step of a verification */
 /* Entries carried in memory until a transaction that holds them commits
- * (record.h record_admin_refused): about 700 bytes each. Past it an
- * entry is written once, in the open transaction only (audit.not_carried). */
+ * (record.h record_admin_refused: refusals of operators, partners and
+ * handshakes decided or written again after a rollback, views withheld,
+ * refused reloads): about 2 KiB each, so 2 MiB at most. Past it an entry
+ * is written once, in the open transaction only (audit.not_carried,
+ * schakel_audit_entries_not_carried_total). */
 #define SCHAKEL_AUDIT_MAX_CARRIED 1024u
 
 /* Policy */

@@ -42,6 +42,10 @@ typedef struct kept_entry {
     char actor[160];
     char recipient[160];
     char detail[160];
+    /* the fields of a carried entry but actor and detail, "" when absent */
+    char reason[160], subject_tag[80], message_id[40], peer[64], curve_key[48];
+    int has_item_index;
+    int64_t item_index;
     char *seqs;       /* delivery_seqs, NULL when absent */
     char *deliveries; /* deliveries, NULL when absent */
     int64_t item_seq;
@@ -147,6 +151,21 @@ int audit_append(store_t *store, const keypair_t *key, int64_t now, store_audit_
              f[STORE_AUDIT_RECIPIENT].present ? f[STORE_AUDIT_RECIPIENT].text : "");
     snprintf(k->detail, sizeof k->detail, "%s",
              f[STORE_AUDIT_DETAIL].present ? f[STORE_AUDIT_DETAIL].text : "");
+    static const struct {
+        int field;
+        size_t offset, size;
+    } texts[] = {
+        {STORE_AUDIT_REASON, offsetof(kept_entry_t, reason), sizeof k->reason},
+        {STORE_AUDIT_SUBJECT_TAG, offsetof(kept_entry_t, subject_tag), sizeof k->subject_tag},
+        {STORE_AUDIT_MESSAGE_ID, offsetof(kept_entry_t, message_id), sizeof k->message_id},
+        {STORE_AUDIT_PEER, offsetof(kept_entry_t, peer), sizeof k->peer},
+        {STORE_AUDIT_CURVE_KEY, offsetof(kept_entry_t, curve_key), sizeof k->curve_key},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        snprintf((char *)k + texts[i].offset, texts[i].size, "%s",
+                 f[texts[i].field].present ? f[texts[i].field].text : "");
+    k->has_item_index = f[STORE_AUDIT_ITEM_INDEX].present;
+    k->item_index = f[STORE_AUDIT_ITEM_INDEX].number;
     k->seqs =
         f[STORE_AUDIT_DELIVERY_SEQS].present ? strdup(f[STORE_AUDIT_DELIVERY_SEQS].text) : NULL;
     k->deliveries =
@@ -1220,6 +1239,168 @@ static void test_carried_entries_are_bounded(void **state)
     trail_reset();
 }
 
+/* The first committed entry of event, or NULL. */
+static const kept_entry_t *committed_entry(const char *event)
+{
+    for (size_t i = 0; i < trail.n_entries; i++)
+        if (trail.entries[i].state == KEPT_COMMITTED && strcmp(trail.entries[i].event, event) == 0)
+            return &trail.entries[i];
+    return NULL;
+}
+
+/* Every kind of carried entry keeps its fields: a partner's refusal (its
+ * message id, item index and reason), a refused handshake recorded again
+ * (peer, key, reason, no actor), an admission refused after all (its
+ * principal), a view withheld (its subject tag and reason). Written in a
+ * turn that is rolled back, then refused by the store once more, each is
+ * on the trail once the store takes it, as it was first written but for
+ * the decided_at the later write adds. */
+static void test_every_kind_is_carried_whole(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    static const uint8_t message_id[16] = {0xab, 0xcd};
+    const zap_decision_t again = {.key_z85 = "K3y",
+                                  .peer = "10.0.0.7",
+                                  .domain = "schakel",
+                                  .why = "key not registered",
+                                  .again = 1};
+    const zap_decision_t unrecorded = {.principal = "gemeente/meldingen",
+                                       .key_z85 = "K3y",
+                                       .peer = "10.0.0.8",
+                                       .domain = "schakel",
+                                       .why = ZAP_WHY_UNRECORDED,
+                                       .unrecorded = 1};
+    assert_int_equal(record_refused_carried(b, "politie/bvh", message_id,
+                                            SCHAKEL__REASON__UNAVAILABLE, "stored nothing", 2, 1),
+                     0);
+    assert_int_equal(record_auth(b, &again), 0);
+    assert_int_equal(record_auth(b, &unrecorded), 0);
+    assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", "C-1", "PSN-1", 3, 0,
+                                               SCHAKEL__REASON__NOT_PERMITTED),
+                     0);
+    assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", NULL, NULL, 4, 0,
+                                               SCHAKEL__REASON__UNAVAILABLE),
+                     0);
+    assert_int_equal(b->stats.audit_carried, 5);
+    assert_int_equal(b->turn_failed, 0); /* none of them fails the turn */
+    broker_fail_turn(b);                 /* another entry of the turn does */
+    trail.refuse_event = "auth.refused"; /* and the settle's write of one is refused */
+    trail.commit_fails = 0;
+    turn_end(b);
+    assert_int_equal(committed_of("auth.refused", NULL), 0);
+    assert_int_equal(b->stats.audit_carried, 5);
+    trail.refuse_event = NULL;
+    b->now_ms += 1000;
+    b->now_s += 2;
+    turn_end(b);
+    assert_int_equal(b->stats.audit_carried, 0);
+    assert_int_equal(trail.recorded_late_logs, 5);
+
+    const kept_entry_t *k = committed_entry("publish.refused");
+    assert_non_null(k);
+    assert_string_equal(k->actor, "politie/bvh");
+    assert_string_equal(k->message_id, "abcd0000000000000000000000000000");
+    assert_true(k->has_item_index);
+    assert_int_equal(k->item_index, 2);
+    assert_string_equal(k->reason, "UNAVAILABLE");
+    assert_string_equal(k->detail, "stored nothing decided_at=1700000000");
+    assert_int_equal(committed_of("publish.refused", NULL), 1);
+
+    assert_int_equal(committed_of("auth.refused", NULL), 2);
+    k = committed_entry("auth.refused");
+    assert_string_equal(k->actor, "");
+    assert_string_equal(k->peer, "10.0.0.7");
+    assert_string_equal(k->curve_key, "K3y");
+    assert_string_equal(k->reason, "key not registered");
+    assert_string_equal(k->detail, "domain=schakel decided_at=1700000000");
+    k = last_of("auth.refused");
+    assert_int_equal(k->state, KEPT_COMMITTED);
+    assert_string_equal(k->actor, "gemeente/meldingen");
+    assert_string_equal(k->peer, "10.0.0.8");
+    assert_string_equal(k->reason, ZAP_WHY_UNRECORDED);
+
+    k = committed_entry("case.view_withheld");
+    assert_non_null(k);
+    assert_int_equal(committed_of("case.view_withheld", NULL), 1);
+    assert_string_equal(k->subject_tag,
+                        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+    assert_string_equal(k->reason, "NOT_PERMITTED");
+    assert_string_equal(k->detail, "case_id=C-1 events=3 decided_at=1700000000");
+    k = committed_entry("case.list_withheld");
+    assert_non_null(k);
+    assert_string_equal(k->subject_tag, "");
+    assert_string_equal(k->detail, "cases=4 decided_at=1700000000");
+    turn_end(b);
+    assert_int_equal(trail.recorded_late_logs, 5); /* never again */
+    test_broker_free(&b);
+    assert_int_equal(trail.not_recorded_logs, 0);
+    trail_reset();
+}
+
+/* A refused reload whose commit fails is carried, and written at the
+ * next settle in a transaction of its own, saying when it was decided;
+ * one that commits at once is not carried. */
+static void test_reload_refusal_carried_when_its_commit_fails(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    assert_int_equal(record_policy_refused(b, "SIGHUP", "k1", "policy.yaml:3: bad"), 0);
+    assert_int_equal(b->stats.audit_carried, 0);
+    trail.commit_fails = 1;
+    assert_int_equal(record_policy_refused(b, "gemeente/beheer", "k2", "policy.yaml:4: worse"), -1);
+    assert_int_equal(b->stats.audit_carried, 1);
+    assert_int_equal(committed_of("policy.reload_refused", NULL), 1);
+    turn_end(b); /* the settle's commit fails too */
+    assert_int_equal(committed_of("policy.reload_refused", NULL), 1);
+    trail.commit_fails = 0;
+    b->now_ms += 1000;
+    b->now_s += 5;
+    turn_end(b);
+    assert_int_equal(committed_of("policy.reload_refused", NULL), 2);
+    const kept_entry_t *k = last_of("policy.reload_refused");
+    assert_int_equal(k->state, KEPT_COMMITTED);
+    assert_string_equal(k->actor, "gemeente/beheer");
+    assert_string_equal(k->reason, "policy.yaml:4: worse");
+    assert_string_equal(k->detail,
+                        "kept_policy=k2 requested_by=gemeente/beheer decided_at=1700000000");
+    assert_int_equal(b->stats.audit_carried, 0);
+    turn_end(b);
+    assert_int_equal(committed_of("policy.reload_refused", NULL), 2);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* The bound is shared by every kind, and what it turns away is counted
+ * for the metrics as well as said. */
+static void test_carried_bound_is_counted(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "request.refused";
+    for (unsigned i = 0; i < SCHAKEL_AUDIT_MAX_CARRIED; i++)
+        (void)record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__INVALID_MESSAGE, "x",
+                                     -1, 0);
+    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
+    assert_int_equal(b->stats.audit_not_carried, 0);
+    assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", NULL, NULL, 1, 0,
+                                               SCHAKEL__REASON__UNAVAILABLE),
+                     0); /* written once, in this transaction */
+    assert_int_equal(b->stats.audit_not_carried, 1);
+    assert_int_equal(trail.not_carried_logs, 1);
+    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
+    trail.refuse_event = NULL;
+    turn_end(b);
+    assert_int_equal(committed_of("case.list_withheld", NULL), 1);
+    assert_int_equal(committed_of("request.refused", NULL), SCHAKEL_AUDIT_MAX_CARRIED);
+    assert_int_equal(b->stats.audit_carried, 0);
+    test_broker_free(&b);
+    trail_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1241,6 +1422,9 @@ int main(void)
         cmocka_unit_test(test_refusal_committed_mid_turn_is_not_written_twice),
         cmocka_unit_test(test_refusal_carried_into_the_stop),
         cmocka_unit_test(test_carried_entries_are_bounded),
+        cmocka_unit_test(test_every_kind_is_carried_whole),
+        cmocka_unit_test(test_reload_refusal_carried_when_its_commit_fails),
+        cmocka_unit_test(test_carried_bound_is_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
