@@ -704,7 +704,7 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
              * turn was rolled back and this publish refused after all
              * (carried: the next turn may roll back too). */
             metrics_refused(b, failure);
-            (void)record_refused_carried(b, r->principal, r->message_id, failure, text, -1, 1);
+            record_refused_carried(b, r->principal, r->message_id, failure, text, -1, 1);
             free(r->frame);
             r->frame = frame;
             r->frame_len = len;
@@ -714,7 +714,7 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
             uint8_t *frame = encode_rejected(failure, text, NULL, -1, 0, &len);
             metrics_refused(b, failure);
             /* its case.viewed entries went with the turn; the refusal stands */
-            (void)record_refused_carried(b, r->principal, NULL, failure, text, -1, 1);
+            record_refused_carried(b, r->principal, NULL, failure, text, -1, 1);
             sodium_memzero(r->frame, r->frame_len); /* a view: case contents */
             free(r->frame);
             r->frame = frame;
@@ -723,8 +723,8 @@ static void settle_replies(broker_t *b, int committed, Schakel__Reason failure)
         } else if (r->is_refusal) {
             /* Refused all the same, but its entry went with the rollback:
              * written again, and kept until the trail holds it (record.h). */
-            (void)record_refused_carried(b, r->principal, r->has_message_id ? r->message_id : NULL,
-                                         r->reason, r->text, r->item_index, 0);
+            record_refused_carried(b, r->principal, r->has_message_id ? r->message_id : NULL,
+                                   r->reason, r->text, r->item_index, 0);
         }
     }
 }

@@ -400,15 +400,15 @@ int record_refused_entry(broker_t *b, const char *principal, const uint8_t *mess
     return record_append(b, &e);
 }
 
-int record_refused_carried(broker_t *b, const char *principal, const uint8_t *message_id,
-                           Schakel__Reason reason, const char *text, int item_index, int logged)
+void record_refused_carried(broker_t *b, const char *principal, const uint8_t *message_id,
+                            Schakel__Reason reason, const char *text, int item_index, int logged)
 {
     record_refusal_texts_t t;
     store_audit_entry_t e;
     if (logged)
         record_refused_log(principal, message_id, reason, text, item_index, 0);
     record_refused_build(&e, &t, principal, message_id, reason, text, item_index);
-    return record_carry(b, &e);
+    record_carry_owed(b, &e);
 }
 
 /* ------------------------------------------------------------------ deliveries */
@@ -1374,8 +1374,11 @@ int record_auth(void *broker, const zap_decision_t *d)
     if (!d->admitted)
         audit_set_text(&e, STORE_AUDIT_REASON, d->why);
     audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    /* decided after its turn's commit: carried until the trail holds it */
-    return d->again || d->unrecorded ? record_carry(b, &e) : record_append(b, &e);
+    if (!d->again && !d->unrecorded)
+        return record_append(b, &e);
+    /* its turn was rolled back: carried until the trail holds it */
+    record_carry_owed(b, &e);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ policy */
@@ -1633,11 +1636,20 @@ static int record_carry(broker_t *b, const store_audit_entry_t *e)
     return rc == 0 ? 0 : -1;
 }
 
-/* Keep entry e, whose write failed already, for the next settle to write
- * in a transaction of its own. */
+/* Keep entry e, whose write failed already (its transaction rolled
+ * back), for a settle to write in a transaction of its own: not before
+ * the pause a failed try starts (RECORD_CARRIED_PAUSE_MS, unless one runs
+ * already), as that failure was one. A store locked by another process
+ * makes each try wait its busy timeout: one try more at once would hold
+ * up the loop for nothing. */
 static void record_carry_owed(broker_t *b, const store_audit_entry_t *e)
 {
-    (void)record_carried_keep(b, e, "its write failed: it is not on the trail");
+    if (record_carried_keep(b, e, "its write failed: it is not on the trail") == NULL)
+        return;
+    if (b->acks->carried_pause_ms == 0) {
+        b->acks->carried_pause_ms = RECORD_CARRIED_PAUSE_MS;
+        b->acks->carried_next_ms = b->now_ms + RECORD_CARRIED_PAUSE_MS;
+    }
 }
 
 /* After each turn's commit or rollback, before anything else writes: an

@@ -49,14 +49,14 @@ void record_refused_counted(const char *principal, const uint8_t *message_id,
  * transaction (a refusal the limits of refusals.h let through unlogged). */
 int record_refused_entry(struct broker *b, const char *principal, const uint8_t *message_id,
                          Schakel__Reason reason, const char *text, int item_index);
-/* The same entry (with record_refused's log line when `logged`),
- * carried as record_admin_refused's is: for a refusal that stands
- * whatever becomes of the transaction it is written in, made after its
- * turn was rolled back (a refusal whose entry went with the turn, a
- * publish whose acceptance did). 0 when written now, else -1 (kept, and
- * tried again; a refused write does not fail the turn). */
-int record_refused_carried(struct broker *b, const char *principal, const uint8_t *message_id,
-                           Schakel__Reason reason, const char *text, int item_index, int logged);
+/* The same entry (with record_refused's log line when `logged`), for a
+ * refusal made or written again after its turn was rolled back (a
+ * refusal whose entry went with the turn, a publish whose acceptance
+ * did): carried as record_admin_refused's is, but not written into the
+ * next turn's transaction: a settle writes it in a transaction of its
+ * own, after the pause a failed write starts (the rollback was one). */
+void record_refused_carried(struct broker *b, const char *principal, const uint8_t *message_id,
+                            Schakel__Reason reason, const char *text, int item_index, int logged);
 
 /* One delivery queued to a recipient under a rule: what the data-subject
  * export needs. */
@@ -164,7 +164,7 @@ int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t n
  * refusal rolled back with its turn is recorded again (decision->again:
  * no second log line), and an admission rolled back is recorded as the
  * refusal it became (decision->unrecorded: actor the principal, reason
- * ZAP_WHY_UNRECORDED), both carried as record_admin_refused's entry is. A
+ * ZAP_WHY_UNRECORDED), both carried as record_refused_carried's is. A
  * refusal beyond the limits of refusals.h is only counted (returns 1):
  * record_turn_end writes the window's summary ("auth.refused_summary")
  * when it ends, record_stopped at a stop. */
@@ -178,7 +178,7 @@ int record_policy_reloaded(struct broker *b, const char *requested_by, const cha
                            const char *new_hash);
 /* A reload that was refused (the old policy stays): why, and the kept
  * hash. Committed at once (0); an entry that cannot commit now (-1) is
- * carried as record_admin_refused's is, written at the next settle. */
+ * carried as record_refused_carried's is. */
 int record_policy_refused(struct broker *b, const char *requested_by, const char *kept_hash,
                           const char *error);
 

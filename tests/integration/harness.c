@@ -749,6 +749,30 @@ int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout
     return found ? 0 : -1;
 }
 
+int h_await_log_lines(const h_env_t *env, long offset, const char *needle, int n, int timeout_ms)
+{
+    long from = offset;
+    for (int seen = 0; seen < n; seen++) {
+        if (h_await_log(env, from, needle, timeout_ms) != 0)
+            return -1;
+        /* on from past the line found (a whole line: h_await_log saw it so) */
+        FILE *f = fopen(env->log_path, "r");
+        assert_non_null(f);
+        assert_int_equal(fseek(f, from, SEEK_SET), 0);
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        while ((len = getline(&line, &cap, f)) > 0) {
+            from += len;
+            if (strstr(line, needle) != NULL)
+                break;
+        }
+        free(line);
+        fclose(f);
+    }
+    return 0;
+}
+
 int h_broker_reload(h_env_t *env)
 {
     assert_true(env->broker_pid > 0);

@@ -144,6 +144,10 @@ long h_log_offset(const h_env_t *env);
  * timeout. */
 int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms);
 
+/* h_await_log for the n-th such line (n >= 1), each waited for at most
+ * timeout_ms. Returns 0, or -1 on timeout. */
+int h_await_log_lines(const h_env_t *env, long offset, const char *needle, int n, int timeout_ms);
+
 /* Lines of the broker log after `offset` that contain `needle`. */
 int h_log_count(const h_env_t *env, long offset, const char *needle);
 /* Lines from offset that hold both needle and also (NULL: needle alone). */

@@ -607,6 +607,38 @@ static void trail_accept(h_env_t *env)
     sqlite3_close(db);
 }
 
+/* trail_refuse for the events of `list` ("'a', 'b'"). */
+static void trail_refuse_events(h_env_t *env, const char *list)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event IN (%s)"
+             " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+             list);
+    h_store_exec(env, sql);
+}
+
+/* Wait until the log holds `n` lines with needle from offset on. */
+static void await_lines(const h_env_t *env, long offset, const char *needle, int n)
+{
+    if (h_await_log_lines(env, offset, needle, n, H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("%d lines with \"%s\" in the log, not %d", h_log_count(env, offset, needle),
+                 needle, n);
+    }
+}
+
+/* Stop the broker; the trail then verifies. */
+static void stop_and_verify(h_env_t *env)
+{
+    assert_int_equal(h_broker_stop(env), 0);
+    h_cli_result_t res = {0};
+    if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",
+                env->broker_pub, NULL) != 0)
+        fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
+    h_cli_result_free(&res);
+}
+
 /* Refused handshakes cost their sender nothing: the trail takes ten from
  * one address in full per minute, and sums up the rest in one entry (at
  * the latest when the broker stops), so a stranger trying keys cannot
@@ -776,6 +808,132 @@ static void test_actions_fail_closed_without_their_entries(void **state)
                 env->broker_pub, NULL) != 0)
         fail_msg("verify: %d\n%s%s", res.status, res.out, res.err);
     h_cli_result_free(&res);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ carried entries */
+
+/* A partner's refusal stands whatever becomes of its turn. A publish the
+ * policy refuses whose entry the store refuses (its turn rolls back, and
+ * the entry's writes after it are refused too), and a publish refused
+ * because its turn rolled back (its deliveries could not be recorded),
+ * whose refusal the store refuses as well, are each on the trail once
+ * the store takes them (review: written again once, into the next turn,
+ * and lost when that rolled back too); the chain verifies. */
+static void test_partner_refusals_carried_until_recorded(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    uint8_t denied_id[16], failed_id[16];
+    char denied_hex[33], failed_hex[33];
+    randombytes_buf(denied_id, sizeof denied_id);
+    randombytes_buf(failed_id, sizeof failed_id);
+    hex16(denied_id, denied_hex);
+    hex16(failed_id, failed_hex);
+    long offset = h_log_offset(env);
+    trail_refuse_events(env, "'publish.refused', 'delivery.queued'");
+    schakel_signal_t denied = ondermijning(NULL, "BVH-AUDIT-20");
+    denied.theme = "overlast";
+    assert_int_equal(
+        schakel_publish(politie, NULL, &denied, 1, denied_id, NULL, NULL, NULL, H_TIMEOUT_MS),
+        SCHAKEL_ERR_REFUSED);
+    assert_string_equal(schakel_last_error(politie)->reason_name, "POLICY_DENIED");
+    schakel_signal_t failed = ondermijning(SUBJECT_A, "BVH-AUDIT-21");
+    assert_int_equal(
+        schakel_publish(politie, NULL, &failed, 1, failed_id, NULL, NULL, NULL, H_TIMEOUT_MS),
+        SCHAKEL_ERR_REFUSED);
+    /* the first in its turn, then both at a settle a second after, and
+     * again two seconds later: refused each time */
+    await_lines(env, offset, "event=audit.write_failed entry=publish.refused", 3);
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'publish.refused'", NULL), 0);
+    trail_accept(env);
+    await_lines(env, offset, "event=audit.recorded_late entry=publish.refused", 2);
+    static const char sql[] = "SELECT count(*) FROM audit WHERE event = 'publish.refused' AND"
+                              " message_id = ?1 AND actor = '" H_POLITIE "'";
+    assert_int_equal(h_store_int(env, sql, denied_hex), 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'publish.refused' AND"
+                                 " message_id = ?1 AND reason = 'POLICY_DENIED'",
+                                 denied_hex),
+                     1);
+    assert_int_equal(h_store_int(env, sql, failed_hex), 1);
+    schakel_close(&politie);
+    stop_and_verify(env);
+    assert_int_equal(h_store_int(env, sql, denied_hex), 1); /* none again at the stop */
+    assert_int_equal(h_store_int(env, sql, failed_hex), 1);
+    assert_int_equal(h_log_count(env, offset, "event=audit.not_recorded"), 0);
+    h_done(env);
+}
+
+/* A refused handshake whose entry the store refuses in its turn and after
+ * is recorded once the store takes it; a registered key whose admission
+ * cannot be recorded is refused after all (answered 300), and that is
+ * recorded too (review: it got no entry at all): an auth.refused entry
+ * naming its principal for each such refusal the log names, at the
+ * latest before broker.stopped. */
+static void test_handshake_refusals_carried_until_recorded(void **state)
+{
+    h_env_t *env = *state;
+    char key_z85[41], err_text[256];
+    uint8_t sign_pk[32], curve_pk[32];
+    assert_int_equal(
+        keys_load_public(h_pub_file(env, H_UNREGISTERED), sign_pk, err_text, sizeof err_text), 0);
+    assert_int_equal(keys_sign_pk_to_curve(sign_pk, curve_pk), 0);
+    keys_public_z85(curve_pk, key_z85);
+    long offset = h_log_offset(env);
+    trail_refuse_events(env, "'auth.refused', 'auth.admitted'");
+    schakel_client_t *client = NULL;
+    schakel_error_t err;
+    assert_int_equal(h_try_connect(env, h_key_file(env, H_UNREGISTERED), &client, &err),
+                     SCHAKEL_ERR_AUTH);
+    if (schakel_connect(&client, env->endpoint, env->broker_pub, h_key_file(env, H_RIEC), 2000,
+                        &err) == SCHAKEL_OK)
+        fail_msg("a handshake was admitted while its admission could not be recorded");
+    schakel_close(&client);
+    await_lines(env, offset, "event=audit.write_failed entry=auth.refused", 3);
+    trail_accept(env);
+    if (h_await_log(env, offset, "event=audit.recorded_late entry=auth.refused", H_TIMEOUT_MS) != 0)
+        fail_msg("no refused handshake was recorded once the store took it");
+    stop_and_verify(env);
+    int stranger = h_log_count_both(env, offset, "event=auth.refused ", key_z85);
+    int riec = h_log_count_both(env, offset, "event=auth.refused ", "principal=" H_RIEC);
+    assert_true(stranger >= 1);
+    assert_true(riec >= 1);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused' AND"
+                                 " curve_key = ?1 AND actor IS NULL",
+                                 key_z85),
+                     stranger);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'auth.refused' AND"
+                                 " actor = '" H_RIEC "' AND reason = ?1",
+                                 "the audit trail could not record this admission; try again"),
+                     riec);
+    assert_int_equal(h_log_count(env, offset, "event=audit.not_recorded"), 0);
+    h_done(env);
+}
+
+/* A refused reload whose entry cannot be committed is carried, and
+ * recorded once the store takes it (review: it was lost). */
+static void test_reload_refusal_carried_until_recorded(void **state)
+{
+    h_env_t *env = *state;
+    trail_refuse(env, "policy.reload_refused");
+    h_env_write_policy(env, "version: 9\n");
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    /* its own commit, then the settle's try */
+    await_lines(env, offset, "event=audit.write_failed entry=policy.reload_refused", 2);
+    trail_accept(env);
+    if (h_await_log(env, offset, "event=audit.recorded_late entry=policy.reload_refused",
+                    H_TIMEOUT_MS) != 0)
+        fail_msg("the refused reload was not recorded once the store took it");
+    static const char sql[] = "SELECT count(*) FROM audit WHERE event = 'policy.reload_refused'"
+                              " AND reason LIKE ?1 AND detail LIKE '%requested_by=SIGHUP%'";
+    assert_int_equal(h_store_int(env, sql, "%missing key%"), 1);
+    stop_and_verify(env);
+    assert_int_equal(h_store_int(env, sql, "%missing key%"), 1);
     h_done(env);
 }
 
@@ -1569,6 +1727,12 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_actions_fail_closed_without_their_entries,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_partner_refusals_carried_until_recorded,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_handshake_refusals_carried_until_recorded,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_refusal_carried_until_recorded, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_a_stray_index_row_blocks_its_ack_visibly,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_tail_rewritten_outside_the_broker, h_setup_broker,

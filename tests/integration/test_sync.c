@@ -712,6 +712,63 @@ static void test_held_view_to_a_revoked_key_is_withheld(void **state)
     h_done(env);
 }
 
+/* The same, while the store refuses case.view_withheld entries: as the
+ * view is dropped, and at the settles after it (review: the entry was
+ * written once, into the next turn's transaction, and lost when that
+ * rolled back; the trail said the view was shown). Once the store takes
+ * it, it is on the trail, once, next to the view's case.viewed entry. */
+static void test_withheld_view_carried_until_recorded(void **state)
+{
+    static const char gemeente_block[] = "  - id: gemeente/meldingen\n"
+                                         "    role: system\n"
+                                         "    key_file: keys/gemeente-meldingen.pub\n";
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .title = "Leegstaand pand",
+    };
+    char id[SCHAKEL_CASE_ID_SIZE];
+    gemeente_joins(riec, gemeente, &open, id);
+
+    char *header = text_with(h_policy_header, gemeente_block, "");
+    size_t len = strlen(header) + strlen(h_default_rules) + strlen(h_case_types) + 1;
+    char *policy = malloc(len);
+    assert_non_null(policy);
+    snprintf(policy, len, "%s%s%s", header, h_default_rules, h_case_types);
+    free(header);
+    h_store_exec(env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                      " 'case.view_withheld' BEGIN SELECT RAISE(ABORT, 'the audit path is full');"
+                      " END");
+    long offset = h_log_offset(env);
+    viewer_t *v = view_across_policy(env, gemeente, id, policy);
+    free(policy);
+    if (v->status == SCHAKEL_OK)
+        fail_msg("the held view reached a key the reload revoked");
+    viewer_join(&v);
+    /* refused as the view left, and again at a settle after it */
+    await_log(env, offset, "event=case.view_withheld principal=" H_GEMEENTE " case_id=");
+    if (h_await_log_lines(env, offset, "event=audit.write_failed entry=case.view_withheld", 2,
+                          H_TIMEOUT_MS) != 0) {
+        h_dump_log(env);
+        fail_msg("the withheld view's entry was not refused as it left and after");
+    }
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_PERMITTED"), 0);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    await_log(env, offset, "event=audit.recorded_late entry=case.view_withheld");
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_PERMITTED"), 1);
+    assert_int_equal(withheld_tagged_as_viewed(env), 1);
+    schakel_close(&gemeente);
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(withheld_entries(env, "case.view_withheld", "NOT_PERMITTED"), 1);
+    assert_int_equal(h_log_count(env, offset, "event=audit.not_recorded"), 0);
+    h_done(env);
+}
+
 /* While a reload waits to be recorded (the store write-locked by the
  * test), what it withdraws is withdrawn from a view asked meanwhile as
  * from the push: a case the partner may no longer see is NOT_FOUND, its
@@ -851,6 +908,8 @@ int main(void)
                                         sync_setup_cases, sync_teardown),
         cmocka_unit_test_setup_teardown(test_held_view_to_a_revoked_key_is_withheld,
                                         sync_setup_cases, sync_teardown),
+        cmocka_unit_test_setup_teardown(test_withheld_view_carried_until_recorded, sync_setup_cases,
+                                        sync_teardown),
         cmocka_unit_test_setup_teardown(test_view_under_a_pending_reload, sync_setup_cases,
                                         sync_teardown),
         cmocka_unit_test_setup_teardown(test_failed_sync_stops_and_retry_is_accepted_once,

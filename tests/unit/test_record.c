@@ -1251,10 +1251,12 @@ static const kept_entry_t *committed_entry(const char *event)
 /* Every kind of carried entry keeps its fields: a partner's refusal (its
  * message id, item index and reason), a refused handshake recorded again
  * (peer, key, reason, no actor), an admission refused after all (its
- * principal), a view withheld (its subject tag and reason). Written in a
- * turn that is rolled back, then refused by the store once more, each is
- * on the trail once the store takes it, as it was first written but for
- * the decided_at the later write adds. */
+ * principal), a view withheld (its subject tag and reason). Those made
+ * after a rollback are not written into the next turn, and not before a
+ * second has passed; a view withheld is written at once. Its turn rolled
+ * back, and the settle's write refused, each is on the trail once the
+ * store takes it, as it was first written but for the decided_at the
+ * later write adds. */
 static void test_every_kind_is_carried_whole(void **state)
 {
     (void)state;
@@ -1272,27 +1274,34 @@ static void test_every_kind_is_carried_whole(void **state)
                                        .domain = "schakel",
                                        .why = ZAP_WHY_UNRECORDED,
                                        .unrecorded = 1};
-    assert_int_equal(record_refused_carried(b, "politie/bvh", message_id,
-                                            SCHAKEL__REASON__UNAVAILABLE, "stored nothing", 2, 1),
-                     0);
+    record_refused_carried(b, "politie/bvh", message_id, SCHAKEL__REASON__UNAVAILABLE,
+                           "stored nothing", 2, 1);
     assert_int_equal(record_auth(b, &again), 0);
     assert_int_equal(record_auth(b, &unrecorded), 0);
+    assert_int_equal(trail.n_entries, 0); /* none written yet */
     assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", "C-1", "PSN-1", 3, 0,
                                                SCHAKEL__REASON__NOT_PERMITTED),
                      0);
     assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", NULL, NULL, 4, 0,
                                                SCHAKEL__REASON__UNAVAILABLE),
                      0);
+    assert_int_equal(trail.n_entries, 2);
     assert_int_equal(b->stats.audit_carried, 5);
     assert_int_equal(b->turn_failed, 0); /* none of them fails the turn */
     broker_fail_turn(b);                 /* another entry of the turn does */
-    trail.refuse_event = "auth.refused"; /* and the settle's write of one is refused */
-    trail.commit_fails = 0;
     turn_end(b);
-    assert_int_equal(committed_of("auth.refused", NULL), 0);
+    assert_int_equal(trail.n_entries, 2); /* not within the second */
+    b->now_ms += 999;
+    turn_end(b);
+    assert_int_equal(trail.n_entries, 2);
+    trail.refuse_event = "auth.refused"; /* the settle's write of one is refused */
+    b->now_ms += 1;
+    turn_end(b);
+    assert_true(trail.n_entries > 2);
+    assert_int_equal(committed_of("publish.refused", NULL), 0);
     assert_int_equal(b->stats.audit_carried, 5);
     trail.refuse_event = NULL;
-    b->now_ms += 1000;
+    b->now_ms += 2000;
     b->now_s += 2;
     turn_end(b);
     assert_int_equal(b->stats.audit_carried, 0);
@@ -1380,10 +1389,9 @@ static void test_carried_bound_is_counted(void **state)
     (void)state;
     trail_reset();
     broker_t *b = test_broker();
-    trail.refuse_event = "request.refused";
     for (unsigned i = 0; i < SCHAKEL_AUDIT_MAX_CARRIED; i++)
-        (void)record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__INVALID_MESSAGE, "x",
-                                     -1, 0);
+        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__INVALID_MESSAGE, "x", -1,
+                               0);
     assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
     assert_int_equal(b->stats.audit_not_carried, 0);
     assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", NULL, NULL, 1, 0,
@@ -1392,9 +1400,11 @@ static void test_carried_bound_is_counted(void **state)
     assert_int_equal(b->stats.audit_not_carried, 1);
     assert_int_equal(trail.not_carried_logs, 1);
     assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
-    trail.refuse_event = NULL;
     turn_end(b);
     assert_int_equal(committed_of("case.list_withheld", NULL), 1);
+    assert_int_equal(committed_of("request.refused", NULL), 0); /* a second after */
+    b->now_ms += 1000;
+    turn_end(b);
     assert_int_equal(committed_of("request.refused", NULL), SCHAKEL_AUDIT_MAX_CARRIED);
     assert_int_equal(b->stats.audit_carried, 0);
     test_broker_free(&b);
