@@ -4775,6 +4775,66 @@ static void frame_case_query(pb_t *frame, const char *id)
     pb_free(&body);
 }
 
+/* Two case views read in one turn, the second's entry refused by the
+ * store: the turn is rolled back, and the first view, answered in it, is
+ * refused after all ("ask again"); that refusal is on the trail once the
+ * store takes it (review: nothing recorded it, and the view's case.viewed
+ * went with the turn). The frames are read in one turn while the broker
+ * is stopped when they are sent; should they come in two, the try is
+ * made again. */
+static void test_view_of_a_rolled_back_turn_refused_on_record(void **state)
+{
+    static const char asked_again[] = "the broker could not record this request; ask again";
+    h_env_t *env = *state;
+    h_broker_start(env);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    open_case_with_attachments(env, id, NULL, 0, 1);
+    raw_t *r = raw_connect(env, H_RIEC);
+    pb_t query = {0};
+    frame_case_query(&query, id);
+    long offset = h_log_offset(env);
+    int one_turn = 0;
+    for (int attempt = 0; attempt < 5 && !one_turn; attempt++) {
+        /* the first view's entry is taken, the second's refused */
+        char sql[320];
+        snprintf(sql, sizeof sql,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = "
+                 "'case.viewed' AND (SELECT count(*) FROM audit WHERE event = 'case.viewed') > "
+                 "%lld BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END",
+                 (long long)h_store_int(
+                     env, "SELECT count(*) FROM audit WHERE event = 'case.viewed'", NULL));
+        h_store_exec(env, sql);
+        h_broker_pause(env);
+        raw_send(r, &query, 1);
+        raw_send(r, &query, 1);
+        h_broker_resume(env);
+        Schakel__Frame *first = raw_recv(r, H_TIMEOUT_MS * h_time_factor());
+        Schakel__Frame *second = raw_recv(r, H_TIMEOUT_MS * h_time_factor());
+        if (first == NULL || second == NULL)
+            fail_msg("the two views were not answered");
+        h_store_exec(env, "DROP TRIGGER test_refuse");
+        one_turn = first->body_case == SCHAKEL__FRAME__BODY_REJECTED;
+        if (one_turn &&
+            (first->rejected->text == NULL || strcmp(first->rejected->text, asked_again) != 0))
+            fail_msg("the first view was refused \"%s\"", first->rejected->text);
+        frame_free(&first);
+        frame_free(&second);
+    }
+    pb_free(&query);
+    if (!one_turn)
+        fail_msg("the two views never came in one turn");
+    if (h_await_log(env, offset, "event=audit.recorded_late entry=request.refused", H_TIMEOUT_MS) !=
+        0)
+        fail_msg("the refusals were not recorded");
+    /* written a second after it was decided at least: the entry says when */
+    static const char count[] = "SELECT count(*) FROM audit WHERE event = 'request.refused' AND"
+                                " actor = '" H_RIEC "' AND detail LIKE ?1 || ' decided_at=%'";
+    raw_close(&r);
+    assert_int_equal(h_broker_stop(env), 0);
+    assert_int_equal(h_store_int(env, count, asked_again), 1);
+    h_done(env);
+}
+
 /* The default rules without the rule `id`. */
 static char *rules_without(const char *id)
 {
@@ -5232,6 +5292,8 @@ int main(void)
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_unread_case_views_are_rate_limited, setup_cases_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_view_of_a_rolled_back_turn_refused_on_record,
+                                        setup_cases_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_unknown_acks_are_rate_limited, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_unread_case_views_are_bounded_per_principal,
