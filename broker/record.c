@@ -1447,7 +1447,7 @@ struct record_carried {
     char curve_key[48];
     char message_id[2 * SCHAKEL_MESSAGE_ID_BYTES + 6];
     char subject_tag[STORE_SUBJECT_TAG_LEN + 6];
-    char reason[1024];
+    char reason[1024 + 8]; /* a refused reload's error: cleaned to 1024 bytes already */
     char detail[512];
     int64_t item_index;
     int64_t decided_at; /* record_now when it was carried: a later write names it */
