@@ -169,13 +169,9 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "admin_heartbeat_timeout",
                                                    "max_queued_bytes_per_principal",
                                                    "max_unknown_acks_per_second"};
-#define CONFIG_ALLOWED                                                                             \
-    "listen, key_file, policy, store, store_key_file, ack_timeout, max_publish_rate, "             \
-    "max_connections_per_principal, max_frame_bytes, max_items_per_publish, "                      \
-    "max_summary_length, max_grounds_length, max_window, metrics_listen, admin_listen, "           \
-    "sync_thread, max_handshakes_per_minute, connection_idle_timeout, max_silent_connections, "    \
-    "idempotency_window, max_case_opens_per_hour, max_case_opens_per_hour_per_partner, "           \
-    "admin_heartbeat_timeout, max_queued_bytes_per_principal, max_unknown_acks_per_second"
+/* Where an unknown key's message sends the operator for the list (the
+ * list itself would not fit a message: 25 keys, some 600 characters). */
+#define CONFIG_KEYS_DOC "the keys: schakeld(8), docs/OPERATIONS.md (Configuration, Limits)"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
 static const bool config_required[KEY_COUNT] = {
     true,  true,  true,  true,  true,  false, false, false, false, false, false, false, false,
@@ -237,6 +233,67 @@ static int config_fail(config_load_ctx_t *ctx, unsigned line, const char *fmt, .
 
 /* ------------------------------------------------------------------ libyaml pass */
 
+/* Edit distance between a and b (optimal string alignment: an insertion,
+ * a deletion, a change or two neighbours swapped count one each), for
+ * names of at most CONFIG_NEAR_MAX bytes; longer ones are never near.
+ * O(len(a) * len(b)). */
+#define CONFIG_NEAR_MAX 64
+static size_t config_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > CONFIG_NEAR_MAX || lb > CONFIG_NEAR_MAX)
+        return SIZE_MAX;
+    size_t d[CONFIG_NEAR_MAX + 1][CONFIG_NEAR_MAX + 1];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] == b[j - 1] ? 0 : 1, best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    }
+    return d[la][lb];
+}
+
+const char *config_closest_key(const char *name)
+{
+    const char *closest = NULL;
+    size_t closest_distance = SIZE_MAX;
+    for (int k = 0; name != NULL && k < KEY_COUNT; k++) {
+        size_t len = strlen(config_keys[k]);
+        /* a slip of a finger or two: one edit in a short key, up to three
+         * in the long ones (max_case_opens_per_hour_per_partner) */
+        size_t near = len < 5 ? 1 : len < 12 ? 2 : 3;
+        size_t distance = config_distance(name, config_keys[k]);
+        if (distance <= near && distance < closest_distance) {
+            closest = config_keys[k];
+            closest_distance = distance;
+        }
+    }
+    return closest;
+}
+
+/* "unknown key", with the closest allowed key when one is near; the list
+ * is in the docs (a message that listed it would be cut). */
+static int config_fail_unknown(config_load_ctx_t *ctx, unsigned line, const char *key)
+{
+    const char *closest = config_closest_key(key);
+    if (closest != NULL)
+        return config_fail(ctx, line, "unknown key \"%.64s%s\": did you mean \"%s\"? (%s)", key,
+                           strlen(key) > 64 ? "..." : "", closest, CONFIG_KEYS_DOC);
+    return config_fail(ctx, line, "unknown key \"%.64s%s\" (%s)", key,
+                       strlen(key) > 64 ? "..." : "", CONFIG_KEYS_DOC);
+}
+
 /* A top-level key: known, and not seen before. libcyaml would refuse both
  * too, but cannot name the key's own line. */
 static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned line)
@@ -250,17 +307,42 @@ static int config_scan_key(config_load_ctx_t *ctx, const char *key, unsigned lin
         ctx->key_line[k] = line;
         return 0;
     }
-    return config_fail(ctx, line, "unknown key \"%.64s\" (allowed: " CONFIG_ALLOWED ")", key);
+    return config_fail_unknown(ctx, line, key);
 }
 
 typedef struct config_scan_state {
     config_load_ctx_t *ctx;
     int depth;
     bool expect_key, root_is_mapping;
+    /* a top-level key's value that is a mapping: its keys are looked at
+     * (expect_nested_key) for a key indented under another by mistake */
+    bool in_nested_mapping, expect_nested_key;
+    char top_key[64]; /* the top-level key last seen (a known one) */
 } config_scan_state_t;
 
+/* A key inside the mapping given as top_key's value. A config has no
+ * nested keys: one that is, or is near, a top-level key was indented
+ * under the key above it by mistake (libcyaml would only say that
+ * top_key's value is a mapping). Others are left to libcyaml's message. */
+static int config_scan_nested_key(config_scan_state_t *scan, const char *key, unsigned line)
+{
+    const char *closest = config_closest_key(key);
+    if (closest == NULL)
+        return 0;
+    if (strcmp(closest, key) == 0)
+        return config_fail(scan->ctx, line,
+                           "key \"%s\" is indented under \"%s\": a config is a mapping of "
+                           "keys to single values; write it at the top level",
+                           key, scan->top_key);
+    return config_fail(scan->ctx, line,
+                       "key \"%.64s\" is indented under \"%s\": did you mean \"%s\", at the top "
+                       "level? (%s)",
+                       key, scan->top_key, closest, CONFIG_KEYS_DOC);
+}
+
 /* An event yamlguard_walk passes on (it refuses aliases and a second
- * document itself): known top-level keys once each, and their lines. */
+ * document itself): known top-level keys once each, and their lines; keys
+ * indented under one (config_scan_nested_key). */
 static int config_scan_event(void *state, const yaml_event_t *ev, unsigned line)
 {
     config_scan_state_t *scan = state;
@@ -272,15 +354,26 @@ static int config_scan_event(void *state, const yaml_event_t *ev, unsigned line)
          * over: a path or endpoint would silently mean something shorter. */
         if (memchr(ev->data.scalar.value, '\0', ev->data.scalar.length) != NULL)
             return config_fail(scan->ctx, line, "a value holds a NUL character");
-        if (scan->depth == 1 && scan->expect_key && scan->root_is_mapping)
+        if (scan->depth == 1 && scan->expect_key && scan->root_is_mapping) {
             rc = config_scan_key(scan->ctx, (const char *)ev->data.scalar.value, line);
+            snprintf(scan->top_key, sizeof scan->top_key, "%s",
+                     (const char *)ev->data.scalar.value);
+        }
+        if (scan->depth == 2 && scan->in_nested_mapping) {
+            if (scan->expect_nested_key)
+                rc = config_scan_nested_key(scan, (const char *)ev->data.scalar.value, line);
+            scan->expect_nested_key = !scan->expect_nested_key;
+        }
         if (scan->depth == 1)
             scan->expect_key = !scan->expect_key;
         break;
     case YAML_SEQUENCE_START_EVENT:
     case YAML_MAPPING_START_EVENT:
-        if (top_value)
+        if (top_value) {
             scan->expect_key = true;
+            scan->in_nested_mapping = scan->root_is_mapping && ev->type == YAML_MAPPING_START_EVENT;
+            scan->expect_nested_key = true;
+        }
         if (scan->depth == 0)
             scan->root_is_mapping = ev->type == YAML_MAPPING_START_EVENT;
         if (++scan->depth > 8)
@@ -289,6 +382,10 @@ static int config_scan_event(void *state, const yaml_event_t *ev, unsigned line)
     case YAML_SEQUENCE_END_EVENT:
     case YAML_MAPPING_END_EVENT:
         scan->depth--;
+        if (scan->depth == 1)
+            scan->in_nested_mapping = false;
+        else if (scan->depth == 2)
+            scan->expect_nested_key = true; /* a list or mapping was the value */
         break;
     default:
         break;
@@ -318,7 +415,7 @@ static int config_parse(config_load_ctx_t *ctx, const uint8_t *buf, size_t len, 
     unsigned line = cap.line ? cap.line : 1;
     const char *key = yamlguard_unknown_key(rc, &cap);
     if (key != NULL)
-        return config_fail(ctx, line, "unknown key \"%s\" (allowed: " CONFIG_ALLOWED ")", key);
+        return config_fail_unknown(ctx, line, key);
     char plain[256];
     yamlguard_explain(cap.message[0] ? cap.message : cyaml_strerror(rc), plain, sizeof plain);
     /* The key whose value libcyaml refused: the field it names, else the
@@ -643,7 +740,13 @@ int config_set(broker_config_t *cfg, const char *field, const char *value, char 
         if (strcmp(field, config_keys[k]) == 0)
             key = k;
     if (cfg == NULL || key < 0) {
-        snprintf(err, errlen, "unknown config field \"%s\"", field ? field : "");
+        const char *closest = config_closest_key(field);
+        if (closest != NULL)
+            snprintf(err, errlen, "unknown config field \"%.64s\": did you mean \"%s\"? (%s)",
+                     field, closest, CONFIG_KEYS_DOC);
+        else
+            snprintf(err, errlen, "unknown config field \"%.64s\" (%s)", field ? field : "",
+                     CONFIG_KEYS_DOC);
         return -1;
     }
     char buf[256];

@@ -80,6 +80,12 @@ broker_config_t *config_load(const char *path, char *err, size_t errlen);
 /* Free the config and set *cfg to NULL; safe on NULL and *cfg == NULL. */
 void config_destroy(broker_config_t **cfg);
 
+/* The allowed config key nearest to name (a misspelling of it: an edit or
+ * two, three in the longest keys), or NULL when none is near; name itself
+ * when it is one. For the messages of config_load and config_set. Safe on
+ * any string (NULL too). */
+const char *config_closest_key(const char *name);
+
 /* Override one field from the command line. field is one of the YAML key
  * names. The value is taken as given:
  * a relative path stays relative to the working directory. Checks the

@@ -170,7 +170,8 @@ static const set_row_t set_rows[] = {
     {"store", "", 0, "must not be empty"},
     {"store", "a\nb", 0, "control character"},
     {"policy", NULL, 0, "must not be empty"},
-    {"password", "x", 0, "unknown config field \"password\""},
+    {"password", "x", 0, "unknown config field \"password\" (the keys: schakeld(8)"},
+    {"max_windw", "5", 0, "unknown config field \"max_windw\": did you mean \"max_window\"?"},
     {NULL, "x", 0, "unknown config field"},
     {"key_file", "/etc/schakel/broker.key", 1, NULL},
     {"ack_timeout", "30s", 1, NULL},
@@ -369,6 +370,102 @@ static void test_bad_configs(void **state)
     assert_int_equal(failures, 0);
 }
 
+/* An unknown key names the allowed key nearest to it, when one is, and
+ * sends the operator to the docs for the list: the message is whole. */
+typedef struct unknown_row {
+    const char *text;
+    const char *message; /* after "schakeld.yaml:" */
+} unknown_row_t;
+
+#define KEYS_DOC "(the keys: schakeld(8), docs/OPERATIONS.md (Configuration, Limits))"
+static const unknown_row_t unknown_rows[] = {
+    /* misspelt at the top level */
+    {"listen: tcp://x:1\nstore: db\nack_timout: 5s\n",
+     "3: unknown key \"ack_timout\": did you mean \"ack_timeout\"? " KEYS_DOC},
+    {"Listen: tcp://x:1\n", "1: unknown key \"Listen\": did you mean \"listen\"? " KEYS_DOC},
+    {"listen: tcp://x:1\nmax_case_opens_per_hour_per_partnr: 4\n",
+     "2: unknown key \"max_case_opens_per_hour_per_partnr\": did you mean "
+     "\"max_case_opens_per_hour_per_partner\"? " KEYS_DOC},
+    {"listen: tcp://x:1\nmetrics_lsiten: 127.0.0.1:0\n",
+     "2: unknown key \"metrics_lsiten\": did you mean \"metrics_listen\"? " KEYS_DOC},
+    /* none near: no guess */
+    {"listen: tcp://x:1\nfrobnicate: 1\n", "2: unknown key \"frobnicate\" " KEYS_DOC},
+    {"store_key: k\n", "1: unknown key \"store_key\" " KEYS_DOC},
+    /* a key longer than 64 characters is shown cut, and said to be */
+    {"listen: tcp://x:1\n"
+     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa: 1\n",
+     "2: unknown key "
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\" " KEYS_DOC},
+    /* misspelt and indented under the key above it */
+    {"listen:\n  ack_timout: 5s\n", "2: key \"ack_timout\" is indented under \"listen\": did you "
+                                    "mean \"ack_timeout\", at the top level? " KEYS_DOC},
+    {"listen: tcp://x:1\nstore:\n  path: db\n  polcy: p.yaml\n",
+     "4: key \"polcy\" is indented under \"store\": did you mean \"policy\", at the top "
+     "level? " KEYS_DOC},
+    {"listen: tcp://x:1\nstore:\n  path: [a, b]\n  polcy: p.yaml\n",
+     "4: key \"polcy\" is indented under \"store\": did you mean \"policy\", at the top "
+     "level? " KEYS_DOC},
+    {"listen: tcp://x:1\nstore:\n\n  policy: p.yaml\n",
+     "4: key \"policy\" is indented under \"store\": a config is a mapping of keys to single "
+     "values; write it at the top level"},
+    /* a nested key near none: the value is a mapping, as before */
+    {"listen: tcp://x:1\nstore:\n  path: db\n",
+     "3: store: expected a single value, found a mapping"},
+};
+
+static void test_unknown_keys(void **state)
+{
+    const fixture_t *f = *state;
+    int failures = 0;
+    for (size_t i = 0; i < sizeof unknown_rows / sizeof unknown_rows[0]; i++) {
+        char err[512] = "", want[512];
+        broker_config_t *cfg = load_text(f, unknown_rows[i].text, err, sizeof err);
+        snprintf(want, sizeof want, "%s:%s", f->path, unknown_rows[i].message);
+        if (cfg != NULL) {
+            print_error("row %zu: loaded, but must fail\n", i);
+            config_destroy(&cfg);
+            failures++;
+        } else if (strcmp(err, want) != 0) {
+            print_error("row %zu:\n  got      %s\n  expected %s\n", i, err, want);
+            failures++;
+        }
+    }
+    assert_int_equal(failures, 0);
+}
+
+/* config_closest_key: a slip or two is near, another key is not. */
+static void test_closest_key(void **state)
+{
+    (void)state;
+    static const char *const rows[][2] = {
+        {"listen", "listen"},
+        {"lisetn", "listen"},
+        {"polciy", "policy"},
+        {"stor", "store"},
+        {"admin_listne", "admin_listen"},
+        {"max_silent_connection", "max_silent_connections"},
+        {"idempotence_window", "idempotency_window"},
+        {"ack", NULL},
+        {"keyfile", "key_file"},
+        {"key", NULL},
+        {"store_key", NULL},
+        {"listen_admin", NULL},
+        {"", NULL},
+        {NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *got = config_closest_key(rows[i][0]);
+        if ((got == NULL) != (rows[i][1] == NULL) || (got != NULL && strcmp(got, rows[i][1]) != 0))
+            fail_msg("row %zu (%s): got %s, expected %s", i, rows[i][0] ? rows[i][0] : "NULL",
+                     got ? got : "NULL", rows[i][1] ? rows[i][1] : "NULL");
+    }
+    /* longer than the distance is computed for: never near */
+    char long_name[200];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    assert_null(config_closest_key(long_name));
+}
+
 static void test_file_errors(void **state)
 {
     const fixture_t *f = *state;
@@ -524,6 +621,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_partial_config, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_config_set),
         cmocka_unit_test_setup_teardown(test_bad_configs, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown_keys, fixture_setup, fixture_teardown),
+        cmocka_unit_test(test_closest_key),
         cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_raw_nul_and_utf8_bom, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_config_folder_search_only, fixture_setup,
