@@ -1096,6 +1096,9 @@ static void admin_status_reload(const broker_t *b, admin_json_t *out)
     admin_json_object_begin(out);
     admin_json_member_bool(out, "fails", b->reload.start_fails);
     admin_json_member_string(out, "error", b->reload.start_fails ? b->reload.start_error : NULL);
+    /* the config names another policy file than the one a reload reads */
+    admin_json_member_string(out, "policy",
+                             b->reload.next_policy[0] != '\0' ? b->reload.next_policy : NULL);
     admin_json_object_end(out);
 }
 
@@ -1425,6 +1428,9 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
      * refused policy, the same error) */
     if (b->reload.start_fails)
         admin_json_member_string(out, "next_start_error", b->reload.start_error);
+    /* the next start reads another policy file than the one reloaded */
+    if (b->reload.next_policy[0] != '\0')
+        admin_json_member_string(out, "next_start_policy", b->reload.next_policy);
     admin_json_object_end(out);
     return dropped < 0 ? -1 : 0;
 }

@@ -35,7 +35,7 @@
 
 static size_t reload_count_operators(const policy_t *policy);
 static void log_policy_warnings(const policy_t *policy);
-static int reload_policy_file(broker_t *b, const char *requested_by, char *err, size_t errlen);
+static int reload_refused(broker_t *b, const char *requested_by, const char *err);
 
 static int64_t clock_ms(clockid_t which)
 {
@@ -1429,17 +1429,52 @@ static void reload_log_applied(broker_t *b, const char *old_hash, const char *re
                   NULL);
 }
 
+/* Whether other names the policy file a reload reads (policy_path): the
+ * same name, or another name of the same file as it is now (a link to
+ * it, "./" before it). */
+static int reload_same_policy_file(const char *policy_path, const char *other)
+{
+    struct stat a, b;
+    if (strcmp(policy_path, other) == 0)
+        return 1;
+    return stat(policy_path, &a) == 0 && stat(other, &b) == 0 && a.st_dev == b.st_dev &&
+           a.st_ino == b.st_ino;
+}
+
 /* Whether the config file and the policy it names, as they are on disk
  * now, would start the broker: a reload applies only the policy, and a
  * file that fails only at the next start (a restart, the watchdog, a
  * reboot) would leave the broker down then. Said when they would not,
- * and once when they would again. */
-static void reload_check_start(broker_t *b)
+ * and once when they would again. The policy is the one the reload just
+ * read when the config names that file (reload_error: why it did not
+ * load, NULL when it did), not read a second time; a config that names
+ * another file (its policy: changed since the start) is said, and that
+ * file loaded, as it is the one the next start reads. */
+static void reload_check_start(broker_t *b, const char *reload_error)
 {
     if (b->start_check == NULL)
         return;
     char err[sizeof b->reload.start_error];
-    if (b->start_check(b->start_check_arg, err, sizeof err) != 0) {
+    char *next = b->reload.next_policy;
+    int rc =
+        b->start_check(b->start_check_arg, next, sizeof b->reload.next_policy, err, sizeof err);
+    if (rc != 0 || reload_same_policy_file(b->policy_path, next)) {
+        next[0] = '\0';
+        if (rc == 0 && reload_error != NULL) {
+            snprintf(err, sizeof err, "%s", reload_error);
+            rc = -1;
+        }
+    } else {
+        log_event(LOG_WARN, "config.other_policy", "reloaded", b->policy_path, "next_start", next,
+                  "effect",
+                  "the config names another policy file than the one in force: a reload reads "
+                  "only the file the broker started with, the next start reads the other",
+                  NULL);
+        policy_t *policy = policy_load(next, err, sizeof err);
+        rc = policy != NULL ? 0 : -1;
+        policy_destroy(&policy);
+    }
+    if (rc != 0) {
         log_event(LOG_WARN, "config.would_not_start", "error", err, "effect",
                   "the broker runs on as it is, but its next start (a restart, the watchdog, "
                   "a reboot) fails: fix the file, then reload",
@@ -1528,31 +1563,30 @@ int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_
 {
     b->reload.at = b->now_s;
     snprintf(b->reload.by, sizeof b->reload.by, "%s", requested_by);
-    int rc = reload_policy_file(b, requested_by, err, errlen);
+    policy_t *fresh = policy_load(b->policy_path, err, errlen);
+    int loaded = fresh != NULL;
+    int rc = loaded ? reload_apply(b, fresh, requested_by, err, errlen)
+                    : reload_refused(b, requested_by, err);
     b->reload.failed = rc < 0;
     snprintf(b->reload.error, sizeof b->reload.error, "%s", rc < 0 ? err : "");
-    reload_check_start(b);
+    reload_check_start(b, loaded ? NULL : err);
     return rc;
 }
 
-/* broker_reload_policy without its report. */
-static int reload_policy_file(broker_t *b, const char *requested_by, char *err, size_t errlen)
+/* A reload whose policy file did not load (err says why): the policy in
+ * force stays, and a reload still pending stays so (dropping it could give
+ * back what it revokes): said, as the file no longer holds it. Returns -1. */
+static int reload_refused(broker_t *b, const char *requested_by, const char *err)
 {
-    policy_t *fresh = policy_load(b->policy_path, err, errlen);
-    if (fresh == NULL) {
-        /* A reload still pending stays so (dropping it could give back
-         * what it revokes): said, as the file no longer holds it. */
-        if (b->policy_pending != NULL)
-            log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                      policy_hash_hex(b->policy), "pending", policy_hash_hex(b->policy_pending),
-                      "by", requested_by, NULL);
-        else
-            log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
-                      policy_hash_hex(b->policy), "by", requested_by, NULL);
-        (void)record_policy_refused(b, requested_by, policy_hash_hex(b->policy), err);
-        return -1;
-    }
-    return reload_apply(b, fresh, requested_by, err, errlen);
+    if (b->policy_pending != NULL)
+        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                  policy_hash_hex(b->policy), "pending", policy_hash_hex(b->policy_pending), "by",
+                  requested_by, NULL);
+    else
+        log_event(LOG_ERROR, "policy.reload_refused", "error", err, "kept",
+                  policy_hash_hex(b->policy), "by", requested_by, NULL);
+    (void)record_policy_refused(b, requested_by, policy_hash_hex(b->policy), err);
+    return -1;
 }
 
 /* A reload still pending: its record is tried again, at most once a

@@ -11,6 +11,7 @@
 #ifndef SCHAKEL_BROKER_H
 #define SCHAKEL_BROKER_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,11 +99,15 @@ typedef struct broker_stats {
     unsigned long audit_carried, audit_not_carried;
 } broker_stats_t;
 
-/* Whether the config file as it is on disk now, and the policy it names,
- * would start a broker (main.c: loaded as a start loads them, with the
- * same command-line options over them; nothing of it is applied). Asked
- * at every reload. Returns 0, or -1 with "FILE:LINE: message" in err. */
-typedef int (*broker_start_check_fn)(const void *arg, char *err, size_t errlen);
+/* Whether the config file as it is on disk now would start a broker
+ * (main.c: loaded as a start loads it, with the same command-line options
+ * over it; nothing of it is applied), and the policy file it names, as a
+ * start would open it, into policy_path. Asked at every reload, which
+ * loads that policy itself (once: the file it reloads when it is the same,
+ * broker_reload_policy). Returns 0, or -1 with "FILE:LINE: message" in
+ * err. */
+typedef int (*broker_start_check_fn)(const void *arg, char *policy_path, size_t path_len, char *err,
+                                     size_t errlen);
 
 /* What the last reload found: for the metrics, `schakelctl status` and
  * the reload's answer and log line (broker_reload_policy). */
@@ -116,6 +121,10 @@ typedef struct reload_report {
     int start_fails;        /* the config on disk, or the policy it names, would not start
                              * the broker (start_check at the last reload) */
     char start_error[1024]; /* why, while start_fails */
+    /* The policy file the config on disk names when it is another than the
+     * one a reload reads (policy_path, the start's): the next start loads
+     * it. "" when the same, or when the config did not load. */
+    char next_policy[PATH_MAX];
 } reload_report_t;
 
 typedef struct broker {
@@ -314,7 +323,9 @@ int broker_run(broker_t *broker);
  * their key replaced are dropped, and the number dropped is returned.
  * Either way b->reload says what it found (operators left, cases made
  * unreachable) and whether the files on disk would start the broker
- * (broker_start_check_fn; logged config.would_not_start when not). */
+ * (broker_start_check_fn; logged config.would_not_start when not): the
+ * policy file is loaded once when the config names the one reloaded, and
+ * one it names instead is loaded too and said (config.other_policy). */
 int broker_reload_policy(broker_t *b, const char *requested_by, char *err, size_t errlen);
 
 /* Queue a reply frame to a session for after the commit (takes ownership

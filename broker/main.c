@@ -623,31 +623,37 @@ static broker_config_t *config_build(const options_t *o, char *err, size_t errle
     return cfg;
 }
 
-/* Whether the config and the policy it names, as they are on disk now,
- * would start a broker: loaded as a start loads them (config_build,
- * config_complete, policy_load), nothing applied. The key files, the
- * store and the endpoints are not tried. Returns the policy loaded (caller
- * frees), or NULL with "FILE:LINE: message" in err. */
-static policy_t *start_files_load(const options_t *o, char *err, size_t errlen)
+/* broker_start_check_fn: whether the config, as it is on disk now, would
+ * start a broker (config_build, config_complete, with the start's own
+ * options over it; nothing applied), and the policy file it names. The
+ * running broker asks at every reload, and loads that policy itself. The
+ * key files, the store and the endpoints are not tried. */
+static int start_check(const void *arg, char *policy_path, size_t path_len, char *err,
+                       size_t errlen)
 {
     int exit_code;
-    broker_config_t *cfg = config_build(o, err, errlen, &exit_code);
+    broker_config_t *cfg = config_build(arg, err, errlen, &exit_code);
     if (cfg == NULL)
-        return NULL;
-    policy_t *policy = NULL;
-    if (config_complete(cfg, err, errlen) == 0)
-        policy = policy_load(cfg->policy_path, err, errlen);
+        return -1;
+    int rc = config_complete(cfg, err, errlen);
+    if (rc == 0 && snprintf(policy_path, path_len, "%s", cfg->policy_path) >= (int)path_len) {
+        snprintf(err, errlen, "the policy path is longer than %zu bytes", path_len - 1);
+        rc = -1;
+    }
     config_destroy(&cfg);
-    return policy;
+    return rc;
 }
 
-/* broker_start_check_fn: the running broker asks at every reload. */
-static int start_check(const void *arg, char *err, size_t errlen)
+/* Whether the config and the policy it names, as they are on disk now,
+ * would start a broker: start_check, then the policy loaded as a start
+ * loads it. Returns the policy loaded (caller frees), or NULL with
+ * "FILE:LINE: message" in err. */
+static policy_t *start_files_load(const options_t *o, char *err, size_t errlen)
 {
-    policy_t *policy = start_files_load(arg, err, errlen);
-    int rc = policy != NULL ? 0 : -1;
-    policy_destroy(&policy);
-    return rc;
+    char policy_path[PATH_MAX];
+    if (start_check(o, policy_path, sizeof policy_path, err, errlen) != 0)
+        return NULL;
+    return policy_load(policy_path, err, errlen);
 }
 
 /* `schakeld --check`: exit 0 when the files would start a broker (the

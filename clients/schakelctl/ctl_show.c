@@ -9,6 +9,7 @@
  */
 #include "ctl.h"
 
+#include <limits.h>
 #include <getopt.h>
 #include <string.h>
 
@@ -94,6 +95,14 @@ static void ctl_status_reload(const json_t *doc)
         ctl_row("next start", text);
     } else if (json_is_object(start)) {
         ctl_row("next start", "ok: the config and policy load (as found at the last reload)");
+    }
+    const char *next_policy = json_is_object(start) ? ctl_json_string(start, "policy", NULL) : NULL;
+    if (next_policy != NULL) {
+        snprintf(text, sizeof text,
+                 "%s, named by the config: not the policy in force, which a reload reads "
+                 "(restart to take it)",
+                 next_policy);
+        ctl_row("next policy", text);
     }
 }
 
@@ -274,9 +283,18 @@ static void ctl_warn(const char *text)
 static void ctl_warn_next_start(const json_t *doc)
 {
     const char *error = ctl_json_string(doc, "next_start_error", NULL);
+    const char *next_policy = ctl_json_string(doc, "next_start_policy", NULL);
+    char text[PATH_MAX * 2 + 300];
+    if (next_policy != NULL) {
+        snprintf(text, sizeof text,
+                 "the config now names another policy file, %s: the broker's next start loads "
+                 "it, not %s, which this reload read (a reload reads only the file the broker "
+                 "started with; restart to take the other)",
+                 next_policy, ctl_json_string(doc, "policy", "-"));
+        ctl_warn(text);
+    }
     if (error == NULL)
         return;
-    char text[1200];
     snprintf(text, sizeof text,
              "the broker's next start (a restart, the watchdog, a reboot) would fail: %s", error);
     ctl_warn(text);

@@ -1574,6 +1574,144 @@ static void test_reload_says_when_the_next_start_would_fail(void **state)
     h_done(env);
 }
 
+/* A whole file, mode 0644 whatever the umask (the loaders refuse one
+ * others may write). */
+static void write_whole(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0644), 0);
+}
+
+/* The config file with its policy: line naming `policy`. */
+static void config_names_policy(h_env_t *env, const char *policy)
+{
+    char config[4096], line[200];
+    FILE *f = fopen(env->config_path, "r");
+    assert_non_null(f);
+    config[0] = '\0';
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "policy:", 7) == 0)
+            snprintf(line, sizeof line, "policy: %s\n", policy);
+        assert_true(strlen(config) + strlen(line) < sizeof config);
+        strcat(config, line);
+    }
+    fclose(f);
+    write_whole(env->config_path, config);
+}
+
+/* The broker started with opencount.so preloaded: each read of a file
+ * named policy.yaml is a line of its log (event=opencount.opened). */
+static int setup_broker_counting_policy_reads(void **state)
+{
+    char err[2 * PATH_MAX + 200], *saved = getenv("LD_PRELOAD");
+    saved = saved != NULL ? strdup(saved) : NULL;
+    h_env_t *env = h_env_new();
+    *state = env;
+    if (h_preload_shim("opencount.so", err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(setenv("SCHAKEL_TEST_OPENCOUNT", "policy.yaml", 1), 0);
+    h_broker_start_with(env, ADMIN_ON);
+    unsetenv("SCHAKEL_TEST_OPENCOUNT");
+    if (saved != NULL)
+        setenv("LD_PRELOAD", saved, 1);
+    else
+        unsetenv("LD_PRELOAD");
+    free(saved);
+    return 0;
+}
+
+#define POLICY_READ "event=opencount.opened name=policy.yaml"
+
+/* A reload reads the policy file once, also for the next start's check,
+ * when the config names that file (review: it was read twice, once to
+ * apply and once to check the next start): a policy taken and a policy
+ * refused alike, and the check says the same of it. When the config names
+ * another policy file (its policy: changed since the start), the reload
+ * still reads the one the broker started with, and says that the next
+ * start will read the other: in its answer, the log and `schakelctl
+ * status`; a broken other file is the next start's failure. */
+static void test_reload_reads_the_policy_once(void **state)
+{
+    h_env_t *env = *state;
+    const char *const status[] = {"status", NULL};
+    const char *const reload[] = {"reload", NULL};
+    long offset = h_log_offset(env);
+    char *out = operator_ctl_out(env, reload, 0, NULL);
+    expect_in(out, "reloaded", "a reload of the same policy");
+    free(out);
+    assert_int_equal(h_log_count(env, offset, POLICY_READ), 1);
+    assert_int_equal(h_log_count(env, offset, "event=config.other_policy"), 0);
+
+    /* refused: read once, and the next start is said to fail on it */
+    h_env_write_policy(env, "%srules: [\n  - id: x\n", h_policy_header);
+    offset = h_log_offset(env);
+    free(operator_ctl_out(env, reload, 1, "would fail"));
+    assert_int_equal(h_log_count(env, offset, POLICY_READ), 1);
+    assert_int_equal(
+        h_log_count_both(env, offset, "event=config.would_not_start", env->policy_path), 1);
+    h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
+
+    /* the config names another policy file */
+    char other[PATH_MAX], said[2 * PATH_MAX + 100];
+    snprintf(other, sizeof other, "%s/policy-next.yaml", env->dir);
+    size_t text_len = strlen(h_policy_header) + strlen(h_default_rules) + 32;
+    char *text = malloc(text_len);
+    assert_non_null(text);
+    snprintf(text, text_len, "%s%s# the next one\n", h_policy_header, h_default_rules);
+    write_whole(other, text);
+    free(text);
+    config_names_policy(env, "policy-next.yaml");
+    offset = h_log_offset(env);
+    snprintf(said, sizeof said,
+             "the config now names another policy file, %s: the broker's next "
+             "start loads it, not %s, which this reload read",
+             other, env->policy_path);
+    out = operator_ctl_out(env, reload, 0, said);
+    expect_in(out, "reloaded", "a reload while the config names another policy");
+    free(out);
+    assert_int_equal(h_log_count(env, offset, POLICY_READ), 1);
+    snprintf(said, sizeof said, "event=config.other_policy reloaded=%s next_start=%s",
+             env->policy_path, other);
+    assert_int_equal(h_log_count(env, offset, said), 1);
+    assert_int_equal(h_log_count(env, offset, "event=config.would_not_start"), 0);
+    start_check(env, 0, NULL);
+    out = operator_ctl_out(env, status, 0, NULL);
+    snprintf(said, sizeof said, "next policy   %s, named by the config: not the policy in force",
+             other);
+    expect_in(out, said, "status while the config names another policy");
+    expect_in(out, "next start    ok", "status while the config names another policy");
+    free(out);
+
+    /* that other file broken: the next start fails on it, the reload not */
+    write_whole(other, "version: 1\npartners: [\n");
+    offset = h_log_offset(env);
+    free(operator_ctl_out(env, reload, 0, "would fail"));
+    assert_int_equal(h_log_count_both(env, offset, "event=config.would_not_start", other), 1);
+    start_check(env, 1, other);
+    out = operator_ctl_out(env, status, 0, NULL);
+    expect_in(out, "WOULD FAIL", "status with the other policy broken");
+    expect_in(out, other, "status with the other policy broken");
+    free(out);
+
+    /* the config names the policy in force again: no more said of another */
+    config_names_policy(env, "policy.yaml");
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 1);
+    if (h_await_log(env, offset, "event=config.would_start", H_TIMEOUT_MS) != 0)
+        fail_msg("the config naming the policy in force again is not said to start");
+    assert_int_equal(h_log_count(env, offset, "event=config.other_policy"), 0);
+    assert_int_equal(h_log_count(env, offset, POLICY_READ), 1);
+    out = operator_ctl_out(env, status, 0, NULL);
+    if (strstr(out, "next policy") != NULL)
+        fail_msg("status still names another policy:\n%s", out);
+    free(out);
+    unlink(other);
+    h_done(env);
+}
+
 /* The recipients a reload's policy no longer names are listed from the
  * store; a listing the store fails (here a recipient id too long to be
  * one, as a damaged row has) is tried again every second, and what waits
@@ -1648,6 +1786,8 @@ int main(void)
                                         setup_broker_with_admin, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_warns_of_rules_that_never_decide,
                                         setup_broker_with_admin, h_teardown),
+        cmocka_unit_test_setup_teardown(test_reload_reads_the_policy_once,
+                                        setup_broker_counting_policy_reads, h_teardown),
         cmocka_unit_test_setup_teardown(test_failed_listing_of_removed_mailboxes_is_retried,
                                         h_setup_broker, h_teardown),
     };
