@@ -190,24 +190,22 @@ static void await_gauge(const char *address, schakel_client_t *client, const cha
 
 /* ------------------------------------------------------------ promtool */
 
-/* `promtool check metrics` with text on stdin: 0 when it parses and lints
- * clean. Bounded by H_CLI_TIMEOUT_MS. */
-static void assert_promtool_accepts(h_env_t *env, const char *text)
+/* Run argv (a program on the PATH) with in_path on stdin, its stdout and
+ * stderr into report; its exit status, 127 when it could not be run, or
+ * -1 when it was killed after H_CLI_TIMEOUT_MS. */
+static int run_tool(h_env_t *env, char *const *argv, const char *in_path, char *report,
+                    size_t report_len)
 {
-    char in_path[160], out_path[160];
-    snprintf(in_path, sizeof in_path, "%s/metrics.txt", env->dir);
-    snprintf(out_path, sizeof out_path, "%s/promtool.out", env->dir);
-    FILE *f = fopen(in_path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
+    char out_path[160];
+    const char *program = strrchr(argv[0], '/') != NULL ? strrchr(argv[0], '/') + 1 : argv[0];
+    snprintf(out_path, sizeof out_path, "%s/%s.out", env->dir, program);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         int in = open(in_path, O_RDONLY), out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
         if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
             _exit(126);
-        execlp("promtool", "promtool", "check", "metrics", (char *)NULL);
+        execvp(argv[0], argv);
         _exit(127);
     }
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -222,20 +220,43 @@ static void assert_promtool_accepts(h_env_t *env, const char *text)
     int status = 0;
     assert_int_equal(waitpid(pid, &status, 0), pid);
     close(pidfd);
-    char report[2048] = "";
-    f = fopen(out_path, "r");
+    report[0] = '\0';
+    FILE *f = fopen(out_path, "r");
     if (f != NULL) {
-        size_t got = fread(report, 1, sizeof report - 1, f);
+        size_t got = fread(report, 1, report_len - 1, f);
         report[got] = '\0';
         fclose(f);
     }
     if (ready <= 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* text into DIR/metrics.txt; its path into path. */
+static void write_metrics_text(h_env_t *env, const char *text, char *path, size_t path_len)
+{
+    snprintf(path, path_len, "%s/metrics.txt", env->dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* `promtool check metrics` with text on stdin: 0 when it parses and lints
+ * clean. Bounded by H_CLI_TIMEOUT_MS. */
+static void assert_promtool_accepts(h_env_t *env, const char *text)
+{
+    char in_path[160], report[2048];
+    char *const argv[] = {"promtool", "check", "metrics", NULL};
+    write_metrics_text(env, text, in_path, sizeof in_path);
+    int status = run_tool(env, argv, in_path, report, sizeof report);
+    if (status < 0)
         fail_msg("promtool did not finish within %d ms", H_CLI_TIMEOUT_MS);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
+    if (status == 127)
         fail_msg("promtool is not installed: run `make deps` (Debian package prometheus)");
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        fail_msg("promtool check metrics refused /metrics (status %d): %s\n--- text:\n%s",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : -1, report, text);
+    if (status != 0)
+        fail_msg("promtool check metrics refused /metrics (status %d): %s\n--- text:\n%s", status,
+                 report, text);
 }
 
 /* ------------------------------------------------------------ signals */
@@ -1420,6 +1441,54 @@ static void test_signal_before_the_poll_is_seen(void **state)
     h_done(env);
 }
 
+/* Wait (bounded) until every metric shown only once counted (backlog,
+ * store size, deliveries set aside) is in /metrics; its text (caller
+ * frees). */
+static char *await_every_metric(const char *address, schakel_client_t *client)
+{
+    static const char *const late[] = {"schakel_backlog{", "schakel_store_bytes ",
+                                       "schakel_deliveries_set_aside "};
+    int64_t deadline = (int64_t)time(NULL) + H_TIMEOUT_MS / 1000;
+    char *text = NULL;
+    while ((int64_t)time(NULL) <= deadline) {
+        free(text);
+        text = http_get_ok(address, "/metrics");
+        size_t found = 0;
+        for (size_t i = 0; i < sizeof late / sizeof late[0]; i++)
+            found += strstr(text, late[i]) != NULL;
+        if (found == sizeof late / sizeof late[0])
+            return text;
+        (void)h_backlog(client); /* a round trip: lets the broker turn */
+    }
+    fail_msg("not every metric is in /metrics:\n%s", text);
+    return NULL;
+}
+
+/* The Grafana dashboard, the alert rules (promtool check rules, and their
+ * tests) and the metrics table of OPERATIONS name the metrics this broker
+ * exports, and each of those has a panel and a row: a metric renamed, or
+ * a panel, rule or row naming one that is gone, fails here
+ * (tests/integration/check_deploy.py; run from the source tree, as make
+ * test runs it). */
+static void test_dashboard_alerts_and_docs_name_exported_metrics(void **state)
+{
+    h_env_t *env = *state;
+    char address[64], in_path[160], report[16384];
+    h_broker_start_metrics(env, NULL, address, sizeof address);
+    schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
+    char *text = await_every_metric(address, brandweer);
+    write_metrics_text(env, text, in_path, sizeof in_path);
+    free(text);
+    schakel_close(&brandweer);
+    char *const argv[] = {"/usr/bin/python3", "tests/integration/check_deploy.py", in_path, NULL};
+    int status = run_tool(env, argv, in_path, report, sizeof report);
+    if (status != 0)
+        fail_msg("check_deploy.py (status %d; run from the source tree):\n%s", status, report);
+    print_message("%s", strstr(report, "check_deploy:") ? strstr(report, "check_deploy:") : report);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1446,6 +1515,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_signal_before_the_poll_is_seen, h_setup_env,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_dashboard_alerts_and_docs_name_exported_metrics,
+                                        h_setup_env, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: metrics", tests, NULL, NULL);
 }
