@@ -1432,11 +1432,13 @@ static void reload_log_applied(broker_t *b, const char *old_hash, const char *re
 /* Whether other names the policy file a reload reads (policy_path): the
  * same name, or another name of the same file as it is now (a link to
  * it, "./" before it). */
+/* Whether other names the very file of policy_path (another spelling, a
+ * link): not "another policy file" to warn of, but still loaded by the
+ * start check, since key_file paths resolve against the folder of the name
+ * as given and the file guard checks the folders of that name. */
 static int reload_same_policy_file(const char *policy_path, const char *other)
 {
     struct stat a, b;
-    if (strcmp(policy_path, other) == 0)
-        return 1;
     return stat(policy_path, &a) == 0 && stat(other, &b) == 0 && a.st_dev == b.st_dev &&
            a.st_ino == b.st_ino;
 }
@@ -1446,10 +1448,12 @@ static int reload_same_policy_file(const char *policy_path, const char *other)
  * file that fails only at the next start (a restart, the watchdog, a
  * reboot) would leave the broker down then. Said when they would not,
  * and once when they would again. The policy is the one the reload just
- * read when the config names that file (reload_error: why it did not
- * load, NULL when it did), not read a second time; a config that names
- * another file (its policy: changed since the start) is said, and that
- * file loaded, as it is the one the next start reads. */
+ * read when the config names that file by the same name (reload_error:
+ * why it did not load, NULL when it did), not read a second time; by
+ * another name (a link) it is loaded again, as key_file paths resolve
+ * against that name's folder, but not said; a config that names another
+ * file (its policy: changed since the start) is said, and that file
+ * loaded, as it is the one the next start reads. */
 static void reload_check_start(broker_t *b, const char *reload_error)
 {
     if (b->start_check == NULL)
@@ -1458,19 +1462,25 @@ static void reload_check_start(broker_t *b, const char *reload_error)
     char *next = b->reload.next_policy;
     int rc =
         b->start_check(b->start_check_arg, next, sizeof b->reload.next_policy, err, sizeof err);
-    if (rc != 0 || reload_same_policy_file(b->policy_path, next)) {
+    if (rc != 0 || strcmp(b->policy_path, next) == 0) {
         next[0] = '\0';
         if (rc == 0 && reload_error != NULL) {
             snprintf(err, sizeof err, "%s", reload_error);
             rc = -1;
         }
     } else {
-        log_event(LOG_WARN, "config.other_policy", "reloaded", b->policy_path, "next_start", next,
-                  "effect",
-                  "the config names another policy file than the one in force: a reload reads "
-                  "only the file the broker started with, the next start reads the other",
-                  NULL);
-        policy_t *policy = policy_load(next, err, sizeof err);
+        char named[sizeof b->reload.next_policy];
+        snprintf(named, sizeof named, "%s", next);
+        if (reload_same_policy_file(b->policy_path, named))
+            next[0] = '\0'; /* the same file by another name: loaded, not warned of */
+        else
+            log_event(LOG_WARN, "config.other_policy", "reloaded", b->policy_path, "next_start",
+                      named, "effect",
+                      "the config names another policy file than the one in force: a reload "
+                      "reads only the file the broker started with, the next start reads the "
+                      "other",
+                      NULL);
+        policy_t *policy = policy_load(named, err, sizeof err);
         rc = policy != NULL ? 0 : -1;
         policy_destroy(&policy);
     }

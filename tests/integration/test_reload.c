@@ -1708,6 +1708,26 @@ static void test_reload_reads_the_policy_once(void **state)
     if (strstr(out, "next policy") != NULL)
         fail_msg("status still names another policy:\n%s", out);
     free(out);
+
+    /* The same file by another name, a link in a folder without keys/
+     * (review: the reload took the two names for one file and said the
+     * next start was fine; the start resolved the policy's key_file paths
+     * against the link's folder and failed). Not another policy, but the
+     * next start's failure. */
+    char alt[PATH_MAX], link_path[PATH_MAX + 16];
+    snprintf(alt, sizeof alt, "%s/alt", env->dir);
+    snprintf(link_path, sizeof link_path, "%s/policy.yaml", alt);
+    assert_int_equal(mkdir(alt, 0755), 0);
+    assert_int_equal(symlink("../policy.yaml", link_path), 0);
+    config_names_policy(env, "alt/policy.yaml");
+    offset = h_log_offset(env);
+    free(operator_ctl_out(env, reload, 0, "would fail"));
+    assert_int_equal(h_log_count_both(env, offset, "event=config.would_not_start", link_path), 1);
+    assert_int_equal(h_log_count(env, offset, "event=config.other_policy"), 0);
+    start_check(env, 1, link_path);
+    config_names_policy(env, "policy.yaml");
+    unlink(link_path);
+    rmdir(alt);
     unlink(other);
     h_done(env);
 }
