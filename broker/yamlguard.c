@@ -23,16 +23,30 @@
 
 /* ------------------------------------------------------------------ errors */
 
+/* The longest file name an error shows whole; longer ones by their end. */
+#define YAMLGUARD_SHOWN_NAME 256
+
 int yamlguard_vfail(const yamlguard_report_t *report, unsigned line, const char *fmt, va_list args)
 {
     char message[512];
     vsnprintf(message, sizeof message, fmt, args);
     if (report->err == NULL || report->errlen == 0)
         return -1;
+    /* A long name shown by its end (from a '/' when one is near), so that
+     * the line and the reason fit in err (a path of 4,000 bytes filled it). */
+    const char *name = report->name, *dots = "";
+    size_t len = strlen(name);
+    if (len > YAMLGUARD_SHOWN_NAME) {
+        name += len - YAMLGUARD_SHOWN_NAME;
+        const char *slash = strchr(name, '/');
+        if (slash != NULL && slash - name < 64)
+            name = slash;
+        dots = "...";
+    }
     if (line > 0)
-        snprintf(report->err, report->errlen, "%s:%u: %s", report->name, line, message);
+        snprintf(report->err, report->errlen, "%s%s:%u: %s", dots, name, line, message);
     else
-        snprintf(report->err, report->errlen, "%s: %s", report->name, message);
+        snprintf(report->err, report->errlen, "%s%s: %s", dots, name, message);
     return -1;
 }
 

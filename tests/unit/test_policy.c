@@ -977,6 +977,39 @@ static void test_load_file_errors(void **state)
     assert_null(policy_load(NULL, err, sizeof err));
 }
 
+/* A policy deep in folders (a path of about 4,000 bytes) with an error on
+ * its line 2: the message shows the name by its end, then the line and
+ * the reason (review: 1,024 bytes of path filled it, line and reason
+ * cut off). */
+static void test_long_path_error_keeps_line_and_reason(void **state)
+{
+    const fixture_t *f = *state;
+    char path[PATH_MAX], part[201];
+    memset(part, 'd', 200);
+    part[200] = '\0';
+    int used = snprintf(path, sizeof path, "%s", f->dir);
+    while (used + 202 + 16 < PATH_MAX - 64) {
+        used += snprintf(path + used, sizeof path - (size_t)used, "/%s", part);
+        assert_int_equal(mkdir(path, 0755), 0);
+    }
+    snprintf(path + used, sizeof path - (size_t)used, "/p.yaml");
+    FILE *file = fopen(path, "w");
+    assert_non_null(file);
+    fputs("version: 1\npartners: [\n", file);
+    assert_int_equal(fclose(file), 0);
+    char err[1024] = "";
+    assert_null(policy_load(path, err, sizeof err));
+    if (strncmp(err, "...", 3) != 0 || strstr(err, "/p.yaml:") == NULL ||
+        strstr(err, "YAML syntax") == NULL)
+        fail_msg("a long path's error: \"%s\"", err);
+    unlink(path);
+    while (used > (int)strlen(f->dir)) {
+        path[used] = '\0';
+        assert_int_equal(rmdir(path), 0);
+        used -= 201;
+    }
+}
+
 /* A UTF-8 byte order mark is taken (libyaml skips it); the policy hash is
  * over the file's bytes, the mark included. version 1 may be quoted. */
 static void test_utf8_bom_and_quoted_version(void **state)
@@ -1628,6 +1661,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_policy_sticky_link_in_folder_part, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ten_thousand_rules, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_long_path_error_keeps_line_and_reason, fixture_setup,
+                                        fixture_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
