@@ -209,7 +209,7 @@ UNIT_EXTRA_test_session := broker/table.c broker/sendq.c
 UNIT_EXTRA_test_sendq := broker/sendq.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
-UNIT_EXTRA_test_record := broker/refusals.c
+UNIT_EXTRA_test_record := broker/record_carry.c broker/refusals.c
 # schakel import's reader (a CLI file, with the CLI's JSON library)
 UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
 UNIT_LIBS_test_import_read = $(CLI_LIBS)
