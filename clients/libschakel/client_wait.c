@@ -1,0 +1,990 @@
+/*
+ * client_wait.c — libschakel's wait loop: what is sent to the broker
+ * (requests, Heartbeats, Flow, what a reconnect makes owed), the handshake
+ * monitor's events, frames in paired with the request that waits for them
+ * (or queued: deliveries, late answers) and the loop that polls for both.
+ * Trusts nothing the broker sends: frames go through wire_decode_frame,
+ * deliveries through delivery_decode. Never aborts the host: every failure
+ * is a schakel_status_t with the last error filled.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "client_internal.h"
+#include "client_state.h"
+#include "signal_pb.h"
+#include "syntax.h"
+#include "wire.h"
+
+/* Milliseconds of the wall clock (a Heartbeat's time). */
+static int64_t client_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------ sending */
+
+/* Send encoded bytes without blocking. With ZMQ_IMMEDIATE off the DEALER
+ * queues while (re)connecting, so EAGAIN means the send queue
+ * (SCHAKEL_SNDHWM messages) is full, or libzmq abandoned the connection. */
+schakel_status_t client_send_bytes(schakel_client_t *client, const uint8_t *buf, size_t len,
+                                   const char *what)
+{
+    if (client->socket == NULL && client_replace_socket(client) != SCHAKEL_OK)
+        return client->last_error.status;
+    int rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
+    int saved_errno = errno;
+    /* A live connection keeps its queue while reconnecting, so a full queue
+     * right after an unannounced drop is an abandoned connection. */
+    if (rc == -1 && saved_errno == EAGAIN && client->retry_awaited_since != 0 &&
+        client_replace_socket(client) == SCHAKEL_OK) {
+        rc = zmq_send(client->socket, buf, len, ZMQ_DONTWAIT);
+        saved_errno = errno;
+    }
+    if (rc == -1 && saved_errno == EAGAIN)
+        return client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                           "cannot send %s: the queue to broker %s is full (broker unreachable?)",
+                           what, client->endpoint);
+    if (rc == -1)
+        return client_fail(client, SCHAKEL_ERR_INTERNAL, "cannot send %s: %s", what,
+                           zmq_strerror(saved_errno));
+    client->last_send_ms = client_now_ms();
+    return SCHAKEL_OK;
+}
+
+static schakel_status_t client_send(schakel_client_t *client, Schakel__Frame *frame,
+                                    const char *what)
+{
+    size_t len = 0;
+    uint8_t *buf = wire_encode_frame(frame, &len);
+    if (buf == NULL)
+        return client_fail(client, SCHAKEL_ERR_NOMEM, "out of memory encoding %s", what);
+    schakel_status_t status = client_send_bytes(client, buf, len, what);
+    free(buf);
+    return status;
+}
+
+static void client_heartbeat_id(uint64_t order, uint8_t id[CLIENT_HEARTBEAT_ID_BYTES])
+{
+    for (unsigned i = 0; i < CLIENT_HEARTBEAT_ID_BYTES; i++)
+        id[i] = (uint8_t)(order >> (8u * (CLIENT_HEARTBEAT_ID_BYTES - 1u - i)));
+}
+
+schakel_status_t client_send_heartbeat(schakel_client_t *client)
+{
+    Schakel__Heartbeat heartbeat = SCHAKEL__HEARTBEAT__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    uint8_t id[CLIENT_HEARTBEAT_ID_BYTES];
+    uint64_t order = client->requests_sent + 1;
+    int named = !client->heartbeat_ids_refused;
+    client_heartbeat_id(order, id);
+    heartbeat.has_time = 1;
+    heartbeat.time = client_wall_ms();
+    heartbeat.has_store_epoch = client->epoch_asking; /* empty: asks for it */
+    heartbeat.has_heartbeat_id = named;
+    heartbeat.heartbeat_id.data = id;
+    heartbeat.heartbeat_id.len = sizeof id;
+    frame.body_case = SCHAKEL__FRAME__BODY_HEARTBEAT;
+    frame.heartbeat = &heartbeat;
+    schakel_status_t status = client_send(client, &frame, "Heartbeat");
+    if (status != SCHAKEL_OK)
+        return status;
+    if (client->heartbeats_pending == CLIENT_HEARTBEATS_MAX) {
+        memmove(&client->heartbeats[0], &client->heartbeats[1],
+                (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeats[0]);
+        client->heartbeats_pending--;
+    }
+    client->heartbeats[client->heartbeats_pending++] =
+        (client_heartbeat_t){order, named, client->connected, client->sockets_made};
+    client->requests_sent = order;
+    return SCHAKEL_OK;
+}
+
+static schakel_status_t client_send_flow(schakel_client_t *client)
+{
+    Schakel__Flow flow = SCHAKEL__FLOW__INIT;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    flow.has_window = 1;
+    flow.window = client->window;
+    frame.body_case = SCHAKEL__FRAME__BODY_FLOW;
+    frame.flow = &flow;
+    return client_send(client, &frame, "Flow");
+}
+
+/* Send the Flow this connection is owed. A Flow that could not be sent
+ * stays owed and is tried again by the next wait: a receiver whose Flow was
+ * lost would otherwise never be pushed to until the next reconnect. */
+schakel_status_t client_send_owed_flow(schakel_client_t *client)
+{
+    if (!client->flow_owed)
+        return SCHAKEL_OK;
+    schakel_status_t status = client_send_flow(client);
+    if (status == SCHAKEL_OK)
+        client->flow_owed = 0;
+    return status;
+}
+
+/* Forget the requests given up on that were sent before `order`: answers
+ * come in the order of the requests, so once a later request is answered
+ * theirs came (or went with a lost connection). */
+static void client_forget_gave_up_before(schakel_client_t *client, uint64_t order)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].order >= order)
+            client->gave_up[keep++] = client->gave_up[i];
+    client->n_gave_up = keep;
+}
+
+/* The same, for an answer to the request sent as `order`: the Acks sent
+ * before it were taken or refused too. */
+static void client_settle_before(schakel_client_t *client, uint64_t order)
+{
+    acksent_settle_before(&client->acks_sent, order);
+    client_forget_gave_up_before(client, order);
+}
+
+/* The Heartbeat at `index` of those owed an answer got one: requests
+ * given up on before it were answered too, and so were the Heartbeats
+ * before it (answers come in order). */
+static void client_heartbeat_settle(schakel_client_t *client, size_t index)
+{
+    client_settle_before(client, client->heartbeats[index].order);
+    client->heartbeats_pending -= index + 1;
+    memmove(&client->heartbeats[0], &client->heartbeats[index + 1],
+            client->heartbeats_pending * sizeof client->heartbeats[0]);
+}
+
+/* The oldest Heartbeat still owed an answer got a refusal (refusals name
+ * no Heartbeat). Fills *answered and returns 1, or returns 0 if none is
+ * owed one (forgotten, CLIENT_HEARTBEATS_MAX, or sent before a reconnect). */
+static int client_heartbeat_answered(schakel_client_t *client, client_heartbeat_t *answered)
+{
+    if (client->heartbeats_pending == 0)
+        return 0;
+    *answered = client->heartbeats[0];
+    client_heartbeat_settle(client, 0);
+    return 1;
+}
+
+/* A Heartbeat answer without heartbeat_id: it answers the oldest Heartbeat
+ * owed one if that went without the id too (to a broker from before the
+ * field, which answers in order), and nothing (0) otherwise. A Heartbeat
+ * that named itself is answered naming it by a broker that takes the field;
+ * one from before the field refuses it. An answer naming none left from a
+ * lost connection to such a broker is not taken for it, then, and neither is
+ * that of a broker that takes the field without echoing it (which breaks
+ * PROTOCOL 4.9; no Schakel broker does): the call times out. */
+static int client_heartbeat_unnamed_answered(schakel_client_t *client)
+{
+    if (client->heartbeats_pending == 0 || client->heartbeats[0].named)
+        return 0;
+    client_heartbeat_settle(client, 0);
+    return 1;
+}
+
+/* A Heartbeat answer naming `id`: settles the Heartbeat owed an answer that
+ * it names (1), or nothing (0) when it names none of them: the answer
+ * to a Heartbeat sent on a lost connection (PROTOCOL 7.10), or forgotten. */
+static int client_heartbeat_named_answered(schakel_client_t *client, const ProtobufCBinaryData *id)
+{
+    uint8_t expected[CLIENT_HEARTBEAT_ID_BYTES];
+    if (id->len != sizeof expected)
+        return 0;
+    for (size_t i = 0; i < client->heartbeats_pending; i++) {
+        client_heartbeat_id(client->heartbeats[i].order, expected);
+        if (client->heartbeats[i].named && memcmp(id->data, expected, sizeof expected) == 0) {
+            client_heartbeat_settle(client, i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An answer to a request given up on came: a CaseView (query) or an
+ * answer naming no id (or a malformed one). It answers the oldest such
+ * request, and every request given up on before it. */
+static void client_settle_gave_up(schakel_client_t *client, int query)
+{
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].query == query) {
+            client_settle_before(client, client->gave_up[i].order + 1);
+            return;
+        }
+}
+
+/* An answer naming message id `id` that no publish in flight or wait
+ * has: the answer of the request given up on that names it, which settles
+ * it and every request sent before it (answers come in order), however many
+ * of those lost their answer (a broker drops one it cannot queue). An id no
+ * such request names (a second copy's answer, or one beyond
+ * CLIENT_GAVE_UP_MAX) settles nothing: taking it for the oldest given up on
+ * would leave a later one owed an answer, and the next refusal naming no
+ * id, another request's, would be taken for that one's. */
+static void client_settle_gave_up_id(schakel_client_t *client, const uint8_t *id)
+{
+    /* the oldest copy under that id: answers come in order */
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (client->gave_up[i].has_id &&
+            memcmp(client->gave_up[i].id, id, SCHAKEL_MESSAGE_ID_BYTES) == 0) {
+            client_settle_before(client, client->gave_up[i].order + 1);
+            return;
+        }
+}
+
+/* A request sent as `order` (naming message id `id`, or NULL) was given up
+ * on: its answer still comes. */
+void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query,
+                    const uint8_t *id)
+{
+    if (client->n_gave_up == CLIENT_GAVE_UP_MAX) /* the oldest is the least likely to come */
+        client_forget_gave_up_before(client, client->gave_up[0].order + 1);
+    size_t at = client->n_gave_up;
+    while (at > 0 && client->gave_up[at - 1].order > order)
+        at--;
+    memmove(&client->gave_up[at + 1], &client->gave_up[at],
+            (client->n_gave_up - at) * sizeof client->gave_up[0]);
+    client->gave_up[at] = (client_gave_up_t){order, sent_connected, query, id != NULL, {0}};
+    if (id != NULL)
+        memcpy(client->gave_up[at].id, id, SCHAKEL_MESSAGE_ID_BYTES);
+    client->n_gave_up++;
+}
+
+/* A new connection is up: what was given up on while a connection was up
+ * went with it; what was sent while none was goes out on this one. */
+static void client_gave_up_reconnected(schakel_client_t *client)
+{
+    size_t keep = 0;
+    for (size_t i = 0; i < client->n_gave_up; i++)
+        if (!client->gave_up[i].sent_connected) {
+            client->gave_up[keep] = client->gave_up[i];
+            client->gave_up[keep++].sent_connected = 1;
+        }
+    client->n_gave_up = keep;
+}
+
+/* A publish in flight is dropped by the caller: if it is on the wire and
+ * unanswered, its answer still comes and must not be taken for another's. */
+void client_flight_drop(schakel_client_t *client, inflight_entry_t *entry)
+{
+    if (entry->answer == NULL && !entry->resend_owed)
+        client_give_up(client, entry->order, entry->sent_connected, 0, entry->id);
+    inflight_remove(&client->flight, entry);
+}
+
+/* ------------------------------------------------------------------ events */
+
+/* Read one socket event from the monitor (two frames: 6 bytes of event and
+ * value, then the endpoint). Returns 0, or -1 if none is waiting. */
+static int client_read_event(void *monitor, uint16_t *event, int32_t *value)
+{
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, monitor, ZMQ_DONTWAIT) == -1) {
+        zmq_msg_close(&part);
+        return -1;
+    }
+    int ok = zmq_msg_size(&part) >= 6;
+    if (ok) {
+        const uint8_t *data = zmq_msg_data(&part);
+        uint32_t raw_value;
+        memcpy(event, data, sizeof *event);
+        memcpy(&raw_value, data + 2, sizeof raw_value);
+        *value = (int32_t)raw_value;
+    }
+    while (zmq_msg_more(&part)) {
+        zmq_msg_close(&part);
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, monitor, ZMQ_DONTWAIT) == -1)
+            break;
+    }
+    zmq_msg_close(&part);
+    return ok ? 0 : -1;
+}
+
+static void client_wait_finish(client_wait_t *wait, schakel_status_t status)
+{
+    if (!wait->done) {
+        wait->done = 1;
+        wait->status = status;
+    }
+}
+
+/* Send again each publish in flight whose resend is owed (after a
+ * reconnect), oldest first; one that cannot be queued now stays owed, and
+ * so do those after it, which keeps them in order. */
+schakel_status_t client_send_owed_publishes(schakel_client_t *client)
+{
+    for (size_t i = 0; i < client->flight.count; i++) {
+        inflight_entry_t *entry = &client->flight.entries[i];
+        if (entry->answer != NULL)
+            entry->resend_owed = 0; /* answered meanwhile: nothing to send */
+        if (!entry->resend_owed)
+            continue;
+        schakel_status_t status =
+            client_send_bytes(client, entry->frame, entry->frame_len, "Publish");
+        if (status != SCHAKEL_OK)
+            return status;
+        entry->resend_owed = 0;
+        entry->order = ++client->requests_sent;
+        entry->sent_connected = client->connected;
+    }
+    return SCHAKEL_OK;
+}
+
+/* Send again each Ack the broker refused RATE_LIMITED whose pause is
+ * over (acksent.h), oldest first; one that cannot be queued now stays
+ * owed, and is tried again by the next wait. */
+schakel_status_t client_send_owed_acks(schakel_client_t *client, int64_t now)
+{
+    acksent_entry_t *entry;
+    while ((entry = acksent_due(&client->acks_sent, now)) != NULL) {
+        schakel_status_t status = client_send_bytes(client, entry->frame, entry->frame_len, "Ack");
+        if (status != SCHAKEL_OK)
+            return status;
+        acksent_resent(&client->acks_sent, entry, ++client->requests_sent);
+    }
+    return SCHAKEL_OK;
+}
+
+/* A new connection is up: Heartbeats that went out on the lost one are
+ * owed no answer any more (one may still be read, PROTOCOL 7.10: it names
+ * a Heartbeat not owed one, and is ignored), and the one a wait is for is
+ * asked again. Those sent while there was none wait in the socket's queue
+ * and go out on this one: they stay owed, and are answered (or refused, by
+ * a broker from before heartbeat_id, whose refusals would otherwise be
+ * taken for those of the Heartbeats asked after them). */
+static void client_heartbeats_reconnected(schakel_client_t *client, client_wait_t *wait)
+{
+    size_t kept = 0;
+    int last_lost = 0; /* a wait's Heartbeat is the last one sent */
+    for (size_t i = 0; i < client->heartbeats_pending; i++) {
+        client_heartbeat_t heartbeat = client->heartbeats[i];
+        if (!heartbeat.sent_connected && heartbeat.socket_no == client->sockets_made) {
+            heartbeat.sent_connected = 1; /* in the queue: it goes out now */
+            client->heartbeats[kept++] = heartbeat;
+        } else {
+            last_lost = i + 1 == client->heartbeats_pending;
+        }
+    }
+    if (wait->kind == CLIENT_WAIT_HEARTBEAT && last_lost)
+        wait->heartbeat_owed = 1;
+    client->heartbeats_pending = kept;
+}
+
+/* A new connection is up: the broker keeps no session state across
+ * connections, so our window is owed again, and so is a question whose
+ * answer may have been lost with the old connection. A publish is sent
+ * again as is: the broker answers a repeated message id with the original
+ * answer. Nothing is sent here: the wait sends what is owed once every
+ * event read with this one is handled (events are read late, after calls
+ * that did not read them, and several reconnects then mean one copy). */
+static void client_on_handshake(schakel_client_t *client, client_wait_t *wait)
+{
+    client->handshakes++;
+    client->connected = 1;
+    client->handshake_failures = 0;
+    if (client->handshakes > 1) {
+        client->flow_owed = client->subscribed;
+        client_gave_up_reconnected(client);
+        /* What went out on the lost connection is sent again; what was
+         * sent while there was none waits in the socket's queue and goes
+         * out on this one (sending it again would make two copies, and a
+         * second, stale answer). */
+        for (size_t i = 0; i < client->flight.count; i++) {
+            inflight_entry_t *entry = &client->flight.entries[i];
+            if (entry->answer != NULL || entry->resend_owed)
+                continue;
+            if (entry->sent_connected)
+                entry->resend_owed = 1;
+            else
+                entry->sent_connected = 1;
+        }
+        /* A publish or case command is answered once whatever the number of
+         * copies (idempotent by id); a query has no effect to repeat. */
+        if ((wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW) &&
+            wait->request != NULL && !wait->resend_owed) {
+            if (!wait->sent_connected && wait->socket_no == client->sockets_made)
+                wait->sent_connected = 1; /* in the queue: it goes out now */
+            else
+                wait->resend_owed = 1;
+        }
+        client_heartbeats_reconnected(client, wait);
+        client->heartbeat_ids_refused = 0; /* perhaps a newer broker */
+    }
+    if (wait->kind == CLIENT_WAIT_HANDSHAKE)
+        client_wait_finish(wait, SCHAKEL_OK);
+}
+
+static void client_on_event(schakel_client_t *client, uint16_t event, int32_t value,
+                            client_wait_t *wait)
+{
+    switch (event) {
+    case ZMQ_EVENT_CONNECTED:
+        client->tcp_connects++;
+        client->retry_awaited_since = 0;
+        break;
+    case ZMQ_EVENT_CONNECT_DELAYED:
+    case ZMQ_EVENT_CONNECT_RETRIED:
+        client->retry_awaited_since = 0;
+        break;
+    case ZMQ_EVENT_DISCONNECTED:
+        if (client->connected)
+            client->drops++;
+        else
+            client->handshake_failures++; /* closed before the handshake completed */
+        client->connected = 0;
+        client->retry_awaited_since = client_now_ms() | 1; /* never 0 */
+        break;
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        client_on_handshake(client, wait);
+        break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        client_fail(client, SCHAKEL_ERR_AUTH,
+                    "broker %s refused our key (status %d): is this key registered in the "
+                    "policy?",
+                    client->endpoint, (int)value);
+        client_wait_finish(wait, SCHAKEL_ERR_AUTH);
+        break;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        client->handshake_failures++;
+        break;
+    default:
+        break;
+    }
+}
+
+static void client_drain_events(schakel_client_t *client, client_wait_t *wait)
+{
+    uint16_t event;
+    int32_t value;
+    while (client_read_event(client->monitor, &event, &value) == 0)
+        client_on_event(client, event, value, wait);
+}
+
+/* ------------------------------------------------------------------ frames in */
+
+static int client_same_id(const ProtobufCBinaryData *id, const uint8_t *expected)
+{
+    return expected != NULL && id->len == SCHAKEL_MESSAGE_ID_BYTES &&
+           memcmp(id->data, expected, SCHAKEL_MESSAGE_ID_BYTES) == 0;
+}
+
+/* The broker's Heartbeat answer: who we are, our backlog, and the store
+ * epoch when we asked for it. Only the answer to a Heartbeat owed one is
+ * taken: one naming a Heartbeat that is not (sent on a lost connection)
+ * tells nothing of now (its backlog counts acks from before, its epoch may
+ * be of a store since restored), and is ignored (a malformed one still
+ * ends the wait as a protocol error: the broker broke it). An answer without
+ * heartbeat_id answers only the oldest Heartbeat, and only one that went
+ * without the id (to a broker from before the field, which answers in order
+ * on one connection): then an answer from a lost connection can be taken
+ * for a later one's, as before the field. A named Heartbeat is never so. */
+static void client_on_heartbeat(schakel_client_t *client, const Schakel__Heartbeat *heartbeat,
+                                client_wait_t *wait)
+{
+    int owed; /* a malformed answer is the answer all the same */
+    if (heartbeat->principal == NULL)
+        return; /* a heartbeat of the broker's own, not an answer */
+    if (heartbeat->has_heartbeat_id)
+        owed = client_heartbeat_named_answered(client, &heartbeat->heartbeat_id);
+    else
+        owed = client_heartbeat_unnamed_answered(client);
+    const char *partner = heartbeat->partner != NULL ? heartbeat->partner : "";
+    const char *role = heartbeat->role != NULL ? heartbeat->role : "";
+    if (!syntax_is_principal_id(heartbeat->principal) || strlen(role) >= CLIENT_NAME_BYTES ||
+        strlen(partner) >= CLIENT_NAME_BYTES ||
+        !syntax_is_utf8((const uint8_t *)role, strlen(role)) ||
+        !syntax_is_utf8((const uint8_t *)partner, strlen(partner))) {
+        client_fail(client, SCHAKEL_ERR_PROTOCOL,
+                    "broker %s answered a Heartbeat with a malformed principal, partner or role",
+                    client->endpoint);
+        client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
+        return;
+    }
+    if (heartbeat->has_store_epoch && heartbeat->store_epoch.len != sizeof client->epoch) {
+        client_fail(client, SCHAKEL_ERR_PROTOCOL,
+                    "broker %s answered a Heartbeat with a store epoch of %zu bytes, not %zu",
+                    client->endpoint, heartbeat->store_epoch.len, sizeof client->epoch);
+        client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
+        return;
+    }
+    if (!owed)
+        return;
+    if (heartbeat->has_store_epoch) {
+        memcpy(client->epoch, heartbeat->store_epoch.data, sizeof client->epoch);
+        client->epoch_answered = 1;
+        /* a floor without an epoch names nothing */
+        client->epoch_floor_known = heartbeat->has_store_epoch_floor;
+        client->epoch_floor = heartbeat->has_store_epoch_floor ? heartbeat->store_epoch_floor : 0;
+    }
+    snprintf(client->principal, sizeof client->principal, "%s", heartbeat->principal);
+    snprintf(client->partner, sizeof client->partner, "%s", partner);
+    snprintf(client->role, sizeof client->role, "%s", role);
+    if (heartbeat->has_backlog)
+        client->backlog = heartbeat->backlog;
+    if (wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0)
+        client_wait_finish(wait, SCHAKEL_OK);
+}
+
+/* Keep an answer with its publish in flight; it ends a wait for it. */
+static void client_flight_store(schakel_client_t *client, inflight_entry_t *entry,
+                                Schakel__Frame *frame, client_wait_t *wait)
+{
+    client_settle_before(client, entry->order);
+    entry->answer = frame;
+    entry->resend_owed = 0;
+    if (wait->kind == CLIENT_WAIT_PUBLISH &&
+        (wait->message_id == NULL ||
+         memcmp(wait->message_id, entry->id, SCHAKEL_MESSAGE_ID_BYTES) == 0))
+        client_wait_finish(wait, SCHAKEL_OK);
+}
+
+/* An answer naming `id` while a request with that id, sent as `order`, is
+ * owed one: if an earlier copy under the same id was given up on and is
+ * still owed its answer, this is that copy's (answers come in the order
+ * of the requests), not the later one's, whose content may differ (the
+ * rest of a publish after the broker refused one of its items). Settles
+ * the copy and returns 1; 0 when the answer is the later request's. */
+static int client_stale_copy(schakel_client_t *client, const ProtobufCBinaryData *id,
+                             uint64_t order)
+{
+    for (size_t i = 0; i < client->n_gave_up; i++) {
+        const client_gave_up_t *g = &client->gave_up[i];
+        if (g->has_id && g->order < order &&
+            memcmp(g->id, id->data, SCHAKEL_MESSAGE_ID_BYTES) == 0) {
+            client_settle_before(client, g->order + 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An Accepted, or a Rejected naming message id `id`: the answer of a
+ * publish in flight still without one, of the publish or case command
+ * waited for, of an earlier copy of either given up on, or of another
+ * request given up on. A second answer to the same publish (it was sent
+ * again after a reconnect and both copies were answered) is not kept: the
+ * first stands. Returns 1 if the frame was kept (do not free). */
+static int client_on_id_answer(schakel_client_t *client, const ProtobufCBinaryData *id,
+                               Schakel__Frame *frame, client_wait_t *wait)
+{
+    if (id->len != SCHAKEL_MESSAGE_ID_BYTES) {
+        client_settle_gave_up(client, 0);
+        return 0;
+    }
+    inflight_entry_t *entry = inflight_find(&client->flight, id->data);
+    if (entry != NULL && entry->answer == NULL) {
+        if (client_stale_copy(client, id, entry->order))
+            return 0;
+        client_flight_store(client, entry, frame, wait);
+        return 1;
+    }
+    if (wait->kind == CLIENT_WAIT_ANSWER && client_same_id(id, wait->message_id)) {
+        if (client_stale_copy(client, id, wait->order))
+            return 0;
+        client_settle_before(client, wait->order);
+        wait->answer = frame;
+        client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
+    }
+    client_settle_gave_up_id(client, id->data); /* answer to a request given up on */
+    return 0;
+}
+
+/* A refusal that every frame of this connection gets (a revoked key, too
+ * many connections), which a wait for deliveries must not sit out: no
+ * delivery will come. */
+static int client_connection_refused(const Schakel__Rejected *rejected, const client_wait_t *wait)
+{
+    return wait->kind == CLIENT_WAIT_DELIVERY && rejected->has_reason &&
+           (rejected->reason == SCHAKEL__REASON__NOT_PERMITTED ||
+            rejected->reason == SCHAKEL__REASON__TOO_MANY_CONNECTIONS);
+}
+
+/* Returns 1 if the frame was kept by the wait or the FIFO (do not free). */
+static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, client_wait_t *wait)
+{
+    const Schakel__Rejected *rejected = frame->rejected;
+    if (rejected->has_seq) {
+        char what[64];
+        snprintf(what, sizeof what, "ack of delivery seq=%llu refused",
+                 (unsigned long long)rejected->seq);
+        client_error_rejected(&client->last_error, rejected, what);
+        /* RATE_LIMITED: nothing of that Ack was acknowledged (PROTOCOL
+         * 4.7); it goes again after a pause (client_send_owed_acks) */
+        if (rejected->has_reason && rejected->reason == SCHAKEL__REASON__RATE_LIMITED)
+            (void)acksent_refused(&client->acks_sent, rejected->seq, client_now_ms());
+        return 0; /* recorded; whatever we wait for goes on */
+    }
+    if (rejected->has_message_id)
+        return client_on_id_answer(client, &rejected->message_id, frame, wait);
+    /* Refused as a whole frame (not parseable as the request it was, or
+     * from a principal refused every frame), or a refused CaseQuery: it
+     * answers the oldest request still owed an answer, since requests are
+     * answered in order: a query given up on, a publish in flight, a
+     * Heartbeat, or what we are waiting for. (A Flow has no answer to keep
+     * the order of; it is refused only where every frame of the connection
+     * is, so the request its refusal lands on is refused for that reason.) */
+    inflight_entry_t *oldest = inflight_oldest_unanswered(&client->flight);
+    uint64_t gave_up = client->n_gave_up > 0 ? client->gave_up[0].order : UINT64_MAX;
+    uint64_t publish = oldest != NULL ? oldest->order : UINT64_MAX;
+    uint64_t heartbeat = client->heartbeats_pending > 0 ? client->heartbeats[0].order : UINT64_MAX;
+    int asking = wait->kind == CLIENT_WAIT_ANSWER || wait->kind == CLIENT_WAIT_VIEW;
+    uint64_t asked = asking ? wait->order : UINT64_MAX;
+    if (gave_up < publish && gave_up < asked && gave_up < heartbeat) {
+        client_settle_before(client, gave_up + 1); /* the late answer of one given up on */
+        return 0;
+    }
+    if (oldest != NULL && publish < asked && publish < heartbeat) {
+        client_flight_store(client, oldest, frame, wait);
+        return 1;
+    }
+    client_error_rejected(&client->last_error, rejected, NULL);
+    if (heartbeat < asked) {
+        client_heartbeat_t refused;
+        /* a broker from before heartbeat_id refuses a Heartbeat naming
+         * itself as carrying an unknown field (PROTOCOL 1.3, 4.9) */
+        if (client_heartbeat_answered(client, &refused) && refused.named &&
+            rejected->reason == SCHAKEL__REASON__INVALID_MESSAGE) {
+            client->heartbeat_ids_refused = 1;
+            client->heartbeat_id_refusals++;
+        }
+        if ((wait->kind == CLIENT_WAIT_HEARTBEAT && client->heartbeats_pending == 0) ||
+            client_connection_refused(rejected, wait))
+            client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
+        return 0;
+    }
+    if (asking) {
+        client_settle_before(client, wait->order);
+        wait->answer = frame;
+        client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
+    }
+    /* nothing owed: the refusal of a Flow, or of a frame the connection
+     * sent before; a wait for a Heartbeat's answer or for deliveries ends */
+    if (wait->kind == CLIENT_WAIT_HEARTBEAT || client_connection_refused(rejected, wait))
+        client_wait_finish(wait, SCHAKEL_ERR_REFUSED);
+    return 0;
+}
+
+/* Dispatch one decoded frame. Returns 1 if ownership moved (do not free). */
+static int client_on_frame(schakel_client_t *client, Schakel__Frame *frame, client_wait_t *wait)
+{
+    switch (frame->body_case) {
+    case SCHAKEL__FRAME__BODY_DELIVER:
+        /* Never full here: the socket is not read while the queue is full. */
+        if (delivery_queue_push(&client->queue, frame) != 0) {
+            client_fail(client, SCHAKEL_ERR_INTERNAL, "delivery queue overflow");
+            client_wait_finish(wait, SCHAKEL_ERR_INTERNAL);
+            return 0;
+        }
+        if (wait->kind == CLIENT_WAIT_DELIVERY)
+            client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
+    case SCHAKEL__FRAME__BODY_HEARTBEAT:
+        client_on_heartbeat(client, frame->heartbeat, wait);
+        return 0;
+    case SCHAKEL__FRAME__BODY_ACCEPTED:
+        return client_on_id_answer(client, &frame->accepted->message_id, frame, wait);
+    case SCHAKEL__FRAME__BODY_REJECTED:
+        return client_on_rejected(client, frame, wait);
+    case SCHAKEL__FRAME__BODY_CASE_VIEW:
+        if (wait->kind != CLIENT_WAIT_VIEW || !frame->case_view->has_request_id ||
+            frame->case_view->request_id != wait->request_id) {
+            client_settle_gave_up(client, 1); /* answer to a query given up on */
+            return 0;
+        }
+        client_settle_before(client, wait->order);
+        wait->answer = frame;
+        client_wait_finish(wait, SCHAKEL_OK);
+        return 1;
+    default:
+        client_fail(client, SCHAKEL_ERR_PROTOCOL,
+                    "broker %s sent a frame with body %d, which only clients send",
+                    client->endpoint, (int)frame->body_case);
+        client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
+        return 0;
+    }
+}
+
+/* The next message to act on: the one held back after an allocation
+ * failure first, else one from the socket. Returns 0, or -1 if none. */
+static int client_next_message(schakel_client_t *client, zmq_msg_t *msg)
+{
+    zmq_msg_init(msg);
+    if (client->holding) {
+        client->holding = 0;
+        if (zmq_msg_move(msg, &client->held) == 0)
+            return 0;
+    } else if (zmq_msg_recv(msg, client->socket, ZMQ_DONTWAIT) != -1) {
+        return 0;
+    }
+    zmq_msg_close(msg);
+    return -1;
+}
+
+/* Read one ZMQ message from the broker, if one is there (returns 1, else 0),
+ * and act on it. A message the codec
+ * refuses (not a Frame, wrong version, multipart, over the size limit) ends
+ * the current wait with SCHAKEL_ERR_PROTOCOL: the broker is not speaking our
+ * protocol, and waiting on would only hide that behind a timeout. A message
+ * we lacked the memory to decode (the codec's INTERNAL_ERROR) ends the wait
+ * with SCHAKEL_ERR_NOMEM and is held, to be decoded first by the next wait:
+ * it may be the answer or delivery the broker will not send again. */
+static int client_read_frame(schakel_client_t *client, client_wait_t *wait)
+{
+    zmq_msg_t msg;
+    if (client_next_message(client, &msg) != 0)
+        return 0;
+    int multipart = zmq_msg_more(&msg);
+    wire_error_t werr;
+    memset(&werr, 0, sizeof werr);
+    Schakel__Frame *frame = NULL;
+    if (!multipart)
+        frame = wire_decode_broker_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &werr);
+    if (frame == NULL && !multipart && werr.reason == SCHAKEL__REASON__INTERNAL_ERROR &&
+        zmq_msg_move(&client->held, &msg) == 0) {
+        client->holding = 1;
+        zmq_msg_close(&msg);
+        client_fail(client, SCHAKEL_ERR_NOMEM,
+                    "out of memory decoding a frame from broker %s (kept for the next call)",
+                    client->endpoint);
+        client_wait_finish(wait, SCHAKEL_ERR_NOMEM);
+        return 1;
+    }
+    while (zmq_msg_more(&msg)) { /* drop the rest of a multipart message */
+        zmq_msg_close(&msg);
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, client->socket, ZMQ_DONTWAIT) == -1)
+            break;
+    }
+    zmq_msg_close(&msg);
+    if (frame == NULL) {
+        client_fail(client, SCHAKEL_ERR_PROTOCOL, "malformed frame from broker %s: %s: %s",
+                    client->endpoint, multipart ? "TOO_MANY_FRAMES" : wire_reason_name(werr.reason),
+                    multipart ? "a multipart message" : werr.text);
+        client_wait_finish(wait, SCHAKEL_ERR_PROTOCOL);
+        return 1;
+    }
+    if (!client_on_frame(client, frame, wait))
+        wire_frame_free(&frame);
+    return 1;
+}
+
+/* ------------------------------------------------------------------ waiting */
+
+/* libzmq reconnects a lost connection and says so at once (CONNECT_RETRIED),
+ * except after a protocol error on an established connection (a frame over
+ * ZMQ_MAXMSGSIZE, a frame failing CURVE authentication): then it abandons
+ * the connection for good, silently, and every send fails with EAGAIN. A
+ * drop without that word for CLIENT_RETRY_GRACE_MS is taken as abandoned,
+ * and the socket is replaced. */
+static int client_connection_abandoned(const schakel_client_t *client, int64_t now)
+{
+    return client->retry_awaited_since != 0 &&
+           now - client->retry_awaited_since >= CLIENT_RETRY_GRACE_MS;
+}
+
+/* The answered publish a wait for `id` (NULL: any) would hand out. */
+inflight_entry_t *client_flight_ready(schakel_client_t *client, const uint8_t *id)
+{
+    if (id == NULL)
+        return inflight_first_answered(&client->flight);
+    inflight_entry_t *entry = inflight_find(&client->flight, id);
+    return entry != NULL && entry->answer != NULL ? entry : NULL;
+}
+
+/* The request a wait is for, or its Heartbeat, sent again after a
+ * reconnect (client_on_handshake); a failure to send ends the wait. */
+static void client_send_owed_request(schakel_client_t *client, client_wait_t *wait)
+{
+    if (wait->resend_owed) {
+        if (client_send_bytes(client, wait->request, wait->request_len, wait->what) != SCHAKEL_OK) {
+            client_wait_finish(wait, client->last_error.status);
+            return;
+        }
+        wait->resend_owed = 0;
+        wait->order = ++client->requests_sent;
+        wait->sent_connected = client->connected;
+        wait->socket_no = client->sockets_made;
+    }
+    if (wait->heartbeat_owed) {
+        wait->heartbeat_owed = 0;
+        if (client_send_heartbeat(client) != SCHAKEL_OK)
+            client_wait_finish(wait, client->last_error.status);
+    }
+}
+
+/* Events that came while no call read them (drops, reconnects), handled
+ * before a request goes out: it is then sent knowing the connection it
+ * goes out on, and is not taken for one lost with an earlier connection
+ * (which would send it again once per reconnect read). What they make
+ * owed goes out with the request's own wait. Returns an error a handshake
+ * ended in (a refused key), else SCHAKEL_OK. */
+schakel_status_t client_catch_up(schakel_client_t *client)
+{
+    client_wait_t idle = {.kind = CLIENT_WAIT_DELIVERY}; /* waits for nothing of its own */
+    if (client->monitor != NULL)
+        client_drain_events(client, &idle);
+    return idle.done ? idle.status : SCHAKEL_OK;
+}
+
+/* What a wait does before it polls: hand out what is queued, replace an
+ * abandoned socket, decode a held message, send an owed Flow. */
+static void client_wait_chores(schakel_client_t *client, client_wait_t *wait, int64_t now)
+{
+    if (wait->kind == CLIENT_WAIT_DELIVERY && client->queue.count > 0)
+        client_wait_finish(wait, SCHAKEL_OK);
+    if (wait->kind == CLIENT_WAIT_PUBLISH && client_flight_ready(client, wait->message_id) != NULL)
+        client_wait_finish(wait, SCHAKEL_OK);
+    if (!wait->done && client_connection_abandoned(client, now))
+        client_drain_events(client, wait); /* the word may have come while no call read it */
+    if (!wait->done && (client->socket == NULL || client_connection_abandoned(client, now)) &&
+        client_replace_socket(client) != SCHAKEL_OK)
+        client_wait_finish(wait, client->last_error.status);
+    if (!wait->done && client->holding && !delivery_queue_full(&client->queue))
+        client_read_frame(client, wait);
+    if (!wait->done) {
+        (void)client_send_owed_flow(client);      /* stays owed on failure */
+        (void)client_send_owed_publishes(client); /* likewise */
+        (void)client_send_owed_acks(client, now); /* likewise */
+        client_send_owed_request(client, wait);
+    }
+}
+
+/* How long the wait may sleep in zmq_poll (-1 = no limit): until its
+ * deadline, the moment an unannounced drop counts as abandoned, when a
+ * refused Ack is owed again, and, while
+ * waiting for a delivery, the next keep-alive Heartbeat (sent here when due,
+ * so that the broker keeps the session). */
+static int64_t client_wait_sleep_ms(schakel_client_t *client, const client_wait_t *wait,
+                                    int64_t deadline, int64_t now)
+{
+    int64_t sleep_ms = deadline < 0 ? -1 : deadline > now ? deadline - now : 0;
+    int64_t wake = -1;
+    if (client->retry_awaited_since != 0)
+        wake = client->retry_awaited_since + CLIENT_RETRY_GRACE_MS;
+    int64_t ack_due = acksent_next_due(&client->acks_sent); /* an Ack owed again */
+    if (ack_due >= 0 && (wake < 0 || ack_due < wake))
+        wake = ack_due;
+    if (wait->kind == CLIENT_WAIT_DELIVERY) {
+        int64_t due = client->last_send_ms + SCHAKEL_CLIENT_HEARTBEAT_MS;
+        if (now >= due) {
+            /* Best-effort keep-alive; none is queued while disconnected,
+             * where it would only pile up and answer later questions. */
+            if (client->connected)
+                (void)client_send_heartbeat(client);
+            due = now + SCHAKEL_CLIENT_HEARTBEAT_MS;
+        }
+        if (wake < 0 || due < wake)
+            wake = due;
+    }
+    if (wake >= 0 && (sleep_ms < 0 || wake - now < sleep_ms))
+        sleep_ms = wake > now ? wake - now : 0;
+    return sleep_ms;
+}
+
+/* Poll the socket and the monitor until the wait is done or the deadline
+ * (monotonic ms; -1 = none) passes. Returns the wait's status or TIMEOUT. */
+schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait, int64_t deadline)
+{
+    int polled = 0; /* poll at least once: a zero timeout still reads what is there */
+    for (;;) {
+        int64_t now = client_now_ms();
+        client_wait_chores(client, wait, now);
+        if (wait->done)
+            return wait->status;
+        if (deadline >= 0 && now >= deadline && polled)
+            return SCHAKEL_ERR_TIMEOUT;
+        long sleep_ms = (long)client_wait_sleep_ms(client, wait, deadline, now); /* keep-alive */
+        polled = 1;
+        /* What zmq_poll would find ready, taken without it while frames
+         * come in a stream (most of a receiver's waits): the socket's
+         * events first, then one frame, as below. Only a wait that finds
+         * nothing there polls, and sleeps. */
+        if (client->monitor != NULL)
+            client_drain_events(client, wait);
+        if (!wait->done && client->socket != NULL && !delivery_queue_full(&client->queue) &&
+            client_read_frame(client, wait))
+            continue;
+        if (wait->done)
+            continue;
+        zmq_pollitem_t items[2] = {
+            {client->monitor, 0, ZMQ_POLLIN, 0},
+            {client->socket, 0, delivery_queue_full(&client->queue) ? 0 : ZMQ_POLLIN, 0},
+        };
+        if (zmq_poll(items, 2, sleep_ms) == -1) {
+            if (errno == EINTR)
+                continue;
+            return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));
+        }
+        if (items[0].revents & ZMQ_POLLIN)
+            client_drain_events(client, wait);
+        if (!wait->done && (items[1].revents & ZMQ_POLLIN))
+            client_read_frame(client, wait);
+    }
+}
+
+/* Deadline for a timeout in ms; negative timeouts are refused by callers. */
+int64_t client_deadline(int timeout_ms)
+{
+    return client_now_ms() + timeout_ms;
+}
+
+/* What else a timed-out wait may owe its silence to, for the error text:
+ * a full delivery queue (we stopped reading), connections lost meanwhile
+ * (a broker restarting, or one sending frames over our size limit, which
+ * libzmq answers by dropping the connection), or no connection at all. */
+const char *client_timeout_hint(const schakel_client_t *client, int drops_before, char *buf,
+                                size_t len)
+{
+    int drops = client->drops - drops_before;
+    if (delivery_queue_full(&client->queue))
+        return " (deliveries are waiting: call schakel_receive)";
+    if (drops > 0) {
+        snprintf(buf, len,
+                 " (the connection dropped %d time%s meanwhile: broker restarting, or sending "
+                 "frames over %u bytes?)",
+                 drops, drops == 1 ? "" : "s", SCHAKEL_MAX_FRAME_BYTES);
+        return buf;
+    }
+    return client->connected ? "" : " (not connected to the broker)";
+}
+
+/* One Heartbeat round trip: refreshes principal, partner, role, backlog.
+ * A Heartbeat that a broker from before heartbeat_id refused is asked
+ * again without it (client_on_rejected). */
+schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, int timeout_ms)
+{
+    int64_t deadline = client_deadline(timeout_ms);
+    int drops_before = client->drops;
+    char hint[160];
+    schakel_status_t status = SCHAKEL_ERR_REFUSED;
+    for (int tries = 0; tries < CLIENT_HEARTBEAT_TRIES; tries++) {
+        client_wait_t wait = {.kind = CLIENT_WAIT_HEARTBEAT};
+        unsigned refusals = client->heartbeat_id_refusals;
+        status = client_catch_up(client);
+        if (status == SCHAKEL_OK)
+            status = client_send_heartbeat(client);
+        if (status != SCHAKEL_OK)
+            return status;
+        status = client_wait(client, &wait, deadline);
+        if (status != SCHAKEL_ERR_REFUSED || client->heartbeat_id_refusals == refusals)
+            break;
+    }
+    if (status == SCHAKEL_ERR_TIMEOUT)
+        return client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                           "broker %s did not answer a Heartbeat within %d ms%s", client->endpoint,
+                           timeout_ms,
+                           client_timeout_hint(client, drops_before, hint, sizeof hint));
+    return status;
+}
