@@ -1,7 +1,8 @@
 /*
- * client_internal.h — what client.c (the connection) offers the other
- * files of libschakel: case.c sends its requests and reads the answers
- * through it. Internal (not installed, not exported from the .so).
+ * client_internal.h — what the connection (client.c, client_wait.c,
+ * client_request.c) offers the other files of libschakel: case.c sends
+ * its requests and reads the answers through it. Internal (not installed,
+ * not exported from the .so).
  */
 #ifndef SCHAKEL_CLIENT_INTERNAL_H
 #define SCHAKEL_CLIENT_INTERNAL_H
