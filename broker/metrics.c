@@ -371,7 +371,8 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
     metrics_render_counter(
         f, "schakel_audit_entries_not_carried_total",
         "Audit entries that could not be carried (SCHAKEL_AUDIT_MAX_CARRIED "
-        "were, or no memory): written once only, lost if that write rolled back.",
+        "were, or a partner's share was, or no memory): written once only, lost if "
+        "that write rolled back.",
         s->stats.audit_not_carried);
     metrics_render_counter(f, "schakel_store_commits_synced_total",
                            "Loop turns committed with an fsync of the store's WAL.",

@@ -202,7 +202,9 @@ int record_admin(struct broker *b, const char *operator_principal, const char *a
  * logged, audit.write_failed, and tried again). At most
  * SCHAKEL_AUDIT_MAX_CARRIED entries are carried at a time, of every kind
  * (record_refused_carried, record_auth's again, record_case_view_withheld,
- * record_policy_refused's); past that one is written once
+ * record_policy_refused's), of which partners' entries take at most all
+ * but SCHAKEL_AUDIT_CARRIED_RESERVED, and one actor's at most
+ * SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR; past that one is written once
  * (audit.not_carried, counted: schakel_audit_entries_not_carried_total).
  * The log line admin.action is written at once. 0 when written now, else
  * -1. */

@@ -186,8 +186,40 @@ static void record_carried_counted(broker_t *b)
     b->stats.audit_carried = b->acks != NULL ? b->acks->n_carried : 0;
 }
 
-/* Keep e to be carried: its place in the list, or NULL past
- * SCHAKEL_AUDIT_MAX_CARRIED (or without memory for it), which is said
+/* An operator's entry (admin.refused, policy.reload_refused): it may
+ * take the room kept for them (SCHAKEL_AUDIT_CARRIED_RESERVED), and no
+ * share per actor bounds it. */
+static int record_carried_is_operators(const char *event)
+{
+    return strncmp(event, "admin.", 6) == 0 || strncmp(event, "policy.", 7) == 0;
+}
+
+/* Why e may not be carried now, or NULL: the list full; for a partner's
+ * entry, the room left to partners full, or its actor's share taken. */
+static const char *record_carried_full(const struct record_acks *a, const store_audit_entry_t *e)
+{
+    if (a->n_carried >= SCHAKEL_AUDIT_MAX_CARRIED)
+        return "as many entries are carried already (SCHAKEL_AUDIT_MAX_CARRIED)";
+    if (record_carried_is_operators(e->field[STORE_AUDIT_EVENT].text))
+        return NULL;
+    if (a->n_carried >= SCHAKEL_AUDIT_MAX_CARRIED - SCHAKEL_AUDIT_CARRIED_RESERVED)
+        return "the room for partners' entries is taken (the rest is kept for operators': "
+               "SCHAKEL_AUDIT_CARRIED_RESERVED)";
+    const char *actor = e->field[STORE_AUDIT_ACTOR].present ? e->field[STORE_AUDIT_ACTOR].text : "";
+    char cleaned[sizeof a->carried[0].actor];
+    record_clean(actor, cleaned, sizeof cleaned);
+    size_t same = 0;
+    for (size_t i = 0; i < a->n_carried; i++)
+        if (!record_carried_is_operators(a->carried[i].event) &&
+            strcmp(a->carried[i].actor, cleaned) == 0 &&
+            ++same >= SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR)
+            return "as many of this actor's entries are carried already "
+                   "(SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR)";
+    return NULL;
+}
+
+/* Keep e to be carried: its place in the list, or NULL when it may not be
+ * (record_carried_full) or without memory for it, which is said
  * (audit.not_carried, with what becomes of it: `effect`) and counted. */
 static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entry_t *e,
                                              const char *effect)
@@ -195,8 +227,8 @@ static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entr
     struct record_acks *a = b->acks;
     if (a == NULL)
         a = b->acks = calloc(1, sizeof *b->acks);
-    int full = a != NULL && a->n_carried >= SCHAKEL_AUDIT_MAX_CARRIED;
-    if (a != NULL && !full &&
+    const char *full = a != NULL ? record_carried_full(a, e) : NULL;
+    if (a != NULL && full == NULL &&
         record_grow((void **)&a->carried, &a->cap_carried, a->n_carried, sizeof *a->carried, 8) ==
             0) {
         record_carried_t *c = &a->carried[a->n_carried++];
@@ -207,10 +239,7 @@ static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entr
     const char *actor =
         e->field[STORE_AUDIT_ACTOR].present ? e->field[STORE_AUDIT_ACTOR].text : "-";
     log_event(LOG_WARN, "audit.not_carried", "entry", e->field[STORE_AUDIT_EVENT].text, "actor",
-              actor, "why",
-              full ? "as many entries are carried already (SCHAKEL_AUDIT_MAX_CARRIED)"
-                   : "out of memory",
-              "effect", effect, NULL);
+              actor, "why", full != NULL ? full : "out of memory", "effect", effect, NULL);
     b->stats.audit_not_carried++;
     return NULL;
 }

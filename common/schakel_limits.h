@@ -215,6 +215,14 @@
  * is written once, in the open transaction only (audit.not_carried,
  * schakel_audit_entries_not_carried_total). */
 #define SCHAKEL_AUDIT_MAX_CARRIED 1024u
+/* Of them, the last SCHAKEL_AUDIT_CARRIED_RESERVED are kept for operators'
+ * entries (admin.*, policy.*), which partners' entries (refusals, views
+ * withheld, handshakes) never take; and one actor's partner entries take
+ * at most SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR: a partner that makes many
+ * refused requests while the store cannot be written pushes out neither
+ * the operators' entries nor the other partners'. */
+#define SCHAKEL_AUDIT_CARRIED_RESERVED 128u
+#define SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR 64u
 
 /* Policy */
 #define SCHAKEL_MAX_PARTNERS 64u

@@ -1382,30 +1382,78 @@ static void test_reload_refusal_carried_when_its_commit_fails(void **state)
     trail_reset();
 }
 
-/* The bound is shared by every kind, and what it turns away is counted
- * for the metrics as well as said. */
+/* The bound is shared by every kind of partners' entry, and what it turns
+ * away is counted for the metrics as well as said. */
 static void test_carried_bound_is_counted(void **state)
 {
     (void)state;
     trail_reset();
     broker_t *b = test_broker();
-    for (unsigned i = 0; i < SCHAKEL_AUDIT_MAX_CARRIED; i++)
-        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__INVALID_MESSAGE, "x", -1,
-                               0);
-    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
+    const unsigned room = SCHAKEL_AUDIT_MAX_CARRIED - SCHAKEL_AUDIT_CARRIED_RESERVED;
+    char actor[32];
+    for (unsigned i = 0; i < room; i++) {
+        snprintf(actor, sizeof actor, "p%u/bvh", i / SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR);
+        record_refused_carried(b, actor, NULL, SCHAKEL__REASON__INVALID_MESSAGE, "x", -1, 0);
+    }
+    assert_int_equal(b->stats.audit_carried, room);
     assert_int_equal(b->stats.audit_not_carried, 0);
     assert_int_equal(record_case_view_withheld(b, "gemeente/meldingen", NULL, NULL, 1, 0,
                                                SCHAKEL__REASON__UNAVAILABLE),
                      0); /* written once, in this transaction */
     assert_int_equal(b->stats.audit_not_carried, 1);
     assert_int_equal(trail.not_carried_logs, 1);
-    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED);
+    assert_int_equal(b->stats.audit_carried, room);
     turn_end(b);
     assert_int_equal(committed_of("case.list_withheld", NULL), 1);
     assert_int_equal(committed_of("request.refused", NULL), 0); /* a second after */
     b->now_ms += 1000;
     turn_end(b);
-    assert_int_equal(committed_of("request.refused", NULL), SCHAKEL_AUDIT_MAX_CARRIED);
+    assert_int_equal(committed_of("request.refused", NULL), room);
+    assert_int_equal(b->stats.audit_carried, 0);
+    test_broker_free(&b);
+    trail_reset();
+}
+
+/* One partner's refusals, while the store cannot be written, push out
+ * neither the other partners' entries nor an operator's (review: one
+ * FIFO bound for all, so a client refused at its publish rate filled it,
+ * and an operator's admin.refused was turned away): an actor keeps at
+ * most SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR, partners together all but
+ * SCHAKEL_AUDIT_CARRIED_RESERVED, and operators' entries the rest. */
+static void test_one_partner_cannot_crowd_out_the_others(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "request.refused"; /* the store refuses them: all owed */
+    for (unsigned i = 0; i < 3 * SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR; i++)
+        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR);
+    assert_int_equal(b->stats.audit_not_carried, 2 * SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR);
+    /* another partner's still is */
+    record_refused_carried(b, "om/parket", NULL, SCHAKEL__REASON__RATE_LIMITED, "y", -1, 0);
+    assert_int_equal(b->stats.audit_carried, SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR + 1);
+    /* partners filling all their room leave the operators' */
+    char actor[32];
+    const unsigned room = SCHAKEL_AUDIT_MAX_CARRIED - SCHAKEL_AUDIT_CARRIED_RESERVED;
+    for (unsigned i = 0; b->stats.audit_carried < room && i < 2 * room; i++) {
+        snprintf(actor, sizeof actor, "w%u/x", i / SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR);
+        record_refused_carried(b, actor, NULL, SCHAKEL__REASON__RATE_LIMITED, "z", -1, 0);
+    }
+    assert_int_equal(b->stats.audit_carried, room);
+    uint64_t turned_away = b->stats.audit_not_carried;
+    record_refused_carried(b, "brandweer/meldkamer", NULL, SCHAKEL__REASON__RATE_LIMITED, "v", -1,
+                           0);
+    assert_int_equal(b->stats.audit_not_carried, turned_away + 1);
+    trail.refuse_event = "admin.refused";
+    assert_int_equal(record_admin_refused(b, "gemeente/beheer", "request_id=9 e"), -1);
+    assert_int_equal(b->stats.audit_not_carried, turned_away + 1); /* carried */
+    assert_int_equal(b->stats.audit_carried, room + 1);
+    trail.refuse_event = NULL;
+    b->now_ms += 1000; /* the pause a failed write starts */
+    turn_end(b);
+    assert_int_equal(committed_of("admin.refused", "request_id=9 e"), 1);
+    assert_int_equal(committed_of("request.refused", NULL), room);
     assert_int_equal(b->stats.audit_carried, 0);
     test_broker_free(&b);
     trail_reset();
@@ -1435,6 +1483,7 @@ int main(void)
         cmocka_unit_test(test_every_kind_is_carried_whole),
         cmocka_unit_test(test_reload_refusal_carried_when_its_commit_fails),
         cmocka_unit_test(test_carried_bound_is_counted),
+        cmocka_unit_test(test_one_partner_cannot_crowd_out_the_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
