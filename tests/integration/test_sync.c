@@ -669,33 +669,42 @@ static void test_held_view_is_decided_again_after_a_reload(void **state)
     h_done(env);
 }
 
-/* A CaseView held for its sync whose asker's key a reload then removed
- * is dropped (reply.undeliverable), and the trail says so next to its
- * case.viewed entry: a case.view_withheld with NOT_PERMITTED (review: the
- * view's entry said shown, and the data-subject export with it). */
-static void test_held_view_to_a_revoked_key_is_withheld(void **state)
+/* gemeente joins a case the RIEC opens (its id in id); the policy text
+ * with gemeente/meldingen taken out, for a reload to revoke its key
+ * (caller frees). */
+static char *gemeente_in_a_case_then_revoked(schakel_client_t *riec, schakel_client_t *gemeente,
+                                             char id[SCHAKEL_CASE_ID_SIZE])
 {
     static const char gemeente_block[] = "  - id: gemeente/meldingen\n"
                                          "    role: system\n"
                                          "    key_file: keys/gemeente-meldingen.pub\n";
-    h_env_t *env = *state;
-    schakel_client_t *riec = h_connect(env, H_RIEC);
-    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
     static const schakel_case_open_t open = {
         .case_type = "ondermijning-adres",
         .area = "BU09350101",
         .subject = "PSN-7f3a9c2e41",
         .title = "Leegstaand pand",
     };
-    char id[SCHAKEL_CASE_ID_SIZE];
     gemeente_joins(riec, gemeente, &open, id);
-
     char *header = text_with(h_policy_header, gemeente_block, "");
     size_t len = strlen(header) + strlen(h_default_rules) + strlen(h_case_types) + 1;
     char *policy = malloc(len);
     assert_non_null(policy);
     snprintf(policy, len, "%s%s%s", header, h_default_rules, h_case_types);
     free(header);
+    return policy;
+}
+
+/* A CaseView held for its sync whose asker's key a reload then removed
+ * is dropped (reply.undeliverable), and the trail says so next to its
+ * case.viewed entry: a case.view_withheld with NOT_PERMITTED (review: the
+ * view's entry said shown, and the data-subject export with it). */
+static void test_held_view_to_a_revoked_key_is_withheld(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    char *policy = gemeente_in_a_case_then_revoked(riec, gemeente, id);
     long offset = h_log_offset(env);
     viewer_t *v = view_across_policy(env, gemeente, id, policy);
     free(policy);
@@ -719,27 +728,11 @@ static void test_held_view_to_a_revoked_key_is_withheld(void **state)
  * it, it is on the trail, once, next to the view's case.viewed entry. */
 static void test_withheld_view_carried_until_recorded(void **state)
 {
-    static const char gemeente_block[] = "  - id: gemeente/meldingen\n"
-                                         "    role: system\n"
-                                         "    key_file: keys/gemeente-meldingen.pub\n";
     h_env_t *env = *state;
     schakel_client_t *riec = h_connect(env, H_RIEC);
     schakel_client_t *gemeente = h_connect(env, H_GEMEENTE);
-    static const schakel_case_open_t open = {
-        .case_type = "ondermijning-adres",
-        .area = "BU09350101",
-        .subject = "PSN-7f3a9c2e41",
-        .title = "Leegstaand pand",
-    };
     char id[SCHAKEL_CASE_ID_SIZE];
-    gemeente_joins(riec, gemeente, &open, id);
-
-    char *header = text_with(h_policy_header, gemeente_block, "");
-    size_t len = strlen(header) + strlen(h_default_rules) + strlen(h_case_types) + 1;
-    char *policy = malloc(len);
-    assert_non_null(policy);
-    snprintf(policy, len, "%s%s%s", header, h_default_rules, h_case_types);
-    free(header);
+    char *policy = gemeente_in_a_case_then_revoked(riec, gemeente, id);
     h_store_exec(env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
                       " 'case.view_withheld' BEGIN SELECT RAISE(ABORT, 'the audit path is full');"
                       " END");
