@@ -1371,6 +1371,22 @@ static void assert_threads_named(pid_t pid)
     }
 }
 
+/* A broker with both gates, started with metrics on a free port and
+ * ready (its /metrics address in address), its loop idle after a round
+ * trip. */
+static void gated_broker_ready(h_env_t *env, gated_t *g, char *address, size_t address_len)
+{
+    gated_init(g, env);
+    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
+    int ready_fd = h_broker_spawn(env, extra, g->vars);
+    char problem[256];
+    if (h_broker_await_ready_metrics(env, ready_fd, address, address_len, problem,
+                                     sizeof problem) != 0)
+        fail_msg("%s", problem);
+    close(ready_fd);
+    (void)h_backlog_of(env, H_OM); /* a round trip: the loop runs, idle */
+}
+
 /* Once the stop begins, /readyz is 503 "stopping" while the stop path
  * waits for the disk (review: with its sync held it answered 200 "ready"
  * for 3 s, then "stalled"); /healthz 200 "stopping", /metrics 503. */
@@ -1378,15 +1394,8 @@ static void test_readiness_ends_when_the_stop_begins(void **state)
 {
     h_env_t *env = *state;
     gated_t g;
-    gated_init(&g, env);
-    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
-    int ready_fd = h_broker_spawn(env, extra, g.vars);
-    char address[64], problem[256];
-    if (h_broker_await_ready_metrics(env, ready_fd, address, sizeof address, problem,
-                                     sizeof problem) != 0)
-        fail_msg("%s", problem);
-    close(ready_fd);
-    (void)h_backlog_of(env, H_OM); /* a round trip: the loop runs, idle */
+    char address[64];
+    gated_broker_ready(env, &g, address, sizeof address);
     assert_threads_named(env->broker_pid);
     expect_answer(address, "/readyz", 200, "ready");
 
@@ -1414,15 +1423,8 @@ static void test_signal_before_the_poll_is_seen(void **state)
 {
     h_env_t *env = *state;
     gated_t g;
-    gated_init(&g, env);
-    const char *const extra[] = {"--set", "metrics_listen=127.0.0.1:0", NULL};
-    int ready_fd = h_broker_spawn(env, extra, g.vars);
-    char address[64], problem[256];
-    if (h_broker_await_ready_metrics(env, ready_fd, address, sizeof address, problem,
-                                     sizeof problem) != 0)
-        fail_msg("%s", problem);
-    close(ready_fd);
-    (void)h_backlog_of(env, H_OM); /* a round trip: the loop runs, idle */
+    char address[64];
+    gated_broker_ready(env, &g, address, sizeof address);
 
     long offset = h_log_offset(env);
     gate_set(g.poll_gate, "");
