@@ -241,9 +241,10 @@ UNIT_EXTRA_test_policy := broker/policy_load.c broker/policy_index.c broker/poli
 UNIT_EXTRA_test_policy_case := broker/policy.c broker/policy_load.c broker/policy_index.c \
 	broker/policy_warn.c broker/linemap.c broker/yamlguard.c
 UNIT_EXTRA_test_policy_index := broker/policy.c broker/policy_load.c broker/policy_index.c \
-	broker/policy_case.c broker/policy_warn.c broker/linemap.c broker/yamlguard.c
+	broker/policy_case.c broker/policy_warn.c broker/linemap.c broker/yamlguard.c \
+	tests/unit/text_build.c
 UNIT_EXTRA_test_policy_warn := broker/policy.c broker/policy_load.c broker/policy_index.c \
-	broker/policy_case.c broker/linemap.c broker/yamlguard.c
+	broker/policy_case.c broker/linemap.c broker/yamlguard.c tests/unit/text_build.c
 UNIT_EXTRA_test_config := broker/yamlguard.c
 # The store and what it needs, for the tests that open real stores ($^
 # lists a file named twice once).

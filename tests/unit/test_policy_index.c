@@ -28,6 +28,7 @@
 #include "policy.h"
 #include "policy_internal.h"
 #include "syntax.h"
+#include "text_build.h"
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))
 #define MAX_PARTNERS 64
@@ -455,31 +456,6 @@ static void gen_model(uint64_t *rng, const shape_row_t *row, model_t *m)
 }
 
 /* ------------------------------------------------------------------ YAML */
-
-typedef struct text {
-    char *p;
-    size_t len, cap;
-} text_t;
-
-static void text_add(text_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void text_add(text_t *t, const char *fmt, ...)
-{
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(t->p ? t->p + t->len : NULL, t->p ? t->cap - t->len : 0, fmt, ap);
-        va_end(ap);
-        assert_true(n >= 0);
-        if (t->p != NULL && (size_t)n < t->cap - t->len) {
-            t->len += (size_t)n;
-            return;
-        }
-        t->cap = (t->cap + (size_t)n + 1) * 2;
-        t->p = realloc(t->p, t->cap);
-        assert_non_null(t->p);
-    }
-}
 
 static void text_partners(text_t *t, const char *key, uint64_t set)
 {
