@@ -1429,9 +1429,6 @@ static void reload_log_applied(broker_t *b, const char *old_hash, const char *re
                   NULL);
 }
 
-/* Whether other names the policy file a reload reads (policy_path): the
- * same name, or another name of the same file as it is now (a link to
- * it, "./" before it). */
 /* Whether other names the very file of policy_path (another spelling, a
  * link): not "another policy file" to warn of, but still loaded by the
  * start check, since key_file paths resolve against the folder of the name
