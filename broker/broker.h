@@ -180,6 +180,16 @@ typedef struct broker {
     uint64_t tail_mismatch_unsaid; /* refusals since then */
     char tail_mismatch_mark[4200]; /* the mark's path, or why it could not be written */
     int tail_mismatch_marked;      /* 1: the mark is there (written now, or before) */
+    /* Carried entries turned away (record_carry.c): said by audit.not_carried
+     * at most once a second; the others are counted until a line says
+     * them (more=N), the last of them kept to be named then. */
+    int not_carried_said;
+    int64_t not_carried_said_ms;     /* now_ms of the last audit.not_carried line */
+    uint64_t not_carried_unsaid;     /* turned away since, without a line */
+    char not_carried_last_entry[32]; /* the last of those: its event, */
+    char not_carried_last_actor[SCHAKEL_MAX_PRINCIPAL_LEN + 6]; /* its actor (record_clean), */
+    const char *not_carried_last_why;                           /* why (a literal) */
+    const char *not_carried_last_effect; /* and what became of it (a literal) */
     store_t *store;
     sessions_t *sessions;
     keypair_t *key;

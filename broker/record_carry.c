@@ -4,8 +4,9 @@
  * refusal, a view withheld), kept in b->acks until the trail holds it,
  * written again in a transaction of its own when it does not, and said at
  * the end when it never did. A failed write fails nothing (it is tried
- * again); past SCHAKEL_AUDIT_MAX_CARRIED an entry is written once only.
- * A carried entry with a field it has no room for is a bug: aborts.
+ * again); past SCHAKEL_AUDIT_MAX_CARRIED an entry is written once only,
+ * said by audit.not_carried at most once a second. A carried entry with a field it has no room for
+ * is a bug: aborts.
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -38,6 +39,9 @@
  * memory per entry, SCHAKEL_AUDIT_MAX_CARRIED at most. */
 #define RECORD_CARRIED_PAUSE_MS 1000
 #define RECORD_CARRIED_PAUSE_MAX_MS 30000
+/* audit.not_carried: at most one line in this interval (the others are
+ * counted, and said as more=N in the next). */
+#define RECORD_NOT_CARRIED_SAID_EVERY_MS 1000
 typedef struct record_carried record_carried_t;
 struct record_carried {
     char event[32];
@@ -218,6 +222,53 @@ static const char *record_carried_full(const struct record_acks *a, const store_
     return NULL;
 }
 
+/* audit.not_carried for the entry event of actor, turned away (why) with
+ * effect (both literals): at most one line every
+ * RECORD_NOT_CARRIED_SAID_EVERY_MS, the first at once. A flood of
+ * refusals while the store cannot be written turns away one entry per
+ * refusal: a line each would flood the log. One turned away sooner is
+ * counted (and kept as the last, to be named) and said in the next line
+ * as more=N, that line's or record_not_carried_catch_up's. The metric
+ * counts each one whatever is said. */
+static void record_not_carried_say(broker_t *b, const char *event, const char *actor,
+                                   const char *why, const char *effect)
+{
+    if (b->not_carried_said &&
+        b->now_ms - b->not_carried_said_ms < RECORD_NOT_CARRIED_SAID_EVERY_MS) {
+        b->not_carried_unsaid++;
+        record_clean(event, b->not_carried_last_entry, sizeof b->not_carried_last_entry);
+        record_clean(actor, b->not_carried_last_actor, sizeof b->not_carried_last_actor);
+        b->not_carried_last_why = why;
+        b->not_carried_last_effect = effect;
+        return;
+    }
+    char more[24];
+    snprintf(more, sizeof more, "%llu", (unsigned long long)b->not_carried_unsaid);
+    if (b->not_carried_unsaid == 0)
+        log_event(LOG_WARN, "audit.not_carried", "entry", event, "actor", actor, "why", why,
+                  "effect", effect, NULL);
+    else
+        log_event(LOG_WARN, "audit.not_carried", "entry", event, "actor", actor, "why", why,
+                  "effect", effect, "more", more, NULL);
+    b->not_carried_said = 1;
+    b->not_carried_said_ms = b->now_ms;
+    b->not_carried_unsaid = 0;
+}
+
+/* Entries turned away without a line of their own, their interval over
+ * (or `force`, at the release): said now, naming the last of them, and
+ * more= the others, so that a flood that stops is not left unsaid. */
+static void record_not_carried_catch_up(broker_t *b, int force)
+{
+    if (b->not_carried_unsaid == 0 ||
+        (!force && b->now_ms - b->not_carried_said_ms < RECORD_NOT_CARRIED_SAID_EVERY_MS))
+        return;
+    b->not_carried_unsaid--; /* the last is the line's own */
+    b->not_carried_said = 0; /* said whatever the interval */
+    record_not_carried_say(b, b->not_carried_last_entry, b->not_carried_last_actor,
+                           b->not_carried_last_why, b->not_carried_last_effect);
+}
+
 /* Keep e to be carried: its place in the list, or NULL when it may not be
  * (record_carried_full) or without memory for it, which is said
  * (audit.not_carried, with what becomes of it: `effect`) and counted. */
@@ -238,9 +289,9 @@ static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entr
     }
     const char *actor =
         e->field[STORE_AUDIT_ACTOR].present ? e->field[STORE_AUDIT_ACTOR].text : "-";
-    log_event(LOG_WARN, "audit.not_carried", "entry", e->field[STORE_AUDIT_EVENT].text, "actor",
-              actor, "why", full != NULL ? full : "out of memory", "effect", effect, NULL);
     b->stats.audit_not_carried++;
+    record_not_carried_say(b, e->field[STORE_AUDIT_EVENT].text, actor,
+                           full != NULL ? full : "out of memory", effect);
     return NULL;
 }
 
@@ -288,9 +339,11 @@ void record_carry_owed(broker_t *b, const store_audit_entry_t *e)
  * first, in one transaction committed at once (audit.recorded_late for
  * each); if that fails it is rolled back (logged), and they wait for the
  * next settle. An entry whose check cannot read the trail is checked
- * again at the next settle. */
+ * again at the next settle. Entries turned away since the last
+ * audit.not_carried line, a second after it, are said first. */
 void record_carried_settle(broker_t *b)
 {
+    record_not_carried_catch_up(b, 0);
     struct record_acks *a = b->acks;
     if (a == NULL || a->n_carried == 0)
         return;
@@ -386,6 +439,7 @@ void record_carried_stopped(broker_t *b)
 
 void record_carried_release(broker_t *b)
 {
+    record_not_carried_catch_up(b, 1);
     /* Owed to the trail and not known to be on it: said, as this is the
      * last that is known of them. */
     for (size_t i = 0; i < b->acks->n_carried; i++) {

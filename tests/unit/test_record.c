@@ -75,6 +75,8 @@ static struct {
     int commit_fails;         /* store_commit fails (and rolls back) */
     int in_transaction;       /* audit_append began one (refused or not) */
     size_t recorded_late_logs, not_carried_logs, not_recorded_logs;
+    char not_carried_more[24];  /* the last audit.not_carried line's more=, "" without */
+    char not_carried_actor[64]; /* ... and its actor */
     uint64_t hashes; /* hash tags given */
 } trail;
 
@@ -335,8 +337,21 @@ void log_event(log_level_t level, const char *event, ...)
 {
     if (strcmp(event, "audit.recorded_late") == 0)
         trail.recorded_late_logs++;
-    if (strcmp(event, "audit.not_carried") == 0)
+    if (strcmp(event, "audit.not_carried") == 0) {
         trail.not_carried_logs++;
+        trail.not_carried_more[0] = '\0';
+        va_list ap;
+        va_start(ap, event);
+        for (const char *key = va_arg(ap, const char *); key != NULL;
+             key = va_arg(ap, const char *)) {
+            const char *value = va_arg(ap, const char *);
+            if (strcmp(key, "more") == 0)
+                snprintf(trail.not_carried_more, sizeof trail.not_carried_more, "%s", value);
+            if (strcmp(key, "actor") == 0)
+                snprintf(trail.not_carried_actor, sizeof trail.not_carried_actor, "%s", value);
+        }
+        va_end(ap);
+    }
     if (strcmp(event, "audit.not_recorded") == 0)
         trail.not_recorded_logs++;
     if (strcmp(event, "audit.write_failed") == 0)
@@ -1459,6 +1474,55 @@ static void test_one_partner_cannot_crowd_out_the_others(void **state)
     trail_reset();
 }
 
+/* A flood of refusals while the store cannot be written turns away an
+ * entry per refusal: audit.not_carried says one a second at most (the
+ * first at once), the next line how many were turned away since without
+ * one (more=N), and a flood that stops is said at the first settle a
+ * second after, or at the release; the metric counts every one. */
+static void test_not_carried_lines_are_bounded(void **state)
+{
+    (void)state;
+    trail_reset();
+    broker_t *b = test_broker();
+    trail.refuse_event = "request.refused"; /* the store refuses them: all owed */
+    const unsigned share = SCHAKEL_AUDIT_MAX_CARRIED_PER_ACTOR;
+    for (unsigned i = 0; i < share + 200; i++)
+        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    assert_int_equal(b->stats.audit_not_carried, 200);
+    assert_int_equal(trail.not_carried_logs, 1); /* the first, at once */
+    assert_string_equal(trail.not_carried_more, "");
+    b->now_ms += 999;
+    record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    assert_int_equal(trail.not_carried_logs, 1);
+    b->now_ms += 1;
+    record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    assert_int_equal(trail.not_carried_logs, 2);
+    assert_string_equal(trail.not_carried_more, "200"); /* 199 after the first, 1 at 999 ms */
+    assert_int_equal(b->stats.audit_not_carried, 202);
+    /* a flood that stops: said at the first settle a second after the last line */
+    for (unsigned i = 0; i < 5; i++)
+        record_refused_carried(b, "om/parket", NULL, SCHAKEL__REASON__RATE_LIMITED, "y", -1, 0);
+    for (unsigned i = 0; i < 3; i++) /* om/parket's entries are carried; these are not */
+        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    turn_end(b);
+    assert_int_equal(trail.not_carried_logs, 2);
+    b->now_ms += 1000;
+    turn_end(b);
+    assert_int_equal(trail.not_carried_logs, 3);
+    assert_string_equal(trail.not_carried_actor, "politie/bvh"); /* the last turned away */
+    assert_string_equal(trail.not_carried_more, "2");
+    assert_int_equal(b->stats.audit_not_carried, 205);
+    /* turned away and not said yet when the broker stops: said at the release */
+    for (unsigned i = 0; i < 4; i++)
+        record_refused_carried(b, "politie/bvh", NULL, SCHAKEL__REASON__RATE_LIMITED, "x", -1, 0);
+    assert_int_equal(trail.not_carried_logs, 3);
+    assert_int_equal(b->stats.audit_not_carried, 209);
+    test_broker_free(&b);
+    assert_int_equal(trail.not_carried_logs, 4);
+    assert_string_equal(trail.not_carried_more, "3");
+    trail_reset();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1484,6 +1548,7 @@ int main(void)
         cmocka_unit_test(test_reload_refusal_carried_when_its_commit_fails),
         cmocka_unit_test(test_carried_bound_is_counted),
         cmocka_unit_test(test_one_partner_cannot_crowd_out_the_others),
+        cmocka_unit_test(test_not_carried_lines_are_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
