@@ -14,7 +14,9 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h> /* PROC_SUPER_MAGIC */
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 void fileguard_user_name(uid_t uid, char *out, size_t outlen)
@@ -163,6 +165,40 @@ static int start_at_root(walk_t *walk)
     return check_folder(walk, fd, "/", holds_last(walk));
 }
 
+/* Whether target, the text of a link in walk->dir_fd, is no name but what
+ * a /proc fd link stands for ("pipe:[1234]", "socket:[5678]",
+ * "anon_inode:[eventfd]"): the kernel opens such an fd's own file, but as
+ * a name it is a relative one that does not exist. Said as
+ * FILEGUARD_NOT_ON_DISK (-1), never followed; 0 for any other link. Only
+ * in /proc, and only a text with a ':' in its first name: /proc's other
+ * relative links are names ("self" -> "4946", "mounts" -> "self/mounts"),
+ * and a link elsewhere with such a text names a file next to it. */
+static int not_on_disk(walk_t *walk, const char *target)
+{
+    struct statfs fs;
+    size_t first = strcspn(target, "/");
+    if (target[0] == '/' || memchr(target, ':', first) == NULL || fstatfs(walk->dir_fd, &fs) != 0 ||
+        fs.f_type != PROC_SUPER_MAGIC)
+        return 0;
+    fileguard_problem_t *p = walk->problem;
+    p->fault = FILEGUARD_NOT_ON_DISK;
+    snprintf(p->link, sizeof p->link, "%.*s", (int)sizeof p->link - 1, target); /* cut */
+    return -1;
+}
+
+/* The link name in walk->dir_fd, at the end of a walk that does not follow
+ * one there: -1 (FILEGUARD_NOT_ON_DISK) when it is a /proc fd link to no
+ * file on disk, else 0 (the caller refuses the link as a link). */
+static int last_not_on_disk(walk_t *walk, const char *name)
+{
+    char target[PATH_MAX];
+    ssize_t n = readlinkat(walk->dir_fd, name, target, sizeof target);
+    if (n <= 0 || (size_t)n >= sizeof target)
+        return 0;
+    target[n] = '\0';
+    return not_on_disk(walk, target);
+}
+
 /* name, in walk->dir_fd and opened there as link_fd, is a symbolic link:
  * believed only if it is the reader's or root's where others may write
  * its folder (sticky, or the folder would have been refused), its target
@@ -192,6 +228,8 @@ static int follow_link(walk_t *walk, const char *name, int link_fd, bool more)
     if (n <= 0 || (size_t)n >= sizeof target)
         return fail_errno(walk, n < 0 ? errno : n == 0 ? ENOENT : ENAMETOOLONG);
     target[n] = '\0';
+    if (not_on_disk(walk, target) != 0)
+        return -1;
     n = snprintf(next, sizeof next, "%s%s%s", target, more ? "/" : "", walk->rest + walk->pos);
     if (n < 0 || (size_t)n >= sizeof next)
         return fail_errno(walk, ENAMETOOLONG);
@@ -234,8 +272,12 @@ static int step(walk_t *walk, int *fd, char *last, size_t lastlen)
             memcpy(last, name, strlen(name) + 1);
             return STEP_DONE;
         }
-        if (errno != ELOOP || (walk->flags & FILEGUARD_FOLLOW_LAST) == 0)
-            return fail_errno(walk, errno);
+        int err = errno;
+        if (err == ELOOP && (walk->flags & FILEGUARD_FOLLOW_LAST) == 0 &&
+            last_not_on_disk(walk, name) != 0)
+            return -1;
+        if (err != ELOOP || (walk->flags & FILEGUARD_FOLLOW_LAST) == 0)
+            return fail_errno(walk, err);
     }
     struct stat st;
     int entry = openat(walk->dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -309,6 +351,18 @@ void fileguard_close(fileguard_file_t *file)
     file->dir_fd = -1;
 }
 
+/* What a /proc fd link's text says the fd is open on, in words. */
+static const char *fileguard_not_on_disk_kind(const char *text)
+{
+    if (strncmp(text, "pipe:", 5) == 0)
+        return "a pipe or process substitution";
+    if (strncmp(text, "socket:", 7) == 0)
+        return "a socket";
+    if (strncmp(text, "anon_inode:", 11) == 0)
+        return "an anonymous inode: an eventfd, epoll, timerfd or the like";
+    return "a kernel object, not a file";
+}
+
 void fileguard_describe(const fileguard_problem_t *p, const char *what, char *out, size_t outlen)
 {
     char owner[64], reader[64];
@@ -347,6 +401,10 @@ void fileguard_describe(const fileguard_problem_t *p, const char *what, char *ou
                  "may write",
                  p->folder, (unsigned)p->folder_mode, p->link, (unsigned)p->link_uid,
                  (unsigned)self, what, what);
+        return;
+    case FILEGUARD_NOT_ON_DISK:
+        snprintf(out, outlen, "not a file on disk but %s (%s): give the %s file's own path",
+                 p->link, fileguard_not_on_disk_kind(p->link), what);
         return;
     }
     snprintf(out, outlen, "refused");

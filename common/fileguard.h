@@ -50,6 +50,7 @@ typedef enum fileguard_fault {
     FILEGUARD_FOLDER_OPEN,  /* a folder group or others may write, and not sticky */
     FILEGUARD_FOLDER_OWNER, /* a folder of another user than root and the reader */
     FILEGUARD_LINK_OWNER,   /* a link of another user in a sticky folder others may write */
+    FILEGUARD_NOT_ON_DISK,  /* a /proc link to no file on disk (a pipe, a socket): link */
 } fileguard_fault_t;
 
 /* Why fileguard_open refused, for the caller's message (fileguard_describe). */
@@ -60,7 +61,8 @@ typedef struct fileguard_problem {
     bool holds_it;           /* that folder holds the last name (else it is on the way) */
     mode_t folder_mode;      /* its st_mode & 07777 */
     uid_t folder_uid;        /* its owner */
-    char link[NAME_MAX + 1]; /* FILEGUARD_LINK_OWNER: the link's name in the folder */
+    char link[NAME_MAX + 1]; /* FILEGUARD_LINK_OWNER: the link's name in the folder;
+                              * FILEGUARD_NOT_ON_DISK: its text ("pipe:[1234]") */
     uid_t link_uid;          /* and its owner */
 } fileguard_problem_t;
 
@@ -78,7 +80,11 @@ typedef struct fileguard_file {
  * FILEGUARD_FOLLOW_LAST, else the open fails ELOOP). The last name is
  * opened O_RDONLY | O_NOFOLLOW | O_NONBLOCK (a FIFO does not block: the
  * caller refuses what is not a regular file), or not at all with
- * FILEGUARD_FOLDER_ONLY. Returns 0 with *file filled (fileguard_close it),
+ * FILEGUARD_FOLDER_ONLY. A link of /proc whose text is no name but what
+ * the fd it stands for is open on ("pipe:[1234]" for /dev/fd/63, a
+ * process substitution's) is never followed, at the end or on the way:
+ * FILEGUARD_NOT_ON_DISK says what it is (with or without
+ * FILEGUARD_FOLLOW_LAST). Returns 0 with *file filled (fileguard_close it),
  * or -1 with *problem filled and nothing left open. Safe on any path. */
 int fileguard_open(const char *path, unsigned flags, int max_links, fileguard_file_t *file,
                    fileguard_problem_t *problem);

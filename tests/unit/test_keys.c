@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -180,6 +181,42 @@ static void test_refused_secret_files(void **state)
     assert_null(keys_load_secret(missing, err, sizeof err));
     assert_non_null(strstr(err, "cannot open"));
     assert_null(keys_load_secret(dir, err, sizeof err)); /* a directory */
+}
+
+/* A key file given as a pipe or a socket (/dev/fd/N, /proc/self/fd/N):
+ * the /proc link at its end is refused as a link, and said for what it
+ * stands for, not as "Too many levels of symbolic links". */
+static void test_key_file_not_on_disk(void **state)
+{
+    (void)state;
+    int pipe_fds[2], socket_fds[2];
+    assert_int_equal(pipe(pipe_fds), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, socket_fds), 0);
+    const struct {
+        int fd;
+        const char *folder, *kind, *what;
+    } rows[] = {
+        {pipe_fds[0], "/proc/self/fd", "pipe:[", "(a pipe or process substitution)"},
+        {pipe_fds[0], "/dev/fd", "pipe:[", "(a pipe or process substitution)"},
+        {socket_fds[0], "/dev/fd", "socket:[", "(a socket)"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char p[64], err[512] = "", expect[128];
+        uint8_t pk[32];
+        snprintf(p, sizeof p, "%s/%d", rows[i].folder, rows[i].fd);
+        snprintf(expect, sizeof expect, "key file %s: not a file on disk but %s", p, rows[i].kind);
+        assert_null(keys_load_secret(p, err, sizeof err));
+        if (strstr(err, expect) == NULL || strstr(err, rows[i].what) == NULL ||
+            strstr(err, "give the key file's own path") == NULL)
+            fail_msg("secret %s: got \"%s\"", p, err);
+        assert_int_equal(keys_load_public(p, pk, err, sizeof err), -1);
+        if (strstr(err, expect) == NULL)
+            fail_msg("public %s: got \"%s\"", p, err);
+    }
+    for (int i = 0; i < 2; i++) {
+        close(pipe_fds[i]);
+        close(socket_fds[i]);
+    }
 }
 
 /* Who may own a key file: a secret one (a .key file, a store key) the user
@@ -1007,6 +1044,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_generate_and_load),
         cmocka_unit_test(test_refused_secret_files),
+        cmocka_unit_test(test_key_file_not_on_disk),
         cmocka_unit_test(test_public_keys),
         cmocka_unit_test(test_symmetric_keys),
         cmocka_unit_test(test_interrupted_write_leaves_no_key),

@@ -977,6 +977,50 @@ static void test_load_file_errors(void **state)
     assert_null(policy_load(NULL, err, sizeof err));
 }
 
+/* A policy given as a pipe (schakelctl policy check <(cat policy.yaml)
+ * names /dev/fd/63): its /proc link's text "pipe:[N]" is no name, so it is
+ * said for what it is, not followed as a relative name ("cannot open: No
+ * such file or directory"). */
+static void test_load_pipe_is_not_a_file(void **state)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    const char *text = "version: 1\n";
+    assert_int_equal(write(fds[1], text, strlen(text)), (ssize_t)strlen(text));
+    char err[512], path[64], pipe_text[64];
+    struct stat st;
+    assert_int_equal(fstat(fds[0], &st), 0);
+    snprintf(pipe_text, sizeof pipe_text, "not a file on disk but pipe:[%llu]",
+             (unsigned long long)st.st_ino);
+    const char *folders[] = {"/proc/self/fd", "/dev/fd"};
+    for (size_t i = 0; i < sizeof folders / sizeof folders[0]; i++) {
+        snprintf(path, sizeof path, "%s/%d", folders[i], fds[0]);
+        assert_null(policy_load(path, err, sizeof err));
+        if (strstr(err, pipe_text) == NULL ||
+            strstr(err, "(a pipe or process substitution): give the policy file's own path") ==
+                NULL ||
+            strncmp(err, path, strlen(path)) != 0)
+            fail_msg("%s: got \"%s\"", path, err);
+    }
+    char buf[16];
+    assert_int_equal(read(fds[0], buf, sizeof buf), (ssize_t)strlen(text)); /* nothing read */
+    close(fds[0]);
+    close(fds[1]);
+    /* a file's fd link names the file ("/proc/self" a pid, the fd an
+     * absolute path): followed, and the file read */
+    const fixture_t *f = *state;
+    char file[256];
+    snprintf(file, sizeof file, "%s/p.yaml", f->dir);
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "x: 1\n", 5), 5);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    assert_null(policy_load(path, err, sizeof err));
+    if (strstr(err, ":1: unknown key \"x\"") == NULL)
+        fail_msg("%s: got \"%s\"", path, err);
+    close(fd);
+}
+
 /* A policy deep in folders (a path of about 4,000 bytes) with an error on
  * its line 2: the message shows the name by its end, then the line and
  * the reason (review: 1,024 bytes of path filled it, line and reason
@@ -1649,6 +1693,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rule_hash, fixture_setup, fixture_teardown),
         cmocka_unit_test(test_load_buffer),
         cmocka_unit_test_setup_teardown(test_load_file_errors, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_load_pipe_is_not_a_file, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_utf8_bom_and_quoted_version, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_policy_others_may_write, fixture_setup,
