@@ -4,8 +4,9 @@ Written from docs/PROTOCOL.md and proto/schakel.proto only. It covers what a
 partner system needs: key files (section 2), the CurveZMQ keys derived from
 Ed25519 (2.4), the DEALER connection with its socket monitor (3, 7.1),
 "who am I" and backlog via Heartbeat (4.9, 7.7), signed publishing with the
-item hash tree (6), receiving with Flow, Deliver and Ack (7.4), and following
-reconnects (7.10).
+item hash tree (6), receiving with Flow, Deliver and Ack (7.4), sending an Ack
+refused RATE_LIMITED again after a pause (4.7), and following reconnects, where a
+Heartbeat whose answer may have been lost is asked again (7.10).
 
 The protobuf module is generated from proto/schakel.proto at run time
 (`load_schema`); nothing generated is kept in the tree.
@@ -40,6 +41,12 @@ MAX_ITEM_BYTES = 32768
 MAX_ACKS = 1024
 DEFAULT_WINDOW = 64
 CLIENT_HEARTBEAT_S = 5.0                    # SCHAKEL_CLIENT_HEARTBEAT_MS
+# An Ack refused RATE_LIMITED goes again after 1 s, then 2 s and 4 s; a fourth
+# refusal ends it (4.7). Acks are kept until an answer to a later request shows
+# they were taken, at most the last 64.
+ACK_PAUSE_S = 1.0
+ACK_RESENDS = 3
+ACKS_KEPT_MAX = 64
 ZAP_REFUSED_STATUS = 400                    # 3.3
 
 Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -345,6 +352,18 @@ _MONITORED = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH |
               zmq.EVENT_DISCONNECTED)
 
 
+class SentAck:
+    """An Ack whose refusal may still come, or one refused RATE_LIMITED and owed again
+    (4.7): sent again as it was, the same bytes."""
+
+    def __init__(self, request, first_seq, frame):
+        self.request = request      # when it was (last) sent, among this client's requests
+        self.first_seq = first_seq  # the seq a refusal of it names
+        self.frame = frame
+        self.refusals = 0           # RATE_LIMITED refusals so far
+        self.resend_at = None       # None: on the wire; else owed again at this monotonic time
+
+
 class Connection:
     """One DEALER connection of one principal to the broker."""
 
@@ -371,7 +390,7 @@ class Connection:
         self.window = None          # set once this client receives
         self.last_send = 0.0
         # Heartbeats sent on this connection and not yet answered, oldest first:
-        # (order, named, sent_connected). A Heartbeat names itself by its order
+        # (order, named, sent_connected, request). A Heartbeat names itself by its order
         # (heartbeat_id, 8 bytes), never reused by this Connection, and an answer is
         # paired by the id it names (4.9): not by counting, which takes a keep-alive's
         # answer, or one that came over a lost connection (7.10), for the answer to a
@@ -379,6 +398,17 @@ class Connection:
         # queue and goes out on the next one: it stays owed an answer there (4.9).
         self.heartbeats_sent = 0
         self.heartbeats_owed = []
+        # The Heartbeat heartbeat() waits for, and whether it went out on a connection
+        # lost since: its answer may be lost with it, so it is asked again (7.10).
+        self.heartbeat_waited = None
+        self.heartbeat_waited_lost = False
+        # Requests (publishes, Heartbeats, Acks) are numbered in the order sent: an
+        # answer to one shows that the broker took the Acks sent before it (answers
+        # come in order), whose refusal would have come first (4.7).
+        self.requests_sent = 0
+        self.acks_kept = []         # SentAck, in the order sent (owed ones where refused)
+        self.acks_resent = 0        # Acks sent again after a RATE_LIMITED refusal
+        self.acks_given_up = []     # first seqs of Acks refused a fourth time
         self.heartbeat_ids_refused = False  # this connection's broker is from before the field
         self.last_settled = None    # the order of the Heartbeat the frame just read answers
         self.deliveries = collections.deque()   # Deliver frames kept while waiting
@@ -423,8 +453,11 @@ class Connection:
                 # is ignored); those sent while there was none go out on this one, and
                 # are answered there (or refused, by a broker from before heartbeat_id,
                 # whose refusal must not be taken for a later Heartbeat's).
-                self.heartbeats_owed[:] = [(order, named, True)
-                                           for order, named, sent_connected
+                if any(order == self.heartbeat_waited and sent_connected
+                       for order, _, sent_connected, _ in self.heartbeats_owed):
+                    self.heartbeat_waited_lost = True
+                self.heartbeats_owed[:] = [(order, named, True, request)
+                                           for order, named, sent_connected, request
                                            in self.heartbeats_owed if not sent_connected]
                 if self.handshakes > 1:
                     self.heartbeat_ids_refused = False  # the broker may be newer
@@ -497,7 +530,8 @@ class Connection:
         if named:
             hb.heartbeat_id = self.heartbeat_id(order)
         self.send(heartbeat=hb)
-        self.heartbeats_owed.append((order, named, self.connected))
+        self.requests_sent += 1
+        self.heartbeats_owed.append((order, named, self.connected, self.requests_sent))
         return order
 
     def _settle_heartbeat(self, f):
@@ -510,7 +544,7 @@ class Connection:
         index = None
         if body == "heartbeat" and f.heartbeat.HasField("principal"):
             if f.heartbeat.HasField("heartbeat_id"):
-                index = next((i for i, (order, named, _) in enumerate(owed)
+                index = next((i for i, (order, named, _, _) in enumerate(owed)
                               if named and self.heartbeat_id(order) == f.heartbeat.heartbeat_id),
                              None)
             elif owed and not owed[0][1]:
@@ -519,24 +553,78 @@ class Connection:
             index = 0
         if index is None:
             return None
-        order = owed[index][0]
+        order, request = owed[index][0], owed[index][3]
         del owed[:index + 1]
+        self._acks_taken_before(request)
         return order
 
     def _keepalive(self):
         if self.window is not None and time.monotonic() - self.last_send >= CLIENT_HEARTBEAT_S:
             self.send_heartbeat()   # named too: its answer is not taken for a later one's
 
-    def recv_frame(self, timeout_s):
-        """The next frame from the broker, or None after TIMEOUT_S."""
+    # -- Acks refused RATE_LIMITED (4.7) --
+
+    def _acks_taken_before(self, request):
+        """An answer to request number REQUEST came: the Acks sent before it were taken
+        (refused, their refusal came first), except those owed again."""
+        self.acks_kept[:] = [a for a in self.acks_kept
+                             if a.resend_at is not None or a.request >= request]
+
+    def _ack_refused(self, first_seq):
+        """A RATE_LIMITED refusal naming FIRST_SEQ: the oldest Ack on the wire that begins
+        with it is owed again after a pause (1 s, 2 s, 4 s), or given up at the fourth."""
+        ack = next((a for a in self.acks_kept
+                    if a.resend_at is None and a.first_seq == first_seq), None)
+        if ack is None:
+            return
+        self._acks_taken_before(ack.request)
+        if ack.refusals >= ACK_RESENDS:
+            self.acks_kept.remove(ack)
+            self.acks_given_up.append(first_seq)
+            return
+        ack.resend_at = time.monotonic() + ACK_PAUSE_S * (1 << ack.refusals)
+        ack.refusals += 1
+
+    def acks_owed(self):
+        """How many refused Acks wait to be sent again."""
+        return sum(a.resend_at is not None for a in self.acks_kept)
+
+    def _ack_next_due(self):
+        due = [a.resend_at for a in self.acks_kept if a.resend_at is not None]
+        return min(due) if due else None
+
+    def _resend_acks(self):
+        """Send again, unchanged, each refused Ack whose pause is over. Called from
+        whatever waits on the broker, and from ack(): there is no loop of its own."""
+        now = time.monotonic()
+        for ack in self.acks_kept:
+            if ack.resend_at is not None and ack.resend_at <= now:
+                self.send_bytes(ack.frame)
+                self.requests_sent += 1
+                ack.request, ack.resend_at = self.requests_sent, None
+                self.acks_resent += 1
+        # an Ack sent again is on the wire again: kept in the order sent
+        self.acks_kept.sort(key=lambda a: a.request)
+
+    def recv_frame(self, timeout_s, until=None):
+        """The next frame from the broker, or None after TIMEOUT_S (or once UNTIL() is
+        true, checked between frames)."""
         deadline = time.monotonic() + timeout_s
         while True:
             self._poll_events()
             self._keepalive()
-            left = deadline - time.monotonic()
+            self._resend_acks()
+            if until is not None and until():
+                return None
+            now = time.monotonic()
+            left = deadline - now
             if left <= 0:
                 return None
-            if self.sock.poll(int(min(left, 0.2) * 1000) + 1, zmq.POLLIN):
+            slice_s = min(left, 0.2)
+            due = self._ack_next_due()
+            if due is not None:
+                slice_s = max(0.0, min(slice_s, due - now))
+            if self.sock.poll(int(slice_s * 1000) + 1, zmq.POLLIN):
                 parts = self.sock.recv_multipart()
                 if len(parts) != 1:
                     raise ProtocolError("broker sent a %d-part message" % len(parts))
@@ -546,14 +634,20 @@ class Connection:
                     raise ProtocolError("frame of protocol version %r" %
                                         (f.version if f.HasField("version") else None))
                 self.last_settled = self._settle_heartbeat(f)
+                if (f.WhichOneof("body") == "rejected" and f.rejected.HasField("seq")
+                        and f.rejected.reason == self.pb.RATE_LIMITED):
+                    self._ack_refused(f.rejected.seq)
                 return f
 
-    def wait_for(self, is_answer, timeout_s):
-        """Read frames until IS_ANSWER(frame); keep deliveries and stray frames."""
+    def wait_for(self, is_answer, timeout_s, until=None):
+        """Read frames until IS_ANSWER(frame); keep deliveries and stray frames. With
+        UNTIL, None once UNTIL() is true (checked between frames)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            f = self.recv_frame(max(0.0, deadline - time.monotonic()))
+            f = self.recv_frame(max(0.0, deadline - time.monotonic()), until)
             if f is None:
+                if until is not None and until():
+                    return None
                 raise NoAnswer("no answer within %.1f s" % timeout_s)
             if is_answer(f):
                 return f
@@ -585,13 +679,22 @@ class Connection:
         asks for the store epoch); return the broker's answer to it, paired by heartbeat_id
         (4.9; Refusal if refused). A broker from before the field refuses it
         INVALID_MESSAGE: it is asked again without the id, and that broker's answers are
-        paired by order until the next connection."""
+        paired by order until the next connection. One that went out on a connection
+        lost before its answer came is asked again on the next, under a new id (7.10):
+        its answer may have been lost with it."""
         deadline = time.monotonic() + timeout_s
         while True:
             named = not self.heartbeat_ids_refused
             order = self.send_heartbeat(ask_epoch)
-            f = self.wait_for(lambda f: self.last_settled == order,
-                              max(0.0, deadline - time.monotonic()))
+            self.heartbeat_waited, self.heartbeat_waited_lost = order, False
+            try:
+                f = self.wait_for(lambda f: self.last_settled == order,
+                                  max(0.0, deadline - time.monotonic()),
+                                  until=lambda: self.heartbeat_waited_lost)
+            finally:
+                self.heartbeat_waited = None
+            if f is None:
+                continue
             if f.WhichOneof("body") == "heartbeat":
                 return f.heartbeat
             if named and f.rejected.reason == self.pb.INVALID_MESSAGE:
@@ -622,6 +725,20 @@ class Connection:
             raise ProtocolError("Heartbeat answer without backlog")
         return hb.backlog
 
+    def acks_settled(self, timeout_s=10.0):
+        """Wait until no refused Ack is owed again (4.7): read frames, sending those due,
+        then ask the backlog, whose answer comes after the refusal of any Ack sent before
+        it. Returns that backlog. Refused Acks are sent again either way, by whichever
+        call waits on the broker; this only waits for it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.acks_owed():
+                self.wait_for(lambda f: False, max(0.0, deadline - time.monotonic()),
+                              until=lambda: self.acks_owed() == 0)
+            backlog = self.backlog(max(0.0, deadline - time.monotonic()))
+            if not self.acks_owed():
+                return backlog
+
     # -- publishing (4.3, 6, 7.2, 7.3) --
 
     def publish_frame(self, message_id, items, signature):
@@ -647,6 +764,14 @@ class Connection:
             return False
         return self.wait_for(is_answer, timeout_s)
 
+    def _publish_sent(self, frame, message_id, timeout_s):
+        self.send_bytes(frame)
+        self.requests_sent += 1
+        request = self.requests_sent
+        answer = self._publish_answer(message_id, timeout_s)
+        self._acks_taken_before(request)
+        return answer
+
     def publish_items(self, items, message_id=None, signature=None, timeout_s=10.0):
         """Publish already serialized items. Sign them unless SIGNATURE is given."""
         if message_id is None:
@@ -654,8 +779,7 @@ class Connection:
         if signature is None:
             signature = sign_publish(self.signing_key, message_id, items)
         frame = self.publish_frame(message_id, items, signature)
-        self.send_bytes(frame)
-        answer = self._publish_answer(message_id, timeout_s)
+        answer = self._publish_sent(frame, message_id, timeout_s)
         return PublishResult(message_id, list(items), signature, frame, answer)
 
     def publish(self, signals, message_id=None, timeout_s=10.0):
@@ -665,8 +789,7 @@ class Connection:
 
     def retry(self, result, timeout_s=10.0):
         """Send the exact same publish frame again (7.3)."""
-        self.send_bytes(result.frame)
-        answer = self._publish_answer(result.message_id, timeout_s)
+        answer = self._publish_sent(result.frame, result.message_id, timeout_s)
         return result._replace(answer=answer)
 
     # -- receiving (4.6 - 4.8, 7.4 - 7.8) --
@@ -698,9 +821,17 @@ class Connection:
                 self.unmatched.append(f)
 
     def ack(self, *seqs):
+        """Acknowledge SEQS, 1024 to an Ack. Each Ack is kept until it is known to be
+        taken: one refused RATE_LIMITED is sent again after a pause (4.7)."""
+        self._resend_acks()
         seqs = list(seqs)
         for i in range(0, len(seqs), MAX_ACKS):
-            self.send(ack=self.pb.Ack(seqs=seqs[i:i + MAX_ACKS]))
+            frame = self.frame(ack=self.pb.Ack(seqs=seqs[i:i + MAX_ACKS]))
+            self.send_bytes(frame)
+            self.requests_sent += 1
+            if len(self.acks_kept) == ACKS_KEPT_MAX:
+                self.acks_kept.pop(0)
+            self.acks_kept.append(SentAck(self.requests_sent, seqs[i], frame))
 
 
 def connect(schema, endpoint, key_file, broker_pub_file, context=None):

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -150,7 +151,8 @@ class Broker:
                            check=True, stdout=subprocess.DEVNULL)
         return path
 
-    def start(self, listen="tcp://127.0.0.1:*"):
+    def start(self, listen="tcp://127.0.0.1:*", settings=()):
+        """Start the broker; SETTINGS are KEY=VALUE limits given with --set."""
         binary = broker_binary()
         if not os.access(binary, os.X_OK):
             raise RuntimeError("broker binary %s missing (run `make all`)" % binary)
@@ -161,6 +163,8 @@ class Broker:
                 "--store", os.path.join(self.workdir, "store.db"),
                 "--store-key", self.store_key(),
                 "--ready-fd", str(wfd)]
+        for setting in settings:
+            args += ["--set", setting]
         with open(self.log_path, "wb") as logf:
             try:
                 self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf,
@@ -1021,6 +1025,67 @@ def check_unknown_delivery(env):
               "packed Ack read as seqs [999]")
 
 
+def rate_limited(env, conn):
+    """The seqs named by CONN's RATE_LIMITED ack refusals read so far."""
+    return [r.seq for r in conn.ack_refusals if reason_name(env, r) == "RATE_LIMITED"]
+
+
+@check("9e an Ack refused RATE_LIMITED (max_unknown_acks_per_second) is sent again after a pause,"
+       " unchanged, and taken: its deliveries do not come again; a fourth refusal ends it (4.7)")
+def check_ack_rate_limited(env):
+    env.broker.stop()
+    env.broker.start(settings=("max_unknown_acks_per_second=1",))
+    try:
+        g = env.connect("gemeente")
+        p = env.connect("politie")
+        res = g.publish([env.signal(summary="eerste"), env.signal(summary="tweede")])
+        expect_accepted(res.answer, res.message_id, 2)
+        got = [p.receive(ANSWER_S), p.receive(ANSWER_S)]
+        expect(all(got), "politie receives both deliveries")
+        # three seqs never delivered take the bucket (one a second, one at once) to -2
+        never = 10 ** 12
+        p.ack(never, never + 1, never + 2)
+        r = p.wait_for(lambda f: f.WhichOneof("body") == "rejected", ANSWER_S).rejected
+        expect_eq((reason_name(env, r), r.seq), ("UNKNOWN_DELIVERY", never),
+                  "the seqs never delivered are looked up (and counted)")
+        p.ack(*[d.seq for d in got])
+        expect_eq(p.acks_settled(ANSWER_S * 3), 0,
+                  "the refused Ack sent again until taken: nothing left in the mailbox")
+        refused = rate_limited(env, p)
+        expect(1 <= len(refused) <= 3 and set(refused) == {got[0].seq},
+               "the Ack refused RATE_LIMITED at least once, naming its first seq: %r" % refused)
+        expect_eq((p.acks_resent, p.acks_given_up), (len(refused), []),
+                  "sent again once for each refusal, never given up")
+        env.close(p)
+        q = env.connect("politie")
+        expect(q.receive(1.0) is None, "the acknowledged deliveries do not come again")
+        expect_eq(q.backlog(), 0, "backlog on a new connection")
+
+        # thirty seqs never delivered: the bucket at -29, more than the 7 s of pauses repay
+        res = g.publish([env.signal(summary="derde"), env.signal(summary="vierde")])
+        expect_accepted(res.answer, res.message_id, 2)
+        kept = [q.receive(ANSWER_S), q.receive(ANSWER_S)]
+        expect(all(kept), "politie receives two more")
+        q.ack(*range(never, never + 30))
+        r = q.wait_for(lambda f: f.WhichOneof("body") == "rejected", ANSWER_S).rejected
+        expect_eq(reason_name(env, r), "UNKNOWN_DELIVERY", "thirty seqs not pending, counted")
+        q.ack(*[d.seq for d in kept])
+        expect_eq(q.acks_settled(ANSWER_S * 3), 2, "the Ack given up: both still in the mailbox")
+        expect_eq(rate_limited(env, q), [kept[0].seq] * 4, "refused four times")
+        expect_eq((q.acks_resent, q.acks_given_up), (3, [kept[0].seq]),
+                  "sent again after the first three refusals, given up at the fourth")
+    finally:
+        env.close_all()
+        env.broker.stop()
+        env.broker.start()
+    r = env.connect("politie")
+    again = [r.receive(ANSWER_S), r.receive(ANSWER_S)]
+    expect([(d.seq, d.redelivery) for d in again if d] == [(d.seq, True) for d in kept],
+           "the deliveries of the Ack given up come again, flagged")
+    r.ack(*[d.seq for d in again])
+    expect_eq(r.backlog(), 0, "backlog after acking them at the default limit")
+
+
 @check("9c publish frame refusals: message_id, items, signature, item size")
 def check_publish_refusals(env):
     g = env.connect("gemeente")
@@ -1259,6 +1324,63 @@ def check_restart(env):
     expect(d4 is not None and d4.redelivery is False, "new delivery after restart not flagged")
     p.ack(d4.seq)
     expect_eq(p.backlog(), 0, "backlog at the end")
+
+
+@check("10b a Heartbeat that went out on a connection lost before its answer is asked again on"
+       " the next, under a new heartbeat_id: backlog() is answered (7.10)")
+def check_heartbeat_lost(env):
+    g = env.connect("gemeente")
+    p = env.connect("politie")
+    res = g.publish([env.signal(summary="voor het verbroken verband")])
+    expect_accepted(res.answer, res.message_id, 1)
+    d = p.receive(ANSWER_S)
+    expect(d is not None, "politie receives the delivery")
+    asked = []
+    heartbeat_sent = threading.Event()
+    send_heartbeat = p.send_heartbeat
+
+    def send_heartbeat_seen(*args, **kwargs):
+        order = send_heartbeat(*args, **kwargs)
+        asked.append((order, p.connected))
+        heartbeat_sent.set()
+        return order
+
+    p.send_heartbeat = send_heartbeat_seen
+    outcome = []
+
+    def ask_backlog():
+        try:
+            outcome.append(p.backlog(ANSWER_S * 4))
+        except Exception as e:      # reported by the check below
+            outcome.append(e)
+
+    endpoint = env.broker.endpoint
+    broker = env.broker.proc
+    broker.send_signal(signal.SIGSTOP)      # it reads nothing: the Heartbeat stays unanswered
+    asking = threading.Thread(target=ask_backlog)
+    try:
+        asking.start()
+        expect(heartbeat_sent.wait(ANSWER_S), "backlog() sent its Heartbeat")
+        broker.kill()                       # the connection drops with the Heartbeat unanswered
+        broker.wait()
+        env.broker.proc = None
+        env.broker.start(listen=endpoint)   # same port: the DEALER reconnects to it
+    finally:
+        if broker.poll() is None:
+            broker.send_signal(signal.SIGCONT)
+        asking.join(ANSWER_S * 5)
+    expect(not asking.is_alive(), "backlog() returned")
+    p.send_heartbeat = send_heartbeat
+    expect_eq(outcome, [1], "backlog() answered on the new connection (the delivery unacked)")
+    orders = [order for order, _ in asked]
+    expect(len(asked) >= 2 and asked[0][1] and len(set(orders)) == len(orders),
+           "the Heartbeat sent on the lost connection, and one asked again on the new one"
+           " under another heartbeat_id: %r" % asked)
+    again = p.receive(ANSWER_S * 2)
+    expect(again is not None and (again.seq, again.redelivery) == (d.seq, True),
+           "the unacknowledged delivery comes again")
+    p.ack(again.seq)
+    expect_eq(p.backlog(), 0, "backlog after the ack")
 
 
 @check("11 revocation on policy reload: NOT_PERMITTED on the open connection, handshake refused")
