@@ -54,7 +54,7 @@ static void remove_tree(const char *path)
         while ((e = readdir(d)) != NULL) {
             if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
                 continue;
-            char child[512];
+            char child[PATH_MAX];
             snprintf(child, sizeof child, "%s/%s", path, e->d_name);
             remove_tree(child);
         }
