@@ -27,6 +27,7 @@
 #include "keys.h"
 #include "policy.h"
 #include "policy_internal.h"
+#include "splitmix.h"
 #include "syntax.h"
 #include "text_build.h"
 
@@ -40,20 +41,6 @@
 #define RULE_THEMES 6 /* rules pick their themes among the first few: they meet */
 
 /* ------------------------------------------------------------------ random */
-
-/* splitmix64: the same policies and signals for the same seed everywhere. */
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static int rng_below(uint64_t *state, int n)
-{
-    return n <= 1 ? 0 : (int)(rng_next(state) % (uint64_t)n);
-}
 
 static int rng_pct(uint64_t *state, int percent)
 {

@@ -26,6 +26,7 @@
 #include "keys.h"
 #include "policy.h"
 #include "policy_internal.h"
+#include "splitmix.h"
 #include "syntax.h"
 #include "text_build.h"
 
@@ -390,19 +391,6 @@ typedef struct gen {
     int n_rules;
     gen_rule_t *rules;
 } gen_t;
-
-static uint64_t rng_next(uint64_t *state)
-{
-    uint64_t z = (*state += UINT64_C(0x9E3779B97F4A7C15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-    return z ^ (z >> 31);
-}
-
-static int rng_below(uint64_t *state, int n)
-{
-    return n <= 1 ? 0 : (int)(rng_next(state) % (uint64_t)n);
-}
 
 static uint64_t gen_partner_set(uint64_t *state, int n_partners, int most)
 {
