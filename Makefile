@@ -91,6 +91,8 @@ INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integ
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
 INTEROP := $(wildcard tests/interop/test_interop.py)
+# make demo's scenario, with its counts, in a folder of its own
+DEMO_CHECK := tests/integration/test_demo.sh
 # checks that the docs say what the code does (the Logs table of OPERATIONS.md)
 # and that make install puts things where OPERATIONS says
 DOC_CHECKS := $(wildcard tests/docs/test_*.py tests/docs/test_*.sh)
@@ -326,7 +328,7 @@ tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN)
 test: deps
 	@$(MAKE) --no-print-directory tests-build
 	@BUILD=$(BUILD) SCHAKELD=$(SCHAKELD) sh tests/run.sh $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(INTEG_BIN) $(INTEROP) \
-	  $(DOC_CHECKS)
+	  $(DEMO_CHECK) $(DOC_CHECKS)
 
 check-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 tests-build

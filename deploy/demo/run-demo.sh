@@ -8,7 +8,9 @@
 # fields, what is refused and why, an unregistered key, and the public
 # prosecutor (om) that is offline until the end and then receives what it is
 # owed, in order. Exits 0 only if every count and outcome is as expected.
-# Environment: BUILD (default build) names the folder with schakeld and schakel.
+# Environment: BUILD (default build) names the folder with schakeld and schakel;
+# SCHAKEL_DEMO_DIR, an empty folder given by its absolute path, is used
+# instead of var/demo (make test's tests/integration/test_demo.sh does so).
 set -eu
 
 BUILD=${BUILD:-build}
@@ -17,7 +19,11 @@ cd "$ROOT"
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 SCHAKELD=$BUILD/schakeld
 SCHAKEL=$BUILD/schakel
-DEMO=var/demo
+DEMO=${SCHAKEL_DEMO_DIR:-var/demo}
+case $DEMO in
+/*) DEMO_ABS=$DEMO ;;
+*) DEMO_ABS=$ROOT/$DEMO ;;
+esac
 for program in "$SCHAKELD" "$SCHAKEL"; do
     if [ ! -x "$program" ]; then
         echo "run-demo: $program is missing; run 'make all' first" >&2
@@ -37,11 +43,27 @@ stop_broker_on_exit() {
 trap stop_broker_on_exit EXIT
 trap 'exit 130' INT TERM
 
-rm -rf "$DEMO"
-mkdir -p "$DEMO/keys"
-# Every folder on a key's or the policy's path must not be writable by group
-# or others (docs/OPERATIONS.md, "Files"): var/ is made under the umask.
-chmod go-w var
+if [ -z "${SCHAKEL_DEMO_DIR:-}" ]; then
+    rm -rf "$DEMO"
+    mkdir -p "$DEMO/keys"
+    # Every folder on a key's or the policy's path must not be writable by
+    # group or others (docs/OPERATIONS.md, "Files"): var/ is made under the
+    # umask.
+    chmod go-w var
+else
+    case $DEMO in
+    /*) ;;
+    *)
+        echo "run-demo: SCHAKEL_DEMO_DIR must be an absolute path, not $DEMO" >&2
+        exit 1
+        ;;
+    esac
+    if [ ! -d "$DEMO" ] || [ -n "$(ls -A "$DEMO")" ]; then
+        echo "run-demo: SCHAKEL_DEMO_DIR $DEMO must be an empty folder" >&2
+        exit 1
+    fi
+    mkdir "$DEMO/keys"
+fi
 chmod 700 "$DEMO" "$DEMO/keys"
 # One key per partner system, one for the operator, the broker's own, and
 # one that the policy does not know.
@@ -75,7 +97,7 @@ esac
 rm -f "$DEMO/ready"
 
 export SCHAKEL_BROKER="$ENDPOINT"
-export SCHAKEL_BROKER_KEY="$ROOT/$DEMO/keys/broker.pub"
+export SCHAKEL_BROKER_KEY="$DEMO_ABS/keys/broker.pub"
 unset SCHAKEL_KEY
 
 # ------------------------------------------------------------------ helpers
@@ -85,7 +107,7 @@ NOW=$(date +%s)
 
 # as PARTNER ARGS...: run the CLI with that partner's key.
 as() {
-    key="$ROOT/$DEMO/keys/$1.key"
+    key="$DEMO_ABS/keys/$1.key"
     shift
     SCHAKEL_KEY="$key" "$SCHAKEL" "$@"
 }
@@ -416,6 +438,7 @@ BROKER_PID=
 check "exit status of schakeld after SIGTERM" 0 "$rc"
 
 echo "== $CHECKS checks, $((CHECKS - FAILURES)) as expected, $FAILURES not"
+echo "demo: $((CHECKS - FAILURES)) passed, $FAILURES failed"
 if [ "$FAILURES" -ne 0 ]; then
     echo "   the broker's log is $DEMO/schakeld.log"
     exit 1
