@@ -9,6 +9,9 @@
  * or exits its host program: every failure is returned as an error code with
  * a specific text.
  * Not thread-safe: use one schakel_client per thread.
+ * Its manual is libschakel(3) (docs/man/libschakel.3), which says every
+ * contract below too: a change here changes it there (tests/docs/test_man.py
+ * checks that its prototypes and types are these).
  */
 #ifndef SCHAKEL_CLIENT_H
 #define SCHAKEL_CLIENT_H
@@ -37,7 +40,7 @@ typedef enum schakel_status {
 /* Details of the last failure of a client (or of connect). */
 typedef struct schakel_error {
     schakel_status_t status;
-    int reason;           /* broker reason code (Schakel__Reason) when REFUSED, else 0 */
+    int reason;           /* broker reason code when REFUSED, else 0 (docs/PROTOCOL.md 8) */
     char reason_name[32]; /* "POLICY_DENIED", or "" */
     int item_index;       /* item at fault when REFUSED, -1 for the whole publish */
     char text[512];
@@ -47,10 +50,13 @@ typedef struct schakel_client schakel_client_t;
 
 /* Connect to the broker at endpoint ("tcp://127.0.0.1:7450"), pinning its
  * public key (broker_pub_file: a .pub file), authenticating with our secret
- * key file. Waits up to timeout_ms for the CURVE handshake: returns
- * SCHAKEL_ERR_AUTH if the broker refused our key, SCHAKEL_ERR_CONNECT if it
- * did not complete. On success *out is a new client (close it with
- * schakel_close). err may be NULL. */
+ * key file. Waits up to timeout_ms for the CURVE handshake and the answer
+ * to a first Heartbeat (who the broker took us for): returns
+ * SCHAKEL_ERR_AUTH if the broker refused our key, SCHAKEL_ERR_CONNECT if
+ * either did not complete; also SCHAKEL_ERR_USAGE, _KEY, _REFUSED (that
+ * Heartbeat refused), _PROTOCOL, _NOMEM, _INTERNAL (libschakel(3)). On
+ * success *out is a new client (close it with schakel_close). err may be
+ * NULL. */
 schakel_status_t schakel_connect(schakel_client_t **out, const char *endpoint,
                                  const char *broker_pub_file, const char *key_file, int timeout_ms,
                                  schakel_error_t *err);
@@ -61,7 +67,7 @@ void schakel_close(schakel_client_t **client);
 
 /* Our own principal as the broker authenticated it, after a round trip
  * (Heartbeat). Copies into principal/partner/role (each at least 130
- * bytes). */
+ * bytes, or NULL: not copied). */
 schakel_status_t schakel_whoami(schakel_client_t *client, char *principal, char *partner,
                                 char *role, int timeout_ms);
 
@@ -153,8 +159,9 @@ typedef struct schakel_publish_answer {
  * for the arguments schakel_publish refuses, when SCHAKEL_MAX_IN_FLIGHT
  * publishes are in flight, or when a publish with this message id is in
  * flight; SCHAKEL_ERR_NOMEM, SCHAKEL_ERR_TIMEOUT when the send queue to an
- * unreachable broker is full, SCHAKEL_ERR_CONNECT or SCHAKEL_ERR_INTERNAL
- * when the connection could not be made again (nothing in flight then). A
+ * unreachable broker is full, SCHAKEL_ERR_AUTH when the broker refused our
+ * key at a reconnect, SCHAKEL_ERR_CONNECT or SCHAKEL_ERR_INTERNAL when the
+ * connection could not be made again (nothing in flight then). A
  * publish sent while the broker is away waits in the connection's queue
  * and goes out once, when it is back. */
 schakel_status_t schakel_publish_send(schakel_client_t *client, const char *sender,
@@ -225,7 +232,8 @@ typedef struct schakel_delivery {
  * the broker sends it. */
 schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 
-/* Wait up to timeout_ms for the next delivery. Returns SCHAKEL_OK with *out
+/* Wait up to timeout_ms for the next delivery (0: take only what has come;
+ * negative: wait without limit). Returns SCHAKEL_OK with *out
  * set, SCHAKEL_ERR_TIMEOUT when nothing arrived. Keeps the connection alive
  * (heartbeats, re-subscribe after a broker restart) while waiting. Returns
  * SCHAKEL_ERR_REFUSED (the reason in the last error) when the broker
@@ -584,14 +592,20 @@ schakel_status_t schakel_case_show(schakel_client_t *client, const char *case_id
                                    schakel_case_view_t **out, int timeout_ms);
 void schakel_case_view_free(schakel_case_view_t **view);
 
-/* The last error of this client (never NULL for a non-NULL client). */
+/* The last error of this client: of its last failure (a call that succeeds
+ * leaves it; a refused Ack is recorded there by the call that reads the
+ * refusal, which does not fail for it). Never NULL; for a NULL client a
+ * static SCHAKEL_ERR_USAGE "no client". */
 const schakel_error_t *schakel_last_error(const schakel_client_t *client);
 
 /* Write a new key pair NAME.key (mode 0600) / NAME.pub, never over a file
  * that is there; each written whole under a temporary name beside it
  * (NAME.key.partial-XXXXXXXX) and then renamed, so that an interruption
  * leaves no empty or partial key file (the next keygen of NAME removes
- * such a temporary). */
+ * such a temporary). A NAME.key left whole without its NAME.pub gets the
+ * .pub written from it, and is kept. SCHAKEL_ERR_USAGE for a NULL or empty
+ * path_base, SCHAKEL_ERR_KEY for any refusal or failure to write (err's
+ * text says which), SCHAKEL_ERR_INTERNAL when libsodium cannot start. */
 schakel_status_t schakel_keygen(const char *path_base, schakel_error_t *err);
 
 /* Text of a status code. */
