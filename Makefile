@@ -319,11 +319,36 @@ FUZZ_LIBS_import = $(CLI_LIBS)
 $(BUILD)/tests/fuzz/replay_fuzz_import: $(FUZZ_IMPORT_O) $(LIB_O)
 $(BUILD)/obj/tests/fuzz/fuzz_import.o: TEST_CFLAGS += -Iclients/schakel
 
+# The programs of docs/examples/ (libschakel(3) shows publish_and_receive.c),
+# built as a partner builds against an installed libschakel: `make install`
+# into a PREFIX of their own under the build, then cc with what `pkg-config
+# libschakel` says there, nothing of the tree's own flags but the warnings
+# (and, in check-asan, the sanitizers the library was built with).
+# test_example runs them against a test broker, with LD_LIBRARY_PATH naming
+# that PREFIX's lib/.
+EXAMPLE_SRC := $(wildcard docs/examples/*.c)
+EXAMPLE_BIN := $(patsubst docs/examples/%.c,$(BUILD)/examples/%,$(EXAMPLE_SRC))
+EXAMPLE_PREFIX = $(abspath $(BUILD))/examples/prefix
+EXAMPLE_PKG = PKG_CONFIG_PATH=$(EXAMPLE_PREFIX)/lib/pkgconfig $(PKG_CONFIG)
+
+$(BUILD)/examples/installed: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc \
+		clients/libschakel/schakel.h clients/libschakel/libschakel.pc.in
+	rm -rf $(EXAMPLE_PREFIX)
+	$(MAKE) --no-print-directory -s BUILD=$(BUILD) DESTDIR= PREFIX=$(EXAMPLE_PREFIX) \
+		UNITDIR=$(EXAMPLE_PREFIX)/lib/systemd/system \
+		SYSUSERSDIR=$(EXAMPLE_PREFIX)/lib/sysusers.d install >/dev/null
+	touch $@
+
+$(BUILD)/examples/%: docs/examples/%.c $(BUILD)/examples/installed
+	$(CC) -std=c11 $(OPT) $(WARNINGS) $(WERROR) $$($(EXAMPLE_PKG) --cflags libschakel) \
+		-o $@ $< $(SAN_LD) $$($(EXAMPLE_PKG) --libs libschakel)
+$(BUILD)/tests/integration/test_example: | $(EXAMPLE_BIN)
+
 $(BUILD)/obj/tests/fuzz/replay_main.o: tests/fuzz/replay_main.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN)
+tests-build: all $(UNIT_BIN) $(INTEG_BIN) $(FUZZ_REPLAY_BIN) $(EXAMPLE_BIN)
 
 test: deps
 	@$(MAKE) --no-print-directory tests-build
