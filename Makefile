@@ -93,8 +93,9 @@ FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 INTEROP := $(wildcard tests/interop/test_interop.py)
 # make demo's scenario, with its counts, in a folder of its own
 DEMO_CHECK := tests/integration/test_demo.sh
-# checks that the docs say what the code does (the Logs table of OPERATIONS.md)
-# and that make install puts things where OPERATIONS says
+# checks that the docs say what the code does (the Logs table of OPERATIONS.md,
+# libschakel(3) against schakel.h and its example), that the man pages format
+# without warnings, and that make install puts things where OPERATIONS says
 DOC_CHECKS := $(wildcard tests/docs/test_*.py tests/docs/test_*.sh)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
@@ -128,7 +129,8 @@ all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
 # apt-get only for what pkg-config (or the protoc-c binary) does not find.
 # promtool, which the tests use to check /metrics, comes only in Debian's
 # prometheus package: deps installs it for that and stops and disables the
-# Prometheus server the package would start.
+# Prometheus server the package would start. groff and man format the man
+# pages in tests/docs/test_man.py.
 deps:
 	@missing=""; \
 	for m in $(PKGS_RUNTIME) $(PKGS_TEST) $(PKGS_CLI); do \
@@ -148,6 +150,8 @@ deps:
 	command -v protoc-c >/dev/null 2>&1 || debs="$$debs protobuf-c-compiler"; \
 	command -v protoc >/dev/null 2>&1 || debs="$$debs protobuf-compiler"; \
 	command -v promtool >/dev/null 2>&1 || debs="$$debs prometheus"; \
+	command -v groff >/dev/null 2>&1 || debs="$$debs groff-base"; \
+	command -v man >/dev/null 2>&1 || debs="$$debs man-db"; \
 	/usr/bin/python3 -c 'import zmq' >/dev/null 2>&1 || debs="$$debs python3-zmq"; \
 	/usr/bin/python3 -c 'import nacl' >/dev/null 2>&1 || debs="$$debs python3-nacl"; \
 	/usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || debs="$$debs python3-protobuf"; \
@@ -470,7 +474,8 @@ run: all
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/share/man/man1 \
-		$(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)$(PREFIX)/share/man/man8 \
+		$(DESTDIR)$(PREFIX)/share/man/man3 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/man/man8 \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(LIBA) $(DESTDIR)$(PREFIX)/lib/
@@ -480,7 +485,7 @@ install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' clients/libschakel/libschakel.pc.in \
 		>$(DESTDIR)$(PREFIX)/lib/pkgconfig/libschakel.pc
 	chmod 0644 $(DESTDIR)$(PREFIX)/lib/pkgconfig/libschakel.pc
-	for s in 1 5 8; do for m in docs/man/*.$$s; do \
+	for s in 1 3 5 8; do for m in docs/man/*.$$s; do \
 	  [ ! -f "$$m" ] || install -m 0644 "$$m" $(DESTDIR)$(PREFIX)/share/man/man$$s/ || exit 1; \
 	done; done
 	sed -e 's|/usr/local/bin/|$(PREFIX)/bin/|g' deploy/systemd/schakeld.service \

@@ -1,9 +1,10 @@
 #!/bin/sh
-# test_install.sh — `make install` puts the programs, the systemd unit and
-# the sysusers.d file where a system finds them, with the PREFIX written
-# into what names it, into a scratch DESTDIR: for PREFIX /usr/local the
-# unit and sysusers file under PREFIX/lib (where systemd looks), for
-# another PREFIX under /etc (systemd looks nowhere under /opt/schakel).
+# test_install.sh — `make install` puts the programs, the library (its
+# header and libschakel(3)), the systemd unit and the sysusers.d file where
+# a system finds them, with the PREFIX written into what names it, into a
+# scratch DESTDIR: for PREFIX /usr/local the unit and sysusers file under
+# PREFIX/lib (where systemd looks), for another PREFIX under /etc (systemd
+# looks nowhere under /opt/schakel).
 # The unit names the store in one place only: the config.
 # Ends with one line "test_install: N passed, M failed"; `make test` runs it
 # (BUILD names the build folder, as there).
@@ -37,6 +38,10 @@ check "the unit in /usr/local/lib/systemd/system" \
     test -f "$local_dir/usr/local/lib/systemd/system/schakeld.service"
 check "the sysusers file in /usr/local/lib/sysusers.d" \
     test -f "$local_dir/usr/local/lib/sysusers.d/schakel.conf"
+check "libschakel(3) in /usr/local/share/man/man3" \
+    test -f "$local_dir/usr/local/share/man/man3/libschakel.3"
+check "schakel.h in /usr/local/include" test -f "$local_dir/usr/local/include/schakel.h"
+check "libschakel.so.1 in /usr/local/lib" test -f "$local_dir/usr/local/lib/libschakel.so.1"
 check "ExecStart names /usr/local/bin/schakeld" \
     grep -qx 'ExecStart=/usr/local/bin/schakeld $SCHAKELD_OPTIONS' \
     "$local_dir/usr/local/lib/systemd/system/schakeld.service"
