@@ -36,6 +36,37 @@
 
 /* ------------------------------------------------------------------ errors */
 
+/* schakel.h's reason codes are the protocol's (proto/schakel.proto;
+ * tests/docs/test_man.py checks that the header names every one). */
+#define SAME_REASON(name)                                                                          \
+    _Static_assert((int)SCHAKEL_REASON_##name == (int)SCHAKEL__REASON__##name, #name)
+_Static_assert((int)SCHAKEL_REASON_NONE == (int)SCHAKEL__REASON__REASON_NONE, "NONE");
+SAME_REASON(INVALID_MESSAGE);
+SAME_REASON(FRAME_TOO_LARGE);
+SAME_REASON(TOO_MANY_FRAMES);
+SAME_REASON(UNSUPPORTED_VERSION);
+SAME_REASON(SENDER_MISMATCH);
+SAME_REASON(BAD_SIGNATURE);
+SAME_REASON(DUPLICATE_CONFLICT);
+SAME_REASON(POLICY_DENIED);
+SAME_REASON(INVALID_THEME);
+SAME_REASON(INVALID_AREA);
+SAME_REASON(INVALID_POSTCODE);
+SAME_REASON(INVALID_FIELD);
+SAME_REASON(MISSING_GROUNDS);
+SAME_REASON(TOO_MANY_ITEMS);
+SAME_REASON(NOT_PERMITTED);
+SAME_REASON(UNKNOWN_DELIVERY);
+SAME_REASON(UNEXPECTED_BODY);
+SAME_REASON(INTERNAL_ERROR);
+SAME_REASON(RATE_LIMITED);
+SAME_REASON(NOT_FOUND);
+SAME_REASON(CASE_CLOSED);
+SAME_REASON(TOO_MANY_CONNECTIONS);
+SAME_REASON(UNAVAILABLE);
+SAME_REASON(CASE_IDS_EXHAUSTED);
+#undef SAME_REASON
+
 static void client_error_vset(schakel_error_t *err, schakel_status_t status, const char *fmt,
                               va_list args) __attribute__((format(printf, 3, 0)));
 

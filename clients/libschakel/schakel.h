@@ -37,10 +37,41 @@ typedef enum schakel_status {
     SCHAKEL_ERR_INTERNAL = -9,
 } schakel_status_t;
 
+/* The broker's reason codes (docs/PROTOCOL.md 8): schakel_error_t.reason of
+ * a SCHAKEL_ERR_REFUSED. Branch on these, never on the text. A newer broker
+ * may send a code not listed here: treat it as not to be retried. */
+typedef enum schakel_reason {
+    SCHAKEL_REASON_NONE = 0,
+    SCHAKEL_REASON_INVALID_MESSAGE = 1,
+    SCHAKEL_REASON_FRAME_TOO_LARGE = 2,
+    SCHAKEL_REASON_TOO_MANY_FRAMES = 3,
+    SCHAKEL_REASON_UNSUPPORTED_VERSION = 4,
+    SCHAKEL_REASON_SENDER_MISMATCH = 5,
+    SCHAKEL_REASON_BAD_SIGNATURE = 6,
+    SCHAKEL_REASON_DUPLICATE_CONFLICT = 7,
+    SCHAKEL_REASON_POLICY_DENIED = 8,
+    SCHAKEL_REASON_INVALID_THEME = 9,
+    SCHAKEL_REASON_INVALID_AREA = 10,
+    SCHAKEL_REASON_INVALID_POSTCODE = 11,
+    SCHAKEL_REASON_INVALID_FIELD = 12,
+    SCHAKEL_REASON_MISSING_GROUNDS = 13,
+    SCHAKEL_REASON_TOO_MANY_ITEMS = 14,
+    SCHAKEL_REASON_NOT_PERMITTED = 15,
+    SCHAKEL_REASON_UNKNOWN_DELIVERY = 16,
+    SCHAKEL_REASON_UNEXPECTED_BODY = 17,
+    SCHAKEL_REASON_INTERNAL_ERROR = 18,
+    SCHAKEL_REASON_RATE_LIMITED = 19,
+    SCHAKEL_REASON_NOT_FOUND = 20,
+    SCHAKEL_REASON_CASE_CLOSED = 21,
+    SCHAKEL_REASON_TOO_MANY_CONNECTIONS = 22,
+    SCHAKEL_REASON_UNAVAILABLE = 23,
+    SCHAKEL_REASON_CASE_IDS_EXHAUSTED = 24,
+} schakel_reason_t;
+
 /* Details of the last failure of a client (or of connect). */
 typedef struct schakel_error {
     schakel_status_t status;
-    int reason;           /* broker reason code when REFUSED, else 0 (docs/PROTOCOL.md 8) */
+    int reason;           /* a schakel_reason_t when REFUSED, else 0 (docs/PROTOCOL.md 8) */
     char reason_name[32]; /* "POLICY_DENIED", or "" */
     int item_index;       /* item at fault when REFUSED, -1 for the whole publish */
     char text[512];

@@ -43,9 +43,9 @@ static int worth_retrying(schakel_status_t status, const schakel_error_t *err)
 {
     if (status == SCHAKEL_ERR_TIMEOUT)
         return 1;
-    return status == SCHAKEL_ERR_REFUSED && (strcmp(err->reason_name, "UNAVAILABLE") == 0 ||
-                                             strcmp(err->reason_name, "INTERNAL_ERROR") == 0 ||
-                                             strcmp(err->reason_name, "RATE_LIMITED") == 0);
+    return status == SCHAKEL_ERR_REFUSED && (err->reason == SCHAKEL_REASON_UNAVAILABLE ||
+                                             err->reason == SCHAKEL_REASON_INTERNAL_ERROR ||
+                                             err->reason == SCHAKEL_REASON_RATE_LIMITED);
 }
 
 /* Publish one signal; a timeout or a passing refusal is retried with the

@@ -196,6 +196,14 @@ for name, number in re.findall(r"^\s*([A-Z_]+) = (\d+);", strip_comments(reasons
     check(re.search(r"\b%s\b\W*\(%s\)" % (name, number), reason_tags) is not None,
           "ERRORS of libschakel.3 has no entry for reason %s (%s)" % (name, number))
 
+# schakel.h names every reason of the protocol as SCHAKEL_REASON_<name>, with
+# its number (client.c asserts the numbers against the generated code; this
+# finds one missing).
+for name, number in re.findall(r"^\s*([A-Z_]+) = (\d+);", strip_comments(reasons), flags=re.M):
+    constant = "SCHAKEL_REASON_NONE" if name == "REASON_NONE" else "SCHAKEL_REASON_" + name
+    check(re.search(r"^\s*%s = %s,$" % (constant, number), header, flags=re.M) is not None,
+          "schakel.h does not name reason %s (%s) as %s" % (name, number, constant))
+
 # EXAMPLE carries docs/examples/publish_and_receive.c as it is.
 with open(EXAMPLE, encoding="utf-8") as f:
     example = f.read().rstrip("\n").split("\n")
