@@ -110,11 +110,15 @@ static const char *const stmt_sql[STMT_COUNT] = {
      * of one by reference, and the evidence when it was the item that
      * failed): the set-aside row is due no later, its item's retention
      * having been raised to it. */
+    /* Each item removed names its sender and sealed length, for the
+     * partners' sums (store_bytes.c). */
     [STMT_EXPIRE_ITEMS] =
         "DELETE FROM items WHERE seq IN"
         " (SELECT seq FROM items WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.item_seq = items.seq)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.item_seq = items.seq)",
+        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.item_seq = items.seq)"
+        " RETURNING (SELECT sender FROM publishes WHERE publishes.id = items.publish_id),"
+        " length(body)",
     [STMT_EXPIRE_PUBLISHES] =
         "DELETE FROM publishes WHERE id IN"
         " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
@@ -147,6 +151,9 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_EXPIRE_NEXT_SET_ASIDE] =
         "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
         " FROM deliveries_set_aside WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    [STMT_PUBLISH_SENDER] = "SELECT sender FROM publishes WHERE id = ?1",
+    [STMT_STORED_BYTES_ADD] = "INSERT INTO stored_bytes (partner, bytes) VALUES (?1, ?2)"
+                              " ON CONFLICT (partner) DO UPDATE SET bytes = bytes + excluded.bytes",
     [STMT_SET_ASIDE_REMOVE] = "DELETE FROM deliveries_set_aside WHERE seq = ?1",
     /* One whose expires_at is no integer in range (NULL, a text or a blob,
      * which sort after every number, or a real past any integer): the
@@ -613,7 +620,7 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
     store_wal_hook_install(store);
     if ((!creating && store_check_made(store) != 0) || store_schema_configure(store) != 0 ||
         store_schema_apply(store) != 0 || statements_prepare(store) != 0 ||
-        store_schema_counters_load(store) != 0) {
+        store_schema_counters_load(store) != 0 || store_bytes_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
         if (creating)
@@ -669,6 +676,7 @@ void store_close(store_t **store)
     }
     store_seal_free(s);
     store_count_free(s);
+    store_bytes_free(s);
     if (s->lock_fd >= 0)
         close(s->lock_fd); /* the lock goes with it */
     free(s);
@@ -730,6 +738,7 @@ int store_begin(store_t *store)
 static void txn_counters_drop(store_t *store)
 {
     store_count_rollback(store);
+    store_bytes_rollback(store);
     if (store->txn_case_num > 0)
         store->next_case_num = store->txn_case_num;
     store->txn_case_num = 0;
@@ -762,10 +771,14 @@ static int commit_now(store_t *store)
         txn_counters_drop(store);
         return commit_lost(store);
     }
-    if (store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
+    /* The turn's changes of the partners' sums go into stored_bytes in
+     * the same transaction: they commit with the items or not at all. */
+    if (store_bytes_flush(store) == 0 &&
+        store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
         store->txn_case_num = 0;
         store_count_commit(store);
+        store_bytes_commit(store);
         store_audit_committed(store);
         return 0;
     }
@@ -1222,6 +1235,42 @@ static int publish_added_here(const store_t *store, int64_t publish_id)
            store->added_publish_id == publish_id && !sqlite3_get_autocommit(store->db);
 }
 
+/* The sender of the publish an item was just added to, for the partners'
+ * sums: known when this transaction added it, else read (one rowid
+ * lookup; no caller in the broker adds an item to an older publish). */
+static int item_sender(store_t *store, int known, int64_t publish_id,
+                       char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1])
+{
+    if (known) {
+        strcpy(sender, store->added_sender);
+        return 0;
+    }
+    sqlite3_stmt *stmt = store->stmt[STMT_PUBLISH_SENDER];
+    if (store_bind_int64(store, stmt, 1, publish_id) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    int rc = sqlite3_step(stmt);
+    const char *text = rc == SQLITE_ROW ? store_column_text(stmt, 0) : NULL;
+    if (text == NULL || strlen(text) > SCHAKEL_MAX_PRINCIPAL_LEN) {
+        if (rc == SQLITE_ROW)
+            store_refuse(store, "item_add", "the publish's sender is damaged");
+        else
+            store_fail(store, "item_add: the publish's sender");
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    strcpy(sender, text);
+    store_stmt_finish(stmt);
+    return 0;
+}
+
+size_t store_sealed_len(size_t len)
+{
+    return len + crypto_aead_xchacha20poly1305_ietf_NPUBBYTES +
+           crypto_aead_xchacha20poly1305_ietf_ABYTES;
+}
+
 /* Cost: one table append (seq is the rowid) and the (publish_id,
  * item_index) and expires_at index inserts, each O(log n), with the
  * publish's rowid lookup (its foreign key, or the SELECT of its
@@ -1240,6 +1289,7 @@ int64_t store_item_add_retained(store_t *store, int64_t publish_id, uint32_t ite
     if (seq < 0)
         return -1;
     int known = publish_added_here(store, publish_id);
+    char sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     int64_t expires_at = retain_until;
     if (known && expires_at < store->added_accepted_at)
         expires_at = store->added_accepted_at;
@@ -1261,6 +1311,9 @@ int64_t store_item_add_retained(store_t *store, int64_t publish_id, uint32_t ite
         return -1;
     }
     store->next_item_seq = seq + 1;
+    if (item_sender(store, known, publish_id, sender) != 0 ||
+        store_bytes_change(store, sender, (int64_t)store_sealed_len(len)) != 0)
+        return -1;
     if (known) /* its deliveries need not read back what was just written */
         store_delivery_item_known(store, seq, item_index, expires_at);
     return seq;

@@ -392,6 +392,43 @@ int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t af
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);
 
+/* ------------------------------------------------------------------ space */
+
+/* The bytes an item of len bytes takes in the store as sealed (the
+ * partners' sums below count these). */
+size_t store_sealed_len(size_t len);
+
+/* The sealed bytes of the items a sender partner (all its principals) has
+ * in the store, with the open transaction's own (0 for a partner with
+ * none). Kept in memory, exact: learnt at open from the stored_bytes
+ * table, followed on every item added and removed, changes of a
+ * transaction counted once it commits (a rollback drops them). Cost: one
+ * hash lookup. */
+int64_t store_partner_bytes(store_t *store, const char *partner);
+
+/* Each partner the sums know (committed bytes, 0 for one whose items are
+ * all gone), in no order; returns how many. fn may be NULL. */
+typedef void (*store_partner_bytes_fn)(const char *partner, int64_t bytes, void *arg);
+size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void *arg);
+
+/* Outside a transaction: the sums in memory against stored_bytes and
+ * against the items themselves (a walk of every item). 0 when all agree,
+ * 1 when not (problem names the first partner that differs), -1 on error.
+ * For tests and diagnosis. */
+int store_partner_bytes_verify(store_t *store, char *problem, size_t len);
+
+/* Room the store has left: what the file system has for the store file's
+ * folder for this process's user (statvfs f_bavail * f_frsize) plus the
+ * store's free pages (SQLite's freelist, reused before the file grows).
+ * Cost: a statvfs and a PRAGMA; the caller measures once a second, not
+ * per publish. 0 with the three, or -1 (store_errmsg). */
+typedef struct store_space {
+    uint64_t free_bytes;     /* fs_free_bytes + freelist_bytes */
+    uint64_t fs_free_bytes;  /* the file system's */
+    uint64_t freelist_bytes; /* the store's free pages */
+} store_space_t;
+int store_space(store_t *store, store_space_t *space);
+
 /* The first recipient after `after` ("" for the first of all), in byte
  * order, with a pending delivery, into out (outlen bytes; an id that does
  * not fit is an error). 1 when there is one, 0 when none is left, -1 on

@@ -66,6 +66,8 @@ enum stmt_id {
     STMT_EXPIRE_NEXT_SET_ASIDE,
     STMT_SET_ASIDE_REMOVE,
     STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED,
+    STMT_PUBLISH_SENDER,
+    STMT_STORED_BYTES_ADD,
     STMT_COUNT
 };
 
@@ -180,6 +182,7 @@ struct store {
     uint64_t checkpoints_finished, checkpoints_forced; /* in place, by the loop */
     uint64_t checkpoints_busy;   /* ... that found another checkpoint running */
     struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
+    struct store_bytes *bytes;   /* items' bytes per sender partner (store_bytes.c) */
     int last_rc;                 /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;             /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
@@ -372,6 +375,32 @@ void store_count_learn(store_t *store, const char *recipient, int64_t sql_count)
 void store_count_commit(store_t *store);
 void store_count_rollback(store_t *store);
 void store_count_free(store_t *store);
+
+/* Bytes of items per sender partner, in memory and in stored_bytes
+ * (store_bytes.c). Every insert (+ its sealed length) and removal (-) of
+ * an item is reported with store_bytes_change, naming the sender
+ * principal (the partner is the part before its '/'); inside a
+ * transaction it counts only once store_bytes_commit runs, and
+ * store_bytes_rollback drops it; outside one the row is written at once
+ * (-1 when that fails). store_bytes_flush writes the open transaction's
+ * changes into stored_bytes, just before its COMMIT (-1: the commit must
+ * not go on). store_bytes_load reads the table at open. */
+typedef struct store_bytes store_bytes_t;
+int store_bytes_change(store_t *store, const char *sender, int64_t change);
+int store_bytes_flush(store_t *store);
+void store_bytes_commit(store_t *store);
+void store_bytes_rollback(store_t *store);
+int store_bytes_load(store_t *store);
+void store_bytes_free(store_t *store);
+
+/* The items' bytes per sender partner as SQL sums them (partner, bytes):
+ * the schema's migration fills stored_bytes with it, the verify compares.
+ * A walk of every item. */
+#define STORE_BYTES_SUM_SQL                                                                        \
+    "SELECT CASE WHEN instr(p.sender, '/') > 0"                                                    \
+    " THEN substr(p.sender, 1, instr(p.sender, '/') - 1) ELSE p.sender END AS partner,"            \
+    " sum(length(i.body)) AS bytes FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"     \
+    " GROUP BY 1"
 
 /* 0 when rc (a SQLite result code) is SQLITE_OK, else -1 with the failure
  * recorded by store_fail under what. */

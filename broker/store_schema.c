@@ -16,7 +16,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 10
+#define STORE_SCHEMA_VERSION 11
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -429,6 +429,16 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "CREATE INDEX IF NOT EXISTS deliveries_set_aside_by_case ON deliveries_set_aside (case_id)"
      "  WHERE case_id IS NOT NULL;"
      "PRAGMA user_version = 10;",
+     NULL},
+    /* 10 -> 11: the bytes of items per sender partner, kept with every
+     * commit (store_bytes.c), filled here once by a walk of the items */
+    {"CREATE TABLE IF NOT EXISTS stored_bytes ("
+     "  partner TEXT PRIMARY KEY,"
+     "  bytes INTEGER NOT NULL"
+     ") WITHOUT ROWID;"
+     "DELETE FROM stored_bytes;"
+     "INSERT INTO stored_bytes (partner, bytes) " STORE_BYTES_SUM_SQL ";"
+     "PRAGMA user_version = 11;",
      NULL},
 };
 

@@ -2884,7 +2884,7 @@ static void test_start_refused_until_set_aside_rows_are_recorded(void **state)
         fail_msg("a start that cannot record: exit %d, stdout \"%s\", stderr \"%s\"", status,
                  res.out, res.err);
     h_cli_result_free(&res);
-    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 10);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 11);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
     assert_int_equal(storage_set_aside_entries(env, seq), 0);
 

@@ -2116,7 +2116,7 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     /* The broker's opening migrates it; the old acks stay where they were. */
     f->store = store_fixture_open(f->path, store_key);
     db = store_fixture_raw_open_or_create(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 10);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_acks"), 0);
     assert_int_equal(
         store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);

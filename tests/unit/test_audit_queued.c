@@ -633,7 +633,7 @@ static void test_schema_6_store_migrates(void **state)
 
     f->store = store_fixture_open(f->path, store_key);
     db = store_fixture_raw_open_or_create(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 10);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
     assert_int_equal(
         store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE deliveries IS NOT NULL"), 0);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);

@@ -2844,6 +2844,9 @@ static void test_full_store_fails_closed_and_recovers(void **state)
         assert_false(store_in_transaction(f->store));
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM items"), items_before);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM publishes"), publishes_before);
+        /* The partners' sums dropped what the rolled-back turn added. */
+        char problem[200] = "";
+        assert_int_equal(store_partner_bytes_verify(f->store, problem, sizeof problem), 0);
         /* Reading what is stored goes on meanwhile. */
         seen_t seen = {.recipient = POLITIE};
         assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect, &seen), (int)i + 1);
@@ -2854,6 +2857,7 @@ static void test_full_store_fails_closed_and_recovers(void **state)
         assert_int_equal(full_write(f->store, rows[i].what), 0);
         int64_t next = deliver_new(f->store, POLITIE, 10 + (unsigned)i);
         assert_int_equal(store_commit(f->store), 0);
+        assert_int_equal(store_partner_bytes_verify(f->store, problem, sizeof problem), 0);
         assert_true(next > last);
         last = next;
     }
@@ -3260,7 +3264,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     reopen(f); /* migrates */
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 10);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
                                               " WHERE name IN ('signature', 'root')"),
                      0);
@@ -4080,7 +4084,7 @@ static void test_envelope_migration_from_schema_8(void **state)
     store_set_progress(NULL);
     assert_int_equal(envelope_progress_calls, 2);
     assert_int_equal(envelope_progress_done, MANY);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 10);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 11);
     raw_delivery_quoted(f->path, "deliveries_set_aside", seq[ENV_REF], copied, sizeof copied);
     assert_string_equal(copied, was);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
@@ -4333,6 +4337,96 @@ static void test_store_epoch_floor(void **state)
     expect_floor(f->store, 1, 7);
 }
 
+/* ------------------------------------------------------------------ partners' bytes */
+
+#define SEALED_ITEM (48 + 40) /* item()'s body, sealed */
+
+static void assert_bytes_verified(fixture_t *f)
+{
+    char problem[200] = "";
+    int rc = store_partner_bytes_verify(f->store, problem, sizeof problem);
+    if (rc != 0)
+        fail_msg("partner bytes: %d %s (%s)", rc, problem, store_errmsg(f->store));
+}
+
+/* The sealed bytes of each sender partner's items: followed on every
+ * insert, counted only once committed, dropped by a rollback, taken out
+ * by retention, read back at an open, and made by the migration from
+ * schema 10 with a walk of the items; the verify finds a sum that drifted. */
+static void test_partner_bytes_followed(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 0);
+    /* A turn that rolls back leaves nothing counted. */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t p1 = publish(f->store, GEMEENTE, 1, 100);
+    assert_true(item(f->store, p1, 0) > 0);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), SEALED_ITEM); /* its own turn */
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 0);
+    assert_bytes_verified(f);
+    /* Committed: two partners, counted apart. */
+    assert_int_equal(store_begin(f->store), 0);
+    p1 = publish(f->store, GEMEENTE, 1, 100);
+    assert_true(item(f->store, p1, 0) > 0 && item(f->store, p1, 1) > 0);
+    int64_t p2 = publish(f->store, WOCO, 2, 100);
+    assert_true(item(f->store, p2, 0) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 2 * SEALED_ITEM);
+    assert_int_equal(store_partner_bytes(f->store, "woco-servatius"), SEALED_ITEM);
+    assert_int_equal(store_sealed_len(48), SEALED_ITEM);
+    assert_bytes_verified(f);
+    /* An item written outside a transaction (to a publish of an earlier
+     * one: its sender read back) counts at once. */
+    int64_t p3 = publish(f->store, POLITIE, 3, 100);
+    assert_true(item(f->store, p3, 0) > 0);
+    assert_int_equal(store_partner_bytes(f->store, "politie"), SEALED_ITEM);
+    assert_bytes_verified(f);
+    /* Read back at an open, from stored_bytes. */
+    reopen(f);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 2 * SEALED_ITEM);
+    assert_int_equal(store_partner_bytes(f->store, "politie"), SEALED_ITEM);
+    assert_bytes_verified(f);
+    /* A sum changed outside the broker is found. */
+    store_fixture_raw_exec(f->path,
+                           "UPDATE stored_bytes SET bytes = bytes + 1 WHERE partner = 'gemeente'");
+    char problem[200] = "";
+    assert_int_equal(store_partner_bytes_verify(f->store, problem, sizeof problem), 1);
+    assert_non_null(strstr(problem, "gemeente"));
+    /* The migration from schema 10 sums the items, whatever the table said. */
+    store_close(&f->store);
+    store_fixture_raw_exec(f->path, "DROP TABLE stored_bytes; PRAGMA user_version = 10;");
+    f->store = store_fixture_open(f->path, test_key);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 2 * SEALED_ITEM);
+    assert_bytes_verified(f);
+    /* Retention takes the items out of their partners' sums, in its turn. */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(store_expire(f->store, 1000, 100, NULL, NULL) >= 4);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 0);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 2 * SEALED_ITEM);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(store_expire(f->store, 1000, 100, NULL, NULL) >= 4);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 0);
+    assert_int_equal(store_partner_bytes(f->store, "woco-servatius"), 0);
+    assert_int_equal(store_partner_bytes(f->store, "politie"), 0);
+    assert_bytes_verified(f);
+    reopen(f);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), 0);
+    assert_bytes_verified(f);
+}
+
+/* The room left: the file system's, plus the store's free pages. */
+static void test_space_measured(void **state)
+{
+    fixture_t *f = *state;
+    store_space_t space;
+    assert_int_equal(store_space(f->store, &space), 0);
+    assert_true(space.fs_free_bytes > 0);
+    assert_int_equal(space.free_bytes, space.fs_free_bytes + space.freelist_bytes);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -4348,6 +4442,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_envelope_migration_from_schema_8, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_partner_bytes_followed, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_space_measured, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup,

@@ -1,0 +1,372 @@
+/*
+ * store_bytes.c — the bytes of items each sender partner has in the store,
+ * kept in memory, so that the share check of every publish
+ * (max_stored_bytes_per_partner) is one hash lookup instead of a sum over
+ * the partner's items (a walk of every item body: seconds at 1,000,000).
+ *
+ * The sums live in the small table stored_bytes as well, so that an open
+ * reads them (one row a partner) instead of summing. Every insert and
+ * removal of an item goes through store.c (store_item_add_retained) and
+ * store_expire.c (the only DELETE of items), which report it here. As in
+ * store_count.c, changes inside a transaction are kept apart (delta) and
+ * become the committed sums only when the transaction commits; a rollback
+ * drops them. store_bytes_flush writes the deltas into stored_bytes just
+ * before the COMMIT, in the same transaction (one statement per partner
+ * whose sum moved in the turn, not per publish), so the table and the
+ * items can only commit together. Owns its table; trusts its callers to
+ * report every change; store_partner_bytes_verify checks them against SQL.
+ * Also measures the room left (store_space): the file system's and the
+ * store's free pages.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+
+#include "store_internal.h"
+
+/* Partners in the sums at most (a policy has SCHAKEL_MAX_PARTNERS; a
+ * store keeps the items of partners a policy has since dropped). Past it
+ * an item's partner is not followed: the sums are then wrong, which
+ * store_partner_bytes_verify finds; no policy comes near it. */
+#define BYTES_MAX_ENTRIES 4096u
+
+typedef struct bytes_entry {
+    char partner[SCHAKEL_MAX_PRINCIPAL_LEN + 1]; /* "": a free slot */
+    int64_t committed;
+    int64_t delta; /* in the open transaction */
+    int dirty;     /* on the dirty list */
+} bytes_entry_t;
+
+struct store_bytes {
+    bytes_entry_t *slots;
+    size_t cap, used; /* cap: a power of two */
+    size_t *dirty;    /* slot indices with a delta */
+    size_t n_dirty;
+};
+
+/* The partner of a principal id: the part before its '/' (the whole id
+ * when there is none, which no policy loads). */
+static size_t bytes_partner_len(const char *sender)
+{
+    const char *slash = strchr(sender, '/');
+    return slash != NULL ? (size_t)(slash - sender) : strlen(sender);
+}
+
+static uint64_t bytes_hash(const char *s, size_t len)
+{
+    uint64_t h = 1469598103934665603u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211u;
+    return h;
+}
+
+static bytes_entry_t *bytes_find(struct store_bytes *t, const char *partner, size_t len)
+{
+    if (t == NULL || t->cap == 0 || len > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return NULL;
+    for (size_t i = (size_t)bytes_hash(partner, len) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        const char *slot = t->slots[i].partner;
+        if (slot[0] == '\0')
+            return NULL;
+        if (strncmp(slot, partner, len) == 0 && slot[len] == '\0')
+            return &t->slots[i];
+    }
+}
+
+static int bytes_grow(struct store_bytes *t)
+{
+    size_t cap = t->cap == 0 ? 16 : t->cap * 2;
+    bytes_entry_t *slots = calloc(cap, sizeof *slots);
+    size_t *dirty = malloc(cap * sizeof *dirty);
+    if (slots == NULL || dirty == NULL) {
+        free(slots);
+        free(dirty);
+        return -1;
+    }
+    size_t n_dirty = 0;
+    for (size_t k = 0; k < t->cap; k++) {
+        if (t->slots[k].partner[0] == '\0')
+            continue;
+        const char *p = t->slots[k].partner;
+        size_t i = (size_t)bytes_hash(p, strlen(p)) & (cap - 1);
+        while (slots[i].partner[0] != '\0')
+            i = (i + 1) & (cap - 1);
+        slots[i] = t->slots[k];
+        if (slots[i].dirty)
+            dirty[n_dirty++] = i;
+    }
+    free(t->slots);
+    free(t->dirty);
+    t->slots = slots;
+    t->dirty = dirty;
+    t->cap = cap;
+    t->n_dirty = n_dirty;
+    return 0;
+}
+
+/* The partner's entry, made if needed; NULL on memory or the bound. */
+static bytes_entry_t *bytes_entry(store_t *store, const char *partner, size_t len)
+{
+    if (len == 0 || len > SCHAKEL_MAX_PRINCIPAL_LEN)
+        return NULL;
+    if (store->bytes == NULL && (store->bytes = calloc(1, sizeof *store->bytes)) == NULL)
+        return NULL;
+    struct store_bytes *t = store->bytes;
+    bytes_entry_t *e = bytes_find(t, partner, len);
+    if (e != NULL)
+        return e;
+    if (t->used >= BYTES_MAX_ENTRIES || ((t->used + 1) * 2 > t->cap && bytes_grow(t) != 0))
+        return NULL;
+    size_t i = (size_t)bytes_hash(partner, len) & (t->cap - 1);
+    while (t->slots[i].partner[0] != '\0')
+        i = (i + 1) & (t->cap - 1);
+    memcpy(t->slots[i].partner, partner, len);
+    t->slots[i].partner[len] = '\0';
+    t->used++;
+    return &t->slots[i];
+}
+
+static void bytes_end(store_t *store, int committed)
+{
+    struct store_bytes *t = store->bytes;
+    if (t == NULL)
+        return;
+    for (size_t k = 0; k < t->n_dirty; k++) {
+        bytes_entry_t *e = &t->slots[t->dirty[k]];
+        if (committed)
+            e->committed += e->delta;
+        e->delta = 0;
+        e->dirty = 0;
+    }
+    t->n_dirty = 0;
+}
+
+/* A transaction SQLite rolled back by itself: its changes never happened. */
+static void bytes_drop_lost(store_t *store)
+{
+    if (store->bytes != NULL && store->bytes->n_dirty > 0 && sqlite3_get_autocommit(store->db))
+        bytes_end(store, 0);
+}
+
+/* Add change to the partner's row of stored_bytes, in whatever
+ * transaction is open (or on its own). */
+static int bytes_write(store_t *store, const char *partner, int64_t change)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_STORED_BYTES_ADD];
+    if (store_bind_text(store, stmt, 1, partner) != 0 ||
+        store_bind_int64(store, stmt, 2, change) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return store_stmt_run(store, stmt, "stored bytes");
+}
+
+int store_bytes_change(store_t *store, const char *sender, int64_t change)
+{
+    bytes_drop_lost(store);
+    size_t len = bytes_partner_len(sender);
+    bytes_entry_t *e = bytes_entry(store, sender, len);
+    if (e == NULL)
+        return 0;                            /* not followed: store_partner_bytes_verify says so */
+    if (sqlite3_get_autocommit(store->db)) { /* an item written on its own */
+        if (bytes_write(store, e->partner, change) != 0)
+            return -1;
+        e->committed += change;
+        return 0;
+    }
+    e->delta += change;
+    if (!e->dirty && change != 0) {
+        struct store_bytes *t = store->bytes;
+        t->dirty[t->n_dirty++] = (size_t)(e - t->slots); /* cap slots >= used */
+        e->dirty = 1;
+    }
+    return 0;
+}
+
+int store_bytes_flush(store_t *store)
+{
+    bytes_drop_lost(store);
+    struct store_bytes *t = store->bytes;
+    if (t == NULL)
+        return 0;
+    for (size_t k = 0; k < t->n_dirty; k++) {
+        const bytes_entry_t *e = &t->slots[t->dirty[k]];
+        if (e->delta != 0 && bytes_write(store, e->partner, e->delta) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void store_bytes_commit(store_t *store)
+{
+    bytes_end(store, 1);
+}
+
+void store_bytes_rollback(store_t *store)
+{
+    bytes_end(store, 0);
+}
+
+int store_bytes_load(store_t *store)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc =
+        sqlite3_prepare_v2(store->db, "SELECT partner, bytes FROM stored_bytes", -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "stored bytes: load") != 0)
+        return -1;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *partner = (const char *)sqlite3_column_text(stmt, 0);
+        if (partner == NULL || sqlite3_column_type(stmt, 1) != SQLITE_INTEGER)
+            continue; /* not the broker's row: verify names it */
+        bytes_entry_t *e = bytes_entry(store, partner, strlen(partner));
+        if (e != NULL)
+            e->committed = sqlite3_column_int64(stmt, 1);
+    }
+    sqlite3_finalize(stmt);
+    return store_check_rc(store, rc == SQLITE_DONE ? SQLITE_OK : rc, "stored bytes: load");
+}
+
+void store_bytes_free(store_t *store)
+{
+    if (store->bytes == NULL)
+        return;
+    free(store->bytes->slots);
+    free(store->bytes->dirty);
+    free(store->bytes);
+    store->bytes = NULL;
+}
+
+/* ------------------------------------------------------------------ the public side */
+
+int64_t store_partner_bytes(store_t *store, const char *partner)
+{
+    bytes_drop_lost(store);
+    const bytes_entry_t *e = bytes_find(store->bytes, partner, strlen(partner));
+    return e != NULL ? e->committed + e->delta : 0;
+}
+
+size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void *arg)
+{
+    struct store_bytes *t = store->bytes;
+    size_t n = 0;
+    for (size_t k = 0; t != NULL && k < t->cap; k++)
+        if (t->slots[k].partner[0] != '\0') {
+            n++;
+            if (fn != NULL)
+                fn(t->slots[k].partner, t->slots[k].committed, arg);
+        }
+    return n;
+}
+
+/* The sums as SQL finds them, by partner; fn for each. */
+static int bytes_sum_each(store_t *store, const char *sql,
+                          int (*fn)(store_t *store, const char *partner, int64_t bytes,
+                                    char *problem, size_t len),
+                          char *problem, size_t len)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL);
+    if (store_check_rc(store, rc, "stored bytes: verify") != 0)
+        return -1;
+    int found = 0;
+    while (found == 0 && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const char *partner = (const char *)sqlite3_column_text(stmt, 0);
+        found =
+            fn(store, partner != NULL ? partner : "", sqlite3_column_int64(stmt, 1), problem, len);
+    }
+    if (found == 0 && rc != SQLITE_DONE)
+        found = store_check_rc(store, rc, "stored bytes: verify");
+    sqlite3_finalize(stmt);
+    return found;
+}
+
+static int bytes_compare(store_t *store, const char *partner, int64_t bytes, char *problem,
+                         size_t len)
+{
+    const bytes_entry_t *e = bytes_find(store->bytes, partner, strlen(partner));
+    int64_t kept = e != NULL ? e->committed : 0;
+    if (kept == bytes)
+        return 0;
+    snprintf(problem, len, "partner %s: %lld bytes kept in memory, %lld in SQL", partner,
+             (long long)kept, (long long)bytes);
+    return 1;
+}
+
+/* The items' own sums, stored_bytes' rows (a row of 0 once its items are
+ * gone), and memory: all three the same. */
+int store_partner_bytes_verify(store_t *store, char *problem, size_t len)
+{
+    if (store_enter(store, "stored bytes: verify") != 0)
+        return -1;
+    if (!sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "stored bytes: verify", "a transaction is open");
+        return -1;
+    }
+    int rc = bytes_sum_each(store,
+                            "SELECT partner, sum(bytes) FROM (SELECT partner, 0 AS bytes"
+                            " FROM stored_bytes UNION ALL " STORE_BYTES_SUM_SQL ")"
+                            " GROUP BY partner",
+                            bytes_compare, problem, len);
+    if (rc == 0)
+        rc = bytes_sum_each(store, "SELECT partner, bytes FROM stored_bytes", bytes_compare,
+                            problem, len);
+    if (rc != 0)
+        return rc;
+    /* A partner in memory with bytes that SQL has no row or item of. */
+    struct store_bytes *t = store->bytes;
+    for (size_t k = 0; t != NULL && k < t->cap; k++) {
+        const bytes_entry_t *e = &t->slots[k];
+        if (e->partner[0] == '\0' || e->committed == 0)
+            continue;
+        int64_t items = 0;
+        sqlite3_stmt *stmt = NULL;
+        int prc = sqlite3_prepare_v2(
+            store->db, "SELECT count(*) FROM stored_bytes WHERE partner = ?1", -1, &stmt, NULL);
+        if (store_check_rc(store, prc, "stored bytes: verify") != 0)
+            return -1;
+        if (store_bind_text(store, stmt, 1, e->partner) != 0 || sqlite3_step(stmt) != SQLITE_ROW) {
+            sqlite3_finalize(stmt);
+            store_fail(store, "stored bytes: verify");
+            return -1;
+        }
+        items = sqlite3_column_int64(stmt, 0);
+        sqlite3_finalize(stmt);
+        if (items == 0) {
+            snprintf(problem, len, "partner %s: %lld bytes kept in memory, no row in SQL",
+                     e->partner, (long long)e->committed);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ room left */
+
+int store_space(store_t *store, store_space_t *space)
+{
+    if (store_enter(store, "space") != 0)
+        return -1;
+    const char *path = sqlite3_db_filename(store->db, "main");
+    struct statvfs fs;
+    if (path == NULL || path[0] == '\0' || statvfs(path, &fs) != 0) {
+        store->last_rc = 0;
+        snprintf(store->errmsg, sizeof store->errmsg, "space: statvfs of the store: %s",
+                 path == NULL || path[0] == '\0' ? "no file" : strerror(errno));
+        return -1;
+    }
+    int64_t pages = 0, page_size = 0;
+    if (store_query_int64(store, "PRAGMA freelist_count", &pages) != 0 ||
+        store_query_int64(store, "PRAGMA page_size", &page_size) != 0)
+        return -1;
+    uint64_t unit = fs.f_frsize != 0 ? (uint64_t)fs.f_frsize : (uint64_t)fs.f_bsize;
+    space->fs_free_bytes = (uint64_t)fs.f_bavail > UINT64_MAX / (unit != 0 ? unit : 1)
+                               ? UINT64_MAX
+                               : (uint64_t)fs.f_bavail * unit;
+    space->freelist_bytes = pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size : 0;
+    space->free_bytes = space->fs_free_bytes > UINT64_MAX - space->freelist_bytes
+                            ? UINT64_MAX
+                            : space->fs_free_bytes + space->freelist_bytes;
+    return 0;
+}
