@@ -86,7 +86,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 INTEG_SRC := $(wildcard tests/integration/test_*.c)
 INTEG_SHIMS := tests/integration/syncgate.c tests/integration/clockshift.c \
     tests/integration/renamegate.c tests/integration/pollgate.c \
-    tests/integration/opencount.c
+    tests/integration/opencount.c tests/integration/statvfsgate.c
 INTEG_SUPPORT := $(filter-out $(INTEG_SRC) $(INTEG_SHIMS),$(wildcard tests/integration/*.c))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 # the independent Python client (docs/PROTOCOL.md alone) against the real broker
@@ -291,7 +291,8 @@ $(BUILD)/tests/integration/test_%: $(BUILD)/obj/tests/integration/test_%.o $(INT
 # (test_listen, test_import), the broker loop's poll without its timeout
 # (test_metrics), the broker's system clock stepped (test_clock), renameat2
 # without RENAME_NOREPLACE for schakeld --init (test_storage), the broker's
-# opens of the policy file counted (test_reload)
+# opens of the policy file counted (test_reload), the room the store's file
+# system reports (test_space)
 $(BUILD)/tests/integration/%.so: tests/integration/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -fPIC -shared $(SAN_LD) $(LDFLAGS) -o $@ $< -ldl
@@ -303,6 +304,7 @@ $(BUILD)/tests/integration/test_metrics: | $(BUILD)/tests/integration/syncgate.s
 $(BUILD)/tests/integration/test_clock: | $(BUILD)/tests/integration/clockshift.so
 $(BUILD)/tests/integration/test_storage: | $(BUILD)/tests/integration/renamegate.so
 $(BUILD)/tests/integration/test_reload: | $(BUILD)/tests/integration/opencount.so
+$(BUILD)/tests/integration/test_space: | $(BUILD)/tests/integration/statvfsgate.so
 # test_listen parses the JSON lines of `schakel listen --json` as a reader would
 $(BUILD)/obj/tests/integration/test_listen.o: TEST_CFLAGS += $(CLI_CFLAGS)
 $(BUILD)/tests/integration/test_listen: TEST_LIBS += $(CLI_LIBS)

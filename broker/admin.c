@@ -1048,6 +1048,15 @@ static void admin_status_store(admin_t *admin, broker_t *b, admin_json_t *out)
     admin_json_member_int(out, "bytes", db_bytes + wal_bytes);
     admin_json_member_int(out, "db_bytes", db_bytes);
     admin_json_member_int(out, "wal_bytes", wal_bytes);
+    /* The floor (space.h): the room last measured, null before the first */
+    admin_json_key(out, "free_bytes");
+    if (b->space.known)
+        admin_json_uint(out, b->space.last.free_bytes);
+    else
+        admin_json_null(out);
+    admin_json_member_uint(out, "min_free_bytes", b->space.min_free);
+    admin_json_member_bool(out, "below_floor", b->space.below);
+    admin_json_member_uint(out, "max_stored_bytes_per_partner", b->space.max_partner);
     if (backlog < 0)
         admin_json_member_string(out, "error", store_errmsg(b->store));
     admin_json_object_end(out);
@@ -1222,6 +1231,7 @@ static void admin_partner_write(admin_json_t *out, broker_t *b, const policy_par
     else
         admin_json_null(out);
     admin_json_member_uint(out, "refusals", refusals);
+    admin_json_member_int(out, "stored_bytes", store_partner_bytes(b->store, partner->id));
     admin_json_key(out, "principals");
     admin_json_array_begin(out);
     for (size_t i = 0; i < n; i++) {

@@ -378,6 +378,8 @@ broker_t *broker_new(const broker_options_t *o, char *err, size_t errlen)
                                                           : SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES;
     b->unknown_ack_rate =
         o->unknown_ack_rate > 0 ? o->unknown_ack_rate : SCHAKEL_DEFAULT_UNKNOWN_ACK_RATE;
+    space_init(&b->space, o->store_min_free, o->max_partner_stored);
+    space_measure(b, 1); /* a store below its floor from the start is said at once */
     b->idle_timeout_ms =
         o->idle_timeout_ms > 0 ? o->idle_timeout_ms : SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS;
     b->max_silent = o->max_silent > 0 ? o->max_silent : SCHAKEL_DEFAULT_MAX_SILENT;
@@ -1899,6 +1901,7 @@ int broker_run(broker_t *b)
             continue;
         }
         clock_turn(b);
+        space_measure(b, 0);         /* the store's room, once a second */
         broker_connections_drain(b); /* sessions of closed connections go first */
         /* answers and deliveries of turns synced since (the read also
          * empties the syncer's eventfd, which a sync made readable) */

@@ -24,6 +24,7 @@
 #include "refusals.h"
 #include "schakel.pb-c.h"
 #include "session.h"
+#include "space.h"
 #include "store.h"
 #include "wallclock.h"
 #include "wire.h"
@@ -228,6 +229,7 @@ typedef struct broker {
     uint32_t case_opens_per_hour_per_partner; /* ... per partner, its principals together */
     size_t max_principal_queued;              /* bytes all connections of one principal may owe */
     uint32_t unknown_ack_rate;                /* acked seqs not pending, per second per principal */
+    space_t space;                /* the store's floor and the partners' shares (space.h) */
     int case_ids_logged;          /* what case_ids_watch last said: 0 nothing, 1 low,
                                    * 2 none left */
     int64_t case_ids_logged_ms;   /* when (now_ms) */
@@ -288,6 +290,8 @@ typedef struct broker_options {
                                                * the per-principal budget (at most its cap) */
     uint64_t max_principal_queued;            /* 0: SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES */
     uint32_t unknown_ack_rate;  /* per principal per second; 0: SCHAKEL_DEFAULT_UNKNOWN_ACK_RATE */
+    uint64_t store_min_free;    /* 0: SCHAKEL_DEFAULT_STORE_MIN_FREE_BYTES */
+    uint64_t max_partner_stored; /* 0: SCHAKEL_DEFAULT_PARTNER_STORED_BYTES */
     int64_t idle_timeout_ms;    /* 0: SCHAKEL_DEFAULT_IDLE_TIMEOUT_MS */
     uint32_t max_silent;        /* 0: SCHAKEL_DEFAULT_MAX_SILENT */
     uint32_t max_window;        /* Flow windows are clamped to this; 0: SCHAKEL_MAX_WINDOW */

@@ -944,6 +944,25 @@ static int case_answer_repeat(case_cmd_t *x)
     return 1;
 }
 
+/* Below the store's floor (space.h) a command that adds content is
+ * refused: an open, invite or accept (an accepted member is sent the
+ * case's history), a note, attachment or link, a reopen. One that ends
+ * something goes on (close starts the countdown of the case's retention;
+ * leave, decline and remove end what is owed to a member): each writes a
+ * command and an event of its own, small beside what it lets go. */
+static int case_adds_content(case_command_t command)
+{
+    switch (command) {
+    case CASE_CMD_CLOSE:
+    case CASE_CMD_LEAVE:
+    case CASE_CMD_DECLINE:
+    case CASE_CMD_REMOVE:
+        return 0;
+    default:
+        return 1;
+    }
+}
+
 /* Rate limit, signature, idempotency. Returns 1 to go on, 0 when answered
  * (refused or repeated). */
 static int case_admit(case_cmd_t *x)
@@ -1000,12 +1019,16 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
     }
     x.cmd = cmd;
     x.command = case_command_of(cmd);
+    char floor_text[SCHAKEL_MAX_REJECT_TEXT];
     if (strcmp(cmd->actor, actor->id) != 0) {
         char text[SCHAKEL_MAX_REJECT_TEXT];
         snprintf(text, sizeof text,
                  "the command names actor %s but this connection is authenticated as %s",
                  cmd->actor, actor->id);
         case_refuse(&x, SCHAKEL__REASON__SENDER_MISMATCH, text);
+    } else if (case_adds_content(x.command) &&
+               space_floor_refuses(b, floor_text, sizeof floor_text)) {
+        case_refuse(&x, SCHAKEL__REASON__UNAVAILABLE, floor_text);
     } else {
         int planned = x.command == CASE_CMD_OPEN ? case_plan_open(&x) : case_plan_existing(&x);
         /* an allowed open: a case id left, and the actor's and its partner's budget */

@@ -55,6 +55,8 @@ typedef struct config_doc {
     char *max_case_opens_partner;
     char *max_principal_queued;
     char *max_unknown_acks;
+    char *store_min_free;
+    char *max_partner_stored;
 } config_doc_t;
 
 static const cyaml_schema_field_t config_schema_fields[] = {
@@ -111,6 +113,10 @@ static const cyaml_schema_field_t config_schema_fields[] = {
                            max_principal_queued, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_STRING_PTR("max_unknown_acks_per_second", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
                            config_doc_t, max_unknown_acks, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("store_min_free_bytes", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, store_min_free, 1, CONFIG_MAX_VALUE),
+    CYAML_FIELD_STRING_PTR("max_stored_bytes_per_partner", CYAML_FLAG_POINTER | CYAML_FLAG_OPTIONAL,
+                           config_doc_t, max_partner_stored, 1, CONFIG_MAX_VALUE),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t config_schema = {
@@ -142,6 +148,8 @@ enum {
     KEY_ADMIN_HEARTBEAT,
     KEY_PRINCIPAL_QUEUED,
     KEY_UNKNOWN_ACKS,
+    KEY_STORE_MIN_FREE,
+    KEY_PARTNER_STORED,
     KEY_COUNT
 };
 static const char *const config_keys[KEY_COUNT] = {"listen",
@@ -168,14 +176,17 @@ static const char *const config_keys[KEY_COUNT] = {"listen",
                                                    "max_case_opens_per_hour_per_partner",
                                                    "admin_heartbeat_timeout",
                                                    "max_queued_bytes_per_principal",
-                                                   "max_unknown_acks_per_second"};
+                                                   "max_unknown_acks_per_second",
+                                                   "store_min_free_bytes",
+                                                   "max_stored_bytes_per_partner"};
 /* Where an unknown key's message sends the operator for the list (the
- * list itself would not fit a message: 25 keys, some 600 characters). */
+ * list itself would not fit a message: 27 keys, some 600 characters). */
 #define CONFIG_KEYS_DOC "the keys: schakeld(8), docs/OPERATIONS.md (Configuration, Limits)"
 /* Keys the broker cannot run without; the tuning keys have defaults. */
-static const bool config_required[KEY_COUNT] = {
-    true,  true,  true,  true,  true,  false, false, false, false, false, false, false, false,
-    false, false, false, false, false, false, false, false, false, false, false, false};
+static const bool config_required[KEY_COUNT] = {true,  true,  true,  true,  true,  false, false,
+                                                false, false, false, false, false, false, false,
+                                                false, false, false, false, false, false, false,
+                                                false, false, false, false, false, false};
 
 /* The numeric tuning keys: their upper bound (the compiled cap), or 0 for a
  * key that is not a count. A config can only lower a limit, never raise it
@@ -209,6 +220,10 @@ static int64_t config_count_cap(int key)
         return SCHAKEL_MAX_PRINCIPAL_QUEUED_CAP;
     case KEY_UNKNOWN_ACKS:
         return SCHAKEL_MAX_UNKNOWN_ACK_RATE;
+    case KEY_STORE_MIN_FREE:
+        return SCHAKEL_MAX_STORE_MIN_FREE_CAP;
+    case KEY_PARTNER_STORED:
+        return SCHAKEL_MAX_PARTNER_STORED_CAP;
     default:
         return 0;
     }
@@ -615,6 +630,10 @@ static char **config_slot(broker_config_t *cfg, int key)
         return &cfg->max_principal_queued;
     case KEY_UNKNOWN_ACKS:
         return &cfg->max_unknown_acks;
+    case KEY_STORE_MIN_FREE:
+        return &cfg->store_min_free;
+    case KEY_PARTNER_STORED:
+        return &cfg->max_partner_stored;
     default:
         return &cfg->store_path;
     }
@@ -646,7 +665,9 @@ static int config_fill(config_load_ctx_t *ctx, const config_doc_t *doc, broker_c
                                      doc->max_case_opens_partner,
                                      doc->admin_heartbeat_timeout,
                                      doc->max_principal_queued,
-                                     doc->max_unknown_acks};
+                                     doc->max_unknown_acks,
+                                     doc->store_min_free,
+                                     doc->max_partner_stored};
     for (int k = 0; k < KEY_COUNT; k++) {
         if (values[k] == NULL)
             continue;
@@ -724,6 +745,8 @@ void config_destroy(broker_config_t **cfg)
     free((*cfg)->admin_heartbeat_timeout);
     free((*cfg)->max_principal_queued);
     free((*cfg)->max_unknown_acks);
+    free((*cfg)->store_min_free);
+    free((*cfg)->max_partner_stored);
     free(*cfg);
     *cfg = NULL;
 }

@@ -26,6 +26,8 @@
  *   max_queued_bytes_per_principal: 16777216 # optional: bytes all connections of one
  *                                  # principal may owe together (the push waits at half)
  *   max_unknown_acks_per_second: 1024 # optional: acked seqs not pending, per principal
+ *   store_min_free_bytes: 1073741824 # optional: below this much room new content is refused
+ *   max_stored_bytes_per_partner: 17179869184 # optional: item bytes one partner may keep
  *
  * Every key is optional in the file, because each can also be given on the
  * command line; config_complete says whether the merged result is usable.
@@ -65,6 +67,8 @@ typedef struct broker_config {
     char *admin_heartbeat_timeout; /* duration text: an operator's connection that does not
                                     * answer the heartbeat this long is closed, or NULL: 6s */
     char *max_principal_queued;    /* bytes one principal's connections may owe, or NULL */
+    char *store_min_free;          /* bytes of room below which new content is refused */
+    char *max_partner_stored;      /* bytes of items one partner may keep in the store */
     char *max_unknown_acks;        /* acked seqs not pending per second per principal, or NULL */
 } broker_config_t;
 

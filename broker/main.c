@@ -780,6 +780,9 @@ int main(int argc, char **argv)
             (uint64_t)config_limit(cfg->max_principal_queued, "max_queued_bytes_per_principal"),
         .unknown_ack_rate =
             (uint32_t)config_limit(cfg->max_unknown_acks, "max_unknown_acks_per_second"),
+        .store_min_free = (uint64_t)config_limit(cfg->store_min_free, "store_min_free_bytes"),
+        .max_partner_stored =
+            (uint64_t)config_limit(cfg->max_partner_stored, "max_stored_bytes_per_partner"),
         .idle_timeout_ms = cfg->idle_timeout ? config_duration_ms(cfg->idle_timeout) : 0,
         .max_silent = (uint32_t)config_limit(cfg->max_silent, "max_silent_connections"),
         .max_window = (uint32_t)config_limit(cfg->max_window, "max_window"),

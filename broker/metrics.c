@@ -47,6 +47,7 @@ typedef struct metrics_partner {
     char id[SCHAKEL_MAX_ID_LEN + 1];
     uint64_t backlog;   /* unacked deliveries to its principals */
     uint64_t connected; /* its principals with at least one session */
+    int64_t stored;     /* sealed bytes of its items in the store (its share's count) */
 } metrics_partner_t;
 
 /* Everything the HTTP thread may show: a plain copy, no pointers. */
@@ -69,6 +70,10 @@ typedef struct metrics_snapshot {
     int64_t store_bytes;                           /* -1: unknown */
     int64_t set_aside_rows;                        /* deliveries_set_aside; -1: unknown */
     int64_t case_ids_left;                         /* store_case_ids_left */
+    int space_known;                               /* the store's room was measured */
+    uint64_t free_bytes, min_free_bytes;           /* the room left, and the floor */
+    uint64_t floor_refused, share_refused;         /* space.h's counters */
+    uint64_t max_partner_stored;                   /* each partner's share */
     int reload_failed;                             /* the last reload was refused (b->reload) */
     int64_t reload_at; /* Unix seconds of the last reload, or of the start */
     int start_fails;   /* the files on disk would not start the broker */
@@ -236,6 +241,34 @@ static void metrics_render_refusals(FILE *f, const metrics_snapshot_t *s)
     }
 }
 
+/* The store's floor and the partners' shares (space.h). */
+static void metrics_render_space(FILE *f, const metrics_snapshot_t *s)
+{
+    if (s->space_known) {
+        metrics_render_head(f, "schakel_store_free_bytes", "gauge",
+                            "Room the store has left: its file system's free space for the "
+                            "broker's user and the store's free pages, measured once a second.");
+        fprintf(f, "schakel_store_free_bytes %llu\n", (unsigned long long)s->free_bytes);
+    }
+    metrics_render_head(f, "schakel_store_min_free_bytes", "gauge",
+                        "The store's floor (store_min_free_bytes): below it new content is "
+                        "refused UNAVAILABLE.");
+    fprintf(f, "schakel_store_min_free_bytes %llu\n", (unsigned long long)s->min_free_bytes);
+    metrics_render_head(f, "schakel_store_floor_refusals_total", "counter",
+                        "Publishes and case commands refused UNAVAILABLE because the store was "
+                        "below its floor.");
+    fprintf(f, "schakel_store_floor_refusals_total %llu\n", (unsigned long long)s->floor_refused);
+    metrics_render_head(f, "schakel_partner_stored_bytes_max", "gauge",
+                        "Each partner's share (max_stored_bytes_per_partner): the bytes of "
+                        "items it may keep in the store.");
+    fprintf(f, "schakel_partner_stored_bytes_max %llu\n",
+            (unsigned long long)s->max_partner_stored);
+    metrics_render_head(f, "schakel_partner_share_refusals_total", "counter",
+                        "Publishes refused RATE_LIMITED because their partner's items in the "
+                        "store were at its share.");
+    fprintf(f, "schakel_partner_share_refusals_total %llu\n", (unsigned long long)s->share_refused);
+}
+
 static void metrics_render_partners(FILE *f, const metrics_snapshot_t *s)
 {
     metrics_render_head(f, "schakel_connected_principals", "gauge",
@@ -244,6 +277,14 @@ static void metrics_render_partners(FILE *f, const metrics_snapshot_t *s)
         fputs("schakel_connected_principals{partner=\"", f);
         metrics_render_label_value(f, s->partners[i].id);
         fprintf(f, "\"} %llu\n", (unsigned long long)s->partners[i].connected);
+    }
+    metrics_render_head(f, "schakel_partner_stored_bytes", "gauge",
+                        "Sealed bytes of the items a partner's principals published that the "
+                        "store keeps (counted against max_stored_bytes_per_partner).");
+    for (size_t i = 0; i < s->n_partners; i++) {
+        fputs("schakel_partner_stored_bytes{partner=\"", f);
+        metrics_render_label_value(f, s->partners[i].id);
+        fprintf(f, "\"} %lld\n", (long long)s->partners[i].stored);
     }
     if (!s->backlog_known)
         return; /* not counted yet, or the store could not be read: absent, not wrong */
@@ -309,6 +350,7 @@ static void metrics_render_gauges(FILE *f, const metrics_snapshot_t *s)
                         "Case ids this broker can still hand out (of 99,999,999); at 0 every "
                         "case open is refused CASE_IDS_EXHAUSTED.");
     fprintf(f, "schakel_case_ids_left %lld\n", (long long)s->case_ids_left);
+    metrics_render_space(f, s);
     if (s->store_bytes >= 0) {
         metrics_render_head(f, "schakel_store_bytes", "gauge",
                             "Size of the store on disk: the database and its write-ahead log.");
@@ -907,6 +949,14 @@ void metrics_turn_end(broker_t *b, int outcome)
     m->local.connections = b->conns != NULL ? conns_open_count(b->conns) : 0;
     m->local.clock_offset_ms = b->clock.stepped ? b->clock.offset_ms : 0;
     m->local.case_ids_left = store_case_ids_left(b->store); /* O(1) */
+    m->local.space_known = b->space.known;
+    m->local.free_bytes = b->space.last.free_bytes;
+    m->local.min_free_bytes = b->space.min_free;
+    m->local.floor_refused = b->space.floor_refused;
+    m->local.share_refused = b->space.share_refused;
+    m->local.max_partner_stored = b->space.max_partner;
+    for (size_t i = 0; i < m->local.n_partners; i++) /* one hash lookup each */
+        m->local.partners[i].stored = store_partner_bytes(b->store, m->local.partners[i].id);
     m->local.reload_failed = b->reload.failed;
     m->local.reload_at = b->reload.at > 0 ? b->reload.at : b->started_at;
     m->local.start_fails = b->reload.start_fails;

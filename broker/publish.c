@@ -390,6 +390,20 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                           "the broker could not read its store; publish again", id, -1, 0);
         return;
     }
+    /* Bounds on what the store keeps (space.h): a repeat above is
+     * answered all the same, as it stores nothing new. */
+    char bound_text[SCHAKEL_MAX_REJECT_TEXT];
+    if (space_floor_refuses(b, bound_text, sizeof bound_text)) {
+        broker_reject(b, session, SCHAKEL__REASON__UNAVAILABLE, bound_text, id, -1, 0);
+        return;
+    }
+    uint64_t incoming = 0;
+    for (size_t i = 0; i < publish->n_items; i++)
+        incoming += store_sealed_len(publish->items[i].len);
+    if (space_share_refuses(b, sender->partner->id, incoming, bound_text, sizeof bound_text)) {
+        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, bound_text, id, -1, 0);
+        return;
+    }
     /* Not calloc: a plan is 1.3 KB, mostly the decision's grant table,
      * which policy_decide_signal fills; only the signal must start NULL
      * (plans_free frees every one). */

@@ -165,6 +165,23 @@
  * connection's bounds; the other principals are not held up. */
 #define SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES (16u * 1024u * 1024u)
 #define SCHAKEL_MAX_PRINCIPAL_QUEUED_CAP (1024LL * 1024 * 1024)
+/* The store's free-space floor (config store_min_free_bytes): room the
+ * store's file system has for it plus the store's free pages. Below it
+ * publishes and the case commands that add content are refused
+ * UNAVAILABLE, while acks, heartbeats, queries, operators' requests,
+ * retention and the audit trail go on, so that recipients drain and room
+ * comes back before the disk is full (a full disk rolls back every turn
+ * that writes, acks included). 1 GiB by default: the WAL (up to some 32
+ * MiB under load, more while a backup reads), the trail's entries and the
+ * drain's own writes fit in it many times. Measured once a second. */
+#define SCHAKEL_DEFAULT_STORE_MIN_FREE_BYTES (1024LL * 1024 * 1024)
+#define SCHAKEL_MAX_STORE_MIN_FREE_CAP (1LL << 50) /* 1 PiB */
+/* The sealed bytes of items one sender partner (all its principals) may
+ * have in the store (config max_stored_bytes_per_partner); past it its
+ * publishes are refused RATE_LIMITED, the other partners' go on. 16 GiB
+ * by default: 10,000 signals a day kept a year are some 4 GB of items. */
+#define SCHAKEL_DEFAULT_PARTNER_STORED_BYTES (16LL * 1024 * 1024 * 1024)
+#define SCHAKEL_MAX_PARTNER_STORED_CAP (1LL << 50) /* 1 PiB */
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
 #define SCHAKEL_REVOKE_BATCH 256u       /* withheld deliveries removed per loop turn at most */
 #define SCHAKEL_SET_ASIDE_BATCH 64u     /* unreadable deliveries set aside per loop turn at most */

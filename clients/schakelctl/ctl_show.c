@@ -71,6 +71,28 @@ static void ctl_row(const char *label, const char *value)
 
 /* ------------------------------------------------------------------ status */
 
+/* The room the store has left, against its floor and the partners'
+ * share (store_min_free_bytes, max_stored_bytes_per_partner). */
+static void ctl_status_room(const json_t *store)
+{
+    char text[200], free_text[32], floor[32], share[32];
+    long long free_bytes = ctl_json_int(store, "free_bytes", -1);
+    ctl_format_bytes(ctl_json_int(store, "min_free_bytes", 0), floor, sizeof floor);
+    ctl_format_bytes(ctl_json_int(store, "max_stored_bytes_per_partner", 0), share, sizeof share);
+    if (free_bytes < 0)
+        snprintf(text, sizeof text, "not measured yet (floor %s)", floor);
+    else {
+        ctl_format_bytes(free_bytes, free_text, sizeof free_text);
+        snprintf(text, sizeof text, "%s free (floor %s)%s", free_text, floor,
+                 ctl_json_bool(store, "below_floor")
+                     ? ": BELOW THE FLOOR, publishes and new case content are refused"
+                     : "");
+    }
+    ctl_row("room", text);
+    snprintf(text, sizeof text, "%s of items each (schakelctl partners: STORED)", share);
+    ctl_row("partner share", text);
+}
+
 /* The last reload, and whether the broker's files would start it. */
 static void ctl_status_reload(const json_t *doc)
 {
@@ -157,6 +179,7 @@ static int ctl_show_status(const json_t *doc)
     snprintf(text, sizeof text, "%s (database %s, WAL %s) %s", size, db, wal,
              ctl_json_string(store, "path", "-"));
     ctl_row("store", text);
+    ctl_status_room(store);
     const json_t *audit = json_object_get(doc, "audit");
     if (json_is_object(audit)) {
         ctl_format_time(ctl_json_int(audit, "last_checkpoint_at", 0), when, sizeof when);
@@ -185,8 +208,15 @@ static void ctl_partner_row(const json_t *row, const char *indent, const char *r
     size_t width = strlen(name);
     ctl_put_safe(stdout, name);
     printf("%*s", width < 34 ? (int)(34 - width) : 1, "");
-    printf("%-11s %-11s %-20s %8s %9lld\n", role, connected, when, backlog,
+    printf("%-11s %-11s %-20s %8s %9lld", role, connected, when, backlog,
            ctl_json_int(row, "refusals", 0));
+    long long stored = ctl_json_int(row, "stored_bytes", -1);
+    char bytes[32];
+    if (stored >= 0) { /* a partner's row; its principals share its count */
+        ctl_format_bytes(stored, bytes, sizeof bytes);
+        printf(" %10s", bytes);
+    }
+    putchar('\n');
 }
 
 static int ctl_show_partners(const json_t *doc)
@@ -194,8 +224,8 @@ static int ctl_show_partners(const json_t *doc)
     const json_t *partners = json_object_get(doc, "partners");
     size_t i, k;
     const json_t *partner, *principal;
-    printf("%-34s%-11s %-11s %-20s %8s %9s\n", "PARTNER / PRINCIPAL", "ROLE", "CONNECTED",
-           "LAST SEEN", "BACKLOG", "REFUSALS");
+    printf("%-34s%-11s %-11s %-20s %8s %9s %10s\n", "PARTNER / PRINCIPAL", "ROLE", "CONNECTED",
+           "LAST SEEN", "BACKLOG", "REFUSALS", "STORED");
     json_array_foreach(partners, i, partner)
     {
         ctl_partner_row(partner, "", "");
