@@ -179,7 +179,7 @@
 /* The sealed bytes of items one sender partner (all its principals) may
  * have in the store (config max_stored_bytes_per_partner); past it its
  * publishes are refused RATE_LIMITED, the other partners' go on. 16 GiB
- * by default: 10,000 signals a day kept a year are some 4 GB of items. */
+ * by default: 10,000 signals a day kept a year are less than 5.5 GB of items. */
 #define SCHAKEL_DEFAULT_PARTNER_STORED_BYTES (16LL * 1024 * 1024 * 1024)
 #define SCHAKEL_MAX_PARTNER_STORED_CAP (1LL << 50) /* 1 PiB */
 #define SCHAKEL_EXPIRY_BATCH 256u       /* expired rows removed per loop turn at most */
