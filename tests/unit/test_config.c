@@ -305,6 +305,11 @@ static void test_config_set(void **state)
     free(cfg.max_principal_queued);
     assert_int_equal(config_limit(cfg.max_unknown_acks, "max_unknown_acks_per_second"), 1000000);
     free(cfg.max_unknown_acks);
+    assert_int_equal(config_limit(cfg.store_min_free, "store_min_free_bytes"), 1125899906842624LL);
+    free(cfg.store_min_free);
+    assert_int_equal(config_limit(cfg.max_partner_stored, "max_stored_bytes_per_partner"),
+                     1125899906842624LL);
+    free(cfg.max_partner_stored);
     assert_int_equal(config_set(NULL, "listen", "tcp://x:1", NULL, 0), -1);
 }
 
