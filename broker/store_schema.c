@@ -751,6 +751,8 @@ int store_schema_apply(store_t *store)
     }
     for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
         const schema_step_t *s = &schema_steps[step];
+        if (step + 1 == STORE_SCHEMA_BYTES_VERSION) /* one statement: more start-up time */
+            store_progress("summing the items' bytes per partner", 0);
         if ((s->precheck != NULL && s->precheck(store) != 0) ||
             store_exec_fixed(store, s->sql, "schema migration") != 0)
             goto fail;

@@ -3322,8 +3322,14 @@ static uint64_t progress_done;
 
 static unsigned progress_steps; /* calls of steps other than the sealing */
 
+static unsigned progress_bytes; /* the sum of schema 11, asked once before its walk */
+
 static void count_progress(const char *step, uint64_t done)
 {
+    if (strstr(step, "bytes per partner") != NULL) {
+        progress_bytes++;
+        return;
+    }
     if (strstr(step, "evidence") == NULL) {
         progress_steps++;
         return;
@@ -3373,13 +3379,14 @@ static void test_evidence_migration_reports_and_leaves_no_old_wal(void **state)
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     assert_true(store_files_contain(f->path, sig, sizeof sig));
 
-    progress_calls = progress_steps = 0;
+    progress_calls = progress_steps = progress_bytes = 0;
     store_set_progress(count_progress);
     f->store = store_fixture_open(f->path, test_key);
     store_set_progress(NULL);
     assert_int_equal(progress_calls, 2);
     assert_int_equal(progress_done, 20000);
     assert_int_equal(progress_steps, 2); /* before the columns go, and the WAL */
+    assert_int_equal(progress_bytes, 1);
     assert_false(store_files_contain(f->path, sig, sizeof sig));
 }
 
