@@ -617,13 +617,14 @@ typedef struct send_head {
  * thread once CURVE has encrypted it (the buffer its encryption copies the
  * plaintext into is libzmq's, and is not wiped), or when the connection's
  * queue is dropped. It leaves the connection's count then (sendq.h: atomic,
- * and held by the frame, so it may outlive its session). */
+ * and held by the frame, so it may outlive its session), counted dropped
+ * if the count watches a connection that has closed (sendq_freed). */
 static void broker_wipe_free(void *data, void *hint)
 {
     (void)hint;
     send_head_t *head = (send_head_t *)(void *)((uint8_t *)data - sizeof(send_head_t));
     sodium_memzero(data, head->len);
-    sendq_sub(head->queue, head->len, head->push != 0);
+    sendq_freed(head->queue, head->len, head->push != 0);
     sendq_release(&head->queue);
     free(head);
 }

@@ -14,6 +14,7 @@
  */
 #include "record.h"
 
+#include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1421,15 +1422,13 @@ int record_admin_refused(broker_t *b, const char *operator_principal, const char
 }
 
 int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,
-                          size_t entries)
+                          uint64_t request_id, size_t entries)
 {
-    char detail[48], tag[STORE_SUBJECT_TAG_LEN + 1];
+    char detail[72], tag[STORE_SUBJECT_TAG_LEN + 1];
     store_audit_entry_t e;
-    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", "audit_subject",
-              NULL);
     if (record_subject_tag(b, pseudonym, "admin.audit_subject", tag) != 0)
         return -1;
-    snprintf(detail, sizeof detail, "entries=%zu", entries);
+    snprintf(detail, sizeof detail, "request_id=%" PRIu64 " entries=%zu", request_id, entries);
     audit_entry_init(&e, "admin.audit_subject");
     audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
     audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, tag);

@@ -211,11 +211,15 @@ int record_admin(struct broker *b, const char *operator_principal, const char *a
 int record_admin_refused(struct broker *b, const char *operator_principal, const char *details);
 
 /* A data-subject export through the broker (audit_export_*, admin.c): event
- * "admin.audit_subject" naming the pseudonym, so that the export itself
- * shows in the subject's next export. In the turn's transaction: hand the
- * export out only after that turn committed. */
+ * "admin.audit_subject" naming the pseudonym (by its tag), so that the
+ * export itself shows in the subject's next export, and the request it
+ * answers (detail "request_id=N entries=M"): the request has its own
+ * entry, "admin.audit-subject", written as it was read (record_admin), and
+ * its admin.action log line; this one is what was handed out, and logs
+ * nothing. In the turn's transaction: hand the export out only after that
+ * turn committed. */
 int record_subject_export(struct broker *b, const char *operator_principal, const char *pseudonym,
-                          size_t entries);
+                          uint64_t request_id, size_t entries);
 
 /* One case command carried out (docs/PROTOCOL.md "Cases"): event
  * "case.opened", "case.invited", "case.joined", "case.declined",

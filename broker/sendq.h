@@ -17,6 +17,7 @@
 #define SCHAKEL_SENDQ_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 typedef struct sendq sendq_t;
 
@@ -49,6 +50,29 @@ void sendq_sub(sendq_t *q, size_t n, int push);
  * answer to the client's own requests does not hold it back). */
 size_t sendq_bytes(const sendq_t *q);
 size_t sendq_push_bytes(const sendq_t *q);
+
+/* The frames counted in q go to one CURVE connection of libzmq's, on
+ * socket fd (ZMQ_SRCFD), which st (its fstat, taken when its request was
+ * read) names. libzmq frees such a frame as CURVE encrypts it for that
+ * connection, while it is open, or throws it away once the connection has
+ * closed: libzmq closes the fd as the connection fails, and drops the
+ * frames it still held only after that (a round of commands through the
+ * socket's own thread). So a frame freed (sendq_freed) when fd no longer
+ * names that connection (closed, or taken by another file since) never
+ * left for it: it is counted dropped. Call before any frame is counted in
+ * q; NULL st or q: nothing watched. (Over a transport without encryption
+ * libzmq may free a frame after writing it, and this would not hold: the
+ * admin endpoint is CURVE only.) */
+void sendq_watch(sendq_t *q, int fd, const struct stat *st);
+
+/* A frame of n bytes that libzmq frees (its free function): sendq_sub,
+ * after counting it dropped when q is watched and its connection is gone.
+ * Safe on NULL; safe on any thread. */
+void sendq_freed(sendq_t *q, size_t n, int push);
+
+/* The frames of a watched q freed after their connection closed. Read it
+ * after sendq_bytes: a frame that has left that count is in this one. */
+size_t sendq_dropped(const sendq_t *q);
 
 /* Bytes queued now in the count q is within (sendq_new_within): what all
  * of its principal's connections owe together; 0 when q is NULL or within

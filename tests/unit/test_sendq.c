@@ -4,7 +4,9 @@
  * SCHAKEL_MAX_QUEUED_PUSH_BYTES and for answers at SCHAKEL_MAX_QUEUED_BYTES, and freed
  * by whichever holder lets go last, on the thread that does (libzmq's
  * I/O thread frees frames: here another thread counts down and releases
- * while this one does the same).
+ * while this one does the same); a watched connection's frames freed
+ * after it closed, or after its fd went to another socket, counted
+ * dropped, and those freed while it is open not.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +15,9 @@
 
 #include <cmocka.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "schakel_limits.h"
 #include "sendq.h"
@@ -164,6 +169,51 @@ static void test_frames_outlive_their_session(void **state)
     sendq_release(&probe);
 }
 
+/* libzmq frees a frame as it encrypts it for an open connection, or
+ * drops it after the connection's fd was closed: the second is counted
+ * dropped, also when another socket has taken the fd's number since; an
+ * unwatched count never counts one. */
+static void test_frames_freed_after_their_connection_closed(void **state)
+{
+    (void)state;
+    int pair[2], other[2];
+    struct stat st;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, pair), 0);
+    assert_int_equal(fstat(pair[0], &st), 0);
+    sendq_t *q = sendq_new(), *unwatched = sendq_new();
+    assert_non_null(q);
+    assert_non_null(unwatched);
+    sendq_watch(q, pair[0], &st);
+    sendq_add(q, 300, 0);
+    sendq_add(unwatched, 300, 0);
+    sendq_freed(q, 100, 0); /* taken out while it is open */
+    sendq_freed(unwatched, 100, 0);
+    assert_int_equal(sendq_bytes(q), 200);
+    assert_int_equal(sendq_dropped(q), 0);
+    int fd = pair[0];
+    assert_int_equal(close(fd), 0);
+    sendq_freed(q, 100, 0); /* dropped after it closed */
+    sendq_freed(unwatched, 100, 0);
+    assert_int_equal(sendq_bytes(q), 100);
+    assert_int_equal(sendq_dropped(q), 1);
+    /* its number taken by another socket: still not its connection */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, other), 0);
+    assert_true(other[0] == fd || other[1] == fd);
+    sendq_freed(q, 100, 0);
+    sendq_freed(unwatched, 100, 0);
+    assert_int_equal(sendq_bytes(q), 0);
+    assert_int_equal(sendq_dropped(q), 2);
+    assert_int_equal(sendq_dropped(unwatched), 0);
+    assert_int_equal(sendq_bytes(unwatched), 0);
+    assert_int_equal(sendq_dropped(NULL), 0);
+    sendq_freed(NULL, 1, 0); /* safe on NULL */
+    sendq_release(&q);
+    sendq_release(&unwatched);
+    close(pair[1]);
+    close(other[0]);
+    close(other[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -172,6 +222,7 @@ int main(void)
         cmocka_unit_test(test_null_is_empty),
         cmocka_unit_test(test_frames_outlive_their_session),
         cmocka_unit_test(test_counted_within_the_principal),
+        cmocka_unit_test(test_frames_freed_after_their_connection_closed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
