@@ -1084,6 +1084,15 @@ static void admin_status_store(admin_t *admin, broker_t *b, admin_json_t *out)
     admin_json_member_uint(out, "min_free_bytes", b->space.min_free);
     admin_json_member_bool(out, "below_floor", b->space.below);
     admin_json_member_uint(out, "max_stored_bytes_per_partner", b->space.max_partner);
+    /* the schema it is at, and the one this start migrated it from */
+    admin_json_member_int(out, "schema", store_schema_version());
+    int64_t migrated_ms = 0;
+    int migrated_from = store_migrated_from(b->store, &migrated_ms);
+    admin_json_key(out, "migrated_from");
+    if (migrated_from > 0)
+        admin_json_int(out, migrated_from);
+    else
+        admin_json_null(out);
     if (backlog < 0)
         admin_json_member_string(out, "error", store_errmsg(b->store));
     admin_json_object_end(out);

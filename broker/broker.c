@@ -192,6 +192,22 @@ static int store_modes_tighten(const char *store_path, char *err, size_t errlen)
     return 0;
 }
 
+/* An upgrade is seen: the open that migrated the store says from which
+ * schema, at every size (store.migrating says how far a long one is, but
+ * only every 100,000 rows); an open that migrated nothing says nothing. */
+static void log_store_migrated(const store_t *store)
+{
+    int64_t ms = 0;
+    int from = store_migrated_from(store, &ms);
+    if (from == 0)
+        return;
+    char from_text[16], to_text[16], ms_text[24];
+    snprintf(from_text, sizeof from_text, "%d", from);
+    snprintf(to_text, sizeof to_text, "%d", store_schema_version());
+    snprintf(ms_text, sizeof ms_text, "%lld", (long long)ms);
+    log_event(LOG_INFO, "store.migrated", "from", from_text, "to", to_text, "ms", ms_text, NULL);
+}
+
 /* Open the store with the sealing key from its key file; the key copy on
  * our stack is wiped on every path. */
 static store_t *open_sealed_store(const char *store_path, const char *store_key_path, char *err,
@@ -202,8 +218,9 @@ static store_t *open_sealed_store(const char *store_path, const char *store_key_
     if (store_missing_refused(store_path, err, errlen) != 0 ||
         store_modes_tighten(store_path, err, errlen) != 0)
         return NULL;
-    if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0)
-        store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen);
+    if (keys_load_symmetric(store_key_path, seal_key, err, errlen) == 0 &&
+        (store = store_open(store_path, seal_key, STORE_OPEN_EXISTING, err, errlen)) != NULL)
+        log_store_migrated(store);
     else if (access(store_key_path, F_OK) != 0 && errno == ENOENT)
         /* the store is there (store_missing_refused): only its own key opens it */
         snprintf(err + strlen(err), errlen - strlen(err),

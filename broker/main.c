@@ -256,9 +256,11 @@ static void serve(broker_t *b, int ready_fd)
     if (metrics != NULL && !metrics_address_is_loopback(b->metrics))
         log_event(LOG_WARN, "metrics.not_loopback", "address", metrics, "why",
                   "metrics_listen names a non-loopback address; /metrics is unauthenticated", NULL);
+    char schema[16];
+    snprintf(schema, sizeof schema, "%d", store_schema_version());
     log_event(LOG_INFO, "broker.ready", "endpoint", b->endpoint, "policy",
-              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "metrics", metrics, "admin",
-              b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);
+              policy_hash_hex(b->policy), "version", SCHAKEL_VERSION, "schema", schema, "metrics",
+              metrics, "admin", b->admin != NULL ? admin_endpoint(b->admin) : NULL, NULL);
     announce_ready(ready_fd, b->endpoint, metrics);
 }
 
@@ -568,6 +570,9 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
     }
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
+    if (r.migrated_from > 0)
+        printf("the backup was at store schema %d: migrated to %d\n", r.migrated_from,
+               store_schema_version());
     if (r.set_aside_recorded > 0)
         printf("the backup's schema migration set aside %lld deliveries it could not re-seal:"
                " recorded (delivery.set_aside); see docs/OPERATIONS.md, \"A delivery that does not"

@@ -182,6 +182,7 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
         snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
         return -1;
     }
+    r->migrated_from = store_migrated_from(copy, NULL);
     /* Nothing is chained or signed onto a tail that does not chain. */
     int chains = audit_tail_check(copy, NULL, NULL, why, sizeof why);
     if (chains != 0) {

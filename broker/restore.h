@@ -48,6 +48,8 @@ typedef struct restore_report {
                            * without it (RESTORE_WITHOUT_FLOOR) */
     char fold_note[420];  /* why the old WAL was set aside as it was */
     char warning[600];    /* restored, but something after the rename failed */
+    int migrated_from;    /* the backup's schema, when its copy was migrated (0: it
+                           * was current) */
     int64_t set_aside_recorded; /* rows the schema migration of the backup set aside,
                                  * recorded (delivery.set_aside) before the restore's entry */
     char replaced[4096];        /* where the replaced store is kept ("": there was none) */

@@ -139,6 +139,17 @@ void store_set_progress(store_progress_fn fn);
 store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
                     store_open_mode_t mode, char *err, size_t errlen);
 
+/* The schema version this code writes and understands (PRAGMA
+ * user_version): an open store is at it, having been migrated to it if it
+ * was older. */
+int store_schema_version(void);
+
+/* The schema version the store was at before store_open migrated it, and
+ * in *ms (may be NULL) how long the migration's transaction took; 0 when
+ * this open migrated nothing (the store was current, or made new by
+ * STORE_OPEN_CREATE). Safe on NULL (0). */
+int store_migrated_from(const store_t *store, int64_t *ms);
+
 /* The lock store_open holds (an exclusive flock on PATH.lock, with the
  * holder's pid in it), for an offline command that replaces a store's
  * files before anything opens them (schakeld --restored). Returns the

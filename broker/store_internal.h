@@ -163,6 +163,8 @@ struct store {
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
     uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
     int evidence_migrated;   /* this open sealed evidence held in clear (schema 8) */
+    long migrated_from;      /* the schema this open migrated from (0: it migrated none) */
+    int64_t migrated_ms;     /* how long that took (the schema's transaction) */
     /* Set aside (store_delivery_set_aside): the last scan stopped at this
      * row, unreadable (0: it did not). */
     uint64_t scan_unreadable_seq;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_internal.h"
 
@@ -453,14 +454,17 @@ static int schema_version(store_t *store, long *version)
     return 0;
 }
 
-static int schema_check_not_newer(store_t *store, long version)
+/* reader: 1 for store_open_reader, whose caller is not schakeld
+ * (schakelctl audit), which the text must not name as the program. */
+static int schema_check_not_newer(store_t *store, long version, int reader)
 {
     if (version <= STORE_SCHEMA_VERSION)
         return 0;
     snprintf(store->errmsg, sizeof store->errmsg,
-             "store schema version %ld is newer than this schakeld understands (%d); "
-             "run the schakeld that wrote it, or a newer one",
-             version, STORE_SCHEMA_VERSION);
+             "store schema version %ld is newer than this %s understands (%d); %s", version,
+             reader ? "program" : "schakeld", STORE_SCHEMA_VERSION,
+             reader ? "read it with the release that wrote it, or a newer one"
+                    : "run the schakeld that wrote it, or a newer one");
     return -1;
 }
 
@@ -480,7 +484,7 @@ static int schema_v1_is_empty(store_t *store)
 int store_schema_check_readable(store_t *store, long min_version)
 {
     long version = 0;
-    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version, 1) != 0)
         return -1;
     if (version < min_version) {
         snprintf(store->errmsg, sizeof store->errmsg,
@@ -537,7 +541,7 @@ int store_schema_configure(store_t *store)
                        sqlite3_db_config(store->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL),
                        "defensive mode") != 0)
         return -1;
-    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version, 0) != 0)
         return -1;
     if (store_pragma_set(store, "PRAGMA page_size = " STORE_PAGE_BYTES_TEXT) != 0 ||
         pragma_require(store, "PRAGMA journal_mode = WAL", "PRAGMA journal_mode", "wal") != 0 ||
@@ -738,12 +742,34 @@ int store_epoch_renew(store_t *store, const uint64_t *floor, uint8_t was[SCHAKEL
 /* Bring the schema to STORE_SCHEMA_VERSION and check the key, in one
  * immediate transaction; the version is read again inside it, so two
  * processes opening a new store at once do not both migrate. */
+int store_schema_version(void)
+{
+    return STORE_SCHEMA_VERSION;
+}
+
+int store_migrated_from(const store_t *store, int64_t *ms)
+{
+    if (store == NULL || store->migrated_from <= 0)
+        return 0;
+    if (ms != NULL)
+        *ms = store->migrated_ms;
+    return (int)store->migrated_from;
+}
+
+static int64_t schema_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int store_schema_apply(store_t *store)
 {
     long version = 0;
+    int64_t began_ms = schema_now_ms();
     if (store_exec_fixed(store, "BEGIN IMMEDIATE", "schema") != 0)
         return -1;
-    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version) != 0)
+    if (schema_version(store, &version) != 0 || schema_check_not_newer(store, version, 0) != 0)
         goto fail;
     if (version < 0) {
         store_refuse(store, "schema", "negative user_version: not a Schakel store");
@@ -762,6 +788,11 @@ int store_schema_apply(store_t *store)
         (version < STORE_SCHEMA_ENVELOPE_VERSION && store_migrate_deliveries(store) != 0) ||
         epoch_load(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
+    /* a store made now (version 0: schakeld --init) was not migrated */
+    if (version > 0 && version < STORE_SCHEMA_VERSION) {
+        store->migrated_from = version;
+        store->migrated_ms = schema_now_ms() - began_ms;
+    }
     return 0;
 fail:
     if (!sqlite3_get_autocommit(store->db))

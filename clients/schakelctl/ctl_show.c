@@ -135,9 +135,15 @@ static int ctl_show_status(const json_t *doc)
     const json_t *messages = json_object_get(doc, "messages");
     const json_t *auth = json_object_get(doc, "handshakes");
     const json_t *store = json_object_get(doc, "store");
-    snprintf(text, sizeof text, "%s (protocol %lld)", ctl_json_string(doc, "version", "-"),
-             ctl_json_int(doc, "protocol", 0));
+    long long migrated_from = ctl_json_int(store, "migrated_from", 0);
+    snprintf(text, sizeof text, "%s (protocol %lld, store schema %lld)",
+             ctl_json_string(doc, "version", "-"), ctl_json_int(doc, "protocol", 0),
+             ctl_json_int(store, "schema", 0));
     ctl_row("version", text);
+    if (migrated_from > 0) {
+        snprintf(text, sizeof text, "store migrated from schema %lld at this start", migrated_from);
+        ctl_row("", text);
+    }
     ctl_format_duration(ctl_json_int(doc, "uptime_s", 0), span, sizeof span);
     ctl_format_time(ctl_json_int(doc, "started_at", 0), when, sizeof when);
     snprintf(text, sizeof text, "%s (since %s)", span, when);

@@ -537,6 +537,101 @@ static void test_status_partners_rules_follow_traffic(void **state)
 
 /* ------------------------------------------------------------------ reload */
 
+/* `schakelctl status`, as text, as the operator reads it; fails unless it
+ * exits 0. Returns its stdout (caller frees). */
+static char *ctl_text(h_env_t *env, const char *command)
+{
+    const char *const args[] = {command, NULL};
+    h_cli_result_t res;
+    ctl(env, H_OPERATOR, &res, args);
+    expect_exit(&res, 0, command);
+    char *out = res.out;
+    res.out = NULL;
+    h_cli_result_free(&res);
+    return out;
+}
+
+/* An upgrade is seen: a store of schema 6 (a current one taken back as
+ * test_audit_queued does: the trail's deliveries column and the sealed
+ * evidence gone) is migrated at the broker's start, which logs
+ * store.migrated with the schemas and says so in status (JSON and text),
+ * as broker.ready names the schema; the next start, on the store as it
+ * is now, logs no store.migrated and status says no migration. */
+static void test_status_and_log_say_the_store_migrated(void **state)
+{
+    h_env_t *env = *state;
+    char *status = ctl_json(env, "status");
+    const char *store = strstr(status, "\"store\"");
+    assert_non_null(store);
+    assert_int_equal(json_int(store, "schema"), 10);
+    expect_text(store, "\"migrated_from\":null", "status of a store found current");
+    free(status);
+    long offset = h_log_offset(env);
+    assert_int_equal(h_log_count(env, 0, "event=store.migrated"), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "ALTER TABLE audit DROP COLUMN deliveries;"
+                      "ALTER TABLE publishes DROP COLUMN evidence;"
+                      "ALTER TABLE publishes ADD COLUMN signature BLOB NOT NULL DEFAULT x'"
+                      "0000000000000000000000000000000000000000000000000000000000000000"
+                      "0000000000000000000000000000000000000000000000000000000000000000'"
+                      " CHECK (length(signature) = 64);"
+                      "ALTER TABLE publishes ADD COLUMN root BLOB NOT NULL DEFAULT x'"
+                      "0000000000000000000000000000000000000000000000000000000000000000'"
+                      " CHECK (length(root) = 32);"
+                      "PRAGMA user_version = 6;");
+    h_broker_start_with(env, ADMIN_ON);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 10);
+    assert_int_equal(h_log_count(env, offset, "event=store.migrated from=6 to=10 ms="), 1);
+    assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 1);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=10 "), 1);
+    status = ctl_json(env, "status");
+    store = strstr(status, "\"store\"");
+    assert_non_null(store);
+    assert_int_equal(json_int(store, "schema"), 10);
+    assert_int_equal(json_int(store, "migrated_from"), 6);
+    free(status);
+    char *text = ctl_text(env, "status");
+    expect_text(text, "store schema 10)", "status text");
+    expect_text(text, "store migrated from schema 6 at this start", "status text");
+    free(text);
+
+    offset = h_log_offset(env);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_broker_start_with(env, ADMIN_ON);
+    assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 0);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=10 "), 1);
+    text = ctl_text(env, "status");
+    expect_text(text, "store schema 10)", "status text");
+    assert_null(strstr(text, "migrated"));
+    free(text);
+
+    /* a store of a newer schema: refused by the broker and by schakelctl,
+     * each naming itself (docs/OPERATIONS.md quotes the broker's words) */
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "PRAGMA user_version = 11");
+    h_cli_result_t res;
+    int status_code =
+        h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*", NULL);
+    assert_int_equal(status_code, 1);
+    expect_text(res.err,
+                "store schema version 11 is newer than this schakeld understands (10); run the "
+                "schakeld that wrote it, or a newer one",
+                "a broker's start on a newer store");
+    h_cli_result_free(&res);
+    const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
+                                  "--broker-key", env->broker_pub, NULL};
+    h_run_ctl_argv(env, NULL, NULL, verify, &res);
+    expect_exit(&res, 1, "audit verify of a newer store");
+    expect_text(res.err,
+                "store schema version 11 is newer than this program understands (10); read it "
+                "with the release that wrote it, or a newer one",
+                "audit verify of a newer store");
+    assert_null(strstr(res.err, "schakeld"));
+    h_cli_result_free(&res);
+    h_store_exec(env, "PRAGMA user_version = 10");
+    h_done(env);
+}
+
 static const char BAD_PARTNER_RULES[] =
     "rules:\n  - id: naar-niemand\n    from: [politie]\n    to: [dierenbescherming]\n"
     "    themes: [overlast]\n    areas: [GM0935]\n    purpose: x\n    legal_basis: y\n"
@@ -2744,6 +2839,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ctl_usage_and_unreachable, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_status_partners_rules_follow_traffic,
+                                        setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_status_and_log_say_the_store_migrated,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_refused_keeps_old_policy, setup_admin_broker,
                                         h_teardown),

@@ -632,6 +632,7 @@ static void test_schema_6_store_migrates(void **state)
     free(json);
 
     f->store = store_fixture_open(f->path, store_key);
+    assert_int_equal(store_migrated_from(f->store, NULL), 6);
     db = store_fixture_raw_open_or_create(f->path);
     assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
     assert_int_equal(

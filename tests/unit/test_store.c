@@ -215,9 +215,13 @@ static void test_reopen_keeps_data(void **state)
     int64_t seq = deliver_new(f->store, POLITIE, 1);
     assert_int_equal(store_commit(f->store), 0);
     long version = raw_user_version(f->path);
+    assert_int_equal(version, store_schema_version());
+    assert_int_equal(store_migrated_from(f->store, NULL), 0); /* made new: no migration */
 
     reopen(f);
     assert_int_equal(raw_user_version(f->path), version);
+    assert_int_equal(store_migrated_from(f->store, NULL), 0); /* current: none */
+    assert_int_equal(store_migrated_from(NULL, NULL), 0);
     assert_int_equal(publish_known(f->store, WOCO, 1), 1);
     seen_t seen = {.recipient = POLITIE};
     assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, collect, &seen), 1);
@@ -3262,6 +3266,9 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     assert_true(store_files_contain(f->path, sig, sizeof sig));
 
     reopen(f); /* migrates */
+    int64_t ms = -1;
+    assert_int_equal(store_migrated_from(f->store, &ms), 7);
+    assert_true(ms >= 0);
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
     assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
