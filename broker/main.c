@@ -468,6 +468,9 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                "set store_key_file to %s before schakeld starts again\n",
                (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
                new_key_path, new_key_path);
+        if (store_migrated_from(store, NULL) > 0)
+            printf("the store was at schema %d: migrated to %d\n", store_migrated_from(store, NULL),
+                   store_schema_version());
         if (audit.set_aside_recorded > 0)
             printf("recorded %lld deliveries the schema migration set aside (delivery.set_aside)\n",
                    (long long)audit.set_aside_recorded);
@@ -571,7 +574,7 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
     if (r.fold_note[0] != '\0')
         printf("note: %s\n", r.fold_note);
     if (r.migrated_from > 0)
-        printf("the backup was at store schema %d: migrated to %d\n", r.migrated_from,
+        printf("the backup was at schema %d: migrated to %d\n", r.migrated_from,
                store_schema_version());
     if (r.set_aside_recorded > 0)
         printf("the backup's schema migration set aside %lld deliveries it could not re-seal:"

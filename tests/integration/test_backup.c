@@ -417,7 +417,7 @@ static void test_restore_of_a_backup_from_before_a_rekey(void **state)
     h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--config", env->config_path, "--rekey", "--new-store-key",
                             new_key, NULL);
-    if (status != 0 || !strstr(res.out, "re-sealed"))
+    if (status != 0 || !strstr(res.out, "re-sealed") || strstr(res.out, "migrated"))
         fail_msg("--rekey: exit %d: %s%s", status, res.out, res.err);
     h_cli_result_free(&res);
     h_copy_file(new_key, config_key);
