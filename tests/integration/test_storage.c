@@ -2840,7 +2840,7 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
     if (status != 0 || strstr(res.out, "re-sealed 1 item bodies and 0 delivery bodies") == NULL ||
-        strstr(res.out, "the store was at schema 8: migrated to 10\n") == NULL ||
+        strstr(res.out, "the store was at schema 8: migrated to 11\n") == NULL ||
         strstr(res.out, "recorded 1 deliveries the schema migration set aside") == NULL ||
         strstr(res.out, says) == NULL || strstr(res.err, line) == NULL ||
         strstr(res.err, "under the layout of schema 8") == NULL)
@@ -2929,7 +2929,7 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
-    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 10\n") == NULL ||
+    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 11\n") == NULL ||
         strstr(res.out, "the backup's schema migration set aside 1 deliveries") == NULL ||
         strstr(res.err, line) == NULL)
         fail_msg("--restored: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);
