@@ -1201,6 +1201,7 @@ static int receive_one(broker_t *b)
     zmq_msg_init(&data);
     int parts = 0;
     int more = zmq_msg_more(&routing);
+    uint64_t wire_bytes = 0; /* of all its parts: the routing id is libzmq's own */
     while (more) {
         zmq_msg_t extra;
         zmq_msg_t *target = parts == 0 ? &data : &extra;
@@ -1212,10 +1213,13 @@ static int receive_one(broker_t *b)
             break;
         }
         more = zmq_msg_more(target);
+        wire_bytes += conns_frame_wire_bytes(zmq_msg_size(target));
         if (parts > 0)
             msg_wipe_close(&extra);
         parts++;
     }
+    if (parts > 0)
+        conns_took(b->conns, zmq_msg_get(&data, ZMQ_SRCFD), wire_bytes);
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
     if (user_id == NULL) {
         /* CURVE with our ZAP handler always sets a User-Id; a message
@@ -1827,6 +1831,50 @@ static void close_idle_connections(broker_t *b)
     log_event(LOG_INFO, "connections.closed_idle", "connections", n, NULL);
 }
 
+/* A connection cut for the unfinished message it held: said with its peer
+ * address and, when a session is on it, the session's principal. */
+static void held_cut(void *arg, int fd, const char *peer, uint64_t held)
+{
+    broker_t *b = arg;
+    b->stats.connections_cut_unfinished++;
+    char bytes[24];
+    const char *principal = "unknown"; /* no session: no message complete, or none for 20 s */
+    size_t cursor = 0;
+    session_t *session;
+    while ((session = sessions_next(b->sessions, &cursor)) != NULL)
+        if (session->fd == fd) {
+            principal = session->principal;
+            break;
+        }
+    snprintf(bytes, sizeof bytes, "%llu", (unsigned long long)held);
+    log_event(LOG_WARN, "connection.cut_unfinished", "peer", peer, "principal", principal,
+              "held_bytes", bytes, NULL);
+}
+
+/* The check of multipart messages that never end (conns.h), in two
+ * halves: the snapshot at housekeeping, the check once every message
+ * complete at the snapshot has been taken (the router holds none, or the
+ * broker took every connection's share since). O(connections). */
+static void held_check_if_settled(broker_t *b)
+{
+    if (!conns_held_pending(b->conns) ||
+        (!conns_held_settled(b->conns, SCHAKEL_BROKER_RCVHWM + 1) && frames_waiting(b)))
+        return;
+    conns_held_limits_t limits = {.bound = SCHAKEL_HELD_BOUND_BYTES,
+                                  .command_bytes_per_s = SCHAKEL_HELD_COMMAND_BYTES_PER_S};
+    (void)conns_held_check(b->conns, b->now_ms, &limits, held_cut, b);
+}
+
+/* A router found empty right after the snapshot checks at once (an idle
+ * broker); otherwise the loop checks once it has read what waited. */
+static void held_snapshot(broker_t *b)
+{
+    if (b->router_events == NULL || conns_held_pending(b->conns))
+        return;
+    conns_held_snapshot(b->conns, b->now_ms);
+    held_check_if_settled(b);
+}
+
 /* Commits are synced on a second thread from here on, and the WAL is
  * copied into the database on a third; without them (an in-memory store,
  * no thread) every turn syncs its own commit, and the commit that makes a
@@ -1961,6 +2009,8 @@ int broker_run(broker_t *b)
                 return -1;
             }
         }
+        broker_connections_drain(b); /* a connection that closed is not checked */
+        held_check_if_settled(b);
         int admin_read = b->admin != NULL ? admin_receive(b->admin, b) : 0;
         if (admin_read < 0 && zmq_errno() != EINTR) {
             log_event(LOG_ERROR, "admin.recv_failed", "error", zmq_strerror(zmq_errno()), NULL);
@@ -1992,6 +2042,7 @@ int broker_run(broker_t *b)
             if (sessions_expire(b->sessions, b->now_ms, SCHAKEL_SESSION_TIMEOUT_MS) >= 64)
                 malloc_trim(0);
             close_idle_connections(b);
+            held_snapshot(b);
             undeliverable_summary(b, 0);
             deliver_acks_limited_summary(b, 0);
             if (deliver_check_ack_timeouts(b) > 0) {

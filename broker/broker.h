@@ -86,6 +86,7 @@ typedef struct broker_stats {
     unsigned long commits_synced, commits_unsynced;
     unsigned long refused_by_reason[METRICS_REASON_SLOTS]; /* see metrics_refused */
     unsigned long connections_closed_idle; /* shut down: unused, or over the cap (conns.h) */
+    unsigned long connections_cut_unfinished; /* shut down: an unfinished message held (conns.h) */
     /* A connection's queued bytes at their bounds (sendq.h): case queries
      * answered RATE_LIMITED, pushes stopped, ack timeouts that sent
      * nothing again; and answers that could not be queued. */

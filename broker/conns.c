@@ -7,10 +7,16 @@
  */
 #include "conns.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,12 +36,20 @@ typedef struct conn {
     uint8_t claim;   /* a session on it holds a Flow: until the next pass (conns_claimed) */
     uint32_t flow_window; /* the Flow kept with it when its session ended ... */
     uint64_t flow_order;  /* ... and its order among the principal's Flows; 0: none */
+    uint64_t taken;       /* wire bytes of the messages the broker took from it */
+    int64_t read_snap;    /* bytes libzmq had read from it at the pass's snapshot */
+    int64_t commands;     /* at most this many bytes read from it were no frames ... */
+    int64_t commands_ms;  /* ... as of this time (conns_held_check) */
+    uint8_t snapped;      /* read_snap is the pass's (conns_held_snapshot) */
 } conn_t;
 
 struct conns {
     conn_t *by_fd;
     size_t len;
     size_t open;
+    int64_t snapshot_ms;  /* the pass's snapshot; 0: none waits for its check */
+    size_t snapped;       /* connections in it */
+    uint64_t taken_since; /* messages the broker took since it */
     size_t kept_flows; /* entries with a flow_order (only open ones have one) */
 };
 
@@ -157,6 +171,10 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->shut = 0;
     conn->revoked = 0;
     conn->claim = 0;
+    conn->taken = 0;
+    conn->commands = 0; /* the handshake counts as held until the first pass */
+    conn->commands_ms = now_ms;
+    conn->snapped = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -172,6 +190,7 @@ void conns_closed(conns_t *c, int fd)
     conn->shut = 0;
     conn->revoked = 0;
     conn->claim = 0;
+    conn->snapped = 0;
 }
 
 int conns_is_closed(const conns_t *c, int fd)
@@ -461,4 +480,135 @@ size_t conns_close_idle(conns_t *c, int64_t now_ms, const conns_limits_t *lim)
 size_t conns_open_count(const conns_t *c)
 {
     return c->open;
+}
+
+/* ------------------------------------------------- unfinished messages */
+
+uint64_t conns_frame_wire_bytes(size_t len)
+{
+    uint64_t body = (uint64_t)len + 33; /* "\x07MESSAGE", nonce, MAC, flags */
+    return body + (body <= 255 ? 2 : 9);
+}
+
+void conns_took(conns_t *c, int fd, uint64_t wire_bytes)
+{
+    conn_t *conn = conns_find(c, fd);
+    if (conn != NULL && conn->state == CONN_OPEN)
+        conn->taken += wire_bytes;
+    c->taken_since++;
+}
+
+/* What libzmq has read from the socket on fd, while it still is the
+ * connection accepted there: the kernel's count of bytes received less
+ * those still in its receive queue, two calls apart. Bytes that arrive
+ * between them count in the second only: read first (`low`), the count
+ * received finds at most what libzmq has read; read second, at least. -1
+ * when it cannot be read (no TCP, a kernel before 4.1, another socket on
+ * the number). */
+static int64_t conns_read_bytes(const conn_t *conn, int fd, int low)
+{
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    int queued = 0;
+    memset(&info, 0, sizeof info);
+    if (socket_cookie(fd) != conn->cookie || (!low && ioctl(fd, SIOCINQ, &queued) != 0) ||
+        getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received ||
+        (low && ioctl(fd, SIOCINQ, &queued) != 0) || queued < 0 ||
+        info.tcpi_bytes_received > (uint64_t)INT64_MAX)
+        return -1;
+    return (int64_t)info.tcpi_bytes_received - queued;
+}
+
+void conns_held_snapshot(conns_t *c, int64_t now_ms)
+{
+    c->snapped = 0;
+    c->taken_since = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        conn_t *conn = &c->by_fd[i];
+        conn->snapped = 0;
+        if (!conns_live(conn))
+            continue;
+        conn->read_snap = conns_read_bytes(conn, (int)i, 1);
+        conn->snapped = conn->read_snap >= 0;
+        c->snapped += conn->snapped;
+    }
+    c->snapshot_ms = now_ms > 0 ? now_ms : 1;
+}
+
+int conns_held_pending(const conns_t *c)
+{
+    return c->snapshot_ms != 0;
+}
+
+int conns_held_settled(const conns_t *c, size_t per_connection)
+{
+    return c->snapshot_ms != 0 && c->taken_since >= 2 * (uint64_t)per_connection * c->snapped;
+}
+
+/* The peer's address as text: "unknown" when it cannot be read. */
+static void peer_text(int fd, char *out, socklen_t len)
+{
+    struct sockaddr_storage addr;
+    socklen_t addr_len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    const char *text = NULL;
+    if (getpeername(fd, (struct sockaddr *)&addr, &addr_len) == 0) {
+        if (addr.ss_family == AF_INET)
+            text = inet_ntop(AF_INET, &((struct sockaddr_in *)&addr)->sin_addr, out, len);
+        else if (addr.ss_family == AF_INET6)
+            text = inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&addr)->sin6_addr, out, len);
+    }
+    if (text == NULL)
+        snprintf(out, len, "unknown");
+}
+
+/* The most command bytes the connection can have sent by at_ms. */
+static int64_t conns_commands_by(const conn_t *conn, int64_t at_ms, uint64_t per_s)
+{
+    int64_t ms = at_ms > conn->commands_ms ? at_ms - conn->commands_ms : 0;
+    return conn->commands + ms * (int64_t)per_s / 1000;
+}
+
+size_t conns_held_check(conns_t *c, int64_t now_ms, const conns_held_limits_t *lim,
+                        conns_held_cut_fn cut, void *arg)
+{
+    size_t n = 0;
+    int64_t snapshot_ms = c->snapshot_ms;
+    c->snapshot_ms = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        conn_t *conn = &c->by_fd[i];
+        if (!conn->snapped)
+            continue;
+        conn->snapped = 0;
+        if (!conns_live(conn))
+            continue;
+        /* Every message complete at the snapshot was taken since: what
+         * was read then, less the taken and the most it can have sent of
+         * commands, is at most what libzmq held then of messages not yet
+         * complete (taken also counts frames read after the snapshot). */
+        int64_t held = conn->read_snap - (int64_t)conn->taken -
+                       conns_commands_by(conn, snapshot_ms, lim->command_bytes_per_s);
+        if (held > (int64_t)lim->bound) {
+            char peer[INET6_ADDRSTRLEN];
+            peer_text((int)i, peer, sizeof peer); /* a socket shut down has no peer */
+            if (conns_shut(c, i)) {
+                n++;
+                if (cut != NULL)
+                    cut(arg, (int)i, peer, (uint64_t)held);
+                continue;
+            }
+        }
+        /* What was read now and is no frame the broker took bounds the
+         * commands from above (it counts everything held as well): a long
+         * life does not add up an allowance that an unfinished message
+         * could use. */
+        int64_t commands = conns_commands_by(conn, now_ms, lim->command_bytes_per_s);
+        int64_t read_now = conns_read_bytes(conn, (int)i, 0);
+        if (read_now >= 0 && read_now - (int64_t)conn->taken < commands)
+            commands = read_now - (int64_t)conn->taken;
+        conn->commands = commands;
+        conn->commands_ms = now_ms;
+    }
+    return n;
 }

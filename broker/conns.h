@@ -116,4 +116,69 @@ int conns_cookies_supported(void);
 /* Connections open now (accepted, not closed), for the operators. */
 size_t conns_open_count(const conns_t *conns);
 
+/*
+ * Multipart messages that never end. libzmq 4.3 keeps the parts of a
+ * message in the connection's pipe until its last part arrives, and caps
+ * neither their number nor their bytes in all (ZMQ_MAXMSGSIZE caps one
+ * part, the HWM counts whole messages): a client with its own ZMTP code
+ * that never sends the last part grows the broker without end. (libzmq's
+ * own sending keeps an unfinished message in the client: nothing of it is
+ * on the wire before its last part.) The broker cannot see such parts, but
+ * it can see their bytes: what libzmq has read from the socket (TCP_INFO
+ * tcpi_bytes_received less the socket's receive queue, SIOCINQ), less the
+ * wire bytes of the frames the broker took from the connection
+ * (conns_took), less the bytes that are neither (the handshake and ZMTP
+ * commands: PINGs and PONGs), is what libzmq holds of messages not yet
+ * complete.
+ *
+ * A pass (about once a second, O(connections) and six system calls per
+ * connection): conns_held_snapshot reads what libzmq has read from each
+ * socket; once the broker has read every message the router holds (none
+ * waits in any pipe: every message complete at the snapshot has been
+ * taken), conns_held_check compares. The comparison only ever finds less
+ * than is held: frames read after the snapshot count as taken, and the
+ * bytes that are no frames are bounded from above, never guessed low: at
+ * most SCHAKEL_HELD_COMMAND_BYTES_PER_S a second since the last pass,
+ * and never more than the connection's whole excess read just after it
+ * (so a long life does not add up an allowance). What libzmq holds of a
+ * well-behaved client is then at most the frame it is reading (1 MiB) and
+ * one read batch (8 KiB); a connection found to hold more than the bound
+ * is shut down (conns_shut: libzmq closes it and frees its parts).
+ */
+
+/* The bytes a frame of `len` bytes takes on the wire from a CURVE client:
+ * the ZMTP frame header (2 bytes, or 9 above 255), "\x07MESSAGE", the
+ * nonce, the box's MAC and its flags byte. */
+uint64_t conns_frame_wire_bytes(size_t len);
+/* The broker took a message of `wire_bytes` (conns_frame_wire_bytes of
+ * each part, summed) from the connection on `fd`. O(1). */
+void conns_took(conns_t *conns, int fd, uint64_t wire_bytes);
+/* The pass's first half: what libzmq has read from each open connection,
+ * at now_ms. Call it with every connection event drained. */
+void conns_held_snapshot(conns_t *conns, int64_t now_ms);
+/* 1 while a snapshot waits for its check. */
+int conns_held_pending(const conns_t *conns);
+/* 1 when the broker has taken, since the snapshot, twice `per_connection`
+ * messages for every connection in it: the router queues at most
+ * per_connection (its RCVHWM, and one more) of each, and reads them
+ * fair-queued, one of each connection that has one in turn, so every
+ * message that waited at the snapshot has been taken, even on a router
+ * that is never empty (a busy broker). The other way to know it: the
+ * router holds no message (ZMQ_EVENTS), which the broker asks. */
+int conns_held_settled(const conns_t *conns, size_t per_connection);
+
+typedef struct conns_held_limits {
+    uint64_t bound;               /* held bytes past which a connection is shut down */
+    uint64_t command_bytes_per_s; /* ZMTP command bytes a connection may send a second */
+} conns_held_limits_t;
+/* A connection shut down: its socket (open until libzmq closes it), its
+ * peer's address ("unknown" when it could not be read), the bytes held. */
+typedef void (*conns_held_cut_fn)(void *arg, int fd, const char *peer, uint64_t held);
+/* The pass's second half, once the broker has read every message the
+ * router held since the snapshot: shuts down each connection that holds
+ * more than limits->bound bytes of unfinished messages, calling cut for
+ * each. Returns how many. */
+size_t conns_held_check(conns_t *conns, int64_t now_ms, const conns_held_limits_t *limits,
+                        conns_held_cut_fn cut, void *arg);
+
 #endif

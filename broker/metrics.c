@@ -446,6 +446,10 @@ static char *metrics_render(const metrics_snapshot_t *s, const char *version, si
                            "Connections the broker closed: silent ones beyond the allowance, quiet "
                            "ones beyond their principal's cap, and revoked keys'.",
                            s->stats.connections_closed_idle);
+    metrics_render_counter(f, "schakel_connections_cut_unfinished_total",
+                           "Connections the broker closed because libzmq held more than 2 MiB "
+                           "read from them of a multipart message whose last part never came.",
+                           s->stats.connections_cut_unfinished);
     metrics_render_counter(f, "schakel_replies_undeliverable_total",
                            "Answers the broker could not queue: the client was gone, or its "
                            "queue full (SNDHWM).",

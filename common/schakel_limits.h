@@ -140,6 +140,25 @@
  * loop holds at most this many frames of each connection in memory. */
 #define SCHAKEL_BROKER_RCVHWM 128
 
+/* Multipart messages that never end (broker/conns.h): a connection from
+ * which libzmq has read more than this that is neither a frame the broker
+ * took nor the handshake or a ZMTP command is shut down. Of a client that
+ * sends whole messages libzmq holds at most the frame it is reading (up to
+ * ZMQ_MAXMSGSIZE, 1 MiB, read straight into the message) and one read
+ * batch (8 KiB), so this leaves 1 MiB to spare. Parts of 256 KiB held cost
+ * the broker about their bytes; parts of a few bytes (35 on the wire) 150
+ * to 600 bytes each (libzmq's 64-byte message, its share of its queue's
+ * chunks and of its read buffers, and what the allocator keeps: measured),
+ * so that a connection cut at this bound held up to about 36 MiB. */
+#define SCHAKEL_HELD_BOUND_BYTES (2u * 1024u * 1024u)
+/* ZMTP command bytes a connection may send a second: a PONG (40 bytes on
+ * the wire) to the broker's PING every 2 s, and PINGs of its own (42
+ * bytes, 58 with the longest context) up to four a second; libzmq clients
+ * set ZMQ_HEARTBEAT_IVL=2000 (41 bytes a second in all, measured). A
+ * client that pings more often than every 250 ms may find its connection
+ * shut down once its excess adds up to the bound (hours). */
+#define SCHAKEL_HELD_COMMAND_BYTES_PER_S 256u
+
 /* Broker loop */
 #define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */
 #define SCHAKEL_MAX_SYNC_TICKETS 64u    /* turns committed and waiting for their sync */
