@@ -1854,7 +1854,8 @@ static void held_cut(void *arg, int fd, const char *peer, uint64_t held)
 /* The check of multipart messages that never end (conns.h), in two
  * halves: the snapshot at housekeeping, the check once every message
  * complete at the snapshot has been taken (the router holds none, or the
- * broker took every connection's share since). O(connections). */
+ * broker took twice a connection's queue from one connection since: see
+ * conns_held_settled). O(connections). */
 static void held_check_if_settled(broker_t *b)
 {
     if (!conns_held_pending(b->conns) ||

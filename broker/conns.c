@@ -41,6 +41,7 @@ typedef struct conn {
     int64_t commands;     /* at most this many bytes read from it were no frames ... */
     int64_t commands_ms;  /* ... as of this time (conns_held_check) */
     uint8_t snapped;      /* read_snap is the pass's (conns_held_snapshot) */
+    uint64_t taken_since; /* messages the broker took from it since the snapshot */
 } conn_t;
 
 struct conns {
@@ -48,8 +49,7 @@ struct conns {
     size_t len;
     size_t open;
     int64_t snapshot_ms;  /* the pass's snapshot; 0: none waits for its check */
-    size_t snapped;       /* connections in it */
-    uint64_t taken_since; /* messages the broker took since it */
+    uint64_t most_since;  /* messages the broker took since it from one connection, at most */
     size_t kept_flows; /* entries with a flow_order (only open ones have one) */
 };
 
@@ -175,6 +175,7 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->commands = 0; /* the handshake counts as held until the first pass */
     conn->commands_ms = now_ms;
     conn->snapped = 0;
+    conn->taken_since = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -493,9 +494,11 @@ uint64_t conns_frame_wire_bytes(size_t len)
 void conns_took(conns_t *c, int fd, uint64_t wire_bytes)
 {
     conn_t *conn = conns_find(c, fd);
-    if (conn != NULL && conn->state == CONN_OPEN)
-        conn->taken += wire_bytes;
-    c->taken_since++;
+    if (conn == NULL || conn->state != CONN_OPEN)
+        return;
+    conn->taken += wire_bytes;
+    if (++conn->taken_since > c->most_since)
+        c->most_since = conn->taken_since;
 }
 
 /* What libzmq has read from the socket on fd, while it still is the
@@ -522,16 +525,15 @@ static int64_t conns_read_bytes(const conn_t *conn, int fd, int low)
 
 void conns_held_snapshot(conns_t *c, int64_t now_ms)
 {
-    c->snapped = 0;
-    c->taken_since = 0;
+    c->most_since = 0;
     for (size_t i = 0; i < c->len; i++) {
         conn_t *conn = &c->by_fd[i];
         conn->snapped = 0;
+        conn->taken_since = 0;
         if (!conns_live(conn))
             continue;
         conn->read_snap = conns_read_bytes(conn, (int)i, 1);
         conn->snapped = conn->read_snap >= 0;
-        c->snapped += conn->snapped;
     }
     c->snapshot_ms = now_ms > 0 ? now_ms : 1;
 }
@@ -543,7 +545,7 @@ int conns_held_pending(const conns_t *c)
 
 int conns_held_settled(const conns_t *c, size_t per_connection)
 {
-    return c->snapshot_ms != 0 && c->taken_since >= 2 * (uint64_t)per_connection * c->snapped;
+    return c->snapshot_ms != 0 && c->most_since >= 2 * (uint64_t)per_connection;
 }
 
 /* The peer's address as text: "unknown" when it cannot be read. */

@@ -159,12 +159,14 @@ void conns_held_snapshot(conns_t *conns, int64_t now_ms);
 /* 1 while a snapshot waits for its check. */
 int conns_held_pending(const conns_t *conns);
 /* 1 when the broker has taken, since the snapshot, twice `per_connection`
- * messages for every connection in it: the router queues at most
- * per_connection (its RCVHWM, and one more) of each, and reads them
- * fair-queued, one of each connection that has one in turn, so every
+ * messages from one connection: the router queues at most per_connection
+ * (its RCVHWM, and one more) of each connection, and reads them
+ * fair-queued, one of each connection that has one in turn, so that every
  * message that waited at the snapshot has been taken, even on a router
- * that is never empty (a busy broker). The other way to know it: the
- * router holds no message (ZMQ_EVENTS), which the broker asks. */
+ * that is never empty (a busy broker). Twice, as a connection's queue that
+ * fills is only seen by the router at its next look at its commands. The
+ * other way to know it: the router holds no message (ZMQ_EVENTS), which
+ * the broker asks. */
 int conns_held_settled(const conns_t *conns, size_t per_connection);
 
 typedef struct conns_held_limits {

@@ -27,7 +27,8 @@ void zmtp_raw_close(zmtp_raw_t **raw);
 
 /* Send one part of `len` bytes, with the MORE flag when `more`. Answers
  * the broker's PINGs that arrived meanwhile. 0, or -1 once the broker
- * closed the connection (or a send stayed blocked for H_TIMEOUT_MS). */
+ * closed the connection; a send blocked for H_TIMEOUT_MS (times
+ * h_time_factor) fails the test. */
 int zmtp_raw_send(zmtp_raw_t *raw, const void *data, size_t len, int more);
 
 /* Wait up to timeout_ms for the broker's next message (one frame; its
