@@ -544,6 +544,17 @@ static void note_message_id(const Schakel__Frame *frame, wire_error_t *err)
     }
 }
 
+/* A Deliver refused here is still a delivery the broker counts in flight:
+ * its seq lets the client say which one it could not read (and ack it, if
+ * it decides to drop it). Only from a frame of our version: in another,
+ * field 1 of the body need not be a seq. */
+static void note_deliver_seq(const Schakel__Frame *frame, wire_error_t *err)
+{
+    if (err != NULL && frame->has_version && frame->version == SCHAKEL_PROTOCOL_VERSION &&
+        frame->body_case == SCHAKEL__FRAME__BODY_DELIVER && frame->deliver->has_seq)
+        err->deliver_seq = frame->deliver->seq;
+}
+
 static int check_ack(const Schakel__Ack *ack, wire_error_t *err)
 {
     if (ack->n_seqs == 0) {
@@ -676,6 +687,7 @@ static Schakel__Frame *decode_frame(const uint8_t *buf, size_t len, size_t budge
     if (err != NULL) {
         err->item_index = -1;
         err->has_message_id = 0;
+        err->deliver_seq = 0;
     }
     if (len > limits.max_frame_bytes) {
         wire_error_set(err, SCHAKEL__REASON__FRAME_TOO_LARGE,
@@ -694,6 +706,7 @@ static Schakel__Frame *decode_frame(const uint8_t *buf, size_t len, size_t budge
      * know, and "unsupported version" is the useful answer then. */
     Schakel__Frame *frame = (Schakel__Frame *)message;
     note_message_id(frame, err);
+    note_deliver_seq(frame, err);
     if (check_version(frame, err) < 0 || tree_check(message, 0, flags, err) < 0 ||
         scan_strings(buf, len, &schakel__frame__descriptor, 0, err) < 0 ||
         check_body(frame, err) < 0) {

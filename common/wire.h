@@ -28,6 +28,10 @@ typedef struct wire_error {
      * well-formed message id, so that the Rejected can name it. */
     int has_message_id;
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+    /* Set by the frame decoders when a refused frame of version 1 parsed
+     * as a Deliver with a seq (not 0): the delivery a client could not
+     * read, which the broker counts in flight until it is acked. */
+    uint64_t deliver_seq;
 } wire_error_t;
 
 /* Limits a process may lower below the compiled caps of schakel_limits.h

@@ -103,6 +103,7 @@ schakel_status_t client_fail(schakel_client_t *client, schakel_status_t status, 
     va_start(args, fmt);
     client_error_vset(&client->last_error, status, fmt, args);
     va_end(args);
+    client->undecodable_seq = 0;
     return status;
 }
 
@@ -155,6 +156,15 @@ const schakel_error_t *schakel_last_error(const schakel_client_t *client)
 {
     static const schakel_error_t no_client = {SCHAKEL_ERR_USAGE, 0, "", -1, "no client"};
     return client != NULL ? &client->last_error : &no_client;
+}
+
+/* Only while the last error is the receive's: a refusal recorded since
+ * (client_error_rejected, which does not go through client_fail) is not. */
+uint64_t schakel_undecodable_seq(const schakel_client_t *client)
+{
+    return client != NULL && client->last_error.status == SCHAKEL_ERR_PROTOCOL
+               ? client->undecodable_seq
+               : 0;
 }
 
 /* ------------------------------------------------------------------ time */
@@ -305,6 +315,7 @@ schakel_status_t client_replace_socket(schakel_client_t *client)
     if (status != SCHAKEL_OK) {
         client_close_socket(client, 0);
         client->last_error = err;
+        client->undecodable_seq = 0;
     }
     return status;
 }

@@ -439,14 +439,27 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
         return client_fail(client, SCHAKEL_ERR_TIMEOUT, "no delivery within %d ms", timeout_ms);
     if (status != SCHAKEL_OK)
         return status;
-    char text[200] = "";
-    status = delivery_decode(delivery_queue_peek(&client->queue)->deliver, out, text, sizeof text);
+    char text[sizeof client->last_error.text - 80] = "";
+    const delivery_slot_t *next = delivery_queue_peek(&client->queue);
+    uint64_t seq = next->seq;
+    if (next->frame != NULL) {
+        status = delivery_decode(next->frame->deliver, out, text, sizeof text);
+    } else { /* refused by the frame codec, which named its seq */
+        snprintf(text, sizeof text, "%s", next->unreadable);
+        status = SCHAKEL_ERR_PROTOCOL;
+    }
     /* Short of memory, the delivery stays queued for the next call: the
-     * broker would not send it again before its ack timeout. */
+     * broker would not send it again before its ack timeout. One that
+     * cannot be read is dropped, not acked: the broker counts it in flight
+     * (a slot of the window) until the caller acks it, or sends it again
+     * at its ack timeout or to the next receiving connection. */
     if (status != SCHAKEL_ERR_NOMEM)
         delivery_queue_drop_front(&client->queue);
-    if (status != SCHAKEL_OK)
-        return client_fail(client, status, "%s (from broker %s)", text, client->endpoint);
+    if (status == SCHAKEL_OK)
+        return status;
+    client_fail(client, status, "%s (from broker %s)", text, client->endpoint);
+    if (status == SCHAKEL_ERR_PROTOCOL)
+        client->undecodable_seq = seq;
     return status;
 }
 

@@ -138,6 +138,10 @@ struct schakel_client {
     zmq_msg_t held; /* a message we had no memory to decode, if holding */
     int holding;
     schakel_error_t last_error;
+    /* The delivery the last error is about (schakel_undecodable_seq): set
+     * by schakel_receive with a SCHAKEL_ERR_PROTOCOL for a delivery it
+     * could not read, cleared by every other failure (client_fail). */
+    uint64_t undecodable_seq;
 };
 
 /* What a wait loop is waiting for. */

@@ -732,12 +732,33 @@ static int client_next_message(schakel_client_t *client, zmq_msg_t *msg)
     return -1;
 }
 
+/* A Deliver the codec refused that named its seq (a string not UTF-8,
+ * both a signal and a case event, an enum value we do not know) is a
+ * delivery we cannot read, not a broker that does not speak our protocol:
+ * it is queued in its turn, for schakel_receive to report with its seq,
+ * and ends no other wait. Returns 0, or -1 when it could not be queued
+ * (no memory for its text). */
+static int client_queue_unreadable(schakel_client_t *client, const wire_error_t *werr,
+                                   client_wait_t *wait)
+{
+    char text[sizeof client->last_error.text];
+    snprintf(text, sizeof text, "delivery seq=%llu does not decode: %s: %s",
+             (unsigned long long)werr->deliver_seq, wire_reason_name(werr->reason), werr->text);
+    if (delivery_queue_push_unreadable(&client->queue, werr->deliver_seq, text) != 0)
+        return -1;
+    if (wait->kind == CLIENT_WAIT_DELIVERY)
+        client_wait_finish(wait, SCHAKEL_OK);
+    return 0;
+}
+
 /* Read one ZMQ message from the broker, if one is there (returns 1, else 0),
  * and act on it. A message the codec
  * refuses (not a Frame, wrong version, multipart, over the size limit) ends
  * the current wait with SCHAKEL_ERR_PROTOCOL: the broker is not speaking our
- * protocol, and waiting on would only hide that behind a timeout. A message
- * we lacked the memory to decode (the codec's INTERNAL_ERROR) ends the wait
+ * protocol, and waiting on would only hide that behind a timeout; but a
+ * refused Deliver that names its seq is queued (client_queue_unreadable). A
+ * message we lacked the memory to decode (the codec's INTERNAL_ERROR, or
+ * such a Deliver's text) ends the wait
  * with SCHAKEL_ERR_NOMEM and is held, to be decoded first by the next wait:
  * it may be the answer or delivery the broker will not send again. */
 static int client_read_frame(schakel_client_t *client, client_wait_t *wait)
@@ -751,7 +772,14 @@ static int client_read_frame(schakel_client_t *client, client_wait_t *wait)
     Schakel__Frame *frame = NULL;
     if (!multipart)
         frame = wire_decode_broker_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &werr);
-    if (frame == NULL && !multipart && werr.reason == SCHAKEL__REASON__INTERNAL_ERROR &&
+    int unreadable = frame == NULL && !multipart && werr.deliver_seq != 0 &&
+                     werr.reason != SCHAKEL__REASON__INTERNAL_ERROR;
+    if (unreadable && client_queue_unreadable(client, &werr, wait) == 0) {
+        zmq_msg_close(&msg);
+        return 1;
+    }
+    if (frame == NULL && !multipart &&
+        (unreadable || werr.reason == SCHAKEL__REASON__INTERNAL_ERROR) &&
         zmq_msg_move(&client->held, &msg) == 0) {
         client->holding = 1;
         zmq_msg_close(&msg);

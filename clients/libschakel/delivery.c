@@ -1,6 +1,7 @@
 /*
  * delivery.c — a broker's Deliver frames inside libschakel: the bounded queue
- * of received frames, and their decoding into the caller's schakel_delivery_t
+ * of received frames (and of Delivers the frame codec refused, by seq), and
+ * their decoding into the caller's schakel_delivery_t
  * (a signal here, a case event through caseview.c).
  *
  * Owns the queued frames and each delivery's memory. Trusts nothing of the
@@ -23,8 +24,8 @@
 int delivery_queue_init(delivery_queue_t *q, size_t capacity)
 {
     memset(q, 0, sizeof *q);
-    q->frames = calloc(capacity, sizeof *q->frames);
-    if (q->frames == NULL)
+    q->slots = calloc(capacity, sizeof *q->slots);
+    if (q->slots == NULL)
         return -1;
     q->capacity = capacity;
     return 0;
@@ -34,8 +35,8 @@ void delivery_queue_destroy(delivery_queue_t *q)
 {
     while (q->count > 0)
         delivery_queue_drop_front(q);
-    free(q->frames);
-    q->frames = NULL;
+    free(q->slots);
+    q->slots = NULL;
     q->capacity = 0;
 }
 
@@ -44,38 +45,64 @@ int delivery_queue_full(const delivery_queue_t *q)
     return q->count >= q->capacity;
 }
 
-static Schakel__Frame **delivery_queue_slot(const delivery_queue_t *q, size_t position)
+static delivery_slot_t *delivery_queue_slot(const delivery_queue_t *q, size_t position)
 {
-    return &q->frames[(q->head + position) % q->capacity];
+    return &q->slots[(q->head + position) % q->capacity];
 }
 
-int delivery_queue_push(delivery_queue_t *q, Schakel__Frame *frame)
+static void delivery_slot_clear(delivery_slot_t *slot)
+{
+    wire_frame_free(&slot->frame);
+    free(slot->unreadable);
+    memset(slot, 0, sizeof *slot);
+}
+
+/* Put what `fill` holds in the slot of its seq, or in a new one. */
+static int delivery_queue_put(delivery_queue_t *q, const delivery_slot_t *fill)
 {
     for (size_t i = 0; i < q->count; i++) {
-        Schakel__Frame **slot = delivery_queue_slot(q, i);
-        if ((*slot)->deliver->seq == frame->deliver->seq) {
-            wire_frame_free(slot);
-            *slot = frame;
+        delivery_slot_t *slot = delivery_queue_slot(q, i);
+        if (slot->seq == fill->seq) {
+            delivery_slot_clear(slot);
+            *slot = *fill;
             return 0;
         }
     }
     if (delivery_queue_full(q))
         return -1;
-    *delivery_queue_slot(q, q->count) = frame;
+    *delivery_queue_slot(q, q->count) = *fill;
     q->count++;
     return 0;
 }
 
-Schakel__Frame *delivery_queue_peek(const delivery_queue_t *q)
+int delivery_queue_push(delivery_queue_t *q, Schakel__Frame *frame)
 {
-    return q->count > 0 ? *delivery_queue_slot(q, 0) : NULL;
+    delivery_slot_t fill = {.frame = frame, .seq = frame->deliver->seq};
+    return delivery_queue_put(q, &fill);
+}
+
+int delivery_queue_push_unreadable(delivery_queue_t *q, uint64_t seq, const char *text)
+{
+    delivery_slot_t fill = {.seq = seq, .unreadable = strdup(text)};
+    if (fill.unreadable == NULL)
+        return -1;
+    if (delivery_queue_put(q, &fill) != 0) {
+        free(fill.unreadable);
+        return -1;
+    }
+    return 0;
+}
+
+const delivery_slot_t *delivery_queue_peek(const delivery_queue_t *q)
+{
+    return q->count > 0 ? delivery_queue_slot(q, 0) : NULL;
 }
 
 void delivery_queue_drop_front(delivery_queue_t *q)
 {
     if (q->count == 0)
         return;
-    wire_frame_free(delivery_queue_slot(q, 0));
+    delivery_slot_clear(delivery_queue_slot(q, 0));
     q->head = (q->head + 1) % q->capacity;
     q->count--;
 }
@@ -84,15 +111,15 @@ void delivery_queue_forget(delivery_queue_t *q, uint64_t seq)
 {
     size_t kept = 0;
     for (size_t i = 0; i < q->count; i++) {
-        Schakel__Frame **from = delivery_queue_slot(q, i);
-        if ((*from)->deliver->seq == seq) {
-            wire_frame_free(from);
+        delivery_slot_t *from = delivery_queue_slot(q, i);
+        if (from->seq == seq) {
+            delivery_slot_clear(from);
             continue;
         }
-        Schakel__Frame **to = delivery_queue_slot(q, kept);
+        delivery_slot_t *to = delivery_queue_slot(q, kept);
         if (to != from) {
             *to = *from;
-            *from = NULL;
+            memset(from, 0, sizeof *from);
         }
         kept++;
     }

@@ -12,10 +12,20 @@
 #include "schakel.h"
 #include "wire.h"
 
-/* A ring of Deliver frames (each already through wire_decode_frame, so
- * frame->deliver is set), oldest first. The queue owns the frames it holds. */
+/* One queued delivery: a Deliver frame (already through
+ * wire_decode_broker_frame, so frame->deliver is set), or one the frame
+ * codec refused that still named its seq (frame NULL, `unreadable` the
+ * codec's words): handed out in its turn as a delivery that cannot be
+ * read, never dropped unseen. */
+typedef struct delivery_slot {
+    Schakel__Frame *frame;
+    uint64_t seq;
+    char *unreadable;
+} delivery_slot_t;
+
+/* A ring of queued deliveries, oldest first. The queue owns what it holds. */
 typedef struct delivery_queue {
-    Schakel__Frame **frames; /* `capacity` slots */
+    delivery_slot_t *slots; /* `capacity` of them */
     size_t capacity;
     size_t head;
     size_t count;
@@ -25,20 +35,25 @@ typedef struct delivery_queue {
  * is safe to pass to delivery_queue_destroy). */
 int delivery_queue_init(delivery_queue_t *q, size_t capacity);
 
-/* Free every queued frame and the slots; safe on a zeroed or failed queue. */
+/* Free everything queued and the slots; safe on a zeroed or failed queue. */
 void delivery_queue_destroy(delivery_queue_t *q);
 
 int delivery_queue_full(const delivery_queue_t *q);
 
-/* Queue a Deliver frame; ownership moves to the queue. A frame whose seq is
- * already queued (a redelivery) replaces the queued copy in place. Returns
- * 0, or -1 when the queue is full (the caller keeps the frame). */
+/* Queue a Deliver frame; ownership moves to the queue. A delivery whose seq
+ * is already queued (a redelivery) replaces the queued one in place.
+ * Returns 0, or -1 when the queue is full (the caller keeps the frame). */
 int delivery_queue_push(delivery_queue_t *q, Schakel__Frame *frame);
 
-/* The oldest queued frame, still owned by the queue; NULL when empty. */
-Schakel__Frame *delivery_queue_peek(const delivery_queue_t *q);
+/* Queue, as delivery_queue_push, a Deliver the frame codec refused: its
+ * seq (not 0) and the codec's text (copied). Returns 0, or -1 when the
+ * queue is full or the copy cannot be made (nothing queued). */
+int delivery_queue_push_unreadable(delivery_queue_t *q, uint64_t seq, const char *text);
 
-/* Free the oldest queued frame (no-op when empty). */
+/* The oldest queued delivery, still owned by the queue; NULL when empty. */
+const delivery_slot_t *delivery_queue_peek(const delivery_queue_t *q);
+
+/* Free the oldest queued delivery (no-op when empty). */
 void delivery_queue_drop_front(delivery_queue_t *q);
 
 /* Free a queued copy of seq, if any (it was acked: never hand it out again). */

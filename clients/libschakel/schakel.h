@@ -270,9 +270,28 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
  * SCHAKEL_ERR_REFUSED (the reason in the last error) when the broker
  * refuses this connection as a whole while it waits: NOT_PERMITTED (the
  * key was revoked or replaced by a policy reload) or TOO_MANY_CONNECTIONS;
- * nothing more will be delivered on it. */
+ * nothing more will be delivered on it. Returns SCHAKEL_ERR_PROTOCOL for a
+ * malformed frame, or for a delivery that cannot be read (see
+ * schakel_undecodable_seq): that one is handed out no more and not acked;
+ * the next call goes on with the deliveries behind it. */
 schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **out,
                                  int timeout_ms);
+
+/* The seq of the delivery that the last failure, a SCHAKEL_ERR_PROTOCOL of
+ * schakel_receive, could not read (a signal or case event that does not
+ * parse, a field out of range or not UTF-8, an enum value this library
+ * does not know, envelope and signal naming other senders); 0 when the
+ * last error is about no delivery (a frame that is no Deliver, or any
+ * other failure since). Such a delivery is not acked: the broker counts
+ * it in flight, in a slot of the window, and sends it again at its ack
+ * timeout (when the principal acked nothing for a while) or to the next
+ * receiving connection, until its retention ends. Receive on: the next
+ * call hands out what comes after it. Then report it (the seq and the
+ * last error's text) and either ack it to drop it (schakel_ack works on
+ * any seq) or leave it; but as many of them as the window leave no slot,
+ * and nothing more is delivered until some are acked (docs/PROTOCOL.md
+ * 7.11). 0 for a NULL client. */
+uint64_t schakel_undecodable_seq(const schakel_client_t *client);
 
 /* Acknowledge a delivery: the broker removes it from our mailbox. Does not
  * wait: a refusal (UNKNOWN_DELIVERY; or RATE_LIMITED, nothing of that Ack

@@ -4,7 +4,8 @@
  * cli.c: common options, connecting, error reports and exit codes.
  * fields.c: text forms of severity and time. jsonio.c: signals from JSON and
  * deliveries and cases to JSON. case_print.c: cases as key=value lines.
- * publish.c, import*.c, listen.c, identity.c, case_cmd.c: the subcommands.
+ * publish.c, import*.c, listen.c, ack.c, identity.c, case_cmd.c: the
+ * subcommands.
  */
 #ifndef SCHAKEL_CLI_H
 #define SCHAKEL_CLI_H
@@ -160,6 +161,7 @@ void case_print_event(const schakel_case_event_t *event);
 int publish_main(int argc, char **argv);
 int import_main(int argc, char **argv); /* import.c; exit codes in import.h */
 int listen_main(int argc, char **argv);
+int ack_main(int argc, char **argv);
 int identity_whoami_main(int argc, char **argv);
 int identity_keygen_main(int argc, char **argv);
 int case_main(int argc, char **argv);

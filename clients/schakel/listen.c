@@ -14,6 +14,11 @@
  * once). A failed write or sync stops without acking what it failed for
  * (exit 1), and cuts a regular file back to its last whole delivery, so
  * that no partial line stays for the next copy to join.
+ * A delivery the library cannot read is said on stderr (its seq and why),
+ * not printed and not acked (unless --ack-undecodable), and listen goes on
+ * with those behind it: one broken delivery, sent again at every
+ * reconnect, must not stop a partner's feed. A run that leaves such
+ * deliveries unacked ends with exit 1 (not after a SIGINT or SIGTERM).
  */
 #include "cli.h"
 
@@ -42,6 +47,7 @@ enum listen_option {
     LISTEN_OPT_DRAIN,
     LISTEN_OPT_TIMEOUT,
     LISTEN_OPT_WINDOW,
+    LISTEN_OPT_ACK_UNDECODABLE,
 };
 
 static const char listen_usage[] =
@@ -55,7 +61,10 @@ static const char listen_usage[] =
     "  --timeout S          stop after S seconds: exit 0, or 1 if --count or --drain\n"
     "                       was not satisfied by then\n"
     "  --window N           deliveries in flight before we ack (default 64, max "
-    "1024)\n" CLI_COMMON_HELP;
+    "1024)\n"
+    "  --ack-undecodable    acknowledge a delivery that cannot be read, once said on\n"
+    "                       stderr: it is dropped (default: left, and exit 1 at the "
+    "end)\n" CLI_COMMON_HELP;
 
 static const struct option listen_options[] = {
     CLI_COMMON_LONG_OPTIONS,
@@ -63,6 +72,7 @@ static const struct option listen_options[] = {
     {"drain", 0, NULL, LISTEN_OPT_DRAIN},
     {"timeout", 1, NULL, LISTEN_OPT_TIMEOUT},
     {"window", 1, NULL, LISTEN_OPT_WINDOW},
+    {"ack-undecodable", 0, NULL, LISTEN_OPT_ACK_UNDECODABLE},
     {NULL, 0, NULL, 0},
 };
 
@@ -71,7 +81,18 @@ typedef struct listen_settings {
     int drain;
     long long timeout_s; /* 0 = none */
     unsigned window;
+    int ack_undecodable; /* ack a delivery that cannot be read, once said */
 } listen_settings_t;
+
+/* Deliveries that could not be read, said and left unacked in this run:
+ * they hold slots of the window until acked (PROTOCOL 7.11). Each is said
+ * once; as many as the window stop the feed, said once too. */
+#define LISTEN_UNREADABLE_LISTED 10 /* seqs named in the closing summary */
+typedef struct listen_unreadable {
+    uint64_t seqs[SCHAKEL_MAX_WINDOW];
+    size_t n;
+    int window_said;
+} listen_unreadable_t;
 
 /* Where the deliveries go. A regular file is synced before its deliveries
  * are acked, and cut back when one could not be written whole. */
@@ -496,12 +517,99 @@ static int listen_add(const cli_options_t *opts, listen_output_t *out, schakel_c
     return rc != 0 ? rc : -CLI_EXIT_FAILURE;
 }
 
+static int listen_unreadable_known(const listen_unreadable_t *unreadable, uint64_t seq)
+{
+    for (size_t i = 0; i < unreadable->n; i++)
+        if (unreadable->seqs[i] == seq)
+            return 1;
+    return 0;
+}
+
+/* Say on stderr that delivery seq cannot be read: a line of words, or with
+ * --json a JSON object a partner's system can parse (stdout holds only
+ * deliveries: a reader of the inbox file expects nothing else there). */
+static void listen_say_unreadable(const cli_options_t *opts, uint64_t seq, const char *text,
+                                  int acked)
+{
+    if (opts->json) {
+        json_t *line = json_pack("{s:{s:I,s:s,s:b}}", "undecodable", "seq", (json_int_t)seq,
+                                 "error", text, "acked", acked);
+        char *raw = line != NULL ? json_dumps(line, JSON_COMPACT) : NULL;
+        char *safe = raw != NULL ? syntax_json_escape_controls(raw) : NULL;
+        json_decref(line);
+        free(raw);
+        if (safe != NULL) {
+            fprintf(stderr, "%s\n", safe);
+            free(safe);
+            return;
+        } /* short of memory: in words */
+    }
+    cli_say("listen: cannot read delivery seq=%llu, %s: %s", (unsigned long long)seq,
+            acked ? "acknowledged (--ack-undecodable): dropped"
+                  : "not acknowledged (it comes again until acknowledged or its retention ends)",
+            text);
+}
+
+/* The delivery schakel_receive could not read: said (once a run unless
+ * acked), acked with --ack-undecodable, else kept in `unreadable`. */
+static void listen_on_unreadable(const cli_options_t *opts, const listen_settings_t *settings,
+                                 listen_unreadable_t *unreadable, schakel_client_t *client,
+                                 listen_batch_t *batch)
+{
+    uint64_t seq = schakel_undecodable_seq(client);
+    char text[sizeof schakel_last_error(client)->text];
+    snprintf(text, sizeof text, "%s", schakel_last_error(client)->text);
+    if (settings->ack_undecodable) {
+        schakel_status_t status = schakel_ack(client, seq);
+        listen_say_unreadable(opts, seq, text, status == SCHAKEL_OK);
+        if (status != SCHAKEL_OK)
+            cli_say("listen: cannot acknowledge delivery seq=%llu (%s); it comes again",
+                    (unsigned long long)seq, schakel_last_error(client)->text);
+        else
+            batch->unconfirmed = 1;
+        return;
+    }
+    if (listen_unreadable_known(unreadable, seq))
+        return; /* sent again: said already */
+    listen_say_unreadable(opts, seq, text, 0);
+    if (unreadable->n < SCHAKEL_MAX_WINDOW)
+        unreadable->seqs[unreadable->n++] = seq;
+    if (unreadable->n >= settings->window && !unreadable->window_said) {
+        unreadable->window_said = 1;
+        cli_say("listen: %zu deliveries that cannot be read fill the window of %u: nothing more "
+                "is delivered until they are acknowledged (schakel ack SEQ..., or listen "
+                "--ack-undecodable) or their retention ends",
+                unreadable->n, settings->window);
+    }
+}
+
+/* At the end of a run: the deliveries left unread and unacked, said again
+ * together. Returns rc, or CLI_EXIT_FAILURE for a run that would have
+ * ended 0 and left some (a stop by a signal still ends 0). */
+static int listen_unreadable_summary(const listen_unreadable_t *unreadable, int rc)
+{
+    char seqs[LISTEN_UNREADABLE_LISTED * 22 + 8] = "";
+    size_t used = 0;
+    if (unreadable->n == 0)
+        return rc;
+    for (size_t i = 0; i < unreadable->n && i < LISTEN_UNREADABLE_LISTED; i++)
+        used += (size_t)snprintf(seqs + used, sizeof seqs - used, "%s%llu", i > 0 ? " " : "",
+                                 (unsigned long long)unreadable->seqs[i]);
+    if (unreadable->n > LISTEN_UNREADABLE_LISTED)
+        snprintf(seqs + used, sizeof seqs - used, " ...");
+    cli_say("listen: %zu deliveries could not be read and were not acknowledged (seq %s): "
+            "they come again until acknowledged (schakel ack SEQ...) or their retention ends",
+            unreadable->n, seqs);
+    return rc == CLI_EXIT_OK && !listen_stop ? CLI_EXIT_FAILURE : rc;
+}
+
 /* Receive one batch: a delivery within wait_ms, then what is already
- * queued, at most max in all; print them, then commit them. Returns how
- * many were handled (0 on a quiet timeout), or -(exit code). */
-static long long listen_batch(const cli_options_t *opts, listen_output_t *out,
-                              schakel_client_t *client, listen_batch_t *batch, int wait_ms,
-                              size_t max)
+ * queued, at most max in all; print them, then commit them. A delivery
+ * that cannot be read is said and passed over (listen_on_unreadable).
+ * Returns how many were handled (0 on a quiet timeout), or -(exit code). */
+static long long listen_batch(const cli_options_t *opts, const listen_settings_t *settings,
+                              listen_output_t *out, schakel_client_t *client, listen_batch_t *batch,
+                              listen_unreadable_t *unreadable, int wait_ms, size_t max)
 {
     schakel_status_t status = SCHAKEL_OK;
     long long handled = 0;
@@ -509,6 +617,11 @@ static long long listen_batch(const cli_options_t *opts, listen_output_t *out,
     for (size_t taken = 0; taken < max && (taken == 0 || !listen_stop); taken++) {
         schakel_delivery_t *d = NULL;
         status = schakel_receive(client, &d, taken == 0 ? wait_ms : 0);
+        if (status == SCHAKEL_ERR_PROTOCOL && schakel_undecodable_seq(client) != 0) {
+            listen_on_unreadable(opts, settings, unreadable, client, batch);
+            status = SCHAKEL_OK;
+            continue;
+        }
         if (status != SCHAKEL_OK)
             break;
         int rc = listen_add(opts, out, client, batch, d);
@@ -552,7 +665,10 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
     int64_t deadline = settings->timeout_s > 0 ? listen_now_ms() + settings->timeout_s * 1000 : -1;
     long long received = 0;
     listen_batch_t *batch = calloc(1, sizeof *batch);
-    if (batch == NULL) {
+    listen_unreadable_t *unreadable = calloc(1, sizeof *unreadable);
+    if (batch == NULL || unreadable == NULL) {
+        free(batch);
+        free(unreadable);
         cli_say("listen: out of memory");
         return CLI_EXIT_FAILURE;
     }
@@ -571,7 +687,7 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
         size_t max = settings->window > 1 ? settings->window / 2 : 1;
         if (settings->count > 0 && (unsigned long long)(settings->count - received) < max)
             max = (size_t)(settings->count - received);
-        long long got = listen_batch(opts, out, client, batch, wait_ms, max);
+        long long got = listen_batch(opts, settings, out, client, batch, unreadable, wait_ms, max);
         if (got < 0) {
             /* What reached the output before the failure was acked:
              * confirm it, or say that it may come again. */
@@ -589,14 +705,16 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
             schakel_status_t status = schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS);
             if (status != SCHAKEL_OK)
                 rc = cli_report("listen: backlog", status, schakel_last_error(client));
-            else if (backlog == 0)
+            else if (backlog <= unreadable->n) /* all that is left is unreadable */
                 rc = CLI_EXIT_OK;
         }
     }
     if (rc < 0 && listen_stop && batch->unconfirmed)
         listen_confirm_acks(client); /* what was written before the stop */
     free(batch);
-    return rc >= 0 ? rc : listen_stopped(settings, received);
+    rc = listen_unreadable_summary(unreadable, rc >= 0 ? rc : listen_stopped(settings, received));
+    free(unreadable);
+    return rc;
 }
 
 static int listen_option(listen_settings_t *settings, int option, const char *arg)
@@ -621,6 +739,9 @@ static int listen_option(listen_settings_t *settings, int option, const char *ar
                                  SCHAKEL_MAX_WINDOW, arg);
         settings->window = (unsigned)number;
         return 1;
+    case LISTEN_OPT_ACK_UNDECODABLE:
+        settings->ack_undecodable = 1;
+        return 1;
     default:
         return 0;
     }
@@ -629,7 +750,7 @@ static int listen_option(listen_settings_t *settings, int option, const char *ar
 int listen_main(int argc, char **argv)
 {
     cli_options_t opts;
-    listen_settings_t settings = {0, 0, 0, SCHAKEL_DEFAULT_WINDOW};
+    listen_settings_t settings = {0, 0, 0, SCHAKEL_DEFAULT_WINDOW, 0};
     cli_options_init(&opts);
     int option;
     opterr = 0; /* its '?' and ':' are told apart by cli_option_error */

@@ -1,7 +1,7 @@
 /*
  * main.c — `schakel`, the command-line tool of partner systems and
- * caseworkers: dispatches to keygen, whoami, publish, import, listen, case
- * and inbox.
+ * caseworkers: dispatches to keygen, whoami, publish, import, listen, ack,
+ * case and inbox.
  *
  * Trusts nothing on the command line; every subcommand parses its own
  * options. Exit codes: 0 ok, 1 other failure, 2 usage, 3 refused by the
@@ -22,6 +22,7 @@ static const char main_usage[] =
     "  publish       publish signals (from options, or JSON lines on stdin)\n"
     "  import FILE   publish a feed (JSON lines or CSV) in batches; resumable\n"
     "  listen        receive deliveries, print them, then acknowledge them\n"
+    "  ack SEQ...    acknowledge deliveries by seq (one listen cannot read)\n"
     "  case          work on cases: open, invite, accept, decline, leave, note,\n"
     "                attach, close, reopen, link, list, show\n"
     "  inbox         what waits for us: deliveries, invitations, open cases\n"
@@ -59,6 +60,8 @@ int main(int argc, char **argv)
         return import_main(argc - 1, argv + 1);
     if (strcmp(command, "listen") == 0)
         return listen_main(argc - 1, argv + 1);
+    if (strcmp(command, "ack") == 0)
+        return ack_main(argc - 1, argv + 1);
     if (strcmp(command, "case") == 0)
         return case_main(argc - 1, argv + 1);
     if (strcmp(command, "inbox") == 0)

@@ -193,6 +193,8 @@ static void test_cli_refused_exits_3_with_reason(void **state)
         {H_POLITIE,
          {"publish", "--kind", "inbraakreeks", "--theme", "inbraak", "--area", "GM0935", NULL},
          "INVALID_THEME"},
+        /* a seq not pending in our mailbox */
+        {H_POLITIE, {"ack", "424242", NULL}, "UNKNOWN_DELIVERY"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
@@ -421,6 +423,12 @@ static void test_cli_usage_errors_exit_2(void **state)
          NULL,
          2,
          "--window wants a number from 1 to 1024, not '0'"},
+        {{"listen", "--ack-undecodable=1", NULL}, NULL, 2, "--ack-undecodable takes no value"},
+        /* ack */
+        {{"ack", NULL}, NULL, 2, "ack wants the seqs to acknowledge"},
+        {{"ack", "7", "x", NULL}, NULL, 2, "a seq is a positive number, not 'x'"},
+        {{"ack", "0", NULL}, NULL, 2, "a seq is a positive number, not '0'"},
+        {{"ack", "--force", "7", NULL}, NULL, 2, "unknown option '--force'"},
         /* inbox */
         {{"inbox", NULL}, NULL, 0, "waiting=0"},
         {{"inbox", "--all", NULL}, NULL, 2, "unknown option '--all'"},

@@ -14,6 +14,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,20 +60,21 @@ enum fake_publish_mode {
     FAKE_STALE_THEN_ACCEPT,   /* an Accepted for another id first */
     FAKE_DELIVER_THEN_ACCEPT, /* a Deliver before the Accepted */
     /* answers of every wrong kind */
-    FAKE_OTHER_ID_ONLY,               /* only an Accepted for another message id */
-    FAKE_WRONG_COUNT,                 /* Accepted with one item more than published */
-    FAKE_SHORT_ID,                    /* Accepted whose message id has 15 bytes */
-    FAKE_UNKNOWN_REASON,              /* Rejected with a reason number no one defined */
-    FAKE_BAD_ITEM_INDEX,              /* Rejected naming an item the publish lacks */
-    FAKE_WHOLE_REJECT,                /* Rejected naming neither id nor seq */
-    FAKE_MULTIPART,                   /* a valid Accepted, twice, as one two-part message */
-    FAKE_EMPTY,                       /* a zero-byte message */
-    FAKE_BAD_VERSION,                 /* Accepted in protocol version 2 */
-    FAKE_CLIENT_BODY,                 /* a Flow, which only clients send */
-    FAKE_BAD_HEARTBEAT,               /* a Heartbeat naming a malformed principal */
-    FAKE_OVERSIZE,                    /* one byte over the frame limit */
-    FAKE_LARGEST,                     /* a frame of exactly the limit, not a Frame */
-    FAKE_GARBAGE_DELIVER_THEN_ACCEPT, /* a Deliver with garbage signal bytes first */
+    FAKE_OTHER_ID_ONLY,                /* only an Accepted for another message id */
+    FAKE_WRONG_COUNT,                  /* Accepted with one item more than published */
+    FAKE_SHORT_ID,                     /* Accepted whose message id has 15 bytes */
+    FAKE_UNKNOWN_REASON,               /* Rejected with a reason number no one defined */
+    FAKE_BAD_ITEM_INDEX,               /* Rejected naming an item the publish lacks */
+    FAKE_WHOLE_REJECT,                 /* Rejected naming neither id nor seq */
+    FAKE_MULTIPART,                    /* a valid Accepted, twice, as one two-part message */
+    FAKE_EMPTY,                        /* a zero-byte message */
+    FAKE_BAD_VERSION,                  /* Accepted in protocol version 2 */
+    FAKE_CLIENT_BODY,                  /* a Flow, which only clients send */
+    FAKE_BAD_HEARTBEAT,                /* a Heartbeat naming a malformed principal */
+    FAKE_OVERSIZE,                     /* one byte over the frame limit */
+    FAKE_LARGEST,                      /* a frame of exactly the limit, not a Frame */
+    FAKE_GARBAGE_DELIVER_THEN_ACCEPT,  /* a Deliver with garbage signal bytes first */
+    FAKE_BAD_UTF8_DELIVER_THEN_ACCEPT, /* a Deliver the frame codec refuses (UTF-8) first */
     /* for publishes in flight */
     FAKE_HOLD,             /* no answer until fake_release, then Accepted */
     FAKE_REJECT_LAST_ITEM, /* Rejected POLICY_DENIED naming the publish's last item */
@@ -137,7 +140,17 @@ enum fake_flow_mode {
     FAKE_FLOW_FLOOD,             /* FAKE_FLOOD deliveries at once, window or not */
     FAKE_FLOW_CASE_EVENT,        /* a Deliver of a case event */
     FAKE_FLOW_BAD_CASE_EVENT,    /* a Deliver whose case event is broken */
+    FAKE_FLOW_PENDING,           /* every seq of `pending` not acked, in order (below) */
 };
+
+/* FAKE_FLOW_PENDING: seqs the fake holds for the client, as a broker's
+ * mailbox; each Flow sends those not acked, oldest first, as a broker does
+ * to a new receiving connection: FAKE_UNREADABLE_SIGNAL_SEQ with a signal
+ * that does not parse, FAKE_UNREADABLE_FRAME_SEQ with a text that is not
+ * UTF-8 (refused by the frame codec), DELIVERED_SEQ well-formed. */
+#define FAKE_UNREADABLE_SIGNAL_SEQ 5u
+#define FAKE_UNREADABLE_FRAME_SEQ 6u
+#define FAKE_SEQ_BIT(seq) ((uint64_t)1 << (seq))
 
 /* How the fake answers a CasePublish / a CaseQuery. */
 enum fake_case_mode {
@@ -227,6 +240,7 @@ typedef struct fake_broker {
     int acks;
     uint64_t acked_seq;
     uint64_t unacked;
+    uint64_t pending; /* FAKE_FLOW_PENDING: FAKE_SEQ_BIT of each seq not acked */
     enum fake_heartbeat_mode heartbeat_mode;
     int heartbeats_held;
     fake_heartbeat_id_t held_ids[FAKE_HELD_MAX]; /* the held Heartbeats' heartbeat_id */
@@ -993,7 +1007,9 @@ static void fake_send_heartbeat(fake_broker_t *fake, zmq_msg_t *routing, const c
     heartbeat.heartbeat_id.len = id->len;
     pthread_mutex_lock(&fake->lock);
     heartbeat.has_backlog = 1;
-    heartbeat.backlog = fake->unacked;
+    heartbeat.backlog = fake->flow_mode == FAKE_FLOW_PENDING
+                            ? (uint64_t)__builtin_popcountll(fake->pending)
+                            : fake->unacked;
     heartbeat.has_store_epoch_floor = epoch_asked && fake->epoch_floor_sent;
     heartbeat.store_epoch_floor = fake->epoch_floor;
     pthread_mutex_unlock(&fake->lock);
@@ -1106,6 +1122,10 @@ static void fake_on_publish(fake_broker_t *fake, zmq_msg_t *routing,
         break;
     case FAKE_GARBAGE_DELIVER_THEN_ACCEPT:
         fake_send_deliver(fake, routing, FAKE_FLOW_GARBAGE_SIGNAL);
+        fake_send_accepted(fake, routing, id, publish->n_items, 0);
+        break;
+    case FAKE_BAD_UTF8_DELIVER_THEN_ACCEPT:
+        fake_send_deliver(fake, routing, FAKE_FLOW_BAD_UTF8);
         fake_send_accepted(fake, routing, id, publish->n_items, 0);
         break;
     case FAKE_HOLD:
@@ -1222,6 +1242,10 @@ static void fake_on_ack(fake_broker_t *fake, zmq_msg_t *routing, const Schakel__
         fake->acked_seq = ack->seqs[i];
         if (ack->seqs[i] == DELIVERED_SEQ)
             fake->unacked = 0;
+        if (ack->seqs[i] < 64 && (fake->pending & FAKE_SEQ_BIT(ack->seqs[i])) != 0) {
+            known = 1;
+            fake->pending &= ~FAKE_SEQ_BIT(ack->seqs[i]);
+        }
         pthread_mutex_unlock(&fake->lock);
         if (!known)
             fake_send_rejected(fake, routing, NULL, ack->seqs[i], SCHAKEL__REASON__UNKNOWN_DELIVERY,
@@ -1235,12 +1259,20 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     fake->flows++;
     fake->window = flow->window;
     enum fake_flow_mode mode = fake->flow_mode;
+    uint64_t pending = fake->pending;
     pthread_mutex_unlock(&fake->lock);
+    for (uint64_t seq = 1; mode == FAKE_FLOW_PENDING && seq < 64; seq++)
+        if ((pending & FAKE_SEQ_BIT(seq)) != 0)
+            fake_send_deliver_seq(fake, routing,
+                                  seq == FAKE_UNREADABLE_SIGNAL_SEQ  ? FAKE_FLOW_GARBAGE_SIGNAL
+                                  : seq == FAKE_UNREADABLE_FRAME_SEQ ? FAKE_FLOW_BAD_UTF8
+                                                                     : FAKE_FLOW_DELIVER,
+                                  seq);
     for (uint64_t seq = 1; mode == FAKE_FLOW_FLOOD && seq <= FAKE_FLOOD; seq++)
         fake_send_deliver_seq(fake, routing, FAKE_FLOW_DELIVER, seq);
     if (mode == FAKE_FLOW_CASE_EVENT || mode == FAKE_FLOW_BAD_CASE_EVENT)
         fake_send_case_event_deliver(fake, routing, mode == FAKE_FLOW_BAD_CASE_EVENT);
-    else if (mode != FAKE_FLOW_QUIET && mode != FAKE_FLOW_FLOOD)
+    else if (mode != FAKE_FLOW_QUIET && mode != FAKE_FLOW_FLOOD && mode != FAKE_FLOW_PENDING)
         fake_send_deliver(fake, routing, mode);
 }
 
@@ -1378,6 +1410,7 @@ static void fake_reset(fake_broker_t *fake)
     fake->acks = 0;
     fake->acked_seq = 0;
     fake->unacked = 0;
+    fake->pending = 0;
     fake->heartbeat_mode = FAKE_HEARTBEAT_ANSWER;
     fake->heartbeats_held = 0;
     fake->heartbeat_ids_unknown = 0;
@@ -2332,7 +2365,8 @@ static void test_receive_delivery_table(void **state)
         {FAKE_FLOW_DELIVER, SCHAKEL_OK, ""},
         {FAKE_FLOW_GARBAGE_SIGNAL, SCHAKEL_ERR_PROTOCOL, "seq=7"},
         {FAKE_FLOW_NO_KIND, SCHAKEL_ERR_PROTOCOL, "seq=7"},
-        {FAKE_FLOW_BAD_UTF8, SCHAKEL_ERR_PROTOCOL, "UTF-8"}, /* refused by the frame codec */
+        /* refused by the frame codec, which still names the seq */
+        {FAKE_FLOW_BAD_UTF8, SCHAKEL_ERR_PROTOCOL, "seq=7 does not decode: INVALID_FIELD"},
         {FAKE_FLOW_NO_MESSAGE_ID, SCHAKEL_ERR_PROTOCOL, "seq=7"},
         {FAKE_FLOW_BAD_SEVERITY, SCHAKEL_ERR_PROTOCOL, "seq=7"},
         {FAKE_FLOW_OTHER_SENDER, SCHAKEL_ERR_PROTOCOL,
@@ -2356,6 +2390,8 @@ static void test_receive_delivery_table(void **state)
         if (status != SCHAKEL_OK) {
             assert_null(d);
             assert_non_null(strstr(schakel_last_error(client)->text, rows[r].text));
+            /* every row is a Deliver that names seq 7: the caller learns which */
+            assert_int_equal(schakel_undecodable_seq(client), DELIVERED_SEQ);
             continue;
         }
         check_delivery(d);
@@ -2513,8 +2549,78 @@ static void test_garbage_delivery_during_publish(void **state)
     assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_ERR_PROTOCOL);
     assert_null(d);
     assert_non_null(strstr(schakel_last_error(client)->text, "seq=7"));
+    assert_int_equal(schakel_undecodable_seq(client), DELIVERED_SEQ);
     assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(schakel_undecodable_seq(client), 0); /* the last error is another's */
     assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    /* a Deliver the frame codec refuses does not fail the publish either:
+     * it is kept, in its turn, for schakel_receive to report */
+    fake_set_modes(&fake, FAKE_BAD_UTF8_DELIVER_THEN_ACCEPT, FAKE_FLOW_QUIET);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, 0), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=7 does not decode"));
+    assert_int_equal(schakel_undecodable_seq(client), DELIVERED_SEQ);
+}
+
+/* Deliveries that cannot be read (a signal that does not parse; a text
+ * the frame codec refuses), then a good one: each unreadable one is an
+ * error naming its seq, and the next receive goes on behind it; none of
+ * them is acked by the library. */
+static void test_receive_past_unreadable(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    uint64_t backlog = 0;
+    pthread_mutex_lock(&fake.lock);
+    fake.pending = FAKE_SEQ_BIT(FAKE_UNREADABLE_SIGNAL_SEQ) |
+                   FAKE_SEQ_BIT(FAKE_UNREADABLE_FRAME_SEQ) | FAKE_SEQ_BIT(DELIVERED_SEQ);
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_PENDING);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_int_equal(schakel_undecodable_seq(client), FAKE_UNREADABLE_SIGNAL_SEQ);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=5"));
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_int_equal(schakel_undecodable_seq(client), FAKE_UNREADABLE_FRAME_SEQ);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=6 does not decode"));
+    /* a later protocol error about no delivery names none */
+    schakel_signal_t signal = sample_signal();
+    fake_set_modes(&fake, FAKE_GARBAGE, FAKE_FLOW_PENDING);
+    assert_int_equal(schakel_publish(client, NULL, &signal, 1, NULL, NULL, NULL, NULL, WAIT_MS),
+                     SCHAKEL_ERR_PROTOCOL);
+    assert_int_equal(schakel_undecodable_seq(client), 0);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_PENDING);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    check_delivery(d);
+    assert_int_equal(d->seq, DELIVERED_SEQ);
+    assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    /* the Heartbeat's answer comes after the Ack: the two unreadable ones
+     * are still pending, never acked */
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 2);
+    pthread_mutex_lock(&fake.lock);
+    assert_int_equal(fake.acks, 1);
+    assert_int_equal(fake.pending, FAKE_SEQ_BIT(FAKE_UNREADABLE_SIGNAL_SEQ) |
+                                       FAKE_SEQ_BIT(FAKE_UNREADABLE_FRAME_SEQ));
+    pthread_mutex_unlock(&fake.lock);
+    /* another failure replaces the last error, and with it the seq */
+    assert_int_equal(schakel_ack(client, 0), SCHAKEL_ERR_USAGE);
+    assert_int_equal(schakel_undecodable_seq(client), 0);
+    assert_int_equal(schakel_undecodable_seq(NULL), 0);
+    /* the caller drops one by acking it; the other comes again to the
+     * next receiving connection (a Flow), and is reported again */
+    assert_int_equal(schakel_ack(client, FAKE_UNREADABLE_SIGNAL_SEQ), SCHAKEL_OK);
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 1);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_int_equal(schakel_undecodable_seq(client), FAKE_UNREADABLE_FRAME_SEQ);
+    assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
 }
 
 /* Stops the fake for good once it has received, and left unanswered, one
@@ -3622,6 +3728,148 @@ static void test_case_event_delivery(void **state)
     schakel_delivery_free(&d);
 }
 
+/* ------------------------------------------------------------ schakel listen */
+
+/* The text of file `name` in the test's folder (at most len - 1 bytes). */
+static void read_test_file(const char *name, char *out, size_t len)
+{
+    char path[160];
+    path_of(path, sizeof path, name);
+    FILE *file = fopen(path, "r");
+    size_t got = file != NULL ? fread(out, 1, len - 1, file) : 0;
+    out[got] = '\0';
+    if (file != NULL)
+        fclose(file);
+}
+
+/* Run `schakel COMMAND` ($BUILD/schakel) against the fake with alice's
+ * key and the arguments given (NULL-terminated), its stdout into
+ * listen.out and its stderr into listen.err. Returns its exit status, or
+ * -1. */
+static int run_schakel(const char *command, const char *first, ...)
+{
+    char program[160], broker_pub[160], key[160], out[160], err[160];
+    const char *argv[16];
+    size_t n = 0;
+    const char *build = getenv("BUILD");
+    snprintf(program, sizeof program, "%s/schakel", build != NULL && *build ? build : "build");
+    path_of(broker_pub, sizeof broker_pub, "broker.pub");
+    path_of(key, sizeof key, "alice.key");
+    path_of(out, sizeof out, "listen.out");
+    path_of(err, sizeof err, "listen.err");
+    argv[n++] = program;
+    argv[n++] = command;
+    argv[n++] = "--broker";
+    argv[n++] = fake.endpoint;
+    argv[n++] = "--broker-key";
+    argv[n++] = broker_pub;
+    argv[n++] = "--key";
+    argv[n++] = key;
+    va_list args;
+    va_start(args, first);
+    for (const char *arg = first; arg != NULL && n < 15; arg = va_arg(args, const char *))
+        argv[n++] = arg;
+    va_end(args);
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int out_fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        int err_fd = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out_fd < 0 || err_fd < 0 || dup2(out_fd, 1) < 0 || dup2(err_fd, 2) < 0)
+            _exit(126);
+        execv(program, (char *const *)(uintptr_t)argv);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+        return -1;
+    return WEXITSTATUS(status);
+}
+
+static void set_pending(uint64_t pending)
+{
+    fake_reset(&fake);
+    pthread_mutex_lock(&fake.lock);
+    fake.pending = pending;
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_PENDING);
+}
+
+static uint64_t fake_pending(void)
+{
+    pthread_mutex_lock(&fake.lock);
+    uint64_t pending = fake.pending;
+    pthread_mutex_unlock(&fake.lock);
+    return pending;
+}
+
+/* `schakel listen` meets two deliveries it cannot read before a good one
+ * (PROTOCOL.md 7.11): it prints and acks the good one, says each other on
+ * stderr with its seq, acks neither, goes on, and ends 1 for them; with
+ * --drain it ends once only they are left; with --ack-undecodable it acks
+ * them after saying so, and ends 0. */
+static void test_listen_past_unreadable(void **state)
+{
+    (void)state;
+    char out[4096], err[4096];
+    const uint64_t unreadable =
+        FAKE_SEQ_BIT(FAKE_UNREADABLE_SIGNAL_SEQ) | FAKE_SEQ_BIT(FAKE_UNREADABLE_FRAME_SEQ);
+    set_pending(unreadable | FAKE_SEQ_BIT(DELIVERED_SEQ));
+    assert_int_equal(run_schakel("listen", "--json", "--count", "1", "--timeout", "20", NULL), 1);
+    read_test_file("listen.out", out, sizeof out);
+    read_test_file("listen.err", err, sizeof err);
+    /* stdout holds the deliveries only: the good one */
+    assert_non_null(strstr(out, "\"seq\":7,"));
+    assert_null(strchr(out, '\n') == NULL ? NULL : strchr(strchr(out, '\n') + 1, '\n'));
+    assert_null(strstr(out, "undecodable"));
+    assert_non_null(strstr(err, "{\"undecodable\":{\"seq\":5,\"error\":\""));
+    assert_non_null(strstr(err, "{\"undecodable\":{\"seq\":6,\"error\":\"delivery seq=6 "
+                                "does not decode: INVALID_FIELD"));
+    assert_non_null(strstr(err, "\"acked\":false}}"));
+    assert_non_null(strstr(err, "2 deliveries could not be read and were not acknowledged "
+                                "(seq 5 6)"));
+    assert_int_equal(fake_pending(), unreadable); /* the good one acked, not they */
+
+    /* they come again to the next listener: --drain ends with them left */
+    assert_int_equal(run_schakel("listen", "--drain", "--timeout", "20", NULL), 1);
+    read_test_file("listen.out", out, sizeof out);
+    read_test_file("listen.err", err, sizeof err);
+    assert_string_equal(out, "");
+    assert_non_null(strstr(err, "listen: cannot read delivery seq=5, "));
+    assert_non_null(strstr(err, "listen: cannot read delivery seq=6, "));
+    assert_non_null(strstr(err, "not acknowledged (it comes again"));
+    assert_null(strstr(err, "not drained"));
+    assert_int_equal(fake_pending(), unreadable);
+
+    /* an operator drops one by its seq; a seq not pending is refused */
+    assert_int_equal(run_schakel("ack", "5", NULL), 0);
+    read_test_file("listen.out", out, sizeof out);
+    assert_string_equal(out, "acked=1 backlog=1\n");
+    assert_int_equal(fake_pending(), FAKE_SEQ_BIT(FAKE_UNREADABLE_FRAME_SEQ));
+    assert_int_equal(run_schakel("ack", "5", NULL), 3);
+    read_test_file("listen.err", err, sizeof err);
+    assert_non_null(strstr(err, "refused: UNKNOWN_DELIVERY"));
+    assert_int_equal(run_schakel("ack", "0", NULL), 2);
+    assert_int_equal(run_schakel("ack", NULL), 2);
+    assert_int_equal(fake_pending(), FAKE_SEQ_BIT(FAKE_UNREADABLE_FRAME_SEQ));
+    set_pending(unreadable);
+
+    /* a window of 2 filled by them is said */
+    assert_int_equal(run_schakel("listen", "--window", "2", "--timeout", "2", NULL), 1);
+    read_test_file("listen.err", err, sizeof err);
+    assert_non_null(strstr(err, "2 deliveries that cannot be read fill the window of 2"));
+
+    /* --ack-undecodable: said, then acked; nothing left, exit 0 */
+    assert_int_equal(run_schakel("listen", "--ack-undecodable", "--drain", "--timeout", "20", NULL),
+                     0);
+    read_test_file("listen.err", err, sizeof err);
+    assert_non_null(strstr(err, "listen: cannot read delivery seq=5, "));
+    assert_non_null(strstr(err, "acknowledged (--ack-undecodable): dropped"));
+    assert_null(strstr(err, "were not acknowledged"));
+    assert_int_equal(fake_pending(), 0);
+    fake_reset(&fake);
+}
+
 static void test_case_event_kind_names(void **state)
 {
     (void)state;
@@ -4414,6 +4662,8 @@ int main(void)
         cmocka_unit_test(test_connect_table),
         cmocka_unit_test(test_connect_bad_arguments),
         cmocka_unit_test_setup_teardown(test_whoami, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_past_unreadable, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch_floor, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_publish_table, client_setup, client_teardown),
@@ -4469,6 +4719,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_case_show_refusals, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_case_event_delivery, client_setup, client_teardown),
         cmocka_unit_test(test_case_event_kind_names),
+        cmocka_unit_test(test_listen_past_unreadable),
         cmocka_unit_test_setup_teardown(test_inflight_in_order, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_wait_by_id, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_inflight_answers_table, client_setup, client_teardown),

@@ -2300,6 +2300,66 @@ static void test_unknown_reason_from_the_broker(void **state)
     free(bytes);
 }
 
+/* A Deliver the codec refuses still names its seq (the client reports the
+ * delivery it cannot read by it, PROTOCOL.md 7.11); only a Deliver of our
+ * version does, and no other body. */
+static void test_refused_deliver_names_its_seq(void **state)
+{
+    (void)state;
+    static const uint8_t signal_bytes[] = {0x0a, 0x01, 'x'};
+    const struct {
+        int both_bodies, bad_text, has_seq;
+        uint32_t version;
+        uint64_t expected;
+    } rows[] = {
+        {1, 0, 1, 1, 41}, /* a signal and a case event */
+        {0, 1, 1, 1, 41}, /* a text that is not UTF-8 */
+        {0, 1, 0, 1, 0},  /* no seq to name */
+        {0, 1, 1, 2, 0},  /* another version: its field 1 need not be a seq */
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
+        deliver.has_seq = rows[i].has_seq;
+        deliver.seq = 41;
+        deliver.purpose = rows[i].bad_text ? "Aanpak \xc3\x28" : "Aanpak";
+        deliver.has_signal = 1;
+        deliver.signal.data = (uint8_t *)(uintptr_t)signal_bytes;
+        deliver.signal.len = sizeof signal_bytes;
+        deliver.has_case_event = rows[i].both_bodies;
+        deliver.case_event = deliver.signal;
+        Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+        frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
+        frame.deliver = &deliver;
+        frame.has_version = 1;
+        frame.version = rows[i].version;
+        size_t len = schakel__frame__get_packed_size(&frame);
+        uint8_t *bytes = malloc(len);
+        assert_non_null(bytes);
+        assert_int_equal(schakel__frame__pack(&frame, bytes), len);
+        wire_error_t err;
+        memset(&err, 0xff, sizeof err);
+        assert_null(wire_decode_broker_frame(bytes, len, &err));
+        if (err.deliver_seq != rows[i].expected)
+            fail_msg("row %zu: deliver_seq %llu (%s)", i, (unsigned long long)err.deliver_seq,
+                     err.text);
+        free(bytes);
+    }
+    /* a refused frame of another body names none */
+    Schakel__Rejected rejected = SCHAKEL__REJECTED__INIT;
+    rejected.has_seq = 1;
+    rejected.seq = 41;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    frame.body_case = SCHAKEL__FRAME__BODY_REJECTED;
+    frame.rejected = &rejected;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(&frame, &len);
+    wire_error_t err;
+    memset(&err, 0xff, sizeof err);
+    assert_null(wire_decode_broker_frame(bytes, len, &err));
+    assert_int_equal(err.deliver_seq, 0);
+    free(bytes);
+}
+
 /* Fields a newer broker added: a client ignores them and keeps the ones
  * it knows (PROTOCOL.md 1.3); a partner's frame with them is refused; a
  * frame whose only body is one this code does not know is refused either
@@ -2396,6 +2456,7 @@ int main(void)
         cmocka_unit_test(test_case_publish_vector),
         cmocka_unit_test(test_full_case_view_page_decodes),
         cmocka_unit_test(test_unknown_reason_from_the_broker),
+        cmocka_unit_test(test_refused_deliver_names_its_seq),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
