@@ -707,6 +707,14 @@ static int listen_loop(const cli_options_t *opts, const listen_settings_t *setti
                 rc = cli_report("listen: backlog", status, schakel_last_error(client));
             else if (backlog <= unreadable->n) /* all that is left is unreadable */
                 rc = CLI_EXIT_OK;
+            else if (unreadable->window_said) {
+                /* The unreadable ones fill the window: the broker sends
+                 * nothing more, and waiting would not drain the rest. */
+                cli_say("listen: the backlog (%llu) cannot be drained while deliveries that "
+                        "cannot be read fill the window",
+                        (unsigned long long)backlog);
+                rc = CLI_EXIT_FAILURE;
+            }
         }
     }
     if (rc < 0 && listen_stop && batch->unconfirmed)

@@ -1261,8 +1261,10 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     enum fake_flow_mode mode = fake->flow_mode;
     uint64_t pending = fake->pending;
     pthread_mutex_unlock(&fake->lock);
-    for (uint64_t seq = 1; mode == FAKE_FLOW_PENDING && seq < 64; seq++)
-        if ((pending & FAKE_SEQ_BIT(seq)) != 0)
+    /* as a broker does: at most the window's worth in flight */
+    uint32_t sent = 0;
+    for (uint64_t seq = 1; mode == FAKE_FLOW_PENDING && seq < 64 && sent < flow->window; seq++)
+        if ((pending & FAKE_SEQ_BIT(seq)) != 0 && ++sent > 0)
             fake_send_deliver_seq(fake, routing,
                                   seq == FAKE_UNREADABLE_SIGNAL_SEQ  ? FAKE_FLOW_GARBAGE_SIGNAL
                                   : seq == FAKE_UNREADABLE_FRAME_SEQ ? FAKE_FLOW_BAD_UTF8
@@ -3858,6 +3860,20 @@ static void test_listen_past_unreadable(void **state)
     assert_int_equal(run_schakel("listen", "--window", "2", "--timeout", "2", NULL), 1);
     read_test_file("listen.err", err, sizeof err);
     assert_non_null(strstr(err, "2 deliveries that cannot be read fill the window of 2"));
+
+    /* --drain with the window filled by them and a good one behind them:
+     * the broker sends nothing more, so it ends at once, not at its
+     * timeout, and says why (the good one stays pending) */
+    set_pending(unreadable | FAKE_SEQ_BIT(DELIVERED_SEQ));
+    assert_int_equal(run_schakel("listen", "--window", "2", "--drain", "--timeout", "60", NULL),
+                     1);
+    read_test_file("listen.err", err, sizeof err);
+    assert_non_null(strstr(err, "fill the window of 2"));
+    assert_non_null(strstr(err, "the backlog (3) cannot be drained while deliveries that "
+                                "cannot be read fill the window"));
+    assert_null(strstr(err, "not drained within"));
+    assert_int_equal(fake_pending(), unreadable | FAKE_SEQ_BIT(DELIVERED_SEQ));
+    set_pending(unreadable);
 
     /* --ack-undecodable: said, then acked; nothing left, exit 0 */
     assert_int_equal(run_schakel("listen", "--ack-undecodable", "--drain", "--timeout", "20", NULL),
