@@ -1862,7 +1862,8 @@ static void held_check_if_settled(broker_t *b)
         (!conns_held_settled(b->conns, SCHAKEL_BROKER_RCVHWM + 1) && frames_waiting(b)))
         return;
     conns_held_limits_t limits = {.bound = SCHAKEL_HELD_BOUND_BYTES,
-                                  .command_bytes_per_s = SCHAKEL_HELD_COMMAND_BYTES_PER_S};
+                                  .command_bytes_per_s = SCHAKEL_HELD_COMMAND_BYTES_PER_S,
+                                  .command_bytes_max = SCHAKEL_HELD_COMMAND_MAX_BYTES};
     (void)conns_held_check(b->conns, b->now_ms, &limits, held_cut, b);
 }
 

@@ -565,11 +565,15 @@ static void peer_text(int fd, char *out, socklen_t len)
         snprintf(out, len, "unknown");
 }
 
-/* The most command bytes the connection can have sent by at_ms. */
-static int64_t conns_commands_by(const conn_t *conn, int64_t at_ms, uint64_t per_s)
+/* The most command bytes the connection can have sent by at_ms, within
+ * the allowance's cap. */
+static int64_t conns_commands_by(const conn_t *conn, int64_t at_ms, const conns_held_limits_t *lim)
 {
     int64_t ms = at_ms > conn->commands_ms ? at_ms - conn->commands_ms : 0;
-    return conn->commands + ms * (int64_t)per_s / 1000;
+    int64_t by = conn->commands + ms * (int64_t)lim->command_bytes_per_s / 1000;
+    if (lim->command_bytes_max > 0 && by > (int64_t)lim->command_bytes_max)
+        by = (int64_t)lim->command_bytes_max;
+    return by;
 }
 
 size_t conns_held_check(conns_t *c, int64_t now_ms, const conns_held_limits_t *lim,
@@ -589,8 +593,8 @@ size_t conns_held_check(conns_t *c, int64_t now_ms, const conns_held_limits_t *l
          * was read then, less the taken and the most it can have sent of
          * commands, is at most what libzmq held then of messages not yet
          * complete (taken also counts frames read after the snapshot). */
-        int64_t held = conn->read_snap - (int64_t)conn->taken -
-                       conns_commands_by(conn, snapshot_ms, lim->command_bytes_per_s);
+        int64_t held =
+            conn->read_snap - (int64_t)conn->taken - conns_commands_by(conn, snapshot_ms, lim);
         if (held > (int64_t)lim->bound) {
             char peer[INET6_ADDRSTRLEN];
             peer_text((int)i, peer, sizeof peer); /* a socket shut down has no peer */
@@ -605,7 +609,7 @@ size_t conns_held_check(conns_t *c, int64_t now_ms, const conns_held_limits_t *l
          * commands from above (it counts everything held as well): a long
          * life does not add up an allowance that an unfinished message
          * could use. */
-        int64_t commands = conns_commands_by(conn, now_ms, lim->command_bytes_per_s);
+        int64_t commands = conns_commands_by(conn, now_ms, lim);
         int64_t read_now = conns_read_bytes(conn, (int)i, 0);
         if (read_now >= 0 && read_now - (int64_t)conn->taken < commands)
             commands = read_now - (int64_t)conn->taken;

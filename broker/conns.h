@@ -140,7 +140,9 @@ size_t conns_open_count(const conns_t *conns);
  * bytes that are no frames are bounded from above, never guessed low: at
  * most SCHAKEL_HELD_COMMAND_BYTES_PER_S a second since the last pass,
  * and never more than the connection's whole excess read just after it
- * (so a long life does not add up an allowance). What libzmq holds of a
+ * (so a long life does not add up an allowance), nor than
+ * SCHAKEL_HELD_COMMAND_MAX_BYTES (so a connection that holds unfinished
+ * parts, dripping them slower than the allowance grows, is cut too). What libzmq holds of a
  * well-behaved client is then at most the frame it is reading (1 MiB) and
  * one read batch (8 KiB); a connection found to hold more than the bound
  * is shut down (conns_shut: libzmq closes it and frees its parts).
@@ -172,6 +174,7 @@ int conns_held_settled(const conns_t *conns, size_t per_connection);
 typedef struct conns_held_limits {
     uint64_t bound;               /* held bytes past which a connection is shut down */
     uint64_t command_bytes_per_s; /* ZMTP command bytes a connection may send a second */
+    uint64_t command_bytes_max;   /* the most that allowance may reach; 0: no cap */
 } conns_held_limits_t;
 /* A connection shut down: its socket (open until libzmq closes it), its
  * peer's address ("unknown" when it could not be read), the bytes held. */

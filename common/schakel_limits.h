@@ -158,6 +158,13 @@
  * client that pings more often than every 250 ms may find its connection
  * shut down once its excess adds up to the bound (hours). */
 #define SCHAKEL_HELD_COMMAND_BYTES_PER_S 256u
+/* The most that allowance may reach: a well-behaved client's excess is
+ * brought down at every check to what it sent since the last (a few
+ * hundred bytes), so only a connection that holds unfinished parts could
+ * build it up, 256 bytes a second for as long as it holds them; capped,
+ * such a slow drip is cut at the bound and this much more. A client's
+ * PINGs during a loop stall of hours stay within the bound above it. */
+#define SCHAKEL_HELD_COMMAND_MAX_BYTES 65536u
 
 /* Broker loop */
 #define SCHAKEL_MAX_BATCH 512u          /* frames handled per loop turn, one commit */

@@ -644,6 +644,33 @@ static void test_command_allowance_does_not_add_up(void **state)
     conns_destroy(&c);
 }
 
+/* A connection that holds unfinished parts and drips more no faster than
+ * the command allowance grows would never be cut by the rate alone: the
+ * allowance's cap ends it at the bound and the cap. */
+static void test_slow_drip_is_cut_at_the_cap(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    const conns_held_limits_t lim = {
+        .bound = 30000, .command_bytes_per_s = 1000, .command_bytes_max = 5000};
+    cut_seen_t seen = {.n = 0};
+    pair_t drip = tcp_pair_open();
+    conns_opened(c, drip.ours, 0);
+    int cut_at = -1;
+    for (int s = 1; s <= 100 && cut_at < 0; s++) {
+        tcp_send_read(&drip, 1000, 1000); /* a second's worth of the allowance */
+        conns_held_snapshot(c, s * 1000);
+        if (conns_held_check(c, s * 1000, &lim, cut_note, &seen) == 1)
+            cut_at = s;
+    }
+    /* 1,000 held a second: past 30,000 + 5,000 at the 36th */
+    assert_int_equal(cut_at, 36);
+    assert_int_equal(seen.held[0], 31000);
+    assert_true(client_sees_shutdown(&drip));
+    pair_close(&drip);
+    conns_destroy(&c);
+}
+
 /* The broker has taken twice a connection's queue of messages from one
  * connection since the snapshot: fair-queued, every connection's queue
  * was read meanwhile, and the check may run on a router never empty. A
@@ -690,6 +717,7 @@ int main(void)
         cmocka_unit_test(test_frame_wire_bytes),
         cmocka_unit_test(test_held_bytes_beyond_the_bound_are_cut),
         cmocka_unit_test(test_command_allowance_does_not_add_up),
+        cmocka_unit_test(test_slow_drip_is_cut_at_the_cap),
         cmocka_unit_test(test_held_check_settles_by_messages_taken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
