@@ -1219,7 +1219,8 @@ static int receive_one(broker_t *b)
         parts++;
     }
     if (parts > 0)
-        conns_took(b->conns, zmq_msg_get(&data, ZMQ_SRCFD), wire_bytes);
+        conns_took(b->conns, zmq_msg_get(&data, ZMQ_SRCFD), zmq_msg_data(&routing),
+                   zmq_msg_size(&routing), wire_bytes);
     const char *user_id = parts > 0 ? zmq_msg_gets(&data, "User-Id") : NULL;
     if (user_id == NULL) {
         /* CURVE with our ZAP handler always sets a User-Id; a message

@@ -42,6 +42,8 @@ typedef struct conn {
     int64_t commands_ms;  /* ... as of this time (conns_held_check) */
     uint8_t snapped;      /* read_snap is the pass's (conns_held_snapshot) */
     uint64_t taken_since; /* messages the broker took from it since the snapshot */
+    uint64_t routing;     /* hash of the routing id last taken from it; 0: none */
+    uint64_t routing_prev; /* the same of the connection closed on its number before */
 } conn_t;
 
 struct conns {
@@ -176,6 +178,8 @@ void conns_opened(conns_t *c, int fd, int64_t now_ms)
     conn->commands_ms = now_ms;
     conn->snapped = 0;
     conn->taken_since = 0;
+    conn->routing_prev = conn->routing; /* 0 for a number not used before */
+    conn->routing = 0;
 }
 
 void conns_closed(conns_t *c, int fd)
@@ -491,11 +495,17 @@ uint64_t conns_frame_wire_bytes(size_t len)
     return body + (body <= 255 ? 2 : 9);
 }
 
-void conns_took(conns_t *c, int fd, uint64_t wire_bytes)
+void conns_took(conns_t *c, int fd, const void *routing, size_t routing_len, uint64_t wire_bytes)
 {
     conn_t *conn = conns_find(c, fd);
     if (conn == NULL || conn->state != CONN_OPEN)
         return;
+    if (routing != NULL) {
+        uint64_t id = conns_hash(routing, routing_len);
+        if (id == conn->routing_prev)
+            return; /* the closed connection's, not this one's */
+        conn->routing = id;
+    }
     conn->taken += wire_bytes;
     if (++conn->taken_since > c->most_since)
         c->most_since = conn->taken_since;

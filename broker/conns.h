@@ -153,8 +153,14 @@ size_t conns_open_count(const conns_t *conns);
  * nonce, the box's MAC and its flags byte. */
 uint64_t conns_frame_wire_bytes(size_t len);
 /* The broker took a message of `wire_bytes` (conns_frame_wire_bytes of
- * each part, summed) from the connection on `fd`. O(1). */
-void conns_took(conns_t *conns, int fd, uint64_t wire_bytes);
+ * each part, summed) from the connection on `fd`, under the router's
+ * routing id `routing` (routing_len bytes; NULL: not known). A message
+ * under the routing id last taken from the connection that closed on the
+ * same socket number before this one opened is that one's, still queued
+ * in the router: not counted for this one, whose unfinished parts it
+ * would hide from the check. O(routing_len). */
+void conns_took(conns_t *conns, int fd, const void *routing, size_t routing_len,
+                uint64_t wire_bytes);
 /* The pass's first half: what libzmq has read from each open connection,
  * at now_ms. Call it with every connection event drained. */
 void conns_held_snapshot(conns_t *conns, int64_t now_ms);

@@ -585,12 +585,12 @@ static void test_held_bytes_beyond_the_bound_are_cut(void **state)
     for (size_t i = 0; i < 4; i++)
         conns_opened(c, all[i]->ours, 0);
     tcp_send_read(&held, 100000, 100000);
-    conns_took(c, held.ours, 60000);
+    conns_took(c, held.ours, NULL, 0, 60000);
     tcp_send_read(&taken, 100000, 100000);
-    conns_took(c, taken.ours, 100000);
+    conns_took(c, taken.ours, NULL, 0, 100000);
     tcp_send_read(&queued, 100000, 10000);
     tcp_send_read(&within, 100000, 100000);
-    conns_took(c, within.ours, 70000); /* 30,000 held: not beyond */
+    conns_took(c, within.ours, NULL, 0, 70000); /* 30,000 held: not beyond */
 
     cut_seen_t seen = {.n = 0};
     assert_false(conns_held_pending(c));
@@ -644,6 +644,36 @@ static void test_command_allowance_does_not_add_up(void **state)
     conns_destroy(&c);
 }
 
+/* Messages a connection that closed left queued in the router, taken
+ * once another connection has its socket number: not counted for the new
+ * one (they would hide what it holds), while its own are. */
+static void test_frames_of_a_closed_connection_are_not_the_next_ones(void **state)
+{
+    (void)state;
+    conns_t *c = conns_new();
+    const conns_held_limits_t lim = {.bound = 30000, .command_bytes_per_s = 0};
+    cut_seen_t seen = {.n = 0};
+    pair_t hider = tcp_pair_open(), honest = tcp_pair_open();
+    pair_t *all[] = {&hider, &honest};
+    for (size_t i = 0; i < 2; i++) {
+        conns_opened(c, all[i]->ours, 0);
+        conns_took(c, all[i]->ours, "old", 3, 10); /* the earlier connection's */
+        conns_closed(c, all[i]->ours);
+        conns_opened(c, all[i]->ours, 0);              /* a new one on the number */
+        conns_took(c, all[i]->ours, "old", 3, 100000); /* left queued: not its */
+        tcp_send_read(all[i], 50000, 50000);
+    }
+    conns_took(c, honest.ours, "new", 3, 50000); /* its own: all it sent */
+    conns_held_snapshot(c, 1000);
+    assert_int_equal(conns_held_check(c, 1000, &lim, cut_note, &seen), 1);
+    assert_int_equal(seen.fd[0], hider.ours);
+    assert_int_equal(seen.held[0], 50000);
+    assert_false(client_sees_shutdown(&honest));
+    pair_close(&hider);
+    pair_close(&honest);
+    conns_destroy(&c);
+}
+
 /* A connection that holds unfinished parts and drips more no faster than
  * the command allowance grows would never be cut by the rate alone: the
  * allowance's cap ends it at the bound and the cap. */
@@ -685,11 +715,11 @@ static void test_held_check_settles_by_messages_taken(void **state)
     assert_false(conns_held_settled(c, 3));
     conns_held_snapshot(c, 1000);
     for (int i = 0; i < 5; i++)
-        conns_took(c, a.ours, 35);
+        conns_took(c, a.ours, NULL, 0, 35);
     for (int i = 0; i < 5; i++)
-        conns_took(c, b.ours, 35);
+        conns_took(c, b.ours, NULL, 0, 35);
     assert_false(conns_held_settled(c, 3)); /* ten in all, five at most of one */
-    conns_took(c, b.ours, 35);
+    conns_took(c, b.ours, NULL, 0, 35);
     assert_true(conns_held_settled(c, 3));
     const conns_held_limits_t lim = {.bound = 30000, .command_bytes_per_s = 0};
     assert_int_equal(conns_held_check(c, 1000, &lim, NULL, NULL), 0);
@@ -718,6 +748,7 @@ int main(void)
         cmocka_unit_test(test_held_bytes_beyond_the_bound_are_cut),
         cmocka_unit_test(test_command_allowance_does_not_add_up),
         cmocka_unit_test(test_slow_drip_is_cut_at_the_cap),
+        cmocka_unit_test(test_frames_of_a_closed_connection_are_not_the_next_ones),
         cmocka_unit_test(test_held_check_settles_by_messages_taken),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
