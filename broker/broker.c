@@ -1218,6 +1218,11 @@ static int receive_one(broker_t *b)
             msg_wipe_close(&extra);
         parts++;
     }
+    /* What closed and opened before this frame came, first: its socket
+     * number is then the connection it came from (or a later one, whose
+     * messages conns_took tells apart by routing id), and a session ends
+     * with the connection it was bound to. */
+    broker_connections_drain(b);
     if (parts > 0)
         conns_took(b->conns, zmq_msg_get(&data, ZMQ_SRCFD), zmq_msg_data(&routing),
                    zmq_msg_size(&routing), wire_bytes);
@@ -1236,7 +1241,6 @@ static int receive_one(broker_t *b)
         const policy_principal_t *principal = policy_principal_by_id(b->policy, user_id);
         const char *key = zmq_msg_gets(&data, ZAP_PROPERTY_KEY);
         int over_limit = 0, fd = zmq_msg_get(&data, ZMQ_SRCFD);
-        broker_connections_drain(b); /* what closed before this frame came */
         session_t *session =
             sessions_touch(b->sessions, zmq_msg_data(&routing), zmq_msg_size(&routing), user_id,
                            key ? key : "", b->now_ms, b->max_connections, &over_limit);
