@@ -85,6 +85,10 @@ enum fake_publish_mode {
 #define FAKE_PLAN_MAX 64
 #define FAKE_HELD_MAX 64
 #define FAKE_ID_LOG_MAX 128
+/* Connections the fake tells apart (by routing id), and the longest
+ * routing id it keeps (libzmq's own are 5 bytes). */
+#define FAKE_CONNS_MAX 1024
+#define FAKE_ROUTING_ID_MAX 16
 /* Items of the last publish whose digests the fake keeps. */
 #define FAKE_ITEMS_KEPT 4
 
@@ -284,6 +288,15 @@ typedef struct fake_broker {
     int releases;       /* wake-ups handled: every held publish answered */
     int late_rejection; /* a query's NOT_FOUND is owed before the next answer */
     int wake[2];        /* a byte here makes the fake answer what it holds */
+    /* The routing ids (one per connection) frames came from since the
+     * fake started, in order; the first n_conns_stale are of connections
+     * from before the last fake_reset: an earlier test's client, whose last
+     * Ack may still come after that test closed it (libschakel lingers to
+     * let it leave) and after the reset, and is not this test's. */
+    uint8_t conn_ids[FAKE_CONNS_MAX][FAKE_ROUTING_ID_MAX];
+    size_t conn_id_len[FAKE_CONNS_MAX];
+    size_t n_conns, n_conns_stale;
+    int stale_frames; /* frames dropped as from such a connection */
 } fake_broker_t;
 
 /* The first item seq of the Accepted for message_id when seqs_by_id is
@@ -1278,13 +1291,41 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
         fake_send_deliver(fake, routing, mode);
 }
 
+/* Whether a frame from `routing` came over a connection from before the
+ * last fake_reset (1); a connection seen for the first time is this
+ * test's (0). Past FAKE_CONNS_MAX connections every new one counts as
+ * this test's. Called by the fake's thread, which alone writes conn_ids. */
+static int fake_connection_stale(fake_broker_t *fake, const zmq_msg_t *routing)
+{
+    size_t len = zmq_msg_size(routing);
+    const uint8_t *id = zmq_msg_data((zmq_msg_t *)(uintptr_t)routing);
+    if (len > FAKE_ROUTING_ID_MAX)
+        len = FAKE_ROUTING_ID_MAX;
+    pthread_mutex_lock(&fake->lock);
+    size_t at = 0;
+    while (at < fake->n_conns &&
+           (fake->conn_id_len[at] != len || memcmp(fake->conn_ids[at], id, len) != 0))
+        at++;
+    if (at == fake->n_conns && at < FAKE_CONNS_MAX) {
+        memcpy(fake->conn_ids[at], id, len);
+        fake->conn_id_len[at] = len;
+        fake->n_conns++;
+    }
+    int stale = at < fake->n_conns_stale;
+    fake->stale_frames += stale;
+    if (stale)
+        pthread_cond_broadcast(&fake->changed);
+    pthread_mutex_unlock(&fake->lock);
+    return stale;
+}
+
 static void fake_router(fake_broker_t *fake)
 {
     zmq_msg_t routing, data;
     zmq_msg_init(&routing);
     zmq_msg_init(&data);
     if (zmq_msg_recv(&routing, fake->router, 0) == -1 || !zmq_msg_more(&routing) ||
-        zmq_msg_recv(&data, fake->router, 0) == -1) {
+        zmq_msg_recv(&data, fake->router, 0) == -1 || fake_connection_stale(fake, &routing)) {
         zmq_msg_close(&routing);
         zmq_msg_close(&data);
         return;
@@ -1365,6 +1406,7 @@ static int fake_start(fake_broker_t *fake, const char *endpoint)
     int zero = 0, one = 1, big_hwm = 100000;
     pthread_mutex_lock(&fake->lock);
     fake->n_held = 0; /* held answers were for connections to the old process */
+    fake->n_conns = fake->n_conns_stale = 0; /* and so were those connections */
     pthread_mutex_unlock(&fake->lock);
     if (pipe(fake->wake) != 0)
         return -1;
@@ -1442,6 +1484,8 @@ static void fake_reset(fake_broker_t *fake)
     fake->n_id_log = 0;
     fake->n_held = 0;
     fake->late_rejection = 0;
+    fake->n_conns_stale = fake->n_conns; /* what they send from now on is not counted */
+    fake->stale_frames = 0;
     pthread_mutex_unlock(&fake->lock);
 }
 
@@ -1679,8 +1723,20 @@ static int relay_cuts(relay_t *r)
 /* ------------------------------------------------------------ fixture */
 
 static char dir[64];
-static fake_broker_t fake = {.lock = PTHREAD_MUTEX_INITIALIZER,
-                             .changed = PTHREAD_COND_INITIALIZER};
+/* fake.lock is made an error-checking mutex by group_setup (fake_unlock_after_failure). */
+static fake_broker_t fake = {.changed = PTHREAD_COND_INITIALIZER};
+
+/* A test that fails an assertion while it holds fake.lock leaves by
+ * cmocka's longjmp with the lock held: the fake's thread would wait for
+ * it for ever, and so would the join at the group's end. The teardowns
+ * release it, saying so, and the run goes on to its next test. Unlocking
+ * an error-checking mutex this thread does not hold is refused (EPERM),
+ * so this releases only a lock the failed test left held. */
+static void fake_unlock_after_failure(void)
+{
+    if (pthread_mutex_unlock(&fake.lock) == 0)
+        print_error("the test failed holding the fake broker's lock: released\n");
+}
 
 static void path_of(char *out, size_t len, const char *name)
 {
@@ -1698,6 +1754,12 @@ static int group_setup(void **state)
 {
     (void)state;
     char path[160], err[256];
+    pthread_mutexattr_t errorcheck;
+    if (pthread_mutexattr_init(&errorcheck) != 0 ||
+        pthread_mutexattr_settype(&errorcheck, PTHREAD_MUTEX_ERRORCHECK) != 0 ||
+        pthread_mutex_init(&fake.lock, &errorcheck) != 0)
+        return -1;
+    pthread_mutexattr_destroy(&errorcheck);
     if (keys_init() != 0)
         return -1;
     strcpy(dir, "/tmp/schakel-client-XXXXXX");
@@ -1727,6 +1789,7 @@ static int group_teardown(void **state)
 {
     (void)state;
     char cmd[128];
+    fake_unlock_after_failure();
     fake_stop(&fake);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     return system(cmd) == 0 ? 0 : -1;
@@ -1761,6 +1824,7 @@ static int client_setup(void **state)
 static int client_teardown(void **state)
 {
     schakel_client_t *client = *state;
+    fake_unlock_after_failure();
     schakel_close(&client);
     assert_null(client);
     return 0;
@@ -1856,6 +1920,29 @@ static void test_whoami(void **state)
     assert_string_equal(role, ROLE);
     assert_int_equal(schakel_whoami(client, principal, partner, role, 0), SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_whoami(NULL, principal, partner, role, WAIT_MS), SCHAKEL_ERR_USAGE);
+}
+
+/* The fake hears only connections made since its last reset: what an
+ * earlier test's client sent last (an Ack, which libschakel lets leave on
+ * close) may come after the next test reset the fake, and was counted as
+ * that test's (an Ack frame too many). */
+static void test_fake_ignores_earlier_connections(void **state)
+{
+    schakel_client_t *client = *state, *later = NULL;
+    fake_reset(&fake); /* the connection of client_setup is now an earlier one */
+    assert_int_equal(schakel_ack(client, DELIVERED_SEQ), SCHAKEL_OK);
+    assert_int_equal(schakel_whoami(client, NULL, NULL, NULL, SHORT_TIMEOUT_MS),
+                     SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(fake_await(&fake, &fake.stale_frames, 2), 0);
+    assert_int_equal(connect_as(&later, "alice.key", "broker.pub", WAIT_MS, NULL), SCHAKEL_OK);
+    assert_int_equal(schakel_whoami(later, NULL, NULL, NULL, WAIT_MS), SCHAKEL_OK);
+    schakel_close(&later);
+    pthread_mutex_lock(&fake.lock);
+    int acks = fake.ack_frames, heartbeats = fake.heartbeats, stale = fake.stale_frames;
+    pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(acks, 0);
+    assert_int_equal(heartbeats, 2); /* the later client's: its connect's and this one */
+    assert_int_equal(stale, 2);
 }
 
 /* The store epoch: asked for by schakel_store_epoch's Heartbeat alone
@@ -4678,6 +4765,8 @@ int main(void)
         cmocka_unit_test(test_connect_table),
         cmocka_unit_test(test_connect_bad_arguments),
         cmocka_unit_test_setup_teardown(test_whoami, client_setup, client_teardown),
+        cmocka_unit_test_setup_teardown(test_fake_ignores_earlier_connections, client_setup,
+                                        client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_past_unreadable, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),

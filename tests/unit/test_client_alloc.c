@@ -665,8 +665,9 @@ static void op_publish_ok(run_t *run)
         assert_int_equal(run->results[i].recipients, 2);
     }
     pthread_mutex_lock(&fake.lock);
-    assert_int_equal(fake.publishes_bad, 0);
+    int publishes_bad = fake.publishes_bad;
     pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(publishes_bad, 0);
 }
 
 static schakel_status_t op_publish_retry(run_t *run)
@@ -718,9 +719,11 @@ static void check_delivery_acked(run_t *run)
     /* the Heartbeat round trip comes after the Ack on the same connection */
     assert_int_equal(schakel_backlog(run->client, &run->backlog, WAIT_MS), SCHAKEL_OK);
     pthread_mutex_lock(&fake.lock);
-    assert_int_equal(fake.delivery_owed, 0);
-    assert_int_equal(fake.acks, 1);
+    int delivery_owed = fake.delivery_owed;
+    size_t acks = fake.acks;
     pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(delivery_owed, 0);
+    assert_int_equal(acks, 1);
 }
 
 static void op_receive_ack_ok(run_t *run)
@@ -783,8 +786,9 @@ static void op_ack_many_ok(run_t *run)
 {
     assert_int_equal(schakel_backlog(run->client, &run->backlog, WAIT_MS), SCHAKEL_OK);
     pthread_mutex_lock(&fake.lock);
-    assert_int_equal(fake.acks, ACK_MANY);
+    size_t acks = fake.acks;
     pthread_mutex_unlock(&fake.lock);
+    assert_int_equal(acks, ACK_MANY);
 }
 
 static void op_ack_many_failed(run_t *run)
@@ -792,9 +796,10 @@ static void op_ack_many_failed(run_t *run)
     assert_non_null(strstr(schakel_last_error(run->client)->text, "seqs were acked before"));
     check_usable(run);
     pthread_mutex_lock(&fake.lock);
-    assert_true(fake.acks < ACK_MANY);
+    size_t acks = fake.acks;
     fake.acks = 0;
     pthread_mutex_unlock(&fake.lock);
+    assert_true(acks < ACK_MANY);
     assert_int_equal(op_ack_many(run), SCHAKEL_OK);
     op_ack_many_ok(run);
 }
