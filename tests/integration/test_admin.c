@@ -31,6 +31,7 @@
 
 #include "keys.h"
 #include "wire.h"
+#include "zmtp_raw.h"
 
 static const char *const ADMIN_ON[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
 
@@ -855,6 +856,7 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
 
 typedef struct raw_client {
     void *ctx, *socket, *monitor;
+    zmtp_raw_t *own; /* a CurveZMQ client of the test's own instead (raw_connect_own) */
 } raw_client_t;
 
 /* A DEALER with `principal`'s key, connected and past the handshake. */
@@ -867,6 +869,7 @@ static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint, con
     assert_int_equal(keys_load_public(env->broker_pub, broker_sign, text, sizeof text), 0);
     assert_int_equal(keys_sign_pk_to_curve(broker_sign, broker_curve), 0);
     int zero = 0;
+    c->own = NULL;
     c->ctx = zmq_ctx_new();
     c->socket = zmq_socket(c->ctx, ZMQ_DEALER);
     assert_int_equal(zmq_setsockopt(c->socket, ZMQ_CURVE_SERVERKEY, broker_curve, 32) |
@@ -893,8 +896,22 @@ static void raw_connect(raw_client_t *c, h_env_t *env, const char *endpoint, con
     assert_int_equal(code, ZMQ_EVENT_HANDSHAKE_SUCCEEDED);
 }
 
+/* The same with a client of the test's own (zmtp_raw), which writes to
+ * the TCP socket itself, so that the test knows when what it sent is in
+ * the broker's receive queue (send_in_one_turn). */
+static void raw_connect_own(raw_client_t *c, h_env_t *env, const char *endpoint,
+                            const char *principal)
+{
+    memset(c, 0, sizeof *c);
+    c->own = zmtp_raw_connect_to(env, endpoint, principal);
+}
+
 static void raw_close(raw_client_t *c)
 {
+    if (c->own != NULL) {
+        zmtp_raw_close(&c->own);
+        return;
+    }
     zmq_socket_monitor(c->socket, NULL, 0);
     zmq_close(c->monitor);
     zmq_close(c->socket);
@@ -904,24 +921,65 @@ static void raw_close(raw_client_t *c)
 /* The next frame from the broker, decoded; fails the test on timeout. */
 static Schakel__Frame *raw_next(raw_client_t *c)
 {
-    zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
-    if (zmq_poll(&item, 1, H_TIMEOUT_MS) != 1)
-        fail_msg("no answer within %d ms", H_TIMEOUT_MS);
-    zmq_msg_t msg;
-    zmq_msg_init(&msg);
-    assert_true(zmq_msg_recv(&msg, c->socket, 0) >= 0);
     wire_error_t err;
-    Schakel__Frame *frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
-    zmq_msg_close(&msg);
+    Schakel__Frame *frame;
+    if (c->own != NULL) {
+        uint8_t *bytes = NULL;
+        size_t len = 0;
+        int rc = zmtp_raw_recv(c->own, &bytes, &len, H_TIMEOUT_MS);
+        if (rc != 1)
+            fail_msg("no answer within %d ms%s", H_TIMEOUT_MS,
+                     rc < 0 ? " (the broker closed the connection)" : "");
+        frame = wire_decode_frame(bytes, len, &err);
+        free(bytes);
+    } else {
+        zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, H_TIMEOUT_MS) != 1)
+            fail_msg("no answer within %d ms", H_TIMEOUT_MS);
+        zmq_msg_t msg;
+        zmq_msg_init(&msg);
+        assert_true(zmq_msg_recv(&msg, c->socket, 0) >= 0);
+        frame = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
+        zmq_msg_close(&msg);
+    }
     if (frame == NULL)
         fail_msg("undecodable answer: %s", err.text);
     return frame;
 }
 
+static void raw_send(raw_client_t *c, const void *bytes, size_t len)
+{
+    if (c->own != NULL) {
+        if (zmtp_raw_send(c->own, bytes, len, 0) != 0)
+            fail_msg("the broker closed the connection");
+        return;
+    }
+    assert_int_equal(zmq_send(c->socket, bytes, len, 0), (int)len);
+}
+
 static Schakel__Frame *raw_exchange(raw_client_t *c, const uint8_t *bytes, size_t len)
 {
-    assert_int_equal(zmq_send(c->socket, bytes, len, 0), (int)len);
+    raw_send(c, bytes, len);
     return raw_next(c);
+}
+
+/* Send n frames to a paused broker and resume it once they are all in its
+ * receive queue: libzmq reads them there in one go, and the broker takes
+ * them in one turn. (A DEALER of libzmq writes from its own thread, at a
+ * time the test cannot know: under load the last frame went out after the
+ * resume, and was read in a turn of its own.) */
+static void send_in_one_turn(h_env_t *env, raw_client_t *c, const uint8_t *const *frames,
+                             const size_t *lens, size_t n)
+{
+    if (c->own == NULL)
+        fail_msg("send_in_one_turn needs a client of the test's own (raw_connect_own)");
+    h_broker_pause(env);
+    for (size_t i = 0; i < n; i++)
+        raw_send(c, frames[i], lens[i]);
+    if (zmtp_raw_delivered(c->own, H_TIMEOUT_MS) != 0)
+        fail_msg("the paused broker's kernel did not take %zu frames within %d ms", n,
+                 H_TIMEOUT_MS);
+    h_broker_resume(env);
 }
 
 /* A frame with any version (wire_encode_frame always writes 1). */
@@ -1073,7 +1131,7 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
     char admin[128];
     h_admin_endpoint(env, admin, sizeof admin);
     raw_client_t c;
-    raw_connect(&c, env, admin, H_OPERATOR);
+    raw_connect_own(&c, env, admin, H_OPERATOR);
     h_store_exec(env,
                  "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'admin.status'"
                  " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
@@ -1087,11 +1145,10 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
     size_t len = 0;
     uint8_t *status = pack_frame(&frame, 1, &len);
     static const char garbage[] = "\xff\xff\xff garbage";
-    h_broker_pause(env); /* both in one turn */
-    assert_int_equal(zmq_send(c.socket, garbage, sizeof garbage - 1, 0), (int)sizeof garbage - 1);
-    assert_int_equal(zmq_send(c.socket, status, len, 0), (int)len);
+    const uint8_t *const frames[] = {(const uint8_t *)garbage, status};
+    const size_t lens[] = {sizeof garbage - 1, len};
+    send_in_one_turn(env, &c, frames, lens, 2);
     free(status);
-    h_broker_resume(env);
     Schakel__Frame *answer = raw_next(&c);
     expect_refused(&answer, "INVALID_MESSAGE", "not a valid", "garbage in a failed turn");
     answer = raw_next(&c);
@@ -1295,19 +1352,18 @@ static void test_request_behind_a_reload_that_removed_its_key(void **state)
     char admin[128];
     h_admin_endpoint(env, admin, sizeof admin);
     raw_client_t c;
-    raw_connect(&c, env, admin, H_OPERATOR);
+    raw_connect_own(&c, env, admin, H_OPERATOR);
     char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
     h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
     free(no_operator);
     size_t reload_len = 0, status_len = 0;
     uint8_t *reload = pack_admin_request(41, "reload", &reload_len);
     uint8_t *status = pack_admin_request(42, "status", &status_len);
-    h_broker_pause(env); /* both in one turn */
-    assert_int_equal(zmq_send(c.socket, reload, reload_len, 0), (int)reload_len);
-    assert_int_equal(zmq_send(c.socket, status, status_len, 0), (int)status_len);
+    const uint8_t *const frames[] = {reload, status};
+    const size_t lens[] = {reload_len, status_len};
+    send_in_one_turn(env, &c, frames, lens, 2);
     free(reload);
     free(status);
-    h_broker_resume(env);
     Schakel__Frame *answer = raw_next(&c);
     if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || !answer->admin_response->ok)
         fail_msg("the reload: body %d", (int)answer->body_case);
@@ -1336,7 +1392,7 @@ static void test_request_behind_a_reload_refusal_carried(void **state)
     char admin[128];
     h_admin_endpoint(env, admin, sizeof admin);
     raw_client_t c;
-    raw_connect(&c, env, admin, H_OPERATOR);
+    raw_connect_own(&c, env, admin, H_OPERATOR);
     char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
     h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
     free(no_operator);
@@ -1345,12 +1401,11 @@ static void test_request_behind_a_reload_refusal_carried(void **state)
     uint8_t *status = pack_admin_request(44, "status", &status_len);
     refuse_admin_refused_entries(env);
     long offset = h_log_offset(env);
-    h_broker_pause(env); /* both in one turn */
-    assert_int_equal(zmq_send(c.socket, reload, reload_len, 0), (int)reload_len);
-    assert_int_equal(zmq_send(c.socket, status, status_len, 0), (int)status_len);
+    const uint8_t *const frames[] = {reload, status};
+    const size_t lens[] = {reload_len, status_len};
+    send_in_one_turn(env, &c, frames, lens, 2);
     free(reload);
     free(status);
-    h_broker_resume(env);
     Schakel__Frame *answer = raw_next(&c);
     if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || !answer->admin_response->ok)
         fail_msg("the reload: body %d", (int)answer->body_case);

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -280,6 +282,22 @@ int zmtp_raw_closed(zmtp_raw_t *raw, int timeout_ms)
     return 1;
 }
 
+int zmtp_raw_delivered(zmtp_raw_t *raw, int timeout_ms)
+{
+    const struct timespec millisecond = {0, 1000000};
+    int64_t deadline = zmtp_now_ms() + timeout_ms;
+    for (;;) {
+        int unacked = 0;
+        if (ioctl(raw->fd, SIOCOUTQ, &unacked) != 0)
+            fail_msg("zmtp_raw: SIOCOUTQ: %s", strerror(errno));
+        if (unacked == 0)
+            return 0;
+        if (zmtp_now_ms() >= deadline)
+            return -1;
+        nanosleep(&millisecond, NULL); /* the kernel's ACK has no event to wait on */
+    }
+}
+
 uint64_t zmtp_raw_sent_bytes(const zmtp_raw_t *raw)
 {
     return raw->sent;
@@ -389,6 +407,11 @@ static void zmtp_handshake(zmtp_raw_t *raw, const keypair_t *key, const uint8_t 
 
 zmtp_raw_t *zmtp_raw_connect(const h_env_t *env, const char *principal)
 {
+    return zmtp_raw_connect_to(env, env->endpoint, principal);
+}
+
+zmtp_raw_t *zmtp_raw_connect_to(const h_env_t *env, const char *endpoint, const char *principal)
+{
     char err[256];
     uint8_t server_sign[32], server_pk[32];
     keypair_t *key = keys_load_secret(h_key_file(env, principal), err, sizeof err);
@@ -399,7 +422,7 @@ zmtp_raw_t *zmtp_raw_connect(const h_env_t *env, const char *principal)
         fail_msg("zmtp_raw: the broker's key: %s", err);
     zmtp_raw_t *raw = calloc(1, sizeof *raw);
     assert_non_null(raw);
-    raw->fd = zmtp_tcp_connect(env->endpoint);
+    raw->fd = zmtp_tcp_connect(endpoint);
     zmtp_handshake(raw, key, server_pk);
     keys_destroy(&key);
     return raw;

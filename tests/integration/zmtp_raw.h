@@ -23,6 +23,8 @@ typedef struct zmtp_raw zmtp_raw_t;
 /* Connect to the broker of env as principal (its key file) and finish the
  * handshake; fails the test when it is not admitted within H_TIMEOUT_MS. */
 zmtp_raw_t *zmtp_raw_connect(const h_env_t *env, const char *principal);
+/* The same, to another endpoint of that broker (its admin endpoint). */
+zmtp_raw_t *zmtp_raw_connect_to(const h_env_t *env, const char *endpoint, const char *principal);
 void zmtp_raw_close(zmtp_raw_t **raw);
 
 /* Send one part of `len` bytes, with the MORE flag when `more`. Answers
@@ -39,6 +41,13 @@ int zmtp_raw_recv(zmtp_raw_t *raw, uint8_t **out, size_t *len, int timeout_ms);
 /* 1 once the broker closed the connection (what arrives meanwhile is read
  * and dropped), within timeout_ms; 0 if it is still open then. */
 int zmtp_raw_closed(zmtp_raw_t *raw, int timeout_ms);
+
+/* Wait up to timeout_ms until the broker's kernel has acknowledged every
+ * byte sent (none left in our send queue): what was sent is in the
+ * broker's receive queue, or read, even while the broker is stopped
+ * (h_broker_pause), and libzmq reads it there in one go once it runs. 0,
+ * or -1 when bytes are still unacknowledged then. */
+int zmtp_raw_delivered(zmtp_raw_t *raw, int timeout_ms);
 
 /* Bytes written to the socket so far (the handshake included). */
 uint64_t zmtp_raw_sent_bytes(const zmtp_raw_t *raw);
