@@ -66,6 +66,7 @@
 typedef struct client_heartbeat {
     uint64_t order;     /* when it was sent (client->requests_sent), its heartbeat_id */
     int named;          /* it carried that id (not to a broker that refused ids) */
+    int asked_epoch;    /* it asked for the store epoch */
     int sent_connected; /* as inflight_entry_t's: lost with that connection */
     unsigned socket_no; /* client->sockets_made when it was sent */
 } client_heartbeat_t;

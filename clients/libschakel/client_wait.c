@@ -101,8 +101,8 @@ schakel_status_t client_send_heartbeat(schakel_client_t *client)
                 (CLIENT_HEARTBEATS_MAX - 1) * sizeof client->heartbeats[0]);
         client->heartbeats_pending--;
     }
-    client->heartbeats[client->heartbeats_pending++] =
-        (client_heartbeat_t){order, named, client->connected, client->sockets_made};
+    client->heartbeats[client->heartbeats_pending++] = (client_heartbeat_t){
+        order, named, client->epoch_asking, client->connected, client->sockets_made};
     client->requests_sent = order;
     return SCHAKEL_OK;
 }
@@ -610,6 +610,25 @@ static int client_connection_refused(const Schakel__Rejected *rejected, const cl
             rejected->reason == SCHAKEL__REASON__TOO_MANY_CONNECTIONS);
 }
 
+/* Whether a refusal naming nothing, due by order to the oldest Heartbeat
+ * owed an answer, cannot be that one's: a broker from before heartbeat_id
+ * refuses a Heartbeat naming itself INVALID_MESSAGE (and one asking for
+ * the store epoch, if from before that too), never one that does neither.
+ * It is then the refusal of a named Heartbeat the client took for lost
+ * with a connection: one sent after that connection dropped but before
+ * the client read that it had, which libzmq still held in the socket's
+ * queue and sent on the next connection, ahead of everything asked after
+ * it (PROTOCOL 4.9). Taken for the oldest, it answered a later Heartbeat
+ * in its place, and each after that the refusal or answer of the one
+ * before it. */
+static int client_heartbeat_refusal_stray(const schakel_client_t *client,
+                                          const Schakel__Rejected *rejected)
+{
+    const client_heartbeat_t *oldest = &client->heartbeats[0];
+    return client->heartbeats_pending > 0 && !oldest->named && !oldest->asked_epoch &&
+           rejected->has_reason && rejected->reason == SCHAKEL__REASON__INVALID_MESSAGE;
+}
+
 /* Returns 1 if the frame was kept by the wait or the FIFO (do not free). */
 static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, client_wait_t *wait)
 {
@@ -647,6 +666,10 @@ static int client_on_rejected(schakel_client_t *client, Schakel__Frame *frame, c
     if (oldest != NULL && publish < asked && publish < heartbeat) {
         client_flight_store(client, oldest, frame, wait);
         return 1;
+    }
+    if (heartbeat < asked && client_heartbeat_refusal_stray(client, rejected)) {
+        client_error_rejected(&client->last_error, rejected, NULL);
+        return 0; /* recorded; the Heartbeat's own answer is still to come */
     }
     client_error_rejected(&client->last_error, rejected, NULL);
     if (heartbeat < asked) {
