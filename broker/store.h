@@ -110,7 +110,7 @@ store_file_state_t store_presence(const char *path, char *err, size_t errlen);
  * global mutex to count them). Optional: stores work without it. */
 void store_global_init(void);
 
-/* A long step of store_open (a schema migration that rewrites every row
+/* A long step of store_open (a schema migration that rewrites or reads every row
  * of a table) calls fn now and then with what it does and the rows done so
  * far, so that a supervisor can be told the start is still going (schakeld
  * extends its systemd start timeout). Process-wide; NULL for none. */

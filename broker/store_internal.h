@@ -393,6 +393,10 @@ int store_bytes_flush(store_t *store);
 void store_bytes_commit(store_t *store);
 void store_bytes_rollback(store_t *store);
 int store_bytes_load(store_t *store);
+/* The migration to schema 11: fill the empty stored_bytes with the
+ * items' sums, walking every item once and telling store_progress every
+ * 10,000 (and once before). 0, or -1 (store_errmsg). */
+int store_bytes_migrate(store_t *store);
 void store_bytes_free(store_t *store);
 
 /* The items' bytes per sender partner as SQL sums them (partner, bytes):
@@ -455,7 +459,7 @@ int store_schema_check_readable(store_t *store, long min_version);
 /* The schema version that bound a delivery's envelope to its seal. */
 #define STORE_SCHEMA_ENVELOPE_VERSION 9
 /* The schema that sums the items' bytes per partner (stored_bytes): its
- * step walks every item, some 6 s per million of 1 KB. */
+ * step walks every item (store_bytes_migrate). */
 #define STORE_SCHEMA_BYTES_VERSION 11
 /* The schema version that added deliveries_set_aside. */
 #define STORE_SCHEMA_SET_ASIDE_VERSION 10

@@ -432,13 +432,13 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "PRAGMA user_version = 10;",
      NULL},
     /* 10 -> 11: the bytes of items per sender partner, kept with every
-     * commit (store_bytes.c), filled here once by a walk of the items */
+     * commit (store_bytes.c), filled once by a walk of the items
+     * (store_bytes_migrate, in C for its progress reports, right after) */
     {"CREATE TABLE IF NOT EXISTS stored_bytes ("
      "  partner TEXT PRIMARY KEY,"
      "  bytes INTEGER NOT NULL"
      ") WITHOUT ROWID;"
      "DELETE FROM stored_bytes;"
-     "INSERT INTO stored_bytes (partner, bytes) " STORE_BYTES_SUM_SQL ";"
      "PRAGMA user_version = 11;",
      NULL},
 };
@@ -777,10 +777,9 @@ int store_schema_apply(store_t *store)
     }
     for (long step = version; step < STORE_SCHEMA_VERSION; step++) {
         const schema_step_t *s = &schema_steps[step];
-        if (step + 1 == STORE_SCHEMA_BYTES_VERSION) /* one statement: more start-up time */
-            store_progress("summing the items' bytes per partner", 0);
         if ((s->precheck != NULL && s->precheck(store) != 0) ||
-            store_exec_fixed(store, s->sql, "schema migration") != 0)
+            store_exec_fixed(store, s->sql, "schema migration") != 0 ||
+            (step + 1 == STORE_SCHEMA_BYTES_VERSION && store_bytes_migrate(store) != 0))
             goto fail;
     }
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||

@@ -4441,6 +4441,56 @@ static void test_space_measured(void **state)
     assert_int_equal(space.free_bytes, space.fs_free_bytes + space.freelist_bytes);
 }
 
+/* The migration to schema 11 walks every item once and tells the
+ * progress hook as it goes (every 10,000 items, and once before), so that
+ * schakeld keeps asking systemd for start-up time through a walk of
+ * millions; the sums it writes are exact. */
+static unsigned bytes_progress_calls;
+static uint64_t bytes_progress_done;
+
+static void count_bytes_progress(const char *step, uint64_t done)
+{
+    if (strstr(step, "bytes per partner") == NULL)
+        return;
+    bytes_progress_calls++;
+    bytes_progress_done = done;
+}
+
+static void test_bytes_migration_reports_progress(void **state)
+{
+    fixture_t *f = *state;
+    int64_t p1 = publish(f->store, GEMEENTE, 1, 100);
+    int64_t p2 = publish(f->store, WOCO, 2, 100);
+    assert_true(p1 > 0 && p2 > 0);
+    store_close(&f->store);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO items (publish_id, item_index, body, expires_at)"
+             " WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 24999)"
+             " SELECT CASE WHEN i %% 5 = 0 THEN %lld ELSE %lld END, i, zeroblob(1 + i %% 7), 100"
+             " FROM n;"
+             "DROP TABLE stored_bytes; PRAGMA user_version = 10;",
+             (long long)p2, (long long)p1);
+    store_fixture_raw_exec(f->path, sql);
+    snprintf(sql, sizeof sql, "SELECT sum(length(body)) FROM items WHERE publish_id = %lld",
+             (long long)p1);
+    int64_t gemeente = raw_int(f->path, sql);
+    snprintf(sql, sizeof sql, "SELECT sum(length(body)) FROM items WHERE publish_id = %lld",
+             (long long)p2);
+    int64_t woco = raw_int(f->path, sql);
+    bytes_progress_calls = 0;
+    bytes_progress_done = 0;
+    store_set_progress(count_bytes_progress);
+    f->store = store_fixture_open(f->path, test_key);
+    store_set_progress(NULL);
+    assert_int_equal(bytes_progress_calls, 3); /* before, at 10,000 and 20,000 */
+    assert_int_equal(bytes_progress_done, 20000);
+    assert_bytes_verified(f);
+    assert_int_equal(store_partner_bytes(f->store, "gemeente"), gemeente);
+    assert_int_equal(store_partner_bytes(f->store, "woco-servatius"), woco);
+    assert_true(gemeente > 0 && woco > 0);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -4457,6 +4507,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_envelope_migration_from_schema_8, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_partner_bytes_followed, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_bytes_migration_reports_progress, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_space_measured, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
                                         store_fixture_teardown),
