@@ -400,8 +400,8 @@ int store_bytes_migrate(store_t *store);
 void store_bytes_free(store_t *store);
 
 /* The items' bytes per sender partner as SQL sums them (partner, bytes):
- * the schema's migration fills stored_bytes with it, the verify compares.
- * A walk of every item. */
+ * store_partner_bytes_verify compares the sums with it (the migration
+ * sums the same in C, store_bytes_migrate). A walk of every item. */
 #define STORE_BYTES_SUM_SQL                                                                        \
     "SELECT CASE WHEN instr(p.sender, '/') > 0"                                                    \
     " THEN substr(p.sender, 1, instr(p.sender, '/') - 1) ELSE p.sender END AS partner,"            \
