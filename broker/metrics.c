@@ -246,8 +246,9 @@ static void metrics_render_space(FILE *f, const metrics_snapshot_t *s)
 {
     if (s->space_known) {
         metrics_render_head(f, "schakel_store_free_bytes", "gauge",
-                            "Room the store has left: its file system's free space for the "
-                            "broker's user and the store's free pages, measured once a second.");
+                            "Room the store has left: its file system's free space for "
+                            "users other than root, and the store's free pages while the "
+                            "file system keeps 64 MiB for the WAL, measured once a second.");
         fprintf(f, "schakel_store_free_bytes %llu\n", (unsigned long long)s->free_bytes);
     }
     metrics_render_head(f, "schakel_store_min_free_bytes", "gauge",

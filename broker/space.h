@@ -3,8 +3,9 @@
  * and a share for each sender partner.
  *
  * The floor (store_min_free_bytes): the room the store has left (its file
- * system's free space for the broker's user plus the store's free pages,
- * store_space) is measured at most once a second. Below the floor new
+ * system's free space for users other than root, plus the store's free
+ * pages while the file system keeps the WAL's reserve, store_space) is
+ * measured at most once a second. Below the floor new
  * content is refused UNAVAILABLE (publishes, and the case commands that
  * add content: open, invite, accept, note, attach, link, reopen), while
  * everything that frees room or must go on does (acks, heartbeats,

@@ -429,12 +429,15 @@ size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void 
 int store_partner_bytes_verify(store_t *store, char *problem, size_t len);
 
 /* Room the store has left: what the file system has for the store file's
- * folder for this process's user (statvfs f_bavail * f_frsize) plus the
- * store's free pages (SQLite's freelist, reused before the file grows).
- * Cost: a statvfs and a PRAGMA; the caller measures once a second, not
- * per publish. 0 with the three, or -1 (store_errmsg). */
+ * folder for users other than root (statvfs f_bavail * f_frsize; disk
+ * quotas are not counted) plus the store's free pages (SQLite's freelist,
+ * reused before the file grows), these only while the file system has
+ * SCHAKEL_STORE_WAL_RESERVE_BYTES: the WAL, a file of its own, grows into
+ * the file system's blocks, never into free pages. Cost: a statvfs and a
+ * PRAGMA; the caller measures once a second, not per publish. 0 with the
+ * three, or -1 (store_errmsg). */
 typedef struct store_space {
-    uint64_t free_bytes;     /* fs_free_bytes + freelist_bytes */
+    uint64_t free_bytes;     /* fs_free_bytes, + freelist_bytes from the reserve up */
     uint64_t fs_free_bytes;  /* the file system's */
     uint64_t freelist_bytes; /* the store's free pages */
 } store_space_t;

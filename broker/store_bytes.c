@@ -15,8 +15,8 @@
  * whose sum moved in the turn, not per publish), so the table and the
  * items can only commit together. Owns its table; trusts its callers to
  * report every change; store_partner_bytes_verify checks them against SQL.
- * Also measures the room left (store_space): the file system's and the
- * store's free pages.
+ * Also measures the room left (store_space): the file system's, and the
+ * store's free pages while the file system keeps room for the WAL.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -433,8 +433,14 @@ int store_space(store_t *store, store_space_t *space)
                                ? UINT64_MAX
                                : (uint64_t)fs.f_bavail * unit;
     space->freelist_bytes = pages > 0 && page_size > 0 ? (uint64_t)pages * (uint64_t)page_size : 0;
-    space->free_bytes = space->fs_free_bytes > UINT64_MAX - space->freelist_bytes
-                            ? UINT64_MAX
-                            : space->fs_free_bytes + space->freelist_bytes;
+    /* The free pages only while the file system can take the WAL's
+     * growth (SCHAKEL_STORE_WAL_RESERVE_BYTES): a commit that cannot
+     * extend the WAL fails, however many free pages the file holds. */
+    if (space->fs_free_bytes < (uint64_t)SCHAKEL_STORE_WAL_RESERVE_BYTES)
+        space->free_bytes = space->fs_free_bytes;
+    else
+        space->free_bytes = space->fs_free_bytes > UINT64_MAX - space->freelist_bytes
+                                ? UINT64_MAX
+                                : space->fs_free_bytes + space->freelist_bytes;
     return 0;
 }

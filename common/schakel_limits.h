@@ -192,7 +192,8 @@
 #define SCHAKEL_DEFAULT_PRINCIPAL_QUEUED_BYTES (16u * 1024u * 1024u)
 #define SCHAKEL_MAX_PRINCIPAL_QUEUED_CAP (1024LL * 1024 * 1024)
 /* The store's free-space floor (config store_min_free_bytes): room the
- * store's file system has for it plus the store's free pages. Below it
+ * store's file system has for it, plus the store's free pages while the
+ * file system keeps SCHAKEL_STORE_WAL_RESERVE_BYTES. Below it
  * publishes and the case commands that add content are refused
  * UNAVAILABLE, while acks, heartbeats, queries, operators' requests,
  * retention and the audit trail go on, so that recipients drain and room
@@ -202,6 +203,15 @@
  * drain's own writes fit in it many times. Measured once a second. */
 #define SCHAKEL_DEFAULT_STORE_MIN_FREE_BYTES (1024LL * 1024 * 1024)
 #define SCHAKEL_MAX_STORE_MIN_FREE_CAP (1LL << 50) /* 1 PiB */
+/* The store's free pages count as room only while its file system has
+ * this much free beside them. Every commit is written to the WAL first, a
+ * file of its own that takes new blocks of the file system as it grows
+ * (retention's checkpoint truncates it to nothing); free pages of the
+ * database file cannot hold it. 64 MiB is twice what the WAL reaches
+ * under load (checkpointed in place from 4,000 pages of 8 KiB). Below it
+ * the room is the file system's alone, so a disk that cannot take the
+ * WAL's growth is below any floor above it, free pages or not. */
+#define SCHAKEL_STORE_WAL_RESERVE_BYTES (64LL * 1024 * 1024)
 /* The sealed bytes of items one sender partner (all its principals) may
  * have in the store (config max_stored_bytes_per_partner); past it its
  * publishes are refused RATE_LIMITED, the other partners' go on. 16 GiB

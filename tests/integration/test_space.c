@@ -13,6 +13,7 @@
  * refuses the write, dropped again after.
  */
 #include "harness.h"
+#include "schakel_limits.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,6 +187,75 @@ static void test_floor_crossed_and_back(void **state)
     h_done(env);
 }
 
+/* The store's free pages count as room only while the file system keeps
+ * the WAL's reserve (SCHAKEL_STORE_WAL_RESERVE_BYTES): every commit goes
+ * to the WAL first, which grows into the file system, not into free
+ * pages. A store with 16 MiB of free pages on a file system with less
+ * than the reserve is below its floor, whatever the free pages add; with
+ * the reserve kept they count. */
+#define PAD_MIB 16
+#define MIB (1024LL * 1024)
+
+static void start_gated_floor(h_env_t *env, long long gate, long long floor)
+{
+    char gate_text[32], floor_set[64];
+    snprintf(gate_text, sizeof gate_text, "%lld", gate);
+    snprintf(floor_set, sizeof floor_set, "store_min_free_bytes=%lld", floor);
+    const char *const extra[] = {"--set", floor_set, NULL};
+    start_gated(env, gate_text, extra);
+}
+
+static void test_floor_free_pages_need_wal_room(void **state)
+{
+    h_env_t *env = *state;
+    h_broker_start(env);
+    assert_int_equal(h_broker_stop(env), 0);
+    /* 16 MiB of free pages in the store file */
+    h_store_exec(env, "CREATE TABLE test_pad (b BLOB);"
+                      "INSERT INTO test_pad WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL"
+                      " SELECT i + 1 FROM n WHERE i < 16) SELECT zeroblob(1048576) FROM n;"
+                      "DROP TABLE test_pad;");
+    int64_t free_pages = h_store_int(env, "PRAGMA freelist_count", NULL) *
+                         h_store_int(env, "PRAGMA page_size", NULL);
+    assert_true(free_pages >= PAD_MIB * MIB);
+    const long long reserve = SCHAKEL_STORE_WAL_RESERVE_BYTES;
+
+    /* Under the reserve: the file system's room alone, below the floor
+     * although the free pages would take it above. */
+    long offset = h_log_offset(env);
+    start_gated_floor(env, reserve - 4 * MIB, reserve + 8 * MIB);
+    await_line(env, offset, "event=store.below_floor");
+    char said[64];
+    snprintf(said, sizeof said, "free_bytes=%lld ", reserve - 4 * MIB);
+    if (h_log_count_both(env, offset, "event=store.below_floor", said) != 1)
+        fail_msg("store.below_floor does not say the file system's room alone");
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t sig = h_police_signal("PV-FLOOR-WAL");
+    (void)h_publish_refused(politie, NULL, &sig, "UNAVAILABLE");
+    /* With the reserve kept the free pages count: above the same floor. */
+    offset = h_log_offset(env);
+    gate_write(env, "71303168"); /* 68 MiB: the reserve and 4 MiB */
+    await_line(env, offset, "event=store.above_floor");
+    (void)h_publish_ok(politie, &sig, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    /* A full file system: below a floor the free pages alone are above. */
+    offset = h_log_offset(env);
+    start_gated_floor(env, 0, 4 * MIB);
+    await_line(env, offset, "event=store.below_floor");
+    politie = h_connect(env, H_POLITIE);
+    sig = h_police_signal("PV-FLOOR-FULL");
+    const schakel_error_t *e = h_publish_refused(politie, NULL, &sig, "UNAVAILABLE");
+    if (strstr(e->text, FLOOR_TEXT) == NULL)
+        fail_msg("the refusal does not name the floor: %s", e->text);
+    assert_true(h_store_int(env, "PRAGMA freelist_count", NULL) *
+                    h_store_int(env, "PRAGMA page_size", NULL) >=
+                4 * MIB);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------ the share */
 
 static const char share_rules[] = "rules:\n"
@@ -318,6 +388,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_floor_above_the_disk, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_floor_crossed_and_back, setup_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_floor_free_pages_need_wal_room, h_setup_env,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_partner_share, setup_share, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

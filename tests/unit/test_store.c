@@ -4431,14 +4431,18 @@ static void test_partner_bytes_followed(void **state)
     assert_bytes_verified(f);
 }
 
-/* The room left: the file system's, plus the store's free pages. */
+/* The room left: the file system's, plus the store's free pages while
+ * the file system keeps the WAL's reserve (test_space crosses it). */
 static void test_space_measured(void **state)
 {
     fixture_t *f = *state;
     store_space_t space;
     assert_int_equal(store_space(f->store, &space), 0);
     assert_true(space.fs_free_bytes > 0);
-    assert_int_equal(space.free_bytes, space.fs_free_bytes + space.freelist_bytes);
+    if (space.fs_free_bytes >= (uint64_t)SCHAKEL_STORE_WAL_RESERVE_BYTES)
+        assert_int_equal(space.free_bytes, space.fs_free_bytes + space.freelist_bytes);
+    else
+        assert_int_equal(space.free_bytes, space.fs_free_bytes);
 }
 
 /* The migration to schema 11 walks every item once and tells the
