@@ -4,7 +4,10 @@
  * The order is publish.c's: rate limit, signature, idempotency, decoding,
  * actor check, whether the actor can see the case at all (its partner's
  * member row, before the case's own), then the state machine and the
- * policy; nothing is written before all of that has passed. Then, in the
+ * policy, then the store's bounds (space.h: the floor and the actor's
+ * partner's share, for a command that adds content, so that a command
+ * refused for good is told so first); nothing is written before all of
+ * that has passed. Then, in the
  * turn's transaction: the signed command as evidence (publishes/items),
  * the case's new state, its event (unfiltered, sealed) and one delivery
  * per member principal with the event reduced to its membership rule;
@@ -12,9 +15,10 @@
  * ZAP's identity, the store's authenticated bodies and the policy in
  * force. Refusals: RATE_LIMITED, BAD_SIGNATURE, DUPLICATE_CONFLICT, the
  * wire module's, SENDER_MISMATCH, POLICY_DENIED, NOT_PERMITTED,
- * NOT_FOUND, CASE_CLOSED, and for an open CASE_IDS_EXHAUSTED or
- * RATE_LIMITED (case_ids.c); a store failure fails the turn (UNAVAILABLE
- * or INTERNAL_ERROR).
+ * NOT_FOUND, CASE_CLOSED, for an open CASE_IDS_EXHAUSTED or RATE_LIMITED
+ * (case_ids.c), and below the floor UNAVAILABLE, at the share
+ * RATE_LIMITED; a store failure fails the turn (UNAVAILABLE or
+ * INTERNAL_ERROR).
  */
 #include "case.h"
 
@@ -944,12 +948,13 @@ static int case_answer_repeat(case_cmd_t *x)
     return 1;
 }
 
-/* Below the store's floor (space.h) a command that adds content is
- * refused: an open, invite or accept (an accepted member is sent the
- * case's history), a note, attachment or link, a reopen. One that ends
- * something goes on (close starts the countdown of the case's retention;
- * leave, decline and remove end what is owed to a member): each writes a
- * command and an event of its own, small beside what it lets go. */
+/* Below the store's floor, and at its actor's partner's share (space.h),
+ * a command that adds content is refused: an open, invite or accept (an
+ * accepted member is sent the case's history), a note, attachment or
+ * link, a reopen. One that ends something goes on (close starts the
+ * countdown of the case's retention; leave, decline and remove end what
+ * is owed to a member): each writes a command and an event of its own,
+ * small beside what it lets go, and counted in the share all the same. */
 static int case_adds_content(case_command_t command)
 {
     switch (command) {
@@ -961,6 +966,28 @@ static int case_adds_content(case_command_t command)
     default:
         return 1;
     }
+}
+
+/* The store's bounds (space.h), asked once the command is allowed, so that
+ * one refused for good is told so: a command that adds content is
+ * refused UNAVAILABLE below the floor, RATE_LIMITED when its bytes (kept
+ * as evidence, an item of the actor's partner) would take the partner
+ * past its share. 1 after queueing the refusal, else 0. */
+static int case_bounds_refuse(case_cmd_t *x)
+{
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    if (!case_adds_content(x->command))
+        return 0;
+    if (space_floor_refuses(x->b, text, sizeof text)) {
+        case_refuse(x, SCHAKEL__REASON__UNAVAILABLE, text);
+        return 1;
+    }
+    if (space_share_refuses(x->b, x->actor->partner->id, store_sealed_len(x->publish->command.len),
+                            text, sizeof text)) {
+        case_refuse(x, SCHAKEL__REASON__RATE_LIMITED, text);
+        return 1;
+    }
+    return 0;
 }
 
 /* Rate limit, signature, idempotency. Returns 1 to go on, 0 when answered
@@ -1019,19 +1046,22 @@ void case_publish_handle(broker_t *b, session_t *session, const policy_principal
     }
     x.cmd = cmd;
     x.command = case_command_of(cmd);
-    char floor_text[SCHAKEL_MAX_REJECT_TEXT];
     if (strcmp(cmd->actor, actor->id) != 0) {
         char text[SCHAKEL_MAX_REJECT_TEXT];
         snprintf(text, sizeof text,
                  "the command names actor %s but this connection is authenticated as %s",
                  cmd->actor, actor->id);
         case_refuse(&x, SCHAKEL__REASON__SENDER_MISMATCH, text);
-    } else if (case_adds_content(x.command) &&
-               space_floor_refuses(b, floor_text, sizeof floor_text)) {
-        case_refuse(&x, SCHAKEL__REASON__UNAVAILABLE, floor_text);
     } else {
         int planned = x.command == CASE_CMD_OPEN ? case_plan_open(&x) : case_plan_existing(&x);
-        /* an allowed open: a case id left, and the actor's and its partner's budget */
+        /* an allowed open: a case id left (a refusal for good comes first) */
+        if (planned == 0 && x.command == CASE_CMD_OPEN &&
+            case_ids_exhausted_refuses(b, session, x.id))
+            planned = -1;
+        /* the store's bounds: before anything is stored or budgeted */
+        if (planned == 0 && case_bounds_refuse(&x))
+            planned = -1;
+        /* an allowed open within the bounds: the actor's and its partner's budget */
         if (planned == 0 && x.command == CASE_CMD_OPEN &&
             !case_ids_admit_open(b, session, actor, x.id))
             planned = -1;

@@ -63,6 +63,11 @@ int case_view_decide_again(broker_t *b, const char *principal, const case_view_c
 void case_view_withheld(broker_t *b, const char *principal, const case_view_check_t *check,
                         Schakel__Reason reason);
 
+/* 1 after queueing CASE_IDS_EXHAUSTED (and case_ids_watch) when no case id
+ * is left, else 0: case.c asks it of an allowed open before the store's
+ * bounds, so that an open refused for good is told so, not to retry. */
+int case_ids_exhausted_refuses(broker_t *b, const session_t *session, const uint8_t *command_id);
+
 /* Before a case open is stored (its command allowed): 1 when it may go
  * on, 0 after queueing its refusal, CASE_IDS_EXHAUSTED when no case id is
  * left (then case_ids_watch), else RATE_LIMITED when `actor` has used its

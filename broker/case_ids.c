@@ -18,19 +18,25 @@
  * while the state lasts (the first time at once). */
 #define CASE_IDS_LOG_MS (3600 * 1000)
 
+int case_ids_exhausted_refuses(broker_t *b, const session_t *session, const uint8_t *command_id)
+{
+    if (store_case_ids_left(b->store) != 0)
+        return 0;
+    broker_reject(b, session, SCHAKEL__REASON__CASE_IDS_EXHAUSTED,
+                  "every case id of this broker (C-00000001 to C-99999999) is used: no case "
+                  "can be opened; commands on existing cases and signals go on",
+                  command_id, -1, 0);
+    /* said again at most hourly while opens are tried */
+    case_ids_watch(b, b->now_ms);
+    return 1;
+}
+
 int case_ids_admit_open(broker_t *b, const session_t *session, const policy_principal_t *actor,
                         const uint8_t *command_id)
 {
     /* Exhaustion first: an open that cannot succeed costs no budget. */
-    if (store_case_ids_left(b->store) == 0) {
-        broker_reject(b, session, SCHAKEL__REASON__CASE_IDS_EXHAUSTED,
-                      "every case id of this broker (C-00000001 to C-99999999) is used: no case "
-                      "can be opened; commands on existing cases and signals go on",
-                      command_id, -1, 0);
-        /* said again at most hourly while opens are tried */
-        case_ids_watch(b, b->now_ms);
+    if (case_ids_exhausted_refuses(b, session, command_id))
         return 0;
-    }
     case_open_verdict_t verdict =
         sessions_allow_case_open(b->sessions, actor->id, actor->partner->id, b->now_ms,
                                  b->case_opens_per_hour, b->case_opens_per_hour_per_partner);

@@ -265,8 +265,8 @@ static void metrics_render_space(FILE *f, const metrics_snapshot_t *s)
     fprintf(f, "schakel_partner_stored_bytes_max %llu\n",
             (unsigned long long)s->max_partner_stored);
     metrics_render_head(f, "schakel_partner_share_refusals_total", "counter",
-                        "Publishes refused RATE_LIMITED because their partner's items in the "
-                        "store were at its share.");
+                        "Publishes and case commands refused RATE_LIMITED because their "
+                        "partner's items in the store were at its share.");
     fprintf(f, "schakel_partner_share_refusals_total %llu\n", (unsigned long long)s->share_refused);
 }
 
@@ -280,8 +280,9 @@ static void metrics_render_partners(FILE *f, const metrics_snapshot_t *s)
         fprintf(f, "\"} %llu\n", (unsigned long long)s->partners[i].connected);
     }
     metrics_render_head(f, "schakel_partner_stored_bytes", "gauge",
-                        "Sealed bytes of the items a partner's principals published that the "
-                        "store keeps (counted against max_stored_bytes_per_partner).");
+                        "Sealed bytes of the items (signals and case commands) a partner's "
+                        "principals stored that the store keeps (counted against "
+                        "max_stored_bytes_per_partner).");
     for (size_t i = 0; i < s->n_partners; i++) {
         fputs("schakel_partner_stored_bytes{partner=\"", f);
         metrics_render_label_value(f, s->partners[i].id);

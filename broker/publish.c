@@ -2,8 +2,9 @@
  * publish.c — the publish path: signature, validation, policy, store, reply.
  *
  * Order matters and is the design: the signature is verified before any
- * item is decoded; every item is validated and decided before anything is
- * written; a publish is refused as a whole (nothing stored) or stored whole
+ * item is decoded; every item is validated and decided, then the store's
+ * bounds asked (space.h), before anything is written; a publish is
+ * refused as a whole (nothing stored) or stored whole
  * in the turn's transaction, and its Accepted waits for the commit.
  * Trusts: the frame was decoded by wire_decode_frame (sizes, counts, id and
  * signature lengths checked); the sender principal comes from ZAP.
@@ -322,6 +323,30 @@ uint8_t *publish_duplicate_reply(const uint8_t *reply, size_t reply_len, size_t 
     return frame;
 }
 
+/* Bounds on what the store keeps (space.h), asked once every item is
+ * valid and allowed, so that a publish refused for good (malformed, denied
+ * by the policy) is told so rather than to retry; before anything is
+ * stored. A repeat is answered before (answer_repeat): it stores nothing
+ * new. 1 after queueing the refusal, else 0. */
+static int publish_bounds_refuse(broker_t *b, const session_t *session,
+                                 const policy_principal_t *sender, const Schakel__Publish *publish)
+{
+    const uint8_t *id = publish->message_id.data;
+    char text[SCHAKEL_MAX_REJECT_TEXT];
+    if (space_floor_refuses(b, text, sizeof text)) {
+        broker_reject(b, session, SCHAKEL__REASON__UNAVAILABLE, text, id, -1, 0);
+        return 1;
+    }
+    uint64_t incoming = 0;
+    for (size_t i = 0; i < publish->n_items; i++)
+        incoming += store_sealed_len(publish->items[i].len);
+    if (space_share_refuses(b, sender->partner->id, incoming, text, sizeof text)) {
+        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, id, -1, 0);
+        return 1;
+    }
+    return 0;
+}
+
 /* A repeat of a known message id: same content gets the original Accepted
  * (marked duplicate), other content is a conflict. Returns 1 when handled,
  * 0 when the id is new, -1 on a store error. */
@@ -390,20 +415,6 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                           "the broker could not read its store; publish again", id, -1, 0);
         return;
     }
-    /* Bounds on what the store keeps (space.h): a repeat above is
-     * answered all the same, as it stores nothing new. */
-    char bound_text[SCHAKEL_MAX_REJECT_TEXT];
-    if (space_floor_refuses(b, bound_text, sizeof bound_text)) {
-        broker_reject(b, session, SCHAKEL__REASON__UNAVAILABLE, bound_text, id, -1, 0);
-        return;
-    }
-    uint64_t incoming = 0;
-    for (size_t i = 0; i < publish->n_items; i++)
-        incoming += store_sealed_len(publish->items[i].len);
-    if (space_share_refuses(b, sender->partner->id, incoming, bound_text, sizeof bound_text)) {
-        broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, bound_text, id, -1, 0);
-        return;
-    }
     /* Not calloc: a plan is 1.3 KB, mostly the decision's grant table,
      * which policy_decide_signal fills; only the signal must start NULL
      * (plans_free frees every one). */
@@ -415,6 +426,7 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
         return;
     }
     if (plan_items(b, session, sender, publish, plans) == 0 &&
+        !publish_bounds_refuse(b, session, sender, publish) &&
         store_publish(b, session, sender, publish, hash, root, plans) != 0) {
         uint64_t stored_seq, committed_seq;
         uint8_t committed_hash[STORE_AUDIT_HASH_BYTES];

@@ -13,9 +13,12 @@
  * remove; operators' requests, retention, the audit trail), so that
  * recipients drain and room comes back before a full disk rolls back
  * every turn. The share (max_stored_bytes_per_partner): the sealed bytes
- * of a sender partner's items in the store (store_partner_bytes, one hash
- * lookup); a publish that would take them past it is refused
- * RATE_LIMITED, the other partners' go on.
+ * of the items a partner's principals have in the store, their publishes'
+ * and their case commands' (each kept as evidence), store_partner_bytes,
+ * one hash lookup; a publish, or a case command that adds content, that
+ * would take them past it is refused RATE_LIMITED (a command that ends
+ * something never is), the other partners' go on. Both are asked once the
+ * request is allowed, so that one refused for good is told so.
  */
 #ifndef SCHAKEL_SPACE_H
 #define SCHAKEL_SPACE_H
@@ -38,7 +41,7 @@ typedef struct space {
     uint64_t flips;               /* crossings since the last line */
     uint64_t floor_refused;       /* refusals below the floor (counter) */
     uint64_t floor_refused_since; /* ... since the crossing below was said */
-    uint64_t share_refused;       /* publishes refused over their partner's share (counter) */
+    uint64_t share_refused;       /* publishes, case commands refused at their partner's share */
     int measure_failed;           /* the last measure failed (said once a minute) */
     int64_t failed_logged_ms;
 } space_t;
@@ -61,8 +64,8 @@ void space_measure(struct broker *b, int force);
  * of the refusal in why; else 0. Counts the refusal. */
 int space_floor_refuses(struct broker *b, char *why, size_t len);
 
-/* 1 when a publish of `incoming` sealed bytes from a principal of
- * `partner` would take the partner's items past its share, with the text
+/* 1 when a publish or case command of `incoming` sealed bytes from a
+ * principal of `partner` would take the partner's items past its share, with the text
  * of the refusal in why; else 0. Counts the refusal. One hash lookup. */
 int space_share_refuses(struct broker *b, const char *partner, uint64_t incoming, char *why,
                         size_t len);

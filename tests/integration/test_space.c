@@ -160,6 +160,15 @@ static void test_floor_crossed_and_back(void **state)
     must_refuse(riec,
                 schakel_case_note(riec, case_id, "Notitie", NULL, 0, NULL, NULL, H_TIMEOUT_MS),
                 "UNAVAILABLE", FLOOR_TEXT, "a note below the floor");
+    /* What would be refused for good is told so, not to retry: a publish
+     * the policy denies, a note on a case that is not there (neither
+     * counts as a refusal for room). */
+    schakel_signal_t denied = h_police_signal("PV-FLOOR-DENIED");
+    denied.theme = "overlast";
+    (void)h_publish_refused(politie, NULL, &denied, "POLICY_DENIED");
+    must_refuse(riec,
+                schakel_case_note(riec, "C-00009999", "Notitie", NULL, 0, NULL, NULL, H_TIMEOUT_MS),
+                "NOT_FOUND", "", "a note on no case below the floor");
     assert_status_says(env, "BELOW THE FLOOR", 1);
     /* The recipient drains: its acks commit below the floor. */
     assert_int_equal(h_backlog(om), 2);
@@ -355,6 +364,10 @@ static void test_partner_share(void **state)
     const schakel_error_t *e = h_publish_refused(politie, NULL, &sig, "RATE_LIMITED");
     assert_int_equal(refused_bytes(e, "politie"), 2 * one);
     assert_int_equal(assert_sum_exact(env, "politie"), 2 * one);
+    /* At the share, a publish the policy denies is told so, not to retry. */
+    schakel_signal_t denied = h_police_signal("PV-SHARE-DENIED");
+    denied.theme = "overlast";
+    (void)h_publish_refused(politie, NULL, &denied, "POLICY_DENIED");
     /* Another partner goes on (within a share of its own). */
     (void)h_publish_ok(gemeente, &sig, NULL, NULL, NULL, NULL);
     (void)h_publish_ok(gemeente, &sig, NULL, NULL, NULL, NULL);
@@ -383,6 +396,56 @@ static void test_partner_share(void **state)
     h_done(env);
 }
 
+/* The share covers all a partner stores, its case commands too (each kept
+ * as evidence, an item of its actor's partner): at it, the commands that
+ * add content are refused RATE_LIMITED naming the share; one that ends
+ * something (a close) goes on and is counted; a command that would be
+ * refused for good is told so first. (The other partners going on:
+ * test_partner_share.) */
+static void test_partner_share_case_commands(void **state)
+{
+    h_env_t *env = *state;
+    static const schakel_case_open_t address_case = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .postcode = "6211AB",
+        .house_number = 12,
+        .title = "Contante aankopen via een stichting",
+    };
+    h_broker_start(env);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char case_id[SCHAKEL_CASE_ID_SIZE];
+    must(riec, schakel_case_open(riec, &address_case, NULL, case_id, NULL, H_TIMEOUT_MS), "open");
+    int64_t opened = assert_sum_exact(env, "riec");
+    assert_true(opened > 0); /* the open's command counts */
+    schakel_close(&riec);
+    assert_int_equal(h_broker_stop(env), 0);
+
+    /* A share the case's items already fill: a byte more than they take. */
+    char share[64];
+    snprintf(share, sizeof share, "max_stored_bytes_per_partner=%lld", (long long)opened + 1);
+    const char *const extra[] = {"--set", share, NULL};
+    h_broker_start_with(env, extra);
+    riec = h_connect(env, H_RIEC);
+    must_refuse(riec,
+                schakel_case_note(riec, case_id, "Notitie", NULL, 0, NULL, NULL, H_TIMEOUT_MS),
+                "RATE_LIMITED", "max_stored_bytes_per_partner", "a note at the share");
+    assert_int_equal(refused_bytes(schakel_last_error(riec), "riec"), opened);
+    must_refuse(riec, schakel_case_open(riec, &address_case, NULL, NULL, NULL, H_TIMEOUT_MS),
+                "RATE_LIMITED", "max_stored_bytes_per_partner", "an open at the share");
+    must_refuse(riec,
+                schakel_case_note(riec, "C-00009999", "Notitie", NULL, 0, NULL, NULL, H_TIMEOUT_MS),
+                "NOT_FOUND", "", "a note on no case at the share");
+    assert_int_equal(assert_sum_exact(env, "riec"), opened);
+    /* A close goes on, and is counted: the share passed by it. */
+    must(riec, schakel_case_close(riec, case_id, "Afgerond", NULL, NULL, H_TIMEOUT_MS),
+         "a close at the share");
+    assert_true(assert_sum_exact(env, "riec") > opened + 1);
+    schakel_close(&riec);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +454,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_floor_free_pages_need_wal_room, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_partner_share, setup_share, h_teardown),
+        cmocka_unit_test_setup_teardown(test_partner_share_case_commands, setup_cases, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
