@@ -449,7 +449,7 @@ typedef struct schakel_case_result {
     char case_id[SCHAKEL_CASE_ID_SIZE]; /* the case (new for open) */
     uint8_t command_id[16];             /* the id used: retry with it after a timeout */
     uint64_t seq;                       /* broker seq of the case event (as Deliver.item_seq) */
-    uint32_t recipients;                /* mailboxes the event was queued for */
+    uint32_t recipients;                /* deliveries queued, a joiner's history included */
     int duplicate;                      /* the broker answered a repeat of this command id */
 } schakel_case_result_t;
 

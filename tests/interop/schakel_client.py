@@ -6,7 +6,10 @@ Ed25519 (2.4), the DEALER connection with its socket monitor (3, 7.1),
 "who am I" and backlog via Heartbeat (4.9, 7.7), signed publishing with the
 item hash tree (6), receiving with Flow, Deliver and Ack (7.4), sending an Ack
 refused RATE_LIMITED again after a pause (4.7), and following reconnects, where a
-Heartbeat whose answer may have been lost is asked again (7.10).
+Heartbeat whose answer may have been lost is asked again (7.10). For cases
+(12): signed case commands, case events decoded from deliveries, and case
+queries read page by page. For operators (11): admin requests and their
+answers in chunks.
 
 The protobuf module is generated from proto/schakel.proto at run time
 (`load_schema`); nothing generated is kept in the tree.
@@ -16,7 +19,9 @@ import collections
 import errno
 import hashlib
 import importlib.util
+import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -48,6 +53,9 @@ ACK_PAUSE_S = 1.0
 ACK_RESENDS = 3
 ACKS_KEPT_MAX = 64
 ZAP_REFUSED_STATUS = 400                    # 3.3
+CASE_ID_RE = re.compile(r"C-[0-9]{8}")      # 12.1
+CASE_OPEN_EXPIRES_AT = (1 << 62) - 1        # Deliver.expires_at of an open case (12.5)
+ADMIN_MAX_RESPONSE_BYTES = 64 << 20         # a client bounds an admin answer (11.2)
 
 Z85_ALPHABET = ("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
                 ".-:+=^!/*?&<>()[]{}@%$#")
@@ -340,6 +348,25 @@ def sign_publish(signing_key, message_id, items):
 def content_hash(message_id, items, signature):
     """What the broker remembers a publish by (7.3)."""
     return blake2b256(signed_bytes(message_id, items) + signature)
+
+
+def case_command(schema, actor, case_id=None, on_behalf_of=None, **op):
+    """A CaseCommand (12.3) of ACTOR with one operation, given as name=message, e.g.
+    note=CaseNote(text=...) or accept=CaseAnswer(). An empty message (CaseAnswer, a
+    CaseLeave without partner) is set all the same: the operation is the oneof's
+    choice, present even with no fields."""
+    if len(op) != 1:
+        raise ValueError("a case command has exactly one operation")
+    c = schema.CaseCommand(actor=actor)
+    if on_behalf_of is not None:
+        c.on_behalf_of = on_behalf_of
+    if case_id is not None:
+        c.case_id = case_id
+    (name, value), = op.items()
+    field = getattr(c, name)
+    field.SetInParent()
+    field.MergeFrom(value)
+    return c
 
 
 # --- connection -----------------------------------------------------------
@@ -832,6 +859,145 @@ class Connection:
             if len(self.acks_kept) == ACKS_KEPT_MAX:
                 self.acks_kept.pop(0)
             self.acks_kept.append(SentAck(self.requests_sent, seqs[i], frame))
+
+
+    # -- cases (12) --
+
+    def case_publish_frame(self, command_id, command, signature):
+        """Serialized Frame{case_publish}; absent arguments (None) are left unset."""
+        p = self.pb.CasePublish()
+        if command_id is not None:
+            p.command_id = command_id
+        if command is not None:
+            p.command = command
+        if signature is not None:
+            p.signature = signature
+        return self.frame(case_publish=p)
+
+    def case_publish(self, command, command_id=None, signature=None, timeout_s=10.0):
+        """Sign and send one case command (a CaseCommand or its bytes), signed as a
+        one-item publish whose message id is the command id (12.2). The answer names
+        the command id as message_id; keep the result to retry."""
+        data = command if isinstance(command, bytes) else command.SerializeToString()
+        if command_id is None:
+            command_id = os.urandom(MESSAGE_ID_BYTES)
+        if signature is None:
+            signature = sign_publish(self.signing_key, command_id, [data])
+        frame = self.case_publish_frame(command_id, data, signature)
+        answer = self._publish_sent(frame, command_id, timeout_s)
+        return PublishResult(command_id, [data], signature, frame, answer)
+
+    def case_event(self, deliver):
+        """The CaseEvent of a Deliver that carries one (12.5), or None for a signal."""
+        if not deliver.HasField("case_event"):
+            return None
+        ev = self.pb.CaseEvent()
+        ev.ParseFromString(deliver.case_event)
+        return ev
+
+    def case_query(self, case_id=None, after_event_seq=None, after_case_id=None,
+                   request_id=None, timeout_s=5.0):
+        """Send a CaseQuery (12.6); return the answer frame: a CaseView naming its
+        request_id, or a Rejected without message_id (refusals of queries are paired
+        by order, 4.5). A view that fails the light checks is a ProtocolError."""
+        q = self.pb.CaseQuery(request_id=request_id or int.from_bytes(os.urandom(6), "big") + 1)
+        if case_id is not None:
+            q.case_id = case_id
+        if after_event_seq is not None:
+            q.after_event_seq = after_event_seq
+        if after_case_id is not None:
+            q.after_case_id = after_case_id
+        self.send(case_query=q)
+        self.requests_sent += 1
+        request = self.requests_sent
+
+        def is_answer(f):
+            body = f.WhichOneof("body")
+            if body == "case_view":
+                return f.case_view.request_id == q.request_id
+            return body == "rejected" and self.is_anonymous_refusal(f)
+        f = self.wait_for(is_answer, timeout_s)
+        self._acks_taken_before(request)
+        if f.WhichOneof("body") == "case_view":
+            view = f.case_view
+            for c in view.cases:
+                if not CASE_ID_RE.fullmatch(c.case_id):
+                    raise ProtocolError("CaseView summary with case id %r" % c.case_id)
+            if case_id is not None and any(c.case_id != case_id for c in view.cases):
+                raise ProtocolError("CaseView for %s shows another case" % case_id)
+            for ev in view.events:
+                if (not CASE_ID_RE.fullmatch(ev.case_id) or ev.event_seq < 1
+                        or not ev.HasField("kind")):
+                    raise ProtocolError("CaseView event fails the light checks of 4.1")
+        return f
+
+    def case_view(self, case_id=None, after_event_seq=None, after_case_id=None,
+                  timeout_s=5.0):
+        """One page of a case list or timeline (12.6); Refusal if refused."""
+        f = self.case_query(case_id, after_event_seq, after_case_id, timeout_s=timeout_s)
+        if f.WhichOneof("body") == "rejected":
+            raise Refusal(f.rejected, self.pb)
+        return f.case_view
+
+    def case_pages(self, case_id=None, timeout_s=30.0):
+        """Every page of a list (no CASE_ID) or of a timeline, asked for with
+        after_case_id / after_event_seq until a page without more (12.6). A page
+        that goes back, or says more with nothing in it, is a ProtocolError."""
+        deadline = time.monotonic() + timeout_s
+        pages, after_case, after_event = [], None, None
+        while True:
+            view = self.case_view(case_id, after_event, after_case,
+                                  max(0.0, deadline - time.monotonic()))
+            pages.append(view)
+            if case_id is None:
+                ids = [c.case_id for c in view.cases]
+                if ids != sorted(set(ids)) or (ids and after_case and ids[0] <= after_case):
+                    raise ProtocolError("a list page goes back")
+                if view.more and not ids:
+                    raise ProtocolError("a list page says more with no case in it")
+                if ids:
+                    after_case = ids[-1]
+            else:
+                seqs = [e.event_seq for e in view.events]
+                if seqs != sorted(set(seqs)) or (seqs and after_event and seqs[0] <= after_event):
+                    raise ProtocolError("a timeline page goes back")
+                if view.more and not seqs:
+                    raise ProtocolError("a timeline page says more with no event in it")
+                if seqs:
+                    after_event = seqs[-1]
+            if not view.more:
+                return pages
+
+    # -- admin endpoint (11) --
+
+    def admin(self, command, args=(), request_id=None, timeout_s=10.0):
+        """One AdminRequest on a connection to the admin endpoint (11.2): returns
+        (ok, error, document), the document parsed from the concatenated json chunks
+        (None if there are none). Refusal when answered Rejected."""
+        request_id = request_id or int.from_bytes(os.urandom(6), "big") + 1
+        self.send(admin_request=self.pb.AdminRequest(request_id=request_id, command=command,
+                                                     args=list(args)))
+        deadline = time.monotonic() + timeout_s
+        chunks, size, first = [], 0, None
+        while True:
+            f = self.wait_for(lambda f: f.WhichOneof("body") in ("admin_response", "rejected"),
+                              max(0.0, deadline - time.monotonic()))
+            if f.WhichOneof("body") == "rejected":
+                raise Refusal(f.rejected, self.pb)
+            a = f.admin_response
+            if a.request_id != request_id:
+                continue
+            if first is None:
+                first = a
+            if a.HasField("json"):
+                size += len(a.json.encode("utf-8"))
+                if size > ADMIN_MAX_RESPONSE_BYTES:
+                    raise ProtocolError("admin answer over %d bytes" % ADMIN_MAX_RESPONSE_BYTES)
+                chunks.append(a.json)
+            if not a.more:
+                break
+        doc = json.loads("".join(chunks)) if chunks else None
+        return first.ok, (first.error if first.HasField("error") else None), doc
 
 
 def connect(schema, endpoint, key_file, broker_pub_file, context=None):

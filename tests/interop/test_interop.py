@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 
+import nacl.signing
 import zmq
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -93,6 +94,25 @@ rules:
     legal_basis: "Convenant art. 6"
     fields: [area, address, severity, observed_at]
     retention: 30d
+case_types:
+  - id: interop-zaak
+    purpose: "Gezamenlijke aanpak"
+    legal_basis: "Convenant art. 7"
+    lead: [gemeente]
+    members:
+      - id: interop-zaak-politie
+        partners: [politie]
+        purpose: "Opsporing"
+        legal_basis: "Wpg art. 16"
+        fields: [text, financieel]
+        signal_fields: [area]
+      - id: interop-zaak-woco
+        partners: [woco]
+        purpose: "Huurbeheer"
+        legal_basis: "Convenant art. 8"
+        fields: [address]
+    retention_after_close: 1y
+    reopen: true
 """
 
 RULE_FIELDS = {
@@ -1502,6 +1522,762 @@ def check_audit_doc_verifier(env):
         rc, last = run_verifier(script, store_copy(env, "tampered-%d.db" % i, tamper), pub)
         expect(rc != 0 and re.search(message, last) is not None,
                "%s: exit %d, %r (want %r)" % (what, rc, last, message))
+
+
+# --- cases (PROTOCOL.md section 12) and the admin endpoint (section 11) ---
+
+CASE_TYPE = "interop-zaak"
+CASE_RETENTION_S = 365 * 86400          # retention_after_close: 1y
+ACTOR = {name: PRINCIPALS[name][0] for name in ("gemeente", "politie", "woco")}
+# partner -> (membership rule, purpose, legal basis, fields, signal fields); None: "*"
+CASE_RULES = {
+    "gemeente": (CASE_TYPE + ".lead", "Gezamenlijke aanpak", "Convenant art. 7", None, None),
+    "politie": ("interop-zaak-politie", "Opsporing", "Wpg art. 16", {"text", "financieel"},
+                {"area"}),
+    "woco": ("interop-zaak-woco", "Huurbeheer", "Convenant art. 8", {"address"}, set()),
+}
+CASE_SUBJECT = "p-4711-interop"
+
+
+def case_cmd(env, who, case_id=None, **op):
+    return sc.case_command(env.pb, ACTOR[who], case_id, **op)
+
+
+def case_accepted(env, result, recipients=None):
+    """The Accepted of a case command (12.2): its command id, one item, a case id."""
+    a = expect_accepted(result.answer, result.message_id, 1)
+    expect(sc.CASE_ID_RE.fullmatch(a.case_id), "Accepted.case_id is a case id: %r" % a.case_id)
+    expect(not a.HasField("duplicate"), "no duplicate on a first answer")
+    if recipients is not None:
+        expect_eq(a.items[0].recipients, recipients, "recipients of %s"
+                  % env.pb.CaseCommand.FromString(result.items[0]).WhichOneof("op"))
+    return a
+
+
+def case_refused(env, conn, command, reason, text=None, **kw):
+    """Send COMMAND; it must be refused REASON naming its command id (12.2)."""
+    res = conn.case_publish(command, **kw)
+    r = expect_rejected(env, res.answer, reason, res.message_id, -1)
+    if text is not None:
+        expect(re.search(text, r.text), "refusal text %r names %r" % (r.text, text))
+    return r
+
+
+def expected_view(env, full, partner):
+    """The event FULL (as the lead gets it) reduced to PARTNER's membership rule (12.5)."""
+    _, _, _, fields, signal_fields = CASE_RULES[partner]
+    ev = env.pb.CaseEvent()
+    ev.CopyFrom(full)
+    if fields is None:
+        return ev
+    for name, entry in (("text", "text"), ("subject", "subject"), ("address", "address"),
+                        ("attachment", "attachments")):
+        if entry not in fields:
+            ev.ClearField(name)
+    kept = [f for f in ev.fields if f.name in fields]
+    del ev.fields[:]
+    ev.fields.extend(kept)
+    if ev.HasField("signal"):
+        s = env.pb.Signal.FromString(ev.signal)
+        for fd, _ in list(s.ListFields()):
+            if fd.name not in {"sender", "kind", "theme"} | signal_fields:
+                s.ClearField(fd.name)
+        ev.signal = s.SerializeToString()
+    return ev
+
+
+def same_event(env, got, want, what):
+    """Compare two CaseEvents; a linked signal by its fields, not its bytes."""
+    a, b = env.pb.CaseEvent(), env.pb.CaseEvent()
+    a.CopyFrom(got)
+    b.CopyFrom(want)
+    if a.HasField("signal") and b.HasField("signal"):
+        expect_eq(env.pb.Signal.FromString(a.signal), env.pb.Signal.FromString(b.signal),
+                  what + ": the linked signal")
+        a.ClearField("signal")
+        b.ClearField("signal")
+    expect_eq(a, b, what)
+
+
+class CaseParty:
+    """A receiving connection of one principal, for case events."""
+
+    def __init__(self, env, name):
+        self.env, self.name, self.partner = env, name, ACTOR[name].split("/")[0]
+        self.conn = env.connect(name)
+        self.conn.flow()
+        self.rule_hash = None
+        self.closed_at = None       # set: the case was closed then, deliveries expire from it
+
+    def events(self, kinds, result=None, ack=True):
+        """The next len(KINDS) deliveries: case events of these kinds, in order, with the
+        Deliver fields of 12.5 (naming RESULT's command when given). Returns
+        [(deliver, event)]."""
+        pb, got = self.env.pb, []
+        for i, kind in enumerate(kinds):
+            d = self.conn.receive(ANSWER_S)
+            expect(d is not None, "%s: delivery %d of %d (%s) did not come"
+                   % (self.name, i + 1, len(kinds), kind))
+            ev = self.conn.case_event(d)
+            expect(ev is not None and not d.HasField("signal"),
+                   "%s: a case event, not a signal (4.6)" % self.name)
+            expect_eq(pb.CaseEventKind.Name(ev.kind), kind, "%s: event %d kind" % (self.name, i))
+            self.check_deliver(d, ev, result)
+            got.append((d, ev))
+            if ack:
+                self.conn.ack(d.seq)
+        return got
+
+    def check_deliver(self, d, ev, result):
+        rule_id, purpose, legal_basis, _, _ = CASE_RULES[self.partner]
+        for field in ("seq", "message_id", "item_index", "sender", "sender_partner", "rule_id",
+                      "rule_hash", "purpose", "legal_basis", "accepted_at", "expires_at",
+                      "item_seq", "redelivery", "case_event"):
+            expect(d.HasField(field), "Deliver.%s set (4.6)" % field)
+        expect_eq((d.rule_id, d.purpose, d.legal_basis), (rule_id, purpose, legal_basis),
+                  "%s: the membership rule (12.5)" % self.name)
+        expect(re.fullmatch(r"[0-9a-f]{64}", d.rule_hash), "rule_hash is 64 hex digits")
+        if self.rule_hash is None:
+            self.rule_hash = d.rule_hash
+        expect_eq(d.rule_hash, self.rule_hash, "one membership rule, one hash")
+        expect_eq(d.item_index, 0, "Deliver.item_index of a case event")
+        expect_eq(d.sender_partner, d.sender.split("/")[0], "Deliver.sender_partner")
+        if result is not None:
+            cmd = self.env.pb.CaseCommand.FromString(result.items[0])
+            expect_eq(d.message_id, result.message_id, "Deliver.message_id = command_id")
+            expect_eq(d.item_seq, result.answer.accepted.items[0].seq,
+                      "Deliver.item_seq = Accepted.items[0].seq")
+            expect_eq(d.sender, cmd.actor, "Deliver.sender = the actor")
+        if self.closed_at is not None:
+            expect_eq(d.expires_at, self.closed_at + CASE_RETENTION_S,
+                      "expires_at once the case is closed: close time + retention_after_close")
+        elif ev.kind == self.env.pb.CASE_EVENT_CLOSED:
+            expect_eq(d.expires_at, ev.at + CASE_RETENTION_S,
+                      "expires_at of a closed case: close time + retention_after_close")
+        else:
+            expect_eq(d.expires_at, sc.CASE_OPEN_EXPIRES_AT, "expires_at of an open case")
+        for field in ("case_id", "case_type", "event_seq", "kind", "actor", "at", "lead"):
+            expect(ev.HasField(field), "CaseEvent.%s always set (12.5)" % field)
+        expect_eq(ev.case_type, CASE_TYPE, "CaseEvent.case_type")
+
+    def silent(self):
+        d = self.conn.receive(SILENCE_S)
+        expect(d is None, "%s: no further delivery, got %s" % (self.name, d))
+        expect_eq(self.conn.backlog(), 0, "%s: backlog" % self.name)
+
+
+def linkable_signal(env, p):
+    """Publish a signal to politie and receive it on P: its Deliver (item_seq to link)."""
+    res = env.connect("gemeente").publish([env.signal(
+        summary="Hennepgeur", address=env.pb.Address(postcode="6211AB", house_number=12))])
+    expect_accepted(res.answer, res.message_id, 1)
+    d = p.conn.receive(ANSWER_S)
+    expect(d is not None and d.HasField("signal"), "politie receives the signal")
+    p.conn.ack(d.seq)
+    return d
+
+
+@check("13 the case command test vector (12.3): command bytes, root, signed bytes, signature"
+       " and the whole frame, read from the document")
+def check_case_vector(env):
+    pb = env.pb
+    sec = doc_section(document(), "12.3 CaseCommand")
+    blocks = doc_code_blocks(sec)
+    command_hex = next(b for b in blocks if re.fullmatch(r"[0-9a-f\s]+", b) and len(b) < 200)
+    frame_hex = [b for b in blocks if re.fullmatch(r"[0-9a-f\s]+", b)][-1]
+    cmd = sc.case_command(pb, "riec/analist", "C-00000042", note=pb.CaseNote(
+        text="Bezoek afgelegd", fields=[pb.NoteField(name="financieel", value="EUR 12.000")]))
+    data = cmd.SerializeToString()
+    expect_eq(data.hex(), "".join(command_hex.split()), "the command's bytes")
+    expect_eq(len(data), 71, "the command is 71 bytes")
+    key = nacl.signing.SigningKey(VECTOR_SEED)
+    command_id = bytes(range(16))
+    expect_eq(sc.tree_root([data]), doc_table_hex(sec, "root"), "root")
+    expect_eq(sc.signed_bytes(command_id, [data]), doc_table_hex(sec, "signed bytes"),
+              "signed bytes")
+    sig = sc.sign_publish(key, command_id, [data])
+    expect_eq(sig, doc_table_hex(sec, "signature"), "signature")
+    frame = pb.Frame(version=1, case_publish=pb.CasePublish(
+        command_id=command_id, command=data, signature=sig)).SerializeToString()
+    expect_eq(frame.hex(), "".join(frame_hex.split()), "the whole frame")
+    expect_eq(len(frame), 163, "the frame is 163 bytes")
+
+
+@check("13b every case command (open, invite, accept, decline, note, attach, link_signal, leave,"
+       " remove, close, reopen) is Accepted with its recipients, and each member receives its"
+       " events filtered by its membership rule, history first when it joins")
+def check_case_lifecycle(env):
+    pb = env.pb
+    g, p, w = (CaseParty(env, n) for n in ("gemeente", "politie", "woco"))
+    linked = linkable_signal(env, p)
+    address = pb.Address(postcode="6211AB", house_number=12)
+    opened = g.conn.case_publish(case_cmd(env, "gemeente", open=pb.CaseOpen(
+        case_type=CASE_TYPE, area="BU09350101", address=address, subject=CASE_SUBJECT,
+        title="Hennepteelt, signaal woningcorporatie")))
+    case = case_accepted(env, opened, 1).case_id
+    full = {}                                   # event_seq -> the lead's copy
+
+    def lead_gets(result, kind):
+        (_, ev), = g.events([kind], result)
+        full[ev.event_seq] = ev
+        log("event", ev.event_seq, pb.CaseEventKind.Name(ev.kind), "by", ev.actor)
+        expect_eq(ev.event_seq, len(full), "event_seq counts 1, 2, 3, ... (12.5)")
+        expect_eq(ev.case_id, case, "CaseEvent.case_id")
+        return ev
+
+    def step(who, recipients, kind, **op):
+        conn = {"gemeente": g, "politie": p, "woco": w}[who].conn
+        res = conn.case_publish(case_cmd(env, who, case, **op))
+        a = case_accepted(env, res, recipients)
+        expect_eq(a.case_id, case, "Accepted.case_id")
+        return res, lead_gets(res, kind)
+
+    def gets(party, res, seqs, history=None):
+        """PARTY receives the events SEQS (the last one made by RES), filtered."""
+        kinds = [pb.CaseEventKind.Name(full[s].kind) for s in seqs]
+        got = party.events(kinds)
+        for (d, ev), s in zip(got, seqs):
+            same_event(env, ev, expected_view(env, full[s], party.partner),
+                       "%s's copy of event %d" % (party.name, s))
+            party.check_deliver(d, ev, res)     # history names the accept (12.5)
+        return got
+
+    ev = lead_gets(opened, "CASE_EVENT_OPENED")
+    expect_eq((ev.title, ev.area, ev.subject, ev.address, ev.lead, list(ev.members)),
+              ("Hennepteelt, signaal woningcorporatie", "BU09350101", CASE_SUBJECT, address,
+               "gemeente", ["gemeente"]), "the opened event as given")
+    res, ev = step("gemeente", 2, "CASE_EVENT_INVITED", invite=pb.CaseInvite(partner="politie"))
+    expect_eq((ev.partner, list(ev.members)), ("politie", ["gemeente"]), "invited event")
+    gets(p, res, [2])
+    res, _ = step("gemeente", 2, "CASE_EVENT_INVITED", invite=pb.CaseInvite(partner="woco"))
+    gets(w, res, [3])
+    res, ev = step("woco", 1, "CASE_EVENT_DECLINED", decline=pb.CaseAnswer())
+    expect_eq(ev.partner, "woco", "declined event names woco")
+    res, ev = step("politie", 5, "CASE_EVENT_JOINED", accept=pb.CaseAnswer())
+    expect_eq((ev.partner, sorted(ev.members)), ("politie", ["gemeente", "politie"]), "joined")
+    gets(p, res, [1, 3, 4, 5])                  # history without its own invitation (12.5)
+    res, _ = step("politie", 2, "CASE_EVENT_NOTE", note=pb.CaseNote(
+        text="Bezoek afgelegd", fields=[pb.NoteField(name="financieel", value="EUR 12.000"),
+                                        pb.NoteField(name="buurt", value="Jekerdal")]))
+    gets(p, res, [6])
+    expect_eq([f.name for f in full[6].fields], ["financieel", "buurt"], "the lead sees all")
+    res, _ = step("gemeente", 2, "CASE_EVENT_ATTACHMENT", attach=pb.CaseAttach(
+        name="rapport.pdf", media_type="application/pdf", content=b"%PDF-1.4 interop"))
+    (_, ev), = gets(p, res, [7])
+    expect(not ev.HasField("attachment"), "politie's rule does not list attachments")
+    res, ev = step("politie", 2, "CASE_EVENT_SIGNAL_LINKED",
+                   link_signal=pb.CaseLinkSignal(item_seq=linked.item_seq))
+    expect_eq(pb.Signal.FromString(ev.signal), pb.Signal.FromString(linked.signal),
+              "the lead gets the linked signal as the linker was given it")
+    (_, ev), = gets(p, res, [8])
+    expect_eq(signal_fields(pb.Signal.FromString(ev.signal)), {"sender", "kind", "theme", "area"},
+              "politie's copy: its signal_fields and sender, kind, theme")
+    res, _ = step("gemeente", 3, "CASE_EVENT_INVITED", invite=pb.CaseInvite(partner="woco"))
+    gets(p, res, [9])
+    gets(w, res, [9])
+    summary = w.conn.case_view(case).cases[0]
+    expect_eq((summary.my_state, len(w.conn.case_view(case).events)), ("invited", 0),
+              "an invited partner's view: the summary, no timeline (12.6)")
+    res, ev = step("woco", 10, "CASE_EVENT_JOINED", accept=pb.CaseAnswer())
+    gets(p, res, [10])
+    got = gets(w, res, [1, 2, 4, 5, 6, 7, 8, 10])
+    woco_note = got[4][1]
+    expect(not woco_note.HasField("text") and not woco_note.fields,
+           "a note woco may not read arrives with neither text nor fields (12.5)")
+    expect(got[0][1].HasField("address") and not got[0][1].HasField("subject"),
+           "woco sees the address, not the subject")
+    expect_eq(signal_fields(pb.Signal.FromString(got[6][1].signal)), {"sender", "kind", "theme"},
+              "a rule without signal_fields: sender, kind and theme only")
+
+    # the timelines as each partner may see them are its deliveries (12.6)
+    for party in (g, p, w):
+        view = party.conn.case_view(case)
+        expect_eq(len(view.cases), 1, "one summary")
+        s = view.cases[0]
+        expect_eq((s.case_id, s.case_type, s.lead, s.state, s.my_state, s.title,
+                   sorted(s.members)),
+                  (case, CASE_TYPE, "gemeente", "open", "member",
+                   "Hennepteelt, signaal woningcorporatie", ["gemeente", "politie", "woco"]),
+                  "%s's summary" % party.name)
+        expect_eq(s.opened_at, full[1].at, "opened_at")
+        expect_eq([e.event_seq for e in view.events], list(range(1, 11)), "the timeline")
+        for e in view.events:
+            same_event(env, e, expected_view(env, full[e.event_seq], party.partner),
+                       "%s's timeline event %d" % (party.name, e.event_seq))
+        mine = [c for c in party.conn.case_view().cases if c.case_id == case]
+        expect_eq([c.my_state for c in mine], ["member"], "%s's list" % party.name)
+
+    res, ev = step("woco", 2, "CASE_EVENT_LEFT", leave=pb.CaseLeave())
+    expect_eq((ev.partner, sorted(ev.members)), ("woco", ["gemeente", "politie"]), "left")
+    (left_delivery, _), = p.events(["CASE_EVENT_LEFT"], res, ack=False)
+    res, _ = step("gemeente", 2, "CASE_EVENT_CLOSED", close=pb.CaseClose(reason="Afgerond"))
+    expect_eq(full[12].text, "Afgerond", "the close reason is the event's text")
+    # close sets the expiry of every waiting delivery of the case (12.5): the unacknowledged
+    # LEFT event comes again on a new connection with it
+    env.close(p.conn)
+    p = CaseParty(env, "politie")
+    p.closed_at = full[12].at
+    got = p.events(["CASE_EVENT_LEFT", "CASE_EVENT_CLOSED"], ack=False)
+    expect_eq((got[0][0].seq, got[0][0].redelivery), (left_delivery.seq, True),
+              "the waiting delivery again")
+    expect_eq(got[0][0].expires_at, full[12].at + CASE_RETENTION_S,
+              "a waiting delivery expires at the close + retention_after_close")
+    p.conn.ack(got[0][0].seq, got[1][0].seq)
+    p.closed_at = None              # reopen takes the expiry away again (12.5)
+    expect_eq(p.conn.case_view(case).cases[0].state, "closed", "the summary says closed")
+    res, _ = step("gemeente", 2, "CASE_EVENT_REOPENED", reopen=pb.CaseReopen(reason="Nieuw feit"))
+    (reopened, _), = p.events(["CASE_EVENT_REOPENED"], res, ack=False)
+    res, ev = step("gemeente", 1, "CASE_EVENT_LEFT", leave=pb.CaseLeave(partner="politie"))
+    expect_eq((ev.partner, list(ev.members)), ("politie", ["gemeente"]), "politie removed")
+    # removal withdraws what still waited: its ack is UNKNOWN_DELIVERY (12.5)
+    p.conn.ack(reopened.seq)
+    expect_eq(p.conn.backlog(), 0, "politie's waiting case delivery was removed")
+    expect(any(r.seq == reopened.seq and reason_name(env, r) == "UNKNOWN_DELIVERY"
+               for r in p.conn.ack_refusals), "the ack of a removed delivery: UNKNOWN_DELIVERY")
+    for party in (p, w):
+        r = party.conn.case_query(case)
+        expect_rejected(env, r, "NOT_FOUND", item_index=-1)
+        expect_eq(r.rejected.text, "no case %s that you can see" % case, "NOT_FOUND text")
+    res, _ = step("gemeente", 1, "CASE_EVENT_CLOSED", close=pb.CaseClose(reason="Klaar"))
+    for party in (g, p, w):
+        party.silent()
+
+
+@check("13c case command refusals (12.2-12.4): decoding and validation, SENDER_MISMATCH,"
+       " BAD_SIGNATURE, duplicates, NOT_FOUND, NOT_PERMITTED, POLICY_DENIED, CASE_CLOSED")
+def check_case_refusals(env):
+    pb = env.pb
+    g, p, w = (CaseParty(env, n) for n in ("gemeente", "politie", "woco"))
+    gc, pc, wc = g.conn, p.conn, w.conn
+    opening = dict(case_type=CASE_TYPE, area="BU09350101")
+
+    # 12.2: the CasePublish itself, checked when the frame is decoded
+    cmd = case_cmd(env, "gemeente", open=pb.CaseOpen(**opening)).SerializeToString()
+    f = gc.request(gc.case_publish_frame(None, cmd, b"\0" * 64))
+    r = expect_rejected(env, f, "INVALID_MESSAGE", item_index=-1)
+    expect(not r.HasField("message_id"), "no command_id, no message_id")
+    f = gc.request(gc.case_publish_frame(b"\1" * 15, cmd, b"\0" * 64))
+    expect_rejected(env, f, "INVALID_FIELD", item_index=-1)
+    command_id = os.urandom(16)
+    f = gc.request(gc.case_publish_frame(command_id, b"", sc.sign_publish(
+        gc.signing_key, command_id, [b""])))
+    expect_rejected(env, f, "INVALID_MESSAGE", command_id, -1)
+    f = gc.request(gc.case_publish_frame(command_id, cmd, None))
+    expect_rejected(env, f, "BAD_SIGNATURE", command_id, -1)
+    case_refused(env, gc, cmd, "BAD_SIGNATURE",
+                 signature=sc.sign_publish(gc.signing_key, os.urandom(16), [cmd]))
+    # the signature comes before the bytes are looked at (12.2 step 2)
+    case_refused(env, gc, b"\xff\xff", "BAD_SIGNATURE", signature=b"\0" * 64)
+
+    # 12.3: the command
+    case_refused(env, gc, b"\xff\xff", "INVALID_MESSAGE")
+    case_refused(env, gc, pb.CaseCommand(actor=ACTOR["gemeente"]), "INVALID_MESSAGE")
+    case_refused(env, gc, with_unknown_field(cmd), "INVALID_MESSAGE", "unknown field")
+    case_refused(env, gc, cmd + pb.CaseCommand(open=pb.CaseOpen(**opening)).SerializeToString(),
+                 "INVALID_MESSAGE", "more than once")             # open given twice
+    case_refused(env, gc, pb.CaseCommand(open=pb.CaseOpen(**opening)), "INVALID_MESSAGE")
+    case_refused(env, gc, case_cmd(env, "politie", open=pb.CaseOpen(**opening)),
+                 "SENDER_MISMATCH")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", open=pb.CaseOpen(**opening)),
+                 "INVALID_FIELD", "case_id")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(case_type=CASE_TYPE)),
+                 "INVALID_MESSAGE")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(
+        case_type=CASE_TYPE, area="BU0935010")), "INVALID_AREA")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(
+        address=pb.Address(postcode="6211SS", house_number=1), **opening)), "INVALID_POSTCODE")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(
+        subject="123456789", **opening)), "INVALID_FIELD", "subject")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(
+        title="x" * 201, **opening)), "INVALID_FIELD", "title")
+    case_refused(env, gc, case_cmd(env, "gemeente", note=pb.CaseNote(text="x")),
+                 "INVALID_MESSAGE")                            # no case_id
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-0000001", note=pb.CaseNote(text="x")),
+                 "INVALID_FIELD", "case_id")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", note=pb.CaseNote()),
+                 "INVALID_MESSAGE")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", note=pb.CaseNote(
+        fields=[pb.NoteField(name="text", value="x")])), "INVALID_FIELD", r"fields\[0\]\.name")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", note=pb.CaseNote(
+        text="x", fields=[pb.NoteField(name="a", value="v" * 2001)])),
+        "INVALID_FIELD", r"note\.fields\[0\]\.value")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", attach=pb.CaseAttach(
+        name="a/b.pdf", media_type="application/pdf", content=b"x")), "INVALID_FIELD")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", attach=pb.CaseAttach(
+        name="b.pdf", media_type="application/pdf; q=1", content=b"x")), "INVALID_FIELD")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001", close=pb.CaseClose()),
+                 "INVALID_MESSAGE")
+    case_refused(env, gc, case_cmd(env, "gemeente", "C-00000001",
+                                   link_signal=pb.CaseLinkSignal(item_seq=0)), "INVALID_FIELD")
+
+    # 12.4: open
+    case_refused(env, pc, case_cmd(env, "politie", open=pb.CaseOpen(**opening)),
+                 "POLICY_DENIED", "lead")
+    case_refused(env, gc, case_cmd(env, "gemeente", open=pb.CaseOpen(
+        case_type="geen-zaak", area="GM0935")), "POLICY_DENIED")
+    case_refused(env, gc, case_cmd(env, "gemeente", on_behalf_of="politie",
+                                   open=pb.CaseOpen(**opening)), "NOT_PERMITTED", "may not act")
+
+    # idempotency (12.2 step 3)
+    first = gc.case_publish(case_cmd(env, "gemeente", open=pb.CaseOpen(**opening)))
+    case = case_accepted(env, first, 1).case_id
+    again = gc.retry(first)
+    expect_eq(again.answer.accepted.duplicate, True, "a repeat is a duplicate")
+    expect_eq((again.answer.accepted.case_id, again.answer.accepted.items),
+              (case, first.answer.accepted.items), "the original answer again")
+    case_refused(env, gc, case_cmd(env, "gemeente", case, note=pb.CaseNote(text="ander")),
+                 "DUPLICATE_CONFLICT", command_id=first.message_id)
+    # a command id shares its space with publishes (12.2)
+    pub = env.connect("gemeente").publish([env.signal()], message_id=first.message_id)
+    expect_rejected(env, pub.answer, "DUPLICATE_CONFLICT", first.message_id, -1)
+    g.events(["CASE_EVENT_OPENED"], first)
+
+    # 12.4: standing
+    unseen = "no case %s that you can see"
+    for c in (case, "C-99999999"):
+        r = case_refused(env, pc, case_cmd(env, "politie", c, note=pb.CaseNote(text="x")),
+                         "NOT_FOUND")
+        expect_eq(r.text, unseen % c, "NOT_FOUND says the same for both (12.4)")
+        r = pc.case_query(c)
+        expect_rejected(env, r, "NOT_FOUND", item_index=-1)
+        expect(not r.rejected.HasField("message_id"), "a query's refusal names no message_id")
+        expect_eq(r.rejected.text, unseen % c, "a query's NOT_FOUND text")
+    case_refused(env, wc, case_cmd(env, "woco", case, on_behalf_of="gemeente",
+                                   note=pb.CaseNote(text="x")), "NOT_FOUND")
+    case_refused(env, pc, case_cmd(env, "politie", case, accept=pb.CaseAnswer()), "NOT_FOUND")
+    res = gc.case_publish(case_cmd(env, "gemeente", case, invite=pb.CaseInvite(partner="politie")))
+    case_accepted(env, res, 2)
+    g.events(["CASE_EVENT_INVITED"], res)
+    p.events(["CASE_EVENT_INVITED"], res)
+    case_refused(env, gc, case_cmd(env, "gemeente", case, invite=pb.CaseInvite(
+        partner="brandweer")), "POLICY_DENIED")
+    case_refused(env, pc, case_cmd(env, "politie", case, note=pb.CaseNote(text="x")),
+                 "NOT_PERMITTED")                  # invited, not a member
+    case_refused(env, pc, case_cmd(env, "politie", case, on_behalf_of="gemeente",
+                                   close=pb.CaseClose(reason="x")), "NOT_PERMITTED",
+                 "may not act for gemeente in case type %s" % CASE_TYPE)
+    case_refused(env, pc, case_cmd(env, "politie", case, leave=pb.CaseLeave()), "NOT_PERMITTED")
+    for op in (dict(invite=pb.CaseInvite(partner="politie")), dict(accept=pb.CaseAnswer()),
+               dict(leave=pb.CaseLeave()), dict(leave=pb.CaseLeave(partner="gemeente")),
+               dict(reopen=pb.CaseReopen())):
+        case_refused(env, gc, case_cmd(env, "gemeente", case, **op), "NOT_PERMITTED")
+    res = pc.case_publish(case_cmd(env, "politie", case, accept=pb.CaseAnswer()))
+    case_accepted(env, res, 3)
+    g.events(["CASE_EVENT_JOINED"], res)
+    p.events(["CASE_EVENT_OPENED", "CASE_EVENT_JOINED"], res)
+    for op in (dict(invite=pb.CaseInvite(partner="woco")), dict(close=pb.CaseClose(reason="x")),
+               dict(leave=pb.CaseLeave(partner="gemeente")), dict(accept=pb.CaseAnswer())):
+        case_refused(env, pc, case_cmd(env, "politie", case, **op), "NOT_PERMITTED")
+    case_refused(env, pc, case_cmd(env, "politie", case, link_signal=pb.CaseLinkSignal(
+        item_seq=1 << 40)), "NOT_FOUND", "no signal with item seq")
+    # a signal politie's own principal was not given: gemeente's own item
+    mine = env.connect("gemeente").publish([env.signal()])
+    expect_accepted(mine.answer, mine.message_id, 1)
+    case_refused(env, gc, case_cmd(env, "gemeente", case, link_signal=pb.CaseLinkSignal(
+        item_seq=mine.answer.accepted.items[0].seq)), "NOT_FOUND", "no signal with item seq")
+    case_refused(env, gc, case_cmd(env, "gemeente", case, note=pb.CaseNote(text="x")),
+                 "DUPLICATE_CONFLICT", command_id=mine.message_id)   # and the other way
+    d = p.conn.receive(ANSWER_S)
+    expect(d is not None and d.HasField("signal"), "politie receives gemeente's signal")
+    p.conn.ack(d.seq)
+
+    # CASE_CLOSED (12.4)
+    res = gc.case_publish(case_cmd(env, "gemeente", case, close=pb.CaseClose(reason="x")))
+    case_accepted(env, res, 2)
+    g.events(["CASE_EVENT_CLOSED"], res)
+    p.events(["CASE_EVENT_CLOSED"], res)
+    for who, conn, op in (("gemeente", gc, dict(close=pb.CaseClose(reason="y"))),
+                          ("gemeente", gc, dict(invite=pb.CaseInvite(partner="woco"))),
+                          ("gemeente", gc, dict(leave=pb.CaseLeave(partner="politie"))),
+                          ("politie", pc, dict(note=pb.CaseNote(text="x"))),
+                          ("politie", pc, dict(leave=pb.CaseLeave()))):
+        case_refused(env, conn, case_cmd(env, who, case, **op), "CASE_CLOSED")
+    for party in (g, p, w):
+        party.silent()
+
+
+@check("13d CaseQuery and CaseView (12.6): field refusals, attachments' bytes left out where a"
+       " timeline would overflow, and a timeline in pages with more")
+def check_case_query(env):
+    pb = env.pb
+    g = CaseParty(env, "gemeente")
+    gc = g.conn
+    for kw in (dict(case_id="C-1"), dict(after_event_seq=1), dict(after_case_id="C-00000001",
+               case_id="C-00000001"), dict(after_case_id="zaak")):
+        f = gc.case_query(**kw)
+        expect_rejected(env, f, "INVALID_FIELD", item_index=-1)
+    res = gc.case_publish(case_cmd(env, "gemeente", open=pb.CaseOpen(
+        case_type=CASE_TYPE, area="GM0935", title="Paginering")))
+    case = case_accepted(env, res, 1).case_id
+    g.events(["CASE_EVENT_OPENED"], res)
+    content = bytes(range(256)) * 400          # 102,400 bytes
+    for i in range(3):
+        res = gc.case_publish(case_cmd(env, "gemeente", case, attach=pb.CaseAttach(
+            name="bijlage-%d.bin" % i, media_type="application/octet-stream", content=content)))
+        case_accepted(env, res, 1)
+        g.events(["CASE_EVENT_ATTACHMENT"], res)
+    view = gc.case_view(case)
+    expect(not view.more, "three attachments fit once their bytes are left out")
+    sizes = [len(e.attachment.content) for e in view.events[1:]]
+    expect(all(e.attachment.HasField("content") for e in view.events[1:]),
+           "an attachment left out keeps content, present")
+    expect_eq(sizes[:2], [len(content)] * 2, "the attachments before the overflow are whole")
+    expect_eq(sizes[2], 0, "from the overflow on, content is empty")
+    expect_eq((view.events[3].attachment.name, view.events[3].attachment.media_type),
+              ("bijlage-2.bin", "application/octet-stream"), "name and media type stay")
+    text = "n" * 8000
+    fields = [pb.NoteField(name="veld-%d" % j, value="v" * 2000) for j in range(32)]
+    for i in range(4):
+        res = gc.case_publish(case_cmd(env, "gemeente", case,
+                                       note=pb.CaseNote(text=text, fields=fields)))
+        case_accepted(env, res, 1)
+        g.events(["CASE_EVENT_NOTE"], res)
+    pages = gc.case_pages(case)
+    expect(len(pages) >= 2, "a timeline over 262,144 bytes comes in pages")
+    expect(all(pg.more for pg in pages[:-1]) and not pages[-1].HasField("more"),
+           "more on every page but the last, where it is unset")
+    expect_eq([e.event_seq for pg in pages for e in pg.events], list(range(1, 9)),
+              "the pages hold every event once, in order")
+    expect(all(len(pg.SerializeToString()) < sc.MAX_FRAME_BYTES for pg in pages),
+           "every page fits a frame")
+    notes = [e for pg in pages for e in pg.events if e.kind == pb.CASE_EVENT_NOTE]
+    expect(all(e.text == text and list(e.fields) == fields for e in notes),
+           "notes come whole")
+    res = gc.case_publish(case_cmd(env, "gemeente", case, close=pb.CaseClose(reason="klaar")))
+    case_accepted(env, res, 1)
+    g.events(["CASE_EVENT_CLOSED"], res)
+    g.silent()
+
+
+EXAMPLE_PRINCIPALS = {      # key file name -> (principal id, role)
+    "riec-analist": ("riec/analist", "caseworker"),
+    "riec-systeem": ("riec/systeem", "system"),
+    "politie-analist": ("politie/analist", "caseworker"),
+    "politie-systeem": ("politie/systeem", "system"),
+    "brandweer-x": ("brandweer/x", "caseworker"),
+    "riec-beheer": ("riec/beheer", "operator"),
+}
+EXAMPLE_POLICY = """\
+version: 1
+partners:
+  - id: riec
+    name: RIEC
+  - id: politie
+    name: Politie
+  - id: brandweer
+    name: Brandweer
+principals:
+%s
+rules:
+  - id: riec-politie
+    from: [riec]
+    to: [politie]
+    themes: [ondermijning]
+    areas: [GM0935]
+    purpose: "Aanpak ondermijning"
+    legal_basis: "Convenant art. 5"
+    fields: [area]
+    retention: 90d
+case_types:
+  - id: ondermijning-adres
+    purpose: "Gezamenlijke aanpak ondermijning op een adres"
+    legal_basis: "Convenant RIEC Limburg, art. 7"
+    lead: [riec]
+    members:
+      - id: ondermijning-politie
+        partners: [politie]
+        purpose: "Opsporing en vervolging"
+        legal_basis: "Wpg art. 16"
+        fields: [text, address]
+    retention_after_close: 2y
+""" % "\n".join("  - id: %s\n    role: %s\n    key_file: keys/%s.pub" % (pid, role, name)
+                for name, (pid, role) in EXAMPLE_PRINCIPALS.items())
+
+
+class SideBroker:
+    """A broker of its own, with the example policy of 12.7, in a folder of env.tmp."""
+
+    def __init__(self, env, name):
+        self.env = env
+        self.dir = os.path.join(env.tmp, name)
+        keydir = os.path.join(self.dir, "keys")
+        os.makedirs(keydir, 0o700)
+        for key in ("broker",) + tuple(EXAMPLE_PRINCIPALS):
+            sc.write_key_pair(keydir, key)
+        self.policy_path = os.path.join(self.dir, "policy.yaml")
+        with open(self.policy_path, "w") as f:
+            f.write(EXAMPLE_POLICY)
+        os.chmod(self.policy_path, 0o644)
+        self.broker = Broker(self.dir)
+
+    def key(self, name):
+        return os.path.join(self.dir, "keys", name + ".key")
+
+    def connect(self, name, endpoint=None):
+        conn = sc.connect(self.env.pb, endpoint or self.broker.endpoint, self.key(name),
+                          os.path.join(self.dir, "keys", "broker.pub"), self.env.ctx)
+        self.env.open.append(conn)
+        return conn
+
+    def admin_endpoint(self):
+        """The admin endpoint the broker names in its broker.ready log line (11.1)."""
+        for line in self.broker.log_text().splitlines():
+            if "event=broker.ready" in line:
+                m = re.search(r"\badmin=(tcp://\S+)", line)
+                if m:
+                    return m.group(1)
+        raise CheckFailed("no admin=ENDPOINT in the broker.ready line:\n"
+                          + self.broker.log_text())
+
+    def restart(self, settings=()):
+        self.env.close_all()
+        self.broker.stop()
+        self.broker.start(settings=settings)
+
+
+def example_open(pb, actor):
+    return sc.case_command(pb, actor, open=pb.CaseOpen(
+        case_type="ondermijning-adres", area="BU09350101",
+        address=pb.Address(postcode="6211AB", house_number=12),
+        title="Hennepteelt, signaal woningcorporatie"))
+
+
+@check("13e the example of 12.7, its values read from the document, on a broker of its own, then"
+       " the case-open budget (RATE_LIMITED), a case list in pages, and a store below its floor"
+       " (UNAVAILABLE)")
+def check_case_example(env):
+    pb = env.pb
+    example = doc_code_blocks(doc_section(document(), "12.7 Example"))[0]
+    answers = [tuple(map(int, m)) for m in
+               re.findall(r"items: \[\{seq: (\d+), recipients: (\d+)\}\]", example)]
+    expect_eq(len(answers), 3, "the example's three Accepted")
+    not_found = re.search(r'Rejected\{reason: NOT_FOUND, text: "([^"]+)"\}', example).group(1)
+    side = SideBroker(env, "example")
+    try:
+        side.broker.start(settings=("max_case_opens_per_hour=1",))
+        riec = side.connect("riec-analist")
+        pol = side.connect("politie-analist")
+        pol.flow()
+        a = riec.case_publish(example_open(pb, "riec/analist"))
+        expect_eq((a.answer.accepted.case_id, a.answer.accepted.items[0].seq,
+                   a.answer.accepted.items[0].recipients), ("C-00000001",) + answers[0],
+                  "the open's Accepted")
+        b = riec.case_publish(sc.case_command(pb, "riec/analist", "C-00000001",
+                                              invite=pb.CaseInvite(partner="politie")))
+        expect_eq((b.answer.accepted.case_id, b.answer.accepted.items[0].seq,
+                   b.answer.accepted.items[0].recipients), ("C-00000001",) + answers[1],
+                  "the invitation's Accepted")
+        d = pol.receive(ANSWER_S)
+        expect(d is not None, "politie/analist receives the invitation")
+        ev = pol.case_event(d)
+        expect_eq((d.rule_id, ev.case_id, ev.event_seq, pb.CaseEventKind.Name(ev.kind),
+                   ev.partner), ("ondermijning-politie", "C-00000001", 2, "CASE_EVENT_INVITED",
+                                 "politie"), "the invitation's Deliver")
+        expect(3 <= d.seq <= 6, "the invitation's four deliveries have seqs 3 to 6 (seq %d)"
+               % d.seq)
+        pol.ack(d.seq)
+        c = pol.case_publish(sc.case_command(pb, "politie/analist", "C-00000001",
+                                             accept=pb.CaseAnswer()))
+        expect_eq((c.answer.accepted.items[0].seq, c.answer.accepted.items[0].recipients),
+                  answers[2], "the accept's Accepted")
+        got = [pol.receive(ANSWER_S) for _ in range(2)]
+        expect(None not in got, "politie/analist receives two events")
+        expect_eq([pol.case_event(x).event_seq for x in got], [1, 3],
+                  "event 1 (opened), then event 3 (joined); not event 2 again")
+        pol.ack(*[x.seq for x in got])
+        f = side.connect("brandweer-x").case_query("C-00000001", request_id=9)
+        r = expect_rejected(env, f, "NOT_FOUND", item_index=-1)
+        expect_eq(r.text, not_found, "the example's text")
+        # the case-open budget (10): one an hour for this principal
+        r = case_refused(env, riec, example_open(pb, "riec/analist"), "RATE_LIMITED",
+                         "case-open budget")
+        # list paging (12.6): enough cases that their summaries overflow one frame
+        side.restart(("max_case_opens_per_hour=100000",))
+        sysconn = side.connect("riec-systeem")
+        title = "t" * 200
+        ids = []
+        for _ in range(980):
+            cid = os.urandom(16)
+            cmd = sc.case_command(pb, "riec/systeem", open=pb.CaseOpen(
+                case_type="ondermijning-adres", area="GM0935", title=title))
+            data = cmd.SerializeToString()
+            sysconn.send_bytes(sysconn.case_publish_frame(
+                cid, data, sc.sign_publish(sysconn.signing_key, cid, [data])))
+            ids.append(cid)
+        want = set(ids)
+        while want:
+            f = sysconn.wait_for(lambda f: f.WhichOneof("body") in ("accepted", "rejected"),
+                                 30.0)
+            expect(f.WhichOneof("body") == "accepted", "open accepted: %s" % f)
+            want.discard(f.accepted.message_id)
+        pages = sysconn.case_pages()
+        expect(len(pages) >= 2, "a list of 981 cases comes in pages")
+        listed = [c.case_id for pg in pages for c in pg.cases]
+        expect_eq(listed, ["C-%08d" % n for n in range(1, 982)],
+                  "every case once, in case id order")
+        expect(all(pg.more for pg in pages[:-1]) and not pages[-1].more, "more until the last")
+        # below the store's floor (12.2 step 8): content refused, a close goes on
+        side.restart(("store_min_free_bytes=1125899906842624",))
+        riec = side.connect("riec-analist")
+        case_refused(env, riec, sc.case_command(pb, "riec/analist", "C-00000001",
+                                                note=pb.CaseNote(text="x")),
+                     "UNAVAILABLE", "below its floor")
+        done = riec.case_publish(sc.case_command(pb, "riec/analist", "C-00000001",
+                                                 close=pb.CaseClose(reason="x")))
+        expect_accepted(done.answer, done.message_id, 1)
+        expect_eq(riec.case_view("C-00000001").cases[0].state, "closed", "closed below the floor")
+    finally:
+        env.close_all()
+        side.broker.stop()
+
+
+@check("14 the admin endpoint (11): an operator's status and its values; a partner key"
+       " refused there, an admin request refused on the partner endpoint")
+def check_admin_status(env):
+    pb = env.pb
+    side = SideBroker(env, "admin")
+    try:
+        side.broker.start(settings=("admin_listen=tcp://127.0.0.1:*",))
+        admin = side.admin_endpoint()
+        riec = side.connect("riec-analist")
+        res = riec.case_publish(example_open(pb, "riec/analist"))
+        expect_accepted(res.answer, res.message_id, 1)
+        op = side.connect("riec-beheer", admin)
+        ok, error, doc = op.admin("status")
+        expect(ok and error is None, "status ok: %r" % error)
+        with open(side.policy_path, "rb") as f:
+            policy_hash = sc.blake2b256(f.read()).hex()
+        expect_eq((doc["protocol"], doc["endpoint"], doc["admin_endpoint"]),
+                  (1, side.broker.endpoint, admin), "protocol and endpoints")
+        expect_eq((doc["policy"]["hash"], doc["policy"]["partners"], doc["policy"]["principals"],
+                   doc["policy"]["rules"]), (policy_hash, 3, 6, 1), "the policy in force")
+        expect(os.path.samefile(doc["policy"]["path"], side.policy_path), "policy.path")
+        expect_eq((doc["connected_principals"], doc["connections"]), (1, 1),
+                  "one partner connection")
+        expect_eq(doc["messages"]["accepted"], 1, "one case command accepted")
+        expect_eq(doc["backlog"], 2, "the opened event waits for riec's two principals")
+        expect(doc["uptime_s"] >= 0 and doc["started_at"] <= time.time(), "times")
+        expect(doc["last_reload"] is None, "no reload since the start")
+        ok, error, doc = op.admin("status", ["extra"])
+        expect(not ok and error, "status takes no argument: ok false with an error")
+        ok, error, _ = op.admin("geen-commando")
+        expect(not ok and "unknown command" in error, "unknown command: %r" % error)
+        op.send(admin_request=pb.AdminRequest(command="status"))
+        f = op.wait_for(lambda f: f.WhichOneof("body") == "rejected", ANSWER_S)
+        expect_rejected(env, f, "INVALID_MESSAGE", item_index=-1)
+        f = riec.request(riec.frame(admin_request=pb.AdminRequest(request_id=1,
+                                                                  command="status")))
+        expect_rejected(env, f, "UNEXPECTED_BODY", item_index=-1)
+        partner_on_admin = side.connect("riec-analist", admin)
+        try:
+            partner_on_admin.wait_handshake(ANSWER_S)
+        except sc.HandshakeRefused as e:
+            expect_eq(e.value, sc.ZAP_REFUSED_STATUS, "ZAP status of a partner key on admin")
+        else:
+            raise CheckFailed("a partner key completed a handshake on the admin endpoint")
+    finally:
+        env.close_all()
+        side.broker.stop()
 
 
 # --- runner ---------------------------------------------------------------
