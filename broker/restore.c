@@ -179,7 +179,15 @@ static int restore_make_copy(const char *copy_path, const char *backup_path,
     store_t *copy =
         store_open(copy_path, store_key, STORE_OPEN_EXISTING, open_err, sizeof open_err);
     if (copy == NULL) {
-        snprintf(err, errlen, "the backup %s: %s", backup_path, open_err);
+        /* A backup from before a rotation of the store key is the usual
+         * cause, and the refusal alone does not say what to run. */
+        int other_key = strstr(open_err, "does not open this store") != NULL;
+        snprintf(err, errlen, "the backup %s: %s%s", backup_path, open_err,
+                 other_key ? "; a backup made before a rotation of the store key opens with the "
+                             "old key: run the restore with --store-key OLDFILE, then schakeld "
+                             "--rekey to the config's store_key_file before the start "
+                             "(docs/OPERATIONS.md, \"Restoring a backup\")"
+                           : "");
         return -1;
     }
     r->migrated_from = store_migrated_from(copy, NULL);

@@ -424,7 +424,8 @@ static void test_restore_of_a_backup_from_before_a_rekey(void **state)
 
     /* the restore: refused under the new key, done with the old one */
     status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
-    if (status == 0 || !strstr(res.err, "the store key does not open this store"))
+    if (status == 0 || !strstr(res.err, "the store key does not open this store") ||
+        !strstr(res.err, "run the restore with --store-key OLDFILE, then schakeld --rekey"))
         fail_msg("--restored under the new key: exit %d: %s%s", status, res.out, res.err);
     h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, "--store-key",
