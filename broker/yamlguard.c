@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +106,30 @@ static int yamlguard_check_file(const yamlguard_report_t *report, const char *wh
     return fd;
 }
 
+/* A config or policy the reader may not open: mostly one copied or made
+ * by root without the broker's group (cp without -p), which root's own
+ * checks read and the broker, run as its own user, cannot. Says who reads
+ * and how the files of "First install" are made readable to it. */
+static int yamlguard_unreadable(const yamlguard_report_t *report, const char *what)
+{
+    char reader[64], group[64];
+    struct group entry, *found = NULL;
+    char buf[1024];
+    uid_t self = geteuid();
+    fileguard_user_name(self, reader, sizeof reader);
+    if (getgrgid_r(getegid(), &entry, buf, sizeof buf, &found) == 0 && found != NULL)
+        snprintf(group, sizeof group, "%s", found->gr_name);
+    else
+        snprintf(group, sizeof group, "%u", (unsigned)getegid());
+    return yamlguard_fail(report, 0,
+                          "cannot open: %s: uid %u (%s, the reader) may not read this %s or "
+                          "search a folder above it: give its group read access, as "
+                          "docs/OPERATIONS.md (First install) makes it: chgrp %s %s && chmod "
+                          "0640 %s (a copy made by root with cp, not cp -p, is root's group)",
+                          strerror(EACCES), (unsigned)self, reader, what, group, report->name,
+                          report->name);
+}
+
 /* Open report->name for reading as yamlguard_read_file describes
  * (fileguard_open, links at the end followed too). Returns the fd, or -1
  * with the message written. */
@@ -116,6 +141,8 @@ static int yamlguard_open(const yamlguard_report_t *report, const char *what)
         0) {
         if (problem.fault == FILEGUARD_SYSTEM && problem.sys_errno == EISDIR)
             return yamlguard_fail(report, 0, "not a regular file"); /* a name ending in '/' */
+        if (problem.fault == FILEGUARD_SYSTEM && problem.sys_errno == EACCES)
+            return yamlguard_unreadable(report, what);
         char why[PATH_MAX + 512];
         fileguard_describe(&problem, what, why, sizeof why);
         return yamlguard_fail(report, 0, "%s", why);

@@ -626,6 +626,49 @@ static void test_config_folder_search_only(void **state)
         fail_msg("uid 65534 reading a config in a folder of mode 0711: %s", child_err);
 }
 
+/* A config the reader may not open (root's, 0600, as cp without -p leaves
+ * a copy of a root:schakel 0640 file) is refused naming the reader and
+ * how First install makes it readable, not with the bare errno. Root
+ * reads any file, so the load runs in a child that becomes uid 65534. */
+static void test_config_unreadable_says_who_reads(void **state)
+{
+    const fixture_t *f = *state;
+    if (geteuid() != 0)
+        skip(); /* only root can become another user */
+    write_text(f->path, "listen: tcp://x:1\n", strlen("listen: tcp://x:1\n"));
+    assert_int_equal(chmod(f->path, 0600), 0);
+    assert_int_equal(chmod(f->dir, 0711), 0);
+    int pipe_fd[2];
+    assert_int_equal(pipe(pipe_fd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char err[1024] = "";
+        close(pipe_fd[0]);
+        broker_config_t *cfg = NULL;
+        if (setgid(65534) != 0 || setuid(65534) != 0 || geteuid() != 65534)
+            snprintf(err, sizeof err, "cannot become uid 65534");
+        else if ((cfg = config_load(f->path, err, sizeof err)) != NULL)
+            snprintf(err, sizeof err, "uid 65534 loaded a config of root's, mode 0600");
+        config_destroy(&cfg);
+        ssize_t n = write(pipe_fd[1], err, strlen(err));
+        _exit(n < 0 ? 2 : 0);
+    }
+    close(pipe_fd[1]);
+    char child_err[1024] = "", want[512];
+    ssize_t n = read(pipe_fd[0], child_err, sizeof child_err - 1);
+    close(pipe_fd[0]);
+    child_err[n > 0 ? n : 0] = '\0';
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_int_equal(chmod(f->dir, 0700), 0);
+    snprintf(want, sizeof want, "%s: cannot open: Permission denied: uid 65534 (", f->path);
+    if (strncmp(child_err, want, strlen(want)) != 0 ||
+        !strstr(child_err, "the reader) may not read this config or search a folder above it") ||
+        !strstr(child_err, "&& chmod 0640 ") || !strstr(child_err, "cp -p"))
+        fail_msg("uid 65534 reading a config of root's, mode 0600: %s", child_err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -637,6 +680,8 @@ int main(void)
         cmocka_unit_test(test_closest_key),
         cmocka_unit_test_setup_teardown(test_file_errors, fixture_setup, fixture_teardown),
         cmocka_unit_test_setup_teardown(test_raw_nul_and_utf8_bom, fixture_setup, fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_config_unreadable_says_who_reads, fixture_setup,
+                                        fixture_teardown),
         cmocka_unit_test_setup_teardown(test_config_folder_search_only, fixture_setup,
                                         fixture_teardown),
         cmocka_unit_test_setup_teardown(test_config_others_may_write, fixture_setup,
