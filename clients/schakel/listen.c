@@ -423,10 +423,19 @@ static void listen_cut_back(const listen_output_t *out, off_t offset, off_t end)
 static void listen_confirm_acks(schakel_client_t *client)
 {
     uint64_t backlog;
-    if (schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS) != SCHAKEL_OK)
+    if (schakel_backlog(client, &backlog, LISTEN_BACKLOG_TIMEOUT_MS) == SCHAKEL_OK)
+        return;
+    const schakel_error_t *err = schakel_last_error(client);
+    if (err->status == SCHAKEL_ERR_REFUSED && err->reason == SCHAKEL_REASON_NOT_PERMITTED)
+        /* the principal was removed from the policy or its key replaced:
+         * what waits for it is withdrawn, not sent again (PROTOCOL 8) */
+        cli_say("listen: could not confirm the last acks (%s); this key is no longer "
+                "admitted, and what still waited for it is withdrawn, not delivered again",
+                err->text);
+    else
         cli_say("listen: could not confirm the last acks (%s); those deliveries may come "
                 "again",
-                schakel_last_error(client)->text);
+                err->text);
 }
 
 /* Make what a regular file holds durable: its data, and before the first

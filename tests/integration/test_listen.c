@@ -861,6 +861,68 @@ static void test_listen_stop_finishes_the_line_in_a_full_pipe(void **state)
     h_done(env);
 }
 
+/* ------------------------------------------------ a key revoked while listen runs */
+
+/* A listen that wrote and acked a batch, whose principal is then removed
+ * from the policy: its end names the refusal, and its last acks' check
+ * says that what waited for the key is withdrawn, not that it comes
+ * again (the broker withdraws a removed principal's mailbox). */
+static void *revoked_listen_run(void *arg)
+{
+    piped_listen_t *p = arg;
+    static const char *const args[] = {"listen", "--timeout", "60", NULL};
+    const h_cli_target_t target = {.stdout_fd = &p->out_fd};
+    (void)h_run_cli_argv(p->env, H_GEMEENTE, &target, args, &p->res);
+    return NULL;
+}
+
+static void test_listen_revoked_says_withdrawn(void **state)
+{
+    h_env_t *env = *state;
+    publish_batch(env, NULL, NULL);
+    int out[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    piped_listen_t p = {.env = env, .out_fd = out[1]};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, revoked_listen_run, &p), 0);
+    /* the batch's lines, then its acks go out */
+    char text[16384];
+    size_t len = 0;
+    int lines = 0;
+    while (lines < BATCH) {
+        struct pollfd pfd = {.fd = out[0], .events = POLLIN};
+        if (poll(&pfd, 1, H_CLI_TIMEOUT_MS) != 1)
+            fail_msg("listen printed %d of %d deliveries within %d ms", lines, BATCH,
+                     H_CLI_TIMEOUT_MS);
+        ssize_t n = read(out[0], text + len, sizeof text - len - 1);
+        if (n <= 0)
+            fail_msg("listen's output ended after %d of %d deliveries", lines, BATCH);
+        for (ssize_t i = 0; i < n; i++)
+            lines += text[len + (size_t)i] == '\n';
+        len += (size_t)n;
+    }
+    const char *line = "  - id: gemeente/meldingen\n    role: system\n"
+                       "    key_file: keys/gemeente-meldingen.pub\n";
+    const char *at = strstr(h_policy_header, line);
+    assert_non_null(at);
+    char *without = NULL;
+    assert_true(asprintf(&without, "%.*s%s", (int)(at - h_policy_header), h_policy_header,
+                         at + strlen(line)) > 0);
+    h_env_write_policy(env, "%s%s", without, h_default_rules);
+    free(without);
+    assert_int_equal(h_broker_reload(env), 1);
+    pthread_join(thread, NULL);
+    close(out[1]);
+    close(out[0]);
+    expect_exit(&p.res, 3, "listen whose key was revoked");
+    expect_err(&p.res, "NOT_PERMITTED", "listen whose key was revoked");
+    if (strstr(p.res.err, "come again") != NULL)
+        fail_msg("a revoked key's listen says its deliveries come again: %s", p.res.err);
+    expect_err(&p.res, "withdrawn, not delivered again", "listen whose key was revoked");
+    h_cli_result_free(&p.res);
+    h_done(env);
+}
+
 int main(void)
 {
     char err[PATH_MAX + 128];
@@ -889,6 +951,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_listen_stop_finishes_the_line_in_a_full_pipe,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_listen_revoked_says_withdrawn, h_setup_broker,
+                                        h_teardown),
     };
     return cmocka_run_group_tests_name("integration: listen", tests, NULL, NULL);
 }
