@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -359,13 +360,36 @@ static int rekey_entry_seen(const store_audit_entry_t *entry, void *arg)
     return 0;
 }
 
+/* What an operator does after a rekey to new_key_path: set store_key_file
+ * to it, unless the config file (its own value, not an override such as
+ * --store-key OLDFILE after a restore) names that file already. */
+static const char *rekey_next_step(const char *config_path, const char *new_key_path, char *out,
+                                   size_t outlen)
+{
+    struct stat configured, fresh;
+    char ignored[1024];
+    broker_config_t *own =
+        config_path != NULL ? config_load(config_path, ignored, sizeof ignored) : NULL;
+    int named = own != NULL && own->store_key_path != NULL &&
+                stat(own->store_key_path, &configured) == 0 && stat(new_key_path, &fresh) == 0 &&
+                configured.st_dev == fresh.st_dev && configured.st_ino == fresh.st_ino;
+    if (named)
+        snprintf(out, outlen, "store_key_file in %s names %s already: start schakeld as it is",
+                 config_path, own->store_key_path);
+    else
+        snprintf(out, outlen, "set store_key_file to %s before schakeld starts again",
+                 new_key_path);
+    config_destroy(&own);
+    return out;
+}
+
 /* After the old key did not open the store: whether the new one does, as
  * after an earlier --rekey that committed and was then killed, or whose
  * words were lost (its commit is the one step that matters, and a kill
  * after it leaves nothing to do). Then it says so on stdout, naming the
  * rotation's entry when it is among the trail's last REKEY_LOOK_BACK, and
  * returns 1; else 0, and the old key's refusal stands. Writes nothing. */
-static int rekey_already_done(const char *store_path, const char *key_path,
+static int rekey_already_done(const char *store_path, const char *key_path, const char *next_step,
                               const uint8_t new_key[STORE_KEY_BYTES], const char *new_key_path,
                               char *err, size_t errlen)
 {
@@ -397,8 +421,8 @@ static int rekey_already_done(const char *store_path, const char *key_path,
              (unsigned long long)found.seq, found.detail);
     printf("%s is already sealed under %s, not under %s: an earlier schakeld --rekey "
            "committed%s; nothing was changed\n"
-           "set store_key_file to %s before schakeld starts again\n",
-           store_path, new_key_path, key_path, entry, new_key_path);
+           "%s\n",
+           store_path, new_key_path, key_path, entry, next_step);
     if (held > 0)
         printf("%lld deliveries set aside stay sealed under the key before the rotation (%s, if "
                "that was it): keep it while any remains (docs/OPERATIONS.md, \"A delivery that "
@@ -415,7 +439,7 @@ static int rekey_already_done(const char *store_path, const char *key_path,
  * (the store is where a finished rekey leaves it; the next step is the
  * same). */
 static int rekey_store(const char *store_path, const char *key_path, const char *new_key_path,
-                       const char *broker_key_path, int accept_clock)
+                       const char *broker_key_path, int accept_clock, const char *config_path)
 {
     char err[2048] = "";
     rekey_audit_t audit = {NULL, accept_clock, 0, 0, ""};
@@ -423,6 +447,7 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
     uint8_t key[STORE_KEY_BYTES], new_key[STORE_KEY_BYTES];
     store_rekey_counts_t counts = {0, 0};
     store_t *store = NULL;
+    char next_step[PATH_MAX * 2 + 128];
     int rc = 1, done_before = 0;
     if (store_path == NULL || key_path == NULL) {
         fprintf(stderr, "schakeld: --rekey needs store and store_key_file (--config, or --store "
@@ -447,8 +472,10 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
                  new_key_path);
     else if ((store = store_open(store_path, key, STORE_OPEN_EXISTING, err, sizeof err)) == NULL) {
         /* else err is store_open's, or says no rotation is on record */
-        done_before =
-            rekey_already_done(store_path, key_path, new_key, new_key_path, err, sizeof err);
+        done_before = rekey_already_done(
+            store_path, key_path,
+            rekey_next_step(config_path, new_key_path, next_step, sizeof next_step), new_key,
+            new_key_path, err, sizeof err);
     } else if (offline_trail_check(store, store_path, err, sizeof err) != 0)
         ; /* err names the entry and the command that says more */
     else if ((rc = rekey_recorded(store, new_key, &counts, broker_key, &audit)) == -2)
@@ -466,10 +493,10 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
         rc = 1;
         fprintf(stderr, "schakeld: %s\n", err);
     } else {
-        printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n"
-               "set store_key_file to %s before schakeld starts again\n",
+        printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n%s\n",
                (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
-               new_key_path, new_key_path);
+               new_key_path,
+               rekey_next_step(config_path, new_key_path, next_step, sizeof next_step));
         if (store_migrated_from(store, NULL) > 0)
             printf("the store was at schema %d: migrated to %d\n", store_migrated_from(store, NULL),
                    store_schema_version());
@@ -760,7 +787,7 @@ int main(int argc, char **argv)
     }
     if (o.rekey) {
         rc = rekey_store(cfg->store_path, cfg->store_key_path, o.new_store_key, cfg->key_file,
-                         o.accept_clock);
+                         o.accept_clock, o.config);
         config_destroy(&cfg);
         return rc;
     }
