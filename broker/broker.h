@@ -537,9 +537,46 @@ const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_se
 void deliver_kept_pushed(deliver_kept_t *kept, uint64_t item_seq);
 /* Entries held, pending and usable (for tests and accounting). */
 size_t deliver_kept_count(const deliver_kept_t *kept);
+/* What the publish path wrote for a kept item's deliveries: the item's
+ * envelope, and each delivery's seq, recipient, rule and expiry. With it the
+ * push vouches for those rows (deliver_kept_vouch, store_mailbox_scan_vouched)
+ * instead of opening each one's sealed field mask again. Pointers into the
+ * policy in force when the rows were written, which the entry never
+ * outlives (every policy change clears the cache, deliver_policy_changed);
+ * at most DELIVER_KEPT_DELIVERIES deliveries (the rest are opened). */
+#define DELIVER_KEPT_DELIVERIES 8u
+typedef struct deliver_kept_delivery {
+    uint64_t seq;
+    const policy_principal_t *recipient;
+    const policy_rule_t *rule;
+    int64_t expires_at;
+} deliver_kept_delivery_t;
+typedef struct deliver_kept_envelope {
+    const policy_t *policy;
+    const policy_principal_t *sender;
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+    uint32_t item_index;
+    int64_t accepted_at;
+    size_t n;
+    deliver_kept_delivery_t deliveries[DELIVER_KEPT_DELIVERIES];
+} deliver_kept_envelope_t;
+/* Give item_seq's entry, pending in the open turn, the envelope its rows
+ * were written with. Returns 1, or 0 when there is no such entry. */
+int deliver_kept_envelope(deliver_kept_t *kept, uint64_t item_seq,
+                          const deliver_kept_envelope_t *envelope);
+/* Whether d, a delivery row as the scan read it, is one the publish path
+ * wrote for a usable entry under `policy`, with every column the seal binds
+ * as written (seq, recipient, item, message id, index, sender and its
+ * partner, acceptance and expiry, rule id, hash, purpose and legal basis):
+ * then 1, and *fields is the mask it sealed; otherwise 0 (the row is
+ * opened and authenticated from the store). */
+int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy,
+                       const store_delivery_t *d, uint32_t *fields);
 /* The publish path's call: keep a stored item for the push if any of its
- * recipients receives now (b->kept is made on first use). */
+ * recipients receives now (b->kept is made on first use), with the
+ * envelope its deliveries were written with (NULL: none). */
 void deliver_keep_published(broker_t *b, uint64_t item_seq, const Schakel__Signal *signal,
-                            const uint32_t *masks, size_t n_masks, size_t owed);
+                            const uint32_t *masks, size_t n_masks, size_t owed,
+                            const deliver_kept_envelope_t *envelope);
 
 #endif

@@ -392,6 +392,7 @@ typedef struct kept_item {
     int64_t kept_ms;
     size_t n;
     push_reduction_t reduced[DELIVER_KEPT_MASKS];
+    deliver_kept_envelope_t envelope; /* n 0: none, every row is opened */
 } kept_item_t;
 
 struct deliver_kept {
@@ -417,6 +418,7 @@ static void kept_wipe(deliver_kept_t *kept, kept_item_t *slot)
     for (size_t i = 0; i < slot->n; i++)
         push_reduction_release(&slot->reduced[i]);
     slot->n = 0;
+    slot->envelope.n = 0;
     slot->item_seq = 0;
     slot->owed = 0;
     slot->state = KEPT_EMPTY;
@@ -492,6 +494,18 @@ int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Sig
     return 1;
 }
 
+int deliver_kept_envelope(deliver_kept_t *kept, uint64_t item_seq,
+                          const deliver_kept_envelope_t *envelope)
+{
+    if (kept == NULL || envelope == NULL || envelope->n > DELIVER_KEPT_DELIVERIES)
+        return 0;
+    kept_item_t *slot = &kept->slots[item_seq % DELIVER_KEPT_ITEMS];
+    if (slot->state != KEPT_PENDING || slot->item_seq != item_seq)
+        return 0;
+    slot->envelope = *envelope;
+    return 1;
+}
+
 void deliver_kept_settle(deliver_kept_t *kept, int committed)
 {
     if (kept == NULL)
@@ -550,6 +564,33 @@ static const kept_item_t *kept_live(const deliver_kept_t *kept, uint64_t item_se
     return slot->state == KEPT_LIVE && slot->item_seq == item_seq ? slot : NULL;
 }
 
+int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy,
+                       const store_delivery_t *d, uint32_t *fields)
+{
+    const kept_item_t *slot = kept_live(kept, d->item_seq);
+    if (slot == NULL || slot->envelope.n == 0 || slot->envelope.policy != policy || !d->by_ref ||
+        d->is_case_event || d->case_id != NULL)
+        return 0;
+    const deliver_kept_envelope_t *e = &slot->envelope;
+    const deliver_kept_delivery_t *w = NULL;
+    for (size_t i = 0; i < e->n && w == NULL; i++)
+        if (e->deliveries[i].seq == d->seq)
+            w = &e->deliveries[i];
+    if (w == NULL)
+        return 0;
+    const policy_rule_t *rule = w->rule;
+    if (d->item_index != e->item_index || d->accepted_at != e->accepted_at ||
+        d->expires_at != w->expires_at ||
+        sodium_memcmp(d->message_id, e->message_id, SCHAKEL_MESSAGE_ID_BYTES) != 0 ||
+        strcmp(d->recipient, w->recipient->id) != 0 || strcmp(d->sender, e->sender->id) != 0 ||
+        strcmp(d->sender_partner, e->sender->partner->id) != 0 ||
+        strcmp(d->rule_id, rule->id) != 0 || strcmp(d->rule_hash, rule->hash_hex) != 0 ||
+        strcmp(d->purpose, rule->purpose) != 0 || strcmp(d->legal_basis, rule->legal_basis) != 0)
+        return 0;
+    *fields = rule->fields;
+    return 1;
+}
+
 const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_seq, uint32_t fields,
                                     size_t *len)
 {
@@ -588,13 +629,17 @@ size_t deliver_kept_count(const deliver_kept_t *kept)
 }
 
 void deliver_keep_published(broker_t *b, uint64_t item_seq, const Schakel__Signal *signal,
-                            const uint32_t *masks, size_t n_masks, size_t owed)
+                            const uint32_t *masks, size_t n_masks, size_t owed,
+                            const deliver_kept_envelope_t *envelope)
 {
     if (owed == 0 || owed > UINT32_MAX)
         return;
     if (b->kept == NULL && (b->kept = deliver_kept_new()) == NULL)
         return; /* out of memory: the push opens it from the store */
-    (void)deliver_kept_add(b->kept, item_seq, signal, masks, n_masks, (uint32_t)owed, b->now_ms);
+    if (deliver_kept_add(b->kept, item_seq, signal, masks, n_masks, (uint32_t)owed, b->now_ms) ==
+            1 &&
+        envelope != NULL)
+        (void)deliver_kept_envelope(b->kept, item_seq, envelope);
 }
 
 /* ------------------------------------------------ the pass's own cache */
@@ -670,6 +715,14 @@ static int push_cache_has(uint64_t item_seq, void *arg)
         return 1;
     const push_cached_item_t *slot = &st->cache->slots[item_seq % PUSH_ROUND];
     return slot->item_seq == item_seq && slot->signal != NULL;
+}
+
+/* The scan's vouch (store_mailbox_scan_vouched): a row the publish path
+ * wrote for a kept item, every column as written, is not opened again. */
+static int push_vouch(const store_delivery_t *d, uint32_t *fields, void *arg)
+{
+    const push_state_t *st = arg;
+    return deliver_kept_vouch(st->broker->kept, st->broker->policy, d, fields);
 }
 
 static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content,
@@ -899,8 +952,9 @@ static int push_round(broker_t *b, receiver_t *r, push_cache_t *cache)
     push_state_t st = {.broker = b, .receiver = r, .cache = cache};
     size_t room = r->window - r->inflight;
     size_t limit = room < PUSH_ROUND ? room : PUSH_ROUND;
-    int visited = store_mailbox_scan_hinted(b->store, r->principal, r->cursor, limit,
-                                            push_cache_has, push_one, &st);
+    const store_scan_hints_t hints = {.have_item = push_cache_has, .vouch = push_vouch};
+    int visited =
+        store_mailbox_scan_vouched(b->store, r->principal, r->cursor, limit, &hints, push_one, &st);
     if (visited < 0) {
         uint64_t unreadable = store_scan_unreadable(b->store);
         if (unreadable == 0)

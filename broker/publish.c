@@ -135,9 +135,16 @@ static void item_masks_add(item_masks_t *m, uint32_t fields)
  * the rule delivers to. Returns the number queued, or -1 on a store error. */
 static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                              const Schakel__Publish *publish, size_t index, int64_t item_seq,
-                             const item_plan_t *plan, item_masks_t *masks)
+                             const item_plan_t *plan, item_masks_t *masks,
+                             deliver_kept_envelope_t *written)
 {
     long queued = 0;
+    written->policy = b->policy;
+    written->sender = sender;
+    memcpy(written->message_id, publish->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
+    written->item_index = (uint32_t)index;
+    written->accepted_at = b->now_s;
+    written->n = 0;
     /* One subject tag for all of the item's deliveries. */
     char tag[STORE_SUBJECT_TAG_LEN + 1];
     if (plan->signal->subject != NULL &&
@@ -171,6 +178,9 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
             int64_t seq = store_delivery_add(b->store, &d);
             if (seq < 0)
                 return -1;
+            if (written->n < DELIVER_KEPT_DELIVERIES)
+                written->deliveries[written->n++] =
+                    (deliver_kept_delivery_t){(uint64_t)seq, to[r], grant->rule, d.expires_at};
             record_delivery_t rd = {
                 .sender = sender->id,
                 .recipient = to[r]->id,
@@ -274,7 +284,9 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
             return -1;
         metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);
         item_masks_t masks = {.n = 0, .online = 0};
-        long queued = store_deliveries(b, sender, publish, i, item_seq, &plans[i], &masks);
+        deliver_kept_envelope_t written;
+        long queued =
+            store_deliveries(b, sender, publish, i, item_seq, &plans[i], &masks, &written);
         if (queued < 0)
             return -1;
         /* Decoded from the bytes just stored: the push takes it from here
@@ -282,7 +294,7 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
          * soon enough to be worth keeping). */
         if (masks.online)
             deliver_keep_published(b, (uint64_t)item_seq, plans[i].signal, masks.masks, masks.n,
-                                   (size_t)queued);
+                                   (size_t)queued, &written);
         schakel__item_accepted__init(&results[i]);
         results[i].has_seq = 1;
         results[i].seq = (uint64_t)item_seq;

@@ -400,6 +400,26 @@ int store_mailbox_scan_hinted(store_t *store, const char *recipient, uint64_t af
                               size_t limit, store_have_item_fn have_item, store_delivery_fn fn,
                               void *arg);
 
+/* store_mailbox_scan_hinted for a caller that also keeps what it wrote
+ * (deliver.c): vouch(d, &fields, arg) is asked for each delivery by
+ * reference once its row's columns are read (d as fn would get it, body
+ * NULL), and returns non-zero only when the caller wrote this very
+ * delivery in this process, after its commit, and every column of d is
+ * what it wrote (seq, recipient, item, and the whole envelope the seal
+ * binds): then *fields is the field mask it sealed, and the row is
+ * neither opened nor its envelope hashed; its item is not read (as for
+ * have_item). A row it does not vouch for is opened and authenticated as
+ * always, so an altered row still stops the scan. hints NULL, or both
+ * NULL: exactly store_mailbox_scan. Neither may call store functions. */
+typedef int (*store_vouch_fn)(const store_delivery_t *d, uint32_t *fields, void *arg);
+typedef struct store_scan_hints {
+    store_have_item_fn have_item;
+    store_vouch_fn vouch;
+} store_scan_hints_t;
+int store_mailbox_scan_vouched(store_t *store, const char *recipient, uint64_t after_seq,
+                               size_t limit, const store_scan_hints_t *hints, store_delivery_fn fn,
+                               void *arg);
+
 /* Count a recipient's pending (unacked) deliveries; -1 on error. */
 int64_t store_mailbox_count(store_t *store, const char *recipient);
 

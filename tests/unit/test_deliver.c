@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -377,6 +378,217 @@ static void test_kept_refusals_and_clear(void **state)
     item_free(&item);
 }
 
+/* ------------------------------------------------ vouching for written rows */
+
+/* The policy objects a publish wrote two deliveries of one item with. */
+static policy_partner_t vouch_partner_woco = {.id = "woco-maasoever"};
+static policy_partner_t vouch_partner_politie = {.id = "politie"};
+static policy_principal_t vouch_sender = {.id = "woco-maasoever/meldingen",
+                                          .partner = &vouch_partner_woco};
+static policy_principal_t vouch_to_a = {.id = "politie/bvh-koppeling",
+                                        .partner = &vouch_partner_politie};
+static policy_principal_t vouch_to_b = {.id = "politie/wijkteam",
+                                        .partner = &vouch_partner_politie};
+static policy_rule_t vouch_rule = {
+    .id = "woco-naar-politie",
+    .hash_hex = "5f2c0b7d9a1e4c3f8b6a2d0e7c9f1a3b5d7e9f0a2c4b6d8e0f1a3c5e7b9d1f3a",
+    .purpose = "Ondermijning tegengaan",
+    .legal_basis = "Convenant RIEC art. 4",
+    .fields = FIELD_AREA | FIELD_SEVERITY};
+static const uint8_t vouch_message_id[SCHAKEL_MESSAGE_ID_BYTES] = {
+    0xa1, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18, 0x29, 0x3a, 0x4b, 0x5c, 0x6d, 0x7e, 0x8f, 0x90};
+
+/* Two stand-ins for policies: vouching compares only their addresses. */
+static int vouch_policy_in_force, vouch_policy_reloaded;
+#define VOUCH_POLICY ((const policy_t *)(const void *)&vouch_policy_in_force)
+#define VOUCH_OTHER_POLICY ((const policy_t *)(const void *)&vouch_policy_reloaded)
+
+static deliver_kept_envelope_t vouch_envelope(void)
+{
+    deliver_kept_envelope_t e = {.policy = VOUCH_POLICY,
+                                 .sender = &vouch_sender,
+                                 .item_index = 2,
+                                 .accepted_at = NOW_S,
+                                 .n = 2};
+    memcpy(e.message_id, vouch_message_id, sizeof e.message_id);
+    e.deliveries[0] = (deliver_kept_delivery_t){101, &vouch_to_a, &vouch_rule, NOW_S + 86400};
+    e.deliveries[1] = (deliver_kept_delivery_t){102, &vouch_to_b, &vouch_rule, NOW_S + 86400};
+    return e;
+}
+
+/* Delivery 102 as the scan reads it back: every column as written. Its
+ * texts are copies, as the row's are. */
+typedef struct vouch_row {
+    char recipient[64], sender[64], sender_partner[32], rule_id[32], rule_hash[65];
+    char purpose[64], legal_basis[64], case_id[16];
+    uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
+    store_delivery_t d;
+} vouch_row_t;
+
+static void vouch_row_make(vouch_row_t *row)
+{
+    snprintf(row->recipient, sizeof row->recipient, "%s", vouch_to_b.id);
+    snprintf(row->sender, sizeof row->sender, "%s", vouch_sender.id);
+    snprintf(row->sender_partner, sizeof row->sender_partner, "%s", vouch_partner_woco.id);
+    snprintf(row->rule_id, sizeof row->rule_id, "%s", vouch_rule.id);
+    snprintf(row->rule_hash, sizeof row->rule_hash, "%s", vouch_rule.hash_hex);
+    snprintf(row->purpose, sizeof row->purpose, "%s", vouch_rule.purpose);
+    snprintf(row->legal_basis, sizeof row->legal_basis, "%s", vouch_rule.legal_basis);
+    memcpy(row->message_id, vouch_message_id, sizeof row->message_id);
+    row->d = (store_delivery_t){.seq = 102,
+                                .item_seq = 9,
+                                .item_index = 2,
+                                .recipient = row->recipient,
+                                .message_id = row->message_id,
+                                .sender = row->sender,
+                                .sender_partner = row->sender_partner,
+                                .rule_id = row->rule_id,
+                                .rule_hash = row->rule_hash,
+                                .purpose = row->purpose,
+                                .legal_basis = row->legal_basis,
+                                .accepted_at = NOW_S,
+                                .expires_at = NOW_S + 86400,
+                                .by_ref = 1};
+}
+
+/* Each way a row can differ from what was written, one at a time. */
+enum vouch_change {
+    VOUCH_AS_WRITTEN,
+    VOUCH_SEQ_NOT_WRITTEN,
+    VOUCH_OTHER_DELIVERY_RECIPIENT,
+    VOUCH_ITEM_INDEX,
+    VOUCH_ACCEPTED_AT,
+    VOUCH_EXPIRES_AT,
+    VOUCH_MESSAGE_ID,
+    VOUCH_SENDER,
+    VOUCH_SENDER_PARTNER,
+    VOUCH_RULE_ID,
+    VOUCH_RULE_HASH,
+    VOUCH_PURPOSE,
+    VOUCH_LEGAL_BASIS,
+    VOUCH_TEXT_BYTE_MOVED,
+    VOUCH_CASE_ID,
+    VOUCH_CASE_EVENT,
+    VOUCH_NOT_BY_REF,
+    VOUCH_OTHER_ITEM,
+    VOUCH_CHANGES
+};
+
+static void vouch_row_change(vouch_row_t *row, enum vouch_change change)
+{
+    store_delivery_t *d = &row->d;
+    switch (change) {
+    case VOUCH_AS_WRITTEN:
+    case VOUCH_CHANGES:
+        break;
+    case VOUCH_SEQ_NOT_WRITTEN:
+        d->seq = 103;
+        break;
+    case VOUCH_OTHER_DELIVERY_RECIPIENT: /* 102's row naming 101's recipient */
+        snprintf(row->recipient, sizeof row->recipient, "%s", vouch_to_a.id);
+        break;
+    case VOUCH_ITEM_INDEX:
+        d->item_index = 3;
+        break;
+    case VOUCH_ACCEPTED_AT:
+        d->accepted_at--;
+        break;
+    case VOUCH_EXPIRES_AT:
+        d->expires_at += 86400 * 365;
+        break;
+    case VOUCH_MESSAGE_ID:
+        row->message_id[15] ^= 1;
+        break;
+    case VOUCH_SENDER:
+        row->sender[0] = 'W';
+        break;
+    case VOUCH_SENDER_PARTNER:
+        snprintf(row->sender_partner, sizeof row->sender_partner, "gemeente");
+        break;
+    case VOUCH_RULE_ID:
+        snprintf(row->rule_id, sizeof row->rule_id, "woco-naar-om");
+        break;
+    case VOUCH_RULE_HASH:
+        row->rule_hash[63] = row->rule_hash[63] == 'a' ? 'b' : 'a';
+        break;
+    case VOUCH_PURPOSE:
+        snprintf(row->purpose, sizeof row->purpose, "Alles");
+        break;
+    case VOUCH_LEGAL_BASIS:
+        snprintf(row->legal_basis, sizeof row->legal_basis, "Geen");
+        break;
+    case VOUCH_TEXT_BYTE_MOVED: /* "... tegengaan" + "Convenant" -> "... tegengaanC" + "onvenant" */
+        snprintf(row->purpose, sizeof row->purpose, "%sC", vouch_rule.purpose);
+        snprintf(row->legal_basis, sizeof row->legal_basis, "%s", vouch_rule.legal_basis + 1);
+        break;
+    case VOUCH_CASE_ID:
+        snprintf(row->case_id, sizeof row->case_id, "Z-0001");
+        d->case_id = row->case_id;
+        break;
+    case VOUCH_CASE_EVENT:
+        d->is_case_event = 1;
+        break;
+    case VOUCH_NOT_BY_REF:
+        d->by_ref = 0;
+        break;
+    case VOUCH_OTHER_ITEM:
+        d->item_seq = 9 + DELIVER_KEPT_ITEMS; /* the same slot */
+        break;
+    }
+}
+
+/* deliver_kept_vouch: only a row that is exactly what the publish path
+ * wrote, for a usable entry under the same policy, is vouched for, with
+ * the mask it sealed; any column changed, and the row is opened. */
+static void test_kept_vouches_only_for_rows_as_written(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Vouched");
+    deliver_kept_t *kept = deliver_kept_new();
+    deliver_kept_envelope_t e = vouch_envelope();
+    uint32_t masks[] = {vouch_rule.fields};
+    for (int change = VOUCH_AS_WRITTEN; change < VOUCH_CHANGES; change++) {
+        vouch_row_t row;
+        vouch_row_make(&row);
+        vouch_row_change(&row, (enum vouch_change)change);
+        assert_int_equal(deliver_kept_add(kept, 9, item.decoded, masks, 1, 2, 0), 1);
+        assert_int_equal(deliver_kept_envelope(kept, 9, &e), 1);
+        uint32_t fields = 0xdead;
+        /* pending: its turn has not committed */
+        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+        deliver_kept_settle(kept, 1);
+        int vouched = deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields);
+        if (vouched != (change == VOUCH_AS_WRITTEN))
+            fail_msg("change %d: vouched %d", change, vouched);
+        assert_int_equal(fields, change == VOUCH_AS_WRITTEN ? vouch_rule.fields : 0xdead);
+        /* under another policy, never */
+        assert_int_equal(deliver_kept_vouch(kept, VOUCH_OTHER_POLICY, &row.d, &fields), 0);
+        deliver_kept_clear(kept);
+        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+    }
+
+    /* an entry without an envelope, or whose turn rolled back, vouches for nothing */
+    vouch_row_t row;
+    vouch_row_make(&row);
+    uint32_t fields = 0;
+    assert_int_equal(deliver_kept_add(kept, 9, item.decoded, masks, 1, 2, 0), 1);
+    deliver_kept_settle(kept, 1);
+    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_envelope(kept, 9, &e), 0); /* only while pending */
+    deliver_kept_clear(kept);
+    assert_int_equal(deliver_kept_add(kept, 9, item.decoded, masks, 1, 2, 0), 1);
+    assert_int_equal(deliver_kept_envelope(kept, 9, &e), 1);
+    deliver_kept_settle(kept, 0);
+    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_envelope(kept, 10, &e), 0); /* no such entry */
+    e.n = DELIVER_KEPT_DELIVERIES + 1;
+    assert_int_equal(deliver_kept_envelope(kept, 9, &e), 0);
+    assert_int_equal(deliver_kept_vouch(NULL, VOUCH_POLICY, &row.d, &fields), 0);
+    deliver_kept_destroy(&kept);
+    item_free(&item);
+}
+
 /* A Flow read after its connection closed (libzmq keeps what it had
  * received) does not take the principal's receiving: a later connection
  * could take that routing id. The same Flow on an open connection does. */
@@ -538,6 +750,7 @@ int main(void)
         cmocka_unit_test(test_kept_bounded_in_number),
         cmocka_unit_test(test_kept_bounded_in_age),
         cmocka_unit_test(test_kept_refusals_and_clear),
+        cmocka_unit_test(test_kept_vouches_only_for_rows_as_written),
         cmocka_unit_test(test_flow_of_a_closed_connection_is_ignored),
         cmocka_unit_test(test_flow_over_the_cap_of_claims_stands_by),
         cmocka_unit_test(test_policy_change_forgets_queued_revocations),

@@ -2099,6 +2099,96 @@ static void test_scan_hint_skips_only_items_the_caller_has(void **state)
     assert_non_null(strstr(store_errmsg(f->store), "item is gone"));
 }
 
+/* The scan's vouch (store_mailbox_scan_vouched): a row the caller vouches
+ * for is neither opened nor its item read, and comes with the mask the
+ * caller gives; the caller is asked only about deliveries by reference,
+ * with the row's own columns; a row it does not vouch for is opened and
+ * authenticated as always. */
+typedef struct vouch_state {
+    hint_state_t h;
+    int64_t vouch_seq; /* the row vouched for; 0: none */
+    uint32_t mask;     /* the mask given for it */
+    size_t asked;
+    char recipient[64]; /* of the last row asked about */
+} vouch_state_t;
+
+static int vouch_have(uint64_t item_seq, void *arg)
+{
+    return hint_have(item_seq, &((vouch_state_t *)arg)->h);
+}
+
+static int vouch_collect(const store_delivery_t *d, void *arg)
+{
+    return hint_collect(d, &((vouch_state_t *)arg)->h);
+}
+
+static int vouch_for(const store_delivery_t *d, uint32_t *fields, void *arg)
+{
+    vouch_state_t *v = arg;
+    v->asked++;
+    assert_true(d->by_ref);
+    assert_null(d->body);
+    snprintf(v->recipient, sizeof v->recipient, "%s", d->recipient);
+    if (v->vouch_seq == 0 || d->seq != (uint64_t)v->vouch_seq)
+        return 0;
+    *fields = v->mask;
+    return 1;
+}
+
+static void test_scan_vouch_skips_only_rows_vouched_for(void **state)
+{
+    fixture_t *f = *state;
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t first = deliver_ref(f->store, POLITIE, 610, "first item", 0x11, NULL);
+    int64_t second = deliver_ref(f->store, POLITIE, 611, "second item", 0x22, NULL);
+    int64_t plain =
+        deliver_bytes(f->store, POLITIE, 612, "third item", "plain body", 1800000000, NULL);
+    assert_true(first > 0 && second > 0 && plain > 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    /* vouched for none: as the hinted scan */
+    vouch_state_t none = {.vouch_seq = 0};
+    store_scan_hints_t hints = {.have_item = vouch_have, .vouch = vouch_for};
+    assert_int_equal(
+        store_mailbox_scan_vouched(f->store, POLITIE, 0, 10, &hints, vouch_collect, &none), 3);
+    assert_int_equal(none.asked, 2);
+    assert_string_equal(none.recipient, POLITIE);
+    assert_int_equal(none.h.asked, 2);
+    assert_string_equal(none.h.text[0], "first item");
+    assert_int_equal(none.h.fields[0], 0x11);
+    assert_int_equal(none.h.fields[1], 0x22);
+    assert_string_equal(none.h.text[2], "plain body");
+
+    /* the first vouched for: its mask is the caller's, nothing opened, its
+     * item neither read nor asked about */
+    vouch_state_t one = {.vouch_seq = first, .mask = 0x33};
+    assert_int_equal(
+        store_mailbox_scan_vouched(f->store, POLITIE, 0, 10, &hints, vouch_collect, &one), 3);
+    assert_int_equal(one.asked, 2);
+    assert_int_equal(one.h.asked, 1); /* the second's item only */
+    assert_int_equal(one.h.body_null[0], 1);
+    assert_int_equal(one.h.fields[0], 0x33);
+    assert_string_equal(one.h.text[1], "second item");
+    assert_int_equal(one.h.fields[1], 0x22);
+
+    /* its sealed mask altered: the row vouched for is not opened, the others are */
+    raw_flip_body_byte(f->path, first, 30);
+    vouch_state_t still = {.vouch_seq = first, .mask = 0x33};
+    assert_int_equal(
+        store_mailbox_scan_vouched(f->store, POLITIE, 0, 10, &hints, vouch_collect, &still), 3);
+    assert_int_equal(still.h.fields[0], 0x33);
+    vouch_state_t other = {.vouch_seq = second, .mask = 0x22};
+    assert_int_equal(
+        store_mailbox_scan_vouched(f->store, POLITIE, 0, 10, &hints, vouch_collect, &other), -1);
+    assert_int_equal(other.h.n, 0);
+    assert_non_null(strstr(store_errmsg(f->store), "does not authenticate"));
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first);
+    vouch_state_t no_hints = {.vouch_seq = first};
+    assert_int_equal(
+        store_mailbox_scan_vouched(f->store, POLITIE, 0, 10, NULL, vouch_collect, &no_hints), -1);
+    assert_int_equal(no_hints.asked, 0);
+}
+
 typedef struct set_aside_expired {
     uint64_t seq[4];
     int set_aside[4];
@@ -4515,6 +4605,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_space_measured, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_scan_vouch_skips_only_rows_vouched_for, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_commit_syncs_unsynced_does_not, setup,
                                         store_fixture_teardown),
