@@ -435,6 +435,9 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
     client_wait_t wait = {.kind = CLIENT_WAIT_DELIVERY};
     schakel_status_t status =
         client_wait(client, &wait, timeout_ms < 0 ? -1 : client_deadline(timeout_ms));
+    if (status == SCHAKEL_ERR_TIMEOUT && wait.interrupted)
+        return client_fail(client, SCHAKEL_ERR_TIMEOUT,
+                           "no delivery: the wait without limit was interrupted by a signal");
     if (status == SCHAKEL_ERR_TIMEOUT)
         return client_fail(client, SCHAKEL_ERR_TIMEOUT, "no delivery within %d ms", timeout_ms);
     if (status != SCHAKEL_OK)

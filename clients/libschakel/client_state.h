@@ -174,6 +174,7 @@ typedef struct client_wait {
     Schakel__Frame *answer; /* its answer, owned by the wait */
     int done;
     schakel_status_t status; /* result once done */
+    int interrupted;         /* a wait without deadline ended by a signal (TIMEOUT) */
 } client_wait_t;
 
 /* ------------------------------------------------------------------ client.c */

@@ -974,6 +974,15 @@ schakel_status_t client_wait(schakel_client_t *client, client_wait_t *wait, int6
             {client->socket, 0, delivery_queue_full(&client->queue) ? 0 : ZMQ_POLLIN, 0},
         };
         if (zmq_poll(items, 2, sleep_ms) == -1) {
+            /* A signal caught by a handler ends a wait without a deadline
+             * (a receive that waits without limit), as it ends read(2):
+             * its program can stop. poll(2) is never restarted, with or
+             * without SA_RESTART, so any caught signal does; a wait with a
+             * deadline goes on to it. */
+            if (errno == EINTR && deadline < 0) {
+                wait->interrupted = 1;
+                return SCHAKEL_ERR_TIMEOUT;
+            }
             if (errno == EINTR)
                 continue;
             return client_fail(client, SCHAKEL_ERR_INTERNAL, "zmq_poll: %s", zmq_strerror(errno));

@@ -265,7 +265,9 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
 
 /* Wait up to timeout_ms for the next delivery (0: take only what has come;
  * negative: wait without limit). Returns SCHAKEL_OK with *out
- * set, SCHAKEL_ERR_TIMEOUT when nothing arrived. Keeps the connection alive
+ * set, SCHAKEL_ERR_TIMEOUT when nothing arrived (waiting without limit:
+ * when a signal the program catches interrupted the wait, as read(2)
+ * returns EINTR; a wait with a timeout goes on to it). Keeps the connection alive
  * (heartbeats, re-subscribe after a broker restart) while waiting. Returns
  * SCHAKEL_ERR_REFUSED (the reason in the last error) when the broker
  * refuses this connection as a whole while it waits: NOT_PERMITTED (the

@@ -26,7 +26,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -2732,6 +2734,101 @@ static void test_receive_past_unreadable(void **state)
     assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
 }
 
+/* A receive without limit in a thread of its own, told to the test by
+ * its thread id (a pipe) and, when the call returns, by its end (another). */
+typedef struct unlimited_receive {
+    schakel_client_t *client;
+    int tid_pipe[2], done_pipe[2];
+    schakel_status_t status;
+} unlimited_receive_t;
+
+static void on_test_signal(int signo)
+{
+    (void)signo;
+}
+
+static void *receive_without_limit(void *arg)
+{
+    unlimited_receive_t *r = arg;
+    schakel_delivery_t *d = NULL;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (write(r->tid_pipe[1], &tid, sizeof tid) != (ssize_t)sizeof tid)
+        return NULL;
+    r->status = schakel_receive(r->client, &d, -1);
+    schakel_delivery_free(&d);
+    char byte = 1;
+    if (write(r->done_pipe[1], &byte, 1) != 1)
+        return NULL;
+    return r;
+}
+
+/* The state letter of thread tid ('S' while it sleeps in a poll). */
+static char thread_state(pid_t tid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return '?';
+    char *got = fgets(line, sizeof line, f);
+    fclose(f);
+    char *close_paren = got != NULL ? strrchr(line, ')') : NULL;
+    return close_paren != NULL && close_paren[1] == ' ' ? close_paren[2] : '?';
+}
+
+/* A receive without limit that nothing comes to ends, SCHAKEL_ERR_TIMEOUT
+ * and said so, when a signal its program catches interrupts it (a handler
+ * without SA_RESTART, as for read(2)): a daemon can stop. The signal is
+ * sent once the thread sleeps, and again (bounded) until the call returns:
+ * one that came before the poll is lost. The client goes on after it. */
+static void test_receive_without_limit_interrupted(void **state)
+{
+    static unlimited_receive_t r;
+    struct sigaction action, old;
+    pthread_t thread;
+    pid_t tid = 0;
+    memset(&r, 0, sizeof r);
+    r.client = *state;
+    r.status = SCHAKEL_OK;
+    assert_int_equal(schakel_subscribe(r.client, 0), SCHAKEL_OK);
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_test_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; /* no SA_RESTART */
+    assert_int_equal(sigaction(SIGUSR1, &action, &old), 0);
+    assert_int_equal(pipe(r.tid_pipe), 0);
+    assert_int_equal(pipe(r.done_pipe), 0);
+    assert_int_equal(pthread_create(&thread, NULL, receive_without_limit, &r), 0);
+    assert_int_equal(read(r.tid_pipe[0], &tid, sizeof tid), (ssize_t)sizeof tid);
+    int returned = 0;
+    /* bounded: 400 rounds of at most 50 ms; the first signal after the
+     * thread sleeps ends the call */
+    for (int round = 0; round < 400 && !returned; round++) {
+        struct pollfd done = {r.done_pipe[0], POLLIN, 0};
+        if (thread_state(tid) == 'S')
+            assert_int_equal(pthread_kill(thread, SIGUSR1), 0);
+        returned = poll(&done, 1, 50) == 1;
+    }
+    if (!returned)
+        fail_msg("a receive without limit did not return after SIGUSR1 for 20 s");
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    assert_int_equal(r.status, SCHAKEL_ERR_TIMEOUT);
+    assert_int_equal(schakel_last_error(r.client)->status, SCHAKEL_ERR_TIMEOUT);
+    assert_non_null(strstr(schakel_last_error(r.client)->text, "interrupted by a signal"));
+    for (int i = 0; i < 2; i++) {
+        close(r.tid_pipe[i]);
+        close(r.done_pipe[i]);
+    }
+    /* the client goes on: a delivery comes to the next receive */
+    schakel_delivery_t *d = NULL;
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_DELIVER);
+    assert_int_equal(schakel_subscribe(r.client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(r.client, &d, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(d->seq, DELIVERED_SEQ);
+    schakel_delivery_free(&d);
+}
+
 /* Stops the fake for good once it has received, and left unanswered, one
  * publish: the broker vanishes while the client waits. */
 static void *stop_after_first_publish(void *arg)
@@ -4824,6 +4921,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_fake_ignores_earlier_connections, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_past_unreadable, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_without_limit_interrupted, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch_floor, client_setup, client_teardown),
