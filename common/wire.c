@@ -723,8 +723,14 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
 
 Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err)
 {
-    return decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES,
-                        TREE_ANY_REASON | TREE_ANY_FIELD, err);
+    Schakel__Frame *frame = decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES,
+                                         TREE_ANY_REASON | TREE_ANY_FIELD, err);
+    /* One that protobuf-c could not unpack (or that is too large to try)
+     * may still name its delivery in its raw bytes. */
+    if (frame == NULL && err != NULL && err->deliver_seq == 0 &&
+        err->reason != SCHAKEL__REASON__INTERNAL_ERROR)
+        err->deliver_seq = wire_peek_deliver_seq(buf, len);
+    return frame;
 }
 
 void wire_frame_free(Schakel__Frame **frame)

@@ -77,9 +77,20 @@ Schakel__Frame *wire_decode_frame(const uint8_t *buf, size_t len, wire_error_t *
  * as a refusal that is not retryable), and so are fields it does not know
  * (ignored: fields are only ever added, PROTOCOL.md 1.3), except where the
  * frame's body should be: a frame with no body this code knows is refused.
- * Everything else is checked as wire_decode_frame checks it. */
+ * Everything else is checked as wire_decode_frame checks it. A refused
+ * frame that does not unpack, or is over the size limit, still names the
+ * delivery in err->deliver_seq when its raw bytes hold one
+ * (wire_peek_deliver_seq; not for INTERNAL_ERROR, which is kept to be
+ * decoded again). */
 Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_error_t *err);
 void wire_frame_free(Schakel__Frame **frame);
+
+/* The seq of a Deliver in a frame's raw bytes, 0 if they hold none that
+ * can be trusted: the top level must parse whole, carry version 1 and one
+ * body, a Deliver, whose fields are read up to the first that does not
+ * parse; its seq is field 1, a varint. For a frame the decoder refused
+ * (wire_peek.c). Safe on untrusted input. */
+uint64_t wire_peek_deliver_seq(const uint8_t *buf, size_t len);
 
 /* Unpack one item as a Signal (budgeted, unknown fields refused) and
  * validate it with wire_validate_signal. Returns the signal (free with

@@ -282,9 +282,11 @@ schakel_status_t schakel_receive(schakel_client_t *client, schakel_delivery_t **
 /* The seq of the delivery that the last failure, a SCHAKEL_ERR_PROTOCOL of
  * schakel_receive, could not read (a signal or case event that does not
  * parse, a field out of range or not UTF-8, an enum value this library
- * does not know, envelope and signal naming other senders); 0 when the
- * last error is about no delivery (a frame that is no Deliver, or any
- * other failure since). Such a delivery is not acked: the broker counts
+ * does not know, envelope and signal naming other senders; a frame that
+ * does not decode at all, or is over the size limit, whose raw bytes
+ * still hold a Deliver's seq); 0 when the last error is about no delivery
+ * (a frame that is no Deliver, or whose seq cannot be read, or any other
+ * failure since). Such a delivery is not acked: the broker counts
  * it in flight, in a slot of the window, and sends it again at its ack
  * timeout (when the principal acked nothing for a while) or to the next
  * receiving connection, until its retention ends. Receive on: the next

@@ -644,6 +644,17 @@ static long long listen_batch(const cli_options_t *opts, const listen_settings_t
     int rc = listen_commit(out, client, batch);
     if (rc != 0)
         return rc;
+    if (status == SCHAKEL_ERR_PROTOCOL) {
+        /* A frame that names no delivery: if it was one, its seq could
+         * not be read (PROTOCOL.md 7.11), and only the broker's side can
+         * name it. */
+        (void)cli_report("listen", status, &error);
+        cli_say("listen: stopped at a frame from the broker that names no delivery; if it was "
+                "one, it is not acknowledged and comes again, oldest first, to the next listen: "
+                "ask the broker's operators for its seq (the oldest one pending for this "
+                "principal), then drop it with schakel ack SEQ");
+        return -CLI_EXIT_FAILURE;
+    }
     if (status != SCHAKEL_OK && status != SCHAKEL_ERR_TIMEOUT)
         return -cli_report("listen", status, &error);
     return handled;

@@ -153,7 +153,12 @@ enum fake_flow_mode {
  * mailbox; each Flow sends those not acked, oldest first, as a broker does
  * to a new receiving connection: FAKE_UNREADABLE_SIGNAL_SEQ with a signal
  * that does not parse, FAKE_UNREADABLE_FRAME_SEQ with a text that is not
- * UTF-8 (refused by the frame codec), DELIVERED_SEQ well-formed. */
+ * UTF-8 (refused by the frame codec), FAKE_UNPACKABLE_SEQ with a field
+ * protobuf-c cannot unpack (its seq readable only from the raw bytes),
+ * FAKE_SEQ_UNREADABLE_SEQ with a seq that is no varint (not to be read at
+ * all), DELIVERED_SEQ well-formed. */
+#define FAKE_UNPACKABLE_SEQ 3u
+#define FAKE_SEQ_UNREADABLE_SEQ 4u
 #define FAKE_UNREADABLE_SIGNAL_SEQ 5u
 #define FAKE_UNREADABLE_FRAME_SEQ 6u
 #define FAKE_SEQ_BIT(seq) ((uint64_t)1 << (seq))
@@ -1287,8 +1292,16 @@ static void fake_on_flow(fake_broker_t *fake, zmq_msg_t *routing, const Schakel_
     pthread_mutex_unlock(&fake->lock);
     /* as a broker does: at most the window's worth in flight */
     uint32_t sent = 0;
+    /* version 1, a Deliver: seq 3 then its sender (4) as a varint; or its
+     * seq (1) as bytes, which holds 4 */
+    static const uint8_t unpackable[] = {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x03, 0x20, 0x01};
+    static const uint8_t seq_unreadable[] = {0x08, 0x01, 0x9a, 0x01, 0x03, 0x0a, 0x01, 0x04};
     for (uint64_t seq = 1; mode == FAKE_FLOW_PENDING && seq < 64 && sent < flow->window; seq++)
-        if ((pending & FAKE_SEQ_BIT(seq)) != 0 && ++sent > 0)
+        if ((pending & FAKE_SEQ_BIT(seq)) != 0 && ++sent > 0 && seq == FAKE_UNPACKABLE_SEQ)
+            fake_send(fake, routing, unpackable, sizeof unpackable);
+        else if ((pending & FAKE_SEQ_BIT(seq)) != 0 && seq == FAKE_SEQ_UNREADABLE_SEQ)
+            fake_send(fake, routing, seq_unreadable, sizeof seq_unreadable);
+        else if ((pending & FAKE_SEQ_BIT(seq)) != 0)
             fake_send_deliver_seq(fake, routing,
                                   seq == FAKE_UNREADABLE_SIGNAL_SEQ  ? FAKE_FLOW_GARBAGE_SIGNAL
                                   : seq == FAKE_UNREADABLE_FRAME_SEQ ? FAKE_FLOW_BAD_UTF8
@@ -2734,6 +2747,35 @@ static void test_receive_past_unreadable(void **state)
     assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
 }
 
+/* A Deliver that protobuf-c cannot unpack still names its seq, read from
+ * its raw bytes, and the next receive goes on behind it; one whose seq
+ * cannot be read at all fails the receive with SCHAKEL_ERR_PROTOCOL naming
+ * none (schakel_undecodable_seq 0), and the next receive goes on too. */
+static void test_receive_past_unpackable(void **state)
+{
+    schakel_client_t *client = *state;
+    schakel_delivery_t *d = NULL;
+    pthread_mutex_lock(&fake.lock);
+    fake.pending = FAKE_SEQ_BIT(FAKE_UNPACKABLE_SEQ) | FAKE_SEQ_BIT(FAKE_SEQ_UNREADABLE_SEQ) |
+                   FAKE_SEQ_BIT(DELIVERED_SEQ);
+    pthread_mutex_unlock(&fake.lock);
+    fake_set_modes(&fake, FAKE_ACCEPT, FAKE_FLOW_PENDING);
+    assert_int_equal(schakel_subscribe(client, 0), SCHAKEL_OK);
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    if (schakel_undecodable_seq(client) != FAKE_UNPACKABLE_SEQ)
+        fail_msg("undecodable seq %llu: %s", (unsigned long long)schakel_undecodable_seq(client),
+                 schakel_last_error(client)->text);
+    assert_non_null(strstr(schakel_last_error(client)->text, "seq=3 does not decode"));
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_ERR_PROTOCOL);
+    assert_null(d);
+    assert_int_equal(schakel_undecodable_seq(client), 0);
+    assert_non_null(strstr(schakel_last_error(client)->text, "malformed frame"));
+    assert_int_equal(schakel_receive(client, &d, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(d->seq, DELIVERED_SEQ);
+    schakel_delivery_free(&d);
+}
+
 /* A receive without limit in a thread of its own, told to the test by
  * its thread id (a pipe) and, when the call returns, by its end (another). */
 typedef struct unlimited_receive {
@@ -4123,6 +4165,20 @@ static void test_listen_past_unreadable(void **state)
     assert_non_null(strstr(err, "acknowledged (--ack-undecodable): dropped"));
     assert_null(strstr(err, "were not acknowledged"));
     assert_int_equal(fake_pending(), 0);
+
+    /* one protobuf-c cannot unpack is named by the seq its raw bytes
+     * hold, and listen goes on; one whose seq cannot be read stops it,
+     * saying what the operators do; neither acked */
+    const uint64_t broken =
+        FAKE_SEQ_BIT(FAKE_UNPACKABLE_SEQ) | FAKE_SEQ_BIT(FAKE_SEQ_UNREADABLE_SEQ);
+    set_pending(broken);
+    assert_int_equal(run_schakel("listen", "--timeout", "20", NULL), 1);
+    read_test_file("listen.err", err, sizeof err);
+    assert_non_null(strstr(err, "listen: cannot read delivery seq=3, "));
+    assert_non_null(strstr(err, "listen: malformed frame from broker"));
+    assert_non_null(strstr(err, "names no delivery; if it was one"));
+    assert_non_null(strstr(err, "then drop it with schakel ack SEQ"));
+    assert_int_equal(fake_pending(), broken);
     fake_reset(&fake);
 }
 
@@ -4923,6 +4979,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_receive_past_unreadable, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_without_limit_interrupted, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_past_unpackable, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch, client_setup, client_teardown),
         cmocka_unit_test_setup_teardown(test_store_epoch_floor, client_setup, client_teardown),

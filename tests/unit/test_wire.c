@@ -2360,6 +2360,121 @@ static void test_refused_deliver_names_its_seq(void **state)
     free(bytes);
 }
 
+/* A Deliver protobuf-c cannot unpack (or that is over the size limit)
+ * names its seq still, read from its raw bytes, when they hold one to
+ * trust: version 1, one body, a Deliver, and its seq a varint before the
+ * first field that does not parse. Each row is refused by the decoder
+ * and names what wire_peek_deliver_seq reads. */
+static void test_undecodable_deliver_seq_from_raw_bytes(void **state)
+{
+    (void)state;
+    /* Frame: 08 01 = version 1; 9a 01 LEN = field 19 (deliver). Deliver:
+     * 08 2a = seq 42; 20 01 = sender (4) as a varint, which protobuf-c
+     * refuses; 22 LEN = sender as it should be. */
+    const struct {
+        const char *what;
+        uint8_t bytes[24];
+        size_t len;
+        uint64_t expected;
+    } rows[] = {
+        {"a field of the wrong wire type after the seq",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01},
+         9,
+         42},
+        {"a field cut short after the seq",
+         {0x08, 0x01, 0x9a, 0x01, 0x05, 0x08, 0x2a, 0x22, 0x09, 'a'},
+         10,
+         42},
+        {"an unknown top-level field besides",
+         {0x28, 0x07, 0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01},
+         11,
+         42},
+        {"a seq of many bytes",
+         {0x08, 0x01, 0x9a, 0x01, 0x07, 0x08, 0xff, 0xff, 0xff, 0x0f, 0x20, 0x01},
+         12,
+         0x1fffffful},
+        {"damage before the seq",
+         {0x08, 0x01, 0x9a, 0x01, 0x05, 0x22, 0x09, 'a', 0x08, 0x2a},
+         10,
+         0},
+        {"a seq that is no varint",
+         {0x08, 0x01, 0x9a, 0x01, 0x05, 0x0a, 0x01, 0x2a, 0x20, 0x01},
+         10,
+         0},
+        {"a seq of 0", {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x00, 0x20, 0x01}, 9, 0},
+        {"a seq of 11 bytes",
+         {0x08, 0x01, 0x9a, 0x01, 0x0d, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+          0x7f, 0x20, 0x01},
+         18,
+         0},
+        {"version 2", {0x08, 0x02, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01}, 9, 0},
+        {"no version", {0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01}, 7, 0},
+        {"a version that is no varint",
+         {0x0a, 0x01, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01},
+         10,
+         0},
+        {"a Deliver longer than the frame",
+         {0x08, 0x01, 0x9a, 0x01, 0x09, 0x08, 0x2a, 0x20, 0x01},
+         9,
+         0},
+        {"a second body",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01, 0x8a, 0x01, 0x00},
+         12,
+         0},
+        {"two Delivers",
+         {0x08, 0x01, 0x9a, 0x01, 0x02, 0x08, 0x2a, 0x9a, 0x01, 0x02, 0x08, 0x2b, 0x20},
+         13,
+         0},
+        {"a top level that does not parse after it",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x20, 0x01, 0xff},
+         10,
+         0},
+        {"a group (wire type 3)", {0x08, 0x01, 0x9b, 0x01, 0x08, 0x2a, 0x9c, 0x01}, 8, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        wire_error_t err;
+        memset(&err, 0xff, sizeof err);
+        Schakel__Frame *frame = wire_decode_broker_frame(rows[i].bytes, rows[i].len, &err);
+        if (frame != NULL)
+            fail_msg("row %zu (%s): decoded", i, rows[i].what);
+        if (err.deliver_seq != rows[i].expected ||
+            wire_peek_deliver_seq(rows[i].bytes, rows[i].len) != rows[i].expected)
+            fail_msg("row %zu (%s): deliver_seq %llu, peek %llu (%s)", i, rows[i].what,
+                     (unsigned long long)err.deliver_seq,
+                     (unsigned long long)wire_peek_deliver_seq(rows[i].bytes, rows[i].len),
+                     err.text);
+    }
+    assert_int_equal(wire_peek_deliver_seq(NULL, 0), 0);
+    /* a whole Deliver over the size limit: refused unread, named by its seq */
+    static const uint8_t signal_bytes[] = {0x0a, 0x01, 'x'};
+    Schakel__Deliver deliver = SCHAKEL__DELIVER__INIT;
+    deliver.has_seq = deliver.has_signal = 1;
+    deliver.seq = 43;
+    deliver.signal.data = (uint8_t *)(uintptr_t)signal_bytes;
+    deliver.signal.len = sizeof signal_bytes;
+    char *purpose = malloc(SCHAKEL_MAX_FRAME_BYTES + 1);
+    assert_non_null(purpose);
+    memset(purpose, 'a', SCHAKEL_MAX_FRAME_BYTES);
+    purpose[SCHAKEL_MAX_FRAME_BYTES] = '\0';
+    deliver.purpose = purpose;
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    frame.body_case = SCHAKEL__FRAME__BODY_DELIVER;
+    frame.deliver = &deliver;
+    frame.has_version = 1;
+    frame.version = SCHAKEL_PROTOCOL_VERSION;
+    size_t len = schakel__frame__get_packed_size(&frame);
+    uint8_t *bytes = malloc(len);
+    assert_non_null(bytes);
+    assert_int_equal(schakel__frame__pack(&frame, bytes), len);
+    wire_error_t err;
+    memset(&err, 0xff, sizeof err);
+    assert_null(wire_decode_broker_frame(bytes, len, &err));
+    assert_int_equal(err.reason, SCHAKEL__REASON__FRAME_TOO_LARGE);
+    assert_int_equal(err.deliver_seq, 43);
+    free(bytes);
+    free(purpose);
+}
+
 /* Fields a newer broker added: a client ignores them and keeps the ones
  * it knows (PROTOCOL.md 1.3); a partner's frame with them is refused; a
  * frame whose only body is one this code does not know is refused either
@@ -2457,6 +2572,7 @@ int main(void)
         cmocka_unit_test(test_full_case_view_page_decodes),
         cmocka_unit_test(test_unknown_reason_from_the_broker),
         cmocka_unit_test(test_refused_deliver_names_its_seq),
+        cmocka_unit_test(test_undecodable_deliver_seq_from_raw_bytes),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
 }
