@@ -42,8 +42,8 @@ static int peek_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *ou
 /* One field's tag and, for a varint, its value; a length-delimited one's
  * bytes as [*start, *pos); others skipped. -1 if the bytes do not hold a
  * whole field (groups, wire types 6 and 7 and field 0 included). */
-static int peek_field(const uint8_t *buf, size_t len, size_t *pos, uint32_t *field,
-                      unsigned *type, uint64_t *value, size_t *start)
+static int peek_field(const uint8_t *buf, size_t len, size_t *pos, uint32_t *field, unsigned *type,
+                      uint64_t *value, size_t *start)
 {
     uint64_t tag = 0, length = 0;
     if (peek_varint(buf, len, pos, &tag) != 0 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
