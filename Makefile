@@ -212,6 +212,7 @@ $(BUILD)/obj/tests/%.o: tests/%.c $(PROTO_H)
 # A unit test test_M links the common code, the module M of broker/ or
 # clients/libschakel/ if there is one, and what UNIT_EXTRA_test_M names.
 UNIT_EXTRA_test_session := broker/table.c broker/sendq.c
+UNIT_EXTRA_test_sumtable := broker/table.c
 UNIT_EXTRA_test_sendq := broker/sendq.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
@@ -256,6 +257,7 @@ UNIT_EXTRA_test_config := broker/yamlguard.c
 # lists a file named twice once).
 STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
 	broker/store_migrate.c broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_bytes.c \
+	broker/sumtable.c broker/table.c \
 	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC) broker/store_case.c

@@ -8,43 +8,28 @@
  * reads them (one row a partner) instead of summing. Every insert and
  * removal of an item goes through store.c (store_item_add_retained) and
  * store_expire.c (the only DELETE of items), which report it here. As in
- * store_count.c, changes inside a transaction are kept apart (delta) and
- * become the committed sums only when the transaction commits; a rollback
- * drops them. store_bytes_flush writes the deltas into stored_bytes just
- * before the COMMIT, in the same transaction (one statement per partner
- * whose sum moved in the turn, not per publish), so the table and the
- * items can only commit together. Owns its table; trusts its callers to
- * report every change; store_partner_bytes_verify checks them against SQL.
+ * store_count.c (both in a sumtable.c), changes inside a transaction are
+ * kept apart (delta) and become the committed sums only when the
+ * transaction commits; a rollback drops them. store_bytes_flush writes the deltas into stored_bytes
+ * just before the COMMIT, in the same transaction (one statement per partner whose sum moved in the
+ * turn, not per publish), so the table and the items can only commit together. Owns its table;
+ * trusts its callers to report every change; store_partner_bytes_verify checks them against SQL.
  * Also measures the room left (store_space): the file system's, and the
  * store's free pages while the file system keeps room for the WAL.
  */
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/statvfs.h>
 
 #include "store_internal.h"
+#include "sumtable.h"
 
 /* Partners in the sums at most (a policy has SCHAKEL_MAX_PARTNERS; a
  * store keeps the items of partners a policy has since dropped). Past it
  * an item's partner is not followed: the sums are then wrong, which
  * store_partner_bytes_verify finds; no policy comes near it. */
 #define BYTES_MAX_ENTRIES 4096u
-
-typedef struct bytes_entry {
-    char partner[SCHAKEL_MAX_PRINCIPAL_LEN + 1]; /* "": a free slot */
-    int64_t committed;
-    int64_t delta; /* in the open transaction */
-    int dirty;     /* on the dirty list */
-} bytes_entry_t;
-
-struct store_bytes {
-    bytes_entry_t *slots;
-    size_t cap, used; /* cap: a power of two */
-    size_t *dirty;    /* slot indices with a delta */
-    size_t n_dirty;
-};
 
 /* The partner of a principal id: the part before its '/' (the whole id
  * when there is none, which no policy loads). */
@@ -54,105 +39,35 @@ static size_t bytes_partner_len(const char *sender)
     return slash != NULL ? (size_t)(slash - sender) : strlen(sender);
 }
 
-static uint64_t bytes_hash(const char *s, size_t len)
-{
-    uint64_t h = 1469598103934665603u; /* FNV-1a */
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211u;
-    return h;
-}
-
-static bytes_entry_t *bytes_find(struct store_bytes *t, const char *partner, size_t len)
-{
-    if (t == NULL || t->cap == 0 || len > SCHAKEL_MAX_PRINCIPAL_LEN)
-        return NULL;
-    for (size_t i = (size_t)bytes_hash(partner, len) & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
-        const char *slot = t->slots[i].partner;
-        if (slot[0] == '\0')
-            return NULL;
-        if (strncmp(slot, partner, len) == 0 && slot[len] == '\0')
-            return &t->slots[i];
-    }
-}
-
-static int bytes_grow(struct store_bytes *t)
-{
-    size_t cap = t->cap == 0 ? 16 : t->cap * 2;
-    bytes_entry_t *slots = calloc(cap, sizeof *slots);
-    size_t *dirty = malloc(cap * sizeof *dirty);
-    if (slots == NULL || dirty == NULL) {
-        free(slots);
-        free(dirty);
-        return -1;
-    }
-    size_t n_dirty = 0;
-    for (size_t k = 0; k < t->cap; k++) {
-        if (t->slots[k].partner[0] == '\0')
-            continue;
-        const char *p = t->slots[k].partner;
-        size_t i = (size_t)bytes_hash(p, strlen(p)) & (cap - 1);
-        while (slots[i].partner[0] != '\0')
-            i = (i + 1) & (cap - 1);
-        slots[i] = t->slots[k];
-        if (slots[i].dirty)
-            dirty[n_dirty++] = i;
-    }
-    free(t->slots);
-    free(t->dirty);
-    t->slots = slots;
-    t->dirty = dirty;
-    t->cap = cap;
-    t->n_dirty = n_dirty;
-    return 0;
-}
-
-/* The partner's entry in t, made if needed; NULL on memory or the bound. */
-static bytes_entry_t *bytes_entry_in(struct store_bytes *t, const char *partner, size_t len)
+/* The partner's entry in sums, made if needed; NULL on memory, the
+ * bound, or a name no partner has. */
+static sumtable_entry_t *bytes_entry_in(sumtable_t *sums, const char *partner, size_t len)
 {
     if (len == 0 || len > SCHAKEL_MAX_PRINCIPAL_LEN)
         return NULL;
-    bytes_entry_t *e = bytes_find(t, partner, len);
-    if (e != NULL)
-        return e;
-    if (t->used >= BYTES_MAX_ENTRIES || ((t->used + 1) * 2 > t->cap && bytes_grow(t) != 0))
-        return NULL;
-    size_t i = (size_t)bytes_hash(partner, len) & (t->cap - 1);
-    while (t->slots[i].partner[0] != '\0')
-        i = (i + 1) & (t->cap - 1);
-    memcpy(t->slots[i].partner, partner, len);
-    t->slots[i].partner[len] = '\0';
-    t->used++;
-    return &t->slots[i];
+    return sumtable_entry(sums, partner, len);
 }
 
 /* The partner's entry in the store's sums, made if needed. */
-static bytes_entry_t *bytes_entry(store_t *store, const char *partner, size_t len)
+static sumtable_entry_t *bytes_entry(store_t *store, const char *partner, size_t len)
 {
-    if (store->bytes == NULL && (store->bytes = calloc(1, sizeof *store->bytes)) == NULL)
+    if (store->bytes == NULL && (store->bytes = sumtable_new(BYTES_MAX_ENTRIES)) == NULL)
         return NULL;
     return bytes_entry_in(store->bytes, partner, len);
 }
 
-static void bytes_end(store_t *store, int committed)
+/* The partner's entry in the store's sums, or NULL. */
+static const sumtable_entry_t *bytes_find(const store_t *store, const char *partner)
 {
-    struct store_bytes *t = store->bytes;
-    if (t == NULL)
-        return;
-    for (size_t k = 0; k < t->n_dirty; k++) {
-        bytes_entry_t *e = &t->slots[t->dirty[k]];
-        if (committed)
-            e->committed += e->delta;
-        e->delta = 0;
-        e->dirty = 0;
-    }
-    t->n_dirty = 0;
+    size_t len = strlen(partner);
+    return len <= SCHAKEL_MAX_PRINCIPAL_LEN ? sumtable_find(store->bytes, partner, len) : NULL;
 }
 
 /* A transaction SQLite rolled back by itself: its changes never happened. */
 static void bytes_drop_lost(store_t *store)
 {
-    if (store->bytes != NULL && store->bytes->n_dirty > 0 && sqlite3_get_autocommit(store->db))
-        bytes_end(store, 0);
+    if (sumtable_moved(store->bytes) && sqlite3_get_autocommit(store->db))
+        sumtable_end(store->bytes, 0);
 }
 
 /* Add change to the partner's row of stored_bytes, in whatever
@@ -172,46 +87,38 @@ int store_bytes_change(store_t *store, const char *sender, int64_t change)
 {
     bytes_drop_lost(store);
     size_t len = bytes_partner_len(sender);
-    bytes_entry_t *e = bytes_entry(store, sender, len);
+    sumtable_entry_t *e = bytes_entry(store, sender, len);
     if (e == NULL)
         return 0;                            /* not followed: store_partner_bytes_verify says so */
     if (sqlite3_get_autocommit(store->db)) { /* an item written on its own */
-        if (bytes_write(store, e->partner, change) != 0)
+        if (bytes_write(store, e->name, change) != 0)
             return -1;
         e->committed += change;
         return 0;
     }
-    e->delta += change;
-    if (!e->dirty && change != 0) {
-        struct store_bytes *t = store->bytes;
-        t->dirty[t->n_dirty++] = (size_t)(e - t->slots); /* cap slots >= used */
-        e->dirty = 1;
-    }
+    sumtable_change(store->bytes, e, change);
     return 0;
 }
 
 int store_bytes_flush(store_t *store)
 {
     bytes_drop_lost(store);
-    struct store_bytes *t = store->bytes;
-    if (t == NULL)
-        return 0;
-    for (size_t k = 0; k < t->n_dirty; k++) {
-        const bytes_entry_t *e = &t->slots[t->dirty[k]];
-        if (e->delta != 0 && bytes_write(store, e->partner, e->delta) != 0)
+    size_t cursor = 0;
+    const sumtable_entry_t *e;
+    while ((e = sumtable_next_moved(store->bytes, &cursor)) != NULL)
+        if (e->delta != 0 && bytes_write(store, e->name, e->delta) != 0)
             return -1;
-    }
     return 0;
 }
 
 void store_bytes_commit(store_t *store)
 {
-    bytes_end(store, 1);
+    sumtable_end(store->bytes, 1);
 }
 
 void store_bytes_rollback(store_t *store)
 {
-    bytes_end(store, 0);
+    sumtable_end(store->bytes, 0);
 }
 
 int store_bytes_load(store_t *store)
@@ -225,7 +132,7 @@ int store_bytes_load(store_t *store)
         const char *partner = (const char *)sqlite3_column_text(stmt, 0);
         if (partner == NULL || sqlite3_column_type(stmt, 1) != SQLITE_INTEGER)
             continue; /* not the broker's row: verify names it */
-        bytes_entry_t *e = bytes_entry(store, partner, strlen(partner));
+        sumtable_entry_t *e = bytes_entry(store, partner, strlen(partner));
         if (e != NULL)
             e->committed = sqlite3_column_int64(stmt, 1);
     }
@@ -242,7 +149,7 @@ int store_bytes_load(store_t *store)
  * written, one row a partner, in the migration's transaction. */
 #define STORE_BYTES_PROGRESS_ROWS 10000u
 
-static int bytes_migrate_write(store_t *store, const struct store_bytes *sums)
+static int bytes_migrate_write(store_t *store, const sumtable_t *sums)
 {
     sqlite3_stmt *insert = NULL;
     int rc = sqlite3_prepare_v2(
@@ -250,11 +157,10 @@ static int bytes_migrate_write(store_t *store, const struct store_bytes *sums)
     if (store_check_rc(store, rc, "schema migration: stored bytes") != 0)
         return -1;
     int result = 0;
-    for (size_t k = 0; result == 0 && k < sums->cap; k++) {
-        const bytes_entry_t *e = &sums->slots[k];
-        if (e->partner[0] == '\0')
-            continue;
-        if (store_bind_text(store, insert, 1, e->partner) != 0 ||
+    size_t cursor = 0;
+    const sumtable_entry_t *e;
+    while (result == 0 && (e = sumtable_next(sums, &cursor)) != NULL) {
+        if (store_bind_text(store, insert, 1, e->name) != 0 ||
             store_bind_int64(store, insert, 2, e->committed) != 0 ||
             store_stmt_run(store, insert, "schema migration: stored bytes") != 0)
             result = -1;
@@ -266,20 +172,26 @@ static int bytes_migrate_write(store_t *store, const struct store_bytes *sums)
 int store_bytes_migrate(store_t *store)
 {
     static const char step[] = "summing the items' bytes per partner";
-    struct store_bytes sums = {0};
     sqlite3_stmt *walk = NULL;
     uint64_t walked = 0;
     store_progress(step, 0);
+    sumtable_t *sums = sumtable_new(BYTES_MAX_ENTRIES);
+    if (sums == NULL) {
+        store_refuse(store, "schema migration: sum the items", "out of memory");
+        return -1;
+    }
     int rc = sqlite3_prepare_v2(store->db,
                                 "SELECT p.sender, length(i.body) FROM items AS i"
                                 " JOIN publishes AS p ON p.id = i.publish_id ORDER BY i.seq",
                                 -1, &walk, NULL);
-    if (store_check_rc(store, rc, "schema migration: sum the items") != 0)
+    if (store_check_rc(store, rc, "schema migration: sum the items") != 0) {
+        sumtable_destroy(&sums);
         return -1;
+    }
     while ((rc = sqlite3_step(walk)) == SQLITE_ROW) {
         const char *sender = (const char *)sqlite3_column_text(walk, 0);
         if (sender != NULL) { /* NOT NULL in the schema */
-            bytes_entry_t *e = bytes_entry_in(&sums, sender, bytes_partner_len(sender));
+            sumtable_entry_t *e = bytes_entry_in(sums, sender, bytes_partner_len(sender));
             if (e != NULL) /* else not followed: store_partner_bytes_verify says so */
                 e->committed += sqlite3_column_int64(walk, 1);
         }
@@ -290,20 +202,14 @@ int store_bytes_migrate(store_t *store)
     int result = store_check_rc(store, rc == SQLITE_DONE ? SQLITE_OK : rc,
                                 "schema migration: sum the items");
     if (result == 0)
-        result = bytes_migrate_write(store, &sums);
-    free(sums.slots);
-    free(sums.dirty);
+        result = bytes_migrate_write(store, sums);
+    sumtable_destroy(&sums);
     return result;
 }
 
 void store_bytes_free(store_t *store)
 {
-    if (store->bytes == NULL)
-        return;
-    free(store->bytes->slots);
-    free(store->bytes->dirty);
-    free(store->bytes);
-    store->bytes = NULL;
+    sumtable_destroy(&store->bytes);
 }
 
 /* ------------------------------------------------------------------ the public side */
@@ -311,20 +217,19 @@ void store_bytes_free(store_t *store)
 int64_t store_partner_bytes(store_t *store, const char *partner)
 {
     bytes_drop_lost(store);
-    const bytes_entry_t *e = bytes_find(store->bytes, partner, strlen(partner));
+    const sumtable_entry_t *e = bytes_find(store, partner);
     return e != NULL ? e->committed + e->delta : 0;
 }
 
 size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void *arg)
 {
-    struct store_bytes *t = store->bytes;
-    size_t n = 0;
-    for (size_t k = 0; t != NULL && k < t->cap; k++)
-        if (t->slots[k].partner[0] != '\0') {
-            n++;
-            if (fn != NULL)
-                fn(t->slots[k].partner, t->slots[k].committed, arg);
-        }
+    size_t n = 0, cursor = 0;
+    const sumtable_entry_t *e;
+    while ((e = sumtable_next(store->bytes, &cursor)) != NULL) {
+        n++;
+        if (fn != NULL)
+            fn(e->name, e->committed, arg);
+    }
     return n;
 }
 
@@ -353,7 +258,7 @@ static int bytes_sum_each(store_t *store, const char *sql,
 static int bytes_compare(store_t *store, const char *partner, int64_t bytes, char *problem,
                          size_t len)
 {
-    const bytes_entry_t *e = bytes_find(store->bytes, partner, strlen(partner));
+    const sumtable_entry_t *e = bytes_find(store, partner);
     int64_t kept = e != NULL ? e->committed : 0;
     if (kept == bytes)
         return 0;
@@ -383,10 +288,10 @@ int store_partner_bytes_verify(store_t *store, char *problem, size_t len)
     if (rc != 0)
         return rc;
     /* A partner in memory with bytes that SQL has no row or item of. */
-    struct store_bytes *t = store->bytes;
-    for (size_t k = 0; t != NULL && k < t->cap; k++) {
-        const bytes_entry_t *e = &t->slots[k];
-        if (e->partner[0] == '\0' || e->committed == 0)
+    size_t cursor = 0;
+    const sumtable_entry_t *e;
+    while ((e = sumtable_next(store->bytes, &cursor)) != NULL) {
+        if (e->committed == 0)
             continue;
         int64_t items = 0;
         sqlite3_stmt *stmt = NULL;
@@ -394,7 +299,7 @@ int store_partner_bytes_verify(store_t *store, char *problem, size_t len)
             store->db, "SELECT count(*) FROM stored_bytes WHERE partner = ?1", -1, &stmt, NULL);
         if (store_check_rc(store, prc, "stored bytes: verify") != 0)
             return -1;
-        if (store_bind_text(store, stmt, 1, e->partner) != 0 || sqlite3_step(stmt) != SQLITE_ROW) {
+        if (store_bind_text(store, stmt, 1, e->name) != 0 || sqlite3_step(stmt) != SQLITE_ROW) {
             sqlite3_finalize(stmt);
             store_fail(store, "stored bytes: verify");
             return -1;
@@ -402,8 +307,8 @@ int store_partner_bytes_verify(store_t *store, char *problem, size_t len)
         items = sqlite3_column_int64(stmt, 0);
         sqlite3_finalize(stmt);
         if (items == 0) {
-            snprintf(problem, len, "partner %s: %lld bytes kept in memory, no row in SQL",
-                     e->partner, (long long)e->committed);
+            snprintf(problem, len, "partner %s: %lld bytes kept in memory, no row in SQL", e->name,
+                     (long long)e->committed);
             return 1;
         }
     }

@@ -183,8 +183,8 @@ struct store {
     uint64_t checkpoint_marks_generation;
     uint64_t checkpoints_finished, checkpoints_forced; /* in place, by the loop */
     uint64_t checkpoints_busy;   /* ... that found another checkpoint running */
-    struct store_counts *counts; /* pending deliveries per recipient (store_count.c) */
-    struct store_bytes *bytes;   /* items' bytes per sender partner (store_bytes.c) */
+    struct sumtable *counts;     /* pending deliveries per recipient (store_count.c) */
+    struct sumtable *bytes;      /* items' bytes per sender partner (store_bytes.c) */
     int last_rc;                 /* SQLite code of the last failure; 0 if not SQLite's */
     int txn_lost_rc;             /* the failure after which SQLite rolled back by itself */
     char errmsg[STORE_ERRMSG_LEN];
@@ -370,7 +370,6 @@ void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_i
  * inside a transaction it counts only once store_count_commit runs, and
  * store_count_rollback drops it. store_count_get returns 1 with the count
  * when it is known, 0 when SQL must count it (then store_count_learn). */
-typedef struct store_counts store_counts_t;
 void store_count_change(store_t *store, const char *recipient, int64_t change);
 int store_count_get(store_t *store, const char *recipient, int64_t *count);
 void store_count_learn(store_t *store, const char *recipient, int64_t sql_count);
@@ -387,7 +386,6 @@ void store_count_free(store_t *store);
  * (-1 when that fails). store_bytes_flush writes the open transaction's
  * changes into stored_bytes, just before its COMMIT (-1: the commit must
  * not go on). store_bytes_load reads the table at open. */
-typedef struct store_bytes store_bytes_t;
 int store_bytes_change(store_t *store, const char *sender, int64_t change);
 int store_bytes_flush(store_t *store);
 void store_bytes_commit(store_t *store);
