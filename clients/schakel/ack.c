@@ -75,24 +75,12 @@ static int ack_send(const cli_options_t *opts, schakel_client_t *client, const u
 
 int ack_main(int argc, char **argv)
 {
-    static const struct option options[] = {CLI_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
     cli_options_t opts;
-    cli_options_init(&opts);
-    int option;
-    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
-    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
-        int rc = cli_common_option(&opts, option, optarg);
-        if (rc < 0)
-            return CLI_EXIT_USAGE;
-        if (rc == 0)
-            return cli_option_error("ack", option, options, argc, argv);
-    }
-    if (opts.help) {
-        fputs(ack_usage, stdout);
-        return CLI_EXIT_OK;
-    }
+    int rc = cli_parse_common_options("ack", ack_usage, argc, argv, &opts);
+    if (rc != CLI_GO_ON)
+        return rc;
     uint64_t *seqs = NULL;
-    int rc = ack_parse_seqs(argc, argv, optind, &seqs);
+    rc = ack_parse_seqs(argc, argv, optind, &seqs);
     if (rc != CLI_EXIT_OK)
         return rc;
     schakel_client_t *client = NULL;

@@ -669,26 +669,14 @@ static int case_inbox_print(const cli_options_t *opts, uint64_t waiting,
 
 int case_inbox_main(int argc, char **argv)
 {
-    static const struct option options[] = {CLI_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
     cli_options_t opts;
-    cli_options_init(&opts);
-    int option;
-    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
-    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
-        int rc = cli_common_option(&opts, option, optarg);
-        if (rc < 0)
-            return CLI_EXIT_USAGE;
-        if (rc == 0)
-            return cli_option_error("inbox", option, options, argc, argv);
-    }
-    if (opts.help) {
-        fputs(case_inbox_usage, stdout);
-        return CLI_EXIT_OK;
-    }
+    int rc = cli_parse_common_options("inbox", case_inbox_usage, argc, argv, &opts);
+    if (rc != CLI_GO_ON)
+        return rc;
     if (optind != argc)
         return cli_usage_error("inbox", "inbox takes no arguments ('%s')", argv[optind]);
     schakel_client_t *client = NULL;
-    int rc = cli_connect(&opts, &client);
+    rc = cli_connect(&opts, &client);
     if (rc != CLI_EXIT_OK)
         return rc;
     uint64_t waiting = 0;

@@ -6,6 +6,7 @@
  */
 #include "cli.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,27 @@ int cli_common_option(cli_options_t *opts, int option, const char *arg)
     default:
         return 0;
     }
+}
+
+int cli_parse_common_options(const char *command, const char *usage, int argc, char **argv,
+                             cli_options_t *opts)
+{
+    static const struct option options[] = {CLI_COMMON_LONG_OPTIONS, {NULL, 0, NULL, 0}};
+    cli_options_init(opts);
+    int option;
+    opterr = 0; /* its '?' and ':' are told apart by cli_option_error */
+    while ((option = getopt_long(argc, argv, "+:", options, NULL)) != -1) {
+        int rc = cli_common_option(opts, option, optarg);
+        if (rc < 0)
+            return CLI_EXIT_USAGE;
+        if (rc == 0)
+            return cli_option_error(command, option, options, argc, argv);
+    }
+    if (opts->help) {
+        fputs(usage, stdout);
+        return CLI_EXIT_OK;
+    }
+    return CLI_GO_ON;
 }
 
 void cli_say(const char *fmt, ...)

@@ -71,6 +71,15 @@ void cli_options_init(cli_options_t *opts);
  * value (message printed). */
 int cli_common_option(cli_options_t *opts, int option, const char *arg);
 
+/* The options of a subcommand that takes only the common ones (ack,
+ * inbox, whoami), from argv into opts (cli_options_init's defaults
+ * first); usage is printed to stdout on --help. Returns CLI_GO_ON for the
+ * subcommand to go on with its operands from optind, or the exit code to
+ * end with (CLI_EXIT_OK after --help, CLI_EXIT_USAGE after a report). */
+#define CLI_GO_ON (-1)
+int cli_parse_common_options(const char *command, const char *usage, int argc, char **argv,
+                             cli_options_t *opts);
+
 /* Print "schakel: <text>" to stderr (printf format). */
 void cli_say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
