@@ -37,43 +37,41 @@ static long long statvfsgate_bytes(void)
     return bytes;
 }
 
-static void *statvfsgate_next(const char *name)
+/* libc's function of that name into *real (a function pointer of size
+ * bytes); -1 with ENOSYS when there is none. */
+static int statvfsgate_real(const char *name, void *real, size_t size)
 {
-    return dlsym(RTLD_NEXT, name);
-}
-
-int statvfs(const char *path, struct statvfs *buf)
-{
-    int (*real)(const char *, struct statvfs *) = NULL;
-    void *sym = statvfsgate_next("statvfs");
-    memcpy(&real, &sym, sizeof real); /* POSIX: a data pointer holds a function's address */
-    if (real == NULL) {
+    void *sym = dlsym(RTLD_NEXT, name);
+    if (sym == NULL) {
         errno = ENOSYS;
         return -1;
     }
-    int rc = real(path, buf);
-    long long bytes = statvfsgate_bytes();
-    if (rc == 0 && bytes >= 0) {
-        unsigned long unit = buf->f_frsize != 0 ? buf->f_frsize : 1;
-        buf->f_bavail = buf->f_bfree = (fsblkcnt_t)((unsigned long long)bytes / unit);
-    }
-    return rc;
+    memcpy(real, &sym, size); /* POSIX: a data pointer holds a function's address */
+    return 0;
 }
 
-int statvfs64(const char *path, struct statvfs64 *buf)
+/* The free blocks of unit bytes the gate file says, or -1 when it says
+ * nothing. */
+static long long statvfsgate_blocks(unsigned long unit)
 {
-    int (*real)(const char *, struct statvfs64 *) = NULL;
-    void *sym = statvfsgate_next("statvfs64");
-    memcpy(&real, &sym, sizeof real);
-    if (real == NULL) {
-        errno = ENOSYS;
-        return -1;
-    }
-    int rc = real(path, buf);
     long long bytes = statvfsgate_bytes();
-    if (rc == 0 && bytes >= 0) {
-        unsigned long unit = buf->f_frsize != 0 ? buf->f_frsize : 1;
-        buf->f_bavail = buf->f_bfree = (fsblkcnt64_t)((unsigned long long)bytes / unit);
-    }
-    return rc;
+    return bytes >= 0 ? (long long)((unsigned long long)bytes / (unit != 0 ? unit : 1)) : -1;
 }
+
+/* One wrapper: libc's answer, then the gate's room. statvfs and statvfs64
+ * differ only in their types, which a function cannot take. */
+#define STATVFSGATE_WRAPPER(name, stat_type, blocks_type)                                          \
+    int name(const char *path, stat_type *buf)                                                     \
+    {                                                                                              \
+        int (*real)(const char *, stat_type *) = NULL;                                             \
+        if (statvfsgate_real(#name, &real, sizeof real) != 0)                                      \
+            return -1;                                                                             \
+        int rc = real(path, buf);                                                                  \
+        long long blocks = rc == 0 ? statvfsgate_blocks(buf->f_frsize) : -1;                       \
+        if (blocks >= 0)                                                                           \
+            buf->f_bavail = buf->f_bfree = (blocks_type)blocks;                                    \
+        return rc;                                                                                 \
+    }
+
+STATVFSGATE_WRAPPER(statvfs, struct statvfs, fsblkcnt_t)
+STATVFSGATE_WRAPPER(statvfs64, struct statvfs64, fsblkcnt64_t)
