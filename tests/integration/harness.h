@@ -56,6 +56,31 @@ extern const char h_policy_header[];
 /* The rules of the default test policy (see harness.c for the full text). */
 extern const char h_default_rules[];
 
+/* Two rules for tests of how long the store keeps things, as items of a
+ * `rules:` list (string literals, to be put together with others): from
+ * the partner from_partner, ondermijning in any area, to om kept 2 s
+ * (H_RULE_SHORT_TO_OM) or to riec kept 365 d (H_RULE_LONG_TO_RIEC). */
+#define H_RULE_SHORT_TO_OM(id, from_partner)                                                       \
+    "  - id: " id "\n"                                                                             \
+    "    from: [" from_partner "]\n"                                                               \
+    "    to: [om]\n"                                                                               \
+    "    themes: [ondermijning]\n"                                                                 \
+    "    areas: [\"*\"]\n"                                                                         \
+    "    purpose: \"Kortstondige afstemming met het parket\"\n"                                    \
+    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"                                               \
+    "    fields: [area, severity, summary, source_ref]\n"                                          \
+    "    retention: 2s\n"
+#define H_RULE_LONG_TO_RIEC(id, from_partner)                                                      \
+    "  - id: " id "\n"                                                                             \
+    "    from: [" from_partner "]\n"                                                               \
+    "    to: [riec]\n"                                                                             \
+    "    themes: [ondermijning]\n"                                                                 \
+    "    areas: [\"*\"]\n"                                                                         \
+    "    purpose: \"Integrale analyse van ondermijning\"\n"                                        \
+    "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"                                        \
+    "    fields: [area, severity, summary, source_ref]\n"                                          \
+    "    retention: 365d\n"
+
 typedef struct h_env {
     char dir[64];          /* mkdtemp folder under /tmp, removed by h_env_free */
     char config_path[128]; /* DIR/schakeld.yaml */

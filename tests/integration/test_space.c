@@ -267,25 +267,8 @@ static void test_floor_free_pages_need_wal_room(void **state)
 
 /* ------------------------------------------------------------ the share */
 
-static const char share_rules[] = "rules:\n"
-                                  "  - id: politie-riec-lang\n"
-                                  "    from: [politie]\n"
-                                  "    to: [riec]\n"
-                                  "    themes: [ondermijning]\n"
-                                  "    areas: [\"*\"]\n"
-                                  "    purpose: \"Integrale analyse van ondermijning\"\n"
-                                  "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"
-                                  "    fields: [area, severity, summary, source_ref]\n"
-                                  "    retention: 365d\n"
-                                  "  - id: gemeente-om-kort\n"
-                                  "    from: [gemeente]\n"
-                                  "    to: [om]\n"
-                                  "    themes: [ondermijning]\n"
-                                  "    areas: [\"*\"]\n"
-                                  "    purpose: \"Kortstondige afstemming met het parket\"\n"
-                                  "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"
-                                  "    fields: [area, severity, summary, source_ref]\n"
-                                  "    retention: 2s\n";
+static const char share_rules[] = "rules:\n" H_RULE_LONG_TO_RIEC("politie-riec-lang", "politie")
+    H_RULE_SHORT_TO_OM("gemeente-om-kort", "gemeente");
 
 static int setup_share(void **state)
 {

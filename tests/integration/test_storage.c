@@ -1870,25 +1870,8 @@ static void test_loose_store_mode_unchangeable_refuses_start(void **state)
 #define STORAGE_LONG_RULE "politie-lang-riec"
 
 static const char storage_retention_rules[] =
-    "rules:\n"
-    "  - id: " STORAGE_SHORT_RULE "\n"
-    "    from: [politie]\n"
-    "    to: [om]\n"
-    "    themes: [ondermijning]\n"
-    "    areas: [\"*\"]\n"
-    "    purpose: \"Kortstondige afstemming met het parket\"\n"
-    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"
-    "    fields: [area, severity, summary, source_ref]\n"
-    "    retention: 2s\n"
-    "  - id: " STORAGE_LONG_RULE "\n"
-    "    from: [politie]\n"
-    "    to: [riec]\n"
-    "    themes: [ondermijning]\n"
-    "    areas: [\"*\"]\n"
-    "    purpose: \"Integrale analyse van ondermijning\"\n"
-    "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"
-    "    fields: [area, severity, summary, source_ref]\n"
-    "    retention: 365d\n";
+    "rules:\n" H_RULE_SHORT_TO_OM(STORAGE_SHORT_RULE, "politie")
+        H_RULE_LONG_TO_RIEC(STORAGE_LONG_RULE, "politie");
 
 static int storage_setup_retention(void **state)
 {
@@ -1967,16 +1950,7 @@ static void storage_assert_nothing_for(h_env_t *env, const char *principal)
 /* The short rule alone: a publish whose only delivery is gone within
  * seconds. */
 static const char storage_short_rule_only[] =
-    "rules:\n"
-    "  - id: " STORAGE_SHORT_RULE "\n"
-    "    from: [politie]\n"
-    "    to: [om]\n"
-    "    themes: [ondermijning]\n"
-    "    areas: [\"*\"]\n"
-    "    purpose: \"Kortstondige afstemming met het parket\"\n"
-    "    legal_basis: \"Wpg art. 16 lid 1 sub a\"\n"
-    "    fields: [area, severity, summary, source_ref]\n"
-    "    retention: 2s\n";
+    "rules:\n" H_RULE_SHORT_TO_OM(STORAGE_SHORT_RULE, "politie");
 
 static int storage_setup_short_rule(void **state)
 {
