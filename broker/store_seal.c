@@ -478,15 +478,16 @@ static int keycheck_read(store_t *store, uint8_t *sealed, size_t cap, size_t *le
     return result;
 }
 
-/* Seal the key check under key and store it with sql (an INSERT for a new
- * store, an UPDATE when rekeying), which must change exactly one row. */
-static int keycheck_write(store_t *store, const uint8_t *key, const char *sql, const char *what)
+/* Seal plain under key and the associated data ad, and store it as ?1
+ * of sql (an INSERT for a new store, an UPDATE when rekeying), which must
+ * change exactly one row: else refused as missing ("the store has no
+ * ..."). 0 or -1. */
+static int meta_write_sealed(store_t *store, const uint8_t *key, const store_seal_ad_t *ad,
+                             const uint8_t *plain, size_t plain_len, const char *sql,
+                             const char *what, const char *missing)
 {
     sqlite3_stmt *stmt = NULL;
-    store_seal_ad_t ad;
-    ad_keycheck(&ad);
-    size_t sealed_len =
-        seal_under(store, key, &ad, (const uint8_t *)keycheck_text, sizeof keycheck_text);
+    size_t sealed_len = seal_under(store, key, ad, plain, plain_len);
     if (sealed_len == 0)
         return -1;
     if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
@@ -499,11 +500,21 @@ static int keycheck_write(store_t *store, const uint8_t *key, const char *sql, c
         result = -1;
     }
     if (result == 0 && sqlite3_changes(store->db) != 1) {
-        store_refuse(store, what, "the store has no key check");
+        store_refuse(store, what, missing);
         result = -1;
     }
     (void)sqlite3_finalize(stmt);
     return result;
+}
+
+/* Seal the key check under key and store it with sql (see
+ * meta_write_sealed). */
+static int keycheck_write(store_t *store, const uint8_t *key, const char *sql, const char *what)
+{
+    store_seal_ad_t ad;
+    ad_keycheck(&ad);
+    return meta_write_sealed(store, key, &ad, (const uint8_t *)keycheck_text, sizeof keycheck_text,
+                             sql, what, "the store has no key check");
 }
 
 /* A store remembers the key it was created with as a sealed known text: a
@@ -555,27 +566,10 @@ static void ad_subject_key(store_seal_ad_t *ad)
 /* Seal store->subject_key under key and store it with sql (one row). */
 static int subject_key_write(store_t *store, const uint8_t *key, const char *sql, const char *what)
 {
-    sqlite3_stmt *stmt = NULL;
     store_seal_ad_t ad;
     ad_subject_key(&ad);
-    size_t sealed_len = seal_under(store, key, &ad, store->subject_key, STORE_KEY_BYTES);
-    if (sealed_len == 0)
-        return -1;
-    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-        store_fail(store, what);
-        return -1;
-    }
-    int result = store_bind_bytes(store, stmt, 1, store->sealed.bytes, sealed_len);
-    if (result == 0 && sqlite3_step(stmt) != SQLITE_DONE) {
-        store_fail(store, what);
-        result = -1;
-    }
-    if (result == 0 && sqlite3_changes(store->db) != 1) {
-        store_refuse(store, what, "the store has no audit subject key");
-        result = -1;
-    }
-    (void)sqlite3_finalize(stmt);
-    return result;
+    return meta_write_sealed(store, key, &ad, store->subject_key, STORE_KEY_BYTES, sql, what,
+                             "the store has no audit subject key");
 }
 
 /* Open the sealed subject key of the current row into store->subject_key. */
