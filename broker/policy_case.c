@@ -99,14 +99,6 @@ static uint32_t signal_fields_all(void)
     return all;
 }
 
-/* Items are pointers into one string array; ties break by position. */
-static int cmp_string_slot(const void *a, const void *b)
-{
-    char *const *const *sa = a, *const *const *sb = b;
-    int c = strcmp(**sa, **sb);
-    return c ? c : (*sa < *sb ? -1 : *sa > *sb);
-}
-
 static int cmp_case_type_id(const void *a, const void *b)
 {
     const case_type_entry_t *const *ta = a, *const *tb = b;
@@ -348,10 +340,7 @@ static int member_fields(const case_ctx_t *cc, size_t j, const char *what, case_
                              what, d->fields[i]);
         }
     }
-    char *const **slots = policy_xcalloc(n, sizeof *slots);
-    for (size_t i = 0; i < n; i++)
-        slots[i] = &d->fields[i];
-    qsort(slots, n, sizeof *slots, cmp_string_slot);
+    char *const **slots = policy_sorted_slots(d->fields, n);
     m->fields_sorted = policy_xcalloc(n, sizeof *m->fields_sorted);
     m->n_fields = n;
     int rc = 0;

@@ -244,6 +244,11 @@ int policy_case_types_build(policy_t *p, const doc_case_type_t *types, size_t n,
  * abort on out-of-memory (STYLE.md). Shared by the policy's builders. */
 void *policy_xcalloc(size_t n, size_t size);
 
+/* Pointers to items[0..n), sorted by their strings, ties by position (a
+ * string's copies stand together, the first first): a new array
+ * (policy_xcalloc) the caller frees. */
+char *const **policy_sorted_slots(char *const *items, size_t n);
+
 /* Free what policy_case_types_build allocated (not the document). */
 void policy_case_types_free(policy_t *p);
 

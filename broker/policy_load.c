@@ -279,18 +279,22 @@ static int cmp_string_slot(const void *a, const void *b)
     return c ? c : (*sa < *sb ? -1 : *sa > *sb);
 }
 
+char *const **policy_sorted_slots(char *const *items, size_t n)
+{
+    char *const **slots = policy_xcalloc(n, sizeof *slots);
+    for (size_t i = 0; i < n; i++)
+        slots[i] = &items[i];
+    qsort(slots, n, sizeof *slots, cmp_string_slot);
+    return slots;
+}
+
 /* Position of the later copy of the first duplicate (in sorted order) among
  * items, or NO_INDEX. O(n log n). */
 static size_t list_duplicate(char *const *items, size_t n, size_t *first)
 {
     if (n < 2)
         return NO_INDEX;
-    char *const **slots = malloc(n * sizeof *slots);
-    if (slots == NULL)
-        abort(); /* the daemon may die on out-of-memory (STYLE.md) */
-    for (size_t i = 0; i < n; i++)
-        slots[i] = &items[i];
-    qsort(slots, n, sizeof *slots, cmp_string_slot);
+    char *const **slots = policy_sorted_slots(items, n);
     size_t dup = NO_INDEX;
     for (size_t i = 1; i < n && dup == NO_INDEX; i++) {
         if (strcmp(*slots[i - 1], *slots[i]) == 0) {
