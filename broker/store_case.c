@@ -144,6 +144,44 @@ static sqlite3_stmt *case_stmt(store_t *store, enum store_case_stmt_id id)
     return stmt;
 }
 
+/* Statement id with the case id bound as ?1 (case_stmt_on), and ?2 a text
+ * (case_stmt_on_text) or an integer (case_stmt_on_int); the caller binds
+ * any others. NULL when it cannot be had or bound (the error recorded,
+ * the statement reset). */
+static sqlite3_stmt *case_stmt_on(store_t *store, enum store_case_stmt_id id, const char *case_id)
+{
+    sqlite3_stmt *stmt = case_stmt(store, id);
+    if (stmt == NULL)
+        return NULL;
+    if (store_bind_text(store, stmt, 1, case_id) != 0) {
+        store_stmt_finish(stmt);
+        return NULL;
+    }
+    return stmt;
+}
+
+static sqlite3_stmt *case_stmt_on_text(store_t *store, enum store_case_stmt_id id,
+                                       const char *case_id, const char *text)
+{
+    sqlite3_stmt *stmt = case_stmt_on(store, id, case_id);
+    if (stmt != NULL && store_bind_text(store, stmt, 2, text) != 0) {
+        store_stmt_finish(stmt);
+        return NULL;
+    }
+    return stmt;
+}
+
+static sqlite3_stmt *case_stmt_on_int(store_t *store, enum store_case_stmt_id id,
+                                      const char *case_id, int64_t value)
+{
+    sqlite3_stmt *stmt = case_stmt_on(store, id, case_id);
+    if (stmt != NULL && store_bind_int64(store, stmt, 2, value) != 0) {
+        store_stmt_finish(stmt);
+        return NULL;
+    }
+    return stmt;
+}
+
 /* Every case id the store ever made has this length; anything else names
  * no case. */
 static int case_id_plausible(const char *case_id)
@@ -321,13 +359,9 @@ int store_case_get(store_t *store, const char *case_id, store_case_t *out)
     }
     if (!case_id_plausible(case_id))
         return 0;
-    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_GET);
+    sqlite3_stmt *stmt = case_stmt_on(store, CASE_STMT_GET, case_id);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     int rc = sqlite3_step(stmt), found = -1;
     if (rc == SQLITE_DONE)
         found = 0;
@@ -386,14 +420,9 @@ typedef struct member_facts {
 static int member_facts(store_t *store, const char *case_id, const char *partner,
                         member_facts_t *facts)
 {
-    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_MEMBER_FACTS);
+    sqlite3_stmt *stmt = case_stmt_on_text(store, CASE_STMT_MEMBER_FACTS, case_id, partner);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0 ||
-        store_bind_text(store, stmt, 2, partner) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     if (step_facts(store, stmt, "case_member_set") != 0)
         return -1;
     facts->case_exists = sqlite3_column_int64(stmt, 0) > 0;
@@ -474,14 +503,9 @@ int store_case_member_get(store_t *store, const char *case_id, const char *partn
     }
     if (!case_id_plausible(case_id))
         return 0;
-    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_MEMBER_GET);
+    sqlite3_stmt *stmt = case_stmt_on_text(store, CASE_STMT_MEMBER_GET, case_id, partner);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0 ||
-        store_bind_text(store, stmt, 2, partner) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     int rc = sqlite3_step(stmt), found = -1;
     if (rc == SQLITE_DONE) {
         found = 0;
@@ -556,13 +580,9 @@ int store_case_members(store_t *store, const char *case_id, store_case_member_fn
     }
     if (!case_id_plausible(case_id))
         return 0;
-    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_MEMBERS);
+    sqlite3_stmt *stmt = case_stmt_on(store, CASE_STMT_MEMBERS, case_id);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     members_ctx_t ctx = {fn, arg};
     return scan_rows(store, stmt, members_visit, &ctx, "case_members");
 }
@@ -645,14 +665,10 @@ int store_case_events(store_t *store, const char *case_id, uint64_t after_event_
     }
     if (!case_id_plausible(case_id) || after_event_seq >= INT64_MAX)
         return 0;
-    sqlite3_stmt *stmt = case_stmt(store, CASE_STMT_EVENTS);
+    sqlite3_stmt *stmt =
+        case_stmt_on_int(store, CASE_STMT_EVENTS, case_id, (int64_t)after_event_seq);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)after_event_seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     events_ctx_t ctx = {case_id, fn, arg};
     return scan_rows(store, stmt, events_visit, &ctx, "case_events");
 }
@@ -786,14 +802,9 @@ int store_case_drop_deliveries(store_t *store, const char *case_id, const char *
 static int expiry_update(store_t *store, enum store_case_stmt_id id, const char *case_id,
                          int64_t expires_at)
 {
-    sqlite3_stmt *stmt = case_stmt(store, id);
+    sqlite3_stmt *stmt = case_stmt_on_int(store, id, case_id, expires_at);
     if (stmt == NULL)
         return -1;
-    if (store_bind_text(store, stmt, 1, case_id) != 0 ||
-        store_bind_int64(store, stmt, 2, expires_at) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
     return store_stmt_run(store, stmt, "case_set_expiry");
 }
 
@@ -908,14 +919,9 @@ int store_case_item_link(store_t *store, const char *case_id, uint64_t item_seq)
         store_refuse(store, "case_item_link", "no such case or item");
         return -1;
     }
-    sqlite3_stmt *facts = case_stmt(store, CASE_STMT_LINK_FACTS);
+    sqlite3_stmt *facts = case_stmt_on_int(store, CASE_STMT_LINK_FACTS, case_id, (int64_t)item_seq);
     if (facts == NULL)
         return -1;
-    if (store_bind_text(store, facts, 1, case_id) != 0 ||
-        store_bind_int64(store, facts, 2, (int64_t)item_seq) != 0) {
-        store_stmt_finish(facts);
-        return -1;
-    }
     if (step_facts(store, facts, "case_item_link") != 0)
         return -1;
     int known = sqlite3_column_int64(facts, 0) > 0 && sqlite3_column_int64(facts, 1) > 0;
@@ -924,14 +930,9 @@ int store_case_item_link(store_t *store, const char *case_id, uint64_t item_seq)
         store_refuse(store, "case_item_link", "no such case or item");
         return -1;
     }
-    sqlite3_stmt *link = case_stmt(store, CASE_STMT_ITEM_LINK);
+    sqlite3_stmt *link = case_stmt_on_int(store, CASE_STMT_ITEM_LINK, case_id, (int64_t)item_seq);
     if (link == NULL)
         return -1;
-    if (store_bind_text(store, link, 1, case_id) != 0 ||
-        store_bind_int64(store, link, 2, (int64_t)item_seq) != 0) {
-        store_stmt_finish(link);
-        return -1;
-    }
     return store_stmt_run(store, link, "case_item_link");
 }
 
