@@ -26,6 +26,7 @@
 
 #include "admin_json.h"
 #include "broker.h"
+#include "connevents.h"
 #include "log.h"
 #include "record.h"
 #include "sendq.h"
@@ -139,19 +140,10 @@ static void admin_export_release(admin_t *admin);
 
 static void admin_events_open(admin_t *admin, void *ctx)
 {
-    int hwm = 1 << 16; /* two small frames per connection event, read every turn */
-    if (zmq_socket_monitor(admin->socket, ADMIN_EVENTS_ENDPOINT,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0 ||
-        (admin->events = zmq_socket(ctx, ZMQ_PAIR)) == NULL ||
-        zmq_setsockopt(admin->events, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_connect(admin->events, ADMIN_EVENTS_ENDPOINT) != 0) {
-        log_event(LOG_WARN, "admin.connection_events_unavailable", "error",
-                  zmq_strerror(zmq_errno()), NULL);
-        if (admin->events != NULL)
-            zmq_close(admin->events);
-        admin->events = NULL;
-        (void)zmq_socket_monitor(admin->socket, NULL, 0);
-    }
+    /* two small frames per connection event, read every turn */
+    admin->events = connevents_open(ctx, admin->socket, ADMIN_EVENTS_ENDPOINT,
+                                    ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED,
+                                    1 << 16, "admin.connection_events_unavailable");
 }
 
 /* Every connection event so far (non-blocking). The export's connection
@@ -172,25 +164,9 @@ static void admin_events_open(admin_t *admin, void *ctx)
  * would record one nobody received. */
 static void admin_events_drain(admin_t *admin)
 {
-    for (;;) {
-        zmq_msg_t event, endpoint;
-        if (admin->events == NULL)
-            return;
-        zmq_msg_init(&event);
-        if (zmq_msg_recv(&event, admin->events, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&event);
-            return;
-        }
-        int more = zmq_msg_more(&event);
-        int32_t fd = -1; /* after the event's 16-bit id: which event it is does not matter */
-        if (zmq_msg_size(&event) >= 6)
-            memcpy(&fd, (const uint8_t *)zmq_msg_data(&event) + 2, sizeof fd);
-        zmq_msg_close(&event);
-        if (more) { /* the endpoint */
-            zmq_msg_init(&endpoint);
-            (void)zmq_msg_recv(&endpoint, admin->events, ZMQ_DONTWAIT);
-            zmq_msg_close(&endpoint);
-        }
+    uint16_t id; /* which event it is does not matter */
+    int32_t fd;
+    while (connevents_next(admin->events, &id, &fd)) {
         admin_export_job_t *job = &admin->job;
         if (job->active && fd >= 0 && fd == job->request.fd)
             job->gone = 1;
@@ -240,10 +216,7 @@ void admin_destroy(admin_t **adminp)
     for (size_t i = 0; admin->pending != NULL && i < admin->n_pending; i++)
         free(admin->pending[i].refusal);
     admin_export_release(admin);
-    if (admin->events != NULL) {
-        (void)zmq_socket_monitor(admin->socket, NULL, 0);
-        zmq_close(admin->events);
-    }
+    connevents_close(admin->socket, &admin->events);
     if (admin->socket != NULL)
         zmq_close(admin->socket);
     free(admin->pending);

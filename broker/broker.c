@@ -27,6 +27,7 @@
 
 #include "audit.h"
 #include "case.h"
+#include "connevents.h"
 #include "log.h"
 #include "purge.h"
 #include "record.h"
@@ -88,19 +89,10 @@ int broker_configure_router(void *router, const keypair_t *key, const char *doma
 
 static void router_events_open(broker_t *b)
 {
-    int hwm = 1 << 20; /* two small frames per connection event */
-    if (zmq_socket_monitor(b->router, ROUTER_EVENTS_ENDPOINT,
-                           ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-        (b->router_events = zmq_socket(b->ctx, ZMQ_PAIR)) == NULL ||
-        zmq_setsockopt(b->router_events, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
-        zmq_connect(b->router_events, ROUTER_EVENTS_ENDPOINT) != 0) {
-        log_event(LOG_WARN, "broker.connection_events_unavailable", "error",
-                  zmq_strerror(zmq_errno()), NULL);
-        if (b->router_events != NULL)
-            zmq_close(b->router_events);
-        b->router_events = NULL;
-        (void)zmq_socket_monitor(b->router, NULL, 0);
-    }
+    /* two small frames per connection event */
+    b->router_events = connevents_open(b->ctx, b->router, ROUTER_EVENTS_ENDPOINT,
+                                       ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED, 1 << 20,
+                                       "broker.connection_events_unavailable");
 }
 
 /* Frames of a closed connection may still be read after its close event
@@ -115,28 +107,9 @@ int broker_connection_closed(const broker_t *b, int fd)
  * whose socket number a new connection now has) goes. Non-blocking. */
 void broker_connections_drain(broker_t *b)
 {
-    if (b->router_events == NULL)
-        return;
-    for (;;) {
-        zmq_msg_t event, endpoint;
-        zmq_msg_init(&event);
-        if (zmq_msg_recv(&event, b->router_events, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&event);
-            return;
-        }
-        int more = zmq_msg_more(&event);
-        uint16_t id = 0;
-        int32_t fd = -1;
-        if (zmq_msg_size(&event) >= 6) {
-            memcpy(&id, zmq_msg_data(&event), sizeof id);
-            memcpy(&fd, (const uint8_t *)zmq_msg_data(&event) + 2, sizeof fd);
-        }
-        zmq_msg_close(&event);
-        if (more) { /* the endpoint */
-            zmq_msg_init(&endpoint);
-            (void)zmq_msg_recv(&endpoint, b->router_events, ZMQ_DONTWAIT);
-            zmq_msg_close(&endpoint);
-        }
+    uint16_t id;
+    int32_t fd;
+    while (connevents_next(b->router_events, &id, &fd)) {
         if ((id == ZMQ_EVENT_DISCONNECTED || id == ZMQ_EVENT_ACCEPTED) && fd >= 0) {
             (void)sessions_drop_fd(b->sessions, fd);
             if (id == ZMQ_EVENT_DISCONNECTED)
@@ -483,10 +456,7 @@ void broker_destroy(broker_t **bp)
     free(b->tickets);
     deliver_kept_destroy(&b->kept);
     free_replies(b->replies, b->n_replies);
-    if (b->router_events != NULL) {
-        (void)zmq_socket_monitor(b->router, NULL, 0);
-        zmq_close(b->router_events);
-    }
+    connevents_close(b->router, &b->router_events);
     conns_destroy(&b->conns);
     if (b->router != NULL)
         zmq_close(b->router);

@@ -29,9 +29,10 @@ INDIRECT = {
     ("record.c", "event"),              # record_write_failed(), the withheld views
     ("record.c", "t->event"),           # line_say(): publishes and case commands
     ("record.c", "book.event"),         # the refusal summaries
+    ("connevents.c", "log_name"),       # connevents_open()
 }
 # Helpers that take the event as an argument: (name, index of that argument).
-HELPERS = [("admin_export_log", 2), ("record_write_failed", 1)]
+HELPERS = [("admin_export_log", 2), ("record_write_failed", 1), ("connevents_open", 5)]
 # Functions whose string results are event names: (file, function).
 NAMING_FUNCTIONS = [("case_event.c", "case_event_name"), ("record.c", "record_refusals_book")]
 
