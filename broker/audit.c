@@ -977,22 +977,6 @@ static void buf_line_value(text_buf_t *b, const char *s)
         buf_puts(b, "\"");
 }
 
-/* The decimal digits of value into out (at least 20 bytes), without sign,
- * leading zeros or NUL, as the entries' lists spell seqs; returns how
- * many. */
-static size_t format_decimal(uint64_t value, char *out)
-{
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = digits[n - 1 - i];
-    return n;
-}
-
 void audit_format_time(int64_t at, char *out, size_t outlen)
 {
     struct tm tm;
@@ -1281,7 +1265,7 @@ static int export_add_acked(const store_audit_entry_t *e, void *arg)
             continue;
         if (kept++ > 0)
             shown[used++] = ',';
-        used += format_decimal(seqs[i], shown + used);
+        used += syntax_decimal_digits(seqs[i], shown + used); /* as the lists spell seqs */
     }
     shown[used] = '\0';
     if (kept == 0)

@@ -539,14 +539,7 @@ static void record_put(char *out, size_t *used, const char *bytes, size_t len)
 /* value in decimal, without sign or leading zeros (the lists' spelling). */
 static void record_put_decimal(char *out, size_t *used, uint64_t value)
 {
-    char digits[20];
-    size_t n = 0;
-    do {
-        digits[n++] = (char)('0' + value % 10);
-        value /= 10;
-    } while (value != 0);
-    while (n > 0)
-        out[(*used)++] = digits[--n];
+    *used += syntax_decimal_digits(value, out + *used);
 }
 
 /* The rule line's head, made once per rule: the part of the line that

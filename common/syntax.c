@@ -297,6 +297,19 @@ int syntax_is_utf8(const uint8_t *bytes, size_t len)
     return 1;
 }
 
+size_t syntax_decimal_digits(uint64_t value, char *out)
+{
+    char reversed[20];
+    size_t n = 0;
+    do {
+        reversed[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value != 0);
+    for (size_t i = 0; i < n; i++)
+        out[i] = reversed[n - 1 - i];
+    return n;
+}
+
 void syntax_hex(const uint8_t *bytes, size_t len, char *out)
 {
     static const char digits[] = "0123456789abcdef";

@@ -43,6 +43,10 @@ int syntax_is_utf8(const uint8_t *bytes, size_t len);
  * a value beyond long long). */
 int syntax_decimal(const char *text, long long min, long long max, long long *out);
 
+/* The decimal digits of value into out (room for 20), without sign,
+ * leading zeros or NUL, as syntax_decimal reads them; returns how many. */
+size_t syntax_decimal_digits(uint64_t value, char *out);
+
 /* Lower-case hex of len bytes into out (2*len+1 bytes, NUL-terminated). */
 void syntax_hex(const uint8_t *bytes, size_t len, char *out);
 /* Parse 2*len hex digits into bytes; returns 0 or -1. */

@@ -359,6 +359,25 @@ static void test_hex(void **state)
     assert_int_equal(syntax_unhex(NULL, back, 4), -1);
 }
 
+/* Digits only, no NUL written past them, the widest value in 20. */
+static void test_decimal_digits(void **state)
+{
+    (void)state;
+    static const struct {
+        uint64_t value;
+        const char *digits;
+    } rows[] = {
+        {0, "0"}, {7, "7"}, {10, "10"}, {4096, "4096"}, {UINT64_MAX, "18446744073709551615"}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char out[21];
+        memset(out, '#', sizeof out);
+        size_t n = syntax_decimal_digits(rows[i].value, out);
+        assert_int_equal(n, strlen(rows[i].digits));
+        assert_memory_equal(out, rows[i].digits, n);
+        assert_int_equal(out[n], '#');
+    }
+}
+
 /* JSON text for a terminal: DEL and C1 controls written as escapes, the
  * rest (other UTF-8, escapes already there) unchanged. */
 /* Decimal digits only, in range; *out untouched by a refusal. */
@@ -448,6 +467,7 @@ int main(void)
         cmocka_unit_test(test_utf8_against_reference_random),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_decimal),
+        cmocka_unit_test(test_decimal_digits),
         cmocka_unit_test(test_json_escape_controls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
