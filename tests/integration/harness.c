@@ -1703,6 +1703,26 @@ void h_broker_start_with(h_env_t *env, const char *const *extra)
     }
 }
 
+void h_broker_start_shimmed(h_env_t *env, const char *shim, const char *variable, const char *value,
+                            const char *const *extra)
+{
+    char err[2 * PATH_MAX + 200];
+    const char *saved = getenv("LD_PRELOAD");
+    char *kept = saved != NULL ? strdup(saved) : NULL;
+    if (saved != NULL && kept == NULL)
+        fail_msg("out of memory");
+    if (h_preload_shim(shim, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(setenv(variable, value, 1), 0);
+    h_broker_start_with(env, extra);
+    unsetenv(variable);
+    if (kept != NULL)
+        setenv("LD_PRELOAD", kept, 1);
+    else
+        unsetenv("LD_PRELOAD");
+    free(kept);
+}
+
 int h_run_schakeld_argv(const char *const *args, h_cli_result_t *res)
 {
     memset(res, 0, sizeof *res);

@@ -370,6 +370,13 @@ int h_broker_try_start_with(h_env_t *env, const char *listen, const char *const 
  * the log) unless the broker becomes ready. */
 void h_broker_start_with(h_env_t *env, const char *const *extra);
 
+/* h_broker_start_with with the shim `shim` (as h_preload_shim) and
+ * variable=value in the broker's environment alone: this process's
+ * LD_PRELOAD is put back and variable unset once it has started, so the
+ * other programs the test runs go without them. */
+void h_broker_start_shimmed(h_env_t *env, const char *shim, const char *variable, const char *value,
+                            const char *const *extra);
+
 /* Preload the shim `name` (a .so built next to the test binary, e.g.
  * "syncgate.so") into every program this process starts from now on:
  * LD_PRELOAD in its environment, after the ASan runtime when this build

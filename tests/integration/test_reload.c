@@ -1606,20 +1606,9 @@ static void config_names_policy(h_env_t *env, const char *policy)
  * named policy.yaml is a line of its log (event=opencount.opened). */
 static int setup_broker_counting_policy_reads(void **state)
 {
-    char err[2 * PATH_MAX + 200], *saved = getenv("LD_PRELOAD");
-    saved = saved != NULL ? strdup(saved) : NULL;
     h_env_t *env = h_env_new();
     *state = env;
-    if (h_preload_shim("opencount.so", err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(setenv("SCHAKEL_TEST_OPENCOUNT", "policy.yaml", 1), 0);
-    h_broker_start_with(env, ADMIN_ON);
-    unsetenv("SCHAKEL_TEST_OPENCOUNT");
-    if (saved != NULL)
-        setenv("LD_PRELOAD", saved, 1);
-    else
-        unsetenv("LD_PRELOAD");
-    free(saved);
+    h_broker_start_shimmed(env, "opencount.so", "SCHAKEL_TEST_OPENCOUNT", "policy.yaml", ADMIN_ON);
     return 0;
 }
 

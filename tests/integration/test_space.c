@@ -38,21 +38,10 @@ static void gate_write(const h_env_t *env, const char *bytes)
  * (the shim in its environment alone) and the extra options. */
 static void start_gated(h_env_t *env, const char *bytes, const char *const *extra)
 {
-    char err[512], path[256];
+    char path[256];
     gate_write(env, bytes);
     snprintf(path, sizeof path, "%s/statvfs.gate", env->dir);
-    const char *saved = getenv("LD_PRELOAD");
-    char *kept = saved != NULL ? strdup(saved) : NULL;
-    if (h_preload_shim("statvfsgate.so", err, sizeof err) != 0)
-        fail_msg("%s", err);
-    assert_int_equal(setenv("SCHAKEL_TEST_STATVFS", path, 1), 0);
-    h_broker_start_with(env, extra);
-    unsetenv("SCHAKEL_TEST_STATVFS");
-    if (kept != NULL)
-        setenv("LD_PRELOAD", kept, 1);
-    else
-        unsetenv("LD_PRELOAD");
-    free(kept);
+    h_broker_start_shimmed(env, "statvfsgate.so", "SCHAKEL_TEST_STATVFS", path, extra);
 }
 
 static void await_line(const h_env_t *env, long offset, const char *needle)
