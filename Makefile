@@ -216,7 +216,7 @@ UNIT_EXTRA_test_sumtable := broker/table.c
 UNIT_EXTRA_test_sendq := broker/sendq.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
-UNIT_EXTRA_test_record := broker/record_carry.c broker/refusals.c
+UNIT_EXTRA_test_record := broker/record_carry.c broker/refusals.c broker/growarray.c
 # schakel import's reader (a CLI file, with the CLI's JSON library)
 UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
 UNIT_LIBS_test_import_read = $(CLI_LIBS)
@@ -261,9 +261,9 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c 
 	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC) broker/store_case.c
-UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC)
+UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) broker/growarray.c
 UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
-UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c
+UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c broker/growarray.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \

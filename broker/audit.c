@@ -17,6 +17,7 @@
 #include <sodium.h>
 
 #include "schakel_limits.h"
+#include "growarray.h"
 #include "syntax.h"
 #include "wallclock.h"
 
@@ -1140,17 +1141,10 @@ typedef struct export_state {
  * subject's own seqs, each up to 19 digits and a comma. */
 #define EXPORT_SEQS_TEXT (STORE_AUDIT_MAX_ACKED_SEQS * 20u + 1u)
 
+/* Room for one more in a list of the export (16 at first). */
 static int grow(void **array, size_t *cap, size_t n, size_t size)
 {
-    if (n < *cap)
-        return 0;
-    size_t more = *cap ? *cap * 2 : 16;
-    void *grown = realloc(*array, more * size);
-    if (grown == NULL)
-        return -1;
-    *array = grown;
-    *cap = more;
-    return 0;
+    return growarray_room(array, cap, n, size, 16);
 }
 
 /* Keep an entry's rendering (json is taken; NULL: out of memory). */

@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "case_state.h"
+#include "growarray.h"
 #include "record.h"
 
 /* ------------------------------------------------------------------ members */
@@ -24,15 +25,9 @@ static int case_members_collect(const char *partner, char state, const char *rul
                                 const char *rule_hash, void *arg)
 {
     case_members_t *m = arg;
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? m->cap * 2 : 16;
-        case_member_t *grown = realloc(m->rows, cap * sizeof *grown);
-        if (grown == NULL) {
-            m->cap = SIZE_MAX; /* marks the failure for case_members_load */
-            return 1;
-        }
-        m->rows = grown;
-        m->cap = cap;
+    if (growarray_room((void **)&m->rows, &m->cap, m->n, sizeof *m->rows, 16) != 0) {
+        m->cap = SIZE_MAX; /* marks the failure for case_members_load */
+        return 1;
     }
     case_member_t *row = &m->rows[m->n++];
     snprintf(row->partner, sizeof row->partner, "%s", partner);

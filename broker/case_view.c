@@ -26,6 +26,7 @@
 
 #include "case_internal.h"
 #include "case_state.h"
+#include "growarray.h"
 #include "log.h"
 #include "record.h"
 
@@ -78,15 +79,9 @@ static int case_briefs_collect(const store_case_t *c, char my_state, void *arg)
     if (c->expires_at <= list->now_s ||
         (list->after != NULL && strcmp(c->case_id, list->after) <= 0))
         return 0; /* ids are "C-" and 8 digits: their order is the order of opening */
-    if (list->n == list->cap) {
-        size_t cap = list->cap ? list->cap * 2 : 16;
-        case_brief_t *grown = realloc(list->rows, cap * sizeof *grown);
-        if (grown == NULL) {
-            list->failed = 1;
-            return 1;
-        }
-        list->rows = grown;
-        list->cap = cap;
+    if (growarray_room((void **)&list->rows, &list->cap, list->n, sizeof *list->rows, 16) != 0) {
+        list->failed = 1;
+        return 1;
     }
     if (case_brief_set(&list->rows[list->n], c, my_state) != 0) {
         list->failed = 1;
@@ -520,15 +515,9 @@ static int case_timeline_add(case_timeline_t *t, const case_event_copy_t *copy,
         case_filtered_free(&filtered);
         return 0;
     }
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 32;
-        Schakel__CaseEvent **grown = realloc(t->events, cap * sizeof *grown);
-        if (grown == NULL) {
-            case_filtered_free(&filtered);
-            return -1;
-        }
-        t->events = grown;
-        t->cap = cap;
+    if (growarray_room((void **)&t->events, &t->cap, t->n, sizeof *t->events, 32) != 0) {
+        case_filtered_free(&filtered);
+        return -1;
     }
     Schakel__CaseEvent *mine =
         schakel__case_event__unpack(wire_wiped_allocator(), filtered.len, filtered.body);

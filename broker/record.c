@@ -23,6 +23,7 @@
 
 #include "audit.h"
 #include "broker.h"
+#include "growarray.h"
 #include "log.h"
 #include "record_internal.h"
 #include "storefile.h"
@@ -482,19 +483,6 @@ static int record_queue_failed(broker_t *b, const char *why)
     return -1;
 }
 
-int record_grow(void **array, size_t *cap, size_t n, size_t size, size_t first)
-{
-    if (n < *cap)
-        return 0;
-    size_t grown_cap = *cap ? *cap * 2 : first;
-    void *grown = realloc(*array, grown_cap * size);
-    if (grown == NULL)
-        return -1;
-    *array = grown;
-    *cap = grown_cap;
-    return 0;
-}
-
 /* Whether d is of the item the queue holds. */
 static int record_queue_same_item(const record_queue_t *q, const record_delivery_t *d,
                                   const char *tag)
@@ -568,7 +556,7 @@ static long record_queue_rule(record_queue_t *q, const record_delivery_t *d)
     for (size_t i = 0; i < q->n_rules; i++)
         if (record_qrule_is(&q->rules[i], d))
             return (long)i;
-    if (record_grow((void **)&q->rules, &q->cap_rules, q->n_rules, sizeof *q->rules, 4) != 0)
+    if (growarray_room((void **)&q->rules, &q->cap_rules, q->n_rules, sizeof *q->rules, 4) != 0)
         return -1;
     record_qrule_t *r = &q->rules[q->n_rules];
     size_t id_len = strlen(d->rule_id), hash_len = strlen(d->rule_hash);
@@ -726,8 +714,8 @@ int record_queued(broker_t *b, const record_delivery_t *d)
             return -1;
         record_queue_start(q, d, tag);
     }
-    if (record_grow((void **)&q->deliveries, &q->cap, q->n, sizeof *q->deliveries,
-                    RECORD_QUEUE_FIRST_CAP) != 0)
+    if (growarray_room((void **)&q->deliveries, &q->cap, q->n, sizeof *q->deliveries,
+                       RECORD_QUEUE_FIRST_CAP) != 0)
         return record_queue_failed(b, "out of memory");
     long rule = record_queue_rule(q, d);
     if (rule < 0)

@@ -15,6 +15,7 @@
 
 #include "audit.h"
 #include "broker.h"
+#include "growarray.h"
 #include "log.h"
 #include "record.h"
 #include "record_internal.h"
@@ -280,8 +281,8 @@ static record_carried_t *record_carried_keep(broker_t *b, const store_audit_entr
         a = b->acks = calloc(1, sizeof *b->acks);
     const char *full = a != NULL ? record_carried_full(a, e) : NULL;
     if (a != NULL && full == NULL &&
-        record_grow((void **)&a->carried, &a->cap_carried, a->n_carried, sizeof *a->carried, 8) ==
-            0) {
+        growarray_room((void **)&a->carried, &a->cap_carried, a->n_carried, sizeof *a->carried,
+                       8) == 0) {
         record_carried_t *c = &a->carried[a->n_carried++];
         record_carried_set(c, e, record_now(b));
         record_carried_counted(b);

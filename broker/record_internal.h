@@ -48,10 +48,6 @@ void record_write_failed(broker_t *b, const char *event, const char *entry, cons
  * on a character boundary, 5 bytes of outlen left free); NULL for NULL. */
 const char *record_clean(const char *text, char *out, size_t outlen);
 
-/* Room in *array (of *cap elements of size bytes, first when none) for
- * one more past n. Returns 0, or -1 out of memory (*array unchanged). */
-int record_grow(void **array, size_t *cap, size_t n, size_t size, size_t first);
-
 /* One entry for the kept deliveries, if any; the queue is empty
  * afterwards. On failure the turn has failed: -1. */
 int record_queue_flush(broker_t *b);
