@@ -14,6 +14,7 @@
 #include "harness.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -30,6 +31,7 @@
 #include <sys/stat.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
+#include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -657,9 +659,19 @@ static void h_broker_forget(h_env_t *env)
     env->endpoint[0] = '\0';
 }
 
+/* A loop that h_broker_pause_loop stopped goes on (a test that failed
+ * before h_broker_resume_loop), so that signals reach it. */
+static void h_broker_release_loop(h_env_t *env)
+{
+    if (env->loop_paused && env->broker_pid > 0)
+        (void)ptrace(PTRACE_DETACH, env->broker_pid, NULL, NULL);
+    env->loop_paused = 0;
+}
+
 int h_broker_stop(h_env_t *env)
 {
     assert_true(env->broker_pid > 0);
+    h_broker_release_loop(env);
     kill(env->broker_pid, SIGTERM);
     int status = h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS);
     int code;
@@ -823,6 +835,7 @@ void h_broker_kill9(h_env_t *env)
 {
     if (env->broker_pid <= 0)
         return;
+    h_broker_release_loop(env);
     kill(env->broker_pid, SIGKILL);
     if (h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS) == -1)
         fprintf(stderr, "harness: schakeld (pid %ld) did not die after SIGKILL\n",
@@ -850,6 +863,158 @@ void h_broker_resume(h_env_t *env)
     assert_true(env->broker_pid > 0);
     if (kill(env->broker_pid, SIGCONT) != 0)
         fail_msg("SIGCONT: %s", strerror(errno));
+}
+
+/* The system call thread tid of pid sleeps in (or was stopped in), read
+ * from its /proc syscall file, which the kernel fills only for a thread
+ * that is off the CPU in one sleep or stop throughout; -1 when it runs
+ * ("running"), runs its own code ("-1 ..."), or has ended. */
+static long h_thread_syscall(pid_t pid, pid_t tid)
+{
+    char path[64], text[64] = "";
+    snprintf(path, sizeof path, "/proc/%ld/task/%ld/syscall", (long)pid, (long)tid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    int read_ok = fgets(text, sizeof text, f) != NULL;
+    fclose(f);
+    char *end = NULL;
+    long nr = read_ok ? strtol(text, &end, 10) : -1;
+    return read_ok && end != text ? nr : -1;
+}
+
+static int h_syscall_is_poll(long nr)
+{
+    return nr >= 0 && (0
+#ifdef SYS_poll
+                       || nr == SYS_poll
+#endif
+                       || nr == SYS_ppoll);
+}
+
+static int h_syscall_is_epoll_wait(long nr)
+{
+    return nr >= 0 && (0
+#ifdef SYS_epoll_wait
+                       || nr == SYS_epoll_wait
+#endif
+#ifdef SYS_epoll_pwait2
+                       || nr == SYS_epoll_pwait2
+#endif
+                       || nr == SYS_epoll_pwait);
+}
+
+/* Wait for the traced loop's next stop (an interrupt, or a signal on its
+ * way, which is delivered: the interrupt still waits). */
+static void h_loop_await_stop(h_env_t *env)
+{
+    pid_t pid = env->broker_pid;
+    for (int round = 0; round < 100; round++) { /* a signal a round */
+        int status = 0;
+        pid_t got;
+        while ((got = waitpid(pid, &status, __WALL)) < 0 && errno == EINTR)
+            ;
+        if (got != pid)
+            fail_msg("waitpid: %s", strerror(errno));
+        if (!WIFSTOPPED(status)) {
+            env->loop_paused = 0;
+            h_broker_forget(env); /* reaped here */
+            fail_msg("the broker ended while its loop was being stopped (status %d)", status);
+        }
+        if (status >> 16 == PTRACE_EVENT_STOP)
+            return;
+        if (ptrace(PTRACE_CONT, pid, NULL, (void *)(intptr_t)WSTOPSIG(status)) != 0)
+            fail_msg("PTRACE_CONT: %s", strerror(errno));
+    }
+    fail_msg("the broker's loop took 100 signals and did not stop");
+}
+
+/* The loop is stopped where it waits for work (zmq_poll), never inside a
+ * turn: there it may hold a lock (the allocator's, a libzmq mailbox's)
+ * that libzmq's I/O threads then wait for. */
+int h_broker_pause_loop(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0 && !env->loop_paused);
+    pid_t pid = env->broker_pid; /* its main thread: the loop */
+    if (ptrace(PTRACE_SEIZE, pid, NULL, NULL) != 0) {
+        if (errno == EPERM) {
+            fprintf(stderr, "harness: tracing schakeld is not permitted here (it is not dumpable: "
+                            "that takes CAP_SYS_PTRACE); its loop cannot be stopped alone\n");
+            return -1;
+        }
+        fail_msg("PTRACE_SEIZE: %s", strerror(errno));
+    }
+    env->loop_paused = 1;
+    const struct timespec millisecond = {0, 1000000};
+    int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
+    for (;;) {
+        /* the kernel has no event for a thread's going to sleep */
+        while (!h_syscall_is_poll(h_thread_syscall(pid, pid))) {
+            if (h_now_ms() >= deadline)
+                fail_msg("the broker's loop did not wait in poll within %d ms", H_TIMEOUT_MS);
+            nanosleep(&millisecond, NULL);
+        }
+        if (ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) != 0)
+            fail_msg("PTRACE_INTERRUPT: %s", strerror(errno));
+        h_loop_await_stop(env);
+        if (h_syscall_is_poll(h_thread_syscall(pid, pid)))
+            return 0;
+        /* it had woken to a turn meanwhile: it goes on to its next wait */
+        if (ptrace(PTRACE_CONT, pid, NULL, NULL) != 0)
+            fail_msg("PTRACE_CONT: %s", strerror(errno));
+        if (h_now_ms() >= deadline)
+            fail_msg("the broker's loop was never stopped in poll within %d ms", H_TIMEOUT_MS);
+    }
+}
+
+void h_broker_resume_loop(h_env_t *env)
+{
+    assert_true(env->broker_pid > 0 && env->loop_paused);
+    env->loop_paused = 0;
+    if (ptrace(PTRACE_DETACH, env->broker_pid, NULL, NULL) != 0)
+        fail_msg("PTRACE_DETACH: %s", strerror(errno));
+}
+
+int h_broker_await_io_idle(const h_env_t *env, int timeout_ms)
+{
+    assert_true(env->broker_pid > 0 && env->loop_paused);
+    const struct timespec millisecond = {0, 1000000};
+    int64_t deadline = h_now_ms() + timeout_ms;
+    char tasks[64];
+    snprintf(tasks, sizeof tasks, "/proc/%ld/task", (long)env->broker_pid);
+    for (;;) {
+        DIR *dir = opendir(tasks);
+        if (dir == NULL)
+            fail_msg("%s: %s", tasks, strerror(errno));
+        int io_threads = 0, busy = 0;
+        struct dirent *entry;
+        while ((entry = readdir(dir)) != NULL) {
+            char path[sizeof tasks + sizeof "//comm" + NAME_MAX], name[32] = "";
+            if (entry->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof path, "%s/%s/comm", tasks, entry->d_name);
+            FILE *f = fopen(path, "r");
+            if (f == NULL)
+                continue;
+            if (fgets(name, sizeof name, f) == NULL)
+                name[0] = '\0';
+            fclose(f);
+            if (strncmp(name, "ZMQbg/IO/", 9) != 0)
+                continue;
+            io_threads++;
+            busy += !h_syscall_is_epoll_wait(
+                h_thread_syscall(env->broker_pid, (pid_t)strtol(entry->d_name, NULL, 10)));
+        }
+        closedir(dir);
+        if (io_threads == 0)
+            fail_msg("schakeld (pid %ld) has no libzmq I/O thread (ZMQbg/IO/N) to wait for",
+                     (long)env->broker_pid);
+        if (busy == 0)
+            return 0;
+        if (h_now_ms() >= deadline)
+            return -1;
+        nanosleep(&millisecond, NULL); /* a thread's going to sleep is no event to wait on */
+    }
 }
 
 /* ------------------------------------------------------------------ client helpers */

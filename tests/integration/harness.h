@@ -93,6 +93,7 @@ typedef struct h_env {
     int broker_pidfd;      /* -1 while no broker runs */
     unsigned starts;       /* how many times a broker was started here */
     int completed;         /* set by h_done; if unset at h_env_free the log is printed */
+    int loop_paused;       /* h_broker_pause_loop traces the broker's main thread */
 } h_env_t;
 
 /* A new folder with keys for every principal (and the broker), the default
@@ -193,6 +194,26 @@ void h_broker_kill9(h_env_t *env);
  * stopped broker. */
 void h_broker_pause(h_env_t *env);
 void h_broker_resume(h_env_t *env);
+
+/* Stop only the broker's loop, its main thread (ptrace: PTRACE_SEIZE and
+ * PTRACE_INTERRUPT), where it waits for work in poll (not inside a turn,
+ * where it may hold a lock that the others need), and wait until it is
+ * stopped: libzmq's I/O threads go on, reading what the connections send
+ * and seeing them end, while nothing of it is handled. Returns 0, or -1
+ * when this machine does not let the test trace the broker (schakeld is
+ * not dumpable: tracing it takes CAP_SYS_PTRACE), for the caller to skip;
+ * any other failure fails the test. h_broker_resume_loop lets the loop go on; h_broker_stop,
+ * h_broker_kill9 and h_env_free let it go first. */
+int h_broker_pause_loop(h_env_t *env);
+void h_broker_resume_loop(h_env_t *env);
+
+/* With the loop paused: wait (bounded) until every libzmq I/O thread of
+ * the broker ("ZMQbg/IO/N") sleeps in epoll_wait, which it does only
+ * with no event and no command left to handle: a connection whose end it
+ * has read (its socket closed) has then told the loop's socket so. 0, or
+ * -1 if one is still busy after timeout_ms; fails the test if the broker
+ * has no such thread. */
+int h_broker_await_io_idle(const h_env_t *env, int timeout_ms);
 
 /* A full disk for the running broker: its file-size limit (RLIMIT_FSIZE,
  * set with prlimit) becomes the size of the store's larger file (the

@@ -37,6 +37,7 @@ struct zmtp_raw {
     uint64_t nonce; /* our next short nonce */
     uint64_t sent;
     int closed;
+    int ended; /* zmtp_raw_end: nothing more is written, PONGs neither */
 };
 
 static int64_t zmtp_now_ms(void)
@@ -205,7 +206,7 @@ static void zmtp_open_message(zmtp_raw_t *raw, const uint8_t *body, size_t len, 
  * anything else ignored. */
 static int zmtp_command(zmtp_raw_t *raw, const uint8_t *cmd, size_t len)
 {
-    if (len >= 7 && memcmp(cmd, "\x04PING", 5) == 0) {
+    if (len >= 7 && memcmp(cmd, "\x04PING", 5) == 0 && !raw->ended) {
         uint8_t pong[5 + 16];
         size_t context = len - 7 > 16 ? 16 : len - 7;
         memcpy(pong, "\x04PONG", 5);
@@ -296,6 +297,13 @@ int zmtp_raw_delivered(zmtp_raw_t *raw, int timeout_ms)
             return -1;
         nanosleep(&millisecond, NULL); /* the kernel's ACK has no event to wait on */
     }
+}
+
+void zmtp_raw_end(zmtp_raw_t *raw)
+{
+    if (shutdown(raw->fd, SHUT_WR) != 0)
+        fail_msg("zmtp_raw: shutdown: %s", strerror(errno));
+    raw->ended = 1; /* a PONG now would fail as if the broker had closed */
 }
 
 uint64_t zmtp_raw_sent_bytes(const zmtp_raw_t *raw)

@@ -49,6 +49,12 @@ int zmtp_raw_closed(zmtp_raw_t *raw, int timeout_ms);
  * or -1 when bytes are still unacknowledged then. */
 int zmtp_raw_delivered(zmtp_raw_t *raw, int timeout_ms);
 
+/* End the connection for writing (shutdown: a FIN behind what was sent),
+ * the socket kept open to read: the broker reads what came before, then
+ * the end, and closes its side, which zmtp_raw_closed sees. Fails the
+ * test if the kernel refuses. */
+void zmtp_raw_end(zmtp_raw_t *raw);
+
 /* Bytes written to the socket so far (the handshake included). */
 uint64_t zmtp_raw_sent_bytes(const zmtp_raw_t *raw);
 
