@@ -437,11 +437,6 @@ size_t store_sealed_len(size_t len);
  * hash lookup. */
 int64_t store_partner_bytes(store_t *store, const char *partner);
 
-/* Each partner the sums know (committed bytes, 0 for one whose items are
- * all gone), in no order; returns how many. fn may be NULL. */
-typedef void (*store_partner_bytes_fn)(const char *partner, int64_t bytes, void *arg);
-size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void *arg);
-
 /* Outside a transaction: the sums in memory against stored_bytes and
  * against the items themselves (a walk of every item). 0 when all agree,
  * 1 when not (problem names the first partner that differs), -1 on error.

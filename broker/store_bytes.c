@@ -221,18 +221,6 @@ int64_t store_partner_bytes(store_t *store, const char *partner)
     return e != NULL ? e->committed + e->delta : 0;
 }
 
-size_t store_partner_bytes_each(store_t *store, store_partner_bytes_fn fn, void *arg)
-{
-    size_t n = 0, cursor = 0;
-    const sumtable_entry_t *e;
-    while ((e = sumtable_next(store->bytes, &cursor)) != NULL) {
-        n++;
-        if (fn != NULL)
-            fn(e->name, e->committed, arg);
-    }
-    return n;
-}
-
 /* The sums as SQL finds them, by partner; fn for each. */
 static int bytes_sum_each(store_t *store, const char *sql,
                           int (*fn)(store_t *store, const char *partner, int64_t bytes,
