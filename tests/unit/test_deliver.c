@@ -741,6 +741,40 @@ static void test_policy_change_forgets_queued_revocations(void **state)
     sessions_destroy(&b.sessions);
 }
 
+/* A reload frees the policy whose principals and rules the kept
+ * envelopes point into, and the next policy may be allocated where an
+ * earlier one was (the vouch's address compare cannot tell them apart):
+ * deliver_policy_changed wipes every entry, so that no envelope is read
+ * after its policy is gone. */
+static void test_policy_change_wipes_the_kept_envelopes(void **state)
+{
+    (void)state;
+    test_item_t item;
+    item_make(&item, "Reloaded");
+    broker_t b;
+    memset(&b, 0, sizeof b);
+    b.sessions = sessions_new();
+    assert_non_null(b.sessions);
+    b.kept = deliver_kept_new();
+    assert_non_null(b.kept);
+    deliver_kept_envelope_t e = vouch_envelope();
+    uint32_t masks[] = {vouch_rule.fields};
+    assert_int_equal(deliver_kept_add(b.kept, 9, item.decoded, masks, 1, 2, 0), 1);
+    assert_int_equal(deliver_kept_envelope(b.kept, 9, &e), 1);
+    deliver_kept_settle(b.kept, 1);
+    vouch_row_t row;
+    vouch_row_make(&row);
+    uint32_t fields = 0;
+    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, &row.d, &fields), 1);
+    deliver_policy_changed(&b);
+    assert_int_equal(deliver_kept_count(b.kept), 0);
+    /* the same address again: nothing is left to vouch with */
+    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, &row.d, &fields), 0);
+    deliver_kept_destroy(&b.kept);
+    sessions_destroy(&b.sessions);
+    item_free(&item);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -754,6 +788,7 @@ int main(void)
         cmocka_unit_test(test_flow_of_a_closed_connection_is_ignored),
         cmocka_unit_test(test_flow_over_the_cap_of_claims_stands_by),
         cmocka_unit_test(test_policy_change_forgets_queued_revocations),
+        cmocka_unit_test(test_policy_change_wipes_the_kept_envelopes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
