@@ -267,7 +267,9 @@ schakel_status_t schakel_subscribe(schakel_client_t *client, unsigned window);
  * negative: wait without limit). Returns SCHAKEL_OK with *out
  * set, SCHAKEL_ERR_TIMEOUT when nothing arrived (waiting without limit:
  * when a signal the program catches interrupted the wait, as read(2)
- * returns EINTR; a wait with a timeout goes on to it). Keeps the connection alive
+ * returns EINTR; one that comes while the call is not asleep in its poll
+ * does not end it: bound a stop with a timeout; a wait with a timeout
+ * goes on to it). Keeps the connection alive
  * (heartbeats, re-subscribe after a broker restart) while waiting. Returns
  * SCHAKEL_ERR_REFUSED (the reason in the last error) when the broker
  * refuses this connection as a whole while it waits: NOT_PERMITTED (the
