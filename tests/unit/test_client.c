@@ -2781,6 +2781,7 @@ static void test_receive_past_unpackable(void **state)
 typedef struct unlimited_receive {
     schakel_client_t *client;
     int tid_pipe[2], done_pipe[2];
+    int timeout_ms; /* -1: without limit */
     schakel_status_t status;
 } unlimited_receive_t;
 
@@ -2796,7 +2797,7 @@ static void *receive_without_limit(void *arg)
     pid_t tid = (pid_t)syscall(SYS_gettid);
     if (write(r->tid_pipe[1], &tid, sizeof tid) != (ssize_t)sizeof tid)
         return NULL;
-    r->status = schakel_receive(r->client, &d, -1);
+    r->status = schakel_receive(r->client, &d, r->timeout_ms);
     schakel_delivery_free(&d);
     char byte = 1;
     if (write(r->done_pipe[1], &byte, 1) != 1)
@@ -2831,6 +2832,7 @@ static void test_receive_without_limit_interrupted(void **state)
     pid_t tid = 0;
     memset(&r, 0, sizeof r);
     r.client = *state;
+    r.timeout_ms = -1;
     r.status = SCHAKEL_OK;
     assert_int_equal(schakel_subscribe(r.client, 0), SCHAKEL_OK);
     memset(&action, 0, sizeof action);
@@ -2869,6 +2871,60 @@ static void test_receive_without_limit_interrupted(void **state)
     assert_int_equal(schakel_receive(r.client, &d, WAIT_MS), SCHAKEL_OK);
     assert_int_equal(d->seq, DELIVERED_SEQ);
     schakel_delivery_free(&d);
+}
+
+/* A receive with a timeout that a signal interrupts goes on to its
+ * timeout: the signal is sent each time the thread sleeps, for the first
+ * half of the wait, and the call ends no sooner than its timeout, saying
+ * so, not "interrupted". */
+static void test_receive_with_timeout_not_interrupted(void **state)
+{
+    enum { TIMEOUT_MS = 1500 };
+    static unlimited_receive_t r;
+    struct sigaction action, old;
+    pthread_t thread;
+    pid_t tid = 0;
+    memset(&r, 0, sizeof r);
+    r.client = *state;
+    r.timeout_ms = TIMEOUT_MS;
+    r.status = SCHAKEL_OK;
+    assert_int_equal(schakel_subscribe(r.client, 0), SCHAKEL_OK);
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_test_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = 0; /* no SA_RESTART */
+    assert_int_equal(sigaction(SIGUSR1, &action, &old), 0);
+    assert_int_equal(pipe(r.tid_pipe), 0);
+    assert_int_equal(pipe(r.done_pipe), 0);
+    int64_t began = now_ms();
+    assert_int_equal(pthread_create(&thread, NULL, receive_without_limit, &r), 0);
+    assert_int_equal(read(r.tid_pipe[0], &tid, sizeof tid), (ssize_t)sizeof tid);
+    int returned = 0, signals = 0;
+    /* bounded: 400 rounds of at most 50 ms */
+    for (int round = 0; round < 400 && !returned; round++) {
+        struct pollfd done = {r.done_pipe[0], POLLIN, 0};
+        if (now_ms() - began < TIMEOUT_MS / 2 && thread_state(tid) == 'S') {
+            assert_int_equal(pthread_kill(thread, SIGUSR1), 0);
+            signals++;
+        }
+        returned = poll(&done, 1, 10) == 1;
+    }
+    int64_t took = now_ms() - began;
+    if (!returned)
+        fail_msg("a receive with a timeout of %d ms did not return in 20 s", TIMEOUT_MS);
+    assert_int_equal(pthread_join(thread, NULL), 0);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        close(r.tid_pipe[i]);
+        close(r.done_pipe[i]);
+    }
+    if (signals == 0)
+        fail_msg("the receiving thread was never seen asleep in the first %d ms", TIMEOUT_MS / 2);
+    assert_int_equal(r.status, SCHAKEL_ERR_TIMEOUT);
+    if (took < TIMEOUT_MS || strstr(schakel_last_error(r.client)->text, "interrupted") != NULL)
+        fail_msg("after %d signals the receive ended in %lld ms of its %d: %s", signals,
+                 (long long)took, TIMEOUT_MS, schakel_last_error(r.client)->text);
+    assert_non_null(strstr(schakel_last_error(r.client)->text, "within 1500 ms"));
 }
 
 /* Stops the fake for good once it has received, and left unanswered, one
@@ -4979,6 +5035,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_receive_past_unreadable, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_without_limit_interrupted, client_setup,
+                                        client_teardown),
+        cmocka_unit_test_setup_teardown(test_receive_with_timeout_not_interrupted, client_setup,
                                         client_teardown),
         cmocka_unit_test_setup_teardown(test_receive_past_unpackable, client_setup,
                                         client_teardown),
