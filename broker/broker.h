@@ -553,6 +553,8 @@ typedef struct deliver_kept_delivery {
 } deliver_kept_delivery_t;
 typedef struct deliver_kept_envelope {
     const policy_t *policy;
+    uint64_t policy_generation; /* b->policy_generation then: an address alone could be
+                                   a later policy's, allocated where this one was */
     const policy_principal_t *sender;
     uint8_t message_id[SCHAKEL_MESSAGE_ID_BYTES];
     uint32_t item_index;
@@ -565,12 +567,13 @@ typedef struct deliver_kept_envelope {
 int deliver_kept_envelope(deliver_kept_t *kept, uint64_t item_seq,
                           const deliver_kept_envelope_t *envelope);
 /* Whether d, a delivery row as the scan read it, is one the publish path
- * wrote for a usable entry under `policy`, with every column the seal binds
+ * wrote for a usable entry under `policy` and its `generation`
+ * (b->policy_generation), with every column the seal binds
  * as written (seq, recipient, item, message id, index, sender and its
  * partner, acceptance and expiry, rule id, hash, purpose and legal basis):
  * then 1, and *fields is the mask it sealed; otherwise 0 (the row is
  * opened and authenticated from the store). */
-int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy,
+int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy, uint64_t generation,
                        const store_delivery_t *d, uint32_t *fields);
 /* The publish path's call: keep a stored item for the push if any of its
  * recipients receives now (b->kept is made on first use), with the

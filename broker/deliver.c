@@ -564,12 +564,13 @@ static const kept_item_t *kept_live(const deliver_kept_t *kept, uint64_t item_se
     return slot->state == KEPT_LIVE && slot->item_seq == item_seq ? slot : NULL;
 }
 
-int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy,
+int deliver_kept_vouch(const deliver_kept_t *kept, const policy_t *policy, uint64_t generation,
                        const store_delivery_t *d, uint32_t *fields)
 {
     const kept_item_t *slot = kept_live(kept, d->item_seq);
-    if (slot == NULL || slot->envelope.n == 0 || slot->envelope.policy != policy || !d->by_ref ||
-        d->is_case_event || d->case_id != NULL)
+    if (slot == NULL || slot->envelope.n == 0 || slot->envelope.policy != policy ||
+        slot->envelope.policy_generation != generation || !d->by_ref || d->is_case_event ||
+        d->case_id != NULL)
         return 0;
     const deliver_kept_envelope_t *e = &slot->envelope;
     const deliver_kept_delivery_t *w = NULL;
@@ -722,7 +723,8 @@ static int push_cache_has(uint64_t item_seq, void *arg)
 static int push_vouch(const store_delivery_t *d, uint32_t *fields, void *arg)
 {
     const push_state_t *st = arg;
-    return deliver_kept_vouch(st->broker->kept, st->broker->policy, d, fields);
+    return deliver_kept_vouch(st->broker->kept, st->broker->policy, st->broker->policy_generation,
+                              d, fields);
 }
 
 static uint8_t *encode_deliver(const store_delivery_t *d, const uint8_t *content,

@@ -140,6 +140,7 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
 {
     long queued = 0;
     written->policy = b->policy;
+    written->policy_generation = b->policy_generation;
     written->sender = sender;
     memcpy(written->message_id, publish->message_id.data, SCHAKEL_MESSAGE_ID_BYTES);
     written->item_index = (uint32_t)index;

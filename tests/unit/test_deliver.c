@@ -401,11 +401,13 @@ static const uint8_t vouch_message_id[SCHAKEL_MESSAGE_ID_BYTES] = {
 /* Two stand-ins for policies: vouching compares only their addresses. */
 static int vouch_policy_in_force, vouch_policy_reloaded;
 #define VOUCH_POLICY ((const policy_t *)(const void *)&vouch_policy_in_force)
+#define VOUCH_GENERATION 7u
 #define VOUCH_OTHER_POLICY ((const policy_t *)(const void *)&vouch_policy_reloaded)
 
 static deliver_kept_envelope_t vouch_envelope(void)
 {
     deliver_kept_envelope_t e = {.policy = VOUCH_POLICY,
+                                 .policy_generation = VOUCH_GENERATION,
                                  .sender = &vouch_sender,
                                  .item_index = 2,
                                  .accepted_at = NOW_S,
@@ -556,16 +558,22 @@ static void test_kept_vouches_only_for_rows_as_written(void **state)
         assert_int_equal(deliver_kept_envelope(kept, 9, &e), 1);
         uint32_t fields = 0xdead;
         /* pending: its turn has not committed */
-        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields),
+                         0);
         deliver_kept_settle(kept, 1);
-        int vouched = deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields);
+        int vouched = deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields);
         if (vouched != (change == VOUCH_AS_WRITTEN))
             fail_msg("change %d: vouched %d", change, vouched);
         assert_int_equal(fields, change == VOUCH_AS_WRITTEN ? vouch_rule.fields : 0xdead);
-        /* under another policy, never */
-        assert_int_equal(deliver_kept_vouch(kept, VOUCH_OTHER_POLICY, &row.d, &fields), 0);
+        /* under another policy, never; nor under a later one at the same
+         * address (another generation) */
+        assert_int_equal(
+            deliver_kept_vouch(kept, VOUCH_OTHER_POLICY, VOUCH_GENERATION, &row.d, &fields), 0);
+        assert_int_equal(
+            deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION + 1, &row.d, &fields), 0);
         deliver_kept_clear(kept);
-        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+        assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields),
+                         0);
     }
 
     /* an entry without an envelope, or whose turn rolled back, vouches for nothing */
@@ -574,17 +582,17 @@ static void test_kept_vouches_only_for_rows_as_written(void **state)
     uint32_t fields = 0;
     assert_int_equal(deliver_kept_add(kept, 9, item.decoded, masks, 1, 2, 0), 1);
     deliver_kept_settle(kept, 1);
-    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields), 0);
     assert_int_equal(deliver_kept_envelope(kept, 9, &e), 0); /* only while pending */
     deliver_kept_clear(kept);
     assert_int_equal(deliver_kept_add(kept, 9, item.decoded, masks, 1, 2, 0), 1);
     assert_int_equal(deliver_kept_envelope(kept, 9, &e), 1);
     deliver_kept_settle(kept, 0);
-    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_vouch(kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields), 0);
     assert_int_equal(deliver_kept_envelope(kept, 10, &e), 0); /* no such entry */
     e.n = DELIVER_KEPT_DELIVERIES + 1;
     assert_int_equal(deliver_kept_envelope(kept, 9, &e), 0);
-    assert_int_equal(deliver_kept_vouch(NULL, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_vouch(NULL, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields), 0);
     deliver_kept_destroy(&kept);
     item_free(&item);
 }
@@ -765,11 +773,13 @@ static void test_policy_change_wipes_the_kept_envelopes(void **state)
     vouch_row_t row;
     vouch_row_make(&row);
     uint32_t fields = 0;
-    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, &row.d, &fields), 1);
+    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields),
+                     1);
     deliver_policy_changed(&b);
     assert_int_equal(deliver_kept_count(b.kept), 0);
     /* the same address again: nothing is left to vouch with */
-    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, &row.d, &fields), 0);
+    assert_int_equal(deliver_kept_vouch(b.kept, VOUCH_POLICY, VOUCH_GENERATION, &row.d, &fields),
+                     0);
     deliver_kept_destroy(&b.kept);
     sessions_destroy(&b.sessions);
     item_free(&item);
