@@ -2478,3 +2478,23 @@ int h_time_factor(void)
     long n = factor != NULL ? strtol(factor, NULL, 10) : 1;
     return n >= 1 && n <= 20 ? (int)n : 1;
 }
+
+long h_broker_status_kib(const h_env_t *env, const char *field)
+{
+    char path[64], line[256];
+    size_t len = strlen(field);
+    snprintf(path, sizeof path, "/proc/%d/status", (int)env->broker_pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
+    long kib = -1;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (strncmp(line, field, len) == 0 && line[len] == ':') {
+            kib = atol(line + len + 1);
+            break;
+        }
+    fclose(f);
+    if (kib <= 0)
+        fail_msg("no %s in %s", field, path);
+    return kib;
+}

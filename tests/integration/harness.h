@@ -156,6 +156,11 @@ int h_broker_crash_restart(h_env_t *env, char *problem, size_t problem_len);
  * ended it, or -1 if it did not stop in time (it is then killed). */
 int h_broker_stop(h_env_t *env);
 
+/* A line of the running broker's /proc/PID/status in KiB: field "VmRSS"
+ * (resident), "VmHWM" (its peak) or "RssAnon" (resident, not a mapped
+ * file, so not the store's pages). Fails the test when it cannot be read. */
+long h_broker_status_kib(const h_env_t *env, const char *field);
+
 /* Wait (bounded) for the running broker to exit by itself, without
  * signalling it. Returns its exit code (128+signal if a signal ended it),
  * the broker then forgotten as after h_broker_stop; or -1 if it still runs

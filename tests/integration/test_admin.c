@@ -2472,22 +2472,6 @@ static void test_export_read_whole_is_done(void **state)
                      20);
 }
 
-/* The broker's resident memory (VmRSS), in KiB. */
-static long broker_rss_kb(const h_env_t *env)
-{
-    char path[64], line[128];
-    long kb = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)env->broker_pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    assert_true(kb > 0);
-    return kb;
-}
-
 /* A large export's memory goes back to the system once it is done
  * (malloc_trim at its end): glibc kept it in the process, and an export
  * of 18 MiB left the broker's resident memory 25 MiB higher for good
@@ -2502,7 +2486,7 @@ static void test_export_memory_given_back(void **state)
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t res;
     long offset = h_log_offset(env);
-    long before = broker_rss_kb(env);
+    long before = h_broker_status_kib(env, "VmRSS");
     ctl(env, H_OPERATOR, &res, args);
     expect_exit(&res, 0, "the export");
     long document_kb = (long)(strlen(res.out) / 1024);
@@ -2511,7 +2495,7 @@ static void test_export_memory_given_back(void **state)
         h_dump_log(env);
         fail_msg("the export did not end");
     }
-    long after = broker_rss_kb(env);
+    long after = h_broker_status_kib(env, "VmRSS");
     print_message("export of %ld KiB: the broker's VmRSS %ld KiB before, %ld KiB after\n",
                   document_kb, before, after);
     assert_true(document_kb > 16 * 1024); /* large enough to tell */

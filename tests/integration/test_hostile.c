@@ -2665,22 +2665,6 @@ static void test_case_command_flood_is_rate_limited(void **state)
     h_done(env);
 }
 
-/* The broker's peak resident memory (VmHWM), in KiB. */
-static long broker_peak_kb(const h_env_t *env)
-{
-    char path[64], line[128];
-    long kb = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)env->broker_pid);
-    FILE *f = fopen(path, "r");
-    assert_non_null(f);
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
-            break;
-    fclose(f);
-    assert_true(kb > 0);
-    return kb;
-}
-
 /* A loop that cannot go on (another process holds the store's write lock,
  * so each turn waits out its busy timeout) holds few of a connection's
  * unread frames: past SCHAKEL_BROKER_RCVHWM libzmq stops reading the
@@ -2709,7 +2693,7 @@ static void test_stalled_loop_holds_few_unread_frames(void **state)
 #endif
     raw_t *raw = raw_connect(env, H_POLITIE);
     (void)raw_heartbeat(raw, "before the flood");
-    long before = broker_peak_kb(env);
+    long before = h_broker_status_kib(env, "VmHWM");
     sqlite3 *lock = NULL;
     assert_int_equal(sqlite3_open(env->store_path, &lock), SQLITE_OK);
     assert_int_equal(sqlite3_exec(lock, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
@@ -2730,7 +2714,7 @@ static void test_stalled_loop_holds_few_unread_frames(void **state)
         Schakel__Frame *f = raw_next(raw, "the flood's answers", SCHAKEL__FRAME__BODY_REJECTED);
         frame_free(&f);
     }
-    long grown = broker_peak_kb(env) - before;
+    long grown = h_broker_status_kib(env, "VmHWM") - before;
     if (grown > 80 * 1024)
         fail_msg("the broker's peak memory grew by %ld MiB while its loop stalled", grown / 1024);
     raw_close(&raw);
@@ -4372,7 +4356,7 @@ static void test_unknown_acks_get_one_refusal_per_frame(void **state)
     raw_t *watcher = raw_connect(env, H_OM);
     (void)raw_heartbeat(attacker, "attacker before");
     (void)raw_heartbeat(watcher, "watcher before");
-    long before = broker_peak_kb(env);
+    long before = h_broker_status_kib(env, "VmHWM");
     mark_t mark = mark_take(env);
     const uint64_t base = (UINT64_C(1) << 62) + 1000000;
     static uint64_t seqs[SCHAKEL_MAX_ACKS];
@@ -4430,7 +4414,7 @@ static void test_unknown_acks_get_one_refusal_per_frame(void **state)
     if (audit_count(env, &mark, "request.refused", H_POLITIE, NULL, "",
                     wire_reason_name(SCHAKEL__REASON__UNKNOWN_DELIVERY)) != FRAMES)
         fail_msg("not one audit entry per refused Ack frame");
-    long grown = broker_peak_kb(env) - before;
+    long grown = h_broker_status_kib(env, "VmHWM") - before;
     if (grown > 32 * 1024)
         fail_msg("Ack frames of unknown seqs grew the broker's peak memory by %ld MiB",
                  grown / 1024);
@@ -4627,7 +4611,7 @@ static void test_unread_case_views_are_rate_limited(void **state)
     char id[SCHAKEL_CASE_ID_SIZE];
     open_case_with_attachments(env, id, NULL, 2, 120000);
     raw_t *r = raw_connect_unread(env, H_RIEC);
-    long before = broker_peak_kb(env);
+    long before = h_broker_status_kib(env, "VmHWM");
     long offset = h_log_offset(env);
     pb_t body = {0}, frame = {0};
     pb_uint(&body, field_no(&schakel__case_query__descriptor, "request_id"), 7);
@@ -4642,7 +4626,7 @@ static void test_unread_case_views_are_rate_limited(void **state)
     refusal_needle(needle, sizeof needle, H_RIEC, NULL, SCHAKEL__REASON__RATE_LIMITED, -1);
     if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
         fail_msg("no case query was answered RATE_LIMITED while the connection read nothing");
-    long grown = broker_peak_kb(env) - before;
+    long grown = h_broker_status_kib(env, "VmHWM") - before;
     int views = 0, limited = 0, first_limited = -1;
     for (int i = 0; i < QUERIES; i++) {
         Schakel__Frame *f = raw_recv(r, H_TIMEOUT_MS);
@@ -4694,7 +4678,7 @@ static void test_unread_case_views_are_bounded_per_principal(void **state)
     for (int c = 0; c < CONNECTIONS; c++)
         r[c] = raw_connect_unread(env, H_RIEC);
     raw_t *other = raw_connect(env, H_OM);
-    long before = broker_peak_kb(env);
+    long before = h_broker_status_kib(env, "VmHWM");
     long offset = h_log_offset(env);
     pb_t body = {0}, frame = {0};
     pb_uint(&body, field_no(&schakel__case_query__descriptor, "request_id"), 7);
@@ -4726,7 +4710,7 @@ static void test_unread_case_views_are_bounded_per_principal(void **state)
         if (h_await_log(env, now, "principal=" H_RIEC " ", H_TIMEOUT_MS * h_time_factor()) != 0)
             fail_msg("%d of %d case queries were handled", handled, CONNECTIONS * QUERIES);
     }
-    long grown = broker_peak_kb(env) - before;
+    long grown = h_broker_status_kib(env, "VmHWM") - before;
     if (grown > 24 * 1024)
         fail_msg("unread case views on %d connections of one principal grew the broker's peak "
                  "memory by %ld MiB",
@@ -5081,7 +5065,7 @@ static void test_unread_window_is_not_resent(void **state)
     char id[SCHAKEL_CASE_ID_SIZE];
     open_case_with_attachments(env, id, H_OM, attachments, SCHAKEL_MAX_ATTACHMENT_BYTES);
     raw_t *r = raw_connect_unread(env, H_OM);
-    long before = broker_peak_kb(env);
+    long before = h_broker_status_kib(env, "VmHWM");
     long offset = h_log_offset(env);
     pb_t frame = {0};
     frame_flow(&frame, SCHAKEL_MAX_WINDOW);
@@ -5097,7 +5081,7 @@ static void test_unread_window_is_not_resent(void **state)
     }
     if (h_log_count(env, 0, "event=delivery.ack_timeout recipient=" H_OM) != 0)
         fail_msg("an ack timeout sent the window again into the unread queue");
-    long grown = broker_peak_kb(env) - before;
+    long grown = h_broker_status_kib(env, "VmHWM") - before;
     if (grown > 48 * 1024)
         fail_msg("an unread window grew the broker's peak memory by %ld MiB", grown / 1024);
     pb_t body = {0};

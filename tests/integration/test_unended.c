@@ -71,24 +71,6 @@ static int64_t unended_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The broker's anonymous resident memory (RssAnon, the part of VmRSS that
- * is not a mapped file: the store's pages are not the parts'), in KiB. */
-static long broker_rss_kib(const h_env_t *env)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)env->broker_pid);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        fail_msg("cannot read %s", path);
-    long kib = -1;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (strncmp(line, "RssAnon:", 8) == 0)
-            kib = atol(line + 8);
-    fclose(f);
-    assert_true(kib > 0);
-    return kib;
-}
-
 /* A Heartbeat frame, packed (malloc'd). */
 static uint8_t *heartbeat_frame(size_t *len)
 {
@@ -165,7 +147,7 @@ static unended_run_t send_unended(h_env_t *env, zmtp_raw_t *raw, size_t part_len
 {
     static uint8_t part[BIG_PART];
     memset(part, 'p', sizeof part);
-    unended_run_t run = {.rss_max_kib = broker_rss_kib(env)};
+    unended_run_t run = {.rss_max_kib = h_broker_status_kib(env, "RssAnon")};
     uint64_t sent_before = zmtp_raw_sent_bytes(raw);
     int64_t start = unended_now_ms();
     unsigned exchanges = 0;
@@ -180,7 +162,7 @@ static unended_run_t send_unended(h_env_t *env, zmtp_raw_t *raw, size_t part_len
             run.parts++;
         }
         run.bytes = zmtp_raw_sent_bytes(raw) - sent_before;
-        long rss = broker_rss_kib(env);
+        long rss = h_broker_status_kib(env, "RssAnon");
         if (rss > run.rss_max_kib)
             run.rss_max_kib = rss;
         if (politie != NULL && !run.cut) {
@@ -232,7 +214,7 @@ static void test_unended_large_parts_are_cut(void **state)
     bystanders_exchange(politie, om, "BVH-0");
     zmtp_raw_t *raw = zmtp_raw_connect(env, HOSTILE);
     raw_heartbeat(raw, HOSTILE, "a frame before the parts"); /* the connection served one */
-    long offset = h_log_offset(env), rss_before = broker_rss_kib(env);
+    long offset = h_log_offset(env), rss_before = h_broker_status_kib(env, "RssAnon");
 
     unended_run_t run =
         send_unended(env, raw, BIG_PART - 1, 1, BIG_PARTS_MAX, BIG_PACE, politie, om);
@@ -265,7 +247,7 @@ static void test_unended_small_parts_are_cut(void **state)
     schakel_client_t *politie = h_connect(env, H_POLITIE), *om = h_connect(env, H_OM);
     assert_int_equal(schakel_subscribe(om, 8), SCHAKEL_OK);
     zmtp_raw_t *raw = zmtp_raw_connect(env, HOSTILE); /* no frame before: a silent connection */
-    long offset = h_log_offset(env), rss_before = broker_rss_kib(env);
+    long offset = h_log_offset(env), rss_before = h_broker_status_kib(env, "RssAnon");
 
     /* parts of 0 and 1 byte: 35 and 36 on the wire, in bursts of 8,192 */
     unended_run_t run = send_unended(env, raw, 0, 8192, SMALL_PARTS_MAX, SMALL_PACE, politie, om);
