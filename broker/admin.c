@@ -1,6 +1,7 @@
 /*
  * admin.c — the admin endpoint (see admin.h): reads operators' requests,
- * answers status, partners, rules, and runs reload.
+ * answers status, partners, rules and pending (admin_pending.c), and runs
+ * reload.
  *
  * Trusts only the ZAP User-Id, re-checked per request against the policy
  * in force (still an operator, still the key the connection authenticated
@@ -25,6 +26,7 @@
 #include <zmq.h>
 
 #include "admin_json.h"
+#include "admin_pending.h"
 #include "broker.h"
 #include "connevents.h"
 #include "log.h"
@@ -116,6 +118,8 @@ static int admin_rules(admin_t *admin, broker_t *b, const admin_request_t *reque
                        admin_json_t *out, char *err, size_t errlen);
 static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *request,
                         admin_json_t *out, char *err, size_t errlen);
+static int admin_pending(admin_t *admin, broker_t *b, const admin_request_t *request,
+                         admin_json_t *out, char *err, size_t errlen);
 
 /* The commands; docs/PROTOCOL.md section 11 describes each answer.
  * audit-subject has no run function: it is read in steps over the turns
@@ -123,9 +127,9 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
  * handed out after the commit of the turn that records the export. */
 static const admin_command_t admin_commands[] = {
     {"status", 0, admin_status}, {"partners", 0, admin_partners}, {"rules", 0, admin_rules},
-    {"reload", 0, admin_reload}, {"audit-subject", 1, NULL},
+    {"reload", 0, admin_reload}, {"audit-subject", 1, NULL},      {"pending", 3, admin_pending},
 };
-#define ADMIN_COMMAND_NAMES "status, partners, rules, reload, audit-subject"
+#define ADMIN_COMMAND_NAMES "status, partners, rules, reload, audit-subject, pending"
 
 static void admin_export_release(admin_t *admin);
 
@@ -1458,4 +1462,13 @@ static int admin_reload(admin_t *admin, broker_t *b, const admin_request_t *requ
         admin_json_member_string(out, "next_start_policy", b->reload.next_policy);
     admin_json_object_end(out);
     return dropped < 0 ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------ pending */
+
+static int admin_pending(admin_t *admin, broker_t *b, const admin_request_t *request,
+                         admin_json_t *out, char *err, size_t errlen)
+{
+    (void)admin;
+    return admin_pending_run(b, request->args, request->n_args, out, err, errlen);
 }

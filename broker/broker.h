@@ -446,6 +446,13 @@ typedef enum deliver_pending {
 /* Returns a deliver_pending_t, or -1 on a store error (store_errmsg).
  * Cost: one rowid lookup and the rule's lookup by id. */
 int deliver_pending_check(broker_t *b, const char *recipient, uint64_t seq);
+/* The same for a delivery known by its row's rule (rule_id, rule_hash;
+ * case_id NULL for a signal's), with no store access: DELIVER_REVOKED
+ * also when the push queued it for revocation already (b->revocations)
+ * or the row names no rule. Cost: the rule's lookup by id and
+ * O(revocations queued). */
+int deliver_decision(const broker_t *b, const char *recipient, uint64_t seq, const char *rule_id,
+                     const char *rule_hash, const char *case_id);
 /* Push every dirty receiver's mailbox within its window (after commit). */
 void deliver_push_all(broker_t *b);
 /* Retention: remove up to SCHAKEL_EXPIRY_BATCH expired deliveries (and

@@ -797,6 +797,19 @@ static int still_allowed(const broker_t *b, const store_delivery_t *d, const cha
     return allowed_under(b->policy, d, recipient);
 }
 
+int deliver_decision(const broker_t *b, const char *recipient, uint64_t seq, const char *rule_id,
+                     const char *rule_hash, const char *case_id)
+{
+    if (rule_id == NULL || rule_hash == NULL)
+        return DELIVER_REVOKED; /* a damaged row: no rule allows it */
+    const store_delivery_t d = {.rule_id = rule_id, .rule_hash = rule_hash, .case_id = case_id};
+    if (revocation_queued(b, recipient, seq) || !allowed_under(b->policy, &d, recipient))
+        return DELIVER_REVOKED;
+    if (b->policy_pending != NULL && !allowed_under(b->policy_pending, &d, recipient))
+        return DELIVER_HELD;
+    return DELIVER_ALLOWED;
+}
+
 /* Send one delivery's frame. Returns 0, or 1 to stop the scan with
  * st->stop_errno set. */
 static int push_send(push_state_t *st, const store_delivery_t *d, int redelivery)

@@ -612,6 +612,42 @@ int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out);
  * operators, a table that is empty unless something went wrong. */
 int64_t store_set_aside_count(store_t *store);
 
+/* One delivery of a mailbox as an operator may see it (store_mailbox_list):
+ * the clear columns of its row, never its body. Pointers borrow the row
+ * and live during the callback only. A row set aside keeps its columns as
+ * they were, damage included: a column that does not hold what the broker
+ * writes there reads as NULL or 0. */
+typedef struct store_listed {
+    uint64_t seq;
+    uint64_t item_seq;
+    const char *sender;        /* the sending principal */
+    const uint8_t *message_id; /* 16 bytes (a case event: its command's id), or NULL */
+    uint32_t item_index;
+    const char *rule_id; /* the rule (or case membership rule) that decided it */
+    const char *rule_hash;
+    const char *case_id; /* NULL: a signal's delivery */
+    int is_case_event;
+    uint64_t event_seq; /* a case event's, as its delivery.queued entry names it; 0: none */
+    int64_t queued_at;  /* its row's accepted_at: when the publish or command was taken */
+    int64_t expires_at;
+    int set_aside; /* 1: a row of deliveries_set_aside (set_aside_at, reason) */
+    int64_t set_aside_at;
+    const char *reason;
+} store_listed_t;
+typedef int (*store_listed_fn)(const store_listed_t *d, void *arg);
+
+/* Call fn for up to `limit` deliveries of `recipient` with seq > after_seq,
+ * waiting ones and ones set aside together, in seq order; fn returns
+ * non-zero to stop (and must not call store functions). Opens nothing:
+ * no body is read. Returns the number visited or -1 (store_errmsg).
+ * Cost: one descent of the (recipient, seq) index and a rowid lookup per
+ * waiting row; the rows set aside after after_seq are read and tested
+ * (no index by recipient: O(rows set aside), none unless something went
+ * wrong); per case event one lookup of the trail's delivery_seq index
+ * for its event seq; each part stops at `limit` rows. Read-only. */
+int store_mailbox_list(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
+                       store_listed_fn fn, void *arg);
+
 /* Remove one pending delivery of `recipient` before its retention ends,
  * because the policy in force no longer allows it: a tombstone (expired_at
  * = now) stays and fn is told, as for an expiry. Inside the caller's

@@ -230,6 +230,8 @@
 #define SCHAKEL_ADMIN_BATCH 64u                  /* admin requests handled per loop turn */
 #define SCHAKEL_ADMIN_CHUNK_BYTES (128u * 1024u) /* JSON bytes in one AdminResponse */
 #define SCHAKEL_ADMIN_MAX_RESPONSE_BYTES (64u * 1024u * 1024u) /* a whole answer, client side */
+#define SCHAKEL_ADMIN_PENDING_LIMIT 100u      /* pending: deliveries listed unless limit= */
+#define SCHAKEL_ADMIN_PENDING_MAX_LIMIT 1000u /* pending: the most limit= may ask */
 /* The data-subject export (audit-subject) runs in steps over loop turns,
  * one export at a time: a turn reads at most this many of the subject's
  * entries (each rendered as JSON: 50-100 us for a queued entry of 4 rules),

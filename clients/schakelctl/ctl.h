@@ -4,8 +4,9 @@
  *
  * ctl.c: common options, messages, exit codes, text formats. ctl_conn.c:
  * the CURVE connection to the broker's admin endpoint and one request's
- * answer. ctl_show.c: status, partners, rules, reload. ctl_policy.c:
- * policy check and policy explain, which need no broker.
+ * answer. ctl_show.c: status, partners, rules, reload. ctl_pending.c:
+ * pending. ctl_policy.c: policy check and policy explain, which need no
+ * broker.
  */
 #ifndef SCHAKEL_CTL_H
 #define SCHAKEL_CTL_H
@@ -145,6 +146,8 @@ void ctl_answer_free(ctl_answer_t *answer);
 
 /* ctl_show.c: argv[0] is "status", "partners", "rules" or "reload". */
 int ctl_show_main(int argc, char **argv);
+/* ctl_pending.c: argv[0] is "pending". */
+int ctl_pending_main(int argc, char **argv);
 /* ctl_policy.c: argv[0] is "policy", argv[1] "check" or "explain". */
 int ctl_policy_main(int argc, char **argv);
 

@@ -1,6 +1,7 @@
 /*
  * main.c — `schakelctl`, the operators' tool: dispatches to the commands
- * that ask the broker's admin endpoint (status, partners, rules, reload),
+ * that ask the broker's admin endpoint (status, partners, rules, reload,
+ * pending),
  * the policy commands that need no broker (policy check, policy explain),
  * and the audit commands (audit_cmd.c).
  *
@@ -25,6 +26,7 @@ static const char main_usage[] =
     "  partners        per partner and principal: connected, last seen, backlog, refusals\n"
     "  rules           the rules in force: ids, hashes, scope, purposes, legal bases\n"
     "  reload          reload the broker's policy now and report the outcome\n"
+    "  pending PRINCIPAL  the deliveries waiting for PRINCIPAL, oldest first, and their state\n"
     "commands without a broker:\n"
     "  policy check FILE      validate a policy file (FILE:LINE: errors, warnings)\n"
     "  policy explain ...     which rule would decide about a signal, and what passes\n"
@@ -79,6 +81,8 @@ int main(int argc, char **argv)
     if (strcmp(command, "status") == 0 || strcmp(command, "partners") == 0 ||
         strcmp(command, "rules") == 0 || strcmp(command, "reload") == 0)
         return ctl_show_main(argc - 1, argv + 1);
+    if (strcmp(command, "pending") == 0)
+        return ctl_pending_main(argc - 1, argv + 1);
     if (strcmp(command, "policy") == 0)
         return ctl_policy_main(argc - 1, argv + 1);
     if (strcmp(command, "audit") == 0) {

@@ -1,0 +1,476 @@
+/*
+ * test_pending.c — the admin endpoint's `pending` and `schakelctl pending`
+ * against a real schakeld with admin_listen on a random loopback port:
+ * a principal's signals and case events listed oldest first with the
+ * state the broker knows each in (waiting, in flight, set aside,
+ * withheld by a reload not yet recorded, revoked), paging with after= and
+ * limit=, acknowledged deliveries gone, never any content, and every
+ * refusal (through schakelctl and as raw admin requests), after which the
+ * broker runs on with nothing lost.
+ *
+ * schakelctl runs as a child process; raw requests go over a CURVE DEALER
+ * of the test's own. No sleeps: every wait is on a reply, a process or the
+ * log, with a bound.
+ */
+#include "harness.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <zmq.h>
+
+#include "keys.h"
+#include "wire.h"
+
+static const char *const ADMIN_ON[] = {"--set", "admin_listen=tcp://127.0.0.1:*", NULL};
+
+static int setup_admin_broker(void **state)
+{
+    h_env_t *env = h_env_new();
+    h_broker_start_with(env, ADMIN_ON);
+    *state = env;
+    return 0;
+}
+
+static int setup_admin_broker_with_cases(void **state)
+{
+    h_env_t *env = h_env_new_with_cases();
+    h_broker_start_with(env, ADMIN_ON);
+    *state = env;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ small helpers */
+
+static void expect_exit(const h_cli_result_t *res, int code, const char *what)
+{
+    if (res->status != code)
+        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
+                 res->out, res->err);
+}
+
+static void expect_text(const char *text, const char *needle, const char *what)
+{
+    if (text == NULL || strstr(text, needle) == NULL)
+        fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text ? text : "(null)");
+}
+
+static void expect_no_text(const char *text, const char *needle, const char *what)
+{
+    if (strstr(text, needle) != NULL)
+        fail_msg("%s: \"%s\" must not be in:\n%s", what, needle, text);
+}
+
+/* The value of the first "key": at or after `from` in compact JSON (as
+ * schakelctl --json prints it): a string's contents, or a number's or
+ * literal's text. Fails the test if absent. */
+static void json_get(const char *from, const char *key, char *out, size_t outlen)
+{
+    char pattern[96];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *p = from ? strstr(from, pattern) : NULL;
+    if (p == NULL)
+        fail_msg("no \"%s\" in %.400s", key, from ? from : "(null)");
+    p += strlen(pattern);
+    size_t used = 0;
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            if (used + 1 < outlen)
+                out[used++] = *p;
+        }
+    } else {
+        while (*p && *p != ',' && *p != '}' && *p != ']' && used + 1 < outlen)
+            out[used++] = *p++;
+    }
+    out[used] = '\0';
+}
+
+static long long json_int(const char *from, const char *key)
+{
+    char value[64];
+    json_get(from, key, value, sizeof value);
+    char *end = NULL;
+    long long n = strtoll(value, &end, 10);
+    if (end == value || *end != '\0')
+        fail_msg("\"%s\" is not an integer: %s", key, value);
+    return n;
+}
+
+static void expect_member(const char *from, const char *key, const char *value)
+{
+    char got[256];
+    json_get(from, key, got, sizeof got);
+    if (strcmp(got, value) != 0)
+        fail_msg("\"%s\" is %s, expected %s, in %.600s", key, got, value, from);
+}
+
+/* The row of delivery seq in a pending document; fails if not listed. */
+static const char *row_of(const char *doc, uint64_t seq)
+{
+    char anchor[48];
+    snprintf(anchor, sizeof anchor, "{\"seq\":%" PRIu64 ",", seq);
+    const char *at = strstr(doc, anchor);
+    if (at == NULL)
+        fail_msg("delivery %" PRIu64 " is not listed in %.800s", seq, doc);
+    return at;
+}
+
+static size_t rows_in(const char *doc)
+{
+    size_t n = 0;
+    for (const char *p = strstr(doc, "{\"seq\":"); p; p = strstr(p + 1, "{\"seq\":"))
+        n++;
+    return n;
+}
+
+static int ctl(h_env_t *env, h_cli_result_t *res, const char *const *args)
+{
+    char admin[128];
+    h_admin_endpoint(env, admin, sizeof admin);
+    return h_run_ctl_argv(env, admin, h_key_file(env, H_OPERATOR), args, res);
+}
+
+/* `schakelctl pending PRINCIPAL --json` with the options in `extra`
+ * (NULL-terminated, may be NULL); fails unless it exits 0. Returns its
+ * stdout (caller frees). */
+static char *pending_json(h_env_t *env, const char *principal, const char *const *extra)
+{
+    const char *args[12] = {"pending", principal, "--json"};
+    size_t n = 3;
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && n + 1 < 12; i++)
+        args[n++] = extra[i];
+    args[n] = NULL;
+    h_cli_result_t res;
+    ctl(env, &res, args);
+    expect_exit(&res, 0, "pending");
+    char *out = res.out;
+    res.out = NULL;
+    h_cli_result_free(&res);
+    return out;
+}
+
+/* `schakelctl pending ARGS...` must exit with code and say `says` on stderr. */
+static void pending_fails(h_env_t *env, const char *const *args, int code, const char *says)
+{
+    h_cli_result_t res;
+    ctl(env, &res, args);
+    expect_exit(&res, code, says);
+    expect_text(res.err, says, args[1] ? args[1] : "pending");
+    h_cli_result_free(&res);
+}
+
+static void hex16(const uint8_t id[16], char out[33])
+{
+    for (size_t i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", id[i]);
+}
+
+static schakel_signal_t cannabis_signal(void)
+{
+    schakel_signal_t s = {.kind = "hennepkwekerij",
+                          .theme = "ondermijning",
+                          .area = "BU09350101",
+                          .postcode = "6211AB",
+                          .house_number = 12,
+                          .subject = "PSN-1c4e88aa07",
+                          .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
+                          .summary = "Signaal hennepteelt"};
+    return s;
+}
+
+/* The seqs of recipient's waiting deliveries, oldest first (at most n). */
+static size_t waiting_seqs(const h_env_t *env, const char *recipient, int64_t *seqs, size_t n)
+{
+    size_t got = 0;
+    for (; got < n; got++) {
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "SELECT coalesce((SELECT seq FROM deliveries WHERE recipient = ?1 ORDER BY seq"
+                 " LIMIT 1 OFFSET %zu), 0)",
+                 got);
+        seqs[got] = h_store_int(env, sql, recipient);
+        if (seqs[got] == 0)
+            break;
+    }
+    return got;
+}
+
+/* ------------------------------------------------------------------ raw requests */
+
+typedef struct raw_admin {
+    void *ctx, *socket;
+} raw_admin_t;
+
+/* A DEALER with the operator's key on the admin endpoint. */
+static void raw_open(raw_admin_t *c, h_env_t *env)
+{
+    char text[256], admin[128];
+    uint8_t broker_sign[32], broker_curve[32];
+    keypair_t *keys = keys_load_secret(h_key_file(env, H_OPERATOR), text, sizeof text);
+    assert_non_null(keys);
+    assert_int_equal(keys_load_public(env->broker_pub, broker_sign, text, sizeof text), 0);
+    assert_int_equal(keys_sign_pk_to_curve(broker_sign, broker_curve), 0);
+    int zero = 0;
+    c->ctx = zmq_ctx_new();
+    c->socket = zmq_socket(c->ctx, ZMQ_DEALER);
+    assert_int_equal(zmq_setsockopt(c->socket, ZMQ_CURVE_SERVERKEY, broker_curve, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_CURVE_PUBLICKEY, keys->curve_pk, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_CURVE_SECRETKEY, keys->curve_sk, 32) |
+                         zmq_setsockopt(c->socket, ZMQ_LINGER, &zero, sizeof zero),
+                     0);
+    keys_destroy(&keys);
+    h_admin_endpoint(env, admin, sizeof admin);
+    assert_int_equal(zmq_connect(c->socket, admin), 0);
+}
+
+static void raw_close(raw_admin_t *c)
+{
+    zmq_close(c->socket);
+    zmq_ctx_term(c->ctx);
+}
+
+/* Send `pending` with these args (n of them) and return its answer's
+ * first frame, which must be an AdminResponse (caller frees). */
+static Schakel__Frame *raw_pending(raw_admin_t *c, uint64_t request_id, const char *const *args,
+                                   size_t n)
+{
+    Schakel__Frame frame = SCHAKEL__FRAME__INIT;
+    Schakel__AdminRequest request = SCHAKEL__ADMIN_REQUEST__INIT;
+    request.has_request_id = 1;
+    request.request_id = request_id;
+    request.command = "pending";
+    request.n_args = n;
+    request.args = (char **)(uintptr_t)args;
+    frame.body_case = SCHAKEL__FRAME__BODY_ADMIN_REQUEST;
+    frame.admin_request = &request;
+    size_t len = 0;
+    uint8_t *bytes = wire_encode_frame(&frame, &len);
+    assert_non_null(bytes);
+    assert_int_equal(zmq_send(c->socket, bytes, len, 0), (int)len);
+    free(bytes);
+    zmq_pollitem_t item = {c->socket, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, H_TIMEOUT_MS) != 1)
+        fail_msg("no answer to pending within %d ms", H_TIMEOUT_MS);
+    zmq_msg_t msg;
+    zmq_msg_init(&msg);
+    assert_true(zmq_msg_recv(&msg, c->socket, 0) >= 0);
+    wire_error_t err;
+    Schakel__Frame *answer = wire_decode_frame(zmq_msg_data(&msg), zmq_msg_size(&msg), &err);
+    zmq_msg_close(&msg);
+    if (answer == NULL)
+        fail_msg("undecodable answer: %s", err.text);
+    if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE)
+        fail_msg("pending answered with body %d, not an admin_response", (int)answer->body_case);
+    assert_int_equal(answer->admin_response->request_id, request_id);
+    return answer;
+}
+
+/* The request must be refused (ok false, no document) with `says`. */
+static void raw_refused(raw_admin_t *c, uint64_t request_id, const char *const *args, size_t n,
+                        const char *says)
+{
+    Schakel__Frame *answer = raw_pending(c, request_id, args, n);
+    const Schakel__AdminResponse *r = answer->admin_response;
+    if (r->ok)
+        fail_msg("pending with %zu args (%s ...) was answered ok, expected \"%s\"", n,
+                 n > 0 ? args[0] : "-", says);
+    expect_text(r->error, says, "pending refusal");
+    assert_true(r->json == NULL || r->json[0] == '\0');
+    assert_false(r->has_more && r->more);
+    wire_frame_free(&answer);
+}
+
+/* ------------------------------------------------------------------ listing */
+
+/* A signal and a case event for riec/analyse, listed oldest first with
+ * what the trail shows of them, and nothing of their content. */
+static void test_pending_lists_signals_and_case_events(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_signal_t s = cannabis_signal();
+    uint8_t id[16];
+    char id_hex[33];
+    uint64_t item_seq = h_publish_ok(jekerdal, &s, NULL, id, NULL, NULL);
+    hex16(id, id_hex);
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    static const schakel_case_open_t open = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .subject = "PSN-7f3a9c2e41",
+        .postcode = "6211AB",
+        .house_number = 12,
+        .title = "Hennepkwekerij en contante betalingen",
+    };
+    char case_id[SCHAKEL_CASE_ID_SIZE];
+    schakel_case_result_t result;
+    assert_int_equal(schakel_case_open(riec, &open, NULL, case_id, &result, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    int64_t seqs[3];
+    assert_int_equal(waiting_seqs(env, H_RIEC, seqs, 3), 2);
+
+    char *doc = pending_json(env, H_RIEC, NULL);
+    expect_member(doc, "principal", H_RIEC);
+    expect_member(doc, "partner", "riec");
+    assert_int_equal(json_int(doc, "pending"), 2);
+    assert_int_equal(json_int(doc, "after"), 0);
+    assert_int_equal(json_int(doc, "limit"), 100);
+    expect_member(doc, "next_after", "null");
+    assert_int_equal(rows_in(doc), 2);
+    const char *signal = row_of(doc, (uint64_t)seqs[0]);
+    const char *event = row_of(doc, (uint64_t)seqs[1]);
+    assert_true(signal < event); /* oldest first */
+    assert_int_equal(json_int(signal, "item_seq"), (long long)item_seq);
+    expect_member(signal, "kind", "signal");
+    expect_member(signal, "sender", H_WOCO_JEKERDAL);
+    expect_member(signal, "message_id", id_hex);
+    assert_int_equal(json_int(signal, "item_index"), 0);
+    expect_member(signal, "case_id", "null");
+    expect_member(signal, "event_seq", "null");
+    expect_member(signal, "rule_id", "woco-ondermijning-riec");
+    long long queued = json_int(signal, "queued_at");
+    assert_true(queued > 0 && queued <= (long long)time(NULL));
+    assert_int_equal(json_int(signal, "expires_at"), queued + 730LL * 86400);
+    expect_member(signal, "state", "waiting");
+    expect_member(signal, "sent", "no");
+    expect_member(signal, "set_aside_at", "null");
+    expect_member(signal, "reason", "null");
+    expect_member(event, "kind", "case_event");
+    expect_member(event, "sender", H_RIEC);
+    expect_member(event, "case_id", case_id);
+    assert_int_equal(json_int(event, "event_seq"), 1);
+    expect_member(event, "item_index", "null");
+    expect_member(event, "state", "waiting");
+    /* metadata only: nothing of the signal's or the case's content */
+    static const char *const content[] = {"PSN-",       "Ramen afgeplakt", "Signaal hennepteelt",
+                                          "BU09350101", "6211AB",          "Hennepkwekerij",
+                                          "\"fields\"", "\"title\"",       "\"subject\""};
+    for (size_t i = 0; i < sizeof content / sizeof content[0]; i++)
+        expect_no_text(doc, content[i], "pending's answer");
+    free(doc);
+
+    /* the table says the same, one line per delivery */
+    const char *const table[] = {"pending", H_RIEC, NULL};
+    h_cli_result_t res;
+    ctl(env, &res, table);
+    expect_exit(&res, 0, "pending table");
+    expect_text(res.out, "riec/analyse (partner riec): 2 pending", "pending table");
+    expect_text(res.out, "SEQ", "pending table");
+    char cell[64];
+    snprintf(cell, sizeof cell, "%s/0", id_hex);
+    expect_text(res.out, cell, "pending table");
+    snprintf(cell, sizeof cell, "%s event 1", case_id);
+    expect_text(res.out, cell, "pending table");
+    expect_text(res.out, "case_event", "pending table");
+    expect_no_text(res.out, "more:", "pending table");
+    expect_no_text(res.out, "Ramen", "pending table");
+    h_cli_result_free(&res);
+    schakel_close(&riec);
+    schakel_close(&jekerdal);
+    h_done(env);
+}
+
+/* Five deliveries for om/parket: two sent to its receiving connection
+ * (window 2) and not acked are in flight, the others wait; an acked one
+ * is gone; pages of two follow each other up to the last. */
+static void test_pending_states_and_paging(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    for (int i = 0; i < 5; i++) {
+        char ref[32];
+        snprintf(ref, sizeof ref, "BVH-2024-%05d", 14001 + i);
+        schakel_signal_t s = h_police_signal(ref);
+        (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    }
+    int64_t seqs[6];
+    assert_int_equal(waiting_seqs(env, H_OM, seqs, 6), 5);
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 2), SCHAKEL_OK);
+    schakel_delivery_t *first = h_receive(om), *second = h_receive(om);
+    assert_int_equal(first->seq, (uint64_t)seqs[0]);
+    assert_int_equal(second->seq, (uint64_t)seqs[1]);
+
+    char *doc = pending_json(env, H_OM, NULL);
+    assert_int_equal(json_int(doc, "pending"), 5);
+    assert_int_equal(rows_in(doc), 5);
+    for (int i = 0; i < 5; i++) {
+        const char *row = row_of(doc, (uint64_t)seqs[i]);
+        expect_member(row, "state", i < 2 ? "in_flight" : "waiting");
+        expect_member(row, "sent", i < 2 ? "yes" : "no");
+        expect_member(row, "sender", H_POLITIE);
+        expect_member(row, "rule_id", "politie-ondermijning-om");
+    }
+    free(doc);
+
+    /* acked: gone from the list and the count */
+    assert_int_equal(schakel_ack(om, first->seq), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 4);
+    schakel_delivery_free(&first);
+    schakel_delivery_free(&second);
+    /* pages of two: the first ends where the second begins */
+    const char *const page1[] = {"--limit", "2", NULL};
+    doc = pending_json(env, H_OM, page1);
+    assert_int_equal(json_int(doc, "pending"), 4);
+    assert_int_equal(json_int(doc, "limit"), 2);
+    assert_int_equal(rows_in(doc), 2);
+    expect_member(row_of(doc, (uint64_t)seqs[1]), "state", "in_flight");
+    (void)row_of(doc, (uint64_t)seqs[2]);
+    assert_int_equal(json_int(doc, "next_after"), seqs[2]);
+    free(doc);
+    char after[32];
+    snprintf(after, sizeof after, "%lld", (long long)seqs[2]);
+    const char *const page2[] = {"--after", after, "--limit=2", NULL};
+    doc = pending_json(env, H_OM, page2);
+    assert_int_equal(json_int(doc, "after"), seqs[2]);
+    assert_int_equal(rows_in(doc), 2);
+    (void)row_of(doc, (uint64_t)seqs[3]);
+    (void)row_of(doc, (uint64_t)seqs[4]);
+    expect_member(doc, "next_after", "null"); /* nothing after the last */
+    free(doc);
+    snprintf(after, sizeof after, "%lld", (long long)seqs[4]);
+    const char *const past[] = {"--after", after, NULL};
+    doc = pending_json(env, H_OM, past);
+    assert_int_equal(rows_in(doc), 0);
+    assert_int_equal(json_int(doc, "pending"), 4);
+    expect_member(doc, "next_after", "null");
+    free(doc);
+
+    /* the table names the next page */
+    const char *const table[] = {"pending", H_OM, "--limit", "1", NULL};
+    h_cli_result_t res;
+    ctl(env, &res, table);
+    expect_exit(&res, 0, "pending table");
+    char more[96];
+    snprintf(more, sizeof more, "more: schakelctl pending %s --after %lld", H_OM,
+             (long long)seqs[1]);
+    expect_text(res.out, more, "pending table");
+    expect_text(res.out, "in_flight", "pending table");
+    h_cli_result_free(&res);
+
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+/* ------------------------------------------------------------------ refusals */
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_pending_lists_signals_and_case_events,
+                                        setup_admin_broker_with_cases, h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_states_and_paging, setup_admin_broker,
+                                        h_teardown),
+    };
+    (void)raw_refused;
+    (void)raw_open;
+    (void)raw_close;
+    (void)pending_fails;
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
