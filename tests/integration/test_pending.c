@@ -458,7 +458,203 @@ static void test_pending_states_and_paging(void **state)
     h_done(env);
 }
 
+/* A delivery the push found not to authenticate (a column of its row
+ * altered while the broker was down) is listed as set aside, with when
+ * and why, after the one behind it went out. */
+static void test_pending_set_aside(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-15001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    int64_t damaged = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_store_exec(env, "UPDATE deliveries SET legal_basis = 'geen' WHERE recipient = 'om/parket'");
+    h_broker_start_with(env, ADMIN_ON);
+    long offset = h_log_offset(env);
+    politie = h_connect(env, H_POLITIE);
+    s = h_police_signal("BVH-2024-15002");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_client_t *om = h_connect(env, H_OM);
+    schakel_delivery_t *d = h_receive(om); /* the next one: the push went past it */
+    assert_true(d->seq > (uint64_t)damaged);
+    if (h_await_log(env, offset, "event=delivery.set_aside ", H_TIMEOUT_MS) != 0)
+        fail_msg("no delivery.set_aside logged");
+
+    char *doc = pending_json(env, H_OM, NULL);
+    assert_int_equal(json_int(doc, "pending"), 1); /* the mailbox: the one set aside is out */
+    assert_int_equal(rows_in(doc), 2);
+    const char *aside = row_of(doc, (uint64_t)damaged), *sent = row_of(doc, d->seq);
+    assert_true(aside < sent);
+    expect_member(aside, "state", "set_aside");
+    expect_member(aside, "sent", "null");
+    expect_member(aside, "sender", H_POLITIE);
+    assert_true(json_int(aside, "set_aside_at") >= json_int(aside, "queued_at"));
+    char reason[256];
+    json_get(aside, "reason", reason, sizeof reason);
+    expect_text(reason, "does not authenticate", "the reason it was set aside");
+    expect_member(sent, "state", "in_flight");
+    expect_member(sent, "reason", "null");
+    free(doc);
+    const char *const table[] = {"pending", H_OM, NULL};
+    h_cli_result_t res;
+    ctl(env, &res, table);
+    expect_exit(&res, 0, "pending table");
+    expect_text(res.out, "set_aside", "pending table");
+    expect_text(res.out, "does not authenticate", "pending table");
+    h_cli_result_free(&res);
+    schakel_delivery_free(&d);
+    schakel_close(&om);
+    schakel_close(&politie);
+    h_done(env);
+}
+
+/* A reload the broker cannot record yet (a trigger refuses its audit
+ * entry) that would no longer deliver om's waiting delivery: withheld;
+ * once it is recorded and in force: revoked (removed when the push or an
+ * ack reaches it). */
+static void test_pending_withheld_then_revoked(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-16001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    char *doc = pending_json(env, H_OM, NULL);
+    expect_member(row_of(doc, (uint64_t)seq), "state", "waiting");
+    free(doc);
+
+    h_store_exec(env,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                 " 'policy.reloaded' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
+    /* the rule's purpose changes, and with it its hash: what it decided
+     * before is no longer allowed */
+    const char *purpose = "Strafrechtelijke beoordeling";
+    const char *at = strstr(h_default_rules, purpose);
+    assert_non_null(at);
+    h_env_write_policy(env, "%s%.*sStrafrechtelijke beoordeling, herzien%s", h_policy_header,
+                       (int)(at - h_default_rules), h_default_rules, at + strlen(purpose));
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
+    doc = pending_json(env, H_OM, NULL);
+    expect_member(row_of(doc, (uint64_t)seq), "state", "withheld");
+    free(doc);
+
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
+        fail_msg("the pending reload was not recorded once the store could be written");
+    doc = pending_json(env, H_OM, NULL);
+    expect_member(row_of(doc, (uint64_t)seq), "state", "revoked");
+    expect_member(row_of(doc, (uint64_t)seq), "sent", "no");
+    free(doc);
+    schakel_close(&politie);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ refusals */
+
+/* Every refusal, through schakelctl (its own usage errors first, then
+ * the broker's) and as raw requests, each with its text; the store
+ * unreadable for a moment. Each request is on the trail; afterwards the
+ * broker answers as before and what waited still waits. */
+static void test_pending_refusals(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-17001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    int64_t entries =
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'admin.pending'", NULL);
+    assert_int_equal(entries, 0);
+
+    /* schakelctl's own checks: nothing is asked */
+    const char *const none[] = {"pending", NULL};
+    pending_fails(env, none, 2, "pending needs a PRINCIPAL");
+    const char *const two[] = {"pending", H_OM, H_POLITIE, NULL};
+    pending_fails(env, two, 2, "unexpected argument 'politie/bvh-koppeling'");
+    const char *const limit0[] = {"pending", H_OM, "--limit", "0", NULL};
+    pending_fails(env, limit0, 2, "--limit wants a whole number from 1 to 1000, not '0'");
+    const char *const limit_big[] = {"pending", H_OM, "--limit=1001", NULL};
+    pending_fails(env, limit_big, 2, "--limit wants a whole number from 1 to 1000");
+    const char *const after_bad[] = {"pending", H_OM, "--after", "-1", NULL};
+    pending_fails(env, after_bad, 2, "--after wants a whole number from 0 to");
+    const char *const unknown_option[] = {"pending", H_OM, "--before", "3", NULL};
+    pending_fails(env, unknown_option, 2, "--before");
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'admin.pending'", NULL), 0);
+
+    /* the broker's, through schakelctl: exit 1 with its text */
+    const char *const empty[] = {"pending", "", NULL};
+    pending_fails(env, empty, 1, "pending failed: pending takes a principal id");
+    const char *const not_id[] = {"pending", "om parket\x1b[2J", NULL};
+    pending_fails(env, not_id, 1, "the principal given is not a principal id (PARTNER/NAME)");
+    const char *const unknown[] = {"pending", "om/griffie", NULL};
+    pending_fails(env, unknown, 1, "principal \"om/griffie\" is not in the policy in force");
+    const char *const unregistered[] = {"pending", H_UNREGISTERED, NULL};
+    pending_fails(env, unregistered, 1, "is not in the policy in force");
+    const char *const operator[] = {"pending", H_OPERATOR, NULL};
+    pending_fails(env, operator, 1,
+                  "principal \"gemeente/beheer\" is an operator: operators have no mailbox");
+
+    /* the broker's, as a client written from PROTOCOL.md sends them */
+    raw_admin_t c;
+    raw_open(&c, env);
+    raw_refused(&c, 1, NULL, 0, "pending takes a principal id");
+    static const char *const rows[][3] = {
+        {"after=", "pending: after= takes a delivery seq, a whole number from 0 to "
+                   "9223372036854775807"},
+        {"after=x1", "pending: after= takes a delivery seq"},
+        {"after=-1", "pending: after= takes a delivery seq"},
+        {"after=9223372036854775808", "pending: after= takes a delivery seq"},
+        {"limit=0", "pending: limit= takes a whole number from 1 to 1000"},
+        {"limit=1001", "pending: limit= takes a whole number from 1 to 1000"},
+        {"limit= 5", "pending: limit= takes a whole number from 1 to 1000"},
+        {"first=1", "pending takes PRINCIPAL [after=SEQ] [limit=N]: argument 2 is neither "
+                    "after= nor limit="},
+    };
+    uint64_t id = 2;
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *const args[] = {H_OM, rows[i][0]};
+        raw_refused(&c, id++, args, 2, rows[i][1]);
+    }
+    const char *const twice_after[] = {H_OM, "after=1", "after=2"};
+    raw_refused(&c, id++, twice_after, 3, "pending: after= is given twice");
+    const char *const twice_limit[] = {H_OM, "limit=1", "limit=2"};
+    raw_refused(&c, id++, twice_limit, 3, "pending: limit= is given twice");
+    const char *const four[] = {H_OM, "after=1", "limit=2", "after=3"};
+    raw_refused(&c, id++, four, 4, "pending takes at most 3 arguments, not 4");
+    const char *const bad_after_first[] = {H_OPERATOR, "after=x"};
+    raw_refused(&c, id++, bad_after_first, 2, "pending: after= takes a delivery seq");
+
+    /* the store unreadable: refused with the store's error, nothing lost */
+    h_store_exec(env, "ALTER TABLE deliveries_set_aside RENAME COLUMN reason TO reason_hidden");
+    const char *const om[] = {H_OM};
+    raw_refused(&c, id++, om, 1, "pending: the store could not be read (");
+    raw_refused(&c, id++, om, 1, "; nothing was listed");
+    h_store_exec(env, "ALTER TABLE deliveries_set_aside RENAME COLUMN reason_hidden TO reason");
+    Schakel__Frame *answer = raw_pending(&c, id++, om, 1);
+    assert_true(answer->admin_response->ok);
+    expect_text(answer->admin_response->json, "\"pending\":1,", "pending after the refusals");
+    wire_frame_free(&answer);
+    raw_close(&c);
+
+    /* every request the broker was sent is on the trail */
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'admin.pending'", NULL),
+        (int64_t)(5 + id - 1 - 1));
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.refused' AND"
+                                 " detail LIKE '%pending takes at most 3 arguments, not 4%'",
+                                 NULL),
+                     1);
+    schakel_client_t *om_client = h_connect(env, H_OM);
+    assert_int_equal(h_backlog(om_client), 1);
+    schakel_close(&om_client);
+    schakel_close(&politie);
+    h_done(env);
+}
 
 int main(void)
 {
@@ -467,10 +663,10 @@ int main(void)
                                         setup_admin_broker_with_cases, h_teardown),
         cmocka_unit_test_setup_teardown(test_pending_states_and_paging, setup_admin_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_set_aside, setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_withheld_then_revoked, setup_admin_broker,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_refusals, setup_admin_broker, h_teardown),
     };
-    (void)raw_refused;
-    (void)raw_open;
-    (void)raw_close;
-    (void)pending_fails;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
