@@ -860,16 +860,8 @@ int64_t store_set_aside_count(store_t *store)
 
 /* ------------------------------------------------------------------ listing a mailbox */
 
-/* A page of one recipient's mailbox and of its rows set aside: their clear
- * columns in seq order, never a body (store_mailbox_list). The waiting
- * rows come through the (recipient, seq) index (one descent, then a rowid
- * lookup per row); deliveries_set_aside has no index by recipient, so its
- * rows are read in seq order from `after` and tested: O(rows set aside),
- * a table that is empty unless something went wrong (as its count for
- * metrics). Each statement stops at the limit. */
-#define STORE_LIST_COLUMNS                                                                         \
-    "seq, item_seq, sender, message_id, item_index, rule_id, rule_hash, accepted_at,"              \
-    " expires_at, case_id, is_case_event"
+/* The columns of STORE_LIST_WAITING_SQL and STORE_LIST_SET_ASIDE_SQL
+ * (store_internal.h, with their costs). */
 enum list_col {
     LCOL_SEQ,
     LCOL_ITEM_SEQ,
@@ -885,18 +877,7 @@ enum list_col {
     LCOL_SET_ASIDE_AT,
     LCOL_REASON,
 };
-static const char *const list_sql[2] = {
-    "SELECT " STORE_LIST_COLUMNS ", NULL, NULL FROM deliveries"
-    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-    "SELECT " STORE_LIST_COLUMNS ", set_aside_at, reason FROM deliveries_set_aside"
-    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-};
-/* A case event's seq is in its sealed body and, in clear, in the detail
- * of its delivery.queued entry ("case_id=C-00000042 event_seq=3"), found
- * through the trail's index on delivery_seq, O(log n). */
-static const char list_event_sql[] =
-    "SELECT detail FROM audit WHERE delivery_seq = ?1 AND event = 'delivery.queued'"
-    " ORDER BY seq LIMIT 1";
+static const char *const list_sql[2] = {STORE_LIST_WAITING_SQL, STORE_LIST_SET_ASIDE_SQL};
 
 /* An integer column, or 0 when the row does not hold one there (a row set
  * aside keeps whatever its columns held). */
@@ -1027,7 +1008,7 @@ int store_mailbox_list(store_t *store, const char *recipient, uint64_t after_seq
             store_bind_int64(store, stmts[t], 3, (int64_t)limit) != 0)
             goto done;
     }
-    if (store_check_rc(store, sqlite3_prepare_v2(store->db, list_event_sql, -1, &event, NULL),
+    if (store_check_rc(store, sqlite3_prepare_v2(store->db, STORE_LIST_EVENT_SQL, -1, &event, NULL),
                        "mailbox list") != 0)
         goto done;
     store->in_callback = 1;

@@ -459,6 +459,30 @@ int store_schema_check_readable(store_t *store, long min_version);
 /* The schema that sums the items' bytes per partner (stored_bytes): its
  * step walks every item (store_bytes_migrate). */
 #define STORE_SCHEMA_BYTES_VERSION 11
+/* A page of one recipient's mailbox and of its rows set aside: their clear
+ * columns in seq order, never a body (store_mailbox_list, which steps the
+ * two side by side). The waiting rows come through the (recipient, seq)
+ * index: one descent, then a rowid lookup per row, no sort.
+ * deliveries_set_aside has no index by recipient, so its rows are read in
+ * seq order from ?2 and tested: O(rows set aside), a table that is empty
+ * unless something went wrong (as its count for metrics). Each stops at
+ * ?3 rows. test_store checks the plans. */
+#define STORE_LIST_COLUMNS                                                                         \
+    "seq, item_seq, sender, message_id, item_index, rule_id, rule_hash, accepted_at,"              \
+    " expires_at, case_id, is_case_event"
+#define STORE_LIST_WAITING_SQL                                                                     \
+    "SELECT " STORE_LIST_COLUMNS ", NULL, NULL FROM deliveries"                                    \
+    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+#define STORE_LIST_SET_ASIDE_SQL                                                                   \
+    "SELECT " STORE_LIST_COLUMNS ", set_aside_at, reason FROM deliveries_set_aside"                \
+    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
+/* A case event's seq is in its sealed body and, in clear, in the detail
+ * of its delivery.queued entry ("case_id=C-00000042 event_seq=3"), found
+ * through the trail's partial index on delivery_seq, O(log n). */
+#define STORE_LIST_EVENT_SQL                                                                       \
+    "SELECT detail FROM audit WHERE delivery_seq = ?1 AND event = 'delivery.queued'"               \
+    " ORDER BY seq LIMIT 1"
+
 /* The schema version that added deliveries_set_aside. */
 #define STORE_SCHEMA_SET_ASIDE_VERSION 10
 

@@ -30,6 +30,7 @@
 
 #include "store.h"
 #include "store_fixture.h"
+#include "store_internal.h"
 
 #define GEMEENTE "gemeente/meldingen"
 #define WOCO "woco-servatius/meldingen"
@@ -1744,6 +1745,157 @@ static void test_tampered_rows_do_not_authenticate(void **state)
             assert_string_equal(seen.text, "body b, the second");
         assert_int_equal(store_scan_unreadable(f->store), 0);
     }
+}
+
+/* What store_mailbox_list handed out, copied. */
+typedef struct listed_seen {
+    size_t n, stop_after;
+    uint64_t seq[16];
+    int set_aside[16];
+    char sender[16][64];
+    int has_id[16];
+    char reason[16][128];
+    int64_t queued_at[16], expires_at[16], set_aside_at[16];
+} listed_seen_t;
+
+static int collect_listed(const store_listed_t *d, void *arg)
+{
+    listed_seen_t *seen = arg;
+    assert_true(seen->n < 16);
+    size_t i = seen->n++;
+    seen->seq[i] = d->seq;
+    seen->set_aside[i] = d->set_aside;
+    snprintf(seen->sender[i], sizeof seen->sender[i], "%s", d->sender ? d->sender : "(null)");
+    seen->has_id[i] = d->message_id != NULL;
+    snprintf(seen->reason[i], sizeof seen->reason[i], "%s", d->reason ? d->reason : "(null)");
+    seen->queued_at[i] = d->queued_at;
+    seen->expires_at[i] = d->expires_at;
+    seen->set_aside_at[i] = d->set_aside_at;
+    assert_null(d->case_id);
+    assert_false(d->is_case_event);
+    assert_int_equal(d->event_seq, 0);
+    return seen->stop_after != 0 && seen->n >= seen->stop_after;
+}
+
+/* The query plans of a mailbox listing: the waiting rows through the
+ * (recipient, seq) index without a sort, the rows set aside in seq order
+ * without a sort, a case event's entry through the trail's delivery_seq
+ * index: a page costs its rows, however many wait. */
+static void test_mailbox_list_plans(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *sql, *uses, *never;
+    } rows[] = {
+        {STORE_LIST_WAITING_SQL, "USING INDEX deliveries_by_recipient (recipient=? AND seq>?)",
+         "TEMP B-TREE"},
+        {STORE_LIST_SET_ASIDE_SQL, "USING INTEGER PRIMARY KEY (rowid>?)", "TEMP B-TREE"},
+        {STORE_LIST_EVENT_SQL, "USING INDEX audit_by_delivery (delivery_seq=?)", "SCAN audit"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char eqp[1024], plan[1024] = "";
+        snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", rows[i].sql);
+        sqlite3 *db = store_fixture_raw_open(f->path);
+        sqlite3_stmt *stmt = NULL;
+        if (sqlite3_prepare_v2(db, eqp, -1, &stmt, NULL) != SQLITE_OK)
+            fail_msg("plan of %s: %s", rows[i].sql, sqlite3_errmsg(db));
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+            size_t used = strlen(plan);
+            snprintf(plan + used, sizeof plan - used, "%s | ",
+                     (const char *)sqlite3_column_text(stmt, 3));
+        }
+        assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        if (strstr(plan, rows[i].uses) == NULL || strstr(plan, rows[i].never) != NULL)
+            fail_msg("row %zu: plan \"%s\": wanted %s, never %s", i, plan, rows[i].uses,
+                     rows[i].never);
+    }
+}
+
+/* One recipient's waiting deliveries and those set aside, merged in seq
+ * order, paged with after and limit, others' rows never; a row set aside
+ * with damaged columns reads as far as it can. */
+static void test_mailbox_list(void **state)
+{
+    fixture_t *f = *state;
+    enum { N = 5 };
+    int64_t seqs[N];
+    assert_int_equal(store_begin(f->store), 0);
+    for (unsigned i = 0; i < N; i++) {
+        seqs[i] = deliver_new(f->store, POLITIE, 10 + i);
+        (void)deliver_new(f->store, RIEC, 100 + i); /* someone else's, in between */
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    /* the second is set aside (its envelope altered), and one of riec's */
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE deliveries SET legal_basis = 'geen' WHERE seq IN (%lld, %lld)",
+             (long long)seqs[1], (long long)seqs[1] + 1);
+    store_fixture_raw_exec(f->path, sql);
+    store_set_aside_t x;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_delivery_set_aside(f->store, POLITIE, (uint64_t)seqs[1], SET_ASIDE_AT, &x), 1);
+    assert_int_equal(
+        store_delivery_set_aside(f->store, RIEC, (uint64_t)seqs[1] + 1, SET_ASIDE_AT, &x), 1);
+    assert_int_equal(store_commit(f->store), 0);
+
+    listed_seen_t seen = {0};
+    assert_int_equal(store_mailbox_list(f->store, POLITIE, 0, 100, collect_listed, &seen), N);
+    for (size_t i = 0; i < N; i++) {
+        assert_int_equal(seen.seq[i], (uint64_t)seqs[i]);
+        assert_int_equal(seen.set_aside[i], i == 1);
+        assert_string_equal(seen.sender[i], WOCO);
+        assert_true(seen.has_id[i]);
+        assert_int_equal(seen.queued_at[i], 1700000000 + 10 + (int64_t)i);
+        assert_int_equal(seen.expires_at[i], seen.queued_at[i] + 365 * 86400);
+    }
+    assert_int_equal(seen.set_aside_at[1], SET_ASIDE_AT);
+    assert_non_null(strstr(seen.reason[1], "does not authenticate"));
+    assert_string_equal(seen.reason[0], "(null)");
+
+    static const struct {
+        int after; /* index into seqs, or -1 for 0 */
+        size_t limit, stop_after;
+        int visited, first;
+    } rows[] = {
+        {-1, 2, 0, 2, 0}, /* the one set aside within the page */
+        {0, 1, 0, 1, 1},  /* a page of the one set aside alone */
+        {1, 2, 0, 2, 2},  {3, 100, 0, 1, 4},  {4, 100, 0, 0, 0},
+        {-1, 0, 0, 0, 0}, {-1, 100, 2, 2, 0}, /* the callback stops */
+    };
+    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+        listed_seen_t page = {.stop_after = rows[r].stop_after};
+        uint64_t after = rows[r].after < 0 ? 0 : (uint64_t)seqs[rows[r].after];
+        int visited =
+            store_mailbox_list(f->store, POLITIE, after, rows[r].limit, collect_listed, &page);
+        if (visited != rows[r].visited || page.n != (size_t)visited)
+            fail_msg("row %zu: visited %d (callback %zu), want %d", r, visited, page.n,
+                     rows[r].visited);
+        for (int k = 0; k < visited; k++)
+            assert_int_equal(page.seq[k], (uint64_t)seqs[rows[r].first + k]);
+    }
+    listed_seen_t none = {0};
+    assert_int_equal(store_mailbox_list(f->store, "om/officier", 0, 100, collect_listed, &none), 0);
+    assert_int_equal(store_mailbox_list(f->store, POLITIE, UINT64_MAX, 100, collect_listed, &none),
+                     0);
+    assert_int_equal(store_mailbox_list(f->store, NULL, 0, 100, collect_listed, &none), -1);
+    assert_int_equal(store_mailbox_list(f->store, POLITIE, 0, 100, NULL, NULL), -1);
+
+    /* a row set aside keeps whatever its columns held: read as far as it goes */
+    snprintf(sql, sizeof sql,
+             "UPDATE deliveries_set_aside SET sender = 7, message_id = 'kapot',"
+             " accepted_at = 'gisteren', reason = x'00ff' WHERE seq = %lld",
+             (long long)seqs[1]);
+    store_fixture_raw_exec(f->path, sql);
+    listed_seen_t damaged = {0};
+    assert_int_equal(
+        store_mailbox_list(f->store, POLITIE, (uint64_t)seqs[0], 1, collect_listed, &damaged), 1);
+    assert_int_equal(damaged.seq[0], (uint64_t)seqs[1]);
+    assert_string_equal(damaged.sender[0], "(null)");
+    assert_false(damaged.has_id[0]);
+    assert_int_equal(damaged.queued_at[0], 0);
+    assert_string_equal(damaged.reason[0], "(null)");
 }
 
 /* A rekey's record (store_rekey_recorded): *arg set refuses it; otherwise
@@ -4642,6 +4794,8 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_count, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox_list, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_mailbox_list_plans, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_seq_never_reused, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_page_size_of_new_and_existing_stores, setup,
                                         store_fixture_teardown),
