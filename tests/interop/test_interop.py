@@ -11,6 +11,7 @@ Run from anywhere (paths are taken relative to this file):
     tests/interop/test_interop.py [-v] [CHECK-NAME-SUBSTRING ...]
 """
 
+import json
 import os
 import re
 import select
@@ -2275,6 +2276,78 @@ def check_admin_status(env):
             expect_eq(e.value, sc.ZAP_REFUSED_STATUS, "ZAP status of a partner key on admin")
         else:
             raise CheckFailed("a partner key completed a handshake on the admin endpoint")
+    finally:
+        env.close_all()
+        side.broker.stop()
+
+
+def pending_refusal_texts():
+    """The refusal texts of `pending` (11.4), from the document's table: case -> text."""
+    texts = {}
+    for line in doc_section(document(), "`pending`").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[1].startswith("`"):
+            texts[cells[0]] = re.findall(r"`([^`]+)`", cells[1])
+    if not texts:
+        raise CheckFailed("PROTOCOL.md 11.4 has no table of pending's refusals")
+    return texts
+
+
+@check("14b the admin endpoint's pending (11.4): a principal's case event, oldest first, with its"
+       " state and no content; pages; each refusal's text as the document gives it")
+def check_admin_pending(env):
+    pb = env.pb
+    texts = pending_refusal_texts()
+    side = SideBroker(env, "pending")
+    try:
+        side.broker.start(settings=("admin_listen=tcp://127.0.0.1:*",))
+        riec = side.connect("riec-analist")
+        res = riec.case_publish(example_open(pb, "riec/analist"))
+        expect_accepted(res.answer, res.message_id, 1)
+        res2 = riec.case_publish(sc.case_command(pb, "riec/analist", "C-00000001",
+                                                 note=pb.CaseNote(text="Geheime notitie")))
+        expect_accepted(res2.answer, res2.message_id, 1)
+        op = side.connect("riec-beheer", side.admin_endpoint())
+        ok, error, doc = op.admin("pending", ["riec/systeem"])
+        expect(ok and error is None, "pending ok: %r" % error)
+        expect_eq((doc["principal"], doc["partner"], doc["pending"], doc["after"], doc["limit"],
+                   doc["next_after"]), ("riec/systeem", "riec", 2, 0, 100, None), "the page")
+        rows = doc["deliveries"]
+        expect_eq([r["kind"] for r in rows], ["case_event", "case_event"], "two case events")
+        expect(rows[0]["seq"] < rows[1]["seq"], "oldest first")
+        first = rows[0]
+        expect_eq((first["sender"], first["message_id"], first["item_index"], first["case_id"],
+                   first["event_seq"], first["state"], first["sent"], first["set_aside_at"],
+                   first["reason"]),
+                  ("riec/analist", res.message_id.hex(), None, "C-00000001", 1, "waiting", "no",
+                   None, None), "the opened event's row")
+        expect_eq(rows[1]["event_seq"], 2, "the note is event 2")
+        expect(first["expires_at"] > first["queued_at"] > 0, "times")
+        text = json.dumps(doc)
+        for secret in ("Geheime", "Hennepteelt", "6211AB", "BU09350101"):
+            expect(secret not in text, "no content in the answer (%s)" % secret)
+        ok, error, page = op.admin("pending", ["riec/systeem", "limit=1"])
+        expect(ok and [r["seq"] for r in page["deliveries"]] == [first["seq"]]
+               and page["next_after"] == first["seq"], "a page of one names the next")
+        ok, error, page = op.admin("pending", ["riec/systeem", "after=%d" % first["seq"],
+                                               "limit=1"])
+        expect(ok and [r["seq"] for r in page["deliveries"]] == [rows[1]["seq"]]
+               and page["next_after"] is None, "the last page")
+        refusals = [
+            ([], texts["no argument, or an empty first one"][0]),
+            (["riec/systeem", "limit=0"], texts["`limit=` not digits, 0 or above 1000"][0]),
+            (["riec/systeem", "after=-1"],
+             texts["`after=` not digits, or above 9223372036854775807"][0]),
+            (["riec/beheer"], texts["an operator"][0].replace("gemeente/beheer", "riec/beheer")),
+            (["riec/niemand"], texts["no such principal in the policy in force"][0]
+             .replace("om/griffie", "riec/niemand")),
+        ]
+        for args, want in refusals:
+            ok, error, doc = op.admin("pending", args)
+            expect(not ok and error == want and doc is None,
+                   "pending %r refused %r, got %r" % (args, want, error))
+        ok, _, doc = op.admin("pending", ["riec/systeem"])
+        expect(ok and doc["pending"] == 2, "nothing lost by the refusals")
     finally:
         env.close_all()
         side.broker.stop()
