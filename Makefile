@@ -258,7 +258,7 @@ UNIT_EXTRA_test_config := broker/yamlguard.c
 STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_seal.c \
 	broker/store_migrate.c broker/store_schema.c broker/store_expire.c broker/store_audit.c broker/store_count.c broker/store_bytes.c \
 	broker/sumtable.c broker/table.c \
-	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
+	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC) broker/store_case.c
 UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) broker/growarray.c
