@@ -249,8 +249,13 @@ const char *admin_endpoint(const admin_t *admin)
  * request is then refused unexecuted, which is recorded in its place. */
 static void admin_record(broker_t *b, const admin_request_t *request, const char *action)
 {
-    char details[40];
-    snprintf(details, sizeof details, "request_id=%" PRIu64, request->request_id);
+    char details[40 + SCHAKEL_ADMIN_MAX_ARG_LEN];
+    int n = snprintf(details, sizeof details, "request_id=%" PRIu64, request->request_id);
+    /* whose mailbox an operator looked into: the trail says who saw what.
+     * Only a well-formed id is written; anything else is refused anyway. */
+    if (strcmp(action, "pending") == 0 && request->n_args >= 1 &&
+        syntax_is_principal_id(request->args[0]) && n > 0 && (size_t)n < sizeof details)
+        snprintf(details + n, sizeof details - (size_t)n, " principal=%s", request->args[0]);
     (void)record_admin(b, request->principal, action, details);
 }
 

@@ -317,6 +317,12 @@ static void test_pending_lists_signals_and_case_events(void **state)
     char *doc = pending_json(env, H_RIEC, NULL);
     expect_member(doc, "principal", H_RIEC);
     expect_member(doc, "partner", "riec");
+    /* the trail says whose mailbox the operator looked into */
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'admin.pending' "
+                                 "AND detail LIKE '% principal=' || ?1",
+                                 H_RIEC),
+                     1);
     assert_int_equal(json_int(doc, "pending"), 2);
     assert_int_equal(json_int(doc, "after"), 0);
     assert_int_equal(json_int(doc, "limit"), 100);
