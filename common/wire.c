@@ -726,9 +726,10 @@ Schakel__Frame *wire_decode_broker_frame(const uint8_t *buf, size_t len, wire_er
     Schakel__Frame *frame = decode_frame(buf, len, SCHAKEL_DECODE_BROKER_BUDGET_BYTES,
                                          TREE_ANY_REASON | TREE_ANY_FIELD, err);
     /* One that protobuf-c could not unpack (or that is too large to try)
-     * may still name its delivery in its raw bytes. */
-    if (frame == NULL && err != NULL && err->deliver_seq == 0 &&
-        err->reason != SCHAKEL__REASON__INTERNAL_ERROR)
+     * may still name its delivery in its raw bytes; one it unpacked names
+     * the seq only if the bytes do too: protobuf-c keeps the last of a seq
+     * given twice (or of two Delivers), which another reader need not. */
+    if (frame == NULL && err != NULL && err->reason != SCHAKEL__REASON__INTERNAL_ERROR)
         err->deliver_seq = wire_peek_deliver_seq(buf, len);
     return frame;
 }

@@ -87,9 +87,9 @@ void wire_frame_free(Schakel__Frame **frame);
 
 /* The seq of a Deliver in a frame's raw bytes, 0 if they hold none that
  * can be trusted: the top level must parse whole, carry version 1 and one
- * body, a Deliver, whose fields are read up to the first that does not
- * parse; its seq is field 1, a varint. For a frame the decoder refused
- * (wire_peek.c). Safe on untrusted input. */
+ * body, a Deliver, whose fields must parse to its end (the last may be cut
+ * short by it); its seq is field 1, a varint, given once. For a frame the
+ * decoder refused (wire_peek.c). Safe on untrusted input. */
 uint64_t wire_peek_deliver_seq(const uint8_t *buf, size_t len);
 
 /* Unpack one item as a Signal (budgeted, unknown fields refused) and

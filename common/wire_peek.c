@@ -4,9 +4,10 @@
  * refuses, a frame over the size limit or the decode budget): the client
  * can still name the delivery it cannot read (PROTOCOL.md 7.11). Reads the
  * frame's top level (Frame.version = 1, varint; Frame.deliver = 19,
- * length-delimited) and the Deliver's fields up to its seq (1, varint),
+ * length-delimited) and the Deliver's fields, for its seq (1, varint),
  * and trusts nothing else. Safe on untrusted input: every length is checked
- * against the buffer; returns 0 when the bytes do not allow a seq.
+ * against the buffer; returns 0 when the bytes do not allow one seq that
+ * every decoder would read alike.
  */
 #include "wire.h"
 
@@ -21,33 +22,43 @@ enum {
     PEEK_DELIVER_SEQ = 1,
 };
 
-/* A varint at *pos (at most 10 bytes, the last below 2); -1 if cut or
- * too long. */
-static int peek_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *out)
+/* What reading a field or a varint found: the whole of it; bytes that
+ * end inside it (nothing can follow it then); or bytes that are no field
+ * (a field 0, a group, wire type 6 or 7, a varint over 10 bytes): what
+ * follows them has no place a decoder must agree on. */
+enum peek_result { PEEK_WHOLE = 0, PEEK_CUT = 1, PEEK_BAD = -1 };
+
+/* A varint at *pos (at most 10 bytes, the last below 2). */
+static enum peek_result peek_varint(const uint8_t *buf, size_t len, size_t *pos, uint64_t *out)
 {
     uint64_t value = 0;
-    for (unsigned shift = 0, n = 0; n < 10 && *pos < len; n++, shift += 7) {
+    for (unsigned shift = 0, n = 0; n < 10; n++, shift += 7) {
+        if (*pos >= len)
+            return PEEK_CUT;
         uint8_t byte = buf[(*pos)++];
         if (n == 9 && byte > 1)
-            return -1;
+            return PEEK_BAD;
         value |= (uint64_t)(byte & 0x7f) << shift;
         if ((byte & 0x80) == 0) {
             *out = value;
-            return 0;
+            return PEEK_WHOLE;
         }
     }
-    return -1;
+    return PEEK_BAD;
 }
 
 /* One field's tag and, for a varint, its value; a length-delimited one's
- * bytes as [*start, *pos); others skipped. -1 if the bytes do not hold a
- * whole field (groups, wire types 6 and 7 and field 0 included). */
-static int peek_field(const uint8_t *buf, size_t len, size_t *pos, uint32_t *field, unsigned *type,
-                      uint64_t *value, size_t *start)
+ * bytes as [*start, *pos); others skipped. *field is set as soon as the
+ * tag is read, so a field cut short is known by its number. */
+static enum peek_result peek_field(const uint8_t *buf, size_t len, size_t *pos, uint32_t *field,
+                                   unsigned *type, uint64_t *value, size_t *start)
 {
     uint64_t tag = 0, length = 0;
-    if (peek_varint(buf, len, pos, &tag) != 0 || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
-        return -1;
+    enum peek_result read = peek_varint(buf, len, pos, &tag);
+    if (read != PEEK_WHOLE)
+        return read;
+    if ((tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+        return PEEK_BAD;
     *field = (uint32_t)(tag >> 3);
     *type = (unsigned)(tag & 7);
     switch (*type) {
@@ -57,32 +68,45 @@ static int peek_field(const uint8_t *buf, size_t len, size_t *pos, uint32_t *fie
     case PEEK_FIXED32: {
         size_t size = *type == PEEK_FIXED64 ? 8 : 4;
         if (len - *pos < size)
-            return -1;
+            return PEEK_CUT;
         *pos += size;
-        return 0;
+        return PEEK_WHOLE;
     }
     case PEEK_LENGTH:
-        if (peek_varint(buf, len, pos, &length) != 0 || length > len - *pos)
-            return -1;
+        read = peek_varint(buf, len, pos, &length);
+        if (read != PEEK_WHOLE)
+            return read;
+        if (length > len - *pos)
+            return PEEK_CUT;
         *start = *pos;
         *pos += (size_t)length;
-        return 0;
+        return PEEK_WHOLE;
     default:
-        return -1;
+        return PEEK_BAD;
     }
 }
 
-/* The Deliver's seq: its first field as protobuf-c writes it, read up to
- * the first field that does not parse (what comes after need not). */
+/* The Deliver's seq, when its bytes name one and only one: every field
+ * read to the end (the last may run past it, as nothing can follow),
+ * field 1 among them once, whole, a varint. protobuf-c keeps the last of
+ * a seq given twice, a reader that stops at the first keeps that one: a
+ * seq named twice names none. So does a field that is no field (a field
+ * 0, a group): a decoder that skips it could find a second seq after
+ * it. */
 static uint64_t peek_deliver_seq(const uint8_t *buf, size_t len)
 {
     size_t pos = 0, start = 0;
     uint64_t seq = 0, value = 0;
-    uint32_t field = 0;
-    unsigned type = 0;
-    while (pos < len && peek_field(buf, len, &pos, &field, &type, &value, &start) == 0) {
-        if (field == PEEK_DELIVER_SEQ && type != PEEK_VARINT)
-            return 0; /* a seq that is no varint: none to trust */
+    unsigned type = 0, seqs = 0;
+    while (pos < len) {
+        uint32_t field = 0;
+        enum peek_result read = peek_field(buf, len, &pos, &field, &type, &value, &start);
+        if (field == PEEK_DELIVER_SEQ && (seqs++ > 0 || type != PEEK_VARINT || read != PEEK_WHOLE))
+            return 0; /* named twice, or not as a whole varint: none to trust */
+        if (read == PEEK_CUT)
+            break;
+        if (read == PEEK_BAD)
+            return 0;
         if (field == PEEK_DELIVER_SEQ)
             seq = value;
     }
@@ -99,7 +123,7 @@ uint64_t wire_peek_deliver_seq(const uint8_t *buf, size_t len)
         return 0;
     /* the top level whole: one body, a Deliver, and version 1 */
     while (pos < len) {
-        if (peek_field(buf, len, &pos, &field, &type, &value, &start) != 0)
+        if (peek_field(buf, len, &pos, &field, &type, &value, &start) != PEEK_WHOLE)
             return 0;
         if (field == PEEK_FRAME_VERSION && type == PEEK_VARINT)
             version = value;

@@ -2362,9 +2362,10 @@ static void test_refused_deliver_names_its_seq(void **state)
 
 /* A Deliver protobuf-c cannot unpack (or that is over the size limit)
  * names its seq still, read from its raw bytes, when they hold one to
- * trust: version 1, one body, a Deliver, and its seq a varint before the
- * first field that does not parse. Each row is refused by the decoder
- * and names what wire_peek_deliver_seq reads. */
+ * trust: version 1, one body, a Deliver whose fields all parse (the last
+ * may be cut short by its end), and its seq a varint, given once. Each
+ * row is refused by the decoder and names what wire_peek_deliver_seq
+ * reads. */
 static void test_undecodable_deliver_seq_from_raw_bytes(void **state)
 {
     (void)state;
@@ -2430,6 +2431,43 @@ static void test_undecodable_deliver_seq_from_raw_bytes(void **state)
          10,
          0},
         {"a group (wire type 3)", {0x08, 0x01, 0x9b, 0x01, 0x08, 0x2a, 0x9c, 0x01}, 8, 0},
+        {"a seq after the field that does not decode",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x20, 0x01, 0x08, 0x2a},
+         9,
+         42},
+        {"a seq given twice",
+         {0x08, 0x01, 0x9a, 0x01, 0x06, 0x08, 0x2a, 0x08, 0x2b, 0x20, 0x01},
+         11,
+         0},
+        {"a seq given twice, the frame unpacked",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x08, 0x2b},
+         9,
+         0},
+        {"a seq given twice, a field 0 between",
+         {0x08, 0x01, 0x9a, 0x01, 0x06, 0x08, 0x2a, 0x00, 0x01, 0x08, 0x2b},
+         11,
+         0},
+        {"a seq given twice, the second cut short",
+         {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x08, 0xff},
+         9,
+         0},
+        {"a seq of 0 given before another",
+         {0x08, 0x01, 0x9a, 0x01, 0x06, 0x08, 0x00, 0x08, 0x2a, 0x20, 0x01},
+         11,
+         0},
+        {"a field 0 after the seq", {0x08, 0x01, 0x9a, 0x01, 0x04, 0x08, 0x2a, 0x00, 0x01}, 9, 0},
+        {"a group after the seq",
+         {0x08, 0x01, 0x9a, 0x01, 0x06, 0x08, 0x2a, 0x4b, 0x4c, 0x08, 0x2b},
+         11,
+         0},
+        {"a field of wire type 7 after the seq",
+         {0x08, 0x01, 0x9a, 0x01, 0x05, 0x08, 0x2a, 0x27, 0x08, 0x2b},
+         10,
+         0},
+        {"two Delivers, the frame unpacked",
+         {0x08, 0x01, 0x9a, 0x01, 0x02, 0x08, 0x2a, 0x9a, 0x01, 0x02, 0x08, 0x2b},
+         12,
+         0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         wire_error_t err;
