@@ -7,6 +7,7 @@
  * string. Errors are -1 with the store's message (or err) filled.
  */
 #include "audit.h"
+#include "plural.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -719,10 +720,12 @@ static int verify_index_end(store_t *store, verify_state_t *st)
     st->report->index_checked = 1;
     if (rows != st->report->acked_seqs)
         verify_index_problem(st,
-                             "the index holds %llu rows for entries up to %llu, but those "
-                             "entries list %llu acked deliveries",
-                             (unsigned long long)rows, (unsigned long long)st->report->last_seq,
-                             (unsigned long long)st->report->acked_seqs);
+                             "the index holds %llu %s for entries up to %llu, but those "
+                             "entries list %llu acked %s",
+                             (unsigned long long)rows, plural(rows, "row", "rows"),
+                             (unsigned long long)st->report->last_seq,
+                             (unsigned long long)st->report->acked_seqs,
+                             plural(st->report->acked_seqs, "delivery", "deliveries"));
     rc = store_audit_acked_stray(store, st->report->last_seq, &delivery, &entry);
     if (rc < 0)
         return -1;

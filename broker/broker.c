@@ -8,6 +8,7 @@
  * is lost because nothing is acknowledged before its commit).
  */
 #include "broker.h"
+#include "plural.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -1092,9 +1093,8 @@ static void refuse_sessionless(broker_t *b, zmq_msg_t *routing, const char *prin
 static void refuse_connection(broker_t *b, zmq_msg_t *routing, const char *principal)
 {
     char text[128];
-    snprintf(text, sizeof text,
-             "this principal already has %u connections, the most the broker allows",
-             b->max_connections);
+    snprintf(text, sizeof text, "this principal already has %u %s, the most the broker allows",
+             b->max_connections, plural(b->max_connections, "connection", "connections"));
     refuse_sessionless(b, routing, principal, SCHAKEL__REASON__TOO_MANY_CONNECTIONS, text);
 }
 

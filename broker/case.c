@@ -21,6 +21,7 @@
  * INTERNAL_ERROR).
  */
 #include "case.h"
+#include "plural.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -1000,9 +1001,9 @@ static int case_admit(case_cmd_t *x)
     if (!sessions_allow_publish(b->sessions, x->actor->id, b->now_ms, b->publish_rate)) {
         char text[160];
         snprintf(text, sizeof text,
-                 "more than %u publishes per second from this principal; slow down and retry "
+                 "more than %u %s per second from this principal; slow down and retry "
                  "with the same command id",
-                 b->publish_rate);
+                 b->publish_rate, plural(b->publish_rate, "publish", "publishes"));
         case_refuse(x, SCHAKEL__REASON__RATE_LIMITED, text);
         return 0;
     }

@@ -9,6 +9,7 @@
  * for either.
  */
 #include "case.h"
+#include "plural.h"
 
 #include <stdio.h>
 
@@ -44,14 +45,17 @@ int case_ids_admit_open(broker_t *b, const session_t *session, const policy_prin
         char text[SCHAKEL_MAX_REJECT_TEXT];
         if (verdict == CASE_OPEN_DENIED_PARTNER)
             snprintf(text, sizeof text,
-                     "more than %u case opens per hour from the principals of partner %s "
+                     "more than %u %s per hour from the principals of partner %s "
                      "together (its case-open budget); retry later with the same command id",
-                     b->case_opens_per_hour_per_partner, actor->partner->id);
+                     b->case_opens_per_hour_per_partner,
+                     plural(b->case_opens_per_hour_per_partner, "case open", "case opens"),
+                     actor->partner->id);
         else
             snprintf(text, sizeof text,
-                     "more than %u case opens per hour from this principal (its case-open "
+                     "more than %u %s per hour from this principal (its case-open "
                      "budget); retry later with the same command id",
-                     b->case_opens_per_hour);
+                     b->case_opens_per_hour,
+                     plural(b->case_opens_per_hour, "case open", "case opens"));
         broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, command_id, -1, 0);
         return 0;
     }

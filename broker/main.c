@@ -20,6 +20,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "audit.h"
+#include "plural.h"
 #include "broker.h"
 #include "config.h"
 #include "coredump.h"
@@ -424,10 +425,11 @@ static int rekey_already_done(const char *store_path, const char *key_path, cons
            "%s\n",
            store_path, new_key_path, key_path, entry, next_step);
     if (held > 0)
-        printf("%lld deliveries set aside stay sealed under the key before the rotation (%s, if "
+        printf("%lld %s set aside stay%s sealed under the key before the rotation (%s, if "
                "that was it): keep it while any remains (docs/OPERATIONS.md, \"A delivery that "
                "does not authenticate\")\n",
-               (long long)held, key_path);
+               (long long)held, plural(held, "delivery", "deliveries"), plural(held, "s", ""),
+               key_path);
     return 1;
 }
 
@@ -493,20 +495,24 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
         rc = 1;
         fprintf(stderr, "schakeld: %s\n", err);
     } else {
-        printf("re-sealed %llu item bodies and %llu delivery bodies of %s under %s\n%s\n",
-               (unsigned long long)counts.items, (unsigned long long)counts.deliveries, store_path,
-               new_key_path,
+        printf("re-sealed %llu item %s and %llu delivery %s of %s under %s\n%s\n",
+               (unsigned long long)counts.items, plural(counts.items, "body", "bodies"),
+               (unsigned long long)counts.deliveries, plural(counts.deliveries, "body", "bodies"),
+               store_path, new_key_path,
                rekey_next_step(config_path, new_key_path, next_step, sizeof next_step));
         if (store_migrated_from(store, NULL) > 0)
             printf("the store was at schema %d: migrated to %d\n", store_migrated_from(store, NULL),
                    store_schema_version());
         if (audit.set_aside_recorded > 0)
-            printf("recorded %lld deliveries the schema migration set aside (delivery.set_aside)\n",
-                   (long long)audit.set_aside_recorded);
+            printf("recorded %lld %s the schema migration set aside (delivery.set_aside)\n",
+                   (long long)audit.set_aside_recorded,
+                   plural(audit.set_aside_recorded, "delivery", "deliveries"));
         if (audit.set_aside_held > 0)
-            printf("%lld deliveries set aside stay sealed under %s: keep that key while any"
+            printf("%lld %s set aside stay%s sealed under %s: keep that key while any"
                    " remains (docs/OPERATIONS.md, \"A delivery that does not authenticate\")\n",
-                   (long long)audit.set_aside_held, key_path);
+                   (long long)audit.set_aside_held,
+                   plural(audit.set_aside_held, "delivery", "deliveries"),
+                   plural(audit.set_aside_held, "s", ""), key_path);
         /* Old ciphertexts leave the WAL; the broker would do it later. */
         if (store_checkpoint(store) != 0)
             fprintf(stderr, "schakeld: warning: %s\n", store_errmsg(store));
@@ -606,10 +612,11 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
         printf("the backup was at schema %d: migrated to %d\n", r.migrated_from,
                store_schema_version());
     if (r.set_aside_recorded > 0)
-        printf("the backup's schema migration set aside %lld deliveries it could not re-seal:"
+        printf("the backup's schema migration set aside %lld %s it could not re-seal:"
                " recorded (delivery.set_aside); see docs/OPERATIONS.md, \"A delivery that does not"
                " authenticate\"\n",
-               (long long)r.set_aside_recorded);
+               (long long)r.set_aside_recorded,
+               plural(r.set_aside_recorded, "delivery", "deliveries"));
     if (r.warning[0] != '\0')
         fprintf(stderr, "schakeld: warning: %s\n", r.warning);
     return 0;

@@ -10,6 +10,7 @@
  * signature lengths checked); the sender principal comes from ZAP.
  */
 #include "broker.h"
+#include "plural.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -406,9 +407,9 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
     if (!sessions_allow_publish(b->sessions, sender->id, b->now_ms, b->publish_rate)) {
         char text[128];
         snprintf(text, sizeof text,
-                 "more than %u publishes per second from this principal; slow down and retry "
+                 "more than %u %s per second from this principal; slow down and retry "
                  "with the same message id",
-                 b->publish_rate);
+                 b->publish_rate, plural(b->publish_rate, "publish", "publishes"));
         broker_reject(b, session, SCHAKEL__REASON__RATE_LIMITED, text, id, -1, 0);
         return;
     }

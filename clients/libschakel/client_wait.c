@@ -16,6 +16,7 @@
 #include <zmq.h>
 
 #include "client_internal.h"
+#include "plural.h"
 #include "client_state.h"
 #include "signal_pb.h"
 #include "syntax.h"
@@ -1012,9 +1013,10 @@ const char *client_timeout_hint(const schakel_client_t *client, int drops_before
         return " (deliveries are waiting: call schakel_receive)";
     if (drops > 0) {
         snprintf(buf, len,
-                 " (the connection dropped %d time%s meanwhile: broker restarting, or sending "
+                 " (the connection dropped %d %s meanwhile: broker restarting, or sending "
                  "frames over %u bytes?)",
-                 drops, drops == 1 ? "" : "s", SCHAKEL_MAX_FRAME_BYTES);
+                 drops, plural((unsigned long long)drops, "time", "times"),
+                 SCHAKEL_MAX_FRAME_BYTES);
         return buf;
     }
     return client->connected ? "" : " (not connected to the broker)";

@@ -7,6 +7,7 @@
  * "refused: REASON: text" and a line in caseworker words (exit 3).
  */
 #include "cli.h"
+#include "plural.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -580,9 +581,9 @@ static int case_parse(int argc, char **argv, case_args_t *args)
         return -1;
     }
     if (given != args->command->n_positional)
-        return cli_usage_error("case", "'case %s' takes %zu argument%s, not %zu",
-                               args->command->name, args->command->n_positional,
-                               args->command->n_positional == 1 ? "" : "s", given);
+        return cli_usage_error("case", "'case %s' takes %zu %s, not %zu", args->command->name,
+                               args->command->n_positional,
+                               plural(args->command->n_positional, "argument", "arguments"), given);
     return case_prepare(args);
 }
 

@@ -14,6 +14,7 @@
  * Exit codes: see import.h and schakel(1).
  */
 #include "import.h"
+#include "plural.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -264,10 +265,10 @@ static void import_warn_forgotten(const import_run_t *run, int change)
                  (unsigned long long)run->epoch_floor);
     else if (without_seq > 0)
         snprintf(why, sizeof why,
-                 "%zu batch%s of the journal %s recorded by a schakel from before item seqs, so "
+                 "%zu %s of the journal %s recorded by a schakel from before item seqs, so "
                  "whether the backup held %s is not known",
-                 without_seq, without_seq == 1 ? "" : "es", without_seq == 1 ? "was" : "were",
-                 without_seq == 1 ? "it" : "them");
+                 without_seq, plural(without_seq, "batch", "batches"),
+                 plural(without_seq, "was", "were"), plural(without_seq, "it", "them"));
     else
         return;
     cli_say("import: warning: %s, so lines the broker had forgotten on purpose before its backup "
@@ -298,11 +299,12 @@ static void import_say_restored(const import_run_t *run, int change, int during)
                  "written: publishing again",
                  run->journal_path);
     if (change == IMPORT_EPOCH_FLOOR && kept > 0)
-        cli_say("%s the batches accepted after the backup was taken; the %zu batch%s done before "
+        cli_say("%s the batches accepted after the backup was taken; the %zu %s done before "
                 "it %s kept (the broker has %s, or forgot %s on purpose when %s time was over), "
                 "and what the broker still has is answered as already accepted",
-                when, kept, kept == 1 ? "" : "es", kept == 1 ? "is" : "are",
-                kept == 1 ? "it" : "them", kept == 1 ? "it" : "them", kept == 1 ? "its" : "their");
+                when, kept, plural(kept, "batch", "batches"), plural(kept, "is", "are"),
+                plural(kept, "it", "them"), plural(kept, "it", "them"),
+                plural(kept, "its", "their"));
     else
         cli_say("%s from line 1; what the broker still has is answered as already accepted", when);
     import_warn_forgotten(run, change);
@@ -634,17 +636,18 @@ static int import_end(import_run_t *run, const import_options_t *o, const import
     import_progress_finish(&run->progress);
     int status = run->stop_status;
     if (status == IMPORT_EXIT_INTERRUPTED)
-        cli_say("import: interrupted after %llu batches, each finished and journalled; run the "
+        cli_say("import: interrupted after %llu %s, each finished and journalled; run the "
                 "same command again to go on",
-                (unsigned long long)run->batches_done);
+                (unsigned long long)run->batches_done,
+                plural(run->batches_done, "batch", "batches"));
     if (import_refusals_write(&run->refusals, o->refusals, err, sizeof err) != 0) {
         cli_say("import: %s", err);
         if (status == CLI_EXIT_OK)
             status = CLI_EXIT_FAILURE;
     }
     if (run->refusals.n > 0)
-        cli_say("import: %zu line%s refused: see %s", run->refusals.n,
-                run->refusals.n == 1 ? "" : "s", o->refusals);
+        cli_say("import: %zu %s refused: see %s", run->refusals.n,
+                plural(run->refusals.n, "line", "lines"), o->refusals);
     if (import_print_summary(run, o, fp) != 0 && status == CLI_EXIT_OK)
         status = CLI_EXIT_FAILURE;
     if (status == CLI_EXIT_OK && run->refusals.n > 0)

@@ -21,6 +21,7 @@
  * deliveries unacked ends with exit 1 (not after a SIGINT or SIGTERM).
  */
 #include "cli.h"
+#include "plural.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -585,10 +586,12 @@ static void listen_on_unreadable(const cli_options_t *opts, const listen_setting
         unreadable->seqs[unreadable->n++] = seq;
     if (unreadable->n >= settings->window && !unreadable->window_said) {
         unreadable->window_said = 1;
-        cli_say("listen: %zu deliveries that cannot be read fill the window of %u: nothing more "
-                "is delivered until they are acknowledged (schakel ack SEQ..., or listen "
-                "--ack-undecodable) or their retention ends",
-                unreadable->n, settings->window);
+        cli_say("listen: %zu %s that cannot be read fill%s the window of %u: nothing more "
+                "is delivered until %s acknowledged (schakel ack SEQ..., or listen "
+                "--ack-undecodable) or %s retention ends",
+                unreadable->n, plural(unreadable->n, "delivery", "deliveries"),
+                plural(unreadable->n, "s", ""), settings->window,
+                plural(unreadable->n, "it is", "they are"), plural(unreadable->n, "its", "their"));
     }
 }
 
@@ -606,9 +609,11 @@ static int listen_unreadable_summary(const listen_unreadable_t *unreadable, int 
                                  (unsigned long long)unreadable->seqs[i]);
     if (unreadable->n > LISTEN_UNREADABLE_LISTED)
         snprintf(seqs + used, sizeof seqs - used, " ...");
-    cli_say("listen: %zu deliveries could not be read and were not acknowledged (seq %s): "
-            "they come again until acknowledged (schakel ack SEQ...) or their retention ends",
-            unreadable->n, seqs);
+    cli_say("listen: %zu %s could not be read and %s not acknowledged (seq %s): "
+            "%s again until acknowledged (schakel ack SEQ...) or %s retention ends",
+            unreadable->n, plural(unreadable->n, "delivery", "deliveries"),
+            plural(unreadable->n, "was", "were"), seqs,
+            plural(unreadable->n, "it comes", "they come"), plural(unreadable->n, "its", "their"));
     return rc == CLI_EXIT_OK && !listen_stop ? CLI_EXIT_FAILURE : rc;
 }
 
@@ -667,8 +672,8 @@ static int listen_stopped(const listen_settings_t *settings, long long received)
     if (listen_stop)
         return CLI_EXIT_OK;
     if (settings->count > 0) {
-        cli_say("listen: received %lld of %lld deliveries within %lld s", received, settings->count,
-                settings->timeout_s);
+        cli_say("listen: received %lld of %lld %s within %lld s", received, settings->count,
+                plural(settings->count, "delivery", "deliveries"), settings->timeout_s);
         return CLI_EXIT_FAILURE;
     }
     if (settings->drain) {

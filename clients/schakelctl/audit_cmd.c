@@ -22,6 +22,7 @@
 #include "audit.h"
 #include "keys.h"
 #include "optreport.h"
+#include "plural.h"
 #include "schakel_limits.h"
 #include "store.h"
 #include "storefile.h"
@@ -324,12 +325,6 @@ static int parse_anchor(const char *text, audit_anchor_t *anchor)
     return 0;
 }
 
-/* "1 entry", "2 entries": n and the right word. */
-static const char *plural(uint64_t n, const char *one, const char *more)
-{
-    return n == 1 ? one : more;
-}
-
 static void print_intact(const audit_verify_report_t *r)
 {
     char when[32], hash[65];
@@ -343,9 +338,10 @@ static void print_intact(const audit_verify_report_t *r)
                (unsigned long long)r->last_checkpoint_seq, when, hash);
     }
     if (r->last_seq > r->last_checkpoint_seq)
-        printf("not yet under a checkpoint: %llu entries (the broker signs them within %d s "
+        printf("not yet under a checkpoint: %llu %s (the broker signs them within %d s "
                "or %u entries)\n",
                (unsigned long long)(r->last_seq - r->last_checkpoint_seq),
+               plural(r->last_seq - r->last_checkpoint_seq, "entry", "entries"),
                SCHAKEL_AUDIT_CHECKPOINT_IVL_S, SCHAKEL_AUDIT_CHECKPOINT_ENTRIES);
     if (r->last_seq > 0) {
         syntax_hex(r->last_hash, sizeof r->last_hash, hash);

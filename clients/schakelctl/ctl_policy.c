@@ -15,6 +15,7 @@
 
 #include "admin.h"
 #include "policy.h"
+#include "plural.h"
 #include "syntax.h"
 
 #define CTL_EXPLAIN_MAX_TO 64
@@ -183,9 +184,12 @@ static int ctl_policy_check(int argc, char **argv)
             ctl_say("cannot write the result");
         json_decref(out);
     } else if (policy != NULL) {
-        printf("%s: valid: %zu partners, %zu principals, %zu rules; policy hash %s\n", file,
-               policy_partner_count(policy), policy_principal_count(policy),
-               policy_rule_count(policy), policy_hash_hex(policy));
+        size_t partners = policy_partner_count(policy), principals = policy_principal_count(policy),
+               rules = policy_rule_count(policy);
+        printf("%s: valid: %zu %s, %zu %s, %zu %s; policy hash %s\n", file, partners,
+               plural(partners, "partner", "partners"), principals,
+               plural(principals, "principal", "principals"), rules, plural(rules, "rule", "rules"),
+               policy_hash_hex(policy));
         ctl_check_warnings_print(policy, file);
     } else {
         fputs(err, stderr);

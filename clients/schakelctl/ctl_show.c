@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "audit_cmd.h"
+#include "plural.h"
 
 typedef int (*ctl_print_fn)(const json_t *doc);
 
@@ -155,13 +156,19 @@ static int ctl_show_status(const json_t *doc)
     snprintf(text, sizeof text, "%s (%s, loaded %s)", ctl_json_string(policy, "hash", "-"),
              ctl_json_string(policy, "path", "-"), when);
     ctl_row("policy", text);
-    snprintf(text, sizeof text, "%lld partners, %lld principals, %lld rules",
-             ctl_json_int(policy, "partners", 0), ctl_json_int(policy, "principals", 0),
-             ctl_json_int(policy, "rules", 0));
+    long long partners = ctl_json_int(policy, "partners", 0),
+              principals = ctl_json_int(policy, "principals", 0),
+              rules = ctl_json_int(policy, "rules", 0);
+    snprintf(text, sizeof text, "%lld %s, %lld %s, %lld %s", partners,
+             plural(partners, "partner", "partners"), principals,
+             plural(principals, "principal", "principals"), rules, plural(rules, "rule", "rules"));
     ctl_row("", text);
     ctl_status_reload(doc);
-    snprintf(text, sizeof text, "%lld principals, %lld connections",
-             ctl_json_int(doc, "connected_principals", 0), ctl_json_int(doc, "connections", 0));
+    long long connected = ctl_json_int(doc, "connected_principals", 0),
+              connections = ctl_json_int(doc, "connections", 0);
+    snprintf(text, sizeof text, "%lld %s, %lld %s", connected,
+             plural(connected, "principal", "principals"), connections,
+             plural(connections, "connection", "connections"));
     ctl_row("connected", text);
     snprintf(text, sizeof text,
              "accepted %lld, refused %lld, delivered %lld, acked %lld, "
@@ -175,7 +182,8 @@ static int ctl_show_status(const json_t *doc)
     ctl_row("handshakes", text);
     long long backlog = ctl_json_int(doc, "backlog", -1);
     if (backlog >= 0)
-        snprintf(text, sizeof text, "%lld deliveries waiting", backlog);
+        snprintf(text, sizeof text, "%lld %s waiting", backlog,
+                 plural(backlog, "delivery", "deliveries"));
     else
         snprintf(text, sizeof text, "unknown (%s)", ctl_json_string(store, "error", "-"));
     ctl_row("backlog", text);
@@ -189,8 +197,9 @@ static int ctl_show_status(const json_t *doc)
     const json_t *audit = json_object_get(doc, "audit");
     if (json_is_object(audit)) {
         ctl_format_time(ctl_json_int(audit, "last_checkpoint_at", 0), when, sizeof when);
-        snprintf(text, sizeof text, "%lld entries; last checkpoint at entry %lld (%s)",
-                 ctl_json_int(audit, "entries", 0), ctl_json_int(audit, "last_checkpoint_seq", 0),
+        long long entries = ctl_json_int(audit, "entries", 0);
+        snprintf(text, sizeof text, "%lld %s; last checkpoint at entry %lld (%s)", entries,
+                 plural(entries, "entry", "entries"), ctl_json_int(audit, "last_checkpoint_seq", 0),
                  when);
         ctl_row("audit trail", text);
     }
@@ -277,8 +286,8 @@ static int ctl_show_rules(const json_t *doc)
 {
     const json_t *rules = json_object_get(doc, "rules"), *rule;
     size_t i;
-    printf("policy %s: %zu rules\n", ctl_json_string(doc, "policy_hash", "-"),
-           json_array_size(rules));
+    printf("policy %s: %zu %s\n", ctl_json_string(doc, "policy_hash", "-"), json_array_size(rules),
+           plural(json_array_size(rules), "rule", "rules"));
     json_array_foreach(rules, i, rule)
     {
         char hash[13];
@@ -349,9 +358,9 @@ static void ctl_warn_policy(const json_t *doc)
     if (total > (long long)shown) {
         char text[200];
         snprintf(text, sizeof text,
-                 "%lld more warning%s about the policy: schakelctl policy check FILE lists every "
+                 "%lld more %s about the policy: schakelctl policy check FILE lists every "
                  "one",
-                 total - (long long)shown, total - (long long)shown == 1 ? "" : "s");
+                 total - (long long)shown, plural(total - (long long)shown, "warning", "warnings"));
         ctl_warn(text);
     }
 }
@@ -360,13 +369,13 @@ static int ctl_show_reload(const json_t *doc)
 {
     long long operators = ctl_json_int(doc, "operators", -1);
     long long unreachable = ctl_json_int(doc, "cases_unreachable", -1);
-    printf("reloaded %s: policy %s -> %s%s; %lld connection%s dropped; %lld operator%s\n",
+    long long dropped = ctl_json_int(doc, "sessions_dropped", 0);
+    printf("reloaded %s: policy %s -> %s%s; %lld %s dropped; %lld %s\n",
            ctl_json_string(doc, "policy", "-"), ctl_json_string(doc, "old_hash", "-"),
            ctl_json_string(doc, "new_hash", "-"),
-           ctl_json_bool(doc, "changed") ? "" : " (unchanged)",
-           ctl_json_int(doc, "sessions_dropped", 0),
-           ctl_json_int(doc, "sessions_dropped", 0) == 1 ? "" : "s", operators,
-           operators == 1 ? "" : "s");
+           ctl_json_bool(doc, "changed") ? "" : " (unchanged)", dropped,
+           plural(dropped, "connection", "connections"), operators,
+           plural(operators, "operator", "operators"));
     if (ctl_json_bool(doc, "removed_self"))
         ctl_warn(operators > 0 ? "this reload removed your own operator key: the broker refuses "
                                  "your next request; another operator's key still works"
@@ -377,9 +386,9 @@ static int ctl_show_reload(const json_t *doc)
     if (unreachable > 0) {
         char text[200];
         snprintf(text, sizeof text,
-                 "%lld open case%s can no longer be seen or closed under this policy "
+                 "%lld open %s can no longer be seen or closed under this policy "
                  "(cases.unreachable in the broker's log names the case types and leads)",
-                 unreachable, unreachable == 1 ? "" : "s");
+                 unreachable, plural(unreachable, "case", "cases"));
         ctl_warn(text);
     }
     ctl_warn_policy(doc);

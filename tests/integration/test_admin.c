@@ -1543,7 +1543,70 @@ static void test_long_answer_comes_in_chunks(void **state)
     h_done(env);
 }
 
+/* One rule of the default policy's: politie alone is sent ondermijning. */
+static const char ONE_RULE[] =
+    "rules:\n"
+    "  - id: woco-ondermijning-politie\n"
+    "    from: [woco-maasoever, woco-jekerdal]\n"
+    "    to: [politie]\n"
+    "    kinds: [\"*\"]\n"
+    "    themes: [ondermijning]\n"
+    "    areas: [GM0935]\n"
+    "    purpose: \"Opsporing van ondermijnende criminaliteit\"\n"
+    "    legal_basis: \"Convenant RIEC Limburg, art. 5; Wpg art. 16 lid 1\"\n"
+    "    fields: [area, address, subject, grounds, case_ref, severity, observed_at, summary]\n"
+    "    retention: 365d\n";
+
+/* A broker with the admin endpoint under ONE_RULE. */
+static int setup_one_rule_broker(void **state)
+{
+    h_env_t *env = h_env_new_with_rules(ONE_RULE);
+    h_broker_start_with(env, ADMIN_ON);
+    *state = env;
+    return 0;
+}
+
+/* A count of one is said in the singular: "1 rule", "1 delivery". */
+static void test_status_and_rules_say_one_in_the_singular(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
+    schakel_signal_t s = cannabis_signal();
+    uint32_t recipients = 0;
+    (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
+    assert_int_equal(recipients, 1);
+    char *status = ctl_text(env, "status");
+    expect_text(status, "8 partners, 10 principals, 1 rule\n", "status table");
+    expect_text(status, "1 delivery waiting", "status table");
+    free(status);
+    char *rules = ctl_text(env, "rules");
+    expect_text(rules, ": 1 rule\n", "rules table");
+    free(rules);
+    schakel_close(&jekerdal);
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ policy check, explain */
+
+/* A policy of one partner, one principal and one rule, whole. */
+static const char ONE_PARTNER_POLICY[] = "version: 1\n"
+                                         "partners:\n"
+                                         "  - id: politie\n"
+                                         "    name: Politie Eenheid Limburg\n"
+                                         "principals:\n"
+                                         "  - id: politie/bvh-koppeling\n"
+                                         "    role: system\n"
+                                         "    key_file: keys/politie-bvh-koppeling.pub\n"
+                                         "rules:\n"
+                                         "  - id: politie-intern\n"
+                                         "    from: [politie]\n"
+                                         "    to: [politie]\n"
+                                         "    themes: [ondermijning]\n"
+                                         "    areas: [GM0935]\n"
+                                         "    purpose: \"Opsporing\"\n"
+                                         "    legal_basis: \"Wpg art. 16 lid 1\"\n"
+                                         "    fields: [area, summary]\n"
+                                         "    retention: 365d\n";
 
 static void test_policy_check(void **state)
 {
@@ -1554,7 +1617,8 @@ static void test_policy_check(void **state)
         const char *at; /* the text on the error's line, NULL when valid */
         const char *says;
     } rows[] = {
-        {NULL, 0, NULL, "valid: 8 partners, 10 principals, 7 rules"},
+        {NULL, 0, NULL, "valid: 8 partners, 10 principals, 7 rules;"},
+        {ONE_RULE, 0, NULL, "valid: 8 partners, 10 principals, 1 rule;"},
         {BAD_PARTNER_RULES, 1, "dierenbescherming", "unknown partner \"dierenbescherming\""},
         {BAD_THEME_RULES, 1, "parkeren", "not a theme"},
         {BAD_RETENTION_RULES, 1, "40y", "retention"},
@@ -1580,9 +1644,15 @@ static void test_policy_check(void **state)
         }
         h_cli_result_free(&res);
     }
+    h_env_write_policy(env, "%s", ONE_PARTNER_POLICY);
+    const char *const one[] = {"policy", "check", env->policy_path, NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, one, &res);
+    expect_exit(&res, 0, "one partner");
+    expect_text(res.out, "valid: 1 partner, 1 principal, 1 rule;", "one partner");
+    h_cli_result_free(&res);
     const char *const missing[] = {"policy", "check", "/nonexistent/policy.yaml", NULL};
     const char *const no_file[] = {"policy", "check", NULL};
-    h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, missing, &res);
     expect_exit(&res, 1, "missing file");
     expect_text(res.err, "/nonexistent/policy.yaml", "missing file");
@@ -2929,6 +2999,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_status_partners_rules_follow_traffic,
                                         setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_status_and_rules_say_one_in_the_singular,
+                                        setup_one_rule_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_status_and_log_say_the_store_migrated,
                                         setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_reload_refused_keeps_old_policy, setup_admin_broker,

@@ -2810,12 +2810,12 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     h_cli_result_free(&res);
     status = h_run_schakeld(&res, "--config", env->config_path, "--store-key", current, "--rekey",
                             "--new-store-key", fresh, NULL);
-    snprintf(says, sizeof says, "1 deliveries set aside stay sealed under %s", current);
+    snprintf(says, sizeof says, "1 delivery set aside stays sealed under %s", current);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
-    if (status != 0 || strstr(res.out, "re-sealed 1 item bodies and 0 delivery bodies") == NULL ||
+    if (status != 0 || strstr(res.out, "re-sealed 1 item body and 0 delivery bodies") == NULL ||
         strstr(res.out, "the store was at schema 8: migrated to 11\n") == NULL ||
-        strstr(res.out, "recorded 1 deliveries the schema migration set aside") == NULL ||
+        strstr(res.out, "recorded 1 delivery the schema migration set aside") == NULL ||
         strstr(res.out, says) == NULL || strstr(res.err, line) == NULL ||
         strstr(res.err, "under the layout of schema 8") == NULL)
         fail_msg("--rekey: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);
@@ -2904,7 +2904,7 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
     if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 11\n") == NULL ||
-        strstr(res.out, "the backup's schema migration set aside 1 deliveries") == NULL ||
+        strstr(res.out, "the backup's schema migration set aside 1 delivery") == NULL ||
         strstr(res.err, line) == NULL)
         fail_msg("--restored: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);
     h_cli_result_free(&res);
