@@ -659,12 +659,67 @@ static void h_broker_forget(h_env_t *env)
     env->endpoint[0] = '\0';
 }
 
-/* A loop that h_broker_pause_loop stopped goes on (a test that failed
+/* Note the ptrace-stop waitpid reported for the traced loop: the signal
+ * it holds back (none for an interrupt's stop, PTRACE_EVENT_STOP), which
+ * goes on with it when it is continued or let go. */
+static void h_loop_note_stop(h_env_t *env, int status)
+{
+    env->loop_stopped = 1;
+    env->loop_stop_signal = status >> 16 == PTRACE_EVENT_STOP ? 0 : WSTOPSIG(status);
+}
+
+/* Let the traced loop go, whatever it is doing. PTRACE_DETACH works only
+ * on a tracee in a ptrace-stop (ESRCH while it runs: between the seize
+ * and its stop, or after a PTRACE_CONT), and one left traced stays in a
+ * signal-delivery-stop at the next signal, SIGTERM included, for a tracer
+ * that no longer waits. So a running one is stopped first (PTRACE_INTERRUPT:
+ * the loop was seized) and its stop waited for; a signal it stopped for
+ * instead is handed on with the detach. Returns 0; -1 with why said (the
+ * loop may still be traced), or 1 if the broker ended meanwhile (reaped
+ * here: the env forgets it). */
+static int h_loop_let_go(h_env_t *env, char *why, size_t whylen)
+{
+    pid_t pid = env->broker_pid;
+    while (!env->loop_stopped) {
+        if (ptrace(PTRACE_INTERRUPT, pid, NULL, NULL) != 0) {
+            snprintf(why, whylen, "PTRACE_INTERRUPT of schakeld's loop (pid %ld): %s", (long)pid,
+                     strerror(errno));
+            return -1;
+        }
+        int status = 0;
+        pid_t got;
+        while ((got = waitpid(pid, &status, __WALL)) < 0 && errno == EINTR)
+            ;
+        if (got != pid) {
+            snprintf(why, whylen, "waitpid for schakeld's loop (pid %ld) to stop: %s", (long)pid,
+                     strerror(errno));
+            return -1;
+        }
+        if (!WIFSTOPPED(status)) {
+            snprintf(why, whylen, "schakeld (pid %ld) ended while its loop was traced (status %d)",
+                     (long)pid, status);
+            env->loop_paused = 0;
+            h_broker_forget(env);
+            return 1;
+        }
+        h_loop_note_stop(env, status);
+    }
+    if (ptrace(PTRACE_DETACH, pid, NULL, (void *)(intptr_t)env->loop_stop_signal) != 0) {
+        snprintf(why, whylen, "PTRACE_DETACH of schakeld's stopped loop (pid %ld): %s", (long)pid,
+                 strerror(errno));
+        return -1;
+    }
+    env->loop_paused = env->loop_stopped = env->loop_stop_signal = 0;
+    return 0;
+}
+
+/* A loop that h_broker_pause_loop traced goes on (a test that failed
  * before h_broker_resume_loop), so that signals reach it. */
 static void h_broker_release_loop(h_env_t *env)
 {
-    if (env->loop_paused && env->broker_pid > 0)
-        (void)ptrace(PTRACE_DETACH, env->broker_pid, NULL, NULL);
+    char why[256];
+    if (env->loop_paused && env->broker_pid > 0 && h_loop_let_go(env, why, sizeof why) != 0)
+        fprintf(stderr, "harness: %s\n", why);
     env->loop_paused = 0;
 }
 
@@ -672,6 +727,8 @@ int h_broker_stop(h_env_t *env)
 {
     assert_true(env->broker_pid > 0);
     h_broker_release_loop(env);
+    if (env->broker_pid <= 0)
+        return -1; /* it ended while traced, and was reaped then */
     kill(env->broker_pid, SIGTERM);
     int status = h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS);
     int code;
@@ -836,6 +893,8 @@ void h_broker_kill9(h_env_t *env)
     if (env->broker_pid <= 0)
         return;
     h_broker_release_loop(env);
+    if (env->broker_pid <= 0)
+        return; /* it ended while traced, and was reaped then */
     kill(env->broker_pid, SIGKILL);
     if (h_wait_exit(env->broker_pid, env->broker_pidfd, H_TIMEOUT_MS) == -1)
         fprintf(stderr, "harness: schakeld (pid %ld) did not die after SIGKILL\n",
@@ -904,6 +963,14 @@ static int h_syscall_is_epoll_wait(long nr)
                        || nr == SYS_epoll_pwait);
 }
 
+/* The traced loop, stopped, goes on with the signal its stop held back. */
+static void h_loop_continue(h_env_t *env)
+{
+    if (ptrace(PTRACE_CONT, env->broker_pid, NULL, (void *)(intptr_t)env->loop_stop_signal) != 0)
+        fail_msg("PTRACE_CONT: %s", strerror(errno));
+    env->loop_stopped = env->loop_stop_signal = 0;
+}
+
 /* Wait for the traced loop's next stop (an interrupt, or a signal on its
  * way, which is delivered: the interrupt still waits). */
 static void h_loop_await_stop(h_env_t *env)
@@ -921,18 +988,15 @@ static void h_loop_await_stop(h_env_t *env)
             h_broker_forget(env); /* reaped here */
             fail_msg("the broker ended while its loop was being stopped (status %d)", status);
         }
+        h_loop_note_stop(env, status);
         if (status >> 16 == PTRACE_EVENT_STOP)
             return;
-        if (ptrace(PTRACE_CONT, pid, NULL, (void *)(intptr_t)WSTOPSIG(status)) != 0)
-            fail_msg("PTRACE_CONT: %s", strerror(errno));
+        h_loop_continue(env);
     }
     fail_msg("the broker's loop took 100 signals and did not stop");
 }
 
-/* The loop is stopped where it waits for work (zmq_poll), never inside a
- * turn: there it may hold a lock (the allocator's, a libzmq mailbox's)
- * that libzmq's I/O threads then wait for. */
-int h_broker_pause_loop(h_env_t *env)
+int h_broker_trace_loop(h_env_t *env)
 {
     assert_true(env->broker_pid > 0 && !env->loop_paused);
     pid_t pid = env->broker_pid; /* its main thread: the loop */
@@ -945,6 +1009,18 @@ int h_broker_pause_loop(h_env_t *env)
         fail_msg("PTRACE_SEIZE: %s", strerror(errno));
     }
     env->loop_paused = 1;
+    env->loop_stopped = env->loop_stop_signal = 0; /* seized, it runs on */
+    return 0;
+}
+
+/* The loop is stopped where it waits for work (zmq_poll), never inside a
+ * turn: there it may hold a lock (the allocator's, a libzmq mailbox's)
+ * that libzmq's I/O threads then wait for. */
+int h_broker_pause_loop(h_env_t *env)
+{
+    if (h_broker_trace_loop(env) != 0)
+        return -1;
+    pid_t pid = env->broker_pid;
     const struct timespec millisecond = {0, 1000000};
     int64_t deadline = h_now_ms() + H_TIMEOUT_MS;
     for (;;) {
@@ -960,8 +1036,7 @@ int h_broker_pause_loop(h_env_t *env)
         if (h_syscall_is_poll(h_thread_syscall(pid, pid)))
             return 0;
         /* it had woken to a turn meanwhile: it goes on to its next wait */
-        if (ptrace(PTRACE_CONT, pid, NULL, NULL) != 0)
-            fail_msg("PTRACE_CONT: %s", strerror(errno));
+        h_loop_continue(env);
         if (h_now_ms() >= deadline)
             fail_msg("the broker's loop was never stopped in poll within %d ms", H_TIMEOUT_MS);
     }
@@ -970,9 +1045,9 @@ int h_broker_pause_loop(h_env_t *env)
 void h_broker_resume_loop(h_env_t *env)
 {
     assert_true(env->broker_pid > 0 && env->loop_paused);
-    env->loop_paused = 0;
-    if (ptrace(PTRACE_DETACH, env->broker_pid, NULL, NULL) != 0)
-        fail_msg("PTRACE_DETACH: %s", strerror(errno));
+    char why[256];
+    if (h_loop_let_go(env, why, sizeof why) != 0)
+        fail_msg("harness: cannot let schakeld's loop go: %s", why);
 }
 
 int h_broker_await_io_idle(const h_env_t *env, int timeout_ms)

@@ -94,6 +94,8 @@ typedef struct h_env {
     unsigned starts;       /* how many times a broker was started here */
     int completed;         /* set by h_done; if unset at h_env_free the log is printed */
     int loop_paused;       /* h_broker_pause_loop traces the broker's main thread */
+    int loop_stopped;      /* ... and it is in a ptrace-stop this process has waited for */
+    int loop_stop_signal;  /* the signal that stop holds back (0: an interrupt's stop) */
 } h_env_t;
 
 /* A new folder with keys for every principal (and the broker), the default
@@ -211,6 +213,13 @@ void h_broker_resume(h_env_t *env);
  * h_broker_kill9 and h_env_free let it go first. */
 int h_broker_pause_loop(h_env_t *env);
 void h_broker_resume_loop(h_env_t *env);
+
+/* The harness's own test of letting a traced loop go at any moment: trace
+ * the broker's main thread (PTRACE_SEIZE) and leave it running, as
+ * h_broker_pause_loop does before its loop stops. h_broker_resume_loop
+ * (or a stop of the broker) lets it go. Returns 0, or -1 as
+ * h_broker_pause_loop does. */
+int h_broker_trace_loop(h_env_t *env);
 
 /* With the loop paused: wait (bounded) until every libzmq I/O thread of
  * the broker ("ZMQbg/IO/N") sleeps in epoll_wait, which it does only

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -5175,6 +5176,35 @@ static void test_busy_reader_gets_redelivery(void **state)
     h_done(env);
 }
 
+/* The harness lets a traced loop go at any moment: right after its
+ * seize, while it runs on (where PTRACE_DETACH alone fails, ESRCH, and
+ * the broker, left traced, would stop for good at the SIGTERM that ends
+ * it), over and over; with a signal on its way to it, which still comes
+ * (SIGHUP: the policy is reloaded); and stopped in poll. The broker then
+ * answers, and ends at SIGTERM with status 0. */
+static void test_harness_lets_a_traced_loop_go(void **state)
+{
+    h_env_t *env = *state;
+    for (int i = 0; i < 50; i++) {
+        if (h_broker_trace_loop(env) != 0) {
+            h_done(env);
+            skip();
+        }
+        h_broker_resume_loop(env);
+    }
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_trace_loop(env), 0);
+    assert_int_equal(kill(env->broker_pid, SIGHUP), 0);
+    h_broker_resume_loop(env);
+    if (h_await_log(env, offset, "event=policy.reloaded ", H_TIMEOUT_MS) != 0)
+        fail_msg("the SIGHUP sent while the loop was traced did not reload the policy");
+    assert_int_equal(h_broker_pause_loop(env), 0);
+    h_broker_resume_loop(env);
+    assert_int_equal(h_backlog_of(env, H_OM), 0);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_done(env);
+}
+
 /* Answers to a connection that is gone cannot be queued: a client that
  * sends many frames and leaves had a log line written for each of them.
  * Now a few per principal a minute say so in full, and the rest are
@@ -5327,6 +5357,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unread_window_is_not_resent, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_busy_reader_gets_redelivery, h_setup_env, h_teardown),
+        cmocka_unit_test_setup_teardown(test_harness_lets_a_traced_loop_go, h_setup_broker,
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_undeliverable_answers_are_summed_up, h_setup_broker,
                                         h_teardown),
     };
