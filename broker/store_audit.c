@@ -1,21 +1,16 @@
 /*
- * store_audit.c — the audit trail's rows: entries and signed checkpoints
- * appended inside the caller's transaction, the index of acked deliveries
- * (audit_acks) written with their entries, the trail's tail, scans (in seq
- * order, by subject, by delivery), and a keyless read-only opening of a
- * store for offline readers. Knows SQL, not hashes or signatures: audit.c
- * computes and checks those. Trusts nothing read back: a row that cannot
- * be an honest entry is handed out marked damaged, for the verifier to
- * name. Errors are -1 with store_errmsg set, as everywhere in the store.
+ * store_audit.c — the audit trail's rows written: entries and signed
+ * checkpoints appended in the caller's transaction, the acked-delivery
+ * index (audit_acks) written with them, the tail, and the trail's
+ * statements (store_audit_read.c reads with them). Knows SQL, not hashes or
+ * signatures (audit.c's). Errors are -1 with store_errmsg set.
  */
-#include <limits.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
-#include "store_internal.h"
+#include "store_audit_internal.h"
 #include "syntax.h"
 
 /* Columns in the order of enum store_audit_field (and of the canonical
@@ -70,9 +65,6 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
 #define AUDIT_ROW_COLUMNS_BEFORE_QUEUED                                                            \
     "seq, at, " AUDIT_FIELD_COLUMNS_BEFORE_ACKS ", delivery_seqs, NULL AS deliveries, hash"
 #define AUDIT_CHECKPOINT_COLUMNS "seq, at, hash, key, signature"
-
-/* Result columns of the entry scans: seq, at, the fields, hash. */
-enum { ROW_SEQ = 0, ROW_AT = 1, ROW_FIRST_FIELD = 2, ROW_HASH = 2 + STORE_AUDIT_FIELD_COUNT };
 
 /* Parameters only: no SQL text is ever built from input. */
 static const char *const audit_sql[AUDIT_STMT_COUNT] = {
@@ -177,7 +169,7 @@ static long audit_schema(store_t *store)
 
 /* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
  * them, -1 on error. */
-static int audit_has_acks(store_t *store)
+int store_audit_has_acks(store_t *store)
 {
     long version = audit_schema(store);
     return version < 0 ? -1 : version >= AUDIT_ACKS_SCHEMA_VERSION;
@@ -214,7 +206,7 @@ static int audit_stmt_refresh(store_t *store, enum store_audit_stmt_id id)
 }
 
 /* The statement, prepared at its first use on this connection. */
-static sqlite3_stmt *audit_stmt(store_t *store, enum store_audit_stmt_id id)
+sqlite3_stmt *store_audit_stmt(store_t *store, enum store_audit_stmt_id id)
 {
     if (store->audit_stmt[id] != NULL && audit_stmt_refresh(store, id) != 0)
         return NULL;
@@ -253,7 +245,7 @@ static int audit_txn_open(const store_t *store)
 
 static int tail_read_entry(store_t *store, store_audit_tail_t *tail)
 {
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_TAIL);
+    sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_TAIL);
     if (stmt == NULL)
         return -1;
     int rc = sqlite3_step(stmt), result = -1;
@@ -278,7 +270,7 @@ static int tail_read_entry(store_t *store, store_audit_tail_t *tail)
 
 static int tail_read_checkpoint(store_t *store, store_audit_tail_t *tail)
 {
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_TAIL);
+    sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_CHECKPOINT_TAIL);
     if (stmt == NULL)
         return -1;
     int rc = sqlite3_step(stmt);
@@ -428,242 +420,6 @@ int store_audit_tail(store_t *store, store_audit_tail_t *tail)
     return 0;
 }
 
-/* ------------------------------------------------------------------ seq lists */
-
-size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max)
-{
-    size_t n = 0;
-    uint64_t last = 0;
-    const char *p = text;
-    if (p == NULL)
-        return 0;
-    for (;;) {
-        uint64_t value = 0;
-        if (*p < '1' || *p > '9') /* no empty item, sign, space or leading zero */
-            return 0;
-        while (*p >= '0' && *p <= '9') {
-            uint64_t digit = (uint64_t)(*p++ - '0');
-            if (value > ((uint64_t)INT64_MAX - digit) / 10)
-                return 0;
-            value = value * 10 + digit;
-        }
-        if (value <= last || n == STORE_AUDIT_MAX_ACKED_SEQS)
-            return 0;
-        if (seqs != NULL && n < max)
-            seqs[n] = value;
-        n++;
-        last = value;
-        if (*p == '\0')
-            return n;
-        if (*p++ != ',')
-            return 0;
-    }
-}
-
-/* ------------------------------------------------------------------ deliveries */
-
-/* A canonical decimal in 0..INT64_MAX (no sign, no leading zero) ending at
- * `end`; *p moves past it. Returns 0, or -1. */
-static int parse_decimal(const char **p, char end, uint64_t *value)
-{
-    const char *q = *p;
-    uint64_t v = 0;
-    if (*q < '0' || *q > '9' || (*q == '0' && q[1] >= '0' && q[1] <= '9'))
-        return -1;
-    while (*q >= '0' && *q <= '9') {
-        uint64_t digit = (uint64_t)(*q++ - '0');
-        if (v > ((uint64_t)INT64_MAX - digit) / 10)
-            return -1;
-        v = v * 10 + digit;
-    }
-    if (*q != end)
-        return -1;
-    *p = q + 1;
-    *value = v;
-    return 0;
-}
-
-/* The checks below read each byte once, in place, and stop at the first
- * that does not belong (a NUL included), so that checking a list costs a
- * pass over it. */
-
-static int is_token_byte(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
-}
-
-/* An id token (syntax_is_id_token: [a-z0-9][a-z0-9._-]{0,63}) followed by
- * `end`; *p moves past `end`. */
-static int parse_token(const char **p, char end, const char **word, size_t *len)
-{
-    const char *q = *p;
-    if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9')))
-        return -1;
-    while (is_token_byte(*q))
-        q++;
-    if (*q != end || (size_t)(q - *p) > SCHAKEL_MAX_ID_LEN)
-        return -1;
-    *word = *p;
-    *len = (size_t)(q - *p);
-    *p = q + 1;
-    return 0;
-}
-
-/* A principal id (syntax_is_principal_id: token "/" token) followed by
- * `end`; *p moves past `end`, *partner_len is the first token's length. */
-static int parse_principal(const char **p, char end, const char **word, size_t *len,
-                           size_t *partner_len)
-{
-    const char *q = *p, *name = NULL;
-    size_t name_len = 0;
-    if (parse_token(&q, '/', word, partner_len) != 0 || parse_token(&q, end, &name, &name_len) != 0)
-        return -1;
-    *len = (size_t)(q - 1 - *p);
-    *p = q;
-    return 0;
-}
-
-/* 64 lower-case hex digits followed by `end`. */
-static int parse_hash(const char **p, char end, const char **hash)
-{
-    const char *q = *p;
-    for (int i = 0; i < 64; i++, q++)
-        if (!((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'f')))
-            return -1;
-    if (*q != end)
-        return -1;
-    *hash = *p;
-    *p = q + 1;
-    return 0;
-}
-
-/* Field names ([a-z_]+ joined by single commas) followed by `end`. */
-static int parse_fields(const char **p, char end, const char **fields, size_t *len)
-{
-    const char *q = *p;
-    for (;;) {
-        const char *word = q;
-        while ((*q >= 'a' && *q <= 'z') || *q == '_')
-            q++;
-        if (q == word)
-            return -1;
-        if (*q != ',')
-            break;
-        q++;
-    }
-    if (*q != end)
-        return -1;
-    *fields = *p;
-    *len = (size_t)(q - *p);
-    *p = q + 1;
-    return 0;
-}
-
-/* n bytes at s: no NUL, valid UTF-8. ASCII (the usual case) is checked a
- * byte at a time here; from the first byte above 0x7F, syntax_is_utf8
- * checks the rest (it stops at nothing, so the NUL check comes first). */
-static int counted_ok(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == 0)
-            return 0;
-        if (c >= 0x80)
-            return strnlen(s + i, n - i) == n - i && syntax_is_utf8((const uint8_t *)s + i, n - i);
-    }
-    return 1;
-}
-
-/* LEN ":" bytes, followed by `end`: valid UTF-8 without NUL. Reads no
- * byte past a NUL: counted_ok stops at one first. */
-static int parse_counted(const char **p, char end, const char **text, size_t *len)
-{
-    uint64_t n = 0;
-    if (parse_decimal(p, ':', &n) != 0 || n > SCHAKEL_AUDIT_MAX_TEXT_LEN ||
-        !counted_ok(*p, (size_t)n) || (*p)[n] != end)
-        return -1;
-    *text = *p;
-    *len = (size_t)n;
-    *p += n + 1;
-    return 0;
-}
-
-/* One rule line at *p into d (its rule part); *p moves past its LF. */
-static int parse_rule_line(const char **p, store_audit_delivery_t *d)
-{
-    const char *q = *p;
-    uint64_t expires = 0;
-    if (strncmp(q, "rule ", 5) != 0)
-        return -1;
-    q += 5;
-    if (parse_token(&q, ' ', &d->rule_id, &d->rule_id_len) != 0 ||
-        parse_hash(&q, ' ', &d->rule_hash) != 0 || parse_decimal(&q, ' ', &expires) != 0 ||
-        parse_fields(&q, ' ', &d->fields, &d->fields_len) != 0 ||
-        parse_counted(&q, ' ', &d->purpose, &d->purpose_len) != 0 ||
-        parse_counted(&q, '\n', &d->legal_basis, &d->legal_basis_len) != 0)
-        return -1;
-    d->expires_at = (int64_t)expires;
-    *p = q;
-    return 0;
-}
-
-/* The walk of store_audit_deliveries_parse: with fn NULL it only checks.
- * Returns the number of deliveries, or 0. */
-static size_t deliveries_walk(const char *text, store_audit_delivery_fn fn, void *arg)
-{
-    uint32_t rule_at[STORE_AUDIT_MAX_QUEUED_DELIVERIES + 1];
-    size_t n_rules = 0, n = 0, used = 0;
-    uint64_t last = 0;
-    const char *p = text;
-    if (text == NULL ||
-        strnlen(text, STORE_AUDIT_MAX_DELIVERIES_TEXT + 1) > STORE_AUDIT_MAX_DELIVERIES_TEXT)
-        return 0;
-    while (*p == 'r') { /* the rules, each once */
-        store_audit_delivery_t d;
-        if (n_rules == STORE_AUDIT_MAX_QUEUED_DELIVERIES)
-            return 0;
-        rule_at[n_rules] = (uint32_t)(p - text);
-        if (parse_rule_line(&p, &d) != 0)
-            return 0;
-        size_t len = (size_t)(p - text) - rule_at[n_rules];
-        for (size_t i = 0; i < n_rules; i++)
-            if (rule_at[i + 1] - rule_at[i] == len &&
-                memcmp(text + rule_at[i], text + rule_at[n_rules], len) == 0)
-                return 0;
-        rule_at[++n_rules] = (uint32_t)(p - text);
-    }
-    while (*p != '\0') { /* the deliveries, ascending; rules in order of first use */
-        store_audit_delivery_t d;
-        uint64_t seq = 0, rule = 0;
-        memset(&d, 0, sizeof d);
-        if (n == STORE_AUDIT_MAX_QUEUED_DELIVERIES || parse_decimal(&p, ' ', &seq) != 0 ||
-            seq <= last || parse_decimal(&p, ' ', &rule) != 0 || rule > used || rule >= n_rules ||
-            parse_principal(&p, '\n', &d.recipient, &d.recipient_len, &d.recipient_partner_len) !=
-                0)
-            return 0;
-        used += rule == used;
-        last = seq;
-        n++;
-        if (fn != NULL) {
-            const char *r = text + rule_at[rule];
-            (void)parse_rule_line(&r, &d);
-            d.seq = seq;
-            if (fn(&d, arg) != 0)
-                return n;
-        }
-    }
-    return n > 0 && used == n_rules ? n : 0;
-}
-
-size_t store_audit_deliveries_parse(const char *text, store_audit_delivery_fn fn, void *arg)
-{
-    size_t n = deliveries_walk(text, NULL, NULL);
-    if (n == 0 || fn == NULL)
-        return n;
-    (void)deliveries_walk(text, fn, arg);
-    return n;
-}
-
 /* ------------------------------------------------------------------ append */
 
 static int audit_check_text(store_t *store, const store_audit_value_t *v)
@@ -768,7 +524,7 @@ static int audit_bind_fields(store_t *store, sqlite3_stmt *stmt, const store_aud
 /* Insert the entry row itself (the statement is finished either way). */
 static int audit_insert_row(store_t *store, const store_audit_entry_t *entry)
 {
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_APPEND);
+    sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_APPEND);
     if (stmt == NULL)
         return -1;
     if (store_bind_int64(store, stmt, ROW_SEQ + 1, (int64_t)entry->seq) != 0 ||
@@ -801,7 +557,7 @@ static void audit_acked_taken(store_t *store, uint64_t delivery_seq)
  * seq indexed before fails on the primary key (audit_acked_taken). */
 static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t *seqs, size_t n)
 {
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_ACKED_ADD);
+    sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_ACKED_ADD);
     if (stmt == NULL)
         return -1;
     for (size_t i = 0; i < n; i++) {
@@ -823,7 +579,7 @@ static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t
 static int audit_savepoint_step(store_t *store, enum store_audit_stmt_id id, const char *what,
                                 int quiet)
 {
-    sqlite3_stmt *stmt = audit_stmt(store, id);
+    sqlite3_stmt *stmt = store_audit_stmt(store, id);
     if (stmt == NULL)
         return -1;
     if (!quiet)
@@ -903,7 +659,7 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
         store_refuse(store, "audit checkpoint", "no such entry, or not after the last checkpoint");
         return -1;
     }
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_ADD);
+    sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_CHECKPOINT_ADD);
     if (stmt == NULL)
         return -1;
     if (store_bind_int64(store, stmt, 1, (int64_t)cp->seq) != 0 ||
@@ -919,464 +675,4 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
     store->audit_tail.checkpoint_seq = cp->seq;
     store->audit_tail.checkpoint_at = cp->at;
     return 0;
-}
-
-/* ------------------------------------------------------------------ reading rows */
-
-/* One field of the current row into v; the damage, if any, into *damage. */
-static void row_field(sqlite3_stmt *stmt, int i, store_audit_value_t *v, const char **damage)
-{
-    int col = ROW_FIRST_FIELD + i, type = sqlite3_column_type(stmt, col);
-    memset(v, 0, sizeof *v);
-    if (type == SQLITE_NULL)
-        return;
-    if (store_audit_fields[i].is_integer) {
-        if (type != SQLITE_INTEGER && *damage == NULL)
-            *damage = "an integer field holds another type";
-        v->present = 1;
-        v->number = sqlite3_column_int64(stmt, col);
-        return;
-    }
-    const char *text = store_column_text(stmt, col);
-    int bytes = sqlite3_column_bytes(stmt, col);
-    v->present = 1;
-    v->text = text != NULL ? text : "";
-    /* A blob or an embedded NUL would make the C string differ from the
-     * stored bytes, and the hash check could then miss an edit. */
-    if (*damage == NULL &&
-        (type != SQLITE_TEXT || text == NULL || bytes < 0 || strlen(text) != (size_t)bytes))
-        *damage = "a text field holds another type or a NUL byte";
-}
-
-/* Fill e from the current row of an entry scan. Strings borrow the row. */
-static void row_entry(sqlite3_stmt *stmt, store_audit_entry_t *e)
-{
-    size_t hash_len = 0;
-    memset(e, 0, sizeof *e);
-    e->seq = (uint64_t)sqlite3_column_int64(stmt, ROW_SEQ);
-    e->at = sqlite3_column_int64(stmt, ROW_AT);
-    if (sqlite3_column_type(stmt, ROW_SEQ) != SQLITE_INTEGER ||
-        sqlite3_column_type(stmt, ROW_AT) != SQLITE_INTEGER)
-        e->damage = "seq or at is not an integer";
-    for (int i = 0; i < STORE_AUDIT_FIELD_COUNT; i++)
-        row_field(stmt, i, &e->field[i], &e->damage);
-    if (!e->field[STORE_AUDIT_EVENT].present && e->damage == NULL)
-        e->damage = "the entry has no event";
-    const uint8_t *hash = store_column_bytes(stmt, ROW_HASH, &hash_len);
-    if (hash != NULL && hash_len == STORE_AUDIT_HASH_BYTES &&
-        sqlite3_column_type(stmt, ROW_HASH) == SQLITE_BLOB)
-        memcpy(e->hash, hash, STORE_AUDIT_HASH_BYTES);
-    else if (e->damage == NULL)
-        e->damage = "the stored hash is not 32 bytes";
-}
-
-/* Step a bound entry scan, calling fn per row. Returns rows visited or -1. */
-static int scan_rows(store_t *store, sqlite3_stmt *stmt, store_audit_fn fn, void *arg,
-                     const char *what)
-{
-    int visited = 0, rc;
-    store->in_callback = 1;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        store_audit_entry_t e;
-        row_entry(stmt, &e);
-        visited++;
-        if (visited == INT_MAX || fn(&e, arg) != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    store->in_callback = 0;
-    if (rc != SQLITE_DONE)
-        store_fail(store, what);
-    store_stmt_finish(stmt);
-    return rc == SQLITE_DONE ? visited : -1;
-}
-
-/* Cost: one descent of the rowid b-tree, then a step per row. */
-int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn, void *arg)
-{
-    if (store_enter(store, "audit scan") != 0 || fn == NULL)
-        return -1;
-    if (limit == 0 || after_seq >= INT64_MAX)
-        return 0;
-    if (limit > INT_MAX)
-        limit = INT_MAX;
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)after_seq) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    return scan_rows(store, stmt, fn, arg, "audit scan");
-}
-
-/* A seq bound as SQLite takes it: the trail's seqs are below INT64_MAX. */
-static int64_t seq_bound(uint64_t seq)
-{
-    return seq > INT64_MAX ? INT64_MAX : (int64_t)seq;
-}
-
-/* Cost: O(log n + limit) through the partial subject index (its rows are
- * in seq order within one tag, so a step from after_seq starts where the
- * last one ended). */
-int store_audit_scan_subject(store_t *store, const char *subject, uint64_t after_seq,
-                             uint64_t up_to_seq, size_t limit, store_audit_fn fn, void *arg)
-{
-    if (store_enter(store, "audit subject scan") != 0 || fn == NULL || subject == NULL)
-        return -1;
-    if (limit == 0 || after_seq >= up_to_seq || after_seq >= INT64_MAX)
-        return 0;
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_SUBJECT);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_text(store, stmt, 1, subject) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
-        store_bind_int64(store, stmt, 3, seq_bound(up_to_seq)) != 0 ||
-        store_bind_int64(store, stmt, 4, limit > INT_MAX ? INT_MAX : (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    return scan_rows(store, stmt, fn, arg, "audit subject scan");
-}
-
-int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
-                              store_audit_fn fn, void *arg)
-{
-    if (store_enter(store, "audit delivery scan") != 0 || fn == NULL)
-        return -1;
-    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
-        return 0;
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_SCAN_DELIVERY);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)delivery_seq) != 0 ||
-        store_bind_int64(store, stmt, 2, seq_bound(up_to_seq)) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    return scan_rows(store, stmt, fn, arg, "audit delivery scan");
-}
-
-/* The acked-delivery statements need audit_acks: on an older store (an
- * offline reader's) there is nothing to find. Returns the statement, or
- * NULL with *absent set (older store) or not (error). */
-static sqlite3_stmt *acked_stmt(store_t *store, enum store_audit_stmt_id id, int *absent)
-{
-    *absent = 0;
-    if (store->audit_stmt[id] == NULL) {
-        int has_acks = audit_has_acks(store);
-        if (has_acks <= 0) {
-            *absent = has_acks == 0;
-            return NULL;
-        }
-    }
-    return audit_stmt(store, id);
-}
-
-/* An acked-delivery statement with delivery_seq bound: 1 and *stmt, or 0
- * when there is nothing to find (no such seq can be indexed, an older
- * store without audit_acks), or -1 on error. */
-static int acked_stmt_for(store_t *store, enum store_audit_stmt_id id, uint64_t delivery_seq,
-                          sqlite3_stmt **stmt)
-{
-    int absent = 0;
-    if (delivery_seq == 0 || delivery_seq > INT64_MAX)
-        return 0;
-    *stmt = acked_stmt(store, id, &absent);
-    if (*stmt == NULL)
-        return absent ? 0 : -1;
-    if (store_bind_int64(store, *stmt, 1, (int64_t)delivery_seq) != 0) {
-        store_stmt_finish(*stmt);
-        return -1;
-    }
-    return 1;
-}
-
-/* Cost: two rowid lookups (audit_acks, then audit). */
-int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
-                           store_audit_fn fn, void *arg)
-{
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "audit acked scan") != 0 || fn == NULL)
-        return -1;
-    int ready = acked_stmt_for(store, AUDIT_STMT_SCAN_ACKED, delivery_seq, &stmt);
-    if (ready <= 0)
-        return ready;
-    if (store_bind_int64(store, stmt, 2, seq_bound(up_to_seq)) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    return scan_rows(store, stmt, fn, arg, "audit acked scan");
-}
-
-int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq)
-{
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "audit acked lookup") != 0 || audit_seq == NULL)
-        return -1;
-    int ready = acked_stmt_for(store, AUDIT_STMT_ACKED_LOOKUP, delivery_seq, &stmt);
-    if (ready <= 0)
-        return ready;
-    int rc = sqlite3_step(stmt), found = 0;
-    if (rc == SQLITE_ROW) {
-        int64_t value = sqlite3_column_int64(stmt, 0);
-        *audit_seq = value > 0 ? (uint64_t)value : 0;
-        found = 1;
-    } else if (rc != SQLITE_DONE) {
-        store_fail(store, "audit acked lookup");
-        found = -1;
-    }
-    store_stmt_finish(stmt);
-    return found;
-}
-
-int store_audit_snapshot_begin(store_t *store)
-{
-    if (store_enter(store, "audit snapshot") != 0)
-        return -1;
-    if (!sqlite3_get_autocommit(store->db))
-        return 0; /* a transaction is open: its reads are one snapshot already */
-    return store_exec_fixed(store, "BEGIN DEFERRED", "audit snapshot") == 0 ? 1 : -1;
-}
-
-void store_audit_snapshot_end(store_t *store, int began)
-{
-    if (began == 1 && !sqlite3_get_autocommit(store->db))
-        (void)store_exec_fixed(store, "COMMIT", "audit snapshot end"); /* it only read */
-}
-
-/* Cost: one descent of the table's b-tree (rowids below 1 come first). */
-int store_audit_off_chain(store_t *store, uint64_t *count)
-{
-    int64_t n = 0;
-    if (store_enter(store, "audit off-chain count") != 0 || count == NULL ||
-        store_query_int64(store, "SELECT count(*) FROM audit WHERE seq < 1", &n) != 0)
-        return -1;
-    *count = (uint64_t)n;
-    return 0;
-}
-
-/* SQLite's integrity_check of one table and its indexes; the statement
- * text is fixed per table. Returns 0 (problem untouched when "ok"), or -1. */
-static int integrity_of(store_t *store, const char *sql, const char *table, char *problem,
-                        size_t problem_len, uint64_t *problems)
-{
-    sqlite3_stmt *stmt = NULL;
-    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
-        store_fail(store, "audit integrity check");
-        return -1;
-    }
-    int rc;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *text = (const char *)sqlite3_column_text(stmt, 0);
-        if (text == NULL || strcmp(text, "ok") == 0)
-            continue;
-        if ((*problems)++ == 0)
-            snprintf(problem, problem_len, "%s (integrity_check of table %s)", text, table);
-    }
-    if (rc != SQLITE_DONE)
-        store_fail(store, "audit integrity check");
-    sqlite3_finalize(stmt);
-    return rc == SQLITE_DONE ? 0 : -1;
-}
-
-/* Cost: a walk of each table and of each of its indexes, with a look-up
- * per row and index (what PRAGMA integrity_check does for one table). */
-int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uint64_t *problems)
-{
-    if (store_enter(store, "audit integrity check") != 0 || problem == NULL || problems == NULL)
-        return -1;
-    *problems = 0;
-    problem[0] = '\0';
-    int has_acks = audit_has_acks(store);
-    if (has_acks < 0 ||
-        integrity_of(store, "PRAGMA integrity_check(audit)", "audit", problem, problem_len,
-                     problems) != 0 ||
-        integrity_of(store, "PRAGMA integrity_check(audit_checkpoints)", "audit_checkpoints",
-                     problem, problem_len, problems) != 0 ||
-        (has_acks && integrity_of(store, "PRAGMA integrity_check(audit_acks)", "audit_acks",
-                                  problem, problem_len, problems) != 0))
-        return -1;
-    return 0;
-}
-
-/* Cost: a walk of audit_acks (it has no index on audit_seq: only
- * verification asks this). */
-int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
-{
-    int absent = 0;
-    if (store_enter(store, "audit acked count") != 0 || count == NULL)
-        return -1;
-    sqlite3_stmt *stmt = acked_stmt(store, AUDIT_STMT_ACKED_COUNT, &absent);
-    if (stmt == NULL)
-        return absent ? 0 : -1;
-    if (store_bind_int64(store, stmt, 1, up_to_seq > INT64_MAX ? INT64_MAX : (int64_t)up_to_seq) !=
-        0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int rc = sqlite3_step(stmt), result = -1;
-    if (rc == SQLITE_ROW) {
-        *count = (uint64_t)sqlite3_column_int64(stmt, 0);
-        result = 1;
-    } else {
-        store_fail(store, "audit acked count");
-    }
-    store_stmt_finish(stmt);
-    return result;
-}
-
-/* Rows naming an entry past the one verified, with no such entry: an entry
- * and its rows commit together, so while a broker writes, a row it wrote
- * has its entry in the same snapshot (one statement reads one). Prepared
- * for the one call verification makes. Cost: a walk of audit_acks and a
- * rowid look-up per row past after_seq. */
-#define AUDIT_ACKED_STRAY_SQL                                                                      \
-    "SELECT a.delivery_seq, a.audit_seq FROM audit_acks AS a WHERE a.audit_seq > ?1"               \
-    " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                                \
-    " ORDER BY a.delivery_seq LIMIT 1"
-
-int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
-                            uint64_t *audit_seq)
-{
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "audit acked index") != 0 || delivery_seq == NULL || audit_seq == NULL)
-        return -1;
-    int has_acks = audit_has_acks(store);
-    if (has_acks <= 0)
-        return has_acks;
-    if (sqlite3_prepare_v2(store->db, AUDIT_ACKED_STRAY_SQL, -1, &stmt, NULL) != SQLITE_OK) {
-        store_fail(store, "audit acked index: prepare");
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    int rc =
-        store_bind_int64(store, stmt, 1, after_seq > INT64_MAX ? INT64_MAX : (int64_t)after_seq);
-    int result = -1;
-    if (rc == 0) {
-        rc = sqlite3_step(stmt);
-        if (rc == SQLITE_ROW) {
-            *delivery_seq = (uint64_t)sqlite3_column_int64(stmt, 0);
-            *audit_seq = (uint64_t)sqlite3_column_int64(stmt, 1);
-            result = 1;
-        } else if (rc == SQLITE_DONE) {
-            result = 0;
-        } else {
-            store_fail(store, "audit acked index");
-        }
-    }
-    sqlite3_finalize(stmt);
-    return result;
-}
-
-static void row_checkpoint(sqlite3_stmt *stmt, store_audit_checkpoint_t *cp)
-{
-    size_t hash_len = 0, key_len = 0, sig_len = 0;
-    memset(cp, 0, sizeof *cp);
-    cp->seq = (uint64_t)sqlite3_column_int64(stmt, 0);
-    cp->at = sqlite3_column_int64(stmt, 1);
-    const uint8_t *hash = store_column_bytes(stmt, 2, &hash_len);
-    const uint8_t *key = store_column_bytes(stmt, 3, &key_len);
-    const uint8_t *sig = store_column_bytes(stmt, 4, &sig_len);
-    if (sqlite3_column_type(stmt, 0) != SQLITE_INTEGER ||
-        sqlite3_column_type(stmt, 1) != SQLITE_INTEGER || hash == NULL ||
-        hash_len != sizeof cp->hash || key == NULL || key_len != sizeof cp->key || sig == NULL ||
-        sig_len != sizeof cp->signature) {
-        cp->damage = "a column is missing or of the wrong size";
-        return;
-    }
-    memcpy(cp->hash, hash, sizeof cp->hash);
-    memcpy(cp->key, key, sizeof cp->key);
-    memcpy(cp->signature, sig, sizeof cp->signature);
-}
-
-int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
-                                store_audit_checkpoint_fn fn, void *arg)
-{
-    if (store_enter(store, "audit checkpoint scan") != 0 || fn == NULL)
-        return -1;
-    if (after_seq >= INT64_MAX || up_to_seq <= after_seq)
-        return 0;
-    if (up_to_seq > INT64_MAX)
-        up_to_seq = INT64_MAX;
-    sqlite3_stmt *stmt = audit_stmt(store, AUDIT_STMT_CHECKPOINT_SCAN);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_int64(store, stmt, 1, (int64_t)after_seq) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)up_to_seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int visited = 0, rc;
-    store->in_callback = 1;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        store_audit_checkpoint_t cp;
-        row_checkpoint(stmt, &cp);
-        visited++;
-        if (visited == INT_MAX || fn(&cp, arg) != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    store->in_callback = 0;
-    if (rc != SQLITE_DONE)
-        store_fail(store, "audit checkpoint scan");
-    store_stmt_finish(stmt);
-    return rc == SQLITE_DONE ? visited : -1;
-}
-
-/* ------------------------------------------------------------------ reader */
-
-static void reader_error(char *err, size_t errlen, const char *path, const char *why)
-{
-    if (err != NULL && errlen > 0)
-        snprintf(err, errlen, "%s: %s", path, why);
-}
-
-/* With a key: check it, and load the subject key (never made here). */
-static int reader_keys(store_t *store, const uint8_t *seal_key)
-{
-    if ((store->seal_key = store_seal_key_new(seal_key)) == NULL) {
-        store_refuse(store, "store key", "out of memory");
-        return -1;
-    }
-    return store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 0) != 0 ? -1 : 0;
-}
-
-/* Read-only from the first byte: SQLITE_OPEN_READONLY, query_only, no
- * PRAGMA that writes. A WAL store needs its -shm index; SQLite creates it
- * beside a copy whose folder is writable, and uses the running broker's
- * otherwise. */
-store_t *store_open_reader(const char *path, const uint8_t *seal_key, char *err, size_t errlen)
-{
-    if (path == NULL || path[0] == '\0') {
-        reader_error(err, errlen, "store", "no store path");
-        return NULL;
-    }
-    store_t *store = calloc(1, sizeof *store);
-    if (store == NULL) {
-        reader_error(err, errlen, path, "out of memory");
-        return NULL;
-    }
-    store->audit_reader = 1;
-    store->lock_fd = -1; /* a reader takes no writer's lock: it reads beside the broker */
-    int rc = sqlite3_open_v2(path, &store->db, SQLITE_OPEN_READONLY, NULL);
-    if (rc != SQLITE_OK) {
-        reader_error(err, errlen, path,
-                     store->db != NULL ? sqlite3_errmsg(store->db) : sqlite3_errstr(rc));
-        store_close(&store);
-        return NULL;
-    }
-    if (store_check_rc(store, sqlite3_busy_timeout(store->db, STORE_BUSY_TIMEOUT_MS),
-                       "busy_timeout") != 0 ||
-        store_pragma_set(store, "PRAGMA query_only = 1") != 0 ||
-        store_schema_check_readable(store, STORE_SCHEMA_AUDIT_VERSION) != 0 ||
-        (seal_key != NULL && reader_keys(store, seal_key) != 0)) {
-        reader_error(err, errlen, path, store->errmsg);
-        store_close(&store);
-        return NULL;
-    }
-    return store;
 }

@@ -5,9 +5,9 @@
  * (schema, migrations, connection checks, counters), store_expire.c
  * (retention, checkpoints), store_seal.c (sealing bodies, the key check,
  * key memory, the audit subject key, rekeying), store_migrate.c (the
- * migration steps done in C), store_audit.c (the audit trail's rows and
+ * migration steps done in C), store_audit*.c (the audit trail's rows and
  * its keyless reader) and store_case.c (cases, their members and events).
- * Private to those nine files: every other module sees store.h only, and
+ * Private to those files: every other module sees store.h only, and
  * nothing outside them knows SQL.
  */
 #ifndef SCHAKEL_STORE_INTERNAL_H
