@@ -222,7 +222,7 @@ void store_syncer_durations(store_syncer_t *syncer, durations_t *out);
  * its own that copies the WAL into the database file (PASSIVE
  * checkpoints) while the loop goes on, instead of a checkpoint in the
  * commit that made one due; the loop only finishes the last few frames
- * (store.c, checkpoint_plan). A round that fails with an I/O error (or
+ * (store_commit.c, checkpoint_plan). A round that fails with an I/O error (or
  * finds the file corrupt) poisons the store: the next commit is refused
  * and rolled back (store_sync_failed), as after a failed sync. -1 with err
  * filled for a store without a file (in memory) or when the thread cannot

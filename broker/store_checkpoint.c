@@ -3,13 +3,13 @@
  * own that copies the WAL's pages into the database file while the loop
  * goes on committing.
  *
- * The loop (store.c, after a commit) asks for a round once the WAL holds
+ * The loop (store_commit.c, after a commit) asks for a round once the WAL holds
  * the checkpoint threshold; the thread runs a PASSIVE checkpoint, which
  * never waits for the writer and copies every frame committed before it
  * began, up to the oldest reader's snapshot (SQLite syncs the WAL before
  * and the database after, and moves its backfill mark only after both
  * syncs succeeded). The WAL starts over at the first write transaction
- * that finds all of it copied; store.c plans that, and when the loop may
+ * that finds all of it copied; store_commit.c plans that, and when the loop may
  * checkpoint in place. One rule keeps SQLite's WAL-reset race (SQLite
  * before 3.51.3: a checkpoint that starts while another connection's
  * commit restarts the WAL can later skip frames) out of reach: a round

@@ -1,6 +1,7 @@
 /*
  * store_internal.h — the store's private layout, shared by store.c
- * (statements, transactions, publishes and items), store_delivery.c (the
+ * (statements, publishes and items), store_open.c (opening and closing),
+ * store_commit.c (transactions), store_delivery.c (the
  * mailboxes), store_count.c (pending counts in memory), store_schema.c
  * (schema, migrations, connection checks, counters), store_expire.c
  * (retention, checkpoints), store_seal.c (sealing bodies, the key check,
@@ -158,7 +159,7 @@ struct store {
     int sync_failed;          /* a WAL sync failed: every call refused (store_sync_failed) */
     uint64_t loop_syncs;      /* WAL syncs made on this thread (store_wal_sync) that succeeded */
     durations_t loop_sync_durations; /* how long each store_wal_sync took */
-    int wal_frames;           /* frames in the WAL after the last commit (store.c's hook) */
+    int wal_frames;           /* frames in the WAL after the last commit (store_commit.c's hook) */
     int checkpoint_frames;    /* checkpoint after a commit from this many; 0: the default */
     struct store_checkpointer *checkpointer; /* store_checkpoint.c; NULL: the loop checkpoints */
     uint64_t wal_generation; /* times the WAL started over (as far as the hook saw) */
@@ -228,7 +229,7 @@ struct store {
     sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */
 };
 
-/* ------------------------------------------------------------------ store.c */
+/* ---------------------------------------------- store.c, store_open.c, store_commit.c */
 
 /* Record a failure of SQLite's ("what: sqlite's message", with its code
  * for store_last_error_is_unavailable) or a refusal of ours ("what: why",
@@ -262,6 +263,10 @@ const uint8_t *store_column_bytes(sqlite3_stmt *stmt, int col, size_t *len);
  * recorded as "what: message". */
 int store_exec_fixed(store_t *store, const char *sql, const char *what);
 
+/* Prepare every statement of store.c's table, once at open (store_open.c);
+ * 0, or -1 with the failure recorded. */
+int store_statements_prepare(store_t *store);
+
 /* The next seq from a counter (store->next_item_seq, next_delivery_seq), or
  * -1 when it is exhausted. The caller moves the counter on once its insert
  * succeeded; after a rollback it has moved on all the same (a gap). */
@@ -278,7 +283,7 @@ int store_wal_sync(store_t *store);
 void store_io_failed(store_t *store, int rc, const char *what);
 
 /* Install the WAL hook that replaces SQLite's automatic checkpoint (whose
- * failures COMMIT does not report): store.c checkpoints after commits
+ * failures COMMIT does not report): store_commit.c checkpoints after commits
  * itself, and checks the result. Called once at open. */
 void store_wal_hook_install(store_t *store);
 
@@ -296,7 +301,7 @@ void store_wal_hook_install(store_t *store);
 /* ------------------------------------------------------------------ checkpointer */
 
 /* A checkpoint result after which the store cannot be trusted: an I/O
- * error, a full disk, a corrupt or foreign file (store.c). */
+ * error, a full disk, a corrupt or foreign file (store_commit.c). */
 int store_checkpoint_failure_is_final(int rc);
 
 /* store_checkpoint.c, on the loop thread, with a checkpointer running.
@@ -428,7 +433,7 @@ int store_pragma_set(store_t *store, const char *sql);
 
 /* Connection settings (busy timeout, defensive mode); then, before anything
  * is written, a refusal of a schema newer than this code; then the PRAGMAs
- * every store runs under (WAL, synchronous=NORMAL with store.c syncing
+ * every store runs under (WAL, synchronous=NORMAL with store_commit.c syncing
  * the WAL at each store_commit, foreign keys, secure_delete, statement
  * journals in memory), each read back since SQLite ignores what it cannot
  * do. */

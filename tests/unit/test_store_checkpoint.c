@@ -1,6 +1,6 @@
 /*
  * test_store_checkpoint.c — unit tests of broker/store_checkpoint.c (the
- * checkpointer thread) and of the checkpoints store.c plans after each
+ * checkpointer thread) and of the checkpoints store_commit.c plans after each
  * commit, against real SQLite stores in a mkdtemp() folder under /tmp.
  *
  * The thread's syncs (a checkpoint syncs the WAL, then the database file)
