@@ -5,8 +5,9 @@
  * SCHAKEL_MAX_BATCH frames, commits the store once, then sends the replies
  * that commit made true and pushes mailboxes to receivers within their
  * windows. Nothing is answered Accepted or delivered before its commit.
- * publish.c owns the publish path, deliver.c the mailbox push, acks and
- * flow; record.c is the one place where decisions are recorded.
+ * publish.c owns the publish path, deliver.c the mailbox push,
+ * deliver_ack.c acks and flow; record.c is the one place where decisions
+ * are recorded.
  */
 #ifndef SCHAKEL_BROKER_H
 #define SCHAKEL_BROKER_H
@@ -421,7 +422,7 @@ uint8_t *publish_signal_for_recipient(const Schakel__Signal *signal, uint32_t fi
  * or NULL when the stored one does not decode or memory runs out. */
 uint8_t *publish_duplicate_reply(const uint8_t *reply, size_t reply_len, size_t *len);
 
-/* deliver.c */
+/* deliver.c, deliver_ack.c */
 void deliver_flow(broker_t *b, session_t *session, const Schakel__Flow *flow);
 /* An ack removes the delivery only while the policy still allows it
  * (deliver_pending_check): one the policy in force withholds is revoked
@@ -453,6 +454,9 @@ int deliver_pending_check(broker_t *b, const char *recipient, uint64_t seq);
  * O(revocations queued). */
 int deliver_decision(const broker_t *b, const char *recipient, uint64_t seq, const char *rule_id,
                      const char *rule_hash, const char *case_id);
+/* Whether the push queued (recipient, seq) for revocation in this turn
+ * (b->revocations): such a delivery was never sent. O(revocations queued). */
+int deliver_revocation_queued(const broker_t *b, const char *recipient, uint64_t seq);
 /* Push every dirty receiver's mailbox within its window (after commit). */
 void deliver_push_all(broker_t *b);
 /* Retention: remove up to SCHAKEL_EXPIRY_BATCH expired deliveries (and
