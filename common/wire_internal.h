@@ -1,8 +1,8 @@
 /*
  * wire_internal.h — what the files of the frame codec share among
- * themselves (wire.c: frames, signals, signing; wire_case.c: case commands
- * and events). Not for the rest of the broker or the clients: they use
- * wire.h only.
+ * themselves (wire.c: frames, decoding signals; wire_signal.c: a Signal's
+ * checks; wire_case.c: case commands and events). Not for the rest of the
+ * broker or the clients: they use wire.h only.
  */
 #ifndef SCHAKEL_WIRE_INTERNAL_H
 #define SCHAKEL_WIRE_INTERNAL_H
@@ -18,6 +18,11 @@ enum wire_text_class {
     WIRE_TEXT_PRINTABLE, /* no control characters at all (references, titles, names) */
     WIRE_TEXT_PROSE,     /* free text: tab and line breaks allowed, no other controls */
 };
+
+/* The limits in force (wire_set_limits): the compiled caps unless the
+ * broker lowered them. wire.c checks frames by them, wire_signal.c a
+ * Signal's free texts. */
+extern wire_limits_t wire_limits;
 
 /* Clear err's reason and text (item_index is the caller's); NULL is fine. */
 void wire_error_reset(wire_error_t *err);

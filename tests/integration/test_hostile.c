@@ -1103,7 +1103,7 @@ static void signal_item(pb_t *out, const edit_t *edits, int64_t now)
     }
 }
 
-/* The 64 bytes a publish signature covers (wire.c builds them the way
+/* The 64 bytes a publish signature covers (wire_sign.c builds them the way
  * docs/PROTOCOL.md section 6 says), signed with key. */
 static void sign_items(const keypair_t *key, const uint8_t id[16], const pb_t *items, size_t n,
                        uint8_t sig[64])
