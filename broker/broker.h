@@ -271,7 +271,7 @@ typedef struct broker {
     size_t n_tickets, cap_tickets;
     size_t held_replies;   /* answers in all tickets together */
     uint64_t durable_high; /* deliveries up to this seq are known to be on disk */
-    int sync_always;       /* config sync_thread: always (else busy: frames_waiting) */
+    int sync_always;       /* config sync_thread: always (else busy: broker_frames_waiting) */
     /* deliver.c: published items kept decoded for the push (NULL until the
      * first publish keeps one); settled by every turn's commit or rollback */
     struct deliver_kept *kept;

@@ -406,8 +406,8 @@ static void test_broker_free(broker_t **b)
     *b = NULL;
 }
 
-/* The broker's commit_turn after record_turn_end: a failed turn is rolled
- * back and the next one starts clean. */
+/* The broker's broker_commit_turn after record_turn_end: a failed turn is
+ * rolled back and the next one starts clean. */
 static void turn_end(broker_t *b)
 {
     record_turn_end(b);
