@@ -263,9 +263,11 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c 
 	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC) broker/store_case.c
-UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) broker/growarray.c
+# the audit trail: its chain, its verification, its renderings and export
+AUDIT_SRC := broker/audit.c broker/audit_verify.c broker/audit_render.c
+UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
-UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) broker/audit.c broker/growarray.c
+UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
