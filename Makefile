@@ -216,7 +216,8 @@ UNIT_EXTRA_test_sumtable := broker/table.c
 UNIT_EXTRA_test_sendq := broker/sendq.c
 # its allocation failures come from a malloc wrapper of its own
 UNIT_LDFLAGS_test_session := -Wl,--wrap=malloc
-UNIT_EXTRA_test_record := broker/record_carry.c broker/refusals.c broker/growarray.c
+UNIT_EXTRA_test_record := broker/record_carry.c broker/record_removed.c broker/record_case.c \
+	broker/record_broker.c broker/refusals.c broker/growarray.c
 # schakel import's reader (a CLI file, with the CLI's JSON library)
 UNIT_EXTRA_test_import_read := clients/schakel/import_read.c
 UNIT_LIBS_test_import_read = $(CLI_LIBS)

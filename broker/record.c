@@ -1,20 +1,22 @@
 /*
  * record.c — decisions recorded as key=value events and as audit entries
- * (see record.h), and the turn's acks, kept until its end (b->acks) to be
- * recorded as one entry per recipient.
+ * (see record.h): the helpers every record_*.c file writes entries with,
+ * publishes and refusals, and the turn's acks and queued deliveries, kept
+ * until its end (b->acks) to be recorded as one entry per recipient and
+ * per item. The others: record_removed.c (expiries, revocations,
+ * set-asides), record_case.c (case events and views), record_broker.c
+ * (handshakes, reloads, operators, start, stop, a turn's settle),
+ * record_carry.c (entries carried to a commit).
  *
  * Records ids and metadata only, never contents. Trusts its callers: every
  * id passed here was validated by the wire module or comes from the policy;
  * free texts (refusal texts, policy errors, operator details) are cleaned
  * to printable UTF-8 before they are kept. A failure to write an entry (or
  * to keep an ack) fails the turn: the action is then not committed (fail
- * closed). A refused operator request's entry holds back no action: it is
- * carried, kept until the trail holds it (record_admin_refused,
- * record_carry.c).
+ * closed).
  */
 #include "record.h"
 
-#include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,7 +122,7 @@ void record_write_failed(broker_t *b, const char *event, const char *entry, cons
 
 /* Append one entry in the turn's transaction; on failure log it and fail
  * the turn. */
-static int record_append_now(broker_t *b, store_audit_entry_t *entry)
+int record_append_now(broker_t *b, store_audit_entry_t *entry)
 {
     /* Every write of the broker comes with its audit entry: any entry but
      * an ack's makes the turn's commit a synced one, whoever wrote it. */
@@ -132,42 +134,6 @@ static int record_append_now(broker_t *b, store_audit_entry_t *entry)
     record_write_failed(b, "audit.write_failed", entry->field[STORE_AUDIT_EVENT].text,
                         store_errmsg(b->store));
     broker_fail_turn(b);
-    return -1;
-}
-
-static int record_acks_flush(broker_t *b);
-
-/* Any entry but a queued one: the item whose deliveries are kept is
- * written first, so that the trail keeps the order of the actions (an
- * item's queued entry before its publish's accepted entry, queued
- * entries in item order). */
-static int record_append(broker_t *b, store_audit_entry_t *entry)
-{
-    if (record_queue_flush(b) != 0)
-        return -1;
-    return record_append_now(b, entry);
-}
-
-/* Append and commit at once (actions that are not part of a turn). Acks
- * kept for the turn's end are recorded first: nothing commits a removed
- * delivery without its entry. */
-static int record_append_commit(broker_t *b, store_audit_entry_t *entry)
-{
-    if (b->turn_failed) {
-        if (!b->quiet_audit_failure)
-            log_event(LOG_ERROR, "audit.write_failed", "entry",
-                      entry->field[STORE_AUDIT_EVENT].text, "error",
-                      "the current turn already failed", NULL);
-        return -1;
-    }
-    if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0)
-        return -1;
-    if (audit_append(b->store, b->key, record_now(b), entry) == 0 && store_commit(b->store) == 0)
-        return 0;
-    if (!b->quiet_audit_failure)
-        record_write_failed(b, "audit.write_failed", entry->field[STORE_AUDIT_EVENT].text,
-                            store_errmsg(b->store));
-    store_rollback(b->store);
     return -1;
 }
 
@@ -195,26 +161,10 @@ const char *record_clean(const char *text, char *out, size_t outlen)
     return out;
 }
 
-static void record_set_message_id(store_audit_entry_t *e, const uint8_t *message_id,
-                                  char hex[2 * SCHAKEL_MESSAGE_ID_BYTES + 1])
-{
-    if (message_id == NULL)
-        return;
-    syntax_hex(message_id, SCHAKEL_MESSAGE_ID_BYTES, hex);
-    audit_set_text(e, STORE_AUDIT_MESSAGE_ID, hex);
-}
-
-/* An id that names a principal is the actor; anything else (a signal
- * name) goes into the detail. */
-static const char *record_actor(const char *requested_by)
-{
-    return requested_by != NULL && syntax_is_principal_id(requested_by) ? requested_by : NULL;
-}
-
 /* "sender,kind,theme" and the names of the mask's fields, in POLICY.md's
  * words; returns the length (cut to fit outlen, which the callers' 160
  * bytes always do). */
-static size_t record_field_names(uint32_t mask, char *out, size_t outlen)
+size_t record_field_names(uint32_t mask, char *out, size_t outlen)
 {
     static const struct {
         uint32_t field;
@@ -250,15 +200,6 @@ static size_t record_field_names(uint32_t mask, char *out, size_t outlen)
 
 /* ------------------------------------------------------------------ lines said at commit */
 
-/* A log line kept until its turn commits (record_turn_settle): a publish
- * or case command whose turn is rolled back was not carried out, and its
- * line would name what the next one gets. */
-typedef struct line_said {
-    const char *event;  /* static */
-    const char *key[5]; /* static; the first NULL ends the pairs */
-    char val[5][SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-} line_said_t;
-
 static void line_say(const line_said_t *t)
 {
     log_event(LOG_INFO, t->event, t->key[0], t->val[0], t->key[1], t->val[1], t->key[2], t->val[2],
@@ -267,7 +208,7 @@ static void line_say(const line_said_t *t)
 
 /* Kept for the turn's end; a line that cannot wait (no memory for it) is
  * said at once. */
-static void line_say_at_commit(broker_t *b, const line_said_t *t)
+void record_line_say_at_commit(broker_t *b, const line_said_t *t)
 {
     struct record_acks *a = b->acks;
     if (a == NULL && (a = b->acks = calloc(1, sizeof *b->acks)) == NULL) {
@@ -288,7 +229,7 @@ static void line_say_at_commit(broker_t *b, const line_said_t *t)
 }
 
 /* The turn's lines said if it committed, forgotten if not. */
-static void line_settle(broker_t *b, int committed)
+void record_line_settle(broker_t *b, int committed)
 {
     if (b->acks == NULL)
         return;
@@ -311,7 +252,7 @@ int record_accepted(broker_t *b, const char *sender, const uint8_t message_id[16
     snprintf(line.val[1], sizeof line.val[1], "%s", id_hex);
     snprintf(line.val[2], sizeof line.val[2], "%zu", n_items);
     snprintf(line.val[3], sizeof line.val[3], "%zu", n_deliveries);
-    line_say_at_commit(b, &line);
+    record_line_say_at_commit(b, &line);
     snprintf(detail, sizeof detail, "items=%zu deliveries=%zu", n_items, n_deliveries);
     audit_entry_init(&e, line.event);
     audit_set_text(&e, STORE_AUDIT_ACTOR, sender);
@@ -389,8 +330,8 @@ void record_refused_carried(broker_t *b, const char *principal, const uint8_t *m
 /* ------------------------------------------------------------------ deliveries */
 
 /* The subject's tag (store_subject_tag); -1 fails the turn. */
-static int record_subject_tag(broker_t *b, const char *pseudonym, const char *event,
-                              char tag[STORE_SUBJECT_TAG_LEN + 1])
+int record_subject_tag(broker_t *b, const char *pseudonym, const char *event,
+                       char tag[STORE_SUBJECT_TAG_LEN + 1])
 {
     if (store_subject_tag(b->store, pseudonym, tag) == 0)
         return 0;
@@ -840,7 +781,7 @@ static void record_acks_clear(struct record_acks *acks)
 
 /* Record the turn's acks: an entry per recipient. On failure the turn has
  * failed (record_append); the acks are forgotten either way. */
-static int record_acks_flush(broker_t *b)
+int record_acks_flush(broker_t *b)
 {
     struct record_acks *acks = b->acks;
     int rc = 0;
@@ -899,622 +840,7 @@ int record_acked(broker_t *b, const char *recipient, uint64_t seq)
     return a->n == STORE_AUDIT_MAX_ACKED_SEQS ? record_acker_write(b, a) : 0;
 }
 
-/* The reason of a delivery.expired entry: none for a plain expiry. */
-static const char *record_expired_reason(const store_expired_t *x)
-{
-    if (x->tombstoned_before)
-        return x->set_aside ? "set aside: it did not authenticate; its seq had a tombstone"
-                              " already (put back after it had expired): none added"
-                            : "its seq had a tombstone already (put back after it had expired):"
-                              " none added";
-    return x->set_aside ? "set aside: it did not authenticate" : NULL;
-}
-
-int record_expired(broker_t *b, const store_expired_t *x)
-{
-    char seq_s[24];
-    store_audit_entry_t e;
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
-    char recipient[2 * SCHAKEL_MAX_PRINCIPAL_LEN], rule_id[2 * SCHAKEL_MAX_ID_LEN], rule_hash[160];
-    /* a set-aside row's texts may be its damage: cleaned (waiting rows'
-     * are the broker's own, and come out the same) */
-    record_clean(x->recipient, recipient, sizeof recipient);
-    record_clean(x->rule_id, rule_id, sizeof rule_id);
-    record_clean(x->rule_hash, rule_hash, sizeof rule_hash);
-    /* A seq expired twice (put back from a backup after it had expired):
-     * said at warning level, and in the entry's reason */
-    if (x->tombstoned_before)
-        log_event(LOG_WARN, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule",
-                  rule_id, "rule_hash", rule_hash, "set_aside", x->set_aside ? "1" : "0",
-                  "tombstone", "had one already: none added", NULL);
-    else
-        log_event(LOG_INFO, "delivery.expired", "recipient", recipient, "seq", seq_s, "rule",
-                  rule_id, "rule_hash", rule_hash, x->set_aside ? "set_aside" : NULL, "1", NULL);
-    audit_entry_init(&e, "delivery.expired");
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, recipient);
-    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
-    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->seq);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, rule_hash);
-    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, x->expires_at);
-    audit_set_text(&e, STORE_AUDIT_REASON, record_expired_reason(x));
-    return record_append(b, &e);
-}
-
-int record_revoked(broker_t *b, const store_expired_t *x, record_sent_t sent)
-{
-    return record_withdrawn(b, x, "the policy in force no longer allows it", sent);
-}
-
-int record_withdrawn(broker_t *b, const store_expired_t *x, const char *why, record_sent_t sent)
-{
-    char seq_s[24];
-    store_audit_entry_t e;
-    const char *sent_text = sent == RECORD_SENT_YES  ? "yes"
-                            : sent == RECORD_SENT_NO ? "no"
-                                                     : "unknown";
-    char detail[24];
-    snprintf(detail, sizeof detail, "sent=%s", sent_text);
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)x->seq);
-    log_event(x->tombstoned_before ? LOG_WARN : LOG_INFO, "delivery.revoked", "recipient",
-              x->recipient, "seq", seq_s, "rule", x->rule_id, "rule_hash", x->rule_hash, "sent",
-              sent_text, "why", why, x->tombstoned_before ? "tombstone" : NULL,
-              "had one already: none added", NULL);
-    audit_entry_init(&e, "delivery.revoked");
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, x->recipient);
-    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->item_seq);
-    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->seq);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, x->rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, x->rule_hash);
-    audit_set_text(&e, STORE_AUDIT_REASON, why);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
-}
-
-/* The texts of a delivery.set_aside entry, cleaned: the row may be the
- * damage itself. The entry points into them. */
-typedef struct set_aside_texts {
-    char seq[24], recipient[2 * SCHAKEL_MAX_PRINCIPAL_LEN], rule_id[2 * SCHAKEL_MAX_ID_LEN],
-        rule_hash[160], reason[2 * STORE_SET_ASIDE_REASON_LEN];
-} set_aside_texts_t;
-
-/* A delivery set aside is said once, at error level: an operator has
- * something to look at (docs/OPERATIONS.md). */
-static void set_aside_say(const set_aside_texts_t *t)
-{
-    log_event(LOG_ERROR, "delivery.set_aside", "recipient", t->recipient, "seq", t->seq, "rule",
-              t->rule_id, "reason", t->reason, NULL);
-}
-
-/* The entry of a delivery set aside, and its texts. */
-static void set_aside_entry(const store_set_aside_t *x, set_aside_texts_t *t,
-                            store_audit_entry_t *e)
-{
-    snprintf(t->seq, sizeof t->seq, "%llu", (unsigned long long)x->row.view.seq);
-    record_clean(x->row.view.recipient, t->recipient, sizeof t->recipient);
-    record_clean(x->row.view.rule_id, t->rule_id, sizeof t->rule_id);
-    record_clean(x->row.view.rule_hash, t->rule_hash, sizeof t->rule_hash);
-    record_clean(x->reason, t->reason, sizeof t->reason);
-    audit_entry_init(e, "delivery.set_aside");
-    audit_set_text(e, STORE_AUDIT_RECIPIENT, t->recipient);
-    audit_set_int(e, STORE_AUDIT_ITEM_SEQ, (int64_t)x->row.view.item_seq);
-    audit_set_int(e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)x->row.view.seq);
-    audit_set_text(e, STORE_AUDIT_RULE_ID, t->rule_id);
-    audit_set_text(e, STORE_AUDIT_RULE_HASH, t->rule_hash);
-    audit_set_text(e, STORE_AUDIT_REASON, t->reason);
-}
-
-/* Said when the turn commits (record_turn_settle), not before: a turn
- * rolled back is set aside again by the next push, and said then. A line
- * that cannot wait (no memory for it) is said at once. */
-static void set_aside_say_at_commit(broker_t *b, const set_aside_texts_t *t)
-{
-    struct record_acks *a = b->acks;
-    if (a == NULL && (a = b->acks = calloc(1, sizeof *b->acks)) == NULL) {
-        set_aside_say(t);
-        return;
-    }
-    if (a->said == NULL)
-        a->said = calloc(SCHAKEL_SET_ASIDE_BATCH, sizeof *a->said);
-    if (a->said == NULL || a->n_said == SCHAKEL_SET_ASIDE_BATCH) {
-        set_aside_say(t);
-        return;
-    }
-    a->said[a->n_said++] = *t;
-}
-
-/* The turn's set-asides said if it committed, forgotten if not. */
-static void set_aside_settle(broker_t *b, int committed)
-{
-    if (b->acks == NULL)
-        return;
-    for (size_t i = 0; committed && i < b->acks->n_said; i++)
-        set_aside_say(&b->acks->said[i]);
-    b->acks->n_said = 0;
-}
-
-int record_set_aside(broker_t *b, const store_set_aside_t *x)
-{
-    set_aside_texts_t t;
-    store_audit_entry_t e;
-    set_aside_entry(x, &t, &e);
-    if (record_append(b, &e) != 0)
-        return -1;
-    b->stats.set_aside++;
-    set_aside_say_at_commit(b, &t);
-    return 0;
-}
-
-/* How many seqs one round of store_set_aside_unrecorded reads. */
-#define RECORD_SET_ASIDE_BATCH 64
-
-int record_set_aside_unrecorded(broker_t *b)
-{
-    uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;
-    int n;
-    while ((n = store_set_aside_unrecorded(b->store, after, seqs, RECORD_SET_ASIDE_BATCH)) > 0) {
-        for (int i = 0; i < n; i++) {
-            store_set_aside_t x;
-            int found = store_set_aside_get(b->store, seqs[i], &x);
-            if (found < 0)
-                goto failed;
-            if (found == 1 && record_set_aside(b, &x) != 0) {
-                store_rollback(b->store);
-                set_aside_settle(b, 0);
-                return -1; /* logged by record_append */
-            }
-        }
-        after = seqs[n - 1];
-        if (store_commit(b->store) != 0)
-            goto failed;
-        set_aside_settle(b, 1);
-    }
-    if (n == 0)
-        return 0;
-failed:
-    record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
-    store_rollback(b->store);
-    set_aside_settle(b, 0);
-    return -1;
-}
-
-int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t now)
-{
-    uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;
-    int64_t recorded = 0;
-    int n;
-    while ((n = store_set_aside_unrecorded(store, after, seqs, RECORD_SET_ASIDE_BATCH)) > 0) {
-        for (int i = 0; i < n; i++) {
-            store_set_aside_t x;
-            set_aside_texts_t t;
-            store_audit_entry_t e;
-            int found = store_set_aside_get(store, seqs[i], &x);
-            if (found < 0)
-                return -1;
-            if (found == 0)
-                continue;
-            set_aside_entry(&x, &t, &e);
-            if (audit_append(store, key, now, &e) != 0)
-                return -1;
-            set_aside_say(&t); /* an offline command's own output: said at once */
-            recorded++;
-        }
-        after = seqs[n - 1];
-    }
-    return n < 0 ? -1 : recorded;
-}
-
-/* ------------------------------------------------------------------ cases */
-
-/* "case_id=C-.. case_type=T lead=P" and the optional parts that are set. */
-static void record_case_detail(const record_case_t *c, char *out, size_t outlen)
-{
-    size_t used =
-        (size_t)snprintf(out, outlen, "case_id=%s case_type=%s lead=%s event_seq=%llu", c->case_id,
-                         c->case_type, c->lead, (unsigned long long)c->event_seq);
-    if (used < outlen && c->on_behalf_of != NULL)
-        used += (size_t)snprintf(out + used, outlen - used, " on_behalf_of=%s", c->on_behalf_of);
-    if (used < outlen && c->partner != NULL)
-        used += (size_t)snprintf(out + used, outlen - used, " partner=%s", c->partner);
-    if (used < outlen && c->linked_item_seq != 0)
-        used += (size_t)snprintf(out + used, outlen - used, " linked_item_seq=%llu",
-                                 (unsigned long long)c->linked_item_seq);
-    if (used < outlen && c->n_fields != 0)
-        used += (size_t)snprintf(out + used, outlen - used, " note_fields=%zu", c->n_fields);
-    if (used < outlen && c->dropped != 0)
-        used += (size_t)snprintf(out + used, outlen - used, " dropped=%zu", c->dropped);
-    if (used < outlen)
-        snprintf(out + used, outlen - used, " deliveries=%zu", c->deliveries);
-}
-
-/* A case event is said when its turn commits (record_turn_settle), not
- * before: an open rolled back names an id the next open gets, and a
- * command rolled back was not carried out. Cost: one copy of ids per
- * command. */
-static void case_say_at_commit(broker_t *b, const record_case_t *c)
-{
-    line_said_t t = {.event = c->event,
-                     .key = {"actor", "on_behalf_of", "case_id", "partner", "item_seq"}};
-    snprintf(t.val[0], sizeof t.val[0], "%s", c->actor);
-    snprintf(t.val[1], sizeof t.val[1], "%s", c->on_behalf_of != NULL ? c->on_behalf_of : "-");
-    snprintf(t.val[2], sizeof t.val[2], "%s", c->case_id);
-    snprintf(t.val[3], sizeof t.val[3], "%s", c->partner != NULL ? c->partner : "-");
-    snprintf(t.val[4], sizeof t.val[4], "%llu", (unsigned long long)c->item_seq);
-    line_say_at_commit(b, &t);
-}
-
-int record_case(broker_t *b, const record_case_t *c)
-{
-    char detail[512], id_hex[33], tag[STORE_SUBJECT_TAG_LEN + 1];
-    store_audit_entry_t e;
-    record_case_detail(c, detail, sizeof detail);
-    if (c->subject != NULL && record_subject_tag(b, c->subject, c->event, tag) != 0)
-        return -1;
-    audit_entry_init(&e, c->event);
-    audit_set_text(&e, STORE_AUDIT_ACTOR, c->actor);
-    record_set_message_id(&e, c->command_id, id_hex);
-    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)c->item_seq);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, c->subject != NULL ? tag : NULL);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, c->rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, c->rule_hash);
-    if (c->expires_at != 0)
-        audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, c->expires_at);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    if (record_append(b, &e) != 0)
-        return -1;
-    case_say_at_commit(b, c);
-    return 0;
-}
-
-/* The content fields a case delivery carried: the event's, then a linked
- * signal's as "signal:" and their names (cut to fit; the fields of a
- * case event are far shorter). */
-static const char *record_case_fields(const record_case_delivery_t *d, char *out, size_t outlen)
-{
-    const char *seen = d->fields != NULL ? d->fields : "";
-    if (!d->has_signal)
-        return d->fields;
-    size_t used = (size_t)snprintf(out, outlen, "%s%ssignal:", seen, seen[0] != '\0' ? "," : "");
-    if (used < outlen)
-        (void)record_field_names(d->signal_fields, out + used, outlen - used);
-    return out;
-}
-
-int record_case_queued(broker_t *b, const record_case_delivery_t *d)
-{
-    char seq_s[24], item_s[24], id_hex[33], detail[160], tag[STORE_SUBJECT_TAG_LEN + 1];
-    char fields[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
-    store_audit_entry_t e;
-    snprintf(seq_s, sizeof seq_s, "%llu", (unsigned long long)d->seq);
-    snprintf(item_s, sizeof item_s, "%llu", (unsigned long long)d->item_seq);
-    log_event(LOG_DEBUG, "delivery.queued", "sender", d->actor, "recipient", d->recipient, "seq",
-              seq_s, "item_seq", item_s, "case_id", d->case_id, "rule", d->rule_id, "rule_hash",
-              d->rule_hash, NULL);
-    if (d->subject != NULL && record_subject_tag(b, d->subject, "delivery.queued", tag) != 0)
-        return -1;
-    snprintf(detail, sizeof detail, "case_id=%s event_seq=%llu", d->case_id,
-             (unsigned long long)d->event_seq);
-    audit_entry_init(&e, "delivery.queued");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, d->actor);
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT, d->recipient);
-    audit_set_text(&e, STORE_AUDIT_RECIPIENT_PARTNER, d->recipient_partner);
-    record_set_message_id(&e, d->command_id, id_hex);
-    audit_set_int(&e, STORE_AUDIT_ITEM_INDEX, 0);
-    audit_set_int(&e, STORE_AUDIT_ITEM_SEQ, (int64_t)d->item_seq);
-    audit_set_int(&e, STORE_AUDIT_DELIVERY_SEQ, (int64_t)d->seq);
-    audit_set_text(&e, STORE_AUDIT_KIND, d->event);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, d->subject != NULL ? tag : NULL);
-    audit_set_text(&e, STORE_AUDIT_RULE_ID, d->rule_id);
-    audit_set_text(&e, STORE_AUDIT_RULE_HASH, d->rule_hash);
-    audit_set_text(&e, STORE_AUDIT_PURPOSE, d->purpose);
-    audit_set_text(&e, STORE_AUDIT_LEGAL_BASIS, d->legal_basis);
-    audit_set_text(&e, STORE_AUDIT_FIELDS, record_case_fields(d, fields, sizeof fields));
-    audit_set_int(&e, STORE_AUDIT_EXPIRES_AT, d->expires_at);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
-}
-
-/* A case.viewed entry; signals: how many linked signals about `subject`
- * the view showed, on an entry for a linked signal's subject, else 0. */
-static int record_view_entry(broker_t *b, const char *principal, const char *case_id,
-                             const char *subject, size_t events, size_t signals)
-{
-    char detail[96], n[24], linked[24], tag[STORE_SUBJECT_TAG_LEN + 1];
-    store_audit_entry_t e;
-    snprintf(n, sizeof n, "%zu", events);
-    snprintf(linked, sizeof linked, "%zu", signals);
-    log_event(LOG_INFO, "case.viewed", "principal", principal, "case_id", case_id, "events", n,
-              signals != 0 ? "linked_signals" : NULL, linked, NULL);
-    if (subject != NULL && record_subject_tag(b, subject, "case.viewed", tag) != 0)
-        return -1;
-    if (signals != 0)
-        snprintf(detail, sizeof detail, "case_id=%s events=%zu linked_signals=%zu", case_id, events,
-                 signals);
-    else
-        snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, events);
-    audit_entry_init(&e, "case.viewed");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
-}
-
-int record_case_viewed(broker_t *b, const char *principal, const char *case_id, const char *subject,
-                       size_t events)
-{
-    return record_view_entry(b, principal, case_id, subject, events, 0);
-}
-
-int record_case_viewed_signals(broker_t *b, const char *principal, const char *case_id,
-                               const char *subject, size_t events, size_t signals)
-{
-    return record_view_entry(b, principal, case_id, subject, events, signals);
-}
-
-int record_case_listed(broker_t *b, const char *principal, size_t cases)
-{
-    char detail[48], n[24];
-    store_audit_entry_t e;
-    snprintf(n, sizeof n, "%zu", cases);
-    log_event(LOG_INFO, "case.listed", "principal", principal, "cases", n, NULL);
-    snprintf(detail, sizeof detail, "cases=%zu", cases);
-    audit_entry_init(&e, "case.listed");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
-}
-
-int record_case_view_withheld(broker_t *b, const char *principal, const char *case_id,
-                              const char *subject, size_t shown, size_t signals,
-                              Schakel__Reason reason)
-{
-    const char *event = case_id != NULL ? "case.view_withheld" : "case.list_withheld";
-    char detail[96], n[24], linked[24], tag[STORE_SUBJECT_TAG_LEN + 1];
-    store_audit_entry_t e;
-    snprintf(n, sizeof n, "%zu", shown);
-    snprintf(linked, sizeof linked, "%zu", signals);
-    if (case_id != NULL)
-        log_event(LOG_WARN, event, "principal", principal, "case_id", case_id, "events", n,
-                  "reason", wire_reason_name(reason), signals != 0 ? "linked_signals" : NULL,
-                  linked, NULL);
-    else
-        log_event(LOG_WARN, event, "principal", principal, "cases", n, "reason",
-                  wire_reason_name(reason), NULL);
-    if (subject != NULL && record_subject_tag(b, subject, event, tag) != 0)
-        return -1;
-    if (case_id == NULL)
-        snprintf(detail, sizeof detail, "cases=%zu", shown);
-    else if (signals != 0)
-        snprintf(detail, sizeof detail, "case_id=%s events=%zu linked_signals=%zu", case_id, shown,
-                 signals);
-    else
-        snprintf(detail, sizeof detail, "case_id=%s events=%zu", case_id, shown);
-    audit_entry_init(&e, event);
-    audit_set_text(&e, STORE_AUDIT_ACTOR, principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, subject != NULL ? tag : NULL);
-    audit_set_text(&e, STORE_AUDIT_REASON, wire_reason_name(reason));
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_carry(b, &e);
-}
-
-/* ------------------------------------------------------------------ handshakes */
-
-int record_auth(void *broker, const zap_decision_t *d)
-{
-    broker_t *b = broker;
-    char peer[128], domain[64], detail[160];
-    store_audit_entry_t e;
-    record_clean(d->peer, peer, sizeof peer);
-    record_clean(d->domain, domain, sizeof domain);
-    if (!d->admitted && !d->again && !refusals_take(&b->refusals, peer, record_now(b))) {
-        /* counted for the window's summary (record_refusals_summary) */
-        log_event(LOG_DEBUG, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer",
-                  peer, "domain", domain, "recorded", "counted", NULL);
-        return 1;
-    }
-    if (d->again)
-        ; /* logged when first recorded */
-    else if (d->admitted)
-        log_event(LOG_INFO, "auth.admitted", "principal", d->principal, "curve_key", d->key_z85,
-                  "peer", peer, "domain", domain, NULL);
-    else
-        log_event(LOG_WARN, "auth.refused", "reason", d->why, "curve_key", d->key_z85, "peer", peer,
-                  "domain", domain, d->unrecorded ? "principal" : NULL, d->principal, NULL);
-    snprintf(detail, sizeof detail, "domain=%s", domain[0] != '\0' ? domain : "-");
-    audit_entry_init(&e, d->admitted ? "auth.admitted" : "auth.refused");
-    /* an admission refused after all names whom the key would have admitted */
-    audit_set_text(&e, STORE_AUDIT_ACTOR, d->admitted || d->unrecorded ? d->principal : NULL);
-    audit_set_text(&e, STORE_AUDIT_PEER, peer);
-    audit_set_text(&e, STORE_AUDIT_CURVE_KEY, d->key_z85);
-    if (!d->admitted)
-        audit_set_text(&e, STORE_AUDIT_REASON, d->why);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    if (!d->again && !d->unrecorded)
-        return record_append(b, &e);
-    /* its turn was rolled back: carried until the trail holds it */
-    record_carry_owed(b, &e);
-    return 0;
-}
-
-/* ------------------------------------------------------------------ policy */
-
-int record_policy_reloaded(broker_t *b, const char *requested_by, const char *old_hash,
-                           const char *new_hash)
-{
-    char detail[256], by[80];
-    store_audit_entry_t e;
-    snprintf(detail, sizeof detail, "old_policy=%s new_policy=%s requested_by=%s", old_hash,
-             new_hash, record_clean(requested_by != NULL ? requested_by : "-", by, sizeof by));
-    audit_entry_init(&e, "policy.reloaded");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, record_actor(requested_by));
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append_commit(b, &e);
-}
-
-int record_policy_refused(broker_t *b, const char *requested_by, const char *kept_hash,
-                          const char *error)
-{
-    char detail[256], by[80], why[1024];
-    store_audit_entry_t e;
-    snprintf(detail, sizeof detail, "kept_policy=%s requested_by=%s", kept_hash,
-             record_clean(requested_by != NULL ? requested_by : "-", by, sizeof by));
-    audit_entry_init(&e, "policy.reload_refused");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, record_actor(requested_by));
-    audit_set_text(&e, STORE_AUDIT_REASON, record_clean(error, why, sizeof why));
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    /* Committed at once, as a successful reload is: the refusal is on the
-     * record when it is reported, not only after the next turn. One that
-     * cannot commit now is carried: the reload was refused all the same. */
-    if (record_append_commit(b, &e) == 0)
-        return 0;
-    record_carry_owed(b, &e);
-    return -1;
-}
-
-/* ------------------------------------------------------------------ operators */
-
-int record_admin(broker_t *b, const char *operator_principal, const char *action,
-                 const char *details)
-{
-    char event[96], clean[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
-    store_audit_entry_t e;
-    if (action == NULL || !syntax_is_id_token(action)) {
-        log_event(LOG_ERROR, "audit.write_failed", "entry", "admin", "error",
-                  "the action is not an id token", NULL);
-        broker_fail_turn(b);
-        return -1;
-    }
-    snprintf(event, sizeof event, "admin.%s", action);
-    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", action, NULL);
-    audit_entry_init(&e, event);
-    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, record_clean(details, clean, sizeof clean));
-    return record_append(b, &e);
-}
-
-int record_admin_refused(broker_t *b, const char *operator_principal, const char *details)
-{
-    store_audit_entry_t e;
-    log_event(LOG_INFO, "admin.action", "operator", operator_principal, "action", "refused", NULL);
-    audit_entry_init(&e, "admin.refused");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, details);
-    return record_carry(b, &e);
-}
-
-int record_subject_export(broker_t *b, const char *operator_principal, const char *pseudonym,
-                          uint64_t request_id, size_t entries)
-{
-    char detail[72], tag[STORE_SUBJECT_TAG_LEN + 1];
-    store_audit_entry_t e;
-    if (record_subject_tag(b, pseudonym, "admin.audit_subject", tag) != 0)
-        return -1;
-    snprintf(detail, sizeof detail, "request_id=%" PRIu64 " entries=%zu", request_id, entries);
-    audit_entry_init(&e, "admin.audit_subject");
-    audit_set_text(&e, STORE_AUDIT_ACTOR, operator_principal);
-    audit_set_text(&e, STORE_AUDIT_SUBJECT_TAG, tag);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append(b, &e);
-}
-
-/* ------------------------------------------------------------------ the broker itself */
-
-int record_started(broker_t *b)
-{
-    char key[41], detail[200];
-    store_audit_entry_t e;
-    keys_public_z85(b->key->sign_pk, key);
-    snprintf(detail, sizeof detail, "broker_key=%s policy=%s version=%s", key,
-             policy_hash_hex(b->policy), SCHAKEL_VERSION);
-    audit_entry_init(&e, "broker.started");
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    return record_append_commit(b, &e);
-}
-
-/* The refused handshakes of an ended window (at a stop: of the open one)
- * that were only counted: one "auth.refused_summary" entry. Returns 0 (also
- * when there is none), or -1 with the turn failed. */
-/* The refusals of one kind (handshakes or requests) counted in an ended
- * window (at a stop: the open one): one summary entry. */
-typedef struct refusals_book {
-    refusals_t *open, *summed;
-    int *pending;
-    const char *event, *reason;
-} refusals_book_t;
-
-static refusals_book_t record_refusals_book(broker_t *b, int requests)
-{
-    if (requests)
-        return (refusals_book_t){&b->request_refusals, &b->request_refusals_summed,
-                                 &b->request_refusals_summed_pending, "request.refused_summary",
-                                 "refused requests counted, not recorded one by one"};
-    return (refusals_book_t){&b->refusals, &b->refusals_summed, &b->refusals_summed_pending,
-                             "auth.refused_summary",
-                             "refused handshakes counted, not recorded one by one"};
-}
-
-/* Returns 0 (also when there is none), or -1 with the turn failed. */
-static int record_refusals_summary_of(broker_t *b, refusals_book_t book, int force)
-{
-    char detail[SCHAKEL_AUDIT_MAX_TEXT_LEN + 1];
-    *book.summed = *book.open; /* put back if the entry does not commit */
-    uint64_t counted = refusals_summary(book.open, record_now(b), force, detail, sizeof detail);
-    if (counted == 0)
-        return 0;
-    char n[24];
-    snprintf(n, sizeof n, "%llu", (unsigned long long)counted);
-    store_audit_entry_t e;
-    audit_entry_init(&e, book.event);
-    audit_set_text(&e, STORE_AUDIT_REASON, book.reason);
-    audit_set_text(&e, STORE_AUDIT_DETAIL, detail);
-    if (record_append_now(b, &e) != 0) {
-        refusals_put_back(book.open, book.summed);
-        return -1;
-    }
-    log_event(LOG_WARN, book.event, "counted", n, "detail", detail, NULL);
-    *book.pending = 1;
-    return 0;
-}
-
-/* The summaries of refused handshakes and refused requests that are due. */
-static int record_refusals_summary(broker_t *b, int force)
-{
-    if (record_refusals_summary_of(b, record_refusals_book(b, 0), force) != 0)
-        return -1;
-    return record_refusals_summary_of(b, record_refusals_book(b, 1), force);
-}
-
-void record_turn_settle(broker_t *b, int committed)
-{
-    record_carried_settle(b);
-    set_aside_settle(b, committed);
-    line_settle(b, committed);
-    for (int requests = 0; requests < 2; requests++) {
-        refusals_book_t book = record_refusals_book(b, requests);
-        if (!*book.pending)
-            continue;
-        *book.pending = 0;
-        if (!committed) /* the summary went with the turn: summed up again later */
-            refusals_put_back(book.open, book.summed);
-    }
-}
-
-int record_stopped(broker_t *b)
-{
-    store_audit_entry_t e;
-    audit_entry_init(&e, "broker.stopped");
-    record_carried_flush(b);
-    if (record_queue_flush(b) != 0 || record_acks_flush(b) != 0 ||
-        record_refusals_summary(b, 1) != 0 ||
-        audit_append(b->store, b->key, record_now(b), &e) != 0 ||
-        audit_checkpoint(b->store, b->key, record_now(b), 1) < 0 || store_commit(b->store) != 0) {
-        record_write_failed(b, "audit.write_failed", "broker.stopped", store_errmsg(b->store));
-        store_rollback(b->store);
-        return -1;
-    }
-    record_carried_stopped(b);
-    return 0;
-}
+/* ------------------------------------------------------------------ the turn's end */
 
 void record_turn_end(broker_t *b)
 {

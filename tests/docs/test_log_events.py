@@ -26,15 +26,16 @@ NAME = r'"([a-z][a-z_]*\.[a-z][a-z_]*)"'
 INDIRECT = {
     ("log.c", "const char *event"),     # the definition itself
     ("admin.c", "event"),               # admin_export_log()
-    ("record.c", "event"),              # record_write_failed(), the withheld views
+    ("record.c", "event"),              # record_write_failed()
     ("record.c", "t->event"),           # line_say(): publishes and case commands
-    ("record.c", "book.event"),         # the refusal summaries
+    ("record_case.c", "event"),         # the withheld views
+    ("record_broker.c", "book.event"),  # the refusal summaries
     ("connevents.c", "log_name"),       # connevents_open()
 }
 # Helpers that take the event as an argument: (name, index of that argument).
 HELPERS = [("admin_export_log", 2), ("record_write_failed", 1), ("connevents_open", 5)]
 # Functions whose string results are event names: (file, function).
-NAMING_FUNCTIONS = [("case_event.c", "case_event_name"), ("record.c", "record_refusals_book")]
+NAMING_FUNCTIONS = [("case_event.c", "case_event_name"), ("record_broker.c", "record_refusals_book")]
 
 
 def function_body(text, name):

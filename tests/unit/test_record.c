@@ -3,11 +3,12 @@
  * recorded at its end as one "delivery.acked" entry per recipient; and its
  * deliveries: kept per item, recorded as one "delivery.queued" entry.
  *
- * record.c is linked alone with the common code; the audit trail, the
- * store, the log and the broker's turn are stand-ins defined here, which
- * keep every entry record.c appends (and can refuse them, as a full disk
- * would). Entries are checked against the documented layout of
- * delivery_seqs (docs/OPERATIONS.md): ascending seqs, one comma between.
+ * record.c and the record_*.c files beside it are linked alone with the
+ * common code; the audit trail, the store, the log and the broker's turn
+ * are stand-ins defined here, which keep every entry they append (and can
+ * refuse them, as a full disk would). Entries are checked against the
+ * documented layout of delivery_seqs (docs/OPERATIONS.md): ascending
+ * seqs, one comma between.
  * The stand-in trail also chains as the store does: an entry gets the seq
  * after the entries not rolled back, and is committed or rolled back with
  * the next store_commit or store_rollback, so that an entry carried to a
