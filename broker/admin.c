@@ -30,6 +30,7 @@
 #include "broker.h"
 #include "connevents.h"
 #include "log.h"
+#include "plural.h"
 #include "record.h"
 #include "sendq.h"
 #include "syntax.h"
@@ -529,8 +530,9 @@ static void admin_accept(admin_t *admin, broker_t *b, admin_request_t *request,
             snprintf(text, sizeof text,
                      "unknown command \"%.32s\" (known: " ADMIN_COMMAND_NAMES ")", body->command);
         else
-            snprintf(text, sizeof text, "%s takes at most %zu arguments, not %zu", command->name,
-                     command->max_args, body->n_args);
+            snprintf(text, sizeof text, "%s takes at most %zu %s, not %zu", command->name,
+                     command->max_args, plural(command->max_args, "argument", "arguments"),
+                     body->n_args);
         size_t len = 0;
         request->refusal = admin_encode_response(request->request_id, 0, text, NULL, 0, &len);
         request->refusal_len = len;

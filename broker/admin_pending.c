@@ -114,11 +114,11 @@ static int pending_read(const broker_t *b, const char (*args)[SCHAKEL_ADMIN_MAX_
 }
 
 /* What the broker knows of the delivery now, the first that holds:
- * set aside; its retention ended (the sweep removes it); the policy in
- * force no longer allows it (the push or an ack revokes it); a reload not
- * yet recorded would not (withheld until it applies); sent to the
- * receiving connection and not acknowledged (a slot of its window);
- * waiting. */
+ * set aside; its retention ended (the sweep removes it); a reload not yet
+ * recorded would not allow it (the push withholds it until that applies,
+ * as deliver_decision asks it); the policy in force no longer allows it
+ * (the push revokes it); sent to the receiving connection and not
+ * acknowledged (a slot of its window); waiting. */
 static const char *pending_state(const pending_page_t *page, const store_listed_t *d)
 {
     if (d->set_aside)

@@ -544,10 +544,14 @@ int deliver_decision(const broker_t *b, const char *recipient, uint64_t seq, con
     if (rule_id == NULL || rule_hash == NULL)
         return DELIVER_REVOKED; /* a damaged row: no rule allows it */
     const store_delivery_t d = {.rule_id = rule_id, .rule_hash = rule_hash, .case_id = case_id};
-    if (deliver_revocation_queued(b, recipient, seq) || !allowed_under(b->policy, &d, recipient))
+    if (deliver_revocation_queued(b, recipient, seq))
         return DELIVER_REVOKED;
+    /* as the push asks (push_one): a reload not yet recorded first, whose
+     * refusal holds the delivery, neither sent nor revoked */
     if (b->policy_pending != NULL && !allowed_under(b->policy_pending, &d, recipient))
         return DELIVER_HELD;
+    if (!allowed_under(b->policy, &d, recipient))
+        return DELIVER_REVOKED;
     return DELIVER_ALLOWED;
 }
 

@@ -246,6 +246,13 @@ static int h_wait_exit(pid_t pid, int pidfd, int timeout_ms)
     for (;;) {
         int status;
         pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid && WIFSTOPPED(status)) {
+            /* a ptrace-stop: a loop the harness traced and could not let go
+             * (it said why); stopped, it ends at nothing but SIGKILL */
+            fprintf(stderr, "harness: broker %d is stopped under ptrace; killing it\n", (int)pid);
+            (void)kill(pid, SIGKILL);
+            continue;
+        }
         if (r == pid)
             return status;
         if (r < 0 && errno != EINTR)

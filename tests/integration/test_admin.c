@@ -1058,6 +1058,9 @@ static void test_admin_frames(void **state)
         {2, 1, 13, "status", 1, too_long, "INVALID_FIELD", 0, "args[0] is longer than 256"},
         {2, 1, 7, "shutdown", 0, NULL, NULL, 0, "unknown command"},
         {2, 1, 8, "status", 1, NULL, NULL, 0, "takes at most 0 arguments"},
+        /* a count of one in the singular */
+        {2, 1, 14, "audit-subject", 2, nine_args, NULL, 0,
+         "audit-subject takes at most 1 argument, not 2"},
         {2, 1, 9, "status", 0, NULL, NULL, 1, NULL},
     };
     raw_client_t c;

@@ -559,6 +559,54 @@ static void test_pending_withheld_then_revoked(void **state)
     h_done(env);
 }
 
+/* A delivery that neither the policy in force nor a reload not yet
+ * recorded allows: the push withholds it (neither sends nor revokes it,
+ * and the mailbox waits behind it) until that reload applies, so pending
+ * must say withheld, as the push does, not revoked. */
+static void test_pending_withheld_under_both_policies(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_signal_t s = h_police_signal("BVH-2024-17001");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_close(&politie);
+    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    const char *purpose = "Strafrechtelijke beoordeling";
+    const char *at = strstr(h_default_rules, purpose);
+    assert_non_null(at);
+    /* reload A, recorded: the rule that decided the delivery changes */
+    h_env_write_policy(env, "%s%.*sStrafrechtelijke beoordeling, herzien%s", h_policy_header,
+                       (int)(at - h_default_rules), h_default_rules, at + strlen(purpose));
+    assert_int_equal(h_broker_reload(env), 1);
+    /* reload B, not recorded: the rule changes again */
+    h_store_exec(env,
+                 "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event ="
+                 " 'policy.reloaded' BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
+    h_env_write_policy(env, "%s%.*sStrafrechtelijke beoordeling, nogmaals herzien%s",
+                       h_policy_header, (int)(at - h_default_rules), h_default_rules,
+                       at + strlen(purpose));
+    long offset = h_log_offset(env);
+    assert_int_equal(h_broker_reload(env), 0);
+    assert_int_equal(h_await_log(env, offset, "cannot record the reload", 0), 0);
+    /* the push reaches it: it is neither sent nor revoked */
+    schakel_client_t *om = h_connect(env, H_OM);
+    assert_int_equal(schakel_subscribe(om, 2), SCHAKEL_OK);
+    assert_int_equal(h_backlog(om), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
+                     1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
+    char *doc = pending_json(env, H_OM, NULL);
+    /* a turn later still: the push passed over it again, and left it */
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries WHERE recipient = ?1", H_OM),
+                     1);
+    assert_int_equal(h_log_count(env, offset, "event=delivery.revoked "), 0);
+    expect_member(row_of(doc, (uint64_t)seq), "state", "withheld");
+    free(doc);
+    schakel_close(&om);
+    h_store_exec(env, "DROP TRIGGER test_refuse");
+    h_done(env);
+}
+
 /* ------------------------------------------------------------------ refusals */
 
 /* Every refusal, through schakelctl (its own usage errors first, then
@@ -672,6 +720,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pending_set_aside, setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_pending_withheld_then_revoked, setup_admin_broker,
                                         h_teardown),
+        cmocka_unit_test_setup_teardown(test_pending_withheld_under_both_policies,
+                                        setup_admin_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_pending_refusals, setup_admin_broker, h_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
