@@ -25,7 +25,7 @@ NAME = r'"([a-z][a-z_]*\.[a-z][a-z_]*)"'
 # where the names they log come from is read below.
 INDIRECT = {
     ("log.c", "const char *event"),     # the definition itself
-    ("admin.c", "event"),               # admin_export_log()
+    ("admin_export.c", "event"),        # admin_export_log()
     ("record.c", "event"),              # record_write_failed()
     ("record.c", "t->event"),           # line_say(): publishes and case commands
     ("record_case.c", "event"),         # the withheld views
