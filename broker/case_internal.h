@@ -1,9 +1,11 @@
 /*
- * case_internal.h — what case.c (commands) and case_view.c (queries,
- * push checks) share, implemented in case_event.c: a case's member rows,
- * whether an asker can see a case at all, an event reduced to a
- * membership rule, reading events one at a time, and whether a partner
- * received a signal. Private to those three files.
+ * case_internal.h — what the case files share. Implemented in case_event.c,
+ * for the commands (case.c, case_plan.c, case_deliver.c) and case_view.c
+ * (queries, push checks): a case's member rows, whether an asker can see a
+ * case at all, an event reduced to a membership rule, reading events one
+ * at a time, and whether a partner received a signal. Then the command
+ * being carried out (case_cmd_t) and what its three files share. Private
+ * to the case files.
  */
 #ifndef SCHAKEL_CASE_INTERNAL_H
 #define SCHAKEL_CASE_INTERNAL_H
@@ -12,6 +14,7 @@
 #include <stdint.h>
 
 #include "broker.h"
+#include "case_state.h"
 
 /* One member row of a case, copied out of the store. */
 typedef struct case_member {
@@ -106,5 +109,85 @@ int case_subject_load(store_t *store, const char *case_id, char out[SCHAKEL_MAX_
  * Cost: O(log entries) probes (see case_event.c), then two index lookups. */
 int case_principal_received(broker_t *b, uint64_t item_seq, const char *principal,
                             uint32_t *fields);
+
+/* ------------------------------------------------------------------ a command
+ * What case.c (the handler, storing), case_plan.c (planning) and
+ * case_deliver.c (the event and its deliveries) share. */
+
+/* A withdrawn delivery as the store told it, copied for its audit entry
+ * (the store's strings end with its callback). */
+typedef struct case_drop {
+    uint64_t seq, item_seq;
+    int64_t expires_at;
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    char rule_id[SCHAKEL_MAX_ID_LEN + 1];
+    char rule_hash[65];
+} case_drop_t;
+
+/* One command being carried out. */
+typedef struct case_cmd {
+    broker_t *b;
+    const session_t *session;
+    const policy_principal_t *actor;
+    const Schakel__CasePublish *publish;
+    const Schakel__CaseCommand *cmd;
+    const uint8_t *id; /* command id, 16 bytes */
+    case_command_t command;
+    const policy_case_type_t *type;
+    const policy_partner_t *lead;
+    const char *acted_for; /* the lead partner, when the actor acts for it */
+    const char *effective; /* the partner that acts: acted_for or the actor's own */
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    char case_type[SCHAKEL_MAX_ID_LEN + 1]; /* as the store names them: the facts and */
+    char lead_id[SCHAKEL_MAX_ID_LEN + 1];   /* the transition may point here */
+    int closed;
+    uint64_t last_event_seq;
+    case_members_t members; /* rows before the command */
+    case_transition_t t;
+    const char *target;                              /* invite, remove: the partner concerned */
+    const policy_case_member_rule_t *concerned_rule; /* rule of the partner whose
+                                                        standing changes, or the actor's */
+    Schakel__Signal *linked; /* link: the signal (decoded from its stored item) */
+    uint8_t *linked_body;
+    size_t linked_len;
+    uint8_t root[32], hash[32];
+    int64_t item_seq;
+    uint64_t event_seq;
+    int64_t expires_at;
+    size_t queued, dropped;
+    case_drop_t *drops; /* the deliveries a leave or removal withdrew, to record */
+    size_t n_drops, cap_drops;
+    int drops_lost; /* one could not be kept (out of memory): the turn fails */
+    char case_subject[SCHAKEL_MAX_SUBJECT_LEN + 1]; /* an existing case's pseudonym, or "" */
+} case_cmd_t;
+
+/* The pseudonym the case is about: the one it is opened with, or the one
+ * its opened event names; NULL when none. */
+static inline const char *case_subject(const case_cmd_t *x)
+{
+    if (x->command == CASE_CMD_OPEN)
+        return x->cmd->open->subject;
+    return x->case_subject[0] != '\0' ? x->case_subject : NULL;
+}
+
+/* Refuse the command: a Rejected for its session (broker_reject). */
+static inline void case_refuse(case_cmd_t *x, Schakel__Reason reason, const char *text)
+{
+    broker_reject(x->b, x->session, reason, text, x->id, -1, 0);
+}
+
+/* case_plan.c: an open (the case type, who leads, whether the opener may),
+ * or a command on an existing case (visibility, the case, its members and
+ * subject, the state machine, a link's signal). Each returns 0, -1 after
+ * queueing the refusal, and case_plan_existing -2 on a store error. */
+int case_plan_open(case_cmd_t *x);
+int case_plan_existing(case_cmd_t *x);
+
+/* case_deliver.c: the command's event built, stored and queued to the
+ * members (a joiner's history first); a partner's waiting deliveries of
+ * the case withdrawn, each on the trail. Each returns 0, or -1 on a store
+ * or record failure (the caller fails the turn). */
+int case_store_event(case_cmd_t *x, Schakel__CaseEvent *ev, char **members);
+int case_drop_partner(case_cmd_t *x, const char *partner_id);
 
 #endif
