@@ -229,17 +229,20 @@ $(BUILD)/obj/tests/unit/test_import_journal.o: TEST_CFLAGS += -Iclients/schakel
 # how the CLI prints what partners sent (cli.c, on libschakel)
 UNIT_EXTRA_test_cli_field := clients/schakel/cli.c clients/schakel/case_print.c \
 	clients/schakel/fields.c clients/libschakel/client.c clients/libschakel/client_wait.c \
-	clients/libschakel/client_request.c clients/libschakel/delivery.c clients/libschakel/case.c \
+	clients/libschakel/client_frames.c clients/libschakel/client_request.c \
+	clients/libschakel/delivery.c clients/libschakel/case.c \
 	clients/libschakel/caseview.c clients/libschakel/inflight.c clients/libschakel/signal_pb.c \
 	clients/libschakel/acksent.c
 UNIT_LIBS_test_cli_field = $(CLI_LIBS)
 $(BUILD)/obj/tests/unit/test_cli_field.o: TEST_CFLAGS += -Iclients/schakel
-UNIT_EXTRA_test_client := clients/libschakel/client_wait.c clients/libschakel/client_request.c \
+UNIT_EXTRA_test_client := clients/libschakel/client_wait.c clients/libschakel/client_frames.c \
+	clients/libschakel/client_request.c \
 	clients/libschakel/delivery.c clients/libschakel/case.c \
 	clients/libschakel/caseview.c clients/libschakel/inflight.c clients/libschakel/signal_pb.c \
 	clients/libschakel/acksent.c
 UNIT_EXTRA_test_client_alloc := clients/libschakel/client.c clients/libschakel/client_wait.c \
-	clients/libschakel/client_request.c clients/libschakel/delivery.c \
+	clients/libschakel/client_frames.c clients/libschakel/client_request.c \
+	clients/libschakel/delivery.c \
 	clients/libschakel/caseview.c clients/libschakel/inflight.c clients/libschakel/signal_pb.c \
 	clients/libschakel/acksent.c
 # every allocation of the program's own objects goes through the test's wrappers

@@ -1,6 +1,7 @@
 /*
  * client_internal.h — what the connection (client.c, client_wait.c,
- * client_request.c) offers the other files of libschakel: case.c sends
+ * client_frames.c, client_request.c) offers the other files of
+ * libschakel: case.c sends
  * its requests and reads the answers through it. Internal (not installed,
  * not exported from the .so).
  */

@@ -1,10 +1,11 @@
 /*
  * client_state.h — one client's state (struct schakel_client), what a
- * wait loop waits for, and what the three files of the connection share:
+ * wait loop waits for, and what the four files of the connection share:
  * client.c (errors, connect, the Heartbeat's questions, keys),
- * client_wait.c (sending, the monitor's events, frames in and the wait
- * loop) and client_request.c (publishes, case.c's requests, receiving and
- * acks). Private to those three files (not installed, not exported).
+ * client_wait.c (sending, the monitor's events and the wait loop),
+ * client_frames.c (frames in, paired with the requests owed an answer)
+ * and client_request.c (publishes, case.c's requests, receiving and
+ * acks). Private to those four files (not installed, not exported).
  */
 #ifndef SCHAKEL_CLIENT_STATE_H
 #define SCHAKEL_CLIENT_STATE_H
@@ -177,6 +178,25 @@ typedef struct client_wait {
     int interrupted;         /* a wait without deadline ended by a signal (TIMEOUT) */
 } client_wait_t;
 
+/* What client_wait.c and client_frames.c share, inline: they run for
+ * every frame and every Heartbeat. */
+
+/* The id a Heartbeat sent as request `order` names: order, big-endian. */
+static inline void client_heartbeat_id(uint64_t order, uint8_t id[CLIENT_HEARTBEAT_ID_BYTES])
+{
+    for (unsigned i = 0; i < CLIENT_HEARTBEAT_ID_BYTES; i++)
+        id[i] = (uint8_t)(order >> (8u * (CLIENT_HEARTBEAT_ID_BYTES - 1u - i)));
+}
+
+/* The wait ends with status, unless it ended already. */
+static inline void client_wait_finish(client_wait_t *wait, schakel_status_t status)
+{
+    if (!wait->done) {
+        wait->done = 1;
+        wait->status = status;
+    }
+}
+
 /* ------------------------------------------------------------------ client.c */
 
 /* Replace an abandoned (or missing) socket by a new one, connecting at
@@ -201,15 +221,6 @@ schakel_status_t client_send_owed_publishes(schakel_client_t *client);
 /* Send again each Ack refused RATE_LIMITED whose pause is over. */
 schakel_status_t client_send_owed_acks(schakel_client_t *client, int64_t now);
 
-/* A request sent as `order` (naming message id `id`, or NULL) was given
- * up on: its answer still comes. */
-void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query,
-                    const uint8_t *id);
-
-/* A publish in flight dropped by the caller: its answer, if it still
- * comes, is not taken for another's. */
-void client_flight_drop(schakel_client_t *client, inflight_entry_t *entry);
-
 /* The answered publish a wait for `id` (NULL: any) would hand out. */
 inflight_entry_t *client_flight_ready(schakel_client_t *client, const uint8_t *id);
 
@@ -231,5 +242,22 @@ const char *client_timeout_hint(const schakel_client_t *client, int drops_before
 
 /* One Heartbeat round trip: refreshes principal, partner, role, backlog. */
 schakel_status_t client_heartbeat_round_trip(schakel_client_t *client, int timeout_ms);
+
+/* ------------------------------------------------------------------ client_frames.c */
+
+/* A request sent as `order` (naming message id `id`, or NULL) was given
+ * up on: its answer still comes. */
+void client_give_up(schakel_client_t *client, uint64_t order, int sent_connected, int query,
+                    const uint8_t *id);
+
+/* A publish in flight dropped by the caller: its answer, if it still
+ * comes, is not taken for another's. */
+void client_flight_drop(schakel_client_t *client, inflight_entry_t *entry);
+
+/* Read one ZMQ message from the broker, if one is there (1, else 0), and
+ * act on it: decoded, paired with the request it answers, or queued. A
+ * frame that does not decode ends the wait (SCHAKEL_ERR_PROTOCOL), one
+ * not decoded for want of memory is held for the next wait. */
+int client_read_frame(schakel_client_t *client, client_wait_t *wait);
 
 #endif
