@@ -280,8 +280,9 @@ static int reload_apply(broker_t *b, policy_t *fresh, const char *requested_by, 
     if (!recorded) {
         snprintf(err, errlen,
                  "the audit trail cannot record the reload (%s); the old policy stays in force, "
-                 "but what the new one revokes is revoked now, and the reload applies as soon "
-                 "as its record can be written",
+                 "but what the new one takes away is held back now (its revoked keys refused, "
+                 "the deliveries it would not allow neither sent nor removed), and the reload "
+                 "applies as soon as its record can be written",
                  store_errmsg(b->store));
         if (logged) {
             char retries[24];
