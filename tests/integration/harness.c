@@ -1060,10 +1060,15 @@ void h_broker_resume_loop(h_env_t *env)
 int h_broker_await_io_idle(const h_env_t *env, int timeout_ms)
 {
     assert_true(env->broker_pid > 0 && env->loop_paused);
+    return h_await_io_idle_of(env->broker_pid, timeout_ms);
+}
+
+int h_await_io_idle_of(pid_t pid, int timeout_ms)
+{
     const struct timespec millisecond = {0, 1000000};
     int64_t deadline = h_now_ms() + timeout_ms;
     char tasks[64];
-    snprintf(tasks, sizeof tasks, "/proc/%ld/task", (long)env->broker_pid);
+    snprintf(tasks, sizeof tasks, "/proc/%ld/task", (long)pid);
     for (;;) {
         DIR *dir = opendir(tasks);
         if (dir == NULL)
@@ -1085,12 +1090,11 @@ int h_broker_await_io_idle(const h_env_t *env, int timeout_ms)
                 continue;
             io_threads++;
             busy += !h_syscall_is_epoll_wait(
-                h_thread_syscall(env->broker_pid, (pid_t)strtol(entry->d_name, NULL, 10)));
+                h_thread_syscall(pid, (pid_t)strtol(entry->d_name, NULL, 10)));
         }
         closedir(dir);
         if (io_threads == 0)
-            fail_msg("schakeld (pid %ld) has no libzmq I/O thread (ZMQbg/IO/N) to wait for",
-                     (long)env->broker_pid);
+            fail_msg("process %ld has no libzmq I/O thread (ZMQbg/IO/N) to wait for", (long)pid);
         if (busy == 0)
             return 0;
         if (h_now_ms() >= deadline)

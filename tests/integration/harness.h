@@ -229,6 +229,13 @@ int h_broker_trace_loop(h_env_t *env);
  * has no such thread. */
 int h_broker_await_io_idle(const h_env_t *env, int timeout_ms);
 
+/* The same for any process, this one (getpid()) included, and without
+ * the loop paused: what is seen is then a moment's state, which the
+ * caller must know to last (nothing left for the threads to do). 0, or
+ * -1 if one is still busy after timeout_ms (0: look once); fails the
+ * test if the process has no such thread. */
+int h_await_io_idle_of(pid_t pid, int timeout_ms);
+
 /* A full disk for the running broker: its file-size limit (RLIMIT_FSIZE,
  * set with prlimit) becomes the size of the store's larger file (the
  * database or its WAL) plus 64 KiB, so that the store's writes soon fail
