@@ -2584,3 +2584,50 @@ long h_broker_status_kib(const h_env_t *env, const char *field)
         fail_msg("no %s in %s", field, path);
     return kib;
 }
+
+/* ---- JSON as schakelctl --json prints it */
+
+int h_json_find(const char *from, const char *key, char *out, size_t outlen)
+{
+    char pattern[96];
+    snprintf(pattern, sizeof pattern, "\"%s\":", key);
+    const char *p = from ? strstr(from, pattern) : NULL;
+    if (p == NULL)
+        return -1;
+    p += strlen(pattern);
+    size_t used = 0;
+    if (*p == '"') {
+        for (p++; *p && *p != '"'; p++) {
+            if (*p == '\\' && p[1])
+                p++;
+            if (used + 1 < outlen)
+                out[used++] = *p;
+        }
+    } else if (*p == '[') {
+        while (*p && *p != ']' && used + 2 < outlen)
+            out[used++] = *p++;
+        out[used++] = ']';
+    } else {
+        while (*p && *p != ',' && *p != '}' && used + 1 < outlen)
+            out[used++] = *p++;
+    }
+    out[used] = '\0';
+    return 0;
+}
+
+void h_json_get(const char *from, const char *key, char *out, size_t outlen)
+{
+    if (h_json_find(from, key, out, outlen) != 0)
+        fail_msg("no \"%s\" in %.400s", key, from ? from : "(null)");
+}
+
+long long h_json_int(const char *from, const char *key)
+{
+    char value[64];
+    h_json_get(from, key, value, sizeof value);
+    char *end = NULL;
+    long long n = strtoll(value, &end, 10);
+    if (end == value || *end != '\0')
+        fail_msg("\"%s\" is not an integer: %s", key, value);
+    return n;
+}

@@ -574,4 +574,15 @@ h_env_t *h_env_new_with_cases(void);
  * backup file backup; returns what its SELECT changes() said (0 or 1). */
 int h_put_back(const h_env_t *env, const char *backup, int64_t seq, int64_t item_seq);
 
+/* ---- JSON as schakelctl --json prints it (compact) */
+
+/* The value of the first "key": at or after `from` (NULL: none): a
+ * string's contents (with \" \\ undone), a number or literal, or a flat
+ * array's text, into out. Returns 0, or -1 if there is no such key. */
+int h_json_find(const char *from, const char *key, char *out, size_t outlen);
+/* The same, failing the test if the key is absent. */
+void h_json_get(const char *from, const char *key, char *out, size_t outlen);
+/* The same, as an integer; fails the test unless it is one. */
+long long h_json_int(const char *from, const char *key);
+
 #endif

@@ -87,47 +87,6 @@ static void expect_text(const char *text, const char *needle, const char *what)
         fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text);
 }
 
-/* The value of the first "key": at or after `from` in compact JSON (as
- * schakelctl --json prints it): a string's contents (with \" \\ undone), a
- * number or literal, or a flat array's text. Fails the test if absent. */
-static void json_get(const char *from, const char *key, char *out, size_t outlen)
-{
-    char pattern[96];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *p = from ? strstr(from, pattern) : NULL;
-    if (p == NULL)
-        fail_msg("no \"%s\" in %.400s", key, from ? from : "(null)");
-    p += strlen(pattern);
-    size_t used = 0;
-    if (*p == '"') {
-        for (p++; *p && *p != '"'; p++) {
-            if (*p == '\\' && p[1])
-                p++;
-            if (used + 1 < outlen)
-                out[used++] = *p;
-        }
-    } else if (*p == '[') {
-        while (*p && *p != ']' && used + 2 < outlen)
-            out[used++] = *p++;
-        out[used++] = ']';
-    } else {
-        while (*p && *p != ',' && *p != '}' && used + 1 < outlen)
-            out[used++] = *p++;
-    }
-    out[used] = '\0';
-}
-
-static long long json_int(const char *from, const char *key)
-{
-    char value[64];
-    json_get(from, key, value, sizeof value);
-    char *end = NULL;
-    long long n = strtoll(value, &end, 10);
-    if (end == value || *end != '\0')
-        fail_msg("\"%s\" is not an integer: %s", key, value);
-    return n;
-}
-
 /* The object of a JSON array that starts with "id":"ID" (compact output). */
 static const char *json_entry(const char *text, const char *id)
 {
@@ -410,12 +369,12 @@ static void test_status_partners_rules_follow_traffic(void **state)
 {
     h_env_t *env = *state;
     char *before = ctl_json(env, "status");
-    long long accepted0 = json_int(strstr(before, "\"messages\""), "accepted");
-    long long refused0 = json_int(strstr(before, "\"messages\""), "refused");
+    long long accepted0 = h_json_int(strstr(before, "\"messages\""), "accepted");
+    long long refused0 = h_json_int(strstr(before, "\"messages\""), "refused");
     assert_int_equal(accepted0, 0);
-    assert_int_equal(json_int(before, "backlog"), 0);
+    assert_int_equal(h_json_int(before, "backlog"), 0);
     char hash[80];
-    json_get(strstr(before, "\"policy\""), "hash", hash, sizeof hash);
+    h_json_get(strstr(before, "\"policy\""), "hash", hash, sizeof hash);
     assert_int_equal(strlen(hash), 64);
     free(before);
 
@@ -432,38 +391,38 @@ static void test_status_partners_rules_follow_traffic(void **state)
 
     char *status = ctl_json(env, "status");
     const char *messages = strstr(status, "\"messages\"");
-    assert_int_equal(json_int(messages, "accepted"), 1);
-    assert_int_equal(json_int(messages, "refused"), refused0 + 2);
-    assert_int_equal(json_int(status, "backlog"), 4);
-    assert_true(json_int(status, "connected_principals") >= 2);
-    assert_true(json_int(strstr(status, "\"store\""), "db_bytes") > 0);
+    assert_int_equal(h_json_int(messages, "accepted"), 1);
+    assert_int_equal(h_json_int(messages, "refused"), refused0 + 2);
+    assert_int_equal(h_json_int(status, "backlog"), 4);
+    assert_true(h_json_int(status, "connected_principals") >= 2);
+    assert_true(h_json_int(strstr(status, "\"store\""), "db_bytes") > 0);
     /* Every request is in the audit trail before it runs: this status
      * request's own entry is already counted, the next one adds its own. */
-    long long entries = json_int(strstr(status, "\"audit\""), "entries");
+    long long entries = h_json_int(strstr(status, "\"audit\""), "entries");
     assert_true(entries > 0);
     free(status);
     status = ctl_json(env, "status");
-    assert_true(json_int(strstr(status, "\"audit\""), "entries") >= entries + 1);
+    assert_true(h_json_int(strstr(status, "\"audit\""), "entries") >= entries + 1);
     free(status);
 
     char *partners = ctl_json(env, "partners");
     const char *p = json_entry(partners, H_WOCO_JEKERDAL);
     char value[160];
-    json_get(p, "connected", value, sizeof value);
+    h_json_get(p, "connected", value, sizeof value);
     assert_string_equal(value, "true");
-    assert_true(json_int(p, "last_seen") >= (long long)time(NULL) - 60);
+    assert_true(h_json_int(p, "last_seen") >= (long long)time(NULL) - 60);
     p = json_entry(partners, H_BRANDWEER);
-    assert_int_equal(json_int(p, "refusals"), 2);
+    assert_int_equal(h_json_int(p, "refusals"), 2);
     p = json_entry(partners, H_POLITIE);
-    assert_int_equal(json_int(p, "backlog"), 1);
-    json_get(p, "connected", value, sizeof value);
+    assert_int_equal(h_json_int(p, "backlog"), 1);
+    h_json_get(p, "connected", value, sizeof value);
     assert_string_equal(value, "false");
-    json_get(p, "last_seen", value, sizeof value);
+    h_json_get(p, "last_seen", value, sizeof value);
     assert_string_equal(value, "null");
     p = json_entry(partners, "riec");
-    assert_int_equal(json_int(p, "backlog"), 2);
+    assert_int_equal(h_json_int(p, "backlog"), 2);
     p = json_entry(partners, H_OPERATOR);
-    json_get(p, "role", value, sizeof value);
+    h_json_get(p, "role", value, sizeof value);
     assert_string_equal(value, "operator");
     free(partners);
 
@@ -478,32 +437,32 @@ static void test_status_partners_rules_follow_traffic(void **state)
     assert_int_equal(h_backlog(politie), 0);
     status = ctl_json(env, "status");
     messages = strstr(status, "\"messages\"");
-    assert_true(json_int(messages, "delivered") >= 1);
-    assert_int_equal(json_int(messages, "acked"), 1);
-    assert_int_equal(json_int(status, "backlog"), 3);
+    assert_true(h_json_int(messages, "delivered") >= 1);
+    assert_int_equal(h_json_int(messages, "acked"), 1);
+    assert_int_equal(h_json_int(status, "backlog"), 3);
     free(status);
 
     char *rules = ctl_json(env, "rules");
     assert_int_equal(count_of(rules, "{\"id\":"), 7);
-    json_get(rules, "policy_hash", value, sizeof value);
+    h_json_get(rules, "policy_hash", value, sizeof value);
     assert_string_equal(value, hash);
     const char *r = json_entry(rules, "woco-ondermijning-politie");
-    json_get(r, "hash", value, sizeof value);
+    h_json_get(r, "hash", value, sizeof value);
     assert_string_equal(value, delivered_hash);
-    json_get(r, "from", value, sizeof value);
+    h_json_get(r, "from", value, sizeof value);
     assert_string_equal(value, "[\"woco-maasoever\",\"woco-jekerdal\"]");
-    json_get(r, "themes", value, sizeof value);
+    h_json_get(r, "themes", value, sizeof value);
     assert_string_equal(value, "[\"ondermijning\"]");
-    json_get(r, "kinds", value, sizeof value);
+    h_json_get(r, "kinds", value, sizeof value);
     assert_string_equal(value, "[\"*\"]");
-    json_get(r, "legal_basis", value, sizeof value);
+    h_json_get(r, "legal_basis", value, sizeof value);
     assert_string_equal(value, "Convenant RIEC Limburg, art. 5; Wpg art. 16 lid 1");
     r = json_entry(rules, "politie-zorg-veiligheidshuis");
-    json_get(r, "require_case_ref", value, sizeof value);
+    h_json_get(r, "require_case_ref", value, sizeof value);
     assert_string_equal(value, "true");
-    json_get(r, "retention", value, sizeof value);
+    h_json_get(r, "retention", value, sizeof value);
     assert_string_equal(value, "1y");
-    json_get(r, "fields", value, sizeof value);
+    h_json_get(r, "fields", value, sizeof value);
     assert_string_equal(value, "[\"area\",\"subject\",\"grounds\",\"case_ref\",\"severity\","
                                "\"observed_at\",\"summary\"]");
     free(rules);
@@ -564,7 +523,7 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     char *status = ctl_json(env, "status");
     const char *store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(json_int(store, "schema"), 11);
+    assert_int_equal(h_json_int(store, "schema"), 11);
     expect_text(store, "\"migrated_from\":null", "status of a store found current");
     free(status);
     long offset = h_log_offset(env);
@@ -588,8 +547,8 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     status = ctl_json(env, "status");
     store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(json_int(store, "schema"), 11);
-    assert_int_equal(json_int(store, "migrated_from"), 6);
+    assert_int_equal(h_json_int(store, "schema"), 11);
+    assert_int_equal(h_json_int(store, "migrated_from"), 6);
     free(status);
     char *text = ctl_text(env, "status");
     expect_text(text, "store schema 11)", "status text");
@@ -671,7 +630,7 @@ static void test_reload_refused_keeps_old_policy(void **state)
     };
     char *status = ctl_json(env, "status");
     char old_hash[80], value[200];
-    json_get(strstr(status, "\"policy\""), "hash", old_hash, sizeof old_hash);
+    h_json_get(strstr(status, "\"policy\""), "hash", old_hash, sizeof old_hash);
     free(status);
     schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
     const char *const to_gemeente[] = {"gemeente"};
@@ -690,7 +649,7 @@ static void test_reload_refused_keeps_old_policy(void **state)
         h_cli_result_free(&res);
         /* Same policy as before, on the same connection. */
         status = ctl_json(env, "status");
-        json_get(strstr(status, "\"policy\""), "hash", value, sizeof value);
+        h_json_get(strstr(status, "\"policy\""), "hash", value, sizeof value);
         assert_string_equal(value, old_hash);
         free(status);
         schakel_signal_t fire = {.kind = "brandonveilige-situatie",
@@ -711,14 +670,14 @@ static void test_reload_refused_keeps_old_policy(void **state)
     h_run_ctl_argv(env, NULL, NULL, check, &res);
     expect_exit(&res, 0, "policy check");
     char new_hash[80];
-    json_get(res.out, "hash", new_hash, sizeof new_hash);
+    h_json_get(res.out, "hash", new_hash, sizeof new_hash);
     h_cli_result_free(&res);
     const char *const reload_json[] = {"reload", "--json", NULL};
     ctl(env, H_OPERATOR, &res, reload_json);
     expect_exit(&res, 0, "reload of a good policy");
-    json_get(res.out, "old_hash", value, sizeof value);
+    h_json_get(res.out, "old_hash", value, sizeof value);
     assert_string_equal(value, old_hash);
-    json_get(res.out, "new_hash", value, sizeof value);
+    h_json_get(res.out, "new_hash", value, sizeof value);
     assert_string_equal(value, new_hash);
     h_cli_result_free(&res);
     h_done(env);
@@ -778,9 +737,9 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, reload_json);
     expect_exit(&res, 0, "reload without jekerdal");
-    assert_true(json_int(res.out, "sessions_dropped") >= 1);
-    assert_int_equal(json_int(res.out, "operators"), 1);
-    assert_int_equal(json_int(res.out, "cases_unreachable"), 0);
+    assert_true(h_json_int(res.out, "sessions_dropped") >= 1);
+    assert_int_equal(h_json_int(res.out, "operators"), 1);
+    assert_int_equal(h_json_int(res.out, "cases_unreachable"), 0);
     expect_text(res.out, "\"removed_self\":false", "reload without jekerdal");
     assert_null(strstr(res.err, "warning"));
     h_cli_result_free(&res);
@@ -1882,12 +1841,12 @@ static void test_policy_explain(void **state)
     assert_int_equal(count_of(res.out, "\"verdict\":\"deny\""), 5);
     const char *allowed = strstr(res.out, "\"to\":\"woco-maasoever\"");
     char value[200];
-    json_get(allowed, "id", value, sizeof value);
+    h_json_get(allowed, "id", value, sizeof value);
     assert_string_equal(value, "brandweer-brandveiligheid");
-    json_get(allowed, "fields", value, sizeof value);
+    h_json_get(allowed, "fields", value, sizeof value);
     assert_string_equal(value, "[\"sender\",\"kind\",\"theme\",\"area\",\"address\","
                                "\"severity\",\"observed_at\",\"summary\",\"source_ref\"]");
-    json_get(res.out, "delivered", value, sizeof value);
+    h_json_get(res.out, "delivered", value, sizeof value);
     assert_string_equal(value, "true");
     h_cli_result_free(&res);
     h_done(env);

@@ -16,33 +16,6 @@
 #include <sys/stat.h>
 #include <time.h>
 
-/* The value of "key" in one compact JSON line (the CLI prints JSON_COMPACT
- * objects): a string (escapes other than \" and \\ are not needed by these
- * tests) or a bare number/literal. Returns 0 with out filled, -1 if absent. */
-static int json_value(const char *line, const char *key, char *out, size_t outlen)
-{
-    char pattern[80];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *p = strstr(line, pattern);
-    if (!p)
-        return -1;
-    p += strlen(pattern);
-    size_t used = 0;
-    if (*p == '"') {
-        for (p++; *p && *p != '"'; p++) {
-            if (*p == '\\' && p[1])
-                p++;
-            if (used + 1 < outlen)
-                out[used++] = *p;
-        }
-    } else {
-        while (*p && *p != ',' && *p != '}' && used + 1 < outlen)
-            out[used++] = *p++;
-    }
-    out[used] = '\0';
-    return 0;
-}
-
 /* Split text into lines in place; returns the count (at most max). */
 static size_t split_lines(char *text, char **lines, size_t max)
 {
@@ -134,13 +107,13 @@ static void test_cli_publish_json_duplicate_and_batch(void **state)
                   "inbraakreeks", "--theme", "woninginbraak", "--area", "WK093501", NULL);
         expect_exit(&res, 0, "publish --json");
         char value[64];
-        assert_int_equal(json_value(res.out, "message_id", value, sizeof value), 0);
+        assert_int_equal(h_json_find(res.out, "message_id", value, sizeof value), 0);
         assert_string_equal(value, id);
-        assert_int_equal(json_value(res.out, "duplicate", value, sizeof value), 0);
+        assert_int_equal(h_json_find(res.out, "duplicate", value, sizeof value), 0);
         assert_string_equal(value, round == 0 ? "false" : "true");
-        assert_int_equal(json_value(res.out, "seq", value, sizeof value), 0);
+        assert_int_equal(h_json_find(res.out, "seq", value, sizeof value), 0);
         seqs[round] = strtoull(value, NULL, 10);
-        assert_int_equal(json_value(res.out, "recipients", value, sizeof value), 0);
+        assert_int_equal(h_json_find(res.out, "recipients", value, sizeof value), 0);
         assert_string_equal(value, "1");
         h_cli_result_free(&res);
     }
@@ -900,26 +873,26 @@ static void test_cli_listen_json_drain(void **state)
     for (size_t i = 0; i < n; i++) {
         char value[160];
         assert_true(lines[i][0] == '{');
-        assert_int_equal(json_value(lines[i], "sender", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "sender", value, sizeof value), 0);
         assert_string_equal(value, H_WOCO_MAASOEVER);
-        assert_int_equal(json_value(lines[i], "rule_id", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "rule_id", value, sizeof value), 0);
         assert_string_equal(value, "woco-ondermijning-gemeente");
-        assert_int_equal(json_value(lines[i], "legal_basis", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "legal_basis", value, sizeof value), 0);
         assert_true(value[0] != '\0');
-        assert_int_equal(json_value(lines[i], "theme", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "theme", value, sizeof value), 0);
         assert_string_equal(value, "ondermijning");
-        assert_int_equal(json_value(lines[i], "item_seq", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "item_seq", value, sizeof value), 0);
         assert_int_equal(strtoull(value, NULL, 10), item_seqs[i]);
-        assert_int_equal(json_value(lines[i], "house_number", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "house_number", value, sizeof value), 0);
         assert_int_equal(atoi(value), 10 + (int)i);
-        assert_int_equal(json_value(lines[i], "seq", value, sizeof value), 0);
+        assert_int_equal(h_json_find(lines[i], "seq", value, sizeof value), 0);
         unsigned long long seq = strtoull(value, NULL, 10);
         assert_true(seq > last_seq);
         last_seq = seq;
         /* The municipality's rule has no person and no source reference. */
-        assert_int_equal(json_value(lines[i], "subject", value, sizeof value), -1);
-        assert_int_equal(json_value(lines[i], "grounds", value, sizeof value), -1);
-        assert_int_equal(json_value(lines[i], "source_ref", value, sizeof value), -1);
+        assert_int_equal(h_json_find(lines[i], "subject", value, sizeof value), -1);
+        assert_int_equal(h_json_find(lines[i], "grounds", value, sizeof value), -1);
+        assert_int_equal(h_json_find(lines[i], "source_ref", value, sizeof value), -1);
     }
     h_cli_result_free(&res);
     /* Acked: the mailbox is empty and a second drain prints nothing. */
@@ -946,11 +919,11 @@ static void test_cli_whoami(void **state)
     h_run_cli(env, H_BRANDWEER, &res, "whoami", "--json", NULL);
     expect_exit(&res, 0, "whoami --json");
     char value[130];
-    assert_int_equal(json_value(res.out, "principal", value, sizeof value), 0);
+    assert_int_equal(h_json_find(res.out, "principal", value, sizeof value), 0);
     assert_string_equal(value, H_BRANDWEER);
-    assert_int_equal(json_value(res.out, "partner", value, sizeof value), 0);
+    assert_int_equal(h_json_find(res.out, "partner", value, sizeof value), 0);
     assert_string_equal(value, "brandweer");
-    assert_int_equal(json_value(res.out, "role", value, sizeof value), 0);
+    assert_int_equal(h_json_find(res.out, "role", value, sizeof value), 0);
     assert_string_equal(value, "system");
     h_cli_result_free(&res);
     h_done(env);

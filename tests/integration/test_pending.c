@@ -64,47 +64,10 @@ static void expect_no_text(const char *text, const char *needle, const char *wha
         fail_msg("%s: \"%s\" must not be in:\n%s", what, needle, text);
 }
 
-/* The value of the first "key": at or after `from` in compact JSON (as
- * schakelctl --json prints it): a string's contents, or a number's or
- * literal's text. Fails the test if absent. */
-static void json_get(const char *from, const char *key, char *out, size_t outlen)
-{
-    char pattern[96];
-    snprintf(pattern, sizeof pattern, "\"%s\":", key);
-    const char *p = from ? strstr(from, pattern) : NULL;
-    if (p == NULL)
-        fail_msg("no \"%s\" in %.400s", key, from ? from : "(null)");
-    p += strlen(pattern);
-    size_t used = 0;
-    if (*p == '"') {
-        for (p++; *p && *p != '"'; p++) {
-            if (*p == '\\' && p[1])
-                p++;
-            if (used + 1 < outlen)
-                out[used++] = *p;
-        }
-    } else {
-        while (*p && *p != ',' && *p != '}' && *p != ']' && used + 1 < outlen)
-            out[used++] = *p++;
-    }
-    out[used] = '\0';
-}
-
-static long long json_int(const char *from, const char *key)
-{
-    char value[64];
-    json_get(from, key, value, sizeof value);
-    char *end = NULL;
-    long long n = strtoll(value, &end, 10);
-    if (end == value || *end != '\0')
-        fail_msg("\"%s\" is not an integer: %s", key, value);
-    return n;
-}
-
 static void expect_member(const char *from, const char *key, const char *value)
 {
     char got[256];
-    json_get(from, key, got, sizeof got);
+    h_json_get(from, key, got, sizeof got);
     if (strcmp(got, value) != 0)
         fail_msg("\"%s\" is %s, expected %s, in %.600s", key, got, value, from);
 }
@@ -323,25 +286,25 @@ static void test_pending_lists_signals_and_case_events(void **state)
                                  "AND detail LIKE '% principal=' || ?1",
                                  H_RIEC),
                      1);
-    assert_int_equal(json_int(doc, "pending"), 2);
-    assert_int_equal(json_int(doc, "after"), 0);
-    assert_int_equal(json_int(doc, "limit"), 100);
+    assert_int_equal(h_json_int(doc, "pending"), 2);
+    assert_int_equal(h_json_int(doc, "after"), 0);
+    assert_int_equal(h_json_int(doc, "limit"), 100);
     expect_member(doc, "next_after", "null");
     assert_int_equal(rows_in(doc), 2);
     const char *signal = row_of(doc, (uint64_t)seqs[0]);
     const char *event = row_of(doc, (uint64_t)seqs[1]);
     assert_true(signal < event); /* oldest first */
-    assert_int_equal(json_int(signal, "item_seq"), (long long)item_seq);
+    assert_int_equal(h_json_int(signal, "item_seq"), (long long)item_seq);
     expect_member(signal, "kind", "signal");
     expect_member(signal, "sender", H_WOCO_JEKERDAL);
     expect_member(signal, "message_id", id_hex);
-    assert_int_equal(json_int(signal, "item_index"), 0);
+    assert_int_equal(h_json_int(signal, "item_index"), 0);
     expect_member(signal, "case_id", "null");
     expect_member(signal, "event_seq", "null");
     expect_member(signal, "rule_id", "woco-ondermijning-riec");
-    long long queued = json_int(signal, "queued_at");
+    long long queued = h_json_int(signal, "queued_at");
     assert_true(queued > 0 && queued <= (long long)time(NULL));
-    assert_int_equal(json_int(signal, "expires_at"), queued + 730LL * 86400);
+    assert_int_equal(h_json_int(signal, "expires_at"), queued + 730LL * 86400);
     expect_member(signal, "state", "waiting");
     expect_member(signal, "sent", "no");
     expect_member(signal, "set_aside_at", "null");
@@ -349,7 +312,7 @@ static void test_pending_lists_signals_and_case_events(void **state)
     expect_member(event, "kind", "case_event");
     expect_member(event, "sender", H_RIEC);
     expect_member(event, "case_id", case_id);
-    assert_int_equal(json_int(event, "event_seq"), 1);
+    assert_int_equal(h_json_int(event, "event_seq"), 1);
     expect_member(event, "item_index", "null");
     expect_member(event, "state", "waiting");
     /* metadata only: nothing of the signal's or the case's content */
@@ -403,7 +366,7 @@ static void test_pending_states_and_paging(void **state)
     assert_int_equal(second->seq, (uint64_t)seqs[1]);
 
     char *doc = pending_json(env, H_OM, NULL);
-    assert_int_equal(json_int(doc, "pending"), 5);
+    assert_int_equal(h_json_int(doc, "pending"), 5);
     assert_int_equal(rows_in(doc), 5);
     for (int i = 0; i < 5; i++) {
         const char *row = row_of(doc, (uint64_t)seqs[i]);
@@ -422,18 +385,18 @@ static void test_pending_states_and_paging(void **state)
     /* pages of two: the first ends where the second begins */
     const char *const page1[] = {"--limit", "2", NULL};
     doc = pending_json(env, H_OM, page1);
-    assert_int_equal(json_int(doc, "pending"), 4);
-    assert_int_equal(json_int(doc, "limit"), 2);
+    assert_int_equal(h_json_int(doc, "pending"), 4);
+    assert_int_equal(h_json_int(doc, "limit"), 2);
     assert_int_equal(rows_in(doc), 2);
     expect_member(row_of(doc, (uint64_t)seqs[1]), "state", "in_flight");
     (void)row_of(doc, (uint64_t)seqs[2]);
-    assert_int_equal(json_int(doc, "next_after"), seqs[2]);
+    assert_int_equal(h_json_int(doc, "next_after"), seqs[2]);
     free(doc);
     char after[32];
     snprintf(after, sizeof after, "%lld", (long long)seqs[2]);
     const char *const page2[] = {"--after", after, "--limit=2", NULL};
     doc = pending_json(env, H_OM, page2);
-    assert_int_equal(json_int(doc, "after"), seqs[2]);
+    assert_int_equal(h_json_int(doc, "after"), seqs[2]);
     assert_int_equal(rows_in(doc), 2);
     (void)row_of(doc, (uint64_t)seqs[3]);
     (void)row_of(doc, (uint64_t)seqs[4]);
@@ -443,7 +406,7 @@ static void test_pending_states_and_paging(void **state)
     const char *const past[] = {"--after", after, NULL};
     doc = pending_json(env, H_OM, past);
     assert_int_equal(rows_in(doc), 0);
-    assert_int_equal(json_int(doc, "pending"), 4);
+    assert_int_equal(h_json_int(doc, "pending"), 4);
     expect_member(doc, "next_after", "null");
     free(doc);
 
@@ -489,16 +452,16 @@ static void test_pending_set_aside(void **state)
         fail_msg("no delivery.set_aside logged");
 
     char *doc = pending_json(env, H_OM, NULL);
-    assert_int_equal(json_int(doc, "pending"), 1); /* the mailbox: the one set aside is out */
+    assert_int_equal(h_json_int(doc, "pending"), 1); /* the mailbox: the one set aside is out */
     assert_int_equal(rows_in(doc), 2);
     const char *aside = row_of(doc, (uint64_t)damaged), *sent = row_of(doc, d->seq);
     assert_true(aside < sent);
     expect_member(aside, "state", "set_aside");
     expect_member(aside, "sent", "null");
     expect_member(aside, "sender", H_POLITIE);
-    assert_true(json_int(aside, "set_aside_at") >= json_int(aside, "queued_at"));
+    assert_true(h_json_int(aside, "set_aside_at") >= h_json_int(aside, "queued_at"));
     char reason[256];
-    json_get(aside, "reason", reason, sizeof reason);
+    h_json_get(aside, "reason", reason, sizeof reason);
     expect_text(reason, "does not authenticate", "the reason it was set aside");
     expect_member(sent, "state", "in_flight");
     expect_member(sent, "reason", "null");
