@@ -2631,3 +2631,21 @@ long long h_json_int(const char *from, const char *key)
         fail_msg("\"%s\" is not an integer: %s", key, value);
     return n;
 }
+
+/* ---- plain TCP on loopback */
+
+int h_connect_tcp(const char *address)
+{
+    char host[64];
+    const char *colon = strrchr(address, ':');
+    assert_non_null(colon);
+    assert_true((size_t)(colon - address) < sizeof host);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    assert_int_equal(inet_pton(AF_INET, host, &addr.sin_addr), 1);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
+        fail_msg("connect %s: %s", address, strerror(errno));
+    return fd;
+}

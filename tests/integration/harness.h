@@ -585,4 +585,11 @@ void h_json_get(const char *from, const char *key, char *out, size_t outlen);
 /* The same, as an integer; fails the test unless it is one. */
 long long h_json_int(const char *from, const char *key);
 
+/* ---- plain TCP on loopback */
+
+/* A blocking TCP connection to address ("127.0.0.1:PORT", an IPv4
+ * literal), e.g. the broker's metrics endpoint; fails the test if it
+ * cannot connect. Returns the descriptor (caller closes). */
+int h_connect_tcp(const char *address);
+
 #endif

@@ -4351,17 +4351,7 @@ static void broker_start_measured(h_env_t *env, const char *const *extra)
  * end: read after an answer of a later turn, it holds every turn before. */
 static double writing_turns(const char *address)
 {
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    assert_non_null(colon);
-    assert_true((size_t)(colon - address) < sizeof host);
-    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    assert_int_equal(inet_pton(AF_INET, host, &addr.sin_addr), 1);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
-        fail_msg("connect %s: %s", address, strerror(errno));
+    int fd = h_connect_tcp(address);
     static const char request[] = "GET /metrics HTTP/1.0\r\n\r\n";
     assert_int_equal(write(fd, request, sizeof request - 1), (ssize_t)(sizeof request - 1));
     size_t used = 0, cap = 65536;

@@ -60,22 +60,6 @@ static void http_reply_free(http_reply_t *r)
     memset(r, 0, sizeof *r);
 }
 
-static int http_connect(const char *address)
-{
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    assert_non_null(colon);
-    assert_true((size_t)(colon - address) < sizeof host);
-    snprintf(host, sizeof host, "%.*s", (int)(colon - address), address);
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    assert_int_equal(inet_pton(AF_INET, host, &addr.sin_addr), 1);
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    assert_true(fd >= 0);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
-        fail_msg("connect %s: %s", address, strerror(errno));
-    return fd;
-}
-
 static http_reply_t http_request_within(const char *address, const char *method, const char *path,
                                         int timeout_ms);
 
@@ -89,7 +73,7 @@ static http_reply_t http_request(const char *address, const char *method, const 
 static http_reply_t http_request_within(const char *address, const char *method, const char *path,
                                         int timeout_ms)
 {
-    int fd = http_connect(address);
+    int fd = h_connect_tcp(address);
     char request[256];
     int n = snprintf(request, sizeof request, "%s %s HTTP/1.0\r\nHost: %s\r\n\r\n", method, path,
                      address);
@@ -506,12 +490,12 @@ static void test_tricklers_are_cut(void **state)
     int fds[TRICKLERS], open_count = TRICKLERS;
     int64_t start = mono_ms();
     for (int i = 0; i < TRICKLERS; i++) {
-        fds[i] = http_connect(metrics);
+        fds[i] = h_connect_tcp(metrics);
         static const char head[] = "GET /metrics HTTP/1.1\r\nX-Slow: ";
         assert_int_equal(send(fds[i], head, sizeof head - 1, MSG_NOSIGNAL),
                          (ssize_t)(sizeof head - 1));
     }
-    int scraper = http_connect(metrics);
+    int scraper = h_connect_tcp(metrics);
     char request[128], reply[4096];
     int n = snprintf(request, sizeof request, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", metrics);
     assert_int_equal(send(scraper, request, (size_t)n, MSG_NOSIGNAL), n);
