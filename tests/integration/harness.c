@@ -2649,3 +2649,18 @@ int h_connect_tcp(const char *address)
         fail_msg("connect %s: %s", address, strerror(errno));
     return fd;
 }
+
+/* ---- what a command printed */
+
+void h_expect_exit(const h_cli_result_t *res, int code, const char *what)
+{
+    if (res->status != code)
+        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
+                 res->out, res->err);
+}
+
+void h_expect_text(const char *text, const char *needle, const char *what)
+{
+    if (text == NULL || strstr(text, needle) == NULL)
+        fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text ? text : "(null)");
+}

@@ -592,4 +592,12 @@ long long h_json_int(const char *from, const char *key);
  * cannot connect. Returns the descriptor (caller closes). */
 int h_connect_tcp(const char *address);
 
+/* ---- what a command printed */
+
+/* Fail the test (naming what, the status, stdout and stderr) unless the
+ * command exited with code. */
+void h_expect_exit(const h_cli_result_t *res, int code, const char *what);
+/* Fail the test unless needle is in text (NULL: never). */
+void h_expect_text(const char *text, const char *needle, const char *what);
+
 #endif

@@ -74,19 +74,6 @@ static int setup_admin_broker_impatient(void **state)
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void expect_exit(const h_cli_result_t *res, int code, const char *what)
-{
-    if (res->status != code)
-        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
-                 res->out, res->err);
-}
-
-static void expect_text(const char *text, const char *needle, const char *what)
-{
-    if (strstr(text, needle) == NULL)
-        fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text);
-}
-
 /* The object of a JSON array that starts with "id":"ID" (compact output). */
 static const char *json_entry(const char *text, const char *id)
 {
@@ -133,7 +120,7 @@ static char *ctl_json(h_env_t *env, const char *command)
     const char *const args[] = {command, "--json", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, command);
+    h_expect_exit(&res, 0, command);
     char *out = res.out;
     res.out = NULL;
     h_cli_result_free(&res);
@@ -174,8 +161,8 @@ static void test_admin_endpoint_admits_operators_only(void **state)
         const char *const args[] = {"status", NULL};
         h_cli_result_t res;
         ctl(env, rows[i].principal, &res, args);
-        expect_exit(&res, rows[i].exit_code, rows[i].principal);
-        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, rows[i].principal);
+        h_expect_exit(&res, rows[i].exit_code, rows[i].principal);
+        h_expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, rows[i].principal);
         h_cli_result_free(&res);
     }
     /* An operator key against the partner endpoint: the message names
@@ -183,13 +170,13 @@ static void test_admin_endpoint_admits_operators_only(void **state)
     const char *const status[] = {"status", NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, env->endpoint, h_key_file(env, H_OPERATOR), status, &res);
-    expect_exit(&res, 4, "operator key on the partner endpoint");
+    h_expect_exit(&res, 4, "operator key on the partner endpoint");
     char says[300];
     snprintf(says, sizeof says, "refused our key (status 400): either %s is not its admin endpoint",
              env->endpoint);
-    expect_text(res.err, says, "operator key on the partner endpoint");
-    expect_text(res.err, "or our key is not an operator key registered in the policy",
-                "operator key on the partner endpoint");
+    h_expect_text(res.err, says, "operator key on the partner endpoint");
+    h_expect_text(res.err, "or our key is not an operator key registered in the policy",
+                  "operator key on the partner endpoint");
     h_cli_result_free(&res);
     long offset = h_log_offset(env);
     schakel_client_t *client = NULL;
@@ -353,8 +340,8 @@ static void test_ctl_usage_and_unreachable(void **state)
                        rows[i].args, &res);
         char what[64];
         snprintf(what, sizeof what, "row %zu (%s)", i, rows[i].args[0] ? rows[i].args[0] : "-");
-        expect_exit(&res, rows[i].exit_code, what);
-        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
+        h_expect_exit(&res, rows[i].exit_code, what);
+        h_expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
         h_cli_result_free(&res);
     }
     h_closed_port_release(port_fd);
@@ -474,19 +461,19 @@ static void test_status_partners_rules_follow_traffic(void **state)
     const char *const human_rules[] = {"rules", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, human_partners);
-    expect_exit(&res, 0, "partners");
-    expect_text(res.out, "PARTNER / PRINCIPAL", "partners table");
-    expect_text(res.out, "  woco-jekerdal/meldingen", "partners table");
+    h_expect_exit(&res, 0, "partners");
+    h_expect_text(res.out, "PARTNER / PRINCIPAL", "partners table");
+    h_expect_text(res.out, "  woco-jekerdal/meldingen", "partners table");
     h_cli_result_free(&res);
     ctl(env, H_OPERATOR, &res, human_status);
-    expect_exit(&res, 0, "status");
-    expect_text(res.out, "accepted 1, refused", "status table");
-    expect_text(res.out, "3 deliveries waiting", "status table");
+    h_expect_exit(&res, 0, "status");
+    h_expect_text(res.out, "accepted 1, refused", "status table");
+    h_expect_text(res.out, "3 deliveries waiting", "status table");
     h_cli_result_free(&res);
     ctl(env, H_OPERATOR, &res, human_rules);
-    expect_exit(&res, 0, "rules");
-    expect_text(res.out, "Opsporing van ondermijnende criminaliteit", "rules table");
-    expect_text(res.out, "requires case_ref", "rules table");
+    h_expect_exit(&res, 0, "rules");
+    h_expect_text(res.out, "Opsporing van ondermijnende criminaliteit", "rules table");
+    h_expect_text(res.out, "requires case_ref", "rules table");
     h_cli_result_free(&res);
 
     schakel_close(&politie);
@@ -504,7 +491,7 @@ static char *ctl_text(h_env_t *env, const char *command)
     const char *const args[] = {command, NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, command);
+    h_expect_exit(&res, 0, command);
     char *out = res.out;
     res.out = NULL;
     h_cli_result_free(&res);
@@ -524,7 +511,7 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     const char *store = strstr(status, "\"store\"");
     assert_non_null(store);
     assert_int_equal(h_json_int(store, "schema"), 11);
-    expect_text(store, "\"migrated_from\":null", "status of a store found current");
+    h_expect_text(store, "\"migrated_from\":null", "status of a store found current");
     free(status);
     long offset = h_log_offset(env);
     assert_int_equal(h_log_count(env, 0, "event=store.migrated"), 0);
@@ -551,8 +538,8 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     assert_int_equal(h_json_int(store, "migrated_from"), 6);
     free(status);
     char *text = ctl_text(env, "status");
-    expect_text(text, "store schema 11)", "status text");
-    expect_text(text, "store migrated from schema 6 at this start", "status text");
+    h_expect_text(text, "store schema 11)", "status text");
+    h_expect_text(text, "store migrated from schema 6 at this start", "status text");
     free(text);
 
     offset = h_log_offset(env);
@@ -561,7 +548,7 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 0);
     assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=11 "), 1);
     text = ctl_text(env, "status");
-    expect_text(text, "store schema 11)", "status text");
+    h_expect_text(text, "store schema 11)", "status text");
     assert_null(strstr(text, "migrated"));
     free(text);
 
@@ -573,19 +560,19 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     int status_code =
         h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*", NULL);
     assert_int_equal(status_code, 1);
-    expect_text(res.err,
-                "store schema version 12 is newer than this schakeld understands (11); run the "
-                "schakeld that wrote it, or a newer one",
-                "a broker's start on a newer store");
+    h_expect_text(res.err,
+                  "store schema version 12 is newer than this schakeld understands (11); run the "
+                  "schakeld that wrote it, or a newer one",
+                  "a broker's start on a newer store");
     h_cli_result_free(&res);
     const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
                                   "--broker-key", env->broker_pub, NULL};
     h_run_ctl_argv(env, NULL, NULL, verify, &res);
-    expect_exit(&res, 1, "audit verify of a newer store");
-    expect_text(res.err,
-                "store schema version 12 is newer than this program understands (11); read it "
-                "with the release that wrote it, or a newer one",
-                "audit verify of a newer store");
+    h_expect_exit(&res, 1, "audit verify of a newer store");
+    h_expect_text(res.err,
+                  "store schema version 12 is newer than this program understands (11); read it "
+                  "with the release that wrote it, or a newer one",
+                  "audit verify of a newer store");
     assert_null(strstr(res.err, "schakeld"));
     h_cli_result_free(&res);
     h_store_exec(env, "PRAGMA user_version = 10");
@@ -639,13 +626,13 @@ static void test_reload_refused_keeps_old_policy(void **state)
         h_env_write_policy(env, "%s%s", h_policy_header, rows[i].rules);
         h_cli_result_t res;
         ctl(env, H_OPERATOR, &res, reload);
-        expect_exit(&res, 1, rows[i].at);
+        h_expect_exit(&res, 1, rows[i].at);
         char where[200];
         snprintf(where, sizeof where, "%s:%u: ", env->policy_path,
                  header_lines() + line_of(rows[i].rules, rows[i].at));
-        expect_text(res.err, where, rows[i].at);
-        expect_text(res.err, rows[i].says, rows[i].at);
-        expect_text(res.err, old_hash, "the kept hash");
+        h_expect_text(res.err, where, rows[i].at);
+        h_expect_text(res.err, rows[i].says, rows[i].at);
+        h_expect_text(res.err, old_hash, "the kept hash");
         h_cli_result_free(&res);
         /* Same policy as before, on the same connection. */
         status = ctl_json(env, "status");
@@ -668,13 +655,13 @@ static void test_reload_refused_keeps_old_policy(void **state)
     const char *const check[] = {"policy", "check", env->policy_path, "--json", NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, check, &res);
-    expect_exit(&res, 0, "policy check");
+    h_expect_exit(&res, 0, "policy check");
     char new_hash[80];
     h_json_get(res.out, "hash", new_hash, sizeof new_hash);
     h_cli_result_free(&res);
     const char *const reload_json[] = {"reload", "--json", NULL};
     ctl(env, H_OPERATOR, &res, reload_json);
-    expect_exit(&res, 0, "reload of a good policy");
+    h_expect_exit(&res, 0, "reload of a good policy");
     h_json_get(res.out, "old_hash", value, sizeof value);
     assert_string_equal(value, old_hash);
     h_json_get(res.out, "new_hash", value, sizeof value);
@@ -736,11 +723,11 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     const char *const reload_json[] = {"reload", "--json", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, reload_json);
-    expect_exit(&res, 0, "reload without jekerdal");
+    h_expect_exit(&res, 0, "reload without jekerdal");
     assert_true(h_json_int(res.out, "sessions_dropped") >= 1);
     assert_int_equal(h_json_int(res.out, "operators"), 1);
     assert_int_equal(h_json_int(res.out, "cases_unreachable"), 0);
-    expect_text(res.out, "\"removed_self\":false", "reload without jekerdal");
+    h_expect_text(res.out, "\"removed_self\":false", "reload without jekerdal");
     assert_null(strstr(res.err, "warning"));
     h_cli_result_free(&res);
 
@@ -763,13 +750,13 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     const char *const reload[] = {"reload", NULL};
     long offset = h_log_offset(env);
     ctl(env, H_OPERATOR, &res, reload);
-    expect_exit(&res, 0, "reload without the operator");
-    expect_text(res.out, "reloaded", "reload output");
-    expect_text(res.out, "; 1 operator\n", "reload output");
-    expect_text(res.err,
-                "warning: this reload removed your own operator key: the broker refuses your "
-                "next request; another operator's key still works",
-                "reload output");
+    h_expect_exit(&res, 0, "reload without the operator");
+    h_expect_text(res.out, "reloaded", "reload output");
+    h_expect_text(res.out, "; 1 operator\n", "reload output");
+    h_expect_text(res.err,
+                  "warning: this reload removed your own operator key: the broker refuses your "
+                  "next request; another operator's key still works",
+                  "reload output");
     h_cli_result_free(&res);
     assert_int_equal(h_log_count(env, offset,
                                  "level=warn event=admin.operator_removed_itself "
@@ -781,12 +768,12 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
     offset = h_log_offset(env);
     ctl(env, H_RIEC_CASEWORKER, &res, reload);
-    expect_exit(&res, 0, "reload without any operator");
-    expect_text(res.out, "; 0 operators", "reload output");
-    expect_text(res.err,
-                "warning: this reload removed your own operator key, and no operator is left: "
-                "only SIGHUP (systemctl reload schakeld) reloads now",
-                "reload output");
+    h_expect_exit(&res, 0, "reload without any operator");
+    h_expect_text(res.out, "; 0 operators", "reload output");
+    h_expect_text(res.err,
+                  "warning: this reload removed your own operator key, and no operator is left: "
+                  "only SIGHUP (systemctl reload schakeld) reloads now",
+                  "reload output");
     h_cli_result_free(&res);
     assert_int_equal(h_log_count(env, offset,
                                  "level=warn event=admin.operator_removed_itself "
@@ -796,11 +783,11 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     assert_int_equal(h_log_count(env, offset, "operators=0 cases_unreachable=0"), 1);
     const char *const status[] = {"status", NULL};
     ctl(env, H_OPERATOR, &res, status);
-    expect_exit(&res, 4, "status with a removed operator key");
-    expect_text(res.err, "refused our key", "status with a removed operator key");
+    h_expect_exit(&res, 4, "status with a removed operator key");
+    h_expect_text(res.err, "refused our key", "status with a removed operator key");
     h_cli_result_free(&res);
     ctl(env, H_RIEC_CASEWORKER, &res, status);
-    expect_exit(&res, 4, "status with the last operator key removed");
+    h_expect_exit(&res, 4, "status with the last operator key removed");
     h_cli_result_free(&res);
     /* SIGHUP brings an operator back */
     h_env_write_policy(env, "%s%s", header, h_default_rules);
@@ -978,7 +965,7 @@ static void expect_refused(Schakel__Frame **answer, const char *reason, const ch
     if ((*answer)->body_case != SCHAKEL__FRAME__BODY_REJECTED)
         fail_msg("%s: no Rejected (body %d)", what, (int)(*answer)->body_case);
     assert_string_equal(wire_reason_name((*answer)->rejected->reason), reason);
-    expect_text((*answer)->rejected->text, says, reason);
+    h_expect_text((*answer)->rejected->text, says, reason);
     wire_frame_free(answer);
 }
 
@@ -1054,7 +1041,7 @@ static void test_admin_frames(void **state)
             if (answer->body_case != SCHAKEL__FRAME__BODY_REJECTED)
                 fail_msg("row %zu: no Rejected (body %d)", i, (int)answer->body_case);
             assert_string_equal(wire_reason_name(answer->rejected->reason), rows[i].reason);
-            expect_text(answer->rejected->text, rows[i].says, rows[i].reason);
+            h_expect_text(answer->rejected->text, rows[i].says, rows[i].reason);
         } else {
             if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE)
                 fail_msg("row %zu: no AdminResponse (body %d)", i, (int)answer->body_case);
@@ -1065,7 +1052,7 @@ static void test_admin_frames(void **state)
             if (rows[i].ok)
                 assert_true(r->json != NULL && r->json[0] == '{');
             else
-                expect_text(r->error ? r->error : "", rows[i].says, "AdminResponse.error");
+                h_expect_text(r->error ? r->error : "", rows[i].says, "AdminResponse.error");
         }
         wire_frame_free(&answer);
     }
@@ -1117,7 +1104,7 @@ static void test_admin_refusal_recorded_after_rollback(void **state)
     if (answer->body_case != SCHAKEL__FRAME__BODY_ADMIN_RESPONSE || answer->admin_response->ok ||
         answer->admin_response->error == NULL)
         fail_msg("status in a failed turn: body %d", (int)answer->body_case);
-    expect_text(answer->admin_response->error, "could not store its record", "status");
+    h_expect_text(answer->admin_response->error, "could not store its record", "status");
     wire_frame_free(&answer);
     h_store_exec(env, "DROP TRIGGER test_refuse");
     answer = status_exchange(&c, 32);
@@ -1191,8 +1178,8 @@ static void expect_refusal_entries(h_env_t *env, int said, const char *pattern, 
                                   "--broker-key", env->broker_pub, NULL};
     h_cli_result_t res;
     ctl(env, NULL, &res, verify);
-    expect_exit(&res, 0, "audit verify after a refusal recorded late");
-    expect_text(res.out, "audit trail intact", "audit verify");
+    h_expect_exit(&res, 0, "audit verify after a refusal recorded late");
+    h_expect_text(res.out, "audit trail intact", "audit verify");
     h_cli_result_free(&res);
 }
 
@@ -1254,16 +1241,17 @@ static void test_ctl_admission_not_recorded(void **state)
         env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit WHEN NEW.event = 'auth.admitted'"
              " BEGIN SELECT RAISE(ABORT, 'the audit path is full'); END");
     ctl(env, H_OPERATOR, &res, quick);
-    expect_exit(&res, 4, "status while admissions cannot be recorded");
+    h_expect_exit(&res, 4, "status while admissions cannot be recorded");
     /* libzmq either leaves the handshake open or closes the connection on
      * a status 300: both say what may be the cause */
-    expect_text(res.err, "could not record the admission (storage trouble: see its log)", "stderr");
+    h_expect_text(res.err, "could not record the admission (storage trouble: see its log)",
+                  "stderr");
     if (strstr(res.err, "refused our key") != NULL)
         fail_msg("blamed the key: %s", res.err);
     h_cli_result_free(&res);
     h_store_exec(env, "DROP TRIGGER test_refuse");
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "status once admissions are recorded again");
+    h_expect_exit(&res, 0, "status once admissions are recorded again");
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -1417,7 +1405,7 @@ static void write_long_policy(h_env_t *env, const char *purpose, int n_rules, si
     const char *const reload[] = {"reload", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, reload);
-    expect_exit(&res, 0, "reload of the long policy");
+    h_expect_exit(&res, 0, "reload of the long policy");
     h_cli_result_free(&res);
 }
 
@@ -1500,7 +1488,7 @@ static void test_long_answer_comes_in_chunks(void **state)
     assert_int_equal(count_of(listed, "{\"id\":\"bulk-"), N_RULES);
     char expected[600];
     snprintf(expected, sizeof expected, "\"purpose\":\"%s%d\"", purpose, N_RULES - 1);
-    expect_text(listed, expected, "the last rule's purpose, intact");
+    h_expect_text(listed, expected, "the last rule's purpose, intact");
     free(listed);
     h_done(env);
 }
@@ -1538,11 +1526,11 @@ static void test_status_and_rules_say_one_in_the_singular(void **state)
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 1);
     char *status = ctl_text(env, "status");
-    expect_text(status, "8 partners, 10 principals, 1 rule\n", "status table");
-    expect_text(status, "1 delivery waiting", "status table");
+    h_expect_text(status, "8 partners, 10 principals, 1 rule\n", "status table");
+    h_expect_text(status, "1 delivery waiting", "status table");
     free(status);
     char *rules = ctl_text(env, "rules");
-    expect_text(rules, ": 1 rule\n", "rules table");
+    h_expect_text(rules, ": 1 rule\n", "rules table");
     free(rules);
     schakel_close(&jekerdal);
     h_done(env);
@@ -1594,15 +1582,15 @@ static void test_policy_check(void **state)
         h_run_ctl_argv(env, NULL, NULL, args, &res);
         char what[32];
         snprintf(what, sizeof what, "check row %zu", i);
-        expect_exit(&res, rows[i].exit_code, what);
+        h_expect_exit(&res, rows[i].exit_code, what);
         const char *text = rows[i].exit_code == 0 ? res.out : res.err;
-        expect_text(text, env->policy_path, what);
-        expect_text(text, rows[i].says, what);
+        h_expect_text(text, env->policy_path, what);
+        h_expect_text(text, rows[i].says, what);
         if (rows[i].at != NULL) {
             char where[200];
             snprintf(where, sizeof where, "%s:%u: ", env->policy_path,
                      header_lines() + line_of(rows[i].rules, rows[i].at));
-            expect_text(res.err, where, what);
+            h_expect_text(res.err, where, what);
         }
         h_cli_result_free(&res);
     }
@@ -1610,17 +1598,17 @@ static void test_policy_check(void **state)
     const char *const one[] = {"policy", "check", env->policy_path, NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, one, &res);
-    expect_exit(&res, 0, "one partner");
-    expect_text(res.out, "valid: 1 partner, 1 principal, 1 rule;", "one partner");
+    h_expect_exit(&res, 0, "one partner");
+    h_expect_text(res.out, "valid: 1 partner, 1 principal, 1 rule;", "one partner");
     h_cli_result_free(&res);
     const char *const missing[] = {"policy", "check", "/nonexistent/policy.yaml", NULL};
     const char *const no_file[] = {"policy", "check", NULL};
     h_run_ctl_argv(env, NULL, NULL, missing, &res);
-    expect_exit(&res, 1, "missing file");
-    expect_text(res.err, "/nonexistent/policy.yaml", "missing file");
+    h_expect_exit(&res, 1, "missing file");
+    h_expect_text(res.err, "/nonexistent/policy.yaml", "missing file");
     h_cli_result_free(&res);
     h_run_ctl_argv(env, NULL, NULL, no_file, &res);
-    expect_exit(&res, 2, "no file");
+    h_expect_exit(&res, 2, "no file");
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -1663,34 +1651,34 @@ static void test_policy_check_warnings(void **state)
     const char *const json[] = {"policy", "check", env->policy_path, "--json", NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, check, &res);
-    expect_exit(&res, 0, "check with a rule that never decides");
-    expect_text(res.out, "valid: 8 partners", "check with a rule that never decides");
+    h_expect_exit(&res, 0, "check with a rule that never decides");
+    h_expect_text(res.out, "valid: 8 partners", "check with a rule that never decides");
     assert_string_equal(res.err, warning);
     h_cli_result_free(&res);
     h_run_ctl_argv(env, NULL, NULL, strict, &res);
-    expect_exit(&res, 1, "--strict with a rule that never decides");
+    h_expect_exit(&res, 1, "--strict with a rule that never decides");
     assert_string_equal(res.err, warning);
     h_cli_result_free(&res);
     h_run_ctl_argv(env, NULL, NULL, json, &res);
-    expect_exit(&res, 0, "--json with a rule that never decides");
-    expect_text(res.out, "\"kind\":\"rule_shadowed\"", "--json");
-    expect_text(res.out, "\"rule\":\"woco-hennep-politie-om\"", "--json");
-    expect_text(res.out, "\"partners\":[\"politie\"]", "--json");
+    h_expect_exit(&res, 0, "--json with a rule that never decides");
+    h_expect_text(res.out, "\"kind\":\"rule_shadowed\"", "--json");
+    h_expect_text(res.out, "\"rule\":\"woco-hennep-politie-om\"", "--json");
+    h_expect_text(res.out, "\"partners\":[\"politie\"]", "--json");
     char by[200];
     snprintf(by, sizeof by,
              "\"decided_by\":[{\"rule\":\"woco-ondermijning-politie\",\"line\":%u,"
              "\"partners\":[\"politie\"]}]",
              earlier);
-    expect_text(res.out, by, "--json");
+    h_expect_text(res.out, by, "--json");
     h_cli_result_free(&res);
 
     h_env_write_policy(env, "%s%s", h_policy_header, h_default_rules);
     h_run_ctl_argv(env, NULL, NULL, strict, &res);
-    expect_exit(&res, 0, "--strict without warnings");
+    h_expect_exit(&res, 0, "--strict without warnings");
     assert_string_equal(res.err, "");
     h_cli_result_free(&res);
     h_run_ctl_argv(env, NULL, NULL, json, &res);
-    expect_text(res.out, "\"warnings\":[]", "--json without warnings");
+    h_expect_text(res.out, "\"warnings\":[]", "--json without warnings");
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -1817,10 +1805,10 @@ static void test_policy_explain(void **state)
         h_run_ctl_argv(env, NULL, NULL, args, &res);
         char what[40];
         snprintf(what, sizeof what, "explain row %zu", i);
-        expect_exit(&res, rows[i].exit_code, what);
+        h_expect_exit(&res, rows[i].exit_code, what);
         const char *text = rows[i].exit_code == 2 ? res.err : res.out;
         for (size_t k = 0; k < 3 && rows[i].says[k]; k++)
-            expect_text(text, rows[i].says[k], what);
+            h_expect_text(text, rows[i].says[k], what);
         if (rows[i].never != NULL && strstr(res.out, rows[i].never) != NULL)
             fail_msg("%s: \"%s\" in:\n%s", what, rows[i].never, res.out);
         h_cli_result_free(&res);
@@ -1836,7 +1824,7 @@ static void test_policy_explain(void **state)
                                  "--json",   NULL};
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, every, &res);
-    expect_exit(&res, 0, "explain to every partner");
+    h_expect_exit(&res, 0, "explain to every partner");
     assert_int_equal(count_of(res.out, "\"verdict\":\"allow\""), 3);
     assert_int_equal(count_of(res.out, "\"verdict\":\"deny\""), 5);
     const char *allowed = strstr(res.out, "\"to\":\"woco-maasoever\"");
@@ -1869,7 +1857,7 @@ static void test_audited_subject_export(void **state)
     const char *const args[] = {"audit", "subject", "PSN-1c4e88aa07", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "audit subject");
+    h_expect_exit(&res, 0, "audit subject");
     /* one delivery entry per recipient principal, each with its rule */
     assert_int_equal(count_of(res.out, "\"recipient\""), 4);
     assert_non_null(strstr(res.out, "politie/bvh-koppeling"));
@@ -1886,13 +1874,13 @@ static void test_audited_subject_export(void **state)
     h_admin_endpoint(env, admin, sizeof admin);
     const char *const with_admin[] = {"audit", "subject", "PSN-1c4e88aa07", "--admin", admin, NULL};
     h_run_ctl_argv(env, NULL, h_key_file(env, H_OPERATOR), with_admin, &res);
-    expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP");
+    h_expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP");
     assert_int_equal(count_of(res.out, "admin.audit_subject"), 1); /* the first export */
     h_cli_result_free(&res);
     /* and with POSIXLY_CORRECT set, where getopt alone stops at the first
      * argument: --admin after the pseudonym still counts */
     h_run_ctl_env(env, NULL, h_key_file(env, H_OPERATOR), "POSIXLY_CORRECT=1", with_admin, &res);
-    expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP, POSIXLY_CORRECT");
+    h_expect_exit(&res, 0, "audit subject PSEUDONYM --admin EP, POSIXLY_CORRECT");
     assert_int_equal(count_of(res.out, "admin.audit_subject"), 2);
     h_cli_result_free(&res);
 
@@ -1924,21 +1912,21 @@ static void test_audited_subject_export(void **state)
         snprintf(says, sizeof says, "\"subject\":\"%s\"", dash_rows[i].subject);
         h_run_ctl_env(env, dash_rows[i].admin_set ? admin : NULL, h_key_file(env, H_OPERATOR),
                       dash_rows[i].posixly, dash_rows[i].args, &res);
-        expect_exit(&res, 0, what);
-        expect_text(res.out, says, what);
+        h_expect_exit(&res, 0, what);
+        h_expect_text(res.out, says, what);
         h_cli_result_free(&res);
     }
 
     /* a subject without entries: an empty export, still recorded */
     const char *const other[] = {"audit", "subject", "PSN-00000000ab", NULL};
     ctl(env, H_OPERATOR, &res, other);
-    expect_exit(&res, 0, "audit subject, unknown subject");
+    h_expect_exit(&res, 0, "audit subject, unknown subject");
     assert_int_equal(count_of(res.out, "\"recipient\""), 0);
     h_cli_result_free(&res);
 
     const char *const bad[] = {"audit", "subject", "123456789", NULL};
     ctl(env, H_OPERATOR, &res, bad);
-    expect_exit(&res, 1, "audit subject with a BSN-like value");
+    h_expect_exit(&res, 1, "audit subject with a BSN-like value");
     assert_non_null(strstr(res.err, "pseudonym"));
     h_cli_result_free(&res);
 }
@@ -2081,11 +2069,11 @@ static void test_export_runs_between_other_work(void **state)
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t second;
     ctl(env, H_OPERATOR, &second, args);
-    expect_exit(&second, 1, "a second export while one runs");
-    expect_text(second.err, "another data-subject export is running", "a second export");
+    h_expect_exit(&second, 1, "a second export while one runs");
+    h_expect_text(second.err, "another data-subject export is running", "a second export");
     h_cli_result_free(&second);
     export_join(&run);
-    expect_exit(&run.res, 0, "the export in steps");
+    h_expect_exit(&run.res, 0, "the export in steps");
 
     /* the publish was recorded before the export: served between its steps */
     int64_t published = h_store_int(env, "SELECT min(seq) FROM audit WHERE message_id = ?1", hex);
@@ -2101,8 +2089,8 @@ static void test_export_runs_between_other_work(void **state)
     assert_null(strstr(run.res.out, hex));
     h_cli_result_t next;
     ctl(env, H_OPERATOR, &next, args);
-    expect_exit(&next, 0, "the next export");
-    expect_text(next.out, hex, "the next export");
+    h_expect_exit(&next, 0, "the next export");
+    h_expect_text(next.out, hex, "the next export");
     h_cli_result_free(&next);
 
     /* the same entries as the offline export reads in one go, up to the
@@ -2114,7 +2102,7 @@ static void test_export_runs_between_other_work(void **state)
     const char *const offline_args[] = {"audit",         "subject",     STEPPED_SUBJECT, "--store",
                                         env->store_path, "--store-key", store_key,       NULL};
     h_run_ctl_argv(env, NULL, NULL, offline_args, &offline);
-    expect_exit(&offline, 0, "the offline export");
+    h_expect_exit(&offline, 0, "the offline export");
     snprintf(sql, sizeof sql, "{\"seq\":%lld,", (long long)published);
     char *cut = strstr(offline.out, sql);
     assert_non_null(cut);
@@ -2172,7 +2160,7 @@ static void test_export_dropped_with_its_operator(void **state)
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "the export after one dropped");
+    h_expect_exit(&res, 0, "the export after one dropped");
     h_cli_result_free(&res);
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
@@ -2182,8 +2170,8 @@ static void test_export_dropped_with_its_operator(void **state)
     export_start(&run, env, NULL);
     assert_int_equal(h_broker_stop(env), 0);
     export_join(&run);
-    expect_exit(&run.res, 1, "an export the broker stopped during");
-    expect_text(run.res.err, "the broker stopped before the export was done", "a stopped export");
+    h_expect_exit(&run.res, 1, "an export the broker stopped during");
+    h_expect_text(run.res.err, "the broker stopped before the export was done", "a stopped export");
     h_cli_result_free(&run.res);
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
@@ -2284,7 +2272,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "the export after one dropped");
+    h_expect_exit(&res, 0, "the export after one dropped");
     h_cli_result_free(&res);
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
@@ -2390,8 +2378,8 @@ static void test_export_waits_for_its_operator(void **state)
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t second;
     ctl(env, H_OPERATOR, &second, args);
-    expect_exit(&second, 1, "a second export while one waits for its operator");
-    expect_text(second.err, "another data-subject export is running", "a second export");
+    h_expect_exit(&second, 1, "a second export while one waits for its operator");
+    h_expect_text(second.err, "another data-subject export is running", "a second export");
     h_cli_result_free(&second);
     /* a status meanwhile is a status (review: a request slot kept the
      * last export's flag, and the held export's rest went to it) */
@@ -2400,7 +2388,7 @@ static void test_export_waits_for_its_operator(void **state)
     free(status);
     assert_int_equal(kill(*run.pid, SIGCONT), 0);
     export_join(&run);
-    expect_exit(&run.res, 0, "the export its operator read late");
+    h_expect_exit(&run.res, 0, "the export its operator read late");
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
     assert_non_null(strstr(run.res.out, "]}"));
     h_cli_result_free(&run.res);
@@ -2442,7 +2430,7 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
     assert_int_equal(kill(*run.pid, SIGCONT), 0);
     assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS * h_time_factor()), 0);
     export_join(&run);
-    expect_exit(&run.res, 0, "the export going out at the stop");
+    h_expect_exit(&run.res, 0, "the export going out at the stop");
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
     assert_non_null(strstr(run.res.out, "]}"));
     h_cli_result_free(&run.res);
@@ -2471,7 +2459,7 @@ static void test_export_read_whole_is_done(void **state)
     for (int i = 0; i < 20; i++) {
         h_cli_result_t res;
         ctl(env, H_OPERATOR, &res, args);
-        expect_exit(&res, 0, "an export read whole");
+        h_expect_exit(&res, 0, "an export read whole");
         assert_non_null(strstr(res.out, "]}"));
         h_cli_result_free(&res);
     }
@@ -2520,7 +2508,7 @@ static void test_export_memory_given_back(void **state)
     long offset = h_log_offset(env);
     long before = h_broker_status_kib(env, "VmRSS");
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "the export");
+    h_expect_exit(&res, 0, "the export");
     long document_kb = (long)(strlen(res.out) / 1024);
     h_cli_result_free(&res);
     if (h_await_log(env, offset, "event=admin.export_done", H_TIMEOUT_MS * h_time_factor()) != 0) {
@@ -2561,7 +2549,7 @@ static void test_export_going_out_undelivered_when_its_operator_left(void **stat
     const char *const args[] = {"audit", "subject", "PSN-00000000ab", NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "the export after one undelivered");
+    h_expect_exit(&res, 0, "the export after one undelivered");
     h_cli_result_free(&res);
 }
 
@@ -2598,7 +2586,7 @@ static void test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout(void *
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t res;
     ctl(env, H_OPERATOR, &res, args);
-    expect_exit(&res, 0, "the export after one cut off");
+    h_expect_exit(&res, 0, "the export after one cut off");
     h_cli_result_free(&res);
 }
 
@@ -2616,9 +2604,9 @@ static void test_export_ended_by_a_reload(void **state)
     h_env_write_policy(env, "%s%s", no_operator, h_default_rules);
     assert_int_equal(h_broker_reload(env), 1);
     export_join(&run);
-    expect_exit(&run.res, 1, "an export whose operator was removed");
-    expect_text(run.res.err, "no longer registered as an operator's; nothing was handed out",
-                "an export whose operator was removed");
+    h_expect_exit(&run.res, 1, "an export whose operator was removed");
+    h_expect_text(run.res.err, "no longer registered as an operator's; nothing was handed out",
+                  "an export whose operator was removed");
     h_cli_result_free(&run.res);
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
@@ -2687,8 +2675,8 @@ static void run_offline_rows(h_env_t *env, const offline_row_t *rows, size_t n, 
         snprintf(what, sizeof what, "%s row %zu (%s %s)", table, i,
                  rows[i].args[0] ? rows[i].args[0] : "-",
                  rows[i].args[0] && rows[i].args[1] ? rows[i].args[1] : "");
-        expect_exit(&res, rows[i].exit_code, what);
-        expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
+        h_expect_exit(&res, rows[i].exit_code, what);
+        h_expect_text(rows[i].exit_code == 0 ? res.out : res.err, rows[i].says, what);
         h_cli_result_free(&res);
     }
 }
@@ -2760,8 +2748,8 @@ static void test_ctl_policy_usage(void **state)
     h_repeated_option(args, base, 12, "--to", "gemeente", 65);
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, args, &res);
-    expect_exit(&res, 2, "65 --to");
-    expect_text(res.err, "at most 64 --to", "65 --to");
+    h_expect_exit(&res, 2, "65 --to");
+    h_expect_text(res.err, "at most 64 --to", "65 --to");
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -2914,8 +2902,8 @@ static void test_ctl_audit_usage(void **state)
     h_repeated_option(args, base, 4, "--broker-key", b, 9);
     h_cli_result_t res;
     h_run_ctl_argv(env, NULL, NULL, args, &res);
-    expect_exit(&res, 2, "9 --broker-key");
-    expect_text(res.err, "at most 8 --broker-key options", "9 --broker-key");
+    h_expect_exit(&res, 2, "9 --broker-key");
+    h_expect_text(res.err, "at most 8 --broker-key options", "9 --broker-key");
     h_cli_result_free(&res);
 
     /* verify without --broker-key takes SCHAKEL_BROKER_KEY, as the
@@ -2924,8 +2912,8 @@ static void test_ctl_audit_usage(void **state)
      * came from and the option to give. */
     const char *const env_key[] = {"audit", "verify", "--store", s, NULL};
     h_run_ctl_argv(env, NULL, NULL, env_key, &res);
-    expect_exit(&res, 0, "verify with SCHAKEL_BROKER_KEY");
-    expect_text(res.out, "audit trail intact", "verify with SCHAKEL_BROKER_KEY");
+    h_expect_exit(&res, 0, "verify with SCHAKEL_BROKER_KEY");
+    h_expect_text(res.out, "audit trail intact", "verify with SCHAKEL_BROKER_KEY");
     h_cli_result_free(&res);
     char missing_env[200], env_says[400];
     snprintf(missing_env, sizeof missing_env, "SCHAKEL_BROKER_KEY=%s", missing);
@@ -2936,17 +2924,18 @@ static void test_ctl_audit_usage(void **state)
              missing);
     const char *const verify_args[] = {"audit", "verify", "--store", s, NULL};
     h_run_prepared(h_schakelctl_path(), verify_args, missing_env, NULL, NULL, &res);
-    expect_exit(&res, 1, "verify with SCHAKEL_BROKER_KEY missing");
-    expect_text(res.err, env_says, "verify with SCHAKEL_BROKER_KEY missing");
+    h_expect_exit(&res, 1, "verify with SCHAKEL_BROKER_KEY missing");
+    h_expect_text(res.err, env_says, "verify with SCHAKEL_BROKER_KEY missing");
     h_cli_result_free(&res);
     if (access("/etc/schakel/keys/broker.pub", F_OK) != 0) {
         h_run_prepared(h_schakelctl_path(), verify_args, "SCHAKEL_BROKER_KEY=", NULL, NULL, &res);
-        expect_exit(&res, 1, "verify with the default broker key");
-        expect_text(res.err,
-                    "cannot open key file /etc/schakel/keys/broker.pub: No such file or directory "
-                    "(the default, as no --broker-key was given): name the broker's .pub with "
-                    "--broker-key FILE",
-                    "verify with the default broker key");
+        h_expect_exit(&res, 1, "verify with the default broker key");
+        h_expect_text(
+            res.err,
+            "cannot open key file /etc/schakel/keys/broker.pub: No such file or directory "
+            "(the default, as no --broker-key was given): name the broker's .pub with "
+            "--broker-key FILE",
+            "verify with the default broker key");
         h_cli_result_free(&res);
     }
     h_done(env);

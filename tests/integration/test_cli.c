@@ -26,13 +26,6 @@ static size_t split_lines(char *text, char **lines, size_t max)
     return n;
 }
 
-static void expect_exit(const h_cli_result_t *res, int code, const char *what)
-{
-    if (res->status != code)
-        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
-                 res->out, res->err);
-}
-
 /* An endpoint on a loopback port that nobody listens on, into out;
  * returns the port's descriptor for h_closed_port_release. */
 static int nowhere_endpoint(char *out, size_t outlen)
@@ -58,7 +51,7 @@ static void test_cli_publish_accepted_and_delivered_as_given(void **state)
               "Ramen afgeplakt, ventilatiegeluid dag en nacht", "--severity", "high",
               "--observed-at", observed, "--summary", "Signaal hennepteelt", "--source-ref",
               "JD-2024-77", "--to", "politie", "--to", "gemeente", NULL);
-    expect_exit(&res, 0, "publish");
+    h_expect_exit(&res, 0, "publish");
     unsigned long long seq = 0;
     unsigned recipients = 0;
     if (sscanf(res.out, "accepted seq=%llu recipients=%u", &seq, &recipients) != 2)
@@ -105,7 +98,7 @@ static void test_cli_publish_json_duplicate_and_batch(void **state)
     for (int round = 0; round < 2; round++) {
         h_run_cli(env, H_POLITIE, &res, "publish", "--json", "--message-id", id, "--kind",
                   "inbraakreeks", "--theme", "woninginbraak", "--area", "WK093501", NULL);
-        expect_exit(&res, 0, "publish --json");
+        h_expect_exit(&res, 0, "publish --json");
         char value[64];
         assert_int_equal(h_json_find(res.out, "message_id", value, sizeof value), 0);
         assert_string_equal(value, id);
@@ -129,7 +122,7 @@ static void test_cli_publish_json_duplicate_and_batch(void **state)
             "\"summary\":\"Contante aankopen\",\"recipients\":[\"om\"]}\n"};
     const char *const args[] = {"publish", "-", NULL};
     h_run_cli_argv(env, H_POLITIE, &with_stdin, args, &res);
-    expect_exit(&res, 0, "publish batch from stdin");
+    h_expect_exit(&res, 0, "publish batch from stdin");
     char *lines[8];
     size_t n = split_lines(res.out, lines, 8);
     assert_int_equal(n, 2);
@@ -172,7 +165,7 @@ static void test_cli_refused_exits_3_with_reason(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
         h_run_cli_argv(env, rows[i].principal, NULL, rows[i].args, &res);
-        expect_exit(&res, 3, rows[i].reason);
+        h_expect_exit(&res, 3, rows[i].reason);
         if (!strstr(res.err, rows[i].reason))
             fail_msg("row %zu: stderr does not name %s: %s", i, rows[i].reason, res.err);
         assert_null(strstr(res.out, "accepted"));
@@ -213,7 +206,7 @@ static void test_cli_unreachable_or_unknown_key_exits_4(void **state)
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         h_cli_result_t res;
         h_run_cli_argv(env, H_POLITIE, &rows[i].target, args, &res);
-        expect_exit(&res, 4, rows[i].what);
+        h_expect_exit(&res, 4, rows[i].what);
         if (strstr(res.err, rows[i].says) == NULL)
             fail_msg("%s: \"%s\" not on stderr:\n%s", rows[i].what, rows[i].says, res.err);
         assert_null(strstr(res.out, "principal="));
@@ -223,7 +216,7 @@ static void test_cli_unreachable_or_unknown_key_exits_4(void **state)
     /* The broker is unaffected. */
     h_cli_result_t res;
     h_run_cli(env, H_POLITIE, &res, "whoami", NULL);
-    expect_exit(&res, 0, "whoami after the refusals");
+    h_expect_exit(&res, 0, "whoami after the refusals");
     h_cli_result_free(&res);
     h_done(env);
 }
@@ -256,7 +249,7 @@ static void expect_run(h_env_t *env, const char *principal, const h_cli_target_t
 {
     h_cli_result_t res;
     h_run_cli_argv(env, principal, target, args, &res);
-    expect_exit(&res, code, what);
+    h_expect_exit(&res, code, what);
     const char *text = code == 0 ? res.out : res.err;
     if (says != NULL && strstr(text, says) == NULL)
         fail_msg("%s: \"%s\" not on %s:\n%s", what, says, code == 0 ? "stdout" : "stderr", text);
@@ -865,7 +858,7 @@ static void test_cli_listen_json_drain(void **state)
 
     h_cli_result_t res;
     h_run_cli(env, H_GEMEENTE, &res, "listen", "--json", "--drain", "--timeout", "20", NULL);
-    expect_exit(&res, 0, "listen --json --drain");
+    h_expect_exit(&res, 0, "listen --json --drain");
     char *lines[N + 2];
     size_t n = split_lines(res.out, lines, N + 2);
     assert_int_equal(n, N);
@@ -898,7 +891,7 @@ static void test_cli_listen_json_drain(void **state)
     /* Acked: the mailbox is empty and a second drain prints nothing. */
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
     h_run_cli(env, H_GEMEENTE, &res, "listen", "--json", "--drain", "--timeout", "20", NULL);
-    expect_exit(&res, 0, "second drain");
+    h_expect_exit(&res, 0, "second drain");
     assert_string_equal(res.out, "");
     h_cli_result_free(&res);
     /* politie's mailbox was not touched by the municipality's drain. */
@@ -912,12 +905,12 @@ static void test_cli_whoami(void **state)
     h_env_t *env = *state;
     h_cli_result_t res;
     h_run_cli(env, H_RIEC_CASEWORKER, &res, "whoami", NULL);
-    expect_exit(&res, 0, "whoami");
+    h_expect_exit(&res, 0, "whoami");
     assert_string_equal(res.out, "principal=riec/m.janssen partner=riec role=caseworker\n");
     h_cli_result_free(&res);
 
     h_run_cli(env, H_BRANDWEER, &res, "whoami", "--json", NULL);
-    expect_exit(&res, 0, "whoami --json");
+    h_expect_exit(&res, 0, "whoami --json");
     char value[130];
     assert_int_equal(h_json_find(res.out, "principal", value, sizeof value), 0);
     assert_string_equal(value, H_BRANDWEER);
@@ -940,7 +933,7 @@ static void test_cli_keygen(void **state)
     snprintf(pub, sizeof pub, "%s.pub", base);
     h_cli_result_t res;
     h_run_cli(env, NULL, &res, "keygen", base, NULL);
-    expect_exit(&res, 0, "keygen");
+    h_expect_exit(&res, 0, "keygen");
     assert_int_equal(strlen(res.out), 41); /* 40 Z85 characters and a newline */
     struct stat st;
     assert_int_equal(stat(key, &st), 0);
@@ -957,7 +950,7 @@ static void test_cli_keygen(void **state)
     h_cli_result_free(&res);
 
     h_run_cli(env, NULL, &res, "keygen", base, NULL);
-    expect_exit(&res, 1, "keygen over an existing key");
+    h_expect_exit(&res, 1, "keygen over an existing key");
     if (strstr(res.err, "File exists") == NULL)
         fail_msg("keygen over an existing key: %s", res.err);
     h_cli_result_free(&res);
@@ -971,7 +964,7 @@ static void test_cli_keygen(void **state)
              "keygen: cannot create %s.key: the folder %s does not exist; create it first",
              missing_base, missing);
     h_run_cli(env, NULL, &res, "keygen", missing_base, NULL);
-    expect_exit(&res, 1, "keygen into a missing folder");
+    h_expect_exit(&res, 1, "keygen into a missing folder");
     if (strstr(res.err, says) == NULL)
         fail_msg("keygen into a missing folder: \"%s\" not on stderr: %s", says, res.err);
     assert_int_equal(stat(missing, &st), -1);

@@ -126,13 +126,6 @@ static int file_exists(const char *path)
     return stat(path, &st) == 0;
 }
 
-static void expect_exit(const h_cli_result_t *res, int code, const char *what)
-{
-    if (res->status != code)
-        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
-                 res->out, res->err);
-}
-
 /* The summary line: "accepted N, refused N, already accepted N". */
 static void expect_summary(const h_cli_result_t *res, unsigned long accepted, unsigned long refused,
                            unsigned long already)
@@ -275,7 +268,7 @@ static void test_import_json_lines_arrive_once_as_written(void **state)
 
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--quiet", NULL});
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     expect_summary(&res, 600, 0, 0);
     h_cli_result_free(&res);
     assert_true(file_exists(journal));
@@ -353,7 +346,7 @@ static void test_import_csv_arrives_once_as_written(void **state)
 
     h_cli_result_t res;
     run_import(env, H_WOCO_JEKERDAL, file, &res, (const char *const[]){"--batch", "64", NULL});
-    expect_exit(&res, 0, "import csv");
+    h_expect_exit(&res, 0, "import csv");
     expect_summary(&res, CSV_RECORDS, 0, 0);
     h_cli_result_free(&res);
 
@@ -479,7 +472,7 @@ static void test_import_bad_lines_refused_by_line_rest_accepted(void **state)
     h_cli_result_t res;
     for (int round = 0; round < 2; round++) {
         run_import(env, H_POLITIE, file, &res, args);
-        expect_exit(&res, T_EXIT_REFUSED, round == 0 ? "import" : "rerun");
+        h_expect_exit(&res, T_EXIT_REFUSED, round == 0 ? "import" : "rerun");
         size_t n_refused = 0;
         expect_refusals_file(refused, &n_refused);
         if (round == 0)
@@ -595,7 +588,7 @@ static void test_import_rest_of_a_refused_publish_keeps_its_id(void **state)
     const char *const args[] = {"--batch", "3", "--in-flight", "1", "--refusals", refused, NULL};
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, T_EXIT_REFUSED, "import");
+    h_expect_exit(&res, T_EXIT_REFUSED, "import");
     expect_summary(&res, 2, 1, 0);
     h_cli_result_free(&res);
     char *list = read_file(refused);
@@ -625,7 +618,7 @@ static void test_import_rest_of_a_refused_publish_keeps_its_id(void **state)
     assert_int_equal(h_broker_reload(env), 1);
     assert_int_equal(unlink(journal), 0);
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, T_EXIT_REFUSED, "rerun without the journal");
+    h_expect_exit(&res, T_EXIT_REFUSED, "rerun without the journal");
     expect_summary(&res, 0, 3, 0);
     h_cli_result_free(&res);
     list = read_file(refused);
@@ -677,7 +670,7 @@ static void test_import_overlong_line_refused_rest_accepted(void **state)
         const char *const args[] = {"--refusals", refused, NULL};
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res, args);
-        expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
+        h_expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
         expect_summary(&res, 2, 1, 0);
         h_cli_result_free(&res);
         char *text = read_file(refused);
@@ -732,7 +725,7 @@ static void test_import_csv_long_quoted_field_stays_one_record(void **state)
         const char *const args[] = {"--refusals", refused, NULL};
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res, args);
-        expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
+        h_expect_exit(&res, T_EXIT_REFUSED, rows[i].name);
         expect_summary(&res, 2, 1, 0);
         h_cli_result_free(&res);
         char *text = read_file(refused);
@@ -800,7 +793,7 @@ static void test_import_csv_bad_records_refused_by_line(void **state)
     free(t.s);
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, T_EXIT_REFUSED, "import csv with bad records");
+    h_expect_exit(&res, T_EXIT_REFUSED, "import csv with bad records");
     expect_summary(&res, n_ok, n_bad, 0);
     h_cli_result_free(&res);
     char *text = read_file(refused);
@@ -849,7 +842,7 @@ static void test_import_csv_bad_header_refuses_file(void **state)
         free(t.s);
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res, NULL);
-        expect_exit(&res, rows[i].status, rows[i].header);
+        h_expect_exit(&res, rows[i].status, rows[i].header);
         if (rows[i].says != NULL) {
             if (!strstr(res.err, rows[i].says))
                 fail_msg("row %zu: stderr does not say %s: %s", i, rows[i].says, res.err);
@@ -878,7 +871,7 @@ static void test_import_rerun_after_completion_publishes_nothing(void **state)
     const char *const args[] = {"--batch", "100", NULL};
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     expect_summary(&res, 300, 0, 0);
     h_cli_result_free(&res);
     unsigned char *want = all_lines(300);
@@ -889,7 +882,7 @@ static void test_import_rerun_after_completion_publishes_nothing(void **state)
         if (round == 1)
             assert_int_equal(unlink(journal), 0);
         run_import(env, H_POLITIE, file, &res, args);
-        expect_exit(&res, 0, round == 0 ? "rerun with journal" : "rerun without journal");
+        h_expect_exit(&res, 0, round == 0 ? "rerun with journal" : "rerun without journal");
         expect_summary(&res, 0, 0, 300);
         h_cli_result_free(&res);
         assert_int_equal(h_backlog_of(env, H_OM), 0);
@@ -940,7 +933,7 @@ static void test_import_interrupted_then_rerun_exactly_once(void **state)
     run_import(
         env, H_POLITIE, file, &res,
         (const char *const[]){"--batch", "100", "--test-interrupt-after-batches", "3", NULL});
-    expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
+    h_expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
     expect_summary(&res, 299, 1, 0);
     if (!strstr(res.err, "interrupted"))
         fail_msg("stderr does not say it was interrupted: %s", res.err);
@@ -949,7 +942,7 @@ static void test_import_interrupted_then_rerun_exactly_once(void **state)
 
     drop_last_done_entry(journal);
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "100", NULL});
-    expect_exit(&res, T_EXIT_REFUSED, "rerun");
+    h_expect_exit(&res, T_EXIT_REFUSED, "rerun");
     /* 200 journalled + 99 answered as duplicates; 300 new; line 250 refused */
     expect_summary(&res, 300, 1, 299);
     h_cli_result_free(&res);
@@ -973,14 +966,14 @@ static void test_import_changed_file_needs_restart(void **state)
     write_json_file(file, 20, observed);
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "10", NULL});
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     h_cli_result_free(&res);
     unsigned char *want = all_lines(21);
     want[21] = 0;
     drain_lines(env, H_OM, want, 21, check_json_cb, &observed);
 
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "5", NULL});
-    expect_exit(&res, 2, "resume with another --batch");
+    h_expect_exit(&res, 2, "resume with another --batch");
     if (!strstr(res.err, "--batch 10"))
         fail_msg("stderr does not name the journal's batch size: %s", res.err);
     h_cli_result_free(&res);
@@ -994,7 +987,7 @@ static void test_import_changed_file_needs_restart(void **state)
     free(t.s);
 
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "10", NULL});
-    expect_exit(&res, 2, "changed file");
+    h_expect_exit(&res, 2, "changed file");
     if (!strstr(res.err, "--restart"))
         fail_msg("stderr does not point to --restart: %s", res.err);
     h_cli_result_free(&res);
@@ -1002,7 +995,7 @@ static void test_import_changed_file_needs_restart(void **state)
 
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "10", "--restart", NULL});
-    expect_exit(&res, 0, "restart");
+    h_expect_exit(&res, 0, "restart");
     expect_summary(&res, 1, 0, 20);
     h_cli_result_free(&res);
     memset(want, 0, 22);
@@ -1033,7 +1026,7 @@ static void test_import_progress_plain_when_not_a_terminal(void **state)
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res,
                    rows[i].quiet ? (const char *const[]){"--quiet", NULL} : NULL);
-        expect_exit(&res, 0, "import");
+        h_expect_exit(&res, 0, "import");
         int shown = strstr(res.err, "schakel: import: 10/10 lines (100%)") != NULL;
         if (shown != rows[i].progress)
             fail_msg("row %zu: progress %s expected; stderr: %s", i,
@@ -1059,7 +1052,7 @@ static void test_import_progress_bar_on_a_terminal(void **state)
     h_cli_target_t target = {.stderr_tty = 1};
     h_cli_result_t res;
     h_run_cli_argv(env, H_POLITIE, &target, args, &res);
-    expect_exit(&res, 0, "import on a terminal");
+    h_expect_exit(&res, 0, "import on a terminal");
     static const char *const must[] = {
         "\r\033[K[########################] 12/12 100% ", /* the last redraw */
         " lines/s ETA 0:00",
@@ -1115,7 +1108,7 @@ static void test_import_whole_publish_refusals(void **state)
         }
         h_run_cli_argv(env, H_POLITIE, &target, args, &res);
         h_closed_port_release(closed_fd);
-        expect_exit(&res, rows[i].status, rows[i].setting ? rows[i].setting : "no broker");
+        h_expect_exit(&res, rows[i].status, rows[i].setting ? rows[i].setting : "no broker");
         if (!strstr(res.err, rows[i].says))
             fail_msg("row %zu: stderr does not say %s: %s", i, rows[i].says, res.err);
         if (rows[i].setting != NULL) {
@@ -1164,7 +1157,7 @@ static void test_import_in_flight_order_and_refusal(void **state)
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res,
                    (const char *const[]){"--batch", "10", "--in-flight", rows[r].in_flight, NULL});
-        expect_exit(&res, T_EXIT_REFUSED, rows[r].in_flight);
+        h_expect_exit(&res, T_EXIT_REFUSED, rows[r].in_flight);
         expect_summary(&res, LINES - 1, 1, 0);
         h_cli_result_free(&res);
 
@@ -1320,12 +1313,12 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
     h_cli_result_t res;
 
     run_import(env, H_POLITIE, a, &res, args);
-    expect_exit(&res, 0, "import a");
+    h_expect_exit(&res, 0, "import a");
     expect_summary(&res, 100, 0, 0);
     h_cli_result_free(&res);
     drain_lines(env, H_OM, want, 100, check_json_cb, &observed_a);
     run_import(env, H_POLITIE, c, &res, args);
-    expect_exit(&res, 0, "import c");
+    h_expect_exit(&res, 0, "import c");
     expect_summary(&res, 100, 0, 0);
     h_cli_result_free(&res);
     drain_lines(env, H_OM, want, 100, check_json_cb, &observed_c);
@@ -1334,7 +1327,7 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
     broker_epoch(env, epoch_before);
     take_backup(env, backup);
     run_import(env, H_POLITIE, b, &res, args);
-    expect_exit(&res, 0, "import b");
+    h_expect_exit(&res, 0, "import b");
     expect_summary(&res, 100, 0, 0);
     h_cli_result_free(&res);
 
@@ -1356,7 +1349,7 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
                      1);
 
     run_import(env, H_POLITIE, b, &res, args);
-    expect_exit(&res, 0, "rerun of b after the restore");
+    h_expect_exit(&res, 0, "rerun of b after the restore");
     expect_summary(&res, 100, 0, 0);
     expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun of b after the restore");
     expect_said(&res, "publishing again from line 1", 1, "rerun of b after the restore");
@@ -1368,7 +1361,7 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
     /* a's batches have seqs at most the floor: kept, nothing sent */
     long offset = h_log_offset(env);
     run_import(env, H_POLITIE, a, &res, args);
-    expect_exit(&res, 0, "rerun of a after the restore");
+    h_expect_exit(&res, 0, "rerun of a after the restore");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun of a after the restore");
     expect_said(&res, "the 4 batches done before it are kept", 1, "rerun of a after the restore");
@@ -1378,7 +1371,7 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
 
     /* c's batches have no seqs: all published again, answered as repeats */
     run_import(env, H_POLITIE, c, &res, args);
-    expect_exit(&res, 0, "rerun of c after the restore");
+    h_expect_exit(&res, 0, "rerun of c after the restore");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, "publishing again from line 1", 1, "rerun of c after the restore");
     expect_said(&res, "batches done before it", 0, "rerun of c after the restore");
@@ -1392,7 +1385,7 @@ static void test_import_rerun_after_restore_publishes_again(void **state)
 
     offset = h_log_offset(env);
     run_import(env, H_POLITIE, b, &res, args);
-    expect_exit(&res, 0, "second rerun of b");
+    h_expect_exit(&res, 0, "second rerun of b");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, SAID_RESTORED_SINCE, 0, "second rerun of b");
     h_cli_result_free(&res);
@@ -1510,7 +1503,7 @@ static void test_import_rerun_after_restore_skips_what_was_forgotten(void **stat
     const char *const args[] = {"--batch", "20", "--quiet", NULL};
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, first_two);
-    expect_exit(&res, T_EXIT_INTERRUPTED, "import of lines 1..40");
+    h_expect_exit(&res, T_EXIT_INTERRUPTED, "import of lines 1..40");
     expect_summary(&res, 40, 0, 0);
     h_cli_result_free(&res);
     await_forgotten(env);
@@ -1518,7 +1511,7 @@ static void test_import_rerun_after_restore_skips_what_was_forgotten(void **stat
     assert_int_equal(broker_floor(env, epoch_first), 0); /* a store never restored */
     take_backup(env, backup);
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "import of lines 41..100");
+    h_expect_exit(&res, 0, "import of lines 41..100");
     expect_summary(&res, 60, 0, 40);
     h_cli_result_free(&res);
     unsigned char *want = all_lines(100);
@@ -1541,7 +1534,7 @@ static void test_import_rerun_after_restore_skips_what_was_forgotten(void **stat
                          1); /* the backup's trail has not the first restore's entry */
         long offset = h_log_offset(env);
         run_import(env, H_POLITIE, file, &res, args);
-        expect_exit(&res, 0, "rerun after the restore");
+        h_expect_exit(&res, 0, "rerun after the restore");
         expect_summary(&res, 60, 0, 40);
         expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun after the restore");
         expect_said(&res, "the 2 batches done before it are kept", 1, "rerun after the restore");
@@ -1571,7 +1564,7 @@ static void test_import_rerun_with_floor_unknown_warns(void **state)
     const char *const args[] = {"--batch", "30", "--quiet", NULL};
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     expect_summary(&res, 100, 0, 0);
     h_cli_result_free(&res);
     take_backup(env, backup);
@@ -1598,7 +1591,7 @@ static void test_import_rerun_with_floor_unknown_warns(void **state)
 
     long offset = h_log_offset(env);
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "rerun with the floor unknown");
+    h_expect_exit(&res, 0, "rerun with the floor unknown");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, SAID_RESTORED_SINCE, 1, "rerun with the floor unknown");
     expect_said(&res, "publishing again from line 1", 1, "rerun with the floor unknown");
@@ -1638,7 +1631,7 @@ static void test_import_restart_keeps_epoch_rerun_skips(void **state)
     const char *const args[] = {"--batch", "30", "--quiet", NULL};
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     expect_summary(&res, 100, 0, 0);
     h_cli_result_free(&res);
     assert_int_equal(journal_epochs(journal), 1);
@@ -1654,7 +1647,7 @@ static void test_import_restart_keeps_epoch_rerun_skips(void **state)
 
     long offset = h_log_offset(env);
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "rerun after a restart");
+    h_expect_exit(&res, 0, "rerun after a restart");
     expect_summary(&res, 0, 0, 100);
     expect_said(&res, "restored", 0, "rerun after a restart");
     h_cli_result_free(&res);
@@ -1742,7 +1735,7 @@ static void test_import_restored_during_import_run_again(void **state)
         h_cli_result_free(&job.res);
         fail_msg("%s", problem);
     }
-    expect_exit(&job.res, 1, "import during a restore");
+    h_expect_exit(&job.res, 1, "import during a restore");
     expect_said(&job.res, SAID_RESTORED_DURING, 1, "import during a restore");
     expect_said(&job.res, "what the restored store answered is not journalled", 1,
                 "import during a restore");
@@ -1763,7 +1756,7 @@ static void test_import_restored_during_import_run_again(void **state)
 
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, args);
-    expect_exit(&res, 0, "rerun");
+    h_expect_exit(&res, 0, "rerun");
     expect_said(&res, "warning", 0, "rerun");
     unsigned long accepted = 0, refused = 0, already = 0;
     const char *summary = strstr(res.out, "accepted ");
@@ -1818,7 +1811,7 @@ static void test_import_broker_restart_during_import_goes_on(void **state)
         h_cli_result_free(&job.res);
         fail_msg("%s", problem);
     }
-    expect_exit(&job.res, 0, "import during a restart");
+    h_expect_exit(&job.res, 0, "import during a restart");
     expect_said(&job.res, "restored", 0, "import during a restart");
     expect_said(&job.res, "made again", 0, "import during a restart");
     unsigned long accepted = 0, refused = 0, already = 0;
@@ -1973,7 +1966,7 @@ static void test_import_end_check_unanswered_warns(void **state)
     h_cli_result_t res;
     const char *const quiet[] = {"--quiet", NULL};
     run_import(env, H_POLITIE, file, &res, quiet);
-    expect_exit(&res, 0, "rerun");
+    h_expect_exit(&res, 0, "rerun");
     expect_said(&res, SAID_RESTORED_SINCE, 0, "rerun");
     if (strstr(res.out, "accepted 0, refused 0, already accepted 3") == NULL)
         fail_msg("rerun: want every line accepted before: %s", res.out);
@@ -2001,7 +1994,7 @@ static void test_import_bad_options_refused(void **state)
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res,
                    (const char *const[]){rows[i].option, rows[i].value, NULL});
-        expect_exit(&res, T_EXIT_USAGE, rows[i].option);
+        h_expect_exit(&res, T_EXIT_USAGE, rows[i].option);
         if (strstr(res.err, rows[i].option) == NULL || strstr(res.err, rows[i].value) == NULL)
             fail_msg("row %zu: stderr does not name %s %s: %s", i, rows[i].option, rows[i].value,
                      res.err);
@@ -2037,10 +2030,10 @@ static void test_import_journal_folder_sync_failure_publishes_nothing(void **sta
         h_cli_result_t res;
         (void)h_run_cli_argv(env, H_POLITIE, &target, args, &res);
         if (run == 1) {
-            expect_exit(&res, 0, "import with the folder synced");
+            h_expect_exit(&res, 0, "import with the folder synced");
             expect_summary(&res, 10, 0, 0);
         } else {
-            expect_exit(&res, 1, "import whose journal folder cannot be synced");
+            h_expect_exit(&res, 1, "import whose journal folder cannot be synced");
             expect_said(&res, "cannot sync the folder", 1, "the failed folder sync");
             expect_said(&res, "event=syncgate.failed call=fsync", 1, "the shim's note");
         }
@@ -2097,7 +2090,7 @@ static void test_import_ids_let_no_recipient_test_guesses(void **state)
         h_cli_result_t res;
         run_import(env, H_POLITIE, file, &res,
                    csv ? (const char *const[]){"--batch", "1", NULL} : NULL);
-        expect_exit(&res, 0, csv ? "import of one CSV row" : "import of one JSON line");
+        h_expect_exit(&res, 0, csv ? "import of one CSV row" : "import of one JSON line");
         expect_summary(&res, 1, 0, 0);
         h_cli_result_free(&res);
 
@@ -2182,7 +2175,7 @@ static void test_import_ids_stay_with_the_key(void **state)
     import_id_key(h_key_file(env, H_POLITIE), old_key);
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, 0, "import");
+    h_expect_exit(&res, 0, "import");
     expect_summary(&res, 3, 0, 0);
     h_cli_result_free(&res);
     receive_publish(env, H_OM, 3, id);
@@ -2191,7 +2184,7 @@ static void test_import_ids_stay_with_the_key(void **state)
 
     assert_int_equal(unlink(journal), 0); /* the same key: the same id */
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, 0, "rerun without the journal");
+    h_expect_exit(&res, 0, "rerun without the journal");
     expect_summary(&res, 0, 0, 3);
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_OM), 0);
@@ -2215,7 +2208,7 @@ static void test_import_ids_stay_with_the_key(void **state)
         run_import(env, H_POLITIE, file, &res,
                    (const char *const[]){"--batch", "3", "--key", new_key,
                                          restart ? "--restart" : NULL, NULL});
-        expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another key" : "another key");
+        h_expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another key" : "another key");
         expect_said(&res, restart ? "names another key" : "written with another key", 1,
                     "the refusal");
         expect_said(&res, "--new-key", 1, "the way on");
@@ -2233,7 +2226,7 @@ static void test_import_ids_stay_with_the_key(void **state)
         run_import(env, H_POLITIE, file, &res,
                    (const char *const[]){"--batch", "3", "--key", new_key,
                                          round == 0 ? "--new-key" : NULL, NULL});
-        expect_exit(&res, 0, round == 0 ? "rerun with another key" : "rerun with it again");
+        h_expect_exit(&res, 0, round == 0 ? "rerun with another key" : "rerun with it again");
         expect_said(&res, "was written with another key", round == 0, "the key warning");
         if (round == 0)
             expect_summary(&res, 3, 0, 0); /* published again: twice at om */
@@ -2305,7 +2298,7 @@ static void test_import_unkeyed_journal_keeps_its_ids(void **state)
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "3", "--test-interrupt-after-batches", "1", NULL});
-    expect_exit(&res, T_EXIT_INTERRUPTED, "import resuming an unkeyed journal");
+    h_expect_exit(&res, T_EXIT_INTERRUPTED, "import resuming an unkeyed journal");
     expect_summary(&res, 3, 0, 0);
     expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
     h_cli_result_free(&res);
@@ -2315,7 +2308,7 @@ static void test_import_unkeyed_journal_keeps_its_ids(void **state)
 
     drop_last_done_entry(journal); /* a crash: lines 1..3 go out again */
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, 0, "rerun");
+    h_expect_exit(&res, 0, "rerun");
     expect_summary(&res, 3, 0, 3);
     h_cli_result_free(&res);
     receive_publish(env, H_OM, 3, id); /* lines 4..6, and nothing twice */
@@ -2349,19 +2342,19 @@ static void test_import_restart_of_unkeyed_journal_keeps_its_ids(void **state)
     write_unkeyed_journal(file, journal);
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, 0, "import resuming an unkeyed journal");
+    h_expect_exit(&res, 0, "import resuming an unkeyed journal");
     expect_summary(&res, 6, 0, 0);
     h_cli_result_free(&res);
 
     write_json_file(file, 7, observed); /* line 7 appended */
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, T_EXIT_USAGE, "rerun of a file that grew");
+    h_expect_exit(&res, T_EXIT_USAGE, "rerun of a file that grew");
     expect_said(&res, "publishes again the lines of every batch that changed", 1,
                 "the refusal's way on");
     h_cli_result_free(&res);
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "3", "--restart", NULL});
-    expect_exit(&res, 0, "--restart");
+    h_expect_exit(&res, 0, "--restart");
     expect_summary(&res, 1, 0, 6);
     expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
     h_cli_result_free(&res);
@@ -2397,7 +2390,7 @@ static void test_import_restart_of_a_torn_header_keeps_its_ids(void **state)
     free(old);
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, 0, "import under an unkeyed journal");
+    h_expect_exit(&res, 0, "import under an unkeyed journal");
     expect_summary(&res, 3, 0, 0);
     h_cli_result_free(&res);
     write_json_file(file, 5, observed);
@@ -2409,13 +2402,13 @@ static void test_import_restart_of_a_torn_header_keeps_its_ids(void **state)
     free(header);
 
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--batch", "3", NULL});
-    expect_exit(&res, T_EXIT_USAGE, "rerun of a torn header");
+    h_expect_exit(&res, T_EXIT_USAGE, "rerun of a torn header");
     expect_said(&res, "has no complete header: give --restart", 1, "the torn header");
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_OM), 3);
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "3", "--restart", NULL});
-    expect_exit(&res, 0, "--restart of a torn header");
+    h_expect_exit(&res, 0, "--restart of a torn header");
     expect_summary(&res, 2, 0, 3);
     expect_said(&res, "from before keyed message ids", 1, "the unkeyed journal's note");
     h_cli_result_free(&res);
@@ -2446,7 +2439,7 @@ static void test_import_restart_with_another_batch_needs_new_batch(void **state)
     h_cli_result_t res;
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "3", "--test-interrupt-after-batches", "1", NULL});
-    expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
+    h_expect_exit(&res, T_EXIT_INTERRUPTED, "interrupted import");
     expect_summary(&res, 3, 0, 0);
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_OM), 3);
@@ -2456,7 +2449,7 @@ static void test_import_restart_with_another_batch_needs_new_batch(void **state)
     for (int restart = 0; restart < 2; restart++) {
         run_import(env, H_POLITIE, file, &res,
                    (const char *const[]){"--batch", "2", restart ? "--restart" : NULL, NULL});
-        expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another --batch" : "resume");
+        h_expect_exit(&res, T_EXIT_USAGE, restart ? "--restart with another --batch" : "resume");
         expect_said(&res,
                     restart ? "--batch 3: --restart with --batch 2 cuts the file into other batches"
                             : "--restart with --batch 2 and --new-batch",
@@ -2474,13 +2467,13 @@ static void test_import_restart_with_another_batch_needs_new_batch(void **state)
 
     run_import(env, H_POLITIE, file, &res,
                (const char *const[]){"--batch", "2", "--restart", "--new-batch", NULL});
-    expect_exit(&res, 0, "--restart --new-batch");
+    h_expect_exit(&res, 0, "--restart --new-batch");
     expect_summary(&res, 6, 0, 0);
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_OM), 9);
 
     run_import(env, H_POLITIE, file, &res, (const char *const[]){"--restart", NULL});
-    expect_exit(&res, 0, "--restart without --batch");
+    h_expect_exit(&res, 0, "--restart without --batch");
     expect_summary(&res, 0, 0, 6);
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_OM), 9);

@@ -36,13 +36,6 @@
 
 #define BATCH 5
 
-static void expect_exit(const h_cli_result_t *res, int code, const char *what)
-{
-    if (res->status != code)
-        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
-                 res->out, res->err);
-}
-
 static void expect_err(const h_cli_result_t *res, const char *needle, const char *what)
 {
     if (strstr(res->err, needle) == NULL)
@@ -191,7 +184,7 @@ static void test_listen_failed_sync_acks_nothing(void **state)
     int fd = open_output(path, 1);
     run_listen(env, fd, 0, fail_env, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen into a file whose sync fails");
+    h_expect_exit(&res, 1, "listen into a file whose sync fails");
     expect_err(&res, "event=syncgate.failed call=fdatasync fd=1", "listen's sync of stdout");
     expect_err(&res, "cannot sync standard output (Input/output error)", "the failed sync");
     expect_err(&res, "not acknowledged", "the failed sync");
@@ -203,7 +196,7 @@ static void test_listen_failed_sync_acks_nothing(void **state)
 
     /* Into a pipe: no sync, so the failing one is never reached. */
     run_listen(env, -1, 0, fail_env, drain, &res);
-    expect_exit(&res, 0, "listen into a pipe");
+    h_expect_exit(&res, 0, "listen into a pipe");
     if (strstr(res.err, "syncgate") != NULL)
         fail_msg("listen synced a pipe: %s", res.err);
     unsigned seen[BATCH] = {0};
@@ -286,7 +279,7 @@ static void test_listen_failed_sync_keeps_another_writers_lines(void **state)
     char *said = file_text(err_path);
     free(h.res.err);
     h.res.err = said; /* freed with the result */
-    expect_exit(&h.res, 1, "listen whose sync fails after another writer appended");
+    h_expect_exit(&h.res, 1, "listen whose sync fails after another writer appended");
     expect_err(&h.res, "cannot sync standard output", "the failed sync");
     expect_err(&h.res, "was not cut back", "the file another program wrote to");
     h_cli_result_free(&h.res);
@@ -332,9 +325,9 @@ static void test_listen_file_gone_from_its_name_acks_nothing(void **state)
         unlink(gate_path);
         pthread_join(thread, NULL);
         close(h.fd);
-        expect_exit(&h.res, 1,
-                    replaced ? "listen whose file was renamed over"
-                             : "listen whose file was deleted");
+        h_expect_exit(&h.res, 1,
+                      replaced ? "listen whose file was renamed over"
+                               : "listen whose file was deleted");
         expect_err(&h.res, "was deleted or renamed away while listen ran", "the file gone");
         expect_err(&h.res, "not acknowledged", "the file gone");
         h_cli_result_free(&h.res);
@@ -366,7 +359,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     int fd = open_output(plain, 0);
     run_listen(env, fd, 100, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen into a full file");
+    h_expect_exit(&res, 1, "listen into a full file");
     expect_err(&res, "cannot write to standard output (File too large)", "the full file");
     expect_err(&res, "not acknowledged", "the full file");
     h_cli_result_free(&res);
@@ -377,7 +370,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     fd = open_output(appended, 1);
     run_listen(env, fd, (rlim_t)earlier_len + 100, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen appending to a full file");
+    h_expect_exit(&res, 1, "listen appending to a full file");
     expect_err(&res, "cannot write to standard output (File too large)", "the full >> file");
     h_cli_result_free(&res);
     char *text = file_text(appended);
@@ -390,7 +383,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     fd = open_output(appended, 1);
     run_listen(env, fd, 0, NULL, one, &res);
     close(fd);
-    expect_exit(&res, 0, "listen --count 1");
+    h_expect_exit(&res, 0, "listen --count 1");
     h_cli_result_free(&res);
     off_t line = file_size(appended) - (off_t)earlier_len;
     assert_true(line > 200);
@@ -400,7 +393,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     fd = open_output(plain, 0);
     run_listen(env, fd, (rlim_t)(line + line / 2), NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen into a file full after one line");
+    h_expect_exit(&res, 1, "listen into a file full after one line");
     expect_err(&res, "cannot write to standard output (File too large)", "full after one line");
     h_cli_result_free(&res);
     unsigned seen[BATCH] = {0};
@@ -413,7 +406,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     fd = open_output(appended, 1);
     run_listen(env, fd, (rlim_t)(size + line + line / 2), NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen appending to a file full after one line");
+    h_expect_exit(&res, 1, "listen appending to a file full after one line");
     h_cli_result_free(&res);
     assert_int_equal(file_size(appended), size + line);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), BATCH - 3);
@@ -422,7 +415,7 @@ static void test_listen_full_disk_cuts_back(void **state)
     fd = open_output(appended, 1);
     run_listen(env, fd, 0, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 0, "listen with room");
+    h_expect_exit(&res, 0, "listen with room");
     h_cli_result_free(&res);
     text = file_text(appended);
     assert_int_equal(strncmp(text, earlier, earlier_len), 0);
@@ -449,7 +442,7 @@ static void test_listen_closed_pipe_is_an_error(void **state)
     h_cli_result_t res;
     run_listen(env, pipe_fds[1], 0, NULL, drain, &res);
     close(pipe_fds[1]);
-    expect_exit(&res, 1, "listen into a closed pipe");
+    h_expect_exit(&res, 1, "listen into a closed pipe");
     expect_err(&res, "cannot write to standard output (Broken pipe)", "the closed pipe");
     expect_err(&res, "not acknowledged", "the closed pipe");
     h_cli_result_free(&res);
@@ -471,7 +464,7 @@ static void test_listen_lines_name_message_id_and_index(void **state)
     static const char *const human[] = {"listen", "--drain", "--timeout", "20", NULL};
     h_cli_result_t res;
     run_listen(env, -1, 0, NULL, human, &res);
-    expect_exit(&res, 0, "listen");
+    h_expect_exit(&res, 0, "listen");
     const char *p = res.out;
     for (int i = 0; i < BATCH; i++) {
         char ids[128];
@@ -491,7 +484,7 @@ static void test_listen_lines_name_message_id_and_index(void **state)
     /* --json names them too: the police's copies. */
     static const char *const json[] = {"listen", "--json", "--drain", "--timeout", "20", NULL};
     h_run_cli_argv(env, H_POLITIE, NULL, json, &res);
-    expect_exit(&res, 0, "listen --json");
+    h_expect_exit(&res, 0, "listen --json");
     p = res.out;
     for (int i = 0; i < BATCH; i++) {
         char ids[128];
@@ -534,7 +527,7 @@ static void test_listen_ends_a_partial_last_line(void **state)
     int fd = open_output(path, 1);
     run_listen(env, fd, 0, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 0, "listen into a file ending in a partial line");
+    h_expect_exit(&res, 0, "listen into a file ending in a partial line");
     expect_err(&res, said, "the partial line");
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
@@ -565,7 +558,7 @@ static void test_listen_ends_a_partial_last_line(void **state)
     fd = open_output(path, 1);
     run_listen(env, fd, 0, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 0, "listen into a file of whole lines");
+    h_expect_exit(&res, 0, "listen into a file of whole lines");
     if (strstr(res.err, "partial line") != NULL)
         fail_msg("listen saw a partial line in a file of whole lines: %s", res.err);
     h_cli_result_free(&res);
@@ -591,7 +584,7 @@ static void test_listen_syncs_the_folder_before_acking(void **state)
     int fd = open_output(path, 0);
     run_listen(env, fd, 0, fail_env, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen whose folder sync fails");
+    h_expect_exit(&res, 1, "listen whose folder sync fails");
     expect_err(&res, "event=syncgate.failed call=fsync", "listen's sync of the folder");
     expect_err(&res, "cannot sync the folder of standard output's file (Input/output error)",
                "the failed folder sync");
@@ -604,7 +597,7 @@ static void test_listen_syncs_the_folder_before_acking(void **state)
     fd = open_output(path, 0);
     run_listen(env, fd, 0, fail_env, drain, &res);
     close(fd);
-    expect_exit(&res, 0, "listen whose folder sync works");
+    h_expect_exit(&res, 0, "listen whose folder sync works");
     h_cli_result_free(&res);
     assert_int_equal(h_backlog_of(env, H_GEMEENTE), 0);
     h_done(env);
@@ -628,7 +621,7 @@ static void test_listen_refuses_a_file_without_a_name(void **state)
     assert_int_equal(unlink(path), 0);
     run_listen(env, fd, 0, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen into a deleted file");
+    h_expect_exit(&res, 1, "listen into a deleted file");
     expect_err(&res, "standard output is a file that was deleted", "the deleted file");
     expect_err(&res, "nothing received", "the deleted file");
     h_cli_result_free(&res);
@@ -639,7 +632,7 @@ static void test_listen_refuses_a_file_without_a_name(void **state)
     assert_int_equal(unlink(path), 0);
     run_listen(env, fd, 0, NULL, drain, &res);
     close(fd);
-    expect_exit(&res, 1, "listen into a file known by another name");
+    h_expect_exit(&res, 1, "listen into a file known by another name");
     expect_err(&res, "is not found under its name", "the file known by another name");
     expect_err(&res, "nothing received", "the file known by another name");
     h_cli_result_free(&res);
@@ -838,7 +831,7 @@ static void test_listen_stop_finishes_the_line_in_a_full_pipe(void **state)
     close(pidfd);
     char *text = read_to_end(read_end, &len);
     close(read_end);
-    expect_exit(&p.res, 128 + SIGTERM, "listen given SIGINT, then SIGTERM");
+    h_expect_exit(&p.res, 128 + SIGTERM, "listen given SIGINT, then SIGTERM");
     h_cli_result_free(&p.res);
     assert_int_equal(len, filled);
     free(text);
@@ -851,7 +844,7 @@ static void test_listen_stop_finishes_the_line_in_a_full_pipe(void **state)
     close(read_end);
     pthread_join(thread, NULL);
     close(pidfd);
-    expect_exit(&p.res, 0, "listen given SIGINT while its write waits");
+    h_expect_exit(&p.res, 0, "listen given SIGINT while its write waits");
     h_cli_result_free(&p.res);
     const char *line = text + filled, *end = strchr(line, '\n');
     if (strncmp(line, "seq=", 4) != 0 || end == NULL || end[1] != '\0')
@@ -914,7 +907,7 @@ static void test_listen_revoked_says_withdrawn(void **state)
     pthread_join(thread, NULL);
     close(out[1]);
     close(out[0]);
-    expect_exit(&p.res, 3, "listen whose key was revoked");
+    h_expect_exit(&p.res, 3, "listen whose key was revoked");
     expect_err(&p.res, "NOT_PERMITTED", "listen whose key was revoked");
     if (strstr(p.res.err, "come again") != NULL)
         fail_msg("a revoked key's listen says its deliveries come again: %s", p.res.err);

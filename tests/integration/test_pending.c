@@ -45,19 +45,6 @@ static int setup_admin_broker_with_cases(void **state)
 
 /* ------------------------------------------------------------------ small helpers */
 
-static void expect_exit(const h_cli_result_t *res, int code, const char *what)
-{
-    if (res->status != code)
-        fail_msg("%s: exit %d, expected %d\nstdout: %s\nstderr: %s", what, res->status, code,
-                 res->out, res->err);
-}
-
-static void expect_text(const char *text, const char *needle, const char *what)
-{
-    if (text == NULL || strstr(text, needle) == NULL)
-        fail_msg("%s: \"%s\" not found in:\n%s", what, needle, text ? text : "(null)");
-}
-
 static void expect_no_text(const char *text, const char *needle, const char *what)
 {
     if (strstr(text, needle) != NULL)
@@ -110,7 +97,7 @@ static char *pending_json(h_env_t *env, const char *principal, const char *const
     args[n] = NULL;
     h_cli_result_t res;
     ctl(env, &res, args);
-    expect_exit(&res, 0, "pending");
+    h_expect_exit(&res, 0, "pending");
     char *out = res.out;
     res.out = NULL;
     h_cli_result_free(&res);
@@ -122,8 +109,8 @@ static void pending_fails(h_env_t *env, const char *const *args, int code, const
 {
     h_cli_result_t res;
     ctl(env, &res, args);
-    expect_exit(&res, code, says);
-    expect_text(res.err, says, args[1] ? args[1] : "pending");
+    h_expect_exit(&res, code, says);
+    h_expect_text(res.err, says, args[1] ? args[1] : "pending");
     h_cli_result_free(&res);
 }
 
@@ -242,7 +229,7 @@ static void raw_refused(raw_admin_t *c, uint64_t request_id, const char *const *
     if (r->ok)
         fail_msg("pending with %zu args (%s ...) was answered ok, expected \"%s\"", n,
                  n > 0 ? args[0] : "-", says);
-    expect_text(r->error, says, "pending refusal");
+    h_expect_text(r->error, says, "pending refusal");
     assert_true(r->json == NULL || r->json[0] == '\0');
     assert_false(r->has_more && r->more);
     wire_frame_free(&answer);
@@ -327,15 +314,15 @@ static void test_pending_lists_signals_and_case_events(void **state)
     const char *const table[] = {"pending", H_RIEC, NULL};
     h_cli_result_t res;
     ctl(env, &res, table);
-    expect_exit(&res, 0, "pending table");
-    expect_text(res.out, "riec/analyse (partner riec): 2 pending", "pending table");
-    expect_text(res.out, "SEQ", "pending table");
+    h_expect_exit(&res, 0, "pending table");
+    h_expect_text(res.out, "riec/analyse (partner riec): 2 pending", "pending table");
+    h_expect_text(res.out, "SEQ", "pending table");
     char cell[64];
     snprintf(cell, sizeof cell, "%s/0", id_hex);
-    expect_text(res.out, cell, "pending table");
+    h_expect_text(res.out, cell, "pending table");
     snprintf(cell, sizeof cell, "%s event 1", case_id);
-    expect_text(res.out, cell, "pending table");
-    expect_text(res.out, "case_event", "pending table");
+    h_expect_text(res.out, cell, "pending table");
+    h_expect_text(res.out, "case_event", "pending table");
     expect_no_text(res.out, "more:", "pending table");
     expect_no_text(res.out, "Ramen", "pending table");
     h_cli_result_free(&res);
@@ -414,12 +401,12 @@ static void test_pending_states_and_paging(void **state)
     const char *const table[] = {"pending", H_OM, "--limit", "1", NULL};
     h_cli_result_t res;
     ctl(env, &res, table);
-    expect_exit(&res, 0, "pending table");
+    h_expect_exit(&res, 0, "pending table");
     char more[96];
     snprintf(more, sizeof more, "more: schakelctl pending %s --after %lld", H_OM,
              (long long)seqs[1]);
-    expect_text(res.out, more, "pending table");
-    expect_text(res.out, "in_flight", "pending table");
+    h_expect_text(res.out, more, "pending table");
+    h_expect_text(res.out, "in_flight", "pending table");
     h_cli_result_free(&res);
 
     schakel_close(&om);
@@ -462,16 +449,16 @@ static void test_pending_set_aside(void **state)
     assert_true(h_json_int(aside, "set_aside_at") >= h_json_int(aside, "queued_at"));
     char reason[256];
     h_json_get(aside, "reason", reason, sizeof reason);
-    expect_text(reason, "does not authenticate", "the reason it was set aside");
+    h_expect_text(reason, "does not authenticate", "the reason it was set aside");
     expect_member(sent, "state", "in_flight");
     expect_member(sent, "reason", "null");
     free(doc);
     const char *const table[] = {"pending", H_OM, NULL};
     h_cli_result_t res;
     ctl(env, &res, table);
-    expect_exit(&res, 0, "pending table");
-    expect_text(res.out, "set_aside", "pending table");
-    expect_text(res.out, "does not authenticate", "pending table");
+    h_expect_exit(&res, 0, "pending table");
+    h_expect_text(res.out, "set_aside", "pending table");
+    h_expect_text(res.out, "does not authenticate", "pending table");
     h_cli_result_free(&res);
     schakel_delivery_free(&d);
     schakel_close(&om);
@@ -653,7 +640,7 @@ static void test_pending_refusals(void **state)
     h_store_exec(env, "ALTER TABLE deliveries_set_aside RENAME COLUMN reason_hidden TO reason");
     Schakel__Frame *answer = raw_pending(&c, id++, om, 1);
     assert_true(answer->admin_response->ok);
-    expect_text(answer->admin_response->json, "\"pending\":1,", "pending after the refusals");
+    h_expect_text(answer->admin_response->json, "\"pending\":1,", "pending after the refusals");
     wire_frame_free(&answer);
     raw_close(&c);
 
