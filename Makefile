@@ -120,7 +120,8 @@ FUZZ_REPLAY_BIN := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/replay_%,$(FUZZ
 
 PROGRAMS := $(SCHAKELD) $(SCHAKEL) $(if $(CTL_SRC),$(SCHAKELCTL))
 
-.PHONY: all deps test check-asan fuzz check-valgrind demo run install clean tests-build format bench bench-deps
+.PHONY: all deps test check-asan fuzz check-valgrind demo run install clean tests-build format bench bench-deps \
+	proto-mailbox
 .DEFAULT_GOAL := all
 
 all: $(PROGRAMS) $(LIBA) $(LIBSO) $(BUILD)/libschakel.pc
@@ -473,6 +474,21 @@ bench-deps: deps
 bench: bench-deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@BUILD=$(BUILD) sh tests/bench/run.sh $(BENCH_BIN)
+
+# ---------------------------------------------------------------- prototypes
+# Not a bench: proto_mailbox measures mailbox schemas in SQLite alone, for
+# docs/design/mailbox.md (which gives its callgrind commands); neither
+# `make bench` nor `make test` builds or runs it. `make proto-mailbox`
+# prints its wall times for each schema at 256 and at 3 items a publish.
+PROTO_MAILBOX := $(BUILD)/bench/proto_mailbox
+
+$(PROTO_MAILBOX): tests/bench/proto_mailbox.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(WARNINGS) $(WERROR) $(CFLAGS) $(LDFLAGS_ALL) -o $@ $< -lsqlite3
+
+proto-mailbox: $(PROTO_MAILBOX)
+	@for n in 256 3; do for s in none today batch slim log; do \
+	  $(PROTO_MAILBOX) --schema $$s --batch $$n || exit 1; echo; done; done
 
 # ---------------------------------------------------------------- demo and run
 demo: deps
