@@ -534,7 +534,13 @@ static NOINLINE void write_slim(proto_t *p, int64_t publish_id, int64_t first_it
     run(p, p->seq_high, "seq high");
 }
 
-static NOINLINE void phase_commit(proto_t *p)
+/* The commits of publishes and of Acks, apart. */
+static NOINLINE void commit_publish(proto_t *p)
+{
+    run(p, p->commit, "commit");
+}
+
+static NOINLINE void commit_ack(proto_t *p)
 {
     run(p, p->commit, "commit");
 }
@@ -556,7 +562,7 @@ static void publish_one(proto_t *p, int64_t publish_id)
         write_slim(p, publish_id, first_item_seq);
     double t_mailbox = now_s();
     p->t_mailbox += t_mailbox - t_items;
-    phase_commit(p);
+    commit_publish(p);
     p->t_commit += now_s() - t_mailbox;
 }
 
@@ -930,7 +936,7 @@ static void ack_frame(proto_t *p, int r, const int64_t *seqs, size_t n)
             ack_log(p, r, seqs, n);
         audit_acks_ranges(p, seqs, n, audit_seq);
     }
-    phase_commit(p);
+    commit_ack(p);
     p->r[r].pending -= (int64_t)n;
     p->acked += (long)n;
 }
