@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <setjmp.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -169,19 +170,30 @@ long h_broker_status_kib(const h_env_t *env, const char *field);
  * after timeout_ms (it is left running). */
 int h_broker_await_exit(h_env_t *env, int timeout_ms);
 
-/* Size of the broker log now: the offset h_await_log searches from. */
+/* Size of the broker log now: the offset the readers below search from.
+ * Taken while the broker writes a line, it can fall inside that line
+ * (harness.c says how): that line began before it and belongs to
+ * "before", so every reader that takes an offset skips the rest of it
+ * and reads from the next line on (waits wait for that line's end like
+ * any other content; counts count nothing of it). */
 long h_log_offset(const h_env_t *env);
 
-/* Wait (bounded, on inotify events of the log file) until a line containing
- * `needle` appears in the broker log after `offset`. Returns 0, or -1 on
- * timeout. */
+/* The broker log opened (for reading) at the first line that begins at or
+ * after offset. NULL if there is no log, or the line offset falls inside
+ * has not ended yet. The caller closes it. For a test's own log reader. */
+FILE *h_log_open_at(const h_env_t *env, long offset);
+
+/* Wait (bounded, on inotify events of the log file) until a whole line
+ * containing `needle` appears in the broker log after `offset`. Returns 0,
+ * or -1 on timeout. */
 int h_await_log(const h_env_t *env, long offset, const char *needle, int timeout_ms);
 
 /* h_await_log for the n-th such line (n >= 1), each waited for at most
  * timeout_ms. Returns 0, or -1 on timeout. */
 int h_await_log_lines(const h_env_t *env, long offset, const char *needle, int n, int timeout_ms);
 
-/* Lines of the broker log after `offset` that contain `needle`. */
+/* Lines of the broker log after `offset` that contain `needle` (a last line
+ * still being written counts once it holds needle: it began after offset). */
 int h_log_count(const h_env_t *env, long offset, const char *needle);
 /* Lines from offset that hold both needle and also (NULL: needle alone). */
 int h_log_count_both(const h_env_t *env, long offset, const char *needle, const char *also);
