@@ -1138,21 +1138,7 @@ static void await_second_line(const h_env_t *env, long offset, const char *needl
 {
     if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
         fail_msg("no line with \"%s\" in the log", needle);
-    FILE *f = fopen(env->log_path, "r");
-    assert_non_null(f);
-    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n;
-    long after = offset;
-    while ((n = getline(&line, &cap, f)) > 0) {
-        after += n;
-        if (strstr(line, needle) != NULL)
-            break;
-    }
-    free(line);
-    fclose(f);
-    if (h_await_log(env, after, needle, H_TIMEOUT_MS) != 0) {
+    if (h_await_log_lines(env, offset, needle, 2, H_TIMEOUT_MS) != 0) {
         h_dump_log(env);
         fail_msg("one line with \"%s\" in the log, not two", needle);
     }
@@ -2204,10 +2190,10 @@ static int raw_admin_connect(const h_env_t *env)
 static unsigned long long log_field(const h_env_t *env, long offset, const char *event,
                                     const char *field)
 {
-    FILE *f = fopen(env->log_path, "r");
+    FILE *f = h_log_open_at(env, offset);
     char line[4096], key[64];
-    assert_non_null(f);
-    assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+    if (f == NULL)
+        fail_msg("no %s line after offset %ld", event, offset);
     snprintf(key, sizeof key, " %s=", field);
     while (fgets(line, sizeof line, f) != NULL) {
         const char *at = strstr(line, event);

@@ -1156,22 +1156,28 @@ static void rechain_from(sqlite3 *db, int64_t from)
     db_exec(db, "COMMIT");
 }
 
-/* The value of key=VALUE in the first log line after offset that holds
- * needle. */
+/* The value of key=VALUE (after needle) in the first log line after offset
+ * that holds needle. */
 static void log_value(const h_env_t *env, long offset, const char *needle, const char *key,
                       char *out, size_t outlen)
 {
-    char *log = slurp(env->log_path);
-    const char *line = strstr(log + offset, needle);
-    if (line == NULL)
+    FILE *log = h_log_open_at(env, offset);
+    char *line = NULL;
+    size_t cap = 0;
+    const char *at = NULL;
+    while (at == NULL && log != NULL && getline(&line, &cap, log) > 0)
+        at = strstr(line, needle);
+    if (log != NULL)
+        fclose(log);
+    if (at == NULL)
         fail_msg("no log line with %s", needle);
-    const char *end = strchr(line, '\n'), *value = strstr(line, key);
-    if (value == NULL || (end != NULL && value > end))
+    const char *value = strstr(at, key);
+    if (value == NULL)
         fail_msg("the line with %s has no %s", needle, key);
     value += strlen(key);
     size_t len = strcspn(value, " \n");
     snprintf(out, outlen, "%.*s", (int)(len < outlen ? len : outlen - 1), value);
-    free(log);
+    free(line);
 }
 
 /* The text of the deliveries column of entry seq (the caller frees it);

@@ -172,21 +172,19 @@ static uint32_t field_no(const ProtobufCMessageDescriptor *d, const char *name)
 /* 1 if one whole line after offset holds every needle (NULL-terminated). */
 static int log_has_line(const h_env_t *env, long offset, const char *const *needles)
 {
-    FILE *f = fopen(env->log_path, "r");
+    FILE *f = h_log_open_at(env, offset);
     if (!f)
         return 0;
     int found = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    if (fseek(f, offset, SEEK_SET) == 0) {
-        while (!found && (n = getline(&line, &cap, f)) > 0) {
-            if (line[n - 1] != '\n')
-                break; /* the broker is still writing it */
-            found = 1;
-            for (size_t i = 0; found && needles[i]; i++)
-                found = strstr(line, needles[i]) != NULL;
-        }
+    while (!found && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] != '\n')
+            break; /* the broker is still writing it */
+        found = 1;
+        for (size_t i = 0; found && needles[i]; i++)
+            found = strstr(line, needles[i]) != NULL;
     }
     free(line);
     fclose(f);
@@ -196,20 +194,18 @@ static int log_has_line(const h_env_t *env, long offset, const char *const *need
 /* Whole lines after offset that hold every needle. */
 static size_t log_count_lines(const h_env_t *env, long offset, const char *const *needles)
 {
-    FILE *f = fopen(env->log_path, "r");
+    FILE *f = h_log_open_at(env, offset);
     if (!f)
         return 0;
     size_t count = 0;
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
-    if (fseek(f, offset, SEEK_SET) == 0) {
-        while ((n = getline(&line, &cap, f)) > 0) {
-            int all = line[n - 1] == '\n';
-            for (size_t i = 0; all && needles[i]; i++)
-                all = strstr(line, needles[i]) != NULL;
-            count += all ? 1 : 0;
-        }
+    while ((n = getline(&line, &cap, f)) > 0) {
+        int all = line[n - 1] == '\n';
+        for (size_t i = 0; all && needles[i]; i++)
+            all = strstr(line, needles[i]) != NULL;
+        count += all ? 1 : 0;
     }
     free(line);
     fclose(f);
@@ -5069,29 +5065,28 @@ static long tcp_wmem_max(void)
 
 /* Wait until n case queries of om's sent since offset have been handled:
  * each answered with a view (case.viewed) or refused (the refusal's log
- * line, needle). Only whole lines are read, and the wait for more starts
- * where the last of them ends: the log's size, taken while the broker
- * writes a line across a page, can end inside it, and a wait from there
- * would not see that line. */
+ * line, needle). Only whole lines begun after offset are read
+ * (h_log_open_at), and the wait for more starts where the last of them
+ * ends: the log's size, taken while the broker writes a line across a
+ * page, can end inside it. */
 static void await_queries_handled(const h_env_t *env, long offset, const char *needle, int n,
                                   const char *what)
 {
     for (;;) {
-        FILE *f = fopen(env->log_path, "r");
-        assert_non_null(f);
-        assert_int_equal(fseek(f, offset, SEEK_SET), 0);
+        FILE *f = h_log_open_at(env, offset);
+        long end = offset;
+        int handled = 0;
         char *line = NULL;
         size_t cap = 0;
         ssize_t len;
-        long end = offset;
-        int handled = 0;
-        while ((len = getline(&line, &cap, f)) > 0 && line[len - 1] == '\n') {
-            end += (long)len;
+        while (f != NULL && (len = getline(&line, &cap, f)) > 0 && line[len - 1] == '\n') {
+            end = ftell(f);
             handled += strstr(line, "event=case.viewed principal=" H_OM " ") != NULL ||
                        strstr(line, needle) != NULL;
         }
         free(line);
-        fclose(f);
+        if (f != NULL)
+            fclose(f);
         if (handled >= n)
             return;
         if (h_await_log(env, end, "principal=" H_OM " ", H_TIMEOUT_MS * h_time_factor()) != 0)

@@ -1023,9 +1023,9 @@ static void test_withdrawn_delivery_that_was_sent(void **state)
  * logged from `offset` on, into out (65 bytes); fails without one. */
 static void refusal_pending(const h_env_t *env, long offset, char *out)
 {
-    FILE *log = fopen(env->log_path, "r");
-    assert_non_null(log);
-    assert_int_equal(fseek(log, offset, SEEK_SET), 0);
+    FILE *log = h_log_open_at(env, offset);
+    if (log == NULL)
+        fail_msg("no policy.reload_refused logged");
     char line[4096];
     out[0] = '\0';
     while (out[0] == '\0' && fgets(line, sizeof line, log) != NULL) {
