@@ -17,7 +17,6 @@
 #include "client_internal.h"
 #include "plural.h"
 #include "client_state.h"
-#include "signal_pb.h"
 #include "wire.h"
 
 /* Milliseconds of the wall clock (a Heartbeat's time). */
