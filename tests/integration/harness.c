@@ -1164,6 +1164,19 @@ schakel_signal_t h_police_signal(const char *source_ref)
     return s;
 }
 
+schakel_signal_t h_signal_cannabis(void)
+{
+    schakel_signal_t s = {.kind = "hennepkwekerij",
+                          .theme = "ondermijning",
+                          .area = "BU09350101",
+                          .postcode = "6211AB",
+                          .house_number = 12,
+                          .subject = "PSN-1c4e88aa07",
+                          .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
+                          .summary = "Signaal hennepteelt"};
+    return s;
+}
+
 uint64_t h_publish_ok(schakel_client_t *client, const schakel_signal_t *signal,
                       const uint8_t *message_id, uint8_t id_out[16], uint32_t *recipients,
                       int *duplicate)
@@ -2673,6 +2686,37 @@ int h_connect_tcp(const char *address)
     if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0)
         fail_msg("connect %s: %s", address, strerror(errno));
     return fd;
+}
+
+char *h_read_to_close(int fd, int timeout_ms)
+{
+    size_t used = 0, cap = 65536;
+    char *text = malloc(cap + 1);
+    assert_non_null(text);
+    int64_t deadline = h_now_ms() + timeout_ms;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ready = poll(&p, 1, h_remaining_ms(deadline));
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0) {
+            free(text);
+            return NULL;
+        }
+        if (used == cap) {
+            text = realloc(text, (cap *= 2) + 1);
+            assert_non_null(text);
+        }
+        ssize_t got = read(fd, text + used, cap - used);
+        if (got < 0 && errno == EINTR)
+            continue;
+        assert_true(got >= 0);
+        if (got == 0)
+            break;
+        used += (size_t)got;
+    }
+    text[used] = '\0';
+    return text;
 }
 
 /* ---- what a command printed */

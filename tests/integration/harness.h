@@ -268,6 +268,13 @@ schakel_status_t h_try_connect(h_env_t *env, const char *key_file, schakel_clien
  * of the harness policy), observed two hours ago, with source_ref. */
 schakel_signal_t h_police_signal(const char *source_ref);
 
+/* A housing corporation's signal of a cannabis farm (hennepkwekerij,
+ * ondermijning) at an address in area BU09350101, about data subject
+ * PSN-1c4e88aa07, with grounds and a summary: for the woco-ondermijning-*
+ * rules of the harness policy, and for what an export of that subject
+ * shows (or must not). */
+schakel_signal_t h_signal_cannabis(void);
+
 /* Publish one signal as the connected principal; fails the test unless it is
  * Accepted. Returns the item's broker seq; fills id_out, recipients (may be
  * NULL) and duplicate (may be NULL). */
@@ -603,6 +610,12 @@ long long h_json_int(const char *from, const char *key);
  * literal), e.g. the broker's metrics endpoint; fails the test if it
  * cannot connect. Returns the descriptor (caller closes). */
 int h_connect_tcp(const char *address);
+
+/* Read fd until the peer closes it (an HTTP/1.0 server after its reply),
+ * for at most timeout_ms in all. Returns what was read, NUL-terminated
+ * (the caller frees it), or NULL if the peer did not close in time. Fails
+ * the test on a read error. The caller closes fd. */
+char *h_read_to_close(int fd, int timeout_ms);
 
 /* ---- what a command printed */
 

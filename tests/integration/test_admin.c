@@ -127,19 +127,6 @@ static char *ctl_json(h_env_t *env, const char *command)
     return out;
 }
 
-static schakel_signal_t cannabis_signal(void)
-{
-    schakel_signal_t s = {.kind = "hennepkwekerij",
-                          .theme = "ondermijning",
-                          .area = "BU09350101",
-                          .postcode = "6211AB",
-                          .house_number = 12,
-                          .subject = "PSN-1c4e88aa07",
-                          .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
-                          .summary = "Signaal hennepteelt"};
-    return s;
-}
-
 /* ------------------------------------------------------------------ endpoints */
 
 /* Only operator keys get in on the admin endpoint, and operator keys do
@@ -369,7 +356,7 @@ static void test_status_partners_rules_follow_traffic(void **state)
      * brandweer may not send ondermijning: refused. */
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
     schakel_client_t *brandweer = h_connect(env, H_BRANDWEER);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     uint32_t recipients = 0;
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 4);
@@ -731,7 +718,7 @@ static void test_reload_revoking_keys_cuts_them_off(void **state)
     assert_null(strstr(res.err, "warning"));
     h_cli_result_free(&res);
 
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     (void)h_publish_refused(jekerdal, NULL, &s, "NOT_PERMITTED");
     schakel_close(&jekerdal);
     schakel_error_t err;
@@ -1507,7 +1494,7 @@ static void test_status_and_rules_say_one_in_the_singular(void **state)
 {
     h_env_t *env = *state;
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     uint32_t recipients = 0;
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 1);
@@ -1834,7 +1821,7 @@ static void test_audited_subject_export(void **state)
 {
     h_env_t *env = *state;
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     uint32_t recipients = 0;
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, &recipients, NULL);
     assert_int_equal(recipients, 4);
@@ -1931,7 +1918,7 @@ static void publish_about_subject(h_env_t *env, size_t batches)
     static schakel_signal_t signals[SCHAKEL_MAX_ITEMS];
     static schakel_item_result_t results[SCHAKEL_MAX_ITEMS];
     for (size_t i = 0; i < SCHAKEL_MAX_ITEMS; i++)
-        signals[i] = cannabis_signal();
+        signals[i] = h_signal_cannabis();
     for (size_t b = 0; b < batches; b++) {
         schakel_status_t st = schakel_publish(jekerdal, NULL, signals, SCHAKEL_MAX_ITEMS, NULL,
                                               NULL, results, NULL, H_TIMEOUT_MS);
@@ -2047,7 +2034,7 @@ static void test_export_runs_between_other_work(void **state)
 
     static export_run_t run; /* not on the stack: see export_run_t */
     export_start(&run, env, NULL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     uint8_t id[16];
     char hex[33];
     (void)h_publish_ok(jekerdal, &s, NULL, id, NULL, NULL);
@@ -2140,7 +2127,7 @@ static void test_export_dropped_with_its_operator(void **state)
         exports);
     /* runs on: a publish, then the next export */
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
     schakel_close(&jekerdal);
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
@@ -2436,7 +2423,7 @@ static void test_export_read_whole_is_done(void **state)
     h_env_t *env = *state;
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
     for (int i = 0; i < 3; i++) {
-        schakel_signal_t s = cannabis_signal();
+        schakel_signal_t s = h_signal_cannabis();
         (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
     }
     schakel_close(&jekerdal);
@@ -2598,7 +2585,7 @@ static void test_export_ended_by_a_reload(void **state)
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
         exports);
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
     schakel_close(&jekerdal);
     free(no_operator);

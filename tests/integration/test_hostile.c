@@ -4350,31 +4350,10 @@ static double writing_turns(const char *address)
     int fd = h_connect_tcp(address);
     static const char request[] = "GET /metrics HTTP/1.0\r\n\r\n";
     assert_int_equal(write(fd, request, sizeof request - 1), (ssize_t)(sizeof request - 1));
-    size_t used = 0, cap = 65536;
-    char *text = malloc(cap + 1);
-    assert_non_null(text);
-    int64_t deadline = hostile_now_ms() + H_TIMEOUT_MS;
-    for (;;) { /* the server closes the connection after its reply */
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ready = poll(&p, 1, hostile_left_ms(deadline));
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready <= 0)
-            fail_msg("no complete answer from %s/metrics within %d ms", address, H_TIMEOUT_MS);
-        if (used == cap) {
-            text = realloc(text, (cap *= 2) + 1);
-            assert_non_null(text);
-        }
-        ssize_t got = read(fd, text + used, cap - used);
-        if (got < 0 && errno == EINTR)
-            continue;
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        used += (size_t)got;
-    }
+    char *text = h_read_to_close(fd, H_TIMEOUT_MS); /* the server closes after its reply */
     close(fd);
-    text[used] = '\0';
+    if (text == NULL)
+        fail_msg("no complete answer from %s/metrics within %d ms", address, H_TIMEOUT_MS);
     static const char *const series[] = {"\nschakel_store_commits_synced_total ",
                                          "\nschakel_store_commits_unsynced_total "};
     double turns = 0;

@@ -78,31 +78,10 @@ static http_reply_t http_request_within(const char *address, const char *method,
     int n = snprintf(request, sizeof request, "%s %s HTTP/1.0\r\nHost: %s\r\n\r\n", method, path,
                      address);
     assert_int_equal(write(fd, request, (size_t)n), n);
-    size_t used = 0, cap = 65536;
-    char *text = malloc(cap + 1);
-    assert_non_null(text);
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int ready = poll(&p, 1, timeout_ms);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready <= 0)
-            fail_msg("no complete HTTP reply to %s %s within %d ms", method, path, timeout_ms);
-        if (used == cap) {
-            cap *= 2;
-            text = realloc(text, cap + 1);
-            assert_non_null(text);
-        }
-        ssize_t got = read(fd, text + used, cap - used);
-        if (got < 0 && errno == EINTR)
-            continue;
-        assert_true(got >= 0);
-        if (got == 0)
-            break;
-        used += (size_t)got;
-    }
+    char *text = h_read_to_close(fd, timeout_ms);
     close(fd);
-    text[used] = '\0';
+    if (text == NULL)
+        fail_msg("no complete HTTP reply to %s %s within %d ms", method, path, timeout_ms);
     http_reply_t r = {0};
     char *split = strstr(text, "\r\n\r\n");
     if (split == NULL || sscanf(text, "HTTP/1.%*d %d", &r.status) != 1)

@@ -120,19 +120,6 @@ static void hex16(const uint8_t id[16], char out[33])
         snprintf(out + 2 * i, 3, "%02x", id[i]);
 }
 
-static schakel_signal_t cannabis_signal(void)
-{
-    schakel_signal_t s = {.kind = "hennepkwekerij",
-                          .theme = "ondermijning",
-                          .area = "BU09350101",
-                          .postcode = "6211AB",
-                          .house_number = 12,
-                          .subject = "PSN-1c4e88aa07",
-                          .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
-                          .summary = "Signaal hennepteelt"};
-    return s;
-}
-
 /* The seqs of recipient's waiting deliveries, oldest first (at most n). */
 static size_t waiting_seqs(const h_env_t *env, const char *recipient, int64_t *seqs, size_t n)
 {
@@ -243,7 +230,7 @@ static void test_pending_lists_signals_and_case_events(void **state)
 {
     h_env_t *env = *state;
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    schakel_signal_t s = cannabis_signal();
+    schakel_signal_t s = h_signal_cannabis();
     uint8_t id[16];
     char id_hex[33];
     uint64_t item_seq = h_publish_ok(jekerdal, &s, NULL, id, NULL, NULL);
