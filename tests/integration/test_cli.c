@@ -60,17 +60,10 @@ static void test_cli_publish_accepted_and_delivered_as_given(void **state)
     assert_int_equal(recipients, 2);
     h_cli_result_free(&res);
 
-    schakel_signal_t as_given = {.kind = "hennepkwekerij",
-                                 .theme = "ondermijning",
-                                 .area = "BU09350101",
-                                 .postcode = "6211AB",
-                                 .house_number = 12,
-                                 .subject = "PSN-1c4e88aa07",
-                                 .grounds = "Ramen afgeplakt, ventilatiegeluid dag en nacht",
-                                 .severity = SCHAKEL_SEVERITY_HIGH,
-                                 .observed_at = observed_at,
-                                 .summary = "Signaal hennepteelt",
-                                 .source_ref = "JD-2024-77"};
+    schakel_signal_t as_given = h_signal_cannabis();
+    as_given.severity = SCHAKEL_SEVERITY_HIGH;
+    as_given.observed_at = observed_at;
+    as_given.source_ref = "JD-2024-77";
     schakel_client_t *politie = h_connect(env, H_POLITIE);
     schakel_delivery_t *d = h_receive(politie);
     assert_int_equal(d->item_seq, seq);

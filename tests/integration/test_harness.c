@@ -23,37 +23,28 @@
 #define CUT_TAIL " then=" NEEDLE "\n"
 #define NEW_LINE "ts=2 level=info " NEEDLE " seq=7\n"
 
-/* An environment with only a log: DIR/schakeld.log, empty. */
-static int log_env_setup(void **state)
-{
-    h_env_t *env = calloc(1, sizeof *env);
-    assert_non_null(env);
-    snprintf(env->dir, sizeof env->dir, "/tmp/schakel-harness-XXXXXX");
-    assert_non_null(mkdtemp(env->dir));
-    snprintf(env->log_path, sizeof env->log_path, "%s/schakeld.log", env->dir);
-    int fd = open(env->log_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    assert_true(fd >= 0);
-    close(fd);
-    *state = env;
-    return 0;
-}
-
-static int log_env_teardown(void **state)
-{
-    h_env_t *env = *state;
-    unlink(env->log_path);
-    rmdir(env->dir);
-    free(env);
-    return 0;
-}
-
 /* Append text to the log with one write(2), as the broker does. */
 static void log_append(const h_env_t *env, const char *text)
 {
-    int fd = open(env->log_path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    int fd = open(env->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     assert_true(fd >= 0);
     assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
     close(fd);
+}
+
+/* An environment with only a log, DIR/schakeld.log, empty; h_teardown
+ * removes it (and prints the log if the test did not reach h_done). */
+static int log_env_setup(void **state)
+{
+    static const h_env_t blank = {.dir = "/tmp/schakel-harness-XXXXXX", .broker_pidfd = -1};
+    h_env_t *env = malloc(sizeof *env);
+    assert_non_null(env);
+    *env = blank;
+    assert_non_null(mkdtemp(env->dir));
+    snprintf(env->log_path, sizeof env->log_path, "%s/schakeld.log", env->dir);
+    log_append(env, "");
+    *state = env;
+    return 0;
 }
 
 /* The offset falls inside a line whose tail, once written, holds the
@@ -87,6 +78,7 @@ static void test_a_line_begun_before_the_offset_is_not_read(void **state)
     assert_non_null(fgets(line, sizeof line, f));
     assert_string_equal(line, NEW_LINE);
     fclose(f);
+    h_done(env);
 }
 
 /* An offset at a line's start (or 0) skips nothing: that line is the
@@ -103,6 +95,7 @@ static void test_a_line_begun_at_the_offset_is_read(void **state)
     assert_int_equal(h_log_count(env, offset, NEEDLE), 1);
     assert_int_equal(h_await_log_lines(env, 0, NEEDLE, 2, 0), 0);
     assert_int_equal(h_await_log_lines(env, 0, NEEDLE, 3, 0), -1);
+    h_done(env);
 }
 
 /* What the writer thread appends: the cut line's tail, then a new line. */
@@ -133,17 +126,18 @@ static void test_a_wait_from_inside_a_line_waits_past_its_end(void **state)
     assert_int_equal(found, 0);
     assert_int_equal(h_log_count(env, offset, NEEDLE), 1);
     assert_int_equal(h_log_count(env, 0, NEEDLE), 2);
+    h_done(env);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_a_line_begun_before_the_offset_is_not_read,
-                                        log_env_setup, log_env_teardown),
+                                        log_env_setup, h_teardown),
         cmocka_unit_test_setup_teardown(test_a_line_begun_at_the_offset_is_read, log_env_setup,
-                                        log_env_teardown),
+                                        h_teardown),
         cmocka_unit_test_setup_teardown(test_a_wait_from_inside_a_line_waits_past_its_end,
-                                        log_env_setup, log_env_teardown),
+                                        log_env_setup, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: the harness's log readers", tests, NULL, NULL);
 }
