@@ -506,11 +506,17 @@ size_t deliver_check_ack_timeouts(broker_t *b);
  * publish path while the turn's transaction is open and is usable only
  * once deliver_kept_settle has been told that this transaction committed.
  * At most DELIVER_KEPT_ITEMS entries (an item whose slot is taken by an
- * older one is not kept); an entry is wiped when its last delivery has been
- * pushed, when it is DELIVER_KEPT_MAX_AGE_MS old (deliver_kept_sweep), when
- * its turn is rolled back, and by deliver_kept_clear / _destroy. One loop
- * thread: nothing here locks. */
-#define DELIVER_KEPT_ITEMS 256u
+ * older one is not kept) holding at most DELIVER_KEPT_BYTES of reduced
+ * copies together (an item that would take them over is not kept); an
+ * entry is wiped when its last delivery has been pushed, when it is
+ * DELIVER_KEPT_MAX_AGE_MS old (deliver_kept_sweep), when its turn is rolled
+ * back, and by deliver_kept_clear / _destroy. One loop thread: nothing here
+ * locks. The number covers a receiver's largest window (SCHAKEL_MAX_WINDOW)
+ * and the items committed before the push reaches them (docs/PERFORMANCE.md,
+ * step 21); the bytes bound the plaintext whatever the items' size (1 KiB
+ * signals at fan-out 3: about 3 KB an entry, 6 MB for all 2048). */
+#define DELIVER_KEPT_ITEMS 2048u
+#define DELIVER_KEPT_BYTES (8u * 1024u * 1024u)
 #define DELIVER_KEPT_MASKS 4u /* field masks per item; an item with more is not kept */
 #define DELIVER_KEPT_MAX_AGE_MS 2000
 typedef struct deliver_kept deliver_kept_t;
@@ -522,8 +528,9 @@ void deliver_kept_destroy(deliver_kept_t **kept);
  * only read) reduced to each of masks[0..n_masks) and `owed` deliveries to
  * push. An entry of the same seq is wiped first. Returns 1 when kept, 0
  * when not (its slot holds another item, no delivery owed, no or more than
- * DELIVER_KEPT_MASKS masks, out of memory): then its deliveries open the
- * item from the store. */
+ * DELIVER_KEPT_MASKS masks, its reductions would take the cache over
+ * DELIVER_KEPT_BYTES, out of memory): then its deliveries open the item
+ * from the store. */
 int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Signal *signal,
                      const uint32_t *masks, size_t n_masks, uint32_t owed, int64_t now_ms);
 /* The end of the turn whose transaction the pending entries belong to:
@@ -548,6 +555,8 @@ const uint8_t *deliver_kept_content(const deliver_kept_t *kept, uint64_t item_se
 void deliver_kept_pushed(deliver_kept_t *kept, uint64_t item_seq);
 /* Entries held, pending and usable (for tests and accounting). */
 size_t deliver_kept_count(const deliver_kept_t *kept);
+/* Bytes of reduced copies those entries hold (at most DELIVER_KEPT_BYTES). */
+size_t deliver_kept_bytes(const deliver_kept_t *kept);
 /* What the publish path wrote for a kept item's deliveries: the item's
  * envelope, and each delivery's seq, recipient, rule and expiry. With it the
  * push vouches for those rows (deliver_kept_vouch, store_mailbox_scan_vouched)

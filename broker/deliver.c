@@ -103,7 +103,8 @@ static void push_slot_clear(push_cached_item_t *slot)
  * its turn's commit succeeded (deliver_kept_settle), and a rolled-back turn
  * wipes its entries: a seq given again to another item can never find the
  * rolled-back content. Direct-mapped by item seq over DELIVER_KEPT_ITEMS
- * slots: at most 256 items' plaintext. A slot taken stays with its item
+ * slots: at most 2048 items' plaintext, DELIVER_KEPT_BYTES of it in all. A
+ * slot taken stays with its item
  * until the item's last delivery is pushed or it is DELIVER_KEPT_MAX_AGE_MS
  * old, and a newer item whose seq maps to it is not kept: a mailbox is
  * pushed in seq order, so the oldest items are the ones the push needs
@@ -128,6 +129,7 @@ struct deliver_kept {
     uint32_t pending[DELIVER_KEPT_ITEMS]; /* slots of the open turn's entries */
     size_t n_pending;
     size_t n_held;
+    size_t bytes_held;     /* of the entries' reductions: at most DELIVER_KEPT_BYTES */
     int64_t next_sweep_ms; /* no usable entry is due before this */
 };
 
@@ -143,8 +145,10 @@ static void kept_wipe(deliver_kept_t *kept, kept_item_t *slot)
 {
     if (slot->state == KEPT_EMPTY)
         return;
-    for (size_t i = 0; i < slot->n; i++)
+    for (size_t i = 0; i < slot->n; i++) {
+        kept->bytes_held -= slot->reduced[i].len;
         push_reduction_release(&slot->reduced[i]);
+    }
     slot->n = 0;
     slot->envelope.n = 0;
     slot->item_seq = 0;
@@ -174,10 +178,20 @@ void deliver_kept_destroy(deliver_kept_t **kept)
     *kept = NULL;
 }
 
-/* Reduce signal to each distinct mask into slot. 0, or -1 (nothing kept). */
-static int kept_reduce(kept_item_t *slot, const Schakel__Signal *signal, const uint32_t *masks,
-                       size_t n_masks)
+static void kept_reduce_release(kept_item_t *slot)
 {
+    for (size_t i = 0; i < slot->n; i++)
+        push_reduction_release(&slot->reduced[i]);
+    slot->n = 0;
+}
+
+/* Reduce signal to each distinct mask into slot, within what the cache may
+ * still hold (`room` bytes). 0, or -1 (nothing kept: out of memory or out
+ * of room). */
+static int kept_reduce(kept_item_t *slot, const Schakel__Signal *signal, const uint32_t *masks,
+                       size_t n_masks, size_t room)
+{
+    size_t bytes = 0;
     for (size_t m = 0; m < n_masks; m++) {
         size_t i = 0;
         while (i < slot->n && slot->reduced[i].fields != masks[m])
@@ -185,14 +199,17 @@ static int kept_reduce(kept_item_t *slot, const Schakel__Signal *signal, const u
         if (i < slot->n)
             continue; /* the same mask twice */
         size_t len = 0;
-        uint8_t *bytes = publish_signal_for_recipient(signal, masks[m], &len);
-        if (bytes == NULL) {
-            for (i = 0; i < slot->n; i++)
-                push_reduction_release(&slot->reduced[i]);
-            slot->n = 0;
+        uint8_t *reduced = publish_signal_for_recipient(signal, masks[m], &len);
+        if (reduced == NULL) {
+            kept_reduce_release(slot);
             return -1;
         }
-        slot->reduced[slot->n++] = (push_reduction_t){masks[m], bytes, len};
+        slot->reduced[slot->n++] = (push_reduction_t){masks[m], reduced, len};
+        bytes += len;
+        if (bytes > room) {
+            kept_reduce_release(slot);
+            return -1;
+        }
     }
     return 0;
 }
@@ -208,8 +225,10 @@ int deliver_kept_add(deliver_kept_t *kept, uint64_t item_seq, const Schakel__Sig
         return 0;          /* an older item the push has yet to reach keeps its slot */
     kept_wipe(kept, slot); /* this seq's entry of a rolled-back turn: gone */
     if (signal == NULL || owed == 0 || n_masks == 0 || n_masks > DELIVER_KEPT_MASKS ||
-        kept_reduce(slot, signal, masks, n_masks) != 0)
+        kept_reduce(slot, signal, masks, n_masks, DELIVER_KEPT_BYTES - kept->bytes_held) != 0)
         return 0;
+    for (size_t i = 0; i < slot->n; i++)
+        kept->bytes_held += slot->reduced[i].len;
     slot->item_seq = item_seq;
     slot->state = KEPT_PENDING;
     slot->owed = owed;
@@ -355,6 +374,11 @@ static void kept_forget(deliver_kept_t *kept, uint64_t item_seq)
 size_t deliver_kept_count(const deliver_kept_t *kept)
 {
     return kept != NULL ? kept->n_held : 0;
+}
+
+size_t deliver_kept_bytes(const deliver_kept_t *kept)
+{
+    return kept != NULL ? kept->bytes_held : 0;
 }
 
 void deliver_keep_published(broker_t *b, uint64_t item_seq, const Schakel__Signal *signal,

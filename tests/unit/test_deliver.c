@@ -1,7 +1,7 @@
 /*
  * test_deliver.c — the items the publish path keeps for the push
  * (deliver_kept_t in broker/deliver.c): usable only after their turn
- * committed, wiped by a rollback, bounded in number and age, wiped when
+ * committed, wiped by a rollback, bounded in number, bytes and age, wiped when
  * the last delivery owed was pushed or the cache is cleared, and
  * byte-identical to what the push makes from the store's copy of the item.
  *
@@ -307,6 +307,54 @@ static void test_kept_bounded_in_number(void **state)
     deliver_kept_settle(kept, 1);
     assert_true(usable(kept, DELIVER_KEPT_ITEMS));
     assert_false(usable(kept, DELIVER_KEPT_ITEMS + 1));
+    deliver_kept_destroy(&kept);
+    item_free(&item);
+}
+
+/* At most DELIVER_KEPT_BYTES of reduced copies, however large the items:
+ * signals with the longest summary, each kept in four reductions that all
+ * carry it, fill the bytes long before the number; the item that would go
+ * over is not kept, and one that fits once an entry is wiped is. */
+static void test_kept_bounded_in_bytes(void **state)
+{
+    (void)state;
+    char summary[SCHAKEL_MAX_SUMMARY_LEN + 1];
+    memset(summary, 'x', SCHAKEL_MAX_SUMMARY_LEN);
+    summary[SCHAKEL_MAX_SUMMARY_LEN] = '\0';
+    test_item_t item;
+    item_make(&item, summary);
+    static const uint32_t four[DELIVER_KEPT_MASKS] = {FIELD_SUMMARY, FIELD_SUMMARY | FIELD_AREA,
+                                                      FIELD_SUMMARY | FIELD_GROUNDS, ALL_FIELDS};
+    size_t entry = 0;
+    for (size_t m = 0; m < DELIVER_KEPT_MASKS; m++) {
+        size_t len = 0;
+        free(store_reduction(&item, four[m], &len));
+        entry += len;
+    }
+    const size_t fit = DELIVER_KEPT_BYTES / entry;
+    assert_true(fit < DELIVER_KEPT_ITEMS); /* else this test measures the number */
+    deliver_kept_t *kept = deliver_kept_new();
+    for (uint64_t seq = 1; seq <= fit; seq++)
+        if (deliver_kept_add(kept, seq, item.decoded, four, DELIVER_KEPT_MASKS, 1, 0) != 1)
+            fail_msg("item %llu of %zu that fit not kept", (unsigned long long)seq, fit);
+    assert_int_equal(deliver_kept_bytes(kept), fit * entry);
+    assert_int_equal(deliver_kept_add(kept, fit + 1, item.decoded, four, DELIVER_KEPT_MASKS, 1, 0),
+                     0);
+    deliver_kept_settle(kept, 1);
+    assert_int_equal(deliver_kept_count(kept), fit);
+    size_t len = 0;
+    assert_non_null(deliver_kept_content(kept, fit, FIELD_SUMMARY, &len));
+    assert_null(deliver_kept_content(kept, fit + 1, FIELD_SUMMARY, &len));
+    /* item 1 pushed to its one recipient: its bytes are free again */
+    deliver_kept_pushed(kept, 1);
+    assert_int_equal(deliver_kept_add(kept, fit + 1, item.decoded, four, DELIVER_KEPT_MASKS, 1, 0),
+                     1);
+    deliver_kept_settle(kept, 1);
+    assert_non_null(deliver_kept_content(kept, fit + 1, FIELD_SUMMARY, &len));
+    assert_int_equal(deliver_kept_bytes(kept), fit * entry);
+    assert_true(deliver_kept_bytes(kept) <= DELIVER_KEPT_BYTES);
+    deliver_kept_clear(kept);
+    assert_int_equal(deliver_kept_bytes(kept), 0);
     deliver_kept_destroy(&kept);
     item_free(&item);
 }
@@ -792,6 +840,7 @@ int main(void)
         cmocka_unit_test(test_kept_usable_only_after_commit),
         cmocka_unit_test(test_kept_wiped_after_last_push),
         cmocka_unit_test(test_kept_bounded_in_number),
+        cmocka_unit_test(test_kept_bounded_in_bytes),
         cmocka_unit_test(test_kept_bounded_in_age),
         cmocka_unit_test(test_kept_refusals_and_clear),
         cmocka_unit_test(test_kept_vouches_only_for_rows_as_written),
