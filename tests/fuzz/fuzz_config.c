@@ -101,12 +101,20 @@ static int fuzz_config_has_nul_scalar(const uint8_t *data, size_t size)
     return found;
 }
 
-/* Each field of broker_config_t with its YAML key name. */
+/* Every field of broker_config_t with its YAML key name: all of them are
+ * strings, so a field added to the struct stops the build until it is
+ * listed here too. */
+#define FUZZ_CONFIG_FIELDS 27
+_Static_assert(sizeof(broker_config_t) == FUZZ_CONFIG_FIELDS * sizeof(char *),
+               "fuzz_config_fields must list every field of broker_config_t");
+
 static size_t fuzz_config_fields(const broker_config_t *cfg, const char *names[],
                                  const char *values[])
 {
     size_t n = 0;
-#define FUZZ_CONFIG_FIELD(name, member) (names[n] = (name), values[n++] = cfg->member)
+#define FUZZ_CONFIG_FIELD(name, member)                                                            \
+    (n < FUZZ_CONFIG_FIELDS ? (void)(names[n] = (name), values[n++] = cfg->member)                 \
+                            : fuzz_config_fail("the harness lists a field too many", (name)))
     FUZZ_CONFIG_FIELD("listen", listen);
     FUZZ_CONFIG_FIELD("key_file", key_file);
     FUZZ_CONFIG_FIELD("policy", policy_path);
@@ -122,7 +130,21 @@ static size_t fuzz_config_fields(const broker_config_t *cfg, const char *names[]
     FUZZ_CONFIG_FIELD("max_window", max_window);
     FUZZ_CONFIG_FIELD("max_case_opens_per_hour", max_case_opens);
     FUZZ_CONFIG_FIELD("max_case_opens_per_hour_per_partner", max_case_opens_partner);
+    FUZZ_CONFIG_FIELD("metrics_listen", metrics_listen);
+    FUZZ_CONFIG_FIELD("admin_listen", admin_listen);
+    FUZZ_CONFIG_FIELD("sync_thread", sync_thread);
+    FUZZ_CONFIG_FIELD("max_handshakes_per_minute", max_handshakes);
+    FUZZ_CONFIG_FIELD("connection_idle_timeout", idle_timeout);
+    FUZZ_CONFIG_FIELD("max_silent_connections", max_silent);
+    FUZZ_CONFIG_FIELD("idempotency_window", idempotency_window);
+    FUZZ_CONFIG_FIELD("admin_heartbeat_timeout", admin_heartbeat_timeout);
+    FUZZ_CONFIG_FIELD("max_queued_bytes_per_principal", max_principal_queued);
+    FUZZ_CONFIG_FIELD("max_unknown_acks_per_second", max_unknown_acks);
+    FUZZ_CONFIG_FIELD("store_min_free_bytes", store_min_free);
+    FUZZ_CONFIG_FIELD("max_stored_bytes_per_partner", max_partner_stored);
 #undef FUZZ_CONFIG_FIELD
+    if (n != FUZZ_CONFIG_FIELDS)
+        fuzz_config_fail("the harness lists a field too few", NULL);
     return n;
 }
 
@@ -149,7 +171,9 @@ static void fuzz_config_check_set(broker_config_t *cfg, const char *field, const
  * absolute here, so every resolved path is absolute. */
 static void fuzz_config_check_loaded(broker_config_t *cfg)
 {
-    const char *names[16], *values[16];
+    const char *names[FUZZ_CONFIG_FIELDS], *values[FUZZ_CONFIG_FIELDS];
+    const char *durations[] = {cfg->ack_timeout, cfg->idle_timeout, cfg->idempotency_window,
+                               cfg->admin_heartbeat_timeout};
     char err[256];
     const char *paths[] = {cfg->key_file, cfg->policy_path, cfg->store_path, cfg->store_key_path};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
@@ -157,12 +181,15 @@ static void fuzz_config_check_loaded(broker_config_t *cfg)
             fuzz_config_fail("a path not resolved against the config folder", paths[i]);
     if (cfg->listen != NULL && strncmp(cfg->listen, "tcp://", 6) != 0)
         fuzz_config_fail("a listen endpoint that is not tcp://", cfg->listen);
-    if (cfg->ack_timeout != NULL && config_duration_ms(cfg->ack_timeout) < 1000)
-        fuzz_config_fail("an ack_timeout outside 1 s .. 24 h", cfg->ack_timeout);
+    if (cfg->admin_listen != NULL && strncmp(cfg->admin_listen, "tcp://", 6) != 0)
+        fuzz_config_fail("an admin_listen endpoint that is not tcp://", cfg->admin_listen);
+    for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++)
+        if (durations[i] != NULL && config_duration_ms(durations[i]) < 1000)
+            fuzz_config_fail("a duration outside 1 s .. 24 h", durations[i]);
     size_t n = fuzz_config_fields(cfg, names, values);
     for (size_t i = 0; i < n; i++)
-        if (strncmp(names[i], "max_", 4) == 0 && values[i] != NULL &&
-            config_limit(values[i], names[i]) < 1)
+        if ((strncmp(names[i], "max_", 4) == 0 || strcmp(names[i], "store_min_free_bytes") == 0) &&
+            values[i] != NULL && config_limit(values[i], names[i]) < 1)
             fuzz_config_fail("a number outside its key's cap", names[i]);
     for (size_t i = 0; i < n; i++) {
         fuzz_config_fields(cfg, names, values); /* config_set replaced earlier values */
