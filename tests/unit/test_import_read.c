@@ -2,8 +2,9 @@
  * test_import_read.c — schakel import's reading of a feed: it reads the
  * file its first pass hashed for the journal, and no more of it than that
  * pass saw (a feed still being written, a file renamed into its place),
- * refuses a CSV header without a name for each column, and reads a CSV
- * field's value within its bytes.
+ * refuses a CSV header without a name for each column and a record whose
+ * quoted field the file ends inside, and reads a CSV field's value within
+ * its bytes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -207,6 +208,47 @@ static void test_csv_house_number_is_read_within_its_field(void **state)
     }
 }
 
+/* A quoted field still open where the file ends refuses that record
+ * (whether or not the last line has its line end), named with its first
+ * and last line; the records before it are read as they are, and the
+ * reader ends after it. */
+static void test_csv_quote_open_at_the_end_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    static const struct {
+        const char *last;
+        long first_line, last_line;
+    } rows[] = {
+        {"witwassen,ondermijning,\"GM0935", 3, 3},
+        {"witwassen,\"onder\nmijning,GM0935\n", 3, 4},
+        {"witwassen,\"onder\nmijning,GM0935", 3, 4},
+        {"witwassen,ondermijning,\"GM\n\n0935\n\n", 3, 6},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char err[256];
+        FILE *file = fopen(f->path, "w");
+        assert_non_null(file);
+        fprintf(file, "kind,theme,area\nwitwassen,ondermijning,GM0935\n%s", rows[i].last);
+        assert_int_equal(fclose(file), 0);
+        import_fingerprint_t fp;
+        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
+        import_reader_t reader;
+        assert_int_equal(
+            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), 0);
+        assert_int_equal(import_reader_next(&reader, err, sizeof err), 1);
+        assert_string_equal(reader.error, "");
+        assert_int_equal(reader.record_line, 2);
+        assert_int_equal(import_reader_next(&reader, err, sizeof err), 1);
+        if (strcmp(reader.error, "not valid CSV (RFC 4180): a quoted field is not closed before "
+                                 "the end of the file") != 0)
+            fail_msg("file %zu: \"%s\"", i, reader.error);
+        assert_int_equal(reader.record_line, rows[i].first_line);
+        assert_int_equal(reader.record_last_line, rows[i].last_line);
+        assert_int_equal(import_reader_next(&reader, err, sizeof err), 0);
+        import_reader_close(&reader);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +259,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_csv_house_number_is_read_within_its_field, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_csv_quote_open_at_the_end_is_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
