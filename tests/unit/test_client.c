@@ -1916,6 +1916,15 @@ static void test_connect_bad_arguments(void **state)
     path_of(pub, sizeof pub, "broker.pub");
     assert_int_equal(schakel_connect(&client, NULL, pub, key, 100, &err), SCHAKEL_ERR_USAGE);
     assert_int_equal(schakel_connect(&client, fake.endpoint, pub, key, 0, &err), SCHAKEL_ERR_USAGE);
+    /* an endpoint kept whole for every reconnect: one byte over is refused */
+    char long_endpoint[256 + 1];
+    memset(long_endpoint, 'x', sizeof long_endpoint - 1);
+    long_endpoint[sizeof long_endpoint - 1] = '\0';
+    memcpy(long_endpoint, "tcp://", 6);
+    assert_int_equal(schakel_connect(&client, long_endpoint, pub, key, 100, &err),
+                     SCHAKEL_ERR_USAGE);
+    assert_string_equal(err.text, "broker endpoint longer than 255 bytes");
+    assert_null(client);
     assert_int_equal(schakel_connect(&client, "no-such-transport://x", pub, key, 200, &err),
                      SCHAKEL_ERR_CONNECT);
     assert_non_null(strstr(err.text, "endpoint"));
@@ -2447,6 +2456,18 @@ static void test_receive_and_ack(void **state)
     /* nothing more: a timeout, not an error */
     assert_int_equal(schakel_receive(client, &d, 100), SCHAKEL_ERR_TIMEOUT);
     assert_null(d);
+    /* calls without their output are refused, each saying what it needs,
+     * and the client still answers */
+    assert_int_equal(schakel_receive(client, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_string_equal(schakel_last_error(client)->text, "schakel_receive needs an output");
+    assert_int_equal(schakel_backlog(client, NULL, WAIT_MS), SCHAKEL_ERR_USAGE);
+    assert_string_equal(schakel_last_error(client)->text,
+                        "schakel_backlog needs an output and a positive timeout");
+    assert_int_equal(schakel_backlog(client, &backlog, 0), SCHAKEL_ERR_USAGE);
+    assert_string_equal(schakel_last_error(client)->text,
+                        "schakel_backlog needs an output and a positive timeout");
+    assert_int_equal(schakel_backlog(client, &backlog, WAIT_MS), SCHAKEL_OK);
+    assert_int_equal(backlog, 0);
 }
 
 static void test_receive_queued_during_publish(void **state)
