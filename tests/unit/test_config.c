@@ -357,6 +357,9 @@ static const bad_row_t bad_rows[] = {
     {"listen: tcp://x:1\r\n\r\nstore: d\x7f\r\n", "schakeld.yaml:3:", "control character 0x7f"},
     {"listen: tcp://x:1\n\n\nstore: \xff\n",
      "schakeld.yaml:4:", "not UTF-8: invalid leading UTF-8 octet 0xff"},
+    /* the file ends inside a character: no octet to name */
+    {"listen: tcp://x:1\n\nstore: d\xc3",
+     "schakeld.yaml:3:", "not UTF-8: incomplete UTF-8 octet sequence (the file must be UTF-8)"},
     {"\xfe\xff", "schakeld.yaml:1:", "the file is UTF-16BE (byte order mark FE FF), not UTF-8"},
     {"\xff\xfel", "schakeld.yaml:1:", "the file is UTF-16LE (byte order mark FF FE)"},
 };
