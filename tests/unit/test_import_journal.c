@@ -24,8 +24,11 @@
  * --new-batch. A new journal is written beside the old one and renamed
  * over it (through a link, over the file the link names): a crash leaves
  * the old one whole, with a stray PATH.new the next open removes, or the
- * new one whole.
+ * new one whole. A journal of another sender or format, or with a line
+ * longer than one it writes, is refused and left as it is; one another
+ * import holds is in use; one in a folder not there cannot be opened.
  */
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -915,6 +919,79 @@ static void test_malformed_epoch_line_is_damage(void **state)
     }
 }
 
+/* A journal that is not this import's is refused before anything is
+ * read from the file, each way named, and left as it is: of another
+ * sender, of another format, with a line longer than any it writes; one
+ * another import holds (its lock) is in use; one in a folder that is not
+ * there cannot be opened. Each names what to do about it. */
+static void test_journal_not_of_this_import_is_refused(void **state)
+{
+    fixture_t *f = *state;
+    char err[1024] = "";
+    const char *written = HEADER_KEYED "E " EPOCH_A "\nD 1 100 100 5\n";
+    write_text(f->path, written);
+    /* another sender */
+    f->identity.sender = "politie/andere-koppeling";
+    int rc = open_journal(f, err, sizeof err);
+    char want[1024];
+    snprintf(want, sizeof want,
+             "the journal %s is of an import by " SENDER ", not by politie/andere-koppeling: "
+             "give --restart (or --state with another file) to import as "
+             "politie/andere-koppeling",
+             f->path);
+    if (rc != CLI_EXIT_USAGE || strcmp(err, want) != 0)
+        fail_msg("another sender: %d: %s", rc, err);
+    expect_text(f->path, written);
+    f->identity.sender = SENDER;
+    /* another format */
+    f->identity.format = IMPORT_FORMAT_CSV;
+    rc = open_journal(f, err, sizeof err);
+    snprintf(want, sizeof want, "the journal %s is of an import as json, not csv: give --restart",
+             f->path);
+    if (rc != CLI_EXIT_USAGE || strcmp(err, want) != 0)
+        fail_msg("another format: %d: %s", rc, err);
+    expect_text(f->path, written);
+    f->identity.format = IMPORT_FORMAT_JSON;
+    /* a line longer than a journal's (line 9, after the header's 7 and E) */
+    char long_line[IMPORT_MAX_TEXT + 256];
+    memset(long_line, 'R', sizeof long_line - 1);
+    long_line[sizeof long_line - 1] = '\0';
+    char *damaged = malloc(strlen(written) + sizeof long_line + 2);
+    assert_non_null(damaged);
+    sprintf(damaged, "%s%s\n", HEADER_KEYED "E " EPOCH_A "\n", long_line);
+    write_text(f->path, damaged);
+    rc = open_journal(f, err, sizeof err);
+    snprintf(want, sizeof want, "the journal %s is damaged at line 9: give --restart", f->path);
+    if (rc != CLI_EXIT_USAGE || strcmp(err, want) != 0)
+        fail_msg("a long line: %d: %s", rc, err);
+    expect_text(f->path, damaged);
+    free(damaged);
+    /* in use: another import holds its lock */
+    write_text(f->path, written);
+    int held = open(f->path, O_RDWR | O_CLOEXEC);
+    assert_true(held >= 0);
+    assert_int_equal(flock(held, LOCK_EX | LOCK_NB), 0);
+    rc = open_journal(f, err, sizeof err);
+    snprintf(want, sizeof want, "the journal %s is in use: is another import of this file running?",
+             f->path);
+    if (rc != CLI_EXIT_FAILURE || strcmp(err, want) != 0)
+        fail_msg("in use: %d: %s", rc, err);
+    assert_int_equal(close(held), 0);
+    expect_open(f, "1-100", 100, 0);
+    import_journal_close(&f->journal);
+    /* a folder that is not there */
+    char nowhere[192];
+    snprintf(nowhere, sizeof nowhere, "%s/gone/feed.jsonl.import-state", f->dir);
+    import_journal_t other;
+    rc = import_journal_open(&other, nowhere, &f->identity, 0, 0, &f->refusals, err, sizeof err);
+    snprintf(want, sizeof want,
+             "cannot open the journal %s: No such file or directory (give --state PATH to keep "
+             "it elsewhere)",
+             nowhere);
+    if (rc != CLI_EXIT_FAILURE || strcmp(err, want) != 0)
+        fail_msg("no folder: %d: %s", rc, err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -941,6 +1018,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restart_through_a_link_keeps_the_link, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_keyed_header_cut_before_ids_is_incomplete, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_journal_not_of_this_import_is_refused, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
