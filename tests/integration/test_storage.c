@@ -1072,6 +1072,15 @@ static void test_schakeld_usage_errors(void **state)
         {{"--restored", "backup.db", "--store", "x.db", NULL},
          "--restored needs store, store_key_file and key_file"},
         {{"--without-floor", NULL}, "--without-floor goes with --restored only"},
+        {{"--check", "--init", NULL}, "--check goes with neither --init, --rekey nor --restored"},
+        {{"--check", "--rekey", "--new-store-key", "x", NULL},
+         "--check goes with neither --init, --rekey nor --restored"},
+        {{"--check", "--restored", "backup.db", NULL},
+         "--check goes with neither --init, --rekey nor --restored"},
+        /* no --config: neither a store nor its key is named */
+        {{"--rekey", "--new-store-key", "x", NULL},
+         "--rekey needs store and store_key_file (--config, or --store and --store-key)"},
+        {{"--init", NULL}, "--init needs store_key_file (in --config or --store-key)"},
     };
     (void)env;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
