@@ -112,9 +112,11 @@ h_env_t *h_env_new_with_rules(const char *rules_yaml);
  * keys/<partner>-<name>.pub relative to it). Fails the test on error. */
 void h_env_write_policy(h_env_t *env, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Stop a broker still running (SIGKILL), print its log unless h_done was
- * called, remove the folder (kept, and named on stderr, when the variable
- * SCHAKEL_TEST_KEEP is set), free, set *env to NULL. Safe on NULL. */
+/* Stop a broker still running (SIGKILL; SIGTERM first when the variable
+ * SCHAKEL_TEST_COVERAGE is set, so that a --coverage build writes its
+ * counts), print its log unless h_done was called, remove the folder
+ * (kept, and named on stderr, when the variable SCHAKEL_TEST_KEEP is set),
+ * free, set *env to NULL. Safe on NULL. */
 void h_env_free(h_env_t **env);
 
 /* Mark the test as having reached its end (its log is then not printed). */
