@@ -1,11 +1,12 @@
 /*
  * test_admin.c — the admin endpoint and `schakelctl` against a real
- * schakeld started with admin_listen on a random loopback port: who may use
- * which endpoint, what status/partners/rules report after real traffic,
- * reload through schakelctl (refused with file:line and the old policy
- * kept; revoked keys cut off at once), the admin frame protocol itself with
- * a raw CURVE client, answers in several chunks, and the policy commands
- * that need no broker (check, explain).
+ * schakeld started with admin_listen on a random loopback port (one it
+ * cannot bind stops it at start): who may use which endpoint, what
+ * status/partners/rules report after real traffic, reload through
+ * schakelctl (refused with file:line and the old policy kept; revoked keys
+ * cut off at once), the admin frame protocol itself with a raw CURVE
+ * client, answers in several chunks, and the policy commands that need no
+ * broker (check, explain).
  *
  * schakelctl runs as a child process (build/schakelctl); the broker's
  * admin endpoint is read from its broker.ready log line. No sleeps: every
@@ -177,6 +178,31 @@ static void test_admin_endpoint_admits_operators_only(void **state)
     /* The partner endpoint still serves partners. */
     client = h_connect(env, H_POLITIE);
     schakel_close(&client);
+    h_done(env);
+}
+
+/* A broker whose admin_listen it cannot bind (another program has the
+ * port) does not start: it exits 1 and names the endpoint, the setting
+ * and the cause, and says READY to nobody. */
+static void test_busy_admin_listen_is_refused(void **state)
+{
+    h_env_t *env = *state;
+    int port = 0;
+    int taken = h_closed_port(&port);
+    char set[96], says[160];
+    snprintf(set, sizeof set, "admin_listen=tcp://127.0.0.1:%d", port);
+    snprintf(says, sizeof says,
+             "cannot listen for operators on tcp://127.0.0.1:%d (admin_listen): Address already "
+             "in use",
+             port);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--store", env->store_path,
+                                "--set", set, "--ready-fd", "1", NULL);
+    if (status != 1 || strstr(res.err, says) == NULL || strstr(res.out, "READY") != NULL)
+        fail_msg("a busy admin_listen: status %d, stdout \"%s\", stderr \"%s\"", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
+    h_closed_port_release(taken);
     h_done(env);
 }
 
@@ -2919,6 +2945,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_admin_endpoint_admits_operators_only,
                                         setup_admin_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_busy_admin_listen_is_refused, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_ctl_usage_and_unreachable, setup_admin_broker,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_status_partners_rules_follow_traffic,
