@@ -826,7 +826,9 @@ static void test_cli_numbers_are_digits_only(void **state)
 }
 
 /* `schakel listen --json --drain` prints every delivery as one JSON line,
- * acks them, and exits 0 once the mailbox is empty. */
+ * acks them, and exits 0 once the mailbox is empty; `listen --count N`
+ * whose --timeout ends first prints and acks what came and exits 1,
+ * saying how many of N. */
 static void test_cli_listen_json_drain(void **state)
 {
     h_env_t *env = *state;
@@ -889,6 +891,19 @@ static void test_cli_listen_json_drain(void **state)
     h_cli_result_free(&res);
     /* politie's mailbox was not touched by the municipality's drain. */
     assert_int_equal(h_backlog_of(env, H_POLITIE), N);
+    /* --count not reached by --timeout: exit 1, saying how many came;
+     * those that came are printed and acked all the same */
+    h_run_cli(env, H_POLITIE, &res, "listen", "--json", "--count", "4", "--timeout", "1", NULL);
+    h_expect_exit(&res, 1, "listen --count 4 with 3 waiting");
+    h_expect_text(res.err, "listen: received 3 of 4 deliveries within 1 s", "listen --count 4");
+    assert_int_equal(split_lines(res.out, lines, N + 2), N);
+    h_cli_result_free(&res);
+    assert_int_equal(h_backlog_of(env, H_POLITIE), 0);
+    h_run_cli(env, H_POLITIE, &res, "listen", "--count", "1", "--timeout", "1", NULL);
+    h_expect_exit(&res, 1, "listen --count 1 with none waiting");
+    h_expect_text(res.err, "listen: received 0 of 1 delivery within 1 s", "listen --count 1");
+    assert_string_equal(res.out, "");
+    h_cli_result_free(&res);
     h_done(env);
 }
 
@@ -965,6 +980,80 @@ static void test_cli_keygen(void **state)
     h_done(env);
 }
 
+/* A file's bytes (the caller frees them), its length in *len. */
+static uint8_t *read_whole(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        fail_msg("cannot open %s", path);
+    uint8_t *bytes = malloc(4096);
+    assert_non_null(bytes);
+    *len = fread(bytes, 1, 4096, f);
+    assert_int_equal(fclose(f), 0);
+    return bytes;
+}
+
+/* `schakel case show --save-attachments DIR` writes each attachment as
+ * DIR/SEQ-NAME, never over a file already there: a second save of the
+ * same case is refused with the file named (exit 1), and leaves it as it
+ * was; a folder that is not there is refused the same way. */
+static void test_cli_case_show_saves_never_over_a_file(void **state)
+{
+    h_env_t *env = *state;
+    static const schakel_case_open_t street = {
+        .case_type = "ondermijning-adres",
+        .area = "BU09350101",
+        .title = "Kerkstraat",
+    };
+    static const uint8_t pdf[] = "%PDF-1.4 proces-verbaal (fictief)";
+    schakel_client_t *riec = h_connect(env, H_RIEC);
+    char id[SCHAKEL_CASE_ID_SIZE];
+    schakel_case_result_t r;
+    assert_int_equal(schakel_case_open(riec, &street, NULL, id, &r, H_TIMEOUT_MS), SCHAKEL_OK);
+    assert_int_equal(schakel_case_attach(riec, id, "pv.pdf", "application/pdf", pdf, sizeof pdf,
+                                         NULL, &r, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    schakel_close(&riec);
+    char folder[128], saved[192], missing[160], says[256];
+    snprintf(folder, sizeof folder, "%s/bijlagen", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    snprintf(saved, sizeof saved, "%s/2-pv.pdf", folder); /* event 2: after the opening */
+    h_cli_result_t res;
+    h_run_cli(env, H_RIEC, &res, "case", "show", id, "--save-attachments", folder, NULL);
+    h_expect_exit(&res, 0, "case show --save-attachments");
+    h_cli_result_free(&res);
+    size_t len = 0;
+    uint8_t *content = read_whole(saved, &len);
+    assert_int_equal(len, sizeof pdf);
+    assert_memory_equal(content, pdf, sizeof pdf);
+    free(content);
+    /* again: the file is there */
+    h_run_cli(env, H_RIEC, &res, "case", "show", id, "--save-attachments", folder, NULL);
+    h_expect_exit(&res, 1, "a second case show --save-attachments");
+    snprintf(says, sizeof says, "cannot save %s: File exists", saved);
+    h_expect_text(res.err, says, "a second save");
+    h_cli_result_free(&res);
+    content = read_whole(saved, &len);
+    assert_int_equal(len, sizeof pdf);
+    free(content);
+    /* a folder that is not there */
+    snprintf(missing, sizeof missing, "%s/bestaat-niet", env->dir);
+    h_run_cli(env, H_RIEC, &res, "case", "show", id, "--save-attachments", missing, NULL);
+    h_expect_exit(&res, 1, "case show into a folder not there");
+    snprintf(says, sizeof says, "cannot save %s/2-pv.pdf: No such file or directory", missing);
+    h_expect_text(res.err, says, "a folder not there");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
+static int setup_cases_broker(void **state)
+{
+    h_env_t *env = h_env_new_with_cases();
+    h_broker_start(env);
+    *state = env;
+    return 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1068,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_usage_errors_exit_2, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_publish_stdin_errors, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_case_usage_errors, h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_cli_case_show_saves_never_over_a_file,
+                                        setup_cases_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_numbers_are_digits_only, h_setup_env, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_listen_json_drain, h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_cli_whoami, h_setup_broker, h_teardown),
