@@ -588,6 +588,14 @@ static void test_pending_refusals(void **state)
     const char *const operator[] = {"pending", H_OPERATOR, NULL};
     pending_fails(env, operator, 1,
                   "principal \"gemeente/beheer\" is an operator: operators have no mailbox");
+    /* one the broker refuses before any command reads it (a Rejected, not
+     * an answer): schakelctl names its reason and text, exit 1 */
+    char long_id[SCHAKEL_ADMIN_MAX_ARG_LEN + 2];
+    memset(long_id, 'o', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    const char *const too_long[] = {"pending", long_id, NULL};
+    pending_fails(env, too_long, 1,
+                  "refused: INVALID_FIELD: admin_request args[0] is longer than 256 bytes");
 
     /* the broker's, as a client written from PROTOCOL.md sends them */
     raw_admin_t c;
