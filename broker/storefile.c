@@ -451,8 +451,10 @@ static int links_state(const char *store_path, char *err, size_t errlen)
 {
     struct stat st;
     char other[PATH_MAX + 256];
-    if (stat(store_path, &st) != 0 || st.st_nlink <= 1)
-        return 0; /* not there: the caller says so */
+    /* A folder's link count is 2 and more without any hard link: only a
+     * file's second name is one. */
+    if (stat(store_path, &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink <= 1)
+        return 0; /* not there, or no file: the caller says so */
     int own = links_own_name(store_path, &st, other, sizeof other);
     char real[PATH_MAX];
     if (own < 0 && (own = links_own_name_of(store_path, &st, other, sizeof other)) >= 0) {

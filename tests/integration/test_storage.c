@@ -623,6 +623,13 @@ static void restore_refusals(h_env_t *env, const char *backup)
     restore_run(env, missing, NULL, 1, "", says);
     snprintf(says, sizeof says, "the backup %s: ", env->policy_path);
     restore_run(env, env->policy_path, NULL, 1, "", says);
+    /* a folder named where the backup file belongs */
+    char folder[192];
+    snprintf(folder, sizeof folder, "%s/backups", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    snprintf(says, sizeof says, "the backup %s: not a regular file", folder);
+    restore_run(env, folder, NULL, 1, "", says);
+    assert_int_equal(rmdir(folder), 0);
     restore_run(env, backup, other_key, 1, "", "does not open this store");
     snprintf(says, sizeof says, "the backup %s is the store itself", env->store_path);
     restore_run(env, env->store_path, NULL, 1, "", says);
@@ -1049,7 +1056,8 @@ static void test_rekey_reseals_the_store(void **state)
     h_done(env);
 }
 
-/* schakeld's own command line: each mistake exits 2 and names it. */
+/* schakeld's own command line: each mistake exits 2 and names it; a
+ * folder given as the store exits 1, named. */
 static void test_schakeld_usage_errors(void **state)
 {
     h_env_t *env = *state;
@@ -1096,6 +1104,18 @@ static void test_schakeld_usage_errors(void **state)
                      status, want, res.err);
         h_cli_result_free(&res);
     }
+    /* a folder named where the store file belongs: exit 1, named */
+    char folder[192], says[256];
+    snprintf(folder, sizeof folder, "%s/store-map", env->dir);
+    assert_int_equal(mkdir(folder, 0700), 0);
+    snprintf(says, sizeof says, "%s: not a regular file", folder);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--config", env->config_path, "--store", folder, "--ready-fd",
+                                "1", NULL);
+    if (status != 1 || strstr(res.err, says) == NULL || strstr(res.out, "READY") != NULL)
+        fail_msg("--store naming a folder: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out,
+                 res.err);
+    h_cli_result_free(&res);
     h_done(env);
 }
 
