@@ -560,7 +560,10 @@ static int restore_store(const broker_config_t *cfg, const char *backup, unsigne
     if (r.trail_seq > 0) {
         time_t at = (time_t)r.trail_at;
         struct tm tm;
-        strftime(ended, sizeof ended, "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&at, &tm));
+        /* a time no date has (a damaged entry) is said as its number */
+        if (gmtime_r(&at, &tm) == NULL ||
+            strftime(ended, sizeof ended, "%Y-%m-%d %H:%M:%S UTC", &tm) == 0)
+            snprintf(ended, sizeof ended, "%lld", (long long)r.trail_at);
     }
     printf("restored %s from %s\n"
            "the backup's audit trail ends at entry %llu (%s): what was accepted after it is "

@@ -122,11 +122,8 @@ static int restore_prepare(store_t *copy, const keypair_t *key, const store_coun
         snprintf(epoch_floor, sizeof epoch_floor, "%llu", (unsigned long long)r->epoch_floor);
     syntax_hex(r->epoch_now, sizeof r->epoch_now, epoch);
     syntax_hex(r->epoch_was, sizeof r->epoch_was, epoch_was);
-    if (r->trail_seq > 0) {
-        time_t at = (time_t)r->trail_at;
-        struct tm tm;
-        strftime(ended, sizeof ended, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&at, &tm));
-    }
+    if (r->trail_seq > 0) /* a time no date has (a damaged entry) as its number */
+        audit_format_time(r->trail_at, ended, sizeof ended);
     if (r->marked)
         snprintf(mark, sizeof mark, "replaced_mark_expect=%s replaced_mark_found=%s",
                  r->mark.expect, r->mark.found);

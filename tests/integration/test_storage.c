@@ -700,6 +700,45 @@ static void test_restore_near_the_last_case_id(void **state)
     h_done(env);
 }
 
+/* A backup whose trail ends in a time no calendar date has (a damaged
+ * entry; taken with --accept-clock, as it is far ahead of the clock): the
+ * restore says the time as a number, in its output and its entry, and
+ * goes on. */
+static void test_restore_of_a_trail_ending_in_no_date(void **state)
+{
+    h_env_t *env = *state;
+    char backup[192];
+    snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
+    h_broker_start(env);
+    assert_int_equal(h_broker_stop(env), 0);
+    /* some 3 billion years ahead: past the years a struct tm holds */
+    h_store_exec(env, "DROP TRIGGER audit_append_only_update;"
+                      "UPDATE audit SET at = 100000000000000000"
+                      " WHERE seq = (SELECT max(seq) FROM audit);"
+                      "CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit"
+                      " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;");
+    int64_t last = h_store_int(env, "SELECT max(seq) FROM audit", NULL);
+    assert_true(last > 0);
+    h_copy_file(env->store_path, backup);
+    char says[128];
+    snprintf(says, sizeof says, "ends at entry %lld (100000000000000000)", (long long)last);
+    h_cli_result_t res;
+    int status = h_run_schakeld(&res, "--restored", backup, "--accept-clock", "--config",
+                                env->config_path, NULL);
+    if (status != 0 || strstr(res.out, says) == NULL)
+        fail_msg("--restored of a trail ending in no date: exit %d, stdout \"%s\" (want \"%s\"), "
+                 "stderr \"%s\"",
+                 status, res.out, says, res.err);
+    h_cli_result_free(&res);
+    snprintf(says, sizeof says, "trail_ended=%lld@100000000000000000 %%", (long long)last);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM audit WHERE event = 'store.restored'"
+                                 " AND detail LIKE ?1",
+                                 says),
+                     1);
+    h_done(env);
+}
+
 static void test_restore_procedure_moves_the_counters(void **state)
 {
     h_env_t *env = *state;
@@ -3772,6 +3811,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_restore_procedure_moves_the_counters, setup_cases_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_near_the_last_case_id, setup_cases_env,
+                                        h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_of_a_trail_ending_in_no_date, h_setup_env,
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_of_a_snapshot_with_its_wal, h_setup_env,
                                         h_teardown),
