@@ -211,7 +211,9 @@ int audit_offline_time(store_t *store, int accept_clock, int64_t *now, char *why
         snprintf(why, whylen, "cannot read the audit trail's last entry: %s", store_errmsg(store));
         return -1;
     }
-    if (!accept_clock && floor_s - wall_s > WALLCLOCK_BEHIND_S) {
+    /* floor_s may be any value (a damaged entry): compared first, so that
+     * the difference cannot overflow */
+    if (!accept_clock && floor_s > wall_s && floor_s - wall_s > WALLCLOCK_BEHIND_S) {
         snprintf(why, whylen,
                  "the system clock is %lld s behind the last entry of the audit trail: set the "
                  "clock right (timedatectl, NTP) and run this again; if the trail's time is the "

@@ -17,7 +17,9 @@ int wallclock_start(wallclock_t *c, int64_t wall_ms, int64_t boot_ms, int64_t fl
                     int accept_behind, char *err, size_t errlen)
 {
     int64_t wall_s = floor_div_1000(wall_ms);
-    if (floor_s - wall_s > WALLCLOCK_BEHIND_S && !accept_behind) {
+    /* floor_s from the trail may be any value: compared first, so that the
+     * difference cannot overflow */
+    if (floor_s > wall_s && floor_s - wall_s > WALLCLOCK_BEHIND_S && !accept_behind) {
         snprintf(err, errlen,
                  "the system clock is %lld s behind the last entry of the audit trail: set the "
                  "clock right (timedatectl, NTP) and start again; if the trail's time is the "

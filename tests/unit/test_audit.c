@@ -2644,6 +2644,24 @@ static void test_guard_refuses_a_tail_it_did_not_commit(void **state)
  * another: still refused (what was done meanwhile only audit verify can
  * tell, and a mark stands against it), naming both, until the guard is
  * taken again (a restart); the found seq and hash stay the rewrite's. */
+/* A trail whose last entry is dated before any clock (a damaged entry,
+ * at INT64_MIN): an offline command's clock is not behind it, and the
+ * comparison does not overflow. */
+static void test_offline_time_after_an_entry_before_any_clock(void **state)
+{
+    fixture_t *f = *state;
+    store_audit_entry_t e;
+    audit_entry_init(&e, "store.created");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(audit_append(f->store, broker_key, INT64_MIN, &e), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    int64_t now = 0;
+    char why[512] = "";
+    if (audit_offline_time(f->store, 0, &now, why, sizeof why) != 0)
+        fail_msg("refused after an entry at INT64_MIN: %s", why);
+    assert_true(now > 0);
+}
+
 static void test_guard_refuses_a_tail_put_back(void **state)
 {
     fixture_t *f = *state;
@@ -2757,6 +2775,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tail_check_names_a_checkpoint_under_another_key, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_put_back, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_offline_time_after_an_entry_before_any_clock, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_guard_refuses_a_tail_it_did_not_commit, setup,
                                         store_fixture_teardown),

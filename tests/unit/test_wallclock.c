@@ -34,6 +34,11 @@ static void test_start(void **state)
         {T0_MS, T0_MS / 1000 + 400 * DAY_S, 0, 0, 0},
         {T0_MS, T0_MS / 1000 + 400 * DAY_S, 1, 1, T0_MS / 1000}, /* --accept-clock */
         {T0_MS, T0_MS / 1000 + 30, 1, 1, T0_MS / 1000},
+        /* a damaged trail's time, before any clock or past every one: no
+         * comparison overflows */
+        {T0_MS, INT64_MIN, 0, 1, T0_MS / 1000},
+        {T0_MS, INT64_MAX, 0, 0, 0},
+        {T0_MS, INT64_MAX, 1, 1, T0_MS / 1000},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         wallclock_t c;
