@@ -700,6 +700,18 @@ static void test_restore_near_the_last_case_id(void **state)
     h_done(env);
 }
 
+/* schakeld --restored BACKUP OPTION, which must succeed saying want. */
+static void restore_saying(h_env_t *env, const char *backup, const char *option, const char *want)
+{
+    h_cli_result_t res;
+    int status =
+        h_run_schakeld(&res, "--restored", backup, option, "--config", env->config_path, NULL);
+    if (status != 0 || strstr(res.out, want) == NULL)
+        fail_msg("--restored %s %s: exit %d (want 0), stdout \"%s\" (want \"%s\"), stderr \"%s\"",
+                 backup, option, status, res.out, want, res.err);
+    h_cli_result_free(&res);
+}
+
 /* A backup whose trail ends in a time no calendar date has (a damaged
  * entry; taken with --accept-clock, as it is far ahead of the clock): the
  * restore says the time as a number, in its output and its entry, and
@@ -722,14 +734,7 @@ static void test_restore_of_a_trail_ending_in_no_date(void **state)
     h_copy_file(env->store_path, backup);
     char says[128];
     snprintf(says, sizeof says, "ends at entry %lld (100000000000000000)", (long long)last);
-    h_cli_result_t res;
-    int status = h_run_schakeld(&res, "--restored", backup, "--accept-clock", "--config",
-                                env->config_path, NULL);
-    if (status != 0 || strstr(res.out, says) == NULL)
-        fail_msg("--restored of a trail ending in no date: exit %d, stdout \"%s\" (want \"%s\"), "
-                 "stderr \"%s\"",
-                 status, res.out, says, res.err);
-    h_cli_result_free(&res);
+    restore_saying(env, backup, "--accept-clock", says);
     snprintf(says, sizeof says, "trail_ended=%lld@100000000000000000 %%", (long long)last);
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit WHERE event = 'store.restored'"
@@ -1321,18 +1326,6 @@ static void restore_floor_refused(h_env_t *env, const char *backup, const char *
         fail_msg("the refused restore left %s behind", copy);
 }
 
-static void restore_floor_overridden(h_env_t *env, const char *backup, const char *want_note)
-{
-    h_cli_result_t res;
-    int status = h_run_schakeld(&res, "--restored", backup, "--without-floor", "--config",
-                                env->config_path, NULL);
-    if (status != 0 || strstr(res.out, want_note) == NULL)
-        fail_msg("--restored %s --without-floor: exit %d (want 0), stdout \"%s\" (want \"%s\"), "
-                 "stderr \"%s\"",
-                 backup, status, res.out, want_note, res.err);
-    h_cli_result_free(&res);
-}
-
 /* With no store in place, or one that cannot be read, nothing shows how
  * far the lost state counted: a backup restored twice with a broker
  * serving between would hand out its seqs again. Refused, with nothing
@@ -1409,7 +1402,7 @@ static void test_restore_without_a_floor_is_refused(void **state)
     snprintf(says, sizeof says,
              "note: no store at %s: the counters moved past the backup's alone (--without-floor)",
              env->store_path);
-    restore_floor_overridden(env, backup, says);
+    restore_saying(env, backup, "--without-floor", says);
     assert_int_equal(restore_kept_count(env), 0); /* there was no store to keep */
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit WHERE event = 'store.restored'"

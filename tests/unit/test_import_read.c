@@ -71,6 +71,20 @@ static long read_all(import_reader_t *reader, long *last)
     return n;
 }
 
+/* Write text to the fixture's file, scan it as CSV and open a reader on it:
+ * import_reader_open's result (0, or -1 / -2 with err). */
+static int csv_open(const fixture_t *f, const char *text, import_reader_t *reader, char *err,
+                    size_t errlen)
+{
+    FILE *file = fopen(f->path, "w");
+    assert_non_null(file);
+    assert_int_equal(fputs(text, file) >= 0, 1);
+    assert_int_equal(fclose(file), 0);
+    import_fingerprint_t fp;
+    assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, errlen), 0);
+    return import_reader_open(reader, f->path, &fp, IMPORT_FORMAT_CSV, err, errlen);
+}
+
 /* Lines appended after the first pass are not read: the journal's
  * fingerprint covers exactly what is imported. A last line without its
  * line end is read whole, as the first pass saw it. */
@@ -141,15 +155,8 @@ static void test_csv_header_with_empty_names_is_refused(void **state)
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char err[256];
-        FILE *file = fopen(f->path, "w");
-        assert_non_null(file);
-        assert_int_equal(fputs(rows[i].file, file) >= 0, 1);
-        assert_int_equal(fclose(file), 0);
-        import_fingerprint_t fp;
-        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
         import_reader_t reader;
-        assert_int_equal(
-            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), -2);
+        assert_int_equal(csv_open(f, rows[i].file, &reader, err, sizeof err), -2);
         char want[64];
         snprintf(want, sizeof want, "line %ld: unknown column \"\"", rows[i].line);
         if (strncmp(err, want, strlen(want)) != 0)
@@ -179,18 +186,12 @@ static void test_csv_house_number_is_read_within_its_field(void **state)
         {"kind,theme,area,summary,house_number", "1234567890", "", 0},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        char err[256];
-        FILE *file = fopen(f->path, "w");
-        assert_non_null(file);
+        char err[256], text[512];
         /* "w" + "o" + "GM0935" + 246 + 2 values bytes: 256 in all */
-        fprintf(file, "%s\nw,o,GM0935,%s,%s%s\n", rows[i].header, summary, rows[i].value,
-                rows[i].after);
-        assert_int_equal(fclose(file), 0);
-        import_fingerprint_t fp;
-        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
+        snprintf(text, sizeof text, "%s\nw,o,GM0935,%s,%s%s\n", rows[i].header, summary,
+                 rows[i].value, rows[i].after);
         import_reader_t reader;
-        assert_int_equal(
-            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), 0);
+        assert_int_equal(csv_open(f, text, &reader, err, sizeof err), 0);
         assert_int_equal(import_reader_next(&reader, err, sizeof err), 1);
         json_t *obj = import_reader_object(&reader, err, sizeof err);
         assert_non_null(obj);
@@ -225,16 +226,11 @@ static void test_csv_quote_open_at_the_end_is_refused(void **state)
         {"witwassen,ondermijning,\"GM\n\n0935\n\n", 3, 6},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        char err[256];
-        FILE *file = fopen(f->path, "w");
-        assert_non_null(file);
-        fprintf(file, "kind,theme,area\nwitwassen,ondermijning,GM0935\n%s", rows[i].last);
-        assert_int_equal(fclose(file), 0);
-        import_fingerprint_t fp;
-        assert_int_equal(import_scan(f->path, IMPORT_FORMAT_CSV, &fp, err, sizeof err), 0);
+        char err[256], text[128];
+        snprintf(text, sizeof text, "kind,theme,area\nwitwassen,ondermijning,GM0935\n%s",
+                 rows[i].last);
         import_reader_t reader;
-        assert_int_equal(
-            import_reader_open(&reader, f->path, &fp, IMPORT_FORMAT_CSV, err, sizeof err), 0);
+        assert_int_equal(csv_open(f, text, &reader, err, sizeof err), 0);
         assert_int_equal(import_reader_next(&reader, err, sizeof err), 1);
         assert_string_equal(reader.error, "");
         assert_int_equal(reader.record_line, 2);
