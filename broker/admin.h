@@ -72,12 +72,15 @@ int admin_has_pending(const admin_t *admin);
  * export (-1: none runs; 0 while it reads, or sends with room;
  * SCHAKEL_EXPORT_SEND_WAIT_MS while its operator owes the bound or libzmq
  * holds the last chunks). admin_stop: at the broker's stop, an unfinished
- * export is answered that it was stopped, and wiped; one going out is
- * handed to libzmq whole, and the admin socket lingers
- * SCHAKEL_ADMIN_STOP_LINGER_MS for it. Each is safe on NULL. */
+ * export is answered that it was stopped, and wiped. admin_stop_drain:
+ * the stop's last step, once the store is done with: one going out goes
+ * on going out until its operator has it and closes the connection, or
+ * its connection closes otherwise, or for at most SCHAKEL_ADMIN_STOP_MAX_MS
+ * (blocks meanwhile). Each is safe on NULL. */
 void admin_export_step(admin_t *admin, struct broker *b);
 int admin_export_wait_ms(const admin_t *admin);
 void admin_stop(admin_t *admin, const struct broker *b);
+void admin_stop_drain(admin_t *admin);
 
 /* A retention in seconds as a policy writes it, in the largest unit that
  * divides it exactly: 31536000 -> "1y", 7776000 -> "90d", 90 -> "90s".

@@ -9,6 +9,7 @@
  */
 #include "admin.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <malloc.h>
 #include <stddef.h>
@@ -21,6 +22,7 @@
 #include <zmq.h>
 
 #include "admin_internal.h"
+#include "broker_internal.h"
 #include "log.h"
 #include "record.h"
 #include "syntax.h"
@@ -244,9 +246,43 @@ static int admin_export_outcome(const admin_export_job_t *job)
     return job->gone ? -1 : 0;
 }
 
-/* The document's next chunks: at most SCHAKEL_EXPORT_SEND_CHUNKS a turn,
- * and only while its operator owes less than SCHAKEL_EXPORT_MAX_OWED_BYTES
- * (what libzmq holds of it). The export ends once the last chunk has left
+/* Hand the document's next chunks to libzmq: at most `chunks`, and only
+ * while its operator owes less than SCHAKEL_EXPORT_MAX_OWED_BYTES (what
+ * libzmq holds of it). Returns how the export stands
+ * (admin_export_outcome), or -2 when a chunk could not be handed over. */
+static int admin_export_hand(admin_export_job_t *job, admin_t *admin, size_t chunks)
+{
+    int rc = 0;
+    for (size_t n = 0; !job->gone && rc == 0 && job->json != NULL && n < chunks &&
+                       sendq_bytes(job->queue) < SCHAKEL_EXPORT_MAX_OWED_BYTES;
+         n++) {
+        rc = admin_send_chunks(admin, job->queue, &job->request, 1, NULL, job->json, job->json_len,
+                               &job->sent, 1);
+        size_t owed = sendq_bytes(job->queue);
+        if (owed > job->max_owed)
+            job->max_owed = owed;
+        if (rc > 0)
+            admin_export_wipe_document(job);
+    }
+    return rc < 0 ? -2 : admin_export_outcome(job);
+}
+
+/* An export that ended (outcome not 0) is said, and its slot freed. */
+static void admin_export_end(admin_t *admin, int64_t now_ms, int outcome)
+{
+    admin_export_job_t *job = &admin->job;
+    if (outcome > 0)
+        admin_export_log(job, now_ms, "admin.export_done", NULL);
+    else
+        admin_export_log(job, now_ms, "admin.export_undelivered",
+                         outcome == -2 ? "its connection took no more"
+                                       : "its connection closed before all of it had left the "
+                                         "broker");
+    admin_export_release(admin);
+}
+
+/* The document's next chunks: at most SCHAKEL_EXPORT_SEND_CHUNKS a turn
+ * (admin_export_hand). The export ends once the last chunk has left
  * libzmq (encrypted and written, or being written), when a chunk could
  * not be handed over, when its connection closed, or when a reload (in
  * force or pending) no longer registers its operator's key: no more of
@@ -255,7 +291,6 @@ static int admin_export_outcome(const admin_export_job_t *job)
 static void admin_export_send(admin_t *admin, const broker_t *b)
 {
     admin_export_job_t *job = &admin->job;
-    int rc = 0;
     admin_events_drain(admin);
     if (admin_export_revoked(admin, b))
         return;
@@ -269,27 +304,9 @@ static void admin_export_send(admin_t *admin, const broker_t *b)
         log_event(LOG_INFO, "admin.export_held", "principal", job->request.principal, "owed", text,
                   "bound", bound, NULL);
     }
-    for (size_t n = 0;
-         !job->gone && rc == 0 && job->json != NULL && n < SCHAKEL_EXPORT_SEND_CHUNKS &&
-         sendq_bytes(job->queue) < SCHAKEL_EXPORT_MAX_OWED_BYTES;
-         n++) {
-        rc = admin_send_chunks(admin, job->queue, &job->request, 1, NULL, job->json, job->json_len,
-                               &job->sent, 1);
-        owed = sendq_bytes(job->queue);
-        if (owed > job->max_owed)
-            job->max_owed = owed;
-        if (rc > 0)
-            admin_export_wipe_document(job);
-    }
-    int outcome = rc < 0 ? -1 : admin_export_outcome(job);
-    if (outcome < 0)
-        admin_export_log(job, b->now_ms, "admin.export_undelivered",
-                         rc < 0 ? "its connection took no more"
-                                : "its connection closed before all of it had left the broker");
-    else if (outcome > 0)
-        admin_export_log(job, b->now_ms, "admin.export_done", NULL);
+    int outcome = admin_export_hand(job, admin, SCHAKEL_EXPORT_SEND_CHUNKS);
     if (outcome != 0)
-        admin_export_release(admin);
+        admin_export_end(admin, b->now_ms, outcome);
 }
 
 /* After each commit: an export that ended this turn is answered, with its
@@ -318,45 +335,60 @@ void admin_export_answer(admin_t *admin, const broker_t *b, int committed)
     admin_export_release(admin);
 }
 
-/* Recorded as handed out, and still going out at the stop: the rest goes
- * to libzmq at once, whatever its operator owes, and the admin socket
- * lingers SCHAKEL_ADMIN_STOP_LINGER_MS for libzmq to send it (its close at
- * the broker's end would drop it unsent with the usual linger of 0). An
- * operator who does not read it by then does not get it. */
-static void admin_stop_sending(admin_t *admin, const broker_t *b)
+/* Recorded as handed out, and still going out at the stop: once the
+ * store is done with (its last checkpoint taken), the broker goes on
+ * handing it out, as in its turns, and nothing else, until its operator
+ * has it all and closes the connection, or its connection closes
+ * otherwise (a silent one at admin_heartbeat_timeout), or
+ * SCHAKEL_ADMIN_STOP_MAX_MS have passed. Waiting for the close is what
+ * lets the answer arrive: libzmq counts a frame sent once written to the
+ * kernel, and a socket closed with bytes of the operator's unread (a
+ * heartbeat) is reset, the kernel's unsent rest thrown away with it
+ * (review: with the rest handed to libzmq and 5 s of ZMQ_LINGER, an
+ * operator on a busy machine got none of it, one time in three). How
+ * much the operator takes is no sign of life: a stopped one's kernel
+ * still takes a chunk every few seconds. */
+void admin_stop_drain(admin_t *admin)
 {
-    admin_export_job_t *job = &admin->job;
-    char linger_text[16], owed[24];
-    int linger = SCHAKEL_ADMIN_STOP_LINGER_MS;
-    admin_events_drain(admin);
-    if (admin_export_revoked(admin, b))
+    if (admin == NULL || !admin->job.sending)
         return;
-    int rc = job->gone ? admin_export_outcome(job)
-             : job->json == NULL
-                 ? 1
-                 : admin_send_chunks(admin, job->queue, &job->request, 1, NULL, job->json,
-                                     job->json_len, &job->sent, SIZE_MAX);
-    if (rc <= 0) {
-        admin_export_log(job, b->now_ms, "admin.export_undelivered",
-                         job->gone ? "its connection closed before all of it had left the broker"
-                                   : "its connection took no more");
-        admin_export_release(admin);
+    admin_export_job_t *job = &admin->job;
+    char owed_text[24], wait_text[16];
+    snprintf(owed_text, sizeof owed_text, "%zu",
+             sendq_bytes(job->queue) + (job->json != NULL ? job->json_len - job->sent : 0));
+    snprintf(wait_text, sizeof wait_text, "%d", SCHAKEL_ADMIN_STOP_MAX_MS);
+    log_event(LOG_INFO, "admin.export_stopping", "principal", job->request.principal, "owed",
+              owed_text, "wait_ms", wait_text, NULL);
+    int64_t start = broker_monotonic_ms(), now = start;
+    int outcome = 0;
+    for (;;) {
+        admin_events_drain(admin);
+        outcome = admin_export_hand(job, admin, SIZE_MAX);
+        now = broker_monotonic_ms();
+        if (outcome < 0 || (outcome > 0 && job->gone) || now - start >= SCHAKEL_ADMIN_STOP_MAX_MS)
+            break;
+        /* woken by a connection event; a frame taken out is seen by time */
+        zmq_pollitem_t item = {admin->events, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, admin->events != NULL, SCHAKEL_EXPORT_SEND_WAIT_MS) < 0 &&
+            zmq_errno() != EINTR)
+            break;
+    }
+    if (outcome != 0) {
+        /* handed out whole (its close not seen within the wait: the kernel
+         * holds the rest), or cut off as in a turn */
+        admin_export_end(admin, now, outcome);
         return;
     }
-    if (zmq_setsockopt(admin->socket, ZMQ_LINGER, &linger, sizeof linger) != 0)
-        log_event(LOG_WARN, "admin.linger_failed", "error", zmq_strerror(zmq_errno()), NULL);
-    snprintf(linger_text, sizeof linger_text, "%d", linger);
-    snprintf(owed, sizeof owed, "%zu", sendq_bytes(job->queue));
-    log_event(LOG_INFO, "admin.export_stopping", "principal", job->request.principal, "owed", owed,
-              "linger_ms", linger_text, NULL);
-    admin_export_log(job, b->now_ms, "admin.export_done", NULL);
+    char why[128];
+    snprintf(why, sizeof why,
+             "the broker stopped, and its operator had not taken the rest within %d ms",
+             SCHAKEL_ADMIN_STOP_MAX_MS);
+    admin_export_log(job, now, "admin.export_undelivered", why);
     admin_export_release(admin);
 }
 
 void admin_stop(admin_t *admin, const broker_t *b)
 {
-    if (admin != NULL && admin->job.sending)
-        admin_stop_sending(admin, b);
     if (admin == NULL || admin->job.export == NULL)
         return;
     admin_export_job_t *job = &admin->job;

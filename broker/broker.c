@@ -691,5 +691,8 @@ int broker_run(broker_t *b)
     }
     if (store_checkpoint(b->store) != 0)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
-    return store_sync_failed(b->store) ? -1 : 0;
+    if (store_sync_failed(b->store))
+        return -1;
+    admin_stop_drain(b->admin); /* an export going out, with the store done with */
+    return 0;
 }

@@ -251,10 +251,11 @@
  * a time", ends only once the last chunk has left libzmq. */
 #define SCHAKEL_EXPORT_MAX_OWED_BYTES (1024u * 1024u)
 #define SCHAKEL_EXPORT_SEND_WAIT_MS 10
-/* At the broker's stop, an answer still going out is handed to libzmq
- * whole, and libzmq has this long to send it (the admin socket's
- * ZMQ_LINGER then; 0 otherwise): the stop waits for it at most so long. */
-#define SCHAKEL_ADMIN_STOP_LINGER_MS 5000
+/* At the broker's stop, an export still going out goes on going out
+ * (admin.h admin_stop_drain) until its operator has it, or at most this
+ * long: inside the unit's TimeoutStopSec (30 s) with the rest of the
+ * stop. */
+#define SCHAKEL_ADMIN_STOP_MAX_MS 20000
 
 /* Audit trail (docs/OPERATIONS.md "Audit trail") */
 #define SCHAKEL_AUDIT_CHECKPOINT_ENTRIES                                                           \

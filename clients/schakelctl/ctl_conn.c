@@ -245,7 +245,7 @@ int ctl_conn_open(const ctl_options_t *opts, ctl_conn_t **out)
 typedef struct ctl_reassembly {
     uint64_t request_id;
     char *json;
-    size_t len;
+    size_t len, cap; /* cap: bytes json has room for, its NUL's included */
     int frames; /* AdminResponse frames taken */
     int done;
 } ctl_reassembly_t;
@@ -287,13 +287,23 @@ static int ctl_take_chunk(ctl_reassembly_t *r, const Schakel__AdminResponse *res
         ctl_say("the broker's answer is longer than %u bytes", SCHAKEL_ADMIN_MAX_RESPONSE_BYTES);
         return CTL_EXIT_FAILURE;
     }
-    if (n > 0) {
-        char *grown = realloc(r->json, r->len + n + 1);
+    if (n > 0 && r->len + n + 1 > r->cap) {
+        /* doubled, so that an export of thousands of chunks is copied a
+         * few times, not once a chunk; never past the largest answer */
+        size_t cap = r->cap > 0 ? r->cap : SCHAKEL_ADMIN_CHUNK_BYTES + 1;
+        while (cap < r->len + n + 1)
+            cap *= 2;
+        if (cap > SCHAKEL_ADMIN_MAX_RESPONSE_BYTES + 1)
+            cap = SCHAKEL_ADMIN_MAX_RESPONSE_BYTES + 1;
+        char *grown = realloc(r->json, cap);
         if (grown == NULL) {
             ctl_say("out of memory");
             return CTL_EXIT_FAILURE;
         }
         r->json = grown;
+        r->cap = cap;
+    }
+    if (n > 0) {
         memcpy(r->json + r->len, response->json, n);
         r->len += n;
         r->json[r->len] = '\0';
