@@ -439,6 +439,13 @@ static int scan_strings(const uint8_t *bytes, size_t len,
     return 0;
 }
 
+int wire_scan_strings(const uint8_t *buf, size_t len, const ProtobufCMessageDescriptor *descriptor,
+                      wire_error_t *err)
+{
+    wire_error_reset(err);
+    return scan_strings(buf, len, descriptor, 0, err);
+}
+
 ProtobufCMessage *wire_unpack_checked(const ProtobufCMessageDescriptor *descriptor,
                                       const uint8_t *buf, size_t len, const char *what,
                                       wire_error_t *err)

@@ -114,6 +114,16 @@ void wire_wiped_free(void *pointer);
  * NULL is a no-op. */
 void wire_free_text(char *text);
 
+/* Scan the wire bytes of a message protobuf-c has unpacked (descriptor its
+ * type) for what protobuf-c lets through: a string with a NUL byte (cut
+ * short in the C string) or not valid UTF-8 (INVALID_FIELD), a
+ * single-valued field given twice, of which it keeps the last
+ * (INVALID_MESSAGE). Fields the descriptor does not know are passed over.
+ * Returns 0, or -1 with err filled (naming the message and field). Safe on
+ * untrusted input. */
+int wire_scan_strings(const uint8_t *buf, size_t len, const ProtobufCMessageDescriptor *descriptor,
+                      wire_error_t *err);
+
 /* Unpack a Signal as a recipient gets it (Deliver.signal, CaseEvent.signal):
  * reduced to a rule's fields, so only sender, kind and theme are required
  * (INVALID_MESSAGE); budgeted, unknown fields refused (INVALID_MESSAGE),

@@ -168,13 +168,6 @@ static char *delivery_take(char **from)
     return text;
 }
 
-/* A string of the delivered signal is valid UTF-8 up to its first NUL
- * (protobuf-c keeps no length); NULL is absent. */
-static int delivery_text_ok(const char *text)
-{
-    return text == NULL || syntax_is_utf8((const uint8_t *)text, strlen(text));
-}
-
 /* Copy a string into a block of the delivery's kind after checking its
  * UTF-8 (a case event's actor, which stays the event's). Returns 0, -1 for
  * bad text, -2 for no memory. */
@@ -219,26 +212,15 @@ static size_t delivery_signal_texts(schakel_delivery_t *d, Schakel__Signal *s,
     return n;
 }
 
-/* Check what the signal part of a delivery must be: every text UTF-8
- * (delivery_text_ok), severity in range, at most SCHAKEL_MAX_RECIPIENTS.
+/* Check what the signal part of a delivery must be beyond its strings
+ * (wire_scan_strings): severity in range, at most SCHAKEL_MAX_RECIPIENTS.
  * Returns 0 or -1; takes nothing. */
-static int delivery_check_signal(Schakel__Signal *s)
+static int delivery_check_signal(const Schakel__Signal *s)
 {
-    char **from[DELIVERY_SIGNAL_TEXTS], **to[DELIVERY_SIGNAL_TEXTS];
-    schakel_delivery_t scratch;
-    size_t n = delivery_signal_texts(&scratch, s, from, to);
-    for (size_t i = 0; i < n; i++)
-        if (!delivery_text_ok(*from[i]))
-            return -1;
     if (s->has_severity && ((int)s->severity < SCHAKEL_SEVERITY_UNSPECIFIED ||
                             (int)s->severity > SCHAKEL_SEVERITY_CRITICAL))
         return -1;
-    if (s->n_recipients > SCHAKEL_MAX_RECIPIENTS)
-        return -1;
-    for (size_t i = 0; i < s->n_recipients; i++)
-        if (!delivery_text_ok(s->recipients[i]))
-            return -1;
-    return 0;
+    return s->n_recipients > SCHAKEL_MAX_RECIPIENTS ? -1 : 0;
 }
 
 /* Fill the signal part of a checked delivery, taking the signal's texts
@@ -362,6 +344,17 @@ schakel_status_t delivery_decode(Schakel__Deliver *in, schakel_delivery_t **out,
                  (unsigned long long)in->seq);
         return SCHAKEL_ERR_NOMEM;
     }
+    /* the signal's bytes as they came: every string UTF-8, and none with a
+     * NUL, which protobuf-c's C string would cut short and hand on shorter
+     * than it was sent (the broker refuses NUL at publish: only a damaged
+     * store or a hostile broker sends one) */
+    wire_error_t scan = {0};
+    if (signal != NULL && wire_scan_strings(in->signal.data, in->signal.len,
+                                            &schakel__signal__descriptor, &scan) != 0) {
+        schakel__signal__free_unpacked(signal, &allocator);
+        snprintf(text, textlen, "delivery seq=%llu: %s", (unsigned long long)in->seq, scan.text);
+        return SCHAKEL_ERR_PROTOCOL;
+    }
     if (signal == NULL || signal->kind == NULL || signal->theme == NULL ||
         (in->sender == NULL && signal->sender == NULL)) {
         if (signal != NULL)
@@ -382,13 +375,11 @@ schakel_status_t delivery_decode(Schakel__Deliver *in, schakel_delivery_t **out,
         schakel__signal__free_unpacked(signal, &allocator);
         return SCHAKEL_ERR_PROTOCOL;
     }
-    /* the envelope's sender was checked with the frame; the signal's not */
-    if ((in->sender == NULL && !delivery_text_ok(signal->sender)) ||
-        delivery_check_signal(signal) != 0) {
+    if (delivery_check_signal(signal) != 0) {
         schakel__signal__free_unpacked(signal, &allocator);
         snprintf(text, textlen,
-                 "delivery seq=%llu has a field that is not valid UTF-8 or out of range",
-                 (unsigned long long)in->seq);
+                 "delivery seq=%llu has a severity out of range or more than %u recipients",
+                 (unsigned long long)in->seq, SCHAKEL_MAX_RECIPIENTS);
         return SCHAKEL_ERR_PROTOCOL;
     }
     schakel_delivery_t *d = calloc(1, sizeof *d);
