@@ -370,6 +370,19 @@ typedef struct store_delivery {
  * an unknown case. Returns the new seq (>0) or -1. */
 int64_t store_delivery_add(store_t *store, const store_delivery_t *d);
 
+/* Set aside n (>= 1) consecutive delivery seqs in the open transaction, for
+ * deliveries whose seqs the caller hands out itself (a publish's, recipient
+ * by recipient: publish.c). Returns the first, or -1 (no transaction open,
+ * n 0, seqs exhausted). The counter moves past them at once: a seq set aside
+ * and never added is a gap, as one rolled back is. Replaces the previous
+ * reservation. */
+int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n);
+
+/* store_delivery_add at d->seq, which must be one of the last reservation's
+ * and the transaction the same; the table refuses a seq added twice (-1).
+ * Returns d->seq, or -1. */
+int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d);
+
 /* Call fn for up to `limit` deliveries of `recipient` with seq > after_seq,
  * in seq order. The delivery passed to fn is only valid during the call
  * (its body is wiped when fn returns). fn returns 0 to continue, non-zero to

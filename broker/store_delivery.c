@@ -245,21 +245,16 @@ static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
     return 0;
 }
 
-/* Cost: one read of the item and its publish (rowid lookups; once per item
- * and transaction), one table append, the (recipient, seq), expires_at and
+/* Write d, its facts checked, as delivery seq. 0, or -1.
+ * Cost: one read of the item and its publish (rowid lookups; once per item
+ * and transaction), one table insert, the (recipient, seq), expires_at and
  * item_seq index inserts, and rowid updates of the item and its publish
  * (about once per item, and once per publish, and transaction), each
  * O(log n); sealing is linear in the body. A case delivery adds the case
  * lookup, its foreign-key check, the (case_id, recipient) index insert and
  * the case_items insert, O(log n). */
-int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+static int delivery_add_at(store_t *store, const store_delivery_t *d, int64_t seq)
 {
-    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||
-        delivery_check_facts(store, d) != 0)
-        return -1;
-    int64_t seq = store_seq_peek(store, &store->next_delivery_seq, "delivery_add");
-    if (seq < 0)
-        return -1;
     store_seal_ad_t ad;
     if (store_seal_ad_delivery(&ad, seq, d) != 0) {
         store_refuse(store, "delivery_add", "recipient id too long");
@@ -277,7 +272,57 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (store_stmt_run(store, stmt, "delivery_add") != 0)
         return -1;
     store_count_change(store, d->recipient, 1);
+    return 0;
+}
+
+int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+{
+    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||
+        delivery_check_facts(store, d) != 0)
+        return -1;
+    int64_t seq = store_seq_peek(store, &store->next_delivery_seq, "delivery_add");
+    if (seq < 0 || delivery_add_at(store, d, seq) != 0)
+        return -1;
     store->next_delivery_seq = seq + 1;
+    return seq;
+}
+
+int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n)
+{
+    if (store_enter(store, "delivery_seqs_reserve") != 0)
+        return -1;
+    if (n == 0 || !store->txn_open) {
+        store_refuse(store, "delivery_seqs_reserve",
+                     n == 0 ? "no seqs asked for" : "no transaction open");
+        return -1;
+    }
+    int64_t first = store_seq_peek(store, &store->next_delivery_seq, "delivery_seqs_reserve");
+    if (first < 0)
+        return -1;
+    if (n > (uint64_t)(INT64_MAX - first)) { /* the last seq below INT64_MAX, as one by one */
+        store_refuse(store, "delivery_seqs_reserve", "sequence numbers exhausted");
+        return -1;
+    }
+    store->next_delivery_seq = first + (int64_t)n;
+    store->reserved_first = first;
+    store->reserved_end = first + (int64_t)n;
+    store->reserved_serial = store->txn_serial;
+    return first;
+}
+
+int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d)
+{
+    if (store_enter(store, "delivery_add") != 0)
+        return -1;
+    int64_t seq = d->seq <= (uint64_t)INT64_MAX ? (int64_t)d->seq : -1;
+    if (!store->txn_open || store->reserved_serial != store->txn_serial ||
+        seq < store->reserved_first || seq >= store->reserved_end) {
+        store_refuse(store, "delivery_add", "seq not reserved in this transaction");
+        return -1;
+    }
+    if (delivery_check(store, d) != 0 || delivery_check_facts(store, d) != 0 ||
+        delivery_add_at(store, d, seq) != 0)
+        return -1;
     return seq;
 }
 

@@ -144,6 +144,10 @@ struct store {
     uint8_t *subject_key;   /* the audit's subject key, likewise (store_seal.c); NULL: none */
     int64_t next_item_seq;  /* never reused: see the schema comment in store_schema.c */
     int64_t next_delivery_seq;
+    /* The delivery seqs store_delivery_seqs_reserve set aside last:
+     * [reserved_first, reserved_end), for the transaction reserved_serial. */
+    int64_t reserved_first, reserved_end;
+    uint64_t reserved_serial;
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
     int64_t txn_case_num;     /* next_case_num when store_begin began the open transaction,
                                * put back when it rolls back (0: none to put back) */

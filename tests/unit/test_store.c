@@ -616,6 +616,50 @@ static void test_deliveries_in_order_per_recipient(void **state)
     assert_int_equal(store_mailbox_scan(f->store, "om/officier", 0, 100, collect, &none), 0);
 }
 
+/* Seqs set aside for one publish (store_delivery_seqs_reserve) are added
+ * in any order, each once, only in the transaction that set them aside;
+ * the counter is past them at once, so one left unused is a gap. */
+static void test_delivery_seqs_reserved(void **state)
+{
+    fixture_t *f = *state;
+    int64_t before = deliver_new(f->store, POLITIE, 1);
+    assert_int_equal(store_delivery_seqs_reserve(f->store, 3), -1); /* no transaction */
+    int64_t accepted_at = 1700000000 + 2;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_delivery_seqs_reserve(f->store, 0), -1);
+    int64_t publish_id = publish(f->store, WOCO, 2, accepted_at);
+    int64_t item_seq = item(f->store, publish_id, 0);
+    int64_t first = store_delivery_seqs_reserve(f->store, 3);
+    assert_int_equal(first, before + 1);
+    delivery_spec_t spec;
+    delivery_spec(&spec, RIEC, WOCO, "woco-servatius", 2, accepted_at, item_seq, 0);
+    static const struct {
+        int64_t offset; /* from first */
+        int ok;
+    } rows[] = {{3, 0}, {-1, 0}, {2, 1}, {0, 1}, {0, 0} /* twice */};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        spec.d.seq = (uint64_t)(first + rows[i].offset);
+        int64_t seq = store_delivery_add_reserved(f->store, &spec.d);
+        if (rows[i].ok != (seq == first + rows[i].offset))
+            fail_msg("row %zu: add at %lld gave %lld (%s)", i, (long long)spec.d.seq,
+                     (long long)seq, store_errmsg(f->store));
+        if (!rows[i].ok)
+            assert_int_equal(seq, -1);
+    }
+    assert_int_equal(store_delivery_add(f->store, &spec.d), first + 3);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    spec.d.seq = (uint64_t)first + 1; /* set aside in the transaction before */
+    assert_int_equal(store_delivery_add_reserved(f->store, &spec.d), -1);
+    assert_int_equal(store_rollback(f->store), 0);
+
+    seen_t seen = {.recipient = RIEC};
+    assert_int_equal(store_mailbox_scan(f->store, RIEC, 0, 100, collect, &seen), 3);
+    uint64_t want[3] = {(uint64_t)first, (uint64_t)first + 2, (uint64_t)first + 3};
+    assert_memory_equal(seen.seq, want, sizeof want);
+    assert_int_equal(store_mailbox_count(f->store, RIEC), 3);
+}
+
 static void test_scan_after_seq_and_limit(void **state)
 {
     fixture_t *f = *state;
@@ -4805,6 +4849,7 @@ int main(void)
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_delivery_add_refuses_mismatch, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_seqs_reserved, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_callback_cannot_reenter, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_begin_idempotent_and_commit, setup,
