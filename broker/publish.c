@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "growarray.h"
 #include "log.h"
 #include "record.h"
 
@@ -132,14 +133,122 @@ static void item_masks_add(item_masks_t *m, uint32_t fields)
         m->masks[m->n++] = fields;
 }
 
-/* Queue one item's deliveries: for every granted partner, every principal
- * the rule delivers to. Returns the number queued, or -1 on a store error. */
+/*
+ * A publish's deliveries and their seqs. Every item is decided before
+ * anything is written (plan_items); the deliveries that follow from the
+ * decisions are listed once, then numbered recipient by recipient: the
+ * recipient whose first delivery comes first in the publish (item by item,
+ * grant by grant, principal by principal) gets the first seqs, one per
+ * delivery in item order, the next recipient the seqs after those, and so
+ * on. Each mailbox so holds a publish's deliveries under consecutive seqs
+ * (the runs docs/design/mailbox.md's rows are made of), in item order;
+ * seqs stay broker-wide, unique and increasing within a mailbox. They are
+ * written item by item, each item's in seq order, so that its
+ * "delivery.queued" entry lists them ascending and the entries come in
+ * item order. Cost: three sorts of the publish's deliveries, O(n log n);
+ * memory: one array of them, at most SCHAKEL_MAX_ITEMS items times the
+ * principals their grants reach.
+ */
+typedef struct publish_delivery {
+    const policy_principal_t *to;
+    uint64_t seq;
+    uint32_t item;  /* index in the publish */
+    uint32_t grant; /* index in the item's decision */
+    uint32_t order; /* its place in the publish: item, grant, principal */
+    uint32_t first; /* the order of its recipient's first delivery in the publish */
+} publish_delivery_t;
+
+typedef struct publish_deliveries {
+    publish_delivery_t *all;
+    size_t n, cap;
+    /* item i's deliveries are all[item_start[i] .. item_start[i + 1]) */
+    size_t item_start[SCHAKEL_MAX_ITEMS + 1];
+} publish_deliveries_t;
+
+/* List the deliveries of every item: for every granted partner, every
+ * principal the rule delivers to. 0, or -1 out of memory. */
+static int deliveries_list(const broker_t *b, const Schakel__Publish *publish,
+                           const item_plan_t *plans, publish_deliveries_t *list)
+{
+    for (size_t i = 0; i < publish->n_items; i++) {
+        list->item_start[i] = list->n;
+        for (size_t g = 0; g < plans[i].decision.n_grants; g++) {
+            const policy_grant_t *grant = &plans[i].decision.grants[g];
+            const policy_principal_t *to[SCHAKEL_MAX_PRINCIPALS_PER_PARTNER];
+            size_t n_to = policy_recipients(b->policy, grant->rule, grant->partner, to,
+                                            SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
+            for (size_t r = 0; r < n_to; r++) {
+                if (growarray_room((void **)&list->all, &list->cap, list->n, sizeof *list->all,
+                                   64) != 0)
+                    return -1;
+                /* at most SCHAKEL_MAX_ITEMS * SCHAKEL_MAX_PARTNERS *
+                 * SCHAKEL_MAX_PRINCIPALS_PER_PARTNER: fits */
+                list->all[list->n] = (publish_delivery_t){.to = to[r],
+                                                          .item = (uint32_t)i,
+                                                          .grant = (uint32_t)g,
+                                                          .order = (uint32_t)list->n};
+                list->n++;
+            }
+        }
+    }
+    list->item_start[publish->n_items] = list->n;
+    return 0;
+}
+
+static int cmp_u64(uint64_t a, uint64_t b)
+{
+    return (a > b) - (a < b);
+}
+
+/* By recipient, then place in the publish. */
+static int by_recipient(const void *a, const void *b)
+{
+    const publish_delivery_t *x = a, *y = b;
+    int c = cmp_u64((uintptr_t)x->to, (uintptr_t)y->to);
+    return c != 0 ? c : cmp_u64(x->order, y->order);
+}
+
+/* By the recipient's first appearance, then place: the order of seqs. */
+static int by_first(const void *a, const void *b)
+{
+    const publish_delivery_t *x = a, *y = b;
+    int c = cmp_u64(x->first, y->first);
+    return c != 0 ? c : cmp_u64(x->order, y->order);
+}
+
+/* By item, then seq: the order they are written and recorded in. */
+static int by_item_seq(const void *a, const void *b)
+{
+    const publish_delivery_t *x = a, *y = b;
+    int c = cmp_u64(x->item, y->item);
+    return c != 0 ? c : cmp_u64(x->seq, y->seq);
+}
+
+/* Give the listed deliveries the seqs first_seq .. first_seq + n - 1,
+ * recipient by recipient; afterwards they are in item, then seq, order
+ * (item_start still holds). */
+static void deliveries_number(publish_deliveries_t *list, uint64_t first_seq)
+{
+    publish_delivery_t *all = list->all;
+    if (list->n == 0)
+        return;
+    qsort(all, list->n, sizeof *all, by_recipient);
+    for (size_t k = 0; k < list->n; k++)
+        all[k].first = k > 0 && all[k].to == all[k - 1].to ? all[k - 1].first : all[k].order;
+    qsort(all, list->n, sizeof *all, by_first);
+    for (size_t k = 0; k < list->n; k++)
+        all[k].seq = first_seq + k;
+    qsort(all, list->n, sizeof *all, by_item_seq);
+}
+
+/* Queue one item's deliveries (numbered, in seq order), record each, and
+ * note what the push needs to keep the item. Returns the number queued, or
+ * -1 on a store error. */
 static long store_deliveries(broker_t *b, const policy_principal_t *sender,
                              const Schakel__Publish *publish, size_t index, int64_t item_seq,
-                             const item_plan_t *plan, item_masks_t *masks,
-                             deliver_kept_envelope_t *written)
+                             const item_plan_t *plan, const publish_delivery_t *deliveries,
+                             size_t n, item_masks_t *masks, deliver_kept_envelope_t *written)
 {
-    long queued = 0;
     written->policy = b->policy;
     written->policy_generation = b->policy_generation;
     written->sender = sender;
@@ -152,82 +261,74 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
     if (plan->signal->subject != NULL &&
         store_subject_tag(b->store, plan->signal->subject, tag) != 0)
         return -1;
-    for (size_t g = 0; g < plan->decision.n_grants; g++) {
-        const policy_grant_t *grant = &plan->decision.grants[g];
-        const policy_principal_t *to[SCHAKEL_MAX_PRINCIPALS_PER_PARTNER];
-        size_t n_to = policy_recipients(b->policy, grant->rule, grant->partner, to,
-                                        SCHAKEL_MAX_PRINCIPALS_PER_PARTNER);
-        if (n_to == 0)
-            continue;
-        item_masks_add(masks, grant->rule->fields);
+    for (size_t k = 0; k < n; k++) {
+        const policy_rule_t *rule = plan->decision.grants[deliveries[k].grant].rule;
+        const policy_principal_t *to = deliveries[k].to;
+        item_masks_add(masks, rule->fields);
         store_delivery_t d = {
+            .seq = deliveries[k].seq,
+            .recipient = to->id,
             .item_seq = (uint64_t)item_seq,
             .message_id = publish->message_id.data,
             .item_index = (uint32_t)index,
             .sender = sender->id,
             .sender_partner = sender->partner->id,
-            .rule_id = grant->rule->id,
-            .rule_hash = grant->rule->hash_hex,
-            .purpose = grant->rule->purpose,
-            .legal_basis = grant->rule->legal_basis,
+            .rule_id = rule->id,
+            .rule_hash = rule->hash_hex,
+            .purpose = rule->purpose,
+            .legal_basis = rule->legal_basis,
             .accepted_at = b->now_s,
-            .expires_at = b->now_s + grant->rule->retention_s,
+            .expires_at = b->now_s + rule->retention_s,
             .by_ref = 1, /* the item's bytes, reduced to the rule's fields at push */
-            .fields = grant->rule->fields,
+            .fields = rule->fields,
         };
-        for (size_t r = 0; r < n_to; r++) {
-            d.recipient = to[r]->id;
-            int64_t seq = store_delivery_add(b->store, &d);
-            if (seq < 0)
-                return -1;
-            if (written->n < DELIVER_KEPT_DELIVERIES)
-                written->deliveries[written->n++] =
-                    (deliver_kept_delivery_t){(uint64_t)seq, to[r], grant->rule, d.expires_at};
-            record_delivery_t rd = {
-                .sender = sender->id,
-                .recipient = to[r]->id,
-                .recipient_partner = to[r]->partner->id,
-                .seq = (uint64_t)seq,
-                .item_seq = (uint64_t)item_seq,
-                .message_id = publish->message_id.data,
-                .item_index = (uint32_t)index,
-                .kind = plan->signal->kind,
-                .theme = plan->signal->theme,
-                .subject = plan->signal->subject,
-                .subject_tag = plan->signal->subject != NULL ? tag : NULL,
-                .rule_id = grant->rule->id,
-                .rule_hash = grant->rule->hash_hex,
-                .purpose = grant->rule->purpose,
-                .legal_basis = grant->rule->legal_basis,
-                .fields = grant->rule->fields,
-                .expires_at = d.expires_at,
-            };
-            if (record_queued(b, &rd) != 0)
-                return -1;
-            receiver_t *receiver = sessions_receiver(b->sessions, to[r]->id);
-            if (receiver != NULL) {
-                receiver->dirty = 1;
-                masks->online |= receiver->session != NULL;
-            }
-            queued++;
+        if (store_delivery_add_reserved(b->store, &d) < 0)
+            return -1;
+        if (written->n < DELIVER_KEPT_DELIVERIES)
+            written->deliveries[written->n++] =
+                (deliver_kept_delivery_t){d.seq, to, rule, d.expires_at};
+        record_delivery_t rd = {
+            .sender = sender->id,
+            .recipient = to->id,
+            .recipient_partner = to->partner->id,
+            .seq = d.seq,
+            .item_seq = (uint64_t)item_seq,
+            .message_id = publish->message_id.data,
+            .item_index = (uint32_t)index,
+            .kind = plan->signal->kind,
+            .theme = plan->signal->theme,
+            .subject = plan->signal->subject,
+            .subject_tag = plan->signal->subject != NULL ? tag : NULL,
+            .rule_id = rule->id,
+            .rule_hash = rule->hash_hex,
+            .purpose = rule->purpose,
+            .legal_basis = rule->legal_basis,
+            .fields = rule->fields,
+            .expires_at = d.expires_at,
+        };
+        if (record_queued(b, &rd) != 0)
+            return -1;
+        receiver_t *receiver = sessions_receiver(b->sessions, to->id);
+        if (receiver != NULL) {
+            receiver->dirty = 1;
+            masks->online |= receiver->session != NULL;
         }
     }
-    return queued;
+    return (long)n;
 }
 
 /* How long the item's deliveries will keep it: the latest expiry of the
  * rules that deliver it to anyone; 0 when none does. Written with the item
  * and its publish (store_item_add_retained, store_publish_add_retained), so
  * that its deliveries need not raise them. */
-static int64_t item_retention(const broker_t *b, const item_plan_t *plan)
+static int64_t item_retention(const broker_t *b, const item_plan_t *plan,
+                              const publish_delivery_t *deliveries, size_t n)
 {
     int64_t until = 0;
-    for (size_t g = 0; g < plan->decision.n_grants; g++) {
-        const policy_grant_t *grant = &plan->decision.grants[g];
-        const policy_principal_t *to[1];
-        if (b->now_s + grant->rule->retention_s > until &&
-            policy_recipients(b->policy, grant->rule, grant->partner, to, 1) > 0)
-            until = b->now_s + grant->rule->retention_s;
+    for (size_t k = 0; k < n; k++) {
+        const policy_rule_t *rule = plan->decision.grants[deliveries[k].grant].rule;
+        if (b->now_s + rule->retention_s > until)
+            until = b->now_s + rule->retention_s;
     }
     return until;
 }
@@ -253,19 +354,22 @@ static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAc
     return wire_encode_frame(&frame, len);
 }
 
-/* Store the publish, its items and deliveries, and queue the Accepted.
- * Returns 0, or -1 on a store error: the caller then fails the whole turn,
- * so that no half-written publish is ever committed. */
+/* Store the publish, its items and the deliveries of list (deliveries_list;
+ * numbered here, in the transaction), and queue the Accepted. Returns 0, or
+ * -1 on a store error: the caller then fails the whole turn, so that no
+ * half-written publish is ever committed. */
 static int store_publish(broker_t *b, const session_t *session, const policy_principal_t *sender,
                          const Schakel__Publish *publish, const uint8_t hash[32],
-                         const uint8_t root[32], const item_plan_t *plans)
+                         const uint8_t root[32], const item_plan_t *plans,
+                         publish_deliveries_t *list)
 {
     Schakel__ItemAccepted results[SCHAKEL_MAX_ITEMS];
     int64_t retain[SCHAKEL_MAX_ITEMS], publish_retain = 0;
     const uint8_t *id = publish->message_id.data;
     long deliveries = 0;
     for (size_t i = 0; i < publish->n_items; i++) {
-        retain[i] = item_retention(b, &plans[i]);
+        retain[i] = item_retention(b, &plans[i], list->all + list->item_start[i],
+                                   list->item_start[i + 1] - list->item_start[i]);
         if (retain[i] > publish_retain)
             publish_retain = retain[i];
     }
@@ -278,6 +382,12 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         b->store, sender->id, id, hash, publish->signature.data, root, b->now_s, publish_retain);
     if (publish_id < 0)
         return -1;
+    if (list->n > 0) {
+        int64_t first_seq = store_delivery_seqs_reserve(b->store, list->n);
+        if (first_seq < 0)
+            return -1;
+        deliveries_number(list, (uint64_t)first_seq);
+    }
     for (size_t i = 0; i < publish->n_items; i++) {
         int64_t item_seq =
             store_item_add_retained(b->store, publish_id, (uint32_t)i, publish->items[i].data,
@@ -287,8 +397,9 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         metrics_item_accepted(b->metrics, (uint64_t)item_seq, b->now_ms);
         item_masks_t masks = {.n = 0, .online = 0};
         deliver_kept_envelope_t written;
-        long queued =
-            store_deliveries(b, sender, publish, i, item_seq, &plans[i], &masks, &written);
+        long queued = store_deliveries(
+            b, sender, publish, i, item_seq, &plans[i], list->all + list->item_start[i],
+            list->item_start[i + 1] - list->item_start[i], &masks, &written);
         if (queued < 0)
             return -1;
         /* Decoded from the bytes just stored: the push takes it from here
@@ -439,9 +550,16 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
         broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory", id, -1, 0);
         return;
     }
-    if (plan_items(b, session, sender, publish, plans) == 0 &&
-        !publish_bounds_refuse(b, session, sender, publish) &&
-        store_publish(b, session, sender, publish, hash, root, plans) != 0) {
+    /* Not zeroed whole: item_start is 2 KB that deliveries_list fills. */
+    publish_deliveries_t list;
+    list.all = NULL;
+    list.n = list.cap = 0;
+    int refused = plan_items(b, session, sender, publish, plans) != 0 ||
+                  publish_bounds_refuse(b, session, sender, publish);
+    if (!refused && deliveries_list(b, publish, plans, &list) != 0) {
+        broker_reject(b, session, SCHAKEL__REASON__INTERNAL_ERROR, "out of memory", id, -1, 0);
+    } else if (!refused &&
+               store_publish(b, session, sender, publish, hash, root, plans, &list) != 0) {
         uint64_t stored_seq, committed_seq;
         uint8_t committed_hash[STORE_AUDIT_HASH_BYTES];
         /* a tail rewritten outside the broker is said (and counted) as
@@ -454,5 +572,6 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
                       "again with the same message id",
                       id, -1, 0);
     }
+    free(list.all);
     plans_free(plans, publish->n_items);
 }

@@ -504,6 +504,163 @@ static void test_batch_publish_is_signed_and_refused_whole(void **state)
     h_done(env);
 }
 
+/* Rules that give each kind of a woco's report its own recipients: a
+ * drugslab reaches riec (both principals), a cannabis farm politie, human
+ * trafficking all three partners, money laundering riec and politie. */
+static const char seq_order_rules[] = "rules:\n"
+                                      "  - id: seq-riec\n"
+                                      "    from: [woco-maasoever]\n"
+                                      "    to: [riec]\n"
+                                      "    kinds: [drugslab, mensenhandel, witwassen]\n"
+                                      "    themes: [ondermijning]\n"
+                                      "    areas: [\"*\"]\n"
+                                      "    purpose: \"Integrale analyse van ondermijning\"\n"
+                                      "    legal_basis: \"Convenant RIEC Limburg, art. 5\"\n"
+                                      "    fields: [area, summary, source_ref]\n"
+                                      "    retention: 30d\n"
+                                      "  - id: seq-politie\n"
+                                      "    from: [woco-maasoever]\n"
+                                      "    to: [politie]\n"
+                                      "    kinds: [hennepkwekerij, mensenhandel, witwassen]\n"
+                                      "    themes: [ondermijning]\n"
+                                      "    areas: [\"*\"]\n"
+                                      "    purpose: \"Opsporing van ondermijnende criminaliteit\"\n"
+                                      "    legal_basis: \"Wpg art. 16 lid 1\"\n"
+                                      "    fields: [area, summary, source_ref]\n"
+                                      "    retention: 60d\n"
+                                      "  - id: seq-gemeente\n"
+                                      "    from: [woco-maasoever]\n"
+                                      "    to: [gemeente]\n"
+                                      "    kinds: [mensenhandel]\n"
+                                      "    themes: [ondermijning]\n"
+                                      "    areas: [\"*\"]\n"
+                                      "    purpose: \"Bestuurlijke aanpak van ondermijning\"\n"
+                                      "    legal_basis: \"Opiumwet art. 13b\"\n"
+                                      "    fields: [area, source_ref]\n"
+                                      "    retention: 90d\n";
+
+static int setup_seq_order_broker(void **state)
+{
+    h_env_t *env = h_env_new_with_rules(seq_order_rules);
+    h_broker_start(env);
+    *state = env;
+    return 0;
+}
+
+/* 11. The seqs of one publish are handed out recipient by recipient
+ * (docs/PROTOCOL.md 7.6): each mailbox gets its deliveries of the publish
+ * under consecutive seqs, in item order; the recipient that first appears
+ * earlier in the publish gets the lower seqs; together they are one run
+ * with no seq twice. Each item still has one "delivery.queued" entry,
+ * listing its seqs ascending: the trail verifies. */
+static void test_batch_publish_numbers_each_mailbox_consecutively(void **state)
+{
+    h_env_t *env = *state;
+    enum { N = 4, RECIPIENTS = 4 };
+    static const char *const kinds[N] = {"drugslab", "hennepkwekerij", "mensenhandel", "witwassen"};
+    static const uint32_t want_recipients[N] = {2, 1, 4, 3};
+    static const struct {
+        const char *principal;
+        size_t n;
+        uint32_t items[N];
+        uint32_t first_item; /* of the publish's items, the first it receives */
+    } mailboxes[RECIPIENTS] = {
+        {H_RIEC, 3, {0, 2, 3}, 0},
+        {H_RIEC_CASEWORKER, 3, {0, 2, 3}, 0},
+        {H_POLITIE, 3, {1, 2, 3}, 1},
+        {H_GEMEENTE, 1, {2}, 2},
+    };
+    schakel_signal_t batch[N];
+    char refs[N][24];
+    for (int i = 0; i < N; i++) {
+        snprintf(refs[i], sizeof refs[i], "WM-2026-%04d", 700 + i);
+        batch[i] = (schakel_signal_t){.kind = kinds[i],
+                                      .theme = "ondermijning",
+                                      .area = "BU09350101",
+                                      .summary = "Melding uit de wijk",
+                                      .source_ref = refs[i]};
+    }
+    schakel_client_t *woco = h_connect(env, H_WOCO_MAASOEVER);
+    schakel_item_result_t results[N];
+    uint8_t id[16];
+    assert_int_equal(schakel_publish(woco, NULL, batch, N, NULL, id, results, NULL, H_TIMEOUT_MS),
+                     SCHAKEL_OK);
+    schakel_close(&woco);
+    size_t total = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(results[i].recipients, want_recipients[i]);
+        total += results[i].recipients;
+    }
+
+    uint64_t first_seq[RECIPIENTS], last_seq[RECIPIENTS];
+    for (size_t m = 0; m < RECIPIENTS; m++) {
+        schakel_client_t *client = h_connect(env, mailboxes[m].principal);
+        assert_int_equal(h_backlog(client), mailboxes[m].n);
+        for (size_t k = 0; k < mailboxes[m].n; k++) {
+            schakel_delivery_t *d = h_receive(client);
+            uint32_t item = mailboxes[m].items[k];
+            assert_memory_equal(d->message_id, id, 16);
+            if (d->item_index != item)
+                fail_msg("%s: delivery %zu is of item %u, not %u", mailboxes[m].principal, k,
+                         d->item_index, item);
+            assert_int_equal(d->item_seq, results[item].seq);
+            assert_string_equal(d->source_ref, refs[item]);
+            if (k == 0)
+                first_seq[m] = d->seq;
+            else if (d->seq != first_seq[m] + k)
+                fail_msg("%s: seq %llu for its delivery %zu, not %llu: the mailbox's seqs of one "
+                         "publish are not consecutive",
+                         mailboxes[m].principal, (unsigned long long)d->seq, k,
+                         (unsigned long long)(first_seq[m] + k));
+            last_seq[m] = d->seq;
+            assert_int_equal(schakel_ack(client, d->seq), SCHAKEL_OK);
+            schakel_delivery_free(&d);
+        }
+        assert_int_equal(h_backlog(client), 0);
+        schakel_close(&client);
+    }
+    h_assert_nobody_else(env, NULL);
+    /* One "delivery.queued" entry per item, as with item-major seqs: an
+     * entry lists ascending seqs, so an item written out of seq order
+     * would have been split. */
+    assert_int_equal(
+        h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.queued'", NULL), N);
+
+    /* The runs, ordered by first seq, meet end to end, and come in the
+     * order their recipients first appear in the publish. */
+    uint64_t low = UINT64_MAX;
+    for (size_t m = 0; m < RECIPIENTS; m++)
+        if (first_seq[m] < low)
+            low = first_seq[m];
+    uint64_t next = low;
+    for (size_t placed = 0; placed < RECIPIENTS; placed++) {
+        size_t at = RECIPIENTS;
+        for (size_t m = 0; m < RECIPIENTS; m++)
+            if (first_seq[m] == next)
+                at = m;
+        if (at == RECIPIENTS)
+            fail_msg("no mailbox's run starts at seq %llu: the publish's seqs have a gap",
+                     (unsigned long long)next);
+        for (size_t m = 0; m < RECIPIENTS; m++)
+            if (mailboxes[m].first_item < mailboxes[at].first_item && first_seq[m] > first_seq[at])
+                fail_msg("%s first appears before %s in the publish but got later seqs",
+                         mailboxes[m].principal, mailboxes[at].principal);
+        next = last_seq[at] + 1;
+    }
+    assert_int_equal(next - low, total);
+
+    assert_int_equal(h_broker_stop(env), 0);
+    const char *const verify[] = {"audit",        "verify",        "--store", env->store_path,
+                                  "--broker-key", env->broker_pub, NULL};
+    h_cli_result_t res;
+    h_run_ctl_argv(env, NULL, NULL, verify, &res);
+    h_expect_exit(&res, 0, "audit verify after a batch to several recipients");
+    h_expect_text(res.out, "audit trail intact",
+                  "audit verify after a batch to several recipients");
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -527,6 +684,8 @@ int main(void)
                                         h_teardown),
         cmocka_unit_test_setup_teardown(test_batch_publish_is_signed_and_refused_whole,
                                         h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_batch_publish_numbers_each_mailbox_consecutively,
+                                        setup_seq_order_broker, h_teardown),
     };
     return cmocka_run_group_tests_name("integration: scenario", tests, NULL, NULL);
 }
