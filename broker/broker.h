@@ -416,6 +416,22 @@ void publish_handle(broker_t *b, session_t *session, const policy_principal_t *s
  * into a new malloc'd buffer (NULL on allocation failure). Also for
  * signals linked to a case (case.c). */
 uint8_t *publish_signal_for_recipient(const Schakel__Signal *signal, uint32_t fields, size_t *len);
+/* What the policy decides a signal by (policy_decide_signal): its facts,
+ * with the recipient partners it is to go to (those the sender named, at
+ * a publish; the one partner asked about, at a case's link). */
+static inline policy_signal_facts_t
+publish_signal_facts(const Schakel__Signal *s, const char *const *recipients, size_t n_recipients)
+{
+    return (policy_signal_facts_t){
+        .kind = s->kind,
+        .theme = s->theme,
+        .area = s->area,
+        .has_subject = s->subject != NULL,
+        .has_case_ref = s->case_ref != NULL,
+        .recipients = recipients,
+        .n_recipients = n_recipients,
+    };
+}
 
 /* The stored Accepted frame of a publish (or case command) made into the
  * answer to its repeat: the same, marked duplicate. A new malloc'd frame,

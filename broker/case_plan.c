@@ -154,15 +154,7 @@ static int case_link_entitlement(broker_t *b, const Schakel__Signal *s,
     if (sender == NULL)
         return -1;
     const char *const to[] = {linker->partner->id};
-    policy_signal_facts_t facts = {
-        .kind = s->kind,
-        .theme = s->theme,
-        .area = s->area,
-        .has_subject = s->subject != NULL,
-        .has_case_ref = s->case_ref != NULL,
-        .recipients = to,
-        .n_recipients = 1,
-    };
+    policy_signal_facts_t facts = publish_signal_facts(s, to, 1);
     policy_decision_t decision;
     if (policy_decide_signal(b->policy, sender, &facts, &decision) != VERDICT_ALLOW ||
         decision.n_grants != 1 || !policy_rule_reaches(b->policy, decision.grants[0].rule, linker))

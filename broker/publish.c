@@ -96,15 +96,8 @@ static int plan_items(broker_t *b, const session_t *session, const policy_princi
             return -1;
         }
         const Schakel__Signal *s = plan->signal;
-        policy_signal_facts_t facts = {
-            .kind = s->kind,
-            .theme = s->theme,
-            .area = s->area,
-            .has_subject = s->subject != NULL,
-            .has_case_ref = s->case_ref != NULL,
-            .recipients = (const char *const *)s->recipients,
-            .n_recipients = s->n_recipients,
-        };
+        policy_signal_facts_t facts =
+            publish_signal_facts(s, (const char *const *)s->recipients, s->n_recipients);
         if (policy_decide_signal(b->policy, sender, &facts, &plan->decision) != VERDICT_ALLOW) {
             broker_reject(b, session, SCHAKEL__REASON__POLICY_DENIED, plan->decision.reason, id,
                           (int)i, 0);
