@@ -115,6 +115,7 @@ void admin_destroy(admin_t **adminp)
     admin_t *admin = *adminp;
     for (size_t i = 0; admin->pending != NULL && i < admin->n_pending; i++)
         free(admin->pending[i].refusal);
+    admin_export_abandon(admin); /* said, if one was still going out */
     admin_export_release(admin);
     connevents_close(admin->socket, &admin->events);
     if (admin->socket != NULL)

@@ -76,11 +76,15 @@ int admin_has_pending(const admin_t *admin);
  * the stop's last step, once the store is done with: one going out goes
  * on going out until its operator has it and closes the connection, or
  * its connection closes otherwise, or for at most SCHAKEL_ADMIN_STOP_MAX_MS
- * (blocks meanwhile). Each is safe on NULL. */
+ * (blocks meanwhile); one whose operator's key a reload took out ends
+ * first. admin_export_abandon: an export still going out when the broker
+ * ends without that (a storage failure) is said undelivered; called by
+ * admin_destroy. Each is safe on NULL. */
 void admin_export_step(admin_t *admin, struct broker *b);
 int admin_export_wait_ms(const admin_t *admin);
 void admin_stop(admin_t *admin, const struct broker *b);
-void admin_stop_drain(admin_t *admin);
+void admin_stop_drain(admin_t *admin, const struct broker *b);
+void admin_export_abandon(admin_t *admin);
 
 /* A retention in seconds as a policy writes it, in the largest unit that
  * divides it exactly: 31536000 -> "1y", 7776000 -> "90d", 90 -> "90s".

@@ -347,12 +347,18 @@ void admin_export_answer(admin_t *admin, const broker_t *b, int committed)
  * (review: with the rest handed to libzmq and 5 s of ZMQ_LINGER, an
  * operator on a busy machine got none of it, one time in three). How
  * much the operator takes is no sign of life: a stopped one's kernel
- * still takes a chunk every few seconds. */
-void admin_stop_drain(admin_t *admin)
+ * still takes a chunk every few seconds. An export whose operator's key
+ * a reload took out is ended first, as in a turn. */
+void admin_stop_drain(admin_t *admin, const broker_t *b)
 {
     if (admin == NULL || !admin->job.sending)
         return;
     admin_export_job_t *job = &admin->job;
+    /* a reload of the loop's last turn (an operator's, run after that
+     * turn's chunks were sent) may have taken its operator's key out */
+    admin_events_drain(admin);
+    if (admin_export_revoked(admin, b))
+        return;
     char owed_text[24], wait_text[16];
     snprintf(owed_text, sizeof owed_text, "%zu",
              sendq_bytes(job->queue) + (job->json != NULL ? job->json_len - job->sent : 0));
@@ -365,7 +371,10 @@ void admin_stop_drain(admin_t *admin)
         admin_events_drain(admin);
         outcome = admin_export_hand(job, admin, SIZE_MAX);
         now = broker_monotonic_ms();
-        if (outcome < 0 || (outcome > 0 && job->gone) || now - start >= SCHAKEL_ADMIN_STOP_MAX_MS)
+        /* all of it out and the close seen; or out, where no close can be
+         * seen (connection events unavailable: counted done, as in a turn) */
+        if (outcome < 0 || (outcome > 0 && (job->gone || admin->events == NULL)) ||
+            now - start >= SCHAKEL_ADMIN_STOP_MAX_MS)
             break;
         /* woken by a connection event; a frame taken out is seen by time */
         zmq_pollitem_t item = {admin->events, 0, ZMQ_POLLIN, 0};
@@ -373,18 +382,30 @@ void admin_stop_drain(admin_t *admin)
             zmq_errno() != EINTR)
             break;
     }
-    if (outcome != 0) {
-        /* handed out whole (its close not seen within the wait: the kernel
-         * holds the rest), or cut off as in a turn */
-        admin_export_end(admin, now, outcome);
+    if (outcome < 0 || (outcome > 0 && (job->gone || admin->events == NULL))) {
+        admin_export_end(admin, now, outcome); /* as in a turn */
         return;
     }
-    char why[128];
+    /* the wait ran out: the broker's close resets a connection the
+     * operator has not closed, and what the kernel still held of it with it */
+    char why[160];
     snprintf(why, sizeof why,
-             "the broker stopped, and its operator had not taken the rest within %d ms",
+             outcome > 0 ? "the broker stopped, and its operator had not closed its connection "
+                           "within %d ms: whether all of it arrived is not known"
+                         : "the broker stopped, and its operator had not taken the rest within %d "
+                           "ms",
              SCHAKEL_ADMIN_STOP_MAX_MS);
     admin_export_log(job, now, "admin.export_undelivered", why);
     admin_export_release(admin);
+}
+
+void admin_export_abandon(admin_t *admin)
+{
+    if (admin == NULL || !admin->job.sending)
+        return;
+    admin_export_log(&admin->job, broker_monotonic_ms(), "admin.export_undelivered",
+                     "the broker stopped on a failure (the lines before say which) before all "
+                     "of it was sent");
 }
 
 void admin_stop(admin_t *admin, const broker_t *b)

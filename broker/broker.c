@@ -693,6 +693,6 @@ int broker_run(broker_t *b)
         log_event(LOG_WARN, "store.checkpoint_failed", "error", store_errmsg(b->store), NULL);
     if (store_sync_failed(b->store))
         return -1;
-    admin_stop_drain(b->admin); /* an export going out, with the store done with */
+    admin_stop_drain(b->admin, b); /* an export going out, with the store done with */
     return 0;
 }

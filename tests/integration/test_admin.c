@@ -66,6 +66,20 @@ static int setup_admin_broker_patient(void **state)
     return 0;
 }
 
+/* The patient one with syncgate.so (tests/integration/syncgate.c): its
+ * syncs fail while the file sync-fail in the test's folder exists. */
+static int setup_admin_broker_patient_failable(void **state)
+{
+    static char timeout[64], fail[PATH_MAX];
+    snprintf(timeout, sizeof timeout, "admin_heartbeat_timeout=%ds", 30 * h_time_factor());
+    const char *const extra[] = {ADMIN_ON[0], ADMIN_ON[1], "--set", timeout, NULL};
+    h_env_t *env = h_env_new();
+    snprintf(fail, sizeof fail, "%s/sync-fail", env->dir);
+    h_broker_start_shimmed(env, "syncgate.so", "SCHAKEL_TEST_SYNC_FAIL", fail, extra);
+    *state = env;
+    return 0;
+}
+
 /* An operator's connection that answers no heartbeat for 1 s is closed. */
 static int setup_admin_broker_impatient(void **state)
 {
@@ -2476,6 +2490,45 @@ static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void *
         exports + 1);
 }
 
+/* An export going out when the broker stops on a failure (a sync of its
+ * store fails: the broker exits 1 without its stop's drain): the export
+ * is said undelivered as the broker ends, not dropped without a word
+ * (review: its job was freed silently). */
+static void test_export_going_out_when_the_broker_fails(void **state)
+{
+    h_env_t *env = *state;
+    static export_run_t run; /* not on the stack: see export_run_t */
+    long offset = export_hold(&run, env, "--timeout=120");
+    char fail[PATH_MAX];
+    snprintf(fail, sizeof fail, "%s/sync-fail", env->dir);
+    FILE *f = fopen(fail, "w");
+    assert_non_null(f);
+    assert_int_equal(fclose(f), 0);
+    /* a commit to sync (a partner's admission is recorded): its sync
+     * fails, and the broker stops; the partner may be refused or not */
+    schakel_client_t *jekerdal = NULL;
+    schakel_error_t err;
+    (void)h_try_connect(env, h_key_file(env, H_WOCO_JEKERDAL), &jekerdal, &err);
+    if (jekerdal != NULL) {
+        schakel_signal_t signal = h_signal_cannabis();
+        (void)schakel_publish(jekerdal, NULL, &signal, 1, NULL, NULL, NULL, NULL, H_TIMEOUT_MS);
+        schakel_close(&jekerdal);
+    }
+    assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS * h_time_factor()), 1);
+    assert_int_equal(kill(*run.pid, SIGKILL), 0);
+    export_join(&run);
+    h_cli_result_free(&run.res);
+    if (h_log_count(env, offset, "event=broker.stopping why=") != 1 ||
+        h_log_count(env, offset, "event=admin.export_undelivered principal=" H_OPERATOR) != 1 ||
+        h_log_count(env, offset,
+                    "the broker stopped on a failure (the lines before say "
+                    "which) before all of it was sent") != 1 ||
+        h_log_count(env, offset, "event=admin.export_done") != 0) {
+        h_dump_log(env);
+        fail_msg("an export going out as the broker failed was not said undelivered");
+    }
+}
+
 /* Exports read whole, each small enough to be handed to libzmq in one
  * turn, whose operator (schakelctl) closes its connection as soon as it
  * has the last chunk, often before the broker's next turn looks: each is
@@ -3033,6 +3086,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             test_export_going_out_at_a_stop_to_an_operator_who_takes_none,
             setup_admin_broker_patient, h_teardown),
+        cmocka_unit_test_setup_teardown(test_export_going_out_when_the_broker_fails,
+                                        setup_admin_broker_patient_failable, h_teardown),
         cmocka_unit_test_setup_teardown(
             test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout,
             setup_admin_broker_impatient, h_teardown),
