@@ -162,15 +162,18 @@ typedef struct audit_verify_report {
      * altered, moved) or of the checkpoint that fails, and why. */
     uint64_t broken_seq;
     char problem[512];
-    /* The acked-delivery index (audit_acks: derived from the entries, what
-     * the data-subject export looks acks up in), checked once the chain is
-     * intact: index_checked 0 for a store from before it. acked_seqs is
-     * what the verified entries list; index_intact 0 when the index
-     * disagrees with them (a row missing, extra, naming another entry, or
-     * naming an entry the trail does not hold), index_problem says where
-     * first. It leaves intact as the chain is. */
+    /* The acked-delivery index (audit_ack_ranges, a row per run of
+     * consecutive seqs in an entry; audit_acks, a row per seq, before
+     * schema 12: derived from the entries, what the data-subject export
+     * looks acks up in), checked once the chain is intact: index_checked 0
+     * for a store from before it. acked_seqs is what the verified entries
+     * list, acked_runs in how many runs (as many as seqs before schema
+     * 12); index_intact 0 when the index disagrees with them (a row
+     * missing, extra, naming another entry, holding other seqs than a run,
+     * overlapping another, or naming an entry the trail does not hold),
+     * index_problem says where first. It leaves intact as the chain is. */
     int index_checked, index_intact;
-    uint64_t acked_seqs;
+    uint64_t acked_seqs, acked_runs;
     char index_problem[256];
     /* SQLite's own indexes of the trail's tables (audit_by_subject,
      * audit_by_delivery: what the export finds a subject's entries
@@ -202,8 +205,8 @@ typedef struct audit_verify_report {
  * could not be read (report->problem says why). Memory is bounded
  * (SCHAKEL_AUDIT_VERIFY_BATCH entries' checkpoints and 1 MiB of listed
  * acks at a time); time is one BLAKE2b per entry, one Ed25519
- * verification per checkpoint, one index look-up per listed ack, and
- * SQLite's walk of the tables and their indexes. */
+ * verification per checkpoint, one index look-up per listed run of acks,
+ * and SQLite's walk of the tables and their indexes. */
 int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
                  const audit_anchor_t *anchor, audit_verify_report_t *report);
 

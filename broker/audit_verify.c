@@ -33,15 +33,17 @@ typedef struct verify_state {
     store_audit_checkpoint_t *cps; /* this batch's checkpoints, in seq order */
     size_t n_cps, cap_cps, next_cp;
     int out_of_memory;
-    /* The acked-delivery index check: (delivery seq, entry seq) pairs the
-     * entries listed since the last look-up round, at most
-     * VERIFY_ACKED_PAIRS (the scan pauses to look them up). */
-    uint64_t (*acked)[2];
+    /* The acked-delivery index check: the runs of consecutive seqs (first,
+     * last, entry seq) the entries listed since the last look-up round, at
+     * most VERIFY_ACKED_RUNS (the scan pauses to look them up); each seq
+     * a run of its own when the index keeps a row per seq (schema < 12). */
+    uint64_t (*acked)[3];
     size_t n_acked;
     int acked_pause;
+    int acked_index; /* STORE_AUDIT_ACKED_*, asked once */
 } verify_state_t;
 
-#define VERIFY_ACKED_PAIRS 65536u /* 1 MiB of pairs */
+#define VERIFY_ACKED_RUNS 43690u /* 1 MiB of runs */
 
 static void verify_broken(verify_state_t *st, uint64_t seq, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -227,7 +229,7 @@ static void verify_index_problem(verify_state_t *st, const char *fmt, ...)
     va_end(ap);
 }
 
-/* An acked entry's seqs, into the pairs the next look-up round checks.
+/* An acked entry's seqs, as runs, into what the next look-up round checks.
  * Returns 1 when the scan should pause for that round. */
 static int verify_collect_acked(verify_state_t *st, const store_audit_entry_t *e)
 {
@@ -241,16 +243,21 @@ static int verify_collect_acked(verify_state_t *st, const store_audit_entry_t *e
                              (unsigned long long)e->seq);
         return 0;
     }
-    if (st->acked == NULL && (st->acked = malloc(VERIFY_ACKED_PAIRS * sizeof *st->acked)) == NULL) {
+    if (st->acked == NULL && (st->acked = malloc(VERIFY_ACKED_RUNS * sizeof *st->acked)) == NULL) {
         st->out_of_memory = 1;
         return 1;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n;) {
+        size_t end =
+            st->acked_index == STORE_AUDIT_ACKED_RANGES ? store_audit_seqs_run(seqs, n, i) : i + 1;
         st->acked[st->n_acked][0] = seqs[i];
-        st->acked[st->n_acked++][1] = e->seq;
+        st->acked[st->n_acked][1] = seqs[end - 1];
+        st->acked[st->n_acked++][2] = e->seq;
+        st->report->acked_runs++;
+        i = end;
     }
     st->report->acked_seqs += n;
-    return st->n_acked + STORE_AUDIT_MAX_ACKED_SEQS > VERIFY_ACKED_PAIRS;
+    return st->n_acked + STORE_AUDIT_MAX_ACKED_SEQS > VERIFY_ACKED_RUNS;
 }
 
 static int verify_entry(const store_audit_entry_t *e, void *arg)
@@ -286,51 +293,80 @@ static int verify_entry(const store_audit_entry_t *e, void *arg)
     return st->acked_pause;
 }
 
-/* A look-up round: the index must name, for each delivery an entry lists,
- * that entry. Returns 0, or -1 on a read error. */
+/* One run an entry lists against the index: the row that holds its first
+ * seq must be the run, exactly, and name the entry. */
+static void verify_acked_run(verify_state_t *st, uint64_t first, uint64_t last, uint64_t listed_by,
+                             int found, uint64_t row_first, uint64_t row_last, uint64_t named)
+{
+    if (!found)
+        verify_index_problem(st,
+                             "entry %llu lists delivery %llu as acked, but the index does not "
+                             "name it",
+                             (unsigned long long)listed_by, (unsigned long long)first);
+    else if (named != listed_by)
+        verify_index_problem(st,
+                             "entry %llu lists delivery %llu as acked, but the index names "
+                             "entry %llu for it",
+                             (unsigned long long)listed_by, (unsigned long long)first,
+                             (unsigned long long)named);
+    else if (row_first != first || row_last != last)
+        verify_index_problem(st,
+                             "entry %llu lists deliveries %llu to %llu as acked (a run), but the "
+                             "index's row for delivery %llu holds %llu to %llu",
+                             (unsigned long long)listed_by, (unsigned long long)first,
+                             (unsigned long long)last, (unsigned long long)first,
+                             (unsigned long long)row_first, (unsigned long long)row_last);
+}
+
+/* A look-up round: the index must hold, for each run of deliveries an
+ * entry lists, a row of that run naming that entry. Returns 0, or -1 on
+ * a read error. */
 static int verify_acked_round(store_t *store, verify_state_t *st)
 {
     for (size_t i = 0; i < st->n_acked && st->report->index_intact; i++) {
-        uint64_t delivery = st->acked[i][0], listed_by = st->acked[i][1], named = 0;
-        int rc = store_audit_acked_lookup(store, delivery, &named);
+        uint64_t first = st->acked[i][0], row_first = 0, row_last = 0, named = 0;
+        int rc = store_audit_acked_row(store, first, &row_first, &row_last, &named);
         if (rc < 0)
             return -1;
-        if (rc == 0)
-            verify_index_problem(st,
-                                 "entry %llu lists delivery %llu as acked, but the index does not "
-                                 "name it",
-                                 (unsigned long long)listed_by, (unsigned long long)delivery);
-        else if (named != listed_by)
-            verify_index_problem(st,
-                                 "entry %llu lists delivery %llu as acked, but the index names "
-                                 "entry %llu for it",
-                                 (unsigned long long)listed_by, (unsigned long long)delivery,
-                                 (unsigned long long)named);
+        verify_acked_run(st, first, st->acked[i][1], st->acked[i][2], rc, row_first, row_last,
+                         named);
     }
     st->n_acked = 0;
     return 0;
 }
 
 /* After an intact chain: the index holds no row beyond those the entries
- * list (each listed one was looked up). Rows for entries after the last
- * one verified (a live broker goes on writing) are not counted, but a row
- * naming an entry that does not exist is named: it would make the ack of
- * its delivery fail for good. */
+ * list (each listed run was looked up), and no two of its rows overlap
+ * (a look-up descends to one of them only). Rows for entries after the
+ * last one verified (a live broker goes on writing) are not counted, but
+ * a row naming an entry that does not exist is named: it would make the
+ * ack of its deliveries fail for good. */
 static int verify_index_end(store_t *store, verify_state_t *st)
 {
-    uint64_t rows = 0, delivery = 0, entry = 0;
+    uint64_t rows = 0, delivery = 0, entry = 0, overlap[4];
     int rc = store_audit_acked_count(store, st->report->last_seq, &rows);
     if (rc <= 0)
         return rc; /* -1, or 0: a store from before the index */
     st->report->index_checked = 1;
-    if (rows != st->report->acked_seqs)
+    const audit_verify_report_t *r = st->report;
+    if (rows != r->acked_runs)
+        verify_index_problem(
+            st,
+            "the index holds %llu %s for entries up to %llu, but those "
+            "entries list %llu acked %s in %llu %s",
+            (unsigned long long)rows, plural(rows, "row", "rows"), (unsigned long long)r->last_seq,
+            (unsigned long long)r->acked_seqs, plural(r->acked_seqs, "delivery", "deliveries"),
+            (unsigned long long)r->acked_runs, plural(r->acked_runs, "run", "runs"));
+    rc = store_audit_acked_overlap(store, overlap);
+    if (rc < 0)
+        return -1;
+    if (rc > 0)
         verify_index_problem(st,
-                             "the index holds %llu %s for entries up to %llu, but those "
-                             "entries list %llu acked %s",
-                             (unsigned long long)rows, plural(rows, "row", "rows"),
-                             (unsigned long long)st->report->last_seq,
-                             (unsigned long long)st->report->acked_seqs,
-                             plural(st->report->acked_seqs, "delivery", "deliveries"));
+                             "the index's rows for deliveries %llu to %llu and %llu to %llu "
+                             "overlap (a look-up of delivery %llu finds only the second)",
+                             (unsigned long long)overlap[0], (unsigned long long)overlap[1],
+                             (unsigned long long)overlap[2], (unsigned long long)overlap[3],
+                             (unsigned long long)overlap[2]);
     rc = store_audit_acked_stray(store, st->report->last_seq, &delivery, &entry);
     if (rc < 0)
         return -1;
@@ -432,6 +468,8 @@ int audit_verify(store_t *store, const uint8_t (*keys)[32], size_t n_keys,
      * certifies would look like a trail cut back. */
     int snapshot = store_audit_snapshot_begin(store);
     int result = snapshot < 0 ? -1 : 0;
+    if (result == 0 && (st.acked_index = store_audit_acked_index(store)) < 0)
+        result = -1;
     for (; result == 0;) {
         int n = verify_batch(store, &st);
         if (n < 0) {

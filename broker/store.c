@@ -150,6 +150,8 @@ static const char *const stmt_sql[STMT_COUNT] = {
     [STMT_PUBLISH_SENDER] = "SELECT sender FROM publishes WHERE id = ?1",
     [STMT_STORED_BYTES_ADD] = "INSERT INTO stored_bytes (partner, bytes) VALUES (?1, ?2)"
                               " ON CONFLICT (partner) DO UPDATE SET bytes = bytes + excluded.bytes",
+    [STMT_DELIVERY_HIGH_SET] = "INSERT INTO meta (name, value) VALUES ('delivery_seq_high', ?1)"
+                               " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
     [STMT_SET_ASIDE_REMOVE] = "DELETE FROM deliveries_set_aside WHERE seq = ?1",
     /* One whose expires_at is no integer in range (NULL, a text or a blob,
      * which sort after every number, or a real past any integer): the

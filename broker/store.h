@@ -1028,6 +1028,11 @@ typedef struct store_audit_field_info {
  * NULL), or 0 when text is not such a list. Safe on any input. */
 size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max);
 
+/* The run of consecutive seqs that starts at seqs[i] (i < n, seqs
+ * ascending): returns the index just past its last seq. An acked entry's
+ * seqs are indexed a row per run (store_audit_append). */
+size_t store_audit_seqs_run(const uint64_t *seqs, size_t n, size_t i);
+
 /* Deliveries one "delivery.queued" entry lists at most, and the bytes of
  * its deliveries text at most. */
 #define STORE_AUDIT_MAX_QUEUED_DELIVERIES 1024u
@@ -1169,10 +1174,11 @@ int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
  * at most SCHAKEL_AUDIT_MAX_TEXT_LEN bytes; a text field given an integer,
  * or the other way round, is refused; event is required. delivery_seqs
  * is refused unless it is a canonical seq list (store_audit_seqs_parse) on
- * a "delivery.acked" entry without delivery_seq; each of its seqs is
- * indexed (audit_acks: delivery seq -> entry seq) with the entry, and a
- * seq indexed before refuses it ("the audit_acks index already names
- * delivery N (run schakelctl audit verify)"). deliveries is refused unless canonical
+ * a "delivery.acked" entry without delivery_seq; its seqs are indexed
+ * with the entry, a row per run of consecutive seqs (audit_ack_ranges:
+ * first seq, last seq -> entry seq), and a seq indexed before refuses it
+ * ("the audit_ack_ranges index already names delivery N (run schakelctl
+ * audit verify)"). deliveries is refused unless canonical
  * (store_audit_deliveries_parse) on a "delivery.queued" entry that has none
  * of the per-delivery fields it replaces (recipient, recipient_partner,
  * delivery_seq, rule_id, rule_hash, purpose, legal_basis, fields,
@@ -1180,7 +1186,8 @@ int store_audit_tail_mismatch(const store_t *store, uint64_t *stored_seq,
  * without the entry and its index rows. Returns 0 or -1; on a full disk
  * store_last_error_is_unavailable says so. Cost: one table append and up
  * to two index inserts (subject, delivery_seq), O(log n); an acked entry
- * one small insert per seq instead, inside a savepoint. */
+ * a descent and a small insert per run of its seqs instead, inside a
+ * savepoint. */
 int store_audit_append(store_t *store, const store_audit_entry_t *entry);
 
 /* Inside the caller's open transaction: insert a checkpoint for an entry
@@ -1200,10 +1207,11 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
  * store_audit_scan_delivery: entries up to up_to_seq that name this
  * delivery seq in delivery_seq, in seq order (index).
  * store_audit_scan_acked: the entry up to up_to_seq whose delivery_seqs
- * lists it, through audit_acks (two key lookups; none on a store older
- * than schema 6). The bounds let a reader cut the trail where it stood
- * when it began (UINT64_MAX: no bound). store_audit_checkpoint_scan:
- * checkpoints with after_seq < seq <= up_to_seq, in seq order. */
+ * lists it, through the acked-delivery index (a descent to the seq's
+ * range, a key lookup; none on a store older than schema 6). The bounds
+ * let a reader cut the trail where it stood when it began (UINT64_MAX: no
+ * bound). store_audit_checkpoint_scan: checkpoints with after_seq < seq
+ * <= up_to_seq, in seq order. */
 typedef int (*store_audit_fn)(const store_audit_entry_t *entry, void *arg);
 typedef int (*store_audit_checkpoint_fn)(const store_audit_checkpoint_t *checkpoint, void *arg);
 int store_audit_scan(store_t *store, uint64_t after_seq, size_t limit, store_audit_fn fn,
@@ -1215,12 +1223,27 @@ int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, uint64_t up
 int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
                            store_audit_fn fn, void *arg);
 
-/* The acked-delivery index (audit_acks), for audit_verify's check that it
- * agrees with the entries. store_audit_acked_lookup: 1 with *audit_seq the
- * entry the index names for this delivery, 0 when it names none, -1 on
- * error. store_audit_acked_count: 1 with *count its rows that name an
- * entry up to up_to_seq (a full walk of the index), 0 when the store
- * predates it (schema < 6; lookups then find nothing), -1 on error. */
+/* The acked-delivery index, for audit_verify's check that it agrees with
+ * the entries. Since schema 12 it is audit_ack_ranges, a row per run of
+ * consecutive seqs in an entry's list (first_seq, last_seq -> the entry),
+ * the rows never overlapping; in a store of schema 6 to 11 (an offline
+ * reader's) it is audit_acks, read as rows of one seq each.
+ * store_audit_acked_index: which of them the store has
+ * (STORE_AUDIT_ACKED_*), or -1 on error.
+ * store_audit_acked_row: 1 with the row that holds the delivery (its
+ * range and the entry it names), 0 when none does, -1 on error (one
+ * descent). store_audit_acked_lookup: the same, the entry only.
+ * store_audit_acked_count: 1 with *count its rows that name an entry up
+ * to up_to_seq (a full walk of the index), 0 when the store predates it
+ * (schema < 6; lookups then find nothing), -1 on error. */
+enum {
+    STORE_AUDIT_ACKED_NONE = 0,    /* schema < 6 */
+    STORE_AUDIT_ACKED_PER_SEQ = 1, /* audit_acks, schema 6 to 11 */
+    STORE_AUDIT_ACKED_RANGES = 2   /* audit_ack_ranges, schema 12 on */
+};
+int store_audit_acked_index(store_t *store);
+int store_audit_acked_row(store_t *store, uint64_t delivery_seq, uint64_t *first, uint64_t *last,
+                          uint64_t *audit_seq);
 int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq);
 /* Reads from here to store_audit_snapshot_end see one state of the file, whatever
  * a running broker commits meanwhile (a WAL read transaction; it keeps
@@ -1234,24 +1257,32 @@ void store_audit_snapshot_end(store_t *store, int began);
  * writes one; the exports leave them out). 0 with *count, or -1. */
 int store_audit_off_chain(store_t *store, uint64_t *count);
 /* SQLite's own check of the trail's tables (audit, audit_checkpoints,
- * audit_acks) and their indexes (audit_by_subject, audit_by_delivery:
- * what the data-subject export reads through, and what the chain's walk
- * by seq never meets): PRAGMA integrity_check of each table, which also
- * finds an index rebuilt outside the broker to leave rows out or to file
- * them under another value. *problems counts SQLite's messages, problem
- * holds the first (with its table); 0 problems when all is well. Returns
- * 0, or -1 when the check could not run. Cost: a walk of each table, a
- * b-tree look-up per row and index, and a walk of each index: several
- * times a plain walk (some 7 s for 2 million entries, against 0.8 s). */
+ * audit_ack_ranges or, before schema 12, audit_acks) and their indexes
+ * (audit_by_subject, audit_by_delivery: what the data-subject export
+ * reads through, and what the chain's walk by seq never meets): PRAGMA
+ * integrity_check of each table, which also finds an index rebuilt
+ * outside the broker to leave rows out or to file them under another
+ * value. *problems counts SQLite's messages, problem holds the first
+ * (with its table); 0 problems when all is well. Returns 0, or -1 when the
+ * check could not run. Cost: a walk of each table, a b-tree look-up per
+ * row and index, and a walk of each index: several times a plain walk
+ * (some 7 s for 2 million entries, against 0.8 s). */
 int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uint64_t *problems);
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count);
-/* A row of audit_acks naming an entry after after_seq that does not exist
- * (written outside the broker: it would make the ack of that delivery fail
- * for good). 1 with the first such row's delivery and entry seqs, 0 when
- * there is none or the store predates the index, -1 on error. Cost: a walk
- * of the index. */
+/* A row of the acked-delivery index naming an entry after after_seq that
+ * does not exist (written outside the broker: it would make the ack of
+ * its deliveries fail for good). 1 with the first such row's first
+ * delivery seq and entry seq, 0 when there is none or the store predates
+ * the index, -1 on error. Cost: a walk of the index. */
 int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
                             uint64_t *audit_seq);
+/* Two rows of audit_ack_ranges whose ranges overlap (written outside the
+ * broker: a look-up descends to one of them only, and would miss a seq
+ * the other holds). 1 with the first such pair in first_seq order
+ * (ranges: first and last seq of the one before, then of the other), 0
+ * when there is none or the store keeps a row per seq, -1 on error. Cost:
+ * a walk of the index. */
+int store_audit_acked_overlap(store_t *store, uint64_t ranges[4]);
 int store_audit_checkpoint_scan(store_t *store, uint64_t after_seq, uint64_t up_to_seq,
                                 store_audit_checkpoint_fn fn, void *arg);
 

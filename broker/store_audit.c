@@ -1,7 +1,8 @@
 /*
  * store_audit.c — the audit trail's rows written: entries and signed
  * checkpoints appended in the caller's transaction, the acked-delivery
- * index (audit_acks) written with them, the tail, and the trail's
+ * index (audit_ack_ranges) written with them and made from the older
+ * index by the migration to schema 12, the tail, and the trail's
  * statements (store_audit_read.c reads with them). Knows SQL, not hashes or
  * signatures (audit.c's). Errors are -1 with store_errmsg set.
  */
@@ -49,6 +50,9 @@ const store_audit_field_info_t store_audit_fields[STORE_AUDIT_FIELD_COUNT] = {
 /* The step that added deliveries (6 -> 7): an older store's entries read
  * with it absent. */
 #define AUDIT_QUEUED_SCHEMA_VERSION 7
+/* The step that made the index ranges (11 -> 12): an offline reader of an
+ * older store reads audit_acks, a row per seq, as ranges of one seq. */
+#define AUDIT_RANGES_SCHEMA_VERSION STORE_SCHEMA_ACK_RANGES_VERSION
 
 #define AUDIT_FIELD_COLUMNS_BEFORE_ACKS                                                            \
     "event, actor, peer, curve_key, recipient, recipient_partner, message_id, item_index,"         \
@@ -95,13 +99,18 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
         " ORDER BY seq",
     [AUDIT_STMT_CHECKPOINT_SCAN] = "SELECT " AUDIT_CHECKPOINT_COLUMNS " FROM audit_checkpoints"
                                    " WHERE seq > ?1 AND seq <= ?2 ORDER BY seq",
-    [AUDIT_STMT_ACKED_ADD] = "INSERT INTO audit_acks (delivery_seq, audit_seq) VALUES (?1, ?2)",
-    /* two rowid lookups: the index row, then the entry */
+    [AUDIT_STMT_ACKED_ADD] =
+        "INSERT INTO audit_ack_ranges (first_seq, last_seq, audit_seq) VALUES (?1, ?2, ?3)",
+    /* A seq's row, if any, is the one with the greatest first_seq at most
+     * the seq, when its last_seq reaches the seq: one descent of the rowid
+     * b-tree, then a rowid lookup of the entry. */
     [AUDIT_STMT_SCAN_ACKED] =
-        "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq ="
-        " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1) AND seq <= ?2",
-    [AUDIT_STMT_ACKED_LOOKUP] = "SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1",
-    [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_acks WHERE audit_seq <= ?1",
+        "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq = (SELECT audit_seq FROM"
+        " (SELECT audit_seq, last_seq FROM audit_ack_ranges WHERE first_seq <= ?1"
+        " ORDER BY first_seq DESC LIMIT 1) WHERE last_seq >= ?1) AND seq <= ?2",
+    [AUDIT_STMT_ACKED_LOOKUP] = "SELECT first_seq, last_seq, audit_seq FROM audit_ack_ranges"
+                                " WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1",
+    [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_ack_ranges WHERE audit_seq <= ?1",
     [AUDIT_STMT_SAVEPOINT] = "SAVEPOINT audit_acked",
     [AUDIT_STMT_RELEASE] = "RELEASE audit_acked",
     [AUDIT_STMT_ROLLBACK_TO] = "ROLLBACK TO audit_acked",
@@ -138,6 +147,17 @@ static const char *const audit_sql_before_queued[AUDIT_STMT_COUNT] = {
         " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1) AND seq <= ?2",
 };
 
+/* The acked-delivery statements for a store of schema 6 to 11 (offline
+ * readers only): audit_acks, a row per seq, read as ranges of one seq. */
+static const char *const audit_sql_per_seq[AUDIT_STMT_COUNT] = {
+    [AUDIT_STMT_SCAN_ACKED] = "SELECT " AUDIT_ROW_COLUMNS " FROM audit WHERE seq ="
+                              " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = ?1)"
+                              " AND seq <= ?2",
+    [AUDIT_STMT_ACKED_LOOKUP] = "SELECT delivery_seq, delivery_seq, audit_seq FROM audit_acks"
+                                " WHERE delivery_seq = ?1",
+    [AUDIT_STMT_ACKED_COUNT] = "SELECT count(*) FROM audit_acks WHERE audit_seq <= ?1",
+};
+
 /* ------------------------------------------------------------------ statements */
 
 /* The scans must yield the columns in the order of store_audit_fields. */
@@ -161,27 +181,43 @@ static long audit_schema(store_t *store)
 {
     int64_t version = 0;
     if (!store->audit_reader)
-        return AUDIT_QUEUED_SCHEMA_VERSION;
+        return AUDIT_RANGES_SCHEMA_VERSION;
     if (store_query_int64(store, "PRAGMA user_version", &version) != 0)
         return -1;
     return (long)version;
 }
 
-/* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
- * them, -1 on error. */
+/* 1 when the store has delivery_seqs and an acked-delivery index, 0 when
+ * it predates them, -1 on error. */
 int store_audit_has_acks(store_t *store)
 {
     long version = audit_schema(store);
     return version < 0 ? -1 : version >= AUDIT_ACKS_SCHEMA_VERSION;
 }
 
-/* The SQL of an entry scan for a store of this schema version. */
+int store_audit_acked_index(store_t *store)
+{
+    if (store_enter(store, "audit acked index") != 0)
+        return -1;
+    long version = audit_schema(store);
+    if (version < 0)
+        return -1;
+    if (version < AUDIT_ACKS_SCHEMA_VERSION)
+        return STORE_AUDIT_ACKED_NONE;
+    return version < AUDIT_RANGES_SCHEMA_VERSION ? STORE_AUDIT_ACKED_PER_SEQ
+                                                 : STORE_AUDIT_ACKED_RANGES;
+}
+
+/* The SQL of an entry scan (or an acked-delivery statement) for a store
+ * of this schema version. */
 static const char *audit_scan_sql(enum store_audit_stmt_id id, long version)
 {
     if (version < AUDIT_ACKS_SCHEMA_VERSION && audit_sql_before_acks[id] != NULL)
         return audit_sql_before_acks[id];
     if (version < AUDIT_QUEUED_SCHEMA_VERSION && audit_sql_before_queued[id] != NULL)
         return audit_sql_before_queued[id];
+    if (version < AUDIT_RANGES_SCHEMA_VERSION && audit_sql_per_seq[id] != NULL)
+        return audit_sql_per_seq[id];
     return audit_sql[id];
 }
 
@@ -193,7 +229,8 @@ static int audit_stmt_refresh(store_t *store, enum store_audit_stmt_id id)
 {
     sqlite3_stmt *stmt = store->audit_stmt[id];
     if (!store->audit_reader || strcmp(sqlite3_sql(stmt), audit_sql[id]) == 0 ||
-        (audit_sql_before_acks[id] == NULL && audit_sql_before_queued[id] == NULL))
+        (audit_sql_before_acks[id] == NULL && audit_sql_before_queued[id] == NULL &&
+         audit_sql_per_seq[id] == NULL))
         return 0;
     long version = audit_schema(store);
     if (version < 0)
@@ -215,7 +252,8 @@ sqlite3_stmt *store_audit_stmt(store_t *store, enum store_audit_stmt_id id)
     const char *sql = audit_sql[id];
     int is_scan = id == AUDIT_STMT_SCAN || id == AUDIT_STMT_SCAN_SUBJECT ||
                   id == AUDIT_STMT_SCAN_DELIVERY || id == AUDIT_STMT_SCAN_ACKED;
-    if (is_scan && store->audit_reader) {
+    int by_version = is_scan || id == AUDIT_STMT_ACKED_LOOKUP || id == AUDIT_STMT_ACKED_COUNT;
+    if (by_version && store->audit_reader) {
         long version = audit_schema(store);
         if (version < 0)
             return NULL;
@@ -537,39 +575,60 @@ static int audit_insert_row(store_t *store, const store_audit_entry_t *entry)
     return store_stmt_run(store, stmt, "audit append");
 }
 
-/* A row of audit_acks that names the delivery already: the broker acks a
- * delivery once (its second ack finds none), so the row was written
- * outside it, and every turn that acks the delivery fails until an
- * operator removes the row (docs/OPERATIONS.md, "When audit verify
- * fails"). Say so, instead of SQLite's words. */
-static void audit_acked_taken(store_t *store, uint64_t delivery_seq)
+/* A row of the index that names one of the entry's deliveries already:
+ * the broker acks a delivery once (its second ack finds none), so the row
+ * was written outside it, and every turn that acks the delivery fails
+ * until an operator removes the row (docs/OPERATIONS.md, "When audit
+ * verify fails"). Say so, instead of SQLite's words. */
+static int audit_acked_taken(store_t *store, uint64_t delivery_seq)
 {
-    if (store->last_rc != SQLITE_CONSTRAINT_PRIMARYKEY &&
-        store->last_rc != SQLITE_CONSTRAINT_UNIQUE)
-        return;
     snprintf(store->errmsg, sizeof store->errmsg,
-             "audit acked index: the audit_acks index already names delivery %llu (run "
+             "audit acked index: the audit_ack_ranges index already names delivery %llu (run "
              "schakelctl audit verify)",
              (unsigned long long)delivery_seq);
+    return -1;
 }
 
-/* The acked-delivery index rows of an entry: delivery seq -> entry seq. A
- * seq indexed before fails on the primary key (audit_acked_taken). */
-static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t *seqs, size_t n)
+/* One index row: the run first..last of the entry audit_seq. The rows
+ * never overlap (audit_verify checks it), so the row before the run's
+ * end, if any, is the only one that could hold a seq of it: one descent
+ * finds a delivery indexed before. A row starting at the same seq fails on
+ * the primary key as well. */
+static int audit_insert_run(store_t *store, uint64_t audit_seq, uint64_t first, uint64_t last)
 {
+    uint64_t row_first = 0, row_last = 0, row_entry = 0;
+    int found = store_audit_range_find(store, last, &row_first, &row_last, &row_entry);
+    if (found < 0)
+        return -1;
+    if (found > 0 && row_last >= first)
+        return audit_acked_taken(store, row_first > first ? row_first : first);
     sqlite3_stmt *stmt = store_audit_stmt(store, AUDIT_STMT_ACKED_ADD);
     if (stmt == NULL)
         return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (store_bind_int64(store, stmt, 1, (int64_t)seqs[i]) != 0 ||
-            store_bind_int64(store, stmt, 2, (int64_t)audit_seq) != 0) {
-            store_stmt_finish(stmt);
+    if (store_bind_int64(store, stmt, 1, (int64_t)first) != 0 ||
+        store_bind_int64(store, stmt, 2, (int64_t)last) != 0 ||
+        store_bind_int64(store, stmt, 3, (int64_t)audit_seq) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    if (store_stmt_run(store, stmt, "audit acked index") != 0) {
+        if (store->last_rc == SQLITE_CONSTRAINT_PRIMARYKEY ||
+            store->last_rc == SQLITE_CONSTRAINT_UNIQUE)
+            (void)audit_acked_taken(store, first);
+        return -1;
+    }
+    return 0;
+}
+
+/* The acked-delivery index rows of an entry: a row per run of consecutive
+ * seqs in its list (ascending), naming the entry. */
+static int audit_insert_acked(store_t *store, uint64_t audit_seq, const uint64_t *seqs, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t end = store_audit_seqs_run(seqs, n, i);
+        if (audit_insert_run(store, audit_seq, seqs[i], seqs[end - 1]) != 0)
             return -1;
-        }
-        if (store_stmt_run(store, stmt, "audit acked index") != 0) {
-            audit_acked_taken(store, seqs[i]);
-            return -1;
-        }
+        i = end;
     }
     return 0;
 }
@@ -608,9 +667,10 @@ static int audit_append_acked(store_t *store, const store_audit_entry_t *entry,
 }
 
 /* Cost: one append to the rowid b-tree and an index insert for subject
- * and for delivery_seq where present, O(log n); for an acked entry one
- * insert into audit_acks per seq instead; no extra fsync (the caller's
- * transaction commits it with everything else). */
+ * and for delivery_seq where present, O(log n); for an acked entry a
+ * descent and an insert into audit_ack_ranges per run of consecutive seqs
+ * instead (one for a whole batch acked in order); no extra fsync (the
+ * caller's transaction commits it with everything else). */
 int store_audit_append(store_t *store, const store_audit_entry_t *entry)
 {
     store_audit_tail_t tail;
@@ -675,4 +735,74 @@ int store_audit_checkpoint_add(store_t *store, const store_audit_checkpoint_t *c
     store->audit_tail.checkpoint_seq = cp->seq;
     store->audit_tail.checkpoint_at = cp->at;
     return 0;
+}
+
+/* ------------------------------------------------------------------ migration */
+
+/* The migration to schema 12 (store_schema.c): audit_acks, a row per
+ * acked seq, becomes audit_ack_ranges, a row per run of consecutive seqs
+ * of one entry, then goes. One walk in seq order: a row extends the run
+ * before it when it names the same entry and the next seq, so the runs
+ * are those of each entry's list (a seq between two of an entry's is
+ * another entry's, or none's, and ends the run). The progress hook is
+ * told every STORE_ACK_RANGES_PROGRESS_ROWS rows, and once before. A
+ * store whose version was set back by hand may have no audit_acks: then
+ * there is nothing to walk. */
+#define STORE_ACK_RANGES_PROGRESS_ROWS 10000u
+
+static int ranges_migrate_walk(store_t *store, sqlite3_stmt *walk)
+{
+    static const char step[] = "indexing the acked deliveries by runs";
+    uint64_t walked = 0, first = 0, last = 0, entry = 0;
+    int rc;
+    store_progress(step, 0);
+    while ((rc = sqlite3_step(walk)) == SQLITE_ROW) {
+        int64_t seq = sqlite3_column_int64(walk, 0), of = sqlite3_column_int64(walk, 1);
+        if (seq <= 0 || of <= 0) { /* CHECKs of audit_acks: a row the broker never wrote */
+            store_refuse(store, "schema migration: acked index", "audit_acks holds a seq below 1");
+            return -1;
+        }
+        if (walked > 0 && (uint64_t)of == entry && (uint64_t)seq == last + 1) {
+            last = (uint64_t)seq;
+        } else {
+            if (walked > 0 && audit_insert_run(store, entry, first, last) != 0)
+                return -1;
+            first = last = (uint64_t)seq;
+            entry = (uint64_t)of;
+        }
+        if (++walked % STORE_ACK_RANGES_PROGRESS_ROWS == 0)
+            store_progress(step, walked);
+    }
+    if (store_check_rc(store, rc == SQLITE_DONE ? SQLITE_OK : rc,
+                       "schema migration: acked index") != 0)
+        return -1;
+    return walked > 0 ? audit_insert_run(store, entry, first, last) : 0;
+}
+
+int store_audit_ranges_migrate(store_t *store)
+{
+    int64_t has_acks = 0;
+    if (store_query_int64(store,
+                          "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                          " AND name = 'audit_acks'",
+                          &has_acks) != 0)
+        return -1;
+    if (has_acks == 0)
+        return 0;
+    sqlite3_stmt *walk = NULL;
+    int rc = sqlite3_prepare_v2(store->db,
+                                "SELECT delivery_seq, audit_seq FROM audit_acks"
+                                " ORDER BY delivery_seq",
+                                -1, &walk, NULL);
+    if (store_check_rc(store, rc, "schema migration: acked index") != 0)
+        return -1;
+    int result = ranges_migrate_walk(store, walk);
+    (void)sqlite3_finalize(walk); /* NULL-safe; codes handled above */
+    if (result == 0)
+        result = store_exec_fixed(store,
+                                  "DROP TRIGGER IF EXISTS audit_acks_append_only_update;"
+                                  "DROP TRIGGER IF EXISTS audit_acks_append_only_delete;"
+                                  "DROP TABLE audit_acks;",
+                                  "schema migration: acked index");
+    return result;
 }

@@ -17,8 +17,15 @@ enum { ROW_SEQ = 0, ROW_AT = 1, ROW_FIRST_FIELD = 2, ROW_HASH = 2 + STORE_AUDIT_
  * with store_errmsg set. */
 sqlite3_stmt *store_audit_stmt(store_t *store, enum store_audit_stmt_id id);
 
-/* 1 when the store has delivery_seqs and audit_acks, 0 when it predates
- * them, -1 on error. */
+/* 1 when the store has delivery_seqs and an acked-delivery index, 0 when
+ * it predates them, -1 on error. */
 int store_audit_has_acks(store_t *store);
+
+/* The index row with the greatest first seq at most delivery_seq, whether
+ * or not it reaches the seq: 1 with it, 0 when there is none, -1 on error
+ * (store_audit_acked_row without store_enter, which keeps it only when it
+ * holds the seq; the append's check of a run, store_audit.c). */
+int store_audit_range_find(store_t *store, uint64_t delivery_seq, uint64_t *first, uint64_t *last,
+                           uint64_t *audit_seq);
 
 #endif

@@ -1,8 +1,9 @@
 /*
  * store_audit_read.c — the audit trail read back: entry scans (in seq
  * order, by subject, by delivery, by acked delivery), checkpoint scans,
- * verification's counts and integrity checks, and a keyless read-only
- * opening of a store for offline readers. Trusts no row: one that cannot be
+ * the acked-delivery index's look-ups, verification's counts and
+ * integrity checks, and a keyless read-only opening of a store for
+ * offline readers. Trusts no row: one that cannot be
  * an honest entry is handed out marked damaged. Errors: -1, store_errmsg set.
  */
 #include <limits.h>
@@ -150,7 +151,7 @@ int store_audit_scan_delivery(store_t *store, uint64_t delivery_seq, uint64_t up
     return scan_rows(store, stmt, fn, arg, "audit delivery scan");
 }
 
-/* The acked-delivery statements need audit_acks: on an older store (an
+/* The acked-delivery statements need an index: on an older store (an
  * offline reader's) there is nothing to find. Returns the statement, or
  * NULL with *absent set (older store) or not (error). */
 static sqlite3_stmt *acked_stmt(store_t *store, enum store_audit_stmt_id id, int *absent)
@@ -168,7 +169,7 @@ static sqlite3_stmt *acked_stmt(store_t *store, enum store_audit_stmt_id id, int
 
 /* An acked-delivery statement with delivery_seq bound: 1 and *stmt, or 0
  * when there is nothing to find (no such seq can be indexed, an older
- * store without audit_acks), or -1 on error. */
+ * store without an index), or -1 on error. */
 static int acked_stmt_for(store_t *store, enum store_audit_stmt_id id, uint64_t delivery_seq,
                           sqlite3_stmt **stmt)
 {
@@ -185,7 +186,8 @@ static int acked_stmt_for(store_t *store, enum store_audit_stmt_id id, uint64_t 
     return 1;
 }
 
-/* Cost: two rowid lookups (audit_acks, then audit). */
+/* Cost: a descent of audit_ack_ranges to the row at or before the seq,
+ * then a rowid lookup of the entry. */
 int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to_seq,
                            store_audit_fn fn, void *arg)
 {
@@ -202,18 +204,22 @@ int store_audit_scan_acked(store_t *store, uint64_t delivery_seq, uint64_t up_to
     return scan_rows(store, stmt, fn, arg, "audit acked scan");
 }
 
-int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq)
+/* Cost: one descent of the rowid b-tree (the row with the greatest
+ * first_seq at most the seq). */
+int store_audit_range_find(store_t *store, uint64_t delivery_seq, uint64_t *first, uint64_t *last,
+                           uint64_t *audit_seq)
 {
     sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "audit acked lookup") != 0 || audit_seq == NULL)
-        return -1;
     int ready = acked_stmt_for(store, AUDIT_STMT_ACKED_LOOKUP, delivery_seq, &stmt);
     if (ready <= 0)
         return ready;
     int rc = sqlite3_step(stmt), found = 0;
     if (rc == SQLITE_ROW) {
-        int64_t value = sqlite3_column_int64(stmt, 0);
-        *audit_seq = value > 0 ? (uint64_t)value : 0;
+        int64_t from = sqlite3_column_int64(stmt, 0), to = sqlite3_column_int64(stmt, 1),
+                entry = sqlite3_column_int64(stmt, 2);
+        *first = from > 0 ? (uint64_t)from : 0;
+        *last = to > 0 ? (uint64_t)to : 0;
+        *audit_seq = entry > 0 ? (uint64_t)entry : 0;
         found = 1;
     } else if (rc != SQLITE_DONE) {
         store_fail(store, "audit acked lookup");
@@ -221,6 +227,23 @@ int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *au
     }
     store_stmt_finish(stmt);
     return found;
+}
+
+int store_audit_acked_row(store_t *store, uint64_t delivery_seq, uint64_t *first, uint64_t *last,
+                          uint64_t *audit_seq)
+{
+    if (store_enter(store, "audit acked lookup") != 0 || first == NULL || last == NULL ||
+        audit_seq == NULL)
+        return -1;
+    /* the row at or before the seq holds it when its range reaches it */
+    int found = store_audit_range_find(store, delivery_seq, first, last, audit_seq);
+    return found > 0 && (*first > delivery_seq || *last < delivery_seq) ? 0 : found;
+}
+
+int store_audit_acked_lookup(store_t *store, uint64_t delivery_seq, uint64_t *audit_seq)
+{
+    uint64_t first = 0, last = 0;
+    return store_audit_acked_row(store, delivery_seq, &first, &last, audit_seq);
 }
 
 int store_audit_snapshot_begin(store_t *store)
@@ -281,19 +304,23 @@ int store_audit_integrity(store_t *store, char *problem, size_t problem_len, uin
         return -1;
     *problems = 0;
     problem[0] = '\0';
-    int has_acks = store_audit_has_acks(store);
-    if (has_acks < 0 ||
+    int index = store_audit_acked_index(store);
+    if (index < 0 ||
         integrity_of(store, "PRAGMA integrity_check(audit)", "audit", problem, problem_len,
                      problems) != 0 ||
         integrity_of(store, "PRAGMA integrity_check(audit_checkpoints)", "audit_checkpoints",
                      problem, problem_len, problems) != 0 ||
-        (has_acks && integrity_of(store, "PRAGMA integrity_check(audit_acks)", "audit_acks",
-                                  problem, problem_len, problems) != 0))
+        (index == STORE_AUDIT_ACKED_PER_SEQ &&
+         integrity_of(store, "PRAGMA integrity_check(audit_acks)", "audit_acks", problem,
+                      problem_len, problems) != 0) ||
+        (index == STORE_AUDIT_ACKED_RANGES &&
+         integrity_of(store, "PRAGMA integrity_check(audit_ack_ranges)", "audit_ack_ranges",
+                      problem, problem_len, problems) != 0))
         return -1;
     return 0;
 }
 
-/* Cost: a walk of audit_acks (it has no index on audit_seq: only
+/* Cost: a walk of the index (it has no index on audit_seq: only
  * verification asks this). */
 int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
 {
@@ -322,35 +349,44 @@ int store_audit_acked_count(store_t *store, uint64_t up_to_seq, uint64_t *count)
 /* Rows naming an entry past the one verified, with no such entry: an entry
  * and its rows commit together, so while a broker writes, a row it wrote
  * has its entry in the same snapshot (one statement reads one). Prepared
- * for the one call verification makes. Cost: a walk of audit_acks and a
+ * for the one call verification makes. Cost: a walk of the index and a
  * rowid look-up per row past after_seq. */
 #define AUDIT_ACKED_STRAY_SQL                                                                      \
+    "SELECT a.first_seq, a.audit_seq FROM audit_ack_ranges AS a WHERE a.audit_seq > ?1"            \
+    " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                                \
+    " ORDER BY a.first_seq LIMIT 1"
+/* The same of a store of schema 6 to 11 (offline readers). */
+#define AUDIT_ACKED_STRAY_PER_SEQ_SQL                                                              \
     "SELECT a.delivery_seq, a.audit_seq FROM audit_acks AS a WHERE a.audit_seq > ?1"               \
     " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = a.audit_seq)"                                \
     " ORDER BY a.delivery_seq LIMIT 1"
+/* Two rows whose ranges overlap, the first in first_seq order: each row's
+ * against the one before it (the window's lag), so one walk. */
+#define AUDIT_ACKED_OVERLAP_SQL                                                                    \
+    "SELECT before_first, before_last, first_seq, last_seq FROM"                                   \
+    " (SELECT first_seq, last_seq, lag(first_seq) OVER by_first AS before_first,"                  \
+    " lag(last_seq) OVER by_first AS before_last FROM audit_ack_ranges"                            \
+    " WINDOW by_first AS (ORDER BY first_seq))"                                                    \
+    " WHERE before_last >= first_seq LIMIT 1"
 
-int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
-                            uint64_t *audit_seq)
+/* Step sql with ?1 bound to after (when it has one) for the first row:
+ * 1 with its n first columns in out, 0 when there is none, -1. */
+static int acked_first_row(store_t *store, const char *sql, int bind, uint64_t after, uint64_t *out,
+                           int n)
 {
     sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "audit acked index") != 0 || delivery_seq == NULL || audit_seq == NULL)
-        return -1;
-    int has_acks = store_audit_has_acks(store);
-    if (has_acks <= 0)
-        return has_acks;
-    if (sqlite3_prepare_v2(store->db, AUDIT_ACKED_STRAY_SQL, -1, &stmt, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(store->db, sql, -1, &stmt, NULL) != SQLITE_OK) {
         store_fail(store, "audit acked index: prepare");
         sqlite3_finalize(stmt);
         return -1;
     }
-    int rc =
-        store_bind_int64(store, stmt, 1, after_seq > INT64_MAX ? INT64_MAX : (int64_t)after_seq);
     int result = -1;
-    if (rc == 0) {
-        rc = sqlite3_step(stmt);
+    if (!bind ||
+        store_bind_int64(store, stmt, 1, after > INT64_MAX ? INT64_MAX : (int64_t)after) == 0) {
+        int rc = sqlite3_step(stmt);
         if (rc == SQLITE_ROW) {
-            *delivery_seq = (uint64_t)sqlite3_column_int64(stmt, 0);
-            *audit_seq = (uint64_t)sqlite3_column_int64(stmt, 1);
+            for (int i = 0; i < n; i++)
+                out[i] = (uint64_t)sqlite3_column_int64(stmt, i);
             result = 1;
         } else if (rc == SQLITE_DONE) {
             result = 0;
@@ -360,6 +396,36 @@ int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delive
     }
     sqlite3_finalize(stmt);
     return result;
+}
+
+int store_audit_acked_stray(store_t *store, uint64_t after_seq, uint64_t *delivery_seq,
+                            uint64_t *audit_seq)
+{
+    uint64_t row[2] = {0, 0};
+    if (store_enter(store, "audit acked index") != 0 || delivery_seq == NULL || audit_seq == NULL)
+        return -1;
+    int index = store_audit_acked_index(store);
+    if (index <= STORE_AUDIT_ACKED_NONE)
+        return index;
+    int found = acked_first_row(store,
+                                index == STORE_AUDIT_ACKED_RANGES ? AUDIT_ACKED_STRAY_SQL
+                                                                  : AUDIT_ACKED_STRAY_PER_SEQ_SQL,
+                                1, after_seq, row, 2);
+    if (found == 1) {
+        *delivery_seq = row[0];
+        *audit_seq = row[1];
+    }
+    return found;
+}
+
+int store_audit_acked_overlap(store_t *store, uint64_t ranges[4])
+{
+    if (store_enter(store, "audit acked index") != 0 || ranges == NULL)
+        return -1;
+    int index = store_audit_acked_index(store);
+    if (index != STORE_AUDIT_ACKED_RANGES)
+        return index < 0 ? -1 : 0; /* a row per seq: the primary key keeps them apart */
+    return acked_first_row(store, AUDIT_ACKED_OVERLAP_SQL, 0, 0, ranges, 4);
 }
 
 static void row_checkpoint(sqlite3_stmt *stmt, store_audit_checkpoint_t *cp)

@@ -42,6 +42,14 @@ size_t store_audit_seqs_parse(const char *text, uint64_t *seqs, size_t max)
     }
 }
 
+size_t store_audit_seqs_run(const uint64_t *seqs, size_t n, size_t i)
+{
+    size_t end = i + 1;
+    while (end < n && seqs[end] == seqs[end - 1] + 1)
+        end++;
+    return end;
+}
+
 /* ------------------------------------------------------------------ deliveries */
 
 /* A canonical decimal in 0..INT64_MAX (no sign, no leading zero) ending at

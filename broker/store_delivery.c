@@ -261,8 +261,12 @@ static int delivery_add_at(store_t *store, const store_delivery_t *d, int64_t se
         return -1;
     }
     /* Retention first: a failure after it leaves at most an item kept
-     * longer (inside a transaction the caller rolls back anyway). */
-    if (delivery_raise_retention(store, d) != 0)
+     * longer (inside a transaction the caller rolls back anyway). So is
+     * the high-water mark of a delivery added on its own: written before
+     * it, a crash between the two leaves a seq unused, never one used
+     * twice. In a transaction it is written once, at the commit. */
+    if (delivery_raise_retention(store, d) != 0 ||
+        (sqlite3_get_autocommit(store->db) && store_delivery_high_write(store, seq) != 0))
         return -1;
     sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
     if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
@@ -284,6 +288,8 @@ int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
     if (seq < 0 || delivery_add_at(store, d, seq) != 0)
         return -1;
     store->next_delivery_seq = seq + 1;
+    if (!sqlite3_get_autocommit(store->db))
+        store->delivery_high_due = 1;
     return seq;
 }
 
@@ -304,6 +310,7 @@ int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n)
         return -1;
     }
     store->next_delivery_seq = first + (int64_t)n;
+    store->delivery_high_due = 1; /* the mark passes the range at the commit */
     store->reserved_first = first;
     store->reserved_end = first + (int64_t)n;
     store->reserved_serial = store->txn_serial;
@@ -324,6 +331,26 @@ int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d)
         delivery_add_at(store, d, seq) != 0)
         return -1;
     return seq;
+}
+
+int store_delivery_high_write(store_t *store, int64_t high)
+{
+    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_HIGH_SET];
+    if (store_bind_int64(store, stmt, 1, high) != 0) {
+        store_stmt_finish(stmt);
+        return -1;
+    }
+    return store_stmt_run(store, stmt, "delivery seq high");
+}
+
+/* Cost: one UPDATE of a meta row per transaction that added deliveries
+ * (a publish's turn, a case event's), not one per delivery. */
+int store_delivery_high_flush(store_t *store)
+{
+    if (!store->delivery_high_due)
+        return 0;
+    store->delivery_high_due = 0;
+    return store_delivery_high_write(store, store->next_delivery_seq - 1);
 }
 
 /* What a row's failure to open was: the row itself (it does not

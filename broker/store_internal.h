@@ -69,6 +69,7 @@ enum stmt_id {
     STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED,
     STMT_PUBLISH_SENDER,
     STMT_STORED_BYTES_ADD,
+    STMT_DELIVERY_HIGH_SET,
     STMT_COUNT
 };
 
@@ -84,7 +85,7 @@ enum store_audit_stmt_id {
     AUDIT_STMT_SCAN_SUBJECT,
     AUDIT_STMT_SCAN_DELIVERY,
     AUDIT_STMT_CHECKPOINT_SCAN,
-    AUDIT_STMT_ACKED_ADD, /* schema 6: audit_acks */
+    AUDIT_STMT_ACKED_ADD, /* schema 12: audit_ack_ranges (6 to 11: audit_acks) */
     AUDIT_STMT_SCAN_ACKED,
     AUDIT_STMT_ACKED_LOOKUP,
     AUDIT_STMT_ACKED_COUNT,
@@ -148,6 +149,7 @@ struct store {
      * [reserved_first, reserved_end), for the transaction reserved_serial. */
     int64_t reserved_first, reserved_end;
     uint64_t reserved_serial;
+    int delivery_high_due;    /* the open transaction added deliveries: delivery_seq_high is due */
     int64_t next_case_num;    /* the number in the next case id, likewise never reused */
     int64_t txn_case_num;     /* next_case_num when store_begin began the open transaction,
                                * put back when it rolls back (0: none to put back) */
@@ -449,9 +451,10 @@ int store_schema_configure(store_t *store);
  * current version, or unchanged. */
 int store_schema_apply(store_t *store);
 
-/* Set next_item_seq, next_delivery_seq and next_case_num past every one
- * ever used, so none is reused after deletes. */
-int store_schema_counters_load(store_t *store);
+/* store_counters.c: set next_item_seq, next_delivery_seq and
+ * next_case_num past every one ever used (sqlite_sequence, meta's
+ * delivery_seq_high, the tables), so none is reused after deletes. */
+int store_counters_load(store_t *store);
 
 /* For store_open_reader: the store's schema version is at least
  * min_version and not newer than this code knows. 0, or -1 with errmsg. */
@@ -468,6 +471,25 @@ int store_schema_check_readable(store_t *store, long min_version);
 /* The schema that sums the items' bytes per partner (stored_bytes): its
  * step walks every item (store_bytes_migrate). */
 #define STORE_SCHEMA_BYTES_VERSION 11
+/* The schema that indexes acked deliveries by runs (audit_ack_ranges):
+ * its step walks audit_acks (store_audit_ranges_migrate), and keeps the
+ * highest delivery seq handed out in meta (delivery_seq_high). */
+#define STORE_SCHEMA_ACK_RANGES_VERSION 12
+
+/* The highest delivery seq handed out, in meta (delivery_seq_high, an
+ * integer, since schema 12; the counters read it, store_schema.c).
+ * store_delivery_high_write sets it to high in whatever transaction is
+ * open. store_delivery_high_flush writes it once for the open
+ * transaction's deliveries (next_delivery_seq - 1), just before its
+ * COMMIT, when one was added (-1: the commit must not go on). */
+int store_delivery_high_write(store_t *store, int64_t high);
+int store_delivery_high_flush(store_t *store);
+
+/* The migration to schema 12: fill audit_ack_ranges from audit_acks, a row
+ * per run of consecutive seqs of one entry, then drop audit_acks, telling
+ * store_progress every 10,000 rows (and once before). 0, or -1
+ * (store_errmsg). */
+int store_audit_ranges_migrate(store_t *store);
 /* A page of one recipient's mailbox and of its rows set aside: their clear
  * columns in seq order, never a body (store_mailbox_list, which steps the
  * two side by side). The waiting rows come through the (recipient, seq)

@@ -239,7 +239,7 @@ store_t *store_open(const char *path, const uint8_t seal_key[STORE_KEY_BYTES],
     store_wal_hook_install(store);
     if ((!creating && store_check_made(store) != 0) || store_schema_configure(store) != 0 ||
         store_schema_apply(store) != 0 || store_statements_prepare(store) != 0 ||
-        store_schema_counters_load(store) != 0 || store_bytes_load(store) != 0) {
+        store_counters_load(store) != 0 || store_bytes_load(store) != 0) {
         open_error(err, errlen, path, store->errmsg);
         store_close(&store);
         if (creating)

@@ -1,10 +1,11 @@
 /*
  * store_schema.c — the store's schema: its version, the migration steps and
  * their prechecks, the connection settings and PRAGMAs every store runs
- * under, and the seq counters read at open. Trusts store.c for an open
- * connection and nothing in the file: a newer or negative version, a
- * PRAGMA SQLite ignored or seqs out of range refuse the open. Errors are
- * -1 with store_errmsg set, as everywhere in the store.
+ * under, and the store epoch (the seq counters read at open are
+ * store_counters.c's). Trusts store.c for an open connection and nothing
+ * in the file: a newer or negative version or a PRAGMA SQLite ignored
+ * refuses the open. Errors are -1 with store_errmsg set, as everywhere in
+ * the store.
  */
 #include <sodium.h>
 #include <sqlite3.h>
@@ -17,7 +18,7 @@
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 11
+#define STORE_SCHEMA_VERSION 12
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -41,9 +42,11 @@
  * Seqs: items and deliveries get explicit seqs from counters kept in memory
  * (the associated data of a body names its seq, so the seq must be known
  * before the insert). AUTOINCREMENT keeps sqlite_sequence at the highest
- * seq ever inserted, from which the counters start at open, so a seq is
- * never reused even after the highest delivery was acked or expired: an
- * Ack for an old seq can never remove a newer delivery.
+ * item seq ever inserted, and meta's delivery_seq_high (since schema 12;
+ * sqlite_sequence before) at the highest delivery seq, from which the
+ * counters start at open, so a seq is never reused even after the highest
+ * delivery was acked or expired: an Ack for an old seq can never remove a
+ * newer delivery.
  *
  * Retention: deliveries carry their rule's expires_at; a trigger raises the
  * item's and the publish's expires_at to the latest of their deliveries
@@ -154,6 +157,23 @@
  * (the expiry of items and cases waits for it), and it goes at its
  * expires_at with a tombstone. seq is the delivery's and stays unique
  * among every delivery (the counters read this table too).
+ *
+ * Step 11 -> 12 makes the acked-delivery index ranges: audit_ack_ranges
+ * has a row per run of consecutive seqs in an entry's delivery_seqs
+ * (first_seq, last_seq -> the entry), so an entry that acks a batch in
+ * order costs one index row instead of one per seq. A seq's row is the
+ * one with the greatest first_seq at most the seq, if its last_seq
+ * reaches it: one descent. The rows never overlap (store_audit_append
+ * refuses a seq indexed before; audit_verify checks it). The rows of
+ * audit_acks become ranges in C (store_audit_ranges_migrate, for its
+ * progress reports), then the table goes. The same step moves the
+ * highest delivery seq handed out from sqlite_sequence to meta
+ * (delivery_seq_high, an integer), written once per transaction that adds
+ * deliveries, at its commit (store_delivery_high_flush), since a range of
+ * seqs written in one row (docs/design/mailbox.md) cannot keep
+ * AUTOINCREMENT's mark; it starts at the highest of sqlite_sequence and
+ * every seq a table holds, and never goes lower than a value the row had
+ * (a store whose version was set back by hand has one).
  */
 typedef struct schema_step {
     const char *sql;
@@ -440,6 +460,29 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      ") WITHOUT ROWID;"
      "DELETE FROM stored_bytes;"
      "PRAGMA user_version = 11;",
+     NULL},
+    /* 11 -> 12: the acked-delivery index by runs, filled from audit_acks
+     * right after (store_audit_ranges_migrate), and the delivery seq's
+     * high-water mark in meta */
+    {"CREATE TABLE IF NOT EXISTS audit_ack_ranges ("
+     "  first_seq INTEGER PRIMARY KEY CHECK (first_seq > 0),"
+     "  last_seq INTEGER NOT NULL CHECK (last_seq >= first_seq),"
+     "  audit_seq INTEGER NOT NULL CHECK (audit_seq > 0)"
+     ");"
+     "CREATE TRIGGER IF NOT EXISTS audit_ack_ranges_append_only_update"
+     " BEFORE UPDATE ON audit_ack_ranges"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "CREATE TRIGGER IF NOT EXISTS audit_ack_ranges_append_only_delete"
+     " BEFORE DELETE ON audit_ack_ranges"
+     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+     "INSERT OR REPLACE INTO meta (name, value) SELECT 'delivery_seq_high', max("
+     "  coalesce((SELECT value FROM meta WHERE name = 'delivery_seq_high'"
+     "   AND typeof(value) = 'integer'), 0),"
+     "  coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0),"
+     "  coalesce((SELECT max(seq) FROM deliveries), 0),"
+     "  coalesce((SELECT max(seq) FROM deliveries_set_aside), 0),"
+     "  coalesce((SELECT max(seq) FROM tombstones), 0));"
+     "PRAGMA user_version = 12;",
      NULL},
 };
 
@@ -779,7 +822,8 @@ int store_schema_apply(store_t *store)
         const schema_step_t *s = &schema_steps[step];
         if ((s->precheck != NULL && s->precheck(store) != 0) ||
             store_exec_fixed(store, s->sql, "schema migration") != 0 ||
-            (step + 1 == STORE_SCHEMA_BYTES_VERSION && store_bytes_migrate(store) != 0))
+            (step + 1 == STORE_SCHEMA_BYTES_VERSION && store_bytes_migrate(store) != 0) ||
+            (step + 1 == STORE_SCHEMA_ACK_RANGES_VERSION && store_audit_ranges_migrate(store) != 0))
             goto fail;
     }
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
@@ -797,195 +841,4 @@ fail:
     if (!sqlite3_get_autocommit(store->db))
         (void)sqlite3_exec(store->db, "ROLLBACK", NULL, NULL, NULL); /* error already kept */
     return -1;
-}
-
-/* ------------------------------------------------------------------ counters */
-
-/* The next case number, like the seqs below. */
-static int counters_load_cases(store_t *store)
-{
-    int64_t cases = 0;
-    if (store_query_int64(store,
-                          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                          " WHERE name = 'cases'), 0),"
-                          " coalesce((SELECT max(num) FROM cases), 0))",
-                          &cases) != 0)
-        return -1;
-    if (cases < 0 || cases == INT64_MAX) {
-        store_refuse(store, "store", "case numbers out of range");
-        return -1;
-    }
-    store->next_case_num = cases + 1;
-    return 0;
-}
-
-/* The next seqs: past the highest ever inserted (sqlite_sequence keeps it
- * after deletes), and past anything in the tables or tombstones, should
- * sqlite_sequence ever have been edited. */
-int store_schema_counters_load(store_t *store)
-{
-    int64_t items = 0, deliveries = 0;
-    if (counters_load_cases(store) != 0)
-        return -1;
-    if (store_query_int64(
-            store,
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'items'), 0),"
-            " coalesce((SELECT max(seq) FROM items), 0))",
-            &items) != 0 ||
-        store_query_int64(store,
-                          "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                          " WHERE name = 'deliveries'), 0),"
-                          " coalesce((SELECT max(seq) FROM deliveries), 0),"
-                          " coalesce((SELECT max(seq) FROM deliveries_set_aside), 0),"
-                          " coalesce((SELECT max(seq) FROM tombstones), 0))",
-                          &deliveries) != 0)
-        return -1;
-    if (items < 0 || items == INT64_MAX || deliveries < 0 || deliveries == INT64_MAX) {
-        store_refuse(store, "store", "sequence numbers out of range");
-        return -1;
-    }
-    store->next_item_seq = items + 1;
-    store->next_delivery_seq = deliveries + 1;
-    return 0;
-}
-
-/* One counter's row in sqlite_sequence, made if the table never had one,
- * set to last. */
-static int counters_set(store_t *store, const char *table, int64_t last)
-{
-    sqlite3_stmt *stmt = NULL;
-    int rc = sqlite3_prepare_v2(store->db,
-                                "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, 0"
-                                " WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = ?1)",
-                                -1, &stmt, NULL);
-    if (store_check_rc(store, rc, "counters_move") != 0 ||
-        store_bind_text(store, stmt, 1, table) != 0 ||
-        store_stmt_run(store, stmt, "counters_move") != 0) {
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    sqlite3_finalize(stmt);
-    stmt = NULL;
-    rc = sqlite3_prepare_v2(store->db, "UPDATE sqlite_sequence SET seq = ?2 WHERE name = ?1", -1,
-                            &stmt, NULL);
-    int failed = store_check_rc(store, rc, "counters_move") != 0 ||
-                 store_bind_text(store, stmt, 1, table) != 0 ||
-                 store_bind_int64(store, stmt, 2, last) != 0 ||
-                 store_stmt_run(store, stmt, "counters_move") != 0;
-    sqlite3_finalize(stmt);
-    return failed ? -1 : 0;
-}
-
-static uint64_t counter_max(uint64_t a, uint64_t b)
-{
-    return a > b ? a : b;
-}
-
-int store_counters_move(store_t *store, uint64_t seq_margin, uint64_t case_margin,
-                        const store_counters_t *floor, store_counters_t *before,
-                        store_counters_t *after)
-{
-    if (store_enter(store, "counters_move") != 0 || store_begin(store) != 0 ||
-        store_schema_counters_load(store) != 0)
-        return -1;
-    store_counters_t was = {(uint64_t)store->next_item_seq, (uint64_t)store->next_delivery_seq,
-                            (uint64_t)store->next_case_num};
-    store_counters_t from = was;
-    if (floor != NULL) {
-        from.next_item_seq = counter_max(from.next_item_seq, floor->next_item_seq);
-        from.next_delivery_seq = counter_max(from.next_delivery_seq, floor->next_delivery_seq);
-        from.next_case_num = counter_max(from.next_case_num, floor->next_case_num);
-    }
-    const uint64_t seq_max = (uint64_t)INT64_MAX / 2; /* room left for the seqs themselves */
-    if (seq_margin > seq_max || from.next_item_seq > seq_max - seq_margin ||
-        from.next_delivery_seq > seq_max - seq_margin) {
-        store_refuse(store, "counters_move", "sequence numbers would run out");
-        return -1;
-    }
-    /* Case numbers past the last: none left rather than one used twice
-     * (the broker then refuses opens, CASE_IDS_EXHAUSTED). */
-    const uint64_t case_end = (uint64_t)STORE_CASE_NUM_MAX + 1;
-    uint64_t next_case = from.next_case_num;
-    if (next_case < case_end)
-        next_case = case_margin >= case_end - next_case ? case_end : next_case + case_margin;
-    store_counters_t now = {from.next_item_seq + seq_margin, from.next_delivery_seq + seq_margin,
-                            next_case};
-    if (counters_set(store, "items", (int64_t)now.next_item_seq - 1) != 0 ||
-        counters_set(store, "deliveries", (int64_t)now.next_delivery_seq - 1) != 0 ||
-        counters_set(store, "cases", (int64_t)now.next_case_num - 1) != 0)
-        return -1;
-    store->next_item_seq = (int64_t)now.next_item_seq;
-    store->next_delivery_seq = (int64_t)now.next_delivery_seq;
-    store->next_case_num = (int64_t)now.next_case_num;
-    if (before != NULL)
-        *before = was;
-    *after = now;
-    return 0;
-}
-
-/* One counter query on a raw connection: 0 with *value, or -1 with err. */
-static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value, char *err,
-                               size_t errlen)
-{
-    sqlite3_stmt *stmt = NULL;
-    int ok = sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) == SQLITE_OK &&
-             sqlite3_step(stmt) == SQLITE_ROW;
-    if (ok)
-        *value = sqlite3_column_int64(stmt, 0);
-    else
-        snprintf(err, errlen, "%s", sqlite3_errmsg(db));
-    sqlite3_finalize(stmt);
-    if (ok && (*value < 0 || *value == INT64_MAX)) {
-        snprintf(err, errlen, "a counter out of range (%lld)", (long long)*value);
-        ok = 0;
-    }
-    return ok ? 0 : -1;
-}
-
-int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen)
-{
-    sqlite3 *db = NULL;
-    int64_t items = 0, deliveries = 0, cases = 0;
-    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK) {
-        snprintf(err, errlen, "%s", db != NULL ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
-        sqlite3_close(db);
-        return -1;
-    }
-    (void)sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
-    if (counters_file_query(
-            db,
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-            " WHERE name = 'items'), 0), coalesce((SELECT max(seq) FROM items), 0))",
-            &items, err, errlen) != 0 ||
-        counters_file_query(db,
-                            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                            " WHERE name = 'deliveries'), 0),"
-                            " coalesce((SELECT max(seq) FROM deliveries), 0),"
-                            " coalesce((SELECT max(seq) FROM tombstones), 0))",
-                            &deliveries, err, errlen) != 0) {
-        sqlite3_close(db);
-        return -1;
-    }
-    next->next_item_seq = (uint64_t)items + 1;
-    next->next_delivery_seq = (uint64_t)deliveries + 1;
-    next->next_case_num = 1;
-    /* a store from before cases has no table of them: none was used; one
-     * whose case counter cannot be read still gives its seqs (1) */
-    int64_t has_cases = 0;
-    int partial = counters_file_query(db,
-                                      "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-                                      " AND name = 'cases'",
-                                      &has_cases, err, errlen) != 0 ||
-                  (has_cases > 0 &&
-                   counters_file_query(
-                       db,
-                       "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
-                       " WHERE name = 'cases'), 0), coalesce((SELECT max(num) FROM cases), 0))",
-                       &cases, err, errlen) != 0);
-    sqlite3_close(db);
-    if (partial)
-        return 1;
-    next->next_case_num = (uint64_t)cases + 1;
-    return 0;
 }

@@ -537,7 +537,7 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     char *status = ctl_json(env, "status");
     const char *store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(h_json_int(store, "schema"), 11);
+    assert_int_equal(h_json_int(store, "schema"), 12);
     h_expect_text(store, "\"migrated_from\":null", "status of a store found current");
     free(status);
     long offset = h_log_offset(env);
@@ -554,18 +554,18 @@ static void test_status_and_log_say_the_store_migrated(void **state)
                       " CHECK (length(root) = 32);"
                       "PRAGMA user_version = 6;");
     h_broker_start_with(env, ADMIN_ON);
-    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 11);
-    assert_int_equal(h_log_count(env, offset, "event=store.migrated from=6 to=11 ms="), 1);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 12);
+    assert_int_equal(h_log_count(env, offset, "event=store.migrated from=6 to=12 ms="), 1);
     assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 1);
-    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=11 "), 1);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=12 "), 1);
     status = ctl_json(env, "status");
     store = strstr(status, "\"store\"");
     assert_non_null(store);
-    assert_int_equal(h_json_int(store, "schema"), 11);
+    assert_int_equal(h_json_int(store, "schema"), 12);
     assert_int_equal(h_json_int(store, "migrated_from"), 6);
     free(status);
     char *text = ctl_text(env, "status");
-    h_expect_text(text, "store schema 11)", "status text");
+    h_expect_text(text, "store schema 12)", "status text");
     h_expect_text(text, "store migrated from schema 6 at this start", "status text");
     free(text);
 
@@ -573,22 +573,22 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     assert_int_equal(h_broker_stop(env), 0);
     h_broker_start_with(env, ADMIN_ON);
     assert_int_equal(h_log_count(env, offset, "event=store.migrated"), 0);
-    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=11 "), 1);
+    assert_int_equal(h_log_count_both(env, offset, "event=broker.ready", " schema=12 "), 1);
     text = ctl_text(env, "status");
-    h_expect_text(text, "store schema 11)", "status text");
+    h_expect_text(text, "store schema 12)", "status text");
     assert_null(strstr(text, "migrated"));
     free(text);
 
     /* a store of a newer schema: refused by the broker and by schakelctl,
      * each naming itself (docs/OPERATIONS.md quotes the broker's words) */
     assert_int_equal(h_broker_stop(env), 0);
-    h_store_exec(env, "PRAGMA user_version = 12");
+    h_store_exec(env, "PRAGMA user_version = 13");
     h_cli_result_t res;
     int status_code =
         h_run_schakeld(&res, "--config", env->config_path, "--listen", "tcp://127.0.0.1:*", NULL);
     assert_int_equal(status_code, 1);
     h_expect_text(res.err,
-                  "store schema version 12 is newer than this schakeld understands (11); run the "
+                  "store schema version 13 is newer than this schakeld understands (12); run the "
                   "schakeld that wrote it, or a newer one",
                   "a broker's start on a newer store");
     h_cli_result_free(&res);
@@ -597,7 +597,7 @@ static void test_status_and_log_say_the_store_migrated(void **state)
     h_run_ctl_argv(env, NULL, NULL, verify, &res);
     h_expect_exit(&res, 1, "audit verify of a newer store");
     h_expect_text(res.err,
-                  "store schema version 12 is newer than this program understands (11); read it "
+                  "store schema version 13 is newer than this program understands (12); read it "
                   "with the release that wrote it, or a newer one",
                   "audit verify of a newer store");
     assert_null(strstr(res.err, "schakeld"));

@@ -416,8 +416,8 @@ static void assert_trail_holds(const h_env_t *env, const exercised_t *x)
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = 'delivery.acked'", NULL), 1);
     assert_int_equal(h_store_int(env,
-                                 "SELECT count(*) FROM audit_acks k JOIN audit a"
-                                 " ON a.seq = k.audit_seq WHERE a.delivery_seqs = ?1",
+                                 "SELECT sum(k.last_seq - k.first_seq + 1) FROM audit_ack_ranges k"
+                                 " JOIN audit a ON a.seq = k.audit_seq WHERE a.delivery_seqs = ?1",
                                  seqs),
                      2);
     assert_int_equal(h_store_int(env,
@@ -543,10 +543,11 @@ static void test_verify_names_the_entry_changed_in_a_copy(void **state)
         h_copy_file(env->store_path, copy);
         sqlite3 *db = db_open(copy, 1);
         db_exec(db, "DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;"
-                    "DROP TRIGGER audit_acks_append_only_delete");
+                    "DROP TRIGGER audit_ack_ranges_append_only_delete");
         if (attack == INDEX_ROW_REMOVED)
-            snprintf(sql, sizeof sql, "DELETE FROM audit_acks WHERE delivery_seq = %llu",
-                     (unsigned long long)x.acked[0]);
+            snprintf(sql, sizeof sql,
+                     "DELETE FROM audit_ack_ranges WHERE first_seq <= %llu AND last_seq >= %llu",
+                     (unsigned long long)x.acked[0], (unsigned long long)x.acked[0]);
         else if (attack == ALTERED)
             snprintf(sql, sizeof sql,
                      "UPDATE audit SET recipient = 'riec/analyse', recipient_partner = 'riec'"
@@ -940,7 +941,7 @@ static void test_reload_refusal_carried_until_recorded(void **state)
 
 /* ------------------------------------------------------------------ a stray index row */
 
-/* A row of audit_acks written into the live store for a delivery not yet
+/* A row of the acked-delivery index written into the live store for a delivery not yet
  * acked: verify names it while the broker runs; the ack's turn fails with
  * a log line that says why, and the delivery stays; after the repair of
  * docs/OPERATIONS.md the ack is recorded and the trail verifies. */
@@ -960,7 +961,7 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     snprintf(seq_text, sizeof seq_text, "%llu", seq);
 
     sqlite3 *db = db_open(env->store_path, 1);
-    snprintf(sql, sizeof sql, "INSERT INTO audit_acks VALUES (%llu, 999999)", seq);
+    snprintf(sql, sizeof sql, "INSERT INTO audit_ack_ranges VALUES (%llu, %llu, 999999)", seq, seq);
     db_exec(db, sql);
     sqlite3_close(db);
     h_cli_result_t res = {0};
@@ -977,7 +978,8 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     long offset = h_log_offset(env);
     assert_int_equal(schakel_ack(om, seq), SCHAKEL_OK);
     snprintf(needle, sizeof needle,
-             "the audit_acks index already names delivery %llu (run schakelctl audit verify)", seq);
+             "the audit_ack_ranges index already names delivery %llu (run schakelctl audit verify)",
+             seq);
     if (h_await_log(env, offset, needle, H_TIMEOUT_MS) != 0)
         fail_msg("no log line with: %s", needle);
     (void)h_backlog(om); /* answered after the ack's turn */
@@ -987,10 +989,10 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     /* The repair of docs/OPERATIONS.md ("An ack that fails for good"). */
     db = db_open(env->store_path, 1);
     snprintf(sql, sizeof sql,
-             "BEGIN; DROP TRIGGER audit_acks_append_only_delete;"
-             " DELETE FROM audit_acks WHERE delivery_seq = %llu"
-             " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = audit_acks.audit_seq);"
-             " CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"
+             "BEGIN; DROP TRIGGER audit_ack_ranges_append_only_delete;"
+             " DELETE FROM audit_ack_ranges WHERE first_seq = %llu"
+             " AND NOT EXISTS (SELECT 1 FROM audit WHERE seq = audit_ack_ranges.audit_seq);"
+             " CREATE TRIGGER audit_ack_ranges_append_only_delete BEFORE DELETE ON audit_ack_ranges"
              " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END; COMMIT;",
              seq);
     db_exec(db, sql);
@@ -1001,9 +1003,9 @@ static void test_a_stray_index_row_blocks_its_ack_visibly(void **state)
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
     assert_int_equal(h_store_int(env,
-                                 "SELECT count(*) FROM audit_acks a JOIN audit e"
-                                 " ON e.seq = a.audit_seq WHERE a.delivery_seq = ?1"
-                                 " AND e.event = 'delivery.acked'",
+                                 "SELECT count(*) FROM audit_ack_ranges a JOIN audit e"
+                                 " ON e.seq = a.audit_seq WHERE a.first_seq <= ?1"
+                                 " AND a.last_seq >= ?1 AND e.event = 'delivery.acked'",
                                  seq_text),
                      1);
     if (ctl_run(env, &res, "audit", "verify", "--store", env->store_path, "--broker-key",

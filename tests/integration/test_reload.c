@@ -662,14 +662,15 @@ static int64_t waiting_seq(h_env_t *env, const char *recipient, const char *rule
 }
 
 /* How many audit entries of `event` name delivery seq (in delivery_seq or
- * through audit_acks). */
+ * through the acked-delivery index). */
 static int64_t entries_naming(h_env_t *env, const char *event, int64_t seq)
 {
-    char sql[256];
+    char sql[320];
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM audit WHERE event = ?1 AND (delivery_seq = %lld OR seq IN"
-             " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = %lld))",
-             (long long)seq, (long long)seq);
+             " (SELECT audit_seq FROM audit_ack_ranges WHERE first_seq <= %lld"
+             " AND last_seq >= %lld))",
+             (long long)seq, (long long)seq, (long long)seq);
     return h_store_int(env, sql, event);
 }
 

@@ -2875,7 +2875,7 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
     if (status != 0 || strstr(res.out, "re-sealed 1 item body and 0 delivery bodies") == NULL ||
-        strstr(res.out, "the store was at schema 8: migrated to 11\n") == NULL ||
+        strstr(res.out, "the store was at schema 8: migrated to 12\n") == NULL ||
         strstr(res.out, "recorded 1 delivery the schema migration set aside") == NULL ||
         strstr(res.out, says) == NULL || strstr(res.err, line) == NULL ||
         strstr(res.err, "under the layout of schema 8") == NULL)
@@ -2920,7 +2920,7 @@ static void test_start_refused_until_set_aside_rows_are_recorded(void **state)
         fail_msg("a start that cannot record: exit %d, stdout \"%s\", stderr \"%s\"", status,
                  res.out, res.err);
     h_cli_result_free(&res);
-    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 11);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 12);
     assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
     assert_int_equal(storage_set_aside_entries(env, seq), 0);
 
@@ -2964,7 +2964,7 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
-    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 11\n") == NULL ||
+    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 12\n") == NULL ||
         strstr(res.out, "the backup's schema migration set aside 1 delivery") == NULL ||
         strstr(res.err, line) == NULL)
         fail_msg("--restored: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);

@@ -1499,6 +1499,14 @@ def check_audit_doc_verifier(env):
         d = p.receive(ANSWER_S)
         expect(d is not None and d.item_seq == a.items[0].seq, "politie receives item %d" % i)
         p.ack(d.seq)
+    # two items of one publish, acked in one frame: one entry, one run of two seqs
+    res = g.publish([env.signal(summary="Audit 3"), env.signal(summary="Audit 4")])
+    expect_accepted(res.answer, res.message_id, 2)
+    both = [p.receive(ANSWER_S) for _ in range(2)]
+    expect(all(d is not None for d in both), "politie receives both items")
+    seqs = sorted(d.seq for d in both)
+    expect_eq(seqs[1], seqs[0] + 1, "the two deliveries' seqs follow each other")
+    p.ack(*seqs)
     expect_eq(p.backlog(), 0, "everything acked")
     script = doc_verifier(env)
     pub = os.path.join(env.keydir, "broker.pub")
@@ -1512,12 +1520,19 @@ def check_audit_doc_verifier(env):
          "DROP TRIGGER audit_append_only_update; UPDATE audit SET detail = 'x' WHERE seq = 2;",
          r"entry 2 is broken"),
         ("an ack's index row removed",
-         "DROP TRIGGER audit_acks_append_only_delete; DELETE FROM audit_acks"
-         " WHERE delivery_seq = (SELECT max(delivery_seq) FROM audit_acks);",
-         r"delivery \d+: audit_acks does not name entry \d+, which lists it"),
+         "DROP TRIGGER audit_ack_ranges_append_only_delete; DELETE FROM audit_ack_ranges"
+         " WHERE first_seq = (SELECT max(first_seq) FROM audit_ack_ranges);",
+         r"delivery \d+: the index does not name entry \d+, which lists it"),
         ("a stray index row",
-         "INSERT INTO audit_acks VALUES (999999999, 1);",
-         r"audit_acks names entry 1 for delivery 999999999, which it does not list"),
+         "INSERT INTO audit_ack_ranges VALUES (999999999, 999999999, 1);",
+         r"the index names entry 1 for delivery 999999999, which it does not list"),
+        ("an index row cut in two",
+         "DROP TRIGGER audit_ack_ranges_append_only_update;"
+         " INSERT INTO audit_ack_ranges SELECT first_seq + 1, last_seq, audit_seq"
+         " FROM audit_ack_ranges WHERE last_seq > first_seq ORDER BY first_seq LIMIT 1;"
+         " UPDATE audit_ack_ranges SET last_seq = first_seq WHERE first_seq ="
+         " (SELECT min(first_seq) FROM audit_ack_ranges WHERE last_seq > first_seq);",
+         r"the index's row at delivery \d+ cuts a run of entry \d+"),
     ]
     for i, (what, tamper, message) in enumerate(rows):
         rc, last = run_verifier(script, store_copy(env, "tampered-%d.db" % i, tamper), pub)

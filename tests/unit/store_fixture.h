@@ -95,6 +95,28 @@ int64_t store_fixture_db_int(sqlite3 *db, const char *sql);
     "0000000000000000000000000000000000000000000000000000000000000000'"                            \
     " CHECK (length(root) = 32);"
 
+/* SQL that gives the acked-delivery index and the delivery counter of a
+ * current store the shape they had before schema 12: audit_acks, a row
+ * per acked seq (each run of audit_ack_ranges spelled out), append-only,
+ * and no delivery_seq_high in meta (sqlite_sequence kept the mark). Run it
+ * with the rest of a downgrade, before setting the older user_version. */
+#define STORE_FIXTURE_ACKS_BEFORE_12                                                               \
+    "CREATE TABLE audit_acks ("                                                                    \
+    "  delivery_seq INTEGER PRIMARY KEY CHECK (delivery_seq > 0),"                                 \
+    "  audit_seq INTEGER NOT NULL CHECK (audit_seq > 0));"                                         \
+    "INSERT INTO audit_acks (delivery_seq, audit_seq)"                                             \
+    " WITH RECURSIVE run(seq, last, entry) AS (SELECT first_seq, last_seq, audit_seq"              \
+    " FROM audit_ack_ranges UNION ALL SELECT seq + 1, last, entry FROM run WHERE seq < last)"      \
+    " SELECT seq, entry FROM run;"                                                                 \
+    "CREATE TRIGGER audit_acks_append_only_update BEFORE UPDATE ON audit_acks"                     \
+    " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"                           \
+    "CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"                     \
+    " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"                           \
+    "DROP TRIGGER audit_ack_ranges_append_only_update;"                                            \
+    "DROP TRIGGER audit_ack_ranges_append_only_delete;"                                            \
+    "DROP TABLE audit_ack_ranges;"                                                                 \
+    "DELETE FROM meta WHERE name = 'delivery_seq_high';"
+
 /* A delivery's associated data as store.h documents it, built here apart
  * from the store's own code: STORE_FIXTURE_LAYOUT_ENVELOPE (schema 9: the
  * envelope's BLAKE2b-256 digest bound) or STORE_FIXTURE_LAYOUT_BEFORE_9

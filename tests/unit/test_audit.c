@@ -1727,7 +1727,10 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
         DESCENDING,
         OTHER_EVENT,
         WITH_SEQ,
-        ACKED_BEFORE
+        ACKED_BEFORE,
+        ACKED_INSIDE,
+        ACKED_ACROSS_THE_END,
+        ACKED_ACROSS_THE_START
     };
     static const struct {
         int kind;
@@ -1741,8 +1744,12 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
         {DESCENDING, 0, "not a list"},
         {OTHER_EVENT, 0, "only a delivery.acked entry"},
         {WITH_SEQ, 0, "not both"},
-        /* 12 is in CANONICAL's list */
-        {ACKED_BEFORE, 0, "the audit_acks index already names delivery 12 (run schakelctl audit"},
+        /* 12 is in CANONICAL's list, 1001 to 2024 in LONGEST's (one row) */
+        {ACKED_BEFORE, 0,
+         "the audit_ack_ranges index already names delivery 12 (run schakelctl audit"},
+        {ACKED_INSIDE, 0, "the audit_ack_ranges index already names delivery 1500 (run"},
+        {ACKED_ACROSS_THE_END, 0, "the audit_ack_ranges index already names delivery 2023 (run"},
+        {ACKED_ACROSS_THE_START, 0, "the audit_ack_ranges index already names delivery 1001 (run"},
     };
     uint64_t written = 0;
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1776,6 +1783,15 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
         case ACKED_BEFORE:
             audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "11,12,13");
             break;
+        case ACKED_INSIDE:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20,1500");
+            break;
+        case ACKED_ACROSS_THE_END:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "2023,2024,2025");
+            break;
+        case ACKED_ACROSS_THE_START:
+            audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "999,1000,1001");
+            break;
         }
         int rc = audit_append(f->store, broker_key, BASE_TIME, &e);
         if ((rc == 0) != rows[i].ok ||
@@ -1791,40 +1807,54 @@ static void test_acked_entries_are_indexed_with_their_entry(void **state)
     }
     assert_int_equal(acked_entry_of(f->store, 11), 0); /* ACKED_BEFORE's other seqs: gone */
     assert_int_equal(acked_entry_of(f->store, 13), 0);
+    assert_int_equal(acked_entry_of(f->store, 20), 0);
+    assert_int_equal(acked_entry_of(f->store, 2025), 0);
+    assert_int_equal(acked_entry_of(f->store, 999), 0);
     append_acked_list(f->store, "riec/analyse", "11,13");
     assert_int_equal(store_commit(f->store), 0);
 
     /* Every listed seq names its entry; nothing else is indexed. */
     static const struct {
         uint64_t delivery, entry;
-    } index[] = {{7, 1},  {9, 1},  {12, 1}, {1001, 2}, {1000 + STORE_AUDIT_MAX_ACKED_SEQS, 2},
-                 {11, 3}, {13, 3}, {8, 0},  {30, 0},   {31, 0}};
+    } index[] = {
+        {7, 1},    {9, 1},  {12, 1}, {1001, 2}, {1500, 2}, {1000 + STORE_AUDIT_MAX_ACKED_SEQS, 2},
+        {11, 3},   {13, 3}, {8, 0},  {30, 0},   {31, 0},   {1000, 0},
+        {2025, 0}, {6, 0},  {10, 0}, {14, 0}};
     for (size_t i = 0; i < sizeof index / sizeof index[0]; i++)
         if (acked_entry_of(f->store, index[i].delivery) != index[i].entry)
             fail_msg("delivery %llu: indexed to entry %llu, expected %llu",
                      (unsigned long long)index[i].delivery,
                      (unsigned long long)acked_entry_of(f->store, index[i].delivery),
                      (unsigned long long)index[i].entry);
-    uint64_t rows_indexed = 0;
+    /* A row per run: 7, 9, 12; 1001 to 2024; 11, 13. */
+    uint64_t rows_indexed = 0, first = 0, last = 0, entry = 0;
     assert_int_equal(store_audit_acked_count(f->store, INT64_MAX, &rows_indexed), 1);
-    assert_int_equal(rows_indexed, 3 + STORE_AUDIT_MAX_ACKED_SEQS + 2);
+    assert_int_equal(rows_indexed, 3 + 1 + 2);
     assert_int_equal(store_audit_acked_count(f->store, 1, &rows_indexed), 1);
     assert_int_equal(rows_indexed, 3);
+    assert_int_equal(store_audit_acked_row(f->store, 1777, &first, &last, &entry), 1);
+    assert_int_equal(first, 1001);
+    assert_int_equal(last, 1000 + STORE_AUDIT_MAX_ACKED_SEQS);
+    assert_int_equal(entry, 2);
 
     /* The index is append-only, and its look-ups are key look-ups. */
     store_close(&f->store);
     sqlite3 *db = store_fixture_raw_open_or_create(f->path);
-    assert_true(raw_exec_fails(db, "UPDATE audit_acks SET audit_seq = 2 WHERE delivery_seq = 7",
+    assert_true(raw_exec_fails(db, "UPDATE audit_ack_ranges SET audit_seq = 2 WHERE first_seq = 7",
                                "append-only"));
-    assert_true(raw_exec_fails(db, "DELETE FROM audit_acks WHERE delivery_seq = 7", "append-only"));
+    assert_true(
+        raw_exec_fails(db, "DELETE FROM audit_ack_ranges WHERE first_seq = 7", "append-only"));
+    assert_true(raw_exec_fails(db, "INSERT INTO audit_ack_ranges VALUES (40, 39, 1)", "CHECK"));
     sqlite3_stmt *stmt = NULL;
     int by_key = 0;
-    assert_int_equal(
-        sqlite3_prepare_v2(db,
-                           "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE seq ="
-                           " (SELECT audit_seq FROM audit_acks WHERE delivery_seq = 7)",
-                           -1, &stmt, NULL),
-        SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db,
+                                        "EXPLAIN QUERY PLAN SELECT seq FROM audit WHERE seq ="
+                                        " (SELECT audit_seq FROM (SELECT audit_seq, last_seq"
+                                        " FROM audit_ack_ranges WHERE first_seq <= 1500"
+                                        " ORDER BY first_seq DESC LIMIT 1)"
+                                        " WHERE last_seq >= 1500)",
+                                        -1, &stmt, NULL),
+                     SQLITE_OK);
     while (sqlite3_step(stmt) == SQLITE_ROW)
         by_key += strstr((const char *)sqlite3_column_text(stmt, 3), "INTEGER PRIMARY KEY") != NULL;
     sqlite3_finalize(stmt);
@@ -1863,6 +1893,8 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
     assert_int_equal(r.entries, 48);
     assert_int_equal(r.acked_seqs, 5);
 
+    assert_int_equal(r.acked_runs, 3); /* 101 to 103, 105; 2000 */
+
     enum {
         SEQS_ALTERED,
         SEQS_REMOVED,
@@ -1871,6 +1903,10 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
         INDEX_ROW_MOVED,
         INDEX_ROW_EXTRA,
         INDEX_ROW_SWAPPED,
+        INDEX_ROW_SHORTENED,
+        INDEX_ROW_LENGTHENED,
+        INDEX_ROW_SPLIT,
+        INDEX_ROWS_OVERLAP,
         INDEX_ROW_STRAY
     };
     static const struct {
@@ -1885,19 +1921,32 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
          "does not match its hash"},
         {SEQS_WIDENED, "UPDATE audit SET delivery_seqs = '2000,2001' WHERE seq = 48", 48,
          "does not match its hash"},
-        {INDEX_ROW_GONE, "DELETE FROM audit_acks WHERE delivery_seq = 103", 0,
-         "entry 46 lists delivery 103 as acked, but the index does not name it"},
-        {INDEX_ROW_MOVED, "UPDATE audit_acks SET audit_seq = 48 WHERE delivery_seq = 101", 0,
-         "the index names entry 48 for it"},
-        {INDEX_ROW_EXTRA, "INSERT INTO audit_acks VALUES (104, 46)", 0,
-         "the index holds 6 rows for entries up to 48, but those entries list 5"},
+        {INDEX_ROW_GONE, "DELETE FROM audit_ack_ranges WHERE first_seq = 105", 0,
+         "entry 46 lists delivery 105 as acked, but the index does not name it"},
+        {INDEX_ROW_MOVED, "UPDATE audit_ack_ranges SET audit_seq = 48 WHERE first_seq = 101", 0,
+         "entry 46 lists delivery 101 as acked, but the index names entry 48 for it"},
+        {INDEX_ROW_EXTRA, "INSERT INTO audit_ack_ranges VALUES (104, 104, 46)", 0,
+         "the index holds 4 rows for entries up to 48, but those entries list 5 acked deliveries "
+         "in 3 runs"},
         {INDEX_ROW_SWAPPED,
-         "UPDATE audit_acks SET delivery_seq = 9999 WHERE delivery_seq = 2000;"
-         "UPDATE audit_acks SET delivery_seq = 2000 WHERE delivery_seq = 105;"
-         "UPDATE audit_acks SET delivery_seq = 105 WHERE delivery_seq = 9999",
+         "UPDATE audit_ack_ranges SET first_seq = 9999, last_seq = 9999 WHERE first_seq = 2000;"
+         "UPDATE audit_ack_ranges SET first_seq = 2000, last_seq = 2000 WHERE first_seq = 105;"
+         "UPDATE audit_ack_ranges SET first_seq = 105, last_seq = 105 WHERE first_seq = 9999",
          0, "entry 46 lists delivery 105 as acked, but the index names entry 48"},
+        {INDEX_ROW_SHORTENED, "UPDATE audit_ack_ranges SET last_seq = 102 WHERE first_seq = 101", 0,
+         "entry 46 lists deliveries 101 to 103 as acked (a run), but the index's row for delivery "
+         "101 holds 101 to 102"},
+        {INDEX_ROW_LENGTHENED, "UPDATE audit_ack_ranges SET last_seq = 104 WHERE first_seq = 101",
+         0, "the index's row for delivery 101 holds 101 to 104"},
+        {INDEX_ROW_SPLIT,
+         "UPDATE audit_ack_ranges SET last_seq = 101 WHERE first_seq = 101;"
+         "INSERT INTO audit_ack_ranges VALUES (102, 103, 46)",
+         0, "the index's row for delivery 101 holds 101 to 101"},
         /* past the last entry, where the count does not look */
-        {INDEX_ROW_STRAY, "INSERT INTO audit_acks VALUES (21, 999999)", 0,
+        {INDEX_ROWS_OVERLAP, "INSERT INTO audit_ack_ranges VALUES (102, 102, 999999)", 0,
+         "the index's rows for deliveries 101 to 103 and 102 to 102 overlap (a look-up of "
+         "delivery 102 finds only the second)"},
+        {INDEX_ROW_STRAY, "INSERT INTO audit_ack_ranges VALUES (21, 21, 999999)", 0,
          "the index names entry 999999 for delivery 21, but the trail has no such entry"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -1905,8 +1954,8 @@ static void test_verify_checks_mixed_trails_and_the_index(void **state)
         snprintf(path, sizeof path, "%s/attacked-%zu.db", f->dir, i);
         copy_file(f->path, path);
         sqlite3 *db = attacker_open(path);
-        store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;"
-                                  "DROP TRIGGER audit_acks_append_only_delete;");
+        store_fixture_db_exec(db, "DROP TRIGGER audit_ack_ranges_append_only_update;"
+                                  "DROP TRIGGER audit_ack_ranges_append_only_delete;");
         store_fixture_db_exec(db, rows[i].sql);
         assert_int_equal(sqlite3_close(db), SQLITE_OK);
         verify_path(path, keys, 1, NULL, &r);
@@ -2001,7 +2050,7 @@ static void test_export_shows_a_shared_acked_entry_once(void **state)
     store_close(&reader);
 }
 
-/* A row of audit_acks for an entry that does not exist (yet): verify names
+/* A row of the acked-delivery index for an entry that does not exist (yet): verify names
  * it, and the ack it blocks fails with a message that says why, leaving
  * the rest of the transaction as it was. */
 static void test_stray_index_row_is_named_and_explained(void **state)
@@ -2013,7 +2062,7 @@ static void test_stray_index_row_is_named_and_explained(void **state)
     store_close(&f->store);
     /* an insert: no trigger stands in the way */
     sqlite3 *db = store_fixture_raw_open_or_create(f->path);
-    store_fixture_db_exec(db, "INSERT INTO audit_acks VALUES (21, 999999)");
+    store_fixture_db_exec(db, "INSERT INTO audit_ack_ranges VALUES (21, 21, 999999)");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     verify_path(f->path, keys, 1, NULL, &r);
     if (!r.intact || !r.index_checked || r.index_intact ||
@@ -2027,7 +2076,7 @@ static void test_stray_index_row_is_named_and_explained(void **state)
     audit_set_text(&e, STORE_AUDIT_RECIPIENT, "om/parket");
     audit_set_text(&e, STORE_AUDIT_DELIVERY_SEQS, "20,21");
     assert_int_equal(audit_append(f->store, broker_key, BASE_TIME, &e), -1);
-    if (strstr(store_errmsg(f->store), "the audit_acks index already names delivery 21 (run "
+    if (strstr(store_errmsg(f->store), "the audit_ack_ranges index already names delivery 21 (run "
                                        "schakelctl audit verify)") == NULL)
         fail_msg("append said: %s", store_errmsg(f->store));
     assert_int_equal(store_last_error_is_unavailable(f->store), 0);
@@ -2050,10 +2099,12 @@ static void test_export_shows_only_acked_entries_through_the_index(void **state)
     mixed_trail(f->store);
     store_close(&f->store);
     sqlite3 *db = attacker_open(f->path);
-    store_fixture_db_exec(db, "DROP TRIGGER audit_acks_append_only_update;");
+    store_fixture_db_exec(db, "DROP TRIGGER audit_ack_ranges_append_only_update;");
     /* A's delivery 101 led to B's queued entry 42; A's 103 to an entry
      * whose list cannot be read. */
-    store_fixture_db_exec(db, "UPDATE audit_acks SET audit_seq = 42 WHERE delivery_seq = 101;"
+    store_fixture_db_exec(db, "UPDATE audit_ack_ranges SET last_seq = 101, audit_seq = 42"
+                              " WHERE first_seq = 101;"
+                              "INSERT INTO audit_ack_ranges VALUES (102, 103, 46);"
                               "UPDATE audit SET delivery_seqs = '103,101' WHERE seq = 46;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
     store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
@@ -2082,12 +2133,13 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     store_close(&f->store);
     sqlite3 *db = store_fixture_raw_open_or_create(f->path);
     store_fixture_db_exec(
-        db, "DROP TRIGGER audit_acks_append_only_update;"
-            "DROP TRIGGER audit_acks_append_only_delete;"
-            "DROP TABLE audit_acks;"
-            "ALTER TABLE audit DROP COLUMN delivery_seqs;"
-            "ALTER TABLE audit DROP COLUMN deliveries;" STORE_FIXTURE_PUBLISHES_BEFORE_8
-            "PRAGMA user_version = 5;");
+        db, STORE_FIXTURE_ACKS_BEFORE_12
+        "DROP TRIGGER audit_acks_append_only_update;"
+        "DROP TRIGGER audit_acks_append_only_delete;"
+        "DROP TABLE audit_acks;"
+        "ALTER TABLE audit DROP COLUMN delivery_seqs;"
+        "ALTER TABLE audit DROP COLUMN deliveries;" STORE_FIXTURE_PUBLISHES_BEFORE_8
+        "PRAGMA user_version = 5;");
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 
     /* Offline readers take it as version 5. */
@@ -2116,8 +2168,8 @@ static void test_store_from_before_acked_lists_migrates(void **state)
     /* The broker's opening migrates it; the old acks stay where they were. */
     f->store = store_fixture_open(f->path, store_key);
     db = store_fixture_raw_open_or_create(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
-    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_acks"), 0);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 12);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_ack_ranges"), 0);
     assert_int_equal(
         store_fixture_db_int(db, "SELECT count(*) FROM audit WHERE delivery_seqs IS NOT NULL"), 0);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);

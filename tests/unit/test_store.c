@@ -3557,7 +3557,7 @@ static void test_evidence_in_clear_is_sealed_at_open(void **state)
     assert_true(ms >= 0);
     store_close(&f->store);
     db = store_fixture_raw_open(f->path);
-    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 11);
+    assert_int_equal(store_fixture_db_int(db, "PRAGMA user_version"), 12);
     assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM pragma_table_info('publishes')"
                                               " WHERE name IN ('signature', 'root')"),
                      0);
@@ -4384,7 +4384,7 @@ static void test_envelope_migration_from_schema_8(void **state)
     store_set_progress(NULL);
     assert_int_equal(envelope_progress_calls, 2);
     assert_int_equal(envelope_progress_done, MANY);
-    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 11);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 12);
     raw_delivery_quoted(f->path, "deliveries_set_aside", seq[ENV_REF], copied, sizeof copied);
     assert_string_equal(copied, was);
     snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld",
