@@ -161,6 +161,14 @@ static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value, cha
     return ok ? 0 : -1;
 }
 
+/* The highest delivery seq a store file names, given the SQL of its
+ * delivery_seq_high. */
+#define COUNTERS_FILE_DELIVERIES_SQL(high_sql)                                                     \
+    "SELECT CASE WHEN high < 0 THEN -1 ELSE max(high,"                                             \
+    " coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'), 0),"                   \
+    " coalesce((SELECT max(seq) FROM deliveries), 0),"                                             \
+    " coalesce((SELECT max(seq) FROM tombstones), 0)) END FROM (SELECT " high_sql " AS high)"
+
 int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -172,18 +180,22 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
         return -1;
     }
     (void)sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+    /* delivery_seq_high (schema 12) beside sqlite_sequence (which kept the
+     * mark before); a file without meta (damaged: every store has it)
+     * still gives what its tables hold */
+    int64_t has_meta = 0;
     if (counters_file_query(
             db,
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
             " WHERE name = 'items'), 0), coalesce((SELECT max(seq) FROM items), 0))",
             &items, err, errlen) != 0 ||
         counters_file_query(db,
-                            "SELECT CASE WHEN high < 0 THEN -1 ELSE max(high,"
-                            " coalesce((SELECT seq FROM sqlite_sequence"
-                            " WHERE name = 'deliveries'), 0),"
-                            " coalesce((SELECT max(seq) FROM deliveries), 0),"
-                            " coalesce((SELECT max(seq) FROM tombstones), 0)) END"
-                            " FROM (SELECT " COUNTERS_DELIVERY_HIGH_SQL " AS high)",
+                            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                            " AND name = 'meta'",
+                            &has_meta, err, errlen) != 0 ||
+        counters_file_query(db,
+                            has_meta > 0 ? COUNTERS_FILE_DELIVERIES_SQL(COUNTERS_DELIVERY_HIGH_SQL)
+                                         : COUNTERS_FILE_DELIVERIES_SQL("0"),
                             &deliveries, err, errlen) != 0) {
         sqlite3_close(db);
         return -1;

@@ -2980,6 +2980,96 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     h_done(env);
 }
 
+/* schakeld --restored of a backup of schema 11 (one set back to it: its
+ * acked-delivery index a row per seq, no delivery_seq_high), replacing a
+ * store whose delivery_seq_high is above every seq its tables and
+ * sqlite_sequence hold (as after deliveries acked and gone): the restore
+ * migrates the backup's copy to 12, with its acks indexed by runs, and
+ * moves the delivery seqs past the replaced store's mark; the next
+ * delivery's seq is past it, and the trail verifies. */
+static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **state)
+{
+    h_env_t *env = *state;
+    schakel_client_t *politie = h_connect(env, H_POLITIE);
+    schakel_client_t *om = h_connect(env, H_OM);
+    for (int i = 0; i < 2; i++) {
+        schakel_signal_t s = h_police_signal(i == 0 ? "BVH-2024-12501" : "BVH-2024-12502");
+        (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+        schakel_delivery_t *d = h_receive(om);
+        assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+        schakel_delivery_free(&d);
+    }
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    int64_t acked =
+        h_store_int(env, "SELECT sum(last_seq - first_seq + 1) FROM audit_ack_ranges", NULL);
+    assert_true(acked >= 2);
+    char backup[160], sql[1536];
+    snprintf(backup, sizeof backup, "%s/backup-11.db", env->dir);
+    snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
+    h_store_exec(env, sql);
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(backup, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "CREATE TABLE audit_acks ("
+                     "  delivery_seq INTEGER PRIMARY KEY CHECK (delivery_seq > 0),"
+                     "  audit_seq INTEGER NOT NULL CHECK (audit_seq > 0));"
+                     "INSERT INTO audit_acks (delivery_seq, audit_seq)"
+                     " WITH RECURSIVE run(seq, last, entry) AS (SELECT first_seq, last_seq,"
+                     " audit_seq FROM audit_ack_ranges UNION ALL SELECT seq + 1, last, entry"
+                     " FROM run WHERE seq < last) SELECT seq, entry FROM run;"
+                     "CREATE TRIGGER audit_acks_append_only_update BEFORE UPDATE ON audit_acks"
+                     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+                     "CREATE TRIGGER audit_acks_append_only_delete BEFORE DELETE ON audit_acks"
+                     " BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;"
+                     "DROP TRIGGER audit_ack_ranges_append_only_update;"
+                     "DROP TRIGGER audit_ack_ranges_append_only_delete;"
+                     "DROP TABLE audit_ack_ranges;"
+                     "DELETE FROM meta WHERE name = 'delivery_seq_high';"
+                     "PRAGMA user_version = 11",
+                     NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("%s: %s", backup, sqlite3_errmsg(db));
+    sqlite3_close(db);
+    h_store_exec(env, "UPDATE meta SET value = 50000000 WHERE name = 'delivery_seq_high'");
+    restore_run2(env, backup, NULL, 0, "deliveries from 1050000001 (was ",
+                 "the backup was at schema 11: migrated to 12\n", "");
+    assert_int_equal(
+        h_store_int(env, "SELECT value FROM meta WHERE name = 'delivery_seq_high'", NULL),
+        1050000000);
+    assert_int_equal(h_store_int(env,
+                                 "SELECT count(*) FROM sqlite_master"
+                                 " WHERE name = 'audit_acks'",
+                                 NULL),
+                     0);
+    assert_int_equal(
+        h_store_int(env, "SELECT sum(last_seq - first_seq + 1) FROM audit_ack_ranges", NULL),
+        acked);
+    h_broker_start(env);
+    politie = h_connect(env, H_POLITIE);
+    om = h_connect(env, H_OM);
+    schakel_signal_t s = h_police_signal("BVH-2024-12503");
+    (void)h_publish_ok(politie, &s, NULL, NULL, NULL, NULL);
+    schakel_delivery_t *d = h_receive(om);
+    if (d->seq < 1050000001ull)
+        fail_msg("the new delivery got seq %llu, not past the replaced store's mark",
+                 (unsigned long long)d->seq);
+    assert_int_equal(schakel_ack(om, d->seq), SCHAKEL_OK);
+    schakel_delivery_free(&d);
+    assert_int_equal(h_backlog(om), 0);
+    schakel_close(&om);
+    schakel_close(&politie);
+    assert_int_equal(h_broker_stop(env), 0);
+    h_cli_result_t res;
+    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                           "--broker-key", env->broker_pub, NULL);
+    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
+        fail_msg("audit verify after the restore: exit %d: %s%s", status, res.out, res.err);
+    h_cli_result_free(&res);
+    h_done(env);
+}
+
 /* A file system without second names of a file (link fails with EPERM,
  * renamegate.so): the replaced store is kept as a copy, with the service
  * user's owner, and holds what the lost state had. */
@@ -3792,6 +3882,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rekey_records_rows_set_aside_by_migration,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_restore_records_rows_set_aside_by_migration,
+                                        h_setup_broker, h_teardown),
+        cmocka_unit_test_setup_teardown(test_restore_of_a_schema_11_backup_passes_delivery_seq_high,
                                         h_setup_broker, h_teardown),
         cmocka_unit_test_setup_teardown(test_start_refused_until_set_aside_rows_are_recorded,
                                         h_setup_broker, h_teardown),

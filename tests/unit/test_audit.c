@@ -2120,6 +2120,139 @@ static void test_export_shows_only_acked_entries_through_the_index(void **state)
     store_close(&reader);
 }
 
+/* The row of the acked-delivery index that holds delivery, as
+ * "first-last:entry", or "none". */
+static void acked_row_of(store_t *store, uint64_t delivery, char *out, size_t len)
+{
+    uint64_t first = 0, last = 0, entry = 0;
+    int rc = store_audit_acked_row(store, delivery, &first, &last, &entry);
+    assert_true(rc >= 0);
+    if (rc == 0)
+        snprintf(out, len, "none");
+    else
+        snprintf(out, len, "%llu-%llu:%llu", (unsigned long long)first, (unsigned long long)last,
+                 (unsigned long long)entry);
+}
+
+static void expect_acked_row(store_t *store, uint64_t delivery, const char *want)
+{
+    char row[64];
+    acked_row_of(store, delivery, row, sizeof row);
+    if (strcmp(row, want) != 0)
+        fail_msg("delivery %llu: row %s, want %s", (unsigned long long)delivery, row, want);
+}
+
+/* A store of schema 11, whose index holds a row per acked seq: an offline
+ * reader verifies it and looks acks up as it is; the broker's opening
+ * turns it into a row per run of each entry's seqs (a seq of another
+ * entry between two of one entry's ends its run), and a reader left open
+ * across the upgrade reads the new rows; both verify alike. */
+static void test_schema_11_acked_index_migrates(void **state)
+{
+    fixture_t *f = *state;
+    char err[256];
+    const keypair_t *keys[] = {broker_key};
+    audit_verify_report_t r;
+    append_acked_list(f->store, "om/parket", "7,8,9,12"); /* entry 1 */
+    append_acked_list(f->store, "riec/analyse", "10,11"); /* entry 2 */
+    append_acked_list(f->store, "om/parket", "13,14,20"); /* entry 3 */
+    assert_int_equal(store_commit(f->store), 0);
+    store_close(&f->store);
+    store_fixture_raw_exec(f->path, STORE_FIXTURE_ACKS_BEFORE_12 "PRAGMA user_version = 11;");
+
+    verify_path(f->path, keys, 1, NULL, &r);
+    if (!r.intact || !r.index_checked || !r.index_intact || r.acked_seqs != 9 || r.acked_runs != 9)
+        fail_msg("before: intact=%d index %d/%d %llu/%llu: %s", r.intact, r.index_checked,
+                 r.index_intact, (unsigned long long)r.acked_seqs, (unsigned long long)r.acked_runs,
+                 r.index_problem);
+    store_t *reader = store_open_reader(f->path, store_key, err, sizeof err);
+    assert_non_null(reader);
+    assert_int_equal(store_audit_acked_index(reader), STORE_AUDIT_ACKED_PER_SEQ);
+    expect_acked_row(reader, 8, "8-8:1");
+    expect_acked_row(reader, 15, "none");
+    size_t found = 0;
+    assert_int_equal(store_audit_scan_acked(reader, 11, UINT64_MAX, count_entry, &found), 1);
+
+    f->store = store_fixture_open(f->path, store_key);
+    assert_int_equal(store_migrated_from(f->store, NULL), 11);
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_ack_ranges"), 5);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM sqlite_master"
+                                              " WHERE name LIKE 'audit_acks%'"),
+                     0);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    static const struct {
+        uint64_t delivery;
+        const char *row;
+    } rows[] = {{6, "none"},     {7, "7-9:1"},    {9, "7-9:1"},    {10, "10-11:2"},
+                {11, "10-11:2"}, {12, "12-12:1"}, {13, "13-14:3"}, {14, "13-14:3"},
+                {15, "none"},    {19, "none"},    {20, "20-20:3"}, {21, "none"}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        expect_acked_row(f->store, rows[i].delivery, rows[i].row);
+        expect_acked_row(reader, rows[i].delivery, rows[i].row); /* opened before */
+    }
+    assert_int_equal(store_audit_acked_index(reader), STORE_AUDIT_ACKED_RANGES);
+    found = 0;
+    assert_int_equal(store_audit_scan_acked(reader, 11, UINT64_MAX, count_entry, &found), 1);
+    store_close(&reader);
+    append_acked_list(f->store, "om/parket", "15,16"); /* entry 4: one row */
+    assert_int_equal(store_commit(f->store), 0);
+    expect_acked_row(f->store, 16, "15-16:4");
+    store_close(&f->store);
+    verify_path(f->path, keys, 1, NULL, &r);
+    if (!r.intact || !r.index_checked || !r.index_intact || r.acked_seqs != 11 || r.acked_runs != 6)
+        fail_msg("after: intact=%d index %d/%d %llu/%llu: %s", r.intact, r.index_checked,
+                 r.index_intact, (unsigned long long)r.acked_seqs, (unsigned long long)r.acked_runs,
+                 r.index_problem);
+    f->store = store_fixture_open(f->path, store_key);
+}
+
+/* The migration to schema 12 walks audit_acks once and tells the
+ * progress hook as it goes (every 10,000 rows, and once before); the
+ * runs it writes cover every row, one per run of an entry. */
+static unsigned ranges_progress_calls;
+static uint64_t ranges_progress_done;
+
+static void count_ranges_progress(const char *step, uint64_t done)
+{
+    if (strstr(step, "acked deliveries by runs") == NULL)
+        return;
+    ranges_progress_calls++;
+    ranges_progress_done = done;
+}
+
+static void test_acked_index_migration_reports_progress(void **state)
+{
+    fixture_t *f = *state;
+    store_close(&f->store);
+    /* 25,000 acked seqs, entry 1 + seq / 7: runs of 7 but the first (6)
+     * and the last (4) */
+    store_fixture_raw_exec(f->path, STORE_FIXTURE_ACKS_BEFORE_12
+                           "INSERT INTO audit_acks (delivery_seq, audit_seq)"
+                           " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                           " WHERE i < 25000) SELECT i, 1 + i / 7 FROM n;"
+                           "PRAGMA user_version = 11;");
+    ranges_progress_calls = 0;
+    ranges_progress_done = 0;
+    store_set_progress(count_ranges_progress);
+    f->store = store_fixture_open(f->path, store_key);
+    store_set_progress(NULL);
+    assert_int_equal(ranges_progress_calls, 3); /* before, at 10,000 and 20,000 */
+    assert_int_equal(ranges_progress_done, 20000);
+    sqlite3 *db = store_fixture_raw_open_or_create(f->path);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_ack_ranges"), 3572);
+    assert_int_equal(
+        store_fixture_db_int(db, "SELECT sum(last_seq - first_seq + 1) FROM audit_ack_ranges"),
+        25000);
+    assert_int_equal(store_fixture_db_int(db, "SELECT count(*) FROM audit_ack_ranges"
+                                              " WHERE last_seq - first_seq = 6"
+                                              " AND audit_seq = 1 + first_seq / 7"),
+                     3570);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    expect_acked_row(f->store, 24999, "24997-25000:3572");
+    expect_acked_row(f->store, 1, "1-6:1");
+}
+
 /* A store written before schema 6 (its tables as step 5 left them): read
  * as it is by an offline reader, then migrated by the broker's opening,
  * after which both shapes verify and export together. */
@@ -2819,6 +2952,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_export_shows_a_shared_acked_entry_once, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_store_from_before_acked_lists_migrates, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_schema_11_acked_index_migrates, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_acked_index_migration_reports_progress, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_indexes_rebuilt_outside_the_broker, setup,
                                         store_fixture_teardown),

@@ -4781,6 +4781,119 @@ static void test_bytes_migration_reports_progress(void **state)
     assert_true(gemeente > 0 && woco > 0);
 }
 
+/* The highest delivery seq handed out is meta's delivery_seq_high
+ * (schema 12): written before a delivery added on its own, once at the
+ * commit of a transaction that added some, not at all by one rolled back;
+ * the counters start past it when nothing else remembers the seqs (every
+ * delivery acked, sqlite_sequence set back), a restore's move writes it,
+ * a file's counters read it, and a value that is no integer refuses the
+ * open. */
+static void test_delivery_seq_high_kept_in_meta(void **state)
+{
+    fixture_t *f = *state;
+    const char *high_sql = "SELECT value FROM meta WHERE name = 'delivery_seq_high'";
+    assert_int_equal(raw_int(f->path, high_sql), 0); /* a new store's */
+    int64_t alone = deliver_new(f->store, POLITIE, 1);
+    assert_int_equal(raw_int(f->path, high_sql), alone);
+    /* In a transaction: nothing until the commit, then the last seq. */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t last = 0;
+    for (unsigned i = 2; i <= 4; i++)
+        last = deliver_new(f->store, POLITIE, i);
+    assert_int_equal(raw_int(f->path, high_sql), alone);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, high_sql), last);
+    /* Rolled back: the mark stays (those seqs stay taken in memory). */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t lost = deliver_new(f->store, POLITIE, 5);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(raw_int(f->path, high_sql), last);
+    /* A turn without deliveries leaves it as it is. */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_true(publish(f->store, WOCO, 6, 1700000006) > 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, high_sql), last);
+    /* Every delivery acked and sqlite_sequence set back: the mark alone
+     * keeps the next seq past every one handed out and committed. */
+    for (int64_t seq = alone; seq <= last; seq++)
+        assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)seq), 1);
+    store_close(&f->store);
+    store_fixture_raw_exec(f->path, "UPDATE sqlite_sequence SET seq = 0 WHERE name = 'deliveries'");
+    f->store = store_fixture_open(f->path, test_key);
+    int64_t next = deliver_new(f->store, POLITIE, 7);
+    assert_int_equal(next, last + 1);
+    assert_true(lost > last); /* never committed: handed out again after the reopen */
+    /* A restore's move writes it; a file's counters read it. */
+    store_counters_t after, of_file;
+    char err[256] = "";
+    assert_int_equal(store_counters_move(f->store, 1000, 10, NULL, NULL, &after), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(after.next_delivery_seq, (uint64_t)next + 1 + 1000);
+    assert_int_equal(raw_int(f->path, high_sql), (int64_t)after.next_delivery_seq - 1);
+    store_close(&f->store);
+    store_fixture_raw_exec(f->path,
+                           "UPDATE meta SET value = 5000000 WHERE name = 'delivery_seq_high'");
+    if (store_counters_of_file(f->path, &of_file, err, sizeof err) != 0)
+        fail_msg("counters of the file: %s", err);
+    assert_int_equal(of_file.next_delivery_seq, 5000001);
+    f->store = store_fixture_open(f->path, test_key);
+    assert_int_equal(deliver_new(f->store, POLITIE, 8), 5000001);
+    store_close(&f->store);
+    /* No integer: refused by the open and by the file's counters. */
+    store_fixture_raw_exec(f->path,
+                           "UPDATE meta SET value = x'00ff' WHERE name = 'delivery_seq_high'");
+    char open_err[256] = "";
+    assert_null(store_open(f->path, test_key, STORE_OPEN_EXISTING, open_err, sizeof open_err));
+    if (strstr(open_err, "sequence numbers out of range") == NULL)
+        fail_msg("open: %s", open_err);
+    assert_int_equal(store_counters_of_file(f->path, &of_file, err, sizeof err), -1);
+    assert_non_null(strstr(err, "a counter out of range"));
+    store_fixture_raw_exec(f->path,
+                           "UPDATE meta SET value = 5000001 WHERE name = 'delivery_seq_high'");
+    f->store = store_fixture_open(f->path, test_key);
+}
+
+/* The migration to schema 12 sets delivery_seq_high from the highest of
+ * sqlite_sequence and every seq a table holds (here a tombstone's, then
+ * sqlite_sequence's), and never lowers a value the row had (a store set
+ * back by hand). */
+static void test_delivery_seq_high_migrated_from_schema_11(void **state)
+{
+    fixture_t *f = *state;
+    const char *high_sql = "SELECT value FROM meta WHERE name = 'delivery_seq_high'";
+    int64_t seq = deliver_new(f->store, POLITIE, 1);
+    store_close(&f->store);
+    static const struct {
+        const char *sql;
+        int64_t high;
+    } rows[] = {
+        {STORE_FIXTURE_ACKS_BEFORE_12 "INSERT INTO tombstones VALUES"
+                                      " (700, 'x', 1, 'r', 'h', 0, 0);",
+         700},
+        {STORE_FIXTURE_ACKS_BEFORE_12 "UPDATE sqlite_sequence SET seq = 900"
+                                      " WHERE name = 'deliveries';",
+         900},
+        /* set back by hand: audit_ack_ranges and the mark are still there */
+        {"UPDATE meta SET value = 1200 WHERE name = 'delivery_seq_high';", 1200},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        char sql[1024];
+        snprintf(sql, sizeof sql, "%s PRAGMA user_version = 11;", rows[i].sql);
+        store_fixture_raw_exec(f->path, sql);
+        f->store = store_fixture_open(f->path, test_key);
+        assert_int_equal(store_migrated_from(f->store, NULL), 11);
+        assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 12);
+        assert_int_equal(raw_int(f->path, high_sql), rows[i].high);
+        int64_t next = deliver_new(f->store, POLITIE, 2 + (unsigned)i);
+        if (next != rows[i].high + 1)
+            fail_msg("row %zu: next seq %lld, want %lld", i, (long long)next,
+                     (long long)rows[i].high + 1);
+        assert_true(next > seq);
+        store_close(&f->store);
+    }
+    f->store = store_fixture_open(f->path, test_key);
+}
+
 int main(void)
 {
     if (sodium_init() < 0)
@@ -4800,6 +4913,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bytes_migration_reports_progress, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_space_measured, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_seq_high_kept_in_meta, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_seq_high_migrated_from_schema_11, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_hint_skips_only_items_the_caller_has, setup,
                                         store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_vouch_skips_only_rows_vouched_for, setup,
