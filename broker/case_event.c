@@ -414,7 +414,7 @@ static int case_next_queued(store_t *store, uint64_t after, uint64_t end, case_p
 }
 
 /* An entry of its own that records the ack of a delivery (before schema
- * 6; later acks are found through audit_acks). */
+ * 6; later acks are found through the acked-delivery index). */
 static int case_probe_acked(const store_audit_entry_t *e, void *arg)
 {
     const store_audit_value_t *event = &e->field[STORE_AUDIT_EVENT];

@@ -116,8 +116,9 @@
  * delivery_seqs lists them ("7,9,12", store_audit_seqs_parse), instead of
  * an entry per seq in delivery_seq. The column is nullable and encoded
  * only when present, so every entry written before hashes as it did.
- * audit_acks maps each listed seq to its entry (the data-subject export's
- * lookup, O(log n)); it is derived from the entries, written in the same
+ * audit_acks (by runs in audit_ack_ranges since step 12) maps each
+ * listed seq to its entry (the data-subject export's lookup, O(log n));
+ * it is derived from the entries, written in the same
  * transaction, append-only like them, and audit_verify checks that the
  * two agree. Entries written before keep delivery_seq, found through
  * audit_by_delivery as before; new acked entries leave it empty, so they
