@@ -105,8 +105,8 @@ static const char *const audit_sql[AUDIT_STMT_COUNT] = {
      * descent inside the insert finds a delivery indexed before (its
      * audit_seq is then NULL, which NOT NULL refuses). A VALUES row, not
      * INSERT ... SELECT: that would copy its row through a temporary table
-     * first, since it reads the table it writes (measured at 3.6 times the
-     * cost of the insert). */
+     * first, since it reads the table it writes (callgrind: 29,600
+     * instructions a run, against 7,200 for this). */
     [AUDIT_STMT_ACKED_ADD] =
         "INSERT INTO audit_ack_ranges (first_seq, last_seq, audit_seq) VALUES (?1, ?2,"
         " CASE WHEN coalesce((SELECT last_seq FROM audit_ack_ranges WHERE first_seq <= ?2"
