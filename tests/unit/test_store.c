@@ -619,6 +619,8 @@ static void test_deliveries_in_order_per_recipient(void **state)
 /* Seqs set aside for one publish (store_delivery_seqs_reserve) are added
  * in any order, each once, only in the transaction that set them aside;
  * the counter is past them at once, so one left unused is a gap. */
+static int64_t raw_int(const char *path, const char *sql);
+
 static void test_delivery_seqs_reserved(void **state)
 {
     fixture_t *f = *state;
@@ -658,6 +660,16 @@ static void test_delivery_seqs_reserved(void **state)
     uint64_t want[3] = {(uint64_t)first, (uint64_t)first + 2, (uint64_t)first + 3};
     assert_memory_equal(seen.seq, want, sizeof want);
     assert_int_equal(store_mailbox_count(f->store, RIEC), 3);
+    /* a transaction that adds only reserved seqs moves the high-water mark
+     * (meta's delivery_seq_high) past its whole reservation at its commit */
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t again = store_delivery_seqs_reserve(f->store, 2);
+    assert_true(again > first + 3);
+    spec.d.seq = (uint64_t)again;
+    assert_int_equal(store_delivery_add_reserved(f->store, &spec.d), again);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
+                     again + 1);
 }
 
 static void test_scan_after_seq_and_limit(void **state)
