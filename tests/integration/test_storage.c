@@ -565,6 +565,18 @@ static void restore_verify_refused(h_env_t *env, const char *path, const char *s
     h_cli_result_free(&res);
 }
 
+/* schakelctl audit verify of the test's store (stopped): intact, or the
+ * test fails naming when (after, e.g. " after the restore"). */
+static void store_verify_intact(h_env_t *env, const char *after)
+{
+    h_cli_result_t res;
+    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
+                           "--broker-key", env->broker_pub, NULL);
+    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
+        fail_msg("audit verify%s: exit %d: %s%s", after, status, res.out, res.err);
+    h_cli_result_free(&res);
+}
+
 /* verify of path: intact, with entries entries; with a warning that
  * says warned on stderr, or none when warned is NULL. */
 static void restore_verify_intact(h_env_t *env, const char *path, int64_t entries,
@@ -906,12 +918,7 @@ static void test_restore_procedure_moves_the_counters(void **state)
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
     /* the trail holds the restore and is intact */
-    h_cli_result_t res;
-    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
-                           "--broker-key", env->broker_pub, NULL);
-    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
-        fail_msg("audit verify after the restore: exit %d: %s%s", status, res.out, res.err);
-    h_cli_result_free(&res);
+    store_verify_intact(env, " after the restore");
     assert_int_equal(sqlite3_open_v2(env->store_path, &live, SQLITE_OPEN_READONLY, NULL),
                      SQLITE_OK);
     sqlite3_stmt *q = NULL;
@@ -1092,11 +1099,7 @@ static void test_rekey_reseals_the_store(void **state)
     assert_int_equal(sqlite3_column_int(q, 0), 1);
     sqlite3_finalize(q);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
-    status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
-                       "--broker-key", env->broker_pub, NULL);
-    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
-        fail_msg("audit verify after the rekey: exit %d: %s%s", status, res.out, res.err);
-    h_cli_result_free(&res);
+    store_verify_intact(env, " after the rekey");
     h_done(env);
 }
 
@@ -2651,12 +2654,7 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
     schakel_close(&om);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
-    h_cli_result_t res;
-    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
-                           "--broker-key", env->broker_pub, NULL);
-    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
-        fail_msg("audit verify after the set-aside: exit %d: %s%s", status, res.out, res.err);
-    h_cli_result_free(&res);
+    store_verify_intact(env, " after the set-aside");
 
     /* put back from the backup (broker stopped): delivered as decided */
     assert_int_equal(h_put_back(env, backup, seq, item_seq), 1);
@@ -2837,12 +2835,7 @@ static void storage_start_records_none_again(h_env_t *env, const char *const *ex
     schakel_close(&om);
     assert_int_equal(h_broker_stop(env), 0);
     assert_int_equal(h_log_count(env, offset, "event=delivery.set_aside "), 0);
-    h_cli_result_t res;
-    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
-                           "--broker-key", env->broker_pub, NULL);
-    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
-        fail_msg("audit verify: exit %d: %s%s", status, res.out, res.err);
-    h_cli_result_free(&res);
+    store_verify_intact(env, "");
 }
 
 /* schakeld --rekey of a store of schema 8 (here: one set back to it, whose
@@ -3061,12 +3054,7 @@ static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **s
     schakel_close(&om);
     schakel_close(&politie);
     assert_int_equal(h_broker_stop(env), 0);
-    h_cli_result_t res;
-    int status = h_run_ctl(env, NULL, NULL, &res, "audit", "verify", "--store", env->store_path,
-                           "--broker-key", env->broker_pub, NULL);
-    if (status != 0 || strstr(res.out, "audit trail intact") == NULL)
-        fail_msg("audit verify after the restore: exit %d: %s%s", status, res.out, res.err);
-    h_cli_result_free(&res);
+    store_verify_intact(env, " after the restore");
     h_done(env);
 }
 
