@@ -2039,6 +2039,14 @@ static void export_join(export_run_t *run)
     munmap(run->pid, sizeof *run->pid);
 }
 
+/* Its schakelctl killed, reaped (its socket closed) and its output let go. */
+static void export_kill(export_run_t *run)
+{
+    assert_int_equal(kill(*run->pid, SIGKILL), 0);
+    export_join(run);
+    h_cli_result_free(&run->res);
+}
+
 /* The document as schakelctl prints the broker's: compact (the line
  * breaks between entries go), and a line feed in a string escaped as \n
  * (the broker writes \u000a; no other control character is in these
@@ -2152,9 +2160,7 @@ static void test_export_dropped_with_its_operator(void **state)
     long offset = h_log_offset(env);
     export_start(&run, env, NULL);
     assert_true(*run.pid > 0);
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     if (h_await_log(env, offset, "event=admin.export_dropped", H_TIMEOUT_MS * h_time_factor()) !=
         0) {
         h_dump_log(env);
@@ -2258,9 +2264,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     export_start(&run, env, NULL);
     assert_true(*run.pid > 0);
     h_broker_pause(env);
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run); /* reaped: its socket is closed */
-    h_cli_result_free(&run.res);
+    export_kill(&run); /* reaped: its socket is closed */
     /* several, so that one is accepted after the close whichever the
      * broker's I/O thread takes first: the lowest free number is the
      * closed one's */
@@ -2471,9 +2475,7 @@ static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void *
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
     assert_int_equal(
         h_broker_await_exit(env, (H_TIMEOUT_MS + SCHAKEL_ADMIN_STOP_MAX_MS) * h_time_factor()), 0);
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     char why[128];
     snprintf(why, sizeof why,
              "why=\"the broker stopped, and its operator had not taken the rest within %d ms\"",
@@ -2515,9 +2517,7 @@ static void test_export_going_out_when_the_broker_fails(void **state)
         schakel_close(&jekerdal);
     }
     assert_int_equal(h_broker_await_exit(env, H_TIMEOUT_MS * h_time_factor()), 1);
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     if (h_log_count(env, offset, "event=broker.stopping why=") != 1 ||
         h_log_count(env, offset, "event=admin.export_undelivered principal=" H_OPERATOR) != 1 ||
         h_log_count(env, offset,
@@ -2625,9 +2625,7 @@ static void test_export_going_out_undelivered_when_its_operator_left(void **stat
     h_env_t *env = *state;
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=120");
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     if (h_await_log(env, offset, "event=admin.export_undelivered principal=" H_OPERATOR,
                     H_TIMEOUT_MS * h_time_factor()) != 0) {
         h_dump_log(env);
@@ -2669,9 +2667,7 @@ static void test_export_of_a_silent_operator_cut_off_at_heartbeat_timeout(void *
     unsigned long long ms = log_field(env, offset, "level=warn event=admin.export_", "ms");
     if (ms >= 6000ull * (unsigned long long)h_time_factor())
         fail_msg("the operator was cut off %llu ms after the export began", ms);
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     /* runs on: the next export is answered */
     const char *const args[] = {"audit", "subject", STEPPED_SUBJECT, NULL};
     h_cli_result_t res;
@@ -2726,9 +2722,7 @@ static void test_export_going_out_ended_by_a_reload(void **state)
     assert_int_equal(h_broker_reload(env), 1);
     int ended = h_await_log(env, reloaded, "event=admin.export_undelivered principal=" H_OPERATOR,
                             H_TIMEOUT_MS * h_time_factor());
-    assert_int_equal(kill(*run.pid, SIGKILL), 0);
-    export_join(&run);
-    h_cli_result_free(&run.res);
+    export_kill(&run);
     if (ended != 0) {
         h_dump_log(env);
         fail_msg("an export going out went on after its operator's key was removed");
