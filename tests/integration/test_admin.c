@@ -2033,6 +2033,12 @@ static void export_start(export_run_t *run, h_env_t *env, const char *extra_arg)
     }
 }
 
+/* The exports the trail records as handed out (admin.audit_subject). */
+static int64_t exports_recorded(h_env_t *env)
+{
+    return h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+}
+
 static void export_join(export_run_t *run)
 {
     assert_int_equal(pthread_join(run->thread, NULL), 0);
@@ -2077,8 +2083,7 @@ static void test_export_runs_between_other_work(void **state)
     h_env_t *env = *state;
     publish_about_subject(env, 12);
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
 
     static export_run_t run; /* not on the stack: see export_run_t */
     export_start(&run, env, NULL);
@@ -2103,9 +2108,7 @@ static void test_export_runs_between_other_work(void **state)
     if (!(published > 0 && published < recorded))
         fail_msg("the publish (entry %lld) was not recorded before the export (entry %lld)",
                  (long long)published, (long long)recorded);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
     /* ... and is the next export's */
     assert_null(strstr(run.res.out, hex));
     h_cli_result_t next;
@@ -2154,8 +2157,7 @@ static void test_export_dropped_with_its_operator(void **state)
 {
     h_env_t *env = *state;
     publish_about_subject(env, 12);
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, NULL);
@@ -2168,9 +2170,7 @@ static void test_export_dropped_with_its_operator(void **state)
     }
     assert_int_equal(h_log_count(env, offset, "the operator's connection closed"), 1);
     assert_int_equal(h_log_count(env, offset, "event=admin.export_done"), 0);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports);
+    assert_int_equal(exports_recorded(env), exports);
     /* runs on: a publish, then the next export */
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
     schakel_signal_t s = h_signal_cannabis();
@@ -2181,9 +2181,7 @@ static void test_export_dropped_with_its_operator(void **state)
     ctl(env, H_OPERATOR, &res, args);
     h_expect_exit(&res, 0, "the export after one dropped");
     h_cli_result_free(&res);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
 
     /* a stop during an export: answered so, nothing recorded, a clean exit */
     export_start(&run, env, NULL);
@@ -2192,9 +2190,7 @@ static void test_export_dropped_with_its_operator(void **state)
     h_expect_exit(&run.res, 1, "an export the broker stopped during");
     h_expect_text(run.res.err, "the broker stopped before the export was done", "a stopped export");
     h_cli_result_free(&run.res);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
 }
 
 /* The admin endpoint's port, from the broker's READY line. */
@@ -2257,8 +2253,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
 {
     h_env_t *env = *state;
     publish_about_subject(env, 12);
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = h_log_offset(env);
     export_start(&run, env, NULL);
@@ -2280,9 +2275,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     assert_int_equal(h_log_count(env, offset, "the operator's connection closed"), 1);
     assert_int_equal(h_log_count(env, offset, "event=admin.export_done"), 0);
     assert_int_equal(h_log_count(env, offset, "event=admin.answered"), 0);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports);
+    assert_int_equal(exports_recorded(env), exports);
     for (size_t i = 0; i < 4; i++)
         close(raw[i]);
     /* runs on: the next export is answered and recorded */
@@ -2291,9 +2284,7 @@ static void test_export_dropped_when_its_socket_is_taken_again(void **state)
     ctl(env, H_OPERATOR, &res, args);
     h_expect_exit(&res, 0, "the export after one dropped");
     h_cli_result_free(&res);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
 }
 
 /* An operator whose request and close reach the broker together (it is
@@ -2306,8 +2297,7 @@ static void export_asked_as_operator_left(h_env_t *env, unsigned statuses_before
 {
     char admin[128];
     h_admin_endpoint(env, admin, sizeof admin);
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     long offset = h_log_offset(env);
     raw_client_t c;
     raw_connect(&c, env, admin, H_OPERATOR);
@@ -2343,9 +2333,7 @@ static void export_asked_as_operator_left(h_env_t *env, unsigned statuses_before
         fail_msg("the broker did not drop the export asked for as its operator left");
     }
     assert_int_equal(h_log_count(env, offset, "command=audit-subject request_id=77"), 0);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports);
+    assert_int_equal(exports_recorded(env), exports);
 }
 
 static void test_export_dropped_when_asked_for_as_its_operator_left(void **state)
@@ -2436,8 +2424,7 @@ static void test_export_waits_for_its_operator(void **state)
 static void test_export_going_out_at_a_stop_arrives(void **state)
 {
     h_env_t *env = *state;
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=30");
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
@@ -2454,9 +2441,7 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
     assert_int_equal(export_count(run.res.out), EXPORT_HELD_BATCHES * SCHAKEL_MAX_ITEMS);
     assert_non_null(strstr(run.res.out, "]}"));
     h_cli_result_free(&run.res);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
 }
 
 /* A stop while the answer goes out to an operator who takes none of it
@@ -2468,8 +2453,7 @@ static void test_export_going_out_at_a_stop_arrives(void **state)
 static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void **state)
 {
     h_env_t *env = *state;
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     static export_run_t run; /* not on the stack: see export_run_t */
     long offset = export_hold(&run, env, "--timeout=120");
     assert_int_equal(kill(env->broker_pid, SIGTERM), 0);
@@ -2487,9 +2471,7 @@ static void test_export_going_out_at_a_stop_to_an_operator_who_takes_none(void *
         h_dump_log(env);
         fail_msg("a stop while nobody read the export going out: not said undelivered (%s)", why);
     }
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports + 1);
+    assert_int_equal(exports_recorded(env), exports + 1);
 }
 
 /* An export going out when the broker stops on a failure (a sync of its
@@ -2572,8 +2554,7 @@ static void test_export_read_whole_is_done(void **state)
     assert_int_equal(h_log_count(env, offset, "action=audit-subject"), 20);
     assert_int_equal(
         h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit-subject"), 20);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"), 20);
+    assert_int_equal(exports_recorded(env), 20);
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit r JOIN audit x"
                                  " ON x.event = 'admin.audit_subject' AND x.seq > r.seq"
@@ -2682,8 +2663,7 @@ static void test_export_ended_by_a_reload(void **state)
 {
     h_env_t *env = *state;
     publish_about_subject(env, 12);
-    int64_t exports =
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject");
+    int64_t exports = exports_recorded(env);
     char *no_operator = without(h_policy_header, OPERATOR_BLOCK);
     static export_run_t run; /* not on the stack: see export_run_t */
     export_start(&run, env, NULL);
@@ -2694,9 +2674,7 @@ static void test_export_ended_by_a_reload(void **state)
     h_expect_text(run.res.err, "no longer registered as an operator's; nothing was handed out",
                   "an export whose operator was removed");
     h_cli_result_free(&run.res);
-    assert_int_equal(
-        h_store_int(env, "SELECT count(*) FROM audit WHERE event = ?1", "admin.audit_subject"),
-        exports);
+    assert_int_equal(exports_recorded(env), exports);
     schakel_client_t *jekerdal = h_connect(env, H_WOCO_JEKERDAL);
     schakel_signal_t s = h_signal_cannabis();
     (void)h_publish_ok(jekerdal, &s, NULL, NULL, NULL, NULL);
