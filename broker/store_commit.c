@@ -52,6 +52,7 @@ static void txn_counters_drop(store_t *store)
     store_count_rollback(store);
     store_bytes_rollback(store);
     store->delivery_high_due = 0;
+    store_mailbox_drop(store);
     if (store->txn_case_num > 0)
         store->next_case_num = store->txn_case_num;
     store->txn_case_num = 0;
@@ -84,10 +85,12 @@ static int commit_now(store_t *store)
         txn_counters_drop(store);
         return commit_lost(store);
     }
-    /* The turn's changes of the partners' sums go into stored_bytes in
-     * the same transaction: they commit with the items or not at all; so
-     * does the highest delivery seq it handed out (delivery_seq_high). */
-    if (store_bytes_flush(store) == 0 && store_delivery_high_flush(store) == 0 &&
+    /* The turn's changes of the partners' sums go into stored_bytes, its
+     * acks marked in mailbox rows into those rows, and the highest
+     * delivery seq it handed out into delivery_seq_high, in the same
+     * transaction: they commit with the rest or not at all. */
+    if (store_mailbox_flush(store) == 0 && store_bytes_flush(store) == 0 &&
+        store_delivery_high_flush(store) == 0 &&
         store_stmt_run(store, store->stmt[STMT_COMMIT], "commit") == 0) {
         store->txn_open = 0;
         store->txn_case_num = 0;

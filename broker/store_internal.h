@@ -233,6 +233,7 @@ struct store {
     char added_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     uint8_t added_message_id[16];
     sqlite3_stmt *case_stmt[CASE_STMT_COUNT]; /* store_case.c */
+    struct store_mailbox *mailbox;            /* store_mailbox.c: its statements and acks marked */
 };
 
 /* ---------------------------------------------- store.c, store_open.c, store_commit.c */
@@ -556,6 +557,16 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
  * with errmsg set (a move of a row that is not there included). */
 int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remove, int64_t seq,
                          int64_t now, const char *reason);
+
+/* ------------------------------------------------------------------ store_mailbox.c */
+
+/* The acks and removals this transaction marked in mailbox rows, written
+ * once per row (store_mailbox.h): _flush just before the COMMIT (-1: the
+ * commit must not go on), _drop when the transaction ends without one.
+ * _free at close, with the module's statements. */
+int store_mailbox_flush(store_t *store);
+void store_mailbox_drop(store_t *store);
+void store_mailbox_free(store_t *store);
 
 /* ------------------------------------------------------------------ store_migrate.c */
 

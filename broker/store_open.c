@@ -289,6 +289,7 @@ void store_close(store_t **store)
             (void)sqlite3_finalize(s->audit_stmt[i]);
         for (int i = 0; i < CASE_STMT_COUNT; i++)
             (void)sqlite3_finalize(s->case_stmt[i]);
+        store_mailbox_free(s); /* its statements, and its marks */
         /* With every statement finalized this closes at once; close_v2
          * returns SQLITE_OK in every case by design. */
         (void)sqlite3_close_v2(s->db);

@@ -1,0 +1,668 @@
+/*
+ * test_store_mailbox.c — unit tests of broker/store_mailbox.c (mailbox
+ * rows of one publish and recipient) against real SQLite files, each test
+ * in its own mkdtemp() folder under /tmp, removed afterwards: adding rows
+ * and the refusals, scanning them into per-delivery views, acks marked and
+ * written at the commit, removals with their tombstones, case rows, and
+ * rows altered behind the store's back. The store key is random per run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "schakel_limits.h"
+#include "store.h"
+#include "store_fixture.h"
+#include "store_mailbox.h"
+
+#define SENDER "gemeente/meldingen"
+#define PARTNER "gemeente"
+#define POLITIE "politie/signalen"
+#define ZORG "zorg/wijkteam"
+#define NOW 1750000000LL
+#define DAY 86400LL
+
+typedef store_fixture_t fixture_t;
+
+static uint8_t test_key[STORE_KEY_BYTES];
+
+static int setup(void **state)
+{
+    fixture_t *f = store_fixture_new("schakel-mailbox", test_key);
+    if (store_mailbox_schema(f->store) != 0)
+        fail_msg("mailbox schema: %s", store_errmsg(f->store));
+    *state = f;
+    return 0;
+}
+
+static void reopen(fixture_t *f)
+{
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, test_key);
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    int64_t value = store_fixture_db_int(db, sql);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return value;
+}
+
+/* ------------------------------------------------------------------ a publish and its rows */
+
+/* A publish of n_items items (bytes "item <k>"), its id message_id[0] = tag. */
+typedef struct published {
+    uint8_t message_id[16];
+    int64_t publish_id;
+    int64_t item_seq[8];
+    size_t n_items;
+} published_t;
+
+static void item_text(const published_t *p, size_t k, char *out, size_t len)
+{
+    snprintf(out, len, "item %u of publish %lld", (unsigned)k, (long long)p->publish_id);
+}
+
+/* Inside the open transaction. */
+static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
+{
+    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
+    memset(p, 0, sizeof *p);
+    p->message_id[0] = tag;
+    p->n_items = n_items;
+    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
+    assert_true(p->publish_id > 0);
+    for (size_t k = 0; k < n_items; k++) {
+        char text[64];
+        item_text(p, k, text, sizeof text);
+        p->item_seq[k] =
+            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
+        assert_true(p->item_seq[k] > 0);
+    }
+}
+
+/* Two rules: a short one (fields 0x3) and a long one (fields 0x5, a
+ * purpose with a newline and a comma in it). */
+static const store_mailbox_rule_t two_rules[2] = {
+    {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
+    {"gemeente-naar-zorg", "bb22", "Zorg, en\nnazorg", "Wmo 2015: art. 5.2", NOW + 30 * DAY, 0x5},
+};
+
+/* A row of p's items items[0 .. n) for recipient at first_seq, slot k of
+ * entry k given by slots. */
+static store_mailbox_row_t row_of(const published_t *p, const char *recipient, uint64_t first_seq,
+                                  const size_t *items, const uint32_t *slots, size_t n,
+                                  store_mailbox_entry_t *entries)
+{
+    for (size_t k = 0; k < n; k++)
+        entries[k] =
+            (store_mailbox_entry_t){(uint64_t)p->item_seq[items[k]], (uint32_t)items[k], slots[k]};
+    return (store_mailbox_row_t){
+        .first_seq = first_seq,
+        .recipient = recipient,
+        .sender = SENDER,
+        .sender_partner = PARTNER,
+        .message_id = p->message_id,
+        .accepted_at = NOW,
+        .entries = entries,
+        .n = n,
+        .rules = two_rules,
+        .n_rules = 2,
+    };
+}
+
+/* The usual start: one publish of 4 items; POLITIE gets items 0..3 under
+ * slots 0,1,0,1 at seqs first .. first+3, ZORG items 1 and 3 under slot 1
+ * at first+4, first+5. Committed. Returns first. */
+static int64_t two_rows(fixture_t *f, published_t *p)
+{
+    store_mailbox_entry_t e1[4], e2[2];
+    static const size_t items1[4] = {0, 1, 2, 3}, items2[2] = {1, 3};
+    static const uint32_t slots1[4] = {0, 1, 0, 1}, slots2[2] = {1, 1};
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 1, 4, p);
+    int64_t first = store_delivery_seqs_reserve(f->store, 6);
+    assert_true(first > 0);
+    store_mailbox_row_t r1 = row_of(p, POLITIE, (uint64_t)first, items1, slots1, 4, e1);
+    store_mailbox_row_t r2 = row_of(p, ZORG, (uint64_t)first + 4, items2, slots2, 2, e2);
+    if (store_mailbox_row_add(f->store, &r1) != 0 || store_mailbox_row_add(f->store, &r2) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    return first;
+}
+
+/* ------------------------------------------------------------------ scanning */
+
+typedef struct seen {
+    size_t n;
+    int stop_after; /* 0: never */
+    uint64_t seq[16];
+    uint64_t item_seq[16];
+    uint32_t item_index[16];
+    uint32_t fields[16];
+    char rule_id[16][72];
+    char purpose[16][64];
+    char body[16][64]; /* "" for none */
+    int by_ref[16];
+    char case_id[16][16];
+    int is_case_event[16];
+} seen_t;
+
+static int collect(const store_delivery_t *d, void *arg)
+{
+    seen_t *s = arg;
+    assert_true(s->n < 16);
+    size_t k = s->n++;
+    s->seq[k] = d->seq;
+    s->item_seq[k] = d->item_seq;
+    s->item_index[k] = d->item_index;
+    s->fields[k] = d->fields;
+    snprintf(s->rule_id[k], sizeof s->rule_id[k], "%s", d->rule_id);
+    snprintf(s->purpose[k], sizeof s->purpose[k], "%s", d->purpose);
+    snprintf(s->body[k], sizeof s->body[k], "%.*s", (int)d->body_len,
+             d->body != NULL ? (const char *)d->body : "");
+    s->by_ref[k] = d->by_ref;
+    snprintf(s->case_id[k], sizeof s->case_id[k], "%s", d->case_id != NULL ? d->case_id : "");
+    s->is_case_event[k] = d->is_case_event;
+    assert_string_equal(d->sender, SENDER);
+    assert_string_equal(d->sender_partner, PARTNER);
+    return s->stop_after != 0 && s->n >= (size_t)s->stop_after;
+}
+
+static int scan(store_t *store, const char *recipient, uint64_t after, size_t limit, seen_t *s)
+{
+    memset(s, 0, sizeof *s);
+    return store_mailbox_row_scan(store, recipient, after, limit, NULL, collect, s);
+}
+
+/* A row's deliveries come out one by one as the push takes them: seqs in
+ * order, each with its item, its rule line and its slot's field mask, the
+ * item's own bytes as body. */
+static void test_add_and_scan(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 4);
+    for (size_t k = 0; k < 4; k++) {
+        char text[64];
+        item_text(&p, k, text, sizeof text);
+        assert_int_equal(s.seq[k], (uint64_t)first + k);
+        assert_int_equal(s.item_seq[k], (uint64_t)p.item_seq[k]);
+        assert_int_equal(s.item_index[k], k);
+        assert_string_equal(s.rule_id[k], two_rules[k % 2].rule_id);
+        assert_string_equal(s.purpose[k], two_rules[k % 2].purpose);
+        assert_int_equal(s.fields[k], two_rules[k % 2].fields);
+        assert_string_equal(s.body[k], text);
+        assert_int_equal(s.by_ref[k], 1);
+        assert_string_equal(s.case_id[k], "");
+    }
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), 2);
+    assert_int_equal(s.seq[0], (uint64_t)first + 4);
+    assert_int_equal(s.item_seq[1], (uint64_t)p.item_seq[3]);
+    assert_int_equal(s.item_index[1], 3);
+    assert_string_equal(s.purpose[1], "Zorg, en\nnazorg");
+    assert_int_equal(scan(f->store, "politie/anders", 0, 100, &s), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
+    /* one row per publish and recipient, the masks sealed: no clear mask */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+    assert_int_equal(
+        raw_int(f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" ZORG "'"),
+        NOW + 30 * DAY);
+    assert_int_equal(
+        raw_int(f->path, "SELECT expires_at FROM mailbox WHERE recipient = '" POLITIE "'"),
+        NOW + DAY);
+    /* the items and the publish keep their deliveries' longest retention */
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
+             (long long)p.item_seq[2]);
+    assert_int_equal(raw_int(f->path, sql), NOW + DAY);
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM items WHERE seq = %lld",
+             (long long)p.item_seq[3]);
+    assert_int_equal(raw_int(f->path, sql), NOW + 30 * DAY);
+    assert_int_equal(raw_int(f->path, "SELECT max(expires_at) FROM publishes"), NOW + 30 * DAY);
+}
+
+/* After a cursor in the middle of a row, at most limit, across rows, and
+ * stopped by the callback. */
+static void test_scan_cursor_and_limit(void **state)
+{
+    fixture_t *f = *state;
+    published_t p, q;
+    int64_t first = two_rows(f, &p);
+    /* a second publish: POLITIE's second row */
+    store_mailbox_entry_t e[2];
+    static const size_t items[2] = {0, 1};
+    static const uint32_t slots[2] = {0, 0};
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 2, 2, &q);
+    int64_t second = store_delivery_seqs_reserve(f->store, 2);
+    store_mailbox_row_t r = row_of(&q, POLITIE, (uint64_t)second, items, slots, 2, e);
+    assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, (uint64_t)first + 1, 100, &s), 4);
+    assert_int_equal(s.seq[0], (uint64_t)first + 2);
+    assert_int_equal(s.seq[2], (uint64_t)second);
+    assert_int_equal(s.seq[3], (uint64_t)second + 1);
+    assert_int_equal(scan(f->store, POLITIE, (uint64_t)first + 2, 2, &s), 2);
+    assert_int_equal(s.seq[0], (uint64_t)first + 3);
+    assert_int_equal(s.seq[1], (uint64_t)second);
+    /* a cursor in the gap between the rows (ZORG's seqs) */
+    assert_int_equal(scan(f->store, POLITIE, (uint64_t)first + 4, 100, &s), 2);
+    assert_int_equal(s.seq[0], (uint64_t)second);
+    assert_int_equal(scan(f->store, POLITIE, (uint64_t)second + 1, 100, &s), 0);
+    memset(&s, 0, sizeof s);
+    s.stop_after = 3;
+    assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, NULL, collect, &s), 3);
+    assert_int_equal(scan(f->store, POLITIE, 0, 0, &s), 0);
+    assert_int_equal(scan(f->store, POLITIE, INT64_MAX, 10, &s), 0);
+    assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 10, NULL, NULL, &s), -1);
+    assert_int_equal(store_mailbox_row_scan(f->store, NULL, 0, 10, NULL, collect, &s), -1);
+}
+
+/* ------------------------------------------------------------------ refusals */
+
+static void expect_refused(fixture_t *f, const store_mailbox_row_t *r, const char *why)
+{
+    if (store_mailbox_row_add(f->store, r) != -1)
+        fail_msg("row added, expected \"%s\"", why);
+    if (strstr(store_errmsg(f->store), why) == NULL)
+        fail_msg("\"%s\" does not say \"%s\"", store_errmsg(f->store), why);
+}
+
+static void test_add_refusals(void **state)
+{
+    fixture_t *f = *state;
+    published_t p, other;
+    store_mailbox_entry_t e[STORE_MAILBOX_MAX_N + 1];
+    static const size_t items[4] = {0, 1, 2, 3};
+    static const uint32_t slots[4] = {0, 1, 0, 1};
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 1, 4, &p);
+    publish(f->store, 2, 1, &other);
+    int64_t first = store_delivery_seqs_reserve(f->store, STORE_MAILBOX_MAX_N + 8);
+    store_mailbox_row_t r = row_of(&p, POLITIE, (uint64_t)first, items, slots, 4, e);
+
+    store_mailbox_row_t bad = r;
+    bad.n = 0;
+    expect_refused(f, &bad, "n is out of range");
+    for (size_t k = 0; k < STORE_MAILBOX_MAX_N + 1; k++)
+        e[k] = e[k % 4];
+    bad.n = STORE_MAILBOX_MAX_N + 1;
+    expect_refused(f, &bad, "n is out of range");
+    e[2].rule_slot = 2;
+    expect_refused(f, &r, "rule slot is out of range");
+    e[2].rule_slot = 0;
+    bad = r;
+    bad.n_rules = 0;
+    expect_refused(f, &bad, "rule lines");
+    bad = r;
+    bad.recipient = NULL;
+    expect_refused(f, &bad, "missing");
+    bad = r;
+    bad.sender = "zorg/meldingen";
+    expect_refused(f, &bad, "not a principal of sender_partner");
+    bad = r;
+    bad.sender = "gemeente/anders";
+    expect_refused(f, &bad, "sender, message id or accepted_at differ");
+    bad = r;
+    bad.accepted_at = NOW + 1;
+    expect_refused(f, &bad, "sender, message id or accepted_at differ");
+    bad = r;
+    bad.message_id = other.message_id;
+    expect_refused(f, &bad, "sender, message id or accepted_at differ");
+    e[1].item_index = 2; /* item 1 said to be at index 2 */
+    expect_refused(f, &r, "not numbered as their publish's");
+    e[1].item_index = 1;
+    bad = r;
+    bad.n = 1;
+    bad.n_rules = 1;
+    e[0].item_seq = (uint64_t)other.item_seq[0]; /* an item of another publish */
+    expect_refused(f, &bad, "sender, message id or accepted_at differ");
+    e[0].item_seq = (uint64_t)p.item_seq[3] + 100; /* no such item */
+    e[0].item_index = 103;
+    expect_refused(f, &bad, "item unknown");
+    e[0] = (store_mailbox_entry_t){(uint64_t)p.item_seq[0], 0, 0};
+    bad = r;
+    bad.first_seq = (uint64_t)first + STORE_MAILBOX_MAX_N + 6; /* runs past the reservation */
+    expect_refused(f, &bad, "seqs not reserved");
+    bad.first_seq = (uint64_t)first - 1;
+    expect_refused(f, &bad, "seqs not reserved");
+    bad = r;
+    bad.case_id = "C-00000001";
+    expect_refused(f, &bad, "a case's row is one delivery");
+    bad.n = 1;
+    bad.n_rules = 1;
+    expect_refused(f, &bad, "no such case");
+    bad = r;
+    bad.body = (const uint8_t *)"x";
+    expect_refused(f, &bad, "has no body of its own");
+
+    assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
+    bad = r;
+    bad.first_seq = (uint64_t)first + 3; /* its first seq is r's last */
+    expect_refused(f, &bad, "seqs of another row");
+    bad.first_seq = (uint64_t)first + 4;
+    bad.recipient = ZORG;
+    assert_int_equal(store_mailbox_row_add(f->store, &bad), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+
+    /* outside a transaction, and after the reservation's transaction */
+    bad.first_seq = (uint64_t)first + 8;
+    expect_refused(f, &bad, "no transaction open");
+    assert_int_equal(store_begin(f->store), 0);
+    expect_refused(f, &bad, "seqs not reserved");
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 2);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+}
+
+/* ------------------------------------------------------------------ acks */
+
+/* Acks are marked in memory, seen by the scan at once, written once per
+ * row at the commit; the row goes with its last pending delivery. */
+static void test_ack(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    uint64_t s0 = (uint64_t)first;
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), -1); /* no transaction */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 1);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 2), 1);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 2), 0); /* acked already */
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 4), 0); /* ZORG's */
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, s0 + 3), 0);    /* POLITIE's */
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 6), 0); /* no row's */
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, 0), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, UINT64_MAX), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, NULL, s0), -1);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
+    assert_int_equal(s.seq[0], s0);
+    assert_int_equal(s.seq[1], s0 + 3);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done IS NULL"), 2);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        raw_int(f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"), 2);
+
+    /* written: a new handle sees it, the counts learnt from the rows */
+    reopen(f);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
+    assert_int_equal(s.seq[1], s0 + 3);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 0); /* acked before */
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 3), 1);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0), 1);
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, s0 + 5), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT pending FROM mailbox"), 1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 1);
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 0);
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), 1);
+    assert_int_equal(s.seq[0], s0 + 4);
+}
+
+/* A rollback drops the marks and their counts: the deliveries come again. */
+static void test_ack_rolled_back(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+    assert_int_equal(store_begin(f->store), 0);
+    for (int k = 0; k < 4; k++)
+        assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)first + (uint64_t)k),
+                         1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 4);
+    /* the marks of the rolled back transaction are not written by the next */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)first + 2), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        raw_int(f->path, "SELECT pending FROM mailbox WHERE recipient = '" POLITIE "'"), 3);
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
+}
+
+/* ------------------------------------------------------------------ removal */
+
+typedef struct removed {
+    int calls;
+    uint64_t seq, item_seq;
+    char rule_id[72];
+    int64_t expires_at;
+    int before;
+} removed_t;
+
+static void on_removed(const store_expired_t *e, void *arg)
+{
+    removed_t *r = arg;
+    r->calls++;
+    r->seq = e->seq;
+    r->item_seq = e->item_seq;
+    snprintf(r->rule_id, sizeof r->rule_id, "%s", e->rule_id);
+    r->expires_at = e->expires_at;
+    r->before = e->tombstoned_before;
+}
+
+/* One delivery removed mid-row: its tombstone, the callback, the count;
+ * the rest of the row stays, and goes with its last. */
+static void test_remove(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    uint64_t s0 = (uint64_t)first;
+    removed_t r = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_remove(f->store, POLITIE, s0 + 1, NOW + 5, on_removed, &r),
+                     1);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.seq, s0 + 1);
+    assert_int_equal(r.item_seq, (uint64_t)p.item_seq[1]);
+    assert_string_equal(r.rule_id, two_rules[1].rule_id);
+    assert_int_equal(r.expires_at, two_rules[1].expires_at);
+    assert_int_equal(r.before, 0);
+    assert_int_equal(store_mailbox_row_remove(f->store, POLITIE, s0 + 1, NOW + 5, on_removed, &r),
+                     0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 0);
+    assert_int_equal(store_mailbox_row_remove(f->store, ZORG, s0 + 1, NOW + 5, on_removed, &r), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM tombstones WHERE seq = %llu AND recipient = '" POLITIE
+             "' AND rule_id = 'gemeente-naar-zorg' AND expired_at = %lld",
+             (unsigned long long)(s0 + 1), NOW + 5);
+    assert_int_equal(raw_int(f->path, sql), 1);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
+    assert_int_equal(s.seq[1], s0 + 2);
+
+    /* the rest acked and removed in one transaction: the row goes */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0), 1);
+    assert_int_equal(store_mailbox_row_remove(f->store, POLITIE, s0 + 2, NOW, NULL, NULL), 1);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 3), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(
+        raw_int(f->path, "SELECT count(*) FROM mailbox WHERE recipient = '" POLITIE "'"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
+    reopen(f);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
+}
+
+/* ------------------------------------------------------------------ cases */
+
+static void test_case_row(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    static const char event[] = "a case event, filtered";
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, case_id), 0);
+    publish(f->store, 3, 1, &p);
+    int64_t first = store_delivery_seqs_reserve(f->store, 1);
+    store_mailbox_entry_t e[1];
+    static const size_t items[1] = {0};
+    static const uint32_t slots[1] = {0};
+    store_mailbox_row_t r = row_of(&p, ZORG, (uint64_t)first, items, slots, 1, e);
+    r.n_rules = 1;
+    r.case_id = case_id;
+    r.is_case_event = 1;
+    r.body = (const uint8_t *)event;
+    r.body_len = strlen(event);
+    if (store_mailbox_row_add(f->store, &r) != 0)
+        fail_msg("case row: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    seen_t s;
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), 1);
+    assert_int_equal(s.seq[0], (uint64_t)first);
+    assert_string_equal(s.body[0], event);
+    assert_string_equal(s.case_id[0], case_id);
+    assert_int_equal(s.is_case_event[0], 1);
+    assert_int_equal(s.by_ref[0], 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM case_items"), 1);
+    /* sealed: the body is not in the file in clear */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE instr(body, 'filtered')"),
+                     0);
+}
+
+/* ------------------------------------------------------------------ damage */
+
+/* Any clear column the seal binds, changed behind the store's back, stops
+ * the scan at that row, named for setting aside; done is not bound. */
+static void test_tampered_row_fails_to_open(void **state)
+{
+    static const char *const tamper[] = {
+        "UPDATE mailbox SET rules = replace(rules, 'Signalering', 'Signalerinh')",
+        "UPDATE mailbox SET items = x'00000000010000000200000003000000'", /* slots moved */
+        "UPDATE mailbox SET items = x'00000100010000000200010003000000'",
+        "UPDATE mailbox SET first_item_seq = first_item_seq + 1",
+        "UPDATE mailbox SET sender = 'gemeente/anders'",
+        "UPDATE mailbox SET accepted_at = accepted_at + 1",
+        "UPDATE mailbox SET recipient = 'politie/anders'",
+        "UPDATE mailbox SET body = x'00'",
+        "UPDATE mailbox SET n = 3, pending = 3, items = substr(items, 1, 12)",
+    };
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    for (size_t t = 0; t < sizeof tamper / sizeof tamper[0]; t++) {
+        /* the first row tampered, in a store of its own */
+        sqlite3 *db = store_fixture_raw_open(f->path);
+        store_fixture_db_exec(db, "SAVEPOINT t");
+        char sql[256];
+        snprintf(sql, sizeof sql, "%s WHERE first_seq = %lld", tamper[t], (long long)first);
+        store_fixture_db_exec(db, sql);
+        store_fixture_db_exec(db, "RELEASE t");
+        assert_int_equal(sqlite3_close(db), SQLITE_OK);
+        seen_t s;
+        const char *recipient =
+            strstr(tamper[t], "politie/anders") != NULL ? "politie/anders" : POLITIE;
+        if (scan(f->store, recipient, 0, 100, &s) != -1)
+            fail_msg("tamper %zu: the scan went on", t);
+        if (strstr(store_errmsg(f->store), "does not authenticate") == NULL &&
+            strstr(store_errmsg(f->store), "damaged row") == NULL)
+            fail_msg("tamper %zu: %s", t, store_errmsg(f->store));
+        assert_int_equal(s.n, 0);
+        assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first);
+        store_fixture_destroy(&f);
+        f = store_fixture_new("schakel-mailbox", test_key);
+        assert_int_equal(store_mailbox_schema(f->store), 0);
+        *state = f;
+        first = two_rows(f, &p);
+    }
+    /* done is not bound: a bit set behind the store's back withholds */
+    store_fixture_raw_exec(f->path, "UPDATE mailbox SET done = x'01', pending = 3"
+                                    " WHERE recipient = '" POLITIE "'");
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
+    assert_int_equal(s.seq[0], (uint64_t)first + 1);
+}
+
+/* ------------------------------------------------------------------ hints */
+
+static int have_every_item(uint64_t item_seq, void *arg)
+{
+    (void)item_seq;
+    (void)arg;
+    return 1;
+}
+
+static int vouch_all(const store_delivery_t *d, uint32_t *fields, void *arg)
+{
+    (void)d;
+    (void)arg;
+    *fields = 0x77;
+    return 1;
+}
+
+/* Items the caller has come without a body; deliveries it vouches for
+ * open nothing, so a row all vouched for is not opened at all. */
+static void test_hints(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    (void)two_rows(f, &p);
+    seen_t s;
+    memset(&s, 0, sizeof s);
+    store_scan_hints_t have = {.have_item = have_every_item, .vouch = NULL};
+    assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, &have, collect, &s), 4);
+    assert_string_equal(s.body[0], "");
+    assert_int_equal(s.fields[1], two_rules[1].fields);
+    store_fixture_raw_exec(f->path, "UPDATE mailbox SET body = x'00'");
+    memset(&s, 0, sizeof s);
+    store_scan_hints_t vouched = {.have_item = NULL, .vouch = vouch_all};
+    assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, &vouched, collect, &s), 4);
+    assert_int_equal(s.fields[2], 0x77);
+    assert_string_equal(s.body[2], "");
+    memset(&s, 0, sizeof s);
+    assert_int_equal(store_mailbox_row_scan(f->store, POLITIE, 0, 100, &have, collect, &s), -1);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    randombytes_buf(test_key, sizeof test_key);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_add_and_scan, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_scan_cursor_and_limit, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_add_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_rolled_back, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_remove, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
+                                        store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_hints, setup, store_fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
