@@ -1,13 +1,12 @@
 /*
  * store_mailbox.c — the mailbox as rows of one publish and recipient
- * (store_mailbox.h, docs/design/mailbox.md section 3): the table, adding a
- * row with its facts checked, scanning a recipient's deliveries out of its
- * rows, acks marked in memory and written once per row before the commit,
- * and the removal of one delivery. Trusts its caller for id syntax and
- * nothing read back from the file: the clear columns are parsed with every
- * length checked, and a row is handed out only once its seal, which binds
- * them, opens (or the caller vouches for what it wrote). Errors: -1 with
- * store_errmsg set.
+ * (store_mailbox.h, docs/design/mailbox.md section 3): the table and its
+ * statements, adding a row with its facts checked, acks and removals
+ * marked in memory and written once per row before the commit, and the
+ * pending counts. The scan is store_mailbox_scan.c's, a row's clear
+ * columns and seal store_mailbox_row.c's. Trusts its caller for id syntax
+ * and nothing read back from the file (a row that reads damaged is
+ * refused). Errors: -1 with store_errmsg set.
  */
 #include <inttypes.h>
 #include <limits.h>
@@ -18,8 +17,7 @@
 #include <string.h>
 
 #include "schakel_limits.h"
-#include "store_internal.h"
-#include "store_mailbox.h"
+#include "store_mailbox_internal.h"
 
 /* ------------------------------------------------------------------ schema */
 
@@ -65,22 +63,6 @@ int store_mailbox_schema(store_t *store)
 
 /* ------------------------------------------------------------------ statements */
 
-enum mailbox_stmt_id {
-    MB_ADD,
-    MB_SEQS_TAKEN,
-    MB_ITEMS,
-    MB_PUBLISH,
-    MB_ITEM_RAISE,
-    MB_PUBLISH_RAISE,
-    MB_SCAN,
-    MB_SCAN_ITEM,
-    MB_FIND,
-    MB_UPDATE,
-    MB_DELETE,
-    MB_PENDING,
-    MB_STMT_COUNT
-};
-
 static const char *const mailbox_sql[MB_STMT_COUNT] = {
     [MB_ADD] = "INSERT INTO mailbox (first_seq, recipient, n, pending, publish_id, first_item_seq,"
                " sender, sender_partner, message_id, accepted_at, rules, items, expires_at, body,"
@@ -111,23 +93,7 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     [MB_PENDING] = "SELECT coalesce(sum(pending), 0) FROM mailbox WHERE recipient = ?1",
 };
 
-/* Columns of MB_SCAN and MB_FIND. */
-enum scan_col {
-    SC_FIRST_SEQ,
-    SC_N,
-    SC_DONE,
-    SC_FIRST_ITEM_SEQ,
-    SC_PUBLISH_ID,
-    SC_SENDER,
-    SC_SENDER_PARTNER,
-    SC_MESSAGE_ID,
-    SC_ACCEPTED_AT,
-    SC_RULES,
-    SC_ITEMS,
-    SC_BODY,
-    SC_CASE_ID,
-    SC_IS_CASE_EVENT
-};
+/* Columns of MB_FIND. */
 enum find_col { FC_FIRST_SEQ, FC_N, FC_DONE, FC_PENDING, FC_FIRST_ITEM_SEQ, FC_RULES, FC_ITEMS };
 
 /* One row touched by this transaction's acks and removals: its bitmap and
@@ -157,7 +123,7 @@ static struct store_mailbox *mailbox_of(store_t *store)
 
 /* Prepared at first use, kept until store_close. NULL with the failure
  * recorded (the table missing among others). */
-static sqlite3_stmt *mailbox_stmt(store_t *store, enum mailbox_stmt_id id)
+sqlite3_stmt *store_mailbox_stmt(store_t *store, enum mailbox_stmt_id id)
 {
     struct store_mailbox *m = mailbox_of(store);
     if (m == NULL)
@@ -182,270 +148,6 @@ void store_mailbox_free(store_t *store)
     free(m->marks);
     free(m);
     store->mailbox = NULL;
-}
-
-/* ------------------------------------------------------------------ the row's clear columns */
-
-/* The rule lines (the rules column): per slot five netstrings, "<len>:<bytes>,"
- * each: expires_at in decimal, rule id, rule hash, purpose, legal basis.
- * Purpose and legal basis may hold any text, newlines included: a length
- * says where each ends. TEXT, valid UTF-8 as its fields are. */
-#define RULE_FIELDS 5
-
-static int netstring_put(char *out, size_t cap, size_t *used, const char *text, size_t len)
-{
-    int w = snprintf(out + *used, cap - *used, "%zu:", len);
-    if (w < 0 || (size_t)w >= cap - *used || len + 1 > cap - *used - (size_t)w)
-        return -1;
-    *used += (size_t)w;
-    memcpy(out + *used, text, len);
-    *used += len;
-    out[(*used)++] = ',';
-    return 0;
-}
-
-/* The rule lines of rules[0 .. n_rules), malloc'd into *text (its length
- * in *len, NUL-terminated). -1 when memory runs out. */
-static int rules_encode(const store_mailbox_rule_t *rules, size_t n_rules, char **text, size_t *len)
-{
-    size_t cap = 1;
-    for (size_t i = 0; i < n_rules; i++)
-        cap += 5 * 24 + 24 + strlen(rules[i].rule_id) + strlen(rules[i].rule_hash) +
-               strlen(rules[i].purpose) + strlen(rules[i].legal_basis);
-    char *out = malloc(cap);
-    if (out == NULL)
-        return -1;
-    size_t used = 0;
-    for (size_t i = 0; i < n_rules; i++) {
-        char expiry[24];
-        int w = snprintf(expiry, sizeof expiry, "%" PRId64, rules[i].expires_at);
-        const char *fields[RULE_FIELDS] = {expiry, rules[i].rule_id, rules[i].rule_hash,
-                                           rules[i].purpose, rules[i].legal_basis};
-        for (int f = 0; f < RULE_FIELDS; f++)
-            if (netstring_put(out, cap, &used, fields[f], f == 0 ? (size_t)w : strlen(fields[f])) !=
-                0) {
-                free(out);
-                return -1; /* cannot happen: cap counts every byte */
-            }
-    }
-    out[used] = '\0';
-    *text = out;
-    *len = used;
-    return 0;
-}
-
-/* One rule slot as parsed, its strings in the parse's buffer. */
-typedef struct rule_slot {
-    const char *rule_id;
-    const char *rule_hash;
-    const char *purpose;
-    const char *legal_basis;
-    int64_t expires_at;
-} rule_slot_t;
-
-/* The rule lines parsed, from untrusted bytes. */
-typedef struct rules_parsed {
-    char *buf;          /* a copy of the column, each field's ',' made its NUL */
-    rule_slot_t *slots; /* n_slots of them */
-    size_t n_slots;
-} rules_parsed_t;
-
-static void rules_free(rules_parsed_t *r)
-{
-    free(r->buf);
-    free(r->slots);
-    *r = (rules_parsed_t){NULL, NULL, 0};
-}
-
-/* The netstring at *pos of buf (len bytes): its field's start, NUL
- * terminated in place. NULL when it is not one, or holds a NUL. */
-static char *netstring_take(char *buf, size_t len, size_t *pos)
-{
-    size_t p = *pos, field_len = 0, digits = 0;
-    while (p < len && buf[p] >= '0' && buf[p] <= '9' && digits < 10) {
-        field_len = field_len * 10 + (size_t)(buf[p] - '0');
-        p++;
-        digits++;
-    }
-    if (digits == 0 || p >= len || buf[p] != ':' || (digits > 1 && buf[*pos] == '0'))
-        return NULL;
-    p++;
-    if (field_len >= len - p || buf[p + field_len] != ',' || memchr(buf + p, '\0', field_len))
-        return NULL;
-    char *field = buf + p;
-    field[field_len] = '\0';
-    *pos = p + field_len + 1;
-    return field;
-}
-
-/* A decimal int64 that is the whole of text. */
-static int int64_parse(const char *text, int64_t *value)
-{
-    const char *p = text;
-    int negative = *p == '-';
-    if (negative)
-        p++;
-    if (*p == '\0' || (*p == '0' && p[1] != '\0'))
-        return -1;
-    uint64_t v = 0, limit = negative ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-    for (; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9' || v > (limit - (uint64_t)(*p - '0')) / 10)
-            return -1;
-        v = v * 10 + (uint64_t)(*p - '0');
-    }
-    *value = negative ? (int64_t)(0 - v) : (int64_t)v;
-    return 0;
-}
-
-/* Parse len bytes of rule lines into *out: 0; -1 when they are not rule
- * lines as rules_encode writes them (damage) or hold more than max_slots;
- * -2 when memory runs out. */
-static int rules_parse(const char *text, size_t len, size_t max_slots, rules_parsed_t *out)
-{
-    *out = (rules_parsed_t){NULL, NULL, 0};
-    if (text == NULL || len == 0)
-        return -1;
-    out->buf = malloc(len + 1);
-    out->slots = calloc(max_slots, sizeof *out->slots);
-    if (out->buf == NULL || out->slots == NULL) {
-        rules_free(out);
-        return -2;
-    }
-    memcpy(out->buf, text, len);
-    out->buf[len] = '\0';
-    size_t pos = 0;
-    while (pos < len) {
-        char *fields[RULE_FIELDS];
-        for (int f = 0; f < RULE_FIELDS; f++)
-            if ((fields[f] = netstring_take(out->buf, len, &pos)) == NULL) {
-                rules_free(out);
-                return -1;
-            }
-        rule_slot_t slot = {fields[1], fields[2], fields[3], fields[4], 0};
-        if (out->n_slots >= max_slots || int64_parse(fields[0], &slot.expires_at) != 0) {
-            rules_free(out);
-            return -1;
-        }
-        out->slots[out->n_slots++] = slot;
-    }
-    return 0;
-}
-
-/* The items column: per delivery 4 bytes, its item's index in the publish
- * and its rule slot, each 16 bits little-endian. Its item seq is the row's
- * first_item_seq moved by the difference of the indexes: the items of a
- * row are numbered as their publish's (store_mailbox_row_add checks it). */
-static void item_put(uint8_t *items, size_t i, uint32_t item_index, uint32_t rule_slot)
-{
-    items[4 * i] = (uint8_t)item_index;
-    items[4 * i + 1] = (uint8_t)(item_index >> 8);
-    items[4 * i + 2] = (uint8_t)rule_slot;
-    items[4 * i + 3] = (uint8_t)(rule_slot >> 8);
-}
-
-static uint32_t item_index_at(const uint8_t *items, size_t i)
-{
-    return (uint32_t)items[4 * i] | (uint32_t)items[4 * i + 1] << 8;
-}
-
-static uint32_t rule_slot_at(const uint8_t *items, size_t i)
-{
-    return (uint32_t)items[4 * i + 2] | (uint32_t)items[4 * i + 3] << 8;
-}
-
-static int done_bit(const uint8_t *done, size_t i)
-{
-    return done != NULL && (done[i / 8] >> (i % 8)) & 1;
-}
-
-/* ------------------------------------------------------------------ the seal */
-
-/* Associated data of a row's sealed body: a tag of its own for each kind
- * (masks, or a case's body), so neither opens as the other nor as any
- * delivery's; first_seq and n (which seqs), for a case whether it is an
- * event and its case id; the digest of everything else the push sends or
- * decides by (row_digest); the recipient last. */
-static const char ad_row_masks_tag[] = "schakel-store-mailbox-masks-v1";
-static const char ad_row_case_tag[] = "schakel-store-mailbox-case-v1";
-#define ROW_DIGEST_BYTES 32
-_Static_assert(STORE_SEAL_AD_MAX >= sizeof ad_row_case_tag + 8 + 4 + 1 + SCHAKEL_CASE_ID_LEN +
-                                        ROW_DIGEST_BYTES + SCHAKEL_MAX_PRINCIPAL_LEN,
-               "store_seal_ad_t holds a mailbox row's associated data");
-
-static void digest_text(crypto_generichash_state *state, const void *bytes, size_t len)
-{
-    uint8_t prefix[4] = {(uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-                         (uint8_t)len};
-    crypto_generichash_update(state, prefix, sizeof prefix);
-    crypto_generichash_update(state, bytes, len);
-}
-
-static void digest_int(crypto_generichash_state *state, uint64_t value)
-{
-    uint8_t bytes[8];
-    for (int i = 0; i < 8; i++)
-        bytes[i] = (uint8_t)(value >> (8 * (7 - i)));
-    crypto_generichash_update(state, bytes, sizeof bytes);
-}
-
-/* The clear columns a row's seal binds besides those in its associated
- * data itself, each text and blob with its length (below 4 GiB: the
- * caller checks), each integer at 8 bytes, in a fixed order. */
-typedef struct row_clear {
-    int64_t first_seq;
-    uint32_t n;
-    const char *recipient;
-    int64_t publish_id, first_item_seq;
-    const char *sender, *sender_partner;
-    const uint8_t *message_id;
-    int64_t accepted_at;
-    const char *rules;
-    size_t rules_len;
-    const uint8_t *items; /* 4 * n bytes */
-    const char *case_id;  /* NULL: a signal's row */
-    int is_case_event;
-} row_clear_t;
-
-static int row_ad(store_seal_ad_t *ad, const row_clear_t *c)
-{
-    size_t recipient_len = strlen(c->recipient);
-    if (recipient_len > SCHAKEL_MAX_PRINCIPAL_LEN ||
-        (c->case_id != NULL && strlen(c->case_id) != SCHAKEL_CASE_ID_LEN) ||
-        c->rules_len > UINT32_MAX || strlen(c->sender) > UINT32_MAX ||
-        strlen(c->sender_partner) > UINT32_MAX)
-        return -1;
-    uint8_t digest[ROW_DIGEST_BYTES];
-    crypto_generichash_state state;
-    crypto_generichash_init(&state, NULL, 0, sizeof digest);
-    digest_int(&state, (uint64_t)c->publish_id);
-    digest_int(&state, (uint64_t)c->first_item_seq);
-    digest_text(&state, c->sender, strlen(c->sender));
-    digest_text(&state, c->sender_partner, strlen(c->sender_partner));
-    crypto_generichash_update(&state, c->message_id, STORE_MESSAGE_ID_BYTES);
-    digest_int(&state, (uint64_t)c->accepted_at);
-    digest_text(&state, c->rules, c->rules_len);
-    digest_text(&state, c->items, 4 * (size_t)c->n);
-    crypto_generichash_final(&state, digest, sizeof digest);
-
-    const char *tag = c->case_id == NULL ? ad_row_masks_tag : ad_row_case_tag;
-    uint8_t *p = ad->bytes;
-    memcpy(p, tag, strlen(tag) + 1);
-    p += strlen(tag) + 1;
-    for (int i = 0; i < 8; i++)
-        *p++ = (uint8_t)((uint64_t)c->first_seq >> (8 * (7 - i)));
-    for (int i = 0; i < 4; i++)
-        *p++ = (uint8_t)(c->n >> (8 * (3 - i)));
-    if (c->case_id != NULL) {
-        *p++ = c->is_case_event ? 1 : 0;
-        memcpy(p, c->case_id, SCHAKEL_CASE_ID_LEN);
-        p += SCHAKEL_CASE_ID_LEN;
-    }
-    memcpy(p, digest, sizeof digest);
-    p += sizeof digest;
-    memcpy(p, c->recipient, recipient_len);
-    p += recipient_len;
-    ad->len = (size_t)(p - ad->bytes);
-    return 0;
 }
 
 /* ------------------------------------------------------------------ adding a row */
@@ -524,7 +226,7 @@ static int row_check(store_t *store, const store_mailbox_row_t *row)
 /* 0 when no row holds any of the row's seqs, else -1 (refused). */
 static int row_seqs_free(store_t *store, const store_mailbox_row_t *row)
 {
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_SEQS_TAKEN);
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_SEQS_TAKEN);
     if (stmt == NULL)
         return -1;
     int64_t last = (int64_t)row->first_seq + (int64_t)row->n - 1;
@@ -549,7 +251,7 @@ static int row_seqs_free(store_t *store, const store_mailbox_row_t *row)
 static int row_items_check(store_t *store, int64_t min_seq, size_t span, int64_t offset,
                            int64_t *raise, int64_t *publish_id)
 {
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_ITEMS);
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_ITEMS);
     if (stmt == NULL)
         return -1;
     if (store_bind_int64(store, stmt, 1, min_seq) != 0 ||
@@ -594,7 +296,7 @@ static int row_publish_check(store_t *store, const store_mailbox_row_t *row, int
                store->added_accepted_at == row->accepted_at;
         expires_at = store->added_expires_at;
     } else {
-        sqlite3_stmt *stmt = mailbox_stmt(store, MB_PUBLISH);
+        sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_PUBLISH);
         if (stmt == NULL)
             return -1;
         if (store_bind_int64(store, stmt, 1, publish_id) != 0) {
@@ -622,7 +324,7 @@ static int row_publish_check(store_t *store, const store_mailbox_row_t *row, int
         return row_refuse(store, "the publish's sender, message id or accepted_at differ");
     if (expires_at >= latest)
         return 0;
-    sqlite3_stmt *raise = mailbox_stmt(store, MB_PUBLISH_RAISE);
+    sqlite3_stmt *raise = store_mailbox_stmt(store, MB_PUBLISH_RAISE);
     if (raise == NULL)
         return -1;
     if (store_bind_int64(store, raise, 1, publish_id) != 0 ||
@@ -635,7 +337,7 @@ static int row_publish_check(store_t *store, const store_mailbox_row_t *row, int
 
 static int item_raise(store_t *store, int64_t item_seq, int64_t expires_at)
 {
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_ITEM_RAISE);
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_ITEM_RAISE);
     if (stmt == NULL)
         return -1;
     if (store_bind_int64(store, stmt, 1, item_seq) != 0 ||
@@ -710,10 +412,10 @@ static int row_facts(store_t *store, const store_mailbox_row_t *row, int64_t *pu
 /* Bind the row's columns and seal its body (the masks of its rule slots,
  * 4 bytes little-endian each, or the case's body). 0 or -1. */
 static int row_bind(store_t *store, sqlite3_stmt *stmt, const store_mailbox_row_t *row,
-                    const row_clear_t *c, int64_t earliest)
+                    const mailbox_row_clear_t *c, int64_t earliest)
 {
     store_seal_ad_t ad;
-    if (row_ad(&ad, c) != 0)
+    if (store_mailbox_row_ad(&ad, c) != 0)
         return row_refuse(store, "a column is too long to seal");
     uint8_t masks[4 * STORE_MAILBOX_MAX_N];
     for (size_t i = 0; i < row->n_rules && row->case_id == NULL; i++) {
@@ -754,12 +456,12 @@ int store_mailbox_row_add(store_t *store, const store_mailbox_row_t *row)
         return -1;
     uint8_t items[4 * STORE_MAILBOX_MAX_N];
     for (size_t i = 0; i < row->n; i++)
-        item_put(items, i, row->entries[i].item_index, row->entries[i].rule_slot);
+        mailbox_item_put(items, i, row->entries[i].item_index, row->entries[i].rule_slot);
     char *rules = NULL;
     size_t rules_len = 0;
-    if (rules_encode(row->rules, row->n_rules, &rules, &rules_len) != 0)
+    if (store_mailbox_rules_encode(row->rules, row->n_rules, &rules, &rules_len) != 0)
         return row_refuse(store, "out of memory");
-    row_clear_t c = {
+    mailbox_row_clear_t c = {
         .first_seq = (int64_t)row->first_seq,
         .n = (uint32_t)row->n,
         .recipient = row->recipient,
@@ -775,7 +477,7 @@ int store_mailbox_row_add(store_t *store, const store_mailbox_row_t *row)
         .case_id = row->case_id,
         .is_case_event = row->is_case_event,
     };
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_ADD);
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_ADD);
     int rc = stmt == NULL ? -1 : row_bind(store, stmt, row, &c, earliest);
     if (rc == 0)
         rc = store_stmt_run(store, stmt, "mailbox_row_add");
@@ -813,6 +515,12 @@ static mailbox_mark_t *mark_of_row(store_t *store, int64_t first_seq)
     return NULL;
 }
 
+const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq)
+{
+    const mailbox_mark_t *mark = mark_of_row(store, first_seq);
+    return mark != NULL ? mark->done : NULL;
+}
+
 /* The mark of recipient's row holding seq, or NULL. */
 static mailbox_mark_t *mark_of_seq(store_t *store, const char *recipient, int64_t seq)
 {
@@ -848,7 +556,7 @@ static uint32_t done_count(const uint8_t *done, uint32_t n)
 {
     uint32_t count = 0;
     for (uint32_t i = 0; i < n; i++)
-        count += (uint32_t)done_bit(done, i);
+        count += (uint32_t)mailbox_done_bit(done, i);
     return count;
 }
 
@@ -884,7 +592,7 @@ static mailbox_mark_t *mark_load(store_t *store, sqlite3_stmt *find, const char 
  * the caller to read and finish; 0 (finished) when there is none; -1. */
 static int row_find(store_t *store, const char *recipient, int64_t seq, sqlite3_stmt **out)
 {
-    sqlite3_stmt *find = mailbox_stmt(store, MB_FIND);
+    sqlite3_stmt *find = store_mailbox_stmt(store, MB_FIND);
     if (find == NULL)
         return -1;
     if (store_bind_text(store, find, 1, recipient) != 0 ||
@@ -951,7 +659,7 @@ int store_mailbox_row_ack(store_t *store, const char *recipient, uint64_t seq)
         if (mark == NULL)
             return -1;
     }
-    if (done_bit(mark->done, (size_t)((int64_t)seq - mark->first_seq)))
+    if (mailbox_done_bit(mark->done, (size_t)((int64_t)seq - mark->first_seq)))
         return 0;
     mark_done(store, mark, (int64_t)seq);
     return 1;
@@ -982,7 +690,7 @@ static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now, 
  * tombstone, read in clear (as store_delivery_revoke reads its row):
  * *e's strings point into *rules. 0, or -1 for a damaged row. */
 static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipient, int64_t seq,
-                         rules_parsed_t *rules, store_expired_t *e)
+                         mailbox_rules_t *rules, store_expired_t *e)
 {
     int64_t first = sqlite3_column_int64(find, FC_FIRST_SEQ);
     int64_t n = sqlite3_column_int64(find, FC_N);
@@ -991,7 +699,7 @@ static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipie
     const uint8_t *text = store_column_bytes(find, FC_RULES, &rules_len);
     int parsed = n >= 1 && n <= (int64_t)STORE_MAILBOX_MAX_N && items != NULL &&
                          items_len == 4 * (size_t)n && text != NULL
-                     ? rules_parse((const char *)text, rules_len, (size_t)n, rules)
+                     ? store_mailbox_rules_parse((const char *)text, rules_len, (size_t)n, rules)
                      : -1;
     if (parsed != 0) {
         store_refuse(store, "mailbox_row_remove",
@@ -999,9 +707,10 @@ static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipie
         return -1;
     }
     size_t i = (size_t)(seq - first);
-    uint32_t slot = rule_slot_at(items, i);
+    uint32_t slot = mailbox_rule_slot_at(items, i);
     int64_t item_seq = sqlite3_column_int64(find, FC_FIRST_ITEM_SEQ) +
-                       (int64_t)item_index_at(items, i) - (int64_t)item_index_at(items, 0);
+                       (int64_t)mailbox_item_index_at(items, i) -
+                       (int64_t)mailbox_item_index_at(items, 0);
     if (slot >= rules->n_slots || item_seq <= 0) {
         store_refuse(store, "mailbox_row_remove", "damaged row: a rule slot or item out of range");
         return -1;
@@ -1035,11 +744,11 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
         store_stmt_finish(find);
         return -1;
     }
-    if (done_bit(mark->done, (size_t)((int64_t)seq - mark->first_seq))) {
+    if (mailbox_done_bit(mark->done, (size_t)((int64_t)seq - mark->first_seq))) {
         store_stmt_finish(find);
         return 0;
     }
-    rules_parsed_t rules;
+    mailbox_rules_t rules;
     store_expired_t e;
     int rc = removed_facts(store, find, recipient, (int64_t)seq, &rules, &e);
     store_stmt_finish(find);
@@ -1052,7 +761,7 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
         fn(&e, arg);
         store->in_callback = 0;
     }
-    rules_free(&rules);
+    store_mailbox_rules_free(&rules);
     if (rc != 0)
         return -1;
     /* mark_load may have moved the marks: find this row's again */
@@ -1078,7 +787,7 @@ int store_mailbox_flush(store_t *store)
         if (mark->marked == 0)
             continue; /* read, nothing set */
         int gone = mark->pending == 0;
-        sqlite3_stmt *stmt = mailbox_stmt(store, gone ? MB_DELETE : MB_UPDATE);
+        sqlite3_stmt *stmt = store_mailbox_stmt(store, gone ? MB_DELETE : MB_UPDATE);
         if (stmt == NULL || store_bind_int64(store, stmt, 1, mark->first_seq) != 0 ||
             (!gone && (store_bind_bytes(store, stmt, 2, mark->done, (mark->n + 7) / 8) != 0 ||
                        store_bind_int64(store, stmt, 3, mark->pending) != 0))) {
@@ -1116,7 +825,7 @@ int64_t store_mailbox_row_pending(store_t *store, const char *recipient)
     int64_t count = -1;
     if (store_count_get(store, recipient, &count))
         return count;
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_PENDING);
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, MB_PENDING);
     if (stmt == NULL)
         return -1;
     if (store_bind_text(store, stmt, 1, recipient) != 0) {
@@ -1137,280 +846,4 @@ int64_t store_mailbox_row_pending(store_t *store, const char *recipient)
     }
     store_stmt_finish(stmt);
     return count;
-}
-
-/* ------------------------------------------------------------------ the scan */
-
-enum { SCAN_FAILED = -1, SCAN_UNREADABLE = -2 };
-
-/* One row of the scan, its clear columns read and checked. */
-typedef struct scan_row {
-    row_clear_t clear;
-    const uint8_t *done; /* n bits, or NULL: none */
-    rules_parsed_t rules;
-    uint32_t masks[STORE_MAILBOX_MAX_N]; /* once opened: each slot's */
-    int opened;                          /* the body opened (masks, or the case body) */
-    const uint8_t *case_body;            /* a case's row once opened: in store->opened */
-    size_t case_body_len;
-} scan_row_t;
-
-static int scan_damaged(store_t *store, const char *why)
-{
-    store_refuse(store, "mailbox_scan", why);
-    return SCAN_UNREADABLE;
-}
-
-/* The integer columns the broker writes as integers. */
-static int scan_integers_typed(sqlite3_stmt *stmt)
-{
-    static const int cols[] = {SC_FIRST_SEQ,  SC_N,           SC_FIRST_ITEM_SEQ,
-                               SC_PUBLISH_ID, SC_ACCEPTED_AT, SC_IS_CASE_EVENT};
-    for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
-        if (sqlite3_column_type(stmt, cols[i]) != SQLITE_INTEGER)
-            return 0;
-    return 1;
-}
-
-/* Read the current row of MB_SCAN into *r (strings borrow the row). 0,
- * SCAN_UNREADABLE or SCAN_FAILED. */
-static int scan_read(store_t *store, sqlite3_stmt *stmt, const char *recipient, scan_row_t *r)
-{
-    row_clear_t *c = &r->clear;
-    r->rules = (rules_parsed_t){NULL, NULL, 0};
-    size_t id_len = 0, rules_len = 0, items_len = 0, done_len = 0;
-    int64_t n = sqlite3_column_int64(stmt, SC_N);
-    *c = (row_clear_t){
-        .first_seq = sqlite3_column_int64(stmt, SC_FIRST_SEQ),
-        .recipient = recipient,
-        .publish_id = sqlite3_column_int64(stmt, SC_PUBLISH_ID),
-        .first_item_seq = sqlite3_column_int64(stmt, SC_FIRST_ITEM_SEQ),
-        .sender = store_column_text(stmt, SC_SENDER),
-        .sender_partner = store_column_text(stmt, SC_SENDER_PARTNER),
-        .message_id = store_column_bytes(stmt, SC_MESSAGE_ID, &id_len),
-        .accepted_at = sqlite3_column_int64(stmt, SC_ACCEPTED_AT),
-        .rules = (const char *)store_column_bytes(stmt, SC_RULES, &rules_len),
-        .items = store_column_bytes(stmt, SC_ITEMS, &items_len),
-        .case_id = store_column_text(stmt, SC_CASE_ID),
-        .is_case_event = sqlite3_column_int64(stmt, SC_IS_CASE_EVENT) != 0,
-    };
-    c->rules_len = rules_len;
-    int done_type = sqlite3_column_type(stmt, SC_DONE);
-    r->done = done_type == SQLITE_BLOB ? store_column_bytes(stmt, SC_DONE, &done_len) : NULL;
-    r->opened = 0;
-    r->case_body = NULL;
-    r->case_body_len = 0;
-    if (sqlite3_errcode(store->db) == SQLITE_NOMEM) {
-        store_refuse(store, "mailbox_scan", "out of memory");
-        return SCAN_FAILED;
-    }
-    if (!scan_integers_typed(stmt) || n < 1 || n > (int64_t)STORE_MAILBOX_MAX_N ||
-        c->first_seq < 1 || c->sender == NULL || c->sender_partner == NULL ||
-        c->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES || c->items == NULL ||
-        items_len != 4 * (size_t)n || c->rules == NULL ||
-        (done_type != SQLITE_NULL && (r->done == NULL || done_len != ((size_t)n + 7) / 8)) ||
-        (c->case_id == NULL && sqlite3_column_type(stmt, SC_CASE_ID) != SQLITE_NULL) ||
-        (c->case_id == NULL && c->is_case_event) || (c->case_id != NULL && n != 1))
-        return scan_damaged(store, "damaged row: a column no broker writes so");
-    c->n = (uint32_t)n;
-    int parsed = rules_parse(c->rules, rules_len, (size_t)n, &r->rules);
-    if (parsed != 0) {
-        if (parsed == -2) {
-            store_refuse(store, "mailbox_scan", "out of memory");
-            return SCAN_FAILED;
-        }
-        return scan_damaged(store, "damaged row: rule lines no broker writes so");
-    }
-    for (uint32_t i = 0; i < c->n; i++)
-        if (rule_slot_at(c->items, i) >= r->rules.n_slots ||
-            c->first_item_seq + (int64_t)item_index_at(c->items, i) -
-                    (int64_t)item_index_at(c->items, 0) <=
-                0)
-            return scan_damaged(store, "damaged row: a rule slot or item out of range");
-    /* this transaction's acks and removals, not yet written */
-    const mailbox_mark_t *mark = mark_of_row(store, c->first_seq);
-    if (mark != NULL)
-        r->done = mark->done;
-    return 0;
-}
-
-/* Open the row's body once: its masks (4 bytes a slot), or a case's body
- * (left in store->opened). 0, SCAN_UNREADABLE or SCAN_FAILED. */
-static int scan_open(store_t *store, sqlite3_stmt *stmt, scan_row_t *r)
-{
-    if (r->opened)
-        return 0;
-    store_seal_ad_t ad;
-    if (row_ad(&ad, &r->clear) != 0)
-        return scan_damaged(store, "damaged row: recipient, case id or a text of a wrong size");
-    char what[64];
-    snprintf(what, sizeof what, "mailbox row %" PRId64, r->clear.first_seq);
-    const uint8_t *body = NULL;
-    size_t len = 0;
-    if (store_seal_column_named(store, stmt, SC_BODY, what, &ad, &body, &len) != 0)
-        return store->body_unauthentic ? SCAN_UNREADABLE : SCAN_FAILED;
-    r->opened = 1;
-    if (r->clear.case_id != NULL) {
-        r->case_body = body;
-        r->case_body_len = len;
-        return 0;
-    }
-    if (len != 4 * r->rules.n_slots) {
-        sodium_memzero(store->opened.bytes, len);
-        return scan_damaged(store, "damaged row: masks of a wrong size");
-    }
-    for (size_t i = 0; i < r->rules.n_slots; i++)
-        r->masks[i] = (uint32_t)body[4 * i] | (uint32_t)body[4 * i + 1] << 8 |
-                      (uint32_t)body[4 * i + 2] << 16 | (uint32_t)body[4 * i + 3] << 24;
-    sodium_memzero(store->opened.bytes, len);
-    return 0;
-}
-
-/* The item's opened bytes as d's body (store->opened). 0, SCAN_UNREADABLE
- * (gone, or does not authenticate) or SCAN_FAILED. */
-static int scan_item(store_t *store, store_delivery_t *d)
-{
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_SCAN_ITEM);
-    if (stmt == NULL)
-        return SCAN_FAILED;
-    if (store_bind_int64(store, stmt, 1, (int64_t)d->item_seq) != 0) {
-        store_stmt_finish(stmt);
-        return SCAN_FAILED;
-    }
-    int rc = sqlite3_step(stmt), result = 0;
-    if (rc == SQLITE_ROW) {
-        store_seal_ad_t ad;
-        store_seal_ad_item(&ad, (int64_t)d->item_seq, sqlite3_column_int64(stmt, 1), d->item_index);
-        if (store_seal_column_named(store, stmt, 0, "item", &ad, &d->body, &d->body_len) != 0)
-            result = store->body_unauthentic ? SCAN_UNREADABLE : SCAN_FAILED;
-    } else if (rc == SQLITE_DONE) {
-        result = scan_damaged(store, "damaged row: the delivery's item is gone");
-    } else {
-        store_fail(store, "mailbox_scan: item");
-        result = SCAN_FAILED;
-    }
-    store_stmt_finish(stmt); /* the opened bytes are in store->opened, not the row's */
-    return result;
-}
-
-/* Delivery i of row r as the push takes it, into *d; its body opened as
- * needed. 0, SCAN_UNREADABLE or SCAN_FAILED. */
-static int scan_delivery(store_t *store, sqlite3_stmt *stmt, scan_row_t *r, uint32_t i,
-                         const store_scan_hints_t *hints, void *arg, store_delivery_t *d)
-{
-    const row_clear_t *c = &r->clear;
-    const rule_slot_t *slot = &r->rules.slots[rule_slot_at(c->items, i)];
-    uint32_t item_index = item_index_at(c->items, i);
-    *d = (store_delivery_t){
-        .seq = (uint64_t)(c->first_seq + (int64_t)i),
-        .recipient = c->recipient,
-        .item_seq = (uint64_t)(c->first_item_seq + (int64_t)item_index -
-                               (int64_t)item_index_at(c->items, 0)),
-        .message_id = c->message_id,
-        .item_index = item_index,
-        .sender = c->sender,
-        .sender_partner = c->sender_partner,
-        .rule_id = slot->rule_id,
-        .rule_hash = slot->rule_hash,
-        .purpose = slot->purpose,
-        .legal_basis = slot->legal_basis,
-        .accepted_at = c->accepted_at,
-        .expires_at = slot->expires_at,
-        .case_id = c->case_id,
-        .is_case_event = c->is_case_event,
-        .by_ref = c->case_id == NULL,
-    };
-    if (c->case_id != NULL) {
-        int opened = scan_open(store, stmt, r);
-        d->body = r->case_body;
-        d->body_len = r->case_body_len;
-        return opened;
-    }
-    uint32_t fields = 0;
-    if (hints->vouch != NULL && hints->vouch(d, &fields, arg)) {
-        d->fields = fields; /* the caller wrote this very delivery: nothing to open */
-        return 0;
-    }
-    int opened = scan_open(store, stmt, r);
-    if (opened != 0)
-        return opened;
-    d->fields = r->masks[rule_slot_at(c->items, i)];
-    if (hints->have_item != NULL && hints->have_item(d->item_seq, arg))
-        return 0;
-    return scan_item(store, d);
-}
-
-/* Hand out row r's deliveries after after_seq and not done, while
- * *visited < limit. 1 when fn asked to stop, 0 to go on, or the failure. */
-static int scan_row_deliveries(store_t *store, sqlite3_stmt *stmt, scan_row_t *r,
-                               uint64_t after_seq, size_t limit, const store_scan_hints_t *hints,
-                               store_delivery_fn fn, void *arg, int *visited)
-{
-    for (uint32_t i = 0; i < r->clear.n && (size_t)*visited < limit; i++) {
-        if ((uint64_t)(r->clear.first_seq + (int64_t)i) <= after_seq || done_bit(r->done, i))
-            continue;
-        store_delivery_t d;
-        int opened = scan_delivery(store, stmt, r, i, hints, arg, &d);
-        if (opened != 0)
-            return opened;
-        (*visited)++;
-        int stop = fn(&d, arg);
-        if (d.body != NULL)
-            sodium_memzero(store->opened.bytes, d.body_len); /* the plaintext is fn's no longer */
-        if (stop != 0)
-            return 1;
-    }
-    return 0;
-}
-
-int store_mailbox_row_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
-                           const store_scan_hints_t *hints, store_delivery_fn fn, void *arg)
-{
-    static const store_scan_hints_t no_hints = {NULL, NULL};
-    if (store_enter(store, "mailbox_scan") != 0)
-        return -1;
-    if (recipient == NULL || fn == NULL) {
-        store_refuse(store, "mailbox_scan", "recipient and callback are required");
-        return -1;
-    }
-    if (limit == 0 || after_seq >= INT64_MAX)
-        return 0; /* nothing can be visited: no seq exceeds INT64_MAX */
-    if (limit > INT_MAX)
-        limit = INT_MAX; /* the count returned is an int */
-    if (hints == NULL)
-        hints = &no_hints;
-    sqlite3_stmt *stmt = mailbox_stmt(store, MB_SCAN);
-    if (stmt == NULL)
-        return -1;
-    if (store_bind_text(store, stmt, 1, recipient) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)after_seq + 1) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int visited = 0, result = 0, rc = SQLITE_DONE;
-    store->scan_unreadable_seq = 0;
-    store->in_callback = 1;
-    scan_row_t *r = malloc(sizeof *r);
-    if (r == NULL) {
-        store_refuse(store, "mailbox_scan", "out of memory");
-        result = SCAN_FAILED;
-    }
-    while (result == 0 && (size_t)visited < limit && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        result = scan_read(store, stmt, recipient, r);
-        if (result == 0)
-            result =
-                scan_row_deliveries(store, stmt, r, after_seq, limit, hints, fn, arg, &visited);
-        if (result == SCAN_UNREADABLE && sqlite3_column_int64(stmt, SC_FIRST_SEQ) > 0)
-            store->scan_unreadable_seq = (uint64_t)sqlite3_column_int64(stmt, SC_FIRST_SEQ);
-        rules_free(&r->rules);
-        if (r->opened)
-            sodium_memzero(r->masks, sizeof r->masks);
-    }
-    free(r);
-    store->in_callback = 0;
-    if (result == 0 && rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store_fail(store, "mailbox_scan");
-        result = SCAN_FAILED;
-    }
-    store_stmt_finish(stmt);
-    return result < 0 ? -1 : visited;
 }

@@ -1,0 +1,127 @@
+/*
+ * store_mailbox_internal.h — what the mailbox's files share (store_mailbox.c:
+ * the table, adding rows, acks and removals; store_mailbox_row.c: a row's
+ * clear columns and its seal's associated data; store_mailbox_scan.c: the
+ * scan). Private to them: the rest of the store sees store_mailbox.h and
+ * the hooks in store_internal.h.
+ */
+#ifndef SCHAKEL_STORE_MAILBOX_INTERNAL_H
+#define SCHAKEL_STORE_MAILBOX_INTERNAL_H
+
+#include <sqlite3.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store_internal.h"
+#include "store_mailbox.h"
+
+/* The mailbox's statements (store_mailbox.c lists their SQL), prepared at
+ * first use and finalized by store_close. */
+enum mailbox_stmt_id {
+    MB_ADD,
+    MB_SEQS_TAKEN,
+    MB_ITEMS,
+    MB_PUBLISH,
+    MB_ITEM_RAISE,
+    MB_PUBLISH_RAISE,
+    MB_SCAN,
+    MB_SCAN_ITEM,
+    MB_FIND,
+    MB_UPDATE,
+    MB_DELETE,
+    MB_PENDING,
+    MB_STMT_COUNT
+};
+
+/* Statement id, prepared; NULL with the failure recorded (the table
+ * missing among others). */
+sqlite3_stmt *store_mailbox_stmt(store_t *store, enum mailbox_stmt_id id);
+
+/* The done bitmap of the row starting at first_seq as this transaction's
+ * acks and removals left it, or NULL when it marked none of the row. */
+const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
+
+/* ------------------------------------------------------------------ store_mailbox_row.c */
+
+/* The rule lines of rules[0 .. n_rules) as the rules column holds them,
+ * malloc'd into *text (NUL-terminated, its length in *len). -1 when memory
+ * runs out. */
+int store_mailbox_rules_encode(const store_mailbox_rule_t *rules, size_t n_rules, char **text,
+                               size_t *len);
+
+/* One rule slot as parsed, its strings in the parse's buffer. */
+typedef struct mailbox_rule_slot {
+    const char *rule_id;
+    const char *rule_hash;
+    const char *purpose;
+    const char *legal_basis;
+    int64_t expires_at;
+} mailbox_rule_slot_t;
+
+/* The rule lines parsed, from untrusted bytes. */
+typedef struct mailbox_rules {
+    char *buf;                  /* a copy of the column, each field NUL-terminated in place */
+    mailbox_rule_slot_t *slots; /* n_slots of them */
+    size_t n_slots, cap_slots;
+} mailbox_rules_t;
+
+/* Parse len bytes of the rules column into *out (freed with
+ * store_mailbox_rules_free, also after a failure): 0; -1 when they are
+ * not rule lines as store_mailbox_rules_encode writes them (damage) or
+ * hold more than max_slots; -2 when memory runs out. Safe on any bytes. */
+int store_mailbox_rules_parse(const char *text, size_t len, size_t max_slots, mailbox_rules_t *out);
+void store_mailbox_rules_free(mailbox_rules_t *r);
+
+/* The clear columns of a row that its seal binds: first_seq, n, the
+ * recipient, the case id and whether it is an event in the associated
+ * data itself, the others by their BLAKE2b-256 digest. */
+typedef struct mailbox_row_clear {
+    int64_t first_seq;
+    uint32_t n;
+    const char *recipient;
+    int64_t publish_id, first_item_seq;
+    const char *sender, *sender_partner;
+    const uint8_t *message_id; /* 16 bytes */
+    int64_t accepted_at;
+    const char *rules;
+    size_t rules_len;
+    const uint8_t *items; /* 4 * n bytes */
+    const char *case_id;  /* NULL: a signal's row */
+    int is_case_event;
+} mailbox_row_clear_t;
+
+/* The associated data of the row's sealed body: 0, or -1 for a recipient
+ * longer than any principal id, a case id not SCHAKEL_CASE_ID_LEN bytes or
+ * a text beyond 4 GiB. Cost: one BLAKE2b pass over the clear columns. */
+int store_mailbox_row_ad(store_seal_ad_t *ad, const mailbox_row_clear_t *c);
+
+/* The items column: per delivery 4 bytes, its item's index in the publish
+ * and its rule slot, each 16 bits little-endian. Its item seq is the row's
+ * first_item_seq moved by the difference of the indexes: the items of a
+ * row are numbered as their publish's (store_mailbox_row_add checks it). */
+static inline void mailbox_item_put(uint8_t *items, size_t i, uint32_t item_index,
+                                    uint32_t rule_slot)
+{
+    items[4 * i] = (uint8_t)item_index;
+    items[4 * i + 1] = (uint8_t)(item_index >> 8);
+    items[4 * i + 2] = (uint8_t)rule_slot;
+    items[4 * i + 3] = (uint8_t)(rule_slot >> 8);
+}
+
+static inline uint32_t mailbox_item_index_at(const uint8_t *items, size_t i)
+{
+    return (uint32_t)items[4 * i] | (uint32_t)items[4 * i + 1] << 8;
+}
+
+static inline uint32_t mailbox_rule_slot_at(const uint8_t *items, size_t i)
+{
+    return (uint32_t)items[4 * i + 2] | (uint32_t)items[4 * i + 3] << 8;
+}
+
+/* Bit i of a done bitmap (NULL: none done). */
+static inline int mailbox_done_bit(const uint8_t *done, size_t i)
+{
+    return done != NULL && (done[i / 8] >> (i % 8)) & 1;
+}
+
+#endif
