@@ -234,6 +234,43 @@ static void test_add_and_scan(void **state)
     assert_int_equal(raw_int(f->path, "SELECT max(expires_at) FROM publishes"), NOW + 30 * DAY);
 }
 
+/* Rule lines of any text come back as they went in: a purpose that looks
+ * like the encoding itself, an empty one, expiries at the ends of the
+ * range. */
+static void test_rule_lines_round_trip(void **state)
+{
+    static const store_mailbox_rule_t odd[2] = {
+        {"r1", "h1", "3:abc,", "", INT64_MAX, 0x1},
+        {"r2", "h2", "", "12:no, not so", -5, 0x2},
+    };
+    fixture_t *f = *state;
+    published_t p;
+    store_mailbox_entry_t e[2];
+    static const size_t items[2] = {0, 1};
+    static const uint32_t slots[2] = {1, 0};
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 4, 2, &p);
+    int64_t first = store_delivery_seqs_reserve(f->store, 2);
+    store_mailbox_row_t r = row_of(&p, POLITIE, (uint64_t)first, items, slots, 2, e);
+    r.rules = odd;
+    if (store_mailbox_row_add(f->store, &r) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
+    assert_string_equal(s.rule_id[0], "r2");
+    assert_string_equal(s.purpose[0], "");
+    assert_int_equal(s.fields[0], 0x2);
+    assert_string_equal(s.rule_id[1], "r1");
+    assert_string_equal(s.purpose[1], "3:abc,");
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox"), -5);
+    /* the column itself: five netstrings a slot, expiry first */
+    assert_int_equal(raw_int(f->path,
+                             "SELECT rules = '19:9223372036854775807,2:r1,2:h1,6:3:abc,,0:,"
+                             "2:-5,2:r2,2:h2,0:,13:12:no, not so,' FROM mailbox"),
+                     1);
+}
+
 /* After a cursor in the middle of a row, at most limit, across rows, and
  * stopped by the callback. */
 static void test_scan_cursor_and_limit(void **state)
@@ -654,6 +691,7 @@ int main(void)
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_add_and_scan, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_rule_lines_round_trip, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_scan_cursor_and_limit, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_add_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
