@@ -484,6 +484,72 @@ static void test_ack_rolled_back(void **state)
     assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 3);
 }
 
+/* Many rows touched in one transaction, acks and removals mixed: each
+ * row is written once, the emptied ones deleted. */
+static void test_ack_many_rows(void **state)
+{
+    enum { ROWS = 20 };
+    fixture_t *f = *state;
+    published_t p[ROWS];
+    int64_t first[ROWS];
+    store_mailbox_entry_t e[2];
+    static const size_t items[2] = {0, 1};
+    static const uint32_t slots[2] = {0, 1};
+    assert_int_equal(store_begin(f->store), 0);
+    for (int k = 0; k < ROWS; k++) {
+        publish(f->store, (uint8_t)(10 + k), 2, &p[k]);
+        first[k] = store_delivery_seqs_reserve(f->store, 2);
+        store_mailbox_row_t r = row_of(&p[k], POLITIE, (uint64_t)first[k], items, slots, 2, e);
+        assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
+    }
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2 * ROWS);
+    assert_int_equal(store_begin(f->store), 0);
+    for (int k = 0; k < ROWS; k++) /* the second of each, last row first */
+        assert_int_equal(
+            store_mailbox_row_ack(f->store, POLITIE, (uint64_t)first[ROWS - 1 - k] + 1), 1);
+    for (int k = 0; k < ROWS; k += 2) /* and the first of every other row, removed */
+        assert_int_equal(
+            store_mailbox_row_remove(f->store, POLITIE, (uint64_t)first[k], NOW, NULL, NULL), 1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), ROWS / 2);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), ROWS / 2);
+    assert_int_equal(raw_int(f->path, "SELECT sum(pending) FROM mailbox"), ROWS / 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done = x'02'"), ROWS / 2);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), ROWS / 2);
+    for (int k = 0; k < ROWS / 2; k++)
+        assert_int_equal(s.seq[k], (uint64_t)first[2 * k + 1]);
+}
+
+/* A row whose done or counts no broker writes is refused, not guessed at. */
+static void test_ack_damaged_row(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    store_fixture_raw_exec(f->path,
+                           "UPDATE mailbox SET done = x'0000' WHERE recipient = '" ZORG "'");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, (uint64_t)first + 4), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, (uint64_t)first), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    seen_t s;
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), -1);
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first + 4);
+    /* an item gone from under a row stops the scan at the row too */
+    char sql[96];
+    snprintf(sql, sizeof sql, "DELETE FROM items WHERE seq = %lld", (long long)p.item_seq[2]);
+    store_fixture_raw_exec(f->path, "PRAGMA foreign_keys = OFF");
+    store_fixture_raw_exec(f->path, sql);
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), -1);
+    assert_int_equal(s.n, 1); /* the one before it was handed out */
+    assert_int_equal(s.seq[0], (uint64_t)first + 1);
+    assert_non_null(strstr(store_errmsg(f->store), "item is gone"));
+    assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first);
+}
+
 /* ------------------------------------------------------------------ removal */
 
 typedef struct removed {
@@ -696,6 +762,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_add_refusals, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ack, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ack_rolled_back, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_many_rows, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_ack_damaged_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_remove, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
