@@ -127,7 +127,10 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
 
 /* recipient's pending deliveries in the rows, this transaction's marks
  * and rows included: from the counts in memory (store_count.c), learnt
- * from the sum of the rows' pending counts the first time. -1 on error. */
+ * from the sum of the rows' pending counts the first time. -1 on error.
+ * The counts are the ones store_mailbox_count keeps for the deliveries
+ * table: until the broker switches over, a store handle counts one
+ * mailbox or the other, never both. */
 int64_t store_mailbox_row_pending(store_t *store, const char *recipient);
 
 #endif
