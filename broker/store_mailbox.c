@@ -207,7 +207,7 @@ static int row_check(store_t *store, const store_mailbox_row_t *row)
         const store_mailbox_entry_t *e = &row->entries[i];
         if (e->rule_slot >= row->n_rules)
             return row_refuse(store, "a rule slot is out of range");
-        if (e->item_seq == 0 || e->item_seq > INT64_MAX || e->item_index > UINT16_MAX)
+        if (e->item_seq == 0 || e->item_seq > INT64_MAX - 65536 || e->item_index > UINT16_MAX)
             return row_refuse(store, "no such item");
         int64_t o = (int64_t)e->item_seq - (int64_t)e->item_index;
         if (i > 0 && o != offset)
@@ -569,7 +569,8 @@ static mailbox_mark_t *mark_load(store_t *store, sqlite3_stmt *find, const char 
     size_t done_len = 0;
     const uint8_t *done =
         done_type == SQLITE_BLOB ? store_column_bytes(find, FC_DONE, &done_len) : NULL;
-    if (n < 1 || n > (int64_t)STORE_MAILBOX_MAX_N || pending < 0 || pending > n ||
+    if (!mailbox_span_ok(sqlite3_column_int64(find, FC_FIRST_SEQ), n) || pending < 0 ||
+        pending > n ||
         (done_type != SQLITE_NULL && (done == NULL || done_len != ((size_t)n + 7) / 8))) {
         store_refuse(store, "mailbox", "damaged row: n, pending or done as no broker writes them");
         return NULL;
@@ -601,6 +602,12 @@ static int row_find(store_t *store, const char *recipient, int64_t seq, sqlite3_
         return -1;
     }
     int rc = sqlite3_step(find);
+    if (rc == SQLITE_ROW && !mailbox_span_ok(sqlite3_column_int64(find, FC_FIRST_SEQ),
+                                             sqlite3_column_int64(find, FC_N))) {
+        store_refuse(store, "mailbox", "damaged row: first_seq or n as no broker writes them");
+        store_stmt_finish(find);
+        return -1;
+    }
     if (rc == SQLITE_ROW &&
         seq - sqlite3_column_int64(find, FC_FIRST_SEQ) < sqlite3_column_int64(find, FC_N)) {
         *out = find;
@@ -694,11 +701,13 @@ static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipie
 {
     int64_t first = sqlite3_column_int64(find, FC_FIRST_SEQ);
     int64_t n = sqlite3_column_int64(find, FC_N);
+    int64_t first_item_seq = sqlite3_column_int64(find, FC_FIRST_ITEM_SEQ);
+    *rules = (mailbox_rules_t){NULL, NULL, 0, 0};
     size_t items_len = 0, rules_len = 0;
     const uint8_t *items = store_column_bytes(find, FC_ITEMS, &items_len);
     const uint8_t *text = store_column_bytes(find, FC_RULES, &rules_len);
-    int parsed = n >= 1 && n <= (int64_t)STORE_MAILBOX_MAX_N && items != NULL &&
-                         items_len == 4 * (size_t)n && text != NULL
+    int parsed = mailbox_span_ok(first, n) && mailbox_item_seq_ok(first_item_seq) &&
+                         items != NULL && items_len == 4 * (size_t)n && text != NULL
                      ? store_mailbox_rules_parse((const char *)text, rules_len, (size_t)n, rules)
                      : -1;
     if (parsed != 0) {
@@ -708,8 +717,7 @@ static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipie
     }
     size_t i = (size_t)(seq - first);
     uint32_t slot = mailbox_rule_slot_at(items, i);
-    int64_t item_seq = sqlite3_column_int64(find, FC_FIRST_ITEM_SEQ) +
-                       (int64_t)mailbox_item_index_at(items, i) -
+    int64_t item_seq = first_item_seq + (int64_t)mailbox_item_index_at(items, i) -
                        (int64_t)mailbox_item_index_at(items, 0);
     if (slot >= rules->n_slots || item_seq <= 0) {
         store_refuse(store, "mailbox_row_remove", "damaged row: a rule slot or item out of range");

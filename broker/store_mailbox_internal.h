@@ -118,6 +118,22 @@ static inline uint32_t mailbox_rule_slot_at(const uint8_t *items, size_t i)
     return (uint32_t)items[4 * i + 2] | (uint32_t)items[4 * i + 3] << 8;
 }
 
+/* A row's first_seq and n as the broker writes them (the table's CHECKs,
+ * which a file altered outside SQLite may not have kept): its seqs are
+ * positive and none overflows. */
+static inline int mailbox_span_ok(int64_t first_seq, int64_t n)
+{
+    return first_seq >= 1 && n >= 1 && n <= (int64_t)STORE_MAILBOX_MAX_N &&
+           first_seq <= INT64_MAX - n;
+}
+
+/* A row's first_item_seq from which every item seq the items column can
+ * make (its indexes are 16 bits) is computed without overflow. */
+static inline int mailbox_item_seq_ok(int64_t first_item_seq)
+{
+    return first_item_seq >= 1 && first_item_seq <= INT64_MAX - 65536;
+}
+
 /* Bit i of a done bitmap (NULL: none done). */
 static inline int mailbox_done_bit(const uint8_t *done, size_t i)
 {

@@ -99,8 +99,8 @@ static int scan_read(store_t *store, sqlite3_stmt *stmt, const char *recipient, 
         store_refuse(store, "mailbox_scan", "out of memory");
         return SCAN_FAILED;
     }
-    if (!scan_integers_typed(stmt) || n < 1 || n > (int64_t)STORE_MAILBOX_MAX_N ||
-        c->first_seq < 1 || c->sender == NULL || c->sender_partner == NULL ||
+    if (!scan_integers_typed(stmt) || !mailbox_span_ok(c->first_seq, n) ||
+        !mailbox_item_seq_ok(c->first_item_seq) || c->sender == NULL || c->sender_partner == NULL ||
         c->message_id == NULL || id_len != STORE_MESSAGE_ID_BYTES || c->items == NULL ||
         items_len != 4 * (size_t)n || c->rules == NULL ||
         (done_type != SQLITE_NULL && (r->done == NULL || done_len != ((size_t)n + 7) / 8)) ||

@@ -538,6 +538,17 @@ static void test_ack_damaged_row(void **state)
     seen_t s;
     assert_int_equal(scan(f->store, ZORG, 0, 100, &s), -1);
     assert_int_equal(store_scan_unreadable(f->store), (uint64_t)first + 4);
+    /* seqs no broker writes (past the table's CHECKs): refused, not computed */
+    store_fixture_raw_exec(f->path,
+                           "PRAGMA ignore_check_constraints = ON;"
+                           "UPDATE mailbox SET first_seq = 9223372036854775806, n = 4, done = NULL"
+                           " WHERE recipient = '" ZORG "'");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, ZORG, INT64_MAX), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(scan(f->store, ZORG, 0, 100, &s), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "damaged row"));
     /* an item gone from under a row stops the scan at the row too */
     char sql[96];
     snprintf(sql, sizeof sql, "DELETE FROM items WHERE seq = %lld", (long long)p.item_seq[2]);
