@@ -265,7 +265,8 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c 
 	broker/store_expire.c \
 	broker/store_audit.c broker/store_audit_read.c broker/store_audit_text.c broker/store_count.c \
 	broker/store_bytes.c \
-	broker/store_mailbox.c broker/store_mailbox_row.c broker/store_mailbox_scan.c \
+	broker/store_mailbox.c broker/store_mailbox_add.c broker/store_mailbox_row.c \
+	broker/store_mailbox_scan.c \
 	broker/sumtable.c broker/table.c \
 	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
