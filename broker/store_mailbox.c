@@ -91,10 +91,24 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
     [MB_UPDATE] = "UPDATE mailbox SET done = ?2, pending = ?3 WHERE first_seq = ?1",
     [MB_DELETE] = "DELETE FROM mailbox WHERE first_seq = ?1",
     [MB_PENDING] = "SELECT coalesce(sum(pending), 0) FROM mailbox WHERE recipient = ?1",
+    /* MB_FIND's columns, then the recipient: the row due first. */
+    [MB_EXPIRE_NEXT] = "SELECT first_seq, n, done, pending, first_item_seq, rules, items, recipient"
+                       " FROM mailbox WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
+    [MB_REWRITE] =
+        "UPDATE mailbox SET done = ?2, pending = ?3, expires_at = ?4 WHERE first_seq = ?1",
 };
 
-/* Columns of MB_FIND. */
-enum find_col { FC_FIRST_SEQ, FC_N, FC_DONE, FC_PENDING, FC_FIRST_ITEM_SEQ, FC_RULES, FC_ITEMS };
+/* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */
+enum find_col {
+    FC_FIRST_SEQ,
+    FC_N,
+    FC_DONE,
+    FC_PENDING,
+    FC_FIRST_ITEM_SEQ,
+    FC_RULES,
+    FC_ITEMS,
+    FC_RECIPIENT
+};
 
 /* One row touched by this transaction's acks and removals: its bitmap and
  * pending count as they will be written (store_mailbox_flush). */
@@ -353,44 +367,68 @@ static int tombstone_add(store_t *store, const store_expired_t *e, int64_t now, 
     return 0;
 }
 
-/* The facts of delivery seq of the current row of MB_FIND, for its
- * tombstone, read in clear (as store_delivery_revoke reads its row):
- * *e's strings point into *rules. 0, or -1 for a damaged row. */
-static int removed_facts(store_t *store, sqlite3_stmt *find, const char *recipient, int64_t seq,
-                         mailbox_rules_t *rules, store_expired_t *e)
+/* The rule lines and items of the current row of MB_FIND (or
+ * MB_EXPIRE_NEXT, whose first columns are the same), read in clear as
+ * store_delivery_revoke reads its row, every entry's slot and item seq
+ * checked: 0 with *items borrowing the row; -1 for a damaged row or out of
+ * memory (refused as what). *rules is the caller's to free either way. */
+static int row_lines(store_t *store, sqlite3_stmt *find, const char *what, mailbox_rules_t *rules,
+                     const uint8_t **items)
 {
     int64_t first = sqlite3_column_int64(find, FC_FIRST_SEQ);
     int64_t n = sqlite3_column_int64(find, FC_N);
     int64_t first_item_seq = sqlite3_column_int64(find, FC_FIRST_ITEM_SEQ);
     *rules = (mailbox_rules_t){NULL, NULL, 0, 0};
     size_t items_len = 0, rules_len = 0;
-    const uint8_t *items = store_column_bytes(find, FC_ITEMS, &items_len);
+    *items = store_column_bytes(find, FC_ITEMS, &items_len);
     const uint8_t *text = store_column_bytes(find, FC_RULES, &rules_len);
     int parsed = mailbox_span_ok(first, n) && mailbox_item_seq_ok(first_item_seq) &&
-                         items != NULL && items_len == 4 * (size_t)n && text != NULL
+                         *items != NULL && items_len == 4 * (size_t)n && text != NULL
                      ? store_mailbox_rules_parse((const char *)text, rules_len, (size_t)n, rules)
                      : -1;
-    if (parsed != 0) {
-        store_refuse(store, "mailbox_row_remove",
+    for (int64_t i = 0; parsed == 0 && i < n; i++)
+        if (mailbox_rule_slot_at(*items, (size_t)i) >= rules->n_slots ||
+            first_item_seq + (int64_t)mailbox_item_index_at(*items, (size_t)i) -
+                    (int64_t)mailbox_item_index_at(*items, 0) <=
+                0)
+            parsed = -1;
+    if (parsed != 0)
+        store_refuse(store, what,
                      parsed == -2 ? "out of memory" : "damaged row: items or rule lines");
-        return -1;
-    }
-    size_t i = (size_t)(seq - first);
-    uint32_t slot = mailbox_rule_slot_at(items, i);
-    int64_t item_seq = first_item_seq + (int64_t)mailbox_item_index_at(items, i) -
-                       (int64_t)mailbox_item_index_at(items, 0);
-    if (slot >= rules->n_slots || item_seq <= 0) {
-        store_refuse(store, "mailbox_row_remove", "damaged row: a rule slot or item out of range");
-        return -1;
-    }
+    return parsed == 0 ? 0 : -1;
+}
+
+/* Delivery i of the row row_lines read, as its tombstone names it: *e's
+ * strings point into rules and recipient. */
+static void removed_facts(sqlite3_stmt *find, const uint8_t *items, const mailbox_rules_t *rules,
+                          const char *recipient, size_t i, store_expired_t *e)
+{
+    const mailbox_rule_slot_t *slot = &rules->slots[mailbox_rule_slot_at(items, i)];
     *e = (store_expired_t){
-        .seq = (uint64_t)seq,
+        .seq = (uint64_t)(sqlite3_column_int64(find, FC_FIRST_SEQ) + (int64_t)i),
         .recipient = recipient,
-        .item_seq = (uint64_t)item_seq,
-        .rule_id = rules->slots[slot].rule_id,
-        .rule_hash = rules->slots[slot].rule_hash,
-        .expires_at = rules->slots[slot].expires_at,
+        .item_seq = (uint64_t)(sqlite3_column_int64(find, FC_FIRST_ITEM_SEQ) +
+                               (int64_t)mailbox_item_index_at(items, i) -
+                               (int64_t)mailbox_item_index_at(items, 0)),
+        .rule_id = slot->rule_id,
+        .rule_hash = slot->rule_hash,
+        .expires_at = slot->expires_at,
     };
+}
+
+/* Tombstone e, then tell fn (may be NULL). 0 or -1. */
+static int removed_tell(store_t *store, store_expired_t *e, int64_t now, store_expired_fn fn,
+                        void *arg)
+{
+    int before = 0;
+    if (tombstone_add(store, e, now, &before) != 0)
+        return -1;
+    if (fn != NULL) {
+        e->tombstoned_before = before;
+        store->in_callback = 1;
+        fn(e, arg);
+        store->in_callback = 0;
+    }
     return 0;
 }
 
@@ -417,29 +455,134 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
         return 0;
     }
     mailbox_rules_t rules;
+    const uint8_t *items = NULL;
     store_expired_t e;
-    int rc = removed_facts(store, find, recipient, (int64_t)seq, &rules, &e);
-    store_stmt_finish(find);
-    int before = 0;
-    if (rc == 0)
-        rc = tombstone_add(store, &e, now, &before);
-    if (rc == 0 && fn != NULL) {
-        e.tombstoned_before = before;
-        store->in_callback = 1;
-        fn(&e, arg);
-        store->in_callback = 0;
+    int rc = row_lines(store, find, "mailbox_row_remove", &rules, &items);
+    if (rc == 0) {
+        removed_facts(find, items, &rules, recipient, (size_t)((int64_t)seq - mark->first_seq), &e);
+        rc = removed_tell(store, &e, now, fn, arg);
     }
+    store_stmt_finish(find);
     store_mailbox_rules_free(&rules);
     if (rc != 0)
         return -1;
-    /* mark_load may have moved the marks: find this row's again */
-    mark = mark_of_seq(store, recipient, (int64_t)seq);
-    if (mark == NULL) {
-        store_refuse(store, "mailbox_row_remove", "the row's mark is gone");
+    mark_done(store, mark, (int64_t)seq); /* no mark was made since: mark is still the row's */
+    return 1;
+}
+
+/* Forget the mark of a row just written or deleted (swapped with the
+ * last): nothing of it is left to write. */
+static void mark_forget(store_t *store, mailbox_mark_t *mark)
+{
+    struct store_mailbox *m = store->mailbox;
+    *mark = m->marks[--m->n_marks];
+}
+
+/* Write the row of mark now, as expiry leaves it: deleted when nothing is
+ * pending, else its done, pending and next expiry. 0 or -1. */
+static int expire_write(store_t *store, mailbox_mark_t *mark, int64_t next_expiry)
+{
+    int gone = mark->pending == 0;
+    sqlite3_stmt *stmt = store_mailbox_stmt(store, gone ? MB_DELETE : MB_REWRITE);
+    if (stmt == NULL)
+        return -1;
+    if (store_bind_int64(store, stmt, 1, mark->first_seq) != 0 ||
+        (!gone && (store_bind_bytes(store, stmt, 2, mark->done, (mark->n + 7) / 8) != 0 ||
+                   store_bind_int64(store, stmt, 3, mark->pending) != 0 ||
+                   store_bind_int64(store, stmt, 4, next_expiry) != 0))) {
+        store_stmt_finish(stmt);
         return -1;
     }
-    mark_done(store, mark, (int64_t)seq);
-    return 1;
+    if (store_stmt_run(store, stmt, "mailbox_row_expire") != 0)
+        return -1;
+    if (sqlite3_changes(store->db) != 1) {
+        store_refuse(store, "mailbox_row_expire", "the row is not there");
+        return -1;
+    }
+    mark_forget(store, mark);
+    return 0;
+}
+
+/* Expire the due deliveries of the row `next` stands on (MB_EXPIRE_NEXT),
+ * up to limit in all, and write the row at once: deleted, or with its
+ * next expiry (the earliest of its deliveries still pending, which is in
+ * the past only when limit stopped it). Finishes `next`. 0 or -1. */
+static int expire_row(store_t *store, sqlite3_stmt *next, int64_t now, size_t limit,
+                      store_expired_fn fn, void *arg, size_t *expired)
+{
+    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
+    const char *text = store_column_text(next, FC_RECIPIENT);
+    mailbox_rules_t rules = {NULL, NULL, 0, 0};
+    const uint8_t *items = NULL;
+    mailbox_mark_t *mark = NULL;
+    int rc = -1;
+    if (text == NULL || strlen(text) >= sizeof recipient) {
+        store_refuse(store, "mailbox_row_expire", "damaged row: recipient");
+    } else {
+        strcpy(recipient, text);
+        mark = mark_of_row(store, sqlite3_column_int64(next, FC_FIRST_SEQ));
+        if (mark == NULL)
+            mark = mark_load(store, next, recipient);
+        if (mark != NULL)
+            rc = row_lines(store, next, "mailbox_row_expire", &rules, &items);
+    }
+    int64_t next_expiry = INT64_MAX;
+    for (uint32_t i = 0; rc == 0 && i < mark->n; i++) {
+        if (mailbox_done_bit(mark->done, i))
+            continue;
+        store_expired_t e;
+        removed_facts(next, items, &rules, recipient, i, &e);
+        if (e.expires_at > now || *expired >= limit) {
+            next_expiry = e.expires_at < next_expiry ? e.expires_at : next_expiry;
+            continue;
+        }
+        rc = removed_tell(store, &e, now, fn, arg);
+        if (rc == 0) {
+            mark_done(store, mark, (int64_t)e.seq);
+            (*expired)++;
+        }
+    }
+    store_stmt_finish(next);
+    store_mailbox_rules_free(&rules);
+    return rc == 0 ? expire_write(store, mark, next_expiry) : -1;
+}
+
+/* Cost: per row due, one step of mailbox_by_expiry, its rule lines parsed,
+ * a tombstone per delivery expired and one write of the row, O(log n)
+ * each. */
+int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
+                             void *arg)
+{
+    if (store_enter(store, "mailbox_row_expire") != 0)
+        return -1;
+    if (!store->txn_open || sqlite3_get_autocommit(store->db)) {
+        store_refuse(store, "mailbox_row_expire", "no transaction open");
+        return -1;
+    }
+    if (limit > INT_MAX)
+        limit = INT_MAX; /* the count returned is an int */
+    size_t expired = 0;
+    while (expired < limit) {
+        sqlite3_stmt *next = store_mailbox_stmt(store, MB_EXPIRE_NEXT);
+        if (next == NULL)
+            return -1;
+        if (store_bind_int64(store, next, 1, now) != 0) {
+            store_stmt_finish(next);
+            return -1;
+        }
+        int rc = sqlite3_step(next);
+        if (rc != SQLITE_ROW) {
+            if (rc != SQLITE_DONE)
+                store_fail(store, "mailbox_row_expire");
+            store_stmt_finish(next);
+            if (rc != SQLITE_DONE)
+                return -1;
+            break;
+        }
+        if (expire_row(store, next, now, limit, fn, arg, &expired) != 0)
+            return -1;
+    }
+    return (int)expired;
 }
 
 /* Cost: per row marked, one update of its done and pending (or its

@@ -125,6 +125,19 @@ int store_mailbox_row_ack(store_t *store, const char *recipient, uint64_t seq);
 int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq, int64_t now,
                              store_expired_fn fn, void *arg);
 
+/* Retention expiry over the rows, one bounded step, inside the caller's
+ * transaction: the row due first (mailbox_by_expiry) has each pending
+ * delivery whose rule's expiry is at most now removed as
+ * store_mailbox_row_remove removes one (tombstone, fn, the count), up to
+ * `limit` in all, and is written at once: deleted when nothing is left
+ * pending, else with the earliest expiry of those left; then the next
+ * row due. This transaction's acks and removals of a row count (its
+ * marks are written with it). The number expired, or -1 (a row whose
+ * rule lines or items no broker writes is refused: it stays, due, until
+ * it is set aside). Items and publishes are store_expire's. */
+int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
+                             void *arg);
+
 /* recipient's pending deliveries in the rows, this transaction's marks
  * and rows included: from the counts in memory (store_count.c), learnt
  * from the sum of the rows' pending counts the first time. -1 on error.

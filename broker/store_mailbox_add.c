@@ -353,4 +353,3 @@ int store_mailbox_row_add(store_t *store, const store_mailbox_row_t *row)
     store_count_change(store, row->recipient, (int64_t)row->n);
     return 0;
 }
-

@@ -30,6 +30,8 @@ enum mailbox_stmt_id {
     MB_UPDATE,
     MB_DELETE,
     MB_PENDING,
+    MB_EXPIRE_NEXT,
+    MB_REWRITE,
     MB_STMT_COUNT
 };
 

@@ -631,6 +631,62 @@ static void test_remove(void **state)
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
 }
 
+/* ------------------------------------------------------------------ expiry */
+
+static int64_t row_expiry(const char *path, const char *recipient)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox WHERE recipient = '%s'", recipient);
+    return raw_int(path, sql);
+}
+
+/* Expiry takes each delivery at its own rule's expiry, not the row's
+ * earliest: the rest of the row waits, with the next expiry written. */
+static void test_expire(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    uint64_t s0 = (uint64_t)first;
+    removed_t r = {0};
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 10, NULL, NULL), -1);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY - 1, 10, on_removed, &r), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 10, on_removed, &r), 2);
+    assert_int_equal(r.calls, 2);
+    assert_int_equal(r.seq, s0 + 2); /* slot 0's: seqs 0 and 2 of POLITIE's row */
+    assert_string_equal(r.rule_id, two_rules[0].rule_id);
+    assert_int_equal(r.expires_at, NOW + DAY);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
+    /* written at once with its next expiry: not due again */
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + DAY, 10, on_removed, &r), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(row_expiry(f->path, POLITIE), NOW + 30 * DAY);
+    seen_t s;
+    assert_int_equal(scan(f->store, POLITIE, 0, 100, &s), 2);
+    assert_int_equal(s.seq[0], s0 + 1);
+    assert_int_equal(s.seq[1], s0 + 3);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 2);
+
+    /* an ack of this transaction counts; the limit stops mid-row */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 1);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 1, on_removed, &r), 1);
+    assert_int_equal(r.seq, s0 + 3); /* POLITIE's row is due first, and its s0 + 1 is acked */
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 1, on_removed, &r), 1);
+    assert_int_equal(r.seq, s0 + 4);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 5, on_removed, &r), 1);
+    assert_int_equal(r.seq, s0 + 5);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 5); /* not the acked */
+    reopen(f);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
+}
+
 /* ------------------------------------------------------------------ cases */
 
 static void test_case_row(void **state)
@@ -776,6 +832,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_many_rows, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_ack_damaged_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_remove, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expire, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
                                         store_fixture_teardown),
