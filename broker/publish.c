@@ -21,6 +21,7 @@
 #include "growarray.h"
 #include "log.h"
 #include "record.h"
+#include "store_mailbox.h"
 
 /* One item after validation and decision. */
 typedef struct item_plan {
@@ -275,8 +276,6 @@ static long store_deliveries(broker_t *b, const policy_principal_t *sender,
             .by_ref = 1, /* the item's bytes, reduced to the rule's fields at push */
             .fields = rule->fields,
         };
-        if (store_delivery_add_reserved(b->store, &d) < 0)
-            return -1;
         if (written->n < DELIVER_KEPT_DELIVERIES)
             written->deliveries[written->n++] =
                 (deliver_kept_delivery_t){d.seq, to, rule, d.expires_at};
@@ -347,6 +346,79 @@ static uint8_t *encode_accepted(const uint8_t *message_id, const Schakel__ItemAc
     return wire_encode_frame(&frame, len);
 }
 
+/* By seq: recipient by recipient, each one's deliveries in item order. */
+static int by_seq(const void *a, const void *b)
+{
+    const publish_delivery_t *x = a, *y = b;
+    return cmp_u64(x->seq, y->seq);
+}
+
+/* Queue the publish's deliveries as mailbox rows (store_mailbox.h), one per
+ * recipient, its deliveries the consecutive seqs deliveries_number gave it,
+ * each delivery's rule a slot of the row (a rule once per row). The items
+ * are stored already (item_seqs, by index). Leaves list in seq order.
+ * 0, or -1 on a store error or out of memory. Cost: one sort of the
+ * publish's deliveries and one row insert per recipient; finding a rule's
+ * slot is linear in the row's slots, of which a publish has as many as
+ * distinct rules reach the recipient (a few). */
+static int store_rows(broker_t *b, const policy_principal_t *sender,
+                      const Schakel__Publish *publish, const item_plan_t *plans,
+                      const int64_t *item_seqs, publish_deliveries_t *list)
+{
+    if (list->n == 0)
+        return 0;
+    qsort(list->all, list->n, sizeof *list->all, by_seq);
+    store_mailbox_entry_t *entries = malloc(list->n * sizeof *entries);
+    store_mailbox_rule_t *rules = malloc(list->n * sizeof *rules);
+    const policy_rule_t **slot_rule = malloc(list->n * sizeof *slot_rule);
+    int rc = entries != NULL && rules != NULL && slot_rule != NULL ? 0 : -1;
+    for (size_t start = 0; rc == 0 && start < list->n;) {
+        const policy_principal_t *to = list->all[start].to;
+        size_t n = 0, n_rules = 0;
+        while (start + n < list->n && list->all[start + n].to == to) {
+            const publish_delivery_t *pd = &list->all[start + n];
+            const policy_rule_t *rule = plans[pd->item].decision.grants[pd->grant].rule;
+            size_t slot = 0;
+            while (slot < n_rules && slot_rule[slot] != rule)
+                slot++;
+            if (slot == n_rules) {
+                slot_rule[n_rules] = rule;
+                rules[n_rules++] = (store_mailbox_rule_t){
+                    .rule_id = rule->id,
+                    .rule_hash = rule->hash_hex,
+                    .purpose = rule->purpose,
+                    .legal_basis = rule->legal_basis,
+                    .expires_at = b->now_s + rule->retention_s,
+                    .fields = rule->fields,
+                };
+            }
+            entries[n++] = (store_mailbox_entry_t){
+                .item_seq = (uint64_t)item_seqs[pd->item],
+                .item_index = pd->item,
+                .rule_slot = (uint32_t)slot,
+            };
+        }
+        store_mailbox_row_t row = {
+            .first_seq = list->all[start].seq,
+            .recipient = to->id,
+            .sender = sender->id,
+            .sender_partner = sender->partner->id,
+            .message_id = publish->message_id.data,
+            .accepted_at = b->now_s,
+            .entries = entries,
+            .n = n,
+            .rules = rules,
+            .n_rules = n_rules,
+        };
+        rc = store_mailbox_row_add(b->store, &row);
+        start += n;
+    }
+    free(entries);
+    free(rules);
+    free(slot_rule);
+    return rc;
+}
+
 /* Store the publish, its items and the deliveries of list (deliveries_list;
  * numbered here, in the transaction), and queue the Accepted. Returns 0, or
  * -1 on a store error: the caller then fails the whole turn, so that no
@@ -357,7 +429,7 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
                          publish_deliveries_t *list)
 {
     Schakel__ItemAccepted results[SCHAKEL_MAX_ITEMS];
-    int64_t retain[SCHAKEL_MAX_ITEMS], publish_retain = 0;
+    int64_t retain[SCHAKEL_MAX_ITEMS], item_seqs[SCHAKEL_MAX_ITEMS], publish_retain = 0;
     const uint8_t *id = publish->message_id.data;
     long deliveries = 0;
     for (size_t i = 0; i < publish->n_items; i++) {
@@ -407,7 +479,10 @@ static int store_publish(broker_t *b, const session_t *session, const policy_pri
         results[i].has_recipients = 1;
         results[i].recipients = (uint32_t)queued;
         deliveries += queued;
+        item_seqs[i] = item_seq;
     }
+    if (store_rows(b, sender, publish, plans, item_seqs, list) != 0)
+        return -1;
     size_t len = 0;
     uint8_t *frame = encode_accepted(id, results, publish->n_items, 0, &len);
     if (frame == NULL || store_publish_set_reply(b->store, publish_id, frame, len) != 0) {

@@ -19,6 +19,7 @@
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* Result columns of STMT_MAILBOX_SCAN: a delivery's (STORE_DELIVERY_COLUMNS),
  * then its item's. */
@@ -39,39 +40,6 @@ static int delivery_fields_present(const store_delivery_t *d)
            d->sender != NULL && d->sender_partner != NULL && d->rule_id != NULL &&
            d->rule_hash != NULL && d->purpose != NULL && d->legal_basis != NULL &&
            (d->by_ref || d->body != NULL || d->body_len == 0);
-}
-
-/* Parameters of STMT_DELIVERY_ADD: ?1..?8 and ?14..?17 are written, ?9..?13
- * must match the item's rows. A delivery by reference seals its field mask
- * (4 bytes, little-endian) in place of a body. */
-static int delivery_bind(store_t *store, sqlite3_stmt *stmt, const store_delivery_t *d, int64_t seq,
-                         const store_seal_ad_t *ad)
-{
-    uint8_t mask[4] = {(uint8_t)d->fields, (uint8_t)(d->fields >> 8), (uint8_t)(d->fields >> 16),
-                       (uint8_t)(d->fields >> 24)};
-    const uint8_t *body = d->by_ref ? mask : d->body;
-    size_t body_len = d->by_ref ? sizeof mask : d->body_len;
-    if (store_bind_text(store, stmt, 1, d->recipient) != 0 ||
-        store_bind_text(store, stmt, 2, d->sender_partner) != 0 ||
-        store_bind_text(store, stmt, 3, d->rule_id) != 0 ||
-        store_bind_text(store, stmt, 4, d->rule_hash) != 0 ||
-        store_bind_text(store, stmt, 5, d->purpose) != 0 ||
-        store_bind_text(store, stmt, 6, d->legal_basis) != 0 ||
-        store_bind_int64(store, stmt, 7, d->expires_at) != 0 ||
-        store_seal_bind(store, stmt, 8, ad, body, body_len) != 0 ||
-        store_bind_int64(store, stmt, 14, seq) != 0 ||
-        store_bind_int64(store, stmt, 16, d->is_case_event ? 1 : 0) != 0 ||
-        store_bind_int64(store, stmt, 17, d->by_ref ? 1 : 0) != 0)
-        return -1;
-    if (d->case_id != NULL && store_bind_text(store, stmt, 15, d->case_id) != 0)
-        return -1; /* unbound, ?15 is NULL: a signal */
-    if (store_bind_int64(store, stmt, 9, (int64_t)d->item_seq) != 0 ||
-        store_bind_text(store, stmt, 10, d->sender) != 0 ||
-        store_bind_bytes(store, stmt, 11, d->message_id, STORE_MESSAGE_ID_BYTES) != 0 ||
-        store_bind_int64(store, stmt, 12, (int64_t)d->item_index) != 0 ||
-        store_bind_int64(store, stmt, 13, d->accepted_at) != 0)
-        return -1;
-    return 0;
 }
 
 static int delivery_check(store_t *store, const store_delivery_t *d)
@@ -107,53 +75,6 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
     return 0;
 }
 
-/* The item's facts as its own rows have them, for the check below; read
- * once per item and transaction. Returns 1 when read, 0 when the item is
- * unknown, -1 on error. */
-static int delivery_item_facts(store_t *store, int64_t item_seq)
-{
-    /* The memo holds only inside a transaction: outside one, every
-     * statement commits on its own and nothing ties two calls together. */
-    int in_txn = !sqlite3_get_autocommit(store->db);
-    if (in_txn && store->item_serial == store->txn_serial && store->item_seq_checked == item_seq)
-        return 1;
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ITEM_FACTS];
-    if (store_bind_int64(store, stmt, 1, item_seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int rc = sqlite3_step(stmt), result = -1;
-    size_t id_len = 0;
-    const char *sender = rc == SQLITE_ROW ? store_column_text(stmt, 0) : NULL;
-    const uint8_t *id = rc == SQLITE_ROW ? store_column_bytes(stmt, 1, &id_len) : NULL;
-    if (rc == SQLITE_DONE) {
-        result = 0;
-    } else if (rc != SQLITE_ROW) {
-        store_fail(store, "delivery_add");
-    } else if (sender == NULL || strlen(sender) > SCHAKEL_MAX_PRINCIPAL_LEN || id == NULL ||
-               id_len != STORE_MESSAGE_ID_BYTES) {
-        store_refuse(store, "delivery_add", "damaged item or publish row");
-    } else {
-        /* (sender, message id) names one publish: the same one as the item
-         * before it in this transaction keeps how far it was raised. */
-        int same_publish = in_txn && store->item_serial == store->txn_serial &&
-                           strcmp(store->checked_sender, sender) == 0 &&
-                           memcmp(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES) == 0;
-        if (!same_publish)
-            store->publish_raised_expires_at = INT64_MIN;
-        strcpy(store->checked_sender, sender);
-        memcpy(store->checked_message_id, id, STORE_MESSAGE_ID_BYTES);
-        store->checked_item_index = (uint32_t)sqlite3_column_int64(stmt, 2);
-        store->checked_accepted_at = sqlite3_column_int64(stmt, 3);
-        store->item_serial = in_txn ? store->txn_serial : 0;
-        store->item_seq_checked = item_seq;
-        store->raised_expires_at = INT64_MIN; /* nothing raised yet for this item */
-        result = 1;
-    }
-    store_stmt_finish(stmt);
-    return result;
-}
-
 void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
                                int64_t expires_at)
 {
@@ -173,124 +94,6 @@ void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_i
     store->item_serial = store->txn_serial;
     store->item_seq_checked = item_seq;
     store->raised_expires_at = expires_at; /* the row holds it already */
-}
-
-/* The delivery's copy of its publish's facts (sender, message id, item
- * index, accepted_at) must be the item's own, and a case delivery's case
- * must exist. Returns 0, or -1 with the refusal. */
-static int delivery_check_facts(store_t *store, const store_delivery_t *d)
-{
-    int known = delivery_item_facts(store, (int64_t)d->item_seq);
-    if (known < 0)
-        return -1;
-    int case_known = 1;
-    if (known && d->case_id != NULL) {
-        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_KNOWN];
-        if (store_bind_text(store, stmt, 1, d->case_id) != 0) {
-            store_stmt_finish(stmt);
-            return -1;
-        }
-        int rc = sqlite3_step(stmt);
-        store_stmt_finish(stmt);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-            store_fail(store, "delivery_add");
-            return -1;
-        }
-        case_known = rc == SQLITE_ROW;
-    }
-    if (known && case_known && strcmp(store->checked_sender, d->sender) == 0 &&
-        memcmp(store->checked_message_id, d->message_id, STORE_MESSAGE_ID_BYTES) == 0 &&
-        store->checked_item_index == d->item_index && store->checked_accepted_at == d->accepted_at)
-        return 0;
-    store_refuse(store, "delivery_add",
-                 d->case_id != NULL
-                     ? "item or case unknown, or the item's sender, message id, index or"
-                       " accepted_at differ"
-                     : "item unknown, or its sender, message id, index or accepted_at differ");
-    return -1;
-}
-
-/* Raise the retention of the delivery's item and publish to its expiry,
- * unless this transaction already raised them as far: the deliveries of
- * one item come one after another, and the items of one publish too, so
- * that is about one update per item and one per publish, not one of each
- * per recipient. A case delivery also ties its item to the case. Runs
- * after delivery_check_facts (which read this item in this transaction). */
-static int delivery_raise_retention(store_t *store, const store_delivery_t *d)
-{
-    if (d->case_id != NULL) {
-        sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_CASE_ITEM];
-        if (store_bind_text(store, stmt, 1, d->case_id) != 0 ||
-            store_bind_int64(store, stmt, 2, (int64_t)d->item_seq) != 0) {
-            store_stmt_finish(stmt);
-            return -1;
-        }
-        if (store_stmt_run(store, stmt, "delivery_add") != 0)
-            return -1;
-    }
-    for (int i = 0; i < 2; i++) {
-        int64_t *raised = i == 0 ? &store->raised_expires_at : &store->publish_raised_expires_at;
-        if (*raised >= d->expires_at)
-            continue;
-        sqlite3_stmt *stmt = store->stmt[i == 0 ? STMT_ITEM_RAISE : STMT_PUBLISH_RAISE];
-        if (store_bind_int64(store, stmt, 1, (int64_t)d->item_seq) != 0 ||
-            store_bind_int64(store, stmt, 2, d->expires_at) != 0) {
-            store_stmt_finish(stmt);
-            return -1;
-        }
-        if (store_stmt_run(store, stmt, "delivery_add") != 0)
-            return -1;
-        *raised = d->expires_at;
-    }
-    return 0;
-}
-
-/* Write d, its facts checked, as delivery seq. 0, or -1.
- * Cost: one read of the item and its publish (rowid lookups; once per item
- * and transaction), one table insert, the (recipient, seq), expires_at and
- * item_seq index inserts, and rowid updates of the item and its publish
- * (about once per item, and once per publish, and transaction), each
- * O(log n); sealing is linear in the body. A case delivery adds the case
- * lookup, its foreign-key check, the (case_id, recipient) index insert and
- * the case_items insert, O(log n). */
-static int delivery_add_at(store_t *store, const store_delivery_t *d, int64_t seq)
-{
-    store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, seq, d) != 0) {
-        store_refuse(store, "delivery_add", "recipient id too long");
-        return -1;
-    }
-    /* Retention first: a failure after it leaves at most an item kept
-     * longer (inside a transaction the caller rolls back anyway). So is
-     * the high-water mark of a delivery added on its own: written before
-     * it, a crash between the two leaves a seq unused, never one used
-     * twice. In a transaction it is written once, at the commit. */
-    if (delivery_raise_retention(store, d) != 0 ||
-        (sqlite3_get_autocommit(store->db) && store_delivery_high_write(store, seq) != 0))
-        return -1;
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ADD];
-    if (delivery_bind(store, stmt, d, seq, &ad) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "delivery_add") != 0)
-        return -1;
-    store_count_change(store, d->recipient, 1);
-    return 0;
-}
-
-int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
-{
-    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0 ||
-        delivery_check_facts(store, d) != 0)
-        return -1;
-    int64_t seq = store_seq_peek(store, &store->next_delivery_seq, "delivery_add");
-    if (seq < 0 || delivery_add_at(store, d, seq) != 0)
-        return -1;
-    store->next_delivery_seq = seq + 1;
-    if (!sqlite3_get_autocommit(store->db))
-        store->delivery_high_due = 1;
-    return seq;
 }
 
 int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n)
@@ -317,6 +120,63 @@ int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n)
     return first;
 }
 
+/* One delivery as a mailbox row of its own (n 1): a case's with its body,
+ * a signal's by reference with its mask. */
+static int delivery_row_add(store_t *store, const store_delivery_t *d, int64_t seq)
+{
+    if (d->case_id == NULL && !d->by_ref) {
+        store_refuse(store, "delivery_add", "a signal's delivery is by reference");
+        return -1;
+    }
+    store_mailbox_entry_t entry = {
+        .item_seq = d->item_seq, .item_index = d->item_index, .rule_slot = 0};
+    store_mailbox_rule_t rule = {
+        .rule_id = d->rule_id,
+        .rule_hash = d->rule_hash,
+        .purpose = d->purpose,
+        .legal_basis = d->legal_basis,
+        .expires_at = d->expires_at,
+        .fields = d->fields,
+    };
+    store_mailbox_row_t row = {
+        .first_seq = (uint64_t)seq,
+        .recipient = d->recipient,
+        .sender = d->sender,
+        .sender_partner = d->sender_partner,
+        .message_id = d->message_id,
+        .accepted_at = d->accepted_at,
+        .entries = &entry,
+        .n = 1,
+        .rules = &rule,
+        .n_rules = 1,
+        .case_id = d->case_id,
+        .is_case_event = d->is_case_event,
+        .body = d->case_id != NULL ? d->body : NULL,
+        .body_len = d->case_id != NULL ? d->body_len : 0,
+    };
+    return store_mailbox_row_add(store, &row);
+}
+
+/* A delivery on its own: one seq reserved and its row, in the caller's
+ * transaction or, outside one, in a transaction of its own. */
+int64_t store_delivery_add(store_t *store, const store_delivery_t *d)
+{
+    if (store_enter(store, "delivery_add") != 0 || delivery_check(store, d) != 0)
+        return -1;
+    int own = !store->txn_open;
+    if (own && store_begin(store) != 0)
+        return -1;
+    int64_t seq = store_delivery_seqs_reserve(store, 1);
+    if (seq < 0 || delivery_row_add(store, d, seq) != 0) {
+        if (own)
+            (void)store_rollback(store);
+        return -1;
+    }
+    if (own && store_commit(store) != 0)
+        return -1;
+    return seq;
+}
+
 int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d)
 {
     if (store_enter(store, "delivery_add") != 0)
@@ -327,8 +187,7 @@ int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d)
         store_refuse(store, "delivery_add", "seq not reserved in this transaction");
         return -1;
     }
-    if (delivery_check(store, d) != 0 || delivery_check_facts(store, d) != 0 ||
-        delivery_add_at(store, d, seq) != 0)
+    if (delivery_check(store, d) != 0 || delivery_row_add(store, d, seq) != 0)
         return -1;
     return seq;
 }
@@ -500,48 +359,7 @@ int store_mailbox_scan_vouched(store_t *store, const char *recipient, uint64_t a
                                size_t limit, const store_scan_hints_t *hints, store_delivery_fn fn,
                                void *arg)
 {
-    if (store_enter(store, "mailbox_scan") != 0)
-        return -1;
-    if (recipient == NULL || fn == NULL) {
-        store_refuse(store, "mailbox_scan", "recipient and callback are required");
-        return -1;
-    }
-    if (limit == 0 || after_seq >= INT64_MAX)
-        return 0; /* nothing can be visited: no seq exceeds INT64_MAX */
-    if (limit > INT_MAX)
-        limit = INT_MAX; /* the count returned is an int */
-    sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_SCAN];
-    if (store_bind_text(store, stmt, 1, recipient) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)after_seq) != 0 ||
-        store_bind_int64(store, stmt, 3, (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int visited = 0, result = -1, rc;
-    store->scan_unreadable_seq = 0;
-    store->in_callback = 1;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        store_delivery_t d;
-        int opened = scan_row(store, stmt, &d, hints, arg);
-        if (opened == SCAN_UNREADABLE && sqlite3_column_int64(stmt, DCOL_SEQ) > 0)
-            store->scan_unreadable_seq = (uint64_t)sqlite3_column_int64(stmt, DCOL_SEQ);
-        if (opened != 0)
-            break;
-        visited++;
-        int stop = fn(&d, arg);
-        sodium_memzero(store->opened.bytes, d.body_len); /* the plaintext is fn's no longer */
-        if (stop != 0) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    store->in_callback = 0;
-    if (rc == SQLITE_DONE)
-        result = visited;
-    else if (rc != SQLITE_ROW)
-        store_fail(store, "mailbox_scan");
-    store_stmt_finish(stmt);
-    return result;
+    return store_mailbox_row_scan(store, recipient, after_seq, limit, hints, fn, arg);
 }
 
 /* Cost: O(1) from the counts in memory (store_count.c); the first call for
@@ -549,29 +367,7 @@ int store_mailbox_scan_vouched(store_t *store, const char *recipient, uint64_t a
  * (recipient, seq) index, O(log n + pending), once. */
 int64_t store_mailbox_count(store_t *store, const char *recipient)
 {
-    if (store_enter(store, "mailbox_count") != 0)
-        return -1;
-    if (recipient == NULL) {
-        store_refuse(store, "mailbox_count", "recipient is required");
-        return -1;
-    }
-    int64_t count = -1;
-    if (store_count_get(store, recipient, &count))
-        return count;
-    sqlite3_stmt *stmt = store->stmt[STMT_MAILBOX_COUNT];
-    if (store_bind_text(store, stmt, 1, recipient) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        count = sqlite3_column_int64(stmt, 0);
-        store_count_learn(store, recipient, count);
-    } else {
-        store_fail(store, "mailbox_count");
-    }
-    store_stmt_finish(stmt);
-    return count;
+    return store_mailbox_row_pending(store, recipient);
 }
 
 /* Cost: max() of the rowid is one step to the end of the table's b-tree. */
@@ -605,26 +401,7 @@ int64_t store_backlog_total(store_t *store)
  * Ack can never remove another's delivery. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
 {
-    if (store_enter(store, "delivery_ack") != 0)
-        return -1;
-    if (recipient == NULL) {
-        store_refuse(store, "delivery_ack", "recipient is required");
-        return -1;
-    }
-    if (seq == 0 || seq > INT64_MAX)
-        return 0; /* never a seq */
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_ACK];
-    if (store_bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
-        store_bind_text(store, stmt, 2, recipient) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "delivery_ack") != 0)
-        return -1;
-    if (sqlite3_changes(store->db) != 1)
-        return 0;
-    store_count_change(store, recipient, -1);
-    return 1;
+    return store_mailbox_row_ack(store, recipient, seq);
 }
 
 int store_delivery_rule(store_t *store, const char *recipient, uint64_t seq,

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* ------------------------------------------------------------------ expiry */
 
@@ -164,20 +165,7 @@ int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, i
         store_refuse(store, "revoke", "no transaction is open (call store_begin first)");
         return -1;
     }
-    sqlite3_stmt *find = store->stmt[STMT_REVOKE_FIND];
-    if (store_bind_int64(store, find, 1, (int64_t)seq) != 0 ||
-        store_bind_text(store, find, 2, recipient) != 0) {
-        store_stmt_finish(find);
-        return -1;
-    }
-    int rc = sqlite3_step(find);
-    if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE)
-            store_fail(store, "revoke: find");
-        store_stmt_finish(find);
-        return rc == SQLITE_DONE ? 0 : -1; /* acked or expired meanwhile */
-    }
-    return store_expire_found_delivery(store, find, now, fn, arg, "revoke") == 0 ? 1 : -1;
+    return store_mailbox_row_remove(store, recipient, seq, now, fn, arg);
 }
 
 /* One of the bounded DELETEs of due rows: unreferenced items, publishes
@@ -243,8 +231,10 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
         return 0;
     /* Waiting deliveries first, then those set aside, within one limit:
      * fn is told at most `limit` of them in all. */
-    int removed = 0;
-    for (int set_aside = 0; set_aside < 2; set_aside++)
+    int removed = store_mailbox_row_expire(store, now, limit, fn, arg);
+    if (removed < 0)
+        return -1;
+    for (int set_aside = 1; set_aside < 2; set_aside++)
         for (size_t i = (size_t)removed; i < limit; i++) {
             int one = expire_one_delivery(store, now, fn, arg, set_aside);
             if (one < 0)

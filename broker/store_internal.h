@@ -476,6 +476,10 @@ int store_schema_check_readable(store_t *store, long min_version);
  * its step walks audit_acks (store_audit_ranges_migrate), and keeps the
  * highest delivery seq handed out in meta (delivery_seq_high). */
 #define STORE_SCHEMA_ACK_RANGES_VERSION 12
+/* The schema that keeps mailboxes as rows of one publish and recipient
+ * (mailbox, mailbox_set_aside: store_mailbox.h): its step moves every
+ * delivery over, after the older steps' walks of deliveries. */
+#define STORE_SCHEMA_MAILBOX_VERSION 13
 
 /* The highest delivery seq handed out, in meta (delivery_seq_high, an
  * integer, since schema 12; the counters read it, store_schema.c).

@@ -29,7 +29,7 @@
  * others. expires_at is the earliest expiry among the row's deliveries
  * (each one's own is in its rule line), for the expiry's index. */
 static const char mailbox_schema_sql[] =
-    "CREATE TABLE mailbox ("
+    "CREATE TABLE IF NOT EXISTS mailbox ("
     "  first_seq INTEGER PRIMARY KEY CHECK (first_seq > 0),"
     "  recipient TEXT NOT NULL,"
     "  n INTEGER NOT NULL CHECK (n BETWEEN 1 AND 1024),"
@@ -49,15 +49,16 @@ static const char mailbox_schema_sql[] =
     "  is_case_event INTEGER NOT NULL DEFAULT 0"
     "   CHECK (is_case_event IN (0, 1) AND (case_id IS NOT NULL OR is_case_event = 0))"
     ");"
-    "CREATE INDEX mailbox_by_recipient ON mailbox (recipient, first_seq);"
-    "CREATE INDEX mailbox_by_expiry ON mailbox (expires_at);"
-    "CREATE INDEX mailbox_by_publish ON mailbox (publish_id);"
-    "CREATE INDEX mailbox_by_case ON mailbox (case_id, recipient) WHERE case_id IS NOT NULL;"
+    "CREATE INDEX IF NOT EXISTS mailbox_by_recipient ON mailbox (recipient, first_seq);"
+    "CREATE INDEX IF NOT EXISTS mailbox_by_expiry ON mailbox (expires_at);"
+    "CREATE INDEX IF NOT EXISTS mailbox_by_publish ON mailbox (publish_id);"
+    "CREATE INDEX IF NOT EXISTS mailbox_by_case ON mailbox (case_id, recipient) WHERE case_id IS "
+    "NOT NULL;"
     /* A row that does not authenticate, or reads as no broker writes it,
      * is moved here whole, as it was (no constraint on the copied columns:
      * it comes over however damaged), with when and why; its deliveries
      * not done are each named on the trail by a delivery.set_aside entry. */
-    "CREATE TABLE mailbox_set_aside ("
+    "CREATE TABLE IF NOT EXISTS mailbox_set_aside ("
     "  first_seq INTEGER PRIMARY KEY,"
     "  recipient, n, pending, publish_id, first_item_seq, sender, sender_partner,"
     "  message_id, accepted_at, rules, items, expires_at, body, done, case_id,"
@@ -65,10 +66,11 @@ static const char mailbox_schema_sql[] =
     "  set_aside_at INTEGER NOT NULL,"
     "  reason TEXT NOT NULL"
     ");"
-    "CREATE INDEX mailbox_set_aside_by_recipient ON mailbox_set_aside (recipient, first_seq);"
-    "CREATE INDEX mailbox_set_aside_by_expiry ON mailbox_set_aside (expires_at);"
-    "CREATE INDEX mailbox_set_aside_by_publish ON mailbox_set_aside (publish_id);"
-    "CREATE INDEX mailbox_set_aside_by_case ON mailbox_set_aside (case_id)"
+    "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_recipient ON mailbox_set_aside (recipient, "
+    "first_seq);"
+    "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_expiry ON mailbox_set_aside (expires_at);"
+    "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_publish ON mailbox_set_aside (publish_id);"
+    "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_case ON mailbox_set_aside (case_id)"
     "  WHERE case_id IS NOT NULL;";
 
 int store_mailbox_schema(store_t *store)

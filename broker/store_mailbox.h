@@ -27,7 +27,8 @@
 /* Make the mailbox table and its indexes (section 3.1 of the design):
  * for the schema step that will switch the store over, and for tests.
  * Inside the caller's transaction when one is open. 0, or -1 with
- * store_errmsg (the table exists already, among others). */
+ * store_errmsg. Made IF NOT EXISTS: the schema step (13) makes them, and
+ * a store whose user_version was set back by hand has them. */
 int store_mailbox_schema(store_t *store);
 
 /* One delivery of a row: its item (the item's seq and its index in the

@@ -15,10 +15,11 @@
 #include <time.h>
 
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* The schema version this code writes and understands (PRAGMA user_version).
  * A store with a higher version was written by a newer schakeld: refused. */
-#define STORE_SCHEMA_VERSION 12
+#define STORE_SCHEMA_VERSION 13
 
 /* The page size of a new store (store_schema_configure). */
 #define STORE_PAGE_BYTES_TEXT "8192"
@@ -485,6 +486,10 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "  coalesce((SELECT max(seq) FROM tombstones), 0));"
      "PRAGMA user_version = 12;",
      NULL},
+    /* 12 -> 13: the mailbox as rows of one publish and recipient; made and
+     * filled in C after the steps (store_mailbox_schema, then the walk of
+     * the deliveries), since the older steps' walks read deliveries */
+    {"PRAGMA user_version = 13;", NULL},
 };
 
 /* ------------------------------------------------------------------ version */
@@ -830,6 +835,7 @@ int store_schema_apply(store_t *store)
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
         (version < STORE_SCHEMA_EVIDENCE_VERSION && store_migrate_evidence(store) != 0) ||
         (version < STORE_SCHEMA_ENVELOPE_VERSION && store_migrate_deliveries(store) != 0) ||
+        (version < STORE_SCHEMA_MAILBOX_VERSION && store_mailbox_schema(store) != 0) ||
         epoch_load(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     /* a store made now (version 0: schakeld --init) was not migrated */
