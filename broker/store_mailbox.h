@@ -147,4 +147,69 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
  * mailbox or the other, never both. */
 int64_t store_mailbox_row_pending(store_t *store, const char *recipient);
 
+/* ------------------------------------------------------------------ migration, rekey, counters
+ * (store_mailbox_migrate.c) */
+
+/* The body of the schema step that moves the store onto the rows, inside
+ * the caller's transaction (the schema's own, once the keys are loaded and
+ * store_mailbox_schema has made the tables, which must be empty): every
+ * deliveries row becomes a mailbox row of one delivery (n 1, nothing
+ * done), re-sealed under the rows' seal with the same view for the push
+ * (a signal by reference: its rule slot's mask; a case's: its body); one
+ * that does not open under the deliveries' seal, or has no row form (a
+ * signal that kept a body of its own, as stores before schema 5 queued
+ * them), goes to mailbox_set_aside as it was mapped, body untouched, with
+ * the reason, for whoever opened the store to record; every
+ * deliveries_set_aside row goes there as a row of one delivery, its
+ * set_aside_at and reason kept. Then deliveries and deliveries_set_aside
+ * are dropped. Tells store_progress every 10,000 deliveries. Inside a
+ * transaction of store_begin's the pending counts follow (a delivery set
+ * aside leaves its recipient's); the schema's own runs before any count
+ * is learnt. 0, or -1 with errmsg (the caller rolls back: nothing moved).
+ * Cost: one pass over each table in seq order (a rowid lookup of each
+ * delivery's item and publish), per delivery one opening, two BLAKE2b
+ * passes (the old and the new associated data), one sealing and one insert
+ * with its four index entries; then the drops, which with secure_delete
+ * overwrite every page of the old tables. */
+int store_mailbox_migrate(store_t *store);
+
+/* Re-seal every mailbox row's body under new_key (STORE_KEY_BYTES), inside
+ * the caller's transaction (store_rekey's): each opened under the store
+ * key and sealed under new_key with a fresh nonce and the same associated
+ * data. A row that does not open, or reads as no broker writes it, refuses
+ * the whole rekey as store_rekey refuses a delivery ("body of mailbox row
+ * N does not authenticate: ..." or "rekey: mailbox row N: damaged row"):
+ * the caller rolls back, nothing changes. mailbox_set_aside is left as it
+ * is, as store_rekey leaves deliveries_set_aside. Adds the bodies re-sealed
+ * (one per row, however many deliveries it holds) to counts->deliveries
+ * (counts may be NULL). 0 or -1. Cost: per row one rowid descent, one
+ * opening, one BLAKE2b pass, one sealing and one rowid update. */
+int store_mailbox_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
+                        store_rekey_counts_t *counts);
+
+/* The highest delivery seq the rows name, as SQL (an expression, for the
+ * counters' queries on a store handle and on a raw connection to a file
+ * that has the tables): the greatest first_seq + n - 1 over mailbox and
+ * mailbox_set_aside, 0 when both are empty. n is not trusted: one that is
+ * not an integer of 1 to 1024 (a set-aside row holds whatever the damaged
+ * row held; a file altered outside SQLite breaks the mailbox's CHECK) counts
+ * as 1024, the most a row holds, so no seq such a row might name is handed
+ * out again, at the price of at most 1,023 seqs skipped; a row whose end
+ * would pass INT64_MAX gives INT64_MAX, which the counters refuse as
+ * exhausted. Rows never overlap, so only the rows that start within 1,023
+ * of the last one can end past it: each table costs a rowid descent and a
+ * range of those rows (one, in practice), not a walk. */
+#define STORE_MAILBOX_ROW_END_SQL(table)                                                           \
+    "(SELECT max(CASE WHEN first_seq > 9223372036854774783 THEN 9223372036854775807"               \
+    " ELSE first_seq - 1 + CASE WHEN typeof(n) = 'integer' AND n BETWEEN 1 AND 1024 THEN n"        \
+    " ELSE 1024 END END) FROM " table " WHERE first_seq >= (SELECT max(first_seq) FROM " table     \
+    ") - 1023)"
+#define STORE_MAILBOX_SEQ_HIGH_SQL                                                                 \
+    "max(coalesce(" STORE_MAILBOX_ROW_END_SQL(                                                     \
+        "mailbox") ", 0), coalesce(" STORE_MAILBOX_ROW_END_SQL("mailbox_set_aside") ", 0))"
+
+/* STORE_MAILBOX_SEQ_HIGH_SQL on the store: 0 with *high, or -1 with
+ * errmsg (the tables missing among others). */
+int store_mailbox_seq_high(store_t *store, int64_t *high);
+
 #endif
