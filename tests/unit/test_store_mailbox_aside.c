@@ -391,6 +391,13 @@ static void test_set_aside_damaged(void **state)
     assert_int_equal(store_mailbox_row_set_aside_count(f->store), 6);
     assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 8), 6);
     assert_int_equal(seqs[0], s0);
+    /* expired, it goes without a tombstone */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_mailbox_row_set_aside_expire(f->store, NOW + 3650 * DAY, 100, NULL, NULL), 6);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 6);
 }
 
 /* What is refused, and what is no row to set aside. */
@@ -568,7 +575,8 @@ static void test_set_aside_expire(void **state)
 
 /* A set-aside row's expires_at: bounded when it moves (by its publish's
  * retention; one that is no integer: due now), and one altered after to
- * no integer goes at the next expiry, by the partial index. */
+ * no integer (a real far ahead) goes at the next expiry, by the partial
+ * index. */
 static void test_set_aside_expiry_damaged(void **state)
 {
     fixture_t *f = *state;
@@ -588,7 +596,7 @@ static void test_set_aside_expiry_damaged(void **state)
                                       " WHERE recipient = '" ZORG "'"),
                      NOW);
     store_fixture_raw_exec(f->path,
-                           "UPDATE mailbox_set_aside SET expires_at = 12.5,"
+                           "UPDATE mailbox_set_aside SET expires_at = 9.5e15,"
                            " recipient = NULL, rules = 'x' WHERE recipient = '" POLITIE "'");
     /* found by its partial index, not a walk of the table */
     sqlite3 *raw = store_fixture_raw_open(f->path);
