@@ -317,9 +317,9 @@ static int aside_get(store_t *store, int64_t seq, store_set_aside_t *out)
     if (rc == SQLITE_ROW) {
         aside_span_t s;
         aside_span_read(row, &s);
-        int64_t i = seq - s.first_seq;
+        int64_t i = s.n > 0 ? seq - s.first_seq : -1; /* first_seq >= 1: no overflow */
         aside_facts_t f = {{NULL, NULL, 0, 0}, 0, NULL, 0};
-        if (s.n == 0 || i >= (int64_t)s.n || !aside_named(&s, (uint32_t)i)) {
+        if (i < 0 || i >= (int64_t)s.n || !aside_named(&s, (uint32_t)i)) {
             result = 0;
         } else if (aside_facts_read(store, row, &s, &f, "mailbox_row_set_aside_get") != 0) {
             result = -1;
