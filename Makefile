@@ -281,6 +281,8 @@ UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 UNIT_EXTRA_test_store_mailbox := $(STORE_UNIT_SRC) broker/store_case.c
 # the migration onto the rows, their rekey and seq high (store_mailbox_migrate.c)
 UNIT_EXTRA_test_store_mailbox_migrate := $(STORE_UNIT_SRC) broker/store_case.c
+# mailbox rows set aside whole (broker/store_mailbox_aside.c, by the test's name)
+UNIT_EXTRA_test_store_mailbox_aside := $(STORE_UNIT_SRC) broker/store_case.c
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
 	broker/sendq.c broker/log.c

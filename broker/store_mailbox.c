@@ -71,7 +71,13 @@ static const char mailbox_schema_sql[] =
     "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_expiry ON mailbox_set_aside (expires_at);"
     "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_publish ON mailbox_set_aside (publish_id);"
     "CREATE INDEX IF NOT EXISTS mailbox_set_aside_by_case ON mailbox_set_aside (case_id)"
-    "  WHERE case_id IS NOT NULL;";
+    "  WHERE case_id IS NOT NULL;"
+    /* The rows whose expires_at is no integer (the copied columns keep no
+     * type, and that may be the damage): due at once, found without a
+     * walk of the table (store_mailbox_row_set_aside_expire). Empty unless
+     * something went wrong. */
+    "CREATE INDEX IF NOT EXISTS mailbox_set_aside_untyped ON mailbox_set_aside (first_seq)"
+    "  WHERE typeof(expires_at) <> 'integer';";
 
 int store_mailbox_schema(store_t *store)
 {
@@ -115,6 +121,45 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
                        " FROM mailbox WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
     [MB_REWRITE] =
         "UPDATE mailbox SET done = ?2, pending = ?3, expires_at = ?4 WHERE first_seq = ?1",
+    /* store_mailbox_aside.c: the row of a seq (as MB_FIND), moved whole to
+     * mailbox_set_aside with this transaction's marks folded in (?5 done,
+     * ?6 pending; NULL: none) and its expires_at bounded by its publish's
+     * retention and the longest (?4); one that is no integer is due now. */
+    [MB_ASIDE_FIND] = "SELECT first_seq, n, done, pending FROM mailbox"
+                      " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
+    [MB_ASIDE_MOVE] =
+        "INSERT INTO mailbox_set_aside (first_seq, recipient, n, pending, publish_id,"
+        " first_item_seq, sender, sender_partner, message_id, accepted_at, rules, items,"
+        " expires_at, body, done, case_id, is_case_event, set_aside_at, reason)"
+        " SELECT m.first_seq, m.recipient, m.n, coalesce(?6, m.pending), m.publish_id,"
+        " m.first_item_seq, m.sender, m.sender_partner, m.message_id, m.accepted_at, m.rules,"
+        " m.items, CASE WHEN typeof(m.expires_at) = 'integer' THEN min(m.expires_at, ?4,"
+        " coalesce((SELECT p.expires_at FROM publishes AS p WHERE p.id = m.publish_id"
+        " AND typeof(p.expires_at) = 'integer'), ?4)) ELSE ?2 END,"
+        " m.body, coalesce(?5, m.done), m.case_id, m.is_case_event, ?2, ?3"
+        " FROM mailbox AS m WHERE m.first_seq = ?1",
+    /* A set-aside row by a seq of it: the one starting last at or before. */
+    [MB_ASIDE_ROW] = "SELECT first_seq, recipient, n, done, first_item_seq, rules, items,"
+                     " expires_at, reason FROM mailbox_set_aside WHERE first_seq <= ?1"
+                     " ORDER BY first_seq DESC LIMIT 1",
+    /* From the row holding ?1 on, in seq order; none starting below 1. */
+    [MB_ASIDE_ROWS] = "SELECT first_seq, NULL, n, done FROM mailbox_set_aside"
+                      " WHERE first_seq >= max(1, coalesce((SELECT first_seq FROM mailbox_set_aside"
+                      " WHERE first_seq <= ?1 ORDER BY first_seq DESC LIMIT 1), 1))"
+                      " ORDER BY first_seq",
+    [MB_ASIDE_RECORDED] =
+        "SELECT 1 FROM audit WHERE delivery_seq = ?1 AND event = 'delivery.set_aside' LIMIT 1",
+    /* MB_ASIDE_ROW's columns: one whose expires_at is no integer (by the
+     * partial index, named: without it the planner may walk another index
+     * whole), then the one due first. */
+    [MB_ASIDE_DUE_UNTYPED] = "SELECT first_seq, recipient, n, done, first_item_seq, rules, items,"
+                             " expires_at, reason FROM mailbox_set_aside"
+                             " INDEXED BY mailbox_set_aside_untyped"
+                             " WHERE typeof(expires_at) <> 'integer' LIMIT 1",
+    [MB_ASIDE_DUE] = "SELECT first_seq, recipient, n, done, first_item_seq, rules, items,"
+                     " expires_at, reason FROM mailbox_set_aside WHERE expires_at <= ?1"
+                     " ORDER BY expires_at LIMIT 1",
+    [MB_ASIDE_REMOVE] = "DELETE FROM mailbox_set_aside WHERE first_seq = ?1",
 };
 
 /* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */
@@ -212,6 +257,13 @@ const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq)
 {
     const mailbox_mark_t *mark = mark_of_row(store, first_seq);
     return mark != NULL ? mark->done : NULL;
+}
+
+void store_mailbox_unmark(store_t *store, int64_t first_seq)
+{
+    mailbox_mark_t *mark = mark_of_row(store, first_seq);
+    if (mark != NULL)
+        *mark = store->mailbox->marks[--store->mailbox->n_marks];
 }
 
 /* The mark of recipient's row holding seq, or NULL. */

@@ -211,5 +211,110 @@ int store_mailbox_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
 /* STORE_MAILBOX_SEQ_HIGH_SQL on the store: 0 with *high, or -1 with
  * errmsg (the tables missing among others). */
 int store_mailbox_seq_high(store_t *store, int64_t *high);
+/* ------------------------------------------------------------------ set aside
+ * (store_mailbox_aside.c) */
+
+/*
+ * A row that does not authenticate (its sealed body, any clear column its
+ * seal binds, or the content of an item one of its deliveries refers to)
+ * or reads as no broker writes it cannot be sent, and would hold up its
+ * recipient's mailbox. It is set aside whole (docs/design/mailbox.md,
+ * 3.2): moved into mailbox_set_aside as it is, bytes untouched but for
+ * this transaction's acks and removals folded into done and pending and
+ * expires_at bounded (below), with when and why, out of the mailbox and
+ * its count. Its deliveries are the seqs first_seq .. first_seq + n - 1
+ * not done; each is named on the trail by its own "delivery.set_aside"
+ * entry, and the functions below give them per seq, as store_set_aside_*
+ * give the rows of deliveries_set_aside. There a row stays until its
+ * expires_at (store_mailbox_row_set_aside_expire) or until an operator
+ * puts it back from a backup.
+ *
+ * What a set-aside row's damage does to that: n that is no integer, or
+ * outside 1 .. STORE_MAILBOX_MAX_N or past the last seq, is taken as 1
+ * (the row names its first seq alone, the one the scan names it by);
+ * done that is not a bitmap of n bits is taken as none done (each seq of
+ * the row named: a false name on the trail rather than a delivery
+ * unnamed); rule lines, items or first_item_seq that do not read give a
+ * delivery item seq 0 and rule "" (its seq names it); a recipient, rule
+ * or reason text missing or too long reads "". A row starting below 1 (a
+ * rowid no broker writes) names no seq: it is never set aside, reported
+ * or counted; expiry removes it with no tombstone.
+ */
+
+/* A row set aside, for writing an entry per delivery of it: the caller
+ * asks store_mailbox_row_set_aside_get for each seq from first_seq to
+ * last_seq (1 for each delivery set aside, 0 for one that was done). */
+typedef struct store_mailbox_aside {
+    uint64_t first_seq, last_seq;
+    size_t n_set_aside; /* its deliveries not done */
+    char reason[STORE_SET_ASIDE_REASON_LEN];
+} store_mailbox_aside_t;
+
+/* store_delivery_set_aside over the rows: set aside recipient's row
+ * holding seq (found as an ack finds it; a row whose n does not read is
+ * taken to hold its first seq alone, the one store_scan_unreadable names),
+ * inside the caller's transaction, if it still does not authenticate or
+ * reads damaged: it is checked again as the scan checks it, each of its
+ * pending deliveries (the store trusts no caller's word that a row is
+ * damaged); out->reason says what failed. Its expires_at moves over
+ * bounded by its publish's and by now + SCHAKEL_MAX_RETENTION_S (one that
+ * is no integer: now, due at once), so setting aside never keeps data
+ * past its retention. The recipient's pending count drops by the row's
+ * pending column less this transaction's marks of it (for a row that
+ * reads intact: its deliveries not done), as store_mailbox_row_pending
+ * counted it. 1 when moved, with *out filled; 0 when there is nothing to
+ * set aside (no row of recipient holds seq, every delivery of it is done,
+ * or it opens after all); -1 on error (no transaction, out NULL, SQLite).
+ * store_scan_unreadable is left as it was.
+ * Cost: one descent of mailbox_by_recipient, the row checked as the scan
+ * checks it (two descents, one opening of the row, and per pending
+ * delivery by reference one item lookup and opening), the copy (the
+ * table and five index entries, one publish rowid lookup) and the delete
+ * (its four index entries). */
+int store_mailbox_row_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
+                                store_mailbox_aside_t *out);
+
+/* store_set_aside_unrecorded over mailbox_set_aside: up to max delivery
+ * seqs greater than after, in seq order, of deliveries set aside (seqs of
+ * set-aside rows not done) that no "delivery.set_aside" audit entry names.
+ * How many (0: none left), or -1. Safe on any file content.
+ * Cost: one descent of the rowid to the row holding after + 1, then per
+ * row one read and per delivery not done one lookup of the trail's
+ * delivery_seq index. */
+int store_mailbox_row_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs,
+                                           size_t max);
+
+/* store_set_aside_get over mailbox_set_aside: delivery seq of a set-aside
+ * row, copied into *out (recipient, item seq, rule id and hash from its
+ * row's rule lines; expires_at the row's, when it goes: one that is no
+ * integer reads 0; set_aside 1; the reason). 1; 0 when seq is no delivery
+ * set aside (in no set-aside row, or done in its row); -1 on error.
+ * Cost: one rowid descent, the row's rule lines parsed. */
+int store_mailbox_row_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out);
+
+/* store_set_aside_count over mailbox_set_aside: the deliveries set aside
+ * (per row its seqs not done), or -1. O(rows set aside): for metrics and
+ * operators, a table that is empty unless something went wrong. */
+int64_t store_mailbox_row_set_aside_count(store_t *store);
+
+/* Expiry of set-aside rows, one bounded step inside the caller's
+ * transaction (store_expire's part for deliveries_set_aside): a row goes
+ * whole once its expires_at is at most now (the column is its earliest
+ * delivery's expiry, bounded when set aside, so nothing is kept past its
+ * retention), first any whose expires_at is no integer, at once. Each
+ * delivery of it not done leaves a tombstone (its seq, recipient, item
+ * seq, rule id and hash, expires_at the row's or now for one no integer,
+ * expired_at now; a seq that has one already keeps it, fn told
+ * tombstoned_before) and fn (may be NULL; it must not call store
+ * functions) is told with set_aside 1; the count is not touched (the row
+ * left it when set aside). A row is never split: rows are taken while
+ * fewer than `limit` deliveries (and rows) have gone, so the last may
+ * pass it by up to STORE_MAILBOX_MAX_N - 1. The number of deliveries
+ * expired (0: nothing due), or -1.
+ * Cost: per row one or two descents (the untyped partial index, then
+ * mailbox_set_aside_by_expiry), its rule lines parsed, a tombstone per
+ * delivery and the row's delete, O(log n) each. */
+int store_mailbox_row_set_aside_expire(store_t *store, int64_t now, size_t limit,
+                                       store_expired_fn fn, void *arg);
 
 #endif

@@ -32,6 +32,15 @@ enum mailbox_stmt_id {
     MB_PENDING,
     MB_EXPIRE_NEXT,
     MB_REWRITE,
+    /* store_mailbox_aside.c */
+    MB_ASIDE_FIND,
+    MB_ASIDE_MOVE,
+    MB_ASIDE_ROW,
+    MB_ASIDE_ROWS,
+    MB_ASIDE_RECORDED,
+    MB_ASIDE_DUE_UNTYPED,
+    MB_ASIDE_DUE,
+    MB_ASIDE_REMOVE,
     MB_STMT_COUNT
 };
 
@@ -42,6 +51,12 @@ sqlite3_stmt *store_mailbox_stmt(store_t *store, enum mailbox_stmt_id id);
 /* The done bitmap of the row starting at first_seq as this transaction's
  * acks and removals left it, or NULL when it marked none of the row. */
 const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
+
+/* Forget the mark of the row starting at first_seq, for a caller that has
+ * just written or moved the row itself with the bitmap store_mailbox_marked
+ * gave (a set-aside): the flush then leaves the row alone. The counts keep
+ * the changes the mark made; nothing when the row has no mark. */
+void store_mailbox_unmark(store_t *store, int64_t first_seq);
 
 /* ------------------------------------------------------------------ store_mailbox_row.c */
 

@@ -1,0 +1,649 @@
+/*
+ * test_store_mailbox_aside.c — unit tests of broker/store_mailbox_aside.c
+ * (mailbox rows set aside whole) against real SQLite files, each test in
+ * its own mkdtemp() folder under /tmp, removed afterwards: a row that does
+ * not authenticate moved with this transaction's acks folded in, a
+ * rollback, rows damaged in their counts, seqs or items, the refusals, its
+ * deliveries given back per seq (unrecorded, get, count) and the expiry of
+ * set-aside rows. The store key is random per run.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "schakel_limits.h"
+#include "store.h"
+#include "store_fixture.h"
+#include "store_mailbox.h"
+
+#define SENDER "gemeente/meldingen"
+#define PARTNER "gemeente"
+#define POLITIE "politie/signalen"
+#define ZORG "zorg/wijkteam"
+#define NOW 1750000000LL
+#define DAY 86400LL
+
+typedef store_fixture_t fixture_t;
+
+static uint8_t test_key[STORE_KEY_BYTES];
+
+static int setup(void **state)
+{
+    fixture_t *f = store_fixture_new("schakel-mbaside", test_key);
+    if (store_mailbox_schema(f->store) != 0)
+        fail_msg("mailbox schema: %s", store_errmsg(f->store));
+    *state = f;
+    return 0;
+}
+
+static void reopen(fixture_t *f)
+{
+    store_close(&f->store);
+    f->store = store_fixture_open(f->path, test_key);
+}
+
+static int64_t raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    int64_t value = store_fixture_db_int(db, sql);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return value;
+}
+
+/* ------------------------------------------------------------------ a publish and its rows */
+
+/* As test_store_mailbox.c's: a publish of n_items items, its id
+ * message_id[0] = tag; inside the open transaction. */
+typedef struct published {
+    uint8_t message_id[16];
+    int64_t publish_id;
+    int64_t item_seq[8];
+    size_t n_items;
+} published_t;
+
+static void publish(store_t *store, uint8_t tag, size_t n_items, published_t *p)
+{
+    uint8_t hash[32] = {tag}, sig[64] = {tag}, root[32] = {tag};
+    memset(p, 0, sizeof *p);
+    p->message_id[0] = tag;
+    p->n_items = n_items;
+    p->publish_id = store_publish_add(store, SENDER, p->message_id, hash, sig, root, NOW);
+    assert_true(p->publish_id > 0);
+    for (size_t k = 0; k < n_items; k++) {
+        char text[64];
+        snprintf(text, sizeof text, "item %u of publish %lld", (unsigned)k,
+                 (long long)p->publish_id);
+        p->item_seq[k] =
+            store_item_add(store, p->publish_id, (uint32_t)k, (const uint8_t *)text, strlen(text));
+        assert_true(p->item_seq[k] > 0);
+    }
+}
+
+static const store_mailbox_rule_t two_rules[2] = {
+    {"gemeente-naar-politie", "aa11", "Signalering", "Gemeentewet art. 172", NOW + DAY, 0x3},
+    {"gemeente-naar-zorg", "bb22", "Zorg, en\nnazorg", "Wmo 2015: art. 5.2", NOW + 30 * DAY, 0x5},
+};
+
+static store_mailbox_row_t row_of(const published_t *p, const char *recipient, uint64_t first_seq,
+                                  const size_t *items, const uint32_t *slots, size_t n,
+                                  store_mailbox_entry_t *entries)
+{
+    for (size_t k = 0; k < n; k++)
+        entries[k] =
+            (store_mailbox_entry_t){(uint64_t)p->item_seq[items[k]], (uint32_t)items[k], slots[k]};
+    return (store_mailbox_row_t){
+        .first_seq = first_seq,
+        .recipient = recipient,
+        .sender = SENDER,
+        .sender_partner = PARTNER,
+        .message_id = p->message_id,
+        .accepted_at = NOW,
+        .entries = entries,
+        .n = n,
+        .rules = two_rules,
+        .n_rules = 2,
+    };
+}
+
+/* One publish of 4 items: POLITIE gets items 0..3 under slots 0,1,0,1 at
+ * seqs first .. first+3 (its row due at NOW + DAY), ZORG items 1 and 3
+ * under slot 1 at first+4, first+5 (due at NOW + 30 days). Committed. */
+static int64_t two_rows(fixture_t *f, published_t *p)
+{
+    store_mailbox_entry_t e1[4], e2[2];
+    static const size_t items1[4] = {0, 1, 2, 3}, items2[2] = {1, 3};
+    static const uint32_t slots1[4] = {0, 1, 0, 1}, slots2[2] = {1, 1};
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 1, 4, p);
+    int64_t first = store_delivery_seqs_reserve(f->store, 6);
+    assert_true(first > 0);
+    store_mailbox_row_t r1 = row_of(p, POLITIE, (uint64_t)first, items1, slots1, 4, e1);
+    store_mailbox_row_t r2 = row_of(p, ZORG, (uint64_t)first + 4, items2, slots2, 2, e2);
+    if (store_mailbox_row_add(f->store, &r1) != 0 || store_mailbox_row_add(f->store, &r2) != 0)
+        fail_msg("row add: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    return first;
+}
+
+/* Alter recipient's row behind the store's back (the checks the table
+ * makes are off: a file altered outside SQLite keeps none). */
+static void tamper(fixture_t *f, const char *recipient, const char *set)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "PRAGMA ignore_check_constraints = ON; PRAGMA foreign_keys = OFF;"
+             " UPDATE mailbox SET %s WHERE recipient = '%s'",
+             set, recipient);
+    store_fixture_raw_exec(f->path, sql);
+}
+
+static int on_any(const store_delivery_t *d, void *arg)
+{
+    (void)d;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Scan recipient's mailbox: the deliveries handed out, or -1. */
+static int scan_all(fixture_t *f, const char *recipient)
+{
+    size_t seen = 0;
+    int rc = store_mailbox_row_scan(f->store, recipient, 0, 100, NULL, on_any, &seen);
+    return rc < 0 ? -1 : (int)seen;
+}
+
+/* A "delivery.set_aside" entry naming seq, as record_removed.c writes one
+ * (the store checks no hash: audit.c computes it). Inside a transaction. */
+static void record_entry(store_t *store, uint64_t seq)
+{
+    store_audit_tail_t tail;
+    assert_int_equal(store_audit_tail(store, &tail), 0);
+    store_audit_entry_t e;
+    memset(&e, 0, sizeof e);
+    e.seq = tail.seq + 1;
+    e.at = NOW;
+    e.field[STORE_AUDIT_EVENT] = (store_audit_value_t){1, "delivery.set_aside", 0};
+    e.field[STORE_AUDIT_DELIVERY_SEQ] = (store_audit_value_t){1, NULL, (int64_t)seq};
+    if (store_audit_append(store, &e) != 0)
+        fail_msg("audit append: %s", store_errmsg(store));
+}
+
+/* ------------------------------------------------------------------ setting a row aside */
+
+/* A row that does not authenticate goes whole, its bytes as they were but
+ * done and pending, which hold the acks committed before and those of the
+ * same transaction; the count drops by the rest, the commit's flush does
+ * not look for the row, and each delivery not done is given back by seq. */
+static void test_set_aside_with_acks(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    tamper(f, POLITIE, "accepted_at = accepted_at + 1");
+    sqlite3 *raw = store_fixture_raw_open(f->path);
+    store_fixture_db_exec(raw, "CREATE TEMP TABLE before AS SELECT * FROM main.mailbox"
+                               " WHERE recipient = '" POLITIE "'");
+    assert_int_equal(scan_all(f, POLITIE), -1);
+    assert_int_equal(store_scan_unreadable(f->store), s0);
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 2), 1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 2);
+    store_mailbox_aside_t out;
+    memset(&out, 0, sizeof out);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW + 7, &out), 1);
+    assert_int_equal(out.first_seq, s0);
+    assert_int_equal(out.last_seq, s0 + 3);
+    assert_int_equal(out.n_set_aside, 2);
+    assert_non_null(strstr(out.reason, "does not authenticate"));
+    assert_int_equal(store_scan_unreadable(f->store), s0); /* left as it was */
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
+    assert_int_equal(scan_all(f, POLITIE), 0);
+    /* once gone, nothing of it is left to set aside or ack */
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW + 7, &out), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 0);
+    assert_int_equal(store_commit(f->store), 0);
+
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    assert_int_equal(
+        store_fixture_db_int(raw,
+                             "SELECT count(*) FROM main.mailbox_set_aside AS s, before AS b"
+                             " WHERE s.first_seq = b.first_seq AND s.recipient = b.recipient"
+                             " AND s.n = b.n AND s.publish_id = b.publish_id"
+                             " AND s.first_item_seq = b.first_item_seq AND s.sender = b.sender"
+                             " AND s.sender_partner = b.sender_partner"
+                             " AND s.message_id = b.message_id AND s.accepted_at = b.accepted_at"
+                             " AND s.rules = b.rules AND s.items = b.items"
+                             " AND s.expires_at = b.expires_at AND s.body = b.body"
+                             " AND s.case_id IS b.case_id AND s.is_case_event = b.is_case_event"
+                             " AND b.done = x'01' AND b.pending = 3"
+                             " AND s.done = x'05' AND s.pending = 2 AND s.set_aside_at = 1750000007"
+                             " AND instr(s.reason, 'does not authenticate')"),
+        1);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+
+    /* per seq: the two not done, with their rule lines and items */
+    store_set_aside_t x;
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0, &x), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 2, &x), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 4, &x), 0); /* ZORG's */
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 1, &x), 1);
+    assert_int_equal(x.row.view.seq, s0 + 1);
+    assert_string_equal(x.row.view.recipient, POLITIE);
+    assert_int_equal(x.row.view.item_seq, (uint64_t)p.item_seq[1]);
+    assert_string_equal(x.row.view.rule_id, "gemeente-naar-zorg");
+    assert_string_equal(x.row.view.rule_hash, "bb22");
+    assert_int_equal(x.row.view.expires_at, NOW + DAY);
+    assert_int_equal(x.row.view.set_aside, 1);
+    assert_non_null(strstr(x.reason, "does not authenticate"));
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 3, &x), 1);
+    assert_int_equal(x.row.view.item_seq, (uint64_t)p.item_seq[3]);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 2);
+
+    /* an intact row opens after all: nothing moves */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 5, NOW, &out), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+    reopen(f);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 2);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 2);
+}
+
+/* A rollback after a set-aside puts the row back as it was committed, its
+ * count with it, and forgets the transaction's marks. */
+static void test_set_aside_rolled_back(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    tamper(f, POLITIE, "body = x'00'");
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 1);
+    store_mailbox_aside_t out;
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 + 3, NOW, &out), 1);
+    assert_int_equal(out.n_set_aside, 3);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 3);
+    assert_int_equal(store_rollback(f->store), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 4);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE done IS NULL"
+                                      " AND pending = 4 AND recipient = '" POLITIE "'"),
+                     1);
+    /* and again, committed: the ack of the rolled-back turn is not in it */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 + 3, NOW, &out), 1);
+    assert_int_equal(out.n_set_aside, 4);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside WHERE done IS NULL"
+                                      " AND pending = 4"),
+                     1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    reopen(f);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+}
+
+/* Rows damaged in what finds them: n that does not read is taken as 1
+ * (the row named by its first seq, as the scan names it), done that does
+ * not read as none done; a row whose item is gone goes too; a row
+ * starting below 1 can be named by no seq and stays. */
+static void test_set_aside_damaged(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    store_mailbox_aside_t out;
+    store_set_aside_t x;
+    uint64_t seqs[8];
+
+    tamper(f, ZORG, "n = 5000");
+    assert_int_equal(scan_all(f, ZORG), -1);
+    assert_int_equal(store_scan_unreadable(f->store), s0 + 4);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 5, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 4, NOW, &out), 1);
+    assert_int_equal(out.first_seq, s0 + 4);
+    assert_int_equal(out.last_seq, s0 + 4);
+    assert_int_equal(out.n_set_aside, 1);
+    assert_non_null(strstr(out.reason, "damaged row"));
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0); /* its pending column: 2 */
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 5, &x), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0 + 4, &x), 1);
+    assert_string_equal(x.row.view.recipient, ZORG);
+    assert_int_equal(x.row.view.item_seq, 0); /* its items cannot be read without n */
+    assert_string_equal(x.row.view.rule_id, "");
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 8), 1);
+    assert_int_equal(seqs[0], s0 + 4);
+
+    /* done of a wrong size: every seq of the row named */
+    store_fixture_raw_exec(f->path, "UPDATE mailbox SET done = x'0101', pending = 3");
+    assert_int_equal(scan_all(f, POLITIE), -1);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3); /* as its column says */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 + 2, NOW, &out), 1);
+    assert_int_equal(out.n_set_aside, 4);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0); /* all the column had */
+    assert_int_equal(store_commit(f->store), 0);
+    for (uint64_t s = s0; s < s0 + 4; s++) {
+        assert_int_equal(store_mailbox_row_set_aside_get(f->store, s, &x), 1);
+        assert_string_equal(x.row.view.rule_id, two_rules[(s - s0) % 2].rule_id);
+    }
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 5);
+
+    /* a row whose item is gone stops the scan at it: set aside too */
+    assert_int_equal(store_begin(f->store), 0);
+    published_t q;
+    publish(f->store, 2, 2, &q);
+    int64_t first = store_delivery_seqs_reserve(f->store, 2);
+    store_mailbox_entry_t e[2];
+    static const size_t items[2] = {0, 1};
+    static const uint32_t slots[2] = {0, 0};
+    store_mailbox_row_t r = row_of(&q, ZORG, (uint64_t)first, items, slots, 2, e);
+    assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[128];
+    snprintf(sql, sizeof sql, "PRAGMA foreign_keys = OFF; DELETE FROM items WHERE seq = %lld",
+             (long long)q.item_seq[1]);
+    store_fixture_raw_exec(f->path, sql);
+    assert_int_equal(scan_all(f, ZORG), -1);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, (uint64_t)first, NOW, &out), 1);
+    assert_non_null(strstr(out.reason, "item is gone"));
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 7);
+
+    /* a row starting below 1: no seq names it, it stays where it is */
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 3, 1, &q);
+    first = store_delivery_seqs_reserve(f->store, 1);
+    r = row_of(&q, POLITIE, (uint64_t)first, items, slots, 1, e);
+    r.n_rules = 1;
+    assert_int_equal(store_mailbox_row_add(f->store, &r), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    tamper(f, POLITIE, "first_seq = -3");
+    assert_int_equal(scan_all(f, POLITIE), -1);
+    assert_int_equal(store_scan_unreadable(f->store), 0);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, 1, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, (uint64_t)first, NOW, &out), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE first_seq = -3"), 1);
+    /* and one in mailbox_set_aside (put there outside the broker) names none */
+    store_fixture_raw_exec(f->path, "UPDATE mailbox_set_aside SET first_seq = -first_seq"
+                                    " WHERE recipient = '" ZORG "' AND n = 5000");
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 6);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 8), 6);
+    assert_int_equal(seqs[0], s0);
+    /* expired, it goes without a tombstone */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_mailbox_row_set_aside_expire(f->store, NOW + 3650 * DAY, 100, NULL, NULL), 6);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 6);
+}
+
+/* What is refused, and what is no row to set aside. */
+static void test_set_aside_refusals(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    tamper(f, POLITIE, "body = x'00'");
+    store_mailbox_aside_t out;
+    store_set_aside_t x;
+    uint64_t seqs[4];
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "open transaction"));
+    assert_int_equal(store_mailbox_row_set_aside_expire(f->store, NOW, 10, NULL, NULL), -1);
+    assert_non_null(strstr(store_errmsg(f->store), "no transaction"));
+    assert_int_equal(store_mailbox_row_set_aside(NULL, POLITIE, s0, NOW, &out), -1);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, s0, NULL), -1);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, NULL, 4), -1);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 0), -1);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, INT64_MAX, seqs, 4), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, 0, &x), 0);
+    assert_int_equal(store_mailbox_row_set_aside_get(f->store, UINT64_MAX, &x), 0);
+    assert_int_equal(store_mailbox_row_set_aside_count(NULL), -1);
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, NULL, s0, NOW, &out), -1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, NULL), -1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, 0, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, UINT64_MAX, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, "politie/anders", s0, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 + 4, NOW, &out), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0 - 1, NOW, &out), 0);
+    /* every delivery of it done in this transaction: the flush deletes it */
+    for (uint64_t s = s0; s < s0 + 4; s++)
+        assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 1);
+}
+
+/* The deliveries set aside and not yet named on the trail, paged by seq;
+ * one named by an entry is left out. */
+static void test_unrecorded_paging(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    tamper(f, POLITIE, "body = x'00'");
+    tamper(f, ZORG, "body = x'00'");
+    uint64_t seqs[8];
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 8), 0);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 0);
+    store_mailbox_aside_t out;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 1), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 4, NOW, &out), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 5);
+
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 2), 2);
+    assert_int_equal(seqs[0], s0);
+    assert_int_equal(seqs[1], s0 + 2);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, seqs[1], seqs, 2), 2);
+    assert_int_equal(seqs[0], s0 + 3);
+    assert_int_equal(seqs[1], s0 + 4);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, seqs[1], seqs, 2), 1);
+    assert_int_equal(seqs[0], s0 + 5);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, seqs[0], seqs, 2), 0);
+
+    assert_int_equal(store_begin(f->store), 0);
+    record_entry(f->store, s0 + 2);
+    record_entry(f->store, s0 + 4);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, 0, seqs, 8), 3);
+    assert_int_equal(seqs[0], s0);
+    assert_int_equal(seqs[1], s0 + 3);
+    assert_int_equal(seqs[2], s0 + 5);
+    assert_int_equal(store_mailbox_row_set_aside_unrecorded(f->store, s0 + 1, seqs, 1), 1);
+    assert_int_equal(seqs[0], s0 + 3);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 5); /* recorded or not */
+}
+
+/* ------------------------------------------------------------------ expiry */
+
+typedef struct expired {
+    int calls;
+    uint64_t seq[8], item_seq[8];
+    char rule_id[8][72];
+    char recipient[8][160];
+    int64_t expires_at[8];
+    int set_aside[8], before[8];
+} expired_t;
+
+static void on_expired(const store_expired_t *e, void *arg)
+{
+    expired_t *x = arg;
+    assert_true(x->calls < 8);
+    int k = x->calls++;
+    x->seq[k] = e->seq;
+    x->item_seq[k] = e->item_seq;
+    snprintf(x->rule_id[k], sizeof x->rule_id[k], "%s", e->rule_id);
+    snprintf(x->recipient[k], sizeof x->recipient[k], "%s", e->recipient);
+    x->expires_at[k] = e->expires_at;
+    x->set_aside[k] = e->set_aside;
+    x->before[k] = e->tombstoned_before;
+}
+
+/* Both rows set aside at NOW (one with an ack): each goes whole at its
+ * expires_at, not before, its deliveries not done each with a tombstone
+ * and the callback; a row is not split by the limit. */
+static void test_set_aside_expire(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    tamper(f, POLITIE, "body = x'00'");
+    tamper(f, ZORG, "body = x'00'");
+    store_mailbox_aside_t out;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_ack(f->store, POLITIE, s0 + 2), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 4, NOW, &out), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    /* a seq tombstoned before (a row put back from a backup) keeps its own */
+    store_fixture_raw_exec(f->path,
+                           "INSERT INTO tombstones (seq, recipient, item_seq, rule_id, rule_hash,"
+                           " expires_at, expired_at) SELECT first_seq + 3, recipient, 1, 'r', 'h',"
+                           " 1, 1 FROM mailbox_set_aside WHERE recipient = '" POLITIE "'");
+
+    expired_t x;
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_mailbox_row_set_aside_expire(f->store, NOW + DAY - 1, 10, on_expired, &x), 0);
+    assert_int_equal(x.calls, 0);
+    assert_int_equal(store_mailbox_row_set_aside_expire(f->store, NOW + DAY, 1, on_expired, &x), 3);
+    assert_int_equal(x.calls, 3);
+    static const int at[3] = {0, 1, 3};
+    for (int k = 0; k < 3; k++) {
+        assert_int_equal(x.seq[k], s0 + (uint64_t)at[k]);
+        assert_int_equal(x.item_seq[k], (uint64_t)p.item_seq[at[k]]);
+        assert_string_equal(x.rule_id[k], two_rules[at[k] % 2].rule_id);
+        assert_string_equal(x.recipient[k], POLITIE);
+        assert_int_equal(x.expires_at[k], NOW + DAY);
+        assert_int_equal(x.set_aside[k], 1);
+        assert_int_equal(x.before[k], k == 2);
+    }
+    assert_int_equal(store_mailbox_row_set_aside_expire(f->store, NOW + DAY, 10, on_expired, &x),
+                     0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0); /* untouched: left before */
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones WHERE expired_at = "
+                                      "1750086400 AND rule_hash IN ('aa11', 'bb22')"),
+                     2);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 2);
+
+    /* after its time: ZORG's */
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(
+        store_mailbox_row_set_aside_expire(f->store, NOW + 40 * DAY, 10, on_expired, &x), 2);
+    assert_int_equal(x.seq[0], s0 + 4);
+    assert_int_equal(x.seq[1], s0 + 5);
+    assert_int_equal(x.expires_at[1], NOW + 30 * DAY);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tombstones"), 5);
+    assert_int_equal(store_mailbox_row_set_aside_count(f->store), 0);
+}
+
+/* A set-aside row's expires_at: bounded when it moves (by its publish's
+ * retention; one that is no integer: due now), and one altered after to
+ * no integer (a real far ahead) goes at the next expiry, by the partial
+ * index. */
+static void test_set_aside_expiry_damaged(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    uint64_t s0 = (uint64_t)two_rows(f, &p);
+    tamper(f, POLITIE, "body = x'00', expires_at = 9000000000000000000");
+    tamper(f, ZORG, "body = x'00', expires_at = 'soon'");
+    store_mailbox_aside_t out;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, POLITIE, s0, NOW, &out), 1);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, ZORG, s0 + 4, NOW, &out), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
+                                      " WHERE recipient = '" POLITIE "'"),
+                     NOW + 30 * DAY); /* the publish's */
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"
+                                      " WHERE recipient = '" ZORG "'"),
+                     NOW);
+    store_fixture_raw_exec(f->path,
+                           "UPDATE mailbox_set_aside SET expires_at = 9.5e15,"
+                           " recipient = NULL, rules = 'x' WHERE recipient = '" POLITIE "'");
+    /* found by its partial index, not a walk of the table */
+    sqlite3 *raw = store_fixture_raw_open(f->path);
+    sqlite3_stmt *plan = NULL;
+    assert_int_equal(sqlite3_prepare_v2(raw,
+                                        "EXPLAIN QUERY PLAN SELECT first_seq, recipient, n, done,"
+                                        " first_item_seq, rules, items, expires_at, reason"
+                                        " FROM mailbox_set_aside INDEXED BY"
+                                        " mailbox_set_aside_untyped"
+                                        " WHERE typeof(expires_at) <> 'integer' LIMIT 1",
+                                        -1, &plan, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(plan), SQLITE_ROW);
+    assert_non_null(
+        strstr((const char *)sqlite3_column_text(plan, 3), "mailbox_set_aside_untyped"));
+    sqlite3_finalize(plan);
+    assert_int_equal(sqlite3_close(raw), SQLITE_OK);
+    expired_t x;
+    memset(&x, 0, sizeof x);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside_expire(f->store, NOW - 1, 10, on_expired, &x), 4);
+    assert_int_equal(x.seq[0], s0);
+    assert_string_equal(x.recipient[0], "");
+    assert_string_equal(x.rule_id[0], "");
+    assert_int_equal(x.item_seq[0], 0);
+    assert_int_equal(x.expires_at[0], NOW - 1); /* no integer: due now */
+    assert_int_equal(store_mailbox_row_set_aside_expire(f->store, NOW, 10, on_expired, &x), 2);
+    assert_int_equal(x.seq[5], s0 + 5);
+    assert_string_equal(x.recipient[5], ZORG);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"), 0);
+}
+
+int main(void)
+{
+    if (sodium_init() < 0)
+        return 1;
+    randombytes_buf(test_key, sizeof test_key);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_set_aside_with_acks, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_rolled_back, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_damaged, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_refusals, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_unrecorded_paging, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_expire, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_set_aside_expiry_damaged, setup,
+                                        store_fixture_teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
