@@ -266,7 +266,7 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c 
 	broker/store_audit.c broker/store_audit_read.c broker/store_audit_text.c broker/store_count.c \
 	broker/store_bytes.c \
 	broker/store_mailbox.c broker/store_mailbox_add.c broker/store_mailbox_row.c \
-	broker/store_mailbox_scan.c \
+	broker/store_mailbox_scan.c broker/store_mailbox_aside.c broker/store_mailbox_migrate.c \
 	broker/sumtable.c broker/table.c \
 	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
@@ -277,7 +277,7 @@ UNIT_EXTRA_test_audit := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_LDFLAGS_test_audit := -Wl,--wrap=malloc,--wrap=realloc,--wrap=free
 UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.c
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
-# the mailbox's rows (not yet the broker's): a case's row needs a case
+# the mailbox's rows: a case's row needs a case
 UNIT_EXTRA_test_store_mailbox := $(STORE_UNIT_SRC) broker/store_case.c
 # the migration onto the rows, their rekey and seq high (store_mailbox_migrate.c)
 UNIT_EXTRA_test_store_mailbox_migrate := $(STORE_UNIT_SRC) broker/store_case.c

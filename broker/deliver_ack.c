@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "record.h"
+#include "store_mailbox.h"
 
 /* The principal's claims to receive with a Flow of `session`: its
  * sessions that hold one, this one if it held none, and the Flows kept
@@ -399,15 +400,26 @@ void deliver_set_aside(broker_t *b)
     }
     for (size_t i = 0; i < n; i++) {
         const revocation_t *v = &b->set_asides[i];
-        store_set_aside_t x;
-        int rc = store_delivery_set_aside(b->store, v->recipient, v->seq, b->now_s, &x);
+        store_mailbox_aside_t row;
+        int rc = store_mailbox_row_set_aside(b->store, v->recipient, v->seq, b->now_s, &row);
         if (rc < 0) {
             log_event(LOG_ERROR, "store.set_aside_failed", "error", store_errmsg(b->store), NULL);
             broker_fail_turn(b);
             return;
         }
-        if (rc == 1 && record_set_aside(b, &x) != 0)
-            return; /* the turn fails (recorded by record.c) */
+        /* The row goes whole: an entry for each of its deliveries not done. */
+        for (uint64_t seq = row.first_seq; rc == 1 && seq <= row.last_seq; seq++) {
+            store_set_aside_t x;
+            int found = store_mailbox_row_set_aside_get(b->store, seq, &x);
+            if (found < 0) {
+                log_event(LOG_ERROR, "store.set_aside_failed", "error", store_errmsg(b->store),
+                          NULL);
+                broker_fail_turn(b);
+                return;
+            }
+            if (found == 1 && record_set_aside(b, &x) != 0)
+                return; /* the turn fails (recorded by record.c) */
+        }
         receiver_t *r = sessions_receiver(b->sessions, v->recipient);
         if (r != NULL)
             r->dirty = 1; /* on past it */

@@ -652,57 +652,16 @@ int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq
  * badly wrong. */
 int store_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs, size_t max)
 {
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "set aside unrecorded") != 0)
-        return -1;
-    if (seqs == NULL || max == 0 || max > INT_MAX) {
-        store_refuse(store, "set aside unrecorded", "room for 1 to INT_MAX seqs is required");
-        return -1;
-    }
-    if (after >= INT64_MAX)
-        return 0;
-    int rc = sqlite3_prepare_v2(store->db,
-                                "SELECT s.seq FROM deliveries_set_aside AS s WHERE s.seq > ?1"
-                                " AND NOT EXISTS (SELECT 1 FROM audit AS a"
-                                " WHERE a.delivery_seq = s.seq AND a.event = 'delivery.set_aside')"
-                                " ORDER BY s.seq LIMIT ?2",
-                                -1, &stmt, NULL);
-    if (store_check_rc(store, rc, "set aside unrecorded") != 0 ||
-        store_bind_int64(store, stmt, 1, (int64_t)after) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)max) != 0) {
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    int n = 0;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && (size_t)n < max)
-        seqs[n++] = (uint64_t)sqlite3_column_int64(stmt, 0);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store_fail(store, "set aside unrecorded");
-        n = -1;
-    }
-    sqlite3_finalize(stmt);
-    return n;
+    return store_mailbox_row_set_aside_unrecorded(store, after, seqs, max);
 }
 
 int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out)
 {
-    if (store_enter(store, "set aside") != 0)
-        return -1;
-    if (out == NULL) {
-        store_refuse(store, "set aside", "out is required");
-        return -1;
-    }
-    if (seq == 0 || seq > INT64_MAX)
-        return 0; /* never a seq */
-    return set_aside_get(store, (int64_t)seq, out);
+    return store_mailbox_row_set_aside_get(store, seq, out);
 }
 
 /* Cost: O(rows set aside), which is none unless something went wrong. */
 int64_t store_set_aside_count(store_t *store)
 {
-    int64_t count = -1;
-    if (store_enter(store, "set aside count") != 0 ||
-        store_query_int64(store, "SELECT count(*) FROM deliveries_set_aside", &count) != 0)
-        return -1;
-    return count;
+    return store_mailbox_row_set_aside_count(store);
 }

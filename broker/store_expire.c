@@ -115,45 +115,6 @@ int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now
     return expire_found(store, found, now, fn, arg, what, 0);
 }
 
-/* Expire the delivery `next` finds, if any (?1 bound to now when it has
- * one): tombstone, tell fn, remove. 1 when one was expired, 0 when none
- * is found, -1 on error. */
-static int expire_next(store_t *store, sqlite3_stmt *next, int64_t now, store_expired_fn fn,
-                       void *arg, int set_aside)
-{
-    if (sqlite3_bind_parameter_count(next) > 0 && store_bind_int64(store, next, 1, now) != 0) {
-        store_stmt_finish(next);
-        return -1;
-    }
-    int rc = sqlite3_step(next);
-    if (rc != SQLITE_ROW) {
-        if (rc != SQLITE_DONE)
-            store_fail(store, "expire: next due delivery");
-        store_stmt_finish(next);
-        return rc == SQLITE_DONE ? 0 : -1;
-    }
-    return expire_found(store, next, now, fn, arg, "expire", set_aside) == 0 ? 1 : -1;
-}
-
-/* Expire the delivery that is due first, if any, of the waiting ones or
- * (set_aside) of those set aside, whose expires_at may be damage: one
- * that is no integer in range is due now, first. Returns 1 when one was
- * expired, 0 when none is due, -1 on error. Cost: one or two descents of
- * the expires_at index and O(log n) writes. */
-static int expire_one_delivery(store_t *store, int64_t now, store_expired_fn fn, void *arg,
-                               int set_aside)
-{
-    if (set_aside) {
-        int damaged =
-            expire_next(store, store->stmt[STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED], now, fn, arg, 1);
-        if (damaged != 0)
-            return damaged;
-    }
-    return expire_next(
-        store, store->stmt[set_aside ? STMT_EXPIRE_NEXT_SET_ASIDE : STMT_EXPIRE_NEXT_DELIVERY], now,
-        fn, arg, set_aside);
-}
-
 /* Remove one pending delivery before its retention ends (the policy no
  * longer allows it): like an expiry, with a tombstone and the callback. */
 int store_delivery_revoke(store_t *store, const char *recipient, uint64_t seq, int64_t now,
@@ -234,15 +195,13 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
     int removed = store_mailbox_row_expire(store, now, limit, fn, arg);
     if (removed < 0)
         return -1;
-    for (int set_aside = 1; set_aside < 2; set_aside++)
-        for (size_t i = (size_t)removed; i < limit; i++) {
-            int one = expire_one_delivery(store, now, fn, arg, set_aside);
-            if (one < 0)
-                return -1;
-            if (one == 0)
-                break;
-            removed++;
-        }
+    if ((size_t)removed < limit) {
+        int aside =
+            store_mailbox_row_set_aside_expire(store, now, limit - (size_t)removed, fn, arg);
+        if (aside < 0)
+            return -1;
+        removed += aside;
+    }
     int items = expire_items(store, now, limit);
     if (items < 0)
         return -1;
