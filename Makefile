@@ -279,6 +279,8 @@ UNIT_EXTRA_test_audit_queued := $(STORE_UNIT_SRC) $(AUDIT_SRC) broker/growarray.
 UNIT_EXTRA_test_store_case := $(STORE_UNIT_SRC)
 # the mailbox's rows (not yet the broker's): a case's row needs a case
 UNIT_EXTRA_test_store_mailbox := $(STORE_UNIT_SRC) broker/store_case.c
+# cases and expiry's references over the rows (store_mailbox_case.c, by its name)
+UNIT_EXTRA_test_store_mailbox_case := $(STORE_UNIT_SRC) broker/store_case.c
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
 	broker/sendq.c broker/log.c

@@ -2,7 +2,7 @@
  * store_mailbox_internal.h — what the mailbox's files share (store_mailbox.c:
  * the table, adding rows, acks and removals; store_mailbox_row.c: a row's
  * clear columns and its seal's associated data; store_mailbox_scan.c: the
- * scan). Private to them: the rest of the store sees store_mailbox.h and
+ * scan; store_mailbox_case.c: cases and what expiry may take). Private to them: the rest of the store sees store_mailbox.h and
  * the hooks in store_internal.h.
  */
 #ifndef SCHAKEL_STORE_MAILBOX_INTERNAL_H
@@ -32,6 +32,23 @@ enum mailbox_stmt_id {
     MB_PENDING,
     MB_EXPIRE_NEXT,
     MB_REWRITE,
+    /* store_mailbox_case.c: a member leaves, a case closes or reopens,
+     * what expiry may take */
+    MB_CASE_DROP_ROWS,
+    MB_CASE_EXPIRY_CASE,
+    MB_CASE_EXPIRY_EVENTS,
+    MB_CASE_ROW_NEXT,
+    MB_CASE_ROW_SET,
+    MB_CASE_ITEM_NEXT,
+    MB_CASE_ITEM_SET,
+    MB_CASE_EXPIRY_SET_ASIDE,
+    MB_CASE_EXPIRY_PUBLISHES,
+    MB_PUBLISH_ROWS,
+    MB_PUBLISH_SET_ASIDE_ROWS,
+    MB_EXPIRE_ITEM_NEXT,
+    MB_EXPIRE_ITEM_DELETE,
+    MB_EXPIRE_PUBLISHES,
+    MB_EXPIRE_CASES,
     MB_STMT_COUNT
 };
 
