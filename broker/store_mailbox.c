@@ -174,7 +174,9 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
         " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
         " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.publish_id = publishes.id)"
-        " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.publish_id = publishes.id)",
+        /* + keeps the id's INTEGER affinity off the untyped column, which
+         * would otherwise turn this lookup into a scan of its index */
+        " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.publish_id = +publishes.id)",
     [MB_EXPIRE_CASES] =
         "DELETE FROM cases WHERE num IN"
         " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"

@@ -326,6 +326,7 @@ static void test_case_set_expiry(void **state)
     /* signals of items 1 and 0, outside the case, to POLITIE2 */
     int64_t sig1 = row_add(f->store, &p, POLITIE2, item1, slot0, 1, 1, 1, NULL);
     int64_t sig0 = row_add(f->store, &p, POLITIE2, item0, slot0, 1, 0, 1, NULL);
+    assert_int_equal(store_case_event_add(f->store, a, 1, NOW, (const uint8_t *)"e", 1), 0);
     assert_int_equal(store_commit(f->store), 0);
 
     assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 10), -1);
@@ -354,6 +355,7 @@ static void test_case_set_expiry(void **state)
         raw_intf(f->path, "SELECT expires_at FROM mailbox WHERE first_seq = %" PRId64, pol),
         NOW + 10);
     assert_int_equal(raw_intf(f->path, "SELECT expires_at FROM cases WHERE num = %d", 1), NOW + 10);
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM case_events"), NOW + 10);
     /* item 0: nothing else waits for it; item 1: the signal to POLITIE2
      * does, under its own rule; item 2: case b's */
     assert_int_equal(
@@ -439,6 +441,15 @@ static void test_case_set_expiry_damaged(void **state)
         NOW + 20);
     assert_int_equal(
         raw_intf(f->path, "SELECT body = x'00' FROM mailbox WHERE first_seq = %" PRId64, zorg), 1);
+    /* set aside, it follows the case still */
+    raw_execf(f->path,
+              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+              " WHERE first_seq = %" PRId64 "; DELETE FROM mailbox;",
+              zorg);
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 30), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"), NOW + 30);
 }
 
 /* ------------------------------------------------------------------ expiry's references */
