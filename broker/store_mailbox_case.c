@@ -134,11 +134,14 @@ int store_mailbox_row_case_drop(store_t *store, const char *case_id, const char 
  * done, this transaction's marks included) and its set-aside rows (their
  * deliveries not done when set aside) refer to, and for one index asked
  * about the latest expiry among them. A row that cannot be read as the
- * broker writes it may refer to any of the publish's items: `unknown`. */
+ * broker writes it may refer to any of the publish's items: `unknown`,
+ * until its own expiry for a set-aside row (when that reads as one), else
+ * for as long as the item is kept now (unknown_until INT64_MAX). */
 typedef struct publish_refs {
     int64_t publish_id;                /* of the refs below; 0: none read yet */
     uint8_t ref[(UINT16_MAX + 1) / 8]; /* bit per item index */
     int unknown;
+    int64_t unknown_until;
     int64_t latest;  /* of want_index: INT64_MIN when nothing refers to it */
     long want_index; /* -1: no latest wanted */
 } publish_refs_t;
@@ -204,6 +207,15 @@ static int refs_waiting_row(store_t *store, sqlite3_stmt *stmt, publish_refs_t *
     return rc;
 }
 
+/* A set-aside row's expires_at: one that is no integer is due now (as
+ * store_expire takes it), so it holds no item's expiry up. */
+static int64_t set_aside_expiry(sqlite3_stmt *stmt)
+{
+    return sqlite3_column_type(stmt, REF_EXPIRES_AT) == SQLITE_INTEGER
+               ? sqlite3_column_int64(stmt, REF_EXPIRES_AT)
+               : INT64_MIN;
+}
+
 /* One set-aside row of the publish into refs: its deliveries not done when
  * it was set aside, with the row's expires_at (each delivery's own is in
  * rule lines that may be the damage). -1 for damage. */
@@ -213,9 +225,7 @@ static int refs_set_aside_row(sqlite3_stmt *stmt, publish_refs_t *refs)
     const uint8_t *done = NULL, *items = NULL;
     if (refs_row_read(stmt, &n, &done, &items) != 0)
         return -1;
-    int64_t expires_at = sqlite3_column_type(stmt, REF_EXPIRES_AT) == SQLITE_INTEGER
-                             ? sqlite3_column_int64(stmt, REF_EXPIRES_AT)
-                             : INT64_MAX; /* no expiry that can be read: it keeps them */
+    int64_t expires_at = set_aside_expiry(stmt);
     for (uint32_t i = 0; i < (uint32_t)n; i++)
         if (!mailbox_done_bit(done, i))
             refs_mark(refs, mailbox_item_index_at(items, i), expires_at);
@@ -240,8 +250,11 @@ static int refs_walk(store_t *store, enum mailbox_stmt_id id, publish_refs_t *re
         if (skip_case != NULL && case_id != NULL && strcmp(case_id, skip_case) == 0)
             continue;
         if ((id == MB_PUBLISH_ROWS ? refs_waiting_row(store, stmt, refs)
-                                   : refs_set_aside_row(stmt, refs)) != 0)
+                                   : refs_set_aside_row(stmt, refs)) != 0) {
+            int64_t until = id == MB_PUBLISH_ROWS ? INT64_MAX : set_aside_expiry(stmt);
             refs->unknown = 1;
+            refs->unknown_until = until > refs->unknown_until ? until : refs->unknown_until;
+        }
     }
     if (rc != SQLITE_DONE)
         store_fail(store, what);
@@ -260,6 +273,7 @@ static int publish_refs_read(store_t *store, int64_t publish_id, const char *ski
     memset(refs->ref, 0, sizeof refs->ref);
     refs->publish_id = publish_id;
     refs->unknown = 0;
+    refs->unknown_until = INT64_MIN;
     refs->latest = INT64_MIN;
     refs->want_index = want_index;
     if (refs_walk(store, MB_PUBLISH_ROWS, refs, skip_case, what) != 0 ||
@@ -462,7 +476,7 @@ enum { CI_ITEM_SEQ, CI_PUBLISH_ID, CI_ITEM_INDEX, CI_EXPIRES_AT, CI_OTHER_CASES 
 /* The case's next item after *item_seq: its expiry set to expires_at, but
  * never below what else still needs it (a pending delivery of it outside
  * this case, a set-aside row of it, another case that links it; a row of
- * its publish that reads damaged: its expiry as it is). 1 when one was
+ * its publish that reads damaged: as publish_refs_t says). 1 when one was
  * done, 0 when none is left, -1. */
 static int case_item_next(store_t *store, const char *case_id, int64_t expires_at,
                           int64_t *item_seq, publish_refs_t *refs)
@@ -490,8 +504,9 @@ static int case_item_next(store_t *store, const char *case_id, int64_t expires_a
                           "case_set_expiry") != 0)
         return -1;
     int64_t keep = refs->latest > other ? refs->latest : other;
-    if (refs->unknown && now_at > keep)
-        keep = now_at;
+    int64_t held = refs->unknown_until == INT64_MAX ? now_at : refs->unknown_until;
+    if (refs->unknown && held > keep)
+        keep = held;
     sqlite3_stmt *set = store_mailbox_stmt(store, MB_CASE_ITEM_SET);
     if (set == NULL)
         return -1;

@@ -454,6 +454,59 @@ static void test_case_set_expiry_damaged(void **state)
     assert_int_equal(raw_int(f->path, "SELECT expires_at FROM mailbox_set_aside"), NOW + 30);
 }
 
+/* A case's item is held by a set-aside row of it outside the case until
+ * that row's own expiry (one that reads as none holds nothing), even when
+ * its items column is damaged; by a damaged waiting row as it is. */
+static void test_case_set_expiry_held(void **state)
+{
+    fixture_t *f = *state;
+    char a[SCHAKEL_CASE_ID_LEN + 1];
+    published_t p;
+    static const size_t item0[1] = {0};
+    static const uint32_t slot0[1] = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    case_new(f->store, a);
+    publish(f->store, 1, 1, &p);
+    (void)case_row(f->store, &p, 0, ZORG, a);
+    int64_t sig = row_add(f->store, &p, POLITIE, item0, slot0, 1, 0, 1, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    raw_execf(f->path,
+              "INSERT INTO mailbox_set_aside SELECT *, 1, 'test' FROM mailbox"
+              " WHERE first_seq = %" PRId64 "; DELETE FROM mailbox WHERE case_id IS NULL;",
+              sig);
+    static const struct {
+        const char *damage; /* of the set-aside row */
+        int64_t close_at, item_at;
+    } steps[] = {
+        {"UPDATE mailbox_set_aside SET n = n", NOW + 10, NOW + DAY},
+        /* held to its own expiry, not to the item's as it is */
+        {"UPDATE mailbox_set_aside SET items = x'00';"
+         "UPDATE items SET expires_at = expires_at + 86400",
+         NOW + 20, NOW + DAY},
+        {"UPDATE mailbox_set_aside SET expires_at = 'soon'", NOW + 30, NOW + 30},
+        {"DELETE FROM mailbox_set_aside", NOW + 40, NOW + 40},
+    };
+    for (size_t i = 0; i < sizeof steps / sizeof steps[0]; i++) {
+        store_fixture_raw_exec(f->path, steps[i].damage);
+        assert_int_equal(store_begin(f->store), 0);
+        assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, steps[i].close_at), 0);
+        assert_int_equal(store_commit(f->store), 0);
+        if (raw_int(f->path, "SELECT expires_at FROM items") != steps[i].item_at)
+            fail_msg("step %zu: item at %lld", i,
+                     (long long)raw_int(f->path, "SELECT expires_at FROM items"));
+    }
+    /* a waiting row of it outside the case, damaged: held as it is */
+    assert_int_equal(store_begin(f->store), 0);
+    (void)row_add(f->store, &p, POLITIE, item0, slot0, 1, 1, 1, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    store_fixture_raw_exec(f->path, "UPDATE mailbox SET done = x'0000' WHERE case_id IS NULL;"
+                                    "UPDATE items SET expires_at = expires_at + 86400");
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_case_set_expiry(f->store, a, NOW + 50), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    assert_int_equal(raw_int(f->path, "SELECT expires_at FROM items"), NOW + 31 * DAY);
+}
+
 /* ------------------------------------------------------------------ expiry's references */
 
 static int64_t items_left(const char *path)
@@ -659,6 +712,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_case_set_expiry, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_set_expiry_damaged, setup,
                                         store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_case_set_expiry_held, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_items_per_item, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_items_limit, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire_items_set_aside_and_damage, setup,
