@@ -173,7 +173,8 @@ int store_mailbox_row_case_drop_at(store_t *store, const char *case_id, const ch
  * retention), its items (never below what else still needs one: a
  * pending delivery of it in a row outside this case, a set-aside row of
  * it, another case linking it; a row of its publish that reads damaged
- * holds it at its current expiry) and their publishes all expire at
+ * holds it where it is if waiting, to the row's own expiry if set aside)
+ * and their publishes all expire at
  * expires_at. A row that cannot be re-sealed (damaged, or its body does
  * not authenticate) takes the new expires_at but keeps its rule lines and
  * body as they were: it stays refused wherever it is read, and the close
