@@ -146,9 +146,7 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
  * mailbox or the other, never both. */
 int64_t store_mailbox_row_pending(store_t *store, const char *recipient);
 
-
-/* ------------------------------------------------------------------ cases and expiry's references
- * (store_mailbox_case.c) */
+/* ---------------------------------- cases and expiry's references (store_mailbox_case.c) */
 
 /* store_case_drop_deliveries(_at) over the rows: remove every pending
  * delivery of case case_id to `recipient` (one principal id, or a partner
