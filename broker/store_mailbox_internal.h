@@ -2,7 +2,7 @@
  * store_mailbox_internal.h — what the mailbox's files share (store_mailbox.c:
  * the table, adding rows, acks and removals; store_mailbox_row.c: a row's
  * clear columns and its seal's associated data; store_mailbox_scan.c: the
- * scan; store_mailbox_case.c: cases and what expiry may take). Private to them: the rest of the store sees store_mailbox.h and
+ * scan). Private to them: the rest of the store sees store_mailbox.h and
  * the hooks in store_internal.h.
  */
 #ifndef SCHAKEL_STORE_MAILBOX_INTERNAL_H
