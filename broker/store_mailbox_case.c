@@ -108,7 +108,7 @@ int store_mailbox_row_case_drop_at(store_t *store, const char *case_id, const ch
             store_stmt_finish(rows);
         return -1;
     }
-    int dropped = 0, rc, result = 0;
+    int dropped = 0, rc = SQLITE_DONE, result = 0;
     while (result == 0 && dropped < INT_MAX && (rc = sqlite3_step(rows)) == SQLITE_ROW)
         result = drop_row(store, rows, now, fn, arg, &dropped);
     if (result == 0 && dropped < INT_MAX && rc != SQLITE_DONE) {
@@ -127,8 +127,7 @@ int store_mailbox_row_case_drop(store_t *store, const char *case_id, const char 
                                           NULL);
 }
 
-/* ------------------------------------------------------------------ what a publish's rows still
- * reference */
+/* ------------------------------------------------------------------ what a publish's rows hold */
 
 /* The item indexes of one publish that its waiting rows (deliveries not
  * done, this transaction's marks included) and its set-aside rows (their
@@ -570,8 +569,7 @@ int store_mailbox_row_case_set_expiry(store_t *store, const char *case_id, int64
     return kept;
 }
 
-/* ------------------------------------------------------------------ expiry: what nothing
- * references */
+/* ------------------------------------------------------------------ expiry: what nothing holds */
 
 /* Columns of MB_EXPIRE_ITEM_NEXT. */
 enum { EI_SEQ, EI_PUBLISH_ID, EI_ITEM_INDEX, EI_EXPIRES_AT };
