@@ -160,6 +160,76 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
                      " expires_at, reason FROM mailbox_set_aside WHERE expires_at <= ?1"
                      " ORDER BY expires_at LIMIT 1",
     [MB_ASIDE_REMOVE] = "DELETE FROM mailbox_set_aside WHERE first_seq = ?1",
+    /* store_mailbox_case.c. A case's rows of one principal, or of every
+     * principal of a partner ("partner/..."): one range of mailbox_by_case,
+     * in its order. */
+    [MB_CASE_DROP_ROWS] = "SELECT first_seq, n, recipient FROM mailbox WHERE case_id = ?1"
+                          " AND recipient >= ?2 AND recipient < ?2 || '0' AND (recipient = ?2"
+                          " OR substr(recipient, 1, length(?2) + 1) = ?2 || '/')"
+                          " ORDER BY recipient, first_seq",
+    [MB_CASE_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
+    [MB_CASE_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
+    /* A case's rows one at a time, in the order of mailbox_by_case: each
+     * is rewritten (its rule lines and body re-sealed) before the next. */
+    [MB_CASE_ROW_NEXT] =
+        "SELECT first_seq, n, recipient, publish_id, first_item_seq, sender, sender_partner,"
+        " message_id, accepted_at, rules, items, body, case_id, is_case_event FROM mailbox"
+        " WHERE case_id = ?1 AND (recipient, first_seq) > (?2, ?3)"
+        " ORDER BY recipient, first_seq LIMIT 1",
+    /* ?2 and ?3 NULL: a row that does not re-seal keeps them as they are */
+    [MB_CASE_ROW_SET] = "UPDATE mailbox SET rules = coalesce(?2, rules), body = coalesce(?3, body),"
+                        " expires_at = ?4 WHERE first_seq = ?1",
+    /* The case's items one at a time, with the latest expiry of another
+     * case that links the item (what else holds it is read in the rows). */
+    [MB_CASE_ITEM_NEXT] =
+        "SELECT ci.item_seq, i.publish_id, i.item_index, i.expires_at,"
+        " (SELECT max(c.expires_at) FROM case_items AS o JOIN cases AS c ON c.case_id = o.case_id"
+        " WHERE o.item_seq = ci.item_seq AND o.case_id <> ?1)"
+        " FROM case_items AS ci JOIN items AS i ON i.seq = ci.item_seq"
+        " WHERE ci.case_id = ?1 AND ci.item_seq > ?2 ORDER BY ci.item_seq LIMIT 1",
+    [MB_CASE_ITEM_SET] = "UPDATE items SET expires_at = ?2 WHERE seq = ?1",
+    /* A case's rows set aside follow it (not re-sealed: they do not open),
+     * never past their item's retention: their case_id may be the damage. */
+    [MB_CASE_EXPIRY_SET_ASIDE] =
+        "UPDATE mailbox_set_aside SET expires_at = min(?2, coalesce((SELECT i.expires_at"
+        " FROM items AS i WHERE i.seq = mailbox_set_aside.first_item_seq"
+        " AND typeof(i.expires_at) = 'integer'), ?2)) WHERE case_id = ?1",
+    /* and a publish, never below its items (set just before) */
+    [MB_CASE_EXPIRY_PUBLISHES] =
+        "UPDATE publishes SET expires_at = max(?2, coalesce((SELECT max(i.expires_at) FROM items"
+        " AS i WHERE i.publish_id = publishes.id), 0)) WHERE id IN"
+        " (SELECT i.publish_id FROM case_items AS ci JOIN items AS i ON i.seq = ci.item_seq"
+        " WHERE ci.case_id = ?1)",
+    /* A publish's rows, waiting and set aside: what they still refer to. */
+    [MB_PUBLISH_ROWS] = "SELECT n, done, items, rules, expires_at, case_id, first_seq FROM mailbox"
+                        " WHERE publish_id = ?1",
+    [MB_PUBLISH_SET_ASIDE_ROWS] = "SELECT n, done, items, rules, expires_at, case_id, first_seq"
+                                  " FROM mailbox_set_aside WHERE publish_id = ?1",
+    /* The next due item after (?2, ?3) in the order of items_by_expiry. */
+    [MB_EXPIRE_ITEM_NEXT] = "SELECT seq, publish_id, item_index, expires_at FROM items"
+                            " WHERE expires_at <= ?1 AND (expires_at, seq) > (?2, ?3)"
+                            " ORDER BY expires_at, seq LIMIT 1",
+    [MB_EXPIRE_ITEM_DELETE] =
+        "DELETE FROM items WHERE seq = ?1"
+        " RETURNING (SELECT sender FROM publishes WHERE publishes.id = items.publish_id),"
+        " length(body)",
+    /* Like items: a due publish or case still named by a row (waiting,
+     * whatever its done, as its foreign key holds; or set aside) is
+     * skipped this time. A case's members and item links cascade. */
+    [MB_EXPIRE_PUBLISHES] =
+        "DELETE FROM publishes WHERE id IN"
+        " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)"
+        " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.publish_id = publishes.id)"
+        /* + keeps the id's INTEGER affinity off the untyped column, which
+         * would otherwise turn this lookup into a scan of its index */
+        " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.publish_id = +publishes.id)",
+    [MB_EXPIRE_CASES] =
+        "DELETE FROM cases WHERE num IN"
+        " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
+        " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
+        " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.case_id = cases.case_id)"
+        " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.case_id = cases.case_id)",
 };
 
 /* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */

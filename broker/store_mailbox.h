@@ -316,5 +316,76 @@ int64_t store_mailbox_row_set_aside_count(store_t *store);
  * delivery and the row's delete, O(log n) each. */
 int store_mailbox_row_set_aside_expire(store_t *store, int64_t now, size_t limit,
                                        store_expired_fn fn, void *arg);
+/* ---------------------------------- cases and expiry's references (store_mailbox_case.c) */
+
+/* store_case_drop_deliveries(_at) over the rows: remove every pending
+ * delivery of case case_id to `recipient` (one principal id, or a partner
+ * id meaning every principal of that partner), each as
+ * store_mailbox_row_remove removes one (its tombstone with expired_at =
+ * now, fn told, marked done, written at the commit; this transaction's
+ * acks and removals count). Inside the caller's transaction (-1 without
+ * one). The number removed, or -1 ("damaged row: ..." for a row whose
+ * seqs or recipient no broker writes). The plain form takes the wall
+ * clock and no callback.
+ * Cost: one range of mailbox_by_case, then per pending delivery a descent
+ * of mailbox_by_recipient, its rule lines parsed and a tombstone: O(k log
+ * n) for k removed. */
+int store_mailbox_row_case_drop(store_t *store, const char *case_id, const char *recipient);
+int store_mailbox_row_case_drop_at(store_t *store, const char *case_id, const char *recipient,
+                                   int64_t now, store_expired_fn fn, void *arg);
+
+/* store_case_set_expiry over the rows: the case row, its events, its rows
+ * (every rule line of a case row takes expires_at, so each row is
+ * re-sealed, its associated data digesting the rule lines, and its
+ * expires_at column set), its rows set aside (never past their item's
+ * retention), its items (never below what else still needs one: a
+ * pending delivery of it in a row outside this case, a set-aside row of
+ * it, another case linking it; a row of its publish that reads damaged
+ * holds it where it is if waiting, to the row's own expiry if set aside)
+ * and their publishes all expire at
+ * expires_at. A row that cannot be re-sealed (damaged, or its body does
+ * not authenticate) takes the new expires_at but keeps its rule lines and
+ * body as they were: it stays refused wherever it is read, and the close
+ * is not held up by it. Inside the caller's transaction (-1 without one).
+ * The number of such rows (0 when all were re-sealed; errmsg then names
+ * the last), or -1 ("no such case" among others). The marks of this
+ * transaction stay valid: done and pending are not touched.
+ * Cost: per row of the case a descent of mailbox_by_case, its rule lines
+ * parsed and encoded, two BLAKE2b passes, a decryption and an encryption,
+ * a rewrite; per item of the case a descent of case_items and its
+ * publish's rows read (mailbox_by_publish, mailbox_set_aside_by_publish:
+ * a row per recipient, rule lines parsed); the events, set-aside rows
+ * and publishes by their indexes: O((events + rows + items x recipients)
+ * log n). */
+int store_mailbox_row_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at);
+
+/* Expiry's items over the rows, one bounded step inside the caller's
+ * transaction: of the first `limit` items due (expires_at <= now, in the
+ * order of items_by_expiry), remove those no row refers to, each taken out
+ * of its sender partner's stored bytes, its case links cascading. A
+ * waiting row refers to an item only through a delivery of it not done
+ * (this transaction's marks included), so an item goes when its own
+ * deliveries are done, whatever its neighbours in the publish; a set-aside
+ * row through its deliveries not done when it was set aside; a row whose
+ * n, done or items no broker writes refers to every item of its publish
+ * (it frees nothing, and holds up nothing else). The number removed, or -1.
+ * Cost: per item looked at, a descent of items_by_expiry; per publish
+ * among them (once for a run of its items, as items due together come) a
+ * range of mailbox_by_publish and of mailbox_set_aside_by_publish, each
+ * row's done and items read (no rule lines parsed, nothing opened); per
+ * item removed its delete: O(limit log n) for publishes of few recipients. */
+int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit);
+
+/* The publishes due (up to `limit` looked at) that no item and no row,
+ * waiting (whatever its done: its foreign key) or set aside, names are
+ * removed; then, in store_expire's order after the case events, the cases
+ * due that no event and no row, waiting or set aside, names, their
+ * members and item links cascading. Inside the caller's transaction. The
+ * number removed, or -1. Cost: per candidate a lookup in items'
+ * (publish_id, item_index) index (a case: its events' index) and in
+ * mailbox_by_publish and mailbox_set_aside_by_publish (mailbox_by_case,
+ * mailbox_set_aside_by_case): O(limit log n). */
+int store_mailbox_row_expire_publishes(store_t *store, int64_t now, size_t limit);
+int store_mailbox_row_expire_cases(store_t *store, int64_t now, size_t limit);
 
 #endif

@@ -41,6 +41,23 @@ enum mailbox_stmt_id {
     MB_ASIDE_DUE_UNTYPED,
     MB_ASIDE_DUE,
     MB_ASIDE_REMOVE,
+    /* store_mailbox_case.c: a member leaves, a case closes or reopens,
+     * what expiry may take */
+    MB_CASE_DROP_ROWS,
+    MB_CASE_EXPIRY_CASE,
+    MB_CASE_EXPIRY_EVENTS,
+    MB_CASE_ROW_NEXT,
+    MB_CASE_ROW_SET,
+    MB_CASE_ITEM_NEXT,
+    MB_CASE_ITEM_SET,
+    MB_CASE_EXPIRY_SET_ASIDE,
+    MB_CASE_EXPIRY_PUBLISHES,
+    MB_PUBLISH_ROWS,
+    MB_PUBLISH_SET_ASIDE_ROWS,
+    MB_EXPIRE_ITEM_NEXT,
+    MB_EXPIRE_ITEM_DELETE,
+    MB_EXPIRE_PUBLISHES,
+    MB_EXPIRE_CASES,
     MB_STMT_COUNT
 };
 
