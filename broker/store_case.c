@@ -20,6 +20,7 @@
 
 #include "schakel_limits.h"
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* Parameters only: no SQL text is ever built from input. */
 static const char *const case_sql[CASE_STMT_COUNT] = {
@@ -212,16 +213,6 @@ static char state_column(sqlite3_stmt *stmt, int col)
     if (text == NULL || text[0] == '\0' || text[1] != '\0' || !member_state_known(text[0]))
         return 0;
     return text[0];
-}
-
-/* Writes run in the caller's transaction when they are several statements
- * that must stand or fall together. */
-static int transaction_required(store_t *store, const char *what)
-{
-    if (!sqlite3_get_autocommit(store->db))
-        return 0;
-    store_refuse(store, what, "no transaction is open (call store_begin first)");
-    return -1;
 }
 
 /* Step a statement that yields one row of facts; 0 with the row current,
@@ -757,55 +748,14 @@ int store_open_case_kinds(store_t *store, store_case_kind_fn fn, void *arg)
 int store_case_drop_deliveries_at(store_t *store, const char *case_id, const char *recipient,
                                   int64_t now, store_expired_fn fn, void *arg)
 {
-    if (store_enter(store, "case_drop_deliveries") != 0 ||
-        transaction_required(store, "case_drop_deliveries") != 0)
-        return -1;
-    if (case_id == NULL || recipient == NULL) {
-        store_refuse(store, "case_drop_deliveries", "case id and recipient are required");
-        return -1;
-    }
-    sqlite3_stmt *find = case_stmt(store, CASE_STMT_DROP_FIND);
-    if (find == NULL)
-        return -1;
-    int dropped = 0;
-    while (dropped < INT_MAX) {
-        if (store_bind_text(store, find, 1, case_id) != 0 ||
-            store_bind_text(store, find, 2, recipient) != 0) {
-            store_stmt_finish(find);
-            return -1;
-        }
-        int rc = sqlite3_step(find);
-        if (rc == SQLITE_DONE)
-            break;
-        if (rc != SQLITE_ROW) {
-            store_fail(store, "case_drop_deliveries");
-            store_stmt_finish(find);
-            return -1;
-        }
-        if (store_expire_found_delivery(store, find, now, fn, arg, "case_drop_deliveries") != 0)
-            return -1;
-        dropped++;
-    }
-    store_stmt_finish(find);
-    return dropped;
+    return store_mailbox_row_case_drop_at(store, case_id, recipient, now, fn, arg);
 }
 
 /* The broker's clock is not passed here, so the tombstones take the wall
  * clock's; nothing reads expired_at back but operators. */
 int store_case_drop_deliveries(store_t *store, const char *case_id, const char *recipient)
 {
-    return store_case_drop_deliveries_at(store, case_id, recipient, (int64_t)time(NULL), NULL,
-                                         NULL);
-}
-
-/* Run one of the expiry UPDATEs (?1 case_id, ?2 expires_at). */
-static int expiry_update(store_t *store, enum store_case_stmt_id id, const char *case_id,
-                         int64_t expires_at)
-{
-    sqlite3_stmt *stmt = case_stmt_on_int(store, id, case_id, expires_at);
-    if (stmt == NULL)
-        return -1;
-    return store_stmt_run(store, stmt, "case_set_expiry");
+    return store_mailbox_row_case_drop(store, case_id, recipient);
 }
 
 /* Where the walk of a case's deliveries is: past this recipient and seq. */
@@ -813,75 +763,6 @@ typedef struct expiry_cursor {
     char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
     int64_t seq;
 } expiry_cursor_t;
-
-/* Re-seal the current row of `next` (one of the case's deliveries) for its
- * new expires_at into ?2 of `set`: 0 when bound; 1 when the row cannot be
- * re-sealed (a body that does not authenticate, or a row no broker
- * writes), ?2 then NULL, so that it keeps its body; -1 on error. */
-static int expiry_reseal(store_t *store, sqlite3_stmt *next, sqlite3_stmt *set, int64_t expires_at)
-{
-    store_delivery_t d;
-    store_seal_ad_t old_ad, new_ad;
-    int rc = 1;
-    if (store_delivery_row(next, &d) == 0 &&
-        store_seal_ad_delivery(&old_ad, (int64_t)d.seq, &d) == 0) {
-        d.expires_at = expires_at;
-        if (store_seal_ad_delivery(&new_ad, (int64_t)d.seq, &d) == 0)
-            rc = store_seal_reseal(store, next, DCOL_BODY, "delivery", (int64_t)d.seq, &old_ad,
-                                   &new_ad, set, 2);
-    } else {
-        store->last_rc = 0;
-        snprintf(store->errmsg, sizeof store->errmsg, "delivery %lld: damaged row",
-                 (long long)sqlite3_column_int64(next, DCOL_SEQ));
-    }
-    if (rc == 1 && store_check_rc(store, sqlite3_bind_null(set, 2), "case_set_expiry") != 0)
-        return -1;
-    return rc;
-}
-
-/* The case's next delivery after the cursor: its expires_at set and its
- * body re-sealed (expiry_reseal), the cursor moved past it. 1 when one was
- * done, 0 when none is left, -1. *unreadable counts the rows that kept
- * their bodies. The SELECT is reset before the row is rewritten. */
-static int expiry_delivery_next(store_t *store, const char *case_id, int64_t expires_at,
-                                expiry_cursor_t *at, int *unreadable)
-{
-    sqlite3_stmt *next = case_stmt(store, CASE_STMT_EXPIRY_DELIVERY_NEXT);
-    sqlite3_stmt *set = case_stmt(store, CASE_STMT_EXPIRY_DELIVERY_SET);
-    if (next == NULL || set == NULL)
-        return -1;
-    if (store_bind_text(store, next, 1, case_id) != 0 ||
-        store_bind_text(store, next, 2, at->recipient) != 0 ||
-        store_bind_int64(store, next, 3, at->seq) != 0) {
-        store_stmt_finish(next);
-        return -1;
-    }
-    int rc = sqlite3_step(next), result = -1;
-    const char *recipient = rc == SQLITE_ROW ? store_column_text(next, DCOL_RECIPIENT) : NULL;
-    if (rc == SQLITE_DONE) {
-        result = 0;
-    } else if (rc != SQLITE_ROW) {
-        store_fail(store, "case_set_expiry");
-    } else if (recipient == NULL || strlen(recipient) >= sizeof at->recipient) {
-        store_refuse(store, "case_set_expiry", "damaged delivery row: its recipient");
-    } else {
-        strcpy(at->recipient, recipient);
-        at->seq = sqlite3_column_int64(next, DCOL_SEQ);
-        result = expiry_reseal(store, next, set, expires_at);
-    }
-    store_stmt_finish(next);
-    if (result < 0 || rc != SQLITE_ROW)
-        return result;
-    if (result == 1 && *unreadable < INT_MAX)
-        (*unreadable)++;
-    if (store_bind_int64(store, set, 1, at->seq) != 0 ||
-        store_bind_int64(store, set, 3, expires_at) != 0 ||
-        store_stmt_run(store, set, "case_set_expiry") != 0) {
-        store_stmt_finish(set);
-        return -1;
-    }
-    return 1;
-}
 
 /* Cost: the case row, then each of its events, pending deliveries (through
  * the (case_id, recipient) index, each opened, re-sealed and rewritten:
@@ -891,22 +772,7 @@ static int expiry_delivery_next(store_t *store, const char *case_id, int64_t exp
  * O((e + d + c + s) log n). */
 int store_case_set_expiry(store_t *store, const char *case_id, int64_t expires_at)
 {
-    if (store_enter(store, "case_set_expiry") != 0 ||
-        transaction_required(store, "case_set_expiry") != 0)
-        return -1;
-    if (case_update(store, CASE_STMT_EXPIRY_CASE, case_id, expires_at, 0, "case_set_expiry") != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_EVENTS, case_id, expires_at) != 0)
-        return -1;
-    expiry_cursor_t at = {.recipient = "", .seq = 0};
-    int unreadable = 0, found;
-    while ((found = expiry_delivery_next(store, case_id, expires_at, &at, &unreadable)) > 0)
-        ;
-    /* the rows set aside after the items: bounded by them */
-    if (found < 0 || expiry_update(store, CASE_STMT_EXPIRY_ITEMS, case_id, expires_at) != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_SET_ASIDE, case_id, expires_at) != 0 ||
-        expiry_update(store, CASE_STMT_EXPIRY_PUBLISHES, case_id, expires_at) != 0)
-        return -1;
-    return unreadable;
+    return store_mailbox_row_case_set_expiry(store, case_id, expires_at);
 }
 
 /* Cost: two index lookups and at most one insert with its trigger's two

@@ -145,33 +145,6 @@ static int expire_unreferenced(store_t *store, enum stmt_id id, int64_t now, siz
     return sqlite3_changes(store->db);
 }
 
-/* The DELETE of due items nothing references, each removed taken out of
- * its sender partner's sum (store_bytes.c). Returns the number removed or
- * -1. */
-static int expire_items(store_t *store, int64_t now, size_t limit)
-{
-    sqlite3_stmt *stmt = store->stmt[STMT_EXPIRE_ITEMS];
-    if (store_bind_int64(store, stmt, 1, now) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int rc, removed = 0;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const char *sender = store_column_text(stmt, 0);
-        /* A publish removed by hand under its items: its partner unknown,
-         * the sums then say so (store_partner_bytes_verify). */
-        if (sender != NULL &&
-            store_bytes_change(store, sender, -sqlite3_column_int64(stmt, 1)) != 0)
-            break;
-        removed++;
-    }
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
-        store_fail(store, "expire: items");
-    store_stmt_finish(stmt);
-    return rc == SQLITE_DONE ? removed : -1;
-}
-
 /* Cost: up to limit descents of the deliveries' expires_at index with
  * O(log n) writes each, then four DELETEs that look at no more than limit
  * candidates each (a case's members and item links cascade through their
@@ -202,18 +175,17 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
             return -1;
         removed += aside;
     }
-    int items = expire_items(store, now, limit);
+    int items = store_mailbox_row_expire_items(store, now, limit);
     if (items < 0)
         return -1;
-    int publishes =
-        expire_unreferenced(store, STMT_EXPIRE_PUBLISHES, now, limit, "expire: publishes");
+    int publishes = store_mailbox_row_expire_publishes(store, now, limit);
     if (publishes < 0)
         return -1;
     int events =
         expire_unreferenced(store, STMT_EXPIRE_CASE_EVENTS, now, limit, "expire: case events");
     if (events < 0)
         return -1;
-    int cases = expire_unreferenced(store, STMT_EXPIRE_CASES, now, limit, "expire: cases");
+    int cases = store_mailbox_row_expire_cases(store, now, limit);
     if (cases < 0)
         return -1;
     return removed + items + publishes + events + cases;
