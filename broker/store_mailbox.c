@@ -113,6 +113,32 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
                        " FROM mailbox WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
     [MB_REWRITE] =
         "UPDATE mailbox SET done = ?2, pending = ?3, expires_at = ?4 WHERE first_seq = ?1",
+    /* store_mailbox_query.c: MB_FIND's descent, with what a rule names */
+    [MB_QUERY_RULE] = "SELECT first_seq, n, done, rules, items, case_id FROM mailbox"
+                      " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
+    /* The listing's rows from the one holding seq ?2 (after_seq + 1), as
+     * MB_SCAN finds them, of each table; clear columns only, never body. */
+    [MB_QUERY_LIST_WAITING] =
+        "SELECT first_seq, n, done, first_item_seq, sender, message_id, accepted_at, rules, items,"
+        " expires_at, case_id, is_case_event, NULL, NULL FROM mailbox WHERE recipient = ?1"
+        " AND first_seq >= coalesce((SELECT first_seq FROM mailbox WHERE recipient = ?1"
+        " AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1), 0) ORDER BY first_seq",
+    [MB_QUERY_LIST_SET_ASIDE] =
+        "SELECT first_seq, n, done, first_item_seq, sender, message_id, accepted_at, rules, items,"
+        " expires_at, case_id, is_case_event, set_aside_at, reason FROM mailbox_set_aside"
+        " WHERE recipient = ?1 AND first_seq >= coalesce((SELECT first_seq FROM mailbox_set_aside"
+        " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1), 0)"
+        " ORDER BY first_seq",
+    [MB_QUERY_LIST_EVENT] = STORE_LIST_EVENT_SQL,
+    /* mailbox_by_recipient from the first entry past ?1: a recipient's
+     * rows in order, for the rare one this transaction's marks emptied */
+    [MB_QUERY_NEXT_RECIPIENT] = "SELECT recipient, first_seq, n FROM mailbox WHERE recipient > ?1"
+                                " ORDER BY recipient, first_seq",
+    [MB_QUERY_OLDEST] =
+        "SELECT first_seq, n, done FROM mailbox WHERE recipient = ?1 ORDER BY first_seq",
+    [MB_QUERY_BACKLOG] = "SELECT coalesce(sum(pending), 0) FROM mailbox",
+    /* from the end of the rowid b-tree: the last row, then the ones before */
+    [MB_QUERY_LAST_SEQ] = "SELECT first_seq, n, done FROM mailbox ORDER BY first_seq DESC",
 };
 
 /* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */
@@ -210,6 +236,16 @@ const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq)
 {
     const mailbox_mark_t *mark = mark_of_row(store, first_seq);
     return mark != NULL ? mark->done : NULL;
+}
+
+int64_t store_mailbox_marked_count(store_t *store, const char *recipient)
+{
+    struct store_mailbox *m = marks_current(store);
+    int64_t count = 0;
+    for (size_t k = 0; m != NULL && k < m->n_marks; k++)
+        if (recipient == NULL || strcmp(m->marks[k].recipient, recipient) == 0)
+            count += (int64_t)m->marks[k].marked;
+    return count;
 }
 
 /* The mark of recipient's row holding seq, or NULL. */

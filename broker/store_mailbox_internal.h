@@ -32,6 +32,15 @@ enum mailbox_stmt_id {
     MB_PENDING,
     MB_EXPIRE_NEXT,
     MB_REWRITE,
+    /* store_mailbox_query.c */
+    MB_QUERY_RULE,
+    MB_QUERY_LIST_WAITING,
+    MB_QUERY_LIST_SET_ASIDE,
+    MB_QUERY_LIST_EVENT,
+    MB_QUERY_NEXT_RECIPIENT,
+    MB_QUERY_OLDEST,
+    MB_QUERY_BACKLOG,
+    MB_QUERY_LAST_SEQ,
     MB_STMT_COUNT
 };
 
@@ -42,6 +51,11 @@ sqlite3_stmt *store_mailbox_stmt(store_t *store, enum mailbox_stmt_id id);
 /* The done bitmap of the row starting at first_seq as this transaction's
  * acks and removals left it, or NULL when it marked none of the row. */
 const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
+
+/* The deliveries this transaction's marks set done and the rows' pending
+ * columns still count (the marks are written at the commit): of
+ * recipient's rows, or of every row when recipient is NULL. */
+int64_t store_mailbox_marked_count(store_t *store, const char *recipient);
 
 /* ------------------------------------------------------------------ store_mailbox_row.c */
 
