@@ -146,7 +146,7 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
  * mailbox or the other, never both. */
 int64_t store_mailbox_row_pending(store_t *store, const char *recipient);
 
-/* ------------------------------------------------------------------ queries (store_mailbox_query.c) */
+/* ------------------------------------------------------------------ store_mailbox_query.c */
 
 /* store_delivery_rule over the rows: the rule of recipient's pending
  * delivery seq (its rule line's id and hash, its row's case), for the

@@ -33,8 +33,8 @@ static int query_done_column(sqlite3_stmt *stmt, int col, int64_t n, const uint8
     *done = NULL;
     if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
         return 0;
-    *done = sqlite3_column_type(stmt, col) == SQLITE_BLOB ? store_column_bytes(stmt, col, &len)
-                                                          : NULL;
+    *done =
+        sqlite3_column_type(stmt, col) == SQLITE_BLOB ? store_column_bytes(stmt, col, &len) : NULL;
     return *done != NULL && len == ((size_t)n + 7) / 8 ? 0 : -1;
 }
 
@@ -169,9 +169,8 @@ static const char *list_text(sqlite3_stmt *stmt, int col)
 static const uint8_t *list_blob(sqlite3_stmt *stmt, int col, size_t len)
 {
     size_t got = 0;
-    const uint8_t *bytes = sqlite3_column_type(stmt, col) == SQLITE_BLOB
-                               ? store_column_bytes(stmt, col, &got)
-                               : NULL;
+    const uint8_t *bytes =
+        sqlite3_column_type(stmt, col) == SQLITE_BLOB ? store_column_bytes(stmt, col, &got) : NULL;
     return bytes != NULL && got == len ? bytes : NULL;
 }
 
@@ -224,8 +223,8 @@ static int list_row_read(store_t *store, sqlite3_stmt *stmt, int set_aside, list
     const uint8_t *text = sqlite3_column_type(stmt, LC_RULES) == SQLITE_TEXT
                               ? store_column_bytes(stmt, LC_RULES, &rules_len)
                               : NULL;
-    int parsed = text != NULL ? store_mailbox_rules_parse((const char *)text, rules_len,
-                                                          (size_t)n, &r->rules)
+    int parsed = text != NULL ? store_mailbox_rules_parse((const char *)text, rules_len, (size_t)n,
+                                                          &r->rules)
                               : -1;
     if (parsed == -2) {
         store_refuse(store, "mailbox_row_list", "out of memory");
@@ -244,8 +243,8 @@ static void list_delivery(const list_row_t *r, uint32_t i, store_listed_t *d)
     uint32_t index = mailbox_item_index_at(r->items, i);
     d->item_index = index;
     if (mailbox_item_seq_ok(r->first_item_seq)) {
-        int64_t item_seq = r->first_item_seq + (int64_t)index -
-                           (int64_t)mailbox_item_index_at(r->items, 0);
+        int64_t item_seq =
+            r->first_item_seq + (int64_t)index - (int64_t)mailbox_item_index_at(r->items, 0);
         d->item_seq = item_seq > 0 ? (uint64_t)item_seq : 0;
     }
     uint32_t slot = mailbox_rule_slot_at(r->items, i);
