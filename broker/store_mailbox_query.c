@@ -38,6 +38,15 @@ static int query_done_column(sqlite3_stmt *stmt, int col, int64_t n, const uint8
     return *done != NULL && len == ((size_t)n + 7) / 8 ? 0 : -1;
 }
 
+/* The bytes of a text or blob column (rules, items, message_id: read as
+ * the scan reads them, whichever of the two they are stored as), or NULL. */
+static const uint8_t *query_bytes(sqlite3_stmt *stmt, int col, size_t *len)
+{
+    int type = sqlite3_column_type(stmt, col);
+    *len = 0;
+    return type == SQLITE_TEXT || type == SQLITE_BLOB ? store_column_bytes(stmt, col, len) : NULL;
+}
+
 /* ------------------------------------------------------------------ a delivery's rule */
 
 /* Columns of MB_QUERY_RULE. */
@@ -50,16 +59,16 @@ static int rule_of(store_t *store, sqlite3_stmt *stmt, int64_t n, size_t i,
                    store_delivery_rule_t *out)
 {
     size_t items_len = 0, rules_len = 0;
-    const uint8_t *items = sqlite3_column_type(stmt, RC_ITEMS) == SQLITE_BLOB
-                               ? store_column_bytes(stmt, RC_ITEMS, &items_len)
-                               : NULL;
-    const uint8_t *text = sqlite3_column_type(stmt, RC_RULES) == SQLITE_TEXT
-                              ? store_column_bytes(stmt, RC_RULES, &rules_len)
-                              : NULL;
-    int case_type = sqlite3_column_type(stmt, RC_CASE_ID);
-    const char *case_id = case_type == SQLITE_TEXT ? store_column_text(stmt, RC_CASE_ID) : "";
-    if (items == NULL || items_len != 4 * (size_t)n || text == NULL || case_id == NULL ||
-        (case_type != SQLITE_NULL && (case_type != SQLITE_TEXT || n != 1))) {
+    const uint8_t *items = query_bytes(stmt, RC_ITEMS, &items_len);
+    const uint8_t *text = query_bytes(stmt, RC_RULES, &rules_len);
+    /* the case id as the scan reads it (and binds it in the seal's data) */
+    int of_case = sqlite3_column_type(stmt, RC_CASE_ID) != SQLITE_NULL;
+    const char *case_id = of_case ? store_column_text(stmt, RC_CASE_ID) : "";
+    if (case_id == NULL) {
+        store_refuse(store, "mailbox_row_rule", "out of memory");
+        return -1;
+    }
+    if (items == NULL || items_len != 4 * (size_t)n || text == NULL || (of_case && n != 1)) {
         store_refuse(store, "mailbox_row_rule", "damaged row: items, rule lines or case id");
         return -1;
     }
@@ -74,7 +83,6 @@ static int rule_of(store_t *store, sqlite3_stmt *stmt, int64_t n, size_t i,
         return -1;
     }
     const mailbox_rule_slot_t *slot = &rules.slots[mailbox_rule_slot_at(items, i)];
-    int of_case = case_type != SQLITE_NULL;
     int found = strlen(slot->rule_id) < sizeof out->rule_id &&
                 strlen(slot->rule_hash) < sizeof out->rule_hash &&
                 (!of_case || (case_id[0] != '\0' && strlen(case_id) < sizeof out->case_id));
@@ -165,12 +173,11 @@ static const char *list_text(sqlite3_stmt *stmt, int col)
     return sqlite3_column_type(stmt, col) == SQLITE_TEXT ? store_column_text(stmt, col) : NULL;
 }
 
-/* A blob column of exactly len bytes, or NULL. */
+/* A text or blob column of exactly len bytes, or NULL. */
 static const uint8_t *list_blob(sqlite3_stmt *stmt, int col, size_t len)
 {
     size_t got = 0;
-    const uint8_t *bytes =
-        sqlite3_column_type(stmt, col) == SQLITE_BLOB ? store_column_bytes(stmt, col, &got) : NULL;
+    const uint8_t *bytes = query_bytes(stmt, col, &got);
     return bytes != NULL && got == len ? bytes : NULL;
 }
 
@@ -220,9 +227,7 @@ static int list_row_read(store_t *store, sqlite3_stmt *stmt, int set_aside, list
     r->items = list_blob(stmt, LC_ITEMS, 4 * (size_t)n);
     r->first_item_seq = list_int(stmt, LC_FIRST_ITEM_SEQ);
     size_t rules_len = 0;
-    const uint8_t *text = sqlite3_column_type(stmt, LC_RULES) == SQLITE_TEXT
-                              ? store_column_bytes(stmt, LC_RULES, &rules_len)
-                              : NULL;
+    const uint8_t *text = query_bytes(stmt, LC_RULES, &rules_len);
     int parsed = text != NULL ? store_mailbox_rules_parse((const char *)text, rules_len, (size_t)n,
                                                           &r->rules)
                               : -1;
