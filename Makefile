@@ -267,7 +267,7 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c 
 	broker/store_bytes.c \
 	broker/store_mailbox.c broker/store_mailbox_add.c broker/store_mailbox_row.c \
 	broker/store_mailbox_scan.c broker/store_mailbox_aside.c broker/store_mailbox_migrate.c \
-	broker/store_mailbox_case.c \
+	broker/store_mailbox_case.c broker/store_mailbox_query.c \
 	broker/sumtable.c broker/table.c \
 	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
@@ -286,6 +286,8 @@ UNIT_EXTRA_test_store_mailbox_migrate := $(STORE_UNIT_SRC) broker/store_case.c
 UNIT_EXTRA_test_store_mailbox_aside := $(STORE_UNIT_SRC) broker/store_case.c
 # cases and expiry's references over the rows (store_mailbox_case.c, by its name)
 UNIT_EXTRA_test_store_mailbox_case := $(STORE_UNIT_SRC) broker/store_case.c
+# the queries over the rows (rule, listing, purge's walk, totals): case rows too
+UNIT_EXTRA_test_store_mailbox_query := $(STORE_UNIT_SRC) broker/store_case.c
 # the admission of a case open: a real store and sessions, broker_reject the test's
 UNIT_EXTRA_test_case_ids := $(STORE_UNIT_SRC) broker/store_case.c broker/session.c broker/table.c \
 	broker/sendq.c broker/log.c

@@ -230,6 +230,32 @@ static const char *const mailbox_sql[MB_STMT_COUNT] = {
         " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox AS m WHERE m.case_id = cases.case_id)"
         " AND NOT EXISTS (SELECT 1 FROM mailbox_set_aside AS s WHERE s.case_id = cases.case_id)",
+    /* store_mailbox_query.c: MB_FIND's descent, with what a rule names */
+    [MB_QUERY_RULE] = "SELECT first_seq, n, done, rules, items, case_id FROM mailbox"
+                      " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1",
+    /* The listing's rows from the one holding seq ?2 (after_seq + 1), as
+     * MB_SCAN finds them, of each table; clear columns only, never body. */
+    [MB_QUERY_LIST_WAITING] =
+        "SELECT first_seq, n, done, first_item_seq, sender, message_id, accepted_at, rules, items,"
+        " expires_at, case_id, is_case_event, NULL, NULL FROM mailbox WHERE recipient = ?1"
+        " AND first_seq >= coalesce((SELECT first_seq FROM mailbox WHERE recipient = ?1"
+        " AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1), 0) ORDER BY first_seq",
+    [MB_QUERY_LIST_SET_ASIDE] =
+        "SELECT first_seq, n, done, first_item_seq, sender, message_id, accepted_at, rules, items,"
+        " expires_at, case_id, is_case_event, set_aside_at, reason FROM mailbox_set_aside"
+        " WHERE recipient = ?1 AND first_seq >= coalesce((SELECT first_seq FROM mailbox_set_aside"
+        " WHERE recipient = ?1 AND first_seq <= ?2 ORDER BY first_seq DESC LIMIT 1), 0)"
+        " ORDER BY first_seq",
+    [MB_QUERY_LIST_EVENT] = STORE_LIST_EVENT_SQL,
+    /* mailbox_by_recipient from the first entry past ?1: a recipient's
+     * rows in order, for the rare one this transaction's marks emptied */
+    [MB_QUERY_NEXT_RECIPIENT] = "SELECT recipient, first_seq, n FROM mailbox WHERE recipient > ?1"
+                                " ORDER BY recipient, first_seq",
+    [MB_QUERY_OLDEST] =
+        "SELECT first_seq, n, done FROM mailbox WHERE recipient = ?1 ORDER BY first_seq",
+    [MB_QUERY_BACKLOG] = "SELECT coalesce(sum(pending), 0) FROM mailbox",
+    /* from the end of the rowid b-tree: the last row, then the ones before */
+    [MB_QUERY_LAST_SEQ] = "SELECT first_seq, n, done FROM mailbox ORDER BY first_seq DESC",
 };
 
 /* Columns of MB_FIND, and of MB_EXPIRE_NEXT with FC_RECIPIENT. */
@@ -334,6 +360,14 @@ void store_mailbox_unmark(store_t *store, int64_t first_seq)
     mailbox_mark_t *mark = mark_of_row(store, first_seq);
     if (mark != NULL)
         *mark = store->mailbox->marks[--store->mailbox->n_marks];
+int64_t store_mailbox_marked_count(store_t *store, const char *recipient)
+{
+    struct store_mailbox *m = marks_current(store);
+    int64_t count = 0;
+    for (size_t k = 0; m != NULL && k < m->n_marks; k++)
+        if (recipient == NULL || strcmp(m->marks[k].recipient, recipient) == 0)
+            count += (int64_t)m->marks[k].marked;
+    return count;
 }
 
 /* The mark of recipient's row holding seq, or NULL. */

@@ -387,5 +387,71 @@ int store_mailbox_row_expire_items(store_t *store, int64_t now, size_t limit);
  * mailbox_set_aside_by_case): O(limit log n). */
 int store_mailbox_row_expire_publishes(store_t *store, int64_t now, size_t limit);
 int store_mailbox_row_expire_cases(store_t *store, int64_t now, size_t limit);
+/* ------------------------------------------------------------------ store_mailbox_query.c */
+
+/* store_delivery_rule over the rows: the rule of recipient's pending
+ * delivery seq (its rule line's id and hash, its row's case), for the
+ * check an ack makes that the policy still allows it. The clear columns
+ * are read, not authenticated (the push opens the row before it sends
+ * it). 1 with *out filled; 0 when seq is in no row of recipient's or is
+ * done (acked or removed, this transaction's marks included), or its rule
+ * or case does not fit *out (no honest row); -1 on error, or refused for a
+ * row whose seqs, done, items, rule lines or case read as no broker writes
+ * them ("damaged row: ..."), as an ack of it is. Rows set aside are not
+ * looked at. Cost: one descent of mailbox_by_recipient, the row's rule
+ * lines parsed. */
+int store_mailbox_row_rule(store_t *store, const char *recipient, uint64_t seq,
+                           store_delivery_rule_t *out);
+
+/* store_mailbox_list over the rows: fn for up to `limit` deliveries of
+ * recipient with seq > after_seq, waiting ones (rows of mailbox, those
+ * done left out, this transaction's marks included) and ones set aside
+ * (rows of mailbox_set_aside, each delivery its done column left
+ * pending), in seq order, each row expanded into its deliveries; a page
+ * may end inside a row, and the next, after its last seq, starts there.
+ * fn returns non-zero to stop (and must not call store functions). Opens
+ * nothing. Each delivery has its rule line's id, hash and expiry (a row
+ * set aside: the row's expires_at, at which it goes whole), its item's seq
+ * and index. A row is shown as far as it reads: a column not as the
+ * broker writes it reads as NULL or 0 (a rule line or item that does not
+ * read: no rule, item 0, the row's expires_at), a done column that does
+ * not read leaves every delivery listed, and an n out of range lists the
+ * row's first seq alone. The number visited, or -1 (store_errmsg).
+ * Cost: per table one descent of its recipient index to the row holding
+ * after_seq + 1, then per row read one step and its rule lines parsed,
+ * until limit deliveries; per case event one lookup of the trail's
+ * delivery_seq index. Read-only. */
+int store_mailbox_row_list(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
+                           store_listed_fn fn, void *arg);
+
+/* store_mailbox_next_recipient over the rows: the first recipient after
+ * `after` ("" for the first of all), in byte order, with a pending
+ * delivery (a row this transaction's marks emptied does not count), into
+ * out (outlen bytes; an id that does not fit is refused). 1, 0 when none
+ * is left, -1. Cost: one descent of mailbox_by_recipient and one row
+ * read, and one step more per row this transaction's marks emptied. */
+int store_mailbox_row_next_recipient(store_t *store, const char *after, char *out, size_t outlen);
+
+/* store_mailbox_oldest over the rows: the seqs of up to `limit` pending
+ * deliveries of recipient, oldest first (this transaction's marks
+ * included), into seqs. How many, or -1 (refused for a row whose seqs or
+ * done no broker writes so: "damaged row: ..."). Cost: one descent of
+ * mailbox_by_recipient, then one step per row until limit seqs. */
+int store_mailbox_row_oldest(store_t *store, const char *recipient, uint64_t *seqs, size_t limit);
+
+/* store_backlog_total over the rows: pending deliveries in every mailbox
+ * together (the rows' pending columns less this transaction's marks;
+ * rows set aside are not pending); -1 on error. Cost: O(rows), one read
+ * of each: for operators, never the routing path. */
+int64_t store_mailbox_row_backlog_total(store_t *store);
+
+/* store_delivery_last_seq over the rows: the highest seq of any pending
+ * delivery, this transaction's marks included (0 when none), -1 on error
+ * (refused for a row whose n no broker writes). A done column that does
+ * not read counts as none done: callers take the seq as "nothing pending
+ * above it", and it errs high. Cost: one step to the end of the rowid
+ * b-tree, the last row read; one more per row this transaction's marks
+ * emptied. */
+int64_t store_mailbox_row_last_seq(store_t *store);
 
 #endif

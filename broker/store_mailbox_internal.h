@@ -58,6 +58,15 @@ enum mailbox_stmt_id {
     MB_EXPIRE_ITEM_DELETE,
     MB_EXPIRE_PUBLISHES,
     MB_EXPIRE_CASES,
+    /* store_mailbox_query.c */
+    MB_QUERY_RULE,
+    MB_QUERY_LIST_WAITING,
+    MB_QUERY_LIST_SET_ASIDE,
+    MB_QUERY_LIST_EVENT,
+    MB_QUERY_NEXT_RECIPIENT,
+    MB_QUERY_OLDEST,
+    MB_QUERY_BACKLOG,
+    MB_QUERY_LAST_SEQ,
     MB_STMT_COUNT
 };
 
@@ -74,6 +83,10 @@ const uint8_t *store_mailbox_marked(store_t *store, int64_t first_seq);
  * gave (a set-aside): the flush then leaves the row alone. The counts keep
  * the changes the mark made; nothing when the row has no mark. */
 void store_mailbox_unmark(store_t *store, int64_t first_seq);
+/* The deliveries this transaction's marks set done and the rows' pending
+ * columns still count (the marks are written at the commit): of
+ * recipient's rows, or of every row when recipient is NULL. */
+int64_t store_mailbox_marked_count(store_t *store, const char *recipient);
 
 /* ------------------------------------------------------------------ store_mailbox_row.c */
 
