@@ -269,7 +269,7 @@ STORE_UNIT_SRC := tests/unit/store_fixture.c broker/store.c broker/store_open.c 
 	broker/store_mailbox_scan.c broker/store_mailbox_aside.c broker/store_mailbox_migrate.c \
 	broker/store_mailbox_case.c broker/store_mailbox_query.c \
 	broker/sumtable.c broker/table.c \
-	broker/store_delivery.c broker/store_list.c broker/store_checkpoint.c broker/durations.c
+	broker/store_delivery.c broker/store_checkpoint.c broker/durations.c
 # test_store: also a case's deliveries, re-sealed by its close
 UNIT_EXTRA_test_store := $(STORE_UNIT_SRC) broker/store_case.c
 # the audit trail: its chain, its verification, its renderings and export

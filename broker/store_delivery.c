@@ -373,27 +373,14 @@ int64_t store_mailbox_count(store_t *store, const char *recipient)
 /* Cost: max() of the rowid is one step to the end of the table's b-tree. */
 int64_t store_delivery_last_seq(store_t *store)
 {
-    if (store_enter(store, "delivery_last_seq") != 0)
-        return -1;
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_LAST_SEQ];
-    int64_t seq = -1;
-    if (sqlite3_step(stmt) == SQLITE_ROW)
-        seq = sqlite3_column_int64(stmt, 0);
-    else
-        store_fail(store, "delivery_last_seq");
-    store_stmt_finish(stmt);
-    return seq;
+    return store_mailbox_row_last_seq(store);
 }
 
 /* Cost: O(pending deliveries): SQLite counts the rows of the smallest
  * index. Only operators ask (schakelctl status), never the routing path. */
 int64_t store_backlog_total(store_t *store)
 {
-    int64_t count = -1;
-    if (store_enter(store, "backlog_total") != 0 ||
-        store_query_int64(store, "SELECT count(*) FROM deliveries", &count) != 0)
-        return -1;
-    return count;
+    return store_mailbox_row_backlog_total(store);
 }
 
 /* Cost: one rowid lookup, the row delete and its index entry deletes,
@@ -407,107 +394,19 @@ int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq)
 int store_delivery_rule(store_t *store, const char *recipient, uint64_t seq,
                         store_delivery_rule_t *out)
 {
-    if (store_enter(store, "delivery_rule") != 0)
-        return -1;
-    if (recipient == NULL || out == NULL) {
-        store_refuse(store, "delivery_rule", "recipient and out are required");
-        return -1;
-    }
-    if (seq == 0 || seq > INT64_MAX)
-        return 0; /* never a seq */
-    sqlite3_stmt *stmt = store->stmt[STMT_DELIVERY_RULE];
-    if (store_bind_int64(store, stmt, 1, (int64_t)seq) != 0 ||
-        store_bind_text(store, stmt, 2, recipient) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    int rc = sqlite3_step(stmt), found = 0;
-    if (rc == SQLITE_ROW) {
-        /* rule_id and rule_hash are NOT NULL: a NULL is SQLite out of memory */
-        const char *rule_id = store_column_text(stmt, 0);
-        const char *rule_hash = store_column_text(stmt, 1);
-        int of_case = sqlite3_column_type(stmt, 2) != SQLITE_NULL;
-        const char *case_id = of_case ? store_column_text(stmt, 2) : "";
-        if (rule_id == NULL || rule_hash == NULL || case_id == NULL) {
-            store_fail(store, "delivery_rule");
-            rc = SQLITE_NOMEM;
-        } else {
-            found = strlen(rule_id) < sizeof out->rule_id &&
-                    strlen(rule_hash) < sizeof out->rule_hash &&
-                    (!of_case || (case_id[0] != '\0' && strlen(case_id) < sizeof out->case_id));
-        }
-        if (found) {
-            memcpy(out->rule_id, rule_id, strlen(rule_id) + 1);
-            memcpy(out->rule_hash, rule_hash, strlen(rule_hash) + 1);
-            memcpy(out->case_id, case_id, strlen(case_id) + 1);
-        }
-    } else if (rc != SQLITE_DONE) {
-        store_fail(store, "delivery_rule");
-    }
-    store_stmt_finish(stmt);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
+    return store_mailbox_row_rule(store, recipient, seq, out);
 }
 
 /* ------------------------------------------------------------------ walking mailboxes */
 
 int store_mailbox_next_recipient(store_t *store, const char *after, char *out, size_t outlen)
 {
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "next recipient") != 0)
-        return -1;
-    int rc = sqlite3_prepare_v2(store->db,
-                                "SELECT recipient FROM deliveries WHERE recipient > ?1"
-                                " ORDER BY recipient LIMIT 1",
-                                -1, &stmt, NULL);
-    if (store_check_rc(store, rc, "next recipient") != 0 ||
-        store_bind_text(store, stmt, 1, after) != 0) {
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    int found = 0;
-    rc = sqlite3_step(stmt);
-    if (rc == SQLITE_ROW) {
-        const char *recipient = store_column_text(stmt, 0);
-        if (recipient == NULL || strlen(recipient) >= outlen) {
-            store_refuse(store, "next recipient", "a recipient id that is not text or too long");
-            found = -1;
-        } else {
-            memcpy(out, recipient, strlen(recipient) + 1);
-            found = 1;
-        }
-    } else if (rc != SQLITE_DONE) {
-        store_fail(store, "next recipient");
-        found = -1;
-    }
-    sqlite3_finalize(stmt);
-    return found;
+    return store_mailbox_row_next_recipient(store, after, out, outlen);
 }
 
 int store_mailbox_oldest(store_t *store, const char *recipient, uint64_t *seqs, size_t limit)
 {
-    sqlite3_stmt *stmt = NULL;
-    if (store_enter(store, "oldest deliveries") != 0)
-        return -1;
-    int rc = sqlite3_prepare_v2(store->db,
-                                "SELECT seq FROM deliveries WHERE recipient = ?1"
-                                " ORDER BY seq LIMIT ?2",
-                                -1, &stmt, NULL);
-    if (store_check_rc(store, rc, "oldest deliveries") != 0 ||
-        store_bind_text(store, stmt, 1, recipient) != 0 ||
-        store_bind_int64(store, stmt, 2, (int64_t)limit) != 0) {
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    size_t n = 0;
-    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW && n < limit)
-        seqs[n++] = (uint64_t)sqlite3_column_int64(stmt, 0);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-        store_fail(store, "oldest deliveries");
-        sqlite3_finalize(stmt);
-        return -1;
-    }
-    sqlite3_finalize(stmt);
-    return (int)n;
+    return store_mailbox_row_oldest(store, recipient, seqs, limit);
 }
 
 /* ------------------------------------------------------------------ set aside */
@@ -664,4 +563,10 @@ int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out)
 int64_t store_set_aside_count(store_t *store)
 {
     return store_mailbox_row_set_aside_count(store);
+}
+
+int store_mailbox_list(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
+                       store_listed_fn fn, void *arg)
+{
+    return store_mailbox_row_list(store, recipient, after_seq, limit, fn, arg);
 }

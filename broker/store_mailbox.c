@@ -360,6 +360,8 @@ void store_mailbox_unmark(store_t *store, int64_t first_seq)
     mailbox_mark_t *mark = mark_of_row(store, first_seq);
     if (mark != NULL)
         *mark = store->mailbox->marks[--store->mailbox->n_marks];
+}
+
 int64_t store_mailbox_marked_count(store_t *store, const char *recipient)
 {
     struct store_mailbox *m = marks_current(store);

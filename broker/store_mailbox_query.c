@@ -261,7 +261,7 @@ static void list_delivery(const list_row_t *r, uint32_t i, store_listed_t *d)
     }
 }
 
-/* The event seq its delivery.queued entry names, or 0 (as store_list.c
+/* The event seq its delivery.queued entry names, or 0 (as the listing
  * reads it). 0 or -1. */
 static int list_event_seq(store_t *store, uint64_t seq, uint64_t *out)
 {
