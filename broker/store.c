@@ -53,114 +53,26 @@ static const char *const stmt_sql[STMT_COUNT] = {
      * statement journal either; the foreign key still checks the publish. */
     [STMT_ITEM_ADD_KNOWN] = "INSERT INTO items (seq, publish_id, item_index, expires_at, body)"
                             " VALUES (?1, ?2, ?3, ?5, ?4)",
-    /* One row, no trigger, no SELECT: SQLite then needs no statement
-     * journal (an undo copy of every page the statement touches). The
-     * publish's facts are checked against its own rows first (
-     * STMT_DELIVERY_ITEM_FACTS, once per item and transaction). */
-    [STMT_DELIVERY_ADD] =
-        "INSERT INTO deliveries (seq, recipient, item_seq, sender, sender_partner, message_id,"
-        " item_index, accepted_at, rule_id, rule_hash, purpose, legal_basis, expires_at, body,"
-        " case_id, is_case_event, by_ref)"
-        " VALUES (?14, ?1, ?9, ?10, ?2, ?11, ?12, ?13, ?3, ?4, ?5, ?6, ?7, ?8, ?15, ?16, ?17)",
-    [STMT_DELIVERY_ITEM_FACTS] = "SELECT p.sender, p.message_id, i.item_index, p.accepted_at"
-                                 " FROM items AS i JOIN publishes AS p ON p.id = i.publish_id"
-                                 " WHERE i.seq = ?1",
     [STMT_DELIVERY_CASE_KNOWN] = "SELECT 1 FROM cases WHERE case_id = ?1",
     /* What a trigger did before schema 5: a case's deliveries tie their
      * items to it (case_items_extend_retention then raises them). */
     [STMT_DELIVERY_CASE_ITEM] =
         "INSERT OR IGNORE INTO case_items (case_id, item_seq) VALUES (?1, ?2)",
-    /* A delivery's columns in the order of STORE_DELIVERY_COLUMNS, then its
-     * item's: a delivery by reference brings its item's sealed bytes along
-     * (one rowid lookup); the others bring NULL there. */
-    [STMT_MAILBOX_SCAN] =
-        "SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"
-        " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"
-        " d.expires_at, d.body, d.case_id, d.is_case_event, d.by_ref, i.body, i.publish_id"
-        " FROM deliveries AS d LEFT JOIN items AS i ON d.by_ref = 1 AND i.seq = d.item_seq"
-        " WHERE d.recipient = ?1 AND d.seq > ?2 ORDER BY d.seq LIMIT ?3",
-    /* A delivery raises its item's and publish's retention here, once per
-     * item and transaction (a trigger did it per delivery before schema 5). */
-    [STMT_ITEM_RAISE] = "UPDATE items SET expires_at = ?2 WHERE seq = ?1 AND expires_at < ?2",
-    [STMT_PUBLISH_RAISE] = "UPDATE publishes SET expires_at = ?2"
-                           " WHERE id = (SELECT publish_id FROM items WHERE seq = ?1)"
-                           " AND expires_at < ?2",
-    [STMT_MAILBOX_COUNT] = "SELECT count(*) FROM deliveries WHERE recipient = ?1",
-    [STMT_DELIVERY_ACK] = "DELETE FROM deliveries WHERE seq = ?1 AND recipient = ?2",
-    [STMT_DELIVERY_RULE] = "SELECT rule_id, rule_hash, case_id FROM deliveries"
-                           " WHERE seq = ?1 AND recipient = ?2",
-    [STMT_DELIVERY_LAST_SEQ] = "SELECT coalesce(max(seq), 0) FROM deliveries",
-    [STMT_EXPIRE_NEXT_DELIVERY] =
-        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
-        " FROM deliveries WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
     /* A seq that has a tombstone already keeps it (store_expire.c). */
     [STMT_TOMBSTONE_ADD] = "INSERT INTO tombstones"
                            " (seq, recipient, item_seq, rule_id, rule_hash, expires_at, expired_at)"
                            " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (seq) DO NOTHING",
-    [STMT_DELIVERY_REMOVE] = STORE_DELIVERY_REMOVE_SQL,
-    [STMT_REVOKE_FIND] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
-                         " FROM deliveries WHERE seq = ?1 AND recipient = ?2",
-    /* Looks at no more than ?2 due rows: one still referenced is skipped
-     * this time and taken once its deliveries (due no later) are gone. */
-    /* An item named by a delivery set aside stays with it (the content
-     * of one by reference, and the evidence when it was the item that
-     * failed): the set-aside row is due no later, its item's retention
-     * having been raised to it. */
-    /* Each item removed names its sender and sealed length, for the
-     * partners' sums (store_bytes.c). */
-    [STMT_EXPIRE_ITEMS] =
-        "DELETE FROM items WHERE seq IN"
-        " (SELECT seq FROM items WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.item_seq = items.seq)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.item_seq = items.seq)"
-        " RETURNING (SELECT sender FROM publishes WHERE publishes.id = items.publish_id),"
-        " length(body)",
-    [STMT_EXPIRE_PUBLISHES] =
-        "DELETE FROM publishes WHERE id IN"
-        " (SELECT id FROM publishes WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
-        " AND NOT EXISTS (SELECT 1 FROM items WHERE items.publish_id = publishes.id)",
     /* A case's events go with it: no tombstone (the deliveries made of
      * them have their own). */
     [STMT_EXPIRE_CASE_EVENTS] =
         "DELETE FROM case_events WHERE id IN"
         " (SELECT id FROM case_events WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)",
-    /* Like items: a due case still named by an event or a delivery is
-     * skipped this time. Its members and item links cascade. */
-    [STMT_EXPIRE_CASES] =
-        "DELETE FROM cases WHERE num IN"
-        " (SELECT num FROM cases WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2)"
-        " AND NOT EXISTS (SELECT 1 FROM case_events WHERE case_events.case_id = cases.case_id)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.case_id = cases.case_id)"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries_set_aside AS s WHERE s.case_id = cases.case_id)",
-    /* The scan's row for one delivery (store_delivery_set_aside checks it
-     * again before moving it). */
-    [STMT_SET_ASIDE_FIND] =
-        "SELECT d.seq, d.recipient, d.item_seq, d.message_id, d.item_index, d.sender,"
-        " d.sender_partner, d.rule_id, d.rule_hash, d.purpose, d.legal_basis, d.accepted_at,"
-        " d.expires_at, d.body, d.case_id, d.is_case_event, d.by_ref, i.body, i.publish_id"
-        " FROM deliveries AS d LEFT JOIN items AS i ON d.by_ref = 1 AND i.seq = d.item_seq"
-        " WHERE d.seq = ?1 AND d.recipient = ?2",
-    [STMT_SET_ASIDE_MOVE] = STORE_SET_ASIDE_MOVE_SQL,
-    [STMT_SET_ASIDE_GET] = "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at,"
-                           " reason FROM deliveries_set_aside WHERE seq = ?1",
-    /* The columns store_expire_found_delivery reads. */
-    [STMT_EXPIRE_NEXT_SET_ASIDE] =
-        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
-        " FROM deliveries_set_aside WHERE expires_at <= ?1 ORDER BY expires_at LIMIT 1",
     [STMT_PUBLISH_SENDER] = "SELECT sender FROM publishes WHERE id = ?1",
     [STMT_STORED_BYTES_ADD] = "INSERT INTO stored_bytes (partner, bytes) VALUES (?1, ?2)"
                               " ON CONFLICT (partner) DO UPDATE SET bytes = bytes + excluded.bytes",
     [STMT_DELIVERY_HIGH_SET] = "INSERT INTO meta (name, value) VALUES ('delivery_seq_high', ?1)"
                                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    [STMT_SET_ASIDE_REMOVE] = "DELETE FROM deliveries_set_aside WHERE seq = ?1",
-    /* One whose expires_at is no integer in range (NULL, a text or a blob,
-     * which sort after every number, or a real past any integer): the
-     * table keeps no types, and that may be the damage. Each term is a
-     * range of the expires_at index. */
-    [STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED] =
-        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at"
-        " FROM deliveries_set_aside WHERE expires_at IS NULL OR expires_at >= ''"
-        " OR expires_at > 9223372036854775807 LIMIT 1",
+
 };
 
 /* A zero-length blob is stored as a zero-length blob, never as NULL: SQLite

@@ -597,15 +597,6 @@ typedef struct store_set_aside {
  * (it succeeded, or failed otherwise: out of memory, an SQLite error). */
 uint64_t store_scan_unreadable(const store_t *store);
 
-/* Set aside the pending delivery seq of recipient, inside the caller's
- * transaction, if it still does not authenticate: its row is checked again
- * as the scan checks it (the store trusts no caller's word that a row is
- * damaged). 1 when moved, with *out filled (reason: what failed); 0 when
- * there is nothing to set aside (acked, expired or set aside meanwhile, or
- * it opens after all); -1 on error. Cost: as one row of the scan, a row
- * copy and a delete, O(log n). */
-int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
-                             store_set_aside_t *out);
 
 /* Rows set aside that no "delivery.set_aside" audit entry names: those the
  * schema-9 migration set aside (a row that does not open under the layout

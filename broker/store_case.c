@@ -57,53 +57,6 @@ static const char *const case_sql[CASE_STMT_COUNT] = {
         " c.last_event_seq, c.expires_at, m.state"
         " FROM case_members AS m JOIN cases AS c ON c.case_id = m.case_id"
         " WHERE m.partner = ?1 AND m.state IN ('i', 'm') ORDER BY c.num",
-    /* The columns store_expire_found_delivery reads. */
-    [CASE_STMT_DROP_FIND] =
-        "SELECT seq, recipient, item_seq, rule_id, rule_hash, expires_at FROM deliveries"
-        " WHERE case_id = ?1 AND (recipient = ?2 OR substr(recipient, 1, length(?2) + 1) = ?2 || "
-        "'/')"
-        " ORDER BY seq LIMIT 1",
-    [CASE_STMT_EXPIRY_CASE] = "UPDATE cases SET expires_at = ?2 WHERE case_id = ?1",
-    /* A case's deliveries set aside follow it as its waiting ones do (the
-     * one column of theirs the broker changes: else one of an open case
-     * would never go); not re-sealed, as they do not open. Their case_id
-     * may be the damage: never past their item's retention, which a
-     * delivery of the case raised to the case's (and the items of the
-     * case were set just before). */
-    [CASE_STMT_EXPIRY_SET_ASIDE] =
-        "UPDATE deliveries_set_aside SET expires_at = min(?2, coalesce((SELECT i.expires_at"
-        " FROM items AS i WHERE i.seq = deliveries_set_aside.item_seq"
-        " AND typeof(i.expires_at) = 'integer'), ?2)) WHERE case_id = ?1",
-    [CASE_STMT_EXPIRY_EVENTS] = "UPDATE case_events SET expires_at = ?2 WHERE case_id = ?1",
-    /* A case's deliveries one at a time, in the order of its index
-     * (recipient, then seq): each is re-sealed, as its expires_at is part
-     * of the envelope its seal binds. */
-    [CASE_STMT_EXPIRY_DELIVERY_NEXT] =
-        "SELECT " STORE_DELIVERY_COLUMNS " FROM deliveries"
-        " WHERE case_id = ?1 AND (recipient, seq) > (?2, ?3) ORDER BY recipient, seq LIMIT 1",
-    /* ?2 NULL: the body is kept as it is */
-    [CASE_STMT_EXPIRY_DELIVERY_SET] =
-        "UPDATE deliveries SET expires_at = ?3, body = coalesce(?2, body) WHERE seq = ?1",
-    /* An item of the case follows it, but never below what else still
-     * needs it: a pending delivery outside this case, or another case that
-     * links it (else closing one case could take an item another still
-     * holds, and an item due but still referenced would hold up the sweep,
-     * which takes the earliest due first). */
-    [CASE_STMT_EXPIRY_ITEMS] =
-        "UPDATE items SET expires_at = max(?2,"
-        " coalesce((SELECT max(d.expires_at) FROM deliveries AS d WHERE d.item_seq = items.seq"
-        " AND (d.case_id IS NULL OR d.case_id <> ?1)), 0),"
-        " coalesce((SELECT max(c.expires_at) FROM case_items AS ci JOIN cases AS c"
-        " ON c.case_id = ci.case_id WHERE ci.item_seq = items.seq AND ci.case_id <> ?1), 0),"
-        " coalesce((SELECT max(s.expires_at) FROM deliveries_set_aside AS s"
-        " WHERE s.item_seq = items.seq AND (s.case_id IS NULL OR s.case_id <> ?1)), 0))"
-        " WHERE seq IN (SELECT item_seq FROM case_items WHERE case_id = ?1)",
-    /* and a publish, never below its items (set just before) */
-    [CASE_STMT_EXPIRY_PUBLISHES] =
-        "UPDATE publishes SET expires_at = max(?2, coalesce((SELECT max(i.expires_at) FROM items"
-        " AS i WHERE i.publish_id = publishes.id), 0)) WHERE id IN"
-        " (SELECT i.publish_id FROM case_items AS ci JOIN items AS i ON i.seq = ci.item_seq"
-        " WHERE ci.case_id = ?1)",
     [CASE_STMT_LINK_FACTS] = "SELECT (SELECT count(*) FROM cases WHERE case_id = ?1),"
                              " (SELECT count(*) FROM items WHERE seq = ?2)",
     /* The case_items trigger raises the item and its publish to the case's

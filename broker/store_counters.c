@@ -11,6 +11,7 @@
 #include <stdio.h>
 
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* The next case number, like the seqs below. */
 static int counters_load_cases(store_t *store)
@@ -53,8 +54,7 @@ int store_counters_load(store_t *store)
             &items) != 0 ||
         store_query_int64(store,
                           "SELECT CASE WHEN high < 0 THEN -1 ELSE max(high,"
-                          " coalesce((SELECT max(seq) FROM deliveries), 0),"
-                          " coalesce((SELECT max(seq) FROM deliveries_set_aside), 0),"
+                          " " STORE_MAILBOX_SEQ_HIGH_SQL ","
                           " coalesce((SELECT max(seq) FROM tombstones), 0)) END"
                           " FROM (SELECT " COUNTERS_DELIVERY_HIGH_SQL " AS high)",
                           &deliveries) != 0)
@@ -169,6 +169,12 @@ static int counters_file_query(sqlite3 *db, const char *sql, int64_t *value, cha
     " coalesce((SELECT max(seq) FROM deliveries), 0),"                                             \
     " coalesce((SELECT max(seq) FROM tombstones), 0)) END FROM (SELECT " high_sql " AS high)"
 
+/* The same from schema 13 on, which keeps the mailbox as rows (its
+ * deliveries table is gone). */
+#define COUNTERS_FILE_ROWS_SQL(high_sql)                                                           \
+    "SELECT CASE WHEN high < 0 THEN -1 ELSE max(high, " STORE_MAILBOX_SEQ_HIGH_SQL ","            \
+    " coalesce((SELECT max(seq) FROM tombstones), 0)) END FROM (SELECT " high_sql " AS high)"
+
 int store_counters_of_file(const char *path, store_counters_t *next, char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
@@ -183,7 +189,7 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
     /* delivery_seq_high (schema 12) beside sqlite_sequence (which kept the
      * mark before); a file without meta (damaged: every store has it)
      * still gives what its tables hold */
-    int64_t has_meta = 0;
+    int64_t has_meta = 0, has_rows = 0;
     if (counters_file_query(
             db,
             "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
@@ -194,8 +200,15 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
                             " AND name = 'meta'",
                             &has_meta, err, errlen) != 0 ||
         counters_file_query(db,
-                            has_meta > 0 ? COUNTERS_FILE_DELIVERIES_SQL(COUNTERS_DELIVERY_HIGH_SQL)
-                                         : COUNTERS_FILE_DELIVERIES_SQL("0"),
+                            "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                            " AND name = 'mailbox'",
+                            &has_rows, err, errlen) != 0 ||
+        counters_file_query(db,
+                            has_rows > 0   ? (has_meta > 0 ? COUNTERS_FILE_ROWS_SQL(
+                                                               COUNTERS_DELIVERY_HIGH_SQL)
+                                                         : COUNTERS_FILE_ROWS_SQL("0"))
+                            : has_meta > 0 ? COUNTERS_FILE_DELIVERIES_SQL(COUNTERS_DELIVERY_HIGH_SQL)
+                                           : COUNTERS_FILE_DELIVERIES_SQL("0"),
                             &deliveries, err, errlen) != 0) {
         sqlite3_close(db);
         return -1;

@@ -217,39 +217,7 @@ int store_delivery_high_flush(store_t *store)
  * store_delivery_set_aside takes), or anything else (memory, SQLite). */
 enum { SCAN_FAILED = -1, SCAN_UNREADABLE = -2 };
 
-/* SCAN_UNREADABLE when the body just opened failed on the row's bytes. */
-static int scan_open_failed(const store_t *store)
-{
-    return store->body_unauthentic ? SCAN_UNREADABLE : SCAN_FAILED;
-}
 
-/* A delivery by reference: its opened body is the field mask; the content
- * is the item's body, opened in its place, unless the caller has it
- * (`have`: body NULL, store_mailbox_scan_hinted). */
-static int scan_row_item(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d, int have)
-{
-    if (d->body_len != 4 || sqlite3_column_type(stmt, SCAN_ITEM_BODY) == SQLITE_NULL) {
-        store_refuse(store, "mailbox_scan",
-                     d->body_len != 4 ? "damaged row: a field mask of a wrong size"
-                                      : "damaged row: the delivery's item is gone");
-        return SCAN_UNREADABLE;
-    }
-    d->fields = (uint32_t)d->body[0] | (uint32_t)d->body[1] << 8 | (uint32_t)d->body[2] << 16 |
-                (uint32_t)d->body[3] << 24;
-    if (have) {
-        sodium_memzero(store->opened.bytes, d->body_len);
-        d->body = NULL;
-        d->body_len = 0;
-        return 0;
-    }
-    store_seal_ad_t ad;
-    store_seal_ad_item(&ad, (int64_t)d->item_seq, sqlite3_column_int64(stmt, SCAN_ITEM_PUBLISH_ID),
-                       d->item_index);
-    if (store_seal_column_named(store, stmt, SCAN_ITEM_BODY, "item", &ad, &d->body, &d->body_len) !=
-        0)
-        return scan_open_failed(store);
-    return 0;
-}
 
 /* The columns of a delivery row the broker writes as integers: any other
  * type there (a text, a real, NULL) is damage, not a value to convert. */
@@ -297,41 +265,6 @@ int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d)
     return 0;
 }
 
-/* Fill d from the current row of the scan. Pointers borrow the row; the
- * body is opened into store->opened, under associated data that binds the
- * envelope the row's columns make (one BLAKE2b pass per row), unless the
- * caller vouches for the row (hints: NULL for none). 0, SCAN_UNREADABLE
- * (the row's fault) or SCAN_FAILED, errmsg set. */
-static int scan_row(store_t *store, sqlite3_stmt *stmt, store_delivery_t *d,
-                    const store_scan_hints_t *hints, void *arg)
-{
-    static const store_scan_hints_t no_hints = {NULL, NULL};
-    if (hints == NULL)
-        hints = &no_hints;
-    if (store_delivery_row(stmt, d) != 0) {
-        int nomem = sqlite3_errcode(store->db) == SQLITE_NOMEM;
-        store_refuse(store, "mailbox_scan",
-                     nomem ? "out of memory" : "damaged row: a column no broker writes so");
-        return nomem ? SCAN_FAILED : SCAN_UNREADABLE;
-    }
-    uint32_t fields = 0;
-    if (d->by_ref && hints->vouch != NULL && hints->vouch(d, &fields, arg)) {
-        d->fields = fields; /* the caller wrote this very row: nothing to open */
-        return 0;
-    }
-    store_seal_ad_t ad;
-    if (store_seal_ad_delivery(&ad, (int64_t)d->seq, d) != 0) {
-        store_refuse(store, "mailbox_scan", "damaged row: recipient or case id of a wrong size");
-        return SCAN_UNREADABLE;
-    }
-    if (store_seal_column(store, stmt, DCOL_BODY, (int64_t)d->seq, &ad, &d->body, &d->body_len) !=
-        0)
-        return scan_open_failed(store);
-    if (!d->by_ref)
-        return 0;
-    return scan_row_item(store, stmt, d,
-                         hints->have_item != NULL && hints->have_item(d->item_seq, arg));
-}
 
 /* Cost: one descent of the (recipient, seq) index, then one rowid lookup and
  * one decryption per row visited; no sort (the index is in seq order) and no
@@ -440,111 +373,10 @@ int store_set_aside_move(store_t *store, sqlite3_stmt *move, sqlite3_stmt *remov
     return store_stmt_run(store, remove, "set aside");
 }
 
-/* Text column col of row, or "" when it is missing or does not fit in
- * len bytes (a damaged row says what it can). */
-static void set_aside_text(sqlite3_stmt *row, int col, char *out, size_t len)
-{
-    const char *text = store_column_text(row, col);
-    if (text == NULL || strlen(text) >= len)
-        text = "";
-    memcpy(out, text, strlen(text) + 1);
-}
 
-/* *out from the current row of STMT_SET_ASIDE_GET's columns (seq,
- * recipient, item_seq, rule_id, rule_hash, expires_at, reason). */
-static void set_aside_copy(sqlite3_stmt *row, store_set_aside_t *out)
-{
-    store_expired_copy_t *c = &out->row;
-    set_aside_text(row, 1, c->recipient, sizeof c->recipient);
-    set_aside_text(row, 3, c->rule_id, sizeof c->rule_id);
-    set_aside_text(row, 4, c->rule_hash, sizeof c->rule_hash);
-    set_aside_text(row, 6, out->reason, sizeof out->reason);
-    c->view = (store_expired_t){
-        .seq = (uint64_t)sqlite3_column_int64(row, 0),
-        .recipient = c->recipient,
-        .item_seq = (uint64_t)sqlite3_column_int64(row, 2),
-        .rule_id = c->rule_id,
-        .rule_hash = c->rule_hash,
-        .expires_at = sqlite3_column_int64(row, 5),
-        .set_aside = 1,
-    };
-}
 
-/* Read set-aside row seq into *out: 1, 0 when it is not there, -1. */
-static int set_aside_get(store_t *store, int64_t seq, store_set_aside_t *out)
-{
-    sqlite3_stmt *get = store->stmt[STMT_SET_ASIDE_GET];
-    if (store_bind_int64(store, get, 1, seq) != 0) {
-        store_stmt_finish(get);
-        return -1;
-    }
-    int rc = sqlite3_step(get), found = rc == SQLITE_ROW;
-    if (found)
-        set_aside_copy(get, out);
-    else if (rc != SQLITE_DONE)
-        store_fail(store, "set aside: read");
-    store_stmt_finish(get);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : -1;
-}
 
-/* Open delivery seq of recipient as the scan does: 1 when it does not
- * authenticate or reads damaged (why in reason), 0 when it opens or is
- * not there, -1 on any other failure. */
-static int set_aside_check(store_t *store, const char *recipient, int64_t seq, char *reason,
-                           size_t reason_len)
-{
-    sqlite3_stmt *find = store->stmt[STMT_SET_ASIDE_FIND];
-    if (store_bind_int64(store, find, 1, seq) != 0 ||
-        store_bind_text(store, find, 2, recipient) != 0) {
-        store_stmt_finish(find);
-        return -1;
-    }
-    int rc = sqlite3_step(find), result = 0;
-    if (rc == SQLITE_ROW) {
-        store_delivery_t d;
-        int opened = scan_row(store, find, &d, NULL, NULL);
-        if (opened == 0)
-            sodium_memzero(store->opened.bytes, d.body_len);
-        else if (opened == SCAN_UNREADABLE)
-            snprintf(reason, reason_len, "%.250s", store->errmsg);
-        result = opened == 0 ? 0 : opened == SCAN_UNREADABLE ? 1 : -1;
-    } else if (rc != SQLITE_DONE) {
-        store_fail(store, "set aside: find");
-        result = -1;
-    }
-    store_stmt_finish(find);
-    return result;
-}
 
-/* Cost: one row of the scan (an index lookup, one or two openings), a row
- * copy with its index inserts and a delete, O(log n). */
-int store_delivery_set_aside(store_t *store, const char *recipient, uint64_t seq, int64_t now,
-                             store_set_aside_t *out)
-{
-    char reason[STORE_SET_ASIDE_REASON_LEN] = "";
-    if (store_enter(store, "set aside") != 0)
-        return -1;
-    if (recipient == NULL || out == NULL || sqlite3_get_autocommit(store->db)) {
-        store_refuse(store, "set aside", "a recipient and an open transaction are required");
-        return -1;
-    }
-    if (seq == 0 || seq > INT64_MAX)
-        return 0; /* never a seq */
-    int unreadable = set_aside_check(store, recipient, (int64_t)seq, reason, sizeof reason);
-    if (unreadable <= 0)
-        return unreadable;
-    if (store_set_aside_move(store, store->stmt[STMT_SET_ASIDE_MOVE],
-                             store->stmt[STMT_DELIVERY_REMOVE], (int64_t)seq, now, reason) != 0)
-        return -1;
-    int got = set_aside_get(store, (int64_t)seq, out);
-    if (got != 1) {
-        if (got == 0)
-            store_refuse(store, "set aside", "the row moved is not in the table");
-        return -1;
-    }
-    store_count_change(store, recipient, -1);
-    return 1;
-}
 
 /* Cost: per row set aside after `after`, in seq order, one lookup of the
  * trail's delivery_seq index; the rows are few unless something went

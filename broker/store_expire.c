@@ -19,101 +19,10 @@
 
 /* ------------------------------------------------------------------ expiry */
 
-/* The delivery's tombstone; e->tombstoned_before set when its seq has one
- * already (a row put back from a backup after it had expired, or any
- * other copy of an expired row): the first is kept, none is added, and
- * the expiry goes on, so that one such row never stops the sweep. */
-static int tombstone_add(store_t *store, store_expired_t *e, int64_t now)
-{
-    sqlite3_stmt *stmt = store->stmt[STMT_TOMBSTONE_ADD];
-    if (store_bind_int64(store, stmt, 1, (int64_t)e->seq) != 0 ||
-        store_bind_text(store, stmt, 2, e->recipient) != 0 ||
-        store_bind_int64(store, stmt, 3, (int64_t)e->item_seq) != 0 ||
-        store_bind_text(store, stmt, 4, e->rule_id) != 0 ||
-        store_bind_text(store, stmt, 5, e->rule_hash) != 0 ||
-        store_bind_int64(store, stmt, 6, e->expires_at) != 0 ||
-        store_bind_int64(store, stmt, 7, now) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "expire: tombstone") != 0)
-        return -1;
-    e->tombstoned_before = sqlite3_changes(store->db) == 0;
-    return 0;
-}
 
-static int delivery_remove(store_t *store, int64_t seq, int set_aside)
-{
-    sqlite3_stmt *stmt = store->stmt[set_aside ? STMT_SET_ASIDE_REMOVE : STMT_DELIVERY_REMOVE];
-    if (store_bind_int64(store, stmt, 1, seq) != 0) {
-        store_stmt_finish(stmt);
-        return -1;
-    }
-    if (store_stmt_run(store, stmt, "expire: remove delivery") != 0)
-        return -1;
-    if (sqlite3_changes(store->db) != 1) {
-        store_refuse(store, "expire", "the expired delivery vanished");
-        return -1;
-    }
-    return 0;
-}
 
-/* A text of a set-aside row, which may be the damage that set it aside:
- * missing or beyond any id's length, its tombstone says "" (its seq
- * names it), so that one such row cannot hold up the sweep. */
-static const char *set_aside_text(const char *text)
-{
-    return text != NULL && strlen(text) <= SCHAKEL_MAX_PRINCIPAL_LEN ? text : "";
-}
 
-/* The current row of `found` (expiry's columns), a waiting delivery or
- * one set aside: tombstone, tell fn, remove (store_expire_found_delivery). */
-static int expire_found(store_t *store, sqlite3_stmt *found, int64_t now, store_expired_fn fn,
-                        void *arg, const char *what, int set_aside)
-{
-    store_expired_t e = {
-        .seq = (uint64_t)sqlite3_column_int64(found, 0),
-        .recipient = store_column_text(found, 1),
-        .item_seq = (uint64_t)sqlite3_column_int64(found, 2),
-        .rule_id = store_column_text(found, 3),
-        .rule_hash = store_column_text(found, 4),
-        .expires_at = sqlite3_column_int64(found, 5),
-        .set_aside = set_aside,
-    };
-    if (sqlite3_column_type(found, 5) != SQLITE_INTEGER)
-        e.expires_at = now; /* damage (a set-aside row's): due now */
-    int result = -1;
-    char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
-    if (set_aside && sqlite3_errcode(store->db) != SQLITE_NOMEM) {
-        e.recipient = set_aside_text(e.recipient);
-        e.rule_id = set_aside_text(e.rule_id);
-        e.rule_hash = set_aside_text(e.rule_hash);
-    }
-    if (e.recipient == NULL || e.rule_id == NULL || e.rule_hash == NULL ||
-        strlen(e.recipient) >= sizeof recipient)
-        store_refuse(store, what, "damaged row or out of memory");
-    else
-        result = tombstone_add(store, &e, now);
-    if (result == 0)
-        strcpy(recipient, e.recipient); /* for the count, after the row is gone */
-    if (result == 0 && fn != NULL) {
-        store->in_callback = 1;
-        fn(&e, arg);
-        store->in_callback = 0;
-    }
-    store_stmt_finish(found); /* e's strings end here */
-    if (result == 0)
-        result = delivery_remove(store, (int64_t)e.seq, set_aside);
-    if (result == 0 && !set_aside) /* a set-aside row left the count when set aside */
-        store_count_change(store, recipient, -1);
-    return result;
-}
 
-int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
-                                store_expired_fn fn, void *arg, const char *what)
-{
-    return expire_found(store, found, now, fn, arg, what, 0);
-}
 
 /* Remove one pending delivery before its retention ends (the policy no
  * longer allows it): like an expiry, with a tombstone and the callback. */

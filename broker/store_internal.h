@@ -42,31 +42,10 @@ enum stmt_id {
     STMT_PUBLISH_SET_REPLY,
     STMT_ITEM_ADD,
     STMT_ITEM_ADD_KNOWN,
-    STMT_DELIVERY_ADD,
-    STMT_MAILBOX_SCAN,
-    STMT_MAILBOX_COUNT,
-    STMT_DELIVERY_ACK,
-    STMT_DELIVERY_RULE,
-    STMT_DELIVERY_LAST_SEQ,
-    STMT_EXPIRE_NEXT_DELIVERY,
     STMT_TOMBSTONE_ADD,
-    STMT_DELIVERY_REMOVE,
-    STMT_EXPIRE_ITEMS,
-    STMT_EXPIRE_PUBLISHES,
-    STMT_REVOKE_FIND,
     STMT_EXPIRE_CASE_EVENTS,
-    STMT_EXPIRE_CASES,
-    STMT_ITEM_RAISE,
-    STMT_PUBLISH_RAISE,
-    STMT_DELIVERY_ITEM_FACTS,
     STMT_DELIVERY_CASE_KNOWN,
     STMT_DELIVERY_CASE_ITEM,
-    STMT_SET_ASIDE_FIND,
-    STMT_SET_ASIDE_MOVE,
-    STMT_SET_ASIDE_GET,
-    STMT_EXPIRE_NEXT_SET_ASIDE,
-    STMT_SET_ASIDE_REMOVE,
-    STMT_EXPIRE_NEXT_SET_ASIDE_DAMAGED,
     STMT_PUBLISH_SENDER,
     STMT_STORED_BYTES_ADD,
     STMT_DELIVERY_HIGH_SET,
@@ -112,14 +91,6 @@ enum store_case_stmt_id {
     CASE_STMT_EVENT_ADD,
     CASE_STMT_EVENTS,
     CASE_STMT_OF_PARTNER,
-    CASE_STMT_DROP_FIND,
-    CASE_STMT_EXPIRY_CASE,
-    CASE_STMT_EXPIRY_SET_ASIDE,
-    CASE_STMT_EXPIRY_EVENTS,
-    CASE_STMT_EXPIRY_DELIVERY_NEXT,
-    CASE_STMT_EXPIRY_DELIVERY_SET,
-    CASE_STMT_EXPIRY_ITEMS,
-    CASE_STMT_EXPIRY_PUBLISHES,
     CASE_STMT_LINK_FACTS,
     CASE_STMT_ITEM_LINK,
     CASE_STMT_ITEM_GET,
@@ -524,14 +495,6 @@ int store_audit_ranges_migrate(store_t *store);
 
 /* ------------------------------------------------------------------ store_expire.c */
 
-/* The current row of `found` names one pending delivery in the columns
- * (seq, recipient, item_seq, rule_id, rule_hash, expires_at): leave its
- * tombstone (expired_at = now), tell fn (may be NULL; runs with the store
- * marked in a callback), finish `found` and remove the delivery. what
- * names the caller in errors. Returns 0 or -1; on -1 `found` is finished
- * too. Shared by expiry, revocation and store_case_drop_deliveries. */
-int store_expire_found_delivery(store_t *store, sqlite3_stmt *found, int64_t now,
-                                store_expired_fn fn, void *arg, const char *what);
 
 /* ------------------------------------------------------------------ set aside */
 

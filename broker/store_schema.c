@@ -486,9 +486,11 @@ static const schema_step_t schema_steps[STORE_SCHEMA_VERSION] = {
      "  coalesce((SELECT max(seq) FROM tombstones), 0));"
      "PRAGMA user_version = 12;",
      NULL},
-    /* 12 -> 13: the mailbox as rows of one publish and recipient; made and
-     * filled in C after the steps (store_mailbox_schema, then the walk of
-     * the deliveries), since the older steps' walks read deliveries */
+    /* 12 -> 13: the mailbox as rows of one publish and recipient; the
+     * tables made and every delivery moved in C once the keys are loaded
+     * (store_mailbox_schema, store_mailbox_migrate, in the same
+     * transaction, after store_migrate_deliveries has re-sealed an older
+     * store's: the older steps' walks read deliveries, which it drops) */
     {"PRAGMA user_version = 13;", NULL},
 };
 
@@ -835,7 +837,8 @@ int store_schema_apply(store_t *store)
     if (store_seal_keycheck(store) != 0 || store_seal_subject_key(store, 1) != 0 ||
         (version < STORE_SCHEMA_EVIDENCE_VERSION && store_migrate_evidence(store) != 0) ||
         (version < STORE_SCHEMA_ENVELOPE_VERSION && store_migrate_deliveries(store) != 0) ||
-        (version < STORE_SCHEMA_MAILBOX_VERSION && store_mailbox_schema(store) != 0) ||
+        (version < STORE_SCHEMA_MAILBOX_VERSION &&
+         (store_mailbox_schema(store) != 0 || store_mailbox_migrate(store) != 0)) ||
         epoch_load(store) != 0 || store_exec_fixed(store, "COMMIT", "schema") != 0)
         goto fail;
     /* a store made now (version 0: schakeld --init) was not migrated */

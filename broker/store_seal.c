@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "store_internal.h"
+#include "store_mailbox.h"
 
 /* A sealed body: nonce || ciphertext || tag. */
 #define STORE_NONCE_BYTES crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
@@ -705,13 +706,6 @@ static int rekey_item_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
     return 0;
 }
 
-static int rekey_delivery_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
-{
-    store_delivery_t d;
-    if (store_delivery_row(row, &d) != 0)
-        return -1;
-    return store_seal_ad_delivery(ad, (int64_t)d.seq, &d);
-}
 
 static int rekey_case_ad(sqlite3_stmt *row, store_seal_ad_t *ad)
 {
@@ -740,11 +734,9 @@ static const rekey_table_t rekey_tables[] = {
     {"item",
      "SELECT seq, publish_id, item_index, body FROM items WHERE seq > ?1 ORDER BY seq LIMIT 1",
      "UPDATE items SET body = ?2 WHERE seq = ?1", 3, rekey_item_ad},
-    {"delivery",
-     "SELECT " STORE_DELIVERY_COLUMNS " FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
-     "UPDATE deliveries SET body = ?2 WHERE seq = ?1", DCOL_BODY, rekey_delivery_ad},
     /* Not counted in store_rekey_counts_t (which names items and
-     * deliveries only), re-sealed all the same. */
+     * mailbox rows only), re-sealed all the same. The mailbox rows are
+     * store_mailbox_rekey's, after these. */
     {"case title", "SELECT num, case_id, title FROM cases WHERE num > ?1 ORDER BY num LIMIT 1",
      "UPDATE cases SET title = ?2 WHERE num = ?1", 2, rekey_case_ad},
     {"case event",
@@ -852,8 +844,11 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
     store->txn_open = 1;
     store->txn_serial++;
     int failed = 0;
+    store_rekey_counts_t rows = {0, 0};
     for (size_t i = 0; i < REKEY_TABLES && !failed; i++)
         failed = (done[i] = rekey_table(store, &rekey_tables[i], new_key)) < 0;
+    if (!failed)
+        failed = store_mailbox_rekey(store, new_key, &rows) != 0;
     if (!failed)
         failed =
             keycheck_write(store, new_key, "UPDATE meta SET value = ?1 WHERE name = 'keycheck'",
@@ -863,7 +858,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
                                    "UPDATE meta SET value = ?1 WHERE name = 'audit_subject_key'",
                                    "rekey: rewrite the audit subject key") != 0;
     if (!failed && record != NULL) {
-        store_rekey_counts_t so_far = {(uint64_t)done[0], (uint64_t)done[1]};
+        store_rekey_counts_t so_far = {(uint64_t)done[0], rows.deliveries};
         failed = record(store, &so_far, arg) != 0;
     }
     if (!failed && sqlite3_get_autocommit(store->db)) {
@@ -881,7 +876,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         return -1;
     }
     counts->items = (uint64_t)done[0];
-    counts->deliveries = (uint64_t)done[1];
+    counts->deliveries = rows.deliveries;
     return 0;
 }
 
