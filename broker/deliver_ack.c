@@ -316,9 +316,12 @@ size_t deliver_check_ack_timeouts(broker_t *b)
  * store must not be written to: each is copied (store_expired_copy_t) and
  * recorded (an audit entry) once the store call has returned, in the same
  * transaction. */
+/* store_expire tells at most its limit, but for a row set aside, which
+ * goes whole: the last may pass the limit by a row's deliveries less one. */
+#define EXPIRY_BATCH_ROOM (SCHAKEL_EXPIRY_BATCH + STORE_MAILBOX_MAX_N)
 typedef struct expiry_batch {
     broker_t *broker;
-    store_expired_copy_t copies[SCHAKEL_EXPIRY_BATCH];
+    store_expired_copy_t copies[EXPIRY_BATCH_ROOM];
     size_t n;
     int overflow;
 } expiry_batch_t;
@@ -327,10 +330,10 @@ static void on_expired(const store_expired_t *e, void *arg)
 {
     expiry_batch_t *batch = arg;
     broker_t *b = batch->broker;
-    if (batch->n < SCHAKEL_EXPIRY_BATCH)
+    if (batch->n < EXPIRY_BATCH_ROOM)
         store_expired_copy_set(&batch->copies[batch->n++], e);
     else
-        batch->overflow = 1; /* store_expire tells at most its limit: a bug */
+        batch->overflow = 1; /* more than store_expire tells: a bug */
     /* An expired delivery in flight will never be acked: free its slot
      * (one set aside was never sent: it holds none). */
     receiver_t *r = e->set_aside ? NULL : sessions_receiver(b->sessions, e->recipient);
@@ -346,7 +349,7 @@ void deliver_expire(broker_t *b)
         broker_fail_turn(b);
         return;
     }
-    static expiry_batch_t batch; /* ~90 KB, not on the stack; one loop thread */
+    static expiry_batch_t batch; /* ~400 KB, not on the stack; one loop thread */
     batch.broker = b;
     batch.n = 0;
     batch.overflow = 0;
@@ -359,6 +362,9 @@ void deliver_expire(broker_t *b)
     for (size_t i = 0; i < batch.n; i++)
         if (record_expired(b, &batch.copies[i].view) != 0)
             return; /* the turn fails: these expiries are rolled back, tried again later */
+    /* A damaged row the sweep set aside instead: its entries in this turn. */
+    if (store_mailbox_expire_set_aside(b->store) > 0 && record_set_aside_in_turn(b) != 0)
+        return;
     /* A full batch means more may be due: continue next turn, a batch at a
      * time, so that routing never waits for a long sweep. */
     b->expiry_due = (size_t)removed >= SCHAKEL_EXPIRY_BATCH;

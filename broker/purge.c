@@ -12,6 +12,7 @@
 
 #include "log.h"
 #include "record.h"
+#include "store_mailbox.h"
 
 typedef char purge_id_t[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
 
@@ -121,6 +122,36 @@ void purge_settle(broker_t *b, int committed)
     }
 }
 
+static int purge_scan_nothing(const store_delivery_t *d, void *arg)
+{
+    (void)d;
+    (void)arg;
+    return 0;
+}
+
+/* A row of recipient that the purge could not read (its n, done, rule
+ * lines or items as no broker writes them): found as the push finds one
+ * (a scan from its first row stops at it) and set aside whole, its
+ * deliveries recorded in this turn, so that it cannot hold up the purge;
+ * a principal gone from the policy has no session whose push would set
+ * it aside. 0 when one was set aside (the purge goes on next turn), -2
+ * when recording it failed the turn, -1 when the failure was not such a
+ * row (the caller says the first failure). */
+static int purge_set_aside_damaged(broker_t *b, const char *recipient)
+{
+    if (strstr(store_errmsg(b->store), "damaged row") == NULL)
+        return -1;
+    if (store_mailbox_scan(b->store, recipient, 0, SCHAKEL_EXPIRY_BATCH, purge_scan_nothing,
+                           NULL) >= 0 ||
+        store_scan_unreadable(b->store) == 0)
+        return -1;
+    store_mailbox_aside_t aside;
+    if (store_mailbox_row_set_aside(b->store, recipient, store_scan_unreadable(b->store), b->now_s,
+                                    &aside) != 1)
+        return -1;
+    return record_set_aside_in_turn(b) == 0 ? 0 : -2;
+}
+
 void purge_step(broker_t *b)
 {
     if (b->n_purge == 0 || b->turn_failed)
@@ -135,7 +166,12 @@ void purge_step(broker_t *b)
                 ? store_mailbox_oldest(b->store, recipient, seqs, SCHAKEL_EXPIRY_BATCH)
                 : -1;
     if (n < 0) {
-        log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+        char failed[512];
+        snprintf(failed, sizeof failed, "%s", store_errmsg(b->store));
+        int aside = purge_set_aside_damaged(b, recipient);
+        if (aside == 0 || aside == -2)
+            return; /* set aside, or the turn failed recording it */
+        log_event(LOG_ERROR, "store.revoke_failed", "error", failed, NULL);
         broker_fail_turn(b);
         return;
     }
@@ -154,7 +190,12 @@ void purge_step(broker_t *b)
         int rc =
             store_delivery_revoke(b->store, recipient, seqs[i], b->now_s, purge_on_revoked, &copy);
         if (rc < 0) {
-            log_event(LOG_ERROR, "store.revoke_failed", "error", store_errmsg(b->store), NULL);
+            char failed[512];
+            snprintf(failed, sizeof failed, "%s", store_errmsg(b->store));
+            int aside = purge_set_aside_damaged(b, recipient);
+            if (aside == 0 || aside == -2)
+                return; /* set aside, or the turn failed recording it */
+            log_event(LOG_ERROR, "store.revoke_failed", "error", failed, NULL);
             broker_fail_turn(b);
             return;
         }

@@ -152,6 +152,12 @@ int record_set_aside(struct broker *b, const store_set_aside_t *set_aside);
  * rolled back: those left are found again at the next start). */
 int record_set_aside_unrecorded(struct broker *b);
 
+/* The same inside the open turn, uncommitted: the rows an expiry set
+ * aside because it could not read them (store_mailbox_expire_set_aside),
+ * each delivery of them recorded as record_set_aside does. 0, or -1 with
+ * the turn failed (logged). */
+int record_set_aside_in_turn(struct broker *b);
+
 /* The same offline (schakeld --rekey, --restored: no broker, no counter),
  * in the store's open transaction, which the caller commits: each row's
  * log line, and its entry appended with audit_append at `now` (key signs

@@ -194,6 +194,33 @@ failed:
     return -1;
 }
 
+int record_set_aside_in_turn(broker_t *b)
+{
+    uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;
+    int n;
+    while ((n = store_set_aside_unrecorded(b->store, after, seqs, RECORD_SET_ASIDE_BATCH)) > 0) {
+        for (int i = 0; i < n; i++) {
+            store_set_aside_t x;
+            int found = store_set_aside_get(b->store, seqs[i], &x);
+            if (found < 0) {
+                record_write_failed(b, "audit.write_failed", "delivery.set_aside",
+                                    store_errmsg(b->store));
+                broker_fail_turn(b);
+                return -1;
+            }
+            if (found == 1 && record_set_aside(b, &x) != 0)
+                return -1; /* the turn fails (recorded by record_append) */
+        }
+        after = seqs[n - 1];
+    }
+    if (n < 0) {
+        record_write_failed(b, "audit.write_failed", "delivery.set_aside", store_errmsg(b->store));
+        broker_fail_turn(b);
+        return -1;
+    }
+    return 0;
+}
+
 int64_t record_set_aside_offline(store_t *store, const keypair_t *key, int64_t now)
 {
     uint64_t seqs[RECORD_SET_ASIDE_BATCH], after = 0;

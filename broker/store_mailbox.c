@@ -286,6 +286,7 @@ struct store_mailbox {
     mailbox_mark_t *marks;
     size_t n_marks, cap_marks;
     uint64_t marks_serial; /* the transaction they were made in */
+    size_t aside_by_expiry; /* rows the last store_mailbox_row_expire set aside */
 };
 
 static struct store_mailbox *mailbox_of(store_t *store)
@@ -724,6 +725,30 @@ static int expire_row(store_t *store, sqlite3_stmt *next, int64_t now, size_t li
     return rc == 0 ? expire_write(store, mark, next_expiry) : -1;
 }
 
+/* A row due whose expiry could not read it (its rule lines, items, n or
+ * done as no broker writes them): set aside whole, as the push would set
+ * it aside (store_mailbox_row_set_aside checks it again), so that one
+ * damaged row never stops the sweep for every mailbox; its set-aside
+ * expiry then takes it. 0 when set aside; -1 (errmsg kept) when the
+ * failure was not the row's (SQLite, memory), or it cannot be. */
+static int expire_set_aside(store_t *store, const char *recipient, int64_t first_seq, int64_t now)
+{
+    if (store->last_rc != 0 || strstr(store->errmsg, "damaged row") == NULL || recipient[0] == 0 ||
+        first_seq <= 0)
+        return -1;
+    char why[sizeof store->errmsg];
+    snprintf(why, sizeof why, "%s", store->errmsg);
+    store_mailbox_aside_t aside;
+    int rc = store_mailbox_row_set_aside(store, recipient, (uint64_t)first_seq, now, &aside);
+    if (rc == 1) {
+        store->mailbox->aside_by_expiry++;
+        return 0;
+    }
+    if (rc == 0) /* it opens after all: the failure stands */
+        snprintf(store->errmsg, sizeof store->errmsg, "%s", why);
+    return -1;
+}
+
 /* Cost: per row due, one step of mailbox_by_expiry, its rule lines parsed,
  * a tombstone per delivery expired and one write of the row, O(log n)
  * each. */
@@ -739,6 +764,9 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
     if (limit > INT_MAX)
         limit = INT_MAX; /* the count returned is an int */
     size_t expired = 0;
+    if (mailbox_of(store) == NULL)
+        return -1;
+    store->mailbox->aside_by_expiry = 0;
     while (expired < limit) {
         sqlite3_stmt *next = store_mailbox_stmt(store, MB_EXPIRE_NEXT);
         if (next == NULL)
@@ -756,10 +784,21 @@ int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_ex
                 return -1;
             break;
         }
-        if (expire_row(store, next, now, limit, fn, arg, &expired) != 0)
+        int64_t first_seq = sqlite3_column_int64(next, FC_FIRST_SEQ);
+        char recipient[SCHAKEL_MAX_PRINCIPAL_LEN + 1] = "";
+        const char *text = store_column_text(next, FC_RECIPIENT);
+        if (text != NULL && strlen(text) < sizeof recipient)
+            strcpy(recipient, text);
+        if (expire_row(store, next, now, limit, fn, arg, &expired) != 0 &&
+            expire_set_aside(store, recipient, first_seq, now) != 0)
             return -1;
     }
     return (int)expired;
+}
+
+size_t store_mailbox_expire_set_aside(const store_t *store)
+{
+    return store->mailbox != NULL ? store->mailbox->aside_by_expiry : 0;
 }
 
 /* Cost: per row marked, one update of its done and pending (or its

@@ -133,11 +133,20 @@ int store_mailbox_row_remove(store_t *store, const char *recipient, uint64_t seq
  * `limit` in all, and is written at once: deleted when nothing is left
  * pending, else with the earliest expiry of those left; then the next
  * row due. This transaction's acks and removals of a row count (its
- * marks are written with it). The number expired, or -1 (a row whose
- * rule lines or items no broker writes is refused: it stays, due, until
- * it is set aside). Items and publishes are store_expire's. */
+ * marks are written with it). A row due that does not read (its rule
+ * lines, items, n or done as no broker writes them) is set aside whole
+ * instead (store_mailbox_row_set_aside), so that it cannot stop the sweep,
+ * and counted by store_mailbox_expire_set_aside. The number expired, or
+ * -1 (SQLite, memory, or a damaged row that cannot be set aside). Items
+ * and publishes are store_expire's. */
 int store_mailbox_row_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
                              void *arg);
+
+/* The rows the last store_mailbox_row_expire set aside because it could
+ * not read them (damage): their deliveries are then named by no
+ * "delivery.set_aside" entry yet (store_set_aside_unrecorded finds them),
+ * which the caller writes in the same transaction. */
+size_t store_mailbox_expire_set_aside(const store_t *store);
 
 /* recipient's pending deliveries in the rows, this transaction's marks
  * and rows included: from the counts in memory (store_count.c), learnt

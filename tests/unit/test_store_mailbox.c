@@ -687,6 +687,40 @@ static void test_expire(void **state)
     assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
 }
 
+/* A row due whose rule lines do not read is set aside whole, not a stop
+ * of the sweep for every mailbox; the rows due after it expire. */
+static void test_expire_sets_aside_a_damaged_row(void **state)
+{
+    fixture_t *f = *state;
+    published_t p;
+    int64_t first = two_rows(f, &p);
+    store_fixture_raw_exec(
+        f->path, "UPDATE mailbox SET rules = 'no rule lines' WHERE recipient = '" POLITIE "'");
+    removed_t r = {0};
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r), 2);
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 1);
+    assert_int_equal(r.calls, 2); /* ZORG's two; POLITIE's row went aside, not expired */
+    assert_int_equal(r.seq, (uint64_t)first + 5);
+    assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 0);
+    assert_int_equal(store_mailbox_row_pending(f->store, ZORG), 0);
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[128];
+    snprintf(
+        sql, sizeof sql,
+        "SELECT count(*) FROM mailbox_set_aside WHERE first_seq = %lld AND recipient = '" POLITIE
+        "'",
+        (long long)first);
+    assert_int_equal(raw_int(f->path, sql), 1);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 0);
+    assert_int_equal(store_set_aside_count(f->store), 4);
+    /* the next call counts its own */
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_expire(f->store, NOW + 30 * DAY, 10, on_removed, &r), 0);
+    assert_int_equal(store_mailbox_expire_set_aside(f->store), 0);
+    assert_int_equal(store_commit(f->store), 0);
+}
+
 /* ------------------------------------------------------------------ cases */
 
 static void test_case_row(void **state)
@@ -833,6 +867,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ack_damaged_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_remove, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_expire, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_expire_sets_aside_a_damaged_row, setup,
+                                        store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_case_row, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_tampered_row_fails_to_open, setup,
                                         store_fixture_teardown),
