@@ -299,8 +299,8 @@ static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void
                  store_errmsg(store));
         return -1;
     }
-    snprintf(detail, sizeof detail, "items=%llu deliveries=%llu set_aside=%lld",
-             (unsigned long long)counts->items, (unsigned long long)counts->deliveries,
+    snprintf(detail, sizeof detail, "items=%llu mailbox_rows=%llu set_aside=%lld",
+             (unsigned long long)counts->items, (unsigned long long)counts->mailbox_rows,
              (long long)audit->set_aside_held);
     audit_entry_init(&e, "store.rekeyed");
     audit_set_text(&e, STORE_AUDIT_REASON, "store key rotated (schakeld --rekey)");
@@ -495,9 +495,9 @@ static int rekey_store(const char *store_path, const char *key_path, const char 
         rc = 1;
         fprintf(stderr, "schakeld: %s\n", err);
     } else {
-        printf("re-sealed %llu item %s and %llu delivery %s of %s under %s\n%s\n",
+        printf("re-sealed %llu item %s and %llu mailbox %s of %s under %s\n%s\n",
                (unsigned long long)counts.items, plural(counts.items, "body", "bodies"),
-               (unsigned long long)counts.deliveries, plural(counts.deliveries, "body", "bodies"),
+               (unsigned long long)counts.mailbox_rows, plural(counts.mailbox_rows, "row", "rows"),
                store_path, new_key_path,
                rekey_next_step(config_path, new_key_path, next_step, sizeof next_step));
         if (store_migrated_from(store, NULL) > 0)

@@ -742,7 +742,7 @@ int store_counters_of_file(const char *path, store_counters_t *next, char *err, 
 
 typedef struct store_rekey_counts {
     uint64_t items;      /* item bodies re-sealed */
-    uint64_t deliveries; /* delivery bodies re-sealed */
+    uint64_t mailbox_rows; /* mailbox rows re-sealed (each holds one or more deliveries) */
 } store_rekey_counts_t;
 
 /* Re-seal the store under new_key (STORE_KEY_BYTES; copied, the caller

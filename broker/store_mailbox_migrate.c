@@ -577,7 +577,7 @@ int store_mailbox_rekey(store_t *store, const uint8_t new_key[STORE_KEY_BYTES],
     (void)sqlite3_finalize(update); /* NULL-safe; repeats codes handled above */
     (void)sqlite3_finalize(next);
     if (result == 0 && counts != NULL)
-        counts->deliveries += rows;
+        counts->mailbox_rows += rows;
     return result;
 }
 

@@ -858,7 +858,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
                                    "UPDATE meta SET value = ?1 WHERE name = 'audit_subject_key'",
                                    "rekey: rewrite the audit subject key") != 0;
     if (!failed && record != NULL) {
-        store_rekey_counts_t so_far = {(uint64_t)done[0], rows.deliveries};
+        store_rekey_counts_t so_far = {(uint64_t)done[0], rows.mailbox_rows};
         failed = record(store, &so_far, arg) != 0;
     }
     if (!failed && sqlite3_get_autocommit(store->db)) {
@@ -876,7 +876,7 @@ static int rekey_transaction(store_t *store, const uint8_t *new_key, store_rekey
         return -1;
     }
     counts->items = (uint64_t)done[0];
-    counts->deliveries = rows.deliveries;
+    counts->mailbox_rows = rows.mailbox_rows;
     return 0;
 }
 
