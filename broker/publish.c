@@ -135,13 +135,13 @@ static void item_masks_add(item_masks_t *m, uint32_t fields)
  * grant by grant, principal by principal) gets the first seqs, one per
  * delivery in item order, the next recipient the seqs after those, and so
  * on. Each mailbox so holds a publish's deliveries under consecutive seqs
- * (the runs docs/design/mailbox.md's rows are made of), in item order;
- * seqs stay broker-wide, unique and increasing within a mailbox. They are
- * written item by item, each item's in seq order, so that its
- * "delivery.queued" entry lists them ascending and the entries come in
- * item order. Cost: three sorts of the publish's deliveries, O(n log n);
- * memory: one array of them, at most SCHAKEL_MAX_ITEMS items times the
- * principals their grants reach.
+ * (one mailbox row each: store_rows), in item order; seqs stay
+ * broker-wide, unique and increasing within a mailbox. They are recorded
+ * item by item, each item's in seq order, so that its "delivery.queued"
+ * entry lists them ascending and the entries come in item order; the rows
+ * are written once every item is. Cost: four sorts of the publish's
+ * deliveries, O(n log n); memory: one array of them, at most
+ * SCHAKEL_MAX_ITEMS items times the principals their grants reach.
  */
 typedef struct publish_delivery {
     const policy_principal_t *to;

@@ -554,8 +554,6 @@ int64_t store_item_add_retained(store_t *store, int64_t publish_id, uint32_t ite
     if (item_sender(store, known, publish_id, sender) != 0 ||
         store_bytes_change(store, sender, (int64_t)store_sealed_len(len)) != 0)
         return -1;
-    if (known) /* its deliveries need not read back what was just written */
-        store_delivery_item_known(store, seq, item_index, expires_at);
     return seq;
 }
 

@@ -75,7 +75,6 @@ static int commit_lost(store_t *store)
 
 static int commit_now(store_t *store)
 {
-    store->item_serial = 0;  /* the per-item memo ends with the transaction */
     store->commit_wrote = 0; /* the WAL hook says otherwise */
     /* A round asked for or running while this commit appends could copy
      * its frames before the plan below looks (store_checkpoint.c): only a
@@ -295,7 +294,6 @@ int store_checkpoint_failure_is_final(int rc)
  * refused it (a failed round) is in errmsg already. */
 static void commit_abandon(store_t *store)
 {
-    store->item_serial = 0;
     txn_counters_drop(store);
     store->txn_open = 0;
     if (!sqlite3_get_autocommit(store->db))
@@ -363,8 +361,7 @@ int store_rollback(store_t *store)
 {
     if (store_enter(store, "rollback") != 0)
         return -1;
-    store->item_serial = 0;   /* what the memo knew may be rolled back */
-    txn_counters_drop(store); /* and what the transaction counted */
+    txn_counters_drop(store); /* what the transaction counted is rolled back */
     store->txn_open = 0;
     if (sqlite3_get_autocommit(store->db))
         return 0;

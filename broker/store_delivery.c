@@ -1,12 +1,11 @@
 /*
- * store_delivery.c — the mailboxes: queueing a delivery (checked against its
- * item's own rows, the item's retention raised), scanning a recipient's
- * mailbox in seq order with each body opened (a delivery by reference gets
- * its item's bytes and the rule's field mask), counting, acking, and
- * setting aside a delivery that does not authenticate.
- * Trusts its caller for id syntax, nothing read back from the file (a body
- * that does not authenticate is an error; the scan names its row for
- * store_delivery_set_aside, which checks it again). Errors: -1 with
+ * store_delivery.c — the mailboxes as store.h gives them, per delivery,
+ * over the rows of store_mailbox*.c: seqs reserved, a delivery on its own
+ * queued as a row of one, and the scan, counts, acks, listing and
+ * queries handed to the rows' functions; a delivery's columns read from a
+ * row of schema 12's deliveries table (store_delivery_row, for the
+ * migrations) and moved aside there (store_set_aside_move). Trusts its
+ * caller for id syntax, nothing read back from the file. Errors: -1 with
  * store_errmsg set.
  */
 #include <limits.h>
@@ -20,10 +19,6 @@
 #include "store.h"
 #include "store_internal.h"
 #include "store_mailbox.h"
-
-/* Result columns of STMT_MAILBOX_SCAN: a delivery's (STORE_DELIVERY_COLUMNS),
- * then its item's. */
-enum scan_col { SCAN_ITEM_BODY = DCOL_COUNT, SCAN_ITEM_PUBLISH_ID };
 
 /* ------------------------------------------------------------------ deliveries */
 
@@ -73,27 +68,6 @@ static int delivery_check(store_t *store, const store_delivery_t *d)
         return -1;
     }
     return 0;
-}
-
-void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
-                               int64_t expires_at)
-{
-    /* How far the publish was raised in this transaction, while its items
-     * come one after another (as for a read, delivery_item_facts); at least
-     * as far as it was written. */
-    int same_publish =
-        store->item_serial == store->txn_serial &&
-        strcmp(store->checked_sender, store->added_sender) == 0 &&
-        memcmp(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES) == 0;
-    if (!same_publish || store->publish_raised_expires_at < store->added_expires_at)
-        store->publish_raised_expires_at = store->added_expires_at;
-    strcpy(store->checked_sender, store->added_sender);
-    memcpy(store->checked_message_id, store->added_message_id, STORE_MESSAGE_ID_BYTES);
-    store->checked_item_index = item_index;
-    store->checked_accepted_at = store->added_accepted_at;
-    store->item_serial = store->txn_serial;
-    store->item_seq_checked = item_seq;
-    store->raised_expires_at = expires_at; /* the row holds it already */
 }
 
 int64_t store_delivery_seqs_reserve(store_t *store, uint64_t n)

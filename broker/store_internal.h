@@ -184,19 +184,6 @@ struct store {
     int audit_mismatch_seen;
     uint64_t audit_mismatch_seq;
     uint8_t audit_mismatch_hash[STORE_AUDIT_HASH_BYTES];
-    /* The item whose publish facts a delivery last checked, and whose
-     * retention (and its publish's) it raised, in transaction item_serial:
-     * the next deliveries of the same item need no statement (store.c). */
-    uint64_t item_serial;
-    int64_t item_seq_checked, raised_expires_at;
-    /* How far this transaction raised the publish of that item: the items
-     * of one publish come one after another, so that is one raise per
-     * publish, not per item (store_delivery.c). */
-    int64_t publish_raised_expires_at;
-    char checked_sender[SCHAKEL_MAX_PRINCIPAL_LEN + 1];
-    uint8_t checked_message_id[16];
-    uint32_t checked_item_index;
-    int64_t checked_accepted_at;
     /* The publish store_publish_add added in transaction publish_serial,
      * as written: its items are added without reading it back (store.c). */
     uint64_t publish_serial;
@@ -337,14 +324,6 @@ enum store_delivery_col {
  * without a case) or when SQLite runs
  * out of memory. */
 int store_delivery_row(sqlite3_stmt *stmt, store_delivery_t *d);
-
-/* Item item_seq was just added, in this transaction, to the publish
- * store_publish_add added in it (store->added_*), with retention
- * expires_at: the deliveries that follow check their facts against those
- * and raise its retention only beyond it, without reading the rows back
- * (store_delivery.c). */
-void store_delivery_item_known(store_t *store, int64_t item_seq, uint32_t item_index,
-                               int64_t expires_at);
 
 /* ------------------------------------------------------------------ counts */
 
