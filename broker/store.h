@@ -388,9 +388,11 @@ int64_t store_delivery_add_reserved(store_t *store, const store_delivery_t *d);
  * (its body is wiped when fn returns). fn returns 0 to continue, non-zero to
  * stop. Returns the number visited or -1; a body that does not authenticate
  * (wrong key, tampered row: any column its seal binds, the envelope
- * included) stops the scan with -1 and the message "body of delivery N
- * does not authenticate: ...", and store_scan_unreadable names the row
- * (store_delivery_set_aside). fn must not call store functions:
+ * included) stops the scan with -1 and the message "body of mailbox row N
+ * does not authenticate: ..." (or "damaged row: ..."), and
+ * store_scan_unreadable names the row (store_mailbox_row_set_aside; the
+ * mailbox is kept as rows of one publish and recipient:
+ * store_mailbox.h). fn must not call store functions:
  * the scan's statement is live, and they return -1. */
 typedef int (*store_delivery_fn)(const store_delivery_t *d, void *arg);
 int store_mailbox_scan(store_t *store, const char *recipient, uint64_t after_seq, size_t limit,
@@ -489,9 +491,11 @@ int64_t store_backlog_total(store_t *store);
 /* The highest seq of any pending delivery (0 when none), -1 on error. */
 int64_t store_delivery_last_seq(store_t *store);
 
-/* Remove an acked delivery. Returns 1 when removed, 0 when the recipient
- * has no such pending delivery (unknown, already acked, or someone
- * else's), -1 on error. Seqs are never reused. */
+/* Mark an acked delivery done, inside a transaction only: its mailbox row
+ * is written (updated, or deleted with its last pending delivery) once at
+ * the commit (store_mailbox_row_ack). Returns 1 when marked, 0 when the
+ * recipient has no such pending delivery (unknown, already acked, or
+ * someone else's), -1 on error. Seqs are never reused. */
 int store_delivery_ack(store_t *store, const char *recipient, uint64_t seq);
 
 /* The rule that decided a pending delivery, as its row names it. */
@@ -524,7 +528,7 @@ typedef struct store_expired {
     const char *rule_id;
     const char *rule_hash;
     int64_t expires_at;
-    int set_aside; /* a row of deliveries_set_aside (never sent), not a waiting one */
+    int set_aside; /* of a row of mailbox_set_aside (never sent), not a waiting one */
     /* Its seq had a tombstone already (a row put back from a backup after
      * it had expired): that one is kept, no second one is added. */
     int tombstoned_before;
@@ -569,18 +573,14 @@ int store_expire(store_t *store, int64_t now, size_t limit, store_expired_fn fn,
 /* ------------------------------------------------------------------ set aside */
 
 /*
- * A waiting delivery that does not authenticate (its own sealed body, the
- * envelope its seal binds, or the content of the item it refers to: a
- * row altered or damaged outside the broker) cannot be sent, and since a
- * mailbox goes out in seq order it would hold up everything after it for
- * its recipient. It is set aside instead: moved, its columns exactly as
- * they are (nothing re-sealed, nothing dropped) but expires_at, which may
- * be the damage and is bounded by its item's retention (one that is no
- * integer: due at once), into deliveries_set_aside with when and why, out
- * of the mailbox and its count. There it stays until that expires_at
- * (store_expire: a tombstone, fn told with set_aside = 1), or until an
- * operator puts it back from a backup (docs/OPERATIONS.md). A rekey
- * leaves the table as it is.
+ * A waiting row that does not authenticate (its sealed body, the clear
+ * columns its seal binds, or the content of an item a delivery of it
+ * refers to: a row altered or damaged outside the broker) cannot be sent,
+ * and since a mailbox goes out in seq order it would hold up everything
+ * after it for its recipient. It is set aside whole instead
+ * (store_mailbox_row_set_aside, store_mailbox.h): each of its deliveries
+ * not done is then read per seq below, for its trail entry. A rekey leaves
+ * the set-aside rows as they are.
  */
 #define STORE_SET_ASIDE_REASON_LEN 256
 
@@ -592,28 +592,32 @@ typedef struct store_set_aside {
 } store_set_aside_t;
 
 /* The seq at which the last store_mailbox_scan of this handle stopped
- * because the row does not authenticate or reads damaged (what
- * store_delivery_set_aside takes), or 0 when the last scan did not stop so
+ * because the row does not authenticate or reads damaged (the row's
+ * first seq, which store_mailbox_row_set_aside takes), or 0 when the last
+ * scan did not stop so
  * (it succeeded, or failed otherwise: out of memory, an SQLite error). */
 uint64_t store_scan_unreadable(const store_t *store);
 
 
-/* Rows set aside that no "delivery.set_aside" audit entry names: those the
- * schema-9 migration set aside (a row that does not open under the layout
- * of schema 8, and so cannot be re-sealed), at this open or at an earlier
- * one whose opener could not record them. Whoever opens a store records
+/* Deliveries set aside that no "delivery.set_aside" audit entry names:
+ * those a schema migration set aside (9: a row that does not open under
+ * the layout of schema 8; 13: one that does not open, or has no row
+ * form), at this open or at an earlier one whose opener could not record
+ * them, and those an expiry sweep or a purge set aside in a turn whose
+ * entries are written before its commit (record_set_aside_in_turn). Whoever opens a store records
  * them before anything else (the broker at its start, schakeld --rekey
  * and --restored): the push records its own set-asides in the same
  * transaction. Up to max of their seqs greater than `after`, in seq
  * order: how many (0: none left), or -1. Safe on any file content. */
 int store_set_aside_unrecorded(store_t *store, uint64_t after, uint64_t *seqs, size_t max);
 
-/* Row seq of deliveries_set_aside, copied into *out: 1; 0 when it is not
- * there; -1 on error. */
+/* Delivery seq of a set-aside row, copied into *out: 1; 0 when no
+ * set-aside row holds it not done; -1 on error. */
 int store_set_aside_get(store_t *store, uint64_t seq, store_set_aside_t *out);
 
-/* Rows in deliveries_set_aside; -1 on error. O(rows): for metrics and
- * operators, a table that is empty unless something went wrong. */
+/* Deliveries set aside (of mailbox_set_aside's rows, those not done); -1
+ * on error. O(rows): for metrics and operators, a table that is empty
+ * unless something went wrong. */
 int64_t store_set_aside_count(store_t *store);
 
 /* One delivery of a mailbox as an operator may see it (store_mailbox_list):
@@ -634,7 +638,7 @@ typedef struct store_listed {
     uint64_t event_seq; /* a case event's, as its delivery.queued entry names it; 0: none */
     int64_t queued_at;  /* its row's accepted_at: when the publish or command was taken */
     int64_t expires_at;
-    int set_aside; /* 1: a row of deliveries_set_aside (set_aside_at, reason) */
+    int set_aside; /* 1: of a row of mailbox_set_aside (set_aside_at, reason) */
     int64_t set_aside_at;
     const char *reason;
 } store_listed_t;

@@ -143,7 +143,7 @@ struct store {
     int evidence_migrated;   /* this open sealed evidence held in clear (schema 8) */
     long migrated_from;      /* the schema this open migrated from (0: it migrated none) */
     int64_t migrated_ms;     /* how long that took (the schema's transaction) */
-    /* Set aside (store_delivery_set_aside): the last scan stopped at this
+    /* Set aside (store_mailbox_row_set_aside): the last scan stopped at this
      * row, unreadable (0: it did not). */
     uint64_t scan_unreadable_seq;
     int body_unauthentic;    /* the last store_seal_column(_named) failed to authenticate */
@@ -445,23 +445,6 @@ int store_delivery_high_flush(store_t *store);
  * store_progress every 10,000 rows (and once before). 0, or -1
  * (store_errmsg). */
 int store_audit_ranges_migrate(store_t *store);
-/* A page of one recipient's mailbox and of its rows set aside: their clear
- * columns in seq order, never a body (store_mailbox_list, which steps the
- * two side by side). The waiting rows come through the (recipient, seq)
- * index: one descent, then a rowid lookup per row, no sort.
- * deliveries_set_aside has no index by recipient, so its rows are read in
- * seq order from ?2 and tested: O(rows set aside), a table that is empty
- * unless something went wrong (as its count for metrics). Each stops at
- * ?3 rows. test_store checks the plans. */
-#define STORE_LIST_COLUMNS                                                                         \
-    "seq, item_seq, sender, message_id, item_index, rule_id, rule_hash, accepted_at,"              \
-    " expires_at, case_id, is_case_event"
-#define STORE_LIST_WAITING_SQL                                                                     \
-    "SELECT " STORE_LIST_COLUMNS ", NULL, NULL FROM deliveries"                                    \
-    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-#define STORE_LIST_SET_ASIDE_SQL                                                                   \
-    "SELECT " STORE_LIST_COLUMNS ", set_aside_at, reason FROM deliveries_set_aside"                \
-    " WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
 /* A case event's seq is in its sealed body and, in clear, in the detail
  * of its delivery.queued entry ("case_id=C-00000042 event_seq=3"), found
  * through the trail's partial index on delivery_seq, O(log n). */
