@@ -270,6 +270,76 @@ int store_fixture_delivery_open(const char *path, const uint8_t key[STORE_KEY_BY
     return rc;
 }
 
+/* The row of delivery seq in db, for the layouts above; fails the test
+ * when there is none. The statement is the caller's. */
+static sqlite3_stmt *fixture_delivery_row(sqlite3 *db, int64_t seq)
+{
+    sqlite3_stmt *row = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, FIXTURE_DELIVERY_SQL " WHERE seq = ?1", -1, &row, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(row, 1, seq), SQLITE_OK);
+    if (sqlite3_step(row) != SQLITE_ROW)
+        fail_msg("no delivery %lld", (long long)seq);
+    return row;
+}
+
+void store_fixture_delivery_put(sqlite3 *db, const uint8_t key[STORE_KEY_BYTES],
+                                const store_delivery_t *d)
+{
+    sqlite3_stmt *insert = NULL, *update = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db,
+                           "INSERT INTO deliveries (seq, recipient, item_seq, sender,"
+                           " sender_partner, message_id, item_index, accepted_at, rule_id,"
+                           " rule_hash, purpose, legal_basis, expires_at, body, case_id,"
+                           " is_case_event, by_ref) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
+                           " ?10, ?11, ?12, ?13, x'', ?14, ?15, ?16)",
+                           -1, &insert, NULL),
+        SQLITE_OK);
+    const char *texts[] = {d->recipient, d->sender,  d->sender_partner, d->rule_id,
+                           d->rule_hash, d->purpose, d->legal_basis};
+    static const int text_params[] = {2, 4, 5, 9, 10, 11, 12};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+        assert_int_equal(sqlite3_bind_text(insert, text_params[i], texts[i], -1, SQLITE_STATIC),
+                         SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 1, (int64_t)d->seq), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 3, (int64_t)d->item_seq), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(insert, 6, d->message_id, 16, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 7, d->item_index), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 8, d->accepted_at), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 13, d->expires_at), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_text(insert, 14, d->case_id, -1, SQLITE_STATIC), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 15, d->is_case_event), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(insert, 16, d->by_ref), SQLITE_OK);
+    if (sqlite3_step(insert) != SQLITE_DONE)
+        fail_msg("delivery %llu: %s", (unsigned long long)d->seq, sqlite3_errmsg(db));
+    sqlite3_finalize(insert);
+
+    /* sealed over the row as written, as the broker's seal reads it */
+    uint8_t mask[4] = {(uint8_t)d->fields, (uint8_t)(d->fields >> 8), (uint8_t)(d->fields >> 16),
+                       (uint8_t)(d->fields >> 24)};
+    const uint8_t *body = d->by_ref ? mask : d->body;
+    size_t body_len = d->by_ref ? sizeof mask : d->body_len;
+    static uint8_t sealed[65536 + 40];
+    assert_true(body_len <= 65536);
+    uint8_t ad[512];
+    sqlite3_stmt *row = fixture_delivery_row(db, (int64_t)d->seq);
+    size_t ad_len = fixture_delivery_ad(row, STORE_FIXTURE_LAYOUT_ENVELOPE, ad);
+    sqlite3_finalize(row);
+    unsigned long long sealed_len = 0;
+    randombytes_buf(sealed, 24);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(sealed + 24, &sealed_len, body, body_len, ad, ad_len,
+                                               NULL, sealed, key);
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "UPDATE deliveries SET body = ?2 WHERE seq = ?1", -1, &update, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_bind_int64(update, 1, (int64_t)d->seq), SQLITE_OK);
+    assert_int_equal(sqlite3_bind_blob(update, 2, sealed, (int)(24 + sealed_len), SQLITE_STATIC),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(update), SQLITE_DONE);
+    sqlite3_finalize(update);
+}
+
 size_t store_fixture_deliveries_before_9(const char *path, const uint8_t key[STORE_KEY_BYTES])
 {
     sqlite3 *db = store_fixture_raw_open(path);

@@ -24,6 +24,7 @@
 #include "schakel_limits.h"
 #include "store.h"
 #include "store_fixture.h"
+#include "store_mailbox.h"
 
 #define RIEC "riec/analist"
 #define POLITIE "politie/bvh-koppeling"
@@ -175,6 +176,10 @@ static void case_delivery(case_delivery_t *cd, const char *case_id, int is_case_
     cd->d.body_len = strlen(body);
     cd->d.case_id = case_id;
     cd->d.is_case_event = is_case_event;
+    /* a signal's delivery is by reference: its item's bytes, reduced to a
+     * mask, when pushed (body is then not stored) */
+    cd->d.by_ref = case_id == NULL;
+    cd->d.fields = case_id == NULL ? 0x3u : 0;
 }
 
 static int64_t deliver(store_t *store, const char *case_id, int is_case_event,
@@ -784,16 +789,14 @@ static void case_tamper(const char *path, enum case_tamper how, const char *a, c
                  a, b, a, a, b);
         break;
     case CT_DELIVERY_FLAG:
-        snprintf(sql, sizeof sql, "UPDATE deliveries SET is_case_event = 0 WHERE case_id = '%s'",
-                 a);
+        snprintf(sql, sizeof sql, "UPDATE mailbox SET is_case_event = 0 WHERE case_id = '%s'", a);
         break;
     case CT_DELIVERY_CASE:
-        snprintf(sql, sizeof sql, "UPDATE deliveries SET case_id = '%s' WHERE case_id = '%s'", b,
-                 a);
+        snprintf(sql, sizeof sql, "UPDATE mailbox SET case_id = '%s' WHERE case_id = '%s'", b, a);
         break;
     case CT_DELIVERY_UNCASE:
         snprintf(sql, sizeof sql,
-                 "UPDATE deliveries SET case_id = NULL, is_case_event = 0 WHERE case_id = '%s'", a);
+                 "UPDATE mailbox SET case_id = NULL, is_case_event = 0 WHERE case_id = '%s'", a);
         break;
     }
     store_fixture_raw_exec(path, sql);
@@ -889,7 +892,8 @@ static void test_tampered_case_rows_do_not_authenticate(void **state)
 typedef struct mailbox_seen {
     uint64_t seq[8];
     char case_id[8][SCHAKEL_CASE_ID_LEN + 1];
-    int is_case_event[8];
+    int is_case_event[8], by_ref[8];
+    uint32_t fields[8];
     char body[8][32];
     size_t n;
 } mailbox_seen_t;
@@ -902,6 +906,8 @@ static int collect_mailbox(const store_delivery_t *d, void *arg)
     snprintf(seen->case_id[seen->n], sizeof seen->case_id[0], "%s",
              d->case_id != NULL ? d->case_id : "");
     seen->is_case_event[seen->n] = d->is_case_event;
+    seen->by_ref[seen->n] = d->by_ref;
+    seen->fields[seen->n] = d->fields;
     memcpy(seen->body[seen->n], d->body, d->body_len);
     seen->body[seen->n][d->body_len] = '\0';
     seen->n++;
@@ -961,7 +967,11 @@ static void test_case_deliveries_in_mailbox(void **state)
         assert_int_equal(seen.seq[k], seqs[k]);
         assert_string_equal(seen.case_id[k], rows[i].use_case == 1 ? id : "");
         assert_int_equal(seen.is_case_event[k], rows[i].is_case_event);
-        assert_string_equal(seen.body[k], body);
+        /* a signal's by reference: its item's bytes and the mask; a case
+         * delivery's its own body */
+        assert_int_equal(seen.by_ref[k], rows[i].use_case != 1);
+        assert_int_equal(seen.fields[k], rows[i].use_case != 1 ? 0x3u : 0);
+        assert_string_equal(seen.body[k], rows[i].use_case != 1 ? "signal" : body);
         k++;
     }
     /* A case delivery's item is tied to the case (case_items). */
@@ -1088,19 +1098,23 @@ static void test_drop_deliveries(void **state)
  * whose expires_at differs from want (0: all agree). */
 static int64_t rows_not_expiring_at(const char *path, const char *case_id, int64_t want)
 {
-    char sql[1024];
+    char sql[1280], digits[24], rule_expiry[32];
+    /* a case's mailbox row (one delivery) holds its expiry twice: its
+     * expires_at, and its rule line's first field (store_mailbox_row.c) */
+    snprintf(digits, sizeof digits, "%lld", (long long)want);
+    snprintf(rule_expiry, sizeof rule_expiry, "%zu:%s,", strlen(digits), digits);
     snprintf(sql, sizeof sql,
              "SELECT (SELECT count(*) FROM cases WHERE case_id = '%1$s' AND expires_at != %2$lld)"
              " + (SELECT count(*) FROM case_events WHERE case_id = '%1$s'"
              "    AND expires_at != %2$lld)"
-             " + (SELECT count(*) FROM deliveries WHERE case_id = '%1$s'"
-             "    AND expires_at != %2$lld)"
+             " + (SELECT count(*) FROM mailbox WHERE case_id = '%1$s'"
+             "    AND (expires_at != %2$lld OR substr(rules, 1, length('%3$s')) != '%3$s'))"
              " + (SELECT count(*) FROM items WHERE seq IN (SELECT item_seq FROM case_items"
              "    WHERE case_id = '%1$s') AND expires_at != %2$lld)"
              " + (SELECT count(*) FROM publishes WHERE id IN (SELECT publish_id FROM items"
              "    WHERE seq IN (SELECT item_seq FROM case_items WHERE case_id = '%1$s'))"
              "    AND expires_at != %2$lld)",
-             case_id, (long long)want);
+             case_id, (long long)want, rule_expiry);
     return raw_int(path, sql);
 }
 
@@ -1112,7 +1126,7 @@ static int64_t rows_of_case(const char *path, const char *case_id)
              " + (SELECT count(*) FROM case_members WHERE case_id = '%1$s')"
              " + (SELECT count(*) FROM case_events WHERE case_id = '%1$s')"
              " + (SELECT count(*) FROM case_items WHERE case_id = '%1$s')"
-             " + (SELECT count(*) FROM deliveries WHERE case_id = '%1$s')",
+             " + (SELECT count(*) FROM mailbox WHERE case_id = '%1$s')",
              case_id);
     return raw_int(path, sql);
 }
@@ -1267,6 +1281,24 @@ static void test_set_expiry_and_sweep(void **state)
     assert_int_equal(store_mailbox_count(f->store, POLITIE), 2); /* b's event and the signal */
 }
 
+/* A row's purpose changed behind the store: its rule line names another
+ * purpose (the same framing, so it still reads), which its seal binds. */
+#define PURPOSE_ALTERED                                                                            \
+    "UPDATE mailbox SET rules = replace(rules, '32:Gezamenlijke aanpak ondermijning,',"            \
+    " '9:Marketing,') WHERE first_seq = %lld"
+
+/* recipient's row holding seq, a row of that one delivery, set aside
+ * inside the open transaction. */
+static void set_aside_ok(store_t *store, const char *recipient, int64_t seq)
+{
+    store_mailbox_aside_t aside;
+    if (store_mailbox_row_set_aside(store, recipient, (uint64_t)seq, NOW, &aside) != 1)
+        fail_msg("set aside %s %lld: %s", recipient, (long long)seq, store_errmsg(store));
+    assert_int_equal(aside.first_seq, (uint64_t)seq);
+    assert_int_equal(aside.last_seq, (uint64_t)seq);
+    assert_int_equal(aside.n_set_aside, 1);
+}
+
 /* A case's delivery set aside (it does not authenticate) follows the
  * case's retention as its waiting ones do: a close sets its expires_at
  * (else one of an open case would never go); the case stays while it
@@ -1281,23 +1313,22 @@ static void test_set_aside_delivery_follows_its_case(void **state)
     int64_t seq =
         deliver(f->store, case_id, 1, POLITIE, "riec/analist", 1, item_seq, "opened", OPEN);
     assert_int_equal(store_commit(f->store), 0);
-    snprintf(sql, sizeof sql, "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld",
-             (long long)seq);
+    snprintf(sql, sizeof sql, PURPOSE_ALTERED, (long long)seq);
     store_fixture_raw_exec(f->path, sql);
     size_t visited = 0;
     assert_int_equal(store_mailbox_scan(f->store, POLITIE, 0, 10, count_delivery, &visited), -1);
     assert_int_equal(store_scan_unreadable(f->store), (uint64_t)seq);
-    store_set_aside_t x;
     assert_int_equal(store_begin(f->store), 0);
-    assert_int_equal(store_delivery_set_aside(f->store, POLITIE, (uint64_t)seq, NOW, &x), 1);
+    set_aside_ok(f->store, POLITIE, seq);
     assert_int_equal(store_case_set_expiry(f->store, case_id, NOW + 500), 0);
     assert_int_equal(store_commit(f->store), 0);
-    snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld",
              (long long)seq);
     assert_int_equal(raw_int(f->path, sql), NOW + 500);
 
     /* held longer by hand: the case waits for it */
-    snprintf(sql, sizeof sql, "UPDATE deliveries_set_aside SET expires_at = %lld WHERE seq = %lld",
+    snprintf(sql, sizeof sql,
+             "UPDATE mailbox_set_aside SET expires_at = %lld WHERE first_seq = %lld",
              (long long)(NOW + 900), (long long)seq);
     store_fixture_raw_exec(f->path, sql);
     static const struct {
@@ -1308,7 +1339,7 @@ static void test_set_aside_delivery_follows_its_case(void **state)
         assert_int_equal(store_begin(f->store), 0);
         assert_true(store_expire(f->store, sweeps[i].now, 100, NULL, NULL) >= 0);
         assert_int_equal(store_commit(f->store), 0);
-        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries_set_aside"),
+        assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox_set_aside"),
                          sweeps[i].set_aside);
         assert_int_equal(raw_int(f->path, "SELECT count(*) FROM cases"), sweeps[i].cases);
     }
@@ -1336,8 +1367,8 @@ static void test_close_bounds_set_aside_rows_by_their_item(void **state)
                              "signal", signal_until);
     assert_int_equal(store_commit(f->store), 0);
     snprintf(sql, sizeof sql,
-             "UPDATE deliveries SET purpose = 'Marketing' WHERE seq = %lld;"
-             "UPDATE deliveries SET case_id = '%s' WHERE seq = %lld",
+             PURPOSE_ALTERED ";"
+                             "UPDATE mailbox SET case_id = '%s' WHERE first_seq = %lld",
              (long long)own, case_id, (long long)signal);
     store_fixture_raw_exec(f->path, sql);
     const struct {
@@ -1348,11 +1379,8 @@ static void test_close_bounds_set_aside_rows_by_their_item(void **state)
         size_t visited = 0;
         assert_int_equal(
             store_mailbox_scan(f->store, rows[i].recipient, 0, 10, count_delivery, &visited), -1);
-        store_set_aside_t x;
         assert_int_equal(store_begin(f->store), 0);
-        assert_int_equal(
-            store_delivery_set_aside(f->store, rows[i].recipient, (uint64_t)rows[i].seq, NOW, &x),
-            1);
+        set_aside_ok(f->store, rows[i].recipient, rows[i].seq);
         assert_int_equal(store_commit(f->store), 0);
     }
     const struct {
@@ -1366,12 +1394,12 @@ static void test_close_bounds_set_aside_rows_by_their_item(void **state)
         assert_int_equal(store_begin(f->store), 0);
         assert_int_equal(store_case_set_expiry(f->store, case_id, steps[i].expiry), 0);
         assert_int_equal(store_commit(f->store), 0);
-        snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld",
                  (long long)own);
         if (raw_int(f->path, sql) != steps[i].own)
             fail_msg("step %zu: the case's own row expires at %lld", i,
                      (long long)raw_int(f->path, sql));
-        snprintf(sql, sizeof sql, "SELECT expires_at FROM deliveries_set_aside WHERE seq = %lld",
+        snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld",
                  (long long)signal);
         if (raw_int(f->path, sql) != steps[i].signal)
             fail_msg("step %zu: the altered signal's row expires at %lld", i,
@@ -1455,7 +1483,7 @@ static void test_case_waits_for_its_deliveries(void **state)
         assert_int_equal(store_commit(f->store), 0);
         int64_t got[3] = {raw_int(f->path, "SELECT count(*) FROM case_events"),
                           raw_int(f->path, "SELECT count(*) FROM cases"),
-                          raw_int(f->path, "SELECT count(*) FROM deliveries")};
+                          raw_int(f->path, "SELECT count(*) FROM mailbox")};
         int64_t want[3] = {rows[i].events, rows[i].cases, rows[i].deliveries};
         for (int k = 0; k < 3; k++)
             if (got[k] != want[k])
@@ -1644,11 +1672,15 @@ static void test_case_queries_use_indexes(void **state)
     } rows[] = {
         /* the statements' own shapes, parameters included: a bound case id
          * must still select the partial index */
-        {"SELECT seq FROM deliveries WHERE case_id = ?1 AND recipient = ?2 ORDER BY seq LIMIT 1",
-         "deliveries_by_case"},
-        {"SELECT seq, body FROM deliveries WHERE case_id = ?1 AND (recipient, seq) > (?2, ?3)"
-         " ORDER BY recipient, seq LIMIT 1",
-         "deliveries_by_case"},
+        {"SELECT first_seq, n, recipient FROM mailbox WHERE case_id = ?1"
+         " AND recipient >= ?2 AND recipient < ?2 || '0' AND (recipient = ?2"
+         " OR substr(recipient, 1, length(?2) + 1) = ?2 || '/')"
+         " ORDER BY recipient, first_seq",
+         "mailbox_by_case"},
+        {"SELECT first_seq, n, recipient, body FROM mailbox"
+         " WHERE case_id = ?1 AND (recipient, first_seq) > (?2, ?3)"
+         " ORDER BY recipient, first_seq LIMIT 1",
+         "mailbox_by_case"},
         {"SELECT event_seq, body FROM case_events WHERE case_id = ?1 AND event_seq > ?2"
          " ORDER BY event_seq",
          "sqlite_autoindex_case_events"},
@@ -1661,6 +1693,8 @@ static void test_case_queries_use_indexes(void **state)
          "case_members_by_partner"},
         {"SELECT partner, state FROM case_members WHERE case_id = ?1 ORDER BY id",
          "sqlite_autoindex_case_members"},
+        {"UPDATE mailbox_set_aside SET expires_at = ?2 WHERE case_id = ?1",
+         "mailbox_set_aside_by_case"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         char plan[1024];

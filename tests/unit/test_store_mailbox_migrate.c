@@ -1,11 +1,15 @@
 /*
  * test_store_mailbox_migrate.c — unit tests of broker/store_mailbox_migrate.c
  * against real SQLite files, each test in its own mkdtemp() folder under
- * /tmp, removed afterwards: the migration of the deliveries tables into
- * mailbox rows (every delivery scanned back as it was, the ones that cannot
- * be rows set aside with their columns, a rollback, the refusals), the
- * rekey of the rows inside store_rekey's transaction, and the highest
- * delivery seq the rows name. The store key is random per run.
+ * /tmp, removed afterwards: the migration of the deliveries tables of
+ * schema 12 into mailbox rows, on an open store and by store_open's schema
+ * step 13 (every delivery scanned back as it was, the ones that cannot be
+ * rows set aside with their columns, a rollback, the refusals), the rekey
+ * of the rows by store_rekey, and the highest delivery seq the rows name.
+ * A store of schema 12 is made from a current one: its deliveries are
+ * queued as rows, then written back into the deliveries tables as a
+ * broker of schema 12 sealed them (old_store). The store key is random per
+ * run.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -169,61 +173,6 @@ static int64_t queue(store_t *store, const published_t *p, size_t k, const char 
     return seq;
 }
 
-/* The store every migration test starts from: three recipients, signals
- * of several items under two rules, a case event and a case's delivery
- * that is not an event, one delivery acked (POLITIE's), none of ZORG's,
- * and one of OM's set aside (deliveries_set_aside) after its body was
- * damaged. Committed. */
-typedef struct world {
-    published_t a, b, c, d;
-    char case_id[SCHAKEL_CASE_ID_LEN + 1];
-    int64_t politie[5], zorg[3], om[3];
-    store_set_aside_t aside; /* om[2]'s */
-} world_t;
-
-static void world_make(fixture_t *f, world_t *w)
-{
-    memset(w, 0, sizeof *w);
-    assert_int_equal(store_begin(f->store), 0);
-    publish(f->store, 1, 3, &w->a);
-    publish(f->store, 2, 2, &w->b);
-    publish(f->store, 3, 1, &w->c);
-    publish(f->store, 4, 1, &w->d);
-    assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, w->case_id),
-                     0);
-    w->politie[0] = queue(f->store, &w->a, 0, POLITIE, &short_rule, NULL, 0, NULL);
-    w->politie[1] = queue(f->store, &w->a, 1, POLITIE, &short_rule, NULL, 0, NULL);
-    w->politie[2] = queue(f->store, &w->a, 2, POLITIE, &long_rule, NULL, 0, NULL);
-    w->politie[3] = queue(f->store, &w->b, 0, POLITIE, &short_rule, NULL, 0, NULL);
-    w->politie[4] = queue(f->store, &w->b, 1, POLITIE, &short_rule, NULL, 0, NULL);
-    w->zorg[0] = queue(f->store, &w->a, 0, ZORG, &long_rule, NULL, 0, NULL);
-    w->zorg[1] = queue(f->store, &w->a, 2, ZORG, &long_rule, NULL, 0, NULL);
-    w->zorg[2] = queue(f->store, &w->c, 0, ZORG, &case_rule, w->case_id, 1, "event for zorg");
-    w->om[0] = queue(f->store, &w->a, 1, OM, &short_rule, NULL, 0, NULL);
-    w->om[1] = queue(f->store, &w->c, 0, OM, &case_rule, w->case_id, 0, "case note for om");
-    w->om[2] = queue(f->store, &w->d, 0, OM, &short_rule, NULL, 0, NULL);
-    assert_int_equal(store_commit(f->store), 0);
-
-    assert_int_equal(store_begin(f->store), 0);
-    assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)w->politie[1]), 1);
-    assert_int_equal(store_commit(f->store), 0);
-
-    raw_exec_fmt(f->path, "UPDATE deliveries SET body = zeroblob(44) WHERE seq = %lld",
-                 (long long)w->om[2]);
-    assert_int_equal(store_begin(f->store), 0);
-    assert_int_equal(store_delivery_set_aside(f->store, OM, (uint64_t)w->om[2], NOW, &w->aside), 1);
-    assert_int_equal(store_commit(f->store), 0);
-}
-
-/* Mailbox tables made and the deliveries moved, in one transaction. */
-static void migrate(fixture_t *f)
-{
-    assert_int_equal(store_begin(f->store), 0);
-    if (store_mailbox_schema(f->store) != 0 || store_mailbox_migrate(f->store) != 0)
-        fail_msg("migrate: %s", store_errmsg(f->store));
-    assert_int_equal(store_commit(f->store), 0);
-}
-
 /* ------------------------------------------------------------------ views */
 
 /* One delivery as the push is handed it, copied out field by field. */
@@ -275,14 +224,6 @@ static int view_collect(const store_delivery_t *d, void *arg)
     return 0;
 }
 
-/* recipient's deliveries through the deliveries table's scan. */
-static void views_old(store_t *store, const char *recipient, views_t *vs)
-{
-    memset(vs, 0, sizeof *vs);
-    if (store_mailbox_scan(store, recipient, 0, 100, view_collect, vs) < 0)
-        fail_msg("old scan: %s", store_errmsg(store));
-}
-
 /* recipient's deliveries through the rows' scan. */
 static void views_rows(store_t *store, const char *recipient, views_t *vs)
 {
@@ -332,7 +273,170 @@ static void views_equal(const views_t *want, const views_t *got)
     }
 }
 
+/* The store every migration test starts from: three recipients, signals
+ * of several items under two rules, a case event and a case's delivery
+ * that is not an event, one delivery acked (POLITIE's), none of ZORG's,
+ * and one of OM's set aside after its body was damaged. Queued as rows;
+ * `all` holds every delivery's view (om[2]'s too) as the scan gave it
+ * before the damage, the counts are learnt after the set-aside (POLITIE
+ * 4, ZORG 3, OM 2). Committed: old_store turns it into schema 12's. */
+typedef struct world {
+    published_t a, b, c, d;
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
+    int64_t politie[5], zorg[3], om[3];
+    views_t all[3];
+    store_set_aside_t aside; /* om[2]'s */
+    int64_t aside_expires_at;
+} world_t;
+
 static const char *const recipients[3] = {POLITIE, ZORG, OM};
+
+static void world_make(fixture_t *f, world_t *w)
+{
+    memset(w, 0, sizeof *w);
+    assert_int_equal(store_begin(f->store), 0);
+    publish(f->store, 1, 3, &w->a);
+    publish(f->store, 2, 2, &w->b);
+    publish(f->store, 3, 1, &w->c);
+    publish(f->store, 4, 1, &w->d);
+    assert_int_equal(store_case_create(f->store, "ondermijning", "politie", NULL, NOW, w->case_id),
+                     0);
+    w->politie[0] = queue(f->store, &w->a, 0, POLITIE, &short_rule, NULL, 0, NULL);
+    w->politie[1] = queue(f->store, &w->a, 1, POLITIE, &short_rule, NULL, 0, NULL);
+    w->politie[2] = queue(f->store, &w->a, 2, POLITIE, &long_rule, NULL, 0, NULL);
+    w->politie[3] = queue(f->store, &w->b, 0, POLITIE, &short_rule, NULL, 0, NULL);
+    w->politie[4] = queue(f->store, &w->b, 1, POLITIE, &short_rule, NULL, 0, NULL);
+    w->zorg[0] = queue(f->store, &w->a, 0, ZORG, &long_rule, NULL, 0, NULL);
+    w->zorg[1] = queue(f->store, &w->a, 2, ZORG, &long_rule, NULL, 0, NULL);
+    w->zorg[2] = queue(f->store, &w->c, 0, ZORG, &case_rule, w->case_id, 1, "event for zorg");
+    w->om[0] = queue(f->store, &w->a, 1, OM, &short_rule, NULL, 0, NULL);
+    w->om[1] = queue(f->store, &w->c, 0, OM, &case_rule, w->case_id, 0, "case note for om");
+    w->om[2] = queue(f->store, &w->d, 0, OM, &short_rule, NULL, 0, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_delivery_ack(f->store, POLITIE, (uint64_t)w->politie[1]), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    for (int r = 0; r < 3; r++)
+        views_rows(f->store, recipients[r], &w->all[r]);
+
+    raw_exec_fmt(f->path, "UPDATE mailbox SET body = zeroblob(44) WHERE first_seq = %lld",
+                 (long long)w->om[2]);
+    store_mailbox_aside_t row;
+    assert_int_equal(store_begin(f->store), 0);
+    assert_int_equal(store_mailbox_row_set_aside(f->store, OM, (uint64_t)w->om[2], NOW, &row), 1);
+    assert_int_equal(store_set_aside_get(f->store, (uint64_t)w->om[2], &w->aside), 1);
+    assert_int_equal(store_commit(f->store), 0);
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT expires_at FROM mailbox_set_aside WHERE first_seq = %lld",
+             (long long)w->om[2]);
+    w->aside_expires_at = raw_int(f->path, sql);
+    for (int r = 0; r < 3; r++)
+        assert_int_equal(store_mailbox_count(f->store, recipients[r]), r == 0 ? 4 : r == 1 ? 3 : 2);
+}
+
+/* The one delivery of view v, as store_fixture_delivery_put writes it. */
+static void view_delivery(const view_t *v, store_delivery_t *d)
+{
+    memset(d, 0, sizeof *d);
+    d->seq = v->seq;
+    d->recipient = v->recipient;
+    d->item_seq = v->item_seq;
+    d->message_id = v->message_id;
+    d->item_index = v->item_index;
+    d->sender = v->sender;
+    d->sender_partner = v->sender_partner;
+    d->rule_id = v->rule_id;
+    d->rule_hash = v->rule_hash;
+    d->purpose = v->purpose;
+    d->legal_basis = v->legal_basis;
+    d->accepted_at = v->accepted_at;
+    d->expires_at = v->expires_at;
+    d->body = v->body;
+    d->body_len = v->body_len;
+    d->case_id = v->has_case ? v->case_id : NULL;
+    d->is_case_event = v->is_case_event;
+    d->by_ref = v->by_ref;
+    d->fields = v->fields;
+}
+
+/* The store at f->path made one of schema 12, behind the open handle (or
+ * with none open): the mailbox tables gone, every delivery of vs (n_vs
+ * views) written into the deliveries table as schema 12 sealed it, and the
+ * one of seq aside_seq (0: none) moved into deliveries_set_aside as schema
+ * 10 to 12 set one aside: its body as the damage left it, when
+ * (set_aside_at), why and its bounded expiry (aside_expires_at). */
+static void old_store(fixture_t *f, const view_t *vs, size_t n_vs, int64_t aside_seq,
+                      const char *reason, int64_t aside_expires_at)
+{
+    sqlite3 *db = store_fixture_raw_open(f->path);
+    store_fixture_db_exec(db, "BEGIN;" STORE_FIXTURE_MAILBOX_BEFORE_13);
+    for (size_t k = 0; k < n_vs; k++) {
+        store_delivery_t d;
+        view_delivery(&vs[k], &d);
+        store_fixture_delivery_put(db, test_key, &d);
+    }
+    if (aside_seq > 0) {
+        sqlite3_stmt *move = NULL;
+        assert_int_equal(
+            sqlite3_prepare_v2(
+                db,
+                "INSERT INTO deliveries_set_aside (seq, recipient, item_seq, message_id,"
+                " item_index, sender, sender_partner, rule_id, rule_hash, purpose, legal_basis,"
+                " accepted_at, expires_at, body, case_id, is_case_event, by_ref, set_aside_at,"
+                " reason) SELECT seq, recipient, item_seq, message_id, item_index, sender,"
+                " sender_partner, rule_id, rule_hash, purpose, legal_basis, accepted_at, ?2,"
+                " zeroblob(44), case_id, is_case_event, by_ref, ?3, ?4 FROM deliveries"
+                " WHERE seq = ?1",
+                -1, &move, NULL),
+            SQLITE_OK);
+        assert_int_equal(sqlite3_bind_int64(move, 1, aside_seq), SQLITE_OK);
+        assert_int_equal(sqlite3_bind_int64(move, 2, aside_expires_at), SQLITE_OK);
+        assert_int_equal(sqlite3_bind_int64(move, 3, NOW), SQLITE_OK);
+        assert_int_equal(sqlite3_bind_text(move, 4, reason, -1, SQLITE_STATIC), SQLITE_OK);
+        assert_int_equal(sqlite3_step(move), SQLITE_DONE);
+        assert_int_equal(sqlite3_changes(db), 1);
+        sqlite3_finalize(move);
+        char sql[96];
+        snprintf(sql, sizeof sql, "DELETE FROM deliveries WHERE seq = %lld", (long long)aside_seq);
+        store_fixture_db_exec(db, sql);
+    }
+    store_fixture_db_exec(db, "PRAGMA user_version = 12; COMMIT");
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The world's store made one of schema 12: every delivery of it as it
+ * was queued, om[2] set aside. */
+static void world_old(fixture_t *f, const world_t *w)
+{
+    view_t vs[16];
+    size_t n = 0;
+    for (int r = 0; r < 3; r++)
+        for (size_t k = 0; k < w->all[r].n; k++)
+            vs[n++] = w->all[r].v[k];
+    old_store(f, vs, n, w->om[2], w->aside.reason, w->aside_expires_at);
+}
+
+/* The views the world's deliveries are to be scanned with: all but the
+ * one set aside. */
+static void world_want(const world_t *w, views_t want[3])
+{
+    for (int r = 0; r < 3; r++)
+        want[r] = w->all[r];
+    views_without(&want[2], (uint64_t)w->om[2]);
+}
+
+/* Mailbox tables made and the deliveries moved, in one transaction, on
+ * the open store; then the file says schema 13 again, as the schema step
+ * leaves it (a later open must not migrate it twice). */
+static void migrate(fixture_t *f)
+{
+    assert_int_equal(store_begin(f->store), 0);
+    if (store_mailbox_schema(f->store) != 0 || store_mailbox_migrate(f->store) != 0)
+        fail_msg("migrate: %s", store_errmsg(f->store));
+    assert_int_equal(store_commit(f->store), 0);
+    raw_exec_fmt(f->path, "PRAGMA user_version = %d", store_schema_version());
+}
 
 /* ------------------------------------------------------------------ progress */
 
@@ -348,26 +452,23 @@ static void progress_hook(const char *step, uint64_t done)
 
 /* ------------------------------------------------------------------ the migration */
 
-/* Every delivery comes back through the rows' scan with the very view the
- * deliveries' scan gave it; the one whose body was damaged since is set
- * aside with its columns and body as they were; the row set aside before
- * comes over with its when and why; the counts the store knew stay right;
- * the old tables are gone, the seq mark kept. */
+/* Every delivery comes back through the rows' scan with the very view it
+ * had before it was written into the deliveries table; the one whose body
+ * was damaged since is set aside with its columns and body as they were;
+ * the row set aside before comes over with its when and why; the counts
+ * the store knew stay right; the old tables are gone, the seq mark kept. */
 static void test_migrate(void **state)
 {
     fixture_t *f = *state;
     world_t w;
     world_make(f, &w);
+    world_old(f, &w);
     views_t want[3], got;
-    for (int r = 0; r < 3; r++)
-        views_old(f->store, recipients[r], &want[r]);
+    world_want(&w, want);
     assert_int_equal(want[0].n, 4); /* politie[1] acked */
     assert_int_equal(want[1].n, 3);
     assert_int_equal(want[2].n, 2); /* om[2] set aside */
-    /* counts learnt from the deliveries table, then followed */
-    assert_int_equal(store_mailbox_count(f->store, POLITIE), 4);
-    assert_int_equal(store_mailbox_count(f->store, ZORG), 3);
-    assert_int_equal(store_mailbox_count(f->store, OM), 2);
+    /* counts learnt before (world_make), then followed */
 
     /* damaged after the views were taken: it cannot be a row */
     int64_t damaged = w.politie[4];
@@ -478,10 +579,80 @@ static void test_migrate(void **state)
     assert_int_equal(got.v[0].seq, (uint64_t)w.politie[2]);
 }
 
+/* A store of schema 12 opened: store_open's schema step 13 moves its
+ * deliveries as store_mailbox_migrate does on an open store (every view
+ * as it was, the damaged one and the one set aside before in
+ * mailbox_set_aside, left for the opener to record), tells the progress
+ * hook, and folds the deliveries' AUTOINCREMENT mark into
+ * delivery_seq_high before it drops the tables: a seq handed out before,
+ * even one no row names any more, is never handed out again. */
+static void test_migrate_on_open(void **state)
+{
+    fixture_t *f = *state;
+    world_t w;
+    world_make(f, &w);
+    store_close(&f->store);
+    world_old(f, &w);
+    views_t want[3], got;
+    world_want(&w, want);
+    views_without(&want[0], (uint64_t)w.politie[4]);
+    raw_exec_fmt(f->path,
+                 "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld;"
+                 "UPDATE sqlite_sequence SET seq = %lld WHERE name = 'deliveries';"
+                 "UPDATE meta SET value = %lld WHERE name = 'delivery_seq_high'",
+                 (long long)w.politie[4], (long long)w.om[2] + 7, (long long)w.om[2]);
+    assert_int_equal(raw_int(f->path, "SELECT seq FROM sqlite_sequence WHERE name = 'deliveries'"),
+                     w.om[2] + 7); /* a mark there to fold */
+
+    progress_calls = 0;
+    store_set_progress(progress_hook);
+    f->store = store_fixture_open(f->path, test_key);
+    store_set_progress(NULL);
+    assert_int_equal(store_migrated_from(f->store, NULL), 12);
+    assert_true(progress_calls >= 1);
+    assert_string_equal(progress_last, "dropping the deliveries tables");
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), store_schema_version());
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
+                                      " ('deliveries', 'deliveries_set_aside')"),
+                     0);
+    assert_int_equal(
+        raw_int(f->path, "SELECT count(*) FROM sqlite_sequence WHERE name = 'deliveries'"), 0);
+
+    for (int r = 0; r < 3; r++) {
+        views_rows(f->store, recipients[r], &got);
+        views_equal(&want[r], &got);
+    }
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 3);
+    assert_int_equal(store_mailbox_count(f->store, ZORG), 3);
+    assert_int_equal(store_mailbox_count(f->store, OM), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox WHERE n = 1 AND pending = 1"
+                                      " AND done IS NULL"),
+                     8);
+    /* both set aside, neither yet on the trail: the opener's to record */
+    uint64_t unrecorded[4] = {0};
+    assert_int_equal(store_set_aside_unrecorded(f->store, 0, unrecorded, 4), 2);
+    assert_int_equal(unrecorded[0], (uint64_t)w.politie[4]);
+    assert_int_equal(unrecorded[1], (uint64_t)w.om[2]);
+    store_set_aside_t x;
+    assert_int_equal(store_set_aside_get(f->store, (uint64_t)w.om[2], &x), 1);
+    assert_string_equal(x.reason, w.aside.reason);
+
+    /* the mark: folded, and the next seq above it */
+    assert_int_equal(raw_int(f->path, "SELECT value FROM meta WHERE name = 'delivery_seq_high'"),
+                     w.om[2] + 7);
+    assert_int_equal(store_begin(f->store), 0);
+    int64_t next = queue(f->store, &w.d, 0, ZORG, &short_rule, NULL, 0, NULL);
+    assert_int_equal(store_commit(f->store), 0);
+    if (next <= w.om[2] + 7)
+        fail_msg("seq %lld handed out again (the mark was %lld)", (long long)next,
+                 (long long)w.om[2] + 7);
+}
+
 /* A store with nothing queued migrates to empty tables. */
 static void test_migrate_empty(void **state)
 {
     fixture_t *f = *state;
+    old_store(f, NULL, 0, 0, NULL, 0);
     progress_calls = 0;
     store_set_progress(progress_hook);
     migrate(f);
@@ -496,35 +667,56 @@ static void test_migrate_empty(void **state)
     assert_int_equal(high, 0);
 }
 
-/* A migration rolled back leaves the store as it was: the deliveries and
- * their scan, the row set aside, no mailbox table, the counts. */
+/* Both old tables' every column of every row, as text, into deliveries and
+ * set_aside (8192 bytes each). */
+static void old_tables_dump(fixture_t *f, char *deliveries, char *set_aside)
+{
+    static const char columns[] =
+        "group_concat(quote(seq) || quote(recipient) || quote(item_seq) || quote(message_id) ||"
+        " quote(item_index) || quote(sender) || quote(sender_partner) || quote(rule_id) ||"
+        " quote(rule_hash) || quote(purpose) || quote(legal_basis) || quote(accepted_at) ||"
+        " quote(expires_at) || quote(body) || quote(case_id) || quote(is_case_event) ||"
+        " quote(by_ref), ';')";
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT %s FROM (SELECT * FROM deliveries ORDER BY seq)", columns);
+    raw_text(f->path, sql, deliveries, 8192);
+    snprintf(sql, sizeof sql,
+             "SELECT %s || quote(group_concat(set_aside_at || reason)) FROM"
+             " (SELECT * FROM deliveries_set_aside ORDER BY seq)",
+             columns);
+    raw_text(f->path, sql, set_aside, 8192);
+    assert_true(strlen(deliveries) > 0 && strlen(deliveries) < 8191);
+    assert_true(strlen(set_aside) > 0 && strlen(set_aside) < 8191);
+}
+
+/* A migration rolled back leaves the store as it was: the deliveries
+ * tables row for row, no mailbox table, the counts. */
 static void test_migrate_rolled_back(void **state)
 {
     fixture_t *f = *state;
     world_t w;
     world_make(f, &w);
-    views_t want[3], got;
-    for (int r = 0; r < 3; r++)
-        views_old(f->store, recipients[r], &want[r]);
-    assert_int_equal(store_mailbox_count(f->store, POLITIE), 4);
+    world_old(f, &w);
     raw_exec_fmt(f->path, "UPDATE deliveries SET body = x'00' || substr(body, 2) WHERE seq = %lld",
                  (long long)w.politie[4]);
+    char before[2][8192];
+    old_tables_dump(f, before[0], before[1]);
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_schema(f->store), 0);
     assert_int_equal(store_mailbox_migrate(f->store), 0);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3); /* inside: set aside */
     assert_int_equal(store_rollback(f->store), 0);
 
-    assert_int_equal(store_mailbox_count(f->store, POLITIE), 4);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 4); /* as learnt, before */
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE tbl_name IN"
                                       " ('mailbox', 'mailbox_set_aside')"),
                      0);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries"), 9);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM deliveries_set_aside"), 1);
-    for (int r = 1; r < 3; r++) {
-        views_old(f->store, recipients[r], &got);
-        views_equal(&want[r], &got);
-    }
+    char after[2][8192];
+    old_tables_dump(f, after[0], after[1]);
+    assert_string_equal(after[0], before[0]);
+    assert_string_equal(after[1], before[1]);
     /* and it can run again, to the end */
     migrate(f);
     assert_int_equal(store_mailbox_row_pending(f->store, POLITIE), 3);
@@ -538,6 +730,7 @@ static void test_migrate_refusals(void **state)
     fixture_t *f = *state;
     world_t w;
     world_make(f, &w);
+    world_old(f, &w);
     assert_int_equal(store_mailbox_migrate(NULL), -1);
     assert_int_equal(store_mailbox_migrate(f->store), -1);
     assert_non_null(strstr(store_errmsg(f->store), "no transaction open"));
@@ -572,9 +765,19 @@ static void test_migrate_no_row_form(void **state)
     assert_int_equal(store_begin(f->store), 0);
     for (int k = 0; k < 7; k++) {
         publish(f->store, (uint8_t)(10 + k), 1, &p[k]);
-        seq[k] = queue(f->store, &p[k], 0, POLITIE, &short_rule, NULL, 0, k == 1 ? "own" : NULL);
+        seq[k] = queue(f->store, &p[k], 0, POLITIE, &short_rule, NULL, 0, NULL);
     }
     assert_int_equal(store_commit(f->store), 0);
+    views_t vs;
+    views_rows(f->store, POLITIE, &vs);
+    assert_int_equal(vs.n, 7);
+    assert_int_equal(store_mailbox_count(f->store, POLITIE), 7);
+    /* the second queued as stores before schema 5 queued a signal */
+    vs.v[1].by_ref = 0;
+    vs.v[1].fields = 0;
+    memcpy(vs.v[1].body, "own", 3);
+    vs.v[1].body_len = 3;
+    old_store(f, vs.v, vs.n, 0, NULL, 0);
     raw_exec_fmt(f->path, "UPDATE deliveries SET accepted_at = 'x' WHERE seq = %lld",
                  (long long)seq[2]);
     raw_exec_fmt(f->path, "DELETE FROM items WHERE seq = %lld", (long long)p[3].item_seq[0]);
@@ -584,7 +787,6 @@ static void test_migrate_no_row_form(void **state)
                  (long long)seq[5]);
     raw_exec_fmt(f->path, "UPDATE deliveries SET expires_at = 9000000000000000000 WHERE seq = %lld",
                  (long long)seq[6]);
-    assert_int_equal(store_mailbox_count(f->store, POLITIE), 7);
     migrate(f);
 
     views_t got;
@@ -620,61 +822,18 @@ static void test_migrate_no_row_form(void **state)
 
 /* ------------------------------------------------------------------ rekey */
 
-/* The old tables' schema, to make them again, empty, after a migration:
- * store_rekey walks them until the switch has it walk the rows (then
- * store_mailbox_rekey is a step of its own, as here inside its record
- * hook, in its transaction). */
-static void old_tables_schema(fixture_t *f, char *schema, size_t len)
-{
-    sqlite3 *db = store_fixture_raw_open(f->path);
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal(sqlite3_prepare_v2(db,
-                                        "SELECT sql FROM sqlite_master WHERE tbl_name IN"
-                                        " ('deliveries', 'deliveries_set_aside') AND sql IS NOT"
-                                        " NULL ORDER BY type DESC",
-                                        -1, &stmt, NULL),
-                     SQLITE_OK);
-    size_t used = 0;
-    schema[0] = '\0';
-    while (sqlite3_step(stmt) == SQLITE_ROW) {
-        int w = snprintf(schema + used, len - used, "%s;", sqlite3_column_text(stmt, 0));
-        assert_true(w > 0 && (size_t)w < len - used);
-        used += (size_t)w;
-    }
-    sqlite3_finalize(stmt);
-    assert_int_equal(sqlite3_close(db), SQLITE_OK);
-}
-
-/* The world migrated, the old tables back (empty) for store_rekey, and a
- * copy of every row's body in old_bodies. */
+/* The world migrated, and a copy of every row's body in old_bodies. */
 static void rekey_world(fixture_t *f, world_t *w, views_t want[3])
 {
     world_make(f, w);
-    for (int r = 0; r < 3; r++)
-        views_old(f->store, recipients[r], &want[r]);
-    char schema[4096];
-    old_tables_schema(f, schema, sizeof schema);
+    world_old(f, w);
+    world_want(w, want);
     migrate(f);
-    store_fixture_raw_exec(f->path, schema);
     store_fixture_raw_exec(f->path,
                            "CREATE TABLE old_bodies AS SELECT first_seq, body FROM mailbox");
 }
 
-typedef struct rekey_hook {
-    const uint8_t *key;
-    store_rekey_counts_t counts;
-    int rc;
-} rekey_hook_t;
-
-static int rekey_record(store_t *store, const store_rekey_counts_t *counts, void *arg)
-{
-    rekey_hook_t *h = arg;
-    h->counts = *counts;
-    h->rc = store_mailbox_rekey(store, h->key, &h->counts);
-    return h->rc;
-}
-
-/* Every row re-sealed under the new key inside store_rekey's transaction:
+/* Every row re-sealed under the new key by store_rekey:
  * each body changes, the scan under the new key gives every view as
  * before, after a reopen with the new key too, and each row's body is
  * counted once. */
@@ -686,12 +845,10 @@ static void test_rekey(void **state)
     rekey_world(f, &w, want);
     uint8_t new_key[STORE_KEY_BYTES];
     randombytes_buf(new_key, sizeof new_key);
-    rekey_hook_t hook = {new_key, {0, 0}, -9};
-    store_rekey_counts_t counts;
-    if (store_rekey_recorded(f->store, new_key, &counts, rekey_record, &hook) != 0)
+    store_rekey_counts_t counts = {0, 0};
+    if (store_rekey(f->store, new_key, &counts) != 0)
         fail_msg("rekey: %s", store_errmsg(f->store));
-    assert_int_equal(hook.rc, 0);
-    assert_int_equal(hook.counts.deliveries, 9); /* one body a row */
+    assert_int_equal(counts.deliveries, 9); /* one body a row */
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox"), 9);
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM mailbox AS m JOIN old_bodies AS o"
                                       " ON o.first_seq = m.first_seq AND o.body = m.body"),
@@ -744,6 +901,10 @@ static void test_rekey_refused(void **state)
         fail_msg("rekey: \"%s\"", store_errmsg(f->store));
     assert_int_equal(counts.deliveries, 0);
     assert_int_equal(store_rollback(f->store), 0);
+    /* and store_rekey's own pass, which rolls itself back */
+    assert_int_equal(store_rekey(f->store, new_key, &counts), -1);
+    if (strstr(store_errmsg(f->store), expect) == NULL)
+        fail_msg("store_rekey: \"%s\"", store_errmsg(f->store));
 
     /* a column no broker writes so, in the first row */
     store_fixture_raw_exec(f->path, "PRAGMA ignore_check_constraints = ON;"
@@ -808,7 +969,8 @@ static void test_seq_high(void **state)
 {
     fixture_t *f = *state;
     int64_t high = 0;
-    assert_int_equal(store_mailbox_seq_high(f->store, &high), -1); /* no tables yet */
+    old_store(f, NULL, 0, 0, NULL, 0);
+    assert_int_equal(store_mailbox_seq_high(f->store, &high), -1); /* no tables */
     assert_int_equal(store_begin(f->store), 0);
     assert_int_equal(store_mailbox_schema(f->store), 0);
     assert_int_equal(store_commit(f->store), 0);
@@ -847,6 +1009,7 @@ int main(void)
     randombytes_buf(test_key, sizeof test_key);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_migrate, setup, store_fixture_teardown),
+        cmocka_unit_test_setup_teardown(test_migrate_on_open, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_empty, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_rolled_back, setup, store_fixture_teardown),
         cmocka_unit_test_setup_teardown(test_migrate_refusals, setup, store_fixture_teardown),
