@@ -1641,7 +1641,7 @@ static void test_rekey_reseals_case_bodies(void **state)
     store_rekey_counts_t counts = {0, 0};
     assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
     assert_int_equal(counts.items, 1);
-    assert_int_equal(counts.deliveries, 1);
+    assert_int_equal(counts.mailbox_rows, 1);
     /* Read back through a new opening under the new key. */
     store_close(&f->store);
     f->store = store_fixture_open(f->path, new_key);
