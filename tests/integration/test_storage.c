@@ -257,28 +257,59 @@ static sqlite3_stmt *storage_prepare(sqlite3 *db, const char *sql)
     return stmt;
 }
 
-/* The single delivery of a recipient as stored: its seq and sealed body. A
- * signal's delivery is by reference: its body is the sealed field mask
- * (nonce 24 + mask 4 + tag 16 bytes), unique by its nonce, so a search for
- * it finds exactly this row's bytes. */
+/* Whether delivery seq waits in a mailbox row (1) or not (0): a row
+ * holds it (first_seq <= seq < first_seq + n) and its bit in the row's
+ * done bitmap (bit i of byte i / 8, i = seq - first_seq; NULL: none done)
+ * is clear. */
+static int storage_waiting(const h_env_t *env, int64_t seq)
+{
+    sqlite3 *db = storage_db_open(env);
+    sqlite3_stmt *stmt = storage_prepare(db, "SELECT first_seq, done FROM mailbox"
+                                             " WHERE first_seq <= ?1 AND ?1 < first_seq + n");
+    sqlite3_bind_int64(stmt, 1, (sqlite3_int64)seq);
+    int waiting = 0, rc = sqlite3_step(stmt);
+    if (rc == SQLITE_ROW) {
+        int64_t i = seq - sqlite3_column_int64(stmt, 0);
+        const uint8_t *done = sqlite3_column_blob(stmt, 1);
+        int done_len = sqlite3_column_bytes(stmt, 1);
+        if (done != NULL && i / 8 >= done_len)
+            fail_msg("the done bitmap of the row holding %lld is too short", (long long)seq);
+        waiting = done == NULL || ((done[i / 8] >> (i % 8)) & 1) == 0;
+        rc = sqlite3_step(stmt);
+    }
+    if (rc != SQLITE_DONE)
+        fail_msg("the mailbox row holding %lld: %s", (long long)seq, sqlite3_errmsg(db));
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return waiting;
+}
+
+/* The single delivery of a recipient as stored: its seq and the sealed
+ * body of its mailbox row, which holds it alone. A signal's row is by
+ * reference: its body is the sealed field mask of its one rule slot
+ * (nonce 24 + mask 4 + tag 16 bytes), unique by its nonce, so a search
+ * for it finds exactly this row's bytes. */
 static uint8_t *storage_stored_body(const h_env_t *env, const char *recipient, uint64_t *seq,
                                     size_t *len)
 {
     sqlite3 *db = storage_db_open(env);
     sqlite3_stmt *stmt =
-        storage_prepare(db, "SELECT seq, body FROM deliveries WHERE recipient = ?1");
+        storage_prepare(db, "SELECT first_seq, n, body FROM mailbox WHERE recipient = ?1");
     sqlite3_bind_text(stmt, 1, recipient, -1, SQLITE_STATIC);
     int rc = sqlite3_step(stmt);
     if (rc != SQLITE_ROW)
         fail_msg("no stored delivery for %s (%s)", recipient, sqlite3_errmsg(db));
+    if (sqlite3_column_int64(stmt, 1) != 1)
+        fail_msg("the mailbox row of %s holds %lld deliveries, not one", recipient,
+                 (long long)sqlite3_column_int64(stmt, 1));
     *seq = (uint64_t)sqlite3_column_int64(stmt, 0);
-    *len = (size_t)sqlite3_column_bytes(stmt, 1);
+    *len = (size_t)sqlite3_column_bytes(stmt, 2);
     assert_true(*len >= 44);
     uint8_t *body = malloc(*len);
     assert_non_null(body);
-    memcpy(body, sqlite3_column_blob(stmt, 1), *len);
+    memcpy(body, sqlite3_column_blob(stmt, 2), *len);
     if (sqlite3_step(stmt) != SQLITE_DONE)
-        fail_msg("%s has more than one stored delivery", recipient);
+        fail_msg("%s has more than one mailbox row", recipient);
     sqlite3_finalize(stmt);
     sqlite3_close(db);
     return body;
@@ -1986,16 +2017,10 @@ static void storage_assert_tombstone(const h_env_t *env, uint64_t om_seq, uint64
     sqlite3_finalize(stmt);
     assert_true(columns > 0);
 
-    stmt = storage_prepare(db, "SELECT count(*) FROM deliveries WHERE seq = ?1");
-    const uint64_t seqs[2] = {om_seq, riec_seq};
-    for (int i = 0; i < 2; i++) {
-        sqlite3_reset(stmt);
-        sqlite3_bind_int64(stmt, 1, (sqlite3_int64)seqs[i]);
-        assert_int_equal(sqlite3_step(stmt), SQLITE_ROW);
-        assert_int_equal(sqlite3_column_int(stmt, 0), i == 0 ? 0 : 1);
-    }
-    sqlite3_finalize(stmt);
     sqlite3_close(db);
+    /* om's delivery is gone from the mailbox, riec's still waits */
+    assert_int_equal(storage_waiting(env, (int64_t)om_seq), 0);
+    assert_int_equal(storage_waiting(env, (int64_t)riec_seq), 1);
 }
 
 /* A principal has an empty mailbox and receives nothing. */
@@ -2570,19 +2595,42 @@ static int64_t storage_int_beside(const h_env_t *env, const char *copy, const ch
     return value;
 }
 
-/* The columns a delivery row has, in deliveries and deliveries_set_aside
- * alike. */
-#define STORAGE_DELIVERY_COLUMNS                                                                   \
-    "seq, recipient, item_seq, message_id, item_index, sender, sender_partner, rule_id,"           \
-    " rule_hash, purpose, legal_basis, accepted_at, expires_at, body, case_id, is_case_event,"     \
-    " by_ref"
+/* om/parket's only waiting delivery: its seq, and its item's in
+ * *item_seq (its mailbox row holds it alone: the item is the row's
+ * first). */
+static int64_t storage_only_delivery(const h_env_t *env, int64_t *item_seq)
+{
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox WHERE recipient = ?1", H_OM),
+                     1);
+    assert_int_equal(h_store_int(env, "SELECT n FROM mailbox WHERE recipient = ?1", H_OM), 1);
+    *item_seq = h_store_int(env, "SELECT first_item_seq FROM mailbox WHERE recipient = ?1", H_OM);
+    return h_store_int(env, "SELECT first_seq FROM mailbox WHERE recipient = ?1", H_OM);
+}
+
+/* The columns a mailbox row has, in mailbox and mailbox_set_aside alike. */
+#define STORAGE_MAILBOX_COLUMNS                                                                    \
+    "first_seq, recipient, n, pending, publish_id, first_item_seq, sender, sender_partner,"        \
+    " message_id, accepted_at, rules, items, expires_at, body, done, case_id, is_case_event"
+
+/* SQL: how many rows of `table` (mailbox, mailbox_set_aside) hold delivery
+ * seq %lld (twice). */
+#define STORAGE_ROWS_HOLDING(table)                                                                \
+    "SELECT count(*) FROM " table " WHERE first_seq <= %lld AND %lld < first_seq + n"
+
+/* om/parket's purpose under the police rule, as a netstring of its
+ * mailbox row's rule lines, and the same with another purpose: an
+ * envelope altered, its rule lines still well formed. */
+#define STORAGE_ALTER_PURPOSE                                                                      \
+    "UPDATE mailbox SET rules = replace(rules, '28:Strafrechtelijke beoordeling,',"                \
+    " '9:Marketing,') WHERE recipient = 'om/parket'"
 
 /* A waiting delivery that does not authenticate after `alter` (SQL run on
  * the store, broker stopped; ?1 is not bound: it names om/parket's row
- * itself) is set aside by the push, once: its row moves, exactly as it
- * was, into deliveries_set_aside, with one delivery.set_aside log line
- * naming `why` and one audit entry (the trail verifies), and the
- * recipient's later deliveries arrive in order behind it. Put back from a
+ * itself) is set aside by the push, once: its mailbox row (holding it
+ * alone) moves, exactly as it was, into mailbox_set_aside, with one
+ * delivery.set_aside log line naming `why` and one audit entry (the trail
+ * verifies), and the recipient's later deliveries arrive in order behind
+ * it. Put back from a
  * backup with the SQL of docs/OPERATIONS.md as it stands there, it is
  * delivered as it was decided. */
 static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
@@ -2592,9 +2640,8 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
     uint8_t first_id[16];
     (void)h_publish_ok(politie, &to_om, NULL, first_id, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
-    int64_t item_seq =
-        h_store_int(env, "SELECT item_seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t item_seq = 0;
+    int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
     char backup[160], altered[160], sql[1024];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
@@ -2636,14 +2683,15 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
      * the two rows is one row); the trail has the entry */
     char columns[1024];
     snprintf(columns, sizeof columns,
-             "SELECT count(*) FROM deliveries_set_aside AS s, c.deliveries AS d"
-             " WHERE s.seq = %lld AND d.seq = s.seq AND s.reason LIKE '%%does not authenticate%%'"
-             " AND (SELECT count(*) FROM (SELECT " STORAGE_DELIVERY_COLUMNS
-             " FROM deliveries_set_aside WHERE seq = %lld UNION SELECT " STORAGE_DELIVERY_COLUMNS
-             " FROM c.deliveries WHERE seq = %lld)) = 1",
+             "SELECT count(*) FROM mailbox_set_aside AS s, c.mailbox AS d"
+             " WHERE s.first_seq = %lld AND d.first_seq = s.first_seq"
+             " AND s.reason LIKE '%%does not authenticate%%'"
+             " AND (SELECT count(*) FROM (SELECT " STORAGE_MAILBOX_COLUMNS
+             " FROM mailbox_set_aside WHERE first_seq = %lld UNION SELECT " STORAGE_MAILBOX_COLUMNS
+             " FROM c.mailbox WHERE first_seq = %lld)) = 1",
              (long long)seq, (long long)seq, (long long)seq);
     assert_int_equal(storage_int_beside(env, altered, columns), 1);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld", (long long)seq);
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox"), (long long)seq, (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
     snprintf(
         sql, sizeof sql,
@@ -2658,7 +2706,7 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
 
     /* put back from the backup (broker stopped): delivered as decided */
     assert_int_equal(h_put_back(env, backup, seq, item_seq), 1);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld",
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox_set_aside"), (long long)seq,
              (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
     h_broker_start(env);
@@ -2678,9 +2726,7 @@ static void storage_set_aside(h_env_t *env, const char *alter, const char *why)
 static void test_altered_delivery_is_set_aside(void **state)
 {
     h_env_t *env = *state;
-    storage_set_aside(env,
-                      "UPDATE deliveries SET purpose = 'Marketing' WHERE recipient = 'om/parket'",
-                      "body of delivery");
+    storage_set_aside(env, STORAGE_ALTER_PURPOSE, "body of mailbox row");
     h_done(env);
 }
 
@@ -2692,7 +2738,7 @@ static void test_damaged_item_sets_its_delivery_aside(void **state)
     h_env_t *env = *state;
     storage_set_aside(env,
                       "UPDATE items SET body = substr(body, 1, length(body) - 1) WHERE seq ="
-                      " (SELECT item_seq FROM deliveries WHERE recipient = 'om/parket')",
+                      " (SELECT first_item_seq FROM mailbox WHERE recipient = 'om/parket')",
                       "body of item does not authenticate");
     h_done(env);
 }
@@ -2711,12 +2757,11 @@ static int64_t storage_one_set_aside(h_env_t *env, const char *backup, int early
     schakel_signal_t to_om = h_police_signal("BVH-2024-12101");
     (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
-    *item_seq = h_store_int(env, "SELECT item_seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t seq = storage_only_delivery(env, item_seq);
     assert_int_equal(h_broker_stop(env), 0);
     if (!early)
         h_store_exec(env, sql);
-    h_store_exec(env, "UPDATE deliveries SET purpose = 'Marketing' WHERE recipient = 'om/parket'");
+    h_store_exec(env, STORAGE_ALTER_PURPOSE);
     long offset = h_log_offset(env);
     h_broker_start(env);
     schakel_client_t *om = h_connect(env, H_OM);
@@ -2741,10 +2786,10 @@ static void test_put_back_from_a_backup_without_the_row(void **state)
     snprintf(backup, sizeof backup, "%s/before.db", env->dir);
     int64_t seq = storage_one_set_aside(env, backup, 1, &item_seq);
     assert_int_equal(h_put_back(env, backup, seq, item_seq), 0);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries_set_aside WHERE seq = %lld",
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox_set_aside"), (long long)seq,
              (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 1);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld", (long long)seq);
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox"), (long long)seq, (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
     h_done(env);
 }
@@ -2762,7 +2807,7 @@ static void test_put_back_after_it_expired(void **state)
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
     int64_t seq = storage_one_set_aside(env, backup, 0, &item_seq);
     /* due at once (broker stopped); the next start's sweep takes it */
-    snprintf(sql, sizeof sql, "UPDATE deliveries_set_aside SET expires_at = 1 WHERE seq = %lld",
+    snprintf(sql, sizeof sql, "UPDATE mailbox_set_aside SET expires_at = 1 WHERE first_seq = %lld",
              (long long)seq);
     h_store_exec(env, sql);
     long offset = h_log_offset(env);
@@ -2776,14 +2821,16 @@ static void test_put_back_after_it_expired(void **state)
     assert_int_equal(h_store_int(env, sql, NULL), 1);
 
     assert_int_equal(h_put_back(env, backup, seq, item_seq), 0);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld", (long long)seq);
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox"), (long long)seq, (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
 
-    /* brought back anyway, due */
+    /* brought back anyway, due: its delivery's expiry is its rule line's
+     * first netstring (the column expires_at only finds the row) */
     snprintf(sql, sizeof sql,
-             "ATTACH '%s' AS b; INSERT INTO deliveries (" STORAGE_DELIVERY_COLUMNS
-             ") SELECT " STORAGE_DELIVERY_COLUMNS " FROM b.deliveries WHERE seq = %lld;"
-             "UPDATE deliveries SET expires_at = 1 WHERE seq = %lld",
+             "ATTACH '%s' AS b; INSERT INTO mailbox (" STORAGE_MAILBOX_COLUMNS
+             ") SELECT " STORAGE_MAILBOX_COLUMNS " FROM b.mailbox WHERE first_seq = %lld;"
+             "UPDATE mailbox SET expires_at = 1, rules = '1:1,' || substr(rules, instr(rules, ',')"
+             " + 1) WHERE first_seq = %lld",
              backup, (long long)seq, (long long)seq);
     h_store_exec(env, sql);
     offset = h_log_offset(env);
@@ -2798,7 +2845,7 @@ static void test_put_back_after_it_expired(void **state)
     assert_int_equal(h_log_count(env, offset, "event=store.expire_failed "), 0);
     assert_int_equal(h_log_count(env, offset, "tombstone=\"had one already: none added\""), 1);
     assert_int_equal(h_broker_stop(env), 0);
-    snprintf(sql, sizeof sql, "SELECT count(*) FROM deliveries WHERE seq = %lld", (long long)seq);
+    snprintf(sql, sizeof sql, STORAGE_ROWS_HOLDING("mailbox"), (long long)seq, (long long)seq);
     assert_int_equal(h_store_int(env, sql, NULL), 0);
     snprintf(sql, sizeof sql,
              "SELECT count(*) FROM tombstones WHERE seq = %lld AND expires_at = 1"
@@ -2838,6 +2885,144 @@ static void storage_start_records_none_again(h_env_t *env, const char *const *ex
     store_verify_intact(env, "");
 }
 
+/* The next netstring of a mailbox row's rule lines ("<len>:<bytes>,") at
+ * *at, copied into out; fails the test on one that does not read. */
+static void storage_netstring(const char **at, const char *end, char *out, size_t outlen)
+{
+    char *colon = NULL;
+    unsigned long len = strtoul(*at, &colon, 10);
+    if (colon == *at || colon >= end || *colon != ':' || len >= outlen ||
+        (size_t)(end - colon - 1) <= len || colon[1 + len] != ',')
+        fail_msg("rule lines that do not read at \"%.40s\"", *at);
+    memcpy(out, colon + 1, len);
+    out[len] = '\0';
+    *at = colon + 1 + len + 1;
+}
+
+/* Set the store file at path back to schema `version` (8 to 12) as a
+ * store of that schema keeps its mailbox: a deliveries table (as schema
+ * 12 has it, seqs by AUTOINCREMENT; from schema 10 an empty
+ * deliveries_set_aside beside it) with a row per waiting delivery of the
+ * mailbox rows, its envelope read from the row's clear columns and its
+ * body the row's sealed masks, which open under no layout of a delivery;
+ * no mailbox tables. Each row must hold one delivery. The migration a
+ * start runs then meets deliveries as an older broker left them: from
+ * schema 8 it re-seals them, and sets each aside as not opening under
+ * that layout, as it does a delivery sealed since the store was set back
+ * (schema 13 then moves it into mailbox_set_aside). */
+static void storage_set_back(const char *path, int version)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *rows = NULL, *insert = NULL;
+    char sql[96];
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+        sqlite3_exec(db,
+                     "BEGIN;"
+                     "CREATE TABLE deliveries ("
+                     "  seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+                     "  recipient TEXT NOT NULL,"
+                     "  item_seq INTEGER NOT NULL REFERENCES items(seq),"
+                     "  sender TEXT NOT NULL,"
+                     "  sender_partner TEXT NOT NULL,"
+                     "  message_id BLOB NOT NULL CHECK (length(message_id) = 16),"
+                     "  item_index INTEGER NOT NULL,"
+                     "  accepted_at INTEGER NOT NULL,"
+                     "  rule_id TEXT NOT NULL,"
+                     "  rule_hash TEXT NOT NULL,"
+                     "  purpose TEXT NOT NULL,"
+                     "  legal_basis TEXT NOT NULL,"
+                     "  expires_at INTEGER NOT NULL,"
+                     "  body BLOB NOT NULL,"
+                     "  case_id TEXT REFERENCES cases(case_id),"
+                     "  is_case_event INTEGER NOT NULL DEFAULT 0 CHECK (is_case_event IN (0, 1)),"
+                     "  by_ref INTEGER NOT NULL DEFAULT 0"
+                     "   CHECK (by_ref IN (0, 1) AND (by_ref = 0 OR case_id IS NULL)));"
+                     "CREATE INDEX deliveries_by_recipient ON deliveries (recipient, seq);"
+                     "CREATE INDEX deliveries_by_expiry ON deliveries (expires_at);"
+                     "CREATE INDEX deliveries_by_item ON deliveries (item_seq);"
+                     "CREATE INDEX deliveries_by_case ON deliveries (case_id, recipient)"
+                     "  WHERE case_id IS NOT NULL;",
+                     NULL, NULL, NULL) != SQLITE_OK ||
+        (version >= 10 &&
+         sqlite3_exec(db,
+                      "CREATE TABLE deliveries_set_aside ("
+                      "  seq INTEGER PRIMARY KEY,"
+                      "  recipient, item_seq, message_id, item_index, sender, sender_partner,"
+                      "  rule_id, rule_hash, purpose, legal_basis, accepted_at, expires_at, body,"
+                      "  case_id, is_case_event, by_ref,"
+                      "  set_aside_at INTEGER NOT NULL,"
+                      "  reason TEXT NOT NULL);"
+                      "CREATE INDEX deliveries_set_aside_by_expiry ON deliveries_set_aside"
+                      "  (expires_at);"
+                      "CREATE INDEX deliveries_set_aside_by_item ON deliveries_set_aside"
+                      "  (item_seq);"
+                      "CREATE INDEX deliveries_set_aside_by_case ON deliveries_set_aside"
+                      "  (case_id) WHERE case_id IS NOT NULL;",
+                      NULL, NULL, NULL) != SQLITE_OK) ||
+        sqlite3_prepare_v2(db,
+                           "SELECT first_seq, recipient, n, first_item_seq, sender,"
+                           " sender_partner, message_id, accepted_at, rules, items, body,"
+                           " case_id, is_case_event, done IS NULL FROM mailbox ORDER BY first_seq",
+                           -1, &rows, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db,
+                           "INSERT INTO deliveries (seq, recipient, item_seq, sender,"
+                           " sender_partner, message_id, item_index, accepted_at, rule_id,"
+                           " rule_hash, purpose, legal_basis, expires_at, body, case_id,"
+                           " is_case_event, by_ref)"
+                           " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+                           " ?15, ?16, ?15 IS NULL)",
+                           -1, &insert, NULL) != SQLITE_OK)
+        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
+    int rc;
+    while ((rc = sqlite3_step(rows)) == SQLITE_ROW) {
+        const char *rules = (const char *)sqlite3_column_text(rows, 8);
+        const uint8_t *items = sqlite3_column_blob(rows, 9);
+        if (sqlite3_column_int64(rows, 2) != 1 || sqlite3_column_int(rows, 13) != 1 ||
+            rules == NULL || items == NULL || sqlite3_column_bytes(rows, 9) != 4)
+            fail_msg("set %s back: mailbox row %lld holds more than one delivery", path,
+                     (long long)sqlite3_column_int64(rows, 0));
+        const char *end = rules + sqlite3_column_bytes(rows, 8);
+        char expiry[24], rule_id[128], rule_hash[128], purpose[256], legal_basis[256];
+        storage_netstring(&rules, end, expiry, sizeof expiry);
+        storage_netstring(&rules, end, rule_id, sizeof rule_id);
+        storage_netstring(&rules, end, rule_hash, sizeof rule_hash);
+        storage_netstring(&rules, end, purpose, sizeof purpose);
+        storage_netstring(&rules, end, legal_basis, sizeof legal_basis);
+        sqlite3_reset(insert);
+        sqlite3_clear_bindings(insert);
+        static const int same[][2] = {{1, 0}, {2, 1}, {3, 3}, {4, 4}, {5, 5}, {6, 6}};
+        for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) /* seq .. message id */
+            sqlite3_bind_value(insert, same[i][0], sqlite3_column_value(rows, same[i][1]));
+        sqlite3_bind_int(insert, 7, items[0] | items[1] << 8);
+        sqlite3_bind_value(insert, 8, sqlite3_column_value(rows, 7));
+        sqlite3_bind_text(insert, 9, rule_id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(insert, 10, rule_hash, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(insert, 11, purpose, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(insert, 12, legal_basis, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(insert, 13, strtoll(expiry, NULL, 10));
+        sqlite3_bind_value(insert, 14, sqlite3_column_value(rows, 10));
+        sqlite3_bind_value(insert, 15, sqlite3_column_value(rows, 11));
+        sqlite3_bind_value(insert, 16, sqlite3_column_value(rows, 12));
+        if (sqlite3_step(insert) != SQLITE_DONE)
+            fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
+    }
+    if (rc != SQLITE_DONE)
+        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
+    sqlite3_finalize(insert);
+    sqlite3_finalize(rows);
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", version);
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM mailbox_set_aside", -1, &rows, NULL) !=
+            SQLITE_OK ||
+        sqlite3_step(rows) != SQLITE_ROW || sqlite3_column_int64(rows, 0) != 0)
+        fail_msg("set %s back: rows set aside, for which it makes no older form", path);
+    sqlite3_finalize(rows);
+    if (sqlite3_exec(db, "DROP TABLE mailbox; DROP TABLE mailbox_set_aside; COMMIT", NULL, NULL,
+                     NULL) != SQLITE_OK ||
+        sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("set %s back: %s", path, sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
 /* schakeld --rekey of a store of schema 8 (here: one set back to it, whose
  * waiting delivery, sealed since, does not open under that layout): the
  * migration sets the delivery aside, and the rekey records it as a
@@ -2851,9 +3036,10 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     schakel_signal_t to_om = h_police_signal("BVH-2024-12201");
     (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t item_seq = 0;
+    int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
-    h_store_exec(env, "PRAGMA user_version = 8");
+    storage_set_back(env->store_path, 8);
     char current[192], fresh[192], says[256], line[96];
     snprintf(current, sizeof current, "%s/keys/store.key", env->dir);
     snprintf(fresh, sizeof fresh, "%s/keys/store-2.key", env->dir);
@@ -2868,14 +3054,14 @@ static void test_rekey_records_rows_set_aside_by_migration(void **state)
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
     if (status != 0 || strstr(res.out, "re-sealed 1 item body and 0 delivery bodies") == NULL ||
-        strstr(res.out, "the store was at schema 8: migrated to 12\n") == NULL ||
+        strstr(res.out, "the store was at schema 8: migrated to 13\n") == NULL ||
         strstr(res.out, "recorded 1 delivery the schema migration set aside") == NULL ||
         strstr(res.out, says) == NULL || strstr(res.err, line) == NULL ||
         strstr(res.err, "under the layout of schema 8") == NULL)
         fail_msg("--rekey: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);
     h_cli_result_free(&res);
     assert_int_equal(storage_set_aside_entries(env, seq), 1);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox_set_aside", NULL), 1);
     assert_int_equal(h_store_int(env,
                                  "SELECT count(*) FROM audit WHERE event = 'store.rekeyed'"
                                  " AND detail = 'items=1 deliveries=0 set_aside=1'",
@@ -2899,10 +3085,11 @@ static void test_start_refused_until_set_aside_rows_are_recorded(void **state)
     schakel_signal_t to_om = h_police_signal("BVH-2024-12401");
     (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t item_seq = 0;
+    int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
-    h_store_exec(env, "PRAGMA user_version = 8;"
-                      "CREATE TRIGGER test_refuse BEFORE INSERT ON audit"
+    storage_set_back(env->store_path, 8);
+    h_store_exec(env, "CREATE TRIGGER test_refuse BEFORE INSERT ON audit"
                       " WHEN NEW.event = 'delivery.set_aside'"
                       " BEGIN SELECT RAISE(FAIL, 'refused by the test'); END");
     h_cli_result_t res;
@@ -2913,8 +3100,8 @@ static void test_start_refused_until_set_aside_rows_are_recorded(void **state)
         fail_msg("a start that cannot record: exit %d, stdout \"%s\", stderr \"%s\"", status,
                  res.out, res.err);
     h_cli_result_free(&res);
-    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 12);
-    assert_int_equal(h_store_int(env, "SELECT count(*) FROM deliveries_set_aside", NULL), 1);
+    assert_int_equal(h_store_int(env, "PRAGMA user_version", NULL), 13);
+    assert_int_equal(h_store_int(env, "SELECT count(*) FROM mailbox_set_aside", NULL), 1);
     assert_int_equal(storage_set_aside_entries(env, seq), 0);
 
     h_store_exec(env, "DROP TRIGGER test_refuse");
@@ -2942,22 +3129,19 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
     schakel_signal_t to_om = h_police_signal("BVH-2024-12301");
     (void)h_publish_ok(politie, &to_om, NULL, NULL, NULL, NULL);
     schakel_close(&politie);
-    int64_t seq = h_store_int(env, "SELECT seq FROM deliveries WHERE recipient = ?1", H_OM);
+    int64_t item_seq = 0;
+    int64_t seq = storage_only_delivery(env, &item_seq);
     assert_int_equal(h_broker_stop(env), 0);
     char backup[160], sql[256], line[96];
     snprintf(backup, sizeof backup, "%s/backup.db", env->dir);
     snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
     h_store_exec(env, sql);
-    sqlite3 *db = NULL;
-    if (sqlite3_open_v2(backup, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-        sqlite3_exec(db, "PRAGMA user_version = 8", NULL, NULL, NULL) != SQLITE_OK)
-        fail_msg("%s: %s", backup, sqlite3_errmsg(db));
-    sqlite3_close(db);
+    storage_set_back(backup, 8);
     h_cli_result_t res;
     int status = h_run_schakeld(&res, "--restored", backup, "--config", env->config_path, NULL);
     snprintf(line, sizeof line, "event=delivery.set_aside recipient=%s seq=%lld ", H_OM,
              (long long)seq);
-    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 12\n") == NULL ||
+    if (status != 0 || strstr(res.out, "the backup was at schema 8: migrated to 13\n") == NULL ||
         strstr(res.out, "the backup's schema migration set aside 1 delivery") == NULL ||
         strstr(res.err, line) == NULL)
         fail_msg("--restored: exit %d, stdout \"%s\", stderr \"%s\"", status, res.out, res.err);
@@ -2974,10 +3158,10 @@ static void test_restore_records_rows_set_aside_by_migration(void **state)
 }
 
 /* schakeld --restored of a backup of schema 11 (one set back to it: its
- * acked-delivery index a row per seq, no delivery_seq_high), replacing a
- * store whose delivery_seq_high is above every seq its tables and
- * sqlite_sequence hold (as after deliveries acked and gone): the restore
- * migrates the backup's copy to 12, with its acks indexed by runs, and
+ * mailbox a deliveries table, its acked-delivery index a row per seq, no
+ * delivery_seq_high), replacing a store whose delivery_seq_high is above
+ * every seq its tables hold (as after deliveries acked and gone): the
+ * restore migrates the backup's copy to 13, with its acks indexed by runs, and
  * moves the delivery seqs past the replaced store's mark; the next
  * delivery's seq is past it, and the trail verifies. */
 static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **state)
@@ -3003,6 +3187,7 @@ static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **s
     snprintf(backup, sizeof backup, "%s/backup-11.db", env->dir);
     snprintf(sql, sizeof sql, "VACUUM INTO '%s'", backup);
     h_store_exec(env, sql);
+    storage_set_back(backup, 11);
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(backup, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
         sqlite3_exec(db,
@@ -3020,14 +3205,13 @@ static void test_restore_of_a_schema_11_backup_passes_delivery_seq_high(void **s
                      "DROP TRIGGER audit_ack_ranges_append_only_update;"
                      "DROP TRIGGER audit_ack_ranges_append_only_delete;"
                      "DROP TABLE audit_ack_ranges;"
-                     "DELETE FROM meta WHERE name = 'delivery_seq_high';"
-                     "PRAGMA user_version = 11",
+                     "DELETE FROM meta WHERE name = 'delivery_seq_high';",
                      NULL, NULL, NULL) != SQLITE_OK)
         fail_msg("%s: %s", backup, sqlite3_errmsg(db));
     sqlite3_close(db);
     h_store_exec(env, "UPDATE meta SET value = 50000000 WHERE name = 'delivery_seq_high'");
     restore_run2(env, backup, NULL, 0, "deliveries from 1050000001 (was ",
-                 "the backup was at schema 11: migrated to 12\n", "");
+                 "the backup was at schema 11: migrated to 13\n", "");
     assert_int_equal(
         h_store_int(env, "SELECT value FROM meta WHERE name = 'delivery_seq_high'", NULL),
         1050000000);
