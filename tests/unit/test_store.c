@@ -3472,28 +3472,38 @@ static void test_v1_store_migrates_only_when_empty(void **state)
 #define REKEY_PUBLISHES 4
 #define REKEY_ITEMS_PER_PUBLISH 3
 #define REKEY_ITEMS (REKEY_PUBLISHES * REKEY_ITEMS_PER_PUBLISH)
-#define REKEY_DELIVERIES 24 /* item k goes to k % 3 + 1 recipients */
+#define REKEY_DELIVERIES 24 /* item k goes to k % 3 + 1 recipients, each a row of its own */
 #define REKEY_BODY_MAX 20000
 
 /* Empty, tiny, in-page and overflow-page bodies. */
 static const size_t rekey_body_sizes[] = {0, 1, 57, 300, 4096, REKEY_BODY_MAX};
 static const char *const rekey_recipients[] = {POLITIE, RIEC, "om/officier"};
 
-/* What a rekey test stored: body k of a table is rekey_body(k, table). */
+/* What a rekey test stored: body k of a table is rekey_body(k, table).
+ * Delivery d is a signal's by reference with mask rekey_mask(d) when d is
+ * even, a case's with content rekey_body(d, REKEY_DELIVERY_BODY) when odd
+ * (every size once in each twelve). */
 typedef struct rekey_data {
     size_t items, deliveries;
     int64_t item_seq[REKEY_ITEMS];
     int64_t delivery_seq[REKEY_DELIVERIES];
+    size_t delivery_item[REKEY_DELIVERIES];
     const char *recipient[REKEY_DELIVERIES];
+    char case_id[SCHAKEL_CASE_ID_LEN + 1];
 } rekey_data_t;
 
 enum rekey_table { REKEY_ITEM_BODY, REKEY_DELIVERY_BODY };
 
 static size_t rekey_body(uint8_t *out, size_t k, enum rekey_table table)
 {
-    size_t len = rekey_body_sizes[(k + 3 * (size_t)table) % 6];
+    size_t len = rekey_body_sizes[table == REKEY_ITEM_BODY ? k % 6 : (k / 2) % 6];
     fill(out, len, (unsigned)k, table == REKEY_ITEM_BODY ? 0x11 : 0x22);
     return len;
+}
+
+static uint32_t rekey_mask(size_t d)
+{
+    return 0x5a5a0000u | (uint32_t)d;
 }
 
 static void rekey_fill(store_t *store, rekey_data_t *data)
@@ -3501,6 +3511,7 @@ static void rekey_fill(store_t *store, rekey_data_t *data)
     static uint8_t body[REKEY_BODY_MAX];
     memset(data, 0, sizeof *data);
     assert_int_equal(store_begin(store), 0);
+    case_new(store, data->case_id);
     for (unsigned p = 0; p < REKEY_PUBLISHES; p++) {
         int64_t accepted_at = 1700000050 + p;
         int64_t publish_id = publish(store, WOCO, 50 + p, accepted_at);
@@ -3515,13 +3526,18 @@ static void rekey_fill(store_t *store, rekey_data_t *data)
                 size_t d = data->deliveries++;
                 delivery_spec_t spec;
                 data->recipient[d] = rekey_recipients[(k + r) % 3];
+                data->delivery_item[d] = k;
                 delivery_spec(&spec, data->recipient[d], WOCO, "woco-servatius", 50 + p,
                               accepted_at, item_seq, i);
-                spec.d.body = body;
-                spec.d.body_len = rekey_body(body, d, REKEY_DELIVERY_BODY);
+                spec.d.fields = rekey_mask(d);
+                if (d % 2 == 1) {
+                    delivery_spec_case(&spec, data->case_id, 0);
+                    spec.d.body = body;
+                    spec.d.body_len = rekey_body(body, d, REKEY_DELIVERY_BODY);
+                }
                 data->delivery_seq[d] = store_delivery_add(store, &spec.d);
-                assert_true(data->delivery_seq[d] > 0);
-                (void)rekey_body(body, k, REKEY_ITEM_BODY); /* the next delivery's item */
+                if (data->delivery_seq[d] <= 0)
+                    fail_msg("delivery %zu: %s", d, store_errmsg(store));
             }
         }
     }
@@ -3540,16 +3556,27 @@ static size_t rekey_index(const int64_t *seqs, size_t n, int64_t seq)
     return 0;
 }
 
+/* body is what the test stored as the sealed body of item seq, or of
+ * the mailbox row of delivery seq (a signal's mask, 4 bytes little-endian,
+ * or a case's content). */
 static void rekey_expect(const rekey_data_t *data, enum rekey_table table, int64_t seq,
                          const uint8_t *body, size_t len)
 {
     static uint8_t expected[REKEY_BODY_MAX];
     size_t k = table == REKEY_ITEM_BODY ? rekey_index(data->item_seq, data->items, seq)
                                         : rekey_index(data->delivery_seq, data->deliveries, seq);
-    size_t expected_len = rekey_body(expected, k, table);
+    size_t expected_len = 0;
+    if (table == REKEY_DELIVERY_BODY && k % 2 == 0) {
+        uint32_t mask = rekey_mask(k);
+        for (expected_len = 0; expected_len < 4; expected_len++)
+            expected[expected_len] = (uint8_t)(mask >> (8 * expected_len));
+    } else {
+        expected_len = rekey_body(expected, k, table);
+    }
     if (len != expected_len || (len > 0 && memcmp(body, expected, len) != 0))
         fail_msg("%s %lld: body differs (%zu bytes, want %zu)",
-                 table == REKEY_ITEM_BODY ? "item" : "delivery", (long long)seq, len, expected_len);
+                 table == REKEY_ITEM_BODY ? "item" : "mailbox row", (long long)seq, len,
+                 expected_len);
 }
 
 typedef struct rekey_seen {
@@ -3557,12 +3584,22 @@ typedef struct rekey_seen {
     size_t n;
 } rekey_seen_t;
 
+/* A signal's delivery comes with its mask and its item's bytes, a case's
+ * with its own content. */
 static int rekey_check_delivery(const store_delivery_t *d, void *arg)
 {
     rekey_seen_t *seen = arg;
     size_t k = rekey_index(seen->data->delivery_seq, seen->data->deliveries, (int64_t)d->seq);
     assert_string_equal(d->recipient, seen->data->recipient[k]);
-    rekey_expect(seen->data, REKEY_DELIVERY_BODY, (int64_t)d->seq, d->body, d->body_len);
+    if (k % 2 == 0) {
+        assert_int_equal(d->fields, rekey_mask(k));
+        assert_null(d->case_id);
+        size_t item = seen->data->delivery_item[k];
+        rekey_expect(seen->data, REKEY_ITEM_BODY, seen->data->item_seq[item], d->body, d->body_len);
+    } else {
+        assert_non_null(d->case_id);
+        rekey_expect(seen->data, REKEY_DELIVERY_BODY, (int64_t)d->seq, d->body, d->body_len);
+    }
     seen->n++;
     return 0;
 }
@@ -3578,15 +3615,16 @@ static void rekey_check_mailboxes(store_t *store, const rekey_data_t *data)
     assert_int_equal(seen.n, data->deliveries);
 }
 
-/* How many item and delivery bodies in the file open under key, with the
- * documented associated data, read past the store's own code. Each one
- * that opens must hold what was stored. */
+/* How many item and mailbox row bodies in the file open under key, with
+ * the documented associated data, read past the store's own code (a row's
+ * associated data apart: raw_row_open). Each one that opens must hold
+ * what was stored. */
 static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_BYTES],
                                  const rekey_data_t *data)
 {
     static const char *const sql[] = {[REKEY_ITEM_BODY] =
                                           "SELECT seq, publish_id, item_index, body FROM items",
-                                      [REKEY_DELIVERY_BODY] = "SELECT seq FROM deliveries"};
+                                      [REKEY_DELIVERY_BODY] = "SELECT first_seq FROM mailbox"};
     static uint8_t opened[REKEY_BODY_MAX];
     size_t count = 0;
     sqlite3 *db = store_fixture_raw_open(path);
@@ -3598,8 +3636,7 @@ static size_t raw_bodies_opening(const char *path, const uint8_t key[STORE_KEY_B
             int64_t seq = sqlite3_column_int64(stmt, 0), second = sqlite3_column_int64(stmt, 1);
             if (table == REKEY_DELIVERY_BODY) {
                 size_t len = 0;
-                if (store_fixture_delivery_open(path, key, seq, STORE_FIXTURE_LAYOUT_ENVELOPE,
-                                                opened, sizeof opened, &len) != 0)
+                if (raw_row_open(path, key, seq, opened, sizeof opened, &len) != 0)
                     continue;
                 rekey_expect(data, REKEY_DELIVERY_BODY, seq, opened, len);
                 count++;
@@ -3630,6 +3667,27 @@ static void rekey_check_file(const char *path, const uint8_t opens[STORE_KEY_BYT
 {
     assert_int_equal(raw_bodies_opening(path, opens, data), REKEY_ITEMS + REKEY_DELIVERIES);
     assert_int_equal(raw_bodies_opening(path, refused, data), 0);
+}
+
+/* The BLAKE2b-256 digest of each mailbox row's sealed body, in first_seq
+ * order, into digests (REKEY_DELIVERIES of them): how many rows. */
+static size_t raw_row_body_digests(const char *path, uint8_t digests[][32])
+{
+    sqlite3 *db = store_fixture_raw_open(path);
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT body FROM mailbox ORDER BY first_seq", -1, &stmt, NULL),
+        SQLITE_OK);
+    size_t n = 0;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        assert_true(n < REKEY_DELIVERIES);
+        assert_int_equal(crypto_generichash(digests[n++], 32, sqlite3_column_blob(stmt, 0),
+                                            (size_t)sqlite3_column_bytes(stmt, 0), NULL, 0),
+                         0);
+    }
+    assert_int_equal(sqlite3_finalize(stmt), SQLITE_OK);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    return n;
 }
 
 /* Open with each key: only `opens` is accepted; the others are refused by
@@ -3674,11 +3732,18 @@ static void test_rekey_reseals_every_body(void **state)
     memcpy(old_sealed, whole + REKEY_BODY_MAX - 24, sizeof old_sealed); /* from its last page */
     free(whole);
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    static uint8_t rows_before[REKEY_DELIVERIES][32], rows_after[REKEY_DELIVERIES][32];
+    assert_int_equal(raw_row_body_digests(f->path, rows_before), REKEY_DELIVERIES);
 
     store_rekey_counts_t counts = {99, 99};
     assert_int_equal(store_rekey(f->store, new_key, &counts), 0);
     assert_int_equal(counts.items, REKEY_ITEMS);
-    assert_int_equal(counts.deliveries, REKEY_DELIVERIES);
+    assert_int_equal(counts.deliveries, REKEY_DELIVERIES); /* rows: one delivery each here */
+    /* every row's body sealed again (a fresh nonce), none left as it was */
+    assert_int_equal(raw_row_body_digests(f->path, rows_after), REKEY_DELIVERIES);
+    for (size_t r = 0; r < REKEY_DELIVERIES; r++)
+        if (memcmp(rows_before[r], rows_after[r], 32) == 0)
+            fail_msg("mailbox row %zu kept its sealed body", r);
     /* The same handle goes on under the new key... */
     rekey_check_mailboxes(f->store, &data);
     rekey_check_file(f->path, new_key, test_key, &data);
@@ -3703,7 +3768,7 @@ static void test_rekey_reseals_every_body(void **state)
     /* New writes are sealed under the new key and read back. */
     assert_int_equal(store_begin(f->store), 0);
     body_seen_t seen = {.n = 0};
-    (void)deliver_bytes(f->store, "brandweer/meldkamer", 90, "item", BODY_MASK, NOW, NULL);
+    (void)deliver_bytes(f->store, "brandweer/meldkamer", 90, "after rekey", BODY_MASK, NOW, NULL);
     assert_int_equal(store_commit(f->store), 0);
     assert_int_equal(
         store_mailbox_scan(f->store, "brandweer/meldkamer", 0, 10, collect_body, &seen), 1);
